@@ -1,0 +1,23 @@
+"""The unit a capture container hands to the payload decoders: one UDP datagram.
+
+The container (pcap.py) knows link layers, IP and UDP, nothing of NetFlow; the decoders
+(netflow_v5.py, netflow_v9.py, ipfix.py) know NetFlow, nothing of captures. This is all
+they share.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class Datagram(NamedTuple):
+    """One complete (reassembled) UDP payload with where and when it was captured."""
+
+    payload: bytes
+    exporter: str  # IP source address as text (the exporter's identity)
+    exporter_port: int  # UDP source port
+    collector_port: int  # UDP destination port (a hint only: content decides the format)
+    frame: int  # 1-based frame number in the capture (of the last fragment if reassembled)
+    offset: int  # byte offset of that frame's record header in the file
+    arrival_us: int  # capture time, UTC microseconds
+    source: str  # file path as given

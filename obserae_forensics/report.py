@@ -1,0 +1,166 @@
+"""RunReport: what a run decoded, what it skipped and why, per file and per exporter.
+
+Readers never print: they count here. The CLI prints `summary()`, the manifest and the
+exporters table are built from it, and tests assert on it. Every skipped unit is counted
+by reason with its bytes, and the first few of each reason keep their file and offset so
+a person can go and look at the bytes.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import InputError
+
+EXAMPLES_PER_REASON = 20
+
+
+@dataclass
+class ExporterStats:
+    """Accounting of one exporter stream: (exporter address, source ID / observation domain).
+
+    Sequence semantics follow each version: v5 counts flows, v9 export packets, IPFIX data
+    records. `clock_offset_*` is exporter export time minus the capture (arrival) time.
+    """
+
+    exporter: str
+    domain: int
+    version: int = 0
+    datagrams: int = 0
+    records: int = 0
+    packets: int = 0
+    octets: int = 0
+    templates: int = 0  # template and options-template records received (incl. refreshes)
+    template_changes: int = 0  # a template ID redefined with another layout
+    template_withdrawals: int = 0
+    options_records: int = 0
+    sequence_gaps: int = 0  # number of discontinuities
+    sequence_lost: int = 0  # units missing according to the sequence numbers
+    duplicates: int = 0
+    reorders: int = 0
+    undecodable_sets: int = 0
+    records_without_template: int = 0
+    enterprise_fields_skipped: int = 0
+    sampling_rate: int = 1  # last sampling rate in force (1 = unsampled)
+    first_export_us: int | None = None
+    last_export_us: int | None = None
+    clock_offset_min_us: int | None = None
+    clock_offset_max_us: int | None = None
+    missing_templates: Counter[int] = field(default_factory=Counter)  # template id -> records
+
+    def see_export(self, export_us: int, arrival_us: int | None) -> None:
+        """Track first/last export time and the exporter-minus-capture clock offset."""
+        if self.first_export_us is None or export_us < self.first_export_us:
+            self.first_export_us = export_us
+        if self.last_export_us is None or export_us > self.last_export_us:
+            self.last_export_us = export_us
+        if arrival_us is not None:
+            offset = export_us - arrival_us
+            if self.clock_offset_min_us is None or offset < self.clock_offset_min_us:
+                self.clock_offset_min_us = offset
+            if self.clock_offset_max_us is None or offset > self.clock_offset_max_us:
+                self.clock_offset_max_us = offset
+
+
+@dataclass
+class Problem:
+    """One located problem, kept as an example for the summary and the manifest."""
+
+    reason: str
+    source: str
+    offset: int
+    frame: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.source}@{self.offset}"
+        if self.frame is not None:
+            where += f" (frame {self.frame})"
+        return f"{where}: {self.message}"
+
+
+@dataclass
+class FileStats:
+    """Per input file: what kind it was and how much of it was read."""
+
+    path: str
+    format: str = ""
+    size: int = 0
+    units: int = 0  # frames (PCAP) or blocks (nfcapd)
+    records: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    first_us: int | None = None
+    last_us: int | None = None
+
+
+@dataclass
+class RunReport:
+    """What a run decoded and what it skipped. The CLI prints it; tests assert on it."""
+
+    records: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)  # reason -> units
+    skipped_bytes: Counter[str] = field(default_factory=Counter)  # reason -> bytes
+    examples: list[Problem] = field(default_factory=list)
+    files: dict[str, FileStats] = field(default_factory=dict)
+    exporters: dict[tuple[str, int], ExporterStats] = field(default_factory=dict)
+    strict: bool = False
+
+    def file(self, path: str) -> FileStats:
+        stats = self.files.get(path)
+        if stats is None:
+            stats = self.files[path] = FileStats(path)
+        return stats
+
+    def exporter(self, exporter: str, domain: int) -> ExporterStats:
+        key = (exporter, domain)
+        stats = self.exporters.get(key)
+        if stats is None:
+            stats = self.exporters[key] = ExporterStats(exporter, domain)
+        return stats
+
+    def skip(self, error: InputError, nbytes: int = 0, count: int = 1) -> None:
+        """Count a skipped unit; under --strict, stop the run with it instead."""
+        if self.strict:
+            raise error
+        self.skipped[error.reason] += count
+        self.skipped_bytes[error.reason] += nbytes
+        self.file(error.source).skipped[error.reason] += count
+        if sum(1 for e in self.examples if e.reason == error.reason) < EXAMPLES_PER_REASON:
+            self.examples.append(
+                Problem(error.reason, error.source, error.offset, error.frame, error.message)
+            )
+
+    def ignore(self, reason: str, source: str, nbytes: int, count: int = 1) -> None:
+        """Count units that are not flow exports at all (other traffic): never an error."""
+        self.skipped[reason] += count
+        self.skipped_bytes[reason] += nbytes
+        self.file(source).skipped[reason] += count
+
+    def summary(self) -> str:
+        line = f"{self.records} flow records read from {len(self.files)} file(s)"
+        problems = {k: v for k, v in self.skipped.items() if v}
+        if problems:
+            parts = ", ".join(f"{v} {k}" for k, v in sorted(problems.items()))
+            line += f"; skipped: {parts}"
+        return line
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for manifest.json."""
+        return {
+            "records": self.records,
+            "skipped": dict(sorted(self.skipped.items())),
+            "skipped_bytes": dict(sorted(self.skipped_bytes.items())),
+            "examples": [str(p) for p in self.examples],
+            "files": {
+                path: {
+                    "format": f.format,
+                    "size": f.size,
+                    "units": f.units,
+                    "records": f.records,
+                    "skipped": dict(sorted(f.skipped.items())),
+                }
+                for path, f in sorted(self.files.items())
+            },
+        }
