@@ -1,0 +1,252 @@
+"""The capture container: every container and link layer the issue lists, built with scapy."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pytest
+from scapy.layers.inet import IP, UDP, fragment
+from scapy.layers.inet6 import IPv6, IPv6ExtHdrFragment
+from scapy.layers.l2 import CookedLinux, Dot1AD, Dot1Q, Ether, Loopback
+
+from obserae_forensics.errors import TruncatedInput, UnknownFormat
+from obserae_forensics.readers.pcap import iter_datagrams, iter_frames, read_frames
+from obserae_forensics.report import RunReport
+
+PAYLOAD = b"\x00\x0a" + bytes(range(200))
+
+
+def udp4(payload: bytes = PAYLOAD, src: str = "192.0.2.1") -> IP:
+    return IP(src=src, dst="198.51.100.7") / UDP(sport=50000, dport=4739) / payload
+
+
+def pcap_bytes(frames: list[tuple[int, bytes]], *, order: str = "<", nanos: bool = False,
+               linktype: int = 1, caplen_cut: int | None = None) -> bytes:
+    magic = 0xA1B23C4D if nanos else 0xA1B2C3D4
+    out = struct.pack(order + "IHHiIII", magic, 2, 4, 0, 0, 65535, linktype)
+    for ts, data in frames:
+        kept = data if caplen_cut is None else data[:caplen_cut]
+        out += struct.pack(order + "IIII", ts // 10**9, (ts % 10**9) // (1 if nanos else 1000),
+                           len(kept), len(data)) + kept
+    return out
+
+
+def block(order: str, block_type: int, body: bytes) -> bytes:
+    body += b"\x00" * (-len(body) % 4)
+    total = len(body) + 12
+    return struct.pack(order + "II", block_type, total) + body + struct.pack(order + "I", total)
+
+
+def shb(order: str) -> bytes:
+    return block(order, 0x0A0D0D0A, struct.pack(order + "IHHq", 0x1A2B3C4D, 1, 0, -1))
+
+
+def idb(order: str, linktype: int, tsresol: int | None = None) -> bytes:
+    options = b""
+    if tsresol is not None:
+        options = struct.pack(order + "HH", 9, 1) + bytes([tsresol]) + b"\x00" * 3
+        options += struct.pack(order + "HH", 0, 0)
+    return block(order, 1, struct.pack(order + "HHI", linktype, 0, 0) + options)
+
+
+def epb(order: str, interface: int, ticks: int, data: bytes) -> bytes:
+    return block(order, 6, struct.pack(order + "IIIII", interface, ticks >> 32, ticks & 0xFFFFFFFF,
+                                       len(data), len(data)) + data)
+
+
+def datagrams(path: Path) -> tuple[list, RunReport]:
+    report = RunReport()
+    found = [d for chunk in iter_datagrams(path, report) for d in chunk]
+    return found, report
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+@pytest.mark.parametrize("nanos", [False, True])
+def test_pcap_both_byte_orders_and_resolutions(tmp_path: Path, order: str, nanos: bool) -> None:
+    path = tmp_path / "a.pcap"
+    ts = 1_700_000_000_123_456_000
+    path.write_bytes(pcap_bytes([(ts, bytes(Ether() / udp4()))], order=order, nanos=nanos))
+    found, report = datagrams(path)
+    assert len(found) == 1
+    assert found[0].payload == PAYLOAD
+    assert found[0].exporter == "192.0.2.1"
+    assert found[0].arrival_us == ts // 1000
+    assert (found[0].frame, found[0].offset) == (1, 24)
+    assert report.files[str(path)].format == "pcap"
+
+
+@pytest.mark.parametrize(
+    "linktype,frame",
+    [
+        (1, Ether() / Dot1AD(vlan=10) / Dot1Q(vlan=20) / udp4()),
+        (1, Ether() / Dot1Q(vlan=5) / Dot1Q(vlan=6) / Dot1Q(vlan=7) / udp4()),
+        (113, CookedLinux(proto=0x0800) / udp4()),
+        (101, udp4()),
+        (228, udp4()),
+        (0, Loopback(type=2) / udp4()),
+        (108, struct.pack(">I", 2) + bytes(udp4())),
+    ],
+)
+def test_link_layers(tmp_path: Path, linktype: int, frame: object) -> None:
+    path = tmp_path / "l.pcap"
+    path.write_bytes(pcap_bytes([(10**18, bytes(frame))], linktype=linktype))  # type: ignore[call-overload]
+    found, report = datagrams(path)
+    assert [d.payload for d in found] == [PAYLOAD], report.skipped
+
+
+def test_sll2_with_vlan_and_ipv6(tmp_path: Path) -> None:
+    inner = IPv6(src="2001:db8::1", dst="2001:db8::2") / UDP(sport=1, dport=2) / PAYLOAD
+    sll2 = struct.pack(">HHIHBB8s", 0x8100, 0, 3, 1, 0, 6, b"\x00" * 8)
+    frame = sll2 + struct.pack(">HH", 42, 0x86DD) + bytes(inner)
+    path = tmp_path / "s.pcap"
+    path.write_bytes(pcap_bytes([(10**18, frame)], linktype=276))
+    found, _ = datagrams(path)
+    assert [d.exporter for d in found] == ["2001:db8::1"]
+    assert found[0].payload == PAYLOAD
+
+
+def test_ipv4_fragments_reassembled_out_of_order(tmp_path: Path) -> None:
+    big = b"\x00\x0a" + bytes(i % 251 for i in range(3000))
+    packet = IP(src="10.1.1.1", dst="10.2.2.2", id=77) / UDP(sport=9, dport=2055) / big
+    pieces = [bytes(Ether() / p) for p in fragment(packet, fragsize=1000)]
+    assert len(pieces) == 4
+    order = [pieces[2], pieces[0], pieces[3], pieces[1]]
+    path = tmp_path / "f.pcap"
+    path.write_bytes(pcap_bytes([(10**18 + i, p) for i, p in enumerate(order)]))
+    found, report = datagrams(path)
+    assert [d.payload for d in found] == [big]
+    assert found[0].frame == 4
+    assert not report.skipped
+
+
+def test_ipv6_fragments_reassembled(tmp_path: Path) -> None:
+    big = b"\x00\x0a" + bytes(i % 13 for i in range(2500))
+    udp = bytes(UDP(sport=9, dport=4739, len=8 + len(big)) / big)
+    first = IPv6(src="2001:db8::9", dst="2001:db8::1", nh=44) / IPv6ExtHdrFragment(
+        nh=17, offset=0, m=1, id=5) / udp[:1200]
+    second = IPv6(src="2001:db8::9", dst="2001:db8::1", nh=44) / IPv6ExtHdrFragment(
+        nh=17, offset=150, m=0, id=5) / udp[1200:]
+    path = tmp_path / "f6.pcap"
+    path.write_bytes(pcap_bytes([(10**18, bytes(Ether() / first)),
+                                 (10**18 + 1, bytes(Ether() / second))]))
+    found, report = datagrams(path)
+    assert [d.payload for d in found] == [big], report.skipped
+
+
+def test_incomplete_fragments_are_counted(tmp_path: Path) -> None:
+    packet = IP(src="10.1.1.1", dst="10.2.2.2", id=9) / UDP(sport=9, dport=2055) / bytes(3000)
+    pieces = [bytes(Ether() / p) for p in fragment(packet, fragsize=1000)]
+    path = tmp_path / "f.pcap"
+    path.write_bytes(pcap_bytes([(10**18, pieces[0]), (10**18, pieces[1])]))
+    found, report = datagrams(path)
+    assert found == []
+    assert report.skipped["incomplete_fragments"] == 1
+    assert report.examples[0].frame == 1
+
+
+def test_ethernet_padding_is_trimmed(tmp_path: Path) -> None:
+    frame = bytes(Ether() / udp4(b"\x00\x05")) + b"\xee" * 20
+    path = tmp_path / "p.pcap"
+    path.write_bytes(pcap_bytes([(10**18, frame)]))
+    found, _ = datagrams(path)
+    assert [d.payload for d in found] == [b"\x00\x05"]
+
+
+def test_other_traffic_is_counted_not_decoded(tmp_path: Path) -> None:
+    tcp = bytes(Ether() / IP(proto=6) / (b"x" * 20))
+    arp = bytes(Ether(type=0x0806) / (b"\x00" * 28))
+    path = tmp_path / "o.pcap"
+    path.write_bytes(pcap_bytes([(10**18, tcp), (10**18, arp), (10**18, bytes(Ether() / udp4()))]))
+    found, report = datagrams(path)
+    assert len(found) == 1
+    assert report.skipped["not_udp"] == 1
+    assert report.skipped["not_ip"] == 1
+
+
+def test_truncated_file_says_where(tmp_path: Path) -> None:
+    whole = pcap_bytes([(10**18, bytes(Ether() / udp4()))] * 2)
+    path = tmp_path / "t.pcap"
+    path.write_bytes(whole[:-30])
+    found, report = datagrams(path)
+    assert len(found) == 1
+    assert report.skipped["truncated"] == 1
+    assert str(report.examples[0]).startswith(f"{path}@")
+    assert report.examples[0].frame == 2
+
+
+def test_truncated_file_under_strict_stops(tmp_path: Path) -> None:
+    path = tmp_path / "t.pcap"
+    path.write_bytes(pcap_bytes([(10**18, bytes(Ether() / udp4()))])[:-5])
+    with pytest.raises(TruncatedInput, match=r"t\.pcap@24 \(frame 1\): packet record promises"):
+        datagrams_strict(path)
+
+
+def datagrams_strict(path: Path) -> None:
+    report = RunReport(strict=True)
+    for _ in iter_datagrams(path, report):
+        pass
+
+
+def test_snaplen_cut_frame_keeps_what_was_captured(tmp_path: Path) -> None:
+    path = tmp_path / "c.pcap"
+    path.write_bytes(pcap_bytes([(10**18, bytes(Ether() / udp4()))], caplen_cut=14 + 20 + 8 + 50))
+    found, _ = datagrams(path)
+    assert [d.payload for d in found] == [PAYLOAD[:50]]
+
+
+def test_not_a_capture_is_unknown_format(tmp_path: Path) -> None:
+    path = tmp_path / "n.bin"
+    path.write_bytes(b"hello world, not a capture")
+    with pytest.raises(UnknownFormat, match=r"n\.bin@0: not a PCAP/PCAPNG"):
+        list(iter_frames(path, RunReport()))
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_pcapng_interfaces_resolutions_and_unknown_blocks(tmp_path: Path, order: str) -> None:
+    ts_us = 1_700_000_000_000_001
+    content = (
+        shb(order)
+        + idb(order, 1)  # Ethernet, µs
+        + idb(order, 101, tsresol=9)  # raw IP, ns
+        + block(order, 0x0BAD, b"custom!!")  # unknown block: skipped by length
+        + epb(order, 1, ts_us * 1000 + 7, bytes(udp4(src="192.0.2.2")))
+        + block(order, 4, b"\x00" * 8)  # name resolution block
+        + epb(order, 0, ts_us, bytes(Ether() / udp4(src="192.0.2.3")))
+        + block(order, 3, struct.pack(order + "I", 42 + 202) + bytes(Ether() / udp4()))
+    )
+    path = tmp_path / "n.pcapng"
+    path.write_bytes(content)
+    found, report = datagrams(path)
+    assert [d.exporter for d in found] == ["192.0.2.2", "192.0.2.3", "192.0.2.1"]
+    assert [d.arrival_us for d in found] == [ts_us, ts_us, 0]
+    assert [d.frame for d in found] == [1, 2, 3]
+    assert report.files[str(path)].format == "pcapng"
+    assert not report.skipped
+
+
+def test_pcapng_second_section_other_byte_order(tmp_path: Path) -> None:
+    content = (shb("<") + idb("<", 101) + epb("<", 0, 1, bytes(udp4()))
+               + shb(">") + idb(">", 101) + epb(">", 0, 2, bytes(udp4())))
+    path = tmp_path / "two.pcapng"
+    path.write_bytes(content)
+    found, report = datagrams(path)
+    assert len(found) == 2 and not report.skipped
+
+
+def test_read_frames_by_offset(tmp_path: Path) -> None:
+    frames = [(10**18 + i, bytes(Ether() / udp4(bytes([i]) * 10))) for i in range(3)]
+    path = tmp_path / "r.pcap"
+    path.write_bytes(pcap_bytes(frames))
+    found, _ = datagrams(path)
+    back = read_frames(path, {found[2].offset})
+    assert back[found[2].offset].data == frames[2][1]
+
+
+def test_corpus_captures_give_the_readme_datagram_counts(corpus: Path) -> None:
+    expected = {"sf_v5_synscan.pcap": 69, "sf_v9_synscan.pcap": 64, "pm_v9_test.pcap": 7,
+                "nfreplay_v9_test.pcap": 3, "sf_v10_varsvc.pcap": 3}
+    for name, count in expected.items():
+        found, report = datagrams(corpus / "exports" / name)
+        assert len(found) == count, name
+        assert not report.skipped
