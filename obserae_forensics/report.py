@@ -91,6 +91,7 @@ class FileStats:
     units: int = 0  # frames (PCAP) or blocks (nfcapd)
     records: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
+    ignored: Counter[str] = field(default_factory=Counter)
     first_us: int | None = None
     last_us: int | None = None
 
@@ -102,6 +103,8 @@ class RunReport:
     records: int = 0
     skipped: Counter[str] = field(default_factory=Counter)  # reason -> units
     skipped_bytes: Counter[str] = field(default_factory=Counter)  # reason -> bytes
+    ignored: Counter[str] = field(default_factory=Counter)  # other traffic: reason -> units
+    ignored_bytes: Counter[str] = field(default_factory=Counter)
     examples: list[Problem] = field(default_factory=list)
     files: dict[str, FileStats] = field(default_factory=dict)
     exporters: dict[tuple[str, int], ExporterStats] = field(default_factory=dict)
@@ -134,9 +137,13 @@ class RunReport:
 
     def ignore(self, reason: str, source: str, nbytes: int, count: int = 1) -> None:
         """Count units that are not flow exports at all (other traffic): never an error."""
-        self.skipped[reason] += count
-        self.skipped_bytes[reason] += nbytes
-        self.file(source).skipped[reason] += count
+        self.ignored[reason] += count
+        self.ignored_bytes[reason] += nbytes
+        self.file(source).ignored[reason] += count
+
+    def skipped_problems(self) -> int:
+        """Units that could not be decoded (other traffic is not a problem)."""
+        return sum(self.skipped.values())
 
     def summary(self) -> str:
         line = f"{self.records} flow records read from {len(self.files)} file(s)"
@@ -144,6 +151,10 @@ class RunReport:
         if problems:
             parts = ", ".join(f"{v} {k}" for k, v in sorted(problems.items()))
             line += f"; skipped: {parts}"
+        ignored = {k: v for k, v in self.ignored.items() if v}
+        if ignored:
+            parts = ", ".join(f"{v} {k}" for k, v in sorted(ignored.items()))
+            line += f"; not flow exports: {parts}"
         return line
 
     def as_dict(self) -> dict[str, Any]:
@@ -152,6 +163,8 @@ class RunReport:
             "records": self.records,
             "skipped": dict(sorted(self.skipped.items())),
             "skipped_bytes": dict(sorted(self.skipped_bytes.items())),
+            "ignored": dict(sorted(self.ignored.items())),
+            "ignored_bytes": dict(sorted(self.ignored_bytes.items())),
             "examples": [str(p) for p in self.examples],
             "files": {
                 path: {
@@ -160,6 +173,7 @@ class RunReport:
                     "units": f.units,
                     "records": f.records,
                     "skipped": dict(sorted(f.skipped.items())),
+                    "ignored": dict(sorted(f.ignored.items())),
                 }
                 for path, f in sorted(self.files.items())
             },

@@ -160,8 +160,9 @@ def test_other_traffic_is_counted_not_decoded(tmp_path: Path) -> None:
     path.write_bytes(pcap_bytes([(10**18, tcp), (10**18, arp), (10**18, bytes(Ether() / udp4()))]))
     found, report = datagrams(path)
     assert len(found) == 1
-    assert report.skipped["not_udp"] == 1
-    assert report.skipped["not_ip"] == 1
+    assert report.ignored["not_udp"] == 1
+    assert report.ignored["not_ip"] == 1
+    assert not report.skipped_problems()
 
 
 def test_truncated_file_says_where(tmp_path: Path) -> None:

@@ -1,0 +1,192 @@
+"""obserae-forensics command line: options -> one library call -> report -> exit code.
+
+Exit codes:
+    0  the run completed (skipped input, if any, is counted in the summary and manifest)
+    1  --strict and some input had to be skipped; or the conservation check failed
+    2  usage error: bad option, bad settings/Cartography/Flow Matrix file, existing output
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .errors import InputError, UsageError
+from .report import RunReport
+
+app = typer.Typer(no_args_is_help=True, add_completion=False,
+                  help="Offline network forensics over NetFlow/IPFIX captures and nfcapd files.")
+
+InputsArgument = Annotated[
+    list[Path],
+    typer.Argument(exists=True, help="PCAP/PCAPNG captures, nfcapd files or directories of them."),
+]
+FromOption = Annotated[
+    str | None,
+    typer.Option("--from", help="Only records ending at or after this UTC time "
+                 "(ISO 8601 or nfdump's YYYY/MM/DD.hh:mm:ss)."),
+]
+ToOption = Annotated[
+    str | None,
+    typer.Option("--to", help="Only records starting at or before this UTC time."),
+]
+
+
+def parse_time(text: str | None, option: str) -> int | None:
+    """UTC time text -> µs since 1970; naive times are UTC."""
+    if text is None:
+        return None
+    candidate = text.strip()
+    for layout in ("%Y/%m/%d.%H:%M:%S", "%Y/%m/%d.%H:%M", "%Y/%m/%d"):
+        try:
+            parsed = datetime.strptime(candidate, layout).replace(tzinfo=UTC)
+            return int(parsed.timestamp()) * 1_000_000
+        except ValueError:
+            pass
+    try:
+        parsed = datetime.fromisoformat(candidate.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise UsageError(f"{option}: cannot read {text!r} as a UTC time") from exc
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    delta = parsed - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _fail(error: Exception, code: int) -> typer.Exit:
+    typer.echo(f"error: {error}", err=True)
+    return typer.Exit(code)
+
+
+def _progress_wanted(quiet: bool) -> bool:
+    return not quiet and sys.stderr.isatty()
+
+
+@app.command("inspect")
+def inspect_command(
+    inputs: InputsArgument,
+    flows: Annotated[Path | None, typer.Option("--flows", help="Write the flows table here "
+                                               "(Parquet).")] = None,
+    from_time: FromOption = None,
+    to_time: ToOption = None,
+    strict: Annotated[bool, typer.Option(help="Stop at the first input problem, exit 1.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Decode the inputs and print what each exporter sent (and optionally the flows)."""
+    from .pipeline import ReadOptions, inspect_inputs
+
+    report = RunReport()
+    try:
+        options = ReadOptions(window=(parse_time(from_time, "--from"),
+                                      parse_time(to_time, "--to")), strict=strict)
+        table = inspect_inputs(inputs, options, report, flows_path=flows,
+                               progress=_progress_wanted(quiet))
+    except UsageError as error:
+        raise _fail(error, 2) from error
+    except InputError as error:
+        raise _fail(error, 1) from error
+    _print_exporters(table)
+    typer.echo(report.summary(), err=True)
+    for problem in report.examples[:5]:
+        typer.echo(f"  {problem.reason}: {problem}", err=True)
+    raise typer.Exit(1 if strict and report.skipped_problems() else 0)
+
+
+def _print_exporters(table: object) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    rows = table.to_pylist()  # type: ignore[attr-defined]
+    view = Table(title="exporters")
+    columns = ["exporter", "exporter_domain", "version", "datagrams", "records", "packets",
+               "octets", "templates", "sequence_lost", "duplicates", "undecodable_sets",
+               "records_without_template", "sampling_rate", "first_export", "last_export",
+               "clock_offset_max_s"]
+    for column in columns:
+        view.add_column(column.replace("_", " "), justify="right" if column != "exporter"
+                        else "left")
+    for row in rows:
+        view.add_row(*("" if row[c] is None else str(row[c]) for c in columns))
+    Console(width=200).print(view)
+
+
+@app.command("sessionize")
+def sessionize_command(
+    inputs: InputsArgument,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the tables.")],
+    config: Annotated[Path | None, typer.Option("--config", exists=True, dir_okay=False,
+                                                help="YAML settings (the seed's `sessions:` "
+                                                "block).")] = None,
+    hard_timeout: Annotated[str | None, typer.Option(
+        help="sessions.hard_timeout, e.g. 15m.")] = None,
+    grace: Annotated[str | None, typer.Option(help="sessions.grace, e.g. 30s.")] = None,
+    max_open_ksessions: Annotated[int | None, typer.Option(
+        help="sessions.max_open_ksessions (thousands of open sessions per exporter).")] = None,
+    idle_tcp_established: Annotated[str | None, typer.Option(
+        help="sessions.idle.tcp_established.")] = None,
+    idle_tcp_half_open: Annotated[str | None, typer.Option(
+        help="sessions.idle.tcp_half_open.")] = None,
+    idle_udp: Annotated[str | None, typer.Option(help="sessions.idle.udp.")] = None,
+    idle_icmp: Annotated[str | None, typer.Option(help="sessions.idle.icmp.")] = None,
+    idle_other: Annotated[str | None, typer.Option(help="sessions.idle.other.")] = None,
+    replay: Annotated[str | None, typer.Option(help="arrival (default) or event.")] = None,
+    cartography: Annotated[Path | None, typer.Option(exists=True, dir_okay=False,
+                                                     help="Cartography YAML.")] = None,
+    flow_matrix: Annotated[Path | None, typer.Option(exists=True, dir_okay=False,
+                                                     help="Flow Matrix YAML.")] = None,
+    from_time: FromOption = None,
+    to_time: ToOption = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Records per batch.")] = 65_536,
+    force: Annotated[bool, typer.Option(help="Replace an existing output directory.")] = False,
+    strict: Annotated[bool, typer.Option(help="Stop at the first input problem, exit 1.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Replay the inputs into sessions and write sessions, flows, exporters and a manifest."""
+    from .pipeline import ReadOptions, SessionizeConfig, sessionize_inputs
+    from .sessionize import load_policy
+
+    overrides = {
+        "sessions.hard_timeout": hard_timeout, "sessions.grace": grace,
+        "sessions.max_open_ksessions": max_open_ksessions,
+        "sessions.idle.tcp_established": idle_tcp_established,
+        "sessions.idle.tcp_half_open": idle_tcp_half_open, "sessions.idle.udp": idle_udp,
+        "sessions.idle.icmp": idle_icmp, "sessions.idle.other": idle_other,
+        "sessions.replay": replay,
+    }
+    report = RunReport()
+    try:
+        policy = load_policy(config, {k: v for k, v in overrides.items() if v is not None})
+        carto = matrix = None
+        if cartography is not None or flow_matrix is not None:
+            from .matching import empty_cartography, load_cartography, load_flow_matrix
+
+            carto = load_cartography(cartography) if cartography else empty_cartography()
+            if flow_matrix is not None:
+                matrix = load_flow_matrix(flow_matrix, carto)
+        job = SessionizeConfig(
+            inputs=tuple(inputs), out=out, policy=policy,
+            read=ReadOptions(batch_size=batch_size,
+                             window=(parse_time(from_time, "--from"), parse_time(to_time, "--to")),
+                             strict=strict),
+            cartography=carto, flow_matrix=matrix, force=force,
+            progress=_progress_wanted(quiet),
+        )
+        result = sessionize_inputs(job, report)
+    except UsageError as error:
+        raise _fail(error, 2) from error
+    except InputError as error:
+        raise _fail(error, 1) from error
+    states = ", ".join(f"{n} {s}" for s, n in sorted(result.states.items()))
+    typer.echo(report.summary(), err=True)
+    for problem in report.examples[:5]:
+        typer.echo(f"  {problem.reason}: {problem}", err=True)
+    typer.echo(f"{result.sessions} sessions ({states}) from {result.flows} flow records "
+               f"-> {out}", err=True)
+    if not result.conservation_ok:
+        typer.echo("conservation check FAILED: see manifest.json", err=True)
+        raise typer.Exit(1)
+    raise typer.Exit(1 if strict and report.skipped_problems() else 0)

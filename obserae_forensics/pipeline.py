@@ -1,0 +1,383 @@
+"""One function per command, wiring readers -> sessionize -> tables. Nothing else does I/O.
+
+`inspect_inputs` reads and accounts; `sessionize_inputs` runs the whole job into a staged
+output directory that appears only when complete. Both take a frozen options object and
+a RunReport, and return what the CLI prints.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from . import __version__
+from .readers import InputFile, discover_inputs, read_flows
+from .report import RunReport
+from .schema import SESSIONS_SCHEMA
+from .tables.parquet import TableWriter, staged_directory, write_json, write_table
+
+EXPORTER_COLUMNS: list[tuple[str, pa.DataType]] = [
+    ("exporter", pa.string()),
+    ("exporter_domain", pa.uint32()),
+    ("version", pa.uint8()),
+    ("datagrams", pa.uint64()),
+    ("records", pa.uint64()),
+    ("packets", pa.uint64()),
+    ("octets", pa.uint64()),
+    ("templates", pa.uint64()),
+    ("template_changes", pa.uint64()),
+    ("template_withdrawals", pa.uint64()),
+    ("options_records", pa.uint64()),
+    ("sequence_gaps", pa.uint64()),
+    ("sequence_lost", pa.uint64()),
+    ("duplicates", pa.uint64()),
+    ("reorders", pa.uint64()),
+    ("undecodable_sets", pa.uint64()),
+    ("records_without_template", pa.uint64()),
+    ("enterprise_fields_skipped", pa.uint64()),
+    ("sampling_rate", pa.uint32()),
+    ("first_export", pa.timestamp("us", tz="UTC")),
+    ("last_export", pa.timestamp("us", tz="UTC")),
+    ("clock_offset_min_s", pa.float64()),
+    ("clock_offset_max_s", pa.float64()),
+    ("sessions", pa.uint64()),
+    ("evictions", pa.uint64()),
+    ("first_eviction", pa.timestamp("us", tz="UTC")),
+    ("last_eviction", pa.timestamp("us", tz="UTC")),
+    ("peak_open_sessions", pa.uint64()),
+]
+EXPORTERS_SCHEMA = pa.schema([pa.field(n, t) for n, t in EXPORTER_COLUMNS])
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How inputs are read: batch size, UTC time window (µs), strictness."""
+
+    batch_size: int = 65_536
+    window: tuple[int | None, int | None] = (None, None)
+    strict: bool = False
+
+
+def inspect_inputs(
+    paths: Sequence[Path], options: ReadOptions, report: RunReport,
+    *, flows_path: Path | None = None, progress: bool = False,
+) -> pa.Table:
+    """Read every input, optionally write the flows table, return the exporters table."""
+    report.strict = options.strict
+    inputs = discover_inputs(paths, report)
+    writer = None
+    if flows_path is not None:
+        from .schema import FLOW_SCHEMA
+
+        flows_path.parent.mkdir(parents=True, exist_ok=True)
+        staging = flows_path.with_name(f".{flows_path.name}.partial")
+        writer = TableWriter(staging, FLOW_SCHEMA)
+    try:
+        for batch in _with_progress(read_flows(inputs, report, batch_size=options.batch_size,
+                                               window=options.window), inputs, progress):
+            if writer is not None:
+                writer.write(batch)
+    except BaseException:
+        if writer is not None:
+            writer.close()
+            writer.path.unlink(missing_ok=True)
+        raise
+    if writer is not None and flows_path is not None:
+        writer.close()
+        writer.path.replace(flows_path)
+    return exporters_table(report)
+
+
+def exporters_table(report: RunReport, pressure: dict[str, dict[str, Any]] | None = None,
+                    sessions: Counter[str] | None = None) -> pa.Table:
+    """One row per (exporter, domain): the readers' accounting plus session pressure."""
+    rows: dict[str, list[Any]] = {name: [] for name, _ in EXPORTER_COLUMNS}
+    pressure = pressure or {}
+    sessions = sessions or Counter()
+    for (exporter, domain), stats in sorted(report.exporters.items()):
+        p = pressure.get(exporter, {})
+        values = {
+            "exporter": exporter, "exporter_domain": domain, "version": stats.version,
+            "datagrams": stats.datagrams, "records": stats.records, "packets": stats.packets,
+            "octets": stats.octets, "templates": stats.templates,
+            "template_changes": stats.template_changes,
+            "template_withdrawals": stats.template_withdrawals,
+            "options_records": stats.options_records, "sequence_gaps": stats.sequence_gaps,
+            "sequence_lost": stats.sequence_lost, "duplicates": stats.duplicates,
+            "reorders": stats.reorders, "undecodable_sets": stats.undecodable_sets,
+            "records_without_template": stats.records_without_template,
+            "enterprise_fields_skipped": stats.enterprise_fields_skipped,
+            "sampling_rate": stats.sampling_rate,
+            "first_export": stats.first_export_us, "last_export": stats.last_export_us,
+            "clock_offset_min_s": None if stats.clock_offset_min_us is None
+            else stats.clock_offset_min_us / 1e6,
+            "clock_offset_max_s": None if stats.clock_offset_max_us is None
+            else stats.clock_offset_max_us / 1e6,
+            # sessions are per exporter address: shown on every domain row of that address
+            "sessions": sessions.get(exporter, 0),
+            "evictions": int(p.get("evictions", 0)),
+            "first_eviction": p.get("first_eviction_us"),
+            "last_eviction": p.get("last_eviction_us"),
+            "peak_open_sessions": int(p.get("peak_open", 0)),
+        }
+        for name in rows:
+            rows[name].append(values[name])
+    arrays = []
+    for name, kind in EXPORTER_COLUMNS:
+        if pa.types.is_timestamp(kind):
+            arrays.append(pa.array(rows[name], pa.int64()).cast(kind))
+        else:
+            arrays.append(pa.array(rows[name], kind))
+    return pa.Table.from_arrays(arrays, schema=EXPORTERS_SCHEMA)
+
+
+def _with_progress(
+    batches: Iterator[pa.RecordBatch], inputs: Sequence[InputFile], enabled: bool
+) -> Iterator[pa.RecordBatch]:
+    """tqdm over input bytes, advanced by how far into each file the batches have got."""
+    if not enabled:
+        yield from batches
+        return
+    from tqdm import tqdm
+
+    order = {str(item.path): i for i, item in enumerate(inputs)}
+    starts = np.cumsum([0] + [item.size for item in inputs])
+    total = int(starts[-1])
+    done = 0
+    with tqdm(total=total, unit="B", unit_scale=True, file=sys.stderr, leave=False) as bar:
+        for batch in batches:
+            if batch.num_rows:
+                source = batch.column("source_file")[batch.num_rows - 1].as_py()
+                offset = batch.column("source_offset")[batch.num_rows - 1].as_py()
+                index = order.get(source)
+                if index is not None:
+                    position = int(min(starts[index] + offset, starts[index + 1]))
+                    if position > done:
+                        bar.update(position - done)
+                        done = position
+            yield batch
+        bar.update(total - done)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class SessionizeConfig:
+    """Everything `sessionize` needs, validated before any work starts."""
+
+    inputs: tuple[Path, ...]
+    out: Path
+    policy: Any  # sessionize.SessionPolicy
+    read: ReadOptions = ReadOptions()
+    cartography: Any = None  # matching.Cartography
+    flow_matrix: Any = None  # matching.FlowMatrix
+    force: bool = False
+    progress: bool = False
+
+
+@dataclass
+class SessionizeResult:
+    out: Path
+    sessions: int = 0
+    flows: int = 0
+    states: Counter[str] = field(default_factory=Counter)
+    close_reasons: Counter[str] = field(default_factory=Counter)
+    conservation_ok: bool = True
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+
+class _Totals:
+    """Running sums for the conservation check and the data window."""
+
+    def __init__(self) -> None:
+        self.records_in = 0
+        self.packets_in = 0
+        self.octets_in = 0
+        self.records_out = 0
+        self.packets_out = 0
+        self.octets_out = 0
+        self.first_us: int | None = None
+        self.last_us: int | None = None
+
+    def add_input(self, batch: pa.RecordBatch) -> None:
+        if not batch.num_rows:
+            return
+        self.records_in += batch.num_rows
+        self.packets_in += int(pc.sum(batch.column("packets")).as_py() or 0)
+        self.packets_in += int(pc.sum(batch.column("reverse_packets")).as_py() or 0)
+        self.octets_in += int(pc.sum(batch.column("octets")).as_py() or 0)
+        self.octets_in += int(pc.sum(batch.column("reverse_octets")).as_py() or 0)
+        first = pc.min(batch.column("first_seen").cast(pa.int64())).as_py()
+        last = pc.max(batch.column("last_seen").cast(pa.int64())).as_py()
+        self.first_us = first if self.first_us is None else min(self.first_us, first)
+        self.last_us = last if self.last_us is None else max(self.last_us, last)
+
+    def add_sessions(self, sessions: pa.Table) -> None:
+        if not sessions.num_rows:
+            return
+        self.records_out += int(pc.sum(sessions.column("flow_count")).as_py() or 0)
+        for column in ("ab_packets", "ba_packets"):
+            self.packets_out += int(pc.sum(sessions.column(column)).as_py() or 0)
+        for column in ("ab_bytes", "ba_bytes"):
+            self.octets_out += int(pc.sum(sessions.column(column)).as_py() or 0)
+
+
+def _iso(us: int | None) -> str | None:
+    if us is None:
+        return None
+    return datetime.fromtimestamp(us / 1e6, UTC).isoformat().replace("+00:00", "Z")
+
+
+def sessionize_inputs(config: SessionizeConfig, report: RunReport) -> SessionizeResult:
+    """Read every input, sessionize, and write the tables and manifest into config.out."""
+    from .sessionize import Sessionizer, policy_settings
+
+    report.strict = config.read.strict
+    inputs = discover_inputs(config.inputs, report)
+    services = None if config.cartography is None else config.cartography.declared_services
+    sessionizer = Sessionizer(config.policy, services=services)
+    result = SessionizeResult(config.out)
+    totals = _Totals()
+    per_exporter: Counter[str] = Counter()
+    with staged_directory(config.out, force=config.force) as staging:
+        sessions_writer = TableWriter(staging / "sessions.parquet", SESSIONS_SCHEMA)
+        flows_writer: TableWriter | None = None
+        matches_writer: TableWriter | None = None
+
+        def emit(output: Any) -> None:
+            nonlocal flows_writer, matches_writer
+            sessions = output.sessions
+            if sessions.num_rows and config.flow_matrix is not None:
+                from .matching import match_sessions, matched_rules_column
+
+                matches = match_sessions(sessions, config.flow_matrix)
+                sessions = sessions.set_column(
+                    sessions.schema.get_field_index("matched_rules"), "matched_rules",
+                    matched_rules_column(sessions, matches))
+                if matches_writer is None:
+                    matches_writer = TableWriter(staging / "session_matches.parquet",
+                                                 matches.schema)
+                matches_writer.write(matches)
+            if sessions.num_rows:
+                sessions_writer.write(sessions)
+                totals.add_sessions(sessions)
+                result.states.update(sessions.column("state").to_pylist())
+                result.close_reasons.update(
+                    r for r in sessions.column("close_reason").to_pylist() if r is not None)
+                per_exporter.update(sessions.column("exporter").to_pylist())
+            if output.flows.num_rows:
+                if flows_writer is None:
+                    flows_writer = TableWriter(staging / "flows.parquet", output.flows.schema)
+                flows_writer.write(output.flows)
+
+        batches = read_flows(inputs, report, batch_size=config.read.batch_size,
+                             window=config.read.window)
+        for batch in _with_progress(batches, inputs, config.progress):
+            totals.add_input(batch)
+            emit(sessionizer.feed(batch))
+        emit(sessionizer.finish())
+        sessions_writer.close()
+        if flows_writer is None:
+            flows_writer = TableWriter(staging / "flows.parquet", _empty_flows_schema())
+        flows_writer.close()
+        result.flows = flows_writer.rows
+        result.sessions = sessions_writer.rows
+        if config.flow_matrix is not None:
+            if matches_writer is None:
+                from .matching import match_sessions
+
+                empty = match_sessions(SESSIONS_SCHEMA.empty_table(), config.flow_matrix)
+                matches_writer = TableWriter(staging / "session_matches.parquet", empty.schema)
+            matches_writer.close()
+        _write_consolidated(staging, config)
+        write_table(staging / "exporters.parquet",
+                    exporters_table(report, sessionizer.pressure(), per_exporter))
+        totals_ok = (totals.records_in == totals.records_out == result.flows
+                     and totals.packets_in == totals.packets_out
+                     and totals.octets_in == totals.octets_out)
+        result.conservation_ok = totals_ok
+        result.manifest = _manifest(config, inputs, report, result, totals,
+                                    policy_settings(config.policy), sessionizer.pressure())
+        write_json(staging / "manifest.json", result.manifest)
+    return result
+
+
+def _empty_flows_schema() -> pa.Schema:
+    from .schema import FLOW_SCHEMA
+
+    return FLOW_SCHEMA.append(pa.field("session_id", pa.string())).append(
+        pa.field("direction", pa.string()))
+
+
+def _write_consolidated(staging: Path, config: SessionizeConfig) -> None:
+    """sessions_consolidated needs every session at once: read them back from the table."""
+    try:
+        from .matching import consolidate_sessions
+    except ImportError:
+        return
+    sessions = pq.read_table(staging / "sessions.parquet")
+    consolidated = consolidate_sessions(sessions, config.policy.grace_us)
+    write_table(staging / "sessions_consolidated.parquet", consolidated)
+
+
+def _manifest(
+    config: SessionizeConfig, inputs: Sequence[InputFile], report: RunReport,
+    result: SessionizeResult, totals: _Totals, settings: dict[str, Any],
+    pressure: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
+    """What a forensic report cites: tool, settings, inputs with hashes, counts, checks."""
+    return {
+        "tool": {"name": "obserae-forensics", "version": __version__,
+                 "python": sys.version.split()[0], "pyarrow": pa.__version__,
+                 "numpy": np.__version__},
+        "command": "sessionize",
+        "settings": settings,
+        "read": {"batch_size": config.read.batch_size,
+                 "from": _iso(config.read.window[0]), "to": _iso(config.read.window[1]),
+                 "strict": config.read.strict},
+        "cartography": None if config.cartography is None
+        else str(getattr(config.cartography, "path", "")),
+        "flow_matrix": None if config.flow_matrix is None
+        else str(getattr(config.flow_matrix, "path", "")),
+        "inputs": [{"path": str(item.path), "format": report.files[str(item.path)].format
+                    if str(item.path) in report.files else item.format,
+                    "size": item.size, "sha256": sha256_file(item.path)} for item in inputs],
+        "data_window": {"start": _iso(totals.first_us), "end": _iso(totals.last_us)},
+        "counts": {
+            "records_read": report.records,
+            "skipped": dict(sorted(report.skipped.items())),
+            "skipped_bytes": dict(sorted(report.skipped_bytes.items())),
+            "ignored": dict(sorted(report.ignored.items())),
+            "ignored_bytes": dict(sorted(report.ignored_bytes.items())),
+            "sessions": result.sessions,
+            "flows": result.flows,
+            "sessions_by_state": dict(sorted(result.states.items())),
+            "sessions_by_close_reason": dict(sorted(result.close_reasons.items())),
+            "session_pressure": {k: pressure[k] for k in sorted(pressure)},
+        },
+        "conservation": {
+            "ok": result.conservation_ok,
+            "records_in": totals.records_in, "records_in_sessions": totals.records_out,
+            "flow_rows": result.flows,
+            "packets_in": totals.packets_in, "packets_in_sessions": totals.packets_out,
+            "bytes_in": totals.octets_in, "bytes_in_sessions": totals.octets_out,
+        },
+        "problems": [str(p) for p in report.examples],
+    }
