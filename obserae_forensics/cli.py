@@ -190,3 +190,40 @@ def sessionize_command(
         typer.echo("conservation check FAILED: see manifest.json", err=True)
         raise typer.Exit(1)
     raise typer.Exit(1 if strict and report.skipped_problems() else 0)
+
+
+SHOW_DEFAULT_COLUMNS = {
+    "sessions": ["protocol", "client_ip", "client_port", "server_ip", "server_port", "ab_bytes",
+                 "ba_bytes", "state", "close_reason", "role_method", "matched_rules"],
+    "flows": ["first_seen", "src_addr", "src_port", "dst_addr", "dst_port", "protocol",
+              "packets", "octets", "direction", "session_id"],
+}
+
+
+@app.command("show")
+def show_command(
+    run_dir: Annotated[Path, typer.Argument(exists=True, file_okay=False,
+                                            help="An output directory of sessionize.")],
+    table: Annotated[str, typer.Option(help="sessions, flows, exporters, session_matches, "
+                                       "sessions_consolidated.")] = "sessions",
+    limit: Annotated[int, typer.Option(min=1, help="Rows to print.")] = 10,
+    columns: Annotated[str | None, typer.Option(help="Comma-separated columns.")] = None,
+) -> None:
+    """Print the first rows of one table of a run."""
+    import pyarrow.parquet as pq
+
+    path = run_dir / f"{table}.parquet"
+    if not path.is_file():
+        raise _fail(UsageError(f"{path} does not exist"), 2)
+    data = pq.read_table(path)
+    wanted = columns.split(",") if columns else SHOW_DEFAULT_COLUMNS.get(table, data.column_names)
+    missing = [c for c in wanted if c not in data.column_names]
+    if missing:
+        raise _fail(UsageError(f"{table} has no column(s) {', '.join(missing)}"), 2)
+    frame = data.select(wanted).slice(0, limit).to_pandas()
+    import pandas as pd
+
+    with pd.option_context("display.width", 200, "display.max_columns", None,
+                           "display.max_colwidth", 40):
+        typer.echo(frame.to_string(index=False))
+    typer.echo(f"({data.num_rows} rows in {path})")
