@@ -66,3 +66,25 @@ def parse_address(text: str) -> bytes:
     if parsed.version == 4:
         return V4_MAPPED_PREFIX + parsed.packed
     return parsed.packed
+
+
+def address_text_array(column: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """binary(16) column -> string column; each distinct address is formatted once."""
+    matrix = address_matrix(column)
+    if len(matrix) == 0:
+        return pa.array([], pa.string())
+    rows = np.ascontiguousarray(matrix).view("V16").ravel()
+    unique, inverse = np.unique(rows, return_inverse=True)
+    texts = pa.array([address_text(bytes(u)) for u in unique], pa.string())
+    return texts.take(pa.array(inverse.ravel().astype(np.int64)))
+
+
+def with_text_addresses(table: pa.Table, names: tuple[str, ...]) -> pa.Table:
+    """Replace the binary(16) address columns `names` of `table` by their text forms."""
+    for name in names:
+        index = table.schema.get_field_index(name)
+        if index < 0 or not pa.types.is_fixed_size_binary(table.schema.field(index).type):
+            continue
+        table = table.set_column(index, pa.field(name, pa.string(), nullable=False),
+                                 address_text_array(table.column(index)))
+    return table

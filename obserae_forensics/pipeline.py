@@ -22,9 +22,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import __version__
+from .addresses import with_text_addresses
 from .readers import InputFile, discover_inputs, read_flows
 from .report import RunReport
-from .schema import SESSIONS_SCHEMA
+from .schema import FLOW_ADDRESS_COLUMNS, FLOW_SCHEMA, SESSIONS_SCHEMA
 from .tables.parquet import TableWriter, staged_directory, write_json, write_table
 
 EXPORTER_COLUMNS: list[tuple[str, pa.DataType]] = [
@@ -78,16 +79,15 @@ def inspect_inputs(
     inputs = discover_inputs(paths, report)
     writer = None
     if flows_path is not None:
-        from .schema import FLOW_SCHEMA
-
         flows_path.parent.mkdir(parents=True, exist_ok=True)
         staging = flows_path.with_name(f".{flows_path.name}.partial")
-        writer = TableWriter(staging, FLOW_SCHEMA)
+        writer = TableWriter(staging, text_address_schema(FLOW_SCHEMA))
     try:
         for batch in _with_progress(read_flows(inputs, report, batch_size=options.batch_size,
                                                window=options.window), inputs, progress):
             if writer is not None:
-                writer.write(batch)
+                writer.write(with_text_addresses(pa.Table.from_batches([batch]),
+                                                 FLOW_ADDRESS_COLUMNS))
     except BaseException:
         if writer is not None:
             writer.close()
@@ -283,9 +283,10 @@ def sessionize_inputs(config: SessionizeConfig, report: RunReport) -> Sessionize
                     r for r in sessions.column("close_reason").to_pylist() if r is not None)
                 per_exporter.update(sessions.column("exporter").to_pylist())
             if output.flows.num_rows:
+                flows = with_text_addresses(output.flows, FLOW_ADDRESS_COLUMNS)
                 if flows_writer is None:
-                    flows_writer = TableWriter(staging / "flows.parquet", output.flows.schema)
-                flows_writer.write(output.flows)
+                    flows_writer = TableWriter(staging / "flows.parquet", flows.schema)
+                flows_writer.write(flows)
 
         batches = read_flows(inputs, report, batch_size=config.read.batch_size,
                              window=config.read.window)
@@ -319,10 +320,14 @@ def sessionize_inputs(config: SessionizeConfig, report: RunReport) -> Sessionize
     return result
 
 
-def _empty_flows_schema() -> pa.Schema:
-    from .schema import FLOW_SCHEMA
+def text_address_schema(schema: pa.Schema) -> pa.Schema:
+    """`schema` with its address columns as text, as the output tables store them."""
+    return pa.schema([pa.field(f.name, pa.string(), f.nullable) if f.name in FLOW_ADDRESS_COLUMNS
+                      else f for f in schema])
 
-    return FLOW_SCHEMA.append(pa.field("session_id", pa.string())).append(
+
+def _empty_flows_schema() -> pa.Schema:
+    return text_address_schema(FLOW_SCHEMA).append(pa.field("session_id", pa.string())).append(
         pa.field("direction", pa.string()))
 
 
