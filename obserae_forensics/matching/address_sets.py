@@ -1,0 +1,228 @@
+"""Sets of addresses as sorted disjoint intervals over the 128-bit address space.
+
+Every address is 16 bytes, IPv4 mapped into IPv6 (`::ffff:a.b.c.d`, RFC 4291 §2.5.5.2), so
+one set can hold v4 and v6 ranges and one lookup serves both families. A CIDR is the
+inclusive interval [network, broadcast]; a set is the union of such intervals, merged.
+
+The surprising thing: numpy compares unstructured `V16` values byte by byte with unsigned
+bytes (memcmp order), so 16 big-endian bytes viewed as `V16` sort and `searchsorted` exactly
+like the 128-bit integers they encode. One `np.searchsorted` call then places a whole column
+of addresses among the interval bounds without splitting them into two uint64 halves and
+resolving ties on the high half in a second pass. `tests/matching/test_address_sets.py`
+pins that ordering against Python integers.
+
+`AddressCells` turns many sets into one lookup: the bounds of all the sets cut the address
+space into elementary cells, each wholly inside or outside every set. Addresses are placed
+in cells once; after that, membership in any of the sets is a gather from a small boolean
+table per set.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..addresses import V4_MAPPED_PREFIX
+from ..errors import UsageError
+
+ADDRESS_BITS = 128
+ADDRESS_TOP = (1 << ADDRESS_BITS) - 1
+V4_MAPPED_BASE = int.from_bytes(V4_MAPPED_PREFIX + bytes(4), "big")
+ADDRESS_VALUE = np.dtype("V16")  # 16 big-endian bytes, ordered like the 128-bit integer
+
+
+def address_values(addresses: np.ndarray) -> np.ndarray:
+    """(n, 16) uint8 addresses (or an n-vector of V16) -> n-vector of V16 values."""
+    if addresses.dtype == ADDRESS_VALUE:
+        return np.ascontiguousarray(addresses).ravel()
+    matrix = np.ascontiguousarray(addresses, dtype=np.uint8).reshape(-1, 16)
+    return matrix.view(ADDRESS_VALUE).ravel()
+
+
+def values_from_ints(numbers: Sequence[int]) -> np.ndarray:
+    """128-bit Python integers -> n-vector of V16 values."""
+    raw = b"".join(number.to_bytes(16, "big") for number in numbers)
+    return np.frombuffer(raw, dtype=ADDRESS_VALUE).copy() if raw else np.empty(0, ADDRESS_VALUE)
+
+
+def parse_network(text: str) -> tuple[int, int] | None:
+    """`10.0.0.0/8`, `2001:db8::/32`, `10.0.0.1` or `::1` -> inclusive (first, last) integers.
+
+    Returns None when `text` does not look like an address at all (then it is a name).
+    Raises ValueError with the reason when it looks like one but is wrong: a bad prefix
+    length, host bits set (`10.0.0.1/8` is refused rather than widened silently), an
+    octet out of range.
+    """
+    text = text.strip()
+    if not text or not (text[0].isdigit() or ":" in text):
+        return None
+    address_text, slash, prefix_text = text.partition("/")
+    try:
+        address = ipaddress.ip_address(address_text)
+    except ValueError:
+        if ":" in address_text or address_text.replace(".", "").isdigit():
+            raise ValueError(f"{address_text!r} is not an IPv4 or IPv6 address") from None
+        return None
+    bits = address.max_prefixlen
+    if slash:
+        if not prefix_text.isdigit() or int(prefix_text) > bits:
+            raise ValueError(f"bad prefix length {prefix_text!r} in {text!r} (0..{bits})")
+        prefix = int(prefix_text)
+    else:
+        prefix = bits
+    host_bits = bits - prefix
+    value = int(address)
+    if value & ((1 << host_bits) - 1):
+        network = ipaddress.ip_network(text, strict=False)
+        raise ValueError(f"{text!r} has host bits set (did you mean {network}?)")
+    if address.version == 4:
+        value += V4_MAPPED_BASE
+    return value, value + (1 << host_bits) - 1
+
+
+@dataclass(frozen=True)
+class AddressSet:
+    """A set of addresses: sorted, disjoint, non-adjacent inclusive (first, last) intervals."""
+
+    intervals: tuple[tuple[int, int], ...] = ()
+    _starts: np.ndarray = field(init=False, repr=False, compare=False)
+    _ends: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_starts", values_from_ints([s for s, _ in self.intervals]))
+        object.__setattr__(self, "_ends", values_from_ints([e for _, e in self.intervals]))
+
+    @classmethod
+    def from_intervals(cls, intervals: Iterable[tuple[int, int]]) -> AddressSet:
+        """Normalise any inclusive intervals: sort, then merge overlapping and adjacent ones."""
+        merged: list[tuple[int, int]] = []
+        for first, last in sorted(intervals):
+            if first > last:
+                raise ValueError(f"empty interval {first}..{last}")
+            if merged and first <= merged[-1][1] + 1:
+                if last > merged[-1][1]:
+                    merged[-1] = (merged[-1][0], last)
+            else:
+                merged.append((first, last))
+        return cls(tuple(merged))
+
+    @classmethod
+    def from_networks(cls, texts: Iterable[str]) -> AddressSet:
+        """Union of CIDRs or addresses given as text; ValueError on anything else."""
+        intervals = []
+        for text in texts:
+            interval = parse_network(text)
+            if interval is None:
+                raise ValueError(f"{text!r} is not an address or CIDR")
+            intervals.append(interval)
+        return cls.from_intervals(intervals)
+
+    def union(self, *others: AddressSet) -> AddressSet:
+        return AddressSet.from_intervals(
+            [*self.intervals, *(i for other in others for i in other.intervals)]
+        )
+
+    def complement(self, within: AddressSet | None = None) -> AddressSet:
+        """Addresses of `within` (default: all of them) that are not in this set."""
+        universe = within.intervals if within is not None else ((0, ADDRESS_TOP),)
+        result: list[tuple[int, int]] = []
+        for first, last in universe:
+            cursor = first
+            for start, end in self.intervals:
+                if end < cursor or start > last:
+                    continue
+                if start > cursor:
+                    result.append((cursor, start - 1))
+                cursor = max(cursor, end + 1)
+            if cursor <= last:
+                result.append((cursor, last))
+        return AddressSet.from_intervals(result)
+
+    @property
+    def size(self) -> int:
+        """How many addresses the set holds."""
+        return sum(last - first + 1 for first, last in self.intervals)
+
+    def contains(self, addresses: np.ndarray) -> np.ndarray:
+        """bool per address ((n, 16) uint8 or V16 values): is it in the set?"""
+        values = address_values(addresses)
+        if not self.intervals:
+            return np.zeros(len(values), dtype=bool)
+        # inside interval i <=> starts[i] <= v <= ends[i] <=> (starts <= v) == (ends < v) + 1;
+        # numpy has no elementwise < for void values, but searchsorted orders them.
+        started = np.searchsorted(self._starts, values, side="right")
+        ended = np.searchsorted(self._ends, values, side="left")
+        return started == ended + 1
+
+    def __contains__(self, text: str) -> bool:
+        interval = parse_network(text)
+        return interval is not None and self.covers(interval)
+
+    def covers(self, interval: tuple[int, int]) -> bool:
+        """Is the whole inclusive interval inside one of the set's intervals?"""
+        first, last = interval
+        return any(start <= first and last <= end for start, end in self.intervals)
+
+
+EMPTY = AddressSet()
+
+
+class AddressCells:
+    """The elementary cells cut by the bounds of many sets, for one-pass membership.
+
+    Cell 0 starts at address 0; cell k (k >= 1) starts at the k-th smallest bound. Every
+    cell lies wholly inside or outside each of the sets, so `table(s)[cell]` is membership.
+    One extra cell, `NOWHERE`, is in no set: callers send rows that must not match there.
+    """
+
+    def __init__(self, sets: Iterable[AddressSet]) -> None:
+        bounds: set[int] = set()
+        for address_set in sets:
+            for first, last in address_set.intervals:
+                bounds.add(first)
+                if last < ADDRESS_TOP:
+                    bounds.add(last + 1)
+        bounds.discard(0)
+        ordered = sorted(bounds)
+        self._bounds = values_from_ints(ordered)
+        self._cell_starts = values_from_ints([0, *ordered])
+        self.nowhere = len(ordered) + 1
+
+    def locate(self, addresses: np.ndarray) -> np.ndarray:
+        """int32 cell of each address ((n, 16) uint8 or V16 values)."""
+        values = address_values(addresses)
+        return np.searchsorted(self._bounds, values, side="right").astype(np.int32)
+
+    def table(self, address_set: AddressSet) -> np.ndarray:
+        """bool per cell (NOWHERE included, always False): is the cell in the set?"""
+        table = np.zeros(self.nowhere + 1, dtype=bool)
+        table[: self.nowhere] = address_set.contains(self._cell_starts)
+        return table
+
+
+def unique_address_values(
+    texts: pa.Array | pa.ChunkedArray, *, column: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Text addresses (a string column) -> (distinct V16 values, int index per row).
+
+    Each distinct text is parsed once, so a million sessions between a few thousand hosts
+    cost a few thousand parses. Raises UsageError naming the column and the text when one
+    is not an address: a sessions table with such a value did not come from a sessionizer.
+    """
+    if isinstance(texts, pa.ChunkedArray):
+        texts = texts.combine_chunks() if texts.num_chunks else pa.array([], pa.string())
+    encoded = pc.dictionary_encode(texts)
+    raw = bytearray()
+    for text in encoded.dictionary.to_pylist():
+        try:
+            parsed = ipaddress.ip_address(text)
+        except ValueError:
+            raise UsageError(f"sessions column {column}: {text!r} is not an address") from None
+        raw += V4_MAPPED_PREFIX + parsed.packed if parsed.version == 4 else parsed.packed
+    unique = np.frombuffer(bytes(raw), dtype=ADDRESS_VALUE)
+    return unique, encoded.indices.to_numpy(zero_copy_only=False)

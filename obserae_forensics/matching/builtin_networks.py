@@ -1,0 +1,82 @@
+"""The Cartography's built-in names and the exact ranges behind them (data, no logic).
+
+Sources: RFC 1918 (private IPv4), RFC 6598 (shared address space), RFC 3927 (IPv4 link
+local), RFC 1122 (loopback, "this network"), RFC 5737 / RFC 3849 / RFC 9637
+(documentation), RFC 2544 / RFC 5180 (benchmarking), RFC 6890 and the IANA IPv4/IPv6
+Special-Purpose Address Registries, RFC 4193 (unique local), RFC 4291 (link local,
+loopback, multicast, global unicast 2000::/3).
+
+The surprising thing: `internet4` is not the complement of `internal4`. Documentation,
+benchmarking, multicast and reserved space are neither internal nor public, so traffic to
+203.0.113.7 or 224.0.0.251 matches neither name. `any` covers IPv4 and IPv6 alike, since
+IPv4 is held as IPv4-mapped IPv6.
+"""
+
+from __future__ import annotations
+
+from .address_sets import AddressSet
+
+# Addresses that belong to a site: what an analyst calls "our side" of a conversation.
+INTERNAL4 = (
+    "10.0.0.0/8",  # RFC 1918
+    "172.16.0.0/12",  # RFC 1918
+    "192.168.0.0/16",  # RFC 1918
+    "100.64.0.0/10",  # RFC 6598 carrier-grade NAT shared space
+    "169.254.0.0/16",  # RFC 3927 link local
+    "127.0.0.0/8",  # RFC 1122 loopback
+)
+
+# IPv4 that is not globally routable unicast (IANA registry, "Globally Reachable: False",
+# plus multicast and the reserved class E block). internet4 = IPv4 minus these.
+NON_PUBLIC4 = (
+    *INTERNAL4,
+    "0.0.0.0/8",  # RFC 1122 "this network"
+    "192.0.0.0/24",  # RFC 6890 IETF protocol assignments
+    "192.0.2.0/24",  # RFC 5737 TEST-NET-1
+    "192.88.99.0/24",  # RFC 7526 deprecated 6to4 relay anycast
+    "198.18.0.0/15",  # RFC 2544 benchmarking
+    "198.51.100.0/24",  # RFC 5737 TEST-NET-2
+    "203.0.113.0/24",  # RFC 5737 TEST-NET-3
+    "224.0.0.0/4",  # RFC 5771 multicast
+    "240.0.0.0/4",  # RFC 1112 reserved, includes 255.255.255.255 broadcast
+)
+
+INTERNAL6 = (
+    "fc00::/7",  # RFC 4193 unique local
+    "fe80::/10",  # RFC 4291 link local
+    "::1/128",  # RFC 4291 loopback
+)
+
+# Global unicast space minus the parts of it that never appear on the Internet.
+GLOBAL_UNICAST6 = ("2000::/3",)
+NON_PUBLIC_IN_GLOBAL6 = (
+    "2001:db8::/32",  # RFC 3849 documentation
+    "3fff::/20",  # RFC 9637 documentation
+    "2001:2::/48",  # RFC 5180 benchmarking
+)
+
+MULTICAST = (
+    "224.0.0.0/4",  # RFC 5771
+    "ff00::/8",  # RFC 4291
+)
+
+IPV4 = ("0.0.0.0/0",)  # as IPv4-mapped: ::ffff:0:0/96
+
+
+def builtin_sets() -> dict[str, AddressSet]:
+    """Built-in name -> its address set."""
+    return {
+        "internal4": AddressSet.from_networks(INTERNAL4),
+        "internet4": AddressSet.from_networks(NON_PUBLIC4).complement(
+            AddressSet.from_networks(IPV4)
+        ),
+        "internal6": AddressSet.from_networks(INTERNAL6),
+        "internet6": AddressSet.from_networks(NON_PUBLIC_IN_GLOBAL6).complement(
+            AddressSet.from_networks(GLOBAL_UNICAST6)
+        ),
+        "multicast": AddressSet.from_networks(MULTICAST),
+        "any": AddressSet.from_networks(("::/0",)),
+    }
+
+
+BUILTIN_NAMES = ("internal4", "internet4", "internal6", "internet6", "multicast", "any")

@@ -1,0 +1,284 @@
+"""The Cartography: names for addresses (hosts, networks, groups) and declared services.
+
+Format: one YAML mapping with up to three sections (README, "Cartography file"):
+
+    hosts:                      # name -> addresses, optional services and description
+      db1:
+        addresses: [10.1.0.5, "2001:db8::5"]
+        services: [tcp/5432]
+      resolver: 172.16.238.2    # shorthand: just the address(es)
+    networks:                   # name -> CIDRs (v4 and v6), or {cidrs: [...], description}
+      lan: [172.16.238.0/24, "fe80::/64"]
+    groups:                     # name -> hosts, networks, groups, built-ins, CIDRs
+      servers: [db1, resolver, 192.0.2.0/28]
+
+Hosts, networks and groups share one namespace with the built-in names (internal4,
+internet4, internal6, internet6, multicast, any; see builtin_networks.py). A name is a
+letter or `_` followed by letters, digits, `_`, `.`, `-`, so it can never be mistaken for
+an address. Every problem is a UsageError "file:line: problem", raised before any work.
+
+The surprising thing: groups may name groups defined further down the file, so they are
+resolved after the whole file is read, depth first; a group reached again while it is
+being resolved is a cycle and is refused with the path that closes it (`a -> b -> a`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from ..errors import UsageError
+from .address_sets import AddressCells, AddressSet, parse_network
+from .builtin_networks import BUILTIN_NAMES, builtin_sets
+from .services import PORT_PROTOCOLS, Service, merge_port_ranges, parse_port_range, parse_protocol
+from .yaml_nodes import YamlFile, line_of
+
+NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*\Z")
+SECTIONS = ("hosts", "networks", "groups")
+
+
+@dataclass(frozen=True)
+class DeclaredService:
+    """A host that listens on a service: the Cartography's evidence for the server side."""
+
+    host: str
+    addresses: AddressSet
+    service: Service
+
+
+class Cartography:
+    """Resolved names (built-ins included), their kinds and the declared services."""
+
+    def __init__(
+        self,
+        sets: dict[str, AddressSet],
+        kinds: dict[str, str],
+        services: tuple[DeclaredService, ...] = (),
+        *,
+        descriptions: dict[str, str] | None = None,
+        path: Path | None = None,
+    ) -> None:
+        self._sets = sets
+        self.kinds = kinds  # name -> "builtin", "host", "network" or "group"
+        self.services = services
+        self.descriptions = descriptions or {}
+        self.path = path
+        self._service_cells = AddressCells(s.addresses for s in services)
+
+    @classmethod
+    def builtin(cls) -> Cartography:
+        """The Cartography of a run without `--cartography`: the built-in names only."""
+        sets = builtin_sets()
+        return cls(sets, dict.fromkeys(sets, "builtin"))
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._sets)
+
+    def lookup(self, reference: str) -> AddressSet | None:
+        """Name, CIDR or address -> its set; None for an unknown name.
+
+        Raises ValueError (with the reason) for text that looks like an address but is wrong.
+        """
+        if reference in self._sets:
+            return self._sets[reference]
+        interval = parse_network(reference)
+        if interval is None:
+            return None
+        return AddressSet((interval,))
+
+    def resolve(self, reference: str) -> AddressSet:
+        """Name, CIDR or address -> the sorted disjoint intervals it covers."""
+        try:
+            found = self.lookup(reference)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        if found is None:
+            raise UsageError(unknown_name_message(reference))
+        return found
+
+    def declared_services(
+        self, addresses: np.ndarray, protocols: np.ndarray, ports: np.ndarray
+    ) -> np.ndarray:
+        """bool per row: does a host at this address declare this protocol/port?
+
+        `addresses` is (n, 16) uint8 (IPv4 mapped), `protocols` uint8 protocol numbers,
+        `ports` uint16 ports (ignored for protocols without ports).
+        """
+        result = np.zeros(len(protocols), dtype=bool)
+        if not self.services:
+            return result
+        cells = self._service_cells.locate(addresses)
+        protocols = np.asarray(protocols)
+        ports = np.asarray(ports)
+        for declared in self.services:
+            here = self._service_cells.table(declared.addresses)[cells]
+            if here.any():
+                result |= here & declared.service.mask(protocols, ports)
+        return result
+
+
+def unknown_name_message(reference: str) -> str:
+    return (
+        f"unknown name {reference!r} (not a Cartography host, network or group, a built-in "
+        f"name ({', '.join(BUILTIN_NAMES)}), an address or a CIDR)"
+    )
+
+
+def load_cartography(path: Path) -> Cartography:
+    """Read and check a Cartography YAML file; UsageError "file:line: problem" on any fault."""
+    return _CartographyReader(YamlFile(path, what="Cartography")).read()
+
+
+class _CartographyReader:
+    """One pass over the sections to collect names, then group resolution."""
+
+    def __init__(self, source: YamlFile) -> None:
+        self.source = source
+        self.sets: dict[str, AddressSet] = builtin_sets()
+        self.kinds: dict[str, str] = dict.fromkeys(self.sets, "builtin")
+        self.lines: dict[str, int] = {}
+        self.descriptions: dict[str, str] = {}
+        self.services: list[DeclaredService] = []
+        self.group_members: dict[str, list[tuple[yaml.Node, str]]] = {}
+
+    def read(self) -> Cartography:
+        top = self.source.mapping(self.source.root, "the Cartography", allowed=SECTIONS)
+        readers = {
+            "hosts": self.read_host,
+            "networks": self.read_network,
+            "groups": self.read_group,
+        }
+        for section in SECTIONS:
+            if section not in top:
+                continue
+            _, body = top[section]
+            if isinstance(body, yaml.ScalarNode) and not body.value:
+                continue  # `groups:` with nothing under it
+            for name, (key_node, value_node) in self.source.mapping(body, section).items():
+                self.declare(name, key_node, section)
+                readers[section](name, value_node)
+        for name in self.group_members:
+            self.resolve_group(name, [])
+        return Cartography(
+            self.sets,
+            self.kinds,
+            tuple(self.services),
+            descriptions=self.descriptions,
+            path=self.source.path,
+        )
+
+    def declare(self, name: str, node: yaml.Node, section: str) -> None:
+        kind = section[:-1]
+        if name in BUILTIN_NAMES:
+            self.source.fail(node, f"{name!r} is a built-in name and cannot be redefined")
+        if not NAME_PATTERN.match(name):
+            self.source.fail(
+                node,
+                f"bad {kind} name {name!r}: start with a letter or _, then letters, digits, "
+                "_ . or -",
+            )
+        if name in self.kinds:
+            first = self.lines[name]
+            self.source.fail(
+                node, f"{name!r} is defined twice (first as a {self.kinds[name]} at line {first})"
+            )
+        self.kinds[name] = kind
+        self.lines[name] = line_of(node)
+
+    def entries(
+        self, name: str, node: yaml.Node, what: str, list_key: str, extra: tuple[str, ...]
+    ) -> tuple[list[tuple[yaml.Node, str]], dict[str, tuple[yaml.Node, yaml.Node]]]:
+        """`name: items` or `name: {list_key: items, description: ...}` -> items, mapping."""
+        if not isinstance(node, yaml.MappingNode):
+            return self.source.scalars(node, f"{what} {name!r}"), {}
+        fields = self.source.mapping(
+            node, f"{what} {name!r}", allowed=(list_key, "description", *extra)
+        )
+        if list_key not in fields:
+            self.source.fail(node, f"{what} {name!r} has no {list_key!r}")
+        if "description" in fields:
+            self.descriptions[name] = self.source.scalar(fields["description"][1], "description")
+        return self.source.scalars(fields[list_key][1], f"{list_key} of {name!r}"), fields
+
+    def read_host(self, name: str, node: yaml.Node) -> None:
+        items, fields = self.entries(name, node, "host", "addresses", ("services",))
+        intervals = []
+        for item, text in items:
+            interval = self.network(item, text)
+            if interval[0] != interval[1]:
+                self.source.fail(
+                    item,
+                    f"host {name!r}: {text!r} is a network; hosts hold single addresses "
+                    "(put CIDRs under networks)",
+                )
+            intervals.append(interval)
+        addresses = AddressSet.from_intervals(intervals)
+        self.sets[name] = addresses
+        if "services" in fields:
+            for item, text in self.source.scalars(fields["services"][1], f"services of {name!r}"):
+                self.services.append(DeclaredService(name, addresses, self.service(item, text)))
+
+    def read_network(self, name: str, node: yaml.Node) -> None:
+        items, _ = self.entries(name, node, "network", "cidrs", ())
+        self.sets[name] = AddressSet.from_intervals(self.network(i, t) for i, t in items)
+
+    def read_group(self, name: str, node: yaml.Node) -> None:
+        items, _ = self.entries(name, node, "group", "members", ())
+        self.group_members[name] = items
+
+    def network(self, node: yaml.Node, text: str) -> tuple[int, int]:
+        try:
+            interval = parse_network(text)
+        except ValueError as exc:
+            self.source.fail(node, f"bad address or CIDR: {exc}")
+        if interval is None:
+            self.source.fail(node, f"{text!r} is not an address or CIDR")
+        return interval
+
+    def service(self, node: yaml.Node, text: str) -> Service:
+        """`tcp/5432`, `udp/5060-5061`, `gre` -> Service; ports required for tcp/udp/..."""
+        protocol_text, slash, ports_text = text.partition("/")
+        try:
+            protocol = parse_protocol(protocol_text)
+            if protocol is None:
+                raise ValueError("a declared service needs one protocol, not any")
+            if not slash:
+                if protocol in PORT_PROTOCOLS:
+                    raise ValueError(f"{text!r} needs a port, like {protocol_text}/443")
+                return Service((protocol,))
+            ranges = [parse_port_range(part) for part in ports_text.split(",")]
+            return Service((protocol,), merge_port_ranges(ranges))
+        except ValueError as exc:
+            self.source.fail(node, f"bad service {text!r}: {exc}")
+
+    def resolve_group(self, name: str, path: list[str]) -> AddressSet:
+        if name in self.sets:
+            return self.sets[name]
+        path = [*path, name]
+        intervals: list[tuple[int, int]] = []
+        for item, member in self.group_members[name]:
+            if member in path:
+                cycle = " -> ".join([*path[path.index(member) :], member])
+                self.source.fail(item, f"group cycle: {cycle}")
+            if member in self.group_members:
+                found = self.resolve_group(member, path)
+            elif member in self.sets:
+                found = self.sets[member]
+            else:
+                interval = self.network_or_none(item, member)
+                if interval is None:
+                    self.source.fail(item, f"group {name!r}: {unknown_name_message(member)}")
+                found = AddressSet((interval,))
+            intervals.extend(found.intervals)
+        self.sets[name] = AddressSet.from_intervals(intervals)
+        return self.sets[name]
+
+    def network_or_none(self, node: yaml.Node, text: str) -> tuple[int, int] | None:
+        try:
+            return parse_network(text)
+        except ValueError as exc:
+            self.source.fail(node, f"bad address or CIDR: {exc}")

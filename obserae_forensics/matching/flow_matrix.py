@@ -1,0 +1,169 @@
+"""The Flow Matrix: named rules saying which clients may reach which servers on which service.
+
+Format: one YAML mapping with a `rules` list (README, "Flow Matrix file"):
+
+    rules:
+      - name: lan-dns                  # unique; becomes session_matches.rule
+        description: hosts resolve through the lab resolver
+        source: lan                    # the CLIENT side: names, CIDRs, addresses, or a list
+        destination: [resolver, "2001:db8::53"]   # the SERVER side
+        protocol: udp                  # a name, a number 0-255, a list, or any
+        ports: [53, 5353-5354]         # server ports or ranges; omit for every port
+
+Names come from the Cartography (load_cartography), built-ins included. A rule is about
+orientation: it matches a session whose client is in `source` and whose server is in
+`destination`, never the reverse, so "lan may query the resolver" does not also allow
+the resolver to open connections into the lan.
+
+The surprising thing: rule order carries no priority. A session matches every rule it
+satisfies (session_matches has one row per session and rule); `rule_index` is the rule's
+place in the file, kept so that outputs list a session's rules in file order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from .address_sets import AddressSet
+from .cartography import Cartography, unknown_name_message
+from .services import Service, merge_port_ranges, parse_port_range, parse_protocol
+from .yaml_nodes import YamlFile, line_of
+
+RULE_KEYS = ("name", "description", "source", "destination", "protocol", "ports")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One Flow Matrix rule, its references resolved to address sets."""
+
+    index: int  # place in the file, from 0
+    name: str
+    source: AddressSet  # client side
+    destination: AddressSet  # server side
+    service: Service
+    description: str = ""
+    source_names: tuple[str, ...] = ()
+    destination_names: tuple[str, ...] = ()
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class FlowMatrix:
+    """The rules of one Flow Matrix file, in file order."""
+
+    rules: tuple[Rule, ...]
+    path: Path | None = None
+
+    @property
+    def rule_names(self) -> tuple[str, ...]:
+        return tuple(rule.name for rule in self.rules)
+
+
+def load_flow_matrix(path: Path, cartography: Cartography) -> FlowMatrix:
+    """Read and check a Flow Matrix YAML file against `cartography`.
+
+    Raises UsageError "file:line: problem" for YAML syntax, unknown names, bad CIDRs, bad
+    ports or protocols, missing fields and duplicate rule names.
+    """
+    source = YamlFile(path, what="Flow Matrix")
+    top = source.mapping(source.root, "the Flow Matrix", allowed=("rules",))
+    if "rules" not in top:
+        source.fail(source.root, "the Flow Matrix has no 'rules' list")
+    rules_node = top["rules"][1]
+    if isinstance(rules_node, yaml.ScalarNode) and not rules_node.value:
+        return FlowMatrix((), path)
+    if not isinstance(rules_node, yaml.SequenceNode):
+        source.fail(rules_node, "'rules' must be a list of rules (lines starting with '- ')")
+    rules: list[Rule] = []
+    first_lines: dict[str, int] = {}
+    for index, node in enumerate(rules_node.value):
+        rule = _read_rule(source, node, index, cartography)
+        if rule.name in first_lines:
+            source.fail(
+                node,
+                f"duplicate rule name {rule.name!r} (first at line {first_lines[rule.name]})",
+            )
+        first_lines[rule.name] = rule.line
+        rules.append(rule)
+    return FlowMatrix(tuple(rules), path)
+
+
+def _read_rule(source: YamlFile, node: yaml.Node, index: int, cartography: Cartography) -> Rule:
+    fields = source.mapping(node, f"rule #{index + 1}", allowed=RULE_KEYS)
+    for required in ("name", "source", "destination", "protocol"):
+        if required not in fields:
+            source.fail(node, f"rule #{index + 1} has no {required!r}")
+    name = source.scalar(fields["name"][1], "the rule name")
+    what = f"rule {name!r}"
+    source_set, source_names = _read_side(
+        source, fields["source"][1], f"{what} source", cartography
+    )
+    destination_set, destination_names = _read_side(
+        source, fields["destination"][1], f"{what} destination", cartography
+    )
+    description = ""
+    if "description" in fields:
+        description = source.scalar(fields["description"][1], f"{what} description")
+    return Rule(
+        index=index,
+        name=name,
+        source=source_set,
+        destination=destination_set,
+        service=_read_service(source, fields, what),
+        description=description,
+        source_names=source_names,
+        destination_names=destination_names,
+        line=line_of(node),
+    )
+
+
+def _read_side(
+    source: YamlFile, node: yaml.Node, what: str, cartography: Cartography
+) -> tuple[AddressSet, tuple[str, ...]]:
+    sets = []
+    names = []
+    for item, reference in source.scalars(node, what):
+        try:
+            found = cartography.lookup(reference)
+        except ValueError as exc:
+            source.fail(item, f"{what}: bad address or CIDR: {exc}")
+        if found is None:
+            source.fail(item, f"{what}: {unknown_name_message(reference)}")
+        sets.append(found)
+        names.append(reference)
+    return sets[0].union(*sets[1:]), tuple(names)
+
+
+def _read_service(
+    source: YamlFile, fields: dict[str, tuple[yaml.Node, yaml.Node]], what: str
+) -> Service:
+    protocol_node = fields["protocol"][1]
+    protocols: list[int] = []
+    any_protocol = False
+    for item, text in source.scalars(protocol_node, f"{what} protocol"):
+        try:
+            number = parse_protocol(text)
+        except ValueError as exc:
+            source.fail(item, f"{what}: {exc}")
+        if number is None:
+            any_protocol = True
+        elif number not in protocols:
+            protocols.append(number)
+    if any_protocol and protocols:
+        source.fail(protocol_node, f"{what}: 'any' cannot be listed with other protocols")
+    ports = None
+    if "ports" in fields:
+        ranges = []
+        for item, text in source.scalars(fields["ports"][1], f"{what} ports"):
+            try:
+                ranges.append(parse_port_range(text))
+            except ValueError as exc:
+                source.fail(item, f"{what}: {exc}")
+        ports = merge_port_ranges(ranges)
+    try:
+        return Service(None if any_protocol else tuple(sorted(protocols)), ports)
+    except ValueError as exc:
+        source.fail(fields["ports"][0], f"{what}: {exc}")
