@@ -1,0 +1,197 @@
+"""nfdump 1.7 V3 flow records: element table and the decoder of one layout's records at once.
+
+Source: nfdump `src/libnffile/nfxV3.h` at v1.7.8 and `src/lib/nfxV3.h` at v1.7.1 (record
+header L58-73, elements L137-600), `nfxV3.c` for the address byte order. Digest in
+docs/formats.md §8.4.
+
+A V3 record is a 12-byte header (type 11, size, numElements, engine type/ID, exporter sysid,
+flags, nfversion) followed by elements `type u16 | length u16 | payload`, unaligned. Fields
+are in the writer's byte order; an IPv6 address is two host-order u64 with the most
+significant half first.
+
+The surprising thing is version drift under the same element ID: EXsamplerInfo (18) is 16
+bytes in 1.7.0/1.7.1 (id i32, interval u32, mode u16, sysid u16) and 20 bytes from 1.7.8
+(selector id u64, sysid u16, padding); EXflowMisc (4) kept its size but its last bytes changed
+meaning (revTcpFlags/fill → align). Elements are therefore keyed by (ID, length): a known ID
+with an unexpected length is skipped and counted like an unknown ID.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Final
+
+import numpy as np
+
+from ..addresses import v4_to_mapped
+
+RECORD_HEADER_SIZE: Final = 12
+# (name, numpy code, offset) of the V3 record header; little-endian, swapped for BE files
+RECORD_HEADER_FIELDS: Final = (
+    ("record_type", "<u2", 0), ("record_size", "<u2", 2), ("num_elements", "<u2", 4),
+    ("engine_type", "u1", 6), ("engine_id", "u1", 7), ("exporter_sysid", "<u2", 8),
+    ("flags", "u1", 10), ("nfversion", "u1", 11),
+)
+FLAG_EVENT: Final = 0x1
+FLAG_SAMPLED: Final = 0x2  # counters already multiplied by the sampling rate
+FLAG_ANONYMIZED: Final = 0x4
+
+# Element (ID, length incl. 4-byte header) -> fields (name, numpy code, offset in payload).
+ELEMENTS: Final[dict[tuple[int, int], tuple[tuple[str, str, int], ...]]] = {
+    (1, 52): (  # EXgenericFlow
+        ("msec_first", "<u8", 0), ("msec_last", "<u8", 8), ("msec_received", "<u8", 16),
+        ("in_packets", "<u8", 24), ("in_bytes", "<u8", 32), ("src_port", "<u2", 40),
+        ("dst_port", "<u2", 42),  # ICMP: type << 8 | code
+        ("protocol", "u1", 44), ("tcp_flags", "u1", 45), ("fwd_status", "u1", 46),
+        ("src_tos", "u1", 47),
+    ),
+    (2, 12): (("src4", "<u4", 0), ("dst4", "<u4", 4)),  # EXipv4Flow
+    (3, 36): (  # EXipv6Flow: two host-order u64 per address, high half first
+        ("src6_hi", "<u8", 0), ("src6_lo", "<u8", 8), ("dst6_hi", "<u8", 16),
+        ("dst6_lo", "<u8", 24),
+    ),
+    (4, 20): (  # EXflowMisc
+        ("input_if", "<u4", 0), ("output_if", "<u4", 4), ("src_mask", "u1", 8),
+        ("dst_mask", "u1", 9), ("direction", "u1", 10), ("dst_tos", "u1", 11),
+        ("biflow_direction", "u1", 12), ("flow_end_reason", "u1", 13),
+    ),
+    (5, 28): (("aggregated_flows", "<u8", 0), ("out_packets", "<u8", 8),  # EXcntFlow
+              ("out_bytes", "<u8", 16)),
+    (7, 12): (("src_as", "<u4", 0), ("dst_as", "<u4", 4)),  # EXasRouting
+    (8, 8): (("bgp_next_hop4", "<u4", 0),),  # EXbgpNextHopV4
+    (9, 20): (("bgp_next_hop6_hi", "<u8", 0), ("bgp_next_hop6_lo", "<u8", 8)),
+    (10, 8): (("next_hop4", "<u4", 0),),  # EXipNextHopV4
+    (11, 20): (("next_hop6_hi", "<u8", 0), ("next_hop6_lo", "<u8", 8)),
+    (12, 8): (("router4", "<u4", 0),),  # EXipReceivedV4: exporter the datagram came from
+    (13, 20): (("router6_hi", "<u8", 0), ("router6_lo", "<u8", 8)),
+    # EXsamplerInfo, 1.7.0/1.7.1: the sampler itself travels in the record
+    (18, 16): (("sampler_id", "<i4", 0), ("sampler_interval", "<u4", 4),
+               ("sampler_mode", "<u2", 8), ("sampler_sysid", "<u2", 10)),
+    # EXsamplerInfo, 1.7.8: a reference to a sampler record (type 15)
+    (18, 20): (("selector_id", "<i8", 0), ("sampler_sysid", "<u2", 8)),
+    (33, 20): (("observation_point", "<u8", 0), ("observation_domain", "<u4", 8)),
+}
+# IDs nfdump 1.7.0-1.7.8 define (0 = EXnull padding). Their other lengths/elements are
+# valid data we do not map into FLOW_SCHEMA (VLAN, MPLS, MAC, NSEL, payload, ...).
+KNOWN_ELEMENT_IDS: Final = frozenset(range(43))
+DECODED_ELEMENT_IDS: Final = frozenset(element_id for element_id, _ in ELEMENTS)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where every decoded field of one V3 record layout sits, as a structured dtype."""
+
+    dtype: np.dtype
+    fields: frozenset[str]
+    unknown_elements: int  # elements skipped by length that no nfdump version defines so
+    unknown_bytes: int
+
+
+@lru_cache(maxsize=4096)
+def layout_for(elements: tuple[tuple[int, int], ...], record_size: int, big_endian: bool) -> Layout:
+    """The structured dtype for a record of `record_size` bytes with these (type, length) elements.
+
+    A later element of the same ID wins, as in nfdump's ExpandRecord_v3.
+    """
+    placed: dict[str, tuple[str, int]] = {
+        name: (code, offset) for name, code, offset in RECORD_HEADER_FIELDS
+    }
+    unknown = unknown_bytes = 0
+    at = RECORD_HEADER_SIZE
+    for element_type, length in elements:
+        fields = ELEMENTS.get((element_type, length))
+        if fields is not None:
+            for name, code, offset in fields:
+                placed[name] = (code, at + 4 + offset)
+            if element_type == 18:  # the two sampler layouts must not mix within one record
+                for stale in ("sampler_id", "sampler_interval", "sampler_mode", "selector_id"):
+                    if stale not in {name for name, _, _ in fields}:
+                        placed.pop(stale, None)
+        elif element_type not in KNOWN_ELEMENT_IDS or element_type in DECODED_ELEMENT_IDS:
+            unknown += 1
+            unknown_bytes += length
+        at += length
+    order = ">" if big_endian else "<"
+    names = list(placed)
+    dtype = np.dtype({
+        "names": names,
+        "formats": [placed[name][0].replace("<", order) for name in names],
+        "offsets": [placed[name][1] for name in names],
+        "itemsize": record_size,
+    })
+    return Layout(dtype, frozenset(names), unknown, unknown_bytes)
+
+
+def _v6(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    """Two host-order u64 halves -> (n, 16) network-order address bytes."""
+    n = len(hi)
+    out = np.empty((n, 16), dtype=np.uint8)
+    out[:, :8] = hi.astype(">u8").view(np.uint8).reshape(n, 8)
+    out[:, 8:] = lo.astype(">u8").view(np.uint8).reshape(n, 8)
+    return out
+
+
+def decode_layout(rows: np.ndarray, layout: Layout) -> dict[str, np.ndarray]:
+    """FLOW_SCHEMA columns (plus `_`-prefixed helpers for the container) of records of one layout.
+
+    Columns the layout lacks are left out; the container fills them with defaults.
+    `_msec_received` is 0 where the record has none, `_router` is the EXipReceived address.
+    """
+    present = layout.fields
+    n = len(rows)
+    out: dict[str, np.ndarray] = {
+        "_sysid": rows["exporter_sysid"].astype(np.uint16),
+        "_flags": rows["flags"].astype(np.uint8),
+        "export_version": rows["nfversion"].astype(np.uint8),
+    }
+    if "msec_first" in present:
+        out["first_seen"] = rows["msec_first"].astype(np.int64) * 1000
+        out["last_seen"] = rows["msec_last"].astype(np.int64) * 1000
+        out["_msec_received"] = rows["msec_received"].astype(np.int64)
+        out["packets"] = rows["in_packets"].astype(np.uint64)
+        out["octets"] = rows["in_bytes"].astype(np.uint64)
+        out["src_port"] = rows["src_port"].astype(np.uint16)
+        out["dst_port"] = rows["dst_port"].astype(np.uint16)
+        out["protocol"] = rows["protocol"].astype(np.uint8)
+        out["tcp_flags"] = rows["tcp_flags"].astype(np.uint16)
+        out["tos"] = rows["src_tos"].astype(np.uint8)
+    if "src6_hi" in present:
+        out["src_addr"] = _v6(rows["src6_hi"], rows["src6_lo"])
+        out["dst_addr"] = _v6(rows["dst6_hi"], rows["dst6_lo"])
+        out["ip_version"] = np.full(n, 6, dtype=np.uint8)
+    elif "src4" in present:
+        out["src_addr"] = v4_to_mapped(rows["src4"])
+        out["dst_addr"] = v4_to_mapped(rows["dst4"])
+        out["ip_version"] = np.full(n, 4, dtype=np.uint8)
+    if "input_if" in present:
+        out["input_if"] = rows["input_if"].astype(np.uint32)
+        out["output_if"] = rows["output_if"].astype(np.uint32)
+        out["flow_end_reason"] = rows["flow_end_reason"].astype(np.uint8)
+    if "out_packets" in present:
+        out["reverse_packets"] = rows["out_packets"].astype(np.uint64)
+        out["reverse_octets"] = rows["out_bytes"].astype(np.uint64)
+    if "src_as" in present:
+        out["src_as"] = rows["src_as"].astype(np.uint32)
+        out["dst_as"] = rows["dst_as"].astype(np.uint32)
+    # FLOW_SCHEMA has one next hop: the IP next hop, else the BGP next hop
+    if "next_hop6_hi" in present:
+        out["next_hop"] = _v6(rows["next_hop6_hi"], rows["next_hop6_lo"])
+    elif "next_hop4" in present:
+        out["next_hop"] = v4_to_mapped(rows["next_hop4"])
+    elif "bgp_next_hop6_hi" in present:
+        out["next_hop"] = _v6(rows["bgp_next_hop6_hi"], rows["bgp_next_hop6_lo"])
+    elif "bgp_next_hop4" in present:
+        out["next_hop"] = v4_to_mapped(rows["bgp_next_hop4"])
+    if "router6_hi" in present:
+        out["_router"] = _v6(rows["router6_hi"], rows["router6_lo"])
+    elif "router4" in present:
+        out["_router"] = v4_to_mapped(rows["router4"])
+    if "sampler_interval" in present:
+        out["_sampler_interval"] = rows["sampler_interval"].astype(np.uint32)
+    if "selector_id" in present:
+        out["_selector_id"] = rows["selector_id"].astype(np.int64)
+        out["_sampler_sysid"] = rows["sampler_sysid"].astype(np.uint16)
+    if "observation_domain" in present:
+        out["_observation_domain"] = rows["observation_domain"].astype(np.uint32)
+    return out
