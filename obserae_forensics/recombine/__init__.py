@@ -1,0 +1,42 @@
+"""recombine: find the fragments of split conversations across sessionize runs and view them as one.
+
+Public API (the CLI's `recombine` command is a thin layer over these):
+
+- `recombine_runs(run_dirs, out_dir, *, force=False) -> RecombineResult`: read the runs, chain
+  fragments, write sessions_recombined.parquet, recombined_fragments.parquet, report.md,
+  report.json and timeline.png;
+- `recombine_tables(run_dirs) -> RecombineResult`: the same in memory, no files;
+- `find_fragments(source, session_id) -> DataFrame`: "Find Session Fragments" from any fragment;
+- `export_flows(source, ids, path) -> int` and `export_pcap(source, ids, path) -> PcapExport`:
+  every flow record, or every original export datagram, behind the named conversations.
+"""
+
+from __future__ import annotations
+
+from .chain import FRAGMENTS_SCHEMA, RECOMBINED_SCHEMA, nice_above
+from .conversations import (
+    RecombineResult,
+    conversation_sessions,
+    find_fragments,
+    load_fragments,
+    recombine_runs,
+    recombine_tables,
+)
+from .export import PcapExport, export_flows, export_pcap
+from .report import human_seconds
+
+__all__ = [
+    "FRAGMENTS_SCHEMA",
+    "RECOMBINED_SCHEMA",
+    "PcapExport",
+    "RecombineResult",
+    "conversation_sessions",
+    "export_flows",
+    "export_pcap",
+    "find_fragments",
+    "human_seconds",
+    "load_fragments",
+    "nice_above",
+    "recombine_runs",
+    "recombine_tables",
+]

@@ -1,0 +1,579 @@
+"""Chain session fragments into conversations, with whole-table numpy sorts (no loop per session).
+
+Input: the sessions of one or more `sessionize` runs (sessions.parquet, SESSIONS_SCHEMA) in
+data-window order. A fragment's *parent* is the fragment it continues; conversations are the
+trees the parent links make, found by pointer jumping (log2(depth) passes over the arrays).
+Per exporter and key (protocol + unordered endpoints), a fragment's parent is, in this order:
+
+1. `late`: the session named by its `follows_session_id` (same exporter and key only);
+2. `split`: the fragment of the same run with the same `conversation_id` and `split - 1`
+   (the sessionizer's own hard_timeout/evicted links, kept as it made them);
+3. the previous non-late session of the key in time order, when that one was cut
+   (`hard_timeout`, `evicted`, or still open at the end of an earlier run: `run_boundary`) and
+   this one opened within the previous one's idle timeout (`first_seen <= last_seen + idle`,
+   as sessions.md states the join rule; idle by protocol and state, from the earlier run's
+   manifest).
+
+A chain never mixes exporters or keys. Orientation and server side come from the chain's root
+(the first non-late fragment): a fragment whose own `ip_a`/`port_a` is the root's `b` side has
+its counters swapped, and a fragment whose own client/server disagrees is listed in
+`orientation_conflicts`.
+
+The surprising thing: a conversation still `active` at the end of one run that the next run
+shows going quiet (no continuation within the idle timeout, although the next run covers that
+time) ended there; its final state is settled as the sessionizer would have closed it on one
+run over both captures (`state_inferred` = true), so that recombining consecutive runs gives the
+same conversations as one run over the whole capture.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..errors import ForensicsError, UsageError
+from ..schema import TIMESTAMP
+from .runs import Run
+
+TCP, UDP, ICMP, ICMPV6 = 6, 17, 1, 58
+PORTED_PROTOCOLS = (6, 17, 132, 136)  # TCP, UDP, SCTP, UDP-Lite: endpoints carry ports
+FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
+
+IDLE_NAMES = ("tcp_established", "tcp_half_open", "udp", "icmp", "other")
+# link reasons: why a fragment is not part of the one before it (index = code, 0 = root)
+LINK_REASONS = ("", "hard_timeout", "evicted", "late", "run_boundary", "split")
+CUT_REASONS = ("hard_timeout", "evicted")
+
+# "nice" hard_timeout values, seconds: what a person would type into the setting
+NICE_SECONDS = np.array(
+    [1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600, 900, 1200, 1800, 2700,
+     3600, 7200, 10800, 14400, 21600, 28800, 43200, 64800,
+     86400, 2 * 86400, 3 * 86400, 4 * 86400, 5 * 86400, 6 * 86400, 7 * 86400],
+    dtype=np.float64,
+)
+
+RECOMBINED_SCHEMA = pa.schema([
+    pa.field("conversation_id", pa.string(), nullable=False),
+    pa.field("exporter", pa.string(), nullable=False),
+    pa.field("exporter_domain", pa.uint32(), nullable=False),
+    pa.field("protocol", pa.string(), nullable=False),
+    pa.field("protocol_number", pa.uint8(), nullable=False),
+    pa.field("ip_a", pa.string(), nullable=False),
+    pa.field("port_a", pa.uint16(), nullable=False),
+    pa.field("ip_b", pa.string(), nullable=False),
+    pa.field("port_b", pa.uint16(), nullable=False),
+    pa.field("client_ip", pa.string(), nullable=False),
+    pa.field("client_port", pa.uint16(), nullable=False),
+    pa.field("server_ip", pa.string(), nullable=False),
+    pa.field("server_port", pa.uint16(), nullable=False),
+    pa.field("role_method", pa.string(), nullable=False),
+    pa.field("role_confidence", pa.float64(), nullable=False),
+    pa.field("fragment_count", pa.uint32(), nullable=False),
+    pa.field("splits", pa.list_(pa.uint32()), nullable=False),
+    pa.field("session_ids", pa.list_(pa.string()), nullable=False),
+    pa.field("split_reasons", pa.list_(pa.string()), nullable=False),
+    pa.field("first_seen", TIMESTAMP, nullable=False),
+    pa.field("last_seen", TIMESTAMP, nullable=False),
+    pa.field("duration_s", pa.float64(), nullable=False),
+    pa.field("ab_bytes", pa.uint64(), nullable=False),
+    pa.field("ba_bytes", pa.uint64(), nullable=False),
+    pa.field("ab_packets", pa.uint64(), nullable=False),
+    pa.field("ba_packets", pa.uint64(), nullable=False),
+    pa.field("flow_count", pa.uint64(), nullable=False),
+    pa.field("late_records", pa.uint64(), nullable=False),
+    pa.field("state", pa.string(), nullable=False),
+    pa.field("close_reason", pa.string(), nullable=True),
+    pa.field("state_inferred", pa.bool_(), nullable=False),
+    pa.field("complete", pa.bool_(), nullable=False),
+    pa.field("head_cut", pa.bool_(), nullable=False),
+    pa.field("tail_cut", pa.bool_(), nullable=False),
+    pa.field("gaps_s", pa.list_(pa.float64()), nullable=False),
+    pa.field("orientation_conflicts", pa.list_(pa.string()), nullable=False),
+    pa.field("recommended_hard_timeout", pa.float64(), nullable=False),
+])
+
+FRAGMENTS_SCHEMA = pa.schema([
+    pa.field("conversation_id", pa.string(), nullable=False),
+    pa.field("fragment_index", pa.uint32(), nullable=False),
+    pa.field("session_id", pa.string(), nullable=False),
+    pa.field("run_index", pa.uint32(), nullable=False),
+    pa.field("run_dir", pa.string(), nullable=False),
+    pa.field("split", pa.uint32(), nullable=False),
+    pa.field("late", pa.bool_(), nullable=False),
+    pa.field("link_reason", pa.string(), nullable=True),
+    pa.field("gap_s", pa.float64(), nullable=True),
+    pa.field("flipped", pa.bool_(), nullable=False),
+    pa.field("orientation_conflict", pa.bool_(), nullable=False),
+    pa.field("exporter", pa.string(), nullable=False),
+    pa.field("protocol", pa.string(), nullable=False),
+    pa.field("ip_a", pa.string(), nullable=False),
+    pa.field("port_a", pa.uint16(), nullable=False),
+    pa.field("ip_b", pa.string(), nullable=False),
+    pa.field("port_b", pa.uint16(), nullable=False),
+    pa.field("client_ip", pa.string(), nullable=False),
+    pa.field("client_port", pa.uint16(), nullable=False),
+    pa.field("server_ip", pa.string(), nullable=False),
+    pa.field("server_port", pa.uint16(), nullable=False),
+    pa.field("opened_at", TIMESTAMP, nullable=False),
+    pa.field("last_seen_at", TIMESTAMP, nullable=False),
+    pa.field("closed_at", TIMESTAMP, nullable=True),
+    pa.field("state", pa.string(), nullable=False),
+    pa.field("close_reason", pa.string(), nullable=True),
+    pa.field("ab_bytes", pa.uint64(), nullable=False),  # in the conversation's orientation
+    pa.field("ba_bytes", pa.uint64(), nullable=False),
+    pa.field("ab_packets", pa.uint64(), nullable=False),
+    pa.field("ba_packets", pa.uint64(), nullable=False),
+    pa.field("flow_count", pa.uint64(), nullable=False),
+    pa.field("follows_session_id", pa.string(), nullable=True),
+])
+
+
+@dataclass
+class Chains:
+    """The recombined conversations, their fragments, and what chaining noticed on the way."""
+
+    conversations: pa.Table  # RECOMBINED_SCHEMA, ordered by first_seen, exporter, id
+    fragments: pa.Table  # FRAGMENTS_SCHEMA, grouped like `conversations`, fragments in order
+    exporter_windows: dict[str, tuple[int, int]]  # exporter -> (first µs, last µs) seen
+    anomalies: dict[str, int]  # links the tables asked for and recombine refused, by kind
+
+
+def nice_above(seconds: np.ndarray) -> np.ndarray:
+    """Smallest "nice" duration strictly above each value (a whole day count past a week)."""
+    seconds = np.asarray(seconds, dtype=np.float64)
+    index = np.searchsorted(NICE_SECONDS, seconds, side="right")
+    beyond = index >= len(NICE_SECONDS)
+    out = NICE_SECONDS[np.minimum(index, len(NICE_SECONDS) - 1)]
+    days = (np.floor(seconds / 86400.0) + 1.0) * 86400.0
+    return np.where(beyond, days, out)
+
+
+def _numpy(column: pa.ChunkedArray | pa.Array, dtype: str) -> np.ndarray:
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if pa.types.is_timestamp(column.type):
+        column = column.cast(pa.int64())
+    if column.null_count:
+        column = column.fill_null(False if pa.types.is_boolean(column.type) else 0)
+    return np.asarray(column.to_numpy(zero_copy_only=False), dtype=dtype)
+
+
+def _flag(column: pa.ChunkedArray, value: str) -> np.ndarray:
+    return np.asarray(pc.fill_null(pc.equal(column, value), False).to_numpy(
+        zero_copy_only=False), dtype=bool)
+
+
+def _codes(*columns: pa.ChunkedArray) -> list[np.ndarray]:
+    """Shared integer codes for several string columns (equal text -> equal code)."""
+    joined = pa.chunked_array([chunk for column in columns for chunk in column.chunks],
+                              type=pa.string())
+    encoded = pc.dictionary_encode(joined.combine_chunks())
+    codes = np.asarray(encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False),
+                       dtype=np.int64)
+    out: list[np.ndarray] = []
+    at = 0
+    for column in columns:
+        out.append(codes[at:at + len(column)])
+        at += len(column)
+    return out
+
+
+def _sorted_rank(column: pa.ChunkedArray) -> np.ndarray:
+    """Rank of each text in sorted order (a total, hash-free tie breaker)."""
+    encoded = pc.dictionary_encode(column.combine_chunks())
+    order = np.asarray(pc.array_sort_indices(encoded.dictionary).to_numpy(), dtype=np.int64)
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order), dtype=np.int64)
+    return rank[np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)]
+
+
+def _group_starts(keys: list[np.ndarray]) -> np.ndarray:
+    """Row positions where any of the (already sorted) key arrays changes value."""
+    n = len(keys[0])
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    change = np.zeros(n, dtype=bool)
+    change[0] = True
+    for key in keys:
+        change[1:] |= key[1:] != key[:-1]
+    return np.flatnonzero(change)
+
+
+def chain_sessions(sessions: pa.Table, runs: list[Run]) -> Chains:
+    """Recombine the sessions of `runs` (the table read_sessions built, all runs concatenated)."""
+    n = sessions.num_rows
+    anomalies = {"late_follows_missing": 0, "late_follows_other_key": 0,
+                 "split_link_missing": 0}
+    if n == 0:
+        return Chains(RECOMBINED_SCHEMA.empty_table(), FRAGMENTS_SCHEMA.empty_table(), {},
+                      anomalies)
+    sessions = sessions.combine_chunks()
+    col = sessions.column
+
+    session_rank = _sorted_rank(col("session_id"))
+    _check_unique(sessions, session_rank, runs)
+
+    run = _numpy(col("run_index"), "int64")
+    protocol = _numpy(col("protocol_number"), "int64")
+    split = _numpy(col("split"), "int64")
+    late = _numpy(col("late"), "bool")
+    opened = _numpy(col("opened_at"), "int64")
+    last = _numpy(col("last_seen_at"), "int64")
+    is_open = np.asarray(pc.is_null(col("closed_at")).to_numpy(zero_copy_only=False), dtype=bool)
+    ab_flags = _numpy(col("ab_flags"), "int64")
+    ba_flags = _numpy(col("ba_flags"), "int64")
+    ba_packets = _numpy(col("ba_packets"), "uint64")
+    hard = _flag(col("close_reason"), "hard_timeout")
+    evicted = _flag(col("close_reason"), "evicted")
+    half_open_state = _flag(col("state"), "half_open")
+
+    (exporter,) = _codes(col("exporter"))
+    ip_a, ip_b, client_ip, server_ip = _codes(col("ip_a"), col("ip_b"), col("client_ip"),
+                                              col("server_ip"))
+    ported = np.isin(protocol, PORTED_PROTOCOLS)
+
+    def endpoint(ip: np.ndarray, port_name: str) -> np.ndarray:
+        port = np.where(ported, _numpy(col(port_name), "int64"), 0)
+        return (ip << 16) | port
+
+    end_a = endpoint(ip_a, "port_a")
+    end_b = endpoint(ip_b, "port_b")
+    low = np.minimum(end_a, end_b)
+    high = np.maximum(end_a, end_b)
+    client = endpoint(client_ip, "client_port")
+    server = endpoint(server_ip, "server_port")
+
+    # idle timeout each fragment was judged by: its run's setting for its protocol and state
+    tcp = protocol == TCP
+    half_open = tcp & (half_open_state | (
+        ~is_open & (ba_packets == 0) & ((ab_flags & SYN) != 0) & ((ab_flags & ACK) == 0)))
+    category = np.select(
+        [tcp & ~half_open, half_open, protocol == UDP, (protocol == ICMP) | (protocol == ICMPV6)],
+        [0, 1, 2, 3], default=4)
+    idle_table = np.array([[r.idle_us(name) for name in IDLE_NAMES] for r in runs],
+                          dtype=np.int64)
+    idle = idle_table[run, category]
+
+    def same_key(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return ((exporter[x] == exporter[y]) & (protocol[x] == protocol[y])
+                & (low[x] == low[y]) & (high[x] == high[y]))
+
+    parent = np.full(n, -1, dtype=np.int64)
+    reason = np.zeros(n, dtype=np.int8)
+
+    # 3. the previous non-late session of the key, when it was cut and this one is in time
+    steady = np.flatnonzero(~late)
+    order = steady[np.lexsort((session_rank[steady], split[steady], run[steady],
+                               opened[steady], high[steady], low[steady],
+                               protocol[steady], exporter[steady]))]
+    before, after = order[:-1], order[1:]
+    cut_closed = hard[before] | evicted[before]
+    cut_open = is_open[before] & (run[before] < run[after])
+    link = (same_key(before, after) & (cut_closed | cut_open)
+            & (opened[after] - last[before] <= idle[before]))
+    parent[after[link]] = before[link]
+    reason[after[link]] = np.where(hard[before[link]], 1,
+                                   np.where(evicted[before[link]], 2, 4))
+
+    # 2. the sessionizer's own fragment links win inside a run
+    conversation = _codes(col("conversation_id"))[0]
+    children = steady[split[steady] > 0]
+    if len(children):
+        keys = (conversation[steady] << 32) | split[steady]
+        key_order = np.argsort(keys, kind="stable")
+        sorted_keys = keys[key_order]
+        wanted = (conversation[children] << 32) | (split[children] - 1)
+        where = np.minimum(np.searchsorted(sorted_keys, wanted), len(sorted_keys) - 1)
+        found = (sorted_keys[where] == wanted) & (conversation[children] >= 0)
+        target = steady[key_order[where]]
+        found &= (run[target] == run[children]) & same_key(target, children)
+        anomalies["split_link_missing"] = int(np.count_nonzero(~found))
+        kids, parents = children[found], target[found]
+        parent[kids] = parents
+        reason[kids] = np.where(hard[parents], 1, np.where(evicted[parents], 2, 5))
+
+    # 1. late sessions join the session they follow
+    follows = pc.index_in(col("follows_session_id"), value_set=col("session_id"))
+    follows_at = np.asarray(follows.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
+    named = late & np.asarray(pc.is_valid(col("follows_session_id")).to_numpy(
+        zero_copy_only=False), dtype=bool)
+    anomalies["late_follows_missing"] = int(np.count_nonzero(named & (follows_at < 0)))
+    candidates = np.flatnonzero(named & (follows_at >= 0))
+    fits = same_key(candidates, follows_at[candidates])
+    anomalies["late_follows_other_key"] = int(np.count_nonzero(~fits))
+    parent[candidates[fits]] = follows_at[candidates[fits]]
+    reason[candidates[fits]] = 3
+
+    root = _roots(parent, col("session_id"))
+
+    # fragments in order: conversation by conversation, each in time order
+    by_root = np.lexsort((session_rank, split, run, late, opened, root))
+    group_start = _group_starts([root[by_root]])
+    root_of_group = root[by_root[group_start]]
+    first_of_group = opened[by_root[group_start]]
+    group_order = np.lexsort((session_rank[root_of_group], exporter[root_of_group],
+                              first_of_group))
+    rank_of_group = np.empty(len(group_order), dtype=np.int64)
+    rank_of_group[group_order] = np.arange(len(group_order))
+    group_id = np.repeat(np.arange(len(group_start)),
+                         np.diff(np.append(group_start, n)))
+    rows = by_root[np.argsort(rank_of_group[group_id], kind="stable")]
+
+    root_rows = root[rows]
+    starts = _group_starts([root_rows])
+    counts = np.diff(np.append(starts, n))
+    group = np.repeat(np.arange(len(starts)), counts)
+    fragment_index = np.arange(n) - starts[group]
+    roots = root_rows[starts]  # the root session of each conversation
+
+    flipped = end_a[rows] != end_a[root_rows]
+    conflict = (client[rows] != client[root_rows]) | (server[rows] != server[root_rows])
+
+    def oriented(name: str, swapped: str) -> np.ndarray:
+        own = _numpy(col(name), "uint64")[rows]
+        other = _numpy(col(swapped), "uint64")[rows]
+        return np.where(flipped, other, own)
+
+    ab_bytes_f = oriented("ab_bytes", "ba_bytes")
+    ba_bytes_f = oriented("ba_bytes", "ab_bytes")
+    ab_packets_f = oriented("ab_packets", "ba_packets")
+    ba_packets_f = oriented("ba_packets", "ab_packets")
+    ab_flags_f = np.where(flipped, ba_flags[rows], ab_flags[rows])
+    ba_flags_f = np.where(flipped, ab_flags[rows], ba_flags[rows])
+
+    opened_f, last_f = opened[rows], last[rows]
+    first_seen = np.minimum.reduceat(opened_f, starts)
+    last_seen = np.maximum.reduceat(last_f, starts)
+
+    # gap before each fragment: from the latest last_seen of the fragments before it
+    running_last = pd.Series(last_f).groupby(group).cummax().to_numpy()
+    previous_last = np.empty(n, dtype=np.int64)
+    previous_last[0] = 0
+    previous_last[1:] = running_last[:-1]
+    has_gap = fragment_index > 0
+    gap_us = np.where(has_gap, np.maximum(opened_f - previous_last, 0), 0)
+
+    # the fragment whose state is the conversation's: the last non-late one in time order
+    position = np.where(~late[rows], np.arange(n), -1)
+    final_position = np.maximum.reduceat(position, starts)
+    final_position = np.where(final_position < starts, starts + counts - 1, final_position)
+    final = rows[final_position]
+
+    windows = _exporter_windows(exporter, opened, last)
+    window_start = windows[0][exporter[roots]]
+    window_end = windows[1][exporter[final]]
+    opening_seen = (protocol[roots] == TCP) & (((ab_flags[roots] | ba_flags[roots]) & SYN) != 0)
+    head_cut = (split[roots] > 0) | (~opening_seen & (opened[roots] - window_start <= idle[roots]))
+    deadline = last[final] + idle[final]
+    maybe_more = is_open[final] | hard[final] | evicted[final]
+    tail_cut = maybe_more & (deadline >= window_end)
+    state_inferred = is_open[final] & (deadline < window_end)
+
+    state = pc.take(col("state"), pa.array(final)).to_numpy(zero_copy_only=False).astype(object)
+    close_reason = pc.take(col("close_reason"), pa.array(final)).to_numpy(
+        zero_copy_only=False).astype(object)
+    if state_inferred.any():
+        settled = _settled_reasons(
+            tcp=protocol[final] == TCP,
+            half_open=half_open[final],
+            ab_flags=_or_reduce(ab_flags_f, starts),
+            ba_flags=_or_reduce(ba_flags_f, starts),
+            ab_packets=np.add.reduceat(ab_packets_f, starts),
+            ba_packets=np.add.reduceat(ba_packets_f, starts),
+        )
+        state = np.where(state_inferred, "closed", state)
+        close_reason = np.where(state_inferred, settled, close_reason)
+
+    duration_s = (last_seen - first_seen) / 1_000_000.0
+    session_id = col("session_id")
+    session_ids = pc.take(session_id, pa.array(rows))
+    conversation_id = pc.take(session_id, pa.array(roots))
+
+    fragment_reasons = np.array(LINK_REASONS, dtype=object)[reason[rows]]
+    not_root = rows != root_rows
+    conversations = _conversation_table(
+        sessions, roots, conversation_id,
+        counts=counts, starts=starts,
+        splits=split[rows].astype(np.uint32),
+        session_ids=session_ids,
+        reasons=fragment_reasons[not_root],
+        reason_offsets=_offsets(np.add.reduceat(not_root.astype(np.int64), starts)),
+        first_seen=first_seen, last_seen=last_seen, duration_s=duration_s,
+        ab_bytes=np.add.reduceat(ab_bytes_f, starts),
+        ba_bytes=np.add.reduceat(ba_bytes_f, starts),
+        ab_packets=np.add.reduceat(ab_packets_f, starts),
+        ba_packets=np.add.reduceat(ba_packets_f, starts),
+        flow_count=np.add.reduceat(_numpy(col("flow_count"), "uint64")[rows], starts),
+        late_records=np.add.reduceat(_numpy(col("late_records"), "uint64")[rows], starts),
+        state=state, close_reason=close_reason, state_inferred=state_inferred,
+        head_cut=head_cut, tail_cut=tail_cut,
+        gaps=(gap_us[has_gap] / 1_000_000.0),
+        gap_offsets=_offsets(counts - 1),
+        conflicts=pc.filter(session_ids, pa.array(conflict)),
+        conflict_offsets=_offsets(np.add.reduceat(conflict.astype(np.int64), starts)),
+    )
+
+    run_dirs = np.array([str(r.path) for r in runs], dtype=object)
+    fragments = _fragment_table(
+        sessions, rows, pc.take(conversation_id, pa.array(group)), fragment_index,
+        run=run, run_dirs=run_dirs, split=split, late=late,
+        reasons=np.where(not_root, fragment_reasons, None),
+        gap_s=np.where(has_gap, gap_us / 1_000_000.0, np.nan), has_gap=has_gap,
+        flipped=flipped, conflict=conflict,
+        counters=(ab_bytes_f, ba_bytes_f, ab_packets_f, ba_packets_f),
+    )
+    exporter_names = pc.dictionary_encode(col("exporter").combine_chunks()).dictionary.to_pylist()
+    exporter_windows = {
+        str(name): (int(windows[0][i]), int(windows[1][i]))
+        for i, name in enumerate(exporter_names)
+    }
+    return Chains(conversations, fragments, exporter_windows, anomalies)
+
+
+def _or_reduce(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    return np.bitwise_or.reduceat(values.astype(np.int64), starts)
+
+
+def _settled_reasons(*, tcp: np.ndarray, half_open: np.ndarray, ab_flags: np.ndarray,
+                     ba_flags: np.ndarray, ab_packets: np.ndarray,
+                     ba_packets: np.ndarray) -> np.ndarray:
+    """The close reason the sessionizer gives a session that times out (sessions.md table)."""
+    both = (ab_packets > 0) & (ba_packets > 0)
+    fin = tcp & ((ab_flags & FIN) != 0) & ((ba_flags & FIN) != 0)
+    rst = tcp & (((ab_flags | ba_flags) & RST) != 0)
+    # the only answer to the opening was RST: the initiator never acknowledged anything
+    rejected = (tcp & ((ba_flags & RST) != 0) & ((ba_flags & ~(RST | ACK)) == 0)
+                & ((ab_flags & ACK) == 0))
+    return np.select(
+        [tcp & half_open, fin, rejected, rst, both],
+        ["no_reply", "fin", "rejected", "rst", "idle"], default="no_reply").astype(object)
+
+
+def _exporter_windows(exporter: np.ndarray, opened: np.ndarray,
+                      last: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per exporter code: earliest opened_at and latest last_seen_at of all its sessions."""
+    count = int(exporter.max()) + 1
+    first = np.full(count, np.iinfo(np.int64).max, dtype=np.int64)
+    latest = np.full(count, np.iinfo(np.int64).min, dtype=np.int64)
+    np.minimum.at(first, exporter, opened)
+    np.maximum.at(latest, exporter, last)
+    return first, latest
+
+
+def _roots(parent: np.ndarray, session_id: pa.ChunkedArray) -> np.ndarray:
+    """Each fragment's chain root, by pointer jumping; a cycle in the links is an input error."""
+    n = len(parent)
+    root = np.where(parent >= 0, parent, np.arange(n))
+    for _ in range(max(8, int(np.log2(max(n, 2))) + 3)):
+        jumped = root[root]
+        if np.array_equal(jumped, root):
+            return root
+        root = jumped
+    stuck = np.flatnonzero(root[root] != root)
+    example = session_id.combine_chunks()[int(stuck[0])].as_py()
+    raise ForensicsError(f"fragment links form a cycle (session {example} among "
+                         f"{len(stuck)}): late sessions follow each other in a loop")
+
+
+def _check_unique(sessions: pa.Table, rank: np.ndarray, runs: list[Run]) -> None:
+    """A session id seen twice means one capture was given in two runs: refuse to double-count."""
+    if len(np.unique(rank)) == len(rank):
+        return
+    counts = np.bincount(rank)
+    duplicate = int(np.flatnonzero(counts > 1)[0])
+    where = np.flatnonzero(rank == duplicate)
+    run_index = sessions.column("run_index").to_numpy()
+    in_runs = sorted({str(runs[int(run_index[i])].path) for i in where})
+    session = sessions.column("session_id")[int(where[0])].as_py()
+    raise UsageError(f"session {session} appears {len(where)} times (in {', '.join(in_runs)}): "
+                     "the runs overlap; recombine runs over distinct, consecutive captures")
+
+
+def _offsets(lengths: np.ndarray) -> pa.Array:
+    out = np.zeros(len(lengths) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=out[1:])
+    return pa.array(out, pa.int32())
+
+
+def _list(offsets: pa.Array, values: pa.Array) -> pa.ListArray:
+    return pa.ListArray.from_arrays(offsets, values)
+
+
+def _conversation_table(sessions: pa.Table, roots: np.ndarray, conversation_id: pa.Array,
+                        **values: Any) -> pa.Table:
+    take = pa.array(roots)
+    col = sessions.column
+    counts: np.ndarray = values["counts"]
+    columns: dict[str, Any] = {"conversation_id": conversation_id}
+    for name in ("exporter", "exporter_domain", "protocol", "protocol_number", "ip_a", "port_a",
+                 "ip_b", "port_b", "client_ip", "client_port", "server_ip", "server_port",
+                 "role_method", "role_confidence"):
+        columns[name] = pc.take(col(name), take)
+    columns["fragment_count"] = pa.array(counts.astype(np.uint32))
+    columns["splits"] = _list(_offsets(counts), pa.array(values["splits"], pa.uint32()))
+    columns["session_ids"] = _list(_offsets(counts), values["session_ids"].combine_chunks()
+                                   if isinstance(values["session_ids"], pa.ChunkedArray)
+                                   else values["session_ids"])
+    columns["split_reasons"] = _list(values["reason_offsets"],
+                                     pa.array(values["reasons"], pa.string()))
+    columns["first_seen"] = pa.array(values["first_seen"], pa.int64()).cast(TIMESTAMP)
+    columns["last_seen"] = pa.array(values["last_seen"], pa.int64()).cast(TIMESTAMP)
+    columns["duration_s"] = pa.array(values["duration_s"], pa.float64())
+    for name in ("ab_bytes", "ba_bytes", "ab_packets", "ba_packets", "flow_count",
+                 "late_records"):
+        columns[name] = pa.array(values[name], pa.uint64())
+    columns["state"] = pa.array(values["state"], pa.string())
+    columns["close_reason"] = pa.array(values["close_reason"], pa.string())
+    columns["state_inferred"] = pa.array(values["state_inferred"], pa.bool_())
+    columns["complete"] = pa.array(~values["head_cut"] & ~values["tail_cut"], pa.bool_())
+    columns["head_cut"] = pa.array(values["head_cut"], pa.bool_())
+    columns["tail_cut"] = pa.array(values["tail_cut"], pa.bool_())
+    columns["gaps_s"] = _list(values["gap_offsets"], pa.array(values["gaps"], pa.float64()))
+    conflicts = values["conflicts"]
+    if isinstance(conflicts, pa.ChunkedArray):
+        conflicts = conflicts.combine_chunks()
+    columns["orientation_conflicts"] = _list(values["conflict_offsets"], conflicts)
+    columns["recommended_hard_timeout"] = pa.array(nice_above(values["duration_s"]),
+                                                   pa.float64())
+    arrays = [_as_array(columns[field.name]).cast(field.type) for field in RECOMBINED_SCHEMA]
+    return pa.Table.from_arrays(arrays, schema=RECOMBINED_SCHEMA)
+
+
+def _as_array(value: Any) -> pa.Array:
+    if isinstance(value, pa.ChunkedArray):
+        return value.combine_chunks()
+    return value
+
+
+def _fragment_table(sessions: pa.Table, rows: np.ndarray, conversation_id: pa.Array,
+                    fragment_index: np.ndarray, **values: Any) -> pa.Table:
+    take = pa.array(rows)
+    col = sessions.column
+    run = values["run"][rows]
+    columns: dict[str, Any] = {
+        "conversation_id": conversation_id,
+        "fragment_index": pa.array(fragment_index.astype(np.uint32)),
+        "session_id": pc.take(col("session_id"), take),
+        "run_index": pa.array(run.astype(np.uint32)),
+        "run_dir": pa.array(values["run_dirs"][run], pa.string()),
+        "split": pa.array(values["split"][rows].astype(np.uint32)),
+        "late": pa.array(values["late"][rows]),
+        "link_reason": pa.array(values["reasons"], pa.string()),
+        "gap_s": pa.array(values["gap_s"], pa.float64(), mask=~values["has_gap"]),
+        "flipped": pa.array(values["flipped"]),
+        "orientation_conflict": pa.array(values["conflict"]),
+    }
+    for name in ("exporter", "protocol", "ip_a", "port_a", "ip_b", "port_b", "client_ip",
+                 "client_port", "server_ip", "server_port", "opened_at", "last_seen_at",
+                 "closed_at", "state", "close_reason", "flow_count", "follows_session_id"):
+        columns[name] = pc.take(col(name), take)
+    for name, array in zip(("ab_bytes", "ba_bytes", "ab_packets", "ba_packets"),
+                           values["counters"], strict=True):
+        columns[name] = pa.array(array, pa.uint64())
+    arrays = [_as_array(columns[field.name]).cast(field.type) for field in FRAGMENTS_SCHEMA]
+    return pa.Table.from_arrays(arrays, schema=FRAGMENTS_SCHEMA)

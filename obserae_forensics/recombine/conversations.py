@@ -1,0 +1,175 @@
+"""recombine: sessionize run directories in, recombined conversations and a report out.
+
+Reads the tables of one or more `sessionize` runs, chains their fragments (chain.py) and
+writes, into one output directory:
+
+- `sessions_recombined.parquet`: one row per conversation (RECOMBINED_SCHEMA), every session
+  of the runs in exactly one conversation, so byte and packet totals are conserved;
+- `recombined_fragments.parquet`: one row per session with its conversation, place, link
+  reason and gap (FRAGMENTS_SCHEMA): what "Find Session Fragments" answers from;
+- `report.md` / `report.json` (same content) and `timeline.png` (report.py).
+
+The surprising thing: nothing is rewritten in the runs. The sessionizer's `sessions` rows stay
+as they were (closed sessions are never modified); recombination is a view over them.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ..errors import UsageError
+from .chain import FRAGMENTS_SCHEMA, RECOMBINED_SCHEMA, chain_sessions
+from .report import build_report, render_json, render_markdown, write_timeline
+from .runs import Run, empty_sessions, order_runs, read_sessions
+
+RECOMBINED_FILE = "sessions_recombined.parquet"
+FRAGMENTS_FILE = "recombined_fragments.parquet"
+REPORT_MD = "report.md"
+REPORT_JSON = "report.json"
+TIMELINE_PNG = "timeline.png"
+OUTPUT_FILES = (RECOMBINED_FILE, FRAGMENTS_FILE, REPORT_MD, REPORT_JSON, TIMELINE_PNG)
+
+
+@dataclass
+class RecombineResult:
+    """What recombine found: the conversations, every fragment's place, and the report."""
+
+    runs: list[Run]
+    conversations: pa.Table  # RECOMBINED_SCHEMA
+    fragments: pa.Table  # FRAGMENTS_SCHEMA
+    report: dict[str, Any]
+    out_dir: Path | None = None
+    files: dict[str, Path] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        counts = self.report["counts"]
+        line = (f"{counts['sessions']} sessions from {len(self.runs)} run(s) -> "
+                f"{counts['conversations']} conversations, {counts['split_conversations']} "
+                f"of them split")
+        cut = counts["head_cut"] + counts["tail_cut"]
+        if cut:
+            line += (f"; {counts['head_cut']} may have begun before the window, "
+                     f"{counts['tail_cut']} may go on after it")
+        return line
+
+
+def recombine_tables(run_dirs: Sequence[Path]) -> RecombineResult:
+    """Recombine in memory: read the runs, chain their fragments, build the report (no files)."""
+    runs = order_runs([Path(p) for p in run_dirs])
+    tables = [read_sessions(run) for run in runs]
+    sessions = pa.concat_tables(tables) if tables else empty_sessions()
+    chains = chain_sessions(sessions, runs)
+    report = build_report(runs, chains)
+    return RecombineResult(runs, chains.conversations, chains.fragments, report)
+
+
+def recombine_runs(
+    run_dirs: Sequence[Path], out_dir: Path, *, force: bool = False
+) -> RecombineResult:
+    """Recombine the runs and write the tables, the report and the timeline into `out_dir`."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"{out_dir}: exists and is not a directory")
+    existing = [name for name in OUTPUT_FILES if (out_dir / name).exists()]
+    if existing and not force:
+        raise UsageError(f"{out_dir} already holds {', '.join(existing)}; "
+                         "use --force to replace them")
+    result = recombine_tables(run_dirs)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {name: out_dir / name for name in OUTPUT_FILES}
+    _atomic(files[RECOMBINED_FILE], lambda p: pq.write_table(result.conversations, p))
+    _atomic(files[FRAGMENTS_FILE], lambda p: pq.write_table(result.fragments, p))
+    _atomic(files[TIMELINE_PNG], lambda p: write_timeline(result.report, p))
+    result.report["figure"] = TIMELINE_PNG
+    _atomic(files[REPORT_JSON], lambda p: p.write_text(render_json(result.report),
+                                                       encoding="utf-8"))
+    _atomic(files[REPORT_MD], lambda p: p.write_text(render_markdown(result.report),
+                                                     encoding="utf-8"))
+    result.out_dir = out_dir
+    result.files = files
+    return result
+
+
+def _atomic(path: Path, write: Callable[[Path], object]) -> None:
+    """Write through a temporary file in the same directory, so a reader never sees half."""
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(handle)
+    try:
+        write(Path(temporary))
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+def load_fragments(source: RecombineResult | Path | Sequence[Path]) -> pa.Table:
+    """The fragments table from a result, a recombine output directory, or run directories."""
+    if isinstance(source, RecombineResult):
+        return source.fragments
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if (path / FRAGMENTS_FILE).is_file():
+            return pq.read_table(path / FRAGMENTS_FILE)
+        return recombine_tables([path]).fragments
+    return recombine_tables([Path(p) for p in source]).fragments
+
+
+def find_fragments(
+    source: RecombineResult | Path | Sequence[Path], session_id: str
+) -> pd.DataFrame:
+    """Every fragment of the conversation that `session_id` (any fragment, or the
+    conversation id) belongs to, in order: "Find Session Fragments"."""
+    fragments = load_fragments(source)
+    hit = pc.or_(pc.equal(fragments.column("session_id"), session_id),
+                 pc.equal(fragments.column("conversation_id"), session_id))
+    matched = fragments.filter(hit)
+    if matched.num_rows == 0:
+        raise UsageError(f"no session or conversation {session_id!r} in these runs")
+    conversation = matched.column("conversation_id")[0].as_py()
+    rows = fragments.filter(pc.equal(fragments.column("conversation_id"), conversation))
+    frame = rows.to_pandas()
+    return frame.sort_values("fragment_index", kind="stable").reset_index(drop=True)
+
+
+def conversation_sessions(
+    source: RecombineResult | Path | Sequence[Path], ids: Sequence[str]
+) -> pa.Table:
+    """Fragments (run_dir, session_id, conversation_id) of the conversations named by `ids`
+    (conversation ids or any of their fragments' session ids)."""
+    if not ids:
+        raise UsageError("name at least one conversation or session id")
+    fragments = load_fragments(source)
+    wanted = pa.array(sorted(set(ids)), pa.string())
+    hit = pc.or_(pc.is_in(fragments.column("session_id"), value_set=wanted),
+                 pc.is_in(fragments.column("conversation_id"), value_set=wanted))
+    conversations = pc.unique(fragments.filter(hit).column("conversation_id"))
+    known = set(fragments.filter(hit).column("session_id").to_pylist()) | set(
+        conversations.to_pylist())
+    unknown = [i for i in sorted(set(ids)) if i not in known]
+    if unknown:
+        raise UsageError(f"no session or conversation {', '.join(map(repr, unknown))} "
+                         "in these runs")
+    return fragments.filter(pc.is_in(fragments.column("conversation_id"),
+                                     value_set=conversations))
+
+
+__all__ = [
+    "FRAGMENTS_SCHEMA",
+    "RECOMBINED_SCHEMA",
+    "RecombineResult",
+    "conversation_sessions",
+    "find_fragments",
+    "load_fragments",
+    "recombine_runs",
+    "recombine_tables",
+]

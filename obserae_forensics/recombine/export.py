@@ -1,0 +1,299 @@
+"""Export everything behind recombined conversations: their flow records, or their datagrams.
+
+`export_flows` writes every flow record of the named conversations (all fragments, all runs)
+in time order, as Parquet or CSV by the file's extension. `export_pcap` reads back, by
+provenance (`source_file` + `source_offset`), the export datagrams that carried those records
+and writes them as one capture in capture order: PCAP (libpcap savefile) when every frame has
+the same link type, else pcapng (draft-ietf-opsawg-pcapng) with one interface per link type,
+because a PCAP file has exactly one link type in its header.
+
+The surprising thing: one datagram carries many records (up to 30 in v5, more in v9/IPFIX),
+often of different conversations, so datagrams are deduplicated by (file, offset) and the
+export holds other conversations' records too; and nfcapd files have no datagrams at all:
+their records are written as flows instead, and the result says so.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from ..addresses import address_matrix, address_texts
+from ..errors import MalformedInput, UsageError
+from ..readers.pcap import Frame, capture_format, read_frames
+from ..report import RunReport
+from ..schema import FLOW_ADDRESS_COLUMNS
+from .conversations import RecombineResult, conversation_sessions, recombine_tables
+from .runs import FLOWS, Run, order_runs
+
+PARQUET_SUFFIXES = (".parquet", ".pq")
+CSV_SUFFIXES = (".csv",)
+FLOW_ORDER = ("first_seen", "last_seen", "arrival", "source_file", "source_frame",
+              "record_index")
+PCAP_SNAPLEN = 262_144
+
+
+@dataclass
+class PcapExport:
+    """What export_pcap wrote, and why anything behind the conversations is not in it."""
+
+    path: Path | None  # None when no record had a datagram (nfcapd inputs only)
+    format: str = ""  # "pcap" or "pcapng"
+    datagrams: int = 0  # frames written
+    records: int = 0  # flow records those frames carry for the conversations
+    link_types: list[int] = field(default_factory=list)
+    nfcapd_records: int = 0  # records that came from nfcapd files: no datagram exists
+    flows_path: Path | None = None  # where those records were written instead
+    notes: list[str] = field(default_factory=list)
+    report: RunReport = field(default_factory=RunReport)  # frames that could not be read back
+
+
+def _runs_of(source: RecombineResult | Sequence[Path]) -> dict[str, Run]:
+    runs = source.runs if isinstance(source, RecombineResult) else order_runs(
+        [Path(p) for p in source])
+    return {str(run.path): run for run in runs}
+
+
+def collect_flows(source: RecombineResult | Sequence[Path], ids: Sequence[str]) -> pa.Table:
+    """Every flow row of the named conversations, with `conversation_id` and `run_index`,
+    in time order (first_seen, then arrival order as the total tie breaker)."""
+    if not isinstance(source, RecombineResult):
+        source = recombine_tables([Path(p) for p in source])
+    fragments = conversation_sessions(source, ids)
+    runs = _runs_of(source)
+    parts: list[pa.Table] = []
+    for run_dir in sorted(set(fragments.column("run_dir").to_pylist())):
+        run = runs[run_dir]
+        mine = fragments.filter(pc.equal(fragments.column("run_dir"), run_dir))
+        session_ids = mine.column("session_id")
+        path = run.path / FLOWS
+        if not path.is_file():
+            raise UsageError(f"{run.path}: no {FLOWS}; cannot export the flows behind "
+                             "its sessions")
+        try:
+            flows = pq.read_table(path, filters=pc.is_in(pc.field("session_id"),
+                                                         value_set=session_ids.combine_chunks()))
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise UsageError(f"{path}: unreadable Parquet: {exc}") from exc
+        where = pc.index_in(flows.column("session_id"), value_set=session_ids)
+        flows = flows.append_column("conversation_id",
+                                    pc.take(mine.column("conversation_id"), where))
+        flows = flows.append_column("run_index", pa.array(
+            np.full(flows.num_rows, run.index, dtype=np.uint32)))
+        parts.append(flows)
+    if not parts:
+        raise UsageError("the named conversations have no sessions in these runs")
+    table = pa.concat_tables(parts, promote_options="permissive")
+    keys = [(name, "ascending") for name in FLOW_ORDER if name in table.column_names]
+    keys.append(("run_index", "ascending"))
+    return table.sort_by(keys)
+
+
+def export_flows(source: RecombineResult | Sequence[Path], ids: Sequence[str],
+                 path: Path) -> int:
+    """Write the flow records of the named conversations to `path` (.parquet or .csv)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in PARQUET_SUFFIXES + CSV_SUFFIXES:
+        raise UsageError(f"{path}: flows are exported as .parquet or .csv, not {suffix or '?'}")
+    table = collect_flows(source, ids)
+    write_flow_table(table, path)
+    return table.num_rows
+
+
+def write_flow_table(table: pa.Table, path: Path) -> None:
+    """Parquet as is; CSV with addresses as text and dictionaries decoded."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() in PARQUET_SUFFIXES:
+        pq.write_table(table, path)
+        return
+    columns = []
+    for name in table.column_names:
+        column = table.column(name)
+        if name in FLOW_ADDRESS_COLUMNS:
+            column = pa.chunked_array([pa.array(address_texts(address_matrix(column)),
+                                                pa.string())])
+        elif pa.types.is_dictionary(column.type):
+            column = column.cast(column.type.value_type)
+        columns.append(column)
+    pacsv.write_csv(pa.table(columns, names=table.column_names), path)
+
+
+def _resolve(run: Run, source_file: str) -> Path:
+    """Find an input capture: as given (absolute or from here), else beside the run."""
+    given = Path(source_file)
+    candidates = [given] if given.is_absolute() else [given, run.path / given,
+                                                      run.path.parent / given]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise UsageError(f"source capture {source_file} (from {run.path}) not found; looked at "
+                     + ", ".join(str(c) for c in candidates))
+
+
+def _format_of(run: Run, source_file: str, path: Path) -> str:
+    listed = run.input_format(source_file)
+    if listed:
+        return listed
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    return capture_format(head) or "nfcapd"
+
+
+def export_pcap(source: RecombineResult | Sequence[Path], ids: Sequence[str], path: Path,
+                *, flows_fallback: Path | None = None, strict: bool = False) -> PcapExport:
+    """Write the datagrams that carried the named conversations' records as one capture."""
+    path = Path(path)
+    table = collect_flows(source, ids)
+    runs = {run.index: run for run in _runs_of(source if isinstance(source, RecombineResult)
+                                               else [Path(p) for p in source]).values()}
+    result = PcapExport(path=None, report=RunReport(strict=strict))
+    source_file = table.column("source_file")
+    if pa.types.is_dictionary(source_file.type):
+        source_file = source_file.cast(source_file.type.value_type)
+    files = source_file.to_pylist()
+    run_index = table.column("run_index").to_numpy()
+    offsets = table.column("source_offset").to_numpy()
+    arrival = table.column("arrival").cast(pa.int64()).to_numpy()
+
+    wanted: dict[tuple[int, str], dict[int, int]] = {}  # (run, file) -> offset -> arrival µs
+    records: dict[tuple[int, str], int] = {}
+    nfcapd_rows: list[int] = []
+    resolved: dict[tuple[int, str], Path] = {}
+    formats: dict[tuple[int, str], str] = {}
+    for row, (run_number, name) in enumerate(zip(run_index.tolist(), files, strict=True)):
+        key = (run_number, name)
+        if key not in formats:
+            run = runs[run_number]
+            resolved[key] = _resolve(run, name)
+            formats[key] = _format_of(run, name, resolved[key])
+            size = run.input_size(name)
+            actual = resolved[key].stat().st_size
+            if size is not None and size != actual:
+                raise UsageError(f"{resolved[key]} is {actual} bytes, the run's manifest says "
+                                 f"{size}: the capture changed since sessionize")
+        if formats[key] not in ("pcap", "pcapng"):
+            nfcapd_rows.append(row)
+            continue
+        wanted.setdefault(key, {})[int(offsets[row])] = int(arrival[row])
+        records[key] = records.get(key, 0) + 1
+
+    if nfcapd_rows:
+        result.nfcapd_records = len(nfcapd_rows)
+        fallback = flows_fallback or path.with_name(path.stem + ".flows.parquet")
+        write_flow_table(table.take(pa.array(nfcapd_rows, pa.int64())), fallback)
+        result.flows_path = fallback
+        nfcapd_files = sorted({files[i] for i in nfcapd_rows})
+        result.notes.append(
+            f"{len(nfcapd_rows)} flow record(s) came from nfcapd file(s) "
+            f"({', '.join(nfcapd_files)}), which hold flow records, not export datagrams: "
+            f"no datagram exists for them; their flows were written to {fallback} instead")
+
+    frames: list[Frame] = []
+    for key in sorted(wanted, key=lambda k: (k[0], _input_rank(runs[k[0]], k[1]), k[1])):
+        offsets_wanted = wanted[key]
+        found = read_frames(resolved[key], set(offsets_wanted))
+        for offset in sorted(offsets_wanted):
+            frame = found.get(offset)
+            if frame is None:
+                result.report.skip(MalformedInput(
+                    "no frame record starts at this offset; the capture changed since "
+                    "sessionize, or the flows table's provenance is wrong",
+                    source=key[1], offset=offset))
+                continue
+            expected_us = offsets_wanted[offset]
+            if expected_us and frame.ts_ns // 1_000 != expected_us:
+                result.report.skip(MalformedInput(
+                    f"frame time {frame.ts_ns // 1_000} µs differs from the flows' arrival "
+                    f"{expected_us} µs: not the frame sessionize read",
+                    source=key[1], offset=offset, frame=frame.number), nbytes=len(frame.data))
+                continue
+            frames.append(frame)
+        result.records += records[key]
+    if not frames:
+        if not nfcapd_rows:
+            result.notes.append("no datagram could be read back; nothing written")
+        return result
+
+    link_types = sorted({(f.linktype, f.fcs_bytes) for f in frames})
+    result.link_types = sorted({lt for lt, _ in link_types})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if len(link_types) == 1:
+        _write_pcap(path, frames, *link_types[0])
+        result.format = "pcap"
+    else:
+        _write_pcapng(path, frames, link_types)
+        result.format = "pcapng"
+        result.notes.append(
+            f"the frames have {len(link_types)} link types "
+            f"({', '.join(str(lt) for lt, _ in link_types)}); a PCAP file holds one, so "
+            f"{path} is pcapng with one interface per link type")
+    result.path = path
+    result.datagrams = len(frames)
+    return result
+
+
+def _input_rank(run: Run, source_file: str) -> int:
+    for index, entry in enumerate(run.inputs):
+        if str(entry.get("path")) == source_file:
+            return index
+    return len(run.inputs)
+
+
+def _write_pcap(path: Path, frames: list[Frame], linktype: int, fcs_bytes: int) -> None:
+    """libpcap savefile, little endian; nanosecond magic only when a time needs it."""
+    nanos = any(f.ts_ns % 1_000 for f in frames)
+    magic = 0xA1B23C4D if nanos else 0xA1B2C3D4
+    linktype_field = linktype
+    if fcs_bytes:  # the FCS-present bit and its length in 16-bit words (pcap-linktype)
+        linktype_field |= (1 << 26) | ((fcs_bytes // 2) << 28)
+    snaplen = max(PCAP_SNAPLEN, *(len(f.data) for f in frames))
+    header = struct.pack("<IHHiIII", magic, 2, 4, 0, 0, snaplen, linktype_field)
+    record = struct.Struct("<IIII")
+    with open(path, "wb") as handle:
+        handle.write(header)
+        for frame in frames:
+            seconds, rest = divmod(frame.ts_ns, 1_000_000_000)
+            fraction = rest if nanos else rest // 1_000
+            handle.write(record.pack(seconds, fraction, len(frame.data),
+                                     max(frame.original_length, len(frame.data))))
+            handle.write(frame.data)
+
+
+def _pad(data: bytes) -> bytes:
+    return data + b"\x00" * (-len(data) % 4)
+
+
+def _block(block_type: int, body: bytes) -> bytes:
+    total = 12 + len(body)
+    return struct.pack("<II", block_type, total) + body + struct.pack("<I", total)
+
+
+def _write_pcapng(path: Path, frames: list[Frame],
+                  link_types: list[tuple[int, int]]) -> None:
+    """One section, one interface per (link type, FCS length), nanosecond timestamps."""
+    interface_of = {key: index for index, key in enumerate(link_types)}
+    snaplen = max(PCAP_SNAPLEN, *(len(f.data) for f in frames))
+    with open(path, "wb") as handle:
+        # section header: byte-order magic, version 1.0, section length unknown (-1)
+        handle.write(_block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1)))
+        for linktype, fcs_bytes in link_types:
+            options = struct.pack("<HH", 9, 1) + _pad(b"\x09")  # if_tsresol = 10^-9
+            if fcs_bytes:
+                options += struct.pack("<HH", 13, 1) + _pad(bytes([fcs_bytes * 8]))
+            options += struct.pack("<HH", 0, 0)
+            handle.write(_block(1, struct.pack("<HHI", linktype, 0, snaplen) + options))
+        for frame in frames:
+            ticks = frame.ts_ns
+            body = struct.pack("<IIIII", interface_of[(frame.linktype, frame.fcs_bytes)],
+                               ticks >> 32, ticks & 0xFFFFFFFF, len(frame.data),
+                               max(frame.original_length, len(frame.data)))
+            handle.write(_block(6, body + _pad(frame.data)))

@@ -1,0 +1,428 @@
+"""The post-event report on split conversations: report.json, report.md, timeline.png.
+
+Written for a person reading after the event, in the order of the questions they ask: how many
+conversations were split and why; which are the largest and longest, and how their fragments
+lie in time; which may have begun before the window ("fragment 0 is outside the window: widen
+the window to start before T") or go on after it ("more may follow after T"); and what
+`sessions.hard_timeout` would have kept 50/90/99 % of conversations whole.
+
+The surprising thing: report.json is the report; report.md is rendered from the same dict
+and adds nothing, so the two can never disagree. The figure is drawn with matplotlib's Agg
+canvas directly (no pyplot global state) and without a Software/date stamp, so that the same
+runs give the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .chain import LINK_REASONS, nice_above
+from .runs import Run, iso_us
+
+if TYPE_CHECKING:
+    from .chain import Chains
+
+TOP_CONVERSATIONS = 10  # rows in the "largest" and "longest" tables
+LISTED_CUTS = 50  # conversations listed under "outside the window" (all are counted)
+PERCENTS = (50, 90, 99)
+DURATION_BUCKETS = (  # upper edge in seconds, label
+    (1.0, "< 1 s"), (10.0, "1 s – 10 s"), (60.0, "10 s – 1 min"), (300.0, "1 – 5 min"),
+    (900.0, "5 – 15 min"), (3600.0, "15 min – 1 h"), (21600.0, "1 – 6 h"),
+    (86400.0, "6 – 24 h"), (math.inf, "≥ 1 day"),
+)
+REASON_COLOURS = {
+    "hard_timeout": "#d95f02", "evicted": "#7570b3", "idle": "#1b9e77", "fin": "#1b9e77",
+    "rst": "#e7298a", "rejected": "#e7298a", "no_reply": "#a6761d", None: "#666666",
+}
+
+
+def human_seconds(seconds: float) -> str:
+    """A duration as a person writes it: 950 ms, 42 s, 15 min, 2 h 5 min, 3 d 4 h."""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.3g} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min" + (f" {secs} s" if secs else "")
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours} h" + (f" {minutes} min" if minutes else "")
+    days, hours = divmod(hours, 24)
+    return f"{days} d" + (f" {hours} h" if hours else "")
+
+
+def _endpoint(ip: str, port: int, ported: bool) -> str:
+    if not ported:
+        return ip
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def build_report(runs: list[Run], chains: Chains) -> dict[str, Any]:
+    """The whole report as plain data (what report.json holds)."""
+    conversations = chains.conversations
+    n = conversations.num_rows
+    count = np.asarray(conversations.column("fragment_count").to_numpy(), dtype=np.int64)
+    duration = np.asarray(conversations.column("duration_s").to_numpy(), dtype=np.float64)
+    split = count > 1
+    head_cut = _bools(conversations, "head_cut")
+    tail_cut = _bools(conversations, "tail_cut")
+
+    by_reason: dict[str, int] = {}
+    reasons = conversations.column("split_reasons")
+    flat = pc.list_flatten(reasons)
+    parent = pc.list_parent_indices(reasons)
+    for name in LINK_REASONS[1:]:
+        hit = np.asarray(pc.equal(flat, name).to_numpy(zero_copy_only=False), dtype=bool)
+        owners = np.asarray(parent.to_numpy(), dtype=np.int64)[hit]
+        by_reason[name] = len(np.unique(owners))
+
+    report: dict[str, Any] = {
+        "title": "Split sessions: recombination report",
+        "runs": [run.describe() for run in runs],
+        "window": {
+            exporter: {"start": iso_us(first), "end": iso_us(last)}
+            for exporter, (first, last) in sorted(chains.exporter_windows.items())
+        },
+        "counts": {
+            "sessions": int(chains.fragments.num_rows),
+            "conversations": n,
+            "split_conversations": int(np.count_nonzero(split)),
+            "fragments_of_split_conversations": int(count[split].sum()),
+            "complete": int(np.count_nonzero(_bools(conversations, "complete"))),
+            "head_cut": int(np.count_nonzero(head_cut)),
+            "tail_cut": int(np.count_nonzero(tail_cut)),
+            "state_inferred": int(np.count_nonzero(_bools(conversations, "state_inferred"))),
+            "orientation_conflicts": int(pc.sum(pc.list_value_length(
+                conversations.column("orientation_conflicts"))).as_py() or 0),
+        },
+        "split_by_reason": by_reason,
+        "refused_links": dict(chains.anomalies),
+    }
+    total_bytes = (np.asarray(conversations.column("ab_bytes").to_numpy(), dtype=np.float64)
+                   + np.asarray(conversations.column("ba_bytes").to_numpy(), dtype=np.float64))
+    split_rows = np.flatnonzero(split)
+    largest = split_rows[np.lexsort((split_rows, -total_bytes[split_rows]))][:TOP_CONVERSATIONS]
+    longest = split_rows[np.lexsort((split_rows, -duration[split_rows]))][:TOP_CONVERSATIONS]
+    shown = list(dict.fromkeys([*largest.tolist(), *longest.tolist()]))
+    summaries = _summaries(conversations, chains.fragments, shown)
+    report["largest"] = [summaries[i] for i in largest.tolist()]
+    report["longest"] = [summaries[i] for i in longest.tolist()]
+    report["outside_window"] = _outside_window(conversations, chains, head_cut, tail_cut)
+    report["durations"] = _durations(duration, runs)
+    return report
+
+
+def _bools(table: pa.Table, name: str) -> np.ndarray:
+    return np.asarray(table.column(name).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _summaries(conversations: pa.Table, fragments: pa.Table,
+               rows: list[int]) -> dict[int, dict[str, Any]]:
+    """One entry per shown conversation, with its fragment timeline."""
+    if not rows:
+        return {}
+    picked = conversations.take(pa.array(rows, pa.int64())).to_pylist()
+    ids = pa.array([row["conversation_id"] for row in picked], pa.string())
+    timeline_rows = fragments.filter(pc.is_in(fragments.column("conversation_id"),
+                                              value_set=ids)).to_pylist()
+    by_conversation: dict[str, list[dict[str, Any]]] = {}
+    for fragment in timeline_rows:
+        by_conversation.setdefault(fragment["conversation_id"], []).append(fragment)
+    out: dict[int, dict[str, Any]] = {}
+    for row_index, row in zip(rows, picked, strict=True):
+        ported = row["protocol_number"] in (6, 17, 132, 136)
+        start = row["first_seen"]
+        timeline = []
+        for fragment in sorted(by_conversation.get(row["conversation_id"], []),
+                               key=lambda f: f["fragment_index"]):
+            opened, last = fragment["opened_at"], fragment["last_seen_at"]
+            timeline.append({
+                "fragment": fragment["fragment_index"],
+                "session_id": fragment["session_id"],
+                "split": fragment["split"],
+                "run": fragment["run_index"],
+                "opened_at": _iso(opened),
+                "last_seen_at": _iso(last),
+                "offset_s": (opened - start).total_seconds(),
+                "length_s": (last - opened).total_seconds(),
+                "gap_s": fragment["gap_s"],
+                "bytes": fragment["ab_bytes"] + fragment["ba_bytes"],
+                "packets": fragment["ab_packets"] + fragment["ba_packets"],
+                "state": fragment["state"],
+                "close_reason": fragment["close_reason"],
+                "link_reason": fragment["link_reason"],
+                "late": fragment["late"],
+                "flipped": fragment["flipped"],
+            })
+        out[row_index] = {
+            "conversation_id": row["conversation_id"],
+            "exporter": row["exporter"],
+            "protocol": row["protocol"],
+            "client": _endpoint(row["client_ip"], row["client_port"], ported),
+            "server": _endpoint(row["server_ip"], row["server_port"], ported),
+            "fragments": row["fragment_count"],
+            "split_reasons": sorted(set(row["split_reasons"])),
+            "first_seen": _iso(row["first_seen"]),
+            "last_seen": _iso(row["last_seen"]),
+            "duration_s": row["duration_s"],
+            "bytes": row["ab_bytes"] + row["ba_bytes"],
+            "packets": row["ab_packets"] + row["ba_packets"],
+            "state": row["state"],
+            "close_reason": row["close_reason"],
+            "complete": row["complete"],
+            "recommended_hard_timeout": row["recommended_hard_timeout"],
+            "timeline": timeline,
+        }
+    return out
+
+
+def _iso(moment: Any) -> str | None:
+    if moment is None:
+        return None
+    text: str = moment.strftime("%Y-%m-%dT%H:%M:%S.%f").rstrip("0").rstrip(".")
+    return text + "Z"
+
+
+def _outside_window(conversations: pa.Table, chains: Chains, head_cut: np.ndarray,
+                    tail_cut: np.ndarray) -> dict[str, Any]:
+    columns = ["conversation_id", "exporter", "protocol", "protocol_number", "client_ip",
+               "client_port", "server_ip", "server_port", "first_seen", "last_seen",
+               "fragment_count", "splits"]
+    out: dict[str, Any] = {"head_cut_count": int(np.count_nonzero(head_cut)),
+                           "tail_cut_count": int(np.count_nonzero(tail_cut))}
+    for name, mask in (("head_cut", head_cut), ("tail_cut", tail_cut)):
+        rows = np.flatnonzero(mask)[:LISTED_CUTS]
+        entries = []
+        for row in conversations.select(columns).take(pa.array(rows, pa.int64())).to_pylist():
+            start_us, end_us = chains.exporter_windows[row["exporter"]]
+            ported = row["protocol_number"] in (6, 17, 132, 136)
+            entry = {
+                "conversation_id": row["conversation_id"],
+                "exporter": row["exporter"],
+                "protocol": row["protocol"],
+                "client": _endpoint(row["client_ip"], row["client_port"], ported),
+                "server": _endpoint(row["server_ip"], row["server_port"], ported),
+                "first_seen": _iso(row["first_seen"]),
+                "last_seen": _iso(row["last_seen"]),
+                "fragments": row["fragment_count"],
+                "first_split": row["splits"][0] if row["splits"] else 0,
+            }
+            if name == "head_cut":
+                moment = entry["first_seen"] if entry["first_split"] else iso_us(start_us)
+                entry["message"] = ("fragment 0 is outside the window: widen the window to "
+                                    f"start before {moment}")
+            else:
+                entry["message"] = f"more may follow after {iso_us(end_us)}"
+            entries.append(entry)
+        out[name] = entries
+    return out
+
+
+def _durations(duration: np.ndarray, runs: list[Run]) -> dict[str, Any]:
+    n = len(duration)
+    out: dict[str, Any] = {"count": n}
+    if n == 0:
+        return out
+    ordered = np.sort(duration)
+    out["min_s"] = float(ordered[0])
+    for percent in PERCENTS:
+        out[f"p{percent}_s"] = float(ordered[max(0, math.ceil(percent / 100 * n) - 1)])
+    out["max_s"] = float(ordered[-1])
+    lower = 0.0
+    histogram = []
+    for upper, label in DURATION_BUCKETS:
+        inside = int(np.count_nonzero((duration >= lower) & (duration < upper)))
+        histogram.append({"bucket": label, "count": inside})
+        lower = upper
+    out["histogram"] = histogram
+    # a conversation stays whole when the setting is above its duration (a record starting at
+    # opened_at + hard_timeout opens the next fragment); k-th smallest covers k of n
+    keeps = {}
+    for percent in PERCENTS:
+        kth = ordered[max(0, math.ceil(percent / 100 * n) - 1)]
+        keeps[f"{percent}%"] = float(nice_above(np.array([kth]))[0])
+    out["hard_timeout_keeping_whole_s"] = keeps
+    current = sorted({run.hard_timeout_s for run in runs})
+    out["current_hard_timeout"] = [
+        {"seconds": value, "keeps_whole_pct": round(
+            100.0 * int(np.count_nonzero(duration < value)) / n, 2)}
+        for value in current
+    ]
+    return out
+
+
+def render_json(report: dict[str, Any]) -> str:
+    return json.dumps(report, indent=2, ensure_ascii=False) + "\n"
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value).replace("|", "\\|")
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+    return lines
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """report.md: the same dict as report.json, laid out for reading."""
+    out = [f"# {report['title']}", ""]
+    out += ["## Runs", ""]
+    out += _table(["#", "run directory", "data window (UTC)", "hard_timeout", "notes"], [
+        [run["index"], run["path"],
+         f"{run['data_window']['start']} – {run['data_window']['end']}",
+         human_seconds(run["settings"]["sessions.hard_timeout"]), "; ".join(run["notes"])]
+        for run in report["runs"]])
+    out += ["", "Window per exporter:", ""]
+    out += _table(["exporter", "first record", "last record"],
+                  [[k, v["start"], v["end"]] for k, v in report["window"].items()])
+    counts = report["counts"]
+    out += ["", "## Summary", ""]
+    out += _table(["what", "count"], [[k.replace("_", " "), v] for k, v in counts.items()])
+    out += ["", "## Split conversations by reason", "",
+            "A conversation counts once under every reason that cut it.", ""]
+    out += _table(["reason", "conversations"],
+                  [[k, v] for k, v in report["split_by_reason"].items()])
+    refused = {k: v for k, v in report["refused_links"].items() if v}
+    if refused:
+        out += ["", "Links the tables asked for but recombine refused (kept apart):", ""]
+        out += _table(["kind", "sessions"], [[k, v] for k, v in refused.items()])
+    for key, title in (("largest", "Largest split conversations (bytes)"),
+                       ("longest", "Longest split conversations (duration)")):
+        out += ["", f"## {title}", ""]
+        if not report[key]:
+            out += ["No conversation was split."]
+            continue
+        out += _table(
+            ["conversation", "protocol", "client → server", "fragments", "first seen",
+             "duration", "bytes", "packets", "complete", "recommended hard_timeout"],
+            [[c["conversation_id"], c["protocol"], f"{c['client']} → {c['server']}",
+              c["fragments"], c["first_seen"], human_seconds(c["duration_s"]), c["bytes"],
+              c["packets"], "yes" if c["complete"] else "no",
+              human_seconds(c["recommended_hard_timeout"])] for c in report[key]])
+    shown: dict[str, dict[str, Any]] = {}
+    for conversation in report["largest"] + report["longest"]:
+        shown.setdefault(conversation["conversation_id"], conversation)
+    if shown:
+        out += ["", "## Fragment timelines", ""]
+        if report.get("figure"):
+            out += [f"![fragment timelines]({report['figure']})", ""]
+    for conversation_id, conversation in shown.items():
+        out += [f"### {conversation_id}: {conversation['protocol']} {conversation['client']} → "
+                f"{conversation['server']} ({conversation['exporter']})", "",
+                f"{conversation['fragments']} fragments, {conversation['first_seen']} – "
+                f"{conversation['last_seen']}, split by {', '.join(conversation['split_reasons'])}"
+                f"; final state {conversation['state']}"
+                + (f" ({conversation['close_reason']})" if conversation["close_reason"] else ""),
+                ""]
+        out += _table(
+            ["#", "session", "split", "run", "opened at", "+offset", "length", "gap before",
+             "bytes", "packets", "closed by", "joined as"],
+            [[f["fragment"], f["session_id"], f["split"], f["run"], f["opened_at"],
+              human_seconds(f["offset_s"]), human_seconds(f["length_s"]),
+              "" if f["gap_s"] is None else human_seconds(f["gap_s"]), f["bytes"],
+              f["packets"], f["close_reason"] or f["state"], f["link_reason"] or "first"]
+             for f in conversation["timeline"]])
+        out.append("")
+    window = report["outside_window"]
+    out += ["", "## Fragments outside the window", ""]
+    for key, title in (("head_cut", "May have begun before the window"),
+                       ("tail_cut", "May go on after the window")):
+        total = window[f"{key}_count"]
+        out += [f"### {title} ({total})", ""]
+        if not total:
+            out += ["None.", ""]
+            continue
+        if total > len(window[key]):
+            out += [f"The first {len(window[key])} of {total}:", ""]
+        out += _table(["conversation", "protocol", "client → server", "first seen",
+                       "last seen", "fragments", "what to do"],
+                      [[e["conversation_id"], e["protocol"], f"{e['client']} → {e['server']}",
+                        e["first_seen"], e["last_seen"], e["fragments"], e["message"]]
+                       for e in window[key]])
+        out.append("")
+    durations = report["durations"]
+    out += ["## Conversation durations", ""]
+    if durations["count"]:
+        out += _table(["conversations", "min", "p50", "p90", "p99", "max"], [[
+            durations["count"], human_seconds(durations["min_s"]),
+            human_seconds(durations["p50_s"]), human_seconds(durations["p90_s"]),
+            human_seconds(durations["p99_s"]), human_seconds(durations["max_s"])]])
+        out += [""]
+        out += _table(["duration", "conversations"],
+                      [[b["bucket"], b["count"]] for b in durations["histogram"]])
+        out += ["", "`sessions.hard_timeout` that keeps conversations whole (one fragment):", ""]
+        out += _table(["keeps whole", "sessions.hard_timeout"],
+                      [[k, f"{human_seconds(v)} ({v:g} s)"]
+                       for k, v in durations["hard_timeout_keeping_whole_s"].items()])
+        out += ["", "With the setting these runs used:", ""]
+        out += _table(["sessions.hard_timeout", "keeps whole"],
+                      [[human_seconds(c["seconds"]), f"{c['keeps_whole_pct']:g} %"]
+                       for c in durations["current_hard_timeout"]])
+    else:
+        out += ["No conversations."]
+    return "\n".join(out) + "\n"
+
+
+def write_timeline(report: dict[str, Any], path: Path) -> None:
+    """timeline.png: each shown conversation's fragments as bars from its first record."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    shown: dict[str, dict[str, Any]] = {}
+    for conversation in report["largest"] + report["longest"]:
+        shown.setdefault(conversation["conversation_id"], conversation)
+    conversations = list(shown.values())
+    height = max(2.5, 0.55 * len(conversations) + 1.6)
+    figure = Figure(figsize=(11, height), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot(1, 1, 1)
+    if not conversations:
+        axes.text(0.5, 0.5, "No conversation was split.", ha="center", va="center")
+        axes.set_axis_off()
+    else:
+        span = max(max(c["duration_s"] for c in conversations), 1e-6)
+        minimum = span / 400.0  # a zero-length fragment still shows
+        labels = []
+        used: dict[str | None, str] = {}
+        for row, conversation in enumerate(reversed(conversations)):
+            for fragment in conversation["timeline"]:
+                reason = fragment["close_reason"]
+                colour = REASON_COLOURS.get(reason, REASON_COLOURS[None])
+                used[reason if reason in REASON_COLOURS else None] = colour
+                width = max(fragment["length_s"], minimum)
+                axes.broken_barh([(fragment["offset_s"], width)],
+                                 (row - 0.35, 0.7), facecolors=colour, edgecolor="black",
+                                 linewidth=0.5, alpha=0.6 if fragment["late"] else 1.0)
+                if width > span / 40:
+                    axes.text(fragment["offset_s"] + width / 2, row, str(fragment["fragment"]),
+                              ha="center", va="center", fontsize=7, color="white")
+            labels.append(f"{conversation['protocol']} {conversation['client']} → "
+                          f"{conversation['server']}\n{conversation['first_seen']}")
+        axes.set_yticks(range(len(labels)))
+        axes.set_yticklabels(labels, fontsize=7)
+        axes.set_xlabel("seconds since the conversation's first record")
+        axes.set_xlim(-span * 0.01, span * 1.02)
+        axes.set_title("Fragments of the largest and longest split conversations "
+                       "(colour = what closed each fragment)", fontsize=9)
+        axes.grid(axis="x", linewidth=0.3)
+        axes.set_axisbelow(True)
+        axes.legend(handles=[Patch(facecolor=c, edgecolor="black", label=r or "still open")
+                             for r, c in sorted(used.items(), key=lambda i: str(i[0]))],
+                    fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    figure.tight_layout()
+    figure.savefig(path, format="png", metadata={"Software": None})

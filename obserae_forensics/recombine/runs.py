@@ -1,0 +1,246 @@
+"""Read `sessionize` run directories: manifest.json, sessions.parquet, flows.parquet.
+
+A run directory is what one `sessionize` call wrote (manifest.json, sessions.parquet,
+flows.parquet). Runs over consecutive captures are put in time order by their manifest's
+`data_window` (start, then end, then path), because the order the user typed them in means
+nothing: run-boundary continuations are only looked for from an earlier run into a later one.
+
+The surprising thing: the settings that decide whether two fragments are one conversation
+(idle timeouts per protocol and state) belong to the run that wrote the earlier fragment, and
+runs may have been made with different settings. Each run keeps its own; a setting missing
+from a manifest falls back to the documented default and the report says so.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ..errors import UsageError
+from ..schema import TIMESTAMP
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MANIFEST = "manifest.json"
+SESSIONS = "sessions.parquet"
+FLOWS = "flows.parquet"
+
+# sessions.md defaults, in seconds; used only when a manifest lacks the setting (and said so)
+DEFAULT_SETTINGS: dict[str, float] = {
+    "sessions.hard_timeout": 15 * 60.0,
+    "sessions.grace": 30.0,
+    "sessions.idle.tcp_established": 60.0,
+    "sessions.idle.tcp_half_open": 5.0,
+    "sessions.idle.udp": 30.0,
+    "sessions.idle.icmp": 10.0,
+    "sessions.idle.other": 60.0,
+}
+
+# Columns recombine needs from sessions.parquet, and what fills an optional one that is absent.
+REQUIRED_SESSION_COLUMNS = (
+    "session_id", "conversation_id", "split", "exporter", "protocol_number",
+    "ip_a", "port_a", "ip_b", "port_b", "ab_bytes", "ba_bytes", "ab_packets", "ba_packets",
+    "opened_at", "last_seen_at", "closed_at", "state", "close_reason", "late",
+    "follows_session_id",
+)
+_SESSION_TYPES: dict[str, pa.DataType] = {
+    "session_id": pa.string(), "conversation_id": pa.string(), "split": pa.uint32(),
+    "exporter": pa.string(), "exporter_domain": pa.uint32(), "protocol": pa.string(),
+    "protocol_number": pa.uint8(), "ip_a": pa.string(), "port_a": pa.uint16(),
+    "ip_b": pa.string(), "port_b": pa.uint16(), "client_ip": pa.string(),
+    "client_port": pa.uint16(), "server_ip": pa.string(), "server_port": pa.uint16(),
+    "role_method": pa.string(), "role_confidence": pa.float64(),
+    "ab_bytes": pa.uint64(), "ba_bytes": pa.uint64(), "ab_packets": pa.uint64(),
+    "ba_packets": pa.uint64(), "ab_flags": pa.uint16(), "ba_flags": pa.uint16(),
+    "opened_at": TIMESTAMP, "last_seen_at": TIMESTAMP, "closed_at": TIMESTAMP,
+    "state": pa.string(), "close_reason": pa.string(), "flow_count": pa.uint64(),
+    "late_records": pa.uint64(), "late": pa.bool_(), "follows_session_id": pa.string(),
+}
+
+
+@dataclass
+class Run:
+    """One sessionize run directory, with what recombine needs from its manifest."""
+
+    path: Path
+    index: int = 0  # place in time order among the runs recombined together
+    start_us: int | None = None  # data_window.start, UTC µs
+    end_us: int | None = None
+    settings: dict[str, float] = field(default_factory=dict)  # seconds, seed names
+    inputs: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # defaults used, oddities seen
+
+    def idle_us(self, name: str) -> int:
+        return round(self.settings[f"sessions.idle.{name}"] * 1_000_000)
+
+    @property
+    def hard_timeout_s(self) -> float:
+        return self.settings["sessions.hard_timeout"]
+
+    def input_format(self, source_file: str) -> str:
+        """The manifest's format for an input path as given to sessionize ("" if unlisted)."""
+        for entry in self.inputs:
+            if str(entry.get("path")) == source_file:
+                return str(entry.get("format", ""))
+        return ""
+
+    def input_size(self, source_file: str) -> int | None:
+        for entry in self.inputs:
+            if str(entry.get("path")) == source_file and entry.get("size") is not None:
+                return int(entry["size"])
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "path": str(self.path),
+            "data_window": {"start": iso_us(self.start_us), "end": iso_us(self.end_us)},
+            "settings": dict(sorted(self.settings.items())),
+            "inputs": [str(entry.get("path")) for entry in self.inputs],
+            "notes": list(self.notes),
+        }
+
+
+def iso_us(value: int | None) -> str | None:
+    """UTC µs -> ISO-8601 text with a Z, or None."""
+    if value is None:
+        return None
+    seconds, micros = divmod(int(value), 1_000_000)
+    text = datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{text}.{micros:06d}Z" if micros else f"{text}Z"
+
+
+def _parse_time(text: object, where: str) -> int | None:
+    if text is None:
+        return None
+    if not isinstance(text, str):
+        raise UsageError(f"{where}: expected an ISO-8601 time, got {text!r}")
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise UsageError(f"{where}: not an ISO-8601 time: {text!r}") from exc
+    if moment.tzinfo is None:
+        raise UsageError(f"{where}: time {text!r} has no time zone (UTC expected)")
+    return (moment - EPOCH) // timedelta(microseconds=1)
+
+
+def read_run(path: Path) -> Run:
+    """Read one run directory's manifest; raise UsageError if it is not a run directory."""
+    manifest_path = path / MANIFEST
+    if not path.is_dir():
+        raise UsageError(f"{path}: not a directory (expected a sessionize output directory)")
+    for name in (MANIFEST, SESSIONS):
+        if not (path / name).is_file():
+            raise UsageError(f"{path}: no {name}; is this a sessionize output directory?")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UsageError(f"{manifest_path}: unreadable manifest: {exc}") from exc
+    if not isinstance(manifest, dict):
+        raise UsageError(f"{manifest_path}: manifest is not a JSON object")
+    run = Run(path=path)
+    raw_settings = manifest.get("settings") or {}
+    if not isinstance(raw_settings, dict):
+        raise UsageError(f"{manifest_path}: 'settings' is not an object")
+    for name, default in DEFAULT_SETTINGS.items():
+        value = raw_settings.get(name)
+        if value is None:
+            run.settings[name] = default
+            run.notes.append(f"manifest has no {name}; used the default {default:g} s")
+            continue
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"{manifest_path}: setting {name} = {value!r} is not seconds") from exc
+        if not math.isfinite(seconds) or seconds < 0:
+            raise UsageError(f"{manifest_path}: setting {name} = {value!r} is not a duration")
+        run.settings[name] = seconds
+    window = manifest.get("data_window") or {}
+    if isinstance(window, dict):
+        run.start_us = _parse_time(window.get("start"), f"{manifest_path} data_window.start")
+        run.end_us = _parse_time(window.get("end"), f"{manifest_path} data_window.end")
+    inputs = manifest.get("inputs") or []
+    if isinstance(inputs, list):
+        run.inputs = [entry for entry in inputs if isinstance(entry, dict)]
+    return run
+
+
+def order_runs(paths: Sequence[Path]) -> list[Run]:
+    """Read the runs and put them in data-window order; the same directory twice is an error."""
+    if not paths:
+        raise UsageError("recombine needs at least one sessionize run directory")
+    seen: dict[Path, Path] = {}
+    runs: list[Run] = []
+    for path in paths:
+        resolved = Path(path).resolve()
+        if resolved in seen:
+            raise UsageError(f"{path}: the same run directory was given twice")
+        seen[resolved] = Path(path)
+        runs.append(read_run(Path(path)))
+    far = 2**62
+    runs.sort(key=lambda r: (r.start_us if r.start_us is not None else far,
+                             r.end_us if r.end_us is not None else far, str(r.path)))
+    for index, run in enumerate(runs):
+        run.index = index
+    return runs
+
+
+def read_sessions(run: Run) -> pa.Table:
+    """The run's sessions with recombine's columns in fixed types, plus `run_index`."""
+    path = run.path / SESSIONS
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise UsageError(f"{path}: unreadable Parquet: {exc}") from exc
+    missing = [name for name in REQUIRED_SESSION_COLUMNS if name not in table.column_names]
+    if missing:
+        raise UsageError(f"{path}: sessions table lacks column(s) {', '.join(missing)}")
+    n = table.num_rows
+    columns: dict[str, pa.ChunkedArray | pa.Array] = {}
+    for name, kind in _SESSION_TYPES.items():
+        if name in table.column_names:
+            column = table.column(name)
+            if pa.types.is_dictionary(column.type):
+                column = column.cast(column.type.value_type)
+            try:
+                columns[name] = column.cast(kind)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise UsageError(f"{path}: column {name} ({column.type}) is not {kind}") from exc
+        else:
+            columns[name] = _default_column(name, table, n)
+    columns["run_index"] = pa.array(np.full(n, run.index, dtype=np.uint32))
+    return pa.table(columns)
+
+
+def _default_column(name: str, table: pa.Table, n: int) -> pa.Array | pa.ChunkedArray:
+    """Fill an optional column the sessionizer did not write, from the columns it did."""
+    fallbacks = {"client_ip": "ip_a", "client_port": "port_a", "server_ip": "ip_b",
+                 "server_port": "port_b"}
+    if name in fallbacks:
+        return table.column(fallbacks[name]).cast(_SESSION_TYPES[name])
+    if name == "protocol":
+        return pc.cast(table.column("protocol_number"), pa.string())
+    if name == "role_method":
+        return pa.array(["unknown"] * n, pa.string())
+    if name == "flow_count" or name == "late_records" or name == "exporter_domain":
+        return pa.array([0] * n, _SESSION_TYPES[name])
+    if name in ("ab_flags", "ba_flags"):
+        return pa.array([0] * n, pa.uint16())
+    if name == "role_confidence":
+        return pa.array([0.0] * n, pa.float64())
+    raise KeyError(name)
+
+
+def empty_sessions() -> pa.Table:
+    schema = pa.schema([pa.field(name, kind) for name, kind in _SESSION_TYPES.items()]
+                       + [pa.field("run_index", pa.uint32())])
+    return schema.empty_table()
