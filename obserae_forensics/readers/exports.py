@@ -1,0 +1,589 @@
+"""Dispatch UDP payloads to the NetFlow v5 / v9 / IPFIX decoders and decode their records
+many datagrams at a time.
+
+Content, not port, decides: `export_version` looks at the version field *and* a sane
+header; anything else is counted as `not_flow_export`. The version modules walk each
+datagram's header and sets in plain Python (a few `struct` calls per datagram) and queue
+the data sets here, grouped by template; at the end of a `feed` call each group is read
+with one numpy gather over the joined payloads and turned into FLOW_SCHEMA columns by the
+template's compiled plan (templates.RecordPlan). So per-record work is numpy only.
+
+Accounting per exporter stream (exporter address, domain, version), with each version's
+sequence semantics: v5 counts flows, v9 export packets, IPFIX data records (options data
+records included, RFC 7011 §3.1). softflowd's IPFIX sequence number already includes the
+records of the current message; a message whose number fits that convention is accepted
+too, so such streams show no false gaps. A datagram repeating a recent (stream, sequence)
+with identical bytes is a duplicate: counted, never decoded twice. A sequence number a
+little behind the expected one is a reorder; far behind, an exporter restart (resync).
+
+record_index numbers the data records (flow and options) of a datagram in wire order. The
+surprising case: a set whose template is not known yet cannot be counted, so later sets of
+that datagram are numbered as if it were empty, and its records, once its template arrives,
+are numbered after all of the datagram's other records (k-th such set from
+records + k * 65536), keeping (source_offset, record_index) unique.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from ..errors import InputError, MalformedInput, UnknownTemplate
+from ..report import ExporterStats, RunReport
+from ..schema import FLOW_ADDRESS_COLUMNS, FLOW_NUMERIC_DTYPES
+from . import ipfix, netflow_v5, netflow_v9
+from ._batch import flow_batch
+from .datagrams import Datagram
+from .information_elements import (
+    SAMPLING_INTERVAL_ELEMENTS,
+    SAMPLING_PACKET_INTERVAL,
+    SAMPLING_PACKET_SPACE,
+    SYSTEM_INIT_MILLISECONDS,
+    Element,
+)
+from .templates import (
+    PendingData,
+    PendingSet,
+    RecordMeta,
+    Template,
+    TemplateCache,
+    TemplateKey,
+)
+
+SEQUENCE_MASK = 0xFFFF_FFFF
+REORDER_WINDOW = 1 << 16  # units behind the expected sequence still taken as a reorder
+DUPLICATE_WINDOW = 1024  # recent sequence numbers remembered per stream for duplicates
+PENDING_INDEX_STRIDE = 1 << 16  # record_index spacing of late-decoded sets in one datagram
+
+# Columns of a queued set's metadata row (one int64 row per data set).
+_FRAME, _OFFSET, _ARRIVAL, _EXPORT, _UPTIME, _EXPORTER, _DOMAIN, _STREAM = range(8)
+_POS, _COUNT, _FIRST, _SYSINIT, _RATE = range(8, 13)
+
+
+def export_version(payload: bytes) -> int:
+    """5, 9 or 10 when `payload` looks like a flow export (version field and a sane header)."""
+    if len(payload) < 4:
+        return 0
+    version = payload[0] << 8 | payload[1]
+    if version == 5 and netflow_v5.sane_header(payload):
+        return 5
+    if version == 9 and netflow_v9.sane_header(payload):
+        return 9
+    if version == 10 and ipfix.sane_header(payload):
+        return 10
+    return 0
+
+
+class _Stream:
+    """Sequence, duplicate and option state of one (exporter, domain, version) stream."""
+
+    __slots__ = ("code", "expected", "expected_flows", "last_sequence", "recent",
+                 "sampling_rate", "stats", "sysinit_ms")
+
+    def __init__(self, stats: ExporterStats, code: int) -> None:
+        self.stats = stats
+        self.code = code
+        self.expected: int | None = None
+        self.expected_flows: int | None = None
+        self.last_sequence = 0
+        self.recent: dict[int, bytes] = {}
+        self.sampling_rate = 1
+        self.sysinit_ms = -1
+
+
+class _Chunk:
+    """Data sets of one file waiting to be decoded together, grouped by template."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.extra = bytearray()  # fixed parts of variable-length records
+        self.groups: dict[tuple[int, bool], tuple[Template, list[tuple[int, ...]]]] = {}
+        self.exporters: dict[str, int] = {}
+        self.seen: list[tuple[int, int, int]] = []  # (stream code, export µs, arrival µs)
+
+    def exporter_code(self, exporter: str) -> int:
+        code = self.exporters.get(exporter)
+        if code is None:
+            code = self.exporters[exporter] = len(self.exporters)
+        return code
+
+    def add_payload(self, payload: bytes) -> int:
+        base = self.size
+        self.parts.append(payload)
+        self.size += len(payload)
+        return base
+
+    def add(self, template: Template, row: tuple[int, ...], variable: bool = False) -> None:
+        group = self.groups.get((id(template), variable))
+        if group is None:
+            group = self.groups[(id(template), variable)] = (template, [])
+        group[1].append(row)
+
+    def decode(self, streams: list[_Stream]) -> tuple[pa.RecordBatch | None, int]:
+        """One FLOW_SCHEMA batch in arrival order (frame, record_index), and its row count."""
+        buf = self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
+        extra = bytes(self.extra)
+        pieces: list[dict[str, np.ndarray]] = []
+        for (_, variable), (template, sets) in self.groups.items():
+            columns = _decode_group(template, sets, extra if variable else buf, streams)
+            if columns is not None:
+                pieces.append(columns)
+        if not pieces:
+            return None, 0
+        columns = _concatenate(pieces)
+        n = len(columns["source_frame"])
+        if len(pieces) > 1:
+            order = np.lexsort((columns["record_index"], columns["source_frame"]))
+            if not np.array_equal(order, np.arange(n)):
+                columns = {name: values[order] for name, values in columns.items()}
+        codes = columns.pop("exporter_code")
+        texts = list(self.exporters)
+        batch = flow_batch(n, columns, exporter=(codes.astype(np.int32), texts),
+                           source_file=self.source)
+        return batch, n
+
+
+def _decode_group(
+    template: Template, sets: list[tuple[int, ...]], buf: bytes, streams: list[_Stream]
+) -> dict[str, np.ndarray] | None:
+    """Columns of every record of `sets` (all read with `template`) from `buf`."""
+    plan = template.plan
+    meta = np.array(sets, dtype=np.int64)
+    counts = meta[:, _COUNT]
+    total = int(counts.sum())
+    if total == 0:
+        return None
+    set_of_record = np.repeat(np.arange(len(sets)), counts)
+    first_of_set = np.cumsum(counts) - counts
+    within = np.arange(total, dtype=np.int64) - first_of_set[set_of_record]
+    itemsize = plan.dtype.itemsize
+    record_meta = meta[set_of_record]
+    starts = record_meta[:, _POS] + within * plan.itemsize
+    window = np.ndarray(shape=(len(buf) - itemsize + 1,), dtype=plan.dtype, buffer=buf,
+                        strides=(1,))
+    rows = window[starts]
+    columns = plan.columns(rows, RecordMeta(
+        export_us=record_meta[:, _EXPORT],
+        uptime_ms=record_meta[:, _UPTIME],
+        sysinit_ms=record_meta[:, _SYSINIT],
+        sampling_rate=record_meta[:, _RATE],
+    ))
+    columns["source_frame"] = record_meta[:, _FRAME]
+    columns["source_offset"] = record_meta[:, _OFFSET]
+    columns["arrival"] = record_meta[:, _ARRIVAL]
+    columns["exporter_domain"] = record_meta[:, _DOMAIN]
+    columns["record_index"] = record_meta[:, _FIRST] + within
+    columns["exporter_code"] = record_meta[:, _EXPORTER]
+    stream_codes = meta[:, _STREAM]
+    packets = columns.get("packets")
+    octets = columns.get("octets")
+    first_code = int(stream_codes[0])
+    if (stream_codes == first_code).all():
+        groups = [(first_code, slice(None))]
+    else:
+        per_record = record_meta[:, _STREAM]
+        groups = [(int(code), per_record == code) for code in np.unique(stream_codes)]
+    for code, selection in groups:
+        stats = streams[code].stats
+        if packets is not None:
+            stats.packets += int(packets[selection].sum())
+        if octets is not None:
+            stats.octets += int(octets[selection].sum())
+        if plan.enterprise_skipped:
+            selected = total if isinstance(selection, slice) else int(selection.sum())
+            stats.enterprise_fields_skipped += plan.enterprise_skipped * selected
+    return columns
+
+
+def _concatenate(pieces: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Join column dicts, filling what a template lacked with the FLOW_SCHEMA default."""
+    if len(pieces) == 1:
+        names = set(pieces[0])
+    else:
+        names = set().union(*pieces)
+    out: dict[str, np.ndarray] = {}
+    for name in names:
+        parts = []
+        for piece in pieces:
+            values = piece.get(name)
+            if values is None:
+                n = len(piece["source_frame"])
+                if name in FLOW_ADDRESS_COLUMNS:
+                    values = np.zeros((n, 16), dtype=np.uint8)
+                else:
+                    values = np.full(n, 1 if name == "sampling_rate" else 0,
+                                     dtype=FLOW_NUMERIC_DTYPES[name])
+            parts.append(values)
+        out[name] = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    return out
+
+
+class ExportDecoder:
+    """Decodes UDP payloads of NetFlow v5/v9/IPFIX into FLOW_SCHEMA batches; holds template state.
+
+    It fills the per-exporter ExporterStats and counts problems; the caller (read_flows)
+    counts the rows it yields in report.records / FileStats.records.
+
+    The version modules call back into it while walking a datagram: `begin_datagram`,
+    then `add_set` / `add_variable_records` / `options_records` / `define_template` /
+    `defer_set` / `skip`, then `end_datagram`.
+    """
+
+    def __init__(self, report: RunReport) -> None:
+        self.report = report
+        self.templates = TemplateCache()
+        self.pending = PendingData()
+        self._streams: dict[tuple[str, int, int], _Stream] = {}
+        self._stream_list: list[_Stream] = []
+        self._resolved: list[tuple[Template, PendingSet, int]] = []
+        self._chunk = _Chunk("")
+        self._datagram: Datagram | None = None
+        self._version = 0
+        self._stream: _Stream | None = None
+        self._row: tuple[int, ...] = ()
+        self._message = b""
+        self._base = -1
+        self._ordinal = 0
+        self.options_in_datagram = 0  # options data records in the current message
+        self._sequence = 0
+        self._waiting: list[tuple[TemplateKey, bytes, int]] = []
+
+    # -- public API ------------------------------------------------------------------
+
+    def feed(self, datagrams: Sequence[Datagram]) -> list[pa.RecordBatch]:
+        """Decode one chunk of datagrams (all from one file) into FLOW_SCHEMA batches."""
+        if not datagrams:
+            return []
+        chunk = self._chunk = _Chunk(datagrams[0].source)
+        ignore = self.report.ignore
+        for datagram in datagrams:
+            version = export_version(datagram.payload)
+            if version == 9:
+                netflow_v9.decode_datagram(self, datagram)
+            elif version == 10:
+                ipfix.decode_datagram(self, datagram)
+            elif version == 5:
+                netflow_v5.decode_datagram(self, datagram)
+            else:
+                ignore("not_flow_export", datagram.source, len(datagram.payload))
+        batches: list[pa.RecordBatch] = []
+        batch, _ = chunk.decode(self._stream_list)
+        self._see_exports(chunk)
+        if batch is not None:
+            batches.append(batch)
+        batches.extend(self._decode_resolved())
+        return batches
+
+    def finish(self) -> list[pa.RecordBatch]:
+        """End of all input: decode what is still queued, count data whose template never came."""
+        batches = self._decode_resolved()
+        for key, items in sorted(self.pending.drain().items()):
+            exporter, domain, _, template_id = key
+            stats = self.report.exporter(exporter, domain)
+            stats.records_without_template += len(items)
+            stats.missing_templates[template_id] += len(items)
+            first = items[0]
+            self.report.skip(
+                UnknownTemplate(
+                    f"{len(items)} data set(s) for template {template_id} of exporter "
+                    f"{exporter} domain {domain}: the template never arrived",
+                    source=first.source, offset=first.datagram_offset, frame=first.frame,
+                ),
+                sum(len(item.body) for item in items),
+                count=len(items),
+            )
+        return batches
+
+    # -- called by the version modules while walking one datagram ------------------
+
+    def begin_datagram(
+        self, datagram: Datagram, version: int, domain: int, sequence: int, export_us: int,
+        uptime_ms: int, *, sampling_rate: int | None = None, message: bytes | None = None,
+        ordinal: int = 0,
+    ) -> bool:
+        """Start one export message; False when it duplicates one already decoded."""
+        payload = datagram.payload if message is None else message
+        key = (datagram.exporter, domain, version)
+        stream = self._streams.get(key)
+        if stream is None:
+            stats = self.report.exporter(datagram.exporter, domain)
+            stats.version = version
+            stream = self._streams[key] = _Stream(stats, len(self._stream_list))
+            self._stream_list.append(stream)
+        stats = stream.stats
+        recent = stream.recent
+        previous = recent.get(sequence)
+        if previous is not None and previous == payload:
+            stats.duplicates += 1
+            return False
+        recent[sequence] = payload
+        if len(recent) > DUPLICATE_WINDOW:
+            del recent[next(iter(recent))]
+        stats.datagrams += 1
+        if sampling_rate is not None:
+            stream.sampling_rate = sampling_rate
+            stats.sampling_rate = sampling_rate
+        chunk = self._chunk
+        self._datagram = datagram
+        self._version = version
+        self._stream = stream
+        self._message = payload
+        self._base = -1
+        self._ordinal = ordinal
+        self.options_in_datagram = 0
+        self._sequence = sequence
+        self._row = (datagram.frame, datagram.offset, datagram.arrival_us, export_us, uptime_ms,
+                     chunk.exporter_code(datagram.exporter), domain, stream.code)
+        chunk.seen.append((stream.code, export_us, datagram.arrival_us))
+        return True
+
+    @property
+    def ordinal(self) -> int:
+        """record_index the next data record of the current datagram gets."""
+        return self._ordinal
+
+    def add_set(self, template: Template, at: int, records: int) -> None:
+        """Queue `records` fixed-size records starting at byte `at` of the message."""
+        if self._base < 0:
+            self._base = self._chunk.add_payload(self._message)
+        stream = self._stream
+        assert stream is not None
+        self._chunk.add(template, (*self._row, self._base + at, records, self._ordinal,
+                                   stream.sysinit_ms, stream.sampling_rate))
+        self._ordinal += records
+        stream.stats.records += records
+
+    def add_variable_records(self, template: Template, fixed_parts: bytes, records: int) -> None:
+        """Queue records of a variable-length template, already cut to their fixed fields."""
+        chunk = self._chunk
+        stream = self._stream
+        assert stream is not None
+        chunk.add(template, (*self._row, len(chunk.extra), records, self._ordinal,
+                             stream.sysinit_ms, stream.sampling_rate), variable=True)
+        chunk.extra += fixed_parts
+        self._ordinal += records
+        stream.stats.records += records
+
+    def options_records(self, template: Template, buf: bytes, at: int, end: int) -> int:
+        """Read an options data set now (sampling rate, system init time); records read."""
+        stream = self._stream
+        assert stream is not None
+        records = self._apply_options(template, buf, at, end, stream)
+        self._ordinal += records
+        self.options_in_datagram += records
+        return records
+
+    def define_template(self, template: Template) -> None:
+        """A template or options template record arrived: store it, decode what waited for it."""
+        stream = self._stream
+        datagram = self._datagram
+        assert stream is not None and datagram is not None
+        key = (datagram.exporter, stream.stats.domain, self._version, template.template_id)
+        stats = stream.stats
+        stats.templates += 1
+        outcome = self.templates.define(key, template)
+        if outcome == "changed":
+            stats.template_changes += 1
+        if outcome != "refresh" and key in self.pending:
+            for item in self.pending.take(key):
+                if template.options:
+                    self._apply_options(template, item.body, 0, len(item.body), stream)
+                else:
+                    self._resolved.append((template, item, stream.code))
+
+    def template(self, template_id: int) -> Template | None:
+        """The template in force for `template_id` in the current stream."""
+        datagram = self._datagram
+        stream = self._stream
+        assert datagram is not None and stream is not None
+        return self.templates.get(
+            (datagram.exporter, stream.stats.domain, self._version, template_id))
+
+    def withdraw(self) -> None:
+        """Count an IPFIX template withdrawal (ignored over UDP, see ipfix.py)."""
+        assert self._stream is not None
+        self._stream.stats.template_withdrawals += 1
+
+    def defer_set(self, template_id: int, body: bytes) -> None:
+        """Keep a data set whose template has not arrived (decoded if it does)."""
+        datagram = self._datagram
+        stream = self._stream
+        assert datagram is not None and stream is not None
+        key = (datagram.exporter, stream.stats.domain, self._version, template_id)
+        self._waiting.append((key, body, stream.code))
+
+    def skip(self, error: InputError, nbytes: int) -> None:
+        """Count a bad part of the current datagram (raises under --strict)."""
+        if self._stream is not None:
+            self._stream.stats.undecodable_sets += 1
+        self.report.skip(error, nbytes)
+
+    def end_datagram(self, units: int | None, *, flow_units: int | None = None,
+                     inclusive: bool = False) -> None:
+        """Check the sequence number; `units` = what this message adds (None = unknown).
+
+        IPFIX passes `flow_units` (its data records without options records: nfdump and
+        softflowd count those) and `inclusive` (softflowd counts the current message too);
+        a sequence number that fits any of these conventions is no gap.
+        """
+        stream = self._stream
+        datagram = self._datagram
+        assert stream is not None and datagram is not None
+        if self._waiting:
+            units = flow_units = None
+            self._park_waiting(stream, datagram)
+        sequence = self._sequence
+        expected = stream.expected
+        if expected is not None:
+            last = stream.last_sequence
+            fits = sequence == expected or (
+                stream.expected_flows is not None and sequence == stream.expected_flows
+            ) or (inclusive and (
+                (units is not None and sequence == (last + units) & SEQUENCE_MASK)
+                or (flow_units is not None and sequence == (last + flow_units) & SEQUENCE_MASK)
+            ))
+            if not fits:
+                stats = stream.stats
+                difference = (sequence - expected) & SEQUENCE_MASK
+                if difference < 1 << 31:
+                    stats.sequence_gaps += 1
+                    stats.sequence_lost += difference
+                elif (1 << 32) - difference <= REORDER_WINDOW:
+                    stats.reorders += 1
+                    return
+        stream.last_sequence = sequence
+        stream.expected = None if units is None else (sequence + units) & SEQUENCE_MASK
+        stream.expected_flows = (
+            None if flow_units is None else (sequence + flow_units) & SEQUENCE_MASK
+        )
+
+    # -- internals -----------------------------------------------------------------
+
+    def _park_waiting(self, stream: _Stream, datagram: Datagram) -> None:
+        overflow = 0
+        for k, (key, body, _) in enumerate(self._waiting):
+            item = PendingSet(
+                body=body, set_offset=datagram.offset, source=datagram.source,
+                frame=datagram.frame, datagram_offset=datagram.offset,
+                arrival_us=datagram.arrival_us, export_us=self._row[_EXPORT],
+                uptime_ms=self._row[_UPTIME], sysinit_ms=stream.sysinit_ms,
+                sampling_rate=stream.sampling_rate, exporter=datagram.exporter,
+                domain=stream.stats.domain, first_index=self._ordinal + k * PENDING_INDEX_STRIDE,
+            )
+            if not self.pending.add(key, item):
+                overflow += 1
+                stream.stats.records_without_template += 1
+                stream.stats.missing_templates[key[3]] += 1
+                self.report.skip(
+                    UnknownTemplate(
+                        f"data set for template {key[3]} dropped: {self.pending.limit_bytes} "
+                        "bytes already wait for templates",
+                        source=datagram.source, offset=datagram.offset, frame=datagram.frame,
+                        reason="pending_overflow",
+                    ),
+                    len(body),
+                )
+        self._waiting = []
+
+    def _apply_options(
+        self, template: Template, buf: bytes, at: int, end: int, stream: _Stream
+    ) -> int:
+        records = 0
+        minimum = max(template.min_length, 1)
+        while end - at >= minimum:
+            try:
+                spans, at = template.field_spans(buf, at, end)
+            except ValueError as exc:
+                self._malformed(f"options record: {exc}", end - at, "bad_record")
+                break
+            self._use_options(template.values(buf, spans), stream)
+            records += 1
+        stream.stats.options_records += records
+        return records
+
+    def _use_options(self, values: dict[Element, int], stream: _Stream) -> None:
+        rate = 0
+        for element in SAMPLING_INTERVAL_ELEMENTS:
+            rate = values.get(element, 0)
+            if rate:
+                break
+        if not rate:
+            taken = values.get(SAMPLING_PACKET_INTERVAL, 0)
+            if taken:
+                rate = (taken + values.get(SAMPLING_PACKET_SPACE, 0)) // taken
+        if rate:
+            stream.sampling_rate = rate
+            stream.stats.sampling_rate = rate
+        sysinit = values.get(SYSTEM_INIT_MILLISECONDS)
+        if sysinit is not None:
+            stream.sysinit_ms = sysinit
+
+    def _malformed(self, message: str, nbytes: int, reason: str) -> None:
+        datagram = self._datagram
+        assert datagram is not None
+        self.skip(MalformedInput(message, source=datagram.source, offset=datagram.offset,
+                                 frame=datagram.frame, reason=reason), nbytes)
+
+    def _decode_resolved(self) -> list[pa.RecordBatch]:
+        """Decode data that waited for a template, one batch per source file."""
+        if not self._resolved:
+            return []
+        resolved, self._resolved = self._resolved, []
+        chunks: dict[str, _Chunk] = {}
+        for template, item, code in resolved:
+            chunk = chunks.get(item.source)
+            if chunk is None:
+                chunk = chunks[item.source] = _Chunk(item.source)
+            stream = self._stream_list[code]
+            row = (item.frame, item.datagram_offset, item.arrival_us, item.export_us,
+                   item.uptime_ms, chunk.exporter_code(item.exporter), item.domain, code)
+            sysinit = item.sysinit_ms if item.sysinit_ms >= 0 else stream.sysinit_ms
+            records = self._late_records(template, item, chunk, row, sysinit)
+            stream.stats.records += records
+        batches = []
+        for chunk in chunks.values():
+            batch, _ = chunk.decode(self._stream_list)
+            if batch is not None:
+                batches.append(batch)
+        return batches
+
+    def _late_records(
+        self, template: Template, item: PendingSet, chunk: _Chunk, row: tuple[int, ...],
+        sysinit_ms: int,
+    ) -> int:
+        body = item.body
+        if template.fixed_length is not None:
+            records = len(body) // template.fixed_length if template.fixed_length else 0
+            if records:
+                base = chunk.add_payload(body)
+                chunk.add(template, (*row, base, records, item.first_index, sysinit_ms,
+                                     item.sampling_rate))
+            return records
+        parts, records, problem = ipfix.variable_records(template, body, 0, len(body))
+        if problem is not None:
+            self.report.skip(MalformedInput(
+                f"data set {template.template_id}, record {records + 1}: {problem}",
+                source=item.source, offset=item.datagram_offset, frame=item.frame,
+                reason="bad_record"), len(body))
+        if records:
+            chunk.add(template, (*row, len(chunk.extra), records, item.first_index, sysinit_ms,
+                                 item.sampling_rate), variable=True)
+            chunk.extra += parts
+        return records
+
+    def _see_exports(self, chunk: _Chunk) -> None:
+        """First/last export time and clock offset per stream, from whole arrays."""
+        if not chunk.seen:
+            return
+        seen = np.array(chunk.seen, dtype=np.int64)
+        for code in np.unique(seen[:, 0]):
+            rows = seen[seen[:, 0] == code]
+            stats = self._stream_list[int(code)].stats
+            offsets = rows[:, 1] - rows[:, 2]
+            for index in {int(np.argmin(rows[:, 1])), int(np.argmax(rows[:, 1])),
+                          int(np.argmin(offsets)), int(np.argmax(offsets))}:
+                stats.see_export(int(rows[index, 1]), int(rows[index, 2]))

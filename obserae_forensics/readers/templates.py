@@ -1,0 +1,440 @@
+"""v9/IPFIX templates: the cache keyed by (exporter, domain, version, template id), the
+compiled record plans that turn many records into FLOW_SCHEMA columns at once, and the
+buffer for data that arrives before its template.
+
+NetFlow v9 (RFC 3954 §5.2-§6) and IPFIX (RFC 7011 §3.4) describe each data record by a
+template sent earlier (or later) in the same stream; v5 is modelled here as one built-in
+template so that every version shares the column code. The surprising things:
+
+* a template id is only unique per (exporter, observation domain), and a new definition for
+  a known id replaces the old one at that point of the capture. The cache keeps one current
+  `Template` per key; data already queued keeps a reference to the version it was read with,
+  so the layout in force at that point wins (RFC 7011 §8.4, RFC 3954 §7);
+* data sets whose template has not arrived yet are kept (bounded, see PENDING_LIMIT_BYTES)
+  and decoded when it does; whatever is left at the end is counted as `no_template` per
+  (exporter, domain, template id), in data sets because records cannot be counted without
+  the template that gives their length;
+* v9 and IPFIX share field numbers, so one element table serves both; the key also carries
+  the export version so a v9 and an IPFIX exporter on one address never share templates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+from ..addresses import v4_to_mapped
+from .information_elements import (
+    ADDRESS_ELEMENTS,
+    COLUMN_ELEMENTS,
+    DURATION_MILLISECONDS,
+    IANA,
+    ICMP_TYPE_AND_CODE,
+    ICMP_TYPE_CODE,
+    IP_VERSION,
+    SYSTEM_INIT_MILLISECONDS,
+    TIME_DELTA_MICROSECONDS,
+    TIME_MILLISECONDS,
+    TIME_NTP_MICROSECONDS,
+    TIME_NTP_NANOSECONDS,
+    TIME_SECONDS,
+    TIME_UPTIME_MS,
+    VARIABLE_LENGTH,
+    Element,
+)
+
+TemplateKey = tuple[str, int, int, int]  # (exporter, domain, export version, template id)
+
+NTP_UNIX_OFFSET_S = 2_208_988_800  # seconds from 1900-01-01 (NTP era 0) to 1970-01-01
+PENDING_LIMIT_BYTES = 64 * 1024 * 1024  # data held back waiting for templates, whole run
+UPTIME_WRAP_MS = 1 << 32
+# IPFIX uptime times (IE 22/21 + 160) may wrap: pick the 2^32 multiple that puts the time
+# at most this far after the export time (a flow cannot end after it is exported; a day
+# of slack absorbs exporter clock jitter without ever choosing the wrong lap).
+UPTIME_SLACK_MS = 86_400_000
+
+_TIME_KINDS: tuple[tuple[str, tuple[Element, Element]], ...] = (
+    ("ms", TIME_MILLISECONDS),
+    ("ntp_us", TIME_NTP_MICROSECONDS),
+    ("ntp_ns", TIME_NTP_NANOSECONDS),
+    ("sec", TIME_SECONDS),
+    ("delta_us", TIME_DELTA_MICROSECONDS),
+    ("uptime", TIME_UPTIME_MS),
+)
+
+
+class FieldSpec(NamedTuple):
+    """One field specifier of a template: element id, length in bytes, enterprise (0 = IANA)."""
+
+    element: int
+    length: int
+    enterprise: int = IANA
+
+
+class RecordMeta(NamedTuple):
+    """Per-record context from the datagram header and exporter state, as numpy arrays."""
+
+    export_us: np.ndarray  # int64: header export time
+    uptime_ms: np.ndarray  # int64: v5/v9 header sysUptime
+    sysinit_ms: np.ndarray  # int64: IPFIX systemInitTimeMilliseconds in force, -1 unknown
+    sampling_rate: np.ndarray  # uint32: 1-in-N in force
+
+
+class RecordPlan:
+    """How to read FLOW_SCHEMA columns out of fixed-size records: built once per template.
+
+    `dtype` is a structured numpy dtype holding only the fields some column needs, at their
+    offsets inside an `itemsize`-byte record, so a whole set (or many sets) of records is
+    read by one gather and then column by column.
+    """
+
+    def __init__(self, fields: Sequence[FieldSpec], version: int) -> None:
+        self.version = version
+        self.itemsize = max(sum(f.length for f in fields), 1)  # >= 1: see Template.fixed_part
+        where: dict[Element, tuple[str, int]] = {}
+        names: list[str] = []
+        formats: list[np.dtype] = []
+        offsets: list[int] = []
+        offset = 0
+        for index, spec in enumerate(fields):
+            element = (spec.enterprise, spec.element)
+            if element not in where and 1 <= spec.length <= 16:
+                name = f"f{index}"
+                where[element] = (name, spec.length)
+                names.append(name)
+                offsets.append(offset)
+                if spec.length in (1, 2, 4, 8):
+                    formats.append(np.dtype(f">u{spec.length}"))
+                else:
+                    formats.append(np.dtype(("u1", (spec.length,))))
+            offset += spec.length
+        self.dtype = np.dtype(
+            {"names": names, "formats": formats, "offsets": offsets, "itemsize": max(offset, 1)}
+        )
+        self.where = where
+        used: set[Element] = set()
+        for choices in COLUMN_ELEMENTS.values():
+            used.update(choices)
+        for v4, v6 in ADDRESS_ELEMENTS.values():
+            used.update(v4)
+            used.update(v6)
+        self.enterprise_skipped = sum(
+            1 for f in fields if f.enterprise != IANA and (f.enterprise, f.element) not in used
+        )
+        self.has_ipv4 = (IANA, 8) in where or (IANA, 12) in where
+        self.has_ipv6 = (IANA, 27) in where or (IANA, 28) in where
+        self.start_time = self._time_source(0)
+        self.end_time = self._time_source(1)
+
+    def _time_source(self, side: int) -> tuple[str, Element] | None:
+        for kind, pair in _TIME_KINDS:
+            if pair[side] in self.where:
+                return kind, pair[side]
+        return None
+
+    def unsigned(self, rows: np.ndarray, element: Element) -> np.ndarray | None:
+        """The element as uint64 per record (any width 1-8, RFC 7011 §6.2), or None."""
+        found = self.where.get(element)
+        if found is None or found[1] > 8:
+            return None
+        name, width = found
+        values = rows[name]
+        if width in (1, 2, 4, 8):
+            return values.astype(np.uint64)
+        out = np.zeros(len(rows), dtype=np.uint64)
+        for i in range(width):
+            out = (out << np.uint64(8)) | values[:, i].astype(np.uint64)
+        return out
+
+    def first_unsigned(self, rows: np.ndarray, choices: Sequence[Element]) -> np.ndarray | None:
+        for element in choices:
+            values = self.unsigned(rows, element)
+            if values is not None:
+                return values
+        return None
+
+    def address(self, rows: np.ndarray, column: str) -> np.ndarray | None:
+        """(n, 16) uint8 addresses for an address column (IPv4 mapped), or None."""
+        v4_choices, v6_choices = ADDRESS_ELEMENTS[column]
+        for element in v4_choices:
+            found = self.where.get(element)
+            if found is not None and found[1] == 4:
+                return v4_to_mapped(rows[found[0]].astype(np.uint32))
+        for element in v6_choices:
+            found = self.where.get(element)
+            if found is not None and found[1] == 16:
+                return np.ascontiguousarray(rows[found[0]])
+        return None
+
+    def columns(self, rows: np.ndarray, meta: RecordMeta) -> dict[str, np.ndarray]:
+        """FLOW_SCHEMA columns (numbers and addresses) for `rows`, a structured array."""
+        n = len(rows)
+        out: dict[str, np.ndarray] = {}
+        for column, choices in COLUMN_ELEMENTS.items():
+            values = self.first_unsigned(rows, choices)
+            if values is not None:
+                out[column] = values
+        for column in ADDRESS_ELEMENTS:
+            addresses = self.address(rows, column)
+            if addresses is not None:
+                out[column] = addresses
+        version = self.unsigned(rows, IP_VERSION)
+        if self.has_ipv4:
+            out["ip_version"] = np.full(n, 4, dtype=np.uint8)
+        elif self.has_ipv6:
+            out["ip_version"] = np.full(n, 6, dtype=np.uint8)
+        elif version is not None:
+            out["ip_version"] = version.astype(np.uint8)
+        self._icmp(rows, out, n)
+        first_us, last_us = self._times(rows, meta)
+        out["first_seen"] = first_us
+        out["last_seen"] = last_us
+        out["sampling_rate"] = meta.sampling_rate
+        out["export_version"] = np.full(n, self.version, dtype=np.uint8)
+        return out
+
+    def _icmp(self, rows: np.ndarray, out: dict[str, np.ndarray], n: int) -> None:
+        """ICMP type/code into dst_port, src_port 0 (FLOW_SCHEMA convention, as nfdump)."""
+        protocol = out.get("protocol")
+        if protocol is None:
+            return
+        icmp = (protocol == 1) | (protocol == 58)
+        if not icmp.any():
+            return
+        type_code = self.first_unsigned(rows, ICMP_TYPE_CODE)
+        if type_code is None:
+            for type_element, code_element in ICMP_TYPE_AND_CODE:
+                icmp_type = self.unsigned(rows, type_element)
+                icmp_code = self.unsigned(rows, code_element)
+                if icmp_type is not None:
+                    code = icmp_code if icmp_code is not None else np.zeros(n, np.uint64)
+                    type_code = (icmp_type << np.uint64(8)) | code
+                    break
+        src = out.get("src_port", np.zeros(n, dtype=np.uint64))
+        dst = out.get("dst_port", np.zeros(n, dtype=np.uint64))
+        if type_code is None:
+            # Some exporters put type/code in the source port (nfdump swaps it back too).
+            type_code = np.where(dst == 0, src, dst)
+        out["dst_port"] = np.where(icmp, type_code, dst)
+        out["src_port"] = np.where(icmp, 0, src)
+
+    def _times(self, rows: np.ndarray, meta: RecordMeta) -> tuple[np.ndarray, np.ndarray]:
+        start = self._time(rows, meta, self.start_time)
+        end = self._time(rows, meta, self.end_time)
+        duration = self.unsigned(rows, DURATION_MILLISECONDS)
+        if duration is not None:
+            duration_us = duration.astype(np.int64) * 1000
+            if end is None and start is not None:
+                end = start + duration_us
+            elif start is None and end is not None:
+                start = end - duration_us
+        if start is None and end is None:
+            return meta.export_us, meta.export_us
+        if start is None:
+            start = end
+        if end is None:
+            end = start
+        assert start is not None and end is not None
+        return start, end
+
+    def _time(
+        self, rows: np.ndarray, meta: RecordMeta, source: tuple[str, Element] | None
+    ) -> np.ndarray | None:
+        if source is None:
+            return None
+        kind, element = source
+        element_values = self.unsigned(rows, element)
+        if element_values is None:
+            return None
+        values = element_values.astype(np.int64)
+        if kind == "ms":
+            return values * 1000
+        if kind == "sec":
+            return values * 1_000_000
+        if kind in ("ntp_us", "ntp_ns"):
+            raw = element_values
+            if kind == "ntp_us":
+                # RFC 7011 §6.1.9: the low 11 fraction bits of dateTimeMicroseconds are ignored
+                raw = raw & np.uint64(0xFFFF_FFFF_FFFF_F800)
+            seconds = (raw >> np.uint64(32)).astype(np.int64) - NTP_UNIX_OFFSET_S
+            fraction = raw & np.uint64(0xFFFF_FFFF)
+            micros = ((fraction * np.uint64(1_000_000)) >> np.uint64(32)).astype(np.int64)
+            # NTP era 1 starts in 2036: trust the export time to say which era is meant
+            export_s = meta.export_us // 1_000_000
+            seconds = np.where(seconds < export_s - (1 << 31), seconds + (1 << 32), seconds)
+            return seconds * 1_000_000 + micros
+        if kind == "delta_us":
+            return meta.export_us - values
+        # uptime-relative (IE 22/21)
+        if self.version in (5, 9):
+            # signed 32-bit age from the header's sysUptime: survives the 49.7-day wrap
+            age = (meta.uptime_ms - values) & 0xFFFF_FFFF
+            age = np.where(age >= 1 << 31, age - (1 << 32), age)
+            return meta.export_us - age * 1000
+        sysinit = self.unsigned(rows, SYSTEM_INIT_MILLISECONDS)
+        sysinit_ms = sysinit.astype(np.int64) if sysinit is not None else meta.sysinit_ms
+        known = sysinit_ms >= 0
+        at_ms = sysinit_ms + values
+        export_ms = meta.export_us // 1000
+        laps = np.floor_divide(export_ms + UPTIME_SLACK_MS - at_ms, UPTIME_WRAP_MS)
+        at_ms = at_ms + laps * UPTIME_WRAP_MS
+        return np.where(known, at_ms * 1000, meta.export_us)
+
+
+class Template:
+    """One received template or options template (a version of its key)."""
+
+    __slots__ = (
+        "_plan",
+        "fields",
+        "fixed_length",
+        "min_length",
+        "options",
+        "scope_count",
+        "template_id",
+        "version",
+    )
+
+    def __init__(
+        self, template_id: int, fields: tuple[FieldSpec, ...], *, scope_count: int = 0,
+        options: bool = False, version: int = 9,
+    ) -> None:
+        self.template_id = template_id
+        self.fields = fields
+        self.scope_count = scope_count
+        self.options = options
+        self.version = version
+        variable = any(f.length == VARIABLE_LENGTH for f in fields)
+        fixed = sum(f.length for f in fields if f.length != VARIABLE_LENGTH)
+        self.fixed_length: int | None = None if variable else fixed
+        # a variable-length field takes at least its 1-byte length prefix
+        self.min_length = fixed + sum(1 for f in fields if f.length == VARIABLE_LENGTH)
+        self._plan: RecordPlan | None = None
+
+    def same_layout(self, other: Template) -> bool:
+        return (self.fields, self.scope_count, self.options) == (
+            other.fields, other.scope_count, other.options
+        )
+
+    @property
+    def plan(self) -> RecordPlan:
+        """Plan over the fixed-size fields (variable ones are cut out by `fixed_part`)."""
+        if self._plan is None:
+            fields = [f for f in self.fields if f.length != VARIABLE_LENGTH]
+            self._plan = RecordPlan(fields, self.version)
+        return self._plan
+
+    def field_spans(self, buf: bytes, at: int, end: int) -> tuple[list[tuple[int, int]], int]:
+        """(offset, length) of every field of the record at `at`, and where the next starts.
+
+        Raises ValueError when a variable-length field runs past `end` (RFC 7011 §9.1).
+        """
+        spans: list[tuple[int, int]] = []
+        for spec in self.fields:
+            length = spec.length
+            if length == VARIABLE_LENGTH:
+                if at >= end:
+                    raise ValueError("variable-length prefix past the end of the set")
+                length = buf[at]
+                at += 1
+                if length == 255:
+                    if at + 2 > end:
+                        raise ValueError("3-byte variable-length prefix past the end of the set")
+                    length = int.from_bytes(buf[at:at + 2], "big")
+                    at += 2
+            if at + length > end:
+                raise ValueError(f"field of {length} bytes runs past the end of the set")
+            spans.append((at, length))
+            at += length
+        return spans, at
+
+    def fixed_part(self, buf: bytes, spans: list[tuple[int, int]]) -> bytes:
+        """The record without its variable-length fields: the bytes `plan` reads."""
+        fixed = b"".join(
+            buf[offset:offset + length]
+            for (offset, length), spec in zip(spans, self.fields, strict=True)
+            if spec.length != VARIABLE_LENGTH
+        )
+        return fixed or b"\0"  # a record of only variable fields still takes one plan row
+
+    def values(self, buf: bytes, spans: list[tuple[int, int]]) -> dict[Element, int]:
+        """Integer values (width 1-8) of one record by element: for options records."""
+        out: dict[Element, int] = {}
+        for index, ((offset, length), spec) in enumerate(zip(spans, self.fields, strict=True)):
+            if index < self.scope_count and self.version == 9:
+                continue  # v9 scope types (RFC 3954 §6.1: System, Interface...) are no elements
+            element = (spec.enterprise, spec.element)
+            if 1 <= length <= 8 and element not in out:
+                out[element] = int.from_bytes(buf[offset:offset + length], "big")
+        return out
+
+
+class TemplateCache:
+    """Current template per key. Replacing one never touches data already queued with it."""
+
+    def __init__(self) -> None:
+        self._current: dict[TemplateKey, Template] = {}
+
+    def get(self, key: TemplateKey) -> Template | None:
+        return self._current.get(key)
+
+    def define(self, key: TemplateKey, template: Template) -> str:
+        """Store `template`; return 'new', 'refresh' (same layout again) or 'changed'."""
+        old = self._current.get(key)
+        if old is not None and old.same_layout(template):
+            return "refresh"
+        self._current[key] = template
+        return "new" if old is None else "changed"
+
+    def __len__(self) -> int:
+        return len(self._current)
+
+
+class PendingSet(NamedTuple):
+    """A data set held back until its template arrives, with everything needed to decode it."""
+
+    body: bytes  # records and padding, without the 4-byte set header
+    set_offset: int  # byte offset of the set header in the file
+    source: str
+    frame: int
+    datagram_offset: int
+    arrival_us: int
+    export_us: int
+    uptime_ms: int
+    sysinit_ms: int
+    sampling_rate: int
+    exporter: str
+    domain: int
+    first_index: int  # record_index of its first record (see exports.py on numbering)
+
+
+class PendingData:
+    """Data sets waiting for their template, bounded by PENDING_LIMIT_BYTES over the run."""
+
+    def __init__(self, limit_bytes: int = PENDING_LIMIT_BYTES) -> None:
+        self.limit_bytes = limit_bytes
+        self.size = 0
+        self._sets: dict[TemplateKey, list[PendingSet]] = {}
+
+    def add(self, key: TemplateKey, item: PendingSet) -> bool:
+        """Keep `item`; False (and nothing kept) when the buffer is full."""
+        if self.size + len(item.body) > self.limit_bytes:
+            return False
+        self._sets.setdefault(key, []).append(item)
+        self.size += len(item.body)
+        return True
+
+    def take(self, key: TemplateKey) -> list[PendingSet]:
+        items = self._sets.pop(key, [])
+        self.size -= sum(len(item.body) for item in items)
+        return items
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._sets
+
+    def drain(self) -> dict[TemplateKey, list[PendingSet]]:
+        """Everything still waiting (end of input); the buffer is empty afterwards."""
+        left, self._sets, self.size = self._sets, {}, 0
+        return left
