@@ -1,0 +1,414 @@
+"""The Sessions page's filters as vectorized boolean masks, and SessionQuery to compose them.
+
+Each filter takes a DataFrame (sessions, consolidated sessions, session_matches or flows)
+and returns a boolean Series aligned with it, so filters combine with `&`, `|` and `~` and
+index with `frame[mask]`. Which columns a filter reads follows from the table: sessions
+have `ip_a`/`ip_b` and `client_ip`/`server_ip`, flows `src_addr`/`dst_addr`. SessionQuery
+holds one page's worth of filter settings, applies them to a Run (which supplies the data's
+end time, the Cartography and the matches), and is what a CLI builds from its options.
+
+Semantics (tested in tests/query/test_filters.py):
+
+* time window: a row is in [start, end] when any part of it is (`opened_at <= end` and
+  `last_seen_at >= start`), so a long SSH session opened yesterday that is still sending
+  shows in the last hour. `last=3600` means [data end - 3600 s, data end], with the data's
+  end from the manifest, never the wall clock.
+* entity: an address, a CIDR or a Cartography name (host, network, group, built-in) on
+  either endpoint, or on one side: client, server, a, b (src, dst for flows).
+* unmatched: closed sessions with no row in session_matches (the seed's definition; active
+  and half-open sessions are not "unmatched", they are not finished).
+
+The surprising thing: addresses are text in the tables, yet an entity filter never parses a
+row's address. Each distinct address is parsed once and looked up in the entity's interval
+set with one `searchsorted`, then the answer is gathered back to the rows through the
+dictionary indices, so a million sessions among a few thousand hosts cost a few thousand
+parses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..addresses import parse_address
+from ..errors import UsageError
+from ..matching.address_sets import ADDRESS_VALUE, AddressSet
+from ..matching.cartography import Cartography
+from ..matching.services import PORT_MAX, PROTOCOL_NUMBERS, parse_port_range, parse_protocol
+from ..schema import CLOSE_REASONS, STATES
+
+if TYPE_CHECKING:
+    from .run import Run
+
+TimeLike = str | datetime | pd.Timestamp
+# (start column, end column) of each table kind, in the order they are looked for
+TIME_COLUMNS = (("opened_at", "last_seen_at"), ("first_seen", "last_seen"))
+ADDRESS_SIDES = {
+    "client": "client_ip", "server": "server_ip", "a": "ip_a", "b": "ip_b",
+    "src": "src_addr", "dst": "dst_addr",
+}
+PORT_SIDES = {
+    "client": "client_port", "server": "server_port", "a": "port_a", "b": "port_b",
+    "src": "src_port", "dst": "dst_port",
+}
+# "either endpoint": the first pair the table has
+EITHER_ADDRESS = (("ip_a", "ip_b"), ("client_ip", "server_ip"), ("src_addr", "dst_addr"))
+EITHER_PORT = (("port_a", "port_b"), ("client_port", "server_port"), ("src_port", "dst_port"))
+
+
+def time_window(
+    frame: pd.DataFrame,
+    start: TimeLike | None = None,
+    end: TimeLike | None = None,
+    *,
+    last: float | pd.Timedelta | None = None,
+    data_end: TimeLike | None = None,
+) -> pd.Series:
+    """Rows that overlap [start, end], or the `last` seconds before `data_end`."""
+    first_column, last_column = _time_columns(frame)
+    low, high = window_bounds(start, end, last=last, data_end=data_end)
+    mask = pd.Series(True, index=frame.index)
+    if low is not None:
+        mask &= frame[last_column] >= low
+    if high is not None:
+        mask &= frame[first_column] <= high
+    return mask
+
+
+def window_bounds(
+    start: TimeLike | None = None,
+    end: TimeLike | None = None,
+    *,
+    last: float | pd.Timedelta | None = None,
+    data_end: TimeLike | None = None,
+) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
+    """(low, high) UTC bounds of a window; `last` counts back from the data's end."""
+    if last is not None:
+        if start is not None or end is not None:
+            raise UsageError("give either last= or start/end, not both")
+        if data_end is None:
+            raise UsageError("last= needs the data's end time (the manifest's data_window.end)")
+        span = last if isinstance(last, pd.Timedelta) else pd.Timedelta(seconds=float(last))
+        if span < pd.Timedelta(0):
+            raise UsageError(f"last= must not be negative, got {last!r}")
+        high = utc_timestamp(data_end)
+        return high - span, high
+    low = None if start is None else utc_timestamp(start)
+    high = None if end is None else utc_timestamp(end)
+    if low is not None and high is not None and low > high:
+        raise UsageError(f"the window starts ({low}) after it ends ({high})")
+    return low, high
+
+
+def utc_timestamp(value: TimeLike) -> pd.Timestamp:
+    """Time text or object -> UTC Timestamp; a time without zone is UTC."""
+    try:
+        moment = pd.Timestamp(value)
+    except ValueError as exc:
+        raise UsageError(f"cannot read {value!r} as a time") from exc
+    if moment is pd.NaT:
+        raise UsageError(f"cannot read {value!r} as a time")
+    return moment.tz_localize("UTC") if moment.tzinfo is None else moment.tz_convert("UTC")
+
+
+def entity(
+    frame: pd.DataFrame,
+    reference: str,
+    *,
+    side: str = "either",
+    cartography: Cartography | None = None,
+) -> pd.Series:
+    """Rows whose endpoint on `side` (default either) is in the address, CIDR or name."""
+    chart = cartography if cartography is not None else Cartography.builtin()
+    addresses = chart.resolve(reference)
+    if side == "either":
+        first, second = _column_pair(frame, EITHER_ADDRESS, "addresses")
+        inside = address_membership(frame[first], addresses)
+        inside |= address_membership(frame[second], addresses)
+    else:
+        inside = address_membership(frame[_side_column(frame, ADDRESS_SIDES, side)], addresses)
+    return pd.Series(inside, index=frame.index)
+
+
+def address_membership(texts: pd.Series, addresses: AddressSet) -> np.ndarray:
+    """bool per row: is the text address in the set? Missing addresses are not."""
+    array = pa.array(texts, type=pa.string())
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    encoded = pc.dictionary_encode(array)
+    distinct = encoded.dictionary.to_pylist()
+    raw = bytearray()
+    for text in distinct:
+        try:
+            raw += parse_address(text)
+        except ValueError:
+            raise UsageError(f"column {texts.name}: {text!r} is not an address") from None
+    inside = addresses.contains(np.frombuffer(bytes(raw), dtype=ADDRESS_VALUE))
+    indices = encoded.indices
+    if indices.null_count:
+        filled = pc.fill_null(indices, 0).to_numpy(zero_copy_only=False)
+        valid = pc.is_valid(indices).to_numpy(zero_copy_only=False)
+        return inside[filled] & valid if len(inside) else np.zeros(len(array), dtype=bool)
+    return inside[indices.to_numpy(zero_copy_only=False)]
+
+
+def protocol(frame: pd.DataFrame, *protocols: str | int) -> pd.Series:
+    """Rows of any of the protocols (names like tcp, ICMP or numbers)."""
+    numbers = _protocol_numbers(protocols)
+    return pd.Series(np.isin(_protocol_column(frame), numbers), index=frame.index)
+
+
+def port(frame: pd.DataFrame, *ports: int | str, side: str = "server") -> pd.Series:
+    """Rows whose port on `side` (default the server's) is one of the ports or ranges."""
+    if not ports:
+        raise UsageError("port() needs at least one port or range")
+    table = np.zeros(PORT_MAX + 1, dtype=bool)
+    for item in ports:
+        try:
+            first, last = parse_port_range(str(item))
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        table[first : last + 1] = True
+    if side == "either":
+        first_column, second_column = _column_pair(frame, EITHER_PORT, "ports")
+        hit = table[_numbers(frame[first_column])] | table[_numbers(frame[second_column])]
+    else:
+        hit = table[_numbers(frame[_side_column(frame, PORT_SIDES, side)])]
+    return pd.Series(hit, index=frame.index)
+
+
+def service(frame: pd.DataFrame, text: str) -> pd.Series:
+    """Rows of a service written as in the Cartography: `tcp/443`, `udp/53,5353`, `icmp`."""
+    protocol_text, slash, ports_text = text.partition("/")
+    mask = protocol(frame, protocol_text)
+    if slash:
+        mask &= port(frame, *[p for p in ports_text.split(",") if p.strip()])
+    return mask
+
+
+def state(frame: pd.DataFrame, *states: str) -> pd.Series:
+    """Rows in any of the states (active, half_open, closed)."""
+    _check_known(states, STATES, "state")
+    return frame["state"].isin(states).fillna(False).astype(bool)
+
+
+def close_reason(frame: pd.DataFrame, *reasons: str) -> pd.Series:
+    """Closed rows with any of the close reasons (fin, rst, rejected, no_reply, ...)."""
+    _check_known(reasons, CLOSE_REASONS, "close reason")
+    return frame["close_reason"].isin(reasons).fillna(False).astype(bool)
+
+
+def exporter(frame: pd.DataFrame, *exporters: str) -> pd.Series:
+    """Rows reported by any of the exporters: `10.0.0.1`, or `10.0.0.1/256` for one domain."""
+    if not exporters:
+        raise UsageError("exporter() needs at least one exporter")
+    mask = pd.Series(False, index=frame.index)
+    names = frame["exporter"].astype("string")
+    for item in exporters:
+        name, slash, domain = str(item).partition("/")
+        hit = names == name
+        if slash:
+            if not domain.isdigit():
+                raise UsageError(f"bad exporter {item!r}: the domain after / is a number")
+            hit &= frame["exporter_domain"] == int(domain)
+        mask |= hit.fillna(False).astype(bool)
+    return mask
+
+
+def unmatched(frame: pd.DataFrame, matches: pd.DataFrame | None) -> pd.Series:
+    """Closed sessions that no Flow Matrix rule accounted for (no session_matches row)."""
+    if matches is None:
+        raise UsageError("the run has no session_matches (sessionize ran without "
+                         "--flow-matrix); rematch(run, flow_matrix) supplies them")
+    covered = frame["session_id"].isin(matches["session_id"])
+    closed = frame["state"] == "closed"
+    return (closed & ~covered).fillna(False).astype(bool)
+
+
+def rule(frame: pd.DataFrame, matches: pd.DataFrame | None, *rules: str) -> pd.Series:
+    """Sessions that matched any of the named Flow Matrix rules."""
+    if matches is None:
+        raise UsageError("the run has no session_matches (sessionize ran without --flow-matrix)")
+    wanted = matches.loc[matches["rule"].isin(rules), "session_id"]
+    return frame["session_id"].isin(wanted).fillna(False).astype(bool)
+
+
+@dataclass(frozen=True)
+class SessionQuery:
+    """One Sessions-page view: a window and filters, all ANDed; each method returns a copy.
+
+    `SessionQuery().last(3600).entity("databases").state("closed").apply(run)`; a CLI sets
+    the same fields from its options.
+    """
+
+    start: TimeLike | None = None
+    end: TimeLike | None = None
+    last_s: float | None = None
+    entities: tuple[tuple[str, str], ...] = ()  # (reference, side)
+    protocols: tuple[str | int, ...] = ()
+    ports: tuple[tuple[tuple[int | str, ...], str], ...] = ()  # (ports, side)
+    states: tuple[str, ...] = ()
+    close_reasons: tuple[str, ...] = ()
+    exporters: tuple[str, ...] = ()
+    rules: tuple[str, ...] = ()
+    unmatched_only: bool = False
+
+    def window(self, start: TimeLike | None = None, end: TimeLike | None = None) -> SessionQuery:
+        return replace(self, start=start, end=end, last_s=None)
+
+    def last(self, seconds: float) -> SessionQuery:
+        return replace(self, start=None, end=None, last_s=float(seconds))
+
+    def entity(self, reference: str, side: str = "either") -> SessionQuery:
+        return replace(self, entities=(*self.entities, (reference, side)))
+
+    def protocol(self, *protocols: str | int) -> SessionQuery:
+        return replace(self, protocols=(*self.protocols, *protocols))
+
+    def port(self, *ports: int | str, side: str = "server") -> SessionQuery:
+        return replace(self, ports=(*self.ports, (tuple(ports), side)))
+
+    def state(self, *states: str) -> SessionQuery:
+        return replace(self, states=(*self.states, *states))
+
+    def close_reason(self, *reasons: str) -> SessionQuery:
+        return replace(self, close_reasons=(*self.close_reasons, *reasons))
+
+    def exporter(self, *exporters: str) -> SessionQuery:
+        return replace(self, exporters=(*self.exporters, *exporters))
+
+    def rule(self, *rules: str) -> SessionQuery:
+        return replace(self, rules=(*self.rules, *rules))
+
+    def unmatched(self) -> SessionQuery:
+        return replace(self, unmatched_only=True)
+
+    def mask(self, run: Run, frame: pd.DataFrame | None = None) -> pd.Series:
+        """bool per row of `frame` (default: the run's sessions)."""
+        rows = run.sessions if frame is None else frame
+        mask = pd.Series(True, index=rows.index)
+        if self.last_s is not None or self.start is not None or self.end is not None:
+            mask &= time_window(rows, self.start, self.end, last=self.last_s,
+                                data_end=run.data_end)
+        for reference, side in self.entities:
+            mask &= entity(rows, reference, side=side, cartography=run.cartography)
+        if self.protocols:
+            mask &= protocol(rows, *self.protocols)
+        for ports, side in self.ports:
+            mask &= port(rows, *ports, side=side)
+        if self.states:
+            mask &= state(rows, *self.states)
+        if self.close_reasons:
+            mask &= close_reason(rows, *self.close_reasons)
+        if self.exporters:
+            mask &= exporter(rows, *self.exporters)
+        if self.rules:
+            mask &= rule(rows, run.matches, *self.rules)
+        if self.unmatched_only:
+            mask &= unmatched(rows, run.matches)
+        return mask
+
+    def apply(self, run: Run, frame: pd.DataFrame | None = None) -> pd.DataFrame:
+        """The rows of `frame` (default: the run's sessions) this view shows."""
+        rows = run.sessions if frame is None else frame
+        return rows.loc[self.mask(run, rows)]
+
+    def describe(self) -> str:
+        """The view as one line, in the seed's query words, for notebook headings and logs."""
+        parts = []
+        if self.last_s is not None:
+            parts.append(f"LAST {self.last_s:g}")
+        elif self.start is not None or self.end is not None:
+            parts.append(f"FROM {self.start or '…'} TO {self.end or '…'}")
+        for reference, side in self.entities:
+            column = "ip" if side == "either" else ADDRESS_SIDES.get(side, side)
+            parts.append(f'{column} == "{reference}"')
+        if self.protocols:
+            parts.append("protocol in (" + ", ".join(map(str, self.protocols)) + ")")
+        for ports, side in self.ports:
+            column = "port" if side == "either" else PORT_SIDES.get(side, side)
+            parts.append(f"{column} in (" + ", ".join(map(str, ports)) + ")")
+        if self.states:
+            parts.append("state in (" + ", ".join(self.states) + ")")
+        if self.close_reasons:
+            parts.append("close_reason in (" + ", ".join(self.close_reasons) + ")")
+        if self.exporters:
+            parts.append("exporter in (" + ", ".join(self.exporters) + ")")
+        if self.rules:
+            parts.append("rule in (" + ", ".join(self.rules) + ")")
+        if self.unmatched_only:
+            parts.append("unmatched only")
+        return " AND ".join(parts) if parts else "all sessions"
+
+
+def _time_columns(frame: pd.DataFrame) -> tuple[str, str]:
+    for pair in TIME_COLUMNS:
+        if all(column in frame.columns for column in pair):
+            return pair
+    raise UsageError("this table has no time span columns (opened_at/last_seen_at or "
+                     "first_seen/last_seen)")
+
+
+def _column_pair(
+    frame: pd.DataFrame, pairs: tuple[tuple[str, str], ...], what: str
+) -> tuple[str, str]:
+    for pair in pairs:
+        if all(column in frame.columns for column in pair):
+            return pair
+    raise UsageError(f"this table has no pair of endpoint {what}")
+
+
+def _side_column(frame: pd.DataFrame, sides: dict[str, str], side: str) -> str:
+    if side not in sides:
+        raise UsageError(f"unknown side {side!r} (either, {', '.join(sides)})")
+    column = sides[side]
+    if column not in frame.columns:
+        raise UsageError(f"side {side!r} needs column {column}, which this table lacks")
+    return column
+
+
+def _numbers(column: pd.Series) -> np.ndarray:
+    return column.to_numpy(dtype=np.int64, na_value=0)
+
+
+def _protocol_numbers(protocols: Iterable[str | int]) -> np.ndarray:
+    numbers = []
+    for item in protocols:
+        try:
+            number = parse_protocol(str(item))
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        if number is None:
+            return np.arange(256)
+        numbers.append(number)
+    if not numbers:
+        raise UsageError("protocol() needs at least one protocol")
+    return np.asarray(numbers, dtype=np.int64)
+
+
+def _protocol_column(frame: pd.DataFrame) -> np.ndarray:
+    """Protocol numbers per row, from protocol_number, a numeric protocol, or its keyword."""
+    if "protocol_number" in frame.columns:
+        return _numbers(frame["protocol_number"])
+    column = frame["protocol"]
+    if pd.api.types.is_numeric_dtype(column):
+        return _numbers(column)
+    words = column.astype("string").str.lower()
+    known = words.map(PROTOCOL_NUMBERS)
+    digits = pd.to_numeric(words, errors="coerce")
+    return known.fillna(digits).fillna(-1).to_numpy(dtype=np.int64)
+
+
+def _check_known(values: tuple[str, ...], known: tuple[str, ...], what: str) -> None:
+    if not values:
+        raise UsageError(f"give at least one {what}")
+    for value in values:
+        if value not in known:
+            raise UsageError(f"unknown {what} {value!r} (one of {', '.join(known)})")

@@ -1,0 +1,308 @@
+"""Load `sessionize` run directories into pandas for notebooks and the CLI's queries.
+
+A run directory holds sessions.parquet, flows.parquet, session_matches.parquet (only with a
+Flow Matrix), sessions_consolidated.parquet, exporters.parquet and manifest.json. `load`
+turns them into DataFrames: strings, lists and nullable integers become Arrow-backed
+columns (no object columns, no float NaN standing in for a missing ICMP code), times stay
+`datetime64[us, UTC]` so comparisons and matplotlib work on them directly.
+
+The surprising thing: "the last hour" means the last hour of the *data*, not of the wall
+clock. A capture examined a week after the incident has nothing in the wall clock's last
+hour, so `Run.data_end` (the manifest's `data_window.end`, the largest record `last_seen`)
+anchors every relative window.
+
+Several runs load as one: rows are concatenated in data-window order with a `run` column
+(the run's place in that order), and the same session id appearing twice is refused
+because it means the same capture was loaded twice and every count would double.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..errors import UsageError
+from ..matching.cartography import Cartography, load_cartography
+from ..matching.flow_matrix import FlowMatrix, load_flow_matrix
+from ..matching.match import match_sessions, matched_rules_column
+from ..recombine import recombine_tables
+
+MANIFEST = "manifest.json"
+TABLE_FILES = {
+    "sessions": "sessions.parquet",
+    "flows": "flows.parquet",
+    "matches": "session_matches.parquet",
+    "consolidated": "sessions_consolidated.parquet",
+    "exporters": "exporters.parquet",
+}
+RECOMBINED_FILES = ("sessions_recombined.parquet", "recombined_fragments.parquet")
+# Columns match_sessions reads; rematch sends only these to Arrow.
+MATCH_INPUT_COLUMNS = (
+    "session_id", "client_ip", "server_ip", "state", "protocol_number", "server_port",
+    "opened_at", "last_seen_at",
+)
+
+
+@dataclass(frozen=True)
+class Run:
+    """The tables of one or more sessionize runs, as DataFrames, with their manifests.
+
+    `matches` is None when the run was made without a Flow Matrix (then "unmatched" has no
+    meaning until `rematch` supplies one); `consolidated` and `exporters` are None when the
+    directory lacks the table. `recombined` (one row per conversation) and `fragments` (one
+    row per session: its conversation and place in it) come from recombine, across all the
+    loaded runs; None when load was told not to recombine.
+    """
+
+    paths: tuple[Path, ...]
+    manifests: tuple[dict[str, Any], ...]
+    sessions: pd.DataFrame
+    flows: pd.DataFrame
+    matches: pd.DataFrame | None
+    consolidated: pd.DataFrame | None
+    exporters: pd.DataFrame | None
+    recombined: pd.DataFrame | None = None
+    fragments: pd.DataFrame | None = None
+    cartography: Cartography = field(default_factory=Cartography.builtin, repr=False)
+    flow_matrix: FlowMatrix | None = field(default=None, repr=False)
+    notes: tuple[str, ...] = ()  # what load had to assume, e.g. a Cartography file not found
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """The run's manifest; for several runs, each one under "runs" and the joint window."""
+        if len(self.manifests) == 1:
+            return self.manifests[0]
+        return {
+            "runs": list(self.manifests),
+            "data_window": {"start": _iso(self.data_start), "end": _iso(self.data_end)},
+        }
+
+    @property
+    def data_start(self) -> pd.Timestamp | None:
+        starts = [_window_time(m, "start") for m in self.manifests]
+        known = [t for t in starts if t is not None]
+        return min(known) if known else None
+
+    @property
+    def data_end(self) -> pd.Timestamp | None:
+        """The largest record `last_seen` of the data: what `last=` windows count back from."""
+        ends = [_window_time(m, "end") for m in self.manifests]
+        known = [t for t in ends if t is not None]
+        return max(known) if known else None
+
+
+def load(
+    run_dirs: Path | str | Sequence[Path | str],
+    *,
+    cartography: Path | str | Cartography | None = None,
+    flow_matrix: Path | str | FlowMatrix | None = None,
+    recombine: bool | Path | str = True,
+) -> Run:
+    """Read one run directory, or several as one Run.
+
+    Args:
+        cartography: names for entity filters. Default: the file the manifest names if it
+            still exists, else the built-in names (internal4, internet4, ...).
+        flow_matrix: only kept on the Run (for rule descriptions); the matches are the
+            run's own. Use `rematch` to apply a different Flow Matrix.
+        recombine: True chains the fragments of the loaded runs in memory (recombine's
+            `recombine_tables`); a path reads a `recombine --out` directory instead; False
+            skips it (the drawer then finds fragments by conversation_id within a run).
+    """
+    paths = [Path(run_dirs)] if isinstance(run_dirs, (str, Path)) else [Path(p) for p in run_dirs]
+    if not paths:
+        raise UsageError("load needs at least one run directory")
+    manifests = [_read_manifest(path) for path in paths]
+    order = sorted(range(len(paths)), key=lambda i: _order_key(manifests[i], paths[i]))
+    paths = [paths[i] for i in order]
+    manifests = [manifests[i] for i in order]
+    seen: set[Path] = set()
+    for path in paths:
+        if path.resolve() in seen:
+            raise UsageError(f"{path}: the same run directory was given twice")
+        seen.add(path.resolve())
+
+    frames: dict[str, pd.DataFrame | None] = {}
+    for name, file_name in TABLE_FILES.items():
+        parts = [_read_table(path / file_name, index) for index, path in enumerate(paths)]
+        present = [p for p in parts if p is not None]
+        if name in ("sessions", "flows") and len(present) < len(parts):
+            missing = paths[[p is None for p in parts].index(True)] / file_name
+            raise UsageError(f"{missing}: missing; is this a sessionize output directory?")
+        frames[name] = _concat(present, multiple=len(paths) > 1) if present else None
+    sessions = frames["sessions"]
+    assert sessions is not None and frames["flows"] is not None
+    duplicated = sessions["session_id"].duplicated()
+    if duplicated.any():
+        first = sessions.loc[duplicated, "session_id"].iloc[0]
+        raise UsageError(f"session {first} appears in more than one of the runs given to load "
+                         "(the same capture loaded twice?)")
+
+    recombined, fragments = _recombination(recombine, paths)
+    notes: list[str] = []
+    chart = _cartography(cartography, manifests[0], paths[0], notes)
+    matrix: FlowMatrix | None
+    if flow_matrix is None or isinstance(flow_matrix, FlowMatrix):
+        matrix = flow_matrix
+    else:
+        matrix = load_flow_matrix(Path(flow_matrix), chart)
+    return Run(
+        paths=tuple(paths),
+        manifests=tuple(manifests),
+        sessions=sessions,
+        flows=frames["flows"],
+        matches=frames["matches"],
+        consolidated=frames["consolidated"],
+        exporters=frames["exporters"],
+        recombined=recombined,
+        fragments=fragments,
+        cartography=chart,
+        flow_matrix=matrix,
+        notes=tuple(notes),
+    )
+
+
+def rematch(run: Run, flow_matrix: Path | str | FlowMatrix) -> Run:
+    """The same run with matches and `matched_rules` recomputed against another Flow Matrix.
+
+    This is the seed's "add it to the Flow Matrix, look at what remains" loop without a new
+    sessionize: the sessions are final, only the rules changed. Names in the Flow Matrix
+    resolve against the run's Cartography.
+    """
+    matrix = (flow_matrix if isinstance(flow_matrix, FlowMatrix)
+              else load_flow_matrix(Path(flow_matrix), run.cartography))
+    columns = {name: pa.array(run.sessions[name]) for name in MATCH_INPUT_COLUMNS}
+    table = pa.table(columns)
+    matches = match_sessions(table, matrix)
+    rules = matched_rules_column(table, matches)
+    sessions = run.sessions.copy()
+    sessions["matched_rules"] = pd.Series(
+        pd.arrays.ArrowExtensionArray(rules), index=sessions.index)
+    frame = to_frame(matches)
+    if "run" in run.sessions.columns:
+        run_of = pd.Series(run.sessions["run"].to_numpy(), index=run.sessions["session_id"])
+        frame["run"] = run_of.loc[frame["session_id"]].to_numpy()
+    return replace(run, sessions=sessions, matches=frame, flow_matrix=matrix)
+
+
+def to_frame(table: pa.Table) -> pd.DataFrame:
+    """Arrow table -> DataFrame: Arrow-backed strings, lists and nullable integers."""
+    frame = table.to_pandas(types_mapper=_arrow_dtype)
+    for position, arrow_field in enumerate(table.schema):
+        kind = arrow_field.type
+        if pa.types.is_integer(kind) and table.column(position).null_count:
+            frame[arrow_field.name] = pd.Series(
+                pd.arrays.ArrowExtensionArray(table.column(position)), index=frame.index)
+    return frame
+
+
+def _arrow_dtype(kind: pa.DataType) -> Any:
+    """Arrow type -> pandas dtype for to_pandas; None keeps pandas' default (numbers, times)."""
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return pd.StringDtype("pyarrow")
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_struct(kind):
+        return pd.ArrowDtype(kind)
+    return None
+
+
+def _read_table(path: Path, index: int) -> pd.DataFrame | None:
+    if not path.is_file():
+        return None
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise UsageError(f"{path}: unreadable Parquet: {exc}") from exc
+    frame = to_frame(table)
+    frame["run"] = np.full(len(frame), index, dtype=np.uint32)
+    return frame
+
+
+def _concat(frames: list[pd.DataFrame], *, multiple: bool) -> pd.DataFrame:
+    frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    if not multiple:
+        frame = frame.drop(columns="run")
+    return frame
+
+
+def _recombination(
+    recombine: bool | Path | str, paths: list[Path]
+) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """(conversations, fragments) from recombine, or (None, None) when not wanted."""
+    if recombine is False:
+        return None, None
+    if recombine is True:
+        result = recombine_tables(paths)
+        return to_frame(result.conversations), to_frame(result.fragments)
+    directory = Path(recombine)
+    frames: list[pd.DataFrame] = []
+    for name in RECOMBINED_FILES:
+        frame = _read_table(directory / name, 0)
+        if frame is None:
+            raise UsageError(f"{directory}: no {name}; is this a recombine output directory?")
+        frames.append(frame.drop(columns="run"))
+    return frames[0], frames[1]
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    manifest_path = path / MANIFEST
+    if not path.is_dir():
+        raise UsageError(f"{path}: not a directory (expected a sessionize output directory)")
+    if not manifest_path.is_file():
+        raise UsageError(f"{path}: no {MANIFEST}; is this a sessionize output directory?")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UsageError(f"{manifest_path}: unreadable manifest: {exc}") from exc
+    if not isinstance(manifest, dict):
+        raise UsageError(f"{manifest_path}: the manifest is not a JSON object")
+    return manifest
+
+
+def _window_time(manifest: dict[str, Any], which: str) -> pd.Timestamp | None:
+    window = manifest.get("data_window")
+    if not isinstance(window, dict) or window.get(which) is None:
+        return None
+    try:
+        moment = pd.Timestamp(window[which])
+    except ValueError as exc:
+        raise UsageError(f"manifest data_window.{which}: not a time: {window[which]!r}") from exc
+    return moment.tz_localize("UTC") if moment.tzinfo is None else moment.tz_convert("UTC")
+
+
+def _order_key(manifest: dict[str, Any], path: Path) -> tuple[int, int, str]:
+    far = 2**62
+    start = _window_time(manifest, "start")
+    end = _window_time(manifest, "end")
+    return (far if start is None else start.value, far if end is None else end.value, str(path))
+
+
+def _cartography(
+    given: Path | str | Cartography | None, manifest: dict[str, Any], run_dir: Path,
+    notes: list[str],
+) -> Cartography:
+    if isinstance(given, Cartography):
+        return given
+    if given is not None:
+        return load_cartography(Path(given))
+    named = manifest.get("cartography")
+    if isinstance(named, str) and named:
+        candidate = Path(named)
+        if not candidate.is_absolute() and not candidate.is_file():
+            candidate = run_dir / named
+        if candidate.is_file():
+            return load_cartography(candidate)
+        notes.append(f"the manifest names the Cartography {named}, which is not there; "
+                     "entity filters know only the built-in names (pass cartography=)")
+    return Cartography.builtin()
+
+
+def _iso(moment: pd.Timestamp | None) -> str | None:
+    return None if moment is None else moment.isoformat().replace("+00:00", "Z")
