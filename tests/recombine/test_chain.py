@@ -1,0 +1,335 @@
+"""Chaining rules, one hand-made scenario per reason, plus the invariants every input keeps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from obserae_forensics.errors import UsageError
+from obserae_forensics.recombine import nice_above, recombine_tables
+from obserae_forensics.recombine.chain import chain_sessions
+from obserae_forensics.recombine.runs import Run, read_sessions
+
+from .conftest import SETTINGS, session, write_run
+
+SYN_ACK_PSH = 0x1A | 0x02
+
+
+def conversations(result: Any) -> dict[str, dict[str, Any]]:
+    return {row["conversation_id"]: row for row in result.conversations.to_pylist()}
+
+
+def one_run(tmp_path: Path, rows: list[dict[str, Any]], **kwargs: Any) -> Any:
+    return recombine_tables([write_run(tmp_path / "run", rows, **kwargs)])
+
+
+def test_hard_timeout_fragments_become_one_conversation(tmp_path: Path) -> None:
+    rows = [
+        session("A", 0, 899, close="hard_timeout", flags=(SYN_ACK_PSH, 0x12)),
+        session("B", 900.5, 1799, close="hard_timeout", split=1, conversation="A"),
+        session("C", 1800.2, 1850, close="fin", split=2, conversation="A"),
+        session("X", 3000, 3010, a=("10.9.9.9", 1234), b=("10.0.0.2", 443),
+                flags=(SYN_ACK_PSH, 0x12)),
+    ]
+    result = one_run(tmp_path, rows)
+    by_id = conversations(result)
+    assert set(by_id) == {"A", "X"}
+    a = by_id["A"]
+    assert a["fragment_count"] == 3
+    assert a["splits"] == [0, 1, 2]
+    assert a["session_ids"] == ["A", "B", "C"]
+    assert a["split_reasons"] == ["hard_timeout", "hard_timeout"]
+    assert a["ab_bytes"] == 3000 and a["ba_bytes"] == 15000
+    assert a["ab_packets"] == 30 and a["ba_packets"] == 24
+    assert a["gaps_s"] == pytest.approx([1.5, 1.2])
+    assert a["state"] == "closed" and a["close_reason"] == "fin"
+    assert a["complete"] and not a["head_cut"] and not a["tail_cut"]
+    assert a["duration_s"] == 1850
+    assert a["recommended_hard_timeout"] == 2700  # 30 min 50 s -> 45 min
+    assert by_id["X"]["fragment_count"] == 1
+
+
+def test_hard_timeout_links_without_the_sessionizer_split(tmp_path: Path) -> None:
+    # a sessionizer that did not number fragments: the idle rule still links them
+    rows = [session("A", 0, 899, close="hard_timeout", flags=(SYN_ACK_PSH, 0x12)),
+            session("B", 930, 1000, close="idle")]
+    by_id = conversations(one_run(tmp_path, rows))
+    assert by_id["A"]["session_ids"] == ["A", "B"]
+    assert by_id["A"]["split_reasons"] == ["hard_timeout"]
+
+
+def test_next_fragment_beyond_the_idle_timeout_is_another_conversation(tmp_path: Path) -> None:
+    rows = [session("A", 0, 899, close="hard_timeout", flags=(SYN_ACK_PSH, 0x12)),
+            session("B", 899 + 60.001, 1000, close="idle")]
+    by_id = conversations(one_run(tmp_path, rows))
+    assert set(by_id) == {"A", "B"}
+    assert by_id["A"]["complete"]  # its hard deadline cut nothing: nothing came in time
+
+
+def test_idle_timeout_follows_protocol_and_state(tmp_path: Path) -> None:
+    udp = {"protocol": 17, "a": ("10.0.0.5", 5000), "b": ("10.0.0.6", 53)}
+    half = {"flags": (0x02, 0), "ba": (0, 0), "a": ("10.0.0.7", 1), "b": ("10.0.0.8", 22)}
+    rows = [
+        session("U1", 0, 100, close="evicted", **udp),
+        session("U2", 129, 140, **udp),  # within udp idle (30 s)
+        session("H1", 0, 100, close="evicted", **half),
+        session("H2", 106, 110, **half),  # beyond tcp_half_open (5 s)
+    ]
+    by_id = conversations(one_run(tmp_path, rows))
+    assert by_id["U1"]["session_ids"] == ["U1", "U2"]
+    assert by_id["U1"]["split_reasons"] == ["evicted"]
+    assert "H2" in by_id and by_id["H1"]["fragment_count"] == 1
+
+
+def test_late_session_joins_the_session_it_follows(tmp_path: Path) -> None:
+    rows = [
+        session("A", 0, 100, flags=(SYN_ACK_PSH, 0x12)),
+        session("L", 50, 60, late=True, follows="A", ab=(10, 1), ba=(0, 0)),
+        session("M", 70, 80, late=True, follows="ghost"),  # names a session not in the runs
+        session("O", 500, 510, a=("10.1.1.1", 1), b=("10.1.1.2", 2)),
+        session("W", 520, 530, late=True, follows="O"),  # other key: refused
+    ]
+    result = one_run(tmp_path, rows)
+    by_id = conversations(result)
+    assert by_id["A"]["session_ids"] == ["A", "L"]
+    assert by_id["A"]["split_reasons"] == ["late"]
+    assert by_id["A"]["ab_bytes"] == 1010
+    assert by_id["A"]["state"] == "closed"  # the late piece does not decide the final state
+    assert by_id["A"]["gaps_s"] == [0.0]  # a late piece inside the span leaves no gap
+    assert "M" in by_id and "W" in by_id
+    assert result.report["refused_links"] == {"late_follows_missing": 1,
+                                              "late_follows_other_key": 1,
+                                              "split_link_missing": 0}
+
+
+def test_run_boundary_continuation_with_flipped_orientation(tmp_path: Path) -> None:
+    first = write_run(tmp_path / "r1", [
+        session("A", 0, 500, state="active", flags=(SYN_ACK_PSH, 0x12)),
+    ])
+    # the next run saw the server speak first: its own a/b and client/server are reversed
+    second = write_run(tmp_path / "r2", [
+        session("B", 520, 600, a=("10.0.0.2", 443), b=("10.0.0.1", 40000),
+                ab=(7000, 7), ba=(300, 3), flags=(0x18, 0x11)),
+    ])
+    result = recombine_tables([second, first])  # given out of order: data windows decide
+    assert [run.path for run in result.runs] == [first, second]
+    by_id = conversations(result)
+    assert list(by_id) == ["A"]
+    a = by_id["A"]
+    assert a["split_reasons"] == ["run_boundary"]
+    assert (a["ip_a"], a["port_a"]) == ("10.0.0.1", 40000)
+    assert a["ab_bytes"] == 1000 + 300 and a["ba_bytes"] == 5000 + 7000
+    assert a["orientation_conflicts"] == ["B"]
+    assert a["state"] == "closed" and a["close_reason"] == "idle"
+    fragments = result.fragments.to_pylist()
+    assert [f["flipped"] for f in fragments] == [False, True]
+    assert [f["run_index"] for f in fragments] == [0, 1]
+
+
+def test_open_session_without_continuation_is_settled_when_the_next_run_covers_it(
+    tmp_path: Path,
+) -> None:
+    first = write_run(tmp_path / "r1", [
+        session("A", 0, 500, state="active", flags=(SYN_ACK_PSH, 0x12)),
+        session("Q", 450, 480, state="active", protocol=17, a=("10.0.0.5", 5000),
+                b=("10.0.0.6", 53), ba=(0, 0)),
+    ])
+    second = write_run(tmp_path / "r2", [
+        session("Z", 505, 700, a=("10.3.3.3", 1), b=("10.3.3.4", 2),
+                flags=(SYN_ACK_PSH, 0x12)),
+    ])
+    by_id = conversations(recombine_tables([first, second]))
+    assert by_id["A"]["state"] == "closed" and by_id["A"]["close_reason"] == "idle"
+    assert by_id["A"]["state_inferred"] and by_id["A"]["complete"]
+    assert by_id["Q"]["close_reason"] == "no_reply"  # one direction only
+
+
+def test_run_boundary_needs_an_open_session_and_the_idle_timeout(tmp_path: Path) -> None:
+    first = write_run(tmp_path / "r1", [
+        session("A", 0, 500, close="idle"),  # closed for good: not continued
+        session("P", 0, 500, state="active", a=("10.5.5.5", 1), b=("10.5.5.6", 2)),
+    ])
+    second = write_run(tmp_path / "r2", [
+        session("B", 520, 600),
+        session("R", 561, 600, a=("10.5.5.6", 2), b=("10.5.5.5", 1)),  # 61 s > 60 s idle
+    ])
+    by_id = conversations(recombine_tables([first, second]))
+    assert set(by_id) == {"A", "B", "P", "R"}
+
+
+def test_chains_never_mix_exporters_or_keys(tmp_path: Path) -> None:
+    rows = [
+        session("A", 0, 899, close="hard_timeout"),
+        session("B", 900, 950, exporter="192.0.2.99"),
+        session("C", 900, 950, b=("10.0.0.2", 444)),
+        session("D", 900, 950, protocol=17),
+    ]
+    by_id = conversations(one_run(tmp_path, rows))
+    assert all(row["fragment_count"] == 1 for row in by_id.values())
+
+
+def test_three_runs_over_slices_equal_one_run_over_everything(tmp_path: Path) -> None:
+    """One capture split at 700 s and 1500 s gives the conversations of one whole run."""
+    syn = {"flags": (SYN_ACK_PSH, 0x12)}
+    udp = {"protocol": 17, "a": ("10.0.0.5", 5000), "b": ("10.0.0.6", 53)}
+    other = {"a": ("10.7.7.7", 3333), "b": ("10.0.0.2", 80)}
+    whole = write_run(tmp_path / "whole", [
+        session("X0", 0, 899.9, close="hard_timeout", ab=(900, 9), ba=(9000, 9), **syn),
+        session("X1", 900.0, 1799.5, close="hard_timeout", split=1, conversation="X0",
+                ab=(900, 9), ba=(9000, 9)),
+        session("X2", 1800.0, 2000, close="fin", split=2, conversation="X0",
+                ab=(200, 2), ba=(2000, 2)),
+        session("U0", 650, 720, **udp),  # crosses the first cut, quiet before the second
+        session("Y0", 1200, 1400, close="idle", **other, **syn),
+    ], window=(0, 2000))
+    r1 = write_run(tmp_path / "r1", [
+        session("X0", 0, 699.9, state="active", ab=(700, 7), ba=(7000, 7), **syn),
+        session("U0", 650, 690, state="active", ab=(600, 6), ba=(3000, 5), **udp),
+    ], window=(0, 699.9))
+    r2 = write_run(tmp_path / "r2", [
+        session("X-r2", 700.0, 1499.5, state="active", ab=(900, 9), ba=(9000, 9)),
+        session("U-r2", 700.2, 720, ab=(400, 4), ba=(2000, 3), **udp),
+        session("Y0", 1200, 1400, close="idle", **other, **syn),
+    ], window=(700.0, 1499.5))
+    r3 = write_run(tmp_path / "r3", [
+        session("X-r3", 1500.0, 2000, close="fin", ab=(400, 4), ba=(4000, 4)),
+    ], window=(1500.0, 2000))
+
+    columns = ["conversation_id", "exporter", "protocol", "ip_a", "port_a", "ip_b", "port_b",
+               "first_seen", "last_seen", "ab_bytes", "ba_bytes", "ab_packets", "ba_packets",
+               "state", "close_reason", "complete", "head_cut", "tail_cut"]
+    one = recombine_tables([whole]).conversations.select(columns)
+    three = recombine_tables([r3, r1, r2]).conversations.select(columns)
+    assert three.to_pylist() == one.to_pylist()
+
+
+def test_head_and_tail_outside_the_window(tmp_path: Path) -> None:
+    rows = [
+        session("MID", 0, 899, close="hard_timeout", flags=(0x18, 0x10)),  # no SYN at start
+        session("MID1", 900, 1000, split=1, conversation="MID", flags=(0x18, 0x10)),
+        session("SYN", 2, 50, a=("10.8.8.8", 1), b=("10.0.0.2", 22), flags=(0x1B, 0x13)),
+        session("LATE1", 300, 400, split=3, conversation="gone", a=("10.6.6.6", 1)),
+        session("END", 1100, 1999, close="hard_timeout", a=("10.4.4.4", 9),
+                flags=(0x1B, 0x13)),
+        session("OPEN", 1950, 2000, state="active", a=("10.4.4.5", 9), flags=(0x1B, 0x13)),
+    ]
+    result = one_run(tmp_path, rows)
+    by_id = conversations(result)
+    assert by_id["MID"]["head_cut"] and not by_id["MID"]["complete"]
+    assert not by_id["SYN"]["head_cut"] and by_id["SYN"]["complete"]
+    assert by_id["LATE1"]["head_cut"]  # its fragment 0 is in no table
+    assert by_id["END"]["tail_cut"] and by_id["OPEN"]["tail_cut"]
+    window = result.report["outside_window"]
+    heads = {e["conversation_id"]: e["message"] for e in window["head_cut"]}
+    assert heads["MID"] == ("fragment 0 is outside the window: widen the window to start "
+                            "before 2024-03-01T12:00:00Z")
+    assert heads["LATE1"].endswith("start before 2024-03-01T12:05:00Z")
+    tails = {e["conversation_id"]: e["message"] for e in window["tail_cut"]}
+    assert tails["OPEN"] == "more may follow after 2024-03-01T12:33:20Z"
+
+
+def test_duplicate_sessions_across_runs_are_refused(tmp_path: Path) -> None:
+    rows = [session("A", 0, 10)]
+    first = write_run(tmp_path / "r1", rows)
+    second = write_run(tmp_path / "r2", rows)
+    with pytest.raises(UsageError, match="session A appears 2 times"):
+        recombine_tables([first, second])
+    with pytest.raises(UsageError, match="given twice"):
+        recombine_tables([first, first])
+
+
+def test_a_directory_that_is_not_a_run_is_a_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match=r"no manifest\.json"):
+        recombine_tables([tmp_path])
+
+
+def test_missing_settings_fall_back_to_defaults_and_say_so(tmp_path: Path) -> None:
+    partial = {k: v for k, v in SETTINGS.items() if k != "sessions.idle.udp"}
+    result = recombine_tables([write_run(tmp_path / "r", [session("A", 0, 1)],
+                                         settings=partial)])
+    assert result.runs[0].settings["sessions.idle.udp"] == 30.0
+    assert result.report["runs"][0]["notes"] == [
+        "manifest has no sessions.idle.udp; used the default 30 s"]
+
+
+def test_nice_hard_timeouts() -> None:
+    got = nice_above(np.array([0.0, 0.5, 59.0, 60.0, 899.0, 900.0, 3600.0, 8 * 86400.5]))
+    assert got.tolist() == [1, 1, 60, 120, 900, 1200, 7200, 9 * 86400]
+
+
+# ---- invariants on generated inputs -------------------------------------------------------
+
+KEYS = [("10.0.0.1", 1000, "10.0.0.2", 80, 6), ("10.0.0.2", 80, "10.0.0.1", 1000, 6),
+        ("10.0.0.3", 53, "10.0.0.4", 5353, 17), ("10.0.0.5", 0, "10.0.0.6", 0, 1)]
+REASONS = ["hard_timeout", "evicted", "idle", "fin", None]
+
+
+@st.composite
+def session_tables(draw: st.DrawFn) -> list[dict[str, Any]]:
+    count = draw(st.integers(1, 40))
+    rows = []
+    for index in range(count):
+        key = draw(st.sampled_from(KEYS))
+        start = draw(st.integers(0, 5000))
+        length = draw(st.integers(0, 900))
+        reason = draw(st.sampled_from(REASONS))
+        late = draw(st.booleans()) and index > 0
+        rows.append(session(
+            f"s{index:03d}", start, start + length, a=(key[0], key[1]), b=(key[2], key[3]),
+            protocol=key[4], exporter=draw(st.sampled_from(["192.0.2.1", "192.0.2.2"])),
+            state="closed" if reason else "active", close=reason,
+            ab=(draw(st.integers(0, 10**6)), draw(st.integers(0, 50))),
+            ba=(draw(st.integers(0, 10**6)), draw(st.integers(0, 50))),
+            late=late, follows=f"s{draw(st.integers(0, index - 1)):03d}" if late else None,
+        ))
+    return rows
+
+
+def chain_rows(rows: list[dict[str, Any]], tmp: Path) -> Any:
+    run = Run(path=write_run(tmp, rows), settings={k: float(v) for k, v in SETTINGS.items()
+                                                   if k.startswith("sessions.")
+                                                   and isinstance(v, float)})
+    return chain_sessions(read_sessions(run), [run])
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(session_tables(), st.randoms(use_true_random=False))
+def test_every_session_in_one_conversation_and_totals_conserved(
+    tmp_path: Path, rows: list[dict[str, Any]], shuffle: Any
+) -> None:
+    chains = chain_rows(rows, tmp_path / "a")
+    fragments = chains.fragments.to_pylist()
+    assert sorted(f["session_id"] for f in fragments) == sorted(r["session_id"] for r in rows)
+    conversations = chains.conversations
+    total_in = sum(r["ab_bytes"] + r["ba_bytes"] for r in rows)
+    total_out = sum(c["ab_bytes"] + c["ba_bytes"] for c in conversations.to_pylist())
+    assert total_in == total_out
+    assert sum(conversations.column("fragment_count").to_pylist()) == len(rows)
+    by_session = {r["session_id"]: r for r in rows}
+    for conversation in conversations.to_pylist():
+        members = [by_session[s] for s in conversation["session_ids"]]
+        assert len({m["exporter"] for m in members}) == 1
+        assert len({(m["protocol_number"], frozenset([(m["ip_a"], m["port_a"]),
+                                                      (m["ip_b"], m["port_b"])]))
+                    for m in members}) == 1
+    # the input's row order changes nothing
+    shuffled = list(rows)
+    shuffle.shuffle(shuffled)
+    again = chain_rows(shuffled, tmp_path / "b")
+    assert again.conversations.equals(chains.conversations)
+    assert again.fragments.drop_columns(["run_dir"]).equals(
+        chains.fragments.drop_columns(["run_dir"]))
+
+
+def test_empty_run(tmp_path: Path) -> None:
+    result = recombine_tables([write_run(tmp_path / "r", [])])
+    assert result.conversations.num_rows == 0
+    assert result.report["counts"]["conversations"] == 0
+    assert isinstance(result.conversations, pa.Table)
