@@ -38,7 +38,9 @@ class YamlFile:
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             line = f":{mark.line + 1}" if mark is not None else ""
-            problem = exc.problem or exc.context or "syntax error"
+            problem = exc.problem or "syntax error"
+            if exc.context and exc.context_mark is not None:
+                problem += f" ({exc.context} at line {exc.context_mark.line + 1})"
             raise UsageError(f"{path}{line}: YAML syntax error: {problem}") from None
         except yaml.YAMLError as exc:
             raise UsageError(f"{path}: YAML error: {exc}") from None

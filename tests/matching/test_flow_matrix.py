@@ -1,0 +1,147 @@
+"""Flow Matrix files: rules, services, references, located errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from obserae_forensics.errors import UsageError
+from obserae_forensics.matching import (
+    Cartography,
+    Service,
+    load_cartography,
+    load_flow_matrix,
+)
+from obserae_forensics.matching.address_sets import AddressSet
+
+CARTOGRAPHY = """\
+hosts:
+  resolver: 10.0.0.53
+networks:
+  lan: [10.0.0.0/24, "fd00::/64"]
+groups:
+  clients: [lan]
+"""
+
+
+@pytest.fixture
+def cartography(tmp_path: Path) -> Cartography:
+    path = tmp_path / "cartography.yaml"
+    path.write_text(CARTOGRAPHY)
+    return load_cartography(path)
+
+
+def test_the_bundled_example_loads(fixtures: Path) -> None:
+    cartography = load_cartography(fixtures / "cartography.yaml")
+    matrix = load_flow_matrix(fixtures / "flow_matrix.yaml", cartography)
+    assert matrix.rule_names == (
+        "lab-dns",
+        "lab-admin",
+        "lab-web",
+        "web-out",
+        "time-sync",
+        "local-discovery",
+    )
+    assert [rule.index for rule in matrix.rules] == list(range(6))
+    dns = matrix.rules[0]
+    assert dns.service == Service((6, 17), ((53, 53),))
+    assert dns.source_names == ("lab",)
+    assert dns.line == 6
+    web = matrix.rules[2]
+    assert web.service.ports == ((80, 80), (8000, 8099))
+    assert matrix.rules[3].destination == cartography.resolve("internet4")
+
+
+def test_rule_fields_and_lists(tmp_path: Path, cartography: Cartography) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(
+        "rules:\n"
+        "  - name: dns\n"
+        "    description: lan resolves names\n"
+        "    source: [clients, 192.0.2.0/24, '2001:db8::7']\n"
+        "    destination: resolver\n"
+        "    protocol: [UDP, tcp, 6]\n"
+        "    ports: [53, '5300-5310', 5305]\n"
+        "  - name: anything\n"
+        "    source: any\n"
+        "    destination: any\n"
+        "    protocol: any\n"
+        "  - name: gre\n"
+        "    source: lan\n"
+        "    destination: 10.0.0.1\n"
+        "    protocol: 47\n"
+    )
+    dns, anything, gre = load_flow_matrix(path, cartography).rules
+    assert dns.description == "lan resolves names"
+    assert dns.source == cartography.resolve("lan").union(
+        AddressSet.from_networks(["192.0.2.0/24", "2001:db8::7"])
+    )
+    assert dns.service == Service((6, 17), ((53, 53), (5300, 5310)))
+    assert anything.service == Service(None, None)
+    assert gre.service == Service((47,), None)
+    assert (dns.line, anything.line, gre.line) == (2, 8, 12)
+
+
+def test_an_empty_rules_list_is_a_matrix_without_rules(
+    tmp_path: Path, cartography: Cartography
+) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text("rules: []\n")
+    assert load_flow_matrix(path, cartography).rules == ()
+    path.write_text("rules:\n")
+    assert load_flow_matrix(path, cartography).rules == ()
+
+
+RULE = "rules:\n  - name: r\n    source: lan\n    destination: resolver\n    protocol: udp\n"
+
+ERRORS = [
+    ("rules:\n  - name: r\n    source: lan\n    destination: [resolver, dbs]\n    protocol: udp\n",
+     r":4: rule 'r' destination: unknown name 'dbs'"),
+    ("rules:\n  - name: r\n    source: 10.0.0.1/8\n    destination: resolver\n    protocol: udp\n",
+     r":3: rule 'r' source: bad address or CIDR: '10\.0\.0\.1/8' has host bits set"),
+    ("rules:\n  - name: r\n    source: 10.0.0.0/99\n    destination: resolver\n    protocol: udp\n",
+     r":3: rule 'r' source: bad address or CIDR: bad prefix length '99'"),
+    (RULE + "    ports: [53, 65536]\n", r":6: rule 'r': bad port '65536'"),
+    (RULE + "    ports:\n      - 53\n      - 90-80\n", r":8: rule 'r': bad port range '90-80'"),
+    (RULE + "    ports: 0x35\n", r":6: rule 'r': bad port '0x35'"),
+    (RULE + "    ports: []\n", r":6: rule 'r' ports is an empty list"),
+    (RULE + "  - name: r\n    source: lan\n    destination: lan\n    protocol: tcp\n",
+     r":6: duplicate rule name 'r' \(first at line 2\)"),
+    ("rules:\n  - name: r\n    source: lan\n    protocol: udp\n",
+     r":2: rule #1 has no 'destination'"),
+    ("rules:\n  - source: lan\n    destination: lan\n    protocol: udp\n",
+     r":2: rule #1 has no 'name'"),
+    (RULE.replace("udp", "udq"), r":5: rule 'r': unknown protocol 'udq'"),
+    (RULE.replace("udp", "300"), r":5: rule 'r': protocol number 300 is out of range"),
+    (RULE.replace("udp", "icmp") + "    ports: 8\n",
+     r":6: rule 'r': protocol 1 has no ports"),
+    (RULE.replace("udp", "any") + "    ports: 53\n",
+     r":6: rule 'r': ports need a protocol"),
+    (RULE.replace("udp", "[any, udp]"), r":5: rule 'r': 'any' cannot be listed"),
+    (RULE + "    port: 53\n", r":6: unknown key 'port' in rule #1"),
+    (RULE.replace("name: r", "name: ''"), r":2: the rule name is empty"),
+    (RULE.replace("source: lan", "source:"), r":3: an entry of rule 'r' source is empty"),
+    ("rule:\n  - name: r\n", r":1: unknown key 'rule' in the Flow Matrix"),
+    ("description: x\n", r":1: unknown key 'description'"),
+    ("rules:\n  name: r\n", r":2: 'rules' must be a list"),
+    ("rules:\n  - name: r\n    source: [lan\n", r":4: YAML syntax error"),
+    ("rules:\n  - lan\n", r":2: rule #1 must be a mapping"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("text", "message"), ERRORS)
+def test_bad_files_name_file_line_and_problem(
+    tmp_path: Path, cartography: Cartography, text: str, message: str
+) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(text)
+    with pytest.raises(UsageError, match=r"^" + str(path).replace(".", r"\.") + message):
+        load_flow_matrix(path, cartography)
+
+
+def test_names_resolve_against_the_cartography_given(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(RULE)
+    with pytest.raises(UsageError, match=r":3: rule 'r' source: unknown name 'lan'"):
+        load_flow_matrix(path, Cartography.builtin())
