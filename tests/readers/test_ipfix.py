@@ -1,0 +1,242 @@
+"""IPFIX decoding. scapy encodes message headers and templates (enterprise and variable-length
+specifiers included); data records and options templates are packed with struct."""
+
+from __future__ import annotations
+
+import struct
+
+import pyarrow as pa
+from scapy.layers.netflow import (
+    NetflowFlowsetV9,
+    NetflowHeader,
+    NetflowHeaderV10,
+    NetflowTemplateFieldV9,
+    NetflowTemplateV9,
+)
+
+from obserae_forensics.addresses import address_text
+from obserae_forensics.readers.datagrams import Datagram
+from obserae_forensics.readers.exports import ExportDecoder, export_version
+from obserae_forensics.report import ExporterStats, RunReport
+from obserae_forensics.schema import FLOW_SCHEMA
+
+EXPORT_S = 1_700_000_000
+EXPORT_US = EXPORT_S * 1_000_000
+EXPORTER = "2001:db8::9"
+DOMAIN = 5
+NTP_OFFSET_S = 2_208_988_800
+
+
+def datagram(payload: bytes, frame: int) -> Datagram:
+    return Datagram(payload, EXPORTER, 4739, 4739, frame, 24 + 300 * frame,
+                    EXPORT_US + frame, "ipfix.pcap")
+
+
+def message(*sets: bytes, sequence: int = 0) -> bytes:
+    body = b"".join(sets)
+    header = NetflowHeader(version=10) / NetflowHeaderV10(
+        ExportTime=EXPORT_S, flowSequence=sequence, ObservationDomainID=DOMAIN)
+    raw = bytearray(bytes(header))
+    raw[2:4] = struct.pack(">H", len(raw) + len(body))
+    return bytes(raw) + body
+
+
+def template(template_id: int, fields: list[tuple[int, int, int]]) -> bytes:
+    """fields: (element, length, enterprise number or 0)."""
+    return bytes(NetflowFlowsetV9(flowSetID=2, templates=[NetflowTemplateV9(
+        templateID=template_id,
+        template_fields=[
+            NetflowTemplateFieldV9(enterpriseBit=1 if pen else 0, fieldType=element,
+                                   fieldLength=length, enterpriseNumber=pen)
+            for element, length, pen in fields
+        ])]))
+
+
+def options_template(template_id: int, scope: list[tuple[int, int]],
+                     options: list[tuple[int, int]], scope_count: int | None = None) -> bytes:
+    fields = scope + options
+    body = struct.pack(">HHH", template_id, len(fields),
+                       len(scope) if scope_count is None else scope_count)
+    body += b"".join(struct.pack(">HH", element, length) for element, length in fields)
+    return struct.pack(">HH", 3, 4 + len(body)) + body
+
+
+def data(template_id: int, *records: bytes) -> bytes:
+    body = b"".join(records)
+    return struct.pack(">HH", template_id, 4 + len(body)) + body
+
+
+def decode(*payloads: bytes, report: RunReport | None = None) -> tuple[pa.Table, RunReport]:
+    report = report or RunReport()
+    decoder = ExportDecoder(report)
+    batches = decoder.feed([datagram(p, i + 1) for i, p in enumerate(payloads)])
+    batches += decoder.finish()
+    return pa.Table.from_batches(batches, schema=FLOW_SCHEMA), report
+
+
+def stats(report: RunReport) -> ExporterStats:
+    return report.exporters[(EXPORTER, DOMAIN)]
+
+
+def test_ipfix_reverse_enterprise_and_variable_length_fields() -> None:
+    fields = [
+        (8, 4, 0), (12, 4, 0), (4, 1, 0),
+        (2, 4, 0), (1, 3, 0),  # reduced-size counters: 4 and 3 bytes
+        (2, 4, 29305), (1, 8, 29305),  # RFC 5103 reverse packets / octets
+        (82, 65535, 0),  # interfaceName: variable length
+        (1, 2, 2636),  # a Juniper element: skipped by length, counted
+        (136, 1, 0),  # flowEndReason
+        (83, 65535, 0),  # interfaceDescription: variable length, 3-byte prefix below
+    ]
+    short_name = b"\x04eth0"
+    long_name = b"\xff" + struct.pack(">H", 300) + b"x" * 300
+    record = (struct.pack(">IIBI", 0xC0000201, 0xC0000202, 6, 12) + (70000).to_bytes(3, "big")
+              + struct.pack(">IQ", 9, 4000) + short_name + b"\xab\xcd" + b"\x03" + long_name)
+    payload = message(template(300, fields), data(300, record, record))
+    assert export_version(payload) == 10
+    table, report = decode(payload)
+    rows = table.to_pylist()
+    assert len(rows) == 2
+    assert address_text(rows[0]["src_addr"]) == "192.0.2.1"
+    assert (rows[0]["packets"], rows[0]["octets"]) == (12, 70000)
+    assert (rows[0]["reverse_packets"], rows[0]["reverse_octets"]) == (9, 4000)
+    assert rows[0]["flow_end_reason"] == 3
+    assert [r["record_index"] for r in rows] == [0, 1]
+    s = stats(report)
+    assert s.enterprise_fields_skipped == 2
+    assert (s.records, s.packets, s.octets) == (2, 24, 140000)
+    assert not report.skipped
+
+
+def ntp(unix_us: int, low_bits: int = 0) -> int:
+    seconds, micros = divmod(unix_us, 1_000_000)
+    fraction = (micros << 32) // 1_000_000 + 1
+    return (seconds + NTP_OFFSET_S) << 32 | (fraction | low_bits)
+
+
+def test_ipfix_every_time_form() -> None:
+    start_us = EXPORT_US - 7_250_000
+    end_us = EXPORT_US - 1_500_000
+    cases = [
+        ([(150, 4, 0), (151, 4, 0)], struct.pack(">II", start_us // 10**6, end_us // 10**6),
+         (start_us // 10**6 * 10**6, end_us // 10**6 * 10**6)),
+        ([(152, 8, 0), (153, 8, 0)], struct.pack(">QQ", start_us // 1000, end_us // 1000),
+         (start_us, end_us)),
+        ([(154, 8, 0), (155, 8, 0)], struct.pack(">QQ", ntp(start_us, 0x7FF), ntp(end_us)),
+         (start_us, end_us)),
+        ([(156, 8, 0), (157, 8, 0)], struct.pack(">QQ", ntp(start_us), ntp(end_us)),
+         (start_us, end_us)),
+        ([(158, 4, 0), (159, 4, 0)],
+         struct.pack(">II", EXPORT_US - start_us, EXPORT_US - end_us), (start_us, end_us)),
+        ([(160, 8, 0), (22, 4, 0), (21, 4, 0)],
+         struct.pack(">QII", EXPORT_US // 1000 - 86_400_000, 86_400_000 - 7_250,
+                     86_400_000 - 1_500), (start_us, end_us)),
+        ([(152, 8, 0), (161, 4, 0)], struct.pack(">QI", start_us // 1000, 5_750),
+         (start_us, end_us)),
+    ]
+    for index, (fields, record, expected) in enumerate(cases):
+        table, _ = decode(message(template(400 + index, fields), data(400 + index, record)))
+        got = (int(table["first_seen"][0].value), int(table["last_seen"][0].value))
+        assert got == expected, fields
+
+
+def test_ipfix_uptime_times_from_an_options_record() -> None:
+    # softflowd: systemInitTimeMilliseconds (160) only in an options record (template 256)
+    boot_ms = EXPORT_US // 1000 - 10_000
+    payload = message(
+        options_template(256, [(149, 4)], [(160, 8)]),
+        template(1024, [(8, 4, 0), (22, 4, 0), (21, 4, 0)]),
+        data(256, struct.pack(">IQ", DOMAIN, boot_ms)),
+        data(1024, struct.pack(">III", 1, 2_000, 9_000)),
+    )
+    table, report = decode(payload)
+    assert int(table["first_seen"][0].value) == (boot_ms + 2_000) * 1000
+    assert int(table["last_seen"][0].value) == (boot_ms + 9_000) * 1000
+    assert stats(report).options_records == 1
+
+
+def test_ipfix_sampling_from_packet_interval_and_space() -> None:
+    payload = message(
+        options_template(260, [(302, 4)], [(305, 4), (306, 4)]),
+        template(261, [(8, 4, 0), (2, 4, 0)]),
+        data(260, struct.pack(">III", 1, 1, 99)),
+        data(261, struct.pack(">II", 1, 5)),
+    )
+    table, _ = decode(payload)
+    assert table["sampling_rate"].to_pylist() == [100]
+
+
+def test_ipfix_withdrawal_is_counted_and_ignored_over_udp() -> None:
+    fields = [(8, 4, 0), (2, 4, 0)]
+    withdrawal = struct.pack(">HHHH", 2, 8, 300, 0)
+    table, report = decode(message(template(300, fields), sequence=0),
+                           message(withdrawal, sequence=0),
+                           message(data(300, struct.pack(">II", 1, 7)), sequence=0))
+    assert table["packets"].to_pylist() == [7]
+    assert stats(report).template_withdrawals == 1
+
+
+def test_ipfix_options_template_without_scope_is_rejected() -> None:
+    _, report = decode(message(options_template(270, [], [(34, 4)], scope_count=0)))
+    assert report.skipped["bad_template"] == 1
+
+
+def test_ipfix_variable_field_longer_than_its_set_is_malformed() -> None:
+    fields = [(8, 4, 0), (82, 65535, 0)]
+    good = struct.pack(">I", 1) + b"\x02ab"
+    bad = struct.pack(">I", 2) + b"\x30ab"
+    table, report = decode(message(template(300, fields), data(300, good, bad)))
+    assert table.num_rows == 1
+    assert report.skipped["bad_record"] == 1
+
+
+def test_ipfix_ipv6_addresses_and_icmp_type_code() -> None:
+    fields = [(27, 16, 0), (28, 16, 0), (4, 1, 0), (139, 2, 0)]
+    src = bytes.fromhex("20010db8000000000000000000000001")
+    dst = bytes.fromhex("20010db8000000000000000000000002")
+    table, _ = decode(message(template(300, fields), data(300, src + dst + b"\x3a\x80\x00")))
+    row = table.to_pylist()[0]
+    assert address_text(row["src_addr"]) == "2001:db8::1"
+    assert (row["ip_version"], row["protocol"], row["src_port"], row["dst_port"]) == (
+        6, 58, 0, 0x8000)
+
+
+def test_ipfix_sequence_counts_data_records_in_both_conventions() -> None:
+    fields = [(8, 4, 0), (2, 4, 0)]
+    record = struct.pack(">II", 1, 1)
+    t = template(300, fields)
+    # RFC 7011: records sent before this message
+    _, report = decode(message(t, data(300, record, record), sequence=0),
+                       message(data(300, record), sequence=2),
+                       message(data(300, record, record, record), sequence=3))
+    assert stats(report).sequence_gaps == 0
+    # softflowd: the current message's records included
+    _, report = decode(message(t, data(300, record, record), sequence=2),
+                       message(data(300, record), sequence=3),
+                       message(data(300, record, record, record), sequence=6))
+    assert stats(report).sequence_gaps == 0
+    # a real loss
+    _, report = decode(message(t, data(300, record, record), sequence=0),
+                       message(data(300, record), sequence=12))
+    s = stats(report)
+    assert (s.sequence_gaps, s.sequence_lost) == (1, 10)
+
+
+def test_ipfix_two_messages_in_one_datagram() -> None:
+    fields = [(8, 4, 0), (2, 4, 0)]
+    first = message(template(300, fields), data(300, struct.pack(">II", 1, 3)), sequence=0)
+    second = message(data(300, struct.pack(">II", 2, 4)), sequence=1)
+    table, report = decode(first + second)
+    assert table["packets"].to_pylist() == [3, 4]
+    assert table["record_index"].to_pylist() == [0, 1]
+    assert stats(report).datagrams == 2
+    assert not report.skipped
+
+
+def test_ipfix_message_longer_than_datagram_keeps_complete_sets() -> None:
+    fields = [(8, 4, 0), (2, 4, 0)]
+    payload = message(template(300, fields), data(300, struct.pack(">II", 1, 3)),
+                      data(300, struct.pack(">II", 1, 4) * 4))
+    table, report = decode(payload[:-6])
+    assert table["packets"].to_pylist() == [3]
+    assert report.skipped["truncated"] >= 1
