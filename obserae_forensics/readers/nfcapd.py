@@ -523,6 +523,13 @@ def _decode_block(
 
         decode_v1_block(state, buf, offsets, types, sizes, layouts, layout_first, flow_index,
                         columns, report, frame, offset)
+        valid = columns.pop("_valid", None)
+        if valid is not None:  # records whose extension map is missing were counted there
+            columns = {name: values[valid] for name, values in columns.items()}
+            flow_index = flow_index[valid]
+            n = len(flow_index)
+            if n == 0:
+                return None
     else:
         _decode_v3_groups(state, buf, offsets, sizes, flow_layouts, flow_index, layout_first,
                           columns, report, frame, offset, big_endian)
@@ -767,7 +774,8 @@ def _count_exporters(state: _FileState, columns: dict[str, np.ndarray], report: 
         mine = stream == index
         stats.records += int(np.count_nonzero(mine))
         # forward + reverse, as nfdump's own totals (UpdateStat, nfdump_inline.c)
-        stats.packets += int(columns["packets"][mine].sum() + columns["reverse_packets"][mine].sum())
+        packets = columns["packets"][mine].sum() + columns["reverse_packets"][mine].sum()
+        stats.packets += int(packets)
         stats.octets += int(columns["octets"][mine].sum() + columns["reverse_octets"][mine].sum())
         if stats.version == 0:
             stats.version = int(columns["export_version"][mine][0])

@@ -170,6 +170,7 @@ def decode_layout(rows: np.ndarray, layout: Layout) -> dict[str, np.ndarray]:
         out["flow_end_reason"] = rows["flow_end_reason"].astype(np.uint8)
     if "out_packets" in present:
         out["reverse_packets"] = rows["out_packets"].astype(np.uint64)
+    if "out_bytes" in present:
         out["reverse_octets"] = rows["out_bytes"].astype(np.uint64)
     if "src_as" in present:
         out["src_as"] = rows["src_as"].astype(np.uint32)
