@@ -34,6 +34,7 @@ from ..matching.cartography import Cartography, load_cartography
 from ..matching.flow_matrix import FlowMatrix, load_flow_matrix
 from ..matching.match import match_sessions, matched_rules_column
 from ..recombine import recombine_tables
+from ..schema import SESSIONS_SCHEMA
 
 MANIFEST = "manifest.json"
 TABLE_FILES = {
@@ -179,7 +180,8 @@ def rematch(run: Run, flow_matrix: Path | str | FlowMatrix) -> Run:
     """
     matrix = (flow_matrix if isinstance(flow_matrix, FlowMatrix)
               else load_flow_matrix(Path(flow_matrix), run.cartography))
-    columns = {name: pa.array(run.sessions[name]) for name in MATCH_INPUT_COLUMNS}
+    columns = {name: pa.array(run.sessions[name]).cast(SESSIONS_SCHEMA.field(name).type)
+               for name in MATCH_INPUT_COLUMNS}
     table = pa.table(columns)
     matches = match_sessions(table, matrix)
     rules = matched_rules_column(table, matches)

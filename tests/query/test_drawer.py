@@ -1,0 +1,86 @@
+"""drawer(): one session's row, matches, fragments, consolidated row and raw flow records."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from obserae_forensics import query
+from obserae_forensics.errors import UsageError
+
+from .run_dirs import at, session_rows, write_run
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> query.Run:
+    run_dir = write_run(tmp_path_factory.mktemp("run") / "hand")
+    return query.load(run_dir, flow_matrix=run_dir / "flow_matrix.yaml")
+
+
+def test_drawer_of_a_fragment_shows_its_whole_conversation(run: query.Run) -> None:
+    found = query.drawer(run, "s5b")
+    assert found.session["session_id"] == "s5b"
+    assert found.fragments["session_id"].tolist() == ["s5a", "s5b"]
+    assert found.fragments["link_reason"].tolist()[1] == "hard_timeout"
+    assert found.conversation is not None
+    assert found.conversation["fragment_count"] == 2
+    assert found.matches["rule"].tolist() == ["db-access"]
+    assert found.flows["direction"].tolist() == ["ab", "ba"]
+    assert (found.flows["session_id"] == "s5b").all()
+    assert found.consolidated["consolidated_id"].tolist() == ["s5b"]
+    assert found.related.empty
+
+
+def test_summary_reads_like_the_sessions_page(run: query.Run) -> None:
+    text = query.drawer(run, "s1").summary()
+    assert text.splitlines()[:3] == [
+        "session s1",
+        "client 10.0.0.42:53124 -> server 10.0.10.12:443 TCP "
+        "(server side by tcp_syn, confidence 0.95)",
+        "duration 38s, 1.0 KB client->server (3 packets), 5.0 KB server->client (4 packets)",
+    ]
+    assert "matched rules: web-to-api" in text
+    assert "state closed (fin)" in text
+    six = query.drawer(run, "s6").summary()
+    assert "client [2001:db8::1]:0 -> server [2001:db8::2]:0 ICMP" in six
+    assert "matched rules: none" in six and "closed -" not in six
+
+
+def test_drawer_html_has_the_flow_records(run: query.Run) -> None:
+    html = query.drawer(run, "s3")._repr_html_()
+    assert "flow records (2)" in html and "hand.pcap" in html
+
+
+def test_rule_descriptions_come_from_the_flow_matrix(tmp_path: Path) -> None:
+    run_dir = write_run(tmp_path / "hand")
+    (run_dir / "flow_matrix.yaml").write_text(
+        (run_dir / "flow_matrix.yaml").read_text().replace(
+            "  - name: lan-dns\n", "  - name: lan-dns\n    description: the lab resolver\n"))
+    run = query.load(run_dir, flow_matrix=run_dir / "flow_matrix.yaml")
+    assert query.drawer(run, "s2").matches["description"].tolist() == ["the lab resolver"]
+
+
+def test_without_recombination_fragments_follow_conversation_id(tmp_path: Path) -> None:
+    run = query.load(write_run(tmp_path / "hand"), recombine=False)
+    found = query.drawer(run, "s5a")
+    assert found.fragments["session_id"].tolist() == ["s5a", "s5b"]
+    assert found.conversation is None
+    assert query.drawer(run, "s1").fragments["session_id"].tolist() == ["s1"]
+
+
+def test_late_sessions_are_related_and_in_the_conversation(tmp_path: Path) -> None:
+    rows = session_rows()
+    late = dict(rows[0], session_id="s1-late", conversation_id="s1-late", late=True,
+                follows_session_id="s1", opened_at=at("10:00:20"), last_seen_at=at("10:00:30"),
+                closed_at=at("10:00:30"), matched_rules=[])
+    run = query.load(write_run(tmp_path / "hand", sessions=[*rows, late]))
+    assert query.drawer(run, "s1").related["session_id"].tolist() == ["s1-late"]
+    from_late = query.drawer(run, "s1-late")
+    assert from_late.related["session_id"].tolist() == ["s1"]
+    assert from_late.fragments["session_id"].tolist() == ["s1", "s1-late"]
+
+
+def test_unknown_session_is_a_usage_error(run: query.Run) -> None:
+    with pytest.raises(UsageError, match="no session 'nope'"):
+        query.drawer(run, "nope")

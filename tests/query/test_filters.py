@@ -1,0 +1,208 @@
+"""Each Sessions-page filter against answers worked out by hand on tests/query/run_dirs.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from obserae_forensics import query
+from obserae_forensics.errors import UsageError
+from obserae_forensics.query import SessionQuery
+
+from .run_dirs import at, write_run
+
+ALL = ["s1", "s2", "s3", "s4", "s5a", "s5b", "s6", "s7", "s8"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> query.Run:
+    return query.load(write_run(tmp_path_factory.mktemp("run") / "hand"))
+
+
+def ids(frame: pd.DataFrame) -> list[str]:
+    return sorted(frame["session_id"].tolist())
+
+
+def shown(run: query.Run, mask: pd.Series) -> list[str]:
+    return ids(run.sessions.loc[mask])
+
+
+def test_last_counts_back_from_the_data_end_not_the_wall_clock(run: query.Run) -> None:
+    assert run.data_end == at("11:00:00")
+    # [10:00, 11:00]: s5a ended at 09:00, every other session overlaps
+    hour = query.time_window(run.sessions, last=3600, data_end=run.data_end)
+    assert shown(run, hour) == [i for i in ALL if i != "s5a"]
+    # [10:50, 11:00]: s3 (10:50:00 exactly), s4, s5b (still going), s7, s8
+    assert ids(SessionQuery().last(600).apply(run)) == ["s3", "s4", "s5b", "s7", "s8"]
+
+
+def test_window_keeps_sessions_that_overlap_it(run: query.Run) -> None:
+    # 09:30-09:31: only the long database session s5b (09:00:10 - 10:59:00) is inside
+    mask = query.time_window(run.sessions, "2024-03-01T09:30:00Z", "2024-03-01 09:31")
+    assert shown(run, mask) == ["s5b"]
+    # open-ended start: everything that had begun by 08:50
+    assert shown(run, query.time_window(run.sessions, end="2024-03-01T08:50:00Z")) == ["s5a"]
+
+
+def test_window_bounds_are_inclusive(run: query.Run) -> None:
+    # s1 ends at 10:00:38 exactly, s2 starts at 10:10:00 exactly
+    mask = query.time_window(run.sessions, at("10:00:38"), at("10:10:00"))
+    assert shown(run, mask) == ["s1", "s2", "s5b"]
+
+
+def test_last_without_a_data_end_or_with_start_is_refused(run: query.Run) -> None:
+    with pytest.raises(UsageError, match=r"data_window\.end"):
+        query.time_window(run.sessions, last=60)
+    with pytest.raises(UsageError, match="either last= or start/end"):
+        query.time_window(run.sessions, start=at("10:00:00"), last=60, data_end=run.data_end)
+
+
+def test_window_applies_to_flows_and_matches_too(run: query.Run) -> None:
+    flows = query.time_window(run.flows, last=600, data_end=run.data_end)
+    # records at 10:50:00 (s3 both), 10:50:01 (s4 both), 10:59:00 (s5b's b->a), 10:59:30,
+    # 10:59:59 (s7), 10:59:58 (s8 both)
+    assert sorted(run.flows.loc[flows, "session_id"]) == [
+        "s3", "s3", "s4", "s4", "s5b", "s7", "s7", "s8", "s8"]
+    assert run.matches is not None
+    matches = query.time_window(run.matches, last=600, data_end=run.data_end)
+    assert run.matches.loc[matches, "session_id"].tolist() == ["s5b"]
+
+
+def test_entity_by_address_cidr_and_name_on_either_side(run: query.Run) -> None:
+    chart = run.cartography
+    assert shown(run, query.entity(run.sessions, "10.0.10.12", cartography=chart)) == [
+        "s1", "s4", "s8"]
+    assert shown(run, query.entity(run.sessions, "10.0.0.0/24", cartography=chart)) == [
+        "s1", "s2", "s3", "s4", "s5a", "s5b", "s7", "s8"]
+    assert shown(run, query.entity(run.sessions, "databases", cartography=chart)) == [
+        "s5a", "s5b"]
+    assert shown(run, query.entity(run.sessions, "2001:db8::/32", cartography=chart)) == ["s6"]
+    # resolver 10.0.0.53 is in lan, the groups nest: servers = api + resolver + databases
+    assert shown(run, query.entity(run.sessions, "servers", side="server",
+                                   cartography=chart)) == ["s1", "s2", "s4", "s5a", "s5b", "s8"]
+
+
+def test_entity_on_one_side(run: query.Run) -> None:
+    chart = run.cartography
+    lan_servers = query.entity(run.sessions, "lan", side="server", cartography=chart)
+    assert shown(run, lan_servers) == ["s2"]
+    assert shown(run, query.entity(run.sessions, "10.0.0.42", side="a", cartography=chart)) == [
+        "s1", "s2", "s7"]
+    assert shown(run, query.entity(run.sessions, "10.0.0.42", side="b", cartography=chart)) == []
+
+
+def test_builtin_names_work_without_a_cartography(run: query.Run) -> None:
+    # the seed's "internal hosts talking to the public internet"
+    view = SessionQuery().entity("internal4").entity("internet4", side="server")
+    assert ids(view.apply(run)) == ["s3", "s7"]
+    internet = query.entity(run.sessions, "internet4", side="server")
+    assert shown(run, internet) == ["s3", "s7"]
+
+
+def test_entity_on_flows_by_src_and_dst(run: query.Run) -> None:
+    mask = query.entity(run.flows, "93.184.216.34", side="dst")
+    assert run.flows.loc[mask, ["session_id", "direction"]].values.tolist() == [["s3", "ab"]]
+
+
+def test_unknown_entity_name_and_bad_side_are_usage_errors(run: query.Run) -> None:
+    with pytest.raises(UsageError, match="unknown name 'nosuchhost'"):
+        query.entity(run.sessions, "nosuchhost", cartography=run.cartography)
+    with pytest.raises(UsageError, match="unknown side 'left'"):
+        query.entity(run.sessions, "lan", side="left", cartography=run.cartography)
+    with pytest.raises(UsageError, match="host bits set"):
+        query.entity(run.sessions, "10.0.0.1/8")
+
+
+def test_port_protocol_and_service(run: query.Run) -> None:
+    assert shown(run, query.protocol(run.sessions, "udp")) == ["s2", "s7"]
+    assert shown(run, query.protocol(run.sessions, "ICMP", 17)) == ["s2", "s6", "s7"]
+    assert shown(run, query.port(run.sessions, 443, "3000-3999")) == ["s1", "s4"]
+    assert shown(run, query.port(run.sessions, 123, side="client")) == ["s7"]
+    assert shown(run, query.port(run.sessions, 5353, side="either")) == ["s2"]
+    assert shown(run, query.service(run.sessions, "tcp/22,80")) == ["s3", "s8"]
+    assert shown(run, query.service(run.sessions, "udp/443")) == []
+    with pytest.raises(UsageError, match="bad port"):
+        query.port(run.sessions, "70000")
+
+
+def test_protocol_on_tables_with_only_a_keyword_or_a_number(run: query.Run) -> None:
+    assert run.consolidated is not None
+    keyword_only = run.consolidated.drop(columns="protocol_number")
+    assert ids(keyword_only.rename(columns={"consolidated_id": "session_id"}).loc[
+        query.protocol(keyword_only, "udp")]) == ["s2", "s7"]
+    tcp_flows = run.flows.loc[query.protocol(run.flows, "tcp")]
+    assert sorted(set(tcp_flows["session_id"])) == ["s1", "s3", "s4", "s5a", "s5b", "s8"]
+
+
+def test_state_and_close_reason(run: query.Run) -> None:
+    assert shown(run, query.state(run.sessions, "active", "half_open")) == ["s5b", "s8"]
+    scans = query.state(run.sessions, "closed") & query.close_reason(
+        run.sessions, "no_reply", "rejected")
+    assert shown(run, scans) == ["s3", "s4", "s7"]
+    with pytest.raises(UsageError, match="unknown state 'open'"):
+        query.state(run.sessions, "open")
+    with pytest.raises(UsageError, match="unknown close reason 'timeout'"):
+        query.close_reason(run.sessions, "timeout")
+
+
+def test_exporter_with_and_without_domain(run: query.Run) -> None:
+    assert shown(run, query.exporter(run.sessions, "192.0.2.2")) == ["s6"]
+    assert shown(run, query.exporter(run.sessions, "192.0.2.2/256")) == ["s6"]
+    assert shown(run, query.exporter(run.sessions, "192.0.2.2/0")) == []
+    assert len(run.sessions.loc[query.exporter(run.sessions, "192.0.2.1")]) == 8
+
+
+def test_unmatched_only_is_closed_sessions_without_a_match(run: query.Run) -> None:
+    # s8 is half-open and s5b active: not finished, so not "unmatched" even with no rule
+    assert shown(run, query.unmatched(run.sessions, run.matches)) == ["s3", "s4", "s6", "s7"]
+    assert ids(SessionQuery().last(600).unmatched().apply(run)) == ["s3", "s4", "s7"]
+
+
+def test_unmatched_needs_matches(tmp_path: Path) -> None:
+    bare = query.load(write_run(tmp_path / "bare", with_matches=False))
+    assert bare.matches is None
+    with pytest.raises(UsageError, match="without --flow-matrix"):
+        SessionQuery().unmatched().apply(bare)
+
+
+def test_rule_filter(run: query.Run) -> None:
+    assert shown(run, query.rule(run.sessions, run.matches, "db-access", "lan-dns")) == [
+        "s2", "s5a", "s5b"]
+
+
+def test_query_composes_like_the_seed_queries(run: query.Run) -> None:
+    # "Likely TCP scans or blocked attempts", the last hour of the data
+    scans = (SessionQuery().last(3600).state("closed").close_reason("no_reply", "rejected")
+             .protocol("tcp"))
+    assert ids(scans.apply(run)) == ["s3", "s4"]
+    assert scans.describe() == ("LAST 3600 AND protocol in (tcp) AND state in (closed) "
+                                "AND close_reason in (no_reply, rejected)")
+    # "Recent sessions touching a known host or group"
+    assert ids(SessionQuery().last(3600).entity("databases").apply(run)) == ["s5b"]
+    # masks compose with & | ~ as well
+    either = query.port(run.sessions, 53) | query.port(run.sessions, 5432)
+    assert shown(run, either & ~query.state(run.sessions, "active")) == ["s2", "s5a"]
+
+
+def test_query_is_immutable(run: query.Run) -> None:
+    base = SessionQuery().state("closed")
+    narrowed = base.port(443)
+    assert base.ports == ()
+    assert ids(base.apply(run)) == ["s1", "s2", "s3", "s4", "s5a", "s6", "s7"]
+    assert ids(narrowed.apply(run)) == ["s1"]
+
+
+def test_filters_keep_the_frame_index(run: query.Run) -> None:
+    shuffled = run.sessions.sample(frac=1.0, random_state=3)
+    lan = query.entity(shuffled, "lan", cartography=run.cartography)
+    mask = query.state(shuffled, "closed") & lan
+    assert mask.index.equals(shuffled.index)
+    assert ids(shuffled.loc[mask]) == ["s1", "s2", "s3", "s4", "s5a", "s7"]
+
+
+def test_missing_addresses_never_match(run: query.Run) -> None:
+    frame = pd.DataFrame({"ip_a": pd.array(["10.0.0.1", None], dtype="string"),
+                          "ip_b": pd.array([None, "10.0.0.2"], dtype="string")})
+    assert query.entity(frame, "10.0.0.2").tolist() == [False, True]

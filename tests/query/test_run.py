@@ -1,0 +1,132 @@
+"""load(): tables as DataFrames with useful dtypes, several runs at once, rematch."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from obserae_forensics import query
+from obserae_forensics.errors import UsageError
+from obserae_forensics.query import SessionQuery
+
+from .run_dirs import FLOW_MATRIX, at, session_rows, write_run
+
+
+def test_tables_load_with_arrow_backed_strings_lists_and_nullable_integers(
+    tmp_path: Path,
+) -> None:
+    run = query.load(write_run(tmp_path / "hand"))
+    sessions = run.sessions
+    assert len(sessions) == 9 and len(run.flows) == 18
+    assert "run" not in sessions.columns
+    assert isinstance(sessions["session_id"].dtype, pd.StringDtype)
+    assert sessions["session_id"].dtype.storage == "pyarrow"
+    assert isinstance(sessions["matched_rules"].dtype, pd.ArrowDtype)
+    assert sessions.set_index("session_id").loc["s1", "matched_rules"] == ["web-to-api"]
+    # a missing ICMP type stays missing instead of turning the column into floats
+    assert isinstance(sessions["icmp_type"].dtype, pd.ArrowDtype)
+    assert sessions["icmp_type"].isna().sum() == 8
+    assert str(sessions["opened_at"].dtype) == "datetime64[us, UTC]"
+    assert sessions["ab_bytes"].dtype == "uint64"
+    assert run.manifest["data_window"]["end"] == "2024-03-01T11:00:00Z"
+    assert run.data_start == at("08:45:00") and run.data_end == at("11:00:00")
+    assert run.notes == ()
+
+
+def test_several_runs_load_as_one_in_data_window_order(tmp_path: Path) -> None:
+    early = write_run(tmp_path / "early")
+    later_rows = session_rows()
+    for row in later_rows:
+        row["session_id"] = "later-" + row["session_id"]
+        row["conversation_id"] = "later-" + row["conversation_id"]
+        for column in ("opened_at", "last_seen_at", "closed_at"):
+            if row[column] is not None:
+                row[column] += pd.Timedelta(hours=3)
+    later = write_run(tmp_path / "later", sessions=later_rows, data_end="2024-03-01T14:00:00Z")
+    manifest = json.loads((later / "manifest.json").read_text())
+    manifest["data_window"]["start"] = "2024-03-01T11:45:00Z"
+    (later / "manifest.json").write_text(json.dumps(manifest))
+
+    run = query.load([later, early])  # given out of order
+    assert run.paths == (early, later)
+    assert len(run.sessions) == 18 and len(run.flows) == 36
+    assert run.sessions.groupby("run")["session_id"].count().tolist() == [9, 9]
+    assert run.sessions.loc[run.sessions["run"] == 1, "session_id"].str.startswith(
+        "later-").all()
+    assert run.data_end == pd.Timestamp("2024-03-01T14:00:00Z")
+    assert [m["data_window"]["end"] for m in run.manifest["runs"]] == [
+        "2024-03-01T11:00:00Z", "2024-03-01T14:00:00Z"]
+    # last= counts back from the end of the later run's data
+    assert sorted(SessionQuery().last(600).apply(run)["session_id"]) == [
+        "later-s3", "later-s4", "later-s5b", "later-s7", "later-s8"]
+    assert sorted(SessionQuery().unmatched().apply(run)["session_id"]) == sorted(
+        [*("s3", "s4", "s6", "s7"), *("later-s3", "later-s4", "later-s6", "later-s7")])
+
+
+def test_the_same_run_twice_is_refused(tmp_path: Path) -> None:
+    first = write_run(tmp_path / "a")
+    with pytest.raises(UsageError, match="given twice"):
+        query.load([first, first])
+    shutil.copytree(first, tmp_path / "copy")
+    with pytest.raises(UsageError, match="appears in more than one"):
+        query.load([first, tmp_path / "copy"], recombine=False)
+
+
+def test_not_a_run_directory_says_so(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match=r"no manifest\.json"):
+        query.load(tmp_path)
+    with pytest.raises(UsageError, match="not a directory"):
+        query.load(tmp_path / "absent")
+    run_dir = write_run(tmp_path / "hand")
+    (run_dir / "flows.parquet").unlink()
+    with pytest.raises(UsageError, match=r"flows\.parquet: missing"):
+        query.load(run_dir)
+
+
+def test_a_vanished_cartography_falls_back_to_builtin_names_and_says_so(tmp_path: Path) -> None:
+    run_dir = write_run(tmp_path / "hand")
+    (run_dir / "cartography.yaml").unlink()
+    run = query.load(run_dir)
+    assert "not there" in run.notes[0]
+    assert len(SessionQuery().entity("internet4", side="server").apply(run)) == 2
+    with pytest.raises(UsageError, match="unknown name 'databases'"):
+        SessionQuery().entity("databases").apply(run)
+
+
+def test_rematch_applies_an_edited_flow_matrix_to_the_same_sessions(tmp_path: Path) -> None:
+    run = query.load(write_run(tmp_path / "hand"))
+    assert sorted(SessionQuery().unmatched().apply(run)["session_id"]) == [
+        "s3", "s4", "s6", "s7"]
+    edited = tmp_path / "edited.yaml"
+    edited.write_text(FLOW_MATRIX + """\
+  - name: lan-ntp
+    description: hosts set their clocks from public NTP
+    source: lan
+    destination: internet4
+    protocol: udp
+    ports: [123]
+""")
+    again = query.rematch(run, edited)
+    assert sorted(SessionQuery().unmatched().apply(again)["session_id"]) == ["s3", "s4", "s6"]
+    rules = again.sessions.set_index("session_id")["matched_rules"]
+    assert rules.loc["s7"] == ["lan-ntp"] and rules.loc["s1"] == ["web-to-api"]
+    assert again.matches is not None and len(again.matches) == 5
+    # the original Run is unchanged
+    assert run.matches is not None and len(run.matches) == 4
+
+
+def test_recombine_false_and_a_recombine_directory(tmp_path: Path) -> None:
+    from obserae_forensics.recombine import recombine_runs
+
+    run_dir = write_run(tmp_path / "hand")
+    assert query.load(run_dir, recombine=False).fragments is None
+    recombine_runs([run_dir], tmp_path / "recombined")
+    run = query.load(run_dir, recombine=tmp_path / "recombined")
+    assert run.fragments is not None and run.recombined is not None
+    assert len(run.fragments) == 9 and len(run.recombined) == 8
+    with pytest.raises(UsageError, match="recombine output directory"):
+        query.load(run_dir, recombine=tmp_path)
