@@ -1,0 +1,302 @@
+"""Plots for a post-event review (matplotlib): traffic over time, fragments, talkers, coherence.
+
+Every helper takes a Run (or one of its frames), draws on the Axes it is given or on a new
+figure, and returns the Axes, so a notebook can arrange several and a test can inspect the
+artists. Times are drawn in UTC with the zone named on the axis.
+
+The surprising thing: traffic over time is drawn from the flow records, not the sessions.
+A session holds its bytes from `opened_at` to `last_seen_at`, so binning sessions by their
+opening piles a two-hour database session's bytes into its first minute; the records
+behind it were exported along the way and land where the bytes went. Each record's bytes
+(both directions, scaled by its sampling rate unless the source already scaled them) go to
+the bin of its `first_seen`, labelled with its session's state or first matching rule.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import matplotlib.dates as mdates
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.colors import LogNorm
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from ..errors import UsageError
+from .drawer import drawer, human_bytes
+from .run import Run
+
+# bin widths a person would choose, seconds
+NICE_BINS_S = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600,
+               43200, 86400)
+TARGET_BINS = 60
+STATE_COLOURS = {"closed": "#4c72b0", "active": "#55a868", "half_open": "#c44e52"}
+REASON_COLOURS = {
+    "fin": "#4c72b0", "rst": "#8172b2", "rejected": "#c44e52", "no_reply": "#dd8452",
+    "idle": "#64b5cd", "hard_timeout": "#937860", "evicted": "#da8bc3",
+}
+NO_RULE = "no rule"
+
+
+def traffic_over_time(
+    run: Run,
+    *,
+    by: str = "state",
+    sessions: pd.DataFrame | None = None,
+    bin_s: float | None = None,
+    ax: Axes | None = None,
+) -> Axes:
+    """Stacked bytes per time bin, by session state or by first matching Flow Matrix rule.
+
+    Args:
+        sessions: only the flows of these sessions (e.g. a SessionQuery's rows).
+        bin_s: bin width in seconds; default a round width giving about 60 bins.
+    """
+    if by not in ("state", "rule"):
+        raise UsageError(f"traffic_over_time by {by!r}: use 'state' or 'rule'")
+    chosen = run.sessions if sessions is None else sessions
+    flows = run.flows.loc[run.flows["session_id"].isin(chosen["session_id"])]
+    axes = ax if ax is not None else _new_axes((10, 4))
+    if flows.empty:
+        axes.set_title("traffic over time: no flow records")
+        return axes
+    labels = _session_labels(chosen, by)
+    label = flows["session_id"].map(labels).astype(object).to_numpy()
+    octets = (flows["octets"].to_numpy(dtype=np.float64)
+              + flows["reverse_octets"].to_numpy(dtype=np.float64))
+    rate = np.where(flows["counters_scaled"].to_numpy(dtype=bool), 1.0,
+                    flows["sampling_rate"].to_numpy(dtype=np.float64).clip(min=1.0))
+    first_seen = _naive_utc(flows["first_seen"])
+    start, end = first_seen.min(), first_seen.max()
+    width_s = bin_s if bin_s is not None else _nice_bin(max((end - start).total_seconds(), 1.0))
+    width = pd.Timedelta(seconds=width_s)
+    frame = pd.DataFrame({"bin": first_seen.dt.floor(width).to_numpy(), "label": label,
+                          "bytes": octets * rate})
+    table = frame.pivot_table(index="bin", columns="label", values="bytes", aggfunc="sum",
+                              fill_value=0.0)
+    table = table.reindex(pd.date_range(table.index.min(), table.index.max(), freq=width),
+                          fill_value=0.0)
+    order = _label_order(list(table.columns), by)
+    x = mdates.date2num(table.index.to_pydatetime())
+    bottom = np.zeros(len(table))
+    colours = _colours(order, by)
+    for name in order:
+        heights = table[name].to_numpy()
+        axes.bar(x, heights, width=width_s / 86400.0, bottom=bottom, align="edge",
+                 label=f"{name} ({human_bytes(heights.sum())})", color=colours[name],
+                 edgecolor="none")
+        bottom += heights
+    _time_axis(axes)
+    axes.set_ylabel(f"bytes per {_human_seconds(width_s)}")
+    axes.set_title(f"traffic over time by {by} ({human_bytes(bottom.sum())}, "
+                   f"{len(flows)} flow records)")
+    axes.legend(loc="upper left", fontsize="small", frameon=False)
+    return axes
+
+
+def fragment_timeline(run: Run, session_id: str, *, ax: Axes | None = None) -> Axes:
+    """The fragments of the conversation `session_id` (any fragment, or the conversation id)
+    belongs to: one bar per fragment, its flow records as ticks, the gaps between them."""
+    session_id = _conversation_member(run, session_id)
+    found = drawer(run, session_id)
+    fragments = found.fragments
+    axes = ax if ax is not None else _new_axes((10, 1.2 + 0.6 * len(fragments)))
+    flows = run.flows.loc[run.flows["session_id"].isin(fragments["session_id"])]
+    for position, fragment in enumerate(fragments.itertuples(index=False)):
+        opened = _naive_utc(pd.Series([fragment.opened_at])).iloc[0]
+        last = _naive_utc(pd.Series([fragment.last_seen_at])).iloc[0]
+        start = mdates.date2num(opened.to_pydatetime())
+        length = max(mdates.date2num(last.to_pydatetime()) - start, 1e-9)
+        reason = fragment.close_reason if isinstance(fragment.close_reason, str) else None
+        colour = REASON_COLOURS.get(reason or "", STATE_COLOURS.get(fragment.state, "grey"))
+        axes.broken_barh([(start, length)], (position - 0.3, 0.6), facecolors=colour)
+        ticks = _naive_utc(flows.loc[flows["session_id"] == fragment.session_id, "first_seen"])
+        axes.plot(mdates.date2num(ticks.dt.to_pydatetime()), np.full(len(ticks), position),
+                  "|", color="black", markersize=14)
+        ended = reason or fragment.state
+        axes.annotate(f" {ended}", (start + length, position), va="center", fontsize="small")
+    names = [f"split {f.split} · {f.exporter}" + (f" · run {f.run}" if "run" in fragments
+                                                  else "")
+             for f in fragments.itertuples(index=False)]
+    axes.set_yticks(range(len(fragments)), names)
+    axes.set_ylim(len(fragments) - 0.4, -0.6)
+    _time_axis(axes)
+    first = fragments.iloc[0]
+    axes.set_title(f"conversation {found._conversation_id()}: {first['client_ip']} -> "
+                   f"{first['server_ip']}:{first['server_port']} {first['protocol']}, "
+                   f"{len(fragments)} fragment(s), {len(flows)} flow records")
+    present = list(dict.fromkeys(
+        r if isinstance(r, str) else s for r, s in zip(fragments["close_reason"],
+                                                       fragments["state"], strict=True)))
+    axes.legend(handles=[Patch(color=REASON_COLOURS.get(n, STATE_COLOURS.get(n, "grey")),
+                               label=n) for n in present], loc="upper left",
+                bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
+    axes.margins(x=0.08)
+    return axes
+
+
+def talker_heatmap(
+    sessions: pd.DataFrame, *, top: int = 10, value: str = "bytes", ax: Axes | None = None
+) -> Axes:
+    """Client rows x server columns of the `top` talkers: bytes both ways, or session count."""
+    if value not in ("bytes", "sessions"):
+        raise UsageError(f"talker_heatmap value {value!r}: use 'bytes' or 'sessions'")
+    axes = ax if ax is not None else _new_axes((9, 7))
+    if sessions.empty:
+        axes.set_title("talkers: no sessions")
+        return axes
+    amount = (sessions["ab_bytes"].to_numpy(dtype=np.float64)
+              + sessions["ba_bytes"].to_numpy(dtype=np.float64)
+              if value == "bytes" else np.ones(len(sessions)))
+    frame = pd.DataFrame({"client": sessions["client_ip"].astype(str).to_numpy(),
+                          "server": sessions["server_ip"].astype(str).to_numpy(),
+                          "amount": amount})
+    clients = frame.groupby("client")["amount"].sum().sort_values(ascending=False, kind="stable")
+    servers = frame.groupby("server")["amount"].sum().sort_values(ascending=False, kind="stable")
+    top_clients = list(clients.index[:top])
+    top_servers = list(servers.index[:top])
+    kept = frame.loc[frame["client"].isin(top_clients) & frame["server"].isin(top_servers)]
+    grid = kept.pivot_table(index="client", columns="server", values="amount", aggfunc="sum",
+                            fill_value=0.0).reindex(index=top_clients, columns=top_servers,
+                                                    fill_value=0.0)
+    values = grid.to_numpy()
+    shown = np.where(values > 0, values, np.nan)
+    positive = values[values > 0]
+    norm = LogNorm(vmin=positive.min(), vmax=max(positive.max(), positive.min() * 10))
+    image = axes.imshow(shown, cmap="viridis", norm=norm, aspect="auto")
+    for row, column in zip(*np.nonzero(values), strict=True):
+        cell = values[row, column]
+        text = human_bytes(cell) if value == "bytes" else f"{cell:.0f}"
+        bright = norm(cell) > 0.6
+        axes.text(column, row, text, ha="center", va="center", fontsize="x-small",
+                  color="black" if bright else "white")
+    axes.set_xticks(range(len(top_servers)), top_servers, rotation=45, ha="right",
+                    fontsize="small")
+    axes.set_yticks(range(len(top_clients)), top_clients, fontsize="small")
+    axes.set_xlabel("server")
+    axes.set_ylabel("client")
+    colorbar = axes.figure.colorbar(image, ax=axes)
+    colorbar.set_label("bytes (both directions)" if value == "bytes" else "sessions")
+    axes.set_title(f"top {len(top_clients)} of {len(clients)} clients x top {len(top_servers)} "
+                   f"of {len(servers)} servers by {value}")
+    return axes
+
+
+def coherence_histogram(
+    consolidated: pd.DataFrame | None, *, ax: Axes | None = None
+) -> Axes:
+    """coherence_pct of consolidated sessions, seen by one exporter vs by several.
+
+    With one exporter coherence is 100 by definition, so those are drawn apart: the
+    multi-exporter bars are the ones that say whether two devices agree on a conversation.
+    """
+    axes = ax if ax is not None else _new_axes((8, 4))
+    if consolidated is None or consolidated.empty:
+        axes.set_title("coherence: no consolidated sessions")
+        return axes
+    coherence = consolidated["coherence_pct"].to_numpy(dtype=np.float64, na_value=np.nan)
+    several = consolidated["sampler_count"].to_numpy(dtype=np.int64) > 1
+    edges = np.linspace(0.0, 100.0, 21)
+    axes.hist([coherence[several], coherence[~several]], bins=edges, stacked=True,
+              color=["#c44e52", "#cccccc"],
+              label=[f"seen by several exporters ({int(several.sum())})",
+                     f"one exporter, 100 by definition ({int((~several).sum())})"])
+    axes.set_xlim(0, 100)
+    axes.set_xlabel("coherence_pct (100 x smallest / largest scaled bytes among exporters)")
+    axes.set_ylabel("consolidated sessions")
+    if several.any():
+        low = int((coherence[several] < 90).sum())
+        axes.set_title(f"multi-exporter coherence: {low} of {int(several.sum())} below 90%")
+    else:
+        axes.set_title("coherence: every conversation was seen by one exporter only")
+    axes.legend(loc="upper left", fontsize="small", frameon=False)
+    return axes
+
+
+def _new_axes(size: tuple[float, float]) -> Axes:
+    """A new pyplot figure: a notebook's inline backend shows it, Agg just keeps it."""
+    import matplotlib.pyplot as plt
+
+    _, axes = plt.subplots(figsize=size, layout="constrained")
+    return axes
+
+
+def _session_labels(sessions: pd.DataFrame, by: str) -> pd.Series:
+    """session_id -> its state, or its first matching rule in file order ("no rule")."""
+    if by == "state":
+        values = sessions["state"].astype(str).to_numpy()
+    else:
+        rules = sessions["matched_rules"]
+        values = np.array([NO_RULE if rule is None or len(rule) == 0 else str(rule[0])
+                           for rule in rules.tolist()], dtype=object)
+    return pd.Series(values, index=sessions["session_id"].astype(str).to_numpy())
+
+
+def _label_order(labels: list[Any], by: str) -> list[Any]:
+    if by == "state":
+        known = [s for s in STATE_COLOURS if s in labels]
+        return known + sorted(set(labels) - set(known))
+    return sorted(label for label in labels if label != NO_RULE) + (
+        [NO_RULE] if NO_RULE in labels else [])
+
+
+def _colours(order: list[Any], by: str) -> dict[Any, Any]:
+    if by == "state":
+        return {name: STATE_COLOURS.get(name, "grey") for name in order}
+    palette = [f"C{i % 10}" for i in range(len(order))]
+    colours = dict(zip(order, palette, strict=True))
+    if NO_RULE in colours:
+        colours[NO_RULE] = "#bbbbbb"
+    return colours
+
+
+def _nice_bin(span_s: float) -> float:
+    for width in NICE_BINS_S:
+        if span_s / width <= TARGET_BINS:
+            return float(width)
+    return float(np.ceil(span_s / TARGET_BINS / 86400) * 86400)
+
+
+def _human_seconds(seconds: float) -> str:
+    for unit, size in (("h", 3600), ("min", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g} {unit}"
+    return f"{seconds:g} s"
+
+
+def _naive_utc(times: pd.Series) -> pd.Series:
+    """UTC-aware times -> naive UTC, which matplotlib's date axis draws without converting."""
+    if getattr(times.dt, "tz", None) is not None:
+        return times.dt.tz_convert("UTC").dt.tz_localize(None)
+    return times
+
+
+def _time_axis(axes: Axes) -> None:
+    locator = mdates.AutoDateLocator()
+    axes.xaxis.set_major_locator(locator)
+    axes.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    axes.set_xlabel("time (UTC)")
+
+
+def _conversation_member(run: Run, identifier: str) -> str:
+    """A session id of the conversation named by a session id or a conversation id."""
+    sessions = run.sessions
+    if (sessions["session_id"] == identifier).any():
+        return identifier
+    if run.fragments is not None:
+        members = run.fragments.loc[run.fragments["conversation_id"] == identifier]
+        if len(members):
+            return str(members["session_id"].iloc[0])
+    members = sessions.loc[sessions["conversation_id"] == identifier]
+    if len(members):
+        return str(members["session_id"].iloc[0])
+    raise UsageError(f"no session or conversation {identifier!r} in the loaded runs")
+
+
+def figure_of(axes: Axes) -> Figure:
+    """The Figure an Axes from these helpers belongs to (to save it or show it)."""
+    figure = axes.figure
+    assert isinstance(figure, Figure)
+    return figure

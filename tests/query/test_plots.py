@@ -1,0 +1,94 @@
+"""Plot helpers draw what the tables say: bar heights, fragment bars, heatmap cells (Agg)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+from matplotlib.patches import Rectangle
+
+from obserae_forensics import query
+from obserae_forensics.errors import UsageError
+from obserae_forensics.query import plots
+
+from .run_dirs import write_run
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> query.Run:
+    return query.load(write_run(tmp_path_factory.mktemp("run") / "hand"))
+
+
+@pytest.fixture(autouse=True)
+def close_figures() -> Iterator[None]:
+    yield
+    plt.close("all")
+
+
+def bar_total(axes: plt.Axes) -> float:
+    return float(sum(p.get_height() for p in axes.patches if isinstance(p, Rectangle)))
+
+
+def test_traffic_by_state_conserves_bytes(run: query.Run, tmp_path: Path) -> None:
+    axes = plots.traffic_over_time(run)
+    total = float((run.sessions["ab_bytes"] + run.sessions["ba_bytes"]).sum())
+    assert bar_total(axes) == pytest.approx(total)
+    labels = [t.get_text() for t in axes.get_legend().get_texts()]
+    assert [label.split()[0] for label in labels] == ["closed", "active", "half_open"]
+    plots.figure_of(axes).savefig(tmp_path / "traffic.png")
+    assert (tmp_path / "traffic.png").stat().st_size > 1000
+
+
+def test_traffic_by_rule_labels_sessions_without_a_rule(run: query.Run) -> None:
+    axes = plots.traffic_over_time(run, by="rule", bin_s=3600)
+    labels = [t.get_text().split(" (")[0] for t in axes.get_legend().get_texts()]
+    assert labels == ["db-access", "lan-dns", "web-to-api", "no rule"]
+    assert axes.get_ylabel() == "bytes per 1 h"
+
+
+def test_traffic_of_a_selection_only(run: query.Run) -> None:
+    scans = query.SessionQuery().close_reason("no_reply", "rejected").apply(run)
+    axes = plots.traffic_over_time(run, sessions=scans)
+    assert bar_total(axes) == pytest.approx(float((scans["ab_bytes"] + scans["ba_bytes"]).sum()))
+    with pytest.raises(UsageError, match="'state' or 'rule'"):
+        plots.traffic_over_time(run, by="exporter")
+
+
+def test_fragment_timeline_has_one_bar_per_fragment(run: query.Run) -> None:
+    axes = plots.fragment_timeline(run, "s5a")  # a conversation id works as well as a session
+    assert [t.get_text() for t in axes.get_yticklabels()] == [
+        "split 0 · 192.0.2.1", "split 1 · 192.0.2.1"]
+    assert "2 fragment(s), 4 flow records" in axes.get_title()
+    with pytest.raises(UsageError, match="no session or conversation"):
+        plots.fragment_timeline(run, "nope")
+
+
+def test_heatmap_cells_are_client_server_byte_totals(run: query.Run) -> None:
+    axes = plots.talker_heatmap(run.sessions, top=2)
+    assert [t.get_text() for t in axes.get_yticklabels()] == ["10.0.0.99", "10.0.0.42"]
+    assert [t.get_text() for t in axes.get_xticklabels()] == ["10.0.10.12", "10.1.0.5"]
+    grid = axes.get_images()[0].get_array()
+    # 10.0.0.99 -> 10.0.10.12: s4 (4000 + 5000) and s8 (9000 + 5000); 10.0.0.42 -> api: s1
+    assert grid[0, 0] == 23000 and grid[1, 0] == 6000
+    assert np.ma.is_masked(grid[0, 1]) or np.isnan(grid[0, 1])
+    counted = plots.talker_heatmap(run.sessions, value="sessions").get_images()[0].get_array()
+    assert np.nansum(counted.filled(np.nan) if np.ma.isMaskedArray(counted) else counted) == 9
+
+
+def test_coherence_histogram_splits_single_and_multi_exporter(run: query.Run) -> None:
+    axes = plots.coherence_histogram(run.consolidated)
+    assert bar_total(axes) == len(run.sessions)
+    assert "one exporter only" in axes.get_title()
+    multi = run.consolidated.copy()
+    multi.loc[:3, "sampler_count"] = 2
+    multi.loc[:1, "coherence_pct"] = 40.0
+    axes = plots.coherence_histogram(multi)
+    assert axes.get_title() == "multi-exporter coherence: 2 of 4 below 90%"
+    assert "no consolidated" in plots.coherence_histogram(None).get_title()
