@@ -373,8 +373,6 @@ def _blocks(
     frame = 0
     f.seek(pos)
     while pos < header.data_end:
-        if header.num_blocks and frame >= header.num_blocks and header.appendix_offset:
-            break  # anything between the last data block and the appendix is not data
         frame += 1
         if header.data_end - pos < BLOCK_HEADER.itemsize:
             report.skip(TruncatedInput(

@@ -1,0 +1,223 @@
+"""Damaged and unusual nfcapd files, built from a corpus file with the test-file writer.
+
+Every bad unit must be counted with its file, block offset and block number, and everything
+else in the file must still be read.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from obserae_forensics.readers.compression import LZ4, NONE
+from obserae_forensics.readers.nfcapd import nfcapd_time_span, read_nfcapd
+from obserae_forensics.readers.nfcapd_write import RawFile, read_raw, write_v2
+from obserae_forensics.report import RunReport
+from obserae_forensics.schema import FLOW_SCHEMA
+
+SOURCE = "sf_v9_synscan.nfcapd"  # 2002 flows + exporter info + exporter stats, one block
+PER_BLOCK = 400
+
+
+def read_table(path: Path, **options: object) -> tuple[pa.Table, RunReport]:
+    report = RunReport()
+    batches = list(read_nfcapd(path, report, **options))  # type: ignore[arg-type]
+    return pa.Table.from_batches(batches, schema=FLOW_SCHEMA), report
+
+
+def multi_block(corpus: Path, compression: int) -> RawFile:
+    """The corpus file re-cut into blocks of PER_BLOCK records (exporter info stays first)."""
+    raw = read_raw(corpus / "nfcapd" / SOURCE)
+    records = [record for block in raw.blocks for record in block]
+    raw.blocks = [records[i:i + PER_BLOCK] for i in range(0, len(records), PER_BLOCK)]
+    raw.compression = compression
+    return raw
+
+
+def block_offsets(path: Path) -> list[int]:
+    data = path.read_bytes()
+    count = int(np.frombuffer(data, "<u4", 1, 36)[0])
+    offsets, pos = [], 40
+    for _ in range(count):
+        offsets.append(pos)
+        pos += 12 + int(np.frombuffer(data, "<u4", 1, pos + 4)[0])
+    return offsets
+
+
+def flows_of(table: pa.Table) -> list[tuple[int, int, int]]:
+    return list(zip(table.column("first_seen").cast(pa.int64()).to_pylist(),
+                    table.column("src_port").to_pylist(), table.column("dst_port").to_pylist(),
+                    strict=True))
+
+
+@pytest.fixture(params=[NONE, LZ4], ids=["none", "lz4"])
+def archive(request: pytest.FixtureRequest, corpus: Path, tmp_path: Path) -> Path:
+    path = tmp_path / "multi.nfcapd"
+    write_v2(path, multi_block(corpus, request.param))
+    return path
+
+
+def test_recut_file_reads_like_the_original(corpus: Path, archive: Path) -> None:
+    original, _ = read_table(corpus / "nfcapd" / SOURCE)
+    table, report = read_table(archive)
+    assert flows_of(table) == flows_of(original) and not report.skipped
+    assert report.files[str(archive)].units == len(block_offsets(archive)) == 6
+    offsets = block_offsets(archive)
+    assert set(table.column("source_offset").to_pylist()) == set(offsets)
+    assert table.column("source_frame").to_pylist()[PER_BLOCK] == 2
+
+
+def test_truncated_file_keeps_whole_blocks(archive: Path, tmp_path: Path) -> None:
+    offsets = block_offsets(archive)
+    cut = tmp_path / "cut.nfcapd"
+    cut.write_bytes(archive.read_bytes()[:offsets[2] + 30])
+    table, report = read_table(cut)
+    assert table.num_rows == 2 * PER_BLOCK - 1  # block 1 starts with the exporter record
+    assert report.skipped == {"truncated": 1}
+    problem = report.examples[0]
+    assert (problem.offset, problem.frame) == (offsets[2], 3)
+    assert nfcapd_time_span(cut) is None  # the appendix went with the cut
+
+
+def test_corrupt_compressed_block_is_skipped_and_counted(corpus: Path, tmp_path: Path) -> None:
+    path = tmp_path / "bad.nfcapd"
+    write_v2(path, multi_block(corpus, LZ4))
+    offsets = block_offsets(path)
+    data = bytearray(path.read_bytes())
+    data[offsets[1] + 12:offsets[1] + 40] = bytes(range(200, 228))
+    path.write_bytes(bytes(data))
+    table, report = read_table(path)
+    assert table.num_rows == 2002 - PER_BLOCK
+    assert report.skipped == {"bad_compression": 1}
+    assert (report.examples[0].offset, report.examples[0].frame) == (offsets[1], 2)
+    assert str(path) in str(report.examples[0])
+
+
+def test_block_header_claiming_too_much_loses_only_the_swallowed_block(
+        corpus: Path, tmp_path: Path) -> None:
+    path = tmp_path / "lying.nfcapd"
+    write_v2(path, multi_block(corpus, NONE))
+    offsets = block_offsets(path)
+    data = bytearray(path.read_bytes())
+    size = int(np.frombuffer(data, "<u4", 1, offsets[1] + 4)[0])
+    data[offsets[1] + 4:offsets[1] + 8] = np.array([size + 1000], "<u4").tobytes()
+    path.write_bytes(bytes(data))
+    table, report = read_table(path)
+    # block 2 still decodes its 400 records; block 3's header was swallowed, the reader
+    # finds block 4 again by scanning forward
+    assert table.num_rows == 2002 - PER_BLOCK
+    assert report.skipped["bad_block_header"] == 1
+    assert set(table.column("source_offset").to_pylist()) == set(offsets) - {offsets[2]}
+
+
+def test_block_header_claiming_too_little_keeps_what_fits(corpus: Path,
+                                                          tmp_path: Path) -> None:
+    path = tmp_path / "short.nfcapd"
+    write_v2(path, multi_block(corpus, NONE))
+    offsets = block_offsets(path)
+    data = bytearray(path.read_bytes())
+    size = int(np.frombuffer(data, "<u4", 1, offsets[1] + 4)[0])
+    data[offsets[1] + 4:offsets[1] + 8] = np.array([size - 200], "<u4").tobytes()
+    path.write_bytes(bytes(data))
+    table, report = read_table(path)
+    # block numbers after a resync count the bad header too; offsets stay exact
+    blocks = table.column("source_offset").to_pylist()
+    kept = blocks.count(offsets[1])
+    assert kept < PER_BLOCK and blocks.count(offsets[2]) == PER_BLOCK
+    assert blocks.count(offsets[0]) == PER_BLOCK - 1 and table.num_rows == 2002 - (PER_BLOCK - kept)
+    assert report.skipped["bad_record"] == PER_BLOCK - kept
+    assert report.skipped["bad_block_header"] == 1
+
+
+def test_bad_element_length_skips_only_that_record(corpus: Path, tmp_path: Path) -> None:
+    raw = multi_block(corpus, NONE)
+    record = bytearray(raw.blocks[0][5])
+    assert np.frombuffer(record, "<u2", 1)[0] == 11
+    record[14:16] = np.array([4000], "<u2").tobytes()  # first element runs past the record
+    raw.blocks[0][5] = bytes(record)
+    path = tmp_path / "element.nfcapd"
+    write_v2(path, raw)
+    table, report = read_table(path)
+    assert table.num_rows == 2001 and report.skipped == {"bad_record": 1}
+    assert 5 not in table.column("record_index").to_pylist()[:PER_BLOCK]
+
+
+def test_unknown_elements_are_skipped_by_length_and_counted(corpus: Path,
+                                                            tmp_path: Path) -> None:
+    raw = read_raw(corpus / "nfcapd" / "sf_v9_varsvc.nfcapd")
+    extra = np.array([99, 12], "<u2").tobytes() + b"\xee" * 8  # ID no nfdump version defines
+    changed = []
+    for record in raw.blocks[0]:
+        if np.frombuffer(record, "<u2", 1)[0] == 11:
+            head = np.frombuffer(record, "<u2", 3).copy()
+            head[1] += len(extra)
+            head[2] += 1
+            record = head.tobytes() + record[6:12] + extra + record[12:]
+        changed.append(record)
+    raw.blocks[0] = changed
+    path = tmp_path / "unknown.nfcapd"
+    write_v2(path, raw)
+    base, _ = read_table(corpus / "nfcapd" / "sf_v9_varsvc.nfcapd")
+    table, report = read_table(path)
+    assert flows_of(table) == flows_of(base)
+    assert table.column("octets").equals(base.column("octets"))
+    assert report.ignored["nfcapd_unknown_element"] == 72 and not report.skipped
+
+
+def test_sampler_records_give_the_rate_and_the_scaled_flag(corpus: Path,
+                                                           tmp_path: Path) -> None:
+    raw = read_raw(corpus / "nfcapd" / "sf_v9_varsvc.nfcapd")
+    block = raw.blocks[0]
+    assert np.frombuffer(block[0], "<u2", 1)[0] == 7  # exporter info, sysid 1
+    # sampler record type 15: sysid 1, algorithm 0, id -1 (generic), 1 of every 1 + 99
+    sampler = (np.array([15, 24, 1, 0], "<u2").tobytes() + np.array([-1], "<i8").tobytes()
+               + np.array([1, 99], "<u4").tobytes())
+    # a 1.7.1-style EXsamplerInfo element (16 bytes) on record 3: its own interval 10
+    element = (np.array([18, 16], "<u2").tobytes() + np.array([5, 10], "<u4").tobytes()
+               + np.array([0, 1], "<u2").tobytes())
+    flows = []
+    for index, record in enumerate(block[1:]):
+        if np.frombuffer(record, "<u2", 1)[0] == 11:
+            mutable = bytearray(record)
+            mutable[10] |= 0x2  # V3 flag: sampled, counters scaled
+            if index == 3:
+                head = np.frombuffer(bytes(mutable[:6]), "<u2").copy()
+                head[1] += len(element)
+                head[2] += 1
+                mutable = bytearray(head.tobytes()) + mutable[6:] + element
+            record = bytes(mutable)
+        flows.append(record)
+    raw.blocks[0] = [block[0], sampler, *flows]
+    path = tmp_path / "sampled.nfcapd"
+    write_v2(path, raw)
+    table, report = read_table(path)
+    rates = table.column("sampling_rate").to_pylist()
+    assert rates[3] == 10 and set(rates[:3] + rates[4:]) == {100}
+    assert all(table.column("counters_scaled").to_pylist())
+    assert report.exporters[("127.0.0.1", 0)].sampling_rate == 100
+
+
+def test_file_cut_inside_the_header_is_counted_not_raised(tmp_path: Path) -> None:
+    path = tmp_path / "stub.nfcapd"
+    path.write_bytes(bytes.fromhex("0ca50200") + bytes(10))
+    table, report = read_table(path)
+    assert table.num_rows == 0 and report.skipped == {"truncated": 1}
+    assert nfcapd_time_span(path) is None
+
+
+def test_file_without_appendix_still_reads(corpus: Path, tmp_path: Path) -> None:
+    """An nfcapd.current file: NumBlocks 0, no appendix; read blocks until the end."""
+    raw = multi_block(corpus, NONE)
+    raw.stat, raw.ident = None, ""
+    path = tmp_path / "nfcapd.current"
+    write_v2(path, raw)
+    data = bytearray(path.read_bytes())
+    data[36:40] = bytes(4)
+    path.write_bytes(bytes(data))
+    table, report = read_table(path)
+    assert table.num_rows == 2002 and not report.skipped
+    assert nfcapd_time_span(path) is None
+    assert set(table.column("exporter").to_pylist()) == {"127.0.0.1"}
