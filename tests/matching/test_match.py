@@ -91,9 +91,8 @@ def matrix(tmp_path: Path) -> FlowMatrix:
 
 def with_rules(sessions: pa.Table, matches: pa.Table) -> pa.Table:
     column = matched_rules_column(sessions, matches)
-    return sessions.set_column(
-        sessions.schema.get_field_index("matched_rules"), "matched_rules", column
-    )
+    index = sessions.schema.get_field_index("matched_rules")
+    return sessions.set_column(index, SESSIONS_SCHEMA.field("matched_rules"), column)
 
 
 def described(sessions: pa.Table) -> dict[str, list[str]]:

@@ -1,0 +1,237 @@
+"""sessions_consolidated: one row per conversation across exporters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from obserae_forensics.matching import SESSIONS_CONSOLIDATED_SCHEMA, consolidate_sessions
+from obserae_forensics.schema import SESSIONS_SCHEMA
+
+from .session_tables import make_sessions, sessions_from_nfdump_csv
+
+GRACE_US = 30_000_000
+SAMPLING = 10
+COUNTERS = ("ab_bytes", "ba_bytes", "ab_packets", "ba_packets")
+
+
+def sampled(sessions: pa.Table, rate: int, *, scaled: bool = False) -> pa.Table:
+    """The same sessions as a 1:rate sampling exporter reports them: counters / rate."""
+    for name in COUNTERS:
+        index = sessions.schema.get_field_index(name)
+        kept = pc.divide(sessions.column(name), rate)
+        if scaled:
+            kept = pc.multiply(kept, rate)
+        sessions = sessions.set_column(index, SESSIONS_SCHEMA.field(name), kept.cast(pa.uint64()))
+    n = sessions.num_rows
+    sessions = sessions.set_column(
+        sessions.schema.get_field_index("sampling_rate"),
+        SESSIONS_SCHEMA.field("sampling_rate"),
+        pa.array([rate] * n, pa.uint32()),
+    )
+    return sessions.set_column(
+        sessions.schema.get_field_index("counters_scaled"),
+        SESSIONS_SCHEMA.field("counters_scaled"),
+        pa.array([scaled] * n),
+    )
+
+
+def client_to_server(row: dict[str, object]) -> object:
+    a_is_client = (row["client_ip"], row["client_port"]) == (row["ip_a"], row["port_a"])
+    return row["ab_bytes"] if a_is_client else row["ba_bytes"]
+
+
+@pytest.fixture(scope="module")
+def two_exporters(corpus: Path) -> tuple[pa.Table, pa.Table]:
+    """var-services sessions seen by an unsampled switch and a 1:10 sampling firewall."""
+    oracle = corpus / "oracle" / "sf_v9_varsvc.csv"
+    switch = sessions_from_nfdump_csv(oracle, exporter="192.0.2.1")
+    firewall = sampled(sessions_from_nfdump_csv(oracle, exporter="192.0.2.2"), SAMPLING)
+    return switch, firewall
+
+
+def test_two_exporters_give_one_row_per_conversation(
+    two_exporters: tuple[pa.Table, pa.Table],
+) -> None:
+    switch, firewall = two_exporters
+    sessions = pa.concat_tables([switch, firewall])
+    assert sessions.num_rows == 76  # sessions keeps both exporters' rows
+    consolidated = consolidate_sessions(sessions, GRACE_US)
+    assert consolidated.schema == SESSIONS_CONSOLIDATED_SCHEMA
+    assert consolidated.num_rows == 38
+    rows = consolidated.to_pylist()
+    assert {r["sampler_count"] for r in rows} == {2}
+    assert {tuple(r["exporters"]) for r in rows} == {("192.0.2.1", "192.0.2.2")}
+    assert len({r["consolidated_id"] for r in rows}) == 38
+
+    def by_endpoints(table: pa.Table) -> dict[tuple[object, ...], dict[str, object]]:
+        return {
+            (r["client_ip"], r["client_port"], r["server_ip"], r["server_port"]): r
+            for r in table.to_pylist()
+        }
+
+    thin_rows = by_endpoints(firewall)
+    expected = {}
+    for key, full in by_endpoints(switch).items():
+        thin = thin_rows[key]
+        full_bytes = full["ab_bytes"] + full["ba_bytes"]
+        thin_bytes = (thin["ab_bytes"] + thin["ba_bytes"]) * SAMPLING
+        coherence = 100.0 * min(full_bytes, thin_bytes) / max(full_bytes, thin_bytes)
+        cs = max(client_to_server(full), client_to_server(thin) * SAMPLING)
+        expected[key] = (sorted([full["session_id"], thin["session_id"]]), coherence, cs)
+    for row in rows:
+        ids, coherence, cs = expected[
+            (row["client_ip"], row["client_port"], row["server_ip"], row["server_port"])
+        ]
+        assert sorted(row["session_ids"]) == ids
+        assert row["coherence_pct"] == pytest.approx(coherence)
+        assert row["cs_bytes"] == cs
+    # the sampling shows: 1:10 keeps a tenth of each counter, rounded down, so the scaled
+    # totals fall short (a 71+71-byte DNS exchange comes back as 70+70: 98.6%)
+    assert sum(r["coherence_pct"] < 100 for r in rows) >= 30
+    assert all(0 < r["coherence_pct"] <= 100 for r in rows)
+
+
+def test_counters_already_scaled_are_not_scaled_again(corpus: Path) -> None:
+    oracle = corpus / "oracle" / "sf_v9_varsvc.csv"
+    switch = sessions_from_nfdump_csv(oracle, exporter="192.0.2.1")
+    nfcapd = sampled(sessions_from_nfdump_csv(oracle, exporter="192.0.2.3"), SAMPLING, scaled=True)
+    consolidated = consolidate_sessions(pa.concat_tables([switch, nfcapd]), GRACE_US)
+    totals = pc.sum(pc.add(switch.column("ab_bytes"), switch.column("ba_bytes"))).as_py()
+    shown = pc.sum(pc.add(consolidated.column("cs_bytes"), consolidated.column("sc_bytes")))
+    assert shown.as_py() == totals  # never more than the unsampled exporter saw
+    assert max(consolidated.column("coherence_pct").to_pylist()) == 100.0
+
+
+def test_a_single_exporter_is_coherent_with_itself(corpus: Path) -> None:
+    sessions = sessions_from_nfdump_csv(corpus / "oracle" / "sf_v9_varsvc.csv")
+    consolidated = consolidate_sessions(sessions, GRACE_US)
+    assert consolidated.num_rows == sessions.num_rows
+    assert set(consolidated.column("sampler_count").to_pylist()) == {1}
+    assert set(consolidated.column("coherence_pct").to_pylist()) == {100.0}
+
+
+def tcp(session_id: str, exporter: str, opened_s: float, last_s: float, **fields: object) -> dict:
+    row: dict[str, object] = {
+        "session_id": session_id,
+        "exporter": exporter,
+        "client_ip": "10.0.0.1",
+        "client_port": 40000,
+        "server_ip": "192.0.2.80",
+        "server_port": 443,
+        "opened_at": round(opened_s * 1e6),
+        "last_seen_at": round(last_s * 1e6),
+        "ab_bytes": 1000,
+        "ba_bytes": 5000,
+        "ab_packets": 10,
+        "ba_packets": 20,
+    }
+    row.update(fields)
+    return row
+
+
+def reversed_view(row: dict) -> dict:
+    """The same session as an exporter that took the server for the client reports it."""
+    row = dict(row)
+    row.update(
+        client_ip=row["server_ip"],
+        client_port=row["server_port"],
+        server_ip=row["client_ip"],
+        server_port=row["client_port"],
+        ab_bytes=row["ba_bytes"],
+        ba_bytes=row["ab_bytes"],
+        ab_packets=row["ba_packets"],
+        ba_packets=row["ab_packets"],
+        role_method="first_sender",
+        role_confidence=0.3,
+    )
+    return row
+
+
+def test_orientation_comes_from_the_most_confident_member() -> None:
+    sure = tcp("s1", "192.0.2.1", 0, 10, role_method="tcp_syn", role_confidence=0.95)
+    unsure = reversed_view(tcp("s2", "192.0.2.2", 1, 11, ab_bytes=900, ba_bytes=4800))
+    [row] = consolidate_sessions(make_sessions([unsure, sure]), GRACE_US).to_pylist()
+    assert (row["client_ip"], row["client_port"], row["server_ip"], row["server_port"]) == (
+        "10.0.0.1",
+        40000,
+        "192.0.2.80",
+        443,
+    )
+    assert (row["role_method"], row["role_confidence"]) == ("tcp_syn", 0.95)
+    assert (row["cs_bytes"], row["sc_bytes"], row["cs_packets"], row["sc_packets"]) == (
+        1000,
+        5000,
+        10,
+        20,
+    )
+    assert row["coherence_pct"] == pytest.approx(100 * 5700 / 6000)
+    assert row["session_ids"] == ["s1", "s2"]
+    assert row["first_seen"].timestamp() == 0 and row["last_seen"].timestamp() == 11
+
+
+def test_spans_further_apart_than_the_grace_are_separate_conversations() -> None:
+    sessions = make_sessions(
+        [
+            tcp("a", "192.0.2.1", 0, 10),
+            tcp("b", "192.0.2.2", 39, 50),  # opens 29 s after a's last: within 30 s
+            tcp("c", "192.0.2.1", 45, 60),  # overlaps b: chained to a through b
+            tcp("d", "192.0.2.2", 91, 95),  # 31 s after the latest last_seen (60): new
+        ]
+    )
+    rows = consolidate_sessions(sessions, GRACE_US).to_pylist()
+    assert [r["session_ids"] for r in rows] == [["a", "b", "c"], ["d"]]
+    assert [r["sampler_count"] for r in rows] == [2, 1]
+    assert rows[0]["exporters"] == ["192.0.2.1", "192.0.2.2"]
+
+
+def test_ports_tell_conversations_apart_except_for_icmp() -> None:
+    sessions = make_sessions(
+        [
+            tcp("a", "192.0.2.1", 0, 10),
+            tcp("b", "192.0.2.2", 0, 10, client_port=40001),
+            tcp("p1", "192.0.2.1", 0, 5, protocol="ICMP", protocol_number=1, client_port=0,
+                server_port=0, icmp_type=8, icmp_code=0),
+            tcp("p2", "192.0.2.2", 0, 5, protocol="ICMP", protocol_number=1, client_port=7,
+                server_port=9),
+        ]
+    )  # fmt: skip
+    rows = consolidate_sessions(sessions, GRACE_US).to_pylist()
+    assert sorted(tuple(r["session_ids"]) for r in rows) == [("a",), ("b",), ("p1", "p2")]
+
+
+def test_the_table_does_not_depend_on_row_order() -> None:
+    rows = [
+        tcp("a", "192.0.2.1", 0, 10),
+        reversed_view(tcp("b", "192.0.2.2", 2, 12)),
+        tcp("c", "192.0.2.1", 100, 110, client_ip="2001:db8::1", server_ip="2001:db8::2"),
+        tcp("d", "192.0.2.2", 100, 110, client_ip="2001:db8::1", server_ip="2001:db8::2",
+            role_confidence=0.95),
+        tcp("e", "192.0.2.1", 5, 6, server_ip="192.0.2.81"),
+    ]  # fmt: skip
+    forward = consolidate_sessions(make_sessions(rows), GRACE_US)
+    backward = consolidate_sessions(make_sessions(rows[::-1]), GRACE_US)
+    assert forward.equals(backward)
+    assert forward.column("first_seen").to_pylist() == sorted(
+        forward.column("first_seen").to_pylist()
+    )
+    assert all(len(i) == 16 for i in forward.column("consolidated_id").to_pylist())
+
+
+def test_no_bytes_at_all_is_full_coherence() -> None:
+    sessions = make_sessions(
+        [
+            tcp("a", "192.0.2.1", 0, 1, ab_bytes=0, ba_bytes=0),
+            tcp("b", "192.0.2.2", 0, 1, ab_bytes=0, ba_bytes=0),
+        ]
+    )
+    [row] = consolidate_sessions(sessions, GRACE_US).to_pylist()
+    assert row["coherence_pct"] == 100.0
+
+
+def test_an_empty_sessions_table_gives_an_empty_table() -> None:
+    empty = consolidate_sessions(SESSIONS_SCHEMA.empty_table(), GRACE_US)
+    assert empty.schema == SESSIONS_CONSOLIDATED_SCHEMA and empty.num_rows == 0
