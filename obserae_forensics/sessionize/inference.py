@@ -1,0 +1,97 @@
+"""Server-side inference: which endpoint of a session is the server, how we know, how sure.
+
+The ladder (sessions.md, "Orientation and server side"); the first rung with evidence
+decides, `role_method` names it and `role_confidence` is fixed per rung:
+
+1. `tcp_handshake` (TCP): the endpoint whose SYN came first (the earliest `first_seen` of a
+   record carrying SYN; flags are cumulative per record) is the client. 0.95 when both sides
+   sent SYN (SYN, then SYN-ACK); 0.90 when only one side ever did (scan, half-open,
+   rejected); 0.85 when both SYNs share a time and only one record had SYN without ACK.
+   `icmp_echo` (ICMP, ICMPv6) sits on the same rung: the side that sent echo requests
+   (type 8 / 128), the other sending none, is the client (0.90); with replies only
+   (type 0 / 129), their sender is the server (0.80).
+2. `cartography`: exactly one endpoint is declared as this service (address +
+   protocol/port) in the Cartography. 0.80.
+3. `service_port` (TCP, UDP, SCTP, UDP-Lite): one port is a known service port (below 1024,
+   or a registered server port from keys.py) and the other is ephemeral (1024 or above and
+   not known). 0.70.
+4. `traffic_shape`: one endpoint had at least 3 sessions open at once on this exporter
+   (its peak while this session was open) and at least twice the other's peak. 0.60.
+5. `first_sender`: nothing else; the endpoint that sent the earliest record (`ip_a`) is the
+   client. 0.50.
+
+Later fragments of a conversation (split > 0) do not infer: they inherit orientation and
+server side from fragment 0 (contextual fragment parsing), so a fragment never comes out
+reversed. The function below is plain Python on integers so that the numba kernel compiles
+this very function and the reference calls it: the ladder exists once.
+"""
+
+from __future__ import annotations
+
+from .row import (
+    METHOD_CARTOGRAPHY,
+    METHOD_FIRST_SENDER,
+    METHOD_ICMP_ECHO,
+    METHOD_SERVICE_PORT,
+    METHOD_TCP_HANDSHAKE,
+    METHOD_TRAFFIC_SHAPE,
+    NO_TIME,
+)
+
+TRAFFIC_SHAPE_MIN_PEAK = 3
+
+
+def infer_server(
+    protocol: int,
+    orient: int,
+    syn_first_seen0: int,
+    syn_first_seen1: int,
+    pure_syn: int,
+    echo_request: int,
+    echo_reply: int,
+    declared: int,
+    port0: int,
+    port1: int,
+    port0_known: bool,
+    port1_known: bool,
+    peak0: int,
+    peak1: int,
+) -> tuple[int, int, int]:
+    """(server endpoint 0/1 in canonical order, METHOD_* code, confidence per mille).
+
+    Bit masks (`pure_syn`, `echo_*`, `declared`) have bit d set for canonical endpoint d;
+    `orient` is the endpoint that sent the earliest record.
+    """
+    if protocol == 6:
+        if syn_first_seen0 < syn_first_seen1:
+            return 1, METHOD_TCP_HANDSHAKE, 950 if syn_first_seen1 != NO_TIME else 900
+        if syn_first_seen1 < syn_first_seen0:
+            return 0, METHOD_TCP_HANDSHAKE, 950 if syn_first_seen0 != NO_TIME else 900
+        if syn_first_seen0 != NO_TIME:
+            if pure_syn == 1:
+                return 1, METHOD_TCP_HANDSHAKE, 850
+            if pure_syn == 2:
+                return 0, METHOD_TCP_HANDSHAKE, 850
+    if protocol == 1 or protocol == 58:
+        if echo_request == 1:
+            return 1, METHOD_ICMP_ECHO, 900
+        if echo_request == 2:
+            return 0, METHOD_ICMP_ECHO, 900
+        if echo_request == 0 and echo_reply == 1:
+            return 0, METHOD_ICMP_ECHO, 800
+        if echo_request == 0 and echo_reply == 2:
+            return 1, METHOD_ICMP_ECHO, 800
+    if declared == 1:
+        return 0, METHOD_CARTOGRAPHY, 800
+    if declared == 2:
+        return 1, METHOD_CARTOGRAPHY, 800
+    if protocol == 6 or protocol == 17 or protocol == 132 or protocol == 136:
+        if port0_known and not port1_known and port1 >= 1024:
+            return 0, METHOD_SERVICE_PORT, 700
+        if port1_known and not port0_known and port0 >= 1024:
+            return 1, METHOD_SERVICE_PORT, 700
+    if peak0 >= TRAFFIC_SHAPE_MIN_PEAK and peak0 >= 2 * peak1:
+        return 0, METHOD_TRAFFIC_SHAPE, 600
+    if peak1 >= TRAFFIC_SHAPE_MIN_PEAK and peak1 >= 2 * peak0:
+        return 1, METHOD_TRAFFIC_SHAPE, 600
+    return 1 - orient, METHOD_FIRST_SENDER, 500

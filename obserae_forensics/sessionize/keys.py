@@ -1,0 +1,157 @@
+"""Session keys: which records share a session, and the record columns the replay reads.
+
+A key is (exporter, protocol, the two endpoints as an unordered pair) — sessions.md,
+"Words". Endpoints are (address, port) for TCP, UDP, SCTP and UDP-Lite and the address
+alone for everything else, so an ICMP echo and its reply (dst_port = type << 8 | code,
+different in each direction) share one key. Both directions map to the same canonical key
+by putting the smaller endpoint first; the surprising consequence is that "direction" of a
+record is only meaningful against that canonical order, never as src/dst.
+
+Also here: the IANA protocol keywords the `protocol` column shows and the table of known
+service ports that the server-side inference compares against ephemeral ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from ..addresses import address_matrix
+from .row import SIGN_BIT
+
+PORT_PROTOCOLS = (6, 17, 132, 136)  # TCP, UDP, SCTP, UDP-Lite: endpoints carry ports
+ICMP_PROTOCOLS = (1, 58)
+
+# IANA "Assigned Internet Protocol Numbers", Keyword column (protocol-numbers.xhtml)
+PROTOCOL_KEYWORDS: dict[int, str] = {
+    0: "HOPOPT", 1: "ICMP", 2: "IGMP", 3: "GGP", 4: "IPv4", 6: "TCP", 8: "EGP", 9: "IGP",
+    17: "UDP", 27: "RDP", 33: "DCCP", 41: "IPv6", 43: "IPv6-Route", 44: "IPv6-Frag",
+    46: "RSVP", 47: "GRE", 50: "ESP", 51: "AH", 58: "IPv6-ICMP", 59: "IPv6-NoNxt",
+    60: "IPv6-Opts", 88: "EIGRP", 89: "OSPFIGP", 94: "IPIP", 103: "PIM", 108: "IPComp",
+    112: "VRRP", 115: "L2TP", 132: "SCTP", 136: "UDPLite", 137: "MPLS-in-IP",
+}
+
+
+def protocol_keyword(number: int) -> str:
+    """IANA keyword of a protocol number, or the number as text when it has none here."""
+    return PROTOCOL_KEYWORDS.get(number, str(number))
+
+
+# Registered service ports above 1023 that servers commonly listen on; every port below
+# 1024 counts as a service port too. A port is "ephemeral" when it is in neither set.
+REGISTERED_SERVICE_PORTS = (
+    1080, 1194, 1433, 1434, 1521, 1701, 1723, 1812, 1813, 1883, 2049, 2181, 2375, 2376,
+    3128, 3268, 3269, 3306, 3389, 3478, 4369, 4500, 4789, 5060, 5061, 5222, 5353, 5432,
+    5601, 5671, 5672, 5900, 5985, 5986, 6379, 6443, 6514, 6667, 6697, 8000, 8008, 8080,
+    8081, 8443, 8883, 8888, 9000, 9042, 9090, 9092, 9093, 9200, 9300, 9418, 11211, 27017,
+)
+
+
+def known_service_ports() -> np.ndarray:
+    """bool[65536]: True for ports servers listen on (all below 1024, plus the list above)."""
+    table = np.zeros(65536, dtype=np.bool_)
+    table[1:1024] = True
+    table[list(REGISTERED_SERVICE_PORTS)] = True
+    return table
+
+
+@dataclass
+class Records:
+    """The FLOW_SCHEMA columns the replay reads, as int64 numpy arrays of one length.
+
+    Addresses are two big-endian 64-bit halves with the sign bit flipped (see row.py);
+    `index` is the record's arrival index over the whole input, the tie-breaker of last
+    resort. `src_declared`/`dst_declared` are the Cartography's answer for each side.
+    """
+
+    first_seen: np.ndarray
+    last_seen: np.ndarray
+    src_hi: np.ndarray
+    src_lo: np.ndarray
+    dst_hi: np.ndarray
+    dst_lo: np.ndarray
+    src_port: np.ndarray
+    dst_port: np.ndarray
+    protocol: np.ndarray
+    tcp_flags: np.ndarray
+    packets: np.ndarray
+    octets: np.ndarray
+    reverse_packets: np.ndarray
+    reverse_octets: np.ndarray
+    sampling_rate: np.ndarray
+    counters_scaled: np.ndarray
+    exporter_domain: np.ndarray
+    src_declared: np.ndarray
+    dst_declared: np.ndarray
+    index: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.first_seen)
+
+    def take(self, rows: np.ndarray) -> Records:
+        """The records at positions `rows`, in that order."""
+        return Records(**{name: getattr(self, name)[rows] for name in RECORD_FIELDS})
+
+
+RECORD_FIELDS = tuple(Records.__dataclass_fields__)
+
+
+def address_halves(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(n, 16) uint8 addresses -> (high, low) int64 halves ordered like the bytes."""
+    words = np.ascontiguousarray(matrix, dtype=np.uint8).view(">u8").reshape(len(matrix), 2)
+    high = words[:, 0].astype(np.uint64).view(np.int64) ^ SIGN_BIT
+    low = words[:, 1].astype(np.uint64).view(np.int64) ^ SIGN_BIT
+    return high, low
+
+
+def address_bytes(high: np.ndarray, low: np.ndarray) -> np.ndarray:
+    """Inverse of address_halves: (n, 16) uint8."""
+    words = np.empty((len(high), 2), dtype=">u8")
+    words[:, 0] = (np.asarray(high, dtype=np.int64) ^ SIGN_BIT).view(np.uint64)
+    words[:, 1] = (np.asarray(low, dtype=np.int64) ^ SIGN_BIT).view(np.uint64)
+    return words.view(np.uint8).reshape(len(high), 16)
+
+
+def _int64(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    if pa.types.is_timestamp(column.type):
+        column = column.cast(pa.int64())
+    return np.asarray(column.to_numpy(zero_copy_only=False)).astype(np.int64, copy=False)
+
+
+def batch_records(
+    batch: pa.RecordBatch | pa.Table,
+    first_index: int,
+    src_declared: np.ndarray | None = None,
+    dst_declared: np.ndarray | None = None,
+) -> Records:
+    """The replay columns of a FLOW_SCHEMA batch; its first row has arrival index `first_index`."""
+    n = batch.num_rows
+    src_hi, src_lo = address_halves(address_matrix(batch.column("src_addr")))
+    dst_hi, dst_lo = address_halves(address_matrix(batch.column("dst_addr")))
+    no = np.zeros(n, dtype=np.int64)
+    return Records(
+        first_seen=_int64(batch.column("first_seen")),
+        last_seen=_int64(batch.column("last_seen")),
+        src_hi=src_hi, src_lo=src_lo, dst_hi=dst_hi, dst_lo=dst_lo,
+        src_port=_int64(batch.column("src_port")),
+        dst_port=_int64(batch.column("dst_port")),
+        protocol=_int64(batch.column("protocol")),
+        tcp_flags=_int64(batch.column("tcp_flags")),
+        packets=_int64(batch.column("packets")),
+        octets=_int64(batch.column("octets")),
+        reverse_packets=_int64(batch.column("reverse_packets")),
+        reverse_octets=_int64(batch.column("reverse_octets")),
+        sampling_rate=_int64(batch.column("sampling_rate")),
+        counters_scaled=_int64(batch.column("counters_scaled")),
+        exporter_domain=_int64(batch.column("exporter_domain")),
+        src_declared=no if src_declared is None else src_declared.astype(np.int64),
+        dst_declared=no if dst_declared is None else dst_declared.astype(np.int64),
+        index=np.arange(first_index, first_index + n, dtype=np.int64),
+    )
+
+
+def empty_records() -> Records:
+    empty = np.zeros(0, dtype=np.int64)
+    return Records(**{name: empty for name in RECORD_FIELDS})

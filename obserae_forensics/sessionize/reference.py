@@ -1,0 +1,395 @@
+"""The sessions.md rules in plain Python, one record at a time: slow, obvious, the tests' oracle.
+
+One ReferenceReplay replays the records of one exporter. Open sessions live in a dict by
+key; after every record it scans *all* of them for passed deadlines and, when the cap is
+hit, looks for the eviction victim with `min()` — no heaps, no hash chains, no lazy
+deadlines, nothing clever that could hide a bug the numba kernel (kernel.py) might share.
+Both hand the same session rows (row.py) to output.py, so the hypothesis tests compare
+them table for table.
+
+The rules, in the order they are applied to a record r of key k (W = the exporter's
+watermark before r, max(last_seen) - grace):
+
+1. r is late when r.last_seen < W.
+2. If k has an open session s:
+   a. r.first_seen > s.last_seen + idle(s): s closes at its own deadline, r opens a new session;
+   b. r.first_seen >= s.opened_at + hard_timeout: s closes at its deadline (a `hard_timeout`
+      fragment), r opens the next fragment;
+   c. r starts before s and cannot join it without an internal gap longer than idle, or without
+      making s span more than hard_timeout (r.last_seen + idle < s.opened_at, or
+      r.first_seen + hard_timeout <= latest first_seen of s): r is a *stray* — a session of
+      its own, closed at once (late if r is late);
+   d. otherwise r joins s (late records count in `late_records`).
+3. A session opened by a late record is `late` and follows the last closed session of its key
+   if r starts at or after that one's opening. A non-late record that starts within the idle
+   timeout of a `hard_timeout`/`evicted` session's last_seen continues it as the next fragment.
+4. Opening a session when the exporter already has the cap open evicts the one with the oldest
+   last_seen (ties: smallest key), closed at the exporter's newest last_seen.
+5. After r, W moves to max(last_seen) - grace and every open session whose deadline is < W
+   closes at its deadline; remembered closed sessions expire at last_seen + idle + grace.
+
+A session's deadline is the earlier of opened_at + hard_timeout (reason `hard_timeout`, which
+also wins a tie) and last_seen + idle (last_seen alone once TCP finished: FIN both ways or any
+RST), the reason then following the state (fin, rst, rejected, idle, no_reply).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import row as R
+from .inference import infer_server
+from .keys import PORT_PROTOCOLS, Records
+from .policy import SessionPolicy
+
+# proto, lo_hi, lo_lo, lo_port, hi_hi, hi_lo, hi_port
+Key = tuple[int, int, int, int, int, int, int]
+Endpoint = tuple[int, int, int, int]  # proto, addr_hi, addr_lo, port
+
+
+@dataclass
+class RefSession:
+    key: Key
+    serial: int
+    opened: int = R.NO_TIME
+    last: int = R.TIME_MIN
+    max_first: int = R.TIME_MIN
+    orient_fs: int = R.NO_TIME
+    orient_dir: int = 2
+    first_dst_port: int = 0
+    domain: int = 0
+    octets: list[int] = field(default_factory=lambda: [0, 0])
+    packets: list[int] = field(default_factory=lambda: [0, 0])
+    flags: list[int] = field(default_factory=lambda: [0, 0])
+    seen: int = 0
+    syn_first_seen: list[int] = field(default_factory=lambda: [R.NO_TIME, R.NO_TIME])
+    pure_syn: int = 0
+    echo_request: int = 0
+    echo_reply: int = 0
+    declared: int = 0
+    flows: int = 0
+    late_records: int = 0
+    sampling: int = 0
+    scaled: int = 0
+    late: int = 0
+    split: int = 0
+    dup: int = 0
+    root: tuple[int, int, int] | None = None  # (opened, late, dup) of fragment 0
+    follows: tuple[int, int, int, int] | None = None  # (opened, split, late, dup)
+    inherited: tuple[int, int, int, int] | None = None  # orient, server, method, confidence
+    # set when the session leaves
+    closed_at: int | None = None
+    reason: int = R.REASON_OPEN
+    emit: int = 0
+    peaks: tuple[int, int] = (0, 0)
+    idle_at_close: int = 0
+    expiry: int = 0
+
+    @property
+    def protocol(self) -> int:
+        return self.key[0]
+
+    def finished(self) -> bool:
+        if self.protocol != 6:
+            return False
+        both = self.flags[0] | self.flags[1]
+        return bool(both & R.TCP_RST) or bool(self.flags[0] & self.flags[1] & R.TCP_FIN)
+
+    def half_open(self) -> bool:
+        if self.protocol != 6 or self.seen not in (1, 2):
+            return False
+        sent = self.flags[0 if self.seen == 1 else 1]
+        return bool(sent & R.TCP_SYN) and not sent & R.TCP_ACK
+
+    def idle(self, policy: SessionPolicy) -> int:
+        if self.protocol == 6:
+            return policy.idle_tcp_half_open_us if self.half_open() else \
+                policy.idle_tcp_established_us
+        if self.protocol in (17, 136):
+            return policy.idle_udp_us
+        if self.protocol in (1, 58):
+            return policy.idle_icmp_us
+        return policy.idle_other_us
+
+    def state_reason(self) -> int:
+        """Why this session ends if its idle/finish deadline (not hard_timeout) ends it."""
+        if self.protocol == 6:
+            if (self.flags[0] | self.flags[1]) & R.TCP_RST:
+                for opener in (0, 1):
+                    answer = self.flags[1 - opener]
+                    if (self.flags[opener] & R.TCP_SYN and answer & R.TCP_RST
+                            and not answer & R.TCP_SYN):
+                        return R.REASON_REJECTED
+                return R.REASON_RST
+            if self.flags[0] & self.flags[1] & R.TCP_FIN:
+                return R.REASON_FIN
+        return R.REASON_IDLE if self.seen == 3 else R.REASON_NO_REPLY
+
+    def deadline(self, policy: SessionPolicy) -> tuple[int, int]:
+        """(time, reason) at which the watermark passing it closes this session."""
+        natural = self.last if self.finished() else self.last + self.idle(policy)
+        hard = self.opened + policy.hard_timeout_us
+        if hard <= natural:
+            return hard, R.REASON_HARD_TIMEOUT
+        return natural, self.state_reason()
+
+    def endpoints(self) -> tuple[Endpoint, Endpoint]:
+        proto, lo_hi, lo_lo, lo_port, hi_hi, hi_lo, hi_port = self.key
+        return (proto, lo_hi, lo_lo, lo_port), (proto, hi_hi, hi_lo, hi_port)
+
+
+def canonical(records: Records, i: int) -> tuple[Key, int]:
+    """The key of record i and its direction (0: the source is the smaller endpoint)."""
+    proto = int(records.protocol[i])
+    ports = proto in PORT_PROTOCOLS
+    src = (int(records.src_hi[i]), int(records.src_lo[i]),
+           int(records.src_port[i]) if ports else 0)
+    dst = (int(records.dst_hi[i]), int(records.dst_lo[i]),
+           int(records.dst_port[i]) if ports else 0)
+    if src <= dst:
+        return (proto, *src, *dst), 0
+    return (proto, *dst, *src), 1
+
+
+class ReferenceReplay:
+    """Replays one exporter's records through the rules above, one Python object per session."""
+
+    def __init__(self, policy: SessionPolicy, known_ports: np.ndarray) -> None:
+        self.policy = policy
+        self.known_ports = known_ports
+        self.cap = policy.max_open_sessions
+        self.open: dict[Key, RefSession] = {}
+        self.prev: dict[Key, RefSession] = {}
+        self.endpoints: dict[Endpoint, list[int]] = {}  # -> [open sessions, peak]
+        self.max_last: int | None = None
+        self.serials = 0
+        self.evictions = 0
+        self.first_eviction: int | None = None
+        self.last_eviction: int | None = None
+        self.peak_open = 0
+        self._out: list[RefSession] = []
+
+    # -- the replay -------------------------------------------------------------------
+    def process(self, records: Records) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Replay `records` (arrival order); -> (session serial, direction) per record, rows out."""
+        n = len(records)
+        serials = np.zeros(n, dtype=np.int64)
+        directions = np.zeros(n, dtype=np.int8)
+        for i in range(n):
+            serial, direction = self._record(records, i)
+            serials[i] = serial
+            directions[i] = direction
+        return serials, directions, self._take_rows()
+
+    def finish(self, emit: int) -> np.ndarray:
+        """End of input: the watermark becomes the newest last_seen; the rest stays open."""
+        if self.max_last is not None:
+            self._sweep(self.max_last, emit)
+        for session in sorted(self.open.values(), key=lambda s: s.serial):
+            self._finalize(session, None, R.REASON_OPEN, emit)
+        self.open.clear()
+        return self._take_rows()
+
+    def pressure(self) -> dict[str, Any]:
+        return {"evictions": self.evictions, "first_eviction_us": self.first_eviction,
+                "last_eviction_us": self.last_eviction, "peak_open": self.peak_open}
+
+    def _record(self, records: Records, i: int) -> tuple[int, int]:
+        policy = self.policy
+        first = int(records.first_seen[i])
+        last = int(records.last_seen[i])
+        index = int(records.index[i])
+        key, direction = canonical(records, i)
+        watermark = None if self.max_last is None else self.max_last - policy.grace_us
+        late = watermark is not None and last < watermark
+        session = self.open.get(key)
+        joined = False
+        if session is not None:
+            idle = session.idle(policy)
+            if first > session.last + idle or first >= session.opened + policy.hard_timeout_us:
+                closed_at, reason = session.deadline(policy)
+                self._close(session, closed_at, reason, index)
+                session = None
+            elif first < session.opened and (
+                    last + idle < session.opened
+                    or first + policy.hard_timeout_us <= session.max_first):
+                stray = self._new_session(key, first, late, stray=True)
+                self._apply(stray, records, i, direction)
+                closed_at, reason = stray.deadline(policy)
+                self._close(stray, closed_at, reason, index, counted=False)
+                self._after(last, index)
+                return stray.serial, direction
+            else:
+                joined = True
+        if session is None:
+            session = self._new_session(key, first, late)
+            now = last if self.max_last is None else max(last, self.max_last)
+            self._open(session, now, index)
+        elif late and joined:
+            session.late_records += 1
+        self._apply(session, records, i, direction)
+        self._after(last, index)
+        return session.serial, direction
+
+    def _new_session(self, key: Key, first: int, late: bool, stray: bool = False) -> RefSession:
+        session = RefSession(key, self.serials, late=int(late))
+        self.serials += 1
+        prev = self.prev.get(key)
+        if prev is None:
+            return session
+        if late:
+            if prev.opened <= first:
+                session.follows = (prev.opened, prev.split, prev.late, prev.dup)
+        elif not stray and prev.reason in (R.REASON_HARD_TIMEOUT, R.REASON_EVICTED) and \
+                first <= prev.last + prev.idle_at_close:
+            session.split = prev.split + 1
+            session.root = prev.root if prev.split else (prev.opened, prev.late, prev.dup)
+            assert prev.inherited is not None
+            session.inherited = prev.inherited
+        return session
+
+    def _open(self, session: RefSession, now: int, index: int) -> None:
+        if len(self.open) >= self.cap:
+            victim = min(self.open.values(), key=lambda s: (s.last, s.key))
+            self._close(victim, now, R.REASON_EVICTED, index)
+            self.evictions += 1
+            if self.first_eviction is None:
+                self.first_eviction = now
+            self.last_eviction = now
+        self.open[session.key] = session
+        self.peak_open = max(self.peak_open, len(self.open))
+        for endpoint in session.endpoints():
+            entry = self.endpoints.setdefault(endpoint, [0, 0])
+            entry[0] += 1
+            entry[1] = max(entry[1], entry[0])
+
+    def _apply(self, s: RefSession, records: Records, i: int, d: int) -> None:
+        first = int(records.first_seen[i])
+        flags = int(records.tcp_flags[i])
+        packets = int(records.packets[i])
+        octets = int(records.octets[i])
+        reverse_packets = int(records.reverse_packets[i])
+        reverse_octets = int(records.reverse_octets[i])
+        s.opened = min(s.opened, first)
+        s.last = max(s.last, int(records.last_seen[i]))
+        s.max_first = max(s.max_first, first)
+        if (first, d) < (s.orient_fs, s.orient_dir):
+            s.orient_fs, s.orient_dir = first, d
+            s.first_dst_port = int(records.dst_port[i])
+            s.domain = int(records.exporter_domain[i])
+        s.octets[d] += octets
+        s.packets[d] += packets
+        s.flags[d] |= flags
+        s.octets[1 - d] += reverse_octets
+        s.packets[1 - d] += reverse_packets
+        reverse = reverse_packets > 0 or reverse_octets > 0
+        if not (packets == 0 and octets == 0 and reverse):
+            s.seen |= 1 << d
+        if reverse:
+            s.seen |= 1 << (1 - d)
+        if flags & R.TCP_SYN:
+            s.syn_first_seen[d] = min(s.syn_first_seen[d], first)
+            if not flags & R.TCP_ACK:
+                s.pure_syn |= 1 << d
+        icmp_type = int(records.dst_port[i]) >> 8
+        if (s.protocol == 1 and icmp_type == 8) or (s.protocol == 58 and icmp_type == 128):
+            s.echo_request |= 1 << d
+        if (s.protocol == 1 and icmp_type == 0) or (s.protocol == 58 and icmp_type == 129):
+            s.echo_reply |= 1 << d
+        if records.src_declared[i]:
+            s.declared |= 1 << d
+        if records.dst_declared[i]:
+            s.declared |= 1 << (1 - d)
+        s.flows += 1
+        s.sampling = max(s.sampling, int(records.sampling_rate[i]))
+        s.scaled |= int(records.counters_scaled[i])
+
+    def _after(self, last: int, index: int) -> None:
+        self.max_last = last if self.max_last is None else max(self.max_last, last)
+        self._sweep(self.max_last - self.policy.grace_us, index)
+
+    def _sweep(self, watermark: int, emit: int) -> None:
+        for session in sorted(self.open.values(), key=lambda s: s.serial):
+            deadline, reason = session.deadline(self.policy)
+            if deadline < watermark:
+                self._close(session, deadline, reason, emit)
+        for key in [k for k, p in self.prev.items() if p.expiry < watermark]:
+            del self.prev[key]
+
+    def _close(self, s: RefSession, closed_at: int, reason: int, emit: int,
+               counted: bool = True) -> None:
+        """s leaves: final row out, remembered as its key's last closed session."""
+        if counted:
+            del self.open[s.key]
+            peaks = []
+            for endpoint in s.endpoints():
+                entry = self.endpoints[endpoint]
+                peaks.append(entry[1])
+                entry[0] -= 1
+                if entry[0] == 0:
+                    del self.endpoints[endpoint]
+            s.peaks = (peaks[0], peaks[1])
+        self._finalize(s, closed_at, reason, emit)
+        s.idle_at_close = s.idle(self.policy)
+        s.expiry = s.last + s.idle_at_close + self.policy.grace_us
+        self.prev[s.key] = s
+
+    def _finalize(self, s: RefSession, closed_at: int | None, reason: int, emit: int) -> None:
+        if reason == R.REASON_OPEN:  # still open at end of input: peaks as they stand
+            s.peaks = (self.endpoints[s.endpoints()[0]][1], self.endpoints[s.endpoints()[1]][1])
+        prev = self.prev.get(s.key)
+        if prev is not None and (prev.opened, prev.split, prev.late) == (s.opened, s.split, s.late):
+            s.dup = prev.dup + 1
+        if s.inherited is None:
+            server, method, confidence = infer_server(
+                s.protocol, s.orient_dir, s.syn_first_seen[0], s.syn_first_seen[1], s.pure_syn,
+                s.echo_request, s.echo_reply, s.declared, s.key[3], s.key[6],
+                bool(self.known_ports[s.key[3]]), bool(self.known_ports[s.key[6]]),
+                s.peaks[0], s.peaks[1])
+            s.inherited = (s.orient_dir, server, method, confidence)
+        s.closed_at = closed_at
+        s.reason = reason
+        s.emit = emit
+        self._out.append(s)
+
+    def _take_rows(self) -> np.ndarray:
+        rows = R.new_rows(len(self._out))
+        for n, s in enumerate(self._out):
+            _fill_row(rows[n], s)
+        self._out = []
+        return rows
+
+
+def _fill_row(out: np.ndarray, s: RefSession) -> None:
+    """The fields output.py reads, from a finished RefSession."""
+    assert s.inherited is not None
+    proto, lo_hi, lo_lo, lo_port, hi_hi, hi_lo, hi_port = s.key
+    orient, server, method, confidence = s.inherited
+    if s.reason == R.REASON_OPEN:
+        state = R.STATE_HALF_OPEN if s.half_open() else R.STATE_ACTIVE
+    else:
+        state = R.STATE_CLOSED
+    values = {
+        R.F_PROTO: proto, R.F_LO_HI: lo_hi, R.F_LO_LO: lo_lo, R.F_LO_PORT: lo_port,
+        R.F_HI_HI: hi_hi, R.F_HI_LO: hi_lo, R.F_HI_PORT: hi_port, R.F_SERIAL: s.serial,
+        R.F_OPENED: s.opened, R.F_LAST: s.last, R.F_FIRST_DST_PORT: s.first_dst_port,
+        R.F_DOMAIN: s.domain, R.F_BYTES0: s.octets[0], R.F_BYTES1: s.octets[1],
+        R.F_PACKETS0: s.packets[0], R.F_PACKETS1: s.packets[1], R.F_FLAGS0: s.flags[0],
+        R.F_FLAGS1: s.flags[1], R.F_FLOWS: s.flows, R.F_LATE_RECORDS: s.late_records,
+        R.F_SAMPLING: s.sampling, R.F_SCALED: s.scaled, R.F_LATE: s.late, R.F_SPLIT: s.split,
+        R.F_DUP: s.dup, R.F_CLOSED_AT: 0 if s.closed_at is None else s.closed_at,
+        R.F_REASON: s.reason, R.F_EMIT: s.emit, R.F_ORIENT: orient, R.F_SERVER: server,
+        R.F_METHOD: method, R.F_CONFIDENCE: confidence, R.F_STATE: state,
+        R.F_PEAK0: s.peaks[0], R.F_PEAK1: s.peaks[1],
+    }
+    if s.root is not None:
+        values[R.F_ROOT_OPENED], values[R.F_ROOT_LATE], values[R.F_ROOT_DUP] = s.root
+    if s.follows is not None:
+        values[R.F_HAS_FOLLOW] = 1
+        (values[R.F_FOLLOW_OPENED], values[R.F_FOLLOW_SPLIT], values[R.F_FOLLOW_LATE],
+         values[R.F_FOLLOW_DUP]) = s.follows
+    for index, value in values.items():
+        out[index] = value
