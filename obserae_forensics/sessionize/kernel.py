@@ -1,0 +1,911 @@
+"""The numba kernel: the per-record session state machine of one exporter, over numpy arrays.
+
+Same rules as reference.py (read its docstring first); this is the fast machinery:
+
+* sessions are rows of an int64 matrix (row.py); keys find their row through a chained hash
+  table (`buckets` + F_NEXT), free rows sit on a stack;
+* deadlines live in a *lazy* min-heap: a session is queued once under the deadline it had
+  when opened and re-queued only when its deadline moved earlier (TCP finish) or when the
+  queued entry pops early and the real deadline turns out later — so a record that merely
+  extends a session costs no heap operation;
+* the cap's victim (oldest last_seen, ties by key) comes from a second lazy heap whose
+  entries hold the key, re-queued with the current last_seen when found stale;
+* endpoint occupancy for the traffic-shape rung is a small refcounted hash table.
+
+The surprising thing: the kernel never allocates. When a table could overflow it stops
+*before* the record that needs the room and returns a status; KernelReplay (in Python)
+grows the arrays and calls again from that record, so results do not depend on capacities.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numba as nb
+import numpy as np
+
+from . import row as R
+from .inference import infer_server
+from .keys import Records
+from .policy import SessionPolicy
+
+# status codes returned by replay()
+DONE = 0
+NEED_SLOTS = 1
+NEED_OUTPUT = 2
+NEED_DEADLINES = 3
+NEED_EVICTIONS = 4
+NEED_ENDPOINTS = 5
+
+# policy vector
+P_HARD = 0
+P_GRACE = 1
+P_CAP = 2
+P_IDLE_ESTABLISHED = 3
+P_IDLE_HALF_OPEN = 4
+P_IDLE_UDP = 5
+P_IDLE_ICMP = 6
+P_IDLE_OTHER = 7
+
+# scalar state vector
+S_MAX_LAST = 0
+S_HAS_MAX_LAST = 1
+S_SERIALS = 2
+S_OPEN = 3
+S_EVICTIONS = 4
+S_FIRST_EVICTION = 5
+S_LAST_EVICTION = 6
+S_PEAK_OPEN = 7
+S_FREE_TOP = 8
+S_DEADLINES = 9
+S_EVICTION_ENTRIES = 10
+S_ENDPOINT_FREE_TOP = 11
+S_OUT = 12
+S_USED = 13
+SCALAR_COUNT = 14
+
+# endpoint table columns
+E_PROTO = 0
+E_HI = 1
+E_LO = 2
+E_PORT = 3
+E_COUNT = 4
+E_PEAK = 5
+E_NEXT = 6
+ENDPOINT_FIELDS = 7
+
+EVICTION_FIELDS = 10  # last, proto, lo_hi, lo_lo, lo_port, hi_hi, hi_lo, hi_port, slot, serial
+
+_K1 = np.uint64(0x9E3779B97F4A7C15)
+_K2 = np.uint64(0xBF58476D1CE4E5B9)
+_K3 = np.uint64(0x94D049BB133111EB)
+_S30 = np.uint64(30)
+_S27 = np.uint64(27)
+_S31 = np.uint64(31)
+
+_jit = nb.njit(cache=True, nogil=True)
+_infer = nb.njit(cache=True, nogil=True)(infer_server)
+
+
+@_jit
+def _mix(h: Any, value: Any) -> Any:
+    """splitmix64 step folding `value` into `h` (uint64 arithmetic wraps)."""
+    z = h + np.uint64(value) + _K1
+    z = (z ^ (z >> _S30)) * _K2
+    z = (z ^ (z >> _S27)) * _K3
+    return z ^ (z >> _S31)
+
+
+@_jit
+def _key_hash(proto: int, a: int, b: int, c: int, d: int, e: int, f: int) -> int:
+    h = _mix(np.uint64(proto), a)
+    h = _mix(h, b)
+    h = _mix(h, c)
+    h = _mix(h, d)
+    h = _mix(h, e)
+    h = _mix(h, f)
+    return np.int64(h >> np.uint64(1))
+
+
+# -- session rules on rows --------------------------------------------------------------
+@_jit
+def _finished(M: Any, s: int) -> bool:
+    if M[s, R.F_PROTO] != 6:
+        return False
+    both = M[s, R.F_FLAGS0] | M[s, R.F_FLAGS1]
+    if both & R.TCP_RST:
+        return True
+    return (M[s, R.F_FLAGS0] & M[s, R.F_FLAGS1] & R.TCP_FIN) != 0
+
+
+@_jit
+def _half_open(M: Any, s: int) -> bool:
+    seen = M[s, R.F_SEEN]
+    if M[s, R.F_PROTO] != 6 or (seen != 1 and seen != 2):
+        return False
+    sent = M[s, R.F_FLAGS0] if seen == 1 else M[s, R.F_FLAGS1]
+    return (sent & R.TCP_SYN) != 0 and (sent & R.TCP_ACK) == 0
+
+
+@_jit
+def _idle(M: Any, s: int, P: Any) -> int:
+    proto = M[s, R.F_PROTO]
+    if proto == 6:
+        return P[P_IDLE_HALF_OPEN] if _half_open(M, s) else P[P_IDLE_ESTABLISHED]
+    if proto == 17 or proto == 136:
+        return P[P_IDLE_UDP]
+    if proto == 1 or proto == 58:
+        return P[P_IDLE_ICMP]
+    return P[P_IDLE_OTHER]
+
+
+@_jit
+def _state_reason(M: Any, s: int) -> int:
+    f0 = M[s, R.F_FLAGS0]
+    f1 = M[s, R.F_FLAGS1]
+    if M[s, R.F_PROTO] == 6:
+        if (f0 | f1) & R.TCP_RST:
+            if (f0 & R.TCP_SYN) and (f1 & R.TCP_RST) and not (f1 & R.TCP_SYN):
+                return R.REASON_REJECTED
+            if (f1 & R.TCP_SYN) and (f0 & R.TCP_RST) and not (f0 & R.TCP_SYN):
+                return R.REASON_REJECTED
+            return R.REASON_RST
+        if f0 & f1 & R.TCP_FIN:
+            return R.REASON_FIN
+    return R.REASON_IDLE if M[s, R.F_SEEN] == 3 else R.REASON_NO_REPLY
+
+
+@_jit
+def _deadline(M: Any, s: int, P: Any) -> tuple[int, int]:
+    if _finished(M, s):
+        natural = M[s, R.F_LAST]
+    else:
+        natural = M[s, R.F_LAST] + _idle(M, s, P)
+    hard = M[s, R.F_OPENED] + P[P_HARD]
+    if hard <= natural:
+        return hard, R.REASON_HARD_TIMEOUT
+    return natural, _state_reason(M, s)
+
+
+@_jit
+def _init_session(M: Any, s: int, serial: int, late: int) -> None:
+    for f in range(R.F_SERIAL, R.F_STATE + 1):
+        M[s, f] = 0
+    M[s, R.F_SERIAL] = serial
+    M[s, R.F_OPENED] = R.NO_TIME
+    M[s, R.F_LAST] = R.TIME_MIN
+    M[s, R.F_MAX_FIRST] = R.TIME_MIN
+    M[s, R.F_ORIENT_FS] = R.NO_TIME
+    M[s, R.F_ORIENT_DIR] = 2
+    M[s, R.F_SYN_FS0] = R.NO_TIME
+    M[s, R.F_SYN_FS1] = R.NO_TIME
+    M[s, R.F_LATE] = late
+    M[s, R.F_QUEUED] = R.NO_TIME
+    M[s, R.F_REASON] = R.REASON_OPEN
+    M[s, R.F_ENDPOINT0] = -1
+    M[s, R.F_ENDPOINT1] = -1
+
+
+@_jit
+def _new_links(M: Any, s: int, S: Any, slot: int, first: int, late: int, stray: bool) -> None:
+    """Follow / continuation links of a session opened in M[s] from the prev of S[slot]."""
+    if slot < 0 or not (S[slot, R.F_STATUS] & R.STATUS_PREV):
+        return
+    if late:
+        if S[slot, R.P_OPENED] <= first:
+            M[s, R.F_HAS_FOLLOW] = 1
+            M[s, R.F_FOLLOW_OPENED] = S[slot, R.P_OPENED]
+            M[s, R.F_FOLLOW_SPLIT] = S[slot, R.P_SPLIT]
+            M[s, R.F_FOLLOW_LATE] = S[slot, R.P_LATE]
+            M[s, R.F_FOLLOW_DUP] = S[slot, R.P_DUP]
+        return
+    if stray:
+        return
+    reason = S[slot, R.P_REASON]
+    if (reason == R.REASON_HARD_TIMEOUT or reason == R.REASON_EVICTED) and \
+            first <= S[slot, R.P_LAST] + S[slot, R.P_IDLE]:
+        M[s, R.F_SPLIT] = S[slot, R.P_SPLIT] + 1
+        if S[slot, R.P_SPLIT] > 0:
+            M[s, R.F_ROOT_OPENED] = S[slot, R.P_ROOT_OPENED]
+            M[s, R.F_ROOT_LATE] = S[slot, R.P_ROOT_LATE]
+            M[s, R.F_ROOT_DUP] = S[slot, R.P_ROOT_DUP]
+        else:
+            M[s, R.F_ROOT_OPENED] = S[slot, R.P_OPENED]
+            M[s, R.F_ROOT_LATE] = S[slot, R.P_LATE]
+            M[s, R.F_ROOT_DUP] = S[slot, R.P_DUP]
+        M[s, R.F_INHERITED] = 1
+        M[s, R.F_INH_ORIENT] = S[slot, R.P_ORIENT]
+        M[s, R.F_INH_SERVER] = S[slot, R.P_SERVER]
+        M[s, R.F_INH_METHOD] = S[slot, R.P_METHOD]
+        M[s, R.F_INH_CONFIDENCE] = S[slot, R.P_CONFIDENCE]
+
+
+@_jit
+def _apply(M: Any, s: int, d: int, first: int, last: int, dst_port: int, domain: int,
+           flags: int, packets: int, octets: int, reverse_packets: int, reverse_octets: int,
+           sampling: int, scaled: int, src_declared: int, dst_declared: int) -> None:
+    if first < M[s, R.F_OPENED]:
+        M[s, R.F_OPENED] = first
+    if last > M[s, R.F_LAST]:
+        M[s, R.F_LAST] = last
+    if first > M[s, R.F_MAX_FIRST]:
+        M[s, R.F_MAX_FIRST] = first
+    if first < M[s, R.F_ORIENT_FS] or (first == M[s, R.F_ORIENT_FS] and d < M[s, R.F_ORIENT_DIR]):
+        M[s, R.F_ORIENT_FS] = first
+        M[s, R.F_ORIENT_DIR] = d
+        M[s, R.F_FIRST_DST_PORT] = dst_port
+        M[s, R.F_DOMAIN] = domain
+    e = 1 - d
+    M[s, R.F_BYTES0 + d] += octets
+    M[s, R.F_PACKETS0 + d] += packets
+    M[s, R.F_FLAGS0 + d] |= flags
+    M[s, R.F_BYTES0 + e] += reverse_octets
+    M[s, R.F_PACKETS0 + e] += reverse_packets
+    reverse = reverse_packets > 0 or reverse_octets > 0
+    if not (packets == 0 and octets == 0 and reverse):
+        M[s, R.F_SEEN] |= 1 << d
+    if reverse:
+        M[s, R.F_SEEN] |= 1 << e
+    if flags & R.TCP_SYN:
+        if first < M[s, R.F_SYN_FS0 + d]:
+            M[s, R.F_SYN_FS0 + d] = first
+        if not (flags & R.TCP_ACK):
+            M[s, R.F_PURE_SYN] |= 1 << d
+    proto = M[s, R.F_PROTO]
+    icmp_type = dst_port >> 8
+    if (proto == 1 and icmp_type == 8) or (proto == 58 and icmp_type == 128):
+        M[s, R.F_ECHO_REQUEST] |= 1 << d
+    if (proto == 1 and icmp_type == 0) or (proto == 58 and icmp_type == 129):
+        M[s, R.F_ECHO_REPLY] |= 1 << d
+    if src_declared:
+        M[s, R.F_DECLARED] |= 1 << d
+    if dst_declared:
+        M[s, R.F_DECLARED] |= 1 << e
+    M[s, R.F_FLOWS] += 1
+    if sampling > M[s, R.F_SAMPLING]:
+        M[s, R.F_SAMPLING] = sampling
+    if scaled:
+        M[s, R.F_SCALED] = 1
+
+
+@_jit
+def _finalize(M: Any, s: int, S: Any, slot: int, closed_at: int, reason: int, emit: int,
+              peak0: int, peak1: int, known: Any) -> None:
+    """Fill the output fields of M[s]; S[slot] holds the key's previous closed session."""
+    M[s, R.F_PEAK0] = peak0
+    M[s, R.F_PEAK1] = peak1
+    if slot >= 0 and (S[slot, R.F_STATUS] & R.STATUS_PREV) and \
+            S[slot, R.P_OPENED] == M[s, R.F_OPENED] and S[slot, R.P_SPLIT] == M[s, R.F_SPLIT] \
+            and S[slot, R.P_LATE] == M[s, R.F_LATE]:
+        M[s, R.F_DUP] = S[slot, R.P_DUP] + 1
+    else:
+        M[s, R.F_DUP] = 0
+    if M[s, R.F_INHERITED]:
+        M[s, R.F_ORIENT] = M[s, R.F_INH_ORIENT]
+        M[s, R.F_SERVER] = M[s, R.F_INH_SERVER]
+        M[s, R.F_METHOD] = M[s, R.F_INH_METHOD]
+        M[s, R.F_CONFIDENCE] = M[s, R.F_INH_CONFIDENCE]
+    else:
+        port0 = M[s, R.F_LO_PORT]
+        port1 = M[s, R.F_HI_PORT]
+        server, method, confidence = _infer(
+            M[s, R.F_PROTO], M[s, R.F_ORIENT_DIR], M[s, R.F_SYN_FS0], M[s, R.F_SYN_FS1],
+            M[s, R.F_PURE_SYN], M[s, R.F_ECHO_REQUEST], M[s, R.F_ECHO_REPLY],
+            M[s, R.F_DECLARED], port0, port1, known[port0], known[port1], peak0, peak1)
+        M[s, R.F_ORIENT] = M[s, R.F_ORIENT_DIR]
+        M[s, R.F_SERVER] = server
+        M[s, R.F_METHOD] = method
+        M[s, R.F_CONFIDENCE] = confidence
+    M[s, R.F_CLOSED_AT] = closed_at
+    M[s, R.F_REASON] = reason
+    M[s, R.F_EMIT] = emit
+    if reason != R.REASON_OPEN:
+        M[s, R.F_STATE] = R.STATE_CLOSED
+    elif _half_open(M, s):
+        M[s, R.F_STATE] = R.STATE_HALF_OPEN
+    else:
+        M[s, R.F_STATE] = R.STATE_ACTIVE
+
+
+@_jit
+def _remember(S: Any, slot: int, M: Any, s: int, P: Any) -> None:
+    """Make the final session M[s] the last closed session of the key in S[slot]."""
+    S[slot, R.P_OPENED] = M[s, R.F_OPENED]
+    S[slot, R.P_LAST] = M[s, R.F_LAST]
+    S[slot, R.P_SPLIT] = M[s, R.F_SPLIT]
+    S[slot, R.P_LATE] = M[s, R.F_LATE]
+    S[slot, R.P_DUP] = M[s, R.F_DUP]
+    S[slot, R.P_REASON] = M[s, R.F_REASON]
+    S[slot, R.P_IDLE] = _idle(M, s, P)
+    if M[s, R.F_SPLIT] > 0:
+        S[slot, R.P_ROOT_OPENED] = M[s, R.F_ROOT_OPENED]
+        S[slot, R.P_ROOT_LATE] = M[s, R.F_ROOT_LATE]
+        S[slot, R.P_ROOT_DUP] = M[s, R.F_ROOT_DUP]
+    S[slot, R.P_ORIENT] = M[s, R.F_ORIENT]
+    S[slot, R.P_SERVER] = M[s, R.F_SERVER]
+    S[slot, R.P_METHOD] = M[s, R.F_METHOD]
+    S[slot, R.P_CONFIDENCE] = M[s, R.F_CONFIDENCE]
+    S[slot, R.P_EXPIRY] = M[s, R.F_LAST] + S[slot, R.P_IDLE] + P[P_GRACE]
+    S[slot, R.F_STATUS] |= R.STATUS_PREV
+
+
+# -- heaps ------------------------------------------------------------------------------
+@_jit
+def _deadline_push(D: Any, C: Any, t: int, ref: int, tag: int) -> None:
+    i = C[S_DEADLINES]
+    C[S_DEADLINES] = i + 1
+    while i > 0:
+        parent = (i - 1) >> 1
+        if D[parent, 0] <= t:
+            break
+        D[i, 0] = D[parent, 0]
+        D[i, 1] = D[parent, 1]
+        D[i, 2] = D[parent, 2]
+        i = parent
+    D[i, 0] = t
+    D[i, 1] = ref
+    D[i, 2] = tag
+
+
+@_jit
+def _deadline_pop(D: Any, C: Any) -> None:
+    n = C[S_DEADLINES] - 1
+    C[S_DEADLINES] = n
+    if n == 0:
+        return
+    t = D[n, 0]
+    ref = D[n, 1]
+    tag = D[n, 2]
+    i = 0
+    while True:
+        child = 2 * i + 1
+        if child >= n:
+            break
+        if child + 1 < n and D[child + 1, 0] < D[child, 0]:
+            child += 1
+        if D[child, 0] >= t:
+            break
+        D[i, 0] = D[child, 0]
+        D[i, 1] = D[child, 1]
+        D[i, 2] = D[child, 2]
+        i = child
+    D[i, 0] = t
+    D[i, 1] = ref
+    D[i, 2] = tag
+
+
+@_jit
+def _eviction_less(V: Any, a: int, W: Any, b: int) -> bool:
+    for f in range(8):
+        if V[a, f] != W[b, f]:
+            return V[a, f] < W[b, f]
+    return False
+
+
+@_jit
+def _eviction_sift_up(V: Any, i: int, tmp: Any) -> None:
+    for f in range(EVICTION_FIELDS):
+        tmp[0, f] = V[i, f]
+    while i > 0:
+        parent = (i - 1) >> 1
+        if not _eviction_less(tmp, 0, V, parent):
+            break
+        for f in range(EVICTION_FIELDS):
+            V[i, f] = V[parent, f]
+        i = parent
+    for f in range(EVICTION_FIELDS):
+        V[i, f] = tmp[0, f]
+
+
+@_jit
+def _eviction_sift_down(V: Any, i: int, n: int, tmp: Any) -> None:
+    for f in range(EVICTION_FIELDS):
+        tmp[0, f] = V[i, f]
+    while True:
+        child = 2 * i + 1
+        if child >= n:
+            break
+        if child + 1 < n and _eviction_less(V, child + 1, V, child):
+            child += 1
+        if not _eviction_less(V, child, tmp, 0):
+            break
+        for f in range(EVICTION_FIELDS):
+            V[i, f] = V[child, f]
+        i = child
+    for f in range(EVICTION_FIELDS):
+        V[i, f] = tmp[0, f]
+
+
+@_jit
+def _eviction_push(V: Any, C: Any, S: Any, slot: int, tmp: Any) -> None:
+    i = C[S_EVICTION_ENTRIES]
+    C[S_EVICTION_ENTRIES] = i + 1
+    V[i, 0] = S[slot, R.F_LAST]
+    V[i, 1] = S[slot, R.F_PROTO]
+    V[i, 2] = S[slot, R.F_LO_HI]
+    V[i, 3] = S[slot, R.F_LO_LO]
+    V[i, 4] = S[slot, R.F_LO_PORT]
+    V[i, 5] = S[slot, R.F_HI_HI]
+    V[i, 6] = S[slot, R.F_HI_LO]
+    V[i, 7] = S[slot, R.F_HI_PORT]
+    V[i, 8] = slot
+    V[i, 9] = S[slot, R.F_SERIAL]
+    _eviction_sift_up(V, i, tmp)
+
+
+@_jit
+def _eviction_pop(V: Any, C: Any, tmp: Any) -> None:
+    n = C[S_EVICTION_ENTRIES] - 1
+    C[S_EVICTION_ENTRIES] = n
+    if n > 0:
+        for f in range(EVICTION_FIELDS):
+            V[0, f] = V[n, f]
+        _eviction_sift_down(V, 0, n, tmp)
+
+
+@_jit
+def _eviction_valid(V: Any, i: int, S: Any) -> bool:
+    slot = V[i, 8]
+    return (S[slot, R.F_STATUS] & R.STATUS_OPEN) != 0 and S[slot, R.F_SERIAL] == V[i, 9]
+
+
+@_jit
+def _eviction_rebuild(V: Any, C: Any, S: Any, tmp: Any) -> None:
+    """Drop entries of sessions that closed otherwise; keeps the heap near the open count."""
+    n = C[S_EVICTION_ENTRIES]
+    kept = 0
+    for i in range(n):
+        if _eviction_valid(V, i, S):
+            for f in range(EVICTION_FIELDS):
+                V[kept, f] = V[i, f]
+            V[kept, 0] = S[V[kept, 8], R.F_LAST]
+            kept += 1
+    C[S_EVICTION_ENTRIES] = kept
+    for i in range(kept // 2 - 1, -1, -1):
+        _eviction_sift_down(V, i, kept, tmp)
+
+
+# -- hash tables --------------------------------------------------------------------------
+@_jit
+def _free_slot(S: Any, B: Any, F: Any, C: Any, slot: int) -> None:
+    b = S[slot, R.F_HASH] & (len(B) - 1)
+    cursor = B[b]
+    if cursor == slot:
+        B[b] = S[slot, R.F_NEXT]
+    else:
+        while S[cursor, R.F_NEXT] != slot:
+            cursor = S[cursor, R.F_NEXT]
+        S[cursor, R.F_NEXT] = S[slot, R.F_NEXT]
+    S[slot, R.F_STATUS] = 0
+    S[slot, R.F_GEN] += 1
+    F[C[S_FREE_TOP]] = slot
+    C[S_FREE_TOP] += 1
+    C[S_USED] -= 1
+
+
+@_jit
+def _endpoint_acquire(E: Any, EB: Any, EF: Any, C: Any, proto: int, hi: int, lo: int,
+                      port: int) -> int:
+    h = _key_hash(proto, hi, lo, port, 0, 0, 0)
+    b = h & (len(EB) - 1)
+    e = EB[b]
+    while e >= 0:
+        if E[e, E_PROTO] == proto and E[e, E_HI] == hi and E[e, E_LO] == lo and \
+                E[e, E_PORT] == port:
+            break
+        e = E[e, E_NEXT]
+    if e < 0:
+        C[S_ENDPOINT_FREE_TOP] -= 1
+        e = EF[C[S_ENDPOINT_FREE_TOP]]
+        E[e, E_PROTO] = proto
+        E[e, E_HI] = hi
+        E[e, E_LO] = lo
+        E[e, E_PORT] = port
+        E[e, E_COUNT] = 0
+        E[e, E_PEAK] = 0
+        E[e, E_NEXT] = EB[b]
+        EB[b] = e
+    E[e, E_COUNT] += 1
+    if E[e, E_COUNT] > E[e, E_PEAK]:
+        E[e, E_PEAK] = E[e, E_COUNT]
+    return e
+
+
+@_jit
+def _endpoint_release(E: Any, EB: Any, EF: Any, C: Any, e: int) -> None:
+    E[e, E_COUNT] -= 1
+    if E[e, E_COUNT] > 0:
+        return
+    h = _key_hash(E[e, E_PROTO], E[e, E_HI], E[e, E_LO], E[e, E_PORT], 0, 0, 0)
+    b = h & (len(EB) - 1)
+    cursor = EB[b]
+    if cursor == e:
+        EB[b] = E[e, E_NEXT]
+    else:
+        while E[cursor, E_NEXT] != e:
+            cursor = E[cursor, E_NEXT]
+        E[cursor, E_NEXT] = E[e, E_NEXT]
+    EF[C[S_ENDPOINT_FREE_TOP]] = e
+    C[S_ENDPOINT_FREE_TOP] += 1
+
+
+@_jit
+def _close(S: Any, slot: int, closed_at: int, reason: int, emit: int, P: Any, C: Any,
+           OUT: Any, D: Any, E: Any, EB: Any, EF: Any, known: Any) -> None:
+    """The open session of S[slot] leaves: row to OUT, remembered as the key's last closed one."""
+    e0 = S[slot, R.F_ENDPOINT0]
+    e1 = S[slot, R.F_ENDPOINT1]
+    peak0 = E[e0, E_PEAK]
+    _endpoint_release(E, EB, EF, C, e0)
+    peak1 = E[e1, E_PEAK]
+    _endpoint_release(E, EB, EF, C, e1)
+    _finalize(S, slot, S, slot, closed_at, reason, emit, peak0, peak1, known)
+    o = C[S_OUT]
+    C[S_OUT] = o + 1
+    for f in range(R.FIELD_COUNT):
+        OUT[o, f] = S[slot, f]
+    _remember(S, slot, S, slot, P)
+    S[slot, R.F_STATUS] &= ~R.STATUS_OPEN
+    C[S_OPEN] -= 1
+    _deadline_push(D, C, S[slot, R.P_EXPIRY], slot * 2 + 1, S[slot, R.F_GEN])
+
+
+@_jit
+def _sweep(S: Any, B: Any, F: Any, P: Any, C: Any, OUT: Any, D: Any, E: Any, EB: Any,
+           EF: Any, known: Any, watermark: int, emit: int) -> None:
+    while C[S_DEADLINES] > 0 and D[0, 0] < watermark:
+        t = D[0, 0]
+        ref = D[0, 1]
+        tag = D[0, 2]
+        _deadline_pop(D, C)
+        slot = ref >> 1
+        status = S[slot, R.F_STATUS]
+        if ref & 1 == 0:
+            if not (status & R.STATUS_OPEN) or S[slot, R.F_SERIAL] != tag or \
+                    S[slot, R.F_QUEUED] != t:
+                continue
+            deadline, reason = _deadline(S, slot, P)
+            if deadline < watermark:
+                _close(S, slot, deadline, reason, emit, P, C, OUT, D, E, EB, EF, known)
+            else:
+                S[slot, R.F_QUEUED] = deadline
+                _deadline_push(D, C, deadline, ref, tag)
+        else:
+            if not (status & R.STATUS_PREV) or S[slot, R.F_GEN] != tag or \
+                    S[slot, R.P_EXPIRY] != t:
+                continue
+            S[slot, R.F_STATUS] = status & ~R.STATUS_PREV
+            if S[slot, R.F_STATUS] == 0:
+                _free_slot(S, B, F, C, slot)
+
+
+@_jit
+def replay(
+    first_seen: Any, last_seen: Any, src_hi: Any, src_lo: Any, dst_hi: Any, dst_lo: Any,
+    src_port: Any, dst_port: Any, protocol: Any, tcp_flags: Any, packets: Any, octets: Any,
+    reverse_packets: Any, reverse_octets: Any, sampling_rate: Any, counters_scaled: Any,
+    exporter_domain: Any, src_declared: Any, dst_declared: Any, index: Any,
+    start: int, serial_out: Any, direction_out: Any,
+    S: Any, B: Any, F: Any, P: Any, C: Any, OUT: Any, D: Any, V: Any, E: Any, EB: Any,
+    EF: Any, known: Any,
+) -> tuple[int, int]:
+    """Replay records start.. of one exporter; -> (status, next record to process)."""
+    tmp = np.empty((1, EVICTION_FIELDS), dtype=np.int64)
+    n = len(first_seen)
+    hard = P[P_HARD]
+    for i in range(start, n):
+        # room for the worst case of one record: a new slot, a stray, an eviction and a
+        # sweep that closes every open session
+        if C[S_FREE_TOP] < 2:
+            return NEED_SLOTS, i
+        if C[S_OUT] + C[S_OPEN] + 4 > len(OUT):
+            return NEED_OUTPUT, i
+        if C[S_DEADLINES] + C[S_OPEN] + 8 > len(D):
+            return NEED_DEADLINES, i
+        if C[S_EVICTION_ENTRIES] + 4 > len(V):
+            if C[S_EVICTION_ENTRIES] > 2 * C[S_OPEN] + 64:
+                _eviction_rebuild(V, C, S, tmp)
+            if C[S_EVICTION_ENTRIES] + 4 > len(V):
+                return NEED_EVICTIONS, i
+        if C[S_ENDPOINT_FREE_TOP] < 2:
+            return NEED_ENDPOINTS, i
+
+        first = first_seen[i]
+        last = last_seen[i]
+        emit = index[i]
+        proto = protocol[i]
+        if proto == 6 or proto == 17 or proto == 132 or proto == 136:
+            sport = src_port[i]
+            dport = dst_port[i]
+        else:
+            sport = 0
+            dport = 0
+        sh = src_hi[i]
+        sl = src_lo[i]
+        dh = dst_hi[i]
+        dl = dst_lo[i]
+        if sh < dh or (sh == dh and (sl < dl or (sl == dl and sport <= dport))):
+            d = 0
+            k1, k2, k3, k4, k5, k6 = sh, sl, sport, dh, dl, dport
+        else:
+            d = 1
+            k1, k2, k3, k4, k5, k6 = dh, dl, dport, sh, sl, sport
+        late = 0
+        if C[S_HAS_MAX_LAST] and last < C[S_MAX_LAST] - P[P_GRACE]:
+            late = 1
+        h = _key_hash(proto, k1, k2, k3, k4, k5, k6)
+        b = h & (len(B) - 1)
+        slot = B[b]
+        while slot >= 0:
+            if S[slot, R.F_HASH] == h and S[slot, R.F_PROTO] == proto and \
+                    S[slot, R.F_LO_HI] == k1 and S[slot, R.F_LO_LO] == k2 and \
+                    S[slot, R.F_LO_PORT] == k3 and S[slot, R.F_HI_HI] == k4 and \
+                    S[slot, R.F_HI_LO] == k5 and S[slot, R.F_HI_PORT] == k6:
+                break
+            slot = S[slot, R.F_NEXT]
+
+        target = -1  # the slot whose open session takes the record
+        is_new = True
+        if slot >= 0 and (S[slot, R.F_STATUS] & R.STATUS_OPEN):
+            idle = _idle(S, slot, P)
+            if first > S[slot, R.F_LAST] + idle or first >= S[slot, R.F_OPENED] + hard:
+                deadline, reason = _deadline(S, slot, P)
+                _close(S, slot, deadline, reason, emit, P, C, OUT, D, E, EB, EF, known)
+            elif first < S[slot, R.F_OPENED] and (
+                    last + idle < S[slot, R.F_OPENED] or first + hard <= S[slot, R.F_MAX_FIRST]):
+                # a stray: a session of its own, built in the output and closed at once
+                o = C[S_OUT]
+                C[S_OUT] = o + 1
+                for f in range(R.F_SERIAL):
+                    OUT[o, f] = S[slot, f]
+                _init_session(OUT, o, C[S_SERIALS], late)
+                C[S_SERIALS] += 1
+                _new_links(OUT, o, S, slot, first, late, True)
+                _apply(OUT, o, d, first, last, dst_port[i], exporter_domain[i], tcp_flags[i],
+                       packets[i], octets[i], reverse_packets[i], reverse_octets[i],
+                       sampling_rate[i], counters_scaled[i], src_declared[i], dst_declared[i])
+                deadline, reason = _deadline(OUT, o, P)
+                _finalize(OUT, o, S, slot, deadline, reason, emit, 0, 0, known)
+                _remember(S, slot, OUT, o, P)
+                _deadline_push(D, C, S[slot, R.P_EXPIRY], slot * 2 + 1, S[slot, R.F_GEN])
+                serial_out[i] = OUT[o, R.F_SERIAL]
+                direction_out[i] = d
+                if last > C[S_MAX_LAST] or not C[S_HAS_MAX_LAST]:
+                    C[S_MAX_LAST] = last
+                    C[S_HAS_MAX_LAST] = 1
+                _sweep(S, B, F, P, C, OUT, D, E, EB, EF, known, C[S_MAX_LAST] - P[P_GRACE], emit)
+                continue
+            else:
+                target = slot
+                is_new = False
+                if late:
+                    S[slot, R.F_LATE_RECORDS] += 1
+
+        if is_new:
+            if slot < 0:
+                C[S_FREE_TOP] -= 1
+                slot = F[C[S_FREE_TOP]]
+                C[S_USED] += 1
+                S[slot, R.F_STATUS] = 0
+                S[slot, R.F_HASH] = h
+                S[slot, R.F_PROTO] = proto
+                S[slot, R.F_LO_HI] = k1
+                S[slot, R.F_LO_LO] = k2
+                S[slot, R.F_LO_PORT] = k3
+                S[slot, R.F_HI_HI] = k4
+                S[slot, R.F_HI_LO] = k5
+                S[slot, R.F_HI_PORT] = k6
+                S[slot, R.F_NEXT] = B[b]
+                B[b] = slot
+            _init_session(S, slot, C[S_SERIALS], late)
+            C[S_SERIALS] += 1
+            _new_links(S, slot, S, slot, first, late, False)
+            if C[S_OPEN] >= P[P_CAP]:
+                now = last
+                if C[S_HAS_MAX_LAST] and C[S_MAX_LAST] > now:
+                    now = C[S_MAX_LAST]
+                while True:
+                    if not _eviction_valid(V, 0, S):
+                        _eviction_pop(V, C, tmp)
+                        continue
+                    victim = V[0, 8]
+                    if V[0, 0] != S[victim, R.F_LAST]:
+                        _eviction_pop(V, C, tmp)
+                        _eviction_push(V, C, S, victim, tmp)
+                        continue
+                    _eviction_pop(V, C, tmp)
+                    _close(S, victim, now, R.REASON_EVICTED, emit, P, C, OUT, D, E, EB, EF,
+                           known)
+                    break
+                C[S_EVICTIONS] += 1
+                if C[S_EVICTIONS] == 1:
+                    C[S_FIRST_EVICTION] = now
+                C[S_LAST_EVICTION] = now
+            S[slot, R.F_STATUS] |= R.STATUS_OPEN
+            C[S_OPEN] += 1
+            if C[S_OPEN] > C[S_PEAK_OPEN]:
+                C[S_PEAK_OPEN] = C[S_OPEN]
+            S[slot, R.F_ENDPOINT0] = _endpoint_acquire(E, EB, EF, C, proto, k1, k2, k3)
+            S[slot, R.F_ENDPOINT1] = _endpoint_acquire(E, EB, EF, C, proto, k4, k5, k6)
+            target = slot
+
+        _apply(S, target, d, first, last, dst_port[i], exporter_domain[i], tcp_flags[i],
+               packets[i], octets[i], reverse_packets[i], reverse_octets[i], sampling_rate[i],
+               counters_scaled[i], src_declared[i], dst_declared[i])
+        if is_new:
+            _eviction_push(V, C, S, target, tmp)
+        deadline, reason = _deadline(S, target, P)
+        if deadline < S[target, R.F_QUEUED]:
+            S[target, R.F_QUEUED] = deadline
+            _deadline_push(D, C, deadline, target * 2, S[target, R.F_SERIAL])
+        serial_out[i] = S[target, R.F_SERIAL]
+        direction_out[i] = d
+        if last > C[S_MAX_LAST] or not C[S_HAS_MAX_LAST]:
+            C[S_MAX_LAST] = last
+            C[S_HAS_MAX_LAST] = 1
+        _sweep(S, B, F, P, C, OUT, D, E, EB, EF, known, C[S_MAX_LAST] - P[P_GRACE], emit)
+    return DONE, n
+
+
+@_jit
+def finish(S: Any, B: Any, F: Any, P: Any, C: Any, OUT: Any, D: Any, E: Any, EB: Any, EF: Any,
+           known: Any, emit: int) -> None:
+    """End of input: sweep at the newest last_seen, then every open session leaves as is."""
+    if C[S_HAS_MAX_LAST]:
+        _sweep(S, B, F, P, C, OUT, D, E, EB, EF, known, C[S_MAX_LAST], emit)
+    for slot in range(len(S)):
+        if S[slot, R.F_STATUS] & R.STATUS_OPEN:
+            e0 = S[slot, R.F_ENDPOINT0]
+            e1 = S[slot, R.F_ENDPOINT1]
+            _finalize(S, slot, S, slot, 0, R.REASON_OPEN, emit, E[e0, E_PEAK], E[e1, E_PEAK],
+                      known)
+            o = C[S_OUT]
+            C[S_OUT] = o + 1
+            for f in range(R.FIELD_COUNT):
+                OUT[o, f] = S[slot, f]
+
+
+@_jit
+def _rehash(S: Any, B: Any) -> None:
+    B[:] = -1
+    for slot in range(len(S)):
+        if S[slot, R.F_STATUS] != 0:
+            b = S[slot, R.F_HASH] & (len(B) - 1)
+            S[slot, R.F_NEXT] = B[b]
+            B[b] = slot
+
+
+@_jit
+def _endpoint_rehash(E: Any, EB: Any, EF: Any, top: int) -> None:
+    EB[:] = -1
+    free = np.zeros(len(E), dtype=np.bool_)
+    for k in range(top):
+        free[EF[k]] = True
+    for e in range(len(E)):
+        if not free[e]:
+            h = _key_hash(E[e, E_PROTO], E[e, E_HI], E[e, E_LO], E[e, E_PORT], 0, 0, 0)
+            b = h & (len(EB) - 1)
+            E[e, E_NEXT] = EB[b]
+            EB[b] = e
+
+
+def _policy_vector(policy: SessionPolicy) -> np.ndarray:
+    vector = np.zeros(8, dtype=np.int64)
+    vector[P_HARD] = policy.hard_timeout_us
+    vector[P_GRACE] = policy.grace_us
+    vector[P_CAP] = policy.max_open_sessions
+    vector[P_IDLE_ESTABLISHED] = policy.idle_tcp_established_us
+    vector[P_IDLE_HALF_OPEN] = policy.idle_tcp_half_open_us
+    vector[P_IDLE_UDP] = policy.idle_udp_us
+    vector[P_IDLE_ICMP] = policy.idle_icmp_us
+    vector[P_IDLE_OTHER] = policy.idle_other_us
+    return vector
+
+
+class KernelReplay:
+    """One exporter's kernel state, grown on demand; same interface as ReferenceReplay."""
+
+    def __init__(self, policy: SessionPolicy, known_ports: np.ndarray,
+                 capacity: int = 1024) -> None:
+        self.policy = policy
+        self.known = np.ascontiguousarray(known_ports, dtype=np.bool_)
+        self.P = _policy_vector(policy)
+        self.C = np.zeros(SCALAR_COUNT, dtype=np.int64)
+        self.S = R.new_rows(capacity)
+        self.B = np.full(_buckets_for(capacity), -1, dtype=np.int64)
+        self.F = np.arange(capacity - 1, -1, -1, dtype=np.int64)
+        self.C[S_FREE_TOP] = capacity
+        self.OUT = R.new_rows(capacity + 8)
+        self.D = np.zeros((2 * capacity + 16, 3), dtype=np.int64)
+        self.V = np.zeros((capacity + 16, EVICTION_FIELDS), dtype=np.int64)
+        self.E = np.zeros((2 * capacity, ENDPOINT_FIELDS), dtype=np.int64)
+        self.EB = np.full(_buckets_for(2 * capacity), -1, dtype=np.int64)
+        self.EF = np.arange(2 * capacity - 1, -1, -1, dtype=np.int64)
+        self.C[S_ENDPOINT_FREE_TOP] = 2 * capacity
+        self._rows: list[np.ndarray] = []
+
+    def process(self, records: Records) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Replay `records` (arrival order); -> (session serial, direction) per record, rows out."""
+        n = len(records)
+        serials = np.zeros(n, dtype=np.int64)
+        directions = np.zeros(n, dtype=np.int8)
+        start = 0
+        while True:
+            status, start = replay(
+                records.first_seen, records.last_seen, records.src_hi, records.src_lo,
+                records.dst_hi, records.dst_lo, records.src_port, records.dst_port,
+                records.protocol, records.tcp_flags, records.packets, records.octets,
+                records.reverse_packets, records.reverse_octets, records.sampling_rate,
+                records.counters_scaled, records.exporter_domain, records.src_declared,
+                records.dst_declared, records.index, start, serials, directions,
+                self.S, self.B, self.F, self.P, self.C, self.OUT, self.D, self.V, self.E,
+                self.EB, self.EF, self.known)
+            if status == DONE:
+                break
+            self._make_room(status)
+        return serials, directions, self._take_rows()
+
+    def finish(self, emit: int) -> np.ndarray:
+        """End of input: the watermark becomes the newest last_seen; the rest stays open."""
+        self._flush()
+        if len(self.OUT) < int(self.C[S_OPEN]) * 2 + 8:
+            self.OUT = R.new_rows(int(self.C[S_OPEN]) * 2 + 8)
+        finish(self.S, self.B, self.F, self.P, self.C, self.OUT, self.D, self.E, self.EB,
+               self.EF, self.known, emit)
+        return self._take_rows()
+
+    def pressure(self) -> dict[str, Any]:
+        evictions = int(self.C[S_EVICTIONS])
+        return {"evictions": evictions,
+                "first_eviction_us": int(self.C[S_FIRST_EVICTION]) if evictions else None,
+                "last_eviction_us": int(self.C[S_LAST_EVICTION]) if evictions else None,
+                "peak_open": int(self.C[S_PEAK_OPEN])}
+
+    def _flush(self) -> None:
+        count = int(self.C[S_OUT])
+        if count:
+            self._rows.append(self.OUT[:count].copy())
+            self.C[S_OUT] = 0
+
+    def _take_rows(self) -> np.ndarray:
+        self._flush()
+        rows = np.concatenate(self._rows) if self._rows else R.new_rows(0)
+        self._rows = []
+        return rows
+
+    def _make_room(self, status: int) -> None:
+        if status == NEED_OUTPUT:
+            self._flush()
+            if len(self.OUT) < int(self.C[S_OPEN]) + 8:
+                self.OUT = R.new_rows(2 * len(self.OUT))
+        elif status == NEED_SLOTS:
+            old = len(self.S)
+            self.S = np.concatenate([self.S, R.new_rows(old)])
+            self.B = np.full(_buckets_for(2 * old), -1, dtype=np.int64)
+            _rehash(self.S, self.B)
+            top = int(self.C[S_FREE_TOP])
+            self.F = np.concatenate([self.F[:top], np.arange(2 * old - 1, old - 1, -1),
+                                     np.zeros(old - top, dtype=np.int64)])
+            self.C[S_FREE_TOP] = top + old
+            if len(self.OUT) < 2 * old + 8:
+                self._flush()
+                self.OUT = R.new_rows(2 * old + 8)
+        elif status == NEED_DEADLINES:
+            self.D = np.concatenate([self.D, np.zeros_like(self.D)])
+        elif status == NEED_EVICTIONS:
+            self.V = np.concatenate([self.V, np.zeros_like(self.V)])
+        elif status == NEED_ENDPOINTS:
+            old = len(self.E)
+            top = int(self.C[S_ENDPOINT_FREE_TOP])
+            self.E = np.concatenate([self.E, np.zeros_like(self.E)])
+            self.EF = np.concatenate([self.EF[:top], np.arange(2 * old - 1, old - 1, -1),
+                                      np.zeros(old - top, dtype=np.int64)])
+            self.C[S_ENDPOINT_FREE_TOP] = top + old
+            self.EB = np.full(_buckets_for(2 * old), -1, dtype=np.int64)
+            _endpoint_rehash(self.E, self.EB, self.EF, top + old)
+        else:
+            raise AssertionError(f"unknown kernel status {status}")
+
+
+def _buckets_for(capacity: int) -> int:
+    return 1 << max(4, (2 * capacity - 1).bit_length())
