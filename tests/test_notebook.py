@@ -1,0 +1,68 @@
+"""notebooks/session_review.ipynb runs top to bottom on a fresh sessionize run of the fixture.
+
+The notebook is executed with nbclient in a real kernel, so a renamed column or function
+breaks the suite instead of the next person's review. Set OBSERAE_NOTEBOOK_PNGS to a
+directory to keep the figures it drew (for a person to look at).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import FIXTURES, REPO
+
+NOTEBOOK = REPO / "notebooks" / "session_review.ipynb"
+PLOT_KINDS = ("traffic_over_time", "talker_heatmap", "fragment_timeline", "coherence_histogram")
+
+
+def test_committed_notebook_has_no_outputs() -> None:
+    nbformat = pytest.importorskip("nbformat", reason="nbformat is in the [test] extras")
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert code
+    assert all(cell.outputs == [] and cell.execution_count is None for cell in code)
+    source = "\n".join(cell.source for cell in code)
+    for kind in PLOT_KINDS:
+        assert f"plots.{kind}(" in source
+
+
+def test_notebook_runs_on_a_fresh_fixture_run(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    nbformat = pytest.importorskip("nbformat", reason="nbformat is in the [test] extras")
+    nbclient = pytest.importorskip("nbclient", reason="nbclient is in the [test] extras")
+    pytest.importorskip("ipykernel", reason="ipykernel is in the [test] extras")
+    run_dir = tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, "-m", "obserae_forensics", "sessionize",
+         str(FIXTURES / "sf_v9_varsvc.pcap"),
+         "--cartography", str(FIXTURES / "cartography.yaml"),
+         "--flow-matrix", str(FIXTURES / "flow_matrix.yaml"), "--out", str(run_dir)],
+        capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    monkeypatch.setenv("OBSERAE_RUN", str(run_dir))
+    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    client = nbclient.NotebookClient(
+        notebook, timeout=600, kernel_name="python3",
+        resources={"metadata": {"path": str(REPO / "notebooks")}})
+    client.execute()
+
+    errors = [output for cell in notebook.cells if cell.cell_type == "code"
+              for output in cell.outputs if output.get("output_type") == "error"]
+    assert errors == []
+    images = [output["data"]["image/png"] for cell in notebook.cells
+              if cell.cell_type == "code" for output in cell.outputs
+              if "image/png" in output.get("data", {})]
+    assert len(images) >= 5
+    keep = os.environ.get("OBSERAE_NOTEBOOK_PNGS")
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        for number, image in enumerate(images):
+            (Path(keep) / f"figure_{number}.png").write_bytes(base64.b64decode(image))
