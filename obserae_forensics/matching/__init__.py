@@ -9,7 +9,7 @@ of a conversation into sessions_consolidated.
 from __future__ import annotations
 
 from .address_sets import AddressSet
-from .cartography import Cartography, DeclaredService, load_cartography
+from .cartography import Cartography, DeclaredService, empty_cartography, load_cartography
 from .consolidate import SESSIONS_CONSOLIDATED_SCHEMA, consolidate_sessions
 from .flow_matrix import FlowMatrix, Rule, load_flow_matrix
 from .match import SESSION_MATCHES_SCHEMA, match_sessions, matched_rules_column
@@ -25,6 +25,7 @@ __all__ = [
     "Rule",
     "Service",
     "consolidate_sessions",
+    "empty_cartography",
     "load_cartography",
     "load_flow_matrix",
     "match_sessions",

@@ -128,6 +128,11 @@ def unknown_name_message(reference: str) -> str:
     )
 
 
+def empty_cartography() -> Cartography:
+    """The Cartography of a run without `--cartography`: built-in names, no services."""
+    return Cartography.builtin()
+
+
 def load_cartography(path: Path) -> Cartography:
     """Read and check a Cartography YAML file; UsageError "file:line: problem" on any fault."""
     return _CartographyReader(YamlFile(path, what="Cartography")).read()
