@@ -169,12 +169,18 @@ def _flag(column: pa.ChunkedArray, value: str) -> np.ndarray:
 
 
 def _codes(*columns: pa.ChunkedArray) -> list[np.ndarray]:
-    """Shared integer codes for several string columns (equal text -> equal code)."""
+    """Shared integer codes for several string columns: equal text -> equal code, and codes
+    ordered like the texts (null -> -1)."""
     joined = pa.chunked_array([chunk for column in columns for chunk in column.chunks],
                               type=pa.string())
     encoded = pc.dictionary_encode(joined.combine_chunks())
-    codes = np.asarray(encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False),
-                       dtype=np.int64)
+    # codes by sorted text, not by first appearance: the input's row order must not matter
+    order = np.asarray(pc.array_sort_indices(encoded.dictionary).to_numpy(), dtype=np.int64)
+    rank = np.empty(len(order) + 1, dtype=np.int64)
+    rank[order] = np.arange(len(order), dtype=np.int64)
+    rank[-1] = -1
+    codes = rank[np.asarray(encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False),
+                            dtype=np.int64)]
     out: list[np.ndarray] = []
     at = 0
     for column in columns:
@@ -183,13 +189,15 @@ def _codes(*columns: pa.ChunkedArray) -> list[np.ndarray]:
     return out
 
 
-def _sorted_rank(column: pa.ChunkedArray) -> np.ndarray:
-    """Rank of each text in sorted order (a total, hash-free tie breaker)."""
+def _sorted_rank(column: pa.ChunkedArray) -> tuple[np.ndarray, int]:
+    """Rank of each text in sorted order (a total, hash-free tie breaker), and how many
+    distinct texts there are."""
     encoded = pc.dictionary_encode(column.combine_chunks())
     order = np.asarray(pc.array_sort_indices(encoded.dictionary).to_numpy(), dtype=np.int64)
     rank = np.empty(len(order), dtype=np.int64)
     rank[order] = np.arange(len(order), dtype=np.int64)
-    return rank[np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)]
+    codes = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+    return rank[codes], len(order)
 
 
 def _group_starts(keys: list[np.ndarray]) -> np.ndarray:
@@ -215,8 +223,9 @@ def chain_sessions(sessions: pa.Table, runs: list[Run]) -> Chains:
     sessions = sessions.combine_chunks()
     col = sessions.column
 
-    session_rank = _sorted_rank(col("session_id"))
-    _check_unique(sessions, session_rank, runs)
+    session_rank, distinct = _sorted_rank(col("session_id"))
+    if distinct != n:
+        _refuse_duplicates(sessions, session_rank, runs)
 
     run = _numpy(col("run_index"), "int64")
     protocol = _numpy(col("protocol_number"), "int64")
@@ -427,7 +436,7 @@ def chain_sessions(sessions: pa.Table, runs: list[Run]) -> Chains:
         flipped=flipped, conflict=conflict,
         counters=(ab_bytes_f, ba_bytes_f, ab_packets_f, ba_packets_f),
     )
-    exporter_names = pc.dictionary_encode(col("exporter").combine_chunks()).dictionary.to_pylist()
+    exporter_names = sorted(pc.unique(col("exporter")).to_pylist())  # code = sorted rank
     exporter_windows = {
         str(name): (int(windows[0][i]), int(windows[1][i]))
         for i, name in enumerate(exporter_names)
@@ -480,10 +489,8 @@ def _roots(parent: np.ndarray, session_id: pa.ChunkedArray) -> np.ndarray:
                          f"{len(stuck)}): late sessions follow each other in a loop")
 
 
-def _check_unique(sessions: pa.Table, rank: np.ndarray, runs: list[Run]) -> None:
+def _refuse_duplicates(sessions: pa.Table, rank: np.ndarray, runs: list[Run]) -> None:
     """A session id seen twice means one capture was given in two runs: refuse to double-count."""
-    if len(np.unique(rank)) == len(rank):
-        return
     counts = np.bincount(rank)
     duplicate = int(np.flatnonzero(counts > 1)[0])
     where = np.flatnonzero(rank == duplicate)
