@@ -1,0 +1,103 @@
+"""Settings: the seed's defaults and names, durations, files, overrides, and every refusal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from obserae_forensics.errors import UsageError
+from obserae_forensics.sessionize import (
+    SessionPolicy,
+    load_policy,
+    parse_duration,
+    policy_settings,
+)
+
+SEED_BLOCK = """\
+sessions:
+  hard_timeout: 15m
+  grace: 30s
+  max_open_ksessions: 500
+  idle:
+    tcp_established: 60s
+    tcp_half_open: 5s
+    udp: 30s
+    icmp: 10s
+    other: 60s
+"""
+
+
+def test_the_seed_block_gives_the_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "settings.yaml"
+    path.write_text(SEED_BLOCK)
+    assert load_policy(path, {}) == SessionPolicy() == load_policy(None, {})
+
+
+@pytest.mark.parametrize(("text", "us"), [("15m", 900_000_000), ("30s", 30_000_000),
+                                          ("1h", 3_600_000_000), ("500ms", 500_000),
+                                          ("2d", 172_800_000_000), ("2.5s", 2_500_000),
+                                          ("90", 90_000_000), (45, 45_000_000),
+                                          (0.25, 250_000)])
+def test_durations(text: str | float, us: int) -> None:
+    assert parse_duration(text, "sessions.grace") == us
+
+
+def test_overrides_win_over_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "settings.yaml"
+    path.write_text("sessions:\n  grace: 10s\n  idle:\n    udp: 2m\n")
+    policy = load_policy(path, {"sessions.grace": "1s", "sessions.replay": "event",
+                                "sessions.max_open_ksessions": 2})
+    assert (policy.grace_us, policy.idle_udp_us, policy.replay, policy.max_open_sessions) == \
+        (1_000_000, 120_000_000, "event", 2000)
+
+
+def test_settings_use_the_seed_names_in_seconds() -> None:
+    settings = policy_settings(SessionPolicy())
+    assert settings == {
+        "sessions.hard_timeout": 900.0, "sessions.grace": 30.0,
+        "sessions.max_open_ksessions": 500, "sessions.idle.tcp_established": 60.0,
+        "sessions.idle.tcp_half_open": 5.0, "sessions.idle.udp": 30.0,
+        "sessions.idle.icmp": 10.0, "sessions.idle.other": 60.0, "sessions.replay": "arrival"}
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"sessions.grace": "-5s"}, r"^sessions\.grace: must not be negative"),
+    ({"sessions.grace": "soon"}, r"^sessions\.grace: 'soon' is not a duration"),
+    ({"sessions.idle.udp": "0s"}, r"^sessions\.idle\.udp: must be > 0"),
+    ({"sessions.hard_timeout": True}, r"^sessions\.hard_timeout: expected a duration"),
+    ({"sessions.max_open_ksessions": 0}, r"^sessions\.max_open_ksessions: must allow"),
+    ({"sessions.max_open_ksessions": "lots"}, r"^sessions\.max_open_ksessions: 'lots' is not"),
+    ({"sessions.max_open_ksessions": 0.0005}, r"^sessions\.max_open_ksessions: must allow"),
+    ({"sessions.replay": "random"}, r"^sessions\.replay: expected one of arrival, event"),
+    ({"sessions.idle.tcp": "5s"}, r"^unknown setting 'sessions\.idle\.tcp'"),
+])
+def test_bad_overrides_name_the_setting(overrides: dict, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        load_policy(None, overrides)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("sessions:\n  grace: -1s\n", r"grace: must not be negative"),
+    ("sessions:\n  idle:\n    udpp: 3s\n", r"unknown setting 'sessions\.idle\.udpp'"),
+    ("session:\n  grace: 1s\n", r"unknown top-level key\(s\) session"),
+    ("sessions:\n  grace: [1\n", r"line \d+: not valid YAML"),
+    ("sessions: 5\n", r"sessions: expected a mapping"),
+    ("- a\n", r"expected a mapping with a `sessions:` block"),
+])
+def test_bad_files_name_the_file_and_setting(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(UsageError, match=rf"^{path}: .*{message}"):
+        load_policy(path, {})
+
+
+def test_a_missing_file_is_a_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="cannot read settings file"):
+        load_policy(tmp_path / "absent.yaml", {})
+
+
+def test_policies_built_in_code_are_checked_too() -> None:
+    with pytest.raises(UsageError, match="sessions.idle.icmp"):
+        SessionPolicy(idle_icmp_us=-1)
+    assert SessionPolicy(max_open_ksessions=0.002).max_open_sessions == 2

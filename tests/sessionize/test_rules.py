@@ -1,0 +1,275 @@
+"""One small hand-made scenario per rule and close reason of docs/sessions.md, on both engines."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+
+from obserae_forensics.sessionize import SessionPolicy
+
+from .scenario import ACK, FIN, RST, SECOND, SYN, rec, run
+
+pytestmark = pytest.mark.parametrize("engine", ["numba", "reference"])
+
+A, B, C, D = "10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"
+
+
+def at(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def tick(t: float) -> dict:
+    """An unrelated one-way UDP record that only moves the watermark to t - grace."""
+    return rec(t, src="192.168.99.1", dst="192.168.99.2", sport=7, dport=7, proto=17)
+
+
+def by_key(sessions, proto: str = "TCP") -> list[dict]:
+    return [s for s in sessions.to_pylist()
+            if s["protocol"] == proto and s["ip_a"] != "192.168.99.1"]
+
+
+def test_fin_both_ways_closes_when_watermark_passes_last_seen(engine: str) -> None:
+    records = [rec(0, 1, flags=SYN | ACK | FIN),
+               rec(0.1, 1.5, src=B, sport=443, dst=A, dport=40000, flags=SYN | ACK | FIN),
+               tick(31.6)]
+    sessions, _, _ = run(records, engine=engine)
+    [s] = by_key(sessions)
+    assert (s["state"], s["close_reason"], s["closed_at"]) == ("closed", "fin", at(1.5))
+    assert (s["ip_a"], s["port_a"], s["server_ip"], s["server_port"]) == (A, 40000, B, 443)
+    assert (s["role_method"], s["role_confidence"]) == ("tcp_handshake", 0.95)
+    assert (s["ab_packets"], s["ba_packets"], s["flow_count"]) == (1, 1, 2)
+
+
+def test_fin_session_stays_open_until_grace_has_passed(engine: str) -> None:
+    records = [rec(0, 1, flags=SYN | ACK | FIN),
+               rec(0.1, 1.5, src=B, sport=443, dst=A, dport=40000, flags=SYN | ACK | FIN),
+               tick(31.4)]
+    sessions, _, _ = run(records, engine=engine)
+    [s] = by_key(sessions)
+    # end of input: watermark = newest last_seen 31.4 > 1.5, so it closes there
+    assert s["close_reason"] == "fin"
+
+
+def test_rst_after_exchange_closes_as_rst(engine: str) -> None:
+    records = [rec(0, 2, flags=SYN | ACK | RST),
+               rec(0.1, 1, src=B, sport=443, dst=A, dport=40000, flags=SYN | ACK), tick(40)]
+    [s] = by_key(run(records, engine=engine)[0])
+    assert s["close_reason"] == "rst"
+
+
+def test_rst_as_only_answer_to_syn_is_rejected(engine: str) -> None:
+    records = [rec(0, flags=SYN), rec(0.001, src=B, sport=443, dst=A, dport=40000,
+                                      flags=RST | ACK), tick(40)]
+    [s] = by_key(run(records, engine=engine)[0])
+    assert (s["close_reason"], s["server_ip"], s["role_confidence"]) == ("rejected", B, 0.9)
+
+
+def test_unanswered_syn_is_half_open_then_no_reply_after_tcp_half_open(engine: str) -> None:
+    sessions, _, _ = run([rec(0, flags=SYN), tick(40)], engine=engine)
+    [s] = by_key(sessions)
+    assert (s["state"], s["close_reason"], s["closed_at"]) == ("closed", "no_reply", at(5))
+    sessions, _, _ = run([rec(0, flags=SYN), tick(4)], engine=engine)
+    [s] = by_key(sessions)
+    assert (s["state"], s["closed_at"], s["close_reason"]) == ("half_open", None, None)
+
+
+def test_udp_exchange_closes_idle_one_way_closes_no_reply(engine: str) -> None:
+    records = [rec(0, 1, proto=17, dport=53, sport=5353 + 1000),
+               rec(0.5, 1, proto=17, src=B, dst=A, sport=53, dport=6353),
+               rec(0, proto=17, src=C, dst=D, sport=5000, dport=5001), tick(100)]
+    found = {(s["ip_a"], s["close_reason"], s["closed_at"]) for s in by_key(run(
+        records, engine=engine)[0], "UDP")}
+    assert found == {(A, "idle", at(31)), (C, "no_reply", at(30))}
+
+
+def test_record_after_the_idle_gap_starts_a_new_session(engine: str) -> None:
+    records = [rec(0, proto=17), rec(31, proto=17), tick(200)]
+    first, second = by_key(run(records, engine=engine)[0], "UDP")
+    assert (first["opened_at"], first["closed_at"], first["close_reason"]) == \
+        (at(0), at(30), "no_reply")
+    assert (second["opened_at"], second["split"], second["conversation_id"]) == \
+        (at(31), 0, second["session_id"])
+
+
+def test_hard_timeout_fragments_chain_and_inherit_orientation(engine: str) -> None:
+    policy = SessionPolicy(hard_timeout_us=60 * SECOND)
+    records = []
+    for t in range(0, 150, 10):
+        # from fragment 1 on the server speaks first in each record pair: a fresh inference
+        # would flip ip_a; contextual fragment parsing must not
+        if t >= 60:
+            records.append(rec(t, t + 1, proto=17, src=B, dst=A, sport=9999, dport=40000))
+            records.append(rec(t + 0.5, t + 1, proto=17, sport=40000, dport=9999))
+        else:
+            records.append(rec(t, t + 1, proto=17, sport=40000, dport=9999))
+            records.append(rec(t + 0.5, t + 1, proto=17, src=B, dst=A, sport=9999,
+                               dport=40000))
+    sessions, flows, _ = run(records, policy, engine=engine)
+    fragments = by_key(sessions, "UDP")
+    assert [f["split"] for f in fragments] == [0, 1, 2]
+    assert [f["close_reason"] for f in fragments] == ["hard_timeout", "hard_timeout", None]
+    assert {f["conversation_id"] for f in fragments} == {fragments[0]["session_id"]}
+    assert {(f["ip_a"], f["client_ip"], f["server_port"]) for f in fragments} == \
+        {(A, A, 9999)}
+    assert fragments[0]["closed_at"] == at(60)
+    for f in fragments:
+        assert (f["last_seen_at"] - f["opened_at"]).total_seconds() <= 60 + 1
+
+
+def test_late_record_joins_its_open_session_and_is_counted(engine: str) -> None:
+    records = [rec(0, 10, proto=17), rec(50, proto=17, src=C, dst=D),
+               rec(5, 8, proto=17, src=B, dst=A, sport=443, dport=40000)]
+    sessions, _, _ = run(records, engine=engine)
+    s = next(s for s in by_key(sessions, "UDP") if s["ip_a"] == A)
+    assert (s["late_records"], s["flow_count"], s["late"]) == (1, 2, False)
+
+
+def test_late_record_after_close_opens_late_session_following_it(engine: str) -> None:
+    # closed at 31 once the watermark (70 - 30) passes it, remembered until 1 + 30 + 30
+    records = [rec(0, 1, proto=17), tick(70), rec(5, proto=17)]
+    sessions, _, _ = run(records, engine=engine)
+    first, late = by_key(sessions, "UDP")
+    assert (first["late"], late["late"]) == (False, True)
+    assert late["follows_session_id"] == first["session_id"]
+    assert late["session_id"] != first["session_id"]
+
+
+def test_late_record_before_the_open_session_is_a_stray_of_its_own(engine: str) -> None:
+    records = [rec(100, proto=17), rec(200, proto=17, src=C, dst=D), rec(150, proto=17),
+               rec(0, proto=17)]
+    sessions, flows, _ = run(records, engine=engine)
+    stray = next(s for s in by_key(sessions, "UDP") if s["opened_at"] == at(0))
+    assert (stray["late"], stray["flow_count"], stray["state"]) == (True, 1, "closed")
+    assert flows.num_rows == 4
+
+
+def test_cap_evicts_oldest_last_seen_and_reports_pressure(engine: str) -> None:
+    policy = SessionPolicy(max_open_ksessions=0.002)
+    records = [rec(0, 3, proto=17, sport=1001), rec(1, 2, proto=17, sport=1002),
+               rec(4, proto=17, sport=1003), rec(5, proto=17, sport=1002)]
+    sessions, _, sessionizer = run(records, policy, engine=engine)
+    udp = by_key(sessions, "UDP")
+    evicted = [s for s in udp if s["close_reason"] == "evicted"]
+    # 1003 opening evicts 1002 (oldest last_seen); 1002 coming back evicts 1001
+    assert [(s["port_a"], s["closed_at"]) for s in evicted] == [(1002, at(4)), (1001, at(5))]
+    continued = next(s for s in udp if s["port_a"] == 1002 and s["split"] == 1)
+    assert continued["conversation_id"] == evicted[0]["session_id"]
+    pressure = sessionizer.pressure()["192.0.2.1"]
+    assert pressure == {"evictions": 2, "first_eviction_us": 4 * SECOND,
+                        "last_eviction_us": 5 * SECOND, "peak_open": 2}
+
+
+def test_end_of_input_leaves_unfinished_sessions_open(engine: str) -> None:
+    records = [rec(0, 2, flags=SYN | ACK), rec(0.1, 2, src=B, dst=A, sport=443, dport=40000,
+                                               flags=SYN | ACK)]
+    [s] = by_key(run(records, engine=engine)[0])
+    assert (s["state"], s["closed_at"], s["close_reason"]) == ("active", None, None)
+
+
+def test_ip_a_is_the_earliest_sender_even_when_it_arrives_second(engine: str) -> None:
+    records = [rec(1, 2, proto=17, src=B, dst=A, sport=5000, dport=6000),
+               rec(0.5, 2, proto=17, sport=6000, dport=5000)]
+    [s] = by_key(run(records, engine=engine)[0], "UDP")
+    assert (s["ip_a"], s["port_a"], s["opened_at"]) == (A, 6000, at(0.5))
+    assert (s["role_method"], s["client_ip"]) == ("first_sender", A)
+
+
+def test_same_time_both_ways_orients_from_the_smaller_endpoint(engine: str) -> None:
+    records = [rec(1, proto=17, src=B, dst=A, sport=5000, dport=6000),
+               rec(1, proto=17, sport=6000, dport=5000)]
+    [s] = by_key(run(records, engine=engine)[0], "UDP")
+    assert s["ip_a"] == A
+
+
+def test_biflow_reverse_counters_go_the_other_way(engine: str) -> None:
+    records = [rec(0, 1, proto=17, dport=53, sport=50000, packets=2, octets=120, rpackets=3,
+                   roctets=900), tick(100)]
+    [s] = by_key(run(records, engine=engine)[0], "UDP")
+    assert (s["ab_packets"], s["ab_bytes"], s["ba_packets"], s["ba_bytes"]) == (2, 120, 3, 900)
+    assert s["close_reason"] == "idle"
+
+
+def test_icmp_echo_pairs_into_one_session_with_type_and_server(engine: str) -> None:
+    records = [rec(0, proto=1, sport=0, dport=8 << 8),
+               rec(0.01, proto=1, src=B, dst=A, sport=0, dport=0)]
+    [s] = by_key(run(records, engine=engine)[0], "ICMP")
+    assert (s["icmp_type"], s["icmp_code"], s["port_a"], s["port_b"]) == (8, 0, 0, 0)
+    assert (s["server_ip"], s["role_method"], s["protocol_number"]) == (B, "icmp_echo", 1)
+
+
+def test_protocol_column_is_the_iana_keyword(engine: str) -> None:
+    records = [rec(0, proto=47), rec(0, proto=58, dport=128 << 8), rec(0, proto=253)]
+    sessions, _, _ = run(records, engine=engine)
+    assert sorted(sessions.column("protocol").to_pylist()) == ["253", "GRE", "IPv6-ICMP"]
+    icmp6 = next(s for s in sessions.to_pylist() if s["protocol"] == "IPv6-ICMP")
+    assert icmp6["icmp_type"] == 128
+    assert next(s for s in sessions.to_pylist() if s["protocol"] == "GRE")["icmp_type"] is None
+
+
+def test_cartography_declared_service_names_the_server(engine: str) -> None:
+    def services(addresses: np.ndarray, protocols: np.ndarray, ports: np.ndarray) -> np.ndarray:
+        return (addresses[:, 15] == 1) & (ports == 40001)
+
+    records = [rec(0, proto=17, src=B, dst=A, sport=50000, dport=40001)]
+    [s] = by_key(run(records, engine=engine, services=services)[0], "UDP")
+    assert (s["server_ip"], s["server_port"], s["role_method"]) == (A, 40001, "cartography")
+
+
+def test_many_peers_on_one_endpoint_is_traffic_shape(engine: str) -> None:
+    records = [rec(i, proto=17, src=f"10.0.1.{i}", dst=A, sport=50000 + i, dport=40001)
+               for i in range(1, 5)]
+    sessions, _, _ = run(records, engine=engine)
+    assert {(s["server_ip"], s["role_method"]) for s in sessions.to_pylist()[2:]} == \
+        {(A, "traffic_shape")}
+
+
+def test_service_port_against_ephemeral(engine: str) -> None:
+    [s] = run([rec(0, proto=17, src=B, dst=A, sport=5432, dport=50123)], engine=engine)[0] \
+        .to_pylist()
+    assert (s["server_ip"], s["server_port"], s["role_method"], s["role_confidence"]) == \
+        (B, 5432, "service_port", 0.7)
+
+
+def test_sampling_rate_is_the_max_and_scaled_is_kept(engine: str) -> None:
+    records = [rec(0, proto=17, sampling=10), rec(1, proto=17, sampling=100, scaled=True)]
+    [s] = run(records, engine=engine)[0].to_pylist()
+    assert (s["sampling_rate"], s["counters_scaled"]) == (100, True)
+
+
+def test_exporters_never_share_a_session(engine: str) -> None:
+    records = [rec(0, proto=17, exporter="192.0.2.1"), rec(0, proto=17, exporter="192.0.2.9",
+                                                           domain=7)]
+    sessions, flows, _ = run(records, engine=engine)
+    assert sorted(zip(sessions.column("exporter").to_pylist(),
+                      sessions.column("exporter_domain").to_pylist(), strict=True)) == \
+        [("192.0.2.1", 0), ("192.0.2.9", 7)]
+    assert len(set(flows.column("session_id").to_pylist())) == 2
+
+
+def test_session_ids_are_16_hex_and_stable(engine: str) -> None:
+    records = [rec(0, proto=17), rec(40, proto=17)]
+    first = run(records, engine=engine)[0].column("session_id").to_pylist()
+    again = run(records, engine=engine)[0].column("session_id").to_pylist()
+    assert first == again and len(set(first)) == 2
+    assert all(re.fullmatch(r"[0-9a-f]{16}", i) for i in first)
+
+
+def test_flows_carry_session_id_and_direction(engine: str) -> None:
+    records = [rec(0, 1, flags=SYN | ACK), rec(0.1, 1, src=B, dst=A, sport=443, dport=40000,
+                                               flags=SYN | ACK)]
+    sessions, flows, _ = run(records, engine=engine)
+    assert flows.column("direction").to_pylist() == ["ab", "ba"]
+    assert set(flows.column("session_id").to_pylist()) == {sessions["session_id"][0].as_py()}
+    assert flows.column("source_frame").to_pylist() == [0, 1]
+
+
+def test_event_replay_sorts_by_first_seen(engine: str) -> None:
+    records = [rec(50, proto=17), rec(0, proto=17)]
+    arrival = run(records, engine=engine)[0]
+    event = run(records, SessionPolicy(replay="event"), engine=engine)[0]
+    assert sorted(arrival.column("late").to_pylist()) == [False, True]
+    assert event.column("late").to_pylist() == [False, False]
+    assert event.column("close_reason").to_pylist() == ["no_reply", None]
