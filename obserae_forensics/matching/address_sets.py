@@ -157,7 +157,8 @@ class AddressSet:
         # numpy has no elementwise < for void values, but searchsorted orders them.
         started = np.searchsorted(self._starts, values, side="right")
         ended = np.searchsorted(self._ends, values, side="left")
-        return started == ended + 1
+        inside: np.ndarray = started == ended + 1
+        return inside
 
     def __contains__(self, text: str) -> bool:
         interval = parse_network(text)

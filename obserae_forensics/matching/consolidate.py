@@ -36,6 +36,7 @@ import pyarrow.compute as pc
 
 from ..schema import TIMESTAMP
 from .address_sets import unique_address_values
+from .columns import column_values
 from .services import PORT_PROTOCOLS
 
 _consolidated_fields: list[pa.Field[Any]] = [
@@ -71,7 +72,7 @@ def consolidate_sessions(sessions: pa.Table, grace_us: int) -> pa.Table:
 
     def column(name: str, cast: pa.DataType | None = None) -> np.ndarray:
         values = sessions.column(name)
-        return _numpy(values.cast(cast) if cast is not None else values)
+        return column_values(values.cast(cast) if cast is not None else values)
 
     protocol = column("protocol_number").astype(np.int64)
     opened = column("opened_at", pa.int64())
@@ -99,7 +100,7 @@ def consolidate_sessions(sessions: pa.Table, grace_us: int) -> pa.Table:
 
     # a total order on sessions, independent of the table's row order
     id_rank = np.empty(n, dtype=np.int64)
-    id_rank[_numpy(pc.sort_indices(sessions.column("session_id")))] = np.arange(n)
+    id_rank[column_values(pc.sort_indices(sessions.column("session_id")))] = np.arange(n)
 
     order = np.lexsort((id_rank, opened, high, low, protocol))
     same_pair = np.zeros(n, dtype=bool)
@@ -242,11 +243,5 @@ def _sorted_codes(values: pa.ChunkedArray) -> tuple[list[str], np.ndarray]:
     order = sorted(range(len(texts)), key=texts.__getitem__)
     remap = np.empty(len(texts), dtype=np.int64)
     remap[order] = np.arange(len(texts))
-    codes = remap[_numpy(encoded.indices).astype(np.int64)]
+    codes = remap[column_values(encoded.indices).astype(np.int64)]
     return [texts[i] for i in order], codes
-
-
-def _numpy(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
-    return values.to_numpy(zero_copy_only=False)

@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 
 from ..schema import TIMESTAMP
 from .address_sets import AddressCells, AddressSet, unique_address_values
+from .columns import column_values
 from .flow_matrix import FlowMatrix
 from .services import Service
 
@@ -75,8 +76,8 @@ def match_rows(sessions: pa.Table, matrix: FlowMatrix) -> tuple[np.ndarray, np.n
     )
     client_cells[~may_match] = cells.nowhere
 
-    protocols = _numpy(sessions.column("protocol_number"))
-    ports = _numpy(sessions.column("server_port"))
+    protocols = column_values(sessions.column("protocol_number"))
+    ports = column_values(sessions.column("server_port"))
     tables: dict[AddressSet, np.ndarray] = {}
     services: dict[Service, np.ndarray] = {}
     found_rows: list[np.ndarray] = []
@@ -110,16 +111,10 @@ def matched_rules_column(sessions: pa.Table, matches: pa.Table) -> pa.Array:
     )
     if rows_or_null.null_count:
         raise ValueError("session_matches names sessions that are not in the sessions table")
-    rows = _numpy(rows_or_null).astype(np.int64)
-    order = np.lexsort((_numpy(matches.column("rule_index")), rows))
+    rows = column_values(rows_or_null).astype(np.int64)
+    order = np.lexsort((column_values(matches.column("rule_index")), rows))
     counts = np.bincount(rows, minlength=n)
     offsets = np.zeros(n + 1, dtype=np.int32)
     np.cumsum(counts, out=offsets[1:])
     values = pc.take(matches.column("rule"), pa.array(order)).combine_chunks()
     return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values.cast(pa.string()))
-
-
-def _numpy(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
-    return column.to_numpy(zero_copy_only=False)
