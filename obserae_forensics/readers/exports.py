@@ -321,8 +321,9 @@ class ExportDecoder:
             stats.duplicates += 1
             return False
         recent[sequence] = payload
-        if len(recent) > DUPLICATE_WINDOW:
-            del recent[next(iter(recent))]
+        if len(recent) > 2 * DUPLICATE_WINDOW:
+            # keep the newest DUPLICATE_WINDOW entries; pruning in bulk keeps this O(1) a call
+            stream.recent = dict(list(recent.items())[-DUPLICATE_WINDOW:])
         stats.datagrams += 1
         if sampling_rate is not None:
             stream.sampling_rate = sampling_rate

@@ -1,0 +1,183 @@
+"""The dispatcher: content decides the version, output order, late templates across files,
+bounded buffering, strict mode, and per-exporter accounting."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from obserae_forensics.errors import MalformedInput
+from obserae_forensics.readers.datagrams import Datagram
+from obserae_forensics.readers.exports import ExportDecoder, export_version
+from obserae_forensics.readers.templates import PendingData
+from obserae_forensics.report import RunReport
+from obserae_forensics.schema import FLOW_SCHEMA
+
+EXPORT_S = 1_700_000_000
+
+
+def v9(*sets: bytes, sequence: int = 0, source_id: int = 0) -> bytes:
+    return struct.pack(">HHIIII", 9, len(sets), 60_000, EXPORT_S, sequence, source_id) + b"".join(
+        sets)
+
+
+def ipfix(*sets: bytes, sequence: int = 0) -> bytes:
+    body = b"".join(sets)
+    return struct.pack(">HHIII", 10, 16 + len(body), EXPORT_S, sequence, 0) + body
+
+
+def v5(packets: list[int], sequence: int = 0) -> bytes:
+    header = struct.pack(">HHIIIIBBH", 5, len(packets), 60_000, EXPORT_S, 0, sequence, 0, 0, 0)
+    return header + b"".join(
+        struct.pack(">IIIHHIIIIHHBBBBHHBBH", 1, 2, 0, 0, 0, p, 40 * p, 59_000, 59_500, 1, 2, 0,
+                    0, 6, 0, 0, 0, 0, 0, 0) for p in packets)
+
+
+def template_set(set_id: int, template_id: int, fields: list[tuple[int, int]]) -> bytes:
+    body = struct.pack(">HH", template_id, len(fields)) + b"".join(
+        struct.pack(">HH", t, n) for t, n in fields)
+    return struct.pack(">HH", set_id, 4 + len(body)) + body
+
+
+def data_set(template_id: int, *records: bytes) -> bytes:
+    body = b"".join(records)
+    return struct.pack(">HH", template_id, 4 + len(body)) + body
+
+
+FIELDS = [(8, 4), (2, 4)]
+
+
+def record(address: int, packets: int) -> bytes:
+    return struct.pack(">II", address, packets)
+
+
+def datagram(payload: bytes, frame: int, source: str = "a.pcap",
+             exporter: str = "192.0.2.1", arrival_s: int = EXPORT_S + 2) -> Datagram:
+    return Datagram(payload, exporter, 1000, 2055, frame, 24 + 100 * frame,
+                    arrival_s * 1_000_000 + frame, source)
+
+
+def table_of(batches: list[pa.RecordBatch]) -> pa.Table:
+    return pa.Table.from_batches(batches, schema=FLOW_SCHEMA)
+
+
+def test_export_version_needs_version_and_sane_header() -> None:
+    assert export_version(v5([1])) == 5
+    assert export_version(v9(template_set(0, 256, FIELDS))) == 9
+    assert export_version(ipfix(template_set(2, 256, FIELDS))) == 10
+    assert export_version(b"\x00\x09" + bytes(18) + b"\x00\x07\x00\x08") == 0  # FlowSet id 7
+    assert export_version(b"\x00\x0a\x00\x04" + bytes(12)) == 0  # message length 4
+    assert export_version(b"\x00\x05\x00\x00" + bytes(20)) == 0  # zero records
+    assert export_version(b"\x00\x05") == 0
+    assert export_version(b"GET / HTTP/1.1\r\n") == 0
+
+
+def test_mixed_versions_come_out_in_arrival_order() -> None:
+    report = RunReport()
+    decoder = ExportDecoder(report)
+    datagrams = [
+        datagram(v9(template_set(0, 256, FIELDS), data_set(256, record(1, 1))), 1),
+        datagram(v5([2, 3]), 2),
+        datagram(ipfix(template_set(2, 300, FIELDS), data_set(300, record(4, 4))), 3),
+        datagram(v9(data_set(256, record(5, 5), record(6, 6)), sequence=1), 4),
+        datagram(b"\x12\x34not a flow export", 5),
+    ]
+    table = table_of(decoder.feed(datagrams) + decoder.finish())
+    assert table["packets"].to_pylist() == [1, 2, 3, 4, 5, 6]
+    assert table["source_frame"].to_pylist() == [1, 2, 2, 3, 4, 4]
+    assert table["record_index"].to_pylist() == [0, 0, 1, 0, 0, 1]
+    assert table["export_version"].to_pylist() == [9, 5, 5, 10, 9, 9]
+    assert report.ignored["not_flow_export"] == 1
+    assert {key[1] for key in report.exporters} == {0}
+
+
+def test_template_in_a_later_file_decodes_data_with_its_own_provenance() -> None:
+    report = RunReport()
+    decoder = ExportDecoder(report)
+    first = decoder.feed([datagram(v9(data_set(256, record(1, 7))), 1, source="early.pcap")])
+    assert first == []
+    later = decoder.feed([datagram(v9(template_set(0, 256, FIELDS), sequence=1), 1,
+                                   source="late.pcap")])
+    table = table_of(later + decoder.finish())
+    assert table["packets"].to_pylist() == [7]
+    assert table["source_file"].to_pylist() == ["early.pcap"]
+    assert table["arrival"][0].value == (EXPORT_S + 2) * 1_000_000 + 1
+    assert not report.skipped
+
+
+def test_data_with_and_without_late_template_keep_unique_record_indexes() -> None:
+    decoder = ExportDecoder(RunReport())
+    payload = v9(template_set(0, 257, FIELDS), data_set(256, record(1, 1)),
+                 data_set(257, record(2, 2), record(3, 3)))
+    batches = decoder.feed([datagram(payload, 1),
+                            datagram(v9(template_set(0, 256, FIELDS), sequence=1), 2)])
+    table = table_of(batches + decoder.finish())
+    pairs = sorted(zip(table["packets"].to_pylist(), table["record_index"].to_pylist(),
+                       strict=True))
+    assert pairs == [(1, 2), (2, 0), (3, 1)]
+
+
+def test_pending_buffer_is_bounded_and_overflow_counted() -> None:
+    report = RunReport()
+    decoder = ExportDecoder(report)
+    decoder.pending = PendingData(limit_bytes=20)
+    decoder.feed([datagram(v9(data_set(256, record(1, 1), record(2, 2)), sequence=i), i + 1)
+                  for i in range(3)])
+    decoder.finish()
+    assert report.skipped["pending_overflow"] == 2
+    assert report.skipped["no_template"] == 1
+    stats = report.exporters[("192.0.2.1", 0)]
+    assert stats.missing_templates[256] == 3
+
+
+def test_strict_stops_at_the_first_bad_set_with_its_location() -> None:
+    decoder = ExportDecoder(RunReport(strict=True))
+    bad = v9(template_set(0, 256, FIELDS), struct.pack(">HH", 256, 0))
+    with pytest.raises(MalformedInput, match=r"^a\.pcap@124 \(frame 1\): FlowSet 256 .*length 0"):
+        decoder.feed([datagram(bad, 1)])
+
+
+def test_duplicate_datagrams_across_feeds_are_not_emitted_twice() -> None:
+    report = RunReport()
+    decoder = ExportDecoder(report)
+    payload = v9(template_set(0, 256, FIELDS), data_set(256, record(1, 1)), sequence=3)
+    batches = decoder.feed([datagram(payload, 1)]) + decoder.feed([datagram(payload, 1, "b")])
+    assert table_of(batches).num_rows == 1
+    assert report.exporters[("192.0.2.1", 0)].duplicates == 1
+
+
+def test_clock_offset_and_export_times_per_exporter() -> None:
+    report = RunReport()
+    decoder = ExportDecoder(report)
+    decoder.feed([datagram(v5([1], sequence=0), 1, arrival_s=EXPORT_S + 5),
+                  datagram(v5([1], sequence=1), 2, arrival_s=EXPORT_S - 3)])
+    stats = report.exporters[("192.0.2.1", 0)]
+    assert stats.first_export_us == stats.last_export_us == EXPORT_S * 1_000_000
+    assert stats.clock_offset_min_us == -5_000_001
+    assert stats.clock_offset_max_us == 3_000_000 - 2
+
+
+def test_exporters_are_kept_apart_by_address_and_domain() -> None:
+    report = RunReport()
+    decoder = ExportDecoder(report)
+    table = table_of(decoder.feed([
+        datagram(v9(template_set(0, 256, FIELDS), data_set(256, record(1, 1)), source_id=1), 1),
+        datagram(v9(data_set(256, record(2, 2)), source_id=2), 2),  # other domain: no template
+        datagram(v9(template_set(0, 256, [(8, 4), (1, 4)]), data_set(256, record(3, 3))), 3,
+                 exporter="192.0.2.2"),
+    ]) + decoder.finish())
+    assert table["packets"].to_pylist() == [1, 0]
+    assert table["octets"].to_pylist() == [0, 3]
+    assert table["exporter"].to_pylist() == ["192.0.2.1", "192.0.2.2"]
+    assert report.exporters[("192.0.2.1", 2)].missing_templates[256] == 1
+
+
+def test_batches_round_trip_through_parquet(tmp_path: Path) -> None:
+    decoder = ExportDecoder(RunReport())
+    table = table_of(decoder.feed([datagram(v5([1, 2, 3]), 1)]))
+    pq.write_table(table, tmp_path / "flows.parquet")
+    assert pq.read_table(tmp_path / "flows.parquet").equals(table)
