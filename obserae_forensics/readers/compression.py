@@ -89,8 +89,8 @@ def compress_block(code: int, data: bytes) -> bytes:
 
 
 def _decompress_lzo(data: bytes, limit: int) -> bytes:
-    out = bytes(_lzo.decompress(data, output_size_hint=min(limit, max(64 * 1024, 8 * len(data)))))
-    return out
+    # a hint of the full bound decodes in one pass; a smaller one makes lzallright retry
+    return bytes(_lzo.decompress(data, output_size_hint=limit))
 
 
 def _decompress_bz2(data: bytes, limit: int) -> bytes:

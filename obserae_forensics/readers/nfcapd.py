@@ -35,11 +35,12 @@ Mapping decisions (the FLOW_SCHEMA docstring has the general conventions):
   read (nfdump's CheckTimeWindow, `flist.c`). nfdump 1.7.8 made both comparisons strict;
   we follow the 1.7.1 oracle installed here.
 * RunReport: `report.file(path)` gets format "nfcapd-v2"/"nfcapd-v1", size, units = data blocks
-  read, records = flow records yielded, first/last from the stat record. ExporterStats per
+  read, first/last from the stat record. ExporterStats per
   (exporter, domain): records/packets/octets of the records yielded (packets and octets count
   forward + reverse, as nfdump's own totals and `nfdump -I` do), version, sampling rate,
   `datagrams` and `sequence_gaps` from the file's exporter-stats records (nfcapd's "packets"
-  and "sequence failures"). `report.records` is left to the caller's loop, as for PCAP input.
+  and "sequence failures"). `report.records` and the file's `records` are counted by the
+  caller's loop (readers.read_flows), as for PCAP input.
 """
 
 from __future__ import annotations
@@ -350,7 +351,6 @@ def _read(
             if rows == 0:
                 continue
             _count_exporters(state, columns, report)
-            stats.records += rows
             pending.append(columns)
             pending_rows += rows
             while pending_rows >= batch_size:

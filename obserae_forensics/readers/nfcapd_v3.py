@@ -24,8 +24,6 @@ from typing import Final
 
 import numpy as np
 
-from ..addresses import v4_to_mapped
-
 RECORD_HEADER_SIZE: Final = 12
 # (name, numpy code, offset) of the V3 record header; little-endian, swapped for BE files
 RECORD_HEADER_FIELDS: Final = (
@@ -123,6 +121,14 @@ def layout_for(elements: tuple[tuple[int, int], ...], record_size: int, big_endi
     return Layout(dtype, frozenset(names), unknown, unknown_bytes)
 
 
+def _v4(addresses: np.ndarray) -> np.ndarray:
+    """Host-order u32 IPv4 addresses -> (n, 16) IPv4-mapped bytes, one pass per word."""
+    words = np.zeros((len(addresses), 4), dtype=">u4")
+    words[:, 2] = 0xFFFF
+    words[:, 3] = addresses
+    return words.view(np.uint8)
+
+
 def _v6(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
     """Two host-order u64 halves -> (n, 16) network-order address bytes."""
     n = len(hi)
@@ -161,8 +167,8 @@ def decode_layout(rows: np.ndarray, layout: Layout) -> dict[str, np.ndarray]:
         out["dst_addr"] = _v6(rows["dst6_hi"], rows["dst6_lo"])
         out["ip_version"] = np.full(n, 6, dtype=np.uint8)
     elif "src4" in present:
-        out["src_addr"] = v4_to_mapped(rows["src4"])
-        out["dst_addr"] = v4_to_mapped(rows["dst4"])
+        out["src_addr"] = _v4(rows["src4"])
+        out["dst_addr"] = _v4(rows["dst4"])
         out["ip_version"] = np.full(n, 4, dtype=np.uint8)
     if "input_if" in present:
         out["input_if"] = rows["input_if"].astype(np.uint32)
@@ -179,15 +185,15 @@ def decode_layout(rows: np.ndarray, layout: Layout) -> dict[str, np.ndarray]:
     if "next_hop6_hi" in present:
         out["next_hop"] = _v6(rows["next_hop6_hi"], rows["next_hop6_lo"])
     elif "next_hop4" in present:
-        out["next_hop"] = v4_to_mapped(rows["next_hop4"])
+        out["next_hop"] = _v4(rows["next_hop4"])
     elif "bgp_next_hop6_hi" in present:
         out["next_hop"] = _v6(rows["bgp_next_hop6_hi"], rows["bgp_next_hop6_lo"])
     elif "bgp_next_hop4" in present:
-        out["next_hop"] = v4_to_mapped(rows["bgp_next_hop4"])
+        out["next_hop"] = _v4(rows["bgp_next_hop4"])
     if "router6_hi" in present:
         out["_router"] = _v6(rows["router6_hi"], rows["router6_lo"])
     elif "router4" in present:
-        out["_router"] = v4_to_mapped(rows["router4"])
+        out["_router"] = _v4(rows["router4"])
     if "sampler_interval" in present:
         out["_sampler_interval"] = rows["sampler_interval"].astype(np.uint32)
     if "selector_id" in present:
