@@ -92,9 +92,17 @@ def collect_flows(source: RecombineResult | Sequence[Path], ids: Sequence[str]) 
     if not parts:
         raise UsageError("the named conversations have no sessions in these runs")
     table = pa.concat_tables(parts, promote_options="permissive")
-    keys = [(name, "ascending") for name in FLOW_ORDER if name in table.column_names]
-    keys.append(("run_index", "ascending"))
-    return table.sort_by(keys)
+    names = [name for name in FLOW_ORDER if name in table.column_names] + ["run_index"]
+    keys = pa.table([_sortable(table.column(name)) for name in names], names=names)
+    order = pc.sort_indices(keys, sort_keys=[(name, "ascending") for name in names])
+    return table.take(order)
+
+
+def _sortable(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Arrow sorts no dictionary columns: sort on their text."""
+    if pa.types.is_dictionary(column.type):
+        return column.cast(column.type.value_type)
+    return column
 
 
 def export_flows(source: RecombineResult | Sequence[Path], ids: Sequence[str],

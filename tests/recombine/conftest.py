@@ -97,10 +97,13 @@ def session(
 
 def flows_for(rows: Sequence[dict[str, Any]], *, source_file: str = "capture.pcap",
               offsets: Sequence[int] | None = None,
-              arrivals_us: Sequence[int] | None = None) -> pa.Table:
-    """One flow record per direction of each session row (FLOW_SCHEMA + session_id, direction)."""
+              arrivals_us: Sequence[int] | None = None,
+              frames: Sequence[int] | None = None) -> pa.Table:
+    """One flow record per direction with packets of each session row (FLOW_SCHEMA +
+    session_id, direction); offsets/arrivals/frames are per record, in that order."""
     tables = []
-    for index, row in enumerate(rows):
+    index = -1
+    for row in rows:
         directions = [("ab", row["ip_a"], row["port_a"], row["ip_b"], row["port_b"],
                        row["ab_bytes"], row["ab_packets"]),
                       ("ba", row["ip_b"], row["port_b"], row["ip_a"], row["port_a"],
@@ -108,6 +111,7 @@ def flows_for(rows: Sequence[dict[str, Any]], *, source_file: str = "capture.pca
         for direction, src, sport, dst, dport, octets, packets in directions:
             if packets == 0:
                 continue
+            index += 1
             first = int(row["opened_at"].timestamp() * 1_000_000)
             last = int(row["last_seen_at"].timestamp() * 1_000_000)
             columns = {
@@ -118,7 +122,7 @@ def flows_for(rows: Sequence[dict[str, Any]], *, source_file: str = "capture.pca
                 "dst_port": np.array([dport]), "protocol": np.array([row["protocol_number"]]),
                 "packets": np.array([packets]), "octets": np.array([octets]),
                 "source_offset": np.array([offsets[index] if offsets else 24 + index]),
-                "source_frame": np.array([index + 1]),
+                "source_frame": np.array([frames[index] if frames else index + 1]),
                 "arrival": np.array([arrivals_us[index] if arrivals_us else last]),
             }
             batch = flow_batch(1, columns, exporter=row["exporter"], source_file=source_file)

@@ -1,0 +1,214 @@
+"""--export-flows and --export-pcap: real corpus captures as sources, tshark as the judge.
+
+The flows rows are built by hand from the frame offsets of real export captures (read with
+readers.pcap.iter_frames), as sessionize will write them: source_file, source_offset (the
+frame's record header / pcapng block), arrival (the frame's capture time).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+
+from obserae_forensics.errors import UsageError
+from obserae_forensics.readers.pcap import Frame, iter_frames
+from obserae_forensics.recombine import export_flows, export_pcap, recombine_tables
+from obserae_forensics.report import RunReport
+from tests.conftest import need_tool
+
+from .conftest import flows_for, session, write_run
+
+SOURCE = "exports/pm_v9_test.pcap"  # pmacctd v9: 7 datagrams, 45 records
+
+
+def frames_of(path: Path) -> list[Frame]:
+    return list(iter_frames(path, RunReport()))
+
+
+def tshark_datagrams(tshark: str, path: Path, frames: list[int] | None = None) -> list[str]:
+    """(capture time, UDP payload hex) per frame as tshark decodes the file."""
+    command = [tshark, "-r", str(path), "-T", "fields", "-e", "frame.time_epoch",
+               "-e", "udp.payload"]
+    if frames is not None:
+        command += ["-Y", "frame.number in {" + ",".join(map(str, frames)) + "}"]
+    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if line.strip()]
+
+
+def conversation_run(tmp_path: Path, capture: Path, frames: list[Frame], *,
+                     record_frames: list[int], name: str = "run",
+                     input_format: str = "pcap", a1_close: str = "idle") -> Path:
+    """Conversation A (two hard_timeout fragments) and B, their records in the given frames.
+
+    record_frames lists the 1-based frame of each record in order: A ab, A ba, A1 ab, A1 ba,
+    B ab, B ba.
+    """
+    rows = [
+        session("A", 0, 899, close="hard_timeout", flags=(0x1B, 0x12)),
+        session("A1", 900, 950, split=1, conversation="A", close=a1_close),
+        session("B", 10, 20, a=("10.9.9.9", 5), b=("10.0.0.2", 443)),
+    ]
+    chosen = [frames[number - 1] for number in record_frames]
+    flows = flows_for(rows, source_file=str(capture), offsets=[f.offset for f in chosen],
+                      arrivals_us=[f.ts_ns // 1000 for f in chosen],
+                      frames=[f.number for f in chosen])
+    inputs = [{"path": str(capture), "format": input_format, "size": capture.stat().st_size}]
+    return write_run(tmp_path / name, rows, flows=flows, inputs=inputs)
+
+
+def test_export_pcap_holds_exactly_the_conversations_datagrams(
+    tmp_path: Path, corpus: Path
+) -> None:
+    tshark = need_tool("tshark")
+    capture = corpus / SOURCE
+    frames = frames_of(capture)
+    # A's records sit in frames 2, 5 (twice: one datagram, two records) and 7; B's in 1 and 3
+    run = conversation_run(tmp_path, capture, frames, record_frames=[7, 5, 5, 2, 1, 3])
+    result = recombine_tables([run])
+    out = tmp_path / "a.pcap"
+    exported = export_pcap(result, ["A1"], out)  # any fragment names the conversation
+    assert exported.format == "pcap" and exported.path == out
+    assert exported.datagrams == 3 and exported.records == 4
+    assert exported.link_types == [1]
+    assert exported.notes == [] and not exported.report.skipped
+    # capture order, deduplicated, byte for byte what tshark sees in the source
+    assert tshark_datagrams(tshark, out) == tshark_datagrams(tshark, capture, [2, 5, 7])
+    assert [f.data for f in frames_of(out)] == [frames[i - 1].data for i in (2, 5, 7)]
+
+
+def test_export_pcap_from_pcapng_source(tmp_path: Path, corpus: Path) -> None:
+    tshark = need_tool("tshark")
+    editcap = need_tool("editcap")
+    capture = tmp_path / "pm_v9_test.pcapng"
+    subprocess.run([editcap, "-F", "pcapng", str(corpus / SOURCE), str(capture)], check=True,
+                   capture_output=True)
+    frames = frames_of(capture)
+    run = conversation_run(tmp_path, capture, frames, record_frames=[4, 4, 6, 6, 1, 1],
+                           input_format="pcapng")
+    out = tmp_path / "a.pcap"
+    exported = export_pcap([run], ["A"], out)
+    assert (exported.format, exported.datagrams) == ("pcap", 2)
+    assert tshark_datagrams(tshark, out) == tshark_datagrams(tshark, capture, [4, 6])
+
+
+def test_mixed_link_types_are_written_as_pcapng(tmp_path: Path, corpus: Path) -> None:
+    tshark = need_tool("tshark")
+    editcap = need_tool("editcap")
+    ethernet = corpus / SOURCE
+    raw = tmp_path / "pm_v9_test.rawip4.pcap"  # the same datagrams without Ethernet headers
+    subprocess.run([editcap, "-F", "pcap", "-C", "14", "-T", "rawip4", str(ethernet),
+                    str(raw)], check=True, capture_output=True)
+    first = conversation_run(tmp_path, ethernet, frames_of(ethernet),
+                             record_frames=[2, 2, 3, 3, 1, 1], name="r1",
+                             a1_close="hard_timeout")
+    rows = [session("A2", 960, 990, split=0)]
+    raw_frames = frames_of(raw)
+    flows = flows_for(rows, source_file=str(raw), offsets=[raw_frames[5].offset] * 2,
+                      arrivals_us=[raw_frames[5].ts_ns // 1000] * 2)
+    second = write_run(tmp_path / "r2", rows, flows=flows,
+                       inputs=[{"path": str(raw), "format": "pcap"}])
+    # A1 is cut by hard_timeout at 950 with 60 s idle: A2 at 960 in the next run continues it
+    result = recombine_tables([first, second])
+    out = tmp_path / "a.pcap"
+    exported = export_pcap(result, ["A"], out)
+    assert exported.format == "pcapng" and exported.link_types == [1, 228]
+    assert "a PCAP file holds one" in exported.notes[0]
+    assert exported.datagrams == 3
+    decoded = tshark_datagrams(tshark, out)
+    assert [line.split("\t")[1] for line in decoded] == [
+        line.split("\t")[1] for line in (tshark_datagrams(tshark, ethernet, [2, 3])
+                                         + tshark_datagrams(tshark, raw, [6]))]
+
+
+def test_nfcapd_inputs_have_no_datagrams_and_export_flows_instead(
+    tmp_path: Path, corpus: Path
+) -> None:
+    capture = corpus / "nfcapd" / "sf_v9_test.nfcapd"
+    rows = [session("A", 0, 10)]
+    flows = flows_for(rows, source_file=str(capture), offsets=[0, 0])
+    run = write_run(tmp_path / "run", rows, flows=flows,
+                    inputs=[{"path": str(capture), "format": "nfcapd-v2"}])
+    out = tmp_path / "a.pcap"
+    exported = export_pcap([run], ["A"], out)
+    assert exported.path is None and not out.exists()
+    assert exported.nfcapd_records == 2
+    assert exported.flows_path == tmp_path / "a.flows.parquet"
+    assert pq.read_table(exported.flows_path).num_rows == 2
+    assert "hold flow records, not export datagrams" in exported.notes[0]
+
+
+def test_a_frame_that_is_not_where_the_flows_say_is_counted_not_written(
+    tmp_path: Path, corpus: Path
+) -> None:
+    capture = corpus / SOURCE
+    frames = frames_of(capture)
+    run = conversation_run(tmp_path, capture, frames, record_frames=[2, 2, 3, 3, 1, 1])
+    flows = pq.read_table(run / "flows.parquet")
+    offsets = flows.column("source_offset").to_pylist()
+    offsets[2] += 1  # A1 ab: no record header starts there
+    flows = flows.set_column(flows.schema.get_field_index("source_offset"), "source_offset",
+                             [offsets])
+    pq.write_table(flows.cast(flows.schema), run / "flows.parquet")
+    exported = export_pcap([run], ["A"], tmp_path / "a.pcap")
+    assert exported.datagrams == 2  # frame 2, and frame 3 through A1's other record
+    assert exported.report.skipped == {"malformed": 1}
+    assert "no frame record starts at this offset" in str(exported.report.examples[0])
+
+
+def test_a_changed_capture_is_refused(tmp_path: Path, corpus: Path) -> None:
+    capture = tmp_path / "copy.pcap"
+    shutil.copy(corpus / SOURCE, capture)
+    run = conversation_run(tmp_path, capture, frames_of(capture),
+                           record_frames=[2, 2, 3, 3, 1, 1])
+    with open(capture, "ab") as handle:
+        handle.write(b"\0" * 16)
+    with pytest.raises(UsageError, match="the capture changed since sessionize"):
+        export_pcap([run], ["A"], tmp_path / "a.pcap")
+
+
+def test_relative_source_paths_are_found_beside_the_run(tmp_path: Path, corpus: Path) -> None:
+    shutil.copy(corpus / SOURCE, tmp_path / "capture.pcap")
+    frames = frames_of(tmp_path / "capture.pcap")
+    rows = [session("A", 0, 10)]
+    flows = flows_for(rows, source_file="capture.pcap", offsets=[frames[0].offset] * 2,
+                      arrivals_us=[frames[0].ts_ns // 1000] * 2)
+    run = write_run(tmp_path / "run", rows, flows=flows)
+    exported = export_pcap([run], ["A"], tmp_path / "out" / "a.pcap")
+    assert exported.datagrams == 1
+
+
+def flow_rows(path: Path) -> list[dict[str, Any]]:
+    if path.suffix == ".csv":
+        return pacsv.read_csv(path).to_pylist()
+    return pq.read_table(path).to_pylist()
+
+
+@pytest.mark.parametrize("name", ["a.parquet", "a.csv"])
+def test_export_flows_in_time_order(tmp_path: Path, corpus: Path, name: str) -> None:
+    capture = corpus / SOURCE
+    run = conversation_run(tmp_path, capture, frames_of(capture),
+                           record_frames=[7, 5, 5, 2, 1, 3])
+    path = tmp_path / name
+    assert export_flows([run], ["A"], path) == 4
+    rows = flow_rows(path)
+    assert [r["session_id"] for r in rows] == ["A", "A", "A1", "A1"]
+    assert {r["conversation_id"] for r in rows} == {"A"}
+    assert [r["source_frame"] for r in rows] == [5, 7, 2, 5]  # same first_seen: arrival order
+    if name.endswith(".csv"):
+        assert (rows[0]["src_addr"], rows[0]["dst_addr"]) == ("10.0.0.2", "10.0.0.1")
+
+
+def test_export_flows_refuses_unknown_ids_and_formats(tmp_path: Path, corpus: Path) -> None:
+    capture = corpus / SOURCE
+    run = conversation_run(tmp_path, capture, frames_of(capture),
+                           record_frames=[1, 1, 1, 1, 1, 1])
+    with pytest.raises(UsageError, match="no session or conversation 'nope'"):
+        export_flows([run], ["nope"], tmp_path / "a.parquet")
+    with pytest.raises(UsageError, match=r"as \.parquet or \.csv"):
+        export_flows([run], ["A"], tmp_path / "a.json")
