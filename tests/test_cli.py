@@ -1,0 +1,132 @@
+"""The commands end to end on the bundled fixture and the corpus: exit codes, outputs, manifest."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from obserae_forensics.cli import app
+
+FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "sf_v9_varsvc.pcap"
+runner = CliRunner()
+
+
+def digest(directory: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(directory.glob("*.parquet"))}
+
+
+def test_inspect_prints_the_exporter_and_writes_flows(tmp_path: Path) -> None:
+    flows = tmp_path / "flows.parquet"
+    result = runner.invoke(app, ["inspect", str(FIXTURE), "--flows", str(flows), "-q"])
+    assert result.exit_code == 0, result.output
+    assert "127.0.0.1" in result.stdout
+    assert "72 flow records read from 1 file(s)" in result.stderr
+    table = pq.read_table(flows)
+    assert table.num_rows == 72
+    assert sum(table.column("packets").to_pylist()) == 259
+    assert sum(table.column("octets").to_pylist()) == 45779
+    assert set(table.column("exporter").to_pylist()) == {"127.0.0.1"}
+
+
+def test_inspect_unknown_file_is_one_line_and_strict_fails(tmp_path: Path) -> None:
+    junk = tmp_path / "notes.txt"
+    junk.write_text("not a capture\n")
+    result = runner.invoke(app, ["inspect", str(junk), str(FIXTURE), "-q"])
+    assert result.exit_code == 0
+    assert f"unknown_format: {junk}@0: not a PCAP, PCAPNG or nfcapd file" in result.stderr
+    strict = runner.invoke(app, ["inspect", str(junk), "--strict", "-q"])
+    assert strict.exit_code == 1
+    assert f"error: {junk}@0: not a PCAP, PCAPNG or nfcapd file" in strict.stderr
+    assert "Traceback" not in strict.output
+
+
+def sessionize(out: Path, *extra: str) -> object:
+    return runner.invoke(app, ["sessionize", str(FIXTURE), "--out", str(out), "-q", *extra])
+
+
+def test_sessionize_writes_every_table_and_a_citable_manifest(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = sessionize(out)
+    assert result.exit_code == 0, result.output
+    for name in ("sessions", "flows", "exporters"):
+        assert (out / f"{name}.parquet").is_file()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["conservation"]["ok"] is True
+    assert manifest["conservation"]["records_in"] == 72
+    assert manifest["conservation"]["packets_in_sessions"] == 259
+    assert manifest["conservation"]["bytes_in_sessions"] == 45779
+    assert manifest["inputs"][0]["sha256"] == hashlib.sha256(FIXTURE.read_bytes()).hexdigest()
+    assert manifest["settings"]["sessions.grace"] == 30
+    sessions = pq.read_table(out / "sessions.parquet")
+    assert sum(sessions.column("flow_count").to_pylist()) == 72
+    flows = pq.read_table(out / "flows.parquet")
+    assert flows.num_rows == 72
+    assert set(flows.column("session_id").to_pylist()) == set(
+        sessions.column("session_id").to_pylist())
+    assert set(flows.column("direction").to_pylist()) <= {"ab", "ba"}
+    assert not list(tmp_path.glob(".*partial"))
+
+
+def test_existing_output_is_refused_without_force(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    result = sessionize(out)
+    assert result.exit_code == 2
+    assert "already exists" in result.stderr
+    assert sessionize(out, "--force").exit_code == 0
+
+
+def test_bad_settings_stop_before_any_work(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = sessionize(out, "--grace", "soon")
+    assert result.exit_code == 2
+    assert "sessions.grace" in result.stderr
+    assert not out.exists()
+
+
+def test_a_run_that_dies_leaves_no_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import obserae_forensics.sessionize as sessionize_package
+
+    class Boom(RuntimeError):
+        pass
+
+    def explode(self: object, batch: object) -> None:
+        raise Boom("simulated crash")
+
+    monkeypatch.setattr(sessionize_package.Sessionizer, "feed", explode)
+    out = tmp_path / "run"
+    result = sessionize(out)
+    assert isinstance(result.exception, Boom)
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".run")]
+
+
+def test_tables_are_byte_identical_across_batch_sizes_and_hash_seeds(tmp_path: Path) -> None:
+    runs = []
+    for batch, seed in ((7, "1"), (65536, "2")):
+        out = tmp_path / f"run{batch}"
+        env = dict(os.environ, PYTHONHASHSEED=seed)
+        subprocess.run([sys.executable, "-m", "obserae_forensics", "sessionize", str(FIXTURE),
+                        "--out", str(out), "--batch-size", str(batch), "-q"],
+                       check=True, env=env, capture_output=True)
+        runs.append(digest(out))
+    assert runs[0] == runs[1]
+    assert "sessions.parquet" in runs[0] and "flows.parquet" in runs[0]
+
+
+def test_show_prints_rows(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert sessionize(out).exit_code == 0
+    result = runner.invoke(app, ["show", str(out), "--limit", "3"])
+    assert result.exit_code == 0, result.output
+    assert "client_ip" in result.stdout
+    assert "rows in" in result.stdout
