@@ -34,7 +34,7 @@ FRAGMENT_COLUMNS = ("fragment_index", "session_id", "link_reason", "gap_s")
 HTML_FLOW_ROWS = 50
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class SessionDrawer:
     """One session and everything behind it; empty frames where there is nothing."""
 
@@ -90,6 +90,10 @@ class SessionDrawer:
 
     def __str__(self) -> str:
         return self.summary()
+
+    def __repr__(self) -> str:
+        return (f"<SessionDrawer {self.session['session_id']}: {len(self.matches)} matches, "
+                f"{len(self.fragments)} fragments, {len(self.flows)} flow records>")
 
     def _repr_html_(self) -> str:
         parts = [f"<pre>{escape(self.summary())}</pre>"]

@@ -16,7 +16,9 @@ Semantics (tested in tests/query/test_filters.py):
 * entity: an address, a CIDR or a Cartography name (host, network, group, built-in) on
   either endpoint, or on one side: client, server, a, b (src, dst for flows).
 * unmatched: closed sessions with no row in session_matches (the seed's definition; active
-  and half-open sessions are not "unmatched", they are not finished).
+  and half-open sessions are not "unmatched", they are not finished). A capture ends in
+  the middle of conversations, so `unmatched(..., states=("active",))` asks the same of the
+  ones it cut off.
 
 The surprising thing: addresses are text in the tables, yet an entity filter never parses a
 row's address. Each distinct address is parsed once and looked up in the entity's interval
@@ -222,14 +224,21 @@ def exporter(frame: pd.DataFrame, *exporters: str) -> pd.Series:
     return mask
 
 
-def unmatched(frame: pd.DataFrame, matches: pd.DataFrame | None) -> pd.Series:
-    """Closed sessions that no Flow Matrix rule accounted for (no session_matches row)."""
+def unmatched(
+    frame: pd.DataFrame, matches: pd.DataFrame | None, states: tuple[str, ...] = ("closed",)
+) -> pd.Series:
+    """Sessions in `states` (default closed) that no Flow Matrix rule accounted for.
+
+    Closed only is the seed's definition. A capture taken for an incident usually ends in
+    the middle of conversations, so a review also asks the same of `("active",)`.
+    """
     if matches is None:
         raise UsageError("the run has no session_matches (sessionize ran without "
                          "--flow-matrix); rematch(run, flow_matrix) supplies them")
+    _check_known(states, STATES, "state")
     covered = frame["session_id"].isin(matches["session_id"])
-    closed = frame["state"] == "closed"
-    return (closed & ~covered).fillna(False).astype(bool)
+    chosen = frame["state"].isin(states)
+    return (chosen & ~covered).fillna(False).astype(bool)
 
 
 def rule(frame: pd.DataFrame, matches: pd.DataFrame | None, *rules: str) -> pd.Series:
@@ -258,7 +267,7 @@ class SessionQuery:
     close_reasons: tuple[str, ...] = ()
     exporters: tuple[str, ...] = ()
     rules: tuple[str, ...] = ()
-    unmatched_only: bool = False
+    unmatched_states: tuple[str, ...] = ()  # () = no unmatched filter; ("closed",) = the seed's
 
     def window(self, start: TimeLike | None = None, end: TimeLike | None = None) -> SessionQuery:
         return replace(self, start=start, end=end, last_s=None)
@@ -287,8 +296,9 @@ class SessionQuery:
     def rule(self, *rules: str) -> SessionQuery:
         return replace(self, rules=(*self.rules, *rules))
 
-    def unmatched(self) -> SessionQuery:
-        return replace(self, unmatched_only=True)
+    def unmatched(self, *states: str) -> SessionQuery:
+        """Unmatched only: closed sessions without a rule, or those in `states` if given."""
+        return replace(self, unmatched_states=states or ("closed",))
 
     def mask(self, run: Run, frame: pd.DataFrame | None = None) -> pd.Series:
         """bool per row of `frame` (default: the run's sessions)."""
@@ -311,8 +321,8 @@ class SessionQuery:
             mask &= exporter(rows, *self.exporters)
         if self.rules:
             mask &= rule(rows, run.matches, *self.rules)
-        if self.unmatched_only:
-            mask &= unmatched(rows, run.matches)
+        if self.unmatched_states:
+            mask &= unmatched(rows, run.matches, self.unmatched_states)
         return mask
 
     def apply(self, run: Run, frame: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -343,8 +353,10 @@ class SessionQuery:
             parts.append("exporter in (" + ", ".join(self.exporters) + ")")
         if self.rules:
             parts.append("rule in (" + ", ".join(self.rules) + ")")
-        if self.unmatched_only:
+        if self.unmatched_states == ("closed",):
             parts.append("unmatched only")
+        elif self.unmatched_states:
+            parts.append("unmatched (" + ", ".join(self.unmatched_states) + ")")
         return " AND ".join(parts) if parts else "all sessions"
 
 

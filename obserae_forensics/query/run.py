@@ -111,9 +111,9 @@ def load(
 
     Args:
         cartography: names for entity filters. Default: the file the manifest names if it
-            still exists, else the built-in names (internal4, internet4, ...).
-        flow_matrix: only kept on the Run (for rule descriptions); the matches are the
-            run's own. Use `rematch` to apply a different Flow Matrix.
+            can be found, else the built-in names (internal4, internet4, ...) and a note.
+        flow_matrix: kept on the Run for rule descriptions (default: the manifest's); the
+            matches are the run's own. Use `rematch` to apply a different Flow Matrix.
         recombine: True chains the fragments of the loaded runs in memory (recombine's
             `recombine_tables`); a path reads a `recombine --out` directory instead; False
             skips it (the drawer then finds fragments by conversation_id within a run).
@@ -150,11 +150,7 @@ def load(
     recombined, fragments = _recombination(recombine, paths)
     notes: list[str] = []
     chart = _cartography(cartography, manifests[0], paths[0], notes)
-    matrix: FlowMatrix | None
-    if flow_matrix is None or isinstance(flow_matrix, FlowMatrix):
-        matrix = flow_matrix
-    else:
-        matrix = load_flow_matrix(Path(flow_matrix), chart)
+    matrix = _flow_matrix(flow_matrix, manifests[0], paths[0], chart, notes)
     return Run(
         paths=tuple(paths),
         manifests=tuple(manifests),
@@ -294,16 +290,53 @@ def _cartography(
         return given
     if given is not None:
         return load_cartography(Path(given))
-    named = manifest.get("cartography")
-    if isinstance(named, str) and named:
-        candidate = Path(named)
-        if not candidate.is_absolute() and not candidate.is_file():
-            candidate = run_dir / named
-        if candidate.is_file():
-            return load_cartography(candidate)
+    named = _named_file(manifest, "cartography", run_dir)
+    if isinstance(named, Path):
+        return load_cartography(named)
+    if named:
         notes.append(f"the manifest names the Cartography {named}, which is not there; "
                      "entity filters know only the built-in names (pass cartography=)")
     return Cartography.builtin()
+
+
+def _flow_matrix(
+    given: Path | str | FlowMatrix | None, manifest: dict[str, Any], run_dir: Path,
+    chart: Cartography, notes: list[str],
+) -> FlowMatrix | None:
+    if isinstance(given, FlowMatrix):
+        return given
+    if given is not None:
+        return load_flow_matrix(Path(given), chart)
+    named = _named_file(manifest, "flow_matrix", run_dir)
+    if isinstance(named, Path):
+        try:
+            return load_flow_matrix(named, chart)
+        except UsageError as exc:
+            notes.append(f"the run's Flow Matrix no longer loads ({exc}); rule descriptions "
+                         "are not shown (pass flow_matrix=)")
+            return None
+    if named:
+        notes.append(f"the manifest names the Flow Matrix {named}, which is not there; rule "
+                     "descriptions are not shown (pass flow_matrix=)")
+    return None
+
+
+def _named_file(manifest: dict[str, Any], key: str, run_dir: Path) -> Path | str | None:
+    """The manifest's file for `key`: a Path when found, the text when not, None if unset.
+
+    A relative path was relative to where sessionize ran, which is not recorded; that is
+    usually the current directory or an ancestor of the output directory, tried in order.
+    """
+    named = manifest.get(key)
+    if not isinstance(named, str) or not named:
+        return None
+    candidate = Path(named)
+    if candidate.is_absolute():
+        return candidate if candidate.is_file() else named
+    for base in (Path.cwd(), *run_dir.resolve().parents):
+        if (base / candidate).is_file():
+            return base / candidate
+    return named
 
 
 def _iso(moment: pd.Timestamp | None) -> str | None:

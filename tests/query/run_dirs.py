@@ -31,6 +31,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from obserae_forensics.matching.consolidate import SESSIONS_CONSOLIDATED_SCHEMA
 from obserae_forensics.schema import FLOW_SCHEMA, SESSIONS_SCHEMA
 
 DAY = "2024-03-01T"
@@ -190,10 +191,15 @@ def write_run(
         "protocol_number": row["protocol_number"], "client_ip": row["client_ip"],
         "client_port": row["client_port"], "server_ip": row["server_ip"],
         "server_port": row["server_port"], "sampler_count": 1, "exporters": [row["exporter"]],
-        "session_ids": [row["session_id"]], "opened_at": row["opened_at"],
-        "last_seen_at": row["last_seen_at"], "coherence_pct": 100.0,
+        "session_ids": [row["session_id"]], "session_count": 1,
+        "first_seen": row["opened_at"], "last_seen": row["last_seen_at"],
+        "cs_bytes": row["ab_bytes"], "sc_bytes": row["ba_bytes"],
+        "cs_packets": row["ab_packets"], "sc_packets": row["ba_packets"],
+        "coherence_pct": 100.0, "role_method": row["role_method"],
+        "role_confidence": row["role_confidence"],
     } for row in rows]
-    pq.write_table(pa.Table.from_pylist(consolidated), out / "sessions_consolidated.parquet")
+    pq.write_table(pa.Table.from_pylist(consolidated, schema=SESSIONS_CONSOLIDATED_SCHEMA),
+                   out / "sessions_consolidated.parquet")
     (out / "cartography.yaml").write_text(CARTOGRAPHY, encoding="utf-8")
     (out / "flow_matrix.yaml").write_text(FLOW_MATRIX, encoding="utf-8")
     manifest = {

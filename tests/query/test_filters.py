@@ -158,6 +158,10 @@ def test_unmatched_only_is_closed_sessions_without_a_match(run: query.Run) -> No
     # s8 is half-open and s5b active: not finished, so not "unmatched" even with no rule
     assert shown(run, query.unmatched(run.sessions, run.matches)) == ["s3", "s4", "s6", "s7"]
     assert ids(SessionQuery().last(600).unmatched().apply(run)) == ["s3", "s4", "s7"]
+    # the same question about conversations the capture cut off: s8 never had a rule
+    assert shown(run, query.unmatched(run.sessions, run.matches, ("active", "half_open"))) == [
+        "s8"]
+    assert SessionQuery().unmatched("active").describe() == "unmatched (active)"
 
 
 def test_unmatched_needs_matches(tmp_path: Path) -> None:
