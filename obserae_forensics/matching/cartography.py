@@ -67,7 +67,16 @@ class Cartography:
         self.services = services
         self.descriptions = descriptions or {}
         self.path = path
+        # hosts declaring the same service share one cell table: the sessionizer asks for
+        # every batch, and a Cartography has far fewer distinct services than hosts
         self._service_cells = AddressCells(s.addresses for s in services)
+        hosts_by_service: dict[Service, list[AddressSet]] = {}
+        for declared in services:
+            hosts_by_service.setdefault(declared.service, []).append(declared.addresses)
+        self._service_tables = [
+            (service, self._service_cells.table(sets[0].union(*sets[1:])))
+            for service, sets in hosts_by_service.items()
+        ]
 
     @classmethod
     def builtin(cls) -> Cartography:
@@ -114,10 +123,10 @@ class Cartography:
         cells = self._service_cells.locate(addresses)
         protocols = np.asarray(protocols)
         ports = np.asarray(ports)
-        for declared in self.services:
-            here = self._service_cells.table(declared.addresses)[cells]
+        for service, table in self._service_tables:
+            here = table[cells]
             if here.any():
-                result |= here & declared.service.mask(protocols, ports)
+                result |= here & service.mask(protocols, ports)
         return result
 
 

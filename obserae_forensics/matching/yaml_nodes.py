@@ -20,6 +20,8 @@ import yaml
 from ..errors import UsageError
 
 NULL_TAG = "tag:yaml.org,2002:null"
+# libyaml's scanner when PyYAML was built with it: ten times faster on big files, same marks
+LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class YamlFile:
@@ -34,7 +36,7 @@ class YamlFile:
         except UnicodeDecodeError as exc:
             raise UsageError(f"{path}: {what} is not UTF-8 text ({exc.reason})") from None
         try:
-            root = yaml.compose(text, Loader=yaml.SafeLoader)
+            root = yaml.compose(text, Loader=LOADER)
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             line = f":{mark.line + 1}" if mark is not None else ""
