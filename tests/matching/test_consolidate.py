@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from random import Random
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from obserae_forensics.matching import SESSIONS_CONSOLIDATED_SCHEMA, consolidate_sessions
 from obserae_forensics.schema import SESSIONS_SCHEMA
@@ -235,3 +238,62 @@ def test_no_bytes_at_all_is_full_coherence() -> None:
 def test_an_empty_sessions_table_gives_an_empty_table() -> None:
     empty = consolidate_sessions(SESSIONS_SCHEMA.empty_table(), GRACE_US)
     assert empty.schema == SESSIONS_CONSOLIDATED_SCHEMA and empty.num_rows == 0
+
+
+ENDPOINTS = [("10.0.0.1", 40000), ("10.0.0.1", 40001), ("192.0.2.80", 443), ("2001:db8::1", 443)]
+session_rows = st.lists(
+    st.tuples(
+        st.sampled_from(ENDPOINTS),
+        st.sampled_from(ENDPOINTS),
+        st.sampled_from([6, 17]),
+        st.sampled_from(["192.0.2.1", "192.0.2.2", "192.0.2.3"]),
+        st.integers(0, 200),  # opened, s
+        st.integers(0, 60),  # duration, s
+        st.sampled_from([0.3, 0.5, 0.95]),
+        st.integers(0, 10_000),
+    ),
+    max_size=30,
+)
+
+
+def reference_conversations(rows: list[tuple]) -> list[list[str]]:
+    """Plain grouping: same protocol and endpoint pair, then a sweep by opened time."""
+    groups: dict[tuple, list[tuple[int, int, str]]] = {}
+    for i, (a, b, protocol, _, opened, duration, _, _) in enumerate(rows):
+        key = (protocol, frozenset([a, b]))
+        groups.setdefault(key, []).append((opened, opened + duration, f"s{i:02d}"))
+    conversations = []
+    for members in groups.values():
+        members.sort()
+        current: list[str] = []
+        reach = None
+        for opened, last, name in members:
+            if reach is not None and opened > reach + GRACE_US // 1_000_000:
+                conversations.append(sorted(current))
+                current, reach = [], None
+            current.append(name)
+            reach = last if reach is None else max(reach, last)
+        conversations.append(sorted(current))
+    return sorted(conversations)
+
+
+@settings(max_examples=100, deadline=None)
+@given(session_rows, st.randoms(use_true_random=False))
+def test_consolidation_agrees_with_a_plain_grouping(rows: list[tuple], shuffler: Random) -> None:
+    table_rows = [
+        tcp(f"s{i:02d}", exporter, opened, opened + duration, client_ip=a[0], client_port=a[1],
+            server_ip=b[0], server_port=b[1], protocol_number=protocol,
+            protocol="TCP" if protocol == 6 else "UDP", role_confidence=confidence,
+            ab_bytes=size)
+        for i, (a, b, protocol, exporter, opened, duration, confidence, size) in enumerate(rows)
+    ]  # fmt: skip
+    consolidated = consolidate_sessions(make_sessions(table_rows), GRACE_US)
+    found = consolidated.to_pylist()
+    assert sorted(sorted(r["session_ids"]) for r in found) == reference_conversations(rows)
+    exporters_of = {f"s{i:02d}": row[3] for i, row in enumerate(rows)}
+    for row in found:
+        assert row["exporters"] == sorted({exporters_of[s] for s in row["session_ids"]})
+        assert row["sampler_count"] == len(row["exporters"])
+        assert 0 <= row["coherence_pct"] <= 100
+    shuffler.shuffle(table_rows)
+    assert consolidate_sessions(make_sessions(table_rows), GRACE_US).equals(consolidated)
