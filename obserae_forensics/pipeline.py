@@ -342,6 +342,15 @@ def _write_consolidated(staging: Path, config: SessionizeConfig) -> None:
     write_table(staging / "sessions_consolidated.parquet", consolidated)
 
 
+def _rules_file(loaded: Any) -> dict[str, str] | None:
+    """Where a Cartography/Flow Matrix came from: as given, absolute, and its SHA-256."""
+    path = getattr(loaded, "path", None)
+    if path is None:
+        return None
+    path = Path(path)
+    return {"path": str(path), "absolute": str(path.resolve()), "sha256": sha256_file(path)}
+
+
 def _manifest(
     config: SessionizeConfig, inputs: Sequence[InputFile], report: RunReport,
     result: SessionizeResult, totals: _Totals, settings: dict[str, Any],
@@ -357,10 +366,8 @@ def _manifest(
         "read": {"batch_size": config.read.batch_size,
                  "from": _iso(config.read.window[0]), "to": _iso(config.read.window[1]),
                  "strict": config.read.strict},
-        "cartography": None if config.cartography is None
-        else str(getattr(config.cartography, "path", "")),
-        "flow_matrix": None if config.flow_matrix is None
-        else str(getattr(config.flow_matrix, "path", "")),
+        "cartography": _rules_file(config.cartography),
+        "flow_matrix": _rules_file(config.flow_matrix),
         "inputs": [{"path": str(item.path), "format": report.files[str(item.path)].format
                     if str(item.path) in report.files else item.format,
                     "size": item.size, "sha256": sha256_file(item.path)} for item in inputs],

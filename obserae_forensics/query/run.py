@@ -324,10 +324,16 @@ def _flow_matrix(
 def _named_file(manifest: dict[str, Any], key: str, run_dir: Path) -> Path | str | None:
     """The manifest's file for `key`: a Path when found, the text when not, None if unset.
 
-    A relative path was relative to where sessionize ran, which is not recorded; that is
-    usually the current directory or an ancestor of the output directory, tried in order.
+    The manifest records the path as given and its absolute form; when the absolute file is
+    gone (run directory moved to another machine), the relative path is tried from the
+    current directory and the ancestors of the run directory.
     """
     named = manifest.get(key)
+    if isinstance(named, dict):  # {"path", "absolute", "sha256"}
+        absolute = Path(str(named.get("absolute", "")))
+        if absolute.is_absolute() and absolute.is_file():
+            return absolute
+        named = named.get("path")
     if not isinstance(named, str) or not named:
         return None
     candidate = Path(named)
