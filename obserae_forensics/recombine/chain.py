@@ -378,7 +378,14 @@ def chain_sessions(sessions: pa.Table, runs: list[Run]) -> Chains:
     window_end = windows[1][exporter[final]]
     opening_seen = (protocol[roots] == TCP) & (((ab_flags[roots] | ba_flags[roots]) & SYN) != 0)
     head_cut = (split[roots] > 0) | (~opening_seen & (opened[roots] - window_start <= idle[roots]))
-    deadline = last[final] + idle[final]
+    conversation_ab_flags = _or_reduce(ab_flags_f, starts)
+    conversation_ba_flags = _or_reduce(ba_flags_f, starts)
+    final_tcp = protocol[final] == TCP
+    # a finished TCP conversation closes as soon as the watermark passes its last record
+    finished = final_tcp & (
+        (((conversation_ab_flags & FIN) != 0) & ((conversation_ba_flags & FIN) != 0))
+        | (((conversation_ab_flags | conversation_ba_flags) & RST) != 0))
+    deadline = last[final] + np.where(finished, 0, idle[final])
     maybe_more = is_open[final] | hard[final] | evicted[final]
     tail_cut = maybe_more & (deadline >= window_end)
     state_inferred = is_open[final] & (deadline < window_end)
@@ -388,10 +395,10 @@ def chain_sessions(sessions: pa.Table, runs: list[Run]) -> Chains:
         zero_copy_only=False).astype(object)
     if state_inferred.any():
         settled = _settled_reasons(
-            tcp=protocol[final] == TCP,
+            tcp=final_tcp,
             half_open=half_open[final],
-            ab_flags=_or_reduce(ab_flags_f, starts),
-            ba_flags=_or_reduce(ba_flags_f, starts),
+            ab_flags=conversation_ab_flags,
+            ba_flags=conversation_ba_flags,
             ab_packets=np.add.reduceat(ab_packets_f, starts),
             ba_packets=np.add.reduceat(ba_packets_f, starts),
         )
@@ -455,9 +462,15 @@ def _settled_reasons(*, tcp: np.ndarray, half_open: np.ndarray, ab_flags: np.nda
     both = (ab_packets > 0) & (ba_packets > 0)
     fin = tcp & ((ab_flags & FIN) != 0) & ((ba_flags & FIN) != 0)
     rst = tcp & (((ab_flags | ba_flags) & RST) != 0)
-    # the only answer to the opening was RST: the initiator never acknowledged anything
-    rejected = (tcp & ((ba_flags & RST) != 0) & ((ba_flags & ~(RST | ACK)) == 0)
-                & ((ab_flags & ACK) == 0))
+    # the only answer to an opening (SYN without ACK) was RST, whichever side opened
+    def opening(flags: np.ndarray) -> np.ndarray:
+        return ((flags & SYN) != 0) & ((flags & ACK) == 0)
+
+    def refusal(flags: np.ndarray) -> np.ndarray:
+        return ((flags & RST) != 0) & ((flags & ~(RST | ACK)) == 0)
+
+    rejected = tcp & ((opening(ab_flags) & refusal(ba_flags))
+                      | (opening(ba_flags) & refusal(ab_flags)))
     return np.select(
         [tcp & half_open, fin, rejected, rst, both],
         ["no_reply", "fin", "rejected", "rst", "idle"], default="no_reply").astype(object)

@@ -216,8 +216,11 @@ def test_head_and_tail_outside_the_window(tmp_path: Path) -> None:
         session("SYN", 2, 50, a=("10.8.8.8", 1), b=("10.0.0.2", 22), flags=(0x1B, 0x13)),
         session("LATE1", 300, 400, split=3, conversation="gone", a=("10.6.6.6", 1)),
         session("END", 1100, 1999, close="hard_timeout", a=("10.4.4.4", 9),
+                flags=(0x1A, 0x12)),
+        session("OPEN", 1950, 2000, state="active", a=("10.4.4.5", 9), flags=(0x1A, 0x12)),
+        # FIN both ways: a hard_timeout cut of a finished conversation cuts nothing
+        session("DONE", 1100, 1999, close="hard_timeout", a=("10.4.4.6", 9),
                 flags=(0x1B, 0x13)),
-        session("OPEN", 1950, 2000, state="active", a=("10.4.4.5", 9), flags=(0x1B, 0x13)),
     ]
     result = one_run(tmp_path, rows)
     by_id = conversations(result)
@@ -225,6 +228,7 @@ def test_head_and_tail_outside_the_window(tmp_path: Path) -> None:
     assert not by_id["SYN"]["head_cut"] and by_id["SYN"]["complete"]
     assert by_id["LATE1"]["head_cut"]  # its fragment 0 is in no table
     assert by_id["END"]["tail_cut"] and by_id["OPEN"]["tail_cut"]
+    assert by_id["DONE"]["complete"]
     window = result.report["outside_window"]
     heads = {e["conversation_id"]: e["message"] for e in window["head_cut"]}
     assert heads["MID"] == ("fragment 0 is outside the window: widen the window to start "
