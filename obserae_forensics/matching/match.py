@@ -9,8 +9,12 @@ destination, and its (protocol, server port) in the rule's service; only session
 How it stays vectorized: client and server texts are parsed once per distinct address;
 the bounds of every address set the rules use cut the address space into elementary
 cells (address_sets.AddressCells); each distinct address is placed in its cell with one
-`np.searchsorted`. Then a rule is three gathers from small boolean tables over the whole
-column of sessions, and services shared by several rules are computed once.
+`np.searchsorted`. Sessions are then sorted three ways: by client cell, by server cell
+and by (protocol, server port). For each rule, `searchsorted` counts how many sessions
+each of its three conditions admits; the rows of the most selective one are gathered as
+slices of that order and the whole rule is checked on them with boolean tables. A
+typical rule names a service, so it reads a few percent of the sessions, not all of them;
+a rule open on every side reads them all, and that is also when it matches them all.
 
 The surprising thing: rows of sessions that may not match (half_open) are sent to an
 extra cell that no set contains, so the per-rule loop never needs a state mask.
@@ -76,22 +80,32 @@ def match_rows(sessions: pa.Table, matrix: FlowMatrix) -> tuple[np.ndarray, np.n
     )
     client_cells[~may_match] = cells.nowhere
 
-    protocols = column_values(sessions.column("protocol_number"))
-    ports = column_values(sessions.column("server_port"))
-    tables: dict[AddressSet, np.ndarray] = {}
-    services: dict[Service, np.ndarray] = {}
+    protocols = column_values(sessions.column("protocol_number")).astype(np.int64)
+    ports = column_values(sessions.column("server_port")).astype(np.int64)
+    by_client = _SortedKeys(client_cells)
+    by_server = _SortedKeys(server_cells)
+    by_service = _SortedKeys(protocols << 16 | ports)
+    tables: dict[AddressSet, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     found_rows: list[np.ndarray] = []
     found_rules: list[np.ndarray] = []
     for rule in matrix.rules:
-        if rule.service not in services:
-            services[rule.service] = rule.service.mask(protocols, ports)
         for side in (rule.source, rule.destination):
             if side not in tables:
-                tables[side] = cells.table(side)
-        matched = tables[rule.source][client_cells]
-        matched &= tables[rule.destination][server_cells]
-        matched &= services[rule.service]
-        rows = np.flatnonzero(matched)
+                tables[side] = (cells.table(side), *_true_runs(cells.table(side)))
+        source, source_lows, source_highs = tables[rule.source]
+        destination, destination_lows, destination_highs = tables[rule.destination]
+        # read only the rows that satisfy the most selective of the three conditions
+        choices = [
+            (by_client, *by_client.slices(source_lows, source_highs)),
+            (by_server, *by_server.slices(destination_lows, destination_highs)),
+            (by_service, *by_service.slices(*_service_key_ranges(rule.service))),
+        ]
+        keys, starts, stops = min(choices, key=lambda c: int((c[2] - c[1]).sum()))
+        candidates = keys.rows(starts, stops)
+        matched = source[client_cells[candidates]]
+        matched &= destination[server_cells[candidates]]
+        matched &= rule.service.mask(protocols[candidates], ports[candidates])
+        rows = np.sort(candidates[matched])
         if len(rows):
             found_rows.append(rows)
             found_rules.append(np.full(len(rows), rule.index, dtype=np.int64))
@@ -101,6 +115,48 @@ def match_rows(sessions: pa.Table, matrix: FlowMatrix) -> tuple[np.ndarray, np.n
     all_rules = np.concatenate(found_rules)
     order = np.argsort(all_rows, kind="stable")  # rules were appended in file order
     return all_rows[order], all_rules[order]
+
+
+class _SortedKeys:
+    """Session rows sorted by one integer key: the rows whose key falls in given ranges."""
+
+    def __init__(self, keys: np.ndarray) -> None:
+        # int64 throughout: searchsorted with a needle of another dtype converts the whole
+        # haystack on every call
+        keys = keys.astype(np.int64)
+        self.order = np.argsort(keys, kind="stable")
+        self.sorted = keys[self.order]
+
+    def slices(self, lows: np.ndarray, highs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(start, stop) positions in the sorted keys of each inclusive range [low, high]."""
+        starts = np.searchsorted(self.sorted, lows.astype(np.int64), side="left")
+        stops = np.searchsorted(self.sorted, highs.astype(np.int64), side="right")
+        return starts, stops
+
+    def rows(self, starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
+        """The session rows of all the slices, without a Python loop over slices."""
+        lengths = stops - starts
+        total = int(lengths.sum())
+        before = np.cumsum(lengths) - lengths
+        positions = np.repeat(starts - before, lengths) + np.arange(total)
+        rows: np.ndarray = self.order[positions]
+        return rows
+
+
+def _true_runs(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Inclusive (first, last) cell of each run of True in a cell table."""
+    edges = np.diff(np.concatenate([[0], table.astype(np.int8), [0]]))
+    return np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1
+
+
+def _service_key_ranges(service: Service) -> tuple[np.ndarray, np.ndarray]:
+    """Inclusive ranges of protocol << 16 | server port that the service accepts."""
+    if service.protocols is None:
+        return np.array([0]), np.array([0xFF_FFFF])
+    ports = service.ports if service.ports is not None else ((0, 0xFFFF),)
+    lows = [protocol << 16 | first for protocol in service.protocols for first, _ in ports]
+    highs = [protocol << 16 | last for protocol in service.protocols for _, last in ports]
+    return np.array(lows, dtype=np.int64), np.array(highs, dtype=np.int64)
 
 
 def matched_rules_column(sessions: pa.Table, matches: pa.Table) -> pa.Array:

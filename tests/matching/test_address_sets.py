@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import ipaddress
 import itertools
 
 import numpy as np
@@ -148,3 +149,23 @@ def test_unique_address_values_parse_each_text_once_and_map_back() -> None:
 def test_a_text_that_is_not_an_address_names_the_column() -> None:
     with pytest.raises(UsageError, match=r"sessions column server_ip: 'db1' is not an address"):
         unique_address_values(pa.array(["10.0.0.1", "db1"]), column="server_ip")
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.integers(0, 2**32 - 1).map(lambda x: str(ipaddress.IPv4Address(x))),
+            st.integers(0, 2**128 - 1).map(lambda x: str(ipaddress.IPv6Address(x))),
+        ),
+        max_size=30,
+    )
+)
+def test_bulk_parsing_agrees_with_parse_address(texts: list[str]) -> None:
+    unique, index = unique_address_values(pa.array(texts, pa.string()), column="ip_a")
+    assert [unique[i].tobytes() for i in index] == [parse_address(t) for t in texts]
+
+
+@pytest.mark.parametrize("text", ["010.0.0.1", "1.2.3.4 ", "256.1.1.1", "1.2.3", ""])
+def test_texts_the_bulk_parser_leaves_alone_still_get_checked(text: str) -> None:
+    with pytest.raises(UsageError, match="is not an address"):
+        unique_address_values(pa.array(["10.0.0.1", text]), column="ip_b")
