@@ -1,0 +1,100 @@
+"""The written outputs: tables, report.md/report.json with the same content, the timeline PNG,
+"Find Session Fragments", and the refusal to overwrite."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from obserae_forensics.errors import UsageError
+from obserae_forensics.recombine import (
+    RECOMBINED_SCHEMA,
+    find_fragments,
+    human_seconds,
+    recombine_runs,
+)
+
+from .conftest import session, write_run
+
+
+def sample_run(tmp_path: Path) -> Path:
+    rows = [
+        session("A", 0, 899, close="hard_timeout", flags=(0x1A, 0x12)),
+        session("A1", 900, 1799, close="hard_timeout", split=1, conversation="A",
+                flags=(0x18, 0x10)),
+        session("A2", 1800, 1900, close="fin", split=2, conversation="A", flags=(0x19, 0x11)),
+        session("B", 100, 999, close="evicted", a=("10.1.1.1", 5), b=("10.0.0.2", 22),
+                ab=(10**6, 900), flags=(0x1A, 0x12)),
+        session("B1", 1010, 1100, a=("10.1.1.1", 5), b=("10.0.0.2", 22), flags=(0x18, 0x10)),
+    ]
+    rows += [session(f"u{i}", 200 + i, 201 + i + i % 7, protocol=17,
+                     a=("10.2.0.1", 1000 + i), b=("10.2.0.2", 53)) for i in range(20)]
+    return write_run(tmp_path / "run", rows)
+
+
+def test_outputs_are_written_and_agree(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = recombine_runs([sample_run(tmp_path)], out)
+    table = pq.read_table(out / "sessions_recombined.parquet")
+    assert table.schema.equals(RECOMBINED_SCHEMA)
+    assert table.num_rows == 22
+    assert pq.read_table(out / "recombined_fragments.parquet").num_rows == 25
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert report == json.loads(json.dumps(result.report))
+    assert report["counts"]["split_conversations"] == 2
+    assert report["split_by_reason"]["hard_timeout"] == 1
+    assert report["split_by_reason"]["evicted"] == 1
+    assert [c["conversation_id"] for c in report["largest"]] == ["B", "A"]
+    assert [c["conversation_id"] for c in report["longest"]] == ["A", "B"]
+    assert [f["session_id"] for f in report["longest"][0]["timeline"]] == ["A", "A1", "A2"]
+    durations = report["durations"]
+    # 20 UDP conversations of 1-7 s, B lasted 1000 s, A 1900 s
+    assert durations["hard_timeout_keeping_whole_s"] == {"50%": 5.0, "90%": 10.0,
+                                                         "99%": 2700.0}
+    assert durations["current_hard_timeout"] == [{"seconds": 900.0, "keeps_whole_pct": 90.91}]
+    markdown = (out / "report.md").read_text(encoding="utf-8")
+    for text in ("## Split conversations by reason", "| evicted | 1 |",
+                 "### A: TCP 10.0.0.1:40000 → 10.0.0.2:443", "| 99% | 45 min (2700 s) |",
+                 "![fragment timelines](timeline.png)", "more may follow after" if
+                 report["outside_window"]["tail_cut"] else "None."):
+        assert text in markdown
+    png = (out / "timeline.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+def test_same_runs_give_the_same_bytes(tmp_path: Path) -> None:
+    run = sample_run(tmp_path)
+    recombine_runs([run], tmp_path / "one")
+    recombine_runs([run], tmp_path / "two")
+    for name in ("report.md", "report.json", "timeline.png"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+    assert pq.read_table(tmp_path / "one" / "sessions_recombined.parquet").equals(
+        pq.read_table(tmp_path / "two" / "sessions_recombined.parquet"))
+
+
+def test_existing_outputs_need_force(tmp_path: Path) -> None:
+    run = sample_run(tmp_path)
+    recombine_runs([run], tmp_path / "out")
+    with pytest.raises(UsageError, match="use --force"):
+        recombine_runs([run], tmp_path / "out")
+    recombine_runs([run], tmp_path / "out", force=True)
+
+
+def test_find_session_fragments_from_any_fragment(tmp_path: Path) -> None:
+    run = sample_run(tmp_path)
+    result = recombine_runs([run], tmp_path / "out")
+    for source in (result, tmp_path / "out", [run]):
+        frame = find_fragments(source, "A1")
+        assert frame["session_id"].tolist() == ["A", "A1", "A2"]
+        assert frame["link_reason"].tolist()[1:] == ["hard_timeout", "hard_timeout"]
+    assert find_fragments(result, "A")["fragment_index"].tolist() == [0, 1, 2]
+    with pytest.raises(UsageError, match="no session or conversation 'nope'"):
+        find_fragments(result, "nope")
+
+
+def test_human_durations() -> None:
+    assert [human_seconds(s) for s in (0.25, 42, 900, 3725, 90000)] == [
+        "250 ms", "42 s", "15 min", "1 h 2 min", "1 d 1 h"]
