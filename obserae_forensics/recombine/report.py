@@ -38,7 +38,7 @@ DURATION_BUCKETS = (  # upper edge in seconds, label
     (86400.0, "6 – 24 h"), (math.inf, "≥ 1 day"),
 )
 REASON_COLOURS = {
-    "hard_timeout": "#d95f02", "evicted": "#7570b3", "idle": "#1b9e77", "fin": "#1b9e77",
+    "hard_timeout": "#d95f02", "evicted": "#7570b3", "idle": "#1b9e77", "fin": "#66a61e",
     "rst": "#e7298a", "rejected": "#e7298a", "no_reply": "#a6761d", None: "#666666",
 }
 
