@@ -103,20 +103,26 @@ def consolidate_sessions(sessions: pa.Table, grace_us: int) -> pa.Table:
     id_rank[column_values(pc.sort_indices(sessions.column("session_id")))] = np.arange(n)
 
     order = np.lexsort((id_rank, opened, high, low, protocol))
-    same_pair = np.zeros(n, dtype=bool)
-    same_pair[1:] = (
-        (protocol[order][1:] == protocol[order][:-1])
-        & (low[order][1:] == low[order][:-1])
-        & (high[order][1:] == high[order][:-1])
-    )
+    same_pair = np.ones(n, dtype=bool)  # same protocol and endpoints as the row before
+    same_pair[0] = False
+    for key in (protocol[order], low[order], high[order]):
+        same_pair[1:] &= key[1:] == key[:-1]
     pair = np.cumsum(~same_pair) - 1
     reach = pd.Series(last[order]).groupby(pair).cummax().to_numpy()
     starts = ~same_pair
     starts[1:] |= opened[order][1:] > reach[:-1] + grace_us
-    cluster_of_sorted = np.cumsum(starts) - 1
+    cluster_starts = np.flatnonzero(starts)
+    first_seen = np.minimum.reduceat(opened[order], cluster_starts)
+    last_seen = np.maximum.reduceat(last[order], cluster_starts)
+    # number conversations in output order (first_seen, then protocol and endpoints), so
+    # that every per-conversation array below comes out in that order without a final take
+    head = order[cluster_starts]
+    output_order = np.lexsort((high[head], low[head], protocol[head], first_seen))
+    number = np.empty(len(cluster_starts), dtype=np.int64)
+    number[output_order] = np.arange(len(cluster_starts))
+    first_seen, last_seen = first_seen[output_order], last_seen[output_order]
     cluster = np.empty(n, dtype=np.int64)
-    cluster[order] = cluster_of_sorted
-    clusters = int(cluster_of_sorted[-1]) + 1
+    cluster[order] = number[np.cumsum(starts) - 1]
 
     # the most confident member orients the row
     confidence = column("role_confidence").astype(np.float64)
@@ -157,11 +163,8 @@ def consolidate_sessions(sessions: pa.Table, grace_us: int) -> pa.Table:
     coherence = np.where(largest > 0, 100.0 * smallest / np.where(largest > 0, largest, 1), 100.0)
     sampler_count = np.diff(np.r_[cluster_pair_starts, len(pair_cluster)])
 
-    # times and member lists (members chronological: opened_at, then session_id)
-    cluster_starts = np.flatnonzero(starts)
-    first_seen = np.minimum.reduceat(opened[order], cluster_starts)
-    last_seen = np.maximum.reduceat(last[order], cluster_starts)
-    session_count = np.diff(np.r_[cluster_starts, n])
+    # member lists, chronological: opened_at, then session_id
+    session_count = np.bincount(cluster, minlength=len(first_seen))
     members = np.lexsort((id_rank, opened, cluster))
     session_ids = pa.ListArray.from_arrays(
         pa.array(np.r_[0, np.cumsum(session_count)].astype(np.int32)),
@@ -198,9 +201,7 @@ def consolidate_sessions(sessions: pa.Table, grace_us: int) -> pa.Table:
         ],
         schema=SESSIONS_CONSOLIDATED_SCHEMA,
     )
-    assert table.num_rows == clusters
-    row_order = np.lexsort((high[chosen], low[chosen], protocol[chosen], first_seen))
-    return table.take(pa.array(row_order)).combine_chunks()
+    return table
 
 
 def _consolidated_ids(
@@ -217,23 +218,31 @@ def _consolidated_ids(
     `2001:DB8:0::1` give one id; two conversations of one pair never share a first_seen,
     since they would overlap.
     """
-    ids = []
-    for proto, low_key, high_key, ports, first in zip(
-        protocol.tolist(),
-        low.tolist(),
-        high.tolist(),
-        has_ports.tolist(),
-        first_seen.tolist(),
-        strict=True,
-    ):
-        digest = hashlib.blake2b(digest_size=8)
-        digest.update(bytes([proto, ports]))
-        for key in (low_key, high_key):
-            digest.update(by_rank[key >> 16].tobytes())
-            digest.update((key & 0xFFFF).to_bytes(2, "big"))
-        digest.update(first.to_bytes(8, "big", signed=True))
-        ids.append(digest.hexdigest())
-    return ids
+    record = np.dtype(
+        [
+            ("protocol", "u1"),
+            ("ports", "u1"),
+            ("low_address", "V16"),
+            ("low_port", ">u2"),
+            ("high_address", "V16"),
+            ("high_port", ">u2"),
+            ("first_seen", ">i8"),
+        ]
+    )
+    records = np.zeros(len(protocol), dtype=record)
+    records["protocol"] = protocol
+    records["ports"] = has_ports
+    records["low_address"] = by_rank[low >> 16]
+    records["low_port"] = low & 0xFFFF
+    records["high_address"] = by_rank[high >> 16]
+    records["high_port"] = high & 0xFFFF
+    records["first_seen"] = first_seen
+    raw = memoryview(records.tobytes())
+    size = record.itemsize
+    return [
+        hashlib.blake2b(raw[i : i + size], digest_size=8).hexdigest()
+        for i in range(0, len(raw), size)
+    ]
 
 
 def _sorted_codes(values: pa.ChunkedArray) -> tuple[list[str], np.ndarray]:
