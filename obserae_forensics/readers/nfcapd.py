@@ -58,7 +58,13 @@ from ..addresses import V4_MAPPED_PREFIX, address_text, address_texts
 from ..errors import MalformedInput, TruncatedInput, UnknownFormat
 from ..report import RunReport
 from ._batch import flow_batch
-from .compression import MAX_BLOCK_BYTES, NONE, BadCompression, decompress_block
+from .compression import (
+    COMPRESSION_NAMES,
+    MAX_BLOCK_BYTES,
+    NONE,
+    BadCompression,
+    decompress_block,
+)
 from .nfcapd_scan import BAD_ELEMENTS, SCAN_OK, gather_records, scan_block
 from .nfcapd_v3 import FLAG_SAMPLED, decode_layout, layout_for
 
@@ -124,7 +130,7 @@ BLOCK_V2: Final = 3
 BLOCK_ARRAY: Final = 4
 
 _AF_INET: Final = 2
-_NO_TIME: Final = 0x7FFFFFFFFFFFFFFF
+_LATEST_MS: Final = 1 << 43  # year 2248: later stat or header times are garbage, not time
 
 
 def is_nfcapd(head: bytes) -> bool:
@@ -240,7 +246,7 @@ def _stat_span(stat: dict[str, int] | None) -> tuple[int, int] | None:
     if stat is None:
         return None
     first, last = stat["msec_first"], stat["msec_last"]
-    if first in (0, _NO_TIME) or last in (0, _NO_TIME) or first > last:
+    if not 0 < first <= last < _LATEST_MS:  # 0 / INT64_MAX mean "no flows seen"
         return None
     return first * 1000, last * 1000
 
@@ -332,11 +338,19 @@ def _read(
             report.skip(MalformedInput(f"encrypted file (method {header.encryption})",
                                        source=source, offset=17, reason="encrypted"), nbytes=size)
             return
+        if header.compression not in COMPRESSION_NAMES:
+            report.skip(MalformedInput(f"unknown compression code {header.compression}",
+                                       source=source, offset=16, reason="bad_compression"),
+                        nbytes=size)
+            return
         from_us, to_us = window
         if span is not None and ((to_us is not None and to_us < span[0])
                                  or (from_us is not None and from_us > span[1])):
             return
-        slot_us = header.created * 1_000_000 if header.created > 0 else (span[1] if span else 0)
+        if 0 < header.created < _LATEST_MS // 1000:
+            slot_us = header.created * 1_000_000
+        else:
+            slot_us = span[1] if span else 0
         state = _FileState(source, header.order, header.layout, header.compression, slot_us,
                            ident=header.ident)
         pending: list[dict[str, np.ndarray]] = []

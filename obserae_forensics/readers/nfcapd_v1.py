@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, BinaryIO, Final
 
 import numpy as np
 
-from ..errors import MalformedInput, TruncatedInput, UnknownFormat
+from ..errors import MalformedInput, TruncatedInput
 from ..report import RunReport
 from .compression import BZ2, LZ4, LZO, NONE
 from .nfcapd_v3 import FLAG_SAMPLED, Layout, decode_layout
@@ -121,8 +121,8 @@ def read_header_v1(f: BinaryIO, source: str, order: str) -> HeaderV1:
     flags = int(header["flags"])
     compression = _COMPRESSION_BY_FLAG.get(flags & (FLAG_LZO | FLAG_BZ2 | FLAG_LZ4))
     if compression is None:
-        raise UnknownFormat(f"1.6 header names several compressions (flags {flags:#x})",
-                            source=source, offset=4)
+        raise MalformedInput(f"1.6 header names several compressions (flags {flags:#x})",
+                             source=source, offset=4, reason="bad_compression")
     stat_dtype = STAT_V1.newbyteorder(">") if order == ">" else STAT_V1
     stat = np.frombuffer(raw, stat_dtype, 1, HEADER_V1.itemsize)[0]
     counters = {name: int(stat[name]) for name in STAT_V1.names[:15]}

@@ -11,9 +11,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from obserae_forensics.errors import UnknownFormat
 from obserae_forensics.readers.compression import LZ4, NONE
-from obserae_forensics.readers.nfcapd import nfcapd_time_span, read_nfcapd
+from obserae_forensics.readers.nfcapd import is_nfcapd, nfcapd_time_span, read_nfcapd
 from obserae_forensics.readers.nfcapd_write import RawFile, read_raw, write_v2
 from obserae_forensics.report import RunReport
 from obserae_forensics.schema import FLOW_SCHEMA
@@ -221,3 +224,44 @@ def test_file_without_appendix_still_reads(corpus: Path, tmp_path: Path) -> None
     assert table.num_rows == 2002 and not report.skipped
     assert nfcapd_time_span(path) is None
     assert set(table.column("exporter").to_pylist()) == {"127.0.0.1"}
+
+
+@pytest.fixture(scope="module")
+def small_files(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[int, bytes]:
+    """sf_v9_varsvc cut into blocks of 10 records, uncompressed and LZ4, as bytes."""
+    raw = read_raw(corpus / "nfcapd" / "sf_v9_varsvc.nfcapd")
+    records = [record for block in raw.blocks for record in block]
+    raw.blocks = [records[i:i + 10] for i in range(0, len(records), 10)]
+    out = {}
+    for code in (NONE, LZ4):
+        raw.compression = code
+        path = tmp_path_factory.mktemp("small") / f"{code}.nfcapd"
+        write_v2(path, raw)
+        out[code] = path.read_bytes()
+    return out
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(code=st.sampled_from([NONE, LZ4]), seed=st.integers(0, 2**32 - 1),
+       flips=st.integers(1, 12), cut=st.booleans())
+def test_random_damage_is_counted_never_raised(small_files: dict[int, bytes], tmp_path: Path,
+                                               code: int, seed: int, flips: int,
+                                               cut: bool) -> None:
+    data = bytearray(small_files[code])
+    rng = np.random.default_rng(seed)
+    for position in rng.integers(0, len(data), flips):
+        data[position] = int(rng.integers(0, 256))
+    if cut:
+        data = data[:int(rng.integers(4, len(data)))]
+    path = tmp_path / f"damaged-{seed}.nfcapd"
+    path.write_bytes(bytes(data))
+    report = RunReport()
+    try:
+        batches = list(read_nfcapd(path, report))
+    except UnknownFormat:
+        assert not is_nfcapd(bytes(data[:4]))
+        return
+    rows = sum(batch.num_rows for batch in batches)
+    assert rows <= 72 + 10 * flips  # a flipped count can invent records, never unbounded
+    nfcapd_time_span(path)
