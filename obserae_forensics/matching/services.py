@@ -84,6 +84,11 @@ class Service:
     ports: tuple[tuple[int, int], ...] | None = None
 
     def __post_init__(self) -> None:
+        # one normal form: equal services compare and hash equal, and ranges never overlap
+        if self.protocols is not None:
+            object.__setattr__(self, "protocols", tuple(sorted(set(self.protocols))))
+        if self.ports is not None:
+            object.__setattr__(self, "ports", merge_port_ranges(list(self.ports)))
         if self.ports is not None:
             if self.protocols is None:
                 raise ValueError("ports need a protocol (tcp, udp, sctp or udplite), not any")

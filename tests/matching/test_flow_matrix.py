@@ -146,3 +146,9 @@ def test_names_resolve_against_the_cartography_given(tmp_path: Path) -> None:
     path.write_text(RULE)
     with pytest.raises(UsageError, match=r":3: rule 'r' source: unknown name 'lan'"):
         load_flow_matrix(path, Cartography.builtin())
+
+
+def test_services_have_one_normal_form() -> None:
+    assert Service((17, 6, 6), ((80, 90), (85, 100), (22, 22), (23, 23))) == Service(
+        (6, 17), ((22, 23), (80, 100))
+    )

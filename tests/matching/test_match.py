@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from obserae_forensics.matching import (
@@ -335,6 +335,10 @@ def within(address: str, network: str) -> bool:
 
 @settings(max_examples=150, deadline=None)
 @given(sessions_strategy, rules_strategy)
+@example(  # overlapping port ranges once gave a session twice
+    [("10.0.0.1", "10.0.0.1", 6, 22, "active")],
+    [(["10.0.0.0/24"], ["10.0.0.0/24"], (6,), [(22, 22), (22, 22)])],
+)
 def test_vectorized_matching_agrees_with_a_plain_reference(
     sessions: list[tuple[str, str, int, int, str]], rules: list[tuple]
 ) -> None:
