@@ -59,7 +59,7 @@ def decompress_block(
         elif code == LZ4:
             out = lz4.block.decompress(data, uncompressed_size=limit)
         elif code == ZSTD:
-            out = zstandard.ZstdDecompressor().decompress(data, max_output_size=limit)
+            out = _decompress_zstd(data, limit)
         else:
             raise BadCompression(f"unknown compression code {code}", source=source,
                                  offset=offset, frame=frame)
@@ -91,6 +91,14 @@ def compress_block(code: int, data: bytes) -> bytes:
 def _decompress_lzo(data: bytes, limit: int) -> bytes:
     # a hint of the full bound decodes in one pass; a smaller one makes lzallright retry
     return bytes(_lzo.decompress(data, output_size_hint=limit))
+
+
+def _decompress_zstd(data: bytes, limit: int) -> bytes:
+    # zstandard allocates the size the frame header declares before checking any bound
+    declared = zstandard.frame_content_size(data)
+    if declared > limit:
+        raise ValueError(f"frame declares {declared} bytes")
+    return bytes(zstandard.ZstdDecompressor().decompress(data, max_output_size=limit))
 
 
 def _decompress_bz2(data: bytes, limit: int) -> bytes:

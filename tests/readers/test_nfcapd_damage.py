@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from obserae_forensics.errors import UnknownFormat
-from obserae_forensics.readers.compression import LZ4, NONE
+from obserae_forensics.readers.compression import LZ4, NONE, ZSTD
 from obserae_forensics.readers.nfcapd import is_nfcapd, nfcapd_time_span, read_nfcapd
 from obserae_forensics.readers.nfcapd_write import RawFile, read_raw, write_v2
 from obserae_forensics.report import RunReport
@@ -228,12 +228,12 @@ def test_file_without_appendix_still_reads(corpus: Path, tmp_path: Path) -> None
 
 @pytest.fixture(scope="module")
 def small_files(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[int, bytes]:
-    """sf_v9_varsvc cut into blocks of 10 records, uncompressed and LZ4, as bytes."""
+    """sf_v9_varsvc cut into blocks of 10 records, uncompressed, LZ4 and ZSTD, as bytes."""
     raw = read_raw(corpus / "nfcapd" / "sf_v9_varsvc.nfcapd")
     records = [record for block in raw.blocks for record in block]
     raw.blocks = [records[i:i + 10] for i in range(0, len(records), 10)]
     out = {}
-    for code in (NONE, LZ4):
+    for code in (NONE, LZ4, ZSTD):
         raw.compression = code
         path = tmp_path_factory.mktemp("small") / f"{code}.nfcapd"
         write_v2(path, raw)
@@ -243,7 +243,7 @@ def small_files(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
 
 @settings(max_examples=150, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(code=st.sampled_from([NONE, LZ4]), seed=st.integers(0, 2**32 - 1),
+@given(code=st.sampled_from([NONE, LZ4, ZSTD]), seed=st.integers(0, 2**32 - 1),
        flips=st.integers(1, 12), cut=st.booleans())
 def test_random_damage_is_counted_never_raised(small_files: dict[int, bytes], tmp_path: Path,
                                                code: int, seed: int, flips: int,
