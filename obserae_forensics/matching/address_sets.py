@@ -94,22 +94,25 @@ class AddressSet:
     _ends: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_starts", values_from_ints([s for s, _ in self.intervals]))
-        object.__setattr__(self, "_ends", values_from_ints([e for _, e in self.intervals]))
-
-    @classmethod
-    def from_intervals(cls, intervals: Iterable[tuple[int, int]]) -> AddressSet:
-        """Normalise any inclusive intervals: sort, then merge overlapping and adjacent ones."""
+        # one normal form whatever the caller passed: sorted, overlapping and adjacent
+        # intervals merged, so that equal sets compare equal and lookups may bisect
         merged: list[tuple[int, int]] = []
-        for first, last in sorted(intervals):
-            if first > last:
-                raise ValueError(f"empty interval {first}..{last}")
+        for first, last in sorted(self.intervals):
+            if not 0 <= first <= last <= ADDRESS_TOP:
+                raise ValueError(f"not an address interval: {first}..{last}")
             if merged and first <= merged[-1][1] + 1:
                 if last > merged[-1][1]:
                     merged[-1] = (merged[-1][0], last)
             else:
                 merged.append((first, last))
-        return cls(tuple(merged))
+        object.__setattr__(self, "intervals", tuple(merged))
+        object.__setattr__(self, "_starts", values_from_ints([s for s, _ in merged]))
+        object.__setattr__(self, "_ends", values_from_ints([e for _, e in merged]))
+
+    @classmethod
+    def from_intervals(cls, intervals: Iterable[tuple[int, int]]) -> AddressSet:
+        """Any inclusive intervals, in any order, overlapping or not."""
+        return cls(tuple(intervals))
 
     @classmethod
     def from_networks(cls, texts: Iterable[str]) -> AddressSet:

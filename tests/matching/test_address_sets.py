@@ -169,3 +169,9 @@ def test_bulk_parsing_agrees_with_parse_address(texts: list[str]) -> None:
 def test_texts_the_bulk_parser_leaves_alone_still_get_checked(text: str) -> None:
     with pytest.raises(UsageError, match="is not an address"):
         unique_address_values(pa.array(["10.0.0.1", text]), column="ip_b")
+
+
+def test_any_intervals_are_put_in_normal_form() -> None:
+    assert AddressSet(((8, 12), (5, 10), (13, 13), (20, 30))).intervals == ((5, 13), (20, 30))
+    with pytest.raises(ValueError, match="not an address interval"):
+        AddressSet(((3, 2),))
