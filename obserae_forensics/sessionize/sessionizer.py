@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..addresses import address_matrix
 from ..schema import FLOW_SCHEMA, SESSIONS_SCHEMA
@@ -230,4 +231,17 @@ class Sessionizer:
         self._held_owner = self._held_owner[keep]
         self._held_direction = self._held_direction[keep]
         self._held_index = self._held_index[keep]
-        return SessionBatch(sessions, flows.cast(FLOWS_SCHEMA))
+        return SessionBatch(sessions, _canonical_dictionaries(flows).cast(FLOWS_SCHEMA))
+
+
+def _canonical_dictionaries(flows: pa.Table) -> pa.Table:
+    """Re-encode dictionary columns from their values, in order of first use.
+
+    Held rows keep the dictionaries of the batches they came in, so without this the same
+    rows would be encoded differently depending on how the input was batched.
+    """
+    for position, field in enumerate(flows.schema):
+        if pa.types.is_dictionary(field.type):
+            values = flows.column(position).cast(pa.string()).combine_chunks()
+            flows = flows.set_column(position, field, pc.dictionary_encode(values))
+    return flows.combine_chunks()

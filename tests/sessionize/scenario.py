@@ -10,7 +10,7 @@ import pyarrow as pa
 
 from obserae_forensics.addresses import parse_address
 from obserae_forensics.readers._batch import flow_batch
-from obserae_forensics.sessionize import SessionPolicy, Sessionizer
+from obserae_forensics.sessionize import Sessionizer, SessionPolicy
 
 SECOND = 1_000_000
 EXPORTER = "192.0.2.1"
@@ -44,6 +44,8 @@ def batch(records: Sequence[dict[str, Any]], first_frame: int = 0) -> pa.RecordB
         columns[name] = np.frombuffer(b"".join(r[name] for r in records),
                                       dtype=np.uint8).reshape(n, 16)
     columns["source_frame"] = np.arange(first_frame, first_frame + n)
+    # a tag that stays with the record when a test reorders the input
+    columns["source_offset"] = np.array([r.get("tag", 0) for r in records], dtype=np.uint64)
     texts = sorted({r["exporter"] for r in records}) or [EXPORTER]
     codes = np.array([texts.index(r["exporter"]) for r in records], dtype=np.int32)
     return flow_batch(n, columns, exporter=(codes, texts), source_file="scenario")

@@ -93,11 +93,11 @@ def test_bad_files_name_the_file_and_setting(tmp_path: Path, text: str, message:
 
 
 def test_a_missing_file_is_a_usage_error(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="cannot read settings file"):
+    with pytest.raises(UsageError, match=r"cannot read settings file"):
         load_policy(tmp_path / "absent.yaml", {})
 
 
 def test_policies_built_in_code_are_checked_too() -> None:
-    with pytest.raises(UsageError, match="sessions.idle.icmp"):
+    with pytest.raises(UsageError, match=r"sessions\.idle\.icmp"):
         SessionPolicy(idle_icmp_us=-1)
     assert SessionPolicy(max_open_ksessions=0.002).max_open_sessions == 2

@@ -107,7 +107,7 @@ def test_hard_timeout_fragments_chain_and_inherit_orientation(engine: str) -> No
             records.append(rec(t, t + 1, proto=17, sport=40000, dport=9999))
             records.append(rec(t + 0.5, t + 1, proto=17, src=B, dst=A, sport=9999,
                                dport=40000))
-    sessions, flows, _ = run(records, policy, engine=engine)
+    sessions, _, _ = run(records, policy, engine=engine)
     fragments = by_key(sessions, "UDP")
     assert [f["split"] for f in fragments] == [0, 1, 2]
     assert [f["close_reason"] for f in fragments] == ["hard_timeout", "hard_timeout", None]
