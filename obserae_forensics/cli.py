@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
+import pyarrow.compute as pc
 import typer
 
 from .errors import InputError, UsageError
@@ -190,6 +191,77 @@ def sessionize_command(
         typer.echo("conservation check FAILED: see manifest.json", err=True)
         raise typer.Exit(1)
     raise typer.Exit(1 if strict and report.skipped_problems() else 0)
+
+
+FRAGMENT_COLUMNS = ["fragment_index", "split", "session_id", "opened_at", "last_seen_at",
+                    "closed_at", "state", "close_reason", "ab_bytes", "ba_bytes", "ab_packets",
+                    "ba_packets", "link_reason", "gap_s"]
+
+
+@app.command("recombine")
+def recombine_command(
+    run_dirs: Annotated[list[Path], typer.Argument(exists=True, file_okay=False,
+                                                   help="Output directories of sessionize.")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write sessions_recombined, "
+                                             "the report and the timeline here.")] = None,
+    session: Annotated[list[str] | None, typer.Option(
+        "--session", help="Any fragment's session id (or a conversation id): print that "
+        "conversation's fragments. Repeat for several; exports then cover only these.")] = None,
+    export_flows_to: Annotated[Path | None, typer.Option(
+        "--export-flows", help="Write the flow records behind the conversations (.parquet or "
+        ".csv).")] = None,
+    export_pcap_to: Annotated[Path | None, typer.Option(
+        "--export-pcap", help="Write the original export datagrams behind the conversations "
+        "as one capture.")] = None,
+    force: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
+) -> None:
+    """Find and recombine split sessions; report, find fragments, export them as one."""
+    from .recombine import (
+        export_flows,
+        export_pcap,
+        find_fragments,
+        recombine_runs,
+        recombine_tables,
+    )
+
+    try:
+        if out is None and not session and export_flows_to is None and export_pcap_to is None:
+            raise UsageError("nothing to do: give --out, --session, --export-flows or "
+                             "--export-pcap")
+        for target in (export_flows_to, export_pcap_to):
+            if target is not None and target.exists() and not force:
+                raise UsageError(f"{target} already exists (use --force to replace it)")
+        if out is not None:
+            result = recombine_runs(run_dirs, out, force=force)
+        else:
+            result = recombine_tables(run_dirs)
+        typer.echo(result.summary(), err=True)
+        for session_id in session or []:
+            frame = find_fragments(result, session_id)
+            shown = [c for c in FRAGMENT_COLUMNS if c in frame.columns]
+            typer.echo(f"conversation {frame['conversation_id'].iloc[0]}: "
+                       f"{len(frame)} fragment(s)")
+            typer.echo(frame[shown].to_string(index=False))
+        ids = list(session or [])
+        if not ids and (export_flows_to is not None or export_pcap_to is not None):
+            split = result.conversations.filter(
+                pc.greater(result.conversations.column("fragment_count"), 1))
+            ids = split.column("conversation_id").to_pylist()
+            typer.echo(f"exporting the {len(ids)} split conversation(s)", err=True)
+        if export_flows_to is not None and ids:
+            written = export_flows(result, ids, export_flows_to)
+            typer.echo(f"{written} flow records -> {export_flows_to}", err=True)
+        if export_pcap_to is not None and ids:
+            exported = export_pcap(result, ids, export_pcap_to)
+            for note in exported.notes:
+                typer.echo(note, err=True)
+            if exported.path is not None:
+                typer.echo(f"{exported.datagrams} datagrams carrying {exported.records} records "
+                           f"-> {exported.path} ({exported.format})", err=True)
+    except UsageError as error:
+        raise _fail(error, 2) from error
+    except InputError as error:
+        raise _fail(error, 1) from error
 
 
 SHOW_DEFAULT_COLUMNS = {

@@ -130,3 +130,35 @@ def test_show_prints_rows(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "client_ip" in result.stdout
     assert "rows in" in result.stdout
+
+
+def test_recombine_command_finds_and_exports_fragments(corpus: Path, tmp_path: Path) -> None:
+    capture = corpus / "exports" / "sf_v5_ircdcc.pcap"
+    run = tmp_path / "run"
+    made = runner.invoke(app, ["sessionize", str(capture), "--out", str(run), "-q",
+                               "--hard-timeout", "30s"])
+    assert made.exit_code == 0, made.output
+    sessions = pq.read_table(run / "sessions.parquet").to_pandas()
+    fragment = sessions[sessions["split"] > 0].iloc[0]
+    out = tmp_path / "recombined"
+    result = runner.invoke(app, ["recombine", str(run), "--out", str(out), "--session",
+                                 fragment["session_id"], "--export-flows",
+                                 str(tmp_path / "c.csv"), "--export-pcap",
+                                 str(tmp_path / "c.pcap")])
+    assert result.exit_code == 0, result.output
+    assert f"conversation {fragment['conversation_id']}" in result.stdout
+    for name in ("sessions_recombined.parquet", "report.md", "report.json", "timeline.png"):
+        assert (out / name).is_file()
+    whole = sessions[sessions["conversation_id"] == fragment["conversation_id"]]
+    exported = (tmp_path / "c.csv").read_text().splitlines()
+    assert len(exported) - 1 == int(whole["flow_count"].sum())
+    assert (tmp_path / "c.pcap").is_file()
+    assert "1 datagrams" in result.stderr
+
+
+def test_recombine_with_nothing_to_do_is_a_usage_error(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert sessionize(run).exit_code == 0
+    result = runner.invoke(app, ["recombine", str(run)])
+    assert result.exit_code == 2
+    assert "nothing to do" in result.stderr

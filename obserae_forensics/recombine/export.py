@@ -118,7 +118,11 @@ def export_flows(source: RecombineResult | Sequence[Path], ids: Sequence[str],
 
 
 def write_flow_table(table: pa.Table, path: Path) -> None:
-    """Parquet as is; CSV with addresses as text and dictionaries decoded."""
+    """Parquet as is; CSV with addresses as text and dictionaries decoded.
+
+    Run directories store addresses as text already; binary(16) columns (flows straight from
+    a reader) are rendered here.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() in PARQUET_SUFFIXES:
         pq.write_table(table, path)
@@ -126,7 +130,7 @@ def write_flow_table(table: pa.Table, path: Path) -> None:
     columns = []
     for name in table.column_names:
         column = table.column(name)
-        if name in FLOW_ADDRESS_COLUMNS:
+        if name in FLOW_ADDRESS_COLUMNS and pa.types.is_fixed_size_binary(column.type):
             column = pa.chunked_array([pa.array(address_texts(address_matrix(column)),
                                                 pa.string())])
         elif pa.types.is_dictionary(column.type):
