@@ -79,8 +79,8 @@ def export_version(payload: bytes) -> int:
 class _Stream:
     """Sequence, duplicate and option state of one (exporter, domain, version) stream."""
 
-    __slots__ = ("code", "expected", "expected_flows", "last_sequence", "recent",
-                 "sampling_rate", "stats", "sysinit_ms")
+    __slots__ = ("chunk", "chunk_code", "code", "expected", "expected_flows", "last_sequence",
+                 "recent", "sampling_rate", "stats", "sysinit_ms", "templates")
 
     def __init__(self, stats: ExporterStats, code: int) -> None:
         self.stats = stats
@@ -91,6 +91,9 @@ class _Stream:
         self.recent: dict[int, bytes] = {}
         self.sampling_rate = 1
         self.sysinit_ms = -1
+        self.templates: dict[int, Template] = {}  # in force now; mirrors the TemplateCache
+        self.chunk: _Chunk | None = None  # the chunk `chunk_code` (exporter code) belongs to
+        self.chunk_code = 0
 
 
 class _Chunk:
@@ -101,7 +104,8 @@ class _Chunk:
         self.parts: list[bytes] = []
         self.size = 0
         self.extra = bytearray()  # fixed parts of variable-length records
-        self.groups: dict[tuple[int, bool], tuple[Template, list[tuple[int, ...]]]] = {}
+        self.groups: dict[Template, list[tuple[int, ...]]] = {}  # keyed by identity
+        self.variable_groups: dict[Template, list[tuple[int, ...]]] = {}
         self.exporters: dict[str, int] = {}
         self.seen: list[tuple[int, int, int]] = []  # (stream code, export µs, arrival µs)
 
@@ -118,20 +122,22 @@ class _Chunk:
         return base
 
     def add(self, template: Template, row: tuple[int, ...], variable: bool = False) -> None:
-        group = self.groups.get((id(template), variable))
-        if group is None:
-            group = self.groups[(id(template), variable)] = (template, [])
-        group[1].append(row)
+        groups = self.variable_groups if variable else self.groups
+        sets = groups.get(template)
+        if sets is None:
+            sets = groups[template] = []
+        sets.append(row)
 
     def decode(self, streams: list[_Stream]) -> tuple[pa.RecordBatch | None, int]:
         """One FLOW_SCHEMA batch in arrival order (frame, record_index), and its row count."""
         buf = self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
         extra = bytes(self.extra)
         pieces: list[dict[str, np.ndarray]] = []
-        for (_, variable), (template, sets) in self.groups.items():
-            columns = _decode_group(template, sets, extra if variable else buf, streams)
-            if columns is not None:
-                pieces.append(columns)
+        for groups, data in ((self.groups, buf), (self.variable_groups, extra)):
+            for template, sets in groups.items():
+                columns = _decode_group(template, sets, data, streams)
+                if columns is not None:
+                    pieces.append(columns)
         if not pieces:
             return None, 0
         columns = _concatenate(pieces)
@@ -337,8 +343,11 @@ class ExportDecoder:
         self._ordinal = ordinal
         self.options_in_datagram = 0
         self._sequence = sequence
+        if stream.chunk is not chunk:
+            stream.chunk = chunk
+            stream.chunk_code = chunk.exporter_code(datagram.exporter)
         self._row = (datagram.frame, datagram.offset, datagram.arrival_us, export_us, uptime_ms,
-                     chunk.exporter_code(datagram.exporter), domain, stream.code)
+                     stream.chunk_code, domain, stream.code)
         chunk.seen.append((stream.code, export_us, datagram.arrival_us))
         return True
 
@@ -387,6 +396,8 @@ class ExportDecoder:
         stats = stream.stats
         stats.templates += 1
         outcome = self.templates.define(key, template)
+        if outcome != "refresh":
+            stream.templates[template.template_id] = template
         if outcome == "changed":
             stats.template_changes += 1
         if outcome != "refresh" and key in self.pending:
@@ -398,11 +409,9 @@ class ExportDecoder:
 
     def template(self, template_id: int) -> Template | None:
         """The template in force for `template_id` in the current stream."""
-        datagram = self._datagram
         stream = self._stream
-        assert datagram is not None and stream is not None
-        return self.templates.get(
-            (datagram.exporter, stream.stats.domain, self._version, template_id))
+        assert stream is not None
+        return stream.templates.get(template_id)
 
     def withdraw(self) -> None:
         """Count an IPFIX template withdrawal (ignored over UDP, see ipfix.py)."""
