@@ -94,6 +94,10 @@ class FileStats:
     ignored: Counter[str] = field(default_factory=Counter)
     first_us: int | None = None
     last_us: int | None = None
+    ident: str = ""  # nfcapd: the file's ident string (collector/source name)
+    stat_flows: int | None = None  # nfcapd: flows/packets/bytes the file's stat record claims
+    stat_packets: int | None = None
+    stat_bytes: int | None = None
 
 
 @dataclass
