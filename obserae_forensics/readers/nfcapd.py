@@ -35,9 +35,10 @@ Mapping decisions (the FLOW_SCHEMA docstring has the general conventions):
   read (nfdump's CheckTimeWindow, `flist.c`). nfdump 1.7.8 made both comparisons strict;
   we follow the 1.7.1 oracle installed here.
 * RunReport: `report.file(path)` gets format "nfcapd-v2"/"nfcapd-v1", size, units = data blocks
-  read, first/last from the stat record. ExporterStats per
-  (exporter, domain): records/packets/octets of the records yielded (packets and octets count
-  forward + reverse, as nfdump's own totals and `nfdump -I` do), version, sampling rate,
+  read, the ident, and from the stat record first/last seen and flows/packets/bytes.
+  ExporterStats per (exporter, domain): records/packets/octets of the records yielded
+  (packets and octets count forward + reverse, as nfdump's own totals and `nfdump -I` do),
+  version, sampling rate,
   `datagrams` and `sequence_gaps` from the file's exporter-stats records (nfcapd's "packets"
   and "sequence failures"). `report.records` and the file's `records` are counted by the
   caller's loop (readers.read_flows), as for PCAP input.
@@ -334,6 +335,11 @@ def _read(
         span = _stat_span(header.stat)
         if span is not None:
             stats.first_us, stats.last_us = span
+        stats.ident = header.ident
+        if header.stat is not None:
+            stats.stat_flows = header.stat["flows"]
+            stats.stat_packets = header.stat["packets"]
+            stats.stat_bytes = header.stat["bytes"]
         if header.encryption:
             report.skip(MalformedInput(f"encrypted file (method {header.encryption})",
                                        source=source, offset=17, reason="encrypted"), nbytes=size)

@@ -114,6 +114,9 @@ def test_corpus_file_equals_nfdump_record_by_record(corpus: Path, name: str,
     exporters = figures[f"nfcapd/{name}"]["exporters"]
     assert_same_records(our_records(table), nfdump_records(path), bool(exporters))
     assert not report.skipped
+    info = subprocess.run([need_tool("nfdump"), "-r", str(path), "-I"], capture_output=True,
+                          text=True, check=True).stdout
+    assert f"Ident: {report.files[str(path)].ident}\n" in info
 
 
 @pytest.mark.parametrize("name", CORPUS_FILES)
@@ -130,6 +133,8 @@ def test_corpus_readme_figures(corpus: Path, name: str,
     assert sum(s.octets for s in totals) == expected["bytes"]
     stats = report.files[str(path)]
     assert stats.format == "nfcapd-v2" and stats.records == 0  # read_flows counts records
+    assert (stats.stat_flows, stats.stat_packets, stats.stat_bytes) == (
+        expected["flows_stat"], expected["packets"], expected["bytes"])
     assert stats.units >= 1
     exporters = expected["exporters"]
     assert isinstance(exporters, list)
