@@ -270,9 +270,10 @@ class RecordPlan:
         # uptime-relative (IE 22/21)
         if self.version in (5, 9):
             # signed 32-bit age from the header's sysUptime: survives the 49.7-day wrap
-            age = (meta.uptime_ms - values) & 0xFFFF_FFFF
+            age: np.ndarray = (meta.uptime_ms - values) & 0xFFFF_FFFF
             age = np.where(age >= 1 << 31, age - (1 << 32), age)
-            return meta.export_us - age * 1000
+            first_us: np.ndarray = meta.export_us - age * 1000
+            return first_us
         sysinit = self.unsigned(rows, SYSTEM_INIT_MILLISECONDS)
         sysinit_ms = sysinit.astype(np.int64) if sysinit is not None else meta.sysinit_ms
         known = sysinit_ms >= 0
