@@ -557,6 +557,62 @@ def _address_text(raw: bytes) -> str:
     return str(ipaddress.IPv6Address(raw))
 
 
+def fragment_key(frame: Frame) -> tuple[object, ...] | None:
+    """The reassembly key of an IPv4/IPv6 fragment (the same key reassembly uses), else None."""
+    scratch = RunReport()
+    located = _network_layer(frame, "", scratch)
+    if located is None:
+        return None
+    version, at = located
+    data = frame.data
+    if version == 4 and len(data) >= at + 20:
+        flags_offset = _u16be.unpack_from(data, at + 6)[0]
+        if flags_offset & 0x3FFF:
+            return (4, bytes(data[at + 12:at + 16]), bytes(data[at + 16:at + 20]), data[at + 9],
+                    data[at + 4:at + 6])
+        return None
+    if version == 6 and len(data) >= at + 40:
+        next_header, position = data[at + 6], at + 40
+        while next_header in IPV6_EXTENSION_HEADERS or next_header == IPV6_AH:
+            if len(data) < position + 2:
+                return None
+            length = ((data[position + 1] + 2) * 4 if next_header == IPV6_AH
+                      else (data[position + 1] + 1) * 8)
+            next_header = data[position]
+            position += length
+        if next_header == IPV6_FRAGMENT and len(data) >= position + 8:
+            return (6, bytes(data[at + 8:at + 24]), bytes(data[at + 24:at + 40]),
+                    bytes(data[position + 4:position + 8]))
+    return None
+
+
+def read_datagram_frames(path: Path, offsets: set[int]) -> dict[int, list[Frame]]:
+    """For each offset, every frame that carried that datagram, in capture order.
+
+    A datagram's provenance names the frame that completed it; when that frame is an IP
+    fragment, the earlier fragments of the same datagram are found by their reassembly key
+    so that an export holds the whole datagram.
+    """
+    wanted = set(offsets)
+    found: dict[int, list[Frame]] = {}
+    if not wanted:
+        return found
+    last = max(wanted)
+    pending: OrderedDict[tuple[object, ...], list[Frame]] = OrderedDict()
+    for frame in iter_frames(path, RunReport()):
+        key = fragment_key(frame)
+        if frame.offset in wanted:
+            found[frame.offset] = [*pending.pop(key, []), frame] if key is not None else [frame]
+        elif key is not None:
+            pending.setdefault(key, []).append(frame)
+            pending.move_to_end(key)
+            if len(pending) > MAX_PENDING_FRAGMENT_SETS:
+                pending.popitem(last=False)
+        if frame.offset >= last:
+            break
+    return found
+
+
 def read_frames(path: Path, offsets: set[int]) -> dict[int, Frame]:
     """Read back the frames whose record header or block starts at one of `offsets`, in one pass."""
     wanted = set(offsets)

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from ..addresses import address_matrix, address_texts
 from ..errors import MalformedInput, UsageError
-from ..readers.pcap import Frame, capture_format, read_frames
+from ..readers.pcap import Frame, capture_format, read_datagram_frames
 from ..report import RunReport
 from ..schema import FLOW_ADDRESS_COLUMNS
 from .conversations import RecombineResult, conversation_sessions, recombine_tables
@@ -212,10 +212,11 @@ def export_pcap(source: RecombineResult | Sequence[Path], ids: Sequence[str], pa
     frames: list[Frame] = []
     for key in sorted(wanted, key=lambda k: (k[0], _input_rank(runs[k[0]], k[1]), k[1])):
         offsets_wanted = wanted[key]
-        found = read_frames(resolved[key], set(offsets_wanted))
+        found = read_datagram_frames(resolved[key], set(offsets_wanted))
         for offset in sorted(offsets_wanted):
-            frame = found.get(offset)
-            if frame is None:
+            carried = found.get(offset)
+            frame = carried[-1] if carried else None
+            if carried is None or frame is None:
                 result.report.skip(MalformedInput(
                     "no frame record starts at this offset; the capture changed since "
                     "sessionize, or the flows table's provenance is wrong",
@@ -228,7 +229,7 @@ def export_pcap(source: RecombineResult | Sequence[Path], ids: Sequence[str], pa
                     f"{expected_us} µs: not the frame sessionize read",
                     source=key[1], offset=offset, frame=frame.number), nbytes=len(frame.data))
                 continue
-            frames.append(frame)
+            frames.extend(carried)  # earlier IP fragments of the datagram come first
         result.records += records[key]
     if not frames:
         if not nfcapd_rows:
