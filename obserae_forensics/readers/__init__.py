@@ -120,17 +120,30 @@ def read_flows(
                 batches = _capture_batches(item.path, decoder, report, batch_size, window)
             for batch in batches:
                 if batch.num_rows:
-                    stats.records += batch.num_rows
-                    report.records += batch.num_rows
+                    _count(report, batch)
                     yield batch
         except UnknownFormat as error:
             report.skip(error, nbytes=item.size)
     for batch in decoder.finish():
         batch = _window(batch, window)
         if batch.num_rows:
-            report.records += batch.num_rows
-            report.file(batch.column("source_file")[0].as_py()).records += batch.num_rows
+            _count(report, batch)
             yield batch
+
+
+def _count(report: RunReport, batch: pa.RecordBatch) -> None:
+    """Count rows against the file each came from: data held for a late template can arrive
+    in a batch while a later file is being read."""
+    report.records += batch.num_rows
+    sources = batch.column("source_file")
+    if pa.types.is_dictionary(sources.type):
+        codes = sources.indices.to_numpy(zero_copy_only=False)
+        names = sources.dictionary.to_pylist()
+        for code, rows in zip(*np.unique(codes, return_counts=True), strict=True):
+            report.file(names[int(code)]).records += int(rows)
+    else:
+        for name, rows in pc.value_counts(sources).to_pylist():
+            report.file(name).records += rows
 
 
 def _capture_batches(
