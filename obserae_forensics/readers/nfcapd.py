@@ -589,8 +589,8 @@ def place(columns: dict[str, np.ndarray], decoded: dict[str, np.ndarray],
         target = columns.get(name)
         if target is None:
             continue
-        if positions is None:
-            target[...] = values
+        if positions is None:  # the block's only layout: take the decoded array as it is
+            columns[name] = values.astype(target.dtype, copy=False)
         else:
             target[positions] = values
     if "_router" in decoded:
