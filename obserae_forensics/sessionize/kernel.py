@@ -806,7 +806,7 @@ class KernelReplay:
     """One exporter's kernel state, grown on demand; same interface as ReferenceReplay."""
 
     def __init__(self, policy: SessionPolicy, known_ports: np.ndarray,
-                 capacity: int = 1024) -> None:
+                 capacity: int = 16384) -> None:
         self.policy = policy
         self.known = np.ascontiguousarray(known_ports, dtype=np.bool_)
         self.P = _policy_vector(policy)
