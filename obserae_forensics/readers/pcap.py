@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import MalformedInput, TruncatedInput, UnknownFormat
 from ..report import RunReport
 from .datagrams import Datagram
@@ -104,22 +106,37 @@ def iter_frames(path: Path, report: RunReport) -> Iterator[Frame]:
                 )
 
 
-def _pcap_frames(buf: mmap.mmap, source: str, report: RunReport) -> Iterator[Frame]:
+MAX_CAPLEN = 262_144 * 4
+
+
+def _pcap_header(
+    buf: mmap.mmap, source: str, report: RunReport
+) -> tuple[str, int, int, int] | None:
+    """(byte order, ns per fraction unit, link type, FCS bytes), or None if cut off."""
     order, ns_per_unit = PCAP_MAGIC[bytes(buf[:4])]
-    size = len(buf)
-    if size < 24:
-        report.skip(TruncatedInput(f"PCAP file header needs 24 bytes, file has {size}",
-                                   source=source, offset=0), nbytes=size)
-        return
-    linktype_field = struct.unpack_from(order + "I", buf, 20)[0]
-    linktype = linktype_field & 0xFFFF
-    fcs_bytes = ((linktype_field >> 28) & 0xF) * 2 if linktype_field & (1 << 26) else 0
-    record = struct.Struct(order + "IIII")
     stats = report.file(source)
     stats.format = "pcap"
-    stats.size = size
-    at = 24
-    number = 0
+    stats.size = len(buf)
+    if len(buf) < 24:
+        report.skip(TruncatedInput(f"PCAP file header needs 24 bytes, file has {len(buf)}",
+                                   source=source, offset=0), nbytes=len(buf))
+        return None
+    linktype_field = struct.unpack_from(order + "I", buf, 20)[0]
+    fcs_bytes = ((linktype_field >> 28) & 0xF) * 2 if linktype_field & (1 << 26) else 0
+    return order, ns_per_unit, linktype_field & 0xFFFF, fcs_bytes
+
+
+def _pcap_frames(
+    buf: mmap.mmap, source: str, report: RunReport, *, start: int = 24, number: int = 0
+) -> Iterator[Frame]:
+    header = _pcap_header(buf, source, report)
+    if header is None:
+        return
+    order, ns_per_unit, linktype, fcs_bytes = header
+    record = struct.Struct(order + "IIII")
+    stats = report.file(source)
+    size = len(buf)
+    at = start
     while at < size:
         if size - at < 16:
             report.skip(TruncatedInput(f"packet record header cut off ({size - at} of 16 bytes)",
@@ -127,7 +144,7 @@ def _pcap_frames(buf: mmap.mmap, source: str, report: RunReport) -> Iterator[Fra
             return
         seconds, fraction, caplen, origlen = record.unpack_from(buf, at)
         number += 1
-        if caplen > 262_144 * 4:
+        if caplen > MAX_CAPLEN:
             report.skip(MalformedInput(f"packet record claims {caplen} captured bytes",
                                        source=source, offset=at, frame=number,
                                        reason="bad_record_length"), nbytes=size - at)
@@ -321,23 +338,83 @@ class _Reassembly:
 
 
 def iter_datagrams(
-    path: Path, report: RunReport, *, chunk_size: int = 2048
+    path: Path, report: RunReport, *, chunk_size: int = 2048, indexed: bool = True
 ) -> Iterator[list[Datagram]]:
-    """Yield the UDP datagrams of a capture, in frame order, in lists of up to `chunk_size`."""
+    """Yield the UDP datagrams of a capture, in frame order, in lists of up to `chunk_size`.
+
+    `indexed=False` turns off the numba fast path for PCAP files (tests compare the two).
+    """
     source = str(path)
     reassembly = _Reassembly()
     chunk: list[Datagram] = []
     exporter_texts: dict[bytes, str] = {}
-    for frame in iter_frames(path, report):
-        datagram = _datagram(frame, source, report, reassembly, exporter_texts)
-        if datagram is not None:
-            chunk.append(datagram)
-            if len(chunk) >= chunk_size:
-                yield chunk
-                chunk = []
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if indexed and head in PCAP_MAGIC and path.stat().st_size >= 24:
+        frames_or_datagrams: Iterator[Frame | Datagram] = _indexed_pcap(path, source, report)
+    else:
+        frames_or_datagrams = iter_frames(path, report)
+    for item in frames_or_datagrams:
+        if isinstance(item, Frame):
+            datagram = _datagram(item, source, report, reassembly, exporter_texts)
+            if datagram is None:
+                continue
+        else:
+            datagram = item
+        chunk.append(datagram)
+        if len(chunk) >= chunk_size:
+            yield chunk
+            chunk = []
     reassembly.flush(source, report)
     if chunk:
         yield chunk
+
+
+def _indexed_pcap(path: Path, source: str, report: RunReport) -> Iterator[Frame | Datagram]:
+    """Plain UDP-over-IPv4 frames become Datagrams straight from the index; the rest Frames.
+
+    Damage at the end of the file (a cut record) is reported by the general walker, which
+    resumes where the index stopped, so both paths say the same thing about bad bytes.
+    """
+    from .pcap_index import FAST_LINKS, STOP_CLEAN, index_records
+
+    with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0,
+                                                 access=mmap.ACCESS_READ) as buf:
+        header = _pcap_header(buf, source, report)
+        if header is None:
+            return
+        order, ns_per_unit, linktype, fcs_bytes = header
+        link_length, type_at = FAST_LINKS.get(linktype, (0, -1))
+        data = np.frombuffer(buf, dtype=np.uint8)
+        try:
+            (offsets, seconds, fractions, caplens, origlens, payload_start, payload_end,
+             sources, ports, stop_at, stop) = index_records(
+                data, 24, order == "<", MAX_CAPLEN, link_length, type_at, fcs_bytes,
+                linktype in FAST_LINKS)
+        finally:
+            del data  # the mmap cannot close while numpy holds a view of it
+        count = len(offsets)
+        report.file(source).units += count
+        arrival_us = seconds * 1_000_000 + fractions * ns_per_unit // 1_000
+        texts: dict[int, str] = {}
+        columns = zip(offsets.tolist(), arrival_us.tolist(), caplens.tolist(),
+                      origlens.tolist(), payload_start.tolist(), payload_end.tolist(),
+                      sources.tolist(), ports.tolist(), strict=True)
+        for number, (offset, arrival, caplen, origlen, start, end, src, port) in enumerate(
+                columns, start=1):
+            if start >= 0:
+                exporter = texts.get(src)
+                if exporter is None:
+                    exporter = texts[src] = _address_text(src.to_bytes(4, "big"))
+                yield Datagram(buf[start:end], exporter, port >> 16, port & 0xFFFF, number,
+                               offset, arrival, source)
+            else:
+                ts_ns = arrival * 1_000 + (0 if ns_per_unit == 1_000 else
+                                           int(fractions[number - 1]) % 1_000)
+                yield Frame(number, offset, linktype, ts_ns,
+                            buf[offset + 16:offset + 16 + caplen], origlen, fcs_bytes)
+        if stop != STOP_CLEAN:
+            yield from _pcap_frames(buf, source, report, start=stop_at, number=count)
 
 
 def _network_layer(frame: Frame, source: str, report: RunReport) -> tuple[int, int] | None:

@@ -251,3 +251,34 @@ def test_corpus_captures_give_the_readme_datagram_counts(corpus: Path) -> None:
         found, report = datagrams(corpus / "exports" / name)
         assert len(found) == count, name
         assert not report.skipped
+
+
+def all_datagrams(path: Path, indexed: bool) -> tuple[list, dict, dict]:
+    report = RunReport()
+    found = [d for chunk in iter_datagrams(path, report, indexed=indexed) for d in chunk]
+    return found, dict(report.skipped), dict(report.ignored)
+
+
+@pytest.mark.parametrize("cut", [None, 5, 30, 200])
+def test_indexed_path_equals_general_path_on_built_captures(tmp_path: Path, cut: int | None
+                                                             ) -> None:
+    frames = [
+        (10**18, bytes(Ether() / udp4())),
+        (10**18 + 1, bytes(Ether() / Dot1Q(vlan=3) / udp4(src="192.0.2.5"))),
+        (10**18 + 2, bytes(Ether() / IP(proto=6) / (b"x" * 20))),
+        *[(10**18 + 3 + i, bytes(Ether() / p)) for i, p in enumerate(fragment(
+            IP(src="10.1.1.1", dst="10.2.2.2", id=7) / UDP(sport=9, dport=2055) / bytes(3000),
+            fragsize=1000))],
+        (10**18 + 9, bytes(Ether() / udp4(b"\x00\x05")) + b"\xee" * 20),
+        (10**18 + 10, bytes(Ether() / IPv6() / UDP() / PAYLOAD)),
+    ]
+    whole = pcap_bytes(frames, order=">", nanos=True)
+    path = tmp_path / "mix.pcap"
+    path.write_bytes(whole if cut is None else whole[:-cut])
+    assert all_datagrams(path, True) == all_datagrams(path, False)
+
+
+def test_indexed_path_equals_general_path_on_the_corpus(corpus: Path) -> None:
+    for path in sorted((corpus / "exports").glob("*.pcap")) + sorted(
+            (corpus / "raw").glob("*.pcap")):
+        assert all_datagrams(path, True) == all_datagrams(path, False), path.name
