@@ -166,12 +166,8 @@ class _FileState:
 
     source: str
     order: str
-    layout: int
-    compression: int
-    slot_us: int
+    slot_us: int  # arrival of records without a received time
     ident: str = ""
-    first_us: int | None = None
-    last_us: int | None = None
     exporters: dict[int, _Exporter] = field(default_factory=dict)  # sysid -> exporter
     default_rate: dict[int, int] = field(default_factory=dict)  # sysid -> rate
     sampler_rate: dict[tuple[int, int], int] = field(default_factory=dict)  # (sysid, id)
@@ -357,8 +353,7 @@ def _read(
             slot_us = header.created * 1_000_000
         else:
             slot_us = span[1] if span else 0
-        state = _FileState(source, header.order, header.layout, header.compression, slot_us,
-                           ident=header.ident)
+        state = _FileState(source, header.order, slot_us, ident=header.ident)
         pending: list[dict[str, np.ndarray]] = []
         pending_rows = 0
         for frame, offset, block_type, claimed, payload in _blocks(f, header, source, report):
