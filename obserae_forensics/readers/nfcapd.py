@@ -309,7 +309,7 @@ def _read_appendix(f: BinaryIO, header: _Header, source: str, size: int) -> None
                 header.ident = body.split(b"\0", 1)[0].decode("utf-8", "replace")
             elif record_type == APPENDIX_STAT and len(body) >= STAT_V2.itemsize:
                 stat = np.frombuffer(body, stat_dtype, 1)[0]
-                header.stat = {name: int(stat[name]) for name in STAT_V2.names}
+                header.stat = {name: int(stat[name]) for name in STAT_V2.names or ()}
             at += int(record_size)
         pos += 12 + stored
 
@@ -662,7 +662,6 @@ def _control_record(
     report: RunReport,
 ) -> None:
     """Apply an exporter, exporter-stats or sampler record; count what is not a flow at all."""
-    where = {"source": state.source, "offset": offset, "frame": frame}
     if record_type == EXPORTER_INFO_RECORD and len(record) >= EXPORTER_INFO.itemsize:
         info = np.frombuffer(record, _swap(EXPORTER_INFO, state.order), 1)[0]
         text = _exporter_address(record, info, state.order)
@@ -695,11 +694,13 @@ def _control_record(
     elif record_type == COMMON_RECORD_V0:
         report.skip(MalformedInput(f"record {index}: nfdump 1.5 common record (type 1) is not "
                                    "supported, as in nfdump 1.6/1.7", reason="unsupported_record",
-                                   **where), nbytes=len(record))
+                                   source=state.source, offset=offset, frame=frame),
+                    nbytes=len(record))
     elif record_type in (EXPORTER_INFO_RECORD, EXPORTER_STAT_RECORD, SAMPLER_V0_RECORD,
                          SAMPLER_RECORD):
         report.skip(TruncatedInput(f"record {index} (type {record_type}) is only {len(record)} "
-                                   "bytes", **where), nbytes=len(record))
+                                   "bytes", source=state.source, offset=offset, frame=frame),
+                    nbytes=len(record))
     elif record_type == EXTENSION_MAP:
         return  # 1.6 maps are applied in block order by nfcapd_v1
     elif record_type in (12, 13, 14, 256):

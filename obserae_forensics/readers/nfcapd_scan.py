@@ -38,8 +38,8 @@ _FNV_PRIME = np.uint64(0x100000001B3)
 @numba.njit(cache=True, inline="always")
 def _u16(buf: np.ndarray, at: int, big_endian: bool) -> int:
     if big_endian:
-        return (np.int64(buf[at]) << 8) | np.int64(buf[at + 1])
-    return np.int64(buf[at]) | (np.int64(buf[at + 1]) << 8)
+        return int((np.int64(buf[at]) << 8) | np.int64(buf[at + 1]))
+    return int(np.int64(buf[at]) | (np.int64(buf[at + 1]) << 8))
 
 
 @numba.njit(cache=True, inline="always")

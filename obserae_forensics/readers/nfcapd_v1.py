@@ -116,8 +116,7 @@ def read_header_v1(f: BinaryIO, source: str, order: str) -> HeaderV1:
     if len(raw) < HEADER_V1.itemsize + STAT_V1.itemsize:
         raise TruncatedInput(f"1.6 header and stat record need 276 bytes, file has {len(raw)}",
                              source=source, offset=0)
-    swap = "<" if order == "<" else ">"
-    header = np.frombuffer(raw, HEADER_V1.newbyteorder(swap) if swap == ">" else HEADER_V1, 1)[0]
+    header = np.frombuffer(raw, HEADER_V1.newbyteorder(">") if order == ">" else HEADER_V1, 1)[0]
     flags = int(header["flags"])
     compression = _COMPRESSION_BY_FLAG.get(flags & (FLAG_LZO | FLAG_BZ2 | FLAG_LZ4))
     if compression is None:
@@ -125,7 +124,7 @@ def read_header_v1(f: BinaryIO, source: str, order: str) -> HeaderV1:
                              source=source, offset=4, reason="bad_compression")
     stat_dtype = STAT_V1.newbyteorder(">") if order == ">" else STAT_V1
     stat = np.frombuffer(raw, stat_dtype, 1, HEADER_V1.itemsize)[0]
-    counters = {name: int(stat[name]) for name in STAT_V1.names[:15]}
+    counters = {name: int(stat[name]) for name in (STAT_V1.names or ())[:15]}
     counters["msec_first"] = int(stat["first_seen"]) * 1000 + int(stat["msec_first"])
     counters["msec_last"] = int(stat["last_seen"]) * 1000 + int(stat["msec_last"])
     counters["sequence_failures"] = int(stat["sequence_failures"])
