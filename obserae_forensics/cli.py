@@ -97,22 +97,40 @@ def inspect_command(
     raise typer.Exit(1 if strict and report.skipped_problems() else 0)
 
 
+INSPECT_COLUMNS = [
+    ("exporter", "exporter"), ("exporter_domain", "domain"), ("version", "v"),
+    ("datagrams", "datagrams"), ("records", "records"), ("packets", "packets"),
+    ("octets", "bytes"), ("templates", "templates"), ("sequence_lost", "seq lost"),
+    ("duplicates", "dups"), ("undecodable_sets", "bad sets"),
+    ("records_without_template", "no template"), ("sampling_rate", "1:N"),
+    ("first_export", "first export (UTC)"), ("last_export", "last export (UTC)"),
+    ("clock_offset_max_s", "clock offset s"),
+]
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    if hasattr(value, "strftime"):
+        return value.strftime("%Y-%m-%d %H:%M:%S")  # type: ignore[no-any-return]
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
 def _print_exporters(table: object) -> None:
+    """The per-exporter summary, as a table a person reads in a terminal."""
     from rich.console import Console
     from rich.table import Table
 
     rows = table.to_pylist()  # type: ignore[attr-defined]
     view = Table(title="exporters")
-    columns = ["exporter", "exporter_domain", "version", "datagrams", "records", "packets",
-               "octets", "templates", "sequence_lost", "duplicates", "undecodable_sets",
-               "records_without_template", "sampling_rate", "first_export", "last_export",
-               "clock_offset_max_s"]
-    for column in columns:
-        view.add_column(column.replace("_", " "), justify="right" if column != "exporter"
-                        else "left")
+    for _, title in INSPECT_COLUMNS:
+        view.add_column(title, justify="left" if title == "exporter" else "right",
+                        no_wrap=True)
     for row in rows:
-        view.add_row(*("" if row[c] is None else str(row[c]) for c in columns))
-    Console(width=200).print(view)
+        view.add_row(*(_cell(row[name]) for name, _ in INSPECT_COLUMNS))
+    Console(width=max(220, Console().width)).print(view)
 
 
 @app.command("sessionize")
