@@ -1,0 +1,56 @@
+"""Session counts on real captures against tshark's conversations of the raw traffic.
+
+Each export in ../shared/corpus was made from a raw capture there; tshark counts that
+capture's TCP and UDP conversations. A session is one conversation per exporter, so the
+counts must agree: every exporter (softflowd v5/v9/IPFIX, pmacct, nfdump's nfreplay,
+nfpcapd) sees every packet of these captures. NetFlow v5 cannot carry IPv6, so its counts
+are compared with tshark's IPv4 conversations only.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from obserae_forensics.cli import app
+from tests.conftest import need_tool
+
+CASES = [
+    ("exports/sf_v9_test.pcap", "tcpreplay_test.pcap", ""),
+    ("exports/sf_v10_test.pcap", "tcpreplay_test.pcap", ""),
+    ("exports/sf_v10_biflow_test.pcap", "tcpreplay_test.pcap", ""),
+    ("exports/pm_v9_test.pcap", "tcpreplay_test.pcap", ""),
+    ("exports/nfreplay_v9_test.pcap", "tcpreplay_test.pcap", ""),
+    ("nfcapd/nfpcapd_test.nfcapd", "tcpreplay_test.pcap", ""),
+    ("exports/sf_v5_test.pcap", "tcpreplay_test.pcap", ",ip"),
+    ("exports/sf_v9_varsvc.pcap", "zeek_var-services-std-ports.pcap", ""),
+    ("exports/sf_v5_varsvc.pcap", "zeek_var-services-std-ports.pcap", ",ip"),
+    ("exports/sf_v9_ircdcc.pcap", "zeek_irc-dcc-send.pcapng", ""),
+    ("exports/pm_v10_ircdcc.pcap", "zeek_irc-dcc-send.pcapng", ""),
+    ("nfcapd/nfpcapd_ircdcc.nfcapd", "zeek_irc-dcc-send.pcapng", ""),
+    ("exports/sf_v9_synscan.pcap", "chrissanders_synscan.pcapng", ""),
+]
+
+
+def tshark_conversations(raw: Path, protocol: str, extra: str) -> int:
+    tshark = need_tool("tshark")
+    out = subprocess.run([tshark, "-r", str(raw), "-q", "-z", f"conv,{protocol}{extra}"],
+                         check=True, capture_output=True, text=True).stdout
+    return sum(1 for line in out.splitlines() if "<->" in line)
+
+
+@pytest.mark.parametrize("export,raw,extra", CASES, ids=[c[0].split("/")[1] for c in CASES])
+def test_sessions_match_tshark_conversations(corpus: Path, tmp_path: Path, export: str,
+                                             raw: str, extra: str) -> None:
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["sessionize", str(corpus / export), "--out", str(out),
+                                      "-q"])
+    assert result.exit_code == 0, result.output
+    sessions = pq.read_table(out / "sessions.parquet").to_pandas()
+    for protocol in ("tcp", "udp"):
+        ours = int((sessions["protocol"] == protocol.upper()).sum())
+        assert ours == tshark_conversations(corpus / "raw" / raw, protocol, extra), protocol
