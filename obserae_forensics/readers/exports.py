@@ -185,8 +185,10 @@ def _decode_group(
     columns["record_index"] = record_meta[:, _FIRST] + within
     columns["exporter_code"] = record_meta[:, _EXPORTER]
     stream_codes = meta[:, _STREAM]
-    packets = columns.get("packets")
-    octets = columns.get("octets")
+    # exporter totals count both directions the exporter reported (RFC 5103 reverse counters
+    # included), as nfdump's statistics and the nfcapd reader do
+    packets = _both_directions(columns, "packets", "reverse_packets")
+    octets = _both_directions(columns, "octets", "reverse_octets")
     first_code = int(stream_codes[0])
     if (stream_codes == first_code).all():
         groups = [(first_code, slice(None))]
@@ -597,3 +599,14 @@ class ExportDecoder:
             for index in {int(np.argmin(rows[:, 1])), int(np.argmax(rows[:, 1])),
                           int(np.argmin(offsets)), int(np.argmax(offsets))}:
                 stats.see_export(int(rows[index, 1]), int(rows[index, 2]))
+
+
+def _both_directions(columns: dict[str, np.ndarray], forward: str, reverse: str
+                     ) -> np.ndarray | None:
+    values = columns.get(forward)
+    back = columns.get(reverse)
+    if values is None:
+        return back
+    if back is None:
+        return values
+    return values.astype(np.uint64) + back.astype(np.uint64)

@@ -76,6 +76,7 @@ def test_export_capture_totals_equal_nfcapd(corpus: Path, name: str) -> None:
     assert not report.skipped, report.examples
     (exporter,) = report.exporters.values()
     assert exporter.records == table.num_rows
+    assert (exporter.packets, exporter.octets) == (figures["packets"], figures["bytes"])
     assert exporter.sequence_gaps == 0 and exporter.duplicates == 0
     assert exporter.datagrams == json.loads((corpus / "figures.json").read_text())[
         f"exports/{name}.pcap"]["datagrams"]

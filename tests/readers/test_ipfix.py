@@ -104,7 +104,7 @@ def test_ipfix_reverse_enterprise_and_variable_length_fields() -> None:
     assert [r["record_index"] for r in rows] == [0, 1]
     s = stats(report)
     assert s.enterprise_fields_skipped == 2
-    assert (s.records, s.packets, s.octets) == (2, 24, 140000)
+    assert (s.records, s.packets, s.octets) == (2, 24 + 18, 140000 + 8000)  # both directions
     assert not report.skipped
 
 
