@@ -28,12 +28,12 @@ InputsArgument = Annotated[
 ]
 FromOption = Annotated[
     str | None,
-    typer.Option("--from", help="Only records ending at or after this UTC time "
-                 "(ISO 8601 or nfdump's YYYY/MM/DD.hh:mm:ss)."),
+    typer.Option("--from", help="Only records starting at or after this UTC time "
+                 "(ISO 8601 or nfdump's YYYY/MM/DD.hh:mm:ss), as nfdump -t selects."),
 ]
 ToOption = Annotated[
     str | None,
-    typer.Option("--to", help="Only records starting at or before this UTC time."),
+    typer.Option("--to", help="Only records ending at or before this UTC time."),
 ]
 
 

@@ -162,3 +162,23 @@ def test_recombine_with_nothing_to_do_is_a_usage_error(tmp_path: Path) -> None:
     result = runner.invoke(app, ["recombine", str(run)])
     assert result.exit_code == 2
     assert "nothing to do" in result.stderr
+
+
+def test_time_window_selects_the_same_records_from_capture_and_nfcapd(corpus: Path,
+                                                                       tmp_path: Path) -> None:
+    """--from/--to keep records wholly inside the window (nfdump -t), whatever the input."""
+    selected = []
+    for name, source in (("pcap", corpus / "exports" / "sf_v9_varsvc.pcap"),
+                         ("nfcapd", corpus / "nfcapd" / "sf_v9_varsvc.nfcapd")):
+        flows = tmp_path / f"{name}.parquet"
+        result = runner.invoke(app, ["inspect", str(source), "--flows", str(flows), "-q",
+                                     "--from", "2011-06-24T15:51:40",
+                                     "--to", "2011/06/24.15:52:00"])
+        assert result.exit_code == 0, result.output
+        table = pq.read_table(flows).to_pandas()
+        assert (table["first_seen"] >= "2011-06-24T15:51:40Z").all()
+        assert (table["last_seen"] <= "2011-06-24T15:52:00Z").all()
+        selected.append(sorted(zip(table["src_addr"], table["src_port"], table["dst_addr"],
+                                   table["dst_port"], table["packets"], strict=True)))
+    assert selected[0] == selected[1]
+    assert 0 < len(selected[0]) < 72

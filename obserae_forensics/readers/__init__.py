@@ -172,7 +172,8 @@ def _rebatch(batches: list[pa.RecordBatch], batch_size: int) -> Iterator[pa.Reco
 
 
 def _window(batch: pa.RecordBatch, window: tuple[int | None, int | None]) -> pa.RecordBatch:
-    """Keep records inside [from, to] the way nfcapd's reader does (see readers/nfcapd.py)."""
+    """Keep records wholly inside [from, to], as nfdump 1.7.1's -t does and the nfcapd
+    reader does: first_seen >= from and last_seen <= to."""
     start, end = window
     if (start is None and end is None) or batch.num_rows == 0:
         return batch
@@ -180,9 +181,9 @@ def _window(batch: pa.RecordBatch, window: tuple[int | None, int | None]) -> pa.
     last = batch.column("last_seen").cast(pa.int64()).to_numpy()
     keep = np.ones(batch.num_rows, dtype=bool)
     if start is not None:
-        keep &= last >= start
+        keep &= first >= start
     if end is not None:
-        keep &= first <= end
+        keep &= last <= end
     if keep.all():
         return batch
     return batch.filter(pc.equal(pa.array(keep), True))
