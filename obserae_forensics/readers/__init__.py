@@ -87,10 +87,19 @@ def discover_inputs(paths: Sequence[Path], report: RunReport) -> list[InputFile]
 
 def _first_time(path: Path, kind: str) -> int | None:
     if kind == "nfcapd":
-        from .nfcapd import nfcapd_time_span
+        from .nfcapd import nfcapd_time_span, read_nfcapd
 
         span = nfcapd_time_span(path)
-        return None if span is None else span[0]
+        if span is not None and span[0] > 0:
+            return span[0]
+        # nfcapd 1.7.1 can leave the stat record's first-seen at 0 (a record with time 0 in
+        # sf_v9_synscan.nfcapd made it so): order by the first records' real times instead
+        for batch in read_nfcapd(path, RunReport(), batch_size=4096):
+            times = batch.column("first_seen").cast(pa.int64()).to_numpy()
+            times = times[times > 0]
+            if len(times):
+                return int(times.min())
+        return None
     for frame in iter_frames(path, RunReport()):
         return frame.ts_ns // 1_000
     return None
