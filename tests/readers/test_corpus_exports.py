@@ -296,3 +296,27 @@ def test_public_juniper_packet_section_record(corpus: Path) -> None:
     assert table.num_rows == 1
     assert table["input_if"].to_pylist() == [737]
     assert not report.skipped
+
+
+def test_v9_first_switched_zero_is_boot_time_not_1970(corpus: Path) -> None:
+    """nfdump disagreement proved from the bytes: in sf_v9_synscan frame 1, flow 11
+    (172.16.0.8:36050 -> 64.13.134.52:443, one SYN) carries FIRST_SWITCHED = LAST_SWITCHED = 0
+    (tshark -V shows both as the zero time). That is sysUptime 0: the exporter's boot, which
+    softflowd -a anchors at the first packet of the capture, i.e. unix_secs - sysUptime of
+    the header (20:24:39.000 - 23.085 s). nfdump treats a zero switched time as absent and
+    writes 1970-01-01 (oracle/sf_v9_synscan.csv); we keep the uptime meaning."""
+    import struct
+
+    from obserae_forensics.readers.pcap import iter_datagrams
+
+    first = next(iter(iter_datagrams(corpus / "exports" / "sf_v9_synscan.pcap", RunReport())))[0]
+    _version, _count, uptime_ms, unix_secs = struct.unpack_from(">HHII", first.payload, 0)
+    table, _ = decode_files(corpus / "exports" / "sf_v9_synscan.pcap")
+    rows = [r for r in table.to_pylist() if r["source_frame"] == 1
+            and (r["src_port"], r["dst_port"]) == (36050, 443)]
+    assert len(rows) == 1
+    boot = dt.datetime.fromtimestamp((unix_secs * 1000 - uptime_ms) / 1000, dt.UTC)
+    assert rows[0]["first_seen"] == rows[0]["last_seen"] == boot
+    oracle = (corpus / "oracle" / "sf_v9_synscan.csv").read_text()
+    assert "1970-01-01 00:00:00,1970-01-01 00:00:00,0.000,172.16.0.8,64.13.134.52,36050,443" \
+        in oracle
