@@ -231,6 +231,10 @@ def recombine_command(
     export_pcap_to: Annotated[Path | None, typer.Option(
         "--export-pcap", help="Write the original export datagrams behind the conversations "
         "as one capture.")] = None,
+    templates: Annotated[bool, typer.Option(
+        "--templates/--no-templates", help="With --export-pcap: also write, before each "
+        "v9/IPFIX datagram, the latest datagram of its exporter that carried templates, so "
+        "the capture decodes on its own.")] = True,
     force: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
 ) -> None:
     """Find and recombine split sessions; report, find fragments, export them as one."""
@@ -270,12 +274,16 @@ def recombine_command(
             written = export_flows(result, ids, export_flows_to)
             typer.echo(f"{written} flow records -> {export_flows_to}", err=True)
         if export_pcap_to is not None and ids:
-            exported = export_pcap(result, ids, export_pcap_to)
+            exported = export_pcap(result, ids, export_pcap_to, with_templates=templates)
             for note in exported.notes:
                 typer.echo(note, err=True)
             if exported.path is not None:
-                typer.echo(f"{exported.datagrams} datagrams carrying {exported.records} records "
-                           f"-> {exported.path} ({exported.format})", err=True)
+                line = (f"{exported.datagrams} frames carrying {exported.records} records "
+                        f"-> {exported.path} ({exported.format})")
+                if exported.template_datagrams:
+                    line += (f", including {exported.template_datagrams} datagram(s) added for "
+                             "their templates")
+                typer.echo(line, err=True)
     except UsageError as error:
         raise _fail(error, 2) from error
     except InputError as error:

@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from obserae_forensics.cli import app
+from tests.conftest import need_tool
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "sf_v9_varsvc.pcap"
 runner = CliRunner()
@@ -153,7 +154,7 @@ def test_recombine_command_finds_and_exports_fragments(corpus: Path, tmp_path: P
     exported = (tmp_path / "c.csv").read_text().splitlines()
     assert len(exported) - 1 == int(whole["flow_count"].sum())
     assert (tmp_path / "c.pcap").is_file()
-    assert "1 datagrams" in result.stderr
+    assert "1 frames carrying" in result.stderr
 
 
 def test_recombine_with_nothing_to_do_is_a_usage_error(tmp_path: Path) -> None:
@@ -182,3 +183,50 @@ def test_time_window_selects_the_same_records_from_capture_and_nfcapd(corpus: Pa
                                    table["dst_port"], table["packets"], strict=True)))
     assert selected[0] == selected[1]
     assert 0 < len(selected[0]) < 72
+
+
+def conversation_totals(run: Path, key: tuple[str, int, str, int]) -> tuple[int, int, int]:
+    sessions = pq.read_table(run / "sessions.parquet").to_pandas()
+    ends = {(r.ip_a, r.port_a, r.ip_b, r.port_b) for r in sessions.itertuples()}
+    mine = sessions[[(r.ip_a, r.port_a, r.ip_b, r.port_b) in {key, (key[2], key[3], key[0],
+                                                                    key[1])}
+                     for r in sessions.itertuples()]]
+    assert ends
+    return (int(mine["flow_count"].sum()), int((mine["ab_packets"] + mine["ba_packets"]).sum()),
+            int((mine["ab_bytes"] + mine["ba_bytes"]).sum()))
+
+
+@pytest.mark.parametrize("capture", ["sf_v9_synscan.pcap", "sf_v10_varsvc.pcap",
+                                     "pm_v9_test.pcap"])
+def test_exported_pcap_holds_exactly_the_datagrams_and_sessionizes_to_the_same_totals(
+        corpus: Path, tmp_path: Path, capture: str) -> None:
+    """tshark sees exactly the conversation's datagrams (--no-templates); with the templates
+    added, sessionizing the export gives the conversation's totals again."""
+    tshark = need_tool("tshark")
+    run = tmp_path / "run"
+    source = corpus / "exports" / capture
+    assert runner.invoke(app, ["sessionize", str(source), "--out", str(run), "-q"]).exit_code == 0
+    sessions = pq.read_table(run / "sessions.parquet").to_pandas()
+    chosen = sessions.sort_values(["flow_count", "session_id"]).iloc[-1]
+    flows = pq.read_table(run / "flows.parquet").to_pandas()
+    frames = sorted(set(flows[flows["conversation_id" if "conversation_id" in flows else
+                                  "session_id"] == chosen["session_id"]]["source_frame"]))
+    bare = tmp_path / "bare.pcap"
+    result = runner.invoke(app, ["recombine", str(run), "--session", chosen["session_id"],
+                                 "--export-pcap", str(bare), "--no-templates"])
+    assert result.exit_code == 0, result.output
+    original = subprocess.run([tshark, "-r", str(source), "-T", "fields", "-e", "udp.payload"],
+                              check=True, capture_output=True, text=True).stdout.splitlines()
+    written = subprocess.run([tshark, "-r", str(bare), "-T", "fields", "-e", "udp.payload"],
+                             check=True, capture_output=True, text=True).stdout.splitlines()
+    assert written == [original[frame - 1] for frame in frames]
+
+    whole = tmp_path / "whole.pcap"
+    result = runner.invoke(app, ["recombine", str(run), "--session", chosen["session_id"],
+                                 "--export-pcap", str(whole)])
+    assert result.exit_code == 0, result.output
+    again = tmp_path / "again"
+    assert runner.invoke(app, ["sessionize", str(whole), "--out", str(again), "-q"]
+                         ).exit_code == 0
+    key = (chosen["ip_a"], int(chosen["port_a"]), chosen["ip_b"], int(chosen["port_b"]))
+    assert conversation_totals(again, key) == conversation_totals(run, key)

@@ -25,6 +25,7 @@ records + k * 65536), keeping (source_offset, record_index) unique.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 
 import numpy as np
@@ -610,3 +611,27 @@ def _both_directions(columns: dict[str, np.ndarray], forward: str, reverse: str
     if back is None:
         return values
     return values.astype(np.uint64) + back.astype(np.uint64)
+
+
+def carries_templates(payload: bytes) -> bool:
+    """True when a v9/IPFIX payload holds a template or options-template set.
+
+    Exports of a conversation's datagrams need the templates to decode again; this finds the
+    datagrams that carry them without decoding anything.
+    """
+    version = export_version(payload)
+    if version == 9:
+        at, template_ids = 20, (0, 1)
+    elif version == 10:
+        at, template_ids = 16, (2, 3)
+    else:
+        return False
+    end = len(payload)
+    while at + 4 <= end:
+        set_id, length = struct.unpack_from(">HH", payload, at)
+        if set_id in template_ids:
+            return True
+        if length < 4:
+            return False
+        at += length
+    return False

@@ -28,7 +28,8 @@ import pyarrow.parquet as pq
 
 from ..addresses import address_matrix, address_texts
 from ..errors import MalformedInput, UsageError
-from ..readers.pcap import Frame, capture_format, read_datagram_frames
+from ..readers.exports import carries_templates
+from ..readers.pcap import Frame, capture_format, iter_datagrams, read_datagram_frames
 from ..report import RunReport
 from ..schema import FLOW_ADDRESS_COLUMNS
 from .conversations import RecombineResult, conversation_sessions, recombine_tables
@@ -50,6 +51,7 @@ class PcapExport:
     datagrams: int = 0  # frames written
     records: int = 0  # flow records those frames carry for the conversations
     link_types: list[int] = field(default_factory=list)
+    template_datagrams: int = 0  # datagrams added only for the templates they carry
     nfcapd_records: int = 0  # records that came from nfcapd files: no datagram exists
     flows_path: Path | None = None  # where those records were written instead
     notes: list[str] = field(default_factory=list)
@@ -161,8 +163,14 @@ def _format_of(run: Run, source_file: str, path: Path) -> str:
 
 
 def export_pcap(source: RecombineResult | Sequence[Path], ids: Sequence[str], path: Path,
-                *, flows_fallback: Path | None = None, strict: bool = False) -> PcapExport:
-    """Write the datagrams that carried the named conversations' records as one capture."""
+                *, flows_fallback: Path | None = None, strict: bool = False,
+                with_templates: bool = True) -> PcapExport:
+    """Write the datagrams that carried the named conversations' records as one capture.
+
+    With `with_templates`, each v9/IPFIX datagram is preceded by the latest earlier datagram
+    of the same exporter that carried templates, so the capture decodes (and sessionizes)
+    again on its own; those datagrams are counted in `template_datagrams`.
+    """
     path = Path(path)
     table = collect_flows(source, ids)
     runs = {run.index: run for run in _runs_of(source if isinstance(source, RecombineResult)
@@ -212,7 +220,14 @@ def export_pcap(source: RecombineResult | Sequence[Path], ids: Sequence[str], pa
     frames: list[Frame] = []
     for key in sorted(wanted, key=lambda k: (k[0], _input_rank(runs[k[0]], k[1]), k[1])):
         offsets_wanted = wanted[key]
-        found = read_datagram_frames(resolved[key], set(offsets_wanted))
+        context: set[int] = set()
+        if with_templates:
+            context = _template_datagrams(resolved[key], set(offsets_wanted)) - set(
+                offsets_wanted)
+            result.template_datagrams += len(context)
+        found = read_datagram_frames(resolved[key], set(offsets_wanted) | context)
+        in_file: list[tuple[int, list[Frame]]] = [
+            (offset, found[offset]) for offset in context if offset in found]
         for offset in sorted(offsets_wanted):
             carried = found.get(offset)
             frame = carried[-1] if carried else None
@@ -229,7 +244,9 @@ def export_pcap(source: RecombineResult | Sequence[Path], ids: Sequence[str], pa
                     f"{expected_us} µs: not the frame sessionize read",
                     source=key[1], offset=offset, frame=frame.number), nbytes=len(frame.data))
                 continue
-            frames.extend(carried)  # earlier IP fragments of the datagram come first
+            in_file.append((offset, carried))  # earlier IP fragments come first
+        for _, carried in sorted(in_file, key=lambda entry: entry[0]):  # capture order
+            frames.extend(carried)
         result.records += records[key]
     if not frames:
         if not nfcapd_rows:
@@ -252,6 +269,23 @@ def export_pcap(source: RecombineResult | Sequence[Path], ids: Sequence[str], pa
     result.path = path
     result.datagrams = len(frames)
     return result
+
+
+def _template_datagrams(path: Path, offsets: set[int]) -> set[int]:
+    """Offsets of the datagrams that carried the templates in force for `offsets`: for each,
+    the latest earlier template-bearing datagram of the same exporter (one pass)."""
+    latest: dict[str, int] = {}
+    needed: set[int] = set()
+    last = max(offsets)
+    for chunk in iter_datagrams(path, RunReport()):
+        for datagram in chunk:
+            if datagram.offset in offsets and datagram.exporter in latest:
+                needed.add(latest[datagram.exporter])
+            if carries_templates(datagram.payload):
+                latest[datagram.exporter] = datagram.offset
+            if datagram.offset >= last:
+                return needed
+    return needed
 
 
 def _input_rank(run: Run, source_file: str) -> int:
