@@ -72,7 +72,8 @@ def test_export_pcap_holds_exactly_the_conversations_datagrams(
     run = conversation_run(tmp_path, capture, frames, record_frames=[7, 5, 5, 2, 1, 3])
     result = recombine_tables([run])
     out = tmp_path / "a.pcap"
-    exported = export_pcap(result, ["A1"], out)  # any fragment names the conversation
+    # any fragment names the conversation
+    exported = export_pcap(result, ["A1"], out, with_templates=False)
     assert exported.format == "pcap" and exported.path == out
     assert exported.datagrams == 3 and exported.records == 4
     assert exported.link_types == [1]
@@ -92,7 +93,7 @@ def test_export_pcap_from_pcapng_source(tmp_path: Path, corpus: Path) -> None:
     run = conversation_run(tmp_path, capture, frames, record_frames=[4, 4, 6, 6, 1, 1],
                            input_format="pcapng")
     out = tmp_path / "a.pcap"
-    exported = export_pcap([run], ["A"], out)
+    exported = export_pcap([run], ["A"], out, with_templates=False)
     assert (exported.format, exported.datagrams) == ("pcap", 2)
     assert tshark_datagrams(tshark, out) == tshark_datagrams(tshark, capture, [4, 6])
 
@@ -116,7 +117,7 @@ def test_mixed_link_types_are_written_as_pcapng(tmp_path: Path, corpus: Path) ->
     # A1 is cut by hard_timeout at 950 with 60 s idle: A2 at 960 in the next run continues it
     result = recombine_tables([first, second])
     out = tmp_path / "a.pcap"
-    exported = export_pcap(result, ["A"], out)
+    exported = export_pcap(result, ["A"], out, with_templates=False)
     assert exported.format == "pcapng" and exported.link_types == [1, 228]
     assert "a PCAP file holds one" in exported.notes[0]
     assert exported.datagrams == 3
@@ -135,7 +136,7 @@ def test_nfcapd_inputs_have_no_datagrams_and_export_flows_instead(
     run = write_run(tmp_path / "run", rows, flows=flows,
                     inputs=[{"path": str(capture), "format": "nfcapd-v2"}])
     out = tmp_path / "a.pcap"
-    exported = export_pcap([run], ["A"], out)
+    exported = export_pcap([run], ["A"], out, with_templates=False)
     assert exported.path is None and not out.exists()
     assert exported.nfcapd_records == 2
     assert exported.flows_path == tmp_path / "a.flows.parquet"
@@ -155,7 +156,7 @@ def test_a_frame_that_is_not_where_the_flows_say_is_counted_not_written(
     flows = flows.set_column(flows.schema.get_field_index("source_offset"), "source_offset",
                              [offsets])
     pq.write_table(flows.cast(flows.schema), run / "flows.parquet")
-    exported = export_pcap([run], ["A"], tmp_path / "a.pcap")
+    exported = export_pcap([run], ["A"], tmp_path / "a.pcap", with_templates=False)
     assert exported.datagrams == 2  # frame 2, and frame 3 through A1's other record
     assert exported.report.skipped == {"malformed": 1}
     assert "no frame record starts at this offset" in str(exported.report.examples[0])
@@ -179,7 +180,7 @@ def test_relative_source_paths_are_found_beside_the_run(tmp_path: Path, corpus: 
     flows = flows_for(rows, source_file="capture.pcap", offsets=[frames[0].offset] * 2,
                       arrivals_us=[frames[0].ts_ns // 1000] * 2)
     run = write_run(tmp_path / "run", rows, flows=flows)
-    exported = export_pcap([run], ["A"], tmp_path / "out" / "a.pcap")
+    exported = export_pcap([run], ["A"], tmp_path / "out" / "a.pcap", with_templates=False)
     assert exported.datagrams == 1
 
 
