@@ -18,7 +18,6 @@ because it means the same capture was loaded twice and every count would double.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -35,8 +34,8 @@ from ..matching.flow_matrix import FlowMatrix, load_flow_matrix
 from ..matching.match import match_sessions, matched_rules_column
 from ..recombine import recombine_tables
 from ..schema import SESSIONS_SCHEMA
+from ..tables.manifest import read_manifest
 
-MANIFEST = "manifest.json"
 TABLE_FILES = {
     "sessions": "sessions.parquet",
     "flows": "flows.parquet",
@@ -121,7 +120,7 @@ def load(
     paths = [Path(run_dirs)] if isinstance(run_dirs, (str, Path)) else [Path(p) for p in run_dirs]
     if not paths:
         raise UsageError("load needs at least one run directory")
-    manifests = [_read_manifest(path) for path in paths]
+    manifests = [read_manifest(path) for path in paths]
     order = sorted(range(len(paths)), key=lambda i: _order_key(manifests[i], paths[i]))
     paths = [paths[i] for i in order]
     manifests = [manifests[i] for i in order]
@@ -247,21 +246,6 @@ def _recombination(
             raise UsageError(f"{directory}: no {name}; is this a recombine output directory?")
         frames.append(frame.drop(columns="run"))
     return frames[0], frames[1]
-
-
-def _read_manifest(path: Path) -> dict[str, Any]:
-    manifest_path = path / MANIFEST
-    if not path.is_dir():
-        raise UsageError(f"{path}: not a directory (expected a sessionize output directory)")
-    if not manifest_path.is_file():
-        raise UsageError(f"{path}: no {MANIFEST}; is this a sessionize output directory?")
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UsageError(f"{manifest_path}: unreadable manifest: {exc}") from exc
-    if not isinstance(manifest, dict):
-        raise UsageError(f"{manifest_path}: the manifest is not a JSON object")
-    return manifest
 
 
 def _window_time(manifest: dict[str, Any], which: str) -> pd.Timestamp | None:

@@ -13,7 +13,6 @@ from a manifest falls back to the documented default and the report says so.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,9 +27,9 @@ import pyarrow.parquet as pq
 
 from ..errors import UsageError
 from ..schema import TIMESTAMP
+from ..tables.manifest import MANIFEST, read_manifest
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-MANIFEST = "manifest.json"
 SESSIONS = "sessions.parquet"
 FLOWS = "flows.parquet"
 
@@ -136,17 +135,9 @@ def _parse_time(text: object, where: str) -> int | None:
 def read_run(path: Path) -> Run:
     """Read one run directory's manifest; raise UsageError if it is not a run directory."""
     manifest_path = path / MANIFEST
-    if not path.is_dir():
-        raise UsageError(f"{path}: not a directory (expected a sessionize output directory)")
-    for name in (MANIFEST, SESSIONS):
-        if not (path / name).is_file():
-            raise UsageError(f"{path}: no {name}; is this a sessionize output directory?")
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UsageError(f"{manifest_path}: unreadable manifest: {exc}") from exc
-    if not isinstance(manifest, dict):
-        raise UsageError(f"{manifest_path}: manifest is not a JSON object")
+    manifest = read_manifest(path)
+    if not (path / SESSIONS).is_file():
+        raise UsageError(f"{path}: no {SESSIONS}; is this a sessionize output directory?")
     run = Run(path=path)
     raw_settings = manifest.get("settings") or {}
     if not isinstance(raw_settings, dict):
