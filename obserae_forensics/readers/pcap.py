@@ -18,7 +18,7 @@ import mmap
 import struct
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -193,14 +193,15 @@ def _pcapng_frames(buf: mmap.mmap, source: str, report: RunReport) -> Iterator[F
             elif magic == b"\x4d\x3c\x2b\x1a":
                 order = "<"
             else:
-                problem = f"section header with bad byte-order magic {magic.hex()}"
-                report.skip(MalformedInput(problem, source=source, offset=at, reason="bad_block"),
+                text = f"section header with bad byte-order magic {magic.hex()}"
+                report.skip(MalformedInput(text, source=source, offset=at, reason="bad_block"),
                             nbytes=size - at)
                 return
             interfaces = []  # interface IDs restart in each section
         block_type, total = struct.unpack_from(order + "II", buf, at)
         if total < 12 or total % 4 or at + total > size:
-            problem = TruncatedInput if at + total > size and total >= 12 else MalformedInput
+            problem: type[MalformedInput] = (
+                TruncatedInput if at + total > size and total >= 12 else MalformedInput)
             report.skip(problem(f"pcapng block of type {block_type:#x} claims {total} bytes, "
                                 f"{size - at} left in file", source=source, offset=at),
                         nbytes=size - at)
@@ -283,53 +284,62 @@ def _packet_block(
                  interface.fcs_bytes)
 
 
+@dataclass
+class _FragmentSet:
+    """The fragments of one IP datagram seen so far, and where the first one was."""
+
+    first_frame: int
+    first_offset: int
+    parts: dict[int, bytes] = field(default_factory=dict)  # byte offset -> payload
+    total: int | None = None  # known once the last fragment (MF = 0) arrived
+
+
 class _Reassembly:
     """IPv4/IPv6 fragment reassembly by byte ranges, bounded in the number of open sets."""
 
     def __init__(self) -> None:
-        self.pending: OrderedDict[tuple[object, ...], dict[str, object]] = OrderedDict()
+        self.pending: OrderedDict[tuple[object, ...], _FragmentSet] = OrderedDict()
 
     def add(
         self, key: tuple[object, ...], offset: int, more: bool, data: bytes, frame: Frame,
         source: str, report: RunReport,
-    ) -> tuple[bytes, int] | None:
-        """Add one fragment's payload; return (whole payload, first-fragment protocol) when done."""
+    ) -> bytes | None:
+        """Add one fragment's payload; return the whole payload once every byte is there.
+
+        The first copy of a byte range wins: a retransmitted or overlapping fragment never
+        rewrites bytes already placed.
+        """
         entry = self.pending.get(key)
         if entry is None:
             if len(self.pending) >= MAX_PENDING_FRAGMENT_SETS:
                 _old_key, old = self.pending.popitem(last=False)
                 self._drop(old, source, report)
-            entry = {"parts": {}, "total": None, "first_frame": frame.number,
-                     "first_offset": frame.offset}
-            self.pending[key] = entry
-        parts: dict[int, bytes] = entry["parts"]  # type: ignore[assignment]
-        parts.setdefault(offset, data)
+            entry = self.pending[key] = _FragmentSet(frame.number, frame.offset)
+        entry.parts.setdefault(offset, data)
         if not more:
-            entry["total"] = offset + len(data)
-        total = entry["total"]
+            entry.total = offset + len(data)
+        total = entry.total
         if total is None:
             return None
         covered = 0
-        for start in sorted(parts):
+        for start in sorted(entry.parts):
             if start > covered:
                 return None
-            covered = max(covered, start + len(parts[start]))
-        if covered < total:  # type: ignore[operator]
+            covered = max(covered, start + len(entry.parts[start]))
+        if covered < total:
             return None
-        whole = bytearray(total)  # type: ignore[arg-type]
-        for start in sorted(parts):
-            chunk = parts[start][: total - start]  # type: ignore[operator]
+        whole = bytearray(total)
+        for start in sorted(entry.parts, reverse=True):  # lower offsets written last: first wins
+            chunk = entry.parts[start][: total - start]
             whole[start:start + len(chunk)] = chunk
         del self.pending[key]
-        return bytes(whole), 0
+        return bytes(whole)
 
-    def _drop(self, entry: dict[str, object], source: str, report: RunReport) -> None:
-        parts: dict[int, bytes] = entry["parts"]  # type: ignore[assignment]
-        report.skip(MalformedInput("IP fragments never completed a datagram",
-                                   source=source, offset=int(entry["first_offset"]),  # type: ignore[call-overload]
-                                   frame=int(entry["first_frame"]),  # type: ignore[call-overload]
+    def _drop(self, entry: _FragmentSet, source: str, report: RunReport) -> None:
+        report.skip(MalformedInput("IP fragments never completed a datagram", source=source,
+                                   offset=entry.first_offset, frame=entry.first_frame,
                                    reason="incomplete_fragments"),
-                    nbytes=sum(len(p) for p in parts.values()))
+                    nbytes=sum(len(p) for p in entry.parts.values()))
 
     def flush(self, source: str, report: RunReport) -> None:
         for entry in self.pending.values():
@@ -423,15 +433,18 @@ def _network_layer(frame: Frame, source: str, report: RunReport) -> tuple[int, i
     linktype = frame.linktype
     if linktype == LINKTYPE_ETHERNET:
         if len(data) < 14:
-            return _not_ip(frame, source, report, "short_frame")
+            _not_ip(frame, source, report, "short_frame")
+            return None
         return _ethertype_chain(frame, 12, source, report)
     if linktype in (LINKTYPE_RAW, LINKTYPE_RAW_ALT, LINKTYPE_IPV4, LINKTYPE_IPV6):
         if not data:
-            return _not_ip(frame, source, report, "short_frame")
+            _not_ip(frame, source, report, "short_frame")
+            return None
         return (data[0] >> 4, 0)
     if linktype in (LINKTYPE_NULL, LINKTYPE_LOOP):
         if len(data) < 4:
-            return _not_ip(frame, source, report, "short_frame")
+            _not_ip(frame, source, report, "short_frame")
+            return None
         if linktype == LINKTYPE_LOOP:
             family = struct.unpack_from(">I", data, 0)[0]
         else:  # host byte order of the capturing machine: accept either
@@ -442,19 +455,23 @@ def _network_layer(frame: Frame, source: str, report: RunReport) -> tuple[int, i
             return (4, 4)
         if family in NULL_FAMILY_IPV6:
             return (6, 4)
-        return _not_ip(frame, source, report, "not_ip")
+        _not_ip(frame, source, report, "not_ip")
+        return None
     if linktype == LINKTYPE_LINUX_SLL:
         if len(data) < 16:
-            return _not_ip(frame, source, report, "short_frame")
+            _not_ip(frame, source, report, "short_frame")
+            return None
         return _ethertype_chain(frame, 14, source, report)
     if linktype == LINKTYPE_LINUX_SLL2:
         if len(data) < 20:
-            return _not_ip(frame, source, report, "short_frame")
+            _not_ip(frame, source, report, "short_frame")
+            return None
         ethertype = _u16be.unpack_from(data, 0)[0]
         if ethertype in VLAN_TAG_TYPES:
             return _ethertype_chain(frame, 16, source, report, first=ethertype, start=20)
         return _ip_for_ethertype(ethertype, 20, frame, source, report)
-    return _not_ip(frame, source, report, "unsupported_linktype")
+    _not_ip(frame, source, report, "unsupported_linktype")
+    return None
 
 
 def _ethertype_chain(
@@ -470,7 +487,8 @@ def _ethertype_chain(
         ethertype, at = first, start if start is not None else type_at + 2
     while ethertype in VLAN_TAG_TYPES:
         if len(data) < at + 4:
-            return _not_ip(frame, source, report, "short_frame")
+            _not_ip(frame, source, report, "short_frame")
+            return None
         ethertype = _u16be.unpack_from(data, at + 2)[0]
         at += 4
     return _ip_for_ethertype(ethertype, at, frame, source, report)
@@ -483,12 +501,12 @@ def _ip_for_ethertype(
         return (4, at)
     if ethertype == ETHERTYPE_IPV6:
         return (6, at)
-    return _not_ip(frame, source, report, "not_ip")
+    _not_ip(frame, source, report, "not_ip")
+    return None
 
 
 def _not_ip(frame: Frame, source: str, report: RunReport, reason: str) -> None:
     report.ignore(reason, source, len(frame.data))
-    return None
 
 
 def _datagram(
@@ -515,7 +533,8 @@ def _ipv4(
     reassembly: _Reassembly, exporter_texts: dict[bytes, str],
 ) -> Datagram | None:
     if len(data) < at + 20:
-        return _cut(frame, source, report, "IPv4 header cut off")
+        _cut(frame, source, report, "IPv4 header cut off")
+        return None
     ihl = (data[at] & 0x0F) * 4
     total_length = _u16be.unpack_from(data, at + 2)[0]
     if ihl < 20 or total_length < ihl:
@@ -539,7 +558,7 @@ def _ipv4(
         whole = reassembly.add(key, fragment_offset, more, bytes(payload), frame, source, report)
         if whole is None:
             return None
-        payload = whole[0]
+        payload = whole
     return _udp_datagram(frame, payload, src, source, report, exporter_texts,
                          cut=at + total_length > len(data))
 
@@ -549,7 +568,8 @@ def _ipv6(
     reassembly: _Reassembly, exporter_texts: dict[bytes, str],
 ) -> Datagram | None:
     if len(data) < at + 40:
-        return _cut(frame, source, report, "IPv6 header cut off")
+        _cut(frame, source, report, "IPv6 header cut off")
+        return None
     payload_length = _u16be.unpack_from(data, at + 4)[0]
     next_header = data[at + 6]
     src = bytes(data[at + 8:at + 24])
@@ -560,7 +580,8 @@ def _ipv6(
     while True:
         if next_header in IPV6_EXTENSION_HEADERS or next_header == IPV6_AH:
             if end < position + 2:
-                return _cut(frame, source, report, "IPv6 extension header cut off")
+                _cut(frame, source, report, "IPv6 extension header cut off")
+                return None
             if next_header == IPV6_AH:
                 length = (data[position + 1] + 2) * 4
             else:
@@ -569,7 +590,8 @@ def _ipv6(
             position += length
         elif next_header == IPV6_FRAGMENT:
             if end < position + 8:
-                return _cut(frame, source, report, "IPv6 fragment header cut off")
+                _cut(frame, source, report, "IPv6 fragment header cut off")
+                return None
             offset_flags = _u16be.unpack_from(data, position + 2)[0]
             fragment = ((offset_flags & 0xFFF8), bool(offset_flags & 1),
                         bytes(data[position + 4:position + 8]))
@@ -586,14 +608,13 @@ def _ipv6(
         whole = reassembly.add(key, fragment[0], fragment[1], bytes(payload), frame, source, report)
         if whole is None:
             return None
-        payload = whole[0]
+        payload = whole
     return _udp_datagram(frame, payload, src, source, report, exporter_texts, cut=cut)
 
 
 def _cut(frame: Frame, source: str, report: RunReport, message: str) -> None:
-    report.skip(TruncatedInput(message, source=source, offset=frame.offset, frame=frame.number,),
+    report.skip(TruncatedInput(message, source=source, offset=frame.offset, frame=frame.number),
                 nbytes=len(frame.data))
-    return None
 
 
 def _udp_datagram(
@@ -601,7 +622,8 @@ def _udp_datagram(
     exporter_texts: dict[bytes, str], *, cut: bool,
 ) -> Datagram | None:
     if len(payload) < 8:
-        return _cut(frame, source, report, "UDP header cut off")
+        _cut(frame, source, report, "UDP header cut off")
+        return None
     src_port, dst_port, udp_length = _udp.unpack_from(payload, 0)
     if udp_length < 8:
         if udp_length == 0 and len(payload) > 65_535:  # IPv6 jumbogram: length from IP

@@ -282,3 +282,16 @@ def test_indexed_path_equals_general_path_on_the_corpus(corpus: Path) -> None:
     for path in sorted((corpus / "exports").glob("*.pcap")) + sorted(
             (corpus / "raw").glob("*.pcap")):
         assert all_datagrams(path, True) == all_datagrams(path, False), path.name
+
+
+def test_retransmitted_fragment_does_not_rewrite_bytes(tmp_path: Path) -> None:
+    big = b"\x00\x0a" + bytes(i % 251 for i in range(2000))
+    packet = IP(src="10.1.1.1", dst="10.2.2.2", id=78) / UDP(sport=9, dport=2055) / big
+    first, second, third = (bytes(Ether() / p) for p in fragment(packet, fragsize=800))
+    forged = bytearray(second)
+    forged[-10:] = b"X" * 10  # same offset, other bytes: must not win over the first copy
+    path = tmp_path / "dup.pcap"
+    path.write_bytes(pcap_bytes([(10**18, first), (10**18 + 1, second),
+                                 (10**18 + 2, bytes(forged)), (10**18 + 3, third)]))
+    found, _ = datagrams(path)
+    assert [d.payload for d in found] == [big]
