@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -49,7 +49,7 @@ from ..schema import CLOSE_REASONS, STATES
 if TYPE_CHECKING:
     from .run import Run
 
-TimeLike = str | datetime | pd.Timestamp
+TimeLike: TypeAlias = str | datetime | pd.Timestamp
 # (start column, end column) of each table kind, in the order they are looked for
 TIME_COLUMNS = (("opened_at", "last_seen_at"), ("first_seen", "last_seen"))
 ADDRESS_SIDES = {

@@ -198,7 +198,7 @@ def coherence_histogram(
         return axes
     coherence = consolidated["coherence_pct"].to_numpy(dtype=np.float64, na_value=np.nan)
     several = consolidated["sampler_count"].to_numpy(dtype=np.int64) > 1
-    edges = np.linspace(0.0, 100.0, 21)
+    edges = [float(e) for e in np.linspace(0.0, 100.0, 21)]
     axes.hist([coherence[several], coherence[~several]], bins=edges, stacked=True,
               color=["#c44e52", "#cccccc"],
               label=[f"seen by several exporters ({int(several.sum())})",

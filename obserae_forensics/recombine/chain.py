@@ -438,7 +438,7 @@ def chain_sessions(sessions: pa.Table, runs: list[Run]) -> Chains:
     fragments = _fragment_table(
         sessions, rows, pc.take(conversation_id, pa.array(group)), fragment_index,
         run=run, run_dirs=run_dirs, split=split, late=late,
-        reasons=np.where(not_root, fragment_reasons, None),
+        reasons=np.where(not_root, fragment_reasons, np.array(None, dtype=object)),
         gap_s=np.where(has_gap, gap_us / 1_000_000.0, np.nan), has_gap=has_gap,
         flipped=flipped, conflict=conflict,
         counters=(ab_bytes_f, ba_bytes_f, ab_packets_f, ba_packets_f),
