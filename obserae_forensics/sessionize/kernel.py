@@ -9,7 +9,10 @@ Same rules as reference.py (read its docstring first); this is the fast machiner
   queued entry pops early and the real deadline turns out later — so a record that merely
   extends a session costs no heap operation;
 * the cap's victim (oldest last_seen, ties by key) comes from a second lazy heap whose
-  entries hold the key, re-queued with the current last_seen when found stale;
+  entries hold the key, re-queued with the current last_seen when found stale; it exists
+  only near the cap: built from every open session when the cap is first reached, then
+  dropped when the open count falls under half the cap, so that a run far from the cap
+  never pays a heap push per new session;
 * endpoint occupancy for the traffic-shape rung is a small refcounted hash table.
 
 The surprising thing: the kernel never allocates. When a table could overflow it stops
@@ -62,7 +65,8 @@ S_EVICTION_ENTRIES = 10
 S_ENDPOINT_FREE_TOP = 11
 S_OUT = 12
 S_USED = 13
-SCALAR_COUNT = 14
+S_EVICTION_ON = 14  # the eviction heap is kept only while the open count is near the cap
+SCALAR_COUNT = 15
 
 # endpoint table columns
 E_PROTO = 0
@@ -465,6 +469,29 @@ def _eviction_rebuild(V: Any, C: Any, S: Any, tmp: Any) -> None:
         _eviction_sift_down(V, i, kept, tmp)
 
 
+@_jit
+def _eviction_build(V: Any, C: Any, S: Any, tmp: Any) -> None:
+    """Queue every open session (the cap is reached: from now on victims are needed)."""
+    kept = 0
+    for slot in range(len(S)):
+        if S[slot, R.F_STATUS] & R.STATUS_OPEN:
+            V[kept, 0] = S[slot, R.F_LAST]
+            V[kept, 1] = S[slot, R.F_PROTO]
+            V[kept, 2] = S[slot, R.F_LO_HI]
+            V[kept, 3] = S[slot, R.F_LO_LO]
+            V[kept, 4] = S[slot, R.F_LO_PORT]
+            V[kept, 5] = S[slot, R.F_HI_HI]
+            V[kept, 6] = S[slot, R.F_HI_LO]
+            V[kept, 7] = S[slot, R.F_HI_PORT]
+            V[kept, 8] = slot
+            V[kept, 9] = S[slot, R.F_SERIAL]
+            kept += 1
+    C[S_EVICTION_ENTRIES] = kept
+    for i in range(kept // 2 - 1, -1, -1):
+        _eviction_sift_down(V, i, kept, tmp)
+    C[S_EVICTION_ON] = 1
+
+
 # -- hash tables --------------------------------------------------------------------------
 @_jit
 def _free_slot(S: Any, B: Any, F: Any, C: Any, slot: int) -> None:
@@ -602,11 +629,18 @@ def replay(
             return NEED_OUTPUT, i
         if C[S_DEADLINES] + C[S_OPEN] + 8 > len(D):
             return NEED_DEADLINES, i
-        if C[S_EVICTION_ENTRIES] + 4 > len(V):
-            if C[S_EVICTION_ENTRIES] > 2 * C[S_OPEN] + 64:
-                _eviction_rebuild(V, C, S, tmp)
-            if C[S_EVICTION_ENTRIES] + 4 > len(V):
-                return NEED_EVICTIONS, i
+        if C[S_EVICTION_ON]:
+            if 2 * C[S_OPEN] < P[P_CAP]:
+                # far from the cap again: stop paying a heap push per new session
+                C[S_EVICTION_ON] = 0
+                C[S_EVICTION_ENTRIES] = 0
+            elif C[S_EVICTION_ENTRIES] + 4 > len(V):
+                if C[S_EVICTION_ENTRIES] > 2 * C[S_OPEN] + 64:
+                    _eviction_rebuild(V, C, S, tmp)
+                if C[S_EVICTION_ENTRIES] + 4 > len(V):
+                    return NEED_EVICTIONS, i
+        elif C[S_OPEN] >= P[P_CAP] and C[S_OPEN] + 8 > len(V):
+            return NEED_EVICTIONS, i
         if C[S_ENDPOINT_FREE_TOP] < 2:
             return NEED_ENDPOINTS, i
 
@@ -701,6 +735,8 @@ def replay(
             C[S_SERIALS] += 1
             _new_links(S, slot, S, slot, first, late, False)
             if C[S_OPEN] >= P[P_CAP]:
+                if not C[S_EVICTION_ON]:
+                    _eviction_build(V, C, S, tmp)
                 now = last
                 if C[S_HAS_MAX_LAST] and C[S_MAX_LAST] > now:
                     now = C[S_MAX_LAST]
@@ -732,7 +768,7 @@ def replay(
         _apply(S, target, d, first, last, dst_port[i], exporter_domain[i], tcp_flags[i],
                packets[i], octets[i], reverse_packets[i], reverse_octets[i], sampling_rate[i],
                counters_scaled[i], src_declared[i], dst_declared[i])
-        if is_new:
+        if is_new and C[S_EVICTION_ON]:
             _eviction_push(V, C, S, target, tmp)
         deadline, reason = _deadline(S, target, P)
         if deadline < S[target, R.F_QUEUED]:
@@ -822,7 +858,6 @@ class KernelReplay:
         self.EB = np.full(_buckets_for(2 * capacity), -1, dtype=np.int64)
         self.EF = np.arange(2 * capacity - 1, -1, -1, dtype=np.int64)
         self.C[S_ENDPOINT_FREE_TOP] = 2 * capacity
-        self._rows: list[np.ndarray] = []
 
     def process(self, records: Records) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Replay `records` (arrival order); -> (session serial, direction) per record, rows out."""
@@ -847,9 +882,8 @@ class KernelReplay:
 
     def finish(self, emit: int) -> np.ndarray:
         """End of input: the watermark becomes the newest last_seen; the rest stays open."""
-        self._flush()
-        if len(self.OUT) < int(self.C[S_OPEN]) * 2 + 8:
-            self.OUT = R.new_rows(int(self.C[S_OPEN]) * 2 + 8)
+        if len(self.OUT) < int(self.C[S_OUT] + self.C[S_OPEN]) * 2 + 8:
+            self._grow_output(int(self.C[S_OUT] + self.C[S_OPEN]) * 2 + 8)
         finish(self.S, self.B, self.F, self.P, self.C, self.OUT, self.D, self.E, self.EB,
                self.EF, self.known, emit)
         return self._take_rows()
@@ -861,23 +895,24 @@ class KernelReplay:
                 "last_eviction_us": int(self.C[S_LAST_EVICTION]) if evictions else None,
                 "peak_open": int(self.C[S_PEAK_OPEN])}
 
-    def _flush(self) -> None:
-        count = int(self.C[S_OUT])
-        if count:
-            self._rows.append(self.OUT[:count].copy())
-            self.C[S_OUT] = 0
-
     def _take_rows(self) -> np.ndarray:
-        self._flush()
-        rows = np.concatenate(self._rows) if self._rows else R.new_rows(0)
-        self._rows = []
-        return rows
+        """The rows output since the last call: a view of OUT, valid until the next
+        process()/finish() (the Sessionizer consumes it at once; copying would cost more than
+        the kernel's whole replay on scan-like inputs, a 648-byte row per record)."""
+        count = int(self.C[S_OUT])
+        self.C[S_OUT] = 0
+        return self.OUT[:count]
+
+    def _grow_output(self, rows: int) -> None:
+        """OUT with room for `rows`, keeping what it holds (no chunk to concatenate later)."""
+        count = int(self.C[S_OUT])
+        grown = np.empty((max(rows, 2 * len(self.OUT)), R.FIELD_COUNT), dtype=np.int64)
+        grown[:count] = self.OUT[:count]
+        self.OUT = grown
 
     def _make_room(self, status: int) -> None:
         if status == NEED_OUTPUT:
-            self._flush()
-            if len(self.OUT) < int(self.C[S_OPEN]) + 8:
-                self.OUT = R.new_rows(2 * len(self.OUT))
+            self._grow_output(int(self.C[S_OUT] + self.C[S_OPEN]) + 8)
         elif status == NEED_SLOTS:
             old = len(self.S)
             self.S = np.concatenate([self.S, R.new_rows(old)])
@@ -888,8 +923,7 @@ class KernelReplay:
                                      np.zeros(old - top, dtype=np.int64)])
             self.C[S_FREE_TOP] = top + old
             if len(self.OUT) < 2 * old + 8:
-                self._flush()
-                self.OUT = R.new_rows(2 * old + 8)
+                self._grow_output(2 * old + 8)
         elif status == NEED_DEADLINES:
             self.D = np.concatenate([self.D, np.zeros_like(self.D)])
         elif status == NEED_EVICTIONS:

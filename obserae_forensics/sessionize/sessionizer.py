@@ -32,7 +32,7 @@ from ..schema import FLOW_SCHEMA, SESSIONS_SCHEMA
 from . import row as R
 from .kernel import KernelReplay
 from .keys import PORT_PROTOCOLS, Records, batch_records, known_service_ports
-from .output import sessions_table
+from .output import id_texts, sessions_table
 from .policy import SessionPolicy
 from .reference import ReferenceReplay
 
@@ -206,10 +206,10 @@ class Sessionizer:
         parts = [(number, rows) for number, rows in parts if len(rows)]
         if not parts:
             return empty_session_batch()
-        sessions, order = sessions_table([(self._exporters[n], rows) for n, rows in parts])
-        rows = np.concatenate([rows for _, rows in parts])[order]
+        sessions, order, ids, cols = sessions_table(
+            [(self._exporters[n], rows) for n, rows in parts])
         numbers = np.concatenate([np.full(len(r), n, dtype=np.int64) for n, r in parts])[order]
-        owners = (numbers << _SERIAL_BITS) | rows[:, R.F_SERIAL]
+        owners = (numbers << _SERIAL_BITS) | cols[R.F_SERIAL]
         by_owner = np.argsort(owners)
         sorted_owners = owners[by_owner]
         position = np.searchsorted(sorted_owners, self._held_owner)
@@ -220,18 +220,26 @@ class Sessionizer:
         flow_order = np.lexsort((self._held_index[picked], rank))
         picked = picked[flow_order]
         rank = rank[flow_order]
-        ids = sessions.column("session_id").take(pa.array(rank))
-        same = self._held_direction[picked] == rows[rank, R.F_ORIENT]
-        direction = pa.array(np.where(same, "ab", "ba").tolist(), pa.string())
+        same = self._held_direction[picked] == cols[R.F_ORIENT][rank]
         flows = self._held.take(pa.array(picked))
-        flows = flows.append_column(FLOWS_SCHEMA.field("session_id"), ids)
-        flows = flows.append_column(FLOWS_SCHEMA.field("direction"), direction)
+        flows = flows.append_column(FLOWS_SCHEMA.field("session_id"), id_texts(ids[rank]))
+        flows = flows.append_column(FLOWS_SCHEMA.field("direction"), _direction_texts(same))
         keep = np.flatnonzero(~final)
         self._held = self._held.take(pa.array(keep))
         self._held_owner = self._held_owner[keep]
         self._held_direction = self._held_direction[keep]
         self._held_index = self._held_index[keep]
         return SessionBatch(sessions, _canonical_dictionaries(flows).cast(FLOWS_SCHEMA))
+
+
+def _direction_texts(same: np.ndarray) -> pa.Array:
+    """"ab" where the record went from ip_a to ip_b, else "ba", built from buffers."""
+    n = len(same)
+    letters = np.empty((n, 2), dtype=np.uint8)
+    letters[:, 0] = np.where(same, ord("a"), ord("b"))
+    letters[:, 1] = np.where(same, ord("b"), ord("a"))
+    offsets = np.arange(0, 2 * (n + 1), 2, dtype=np.int32)
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(letters.tobytes()))
 
 
 def _canonical_dictionaries(flows: pa.Table) -> pa.Table:
