@@ -400,17 +400,31 @@ def write_timeline(report: dict[str, Any], path: Path) -> None:
         labels = []
         used: dict[str | None, str] = {}
         for row, conversation in enumerate(reversed(conversations)):
+            # fragments that overlap in time (a record longer than hard_timeout, late
+            # sessions) get lanes of their own inside the row, so none hides another
+            lanes_end: list[float] = []
+            placed = []
             for fragment in conversation["timeline"]:
+                width = max(fragment["length_s"], minimum)
+                lane = next((i for i, end in enumerate(lanes_end)
+                             if fragment["offset_s"] >= end), len(lanes_end))
+                if lane == len(lanes_end):
+                    lanes_end.append(0.0)
+                lanes_end[lane] = fragment["offset_s"] + width
+                placed.append((fragment, width, lane))
+            lane_height = 0.7 / len(lanes_end)
+            for fragment, width, lane in placed:
                 reason = fragment["close_reason"]
                 colour = REASON_COLOURS.get(reason, REASON_COLOURS[None])
                 used[reason if reason in REASON_COLOURS else None] = colour
-                width = max(fragment["length_s"], minimum)
-                axes.broken_barh([(fragment["offset_s"], width)],
-                                 (row - 0.35, 0.7), facecolors=colour, edgecolor="black",
-                                 linewidth=0.5, alpha=0.6 if fragment["late"] else 1.0)
+                bottom = row + 0.35 - (lane + 1) * lane_height
+                axes.broken_barh([(fragment["offset_s"], width)], (bottom, lane_height),
+                                 facecolors=colour, edgecolor="black", linewidth=0.5,
+                                 alpha=0.6 if fragment["late"] else 1.0)
                 if width > span / 40:
-                    axes.text(fragment["offset_s"] + width / 2, row, str(fragment["fragment"]),
-                              ha="center", va="center", fontsize=7, color="white")
+                    axes.text(fragment["offset_s"] + width / 2, bottom + lane_height / 2,
+                              str(fragment["fragment"]), ha="center", va="center",
+                              fontsize=7, color="white")
             labels.append(f"{conversation['protocol']} {conversation['client']} → "
                           f"{conversation['server']}\n{conversation['first_seen']}")
         axes.set_yticks(range(len(labels)))
