@@ -318,7 +318,8 @@ def show_command(
     missing = [c for c in wanted if c not in data.column_names]
     if missing:
         raise _fail(UsageError(f"{table} has no column(s) {', '.join(missing)}"), 2)
-    frame = data.select(wanted).slice(0, limit).to_pandas()
+    frame = data.select(wanted).slice(0, limit).to_pandas().astype(object)
+    frame = frame.where(frame.notna(), "")  # an open session has no close reason yet
     import pandas as pd
 
     with pd.option_context("display.width", 200, "display.max_columns", None,
