@@ -26,7 +26,7 @@ class UsageError(ForensicsError):
 class InputError(ForensicsError):
     """Bytes on disk that we could not decode."""
 
-    reason = "input_error"
+    reason = "unreadable"
 
     def __init__(
         self, message: str, *, source: str, offset: int, frame: int | None = None

@@ -230,3 +230,29 @@ def test_exported_pcap_holds_exactly_the_datagrams_and_sessionizes_to_the_same_t
                          ).exit_code == 0
     key = (chosen["ip_a"], int(chosen["port_a"]), chosen["ip_b"], int(chosen["port_b"]))
     assert conversation_totals(again, key) == conversation_totals(run, key)
+
+
+def test_an_unreadable_input_is_counted_not_a_traceback(tmp_path: Path) -> None:
+    dangling = tmp_path / "gone.pcap"
+    dangling.symlink_to(tmp_path / "nowhere.pcap")
+    result = runner.invoke(app, ["inspect", str(tmp_path), str(FIXTURE), "-q"])
+    assert result.exit_code == 0, result.output
+    assert f"unreadable: {dangling}@0: cannot read" in result.stderr
+    assert "72 flow records" in result.stderr
+
+
+def test_corpus_tables_are_byte_identical_across_batch_sizes(corpus: Path,
+                                                             tmp_path: Path) -> None:
+    """Every export capture and nfcapd file of the corpus in one run, twice."""
+    runs = []
+    for batch in (997, 65536):
+        out = tmp_path / f"run{batch}"
+        result = runner.invoke(app, ["sessionize", str(corpus / "exports"),
+                                     str(corpus / "nfcapd"), "--out", str(out), "-q",
+                                     "--batch-size", str(batch)])
+        assert result.exit_code == 0, result.output
+        runs.append(digest(out))
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["conservation"]["ok"] is True
+        assert manifest["counts"]["skipped"] == {}
+    assert runs[0] == runs[1]

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..errors import UnknownFormat
+from ..errors import InputError, UnknownFormat
 from ..report import RunReport
 from .pcap import capture_format, iter_datagrams, iter_frames
 
@@ -70,10 +70,15 @@ def discover_inputs(paths: Sequence[Path], report: RunReport) -> list[InputFile]
         if resolved in seen:
             continue
         seen.add(resolved)
-        with open(path, "rb") as handle:
-            head = handle.read(64)
+        try:
+            with open(path, "rb") as handle:
+                head = handle.read(64)
+            size = path.stat().st_size
+        except OSError as exc:  # unreadable, vanished, a dangling link: say so, go on
+            report.skip(InputError(f"cannot read: {exc.strerror or exc}", source=str(path),
+                                   offset=0), nbytes=0)
+            continue
         kind = _format_of(head)
-        size = path.stat().st_size
         if not kind:
             report.file(str(path)).size = size
             report.skip(UnknownFormat("not a PCAP, PCAPNG or nfcapd file (unrecognised magic "
