@@ -97,9 +97,9 @@ def run_kernel(total: int) -> dict[str, float]:
         began = time.perf_counter()
         _, _, rows = replay.process(records)
         elapsed += time.perf_counter() - began
-        sessions += len(rows)
+        sessions += rows.shape[1]
     began = time.perf_counter()
-    sessions += len(replay.finish(total))
+    sessions += replay.finish(total).shape[1]
     elapsed += time.perf_counter() - began
     return {"records": total, "sessions": sessions, "seconds": elapsed,
             "records_per_s": total / elapsed, "peak_open": replay.pressure()["peak_open"]}

@@ -88,10 +88,14 @@ _S27 = np.uint64(27)
 _S31 = np.uint64(31)
 
 _jit = nb.njit(cache=True, nogil=True)
-_infer = nb.njit(cache=True, nogil=True)(infer_server)
+# Helpers run without numba's reference counting: they never allocate, and every array
+# they are handed is kept alive by replay()'s caller. With it, each call paid an atomic
+# increment and decrement per array argument, which measured as two thirds of the replay.
+_helper = nb.njit(cache=True, nogil=True, _nrt=False)
+_infer = nb.njit(cache=True, nogil=True, _nrt=False)(infer_server)
 
 
-@_jit
+@_helper
 def _mix(h: Any, value: Any) -> Any:
     """splitmix64 step folding `value` into `h` (uint64 arithmetic wraps)."""
     z = h + np.uint64(value) + _K1
@@ -100,7 +104,7 @@ def _mix(h: Any, value: Any) -> Any:
     return z ^ (z >> _S31)
 
 
-@_jit
+@_helper
 def _key_hash(proto: int, a: int, b: int, c: int, d: int, e: int, f: int) -> int:
     h = _mix(np.uint64(proto), a)
     h = _mix(h, b)
@@ -112,7 +116,7 @@ def _key_hash(proto: int, a: int, b: int, c: int, d: int, e: int, f: int) -> int
 
 
 # -- session rules on rows --------------------------------------------------------------
-@_jit
+@_helper
 def _finished(M: Any, s: int) -> bool:
     if M[s, R.F_PROTO] != 6:
         return False
@@ -122,7 +126,7 @@ def _finished(M: Any, s: int) -> bool:
     return (M[s, R.F_FLAGS0] & M[s, R.F_FLAGS1] & R.TCP_FIN) != 0
 
 
-@_jit
+@_helper
 def _half_open(M: Any, s: int) -> bool:
     seen = M[s, R.F_SEEN]
     if M[s, R.F_PROTO] != 6 or (seen != 1 and seen != 2):
@@ -131,7 +135,7 @@ def _half_open(M: Any, s: int) -> bool:
     return (sent & R.TCP_SYN) != 0 and (sent & R.TCP_ACK) == 0
 
 
-@_jit
+@_helper
 def _idle(M: Any, s: int, P: Any) -> int:
     proto = M[s, R.F_PROTO]
     if proto == 6:
@@ -143,7 +147,7 @@ def _idle(M: Any, s: int, P: Any) -> int:
     return P[P_IDLE_OTHER]
 
 
-@_jit
+@_helper
 def _state_reason(M: Any, s: int) -> int:
     f0 = M[s, R.F_FLAGS0]
     f1 = M[s, R.F_FLAGS1]
@@ -159,7 +163,7 @@ def _state_reason(M: Any, s: int) -> int:
     return R.REASON_IDLE if M[s, R.F_SEEN] == 3 else R.REASON_NO_REPLY
 
 
-@_jit
+@_helper
 def _deadline(M: Any, s: int, P: Any) -> tuple[int, int]:
     if _finished(M, s):
         natural = M[s, R.F_LAST]
@@ -171,9 +175,9 @@ def _deadline(M: Any, s: int, P: Any) -> tuple[int, int]:
     return natural, _state_reason(M, s)
 
 
-@_jit
+@_helper
 def _init_session(M: Any, s: int, serial: int, late: int) -> None:
-    for f in range(R.F_SERIAL, R.F_STATE + 1):
+    for f in range(R.F_SERIAL, R.SESSION_END):
         M[s, f] = 0
     M[s, R.F_SERIAL] = serial
     M[s, R.F_OPENED] = R.NO_TIME
@@ -190,7 +194,7 @@ def _init_session(M: Any, s: int, serial: int, late: int) -> None:
     M[s, R.F_ENDPOINT1] = -1
 
 
-@_jit
+@_helper
 def _new_links(M: Any, s: int, S: Any, slot: int, first: int, late: int, stray: bool) -> None:
     """Follow / continuation links of a session opened in M[s] from the prev of S[slot]."""
     if slot < 0 or not (S[slot, R.F_STATUS] & R.STATUS_PREV):
@@ -224,7 +228,7 @@ def _new_links(M: Any, s: int, S: Any, slot: int, first: int, late: int, stray: 
         M[s, R.F_INH_CONFIDENCE] = S[slot, R.P_CONFIDENCE]
 
 
-@_jit
+@_helper
 def _apply(M: Any, s: int, d: int, first: int, last: int, dst_port: int, domain: int,
            flags: int, packets: int, octets: int, reverse_packets: int, reverse_octets: int,
            sampling: int, scaled: int, src_declared: int, dst_declared: int) -> None:
@@ -272,7 +276,7 @@ def _apply(M: Any, s: int, d: int, first: int, last: int, dst_port: int, domain:
         M[s, R.F_SCALED] = 1
 
 
-@_jit
+@_helper
 def _finalize(M: Any, s: int, S: Any, slot: int, closed_at: int, reason: int, emit: int,
               peak0: int, peak1: int, known: Any) -> None:
     """Fill the output fields of M[s]; S[slot] holds the key's previous closed session."""
@@ -311,7 +315,7 @@ def _finalize(M: Any, s: int, S: Any, slot: int, closed_at: int, reason: int, em
         M[s, R.F_STATE] = R.STATE_ACTIVE
 
 
-@_jit
+@_helper
 def _remember(S: Any, slot: int, M: Any, s: int, P: Any) -> None:
     """Make the final session M[s] the last closed session of the key in S[slot]."""
     S[slot, R.P_OPENED] = M[s, R.F_OPENED]
@@ -334,7 +338,7 @@ def _remember(S: Any, slot: int, M: Any, s: int, P: Any) -> None:
 
 
 # -- heaps ------------------------------------------------------------------------------
-@_jit
+@_helper
 def _deadline_push(D: Any, C: Any, t: int, ref: int, tag: int) -> None:
     i = C[S_DEADLINES]
     C[S_DEADLINES] = i + 1
@@ -351,7 +355,7 @@ def _deadline_push(D: Any, C: Any, t: int, ref: int, tag: int) -> None:
     D[i, 2] = tag
 
 
-@_jit
+@_helper
 def _deadline_pop(D: Any, C: Any) -> None:
     n = C[S_DEADLINES] - 1
     C[S_DEADLINES] = n
@@ -378,7 +382,7 @@ def _deadline_pop(D: Any, C: Any) -> None:
     D[i, 2] = tag
 
 
-@_jit
+@_helper
 def _eviction_less(V: Any, a: int, W: Any, b: int) -> bool:
     for f in range(8):
         if V[a, f] != W[b, f]:
@@ -386,7 +390,7 @@ def _eviction_less(V: Any, a: int, W: Any, b: int) -> bool:
     return False
 
 
-@_jit
+@_helper
 def _eviction_sift_up(V: Any, i: int, tmp: Any) -> None:
     for f in range(EVICTION_FIELDS):
         tmp[0, f] = V[i, f]
@@ -401,7 +405,7 @@ def _eviction_sift_up(V: Any, i: int, tmp: Any) -> None:
         V[i, f] = tmp[0, f]
 
 
-@_jit
+@_helper
 def _eviction_sift_down(V: Any, i: int, n: int, tmp: Any) -> None:
     for f in range(EVICTION_FIELDS):
         tmp[0, f] = V[i, f]
@@ -420,7 +424,7 @@ def _eviction_sift_down(V: Any, i: int, n: int, tmp: Any) -> None:
         V[i, f] = tmp[0, f]
 
 
-@_jit
+@_helper
 def _eviction_push(V: Any, C: Any, S: Any, slot: int, tmp: Any) -> None:
     i = C[S_EVICTION_ENTRIES]
     C[S_EVICTION_ENTRIES] = i + 1
@@ -437,7 +441,7 @@ def _eviction_push(V: Any, C: Any, S: Any, slot: int, tmp: Any) -> None:
     _eviction_sift_up(V, i, tmp)
 
 
-@_jit
+@_helper
 def _eviction_pop(V: Any, C: Any, tmp: Any) -> None:
     n = C[S_EVICTION_ENTRIES] - 1
     C[S_EVICTION_ENTRIES] = n
@@ -447,13 +451,13 @@ def _eviction_pop(V: Any, C: Any, tmp: Any) -> None:
         _eviction_sift_down(V, 0, n, tmp)
 
 
-@_jit
+@_helper
 def _eviction_valid(V: Any, i: int, S: Any) -> bool:
     slot = V[i, 8]
     return (S[slot, R.F_STATUS] & R.STATUS_OPEN) != 0 and S[slot, R.F_SERIAL] == V[i, 9]
 
 
-@_jit
+@_helper
 def _eviction_rebuild(V: Any, C: Any, S: Any, tmp: Any) -> None:
     """Drop entries of sessions that closed otherwise; keeps the heap near the open count."""
     n = C[S_EVICTION_ENTRIES]
@@ -469,7 +473,7 @@ def _eviction_rebuild(V: Any, C: Any, S: Any, tmp: Any) -> None:
         _eviction_sift_down(V, i, kept, tmp)
 
 
-@_jit
+@_helper
 def _eviction_build(V: Any, C: Any, S: Any, tmp: Any) -> None:
     """Queue every open session (the cap is reached: from now on victims are needed)."""
     kept = 0
@@ -493,7 +497,7 @@ def _eviction_build(V: Any, C: Any, S: Any, tmp: Any) -> None:
 
 
 # -- hash tables --------------------------------------------------------------------------
-@_jit
+@_helper
 def _free_slot(S: Any, B: Any, F: Any, C: Any, slot: int) -> None:
     b = S[slot, R.F_HASH] & (len(B) - 1)
     cursor = B[b]
@@ -510,7 +514,7 @@ def _free_slot(S: Any, B: Any, F: Any, C: Any, slot: int) -> None:
     C[S_USED] -= 1
 
 
-@_jit
+@_helper
 def _endpoint_acquire(E: Any, EB: Any, EF: Any, C: Any, proto: int, hi: int, lo: int,
                       port: int) -> int:
     h = _key_hash(proto, hi, lo, port, 0, 0, 0)
@@ -538,7 +542,7 @@ def _endpoint_acquire(E: Any, EB: Any, EF: Any, C: Any, proto: int, hi: int, lo:
     return e
 
 
-@_jit
+@_helper
 def _endpoint_release(E: Any, EB: Any, EF: Any, C: Any, e: int) -> None:
     E[e, E_COUNT] -= 1
     if E[e, E_COUNT] > 0:
@@ -556,7 +560,16 @@ def _endpoint_release(E: Any, EB: Any, EF: Any, C: Any, e: int) -> None:
     C[S_ENDPOINT_FREE_TOP] += 1
 
 
-@_jit
+@_helper
+def _output(OUT: Any, C: Any, M: Any, s: int) -> None:
+    """The output row of the final session M[s] becomes column C[S_OUT] of OUT."""
+    o = C[S_OUT]
+    C[S_OUT] = o + 1
+    for f in range(R.OUTPUT_FIELD_COUNT):
+        OUT[f, o] = M[s, f]
+
+
+@_helper
 def _close(S: Any, slot: int, closed_at: int, reason: int, emit: int, P: Any, C: Any,
            OUT: Any, D: Any, E: Any, EB: Any, EF: Any, known: Any) -> None:
     """The open session of S[slot] leaves: row to OUT, remembered as the key's last closed one."""
@@ -567,17 +580,14 @@ def _close(S: Any, slot: int, closed_at: int, reason: int, emit: int, P: Any, C:
     peak1 = E[e1, E_PEAK]
     _endpoint_release(E, EB, EF, C, e1)
     _finalize(S, slot, S, slot, closed_at, reason, emit, peak0, peak1, known)
-    o = C[S_OUT]
-    C[S_OUT] = o + 1
-    for f in range(R.FIELD_COUNT):
-        OUT[o, f] = S[slot, f]
+    _output(OUT, C, S, slot)
     _remember(S, slot, S, slot, P)
     S[slot, R.F_STATUS] &= ~R.STATUS_OPEN
     C[S_OPEN] -= 1
     _deadline_push(D, C, S[slot, R.P_EXPIRY], slot * 2 + 1, S[slot, R.F_GEN])
 
 
-@_jit
+@_helper
 def _sweep(S: Any, B: Any, F: Any, P: Any, C: Any, OUT: Any, D: Any, E: Any, EB: Any,
            EF: Any, known: Any, watermark: int, emit: int) -> None:
     while C[S_DEADLINES] > 0 and D[0, 0] < watermark:
@@ -618,6 +628,7 @@ def replay(
 ) -> tuple[int, int]:
     """Replay records start.. of one exporter; -> (status, next record to process)."""
     tmp = np.empty((1, EVICTION_FIELDS), dtype=np.int64)
+    X = np.empty((1, R.FIELD_COUNT), dtype=np.int64)
     n = len(first_seen)
     hard = P[P_HARD]
     for i in range(start, n):
@@ -625,7 +636,7 @@ def replay(
         # sweep that closes every open session
         if C[S_FREE_TOP] < 2:
             return NEED_SLOTS, i
-        if C[S_OUT] + C[S_OPEN] + 4 > len(OUT):
+        if C[S_OUT] + C[S_OPEN] + 4 > OUT.shape[1]:
             return NEED_OUTPUT, i
         if C[S_DEADLINES] + C[S_OPEN] + 8 > len(D):
             return NEED_DEADLINES, i
@@ -687,22 +698,21 @@ def replay(
                 _close(S, slot, deadline, reason, emit, P, C, OUT, D, E, EB, EF, known)
             elif first < S[slot, R.F_OPENED] and (
                     last + idle < S[slot, R.F_OPENED] or first + hard <= S[slot, R.F_MAX_FIRST]):
-                # a stray: a session of its own, built in the output and closed at once
-                o = C[S_OUT]
-                C[S_OUT] = o + 1
-                for f in range(R.F_SERIAL):
-                    OUT[o, f] = S[slot, f]
-                _init_session(OUT, o, C[S_SERIALS], late)
+                # a stray: a session of its own, built in a scratch row and closed at once
+                for f in range(R.KEY_END):
+                    X[0, f] = S[slot, f]
+                _init_session(X, 0, C[S_SERIALS], late)
                 C[S_SERIALS] += 1
-                _new_links(OUT, o, S, slot, first, late, True)
-                _apply(OUT, o, d, first, last, dst_port[i], exporter_domain[i], tcp_flags[i],
+                _new_links(X, 0, S, slot, first, late, True)
+                _apply(X, 0, d, first, last, dst_port[i], exporter_domain[i], tcp_flags[i],
                        packets[i], octets[i], reverse_packets[i], reverse_octets[i],
                        sampling_rate[i], counters_scaled[i], src_declared[i], dst_declared[i])
-                deadline, reason = _deadline(OUT, o, P)
-                _finalize(OUT, o, S, slot, deadline, reason, emit, 0, 0, known)
-                _remember(S, slot, OUT, o, P)
+                deadline, reason = _deadline(X, 0, P)
+                _finalize(X, 0, S, slot, deadline, reason, emit, 0, 0, known)
+                _output(OUT, C, X, 0)
+                _remember(S, slot, X, 0, P)
                 _deadline_push(D, C, S[slot, R.P_EXPIRY], slot * 2 + 1, S[slot, R.F_GEN])
-                serial_out[i] = OUT[o, R.F_SERIAL]
+                serial_out[i] = X[0, R.F_SERIAL]
                 direction_out[i] = d
                 if last > C[S_MAX_LAST] or not C[S_HAS_MAX_LAST]:
                     C[S_MAX_LAST] = last
@@ -795,10 +805,7 @@ def finish(S: Any, B: Any, F: Any, P: Any, C: Any, OUT: Any, D: Any, E: Any, EB:
             e1 = S[slot, R.F_ENDPOINT1]
             _finalize(S, slot, S, slot, 0, R.REASON_OPEN, emit, E[e0, E_PEAK], E[e1, E_PEAK],
                       known)
-            o = C[S_OUT]
-            C[S_OUT] = o + 1
-            for f in range(R.FIELD_COUNT):
-                OUT[o, f] = S[slot, f]
+            _output(OUT, C, S, slot)
 
 
 @_jit
@@ -851,7 +858,7 @@ class KernelReplay:
         self.B = np.full(_buckets_for(capacity), -1, dtype=np.int64)
         self.F = np.arange(capacity - 1, -1, -1, dtype=np.int64)
         self.C[S_FREE_TOP] = capacity
-        self.OUT = R.new_rows(capacity + 8)
+        self.OUT = np.empty((R.OUTPUT_FIELD_COUNT, capacity + 8), dtype=np.int64)
         self.D = np.zeros((2 * capacity + 16, 3), dtype=np.int64)
         self.V = np.zeros((capacity + 16, EVICTION_FIELDS), dtype=np.int64)
         self.E = np.zeros((2 * capacity, ENDPOINT_FIELDS), dtype=np.int64)
@@ -862,6 +869,9 @@ class KernelReplay:
     def process(self, records: Records) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Replay `records` (arrival order); -> (session serial, direction) per record, rows out."""
         n = len(records)
+        # a batch closes at most the sessions open before it and those it opens
+        if self.OUT.shape[1] < int(self.C[S_OPEN]) + n + 8:
+            self._grow_output(int(self.C[S_OPEN]) + n + 8)
         serials = np.zeros(n, dtype=np.int64)
         directions = np.zeros(n, dtype=np.int8)
         start = 0
@@ -882,7 +892,7 @@ class KernelReplay:
 
     def finish(self, emit: int) -> np.ndarray:
         """End of input: the watermark becomes the newest last_seen; the rest stays open."""
-        if len(self.OUT) < int(self.C[S_OUT] + self.C[S_OPEN]) * 2 + 8:
+        if self.OUT.shape[1] < int(self.C[S_OUT] + self.C[S_OPEN]) * 2 + 8:
             self._grow_output(int(self.C[S_OUT] + self.C[S_OPEN]) * 2 + 8)
         finish(self.S, self.B, self.F, self.P, self.C, self.OUT, self.D, self.E, self.EB,
                self.EF, self.known, emit)
@@ -896,18 +906,18 @@ class KernelReplay:
                 "peak_open": int(self.C[S_PEAK_OPEN])}
 
     def _take_rows(self) -> np.ndarray:
-        """The rows output since the last call: a view of OUT, valid until the next
-        process()/finish() (the Sessionizer consumes it at once; copying would cost more than
-        the kernel's whole replay on scan-like inputs, a 648-byte row per record)."""
+        """Output rows since the last call, transposed ([field, session]): a view of OUT,
+        valid until the next process()/finish() (the Sessionizer consumes it at once)."""
         count = int(self.C[S_OUT])
         self.C[S_OUT] = 0
-        return self.OUT[:count]
+        return self.OUT[:, :count]
 
     def _grow_output(self, rows: int) -> None:
-        """OUT with room for `rows`, keeping what it holds (no chunk to concatenate later)."""
+        """OUT with room for `rows` sessions, keeping what it holds."""
         count = int(self.C[S_OUT])
-        grown = np.empty((max(rows, 2 * len(self.OUT)), R.FIELD_COUNT), dtype=np.int64)
-        grown[:count] = self.OUT[:count]
+        grown = np.empty((R.OUTPUT_FIELD_COUNT, max(rows, 2 * self.OUT.shape[1])),
+                         dtype=np.int64)
+        grown[:, :count] = self.OUT[:, :count]
         self.OUT = grown
 
     def _make_room(self, status: int) -> None:
@@ -922,7 +932,7 @@ class KernelReplay:
             self.F = np.concatenate([self.F[:top], np.arange(2 * old - 1, old - 1, -1),
                                      np.zeros(old - top, dtype=np.int64)])
             self.C[S_FREE_TOP] = top + old
-            if len(self.OUT) < 2 * old + 8:
+            if self.OUT.shape[1] < 2 * old + 8:
                 self._grow_output(2 * old + 8)
         elif status == NEED_DEADLINES:
             self.D = np.concatenate([self.D, np.zeros_like(self.D)])

@@ -73,19 +73,6 @@ def _id_hashes(seeds: Any, key: Any, opened: Any, split: Any, late: Any, dup: An
 
 
 @nb.njit(cache=True, nogil=True)
-def _transposed(rows: Any, order: Any) -> Any:
-    """cols[f, i] = rows[order[i], f]: gather and transpose in one pass over the rows."""
-    n = len(order)
-    fields = rows.shape[1]
-    cols = np.empty((fields, n), dtype=np.int64)
-    for i in range(n):
-        r = order[i]
-        for f in range(fields):
-            cols[f, i] = rows[r, f]
-    return cols
-
-
-@nb.njit(cache=True, nogil=True)
 def _taken(cols: Any, order: Any) -> Any:
     """cols[:, order], field by field (numpy's 2-D fancy take is several times slower)."""
     out = np.empty((cols.shape[0], len(order)), dtype=np.int64)
@@ -177,23 +164,24 @@ def _list_of_nothing(n: int) -> pa.Array:
 
 def sessions_table(parts: list[tuple[str, np.ndarray]]
                    ) -> tuple[pa.Table, np.ndarray, np.ndarray, np.ndarray]:
-    """SESSIONS_SCHEMA rows for (exporter, rows) parts, sorted; the order applied; their ids;
-    the sorted rows transposed ([field, row]).
+    """SESSIONS_SCHEMA rows for (exporter, output rows) parts, sorted; the order applied;
+    their ids; the sorted output rows.
 
-    The returned order indexes the concatenation of the parts' rows; the ids (uint64, see
-    id_hash) are the sorted table's `session_id` values. Rows are transposed once up front:
-    reading one field of a million 648-byte rows would touch a million cache lines.
+    Output rows come transposed ([field, session], row.py's first OUTPUT_FIELD_COUNT
+    fields), as the kernel writes them, so that every field is one contiguous vector. The
+    returned order indexes the concatenation of the parts' sessions; the ids (uint64, see
+    id_hash) are the sorted table's `session_id` values.
     """
-    parts = [(exporter, rows) for exporter, rows in parts if len(rows)]
+    parts = [(exporter, cols) for exporter, cols in parts if cols.shape[1]]
     if not parts:
         return (SESSIONS_SCHEMA.empty_table(), np.zeros(0, dtype=np.int64),
-                np.zeros(0, dtype=np.uint64), R.new_rows(0).T)
-    rows = parts[0][1] if len(parts) == 1 else np.concatenate([part for _, part in parts])
-    n = len(rows)
-    cols = _transposed(np.ascontiguousarray(rows), np.arange(n, dtype=np.int64))
+                np.zeros(0, dtype=np.uint64),
+                np.zeros((R.OUTPUT_FIELD_COUNT, 0), dtype=np.int64))
+    cols = parts[0][1] if len(parts) == 1 else np.concatenate([c for _, c in parts], axis=1)
+    n = cols.shape[1]
     names = sorted({exporter for exporter, _ in parts})
     rank_of = {name: rank for rank, name in enumerate(names)}
-    lengths = [len(part) for _, part in parts]
+    lengths = [part.shape[1] for _, part in parts]
     exporter_rank = np.repeat(np.array([rank_of[e] for e, _ in parts], dtype=np.int64), lengths)
     seeds = np.array([exporter_seed(name) for name in names], dtype=np.uint64)[exporter_rank]
 

@@ -356,11 +356,12 @@ class ReferenceReplay:
         self._out.append(s)
 
     def _take_rows(self) -> np.ndarray:
+        """Output rows, transposed ([field, session]) as the kernel hands them out."""
         rows = R.new_rows(len(self._out))
         for n, s in enumerate(self._out):
             _fill_row(rows[n], s)
         self._out = []
-        return rows
+        return np.ascontiguousarray(rows[:, :R.OUTPUT_FIELD_COUNT].T)
 
 
 def _fill_row(out: np.ndarray, s: RefSession) -> None:

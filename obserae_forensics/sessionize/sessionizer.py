@@ -203,12 +203,13 @@ class Sessionizer:
 
     def _emit(self, parts: list[tuple[int, np.ndarray]]) -> SessionBatch:
         """Sessions of `parts` as a table, with their held flow records, both in output order."""
-        parts = [(number, rows) for number, rows in parts if len(rows)]
+        parts = [(number, cols) for number, cols in parts if cols.shape[1]]
         if not parts:
             return empty_session_batch()
         sessions, order, ids, cols = sessions_table(
             [(self._exporters[n], rows) for n, rows in parts])
-        numbers = np.concatenate([np.full(len(r), n, dtype=np.int64) for n, r in parts])[order]
+        numbers = np.concatenate([np.full(c.shape[1], n, dtype=np.int64)
+                                  for n, c in parts])[order]
         owners = (numbers << _SERIAL_BITS) | cols[R.F_SERIAL]
         by_owner = np.argsort(owners)
         sorted_owners = owners[by_owner]
