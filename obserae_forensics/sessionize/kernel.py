@@ -4,10 +4,12 @@ Same rules as reference.py (read its docstring first); this is the fast machiner
 
 * sessions are rows of an int64 matrix (row.py); keys find their row through a chained hash
   table (`buckets` + F_NEXT), free rows sit on a stack;
-* deadlines live in a *lazy* min-heap: a session is queued once under the deadline it had
-  when opened and re-queued only when its deadline moved earlier (TCP finish) or when the
-  queued entry pops early and the real deadline turns out later — so a record that merely
-  extends a session costs no heap operation;
+* deadlines are *lazy*: a session is queued once under the deadline it had when opened and
+  re-queued only when its deadline moved earlier (TCP finish) or when the queued entry
+  comes due early and the real deadline turns out later — so a record that merely extends
+  a session costs no queue operation. The queue is a timer wheel of ~1 s buckets (constant
+  time per entry, whatever the number of open sessions) in front of a small "near" min-heap
+  holding only the entries of buckets the watermark has reached;
 * the cap's victim (oldest last_seen, ties by key) comes from a second lazy heap whose
   entries hold the key, re-queued with the current last_seen when found stale; it exists
   only near the cap: built from every open session when the cap is first reached, then
@@ -66,7 +68,21 @@ S_ENDPOINT_FREE_TOP = 11
 S_OUT = 12
 S_USED = 13
 S_EVICTION_ON = 14  # the eviction heap is kept only while the open count is near the cap
-SCALAR_COUNT = 15
+S_WHEEL_CUR = 15  # timer wheel: every entry of a bucket below this one is in the near heap
+S_TIMERS = 16  # entries on the wheel
+S_TIMER_FREE = 17  # head of the free list of wheel entries
+SCALAR_COUNT = 18
+
+# Timer wheel (deadlines): 2**20 µs (~1 s) buckets, 2048 of them (~36 min, more than the
+# default hard_timeout plus grace; later deadlines wait on the wheel for their round).
+# Rows 0..WHEEL_BUCKETS-1 of Q hold the bucket heads (column Q_NEXT), the rest are entries.
+WHEEL_SHIFT = 20
+WHEEL_BUCKETS = 2048
+WHEEL_MASK = WHEEL_BUCKETS - 1
+Q_TIME = 0
+Q_REF = 1
+Q_TAG = 2
+Q_NEXT = 3
 
 # endpoint table columns
 E_PROTO = 0
@@ -383,6 +399,58 @@ def _deadline_pop(D: Any, C: Any) -> None:
 
 
 @_helper
+def _timer_push(D: Any, Q: Any, C: Any, t: int, ref: int, tag: int) -> None:
+    """Queue (t, ref, tag): on the wheel, or in the near heap when its bucket has passed."""
+    bucket = t >> WHEEL_SHIFT
+    if bucket < C[S_WHEEL_CUR]:
+        _deadline_push(D, C, t, ref, tag)
+        return
+    q = C[S_TIMER_FREE]
+    C[S_TIMER_FREE] = Q[q, Q_NEXT]
+    C[S_TIMERS] += 1
+    Q[q, Q_TIME] = t
+    Q[q, Q_REF] = ref
+    Q[q, Q_TAG] = tag
+    head = bucket & WHEEL_MASK
+    Q[q, Q_NEXT] = Q[head, Q_NEXT]
+    Q[head, Q_NEXT] = q
+
+
+@_helper
+def _wheel_move(D: Any, Q: Any, C: Any, head: int, last_bucket: int) -> None:
+    """Entries of one wheel bucket due by `last_bucket` go to the near heap; later rounds stay."""
+    q = Q[head, Q_NEXT]
+    Q[head, Q_NEXT] = -1
+    while q >= 0:
+        following = Q[q, Q_NEXT]
+        if (Q[q, Q_TIME] >> WHEEL_SHIFT) <= last_bucket:
+            _deadline_push(D, C, Q[q, Q_TIME], Q[q, Q_REF], Q[q, Q_TAG])
+            Q[q, Q_NEXT] = C[S_TIMER_FREE]
+            C[S_TIMER_FREE] = q
+            C[S_TIMERS] -= 1
+        else:
+            Q[q, Q_NEXT] = Q[head, Q_NEXT]
+            Q[head, Q_NEXT] = q
+        q = following
+
+
+@_helper
+def _wheel_advance(D: Any, Q: Any, C: Any, watermark: int) -> None:
+    """Bring every entry that may be due before `watermark` into the near heap."""
+    if (C[S_WHEEL_CUR] << WHEEL_SHIFT) >= watermark:
+        return
+    last_bucket = (watermark - 1) >> WHEEL_SHIFT
+    if C[S_TIMERS] > 0:
+        if last_bucket - C[S_WHEEL_CUR] + 1 > WHEEL_BUCKETS:
+            for head in range(WHEEL_BUCKETS):  # a jump over a whole turn of the wheel
+                _wheel_move(D, Q, C, head, last_bucket)
+        else:
+            for bucket in range(C[S_WHEEL_CUR], last_bucket + 1):
+                _wheel_move(D, Q, C, bucket & WHEEL_MASK, last_bucket)
+    C[S_WHEEL_CUR] = last_bucket + 1
+
+
+@_helper
 def _eviction_less(V: Any, a: int, W: Any, b: int) -> bool:
     for f in range(8):
         if V[a, f] != W[b, f]:
@@ -571,7 +639,7 @@ def _output(OUT: Any, C: Any, M: Any, s: int) -> None:
 
 @_helper
 def _close(S: Any, slot: int, closed_at: int, reason: int, emit: int, P: Any, C: Any,
-           OUT: Any, D: Any, E: Any, EB: Any, EF: Any, known: Any) -> None:
+           OUT: Any, D: Any, Q: Any, E: Any, EB: Any, EF: Any, known: Any) -> None:
     """The open session of S[slot] leaves: row to OUT, remembered as the key's last closed one."""
     e0 = S[slot, R.F_ENDPOINT0]
     e1 = S[slot, R.F_ENDPOINT1]
@@ -584,12 +652,13 @@ def _close(S: Any, slot: int, closed_at: int, reason: int, emit: int, P: Any, C:
     _remember(S, slot, S, slot, P)
     S[slot, R.F_STATUS] &= ~R.STATUS_OPEN
     C[S_OPEN] -= 1
-    _deadline_push(D, C, S[slot, R.P_EXPIRY], slot * 2 + 1, S[slot, R.F_GEN])
+    _timer_push(D, Q, C, S[slot, R.P_EXPIRY], slot * 2 + 1, S[slot, R.F_GEN])
 
 
 @_helper
-def _sweep(S: Any, B: Any, F: Any, P: Any, C: Any, OUT: Any, D: Any, E: Any, EB: Any,
+def _sweep(S: Any, B: Any, F: Any, P: Any, C: Any, OUT: Any, D: Any, Q: Any, E: Any, EB: Any,
            EF: Any, known: Any, watermark: int, emit: int) -> None:
+    _wheel_advance(D, Q, C, watermark)
     while C[S_DEADLINES] > 0 and D[0, 0] < watermark:
         t = D[0, 0]
         ref = D[0, 1]
@@ -603,10 +672,10 @@ def _sweep(S: Any, B: Any, F: Any, P: Any, C: Any, OUT: Any, D: Any, E: Any, EB:
                 continue
             deadline, reason = _deadline(S, slot, P)
             if deadline < watermark:
-                _close(S, slot, deadline, reason, emit, P, C, OUT, D, E, EB, EF, known)
+                _close(S, slot, deadline, reason, emit, P, C, OUT, D, Q, E, EB, EF, known)
             else:
                 S[slot, R.F_QUEUED] = deadline
-                _deadline_push(D, C, deadline, ref, tag)
+                _timer_push(D, Q, C, deadline, ref, tag)
         else:
             if not (status & R.STATUS_PREV) or S[slot, R.F_GEN] != tag or \
                     S[slot, R.P_EXPIRY] != t:
@@ -616,19 +685,21 @@ def _sweep(S: Any, B: Any, F: Any, P: Any, C: Any, OUT: Any, D: Any, E: Any, EB:
                 _free_slot(S, B, F, C, slot)
 
 
-@_jit
+@_helper
 def replay(
     first_seen: Any, last_seen: Any, src_hi: Any, src_lo: Any, dst_hi: Any, dst_lo: Any,
     src_port: Any, dst_port: Any, protocol: Any, tcp_flags: Any, packets: Any, octets: Any,
     reverse_packets: Any, reverse_octets: Any, sampling_rate: Any, counters_scaled: Any,
     exporter_domain: Any, src_declared: Any, dst_declared: Any, index: Any,
     start: int, serial_out: Any, direction_out: Any,
-    S: Any, B: Any, F: Any, P: Any, C: Any, OUT: Any, D: Any, V: Any, E: Any, EB: Any,
-    EF: Any, known: Any,
+    S: Any, B: Any, F: Any, P: Any, C: Any, OUT: Any, D: Any, Q: Any, V: Any, E: Any, EB: Any,
+    EF: Any, known: Any, tmp: Any, X: Any,
 ) -> tuple[int, int]:
-    """Replay records start.. of one exporter; -> (status, next record to process)."""
-    tmp = np.empty((1, EVICTION_FIELDS), dtype=np.int64)
-    X = np.empty((1, R.FIELD_COUNT), dtype=np.int64)
+    """Replay records start.. of one exporter; -> (status, next record to process).
+
+    `tmp` (1 x EVICTION_FIELDS) and `X` (1 x FIELD_COUNT) are scratch rows, passed in so
+    that the replay allocates nothing and runs without reference counting too.
+    """
     n = len(first_seen)
     hard = P[P_HARD]
     for i in range(start, n):
@@ -638,7 +709,7 @@ def replay(
             return NEED_SLOTS, i
         if C[S_OUT] + C[S_OPEN] + 4 > OUT.shape[1]:
             return NEED_OUTPUT, i
-        if C[S_DEADLINES] + C[S_OPEN] + 8 > len(D):
+        if C[S_DEADLINES] + C[S_TIMERS] + C[S_OPEN] + 8 > len(D):
             return NEED_DEADLINES, i
         if C[S_EVICTION_ON]:
             if 2 * C[S_OPEN] < P[P_CAP]:
@@ -695,7 +766,7 @@ def replay(
             idle = _idle(S, slot, P)
             if first > S[slot, R.F_LAST] + idle or first >= S[slot, R.F_OPENED] + hard:
                 deadline, reason = _deadline(S, slot, P)
-                _close(S, slot, deadline, reason, emit, P, C, OUT, D, E, EB, EF, known)
+                _close(S, slot, deadline, reason, emit, P, C, OUT, D, Q, E, EB, EF, known)
             elif first < S[slot, R.F_OPENED] and (
                     last + idle < S[slot, R.F_OPENED] or first + hard <= S[slot, R.F_MAX_FIRST]):
                 # a stray: a session of its own, built in a scratch row and closed at once
@@ -711,13 +782,13 @@ def replay(
                 _finalize(X, 0, S, slot, deadline, reason, emit, 0, 0, known)
                 _output(OUT, C, X, 0)
                 _remember(S, slot, X, 0, P)
-                _deadline_push(D, C, S[slot, R.P_EXPIRY], slot * 2 + 1, S[slot, R.F_GEN])
+                _timer_push(D, Q, C, S[slot, R.P_EXPIRY], slot * 2 + 1, S[slot, R.F_GEN])
                 serial_out[i] = X[0, R.F_SERIAL]
                 direction_out[i] = d
                 if last > C[S_MAX_LAST] or not C[S_HAS_MAX_LAST]:
                     C[S_MAX_LAST] = last
                     C[S_HAS_MAX_LAST] = 1
-                _sweep(S, B, F, P, C, OUT, D, E, EB, EF, known, C[S_MAX_LAST] - P[P_GRACE], emit)
+                _sweep(S, B, F, P, C, OUT, D, Q, E, EB, EF, known, C[S_MAX_LAST] - P[P_GRACE], emit)
                 continue
             else:
                 target = slot
@@ -760,7 +831,7 @@ def replay(
                         _eviction_push(V, C, S, victim, tmp)
                         continue
                     _eviction_pop(V, C, tmp)
-                    _close(S, victim, now, R.REASON_EVICTED, emit, P, C, OUT, D, E, EB, EF,
+                    _close(S, victim, now, R.REASON_EVICTED, emit, P, C, OUT, D, Q, E, EB, EF,
                            known)
                     break
                 C[S_EVICTIONS] += 1
@@ -783,22 +854,23 @@ def replay(
         deadline, reason = _deadline(S, target, P)
         if deadline < S[target, R.F_QUEUED]:
             S[target, R.F_QUEUED] = deadline
-            _deadline_push(D, C, deadline, target * 2, S[target, R.F_SERIAL])
+            _timer_push(D, Q, C, deadline, target * 2, S[target, R.F_SERIAL])
         serial_out[i] = S[target, R.F_SERIAL]
         direction_out[i] = d
         if last > C[S_MAX_LAST] or not C[S_HAS_MAX_LAST]:
             C[S_MAX_LAST] = last
             C[S_HAS_MAX_LAST] = 1
-        _sweep(S, B, F, P, C, OUT, D, E, EB, EF, known, C[S_MAX_LAST] - P[P_GRACE], emit)
+        _sweep(S, B, F, P, C, OUT, D, Q, E, EB, EF, known, C[S_MAX_LAST] - P[P_GRACE], emit)
     return DONE, n
 
 
 @_jit
-def finish(S: Any, B: Any, F: Any, P: Any, C: Any, OUT: Any, D: Any, E: Any, EB: Any, EF: Any,
+def finish(S: Any, B: Any, F: Any, P: Any, C: Any, OUT: Any, D: Any, Q: Any, E: Any, EB: Any,
+           EF: Any,
            known: Any, emit: int) -> None:
     """End of input: sweep at the newest last_seen, then every open session leaves as is."""
     if C[S_HAS_MAX_LAST]:
-        _sweep(S, B, F, P, C, OUT, D, E, EB, EF, known, C[S_MAX_LAST], emit)
+        _sweep(S, B, F, P, C, OUT, D, Q, E, EB, EF, known, C[S_MAX_LAST], emit)
     for slot in range(len(S)):
         if S[slot, R.F_STATUS] & R.STATUS_OPEN:
             e0 = S[slot, R.F_ENDPOINT0]
@@ -860,10 +932,19 @@ class KernelReplay:
         self.C[S_FREE_TOP] = capacity
         self.OUT = np.empty((R.OUTPUT_FIELD_COUNT, capacity + 8), dtype=np.int64)
         self.D = np.zeros((2 * capacity + 16, 3), dtype=np.int64)
+        self.Q = np.zeros((WHEEL_BUCKETS + len(self.D), 4), dtype=np.int64)
+        self.Q[:WHEEL_BUCKETS, Q_NEXT] = -1
+        self.Q[WHEEL_BUCKETS:, Q_NEXT] = np.arange(WHEEL_BUCKETS + 1,
+                                                   WHEEL_BUCKETS + len(self.D) + 1)
+        self.Q[-1, Q_NEXT] = -1
+        self.C[S_TIMER_FREE] = WHEEL_BUCKETS
+        self.C[S_WHEEL_CUR] = R.TIME_MIN >> WHEEL_SHIFT
         self.V = np.zeros((capacity + 16, EVICTION_FIELDS), dtype=np.int64)
         self.E = np.zeros((2 * capacity, ENDPOINT_FIELDS), dtype=np.int64)
         self.EB = np.full(_buckets_for(2 * capacity), -1, dtype=np.int64)
         self.EF = np.arange(2 * capacity - 1, -1, -1, dtype=np.int64)
+        self._scratch_eviction = np.zeros((1, EVICTION_FIELDS), dtype=np.int64)
+        self._scratch_row = R.new_rows(1)
         self.C[S_ENDPOINT_FREE_TOP] = 2 * capacity
 
     def process(self, records: Records) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -883,8 +964,8 @@ class KernelReplay:
                 records.reverse_packets, records.reverse_octets, records.sampling_rate,
                 records.counters_scaled, records.exporter_domain, records.src_declared,
                 records.dst_declared, records.index, start, serials, directions,
-                self.S, self.B, self.F, self.P, self.C, self.OUT, self.D, self.V, self.E,
-                self.EB, self.EF, self.known)
+                self.S, self.B, self.F, self.P, self.C, self.OUT, self.D, self.Q, self.V, self.E,
+                self.EB, self.EF, self.known, self._scratch_eviction, self._scratch_row)
             if status == DONE:
                 break
             self._make_room(status)
@@ -894,7 +975,7 @@ class KernelReplay:
         """End of input: the watermark becomes the newest last_seen; the rest stays open."""
         if self.OUT.shape[1] < int(self.C[S_OUT] + self.C[S_OPEN]) * 2 + 8:
             self._grow_output(int(self.C[S_OUT] + self.C[S_OPEN]) * 2 + 8)
-        finish(self.S, self.B, self.F, self.P, self.C, self.OUT, self.D, self.E, self.EB,
+        finish(self.S, self.B, self.F, self.P, self.C, self.OUT, self.D, self.Q, self.E, self.EB,
                self.EF, self.known, emit)
         return self._take_rows()
 
@@ -935,7 +1016,14 @@ class KernelReplay:
             if self.OUT.shape[1] < 2 * old + 8:
                 self._grow_output(2 * old + 8)
         elif status == NEED_DEADLINES:
+            old = len(self.D)
             self.D = np.concatenate([self.D, np.zeros_like(self.D)])
+            more = np.zeros((old, 4), dtype=np.int64)
+            start = len(self.Q)
+            more[:, Q_NEXT] = np.arange(start + 1, start + old + 1)
+            more[-1, Q_NEXT] = self.C[S_TIMER_FREE]
+            self.Q = np.concatenate([self.Q, more])
+            self.C[S_TIMER_FREE] = start
         elif status == NEED_EVICTIONS:
             self.V = np.concatenate([self.V, np.zeros_like(self.V)])
         elif status == NEED_ENDPOINTS:

@@ -42,10 +42,7 @@ _S31 = np.uint64(31)
 
 _KEY_FIELDS = (R.F_PROTO, R.F_LO_HI, R.F_LO_LO, R.F_LO_PORT, R.F_HI_HI, R.F_HI_LO, R.F_HI_PORT)
 
-_HEX_DIGITS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
-# byte -> its two hex digits
-_HEX_PAIRS = np.stack([_HEX_DIGITS[np.arange(256) >> 4], _HEX_DIGITS[np.arange(256) & 15]],
-                      axis=1)
+_HEX_DIGITS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8).copy()
 
 
 @nb.njit(cache=True, nogil=True)
@@ -97,10 +94,22 @@ def id_hash(seeds: np.ndarray, cols: np.ndarray, opened: np.ndarray, split: np.n
     return _id_hashes(np.ascontiguousarray(seeds, dtype=np.uint64), key, *values)
 
 
+@nb.njit(cache=True, nogil=True)
+def _hex_digits(ids: Any, digits: Any) -> Any:
+    """16 lowercase hex digits per id, most significant first, one flat uint8 buffer."""
+    out = np.empty(16 * len(ids), dtype=np.uint8)
+    for i in range(len(ids)):
+        value = ids[i]
+        for k in range(15, -1, -1):
+            out[16 * i + k] = digits[value & np.uint64(15)]
+            value >>= np.uint64(4)
+    return out
+
+
 def id_texts(ids: np.ndarray, valid: np.ndarray | None = None) -> pa.Array:
     """uint64 ids -> Arrow strings of 16 hex digits (null where `valid` is False)."""
     n = len(ids)
-    data = _HEX_PAIRS[np.ascontiguousarray(ids, dtype=">u8").view(np.uint8)].reshape(-1)
+    data = _hex_digits(np.ascontiguousarray(ids, dtype=np.uint64), _HEX_DIGITS)
     offsets = np.arange(0, 16 * (n + 1), 16, dtype=np.int32)
     validity = None
     null_count = 0
@@ -108,7 +117,7 @@ def id_texts(ids: np.ndarray, valid: np.ndarray | None = None) -> pa.Array:
         null_count = int(n - np.count_nonzero(valid))
         if null_count:
             validity = pa.array(valid, pa.bool_()).buffers()[1]
-    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data.tobytes()),
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data),
                                        validity, null_count)
 
 
@@ -133,9 +142,61 @@ def _pick(choose_hi: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return np.where(choose_hi, hi, lo)
 
 
+def _output_order(emit: np.ndarray, ids: np.ndarray, exporter_rank: np.ndarray,
+                  serial: np.ndarray) -> np.ndarray:
+    """The permutation sorting rows by (emit, session_id, exporter, serial).
+
+    Rows leave the kernel nearly sorted by emit, so a stable sort by emit is cheap; only the
+    runs sharing an emit (several sessions final after one record, or every session still
+    open at the end) need the full key, and they keep their positions.
+    """
+    order = np.argsort(emit, kind="stable")
+    sorted_emit = emit[order]
+    tied = np.zeros(len(order), dtype=bool)
+    same = sorted_emit[1:] == sorted_emit[:-1]
+    tied[1:] |= same
+    tied[:-1] |= same
+    where = np.flatnonzero(tied)
+    if len(where):
+        rows = order[where]
+        within = np.lexsort((serial[rows], exporter_rank[rows], ids[rows], sorted_emit[where]))
+        order[where] = rows[within]
+    return order
+
+
 def _vocabulary(names: tuple[str | None, ...], codes: np.ndarray) -> pa.Array:
     """Strings of a small vocabulary picked by integer codes (no Python object per row)."""
     return pa.array(list(names), pa.string()).take(pa.array(codes.astype(np.int32)))
+
+
+@nb.njit(cache=True, nogil=True)
+def _distinct_addresses(lo_hi: Any, lo_lo: Any, hi_hi: Any, hi_lo: Any) -> Any:
+    """Distinct (high, low) address halves of both endpoints, in order of first use, and
+    index[2, n] of each row's endpoints into them (open-addressing hash table)."""
+    n = len(lo_hi)
+    size = 16
+    while size < 4 * n:
+        size *= 2
+    table = np.full(size, -1, dtype=np.int64)
+    found = np.empty((2 * n, 2), dtype=np.int64)
+    index = np.empty((2, n), dtype=np.int64)
+    count = 0
+    for side in range(2):
+        for i in range(n):
+            high = lo_hi[i] if side == 0 else hi_hi[i]
+            low = lo_lo[i] if side == 0 else hi_lo[i]
+            h = _fold(_fold(np.uint64(0), high), low)
+            b = np.int64(h & np.uint64(size - 1))
+            while table[b] >= 0 and not (found[table[b], 0] == high and
+                                         found[table[b], 1] == low):
+                b = (b + 1) & (size - 1)
+            if table[b] < 0:
+                table[b] = count
+                found[count, 0] = high
+                found[count, 1] = low
+                count += 1
+            index[side, i] = table[b]
+    return found[:count], index
 
 
 def _endpoint_texts(cols: np.ndarray) -> tuple[pa.Array, np.ndarray]:
@@ -143,17 +204,11 @@ def _endpoint_texts(cols: np.ndarray) -> tuple[pa.Array, np.ndarray]:
 
     Each distinct address is formatted once: a scan's million sessions share few hosts.
     """
-    n = cols.shape[1]
-    halves = np.empty((2 * n, 2), dtype=np.int64)
-    halves[:n, 0] = cols[R.F_LO_HI]
-    halves[:n, 1] = cols[R.F_LO_LO]
-    halves[n:, 0] = cols[R.F_HI_HI]
-    halves[n:, 1] = cols[R.F_HI_LO]
-    unique, inverse = np.unique(halves.view("V16").ravel(), return_inverse=True)
-    pairs = unique.view(np.int64).reshape(-1, 2)
+    pairs, index = _distinct_addresses(*(np.ascontiguousarray(cols[f]) for f in (
+        R.F_LO_HI, R.F_LO_LO, R.F_HI_HI, R.F_HI_LO)))
     matrix = address_bytes(pairs[:, 0], pairs[:, 1])
     texts = pa.array([address_text(bytes(address)) for address in matrix], pa.string())
-    return texts, inverse.reshape(2, n).astype(np.int64)
+    return texts, index
 
 
 def _list_of_nothing(n: int) -> pa.Array:
@@ -191,8 +246,9 @@ def sessions_table(parts: list[tuple[str, np.ndarray]]
     follows = _follow_ids(seeds, cols)
 
     # the order first, so that every column is built once, already sorted
-    order = np.lexsort((cols[R.F_SERIAL], exporter_rank, ids, cols[R.F_EMIT]))
-    cols = _taken(cols, order)
+    order = _output_order(cols[R.F_EMIT], ids, exporter_rank, cols[R.F_SERIAL])
+    if np.any(order[1:] < order[:-1]):
+        cols = _taken(cols, order)
     ids = ids[order]
     conversations = conversations[order]
     has_follow = has_follow[order]

@@ -199,3 +199,26 @@ def test_hash_seed_changes_nothing(tmp_path: Path) -> None:
         digests.add(done.stdout.strip())
     assert len(digests) == 1
     assert hashlib.sha256(b"").hexdigest() not in digests.pop()
+
+
+@st.composite
+def stretched_records(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """records() with time stretched up to 3600-fold: gaps of hours and deadlines more than
+    one turn of the kernel's timer wheel (~36 min) ahead, next to sub-second ones."""
+    factor = draw(st.sampled_from((1, 40, 3600)))
+    out = draw(records())
+    return [{**r, "first_seen": r["first_seen"] * factor, "last_seen": r["last_seen"] * factor}
+            for r in out]
+
+
+@SETTINGS
+@given(stretched_records(), policies,
+       st.sampled_from((20, 900, 3 * 3600, 30 * 3600)).map(lambda s: s * SECOND))
+def test_kernel_equals_reference_across_long_gaps(flows: list, policy: SessionPolicy,
+                                                  hard_timeout_us: int) -> None:
+    policy = SessionPolicy(**{**policy.__dict__, "hard_timeout_us": hard_timeout_us})
+    kernel_sessions, kernel_flows, kernel = run(flows, policy, engine="numba")
+    reference_sessions, reference_flows, reference = run(flows, policy, engine="reference")
+    assert kernel_sessions.equals(reference_sessions)
+    assert kernel_flows.equals(reference_flows)
+    assert kernel.pressure() == reference.pressure()
