@@ -71,7 +71,12 @@ S_EVICTION_ON = 14  # the eviction heap is kept only while the open count is nea
 S_WHEEL_CUR = 15  # timer wheel: every entry of a bucket below this one is in the near heap
 S_TIMERS = 16  # entries on the wheel
 S_TIMER_FREE = 17  # head of the free list of wheel entries
-SCALAR_COUNT = 18
+S_SLOTS = 18  # slots in use or on the free stack; rows of S beyond are untouched zeros
+SCALAR_COUNT = 19
+
+# Rows of S (and endpoint rows, twice as many) reserved up front as untouched zero pages:
+# growing within the reserve copies nothing, and pages are only paid for once used.
+SLOT_RESERVE = 1 << 19
 
 # Timer wheel (deadlines): 2**20 µs (~1 s) buckets, 2048 of them (~36 min, more than the
 # default hard_timeout plus grace; later deadlines wait on the wheel for their round).
@@ -545,7 +550,7 @@ def _eviction_rebuild(V: Any, C: Any, S: Any, tmp: Any) -> None:
 def _eviction_build(V: Any, C: Any, S: Any, tmp: Any) -> None:
     """Queue every open session (the cap is reached: from now on victims are needed)."""
     kept = 0
-    for slot in range(len(S)):
+    for slot in range(C[S_SLOTS]):
         if S[slot, R.F_STATUS] & R.STATUS_OPEN:
             V[kept, 0] = S[slot, R.F_LAST]
             V[kept, 1] = S[slot, R.F_PROTO]
@@ -871,7 +876,7 @@ def finish(S: Any, B: Any, F: Any, P: Any, C: Any, OUT: Any, D: Any, Q: Any, E: 
     """End of input: sweep at the newest last_seen, then every open session leaves as is."""
     if C[S_HAS_MAX_LAST]:
         _sweep(S, B, F, P, C, OUT, D, Q, E, EB, EF, known, C[S_MAX_LAST], emit)
-    for slot in range(len(S)):
+    for slot in range(C[S_SLOTS]):
         if S[slot, R.F_STATUS] & R.STATUS_OPEN:
             e0 = S[slot, R.F_ENDPOINT0]
             e1 = S[slot, R.F_ENDPOINT1]
@@ -881,9 +886,9 @@ def finish(S: Any, B: Any, F: Any, P: Any, C: Any, OUT: Any, D: Any, Q: Any, E: 
 
 
 @_jit
-def _rehash(S: Any, B: Any) -> None:
+def _rehash(S: Any, B: Any, slots: int) -> None:
     B[:] = -1
-    for slot in range(len(S)):
+    for slot in range(slots):
         if S[slot, R.F_STATUS] != 0:
             b = S[slot, R.F_HASH] & (len(B) - 1)
             S[slot, R.F_NEXT] = B[b]
@@ -891,12 +896,13 @@ def _rehash(S: Any, B: Any) -> None:
 
 
 @_jit
-def _endpoint_rehash(E: Any, EB: Any, EF: Any, top: int) -> None:
+def _endpoint_rehash(E: Any, EB: Any, EF: Any, top: int, used: int) -> None:
+    """Rebuild the endpoint buckets; only entries below `used` can be in use."""
     EB[:] = -1
-    free = np.zeros(len(E), dtype=np.bool_)
+    free = np.zeros(len(EF), dtype=np.bool_)
     for k in range(top):
         free[EF[k]] = True
-    for e in range(len(E)):
+    for e in range(used):
         if not free[e]:
             h = _key_hash(E[e, E_PROTO], E[e, E_HI], E[e, E_LO], E[e, E_PORT], 0, 0, 0)
             b = h & (len(EB) - 1)
@@ -926,10 +932,11 @@ class KernelReplay:
         self.known = np.ascontiguousarray(known_ports, dtype=np.bool_)
         self.P = _policy_vector(policy)
         self.C = np.zeros(SCALAR_COUNT, dtype=np.int64)
-        self.S = R.new_rows(capacity)
+        self.S = R.new_rows(max(capacity, SLOT_RESERVE))
         self.B = np.full(_buckets_for(capacity), -1, dtype=np.int64)
         self.F = np.arange(capacity - 1, -1, -1, dtype=np.int64)
         self.C[S_FREE_TOP] = capacity
+        self.C[S_SLOTS] = capacity
         self.OUT = np.empty((R.OUTPUT_FIELD_COUNT, capacity + 8), dtype=np.int64)
         self.D = np.zeros((2 * capacity + 16, 3), dtype=np.int64)
         self.Q = np.zeros((WHEEL_BUCKETS + len(self.D), 4), dtype=np.int64)
@@ -940,7 +947,7 @@ class KernelReplay:
         self.C[S_TIMER_FREE] = WHEEL_BUCKETS
         self.C[S_WHEEL_CUR] = R.TIME_MIN >> WHEEL_SHIFT
         self.V = np.zeros((capacity + 16, EVICTION_FIELDS), dtype=np.int64)
-        self.E = np.zeros((2 * capacity, ENDPOINT_FIELDS), dtype=np.int64)
+        self.E = np.zeros((2 * max(capacity, SLOT_RESERVE), ENDPOINT_FIELDS), dtype=np.int64)
         self.EB = np.full(_buckets_for(2 * capacity), -1, dtype=np.int64)
         self.EF = np.arange(2 * capacity - 1, -1, -1, dtype=np.int64)
         self._scratch_eviction = np.zeros((1, EVICTION_FIELDS), dtype=np.int64)
@@ -1005,10 +1012,11 @@ class KernelReplay:
         if status == NEED_OUTPUT:
             self._grow_output(int(self.C[S_OUT] + self.C[S_OPEN]) + 8)
         elif status == NEED_SLOTS:
-            old = len(self.S)
-            self.S = np.concatenate([self.S, R.new_rows(old)])
+            old = len(self.F)
+            self.S = _grown(self.S, 2 * old)
             self.B = np.full(_buckets_for(2 * old), -1, dtype=np.int64)
-            _rehash(self.S, self.B)
+            _rehash(self.S, self.B, old)
+            self.C[S_SLOTS] = 2 * old
             top = int(self.C[S_FREE_TOP])
             self.F = np.concatenate([self.F[:top], np.arange(2 * old - 1, old - 1, -1),
                                      np.zeros(old - top, dtype=np.int64)])
@@ -1017,7 +1025,7 @@ class KernelReplay:
                 self._grow_output(2 * old + 8)
         elif status == NEED_DEADLINES:
             old = len(self.D)
-            self.D = np.concatenate([self.D, np.zeros_like(self.D)])
+            self.D = _grown(self.D, 2 * old)
             more = np.zeros((old, 4), dtype=np.int64)
             start = len(self.Q)
             more[:, Q_NEXT] = np.arange(start + 1, start + old + 1)
@@ -1025,18 +1033,28 @@ class KernelReplay:
             self.Q = np.concatenate([self.Q, more])
             self.C[S_TIMER_FREE] = start
         elif status == NEED_EVICTIONS:
-            self.V = np.concatenate([self.V, np.zeros_like(self.V)])
+            self.V = _grown(self.V, 2 * len(self.V))
         elif status == NEED_ENDPOINTS:
-            old = len(self.E)
+            old = len(self.EF)
             top = int(self.C[S_ENDPOINT_FREE_TOP])
-            self.E = np.concatenate([self.E, np.zeros_like(self.E)])
+            self.E = _grown(self.E, 2 * old)
             self.EF = np.concatenate([self.EF[:top], np.arange(2 * old - 1, old - 1, -1),
                                       np.zeros(old - top, dtype=np.int64)])
             self.C[S_ENDPOINT_FREE_TOP] = top + old
             self.EB = np.full(_buckets_for(2 * old), -1, dtype=np.int64)
-            _endpoint_rehash(self.E, self.EB, self.EF, top + old)
+            _endpoint_rehash(self.E, self.EB, self.EF, top + old, old)
         else:
             raise AssertionError(f"unknown kernel status {status}")
+
+
+def _grown(array: np.ndarray, rows: int) -> np.ndarray:
+    """`array` with at least `rows` rows, the new ones zero pages that are not touched yet
+    (np.concatenate would write them: first touches of memory are what growth costs)."""
+    if len(array) >= rows:
+        return array
+    grown = np.zeros((max(rows, 2 * len(array)), *array.shape[1:]), dtype=array.dtype)
+    grown[:len(array)] = array
+    return grown
 
 
 def _buckets_for(capacity: int) -> int:
