@@ -278,10 +278,12 @@ def sessionize_inputs(config: SessionizeConfig, report: RunReport) -> Sessionize
             if sessions.num_rows:
                 sessions_writer.write(sessions)
                 totals.add_sessions(sessions)
-                result.states.update(sessions.column("state").to_pylist())
-                result.close_reasons.update(
-                    r for r in sessions.column("close_reason").to_pylist() if r is not None)
-                per_exporter.update(sessions.column("exporter").to_pylist())
+                for counter, name in ((result.states, "state"),
+                                      (result.close_reasons, "close_reason"),
+                                      (per_exporter, "exporter")):
+                    for entry in pc.value_counts(sessions.column(name)).to_pylist():
+                        if entry["values"] is not None:
+                            counter[entry["values"]] += entry["counts"]
             if output.flows.num_rows:
                 flows = with_text_addresses(output.flows, FLOW_ADDRESS_COLUMNS)
                 if flows_writer is None:
@@ -331,13 +333,21 @@ def _empty_flows_schema() -> pa.Schema:
         pa.field("direction", pa.string()))
 
 
+# what consolidation reads back: everything but the columns it never looks at
+CONSOLIDATION_COLUMNS = [
+    f.name for f in SESSIONS_SCHEMA if f.name not in (
+        "conversation_id", "split", "exporter_domain", "ab_flags", "ba_flags", "icmp_type",
+        "icmp_code", "closed_at", "state", "close_reason", "flow_count", "late_records",
+        "late", "follows_session_id", "matched_rules")]
+
+
 def _write_consolidated(staging: Path, config: SessionizeConfig) -> None:
     """sessions_consolidated needs every session at once: read them back from the table."""
     try:
         from .matching import consolidate_sessions
     except ImportError:
         return
-    sessions = pq.read_table(staging / "sessions.parquet")
+    sessions = pq.read_table(staging / "sessions.parquet", columns=CONSOLIDATION_COLUMNS)
     consolidated = consolidate_sessions(sessions, config.policy.grace_us)
     write_table(staging / "sessions_consolidated.parquet", consolidated)
 
