@@ -81,10 +81,7 @@ class Sessionizer:
         self._exporters: list[str] = []
         self._replays: list[Replay] = []
         self._count = 0
-        self._held: pa.Table = FLOW_SCHEMA.empty_table()
-        self._held_owner = np.zeros(0, dtype=np.int64)
-        self._held_direction = np.zeros(0, dtype=np.int8)
-        self._held_index = np.zeros(0, dtype=np.int64)
+        self._held: list[_Held] = []
         self._waiting: list[tuple[pa.Table, Records, np.ndarray]] = []  # event replay
         self._finished = False
 
@@ -119,8 +116,9 @@ class Sessionizer:
         parts = [(number, replay.finish(self._count))
                  for number, replay in enumerate(self._replays)]
         last = self._emit(parts)
-        if self._held.num_rows:
-            raise AssertionError(f"{self._held.num_rows} flow records left without a session")
+        left = sum(held.alive_count for held in self._held)
+        if left:
+            raise AssertionError(f"{left} flow records left without a session")
         if not early.sessions.num_rows and not early.flows.num_rows:
             return last
         return SessionBatch(pa.concat_tables([early.sessions, last.sessions]),
@@ -183,10 +181,7 @@ class Sessionizer:
             owner[rows] = (number << _SERIAL_BITS) | serials
             direction[rows] = directions
             parts.append((number, closed))
-        self._held = pa.concat_tables([self._held, table])
-        self._held_owner = np.concatenate([self._held_owner, owner])
-        self._held_direction = np.concatenate([self._held_direction, direction])
-        self._held_index = np.concatenate([self._held_index, records.index])
+        self._held.append(_Held(table, owner, direction, records.index))
         return self._emit(parts)
 
     def _replay_waiting(self) -> SessionBatch:
@@ -213,24 +208,67 @@ class Sessionizer:
         owners = (numbers << _SERIAL_BITS) | cols[R.F_SERIAL]
         by_owner = np.argsort(owners)
         sorted_owners = owners[by_owner]
-        position = np.searchsorted(sorted_owners, self._held_owner)
-        position = np.minimum(position, len(sorted_owners) - 1)
-        final = sorted_owners[position] == self._held_owner
-        picked = np.flatnonzero(final)
-        rank = by_owner[position[picked]]  # the session's row in `sessions`
-        flow_order = np.lexsort((self._held_index[picked], rank))
-        picked = picked[flow_order]
+        pieces: list[pa.Table] = []
+        ranks: list[np.ndarray] = []
+        indices: list[np.ndarray] = []
+        same: list[np.ndarray] = []
+        for held in self._held:
+            picked, rank = held.pick(sorted_owners, by_owner)
+            if len(picked):
+                pieces.append(held.table.take(pa.array(picked)))
+                ranks.append(rank)
+                indices.append(held.index[picked])
+                same.append(held.direction[picked] == cols[R.F_ORIENT][rank])
+                held.release(picked)
+        self._held = [held for held in self._held if held.alive_count]
+        if not pieces:
+            return SessionBatch(sessions, FLOWS_SCHEMA.empty_table())
+        rank = np.concatenate(ranks)
+        flow_order = np.lexsort((np.concatenate(indices), rank))  # by session, then arrival
         rank = rank[flow_order]
-        same = self._held_direction[picked] == cols[R.F_ORIENT][rank]
-        flows = self._held.take(pa.array(picked))
+        flows = pa.concat_tables(pieces).take(pa.array(flow_order))
         flows = flows.append_column(FLOWS_SCHEMA.field("session_id"), id_texts(ids[rank]))
-        flows = flows.append_column(FLOWS_SCHEMA.field("direction"), _direction_texts(same))
-        keep = np.flatnonzero(~final)
-        self._held = self._held.take(pa.array(keep))
-        self._held_owner = self._held_owner[keep]
-        self._held_direction = self._held_direction[keep]
-        self._held_index = self._held_index[keep]
+        flows = flows.append_column(FLOWS_SCHEMA.field("direction"),
+                                    _direction_texts(np.concatenate(same)[flow_order]))
         return SessionBatch(sessions, _canonical_dictionaries(flows).cast(FLOWS_SCHEMA))
+
+
+class _Held:
+    """Flow records of one fed batch whose sessions may still be open.
+
+    Records leave as their sessions become final; the batch's table is only rewritten when
+    fewer than half of its rows are still held, so each emit costs the records it emits
+    (plus an occasional compaction), not every record still held.
+    """
+
+    def __init__(self, table: pa.Table, owner: np.ndarray, direction: np.ndarray,
+                 index: np.ndarray) -> None:
+        self.table = table
+        self.owner = owner
+        self.direction = direction
+        self.index = index
+        self.alive = np.ones(len(owner), dtype=bool)
+        self.alive_count = len(owner)
+
+    def pick(self, sorted_owners: np.ndarray, by_owner: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray]:
+        """(rows held here whose session is among `sorted_owners`, that session's rank)."""
+        position = np.searchsorted(sorted_owners, self.owner)
+        position = np.minimum(position, len(sorted_owners) - 1)
+        final = (sorted_owners[position] == self.owner) & self.alive
+        picked = np.flatnonzero(final)
+        return picked, by_owner[position[picked]]
+
+    def release(self, picked: np.ndarray) -> None:
+        self.alive[picked] = False
+        self.alive_count -= len(picked)
+        if self.alive_count and self.alive_count * 2 < len(self.alive) and len(self.alive) > 1024:
+            keep = np.flatnonzero(self.alive)
+            self.table = self.table.take(pa.array(keep))
+            self.owner = self.owner[keep]
+            self.direction = self.direction[keep]
+            self.index = self.index[keep]
+            self.alive = np.ones(len(keep), dtype=bool)
 
 
 def _direction_texts(same: np.ndarray) -> pa.Array:
