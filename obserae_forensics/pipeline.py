@@ -8,6 +8,7 @@ a RunReport, and return what the CLI prints.
 from __future__ import annotations
 
 import hashlib
+import shutil
 import sys
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -19,7 +20,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from . import __version__
 from .addresses import with_text_addresses
@@ -27,6 +27,7 @@ from .readers import InputFile, discover_inputs, read_flows
 from .report import RunReport
 from .schema import FLOW_ADDRESS_COLUMNS, FLOW_SCHEMA, SESSIONS_SCHEMA
 from .tables.parquet import TableWriter, staged_directory, write_json, write_table
+from .tables.partitioned import BucketedWriter, merge_sorted, transform_buckets
 
 EXPORTER_COLUMNS: list[tuple[str, pa.DataType]] = [
     ("exporter", pa.string()),
@@ -258,6 +259,10 @@ def sessionize_inputs(config: SessionizeConfig, report: RunReport) -> Sessionize
     per_exporter: Counter[str] = Counter()
     with staged_directory(config.out, force=config.force) as staging:
         sessions_writer = TableWriter(staging / "sessions.parquet", SESSIONS_SCHEMA)
+        consolidation = BucketedWriter(staging / ".consolidation",
+                                       pa.schema([SESSIONS_SCHEMA.field(name)
+                                                  for name in CONSOLIDATION_COLUMNS]),
+                                       CONSOLIDATION_BUCKETS)
         flows_writer: TableWriter | None = None
         matches_writer: TableWriter | None = None
 
@@ -277,6 +282,7 @@ def sessionize_inputs(config: SessionizeConfig, report: RunReport) -> Sessionize
                 matches_writer.write(matches)
             if sessions.num_rows:
                 sessions_writer.write(sessions)
+                consolidation.write(sessions.select(CONSOLIDATION_COLUMNS))
                 totals.add_sessions(sessions)
                 for counter, name in ((result.states, "state"),
                                       (result.close_reasons, "close_reason"),
@@ -309,7 +315,7 @@ def sessionize_inputs(config: SessionizeConfig, report: RunReport) -> Sessionize
                 empty = match_sessions(SESSIONS_SCHEMA.empty_table(), config.flow_matrix)
                 matches_writer = TableWriter(staging / "session_matches.parquet", empty.schema)
             matches_writer.close()
-        _write_consolidated(staging, config)
+        _write_consolidated(staging, consolidation.close(), config)
         write_table(staging / "exporters.parquet",
                     exporters_table(report, sessionizer.pressure(), per_exporter))
         totals_ok = (totals.records_in == totals.records_out == result.flows
@@ -333,7 +339,10 @@ def _empty_flows_schema() -> pa.Schema:
         pa.field("direction", pa.string()))
 
 
-# what consolidation reads back: everything but the columns it never looks at
+# sessions_consolidated: conversations hashed into this many buckets, each consolidated alone
+CONSOLIDATION_BUCKETS = 32
+CONSOLIDATED_ORDER = ("first_seen", "consolidated_id")
+# what consolidation needs of each session: everything but the columns it never looks at
 CONSOLIDATION_COLUMNS = [
     f.name for f in SESSIONS_SCHEMA if f.name not in (
         "conversation_id", "split", "exporter_domain", "ab_flags", "ba_flags", "icmp_type",
@@ -341,15 +350,20 @@ CONSOLIDATION_COLUMNS = [
         "late", "follows_session_id", "matched_rules")]
 
 
-def _write_consolidated(staging: Path, config: SessionizeConfig) -> None:
-    """sessions_consolidated needs every session at once: read them back from the table."""
-    try:
-        from .matching import consolidate_sessions
-    except ImportError:
-        return
-    sessions = pq.read_table(staging / "sessions.parquet", columns=CONSOLIDATION_COLUMNS)
-    consolidated = consolidate_sessions(sessions, config.policy.grace_us)
-    write_table(staging / "sessions_consolidated.parquet", consolidated)
+def _write_consolidated(staging: Path, buckets: list[Path], config: SessionizeConfig) -> None:
+    """sessions_consolidated, a bucket of conversations at a time, merged by first_seen."""
+    from .matching import SESSIONS_CONSOLIDATED_SCHEMA, consolidate_sessions
+
+    def consolidate(sessions: pa.Table) -> pa.Table:
+        return consolidate_sessions(sessions, config.policy.grace_us)
+
+    sorted_buckets = transform_buckets(buckets, consolidate, CONSOLIDATED_ORDER,
+                                       staging / ".consolidation")
+    writer = TableWriter(staging / "sessions_consolidated.parquet",
+                         SESSIONS_CONSOLIDATED_SCHEMA)
+    merge_sorted(sorted_buckets, writer, CONSOLIDATED_ORDER)
+    writer.close()
+    shutil.rmtree(staging / ".consolidation", ignore_errors=True)
 
 
 def _rules_file(loaded: Any) -> dict[str, str] | None:
