@@ -199,6 +199,54 @@ def _distinct_addresses(lo_hi: Any, lo_lo: Any, hi_hi: Any, hi_lo: Any) -> Any:
     return found[:count], index
 
 
+@nb.njit(cache=True, nogil=True)
+def _dotted_quads(values: Any, offsets: Any) -> Any:
+    """IPv4 addresses (uint32 values) as dotted quads into one buffer at `offsets`."""
+    out = np.empty(offsets[-1], dtype=np.uint8)
+    for i in range(len(values)):
+        at = offsets[i]
+        for k in range(3, -1, -1):
+            octet = (values[i] >> np.uint32(8 * k)) & np.uint32(255)
+            if octet >= 100:
+                out[at] = 48 + octet // 100
+                at += 1
+            if octet >= 10:
+                out[at] = 48 + (octet // 10) % 10
+                at += 1
+            out[at] = 48 + octet % 10
+            at += 1
+            if k:
+                out[at] = 46  # "."
+                at += 1
+    return out
+
+
+def _address_text_array(high: np.ndarray, low: np.ndarray) -> pa.Array:
+    """Text of addresses given as row.py halves: IPv4-mapped ones formatted in numba (scans
+    meet millions of distinct hosts), the others one by one with addresses.address_text."""
+    mapped_high = np.int64(0) ^ R.SIGN_BIT  # bytes 0..7 all zero
+    low_word = (low ^ R.SIGN_BIT).view(np.uint64)
+    v4 = (high == mapped_high) & ((low_word >> np.uint64(32)) == np.uint64(0xFFFF))
+    if not v4.all():
+        mapped = np.flatnonzero(v4)
+        other = np.flatnonzero(~v4)
+        matrix = address_bytes(high[other], low[other])
+        texts = pa.concat_arrays([
+            _address_text_array(high[mapped], low[mapped]),
+            pa.array([address_text(bytes(address)) for address in matrix], pa.string())])
+        position = np.empty(len(high), dtype=np.int64)
+        position[mapped] = np.arange(len(mapped))
+        position[other] = len(mapped) + np.arange(len(other))
+        return texts.take(pa.array(position))
+    values = (low_word & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+    octets = [(values >> np.uint32(8 * k)) & np.uint32(255) for k in range(4)]
+    lengths = 3 + sum(1 + (octet >= 10) + (octet >= 100) for octet in octets)
+    offsets = np.zeros(len(values) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    data = _dotted_quads(values, offsets)
+    return pa.StringArray.from_buffers(len(values), pa.py_buffer(offsets), pa.py_buffer(data))
+
+
 def _endpoint_texts(cols: np.ndarray) -> tuple[pa.Array, np.ndarray]:
     """(text of each distinct address, index [2, n] of endpoint lo/hi of each row into it).
 
@@ -206,9 +254,7 @@ def _endpoint_texts(cols: np.ndarray) -> tuple[pa.Array, np.ndarray]:
     """
     pairs, index = _distinct_addresses(*(np.ascontiguousarray(cols[f]) for f in (
         R.F_LO_HI, R.F_LO_LO, R.F_HI_HI, R.F_HI_LO)))
-    matrix = address_bytes(pairs[:, 0], pairs[:, 1])
-    texts = pa.array([address_text(bytes(address)) for address in matrix], pa.string())
-    return texts, index
+    return _address_text_array(pairs[:, 0], pairs[:, 1]), index
 
 
 def _list_of_nothing(n: int) -> pa.Array:

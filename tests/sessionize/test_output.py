@@ -1,0 +1,40 @@
+"""output.py's vectorized pieces against their plain definitions."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from obserae_forensics.addresses import address_text
+from obserae_forensics.sessionize.keys import address_halves
+from obserae_forensics.sessionize.output import _address_text_array, exporter_seed, id_texts
+
+V4_MAPPED = bytes(10) + b"\xff\xff"
+
+addresses = st.one_of(st.binary(min_size=4, max_size=4).map(lambda b: V4_MAPPED + b),
+                      st.binary(min_size=16, max_size=16))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(addresses, max_size=40))
+def test_address_texts_equal_address_text(values: list[bytes]) -> None:
+    matrix = np.frombuffer(b"".join(values), dtype=np.uint8).reshape(len(values), 16)
+    high, low = address_halves(matrix)
+    assert _address_text_array(high, low).to_pylist() == [address_text(v) for v in values]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 2**64 - 1), max_size=20), st.data())
+def test_id_texts_are_16_hex_digits_of_the_value(ids: list[int], data: st.DataObject) -> None:
+    valid = np.array(data.draw(st.lists(st.booleans(), min_size=len(ids), max_size=len(ids))),
+                     dtype=bool)
+    texts = id_texts(np.array(ids, dtype=np.uint64), valid).to_pylist()
+    assert texts == [f"{i:016x}" if ok else None for i, ok in zip(ids, valid, strict=True)]
+
+
+def test_exporter_seed_is_blake2b_64_little_endian() -> None:
+    digest = hashlib.blake2b(b"192.0.2.1", digest_size=8).digest()
+    assert exporter_seed("192.0.2.1") == int.from_bytes(digest, "little")
