@@ -43,6 +43,7 @@ FLOWS_SCHEMA = FLOW_SCHEMA.append(pa.field("session_id", pa.string(), nullable=F
     pa.field("direction", pa.string(), nullable=False))
 
 _SERIAL_BITS = 40  # owner = exporter number << 40 | per-exporter session serial
+_HELD_BATCHES = 16  # held batches beyond which the older ones are merged
 
 
 class Replay(Protocol):
@@ -221,6 +222,10 @@ class Sessionizer:
                 same.append(held.direction[picked] == cols[R.F_ORIENT][rank])
                 held.release(picked)
         self._held = [held for held in self._held if held.alive_count]
+        if len(self._held) > _HELD_BATCHES:
+            # long sessions keep old batches alive: fold them into one so that an emit
+            # looks at a bounded number of tables (amortized: once per _HELD_BATCHES feeds)
+            self._held = [_Held.merged(self._held[:-1]), self._held[-1]]
         if not pieces:
             return SessionBatch(sessions, FLOWS_SCHEMA.empty_table())
         rank = np.concatenate(ranks)
@@ -249,6 +254,17 @@ class _Held:
         self.index = index
         self.alive = np.ones(len(owner), dtype=bool)
         self.alive_count = len(owner)
+
+    @staticmethod
+    def merged(batches: list[_Held]) -> _Held:
+        """The records still held in `batches`, as one."""
+        keeps = [np.flatnonzero(held.alive) for held in batches]
+        table = pa.concat_tables([held.table.take(pa.array(keep))
+                                  for held, keep in zip(batches, keeps, strict=True)])
+        return _Held(table,
+                     np.concatenate([h.owner[k] for h, k in zip(batches, keeps, strict=True)]),
+                     np.concatenate([h.direction[k] for h, k in zip(batches, keeps, strict=True)]),
+                     np.concatenate([h.index[k] for h, k in zip(batches, keeps, strict=True)]))
 
     def pick(self, sorted_owners: np.ndarray, by_owner: np.ndarray
              ) -> tuple[np.ndarray, np.ndarray]:
