@@ -12,6 +12,7 @@ import shutil
 import sys
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -258,73 +259,78 @@ def sessionize_inputs(config: SessionizeConfig, report: RunReport) -> Sessionize
     totals = _Totals()
     per_exporter: Counter[str] = Counter()
     with staged_directory(config.out, force=config.force) as staging:
-        sessions_writer = TableWriter(staging / "sessions.parquet", SESSIONS_SCHEMA)
-        consolidation = BucketedWriter(staging / ".consolidation",
-                                       pa.schema([SESSIONS_SCHEMA.field(name)
-                                                  for name in CONSOLIDATION_COLUMNS]),
-                                       CONSOLIDATION_BUCKETS)
-        flows_writer: TableWriter | None = None
-        matches_writer: TableWriter | None = None
+        # Parquet encoding runs on a second thread; leaving this block waits for it, so
+        # nothing writes into the staging directory once it is kept or removed
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet") as io:
+            sessions_writer = TableWriter(staging / "sessions.parquet", SESSIONS_SCHEMA,
+                                          executor=io)
+            consolidation = BucketedWriter(staging / ".consolidation",
+                                           pa.schema([SESSIONS_SCHEMA.field(name)
+                                                      for name in CONSOLIDATION_COLUMNS]),
+                                           CONSOLIDATION_BUCKETS, executor=io)
+            flows_writer: TableWriter | None = None
+            matches_writer: TableWriter | None = None
 
-        def emit(output: Any) -> None:
-            nonlocal flows_writer, matches_writer
-            sessions = output.sessions
-            if sessions.num_rows and config.flow_matrix is not None:
-                from .matching import match_sessions, matched_rules_column
+            def emit(output: Any) -> None:
+                nonlocal flows_writer, matches_writer
+                sessions = output.sessions
+                if sessions.num_rows and config.flow_matrix is not None:
+                    from .matching import match_sessions, matched_rules_column
 
-                matches = match_sessions(sessions, config.flow_matrix)
-                sessions = sessions.set_column(
-                    sessions.schema.get_field_index("matched_rules"), "matched_rules",
-                    matched_rules_column(sessions, matches))
+                    matches = match_sessions(sessions, config.flow_matrix)
+                    sessions = sessions.set_column(
+                        sessions.schema.get_field_index("matched_rules"), "matched_rules",
+                        matched_rules_column(sessions, matches))
+                    if matches_writer is None:
+                        matches_writer = TableWriter(staging / "session_matches.parquet",
+                                                     matches.schema, executor=io)
+                    matches_writer.write(matches)
+                if sessions.num_rows:
+                    sessions_writer.write(sessions)
+                    consolidation.write(sessions.select(CONSOLIDATION_COLUMNS))
+                    totals.add_sessions(sessions)
+                    for counter, name in ((result.states, "state"),
+                                          (result.close_reasons, "close_reason"),
+                                          (per_exporter, "exporter")):
+                        for entry in pc.value_counts(sessions.column(name)).to_pylist():
+                            if entry["values"] is not None:
+                                counter[entry["values"]] += entry["counts"]
+                if output.flows.num_rows:
+                    flows = with_text_addresses(output.flows, FLOW_ADDRESS_COLUMNS)
+                    if flows_writer is None:
+                        flows_writer = TableWriter(staging / "flows.parquet", flows.schema,
+                                                    executor=io)
+                    flows_writer.write(flows)
+
+            batches = read_flows(inputs, report, batch_size=config.read.batch_size,
+                                 window=config.read.window)
+            for batch in _with_progress(batches, inputs, config.progress):
+                totals.add_input(batch)
+                emit(sessionizer.feed(batch))
+            emit(sessionizer.finish())
+            sessions_writer.close()
+            if flows_writer is None:
+                flows_writer = TableWriter(staging / "flows.parquet", _empty_flows_schema())
+            flows_writer.close()
+            result.flows = flows_writer.rows
+            result.sessions = sessions_writer.rows
+            if config.flow_matrix is not None:
                 if matches_writer is None:
-                    matches_writer = TableWriter(staging / "session_matches.parquet",
-                                                 matches.schema)
-                matches_writer.write(matches)
-            if sessions.num_rows:
-                sessions_writer.write(sessions)
-                consolidation.write(sessions.select(CONSOLIDATION_COLUMNS))
-                totals.add_sessions(sessions)
-                for counter, name in ((result.states, "state"),
-                                      (result.close_reasons, "close_reason"),
-                                      (per_exporter, "exporter")):
-                    for entry in pc.value_counts(sessions.column(name)).to_pylist():
-                        if entry["values"] is not None:
-                            counter[entry["values"]] += entry["counts"]
-            if output.flows.num_rows:
-                flows = with_text_addresses(output.flows, FLOW_ADDRESS_COLUMNS)
-                if flows_writer is None:
-                    flows_writer = TableWriter(staging / "flows.parquet", flows.schema)
-                flows_writer.write(flows)
+                    from .matching import match_sessions
 
-        batches = read_flows(inputs, report, batch_size=config.read.batch_size,
-                             window=config.read.window)
-        for batch in _with_progress(batches, inputs, config.progress):
-            totals.add_input(batch)
-            emit(sessionizer.feed(batch))
-        emit(sessionizer.finish())
-        sessions_writer.close()
-        if flows_writer is None:
-            flows_writer = TableWriter(staging / "flows.parquet", _empty_flows_schema())
-        flows_writer.close()
-        result.flows = flows_writer.rows
-        result.sessions = sessions_writer.rows
-        if config.flow_matrix is not None:
-            if matches_writer is None:
-                from .matching import match_sessions
-
-                empty = match_sessions(SESSIONS_SCHEMA.empty_table(), config.flow_matrix)
-                matches_writer = TableWriter(staging / "session_matches.parquet", empty.schema)
-            matches_writer.close()
-        _write_consolidated(staging, consolidation.close(), config)
-        write_table(staging / "exporters.parquet",
-                    exporters_table(report, sessionizer.pressure(), per_exporter))
-        totals_ok = (totals.records_in == totals.records_out == result.flows
-                     and totals.packets_in == totals.packets_out
-                     and totals.octets_in == totals.octets_out)
-        result.conservation_ok = totals_ok
-        result.manifest = _manifest(config, inputs, report, result, totals,
-                                    policy_settings(config.policy), sessionizer.pressure())
-        write_json(staging / "manifest.json", result.manifest)
+                    empty = match_sessions(SESSIONS_SCHEMA.empty_table(), config.flow_matrix)
+                    matches_writer = TableWriter(staging / "session_matches.parquet", empty.schema)
+                matches_writer.close()
+            _write_consolidated(staging, consolidation.close(), config)
+            write_table(staging / "exporters.parquet",
+                        exporters_table(report, sessionizer.pressure(), per_exporter))
+            totals_ok = (totals.records_in == totals.records_out == result.flows
+                         and totals.packets_in == totals.packets_out
+                         and totals.octets_in == totals.octets_out)
+            result.conservation_ok = totals_ok
+            result.manifest = _manifest(config, inputs, report, result, totals,
+                                        policy_settings(config.policy), sessionizer.pressure())
+            write_json(staging / "manifest.json", result.manifest)
     return result
 
 

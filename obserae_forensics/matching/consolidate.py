@@ -26,7 +26,6 @@ member's, which is the point: it is what all the exporters saw together.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import numpy as np
@@ -34,6 +33,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..ids import hash_words, hex_ids
 from ..schema import TIMESTAMP
 from .address_sets import unique_address_values
 from .columns import column_values
@@ -181,7 +181,7 @@ def consolidate_sessions(sessions: pa.Table, grace_us: int) -> pa.Table:
     take = pa.array(chosen)
     table = pa.Table.from_arrays(
         [
-            pa.array(ids, pa.string()),
+            ids,
             sessions.column("client_ip").take(take),
             sessions.column("client_port").take(take),
             sessions.column("server_ip").take(take),
@@ -211,7 +211,7 @@ def _consolidated_ids(
     high: np.ndarray,
     has_ports: np.ndarray,
     first_seen: np.ndarray,
-) -> list[str]:
+) -> pa.StringArray:
     """Deterministic id per conversation: hash of protocol, the endpoint pair, first_seen.
 
     Built from the 16-byte addresses, not their text, so `2001:db8::1` and
@@ -227,6 +227,7 @@ def _consolidated_ids(
             ("high_address", "V16"),
             ("high_port", ">u2"),
             ("first_seen", ">i8"),
+            ("pad", "V2"),  # to whole 8-byte words for the hash
         ]
     )
     records = np.zeros(len(protocol), dtype=record)
@@ -237,12 +238,8 @@ def _consolidated_ids(
     records["high_address"] = by_rank[high >> 16]
     records["high_port"] = high & 0xFFFF
     records["first_seen"] = first_seen
-    raw = memoryview(records.tobytes())
-    size = record.itemsize
-    return [
-        hashlib.blake2b(raw[i : i + size], digest_size=8).hexdigest()
-        for i in range(0, len(raw), size)
-    ]
+    words = np.frombuffer(records.tobytes(), dtype=">u8").reshape(len(records), -1)
+    return hex_ids(hash_words(words))
 
 
 def _sorted_codes(values: pa.ChunkedArray) -> tuple[list[str], np.ndarray]:

@@ -14,6 +14,7 @@ output, never depend on anything but the input.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from pathlib import Path
 
 import numba
@@ -24,6 +25,7 @@ import pyarrow.parquet as pq
 
 from .parquet import TableWriter
 
+SCRATCH_COMPRESSION = "lz4"  # files read back once by this run: speed over size
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
 
@@ -84,8 +86,10 @@ def endpoint_buckets(sessions: pa.Table, buckets: int) -> np.ndarray:
 class BucketedWriter:
     """Routes rows to `buckets` Parquet files under `directory` by `endpoint_buckets`."""
 
-    def __init__(self, directory: Path, schema: pa.Schema, buckets: int) -> None:
+    def __init__(self, directory: Path, schema: pa.Schema, buckets: int,
+                 *, executor: Executor | None = None) -> None:
         self.directory = directory
+        self.executor = executor
         self.schema = schema
         self.buckets = buckets
         self._writers: dict[int, TableWriter] = {}
@@ -104,7 +108,8 @@ class BucketedWriter:
             if writer is None:
                 self.directory.mkdir(parents=True, exist_ok=True)
                 writer = self._writers[number] = TableWriter(
-                    self.directory / f"bucket-{number:04d}.parquet", self.schema)
+                    self.directory / f"bucket-{number:04d}.parquet", self.schema,
+                    compression=SCRATCH_COMPRESSION, executor=self.executor)
             writer.write(taken.slice(int(start), int(end - start)))
 
     def close(self) -> list[Path]:
@@ -123,7 +128,7 @@ def transform_buckets(paths: Sequence[Path], transform: Callable[[pa.Table], pa.
         table = transform(pq.read_table(path))
         order = pc.sort_indices(table, sort_keys=[(k, "ascending") for k in sort_keys])
         out = directory / f"sorted-{index:04d}.parquet"
-        writer = TableWriter(out, table.schema)
+        writer = TableWriter(out, table.schema, compression=SCRATCH_COMPRESSION)
         writer.write(table.take(order))
         writer.close()
         results.append(out)
