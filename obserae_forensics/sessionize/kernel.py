@@ -638,8 +638,8 @@ def _output(OUT: Any, C: Any, M: Any, s: int) -> None:
     """The output row of the final session M[s] becomes column C[S_OUT] of OUT."""
     o = C[S_OUT]
     C[S_OUT] = o + 1
-    for f in range(R.OUTPUT_FIELD_COUNT):
-        OUT[f, o] = M[s, f]
+    for k in range(R.OUTPUT_FIELD_COUNT):
+        OUT[k, o] = M[s, R.OUTPUT_FIELD_INDEX[k]]
 
 
 @_helper
@@ -702,7 +702,7 @@ def replay(
 ) -> tuple[int, int]:
     """Replay records start.. of one exporter; -> (status, next record to process).
 
-    `tmp` (1 x EVICTION_FIELDS) and `X` (1 x FIELD_COUNT) are scratch rows, passed in so
+    `tmp` (1 x EVICTION_FIELDS) and `X` (1 x ROW_WIDTH) are scratch rows, passed in so
     that the replay allocates nothing and runs without reference counting too.
     """
     n = len(first_seen)
@@ -1013,7 +1013,10 @@ class KernelReplay:
             self._grow_output(int(self.C[S_OUT] + self.C[S_OPEN]) + 8)
         elif status == NEED_SLOTS:
             old = len(self.F)
-            self.S = _grown(self.S, 2 * old)
+            if len(self.S) < 2 * old:
+                grown = R.new_rows(2 * len(self.S))
+                grown[:len(self.S)] = self.S
+                self.S = grown
             self.B = np.full(_buckets_for(2 * old), -1, dtype=np.int64)
             _rehash(self.S, self.B, old)
             self.C[S_SLOTS] = 2 * old

@@ -40,7 +40,7 @@ _S30 = np.uint64(30)
 _S27 = np.uint64(27)
 _S31 = np.uint64(31)
 
-_KEY_FIELDS = (R.F_PROTO, R.F_LO_HI, R.F_LO_LO, R.F_LO_PORT, R.F_HI_HI, R.F_HI_LO, R.F_HI_PORT)
+_KEY_FIELDS = (R.O_PROTO, R.O_LO_HI, R.O_LO_LO, R.O_LO_PORT, R.O_HI_HI, R.O_HI_LO, R.O_HI_PORT)
 
 _HEX_DIGITS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8).copy()
 
@@ -123,19 +123,19 @@ def id_texts(ids: np.ndarray, valid: np.ndarray | None = None) -> pa.Array:
 
 def session_ids(seeds: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """uint64 session ids of final rows (transposed: [field, row])."""
-    return id_hash(seeds, cols, cols[R.F_OPENED], cols[R.F_SPLIT], cols[R.F_LATE],
-                   cols[R.F_DUP])
+    return id_hash(seeds, cols, cols[R.O_OPENED], cols[R.O_SPLIT], cols[R.O_LATE],
+                   cols[R.O_DUP])
 
 
 def _conversation_ids(seeds: np.ndarray, cols: np.ndarray, own: np.ndarray) -> np.ndarray:
-    roots = id_hash(seeds, cols, cols[R.F_ROOT_OPENED], np.zeros(cols.shape[1], np.int64),
-                    cols[R.F_ROOT_LATE], cols[R.F_ROOT_DUP])
-    return np.where(cols[R.F_SPLIT] > 0, roots, own)
+    roots = id_hash(seeds, cols, cols[R.O_ROOT_OPENED], np.zeros(cols.shape[1], np.int64),
+                    cols[R.O_ROOT_LATE], cols[R.O_ROOT_DUP])
+    return np.where(cols[R.O_SPLIT] > 0, roots, own)
 
 
 def _follow_ids(seeds: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    return id_hash(seeds, cols, cols[R.F_FOLLOW_OPENED], cols[R.F_FOLLOW_SPLIT],
-                   cols[R.F_FOLLOW_LATE], cols[R.F_FOLLOW_DUP])
+    return id_hash(seeds, cols, cols[R.O_FOLLOW_OPENED], cols[R.O_FOLLOW_SPLIT],
+                   cols[R.O_FOLLOW_LATE], cols[R.O_FOLLOW_DUP])
 
 
 def _pick(choose_hi: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -253,7 +253,7 @@ def _endpoint_texts(cols: np.ndarray) -> tuple[pa.Array, np.ndarray]:
     Each distinct address is formatted once: a scan's million sessions share few hosts.
     """
     pairs, index = _distinct_addresses(*(np.ascontiguousarray(cols[f]) for f in (
-        R.F_LO_HI, R.F_LO_LO, R.F_HI_HI, R.F_HI_LO)))
+        R.O_LO_HI, R.O_LO_LO, R.O_HI_HI, R.O_HI_LO)))
     return _address_text_array(pairs[:, 0], pairs[:, 1]), index
 
 
@@ -268,10 +268,10 @@ def sessions_table(parts: list[tuple[str, np.ndarray]]
     """SESSIONS_SCHEMA rows for (exporter, output rows) parts, sorted; the order applied;
     their ids; the sorted output rows.
 
-    Output rows come transposed ([field, session], row.py's first OUTPUT_FIELD_COUNT
-    fields), as the kernel writes them, so that every field is one contiguous vector. The
-    returned order indexes the concatenation of the parts' sessions; the ids (uint64, see
-    id_hash) are the sorted table's `session_id` values.
+    Output rows come transposed ([field, session]: row.py's OUTPUT_FIELDS, indexed by the
+    O_* constants), as the kernel writes them, so that every field is one contiguous
+    vector. The returned order indexes the concatenation of the parts' sessions; the ids
+    (uint64, see id_hash) are the sorted table's `session_id` values.
     """
     parts = [(exporter, cols) for exporter, cols in parts if cols.shape[1]]
     if not parts:
@@ -288,11 +288,11 @@ def sessions_table(parts: list[tuple[str, np.ndarray]]
 
     ids = session_ids(seeds, cols)
     conversations = _conversation_ids(seeds, cols, ids)
-    has_follow = cols[R.F_HAS_FOLLOW] != 0
+    has_follow = cols[R.O_HAS_FOLLOW] != 0
     follows = _follow_ids(seeds, cols)
 
     # the order first, so that every column is built once, already sorted
-    order = _output_order(cols[R.F_EMIT], ids, exporter_rank, cols[R.F_SERIAL])
+    order = _output_order(cols[R.O_EMIT], ids, exporter_rank, cols[R.O_SERIAL])
     if np.any(order[1:] < order[:-1]):
         cols = _taken(cols, order)
     ids = ids[order]
@@ -302,18 +302,18 @@ def sessions_table(parts: list[tuple[str, np.ndarray]]
     exporter_rank = exporter_rank[order]
 
     texts, endpoint = _endpoint_texts(cols)  # endpoint[d, i]: address of endpoint d of row i
-    ports = np.stack([cols[R.F_LO_PORT], cols[R.F_HI_PORT]])
+    ports = np.stack([cols[R.O_LO_PORT], cols[R.O_HI_PORT]])
     everyone = np.arange(n)
-    a = cols[R.F_ORIENT]
-    server = cols[R.F_SERVER]
+    a = cols[R.O_ORIENT]
+    server = cols[R.O_SERVER]
     a_is_hi = a == 1
-    protocol = cols[R.F_PROTO]
+    protocol = cols[R.O_PROTO]
     icmp = (protocol == 1) | (protocol == 58)
-    first_dst_port = cols[R.F_FIRST_DST_PORT]
-    is_open = cols[R.F_REASON] == R.REASON_OPEN
+    first_dst_port = cols[R.O_FIRST_DST_PORT]
+    is_open = cols[R.O_REASON] == R.REASON_OPEN
     protocols, protocol_code = np.unique(protocol, return_inverse=True)
     keywords = tuple(protocol_keyword(int(p)) for p in protocols)
-    reason_code = np.where(is_open, len(R.REASON_NAMES), cols[R.F_REASON])
+    reason_code = np.where(is_open, len(R.REASON_NAMES), cols[R.O_REASON])
 
     def times(values: np.ndarray, mask: np.ndarray | None = None) -> pa.Array:
         return pa.array(values.astype(np.int64), type=pa.int64(), mask=mask).cast(TIMESTAMP)
@@ -324,9 +324,9 @@ def sessions_table(parts: list[tuple[str, np.ndarray]]
     columns = {
         "session_id": id_texts(ids),
         "conversation_id": id_texts(conversations),
-        "split": pa.array(cols[R.F_SPLIT].astype(np.uint32)),
+        "split": pa.array(cols[R.O_SPLIT].astype(np.uint32)),
         "exporter": _vocabulary(tuple(names), exporter_rank),
-        "exporter_domain": pa.array(cols[R.F_DOMAIN].astype(np.uint32)),
+        "exporter_domain": pa.array(cols[R.O_DOMAIN].astype(np.uint32)),
         "protocol": _vocabulary(keywords, protocol_code.ravel()),
         "protocol_number": pa.array(protocol.astype(np.uint8)),
         "ip_a": address(a),
@@ -337,33 +337,33 @@ def sessions_table(parts: list[tuple[str, np.ndarray]]
         "client_port": pa.array(ports[1 - server, everyone].astype(np.uint16)),
         "server_ip": address(server),
         "server_port": pa.array(ports[server, everyone].astype(np.uint16)),
-        "role_method": _vocabulary(R.METHOD_NAMES, cols[R.F_METHOD]),
-        "role_confidence": pa.array(cols[R.F_CONFIDENCE] / 1000.0),
-        "ab_bytes": pa.array(_pick(a_is_hi, cols[R.F_BYTES0], cols[R.F_BYTES1])
+        "role_method": _vocabulary(R.METHOD_NAMES, cols[R.O_METHOD]),
+        "role_confidence": pa.array(cols[R.O_CONFIDENCE] / 1000.0),
+        "ab_bytes": pa.array(_pick(a_is_hi, cols[R.O_BYTES0], cols[R.O_BYTES1])
                              .astype(np.uint64)),
-        "ba_bytes": pa.array(_pick(a_is_hi, cols[R.F_BYTES1], cols[R.F_BYTES0])
+        "ba_bytes": pa.array(_pick(a_is_hi, cols[R.O_BYTES1], cols[R.O_BYTES0])
                              .astype(np.uint64)),
-        "ab_packets": pa.array(_pick(a_is_hi, cols[R.F_PACKETS0], cols[R.F_PACKETS1])
+        "ab_packets": pa.array(_pick(a_is_hi, cols[R.O_PACKETS0], cols[R.O_PACKETS1])
                                .astype(np.uint64)),
-        "ba_packets": pa.array(_pick(a_is_hi, cols[R.F_PACKETS1], cols[R.F_PACKETS0])
+        "ba_packets": pa.array(_pick(a_is_hi, cols[R.O_PACKETS1], cols[R.O_PACKETS0])
                                .astype(np.uint64)),
-        "ab_flags": pa.array(_pick(a_is_hi, cols[R.F_FLAGS0], cols[R.F_FLAGS1])
+        "ab_flags": pa.array(_pick(a_is_hi, cols[R.O_FLAGS0], cols[R.O_FLAGS1])
                              .astype(np.uint16)),
-        "ba_flags": pa.array(_pick(a_is_hi, cols[R.F_FLAGS1], cols[R.F_FLAGS0])
+        "ba_flags": pa.array(_pick(a_is_hi, cols[R.O_FLAGS1], cols[R.O_FLAGS0])
                              .astype(np.uint16)),
         "icmp_type": pa.array((first_dst_port >> 8).astype(np.uint8), mask=~icmp),
         "icmp_code": pa.array((first_dst_port & 0xFF).astype(np.uint8), mask=~icmp),
-        "opened_at": times(cols[R.F_OPENED]),
-        "last_seen_at": times(cols[R.F_LAST]),
-        "closed_at": times(cols[R.F_CLOSED_AT], mask=is_open),
-        "state": _vocabulary(R.STATE_NAMES, cols[R.F_STATE]),
+        "opened_at": times(cols[R.O_OPENED]),
+        "last_seen_at": times(cols[R.O_LAST]),
+        "closed_at": times(cols[R.O_CLOSED_AT], mask=is_open),
+        "state": _vocabulary(R.STATE_NAMES, cols[R.O_STATE]),
         "close_reason": _vocabulary((*R.REASON_NAMES, None), reason_code),
-        "flow_count": pa.array(cols[R.F_FLOWS].astype(np.uint64)),
-        "late_records": pa.array(cols[R.F_LATE_RECORDS].astype(np.uint64)),
-        "late": pa.array(cols[R.F_LATE] != 0),
+        "flow_count": pa.array(cols[R.O_FLOWS].astype(np.uint64)),
+        "late_records": pa.array(cols[R.O_LATE_RECORDS].astype(np.uint64)),
+        "late": pa.array(cols[R.O_LATE] != 0),
         "follows_session_id": id_texts(follows, has_follow),
-        "sampling_rate": pa.array(np.maximum(cols[R.F_SAMPLING], 1).astype(np.uint32)),
-        "counters_scaled": pa.array(cols[R.F_SCALED] != 0),
+        "sampling_rate": pa.array(np.maximum(cols[R.O_SAMPLING], 1).astype(np.uint32)),
+        "counters_scaled": pa.array(cols[R.O_SCALED] != 0),
         "matched_rules": _list_of_nothing(n),
     }
     table = pa.Table.from_arrays([columns[f.name] for f in SESSIONS_SCHEMA],

@@ -361,7 +361,7 @@ class ReferenceReplay:
         for n, s in enumerate(self._out):
             _fill_row(rows[n], s)
         self._out = []
-        return np.ascontiguousarray(rows[:, :R.OUTPUT_FIELD_COUNT].T)
+        return np.ascontiguousarray(rows[:, R.OUTPUT_FIELD_INDEX].T)
 
 
 def _fill_row(out: np.ndarray, s: RefSession) -> None:

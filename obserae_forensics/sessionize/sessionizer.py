@@ -208,7 +208,7 @@ class Sessionizer:
             [(self._exporters[n], rows) for n, rows in parts])
         numbers = np.concatenate([np.full(c.shape[1], n, dtype=np.int64)
                                   for n, c in parts])[order]
-        owners = (numbers << _SERIAL_BITS) | cols[R.F_SERIAL]
+        owners = (numbers << _SERIAL_BITS) | cols[R.O_SERIAL]
         finder = _OwnerFinder(owners)
         pieces: list[pa.Table] = []
         ranks: list[np.ndarray] = []
@@ -220,7 +220,7 @@ class Sessionizer:
                 pieces.append(held.table.take(pa.array(picked)))
                 ranks.append(rank)
                 indices.append(held.index[picked])
-                same.append(held.direction[picked] == cols[R.F_ORIENT][rank])
+                same.append(held.direction[picked] == cols[R.O_ORIENT][rank])
                 held.release(picked)
         self._held = [held for held in self._held if held.alive_count]
         if len(self._held) > _HELD_BATCHES:
