@@ -142,25 +142,43 @@ def _pick(choose_hi: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return np.where(choose_hi, hi, lo)
 
 
+@nb.njit(cache=True, nogil=True)
+def _sort_tied_runs(order: Any, emit: Any, ids: Any, rank: Any, serial: Any) -> None:
+    """Within each run of equal emit in `order`, sort by (id, exporter rank, serial)."""
+    n = len(order)
+    i = 0
+    while i < n:
+        j = i + 1
+        while j < n and emit[order[j]] == emit[order[i]]:
+            j += 1
+        if j - i > 1:
+            rows = order[i:j].copy()
+            rows = rows[np.argsort(ids[rows], kind="mergesort")]
+            # equal ids (rare): insertion sort on the full key only moves among those
+            for a in range(1, len(rows)):
+                row = rows[a]
+                b = a - 1
+                while b >= 0 and ids[rows[b]] == ids[row] and (
+                        rank[rows[b]] > rank[row] or
+                        (rank[rows[b]] == rank[row] and serial[rows[b]] > serial[row])):
+                    rows[b + 1] = rows[b]
+                    b -= 1
+                rows[b + 1] = row
+            order[i:j] = rows
+        i = j
+
+
 def _output_order(emit: np.ndarray, ids: np.ndarray, exporter_rank: np.ndarray,
                   serial: np.ndarray) -> np.ndarray:
     """The permutation sorting rows by (emit, session_id, exporter, serial).
 
     Rows leave the kernel nearly sorted by emit, so a stable sort by emit is cheap; only the
     runs sharing an emit (several sessions final after one record, or every session still
-    open at the end) need the full key, and they keep their positions.
+    open at the end) need the rest of the key, each sorted on its own.
     """
     order = np.argsort(emit, kind="stable")
-    sorted_emit = emit[order]
-    tied = np.zeros(len(order), dtype=bool)
-    same = sorted_emit[1:] == sorted_emit[:-1]
-    tied[1:] |= same
-    tied[:-1] |= same
-    where = np.flatnonzero(tied)
-    if len(where):
-        rows = order[where]
-        within = np.lexsort((serial[rows], exporter_rank[rows], ids[rows], sorted_emit[where]))
-        order[where] = rows[within]
+    _sort_tied_runs(order, np.ascontiguousarray(emit), ids,
+                    np.ascontiguousarray(exporter_rank), np.ascontiguousarray(serial))
     return order
 
 

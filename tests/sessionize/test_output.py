@@ -10,7 +10,12 @@ from hypothesis import strategies as st
 
 from obserae_forensics.addresses import address_text
 from obserae_forensics.sessionize.keys import address_halves
-from obserae_forensics.sessionize.output import _address_text_array, exporter_seed, id_texts
+from obserae_forensics.sessionize.output import (
+    _address_text_array,
+    _output_order,
+    exporter_seed,
+    id_texts,
+)
 
 V4_MAPPED = bytes(10) + b"\xff\xff"
 
@@ -38,3 +43,14 @@ def test_id_texts_are_16_hex_digits_of_the_value(ids: list[int], data: st.DataOb
 def test_exporter_seed_is_blake2b_64_little_endian() -> None:
     digest = hashlib.blake2b(b"192.0.2.1", digest_size=8).digest()
     assert exporter_seed("192.0.2.1") == int.from_bytes(digest, "little")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 6), st.integers(0, 4), st.integers(0, 2)), max_size=80))
+def test_output_order_is_the_lexicographic_order(keys: list[tuple[int, int, int]]) -> None:
+    emit = np.array([k[0] for k in keys], dtype=np.int64)
+    ids = np.array([k[1] for k in keys], dtype=np.uint64)
+    rank = np.array([k[2] for k in keys], dtype=np.int64)
+    serial = np.arange(len(keys), dtype=np.int64)[::-1].copy()
+    expected = np.lexsort((serial, rank, ids, emit))
+    assert _output_order(emit, ids, rank, serial).tolist() == expected.tolist()
