@@ -8,6 +8,9 @@ numpy's uint64 arithmetic wraps exactly as the algorithm needs.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+import numba
 import numpy as np
 import pyarrow as pa
 
@@ -44,3 +47,67 @@ def hex_ids(values: np.ndarray) -> pa.StringArray:
     offsets = np.arange(0, 16 * (n + 1), 16, dtype=np.int32)
     return pa.StringArray.from_buffers(n, pa.py_buffer(offsets.tobytes()),
                                        pa.py_buffer(nibbles.tobytes()))
+
+
+_FNV_OFFSET = np.uint64(0xCBF29CE484222325)
+_FNV_PRIME = np.uint64(0x100000001B3)
+
+
+@numba.njit(cache=True)
+def _mix(h: np.uint64) -> np.uint64:
+    z = h + _K1
+    z = (z ^ (z >> np.uint64(30))) * _K2
+    z = (z ^ (z >> np.uint64(27))) * _K3
+    return z ^ (z >> np.uint64(31))
+
+
+@numba.njit(cache=True)
+def _text_hashes(offsets: np.ndarray, data: np.ndarray, start: int, n: int) -> np.ndarray:
+    out = np.empty(n, dtype=np.uint64)
+    for i in range(n):
+        h = _FNV_OFFSET
+        for k in range(offsets[start + i], offsets[start + i + 1]):
+            h = (h ^ np.uint64(data[k])) * _FNV_PRIME
+        out[i] = h
+    return out
+
+
+@numba.njit(cache=True)
+def _pair_hashes(protocol: np.ndarray, a: np.ndarray, port_a: np.ndarray, b: np.ndarray,
+                 port_b: np.ndarray) -> np.ndarray:
+    out = np.empty(len(a), dtype=np.uint64)
+    for i in range(len(a)):
+        end_a = _mix(a[i] ^ np.uint64(port_a[i]))
+        end_b = _mix(b[i] ^ np.uint64(port_b[i]))
+        low, high = (end_a, end_b) if end_a <= end_b else (end_b, end_a)
+        out[i] = _mix(_mix(_mix(np.uint64(protocol[i])) ^ low) ^ high)
+    return out
+
+
+def text_hashes(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """FNV-1a of each string's UTF-8 bytes: the same on every machine and hash seed."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    array = array.cast(pa.large_string())
+    if len(array) == 0:
+        return np.zeros(0, dtype=np.uint64)
+    _validity, offsets_buffer, data_buffer = array.buffers()
+    offsets = np.frombuffer(offsets_buffer, dtype=np.int64)
+    data = (np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None
+            else np.zeros(0, dtype=np.uint8))
+    return _text_hashes(offsets, data, array.offset, len(array))
+
+
+def endpoint_pair_hashes(table: pa.Table, *, port_protocols: Iterable[int] | None = None
+                         ) -> np.ndarray:
+    """uint64 per row of (protocol_number, ip_a, port_a, ip_b, port_b): one value for a
+    protocol and unordered endpoint pair, whichever side is a. Addresses must be the
+    canonical texts the sessionizer writes. With `port_protocols`, ports of other
+    protocols are ignored (ICMP sessions are keyed by addresses alone)."""
+    protocol = table.column("protocol_number").to_numpy().astype(np.int64)
+    port_a = table.column("port_a").to_numpy().astype(np.int64)
+    port_b = table.column("port_b").to_numpy().astype(np.int64)
+    if port_protocols is not None:
+        keep = np.isin(protocol, list(port_protocols))
+        port_a, port_b = np.where(keep, port_a, 0), np.where(keep, port_b, 0)
+    return _pair_hashes(protocol, text_hashes(table.column("ip_a")), port_a,
+                        text_hashes(table.column("ip_b")), port_b)

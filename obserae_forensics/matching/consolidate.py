@@ -33,7 +33,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..ids import hash_words, hex_ids
+from ..ids import endpoint_pair_hashes, hash_words, hex_ids
 from ..schema import TIMESTAMP
 from .address_sets import unique_address_values
 from .columns import column_values
@@ -65,10 +65,85 @@ SESSIONS_CONSOLIDATED_SCHEMA = pa.schema(_consolidated_fields)
 
 
 def consolidate_sessions(sessions: pa.Table, grace_us: int) -> pa.Table:
-    """sessions_consolidated: one row per conversation across exporters, by first_seen."""
-    n = sessions.num_rows
-    if n == 0:
+    """sessions_consolidated: one row per conversation, by first_seen then consolidated_id.
+
+    Most sessions are the only one of their protocol and endpoint pair in the table (a scan
+    is nothing else): their rows are built straight from the session, and only pairs with
+    several sessions go through the grouping.
+    """
+    if sessions.num_rows == 0:
         return SESSIONS_CONSOLIDATED_SCHEMA.empty_table()
+    pair = endpoint_pair_hashes(sessions, port_protocols=PORT_PROTOCOLS)
+    _, inverse, counts = np.unique(pair, return_inverse=True, return_counts=True)
+    alone = counts[inverse.ravel()] == 1
+    parts = []
+    if alone.any():
+        mask = pa.array(alone)
+        parts.append(_single_sessions(sessions.filter(mask), pair[alone]))
+    if not alone.all():
+        mask = pa.array(~alone)
+        parts.append(_grouped_sessions(sessions.filter(mask), pair[~alone], grace_us))
+    table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+    order = pc.sort_indices(table, sort_keys=[("first_seen", "ascending"),
+                                              ("consolidated_id", "ascending")])
+    return table.take(order)
+
+
+def _consolidated_ids(protocol: np.ndarray, pair: np.ndarray, first_seen: np.ndarray
+                      ) -> pa.StringArray:
+    """Deterministic id per conversation: hash of protocol, endpoint pair and first_seen;
+    two conversations of one pair never share a first_seen, since they would overlap."""
+    words = np.stack([protocol.astype(np.uint64), pair.astype(np.uint64),
+                      first_seen.astype(np.int64).view(np.uint64)], axis=1)
+    return hex_ids(hash_words(words))
+
+
+def _single_sessions(sessions: pa.Table, pair: np.ndarray) -> pa.Table:
+    """Rows of conversations made of one session: the session itself, scaled and oriented."""
+    n = sessions.num_rows
+
+    def column(name: str) -> np.ndarray:
+        return column_values(sessions.column(name))
+
+    sampling = np.maximum(column("sampling_rate").astype(np.uint64), np.uint64(1))
+    scale = np.where(column("counters_scaled"), np.uint64(1), sampling)
+    client_is_a = column_values(pc.and_(
+        pc.equal(sessions.column("client_ip"), sessions.column("ip_a")),
+        pc.equal(sessions.column("client_port"), sessions.column("port_a"))))
+    ab_bytes, ba_bytes = column("ab_bytes") * scale, column("ba_bytes") * scale
+    ab_packets, ba_packets = column("ab_packets") * scale, column("ba_packets") * scale
+    opened = sessions.column("opened_at").cast(pa.int64())
+    offsets = pa.array(np.arange(n + 1, dtype=np.int32))
+    return pa.Table.from_arrays(
+        [
+            _consolidated_ids(column("protocol_number"), pair, column_values(opened)),
+            sessions.column("client_ip"),
+            sessions.column("client_port"),
+            sessions.column("server_ip"),
+            sessions.column("server_port"),
+            sessions.column("protocol"),
+            sessions.column("protocol_number"),
+            pa.array(np.ones(n, dtype=np.uint32)),
+            pa.ListArray.from_arrays(offsets, sessions.column("exporter").combine_chunks()),
+            pa.ListArray.from_arrays(offsets, sessions.column("session_id").combine_chunks()),
+            pa.array(np.ones(n, dtype=np.uint32)),
+            sessions.column("opened_at").cast(TIMESTAMP),
+            sessions.column("last_seen_at").cast(TIMESTAMP),
+            pa.array(np.where(client_is_a, ab_bytes, ba_bytes).astype(np.uint64)),
+            pa.array(np.where(client_is_a, ba_bytes, ab_bytes).astype(np.uint64)),
+            pa.array(np.where(client_is_a, ab_packets, ba_packets).astype(np.uint64)),
+            pa.array(np.where(client_is_a, ba_packets, ab_packets).astype(np.uint64)),
+            pa.array(np.full(n, 100.0)),
+            sessions.column("role_method"),
+            sessions.column("role_confidence"),
+        ],
+        schema=SESSIONS_CONSOLIDATED_SCHEMA,
+    )
+
+
+def _grouped_sessions(sessions: pa.Table, pair_hash: np.ndarray, grace_us: int) -> pa.Table:
+    """Rows of pairs with several sessions: chained by time overlap, across exporters."""
+    n = sessions.num_rows
 
     def column(name: str, cast: pa.DataType | None = None) -> np.ndarray:
         values = sessions.column(name)
@@ -175,9 +250,7 @@ def consolidate_sessions(sessions: pa.Table, grace_us: int) -> pa.Table:
         pa.array(exporter_texts, pa.string()).take(pa.array(pair_exporter)),
     )
 
-    ids = _consolidated_ids(
-        protocol[chosen], np.sort(unique), low[chosen], high[chosen], has_ports[chosen], first_seen
-    )
+    ids = _consolidated_ids(protocol[chosen], pair_hash[chosen], first_seen)
     take = pa.array(chosen)
     table = pa.Table.from_arrays(
         [
@@ -202,44 +275,6 @@ def consolidate_sessions(sessions: pa.Table, grace_us: int) -> pa.Table:
         schema=SESSIONS_CONSOLIDATED_SCHEMA,
     )
     return table
-
-
-def _consolidated_ids(
-    protocol: np.ndarray,
-    by_rank: np.ndarray,
-    low: np.ndarray,
-    high: np.ndarray,
-    has_ports: np.ndarray,
-    first_seen: np.ndarray,
-) -> pa.StringArray:
-    """Deterministic id per conversation: hash of protocol, the endpoint pair, first_seen.
-
-    Built from the 16-byte addresses, not their text, so `2001:db8::1` and
-    `2001:DB8:0::1` give one id; two conversations of one pair never share a first_seen,
-    since they would overlap.
-    """
-    record = np.dtype(
-        [
-            ("protocol", "u1"),
-            ("ports", "u1"),
-            ("low_address", "V16"),
-            ("low_port", ">u2"),
-            ("high_address", "V16"),
-            ("high_port", ">u2"),
-            ("first_seen", ">i8"),
-            ("pad", "V2"),  # to whole 8-byte words for the hash
-        ]
-    )
-    records = np.zeros(len(protocol), dtype=record)
-    records["protocol"] = protocol
-    records["ports"] = has_ports
-    records["low_address"] = by_rank[low >> 16]
-    records["low_port"] = low & 0xFFFF
-    records["high_address"] = by_rank[high >> 16]
-    records["high_port"] = high & 0xFFFF
-    records["first_seen"] = first_seen
-    words = np.frombuffer(records.tobytes(), dtype=">u8").reshape(len(records), -1)
-    return hex_ids(hash_words(words))
 
 
 def _sorted_codes(values: pa.ChunkedArray) -> tuple[list[str], np.ndarray]:

@@ -6,93 +6,71 @@ conversation has the same protocol and endpoint pair, so a hash of those routes 
 one bucket; each bucket is consolidated alone and the sorted results are merged into one
 file. Memory is then bounded by one bucket and one merge window, not by the run.
 
-The bucket hash reads the endpoint texts' bytes (FNV-1a, then splitmix64 folds): it is
-the same on every machine and under every PYTHONHASHSEED, so buckets, and with them the
-output, never depend on anything but the input.
+The bucket comes from ids.endpoint_pair_hashes (FNV-1a of the endpoint texts, splitmix64
+folds): the same on every machine and under every PYTHONHASHSEED, so buckets, and with
+them the output, never depend on anything but the input.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-import numba
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from ..ids import endpoint_pair_hashes
 from .parquet import TableWriter
-
-SCRATCH_COMPRESSION = "lz4"  # files read back once by this run: speed over size
-_FNV_OFFSET = np.uint64(0xCBF29CE484222325)
-_FNV_PRIME = np.uint64(0x100000001B3)
-
-
-@numba.njit(cache=True)
-def _mix(h: np.uint64) -> np.uint64:
-    z = h + np.uint64(0x9E3779B97F4A7C15)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
-
-
-@numba.njit(cache=True)
-def _text_hashes(offsets: np.ndarray, data: np.ndarray, start: int, n: int) -> np.ndarray:
-    out = np.empty(n, dtype=np.uint64)
-    for i in range(n):
-        h = _FNV_OFFSET
-        for k in range(offsets[start + i], offsets[start + i + 1]):
-            h = (h ^ np.uint64(data[k])) * _FNV_PRIME
-        out[i] = h
-    return out
-
-
-@numba.njit(cache=True)
-def _pair_buckets(protocol: np.ndarray, a: np.ndarray, port_a: np.ndarray, b: np.ndarray,
-                  port_b: np.ndarray, buckets: int) -> np.ndarray:
-    out = np.empty(len(a), dtype=np.int64)
-    for i in range(len(a)):
-        end_a = _mix(a[i] ^ np.uint64(port_a[i]))
-        end_b = _mix(b[i] ^ np.uint64(port_b[i]))
-        low, high = (end_a, end_b) if end_a <= end_b else (end_b, end_a)
-        h = _mix(_mix(_mix(np.uint64(protocol[i])) ^ low) ^ high)
-        out[i] = np.int64(h % np.uint64(buckets))
-    return out
-
-
-def _string_hashes(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    array = array.cast(pa.large_string())
-    if len(array) == 0:
-        return np.zeros(0, dtype=np.uint64)
-    _validity, offsets_buffer, data_buffer = array.buffers()
-    offsets = np.frombuffer(offsets_buffer, dtype=np.int64)
-    data = (np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None
-            else np.zeros(0, dtype=np.uint8))
-    return _text_hashes(offsets, data, array.offset, len(array))
 
 
 def endpoint_buckets(sessions: pa.Table, buckets: int) -> np.ndarray:
     """Bucket per session from (protocol, unordered endpoint pair): both directions agree."""
-    ports_a = sessions.column("port_a").to_numpy().astype(np.int64)
-    ports_b = sessions.column("port_b").to_numpy().astype(np.int64)
-    return _pair_buckets(sessions.column("protocol_number").to_numpy().astype(np.int64),
-                         _string_hashes(sessions.column("ip_a")), ports_a,
-                         _string_hashes(sessions.column("ip_b")), ports_b, buckets)
+    return (endpoint_pair_hashes(sessions) % np.uint64(buckets)).astype(np.int64)
+
+
+class ScratchWriter:
+    """Arrow IPC file for data this run writes once and reads back once: no encoding cost."""
+
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        self.path = path
+        self.schema = schema
+        self._sink = pa.OSFile(str(path), "wb")
+        self._writer = pa.ipc.new_file(self._sink, schema)
+        self.rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        if table.num_rows:
+            self._writer.write_table(table.cast(self.schema))
+            self.rows += table.num_rows
+
+    def close(self) -> None:
+        self._writer.close()
+        self._sink.close()
+
+
+def read_scratch(path: Path) -> pa.Table:
+    with pa.memory_map(str(path)) as source:
+        return pa.ipc.open_file(source).read_all()
+
+
+def _scratch_batches(path: Path, chunk_rows: int) -> Iterator[pa.RecordBatch]:
+    with pa.memory_map(str(path)) as source:
+        reader = pa.ipc.open_file(source)
+        for index in range(reader.num_record_batches):
+            batch = reader.get_batch(index)
+            for start in range(0, batch.num_rows, chunk_rows):
+                yield batch.slice(start, chunk_rows)
 
 
 class BucketedWriter:
     """Routes rows to `buckets` Parquet files under `directory` by `endpoint_buckets`."""
 
-    def __init__(self, directory: Path, schema: pa.Schema, buckets: int,
-                 *, executor: Executor | None = None) -> None:
+    def __init__(self, directory: Path, schema: pa.Schema, buckets: int) -> None:
         self.directory = directory
-        self.executor = executor
         self.schema = schema
         self.buckets = buckets
-        self._writers: dict[int, TableWriter] = {}
+        self._writers: dict[int, ScratchWriter] = {}
 
     def write(self, table: pa.Table) -> None:
         if table.num_rows == 0:
@@ -107,9 +85,8 @@ class BucketedWriter:
             writer = self._writers.get(number)
             if writer is None:
                 self.directory.mkdir(parents=True, exist_ok=True)
-                writer = self._writers[number] = TableWriter(
-                    self.directory / f"bucket-{number:04d}.parquet", self.schema,
-                    compression=SCRATCH_COMPRESSION, executor=self.executor)
+                writer = self._writers[number] = ScratchWriter(
+                    self.directory / f"bucket-{number:04d}.arrow", self.schema)
             writer.write(taken.slice(int(start), int(end - start)))
 
     def close(self) -> list[Path]:
@@ -125,10 +102,10 @@ def transform_buckets(paths: Sequence[Path], transform: Callable[[pa.Table], pa.
     directory.mkdir(parents=True, exist_ok=True)
     results = []
     for index, path in enumerate(paths):
-        table = transform(pq.read_table(path))
+        table = transform(read_scratch(path))
         order = pc.sort_indices(table, sort_keys=[(k, "ascending") for k in sort_keys])
-        out = directory / f"sorted-{index:04d}.parquet"
-        writer = TableWriter(out, table.schema, compression=SCRATCH_COMPRESSION)
+        out = directory / f"sorted-{index:04d}.arrow"
+        writer = ScratchWriter(out, table.schema)
         writer.write(table.take(order))
         writer.close()
         results.append(out)
@@ -138,13 +115,13 @@ def transform_buckets(paths: Sequence[Path], transform: Callable[[pa.Table], pa.
 
 def merge_sorted(paths: Sequence[Path], writer: TableWriter, sort_keys: Sequence[str],
                  *, chunk_rows: int = 65_536) -> None:
-    """k-way merge of files each sorted by `sort_keys` (a total order) into `writer`.
+    """k-way merge of scratch files each sorted by `sort_keys` (a total order) into `writer`.
 
     Vectorized by windows: the smallest of the buffers' last keys bounds what can be
     written now; every buffer gives its rows up to that bound, the window is sorted and
     written, and a drained buffer reads its next chunk.
     """
-    readers = [pq.ParquetFile(p).iter_batches(batch_size=chunk_rows) for p in paths]
+    readers = [_scratch_batches(p, chunk_rows) for p in paths]
     buffers: list[pa.Table | None] = [None] * len(readers)
 
     def refill(i: int) -> None:

@@ -16,7 +16,7 @@ from obserae_forensics.pipeline import ReadOptions, SessionizeConfig, sessionize
 from obserae_forensics.report import RunReport
 from obserae_forensics.sessionize import SessionPolicy
 from obserae_forensics.tables.parquet import TableWriter
-from obserae_forensics.tables.partitioned import endpoint_buckets, merge_sorted
+from obserae_forensics.tables.partitioned import ScratchWriter, endpoint_buckets, merge_sorted
 
 
 def test_both_directions_of_a_pair_share_a_bucket() -> None:
@@ -44,9 +44,11 @@ def test_merge_sorted_is_a_total_sort(tmp_path_factory: object, parts: list, chu
     for index, rows in enumerate(parts):
         rows = sorted(set(rows))
         everything += rows
-        path = directory / f"p{index}.parquet"
-        pq.write_table(pa.table({"t": pa.array([r[0] for r in rows], pa.int64()),
-                                 "id": pa.array([f"{r[1]:016x}" for r in rows])}), path)
+        path = directory / f"p{index}.arrow"
+        scratch = ScratchWriter(path, pa.schema([("t", pa.int64()), ("id", pa.string())]))
+        scratch.write(pa.table({"t": pa.array([r[0] for r in rows], pa.int64()),
+                                "id": pa.array([f"{r[1]:016x}" for r in rows])}))
+        scratch.close()
         paths.append(path)
     out = directory / "out.parquet"
     writer = TableWriter(out, pa.schema([("t", pa.int64()), ("id", pa.string())]))
