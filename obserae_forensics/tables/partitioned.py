@@ -114,7 +114,7 @@ def transform_buckets(paths: Sequence[Path], transform: Callable[[pa.Table], pa.
 
 
 def merge_sorted(paths: Sequence[Path], writer: TableWriter, sort_keys: Sequence[str],
-                 *, chunk_rows: int = 65_536) -> None:
+                 *, chunk_rows: int = 8_192) -> None:
     """k-way merge of scratch files each sorted by `sort_keys` (a total order) into `writer`.
 
     Vectorized by windows: the smallest of the buffers' last keys bounds what can be
