@@ -9,12 +9,14 @@ rules of sessions.md ("the open session closes first"); see reference.py.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -22,6 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from obserae_forensics.sessionize import SessionPolicy
+from obserae_forensics.sessionize.kernel import KernelReplay
 
 from .scenario import ACK, FIN, RST, SECOND, SYN, rec, run
 
@@ -218,6 +221,19 @@ def test_kernel_equals_reference_across_long_gaps(flows: list, policy: SessionPo
                                                   hard_timeout_us: int) -> None:
     policy = SessionPolicy(**{**policy.__dict__, "hard_timeout_us": hard_timeout_us})
     kernel_sessions, kernel_flows, kernel = run(flows, policy, engine="numba")
+    reference_sessions, reference_flows, reference = run(flows, policy, engine="reference")
+    assert kernel_sessions.equals(reference_sessions)
+    assert kernel_flows.equals(reference_flows)
+    assert kernel.pressure() == reference.pressure()
+
+
+@SETTINGS
+@given(records(), policies)
+def test_kernel_with_tiny_tables_equals_reference(flows: list, policy: SessionPolicy) -> None:
+    """Every table starts at two rows: growth, endpoint collection and rehashing all run."""
+    tiny = functools.partial(KernelReplay, capacity=2)
+    with mock.patch("obserae_forensics.sessionize.sessionizer.KernelReplay", tiny):
+        kernel_sessions, kernel_flows, kernel = run(flows, policy, engine="numba")
     reference_sessions, reference_flows, reference = run(flows, policy, engine="reference")
     assert kernel_sessions.equals(reference_sessions)
     assert kernel_flows.equals(reference_flows)
