@@ -223,10 +223,14 @@ class Sessionizer:
                 same.append(held.direction[picked] == cols[R.O_ORIENT][rank])
                 held.release(picked)
         self._held = [held for held in self._held if held.alive_count]
-        if len(self._held) > _HELD_BATCHES:
-            # long sessions keep old batches alive: fold them into one so that an emit
-            # looks at a bounded number of tables (amortized: once per _HELD_BATCHES feeds)
-            self._held = [_Held.merged(self._held[:-1]), self._held[-1]]
+        older = self._held[:-1]
+        retained = sum(len(held.alive) for held in older)
+        if len(older) > _HELD_BATCHES or retained > 2 * sum(h.alive_count for h in older) + 1024:
+            # long sessions keep old batches alive: fold them into one, keeping only live
+            # rows, so that memory stays within twice the held records (plus the newest
+            # batch) and an emit looks at a bounded number of tables; each fold at least
+            # halves what it reads, so its cost is amortized over the records it drops
+            self._held = [_Held.merged(older), self._held[-1]]
         if not pieces:
             return SessionBatch(sessions, FLOWS_SCHEMA.empty_table())
         rank = np.concatenate(ranks)
