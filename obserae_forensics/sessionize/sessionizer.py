@@ -2,9 +2,9 @@
 
 Streaming: each `feed()` replays its batch through one replay per exporter (kernel.py, or
 reference.py for the tests) and returns the sessions that became final while doing so,
-with exactly the flow records behind them. Records of sessions still open are held, as
-rows of an Arrow table, until their session is final; memory is bounded by open sessions
-and their records, not by the input.
+with exactly the flow records behind them. Records of sessions still open are held, in
+the Arrow tables of the batches they came in (folded together as they empty), until their
+session is final; memory is bounded by open sessions and their records, not by the input.
 
 `--replay event` (policy.replay == "event") is the exception: every record has to be seen
 before the first can be replayed in first_seen order, so `feed()` only holds batches and
@@ -277,8 +277,9 @@ class _Held:
     """Flow records of one fed batch whose sessions may still be open.
 
     Records leave as their sessions become final, marked in `alive`; the table is never
-    rewritten here (Sessionizer merges old batches, keeping only live rows, every
-    _HELD_BATCHES feeds), so an emit costs the records it emits, not every record held.
+    rewritten here (the Sessionizer folds older batches into one, keeping only live rows,
+    once they retain twice their live records or number more than _HELD_BATCHES), so an
+    emit costs the records it emits, not every record held.
     """
 
     def __init__(self, table: pa.Table, owner: np.ndarray, direction: np.ndarray,
