@@ -49,13 +49,18 @@ class ScratchWriter:
         self._sink.close()
 
 
+# Scratch files are read with plain reads, not memory maps: pages of a mapped file stay
+# resident (and count in the process's RSS) until it is unmapped, so a merge over mapped
+# buckets would hold every bucket in memory by the end.
+
+
 def read_scratch(path: Path) -> pa.Table:
-    with pa.memory_map(str(path)) as source:
+    with pa.OSFile(str(path)) as source:
         return pa.ipc.open_file(source).read_all()
 
 
 def _scratch_batches(path: Path, chunk_rows: int) -> Iterator[pa.RecordBatch]:
-    with pa.memory_map(str(path)) as source:
+    with pa.OSFile(str(path)) as source:
         reader = pa.ipc.open_file(source)
         for index in range(reader.num_record_batches):
             batch = reader.get_batch(index)
