@@ -380,11 +380,16 @@ def iter_datagrams(
         yield chunk
 
 
+INDEX_WINDOW_BYTES = 64 << 20
+
+
 def _indexed_pcap(path: Path, source: str, report: RunReport) -> Iterator[Frame | Datagram]:
     """Plain UDP-over-IPv4 frames become Datagrams straight from the index; the rest Frames.
 
-    Damage at the end of the file (a cut record) is reported by the general walker, which
-    resumes where the index stopped, so both paths say the same thing about bad bytes.
+    The file is indexed a window at a time and each finished window's pages are given back
+    (MADV_DONTNEED), so a capture of many gigabytes never becomes resident at once. Damage
+    at the end of the file (a cut record) is reported by the general walker, which resumes
+    where the index stopped, so both paths say the same thing about bad bytes.
     """
     from .pcap_index import FAST_LINKS, STOP_CLEAN, index_records
 
@@ -396,35 +401,47 @@ def _indexed_pcap(path: Path, source: str, report: RunReport) -> Iterator[Frame 
         order, ns_per_unit, linktype, fcs_bytes = header
         link_length, type_at = FAST_LINKS.get(linktype, (0, -1))
         data = np.frombuffer(buf, dtype=np.uint8)
+        size = len(buf)
+        at, number = 24, 0
+        texts: dict[int, str] = {}
         try:
-            (offsets, seconds, fractions, caplens, origlens, payload_start, payload_end,
-             sources, ports, stop_at, stop) = index_records(
-                data, 24, order == "<", MAX_CAPLEN, link_length, type_at, fcs_bytes,
-                linktype in FAST_LINKS)
+            while True:
+                (offsets, seconds, fractions, caplens, origlens, payload_start, payload_end,
+                 sources, ports, stop_at, stop) = index_records(
+                    data, at, at + INDEX_WINDOW_BYTES, order == "<", MAX_CAPLEN, link_length,
+                    type_at, fcs_bytes, linktype in FAST_LINKS)
+                report.file(source).units += len(offsets)
+                arrival_us = seconds * 1_000_000 + fractions * ns_per_unit // 1_000
+                columns = zip(offsets.tolist(), arrival_us.tolist(), fractions.tolist(),
+                              caplens.tolist(), origlens.tolist(), payload_start.tolist(),
+                              payload_end.tolist(), sources.tolist(), ports.tolist(),
+                              strict=True)
+                for (offset, arrival, fraction, caplen, origlen, start, end, src,
+                     port) in columns:
+                    number += 1
+                    if start >= 0:
+                        exporter = texts.get(src)
+                        if exporter is None:
+                            exporter = texts[src] = _address_text(src.to_bytes(4, "big"))
+                        yield Datagram(buf[start:end], exporter, port >> 16, port & 0xFFFF,
+                                       number, offset, arrival, source)
+                    else:
+                        ts_ns = arrival * 1_000 + (0 if ns_per_unit == 1_000
+                                                   else fraction % 1_000)
+                        yield Frame(number, offset, linktype, ts_ns,
+                                    buf[offset + 16:offset + 16 + caplen], origlen, fcs_bytes)
+                if stop != STOP_CLEAN:
+                    yield from _pcap_frames(buf, source, report, start=stop_at, number=number)
+                    return
+                if stop_at >= size:
+                    return
+                done = (stop_at // mmap.PAGESIZE) * mmap.PAGESIZE
+                first = (at // mmap.PAGESIZE) * mmap.PAGESIZE
+                if done > first:
+                    buf.madvise(mmap.MADV_DONTNEED, first, done - first)
+                at = stop_at
         finally:
             del data  # the mmap cannot close while numpy holds a view of it
-        count = len(offsets)
-        report.file(source).units += count
-        arrival_us = seconds * 1_000_000 + fractions * ns_per_unit // 1_000
-        texts: dict[int, str] = {}
-        columns = zip(offsets.tolist(), arrival_us.tolist(), caplens.tolist(),
-                      origlens.tolist(), payload_start.tolist(), payload_end.tolist(),
-                      sources.tolist(), ports.tolist(), strict=True)
-        for number, (offset, arrival, caplen, origlen, start, end, src, port) in enumerate(
-                columns, start=1):
-            if start >= 0:
-                exporter = texts.get(src)
-                if exporter is None:
-                    exporter = texts[src] = _address_text(src.to_bytes(4, "big"))
-                yield Datagram(buf[start:end], exporter, port >> 16, port & 0xFFFF, number,
-                               offset, arrival, source)
-            else:
-                ts_ns = arrival * 1_000 + (0 if ns_per_unit == 1_000 else
-                                           int(fractions[number - 1]) % 1_000)
-                yield Frame(number, offset, linktype, ts_ns,
-                            buf[offset + 16:offset + 16 + caplen], origlen, fcs_bytes)
-        if stop != STOP_CLEAN:
-            yield from _pcap_frames(buf, source, report, start=stop_at, number=count)
 
 
 def _network_layer(frame: Frame, source: str, report: RunReport) -> tuple[int, int] | None:

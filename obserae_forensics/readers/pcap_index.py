@@ -44,18 +44,18 @@ def _u16be(data: np.ndarray, at: int) -> int:
 
 @numba.njit(cache=True)
 def index_records(
-    data: np.ndarray, start: int, little: bool, max_caplen: int,
+    data: np.ndarray, start: int, limit: int, little: bool, max_caplen: int,
     link_length: int, type_at: int, fcs_bytes: int, fast: bool,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
            np.ndarray, np.ndarray, np.ndarray, int, int]:
-    """Walk libpcap records from `start`.
+    """Walk libpcap records from `start`, starting none at or after `limit`.
 
     Returns per record: offset, seconds, fraction, caplen, origlen, payload start (-1 when
     the frame needs the general path), payload end, IPv4 source, ports (src << 16 | dst);
     then the position where the walk stopped and why (STOP_*).
     """
     size = data.shape[0]
-    capacity = (size - start) // 16 + 1
+    capacity = (min(size, limit) - start) // 16 + 1
     offsets = np.empty(capacity, np.int64)
     seconds = np.empty(capacity, np.int64)
     fractions = np.empty(capacity, np.int64)
@@ -68,7 +68,7 @@ def index_records(
     n = 0
     at = start
     stop = STOP_CLEAN
-    while at < size:
+    while at < size and at < limit:
         if size - at < 16:
             stop = STOP_HEADER_CUT
             break

@@ -295,3 +295,13 @@ def test_retransmitted_fragment_does_not_rewrite_bytes(tmp_path: Path) -> None:
                                  (10**18 + 2, bytes(forged)), (10**18 + 3, third)]))
     found, _ = datagrams(path)
     assert [d.payload for d in found] == [big]
+
+
+def test_indexing_in_small_windows_changes_nothing(corpus: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import obserae_forensics.readers.pcap as pcap_module
+
+    monkeypatch.setattr(pcap_module, "INDEX_WINDOW_BYTES", 700)
+    for name in ("sf_v9_synscan.pcap", "sf_v5_synscan.pcap", "pm_v9_test.pcap"):
+        path = corpus / "exports" / name
+        assert all_datagrams(path, True) == all_datagrams(path, False), name
