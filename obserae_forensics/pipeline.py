@@ -28,7 +28,7 @@ from .readers import InputFile, discover_inputs, read_flows
 from .report import RunReport
 from .schema import FLOW_ADDRESS_COLUMNS, FLOW_SCHEMA, SESSIONS_SCHEMA
 from .tables.parquet import TableWriter, staged_directory, write_json, write_table
-from .tables.partitioned import BucketedWriter, merge_sorted, transform_buckets
+from .tables.partitioned import BucketedWriter, transform_buckets
 
 EXPORTER_COLUMNS: list[tuple[str, pa.DataType]] = [
     ("exporter", pa.string()),
@@ -357,17 +357,15 @@ CONSOLIDATION_COLUMNS = [
 
 
 def _write_consolidated(staging: Path, buckets: list[Path], config: SessionizeConfig) -> None:
-    """sessions_consolidated, a bucket of conversations at a time, merged by first_seen."""
+    """sessions_consolidated, a bucket of conversations at a time."""
     from .matching import SESSIONS_CONSOLIDATED_SCHEMA, consolidate_sessions
 
     def consolidate(sessions: pa.Table) -> pa.Table:
         return consolidate_sessions(sessions, config.policy.grace_us)
 
-    sorted_buckets = transform_buckets(buckets, consolidate, CONSOLIDATED_ORDER,
-                                       staging / ".consolidation")
     writer = TableWriter(staging / "sessions_consolidated.parquet",
                          SESSIONS_CONSOLIDATED_SCHEMA)
-    merge_sorted(sorted_buckets, writer, CONSOLIDATED_ORDER)
+    transform_buckets(buckets, consolidate, CONSOLIDATED_ORDER, writer)
     writer.close()
     shutil.rmtree(staging / ".consolidation", ignore_errors=True)
 

@@ -1,4 +1,4 @@
-"""Tables too large for memory, done in buckets: route rows to bucket files, then merge.
+"""Tables too large for memory, done in buckets: route rows to bucket files, one at a time.
 
 `sessions_consolidated` groups sessions of the same conversation across the whole run;
 held at once, a day of flows is millions of sessions and gigabytes. Every session of one
@@ -13,7 +13,7 @@ them the output, never depend on anything but the input.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -59,15 +59,6 @@ def read_scratch(path: Path) -> pa.Table:
         return pa.ipc.open_file(source).read_all()
 
 
-def _scratch_batches(path: Path, chunk_rows: int) -> Iterator[pa.RecordBatch]:
-    with pa.OSFile(str(path)) as source:
-        reader = pa.ipc.open_file(source)
-        for index in range(reader.num_record_batches):
-            batch = reader.get_batch(index)
-            for start in range(0, batch.num_rows, chunk_rows):
-                yield batch.slice(start, chunk_rows)
-
-
 class BucketedWriter:
     """Routes rows to `buckets` Parquet files under `directory` by `endpoint_buckets`."""
 
@@ -102,79 +93,15 @@ class BucketedWriter:
 
 
 def transform_buckets(paths: Sequence[Path], transform: Callable[[pa.Table], pa.Table],
-                      sort_keys: Sequence[str], directory: Path) -> list[Path]:
-    """Apply `transform` to each bucket alone; write each result sorted by `sort_keys`."""
-    directory.mkdir(parents=True, exist_ok=True)
-    results = []
-    for index, path in enumerate(paths):
+                      sort_keys: Sequence[str], writer: TableWriter) -> None:
+    """Apply `transform` to each bucket alone and write the results, in bucket order, each
+    sorted by `sort_keys`; every bucket file is removed once done.
+
+    The rows come out grouped by bucket. A global order would need a k-way merge of every
+    bucket's result, which cost as much as the rest of a run; readers sort anyway.
+    """
+    for path in paths:
         table = transform(read_scratch(path))
         order = pc.sort_indices(table, sort_keys=[(k, "ascending") for k in sort_keys])
-        out = directory / f"sorted-{index:04d}.arrow"
-        writer = ScratchWriter(out, table.schema)
         writer.write(table.take(order))
-        writer.close()
-        results.append(out)
         path.unlink()
-    return results
-
-
-def merge_sorted(paths: Sequence[Path], writer: TableWriter, sort_keys: Sequence[str],
-                 *, chunk_rows: int = 8_192) -> None:
-    """k-way merge of scratch files each sorted by `sort_keys` (a total order) into `writer`.
-
-    Vectorized by windows: the smallest of the buffers' last keys bounds what can be
-    written now; every buffer gives its rows up to that bound, the window is sorted and
-    written, and a drained buffer reads its next chunk.
-    """
-    readers = [_scratch_batches(p, chunk_rows) for p in paths]
-    buffers: list[pa.Table | None] = [None] * len(readers)
-
-    def refill(i: int) -> None:
-        while buffers[i] is None or buffers[i].num_rows == 0:  # type: ignore[union-attr]
-            batch = next(readers[i], None)
-            if batch is None:
-                buffers[i] = None
-                return
-            buffers[i] = pa.Table.from_batches([batch])
-
-    live = []
-    for i in range(len(readers)):
-        refill(i)
-        if buffers[i] is not None:
-            live.append(i)
-    while live:
-        bound = min(_key_at(buffers[i], -1, sort_keys) for i in live)  # type: ignore[arg-type]
-        window = []
-        for i in live:
-            table = buffers[i]
-            assert table is not None
-            cut = _count_at_most(table, bound, sort_keys)
-            if cut:
-                window.append(table.slice(0, cut))
-                buffers[i] = table.slice(cut)
-        merged = pa.concat_tables(window)
-        order = pc.sort_indices(merged, sort_keys=[(k, "ascending") for k in sort_keys])
-        writer.write(merged.take(order))
-        still = []
-        for i in live:
-            refill(i)
-            if buffers[i] is not None:
-                still.append(i)
-        live = still
-
-
-def _key_at(table: pa.Table, row: int, sort_keys: Sequence[str]) -> tuple[object, ...]:
-    row = row % table.num_rows
-    return tuple(table.column(k)[row].as_py() for k in sort_keys)
-
-
-def _count_at_most(table: pa.Table, bound: tuple[object, ...], sort_keys: Sequence[str]) -> int:
-    """Rows at the head of `table` (sorted by sort_keys) whose key is <= bound."""
-    low, high = 0, table.num_rows
-    while low < high:  # binary search on the sorted table: O(log n) row reads
-        middle = (low + high) // 2
-        if _key_at(table, middle, sort_keys) <= bound:
-            low = middle + 1
-        else:
-            high = middle
-    return low
