@@ -28,7 +28,7 @@ import numba as nb
 import numpy as np
 import pyarrow as pa
 
-from ..addresses import address_text
+from ..addresses import address_text, dotted_quad_array
 from ..schema import SESSIONS_SCHEMA, TIMESTAMP
 from . import row as R
 from .keys import address_bytes, protocol_keyword
@@ -217,28 +217,6 @@ def _distinct_addresses(lo_hi: Any, lo_lo: Any, hi_hi: Any, hi_lo: Any) -> Any:
     return found[:count], index
 
 
-@nb.njit(cache=True, nogil=True)
-def _dotted_quads(values: Any, offsets: Any) -> Any:
-    """IPv4 addresses (uint32 values) as dotted quads into one buffer at `offsets`."""
-    out = np.empty(offsets[-1], dtype=np.uint8)
-    for i in range(len(values)):
-        at = offsets[i]
-        for k in range(3, -1, -1):
-            octet = (values[i] >> np.uint32(8 * k)) & np.uint32(255)
-            if octet >= 100:
-                out[at] = 48 + octet // 100
-                at += 1
-            if octet >= 10:
-                out[at] = 48 + (octet // 10) % 10
-                at += 1
-            out[at] = 48 + octet % 10
-            at += 1
-            if k:
-                out[at] = 46  # "."
-                at += 1
-    return out
-
-
 def _address_text_array(high: np.ndarray, low: np.ndarray) -> pa.Array:
     """Text of addresses given as row.py halves: IPv4-mapped ones formatted in numba (scans
     meet millions of distinct hosts), the others one by one with addresses.address_text."""
@@ -256,13 +234,7 @@ def _address_text_array(high: np.ndarray, low: np.ndarray) -> pa.Array:
         position[mapped] = np.arange(len(mapped))
         position[other] = len(mapped) + np.arange(len(other))
         return texts.take(pa.array(position))
-    values = (low_word & np.uint64(0xFFFFFFFF)).astype(np.uint32)
-    octets = [(values >> np.uint32(8 * k)) & np.uint32(255) for k in range(4)]
-    lengths = 3 + sum(1 + (octet >= 10) + (octet >= 100) for octet in octets)
-    offsets = np.zeros(len(values) + 1, dtype=np.int32)
-    np.cumsum(lengths, out=offsets[1:])
-    data = _dotted_quads(values, offsets)
-    return pa.StringArray.from_buffers(len(values), pa.py_buffer(offsets), pa.py_buffer(data))
+    return dotted_quad_array((low_word & np.uint64(0xFFFFFFFF)).astype(np.uint32))
 
 
 def _endpoint_texts(cols: np.ndarray) -> tuple[pa.Array, np.ndarray]:

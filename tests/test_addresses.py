@@ -1,0 +1,22 @@
+"""Address columns to text: the numba dotted quads and the general path agree with ipaddress."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from obserae_forensics.addresses import address_array, address_text_array, parse_address
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(st.ip_addresses(v=4), st.ip_addresses(v=6)), max_size=40))
+def test_address_texts_equal_ipaddress(addresses: list[ipaddress._BaseAddress]) -> None:
+    matrix = np.array([list(parse_address(str(a))) for a in addresses],
+                      dtype=np.uint8).reshape(-1, 16)
+    texts = address_text_array(address_array(matrix)).to_pylist()
+    expected = [str(a.ipv4_mapped) if getattr(a, "ipv4_mapped", None) else str(a)
+                for a in addresses]
+    assert texts == expected
