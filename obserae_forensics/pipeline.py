@@ -267,7 +267,7 @@ def sessionize_inputs(config: SessionizeConfig, report: RunReport) -> Sessionize
             consolidation = BucketedWriter(staging / ".consolidation",
                                            pa.schema([SESSIONS_SCHEMA.field(name)
                                                       for name in CONSOLIDATION_COLUMNS]),
-                                           CONSOLIDATION_BUCKETS)
+                                           CONSOLIDATION_BUCKETS, executor=io)
             flows_writer: TableWriter | None = None
             matches_writer: TableWriter | None = None
 

@@ -13,7 +13,9 @@ them the output, never depend on anything but the input.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, Future
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..ids import endpoint_pair_hashes
-from .parquet import TableWriter
+from .parquet import MAX_QUEUED_ROW_GROUPS, TableWriter
 
 
 def endpoint_buckets(sessions: pa.Table, buckets: int) -> np.ndarray:
@@ -60,17 +62,32 @@ def read_scratch(path: Path) -> pa.Table:
 
 
 class BucketedWriter:
-    """Routes rows to `buckets` Parquet files under `directory` by `endpoint_buckets`."""
+    """Routes rows to `buckets` scratch files under `directory` by `endpoint_buckets`.
 
-    def __init__(self, directory: Path, schema: pa.Schema, buckets: int) -> None:
+    With an `executor` (the run's single writer thread) the routing happens there, in
+    submission order, while the caller goes on; `close` waits for it.
+    """
+
+    def __init__(self, directory: Path, schema: pa.Schema, buckets: int,
+                 *, executor: Executor | None = None) -> None:
         self.directory = directory
         self.schema = schema
         self.buckets = buckets
+        self._executor = executor
+        self._queued: deque[Future[None]] = deque()
         self._writers: dict[int, ScratchWriter] = {}
 
     def write(self, table: pa.Table) -> None:
         if table.num_rows == 0:
             return
+        if self._executor is None:
+            self._route(table)
+            return
+        while len(self._queued) >= MAX_QUEUED_ROW_GROUPS:
+            self._queued.popleft().result()
+        self._queued.append(self._executor.submit(self._route, table))
+
+    def _route(self, table: pa.Table) -> None:
         bucket = endpoint_buckets(table, self.buckets)
         order = np.argsort(bucket, kind="stable")
         sorted_buckets = bucket[order]
@@ -86,7 +103,9 @@ class BucketedWriter:
             writer.write(taken.slice(int(start), int(end - start)))
 
     def close(self) -> list[Path]:
-        """Close every bucket; return their files in bucket order."""
+        """Wait for queued routing, close every bucket; return their files in bucket order."""
+        while self._queued:
+            self._queued.popleft().result()
         for writer in self._writers.values():
             writer.close()
         return [self._writers[n].path for n in sorted(self._writers)]
