@@ -58,7 +58,7 @@ def nfdump_seconds(path: Path) -> float | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("inputs", nargs="+", type=Path)
-    parser.add_argument("--batch-size", type=int, default=262_144)
+    parser.add_argument("--batch-size", type=int, default=65_536)  # the CLI default
     args = parser.parse_args()
     for path in args.inputs:
         figures = run_child(path, args.batch_size)

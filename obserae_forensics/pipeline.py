@@ -346,7 +346,7 @@ def _empty_flows_schema() -> pa.Schema:
 
 
 # sessions_consolidated: conversations hashed into this many buckets, each consolidated alone
-CONSOLIDATION_BUCKETS = 32
+CONSOLIDATION_BUCKETS = 128
 CONSOLIDATED_ORDER = ("first_seen", "consolidated_id")
 # what consolidation needs of each session: everything but the columns it never looks at
 CONSOLIDATION_COLUMNS = [

@@ -57,7 +57,7 @@ def plain_schema(schema: pa.Schema) -> pa.Schema:
 # id columns: unique random-looking strings, where dictionaries and min/max statistics cost
 # time and buy nothing
 _ID_SUFFIXES = ("_id", "_ids")
-MAX_QUEUED_ROW_GROUPS = 4  # per writer, when encoding runs on a background thread
+MAX_QUEUED_ROW_GROUPS = 2  # per writer, when encoding runs on a background thread
 
 
 class TableWriter:
