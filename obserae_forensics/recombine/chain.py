@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import ForensicsError, UsageError
-from ..schema import TIMESTAMP
+from ..schema import SESSIONS_SCHEMA, TIMESTAMP
 from .runs import Run
 
 TCP, UDP, ICMP, ICMPV6 = 6, 17, 1, 58
@@ -57,22 +57,20 @@ NICE_SECONDS = np.array(
     dtype=np.float64,
 )
 
+def _session_fields(*names: str) -> list[pa.Field]:
+    """Columns that mean what they mean in `sessions`, with the same types."""
+    return [SESSIONS_SCHEMA.field(name) for name in names]
+
+
+_ENDPOINTS = ("protocol", "protocol_number", "ip_a", "port_a", "ip_b", "port_b", "client_ip",
+              "client_port", "server_ip", "server_port")
+_COUNTERS = ("ab_bytes", "ba_bytes", "ab_packets", "ba_packets")  # in the conversation's
+# orientation: a fragment seen the other way round has its counters swapped
+
 RECOMBINED_SCHEMA = pa.schema([
     pa.field("conversation_id", pa.string(), nullable=False),
-    pa.field("exporter", pa.string(), nullable=False),
-    pa.field("exporter_domain", pa.uint32(), nullable=False),
-    pa.field("protocol", pa.string(), nullable=False),
-    pa.field("protocol_number", pa.uint8(), nullable=False),
-    pa.field("ip_a", pa.string(), nullable=False),
-    pa.field("port_a", pa.uint16(), nullable=False),
-    pa.field("ip_b", pa.string(), nullable=False),
-    pa.field("port_b", pa.uint16(), nullable=False),
-    pa.field("client_ip", pa.string(), nullable=False),
-    pa.field("client_port", pa.uint16(), nullable=False),
-    pa.field("server_ip", pa.string(), nullable=False),
-    pa.field("server_port", pa.uint16(), nullable=False),
-    pa.field("role_method", pa.string(), nullable=False),
-    pa.field("role_confidence", pa.float64(), nullable=False),
+    *_session_fields("exporter", "exporter_domain", *_ENDPOINTS, "role_method",
+                     "role_confidence"),
     pa.field("fragment_count", pa.uint32(), nullable=False),
     pa.field("splits", pa.list_(pa.uint32()), nullable=False),
     pa.field("session_ids", pa.list_(pa.string()), nullable=False),
@@ -80,14 +78,7 @@ RECOMBINED_SCHEMA = pa.schema([
     pa.field("first_seen", TIMESTAMP, nullable=False),
     pa.field("last_seen", TIMESTAMP, nullable=False),
     pa.field("duration_s", pa.float64(), nullable=False),
-    pa.field("ab_bytes", pa.uint64(), nullable=False),
-    pa.field("ba_bytes", pa.uint64(), nullable=False),
-    pa.field("ab_packets", pa.uint64(), nullable=False),
-    pa.field("ba_packets", pa.uint64(), nullable=False),
-    pa.field("flow_count", pa.uint64(), nullable=False),
-    pa.field("late_records", pa.uint64(), nullable=False),
-    pa.field("state", pa.string(), nullable=False),
-    pa.field("close_reason", pa.string(), nullable=True),
+    *_session_fields(*_COUNTERS, "flow_count", "late_records", "state", "close_reason"),
     pa.field("state_inferred", pa.bool_(), nullable=False),
     pa.field("complete", pa.bool_(), nullable=False),
     pa.field("head_cut", pa.bool_(), nullable=False),
@@ -109,27 +100,9 @@ FRAGMENTS_SCHEMA = pa.schema([
     pa.field("gap_s", pa.float64(), nullable=True),
     pa.field("flipped", pa.bool_(), nullable=False),
     pa.field("orientation_conflict", pa.bool_(), nullable=False),
-    pa.field("exporter", pa.string(), nullable=False),
-    pa.field("protocol", pa.string(), nullable=False),
-    pa.field("ip_a", pa.string(), nullable=False),
-    pa.field("port_a", pa.uint16(), nullable=False),
-    pa.field("ip_b", pa.string(), nullable=False),
-    pa.field("port_b", pa.uint16(), nullable=False),
-    pa.field("client_ip", pa.string(), nullable=False),
-    pa.field("client_port", pa.uint16(), nullable=False),
-    pa.field("server_ip", pa.string(), nullable=False),
-    pa.field("server_port", pa.uint16(), nullable=False),
-    pa.field("opened_at", TIMESTAMP, nullable=False),
-    pa.field("last_seen_at", TIMESTAMP, nullable=False),
-    pa.field("closed_at", TIMESTAMP, nullable=True),
-    pa.field("state", pa.string(), nullable=False),
-    pa.field("close_reason", pa.string(), nullable=True),
-    pa.field("ab_bytes", pa.uint64(), nullable=False),  # in the conversation's orientation
-    pa.field("ba_bytes", pa.uint64(), nullable=False),
-    pa.field("ab_packets", pa.uint64(), nullable=False),
-    pa.field("ba_packets", pa.uint64(), nullable=False),
-    pa.field("flow_count", pa.uint64(), nullable=False),
-    pa.field("follows_session_id", pa.string(), nullable=True),
+    *_session_fields("exporter", *[e for e in _ENDPOINTS if e != "protocol_number"],
+                     "opened_at", "last_seen_at", "closed_at", "state", "close_reason",
+                     *_COUNTERS, "flow_count", "follows_session_id"),
 ])
 
 
