@@ -12,7 +12,7 @@ import shutil
 import sys
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -321,7 +321,7 @@ def sessionize_inputs(config: SessionizeConfig, report: RunReport) -> Sessionize
                     empty = match_sessions(SESSIONS_SCHEMA.empty_table(), config.flow_matrix)
                     matches_writer = TableWriter(staging / "session_matches.parquet", empty.schema)
                 matches_writer.close()
-            _write_consolidated(staging, consolidation.close(), config)
+            _write_consolidated(staging, consolidation.close(), config, io)
             write_table(staging / "exporters.parquet",
                         exporters_table(report, sessionizer.pressure(), per_exporter))
             totals_ok = (totals.records_in == totals.records_out == result.flows
@@ -356,15 +356,17 @@ CONSOLIDATION_COLUMNS = [
         "late", "follows_session_id", "matched_rules")]
 
 
-def _write_consolidated(staging: Path, buckets: list[Path], config: SessionizeConfig) -> None:
-    """sessions_consolidated, a bucket of conversations at a time."""
+def _write_consolidated(staging: Path, buckets: list[Path], config: SessionizeConfig,
+                        executor: Executor) -> None:
+    """sessions_consolidated, a bucket of conversations at a time (encoded on `executor`
+    while the next bucket is consolidated)."""
     from .matching import SESSIONS_CONSOLIDATED_SCHEMA, consolidate_sessions
 
     def consolidate(sessions: pa.Table) -> pa.Table:
         return consolidate_sessions(sessions, config.policy.grace_us)
 
     writer = TableWriter(staging / "sessions_consolidated.parquet",
-                         SESSIONS_CONSOLIDATED_SCHEMA)
+                         SESSIONS_CONSOLIDATED_SCHEMA, executor=executor)
     transform_buckets(buckets, consolidate, CONSOLIDATED_ORDER, writer)
     writer.close()
     shutil.rmtree(staging / ".consolidation", ignore_errors=True)
