@@ -49,6 +49,20 @@ def hex_ids(values: np.ndarray) -> pa.StringArray:
                                        pa.py_buffer(nibbles.tobytes()))
 
 
+def id_sort_keys(ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """16-hex-digit ids as numpy 'S16' values (no copy when possible): fixed-width bytes
+    sort like the numbers, and far faster than Arrow sorts strings."""
+    array = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+    n = len(array)
+    if n == 0:
+        return np.zeros(0, dtype="S16")
+    offsets = np.frombuffer(array.buffers()[1], dtype=np.int32)[array.offset:array.offset + n + 1]
+    if not (np.diff(offsets) == 16).all():
+        raise ValueError("ids must be 16 hex digits each")
+    data = np.frombuffer(array.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[0] + 16 * n]
+    return data.view("S16")
+
+
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
 

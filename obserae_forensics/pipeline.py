@@ -347,7 +347,6 @@ def _empty_flows_schema() -> pa.Schema:
 
 # sessions_consolidated: conversations hashed into this many buckets, each consolidated alone
 CONSOLIDATION_BUCKETS = 128
-CONSOLIDATED_ORDER = ("first_seen", "consolidated_id")
 # what consolidation needs of each session: everything but the columns it never looks at
 CONSOLIDATION_COLUMNS = [
     f.name for f in SESSIONS_SCHEMA if f.name not in (
@@ -367,7 +366,7 @@ def _write_consolidated(staging: Path, buckets: list[Path], config: SessionizeCo
 
     writer = TableWriter(staging / "sessions_consolidated.parquet",
                          SESSIONS_CONSOLIDATED_SCHEMA, executor=executor)
-    transform_buckets(buckets, consolidate, CONSOLIDATED_ORDER, writer)
+    transform_buckets(buckets, consolidate, writer)  # each bucket by first_seen, id
     writer.close()
     shutil.rmtree(staging / ".consolidation", ignore_errors=True)
 

@@ -33,7 +33,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..ids import endpoint_pair_hashes, hash_words, hex_ids
+from ..ids import endpoint_pair_hashes, hash_words, hex_ids, id_sort_keys
 from ..schema import TIMESTAMP
 from .address_sets import unique_address_values
 from .columns import column_values
@@ -84,9 +84,9 @@ def consolidate_sessions(sessions: pa.Table, grace_us: int) -> pa.Table:
         mask = pa.array(~alone)
         parts.append(_grouped_sessions(sessions.filter(mask), pair[~alone], grace_us))
     table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
-    order = pc.sort_indices(table, sort_keys=[("first_seen", "ascending"),
-                                              ("consolidated_id", "ascending")])
-    return table.take(order)
+    order = np.lexsort((id_sort_keys(table.column("consolidated_id")),
+                        column_values(table.column("first_seen").cast(pa.int64()))))
+    return table.take(pa.array(order))
 
 
 def _consolidated_ids(protocol: np.ndarray, pair: np.ndarray, first_seen: np.ndarray

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ..ids import endpoint_pair_hashes
 from .parquet import MAX_QUEUED_ROW_GROUPS, TableWriter
@@ -112,15 +111,14 @@ class BucketedWriter:
 
 
 def transform_buckets(paths: Sequence[Path], transform: Callable[[pa.Table], pa.Table],
-                      sort_keys: Sequence[str], writer: TableWriter) -> None:
-    """Apply `transform` to each bucket alone and write the results, in bucket order, each
-    sorted by `sort_keys`; every bucket file is removed once done.
+                      writer: TableWriter) -> None:
+    """Apply `transform` to each bucket alone and write its result, bucket after bucket;
+    every bucket file is removed once done.
 
-    The rows come out grouped by bucket. A global order would need a k-way merge of every
-    bucket's result, which cost as much as the rest of a run; readers sort anyway.
+    The rows come out grouped by bucket, in the order `transform` gives them. A global
+    order would need a k-way merge of every bucket's result, which cost as much as the
+    rest of a run; readers sort anyway.
     """
     for path in paths:
-        table = transform(read_scratch(path))
-        order = pc.sort_indices(table, sort_keys=[(k, "ascending") for k in sort_keys])
-        writer.write(table.take(order))
+        writer.write(transform(read_scratch(path)))
         path.unlink()
