@@ -27,7 +27,7 @@ import numpy as np
 from ..errors import MalformedInput, TruncatedInput
 from ..report import RunReport
 from .compression import BZ2, LZ4, LZO, NONE
-from .nfcapd_v3 import FLAG_SAMPLED, Layout, decode_layout
+from .nfcapd_v3 import FLAG_SAMPLED, Layout, decode_layout, placed_dtype
 
 if TYPE_CHECKING:
     from .nfcapd import _FileState
@@ -177,15 +177,7 @@ def common_layout(flags: int, extensions: tuple[int, ...], record_size: int,
         at += size
     if at > record_size:
         return None
-    order = ">" if big_endian else "<"
-    names = list(placed)
-    dtype = np.dtype({
-        "names": names,
-        "formats": [placed[name][0].replace("<", order) for name in names],
-        "offsets": [placed[name][1] for name in names],
-        "itemsize": record_size,
-    })
-    return Layout(dtype, frozenset(names), 0, 0)
+    return Layout(placed_dtype(placed, record_size, big_endian), frozenset(placed), 0, 0)
 
 
 def decode_common(rows: np.ndarray, layout: Layout) -> dict[str, np.ndarray]:

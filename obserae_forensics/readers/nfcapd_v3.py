@@ -110,15 +110,22 @@ def layout_for(elements: tuple[tuple[int, int], ...], record_size: int, big_endi
             unknown += 1
             unknown_bytes += length
         at += length
+    dtype = placed_dtype(placed, record_size, big_endian)
+    return Layout(dtype, frozenset(placed), unknown, unknown_bytes)
+
+
+def placed_dtype(placed: dict[str, tuple[str, int]], record_size: int, big_endian: bool
+                 ) -> np.dtype:
+    """A structured dtype from field name -> (little-endian code, byte offset), in the file's
+    byte order: one record layout read by one np.frombuffer."""
     order = ">" if big_endian else "<"
     names = list(placed)
-    dtype = np.dtype({
+    return np.dtype({
         "names": names,
         "formats": [placed[name][0].replace("<", order) for name in names],
         "offsets": [placed[name][1] for name in names],
         "itemsize": record_size,
     })
-    return Layout(dtype, frozenset(names), unknown, unknown_bytes)
 
 
 def _v4(addresses: np.ndarray) -> np.ndarray:
