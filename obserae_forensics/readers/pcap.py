@@ -571,8 +571,8 @@ def _ipv4(
     fragment_offset = (flags_offset & 0x1FFF) * 8
     payload = data[at + ihl:end]
     if more or fragment_offset:
-        key = (4, src, bytes(data[at + 16:at + 20]), protocol, data[at + 4:at + 6])
-        whole = reassembly.add(key, fragment_offset, more, bytes(payload), frame, source, report)
+        whole = reassembly.add(_ipv4_key(data, at), fragment_offset, more, bytes(payload),
+                               frame, source, report)
         if whole is None:
             return None
         payload = whole
@@ -588,41 +588,21 @@ def _ipv6(
         _cut(frame, source, report, "IPv6 header cut off")
         return None
     payload_length = _u16be.unpack_from(data, at + 4)[0]
-    next_header = data[at + 6]
     src = bytes(data[at + 8:at + 24])
     end = min(len(data), at + 40 + payload_length)
     cut = at + 40 + payload_length > len(data)
-    position = at + 40
-    fragment: tuple[int, bool, bytes] | None = None
-    while True:
-        if next_header in IPV6_EXTENSION_HEADERS or next_header == IPV6_AH:
-            if end < position + 2:
-                _cut(frame, source, report, "IPv6 extension header cut off")
-                return None
-            if next_header == IPV6_AH:
-                length = (data[position + 1] + 2) * 4
-            else:
-                length = (data[position + 1] + 1) * 8
-            next_header = data[position]
-            position += length
-        elif next_header == IPV6_FRAGMENT:
-            if end < position + 8:
-                _cut(frame, source, report, "IPv6 fragment header cut off")
-                return None
-            offset_flags = _u16be.unpack_from(data, position + 2)[0]
-            fragment = ((offset_flags & 0xFFF8), bool(offset_flags & 1),
-                        bytes(data[position + 4:position + 8]))
-            next_header = data[position]
-            position += 8
-        else:
-            break
+    walked = _ipv6_chain(data, at, end)
+    if isinstance(walked, str):
+        _cut(frame, source, report, walked)
+        return None
+    next_header, position, fragment = walked
     if next_header != IPPROTO_UDP:
         report.ignore("not_udp", source, len(frame.data))
         return None
     payload = data[position:end]
     if fragment is not None and (fragment[0] or fragment[1]):
-        key = (6, src, bytes(data[at + 24:at + 40]), fragment[2])
-        whole = reassembly.add(key, fragment[0], fragment[1], bytes(payload), frame, source, report)
+        whole = reassembly.add(_ipv6_key(data, at, fragment[2]), fragment[0], fragment[1],
+                               bytes(payload), frame, source, report)
         if whole is None:
             return None
         payload = whole
@@ -673,32 +653,61 @@ def _address_text(raw: bytes) -> str:
     return str(ipaddress.IPv6Address(raw))
 
 
+def _ipv4_key(data: bytes, at: int) -> tuple[object, ...]:
+    """Reassembly key of an IPv4 fragment: (src, dst, protocol, identification)."""
+    return (4, bytes(data[at + 12:at + 16]), bytes(data[at + 16:at + 20]), data[at + 9],
+            bytes(data[at + 4:at + 6]))
+
+
+def _ipv6_key(data: bytes, at: int, identification: bytes) -> tuple[object, ...]:
+    """Reassembly key of an IPv6 fragment: (src, dst, identification)."""
+    return (6, bytes(data[at + 8:at + 24]), bytes(data[at + 24:at + 40]), identification)
+
+
+def _ipv6_chain(
+    data: bytes, at: int, end: int
+) -> tuple[int, int, tuple[int, bool, bytes] | None] | str:
+    """Walk the extension headers of the IPv6 packet at `at`: (upper protocol, its offset,
+    the fragment header's (offset, more, identification) or None), or what is cut off."""
+    next_header, position = data[at + 6], at + 40
+    fragment: tuple[int, bool, bytes] | None = None
+    while True:
+        if next_header in IPV6_EXTENSION_HEADERS or next_header == IPV6_AH:
+            if end < position + 2:
+                return "IPv6 extension header cut off"
+            if next_header == IPV6_AH:
+                length = (data[position + 1] + 2) * 4
+            else:
+                length = (data[position + 1] + 1) * 8
+            next_header = data[position]
+            position += length
+        elif next_header == IPV6_FRAGMENT:
+            if end < position + 8:
+                return "IPv6 fragment header cut off"
+            offset_flags = _u16be.unpack_from(data, position + 2)[0]
+            fragment = ((offset_flags & 0xFFF8), bool(offset_flags & 1),
+                        bytes(data[position + 4:position + 8]))
+            next_header = data[position]
+            position += 8
+        else:
+            return next_header, position, fragment
+
+
 def fragment_key(frame: Frame) -> tuple[object, ...] | None:
     """The reassembly key of an IPv4/IPv6 fragment (the same key reassembly uses), else None."""
-    scratch = RunReport()
-    located = _network_layer(frame, "", scratch)
+    located = _network_layer(frame, "", RunReport())
     if located is None:
         return None
     version, at = located
     data = frame.data
     if version == 4 and len(data) >= at + 20:
         flags_offset = _u16be.unpack_from(data, at + 6)[0]
-        if flags_offset & 0x3FFF:
-            return (4, bytes(data[at + 12:at + 16]), bytes(data[at + 16:at + 20]), data[at + 9],
-                    data[at + 4:at + 6])
-        return None
+        return _ipv4_key(data, at) if flags_offset & 0x3FFF else None
     if version == 6 and len(data) >= at + 40:
-        next_header, position = data[at + 6], at + 40
-        while next_header in IPV6_EXTENSION_HEADERS or next_header == IPV6_AH:
-            if len(data) < position + 2:
-                return None
-            length = ((data[position + 1] + 2) * 4 if next_header == IPV6_AH
-                      else (data[position + 1] + 1) * 8)
-            next_header = data[position]
-            position += length
-        if next_header == IPV6_FRAGMENT and len(data) >= position + 8:
-            return (6, bytes(data[at + 8:at + 24]), bytes(data[at + 24:at + 40]),
-                    bytes(data[position + 4:position + 8]))
+        walked = _ipv6_chain(data, at, len(data))
+        if not isinstance(walked, str) and walked[2] is not None and (
+                walked[2][0] or walked[2][1]):
+            return _ipv6_key(data, at, walked[2][2])
     return None
 
 
