@@ -103,25 +103,55 @@ def dotted_quad_array(values: np.ndarray) -> pa.StringArray:
     return pa.StringArray.from_buffers(len(values), pa.py_buffer(offsets), pa.py_buffer(data))
 
 
+@numba.njit(cache=True, nogil=True)
+def _distinct_rows(high: np.ndarray, low: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(first row of each distinct (high, low) pair in order of first use, index of each
+    row's pair among them), by open addressing: a batch's other addresses are usually a
+    handful (next_hop is :: on every record) that a sort would compare millions of times."""
+    n = len(high)
+    size = 16
+    while size < 2 * n:
+        size *= 2
+    table = np.full(size, -1, dtype=np.int64)
+    first = np.empty(n, dtype=np.int64)
+    index = np.empty(n, dtype=np.int64)
+    count = 0
+    for i in range(n):
+        h = (high[i] * np.uint64(0x9E3779B97F4A7C15)) ^ (low[i] * np.uint64(0xBF58476D1CE4E5B9))
+        b = np.int64((h ^ (h >> np.uint64(29))) & np.uint64(size - 1))
+        while table[b] >= 0 and not (high[first[table[b]]] == high[i] and
+                                     low[first[table[b]]] == low[i]):
+            b = (b + 1) & (size - 1)
+        if table[b] < 0:
+            table[b] = count
+            first[count] = i
+            count += 1
+        index[i] = table[b]
+    return first[:count], index
+
+
 def address_text_array(column: pa.Array | pa.ChunkedArray) -> pa.Array:
     """binary(16) column -> string column: IPv4-mapped addresses formatted in numba, each
     distinct other address once with `address_text`."""
     matrix = np.ascontiguousarray(address_matrix(column))
     if len(matrix) == 0:
         return pa.array([], pa.string())
-    v4 = (matrix[:, :12] == np.frombuffer(V4_MAPPED_PREFIX, np.uint8)).all(axis=1)
-    values = matrix[:, 12:].copy().view(">u4").ravel()
+    words = matrix.view(">u8")  # (n, 2): bytes 0..7 and 8..15 as big-endian words
+    high = words[:, 0].astype(np.uint64)
+    low = words[:, 1].astype(np.uint64)
+    v4 = (high == 0) & ((low >> np.uint64(32)) == np.uint64(0xFFFF))
+    values = (low & np.uint64(0xFFFFFFFF)).astype(np.uint32)
     if v4.all():
         return dotted_quad_array(values)
     other = np.flatnonzero(~v4)
-    rows = matrix[other].view("V16").ravel()
-    unique, inverse = np.unique(rows, return_inverse=True)
-    other_texts = pa.array([address_text(bytes(u)) for u in unique], pa.string())
+    first, inverse = _distinct_rows(high[other], low[other])
+    other_texts = pa.array([address_text(bytes(matrix[other[row]])) for row in first],
+                           pa.string())
     mapped = np.flatnonzero(v4)
     texts = pa.concat_arrays([dotted_quad_array(values[mapped]), other_texts])
     position = np.empty(len(matrix), dtype=np.int64)
     position[mapped] = np.arange(len(mapped))
-    position[other] = len(mapped) + inverse.ravel()
+    position[other] = len(mapped) + inverse
     return texts.take(pa.array(position))
 
 

@@ -20,3 +20,15 @@ def test_address_texts_equal_ipaddress(addresses: list[ipaddress._BaseAddress]) 
     expected = [str(a.ipv4_mapped) if getattr(a, "ipv4_mapped", None) else str(a)
                 for a in addresses]
     assert texts == expected
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.sampled_from(["::", "2001:db8::1", "2001:db8::2", "10.0.0.1", "fe80::1",
+                                 "::ffff:0:1", "192.0.2.255"]), max_size=60))
+def test_repeated_addresses_each_keep_their_text(texts: list[str]) -> None:
+    """Distinct non-IPv4 addresses are formatted once and handed back to every row."""
+    matrix = np.array([list(parse_address(t)) for t in texts], dtype=np.uint8).reshape(-1, 16)
+    parsed = [ipaddress.ip_address(t) for t in texts]
+    expected = [str(a.ipv4_mapped) if getattr(a, "ipv4_mapped", None) else str(a)
+                for a in parsed]
+    assert address_text_array(address_array(matrix)).to_pylist() == expected
