@@ -1,10 +1,15 @@
 """Sessionizer benchmark without I/O: the numba kernel alone, then Sessionizer.feed end to end.
 
-    python bench/bench_kernel.py [--records 5000000] [--part kernel|feed|both]
+    python bench/bench_kernel.py [--records 5000000] [--part kernel|feed|both] [--chunk N]
+    python bench/bench_kernel.py --part kernel --input bench/data/big/big.nfcapd [--records N]
 
 Records are generated in memory, a chunk at a time, and only the replay is timed: `kernel`
 times KernelReplay.process on prepared int64 columns (the per-record loop, table growth
-included; the warm-up loads every compiled function first), `feed` times
+included; the warm-up loads every compiled function first) in chunks of `--chunk` records
+(default 2**20; the CLI feeds 65,536), and says how much of that time the system spent
+giving the process memory (first touches of fresh pages: with transparent huge pages they
+cost anything from nothing to most of the run, depending on how fragmented the machine's
+memory is), `feed` times
 Sessionizer.feed + finish on FLOW_SCHEMA batches of 65,536 records (column extraction,
 kernel, session rows, session ids, flow retention and emission). Each part runs in its own
 child process so that its peak RSS (ru_maxrss) is its own.
@@ -12,7 +17,9 @@ child process so that its peak RSS (ru_maxrss) is its own.
 Traffic: one exporter, ~10,000 records/s of exporter time; every record belongs to one of
 the ~2,000 most recent conversations (client 10.x.y.z:ephemeral -> one of 1,000 servers on
 443/TCP, 80/TCP or 53/UDP), either direction, so sessions open, grow, go idle and close
-all the time, as on a busy edge router.
+all the time, as on a busy edge router. With `--input FILE` the kernel part replays the
+records of a capture instead (one exporter's records, read before timing starts), e.g. the
+nmap SYN scan of bench/data/big/big.nfcapd, where nearly every record is a session of its own.
 """
 
 from __future__ import annotations
@@ -83,7 +90,36 @@ def _records(columns: dict[str, np.ndarray], start: int) -> object:
         index=np.arange(start, start + n, dtype=np.int64))
 
 
-def run_kernel(total: int) -> dict[str, float]:
+def capture_records(path: str, limit: int) -> list[object]:
+    """The records of one capture, as kernel input in chunks of 2**20 (read outside timing)."""
+    from pathlib import Path
+
+    from obserae_forensics.readers import discover_inputs, read_flows
+    from obserae_forensics.report import RunReport
+    from obserae_forensics.sessionize.keys import RECORD_FIELDS, Records, batch_records
+
+    report = RunReport()
+    inputs = discover_inputs([Path(path)], report)
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in RECORD_FIELDS}
+    exporters: set[str] = set()
+    count = 0
+    for batch in read_flows(inputs, report, batch_size=1 << 20):
+        exporters.update(batch.column("exporter").unique().to_pylist())
+        records = batch_records(batch, count)
+        count += batch.num_rows
+        for name in RECORD_FIELDS:
+            parts[name].append(getattr(records, name))
+        if count >= limit:
+            break
+    if len(exporters) > 1:
+        raise SystemExit(f"{path}: {len(exporters)} exporters; the kernel bench replays one")
+    columns = {name: np.concatenate(chunks)[:limit] for name, chunks in parts.items()}
+    return [Records(**{name: column[start:start + (1 << 20)]
+                       for name, column in columns.items()})
+            for start in range(0, len(columns["index"]), 1 << 20)]
+
+
+def run_kernel(total: int, chunk: int, source: str | None) -> dict[str, float]:
     from obserae_forensics.sessionize import SessionPolicy
     from obserae_forensics.sessionize.kernel import KernelReplay
     from obserae_forensics.sessionize.keys import known_service_ports
@@ -93,20 +129,34 @@ def run_kernel(total: int) -> dict[str, float]:
     replay = KernelReplay(SessionPolicy(), known_service_ports(), capacity=16)
     replay.process(_records(generate(0, 1000, seed=99), 0))
     replay.finish(1000)
+    if source is not None:
+        blocks = capture_records(source, total)
+        total = sum(len(block) for block in blocks)
     replay = KernelReplay(SessionPolicy(), known_service_ports())
-    elapsed = 0.0
+    elapsed = system = 0.0
     sessions = 0
     for start in range(0, total, 1 << 20):
-        records = _records(generate(start, min(1 << 20, total - start)), start)
-        began = time.perf_counter()
-        _, _, rows = replay.process(records)
-        elapsed += time.perf_counter() - began
-        sessions += rows.shape[1]
+        if source is None:
+            block = _records(generate(start, min(1 << 20, total - start)), start)
+        else:
+            block = blocks[start >> 20]
+        for first in range(0, len(block), chunk):
+            records = block.take(np.arange(first, min(first + chunk, len(block)))) \
+                if chunk < len(block) else block
+            usage = resource.getrusage(resource.RUSAGE_SELF).ru_stime
+            began = time.perf_counter()
+            _, _, rows = replay.process(records)
+            elapsed += time.perf_counter() - began
+            system += resource.getrusage(resource.RUSAGE_SELF).ru_stime - usage
+            sessions += rows.shape[1]
+    usage = resource.getrusage(resource.RUSAGE_SELF).ru_stime
     began = time.perf_counter()
     sessions += replay.finish(total).shape[1]
     elapsed += time.perf_counter() - began
+    system += resource.getrusage(resource.RUSAGE_SELF).ru_stime - usage
     return {"records": total, "sessions": sessions, "seconds": elapsed,
-            "records_per_s": total / elapsed, "peak_open": replay.pressure()["peak_open"]}
+            "system_seconds": system, "records_per_s": total / elapsed,
+            "peak_open": replay.pressure()["peak_open"]}
 
 
 def run_feed(total: int) -> dict[str, float]:
@@ -143,24 +193,38 @@ def run_feed(total: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--records", type=int, default=5_000_000)
+    parser.add_argument("--records", type=int, default=None,
+                        help="records to replay (default 5,000,000; with --input, all)")
     parser.add_argument("--part", choices=("kernel", "feed", "both"), default="both")
+    parser.add_argument("--chunk", type=int, default=1 << 20,
+                        help="records per KernelReplay.process call (at most 2**20)")
+    parser.add_argument("--input", help="kernel part: replay this capture's records instead")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if not 0 < args.chunk <= 1 << 20:
+        parser.error("--chunk must be between 1 and 2**20")
+    if args.input is not None and args.part != "kernel":
+        parser.error("--input goes with --part kernel")
+    if args.records is None:
+        args.records = 5_000_000 if args.input is None else 1 << 62
     if args.child:
-        result = run_kernel(args.records) if args.part == "kernel" else run_feed(args.records)
+        result = run_kernel(args.records, args.chunk, args.input) if args.part == "kernel" \
+            else run_feed(args.records)
         result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps(result))
         return
     parts = ("kernel", "feed") if args.part == "both" else (args.part,)
     for part in parts:
+        extra = ["--chunk", str(args.chunk)] + (["--input", args.input] if args.input else [])
         done = subprocess.run([sys.executable, __file__, "--records", str(args.records),
-                               "--part", part, "--child"], capture_output=True, text=True,
-                              check=True)
+                               "--part", part, "--child", *extra], capture_output=True,
+                              text=True, check=True)
         result = json.loads(done.stdout.strip().splitlines()[-1])
         print(f"{part:>6}: {result['records']:,} records, {result['sessions']:,} sessions in "
               f"{result['seconds']:.2f} s = {result['records_per_s'] / 1e6:.2f} M records/s, "
-              f"peak RSS {result['peak_rss_mb']:.0f} MB")
+              f"peak RSS {result['peak_rss_mb']:.0f} MB"
+              + (f" ({result['system_seconds']:.2f} s of it in the system: page faults)"
+                 if "system_seconds" in result else ""))
 
 
 if __name__ == "__main__":
