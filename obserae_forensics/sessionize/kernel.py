@@ -4,6 +4,9 @@ Same rules as reference.py (read its docstring first); this is the fast machiner
 
 * sessions are rows of an int64 matrix (row.py); keys find their row through a chained hash
   table (`buckets` + F_NEXT), free rows sit on a stack;
+* a slot's remembered closed session ("prev") expires lazily: it is ignored once the last
+  sweep's watermark passed its expiry, and its slot is taken back in bulk (_collect, when
+  the free stack runs out) instead of by a second timer, sweep and chain walk per session;
 * deadlines are *lazy*: a session is queued once under the deadline it had when opened and
   re-queued only when its deadline moved earlier (TCP finish) or when the queued entry
   comes due early and the real deadline turns out later — so a record that merely extends
@@ -72,7 +75,9 @@ S_WHEEL_CUR = 15  # timer wheel: every entry of a bucket below this one is in th
 S_TIMERS = 16  # entries on the wheel
 S_TIMER_FREE = 17  # head of the free list of wheel entries
 S_SLOTS = 18  # slots in use or on the free stack; rows of S beyond are untouched zeros
-SCALAR_COUNT = 19
+S_SWEPT = 19  # watermark of the last finished sweep: remembered sessions expiring before it
+# are gone (they keep their slot until _collect frees it)
+SCALAR_COUNT = 20
 
 # Rows of S (and endpoint rows, twice as many) reserved up front as untouched zero pages:
 # growing within the reserve copies nothing, and pages are only paid for once used.
@@ -216,9 +221,22 @@ def _init_session(M: Any, s: int, serial: int, late: int) -> None:
 
 
 @_helper
-def _new_links(M: Any, s: int, S: Any, slot: int, first: int, late: int, stray: bool) -> None:
+def _has_prev(S: Any, slot: int, C: Any) -> bool:
+    """S[slot] remembers a closed session that has not expired at the last sweep.
+
+    Expiry is lazy: the reference forgets a remembered session once a sweep's watermark
+    passes its expiry; here it stays in its slot, ignored, until a new session of its key
+    overwrites it or _collect frees the slot, so no timer or chain walk is paid per session.
+    """
+    return slot >= 0 and (S[slot, R.F_STATUS] & R.STATUS_PREV) != 0 and \
+        S[slot, R.P_EXPIRY] >= C[S_SWEPT]
+
+
+@_helper
+def _new_links(M: Any, s: int, S: Any, slot: int, C: Any, first: int, late: int,
+               stray: bool) -> None:
     """Follow / continuation links of a session opened in M[s] from the prev of S[slot]."""
-    if slot < 0 or not (S[slot, R.F_STATUS] & R.STATUS_PREV):
+    if not _has_prev(S, slot, C):
         return
     if late:
         if S[slot, R.P_OPENED] <= first:
@@ -298,14 +316,13 @@ def _apply(M: Any, s: int, d: int, first: int, last: int, dst_port: int, domain:
 
 
 @_helper
-def _finalize(M: Any, s: int, S: Any, slot: int, closed_at: int, reason: int, emit: int,
-              peak0: int, peak1: int, known: Any) -> None:
+def _finalize(M: Any, s: int, S: Any, slot: int, C: Any, closed_at: int, reason: int,
+              emit: int, peak0: int, peak1: int, known: Any) -> None:
     """Fill the output fields of M[s]; S[slot] holds the key's previous closed session."""
     M[s, R.F_PEAK0] = peak0
     M[s, R.F_PEAK1] = peak1
-    if slot >= 0 and (S[slot, R.F_STATUS] & R.STATUS_PREV) and \
-            S[slot, R.P_OPENED] == M[s, R.F_OPENED] and S[slot, R.P_SPLIT] == M[s, R.F_SPLIT] \
-            and S[slot, R.P_LATE] == M[s, R.F_LATE]:
+    if _has_prev(S, slot, C) and S[slot, R.P_OPENED] == M[s, R.F_OPENED] and \
+            S[slot, R.P_SPLIT] == M[s, R.F_SPLIT] and S[slot, R.P_LATE] == M[s, R.F_LATE]:
         M[s, R.F_DUP] = S[slot, R.P_DUP] + 1
     else:
         M[s, R.F_DUP] = 0
@@ -571,23 +588,6 @@ def _eviction_build(V: Any, C: Any, S: Any, tmp: Any) -> None:
 
 # -- hash tables --------------------------------------------------------------------------
 @_helper
-def _free_slot(S: Any, B: Any, F: Any, C: Any, slot: int) -> None:
-    b = S[slot, R.F_HASH] & (len(B) - 1)
-    cursor = B[b]
-    if cursor == slot:
-        B[b] = S[slot, R.F_NEXT]
-    else:
-        while S[cursor, R.F_NEXT] != slot:
-            cursor = S[cursor, R.F_NEXT]
-        S[cursor, R.F_NEXT] = S[slot, R.F_NEXT]
-    S[slot, R.F_STATUS] = 0
-    S[slot, R.F_GEN] += 1
-    F[C[S_FREE_TOP]] = slot
-    C[S_FREE_TOP] += 1
-    C[S_USED] -= 1
-
-
-@_helper
 def _endpoint_acquire(E: Any, EB: Any, EF: Any, C: Any, proto: int, hi: int, lo: int,
                       port: int) -> int:
     h = _key_hash(proto, hi, lo, port, 0, 0, 0)
@@ -652,12 +652,11 @@ def _close(S: Any, slot: int, closed_at: int, reason: int, emit: int, P: Any, C:
     _endpoint_release(E, EB, EF, C, e0)
     peak1 = E[e1, E_PEAK]
     _endpoint_release(E, EB, EF, C, e1)
-    _finalize(S, slot, S, slot, closed_at, reason, emit, peak0, peak1, known)
+    _finalize(S, slot, S, slot, C, closed_at, reason, emit, peak0, peak1, known)
     _output(OUT, C, S, slot)
     _remember(S, slot, S, slot, P)
     S[slot, R.F_STATUS] &= ~R.STATUS_OPEN
     C[S_OPEN] -= 1
-    _timer_push(D, Q, C, S[slot, R.P_EXPIRY], slot * 2 + 1, S[slot, R.F_GEN])
 
 
 @_helper
@@ -669,25 +668,18 @@ def _sweep(S: Any, B: Any, F: Any, P: Any, C: Any, OUT: Any, D: Any, Q: Any, E: 
         ref = D[0, 1]
         tag = D[0, 2]
         _deadline_pop(D, C)
-        slot = ref >> 1
-        status = S[slot, R.F_STATUS]
-        if ref & 1 == 0:
-            if not (status & R.STATUS_OPEN) or S[slot, R.F_SERIAL] != tag or \
-                    S[slot, R.F_QUEUED] != t:
-                continue
-            deadline, reason = _deadline(S, slot, P)
-            if deadline < watermark:
-                _close(S, slot, deadline, reason, emit, P, C, OUT, D, Q, E, EB, EF, known)
-            else:
-                S[slot, R.F_QUEUED] = deadline
-                _timer_push(D, Q, C, deadline, ref, tag)
+        slot = ref
+        if not (S[slot, R.F_STATUS] & R.STATUS_OPEN) or S[slot, R.F_SERIAL] != tag or \
+                S[slot, R.F_QUEUED] != t:
+            continue
+        deadline, reason = _deadline(S, slot, P)
+        if deadline < watermark:
+            _close(S, slot, deadline, reason, emit, P, C, OUT, D, Q, E, EB, EF, known)
         else:
-            if not (status & R.STATUS_PREV) or S[slot, R.F_GEN] != tag or \
-                    S[slot, R.P_EXPIRY] != t:
-                continue
-            S[slot, R.F_STATUS] = status & ~R.STATUS_PREV
-            if S[slot, R.F_STATUS] == 0:
-                _free_slot(S, B, F, C, slot)
+            S[slot, R.F_QUEUED] = deadline
+            _timer_push(D, Q, C, deadline, ref, tag)
+    # the reference forgets remembered sessions after the closes of its sweep
+    C[S_SWEPT] = watermark
 
 
 @_helper
@@ -779,15 +771,14 @@ def replay(
                     X[0, f] = S[slot, f]
                 _init_session(X, 0, C[S_SERIALS], late)
                 C[S_SERIALS] += 1
-                _new_links(X, 0, S, slot, first, late, True)
+                _new_links(X, 0, S, slot, C, first, late, True)
                 _apply(X, 0, d, first, last, dst_port[i], exporter_domain[i], tcp_flags[i],
                        packets[i], octets[i], reverse_packets[i], reverse_octets[i],
                        sampling_rate[i], counters_scaled[i], src_declared[i], dst_declared[i])
                 deadline, reason = _deadline(X, 0, P)
-                _finalize(X, 0, S, slot, deadline, reason, emit, 0, 0, known)
+                _finalize(X, 0, S, slot, C, deadline, reason, emit, 0, 0, known)
                 _output(OUT, C, X, 0)
                 _remember(S, slot, X, 0, P)
-                _timer_push(D, Q, C, S[slot, R.P_EXPIRY], slot * 2 + 1, S[slot, R.F_GEN])
                 serial_out[i] = X[0, R.F_SERIAL]
                 direction_out[i] = d
                 if last > C[S_MAX_LAST] or not C[S_HAS_MAX_LAST]:
@@ -819,7 +810,7 @@ def replay(
                 B[b] = slot
             _init_session(S, slot, C[S_SERIALS], late)
             C[S_SERIALS] += 1
-            _new_links(S, slot, S, slot, first, late, False)
+            _new_links(S, slot, S, slot, C, first, late, False)
             if C[S_OPEN] >= P[P_CAP]:
                 if not C[S_EVICTION_ON]:
                     _eviction_build(V, C, S, tmp)
@@ -859,7 +850,7 @@ def replay(
         deadline, reason = _deadline(S, target, P)
         if deadline < S[target, R.F_QUEUED]:
             S[target, R.F_QUEUED] = deadline
-            _timer_push(D, Q, C, deadline, target * 2, S[target, R.F_SERIAL])
+            _timer_push(D, Q, C, deadline, target, S[target, R.F_SERIAL])
         serial_out[i] = S[target, R.F_SERIAL]
         direction_out[i] = d
         if last > C[S_MAX_LAST] or not C[S_HAS_MAX_LAST]:
@@ -880,9 +871,33 @@ def finish(S: Any, B: Any, F: Any, P: Any, C: Any, OUT: Any, D: Any, Q: Any, E: 
         if S[slot, R.F_STATUS] & R.STATUS_OPEN:
             e0 = S[slot, R.F_ENDPOINT0]
             e1 = S[slot, R.F_ENDPOINT1]
-            _finalize(S, slot, S, slot, 0, R.REASON_OPEN, emit, E[e0, E_PEAK], E[e1, E_PEAK],
+            _finalize(S, slot, S, slot, C, 0, R.REASON_OPEN, emit, E[e0, E_PEAK], E[e1, E_PEAK],
                       known)
             _output(OUT, C, S, slot)
+
+
+@_jit
+def _collect(S: Any, B: Any, F: Any, C: Any) -> int:
+    """Free the slots that only remember an expired session; rebuild the free stack (lowest
+    slot on top, so that new sessions fill memory in order) and the hash chains.
+    -> free slots."""
+    B[:] = -1
+    top = 0
+    for slot in range(C[S_SLOTS] - 1, -1, -1):
+        status = S[slot, R.F_STATUS]
+        if status == R.STATUS_PREV and S[slot, R.P_EXPIRY] < C[S_SWEPT]:
+            status = 0
+            S[slot, R.F_STATUS] = 0
+        if status == 0:
+            F[top] = slot
+            top += 1
+        else:
+            b = S[slot, R.F_HASH] & (len(B) - 1)
+            S[slot, R.F_NEXT] = B[b]
+            B[b] = slot
+    C[S_FREE_TOP] = top
+    C[S_USED] = C[S_SLOTS] - top
+    return top
 
 
 @_jit
@@ -937,6 +952,7 @@ class KernelReplay:
         self.F = np.arange(capacity - 1, -1, -1, dtype=np.int64)
         self.C[S_FREE_TOP] = capacity
         self.C[S_SLOTS] = capacity
+        self.C[S_SWEPT] = R.TIME_MIN
         self.OUT = np.empty((R.OUTPUT_FIELD_COUNT, capacity + 8), dtype=np.int64)
         self.D = np.zeros((2 * capacity + 16, 3), dtype=np.int64)
         self.Q = np.zeros((WHEEL_BUCKETS + len(self.D), 4), dtype=np.int64)
@@ -1012,7 +1028,11 @@ class KernelReplay:
         if status == NEED_OUTPUT:
             self._grow_output(int(self.C[S_OUT] + self.C[S_OPEN]) + 8)
         elif status == NEED_SLOTS:
+            # remembered sessions expire lazily: first take back the slots of those that
+            # have, and grow only when that leaves less than an eighth of the table free
             old = len(self.F)
+            if _collect(self.S, self.B, self.F, self.C) >= max(2, old // 8):
+                return
             if len(self.S) < 2 * old:
                 grown = R.new_rows(2 * len(self.S))
                 grown[:len(self.S)] = self.S
