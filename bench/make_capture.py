@@ -1,14 +1,18 @@
-"""Write a large PCAP of NetFlow v9 or IPFIX export datagrams for bench_decoders.py.
+"""Write a large PCAP of NetFlow v9 or IPFIX export datagrams for the benchmarks.
 
     python bench/make_capture.py bench/data/v9.pcap --version 9 --records 5000000
     python bench/make_capture.py bench/data/ipfix.pcap --version 10
+    python bench/make_capture.py bench/data/big/big_export_v9.pcap --from bench/data/big/big.nfcapd
 
 Every frame is Ethernet / IPv4 / UDP / one export datagram of RECORDS_PER_DATAGRAM records
 of one template (softflowd-like, 40 bytes a record), so all data frames have
 the same size and the whole file is filled column by column with numpy: a few seconds for
 5 million records. The template is sent in the first datagram and every TEMPLATE_EVERY
 datagrams, sequence numbers follow each version's rule, and record contents are random
-(addresses, ports, counters) with uptime-relative times, so the decoder does its real work.
+(addresses, ports, counters) with uptime-relative times, so the decoder does its real work:
+every record is a conversation of its own, the open-session cap's worst case. With --from,
+the records are those of an nfcapd file instead (IPv4 only), so that `sessionize` can be
+timed on the same traffic as a PCAP export and as nfcapd (bench_sessionize.py).
 Not committed: bench/data/ is gitignored.
 """
 
@@ -64,11 +68,91 @@ def frame(udp_payload: bytes, identification: int) -> bytes:
     return ethernet + bytes(header) + udp
 
 
-def write_capture(path: Path, version: int, records: int, seed: int = 1) -> int:
-    """Write the capture; returns the number of flow records in it."""
+def random_records(datagrams: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray, int]:
+    """(records, datagram times in µs, boot time in µs): random softflowd-like records, a
+    datagram every millisecond; every record its own conversation (the cap's worst case)."""
     rng = np.random.default_rng(seed)
-    datagrams = -(-records // RECORDS_PER_DATAGRAM)
     per = RECORDS_PER_DATAGRAM
+    ts_us = START_S * 1_000_000 + np.arange(datagrams, dtype=np.int64) * 1000
+    boot_us = START_S * 1_000_000 - 3_600_000_000
+    uptime_ms = (ts_us - boot_us) // 1000
+    n = datagrams * per
+    flat = np.zeros(n, dtype=RECORD)
+    flat["src"] = rng.integers(0x0A000000, 0x0AFFFFFF, n, dtype=np.uint32)
+    flat["dst"] = rng.integers(0xC0A80000, 0xC0A8FFFF, n, dtype=np.uint32)
+    age = rng.integers(0, 60_000, n, dtype=np.int64)
+    up = np.repeat(uptime_ms, per)
+    flat["last"] = up - age
+    flat["first"] = up - age - rng.integers(0, 30_000, n, dtype=np.int64)
+    flat["packets"] = rng.integers(1, 1000, n, dtype=np.uint32)
+    flat["octets"] = flat["packets"] * rng.integers(40, 1500, n, dtype=np.uint32)
+    flat["input"] = rng.integers(1, 48, n, dtype=np.uint32)
+    flat["output"] = rng.integers(1, 48, n, dtype=np.uint32)
+    flat["sport"] = rng.integers(1024, 65535, n, dtype=np.uint32)
+    flat["dport"] = rng.choice(np.array([53, 80, 443, 22, 123], dtype=np.uint16), n)
+    flat["proto"] = rng.choice(np.array([6, 17], dtype=np.uint8), n)
+    flat["flags"] = np.where(flat["proto"] == 6, 0x1B, 0)
+    flat["reason"] = 1
+    return flat, ts_us, boot_us
+
+
+def nfcapd_records(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
+    """(records, datagram times in µs, boot time in µs) re-exporting an nfcapd file's IPv4
+    records in file order, RECORDS_PER_DATAGRAM a datagram (a last partial datagram is left
+    out). Each datagram is sent on the whole second after the newest last_seen so far, so
+    that the uptime times decode back to the same milliseconds."""
+    import pyarrow as pa
+
+    from obserae_forensics.pipeline import discover_inputs
+    from obserae_forensics.readers import read_flows
+    from obserae_forensics.report import RunReport
+
+    report = RunReport()
+    table = pa.Table.from_batches(list(read_flows(discover_inputs([path], report), report)))
+    n = table.num_rows - table.num_rows % RECORDS_PER_DATAGRAM
+
+    def column(name: str) -> np.ndarray:
+        return table.column(name).slice(0, n).to_numpy()
+
+    def ipv4(name: str) -> np.ndarray:
+        raw = np.frombuffer(table.column(name).combine_chunks().buffers()[1], np.uint8)
+        matrix = raw[:table.num_rows * 16].reshape(-1, 16)[:n]
+        if not (matrix[:, 10:12] == 0xFF).all():
+            raise SystemExit(f"{path}: only IPv4 records can be re-exported")
+        return matrix[:, 12:].copy().view(">u4").ravel()
+
+    first = column("first_seen").astype("datetime64[us]").astype(np.int64)
+    last = column("last_seen").astype("datetime64[us]").astype(np.int64)
+    boot_us = (int(first.min()) // 1_000_000 - 3600) * 1_000_000
+    flat = np.zeros(n, dtype=RECORD)
+    flat["src"] = ipv4("src_addr")
+    flat["dst"] = ipv4("dst_addr")
+    flat["first"] = (first - boot_us) // 1000
+    flat["last"] = (last - boot_us) // 1000
+    for name, field in (("packets", "packets"), ("octets", "octets")):
+        values = column(name)
+        if values.max() >= 2**32:
+            raise SystemExit(f"{path}: {name} does not fit 32 bits")
+        flat[field] = values
+    flat["input"] = column("input_if")
+    flat["output"] = column("output_if")
+    flat["sport"] = column("src_port")
+    flat["dport"] = column("dst_port")
+    flat["proto"] = column("protocol")
+    flat["flags"] = column("tcp_flags").astype(np.uint8)
+    flat["tos"] = column("tos")
+    flat["reason"] = 1
+    newest = np.maximum.accumulate(last.reshape(-1, RECORDS_PER_DATAGRAM).max(axis=1))
+    ts_us = (newest // 1_000_000 + 1) * 1_000_000
+    return flat, ts_us, boot_us
+
+
+def write_capture(path: Path, version: int, body: np.ndarray, ts_us: np.ndarray,
+                  boot_us: int) -> int:
+    """Write `body` (RECORD records, RECORDS_PER_DATAGRAM a datagram sent at `ts_us`, uptimes
+    counted from `boot_us`) as a capture; returns the number of flow records in it."""
+    per = RECORDS_PER_DATAGRAM
+    datagrams = len(ts_us)
     header_size = 20 if version == 9 else 16
     data_set_size = 4 + per * RECORD.itemsize
     payload_size = header_size + data_set_size
@@ -77,8 +161,6 @@ def write_capture(path: Path, version: int, records: int, seed: int = 1) -> int:
     payload_at = frame_size - payload_size
     rows = np.zeros((datagrams, 16 + frame_size), dtype=np.uint8)
     rows[:, 16:] = np.frombuffer(sample, dtype=np.uint8)
-    # pcap record headers: 1 ms apart
-    ts_us = START_S * 1_000_000 + np.arange(datagrams, dtype=np.int64) * 1000
     record_header = np.zeros(datagrams, dtype=[("s", "<u4"), ("us", "<u4"), ("cap", "<u4"),
                                                ("len", "<u4")])
     record_header["s"] = ts_us // 1_000_000
@@ -89,7 +171,7 @@ def write_capture(path: Path, version: int, records: int, seed: int = 1) -> int:
     # IPv4 identification (bytes 18-19 of the IP header) and its checksum stay consistent:
     # identification is left 0 for every frame, so the sample's checksum is valid for all.
     export_s = (ts_us // 1_000_000).astype(np.int64)
-    uptime_ms = (ts_us // 1000 - START_S * 1000 + 3_600_000).astype(np.int64)
+    uptime_ms = ((ts_us - boot_us) // 1000).astype(np.int64)
     head = np.zeros(datagrams, dtype=[("v", ">u2"), ("a", ">u2"), ("b", ">u4"), ("c", ">u4"),
                                       ("d", ">u4"), ("e", ">u4")] if version == 9 else
                     [("v", ">u2"), ("a", ">u2"), ("b", ">u4"), ("c", ">u4"), ("d", ">u4")])
@@ -109,24 +191,6 @@ def write_capture(path: Path, version: int, records: int, seed: int = 1) -> int:
     rows[:, start:start + header_size] = head.view(np.uint8).reshape(datagrams, header_size)
     set_header = np.frombuffer(struct.pack(">HH", TEMPLATE_ID, data_set_size), dtype=np.uint8)
     rows[:, start + header_size:start + header_size + 4] = set_header
-    body = np.zeros((datagrams, per), dtype=RECORD)
-    n = datagrams * per
-    flat = body.reshape(n)
-    flat["src"] = rng.integers(0x0A000000, 0x0AFFFFFF, n, dtype=np.uint32)
-    flat["dst"] = rng.integers(0xC0A80000, 0xC0A8FFFF, n, dtype=np.uint32)
-    age = rng.integers(0, 60_000, n, dtype=np.int64)
-    up = np.repeat(uptime_ms, per)
-    flat["last"] = up - age
-    flat["first"] = up - age - rng.integers(0, 30_000, n, dtype=np.int64)
-    flat["packets"] = rng.integers(1, 1000, n, dtype=np.uint32)
-    flat["octets"] = flat["packets"] * rng.integers(40, 1500, n, dtype=np.uint32)
-    flat["input"] = rng.integers(1, 48, n, dtype=np.uint32)
-    flat["output"] = rng.integers(1, 48, n, dtype=np.uint32)
-    flat["sport"] = rng.integers(1024, 65535, n, dtype=np.uint32)
-    flat["dport"] = rng.choice(np.array([53, 80, 443, 22, 123], dtype=np.uint16), n)
-    flat["proto"] = rng.choice(np.array([6, 17], dtype=np.uint8), n)
-    flat["flags"] = np.where(flat["proto"] == 6, 0x1B, 0)
-    flat["reason"] = 1
     records_at = start + header_size + 4
     rows[:, records_at:] = body.view(np.uint8).reshape(datagrams, per * RECORD.itemsize)
     with path.open("wb") as out:
@@ -152,10 +216,16 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--version", type=int, choices=(9, 10), default=9)
     parser.add_argument("--records", type=int, default=5_000_000)
+    parser.add_argument("--from", dest="source", type=Path,
+                        help="re-export this nfcapd file's IPv4 records instead of random ones")
     args = parser.parse_args()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
-    records = write_capture(args.out, args.version, args.records)
+    if args.source is not None:
+        body, ts_us, boot_us = nfcapd_records(args.source)
+    else:
+        body, ts_us, boot_us = random_records(-(-args.records // RECORDS_PER_DATAGRAM))
+    records = write_capture(args.out, args.version, body, ts_us, boot_us)
     print(f"{args.out}: {records} v{args.version} records, {args.out.stat().st_size} bytes, "
           f"{time.perf_counter() - began:.1f} s")
 
