@@ -16,7 +16,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -29,6 +29,9 @@ from .report import RunReport
 from .schema import FLOW_ADDRESS_COLUMNS, FLOW_SCHEMA, SESSIONS_SCHEMA
 from .tables.parquet import TableWriter, staged_directory, write_json, write_table
 from .tables.partitioned import BucketedWriter, transform_buckets
+
+if TYPE_CHECKING:
+    from .matching.consolidate import Consolidation
 
 EXPORTER_COLUMNS: list[tuple[str, pa.DataType]] = [
     ("exporter", pa.string()),
@@ -249,6 +252,7 @@ def _iso(us: int | None) -> str | None:
 
 def sessionize_inputs(config: SessionizeConfig, report: RunReport) -> SessionizeResult:
     """Read every input, sessionize, and write the tables and manifest into config.out."""
+    from .matching.consolidate import Consolidation
     from .sessionize import Sessionizer, policy_settings
 
     report.strict = config.read.strict
@@ -264,10 +268,10 @@ def sessionize_inputs(config: SessionizeConfig, report: RunReport) -> Sessionize
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet") as io:
             sessions_writer = TableWriter(staging / "sessions.parquet", SESSIONS_SCHEMA,
                                           executor=io)
-            consolidation = BucketedWriter(staging / ".consolidation",
-                                           pa.schema([SESSIONS_SCHEMA.field(name)
-                                                      for name in CONSOLIDATION_COLUMNS]),
-                                           CONSOLIDATION_BUCKETS, executor=io)
+            consolidation = Consolidation(config.policy.grace_us)
+            consolidation_buckets = BucketedWriter(staging / ".consolidation",
+                                                   CONSOLIDATION_BUCKETS, consolidation.rows,
+                                                   executor=io)
             flows_writer: TableWriter | None = None
             matches_writer: TableWriter | None = None
 
@@ -287,7 +291,7 @@ def sessionize_inputs(config: SessionizeConfig, report: RunReport) -> Sessionize
                     matches_writer.write(matches)
                 if sessions.num_rows:
                     sessions_writer.write(sessions)
-                    consolidation.write(sessions.select(CONSOLIDATION_COLUMNS))
+                    consolidation_buckets.write(sessions)
                     totals.add_sessions(sessions)
                     for counter, name in ((result.states, "state"),
                                           (result.close_reasons, "close_reason"),
@@ -321,7 +325,7 @@ def sessionize_inputs(config: SessionizeConfig, report: RunReport) -> Sessionize
                     empty = match_sessions(SESSIONS_SCHEMA.empty_table(), config.flow_matrix)
                     matches_writer = TableWriter(staging / "session_matches.parquet", empty.schema)
                 matches_writer.close()
-            _write_consolidated(staging, consolidation.close(), config, io)
+            _write_consolidated(staging, consolidation_buckets.close(), consolidation, io)
             write_table(staging / "exporters.parquet",
                         exporters_table(report, sessionizer.pressure(), per_exporter))
             totals_ok = (totals.records_in == totals.records_out == result.flows
@@ -347,26 +351,17 @@ def _empty_flows_schema() -> pa.Schema:
 
 # sessions_consolidated: conversations hashed into this many buckets, each consolidated alone
 CONSOLIDATION_BUCKETS = 128
-# what consolidation needs of each session: everything but the columns it never looks at
-CONSOLIDATION_COLUMNS = [
-    f.name for f in SESSIONS_SCHEMA if f.name not in (
-        "conversation_id", "split", "exporter_domain", "ab_flags", "ba_flags", "icmp_type",
-        "icmp_code", "closed_at", "state", "close_reason", "flow_count", "late_records",
-        "late", "follows_session_id", "matched_rules")]
 
 
-def _write_consolidated(staging: Path, buckets: list[Path], config: SessionizeConfig,
+def _write_consolidated(staging: Path, buckets: list[Path], consolidation: Consolidation,
                         executor: Executor) -> None:
     """sessions_consolidated, a bucket of conversations at a time (encoded on `executor`
     while the next bucket is consolidated)."""
-    from .matching import SESSIONS_CONSOLIDATED_SCHEMA, consolidate_sessions
-
-    def consolidate(sessions: pa.Table) -> pa.Table:
-        return consolidate_sessions(sessions, config.policy.grace_us)
+    from .matching import SESSIONS_CONSOLIDATED_SCHEMA
 
     writer = TableWriter(staging / "sessions_consolidated.parquet",
                          SESSIONS_CONSOLIDATED_SCHEMA, executor=executor)
-    transform_buckets(buckets, consolidate, writer)  # each bucket by first_seen, id
+    transform_buckets(buckets, consolidation.consolidate, writer)  # each by first_seen, id
     writer.close()
     shutil.rmtree(staging / ".consolidation", ignore_errors=True)
 

@@ -19,23 +19,32 @@ Rules as implemented (README, "Consolidated sessions"):
   routing) must not hide the other. coherence_pct = 100 x smallest / largest exporter byte
   total (100 with one exporter, or when no exporter counted a byte).
 
-The surprising thing: grouping needs every session at once, so this runs on the whole
-sessions table after the sessionizer; a chained group's time span can exceed any single
-member's, which is the point: it is what all the exporters saw together.
+The surprising thing: grouping needs every session at once, so a run keeps what grouping
+needs of each session (`Consolidation.rows`: CONSOLIDATION_ROWS_SCHEMA, fixed-width
+numbers apart from the session id and the two address texts; exporters, protocol keywords
+and role methods as codes of a run-wide vocabulary) and consolidates it after the
+sessionizer, a bucket of endpoint pairs at a time. A chained group's time span can exceed
+any single member's, which is the point: it is what all the exporters saw together.
+
+Most sessions are alone in their endpoint pair (a scan is nothing else): their rows are the
+session itself, and only pairs with several sessions go through the grouping. Addresses
+are compared as the canonical texts the sessionizer writes; the client and server of a
+session are its two endpoints (ip_a/port_a is one of them), so the a side is kept as a flag.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+import numba
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..ids import endpoint_pair_hashes, hash_words, hex_ids, id_sort_keys
+from ..ids import endpoint_pair_hashes, id_sort_keys
 from ..schema import TIMESTAMP
-from .address_sets import unique_address_values
 from .columns import column_values
 from .services import PORT_PROTOCOLS
 
@@ -63,226 +72,557 @@ _consolidated_fields: list[pa.Field[Any]] = [
 ]
 SESSIONS_CONSOLIDATED_SCHEMA = pa.schema(_consolidated_fields)
 
+# What consolidation keeps of each session between the sessionizer and the grouping.
+_row_fields: list[pa.Field[Any]] = [
+    pa.field("pair", pa.uint64()),  # endpoint pair hash, ports only for PORT_PROTOCOLS
+    pa.field("protocol_number", pa.uint8()),
+    pa.field("protocol", pa.uint32()),  # code in Consolidation.protocols
+    pa.field("exporter", pa.uint32()),  # code in Consolidation.exporters
+    pa.field("role_method", pa.uint32()),  # code in Consolidation.role_methods
+    pa.field("client_is_a", pa.uint8()),  # (client_ip, client_port) == (ip_a, port_a)
+    pa.field("client_port", pa.uint16()),
+    pa.field("server_port", pa.uint16()),
+    pa.field("opened_at", pa.int64()),  # µs
+    pa.field("last_seen_at", pa.int64()),
+    pa.field("role_confidence", pa.float64()),
+    # counters scaled by the sampling rate, oriented to the session's own client
+    pa.field("cs_bytes", pa.uint64()),
+    pa.field("sc_bytes", pa.uint64()),
+    pa.field("cs_packets", pa.uint64()),
+    pa.field("sc_packets", pa.uint64()),
+    pa.field("session_id", pa.string()),
+    pa.field("client_ip", pa.string()),
+    pa.field("server_ip", pa.string()),
+]
+CONSOLIDATION_ROWS_SCHEMA = pa.schema(_row_fields)
+
+_PORT_PROTOCOLS = np.array(sorted(PORT_PROTOCOLS), dtype=np.int64)
+_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8).copy()
+_K1 = np.uint64(0x9E3779B97F4A7C15)
+_K2 = np.uint64(0xBF58476D1CE4E5B9)
+_K3 = np.uint64(0x94D049BB133111EB)
+_SMALL_RUN = 16  # tied runs up to this long are put in order by insertion
+
 
 def consolidate_sessions(sessions: pa.Table, grace_us: int) -> pa.Table:
-    """sessions_consolidated: one row per conversation, by first_seen then consolidated_id.
+    """sessions_consolidated: one row per conversation, by first_seen then consolidated_id."""
+    consolidation = Consolidation(grace_us)
+    rows, _ = consolidation.rows(sessions, 1)
+    return consolidation.consolidate(rows)
 
-    Most sessions are the only one of their protocol and endpoint pair in the table (a scan
-    is nothing else): their rows are built straight from the session, and only pairs with
-    several sessions go through the grouping.
+
+class Vocabulary:
+    """Codes for a column of few distinct texts (exporters, protocol keywords, role
+    methods), given in order of first appearance; the texts come back only in outputs,
+    so the codes never show and their order does not matter."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+        self._codes: dict[str, int] = {}
+
+    def encode(self, column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+        """uint32 code per row."""
+        if isinstance(column, pa.ChunkedArray):
+            column = column.combine_chunks() if column.num_chunks else pa.array([], pa.string())
+        encoded = pc.dictionary_encode(column)
+        remap = np.array([self._code(text) for text in encoded.dictionary.to_pylist()],
+                         dtype=np.uint32)
+        return remap[column_values(encoded.indices)]
+
+    def _code(self, text: str) -> int:
+        code = self._codes.get(text)
+        if code is None:
+            code = self._codes[text] = len(self.texts)
+            self.texts.append(text)
+        return code
+
+    def strings(self, codes: np.ndarray) -> pa.Array:
+        """The text of each code, as an Arrow string column."""
+        return pa.array(self.texts, pa.string()).take(pa.array(codes))
+
+    def text_ranks(self) -> np.ndarray:
+        """int64 per code: its text's place in sorted order."""
+        rank = np.empty(len(self.texts), dtype=np.int64)
+        rank[sorted(range(len(self.texts)), key=self.texts.__getitem__)] = np.arange(
+            len(self.texts))
+        return rank
+
+
+@dataclass
+class _Conversations:
+    """Rows of sessions_consolidated as numbers: what `Consolidation._table` renders."""
+
+    source: np.ndarray  # row whose client/server, protocol and role the conversation shows
+    ids: np.ndarray  # uint64 consolidated_id
+    first_seen: np.ndarray
+    last_seen: np.ndarray
+    counters: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # cs/sc bytes, packets
+    coherence: np.ndarray
+    exporter_count: np.ndarray
+    exporters: np.ndarray  # exporter codes, conversation after conversation, by text
+    session_count: np.ndarray
+    members: np.ndarray  # rows, conversation after conversation, by opened_at, session_id
+
+
+class Consolidation:
+    """sessions_consolidated of a run fed batch after batch.
+
+    `rows` reduces a sessions table to CONSOLIDATION_ROWS_SCHEMA (plus the hash that picks
+    each session's bucket), `consolidate` turns the rows of whole endpoint pairs (a bucket,
+    or everything) into their part of the table. The vocabularies are shared by both, so
+    one Consolidation must see every row it later consolidates.
     """
-    if sessions.num_rows == 0:
-        return SESSIONS_CONSOLIDATED_SCHEMA.empty_table()
-    pair = endpoint_pair_hashes(sessions, port_protocols=PORT_PROTOCOLS)
-    _, inverse, counts = np.unique(pair, return_inverse=True, return_counts=True)
-    alone = counts[inverse.ravel()] == 1
-    parts = []
-    if alone.any():
-        mask = pa.array(alone)
-        parts.append(_single_sessions(sessions.filter(mask), pair[alone]))
-    if not alone.all():
-        mask = pa.array(~alone)
-        parts.append(_grouped_sessions(sessions.filter(mask), pair[~alone], grace_us))
-    table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
-    order = np.lexsort((id_sort_keys(table.column("consolidated_id")),
-                        column_values(table.column("first_seen").cast(pa.int64()))))
-    return table.take(pa.array(order))
+
+    def __init__(self, grace_us: int) -> None:
+        self.grace_us = grace_us
+        self.exporters = Vocabulary()
+        self.protocols = Vocabulary()
+        self.role_methods = Vocabulary()
+
+    def rows(self, sessions: pa.Table, buckets: int = 1) -> tuple[pa.Table, np.ndarray]:
+        """(CONSOLIDATION_ROWS_SCHEMA rows grouped by bucket, int64 rows per bucket).
+
+        A session's bucket is its `pair` hash modulo `buckets`: both directions and every
+        exporter of a conversation agree, so each conversation lies in one bucket. (The
+        sessionizer writes port 0 for protocols without ports, so this is the hash of
+        every port that routing used before.) Within a bucket rows keep their order. The
+        rows are built straight in bucket order: one pass over the sessions instead of a
+        build and a take.
+        """
+        def column(name: str) -> np.ndarray:
+            return column_values(sessions.column(name))
+
+        def times(name: str) -> np.ndarray:
+            return column_values(sessions.column(name).cast(pa.int64()))
+
+        protocol = column("protocol_number")
+        pair = endpoint_pair_hashes(sessions, port_protocols=PORT_PROTOCOLS)
+        bucket = (pair % np.uint64(buckets)).astype(np.int64)
+        order, counts = _bucket_order(bucket, buckets)
+        client_is_a = column_values(pc.and_(
+            pc.equal(sessions.column("client_ip"), sessions.column("ip_a")),
+            pc.equal(sessions.column("client_port"), sessions.column("port_a"))))
+        numbers = _compact_numbers(
+            order, pair, protocol,
+            self.protocols.encode(sessions.column("protocol")),
+            self.exporters.encode(sessions.column("exporter")),
+            self.role_methods.encode(sessions.column("role_method")),
+            client_is_a, column("client_port"), column("server_port"),
+            times("opened_at"), times("last_seen_at"), column("role_confidence"),
+            column("counters_scaled"), column("sampling_rate"),
+            column("ab_bytes"), column("ba_bytes"), column("ab_packets"), column("ba_packets"))
+        take = None if buckets == 1 else pa.array(order)
+
+        def texts(name: str) -> pa.Array:
+            values = _single_chunk(sessions.column(name))
+            return values if take is None else values.take(take)
+
+        arrays = [pa.array(values) for values in numbers]
+        arrays += [texts("session_id"), texts("client_ip"), texts("server_ip")]
+        return pa.Table.from_arrays(arrays, schema=CONSOLIDATION_ROWS_SCHEMA), counts
+
+    def consolidate(self, rows: pa.Table) -> pa.Table:
+        """sessions_consolidated rows of `rows` (every session of each endpoint pair in
+        it), by first_seen then consolidated_id."""
+        if rows.num_rows == 0:
+            return SESSIONS_CONSOLIDATED_SCHEMA.empty_table()
+        rows = rows.combine_chunks()
+        pair = _numbers(rows, "pair")
+        alone = _pair_counts(pair) == 1
+        singles = np.flatnonzero(alone)
+        parts = [self._single(rows, singles)]
+        if len(singles) < rows.num_rows:
+            parts.append(self._grouped(rows, np.flatnonzero(~alone)))
+        return self._table(rows, parts)
+
+    def _single(self, rows: pa.Table, singles: np.ndarray) -> _Conversations:
+        """Conversations of one session: the session itself."""
+        opened = _numbers(rows, "opened_at")[singles]
+        ones = np.ones(len(singles), dtype=np.int64)
+        return _Conversations(
+            source=singles,
+            ids=_consolidated_ids(_numbers(rows, "protocol_number")[singles],
+                                  _numbers(rows, "pair")[singles], opened),
+            first_seen=opened,
+            last_seen=_numbers(rows, "last_seen_at")[singles],
+            counters=(_numbers(rows, "cs_bytes")[singles], _numbers(rows, "sc_bytes")[singles],
+                      _numbers(rows, "cs_packets")[singles],
+                      _numbers(rows, "sc_packets")[singles]),
+            coherence=np.full(len(singles), 100.0),
+            exporter_count=ones,
+            exporters=_numbers(rows, "exporter")[singles],
+            session_count=ones,
+            members=singles,
+        )
+
+    def _grouped(self, rows: pa.Table, group: np.ndarray) -> _Conversations:
+        """Conversations of pairs with several sessions: chained by time overlap, across
+        exporters."""
+        n = len(group)
+
+        def column(name: str) -> np.ndarray:
+            return _numbers(rows, name)[group]
+
+        protocol = column("protocol_number").astype(np.int64)
+        opened = column("opened_at")
+        last = column("last_seen_at")
+
+        # endpoints as integer keys: address code x 65536 + port (ports of port protocols)
+        take = pa.array(group)
+        texts = pa.concat_arrays([_single_chunk(rows.column("client_ip")).take(take),
+                                  _single_chunk(rows.column("server_ip")).take(take)])
+        address = column_values(pc.dictionary_encode(texts).indices).astype(np.int64)
+        has_ports = np.isin(protocol, _PORT_PROTOCOLS)
+        key_client = address[:n] * 65536 + np.where(has_ports, column("client_port"), 0)
+        key_server = address[n:] * 65536 + np.where(has_ports, column("server_port"), 0)
+        client_is_a = column("client_is_a") != 0
+        key_a = np.where(client_is_a, key_client, key_server)
+        low = np.minimum(key_client, key_server)
+        high = np.maximum(key_client, key_server)
+        a_is_low = key_a == low
+        client_is_low = key_client == low
+
+        # a total order on sessions, independent of the table's row order
+        id_rank = np.empty(n, dtype=np.int64)
+        id_rank[column_values(pc.sort_indices(
+            _single_chunk(rows.column("session_id")).take(take)))] = np.arange(n)
+
+        order = np.lexsort((id_rank, opened, high, low, protocol))
+        same_pair = np.ones(n, dtype=bool)  # same protocol and endpoints as the row before
+        same_pair[0] = False
+        for key in (protocol[order], low[order], high[order]):
+            same_pair[1:] &= key[1:] == key[:-1]
+        pair_number = np.cumsum(~same_pair) - 1
+        reach = pd.Series(last[order]).groupby(pair_number).cummax().to_numpy()
+        starts = ~same_pair
+        starts[1:] |= opened[order][1:] > reach[:-1] + self.grace_us
+        cluster_starts = np.flatnonzero(starts)
+        first_seen = np.minimum.reduceat(opened[order], cluster_starts)
+        last_seen = np.maximum.reduceat(last[order], cluster_starts)
+        # number conversations by first_seen, then protocol and endpoints
+        head = order[cluster_starts]
+        output_order = np.lexsort((high[head], low[head], protocol[head], first_seen))
+        number = np.empty(len(cluster_starts), dtype=np.int64)
+        number[output_order] = np.arange(len(cluster_starts))
+        first_seen, last_seen = first_seen[output_order], last_seen[output_order]
+        cluster = np.empty(n, dtype=np.int64)
+        cluster[order] = number[np.cumsum(starts) - 1]
+
+        # the most confident member orients the row
+        confidence = column("role_confidence")
+        by_confidence = np.lexsort((id_rank, opened, -confidence, cluster))
+        first_of_cluster = np.ones(n, dtype=bool)
+        first_of_cluster[1:] = cluster[by_confidence][1:] != cluster[by_confidence][:-1]
+        chosen = by_confidence[first_of_cluster]  # one session per cluster, cluster order
+
+        # counters oriented to the chosen client: back to a/b, then to the chosen side
+        same_side = a_is_low == client_is_low[chosen][cluster]
+        oriented = []
+        for kind in ("bytes", "packets"):
+            cs, sc = column(f"cs_{kind}"), column(f"sc_{kind}")
+            ab, ba = np.where(client_is_a, cs, sc), np.where(client_is_a, sc, cs)
+            oriented += [np.where(same_side, ab, ba), np.where(same_side, ba, ab)]
+        counters = np.stack([oriented[0], oriented[1], oriented[2], oriented[3]],
+                            axis=1).astype(np.uint64)
+
+        # per (cluster, exporter) sums, exporters in text order
+        ranks = self.exporters.text_ranks()
+        exporter_rank = ranks[column("exporter")]
+        pair_key = cluster * max(len(ranks), 1) + exporter_rank
+        by_pair = np.argsort(pair_key, kind="stable")
+        pair_starts = np.flatnonzero(np.r_[True, np.diff(pair_key[by_pair]) != 0])
+        per_exporter = np.add.reduceat(counters[by_pair], pair_starts, axis=0)
+        pair_cluster = cluster[by_pair][pair_starts]
+        pair_exporter = exporter_rank[by_pair][pair_starts]
+        cluster_pair_starts = np.flatnonzero(np.r_[True, np.diff(pair_cluster) != 0])
+        totals = np.maximum.reduceat(per_exporter, cluster_pair_starts, axis=0)
+        exporter_bytes = per_exporter[:, 0] + per_exporter[:, 1]
+        smallest = np.minimum.reduceat(exporter_bytes, cluster_pair_starts).astype(np.float64)
+        largest = np.maximum.reduceat(exporter_bytes, cluster_pair_starts).astype(np.float64)
+        coherence = np.where(largest > 0,
+                             100.0 * smallest / np.where(largest > 0, largest, 1), 100.0)
+        code_of_rank = np.argsort(ranks)
+
+        return _Conversations(
+            source=group[chosen],
+            ids=_consolidated_ids(protocol[chosen], column("pair")[chosen], first_seen),
+            first_seen=first_seen,
+            last_seen=last_seen,
+            counters=(totals[:, 0], totals[:, 1], totals[:, 2], totals[:, 3]),
+            coherence=coherence,
+            exporter_count=np.diff(np.r_[cluster_pair_starts, len(pair_cluster)]),
+            exporters=code_of_rank[pair_exporter],
+            session_count=np.bincount(cluster, minlength=len(first_seen)),
+            members=group[np.lexsort((id_rank, opened, cluster))],
+        )
+
+    def _table(self, rows: pa.Table, parts: list[_Conversations]) -> pa.Table:
+        """SESSIONS_CONSOLIDATED_SCHEMA rows of `parts`, by first_seen then id."""
+        def joined(name: str) -> np.ndarray:
+            values = [getattr(part, name) for part in parts]
+            return values[0] if len(values) == 1 else np.concatenate(values)
+
+        first_seen = joined("first_seen")
+        ids = joined("ids")
+        order = _output_order(first_seen, ids)
+        source = joined("source")[order]
+        session_count = joined("session_count")
+        exporter_count = joined("exporter_count")
+        members = _runs(joined("members"), _starts(session_count)[order], session_count[order])
+        exporters = _runs(joined("exporters"), _starts(exporter_count)[order],
+                          exporter_count[order])
+        counters = [np.concatenate([part.counters[i] for part in parts])[order]
+                    for i in range(4)]
+
+        def gathered(name: str, at: np.ndarray = source) -> pa.Array:
+            return pa.array(_numbers(rows, name)[at])
+
+        def texts(name: str, at: np.ndarray = source) -> pa.Array:
+            return _single_chunk(rows.column(name)).take(pa.array(at))
+
+        arrays = [
+            _hex_texts(ids[order]),
+            texts("client_ip"),
+            gathered("client_port"),
+            texts("server_ip"),
+            gathered("server_port"),
+            self.protocols.strings(_numbers(rows, "protocol")[source]),
+            gathered("protocol_number"),
+            pa.array(exporter_count[order].astype(np.uint32)),
+            pa.ListArray.from_arrays(_offsets(exporter_count[order]),
+                                     self.exporters.strings(exporters)),
+            pa.ListArray.from_arrays(_offsets(session_count[order]),
+                                     _session_ids(_single_chunk(rows.column("session_id")),
+                                                  members)),
+            pa.array(session_count[order].astype(np.uint32)),
+            pa.array(first_seen[order], TIMESTAMP),
+            pa.array(joined("last_seen")[order], TIMESTAMP),
+            *(pa.array(values.astype(np.uint64)) for values in counters),
+            pa.array(joined("coherence")[order]),
+            self.role_methods.strings(_numbers(rows, "role_method")[source]),
+            gathered("role_confidence"),
+        ]
+        return pa.Table.from_arrays(arrays, schema=SESSIONS_CONSOLIDATED_SCHEMA)
+
+
+def _single_chunk(column: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """One Arrow array for a column (its only chunk when it has one: no copy)."""
+    if isinstance(column, pa.ChunkedArray):
+        if column.num_chunks == 1:
+            return column.chunk(0)
+        return column.combine_chunks() if column.num_chunks else pa.array([], column.type)
+    return column
+
+
+def _numbers(rows: pa.Table, name: str) -> np.ndarray:
+    """A fixed-width column of combined rows as numpy, without a copy."""
+    return np.asarray(_single_chunk(rows.column(name)).to_numpy(zero_copy_only=False))
+
+
+def _starts(counts: np.ndarray) -> np.ndarray:
+    """Where each run of `counts` starts in the runs laid end to end."""
+    starts = np.zeros(len(counts), dtype=np.int64)
+    np.cumsum(counts[:-1], out=starts[1:])
+    return starts
+
+
+def _offsets(counts: np.ndarray) -> pa.Array:
+    return pa.array(np.r_[0, np.cumsum(counts)].astype(np.int32))
+
+
+def _session_ids(ids: pa.Array, rows: np.ndarray) -> pa.Array:
+    """The session ids of `rows`: 16-hex-digit ids are gathered as fixed-width bytes,
+    anything else (hand-made tables) by Arrow."""
+    try:
+        fixed = id_sort_keys(ids)
+    except ValueError:
+        return ids.take(pa.array(rows))
+    picked = np.ascontiguousarray(fixed[rows])
+    offsets = np.arange(0, 16 * (len(rows) + 1), 16, dtype=np.int32)
+    return pa.StringArray.from_buffers(len(rows), pa.py_buffer(offsets), pa.py_buffer(picked))
+
+
+def _output_order(first_seen: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """The stable permutation sorting by (first_seen, id): a sort on first_seen, then each
+    run of equal first_seen put in id order (sessions of a scan often share a time)."""
+    order = np.argsort(first_seen, kind="stable")
+    _order_ties(order, first_seen, ids)
+    return order
+
+
+@numba.njit(cache=True, nogil=True)
+def _order_ties(order: Any, first_seen: Any, ids: Any) -> None:
+    n = len(order)
+    start = 0
+    while start < n:
+        end = start + 1
+        while end < n and first_seen[order[end]] == first_seen[order[start]]:
+            end += 1
+        if end - start > _SMALL_RUN:
+            run = order[start:end].copy()
+            ranks = np.argsort(ids[run], kind="mergesort")
+            for k in range(end - start):
+                order[start + k] = run[ranks[k]]
+        elif end - start > 1:
+            for i in range(start + 1, end):  # insertion sort: stable
+                row = order[i]
+                j = i - 1
+                while j >= start and ids[order[j]] > ids[row]:
+                    order[j + 1] = order[j]
+                    j -= 1
+                order[j + 1] = row
+        start = end
+
+
+@numba.njit(cache=True, nogil=True)
+def _runs(values: Any, starts: Any, counts: Any) -> Any:
+    """values[starts[i] : starts[i] + counts[i]] for every i, laid end to end."""
+    out = np.empty(counts.sum(), dtype=values.dtype)
+    k = 0
+    for i in range(len(starts)):
+        for j in range(starts[i], starts[i] + counts[i]):
+            out[k] = values[j]
+            k += 1
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _bucket_order(bucket: Any, buckets: int) -> Any:
+    """(stable permutation grouping rows by bucket, rows per bucket): a counting sort."""
+    counts = np.zeros(buckets, dtype=np.int64)
+    for b in bucket:
+        counts[b] += 1
+    place = np.zeros(buckets, dtype=np.int64)
+    for b in range(1, buckets):
+        place[b] = place[b - 1] + counts[b - 1]
+    order = np.empty(len(bucket), dtype=np.int64)
+    for i in range(len(bucket)):
+        order[place[bucket[i]]] = i
+        place[bucket[i]] += 1
+    return order, counts
+
+
+@numba.njit(cache=True, nogil=True)
+def _compact_numbers(order: Any, pair: Any, protocol: Any, protocol_code: Any,
+                     exporter: Any, method: Any, client_is_a: Any, client_port: Any,
+                     server_port: Any, opened: Any, last: Any, confidence: Any, scaled: Any,
+                     sampling: Any, ab_bytes: Any, ba_bytes: Any, ab_packets: Any,
+                     ba_packets: Any) -> Any:
+    """The fixed-width CONSOLIDATION_ROWS_SCHEMA columns of the sessions at `order`, in
+    that order; counters scaled (unless already) and oriented to each session's client."""
+    n = len(order)
+    out_pair = np.empty(n, dtype=np.uint64)
+    out_protocol = np.empty(n, dtype=np.uint8)
+    out_protocol_code = np.empty(n, dtype=np.uint32)
+    out_exporter = np.empty(n, dtype=np.uint32)
+    out_method = np.empty(n, dtype=np.uint32)
+    out_client_is_a = np.empty(n, dtype=np.uint8)
+    out_client_port = np.empty(n, dtype=np.uint16)
+    out_server_port = np.empty(n, dtype=np.uint16)
+    out_opened = np.empty(n, dtype=np.int64)
+    out_last = np.empty(n, dtype=np.int64)
+    out_confidence = np.empty(n, dtype=np.float64)
+    cs_bytes = np.empty(n, dtype=np.uint64)
+    sc_bytes = np.empty(n, dtype=np.uint64)
+    cs_packets = np.empty(n, dtype=np.uint64)
+    sc_packets = np.empty(n, dtype=np.uint64)
+    for k in range(n):
+        i = order[k]
+        out_pair[k] = pair[i]
+        out_protocol[k] = protocol[i]
+        out_protocol_code[k] = protocol_code[i]
+        out_exporter[k] = exporter[i]
+        out_method[k] = method[i]
+        out_client_is_a[k] = 1 if client_is_a[i] else 0
+        out_client_port[k] = client_port[i]
+        out_server_port[k] = server_port[i]
+        out_opened[k] = opened[i]
+        out_last[k] = last[i]
+        out_confidence[k] = confidence[i]
+        scale = np.uint64(1)
+        if not scaled[i] and sampling[i] > 1:
+            scale = np.uint64(sampling[i])
+        ab_b = np.uint64(ab_bytes[i]) * scale
+        ba_b = np.uint64(ba_bytes[i]) * scale
+        ab_p = np.uint64(ab_packets[i]) * scale
+        ba_p = np.uint64(ba_packets[i]) * scale
+        if client_is_a[i]:
+            cs_bytes[k], sc_bytes[k], cs_packets[k], sc_packets[k] = ab_b, ba_b, ab_p, ba_p
+        else:
+            cs_bytes[k], sc_bytes[k], cs_packets[k], sc_packets[k] = ba_b, ab_b, ba_p, ab_p
+    return (out_pair, out_protocol, out_protocol_code, out_exporter, out_method,
+            out_client_is_a, out_client_port, out_server_port, out_opened, out_last,
+            out_confidence, cs_bytes, sc_bytes, cs_packets, sc_packets)
+
+
+@numba.njit(cache=True, nogil=True)
+def _pair_counts(pair: Any) -> Any:
+    """How many rows share each row's pair hash (open addressing on the hash's high bits:
+    a bucket's hashes share their low bits)."""
+    n = len(pair)
+    bits = 4
+    while (1 << bits) < 2 * n:
+        bits += 1
+    size = 1 << bits
+    shift = np.uint64(64 - bits)
+    keys = np.zeros(size, dtype=np.uint64)
+    counts = np.zeros(size, dtype=np.int64)
+    slot = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        b = np.int64(pair[i] >> shift)
+        while counts[b] != 0 and keys[b] != pair[i]:
+            b = (b + 1) & (size - 1)
+        keys[b] = pair[i]
+        counts[b] += 1
+        slot[i] = b
+    out = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        out[i] = counts[slot[i]]
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _fold(h: Any, value: Any) -> Any:
+    """ids.fold: one splitmix64 round (uint64 arithmetic wraps)."""
+    z = h + value + _K1
+    z = (z ^ (z >> np.uint64(30))) * _K2
+    z = (z ^ (z >> np.uint64(27))) * _K3
+    return z ^ (z >> np.uint64(31))
+
+
+@numba.njit(cache=True, nogil=True)
+def _id_values(protocol: Any, pair: Any, first_seen: Any) -> Any:
+    out = np.empty(len(pair), dtype=np.uint64)
+    for i in range(len(pair)):
+        h = _fold(np.uint64(0), np.uint64(protocol[i]))
+        h = _fold(h, pair[i])
+        out[i] = _fold(h, np.uint64(first_seen[i]))
+    return out
 
 
 def _consolidated_ids(protocol: np.ndarray, pair: np.ndarray, first_seen: np.ndarray
-                      ) -> pa.StringArray:
-    """Deterministic id per conversation: hash of protocol, endpoint pair and first_seen;
-    two conversations of one pair never share a first_seen, since they would overlap."""
-    words = np.stack([protocol.astype(np.uint64), pair.astype(np.uint64),
-                      first_seen.astype(np.int64).view(np.uint64)], axis=1)
-    return hex_ids(hash_words(words))
+                      ) -> np.ndarray:
+    """Deterministic uint64 id per conversation: ids.hash_words of (protocol, endpoint pair
+    hash, first_seen); two conversations of one pair never share a first_seen, since they
+    would overlap."""
+    return _id_values(protocol.astype(np.int64), pair.astype(np.uint64),
+                      first_seen.astype(np.int64).view(np.uint64))
 
 
-def _single_sessions(sessions: pa.Table, pair: np.ndarray) -> pa.Table:
-    """Rows of conversations made of one session: the session itself, scaled and oriented."""
-    n = sessions.num_rows
-
-    def column(name: str) -> np.ndarray:
-        return column_values(sessions.column(name))
-
-    sampling = np.maximum(column("sampling_rate").astype(np.uint64), np.uint64(1))
-    scale = np.where(column("counters_scaled"), np.uint64(1), sampling)
-    client_is_a = column_values(pc.and_(
-        pc.equal(sessions.column("client_ip"), sessions.column("ip_a")),
-        pc.equal(sessions.column("client_port"), sessions.column("port_a"))))
-    ab_bytes, ba_bytes = column("ab_bytes") * scale, column("ba_bytes") * scale
-    ab_packets, ba_packets = column("ab_packets") * scale, column("ba_packets") * scale
-    opened = sessions.column("opened_at").cast(pa.int64())
-    offsets = pa.array(np.arange(n + 1, dtype=np.int32))
-    return pa.Table.from_arrays(
-        [
-            _consolidated_ids(column("protocol_number"), pair, column_values(opened)),
-            sessions.column("client_ip"),
-            sessions.column("client_port"),
-            sessions.column("server_ip"),
-            sessions.column("server_port"),
-            sessions.column("protocol"),
-            sessions.column("protocol_number"),
-            pa.array(np.ones(n, dtype=np.uint32)),
-            pa.ListArray.from_arrays(offsets, sessions.column("exporter").combine_chunks()),
-            pa.ListArray.from_arrays(offsets, sessions.column("session_id").combine_chunks()),
-            pa.array(np.ones(n, dtype=np.uint32)),
-            sessions.column("opened_at").cast(TIMESTAMP),
-            sessions.column("last_seen_at").cast(TIMESTAMP),
-            pa.array(np.where(client_is_a, ab_bytes, ba_bytes).astype(np.uint64)),
-            pa.array(np.where(client_is_a, ba_bytes, ab_bytes).astype(np.uint64)),
-            pa.array(np.where(client_is_a, ab_packets, ba_packets).astype(np.uint64)),
-            pa.array(np.where(client_is_a, ba_packets, ab_packets).astype(np.uint64)),
-            pa.array(np.full(n, 100.0)),
-            sessions.column("role_method"),
-            sessions.column("role_confidence"),
-        ],
-        schema=SESSIONS_CONSOLIDATED_SCHEMA,
-    )
+@numba.njit(cache=True, nogil=True)
+def _hex_digits(values: Any, digits: Any) -> Any:
+    out = np.empty(16 * len(values), dtype=np.uint8)
+    for i in range(len(values)):
+        value = values[i]
+        for k in range(15, -1, -1):
+            out[16 * i + k] = digits[value & np.uint64(15)]
+            value >>= np.uint64(4)
+    return out
 
 
-def _grouped_sessions(sessions: pa.Table, pair_hash: np.ndarray, grace_us: int) -> pa.Table:
-    """Rows of pairs with several sessions: chained by time overlap, across exporters."""
-    n = sessions.num_rows
-
-    def column(name: str, cast: pa.DataType | None = None) -> np.ndarray:
-        values = sessions.column(name)
-        return column_values(values.cast(cast) if cast is not None else values)
-
-    protocol = column("protocol_number").astype(np.int64)
-    opened = column("opened_at", pa.int64())
-    last = column("last_seen_at", pa.int64())
-
-    # endpoints as integer keys: address rank (in address order) x 65536 + port
-    texts = pa.chunked_array(
-        sessions.column("ip_a").chunks
-        + sessions.column("ip_b").chunks
-        + sessions.column("client_ip").chunks,
-        pa.string(),
-    )
-    unique, index = unique_address_values(texts, column="ip_a/ip_b/client_ip")
-    rank = np.empty(len(unique), dtype=np.int64)
-    rank[np.argsort(unique, kind="stable")] = np.arange(len(unique))
-    address_rank = rank[index]
-    has_ports = np.isin(protocol, list(PORT_PROTOCOLS))
-    key_a = address_rank[:n] * 65536 + np.where(has_ports, column("port_a"), 0)
-    key_b = address_rank[n : 2 * n] * 65536 + np.where(has_ports, column("port_b"), 0)
-    key_client = address_rank[2 * n :] * 65536 + np.where(has_ports, column("client_port"), 0)
-    low = np.minimum(key_a, key_b)
-    high = np.maximum(key_a, key_b)
-    a_is_low = key_a == low
-    client_is_low = key_client == low
-
-    # a total order on sessions, independent of the table's row order
-    id_rank = np.empty(n, dtype=np.int64)
-    id_rank[column_values(pc.sort_indices(sessions.column("session_id")))] = np.arange(n)
-
-    order = np.lexsort((id_rank, opened, high, low, protocol))
-    same_pair = np.ones(n, dtype=bool)  # same protocol and endpoints as the row before
-    same_pair[0] = False
-    for key in (protocol[order], low[order], high[order]):
-        same_pair[1:] &= key[1:] == key[:-1]
-    pair = np.cumsum(~same_pair) - 1
-    reach = pd.Series(last[order]).groupby(pair).cummax().to_numpy()
-    starts = ~same_pair
-    starts[1:] |= opened[order][1:] > reach[:-1] + grace_us
-    cluster_starts = np.flatnonzero(starts)
-    first_seen = np.minimum.reduceat(opened[order], cluster_starts)
-    last_seen = np.maximum.reduceat(last[order], cluster_starts)
-    # number conversations in output order (first_seen, then protocol and endpoints), so
-    # that every per-conversation array below comes out in that order without a final take
-    head = order[cluster_starts]
-    output_order = np.lexsort((high[head], low[head], protocol[head], first_seen))
-    number = np.empty(len(cluster_starts), dtype=np.int64)
-    number[output_order] = np.arange(len(cluster_starts))
-    first_seen, last_seen = first_seen[output_order], last_seen[output_order]
-    cluster = np.empty(n, dtype=np.int64)
-    cluster[order] = number[np.cumsum(starts) - 1]
-
-    # the most confident member orients the row
-    confidence = column("role_confidence").astype(np.float64)
-    by_confidence = np.lexsort((id_rank, opened, -confidence, cluster))
-    first_of_cluster = np.ones(n, dtype=bool)
-    first_of_cluster[1:] = cluster[by_confidence][1:] != cluster[by_confidence][:-1]
-    chosen = by_confidence[first_of_cluster]  # one session row per cluster, cluster order
-
-    # per-session counters, scaled and oriented to the chosen client
-    sampling = np.maximum(column("sampling_rate").astype(np.uint64), np.uint64(1))
-    scale = np.where(column("counters_scaled"), np.uint64(1), sampling)
-    same_side = a_is_low == client_is_low[chosen][cluster]
-    ab_bytes, ba_bytes = column("ab_bytes") * scale, column("ba_bytes") * scale
-    ab_packets, ba_packets = column("ab_packets") * scale, column("ba_packets") * scale
-    counters = np.stack(
-        [
-            np.where(same_side, ab_bytes, ba_bytes),
-            np.where(same_side, ba_bytes, ab_bytes),
-            np.where(same_side, ab_packets, ba_packets),
-            np.where(same_side, ba_packets, ab_packets),
-        ],
-        axis=1,
-    ).astype(np.uint64)
-
-    # per (cluster, exporter) sums; exporter codes follow exporter text order
-    exporter_texts, exporter_code = _sorted_codes(sessions.column("exporter"))
-    pair_key = cluster * len(exporter_texts) + exporter_code
-    by_pair = np.argsort(pair_key, kind="stable")
-    pair_starts = np.flatnonzero(np.r_[True, np.diff(pair_key[by_pair]) != 0])
-    per_exporter = np.add.reduceat(counters[by_pair], pair_starts, axis=0)
-    pair_cluster = cluster[by_pair][pair_starts]
-    pair_exporter = exporter_code[by_pair][pair_starts]
-    cluster_pair_starts = np.flatnonzero(np.r_[True, np.diff(pair_cluster) != 0])
-    totals = np.maximum.reduceat(per_exporter, cluster_pair_starts, axis=0)
-    exporter_bytes = per_exporter[:, 0] + per_exporter[:, 1]
-    smallest = np.minimum.reduceat(exporter_bytes, cluster_pair_starts).astype(np.float64)
-    largest = np.maximum.reduceat(exporter_bytes, cluster_pair_starts).astype(np.float64)
-    coherence = np.where(largest > 0, 100.0 * smallest / np.where(largest > 0, largest, 1), 100.0)
-    sampler_count = np.diff(np.r_[cluster_pair_starts, len(pair_cluster)])
-
-    # member lists, chronological: opened_at, then session_id
-    session_count = np.bincount(cluster, minlength=len(first_seen))
-    members = np.lexsort((id_rank, opened, cluster))
-    session_ids = pa.ListArray.from_arrays(
-        pa.array(np.r_[0, np.cumsum(session_count)].astype(np.int32)),
-        sessions.column("session_id").take(pa.array(members)).combine_chunks(),
-    )
-    exporters = pa.ListArray.from_arrays(
-        pa.array(np.r_[0, np.cumsum(sampler_count)].astype(np.int32)),
-        pa.array(exporter_texts, pa.string()).take(pa.array(pair_exporter)),
-    )
-
-    ids = _consolidated_ids(protocol[chosen], pair_hash[chosen], first_seen)
-    take = pa.array(chosen)
-    table = pa.Table.from_arrays(
-        [
-            ids,
-            sessions.column("client_ip").take(take),
-            sessions.column("client_port").take(take),
-            sessions.column("server_ip").take(take),
-            sessions.column("server_port").take(take),
-            sessions.column("protocol").take(take),
-            sessions.column("protocol_number").take(take),
-            pa.array(sampler_count.astype(np.uint32)),
-            exporters,
-            session_ids,
-            pa.array(session_count.astype(np.uint32)),
-            pa.array(first_seen, pa.int64()).cast(TIMESTAMP),
-            pa.array(last_seen, pa.int64()).cast(TIMESTAMP),
-            *(pa.array(totals[:, i].astype(np.uint64)) for i in range(4)),
-            pa.array(coherence),
-            sessions.column("role_method").take(take),
-            sessions.column("role_confidence").take(take),
-        ],
-        schema=SESSIONS_CONSOLIDATED_SCHEMA,
-    )
-    return table
-
-
-def _sorted_codes(values: pa.ChunkedArray) -> tuple[list[str], np.ndarray]:
-    """Strings -> (distinct texts in sorted order, int64 code per row)."""
-    encoded = pc.dictionary_encode(values.combine_chunks())
-    texts = encoded.dictionary.to_pylist()
-    order = sorted(range(len(texts)), key=texts.__getitem__)
-    remap = np.empty(len(texts), dtype=np.int64)
-    remap[order] = np.arange(len(texts))
-    codes = remap[column_values(encoded.indices).astype(np.int64)]
-    return [texts[i] for i in order], codes
+def _hex_texts(values: np.ndarray) -> pa.StringArray:
+    """ids.hex_ids: uint64 -> 16 lowercase hex digits, most significant first."""
+    n = len(values)
+    offsets = np.arange(0, 16 * (n + 1), 16, dtype=np.int32)
+    data = _hex_digits(values.astype(np.uint64), _HEX)
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data))

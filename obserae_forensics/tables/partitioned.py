@@ -3,12 +3,14 @@
 `sessions_consolidated` groups sessions of the same conversation across the whole run;
 held at once, a day of flows is millions of sessions and gigabytes. Every session of one
 conversation has the same protocol and endpoint pair, so a hash of those routes them to
-one bucket; each bucket is consolidated alone and the sorted results are merged into one
-file. Memory is then bounded by one bucket and one merge window, not by the run.
+one bucket; each bucket is transformed alone and the results are written bucket after
+bucket. Memory is then bounded by one bucket, not by the run.
 
-The bucket comes from ids.endpoint_pair_hashes (FNV-1a of the endpoint texts, splitmix64
-folds): the same on every machine and under every PYTHONHASHSEED, so buckets, and with
-them the output, never depend on anything but the input.
+The route (for consolidation: matching.Consolidation.rows, a hash that is the same on
+every machine and under every PYTHONHASHSEED) decides what is kept of each row and its
+bucket, so buckets, and with them the output, never depend on anything but the input.
+Scratch files are Arrow IPC: what goes in is fixed-width numbers and a few texts, written
+and read back as memory copies.
 """
 
 from __future__ import annotations
@@ -21,13 +23,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from ..ids import endpoint_pair_hashes
 from .parquet import MAX_QUEUED_ROW_GROUPS, TableWriter
 
-
-def endpoint_buckets(sessions: pa.Table, buckets: int) -> np.ndarray:
-    """Bucket per session from (protocol, unordered endpoint pair): both directions agree."""
-    return (endpoint_pair_hashes(sessions) % np.uint64(buckets)).astype(np.int64)
+# Routing hands each bucket a few hundred rows per sessions batch; written straight to the
+# file, every buffer of those small record batches was a write call of its own.
+SCRATCH_BUFFER_BYTES = 1 << 16
 
 
 class ScratchWriter:
@@ -36,18 +36,23 @@ class ScratchWriter:
     def __init__(self, path: Path, schema: pa.Schema) -> None:
         self.path = path
         self.schema = schema
-        self._sink = pa.OSFile(str(path), "wb")
+        self._file = pa.OSFile(str(path), "wb")
+        self._sink = pa.BufferedOutputStream(self._file, SCRATCH_BUFFER_BYTES)
         self._writer = pa.ipc.new_file(self._sink, schema)
         self.rows = 0
 
     def write(self, table: pa.Table) -> None:
         if table.num_rows:
-            self._writer.write_table(table.cast(self.schema))
+            if table.schema != self.schema:
+                table = table.cast(self.schema)
+            self._writer.write_table(table)
             self.rows += table.num_rows
 
     def close(self) -> None:
         self._writer.close()
         self._sink.close()
+        if not self._file.closed:
+            self._file.close()
 
 
 # Scratch files are read with plain reads, not memory maps: pages of a mapped file stay
@@ -61,17 +66,20 @@ def read_scratch(path: Path) -> pa.Table:
 
 
 class BucketedWriter:
-    """Routes rows to `buckets` scratch files under `directory` by `endpoint_buckets`.
+    """Writes rows to `buckets` scratch files under `directory`.
 
-    With an `executor` (the run's single writer thread) the routing happens there, in
-    submission order, while the caller goes on; `close` waits for it.
+    `route(table, buckets)` turns what `write` receives into the rows to keep, grouped by
+    bucket (bucket 0 first), and the number of rows of each bucket. With an `executor`
+    (the run's single writer thread) the routing happens there, in submission order, while
+    the caller goes on; `close` waits for it.
     """
 
-    def __init__(self, directory: Path, schema: pa.Schema, buckets: int,
+    def __init__(self, directory: Path, buckets: int,
+                 route: Callable[[pa.Table, int], tuple[pa.Table, np.ndarray]],
                  *, executor: Executor | None = None) -> None:
         self.directory = directory
-        self.schema = schema
         self.buckets = buckets
+        self._route_rows = route
         self._executor = executor
         self._queued: deque[Future[None]] = deque()
         self._writers: dict[int, ScratchWriter] = {}
@@ -87,19 +95,16 @@ class BucketedWriter:
         self._queued.append(self._executor.submit(self._route, table))
 
     def _route(self, table: pa.Table) -> None:
-        bucket = endpoint_buckets(table, self.buckets)
-        order = np.argsort(bucket, kind="stable")
-        sorted_buckets = bucket[order]
-        bounds = np.flatnonzero(np.r_[True, sorted_buckets[1:] != sorted_buckets[:-1]])
-        taken = table.take(pa.array(order))
-        for start, end in zip(bounds, np.r_[bounds[1:], len(order)], strict=True):
-            number = int(sorted_buckets[start])
+        rows, counts = self._route_rows(table, self.buckets)
+        start = 0
+        for number in np.flatnonzero(counts).tolist():
             writer = self._writers.get(number)
             if writer is None:
                 self.directory.mkdir(parents=True, exist_ok=True)
                 writer = self._writers[number] = ScratchWriter(
-                    self.directory / f"bucket-{number:04d}.arrow", self.schema)
-            writer.write(taken.slice(int(start), int(end - start)))
+                    self.directory / f"bucket-{number:04d}.arrow", rows.schema)
+            writer.write(rows.slice(start, int(counts[number])))
+            start += int(counts[number])
 
     def close(self) -> list[Path]:
         """Wait for queued routing, close every bucket; return their files in bucket order."""

@@ -1,0 +1,154 @@
+"""What consolidation keeps of each session (Consolidation.rows), bucket by bucket, and the
+numba helpers held to their plain numpy definitions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from obserae_forensics.ids import endpoint_pair_hashes, hash_words, hex_ids
+from obserae_forensics.matching.consolidate import (
+    CONSOLIDATION_ROWS_SCHEMA,
+    Consolidation,
+    Vocabulary,
+    _bucket_order,
+    _consolidated_ids,
+    _hex_texts,
+    _output_order,
+    _pair_counts,
+    consolidate_sessions,
+)
+from obserae_forensics.matching.services import PORT_PROTOCOLS
+
+from .session_tables import make_sessions
+
+GRACE_US = 30_000_000
+ENDPOINTS = [("10.0.0.1", 40000), ("10.0.0.1", 40001), ("192.0.2.80", 443),
+             ("2001:db8::1", 443), ("10.0.0.2", 0)]
+PROTOCOLS = {6: "TCP", 17: "UDP", 1: "ICMP", 47: "GRE"}
+
+
+def session(i: int, client: tuple[str, int], server: tuple[str, int], protocol: int,
+            exporter: str, opened_s: int, duration_s: int, confidence: float,
+            a_is_client: bool, sampling: int, scaled: bool) -> dict[str, object]:
+    a, b = (client, server) if a_is_client else (server, client)
+    return {
+        "session_id": f"{(i * 0x9E3779B97F4A7C15) & (2**64 - 1):016x}" if i % 7 else f"s{i}",
+        "exporter": exporter, "protocol": PROTOCOLS[protocol], "protocol_number": protocol,
+        "client_ip": client[0], "client_port": client[1],
+        "server_ip": server[0], "server_port": server[1],
+        "ip_a": a[0], "port_a": a[1], "ip_b": b[0], "port_b": b[1],
+        "role_method": "tcp_syn" if confidence > 0.9 else "first_sender",
+        "role_confidence": confidence,
+        "opened_at": opened_s * 1_000_000, "last_seen_at": (opened_s + duration_s) * 1_000_000,
+        "ab_bytes": 100 * i + 7, "ba_bytes": 3 * i, "ab_packets": i + 1, "ba_packets": i // 2,
+        "sampling_rate": sampling, "counters_scaled": scaled,
+    }  # fmt: skip
+
+
+sessions_tables = st.lists(
+    st.tuples(
+        st.sampled_from(ENDPOINTS), st.sampled_from(ENDPOINTS), st.sampled_from(list(PROTOCOLS)),
+        st.sampled_from(["192.0.2.1", "192.0.2.2", "192.0.2.3"]),
+        st.integers(0, 200), st.integers(0, 60), st.sampled_from([0.3, 0.5, 0.95]),
+        st.booleans(), st.sampled_from([0, 1, 10]), st.booleans(),
+    ),
+    max_size=40,
+).map(lambda rows: make_sessions([session(i, *row) for i, row in enumerate(rows)]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(sessions_tables, st.sampled_from([1, 2, 3, 7, 128]))
+def test_buckets_keep_conversations_whole(sessions: pa.Table, buckets: int) -> None:
+    """Consolidating bucket by bucket gives the whole table's rows, each bucket in order."""
+    whole = consolidate_sessions(sessions, GRACE_US)
+    consolidation = Consolidation(GRACE_US)
+    rows, counts = consolidation.rows(sessions, buckets)
+    assert rows.schema == CONSOLIDATION_ROWS_SCHEMA
+    assert counts.sum() == sessions.num_rows and len(counts) == buckets
+    expected = endpoint_pair_hashes(sessions, port_protocols=PORT_PROTOCOLS) % np.uint64(buckets)
+    start, parts = 0, []
+    for number, count in enumerate(counts.tolist()):
+        bucket = rows.slice(start, count)
+        start += count
+        ids = set(bucket.column("session_id").to_pylist())
+        assert {s for s, b in zip(sessions.column("session_id").to_pylist(), expected.tolist(),
+                                  strict=True) if b == number} == ids
+        parts.append(consolidation.consolidate(bucket))
+    merged = pa.concat_tables(parts)
+    merged = merged.take(pc.sort_indices(merged, sort_keys=[("first_seen", "ascending"),
+                                                            ("consolidated_id", "ascending")]))
+    assert merged.equals(whole)
+
+
+def test_both_directions_of_a_pair_share_a_bucket() -> None:
+    forward = session(1, ("10.0.0.1", 1234), ("10.0.0.2", 80), 6, "e1", 0, 1, 0.95, True, 1,
+                      False)
+    backward = session(2, ("10.0.0.2", 80), ("10.0.0.1", 1234), 6, "e2", 0, 1, 0.3, False, 1,
+                       False)
+    other = session(3, ("10.0.0.1", 1234), ("10.0.0.2", 80), 17, "e1", 0, 1, 0.95, True, 1,
+                    False)
+    _, counts = Consolidation(GRACE_US).rows(make_sessions([forward, backward, other]), 1024)
+    assert sorted(counts[counts > 0].tolist()) == [1, 2]
+    [row] = consolidate_sessions(make_sessions([forward, backward]), GRACE_US).to_pylist()
+    assert row["session_count"] == 2
+
+
+def test_rows_scale_and_orient_counters_to_the_client() -> None:
+    rows = [session(5, ("10.0.0.1", 40000), ("192.0.2.80", 443), 6, "e", 0, 1, 0.95, a, rate,
+                    scaled) for a in (True, False) for rate in (0, 1, 10) for scaled in (True,
+                                                                                         False)]
+    sessions = make_sessions(rows)
+    table, _ = Consolidation(GRACE_US).rows(sessions)
+    for row, got in zip(rows, table.to_pylist(), strict=True):
+        scale = 1 if row["counters_scaled"] else max(int(row["sampling_rate"]), 1)  # type: ignore[call-overload]
+        ab, ba = 507 * scale, 15 * scale
+        assert (got["cs_bytes"], got["sc_bytes"]) == ((ab, ba) if row["ip_a"] == "10.0.0.1"
+                                                      else (ba, ab))
+        assert got["client_is_a"] == (row["ip_a"] == "10.0.0.1")
+
+
+def test_vocabulary_codes_come_back_as_their_texts() -> None:
+    vocabulary = Vocabulary()
+    first = vocabulary.encode(pa.array(["b", "a", "b"]))
+    second = vocabulary.encode(pa.chunked_array([["c"], ["a", "c"]]))
+    assert vocabulary.strings(np.r_[first, second]).to_pylist() == ["b", "a", "b", "c", "a", "c"]
+    assert vocabulary.text_ranks().tolist() == [1, 0, 2]
+
+
+@given(st.lists(st.integers(0, 2**64 - 1), max_size=50))
+def test_hex_texts_are_hex_ids(values: list[int]) -> None:
+    array = np.array(values, dtype=np.uint64)
+    assert _hex_texts(array).equals(hex_ids(array))
+
+
+@given(st.lists(st.tuples(st.integers(0, 255), st.integers(0, 2**64 - 1),
+                          st.integers(-(2**62), 2**62)), max_size=50))
+def test_consolidated_ids_are_hash_words(rows: list[tuple[int, int, int]]) -> None:
+    protocol = np.array([r[0] for r in rows], dtype=np.uint8)
+    pair = np.array([r[1] for r in rows], dtype=np.uint64)
+    first_seen = np.array([r[2] for r in rows], dtype=np.int64)
+    words = np.stack([protocol.astype(np.uint64), pair, first_seen.view(np.uint64)], axis=1)
+    expected = hash_words(words) if rows else np.zeros(0, dtype=np.uint64)
+    assert (_consolidated_ids(protocol, pair, first_seen) == expected).all()
+
+
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 5)), max_size=200))
+def test_output_order_is_a_stable_lexsort(keys: list[tuple[int, int]]) -> None:
+    first_seen = np.array([k[0] for k in keys], dtype=np.int64)
+    ids = np.array([k[1] for k in keys], dtype=np.uint64)  # few values: long tied runs
+    assert (_output_order(first_seen, ids) == np.lexsort((ids, first_seen))).all()
+
+
+@given(st.lists(st.integers(0, 5), max_size=100), st.integers(1, 8))
+def test_pair_counts_and_bucket_order(values: list[int], buckets: int) -> None:
+    pair = (np.array(values, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15))
+    _, inverse, counts = np.unique(pair, return_inverse=True, return_counts=True)
+    assert (_pair_counts(pair) == counts[inverse.ravel()]).all()
+    bucket = np.array(values, dtype=np.int64) % buckets
+    order, per_bucket = _bucket_order(bucket, buckets)
+    assert (order == np.argsort(bucket, kind="stable")).all()
+    assert (per_bucket == np.bincount(bucket, minlength=buckets)).all()
