@@ -39,7 +39,6 @@ from typing import Any
 
 import numba
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -137,7 +136,14 @@ class Vocabulary:
         return code
 
     def strings(self, codes: np.ndarray) -> pa.Array:
-        """The text of each code, as an Arrow string column."""
+        """The text of each code, as an Arrow string column. With one text (one exporter,
+        one protocol: the usual run) the column is that text repeated, built without a
+        take."""
+        if len(self.texts) == 1:
+            text = self.texts[0].encode()
+            offsets = np.arange(len(codes) + 1, dtype=np.int32) * np.int32(len(text))
+            return pa.StringArray.from_buffers(len(codes), pa.py_buffer(offsets),
+                                               pa.py_buffer(text * len(codes)))
         return pa.array(self.texts, pa.string()).take(pa.array(codes))
 
     def text_ranks(self) -> np.ndarray:
@@ -292,8 +298,7 @@ class Consolidation:
         same_pair[0] = False
         for key in (protocol[order], low[order], high[order]):
             same_pair[1:] &= key[1:] == key[:-1]
-        pair_number = np.cumsum(~same_pair) - 1
-        reach = pd.Series(last[order]).groupby(pair_number).cummax().to_numpy()
+        reach = _running_max(last[order], ~same_pair)
         starts = ~same_pair
         starts[1:] |= opened[order][1:] > reach[:-1] + self.grace_us
         cluster_starts = np.flatnonzero(starts)
@@ -397,7 +402,7 @@ class Consolidation:
             pa.array(session_count[order].astype(np.uint32)),
             pa.array(first_seen[order], TIMESTAMP),
             pa.array(joined("last_seen")[order], TIMESTAMP),
-            *(pa.array(values.astype(np.uint64)) for values in counters),
+            *(pa.array(values) for values in counters),
             pa.array(joined("coherence")[order]),
             self.role_methods.strings(_numbers(rows, "role_method")[source]),
             gathered("role_confidence"),
@@ -443,9 +448,10 @@ def _session_ids(ids: pa.Array, rows: np.ndarray) -> pa.Array:
 
 
 def _output_order(first_seen: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """The stable permutation sorting by (first_seen, id): a sort on first_seen, then each
-    run of equal first_seen put in id order (sessions of a scan often share a time)."""
-    order = np.argsort(first_seen, kind="stable")
+    """The permutation sorting by (first_seen, id, position): a quicksort on first_seen,
+    then each run of equal first_seen put in (id, position) order (sessions of a scan
+    often share a time; ids repeat only by a hash collision, then position decides)."""
+    order = np.argsort(first_seen)
     _order_ties(order, first_seen, ids)
     return order
 
@@ -459,19 +465,29 @@ def _order_ties(order: Any, first_seen: Any, ids: Any) -> None:
         while end < n and first_seen[order[end]] == first_seen[order[start]]:
             end += 1
         if end - start > _SMALL_RUN:
-            run = order[start:end].copy()
+            run = np.sort(order[start:end])  # by position, so that the stable sort keeps it
             ranks = np.argsort(ids[run], kind="mergesort")
             for k in range(end - start):
                 order[start + k] = run[ranks[k]]
         elif end - start > 1:
-            for i in range(start + 1, end):  # insertion sort: stable
+            for i in range(start + 1, end):  # insertion sort on (id, position)
                 row = order[i]
                 j = i - 1
-                while j >= start and ids[order[j]] > ids[row]:
+                while j >= start and (ids[order[j]] > ids[row]
+                                      or (ids[order[j]] == ids[row] and order[j] > row)):
                     order[j + 1] = order[j]
                     j -= 1
                 order[j + 1] = row
         start = end
+
+
+@numba.njit(cache=True, nogil=True)
+def _running_max(values: Any, starts: Any) -> Any:
+    """Running maximum of `values` that restarts wherever `starts` is True."""
+    out = np.empty_like(values)
+    for i in range(len(values)):
+        out[i] = values[i] if starts[i] or values[i] > out[i - 1] else out[i - 1]
+    return out
 
 
 @numba.njit(cache=True, nogil=True)
@@ -605,8 +621,8 @@ def _consolidated_ids(protocol: np.ndarray, pair: np.ndarray, first_seen: np.nda
     """Deterministic uint64 id per conversation: ids.hash_words of (protocol, endpoint pair
     hash, first_seen); two conversations of one pair never share a first_seen, since they
     would overlap."""
-    return _id_values(protocol.astype(np.int64), pair.astype(np.uint64),
-                      first_seen.astype(np.int64).view(np.uint64))
+    return _id_values(protocol, np.asarray(pair, dtype=np.uint64),
+                      np.asarray(first_seen, dtype=np.int64).view(np.uint64))
 
 
 @numba.njit(cache=True, nogil=True)
@@ -624,5 +640,5 @@ def _hex_texts(values: np.ndarray) -> pa.StringArray:
     """ids.hex_ids: uint64 -> 16 lowercase hex digits, most significant first."""
     n = len(values)
     offsets = np.arange(0, 16 * (n + 1), 16, dtype=np.int32)
-    data = _hex_digits(values.astype(np.uint64), _HEX)
+    data = _hex_digits(np.asarray(values, dtype=np.uint64), _HEX)
     return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data))

@@ -4,6 +4,7 @@ numba helpers held to their plain numpy definitions."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 from hypothesis import given, settings
@@ -19,6 +20,7 @@ from obserae_forensics.matching.consolidate import (
     _hex_texts,
     _output_order,
     _pair_counts,
+    _running_max,
     consolidate_sessions,
 )
 from obserae_forensics.matching.services import PORT_PROTOCOLS
@@ -114,17 +116,33 @@ def test_rows_scale_and_orient_counters_to_the_client() -> None:
 def test_vocabulary_codes_come_back_as_their_texts() -> None:
     vocabulary = Vocabulary()
     first = vocabulary.encode(pa.array(["b", "a", "b"]))
-    second = vocabulary.encode(pa.chunked_array([["c"], ["a", "c"]]))
-    assert vocabulary.strings(np.r_[first, second]).to_pylist() == ["b", "a", "b", "c", "a", "c"]
-    assert vocabulary.text_ranks().tolist() == [1, 0, 2]
+    second = vocabulary.encode(pa.chunked_array([["c"], ["a", "", "c", "é"]]))
+    assert vocabulary.strings(np.r_[first, second]).to_pylist() == ["b", "a", "b", "c", "a", "",
+                                                                    "c", "é"]
+    assert vocabulary.text_ranks().tolist() == [2, 1, 3, 0, 4]
+    assert vocabulary.strings(np.zeros(0, dtype=np.uint32)).to_pylist() == []
+    for text in ("", "192.0.2.1"):  # one text: built by repetition
+        one = Vocabulary()
+        assert one.strings(one.encode(pa.array([text] * 3))).to_pylist() == [text] * 3
 
 
+@settings(deadline=None)  # the first call loads numba code
+@given(st.lists(st.tuples(st.booleans(), st.integers(-5, 5)), min_size=1, max_size=60))
+def test_running_max_restarts_at_each_pair(rows: list[tuple[bool, int]]) -> None:
+    starts = np.array([True] + [r[0] for r in rows[1:]])
+    values = np.array([r[1] for r in rows], dtype=np.int64)
+    expected = pd.Series(values).groupby(np.cumsum(starts)).cummax().to_numpy()
+    assert (_running_max(values, starts) == expected).all()
+
+
+@settings(deadline=None)  # the first call loads numba code
 @given(st.lists(st.integers(0, 2**64 - 1), max_size=50))
 def test_hex_texts_are_hex_ids(values: list[int]) -> None:
     array = np.array(values, dtype=np.uint64)
     assert _hex_texts(array).equals(hex_ids(array))
 
 
+@settings(deadline=None)  # the first call loads numba code
 @given(st.lists(st.tuples(st.integers(0, 255), st.integers(0, 2**64 - 1),
                           st.integers(-(2**62), 2**62)), max_size=50))
 def test_consolidated_ids_are_hash_words(rows: list[tuple[int, int, int]]) -> None:
@@ -136,6 +154,7 @@ def test_consolidated_ids_are_hash_words(rows: list[tuple[int, int, int]]) -> No
     assert (_consolidated_ids(protocol, pair, first_seen) == expected).all()
 
 
+@settings(deadline=None)  # the first call loads numba code
 @given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 5)), max_size=200))
 def test_output_order_is_a_stable_lexsort(keys: list[tuple[int, int]]) -> None:
     first_seen = np.array([k[0] for k in keys], dtype=np.int64)
@@ -143,6 +162,7 @@ def test_output_order_is_a_stable_lexsort(keys: list[tuple[int, int]]) -> None:
     assert (_output_order(first_seen, ids) == np.lexsort((ids, first_seen))).all()
 
 
+@settings(deadline=None)  # the first call loads numba code
 @given(st.lists(st.integers(0, 5), max_size=100), st.integers(1, 8))
 def test_pair_counts_and_bucket_order(values: list[int], buckets: int) -> None:
     pair = (np.array(values, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15))
