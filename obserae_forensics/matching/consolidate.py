@@ -97,6 +97,8 @@ CONSOLIDATION_ROWS_SCHEMA = pa.schema(_row_fields)
 
 _PORT_PROTOCOLS = np.array(sorted(PORT_PROTOCOLS), dtype=np.int64)
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8).copy()
+_HEX_DIGIT_VALUES = np.full(256, 16, dtype=np.uint8)  # 16: not a lowercase hex digit
+_HEX_DIGIT_VALUES[_HEX] = np.arange(16, dtype=np.uint8)
 _K1 = np.uint64(0x9E3779B97F4A7C15)
 _K2 = np.uint64(0xBF58476D1CE4E5B9)
 _K3 = np.uint64(0x94D049BB133111EB)
@@ -288,12 +290,10 @@ class Consolidation:
         a_is_low = key_a == low
         client_is_low = key_client == low
 
-        # a total order on sessions, independent of the table's row order
-        id_rank = np.empty(n, dtype=np.int64)
-        id_rank[column_values(pc.sort_indices(
-            _single_chunk(rows.column("session_id")).take(take)))] = np.arange(n)
-
-        order = np.lexsort((id_rank, opened, high, low, protocol))
+        # a total order on sessions, independent of the table's row order: pair, opened_at,
+        # session_id, so that each conversation is a run with its members in list order
+        id_key = _id_order_key(_single_chunk(rows.column("session_id")).take(take))
+        order = np.lexsort((id_key, opened, high, low, protocol))
         same_pair = np.ones(n, dtype=bool)  # same protocol and endpoints as the row before
         same_pair[0] = False
         for key in (protocol[order], low[order], high[order]):
@@ -302,6 +302,7 @@ class Consolidation:
         starts = ~same_pair
         starts[1:] |= opened[order][1:] > reach[:-1] + self.grace_us
         cluster_starts = np.flatnonzero(starts)
+        cluster_sizes = np.diff(np.r_[cluster_starts, n])
         first_seen = np.minimum.reduceat(opened[order], cluster_starts)
         last_seen = np.maximum.reduceat(last[order], cluster_starts)
         # number conversations by first_seen, then protocol and endpoints
@@ -313,12 +314,10 @@ class Consolidation:
         cluster = np.empty(n, dtype=np.int64)
         cluster[order] = number[np.cumsum(starts) - 1]
 
-        # the most confident member orients the row
-        confidence = column("role_confidence")
-        by_confidence = np.lexsort((id_rank, opened, -confidence, cluster))
-        first_of_cluster = np.ones(n, dtype=bool)
-        first_of_cluster[1:] = cluster[by_confidence][1:] != cluster[by_confidence][:-1]
-        chosen = by_confidence[first_of_cluster]  # one session per cluster, cluster order
+        # the most confident member orients the row: the first of the highest confidence
+        # in its run (runs are by opened_at, then session_id)
+        confidence = column("role_confidence")[order]
+        chosen = order[_most_confident(confidence, cluster_starts)][output_order]
 
         # counters oriented to the chosen client: back to a/b, then to the chosen side
         same_side = a_is_low == client_is_low[chosen][cluster]
@@ -357,8 +356,9 @@ class Consolidation:
             coherence=coherence,
             exporter_count=np.diff(np.r_[cluster_pair_starts, len(pair_cluster)]),
             exporters=code_of_rank[pair_exporter],
-            session_count=np.bincount(cluster, minlength=len(first_seen)),
-            members=group[np.lexsort((id_rank, opened, cluster))],
+            session_count=cluster_sizes[output_order],
+            members=group[_runs(order, cluster_starts[output_order],
+                                cluster_sizes[output_order])],
         )
 
     def _table(self, rows: pa.Table, parts: list[_Conversations]) -> pa.Table:
@@ -516,6 +516,60 @@ def _bucket_order(bucket: Any, buckets: int) -> Any:
         order[place[bucket[i]]] = i
         place[bucket[i]] += 1
     return order, counts
+
+
+def _id_order_key(ids: pa.Array) -> np.ndarray:
+    """Per session, a number that sorts like its session_id text: the id's value when every
+    id is 16 lowercase hex digits (as the sessionizer writes them), else its rank."""
+    if len(ids) and ids.null_count == 0:
+        array = ids.cast(pa.large_string())
+        _validity, offsets, data = array.buffers()
+        if data is not None:
+            values, hexed = _parse_hex(np.frombuffer(offsets, dtype=np.int64)[array.offset:],
+                                       np.frombuffer(data, dtype=np.uint8), len(ids),
+                                       _HEX_DIGIT_VALUES)
+            if hexed.all():
+                return values
+    rank = np.empty(len(ids), dtype=np.int64)
+    rank[column_values(pc.sort_indices(ids))] = np.arange(len(ids))
+    return rank
+
+
+@numba.njit(cache=True, nogil=True)
+def _parse_hex(offsets: Any, data: Any, n: int, digits: Any) -> Any:
+    """(value, is it 16 lowercase hex digits) of each text."""
+    values = np.zeros(n, dtype=np.uint64)
+    valid = np.zeros(n, dtype=np.bool_)
+    for i in range(n):
+        start = offsets[i]
+        if offsets[i + 1] - start != 16:
+            continue
+        value = np.uint64(0)
+        bad = np.uint8(0)
+        for k in range(16):
+            digit = digits[data[start + k]]
+            bad |= digit
+            value = (value << np.uint64(4)) | np.uint64(digit & 15)
+        if bad < 16:
+            values[i] = value
+            valid[i] = True
+    return values, valid
+
+
+@numba.njit(cache=True, nogil=True)
+def _most_confident(confidence: Any, starts: Any) -> Any:
+    """Per run (from each start to the next), the position of its first highest value;
+    NaN never wins over a number (as it sorts last)."""
+    chosen = np.empty(len(starts), dtype=np.int64)
+    for r in range(len(starts)):
+        end = starts[r + 1] if r + 1 < len(starts) else len(confidence)
+        best = starts[r]
+        for p in range(starts[r] + 1, end):
+            if confidence[p] > confidence[best] or (
+                    confidence[best] != confidence[best] and confidence[p] == confidence[p]):
+                best = p
+        chosen[r] = best
+    return chosen
 
 
 @numba.njit(cache=True, nogil=True)

@@ -18,6 +18,8 @@ from obserae_forensics.matching.consolidate import (
     _bucket_order,
     _consolidated_ids,
     _hex_texts,
+    _id_order_key,
+    _most_confident,
     _output_order,
     _pair_counts,
     _running_max,
@@ -172,3 +174,25 @@ def test_pair_counts_and_bucket_order(values: list[int], buckets: int) -> None:
     order, per_bucket = _bucket_order(bucket, buckets)
     assert (order == np.argsort(bucket, kind="stable")).all()
     assert (per_bucket == np.bincount(bucket, minlength=buckets)).all()
+
+
+@settings(deadline=None)  # the first call loads numba code
+@given(st.lists(st.lists(st.sampled_from([0.3, 0.5, 0.95, float("nan"), float("-inf")]),
+                         min_size=1, max_size=6), min_size=1, max_size=20))
+def test_most_confident_is_the_first_of_a_descending_sort(runs: list[list[float]]) -> None:
+    confidence = np.array([value for run in runs for value in run])
+    starts = np.cumsum([0] + [len(run) for run in runs[:-1]])
+    run_of = np.repeat(np.arange(len(runs)), [len(run) for run in runs])
+    position = np.arange(len(confidence))
+    by_confidence = np.lexsort((position, -confidence, run_of))  # as the grouping sorted
+    first = by_confidence[np.r_[True, run_of[by_confidence][1:] != run_of[by_confidence][:-1]]]
+    assert (_most_confident(confidence, starts) == first).all()
+
+
+@given(st.lists(st.one_of(st.integers(0, 2**64 - 1).map(lambda v: f"{v:016x}"),
+                          st.text("0123456789abcdefABG", max_size=17)), max_size=30))
+def test_id_order_key_sorts_like_the_texts(ids: list[str]) -> None:
+    key = _id_order_key(pa.array(ids, pa.string()))
+    by_key = sorted(range(len(ids)), key=lambda i: (int(key[i]), i))
+    by_text = sorted(range(len(ids)), key=lambda i: (ids[i].encode(), i))
+    assert by_key == by_text
