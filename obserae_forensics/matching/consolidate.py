@@ -175,10 +175,11 @@ class _Conversations:
 class Consolidation:
     """sessions_consolidated of a run fed batch after batch.
 
-    `rows` reduces a sessions table to CONSOLIDATION_ROWS_SCHEMA (plus the hash that picks
-    each session's bucket), `consolidate` turns the rows of whole endpoint pairs (a bucket,
-    or everything) into their part of the table. The vocabularies are shared by both, so
-    one Consolidation must see every row it later consolidates.
+    `rows` reduces a sessions table to CONSOLIDATION_ROWS_SCHEMA, grouped by bucket;
+    `consolidate` turns the rows of whole endpoint pairs (a bucket, or everything) into
+    their part of the table. The vocabularies are shared by both, so one Consolidation must
+    see every row it later consolidates (in a run: `rows` on the writer thread during the
+    feed, `consolidate` once the buckets are closed).
     """
 
     def __init__(self, grace_us: int) -> None:
@@ -190,12 +191,12 @@ class Consolidation:
     def rows(self, sessions: pa.Table, buckets: int = 1) -> tuple[pa.Table, np.ndarray]:
         """(CONSOLIDATION_ROWS_SCHEMA rows grouped by bucket, int64 rows per bucket).
 
-        A session's bucket is its `pair` hash modulo `buckets`: both directions and every
-        exporter of a conversation agree, so each conversation lies in one bucket. (The
-        sessionizer writes port 0 for protocols without ports, so this is the hash of
-        every port that routing used before.) Within a bucket rows keep their order. The
-        rows are built straight in bucket order: one pass over the sessions instead of a
-        build and a take.
+        A session's bucket is its `pair` hash modulo `buckets`, the key the grouping uses:
+        both directions and every exporter of a conversation agree, so each conversation
+        lies in one bucket. (The sessionizer writes port 0 for protocols without ports, so
+        for its sessions this is also the hash of every port.) Within a bucket rows keep
+        their order. The rows are built straight in bucket order: one pass over the
+        sessions instead of a build and a take.
         """
         def column(name: str) -> np.ndarray:
             return column_values(sessions.column(name))
