@@ -312,6 +312,8 @@ def sessionize_inputs(config: SessionizeConfig, report: RunReport) -> Sessionize
                 totals.add_input(batch)
                 emit(sessionizer.feed(batch))
             emit(sessionizer.finish())
+            # consolidate while the writer thread still encodes the last sessions and flows
+            _write_consolidated(staging, consolidation_buckets.close(), consolidation, io)
             sessions_writer.close()
             if flows_writer is None:
                 flows_writer = TableWriter(staging / "flows.parquet", _empty_flows_schema())
@@ -325,7 +327,6 @@ def sessionize_inputs(config: SessionizeConfig, report: RunReport) -> Sessionize
                     empty = match_sessions(SESSIONS_SCHEMA.empty_table(), config.flow_matrix)
                     matches_writer = TableWriter(staging / "session_matches.parquet", empty.schema)
                 matches_writer.close()
-            _write_consolidated(staging, consolidation_buckets.close(), consolidation, io)
             write_table(staging / "exporters.parquet",
                         exporters_table(report, sessionizer.pressure(), per_exporter))
             totals_ok = (totals.records_in == totals.records_out == result.flows
