@@ -31,6 +31,10 @@ from typing import Any
 
 import numba as nb
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from . import row as R
 from .inference import infer_server
@@ -67,7 +71,7 @@ S_PEAK_OPEN = 7
 S_FREE_TOP = 8
 S_DEADLINES = 9
 S_EVICTION_ENTRIES = 10
-S_ENDPOINT_FREE_TOP = 11
+S_ENDPOINTS = 11  # entries in use in the endpoint table
 S_OUT = 12
 S_USED = 13
 S_EVICTION_ON = 14  # the eviction heap is kept only while the open count is near the cap
@@ -94,15 +98,16 @@ Q_REF = 1
 Q_TAG = 2
 Q_NEXT = 3
 
-# endpoint table columns
-E_PROTO = 0
+# Endpoint table: open addressing with linear probing, entries in place (two to a cache
+# line), kept at most half full. E_TAG is 0 for an empty entry, else ENDPOINT_USED | proto
+# << 16 | port; E_COUNTS is open sessions | peak << 32 (peak of the current busy period).
+E_TAG = 0
 E_HI = 1
 E_LO = 2
-E_PORT = 3
-E_COUNT = 4
-E_PEAK = 5
-E_NEXT = 6
-ENDPOINT_FIELDS = 7
+E_COUNTS = 3
+ENDPOINT_FIELDS = 4
+ENDPOINT_USED = 1 << 40
+COUNT_MASK = (1 << 32) - 1
 
 EVICTION_FIELDS = 10  # last, proto, lo_hi, lo_lo, lo_port, hi_hi, hi_lo, hi_port, slot, serial
 
@@ -119,6 +124,43 @@ _jit = nb.njit(cache=True, nogil=True)
 # increment and decrement per array argument, which measured as two thirds of the replay.
 _helper = nb.njit(cache=True, nogil=True, _nrt=False)
 _infer = nb.njit(cache=True, nogil=True, _nrt=False)(infer_server)
+
+
+@intrinsic
+def _prefetch(typingctx: Any, array: Any, row: Any, column: Any) -> Any:
+    """Ask the CPU to start loading the cache line of array[row, column] (llvm.prefetch:
+    read, keep in all levels). Nothing waits for it and a bad address is harmless, so rows
+    that will be needed a little later can be fetched while other work goes on."""
+    if not isinstance(array, types.Array) or array.ndim != 2:
+        return None
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        kind = signature.args[0]
+        data = context.make_array(kind)(context, builder, args[0])
+        indices = [context.cast(builder, value, given, types.intp)
+                   for value, given in zip(args[1:], signature.args[1:], strict=True)]
+        pointer = cgutils.get_item_pointer2(
+            context, builder, data=data.data, shape=cgutils.unpack_tuple(builder, data.shape),
+            strides=cgutils.unpack_tuple(builder, data.strides), layout=kind.layout,
+            inds=indices, wraparound=False)
+        byte_pointer = ir.IntType(8).as_pointer()
+        word = ir.IntType(32)
+        function = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [byte_pointer, word, word, word]),
+            "llvm.prefetch.p0")
+        builder.call(function, [builder.bitcast(pointer, byte_pointer), word(0), word(3),
+                                word(1)])
+        return context.get_dummy_value()
+
+    return types.void(array, row, column), codegen
+
+
+@_helper
+def _prefetch_row(S: Any, slot: int) -> None:
+    """Every cache line of row S[slot] (a row spans at most ROW_WIDTH // 8 + 1 lines)."""
+    for f in range(0, R.ROW_WIDTH, 8):
+        _prefetch(S, slot, f)
+    _prefetch(S, slot, R.ROW_WIDTH - 1)
 
 
 @_helper
@@ -216,8 +258,6 @@ def _init_session(M: Any, s: int, serial: int, late: int) -> None:
     M[s, R.F_LATE] = late
     M[s, R.F_QUEUED] = R.NO_TIME
     M[s, R.F_REASON] = R.REASON_OPEN
-    M[s, R.F_ENDPOINT0] = -1
-    M[s, R.F_ENDPOINT1] = -1
 
 
 @_helper
@@ -439,13 +479,20 @@ def _timer_push(D: Any, Q: Any, C: Any, t: int, ref: int, tag: int) -> None:
 
 
 @_helper
-def _wheel_move(D: Any, Q: Any, C: Any, head: int, last_bucket: int) -> None:
-    """Entries of one wheel bucket due by `last_bucket` go to the near heap; later rounds stay."""
+def _wheel_move(D: Any, Q: Any, C: Any, S: Any, head: int, last_bucket: int) -> None:
+    """Entries of one wheel bucket due by `last_bucket` go to the near heap; later rounds stay.
+
+    Their rows are prefetched on the way: a session is due about a minute after it was last
+    touched, so its row has long left the caches, and the sweeps of the next second of
+    exporter time (thousands of records) will read every line of it. Fetching them all
+    now overlaps the misses instead of taking them one after another.
+    """
     q = Q[head, Q_NEXT]
     Q[head, Q_NEXT] = -1
     while q >= 0:
         following = Q[q, Q_NEXT]
         if (Q[q, Q_TIME] >> WHEEL_SHIFT) <= last_bucket:
+            _prefetch_row(S, Q[q, Q_REF])
             _deadline_push(D, C, Q[q, Q_TIME], Q[q, Q_REF], Q[q, Q_TAG])
             Q[q, Q_NEXT] = C[S_TIMER_FREE]
             C[S_TIMER_FREE] = q
@@ -457,7 +504,7 @@ def _wheel_move(D: Any, Q: Any, C: Any, head: int, last_bucket: int) -> None:
 
 
 @_helper
-def _wheel_advance(D: Any, Q: Any, C: Any, watermark: int) -> None:
+def _wheel_advance(D: Any, Q: Any, C: Any, S: Any, watermark: int) -> None:
     """Bring every entry that may be due before `watermark` into the near heap."""
     if (C[S_WHEEL_CUR] << WHEEL_SHIFT) >= watermark:
         return
@@ -465,10 +512,10 @@ def _wheel_advance(D: Any, Q: Any, C: Any, watermark: int) -> None:
     if C[S_TIMERS] > 0:
         if last_bucket - C[S_WHEEL_CUR] + 1 > WHEEL_BUCKETS:
             for head in range(WHEEL_BUCKETS):  # a jump over a whole turn of the wheel
-                _wheel_move(D, Q, C, head, last_bucket)
+                _wheel_move(D, Q, C, S, head, last_bucket)
         else:
             for bucket in range(C[S_WHEEL_CUR], last_bucket + 1):
-                _wheel_move(D, Q, C, bucket & WHEEL_MASK, last_bucket)
+                _wheel_move(D, Q, C, S, bucket & WHEEL_MASK, last_bucket)
     C[S_WHEEL_CUR] = last_bucket + 1
 
 
@@ -588,49 +635,78 @@ def _eviction_build(V: Any, C: Any, S: Any, tmp: Any) -> None:
 
 # -- hash tables --------------------------------------------------------------------------
 @_helper
-def _endpoint_acquire(E: Any, EB: Any, EF: Any, C: Any, proto: int, hi: int, lo: int,
-                      port: int) -> int:
-    h = _key_hash(proto, hi, lo, port, 0, 0, 0)
-    b = h & (len(EB) - 1)
-    e = EB[b]
-    while e >= 0:
-        if E[e, E_PROTO] == proto and E[e, E_HI] == hi and E[e, E_LO] == lo and \
-                E[e, E_PORT] == port:
-            break
-        e = E[e, E_NEXT]
-    if e < 0:
-        C[S_ENDPOINT_FREE_TOP] -= 1
-        e = EF[C[S_ENDPOINT_FREE_TOP]]
-        E[e, E_PROTO] = proto
-        E[e, E_HI] = hi
-        E[e, E_LO] = lo
-        E[e, E_PORT] = port
-        E[e, E_COUNT] = 0
-        E[e, E_PEAK] = 0
-        E[e, E_NEXT] = EB[b]
-        EB[b] = e
-    E[e, E_COUNT] += 1
-    if E[e, E_COUNT] > E[e, E_PEAK]:
-        E[e, E_PEAK] = E[e, E_COUNT]
+def _endpoint_home(E: Any, tag: int, hi: int, lo: int) -> int:
+    return np.int64(_mix(_mix(np.uint64(tag), hi), lo) >> np.uint64(1)) & (len(E) - 1)
+
+
+@_helper
+def _endpoint_find(E: Any, tag: int, hi: int, lo: int) -> int:
+    """Entry of an endpoint known to be in the table."""
+    mask = len(E) - 1
+    e = _endpoint_home(E, tag, hi, lo)
+    while E[e, E_TAG] != tag or E[e, E_HI] != hi or E[e, E_LO] != lo:
+        e = (e + 1) & mask
     return e
 
 
 @_helper
-def _endpoint_release(E: Any, EB: Any, EF: Any, C: Any, e: int) -> None:
-    E[e, E_COUNT] -= 1
-    if E[e, E_COUNT] > 0:
-        return
-    h = _key_hash(E[e, E_PROTO], E[e, E_HI], E[e, E_LO], E[e, E_PORT], 0, 0, 0)
-    b = h & (len(EB) - 1)
-    cursor = EB[b]
-    if cursor == e:
-        EB[b] = E[e, E_NEXT]
-    else:
-        while E[cursor, E_NEXT] != e:
-            cursor = E[cursor, E_NEXT]
-        E[cursor, E_NEXT] = E[e, E_NEXT]
-    EF[C[S_ENDPOINT_FREE_TOP]] = e
-    C[S_ENDPOINT_FREE_TOP] += 1
+def _endpoint_acquire(E: Any, C: Any, proto: int, hi: int, lo: int, port: int) -> None:
+    """One more open session on the endpoint (a new entry if it had none)."""
+    tag = ENDPOINT_USED | proto << 16 | port
+    mask = len(E) - 1
+    e = _endpoint_home(E, tag, hi, lo)
+    while True:
+        found = E[e, E_TAG]
+        if found == 0:
+            E[e, E_TAG] = tag
+            E[e, E_HI] = hi
+            E[e, E_LO] = lo
+            E[e, E_COUNTS] = 1 | 1 << 32
+            C[S_ENDPOINTS] += 1
+            return
+        if found == tag and E[e, E_HI] == hi and E[e, E_LO] == lo:
+            counts = E[e, E_COUNTS]
+            count = (counts & COUNT_MASK) + 1
+            peak = counts >> 32
+            E[e, E_COUNTS] = count | (count if count > peak else peak) << 32
+            return
+        e = (e + 1) & mask
+
+
+@_helper
+def _endpoint_peak(E: Any, proto: int, hi: int, lo: int, port: int) -> int:
+    return E[_endpoint_find(E, ENDPOINT_USED | proto << 16 | port, hi, lo), E_COUNTS] >> 32
+
+
+@_helper
+def _endpoint_release(E: Any, C: Any, proto: int, hi: int, lo: int, port: int) -> int:
+    """One open session fewer on the endpoint; -> its peak. The entry goes with its last
+    session, and the entries after it in its run move back (backward-shift deletion), so
+    that the table needs no tombstones."""
+    e = _endpoint_find(E, ENDPOINT_USED | proto << 16 | port, hi, lo)
+    counts = E[e, E_COUNTS]
+    peak = counts >> 32
+    if counts & COUNT_MASK > 1:
+        E[e, E_COUNTS] = counts - 1
+        return peak
+    C[S_ENDPOINTS] -= 1
+    mask = len(E) - 1
+    hole = e
+    j = e
+    while True:
+        j = (j + 1) & mask
+        if E[j, E_TAG] == 0:
+            break
+        home = _endpoint_home(E, E[j, E_TAG], E[j, E_HI], E[j, E_LO])
+        # the entry at j may fill the hole unless its home lies cyclically in (hole, j]
+        if (j - home) & mask >= (j - hole) & mask:
+            E[hole, E_TAG] = E[j, E_TAG]
+            E[hole, E_HI] = E[j, E_HI]
+            E[hole, E_LO] = E[j, E_LO]
+            E[hole, E_COUNTS] = E[j, E_COUNTS]
+            hole = j
+    E[hole, E_TAG] = 0
+    return peak
 
 
 @_helper
@@ -644,14 +720,13 @@ def _output(OUT: Any, C: Any, M: Any, s: int) -> None:
 
 @_helper
 def _close(S: Any, slot: int, closed_at: int, reason: int, emit: int, P: Any, C: Any,
-           OUT: Any, D: Any, Q: Any, E: Any, EB: Any, EF: Any, known: Any) -> None:
+           OUT: Any, D: Any, Q: Any, E: Any, known: Any) -> None:
     """The open session of S[slot] leaves: row to OUT, remembered as the key's last closed one."""
-    e0 = S[slot, R.F_ENDPOINT0]
-    e1 = S[slot, R.F_ENDPOINT1]
-    peak0 = E[e0, E_PEAK]
-    _endpoint_release(E, EB, EF, C, e0)
-    peak1 = E[e1, E_PEAK]
-    _endpoint_release(E, EB, EF, C, e1)
+    proto = S[slot, R.F_PROTO]
+    peak0 = _endpoint_release(E, C, proto, S[slot, R.F_LO_HI], S[slot, R.F_LO_LO],
+                              S[slot, R.F_LO_PORT])
+    peak1 = _endpoint_release(E, C, proto, S[slot, R.F_HI_HI], S[slot, R.F_HI_LO],
+                              S[slot, R.F_HI_PORT])
     _finalize(S, slot, S, slot, C, closed_at, reason, emit, peak0, peak1, known)
     _output(OUT, C, S, slot)
     _remember(S, slot, S, slot, P)
@@ -660,9 +735,9 @@ def _close(S: Any, slot: int, closed_at: int, reason: int, emit: int, P: Any, C:
 
 
 @_helper
-def _sweep(S: Any, B: Any, F: Any, P: Any, C: Any, OUT: Any, D: Any, Q: Any, E: Any, EB: Any,
-           EF: Any, known: Any, watermark: int, emit: int) -> None:
-    _wheel_advance(D, Q, C, watermark)
+def _sweep(S: Any, B: Any, F: Any, P: Any, C: Any, OUT: Any, D: Any, Q: Any, E: Any,
+           known: Any, watermark: int, emit: int) -> None:
+    _wheel_advance(D, Q, C, S, watermark)
     while C[S_DEADLINES] > 0 and D[0, 0] < watermark:
         t = D[0, 0]
         ref = D[0, 1]
@@ -674,7 +749,7 @@ def _sweep(S: Any, B: Any, F: Any, P: Any, C: Any, OUT: Any, D: Any, Q: Any, E: 
             continue
         deadline, reason = _deadline(S, slot, P)
         if deadline < watermark:
-            _close(S, slot, deadline, reason, emit, P, C, OUT, D, Q, E, EB, EF, known)
+            _close(S, slot, deadline, reason, emit, P, C, OUT, D, Q, E, known)
         else:
             S[slot, R.F_QUEUED] = deadline
             _timer_push(D, Q, C, deadline, ref, tag)
@@ -689,8 +764,8 @@ def replay(
     reverse_packets: Any, reverse_octets: Any, sampling_rate: Any, counters_scaled: Any,
     exporter_domain: Any, src_declared: Any, dst_declared: Any, index: Any,
     start: int, serial_out: Any, direction_out: Any,
-    S: Any, B: Any, F: Any, P: Any, C: Any, OUT: Any, D: Any, Q: Any, V: Any, E: Any, EB: Any,
-    EF: Any, known: Any, tmp: Any, X: Any,
+    S: Any, B: Any, F: Any, P: Any, C: Any, OUT: Any, D: Any, Q: Any, V: Any, E: Any,
+    known: Any, tmp: Any, X: Any,
 ) -> tuple[int, int]:
     """Replay records start.. of one exporter; -> (status, next record to process).
 
@@ -720,7 +795,7 @@ def replay(
                     return NEED_EVICTIONS, i
         elif C[S_OPEN] >= P[P_CAP] and C[S_OPEN] + 8 > len(V):
             return NEED_EVICTIONS, i
-        if C[S_ENDPOINT_FREE_TOP] < 2:
+        if 2 * (C[S_ENDPOINTS] + 2) > len(E):
             return NEED_ENDPOINTS, i
 
         first = first_seen[i]
@@ -763,7 +838,7 @@ def replay(
             idle = _idle(S, slot, P)
             if first > S[slot, R.F_LAST] + idle or first >= S[slot, R.F_OPENED] + hard:
                 deadline, reason = _deadline(S, slot, P)
-                _close(S, slot, deadline, reason, emit, P, C, OUT, D, Q, E, EB, EF, known)
+                _close(S, slot, deadline, reason, emit, P, C, OUT, D, Q, E, known)
             elif first < S[slot, R.F_OPENED] and (
                     last + idle < S[slot, R.F_OPENED] or first + hard <= S[slot, R.F_MAX_FIRST]):
                 # a stray: a session of its own, built in a scratch row and closed at once
@@ -784,7 +859,7 @@ def replay(
                 if last > C[S_MAX_LAST] or not C[S_HAS_MAX_LAST]:
                     C[S_MAX_LAST] = last
                     C[S_HAS_MAX_LAST] = 1
-                _sweep(S, B, F, P, C, OUT, D, Q, E, EB, EF, known, C[S_MAX_LAST] - P[P_GRACE], emit)
+                _sweep(S, B, F, P, C, OUT, D, Q, E, known, C[S_MAX_LAST] - P[P_GRACE], emit)
                 continue
             else:
                 target = slot
@@ -796,6 +871,8 @@ def replay(
             if slot < 0:
                 C[S_FREE_TOP] -= 1
                 slot = F[C[S_FREE_TOP]]
+                if C[S_FREE_TOP] > 0:  # the next new session's row, cold since its last use
+                    _prefetch_row(S, F[C[S_FREE_TOP] - 1])
                 C[S_USED] += 1
                 S[slot, R.F_STATUS] = 0
                 S[slot, R.F_HASH] = h
@@ -827,8 +904,7 @@ def replay(
                         _eviction_push(V, C, S, victim, tmp)
                         continue
                     _eviction_pop(V, C, tmp)
-                    _close(S, victim, now, R.REASON_EVICTED, emit, P, C, OUT, D, Q, E, EB, EF,
-                           known)
+                    _close(S, victim, now, R.REASON_EVICTED, emit, P, C, OUT, D, Q, E, known)
                     break
                 C[S_EVICTIONS] += 1
                 if C[S_EVICTIONS] == 1:
@@ -838,8 +914,8 @@ def replay(
             C[S_OPEN] += 1
             if C[S_OPEN] > C[S_PEAK_OPEN]:
                 C[S_PEAK_OPEN] = C[S_OPEN]
-            S[slot, R.F_ENDPOINT0] = _endpoint_acquire(E, EB, EF, C, proto, k1, k2, k3)
-            S[slot, R.F_ENDPOINT1] = _endpoint_acquire(E, EB, EF, C, proto, k4, k5, k6)
+            _endpoint_acquire(E, C, proto, k1, k2, k3)
+            _endpoint_acquire(E, C, proto, k4, k5, k6)
             target = slot
 
         _apply(S, target, d, first, last, dst_port[i], exporter_domain[i], tcp_flags[i],
@@ -856,23 +932,24 @@ def replay(
         if last > C[S_MAX_LAST] or not C[S_HAS_MAX_LAST]:
             C[S_MAX_LAST] = last
             C[S_HAS_MAX_LAST] = 1
-        _sweep(S, B, F, P, C, OUT, D, Q, E, EB, EF, known, C[S_MAX_LAST] - P[P_GRACE], emit)
+        _sweep(S, B, F, P, C, OUT, D, Q, E, known, C[S_MAX_LAST] - P[P_GRACE], emit)
     return DONE, n
 
 
 @_jit
-def finish(S: Any, B: Any, F: Any, P: Any, C: Any, OUT: Any, D: Any, Q: Any, E: Any, EB: Any,
-           EF: Any,
+def finish(S: Any, B: Any, F: Any, P: Any, C: Any, OUT: Any, D: Any, Q: Any, E: Any,
            known: Any, emit: int) -> None:
     """End of input: sweep at the newest last_seen, then every open session leaves as is."""
     if C[S_HAS_MAX_LAST]:
-        _sweep(S, B, F, P, C, OUT, D, Q, E, EB, EF, known, C[S_MAX_LAST], emit)
+        _sweep(S, B, F, P, C, OUT, D, Q, E, known, C[S_MAX_LAST], emit)
     for slot in range(C[S_SLOTS]):
         if S[slot, R.F_STATUS] & R.STATUS_OPEN:
-            e0 = S[slot, R.F_ENDPOINT0]
-            e1 = S[slot, R.F_ENDPOINT1]
-            _finalize(S, slot, S, slot, C, 0, R.REASON_OPEN, emit, E[e0, E_PEAK], E[e1, E_PEAK],
-                      known)
+            proto = S[slot, R.F_PROTO]
+            peak0 = _endpoint_peak(E, proto, S[slot, R.F_LO_HI], S[slot, R.F_LO_LO],
+                                   S[slot, R.F_LO_PORT])
+            peak1 = _endpoint_peak(E, proto, S[slot, R.F_HI_HI], S[slot, R.F_HI_LO],
+                                   S[slot, R.F_HI_PORT])
+            _finalize(S, slot, S, slot, C, 0, R.REASON_OPEN, emit, peak0, peak1, known)
             _output(OUT, C, S, slot)
 
 
@@ -911,18 +988,19 @@ def _rehash(S: Any, B: Any, slots: int) -> None:
 
 
 @_jit
-def _endpoint_rehash(E: Any, EB: Any, EF: Any, top: int, used: int) -> None:
-    """Rebuild the endpoint buckets; only entries below `used` can be in use."""
-    EB[:] = -1
-    free = np.zeros(len(EF), dtype=np.bool_)
-    for k in range(top):
-        free[EF[k]] = True
-    for e in range(used):
-        if not free[e]:
-            h = _key_hash(E[e, E_PROTO], E[e, E_HI], E[e, E_LO], E[e, E_PORT], 0, 0, 0)
-            b = h & (len(EB) - 1)
-            E[e, E_NEXT] = EB[b]
-            EB[b] = e
+def _endpoint_rehash(old: Any, E: Any) -> None:
+    """Every entry of `old` into the empty table E (twice as large)."""
+    mask = len(E) - 1
+    for k in range(len(old)):
+        tag = old[k, E_TAG]
+        if tag != 0:
+            e = _endpoint_home(E, tag, old[k, E_HI], old[k, E_LO])
+            while E[e, E_TAG] != 0:
+                e = (e + 1) & mask
+            E[e, E_TAG] = tag
+            E[e, E_HI] = old[k, E_HI]
+            E[e, E_LO] = old[k, E_LO]
+            E[e, E_COUNTS] = old[k, E_COUNTS]
 
 
 def _policy_vector(policy: SessionPolicy) -> np.ndarray:
@@ -963,12 +1041,9 @@ class KernelReplay:
         self.C[S_TIMER_FREE] = WHEEL_BUCKETS
         self.C[S_WHEEL_CUR] = R.TIME_MIN >> WHEEL_SHIFT
         self.V = np.zeros((capacity + 16, EVICTION_FIELDS), dtype=np.int64)
-        self.E = np.zeros((2 * max(capacity, SLOT_RESERVE), ENDPOINT_FIELDS), dtype=np.int64)
-        self.EB = np.full(_buckets_for(2 * capacity), -1, dtype=np.int64)
-        self.EF = np.arange(2 * capacity - 1, -1, -1, dtype=np.int64)
+        self.E = _endpoint_table(_buckets_for(2 * capacity))
         self._scratch_eviction = np.zeros((1, EVICTION_FIELDS), dtype=np.int64)
         self._scratch_row = R.new_rows(1)
-        self.C[S_ENDPOINT_FREE_TOP] = 2 * capacity
 
     def process(self, records: Records) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Replay `records` (arrival order); -> (session serial, direction) per record, rows out."""
@@ -988,7 +1063,7 @@ class KernelReplay:
                 records.counters_scaled, records.exporter_domain, records.src_declared,
                 records.dst_declared, records.index, start, serials, directions,
                 self.S, self.B, self.F, self.P, self.C, self.OUT, self.D, self.Q, self.V, self.E,
-                self.EB, self.EF, self.known, self._scratch_eviction, self._scratch_row)
+                self.known, self._scratch_eviction, self._scratch_row)
             if status == DONE:
                 break
             self._make_room(status)
@@ -998,8 +1073,8 @@ class KernelReplay:
         """End of input: the watermark becomes the newest last_seen; the rest stays open."""
         if self.OUT.shape[1] < int(self.C[S_OUT] + self.C[S_OPEN]) * 2 + 8:
             self._grow_output(int(self.C[S_OUT] + self.C[S_OPEN]) * 2 + 8)
-        finish(self.S, self.B, self.F, self.P, self.C, self.OUT, self.D, self.Q, self.E, self.EB,
-               self.EF, self.known, emit)
+        finish(self.S, self.B, self.F, self.P, self.C, self.OUT, self.D, self.Q, self.E,
+               self.known, emit)
         return self._take_rows()
 
     def pressure(self) -> dict[str, Any]:
@@ -1058,14 +1133,9 @@ class KernelReplay:
         elif status == NEED_EVICTIONS:
             self.V = _grown(self.V, 2 * len(self.V))
         elif status == NEED_ENDPOINTS:
-            old = len(self.EF)
-            top = int(self.C[S_ENDPOINT_FREE_TOP])
-            self.E = _grown(self.E, 2 * old)
-            self.EF = np.concatenate([self.EF[:top], np.arange(2 * old - 1, old - 1, -1),
-                                      np.zeros(old - top, dtype=np.int64)])
-            self.C[S_ENDPOINT_FREE_TOP] = top + old
-            self.EB = np.full(_buckets_for(2 * old), -1, dtype=np.int64)
-            _endpoint_rehash(self.E, self.EB, self.EF, top + old, old)
+            grown = _endpoint_table(2 * len(self.E))
+            _endpoint_rehash(self.E, grown)
+            self.E = grown
         else:
             raise AssertionError(f"unknown kernel status {status}")
 
@@ -1078,6 +1148,14 @@ def _grown(array: np.ndarray, rows: int) -> np.ndarray:
     grown = np.zeros((max(rows, 2 * len(array)), *array.shape[1:]), dtype=array.dtype)
     grown[:len(array)] = array
     return grown
+
+
+def _endpoint_table(entries: int) -> np.ndarray:
+    """An empty endpoint table of `entries` (a power of two), starting on a cache line so
+    that each pair of entries shares one."""
+    buffer = np.zeros(entries * ENDPOINT_FIELDS + 8, dtype=np.int64)
+    skip = (-buffer.ctypes.data % 64) // 8
+    return buffer[skip:skip + entries * ENDPOINT_FIELDS].reshape(entries, ENDPOINT_FIELDS)
 
 
 def _buckets_for(capacity: int) -> int:
