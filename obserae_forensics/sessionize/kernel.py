@@ -174,12 +174,14 @@ def _mix(h: Any, value: Any) -> Any:
 
 @_helper
 def _key_hash(proto: int, a: int, b: int, c: int, d: int, e: int, f: int) -> int:
-    h = _mix(np.uint64(proto), a)
-    h = _mix(h, b)
-    h = _mix(h, c)
-    h = _mix(h, d)
+    """Hash of a key (proto, lo address halves a b, lo port c, hi address halves d e, hi
+    port f). Three splitmix rounds, not one per field: every record pays this hash, and
+    the rounds are one chain of dependent multiplies. The low address halves, which vary
+    most, get rounds of their own; protocol and ports share one word and the high halves
+    (mostly alike: IPv4-mapped) another."""
+    h = _mix(np.uint64(proto << 32 | c << 16 | f), b)
     h = _mix(h, e)
-    h = _mix(h, f)
+    h = _mix(h, np.uint64(a) ^ (np.uint64(d) << np.uint64(1) | np.uint64(d) >> np.uint64(63)))
     return np.int64(h >> np.uint64(1))
 
 
