@@ -18,7 +18,11 @@ Same rules as reference.py (read its docstring first); this is the fast machiner
   only near the cap: built from every open session when the cap is first reached, then
   dropped when the open count falls under half the cap, so that a run far from the cap
   never pays a heap push per new session;
-* endpoint occupancy for the traffic-shape rung is a small refcounted hash table.
+* endpoint occupancy for the traffic-shape rung is a refcounted open-addressing table
+  (entries in place, found again by the session's key when it closes);
+* most of a session's cost is cache misses (its row is cold when it opens and again when
+  it closes a minute later), so rows are prefetched ahead of use: those of sessions whose
+  wheel bucket the watermark reaches, and the next free one.
 
 The surprising thing: the kernel never allocates. When a table could overflow it stops
 *before* the record that needs the room and returns a status; KernelReplay (in Python)
@@ -1050,9 +1054,11 @@ class KernelReplay:
     def process(self, records: Records) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Replay `records` (arrival order); -> (session serial, direction) per record, rows out."""
         n = len(records)
-        # a batch closes at most the sessions open before it and those it opens
+        # a batch closes at most the sessions open before it and those it opens; an eighth
+        # more, so that batches of one size do not grow OUT again (and touch fresh pages)
+        # each time the open count creeps up
         if self.OUT.shape[1] < int(self.C[S_OPEN]) + n + 8:
-            self._grow_output(int(self.C[S_OPEN]) + n + 8)
+            self._grow_output((int(self.C[S_OPEN]) + n + 8) * 9 // 8)
         serials = np.zeros(n, dtype=np.int64)
         directions = np.zeros(n, dtype=np.int8)
         start = 0

@@ -3,7 +3,7 @@
 The numba kernel keeps every session (open or remembered after closing) as one row of an
 int64 matrix, so that a session's fields sit together in memory, the ones every record
 touches first; a closed session leaves the kernel as its OUTPUT_FIELDS only (the output
-row: 328 of 648 bytes), written column by column so that output.py reads each field as one
+row: 328 of 616 bytes), written column by column so that output.py reads each field as one
 contiguous vector, indexed by the O_* constants. The plain-Python reference fills the
 same row from its objects, and output.py turns output rows into SESSIONS_SCHEMA. Field
 numbers are module constants because numba freezes module globals into the compiled code.
@@ -66,55 +66,51 @@ F_DOMAIN = 33  # its exporter_domain
 F_ECHO_REQUEST = 34  # bit d: endpoint d sent ICMP/ICMPv6 echo requests
 F_ECHO_REPLY = 35  # bit d: endpoint d sent echo replies
 F_DECLARED = 36  # bit d: the Cartography declares endpoint d as this service
-F_ORIENT_INDEX = 37  # arrival index of the orientation record
-F_ENDPOINT0 = 38  # endpoint-table entries (traffic shape)
-F_ENDPOINT1 = 39
-F_SPLIT = 40
-F_ROOT_OPENED = 41  # fragment 0's (opened, late, dup): conversation_id
-F_ROOT_LATE = 42
-F_ROOT_DUP = 43
-F_HAS_FOLLOW = 44  # follows_session_id = hash of (FOLLOW_OPENED, FOLLOW_SPLIT, ...)
-F_FOLLOW_OPENED = 45
-F_FOLLOW_SPLIT = 46
-F_FOLLOW_LATE = 47
-F_FOLLOW_DUP = 48
-F_INHERITED = 49  # a later fragment: orientation and server side come from fragment 0
-F_INH_ORIENT = 50
-F_INH_SERVER = 51
-F_INH_METHOD = 52
-F_INH_CONFIDENCE = 53
+F_SPLIT = 37
+F_ROOT_OPENED = 38  # fragment 0's (opened, late, dup): conversation_id
+F_ROOT_LATE = 39
+F_ROOT_DUP = 40
+F_HAS_FOLLOW = 41  # follows_session_id = hash of (FOLLOW_OPENED, FOLLOW_SPLIT, ...)
+F_FOLLOW_OPENED = 42
+F_FOLLOW_SPLIT = 43
+F_FOLLOW_LATE = 44
+F_FOLLOW_DUP = 45
+F_INHERITED = 46  # a later fragment: orientation and server side come from fragment 0
+F_INH_ORIENT = 47
+F_INH_SERVER = 48
+F_INH_METHOD = 49
+F_INH_CONFIDENCE = 50
 # filled when the row becomes final
-F_EMIT = 54  # arrival index after which the row became final
-F_CLOSED_AT = 55
-F_DUP = 56  # disambiguates sessions of a key that would otherwise hash alike
-F_ORIENT = 57  # final orientation: 0 = ip_a is lo
-F_SERVER = 58  # final server side: 0 = lo is the server
-F_METHOD = 59
-F_CONFIDENCE = 60  # per mille
-F_STATE = 61  # STATE_* code
-F_REASON = 62  # REASON_* code, OPEN while still open at end of input
-F_PEAK0 = 63  # peak open sessions on endpoint 0 / 1 while this one was open
-F_PEAK1 = 64
-SESSION_END = 65
-F_GEN = 65  # bumped when the slot is freed, so stale queue entries can be recognised
+F_EMIT = 51  # arrival index after which the row became final
+F_CLOSED_AT = 52
+F_DUP = 53  # disambiguates sessions of a key that would otherwise hash alike
+F_ORIENT = 54  # final orientation: 0 = ip_a is lo
+F_SERVER = 55  # final server side: 0 = lo is the server
+F_METHOD = 56
+F_CONFIDENCE = 57  # per mille
+F_STATE = 58  # STATE_* code
+F_REASON = 59  # REASON_* code, OPEN while still open at end of input
+F_PEAK0 = 60  # peak open sessions on endpoint 0 / 1 while this one was open
+F_PEAK1 = 61
+SESSION_END = 62
 # the last closed session of this key ("prev")
-P_OPENED = 66
-P_LAST = 67
-P_SPLIT = 68
-P_LATE = 69
-P_DUP = 70
-P_REASON = 71
-P_IDLE = 72
-P_ROOT_OPENED = 73
-P_ROOT_LATE = 74
-P_ROOT_DUP = 75
-P_ORIENT = 76
-P_SERVER = 77
-P_METHOD = 78
-P_CONFIDENCE = 79
-P_EXPIRY = 80
-FIELD_COUNT = 81
-ROW_WIDTH = FIELD_COUNT  # padding rows to 11 cache lines (88) measured no faster
+P_OPENED = 62
+P_LAST = 63
+P_SPLIT = 64
+P_LATE = 65
+P_DUP = 66
+P_REASON = 67
+P_IDLE = 68
+P_ROOT_OPENED = 69
+P_ROOT_LATE = 70
+P_ROOT_DUP = 71
+P_ORIENT = 72
+P_SERVER = 73
+P_METHOD = 74
+P_CONFIDENCE = 75
+P_EXPIRY = 76
+FIELD_COUNT = 77
+ROW_WIDTH = FIELD_COUNT  # padding rows to whole cache lines measured no faster
 
 # The output row: the fields output.py reads, in this order; O_X is F_X's place in it.
 OUTPUT_FIELDS = (
