@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 from . import __version__
 from .addresses import with_text_addresses
 from .readers import InputFile, discover_inputs, read_flows
+from .readers.background import read_ahead
 from .report import RunReport
 from .schema import FLOW_ADDRESS_COLUMNS, FLOW_SCHEMA, SESSIONS_SCHEMA
 from .tables.parquet import TableWriter, staged_directory, write_json, write_table
@@ -306,8 +307,9 @@ def sessionize_inputs(config: SessionizeConfig, report: RunReport) -> Sessionize
                                                     executor=io)
                     flows_writer.write(flows)
 
-            batches = read_flows(inputs, report, batch_size=config.read.batch_size,
-                                 window=config.read.window)
+            # decoded on a thread of their own, so reading overlaps the sessionizer
+            batches = read_ahead(read_flows(inputs, report, batch_size=config.read.batch_size,
+                                            window=config.read.window))
             for batch in _with_progress(batches, inputs, config.progress):
                 totals.add_input(batch)
                 emit(sessionizer.feed(batch))
