@@ -17,7 +17,7 @@ import pyarrow as pa
 _K1 = np.uint64(0x9E3779B97F4A7C15)
 _K2 = np.uint64(0xBF58476D1CE4E5B9)
 _K3 = np.uint64(0x94D049BB133111EB)
-_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8).copy()
 
 
 def fold(h: np.ndarray, value: np.ndarray) -> np.ndarray:
@@ -37,16 +37,32 @@ def hash_words(words: np.ndarray, seed: int = 0) -> np.ndarray:
     return h
 
 
-def hex_ids(values: np.ndarray) -> pa.StringArray:
-    """uint64 -> Arrow strings of 16 lowercase hex digits, most significant first."""
+@numba.njit(cache=True, nogil=True)
+def _hex_digits(values: np.ndarray, digits: np.ndarray) -> np.ndarray:
+    """16 lowercase hex digits per value, most significant first, in one flat buffer."""
+    out = np.empty(16 * len(values), dtype=np.uint8)
+    for i in range(len(values)):
+        value = values[i]
+        for k in range(15, -1, -1):
+            out[16 * i + k] = digits[value & np.uint64(15)]
+            value >>= np.uint64(4)
+    return out
+
+
+def hex_ids(values: np.ndarray, valid: np.ndarray | None = None) -> pa.StringArray:
+    """uint64 -> Arrow strings of 16 lowercase hex digits, most significant first (null
+    where `valid` is False); rendered in numba, no Python object per id."""
     n = len(values)
-    nibbles = np.empty((n, 16), dtype=np.uint8)
-    big_endian = np.ascontiguousarray(values, dtype=">u8").view(np.uint8).reshape(n, 8)
-    nibbles[:, 0::2] = _HEX[big_endian >> 4]
-    nibbles[:, 1::2] = _HEX[big_endian & 0x0F]
+    data = _hex_digits(np.ascontiguousarray(values, dtype=np.uint64), _HEX)
     offsets = np.arange(0, 16 * (n + 1), 16, dtype=np.int32)
-    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets.tobytes()),
-                                       pa.py_buffer(nibbles.tobytes()))
+    validity = None
+    null_count = 0
+    if valid is not None:
+        null_count = int(n - np.count_nonzero(valid))
+        if null_count:
+            validity = pa.array(valid, pa.bool_()).buffers()[1]
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data),
+                                       validity, null_count)
 
 
 def id_sort_keys(ids: pa.Array | pa.ChunkedArray) -> np.ndarray:

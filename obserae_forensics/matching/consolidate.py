@@ -42,7 +42,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..ids import endpoint_pair_hashes, id_sort_keys
+from ..ids import endpoint_pair_hashes, hex_ids, id_sort_keys
 from ..schema import TIMESTAMP
 from .columns import column_values
 from .services import PORT_PROTOCOLS
@@ -387,7 +387,7 @@ class Consolidation:
             return _single_chunk(rows.column(name)).take(pa.array(at))
 
         arrays = [
-            _hex_texts(ids[order]),
+            hex_ids(ids[order]),
             texts("client_ip"),
             gathered("client_port"),
             texts("server_ip"),
@@ -680,20 +680,3 @@ def _consolidated_ids(protocol: np.ndarray, pair: np.ndarray, first_seen: np.nda
                       np.asarray(first_seen, dtype=np.int64).view(np.uint64))
 
 
-@numba.njit(cache=True, nogil=True)
-def _hex_digits(values: Any, digits: Any) -> Any:
-    out = np.empty(16 * len(values), dtype=np.uint8)
-    for i in range(len(values)):
-        value = values[i]
-        for k in range(15, -1, -1):
-            out[16 * i + k] = digits[value & np.uint64(15)]
-            value >>= np.uint64(4)
-    return out
-
-
-def _hex_texts(values: np.ndarray) -> pa.StringArray:
-    """ids.hex_ids: uint64 -> 16 lowercase hex digits, most significant first."""
-    n = len(values)
-    offsets = np.arange(0, 16 * (n + 1), 16, dtype=np.int32)
-    data = _hex_digits(np.asarray(values, dtype=np.uint64), _HEX)
-    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data))

@@ -29,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..addresses import address_text, dotted_quad_array
+from ..ids import hex_ids
 from ..schema import SESSIONS_SCHEMA, TIMESTAMP
 from . import row as R
 from .keys import address_bytes, protocol_keyword
@@ -41,8 +42,6 @@ _S27 = np.uint64(27)
 _S31 = np.uint64(31)
 
 _KEY_FIELDS = (R.O_PROTO, R.O_LO_HI, R.O_LO_LO, R.O_LO_PORT, R.O_HI_HI, R.O_HI_LO, R.O_HI_PORT)
-
-_HEX_DIGITS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8).copy()
 
 
 @nb.njit(cache=True, nogil=True)
@@ -94,31 +93,9 @@ def id_hash(seeds: np.ndarray, cols: np.ndarray, opened: np.ndarray, split: np.n
     return _id_hashes(np.ascontiguousarray(seeds, dtype=np.uint64), key, *values)
 
 
-@nb.njit(cache=True, nogil=True)
-def _hex_digits(ids: Any, digits: Any) -> Any:
-    """16 lowercase hex digits per id, most significant first, one flat uint8 buffer."""
-    out = np.empty(16 * len(ids), dtype=np.uint8)
-    for i in range(len(ids)):
-        value = ids[i]
-        for k in range(15, -1, -1):
-            out[16 * i + k] = digits[value & np.uint64(15)]
-            value >>= np.uint64(4)
-    return out
-
-
 def id_texts(ids: np.ndarray, valid: np.ndarray | None = None) -> pa.Array:
     """uint64 ids -> Arrow strings of 16 hex digits (null where `valid` is False)."""
-    n = len(ids)
-    data = _hex_digits(np.ascontiguousarray(ids, dtype=np.uint64), _HEX_DIGITS)
-    offsets = np.arange(0, 16 * (n + 1), 16, dtype=np.int32)
-    validity = None
-    null_count = 0
-    if valid is not None:
-        null_count = int(n - np.count_nonzero(valid))
-        if null_count:
-            validity = pa.array(valid, pa.bool_()).buffers()[1]
-    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data),
-                                       validity, null_count)
+    return hex_ids(ids, valid)
 
 
 def session_ids(seeds: np.ndarray, cols: np.ndarray) -> np.ndarray:

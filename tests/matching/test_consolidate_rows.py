@@ -10,14 +10,13 @@ import pyarrow.compute as pc
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from obserae_forensics.ids import endpoint_pair_hashes, hash_words, hex_ids
+from obserae_forensics.ids import endpoint_pair_hashes, hash_words
 from obserae_forensics.matching.consolidate import (
     CONSOLIDATION_ROWS_SCHEMA,
     Consolidation,
     Vocabulary,
     _bucket_order,
     _consolidated_ids,
-    _hex_texts,
     _id_order_key,
     _most_confident,
     _output_order,
@@ -135,13 +134,6 @@ def test_running_max_restarts_at_each_pair(rows: list[tuple[bool, int]]) -> None
     values = np.array([r[1] for r in rows], dtype=np.int64)
     expected = pd.Series(values).groupby(np.cumsum(starts)).cummax().to_numpy()
     assert (_running_max(values, starts) == expected).all()
-
-
-@settings(deadline=None)  # the first call loads numba code
-@given(st.lists(st.integers(0, 2**64 - 1), max_size=50))
-def test_hex_texts_are_hex_ids(values: list[int]) -> None:
-    array = np.array(values, dtype=np.uint64)
-    assert _hex_texts(array).equals(hex_ids(array))
 
 
 @settings(deadline=None)  # the first call loads numba code
