@@ -113,6 +113,8 @@ ENDPOINT_FIELDS = 4
 ENDPOINT_USED = 1 << 40
 COUNT_MASK = (1 << 32) - 1
 
+LOOKAHEAD = 8  # records between a record's prefetches and its replay
+
 EVICTION_FIELDS = 10  # last, proto, lo_hi, lo_lo, lo_port, hi_hi, hi_lo, hi_port, slot, serial
 
 _K1 = np.uint64(0x9E3779B97F4A7C15)
@@ -132,10 +134,11 @@ _infer = nb.njit(cache=True, nogil=True, _nrt=False)(infer_server)
 
 @intrinsic
 def _prefetch(typingctx: Any, array: Any, row: Any, column: Any) -> Any:
-    """Ask the CPU to start loading the cache line of array[row, column] (llvm.prefetch:
-    read, keep in all levels). Nothing waits for it and a bad address is harmless, so rows
-    that will be needed a little later can be fetched while other work goes on."""
-    if not isinstance(array, types.Array) or array.ndim != 2:
+    """Ask the CPU to start loading the cache line of array[row, column] (array[row] for a
+    1-D array, `column` unused; llvm.prefetch: read, keep in all levels). Nothing waits for
+    it and a bad address is harmless, so memory that will be needed a little later can be
+    fetched while other work goes on."""
+    if not isinstance(array, types.Array) or array.ndim not in (1, 2):
         return None
 
     def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
@@ -143,6 +146,7 @@ def _prefetch(typingctx: Any, array: Any, row: Any, column: Any) -> Any:
         data = context.make_array(kind)(context, builder, args[0])
         indices = [context.cast(builder, value, given, types.intp)
                    for value, given in zip(args[1:], signature.args[1:], strict=True)]
+        indices = indices[:kind.ndim]
         pointer = cgutils.get_item_pointer2(
             context, builder, data=data.data, shape=cgutils.unpack_tuple(builder, data.shape),
             strides=cgutils.unpack_tuple(builder, data.strides), layout=kind.layout,
@@ -187,6 +191,19 @@ def _key_hash(proto: int, a: int, b: int, c: int, d: int, e: int, f: int) -> int
     h = _mix(h, e)
     h = _mix(h, np.uint64(a) ^ (np.uint64(d) << np.uint64(1) | np.uint64(d) >> np.uint64(63)))
     return np.int64(h >> np.uint64(1))
+
+
+@_helper
+def _canonical(proto: int, sh: int, sl: int, sport: int, dh: int, dl: int,
+               dport: int) -> tuple[int, int, int, int, int, int, int]:
+    """(direction, key without protocol) of a record: the smaller endpoint first; ports
+    only for the protocols that have them."""
+    if not (proto == 6 or proto == 17 or proto == 132 or proto == 136):
+        sport = 0
+        dport = 0
+    if sh < dh or (sh == dh and (sl < dl or (sl == dl and sport <= dport))):
+        return 0, sh, sl, sport, dh, dl, dport
+    return 1, dh, dl, dport, sh, sl, sport
 
 
 # -- session rules on rows --------------------------------------------------------------
@@ -808,22 +825,19 @@ def replay(
         last = last_seen[i]
         emit = index[i]
         proto = protocol[i]
-        if proto == 6 or proto == 17 or proto == 132 or proto == 136:
-            sport = src_port[i]
-            dport = dst_port[i]
-        else:
-            sport = 0
-            dport = 0
-        sh = src_hi[i]
-        sl = src_lo[i]
-        dh = dst_hi[i]
-        dl = dst_lo[i]
-        if sh < dh or (sh == dh and (sl < dl or (sl == dl and sport <= dport))):
-            d = 0
-            k1, k2, k3, k4, k5, k6 = sh, sl, sport, dh, dl, dport
-        else:
-            d = 1
-            k1, k2, k3, k4, k5, k6 = dh, dl, dport, sh, sl, sport
+        d, k1, k2, k3, k4, k5, k6 = _canonical(proto, src_hi[i], src_lo[i], src_port[i],
+                                               dst_hi[i], dst_lo[i], dst_port[i])
+        ahead = i + LOOKAHEAD
+        if ahead < n:
+            # a record a little ahead: start loading its hash bucket and the endpoint
+            # entries it would touch if it opens a session (cold for a new key)
+            p = protocol[ahead]
+            _, a1, a2, a3, a4, a5, a6 = _canonical(p, src_hi[ahead], src_lo[ahead],
+                                                   src_port[ahead], dst_hi[ahead],
+                                                   dst_lo[ahead], dst_port[ahead])
+            _prefetch(B, _key_hash(p, a1, a2, a3, a4, a5, a6) & (len(B) - 1), 0)
+            _prefetch(E, _endpoint_home(E, ENDPOINT_USED | p << 16 | a3, a1, a2), 0)
+            _prefetch(E, _endpoint_home(E, ENDPOINT_USED | p << 16 | a6, a4, a5), 0)
         late = 0
         if C[S_HAS_MAX_LAST] and last < C[S_MAX_LAST] - P[P_GRACE]:
             late = 1
