@@ -301,10 +301,14 @@ def sessionize_inputs(config: SessionizeConfig, report: RunReport) -> Sessionize
                             if entry["values"] is not None:
                                 counter[entry["values"]] += entry["counts"]
                 if output.flows.num_rows:
-                    flows = with_text_addresses(output.flows, FLOW_ADDRESS_COLUMNS)
+                    flows = output.flows
                     if flows_writer is None:
-                        flows_writer = TableWriter(staging / "flows.parquet", flows.schema,
-                                                    executor=io)
+                        # address texts are rendered on the writer thread, a row group at a
+                        # time: the main thread is the busier one while records come in
+                        flows_writer = TableWriter(staging / "flows.parquet",
+                                                   _text_flows(flows.slice(0, 0)).schema,
+                                                   prepare=_text_flows,
+                                                   executor=io)
                     flows_writer.write(flows)
 
             # decoded on a thread of their own, so reading overlaps the sessionizer
@@ -345,6 +349,11 @@ def text_address_schema(schema: pa.Schema) -> pa.Schema:
     """`schema` with its address columns as text, as the output tables store them."""
     return pa.schema([pa.field(f.name, pa.string(), f.nullable) if f.name in FLOW_ADDRESS_COLUMNS
                       else f for f in schema])
+
+
+def _text_flows(flows: pa.Table) -> pa.Table:
+    """Flows as flows.parquet stores them: addresses as text."""
+    return with_text_addresses(flows, FLOW_ADDRESS_COLUMNS)
 
 
 def _empty_flows_schema() -> pa.Schema:

@@ -17,7 +17,7 @@ import os
 import shutil
 import tempfile
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future
 from contextlib import contextmanager
 from pathlib import Path
@@ -70,8 +70,13 @@ class TableWriter:
     """
 
     def __init__(self, path: Path, schema: pa.Schema, *, row_group_rows: int = ROW_GROUP_ROWS,
-                 compression: str = "zstd", executor: Executor | None = None):
+                 compression: str = "zstd", executor: Executor | None = None,
+                 prepare: Callable[[pa.Table], pa.Table] | None = None):
+        """`prepare`, if given, turns each row group of the written tables into `schema`'s
+        columns on the executor (e.g. address texts), off the caller's thread; written tables
+        must then all share one schema."""
         self.path = path
+        self._prepare = prepare
         self.schema = plain_schema(schema)
         self.row_group_rows = row_group_rows
         plain_columns = [n for n in self.schema.names if not n.endswith(_ID_SUFFIXES)]
@@ -89,19 +94,31 @@ class TableWriter:
         self._pending_rows = 0
         self.rows = 0
 
+    def _normalized(self, table: pa.Table) -> pa.Table:
+        return _plain(table).select(self.schema.names).cast(self.schema)
+
+    def _write_group(self, table: pa.Table) -> None:
+        if self._prepare is not None:
+            table = self._normalized(self._prepare(table))
+        self._writer.write_table(table, row_group_size=self.row_group_rows)
+
     def _emit(self, table: pa.Table) -> None:
         if self._executor is None:
-            self._writer.write_table(table, row_group_size=self.row_group_rows)
+            self._write_group(table)
             return
         while len(self._queued) >= MAX_QUEUED_ROW_GROUPS:  # bound memory: wait for the oldest
             self._queued.popleft().result()
-        self._queued.append(self._executor.submit(
-            self._writer.write_table, table, row_group_size=self.row_group_rows))
+        self._queued.append(self._executor.submit(self._write_group, table))
 
     def write(self, data: pa.Table | pa.RecordBatch) -> None:
         if data.num_rows == 0:
             return
-        table = _plain(data).select(self.schema.names).cast(self.schema)
+        if self._prepare is None:
+            table = self._normalized(data)
+        elif isinstance(data, pa.RecordBatch):
+            table = pa.Table.from_batches([data])
+        else:
+            table = data
         self._pending.append(table)
         self._pending_rows += table.num_rows
         self.rows += table.num_rows
