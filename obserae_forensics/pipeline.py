@@ -264,9 +264,11 @@ def sessionize_inputs(config: SessionizeConfig, report: RunReport) -> Sessionize
     totals = _Totals()
     per_exporter: Counter[str] = Counter()
     with staged_directory(config.out, force=config.force) as staging:
-        # Parquet encoding runs on a second thread; leaving this block waits for it, so
-        # nothing writes into the staging directory once it is kept or removed
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet") as io:
+        # Parquet encoding runs on writer threads (flows on one of their own, the largest
+        # table, so neither writer waits behind the other); leaving this block waits for
+        # them, so nothing writes into the staging directory once it is kept or removed
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet") as io, \
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet-flows") as io_flows:
             sessions_writer = TableWriter(staging / "sessions.parquet", SESSIONS_SCHEMA,
                                           executor=io)
             consolidation = Consolidation(config.policy.grace_us)
@@ -308,7 +310,7 @@ def sessionize_inputs(config: SessionizeConfig, report: RunReport) -> Sessionize
                         flows_writer = TableWriter(staging / "flows.parquet",
                                                    _text_flows(flows.slice(0, 0)).schema,
                                                    prepare=_text_flows,
-                                                   executor=io)
+                                                   executor=io_flows)
                     flows_writer.write(flows)
 
             # decoded on a thread of their own, so reading overlaps the sessionizer
