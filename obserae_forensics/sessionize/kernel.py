@@ -114,6 +114,7 @@ ENDPOINT_USED = 1 << 40
 COUNT_MASK = (1 << 32) - 1
 
 LOOKAHEAD = 8  # records between a record's prefetches and its replay
+OUTPUT_AHEAD = 32  # output columns between the prefetch of an OUT line and its writes
 
 EVICTION_FIELDS = 10  # last, proto, lo_hi, lo_lo, lo_port, hi_hi, hi_lo, hi_port, slot, serial
 
@@ -132,35 +133,44 @@ _helper = nb.njit(cache=True, nogil=True, _nrt=False)
 _infer = nb.njit(cache=True, nogil=True, _nrt=False)(infer_server)
 
 
-@intrinsic
-def _prefetch(typingctx: Any, array: Any, row: Any, column: Any) -> Any:
-    """Ask the CPU to start loading the cache line of array[row, column] (array[row] for a
-    1-D array, `column` unused; llvm.prefetch: read, keep in all levels). Nothing waits for
-    it and a bad address is harmless, so memory that will be needed a little later can be
-    fetched while other work goes on."""
-    if not isinstance(array, types.Array) or array.ndim not in (1, 2):
-        return None
+def _prefetch_intrinsic(write: int) -> Any:
+    """An intrinsic (array, row, column) that asks the CPU to start loading the cache line of
+    array[row, column] (array[row] for a 1-D array, `column` unused): llvm.prefetch, for a
+    read or for a write, kept in all cache levels. Nothing waits for it and an address
+    past the end is harmless, so memory needed a little later is fetched meanwhile."""
 
-    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        kind = signature.args[0]
-        data = context.make_array(kind)(context, builder, args[0])
-        indices = [context.cast(builder, value, given, types.intp)
-                   for value, given in zip(args[1:], signature.args[1:], strict=True)]
-        indices = indices[:kind.ndim]
-        pointer = cgutils.get_item_pointer2(
-            context, builder, data=data.data, shape=cgutils.unpack_tuple(builder, data.shape),
-            strides=cgutils.unpack_tuple(builder, data.strides), layout=kind.layout,
-            inds=indices, wraparound=False)
-        byte_pointer = ir.IntType(8).as_pointer()
-        word = ir.IntType(32)
-        function = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [byte_pointer, word, word, word]),
-            "llvm.prefetch.p0")
-        builder.call(function, [builder.bitcast(pointer, byte_pointer), word(0), word(3),
-                                word(1)])
-        return context.get_dummy_value()
+    def prefetch(typingctx: Any, array: Any, row: Any, column: Any) -> Any:
+        if not isinstance(array, types.Array) or array.ndim not in (1, 2):
+            return None
 
-    return types.void(array, row, column), codegen
+        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+            kind = signature.args[0]
+            data = context.make_array(kind)(context, builder, args[0])
+            indices = [context.cast(builder, value, given, types.intp)
+                       for value, given in zip(args[1:], signature.args[1:], strict=True)]
+            pointer = cgutils.get_item_pointer2(
+                context, builder, data=data.data,
+                shape=cgutils.unpack_tuple(builder, data.shape),
+                strides=cgutils.unpack_tuple(builder, data.strides), layout=kind.layout,
+                inds=indices[:kind.ndim], wraparound=False)
+            byte_pointer = ir.IntType(8).as_pointer()
+            word = ir.IntType(32)
+            function = cgutils.get_or_insert_function(
+                builder.module,
+                ir.FunctionType(ir.VoidType(), [byte_pointer, word, word, word]),
+                "llvm.prefetch.p0")
+            builder.call(function, [builder.bitcast(pointer, byte_pointer), word(write),
+                                    word(3), word(1)])
+            return context.get_dummy_value()
+
+        return types.void(array, row, column), codegen
+
+    prefetch.__name__ = "_prefetch_write" if write else "_prefetch"
+    return intrinsic(prefetch)
+
+
+_prefetch = _prefetch_intrinsic(0)
+_prefetch_write = _prefetch_intrinsic(1)
 
 
 @_helper
@@ -737,6 +747,12 @@ def _output(OUT: Any, C: Any, M: Any, s: int) -> None:
     """The output row of the final session M[s] becomes column C[S_OUT] of OUT."""
     o = C[S_OUT]
     C[S_OUT] = o + 1
+    if o & 7 == 0:
+        # a column is one word in each of the 41 rows of OUT, so a session written
+        # misses in 41 cache lines once per 8 sessions (the largest cost of a session that
+        # opens and closes at once, as in a scan): start loading those of a later column
+        for k in range(R.OUTPUT_FIELD_COUNT):
+            _prefetch_write(OUT, k, o + OUTPUT_AHEAD)
     for k in range(R.OUTPUT_FIELD_COUNT):
         OUT[k, o] = M[s, R.OUTPUT_FIELD_INDEX[k]]
 
