@@ -320,6 +320,9 @@ def sessionize_inputs(config: SessionizeConfig, report: RunReport) -> Sessionize
                 totals.add_input(batch)
                 emit(sessionizer.feed(batch))
             emit(sessionizer.finish())
+            # the manifest's input hashes, read while the tables are still being finished
+            digests = io_flows.submit(lambda: {item.path: sha256_file(item.path)
+                                               for item in inputs})
             # consolidate while the writer thread still encodes the last sessions and flows
             _write_consolidated(staging, consolidation_buckets.close(), consolidation, io)
             sessions_writer.close()
@@ -342,7 +345,8 @@ def sessionize_inputs(config: SessionizeConfig, report: RunReport) -> Sessionize
                          and totals.octets_in == totals.octets_out)
             result.conservation_ok = totals_ok
             result.manifest = _manifest(config, inputs, report, result, totals,
-                                        policy_settings(config.policy), sessionizer.pressure())
+                                        policy_settings(config.policy), sessionizer.pressure(),
+                                        digests.result())
             write_json(staging / "manifest.json", result.manifest)
     return result
 
@@ -392,7 +396,7 @@ def _rules_file(loaded: Any) -> dict[str, str] | None:
 def _manifest(
     config: SessionizeConfig, inputs: Sequence[InputFile], report: RunReport,
     result: SessionizeResult, totals: _Totals, settings: dict[str, Any],
-    pressure: dict[str, dict[str, Any]],
+    pressure: dict[str, dict[str, Any]], digests: dict[Path, str],
 ) -> dict[str, Any]:
     """What a forensic report cites: tool, settings, inputs with hashes, counts, checks."""
     return {
@@ -408,7 +412,7 @@ def _manifest(
         "flow_matrix": _rules_file(config.flow_matrix),
         "inputs": [{"path": str(item.path), "format": report.files[str(item.path)].format
                     if str(item.path) in report.files else item.format,
-                    "size": item.size, "sha256": sha256_file(item.path)} for item in inputs],
+                    "size": item.size, "sha256": digests[item.path]} for item in inputs],
         "data_window": {"start": _iso(totals.first_us), "end": _iso(totals.last_us)},
         "counts": {
             "records_read": report.records,
