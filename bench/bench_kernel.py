@@ -6,10 +6,10 @@
 Records are generated in memory, a chunk at a time, and only the replay is timed: `kernel`
 times KernelReplay.process on prepared int64 columns (the per-record loop, table growth
 included; the warm-up loads every compiled function first) in chunks of `--chunk` records
-(default 2**20; the CLI feeds 65,536), and says how much of that time the system spent
-giving the process memory (first touches of fresh pages: with transparent huge pages they
-cost anything from nothing to most of the run, depending on how fragmented the machine's
-memory is), `feed` times
+(default 65,536, the CLI's batch size; at most 2**20), and says how much of that time
+the system spent giving the process memory (first touches of fresh pages: with transparent
+huge pages they cost anything from nothing to most of the run, depending on how fragmented
+the machine's memory is), `feed` times
 Sessionizer.feed + finish on FLOW_SCHEMA batches of 65,536 records (column extraction,
 kernel, session rows, session ids, flow retention and emission). Each part runs in its own
 child process so that its peak RSS (ru_maxrss) is its own.
@@ -196,8 +196,9 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=None,
                         help="records to replay (default 5,000,000; with --input, all)")
     parser.add_argument("--part", choices=("kernel", "feed", "both"), default="both")
-    parser.add_argument("--chunk", type=int, default=1 << 20,
-                        help="records per KernelReplay.process call (at most 2**20)")
+    parser.add_argument("--chunk", type=int, default=1 << 16,
+                        help="records per KernelReplay.process call (default: the CLI's "
+                             "batch size, 65,536; at most 2**20)")
     parser.add_argument("--input", help="kernel part: replay this capture's records instead")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
