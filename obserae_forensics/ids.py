@@ -117,11 +117,13 @@ def _pair_hashes(protocol: np.ndarray, a: np.ndarray, port_a: np.ndarray, b: np.
 def text_hashes(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """FNV-1a of each string's UTF-8 bytes: the same on every machine and hash seed."""
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    array = array.cast(pa.large_string())
+    if not pa.types.is_string(array.type):  # string is read in place, anything else cast
+        array = array.cast(pa.large_string())
     if len(array) == 0:
         return np.zeros(0, dtype=np.uint64)
     _validity, offsets_buffer, data_buffer = array.buffers()
-    offsets = np.frombuffer(offsets_buffer, dtype=np.int64)
+    offsets = np.frombuffer(offsets_buffer,
+                            dtype=np.int32 if pa.types.is_string(array.type) else np.int64)
     data = (np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None
             else np.zeros(0, dtype=np.uint8))
     return _text_hashes(offsets, data, array.offset, len(array))
