@@ -1,4 +1,4 @@
-"""ids: the 16-hex-digit texts every id column is written as."""
+"""ids: the 16-hex-digit texts id columns are written as, and the text hashes of pair keys."""
 
 from __future__ import annotations
 
