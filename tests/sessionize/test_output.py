@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import numpy as np
 from hypothesis import given, settings
@@ -54,3 +55,19 @@ def test_output_order_is_the_lexicographic_order(keys: list[tuple[int, int, int]
     serial = np.arange(len(keys), dtype=np.int64)[::-1].copy()
     expected = np.lexsort((serial, rank, ids, emit))
     assert _output_order(emit, ids, rank, serial).tolist() == expected.tolist()
+
+
+@settings(deadline=None)  # the first call loads numba code
+@given(st.lists(st.integers(0, 9), max_size=60), st.booleans(), st.randoms())
+def test_flow_order_is_by_session_then_arrival(ranks: list[int], shuffled: bool,
+                                               random: Any) -> None:
+    """Emitted flows: the counting sort (arrival order given) and the general case both
+    equal a lexsort by (session rank, arrival index)."""
+    from obserae_forensics.sessionize.sessionizer import _by_session_then_arrival
+
+    rank = np.array(ranks, dtype=np.int64)
+    index = np.arange(len(ranks), dtype=np.int64) * 3 + 7
+    if shuffled:
+        random.shuffle(index)
+    order = _by_session_then_arrival(rank, index, 10)
+    assert (order == np.lexsort((index, rank))).all()
