@@ -22,7 +22,7 @@ are fixed-width lowercase hex, sorting the 64-bit values sorts the texts.
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Any, NamedTuple
 
 import numba as nb
 import numpy as np
@@ -68,16 +68,6 @@ def _id_hashes(seeds: Any, key: Any, opened: Any, split: Any, late: Any, dup: An
     return out
 
 
-@nb.njit(cache=True, nogil=True)
-def _taken(cols: Any, order: Any) -> Any:
-    """cols[:, order], field by field (numpy's 2-D fancy take is several times slower)."""
-    out = np.empty((cols.shape[0], len(order)), dtype=np.int64)
-    for f in range(cols.shape[0]):
-        for i in range(len(order)):
-            out[f, i] = cols[f, order[i]]
-    return out
-
-
 def exporter_seed(exporter: str) -> int:
     """The exporter's part of every id: BLAKE2b-64 of its text, read little-endian."""
     digest = hashlib.blake2b(exporter.encode("utf-8"), digest_size=8).digest()
@@ -113,10 +103,6 @@ def _conversation_ids(seeds: np.ndarray, cols: np.ndarray, own: np.ndarray) -> n
 def _follow_ids(seeds: np.ndarray, cols: np.ndarray) -> np.ndarray:
     return id_hash(seeds, cols, cols[R.O_FOLLOW_OPENED], cols[R.O_FOLLOW_SPLIT],
                    cols[R.O_FOLLOW_LATE], cols[R.O_FOLLOW_DUP])
-
-
-def _pick(choose_hi: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    return np.where(choose_hi, hi, lo)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -224,6 +210,140 @@ def _endpoint_texts(cols: np.ndarray) -> tuple[pa.Array, np.ndarray]:
     return _address_text_array(pairs[:, 0], pairs[:, 1]), index
 
 
+class _Numbers(NamedTuple):
+    """The sessions table's number columns, in output order, as _session_numbers makes them."""
+
+    split: np.ndarray
+    domain: np.ndarray
+    protocol: np.ndarray
+    port_a: np.ndarray
+    port_b: np.ndarray
+    client_port: np.ndarray
+    server_port: np.ndarray
+    address_a: np.ndarray
+    address_b: np.ndarray
+    client_address: np.ndarray
+    server_address: np.ndarray
+    method: np.ndarray
+    confidence: np.ndarray
+    ab_bytes: np.ndarray
+    ba_bytes: np.ndarray
+    ab_packets: np.ndarray
+    ba_packets: np.ndarray
+    ab_flags: np.ndarray
+    ba_flags: np.ndarray
+    icmp: np.ndarray
+    icmp_type: np.ndarray
+    icmp_code: np.ndarray
+    opened: np.ndarray
+    last: np.ndarray
+    closed: np.ndarray
+    still_open: np.ndarray
+    state: np.ndarray
+    reason: np.ndarray
+    flows: np.ndarray
+    late_records: np.ndarray
+    late: np.ndarray
+    sampling: np.ndarray
+    scaled: np.ndarray
+    serial: np.ndarray
+    orient: np.ndarray
+
+
+@nb.njit(cache=True, nogil=True)
+def _session_numbers(cols: Any, order: Any, endpoint: Any) -> Any:
+    """Every number column of the sessions table, row i from output row order[i]: one pass
+    that gathers, orients (a/b, client/server) and narrows, instead of a gather of all the
+    output fields and a numpy pass per column. Endpoint d of row j is `endpoint[d, j]` (an
+    index into the address texts), the lo endpoint being d = 0."""
+    n = len(order)
+    split = np.empty(n, np.uint32)
+    domain = np.empty(n, np.uint32)
+    protocol = np.empty(n, np.uint8)
+    port_a = np.empty(n, np.uint16)
+    port_b = np.empty(n, np.uint16)
+    client_port = np.empty(n, np.uint16)
+    server_port = np.empty(n, np.uint16)
+    address_a = np.empty(n, np.int64)
+    address_b = np.empty(n, np.int64)
+    client_address = np.empty(n, np.int64)
+    server_address = np.empty(n, np.int64)
+    method = np.empty(n, np.int32)
+    confidence = np.empty(n, np.float64)
+    ab_bytes = np.empty(n, np.uint64)
+    ba_bytes = np.empty(n, np.uint64)
+    ab_packets = np.empty(n, np.uint64)
+    ba_packets = np.empty(n, np.uint64)
+    ab_flags = np.empty(n, np.uint16)
+    ba_flags = np.empty(n, np.uint16)
+    icmp = np.empty(n, np.bool_)
+    icmp_type = np.empty(n, np.uint8)
+    icmp_code = np.empty(n, np.uint8)
+    opened = np.empty(n, np.int64)
+    last = np.empty(n, np.int64)
+    closed = np.empty(n, np.int64)
+    still_open = np.empty(n, np.bool_)
+    state = np.empty(n, np.int32)
+    reason = np.empty(n, np.int32)
+    flows = np.empty(n, np.uint64)
+    late_records = np.empty(n, np.uint64)
+    late = np.empty(n, np.bool_)
+    sampling = np.empty(n, np.uint32)
+    scaled = np.empty(n, np.bool_)
+    serial = np.empty(n, np.int64)
+    orient = np.empty(n, np.int64)
+    for i in range(n):
+        j = order[i]
+        a = cols[R.O_ORIENT, j]  # endpoint a: 0 = lo
+        b = 1 - a
+        server = cols[R.O_SERVER, j]
+        client = 1 - server
+        port_of = (cols[R.O_LO_PORT, j], cols[R.O_HI_PORT, j])
+        split[i] = cols[R.O_SPLIT, j]
+        domain[i] = cols[R.O_DOMAIN, j]
+        proto = cols[R.O_PROTO, j]
+        protocol[i] = proto
+        port_a[i] = port_of[a]
+        port_b[i] = port_of[b]
+        client_port[i] = port_of[client]
+        server_port[i] = port_of[server]
+        address_a[i] = endpoint[a, j]
+        address_b[i] = endpoint[b, j]
+        client_address[i] = endpoint[client, j]
+        server_address[i] = endpoint[server, j]
+        method[i] = cols[R.O_METHOD, j]
+        confidence[i] = cols[R.O_CONFIDENCE, j] / 1000.0
+        ab_bytes[i] = cols[R.O_BYTES0 + a, j]
+        ba_bytes[i] = cols[R.O_BYTES0 + b, j]
+        ab_packets[i] = cols[R.O_PACKETS0 + a, j]
+        ba_packets[i] = cols[R.O_PACKETS0 + b, j]
+        ab_flags[i] = cols[R.O_FLAGS0 + a, j]
+        ba_flags[i] = cols[R.O_FLAGS0 + b, j]
+        icmp[i] = proto == 1 or proto == 58
+        first_dst_port = cols[R.O_FIRST_DST_PORT, j]
+        icmp_type[i] = (first_dst_port >> 8) & 0xFF
+        icmp_code[i] = first_dst_port & 0xFF
+        opened[i] = cols[R.O_OPENED, j]
+        last[i] = cols[R.O_LAST, j]
+        closed[i] = cols[R.O_CLOSED_AT, j]
+        is_open = cols[R.O_REASON, j] == R.REASON_OPEN
+        still_open[i] = is_open
+        state[i] = cols[R.O_STATE, j]
+        reason[i] = len(R.REASON_NAMES) if is_open else cols[R.O_REASON, j]
+        flows[i] = cols[R.O_FLOWS, j]
+        late_records[i] = cols[R.O_LATE_RECORDS, j]
+        late[i] = cols[R.O_LATE, j] != 0
+        sampling[i] = max(cols[R.O_SAMPLING, j], 1)
+        scaled[i] = cols[R.O_SCALED, j] != 0
+        serial[i] = cols[R.O_SERIAL, j]
+        orient[i] = a
+    return (split, domain, protocol, port_a, port_b, client_port, server_port, address_a,
+            address_b, client_address, server_address, method, confidence, ab_bytes,
+            ba_bytes, ab_packets, ba_packets, ab_flags, ba_flags, icmp, icmp_type, icmp_code,
+            opened, last, closed, still_open, state, reason, flows, late_records, late,
+            sampling, scaled, serial, orient)
+
+
 def _list_of_nothing(n: int) -> pa.Array:
     """n empty string lists, built from offsets alone."""
     return pa.ListArray.from_arrays(pa.array(np.zeros(n + 1, dtype=np.int32)),
@@ -231,9 +351,9 @@ def _list_of_nothing(n: int) -> pa.Array:
 
 
 def sessions_table(parts: list[tuple[str, np.ndarray]]
-                   ) -> tuple[pa.Table, np.ndarray, np.ndarray, np.ndarray]:
+                   ) -> tuple[pa.Table, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """SESSIONS_SCHEMA rows for (exporter, output rows) parts, sorted; the order applied;
-    their ids; the sorted output rows.
+    their ids, serials and orientations (0: ip_a is the lo endpoint), in table order.
 
     Output rows come transposed ([field, session]: row.py's OUTPUT_FIELDS, indexed by the
     O_* constants), as the kernel writes them, so that every field is one contiguous
@@ -243,8 +363,8 @@ def sessions_table(parts: list[tuple[str, np.ndarray]]
     parts = [(exporter, cols) for exporter, cols in parts if cols.shape[1]]
     if not parts:
         return (SESSIONS_SCHEMA.empty_table(), np.zeros(0, dtype=np.int64),
-                np.zeros(0, dtype=np.uint64),
-                np.zeros((R.OUTPUT_FIELD_COUNT, 0), dtype=np.int64))
+                np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64),
+                np.zeros(0, dtype=np.int64))
     cols = parts[0][1] if len(parts) == 1 else np.concatenate([c for _, c in parts], axis=1)
     n = cols.shape[1]
     names = sorted({exporter for exporter, _ in parts})
@@ -258,81 +378,63 @@ def sessions_table(parts: list[tuple[str, np.ndarray]]
     has_follow = cols[R.O_HAS_FOLLOW] != 0
     follows = _follow_ids(seeds, cols)
 
-    # the order first, so that every column is built once, already sorted
+    # the order first, so that every column is built once, already sorted, in one pass
     order = _output_order(cols[R.O_EMIT], ids, exporter_rank, cols[R.O_SERIAL])
-    if np.any(order[1:] < order[:-1]):
-        cols = _taken(cols, order)
     ids = ids[order]
     conversations = conversations[order]
     has_follow = has_follow[order]
     follows = follows[order]
     exporter_rank = exporter_rank[order]
-
-    texts, endpoint = _endpoint_texts(cols)  # endpoint[d, i]: address of endpoint d of row i
-    ports = np.stack([cols[R.O_LO_PORT], cols[R.O_HI_PORT]])
-    everyone = np.arange(n)
-    a = cols[R.O_ORIENT]
-    server = cols[R.O_SERVER]
-    a_is_hi = a == 1
-    protocol = cols[R.O_PROTO]
-    icmp = (protocol == 1) | (protocol == 58)
-    first_dst_port = cols[R.O_FIRST_DST_PORT]
-    is_open = cols[R.O_REASON] == R.REASON_OPEN
-    protocols, protocol_code = np.unique(protocol, return_inverse=True)
+    texts, endpoint = _endpoint_texts(cols)  # endpoint[d, j]: address of endpoint d of row j
+    number = _Numbers(*_session_numbers(cols, order, endpoint))
+    protocols, protocol_code = np.unique(number.protocol, return_inverse=True)
     keywords = tuple(protocol_keyword(int(p)) for p in protocols)
-    reason_code = np.where(is_open, len(R.REASON_NAMES), cols[R.O_REASON])
 
     def times(values: np.ndarray, mask: np.ndarray | None = None) -> pa.Array:
-        return pa.array(values.astype(np.int64), type=pa.int64(), mask=mask).cast(TIMESTAMP)
+        return pa.array(values, type=pa.int64(), mask=mask).cast(TIMESTAMP)
 
-    def address(side: np.ndarray) -> pa.Array:
-        return texts.take(pa.array(endpoint[side, everyone]))
+    def address(index: np.ndarray) -> pa.Array:
+        return texts.take(pa.array(index))
 
     columns = {
         "session_id": id_texts(ids),
         "conversation_id": id_texts(conversations),
-        "split": pa.array(cols[R.O_SPLIT].astype(np.uint32)),
+        "split": pa.array(number.split),
         "exporter": _vocabulary(tuple(names), exporter_rank),
-        "exporter_domain": pa.array(cols[R.O_DOMAIN].astype(np.uint32)),
+        "exporter_domain": pa.array(number.domain),
         "protocol": _vocabulary(keywords, protocol_code.ravel()),
-        "protocol_number": pa.array(protocol.astype(np.uint8)),
-        "ip_a": address(a),
-        "port_a": pa.array(ports[a, everyone].astype(np.uint16)),
-        "ip_b": address(1 - a),
-        "port_b": pa.array(ports[1 - a, everyone].astype(np.uint16)),
-        "client_ip": address(1 - server),
-        "client_port": pa.array(ports[1 - server, everyone].astype(np.uint16)),
-        "server_ip": address(server),
-        "server_port": pa.array(ports[server, everyone].astype(np.uint16)),
-        "role_method": _vocabulary(R.METHOD_NAMES, cols[R.O_METHOD]),
-        "role_confidence": pa.array(cols[R.O_CONFIDENCE] / 1000.0),
-        "ab_bytes": pa.array(_pick(a_is_hi, cols[R.O_BYTES0], cols[R.O_BYTES1])
-                             .astype(np.uint64)),
-        "ba_bytes": pa.array(_pick(a_is_hi, cols[R.O_BYTES1], cols[R.O_BYTES0])
-                             .astype(np.uint64)),
-        "ab_packets": pa.array(_pick(a_is_hi, cols[R.O_PACKETS0], cols[R.O_PACKETS1])
-                               .astype(np.uint64)),
-        "ba_packets": pa.array(_pick(a_is_hi, cols[R.O_PACKETS1], cols[R.O_PACKETS0])
-                               .astype(np.uint64)),
-        "ab_flags": pa.array(_pick(a_is_hi, cols[R.O_FLAGS0], cols[R.O_FLAGS1])
-                             .astype(np.uint16)),
-        "ba_flags": pa.array(_pick(a_is_hi, cols[R.O_FLAGS1], cols[R.O_FLAGS0])
-                             .astype(np.uint16)),
-        "icmp_type": pa.array((first_dst_port >> 8).astype(np.uint8), mask=~icmp),
-        "icmp_code": pa.array((first_dst_port & 0xFF).astype(np.uint8), mask=~icmp),
-        "opened_at": times(cols[R.O_OPENED]),
-        "last_seen_at": times(cols[R.O_LAST]),
-        "closed_at": times(cols[R.O_CLOSED_AT], mask=is_open),
-        "state": _vocabulary(R.STATE_NAMES, cols[R.O_STATE]),
-        "close_reason": _vocabulary((*R.REASON_NAMES, None), reason_code),
-        "flow_count": pa.array(cols[R.O_FLOWS].astype(np.uint64)),
-        "late_records": pa.array(cols[R.O_LATE_RECORDS].astype(np.uint64)),
-        "late": pa.array(cols[R.O_LATE] != 0),
+        "protocol_number": pa.array(number.protocol),
+        "ip_a": address(number.address_a),
+        "port_a": pa.array(number.port_a),
+        "ip_b": address(number.address_b),
+        "port_b": pa.array(number.port_b),
+        "client_ip": address(number.client_address),
+        "client_port": pa.array(number.client_port),
+        "server_ip": address(number.server_address),
+        "server_port": pa.array(number.server_port),
+        "role_method": _vocabulary(R.METHOD_NAMES, number.method),
+        "role_confidence": pa.array(number.confidence),
+        "ab_bytes": pa.array(number.ab_bytes),
+        "ba_bytes": pa.array(number.ba_bytes),
+        "ab_packets": pa.array(number.ab_packets),
+        "ba_packets": pa.array(number.ba_packets),
+        "ab_flags": pa.array(number.ab_flags),
+        "ba_flags": pa.array(number.ba_flags),
+        "icmp_type": pa.array(number.icmp_type, mask=~number.icmp),
+        "icmp_code": pa.array(number.icmp_code, mask=~number.icmp),
+        "opened_at": times(number.opened),
+        "last_seen_at": times(number.last),
+        "closed_at": times(number.closed, mask=number.still_open),
+        "state": _vocabulary(R.STATE_NAMES, number.state),
+        "close_reason": _vocabulary((*R.REASON_NAMES, None), number.reason),
+        "flow_count": pa.array(number.flows),
+        "late_records": pa.array(number.late_records),
+        "late": pa.array(number.late),
         "follows_session_id": id_texts(follows, has_follow),
-        "sampling_rate": pa.array(np.maximum(cols[R.O_SAMPLING], 1).astype(np.uint32)),
-        "counters_scaled": pa.array(cols[R.O_SCALED] != 0),
+        "sampling_rate": pa.array(number.sampling),
+        "counters_scaled": pa.array(number.scaled),
         "matched_rules": _list_of_nothing(n),
     }
     table = pa.Table.from_arrays([columns[f.name] for f in SESSIONS_SCHEMA],
                                  schema=SESSIONS_SCHEMA)
-    return table, order, ids, cols
+    return table, order, ids, number.serial, number.orient

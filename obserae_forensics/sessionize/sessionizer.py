@@ -30,7 +30,6 @@ import pyarrow.compute as pc
 
 from ..addresses import address_matrix
 from ..schema import FLOW_SCHEMA, SESSIONS_SCHEMA
-from . import row as R
 from .kernel import KernelReplay
 from .keys import PORT_PROTOCOLS, Records, batch_records, known_service_ports
 from .output import id_texts, sessions_table
@@ -205,11 +204,11 @@ class Sessionizer:
         parts = [(number, cols) for number, cols in parts if cols.shape[1]]
         if not parts:
             return empty_session_batch()
-        sessions, order, ids, cols = sessions_table(
+        sessions, order, ids, serials, orients = sessions_table(
             [(self._exporters[n], rows) for n, rows in parts])
         numbers = np.concatenate([np.full(c.shape[1], n, dtype=np.int64)
                                   for n, c in parts])[order]
-        owners = (numbers << _SERIAL_BITS) | cols[R.O_SERIAL]
+        owners = (numbers << _SERIAL_BITS) | serials
         finder = _OwnerFinder(owners)
         tables: list[pa.Table] = []
         rows: list[np.ndarray] = []  # picked rows, numbered across `tables`
@@ -225,7 +224,7 @@ class Sessionizer:
                 offset += held.table.num_rows
                 ranks.append(rank)
                 indices.append(held.index[picked])
-                same.append(held.direction[picked] == cols[R.O_ORIENT][rank])
+                same.append(held.direction[picked] == orients[rank])
                 held.release(picked)
         self._held = [held for held in self._held if held.alive_count]
         older = self._held[:-1]
