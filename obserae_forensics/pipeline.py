@@ -13,6 +13,7 @@ import sys
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -264,17 +265,20 @@ def sessionize_inputs(config: SessionizeConfig, report: RunReport) -> Sessionize
     totals = _Totals()
     per_exporter: Counter[str] = Counter()
     with staged_directory(config.out, force=config.force) as staging:
-        # Parquet encoding runs on writer threads (flows on one of their own, the largest
-        # table, so neither writer waits behind the other); leaving this block waits for
-        # them, so nothing writes into the staging directory once it is kept or removed
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet") as io, \
-                ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet-flows") as io_flows:
+        # Parquet encoding and the consolidation buckets run on writer threads of their own
+        # (each one worker, so each file is written in order), so that the busiest of them
+        # is not the longest thread of the run; leaving this block waits for them, so
+        # nothing writes into the staging directory once it is kept or removed
+        with ExitStack() as threads:
+            io, io_flows, io_buckets = (
+                threads.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix=name))
+                for name in ("parquet", "parquet-flows", "consolidation"))
             sessions_writer = TableWriter(staging / "sessions.parquet", SESSIONS_SCHEMA,
                                           executor=io)
             consolidation = Consolidation(config.policy.grace_us)
             consolidation_buckets = BucketedWriter(staging / ".consolidation",
                                                    CONSOLIDATION_BUCKETS, consolidation.rows,
-                                                   executor=io)
+                                                   executor=io_buckets)
             flows_writer: TableWriter | None = None
             matches_writer: TableWriter | None = None
 
