@@ -52,6 +52,7 @@ NEED_OUTPUT = 2
 NEED_DEADLINES = 3
 NEED_EVICTIONS = 4
 NEED_ENDPOINTS = 5
+NEED_ROWS = 6
 
 # policy vector
 P_HARD = 0
@@ -85,7 +86,8 @@ S_TIMER_FREE = 17  # head of the free list of wheel entries
 S_SLOTS = 18  # slots in use or on the free stack; rows of S beyond are untouched zeros
 S_SWEPT = 19  # watermark of the last finished sweep: remembered sessions expiring before it
 # are gone (they keep their slot until _collect frees it)
-SCALAR_COUNT = 20
+S_ROWS_FREE = 20  # session rows on the free stack G
+SCALAR_COUNT = 21
 
 # Rows of S (and endpoint rows, twice as many) reserved up front as untouched zero pages:
 # growing within the reserve copies nothing, and pages are only paid for once used.
@@ -174,11 +176,19 @@ _prefetch_write = _prefetch_intrinsic(1)
 
 
 @_helper
-def _prefetch_row(S: Any, slot: int) -> None:
-    """Every cache line of row S[slot] (a row spans at most ROW_WIDTH // 8 + 1 lines)."""
+def _prefetch_row(M: Any, r: int) -> None:
+    """Every cache line of session row M[r] (a row spans at most ROW_WIDTH // 8 + 1 lines)."""
     for f in range(0, R.ROW_WIDTH, 8):
+        _prefetch(M, r, f)
+    _prefetch(M, r, R.ROW_WIDTH - 1)
+
+
+@_helper
+def _prefetch_slot(S: Any, slot: int) -> None:
+    """Every cache line of slot S[slot]."""
+    for f in range(0, R.SLOT_WIDTH, 8):
         _prefetch(S, slot, f)
-    _prefetch(S, slot, R.ROW_WIDTH - 1)
+    _prefetch(S, slot, R.SLOT_WIDTH - 1)
 
 
 @_helper
@@ -512,7 +522,7 @@ def _timer_push(D: Any, Q: Any, C: Any, t: int, ref: int, tag: int) -> None:
 
 
 @_helper
-def _wheel_move(D: Any, Q: Any, C: Any, S: Any, head: int, last_bucket: int) -> None:
+def _wheel_move(D: Any, Q: Any, C: Any, M: Any, head: int, last_bucket: int) -> None:
     """Entries of one wheel bucket due by `last_bucket` go to the near heap; later rounds stay.
 
     Their rows are prefetched on the way: a session is due about a minute after it was last
@@ -525,7 +535,7 @@ def _wheel_move(D: Any, Q: Any, C: Any, S: Any, head: int, last_bucket: int) -> 
     while q >= 0:
         following = Q[q, Q_NEXT]
         if (Q[q, Q_TIME] >> WHEEL_SHIFT) <= last_bucket:
-            _prefetch_row(S, Q[q, Q_REF])
+            _prefetch_row(M, Q[q, Q_REF])
             _deadline_push(D, C, Q[q, Q_TIME], Q[q, Q_REF], Q[q, Q_TAG])
             Q[q, Q_NEXT] = C[S_TIMER_FREE]
             C[S_TIMER_FREE] = q
@@ -537,7 +547,7 @@ def _wheel_move(D: Any, Q: Any, C: Any, S: Any, head: int, last_bucket: int) -> 
 
 
 @_helper
-def _wheel_advance(D: Any, Q: Any, C: Any, S: Any, watermark: int) -> None:
+def _wheel_advance(D: Any, Q: Any, C: Any, M: Any, watermark: int) -> None:
     """Bring every entry that may be due before `watermark` into the near heap."""
     if (C[S_WHEEL_CUR] << WHEEL_SHIFT) >= watermark:
         return
@@ -545,10 +555,10 @@ def _wheel_advance(D: Any, Q: Any, C: Any, S: Any, watermark: int) -> None:
     if C[S_TIMERS] > 0:
         if last_bucket - C[S_WHEEL_CUR] + 1 > WHEEL_BUCKETS:
             for head in range(WHEEL_BUCKETS):  # a jump over a whole turn of the wheel
-                _wheel_move(D, Q, C, S, head, last_bucket)
+                _wheel_move(D, Q, C, M, head, last_bucket)
         else:
             for bucket in range(C[S_WHEEL_CUR], last_bucket + 1):
-                _wheel_move(D, Q, C, S, bucket & WHEEL_MASK, last_bucket)
+                _wheel_move(D, Q, C, M, bucket & WHEEL_MASK, last_bucket)
     C[S_WHEEL_CUR] = last_bucket + 1
 
 
@@ -595,20 +605,26 @@ def _eviction_sift_down(V: Any, i: int, n: int, tmp: Any) -> None:
 
 
 @_helper
-def _eviction_push(V: Any, C: Any, S: Any, slot: int, tmp: Any) -> None:
+def _eviction_push(V: Any, C: Any, M: Any, r: int, tmp: Any) -> None:
     i = C[S_EVICTION_ENTRIES]
     C[S_EVICTION_ENTRIES] = i + 1
-    V[i, 0] = S[slot, R.F_LAST]
-    V[i, 1] = S[slot, R.F_PROTO]
-    V[i, 2] = S[slot, R.F_LO_HI]
-    V[i, 3] = S[slot, R.F_LO_LO]
-    V[i, 4] = S[slot, R.F_LO_PORT]
-    V[i, 5] = S[slot, R.F_HI_HI]
-    V[i, 6] = S[slot, R.F_HI_LO]
-    V[i, 7] = S[slot, R.F_HI_PORT]
-    V[i, 8] = slot
-    V[i, 9] = S[slot, R.F_SERIAL]
+    _eviction_entry(V, i, M, r)
     _eviction_sift_up(V, i, tmp)
+
+
+@_helper
+def _eviction_entry(V: Any, i: int, M: Any, r: int) -> None:
+    """V[i] := (last_seen, key, row, serial) of the open session in M[r]."""
+    V[i, 0] = M[r, R.F_LAST]
+    V[i, 1] = M[r, R.F_PROTO]
+    V[i, 2] = M[r, R.F_LO_HI]
+    V[i, 3] = M[r, R.F_LO_LO]
+    V[i, 4] = M[r, R.F_LO_PORT]
+    V[i, 5] = M[r, R.F_HI_HI]
+    V[i, 6] = M[r, R.F_HI_LO]
+    V[i, 7] = M[r, R.F_HI_PORT]
+    V[i, 8] = r
+    V[i, 9] = M[r, R.F_SERIAL]
 
 
 @_helper
@@ -622,21 +638,21 @@ def _eviction_pop(V: Any, C: Any, tmp: Any) -> None:
 
 
 @_helper
-def _eviction_valid(V: Any, i: int, S: Any) -> bool:
-    slot = V[i, 8]
-    return (S[slot, R.F_STATUS] & R.STATUS_OPEN) != 0 and S[slot, R.F_SERIAL] == V[i, 9]
+def _eviction_valid(V: Any, i: int, M: Any) -> bool:
+    """The entry's session is still open (a freed row's serial is -1, a reused one's new)."""
+    return M[V[i, 8], R.F_SERIAL] == V[i, 9]
 
 
 @_helper
-def _eviction_rebuild(V: Any, C: Any, S: Any, tmp: Any) -> None:
+def _eviction_rebuild(V: Any, C: Any, M: Any, tmp: Any) -> None:
     """Drop entries of sessions that closed otherwise; keeps the heap near the open count."""
     n = C[S_EVICTION_ENTRIES]
     kept = 0
     for i in range(n):
-        if _eviction_valid(V, i, S):
+        if _eviction_valid(V, i, M):
             for f in range(EVICTION_FIELDS):
                 V[kept, f] = V[i, f]
-            V[kept, 0] = S[V[kept, 8], R.F_LAST]
+            V[kept, 0] = M[V[kept, 8], R.F_LAST]
             kept += 1
     C[S_EVICTION_ENTRIES] = kept
     for i in range(kept // 2 - 1, -1, -1):
@@ -644,21 +660,12 @@ def _eviction_rebuild(V: Any, C: Any, S: Any, tmp: Any) -> None:
 
 
 @_helper
-def _eviction_build(V: Any, C: Any, S: Any, tmp: Any) -> None:
+def _eviction_build(V: Any, C: Any, S: Any, M: Any, tmp: Any) -> None:
     """Queue every open session (the cap is reached: from now on victims are needed)."""
     kept = 0
     for slot in range(C[S_SLOTS]):
         if S[slot, R.F_STATUS] & R.STATUS_OPEN:
-            V[kept, 0] = S[slot, R.F_LAST]
-            V[kept, 1] = S[slot, R.F_PROTO]
-            V[kept, 2] = S[slot, R.F_LO_HI]
-            V[kept, 3] = S[slot, R.F_LO_LO]
-            V[kept, 4] = S[slot, R.F_LO_PORT]
-            V[kept, 5] = S[slot, R.F_HI_HI]
-            V[kept, 6] = S[slot, R.F_HI_LO]
-            V[kept, 7] = S[slot, R.F_HI_PORT]
-            V[kept, 8] = slot
-            V[kept, 9] = S[slot, R.F_SERIAL]
+            _eviction_entry(V, kept, M, S[slot, R.SL_ROW])
             kept += 1
     C[S_EVICTION_ENTRIES] = kept
     for i in range(kept // 2 - 1, -1, -1):
@@ -758,39 +765,45 @@ def _output(OUT: Any, C: Any, M: Any, s: int) -> None:
 
 
 @_helper
-def _close(S: Any, slot: int, closed_at: int, reason: int, emit: int, P: Any, C: Any,
-           OUT: Any, D: Any, Q: Any, E: Any, known: Any) -> None:
-    """The open session of S[slot] leaves: row to OUT, remembered as the key's last closed one."""
-    proto = S[slot, R.F_PROTO]
-    peak0 = _endpoint_release(E, C, proto, S[slot, R.F_LO_HI], S[slot, R.F_LO_LO],
-                              S[slot, R.F_LO_PORT])
-    peak1 = _endpoint_release(E, C, proto, S[slot, R.F_HI_HI], S[slot, R.F_HI_LO],
-                              S[slot, R.F_HI_PORT])
-    _finalize(S, slot, S, slot, C, closed_at, reason, emit, peak0, peak1, known)
-    _output(OUT, C, S, slot)
-    _remember(S, slot, S, slot, P)
+def _close(S: Any, M: Any, G: Any, r: int, closed_at: int, reason: int, emit: int, P: Any,
+           C: Any, OUT: Any, E: Any, known: Any) -> None:
+    """The open session in M[r] leaves: row to OUT, remembered in its slot as the key's last
+    closed one; the row goes back on the free stack G with serial -1, so that queued timer
+    and eviction entries naming it fail their serial check."""
+    slot = M[r, R.F_SLOT]
+    proto = M[r, R.F_PROTO]
+    peak0 = _endpoint_release(E, C, proto, M[r, R.F_LO_HI], M[r, R.F_LO_LO],
+                              M[r, R.F_LO_PORT])
+    peak1 = _endpoint_release(E, C, proto, M[r, R.F_HI_HI], M[r, R.F_HI_LO],
+                              M[r, R.F_HI_PORT])
+    _finalize(M, r, S, slot, C, closed_at, reason, emit, peak0, peak1, known)
+    _output(OUT, C, M, r)
+    _remember(S, slot, M, r, P)
     S[slot, R.F_STATUS] &= ~R.STATUS_OPEN
+    S[slot, R.SL_ROW] = -1
+    M[r, R.F_SERIAL] = -1
+    G[C[S_ROWS_FREE]] = r
+    C[S_ROWS_FREE] += 1
     C[S_OPEN] -= 1
 
 
 @_helper
-def _sweep(S: Any, B: Any, F: Any, P: Any, C: Any, OUT: Any, D: Any, Q: Any, E: Any,
+def _sweep(S: Any, M: Any, G: Any, P: Any, C: Any, OUT: Any, D: Any, Q: Any, E: Any,
            known: Any, watermark: int, emit: int) -> None:
-    _wheel_advance(D, Q, C, S, watermark)
+    _wheel_advance(D, Q, C, M, watermark)
     while C[S_DEADLINES] > 0 and D[0, 0] < watermark:
         t = D[0, 0]
         ref = D[0, 1]
         tag = D[0, 2]
         _deadline_pop(D, C)
-        slot = ref
-        if not (S[slot, R.F_STATUS] & R.STATUS_OPEN) or S[slot, R.F_SERIAL] != tag or \
-                S[slot, R.F_QUEUED] != t:
+        r = ref  # a session row; stale once its session closed (serial -1 or another's)
+        if M[r, R.F_SERIAL] != tag or M[r, R.F_QUEUED] != t:
             continue
-        deadline, reason = _deadline(S, slot, P)
+        deadline, reason = _deadline(M, r, P)
         if deadline < watermark:
-            _close(S, slot, deadline, reason, emit, P, C, OUT, D, Q, E, known)
+            _close(S, M, G, r, deadline, reason, emit, P, C, OUT, E, known)
         else:
-            S[slot, R.F_QUEUED] = deadline
+            M[r, R.F_QUEUED] = deadline
             _timer_push(D, Q, C, deadline, ref, tag)
     # the reference forgets remembered sessions after the closes of its sweep
     C[S_SWEPT] = watermark
@@ -803,8 +816,8 @@ def replay(
     reverse_packets: Any, reverse_octets: Any, sampling_rate: Any, counters_scaled: Any,
     exporter_domain: Any, src_declared: Any, dst_declared: Any, index: Any,
     start: int, serial_out: Any, direction_out: Any,
-    S: Any, B: Any, F: Any, P: Any, C: Any, OUT: Any, D: Any, Q: Any, V: Any, E: Any,
-    known: Any, tmp: Any, X: Any,
+    S: Any, B: Any, F: Any, M: Any, G: Any, P: Any, C: Any, OUT: Any, D: Any, Q: Any, V: Any,
+    E: Any, known: Any, tmp: Any, X: Any,
 ) -> tuple[int, int]:
     """Replay records start.. of one exporter; -> (status, next record to process).
 
@@ -818,6 +831,8 @@ def replay(
         # sweep that closes every open session
         if C[S_FREE_TOP] < 2:
             return NEED_SLOTS, i
+        if C[S_ROWS_FREE] < 1:  # a new session's row is taken before the cap's victim leaves
+            return NEED_ROWS, i
         if C[S_OUT] + C[S_OPEN] + 4 > OUT.shape[1]:
             return NEED_OUTPUT, i
         if C[S_DEADLINES] + C[S_TIMERS] + C[S_OPEN] + 8 > len(D):
@@ -829,7 +844,7 @@ def replay(
                 C[S_EVICTION_ENTRIES] = 0
             elif C[S_EVICTION_ENTRIES] + 4 > len(V):
                 if C[S_EVICTION_ENTRIES] > 2 * C[S_OPEN] + 64:
-                    _eviction_rebuild(V, C, S, tmp)
+                    _eviction_rebuild(V, C, M, tmp)
                 if C[S_EVICTION_ENTRIES] + 4 > len(V):
                     return NEED_EVICTIONS, i
         elif C[S_OPEN] >= P[P_CAP] and C[S_OPEN] + 8 > len(V):
@@ -868,18 +883,19 @@ def replay(
                 break
             slot = S[slot, R.F_NEXT]
 
-        target = -1  # the slot whose open session takes the record
+        target = -1  # the session row that takes the record
         is_new = True
         if slot >= 0 and (S[slot, R.F_STATUS] & R.STATUS_OPEN):
-            idle = _idle(S, slot, P)
-            if first > S[slot, R.F_LAST] + idle or first >= S[slot, R.F_OPENED] + hard:
-                deadline, reason = _deadline(S, slot, P)
-                _close(S, slot, deadline, reason, emit, P, C, OUT, D, Q, E, known)
-            elif first < S[slot, R.F_OPENED] and (
-                    last + idle < S[slot, R.F_OPENED] or first + hard <= S[slot, R.F_MAX_FIRST]):
+            r = S[slot, R.SL_ROW]
+            idle = _idle(M, r, P)
+            if first > M[r, R.F_LAST] + idle or first >= M[r, R.F_OPENED] + hard:
+                deadline, reason = _deadline(M, r, P)
+                _close(S, M, G, r, deadline, reason, emit, P, C, OUT, E, known)
+            elif first < M[r, R.F_OPENED] and (
+                    last + idle < M[r, R.F_OPENED] or first + hard <= M[r, R.F_MAX_FIRST]):
                 # a stray: a session of its own, built in a scratch row and closed at once
                 for f in range(R.KEY_END):
-                    X[0, f] = S[slot, f]
+                    X[0, f] = M[r, f]
                 _init_session(X, 0, C[S_SERIALS], late)
                 C[S_SERIALS] += 1
                 _new_links(X, 0, S, slot, C, first, late, True)
@@ -895,20 +911,20 @@ def replay(
                 if last > C[S_MAX_LAST] or not C[S_HAS_MAX_LAST]:
                     C[S_MAX_LAST] = last
                     C[S_HAS_MAX_LAST] = 1
-                _sweep(S, B, F, P, C, OUT, D, Q, E, known, C[S_MAX_LAST] - P[P_GRACE], emit)
+                _sweep(S, M, G, P, C, OUT, D, Q, E, known, C[S_MAX_LAST] - P[P_GRACE], emit)
                 continue
             else:
-                target = slot
+                target = r
                 is_new = False
                 if late:
-                    S[slot, R.F_LATE_RECORDS] += 1
+                    M[r, R.F_LATE_RECORDS] += 1
 
         if is_new:
             if slot < 0:
                 C[S_FREE_TOP] -= 1
                 slot = F[C[S_FREE_TOP]]
-                if C[S_FREE_TOP] > 0:  # the next new session's row, cold since its last use
-                    _prefetch_row(S, F[C[S_FREE_TOP] - 1])
+                if C[S_FREE_TOP] > 0:  # the next new key's slot, cold since its last use
+                    _prefetch_slot(S, F[C[S_FREE_TOP] - 1])
                 C[S_USED] += 1
                 S[slot, R.F_STATUS] = 0
                 S[slot, R.F_HASH] = h
@@ -921,72 +937,80 @@ def replay(
                 S[slot, R.F_HI_PORT] = k6
                 S[slot, R.F_NEXT] = B[b]
                 B[b] = slot
-            _init_session(S, slot, C[S_SERIALS], late)
+            C[S_ROWS_FREE] -= 1
+            target = G[C[S_ROWS_FREE]]
+            if C[S_ROWS_FREE] > 0:  # the next new session's row
+                _prefetch_row(M, G[C[S_ROWS_FREE] - 1])
+            for f in range(R.KEY_END):
+                M[target, f] = S[slot, f]
+            M[target, R.F_SLOT] = slot
+            _init_session(M, target, C[S_SERIALS], late)
             C[S_SERIALS] += 1
-            _new_links(S, slot, S, slot, C, first, late, False)
+            _new_links(M, target, S, slot, C, first, late, False)
             if C[S_OPEN] >= P[P_CAP]:
                 if not C[S_EVICTION_ON]:
-                    _eviction_build(V, C, S, tmp)
+                    _eviction_build(V, C, S, M, tmp)
                 now = last
                 if C[S_HAS_MAX_LAST] and C[S_MAX_LAST] > now:
                     now = C[S_MAX_LAST]
                 while True:
-                    if not _eviction_valid(V, 0, S):
+                    if not _eviction_valid(V, 0, M):
                         _eviction_pop(V, C, tmp)
                         continue
                     victim = V[0, 8]
-                    if V[0, 0] != S[victim, R.F_LAST]:
+                    if V[0, 0] != M[victim, R.F_LAST]:
                         _eviction_pop(V, C, tmp)
-                        _eviction_push(V, C, S, victim, tmp)
+                        _eviction_push(V, C, M, victim, tmp)
                         continue
                     _eviction_pop(V, C, tmp)
-                    _close(S, victim, now, R.REASON_EVICTED, emit, P, C, OUT, D, Q, E, known)
+                    _close(S, M, G, victim, now, R.REASON_EVICTED, emit, P, C, OUT, E, known)
                     break
                 C[S_EVICTIONS] += 1
                 if C[S_EVICTIONS] == 1:
                     C[S_FIRST_EVICTION] = now
                 C[S_LAST_EVICTION] = now
             S[slot, R.F_STATUS] |= R.STATUS_OPEN
+            S[slot, R.SL_ROW] = target
             C[S_OPEN] += 1
             if C[S_OPEN] > C[S_PEAK_OPEN]:
                 C[S_PEAK_OPEN] = C[S_OPEN]
             _endpoint_acquire(E, C, proto, k1, k2, k3)
             _endpoint_acquire(E, C, proto, k4, k5, k6)
-            target = slot
 
-        _apply(S, target, d, first, last, dst_port[i], exporter_domain[i], tcp_flags[i],
+        _apply(M, target, d, first, last, dst_port[i], exporter_domain[i], tcp_flags[i],
                packets[i], octets[i], reverse_packets[i], reverse_octets[i], sampling_rate[i],
                counters_scaled[i], src_declared[i], dst_declared[i])
         if is_new and C[S_EVICTION_ON]:
-            _eviction_push(V, C, S, target, tmp)
-        deadline, reason = _deadline(S, target, P)
-        if deadline < S[target, R.F_QUEUED]:
-            S[target, R.F_QUEUED] = deadline
-            _timer_push(D, Q, C, deadline, target, S[target, R.F_SERIAL])
-        serial_out[i] = S[target, R.F_SERIAL]
+            _eviction_push(V, C, M, target, tmp)
+        deadline, reason = _deadline(M, target, P)
+        if deadline < M[target, R.F_QUEUED]:
+            M[target, R.F_QUEUED] = deadline
+            _timer_push(D, Q, C, deadline, target, M[target, R.F_SERIAL])
+        serial_out[i] = M[target, R.F_SERIAL]
         direction_out[i] = d
         if last > C[S_MAX_LAST] or not C[S_HAS_MAX_LAST]:
             C[S_MAX_LAST] = last
             C[S_HAS_MAX_LAST] = 1
-        _sweep(S, B, F, P, C, OUT, D, Q, E, known, C[S_MAX_LAST] - P[P_GRACE], emit)
+        _sweep(S, M, G, P, C, OUT, D, Q, E, known, C[S_MAX_LAST] - P[P_GRACE], emit)
     return DONE, n
 
 
 @_jit
-def finish(S: Any, B: Any, F: Any, P: Any, C: Any, OUT: Any, D: Any, Q: Any, E: Any,
+def finish(S: Any, M: Any, G: Any, P: Any, C: Any, OUT: Any, D: Any, Q: Any, E: Any,
            known: Any, emit: int) -> None:
     """End of input: sweep at the newest last_seen, then every open session leaves as is."""
     if C[S_HAS_MAX_LAST]:
-        _sweep(S, B, F, P, C, OUT, D, Q, E, known, C[S_MAX_LAST], emit)
+        _sweep(S, M, G, P, C, OUT, D, Q, E, known, C[S_MAX_LAST], emit)
     for slot in range(C[S_SLOTS]):
         if S[slot, R.F_STATUS] & R.STATUS_OPEN:
-            proto = S[slot, R.F_PROTO]
-            peak0 = _endpoint_peak(E, proto, S[slot, R.F_LO_HI], S[slot, R.F_LO_LO],
-                                   S[slot, R.F_LO_PORT])
-            peak1 = _endpoint_peak(E, proto, S[slot, R.F_HI_HI], S[slot, R.F_HI_LO],
-                                   S[slot, R.F_HI_PORT])
-            _finalize(S, slot, S, slot, C, 0, R.REASON_OPEN, emit, peak0, peak1, known)
-            _output(OUT, C, S, slot)
+            r = S[slot, R.SL_ROW]
+            proto = M[r, R.F_PROTO]
+            peak0 = _endpoint_peak(E, proto, M[r, R.F_LO_HI], M[r, R.F_LO_LO],
+                                   M[r, R.F_LO_PORT])
+            peak1 = _endpoint_peak(E, proto, M[r, R.F_HI_HI], M[r, R.F_HI_LO],
+                                   M[r, R.F_HI_PORT])
+            _finalize(M, r, S, slot, C, 0, R.REASON_OPEN, emit, peak0, peak1, known)
+            _output(OUT, C, M, r)
 
 
 @_jit
@@ -1061,12 +1085,15 @@ class KernelReplay:
         self.known = np.ascontiguousarray(known_ports, dtype=np.bool_)
         self.P = _policy_vector(policy)
         self.C = np.zeros(SCALAR_COUNT, dtype=np.int64)
-        self.S = R.new_rows(max(capacity, SLOT_RESERVE))
+        self.S = R.new_rows(max(capacity, SLOT_RESERVE), R.SLOT_WIDTH)
         self.B = np.full(_buckets_for(capacity), -1, dtype=np.int64)
         self.F = np.arange(capacity - 1, -1, -1, dtype=np.int64)
         self.C[S_FREE_TOP] = capacity
         self.C[S_SLOTS] = capacity
         self.C[S_SWEPT] = R.TIME_MIN
+        self.M = R.new_rows(capacity)
+        self.G = np.arange(capacity - 1, -1, -1, dtype=np.int64)
+        self.C[S_ROWS_FREE] = capacity
         self.OUT = np.empty((R.OUTPUT_FIELD_COUNT, capacity + 8), dtype=np.int64)
         self.D = np.zeros((2 * capacity + 16, 3), dtype=np.int64)
         self.Q = np.zeros((WHEEL_BUCKETS + len(self.D), 4), dtype=np.int64)
@@ -1100,8 +1127,8 @@ class KernelReplay:
                 records.reverse_packets, records.reverse_octets, records.sampling_rate,
                 records.counters_scaled, records.exporter_domain, records.src_declared,
                 records.dst_declared, records.index, start, serials, directions,
-                self.S, self.B, self.F, self.P, self.C, self.OUT, self.D, self.Q, self.V, self.E,
-                self.known, self._scratch_eviction, self._scratch_row)
+                self.S, self.B, self.F, self.M, self.G, self.P, self.C, self.OUT, self.D, self.Q,
+                self.V, self.E, self.known, self._scratch_eviction, self._scratch_row)
             if status == DONE:
                 break
             self._make_room(status)
@@ -1109,9 +1136,9 @@ class KernelReplay:
 
     def finish(self, emit: int) -> np.ndarray:
         """End of input: the watermark becomes the newest last_seen; the rest stays open."""
-        if self.OUT.shape[1] < int(self.C[S_OUT] + self.C[S_OPEN]) * 2 + 8:
-            self._grow_output(int(self.C[S_OUT] + self.C[S_OPEN]) * 2 + 8)
-        finish(self.S, self.B, self.F, self.P, self.C, self.OUT, self.D, self.Q, self.E,
+        if self.OUT.shape[1] < int(self.C[S_OUT] + self.C[S_OPEN]) + 8:
+            self._grow_output(int(self.C[S_OUT] + self.C[S_OPEN]) + 8)
+        finish(self.S, self.M, self.G, self.P, self.C, self.OUT, self.D, self.Q, self.E,
                self.known, emit)
         return self._take_rows()
 
@@ -1130,16 +1157,17 @@ class KernelReplay:
         return self.OUT[:, :count]
 
     def _grow_output(self, rows: int) -> None:
-        """OUT with room for `rows` sessions, keeping what it holds."""
+        """OUT with room for `rows` sessions, keeping what it holds. Callers size it from the
+        open sessions and the batch (what one process() call can close), never from the
+        slots: most slots only remember a closed session and can never be output again."""
         count = int(self.C[S_OUT])
-        grown = np.empty((R.OUTPUT_FIELD_COUNT, max(rows, 2 * self.OUT.shape[1])),
-                         dtype=np.int64)
+        grown = np.empty((R.OUTPUT_FIELD_COUNT, rows), dtype=np.int64)
         grown[:, :count] = self.OUT[:, :count]
         self.OUT = grown
 
     def _make_room(self, status: int) -> None:
-        if status == NEED_OUTPUT:
-            self._grow_output(int(self.C[S_OUT] + self.C[S_OPEN]) + 8)
+        if status == NEED_OUTPUT:  # not reached: process() and finish() reserve enough
+            self._grow_output((int(self.C[S_OUT] + self.C[S_OPEN]) + 8) * 9 // 8)
         elif status == NEED_SLOTS:
             # remembered sessions expire lazily: first take back the slots of those that
             # have, and grow only when that leaves less than an eighth of the table free
@@ -1157,8 +1185,16 @@ class KernelReplay:
             self.F = np.concatenate([self.F[:top], np.arange(2 * old - 1, old - 1, -1),
                                      np.zeros(old - top, dtype=np.int64)])
             self.C[S_FREE_TOP] = top + old
-            if self.OUT.shape[1] < 2 * old + 8:
-                self._grow_output(2 * old + 8)
+        elif status == NEED_ROWS:
+            # every row is open: the open count passed a power of two (the cap bounds it)
+            old = len(self.M)
+            grown = R.new_rows(2 * old)
+            grown[:old] = self.M
+            self.M = grown
+            top = int(self.C[S_ROWS_FREE])
+            self.G = np.concatenate([self.G[:top], np.arange(2 * old - 1, old - 1, -1),
+                                     np.zeros(old - top, dtype=np.int64)])
+            self.C[S_ROWS_FREE] = top + old
         elif status == NEED_DEADLINES:
             old = len(self.D)
             self.D = _grown(self.D, 2 * old)

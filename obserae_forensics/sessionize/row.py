@@ -1,11 +1,14 @@
 """The session row: one int64 vector per session, shared by the kernel, the reference and output.
 
-The numba kernel keeps every session (open or remembered after closing) as one row of an
-int64 matrix, so that a session's fields sit together in memory, the ones every record
-touches first; a closed session leaves the kernel as its OUTPUT_FIELDS only (the output
-row: 328 of 616 bytes), written column by column so that output.py reads each field as one
-contiguous vector, indexed by the O_* constants. The plain-Python reference fills the
-same row from its objects, and output.py turns output rows into SESSIONS_SCHEMA. Field
+The numba kernel keeps its state in two int64 matrices. The *slot table* has one row per
+key it knows (SLOT_WIDTH fields): the key, its hash chain, its status, the row of its open
+session if it has one (SL_ROW) and the key's last closed session ("prev", the P_* fields),
+remembered until it expires. The *session matrix* has one row per open session
+(ROW_WIDTH fields, the F_* fields): a session's fields sit together in memory, the ones
+every record touches first. A closed session leaves the kernel as its OUTPUT_FIELDS only
+(the output row), written column by column so that output.py reads each field as one
+contiguous vector, indexed by the O_* constants. The plain-Python reference fills the same
+session row from its objects, and output.py turns output rows into SESSIONS_SCHEMA. Field
 numbers are module constants because numba freezes module globals into the compiled code.
 
 Directions are canonical: endpoint 0 ("lo") is the smaller (address, port), endpoint 1
@@ -13,18 +16,22 @@ Directions are canonical: endpoint 0 ("lo") is the smaller (address, port), endp
 decided from these at output. Addresses are stored as two 64-bit big-endian halves with the
 sign bit flipped, so that a signed comparison orders them like the unsigned bytes.
 
-The surprising thing: a slot carries two sessions at once, the open one (`F_*`) and the
-last closed one of the same key (`P_*`, "prev"), which late records name in
-`follows_session_id` and the next fragment inherits orientation and server side from.
+The surprising thing: most keys the kernel knows have no open session. A closed session is
+remembered (P_*) until last_seen + idle + grace, for late records' `follows_session_id`,
+the next fragment's continuation and dup numbers; under a flood of new keys those
+remembered-only keys outnumber the open sessions several times, so they live in the
+compact slot table (208 bytes) and only open sessions hold a full row (496 bytes), whose
+number the cap bounds.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-# Row layout, hottest first: a record that extends a session reads and writes only
+# Session row layout, hottest first: a record that extends a session reads and writes only
 # fields 0..31 (four or five cache lines; rows start where a cache line does, new_rows).
-# The key: first, so that a stray's key can be copied as a prefix.
+# The key: first, so that a stray's key can be copied as a prefix. The slot table shares
+# the key's field numbers and F_STATUS, F_HASH, F_NEXT; the session row has F_SLOT there.
 F_PROTO = 0
 F_LO_HI = 1
 F_LO_LO = 2
@@ -33,10 +40,13 @@ F_HI_HI = 4
 F_HI_LO = 5
 F_HI_PORT = 6
 KEY_END = 7
-# slot bookkeeping read by every lookup
-F_STATUS = 7  # bit 0: an open session lives here; bit 1: the P_* fields are valid
+# slot bookkeeping read by every lookup (slot table)
+F_STATUS = 7  # bit 0: the key has an open session (row SL_ROW); bit 1: the P_* fields are valid
 F_HASH = 8
 F_NEXT = 9  # hash chain
+SL_ROW = 10  # the open session's row in the session matrix
+# session row: its key's slot (fields 8 and 9 are unused in a session row)
+F_SLOT = 7
 # The session: fields F_SERIAL..SESSION_END-1 start at zero in a new session.
 F_SERIAL = 10  # per-exporter running number of sessions (internal, never output)
 F_OPENED = 11  # min first_seen
@@ -93,24 +103,24 @@ F_REASON = 59  # REASON_* code, OPEN while still open at end of input
 F_PEAK0 = 60  # peak open sessions on endpoint 0 / 1 while this one was open
 F_PEAK1 = 61
 SESSION_END = 62
-# the last closed session of this key ("prev")
-P_OPENED = 62
-P_LAST = 63
-P_SPLIT = 64
-P_LATE = 65
-P_DUP = 66
-P_REASON = 67
-P_IDLE = 68
-P_ROOT_OPENED = 69
-P_ROOT_LATE = 70
-P_ROOT_DUP = 71
-P_ORIENT = 72
-P_SERVER = 73
-P_METHOD = 74
-P_CONFIDENCE = 75
-P_EXPIRY = 76
-FIELD_COUNT = 77
-ROW_WIDTH = FIELD_COUNT  # padding rows to whole cache lines measured no faster
+ROW_WIDTH = SESSION_END  # padding rows to whole cache lines measured no faster
+# slot table: the last closed session of this key ("prev")
+P_OPENED = 11
+P_LAST = 12
+P_SPLIT = 13
+P_LATE = 14
+P_DUP = 15
+P_REASON = 16
+P_IDLE = 17
+P_ROOT_OPENED = 18
+P_ROOT_LATE = 19
+P_ROOT_DUP = 20
+P_ORIENT = 21
+P_SERVER = 22
+P_METHOD = 23
+P_CONFIDENCE = 24
+P_EXPIRY = 25
+SLOT_WIDTH = 26
 
 # The output row: the fields output.py reads, in this order; O_X is F_X's place in it.
 OUTPUT_FIELDS = (
@@ -171,9 +181,10 @@ TCP_ACK = 0x10
 SIGN_BIT = np.int64(-(2**63))
 
 
-def new_rows(count: int) -> np.ndarray:
-    """`count` empty rows of ROW_WIDTH fields, the first one starting on a 64-byte boundary
-    (zero pages: memory is only paid for once a row is used)."""
-    buffer = np.zeros(count * ROW_WIDTH + 8, dtype=np.int64)
+def new_rows(count: int, width: int = ROW_WIDTH) -> np.ndarray:
+    """`count` empty rows of `width` fields (session rows by default; SLOT_WIDTH for the
+    slot table), the first one starting on a 64-byte boundary (zero pages: memory is only
+    paid for once a row is used)."""
+    buffer = np.zeros(count * width + 8, dtype=np.int64)
     skip = (-buffer.ctypes.data % 64) // 8
-    return buffer[skip:skip + count * ROW_WIDTH].reshape(count, ROW_WIDTH)
+    return buffer[skip:skip + count * width].reshape(count, width)
