@@ -3,7 +3,9 @@
 Same rules as reference.py (read its docstring first); this is the fast machinery:
 
 * sessions are rows of an int64 matrix (row.py); keys find their row through a chained hash
-  table (`buckets` + F_NEXT), free rows sit on a stack;
+  table (`buckets` + SL_NEXT) over a compact slot table; an open session's fields live in
+  a row of a second matrix (bounded by the cap), which its slot points to; free slots and
+  free rows sit on stacks;
 * a slot's remembered closed session ("prev") expires lazily: it is ignored once the last
   sweep's watermark passed its expiry, and its slot is taken back in bulk (_collect, when
   the free stack runs out) instead of by a second timer, sweep and chain walk per session;
@@ -311,8 +313,14 @@ def _has_prev(S: Any, slot: int, C: Any) -> bool:
     passes its expiry; here it stays in its slot, ignored, until a new session of its key
     overwrites it or _collect frees the slot, so no timer or chain walk is paid per session.
     """
-    return slot >= 0 and (S[slot, R.F_STATUS] & R.STATUS_PREV) != 0 and \
+    return slot >= 0 and (S[slot, R.SL_STATUS] & R.STATUS_PREV) != 0 and \
         S[slot, R.P_EXPIRY] >= C[S_SWEPT]
+
+
+@_helper
+def _prev_byte(S: Any, slot: int, shift: int) -> int:
+    """One of the small fields packed in P_BITS."""
+    return (S[slot, R.P_BITS] >> shift) & R.BYTE_MASK
 
 
 @_helper
@@ -326,28 +334,28 @@ def _new_links(M: Any, s: int, S: Any, slot: int, C: Any, first: int, late: int,
             M[s, R.F_HAS_FOLLOW] = 1
             M[s, R.F_FOLLOW_OPENED] = S[slot, R.P_OPENED]
             M[s, R.F_FOLLOW_SPLIT] = S[slot, R.P_SPLIT]
-            M[s, R.F_FOLLOW_LATE] = S[slot, R.P_LATE]
+            M[s, R.F_FOLLOW_LATE] = _prev_byte(S, slot, R.PB_LATE)
             M[s, R.F_FOLLOW_DUP] = S[slot, R.P_DUP]
         return
     if stray:
         return
-    reason = S[slot, R.P_REASON]
+    reason = _prev_byte(S, slot, R.PB_REASON) - 1
     if (reason == R.REASON_HARD_TIMEOUT or reason == R.REASON_EVICTED) and \
-            first <= S[slot, R.P_LAST] + S[slot, R.P_IDLE]:
+            first <= S[slot, R.P_CONT]:
         M[s, R.F_SPLIT] = S[slot, R.P_SPLIT] + 1
         if S[slot, R.P_SPLIT] > 0:
             M[s, R.F_ROOT_OPENED] = S[slot, R.P_ROOT_OPENED]
-            M[s, R.F_ROOT_LATE] = S[slot, R.P_ROOT_LATE]
+            M[s, R.F_ROOT_LATE] = _prev_byte(S, slot, R.PB_ROOT_LATE)
             M[s, R.F_ROOT_DUP] = S[slot, R.P_ROOT_DUP]
         else:
             M[s, R.F_ROOT_OPENED] = S[slot, R.P_OPENED]
-            M[s, R.F_ROOT_LATE] = S[slot, R.P_LATE]
+            M[s, R.F_ROOT_LATE] = _prev_byte(S, slot, R.PB_LATE)
             M[s, R.F_ROOT_DUP] = S[slot, R.P_DUP]
         M[s, R.F_INHERITED] = 1
-        M[s, R.F_INH_ORIENT] = S[slot, R.P_ORIENT]
-        M[s, R.F_INH_SERVER] = S[slot, R.P_SERVER]
-        M[s, R.F_INH_METHOD] = S[slot, R.P_METHOD]
-        M[s, R.F_INH_CONFIDENCE] = S[slot, R.P_CONFIDENCE]
+        M[s, R.F_INH_ORIENT] = _prev_byte(S, slot, R.PB_ORIENT)
+        M[s, R.F_INH_SERVER] = _prev_byte(S, slot, R.PB_SERVER)
+        M[s, R.F_INH_METHOD] = _prev_byte(S, slot, R.PB_METHOD)
+        M[s, R.F_INH_CONFIDENCE] = (S[slot, R.P_BITS] >> R.PB_CONFIDENCE) & R.CONFIDENCE_MASK
 
 
 @_helper
@@ -405,7 +413,8 @@ def _finalize(M: Any, s: int, S: Any, slot: int, C: Any, closed_at: int, reason:
     M[s, R.F_PEAK0] = peak0
     M[s, R.F_PEAK1] = peak1
     if _has_prev(S, slot, C) and S[slot, R.P_OPENED] == M[s, R.F_OPENED] and \
-            S[slot, R.P_SPLIT] == M[s, R.F_SPLIT] and S[slot, R.P_LATE] == M[s, R.F_LATE]:
+            S[slot, R.P_SPLIT] == M[s, R.F_SPLIT] and \
+            _prev_byte(S, slot, R.PB_LATE) == M[s, R.F_LATE]:
         M[s, R.F_DUP] = S[slot, R.P_DUP] + 1
     else:
         M[s, R.F_DUP] = 0
@@ -438,24 +447,24 @@ def _finalize(M: Any, s: int, S: Any, slot: int, C: Any, closed_at: int, reason:
 
 @_helper
 def _remember(S: Any, slot: int, M: Any, s: int, P: Any) -> None:
-    """Make the final session M[s] the last closed session of the key in S[slot]."""
+    """Make the final session M[s] the last closed session of the key in S[slot]. The small
+    fields (flags, codes, per mille) share one word: a slot stays two cache lines."""
     S[slot, R.P_OPENED] = M[s, R.F_OPENED]
-    S[slot, R.P_LAST] = M[s, R.F_LAST]
+    S[slot, R.P_CONT] = M[s, R.F_LAST] + _idle(M, s, P)
     S[slot, R.P_SPLIT] = M[s, R.F_SPLIT]
-    S[slot, R.P_LATE] = M[s, R.F_LATE]
     S[slot, R.P_DUP] = M[s, R.F_DUP]
-    S[slot, R.P_REASON] = M[s, R.F_REASON]
-    S[slot, R.P_IDLE] = _idle(M, s, P)
+    root_late = _prev_byte(S, slot, R.PB_ROOT_LATE)
     if M[s, R.F_SPLIT] > 0:
         S[slot, R.P_ROOT_OPENED] = M[s, R.F_ROOT_OPENED]
-        S[slot, R.P_ROOT_LATE] = M[s, R.F_ROOT_LATE]
+        root_late = M[s, R.F_ROOT_LATE]
         S[slot, R.P_ROOT_DUP] = M[s, R.F_ROOT_DUP]
-    S[slot, R.P_ORIENT] = M[s, R.F_ORIENT]
-    S[slot, R.P_SERVER] = M[s, R.F_SERVER]
-    S[slot, R.P_METHOD] = M[s, R.F_METHOD]
-    S[slot, R.P_CONFIDENCE] = M[s, R.F_CONFIDENCE]
-    S[slot, R.P_EXPIRY] = M[s, R.F_LAST] + S[slot, R.P_IDLE] + P[P_GRACE]
-    S[slot, R.F_STATUS] |= R.STATUS_PREV
+    S[slot, R.P_BITS] = (M[s, R.F_LATE] << R.PB_LATE | root_late << R.PB_ROOT_LATE
+                         | (M[s, R.F_REASON] + 1) << R.PB_REASON
+                         | M[s, R.F_ORIENT] << R.PB_ORIENT | M[s, R.F_SERVER] << R.PB_SERVER
+                         | M[s, R.F_METHOD] << R.PB_METHOD
+                         | M[s, R.F_CONFIDENCE] << R.PB_CONFIDENCE)
+    S[slot, R.P_EXPIRY] = S[slot, R.P_CONT] + P[P_GRACE]
+    S[slot, R.SL_STATUS] |= R.STATUS_PREV
 
 
 # -- heaps ------------------------------------------------------------------------------
@@ -664,8 +673,8 @@ def _eviction_build(V: Any, C: Any, S: Any, M: Any, tmp: Any) -> None:
     """Queue every open session (the cap is reached: from now on victims are needed)."""
     kept = 0
     for slot in range(C[S_SLOTS]):
-        if S[slot, R.F_STATUS] & R.STATUS_OPEN:
-            _eviction_entry(V, kept, M, S[slot, R.SL_ROW])
+        if S[slot, R.SL_STATUS] & R.STATUS_OPEN:
+            _eviction_entry(V, kept, M, S[slot, R.SL_STATUS] >> R.STATUS_ROW_SHIFT)
             kept += 1
     C[S_EVICTION_ENTRIES] = kept
     for i in range(kept // 2 - 1, -1, -1):
@@ -779,8 +788,7 @@ def _close(S: Any, M: Any, G: Any, r: int, closed_at: int, reason: int, emit: in
     _finalize(M, r, S, slot, C, closed_at, reason, emit, peak0, peak1, known)
     _output(OUT, C, M, r)
     _remember(S, slot, M, r, P)
-    S[slot, R.F_STATUS] &= ~R.STATUS_OPEN
-    S[slot, R.SL_ROW] = -1
+    S[slot, R.SL_STATUS] &= R.STATUS_PREV
     M[r, R.F_SERIAL] = -1
     G[C[S_ROWS_FREE]] = r
     C[S_ROWS_FREE] += 1
@@ -874,19 +882,19 @@ def replay(
             late = 1
         h = _key_hash(proto, k1, k2, k3, k4, k5, k6)
         b = h & (len(B) - 1)
+        ports = proto << 32 | k3 << 16 | k6
         slot = B[b]
         while slot >= 0:
-            if S[slot, R.F_HASH] == h and S[slot, R.F_PROTO] == proto and \
-                    S[slot, R.F_LO_HI] == k1 and S[slot, R.F_LO_LO] == k2 and \
-                    S[slot, R.F_LO_PORT] == k3 and S[slot, R.F_HI_HI] == k4 and \
-                    S[slot, R.F_HI_LO] == k5 and S[slot, R.F_HI_PORT] == k6:
+            if S[slot, R.SL_HASH] == h and S[slot, R.SL_PORTS] == ports and \
+                    S[slot, R.SL_LO_HI] == k1 and S[slot, R.SL_LO_LO] == k2 and \
+                    S[slot, R.SL_HI_HI] == k4 and S[slot, R.SL_HI_LO] == k5:
                 break
-            slot = S[slot, R.F_NEXT]
+            slot = S[slot, R.SL_NEXT]
 
         target = -1  # the session row that takes the record
         is_new = True
-        if slot >= 0 and (S[slot, R.F_STATUS] & R.STATUS_OPEN):
-            r = S[slot, R.SL_ROW]
+        if slot >= 0 and (S[slot, R.SL_STATUS] & R.STATUS_OPEN):
+            r = S[slot, R.SL_STATUS] >> R.STATUS_ROW_SHIFT
             idle = _idle(M, r, P)
             if first > M[r, R.F_LAST] + idle or first >= M[r, R.F_OPENED] + hard:
                 deadline, reason = _deadline(M, r, P)
@@ -926,23 +934,26 @@ def replay(
                 if C[S_FREE_TOP] > 0:  # the next new key's slot, cold since its last use
                     _prefetch_slot(S, F[C[S_FREE_TOP] - 1])
                 C[S_USED] += 1
-                S[slot, R.F_STATUS] = 0
-                S[slot, R.F_HASH] = h
-                S[slot, R.F_PROTO] = proto
-                S[slot, R.F_LO_HI] = k1
-                S[slot, R.F_LO_LO] = k2
-                S[slot, R.F_LO_PORT] = k3
-                S[slot, R.F_HI_HI] = k4
-                S[slot, R.F_HI_LO] = k5
-                S[slot, R.F_HI_PORT] = k6
-                S[slot, R.F_NEXT] = B[b]
+                S[slot, R.SL_STATUS] = 0
+                S[slot, R.SL_HASH] = h
+                S[slot, R.SL_PORTS] = ports
+                S[slot, R.SL_LO_HI] = k1
+                S[slot, R.SL_LO_LO] = k2
+                S[slot, R.SL_HI_HI] = k4
+                S[slot, R.SL_HI_LO] = k5
+                S[slot, R.SL_NEXT] = B[b]
                 B[b] = slot
             C[S_ROWS_FREE] -= 1
             target = G[C[S_ROWS_FREE]]
             if C[S_ROWS_FREE] > 0:  # the next new session's row
                 _prefetch_row(M, G[C[S_ROWS_FREE] - 1])
-            for f in range(R.KEY_END):
-                M[target, f] = S[slot, f]
+            M[target, R.F_PROTO] = proto
+            M[target, R.F_LO_HI] = k1
+            M[target, R.F_LO_LO] = k2
+            M[target, R.F_LO_PORT] = k3
+            M[target, R.F_HI_HI] = k4
+            M[target, R.F_HI_LO] = k5
+            M[target, R.F_HI_PORT] = k6
             M[target, R.F_SLOT] = slot
             _init_session(M, target, C[S_SERIALS], late)
             C[S_SERIALS] += 1
@@ -969,8 +980,7 @@ def replay(
                 if C[S_EVICTIONS] == 1:
                     C[S_FIRST_EVICTION] = now
                 C[S_LAST_EVICTION] = now
-            S[slot, R.F_STATUS] |= R.STATUS_OPEN
-            S[slot, R.SL_ROW] = target
+            S[slot, R.SL_STATUS] |= target << R.STATUS_ROW_SHIFT | R.STATUS_OPEN
             C[S_OPEN] += 1
             if C[S_OPEN] > C[S_PEAK_OPEN]:
                 C[S_PEAK_OPEN] = C[S_OPEN]
@@ -1002,8 +1012,8 @@ def finish(S: Any, M: Any, G: Any, P: Any, C: Any, OUT: Any, D: Any, Q: Any, E: 
     if C[S_HAS_MAX_LAST]:
         _sweep(S, M, G, P, C, OUT, D, Q, E, known, C[S_MAX_LAST], emit)
     for slot in range(C[S_SLOTS]):
-        if S[slot, R.F_STATUS] & R.STATUS_OPEN:
-            r = S[slot, R.SL_ROW]
+        if S[slot, R.SL_STATUS] & R.STATUS_OPEN:
+            r = S[slot, R.SL_STATUS] >> R.STATUS_ROW_SHIFT
             proto = M[r, R.F_PROTO]
             peak0 = _endpoint_peak(E, proto, M[r, R.F_LO_HI], M[r, R.F_LO_LO],
                                    M[r, R.F_LO_PORT])
@@ -1021,16 +1031,16 @@ def _collect(S: Any, B: Any, F: Any, C: Any) -> int:
     B[:] = -1
     top = 0
     for slot in range(C[S_SLOTS] - 1, -1, -1):
-        status = S[slot, R.F_STATUS]
+        status = S[slot, R.SL_STATUS]
         if status == R.STATUS_PREV and S[slot, R.P_EXPIRY] < C[S_SWEPT]:
             status = 0
-            S[slot, R.F_STATUS] = 0
+            S[slot, R.SL_STATUS] = 0
         if status == 0:
             F[top] = slot
             top += 1
         else:
-            b = S[slot, R.F_HASH] & (len(B) - 1)
-            S[slot, R.F_NEXT] = B[b]
+            b = S[slot, R.SL_HASH] & (len(B) - 1)
+            S[slot, R.SL_NEXT] = B[b]
             B[b] = slot
     C[S_FREE_TOP] = top
     C[S_USED] = C[S_SLOTS] - top
@@ -1041,9 +1051,9 @@ def _collect(S: Any, B: Any, F: Any, C: Any) -> int:
 def _rehash(S: Any, B: Any, slots: int) -> None:
     B[:] = -1
     for slot in range(slots):
-        if S[slot, R.F_STATUS] != 0:
-            b = S[slot, R.F_HASH] & (len(B) - 1)
-            S[slot, R.F_NEXT] = B[b]
+        if S[slot, R.SL_STATUS] != 0:
+            b = S[slot, R.SL_HASH] & (len(B) - 1)
+            S[slot, R.SL_NEXT] = B[b]
             B[b] = slot
 
 
@@ -1140,7 +1150,17 @@ class KernelReplay:
             self._grow_output(int(self.C[S_OUT] + self.C[S_OPEN]) + 8)
         finish(self.S, self.M, self.G, self.P, self.C, self.OUT, self.D, self.Q, self.E,
                self.known, emit)
+        self._release()
         return self._take_rows()
+
+    def _release(self) -> None:
+        """Drop the tables once every session has left: the run goes on (other exporters'
+        finish, output, consolidation) and should not carry the slot table, the session
+        rows and the queues along; only OUT (the rows just taken) and the counters stay.
+        The replay takes no more records."""
+        empty = np.zeros((0, 1), dtype=np.int64)
+        self.S = self.M = self.D = self.Q = self.V = self.E = empty
+        self.B = self.F = self.G = np.zeros(0, dtype=np.int64)
 
     def pressure(self) -> dict[str, Any]:
         evictions = int(self.C[S_EVICTIONS])
@@ -1170,21 +1190,26 @@ class KernelReplay:
             self._grow_output((int(self.C[S_OUT] + self.C[S_OPEN]) + 8) * 9 // 8)
         elif status == NEED_SLOTS:
             # remembered sessions expire lazily: first take back the slots of those that
-            # have, and grow only when that leaves less than an eighth of the table free
+            # have, and grow only when that leaves less than an eighth of the table free;
+            # then to half again the keys in use (not to twice the table: under a flood of
+            # new keys the slots are most of the kernel's memory, and every slot a collect
+            # hands out gets touched before the next one)
             old = len(self.F)
-            if _collect(self.S, self.B, self.F, self.C) >= max(2, old // 8):
+            free = _collect(self.S, self.B, self.F, self.C)
+            if free >= max(2, old // 8):
                 return
-            if len(self.S) < 2 * old:
-                grown = R.new_rows(2 * len(self.S))
+            new = max(old + max(2, old // 4), (old - free) * 3 // 2)
+            if len(self.S) < new:
+                grown = R.new_rows(new, R.SLOT_WIDTH)
                 grown[:len(self.S)] = self.S
                 self.S = grown
-            self.B = np.full(_buckets_for(2 * old), -1, dtype=np.int64)
+            self.B = np.full(_buckets_for(new), -1, dtype=np.int64)
             _rehash(self.S, self.B, old)
-            self.C[S_SLOTS] = 2 * old
+            self.C[S_SLOTS] = new
             top = int(self.C[S_FREE_TOP])
-            self.F = np.concatenate([self.F[:top], np.arange(2 * old - 1, old - 1, -1),
+            self.F = np.concatenate([self.F[:top], np.arange(new - 1, old - 1, -1),
                                      np.zeros(old - top, dtype=np.int64)])
-            self.C[S_FREE_TOP] = top + old
+            self.C[S_FREE_TOP] = top + new - old
         elif status == NEED_ROWS:
             # every row is open: the open count passed a power of two (the cap bounds it)
             old = len(self.M)

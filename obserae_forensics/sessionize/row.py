@@ -2,7 +2,7 @@
 
 The numba kernel keeps its state in two int64 matrices. The *slot table* has one row per
 key it knows (SLOT_WIDTH fields): the key, its hash chain, its status, the row of its open
-session if it has one (SL_ROW) and the key's last closed session ("prev", the P_* fields),
+session if it has one (in SL_STATUS) and the key's last closed session ("prev", the P_* fields),
 remembered until it expires. The *session matrix* has one row per open session
 (ROW_WIDTH fields, the F_* fields): a session's fields sit together in memory, the ones
 every record touches first. A closed session leaves the kernel as its OUTPUT_FIELDS only
@@ -20,7 +20,7 @@ The surprising thing: most keys the kernel knows have no open session. A closed 
 remembered (P_*) until last_seen + idle + grace, for late records' `follows_session_id`,
 the next fragment's continuation and dup numbers; under a flood of new keys those
 remembered-only keys outnumber the open sessions several times, so they live in the
-compact slot table (208 bytes) and only open sessions hold a full row (496 bytes), whose
+compact slot table (128 bytes) and only open sessions hold a full row (496 bytes), whose
 number the cap bounds.
 """
 
@@ -30,8 +30,7 @@ import numpy as np
 
 # Session row layout, hottest first: a record that extends a session reads and writes only
 # fields 0..31 (four or five cache lines; rows start where a cache line does, new_rows).
-# The key: first, so that a stray's key can be copied as a prefix. The slot table shares
-# the key's field numbers and F_STATUS, F_HASH, F_NEXT; the session row has F_SLOT there.
+# The key: first, so that a stray's key can be copied as a prefix.
 F_PROTO = 0
 F_LO_HI = 1
 F_LO_LO = 2
@@ -40,13 +39,7 @@ F_HI_HI = 4
 F_HI_LO = 5
 F_HI_PORT = 6
 KEY_END = 7
-# slot bookkeeping read by every lookup (slot table)
-F_STATUS = 7  # bit 0: the key has an open session (row SL_ROW); bit 1: the P_* fields are valid
-F_HASH = 8
-F_NEXT = 9  # hash chain
-SL_ROW = 10  # the open session's row in the session matrix
-# session row: its key's slot (fields 8 and 9 are unused in a session row)
-F_SLOT = 7
+F_SLOT = 7  # the key's slot in the slot table (fields 8 and 9 are unused)
 # The session: fields F_SERIAL..SESSION_END-1 start at zero in a new session.
 F_SERIAL = 10  # per-exporter running number of sessions (internal, never output)
 F_OPENED = 11  # min first_seen
@@ -104,23 +97,38 @@ F_PEAK0 = 60  # peak open sessions on endpoint 0 / 1 while this one was open
 F_PEAK1 = 61
 SESSION_END = 62
 ROW_WIDTH = SESSION_END  # padding rows to whole cache lines measured no faster
-# slot table: the last closed session of this key ("prev")
-P_OPENED = 11
-P_LAST = 12
-P_SPLIT = 13
-P_LATE = 14
-P_DUP = 15
-P_REASON = 16
-P_IDLE = 17
-P_ROOT_OPENED = 18
-P_ROOT_LATE = 19
-P_ROOT_DUP = 20
-P_ORIENT = 21
-P_SERVER = 22
-P_METHOD = 23
-P_CONFIDENCE = 24
-P_EXPIRY = 25
-SLOT_WIDTH = 26
+
+# Slot table layout: 16 fields, two cache lines (slots start on one, new_rows). The first
+# line is all a lookup reads, and all a record extending an open session reads of its slot:
+# the key (protocol and both ports in one word), status with the open session's row, the
+# hash and the chain. The second holds the key's last closed session ("prev").
+SL_PORTS = 0  # protocol << 32 | lo port << 16 | hi port
+SL_LO_HI = 1
+SL_LO_LO = 2
+SL_HI_HI = 3
+SL_HI_LO = 4
+SL_STATUS = 5  # open session's row << 2 | STATUS_OPEN if it has one | STATUS_PREV if P_* valid
+SL_HASH = 6
+SL_NEXT = 7  # hash chain
+P_OPENED = 8
+P_CONT = 9  # last_seen + idle: a hard_timeout/evicted fragment's continuation limit
+P_SPLIT = 10
+P_DUP = 11
+P_ROOT_OPENED = 12
+P_ROOT_DUP = 13
+P_BITS = 14  # the small fields, a byte each (PB_* shifts; confidence gets 15 bits)
+P_EXPIRY = 15  # last_seen + idle + grace: forgotten once a sweep's watermark passes it
+SLOT_WIDTH = 16
+PB_LATE = 0
+PB_ROOT_LATE = 8
+PB_REASON = 16  # stored + 1 (REASON_OPEN is -1)
+PB_ORIENT = 24
+PB_SERVER = 32
+PB_METHOD = 40
+PB_CONFIDENCE = 48
+BYTE_MASK = 0xFF
+CONFIDENCE_MASK = 0x7FFF
+STATUS_ROW_SHIFT = 2
 
 # The output row: the fields output.py reads, in this order; O_X is F_X's place in it.
 OUTPUT_FIELDS = (
@@ -142,6 +150,7 @@ OUTPUT_FIELD_INDEX = np.array(OUTPUT_FIELDS, dtype=np.int64)
 
 STATUS_OPEN = 1
 STATUS_PREV = 2
+STATUS_BITS = 3
 
 NO_TIME = np.iinfo(np.int64).max
 TIME_MIN = np.iinfo(np.int64).min
