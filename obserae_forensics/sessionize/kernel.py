@@ -120,7 +120,7 @@ COUNT_MASK = (1 << 32) - 1
 LOOKAHEAD = 8  # records between a record's prefetches and its replay
 OUTPUT_AHEAD = 32  # output columns between the prefetch of an OUT line and its writes
 
-EVICTION_FIELDS = 10  # last, proto, lo_hi, lo_lo, lo_port, hi_hi, hi_lo, hi_port, slot, serial
+EVICTION_FIELDS = 10  # last, proto, lo_hi, lo_lo, lo_port, hi_hi, hi_lo, hi_port, row, serial
 
 _K1 = np.uint64(0x9E3779B97F4A7C15)
 _K2 = np.uint64(0xBF58476D1CE4E5B9)

@@ -150,7 +150,6 @@ OUTPUT_FIELD_INDEX = np.array(OUTPUT_FIELDS, dtype=np.int64)
 
 STATUS_OPEN = 1
 STATUS_PREV = 2
-STATUS_BITS = 3
 
 NO_TIME = np.iinfo(np.int64).max
 TIME_MIN = np.iinfo(np.int64).min
