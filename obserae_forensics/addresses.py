@@ -104,10 +104,11 @@ def dotted_quad_array(values: np.ndarray) -> pa.StringArray:
 
 
 @numba.njit(cache=True, nogil=True)
-def _distinct_rows(high: np.ndarray, low: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def distinct_pairs(high: np.ndarray, low: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(first row of each distinct (high, low) pair in order of first use, index of each
-    row's pair among them), by open addressing: a batch's other addresses are usually a
-    handful (next_hop is :: on every record) that a sort would compare millions of times."""
+    row's pair among them), by open addressing: addresses given as two 64-bit words repeat
+    a lot (next_hop is :: on every record, a scan's sessions share few hosts), and a sort
+    would compare them millions of times."""
     n = len(high)
     size = 16
     while size < 2 * n:
@@ -144,7 +145,7 @@ def address_text_array(column: pa.Array | pa.ChunkedArray) -> pa.Array:
     if v4.all():
         return dotted_quad_array(values)
     other = np.flatnonzero(~v4)
-    first, inverse = _distinct_rows(high[other], low[other])
+    first, inverse = distinct_pairs(high[other], low[other])
     other_texts = pa.array([address_text(bytes(matrix[other[row]])) for row in first],
                            pa.string())
     mapped = np.flatnonzero(v4)

@@ -28,7 +28,7 @@ import numba as nb
 import numpy as np
 import pyarrow as pa
 
-from ..addresses import address_text, dotted_quad_array
+from ..addresses import address_text, distinct_pairs, dotted_quad_array
 from ..ids import hex_ids
 from ..schema import SESSIONS_SCHEMA, TIMESTAMP
 from . import row as R
@@ -150,36 +150,6 @@ def _vocabulary(names: tuple[str | None, ...], codes: np.ndarray) -> pa.Array:
     return pa.array(list(names), pa.string()).take(pa.array(codes.astype(np.int32)))
 
 
-@nb.njit(cache=True, nogil=True)
-def _distinct_addresses(lo_hi: Any, lo_lo: Any, hi_hi: Any, hi_lo: Any) -> Any:
-    """Distinct (high, low) address halves of both endpoints, in order of first use, and
-    index[2, n] of each row's endpoints into them (open-addressing hash table)."""
-    n = len(lo_hi)
-    size = 16
-    while size < 4 * n:
-        size *= 2
-    table = np.full(size, -1, dtype=np.int64)
-    found = np.empty((2 * n, 2), dtype=np.int64)
-    index = np.empty((2, n), dtype=np.int64)
-    count = 0
-    for side in range(2):
-        for i in range(n):
-            high = lo_hi[i] if side == 0 else hi_hi[i]
-            low = lo_lo[i] if side == 0 else hi_lo[i]
-            h = _fold(_fold(np.uint64(0), high), low)
-            b = np.int64(h & np.uint64(size - 1))
-            while table[b] >= 0 and not (found[table[b], 0] == high and
-                                         found[table[b], 1] == low):
-                b = (b + 1) & (size - 1)
-            if table[b] < 0:
-                table[b] = count
-                found[count, 0] = high
-                found[count, 1] = low
-                count += 1
-            index[side, i] = table[b]
-    return found[:count], index
-
-
 def _address_text_array(high: np.ndarray, low: np.ndarray) -> pa.Array:
     """Text of addresses given as row.py halves: IPv4-mapped ones formatted in numba (scans
     meet millions of distinct hosts), the others one by one with addresses.address_text."""
@@ -205,9 +175,11 @@ def _endpoint_texts(cols: np.ndarray) -> tuple[pa.Array, np.ndarray]:
 
     Each distinct address is formatted once: a scan's million sessions share few hosts.
     """
-    pairs, index = _distinct_addresses(*(np.ascontiguousarray(cols[f]) for f in (
-        R.O_LO_HI, R.O_LO_LO, R.O_HI_HI, R.O_HI_LO)))
-    return _address_text_array(pairs[:, 0], pairs[:, 1]), index
+    n = cols.shape[1]
+    high = np.concatenate([cols[R.O_LO_HI], cols[R.O_HI_HI]])
+    low = np.concatenate([cols[R.O_LO_LO], cols[R.O_HI_LO]])
+    first, index = distinct_pairs(high.view(np.uint64), low.view(np.uint64))
+    return _address_text_array(high[first], low[first]), index.reshape(2, n)
 
 
 class _Numbers(NamedTuple):
