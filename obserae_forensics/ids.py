@@ -83,7 +83,7 @@ _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _mix(h: np.uint64) -> np.uint64:
     z = h + _K1
     z = (z ^ (z >> np.uint64(30))) * _K2
@@ -91,7 +91,7 @@ def _mix(h: np.uint64) -> np.uint64:
     return z ^ (z >> np.uint64(31))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _text_hashes(offsets: np.ndarray, data: np.ndarray, start: int, n: int) -> np.ndarray:
     out = np.empty(n, dtype=np.uint64)
     for i in range(n):
@@ -102,7 +102,7 @@ def _text_hashes(offsets: np.ndarray, data: np.ndarray, start: int, n: int) -> n
     return out
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _pair_hashes(protocol: np.ndarray, a: np.ndarray, port_a: np.ndarray, b: np.ndarray,
                  port_b: np.ndarray) -> np.ndarray:
     out = np.empty(len(a), dtype=np.uint64)

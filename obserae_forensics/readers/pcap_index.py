@@ -28,7 +28,7 @@ FAST_LINKS: dict[int, tuple[int, int]] = {
 }
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _u32(data: np.ndarray, at: int, little: bool) -> int:
     if little:
         return (int(data[at]) | (int(data[at + 1]) << 8) | (int(data[at + 2]) << 16)
@@ -37,12 +37,12 @@ def _u32(data: np.ndarray, at: int, little: bool) -> int:
             | int(data[at + 3]))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _u16be(data: np.ndarray, at: int) -> int:
     return (int(data[at]) << 8) | int(data[at + 1])
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def index_records(
     data: np.ndarray, start: int, limit: int, little: bool, max_caplen: int,
     link_length: int, type_at: int, fcs_bytes: int, fast: bool,

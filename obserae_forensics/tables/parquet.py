@@ -60,6 +60,16 @@ _ID_SUFFIXES = ("_id", "_ids")
 MAX_QUEUED_ROW_GROUPS = 2  # per writer, when encoding runs on a background thread
 
 
+def _statistics_pay(kind: pa.DataType) -> bool:
+    """Min/max statistics let a reader (DuckDB, pyarrow filters) skip row groups by times,
+    ports, counters. On text and lists they cost a comparison of every value and prune
+    nothing here: rows come in emit order, so every row group holds every state, protocol
+    and address range (measured: a seventh of the flows table's encoding time)."""
+    return not (pa.types.is_string(kind) or pa.types.is_large_string(kind)
+                or pa.types.is_binary(kind) or pa.types.is_list(kind)
+                or pa.types.is_large_list(kind))
+
+
 class TableWriter:
     """Streams batches into one Parquet file in fixed-size row groups.
 
@@ -86,7 +96,9 @@ class TableWriter:
                               if not pa.types.is_timestamp(self.schema.field(n).type)]
         self._writer = pq.ParquetWriter(
             path, self.schema, compression=compression, use_dictionary=dictionary_columns,
-            write_statistics=plain_columns, store_schema=True,
+            write_statistics=[n for n in plain_columns
+                              if _statistics_pay(self.schema.field(n).type)],
+            store_schema=True,
         )
         self._executor = executor
         self._queued: deque[Future[None]] = deque()
