@@ -7,7 +7,7 @@ job's own), and for nfcapd inputs `nfdump -r FILE -q -B -o pipe > /dev/null` (nf
 bidirectional pairing, the nearest thing it has to sessions) runs on the same file. Prints
 records/s, CPU seconds (all threads), peak RSS and the ratio to nfdump. With --repeat N
 both run N times, alternating, and the medians are printed: on a shared 2-core virtual
-machine single runs vary by +-20%, and the ratio to nfdump is only meaningful when both
+machine single runs vary by +-30%, and the ratio to nfdump is only meaningful when both
 ran under the same conditions. Build inputs with
 ../shared/bench-data/make_big.sh "$PWD/bench/data/big" (kept out of git; the script wants
 an absolute OUT_DIR for its export captures).

@@ -137,9 +137,10 @@ _helper = nb.njit(cache=True, nogil=True, _nrt=False)
 # The helpers every record or every session runs are inlined into replay at numba's level:
 # left as calls, each passes its arrays as a dozen scalars apiece (_sweep, called after
 # every record, takes ten arrays) and LLVM's own inliner declines the larger ones. Measured
-# on the SYN-scan records: ~900 -> ~650 ns/record. The rarely run helpers (eviction heap,
-# wheel moves, session close and output) stay calls: inlining everything was a little
-# faster again but took compilation from ~25 s to ~140 s on the first run after install.
+# on the first 2 M SYN-scan records, medians of 24 alternating runs: 920 -> 720 ns/record,
+# for ~15 s more compilation on the first run after install. The rarely run helpers
+# (eviction heap, wheel moves, session close and output) stay calls: inlining everything
+# was a little faster again but took the kernel's compilation from ~25 s to ~140 s.
 _inline = nb.njit(cache=True, nogil=True, _nrt=False, inline="always")
 _infer = nb.njit(cache=True, nogil=True, _nrt=False)(infer_server)
 

@@ -73,8 +73,7 @@ def _statistics_pay(kind: pa.DataType) -> bool:
     nothing here: rows come in emit order, so every row group holds every state, protocol
     and address range (measured: a fifth to a quarter of the sessions and flows tables'
     encoding time)."""
-    return not (pa.types.is_string(kind) or pa.types.is_large_string(kind)
-                or pa.types.is_binary(kind) or pa.types.is_list(kind)
+    return not (_text_values(kind) or pa.types.is_binary(kind) or pa.types.is_list(kind)
                 or pa.types.is_large_list(kind))
 
 

@@ -28,15 +28,19 @@ def _tiny_run(flows: list, policy: SessionPolicy) -> tuple:
         return run(flows, policy, engine="numba")
 
 
-@SETTINGS
-@given(records(), policies)
-def test_kernel_with_tiny_slot_reserve_equals_reference(flows: list,
-                                                        policy: SessionPolicy) -> None:
+def _assert_tiny_run_equals_reference(flows: list, policy: SessionPolicy) -> None:
     kernel_sessions, kernel_flows, kernel = _tiny_run(flows, policy)
     reference_sessions, reference_flows, reference = run(flows, policy, engine="reference")
     assert kernel_sessions.equals(reference_sessions)
     assert kernel_flows.equals(reference_flows)
     assert kernel.pressure() == reference.pressure()
+
+
+@SETTINGS
+@given(records(), policies)
+def test_kernel_with_tiny_slot_reserve_equals_reference(flows: list,
+                                                        policy: SessionPolicy) -> None:
+    _assert_tiny_run_equals_reference(flows, policy)
 
 
 def test_remembered_keys_keep_no_session_row() -> None:
@@ -100,8 +104,4 @@ def test_crowded_cap_equals_reference(flows: list, cap: float) -> None:
     by key). The smaller property inputs rarely requeue a stale top: a kernel variant that
     requeued it without restoring the heap order passed them and failed here."""
     policy = SessionPolicy(max_open_ksessions=cap)
-    kernel_sessions, kernel_flows, kernel = _tiny_run(flows, policy)
-    reference_sessions, reference_flows, reference = run(flows, policy, engine="reference")
-    assert kernel_sessions.equals(reference_sessions)
-    assert kernel_flows.equals(reference_flows)
-    assert kernel.pressure() == reference.pressure()
+    _assert_tiny_run_equals_reference(flows, policy)
