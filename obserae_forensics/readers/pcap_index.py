@@ -61,10 +61,10 @@ def index_records(
     fractions = np.empty(capacity, np.int64)
     caplens = np.empty(capacity, np.int64)
     origlens = np.empty(capacity, np.int64)
-    payload_start = np.full(capacity, -1, np.int64)
-    payload_end = np.zeros(capacity, np.int64)
-    sources = np.zeros(capacity, np.uint32)
-    ports = np.zeros(capacity, np.uint32)
+    payload_start = np.empty(capacity, np.int64)
+    payload_end = np.empty(capacity, np.int64)
+    sources = np.empty(capacity, np.uint32)
+    ports = np.empty(capacity, np.uint32)
     n = 0
     at = start
     stop = STOP_CLEAN
@@ -84,6 +84,10 @@ def index_records(
         fractions[n] = _u32(data, at + 4, little)
         caplens[n] = caplen
         origlens[n] = _u32(data, at + 12, little)
+        payload_start[n] = -1
+        payload_end[n] = 0
+        sources[n] = 0
+        ports[n] = 0
         frame = at + 16
         usable = caplen - fcs_bytes
         ip = frame + link_length
@@ -115,5 +119,8 @@ def index_records(
                         ports[n] = np.uint32((_u16be(data, udp) << 16) | _u16be(data, udp + 2))
         n += 1
         at += 16 + caplen
-    return (offsets[:n], seconds[:n], fractions[:n], caplens[:n], origlens[:n],
-            payload_start[:n], payload_end[:n], sources[:n], ports[:n], at, stop)
+    # copies: the arrays are sized for a window of empty records (~4 M entries for 64 MiB),
+    # and slices would keep every one of them alive while the window's frames are replayed
+    return (offsets[:n].copy(), seconds[:n].copy(), fractions[:n].copy(), caplens[:n].copy(),
+            origlens[:n].copy(), payload_start[:n].copy(), payload_end[:n].copy(),
+            sources[:n].copy(), ports[:n].copy(), at, stop)
