@@ -1,15 +1,17 @@
 """Where `sessionize` spends its CPU: thread CPU seconds of each phase, per thread.
 
-    python bench/bench_phases.py INPUT [--batch-size N]
+    python bench/bench_phases.py INPUT [--batch-size N] [--timeline]
 
 Runs the whole job once on INPUT (into a temporary directory) with the phases wrapped in
 timers of the calling thread's CPU time (time.thread_time), then prints them per thread,
-largest first, with the run's wall and CPU seconds. A run uses five threads (main, read
-ahead, and the writers of sessions + sessions_consolidated, of flows, and of the
-consolidation buckets) on a machine that may have two cores: then the wall time is at
-least half the CPU seconds, and a phase only makes the run faster by the CPU it gives
-back. Wrapped phases nest (Sessionizer.feed holds KernelReplay.process and _emit, which
-holds sessions_table), so the lines do not add up to the total.
+largest first, with the run's wall and CPU seconds. `--timeline` adds, per thread, the CPU
+seconds its outermost timed phases spent in each second of the run (a call's CPU spread
+evenly over its wall span): where the threads overlap and where one works alone. A run
+uses five threads (main, read ahead, and the writers of sessions + sessions_consolidated,
+of flows, and of the consolidation buckets) on a machine that may have two cores: then the
+wall time is at least half the CPU seconds, and a phase only makes the run faster by the
+CPU it gives back. Wrapped phases nest (Sessionizer.feed holds KernelReplay.process and
+_emit, which holds sessions_table), so the lines do not add up to the total.
 
 The numba functions compile or load their cache on first use: the first run after an edit
 of a kernel file includes that time; run twice.
@@ -30,6 +32,9 @@ from typing import Any
 
 _spent: dict[tuple[str, str], float] = defaultdict(float)
 _lock = threading.Lock()
+_calls: list[tuple[str, float, float, float]] = []  # thread, wall start, wall end, CPU
+_depth = threading.local()
+_start = time.perf_counter()
 
 
 def _timed(owner: Any, name: str) -> None:
@@ -40,13 +45,19 @@ def _timed(owner: Any, name: str) -> None:
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         began = time.thread_time()
+        wall = time.perf_counter()
+        depth = getattr(_depth, "value", 0)
+        _depth.value = depth + 1
         try:
             return function(*args, **kwargs)
         finally:
+            _depth.value = depth
             spent = time.thread_time() - began
             thread = threading.current_thread().name.split("_")[0]
             with _lock:
                 _spent[(thread, label)] += spent
+                if depth == 0:
+                    _calls.append((thread, wall, time.perf_counter(), spent))
 
     setattr(owner, name, wrapper)
 
@@ -55,6 +66,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("input", type=Path)
     parser.add_argument("--batch-size", type=int, default=65_536)  # the CLI default
+    parser.add_argument("--timeline", action="store_true",
+                        help="CPU seconds of each thread in each second of the run")
     args = parser.parse_args()
 
     from obserae_forensics import pipeline
@@ -81,14 +94,16 @@ def main() -> None:
             iterator = iter(items)
             while True:
                 began = time.thread_time()
+                wall = time.perf_counter()
                 try:
                     item = next(iterator)
                 except StopIteration:
                     return
                 finally:
                     with _lock:
-                        _spent[("read-ahead", "reading (all of it)")] += \
-                            time.thread_time() - began
+                        spent = time.thread_time() - began
+                        _spent[("read-ahead", "reading (all of it)")] += spent
+                        _calls.append(("read-ahead", wall, time.perf_counter(), spent))
                 yield item
         return produce(counted(), *rest, **kwargs)
 
@@ -100,6 +115,8 @@ def main() -> None:
     report = RunReport()
     with tempfile.TemporaryDirectory() as scratch:
         began, cpu = time.perf_counter(), time.process_time()
+        global _start
+        _start = began
         pipeline.sessionize_inputs(pipeline.SessionizeConfig(
             inputs=(args.input,), out=Path(scratch) / "run", policy=SessionPolicy(),
             read=pipeline.ReadOptions(batch_size=args.batch_size), force=True), report)
@@ -110,6 +127,23 @@ def main() -> None:
     for (thread, label), seconds in sorted(_spent.items(), key=lambda item: -item[1]):
         if seconds >= 0.01:
             print(f"  {seconds:7.2f} s  {thread:<14} {label}")
+    if args.timeline:
+        _print_timeline(wall)
+
+
+def _print_timeline(wall: float) -> None:
+    """One line per thread: tenths of a CPU second spent in each second of the run."""
+    seconds = int(wall) + 1
+    usage: dict[str, list[float]] = defaultdict(lambda: [0.0] * seconds)
+    for thread, began, ended, cpu in _calls:
+        first, last = began - _start, max(ended - _start, began - _start + 1e-9)
+        for second in range(max(int(first), 0), min(int(last) + 1, seconds)):
+            overlap = min(last, second + 1) - max(first, second)
+            usage[thread][second] += cpu * max(overlap, 0.0) / (last - first)
+    print("timeline: tenths of a CPU second per second of the run (9 = a whole core)")
+    for thread, per_second in sorted(usage.items()):
+        cells = "".join(" " if x < 0.05 else str(min(int(x * 10 + 0.5), 9)) for x in per_second)
+        print(f"  {thread:<14} {cells}")
 
 
 if __name__ == "__main__":
