@@ -227,10 +227,10 @@ class _Totals:
         if not batch.num_rows:
             return
         self.records_in += batch.num_rows
-        self.packets_in += int(pc.sum(batch.column("packets")).as_py() or 0)
-        self.packets_in += int(pc.sum(batch.column("reverse_packets")).as_py() or 0)
-        self.octets_in += int(pc.sum(batch.column("octets")).as_py() or 0)
-        self.octets_in += int(pc.sum(batch.column("reverse_octets")).as_py() or 0)
+        self.packets_in += exact_sum(batch.column("packets"))
+        self.packets_in += exact_sum(batch.column("reverse_packets"))
+        self.octets_in += exact_sum(batch.column("octets"))
+        self.octets_in += exact_sum(batch.column("reverse_octets"))
         first = pc.min(batch.column("first_seen").cast(pa.int64())).as_py()
         last = pc.max(batch.column("last_seen").cast(pa.int64())).as_py()
         self.first_us = first if self.first_us is None else min(self.first_us, first)
@@ -239,17 +239,35 @@ class _Totals:
     def add_sessions(self, sessions: pa.Table) -> None:
         if not sessions.num_rows:
             return
-        self.records_out += int(pc.sum(sessions.column("flow_count")).as_py() or 0)
+        self.records_out += exact_sum(sessions.column("flow_count"))
         for column in ("ab_packets", "ba_packets"):
-            self.packets_out += int(pc.sum(sessions.column(column)).as_py() or 0)
+            self.packets_out += exact_sum(sessions.column(column))
         for column in ("ab_bytes", "ba_bytes"):
-            self.octets_out += int(pc.sum(sessions.column(column)).as_py() or 0)
+            self.octets_out += exact_sum(sessions.column(column))
+
+
+def exact_sum(column: pa.Array | pa.ChunkedArray) -> int:
+    """The exact sum of an unsigned counter column (nulls count 0), as a Python int.
+
+    Arrow's sum of uint64 wraps modulo 2**64, and a damaged record can carry a counter near
+    2**64: the conservation totals, summed batch by batch, then depended on how records fell
+    into batches. The 32-bit halves are summed apart (exact for fewer than 2**32 rows).
+    """
+    values = column.fill_null(0).to_numpy(zero_copy_only=False).astype(np.uint64, copy=False)
+    low = int((values & np.uint64(0xFFFFFFFF)).sum(dtype=np.uint64))
+    high = int((values >> np.uint64(32)).sum(dtype=np.uint64))
+    return (high << 32) + low
 
 
 def _iso(us: int | None) -> str | None:
+    """UTC µs -> ISO-8601 text, or None when there is no time or it lies outside years
+    1..9999 (a damaged record's time field: the manifest then gives the µs alone)."""
     if us is None:
         return None
-    return datetime.fromtimestamp(us / 1e6, UTC).isoformat().replace("+00:00", "Z")
+    try:
+        return datetime.fromtimestamp(us / 1e6, UTC).isoformat().replace("+00:00", "Z")
+    except (ValueError, OverflowError, OSError):
+        return None
 
 
 def sessionize_inputs(config: SessionizeConfig, report: RunReport) -> SessionizeResult:
@@ -417,7 +435,8 @@ def _manifest(
         "inputs": [{"path": str(item.path), "format": report.files[str(item.path)].format
                     if str(item.path) in report.files else item.format,
                     "size": item.size, "sha256": digests[item.path]} for item in inputs],
-        "data_window": {"start": _iso(totals.first_us), "end": _iso(totals.last_us)},
+        "data_window": {"start": _iso(totals.first_us), "end": _iso(totals.last_us),
+                        "start_us": totals.first_us, "end_us": totals.last_us},
         "counts": {
             "records_read": report.records,
             "skipped": dict(sorted(report.skipped.items())),

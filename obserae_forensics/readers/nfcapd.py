@@ -56,7 +56,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..addresses import V4_MAPPED_PREFIX, address_text, address_texts
-from ..errors import MalformedInput, TruncatedInput, UnknownFormat
+from ..errors import InputError, MalformedInput, TruncatedInput, UnknownFormat
 from ..report import RunReport
 from ._batch import flow_batch
 from .compression import (
@@ -209,6 +209,9 @@ class _Header:
     ident: str
     stat: dict[str, int] | None
     nfdversion: int
+    # what was wrong with the appendix or where the header places it, and the bytes
+    # concerned: counted by the reader once it has the run's report
+    problems: list[tuple[InputError, int]] = field(default_factory=list)
 
 
 def read_nfcapd(
@@ -274,35 +277,61 @@ def _read_header(f: BinaryIO, source: str, size: int) -> _Header:
                      None, int(h["nfdversion"]))
     if header.appendix_offset:
         _read_appendix(f, header, source, size)
+    elif appendix_offset > size and h["appendix_blocks"] > 0:
+        # the file was cut: its data blocks may end cleanly, but ident and stat are gone
+        header.problems.append((TruncatedInput(
+            f"header places the appendix at {appendix_offset}, file ends at {size}",
+            source=source, offset=size), 0))
     return header
 
 
 def _read_appendix(f: BinaryIO, header: _Header, source: str, size: int) -> None:
-    """Fill ident and stat from the appendix blocks; a bad appendix leaves them unknown."""
+    """Fill ident and stat from the appendix blocks; a bad appendix leaves them unknown and
+    is a problem of header.problems (its flow records do not depend on it)."""
     pos = header.appendix_offset
     block_dtype = _swap(BLOCK_HEADER, header.order)
     stat_dtype = _swap(STAT_V2, header.order)
-    for _ in range(min(header.appendix_blocks, 16)):
+    for number in range(1, min(header.appendix_blocks, 16) + 1):
         f.seek(pos)
         raw = f.read(BLOCK_HEADER.itemsize)
         if len(raw) < BLOCK_HEADER.itemsize:
+            header.problems.append((TruncatedInput(
+                f"appendix block {number}: header needs 12 bytes, {len(raw)} left",
+                source=source, offset=pos), len(raw)))
             return
         block = np.frombuffer(raw, dtype=block_dtype)[0]
         stored = int(block["size"])
-        if stored == 0 or pos + 12 + stored > size or stored > MAX_BLOCK_BYTES:
+        if pos + 12 + stored > size:
+            header.problems.append((TruncatedInput(
+                f"appendix block {number} promises {stored} bytes, {size - pos - 12} left",
+                source=source, offset=pos), size - pos))
+            return
+        if stored == 0 or stored > MAX_BLOCK_BYTES:
+            header.problems.append((MalformedInput(
+                f"appendix block {number}: implausible size {stored}", source=source,
+                offset=pos, reason="bad_appendix"), size - pos))
             return
         payload = f.read(stored)
         code = NONE if block["flags"] & 0x1 else header.compression
         try:
             data = decompress_block(code, payload, source=source, offset=pos)
-        except BadCompression:
+        except BadCompression as error:
+            header.problems.append((error, 12 + stored))
             return
         at = 0
-        for _ in range(int(block["num_records"])):
+        for index in range(int(block["num_records"])):
             if at + 4 > len(data):
+                header.problems.append((MalformedInput(
+                    f"appendix block {number}: record {index} of {int(block['num_records'])} "
+                    f"starts past the block's {len(data)} bytes", source=source, offset=pos,
+                    reason="bad_appendix"), 0))
                 break
             record_type, record_size = np.frombuffer(data, f"{header.order}u2", 2, at)
             if record_size < 4 or at + record_size > len(data):
+                header.problems.append((MalformedInput(
+                    f"appendix block {number}: record {index} has size {record_size}, "
+                    f"{len(data) - at} bytes left", source=source, offset=pos,
+                    reason="bad_appendix"), len(data) - at))
                 break
             body = data[at + 4:at + record_size]
             if record_type == APPENDIX_IDENT:
@@ -327,6 +356,8 @@ def _read(
         except MalformedInput as error:
             report.skip(error, nbytes=size)
             return
+        for problem, nbytes in header.problems:
+            report.skip(problem, nbytes=nbytes)
         stats.format = "nfcapd-v1" if header.layout == LAYOUT_VERSION_1 else "nfcapd-v2"
         span = _stat_span(header.stat)
         if span is not None:
@@ -439,6 +470,12 @@ def _blocks(
             continue
         yield frame, pos, block_type, num_records, payload
         pos = end
+    if frame < header.num_blocks:
+        # cut at a block boundary: nothing else would notice (a file still being written
+        # has 0 here until nfcapd closes it, so only fewer blocks than promised count)
+        report.skip(TruncatedInput(
+            f"header promises {header.num_blocks} data blocks, file holds {frame}",
+            source=source, offset=pos, frame=frame + 1), nbytes=0)
 
 
 def _plausible_block(stored: int, num_records: int, block_type: int, flags: int) -> bool:
@@ -525,6 +562,16 @@ def _decode_block(
         else:
             _control_record(state, record_type, record, frame, offset, int(index), report)
     flow_mask = layouts >= 0
+    # 1.6 blocks hold common records, 1.7 blocks V3 records; each decoder trusts what the
+    # scan checked for its own record type only (a V3 element list, a common record's
+    # extension map), so a record of the other kind is damage, not something to decode
+    expected = COMMON_RECORD if block_type == BLOCK_V1 else V3_RECORD
+    for index in np.flatnonzero(flow_mask & (types != expected)):
+        report.skip(MalformedInput(
+            f"record {index} (type {int(types[index])}) in a block of type {block_type}, "
+            f"which holds type {expected} records", source=state.source, offset=offset,
+            frame=frame, reason="bad_record"), nbytes=int(sizes[index]))
+        flow_mask[index] = False
     n = int(np.count_nonzero(flow_mask))
     if n == 0:
         return None
@@ -666,6 +713,12 @@ def _control_record(
         info = np.frombuffer(record, _swap(EXPORTER_INFO, state.order), 1)[0]
         text = _exporter_address(record, info, state.order)
         sysid, domain, version = int(info["sysid"]), int(info["id"]), int(info["version"])
+        if version > 255:  # NetFlow/IPFIX versions are 1..10; the field is damaged
+            report.skip(MalformedInput(
+                f"record {index}: exporter record with version {version}",
+                reason="bad_exporter_record", source=state.source, offset=offset,
+                frame=frame), nbytes=len(record))
+            return
         state.exporters[sysid] = _Exporter(text, domain, version)
         state.stream_of_sysid[sysid] = state.stream(text, domain)
         report.exporter(text, domain).version = version
@@ -689,6 +742,12 @@ def _control_record(
         sampler = np.frombuffer(record, _swap(SAMPLER, state.order), 1)[0]
         packets, space = int(sampler["packet_interval"]), int(sampler["space_interval"])
         rate = (packets + space) // packets if packets else 1
+        if rate > 0xFFFFFFFF:  # 1 in 2**32 packets: no sampling rate fits 32 bits
+            report.skip(MalformedInput(
+                f"record {index}: sampler record with rate {rate} (packet interval {packets}, "
+                f"space {space})", reason="bad_sampler_record", source=state.source,
+                offset=offset, frame=frame), nbytes=len(record))
+            return
         _add_sampler(state, int(sampler["sysid"]), int(sampler["id"]), max(rate, 1),
                      int(sampler["id"]) < 0, report)
     elif record_type == COMMON_RECORD_V0:

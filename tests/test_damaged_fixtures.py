@@ -1,0 +1,97 @@
+"""Damaged files found by a fuzzing run (fixtures/damaged, see its README entry), end to end.
+
+Each one crashed `sessionize` or lost bytes without a word before its fix. A run must finish,
+write every table, count what it could not decode with its file and offset, and give the
+same tables and manifest counts whatever the batch size.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from obserae_forensics.cli import app
+
+DAMAGED = Path(__file__).resolve().parent.parent / "fixtures" / "damaged"
+
+
+def sessionize(name: str, out: Path, *extra: str) -> dict[str, Any]:
+    result = CliRunner().invoke(app, ["sessionize", str(DAMAGED / name), "--out", str(out),
+                                      "--quiet", *extra])
+    assert result.exception is None or isinstance(result.exception, SystemExit), \
+        result.exception
+    assert result.exit_code == 0, result.output
+    manifest: dict[str, Any] = json.loads((out / "manifest.json").read_text())
+    assert manifest["conservation"]["ok"]
+    for table in ("sessions", "flows", "sessions_consolidated", "exporters"):
+        assert (out / f"{table}.parquet").is_file()
+    return manifest
+
+
+def problems(manifest: dict[str, Any]) -> list[str]:
+    return list(manifest["problems"])
+
+
+def test_time_past_year_9999_keeps_the_run(tmp_path: Path) -> None:
+    """An IPFIX flowStartMilliseconds flipped to year 15760 made the manifest's ISO text
+    raise after every table was computed: nothing was written."""
+    manifest = sessionize("ipfix_time_in_year_15760.pcap", tmp_path / "run")
+    window = manifest["data_window"]
+    assert window["start"] is None and window["start_us"] == 435172692577536000
+    assert manifest["counts"]["records_read"] == 1
+
+
+def test_counters_past_2_64_are_summed_exactly(tmp_path: Path) -> None:
+    """Records with counters near 2**63 (bits flipped inside LZO literals): Arrow's uint64 sum
+    wraps, so the conservation totals depended on the batch size and the check failed at
+    one size and passed at another."""
+    counts = []
+    for size in ("7", "65536"):
+        manifest = sessionize("nfcapd_counters_past_2_64.lzo.nfcapd", tmp_path / size,
+                              "--batch-size", size)
+        counts.append(manifest["conservation"])
+    assert counts[0] == counts[1]
+    assert counts[0]["packets_in"] > 2**64 and counts[0]["bytes_in"] > 2**64
+    assert counts[0]["records_in"] == 72
+    for table in ("sessions", "flows", "sessions_consolidated"):
+        assert (tmp_path / "7" / f"{table}.parquet").read_bytes() == \
+            (tmp_path / "65536" / f"{table}.parquet").read_bytes()
+
+
+@pytest.mark.parametrize(("name", "reason", "where", "says"), [
+    # nfdump 1.6 common records (type 10) in a block of type 3, which the V3 decoder walked
+    # as element lists past the end of the block (ValueError)
+    ("nfcapd16_common_records_in_v3_block.nfcapd", "bad_record", 276,
+     "(type 10) in a block of type 3, which holds type 11 records"),
+    # an exporter record whose version does not fit exporters.parquet's uint8 (ArrowInvalid)
+    ("nfcapd_exporter_version_2781413386.nfcapd", "bad_exporter_record", 40,
+     "exporter record with version 2781413386"),
+    # a sampler record of rate 2**32 (OverflowError storing it as uint32)
+    ("nfcapd_sampler_rate_2_32.nfcapd", "bad_sampler_record", 40,
+     "sampler record with rate 4294967296"),
+    # cut inside the appendix: ident and stat records lost, nothing counted
+    ("nfcapd_appendix_cut.bz2.nfcapd", "truncated", 1164,
+     "appendix block 1 promises 127 bytes, 22 left"),
+    # cut at a block boundary: the header's block count was never compared
+    ("nfcapd16_last_block_missing.nfcapd", "truncated", 6488,
+     "header promises 2 data blocks, file holds 1"),
+])
+def test_damage_is_counted_with_file_and_offset(tmp_path: Path, name: str, reason: str,
+                                                where: int, says: str) -> None:
+    manifest = sessionize(name, tmp_path / "run")
+    assert manifest["counts"]["skipped"].get(reason, 0) >= 1
+    located = [p for p in problems(manifest) if f"{name}@{where}" in p and says in p]
+    assert located, problems(manifest)
+
+
+def test_whole_blocks_keep_their_records(tmp_path: Path) -> None:
+    """The damage costs only what it touches: the intact files' figures otherwise."""
+    cut = sessionize("nfcapd_appendix_cut.bz2.nfcapd", tmp_path / "cut")
+    missing = sessionize("nfcapd16_last_block_missing.nfcapd", tmp_path / "missing")
+    # both come from the 72-record sf_v9_varsvc captures; the lost parts hold no flows
+    assert cut["counts"]["records_read"] == missing["counts"]["records_read"] == 72
+    assert cut["conservation"]["packets_in"] == missing["conservation"]["packets_in"] == 259
