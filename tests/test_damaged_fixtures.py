@@ -43,6 +43,12 @@ def test_time_past_year_9999_keeps_the_run(tmp_path: Path) -> None:
     window = manifest["data_window"]
     assert window["start"] is None and window["start_us"] == 435172692577536000
     assert manifest["counts"]["records_read"] == 1
+    # recombine's report turned the times into Python datetimes (OverflowError)
+    result = CliRunner().invoke(app, ["recombine", str(tmp_path / "run"), "--out",
+                                      str(tmp_path / "recombined")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "recombined" / "report.json").read_text())
+    assert report["runs"][0]["data_window"]["start"] is None
 
 
 def test_counters_past_2_64_are_summed_exactly(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -129,10 +130,10 @@ def _summaries(conversations: pa.Table, fragments: pa.Table,
     """One entry per shown conversation, with its fragment timeline."""
     if not rows:
         return {}
-    picked = conversations.take(pa.array(rows, pa.int64())).to_pylist()
+    picked = _rows_us(conversations.take(pa.array(rows, pa.int64())))
     ids = pa.array([row["conversation_id"] for row in picked], pa.string())
-    timeline_rows = fragments.filter(pc.is_in(fragments.column("conversation_id"),
-                                              value_set=ids)).to_pylist()
+    timeline_rows = _rows_us(fragments.filter(pc.is_in(fragments.column("conversation_id"),
+                                                       value_set=ids)))
     by_conversation: dict[str, list[dict[str, Any]]] = {}
     for fragment in timeline_rows:
         by_conversation.setdefault(fragment["conversation_id"], []).append(fragment)
@@ -151,8 +152,8 @@ def _summaries(conversations: pa.Table, fragments: pa.Table,
                 "run": fragment["run_index"],
                 "opened_at": _iso(opened),
                 "last_seen_at": _iso(last),
-                "offset_s": (opened - start).total_seconds(),
-                "length_s": (last - opened).total_seconds(),
+                "offset_s": (opened - start) / 1e6,
+                "length_s": (last - opened) / 1e6,
                 "gap_s": fragment["gap_s"],
                 "bytes": fragment["ab_bytes"] + fragment["ba_bytes"],
                 "packets": fragment["ab_packets"] + fragment["ba_packets"],
@@ -184,11 +185,29 @@ def _summaries(conversations: pa.Table, fragments: pa.Table,
     return out
 
 
-def _iso(moment: Any) -> str | None:
-    if moment is None:
+def _rows_us(table: pa.Table) -> list[dict[str, Any]]:
+    """table.to_pylist() with times as int µs: a damaged record's time can lie past year
+    9999, where Python's datetime (what to_pylist makes of a timestamp) overflows."""
+    for index, kind in enumerate(table.schema.types):
+        if pa.types.is_timestamp(kind):
+            table = table.set_column(index, table.schema.names[index],
+                                     table.column(index).cast(pa.int64()))
+    rows: list[dict[str, Any]] = table.to_pylist()
+    return rows
+
+
+def _iso(us: int | None) -> str | None:
+    """UTC µs -> ISO-8601 text, trailing zero digits of the fraction dropped; None when
+    there is no time or datetime cannot show it (outside years 1..9999)."""
+    if us is None:
         return None
-    text: str = moment.strftime("%Y-%m-%dT%H:%M:%S.%f").rstrip("0").rstrip(".")
-    return text + "Z"
+    seconds, micros = divmod(us, 1_000_000)
+    try:
+        moment = datetime.fromtimestamp(seconds, tz=UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
+    fraction = f".{micros:06d}".rstrip("0").rstrip(".")
+    return moment.strftime("%Y-%m-%dT%H:%M:%S") + fraction + "Z"
 
 
 def _outside_window(conversations: pa.Table, chains: Chains, head_cut: np.ndarray,
@@ -201,7 +220,7 @@ def _outside_window(conversations: pa.Table, chains: Chains, head_cut: np.ndarra
     for name, mask in (("head_cut", head_cut), ("tail_cut", tail_cut)):
         rows = np.flatnonzero(mask)[:LISTED_CUTS]
         entries = []
-        for row in conversations.select(columns).take(pa.array(rows, pa.int64())).to_pylist():
+        for row in _rows_us(conversations.select(columns).take(pa.array(rows, pa.int64()))):
             start_us, end_us = chains.exporter_windows[row["exporter"]]
             ported = row["protocol_number"] in (6, 17, 132, 136)
             entry = {

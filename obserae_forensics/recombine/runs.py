@@ -110,11 +110,15 @@ class Run:
 
 
 def iso_us(value: int | None) -> str | None:
-    """UTC µs -> ISO-8601 text with a Z, or None."""
+    """UTC µs -> ISO-8601 text with a Z, or None (also for a damaged time field's value
+    outside years 1..9999, which datetime cannot show)."""
     if value is None:
         return None
     seconds, micros = divmod(int(value), 1_000_000)
-    text = datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    try:
+        text = datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    except (ValueError, OverflowError, OSError):
+        return None
     return f"{text}.{micros:06d}Z" if micros else f"{text}Z"
 
 
