@@ -528,7 +528,10 @@ class ExportDecoder:
             taken = values.get(SAMPLING_PACKET_INTERVAL, 0)
             if taken:
                 rate = (taken + values.get(SAMPLING_PACKET_SPACE, 0)) // taken
-        if rate:
+        if rate > 0xFFFFFFFF:  # an interval field wider than its 32 bits: damage
+            self._malformed(f"options record: sampling rate {rate} does not fit 32 bits", 0,
+                            "bad_sampler_record")
+        elif rate:
             stream.sampling_rate = rate
             stream.stats.sampling_rate = rate
         sysinit = values.get(SYSTEM_INIT_MILLISECONDS)

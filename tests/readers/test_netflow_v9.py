@@ -174,6 +174,21 @@ def test_v9_sampling_options_apply_to_later_records() -> None:
     assert stats(report).options_records == 1
 
 
+def test_v9_sampling_rate_past_32_bits_is_counted_not_wrapped() -> None:
+    # an 8-byte samplingInterval of 2**40 was stored modulo 2**32: rate 0 on every record
+    options = NetflowOptionsFlowsetV9(
+        templateID=257, option_scope_length=4, option_field_length=4,
+        scopes=[NetflowOptionsFlowsetScopeV9(scopeFieldType=1, scopeFieldlength=4)],
+        options=[NetflowOptionsFlowsetOptionV9(optionFieldType=34, optionFieldlength=8)])
+    payload = packet(options, template(256, FLOW_FIELDS), data(257, struct.pack(">IQ", 1, 1 << 40)),
+                     data(256, flow(1, 2, 3, 4, 6, 1, 60)))
+    table, report = decode(payload)
+    assert table["sampling_rate"].to_pylist() == [1]
+    assert report.skipped == {"bad_sampler_record": 1}
+    assert "sampling rate 1099511627776" in report.examples[0].message
+    assert report.examples[0].frame == 1
+
+
 def test_v9_sysuptime_wrap_signed_age() -> None:
     # sysUptime wrapped to 2 000 ms; the flow began 3 000 ms before the wrap
     payload = packet(template(256, FLOW_FIELDS),
