@@ -85,6 +85,17 @@ def test_counters_past_2_64_are_summed_exactly(tmp_path: Path) -> None:
     # cut at a block boundary: the header's block count was never compared
     ("nfcapd16_last_block_missing.nfcapd", "truncated", 6488,
      "header promises 2 data blocks, file holds 1"),
+    # the records after a lowered v5 count were dropped without a word
+    ("v5_count_lowered.pcap", "bad_record", 24, "header promises 2 records, 192 bytes follow"),
+    # a v9 data set shorter than one record of its (damaged) template was taken as padding
+    ("v9_template_lengths_damaged.pcap", "bad_record", 24,
+     "FlowSet 2048 at payload byte 292: 164 bytes after 0 record(s)"),
+    # the same in IPFIX, a data set pointed at a template with longer records
+    ("ipfix_set_id_retargeted.pcap", "bad_record", 24,
+     "data set 1024: 38 bytes after 1 record(s) of 42 bytes are not zero padding"),
+    # a 1.6 extension map type in a 1.7 block: neither decoded nor counted
+    ("nfcapd_extension_map_type_in_v3_block.nfcapd", "bad_record", 40,
+     "record 22 (type 2, a 1.6 extension map) in a block of type 3"),
 ])
 def test_damage_is_counted_with_file_and_offset(tmp_path: Path, name: str, reason: str,
                                                 where: int, says: str) -> None:

@@ -51,6 +51,7 @@ from .templates import (
     Template,
     TemplateCache,
     TemplateKey,
+    set_remainder_problem,
 )
 
 SEQUENCE_MASK = 0xFFFF_FFFF
@@ -574,6 +575,12 @@ class ExportDecoder:
         body = item.body
         if template.fixed_length is not None:
             records = len(body) // template.fixed_length if template.fixed_length else 0
+            problem = set_remainder_problem(template, body, 0, len(body), records)
+            if problem is not None:
+                self.report.skip(MalformedInput(
+                    f"data set {template.template_id}: {problem[0]}", source=item.source,
+                    offset=item.datagram_offset, frame=item.frame, reason="bad_record"),
+                    problem[1])
             if records:
                 base = chunk.add_payload(body)
                 chunk.add(template, (*row, base, records, item.first_index, sysinit_ms,
@@ -638,3 +645,4 @@ def carries_templates(payload: bytes) -> bool:
             return False
         at += length
     return False
+

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from ..errors import MalformedInput, TruncatedInput
 from ._layout import Layout
 from .datagrams import Datagram
-from .templates import FieldSpec, Template
+from .templates import FieldSpec, Template, set_remainder_problem
 
 if TYPE_CHECKING:
     from .exports import ExportDecoder
@@ -145,6 +145,10 @@ def _data_set(
         records = (end - at) // template.fixed_length if template.fixed_length else 0
         if records:
             state.add_set(template, at, records)
+        problem = set_remainder_problem(template, message, at, end, records)
+        if problem is not None:
+            _malformed(state, datagram, f"data set {set_id}: {problem[0]}", problem[1],
+                       "bad_record")
         return records
     fixed_parts, records, problem = variable_records(template, message, at, end)
     if records:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..errors import TruncatedInput
+from ..errors import MalformedInput, TruncatedInput
 from ._layout import Layout
 from .datagrams import Datagram
 from .templates import FieldSpec, Template
@@ -93,6 +93,17 @@ def decode_datagram(state: ExportDecoder, datagram: Datagram) -> None:
                 source=datagram.source, offset=datagram.offset, frame=datagram.frame,
             ),
             len(payload) - HEADER.size - records * RECORD_SIZE,
+        )
+    tail = len(payload) - HEADER.size - records * RECORD_SIZE
+    if records == count and tail and any(payload[len(payload) - tail:]):
+        # more than the count says, and not zero padding: a damaged count loses records
+        state.skip(
+            MalformedInput(
+                f"header promises {count} records, {tail} bytes follow them",
+                source=datagram.source, offset=datagram.offset, frame=datagram.frame,
+                reason="bad_record",
+            ),
+            tail,
         )
     if records:
         state.add_set(RECORD_TEMPLATE, HEADER.size, records)

@@ -20,7 +20,7 @@ from ..errors import MalformedInput, TruncatedInput
 from ._layout import Layout
 from .datagrams import Datagram
 from .information_elements import VARIABLE_LENGTH
-from .templates import FieldSpec, Template
+from .templates import FieldSpec, Template, set_remainder_problem
 
 if TYPE_CHECKING:
     from .exports import ExportDecoder
@@ -90,10 +90,15 @@ def decode_datagram(state: ExportDecoder, datagram: Datagram) -> None:
                 state.defer_set(flowset_id, payload[at + 4:set_end])
             elif template.options:
                 state.options_records(template, payload, at + 4, set_end)
-            elif template.fixed_length:
-                records = (length - 4) // template.fixed_length
+            else:
+                fixed = template.fixed_length
+                records = (length - 4) // fixed if fixed else 0
                 if records:
                     state.add_set(template, at + 4, records)
+                problem = set_remainder_problem(template, payload, at + 4, set_end, records)
+                if problem is not None:
+                    _malformed(state, datagram, f"FlowSet {flowset_id} at payload byte {at}: "
+                               f"{problem[0]}", problem[1], "bad_record")
         elif flowset_id == TEMPLATE_SET:
             _templates(state, datagram, payload, at + 4, set_end)
         elif flowset_id == OPTIONS_TEMPLATE_SET:

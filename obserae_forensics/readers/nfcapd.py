@@ -559,6 +559,12 @@ def _decode_block(
                 f"record {index} (type {record_type}) has elements inconsistent with its size "
                 f"{len(record)}", source=state.source, offset=offset, frame=frame,
                 reason="bad_record"), nbytes=len(record))
+        elif record_type == EXTENSION_MAP and block_type != BLOCK_V1:
+            # 1.6 maps are applied in block order by nfcapd_v1; a 1.7 block has none
+            report.skip(MalformedInput(
+                f"record {index} (type {record_type}, a 1.6 extension map) in a block of "
+                f"type {block_type}", source=state.source, offset=offset, frame=frame,
+                reason="bad_record"), nbytes=len(record))
         else:
             _control_record(state, record_type, record, frame, offset, int(index), report)
     flow_mask = layouts >= 0
