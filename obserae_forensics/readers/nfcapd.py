@@ -430,17 +430,22 @@ def _blocks(
         stored, num_records = int(block["size"]), int(block["num_records"])
         block_type, flags = int(block["type"]), int(block["flags"])
         if not _plausible_block(stored, num_records, block_type, flags):
-            report.skip(MalformedInput(
-                f"implausible block header (records {num_records}, size {stored}, type "
-                f"{block_type}, flags {flags:#x})", source=source, offset=pos, frame=frame,
-                reason="bad_block_header"), nbytes=BLOCK_HEADER.itemsize)
             resumed = _resync(f, pos + 1, header, block_dtype)
+            what = (f"implausible block header (records {num_records}, size {stored}, type "
+                    f"{block_type}, flags {flags:#x})")
             if resumed is None:
+                report.skip(MalformedInput(what, source=source, offset=pos, frame=frame,
+                                           reason="bad_block_header"),
+                            nbytes=BLOCK_HEADER.itemsize)
                 report.skip(MalformedInput(
                     "no further block header found after a bad one", source=source,
-                    offset=pos + 1, frame=frame, reason="bad_block_header"),
-                    nbytes=header.data_end - pos - 1)
+                    offset=pos + BLOCK_HEADER.itemsize, frame=frame, reason="bad_block_header"),
+                    nbytes=header.data_end - pos - BLOCK_HEADER.itemsize)
                 return
+            # the bytes up to the next good header are lost with the bad one
+            report.skip(MalformedInput(f"{what}; the next block header is at {resumed}",
+                                       source=source, offset=pos, frame=frame,
+                                       reason="bad_block_header"), nbytes=resumed - pos)
             pos = resumed
             continue
         end = pos + BLOCK_HEADER.itemsize + stored
@@ -510,8 +515,10 @@ def _resync(f: BinaryIO, start: int, header: _Header, block_dtype: np.dtype) -> 
             block = np.frombuffer(chunk[index:index + 12], dtype=block_dtype)[0]
             f.seek(candidate + 12)
             payload = f.read(int(block["size"]))
+            code = NONE if block["flags"] & 0x1 and header.layout == LAYOUT_VERSION_2 \
+                else header.compression  # as _blocks decides
             try:
-                data = decompress_block(header.compression, payload, source="", offset=0)
+                data = decompress_block(code, payload, source="", offset=0)
             except BadCompression:
                 continue
             if len(data) >= 4:

@@ -116,6 +116,11 @@ def test_block_header_claiming_too_much_loses_only_the_swallowed_block(
     assert table.num_rows == 2002 - PER_BLOCK
     assert report.skipped["bad_block_header"] == 1
     assert set(table.column("source_offset").to_pylist()) == set(offsets) - {offsets[2]}
+    # the "header" read 1000 bytes into block 3 is bad; every byte from there to block 4's
+    # header is counted, once
+    bad = [p for p in report.examples if p.reason == "bad_block_header"]
+    assert [p.offset for p in bad] == [offsets[2] + 1000]
+    assert report.skipped_bytes["bad_block_header"] == offsets[3] - offsets[2] - 1000
 
 
 def test_block_header_claiming_too_little_keeps_what_fits(corpus: Path,
