@@ -635,6 +635,14 @@ def _udp_datagram(
                                    source=source, offset=frame.offset, frame=frame.number,
                                    reason="bad_udp_header"), nbytes=len(payload))
         return None
+    tail = len(payload) - udp_length
+    if tail > 0 and not cut and any(payload[udp_length:]):
+        # the IP packet carries more than its UDP datagram: a damaged UDP length hides
+        # the rest of the export (zero bytes there are padding)
+        report.skip(MalformedInput(f"UDP length {udp_length} but IP carries {len(payload)} "
+                                   f"bytes; the {tail} after the datagram are not padding",
+                                   source=source, offset=frame.offset, frame=frame.number,
+                                   reason="bad_udp_header"), nbytes=tail)
     # a snap-length-cut frame still goes on: the decoders keep every complete set in it
     body = bytes(payload[8:udp_length])
     exporter = exporter_texts.get(src)

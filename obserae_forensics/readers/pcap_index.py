@@ -110,7 +110,9 @@ def index_records(
                 else:
                     udp = ip + ihl
                     udp_length = _u16be(data, udp + 4)
-                    if udp_length < 8 or udp_length > total - ihl:
+                    # a UDP length other than the IP payload's goes the general way,
+                    # which counts bytes after the datagram that are not padding
+                    if udp_length < 8 or udp_length != total - ihl:
                         plain = False
                     else:
                         payload_start[n] = udp + 8

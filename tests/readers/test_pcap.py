@@ -153,6 +153,27 @@ def test_ethernet_padding_is_trimmed(tmp_path: Path) -> None:
     assert [d.payload for d in found] == [b"\x00\x05"]
 
 
+def test_bytes_after_a_short_udp_length_are_counted_unless_padding(tmp_path: Path) -> None:
+    # UDP length 10 (2 bytes of payload) in an IP packet carrying 202: the 200 bytes after
+    # the datagram were dropped without a word; zero bytes there are padding
+    hidden = IP(bytes(udp4()))
+    hidden[UDP].len = 10
+    hidden[UDP].chksum = 0
+    padded = IP(bytes(udp4(b"\x00\x05" + bytes(20))))
+    padded[UDP].len = 10
+    padded[UDP].chksum = 0
+    path = tmp_path / "u.pcap"
+    path.write_bytes(pcap_bytes([(10**18, bytes(Ether() / hidden)),
+                                 (10**18, bytes(Ether() / padded))]))
+    for indexed in (True, False):
+        report = RunReport()
+        found = [d for chunk in iter_datagrams(path, report, indexed=indexed) for d in chunk]
+        assert [d.payload for d in found] == [PAYLOAD[:2], b"\x00\x05"]
+        assert report.skipped == {"bad_udp_header": 1}
+        assert report.skipped_bytes["bad_udp_header"] == 200
+        assert report.examples[0].frame == 1
+
+
 def test_other_traffic_is_counted_not_decoded(tmp_path: Path) -> None:
     tcp = bytes(Ether() / IP(proto=6) / (b"x" * 20))
     arp = bytes(Ether(type=0x0806) / (b"\x00" * 28))
