@@ -171,6 +171,10 @@ class _Interface:
     snaplen: int
 
 
+# stands for an interface whose description block was malformed: its packets are counted
+_UNUSABLE_INTERFACE = _Interface(-1, 1, 1, 0, 0, 0)
+
+
 def _pcapng_frames(buf: mmap.mmap, source: str, report: RunReport) -> Iterator[Frame]:
     size = len(buf)
     stats = report.file(source)
@@ -208,6 +212,17 @@ def _pcapng_frames(buf: mmap.mmap, source: str, report: RunReport) -> Iterator[F
             return
         body = at + 8
         end = at + total - 4
+        fixed = _BLOCK_FIXED_BYTES.get(block_type, 0)
+        if end - body < fixed:
+            # its fixed fields would be read from the next block (or past the file's end)
+            report.skip(MalformedInput(f"pcapng block of type {block_type:#x} has {end - body} "
+                                       f"body bytes, its fixed fields need {fixed}",
+                                       source=source, offset=at, reason="bad_block"),
+                        nbytes=total)
+            if block_type == 1:
+                interfaces.append(_UNUSABLE_INTERFACE)  # keep the later interfaces' numbers
+            at += total
+            continue
         if block_type == 1:  # interface description
             interfaces.append(_interface(buf, order, body, end))
         elif block_type in (6, 2, 3):  # enhanced, obsolete, simple packet
@@ -218,6 +233,11 @@ def _pcapng_frames(buf: mmap.mmap, source: str, report: RunReport) -> Iterator[F
                 stats.units += 1
                 yield frame
         at += total
+
+
+# bytes before the options / packet data of each pcapng block type this reader uses
+_BLOCK_FIXED_BYTES = {1: 8, 6: 20, 2: 20, 3: 4}
+_INT64_RANGE = range(-(2**63), 2**63)
 
 
 def _interface(buf: mmap.mmap, order: str, body: int, end: int) -> _Interface:
@@ -279,7 +299,18 @@ def _packet_block(
                                    reason="bad_block"), nbytes=end + 4 - at)
         return None
     interface = interfaces[interface_id]
+    if interface is _UNUSABLE_INTERFACE:
+        report.skip(MalformedInput(f"packet block names interface {interface_id}, whose "
+                                   "description block is malformed", source=source, offset=at,
+                                   frame=number, reason="bad_block"), nbytes=end + 4 - at)
+        return None
     ts_ns = ticks * interface.ns_num // interface.ns_den + interface.offset_ns
+    if ts_ns not in _INT64_RANGE:
+        # a tick count in seconds (if_tsresol 0) or an if_tsoffset past 292 years from 1970
+        report.skip(MalformedInput(f"packet time {ts_ns} ns is past the int64 range",
+                                   source=source, offset=at, frame=number,
+                                   reason="bad_timestamp"), nbytes=end + 4 - at)
+        return None
     return Frame(number, at, interface.linktype, ts_ns, buf[data_at:data_at + caplen], origlen,
                  interface.fcs_bytes)
 

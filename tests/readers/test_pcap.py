@@ -256,6 +256,37 @@ def test_pcapng_second_section_other_byte_order(tmp_path: Path) -> None:
     assert len(found) == 2 and not report.skipped
 
 
+def test_pcapng_blocks_too_short_for_their_fields_are_counted(tmp_path: Path) -> None:
+    # found by fuzzing: an interface or packet block of 12 bytes (no body) had its fixed
+    # fields read from the next block, or past the end of the file (struct.error)
+    frame = bytes(Ether() / udp4())
+    empty_idb = block("<", 1, b"")
+    empty_epb = block("<", 6, b"")
+    for tail in (b"", epb("<", 1, 5, frame)):  # at the end of the file, and in the middle
+        path = tmp_path / "short.pcapng"
+        path.write_bytes(shb("<") + empty_idb + idb("<", 1) + empty_epb + tail)
+        found, report = datagrams(path)
+        assert [d.payload for d in found] == ([PAYLOAD] if tail else [])
+        assert report.skipped == {"bad_block": 2}
+        assert [p.offset for p in report.examples] == [28, 28 + 12 + 20]
+    # a packet of the malformed interface is counted, not given another's link type
+    path.write_bytes(shb("<") + empty_idb + idb("<", 1) + epb("<", 0, 5, frame))
+    found, report = datagrams(path)
+    assert found == [] and report.skipped == {"bad_block": 2}
+
+
+def test_pcapng_time_past_int64_is_counted(tmp_path: Path) -> None:
+    # if_tsresol 0 (ticks of a second) and a large tick count: 1.8e24 ns overflowed later
+    path = tmp_path / "late.pcapng"
+    frame = bytes(Ether() / udp4())
+    path.write_bytes(shb("<") + idb("<", 1, tsresol=0) + epb("<", 0, 2**60, frame)
+                     + epb("<", 0, 1_700_000_000, frame))
+    found, report = datagrams(path)
+    assert [d.arrival_us for d in found] == [1_700_000_000 * 10**6]
+    assert report.skipped == {"bad_timestamp": 1}
+    assert report.examples[0].frame == 1
+
+
 def test_read_frames_by_offset(tmp_path: Path) -> None:
     frames = [(10**18 + i, bytes(Ether() / udp4(bytes([i]) * 10))) for i in range(3)]
     path = tmp_path / "r.pcap"
