@@ -87,9 +87,14 @@ def test_counters_past_2_64_are_summed_exactly(tmp_path: Path) -> None:
      "header promises 2 data blocks, file holds 1"),
     # the records after a lowered v5 count were dropped without a word
     ("v5_count_lowered.pcap", "bad_record", 24, "header promises 2 records, 192 bytes follow"),
-    # a v9 data set shorter than one record of its (damaged) template was taken as padding
-    ("v9_template_lengths_damaged.pcap", "bad_record", 24,
-     "FlowSet 2048 at payload byte 292: 164 bytes after 0 record(s)"),
+    # a v9 template whose lengths were damaged: its data set, shorter than one record, was
+    # taken as padding; the template itself is now refused (an 8-byte port field of 32768)
+    ("v9_template_lengths_damaged.pcap", "bad_template", 24,
+     "template 2048 at payload byte 160: field 7 (element 14, an unsigned number) has "
+     "length 32768"),
+    # an IPFIX template giving sourceIPv4Address 2 bytes: every address read as 0.0.0.0
+    ("ipfix_address_field_of_2_bytes.pcap", "bad_template", 24,
+     "field 1 (element 8, an address) has length 2, not 4"),
     # the same in IPFIX, a data set pointed at a template with longer records
     ("ipfix_set_id_retargeted.pcap", "bad_record", 24,
      "data set 1024: 38 bytes after 1 record(s) of 42 bytes are not zero padding"),

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from ..errors import MalformedInput, TruncatedInput
 from ._layout import Layout
 from .datagrams import Datagram
-from .templates import FieldSpec, Template, set_remainder_problem
+from .templates import FieldSpec, Template, field_length_problem, set_remainder_problem
 
 if TYPE_CHECKING:
     from .exports import ExportDecoder
@@ -217,10 +217,14 @@ def _templates(
                        f"{field_count} fields, its set ends after {len(fields)}", end - at,
                        "bad_template")
             return
+        problem = None if options else field_length_problem(fields)
         if options and not 1 <= scope_count <= field_count:
             # RFC 7011 §3.4.2.2: at least one scope field; the record is rejected, not its set
             _malformed(state, datagram, f"options template {template_id} at message byte {at} "
                        f"has scope field count {scope_count}", position - at, "bad_template")
+        elif problem is not None:
+            _malformed(state, datagram, f"template {template_id} at message byte {at}: "
+                       f"{problem}", position - at, "bad_template")
         else:
             state.define_template(Template(template_id, tuple(fields), scope_count=scope_count,
                                            options=options, version=VERSION))

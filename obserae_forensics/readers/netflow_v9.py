@@ -20,7 +20,7 @@ from ..errors import MalformedInput, TruncatedInput
 from ._layout import Layout
 from .datagrams import Datagram
 from .information_elements import VARIABLE_LENGTH
-from .templates import FieldSpec, Template, set_remainder_problem
+from .templates import FieldSpec, Template, field_length_problem, set_remainder_problem
 
 if TYPE_CHECKING:
     from .exports import ExportDecoder
@@ -125,9 +125,13 @@ def _templates(
             return
         pairs = struct.unpack_from(f">{2 * field_count}H", payload, at + 4)
         fields = tuple(FieldSpec(pairs[i], pairs[i + 1]) for i in range(0, len(pairs), 2))
+        problem = field_length_problem(fields)
         if any(f.length == VARIABLE_LENGTH for f in fields):
             _malformed(state, datagram, f"template {template_id} at payload byte {at} has a "
                        "variable-length field (not defined in v9)", size, "bad_template")
+        elif problem is not None:
+            _malformed(state, datagram, f"template {template_id} at payload byte {at}: "
+                       f"{problem}", size, "bad_template")
         else:
             state.define_template(Template(template_id, fields, version=VERSION))
         at += size

@@ -371,6 +371,32 @@ class Template:
                 out[element] = int.from_bytes(buf[offset:offset + length], "big")
         return out
 
+# what a field of these elements must measure: an address cannot be shortened, and the
+# counters, ports and codes this reader takes are unsigned integers of 1..8 bytes (RFC 7011
+# §6.2 reduced-size encoding); other lengths leave the column empty without a word
+_ADDRESS_LENGTH: dict[Element, int] = {
+    **{element: 4 for v4, _ in ADDRESS_ELEMENTS.values() for element in v4},
+    **{element: 16 for _, v6 in ADDRESS_ELEMENTS.values() for element in v6},
+}
+_NUMBER_ELEMENTS: frozenset[Element] = frozenset(
+    element for choices in COLUMN_ELEMENTS.values() for element in choices)
+
+
+def field_length_problem(fields: Sequence[FieldSpec]) -> str | None:
+    """What is wrong with a template whose field gives an address or a number this reader
+    decodes a length it cannot have (a damaged template), else None."""
+    for index, spec in enumerate(fields, 1):
+        element = (spec.enterprise, spec.element)
+        wanted = _ADDRESS_LENGTH.get(element)
+        if wanted is not None and spec.length != wanted:
+            return (f"field {index} (element {spec.element}, an address) has length "
+                    f"{spec.length}, not {wanted}")
+        if element in _NUMBER_ELEMENTS and not 1 <= spec.length <= 8:
+            return (f"field {index} (element {spec.element}, an unsigned number) has length "
+                    f"{spec.length}")
+    return None
+
+
 def set_remainder_problem(template: Template, buf: bytes, at: int, end: int,
                           records: int) -> tuple[str, int] | None:
     """(what is wrong, bytes lost) when a fixed-length data set's body [at, end) is not its

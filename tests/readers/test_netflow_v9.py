@@ -189,6 +189,29 @@ def test_v9_sampling_rate_past_32_bits_is_counted_not_wrapped() -> None:
     assert report.examples[0].frame == 1
 
 
+def test_v9_bytes_after_the_records_are_counted_unless_zero_padding() -> None:
+    record = flow(1, 2, 3, 4, 6, 1, 60)
+    padded = packet(template(256, FLOW_FIELDS), data(256, record + bytes(3)), sequence=0)
+    table, report = decode(padded)
+    assert table.num_rows == 1 and not report.skipped
+    cut = packet(template(256, FLOW_FIELDS), data(256, record + b"\x01\x02\x03\x04\x05",
+                                                   pad=False), sequence=0)
+    table, report = decode(cut)
+    assert table.num_rows == 1
+    assert report.skipped == {"bad_record": 1}
+    assert report.skipped_bytes["bad_record"] == 5
+    assert "not zero padding" in report.examples[0].message
+
+
+def test_v9_template_with_an_impossible_field_length_is_refused() -> None:
+    # a 2-byte IPv4 source address left every address 0.0.0.0 without a word
+    fields = [(8, 2), *FLOW_FIELDS[1:]]
+    table, report = decode(packet(template(256, fields), data(256, bytes(64))))
+    assert table.num_rows == 0
+    assert report.skipped["bad_template"] == 1
+    assert "element 8, an address) has length 2, not 4" in report.examples[0].message
+
+
 def test_v9_sysuptime_wrap_signed_age() -> None:
     # sysUptime wrapped to 2 000 ms; the flow began 3 000 ms before the wrap
     payload = packet(template(256, FLOW_FIELDS),
