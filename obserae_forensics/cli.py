@@ -206,7 +206,15 @@ def sessionize_command(
     typer.echo(f"{result.sessions} sessions ({states}) from {result.flows} flow records "
                f"-> {out}", err=True)
     if not result.conservation_ok:
-        typer.echo("conservation check FAILED: see manifest.json", err=True)
+        check = result.manifest.get("conservation", {})
+        differ = [f"{name} {check[f'{name}_in']} in, {check[f'{name}_in_sessions']} in sessions"
+                  for name in ("records", "packets", "bytes")
+                  if check.get(f"{name}_in") != check.get(f"{name}_in_sessions")]
+        typer.echo("conservation check FAILED: " + "; ".join(differ)
+                   + (" (the input's counters pass 2**64, so a session's sum can wrap: damaged"
+                      " counters)"
+                      if any(check.get(f"{n}_in", 0) >= 2**64 for n in ("packets", "bytes"))
+                      else "") + "; see manifest.json", err=True)
         raise typer.Exit(1)
     raise typer.Exit(1 if strict and report.skipped_problems() else 0)
 

@@ -117,3 +117,18 @@ def test_whole_blocks_keep_their_records(tmp_path: Path) -> None:
     # both come from the 72-record sf_v9_varsvc captures; the lost parts hold no flows
     assert cut["counts"]["records_read"] == missing["counts"]["records_read"] == 72
     assert cut["conservation"]["packets_in"] == missing["conservation"]["packets_in"] == 259
+
+
+def test_a_session_sum_past_2_64_fails_the_check_and_says_why(tmp_path: Path) -> None:
+    """Two records of one session with counters near 2**63: the session's uint64 sums wrap
+    (18 bytes), which only the conservation check can see. The run writes its tables, says
+    which totals differ and exits 1."""
+    out = tmp_path / "run"
+    source = DAMAGED / "v9_session_counters_past_2_64.pcap"
+    result = CliRunner().invoke(app, ["sessionize", str(source), "--out", str(out), "--quiet"])
+    assert result.exit_code == 1
+    assert "conservation check FAILED: packets 18446744073709551624 in, 8 in sessions" in \
+        result.output
+    assert "pass 2**64" in result.output
+    check = json.loads((out / "manifest.json").read_text())["conservation"]
+    assert not check["ok"] and check["records_in"] == check["records_in_sessions"] == 2
