@@ -144,6 +144,11 @@ def exporters_table(report: RunReport, pressure: dict[str, dict[str, Any]] | Non
     for name, kind in EXPORTER_COLUMNS:
         if pa.types.is_timestamp(kind):
             arrays.append(pa.array(rows[name], pa.int64()).cast(kind))
+        elif kind == pa.uint64():
+            # exact totals past 2**64 (damaged counters) show as the largest uint64; the
+            # manifest's conservation block keeps the exact figures
+            arrays.append(pa.array([None if v is None else min(int(v), 2**64 - 1)
+                                    for v in rows[name]], kind))
         else:
             arrays.append(pa.array(rows[name], kind))
     return pa.Table.from_arrays(arrays, schema=EXPORTERS_SCHEMA)

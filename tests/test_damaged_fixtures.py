@@ -8,9 +8,11 @@ same tables and manifest counts whatever the batch size.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
@@ -98,6 +100,9 @@ def test_counters_past_2_64_are_summed_exactly(tmp_path: Path) -> None:
     # the same in IPFIX, a data set pointed at a template with longer records
     ("ipfix_set_id_retargeted.pcap", "bad_record", 24,
      "data set 1024: 38 bytes after 1 record(s) of 42 bytes are not zero padding"),
+    # an IPFIX systemInitTimeMilliseconds past 2**63: every record timed from it overflowed
+    ("ipfix_system_init_time_2_63.pcap", "bad_timestamp", 24,
+     "systemInitTimeMilliseconds 9223372036854775813 is past the int64 µs range"),
     # a 1.6 extension map type in a 1.7 block: neither decoded nor counted
     ("nfcapd_extension_map_type_in_v3_block.nfcapd", "bad_record", 40,
      "record 22 (type 2, a 1.6 extension map) in a block of type 3"),
@@ -132,3 +137,41 @@ def test_a_session_sum_past_2_64_fails_the_check_and_says_why(tmp_path: Path) ->
     assert "pass 2**64" in result.output
     check = json.loads((out / "manifest.json").read_text())["conservation"]
     assert not check["ok"] and check["records_in"] == check["records_in_sessions"] == 2
+
+
+def test_exporter_totals_past_2_64_are_written(tmp_path: Path) -> None:
+    """Two records of 2**63 packets under two templates: the exporter's total (a numpy sum,
+    which wraps) reached 2**64 and exporters.parquet's uint64 column raised OverflowError,
+    so no table was written. Totals are exact now, shown as the largest uint64."""
+    out = tmp_path / "run"
+    source = DAMAGED / "v9_exporter_packets_past_2_64.pcap"
+    result = CliRunner().invoke(app, ["sessionize", str(source), "--out", str(out), "--quiet"])
+    assert result.exit_code == 1 and "pass 2**64" in result.output  # the sessions' sums wrap
+    exporters = pq.read_table(out / "exporters.parquet").to_pylist()
+    assert [row["packets"] for row in exporters] == [2**64 - 1]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["conservation"]["packets_in"] == 2**64
+
+
+def test_a_fifo_in_an_input_directory_is_counted_not_waited_for(tmp_path: Path) -> None:
+    """Opening a named pipe waits for a writer: the run hung forever."""
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    os.mkfifo(inputs / "capture.pcap")
+    (inputs / "real.pcap").write_bytes((DAMAGED / "v5_count_lowered.pcap").read_bytes())
+    result = CliRunner().invoke(app, ["sessionize", str(inputs), "--out",
+                                      str(tmp_path / "run"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["counts"]["skipped"]["unreadable"] == 1
+    assert any("capture.pcap@0: not a regular file" in p for p in problems(manifest))
+    assert manifest["counts"]["records_read"] == 2
+
+
+def test_batch_size_past_its_ceiling_is_a_usage_error(tmp_path: Path) -> None:
+    """20 digits overflowed inside pyarrow once the first file was read."""
+    result = CliRunner().invoke(app, ["sessionize", str(DAMAGED / "v5_count_lowered.pcap"),
+                                      "--out", str(tmp_path / "run"), "--batch-size",
+                                      "99999999999999999999"])
+    assert result.exit_code == 2
+    assert not (tmp_path / "run").exists()

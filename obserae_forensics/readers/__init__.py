@@ -70,6 +70,11 @@ def discover_inputs(paths: Sequence[Path], report: RunReport) -> list[InputFile]
         if resolved in seen:
             continue
         seen.add(resolved)
+        if path.exists() and not path.is_file():
+            # a FIFO, socket or device: opening a FIFO would wait for a writer forever
+            report.skip(InputError("not a regular file (a pipe, socket or device)",
+                                   source=str(path), offset=0), nbytes=0)
+            continue
         try:
             with open(path, "rb") as handle:
                 head = handle.read(64)

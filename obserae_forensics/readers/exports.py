@@ -200,9 +200,9 @@ def _decode_group(
     for code, selection in groups:
         stats = streams[code].stats
         if packets is not None:
-            stats.packets += int(packets[selection].sum())
+            stats.packets += _exact_sum(packets[selection])
         if octets is not None:
-            stats.octets += int(octets[selection].sum())
+            stats.octets += _exact_sum(octets[selection])
         if plan.enterprise_skipped:
             selected = total if isinstance(selection, slice) else int(selection.sum())
             stats.enterprise_fields_skipped += plan.enterprise_skipped * selected
@@ -536,7 +536,11 @@ class ExportDecoder:
             stream.sampling_rate = rate
             stream.stats.sampling_rate = rate
         sysinit = values.get(SYSTEM_INIT_MILLISECONDS)
-        if sysinit is not None:
+        if sysinit is not None and sysinit >= 2**63 // 1000:
+            # no time in int64 µs: every record timed from it would overflow
+            self._malformed(f"options record: systemInitTimeMilliseconds {sysinit} is past "
+                            "the int64 µs range", 0, "bad_timestamp")
+        elif sysinit is not None:
             stream.sysinit_ms = sysinit
 
     def _malformed(self, message: str, nbytes: int, reason: str) -> None:
@@ -646,3 +650,10 @@ def carries_templates(payload: bytes) -> bool:
         at += length
     return False
 
+
+def _exact_sum(values: np.ndarray) -> int:
+    """Sum of uint64 counters as a Python int: numpy's wraps modulo 2**64 (damaged counters
+    near 2**63 made an exporter's total 0, or past what exporters.parquet can hold)."""
+    values = values.astype(np.uint64, copy=False)
+    low = int((values & np.uint64(0xFFFFFFFF)).sum(dtype=np.uint64))
+    return (int((values >> np.uint64(32)).sum(dtype=np.uint64)) << 32) + low

@@ -55,6 +55,14 @@ _UNITS_US = {"us": 1, "µs": 1, "ms": 1_000, "s": SECOND_US, "m": 60 * SECOND_US
 _DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(us|µs|ms|s|m|h|d)?\s*$")
 
 
+YEAR_US = 365 * 24 * 3600 * SECOND_US
+# Ceilings that keep every deadline (a time plus a duration) inside int64 µs with room to
+# spare, and the cap inside what the kernel's tables can index: beyond them a setting is a
+# typo, and it failed as an OverflowError after the first input had been read.
+MAX_DURATION_US = 1000 * YEAR_US
+MAX_OPEN_SESSIONS = 2**40
+
+
 @dataclass(frozen=True)
 class SessionPolicy:
     """The sessionizer's settings; durations in µs, defaults are the seed's values."""
@@ -78,6 +86,9 @@ class SessionPolicy:
             bound = ">= 0" if setting == "sessions.grace" else "> 0"
             if value < 0 or (value == 0 and setting != "sessions.grace"):
                 raise UsageError(f"{setting}: must be {bound}, got {value} µs")
+            if value > MAX_DURATION_US:
+                raise UsageError(f"{setting}: at most {MAX_DURATION_US // YEAR_US} years, got "
+                                 f"{value} µs")
         _cap_sessions(self.max_open_ksessions, _CAP_SETTING)
         if self.replay not in REPLAY_MODES:
             raise UsageError(f"{_REPLAY_SETTING}: expected one of {', '.join(REPLAY_MODES)}, "
@@ -121,6 +132,9 @@ def _cap_sessions(value: object, setting: str) -> int:
     if not math.isfinite(sessions) or sessions < 1 or abs(sessions - round(sessions)) > 1e-6:
         raise UsageError(f"{setting}: must allow a whole number of open sessions, at least 1 "
                          f"(got {value!r} thousand)")
+    if sessions > MAX_OPEN_SESSIONS:
+        raise UsageError(f"{setting}: at most {MAX_OPEN_SESSIONS // 1000} thousand open "
+                         f"sessions per exporter, got {value!r} thousand")
     return round(sessions)
 
 

@@ -71,6 +71,12 @@ def test_settings_use_the_seed_names_in_seconds() -> None:
     ({"sessions.max_open_ksessions": 0.0005}, r"^sessions\.max_open_ksessions: must allow"),
     ({"sessions.replay": "random"}, r"^sessions\.replay: expected one of arrival, event"),
     ({"sessions.idle.tcp": "5s"}, r"^unknown setting 'sessions\.idle\.tcp'"),
+    # past int64 µs deadlines / the kernel's tables: an OverflowError after the first input
+    ({"sessions.hard_timeout": "99999999999999999999d"},
+     r"^sessions\.hard_timeout: at most 1000 years"),
+    ({"sessions.grace": 1e300}, r"^sessions\.grace: at most 1000 years"),
+    ({"sessions.max_open_ksessions": 1e30},
+     r"^sessions\.max_open_ksessions: at most 1099511627 thousand"),
 ])
 def test_bad_overrides_name_the_setting(overrides: dict, message: str) -> None:
     with pytest.raises(UsageError, match=message):
