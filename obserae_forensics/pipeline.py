@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 
 from . import __version__
 from .addresses import with_text_addresses
+from .counters import exact_sum
 from .readers import InputFile, discover_inputs, read_flows
 from .readers.background import read_ahead
 from .report import RunReport
@@ -232,10 +233,10 @@ class _Totals:
         if not batch.num_rows:
             return
         self.records_in += batch.num_rows
-        self.packets_in += exact_sum(batch.column("packets"))
-        self.packets_in += exact_sum(batch.column("reverse_packets"))
-        self.octets_in += exact_sum(batch.column("octets"))
-        self.octets_in += exact_sum(batch.column("reverse_octets"))
+        self.packets_in += _column_sum(batch.column("packets"))
+        self.packets_in += _column_sum(batch.column("reverse_packets"))
+        self.octets_in += _column_sum(batch.column("octets"))
+        self.octets_in += _column_sum(batch.column("reverse_octets"))
         first = pc.min(batch.column("first_seen").cast(pa.int64())).as_py()
         last = pc.max(batch.column("last_seen").cast(pa.int64())).as_py()
         self.first_us = first if self.first_us is None else min(self.first_us, first)
@@ -244,24 +245,16 @@ class _Totals:
     def add_sessions(self, sessions: pa.Table) -> None:
         if not sessions.num_rows:
             return
-        self.records_out += exact_sum(sessions.column("flow_count"))
+        self.records_out += _column_sum(sessions.column("flow_count"))
         for column in ("ab_packets", "ba_packets"):
-            self.packets_out += exact_sum(sessions.column(column))
+            self.packets_out += _column_sum(sessions.column(column))
         for column in ("ab_bytes", "ba_bytes"):
-            self.octets_out += exact_sum(sessions.column(column))
+            self.octets_out += _column_sum(sessions.column(column))
 
 
-def exact_sum(column: pa.Array | pa.ChunkedArray) -> int:
-    """The exact sum of an unsigned counter column (nulls count 0), as a Python int.
-
-    Arrow's sum of uint64 wraps modulo 2**64, and a damaged record can carry a counter near
-    2**64: the conservation totals, summed batch by batch, then depended on how records fell
-    into batches. The 32-bit halves are summed apart (exact for fewer than 2**32 rows).
-    """
-    values = column.fill_null(0).to_numpy(zero_copy_only=False).astype(np.uint64, copy=False)
-    low = int((values & np.uint64(0xFFFFFFFF)).sum(dtype=np.uint64))
-    high = int((values >> np.uint64(32)).sum(dtype=np.uint64))
-    return (high << 32) + low
+def _column_sum(column: pa.Array | pa.ChunkedArray) -> int:
+    """counters.exact_sum of an Arrow counter column (nulls count 0)."""
+    return exact_sum(column.fill_null(0).to_numpy(zero_copy_only=False))
 
 
 def _iso(us: int | None) -> str | None:

@@ -31,6 +31,7 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
+from ..counters import exact_sum
 from ..errors import InputError, MalformedInput, UnknownTemplate
 from ..report import ExporterStats, RunReport
 from ..schema import FLOW_ADDRESS_COLUMNS, FLOW_NUMERIC_DTYPES
@@ -200,9 +201,9 @@ def _decode_group(
     for code, selection in groups:
         stats = streams[code].stats
         if packets is not None:
-            stats.packets += _exact_sum(packets[selection])
+            stats.packets += exact_sum(packets[selection])
         if octets is not None:
-            stats.octets += _exact_sum(octets[selection])
+            stats.octets += exact_sum(octets[selection])
         if plan.enterprise_skipped:
             selected = total if isinstance(selection, slice) else int(selection.sum())
             stats.enterprise_fields_skipped += plan.enterprise_skipped * selected
@@ -650,10 +651,3 @@ def carries_templates(payload: bytes) -> bool:
         at += length
     return False
 
-
-def _exact_sum(values: np.ndarray) -> int:
-    """Sum of uint64 counters as a Python int: numpy's wraps modulo 2**64 (damaged counters
-    near 2**63 made an exporter's total 0, or past what exporters.parquet can hold)."""
-    values = values.astype(np.uint64, copy=False)
-    low = int((values & np.uint64(0xFFFFFFFF)).sum(dtype=np.uint64))
-    return (int((values >> np.uint64(32)).sum(dtype=np.uint64)) << 32) + low
