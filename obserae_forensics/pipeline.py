@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 from . import __version__
 from .addresses import with_text_addresses
 from .counters import exact_sum
+from .errors import UsageError
 from .readers import InputFile, discover_inputs, read_flows
 from .readers.background import read_ahead
 from .report import RunReport
@@ -76,6 +77,12 @@ class ReadOptions:
     batch_size: int = 65_536
     window: tuple[int | None, int | None] = (None, None)
     strict: bool = False
+
+    def __post_init__(self) -> None:
+        start, end = self.window
+        if start is not None and end is not None and start > end:
+            # every record would be left out, and the run would say nothing about why
+            raise UsageError("--from is later than --to: the window holds no time")
 
 
 def inspect_inputs(

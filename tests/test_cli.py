@@ -185,6 +185,17 @@ def test_time_window_selects_the_same_records_from_capture_and_nfcapd(corpus: Pa
     assert 0 < len(selected[0]) < 72
 
 
+@pytest.mark.parametrize("command", ["inspect", "sessionize"])
+def test_a_window_ending_before_it_starts_is_a_usage_error(tmp_path: Path, command: str) -> None:
+    # it was taken: every record left out, exit 0, nothing said
+    extra = ["--out", str(tmp_path / "run")] if command == "sessionize" else []
+    result = runner.invoke(app, [command, str(FIXTURE), *extra, "--from", "2011-06-25",
+                                 "--to", "2011-06-24"])
+    assert result.exit_code == 2
+    assert "--from is later than --to" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
 def conversation_totals(run: Path, key: tuple[str, int, str, int]) -> tuple[int, int, int]:
     sessions = pq.read_table(run / "sessions.parquet").to_pandas()
     ends = {(r.ip_a, r.port_a, r.ip_b, r.port_b) for r in sessions.itertuples()}
