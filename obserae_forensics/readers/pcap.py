@@ -212,6 +212,12 @@ def _pcapng_frames(buf: mmap.mmap, source: str, report: RunReport) -> Iterator[F
             return
         body = at + 8
         end = at + total - 4
+        (trailing,) = struct.unpack_from(order + "I", buf, end)
+        if trailing != total:
+            # the block is read by its leading length; a damaged copy is worth a word
+            report.skip(MalformedInput(f"pcapng block of type {block_type:#x} ends with length "
+                                       f"{trailing}, begins with {total}", source=source,
+                                       offset=end, reason="bad_block"), nbytes=4)
         fixed = _BLOCK_FIXED_BYTES.get(block_type, 0)
         if end - body < fixed:
             # its fixed fields would be read from the next block (or past the file's end)

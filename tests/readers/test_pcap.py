@@ -275,6 +275,17 @@ def test_pcapng_blocks_too_short_for_their_fields_are_counted(tmp_path: Path) ->
     assert found == [] and report.skipped == {"bad_block": 2}
 
 
+def test_pcapng_trailing_length_copy_is_compared(tmp_path: Path) -> None:
+    packet = epb("<", 0, 5, bytes(Ether() / udp4()))
+    damaged = packet[:-4] + struct.pack("<I", len(packet) + 4)
+    path = tmp_path / "copy.pcapng"
+    path.write_bytes(shb("<") + idb("<", 1) + damaged + packet)
+    found, report = datagrams(path)
+    assert len(found) == 2  # the damaged block is still read, by its leading length
+    assert report.skipped == {"bad_block": 1}
+    assert report.examples[0].offset == 28 + 20 + len(packet) - 4
+
+
 def test_pcapng_time_past_int64_is_counted(tmp_path: Path) -> None:
     # if_tsresol 0 (ticks of a second) and a large tick count: 1.8e24 ns overflowed later
     path = tmp_path / "late.pcapng"
