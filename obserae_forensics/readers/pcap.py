@@ -352,6 +352,17 @@ class _Reassembly:
                 _old_key, old = self.pending.popitem(last=False)
                 self._drop(old, source, report)
             entry = self.pending[key] = _FragmentSet(frame.number, frame.offset)
+        for start, part in entry.parts.items():
+            low, high = max(start, offset), min(start + len(part), offset + len(data))
+            if low < high and part[low - start:high - start] != data[low - offset:high - offset]:
+                # an identical retransmission is harmless; other bytes for the same range
+                # are a forged or damaged copy, and which one is true cannot be known
+                report.skip(MalformedInput(
+                    f"IP fragment at byte {offset} carries other bytes than an earlier one for "
+                    f"bytes {low}..{high}; the first copy is kept", source=source,
+                    offset=frame.offset, frame=frame.number, reason="conflicting_fragment"),
+                    nbytes=len(data))
+                break
         entry.parts.setdefault(offset, data)
         if not more:
             entry.total = offset + len(data)

@@ -356,8 +356,15 @@ def test_retransmitted_fragment_does_not_rewrite_bytes(tmp_path: Path) -> None:
     path = tmp_path / "dup.pcap"
     path.write_bytes(pcap_bytes([(10**18, first), (10**18 + 1, second),
                                  (10**18 + 2, bytes(forged)), (10**18 + 3, third)]))
-    found, _ = datagrams(path)
+    found, report = datagrams(path)
     assert [d.payload for d in found] == [big]
+    # the conflicting copy is counted where it came; an identical one would not be
+    assert report.skipped == {"conflicting_fragment": 1}
+    assert report.examples[0].frame == 3
+    path.write_bytes(pcap_bytes([(10**18, first), (10**18 + 1, second),
+                                 (10**18 + 2, second), (10**18 + 3, third)]))
+    found, report = datagrams(path)
+    assert [d.payload for d in found] == [big] and not report.skipped
 
 
 def test_indexing_in_small_windows_changes_nothing(corpus: Path,
