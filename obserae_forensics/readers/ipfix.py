@@ -86,10 +86,12 @@ def decode_datagram(state: ExportDecoder, datagram: Datagram) -> None:
         if state.begin_datagram(datagram, VERSION, domain, sequence, export_time * 1_000_000, 0,
                                 message=message, ordinal=ordinal):
             if length > len(message):
+                # no bytes: its complete sets are still decoded, and a set it cuts is
+                # counted with its bytes by the walk (they were counted twice)
                 state.skip(TruncatedInput(
                     f"IPFIX message at payload byte {at} has length {length}, "
                     f"{len(message)} bytes left", source=datagram.source,
-                    offset=datagram.offset, frame=datagram.frame), len(message))
+                    offset=datagram.offset, frame=datagram.frame), 0)
             records = _walk_sets(state, datagram, message)
             ordinal = state.ordinal
             flows = None if records is None else records - state.options_in_datagram

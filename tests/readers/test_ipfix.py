@@ -240,3 +240,6 @@ def test_ipfix_message_longer_than_datagram_keeps_complete_sets() -> None:
     table, report = decode(payload[:-6])
     assert table["packets"].to_pylist() == [3]
     assert report.skipped["truncated"] >= 1
+    # the bytes lost are the cut set's 30 left, counted once (the whole message was counted
+    # too, although its first sets were decoded)
+    assert report.skipped_bytes["truncated"] == 4 + 32 - 6
