@@ -15,7 +15,6 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +32,7 @@ from .report import RunReport
 from .schema import FLOW_ADDRESS_COLUMNS, FLOW_SCHEMA, SESSIONS_SCHEMA
 from .tables.parquet import TableWriter, staged_directory, write_json, write_table
 from .tables.partitioned import BucketedWriter, transform_buckets
+from .times import iso_us
 
 if TYPE_CHECKING:
     from .matching.consolidate import Consolidation
@@ -264,17 +264,6 @@ def _column_sum(column: pa.Array | pa.ChunkedArray) -> int:
     return exact_sum(column.fill_null(0).to_numpy(zero_copy_only=False))
 
 
-def _iso(us: int | None) -> str | None:
-    """UTC µs -> ISO-8601 text, or None when there is no time or it lies outside years
-    1..9999 (a damaged record's time field: the manifest then gives the µs alone)."""
-    if us is None:
-        return None
-    try:
-        return datetime.fromtimestamp(us / 1e6, UTC).isoformat().replace("+00:00", "Z")
-    except (ValueError, OverflowError, OSError):
-        return None
-
-
 def sessionize_inputs(config: SessionizeConfig, report: RunReport) -> SessionizeResult:
     """Read every input, sessionize, and write the tables and manifest into config.out."""
     from .matching.consolidate import Consolidation
@@ -433,14 +422,14 @@ def _manifest(
         "command": "sessionize",
         "settings": settings,
         "read": {"batch_size": config.read.batch_size,
-                 "from": _iso(config.read.window[0]), "to": _iso(config.read.window[1]),
+                 "from": iso_us(config.read.window[0]), "to": iso_us(config.read.window[1]),
                  "strict": config.read.strict},
         "cartography": _rules_file(config.cartography),
         "flow_matrix": _rules_file(config.flow_matrix),
         "inputs": [{"path": str(item.path), "format": report.files[str(item.path)].format
                     if str(item.path) in report.files else item.format,
                     "size": item.size, "sha256": digests[item.path]} for item in inputs],
-        "data_window": {"start": _iso(totals.first_us), "end": _iso(totals.last_us),
+        "data_window": {"start": iso_us(totals.first_us), "end": iso_us(totals.last_us),
                         "start_us": totals.first_us, "end_us": totals.last_us},
         "counts": {
             "records_read": report.records,

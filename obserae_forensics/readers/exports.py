@@ -52,7 +52,7 @@ from .templates import (
     Template,
     TemplateCache,
     TemplateKey,
-    set_remainder_problem,
+    fixed_set_records,
 )
 
 SEQUENCE_MASK = 0xFFFF_FFFF
@@ -579,8 +579,7 @@ class ExportDecoder:
     ) -> int:
         body = item.body
         if template.fixed_length is not None:
-            records = len(body) // template.fixed_length if template.fixed_length else 0
-            problem = set_remainder_problem(template, body, 0, len(body), records)
+            records, problem = fixed_set_records(template, body, 0, len(body))
             if problem is not None:
                 self.report.skip(MalformedInput(
                     f"data set {template.template_id}: {problem[0]}", source=item.source,

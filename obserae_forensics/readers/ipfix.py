@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from ..errors import MalformedInput, TruncatedInput
 from ._layout import Layout
 from .datagrams import Datagram
-from .templates import FieldSpec, Template, field_length_problem, set_remainder_problem
+from .templates import FieldSpec, Template, field_length_problem, fixed_set_records
 
 if TYPE_CHECKING:
     from .exports import ExportDecoder
@@ -144,10 +144,9 @@ def _data_set(
     if template.options:
         return state.options_records(template, message, at, end)
     if template.fixed_length is not None:
-        records = (end - at) // template.fixed_length if template.fixed_length else 0
+        records, problem = fixed_set_records(template, message, at, end)
         if records:
             state.add_set(template, at, records)
-        problem = set_remainder_problem(template, message, at, end, records)
         if problem is not None:
             _malformed(state, datagram, f"data set {set_id}: {problem[0]}", problem[1],
                        "bad_record")

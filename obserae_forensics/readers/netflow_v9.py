@@ -20,7 +20,7 @@ from ..errors import MalformedInput, TruncatedInput
 from ._layout import Layout
 from .datagrams import Datagram
 from .information_elements import VARIABLE_LENGTH
-from .templates import FieldSpec, Template, field_length_problem, set_remainder_problem
+from .templates import FieldSpec, Template, field_length_problem, fixed_set_records
 
 if TYPE_CHECKING:
     from .exports import ExportDecoder
@@ -91,11 +91,9 @@ def decode_datagram(state: ExportDecoder, datagram: Datagram) -> None:
             elif template.options:
                 state.options_records(template, payload, at + 4, set_end)
             else:
-                fixed = template.fixed_length
-                records = (length - 4) // fixed if fixed else 0
+                records, problem = fixed_set_records(template, payload, at + 4, set_end)
                 if records:
                     state.add_set(template, at + 4, records)
-                problem = set_remainder_problem(template, payload, at + 4, set_end, records)
                 if problem is not None:
                     _malformed(state, datagram, f"FlowSet {flowset_id} at payload byte {at}: "
                                f"{problem[0]}", problem[1], "bad_record")

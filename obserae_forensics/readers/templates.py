@@ -397,25 +397,26 @@ def field_length_problem(fields: Sequence[FieldSpec]) -> str | None:
     return None
 
 
-def set_remainder_problem(template: Template, buf: bytes, at: int, end: int,
-                          records: int) -> tuple[str, int] | None:
-    """(what is wrong, bytes lost) when a fixed-length data set's body [at, end) is not its
-    `records` records plus padding, else None.
+def fixed_set_records(template: Template, buf: bytes, at: int, end: int
+                      ) -> tuple[int, tuple[str, int] | None]:
+    """(whole records in the fixed-length data set body [at, end), and what is wrong with
+    the rest and the bytes lost, or None when the rest is padding).
 
     Padding (RFC 3954 §5.3, RFC 7011 §3.3.1) is what follows the last whole record, shorter
     than a record, and zero octets. Anything else there is records the template does not
     describe (a wrong template ID, a template whose lengths were damaged, a cut record), and
     was dropped as padding without a word.
     """
-    if not template.fixed_length:
-        return (f"template {template.template_id} gives its records no length; "
-                f"{end - at} bytes unread", end - at) if end > at else None
-    tail = end - at - records * template.fixed_length
+    fixed = template.fixed_length
+    if not fixed:
+        return 0, ((f"template {template.template_id} gives its records no length; "
+                    f"{end - at} bytes unread", end - at) if end > at else None)
+    records = (end - at) // fixed
+    tail = end - at - records * fixed
     if tail and any(buf[end - tail:end]):
-        return (f"{tail} bytes after {records} record(s) of {template.fixed_length} bytes are "
-                "not zero padding", tail)
-    return None
-
+        return records, (f"{tail} bytes after {records} record(s) of {fixed} bytes are not "
+                         "zero padding", tail)
+    return records, None
 
 
 class TemplateCache:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,8 +23,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..times import iso_us
 from .chain import LINK_REASONS, nice_above
-from .runs import Run, iso_us
+from .runs import Run
 
 if TYPE_CHECKING:
     from .chain import Chains
@@ -150,8 +150,8 @@ def _summaries(conversations: pa.Table, fragments: pa.Table,
                 "session_id": fragment["session_id"],
                 "split": fragment["split"],
                 "run": fragment["run_index"],
-                "opened_at": _iso(opened),
-                "last_seen_at": _iso(last),
+                "opened_at": iso_us(opened, trim_fraction=True),
+                "last_seen_at": iso_us(last, trim_fraction=True),
                 "offset_s": (opened - start) / 1e6,
                 "length_s": (last - opened) / 1e6,
                 "gap_s": fragment["gap_s"],
@@ -171,8 +171,8 @@ def _summaries(conversations: pa.Table, fragments: pa.Table,
             "server": _endpoint(row["server_ip"], row["server_port"], ported),
             "fragments": row["fragment_count"],
             "split_reasons": sorted(set(row["split_reasons"])),
-            "first_seen": _iso(row["first_seen"]),
-            "last_seen": _iso(row["last_seen"]),
+            "first_seen": iso_us(row["first_seen"], trim_fraction=True),
+            "last_seen": iso_us(row["last_seen"], trim_fraction=True),
             "duration_s": row["duration_s"],
             "bytes": row["ab_bytes"] + row["ba_bytes"],
             "packets": row["ab_packets"] + row["ba_packets"],
@@ -196,20 +196,6 @@ def _rows_us(table: pa.Table) -> list[dict[str, Any]]:
     return rows
 
 
-def _iso(us: int | None) -> str | None:
-    """UTC µs -> ISO-8601 text, trailing zero digits of the fraction dropped; None when
-    there is no time or datetime cannot show it (outside years 1..9999)."""
-    if us is None:
-        return None
-    seconds, micros = divmod(us, 1_000_000)
-    try:
-        moment = datetime.fromtimestamp(seconds, tz=UTC)
-    except (ValueError, OverflowError, OSError):
-        return None
-    fraction = f".{micros:06d}".rstrip("0").rstrip(".")
-    return moment.strftime("%Y-%m-%dT%H:%M:%S") + fraction + "Z"
-
-
 def _outside_window(conversations: pa.Table, chains: Chains, head_cut: np.ndarray,
                     tail_cut: np.ndarray) -> dict[str, Any]:
     columns = ["conversation_id", "exporter", "protocol", "protocol_number", "client_ip",
@@ -229,8 +215,8 @@ def _outside_window(conversations: pa.Table, chains: Chains, head_cut: np.ndarra
                 "protocol": row["protocol"],
                 "client": _endpoint(row["client_ip"], row["client_port"], ported),
                 "server": _endpoint(row["server_ip"], row["server_port"], ported),
-                "first_seen": _iso(row["first_seen"]),
-                "last_seen": _iso(row["last_seen"]),
+                "first_seen": iso_us(row["first_seen"], trim_fraction=True),
+                "last_seen": iso_us(row["last_seen"], trim_fraction=True),
                 "fragments": row["fragment_count"],
                 "first_split": row["splits"][0] if row["splits"] else 0,
             }

@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 from ..errors import UsageError
 from ..schema import TIMESTAMP
 from ..tables.manifest import MANIFEST, read_manifest
+from ..times import iso_us
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 SESSIONS = "sessions.parquet"
@@ -107,19 +108,6 @@ class Run:
             "inputs": [str(entry.get("path")) for entry in self.inputs],
             "notes": list(self.notes),
         }
-
-
-def iso_us(value: int | None) -> str | None:
-    """UTC µs -> ISO-8601 text with a Z, or None (also for a damaged time field's value
-    outside years 1..9999, which datetime cannot show)."""
-    if value is None:
-        return None
-    seconds, micros = divmod(int(value), 1_000_000)
-    try:
-        text = datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    except (ValueError, OverflowError, OSError):
-        return None
-    return f"{text}.{micros:06d}Z" if micros else f"{text}Z"
 
 
 def _parse_time(text: object, where: str) -> int | None:
