@@ -87,7 +87,8 @@ def _records(columns: dict[str, np.ndarray], start: int) -> object:
         packets=columns["packets"].astype(np.int64), octets=columns["octets"].astype(np.int64),
         reverse_packets=zero, reverse_octets=zero, sampling_rate=zero + 1,
         counters_scaled=zero, exporter_domain=zero, src_declared=zero, dst_declared=zero,
-        index=np.arange(start, start + n, dtype=np.int64))
+        index=np.arange(start, start + n, dtype=np.int64),
+        identity=np.arange(start, start + n, dtype=np.int64))
 
 
 def capture_records(path: str, limit: int) -> list[object]:

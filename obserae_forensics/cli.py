@@ -2,7 +2,8 @@
 
 Exit codes:
     0  the run completed (skipped input, if any, is counted in the summary and manifest)
-    1  --strict and some input had to be skipped; or the conservation check failed
+    1  --strict and some input had to be skipped; or the conservation check failed; or two
+       sessions share a session_id
     2  usage error: bad option, bad settings/Cartography/Flow Matrix file, existing output
 """
 
@@ -216,6 +217,12 @@ def sessionize_command(
                       " counters)"
                       if any(check.get(f"{n}_in", 0) >= 2**64 for n in ("packets", "bytes"))
                       else "") + "; see manifest.json", err=True)
+        raise typer.Exit(1)
+    if result.repeated_session_ids:
+        typer.echo(f"session id check FAILED: {result.repeated_session_ids} session_id(s) held by"
+                   f" more than one session (e.g. {', '.join(result.repeated_examples)}): records"
+                   " reaching back to the very start of a session of their key that was"
+                   " forgotten; see manifest.json", err=True)
         raise typer.Exit(1)
     raise typer.Exit(1 if strict and report.skipped_problems() else 0)
 

@@ -220,6 +220,8 @@ class SessionizeResult:
     states: Counter[str] = field(default_factory=Counter)
     close_reasons: Counter[str] = field(default_factory=Counter)
     conservation_ok: bool = True
+    repeated_session_ids: int = 0  # ids held by more than one session (should be none)
+    repeated_examples: list[str] = field(default_factory=list)
     manifest: dict[str, Any] = field(default_factory=dict)
 
 
@@ -341,6 +343,8 @@ def sessionize_inputs(config: SessionizeConfig, report: RunReport) -> Sessionize
                                                for item in inputs})
             # consolidate while the writer thread still encodes the last sessions and flows
             _write_consolidated(staging, consolidation_buckets.close(), consolidation, io)
+            result.repeated_session_ids = consolidation.repeated_session_ids
+            result.repeated_examples = consolidation.repeated_examples
             sessions_writer.close()
             if flows_writer is None:
                 flows_writer = TableWriter(staging / "flows.parquet", _empty_flows_schema())
@@ -450,5 +454,8 @@ def _manifest(
             "packets_in": totals.packets_in, "packets_in_sessions": totals.packets_out,
             "bytes_in": totals.octets_in, "bytes_in_sessions": totals.octets_out,
         },
+        "session_ids": {"unique": not result.repeated_session_ids,
+                        "repeated": result.repeated_session_ids,
+                        "examples": result.repeated_examples},
         "problems": [str(p) for p in report.examples],
     }

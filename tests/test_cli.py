@@ -62,6 +62,7 @@ def test_sessionize_writes_every_table_and_a_citable_manifest(tmp_path: Path) ->
         assert (out / f"{name}.parquet").is_file()
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["conservation"]["ok"] is True
+    assert manifest["session_ids"] == {"unique": True, "repeated": 0, "examples": []}
     assert manifest["conservation"]["records_in"] == 72
     assert manifest["conservation"]["packets_in_sessions"] == 259
     assert manifest["conservation"]["bytes_in_sessions"] == 45779
@@ -75,6 +76,49 @@ def test_sessionize_writes_every_table_and_a_citable_manifest(tmp_path: Path) ->
         sessions.column("session_id").to_pylist())
     assert set(flows.column("direction").to_pylist()) <= {"ab", "ba"}
     assert not list(tmp_path.glob(".*partial"))
+
+
+def one_traffic_twice(corpus: Path) -> list[str]:
+    """The corpus's export captures: several hold the same 2010 test traffic exported from
+    one address (127.0.0.1) by softflowd, pmacct and nfreplay, with 2025 traffic from that
+    address between them. Later copies' records are late, and many reach back to sessions
+    of an earlier copy that are forgotten by then (the watermark moved on to 2025)."""
+    return [str(corpus / "exports")]
+
+
+def test_one_exporter_address_in_two_captures_gives_unique_session_ids(
+        corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["sessionize", *one_traffic_twice(corpus), "--out", str(out),
+                                 "-q"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "manifest.json").read_text())["session_ids"]["unique"] is True
+    sessions = pq.read_table(out / "sessions.parquet")
+    ids = sessions.column("session_id").to_pylist()
+    assert len(set(ids)) == len(ids)
+    # the repeats the ids used to share: late sessions with one (key, opened_at) twice
+    keys = [(s["ip_a"], s["port_a"], s["ip_b"], s["port_b"], s["protocol"], s["opened_at"],
+             s["split"], s["late"]) for s in sessions.to_pylist()]
+    assert len(set(keys)) < len(keys)
+
+
+def test_repeated_session_ids_fail_the_run_and_show_in_the_manifest(
+        corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The uniqueness check's plumbing: ids made to repeat (every session the same id)."""
+    import numpy as np
+
+    from obserae_forensics.sessionize import output
+
+    monkeypatch.setattr(output, "session_ids",
+                        lambda seeds, cols: np.zeros(cols.shape[1], dtype=np.uint64))
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["sessionize", *one_traffic_twice(corpus), "--out", str(out),
+                                 "-q"])
+    assert result.exit_code == 1
+    assert "session id check FAILED" in result.output
+    check = json.loads((out / "manifest.json").read_text())["session_ids"]
+    assert (check["unique"], check["examples"]) == (False, ["0000000000000000"])
+    assert check["repeated"] >= 1
 
 
 def test_existing_output_is_refused_without_force(tmp_path: Path) -> None:
@@ -265,5 +309,6 @@ def test_corpus_tables_are_byte_identical_across_batch_sizes(corpus: Path,
         runs.append(digest(out))
         manifest = json.loads((out / "manifest.json").read_text())
         assert manifest["conservation"]["ok"] is True
+        assert manifest["session_ids"]["unique"] is True  # one exporter address, many captures
         assert manifest["counts"]["skipped"] == {}
     assert runs[0] == runs[1]

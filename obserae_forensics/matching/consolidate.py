@@ -187,6 +187,11 @@ class Consolidation:
         self.exporters = Vocabulary()
         self.protocols = Vocabulary()
         self.role_methods = Vocabulary()
+        # session_ids found on more than one session, and the first few of them: the run's
+        # uniqueness check, done here because every session of one key (so every copy of
+        # its id) lands in one bucket, in a pair with more than one session
+        self.repeated_session_ids = 0
+        self.repeated_examples: list[str] = []
 
     def rows(self, sessions: pa.Table, buckets: int = 1) -> tuple[pa.Table, np.ndarray]:
         """(CONSOLIDATION_ROWS_SCHEMA rows grouped by bucket, int64 rows per bucket).
@@ -241,8 +246,21 @@ class Consolidation:
         singles = np.flatnonzero(alone)
         parts = [self._single(rows, singles)]
         if len(singles) < rows.num_rows:
-            parts.append(self._grouped(rows, np.flatnonzero(~alone)))
+            grouped = np.flatnonzero(~alone)
+            self._count_repeated_ids(rows.column("session_id").take(pa.array(grouped)))
+            parts.append(self._grouped(rows, grouped))
         return self._table(rows, parts)
+
+    def _count_repeated_ids(self, ids: pa.ChunkedArray) -> None:
+        """Note ids held by more than one session. The sessionizer numbers sessions of one
+        key that would hash alike (`dup`) as far as it remembers the key's closed sessions
+        (README, "Sessions"); a repeat beyond that memory must not pass silently."""
+        counts = pc.value_counts(ids)
+        repeated = counts.filter(pc.greater(counts.field("counts"), 1)).field("values")
+        if len(repeated):
+            self.repeated_session_ids += len(repeated)
+            new = [i for i in sorted(repeated.to_pylist()) if i not in self.repeated_examples]
+            self.repeated_examples += new[:max(5 - len(self.repeated_examples), 0)]
 
     def _single(self, rows: pa.Table, singles: np.ndarray) -> _Conversations:
         """Conversations of one session: the session itself."""

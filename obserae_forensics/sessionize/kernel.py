@@ -341,9 +341,14 @@ def _prev_byte(S: Any, slot: int, shift: int) -> int:
 @_helper
 def _new_links(M: Any, s: int, S: Any, slot: int, C: Any, first: int, late: int,
                stray: bool) -> None:
-    """Follow / continuation links of a session opened in M[s] from the prev of S[slot]."""
+    """Follow / continuation links of a session opened in M[s] from the prev of S[slot],
+    which the session also keeps for its `dup` (F_OPEN_PREV_*)."""
     if not _has_prev(S, slot, C):
+        M[s, R.F_OPEN_PREV_OPENED] = R.NO_TIME
         return
+    M[s, R.F_OPEN_PREV_OPENED] = S[slot, R.P_OPENED]
+    M[s, R.F_OPEN_PREV_BITS] = S[slot, R.P_DUP] << 32 | S[slot, R.P_SPLIT] << 1 | \
+        _prev_byte(S, slot, R.PB_LATE)
     if late:
         if S[slot, R.P_OPENED] <= first:
             M[s, R.F_HAS_FOLLOW] = 1
@@ -424,15 +429,27 @@ def _apply(M: Any, s: int, d: int, first: int, last: int, dst_port: int, domain:
 @_helper
 def _finalize(M: Any, s: int, S: Any, slot: int, C: Any, closed_at: int, reason: int,
               emit: int, peak0: int, peak1: int, known: Any) -> None:
-    """Fill the output fields of M[s]; S[slot] holds the key's previous closed session."""
+    """Fill the output fields of M[s]; S[slot] holds the key's previous closed session.
+
+    `dup` is one more than that of the key's last closed session now or when M[s] opened,
+    whichever has M[s]'s very (opened_at, split, late): a long session can outlive the
+    memory of the closed one it reaches back to. A deep session's is its identity instead
+    (reference.py, rule 6)."""
     M[s, R.F_PEAK0] = peak0
     M[s, R.F_PEAK1] = peak1
+    dup = 0
     if _has_prev(S, slot, C) and S[slot, R.P_OPENED] == M[s, R.F_OPENED] and \
             S[slot, R.P_SPLIT] == M[s, R.F_SPLIT] and \
             _prev_byte(S, slot, R.PB_LATE) == M[s, R.F_LATE]:
-        M[s, R.F_DUP] = S[slot, R.P_DUP] + 1
-    else:
-        M[s, R.F_DUP] = 0
+        dup = S[slot, R.P_DUP] + 1
+    bits = M[s, R.F_OPEN_PREV_BITS]
+    if M[s, R.F_OPEN_PREV_OPENED] == M[s, R.F_OPENED] and \
+            (bits & COUNT_MASK) == (M[s, R.F_SPLIT] << 1 | M[s, R.F_LATE]) and \
+            (bits >> 32) + 1 > dup:
+        dup = (bits >> 32) + 1
+    if M[s, R.F_DEEP]:
+        dup = (M[s, R.F_IDENTITY] & R.DEEP_DUP_MASK) | R.DEEP_DUP_FLAG
+    M[s, R.F_DUP] = dup
     if M[s, R.F_INHERITED]:
         M[s, R.F_ORIENT] = M[s, R.F_INH_ORIENT]
         M[s, R.F_SERVER] = M[s, R.F_INH_SERVER]
@@ -461,9 +478,13 @@ def _finalize(M: Any, s: int, S: Any, slot: int, C: Any, closed_at: int, reason:
 
 
 @_helper
-def _remember(S: Any, slot: int, M: Any, s: int, P: Any) -> None:
+def _remember(S: Any, slot: int, M: Any, s: int, P: Any, C: Any) -> None:
     """Make the final session M[s] the last closed session of the key in S[slot]. The small
-    fields (flags, codes, per mille) share one word: a slot stays two cache lines."""
+    fields (flags, codes, per mille) share one word: a slot stays two cache lines. It is
+    remembered until the watermark passes last_seen + idle + grace, and at least until the
+    watermark has moved by grace since it closed (the newest last_seen then, C[S_MAX_LAST]):
+    a late session closes at once, and the late records of its burst that follow must still
+    find it (reference.py, rule 5)."""
     S[slot, R.P_OPENED] = M[s, R.F_OPENED]
     S[slot, R.P_CONT] = M[s, R.F_LAST] + _idle(M, s, P)
     S[slot, R.P_SPLIT] = M[s, R.F_SPLIT]
@@ -478,7 +499,10 @@ def _remember(S: Any, slot: int, M: Any, s: int, P: Any) -> None:
                          | M[s, R.F_ORIENT] << R.PB_ORIENT | M[s, R.F_SERVER] << R.PB_SERVER
                          | M[s, R.F_METHOD] << R.PB_METHOD
                          | M[s, R.F_CONFIDENCE] << R.PB_CONFIDENCE)
-    S[slot, R.P_EXPIRY] = S[slot, R.P_CONT] + P[P_GRACE]
+    expiry = S[slot, R.P_CONT] + P[P_GRACE]
+    if C[S_HAS_MAX_LAST] and C[S_MAX_LAST] > expiry:
+        expiry = C[S_MAX_LAST]
+    S[slot, R.P_EXPIRY] = expiry
     S[slot, R.SL_STATUS] |= R.STATUS_PREV
 
 
@@ -824,7 +848,7 @@ def _close(S: Any, M: Any, G: Any, r: int, closed_at: int, reason: int, emit: in
                               M[r, R.F_HI_PORT])
     _finalize(M, r, S, slot, C, closed_at, reason, emit, peak0, peak1, known)
     _output(OUT, C, M, r)
-    _remember(S, slot, M, r, P)
+    _remember(S, slot, M, r, P, C)
     S[slot, R.SL_STATUS] &= R.STATUS_PREV
     M[r, R.F_SERIAL] = -1
     G[C[S_ROWS_FREE]] = r
@@ -859,7 +883,7 @@ def replay(
     first_seen: Any, last_seen: Any, src_hi: Any, src_lo: Any, dst_hi: Any, dst_lo: Any,
     src_port: Any, dst_port: Any, protocol: Any, tcp_flags: Any, packets: Any, octets: Any,
     reverse_packets: Any, reverse_octets: Any, sampling_rate: Any, counters_scaled: Any,
-    exporter_domain: Any, src_declared: Any, dst_declared: Any, index: Any,
+    exporter_domain: Any, src_declared: Any, dst_declared: Any, index: Any, identity: Any,
     start: int, serial_out: Any, direction_out: Any,
     S: Any, B: Any, F: Any, M: Any, G: Any, P: Any, C: Any, OUT: Any, D: Any, Q: Any, V: Any,
     E: Any, known: Any, tmp: Any, X: Any,
@@ -871,6 +895,9 @@ def replay(
     """
     n = len(first_seen)
     hard = P[P_HARD]
+    # a record starting before (watermark - min_idle) makes its session deep (rule 6)
+    min_idle = min(P[P_IDLE_ESTABLISHED], P[P_IDLE_HALF_OPEN], P[P_IDLE_UDP], P[P_IDLE_ICMP],
+                   P[P_IDLE_OTHER])
     for i in range(start, n):
         # room for the worst case of one record: a new slot, a stray, an eviction and a
         # sweep that closes every open session
@@ -915,8 +942,12 @@ def replay(
             _prefetch(E, _endpoint_home(E, ENDPOINT_USED | p << 16 | a3, a1, a2), 0)
             _prefetch(E, _endpoint_home(E, ENDPOINT_USED | p << 16 | a6, a4, a5), 0)
         late = 0
-        if C[S_HAS_MAX_LAST] and last < C[S_MAX_LAST] - P[P_GRACE]:
-            late = 1
+        deep = 0
+        if C[S_HAS_MAX_LAST]:
+            if last < C[S_MAX_LAST] - P[P_GRACE]:
+                late = 1
+            if first < C[S_MAX_LAST] - P[P_GRACE] - min_idle:
+                deep = 1
         h = _key_hash(proto, k1, k2, k3, k4, k5, k6)
         b = h & (len(B) - 1)
         ports = proto << 32 | k3 << 16 | k6
@@ -942,6 +973,8 @@ def replay(
                 for f in range(R.KEY_END):
                     X[0, f] = M[r, f]
                 _init_session(X, 0, C[S_SERIALS], late)
+                X[0, R.F_IDENTITY] = identity[i]
+                X[0, R.F_DEEP] = deep
                 C[S_SERIALS] += 1
                 _new_links(X, 0, S, slot, C, first, late, True)
                 _apply(X, 0, d, first, last, dst_port[i], exporter_domain[i], tcp_flags[i],
@@ -950,7 +983,7 @@ def replay(
                 deadline, reason = _deadline(X, 0, P)
                 _finalize(X, 0, S, slot, C, deadline, reason, emit, 0, 0, known)
                 _output(OUT, C, X, 0)
-                _remember(S, slot, X, 0, P)
+                _remember(S, slot, X, 0, P, C)
                 serial_out[i] = X[0, R.F_SERIAL]
                 direction_out[i] = d
                 if last > C[S_MAX_LAST] or not C[S_HAS_MAX_LAST]:
@@ -993,6 +1026,7 @@ def replay(
             M[target, R.F_HI_PORT] = k6
             M[target, R.F_SLOT] = slot
             _init_session(M, target, C[S_SERIALS], late)
+            M[target, R.F_IDENTITY] = identity[i]
             C[S_SERIALS] += 1
             _new_links(M, target, S, slot, C, first, late, False)
             if C[S_OPEN] >= P[P_CAP]:
@@ -1027,6 +1061,8 @@ def replay(
         _apply(M, target, d, first, last, dst_port[i], exporter_domain[i], tcp_flags[i],
                packets[i], octets[i], reverse_packets[i], reverse_octets[i], sampling_rate[i],
                counters_scaled[i], src_declared[i], dst_declared[i])
+        if deep:
+            M[target, R.F_DEEP] = 1
         if is_new and C[S_EVICTION_ON]:
             _eviction_push(V, C, M, target, tmp)
         deadline, reason = _deadline(M, target, P)
@@ -1173,7 +1209,8 @@ class KernelReplay:
                 records.protocol, records.tcp_flags, records.packets, records.octets,
                 records.reverse_packets, records.reverse_octets, records.sampling_rate,
                 records.counters_scaled, records.exporter_domain, records.src_declared,
-                records.dst_declared, records.index, start, serials, directions,
+                records.dst_declared, records.index, records.identity, start, serials,
+                directions,
                 self.S, self.B, self.F, self.M, self.G, self.P, self.C, self.OUT, self.D, self.Q,
                 self.V, self.E, self.known, self._scratch_eviction, self._scratch_row)
             if status == DONE:

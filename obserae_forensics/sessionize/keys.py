@@ -13,6 +13,8 @@ service ports that the server-side inference compares against ephemeral ones.
 
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,6 +66,8 @@ class Records:
     Addresses are two big-endian 64-bit halves with the sign bit flipped (see row.py);
     `index` is the record's arrival index over the whole input, the tie-breaker of last
     resort. `src_declared`/`dst_declared` are the Cartography's answer for each side.
+    `identity` names the record's bytes (record_identities): what tells apart sessions that
+    reach back beyond the sessionizer's memory (reference.py, rule 6).
     """
 
     first_seen: np.ndarray
@@ -86,6 +90,7 @@ class Records:
     src_declared: np.ndarray
     dst_declared: np.ndarray
     index: np.ndarray
+    identity: np.ndarray
 
     def __len__(self) -> int:
         return len(self.first_seen)
@@ -149,7 +154,43 @@ def batch_records(
         src_declared=no if src_declared is None else src_declared.astype(np.int64),
         dst_declared=no if dst_declared is None else dst_declared.astype(np.int64),
         index=np.arange(first_index, first_index + n, dtype=np.int64),
+        identity=record_identities(batch),
     )
+
+
+_MIX_K1 = np.uint64(0x9E3779B97F4A7C15)
+_MIX_K2 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX_K3 = np.uint64(0x94D049BB133111EB)
+
+
+def _mix(h: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """splitmix64 step folding `value` into `h`, over whole columns (uint64 wraps)."""
+    z = h + value.astype(np.uint64) + _MIX_K1
+    z = (z ^ (z >> np.uint64(30))) * _MIX_K2
+    z = (z ^ (z >> np.uint64(27))) * _MIX_K3
+    return z ^ (z >> np.uint64(31))
+
+
+def record_identities(batch: pa.RecordBatch | pa.Table) -> np.ndarray:
+    """int64 hash of where each record's bytes are: its file's name (without directories,
+    so that a run does not depend on how a path was spelled), the byte offset of its frame
+    or block (`source_offset`) and its place there (`record_index`). It travels with the
+    record whatever the replay order, unlike the arrival index."""
+    n = batch.num_rows
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    files = batch.column("source_file")
+    if isinstance(files, pa.ChunkedArray):
+        files = files.combine_chunks()
+    if not pa.types.is_dictionary(files.type):
+        files = files.dictionary_encode()
+    seeds = np.array([int.from_bytes(hashlib.blake2b(
+        os.path.basename(name).encode("utf-8"), digest_size=8).digest(), "little")
+        for name in files.dictionary.to_pylist()], dtype=np.uint64)
+    h = seeds[np.asarray(files.indices.fill_null(0), dtype=np.int64)]
+    for name in ("source_offset", "record_index"):
+        h = _mix(h, np.asarray(batch.column(name).to_numpy(zero_copy_only=False)))
+    return h.view(np.int64)
 
 
 def empty_records() -> Records:

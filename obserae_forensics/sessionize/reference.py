@@ -26,7 +26,20 @@ watermark before r, max(last_seen) - grace):
 4. Opening a session when the exporter already has the cap open evicts the one with the oldest
    last_seen (ties: smallest key), closed at the exporter's newest last_seen.
 5. After r, W moves to max(last_seen) - grace and every open session whose deadline is < W
-   closes at its deadline; remembered closed sessions expire at last_seen + idle + grace.
+   closes at its deadline; remembered closed sessions expire at last_seen + idle + grace, or
+   once W has moved by grace since they closed (W + grace then: the newest last_seen) if that
+   is later. A late session closes at once; the other late records of its burst, request and
+   reply, or the same flow from a second observation domain, still find it: they follow it,
+   and the `dup` of one with the very same (opened_at, split, late) keeps their ids apart.
+6. `dup` (part of session_id): one more than the dup of the key's last closed session at
+   this session's close, or at its opening, whichever has the very same (opened_at, split,
+   late) as this one (the larger if both); else 0. A long record that reaches back to the
+   start of a closed session stays open long after that session is forgotten. A session is
+   *deep* when one of its records starts before W - (smallest idle) - grace (W as the record
+   arrives): only a deep session can share (opened_at, split, late) with a session of its key
+   that is forgotten, since a forgotten one's last_seen lies that far behind. A deep
+   session's dup is its opening record's identity (where its bytes are: file name, offset,
+   place), bit 62 set; every other dup stays small.
 
 A session's deadline is the earlier of opened_at + hard_timeout (reason `hard_timeout`, which
 also wins a tie) and last_seen + idle (last_seen alone once TCP finished: FIN both ways or any
@@ -79,6 +92,9 @@ class RefSession:
     dup: int = 0
     root: tuple[int, int, int] | None = None  # (opened, late, dup) of fragment 0
     follows: tuple[int, int, int, int] | None = None  # (opened, split, late, dup)
+    open_prev: tuple[int, int, int, int] | None = None  # the key's prev when this opened, same
+    identity: int = 0  # the opening record's (keys.record_identities)
+    deep: int = 0  # some record started before W - min idle - grace (rule 6)
     inherited: tuple[int, int, int, int] | None = None  # orient, server, method, confidence
     # set when the session leaves
     closed_at: int | None = None
@@ -161,6 +177,8 @@ class ReferenceReplay:
         self.policy = policy
         self.known_ports = known_ports
         self.cap = policy.max_open_sessions
+        self.min_idle = min(policy.idle_tcp_established_us, policy.idle_tcp_half_open_us,
+                            policy.idle_udp_us, policy.idle_icmp_us, policy.idle_other_us)
         self.open: dict[Key, RefSession] = {}
         self.prev: dict[Key, RefSession] = {}
         self.endpoints: dict[Endpoint, list[int]] = {}  # -> [open sessions, peak]
@@ -205,6 +223,8 @@ class ReferenceReplay:
         key, direction = canonical(records, i)
         watermark = None if self.max_last is None else self.max_last - policy.grace_us
         late = watermark is not None and last < watermark
+        deep = int(watermark is not None and first < watermark - self.min_idle)
+        identity = int(records.identity[i])
         session = self.open.get(key)
         joined = False
         if session is not None:
@@ -217,6 +237,7 @@ class ReferenceReplay:
                     last + idle < session.opened
                     or first + policy.hard_timeout_us <= session.max_first):
                 stray = self._new_session(key, first, late, stray=True)
+                stray.identity, stray.deep = identity, deep
                 self._apply(stray, records, i, direction)
                 closed_at, reason = stray.deadline(policy)
                 self._close(stray, closed_at, reason, index, counted=False)
@@ -226,11 +247,13 @@ class ReferenceReplay:
                 joined = True
         if session is None:
             session = self._new_session(key, first, late)
+            session.identity = identity
             now = last if self.max_last is None else max(last, self.max_last)
             self._open(session, now, index)
         elif late and joined:
             session.late_records += 1
         self._apply(session, records, i, direction)
+        session.deep |= deep
         self._after(last, index)
         return session.serial, direction
 
@@ -240,6 +263,7 @@ class ReferenceReplay:
         prev = self.prev.get(key)
         if prev is None:
             return session
+        session.open_prev = (prev.opened, prev.split, prev.late, prev.dup)
         if late:
             if prev.opened <= first:
                 session.follows = (prev.opened, prev.split, prev.late, prev.dup)
@@ -335,14 +359,20 @@ class ReferenceReplay:
         self._finalize(s, closed_at, reason, emit)
         s.idle_at_close = s.idle(self.policy)
         s.expiry = s.last + s.idle_at_close + self.policy.grace_us
+        if self.max_last is not None:  # and until the watermark moved by grace since now
+            s.expiry = max(s.expiry, self.max_last)
         self.prev[s.key] = s
 
     def _finalize(self, s: RefSession, closed_at: int | None, reason: int, emit: int) -> None:
         if reason == R.REASON_OPEN:  # still open at end of input: peaks as they stand
             s.peaks = (self.endpoints[s.endpoints()[0]][1], self.endpoints[s.endpoints()[1]][1])
         prev = self.prev.get(s.key)
-        if prev is not None and (prev.opened, prev.split, prev.late) == (s.opened, s.split, s.late):
-            s.dup = prev.dup + 1
+        mine = (s.opened, s.split, s.late)
+        for earlier in (prev and (prev.opened, prev.split, prev.late, prev.dup), s.open_prev):
+            if earlier is not None and earlier[:3] == mine:
+                s.dup = max(s.dup, earlier[3] + 1)
+        if s.deep:
+            s.dup = (s.identity & R.DEEP_DUP_MASK) | R.DEEP_DUP_FLAG
         if s.inherited is None:
             server, method, confidence = infer_server(
                 s.protocol, s.orient_dir, s.syn_first_seen[0], s.syn_first_seen[1], s.pure_syn,

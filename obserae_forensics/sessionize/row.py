@@ -20,7 +20,7 @@ The surprising thing: most keys the kernel knows have no open session. A closed 
 remembered (P_*) until last_seen + idle + grace, for late records' `follows_session_id`,
 the next fragment's continuation and dup numbers; under a flood of new keys those
 remembered-only keys outnumber the open sessions several times, so they live in the
-compact slot table (128 bytes) and only open sessions hold a full row (496 bytes), whose
+compact slot table (128 bytes) and only open sessions hold a full row (512 bytes), whose
 number the cap bounds.
 """
 
@@ -39,7 +39,11 @@ F_HI_HI = 4
 F_HI_LO = 5
 F_HI_PORT = 6
 KEY_END = 7
-F_SLOT = 7  # the key's slot in the slot table (fields 8 and 9 are unused)
+F_SLOT = 7  # the key's slot in the slot table
+# The key's last closed session when this one opened (for `dup`, set at open, not zeroed by
+# a new session): its opened_at (NO_TIME: none) and dup << 32 | split << 1 | late.
+F_OPEN_PREV_OPENED = 8
+F_OPEN_PREV_BITS = 9
 # The session: fields F_SERIAL..SESSION_END-1 start at zero in a new session.
 F_SERIAL = 10  # per-exporter running number of sessions (internal, never output)
 F_OPENED = 11  # min first_seen
@@ -95,8 +99,14 @@ F_STATE = 58  # STATE_* code
 F_REASON = 59  # REASON_* code, OPEN while still open at end of input
 F_PEAK0 = 60  # peak open sessions on endpoint 0 / 1 while this one was open
 F_PEAK1 = 61
-SESSION_END = 62
-ROW_WIDTH = SESSION_END  # padding rows to whole cache lines measured no faster
+F_IDENTITY = 62  # the opening record's identity (keys.record_identities)
+F_DEEP = 63  # some record of it started before W - idle - grace: its dup is its identity
+SESSION_END = 64
+ROW_WIDTH = SESSION_END
+# A deep session's dup: its identity in the low 62 bits, bit 62 set, so that it never meets
+# the small dups of sessions numbered from a remembered one.
+DEEP_DUP_FLAG = 1 << 62
+DEEP_DUP_MASK = (1 << 62) - 1
 
 # Slot table layout: 16 fields, two cache lines (slots start on one, new_rows). The first
 # line is all a lookup reads, and all a record extending an open session reads of its slot:

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from obserae_forensics.matching import SESSIONS_CONSOLIDATED_SCHEMA, consolidate_sessions
+from obserae_forensics.matching.consolidate import Consolidation
 from obserae_forensics.schema import SESSIONS_SCHEMA
 
 from .session_tables import make_sessions, sessions_from_nfdump_csv
@@ -297,3 +298,18 @@ def test_consolidation_agrees_with_a_plain_grouping(rows: list[tuple], shuffler:
         assert 0 <= row["coherence_pct"] <= 100
     shuffler.shuffle(table_rows)
     assert consolidate_sessions(make_sessions(table_rows), GRACE_US).equals(consolidated)
+
+
+def test_session_ids_held_by_several_sessions_are_counted() -> None:
+    """The run's uniqueness check: copies of an id meet in the grouping of their key."""
+    consolidation = Consolidation(GRACE_US)
+    sessions = make_sessions([tcp("same", "192.0.2.1", 0, 10), tcp("same", "192.0.2.1", 20, 30),
+                              tcp("other", "192.0.2.1", 40, 50),
+                              tcp("alone", "192.0.2.1", 0, 1, client_port=40001)])
+    rows, _ = consolidation.rows(sessions, 1)
+    consolidation.consolidate(rows)
+    assert (consolidation.repeated_session_ids, consolidation.repeated_examples) == (1, ["same"])
+    unique = Consolidation(GRACE_US)
+    unique.consolidate(unique.rows(make_sessions([tcp("a", "192.0.2.1", 0, 10),
+                                                  tcp("b", "192.0.2.1", 20, 30)]), 1)[0])
+    assert unique.repeated_session_ids == 0

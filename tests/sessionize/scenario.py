@@ -44,8 +44,10 @@ def batch(records: Sequence[dict[str, Any]], first_frame: int = 0) -> pa.RecordB
         columns[name] = np.frombuffer(b"".join(r[name] for r in records),
                                       dtype=np.uint8).reshape(n, 16)
     columns["source_frame"] = np.arange(first_frame, first_frame + n)
-    # a tag that stays with the record when a test reorders the input
-    columns["source_offset"] = np.array([r.get("tag", 0) for r in records], dtype=np.uint64)
+    # a tag that stays with the record when a test reorders the input (where the record's
+    # bytes are: part of its identity, keys.record_identities), else its frame
+    columns["source_offset"] = np.array([r.get("tag", first_frame + i)
+                                         for i, r in enumerate(records)], dtype=np.uint64)
     texts = sorted({r["exporter"] for r in records}) or [EXPORTER]
     codes = np.array([texts.index(r["exporter"]) for r in records], dtype=np.int32)
     return flow_batch(n, columns, exporter=(codes, texts), source_file="scenario")

@@ -137,6 +137,46 @@ def test_late_record_after_close_opens_late_session_following_it(engine: str) ->
     assert late["session_id"] != first["session_id"]
 
 
+def test_late_request_and_reply_with_one_first_seen_get_two_ids(engine: str) -> None:
+    # found by an audit: both records are late and their sessions close at once (31 < 170);
+    # the second found nothing remembered (1 + 30 + 30 < 170) and got the first's id
+    records = [tick(200), rec(0, 1, proto=17, dport=53),
+               rec(0, 1, proto=17, src=B, sport=53, dst=A, dport=40000), tick(300)]
+    sessions, flows, _ = run(records, engine=engine)
+    request, reply = by_key(sessions, "UDP")
+    assert (request["late"], reply["late"]) == (True, True)
+    assert request["session_id"] != reply["session_id"]
+    assert reply["follows_session_id"] == request["session_id"]
+    ids = sessions.column("session_id").to_pylist()
+    assert len(set(ids)) == len(ids) and set(flows.column("session_id").to_pylist()) <= set(ids)
+
+
+def test_long_record_reaching_back_to_a_forgotten_session_gets_its_own_id(engine: str) -> None:
+    # the first session closes at 30 and is forgotten at 100; the long record (not late)
+    # starts exactly at its opened_at while it is still remembered, and stays open past 100
+    records = [rec(0, 0, proto=17, dport=53), tick(100),
+               rec(0, 200, proto=17, src=B, sport=53, dst=A, dport=40000), tick(400)]
+    sessions, _, _ = run(records, engine=engine)
+    first, long = by_key(sessions, "UDP")
+    assert (first["opened_at"], long["opened_at"], long["late"]) == (at(0), at(0), False)
+    assert first["session_id"] != long["session_id"]
+
+
+def test_the_same_late_record_fed_again_after_it_is_forgotten_gets_its_own_id(
+        engine: str) -> None:
+    # found in the corpus: captures of one exporter address replayed in one run. The first
+    # copy's session is forgotten once the watermark moved on by grace (200 -> 270); the
+    # second reaches back beyond that memory, so its dup is its record's identity (deep)
+    records = [tick(200), rec(0, 1, proto=17, dport=53), tick(300),
+               rec(0, 1, proto=17, dport=53), tick(400)]
+    sessions, _, _ = run(records, engine=engine)
+    first, again = by_key(sessions, "UDP")
+    assert (first["opened_at"], again["opened_at"], first["late"], again["late"]) == \
+        (at(0), at(0), True, True)
+    assert first["session_id"] != again["session_id"]
+    assert again["follows_session_id"] is None
+
+
 def test_late_record_before_the_open_session_is_a_stray_of_its_own(engine: str) -> None:
     records = [rec(100, proto=17), rec(200, proto=17, src=C, dst=D), rec(150, proto=17),
                rec(0, proto=17)]
