@@ -144,7 +144,7 @@ def sessionize_command(
     hard_timeout: Annotated[str | None, typer.Option(
         help="sessions.hard_timeout, e.g. 15m.")] = None,
     grace: Annotated[str | None, typer.Option(help="sessions.grace, e.g. 30s.")] = None,
-    max_open_ksessions: Annotated[int | None, typer.Option(
+    max_open_ksessions: Annotated[float | None, typer.Option(
         help="sessions.max_open_ksessions (thousands of open sessions per exporter).")] = None,
     idle_tcp_established: Annotated[str | None, typer.Option(
         help="sessions.idle.tcp_established.")] = None,
@@ -172,7 +172,10 @@ def sessionize_command(
 
     overrides = {
         "sessions.hard_timeout": hard_timeout, "sessions.grace": grace,
-        "sessions.max_open_ksessions": max_open_ksessions,
+        # whole thousands stay integers, as the YAML gives them
+        "sessions.max_open_ksessions": int(max_open_ksessions)
+        if max_open_ksessions is not None and float(max_open_ksessions).is_integer()
+        else max_open_ksessions,
         "sessions.idle.tcp_established": idle_tcp_established,
         "sessions.idle.tcp_half_open": idle_tcp_half_open, "sessions.idle.udp": idle_udp,
         "sessions.idle.icmp": idle_icmp, "sessions.idle.other": idle_other,

@@ -121,6 +121,17 @@ def test_repeated_session_ids_fail_the_run_and_show_in_the_manifest(
     assert check["repeated"] >= 1
 
 
+def test_the_cap_option_takes_fractions_like_the_yaml(tmp_path: Path) -> None:
+    """Found by an audit: the option was an integer, so 0.002 (two sessions) was refused."""
+    for value, shown in (("0.002", 0.002), ("500", 500)):
+        out = tmp_path / value
+        result = sessionize(out, "--max-open-ksessions", value)
+        assert result.exit_code == 0, result.output
+        settings = json.loads((out / "manifest.json").read_text())["settings"]
+        assert settings["sessions.max_open_ksessions"] == shown
+        assert type(settings["sessions.max_open_ksessions"]) is type(shown)
+
+
 def test_existing_output_is_refused_without_force(tmp_path: Path) -> None:
     out = tmp_path / "run"
     out.mkdir()

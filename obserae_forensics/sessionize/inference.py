@@ -16,7 +16,10 @@ decides, `role_method` names it and `role_confidence` is fixed per rung:
    or a registered server port from keys.py) and the other is ephemeral (1024 or above and
    not known). 0.70.
 4. `traffic_shape`: one endpoint had at least 3 sessions open at once on this exporter
-   (its peak while this session was open) and at least twice the other's peak. 0.60.
+   and at least twice the other's peak. The peak is the endpoint's busiest moment in its
+   busy period up to this session's close: the run of time during which the endpoint
+   always had a session open (so a burst long before still counts while one session of it
+   lasts). 0.60.
 5. `first_sender`: nothing else; the endpoint that sent the earliest record (`ip_a`) is the
    client. 0.50.
 

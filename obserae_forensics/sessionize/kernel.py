@@ -285,7 +285,7 @@ def _state_reason(M: Any, s: int) -> int:
                 return R.REASON_REJECTED
             if (f1 & R.TCP_SYN) and (f0 & R.TCP_RST) and not (f0 & R.TCP_SYN):
                 return R.REASON_REJECTED
-            return R.REASON_RST
+            return R.REASON_RST if M[s, R.F_SEEN] == 3 else R.REASON_NO_REPLY
         if f0 & f1 & R.TCP_FIN:
             return R.REASON_FIN
     return R.REASON_IDLE if M[s, R.F_SEEN] == 3 else R.REASON_NO_REPLY
@@ -879,6 +879,14 @@ def _sweep(S: Any, M: Any, G: Any, P: Any, C: Any, OUT: Any, D: Any, Q: Any, E: 
 
 
 @_helper
+def _sweep_early(S: Any, M: Any, G: Any, P: Any, C: Any, OUT: Any, D: Any, Q: Any, E: Any,
+                 known: Any, watermark: int, emit: int) -> None:
+    """_sweep as a call: only a record meeting a full cap runs it, not worth a second inlined
+    copy of the sweep in replay."""
+    _sweep(S, M, G, P, C, OUT, D, Q, E, known, watermark, emit)
+
+
+@_helper
 def replay(
     first_seen: Any, last_seen: Any, src_hi: Any, src_lo: Any, dst_hi: Any, dst_lo: Any,
     src_port: Any, dst_port: Any, protocol: Any, tcp_flags: Any, packets: Any, octets: Any,
@@ -1029,12 +1037,16 @@ def replay(
             M[target, R.F_IDENTITY] = identity[i]
             C[S_SERIALS] += 1
             _new_links(M, target, S, slot, C, first, late, False)
+            now = last
+            if C[S_HAS_MAX_LAST] and C[S_MAX_LAST] > now:
+                now = C[S_MAX_LAST]
+            if C[S_OPEN] >= P[P_CAP]:
+                # sessions the watermark of this record closes anyway leave by their own
+                # deadline first; only a session still open is a victim (reference rule 4)
+                _sweep_early(S, M, G, P, C, OUT, D, Q, E, known, now - P[P_GRACE], emit)
             if C[S_OPEN] >= P[P_CAP]:
                 if not C[S_EVICTION_ON]:
                     _eviction_build(V, C, S, M, tmp)
-                now = last
-                if C[S_HAS_MAX_LAST] and C[S_MAX_LAST] > now:
-                    now = C[S_MAX_LAST]
                 while True:
                     if not _eviction_valid(V, 0, M):
                         _eviction_pop(V, C, tmp)

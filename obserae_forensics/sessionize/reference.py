@@ -23,8 +23,10 @@ watermark before r, max(last_seen) - grace):
 3. A session opened by a late record is `late` and follows the last closed session of its key
    if r starts at or after that one's opening. A non-late record that starts within the idle
    timeout of a `hard_timeout`/`evicted` session's last_seen continues it as the next fragment.
-4. Opening a session when the exporter already has the cap open evicts the one with the oldest
-   last_seen (ties: smallest key), closed at the exporter's newest last_seen.
+4. Opening a session when the exporter already has the cap open first sweeps (5) at the
+   watermark r brings, then, if the cap is still full, evicts the open session with the oldest
+   last_seen (ties: smallest key), closed at the exporter's newest last_seen: a session whose
+   deadline that watermark passes closes by its deadline, not as session pressure.
 5. After r, W moves to max(last_seen) - grace and every open session whose deadline is < W
    closes at its deadline; remembered closed sessions expire at last_seen + idle + grace, or
    once W has moved by grace since they closed (W + grace then: the newest last_seen) if that
@@ -139,7 +141,9 @@ class RefSession:
                     if (self.flags[opener] & R.TCP_SYN and answer & R.TCP_RST
                             and not answer & R.TCP_SYN):
                         return R.REASON_REJECTED
-                return R.REASON_RST
+                # rst is "RST seen after an established exchange"; one direction only (a
+                # scanner's own RST, backscatter) is a one-way attempt: no_reply
+                return R.REASON_RST if self.seen == 3 else R.REASON_NO_REPLY
             if self.flags[0] & self.flags[1] & R.TCP_FIN:
                 return R.REASON_FIN
         return R.REASON_IDLE if self.seen == 3 else R.REASON_NO_REPLY
@@ -276,6 +280,10 @@ class ReferenceReplay:
         return session
 
     def _open(self, session: RefSession, now: int, index: int) -> None:
+        if len(self.open) >= self.cap:
+            # the watermark this record brings closes some sessions anyway: they leave by
+            # their own deadline first, and only a session still open is a victim (rule 4)
+            self._sweep(now - self.policy.grace_us, index)
         if len(self.open) >= self.cap:
             victim = min(self.open.values(), key=lambda s: (s.last, s.key))
             self._close(victim, now, R.REASON_EVICTED, index)

@@ -67,6 +67,17 @@ def test_rst_as_only_answer_to_syn_is_rejected(engine: str) -> None:
     assert (s["close_reason"], s["server_ip"], s["role_confidence"]) == ("rejected", B, 0.9)
 
 
+def test_rst_having_seen_one_direction_is_no_reply_closed_at_once(engine: str) -> None:
+    # found by an audit: these were `rst`, which the reason table keeps for a RST after an
+    # exchange, and hid scans from the seed's no_reply query
+    own_reset = [rec(0, flags=SYN), rec(0.5, flags=RST), tick(40)]  # the scanner resets
+    backscatter = [rec(0, src=B, sport=443, dst=A, dport=40000, flags=RST), tick(40)]
+    for records in (own_reset, backscatter):
+        [s] = by_key(run(records, engine=engine)[0])
+        assert (s["close_reason"], s["closed_at"], s["ab_packets"] * s["ba_packets"]) == \
+            ("no_reply", s["last_seen_at"], 0)
+
+
 def test_unanswered_syn_is_half_open_then_no_reply_after_tcp_half_open(engine: str) -> None:
     sessions, _, _ = run([rec(0, flags=SYN), tick(40)], engine=engine)
     [s] = by_key(sessions)
@@ -184,6 +195,18 @@ def test_late_record_before_the_open_session_is_a_stray_of_its_own(engine: str) 
     stray = next(s for s in by_key(sessions, "UDP") if s["opened_at"] == at(0))
     assert (stray["late"], stray["flow_count"], stray["state"]) == (True, 1, "closed")
     assert flows.num_rows == 4
+
+
+def test_a_session_the_new_watermark_closes_is_not_evicted(engine: str) -> None:
+    # found by an audit: with the cap full and exporter time jumping, the old session was
+    # closed `evicted` at 100 (counted as pressure) although its deadline (31) lay behind
+    # the watermark the new record brings (70)
+    policy = SessionPolicy(max_open_ksessions=0.001)
+    records = [rec(0, 1, proto=17, sport=1001), rec(100, proto=17, sport=1002)]
+    sessions, _, sessionizer = run(records, policy, engine=engine)
+    first = next(s for s in by_key(sessions, "UDP") if s["port_a"] == 1001)
+    assert (first["close_reason"], first["closed_at"]) == ("no_reply", at(31))
+    assert sessionizer.pressure()["192.0.2.1"]["evictions"] == 0
 
 
 def test_cap_evicts_oldest_last_seen_and_reports_pressure(engine: str) -> None:
