@@ -126,7 +126,9 @@ EVICTION_FIELDS = 10  # last, proto, lo_hi, lo_lo, lo_port, hi_hi, hi_lo, hi_por
 # below the cached top. Four children sit in five adjacent lines, fetched together, and
 # the heap is half as deep. With the in-place refresh of a stale top and the prefetch of
 # the next victim (below), measured on the records of bench/data/v9_5M.pcap (a flood at the
-# cap), kernel alone, two runs each: 3,120-3,170 -> 2,380-2,500 ns per record.
+# cap), kernel alone, binary and 4-ary runs interleaved on the same machine: 2,110-2,260 ->
+# 1,990-2,090 ns per record (a first, not interleaved, measurement had shown 3,100 -> 2,400:
+# that was the machine speeding up between the runs).
 EVICTION_ARITY = 4
 
 _K1 = np.uint64(0x9E3779B97F4A7C15)
