@@ -905,7 +905,7 @@ def replay(
     """
     n = len(first_seen)
     hard = P[P_HARD]
-    # a record starting before (watermark - min_idle) makes its session deep (rule 6)
+    # a record starting before watermark - min_idle - grace makes its session deep (rule 6)
     min_idle = min(P[P_IDLE_ESTABLISHED], P[P_IDLE_HALF_OPEN], P[P_IDLE_UDP], P[P_IDLE_ICMP],
                    P[P_IDLE_OTHER])
     for i in range(start, n):
@@ -956,7 +956,7 @@ def replay(
         if C[S_HAS_MAX_LAST]:
             if last < C[S_MAX_LAST] - P[P_GRACE]:
                 late = 1
-            if first < C[S_MAX_LAST] - P[P_GRACE] - min_idle:
+            if first < C[S_MAX_LAST] - P[P_GRACE] - min_idle - P[P_GRACE]:
                 deep = 1
         h = _key_hash(proto, k1, k2, k3, k4, k5, k6)
         b = h & (len(B) - 1)

@@ -227,7 +227,8 @@ class ReferenceReplay:
         key, direction = canonical(records, i)
         watermark = None if self.max_last is None else self.max_last - policy.grace_us
         late = watermark is not None and last < watermark
-        deep = int(watermark is not None and first < watermark - self.min_idle)
+        deep = int(watermark is not None
+                   and first < watermark - self.min_idle - policy.grace_us)
         identity = int(records.identity[i])
         session = self.open.get(key)
         joined = False
