@@ -223,9 +223,10 @@ def sessionize_command(
         raise typer.Exit(1)
     if result.repeated_session_ids:
         typer.echo(f"session id check FAILED: {result.repeated_session_ids} session_id(s) held by"
-                   f" more than one session (e.g. {', '.join(result.repeated_examples)}): records"
-                   " reaching back to the very start of a session of their key that was"
-                   " forgotten; see manifest.json", err=True)
+                   f" more than one session (e.g. {', '.join(result.repeated_examples)}): the"
+                   " sessionizer could not tell apart sessions of one key with the very same"
+                   " opened_at, split and late (README, \"Orientation and server side\"); see"
+                   " manifest.json", err=True)
         raise typer.Exit(1)
     raise typer.Exit(1 if strict and report.skipped_problems() else 0)
 

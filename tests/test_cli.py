@@ -102,6 +102,22 @@ def test_one_exporter_address_in_two_captures_gives_unique_session_ids(
     assert len(set(keys)) < len(keys)
 
 
+def test_one_file_under_one_name_in_two_directories_gives_unique_session_ids(
+        corpus: Path, tmp_path: Path) -> None:
+    """Found by a fuzzer: identities hashed only the file's name, so the second copy's deep
+    sessions took the first copy's ids."""
+    copies = []
+    for folder in ("one", "two"):
+        (tmp_path / folder).mkdir()
+        copy = tmp_path / folder / "sf_v9_synscan.nfcapd"
+        copy.write_bytes((corpus / "nfcapd" / "sf_v9_synscan.nfcapd").read_bytes())
+        copies.append(str(copy))
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["sessionize", *copies, "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "manifest.json").read_text())["session_ids"]["unique"] is True
+
+
 def test_repeated_session_ids_fail_the_run_and_show_in_the_manifest(
         corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The uniqueness check's plumbing: ids made to repeat (every session the same id)."""

@@ -435,8 +435,8 @@ def _finalize(M: Any, s: int, S: Any, slot: int, C: Any, closed_at: int, reason:
 
     `dup` is one more than that of the key's last closed session now or when M[s] opened,
     whichever has M[s]'s very (opened_at, split, late): a long session can outlive the
-    memory of the closed one it reaches back to. A deep session's is its identity instead
-    (reference.py, rule 6)."""
+    memory of the closed one it reaches back to. A deep, late or stray session's is its
+    opening record's identity instead (reference.py, rule 6)."""
     M[s, R.F_PEAK0] = peak0
     M[s, R.F_PEAK1] = peak1
     dup = 0
@@ -449,7 +449,7 @@ def _finalize(M: Any, s: int, S: Any, slot: int, C: Any, closed_at: int, reason:
             (bits & COUNT_MASK) == (M[s, R.F_SPLIT] << 1 | M[s, R.F_LATE]) and \
             (bits >> 32) + 1 > dup:
         dup = (bits >> 32) + 1
-    if M[s, R.F_DEEP]:
+    if M[s, R.F_DEEP] or M[s, R.F_LATE]:
         dup = (M[s, R.F_IDENTITY] & R.DEEP_DUP_MASK) | R.DEEP_DUP_FLAG
     M[s, R.F_DUP] = dup
     if M[s, R.F_INHERITED]:
@@ -984,7 +984,7 @@ def replay(
                     X[0, f] = M[r, f]
                 _init_session(X, 0, C[S_SERIALS], late)
                 X[0, R.F_IDENTITY] = identity[i]
-                X[0, R.F_DEEP] = deep
+                X[0, R.F_DEEP] = 1  # a stray's dup is its identity too (rule 6)
                 C[S_SERIALS] += 1
                 _new_links(X, 0, S, slot, C, first, late, True)
                 _apply(X, 0, d, first, last, dst_port[i], exporter_domain[i], tcp_flags[i],

@@ -172,10 +172,10 @@ def _mix(h: np.ndarray, value: np.ndarray) -> np.ndarray:
 
 
 def record_identities(batch: pa.RecordBatch | pa.Table) -> np.ndarray:
-    """int64 hash of where each record's bytes are: its file's name (without directories,
-    so that a run does not depend on how a path was spelled), the byte offset of its frame
-    or block (`source_offset`) and its place there (`record_index`). It travels with the
-    record whatever the replay order, unlike the arrival index."""
+    """int64 hash of where each record's bytes are: its file's absolute path (however the
+    path was spelled; two copies of one file in two directories stay apart), the byte offset
+    of its frame or block (`source_offset`) and its place there (`record_index`). It travels
+    with the record whatever the replay order, unlike the arrival index."""
     n = batch.num_rows
     if n == 0:
         return np.zeros(0, dtype=np.int64)
@@ -185,7 +185,8 @@ def record_identities(batch: pa.RecordBatch | pa.Table) -> np.ndarray:
     if not pa.types.is_dictionary(files.type):
         files = files.dictionary_encode()
     seeds = np.array([int.from_bytes(hashlib.blake2b(
-        os.path.basename(name).encode("utf-8"), digest_size=8).digest(), "little")
+        os.path.abspath(name).encode("utf-8", "surrogateescape"), digest_size=8).digest(),
+        "little")
         for name in files.dictionary.to_pylist()], dtype=np.uint64)
     h = seeds[np.asarray(files.indices.fill_null(0), dtype=np.int64)]
     for name in ("source_offset", "record_index"):

@@ -39,9 +39,12 @@ watermark before r, max(last_seen) - grace):
    start of a closed session stays open long after that session is forgotten. A session is
    *deep* when one of its records starts before W - (smallest idle) - grace (W as the record
    arrives): only a deep session can share (opened_at, split, late) with a session of its key
-   that is forgotten, since a forgotten one's last_seen lies that far behind. A deep
-   session's dup is its opening record's identity (where its bytes are: file name, offset,
-   place), bit 62 set; every other dup stays small.
+   that is forgotten, since a forgotten one's last_seen lies that far behind. The key's last
+   closed session also stops being remembered when another closes (a stray, a late session),
+   which late sessions and strays meet all the time: the same late flow from two observation
+   domains around a session of its key. So a deep, late or stray session's dup is its opening
+   record's identity (where its bytes are: file, offset, place), bit 62 set; every other dup
+   stays small.
 
 A session's deadline is the earlier of opened_at + hard_timeout (reason `hard_timeout`, which
 also wins a tie) and last_seen + idle (last_seen alone once TCP finished: FIN both ways or any
@@ -242,7 +245,7 @@ class ReferenceReplay:
                     last + idle < session.opened
                     or first + policy.hard_timeout_us <= session.max_first):
                 stray = self._new_session(key, first, late, stray=True)
-                stray.identity, stray.deep = identity, deep
+                stray.identity, stray.deep = identity, 1  # numbered by identity (rule 6)
                 self._apply(stray, records, i, direction)
                 closed_at, reason = stray.deadline(policy)
                 self._close(stray, closed_at, reason, index, counted=False)
@@ -380,7 +383,7 @@ class ReferenceReplay:
         for earlier in (prev and (prev.opened, prev.split, prev.late, prev.dup), s.open_prev):
             if earlier is not None and earlier[:3] == mine:
                 s.dup = max(s.dup, earlier[3] + 1)
-        if s.deep:
+        if s.deep or s.late:
             s.dup = (s.identity & R.DEEP_DUP_MASK) | R.DEEP_DUP_FLAG
         if s.inherited is None:
             server, method, confidence = infer_server(

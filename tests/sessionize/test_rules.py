@@ -188,6 +188,17 @@ def test_the_same_late_record_fed_again_after_it_is_forgotten_gets_its_own_id(
     assert again["follows_session_id"] is None
 
 
+def test_one_late_flow_from_two_domains_around_a_session_gets_two_ids(engine: str) -> None:
+    # found by a fuzzer: the first copy is a stray of A; A's close then replaces it as the
+    # key's remembered session, so the second copy (not deep) could not number its dup
+    records = [rec(100, proto=17), rec(66, proto=17, domain=0), rec(130.5, proto=17),
+               rec(66, proto=17, domain=1)]
+    sessions, _, _ = run(records, engine=engine)
+    copies = [s for s in by_key(sessions, "UDP") if s["opened_at"] == at(66)]
+    assert [(s["late"], s["split"]) for s in copies] == [(True, 0), (True, 0)]
+    assert copies[0]["session_id"] != copies[1]["session_id"]
+
+
 def test_late_record_before_the_open_session_is_a_stray_of_its_own(engine: str) -> None:
     records = [rec(100, proto=17), rec(200, proto=17, src=C, dst=D), rec(150, proto=17),
                rec(0, proto=17)]
