@@ -5,17 +5,16 @@ is reduced once to a 64-bit seed (the first 8 bytes, little-endian, of BLAKE2b-6
 UTF-8 bytes), then protocol, the canonical endpoints (address halves and ports, the smaller
 endpoint first), opened_at (µs), split, late and `dup` are folded in as int64s, one
 splitmix64 round each — sessions.md's (exporter, key, opened_at, split, late). `dup`
-numbers sessions of one key with the very same (opened_at, split, late): late records of
-one burst with one first_seen (request and reply), or a long record reaching back to the
-start of a closed session. It counts from the key's last closed session as the kernel
-remembers it at the session's open and at its close (reference.py, rules 5 and 6); a
-repeat beyond that memory would need unbounded memory to number, or an input-position
-counter that breaks invariant 3, so it is left to the run's uniqueness check
-(Consolidation, where every session of a key meets the others). `conversation_id` is
-fragment 0's session_id, computed from the (opened_at, late, dup) fragment 0 handed down.
-The hash is computed in numba over whole columns and rendered as text with numpy, never per
-session in Python; the same input gives the same ids on every machine (no hash seed, fixed
-byte order).
+tells apart sessions of one key with the very same (opened_at, split, late), which the
+contract's five alone would not: it counts from the key's last closed session as the
+kernel remembers it at the session's open and at its close, and a late, stray or deep
+session takes its opening record's identity (where its bytes are) instead, since nothing
+bounded remembers what it may repeat (reference.py, rules 5 and 6). Any repeat left is
+counted by the run's uniqueness check (Consolidation, where every session of a key meets
+the others). `conversation_id` is fragment 0's session_id, computed from the (opened_at,
+late, dup) fragment 0 handed down. The hash is computed in numba over whole columns and
+rendered as text with numpy, never per session in Python; the same input gives the same ids
+on every machine (no hash seed, fixed byte order).
 
 The surprising thing: rows come out sorted by (emit, session_id, exporter), where `emit` is
 the arrival index of the record after which the row became final (end of input: the record
