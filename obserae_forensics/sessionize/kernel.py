@@ -480,13 +480,9 @@ def _finalize(M: Any, s: int, S: Any, slot: int, C: Any, closed_at: int, reason:
 
 
 @_helper
-def _remember(S: Any, slot: int, M: Any, s: int, P: Any, C: Any) -> None:
+def _remember(S: Any, slot: int, M: Any, s: int, P: Any) -> None:
     """Make the final session M[s] the last closed session of the key in S[slot]. The small
-    fields (flags, codes, per mille) share one word: a slot stays two cache lines. It is
-    remembered until the watermark passes last_seen + idle + grace, and at least until the
-    watermark has moved by grace since it closed (the newest last_seen then, C[S_MAX_LAST]):
-    a late session closes at once, and the late records of its burst that follow must still
-    find it (reference.py, rule 5)."""
+    fields (flags, codes, per mille) share one word: a slot stays two cache lines."""
     S[slot, R.P_OPENED] = M[s, R.F_OPENED]
     S[slot, R.P_CONT] = M[s, R.F_LAST] + _idle(M, s, P)
     S[slot, R.P_SPLIT] = M[s, R.F_SPLIT]
@@ -501,10 +497,7 @@ def _remember(S: Any, slot: int, M: Any, s: int, P: Any, C: Any) -> None:
                          | M[s, R.F_ORIENT] << R.PB_ORIENT | M[s, R.F_SERVER] << R.PB_SERVER
                          | M[s, R.F_METHOD] << R.PB_METHOD
                          | M[s, R.F_CONFIDENCE] << R.PB_CONFIDENCE)
-    expiry = S[slot, R.P_CONT] + P[P_GRACE]
-    if C[S_HAS_MAX_LAST] and C[S_MAX_LAST] > expiry:
-        expiry = C[S_MAX_LAST]
-    S[slot, R.P_EXPIRY] = expiry
+    S[slot, R.P_EXPIRY] = S[slot, R.P_CONT] + P[P_GRACE]
     S[slot, R.SL_STATUS] |= R.STATUS_PREV
 
 
@@ -850,7 +843,7 @@ def _close(S: Any, M: Any, G: Any, r: int, closed_at: int, reason: int, emit: in
                               M[r, R.F_HI_PORT])
     _finalize(M, r, S, slot, C, closed_at, reason, emit, peak0, peak1, known)
     _output(OUT, C, M, r)
-    _remember(S, slot, M, r, P, C)
+    _remember(S, slot, M, r, P)
     S[slot, R.SL_STATUS] &= R.STATUS_PREV
     M[r, R.F_SERIAL] = -1
     G[C[S_ROWS_FREE]] = r
@@ -993,7 +986,7 @@ def replay(
                 deadline, reason = _deadline(X, 0, P)
                 _finalize(X, 0, S, slot, C, deadline, reason, emit, 0, 0, known)
                 _output(OUT, C, X, 0)
-                _remember(S, slot, X, 0, P, C)
+                _remember(S, slot, X, 0, P)
                 serial_out[i] = X[0, R.F_SERIAL]
                 direction_out[i] = d
                 if last > C[S_MAX_LAST] or not C[S_HAS_MAX_LAST]:

@@ -28,11 +28,10 @@ watermark before r, max(last_seen) - grace):
    last_seen (ties: smallest key), closed at the exporter's newest last_seen: a session whose
    deadline that watermark passes closes by its deadline, not as session pressure.
 5. After r, W moves to max(last_seen) - grace and every open session whose deadline is < W
-   closes at its deadline; remembered closed sessions expire at last_seen + idle + grace, or
-   once W has moved by grace since they closed (W + grace then: the newest last_seen) if that
-   is later. A late session closes at once; the other late records of its burst, request and
-   reply, or the same flow from a second observation domain, still find it: they follow it,
-   and the `dup` of one with the very same (opened_at, split, late) keeps their ids apart.
+   closes at its deadline; remembered closed sessions expire at last_seen + idle + grace.
+   (Remembering them also until W had moved by grace since their close, so that the late
+   records of one burst would follow one another, kept every session of an input the
+   watermark runs ahead of forever: memory grew with the input.)
 6. `dup` (part of session_id): one more than the dup of the key's last closed session at
    this session's close, or at its opening, whichever has the very same (opened_at, split,
    late) as this one (the larger if both); else 0. A long record that reaches back to the
@@ -371,8 +370,6 @@ class ReferenceReplay:
         self._finalize(s, closed_at, reason, emit)
         s.idle_at_close = s.idle(self.policy)
         s.expiry = s.last + s.idle_at_close + self.policy.grace_us
-        if self.max_last is not None:  # and until the watermark moved by grace since now
-            s.expiry = max(s.expiry, self.max_last)
         self.prev[s.key] = s
 
     def _finalize(self, s: RefSession, closed_at: int | None, reason: int, emit: int) -> None:

@@ -105,3 +105,31 @@ def test_crowded_cap_equals_reference(flows: list, cap: float) -> None:
     requeued it without restoring the heap order passed them and failed here."""
     policy = SessionPolicy(max_open_ksessions=cap)
     _assert_tiny_run_equals_reference(flows, policy)
+
+
+def test_late_sessions_behind_a_watermark_that_runs_ahead_are_forgotten() -> None:
+    """Memory stays bounded by open sessions when every record is late: one record far
+    ahead, then 2,000 one-record conversations behind it. A rule that kept a closed session
+    until the watermark had moved on since its close kept all of them (the 20.8 M-record
+    benchmark grew to 3.6 GB)."""
+    flows = [rec(100_000, proto=17)] + [
+        rec(i / 10, src=f"10.1.{i // 250}.{i % 250 + 1}", dst="192.0.2.1", dport=53, proto=17)
+        for i in range(2000)]
+    made: list[KernelReplay] = []
+    slots: list[int] = []
+
+    class Recording(KernelReplay):
+        def _release(self) -> None:
+            slots.append(int(self.C[K.S_USED]))
+            super()._release()
+
+    def tiny(*args: object, **kwargs: object) -> KernelReplay:
+        made.append(Recording(*args, **kwargs, capacity=2))  # type: ignore[arg-type]
+        return made[-1]
+
+    with mock.patch("obserae_forensics.sessionize.sessionizer.KernelReplay", tiny), \
+            mock.patch("obserae_forensics.sessionize.kernel.SLOT_RESERVE", 2):
+        sessions, _, _ = run(flows, engine="numba", batch_size=64)
+    assert sessions.num_rows == 2001
+    [used] = slots
+    assert used < 100
