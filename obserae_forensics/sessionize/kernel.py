@@ -843,7 +843,8 @@ def _close(S: Any, M: Any, G: Any, r: int, closed_at: int, reason: int, emit: in
                               M[r, R.F_HI_PORT])
     _finalize(M, r, S, slot, C, closed_at, reason, emit, peak0, peak1, known)
     _output(OUT, C, M, r)
-    _remember(S, slot, M, r, P)
+    if not M[r, R.F_LATE]:  # late sessions are not remembered (reference rule 3)
+        _remember(S, slot, M, r, P)
     S[slot, R.SL_STATUS] &= R.STATUS_PREV
     M[r, R.F_SERIAL] = -1
     G[C[S_ROWS_FREE]] = r
@@ -985,8 +986,7 @@ def replay(
                        sampling_rate[i], counters_scaled[i], src_declared[i], dst_declared[i])
                 deadline, reason = _deadline(X, 0, P)
                 _finalize(X, 0, S, slot, C, deadline, reason, emit, 0, 0, known)
-                _output(OUT, C, X, 0)
-                _remember(S, slot, X, 0, P)
+                _output(OUT, C, X, 0)  # a stray is not remembered (reference rule 3)
                 serial_out[i] = X[0, R.F_SERIAL]
                 direction_out[i] = d
                 if last > C[S_MAX_LAST] or not C[S_HAS_MAX_LAST]:

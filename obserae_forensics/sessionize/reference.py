@@ -21,7 +21,10 @@ watermark before r, max(last_seen) - grace):
       its own, closed at once (late if r is late);
    d. otherwise r joins s (late records count in `late_records`).
 3. A session opened by a late record is `late` and follows the last closed session of its key
-   if r starts at or after that one's opening. A non-late record that starts within the idle
+   if r starts at or after that one's opening. Late sessions and strays are not remembered as
+   the key's last closed session: they are out of the conversation's order, and remembered
+   they hid the session a later record continues (the next fragment of a `hard_timeout`
+   session, split + 1) or falls into. A non-late record that starts within the idle
    timeout of a `hard_timeout`/`evicted` session's last_seen continues it as the next fragment.
 4. Opening a session when the exporter already has the cap open first sweeps (5) at the
    watermark r brings, then, if the cap is still full, evicts the open session with the oldest
@@ -356,7 +359,8 @@ class ReferenceReplay:
 
     def _close(self, s: RefSession, closed_at: int, reason: int, emit: int,
                counted: bool = True) -> None:
-        """s leaves: final row out, remembered as its key's last closed session."""
+        """s leaves: final row out, remembered as its key's last closed session unless it is
+        late or a stray (rule 3)."""
         if counted:
             del self.open[s.key]
             peaks = []
@@ -370,7 +374,8 @@ class ReferenceReplay:
         self._finalize(s, closed_at, reason, emit)
         s.idle_at_close = s.idle(self.policy)
         s.expiry = s.last + s.idle_at_close + self.policy.grace_us
-        self.prev[s.key] = s
+        if counted and not s.late:
+            self.prev[s.key] = s
 
     def _finalize(self, s: RefSession, closed_at: int | None, reason: int, emit: int) -> None:
         if reason == R.REASON_OPEN:  # still open at end of input: peaks as they stand

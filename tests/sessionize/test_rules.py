@@ -200,6 +200,23 @@ def test_one_late_flow_from_two_domains_around_a_session_gets_two_ids(engine: st
     assert copies[0]["session_id"] != copies[1]["session_id"]
 
 
+def test_a_late_session_between_fragments_does_not_break_the_conversation(engine: str) -> None:
+    # found by a fuzzer: the late session closed at once and became the key's remembered
+    # session, so the next record did not continue the hard_timeout fragment (split 0, and
+    # the same id as fragment 0: same key, opened_at, split and late)
+    policy = SessionPolicy(hard_timeout_us=10 * SECOND)
+    records = [rec(0, 20, proto=17), tick(45), rec(-50, -49, proto=17),
+               rec(5, 50, proto=17, src=B, sport=443, dst=A, dport=40000), tick(200)]
+    sessions, _, _ = run(records, policy, engine=engine)
+    udp = by_key(sessions, "UDP")
+    first = next(s for s in udp if s["split"] == 0 and not s["late"])
+    late = next(s for s in udp if s["late"])
+    assert first["close_reason"] == "hard_timeout"
+    assert late["follows_session_id"] is None  # starts before the fragment it could follow
+    [second] = [s for s in udp if s["split"] == 1]
+    assert second["conversation_id"] == first["session_id"] != second["session_id"]
+
+
 def test_late_record_before_the_open_session_is_a_stray_of_its_own(engine: str) -> None:
     records = [rec(100, proto=17), rec(200, proto=17, src=C, dst=D), rec(150, proto=17),
                rec(0, proto=17)]
