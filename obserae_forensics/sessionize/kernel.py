@@ -479,6 +479,14 @@ def _finalize(M: Any, s: int, S: Any, slot: int, C: Any, closed_at: int, reason:
         M[s, R.F_STATE] = R.STATE_ACTIVE
 
 
+@_inline
+def _rememberable(S: Any, slot: int, C: Any, M: Any, s: int) -> bool:
+    """A late session does not replace a remembered session that is not late (reference
+    rule 3): it would hide the fragment a later record continues."""
+    return not (M[s, R.F_LATE] and _has_prev(S, slot, C)
+                and _prev_byte(S, slot, R.PB_LATE) == 0)
+
+
 @_helper
 def _remember(S: Any, slot: int, M: Any, s: int, P: Any) -> None:
     """Make the final session M[s] the last closed session of the key in S[slot]. The small
@@ -843,7 +851,7 @@ def _close(S: Any, M: Any, G: Any, r: int, closed_at: int, reason: int, emit: in
                               M[r, R.F_HI_PORT])
     _finalize(M, r, S, slot, C, closed_at, reason, emit, peak0, peak1, known)
     _output(OUT, C, M, r)
-    if not M[r, R.F_LATE]:  # late sessions are not remembered (reference rule 3)
+    if _rememberable(S, slot, C, M, r):
         _remember(S, slot, M, r, P)
     S[slot, R.SL_STATUS] &= R.STATUS_PREV
     M[r, R.F_SERIAL] = -1
@@ -986,7 +994,9 @@ def replay(
                        sampling_rate[i], counters_scaled[i], src_declared[i], dst_declared[i])
                 deadline, reason = _deadline(X, 0, P)
                 _finalize(X, 0, S, slot, C, deadline, reason, emit, 0, 0, known)
-                _output(OUT, C, X, 0)  # a stray is not remembered (reference rule 3)
+                _output(OUT, C, X, 0)
+                if _rememberable(S, slot, C, X, 0):
+                    _remember(S, slot, X, 0, P)
                 serial_out[i] = X[0, R.F_SERIAL]
                 direction_out[i] = d
                 if last > C[S_MAX_LAST] or not C[S_HAS_MAX_LAST]:

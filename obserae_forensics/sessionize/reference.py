@@ -21,11 +21,13 @@ watermark before r, max(last_seen) - grace):
       its own, closed at once (late if r is late);
    d. otherwise r joins s (late records count in `late_records`).
 3. A session opened by a late record is `late` and follows the last closed session of its key
-   if r starts at or after that one's opening. Late sessions and strays are not remembered as
-   the key's last closed session: they are out of the conversation's order, and remembered
-   they hid the session a later record continues (the next fragment of a `hard_timeout`
-   session, split + 1) or falls into. A non-late record that starts within the idle
-   timeout of a `hard_timeout`/`evicted` session's last_seen continues it as the next fragment.
+   if r starts at or after that one's opening. A late session (a late stray too) does not
+   replace a remembered session that is not late: it is out of the conversation's order, and
+   remembered it hid the session a later record continues (the next fragment of a
+   `hard_timeout` session, split + 1). With nothing else remembered it is, so that the late
+   records of one conversation (two directions arriving late) follow one another. A non-late
+   record that starts within the idle timeout of a `hard_timeout`/`evicted` session's
+   last_seen continues it as the next fragment.
 4. Opening a session when the exporter already has the cap open first sweeps (5) at the
    watermark r brings, then, if the cap is still full, evicts the open session with the oldest
    last_seen (ties: smallest key), closed at the exporter's newest last_seen: a session whose
@@ -359,8 +361,8 @@ class ReferenceReplay:
 
     def _close(self, s: RefSession, closed_at: int, reason: int, emit: int,
                counted: bool = True) -> None:
-        """s leaves: final row out, remembered as its key's last closed session unless it is
-        late or a stray (rule 3)."""
+        """s leaves: final row out, remembered as its key's last closed session, unless it is
+        late and an in-order one is remembered (rule 3)."""
         if counted:
             del self.open[s.key]
             peaks = []
@@ -374,7 +376,8 @@ class ReferenceReplay:
         self._finalize(s, closed_at, reason, emit)
         s.idle_at_close = s.idle(self.policy)
         s.expiry = s.last + s.idle_at_close + self.policy.grace_us
-        if counted and not s.late:
+        prev = self.prev.get(s.key)
+        if not (s.late and prev is not None and not prev.late):
             self.prev[s.key] = s
 
     def _finalize(self, s: RefSession, closed_at: int | None, reason: int, emit: int) -> None:
