@@ -43,6 +43,33 @@ def test_kernel_with_tiny_slot_reserve_equals_reference(flows: list,
     _assert_tiny_run_equals_reference(flows, policy)
 
 
+class _Recording(KernelReplay):
+    """KernelReplay that notes its table sizes when it releases them at finish."""
+
+    final: dict[str, int]
+
+    def _release(self) -> None:
+        self.final = {"rows": len(self.M), "slots": int(self.C[K.S_SLOTS]),
+                      "width": self.S.shape[1], "used": int(self.C[K.S_USED])}
+        super()._release()
+
+
+def _recorded_run(flows: list, policy: SessionPolicy | None = None,
+                  batch_size: int | None = None) -> tuple[tuple, list[_Recording]]:
+    """run() on the kernel with tables of two rows and no slot reserve; -> (run's result,
+    each exporter's replay)."""
+    made: list[_Recording] = []
+
+    def tiny(*args: object, **kwargs: object) -> KernelReplay:
+        made.append(_Recording(*args, **kwargs, capacity=2))  # type: ignore[arg-type]
+        return made[-1]
+
+    with mock.patch("obserae_forensics.sessionize.sessionizer.KernelReplay", tiny), \
+            mock.patch("obserae_forensics.sessionize.kernel.SLOT_RESERVE", 2):
+        result = run(flows, policy, engine="numba", batch_size=batch_size)
+    return result, made
+
+
 def test_remembered_keys_keep_no_session_row() -> None:
     """A flood of one-record conversations under a cap of 4: session rows stay at the cap
     plus one (rounded up to a power of two) while the slots grow with the remembered keys,
@@ -50,31 +77,16 @@ def test_remembered_keys_keep_no_session_row() -> None:
     policy = SessionPolicy(max_open_ksessions=0.004)
     flows = [rec(i / 10, src=f"10.0.{i // 250}.{i % 250 + 1}", dst="192.0.2.1", dport=53,
                  proto=17) for i in range(300)]
-    made: list[KernelReplay] = []
-    sizes: list[tuple[int, int, int]] = []
-
-    class Recording(KernelReplay):
-        def _release(self) -> None:
-            sizes.append((len(self.M), int(self.C[K.S_SLOTS]), self.S.shape[1]))
-            super()._release()
-
-    def tiny(*args: object, **kwargs: object) -> KernelReplay:
-        made.append(Recording(*args, **kwargs, capacity=2))  # type: ignore[arg-type]
-        return made[-1]
-
-    with mock.patch("obserae_forensics.sessionize.sessionizer.KernelReplay", tiny), \
-            mock.patch("obserae_forensics.sessionize.kernel.SLOT_RESERVE", 2):
-        kernel_sessions, kernel_flows, kernel = run(flows, policy, engine="numba")
+    (kernel_sessions, kernel_flows, kernel), made = _recorded_run(flows, policy)
     reference_sessions, reference_flows, reference = run(flows, policy, engine="reference")
     assert kernel_sessions.equals(reference_sessions)
     assert kernel_flows.equals(reference_flows)
     assert kernel.pressure() == reference.pressure()
     [replay] = made
     assert replay.pressure()["evictions"] == 296
-    [(rows, slots, width)] = sizes
-    assert rows == 8
-    assert slots >= 300
-    assert width * 8 == 128
+    assert replay.final["rows"] == 8
+    assert replay.final["slots"] >= 300
+    assert replay.final["width"] * 8 == 128
     assert len(replay.S) == len(replay.M) == 0  # released at finish
 
 
@@ -115,21 +127,7 @@ def test_late_sessions_behind_a_watermark_that_runs_ahead_are_forgotten() -> Non
     flows = [rec(100_000, proto=17)] + [
         rec(i / 10, src=f"10.1.{i // 250}.{i % 250 + 1}", dst="192.0.2.1", dport=53, proto=17)
         for i in range(2000)]
-    made: list[KernelReplay] = []
-    slots: list[int] = []
-
-    class Recording(KernelReplay):
-        def _release(self) -> None:
-            slots.append(int(self.C[K.S_USED]))
-            super()._release()
-
-    def tiny(*args: object, **kwargs: object) -> KernelReplay:
-        made.append(Recording(*args, **kwargs, capacity=2))  # type: ignore[arg-type]
-        return made[-1]
-
-    with mock.patch("obserae_forensics.sessionize.sessionizer.KernelReplay", tiny), \
-            mock.patch("obserae_forensics.sessionize.kernel.SLOT_RESERVE", 2):
-        sessions, _, _ = run(flows, engine="numba", batch_size=64)
+    (sessions, _, _), made = _recorded_run(flows, batch_size=64)
     assert sessions.num_rows == 2001
-    [used] = slots
-    assert used < 100
+    [replay] = made
+    assert replay.final["used"] < 100
