@@ -8,6 +8,7 @@ numpy's uint64 arithmetic wraps exactly as the algorithm needs.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 
 import numba
@@ -27,6 +28,12 @@ def fold(h: np.ndarray, value: np.ndarray) -> np.ndarray:
         z = (z ^ (z >> np.uint64(30))) * _K2
         z = (z ^ (z >> np.uint64(27))) * _K3
     return z ^ (z >> np.uint64(31))
+
+
+def text_seed(text: str) -> int:
+    """A text's part of a hash: BLAKE2b-64 of its UTF-8 bytes, read little-endian."""
+    digest = hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
 
 
 def hash_words(words: np.ndarray, seed: int = 0) -> np.ndarray:

@@ -439,19 +439,20 @@ def _finalize(M: Any, s: int, S: Any, slot: int, C: Any, closed_at: int, reason:
     opening record's identity instead (reference.py, rule 6)."""
     M[s, R.F_PEAK0] = peak0
     M[s, R.F_PEAK1] = peak1
-    dup = 0
-    if _has_prev(S, slot, C) and S[slot, R.P_OPENED] == M[s, R.F_OPENED] and \
-            S[slot, R.P_SPLIT] == M[s, R.F_SPLIT] and \
-            _prev_byte(S, slot, R.PB_LATE) == M[s, R.F_LATE]:
-        dup = S[slot, R.P_DUP] + 1
-    bits = M[s, R.F_OPEN_PREV_BITS]
-    if M[s, R.F_OPEN_PREV_OPENED] == M[s, R.F_OPENED] and \
-            (bits & COUNT_MASK) == (M[s, R.F_SPLIT] << 1 | M[s, R.F_LATE]) and \
-            (bits >> 32) + 1 > dup:
-        dup = (bits >> 32) + 1
     if M[s, R.F_DEEP] or M[s, R.F_LATE]:
-        dup = (M[s, R.F_IDENTITY] & R.DEEP_DUP_MASK) | R.DEEP_DUP_FLAG
-    M[s, R.F_DUP] = dup
+        M[s, R.F_DUP] = (M[s, R.F_IDENTITY] & R.DEEP_DUP_MASK) | R.DEEP_DUP_FLAG
+    else:
+        dup = 0
+        if _has_prev(S, slot, C) and S[slot, R.P_OPENED] == M[s, R.F_OPENED] and \
+                S[slot, R.P_SPLIT] == M[s, R.F_SPLIT] and \
+                _prev_byte(S, slot, R.PB_LATE) == M[s, R.F_LATE]:
+            dup = S[slot, R.P_DUP] + 1
+        bits = M[s, R.F_OPEN_PREV_BITS]
+        if M[s, R.F_OPEN_PREV_OPENED] == M[s, R.F_OPENED] and \
+                (bits & COUNT_MASK) == (M[s, R.F_SPLIT] << 1 | M[s, R.F_LATE]) and \
+                (bits >> 32) + 1 > dup:
+            dup = (bits >> 32) + 1
+        M[s, R.F_DUP] = dup
     if M[s, R.F_INHERITED]:
         M[s, R.F_ORIENT] = M[s, R.F_INH_ORIENT]
         M[s, R.F_SERVER] = M[s, R.F_INH_SERVER]

@@ -13,7 +13,6 @@ service ports that the server-side inference compares against ephemeral ones.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 
@@ -21,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..addresses import address_matrix
+from ..ids import fold, text_seed
 from .row import SIGN_BIT
 
 PORT_PROTOCOLS = (6, 17, 132, 136)  # TCP, UDP, SCTP, UDP-Lite: endpoints carry ports
@@ -158,19 +158,6 @@ def batch_records(
     )
 
 
-_MIX_K1 = np.uint64(0x9E3779B97F4A7C15)
-_MIX_K2 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX_K3 = np.uint64(0x94D049BB133111EB)
-
-
-def _mix(h: np.ndarray, value: np.ndarray) -> np.ndarray:
-    """splitmix64 step folding `value` into `h`, over whole columns (uint64 wraps)."""
-    z = h + value.astype(np.uint64) + _MIX_K1
-    z = (z ^ (z >> np.uint64(30))) * _MIX_K2
-    z = (z ^ (z >> np.uint64(27))) * _MIX_K3
-    return z ^ (z >> np.uint64(31))
-
-
 def record_identities(batch: pa.RecordBatch | pa.Table) -> np.ndarray:
     """int64 hash of where each record's bytes are: its file's absolute path (however the
     path was spelled; two copies of one file in two directories stay apart), the byte offset
@@ -184,13 +171,11 @@ def record_identities(batch: pa.RecordBatch | pa.Table) -> np.ndarray:
         files = files.combine_chunks()
     if not pa.types.is_dictionary(files.type):
         files = files.dictionary_encode()
-    seeds = np.array([int.from_bytes(hashlib.blake2b(
-        os.path.abspath(name).encode("utf-8", "surrogateescape"), digest_size=8).digest(),
-        "little")
-        for name in files.dictionary.to_pylist()], dtype=np.uint64)
+    seeds = np.array([text_seed(os.path.abspath(name))
+                      for name in files.dictionary.to_pylist()], dtype=np.uint64)
     h = seeds[np.asarray(files.indices.fill_null(0), dtype=np.int64)]
     for name in ("source_offset", "record_index"):
-        h = _mix(h, np.asarray(batch.column(name).to_numpy(zero_copy_only=False)))
+        h = fold(h, np.asarray(batch.column(name).to_numpy(zero_copy_only=False)))
     return h.view(np.int64)
 
 

@@ -25,7 +25,6 @@ are fixed-width lowercase hex, sorting the 64-bit values sorts the texts.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any, NamedTuple
 
 import numba as nb
@@ -33,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..addresses import address_text, distinct_pairs, dotted_quad_array
-from ..ids import hex_ids
+from ..ids import hex_ids, text_seed
 from ..schema import SESSIONS_SCHEMA, TIMESTAMP
 from . import row as R
 from .keys import address_bytes, protocol_keyword
@@ -74,8 +73,7 @@ def _id_hashes(seeds: Any, key: Any, opened: Any, split: Any, late: Any, dup: An
 
 def exporter_seed(exporter: str) -> int:
     """The exporter's part of every id: BLAKE2b-64 of its text, read little-endian."""
-    digest = hashlib.blake2b(exporter.encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "little")
+    return text_seed(exporter)
 
 
 def id_hash(seeds: np.ndarray, cols: np.ndarray, opened: np.ndarray, split: np.ndarray,

@@ -383,13 +383,15 @@ class ReferenceReplay:
     def _finalize(self, s: RefSession, closed_at: int | None, reason: int, emit: int) -> None:
         if reason == R.REASON_OPEN:  # still open at end of input: peaks as they stand
             s.peaks = (self.endpoints[s.endpoints()[0]][1], self.endpoints[s.endpoints()[1]][1])
-        prev = self.prev.get(s.key)
-        mine = (s.opened, s.split, s.late)
-        for earlier in (prev and (prev.opened, prev.split, prev.late, prev.dup), s.open_prev):
-            if earlier is not None and earlier[:3] == mine:
-                s.dup = max(s.dup, earlier[3] + 1)
         if s.deep or s.late:
             s.dup = (s.identity & R.DEEP_DUP_MASK) | R.DEEP_DUP_FLAG
+        else:
+            prev = self.prev.get(s.key)
+            mine = (s.opened, s.split, s.late)
+            for earlier in (prev and (prev.opened, prev.split, prev.late, prev.dup),
+                            s.open_prev):
+                if earlier is not None and earlier[:3] == mine:
+                    s.dup = max(s.dup, earlier[3] + 1)
         if s.inherited is None:
             server, method, confidence = infer_server(
                 s.protocol, s.orient_dir, s.syn_first_seen[0], s.syn_first_seen[1], s.pure_syn,
