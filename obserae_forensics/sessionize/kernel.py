@@ -89,7 +89,8 @@ S_SLOTS = 18  # slots in use or on the free stack; rows of S beyond are untouche
 S_SWEPT = 19  # watermark of the last finished sweep: remembered sessions expiring before it
 # are gone (they keep their slot until _collect frees it)
 S_ROWS_FREE = 20  # session rows on the free stack G
-SCALAR_COUNT = 21
+S_DUE = 21  # entries of the due list, at the far end of D (only within a sweep)
+SCALAR_COUNT = 22
 
 # Rows of S (and endpoint rows, twice as many) reserved up front as untouched zero pages:
 # growing within the reserve copies nothing, and pages are only paid for once used.
@@ -574,8 +575,11 @@ def _timer_push(D: Any, Q: Any, C: Any, t: int, ref: int, tag: int) -> None:
 
 
 @_helper
-def _wheel_move(D: Any, Q: Any, C: Any, M: Any, head: int, last_bucket: int) -> None:
-    """Entries of one wheel bucket due by `last_bucket` go to the near heap; later rounds stay.
+def _wheel_move(D: Any, Q: Any, C: Any, M: Any, head: int, last_bucket: int,
+                passed_bucket: int) -> None:
+    """Entries of one wheel bucket due by `last_bucket` leave the wheel; later rounds stay.
+    Those of buckets up to `passed_bucket`, which the watermark has passed whole, are due
+    now: they go to the due list, unordered; the others to the near heap.
 
     Their rows are prefetched on the way: a session is due about a minute after it was last
     touched, so its row has long left the caches, and the sweeps of the next second of
@@ -586,9 +590,17 @@ def _wheel_move(D: Any, Q: Any, C: Any, M: Any, head: int, last_bucket: int) -> 
     Q[head, Q_NEXT] = -1
     while q >= 0:
         following = Q[q, Q_NEXT]
-        if (Q[q, Q_TIME] >> WHEEL_SHIFT) <= last_bucket:
+        bucket = Q[q, Q_TIME] >> WHEEL_SHIFT
+        if bucket <= last_bucket:
             _prefetch_row(M, Q[q, Q_REF])
-            _deadline_push(D, C, Q[q, Q_TIME], Q[q, Q_REF], Q[q, Q_TAG])
+            if bucket <= passed_bucket:
+                j = len(D) - 1 - C[S_DUE]
+                C[S_DUE] += 1
+                D[j, 0] = Q[q, Q_TIME]
+                D[j, 1] = Q[q, Q_REF]
+                D[j, 2] = Q[q, Q_TAG]
+            else:
+                _deadline_push(D, C, Q[q, Q_TIME], Q[q, Q_REF], Q[q, Q_TAG])
             Q[q, Q_NEXT] = C[S_TIMER_FREE]
             C[S_TIMER_FREE] = q
             C[S_TIMERS] -= 1
@@ -600,17 +612,19 @@ def _wheel_move(D: Any, Q: Any, C: Any, M: Any, head: int, last_bucket: int) -> 
 
 @_inline
 def _wheel_advance(D: Any, Q: Any, C: Any, M: Any, watermark: int) -> None:
-    """Bring every entry that may be due before `watermark` into the near heap."""
+    """Bring every entry that may be due before `watermark` into the near heap, or into the
+    due list when its whole bucket is (the bucket ends at or before the watermark)."""
     if (C[S_WHEEL_CUR] << WHEEL_SHIFT) >= watermark:
         return
     last_bucket = (watermark - 1) >> WHEEL_SHIFT
+    passed_bucket = (watermark >> WHEEL_SHIFT) - 1
     if C[S_TIMERS] > 0:
         if last_bucket - C[S_WHEEL_CUR] + 1 > WHEEL_BUCKETS:
             for head in range(WHEEL_BUCKETS):  # a jump over a whole turn of the wheel
-                _wheel_move(D, Q, C, M, head, last_bucket)
+                _wheel_move(D, Q, C, M, head, last_bucket, passed_bucket)
         else:
             for bucket in range(C[S_WHEEL_CUR], last_bucket + 1):
-                _wheel_move(D, Q, C, M, bucket & WHEEL_MASK, last_bucket)
+                _wheel_move(D, Q, C, M, bucket & WHEEL_MASK, last_bucket, passed_bucket)
     C[S_WHEEL_CUR] = last_bucket + 1
 
 
@@ -862,23 +876,42 @@ def _close(S: Any, M: Any, G: Any, r: int, closed_at: int, reason: int, emit: in
 
 
 @_inline
+def _sweep_entry(S: Any, M: Any, G: Any, P: Any, C: Any, OUT: Any, D: Any, Q: Any, E: Any,
+                 known: Any, watermark: int, emit: int, t: int, ref: int, tag: int) -> None:
+    """A queued deadline (t, session row, serial) that came due: close the session, or queue
+    it again under its real, later deadline."""
+    r = ref  # a session row; stale once its session closed (serial -1 or another's)
+    if M[r, R.F_SERIAL] != tag or M[r, R.F_QUEUED] != t:
+        return
+    deadline, reason = _deadline(M, r, P)
+    if deadline < watermark:
+        _close(S, M, G, r, deadline, reason, emit, P, C, OUT, E, known)
+    else:
+        M[r, R.F_QUEUED] = deadline
+        _timer_push(D, Q, C, deadline, ref, tag)
+
+
+@_inline
 def _sweep(S: Any, M: Any, G: Any, P: Any, C: Any, OUT: Any, D: Any, Q: Any, E: Any,
            known: Any, watermark: int, emit: int) -> None:
     _wheel_advance(D, Q, C, M, watermark)
+    # Entries of wheel buckets the watermark passed whole are all due: they are taken in no
+    # particular order, without the near heap's sift per entry (a jump of the watermark,
+    # a gap in the traffic, closes whole buckets at once). Nothing observable depends on
+    # the order of the closes of one sweep: they share the record after which they are
+    # final (output rows are sorted later), every key has at most one of them, and an
+    # endpoint's peak is not changed by a release.
+    while C[S_DUE] > 0:
+        C[S_DUE] -= 1
+        j = len(D) - 1 - C[S_DUE]
+        _sweep_entry(S, M, G, P, C, OUT, D, Q, E, known, watermark, emit,
+                     D[j, 0], D[j, 1], D[j, 2])
     while C[S_DEADLINES] > 0 and D[0, 0] < watermark:
         t = D[0, 0]
         ref = D[0, 1]
         tag = D[0, 2]
         _deadline_pop(D, C)
-        r = ref  # a session row; stale once its session closed (serial -1 or another's)
-        if M[r, R.F_SERIAL] != tag or M[r, R.F_QUEUED] != t:
-            continue
-        deadline, reason = _deadline(M, r, P)
-        if deadline < watermark:
-            _close(S, M, G, r, deadline, reason, emit, P, C, OUT, E, known)
-        else:
-            M[r, R.F_QUEUED] = deadline
-            _timer_push(D, Q, C, deadline, ref, tag)
+        _sweep_entry(S, M, G, P, C, OUT, D, Q, E, known, watermark, emit, t, ref, tag)
     # the reference forgets remembered sessions after the closes of its sweep
     C[S_SWEPT] = watermark
 
