@@ -14,7 +14,8 @@ Same rules as reference.py (read its docstring first); this is the fast machiner
   comes due early and the real deadline turns out later — so a record that merely extends
   a session costs no queue operation. The queue is a timer wheel of ~1 s buckets (constant
   time per entry, whatever the number of open sessions) in front of a small "near" min-heap
-  holding only the entries of buckets the watermark has reached;
+  holding only the entries of the bucket the watermark is in; the entries of buckets it
+  passed whole (a jump in exporter time) are all due and skip the heap (the "due list");
 * the cap's victim (oldest last_seen, ties by key) comes from a second lazy heap whose
   entries hold the key, re-queued with the current last_seen when found stale; it exists
   only near the cap: built from every open session when the cap is first reached, then
@@ -82,7 +83,7 @@ S_ENDPOINTS = 11  # entries in use in the endpoint table
 S_OUT = 12
 S_USED = 13
 S_EVICTION_ON = 14  # the eviction heap is kept only while the open count is near the cap
-S_WHEEL_CUR = 15  # timer wheel: every entry of a bucket below this one is in the near heap
+S_WHEEL_CUR = 15  # timer wheel: every entry of a bucket below this one has left the wheel
 S_TIMERS = 16  # entries on the wheel
 S_TIMER_FREE = 17  # head of the free list of wheel entries
 S_SLOTS = 18  # slots in use or on the free stack; rows of S beyond are untouched zeros
