@@ -14,8 +14,9 @@ Same rules as reference.py (read its docstring first); this is the fast machiner
   comes due early and the real deadline turns out later — so a record that merely extends
   a session costs no queue operation. The queue is a timer wheel of ~1 s buckets (constant
   time per entry, whatever the number of open sessions) in front of a small "near" min-heap
-  holding only the entries of the bucket the watermark is in; the entries of buckets it
-  passed whole (a jump in exporter time) are all due and skip the heap (the "due list");
+  holding the entries of buckets the watermark has reached (and deadlines queued behind
+  it); the entries of buckets it passed whole (a jump in exporter time) are all due and
+  skip the heap (the "due list");
 * the cap's victim (oldest last_seen, ties by key) comes from a second lazy heap whose
   entries hold the key, re-queued with the current last_seen when found stale; it exists
   only near the cap: built from every open session when the cap is first reached, then
