@@ -893,21 +893,29 @@ def _sweep_entry(S: Any, M: Any, G: Any, P: Any, C: Any, OUT: Any, D: Any, Q: An
         _timer_push(D, Q, C, deadline, ref, tag)
 
 
-@_inline
-def _sweep(S: Any, M: Any, G: Any, P: Any, C: Any, OUT: Any, D: Any, Q: Any, E: Any,
-           known: Any, watermark: int, emit: int) -> None:
-    _wheel_advance(D, Q, C, M, watermark)
-    # Entries of wheel buckets the watermark passed whole are all due: they are taken in no
-    # particular order, without the near heap's sift per entry (a jump of the watermark,
-    # a gap in the traffic, closes whole buckets at once). Nothing observable depends on
-    # the order of the closes of one sweep: they share the record after which they are
-    # final (output rows are sorted later), every key has at most one of them, and an
-    # endpoint's peak is not changed by a release.
+@_helper
+def _sweep_due(S: Any, M: Any, G: Any, P: Any, C: Any, OUT: Any, D: Any, Q: Any, E: Any,
+               known: Any, watermark: int, emit: int) -> None:
+    """The due list's entries (wheel buckets the watermark passed whole: all due), last in
+    first out, without the near heap's sift per entry: a jump of the watermark, a gap in
+    the traffic, closes whole buckets at once. Nothing observable depends on the order of
+    the closes of one sweep: they share the record after which they are final (output rows
+    are sorted later), every key has at most one of them, and an endpoint's peak is not
+    changed by a release. A call, not inlined: a second inlined copy of _sweep_entry in
+    each of replay's sweeps added ~12 s to the kernel's first compilation."""
     while C[S_DUE] > 0:
         C[S_DUE] -= 1
         j = len(D) - 1 - C[S_DUE]
         _sweep_entry(S, M, G, P, C, OUT, D, Q, E, known, watermark, emit,
                      D[j, 0], D[j, 1], D[j, 2])
+
+
+@_inline
+def _sweep(S: Any, M: Any, G: Any, P: Any, C: Any, OUT: Any, D: Any, Q: Any, E: Any,
+           known: Any, watermark: int, emit: int) -> None:
+    _wheel_advance(D, Q, C, M, watermark)
+    if C[S_DUE] > 0:
+        _sweep_due(S, M, G, P, C, OUT, D, Q, E, known, watermark, emit)
     while C[S_DEADLINES] > 0 and D[0, 0] < watermark:
         t = D[0, 0]
         ref = D[0, 1]
