@@ -212,12 +212,12 @@ class Consolidation:
         protocol = column("protocol_number")
         pair = endpoint_pair_hashes(sessions, port_protocols=PORT_PROTOCOLS)
         bucket = (pair % np.uint64(buckets)).astype(np.int64)
-        order, counts = _bucket_order(bucket, buckets)
+        places, counts = _bucket_places(bucket, buckets)
         client_is_a = column_values(pc.and_(
             pc.equal(sessions.column("client_ip"), sessions.column("ip_a")),
             pc.equal(sessions.column("client_port"), sessions.column("port_a"))))
         numbers = _compact_numbers(
-            order, pair, protocol,
+            bucket, places, pair, protocol,
             self.protocols.encode(sessions.column("protocol")),
             self.exporters.encode(sessions.column("exporter")),
             self.role_methods.encode(sessions.column("role_method")),
@@ -225,7 +225,7 @@ class Consolidation:
             times("opened_at"), times("last_seen_at"), column("role_confidence"),
             column("counters_scaled"), column("sampling_rate"),
             column("ab_bytes"), column("ba_bytes"), column("ab_packets"), column("ba_packets"))
-        take = None if buckets == 1 else pa.array(order)
+        take = None if buckets == 1 else pa.array(_bucket_order(bucket, places))
 
         def texts(name: str) -> pa.Array:
             values = _single_chunk(sessions.column(name))
@@ -522,19 +522,27 @@ def _runs(values: Any, starts: Any, counts: Any) -> Any:
 
 
 @numba.njit(cache=True, nogil=True)
-def _bucket_order(bucket: Any, buckets: int) -> Any:
-    """(stable permutation grouping rows by bucket, rows per bucket): a counting sort."""
+def _bucket_places(bucket: Any, buckets: int) -> Any:
+    """(where each bucket's rows start in bucket order, rows per bucket): a counting sort's
+    first pass."""
     counts = np.zeros(buckets, dtype=np.int64)
     for b in bucket:
         counts[b] += 1
-    place = np.zeros(buckets, dtype=np.int64)
+    places = np.zeros(buckets, dtype=np.int64)
     for b in range(1, buckets):
-        place[b] = place[b - 1] + counts[b - 1]
+        places[b] = places[b - 1] + counts[b - 1]
+    return places, counts
+
+
+@numba.njit(cache=True, nogil=True)
+def _bucket_order(bucket: Any, places: Any) -> Any:
+    """The stable permutation grouping rows by bucket (`places` from _bucket_places)."""
+    place = places.copy()
     order = np.empty(len(bucket), dtype=np.int64)
     for i in range(len(bucket)):
         order[place[bucket[i]]] = i
         place[bucket[i]] += 1
-    return order, counts
+    return order
 
 
 def _id_order_key(ids: pa.Array) -> np.ndarray:
@@ -592,14 +600,19 @@ def _most_confident(confidence: Any, starts: Any) -> Any:
 
 
 @numba.njit(cache=True, nogil=True)
-def _compact_numbers(order: Any, pair: Any, protocol: Any, protocol_code: Any,
+def _compact_numbers(bucket: Any, places: Any, pair: Any, protocol: Any, protocol_code: Any,
                      exporter: Any, method: Any, client_is_a: Any, client_port: Any,
                      server_port: Any, opened: Any, last: Any, confidence: Any, scaled: Any,
                      sampling: Any, ab_bytes: Any, ba_bytes: Any, ab_packets: Any,
                      ba_packets: Any) -> Any:
-    """The fixed-width CONSOLIDATION_ROWS_SCHEMA columns of the sessions at `order`, in
-    that order; counters scaled (unless already) and oriented to each session's client."""
-    n = len(order)
+    """The fixed-width CONSOLIDATION_ROWS_SCHEMA columns of the sessions, grouped by
+    bucket (stable; `places` from _bucket_places); counters scaled (unless already) and
+    oriented to each session's client. A scatter: the sessions are read in order and each
+    bucket's rows written one after the other, which is about twice as fast as gathering
+    through the bucket order (15 random reads a row, each a cache miss once a batch
+    outgrows the cache)."""
+    n = len(bucket)
+    place = places.copy()
     out_pair = np.empty(n, dtype=np.uint64)
     out_protocol = np.empty(n, dtype=np.uint8)
     out_protocol_code = np.empty(n, dtype=np.uint32)
@@ -615,8 +628,9 @@ def _compact_numbers(order: Any, pair: Any, protocol: Any, protocol_code: Any,
     sc_bytes = np.empty(n, dtype=np.uint64)
     cs_packets = np.empty(n, dtype=np.uint64)
     sc_packets = np.empty(n, dtype=np.uint64)
-    for k in range(n):
-        i = order[k]
+    for i in range(n):
+        k = place[bucket[i]]
+        place[bucket[i]] = k + 1
         out_pair[k] = pair[i]
         out_protocol[k] = protocol[i]
         out_protocol_code[k] = protocol_code[i]

@@ -16,6 +16,7 @@ from obserae_forensics.matching.consolidate import (
     Consolidation,
     Vocabulary,
     _bucket_order,
+    _bucket_places,
     _consolidated_ids,
     _id_order_key,
     _most_confident,
@@ -73,6 +74,11 @@ def test_buckets_keep_conversations_whole(sessions: pa.Table, buckets: int) -> N
     assert rows.schema == CONSOLIDATION_ROWS_SCHEMA
     assert counts.sum() == sessions.num_rows and len(counts) == buckets
     expected = endpoint_pair_hashes(sessions, port_protocols=PORT_PROTOCOLS) % np.uint64(buckets)
+    # grouped by bucket, each in the sessions' order, numbers on the row of their texts
+    by_bucket = np.argsort(expected, kind="stable")
+    for name in ("session_id", "client_ip", "opened_at", "client_port"):
+        assert rows.column(name).to_pylist() == pc.take(
+            sessions.column(name).cast(rows.schema.field(name).type), by_bucket).to_pylist()
     start, parts = 0, []
     for number, count in enumerate(counts.tolist()):
         bucket = rows.slice(start, count)
@@ -163,7 +169,8 @@ def test_pair_counts_and_bucket_order(values: list[int], buckets: int) -> None:
     _, inverse, counts = np.unique(pair, return_inverse=True, return_counts=True)
     assert (_pair_counts(pair) == counts[inverse.ravel()]).all()
     bucket = np.array(values, dtype=np.int64) % buckets
-    order, per_bucket = _bucket_order(bucket, buckets)
+    places, per_bucket = _bucket_places(bucket, buckets)
+    order = _bucket_order(bucket, places)
     assert (order == np.argsort(bucket, kind="stable")).all()
     assert (per_bucket == np.bincount(bucket, minlength=buckets)).all()
 
