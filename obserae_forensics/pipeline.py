@@ -85,6 +85,12 @@ class ReadOptions:
             raise UsageError("--from is later than --to: the window holds no time")
 
 
+# provenance: a file's frames and record numbers grow with arrival, which flows follow
+# within a session and sessions roughly across (the 5.2 M SYN-scan flows: 7% smaller,
+# 80.4 -> 75.0 MB, and no slower to encode)
+FLOW_DELTA_COLUMNS = ("source_frame", "record_index", "arrival")
+
+
 def inspect_inputs(
     paths: Sequence[Path], options: ReadOptions, report: RunReport,
     *, flows_path: Path | None = None, progress: bool = False,
@@ -96,7 +102,8 @@ def inspect_inputs(
     if flows_path is not None:
         flows_path.parent.mkdir(parents=True, exist_ok=True)
         staging = flows_path.with_name(f".{flows_path.name}.partial")
-        writer = TableWriter(staging, text_address_schema(FLOW_SCHEMA))
+        writer = TableWriter(staging, text_address_schema(FLOW_SCHEMA),
+                             delta_columns=FLOW_DELTA_COLUMNS)
     try:
         for batch in _with_progress(read_flows(inputs, report, batch_size=options.batch_size,
                                                window=options.window), inputs, progress):
@@ -328,7 +335,8 @@ def sessionize_inputs(config: SessionizeConfig, report: RunReport) -> Sessionize
                         flows_writer = TableWriter(staging / "flows.parquet",
                                                    _text_flows(flows.slice(0, 0)).schema,
                                                    prepare=_text_flows,
-                                                   executor=io_flows)
+                                                   executor=io_flows,
+                                                   delta_columns=FLOW_DELTA_COLUMNS)
                     flows_writer.write(flows)
 
             # decoded on a thread of their own, so reading overlaps the sessionizer
@@ -347,7 +355,8 @@ def sessionize_inputs(config: SessionizeConfig, report: RunReport) -> Sessionize
             result.repeated_examples = consolidation.repeated_examples
             sessions_writer.close()
             if flows_writer is None:
-                flows_writer = TableWriter(staging / "flows.parquet", _empty_flows_schema())
+                flows_writer = TableWriter(staging / "flows.parquet", _empty_flows_schema(),
+                                           delta_columns=FLOW_DELTA_COLUMNS)
             flows_writer.close()
             result.flows = flows_writer.rows
             result.sessions = sessions_writer.rows
@@ -397,8 +406,11 @@ def _write_consolidated(staging: Path, buckets: list[Path], consolidation: Conso
     while the next bucket is consolidated)."""
     from .matching import SESSIONS_CONSOLIDATED_SCHEMA
 
+    # within a bucket rows are by first_seen: its steps are small, and last_seen's follow
+    # (SYN scan: 130.3 -> 128.0 MB, no slower)
     writer = TableWriter(staging / "sessions_consolidated.parquet",
-                         SESSIONS_CONSOLIDATED_SCHEMA, executor=executor)
+                         SESSIONS_CONSOLIDATED_SCHEMA, executor=executor,
+                         delta_columns=("first_seen", "last_seen"))
     transform_buckets(buckets, consolidation.consolidate, writer)  # each by first_seen, id
     writer.close()
     shutil.rmtree(staging / ".consolidation", ignore_errors=True)

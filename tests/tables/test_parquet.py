@@ -1,0 +1,71 @@
+"""TableWriter: the encodings it chooses per column, and files that do not depend on how the
+rows were handed to it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from obserae_forensics.schema import TIMESTAMP
+from obserae_forensics.tables.parquet import TableWriter
+
+SCHEMA = pa.schema([
+    pa.field("session_id", pa.string(), nullable=False),
+    pa.field("record_index", pa.uint32(), nullable=False),
+    pa.field("first_seen", TIMESTAMP, nullable=False),
+    pa.field("port", pa.uint16(), nullable=False),
+])
+
+
+def _table(n: int) -> pa.Table:
+    rng = np.random.default_rng(7)
+    steps = rng.integers(-5, 50, n)  # mostly growing, sometimes back
+    return pa.Table.from_arrays([
+        pa.array([f"{v:016x}" for v in rng.integers(0, 2**63, n)]),
+        pa.array((np.cumsum(steps) + 1000).astype(np.uint32)),
+        pa.array(1_700_000_000_000_000 + np.cumsum(steps * 1000), TIMESTAMP),
+        pa.array(rng.integers(0, 65536, n).astype(np.uint16)),
+    ], schema=SCHEMA)
+
+
+def _encodings(path: Path) -> dict[str, set[str]]:
+    meta = pq.ParquetFile(path).metadata
+    found: dict[str, set[str]] = {}
+    for group in range(meta.num_row_groups):
+        for column in range(meta.num_columns):
+            chunk = meta.row_group(group).column(column)
+            found.setdefault(chunk.path_in_schema, set()).update(chunk.encodings)
+    return found
+
+
+def test_delta_columns_are_delta_packed_and_read_back(tmp_path: Path) -> None:
+    table = _table(10_000)
+    path = tmp_path / "t.parquet"
+    writer = TableWriter(path, SCHEMA, row_group_rows=4096,
+                         delta_columns=("record_index", "first_seen"))
+    writer.write(table)
+    writer.close()
+    encodings = _encodings(path)
+    assert "DELTA_BINARY_PACKED" in encodings["record_index"]
+    assert "DELTA_BINARY_PACKED" in encodings["first_seen"]
+    assert "RLE_DICTIONARY" not in encodings["record_index"]
+    assert "DELTA_LENGTH_BYTE_ARRAY" in encodings["session_id"]  # an id column
+    assert "RLE_DICTIONARY" in encodings["port"]  # everything else as before
+    assert pq.read_table(path).equals(table)
+
+
+def test_the_file_does_not_depend_on_the_batches(tmp_path: Path) -> None:
+    table = _table(10_000)
+    files = []
+    for size in (10_000, 999, 4096, 1):
+        path = tmp_path / f"{size}.parquet"
+        writer = TableWriter(path, SCHEMA, row_group_rows=4096,
+                             delta_columns=("record_index", "first_seen"))
+        for batch in table.to_batches(max_chunksize=size):
+            writer.write(batch)
+        writer.close()
+        files.append(path.read_bytes())
+    assert all(data == files[0] for data in files[1:])
