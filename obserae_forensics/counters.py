@@ -8,12 +8,30 @@ out 0. The 32-bit halves are summed apart, which is exact for fewer than 2**32 v
 
 from __future__ import annotations
 
+from typing import Any
+
+import numba
 import numpy as np
+
+_LOW = np.uint64(0xFFFFFFFF)
+_SHIFT = np.uint64(32)
 
 
 def exact_sum(values: np.ndarray) -> int:
     """The sum of unsigned counters as a Python int, never wrapped."""
     values = np.asarray(values).astype(np.uint64, copy=False)
-    low = int((values & np.uint64(0xFFFFFFFF)).sum(dtype=np.uint64))
-    high = int((values >> np.uint64(32)).sum(dtype=np.uint64))
-    return (high << 32) + low
+    low, high = _half_sums(values)
+    return (int(high) << 32) + int(low)
+
+
+@numba.njit(cache=True, nogil=True)
+def _half_sums(values: Any) -> Any:
+    """(sum of the low 32-bit halves, sum of the high ones), in one pass and without the
+    two temporary arrays numpy's masks would make (the run sums every counter column of
+    every batch for the conservation check)."""
+    low = np.uint64(0)
+    high = np.uint64(0)
+    for value in values:
+        low += value & _LOW
+        high += value >> _SHIFT
+    return low, high

@@ -269,8 +269,11 @@ class _Totals:
 
 
 def _column_sum(column: pa.Array | pa.ChunkedArray) -> int:
-    """counters.exact_sum of an Arrow counter column (nulls count 0)."""
-    return exact_sum(column.fill_null(0).to_numpy(zero_copy_only=False))
+    """counters.exact_sum of an Arrow counter column (nulls count 0), chunk by chunk: read
+    in place, where filling nulls that are not there and joining chunks would copy it."""
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    return sum(exact_sum((chunk.fill_null(0) if chunk.null_count else chunk)
+                         .to_numpy(zero_copy_only=False)) for chunk in chunks)
 
 
 def sessionize_inputs(config: SessionizeConfig, report: RunReport) -> SessionizeResult:
