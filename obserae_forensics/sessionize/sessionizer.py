@@ -357,10 +357,41 @@ def _canonical_dictionaries(flows: pa.Table) -> pa.Table:
     """Re-encode dictionary columns from their values, in order of first use.
 
     Held rows keep the dictionaries of the batches they came in, so without this the same
-    rows would be encoded differently depending on how the input was batched.
+    rows would be encoded differently depending on how the input was batched. The result is
+    dictionary_encode of the values, reached through the indices: the values themselves
+    (source_file: a path per record) are never spelled out row by row.
     """
+    flows = flows.combine_chunks()  # one chunk per column; dictionaries unified
     for position, field in enumerate(flows.schema):
         if pa.types.is_dictionary(field.type):
-            values = flows.column(position).cast(pa.string()).combine_chunks()
-            flows = flows.set_column(position, field, pc.dictionary_encode(values))
-    return flows.combine_chunks()
+            column = flows.column(position).chunk(0) if flows.num_rows else None
+            if column is None or column.null_count or column.dictionary.null_count:
+                values = flows.column(position).cast(field.type.value_type).combine_chunks()
+                encoded = pc.dictionary_encode(values)
+            else:
+                indices = np.asarray(column.indices.to_numpy(zero_copy_only=False))
+                used, renumbered = _first_use(indices, len(column.dictionary))
+                dictionary = column.dictionary.take(pa.array(used))
+                if len(pc.unique(dictionary)) < len(dictionary):  # a value twice: by value
+                    encoded = pc.dictionary_encode(column.cast(field.type.value_type))
+                else:
+                    encoded = pa.DictionaryArray.from_arrays(pa.array(renumbered), dictionary)
+            flows = flows.set_column(position, field, encoded)
+    return flows
+
+
+@nb.njit(cache=True, nogil=True)
+def _first_use(indices: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(dictionary entries in order of first use, indices renumbered in that order)."""
+    number = np.full(size, -1, dtype=np.int64)
+    used = np.empty(size, dtype=np.int64)
+    out = np.empty(len(indices), dtype=np.int32)
+    count = 0
+    for i in range(len(indices)):
+        k = indices[i]
+        if number[k] < 0:
+            number[k] = count
+            used[count] = k
+            count += 1
+        out[i] = number[k]
+    return used[:count], out
