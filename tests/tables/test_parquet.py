@@ -69,3 +69,21 @@ def test_the_file_does_not_depend_on_the_batches(tmp_path: Path) -> None:
         writer.close()
         files.append(path.read_bytes())
     assert all(data == files[0] for data in files[1:])
+
+
+def test_delta_packing_keeps_the_extremes(tmp_path: Path) -> None:
+    """Steps that overflow 64 (or 32) bits wrap in the encoder and come back exact."""
+    schema = pa.schema([pa.field("source_frame", pa.uint64(), nullable=False),
+                        pa.field("record_index", pa.uint32(), nullable=False),
+                        pa.field("arrival", TIMESTAMP, nullable=False)])
+    table = pa.Table.from_arrays([
+        pa.array(np.array([0, 2**64 - 1, 5, 2**63, 2**63 - 1, 1, 2**64 - 2], dtype=np.uint64)),
+        pa.array(np.array([0, 2**32 - 1, 7, 2**31, 2**31 - 1, 3, 0], dtype=np.uint32)),
+        pa.array(np.array([-2**63 + 1, 2**63 - 1, 0, -5, 10**18, -10**18, 3]), TIMESTAMP),
+    ], schema=schema)
+    path = tmp_path / "t.parquet"
+    writer = TableWriter(path, schema, delta_columns=tuple(schema.names))
+    writer.write(table)
+    writer.close()
+    assert all("DELTA_BINARY_PACKED" in e for e in _encodings(path).values())
+    assert pq.read_table(path).equals(table)
