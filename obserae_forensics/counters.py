@@ -19,7 +19,7 @@ _SHIFT = np.uint64(32)
 
 def exact_sum(values: np.ndarray) -> int:
     """The sum of unsigned counters as a Python int, never wrapped."""
-    values = np.asarray(values).astype(np.uint64, copy=False)
+    values = np.asarray(values).astype(np.uint64, copy=False).ravel()
     low, high = _half_sums(values)
     return (int(high) << 32) + int(low)
 

@@ -32,3 +32,10 @@ def test_column_sums_count_nulls_as_zero_across_chunks(chunks: list[list[int | N
     expected = sum(value or 0 for chunk in chunks for value in chunk)
     assert _column_sum(column) == expected
     assert _column_sum(column.combine_chunks()) == expected
+
+
+def test_any_shape_sums_all_its_values() -> None:
+    values = np.array([[2**63, 1], [2**63, 2]], dtype=np.uint64)
+    assert exact_sum(values) == 2**64 + 3
+    assert exact_sum(values.T) == 2**64 + 3
+    assert exact_sum(np.uint64(7)) == 7
