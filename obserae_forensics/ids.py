@@ -142,11 +142,20 @@ def endpoint_pair_hashes(table: pa.Table, *, port_protocols: Iterable[int] | Non
     protocol and unordered endpoint pair, whichever side is a. Addresses must be the
     canonical texts the sessionizer writes. With `port_protocols`, ports of other
     protocols are ignored (ICMP sessions are keyed by addresses alone)."""
-    protocol = table.column("protocol_number").to_numpy().astype(np.int64)
-    port_a = table.column("port_a").to_numpy().astype(np.int64)
-    port_b = table.column("port_b").to_numpy().astype(np.int64)
+    return pair_hash_values(table.column("protocol_number").to_numpy(),
+                            text_hashes(table.column("ip_a")), table.column("port_a").to_numpy(),
+                            text_hashes(table.column("ip_b")), table.column("port_b").to_numpy(),
+                            port_protocols=port_protocols)
+
+
+def pair_hash_values(protocol: np.ndarray, address_a: np.ndarray, port_a: np.ndarray,
+                     address_b: np.ndarray, port_b: np.ndarray, *,
+                     port_protocols: Iterable[int] | None = None) -> np.ndarray:
+    """endpoint_pair_hashes from numbers: the addresses as their text_hashes."""
+    protocol = np.asarray(protocol).astype(np.int64)
+    port_a = np.asarray(port_a).astype(np.int64)
+    port_b = np.asarray(port_b).astype(np.int64)
     if port_protocols is not None:
         keep = np.isin(protocol, list(port_protocols))
         port_a, port_b = np.where(keep, port_a, 0), np.where(keep, port_b, 0)
-    return _pair_hashes(protocol, text_hashes(table.column("ip_a")), port_a,
-                        text_hashes(table.column("ip_b")), port_b)
+    return _pair_hashes(protocol, address_a, port_a, address_b, port_b)

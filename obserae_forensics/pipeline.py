@@ -322,7 +322,7 @@ def sessionize_inputs(config: SessionizeConfig, report: RunReport) -> Sessionize
                     matches_writer.write(matches)
                 if sessions.num_rows:
                     sessions_writer.write(sessions)
-                    consolidation_buckets.write(sessions)
+                    consolidation_buckets.write(sessions, output.keys)
                     totals.add_sessions(sessions)
                     for counter, name in ((result.states, "state"),
                                           (result.close_reasons, "close_reason"),

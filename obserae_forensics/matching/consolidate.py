@@ -35,7 +35,7 @@ session are its two endpoints (ip_a/port_a is one of them), so the a side is kep
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numba
 import numpy as np
@@ -46,6 +46,9 @@ from ..ids import endpoint_pair_hashes, hex_ids, id_sort_keys
 from ..schema import TIMESTAMP
 from .columns import column_values
 from .services import PORT_PROTOCOLS
+
+if TYPE_CHECKING:
+    from ..sessionize.output import SessionKeys
 
 _consolidated_fields: list[pa.Field[Any]] = [
     pa.field("consolidated_id", pa.string(), nullable=False),
@@ -130,6 +133,14 @@ class Vocabulary:
                          dtype=np.uint32)
         return remap[column_values(encoded.indices)]
 
+    def recode(self, texts: tuple[str, ...], codes: np.ndarray) -> np.ndarray:
+        """uint32 code per row, from codes into `texts` (only the texts used get a code)."""
+        codes = np.asarray(codes, dtype=np.int64)
+        remap = np.zeros(len(texts), dtype=np.uint32)
+        for used in np.flatnonzero(np.bincount(codes, minlength=len(texts))).tolist():
+            remap[used] = self._code(texts[used])
+        return remap[codes]
+
     def _code(self, text: str) -> int:
         code = self._codes.get(text)
         if code is None:
@@ -193,8 +204,13 @@ class Consolidation:
         self.repeated_session_ids = 0
         self.repeated_examples: list[str] = []
 
-    def rows(self, sessions: pa.Table, buckets: int = 1) -> tuple[pa.Table, np.ndarray]:
+    def rows(self, sessions: pa.Table, buckets: int = 1, keys: SessionKeys | None = None
+             ) -> tuple[pa.Table, np.ndarray]:
         """(CONSOLIDATION_ROWS_SCHEMA rows grouped by bucket, int64 rows per bucket).
+
+        `keys`, the sessionizer's numbers of these very rows, spare working out the pair
+        hashes, the client's side and the vocabulary codes from the texts; the rows are
+        the same either way.
 
         A session's bucket is its `pair` hash modulo `buckets`, the key the grouping uses:
         both directions and every exporter of a conversation agree, so each conversation
@@ -210,17 +226,23 @@ class Consolidation:
             return column_values(sessions.column(name).cast(pa.int64()))
 
         protocol = column("protocol_number")
-        pair = endpoint_pair_hashes(sessions, port_protocols=PORT_PROTOCOLS)
+        if keys is None:
+            pair = endpoint_pair_hashes(sessions, port_protocols=PORT_PROTOCOLS)
+            client_is_a = column_values(pc.and_(
+                pc.equal(sessions.column("client_ip"), sessions.column("ip_a")),
+                pc.equal(sessions.column("client_port"), sessions.column("port_a"))))
+            codes = (self.protocols.encode(sessions.column("protocol")),
+                     self.exporters.encode(sessions.column("exporter")),
+                     self.role_methods.encode(sessions.column("role_method")))
+        else:
+            pair, client_is_a = keys.pair, keys.client_is_a
+            codes = (self.protocols.recode(keys.protocols, keys.protocol),
+                     self.exporters.recode(keys.exporters, keys.exporter),
+                     self.role_methods.recode(keys.role_methods, keys.role_method))
         bucket = (pair % np.uint64(buckets)).astype(np.int64)
         places, counts = _bucket_places(bucket, buckets)
-        client_is_a = column_values(pc.and_(
-            pc.equal(sessions.column("client_ip"), sessions.column("ip_a")),
-            pc.equal(sessions.column("client_port"), sessions.column("port_a"))))
         numbers = _compact_numbers(
-            bucket, places, pair, protocol,
-            self.protocols.encode(sessions.column("protocol")),
-            self.exporters.encode(sessions.column("exporter")),
-            self.role_methods.encode(sessions.column("role_method")),
+            bucket, places, pair, protocol, *codes,
             client_is_a, column("client_port"), column("server_port"),
             times("opened_at"), times("last_seen_at"), column("role_confidence"),
             column("counters_scaled"), column("sampling_rate"),

@@ -25,6 +25,7 @@ are fixed-width lowercase hex, sorting the 64-bit values sorts the texts.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numba as nb
@@ -32,10 +33,10 @@ import numpy as np
 import pyarrow as pa
 
 from ..addresses import address_text, distinct_pairs, dotted_quad_array
-from ..ids import hex_ids, text_seed
+from ..ids import hex_ids, pair_hash_values, text_hashes, text_seed
 from ..schema import SESSIONS_SCHEMA, TIMESTAMP
 from . import row as R
-from .keys import address_bytes, protocol_keyword
+from .keys import PORT_PROTOCOLS, address_bytes, protocol_keyword
 
 _K1 = np.uint64(0x9E3779B97F4A7C15)
 _K2 = np.uint64(0xBF58476D1CE4E5B9)
@@ -324,10 +325,34 @@ def _list_of_nothing(n: int) -> pa.Array:
                                     pa.array([], pa.string()))
 
 
+@dataclass(frozen=True)
+class SessionKeys:
+    """Per row of a sessions table, what the sessionizer holds as numbers and consolidation
+    would otherwise work out again from the row's texts (Consolidation.rows): hashing two
+    address texts per row, comparing two more, and encoding three text columns cost it
+    about a third of its time on a scan.
+
+    `pair` is ids.endpoint_pair_hashes of the row (ports of PORT_PROTOCOLS only),
+    `client_is_a` whether (client_ip, client_port) is (ip_a, port_a), and the exporter,
+    protocol and role_method columns are given as codes into the texts beside them.
+    """
+
+    pair: np.ndarray
+    client_is_a: np.ndarray
+    exporters: tuple[str, ...]
+    exporter: np.ndarray
+    protocols: tuple[str, ...]
+    protocol: np.ndarray
+    role_methods: tuple[str, ...]
+    role_method: np.ndarray
+
+
 def sessions_table(parts: list[tuple[str, np.ndarray]]
-                   ) -> tuple[pa.Table, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                   ) -> tuple[pa.Table, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                              SessionKeys | None]:
     """SESSIONS_SCHEMA rows for (exporter, output rows) parts, sorted; the order applied;
-    their ids, serials and orientations (0: ip_a is the lo endpoint), in table order.
+    their ids, serials and orientations (0: ip_a is the lo endpoint), in table order; and
+    the rows' SessionKeys (None when there are no rows).
 
     Output rows come transposed ([field, session]: row.py's OUTPUT_FIELDS, indexed by the
     O_* constants), as the kernel writes them, so that every field is one contiguous
@@ -338,7 +363,7 @@ def sessions_table(parts: list[tuple[str, np.ndarray]]
     if not parts:
         return (SESSIONS_SCHEMA.empty_table(), np.zeros(0, dtype=np.int64),
                 np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64),
-                np.zeros(0, dtype=np.int64))
+                np.zeros(0, dtype=np.int64), None)
     cols = parts[0][1] if len(parts) == 1 else np.concatenate([c for _, c in parts], axis=1)
     n = cols.shape[1]
     names = sorted({exporter for exporter, _ in parts})
@@ -411,4 +436,16 @@ def sessions_table(parts: list[tuple[str, np.ndarray]]
     }
     table = pa.Table.from_arrays([columns[f.name] for f in SESSIONS_SCHEMA],
                                  schema=SESSIONS_SCHEMA)
-    return table, order, ids, number.serial, number.orient
+    address_hashes = text_hashes(texts)  # each distinct address once
+    keys = SessionKeys(
+        pair=pair_hash_values(number.protocol, address_hashes[number.address_a], number.port_a,
+                              address_hashes[number.address_b], number.port_b,
+                              port_protocols=PORT_PROTOCOLS),
+        # one index per distinct address, and a canonical text per address: equal indices
+        # are equal texts
+        client_is_a=((number.client_address == number.address_a)
+                     & (number.client_port == number.port_a)),
+        exporters=tuple(names), exporter=exporter_rank,
+        protocols=keywords, protocol=protocol_code.ravel(),
+        role_methods=R.METHOD_NAMES, role_method=number.method)
+    return table, order, ids, number.serial, number.orient, keys

@@ -32,7 +32,7 @@ from ..addresses import address_matrix
 from ..schema import FLOW_SCHEMA, SESSIONS_SCHEMA
 from .kernel import KernelReplay
 from .keys import PORT_PROTOCOLS, Records, batch_records, known_service_ports
-from .output import id_texts, sessions_table
+from .output import SessionKeys, id_texts, sessions_table
 from .policy import SessionPolicy
 from .reference import ReferenceReplay
 
@@ -54,10 +54,13 @@ class Replay(Protocol):
 
 @dataclass
 class SessionBatch:
-    """Sessions whose row is final, and the flow records behind them (FLOWS_SCHEMA)."""
+    """Sessions whose row is final, and the flow records behind them (FLOWS_SCHEMA); `keys`
+    (when given) holds numbers of the sessions' rows that consolidation can use instead of
+    the texts."""
 
     sessions: pa.Table
     flows: pa.Table
+    keys: SessionKeys | None = None
 
 
 def empty_session_batch() -> SessionBatch:
@@ -123,7 +126,7 @@ class Sessionizer:
         if not early.sessions.num_rows and not early.flows.num_rows:
             return last
         return SessionBatch(pa.concat_tables([early.sessions, last.sessions]),
-                            pa.concat_tables([early.flows, last.flows]))
+                            pa.concat_tables([early.flows, last.flows]))  # keys: the texts
 
     def pressure(self) -> dict[str, dict[str, Any]]:
         """Per exporter: evictions, first/last eviction time (µs), peak open sessions."""
@@ -204,7 +207,7 @@ class Sessionizer:
         parts = [(number, cols) for number, cols in parts if cols.shape[1]]
         if not parts:
             return empty_session_batch()
-        sessions, order, ids, serials, orients = sessions_table(
+        sessions, order, ids, serials, orients, keys = sessions_table(
             [(self._exporters[n], rows) for n, rows in parts])
         numbers = np.concatenate([np.full(c.shape[1], n, dtype=np.int64)
                                   for n, c in parts])[order]
@@ -236,7 +239,7 @@ class Sessionizer:
             # halves what it reads, so its cost is amortized over the records it drops
             self._held = [_Held.merged(older), self._held[-1]]
         if not tables:
-            return SessionBatch(sessions, FLOWS_SCHEMA.empty_table())
+            return SessionBatch(sessions, FLOWS_SCHEMA.empty_table(), keys)
         rank = np.concatenate(ranks)
         flow_order = _by_session_then_arrival(rank, np.concatenate(indices), len(ids))
         rank = rank[flow_order]
@@ -246,7 +249,7 @@ class Sessionizer:
         flows = flows.append_column(FLOWS_SCHEMA.field("session_id"), id_texts(ids[rank]))
         flows = flows.append_column(FLOWS_SCHEMA.field("direction"),
                                     _direction_texts(np.concatenate(same)[flow_order]))
-        return SessionBatch(sessions, _canonical_dictionaries(flows).cast(FLOWS_SCHEMA))
+        return SessionBatch(sessions, _canonical_dictionaries(flows).cast(FLOWS_SCHEMA), keys)
 
 
 @nb.njit(cache=True, nogil=True)

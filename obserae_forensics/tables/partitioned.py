@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -68,14 +69,14 @@ def read_scratch(path: Path) -> pa.Table:
 class BucketedWriter:
     """Writes rows to `buckets` scratch files under `directory`.
 
-    `route(table, buckets)` turns what `write` receives into the rows to keep, grouped by
-    bucket (bucket 0 first), and the number of rows of each bucket. With an `executor`
-    (the run's single writer thread) the routing happens there, in submission order, while
-    the caller goes on; `close` waits for it.
+    `route(table, buckets, *context)` turns what `write` receives into the rows to keep,
+    grouped by bucket (bucket 0 first), and the number of rows of each bucket. With an
+    `executor` (the run's single writer thread) the routing happens there, in submission
+    order, while the caller goes on; `close` waits for it.
     """
 
     def __init__(self, directory: Path, buckets: int,
-                 route: Callable[[pa.Table, int], tuple[pa.Table, np.ndarray]],
+                 route: Callable[..., tuple[pa.Table, np.ndarray]],
                  *, executor: Executor | None = None) -> None:
         self.directory = directory
         self.buckets = buckets
@@ -84,18 +85,19 @@ class BucketedWriter:
         self._queued: deque[Future[None]] = deque()
         self._writers: dict[int, ScratchWriter] = {}
 
-    def write(self, table: pa.Table) -> None:
+    def write(self, table: pa.Table, *context: Any) -> None:
+        """Route `table`'s rows; `context` goes to the route after (table, buckets)."""
         if table.num_rows == 0:
             return
         if self._executor is None:
-            self._route(table)
+            self._route(table, *context)
             return
         while len(self._queued) >= MAX_QUEUED_ROW_GROUPS:
             self._queued.popleft().result()
-        self._queued.append(self._executor.submit(self._route, table))
+        self._queued.append(self._executor.submit(self._route, table, *context))
 
-    def _route(self, table: pa.Table) -> None:
-        rows, counts = self._route_rows(table, self.buckets)
+    def _route(self, table: pa.Table, *context: Any) -> None:
+        rows, counts = self._route_rows(table, self.buckets, *context)
         start = 0
         for number in np.flatnonzero(counts).tolist():
             writer = self._writers.get(number)

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from obserae_forensics.ids import endpoint_pair_hashes, hash_words
@@ -26,7 +26,10 @@ from obserae_forensics.matching.consolidate import (
     consolidate_sessions,
 )
 from obserae_forensics.matching.services import PORT_PROTOCOLS
+from obserae_forensics.sessionize import Sessionizer, SessionPolicy
 
+from ..sessionize.scenario import batch
+from ..sessionize.test_properties import records
 from .session_tables import make_sessions
 
 GRACE_US = 30_000_000
@@ -195,3 +198,36 @@ def test_id_order_key_sorts_like_the_texts(ids: list[str]) -> None:
     by_key = sorted(range(len(ids)), key=lambda i: (int(key[i]), i))
     by_text = sorted(range(len(ids)), key=lambda i: (ids[i].encode(), i))
     assert by_key == by_text
+
+
+def _decoded(rows: pa.Table, consolidation: Consolidation) -> pa.Table:
+    """`rows` with the vocabulary codes as their texts (codes depend on the order texts came)."""
+    for name, vocabulary in (("protocol", consolidation.protocols),
+                             ("exporter", consolidation.exporters),
+                             ("role_method", consolidation.role_methods)):
+        texts = vocabulary.strings(rows.column(name).to_numpy())
+        rows = rows.set_column(rows.schema.get_field_index(name), name, texts)
+    return rows
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(records(), st.sampled_from([1, 3, 128]), st.sampled_from([None, 7]))
+def test_the_sessionizers_keys_give_the_rows_of_the_texts(flows: list[dict[str, object]],
+                                                          buckets: int,
+                                                          batch_size: int | None) -> None:
+    """Consolidation.rows from the sessionizer's SessionKeys equals rows from the texts:
+    pair hashes (IPv6, ICMP and GRE ports ignored), the client's side, the codes' texts."""
+    sessionizer = Sessionizer(SessionPolicy())
+    size = batch_size or max(len(flows), 1)
+    outputs = [sessionizer.feed(batch(flows[start:start + size], first_frame=start))
+               for start in range(0, len(flows), size)] + [sessionizer.finish()]
+    from_texts, from_keys = Consolidation(GRACE_US), Consolidation(GRACE_US)
+    for output in outputs:
+        if not output.sessions.num_rows:
+            continue
+        assert output.keys is not None
+        texts_rows, texts_counts = from_texts.rows(output.sessions, buckets)
+        keys_rows, keys_counts = from_keys.rows(output.sessions, buckets, output.keys)
+        assert (texts_counts == keys_counts).all()
+        assert _decoded(keys_rows, from_keys).equals(_decoded(texts_rows, from_texts))
