@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from obserae_forensics.matching import SESSIONS_CONSOLIDATED_SCHEMA
 from obserae_forensics.matching.consolidate import Consolidation
+from obserae_forensics.pipeline import CONSOLIDATED_DELTA_COLUMNS
 from obserae_forensics.schema import SESSIONS_SCHEMA
 from obserae_forensics.sessionize import SessionPolicy
 from obserae_forensics.tables.parquet import TableWriter
@@ -72,7 +73,8 @@ def main() -> None:
 
         steps = {"read": 0.0, "consolidate": 0.0, "encode": 0.0, "unlink": 0.0}
         output = scratch / "sessions_consolidated.parquet"
-        table_writer = TableWriter(output, SESSIONS_CONSOLIDATED_SCHEMA)
+        table_writer = TableWriter(output, SESSIONS_CONSOLIDATED_SCHEMA,
+                                   delta_columns=CONSOLIDATED_DELTA_COLUMNS)
         rows = 0
         for path in paths:
             mark = time.process_time()
