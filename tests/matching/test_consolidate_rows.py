@@ -28,7 +28,7 @@ from obserae_forensics.matching.consolidate import (
 from obserae_forensics.matching.services import PORT_PROTOCOLS
 from obserae_forensics.sessionize import Sessionizer, SessionPolicy
 
-from ..sessionize.scenario import batch
+from ..sessionize.scenario import batch, rec
 from ..sessionize.test_properties import records
 from .session_tables import make_sessions
 
@@ -231,3 +231,19 @@ def test_the_sessionizers_keys_give_the_rows_of_the_texts(flows: list[dict[str, 
         keys_rows, keys_counts = from_keys.rows(output.sessions, buckets, output.keys)
         assert (texts_counts == keys_counts).all()
         assert _decoded(keys_rows, from_keys).equals(_decoded(texts_rows, from_texts))
+
+
+def test_keys_name_exporters_numbered_out_of_text_order() -> None:
+    """The sessionizer numbers exporters as they come (198.51.100.7 first here) while a
+    batch's names are sorted: the keys' codes must still name each row's own exporter."""
+    sessionizer = Sessionizer(SessionPolicy())
+    outputs = [sessionizer.feed(batch([rec(0, exporter="198.51.100.7")])),
+               sessionizer.feed(batch([rec(1, exporter="192.0.2.1", dport=53, proto=17)],
+                                      first_frame=1)),
+               sessionizer.finish()]
+    [output] = [output for output in outputs if output.sessions.num_rows]
+    assert output.sessions.num_rows == 2 and output.keys is not None
+    from_texts, from_keys = Consolidation(GRACE_US), Consolidation(GRACE_US)
+    texts_rows, _ = from_texts.rows(output.sessions, 1)
+    keys_rows, _ = from_keys.rows(output.sessions, 1, output.keys)
+    assert _decoded(keys_rows, from_keys).equals(_decoded(texts_rows, from_texts))
