@@ -129,9 +129,8 @@ class Vocabulary:
         if isinstance(column, pa.ChunkedArray):
             column = column.combine_chunks() if column.num_chunks else pa.array([], pa.string())
         encoded = pc.dictionary_encode(column)
-        remap = np.array([self._code(text) for text in encoded.dictionary.to_pylist()],
-                         dtype=np.uint32)
-        return remap[column_values(encoded.indices)]
+        return self.recode(tuple(encoded.dictionary.to_pylist()),
+                           column_values(encoded.indices))
 
     def recode(self, texts: tuple[str, ...], codes: np.ndarray) -> np.ndarray:
         """uint32 code per row, from codes into `texts` (only the texts used get a code)."""

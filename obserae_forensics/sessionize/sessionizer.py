@@ -360,34 +360,30 @@ def _canonical_dictionaries(flows: pa.Table) -> pa.Table:
     """Re-encode dictionary columns from their values, in order of first use.
 
     Held rows keep the dictionaries of the batches they came in, so without this the same
-    rows would be encoded differently depending on how the input was batched. The result is
-    dictionary_encode of the values, reached through the indices: the values themselves
-    (source_file: a path per record) are never spelled out row by row. Columns with nulls
-    (none of the readers' own) are encoded by value: Arrow cannot unify dictionaries that
-    hold a null.
+    rows would be encoded differently depending on how the input was batched.
     """
-    by_value = set()
     for position, field in enumerate(flows.schema):
         if pa.types.is_dictionary(field.type):
-            column = flows.column(position)
-            if (not flows.num_rows or column.null_count
-                    or any(chunk.dictionary.null_count for chunk in column.chunks)):
-                values = column.cast(field.type.value_type).combine_chunks()
-                flows = flows.set_column(position, field, pc.dictionary_encode(values))
-                by_value.add(position)
-    flows = flows.combine_chunks()  # one chunk per column; dictionaries unified
-    for position, field in enumerate(flows.schema):
-        if pa.types.is_dictionary(field.type) and position not in by_value:
-            column = flows.column(position).chunk(0)
-            indices = np.asarray(column.indices.to_numpy(zero_copy_only=False))
-            used, renumbered = _first_use(indices, len(column.dictionary))
-            dictionary = column.dictionary.take(pa.array(used))
-            if len(pc.unique(dictionary)) < len(dictionary):  # a value twice: by value
-                encoded = pc.dictionary_encode(column.cast(field.type.value_type))
-            else:
-                encoded = pa.DictionaryArray.from_arrays(pa.array(renumbered), dictionary)
-            flows = flows.set_column(position, field, encoded)
-    return flows
+            flows = flows.set_column(position, field,
+                                     _first_use_encoding(flows.column(position), field.type))
+    return flows.combine_chunks()
+
+
+def _first_use_encoding(column: pa.ChunkedArray, kind: pa.DictionaryType) -> pa.Array:
+    """pc.dictionary_encode of the column's values, reached through its indices: the values
+    themselves (source_file: a path per record) are never spelled out row by row. By value
+    where that shortcut does not hold: nulls (none of the readers' own; Arrow cannot unify
+    dictionaries that hold one), or a dictionary holding a value twice."""
+    if (not len(column) or column.null_count
+            or any(chunk.dictionary.null_count for chunk in column.chunks)):
+        return pc.dictionary_encode(column.cast(kind.value_type).combine_chunks())
+    array = column.combine_chunks()  # one dictionary for all the chunks
+    used, renumbered = _first_use(np.asarray(array.indices.to_numpy(zero_copy_only=False)),
+                                  len(array.dictionary))
+    dictionary = array.dictionary.take(pa.array(used))
+    if len(pc.unique(dictionary)) < len(dictionary):
+        return pc.dictionary_encode(array.cast(kind.value_type))
+    return pa.DictionaryArray.from_arrays(pa.array(renumbered), dictionary)
 
 
 @nb.njit(cache=True, nogil=True)
