@@ -120,7 +120,15 @@ ENDPOINT_FIELDS = 4
 ENDPOINT_USED = 1 << 40
 COUNT_MASK = (1 << 32) - 1
 
-LOOKAHEAD = 8  # records between a record's prefetches and its replay
+# A record's memory is loaded in stages ahead of its replay, each stage reading what the
+# one before fetched: its hash bucket (and endpoint entries) LOOKAHEAD records ahead, the
+# first slot of that bucket's chain SLOT_AHEAD ahead, and, when that slot holds an open
+# session, the session row's hot lines ROW_AHEAD ahead. The hash of each record ahead waits
+# in a ring (H) for its later stages, with its direction and canonical key.
+LOOKAHEAD = 8
+SLOT_AHEAD = 5
+ROW_AHEAD = 2
+RING_MASK = 15
 OUTPUT_AHEAD = 32  # output columns between the prefetch of an OUT line and its writes
 
 EVICTION_FIELDS = 10  # last, proto, lo_hi, lo_lo, lo_port, hi_hi, hi_lo, hi_port, row, serial
@@ -246,6 +254,24 @@ def _canonical(proto: int, sh: int, sl: int, sport: int, dh: int, dl: int,
     if sh < dh or (sh == dh and (sl < dl or (sl == dl and sport <= dport))):
         return 0, sh, sl, sport, dh, dl, dport
     return 1, dh, dl, dport, sh, sl, sport
+
+
+@_inline
+def _ring_key(H: Any, i: int, protocol: Any, src_hi: Any, src_lo: Any, src_port: Any,
+              dst_hi: Any, dst_lo: Any, dst_port: Any) -> None:
+    """Record i's hash, direction and canonical key into its place in the ring H."""
+    p = protocol[i]
+    d, k1, k2, k3, k4, k5, k6 = _canonical(p, src_hi[i], src_lo[i], src_port[i], dst_hi[i],
+                                           dst_lo[i], dst_port[i])
+    ring = i & RING_MASK
+    H[ring, 0] = _key_hash(p, k1, k2, k3, k4, k5, k6)
+    H[ring, 1] = d
+    H[ring, 2] = k1
+    H[ring, 3] = k2
+    H[ring, 4] = k3
+    H[ring, 5] = k4
+    H[ring, 6] = k5
+    H[ring, 7] = k6
 
 
 # -- session rules on rows --------------------------------------------------------------
@@ -921,6 +947,11 @@ def _sweep(S: Any, M: Any, G: Any, P: Any, C: Any, OUT: Any, D: Any, Q: Any, E: 
         ref = D[0, 1]
         tag = D[0, 2]
         _deadline_pop(D, C)
+        if C[S_DEADLINES] > 0:
+            # the next entry to come due: its row's serial and queued deadline are read
+            # first, a record or more from now (the wheel's prefetch of it is long gone)
+            _prefetch(M, D[0, 1], R.F_SERIAL)
+            _prefetch(M, D[0, 1], R.F_QUEUED)
         _sweep_entry(S, M, G, P, C, OUT, D, Q, E, known, watermark, emit, t, ref, tag)
     # the reference forgets remembered sessions after the closes of its sweep
     C[S_SWEPT] = watermark
@@ -942,18 +973,21 @@ def replay(
     exporter_domain: Any, src_declared: Any, dst_declared: Any, index: Any, identity: Any,
     start: int, serial_out: Any, direction_out: Any,
     S: Any, B: Any, F: Any, M: Any, G: Any, P: Any, C: Any, OUT: Any, D: Any, Q: Any, V: Any,
-    E: Any, known: Any, tmp: Any, X: Any,
+    E: Any, known: Any, tmp: Any, X: Any, H: Any,
 ) -> tuple[int, int]:
     """Replay records start.. of one exporter; -> (status, next record to process).
 
-    `tmp` (1 x EVICTION_FIELDS) and `X` (1 x ROW_WIDTH) are scratch rows, passed in so
-    that the replay allocates nothing and runs without reference counting too.
+    `tmp` (1 x EVICTION_FIELDS), `X` (1 x ROW_WIDTH) and `H` (RING_MASK + 1 x 8: each
+    record ahead's hash, direction and canonical key, computed once) are scratch,
+    passed in so that the replay allocates nothing and runs without reference counting too.
     """
     n = len(first_seen)
     hard = P[P_HARD]
     # a record starting before watermark - min_idle - grace makes its session deep (rule 6)
     min_idle = min(P[P_IDLE_ESTABLISHED], P[P_IDLE_HALF_OPEN], P[P_IDLE_UDP], P[P_IDLE_ICMP],
                    P[P_IDLE_OTHER])
+    for j in range(start, min(start + LOOKAHEAD, n)):
+        _ring_key(H, j, protocol, src_hi, src_lo, src_port, dst_hi, dst_lo, dst_port)
     for i in range(start, n):
         # room for the worst case of one record: a new slot, a stray, an eviction and a
         # sweep that closes every open session
@@ -984,19 +1018,46 @@ def replay(
         last = last_seen[i]
         emit = index[i]
         proto = protocol[i]
-        d, k1, k2, k3, k4, k5, k6 = _canonical(proto, src_hi[i], src_lo[i], src_port[i],
-                                               dst_hi[i], dst_lo[i], dst_port[i])
+        ring = i & RING_MASK
+        h = H[ring, 0]
+        d = H[ring, 1]
+        k1 = H[ring, 2]
+        k2 = H[ring, 3]
+        k3 = H[ring, 4]
+        k4 = H[ring, 5]
+        k5 = H[ring, 6]
+        k6 = H[ring, 7]
         ahead = i + LOOKAHEAD
         if ahead < n:
-            # a record a little ahead: start loading its hash bucket and the endpoint
-            # entries it would touch if it opens a session (cold for a new key)
+            # a record a little ahead: its key and hash into the ring, and start loading its
+            # hash bucket and the endpoint entries it would touch if it opens a session
+            # (cold for a new key)
+            _ring_key(H, ahead, protocol, src_hi, src_lo, src_port, dst_hi, dst_lo, dst_port)
+            ra = ahead & RING_MASK
             p = protocol[ahead]
-            _, a1, a2, a3, a4, a5, a6 = _canonical(p, src_hi[ahead], src_lo[ahead],
-                                                   src_port[ahead], dst_hi[ahead],
-                                                   dst_lo[ahead], dst_port[ahead])
-            _prefetch(B, _key_hash(p, a1, a2, a3, a4, a5, a6) & (len(B) - 1), 0)
-            _prefetch(E, _endpoint_home(E, ENDPOINT_USED | p << 16 | a3, a1, a2), 0)
-            _prefetch(E, _endpoint_home(E, ENDPOINT_USED | p << 16 | a6, a4, a5), 0)
+            _prefetch(B, H[ra, 0] & (len(B) - 1), 0)
+            _prefetch(E, _endpoint_home(E, ENDPOINT_USED | p << 16 | H[ra, 4], H[ra, 2],
+                                        H[ra, 3]), 0)
+            _prefetch(E, _endpoint_home(E, ENDPOINT_USED | p << 16 | H[ra, 7], H[ra, 5],
+                                        H[ra, 6]), 0)
+        ahead = i + SLOT_AHEAD
+        if ahead < n:
+            # its bucket has arrived: start loading the first slot of its chain
+            sa = B[H[ahead & RING_MASK, 0] & (len(B) - 1)]
+            if sa >= 0:
+                _prefetch(S, sa, 0)
+        ahead = i + ROW_AHEAD
+        if ahead < n:
+            # its slot has arrived: if it holds an open session, start loading the row's
+            # hot lines (a record of a known conversation reads and writes them)
+            ha = H[ahead & RING_MASK, 0]
+            sa = B[ha & (len(B) - 1)]
+            if sa >= 0 and S[sa, R.SL_HASH] == ha:
+                status = S[sa, R.SL_STATUS]
+                if status & R.STATUS_OPEN:
+                    ra = status >> R.STATUS_ROW_SHIFT
+                    for f in range(0, R.HOT_END, 8):
+                        _prefetch(M, ra, f)
         late = 0
         deep = 0
         if C[S_HAS_MAX_LAST]:
@@ -1004,7 +1065,6 @@ def replay(
                 late = 1
             if first < C[S_MAX_LAST] - P[P_GRACE] - min_idle - P[P_GRACE]:
                 deep = 1
-        h = _key_hash(proto, k1, k2, k3, k4, k5, k6)
         b = h & (len(B) - 1)
         ports = proto << 32 | k3 << 16 | k6
         slot = B[b]
@@ -1251,6 +1311,7 @@ class KernelReplay:
         self.E = _endpoint_table(_buckets_for(2 * capacity))
         self._scratch_eviction = np.zeros((1, EVICTION_FIELDS), dtype=np.int64)
         self._scratch_row = R.new_rows(1)
+        self._ring = np.zeros((RING_MASK + 1, 8), dtype=np.int64)
 
     def process(self, records: Records) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Replay `records` (arrival order); -> (session serial, direction) per record, rows out."""
@@ -1273,7 +1334,8 @@ class KernelReplay:
                 records.dst_declared, records.index, records.identity, start, serials,
                 directions,
                 self.S, self.B, self.F, self.M, self.G, self.P, self.C, self.OUT, self.D, self.Q,
-                self.V, self.E, self.known, self._scratch_eviction, self._scratch_row)
+                self.V, self.E, self.known, self._scratch_eviction, self._scratch_row,
+                self._ring)
             if status == DONE:
                 break
             self._make_room(status)

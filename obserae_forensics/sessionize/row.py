@@ -67,6 +67,7 @@ F_SYN_FS0 = 28  # earliest first_seen of a record from lo carrying SYN (NO_TIME 
 F_SYN_FS1 = 29
 F_PURE_SYN = 30  # bit d: endpoint d sent a record with SYN and without ACK
 F_LATE = 31
+HOT_END = 32  # fields a record of an open session reads and writes: four cache lines
 # touched when the orientation record changes, for ICMP, declared services, at open/close
 F_FIRST_DST_PORT = 32  # dst_port of the orientation record (ICMP type << 8 | code)
 F_DOMAIN = 33  # its exporter_domain
