@@ -127,6 +127,7 @@ COUNT_MASK = (1 << 32) - 1
 # in a ring (H) for its later stages, with its direction and canonical key.
 LOOKAHEAD = 8
 SLOT_AHEAD = 5
+RECORD_AHEAD = 32  # records between the prefetch of a record's columns and its replay
 ROW_AHEAD = 2
 RING_MASK = 15
 OUTPUT_AHEAD = 32  # output columns between the prefetch of an OUT line and its writes
@@ -1014,6 +1015,34 @@ def replay(
         if 2 * (C[S_ENDPOINTS] + 2) > len(E):
             return NEED_ENDPOINTS, i
 
+        if (i & 7) == 0 and i + RECORD_AHEAD < n:
+            # the record columns a few cache lines ahead: two dozen input columns and the
+            # output columns are more streams than the hardware prefetchers follow
+            j = i + RECORD_AHEAD
+            _prefetch(first_seen, j, 0)
+            _prefetch(last_seen, j, 0)
+            _prefetch(src_hi, j, 0)
+            _prefetch(src_lo, j, 0)
+            _prefetch(dst_hi, j, 0)
+            _prefetch(dst_lo, j, 0)
+            _prefetch(src_port, j, 0)
+            _prefetch(dst_port, j, 0)
+            _prefetch(protocol, j, 0)
+            _prefetch(tcp_flags, j, 0)
+            _prefetch(packets, j, 0)
+            _prefetch(octets, j, 0)
+            _prefetch(reverse_packets, j, 0)
+            _prefetch(reverse_octets, j, 0)
+            _prefetch(sampling_rate, j, 0)
+            _prefetch(counters_scaled, j, 0)
+            _prefetch(exporter_domain, j, 0)
+            _prefetch(src_declared, j, 0)
+            _prefetch(dst_declared, j, 0)
+            _prefetch(index, j, 0)
+            _prefetch(identity, j, 0)
+            _prefetch_write(serial_out, j, 0)
+            if (i & 63) == 0:
+                _prefetch_write(direction_out, j, 0)
         first = first_seen[i]
         last = last_seen[i]
         emit = index[i]
