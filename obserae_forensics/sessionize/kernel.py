@@ -127,6 +127,7 @@ COUNT_MASK = (1 << 32) - 1
 # in a ring (H) for its later stages, with its direction and canonical key.
 LOOKAHEAD = 8
 SLOT_AHEAD = 5
+DUE_AHEAD = 4  # due-list entries between the prefetch for a close and the close
 RECORD_AHEAD = 32  # records between the prefetch of a record's columns and its replay
 ROW_AHEAD = 2
 RING_MASK = 15
@@ -796,6 +797,20 @@ def _endpoint_home(E: Any, tag: int, hi: int, lo: int) -> int:
     return np.int64(_mix(_mix(np.uint64(tag), hi), lo) >> np.uint64(1)) & (len(E) - 1)
 
 
+@_inline
+def _prefetch_close(S: Any, E: Any, M: Any, r: int) -> None:
+    """Start loading what closing the session in row r touches besides its row: its slot
+    (status and the remembered session) and its two endpoint entries, all cold since it
+    opened. Reads the row's first line: call it once that line has been asked for. A
+    stale r (its session gone) is harmless: the addresses are only a hint."""
+    _prefetch_slot(S, M[r, R.F_SLOT])
+    tag = ENDPOINT_USED | M[r, R.F_PROTO] << 16
+    _prefetch(E, _endpoint_home(E, tag | M[r, R.F_LO_PORT], M[r, R.F_LO_HI],
+                                M[r, R.F_LO_LO]), 0)
+    _prefetch(E, _endpoint_home(E, tag | M[r, R.F_HI_PORT], M[r, R.F_HI_HI],
+                                M[r, R.F_HI_LO]), 0)
+
+
 @_helper
 def _endpoint_find(E: Any, tag: int, hi: int, lo: int) -> int:
     """Entry of an endpoint known to be in the table."""
@@ -933,6 +948,8 @@ def _sweep_due(S: Any, M: Any, G: Any, P: Any, C: Any, OUT: Any, D: Any, Q: Any,
     while C[S_DUE] > 0:
         C[S_DUE] -= 1
         j = len(D) - 1 - C[S_DUE]
+        if C[S_DUE] > DUE_AHEAD:
+            _prefetch_close(S, E, M, D[j + DUE_AHEAD, 1])
         _sweep_entry(S, M, G, P, C, OUT, D, Q, E, known, watermark, emit,
                      D[j, 0], D[j, 1], D[j, 2])
 
@@ -949,10 +966,16 @@ def _sweep(S: Any, M: Any, G: Any, P: Any, C: Any, OUT: Any, D: Any, Q: Any, E: 
         tag = D[0, 2]
         _deadline_pop(D, C)
         if C[S_DEADLINES] > 0:
-            # the next entry to come due: its row's serial and queued deadline are read
-            # first, a record or more from now (the wheel's prefetch of it is long gone)
+            # the next entry to come due, a record or more from now (the wheel's prefetch
+            # of its row is long gone): its row's serial and queued deadline, read first,
+            # and what its close touches; the first line of its row was asked for at the
+            # pop before, as a child of the top, and so are its children's now
             _prefetch(M, D[0, 1], R.F_SERIAL)
             _prefetch(M, D[0, 1], R.F_QUEUED)
+            _prefetch_close(S, E, M, D[0, 1])
+            if C[S_DEADLINES] > 2:
+                _prefetch(M, D[1, 1], 0)
+                _prefetch(M, D[2, 1], 0)
         _sweep_entry(S, M, G, P, C, OUT, D, Q, E, known, watermark, emit, t, ref, tag)
     # the reference forgets remembered sessions after the closes of its sweep
     C[S_SWEPT] = watermark
