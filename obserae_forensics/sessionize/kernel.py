@@ -595,6 +595,7 @@ def _timer_push(D: Any, Q: Any, C: Any, t: int, ref: int, tag: int) -> None:
         return
     q = C[S_TIMER_FREE]
     C[S_TIMER_FREE] = Q[q, Q_NEXT]
+    _prefetch_write(Q, C[S_TIMER_FREE], 0)  # the next push's entry, cold since freed
     C[S_TIMERS] += 1
     Q[q, Q_TIME] = t
     Q[q, Q_REF] = ref
@@ -970,8 +971,7 @@ def _sweep(S: Any, M: Any, G: Any, P: Any, C: Any, OUT: Any, D: Any, Q: Any, E: 
             # of its row is long gone): its row's serial and queued deadline, read first,
             # and what its close touches; the first line of its row was asked for at the
             # pop before, as a child of the top, and so are its children's now
-            _prefetch(M, D[0, 1], R.F_SERIAL)
-            _prefetch(M, D[0, 1], R.F_QUEUED)
+            _prefetch_row(M, D[0, 1])
             _prefetch_close(S, E, M, D[0, 1])
             if C[S_DEADLINES] > 2:
                 _prefetch(M, D[1, 1], 0)
