@@ -949,6 +949,10 @@ def _sweep_due(S: Any, M: Any, G: Any, P: Any, C: Any, OUT: Any, D: Any, Q: Any,
     while C[S_DUE] > 0:
         C[S_DUE] -= 1
         j = len(D) - 1 - C[S_DUE]
+        if C[S_DUE] > 2 * DUE_AHEAD:
+            # the wheel's prefetch of the rows of a large due list is gone by the time
+            # their turn comes: again, twice as far ahead
+            _prefetch_row(M, D[j + 2 * DUE_AHEAD, 1])
         if C[S_DUE] > DUE_AHEAD:
             _prefetch_close(S, E, M, D[j + DUE_AHEAD, 1])
         _sweep_entry(S, M, G, P, C, OUT, D, Q, E, known, watermark, emit,
