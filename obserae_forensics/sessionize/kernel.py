@@ -25,8 +25,12 @@ Same rules as reference.py (read its docstring first); this is the fast machiner
 * endpoint occupancy for the traffic-shape rung is a refcounted open-addressing table
   (entries in place, found again by the session's key when it closes);
 * most of a session's cost is cache misses (its row is cold when it opens and again when
-  it closes a minute later), so rows are prefetched ahead of use: those of sessions whose
-  wheel bucket the watermark reaches, and the next free one.
+  it closes a minute later), so memory is prefetched ahead of use, in stages where one
+  address needs another: a record's hash bucket, then the first slot of its chain, then
+  its open session's hot row lines (LOOKAHEAD, SLOT_AHEAD, ROW_AHEAD); the record columns
+  themselves (two dozen streams, more than the hardware follows); the rows of sessions
+  whose wheel bucket the watermark reaches; the next entry to come due, its row, slot and
+  endpoint entries; the next free row, slot and wheel entry.
 
 The surprising thing: the kernel never allocates. When a table could overflow it stops
 *before* the record that needs the room and returns a status; KernelReplay (in Python)
