@@ -13,8 +13,10 @@ included, as in bench_kernel.py.
 REV is checked out with `git archive` into bench/data/compare/<commit>/ as a package of
 its own name (obserae_forensics_<commit>), which its relative imports allow; its numba
 cache stays there, so only the first comparison with a revision compiles it. Records are
-prepared by this checkout (bench_kernel.py's generator, or `--input`, one exporter's
-records), so REV's kernel must take the same Records fields.
+prepared by this checkout (bench_kernel.py's traffic model in 65,536-record chunks, or
+`--input`, one exporter's records), so REV's kernel must take the same Records fields. The
+session counts it prints (sessions closed during the replay) are a sanity check that both
+kernels saw the same records, not a check of their results: the tests do that.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from types import ModuleType
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+# this checkout's package, whatever an editable install elsewhere points to
+sys.path.insert(0, str(ROOT))
 CHUNK = 1 << 16
 
 
@@ -48,7 +52,10 @@ def revision_kernel(revision: str) -> ModuleType:
                                  capture_output=True).stdout
         home.mkdir(parents=True, exist_ok=True)
         with tarfile.open(fileobj=BytesIO(archive)) as tar:
-            tar.extractall(home, filter="data")
+            if hasattr(tarfile, "data_filter"):  # Python 3.11.4 and later
+                tar.extractall(home, filter="data")
+            else:
+                tar.extractall(home)  # our own repository's archive
         (home / "obserae_forensics").rename(home / package)
     sys.path.insert(0, str(home))
     return importlib.import_module(f"{package}.sessionize.kernel")

@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 # Session row layout, hottest first: a record that extends a session reads and writes only
-# fields 0..31 (four or five cache lines; rows start where a cache line does, new_rows).
+# fields 0..31 (four cache lines: rows start where a cache line does, new_rows).
 # The key: first, so that a stray's key can be copied as a prefix.
 F_PROTO = 0
 F_LO_HI = 1
