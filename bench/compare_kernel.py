@@ -63,7 +63,6 @@ def revision_kernel(revision: str) -> ModuleType:
 
 def record_blocks(source: str | None, total: int) -> list[object]:
     """The records to replay, in batches of 65,536 (the CLI's batch size)."""
-    sys.path.insert(0, str(ROOT / "bench"))
     from bench_kernel import _records, capture_records, generate
 
     if source is None:
