@@ -30,6 +30,7 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -213,6 +214,8 @@ def main() -> None:
         result = run_kernel(args.records, args.chunk, args.input) if args.part == "kernel" \
             else run_feed(args.records)
         result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        import obserae_forensics  # which code ran: an editable install elsewhere decides
+        result["package"] = str(Path(obserae_forensics.__file__).resolve().parent)
         print(json.dumps(result))
         return
     parts = ("kernel", "feed") if args.part == "both" else (args.part,)
@@ -226,7 +229,8 @@ def main() -> None:
               f"{result['seconds']:.2f} s = {result['records_per_s'] / 1e6:.2f} M records/s, "
               f"peak RSS {result['peak_rss_mb']:.0f} MB"
               + (f" ({result['system_seconds']:.2f} s of it in the system: page faults)"
-                 if "system_seconds" in result else ""))
+                 if "system_seconds" in result else "")
+              + f"; measured: {result['package']}")
 
 
 if __name__ == "__main__":

@@ -123,7 +123,8 @@ def main() -> None:
         wall, cpu = time.perf_counter() - began, time.process_time() - cpu
     print(f"{args.input.name}: {report.records:,} records, wall {wall:.2f} s, CPU {cpu:.2f} s "
           f"(main thread {time.thread_time():.2f} s), peak RSS "
-          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB; measured: "
+          f"{Path(pipeline.__file__).resolve().parent}")  # which code ran (see bench_sessionize)
     for (thread, label), seconds in sorted(_spent.items(), key=lambda item: -item[1]):
         if seconds >= 0.01:
             print(f"  {seconds:7.2f} s  {thread:<14} {label}")

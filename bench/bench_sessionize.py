@@ -5,7 +5,9 @@
 Each INPUT (a PCAP or nfcapd file) is sessionized in a child process (so peak RSS is the
 job's own), and for nfcapd inputs `nfdump -r FILE -q -B -o pipe > /dev/null` (nfdump's
 bidirectional pairing, the nearest thing it has to sessions) runs on the same file. Prints
-records/s, CPU seconds (all threads), peak RSS and the ratio to nfdump. With --repeat N
+records/s, CPU seconds (all threads), peak RSS and the ratio to nfdump, and which package
+ran ("measured:"): an editable install that points at another checkout, or PYTHONPATH,
+decides that, and a benchmark of the wrong tree looks like any other. With --repeat N
 both run N times, alternating, and the medians are printed: on a shared 2-core virtual
 machine single runs vary by +-30%, and the ratio to nfdump is only meaningful when both
 ran under the same conditions. Build inputs with
@@ -29,6 +31,7 @@ from pathlib import Path
 CHILD = """
 import json, resource, sys, time
 from pathlib import Path
+import obserae_forensics
 from obserae_forensics.pipeline import ReadOptions, SessionizeConfig, sessionize_inputs
 from obserae_forensics.report import RunReport
 from obserae_forensics.sessionize import SessionPolicy
@@ -42,7 +45,8 @@ elapsed = time.perf_counter() - start
 print(json.dumps({"records": report.records, "sessions": result.sessions, "seconds": elapsed,
                   "cpu_seconds": time.process_time() - cpu,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "conservation_ok": result.conservation_ok}))
+                  "conservation_ok": result.conservation_ok,
+                  "package": str(Path(obserae_forensics.__file__).resolve().parent)}))
 """
 
 
@@ -95,6 +99,8 @@ def main() -> None:
         if len(runs) > 1:
             line += f" (medians of {len(runs)} runs)"
         print(line, flush=True)
+        # an editable install elsewhere, or PYTHONPATH, decides which code ran: say which
+        print(f"  measured: {', '.join(sorted({str(run['package']) for run in runs}))}")
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"(driver peak RSS {own:.0f} MB)")
 
