@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 CHILD = """
 import json, resource, sys, time
@@ -50,7 +51,8 @@ print(json.dumps({"records": report.records, "sessions": result.sessions, "secon
 """
 
 
-def run_child(path: Path, batch_size: int) -> dict[str, float]:
+def run_child(path: Path, batch_size: int) -> dict[str, Any]:
+    """The child's figures (numbers, and the package it ran as text)."""
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch) / "run"
         done = subprocess.run([sys.executable, "-c", CHILD, str(path), str(out), str(batch_size)],
@@ -76,7 +78,7 @@ def main() -> None:
     for path in args.inputs:
         with open(path, "rb") as handle:
             is_nfcapd = handle.read(2) in (b"\x0c\xa5", b"\xa5\x0c")
-        runs: list[dict[str, float]] = []
+        runs: list[dict[str, Any]] = []
         theirs: list[float] = []
         for _ in range(max(1, args.repeat)):
             runs.append(run_child(path, args.batch_size))
@@ -100,7 +102,7 @@ def main() -> None:
             line += f" (medians of {len(runs)} runs)"
         print(line, flush=True)
         # an editable install elsewhere, or PYTHONPATH, decides which code ran: say which
-        print(f"  measured: {', '.join(sorted({str(run['package']) for run in runs}))}")
+        print(f"  measured: {', '.join(sorted({run['package'] for run in runs}))}")
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"(driver peak RSS {own:.0f} MB)")
 
