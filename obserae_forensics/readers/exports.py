@@ -508,6 +508,13 @@ class ExportDecoder:
         self, template: Template, buf: bytes, at: int, end: int, stream: _Stream
     ) -> int:
         records = 0
+        if template.fixed_length == 0:
+            # every field of length 0: a record takes no bytes, so the set would hold
+            # records without end (as fixed_set_records says of data sets)
+            if end > at:
+                self._malformed(f"options template {template.template_id} gives its records "
+                                f"no length; {end - at} bytes unread", end - at, "bad_record")
+            return 0
         minimum = max(template.min_length, 1)
         while end - at >= minimum:
             try:

@@ -181,6 +181,17 @@ def test_ipfix_options_template_without_scope_is_rejected() -> None:
     assert report.skipped["bad_template"] == 1
 
 
+def test_ipfix_options_records_of_no_length_are_counted_not_read_forever() -> None:
+    # found by fuzzing: a scope field of length 0 and nothing else made records of no
+    # bytes, and the options data set was read without end
+    table, report = decode(message(options_template(256, [(34, 0)], []), data(256, bytes(4)),
+                                   template(300, [(8, 4, 0), (2, 4, 0)]),
+                                   data(300, struct.pack(">II", 1, 7))))
+    assert table["packets"].to_pylist() == [7]
+    assert report.skipped == {"bad_record": 1}
+    assert "options template 256 gives its records no length" in report.examples[0].message
+
+
 def test_ipfix_variable_field_longer_than_its_set_is_malformed() -> None:
     fields = [(8, 4, 0), (82, 65535, 0)]
     good = struct.pack(">I", 1) + b"\x02ab"

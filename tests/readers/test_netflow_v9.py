@@ -189,6 +189,23 @@ def test_v9_sampling_rate_past_32_bits_is_counted_not_wrapped() -> None:
     assert report.examples[0].frame == 1
 
 
+def test_v9_options_records_of_no_length_are_counted_not_read_forever() -> None:
+    # an options template whose every field has length 0 (found by fuzzing): its records
+    # take no bytes, and reading its data set never ended, before or after the template
+    options = NetflowOptionsFlowsetV9(
+        templateID=257, option_scope_length=0, option_field_length=4, scopes=[],
+        options=[NetflowOptionsFlowsetOptionV9(optionFieldType=34, optionFieldlength=0)])
+    for payloads in ((packet(options, data(257, bytes(4), pad=False)),),
+                     (packet(data(257, bytes(4), pad=False), sequence=0),
+                      packet(options, sequence=1))):
+        table, report = decode(*payloads, packet(template(256, FLOW_FIELDS),
+                                                 data(256, flow(1, 2, 3, 4, 6, 1, 60))))
+        assert table.num_rows == 1
+        assert report.skipped == {"bad_record": 1}
+        assert report.skipped_bytes["bad_record"] == 4
+        assert "options template 257 gives its records no length" in report.examples[0].message
+
+
 def test_v9_bytes_after_the_records_are_counted_unless_zero_padding() -> None:
     record = flow(1, 2, 3, 4, 6, 1, 60)
     padded = packet(template(256, FLOW_FIELDS), data(256, record + bytes(3)), sequence=0)
