@@ -326,7 +326,10 @@ def _read_appendix(f: BinaryIO, header: _Header, source: str, size: int) -> None
                     f"starts past the block's {len(data)} bytes", source=source, offset=pos,
                     reason="bad_appendix"), 0))
                 break
-            record_type, record_size = np.frombuffer(data, f"{header.order}u2", 2, at)
+            # Python ints: a numpy uint16 beside an offset past 65,535 overflowed (NumPy 2
+            # converts the int to the scalar's type)
+            record_type, record_size = (int(value) for value in
+                                        np.frombuffer(data, f"{header.order}u2", 2, at))
             if record_size < 4 or at + record_size > len(data):
                 header.problems.append((MalformedInput(
                     f"appendix block {number}: record {index} has size {record_size}, "

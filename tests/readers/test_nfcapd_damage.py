@@ -16,8 +16,20 @@ from hypothesis import strategies as st
 
 from obserae_forensics.errors import UnknownFormat
 from obserae_forensics.readers.compression import LZ4, NONE, ZSTD
-from obserae_forensics.readers.nfcapd import is_nfcapd, nfcapd_time_span, read_nfcapd
-from obserae_forensics.readers.nfcapd_write import RawFile, read_raw, write_v2
+from obserae_forensics.readers.nfcapd import (
+    APPENDIX_IDENT,
+    STAT_V2,
+    is_nfcapd,
+    nfcapd_time_span,
+    read_nfcapd,
+)
+from obserae_forensics.readers.nfcapd_write import (
+    RawFile,
+    _record_header,
+    block_bytes,
+    read_raw,
+    write_v2,
+)
 from obserae_forensics.report import RunReport
 from obserae_forensics.schema import FLOW_SCHEMA
 
@@ -231,6 +243,26 @@ def test_file_without_appendix_still_reads(corpus: Path, tmp_path: Path) -> None
     assert table.num_rows == 2002 and not report.skipped
     assert nfcapd_time_span(path) is None
     assert set(table.column("exporter").to_pylist()) == {"127.0.0.1"}
+
+
+def test_appendix_records_past_64_kib_are_read(corpus: Path, tmp_path: Path) -> None:
+    """Found by fuzzing: the appendix records' 16-bit sizes were numpy scalars, and adding one
+    to an offset past 65,535 raised OverflowError out of the reader (and out of input
+    discovery, which reads the time span first)."""
+    raw = read_raw(corpus / "nfcapd" / "nfpcapd_test.nfcapd")
+    raw.compression = NONE
+    path = tmp_path / "long_appendix.nfcapd"
+    write_v2(path, raw)
+    span = nfcapd_time_span(path)
+    assert span is not None
+    data = path.read_bytes()
+    offset = int(np.frombuffer(data, "<u8", 1, 24)[0])  # appendix_offset
+    stat = data[-(4 + STAT_V2.itemsize):]  # write_v2 puts the stat record last
+    idents = [_record_header(APPENDIX_IDENT, 4 + 40_000, "<") + b"x" * 39_999 + b"\0"] * 2
+    path.write_bytes(data[:offset] + block_bytes([*idents, stat], NONE, "<"))  # stat at 80,008
+    assert nfcapd_time_span(path) == span
+    table, report = read_table(path)
+    assert table.num_rows == sum(len(block) for block in raw.blocks) and not report.skipped
 
 
 @pytest.fixture(scope="module")
