@@ -12,13 +12,16 @@ from __future__ import annotations
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import pyarrow.compute as pc
 import typer
 
 from .errors import InputError, UsageError
 from .report import RunReport
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="Offline network forensics over NetFlow/IPFIX captures and nfcapd files.")
@@ -283,7 +286,7 @@ def recombine_command(
             shown = [c for c in FRAGMENT_COLUMNS if c in frame.columns]
             typer.echo(f"conversation {frame['conversation_id'].iloc[0]}: "
                        f"{len(frame)} fragment(s)")
-            typer.echo(frame[shown].to_string(index=False))
+            typer.echo(_times_as_text(frame[shown]).to_string(index=False))
         ids = list(session or [])
         if not ids and (export_flows_to is not None or export_pcap_to is not None):
             split = result.conversations.filter(
@@ -318,6 +321,30 @@ SHOW_DEFAULT_COLUMNS = {
 }
 
 
+def _times_as_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with its time columns as ISO text. pandas holds a damaged record's time past
+    year 9999 but raised printing it, which took the whole command down; such a time shows
+    as its microseconds instead (as the manifest gives them)."""
+    import pandas as pd
+    import pyarrow as pa
+
+    from .times import iso_us
+
+    frame = frame.copy()
+    for name in frame.columns:
+        if not pd.api.types.is_datetime64_any_dtype(frame[name].dtype):
+            continue
+        times = pa.array(frame[name])
+        scale = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": None}[times.type.unit]
+        texts = []
+        for value in times.cast(pa.int64()).to_pylist():
+            micros = None if value is None else value * scale if scale else value // 1_000
+            text = iso_us(micros)
+            texts.append(None if micros is None else text or f"{micros} µs since 1970")
+        frame[name] = pd.Series(texts, index=frame.index, dtype=object)
+    return frame
+
+
 @app.command("show")
 def show_command(
     run_dir: Annotated[Path, typer.Argument(exists=True, file_okay=False,
@@ -338,7 +365,7 @@ def show_command(
     missing = [c for c in wanted if c not in data.column_names]
     if missing:
         raise _fail(UsageError(f"{table} has no column(s) {', '.join(missing)}"), 2)
-    frame = data.select(wanted).slice(0, limit).to_pandas().astype(object)
+    frame = _times_as_text(data.select(wanted).slice(0, limit).to_pandas()).astype(object)
     frame = frame.where(frame.notna(), "")  # an open session has no close reason yet
     import pandas as pd
 

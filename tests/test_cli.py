@@ -204,6 +204,27 @@ def test_show_prints_rows(tmp_path: Path) -> None:
     assert "rows in" in result.stdout
 
 
+def test_show_and_recombine_print_a_time_past_year_9999(tmp_path: Path) -> None:
+    """Found by fuzzing: a damaged record's time in year 15760 (kept, as the manifest keeps
+    it) made `show` and `recombine --session` die in pandas' printing."""
+    capture = FIXTURE.parent / "damaged" / "ipfix_time_in_year_15760.pcap"
+    run = tmp_path / "run"
+    made = runner.invoke(app, ["sessionize", str(capture), "--out", str(run), "-q"])
+    assert made.exit_code == 0, made.output
+    opened = pq.read_table(run / "sessions.parquet").column("opened_at").cast("int64")[0]
+    shown = runner.invoke(app, ["show", str(run), "--columns", "opened_at,closed_at,state"])
+    assert shown.exit_code == 0, shown.output
+    assert f"{opened} µs since 1970" in shown.stdout
+    session_id = pq.read_table(run / "sessions.parquet").column("session_id")[0].as_py()
+    found = runner.invoke(app, ["recombine", str(run), "--session", session_id])
+    assert found.exit_code == 0, found.output
+    assert f"{opened} µs since 1970" in found.stdout
+    normal = tmp_path / "normal"
+    assert sessionize(normal).exit_code == 0
+    listed = runner.invoke(app, ["show", str(normal), "--columns", "opened_at", "--limit", "1"])
+    assert "2011-06-24T15:51:56.474000Z" in listed.stdout
+
+
 def test_recombine_command_finds_and_exports_fragments(corpus: Path, tmp_path: Path) -> None:
     capture = corpus / "exports" / "sf_v5_ircdcc.pcap"
     run = tmp_path / "run"
