@@ -8,6 +8,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import numpy as np
+
+# Record times the sessionizer can work with: ~73,000 years either side of 1970. Within it,
+# a time plus a duration (at most 1000 years, policy.MAX_DURATION_US) or the gap between
+# two times stays inside int64 µs; past it a deadline wrapped around to the far past (a
+# session closed before it opened). Readers give a time field they cannot bring into int64
+# µs UNUSABLE_TIME, and read_flows counts every record outside the range as bad_timestamp.
+TIME_LIMIT_US = 1 << 61
+UNUSABLE_TIME = np.iinfo(np.int64).min
+
 
 def iso_us(value: int | None, *, trim_fraction: bool = False) -> str | None:
     """UTC µs -> ISO-8601 text with a Z: six fraction digits, none for a whole second, or
@@ -22,3 +32,12 @@ def iso_us(value: int | None, *, trim_fraction: bool = False) -> str | None:
         return None
     fraction = f".{micros:06d}" if micros else ""
     return f"{text}{fraction.rstrip('0') if trim_fraction else fraction}Z"
+
+
+def scaled_time_us(values: np.ndarray, micros_per_unit: int) -> np.ndarray:
+    """Unsigned time field values (ms: 1000, s: 1_000_000) -> int64 µs; UNUSABLE_TIME where
+    the product would pass TIME_LIMIT_US (an 8-byte field of garbage wrapped around in the
+    multiplication and passed for a plausible time)."""
+    raw = np.asarray(values).astype(np.uint64)
+    fits = raw <= np.uint64(TIME_LIMIT_US // micros_per_unit)
+    return np.where(fits, raw.astype(np.int64) * micros_per_unit, UNUSABLE_TIME)

@@ -17,8 +17,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..errors import InputError, UnknownFormat
+from ..errors import InputError, MalformedInput, UnknownFormat
 from ..report import RunReport
+from ..times import TIME_LIMIT_US, UNUSABLE_TIME
 from .pcap import capture_format, iter_datagrams, iter_frames
 
 __all__ = ["InputFile", "discover_inputs", "read_flows"]
@@ -138,16 +139,48 @@ def read_flows(
             else:
                 batches = _capture_batches(item.path, decoder, report, batch_size, window)
             for batch in batches:
+                batch = _usable_times(batch, report)
                 if batch.num_rows:
                     _count(report, batch)
                     yield batch
         except UnknownFormat as error:
             report.skip(error, nbytes=item.size)
     for batch in decoder.finish():
-        batch = _window(batch, window)
+        batch = _usable_times(_window(batch, window), report)
         if batch.num_rows:
             _count(report, batch)
             yield batch
+
+
+def _usable_times(batch: pa.RecordBatch, report: RunReport) -> pa.RecordBatch:
+    """`batch` without the records whose first_seen or last_seen lies beyond
+    times.TIME_LIMIT_US (~73,000 years from 1970), each counted as bad_timestamp against its
+    file with the first one's place: such a time is a damaged field (or one the reader could
+    not bring into µs), and the sessionizer's deadlines and gaps would wrap around on it."""
+    if batch.num_rows == 0:
+        return batch
+    first = batch.column("first_seen").cast(pa.int64()).to_numpy()
+    last = batch.column("last_seen").cast(pa.int64()).to_numpy()
+    bad = (first < -TIME_LIMIT_US) | (first > TIME_LIMIT_US) | (last < -TIME_LIMIT_US) | (
+        last > TIME_LIMIT_US)
+    if not bad.any():
+        return batch
+    rows = np.flatnonzero(bad)
+    sources = batch.column("source_file").take(pa.array(rows)).to_pylist()
+    frames = batch.column("source_frame").to_numpy()[rows]
+    offsets = batch.column("source_offset").to_numpy()[rows]
+    for source in dict.fromkeys(sources):  # each file once, in the order of its first record
+        mine = [k for k, name in enumerate(sources) if name == source]
+        k = mine[0]
+        row = int(rows[k])
+        first_seen, last_seen = (f"{int(v)} µs" if v != UNUSABLE_TIME
+                                 else "past the int64 µs range" for v in (first[row], last[row]))
+        report.skip(MalformedInput(
+            f"{len(mine)} record(s) with a time more than 73,000 years from 1970, the first "
+            f"record {int(batch.column('record_index')[row].as_py())} here (first_seen "
+            f"{first_seen}, last_seen {last_seen})", source=source, offset=int(offsets[k]),
+            frame=int(frames[k]), reason="bad_timestamp"), count=len(mine))
+    return batch.filter(pa.array(~bad))
 
 
 def _count(report: RunReport, batch: pa.RecordBatch) -> None:

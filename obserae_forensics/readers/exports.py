@@ -53,12 +53,15 @@ from .templates import (
     TemplateCache,
     TemplateKey,
     fixed_set_records,
+    padding_problem,
 )
 
 SEQUENCE_MASK = 0xFFFF_FFFF
 REORDER_WINDOW = 1 << 16  # units behind the expected sequence still taken as a reorder
 DUPLICATE_WINDOW = 1024  # recent sequence numbers remembered per stream for duplicates
 PENDING_INDEX_STRIDE = 1 << 16  # record_index spacing of late-decoded sets in one datagram
+# where a problem lies: source file, datagram offset, frame
+_Place = tuple[str, int, int | None]
 
 # Columns of a queued set's metadata row (one int64 row per data set).
 _FRAME, _OFFSET, _ARRIVAL, _EXPORT, _UPTIME, _EXPORTER, _DOMAIN, _STREAM = range(8)
@@ -408,7 +411,9 @@ class ExportDecoder:
         if outcome != "refresh" and key in self.pending:
             for item in self.pending.take(key):
                 if template.options:
-                    self._apply_options(template, item.body, 0, len(item.body), stream)
+                    # problems found now belong to the datagram that brought the data
+                    self._apply_options(template, item.body, 0, len(item.body), stream,
+                                        place=(item.source, item.datagram_offset, item.frame))
                 else:
                     self._resolved.append((template, item, stream.code))
 
@@ -505,7 +510,8 @@ class ExportDecoder:
         self._waiting = []
 
     def _apply_options(
-        self, template: Template, buf: bytes, at: int, end: int, stream: _Stream
+        self, template: Template, buf: bytes, at: int, end: int, stream: _Stream,
+        place: _Place | None = None,
     ) -> int:
         records = 0
         if template.fixed_length == 0:
@@ -513,21 +519,28 @@ class ExportDecoder:
             # records without end (as fixed_set_records says of data sets)
             if end > at:
                 self._malformed(f"options template {template.template_id} gives its records "
-                                f"no length; {end - at} bytes unread", end - at, "bad_record")
+                                f"no length; {end - at} bytes unread", end - at, "bad_record",
+                                place)
             return 0
         minimum = max(template.min_length, 1)
         while end - at >= minimum:
             try:
                 spans, at = template.field_spans(buf, at, end)
             except ValueError as exc:
-                self._malformed(f"options record: {exc}", end - at, "bad_record")
+                self._malformed(f"options record: {exc}", end - at, "bad_record", place)
                 break
-            self._use_options(template.values(buf, spans), stream)
+            self._use_options(template.values(buf, spans), stream, place)
             records += 1
+        else:
+            problem = padding_problem(buf, at, end, records)
+            if problem is not None:
+                self._malformed(f"options data set {template.template_id}: {problem[0]}",
+                                problem[1], "bad_record", place)
         stream.stats.options_records += records
         return records
 
-    def _use_options(self, values: dict[Element, int], stream: _Stream) -> None:
+    def _use_options(self, values: dict[Element, int], stream: _Stream,
+                     place: _Place | None = None) -> None:
         rate = 0
         for element in SAMPLING_INTERVAL_ELEMENTS:
             rate = values.get(element, 0)
@@ -539,7 +552,7 @@ class ExportDecoder:
                 rate = (taken + values.get(SAMPLING_PACKET_SPACE, 0)) // taken
         if rate > 0xFFFFFFFF:  # an interval field wider than its 32 bits: damage
             self._malformed(f"options record: sampling rate {rate} does not fit 32 bits", 0,
-                            "bad_sampler_record")
+                            "bad_sampler_record", place)
         elif rate:
             stream.sampling_rate = rate
             stream.stats.sampling_rate = rate
@@ -547,15 +560,21 @@ class ExportDecoder:
         if sysinit is not None and sysinit >= 2**63 // 1000:
             # no time in int64 µs: every record timed from it would overflow
             self._malformed(f"options record: systemInitTimeMilliseconds {sysinit} is past "
-                            "the int64 µs range", 0, "bad_timestamp")
+                            "the int64 µs range", 0, "bad_timestamp", place)
         elif sysinit is not None:
             stream.sysinit_ms = sysinit
 
-    def _malformed(self, message: str, nbytes: int, reason: str) -> None:
-        datagram = self._datagram
-        assert datagram is not None
-        self.skip(MalformedInput(message, source=datagram.source, offset=datagram.offset,
-                                 frame=datagram.frame, reason=reason), nbytes)
+    def _malformed(self, message: str, nbytes: int, reason: str,
+                   place: _Place | None = None) -> None:
+        """Count a problem of the datagram being decoded, or of the one at `place` (source,
+        datagram offset, frame): data that waited for its template."""
+        if place is None:
+            datagram = self._datagram
+            assert datagram is not None
+            place = (datagram.source, datagram.offset, datagram.frame)
+        source, offset, frame = place
+        self.skip(MalformedInput(message, source=source, offset=offset, frame=frame,
+                                 reason=reason), nbytes)
 
     def _decode_resolved(self) -> list[pa.RecordBatch]:
         """Decode data that waited for a template, one batch per source file."""
@@ -600,9 +619,9 @@ class ExportDecoder:
         parts, records, problem = ipfix.variable_records(template, body, 0, len(body))
         if problem is not None:
             self.report.skip(MalformedInput(
-                f"data set {template.template_id}, record {records + 1}: {problem}",
-                source=item.source, offset=item.datagram_offset, frame=item.frame,
-                reason="bad_record"), len(body))
+                f"data set {template.template_id}: {problem[0]}", source=item.source,
+                offset=item.datagram_offset, frame=item.frame, reason="bad_record"),
+                problem[1])
         if records:
             chunk.add(template, (*row, len(chunk.extra), records, item.first_index, sysinit_ms,
                                  item.sampling_rate), variable=True)

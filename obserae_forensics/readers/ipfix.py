@@ -29,7 +29,13 @@ from typing import TYPE_CHECKING
 from ..errors import MalformedInput, TruncatedInput
 from ._layout import Layout
 from .datagrams import Datagram
-from .templates import FieldSpec, Template, field_length_problem, fixed_set_records
+from .templates import (
+    FieldSpec,
+    Template,
+    field_length_problem,
+    fixed_set_records,
+    padding_problem,
+)
 
 if TYPE_CHECKING:
     from .exports import ExportDecoder
@@ -155,18 +161,19 @@ def _data_set(
     if records:
         state.add_variable_records(template, fixed_parts, records)
     if problem is not None:
-        _malformed(state, datagram, f"data set {set_id}, record {records + 1}: {problem}",
-                   end - at, "bad_record")
+        _malformed(state, datagram, f"data set {set_id}: {problem[0]}", problem[1],
+                   "bad_record")
     return records
 
 
 def variable_records(
     template: Template, buf: bytes, at: int, end: int
-) -> tuple[bytes, int, str | None]:
+) -> tuple[bytes, int, tuple[str, int] | None]:
     """Fixed-size parts of the records of a variable-length template between `at` and `end`.
 
-    Returns the joined fixed parts, how many records, and what was wrong with the first bad
-    record (None if all fit); records before a bad one are kept.
+    Returns the joined fixed parts, how many records, and what was wrong with the rest of
+    the set and the bytes lost (None when all fit, or the rest is padding); records before
+    a bad one are kept.
     """
     parts: list[bytes] = []
     minimum = max(template.min_length, 1)
@@ -174,9 +181,9 @@ def variable_records(
         try:
             spans, at = template.field_spans(buf, at, end)
         except ValueError as exc:
-            return b"".join(parts), len(parts), str(exc)
+            return b"".join(parts), len(parts), (f"record {len(parts) + 1}: {exc}", end - at)
         parts.append(template.fixed_part(buf, spans))
-    return b"".join(parts), len(parts), None
+    return b"".join(parts), len(parts), padding_problem(buf, at, end, len(parts))
 
 
 def _templates(

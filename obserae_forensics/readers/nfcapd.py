@@ -58,6 +58,7 @@ import pyarrow as pa
 from ..addresses import V4_MAPPED_PREFIX, address_text, address_texts
 from ..errors import InputError, MalformedInput, TruncatedInput, UnknownFormat
 from ..report import RunReport
+from ..times import TIME_LIMIT_US
 from ._batch import flow_batch
 from .compression import (
     COMPRESSION_NAMES,
@@ -611,7 +612,9 @@ def _decode_block(
                           columns, report, frame, offset, big_endian)
     _resolve_exporters(state, columns)
     received = columns.pop("_msec_received")
-    columns["arrival"] = np.where(received > 0, received * 1000, state.slot_us)
+    # a damaged receive time past the µs range: the file's slot time, as for none
+    columns["arrival"] = np.where((received > 0) & (received <= TIME_LIMIT_US // 1000),
+                                  received * 1000, state.slot_us)
     columns["source_frame"] = np.full(n, frame, dtype=np.uint64)
     columns["source_offset"] = np.full(n, offset, dtype=np.uint64)
     columns["record_index"] = flow_index.astype(np.uint32)

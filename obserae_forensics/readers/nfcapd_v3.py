@@ -24,6 +24,8 @@ from typing import Final
 
 import numpy as np
 
+from ..times import scaled_time_us
+
 RECORD_HEADER_SIZE: Final = 12
 # (name, numpy code, offset) of the V3 record header; little-endian, swapped for BE files
 RECORD_HEADER_FIELDS: Final = (
@@ -159,8 +161,8 @@ def decode_layout(rows: np.ndarray, layout: Layout) -> dict[str, np.ndarray]:
         "export_version": rows["nfversion"].astype(np.uint8),
     }
     if "msec_first" in present:
-        out["first_seen"] = rows["msec_first"].astype(np.int64) * 1000
-        out["last_seen"] = rows["msec_last"].astype(np.int64) * 1000
+        out["first_seen"] = scaled_time_us(rows["msec_first"], 1000)
+        out["last_seen"] = scaled_time_us(rows["msec_last"], 1000)
         out["_msec_received"] = rows["msec_received"].astype(np.int64)
         out["packets"] = rows["in_packets"].astype(np.uint64)
         out["octets"] = rows["in_bytes"].astype(np.uint64)

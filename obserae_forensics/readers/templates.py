@@ -26,6 +26,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..addresses import v4_to_mapped
+from ..times import TIME_LIMIT_US, UNUSABLE_TIME, scaled_time_us
 from .information_elements import (
     ADDRESS_ELEMENTS,
     COLUMN_ELEMENTS,
@@ -225,7 +226,13 @@ class RecordPlan:
         end = self._time(rows, meta, self.end_time)
         duration = self.unsigned(rows, DURATION_MILLISECONDS)
         if duration is not None:
-            duration_us = duration.astype(np.int64) * 1000
+            duration_us = scaled_time_us(duration, 1000)
+            unusable = duration_us == UNUSABLE_TIME
+            if start is not None:
+                start = np.where(unusable, UNUSABLE_TIME, start)
+            if end is not None:
+                end = np.where(unusable, UNUSABLE_TIME, end)
+            duration_us = np.where(unusable, 0, duration_us)
             if end is None and start is not None:
                 end = start + duration_us
             elif start is None and end is not None:
@@ -250,9 +257,9 @@ class RecordPlan:
             return None
         values = element_values.astype(np.int64)
         if kind == "ms":
-            return values * 1000
+            return scaled_time_us(element_values, 1000)
         if kind == "sec":
-            return values * 1_000_000
+            return scaled_time_us(element_values, 1_000_000)
         if kind in ("ntp_us", "ntp_ns"):
             raw = element_values
             if kind == "ntp_us":
@@ -266,7 +273,8 @@ class RecordPlan:
             seconds = np.where(seconds < export_s - (1 << 31), seconds + (1 << 32), seconds)
             return seconds * 1_000_000 + micros
         if kind == "delta_us":
-            return meta.export_us - values
+            return np.where(element_values <= np.uint64(TIME_LIMIT_US),
+                            meta.export_us - values, UNUSABLE_TIME)
         # uptime-relative (IE 22/21)
         if self.version in (5, 9):
             # signed 32-bit age from the header's sysUptime: survives the 49.7-day wrap
@@ -275,13 +283,21 @@ class RecordPlan:
             first_us: np.ndarray = meta.export_us - age * 1000
             return first_us
         sysinit = self.unsigned(rows, SYSTEM_INIT_MILLISECONDS)
-        sysinit_ms = sysinit.astype(np.int64) if sysinit is not None else meta.sysinit_ms
-        known = sysinit_ms >= 0
-        at_ms = sysinit_ms + values
+        if sysinit is None:
+            sysinit_ms = meta.sysinit_ms
+            known = sysinit_ms >= 0
+            unusable = np.zeros(len(values), dtype=bool)
+        else:
+            # a boot time in the record past the µs range is damage, not "no boot time"
+            unusable = (sysinit > np.uint64(TIME_LIMIT_US // 1000)) | (
+                element_values > np.uint64(TIME_LIMIT_US // 1000))
+            sysinit_ms = np.where(unusable, 0, sysinit.astype(np.int64))
+            known = np.ones(len(values), dtype=bool)
+        at_ms = sysinit_ms + np.where(unusable, 0, values)
         export_ms = meta.export_us // 1000
         laps = np.floor_divide(export_ms + UPTIME_SLACK_MS - at_ms, UPTIME_WRAP_MS)
         at_ms = at_ms + laps * UPTIME_WRAP_MS
-        return np.where(known, at_ms * 1000, meta.export_us)
+        return np.where(unusable, UNUSABLE_TIME, np.where(known, at_ms * 1000, meta.export_us))
 
 
 class Template:
@@ -395,6 +411,16 @@ def field_length_problem(fields: Sequence[FieldSpec]) -> str | None:
             return (f"field {index} (element {spec.element}, an unsigned number) has length "
                     f"{spec.length}")
     return None
+
+
+def padding_problem(buf: bytes, at: int, end: int, records: int
+                    ) -> tuple[str, int] | None:
+    """What is wrong with the bytes [at, end) left after a set's last whole record, and how
+    many, or None when they are padding (none, or all zero: RFC 3954 §5.3, RFC 7011
+    §3.3.1)."""
+    if at >= end or not any(buf[at:end]):
+        return None
+    return (f"{end - at} bytes after {records} record(s) are not zero padding", end - at)
 
 
 def fixed_set_records(template: Template, buf: bytes, at: int, end: int

@@ -192,6 +192,16 @@ def test_ipfix_options_records_of_no_length_are_counted_not_read_forever() -> No
     assert "options template 256 gives its records no length" in report.examples[0].message
 
 
+def test_ipfix_options_data_before_its_template_keeps_its_own_place() -> None:
+    # found by fuzzing: a problem of options data that waited for its template was located
+    # at the template's datagram (in a multi-file run, possibly in another file)
+    _, report = decode(
+        message(data(257, struct.pack(">IQ", DOMAIN, 1 << 40)), sequence=0),
+        message(options_template(257, [(149, 4)], [(34, 8)]), sequence=0))
+    assert report.skipped == {"bad_sampler_record": 1}
+    assert (report.examples[0].frame, report.examples[0].offset) == (1, 324)
+
+
 def test_ipfix_variable_field_longer_than_its_set_is_malformed() -> None:
     fields = [(8, 4, 0), (82, 65535, 0)]
     good = struct.pack(">I", 1) + b"\x02ab"
@@ -199,6 +209,24 @@ def test_ipfix_variable_field_longer_than_its_set_is_malformed() -> None:
     table, report = decode(message(template(300, fields), data(300, good, bad)))
     assert table.num_rows == 1
     assert report.skipped["bad_record"] == 1
+
+
+def test_ipfix_bytes_after_variable_or_options_records_are_counted_unless_padding() -> None:
+    # found by fuzzing: what followed the last whole record vanished without a word when the
+    # template had a variable-length field or was an options template
+    fields = [(8, 4, 0), (2, 4, 0), (315, 65535, 0)]  # dataLinkFrameSection, variable
+    record = struct.pack(">II", 1, 7) + b"\x02ab"
+    for tail, skipped in ((b"", {}), (bytes(3), {}), (b"\x01\x02\x03", {"bad_record": 1})):
+        table, report = decode(message(template(300, fields), data(300, record + tail)))
+        assert table["packets"].to_pylist() == [7]
+        assert report.skipped == skipped
+        assert report.skipped_bytes.get("bad_record", 0) == (3 if skipped else 0)
+    options = options_template(257, [(149, 4)], [(34, 4)])
+    table, report = decode(message(options, data(257, struct.pack(">II", DOMAIN, 10) + b"\x07"),
+                                   template(300, fields), data(300, record)))
+    assert table["sampling_rate"].to_pylist() == [10]
+    assert report.skipped == {"bad_record": 1}
+    assert "options data set 257: 1 bytes after 1 record(s)" in report.examples[0].message
 
 
 def test_ipfix_ipv6_addresses_and_icmp_type_code() -> None:

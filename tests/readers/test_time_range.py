@@ -1,0 +1,118 @@
+"""Record times a session can hold: ~73,000 years either side of 1970 (times.TIME_LIMIT_US).
+
+Found by fuzzing: an 8-byte millisecond field of garbage wrapped around in the multiplication
+to µs and passed for a time in 1969 or 2025 without a word, and a time near the int64 limit
+made the sessionizer's deadline wrap around (a session closed before it opened). Such
+records are now counted as bad_timestamp with their place, and never reach a session.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from scapy.layers.inet import IP, UDP
+from typer.testing import CliRunner
+
+from obserae_forensics.cli import app
+from obserae_forensics.readers import discover_inputs, read_flows
+from obserae_forensics.report import RunReport
+from obserae_forensics.times import TIME_LIMIT_US, UNUSABLE_TIME
+
+from .test_ipfix import EXPORT_S, EXPORT_US, decode, message, template
+from .test_ipfix import data as data_set
+from .test_pcap import pcap_bytes
+
+# src, dst, packets, flowStartMilliseconds (8 bytes), flowEndMilliseconds (8 bytes)
+MS_FIELDS = [(8, 4, 0), (12, 4, 0), (2, 4, 0), (152, 8, 0), (153, 8, 0)]
+GOOD_MS = EXPORT_US // 1000 - 5_000
+PAST_LIMIT_MS = TIME_LIMIT_US // 1000 + 1  # fits int64 µs, but past what a session holds
+
+
+def ms_record(src: int, first_ms: int, last_ms: int) -> bytes:
+    return struct.pack(">IIIQQ", src, 2, 1, first_ms, last_ms)
+
+
+def first_seen(table: pa.Table) -> list[int]:
+    return table.column("first_seen").cast(pa.int64()).to_pylist()
+
+
+def test_a_millisecond_field_past_the_range_is_unusable_not_wrapped() -> None:
+    table, _ = decode(message(template(300, MS_FIELDS), data_set(
+        300, ms_record(1, GOOD_MS, GOOD_MS + 10), ms_record(2, 2**64 - 1, 2**64 - 1),
+        ms_record(3, 2**63, 2**63 + 5))))
+    assert first_seen(table) == [GOOD_MS * 1000, UNUSABLE_TIME, UNUSABLE_TIME]
+
+
+def test_a_duration_or_boot_time_past_the_range_makes_the_time_unusable() -> None:
+    duration = [(8, 4, 0), (152, 8, 0), (161, 8, 0)]  # start ms, flowDurationMilliseconds
+    table, _ = decode(message(template(300, duration), data_set(
+        300, struct.pack(">IQQ", 1, GOOD_MS, 7), struct.pack(">IQQ", 2, GOOD_MS, 2**64 - 1))))
+    assert table.column("last_seen").cast(pa.int64()).to_pylist() == [
+        (GOOD_MS + 7) * 1000, UNUSABLE_TIME]
+    # flowStartSysUpTime / flowEndSysUpTime with systemInitTimeMilliseconds in the record:
+    # one past the µs range was taken for "no boot time" and the export time used instead
+    uptime = [(8, 4, 0), (22, 4, 0), (21, 4, 0), (160, 8, 0)]
+    boot_ms = EXPORT_US // 1000 - 60_000
+    table, _ = decode(message(template(301, uptime), data_set(
+        301, struct.pack(">IIIQ", 1, 1_000, 2_000, boot_ms),
+        struct.pack(">IIIQ", 2, 1_000, 2_000, 2**63 + 1))))
+    assert first_seen(table) == [(boot_ms + 1_000) * 1000, UNUSABLE_TIME]
+
+
+def capture(tmp_path: Path) -> Path:
+    """An IPFIX capture: one good record between two whose times a session cannot hold."""
+    payload = message(template(300, MS_FIELDS), data_set(
+        300, ms_record(9, 2**64 - 1, 2**64 - 1), ms_record(1, GOOD_MS, GOOD_MS + 10),
+        ms_record(9, PAST_LIMIT_MS, PAST_LIMIT_MS)))
+    frame = bytes(IP(src="192.0.2.9", dst="198.51.100.7") / UDP(sport=4739, dport=4739)
+                  / payload)
+    path = tmp_path / "times.pcap"
+    path.write_bytes(pcap_bytes([(EXPORT_S * 10**9, frame)], linktype=101))
+    return path
+
+
+def read(path: Path) -> tuple[pa.Table, RunReport]:
+    report = RunReport()
+    batches = list(read_flows(discover_inputs([path], report), report))
+    return pa.Table.from_batches(batches), report
+
+
+def test_records_past_the_range_are_counted_with_their_place(tmp_path: Path) -> None:
+    table, report = read(capture(tmp_path))
+    assert first_seen(table) == [GOOD_MS * 1000]
+    assert report.records == 1
+    assert report.skipped == {"bad_timestamp": 2}
+    problem = report.examples[0]
+    assert (problem.source, problem.frame) == (str(tmp_path / "times.pcap"), 1)
+    assert "2 record(s)" in problem.message and "past the int64 µs range" in problem.message
+
+
+def test_a_sessionized_run_never_sees_them(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["sessionize", str(capture(tmp_path)), "--out", str(out),
+                                      "-q"])
+    assert result.exit_code == 0, result.output
+    sessions = pq.read_table(out / "sessions.parquet")
+    assert sessions.num_rows == 1
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"]["skipped"] == {"bad_timestamp": 2}
+    assert manifest["conservation"]["ok"] is True
+
+
+def test_an_nfcapd_millisecond_time_past_the_range_is_counted(corpus: Path,
+                                                               tmp_path: Path) -> None:
+    data = bytearray((corpus / "nfcapd" / "nfpcapd_ircdcc.nfcapd").read_bytes())
+    # the first record's msec_first and msec_last (uncompressed block), raised by 2**64 // 1000
+    # ms: year ~584 million, which wrapped to 0.6 ms before the true time
+    times = np.frombuffer(bytes(data[68:84]), "<u8") + np.uint64(2**64 // 1000)
+    data[68:84] = times.tobytes()
+    path = tmp_path / "damaged.nfcapd"
+    path.write_bytes(bytes(data))
+    table, report = read(path)
+    assert table.num_rows == 5 and report.skipped == {"bad_timestamp": 1}
+    assert report.examples[0].offset == 40  # the block
