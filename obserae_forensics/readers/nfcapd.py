@@ -278,8 +278,9 @@ def _read_header(f: BinaryIO, source: str, size: int) -> _Header:
                      None, int(h["nfdversion"]))
     if header.appendix_offset:
         _read_appendix(f, header, source, size)
-    elif appendix_offset > size and h["appendix_blocks"] > 0:
-        # the file was cut: its data blocks may end cleanly, but ident and stat are gone
+    elif appendix_offset >= size and h["appendix_blocks"] > 0:
+        # the file was cut (at the appendix's first byte, too): its data blocks may end
+        # cleanly, but ident and stat are gone
         header.problems.append((TruncatedInput(
             f"header places the appendix at {appendix_offset}, file ends at {size}",
             source=source, offset=size), 0))
@@ -562,6 +563,14 @@ def _decode_block(
             f" ({'bad record size' if status else 'block ends early'})",
             source=state.source, offset=offset, frame=frame, reason="bad_record"),
             nbytes=max(len(payload) - int(where), 0), count=max(claimed - count, 1))
+    elif (walked := int(offsets[-1] + sizes[-1]) if count else 0) < len(payload) and any(
+            payload[walked:]):
+        # nfdump writes a block's records and nothing after them: bytes beyond the records
+        # the header counts are records it no longer counts (a damaged count), or garbage
+        report.skip(MalformedInput(
+            f"{len(payload) - walked} bytes after the block's {claimed} records",
+            source=state.source, offset=offset, frame=frame, reason="bad_record"),
+            nbytes=len(payload) - walked)
     for index in np.flatnonzero(layouts < 0):
         record_type = int(types[index])
         record = payload[int(offsets[index]):int(offsets[index]) + int(sizes[index])]
@@ -728,6 +737,18 @@ def _control_record(
     report: RunReport,
 ) -> None:
     """Apply an exporter, exporter-stats or sampler record; count what is not a flow at all."""
+    wanted = _control_size(record_type, record, state.order)
+    if wanted is not None and len(record) != wanted and (
+            len(record) > wanted or record_type == EXPORTER_STAT_RECORD):
+        # nfdump writes these records at their exact size and refuses others (exporter.c);
+        # a flow record retyped by damage passed for an exporter or a sampler (a shorter
+        # exporter or sampler record is counted as cut below)
+        report.skip(MalformedInput(
+            f"record {index} (type {record_type}) has {len(record)} bytes, not {wanted}",
+            reason=("bad_sampler_record" if record_type in (SAMPLER_V0_RECORD, SAMPLER_RECORD)
+                    else "bad_exporter_record"),
+            source=state.source, offset=offset, frame=frame), nbytes=len(record))
+        return
     if record_type == EXPORTER_INFO_RECORD and len(record) >= EXPORTER_INFO.itemsize:
         info = np.frombuffer(record, _swap(EXPORTER_INFO, state.order), 1)[0]
         text = _exporter_address(record, info, state.order)
@@ -782,9 +803,26 @@ def _control_record(
     elif record_type == EXTENSION_MAP:
         return  # 1.6 maps are applied in block order by nfcapd_v1
     elif record_type in (12, 13, 14, 256):
-        return  # NBAR/ifname/vrfname arrays and slack: metadata, not flows
+        # NBAR/ifname/vrfname arrays and slack: metadata, not flows, but counted (a damaged
+        # type turned a flow record into one without a word)
+        report.ignore("nfcapd_metadata_record", state.source, len(record))
     else:
         report.ignore("nfcapd_other_record", state.source, len(record))
+
+
+def _control_size(record_type: int, record: bytes, order: str) -> int | None:
+    """The only size nfdump writes (and accepts) for an exporter, exporter-stats or sampler
+    record; None for other types, and for a stats record too short to hold its count."""
+    if record_type == EXPORTER_INFO_RECORD:
+        return EXPORTER_INFO.itemsize
+    if record_type == SAMPLER_V0_RECORD:
+        return SAMPLER_V0.itemsize
+    if record_type == SAMPLER_RECORD:
+        return SAMPLER.itemsize
+    if record_type == EXPORTER_STAT_RECORD and len(record) >= 8:
+        entries = int(np.frombuffer(record, f"{order}u4", 1, 4)[0])
+        return 8 + EXPORTER_STAT.itemsize * max(entries, 1)  # nfdump refuses a count of 0
+    return None
 
 
 def _add_sampler(state: _FileState, sysid: int, sampler_id: int, rate: int, default: bool,

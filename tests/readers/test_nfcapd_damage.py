@@ -154,6 +154,56 @@ def test_block_header_claiming_too_little_keeps_what_fits(corpus: Path,
     assert report.skipped["bad_block_header"] == 1
 
 
+def test_records_past_the_block_count_are_counted(corpus: Path, tmp_path: Path) -> None:
+    """Found by fuzzing: a block header whose record count was lowered dropped the records it
+    no longer counted without a word (nfdump writes nothing after a block's records)."""
+    path = tmp_path / "count.nfcapd"
+    write_v2(path, multi_block(corpus, NONE))
+    offsets = block_offsets(path)
+    data = bytearray(path.read_bytes())
+    data[offsets[1]:offsets[1] + 4] = np.array([PER_BLOCK - 100], "<u4").tobytes()
+    path.write_bytes(bytes(data))
+    table, report = read_table(path)
+    assert table.num_rows == 2002 - 100
+    assert report.skipped == {"bad_record": 1}
+    assert (report.examples[0].offset, report.examples[0].frame) == (offsets[1], 2)
+    assert "bytes after the block's 300 records" in report.examples[0].message
+
+
+def test_a_file_cut_where_its_appendix_begins_is_counted(corpus: Path, tmp_path: Path) -> None:
+    path = tmp_path / "cut.nfcapd"
+    write_v2(path, multi_block(corpus, NONE))
+    data = path.read_bytes()
+    appendix = int(np.frombuffer(data, "<u8", 1, 24)[0])
+    path.write_bytes(data[:appendix])
+    table, report = read_table(path)
+    assert table.num_rows == 2002
+    assert report.skipped == {"truncated": 1}
+    assert f"appendix at {appendix}, file ends at {appendix}" in report.examples[0].message
+
+
+@pytest.mark.parametrize(("record_type", "counted"), [
+    (15, ("skipped", "bad_sampler_record")), (9, ("skipped", "bad_sampler_record")),
+    (7, ("skipped", "bad_exporter_record")), (12, ("ignored", "nfcapd_metadata_record"))])
+def test_a_flow_record_retyped_as_a_control_record_is_counted(
+        corpus: Path, tmp_path: Path, record_type: int, counted: tuple[str, str]) -> None:
+    """Found by fuzzing: a V3 flow record whose type byte was damaged passed for a sampler
+    (its rate taken from the flow's bytes) or for metadata, without a word."""
+    path = tmp_path / "retyped.nfcapd"
+    write_v2(path, multi_block(corpus, NONE))
+    offsets = block_offsets(path)
+    data = bytearray(path.read_bytes())
+    first = offsets[1] + 12  # block 2 holds flow records only
+    assert int(np.frombuffer(data, "<u2", 1, first)[0]) == 11
+    data[first:first + 2] = np.array([record_type], "<u2").tobytes()
+    path.write_bytes(bytes(data))
+    table, report = read_table(path)
+    assert table.num_rows == 2002 - 1
+    kind, reason = counted
+    assert getattr(report, kind) == {reason: 1}
+    assert set(table.column("sampling_rate").to_pylist()) == {1}
+
+
 def test_bad_element_length_skips_only_that_record(corpus: Path, tmp_path: Path) -> None:
     raw = multi_block(corpus, NONE)
     record = bytearray(raw.blocks[0][5])
