@@ -238,11 +238,19 @@ def _pcapng_frames(buf: mmap.mmap, source: str, report: RunReport) -> Iterator[F
             if frame is not None:
                 stats.units += 1
                 yield frame
+        elif block_type not in _OTHER_KNOWN_BLOCKS:
+            # skipped by its length as the format wants, but counted: a damaged type byte
+            # made a packet block one of these, and its datagram vanished without a word
+            report.ignore("pcapng_unknown_block", source, total)
         at += total
 
 
 # bytes before the options / packet data of each pcapng block type this reader uses
 _BLOCK_FIXED_BYTES = {1: 8, 6: 20, 2: 20, 3: 4}
+# pcapng blocks that hold no packets (draft-ietf-opsawg-pcapng: section header, name resolution,
+# interface statistics, systemd journal export, decryption secrets, custom, Apple process info)
+_OTHER_KNOWN_BLOCKS = frozenset({0x0A0D0D0A, 4, 5, 9, 0xA, 0xBAD, 0x40000BAD, 0x80000001,
+                                 0x80000002})
 _INT64_RANGE = range(-(2**63), 2**63)
 
 

@@ -236,6 +236,7 @@ def test_pcapng_interfaces_resolutions_and_unknown_blocks(tmp_path: Path, order:
         + block(order, 4, b"\x00" * 8)  # name resolution block
         + epb(order, 0, ts_us, bytes(Ether() / udp4(src="192.0.2.3")))
         + block(order, 3, struct.pack(order + "I", 42 + 202) + bytes(Ether() / udp4()))
+        + block(order, 5, b"\x00" * 8)  # interface statistics
     )
     path = tmp_path / "n.pcapng"
     path.write_bytes(content)
@@ -244,7 +245,20 @@ def test_pcapng_interfaces_resolutions_and_unknown_blocks(tmp_path: Path, order:
     assert [d.arrival_us for d in found] == [ts_us, ts_us, 0]
     assert [d.frame for d in found] == [1, 2, 3]
     assert report.files[str(path)].format == "pcapng"
-    assert not report.skipped
+    assert not report.skipped and not report.ignored
+
+
+def test_pcapng_block_of_an_unknown_type_is_counted(tmp_path: Path) -> None:
+    # found by fuzzing: a damaged type byte made a packet block one of no known type; it is
+    # skipped by its length as the format wants, and its datagram vanished without a word
+    packet = epb("<", 0, 1, bytes(udp4()))
+    retyped = struct.pack("<I", 0x2406) + packet[4:]
+    path = tmp_path / "retyped.pcapng"
+    path.write_bytes(shb("<") + idb("<", 101) + packet + retyped)
+    found, report = datagrams(path)
+    assert len(found) == 1 and not report.skipped
+    assert report.ignored == {"pcapng_unknown_block": 1}
+    assert report.ignored_bytes == {"pcapng_unknown_block": len(retyped)}
 
 
 def test_pcapng_second_section_other_byte_order(tmp_path: Path) -> None:
