@@ -30,6 +30,7 @@ import pyarrow.compute as pc
 
 from ..addresses import address_matrix
 from ..schema import FLOW_SCHEMA, SESSIONS_SCHEMA
+from ..times import TIME_LIMIT_US
 from .kernel import KernelReplay
 from .keys import PORT_PROTOCOLS, Records, batch_records, known_service_ports
 from .output import SessionKeys, id_texts, sessions_table
@@ -103,6 +104,12 @@ class Sessionizer:
         exporters = self._exporter_column(table)
         src_declared, dst_declared = self._declared(table)
         records = batch_records(table, self._count, src_declared, dst_declared)
+        for times in (records.first_seen, records.last_seen):
+            if len(times) and (times.min() < -TIME_LIMIT_US or times.max() > TIME_LIMIT_US):
+                # read_flows leaves such records out (bad_timestamp); fed from elsewhere, they
+                # would wrap the deadlines around and close sessions before they opened
+                raise ValueError("Sessionizer.feed() needs record times within "
+                                 f"±{TIME_LIMIT_US} µs of 1970 (times.TIME_LIMIT_US)")
         self._count += table.num_rows
         if self.policy.replay == "event":
             self._waiting.append((table, records, exporters))

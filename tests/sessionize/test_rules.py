@@ -6,6 +6,7 @@ import re
 from datetime import UTC, datetime
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from obserae_forensics.sessionize import SessionPolicy
@@ -365,3 +366,21 @@ def test_event_replay_sorts_by_first_seen(engine: str) -> None:
     assert sorted(arrival.column("late").to_pylist()) == [False, True]
     assert event.column("late").to_pylist() == [False, False]
     assert event.column("close_reason").to_pylist() == ["no_reply", None]
+
+
+def test_times_at_the_edge_of_the_range_close_after_they_open(engine: str) -> None:
+    """Found by fuzzing: a time near the int64 limit wrapped the idle deadline around, and a
+    session closed before it opened. Readers leave times beyond times.TIME_LIMIT_US out;
+    the sessionizer works up to it and refuses what lies beyond."""
+    from obserae_forensics.times import TIME_LIMIT_US
+
+    limit = TIME_LIMIT_US / SECOND  # seconds
+    for edge in (limit - 1000, 1000 - limit):
+        sessions, _, _ = run([rec(edge), rec(edge + 70), rec(edge + 900)], engine=engine)
+        opened = sessions.column("opened_at").cast(pa.int64()).to_pylist()
+        closed = sessions.column("closed_at").cast(pa.int64()).to_pylist()
+        assert len(opened) == 3
+        assert all(c is None or c > o for o, c in zip(opened, closed, strict=True))
+    for beyond in (limit + 1, -limit - 1):
+        with pytest.raises(ValueError, match="TIME_LIMIT_US"):
+            run([rec(limit - 1000), rec(beyond)], engine=engine)
