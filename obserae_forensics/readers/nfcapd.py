@@ -56,6 +56,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..addresses import V4_MAPPED_PREFIX, address_text, address_texts
+from ..counters import exact_sum
 from ..errors import InputError, MalformedInput, TruncatedInput, UnknownFormat
 from ..report import RunReport
 from ..times import TIME_LIMIT_US
@@ -903,10 +904,12 @@ def _count_exporters(state: _FileState, columns: dict[str, np.ndarray], report: 
         stats = report.exporter(text, domain)
         mine = stream == index
         stats.records += int(np.count_nonzero(mine))
-        # forward + reverse, as nfdump's own totals (UpdateStat, nfdump_inline.c)
-        packets = columns["packets"][mine].sum() + columns["reverse_packets"][mine].sum()
-        stats.packets += int(packets)
-        stats.octets += int(columns["octets"][mine].sum() + columns["reverse_octets"][mine].sum())
+        # forward + reverse, as nfdump's own totals (UpdateStat, nfdump_inline.c); exact, as
+        # the export readers' (numpy's sums wrapped past 2**64 on damaged counters)
+        stats.packets += exact_sum(columns["packets"][mine]) + exact_sum(
+            columns["reverse_packets"][mine])
+        stats.octets += exact_sum(columns["octets"][mine]) + exact_sum(
+            columns["reverse_octets"][mine])
         if stats.version == 0:
             stats.version = int(columns["export_version"][mine][0])
 

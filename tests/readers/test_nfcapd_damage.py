@@ -315,6 +315,22 @@ def test_appendix_records_past_64_kib_are_read(corpus: Path, tmp_path: Path) -> 
     assert table.num_rows == sum(len(block) for block in raw.blocks) and not report.skipped
 
 
+def test_exporter_totals_past_2_64_are_exact(corpus: Path, tmp_path: Path) -> None:
+    """Found by fuzzing: the per-exporter packet total was a numpy sum, which wrapped past
+    2**64 on damaged counters (the export readers' was exact already)."""
+    data = bytearray((corpus / "nfcapd" / "nfpcapd_ircdcc.nfcapd").read_bytes())
+    for record in (0, 1):  # in_packets of the first two (76-byte, uncompressed) records
+        at = 92 + 76 * record
+        data[at:at + 8] = np.array([2**63], "<u8").tobytes()
+    path = tmp_path / "huge.nfcapd"
+    path.write_bytes(bytes(data))
+    table, report = read_table(path)
+    assert table.num_rows == 6
+    rest = sum(table.column("packets").to_pylist()[2:])
+    [stats] = report.exporters.values()
+    assert stats.packets == 2**64 + rest + sum(table.column("reverse_packets").to_pylist())
+
+
 @pytest.fixture(scope="module")
 def small_files(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[int, bytes]:
     """sf_v9_varsvc cut into blocks of 10 records, uncompressed, LZ4 and ZSTD, as bytes."""
