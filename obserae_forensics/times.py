@@ -1,7 +1,8 @@
-"""UTC microseconds as ISO-8601 text, for manifests and reports.
+"""Record times: the range a run works in, and UTC microseconds as ISO-8601 text.
 
 A damaged record's time field can lie outside years 1..9999, where Python's datetime
-cannot go: such a time has no text (None), and the caller keeps the µs beside it.
+cannot go: such a time has no text (None), and the caller keeps the µs beside it. Further
+out, past TIME_LIMIT_US, a time is not kept at all (see below).
 """
 
 from __future__ import annotations
