@@ -558,14 +558,14 @@ def _decode_block(
     max_records = min(claimed, len(payload) // 4)
     offsets, types, sizes, layouts, layout_first, count, status, where = scan_block(
         buf, 0, len(payload), max_records, big_endian)
+    walked = int(offsets[-1] + sizes[-1]) if count else 0  # end of the last record walked
     if status != SCAN_OK or count < claimed:
         report.skip(MalformedInput(
             f"record walk stops at byte {where} of the block after {count} of {claimed} records"
             f" ({'bad record size' if status else 'block ends early'})",
             source=state.source, offset=offset, frame=frame, reason="bad_record"),
             nbytes=max(len(payload) - int(where), 0), count=max(claimed - count, 1))
-    elif (walked := int(offsets[-1] + sizes[-1]) if count else 0) < len(payload) and any(
-            payload[walked:]):
+    elif walked < len(payload) and any(payload[walked:]):
         # nfdump writes a block's records and nothing after them: bytes beyond the records
         # the header counts are records it no longer counts (a damaged count), or garbage
         report.skip(MalformedInput(
