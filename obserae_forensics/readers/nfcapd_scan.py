@@ -51,7 +51,8 @@ def _mix(h: np.uint64, value: int) -> np.uint64:
 def _v3_layout_hash(
     buf: np.ndarray, pos: int, size: int, big_endian: bool
 ) -> tuple[bool, np.uint64]:
-    """(valid, hash) of a V3 record's element list; invalid = element overruns or length < 4."""
+    """(valid, hash) of a V3 record's element list; invalid = an element overruns the record
+    or is shorter than 4 bytes, or non-zero bytes follow the counted elements."""
     end = pos + size
     if size < 12:
         return False, np.uint64(0)
@@ -67,6 +68,11 @@ def _v3_layout_hash(
             return False, h
         h = _mix(h, (element_type << 16) | length)
         at += length
+    # nfdump sizes a record to its elements; what is left after the counted ones is elements
+    # the count no longer covers (a damaged count): it left a flow without its addresses
+    for k in range(at, end):
+        if buf[k] != 0:
+            return False, h
     return True, h
 
 

@@ -182,6 +182,24 @@ def test_a_file_cut_where_its_appendix_begins_is_counted(corpus: Path, tmp_path:
     assert f"appendix at {appendix}, file ends at {appendix}" in report.examples[0].message
 
 
+def test_elements_past_a_records_count_are_counted(corpus: Path, tmp_path: Path) -> None:
+    """Found by fuzzing: a V3 record whose element count was lowered decoded without the
+    elements it no longer counted (a flow from :: to ::, IP version 0), without a word."""
+    path = tmp_path / "elements.nfcapd"
+    write_v2(path, multi_block(corpus, NONE))
+    offsets = block_offsets(path)
+    data = bytearray(path.read_bytes())
+    first = offsets[1] + 12
+    count = int(np.frombuffer(data, "<u2", 1, first + 4)[0])
+    data[first + 4:first + 6] = np.array([count - 1], "<u2").tobytes()
+    path.write_bytes(bytes(data))
+    table, report = read_table(path)
+    assert table.num_rows == 2002 - 1
+    assert report.skipped == {"bad_record": 1}
+    assert "elements inconsistent with its size" in report.examples[0].message
+    assert 0 not in table.column("ip_version").to_pylist()
+
+
 @pytest.mark.parametrize(("record_type", "counted"), [
     (15, ("skipped", "bad_sampler_record")), (9, ("skipped", "bad_sampler_record")),
     (7, ("skipped", "bad_exporter_record")), (12, ("ignored", "nfcapd_metadata_record"))])
