@@ -558,7 +558,7 @@ def _decode_block(
     max_records = min(claimed, len(payload) // 4)
     offsets, types, sizes, layouts, layout_first, count, status, where = scan_block(
         buf, 0, len(payload), max_records, big_endian)
-    walked = int(offsets[-1] + sizes[-1]) if count else 0  # end of the last record walked
+    walked = int(offsets[-1] + sizes[-1]) if count else 0  # where the last walked record ends
     if status != SCAN_OK or count < claimed:
         report.skip(MalformedInput(
             f"record walk stops at byte {where} of the block after {count} of {claimed} records"
