@@ -242,7 +242,62 @@ def _pcapng_frames(buf: mmap.mmap, source: str, report: RunReport) -> Iterator[F
             # skipped by its length as the format wants, but counted: a damaged type byte
             # made a packet block one of these, and its datagram vanished without a word
             report.ignore("pcapng_unknown_block", source, total)
+        elif (problem_text := _layout_problem(buf, order, block_type, body, end,
+                                              len(interfaces))) is not None:
+            # a packet block whose type was damaged into a known one (6 -> 4 or 5 is one
+            # bit): its packet does not read as that block's fields
+            report.skip(MalformedInput(f"pcapng block of type {block_type:#x}: {problem_text}",
+                                       source=source, offset=at, reason="bad_block"),
+                        nbytes=total)
         at += total
+
+
+def _options_end(buf: mmap.mmap, order: str, at: int, end: int) -> bool:
+    """Whether options from `at` walk exactly to the block's end by their lengths (each
+    value padded to 4 bytes), the last one possibly opt_endofopt."""
+    while at < end:
+        if end - at < 4:
+            return False
+        code, length = struct.unpack_from(order + "HH", buf, at)
+        if code == 0:
+            return length == 0 and at + 4 == end
+        at += 4 + length + (-length % 4)
+    return at == end
+
+
+def _layout_problem(buf: mmap.mmap, order: str, block_type: int, body: int, end: int,
+                    interfaces: int) -> str | None:
+    """What does not fit the layout of a name resolution (4), interface statistics (5) or
+    decryption secrets (0xA) block, else None; other non-packet blocks are free-form."""
+    if block_type == 4:  # name records (type, length, value padded) up to nrb_record_end
+        at = body
+        while True:
+            if end - at < 4:
+                return "name records run past the block"
+            kind, length = struct.unpack_from(order + "HH", buf, at)
+            at += 4 + length + (-length % 4)
+            if kind == 0:
+                break
+            if at > end:
+                return "a name record runs past the block"
+        return None if at <= end and _options_end(buf, order, at, end) else (
+            "its options do not fit the block")
+    if block_type == 5:
+        if end - body < 12:
+            return "shorter than its interface id and timestamp"
+        (interface,) = struct.unpack_from(order + "I", buf, body)
+        if interface >= interfaces:
+            return f"statistics of interface {interface}, of {interfaces} described"
+        return None if _options_end(buf, order, body + 12, end) else (
+            "its options do not fit the block")
+    if block_type == 0xA:
+        if end - body < 8:
+            return "shorter than its secrets type and length"
+        (length,) = struct.unpack_from(order + "I", buf, body + 4)
+        at = body + 8 + length + (-length % 4)
+        return None if at <= end and _options_end(buf, order, at, end) else (
+            "its secrets or options do not fit the block")
+    return None
 
 
 # bytes before the options / packet data of each pcapng block type this reader uses

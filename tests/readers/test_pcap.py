@@ -236,7 +236,9 @@ def test_pcapng_interfaces_resolutions_and_unknown_blocks(tmp_path: Path, order:
         + block(order, 4, b"\x00" * 8)  # name resolution block
         + epb(order, 0, ts_us, bytes(Ether() / udp4(src="192.0.2.3")))
         + block(order, 3, struct.pack(order + "I", 42 + 202) + bytes(Ether() / udp4()))
-        + block(order, 5, b"\x00" * 8)  # interface statistics
+        + block(order, 5, struct.pack(order + "IQ", 1, 0)  # interface statistics, options:
+                + struct.pack(order + "HHQ", 4, 8, 1) + struct.pack(order + "HH", 0, 0))
+        + block(order, 0xA, struct.pack(order + "II", 0x544C534B, 5) + b"keys!")  # secrets
     )
     path = tmp_path / "n.pcapng"
     path.write_bytes(content)
@@ -259,6 +261,22 @@ def test_pcapng_block_of_an_unknown_type_is_counted(tmp_path: Path) -> None:
     assert len(found) == 1 and not report.skipped
     assert report.ignored == {"pcapng_unknown_block": 1}
     assert report.ignored_bytes == {"pcapng_unknown_block": len(retyped)}
+
+
+@pytest.mark.parametrize("block_type", [4, 5, 0xA])
+def test_pcapng_packet_block_retyped_as_a_known_one_is_counted(tmp_path: Path,
+                                                              block_type: int) -> None:
+    # found by fuzzing: one bit makes an enhanced packet block (6) a name resolution (4) or
+    # interface statistics (5) block; its packet does not read as their fields
+    packet = epb("<", 0, 1, bytes(udp4()))
+    retyped = struct.pack("<I", block_type) + packet[4:]
+    path = tmp_path / "retyped.pcapng"
+    path.write_bytes(shb("<") + idb("<", 101) + packet + retyped + packet)
+    found, report = datagrams(path)
+    assert len(found) == 2
+    assert report.skipped == {"bad_block": 1}
+    assert report.skipped_bytes == {"bad_block": len(retyped)}
+    assert report.examples[0].offset == len(shb("<") + idb("<", 101) + packet)
 
 
 def test_pcapng_second_section_other_byte_order(tmp_path: Path) -> None:
