@@ -622,9 +622,16 @@ def _decode_block(
                           columns, report, frame, offset, big_endian)
     _resolve_exporters(state, columns)
     received = columns.pop("_msec_received")
-    # a damaged receive time past the µs range: the file's slot time, as for none
-    columns["arrival"] = np.where((received > 0) & (received <= TIME_LIMIT_US // 1000),
-                                  received * 1000, state.slot_us)
+    damaged = (received > TIME_LIMIT_US // 1000) | (received < 0)  # < 0: u64 past 2**63
+    if damaged.any():
+        # the record is whole but its receive time is not: arrival falls back to the file's
+        # slot time, as for a record without one, and says so
+        report.skip(MalformedInput(
+            f"{int(np.count_nonzero(damaged))} record(s) with a receive time past the µs range "
+            "(arrival given the file's time slot instead)", source=state.source,
+            offset=offset, frame=frame, reason="bad_timestamp"),
+            count=int(np.count_nonzero(damaged)))
+    columns["arrival"] = np.where((received > 0) & ~damaged, received * 1000, state.slot_us)
     columns["source_frame"] = np.full(n, frame, dtype=np.uint64)
     columns["source_offset"] = np.full(n, offset, dtype=np.uint64)
     columns["record_index"] = flow_index.astype(np.uint32)

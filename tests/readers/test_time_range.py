@@ -116,3 +116,21 @@ def test_an_nfcapd_millisecond_time_past_the_range_is_counted(corpus: Path,
     table, report = read(path)
     assert table.num_rows == 5 and report.skipped == {"bad_timestamp": 1}
     assert report.examples[0].offset == 40  # the block
+
+
+def test_an_nfcapd_receive_time_past_the_range_is_counted(corpus: Path, tmp_path: Path) -> None:
+    """Found by the second fuzzing round: the record is whole, its receive time is not;
+    arrival falls back to the file's time slot (as for a record without one) and says so."""
+    original = (corpus / "nfcapd" / "nfpcapd_ircdcc.nfcapd").read_bytes()
+    table, _ = read(corpus / "nfcapd" / "nfpcapd_ircdcc.nfcapd")
+    for value in (2**64 - 1, TIME_LIMIT_US // 1000 + 1):
+        data = bytearray(original)
+        data[84:92] = np.array([value], "<u8").tobytes()  # the first record's msec_received
+        path = tmp_path / "received.nfcapd"
+        path.write_bytes(bytes(data))
+        damaged, report = read(path)
+        assert damaged.num_rows == 6 and report.skipped == {"bad_timestamp": 1}
+        assert "receive time" in report.examples[0].message
+        arrival = damaged.column("arrival").cast(pa.int64()).to_pylist()
+        assert arrival[1:] == table.column("arrival").cast(pa.int64()).to_pylist()[1:]
+        assert arrival[0] != table.column("arrival").cast(pa.int64())[0].as_py()
