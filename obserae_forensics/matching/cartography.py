@@ -270,25 +270,40 @@ class _CartographyReader:
             self.source.fail(node, f"bad service {text!r}: {exc}")
 
     def resolve_group(self, name: str, path: list[str]) -> AddressSet:
+        """The addresses of group `name`, its member groups resolved first. Depth-first with
+        a stack of its own: groups nest to any depth, and a chain of a thousand went past
+        Python's recursion limit."""
         if name in self.sets:
             return self.sets[name]
-        path = [*path, name]
-        intervals: list[tuple[int, int]] = []
-        for item, member in self.group_members[name]:
-            if member in path:
-                cycle = " -> ".join([*path[path.index(member) :], member])
+        chain = [*path, name]  # the groups being resolved, outermost first
+        on_chain = set(chain)
+        frames: list[tuple[str, int, list[tuple[int, int]]]] = [(name, 0, [])]
+        while frames:
+            group, index, intervals = frames[-1]
+            members = self.group_members[group]
+            if index == len(members):
+                frames.pop()
+                on_chain.discard(chain.pop())
+                self.sets[group] = AddressSet.from_intervals(intervals)
+                if frames:
+                    frames[-1][2].extend(self.sets[group].intervals)
+                continue
+            frames[-1] = (group, index + 1, intervals)
+            item, member = members[index]
+            if member in on_chain:
+                cycle = " -> ".join([*chain[chain.index(member):], member])
                 self.source.fail(item, f"group cycle: {cycle}")
-            if member in self.group_members:
-                found = self.resolve_group(member, path)
-            elif member in self.sets:
-                found = self.sets[member]
+            if member in self.sets:
+                intervals.extend(self.sets[member].intervals)
+            elif member in self.group_members:
+                chain.append(member)
+                on_chain.add(member)
+                frames.append((member, 0, []))
             else:
                 interval = self.network_or_none(item, member)
                 if interval is None:
-                    self.source.fail(item, f"group {name!r}: {unknown_name_message(member)}")
-                found = AddressSet((interval,))
-            intervals.extend(found.intervals)
-        self.sets[name] = AddressSet.from_intervals(intervals)
+                    self.source.fail(item, f"group {group!r}: {unknown_name_message(member)}")
+                intervals.append(interval)
         return self.sets[name]
 
     def network_or_none(self, node: yaml.Node, text: str) -> tuple[int, int] | None:

@@ -25,8 +25,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..errors import UsageError
 
 SECOND_US = 1_000_000
@@ -82,7 +80,7 @@ class SessionPolicy:
         for setting, name in _DURATION_SETTINGS.items():
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
-                raise UsageError(f"{setting}: expected whole microseconds, got {value!r}")
+                raise UsageError(f"{setting}: expected whole microseconds, got {_shown(value)}")
             bound = ">= 0" if setting == "sessions.grace" else "> 0"
             if value < 0 or (value == 0 and setting != "sessions.grace"):
                 raise UsageError(f"{setting}: must be {bound}, got {value} µs")
@@ -103,38 +101,53 @@ class SessionPolicy:
 def parse_duration(value: object, setting: str) -> int:
     """`15m`, `30s`, `500ms`, `1h`, `2d`, or a number of seconds -> whole microseconds."""
     if isinstance(value, bool):
-        raise UsageError(f"{setting}: expected a duration like 30s or 15m, got {value!r}")
+        raise UsageError(f"{setting}: expected a duration like 30s or 15m, got {_shown(value)}")
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an integer past any float
+            seconds = math.inf
         if not math.isfinite(seconds):
-            raise UsageError(f"{setting}: expected a finite duration, got {value!r}")
+            raise UsageError(f"{setting}: expected a finite duration, got {_shown(value)}")
         if seconds < 0:
-            raise UsageError(f"{setting}: must not be negative, got {value!r}")
-        return round(seconds * SECOND_US)
+            raise UsageError(f"{setting}: must not be negative, got {_shown(value)}")
+        return _whole_us(seconds * SECOND_US, value, setting)
     if not isinstance(value, str):
-        raise UsageError(f"{setting}: expected a duration like 30s or 15m, got {value!r}")
+        raise UsageError(f"{setting}: expected a duration like 30s or 15m, got {_shown(value)}")
     text = value.strip()
     if text.startswith("-"):
-        raise UsageError(f"{setting}: must not be negative, got {value!r}")
+        raise UsageError(f"{setting}: must not be negative, got {_shown(value)}")
     match = _DURATION.match(text)
     if match is None:
-        raise UsageError(f"{setting}: {value!r} is not a duration (use e.g. 500ms, 30s, 15m, "
+        raise UsageError(f"{setting}: {_shown(value)} is not a duration (use e.g. 500ms, 30s, 15m, "
                          "1h, 2d or plain seconds)")
     number, unit = match.groups()
-    return round(float(number) * _UNITS_US[unit or "s"])
+    return _whole_us(float(number) * _UNITS_US[unit or "s"], value, setting)
+
+
+def _whole_us(micros: float, value: object, setting: str) -> int:
+    """Microseconds as a whole number; past MAX_DURATION_US it is refused here, before a
+    float of 1e400 (infinite) could reach round()."""
+    if not math.isfinite(micros) or micros > MAX_DURATION_US:
+        raise UsageError(f"{setting}: at most {MAX_DURATION_US // YEAR_US} years, got "
+                         f"{_shown(value)}")
+    return round(micros)
 
 
 def _cap_sessions(value: object, setting: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise UsageError(f"{setting}: expected a number of thousands of sessions, "
-                         f"got {value!r}")
+                         f"got {_shown(value)}")
+    if value > MAX_OPEN_SESSIONS:  # before any float arithmetic: 10**400 has no float
+        raise UsageError(f"{setting}: at most {MAX_OPEN_SESSIONS // 1000} thousand open "
+                         f"sessions per exporter, got {_shown(value)} thousand")
     sessions = value * 1000
     if not math.isfinite(sessions) or sessions < 1 or abs(sessions - round(sessions)) > 1e-6:
         raise UsageError(f"{setting}: must allow a whole number of open sessions, at least 1 "
-                         f"(got {value!r} thousand)")
+                         f"(got {_shown(value)} thousand)")
     if sessions > MAX_OPEN_SESSIONS:
         raise UsageError(f"{setting}: at most {MAX_OPEN_SESSIONS // 1000} thousand open "
-                         f"sessions per exporter, got {value!r} thousand")
+                         f"sessions per exporter, got {_shown(value)} thousand")
     return round(sessions)
 
 
@@ -143,7 +156,7 @@ def _parse_cap(value: object, setting: str) -> int | float:
         try:
             value = float(value) if any(c in value for c in ".eE") else int(value)
         except ValueError:
-            raise UsageError(f"{setting}: {value!r} is not a number") from None
+            raise UsageError(f"{setting}: {_shown(value)} is not a number") from None
     _cap_sessions(value, setting)
     assert isinstance(value, int | float)
     return value
@@ -166,22 +179,24 @@ def _flatten(block: object, prefix: str, where: str) -> dict[str, object]:
 
 
 def _read_file(path: Path) -> dict[str, object]:
-    where = f"{path}: "
+    """The file's settings as dotted names -> values. Read as the rule files are (nodes with
+    their lines, nesting and alias expansion bounded, a duplicate key refused) and typed no
+    further than numbers, true/false and null: PyYAML's constructors raised their own errors
+    on values like `2026-13-45`, read `1:30` as 90 and `0x10` as 16, and kept the last of
+    two equal keys without a word."""
+    from ..matching.yaml_nodes import YamlFile, plain_values
+
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise UsageError(f"{where}cannot read settings file: {exc.strerror}") from exc
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"{where}settings file is not UTF-8 text") from exc
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f"line {mark.line + 1}: " if mark is not None else ""
-        raise UsageError(f"{where}{line}not valid YAML: {getattr(exc, 'problem', exc)}") from exc
-    if document is None:
-        return {}
+        source = YamlFile(path, what="settings file")
+    except UsageError as error:
+        if str(error).endswith("settings file is empty"):
+            return {}
+        raise
+    document = plain_values(source, source.root)
+    where = f"{path}: "
     if not isinstance(document, Mapping):
         raise UsageError(f"{where}expected a mapping with a `sessions:` block")
-    unknown = [str(k) for k in document if k != "sessions"]
+    unknown = [str(k)[:60] for k in document if k != "sessions"]
     if unknown:
         raise UsageError(f"{where}unknown top-level key(s) {', '.join(unknown)} "
                          "(only `sessions:` is read)")
@@ -190,32 +205,41 @@ def _read_file(path: Path) -> dict[str, object]:
     return _flatten(document["sessions"], "sessions", where)
 
 
+def _shown(value: object) -> str:
+    """A value as an error message quotes it: repr, cut short (a value of megabytes, or one
+    that aliases expand, was written out whole)."""
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"
+
+
 def load_policy(
     path: Path | None, overrides: Mapping[str, str | int | float] | None = None
 ) -> SessionPolicy:
     """The policy in force: defaults, then the YAML file, then `overrides` (dotted names)."""
-    raw: dict[str, tuple[object, str]] = {}
+    from_file: list[tuple[str, object, str]] = []
     if path is not None:
-        for name, value in _read_file(path).items():
-            raw[name] = (value, f"{path}: ")
+        from_file = [(name, value, f"{path}: ") for name, value in _read_file(path).items()]
+    given: list[tuple[str, object, str]] = []
     for name, value in (overrides or {}).items():
         if name not in SETTING_NAMES:
             raise UsageError(f"unknown setting {name!r} (known: {', '.join(SETTING_NAMES)})")
-        raw[name] = (value, "")
+        given.append((name, value, ""))
     changes: dict[str, Any] = {}
-    for name, (value, where) in raw.items():
+    # the file's values are checked even where an option replaces them: a broken settings
+    # file must not pass because tonight's command line happens to cover its mistakes
+    for name, value, where in from_file + given:
         try:
             if name in _DURATION_SETTINGS:
                 us = parse_duration(value, name)
                 if us == 0 and name != "sessions.grace":
-                    raise UsageError(f"{name}: must be > 0, got {value!r}")
+                    raise UsageError(f"{name}: must be > 0, got {_shown(value)}")
                 changes[_DURATION_SETTINGS[name]] = us
             elif name == _CAP_SETTING:
                 changes["max_open_ksessions"] = _parse_cap(value, name)
             else:
                 if value not in REPLAY_MODES:
                     raise UsageError(f"{name}: expected one of {', '.join(REPLAY_MODES)}, "
-                                     f"got {value!r}")
+                                     f"got {_shown(value)}")
                 changes["replay"] = value
         except UsageError as error:
             if where:

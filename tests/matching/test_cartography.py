@@ -178,6 +178,10 @@ ERRORS = [
      r":6: group cycle: a -> b -> c -> a"),
     ("groups:\n  a: [10.0.0.0/8, a]\n", r":2: group cycle: a -> a"),
     ("groups:\n  a: [10.0.0.1/8]\n", r":2: bad address or CIDR: '10\.0\.0\.1/8' has host bits"),
+    # found by fuzzing: 40,000 brackets overflowed libyaml's C stack (a segmentation fault),
+    # and a control character gave a two-line message without a line
+    ("hosts:\n  h1: " + "[" * 40_000 + "]" * 40_000 + "\n", r": Cartography nests \d+ levels"),
+    ("hosts:\n  h1: 10.0.0.1\x00\n", r":2: character U\+0000 is not allowed in YAML"),
 ]  # fmt: skip
 
 
@@ -209,3 +213,12 @@ def test_values_are_read_as_written_not_as_yaml_types(tmp_path: Path) -> None:
     cartography = load_cartography(path)
     assert members(cartography, "g", "10.0.0.1", "2001:db8::1") == [True, True]
     assert values_from_ints([1]).dtype == np.dtype("V16")
+
+
+def test_a_chain_of_a_thousand_groups_resolves(tmp_path: Path) -> None:
+    """Found by fuzzing: groups nest to any depth, but resolving them recursed, and a chain
+    of 1,200 went past Python's recursion limit."""
+    lines = ["groups:"] + [f"  g{k}: [g{k + 1}]" for k in range(1200)]
+    lines += ["  g1200: [10.9.0.0/16]"]
+    cartography = load_cartography(write(tmp_path, "\n".join(lines) + "\n"))
+    assert members(cartography, "g0", "10.9.1.1", "10.8.1.1") == [True, False]

@@ -83,18 +83,36 @@ def test_bad_overrides_name_the_setting(overrides: dict, message: str) -> None:
         load_policy(None, overrides)
 
 
+# a billion laughs: nine levels of nine aliases each (387 million values if expanded)
+BOMB = "".join(f"    - &l{k} [{','.join([f'*l{k - 1}'] * 9 if k else ['lol'] * 9)}]\n"
+               for k in range(9))
+
+
 @pytest.mark.parametrize(("text", "message"), [
     ("sessions:\n  grace: -1s\n", r"grace: must not be negative"),
     ("sessions:\n  idle:\n    udpp: 3s\n", r"unknown setting 'sessions\.idle\.udpp'"),
     ("session:\n  grace: 1s\n", r"unknown top-level key\(s\) session"),
-    ("sessions:\n  grace: [1\n", r"line \d+: not valid YAML"),
+    ("sessions:\n  grace: [1\n", r"YAML syntax error"),
     ("sessions: 5\n", r"sessions: expected a mapping"),
     ("- a\n", r"expected a mapping with a `sessions:` block"),
+    # found by fuzzing: PyYAML's constructors raised their own errors, YAML 1.1 typing read
+    # these as numbers, equal keys were kept last-wins, numbers past a float overflowed,
+    # nesting recursed past Python's limit, and aliases expanded until memory ran out
+    ("sessions:\n  idle:\n    udp: 2026-13-45\n", r"'2026-13-45' is not a duration"),
+    ("sessions:\n  hard_timeout: 1:30\n", r"'1:30' is not a duration"),
+    ("sessions:\n  hard_timeout: 0x10\n", r"'0x10' is not a duration"),
+    ("sessions:\n  hard_timeout: 1" + "0" * 400 + "\n", r"at most 1000 years"),
+    ("sessions:\n  max_open_ksessions: 1" + "0" * 400 + "\n", r"at most \d+ thousand"),
+    ("sessions:\n  hard_timeout: 5s\n  hard_timeout: 15m\n",
+     r"duplicate key 'hard_timeout' \(first at line 2\)"),
+    ("sessions:\n  hard_timeout: " + "[" * 500 + "]" * 500 + "\n", r"nests \d+ levels deep"),
+    ("sessions:\n  replay:\n" + BOMB, r"more than \d+ values"),
+    ("sessions:\n  grace: 1s\x07\n", r"character U\+0007 is not allowed"),
 ])
 def test_bad_files_name_the_file_and_setting(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(text)
-    with pytest.raises(UsageError, match=rf"^{path}: .*{message}"):
+    with pytest.raises(UsageError, match=rf"^{path}:(\d+:)? .*{message}"):
         load_policy(path, {})
 
 
@@ -107,3 +125,20 @@ def test_policies_built_in_code_are_checked_too() -> None:
     with pytest.raises(UsageError, match=r"sessions\.idle\.icmp"):
         SessionPolicy(idle_icmp_us=-1)
     assert SessionPolicy(max_open_ksessions=0.002).max_open_sessions == 2
+
+
+def test_a_files_mistake_is_refused_even_where_an_option_replaces_it(tmp_path: Path) -> None:
+    path = tmp_path / "settings.yaml"
+    path.write_text("sessions:\n  hard_timeout: -5s\n")
+    with pytest.raises(UsageError, match=r"hard_timeout: must not be negative"):
+        load_policy(path, {"sessions.hard_timeout": "30m"})
+
+
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("sessions.hard_timeout", "9" * 400, r"at most 1000 years"),
+    ("sessions.max_open_ksessions", "1e308", r"at most \d+ thousand"),
+    ("sessions.max_open_ksessions", "1" + "0" * 400, r"at most \d+ thousand"),
+])
+def test_options_past_any_float_are_refused(name: str, value: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        load_policy(None, {name: value})
