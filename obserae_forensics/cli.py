@@ -19,6 +19,7 @@ import typer
 
 from .errors import InputError, UsageError
 from .report import RunReport
+from .times import iso_us
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -59,7 +60,10 @@ def parse_time(text: str | None, option: str) -> int | None:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     delta = parsed - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    if iso_us(micros) is None:  # an offset took it past year 9999 or before year 1 in UTC
+        raise UsageError(f"{option}: {text!r} lies outside years 1-9999 in UTC")
+    return micros
 
 
 def _fail(error: Exception, code: int) -> typer.Exit:
@@ -327,8 +331,6 @@ def _times_as_text(frame: pd.DataFrame) -> pd.DataFrame:
     as its microseconds instead (as the manifest gives them)."""
     import pandas as pd
     import pyarrow as pa
-
-    from .times import iso_us
 
     frame = frame.copy()
     for name in frame.columns:

@@ -360,3 +360,12 @@ def test_corpus_tables_are_byte_identical_across_batch_sizes(corpus: Path,
         assert manifest["session_ids"]["unique"] is True  # one exporter address, many captures
         assert manifest["counts"]["skipped"] == {}
     assert runs[0] == runs[1]
+
+
+@pytest.mark.parametrize("text", ["9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+01:00"])
+def test_a_window_outside_years_1_to_9999_is_a_usage_error(tmp_path: Path, text: str) -> None:
+    # found by fuzzing: the window was applied, and the manifest said "from": null
+    result = runner.invoke(app, ["sessionize", str(FIXTURE), "--out", str(tmp_path / "r"),
+                                 "-q", "--from", text])
+    assert result.exit_code == 2
+    assert "outside years 1-9999 in UTC" in result.output

@@ -62,6 +62,8 @@ def parse_network(text: str) -> tuple[int, int] | None:
     if not text or not (text[0].isdigit() or ":" in text):
         return None
     address_text, slash, prefix_text = text.partition("/")
+    if "%" in address_text:  # ipaddress keeps a scope id apart and the value without it
+        raise ValueError(f"{address_text!r} has a zone (scope) id; flow records carry none")
     try:
         address = ipaddress.ip_address(address_text)
     except ValueError:
@@ -70,7 +72,9 @@ def parse_network(text: str) -> tuple[int, int] | None:
         return None
     bits = address.max_prefixlen
     if slash:
-        if not prefix_text.isdigit() or int(prefix_text) > bits:
+        # ASCII digits, no leading zero: `/٨` and `/08` passed for /8
+        if (not (prefix_text.isascii() and prefix_text.isdigit()) or int(prefix_text) > bits
+                or (len(prefix_text) > 1 and prefix_text[0] == "0")):
             raise ValueError(f"bad prefix length {prefix_text!r} in {text!r} (0..{bits})")
         prefix = int(prefix_text)
     else:

@@ -57,7 +57,8 @@ def parse_port_range(text: str) -> tuple[int, int]:
     first_text, dash, last_text = text.strip().partition("-")
     bounds = [first_text.strip(), last_text.strip()] if dash else [first_text.strip()]
     for bound in bounds:
-        if not bound.isdigit() or int(bound) > PORT_MAX:
+        # ASCII digits only: str.isdigit() took Arabic-Indic ٥٣ for port 53
+        if not (bound.isascii() and bound.isdigit()) or int(bound) > PORT_MAX:
             raise ValueError(f"bad port {text!r} (a port 0-65535 or a range like 8000-8099)")
     first, last = int(bounds[0]), int(bounds[-1])
     if first > last:

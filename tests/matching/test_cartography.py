@@ -182,6 +182,12 @@ ERRORS = [
     # and a control character gave a two-line message without a line
     ("hosts:\n  h1: " + "[" * 40_000 + "]" * 40_000 + "\n", r": Cartography nests \d+ levels"),
     ("hosts:\n  h1: 10.0.0.1\x00\n", r":2: character U\+0000 is not allowed in YAML"),
+    # found by fuzzing: these passed for 10.0.0.0/8, fe80::1 and port 53
+    ("networks:\n  lan: 10.0.0.0/08\n", r":2: bad address or CIDR: bad prefix length '08'"),
+    ("networks:\n  lan: 10.0.0.0/\u0668\n", r":2: bad address or CIDR: bad prefix length"),
+    ("hosts:\n  h: fe80::1%eth0\n", r":2: bad address or CIDR: .* has a zone \(scope\) id"),
+    ("hosts:\n  h:\n    addresses: 10.0.0.1\n    services: [udp/\u0665\u0663]\n",
+     r":4: bad service 'udp/\u0665\u0663': bad port"),
 ]  # fmt: skip
 
 
