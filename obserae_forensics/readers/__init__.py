@@ -166,20 +166,23 @@ def _usable_times(batch: pa.RecordBatch, report: RunReport) -> pa.RecordBatch:
     if not bad.any():
         return batch
     rows = np.flatnonzero(bad)
-    sources = batch.column("source_file").take(pa.array(rows)).to_pylist()
-    frames = batch.column("source_frame").to_numpy()[rows]
-    offsets = batch.column("source_offset").to_numpy()[rows]
-    for source in dict.fromkeys(sources):  # each file once, in the order of its first record
-        mine = [k for k, name in enumerate(sources) if name == source]
-        k = mine[0]
-        row = int(rows[k])
+    # each file once, at its first bad record, in the order of those: grouped by the file's
+    # code, not by a Python pass over every bad record (a damaged file can hold millions)
+    files = pc.dictionary_encode(batch.column("source_file").take(pa.array(rows)).cast(pa.string()))
+    codes = files.indices.to_numpy(zero_copy_only=False)
+    _, firsts, counts = np.unique(codes, return_index=True, return_counts=True)
+    for at, count in sorted(zip(firsts.tolist(), counts.tolist(), strict=True)):
+        row = int(rows[at])
         first_seen, last_seen = (f"{int(v)} µs" if v != UNUSABLE_TIME
                                  else "past the int64 µs range" for v in (first[row], last[row]))
         report.skip(MalformedInput(
-            f"{len(mine)} record(s) with a time more than 73,000 years from 1970, the first "
-            f"record {int(batch.column('record_index')[row].as_py())} here (first_seen "
-            f"{first_seen}, last_seen {last_seen})", source=source, offset=int(offsets[k]),
-            frame=int(frames[k]), reason="bad_timestamp"), count=len(mine))
+            f"{count} record(s) with a time more than 73,000 years from 1970, the first "
+            f"record {batch.column('record_index')[row].as_py()} here (first_seen "
+            f"{first_seen}, last_seen {last_seen})",
+            source=files.dictionary[codes[at]].as_py(),
+            offset=batch.column("source_offset")[row].as_py(),
+            frame=batch.column("source_frame")[row].as_py(), reason="bad_timestamp"),
+            count=count)
     return batch.filter(pa.array(~bad))
 
 

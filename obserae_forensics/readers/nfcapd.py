@@ -771,8 +771,7 @@ def _control_record(
         state.stream_of_sysid[sysid] = state.stream(text, domain)
         report.exporter(text, domain).version = version
     elif record_type == EXPORTER_STAT_RECORD and len(record) >= 8:
-        count = int(np.frombuffer(record, f"{state.order}u4", 1, 4)[0])
-        count = min(count, (len(record) - 8) // EXPORTER_STAT.itemsize)
+        count = int(np.frombuffer(record, f"{state.order}u4", 1, 4)[0])  # its size checked above
         entries = np.frombuffer(record, _swap(EXPORTER_STAT, state.order), count, 8)
         for entry in entries:
             exporter = state.exporters.get(int(entry["sysid"]))
