@@ -38,7 +38,9 @@ _CLOSERS = np.frombuffer(b"]}", dtype=np.uint8)
 class YamlFile:
     """One parsed YAML file: its root node and located errors."""
 
-    def __init__(self, path: Path, *, what: str) -> None:
+    def __init__(self, path: Path, *, what: str, allow_empty: bool = False) -> None:
+        """`allow_empty`: an empty file sets `empty` (its root a null node) instead of an
+        error."""
         self.path = path
         try:
             text = path.read_text(encoding="utf-8")
@@ -68,9 +70,10 @@ class YamlFile:
         except yaml.YAMLError as exc:
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise UsageError(f"{path}: YAML error: {first}") from None
-        if root is None or is_empty(root):
+        self.empty = root is None or is_empty(root)
+        if self.empty and not allow_empty:
             raise UsageError(f"{path}:1: {what} is empty")
-        self.root: yaml.Node = root
+        self.root: yaml.Node = root if root is not None else yaml.ScalarNode(NULL_TAG, "")
 
     def fail(self, node: yaml.Node, problem: str) -> NoReturn:
         raise UsageError(f"{self.path}:{line_of(node)}: {problem}")
@@ -168,7 +171,7 @@ def plain_values(source: YamlFile, node: yaml.Node, budget: list[int] | None = N
 
 def _scalar_value(node: yaml.Node) -> object:
     text = str(node.value)
-    if getattr(node, "style", None) is not None:  # quoted or a block scalar: text
+    if getattr(node, "style", None) not in (None, ""):  # quoted or block (libyaml: "" is plain)
         return text
     if is_empty(node):
         return None

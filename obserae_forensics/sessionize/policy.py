@@ -105,8 +105,8 @@ def parse_duration(value: object, setting: str) -> int:
     if isinstance(value, int | float):
         try:
             seconds = float(value)
-        except OverflowError:  # an integer past any float
-            seconds = math.inf
+        except OverflowError:  # an integer past any float: past the ceiling too
+            return _whole_us(math.inf, value, setting)
         if not math.isfinite(seconds):
             raise UsageError(f"{setting}: expected a finite duration, got {_shown(value)}")
         if seconds < 0:
@@ -138,16 +138,15 @@ def _cap_sessions(value: object, setting: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise UsageError(f"{setting}: expected a number of thousands of sessions, "
                          f"got {_shown(value)}")
-    if value > MAX_OPEN_SESSIONS:  # before any float arithmetic: 10**400 has no float
+    # compared before any float arithmetic (10**400 has no float); infinity and NaN are
+    # refused below as no whole number
+    if value > MAX_OPEN_SESSIONS / 1000 and value != math.inf:
         raise UsageError(f"{setting}: at most {MAX_OPEN_SESSIONS // 1000} thousand open "
                          f"sessions per exporter, got {_shown(value)} thousand")
     sessions = value * 1000
     if not math.isfinite(sessions) or sessions < 1 or abs(sessions - round(sessions)) > 1e-6:
         raise UsageError(f"{setting}: must allow a whole number of open sessions, at least 1 "
                          f"(got {_shown(value)} thousand)")
-    if sessions > MAX_OPEN_SESSIONS:
-        raise UsageError(f"{setting}: at most {MAX_OPEN_SESSIONS // 1000} thousand open "
-                         f"sessions per exporter, got {_shown(value)} thousand")
     return round(sessions)
 
 
@@ -186,12 +185,9 @@ def _read_file(path: Path) -> dict[str, object]:
     two equal keys without a word."""
     from ..matching.yaml_nodes import YamlFile, plain_values
 
-    try:
-        source = YamlFile(path, what="settings file")
-    except UsageError as error:
-        if str(error).endswith("settings file is empty"):
-            return {}
-        raise
+    source = YamlFile(path, what="settings file", allow_empty=True)
+    if source.empty:
+        return {}
     document = plain_values(source, source.root)
     where = f"{path}: "
     if not isinstance(document, Mapping):

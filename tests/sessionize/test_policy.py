@@ -142,3 +142,22 @@ def test_a_files_mistake_is_refused_even_where_an_option_replaces_it(tmp_path: P
 def test_options_past_any_float_are_refused(name: str, value: str, message: str) -> None:
     with pytest.raises(UsageError, match=message):
         load_policy(None, {name: value})
+
+
+@pytest.mark.parametrize("text", ["", "sessions:\n", "sessions: ~\n"])
+def test_an_empty_file_or_block_keeps_the_defaults(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "settings.yaml"
+    path.write_text(text)
+    assert load_policy(path, {}) == SessionPolicy()
+
+
+def test_plain_values_are_typed_with_either_yaml_scanner(tmp_path: Path) -> None:
+    """libyaml marks a plain scalar with style "" where PyYAML's own scanner says None."""
+    from obserae_forensics.matching.yaml_nodes import LOADER, YamlFile, plain_values
+
+    path = tmp_path / "values.yaml"
+    path.write_text("a: 5\nb: 0.5\nc: true\nd:\ne: '5'\nf: 30s\n")
+    source = YamlFile(path, what="a file")
+    assert LOADER is not None
+    assert plain_values(source, source.root) == {"a": 5, "b": 0.5, "c": True, "d": None,
+                                                 "e": "5", "f": "30s"}
