@@ -151,13 +151,17 @@ def test_an_empty_file_or_block_keeps_the_defaults(tmp_path: Path, text: str) ->
     assert load_policy(path, {}) == SessionPolicy()
 
 
-def test_plain_values_are_typed_with_either_yaml_scanner(tmp_path: Path) -> None:
+def test_plain_values_are_typed_with_either_yaml_scanner(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """libyaml marks a plain scalar with style "" where PyYAML's own scanner says None."""
-    from obserae_forensics.matching.yaml_nodes import LOADER, YamlFile, plain_values
+    import yaml
+
+    from obserae_forensics.matching import yaml_nodes
 
     path = tmp_path / "values.yaml"
     path.write_text("a: 5\nb: 0.5\nc: true\nd:\ne: '5'\nf: 30s\n")
-    source = YamlFile(path, what="a file")
-    assert LOADER is not None
-    assert plain_values(source, source.root) == {"a": 5, "b": 0.5, "c": True, "d": None,
-                                                 "e": "5", "f": "30s"}
+    for loader in {yaml_nodes.LOADER, yaml.SafeLoader}:
+        monkeypatch.setattr(yaml_nodes, "LOADER", loader)
+        source = yaml_nodes.YamlFile(path, what="a file")
+        assert yaml_nodes.plain_values(source, source.root) == {
+            "a": 5, "b": 0.5, "c": True, "d": None, "e": "5", "f": "30s"}
