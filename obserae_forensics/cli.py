@@ -357,21 +357,27 @@ def show_command(
     columns: Annotated[str | None, typer.Option(help="Comma-separated columns.")] = None,
 ) -> None:
     """Print the first rows of one table of a run."""
-    import pyarrow.parquet as pq
+    from .tables.parquet import read_parquet_head
 
+    if not table.isidentifier():  # a table's name, not a path out of the run directory
+        raise _fail(UsageError(f"--table {table!r} is not a table name"), 2)
     path = run_dir / f"{table}.parquet"
     if not path.is_file():
         raise _fail(UsageError(f"{path} does not exist"), 2)
-    data = pq.read_table(path)
-    wanted = columns.split(",") if columns else SHOW_DEFAULT_COLUMNS.get(table, data.column_names)
-    missing = [c for c in wanted if c not in data.column_names]
-    if missing:
-        raise _fail(UsageError(f"{table} has no column(s) {', '.join(missing)}"), 2)
-    frame = _times_as_text(data.select(wanted).slice(0, limit).to_pandas()).astype(object)
+    wanted = SHOW_DEFAULT_COLUMNS.get(table)
+    if columns is not None:
+        wanted = list(dict.fromkeys(name.strip() for name in columns.split(",")))
+        if "" in wanted:
+            raise _fail(UsageError(f"--columns {columns!r} names an empty column"), 2)
+    try:
+        data, total = read_parquet_head(path, limit, wanted)
+    except UsageError as error:
+        raise _fail(error, 2) from error
+    frame = _times_as_text(data.to_pandas()).astype(object)
     frame = frame.where(frame.notna(), "")  # an open session has no close reason yet
     import pandas as pd
 
     with pd.option_context("display.width", 200, "display.max_columns", None,
                            "display.max_colwidth", 40):
         typer.echo(frame.to_string(index=False))
-    typer.echo(f"({data.num_rows} rows in {path})")
+    typer.echo(f"({total} rows in {path})")

@@ -204,6 +204,46 @@ def test_show_prints_rows(tmp_path: Path) -> None:
     assert "rows in" in result.stdout
 
 
+def test_show_names_a_damaged_table_in_one_line(tmp_path: Path) -> None:
+    """Found by fuzzing the table readers: a sessions.parquet that is not Parquet (cut by a
+    full disk, overwritten by hand) gave a Python traceback."""
+    out = tmp_path / "run"
+    assert sessionize(out).exit_code == 0
+    table = out / "sessions.parquet"
+    whole = table.read_bytes()
+    for damaged in (b"", b"garbage\n", whole[: len(whole) // 2]):
+        table.write_bytes(damaged)
+        result = runner.invoke(app, ["show", str(out)])
+        assert result.exit_code == 2, result.output
+        assert f"error: {table}: unreadable Parquet" in result.stderr
+        assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (["--table", "../sessions"], "--table '../sessions' is not a table name"),
+    (["--columns", "state,,protocol"], "names an empty column"),
+    (["--columns", "state,nope"], "has no column(s) nope"),
+])
+def test_show_refuses_what_is_not_a_table_or_column(tmp_path: Path, options: list[str],
+                                                   message: str) -> None:
+    out = tmp_path / "run"
+    assert sessionize(out).exit_code == 0
+    result = runner.invoke(app, ["show", str(out), *options])
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+
+
+def test_show_reads_columns_as_written_once_each(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert sessionize(out).exit_code == 0
+    result = runner.invoke(app, ["show", str(out), "--columns", "state, protocol,state",
+                                 "--limit", "2"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["state", "protocol"]
+    assert len(lines) == 4 and lines[-1].startswith("(38 rows in ")
+
+
 def test_show_and_recombine_print_a_time_past_year_9999(tmp_path: Path) -> None:
     """Found by fuzzing: a damaged record's time in year 15760 (kept, as the manifest keeps
     it) made `show` and `recombine --session` die in pandas' printing."""

@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ..errors import UsageError
 from ..matching.cartography import Cartography, load_cartography
@@ -35,6 +34,7 @@ from ..matching.match import match_sessions, matched_rules_column
 from ..recombine import recombine_tables
 from ..schema import SESSIONS_SCHEMA
 from ..tables.manifest import read_manifest
+from ..tables.parquet import read_parquet
 
 TABLE_FILES = {
     "sessions": "sessions.parquet",
@@ -213,11 +213,7 @@ def _arrow_dtype(kind: pa.DataType) -> Any:
 def _read_table(path: Path, index: int) -> pd.DataFrame | None:
     if not path.is_file():
         return None
-    try:
-        table = pq.read_table(path)
-    except (OSError, pa.ArrowInvalid) as exc:
-        raise UsageError(f"{path}: unreadable Parquet: {exc}") from exc
-    frame = to_frame(table)
+    frame = to_frame(read_parquet(path))
     frame["run"] = np.full(len(frame), index, dtype=np.uint32)
     return frame
 

@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..errors import UsageError
+from ..tables.parquet import read_parquet
 from .chain import FRAGMENTS_SCHEMA, RECOMBINED_SCHEMA, chain_sessions
 from .report import build_report, render_json, render_markdown, write_timeline
 from .runs import Run, empty_sessions, order_runs, read_sessions
@@ -119,7 +120,7 @@ def load_fragments(source: RecombineResult | Path | Sequence[Path]) -> pa.Table:
     if isinstance(source, (str, Path)):
         path = Path(source)
         if (path / FRAGMENTS_FILE).is_file():
-            return pq.read_table(path / FRAGMENTS_FILE)
+            return read_parquet(path / FRAGMENTS_FILE)
         return recombine_tables([path]).fragments
     return recombine_tables([Path(p) for p in source]).fragments
 

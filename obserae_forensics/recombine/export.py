@@ -32,6 +32,7 @@ from ..readers.exports import carries_templates
 from ..readers.pcap import Frame, capture_format, iter_datagrams, read_datagram_frames
 from ..report import RunReport
 from ..schema import FLOW_ADDRESS_COLUMNS
+from ..tables.parquet import read_parquet
 from .conversations import RecombineResult, conversation_sessions, recombine_tables
 from .runs import FLOWS, Run, order_runs
 
@@ -80,11 +81,8 @@ def collect_flows(source: RecombineResult | Sequence[Path], ids: Sequence[str]) 
         if not path.is_file():
             raise UsageError(f"{run.path}: no {FLOWS}; cannot export the flows behind "
                              "its sessions")
-        try:
-            flows = pq.read_table(path, filters=pc.is_in(pc.field("session_id"),
-                                                         value_set=session_ids.combine_chunks()))
-        except (OSError, pa.ArrowInvalid) as exc:
-            raise UsageError(f"{path}: unreadable Parquet: {exc}") from exc
+        flows = read_parquet(path, filters=pc.is_in(pc.field("session_id"),
+                                                    value_set=session_ids.combine_chunks()))
         where = pc.index_in(flows.column("session_id"), value_set=session_ids)
         flows = flows.append_column("conversation_id",
                                     pc.take(mine.column("conversation_id"), where))

@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from ..errors import UsageError
 from ..schema import TIMESTAMP
 from ..tables.manifest import MANIFEST, read_manifest
+from ..tables.parquet import read_parquet
 from ..times import iso_us
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -180,10 +180,7 @@ def order_runs(paths: Sequence[Path]) -> list[Run]:
 def read_sessions(run: Run) -> pa.Table:
     """The run's sessions with recombine's columns in fixed types, plus `run_index`."""
     path = run.path / SESSIONS
-    try:
-        table = pq.read_table(path)
-    except (OSError, pa.ArrowInvalid) as exc:
-        raise UsageError(f"{path}: unreadable Parquet: {exc}") from exc
+    table = read_parquet(path)
     missing = [name for name in REQUIRED_SESSION_COLUMNS if name not in table.column_names]
     if missing:
         raise UsageError(f"{path}: sessions table lacks column(s) {', '.join(missing)}")

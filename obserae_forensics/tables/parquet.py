@@ -170,6 +170,41 @@ class TableWriter:
         self._writer.close()
 
 
+def read_parquet(path: Path, *, columns: Sequence[str] | None = None,
+                 filters: Any = None) -> pa.Table:
+    """A table the user hands back to us (a run's output, possibly edited, truncated or not
+    Parquet at all): Arrow's own errors become one line naming the file."""
+    try:
+        return pq.read_table(path, columns=columns, filters=filters)
+    except (OSError, pa.ArrowException) as exc:
+        raise UsageError(f"{path}: unreadable Parquet: {exc}") from exc
+
+
+def read_parquet_head(path: Path, rows: int,
+                      columns: Sequence[str] | None = None) -> tuple[pa.Table, int]:
+    """The first `rows` rows of `columns` (all when None) and the file's row count, reading
+    only the row groups that hold them: a day of flows is gigabytes, `show` wants ten."""
+    try:
+        file = pq.ParquetFile(path)
+        names = file.schema_arrow.names
+        missing = [c for c in columns or () if c not in names]
+        if missing:
+            raise UsageError(f"{path} has no column(s) {', '.join(missing)}")
+        batches = []
+        taken = 0
+        for batch in file.iter_batches(batch_size=max(min(rows, 65_536), 1),
+                                       columns=list(columns) if columns else None):
+            batches.append(batch.slice(0, rows - taken))
+            taken += batches[-1].num_rows
+            if taken >= rows:
+                break
+        schema = file.schema_arrow if columns is None else pa.schema(
+            [file.schema_arrow.field(c) for c in columns])
+        return pa.Table.from_batches(batches, schema=schema), file.metadata.num_rows
+    except (OSError, pa.ArrowException) as exc:
+        raise UsageError(f"{path}: unreadable Parquet: {exc}") from exc
+
+
 def write_table(path: Path, table: pa.Table, schema: pa.Schema | None = None) -> None:
     writer = TableWriter(path, schema or table.schema)
     writer.write(table)

@@ -8,9 +8,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
+from obserae_forensics.errors import UsageError
 from obserae_forensics.schema import TIMESTAMP
-from obserae_forensics.tables.parquet import TableWriter
+from obserae_forensics.tables.parquet import TableWriter, read_parquet, read_parquet_head
 
 SCHEMA = pa.schema([
     pa.field("session_id", pa.string(), nullable=False),
@@ -87,3 +89,44 @@ def test_delta_packing_keeps_the_extremes(tmp_path: Path) -> None:
     writer.close()
     assert all("DELTA_BINARY_PACKED" in e for e in _encodings(path).values())
     assert pq.read_table(path).equals(table)
+
+
+def test_the_head_spans_row_groups_and_reads_no_more(tmp_path: Path) -> None:
+    """`show` on a day of flows wants ten rows: the head stops at the row group holding the
+    last one (counted by the reads of the file's row groups)."""
+    path = tmp_path / "t.parquet"
+    table = _table(1000)
+    pq.write_table(table, path, row_group_size=100)
+    head, total = read_parquet_head(path, 150, ["port", "session_id"])
+    assert total == 1000
+    assert head.column_names == ["port", "session_id"]
+    assert head.equals(table.select(["port", "session_id"]).slice(0, 150))
+    whole, _ = read_parquet_head(path, 5000)
+    assert whole.equals(table)
+    # the last row group's pages overwritten: the head never decodes them, the whole read does
+    meta = pq.ParquetFile(path).metadata
+    last = meta.row_group(meta.num_row_groups - 1)
+    data = bytearray(path.read_bytes())
+    for c in range(last.num_columns):
+        chunk = last.column(c)
+        begin = chunk.dictionary_page_offset or chunk.data_page_offset
+        data[begin:begin + chunk.total_compressed_size] = b"\xff" * chunk.total_compressed_size
+    path.write_bytes(bytes(data))
+    head, _ = read_parquet_head(path, 150)
+    assert head.equals(table.slice(0, 150))
+    with pytest.raises(UsageError, match="unreadable Parquet"):
+        read_parquet(path)
+
+
+def test_unreadable_tables_are_one_usage_error(tmp_path: Path) -> None:
+    path = tmp_path / "t.parquet"
+    pq.write_table(_table(100), path)
+    whole = path.read_bytes()
+    for damaged in (b"", b"PAR1", whole[:-9], whole[: len(whole) // 2] + whole[-8:]):
+        path.write_bytes(damaged)
+        for read in (lambda: read_parquet(path), lambda: read_parquet_head(path, 5)):
+            with pytest.raises(UsageError, match="unreadable Parquet"):
+                read()
+    pq.write_table(_table(10), path)
+    with pytest.raises(UsageError, match="has no column"):
+        read_parquet_head(path, 5, ["nope"])
