@@ -167,6 +167,19 @@ class AddressSet:
         inside: np.ndarray = started == ended + 1
         return inside
 
+    @property
+    def families(self) -> frozenset[int]:
+        """The IP versions (4, 6) the set holds addresses of: a session's two ends are always
+        of one version, so a rule whose sides share none can never match."""
+        v4_last = V4_MAPPED_BASE + (1 << 32) - 1
+        found = set()
+        for first, last in self.intervals:
+            if first <= v4_last and last >= V4_MAPPED_BASE:
+                found.add(4)
+            if first < V4_MAPPED_BASE or last > v4_last:
+                found.add(6)
+        return frozenset(found)
+
     def __contains__(self, text: str) -> bool:
         interval = parse_network(text)
         return interval is not None and self.covers(interval)

@@ -66,7 +66,8 @@ def load_flow_matrix(path: Path, cartography: Cartography) -> FlowMatrix:
     """Read and check a Flow Matrix YAML file against `cartography`.
 
     Raises UsageError "file:line: problem" for YAML syntax, unknown names, bad CIDRs, bad
-    ports or protocols, missing fields and duplicate rule names.
+    ports or protocols, missing fields, duplicate rule names and rules whose source and
+    destination share no IP version.
     """
     source = YamlFile(path, what="Flow Matrix")
     top = source.mapping(source.root, "the Flow Matrix", allowed=("rules",))
@@ -104,6 +105,7 @@ def _read_rule(source: YamlFile, node: yaml.Node, index: int, cartography: Carto
     destination_set, destination_names = _read_side(
         source, fields["destination"][1], f"{what} destination", cartography
     )
+    _check_families(source, node, what, source_set, destination_set)
     description = ""
     if "description" in fields:
         description = source.scalar(fields["description"][1], f"{what} description")
@@ -135,6 +137,25 @@ def _read_side(
         sets.append(found)
         names.append(reference)
     return sets[0].union(*sets[1:]), tuple(names)
+
+
+def _check_families(source: YamlFile, node: yaml.Node, what: str, client: AddressSet,
+                    server: AddressSet) -> None:
+    """Refuse a rule that no session can match for its address families alone (a v4-only
+    group as source, a v6-only one as destination): accepted, it would sit silent in every
+    report as a rule nothing broke."""
+    sides = {"source": client.families, "destination": server.families}
+    for side, families in sides.items():
+        if not families:
+            source.fail(node, f"{what} can never match: its {side} holds no address")
+    if not sides["source"] & sides["destination"]:
+        def named(families: frozenset[int]) -> str:
+            return " and ".join(f"IPv{family}" for family in sorted(families))
+
+        source.fail(node, f"{what} can never match: its source holds only "
+                          f"{named(sides['source'])} addresses and its destination only "
+                          f"{named(sides['destination'])} (a session's client and server "
+                          "are of one IP version)")
 
 
 def _read_service(

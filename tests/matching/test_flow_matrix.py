@@ -128,6 +128,9 @@ ERRORS = [
     ("rules:\n  name: r\n", r":2: 'rules' must be a list"),
     ("rules:\n  - name: r\n    source: [lan\n", r":4: YAML syntax error"),
     ("rules:\n  - lan\n", r":2: rule #1 must be a mapping"),
+    (RULE.replace("source: lan", "source: '2001:db8::/32'"),
+     r":2: rule 'r' can never match: its source holds only IPv6 addresses and its"
+     r" destination only IPv4 \(a session's client and server are of one IP version\)"),
 ]  # fmt: skip
 
 
@@ -139,6 +142,19 @@ def test_bad_files_name_file_line_and_problem(
     path.write_text(text)
     with pytest.raises(UsageError, match=r"^" + str(path).replace(".", r"\.") + message):
         load_flow_matrix(path, cartography)
+
+
+def test_a_rule_needs_one_ip_version_on_both_sides(tmp_path: Path,
+                                                  cartography: Cartography) -> None:
+    """lan holds v4 and v6 networks: a v6 destination shares a version with it."""
+    path = tmp_path / "m.yaml"
+    path.write_text(RULE.replace("destination: resolver", "destination: '2001:db8::/32'"))
+    (rule,) = load_flow_matrix(path, cartography).rules
+    assert rule.source.families == {4, 6} and rule.destination.families == {6}
+    assert AddressSet.from_networks(["::ffff:0:0/96"]).families == {4}
+    assert AddressSet.from_networks(["::fffe:0:0/95"]).families == {4, 6}
+    assert AddressSet.from_networks(["0.0.0.0/0"]).families == {4}
+    assert AddressSet().families == frozenset()
 
 
 def test_names_resolve_against_the_cartography_given(tmp_path: Path) -> None:
