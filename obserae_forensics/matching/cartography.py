@@ -42,7 +42,7 @@ from .services import (
     parse_port_range,
     parse_protocol,
 )
-from .yaml_nodes import YamlFile, line_of
+from .yaml_nodes import YamlFile, is_empty, line_of
 
 NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*\Z")
 SECTIONS = ("hosts", "networks", "groups")
@@ -214,8 +214,8 @@ class _CartographyReader:
             if section not in top:
                 continue
             _, body = top[section]
-            if isinstance(body, yaml.ScalarNode) and not body.value:
-                continue  # `groups:` with nothing under it
+            if is_empty(body):
+                continue  # `groups:` with nothing under it, or `groups: ~`
             for name, (key_node, value_node) in self.source.mapping(body, section).items():
                 self.declare(name, key_node, section)
                 readers[section](name, value_node)

@@ -30,7 +30,7 @@ import yaml
 from .address_sets import AddressSet
 from .cartography import Cartography, unknown_name_message
 from .services import Service, merge_port_ranges, parse_port_range, parse_protocol
-from .yaml_nodes import YamlFile, line_of
+from .yaml_nodes import YamlFile, is_empty, line_of
 
 RULE_KEYS = ("name", "description", "source", "destination", "protocol", "ports")
 
@@ -74,7 +74,7 @@ def load_flow_matrix(path: Path, cartography: Cartography) -> FlowMatrix:
     if "rules" not in top:
         source.fail(source.root, "the Flow Matrix has no 'rules' list")
     rules_node = top["rules"][1]
-    if isinstance(rules_node, yaml.ScalarNode) and not rules_node.value:
+    if is_empty(rules_node):  # `rules:` with nothing under it, or `rules: ~`
         return FlowMatrix((), path)
     if not isinstance(rules_node, yaml.SequenceNode):
         source.fail(rules_node, "'rules' must be a list of rules (lines starting with '- ')")

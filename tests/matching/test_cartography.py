@@ -258,3 +258,14 @@ def test_declared_services_equal_a_plain_reading(tmp_path: Path, seed: int) -> N
                                                                                    ports)
     assert expected.any() and not expected.all()
     assert cartography.declared_services(addresses, protocols, ports).tolist() == expected.tolist()
+
+
+@pytest.mark.parametrize("empty", ["", " ~", " null"])
+def test_an_empty_section_is_the_same_however_written(tmp_path: Path, empty: str) -> None:
+    """Found by fuzzing: `hosts:` was an empty section and `hosts: ~`, which YAML reads the
+    same, an error. A quoted '' is text, not nothing, and stays an error."""
+    path = write(tmp_path, f"hosts:{empty}\nnetworks:{empty}\ngroups:\n  g: [10.0.0.0/8]\n")
+    assert members(load_cartography(path), "g", "10.1.1.1") == [True]
+    path = write(tmp_path, "hosts: ''\n")
+    with pytest.raises(UsageError, match=r":1: hosts must be a mapping"):
+        load_cartography(path)

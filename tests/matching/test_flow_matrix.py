@@ -92,6 +92,11 @@ def test_an_empty_rules_list_is_a_matrix_without_rules(
     assert load_flow_matrix(path, cartography).rules == ()
     path.write_text("rules:\n")
     assert load_flow_matrix(path, cartography).rules == ()
+    path.write_text("rules: ~\n")  # YAML's null, as the empty value above
+    assert load_flow_matrix(path, cartography).rules == ()
+    path.write_text("rules: ''\n")  # text, not nothing
+    with pytest.raises(UsageError, match=r":1: 'rules' must be a list"):
+        load_flow_matrix(path, cartography)
 
 
 RULE = "rules:\n  - name: r\n    source: lan\n    destination: resolver\n    protocol: udp\n"
