@@ -24,7 +24,10 @@ from .times import iso_us
 if TYPE_CHECKING:
     import pandas as pd
 
-app = typer.Typer(no_args_is_help=True, add_completion=False,
+# rich_markup_mode=None: click's plain usage errors ("Error: Invalid value for
+# '--batch-size' ...", one line after the usage) instead of a framed box that a log, or a
+# script's `2>&1 | tail -1`, cuts apart; help is plain text too
+app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode=None,
                   help="Offline network forensics over NetFlow/IPFIX captures and nfcapd files.")
 
 InputsArgument = Annotated[

@@ -148,6 +148,22 @@ def test_the_cap_option_takes_fractions_like_the_yaml(tmp_path: Path) -> None:
         assert type(settings["sessions.max_open_ksessions"]) is type(shown)
 
 
+@pytest.mark.parametrize("arguments", [
+    ["sessionize", str(FIXTURE), "--out", "x", "--batch-size", "abc"],
+    ["sessionize"],
+    ["show", "no-such-directory"],
+    ["no-such-command"],
+])
+def test_a_mistyped_command_line_ends_in_one_error_line(arguments: list[str]) -> None:
+    """Found by fuzzing: typer framed click's own usage errors in a box over several lines
+    (the project's errors are one line each), which a log or `2>&1 | tail -1` cut apart."""
+    result = runner.invoke(app, arguments)
+    assert result.exit_code == 2, result.output
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: ") and len(last) > len("Error: ")
+    assert "╭" not in result.stderr and "Traceback" not in result.output
+
+
 def test_existing_output_is_refused_without_force(tmp_path: Path) -> None:
     out = tmp_path / "run"
     out.mkdir()
