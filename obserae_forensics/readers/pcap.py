@@ -56,6 +56,11 @@ IPV6_FRAGMENT = 44
 IPV6_AH = 51
 
 MAX_PENDING_FRAGMENT_SETS = 4096  # incomplete reassemblies kept before the oldest is dropped
+# reassembled datagrams kept to recognise a fragment repeated after its datagram was whole
+# (a capture taken twice, a SPAN port mirroring both directions): at most this many,
+# and at most this many bytes of them
+MAX_RECENT_DATAGRAMS = 256
+MAX_RECENT_BYTES = 4 << 20
 
 _u16be = struct.Struct(">H")
 _udp = struct.Struct(">HHH")
@@ -394,11 +399,19 @@ class _FragmentSet:
     total: int | None = None  # known once the last fragment (MF = 0) arrived
 
 
+def _repeats(whole: bytes, offset: int, more: bool, data: bytes) -> bool:
+    """Is the fragment (offset, more, data) a piece of the reassembled `whole`, exactly?"""
+    end = offset + len(data)
+    return end <= len(whole) and (more or end == len(whole)) and whole[offset:end] == data
+
+
 class _Reassembly:
     """IPv4/IPv6 fragment reassembly by byte ranges, bounded in the number of open sets."""
 
     def __init__(self) -> None:
         self.pending: OrderedDict[tuple[object, ...], _FragmentSet] = OrderedDict()
+        self.recent: OrderedDict[tuple[object, ...], bytes] = OrderedDict()
+        self.recent_bytes = 0
 
     def add(
         self, key: tuple[object, ...], offset: int, more: bool, data: bytes, frame: Frame,
@@ -407,9 +420,19 @@ class _Reassembly:
         """Add one fragment's payload; return the whole payload once every byte is there.
 
         The first copy of a byte range wins: a retransmitted or overlapping fragment never
-        rewrites bytes already placed.
+        rewrites bytes already placed. A fragment that only repeats bytes already placed, or
+        bytes of a datagram reassembled a moment ago, is counted as `duplicate_fragment` (not
+        a problem: nothing is lost), rather than opening a set that could never complete.
         """
         entry = self.pending.get(key)
+        whole = self.recent.get(key) if entry is None else None
+        if whole is not None and _repeats(whole, offset, more, data):
+            report.ignore("duplicate_fragment", source, len(data))
+            return None
+        if entry is not None and entry.parts.get(offset) == data and (
+                more or entry.total == offset + len(data)):
+            report.ignore("duplicate_fragment", source, len(data))
+            return None
         if entry is None:
             if len(self.pending) >= MAX_PENDING_FRAGMENT_SETS:
                 _old_key, old = self.pending.popitem(last=False)
@@ -444,7 +467,19 @@ class _Reassembly:
             chunk = entry.parts[start][: total - start]
             whole[start:start + len(chunk)] = chunk
         del self.pending[key]
-        return bytes(whole)
+        payload = bytes(whole)
+        self._keep(key, payload)
+        return payload
+
+    def _keep(self, key: tuple[object, ...], whole: bytes) -> None:
+        old = self.recent.pop(key, None)
+        if old is not None:
+            self.recent_bytes -= len(old)
+        self.recent[key] = whole
+        self.recent_bytes += len(whole)
+        while len(self.recent) > MAX_RECENT_DATAGRAMS or self.recent_bytes > MAX_RECENT_BYTES:
+            _key, dropped = self.recent.popitem(last=False)
+            self.recent_bytes -= len(dropped)
 
     def _drop(self, entry: _FragmentSet, source: str, report: RunReport) -> None:
         report.skip(MalformedInput("IP fragments never completed a datagram", source=source,

@@ -397,6 +397,31 @@ def test_retransmitted_fragment_does_not_rewrite_bytes(tmp_path: Path) -> None:
                                  (10**18 + 2, second), (10**18 + 3, third)]))
     found, report = datagrams(path)
     assert [d.payload for d in found] == [big] and not report.skipped
+    assert report.ignored == {"duplicate_fragment": 1}
+
+
+def test_a_fragment_repeated_after_its_datagram_is_whole_is_a_duplicate(tmp_path: Path) -> None:
+    """A capture that holds each frame twice (a SPAN port, two merged captures) repeats
+    fragments after their datagram was reassembled: it was counted as a set of fragments
+    that never completed a datagram, as if something were lost."""
+    big = b"\x00\x0a" + bytes(i % 251 for i in range(2000))
+    packet = IP(src="10.1.1.1", dst="10.2.2.2", id=79) / UDP(sport=9, dport=2055) / big
+    pieces = [bytes(Ether() / p) for p in fragment(packet, fragsize=800)]
+    path = tmp_path / "twice.pcap"
+    frames = [*pieces, *pieces]
+    path.write_bytes(pcap_bytes([(10**18 + i, f) for i, f in enumerate(frames)]))
+    found, report = datagrams(path)
+    assert [d.payload for d in found] == [big]
+    assert not report.skipped
+    assert report.ignored == {"duplicate_fragment": 3}
+    # the same IP id reused for another datagram afterwards: reassembled, not a duplicate
+    other = b"\x00\x0a" + bytes(i % 7 for i in range(2000))
+    again = IP(src="10.1.1.1", dst="10.2.2.2", id=79) / UDP(sport=9, dport=2055) / other
+    frames += [bytes(Ether() / p) for p in fragment(again, fragsize=800)]
+    path.write_bytes(pcap_bytes([(10**18 + i, f) for i, f in enumerate(frames)]))
+    found, report = datagrams(path)
+    assert [d.payload for d in found] == [big, other]
+    assert not report.skipped and report.ignored == {"duplicate_fragment": 3}
 
 
 def test_indexing_in_small_windows_changes_nothing(corpus: Path,
