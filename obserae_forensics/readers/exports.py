@@ -254,6 +254,10 @@ class ExportDecoder:
         self._streams: dict[tuple[str, int, int], _Stream] = {}
         self._stream_list: list[_Stream] = []
         self._resolved: list[tuple[Template, PendingSet, int]] = []
+        # (exporter, its port, collector port, version) of every datagram decoded so far: a
+        # later datagram of that conversation whose header fails the checks is a damaged
+        # export, not other traffic (for other senders the version bytes alone prove nothing)
+        self._export_paths: set[tuple[str, int, int, int]] = set()
         self._chunk = _Chunk("")
         self._datagram: Datagram | None = None
         self._version = 0
@@ -274,16 +278,31 @@ class ExportDecoder:
             return []
         chunk = self._chunk = _Chunk(datagrams[0].source)
         ignore = self.report.ignore
+        paths = self._export_paths
         for datagram in datagrams:
-            version = export_version(datagram.payload)
+            payload = datagram.payload
+            version = export_version(payload)
+            if version:
+                paths.add((datagram.exporter, datagram.exporter_port, datagram.collector_port,
+                           version))
             if version == 9:
                 netflow_v9.decode_datagram(self, datagram)
             elif version == 10:
                 ipfix.decode_datagram(self, datagram)
             elif version == 5:
                 netflow_v5.decode_datagram(self, datagram)
+            elif len(payload) >= 2 and (datagram.exporter, datagram.exporter_port,
+                                        datagram.collector_port,
+                                        payload[0] << 8 | payload[1]) in paths:
+                self.report.skip(MalformedInput(
+                    f"version {payload[0] << 8 | payload[1]} header that fails its checks "
+                    f"(record count or first set id), from {datagram.exporter}:"
+                    f"{datagram.exporter_port} to port {datagram.collector_port}, which sent "
+                    "good exports of that version before", source=datagram.source,
+                    offset=datagram.offset, frame=datagram.frame, reason="bad_export_header"),
+                    len(payload))
             else:
-                ignore("not_flow_export", datagram.source, len(datagram.payload))
+                ignore("not_flow_export", datagram.source, len(payload))
         batches: list[pa.RecordBatch] = []
         batch, _ = chunk.decode(self._stream_list)
         self._see_exports(chunk)

@@ -282,3 +282,16 @@ def test_ipfix_message_longer_than_datagram_keeps_complete_sets() -> None:
     # the bytes lost are the cut set's 30 left, counted once (the whole message was counted
     # too, although its first sets were decoded)
     assert report.skipped_bytes["truncated"] == 4 + 32 - 6
+
+
+def test_ipfix_damaged_first_set_id_on_an_export_path_is_a_problem() -> None:
+    """A message whose first set id was damaged into 0-1 or 4-255 (ids no set has) was
+    listed as other traffic; after good messages on the same path it is bad_export_header."""
+    fields = [(8, 4, 0), (12, 4, 0), (2, 8, 0)]
+    good = message(template(256, fields), data(256, bytes(16)))
+    damaged = bytearray(message(data(256, bytes(16)), sequence=1))
+    damaged[16:18] = struct.pack(">H", 7)
+    assert export_version(bytes(damaged)) == 0
+    table, report = decode(good, bytes(damaged))
+    assert table.num_rows == 1
+    assert report.skipped == {"bad_export_header": 1} and not report.ignored

@@ -154,6 +154,35 @@ def test_not_a_flow_export_is_counted_not_decoded() -> None:
     assert not report.skipped
 
 
+def test_a_damaged_header_on_an_export_path_is_a_problem_not_other_traffic() -> None:
+    """Found by fuzzing: a v5 datagram whose record count was damaged (0, or past 30) was
+    listed as other traffic, so a lost datagram of records passed without a problem. Once
+    the same exporter and ports sent good v5 exports, it is counted as bad_export_header;
+    from anyone else the version bytes alone prove nothing (DNS id 5 above)."""
+    good = v5([NetflowRecordV5()], sequence=0)
+    damaged = bytearray(v5([NetflowRecordV5()] * 2, sequence=1))
+    damaged[2:4] = (0).to_bytes(2, "big")
+    table, report = decode(good, bytes(damaged))
+    assert table.num_rows == 1
+    assert report.skipped == {"bad_export_header": 1}
+    assert report.skipped_bytes["bad_export_header"] == len(damaged)
+    assert report.examples[0].frame == 2 and "192.0.2.1:40000 to port 2055" in str(
+        report.examples[0])
+    assert not report.ignored
+    # the damaged one first: nothing proves it an export yet
+    table, report = decode(bytes(damaged), good)
+    assert table.num_rows == 1 and not report.skipped
+    assert report.ignored == {"not_flow_export": 1}
+    # the same bytes from another exporter port: other traffic
+    report = RunReport()
+    decoder = ExportDecoder(report)
+    other = Datagram(bytes(damaged), "192.0.2.1", 53, 2055, 2, 224, EXPORT_S * 1_000_000,
+                     "v5.pcap")
+    decoder.feed([datagram(good), other])
+    decoder.finish()
+    assert not report.skipped and report.ignored == {"not_flow_export": 1}
+
+
 @settings(max_examples=25, deadline=None)
 @given(st.lists(st.tuples(
     st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1), st.integers(0, 2**16 - 1),
