@@ -86,6 +86,7 @@ def inspect_command(
     from_time: FromOption = None,
     to_time: ToOption = None,
     strict: Annotated[bool, typer.Option(help="Stop at the first input problem, exit 1.")] = False,
+    force: Annotated[bool, typer.Option(help="Replace an existing --flows file.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Decode the inputs and print what each exporter sent (and optionally the flows)."""
@@ -96,7 +97,7 @@ def inspect_command(
         options = ReadOptions(window=(parse_time(from_time, "--from"),
                                       parse_time(to_time, "--to")), strict=strict)
         table = inspect_inputs(inputs, options, report, flows_path=flows,
-                               progress=_progress_wanted(quiet))
+                               progress=_progress_wanted(quiet), force=force)
     except UsageError as error:
         raise _fail(error, 2) from error
     except InputError as error:
@@ -208,6 +209,7 @@ def sessionize_command(
                              strict=strict),
             cartography=carto, flow_matrix=matrix, force=force,
             progress=_progress_wanted(quiet),
+            protected=tuple(p for p in (config, cartography, flow_matrix) if p is not None),
         )
         result = sessionize_inputs(job, report)
     except UsageError as error:

@@ -30,6 +30,7 @@ from .readers import InputFile, discover_inputs, read_flows
 from .readers.background import read_ahead
 from .report import RunReport
 from .schema import FLOW_ADDRESS_COLUMNS, FLOW_SCHEMA, SESSIONS_SCHEMA
+from .tables.evidence import refuse_directory_over_evidence, refuse_file_over_evidence
 from .tables.parquet import TableWriter, staged_directory, write_json, write_table
 from .tables.partitioned import BucketedWriter, transform_buckets
 from .times import iso_us
@@ -96,13 +97,17 @@ CONSOLIDATED_DELTA_COLUMNS = ("first_seen", "last_seen")
 
 def inspect_inputs(
     paths: Sequence[Path], options: ReadOptions, report: RunReport,
-    *, flows_path: Path | None = None, progress: bool = False,
+    *, flows_path: Path | None = None, progress: bool = False, force: bool = False,
 ) -> pa.Table:
     """Read every input, optionally write the flows table, return the exporters table."""
     report.strict = options.strict
     inputs = discover_inputs(paths, report)
     writer = None
     if flows_path is not None:
+        refuse_file_over_evidence(flows_path, [*paths, *(found.path for found in inputs)],
+                                  "--flows")
+        if flows_path.exists() and not force:
+            raise UsageError(f"{flows_path} already exists (use --force to replace it)")
         flows_path.parent.mkdir(parents=True, exist_ok=True)
         staging = flows_path.with_name(f".{flows_path.name}.partial")
         writer = TableWriter(staging, text_address_schema(FLOW_SCHEMA),
@@ -220,6 +225,9 @@ class SessionizeConfig:
     flow_matrix: Any = None  # matching.FlowMatrix
     force: bool = False
     progress: bool = False
+    # files the run reads besides its inputs (settings, Cartography, Flow Matrix): --force
+    # never replaces an output directory that holds them or an input
+    protected: tuple[Path, ...] = ()
 
 
 @dataclass
@@ -286,6 +294,9 @@ def sessionize_inputs(config: SessionizeConfig, report: RunReport) -> Sessionize
 
     report.strict = config.read.strict
     inputs = discover_inputs(config.inputs, report)
+    refuse_directory_over_evidence(
+        config.out, [*config.inputs, *(found.path for found in inputs), *config.protected],
+        "--out")
     services = None if config.cartography is None else config.cartography.declared_services
     sessionizer = Sessionizer(config.policy, services=services)
     result = SessionizeResult(config.out)

@@ -164,6 +164,55 @@ def test_a_mistyped_command_line_ends_in_one_error_line(arguments: list[str]) ->
     assert "╭" not in result.stderr and "Traceback" not in result.output
 
 
+def test_no_output_lands_on_the_evidence_even_with_force(tmp_path: Path) -> None:
+    """Found by fuzzing: `inspect a.pcap --flows a.pcap` overwrote the capture (without even
+    --force), `sessionize caps --out caps --force` deleted the captures with the old output,
+    and `recombine --export-pcap` onto the capture, or `--export-flows` onto the run's own
+    flows.parquet, replaced them. --force replaces earlier outputs, never the inputs."""
+    caps = tmp_path / "caps"
+    caps.mkdir()
+    capture = caps / "a.pcap"
+    capture.write_bytes(FIXTURE.read_bytes())
+    original = capture.read_bytes()
+    link = tmp_path / "link.pcap"
+    link.symlink_to(capture)
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "c.yaml").write_text("hosts:\n")
+
+    def refused(*arguments: str) -> str:
+        result = runner.invoke(app, [*arguments, "-q"] if arguments[0] != "recombine"
+                               else list(arguments))
+        assert result.exit_code == 2, result.output
+        assert "refusing" in result.stderr
+        return result.stderr
+
+    assert "would overwrite" in refused("inspect", str(capture), "--flows", str(link),
+                                        "--force")
+    refused("sessionize", str(caps), "--out", str(caps), "--force")
+    refused("sessionize", str(capture), "--out", str(tmp_path), "--force")
+    refused("sessionize", str(capture), "--out", str(rules), "--force",
+            "--cartography", str(rules / "c.yaml"))
+    run = tmp_path / "run"
+    assert runner.invoke(app, ["sessionize", str(capture), "--out", str(run), "-q"]
+                         ).exit_code == 0
+    session_id = pq.read_table(run / "sessions.parquet").column("session_id")[0].as_py()
+    tables = {p.name: p.read_bytes() for p in run.iterdir()}
+    refused("recombine", str(run), "--session", session_id, "--export-pcap", str(link),
+            "--force")
+    for name in ("flows.parquet", "sessions.parquet", "sessions_consolidated.parquet"):
+        refused("recombine", str(run), "--session", session_id, "--export-flows",
+                str(run / ".." / "run" / name), "--force")
+    assert capture.read_bytes() == original and (rules / "c.yaml").exists()
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == tables
+    # an output beside the evidence is fine, and an existing --flows file needs --force
+    flows = tmp_path / "flows.parquet"
+    for extra, code in (([], 0), ([], 2), (["--force"], 0)):
+        result = runner.invoke(app, ["inspect", str(capture), "--flows", str(flows), "-q",
+                                     *extra])
+        assert result.exit_code == code, result.output
+
+
 def test_existing_output_is_refused_without_force(tmp_path: Path) -> None:
     out = tmp_path / "run"
     out.mkdir()

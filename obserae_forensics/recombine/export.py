@@ -32,6 +32,7 @@ from ..readers.exports import carries_templates
 from ..readers.pcap import Frame, capture_format, iter_datagrams, read_datagram_frames
 from ..report import RunReport
 from ..schema import FLOW_ADDRESS_COLUMNS
+from ..tables.evidence import refuse_file_over_evidence, run_files
 from ..tables.parquet import read_parquet
 from .conversations import RecombineResult, conversation_sessions, recombine_tables
 from .runs import FLOWS, Run, order_runs
@@ -57,6 +58,23 @@ class PcapExport:
     flows_path: Path | None = None  # where those records were written instead
     notes: list[str] = field(default_factory=list)
     report: RunReport = field(default_factory=RunReport)  # frames that could not be read back
+
+
+def _candidates(run: Run, source_file: str) -> list[Path]:
+    """Where an input capture of `run` may be: as given (absolute or from here), else beside
+    the run directory or its parent."""
+    given = Path(source_file)
+    return [given] if given.is_absolute() else [given, run.path / given,
+                                                run.path.parent / given]
+
+
+def run_evidence(runs: Sequence[Run]) -> list[Path]:
+    """Every file the runs consist of or were made from (their tables and manifests, and
+    their input captures wherever they are found): what no export may overwrite."""
+    captures = [candidate for run in runs for entry in run.inputs
+                for candidate in _candidates(run, str(entry.get("path")))
+                if candidate.is_file()]
+    return [*run_files(run.path for run in runs), *captures]
 
 
 def _runs_of(source: RecombineResult | Sequence[Path]) -> dict[str, Run]:
@@ -112,6 +130,8 @@ def export_flows(source: RecombineResult | Sequence[Path], ids: Sequence[str],
     suffix = path.suffix.lower()
     if suffix not in PARQUET_SUFFIXES + CSV_SUFFIXES:
         raise UsageError(f"{path}: flows are exported as .parquet or .csv, not {suffix or '?'}")
+    refuse_file_over_evidence(path, run_evidence(list(_runs_of(source).values())),
+                              "--export-flows")
     table = collect_flows(source, ids)
     write_flow_table(table, path)
     return table.num_rows
@@ -140,10 +160,8 @@ def write_flow_table(table: pa.Table, path: Path) -> None:
 
 
 def _resolve(run: Run, source_file: str) -> Path:
-    """Find an input capture: as given (absolute or from here), else beside the run."""
-    given = Path(source_file)
-    candidates = [given] if given.is_absolute() else [given, run.path / given,
-                                                      run.path.parent / given]
+    """Find an input capture (_candidates) or say where it was looked for."""
+    candidates = _candidates(run, source_file)
     for candidate in candidates:
         if candidate.is_file():
             return candidate
@@ -170,9 +188,11 @@ def export_pcap(source: RecombineResult | Sequence[Path], ids: Sequence[str], pa
     again on its own; those datagrams are counted in `template_datagrams`.
     """
     path = Path(path)
-    table = collect_flows(source, ids)
     runs = {run.index: run for run in _runs_of(source if isinstance(source, RecombineResult)
                                                else [Path(p) for p in source]).values()}
+    evidence = run_evidence(list(runs.values()))
+    refuse_file_over_evidence(path, evidence, "--export-pcap")
+    table = collect_flows(source, ids)
     result = PcapExport(path=None, report=RunReport(strict=strict))
     source_file = table.column("source_file")
     if pa.types.is_dictionary(source_file.type):
@@ -207,6 +227,7 @@ def export_pcap(source: RecombineResult | Sequence[Path], ids: Sequence[str], pa
     if nfcapd_rows:
         result.nfcapd_records = len(nfcapd_rows)
         fallback = flows_fallback or path.with_name(path.stem + ".flows.parquet")
+        refuse_file_over_evidence(fallback, evidence, "--export-pcap's flows file")
         write_flow_table(table.take(pa.array(nfcapd_rows, pa.int64())), fallback)
         result.flows_path = fallback
         nfcapd_files = sorted({files[i] for i in nfcapd_rows})
