@@ -12,6 +12,8 @@ import numba
 import numpy as np
 import pyarrow as pa
 
+from .jit_cache import drop_stale_jit_cache
+
 V4_MAPPED_PREFIX = bytes(10) + b"\xff\xff"
 
 
@@ -165,3 +167,8 @@ def with_text_addresses(table: pa.Table, names: tuple[str, ...]) -> pa.Table:
         table = table.set_column(index, pa.field(name, pa.string(), nullable=False),
                                  address_text_array(table.column(index)))
     return table
+
+
+# numba's cache ignores the modules this one compiles in (jit_cache.py): last, so that
+# every name is bound
+drop_stale_jit_cache(globals())

@@ -13,6 +13,8 @@ from typing import Any
 import numba
 import numpy as np
 
+from .jit_cache import drop_stale_jit_cache
+
 _LOW = np.uint64(0xFFFFFFFF)
 _SHIFT = np.uint64(32)
 
@@ -35,3 +37,8 @@ def _half_sums(values: Any) -> Any:
         low += value & _LOW
         high += value >> _SHIFT
     return low, high
+
+
+# numba's cache ignores the modules this one compiles in (jit_cache.py): last, so that
+# every name is bound
+drop_stale_jit_cache(globals())

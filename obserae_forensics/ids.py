@@ -15,6 +15,8 @@ import numba
 import numpy as np
 import pyarrow as pa
 
+from .jit_cache import drop_stale_jit_cache
+
 _K1 = np.uint64(0x9E3779B97F4A7C15)
 _K2 = np.uint64(0xBF58476D1CE4E5B9)
 _K3 = np.uint64(0x94D049BB133111EB)
@@ -159,3 +161,8 @@ def pair_hash_values(protocol: np.ndarray, address_a: np.ndarray, port_a: np.nda
         keep = np.isin(protocol, list(port_protocols))
         port_a, port_b = np.where(keep, port_a, 0), np.where(keep, port_b, 0)
     return _pair_hashes(protocol, address_a, port_a, address_b, port_b)
+
+
+# numba's cache ignores the modules this one compiles in (jit_cache.py): last, so that
+# every name is bound
+drop_stale_jit_cache(globals())

@@ -43,6 +43,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..ids import endpoint_pair_hashes, hex_ids, id_sort_keys
+from ..jit_cache import drop_stale_jit_cache
 from ..schema import TIMESTAMP
 from .columns import column_values
 from .services import PORT_PROTOCOLS
@@ -733,3 +734,8 @@ def _consolidated_ids(protocol: np.ndarray, pair: np.ndarray, first_seen: np.nda
                       np.asarray(first_seen, dtype=np.int64).view(np.uint64))
 
 
+
+
+# numba's cache ignores the modules this one compiles in (jit_cache.py): last, so that
+# every name is bound
+drop_stale_jit_cache(globals())

@@ -19,6 +19,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from ..jit_cache import drop_stale_jit_cache
+
 V3_RECORD = 11
 COMMON_RECORD_V1 = 10
 
@@ -184,3 +186,8 @@ def gather_records(buf: np.ndarray, offsets: np.ndarray, size: int) -> np.ndarra
         o = offsets[i]
         out[i * size:(i + 1) * size] = buf[o:o + size]
     return out
+
+
+# numba's cache ignores the modules this one compiles in (jit_cache.py): last, so that
+# every name is bound
+drop_stale_jit_cache(globals())

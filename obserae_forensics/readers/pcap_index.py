@@ -13,6 +13,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from ..jit_cache import drop_stale_jit_cache
+
 STOP_CLEAN = 0
 STOP_HEADER_CUT = 1
 STOP_BAD_LENGTH = 2
@@ -126,3 +128,8 @@ def index_records(
     return (offsets[:n].copy(), seconds[:n].copy(), fractions[:n].copy(), caplens[:n].copy(),
             origlens[:n].copy(), payload_start[:n].copy(), payload_end[:n].copy(),
             sources[:n].copy(), ports[:n].copy(), at, stop)
+
+
+# numba's cache ignores the modules this one compiles in (jit_cache.py): last, so that
+# every name is bound
+drop_stale_jit_cache(globals())

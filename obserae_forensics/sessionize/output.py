@@ -34,6 +34,7 @@ import pyarrow as pa
 
 from ..addresses import address_text, distinct_pairs, dotted_quad_array
 from ..ids import hex_ids, pair_hash_values, text_hashes, text_seed
+from ..jit_cache import drop_stale_jit_cache
 from ..schema import SESSIONS_SCHEMA, TIMESTAMP
 from . import row as R
 from .keys import PORT_PROTOCOLS, address_bytes, protocol_keyword
@@ -449,3 +450,8 @@ def sessions_table(parts: list[tuple[str, np.ndarray]]
         protocols=keywords, protocol=protocol_code.ravel(),
         role_methods=R.METHOD_NAMES, role_method=number.method)
     return table, order, ids, number.serial, number.orient, keys
+
+
+# numba's cache ignores the modules this one compiles in (jit_cache.py): last, so that
+# every name is bound
+drop_stale_jit_cache(globals())

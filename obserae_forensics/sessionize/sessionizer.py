@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..addresses import address_matrix
+from ..jit_cache import drop_stale_jit_cache
 from ..schema import FLOW_SCHEMA, SESSIONS_SCHEMA
 from ..times import TIME_LIMIT_US
 from .kernel import KernelReplay
@@ -408,3 +409,8 @@ def _first_use(indices: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
             count += 1
         out[i] = number[k]
     return used[:count], out
+
+
+# numba's cache ignores the modules this one compiles in (jit_cache.py): last, so that
+# every name is bound
+drop_stale_jit_cache(globals())
