@@ -5,8 +5,10 @@ decides, `role_method` names it and `role_confidence` is fixed per rung:
 
 1. `tcp_handshake` (TCP): the endpoint whose SYN came first (the earliest `first_seen` of a
    record carrying SYN; flags are cumulative per record) is the client. 0.95 when both sides
-   sent SYN (SYN, then SYN-ACK); 0.90 when only one side ever did (scan, half-open,
-   rejected); 0.85 when both SYNs share a time and only one record had SYN without ACK.
+   sent SYN (SYN, then SYN-ACK); 0.90 when only one side ever did, in a record without ACK
+   (scan, half-open, rejected; one side's cumulative SYN|ACK alone is no evidence: the
+   client's whole connection and the server's SYN-ACK look alike); 0.85 when both SYNs
+   share a time and only one record had SYN without ACK.
    `icmp_echo` (ICMP, ICMPv6) sits on the same rung: the side that sent echo requests
    (type 8 / 128), the other sending none, is the client (0.90); with replies only
    (type 0 / 129), their sender is the server (0.80).
@@ -66,11 +68,20 @@ def infer_server(
     `orient` is the endpoint that sent the earliest record.
     """
     if protocol == 6:
+        # one side's SYN alone names the client only when it came without ACK: a cumulative
+        # SYN|ACK is the client's whole connection or the server's SYN-ACK alike (an
+        # exporter that sees one direction of an asymmetric route)
         if syn_first_seen0 < syn_first_seen1:
-            return 1, METHOD_TCP_HANDSHAKE, 950 if syn_first_seen1 != NO_TIME else 900
-        if syn_first_seen1 < syn_first_seen0:
-            return 0, METHOD_TCP_HANDSHAKE, 950 if syn_first_seen0 != NO_TIME else 900
-        if syn_first_seen0 != NO_TIME:
+            if syn_first_seen1 != NO_TIME:
+                return 1, METHOD_TCP_HANDSHAKE, 950
+            if pure_syn & 1:
+                return 1, METHOD_TCP_HANDSHAKE, 900
+        elif syn_first_seen1 < syn_first_seen0:
+            if syn_first_seen0 != NO_TIME:
+                return 0, METHOD_TCP_HANDSHAKE, 950
+            if pure_syn & 2:
+                return 0, METHOD_TCP_HANDSHAKE, 900
+        elif syn_first_seen0 != NO_TIME:
             if pure_syn == 1:
                 return 1, METHOD_TCP_HANDSHAKE, 850
             if pure_syn == 2:

@@ -48,6 +48,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from ..jit_cache import drop_stale_jit_cache
 from . import row as R
 from .inference import infer_server
 from .keys import Records
@@ -96,7 +97,8 @@ S_SWEPT = 19  # watermark of the last finished sweep: remembered sessions expiri
 # are gone (they keep their slot until _collect frees it)
 S_ROWS_FREE = 20  # session rows on the free stack G
 S_DUE = 21  # entries of the due list, at the far end of D (only within a sweep)
-SCALAR_COUNT = 22
+S_MAX_SPAN = 22  # longest last_seen - first_seen of the records so far (R.P_EXPIRY)
+SCALAR_COUNT = 23
 
 # Rows of S (and endpoint rows, twice as many) reserved up front as untouched zero pages:
 # growing within the reserve copies nothing, and pages are only paid for once used.
@@ -416,6 +418,9 @@ def _new_links(M: Any, s: int, S: Any, slot: int, C: Any, first: int, late: int,
         M[s, R.F_INH_SERVER] = _prev_byte(S, slot, R.PB_SERVER)
         M[s, R.F_INH_METHOD] = _prev_byte(S, slot, R.PB_METHOD)
         M[s, R.F_INH_CONFIDENCE] = (S[slot, R.P_BITS] >> R.PB_CONFIDENCE) & R.CONFIDENCE_MASK
+        # the conversation was answered before this fragment: it is no one-way attempt
+        # (no_reply, half_open) for having seen one direction since the cut
+        M[s, R.F_SEEN] = 3 * ((S[slot, R.P_BITS] >> R.PB_ANSWERED) & 1)
 
 
 @_inline
@@ -527,7 +532,7 @@ def _rememberable(S: Any, slot: int, C: Any, M: Any, s: int) -> bool:
 
 
 @_helper
-def _remember(S: Any, slot: int, M: Any, s: int, P: Any) -> None:
+def _remember(S: Any, slot: int, M: Any, s: int, P: Any, C: Any) -> None:
     """Make the final session M[s] the last closed session of the key in S[slot]. The small
     fields (flags, codes, per mille) share one word: a slot stays two cache lines."""
     S[slot, R.P_OPENED] = M[s, R.F_OPENED]
@@ -543,8 +548,11 @@ def _remember(S: Any, slot: int, M: Any, s: int, P: Any) -> None:
                          | (M[s, R.F_REASON] + 1) << R.PB_REASON
                          | M[s, R.F_ORIENT] << R.PB_ORIENT | M[s, R.F_SERVER] << R.PB_SERVER
                          | M[s, R.F_METHOD] << R.PB_METHOD
-                         | M[s, R.F_CONFIDENCE] << R.PB_CONFIDENCE)
+                         | M[s, R.F_CONFIDENCE] << R.PB_CONFIDENCE
+                         | (M[s, R.F_SEEN] & M[s, R.F_SEEN] >> 1 & 1) << R.PB_ANSWERED)
     S[slot, R.P_EXPIRY] = S[slot, R.P_CONT] + P[P_GRACE]
+    if M[s, R.F_REASON] == R.REASON_HARD_TIMEOUT:
+        S[slot, R.P_EXPIRY] += min(C[S_MAX_SPAN], R.MAX_CONTINUATION_SPAN_US)
     S[slot, R.SL_STATUS] |= R.STATUS_PREV
 
 
@@ -919,7 +927,7 @@ def _close(S: Any, M: Any, G: Any, r: int, closed_at: int, reason: int, emit: in
     _finalize(M, r, S, slot, C, closed_at, reason, emit, peak0, peak1, known)
     _output(OUT, C, M, r)
     if _rememberable(S, slot, C, M, r):
-        _remember(S, slot, M, r, P)
+        _remember(S, slot, M, r, P, C)
     S[slot, R.SL_STATUS] &= R.STATUS_PREV
     M[r, R.F_SERIAL] = -1
     G[C[S_ROWS_FREE]] = r
@@ -1082,6 +1090,8 @@ def replay(
                 _prefetch_write(direction_out, j, 0)
         first = first_seen[i]
         last = last_seen[i]
+        if last - first > C[S_MAX_SPAN]:  # idempotent: a record replayed after a NEED_* too
+            C[S_MAX_SPAN] = last - first
         emit = index[i]
         proto = protocol[i]
         ring = i & RING_MASK
@@ -1166,7 +1176,7 @@ def replay(
                 _finalize(X, 0, S, slot, C, deadline, reason, emit, 0, 0, known)
                 _output(OUT, C, X, 0)
                 if _rememberable(S, slot, C, X, 0):
-                    _remember(S, slot, X, 0, P)
+                    _remember(S, slot, X, 0, P, C)
                 serial_out[i] = X[0, R.F_SERIAL]
                 direction_out[i] = d
                 if last > C[S_MAX_LAST] or not C[S_HAS_MAX_LAST]:
@@ -1522,3 +1532,8 @@ def _endpoint_table(entries: int) -> np.ndarray:
 
 def _buckets_for(capacity: int) -> int:
     return 1 << max(4, (2 * capacity - 1).bit_length())
+
+
+# numba's cache ignores the modules this one compiles in (jit_cache.py): last, so that
+# every name is bound
+drop_stale_jit_cache(globals())

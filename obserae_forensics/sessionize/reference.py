@@ -27,13 +27,19 @@ watermark before r, max(last_seen) - grace):
    `hard_timeout` session, split + 1). With nothing else remembered it is, so that the late
    records of one conversation (two directions arriving late) follow one another. A non-late
    record that starts within the idle timeout of a `hard_timeout`/`evicted` session's
-   last_seen continues it as the next fragment.
+   last_seen continues it as the next fragment, which inherits its orientation and server
+   side and, when the conversation had seen both directions, that it was answered: a
+   fragment that sees one direction after the cut (the other direction's record fell in
+   the fragment before) is no one-way attempt, neither `no_reply` nor `half_open`.
 4. Opening a session when the exporter already has the cap open first sweeps (5) at the
    watermark r brings, then, if the cap is still full, evicts the open session with the oldest
    last_seen (ties: smallest key), closed at the exporter's newest last_seen: a session whose
    deadline that watermark passes closes by its deadline, not as session pressure.
 5. After r, W moves to max(last_seen) - grace and every open session whose deadline is < W
-   closes at its deadline; remembered closed sessions expire at last_seen + idle + grace.
+   closes at its deadline; remembered closed sessions expire at last_seen + idle + grace,
+   a `hard_timeout` fragment later by the longest record (last_seen - first_seen) the exporter
+   has sent so far, at most an hour: the record that continues it starts within idle of its
+   last_seen but arrives at its own end, which an active timeout of minutes puts far behind.
    (Remembering them also until W had moved by grace since their close, so that the late
    records of one burst would follow one another, kept every session of an input the
    watermark runs ahead of forever: memory grew with the input.)
@@ -194,6 +200,7 @@ class ReferenceReplay:
         self.prev: dict[Key, RefSession] = {}
         self.endpoints: dict[Endpoint, list[int]] = {}  # -> [open sessions, peak]
         self.max_last: int | None = None
+        self.max_span = 0  # longest last_seen - first_seen so far (rule 5)
         self.serials = 0
         self.evictions = 0
         self.first_eviction: int | None = None
@@ -230,6 +237,7 @@ class ReferenceReplay:
         policy = self.policy
         first = int(records.first_seen[i])
         last = int(records.last_seen[i])
+        self.max_span = max(self.max_span, last - first)
         index = int(records.index[i])
         key, direction = canonical(records, i)
         watermark = None if self.max_last is None else self.max_last - policy.grace_us
@@ -285,6 +293,8 @@ class ReferenceReplay:
             session.root = prev.root if prev.split else (prev.opened, prev.late, prev.dup)
             assert prev.inherited is not None
             session.inherited = prev.inherited
+            if prev.seen == 3:  # answered before the cut: no one-way attempt (rule 3)
+                session.seen = 3
         return session
 
     def _open(self, session: RefSession, now: int, index: int) -> None:
@@ -376,6 +386,8 @@ class ReferenceReplay:
         self._finalize(s, closed_at, reason, emit)
         s.idle_at_close = s.idle(self.policy)
         s.expiry = s.last + s.idle_at_close + self.policy.grace_us
+        if reason == R.REASON_HARD_TIMEOUT:  # rule 5: its next record may be a long one
+            s.expiry += min(self.max_span, R.MAX_CONTINUATION_SPAN_US)
         prev = self.prev.get(s.key)
         if not (s.late and prev is not None and not prev.late):
             self.prev[s.key] = s

@@ -136,9 +136,15 @@ PB_REASON = 16  # stored + 1 (REASON_OPEN is -1)
 PB_ORIENT = 24
 PB_SERVER = 32
 PB_METHOD = 40
-PB_CONFIDENCE = 48
+PB_CONFIDENCE = 48  # per mille, 10 bits
+PB_ANSWERED = 58  # one bit: the conversation had seen both directions (its fragments' too)
 BYTE_MASK = 0xFF
-CONFIDENCE_MASK = 0x7FFF
+CONFIDENCE_MASK = 0x3FF
+# A `hard_timeout` fragment is remembered until the watermark passes last_seen + idle + grace
+# + the longest record its exporter has sent so far (at most this): the record that goes on
+# with the conversation starts within idle of the fragment's last_seen but arrives at its
+# own end, which an exporter's active timeout (minutes) puts far behind that.
+MAX_CONTINUATION_SPAN_US = 3_600_000_000
 STATUS_ROW_SHIFT = 2
 
 # The output row: the fields output.py reads, in this order; O_X is F_X's place in it.

@@ -131,6 +131,71 @@ def test_hard_timeout_fragments_chain_and_inherit_orientation(engine: str) -> No
         assert (f["last_seen_at"] - f["opened_at"]).total_seconds() <= 60 + 1
 
 
+def test_a_long_record_continues_a_fragment_on_a_busy_exporter(engine: str) -> None:
+    """Found by auditing against sessions.md ("goes on in the next fragment when its next
+    record starts within the idle timeout"): an exporter with a 250 s active timeout sends
+    the record that continues a hard_timeout fragment at its end, when other traffic has
+    moved the watermark past last_seen + idle + grace. The fragment was forgotten by then:
+    the record opened a new conversation, oriented afresh (here reversed)."""
+    records = []
+    for k in range(6):
+        t = 250 * k
+        if k < 4:  # biflow records from the client; the first carries its SYN
+            records.append(rec(t, t + 250, flags=ACK | (SYN if k == 0 else 0), sport=40000,
+                               dport=5000, rpackets=5, roctets=500))
+        else:  # the exporter now reports the biflow from the other side
+            records.append(rec(t, t + 250, src=B, dst=A, sport=5000, dport=40000,
+                               rpackets=5, roctets=500))
+        if k == 4:
+            records.insert(len(records) - 1, tick(t + 250))  # other traffic arrives first
+        else:
+            records.append(tick(t + 250))
+    sessions, _, _ = run(records, engine=engine)
+    fragments = by_key(sessions)
+    assert [f["split"] for f in fragments] == [0, 1]
+    assert fragments[0]["close_reason"] == "hard_timeout"
+    assert {f["conversation_id"] for f in fragments} == {fragments[0]["session_id"]}
+    # one orientation for the conversation: fragment 1 inherits it, though its record
+    # comes from the other side
+    assert len({(f["ip_a"], f["client_ip"], f["role_method"]) for f in fragments}) == 1
+    assert fragments[1]["client_ip"] == A
+
+
+def test_a_fragment_of_an_answered_conversation_is_no_one_way_attempt(engine: str) -> None:
+    """Found by auditing: the direction whose record fell after the cut made a fragment of
+    one direction only, closed `no_reply`: an established conversation listed among the
+    seed's "Likely TCP scans" (closed, no_reply, TCP)."""
+    policy = SessionPolicy(hard_timeout_us=100 * SECOND, grace_us=5 * SECOND)
+    records = [rec(0, 50, flags=SYN | ACK), rec(0, 50, src=B, dst=A, sport=443, dport=40000,
+                                                  flags=SYN | ACK),
+               rec(95, 110), rec(95, 110, src=B, dst=A, sport=443, dport=40000), tick(300)]
+    sessions, _, _ = run(records, policy, engine=engine)
+    first, second = by_key(sessions)
+    assert (first["split"], first["close_reason"]) == (0, "hard_timeout")
+    assert (second["split"], second["ab_packets"], second["ba_packets"]) == (1, 0, 1)
+    assert (second["state"], second["close_reason"]) == ("closed", "idle")
+    # a conversation that never had an answer stays one-way in its fragments
+    records = [rec(0, 50, flags=SYN | ACK), rec(100, 110), tick(300)]
+    sessions, _, _ = run(records, policy, engine=engine)
+    assert [s["close_reason"] for s in by_key(sessions)] == ["hard_timeout", "no_reply"]
+
+
+def test_one_sides_cumulative_syn_ack_alone_names_no_client(engine: str) -> None:
+    """Found by auditing: an exporter seeing only the server's half of a connection
+    (asymmetric routing; cumulative SYN|ACK|PSH|FIN from :443) made the server the client
+    by `tcp_handshake` at 0.90, over the service port. A SYN without ACK still does."""
+    server_half = rec(0, 5, src=B, dst=A, sport=443, dport=40000, flags=SYN | ACK | FIN)
+    sessions, _, _ = run([server_half, tick(100)], engine=engine)
+    (only,) = by_key(sessions)
+    assert (only["client_ip"], only["server_port"], only["role_method"]) == \
+        (A, 443, "service_port")
+    scan = rec(0, src=B, dst=A, sport=443, dport=40000, flags=SYN)
+    sessions, _, _ = run([scan, tick(100)], engine=engine)
+    (only,) = by_key(sessions)
+    assert (only["client_ip"], only["role_method"], only["role_confidence"]) == \
+        (B, "tcp_handshake", 0.9)
+
+
 def test_late_record_joins_its_open_session_and_is_counted(engine: str) -> None:
     records = [rec(0, 10, proto=17), rec(50, proto=17, src=C, dst=D),
                rec(5, 8, proto=17, src=B, dst=A, sport=443, dport=40000)]
