@@ -72,9 +72,10 @@ P_IDLE_HALF_OPEN = 4
 P_IDLE_UDP = 5
 P_IDLE_ICMP = 6
 P_IDLE_OTHER = 7
+P_EVENT = 8  # --replay event: the watermark follows first_seen (reference rule 5)
 
 # scalar state vector
-S_MAX_LAST = 0
+S_MAX_LAST = 0  # the newest clock: last_seen (arrival replay) or first_seen (event)
 S_HAS_MAX_LAST = 1
 S_SERIALS = 2
 S_OPEN = 3
@@ -98,7 +99,8 @@ S_SWEPT = 19  # watermark of the last finished sweep: remembered sessions expiri
 S_ROWS_FREE = 20  # session rows on the free stack G
 S_DUE = 21  # entries of the due list, at the far end of D (only within a sweep)
 S_MAX_SPAN = 22  # longest last_seen - first_seen of the records so far (R.P_EXPIRY)
-SCALAR_COUNT = 23
+S_NEWEST_LAST = 23  # the newest last_seen: the watermark at the end of input
+SCALAR_COUNT = 24
 
 # Rows of S (and endpoint rows, twice as many) reserved up front as untouched zero pages:
 # growing within the reserve copies nothing, and pages are only paid for once used.
@@ -1092,6 +1094,7 @@ def replay(
         last = last_seen[i]
         if last - first > C[S_MAX_SPAN]:  # idempotent: a record replayed after a NEED_* too
             C[S_MAX_SPAN] = last - first
+        clock = first if P[P_EVENT] else last
         emit = index[i]
         proto = protocol[i]
         ring = i & RING_MASK
@@ -1179,9 +1182,7 @@ def replay(
                     _remember(S, slot, X, 0, P, C)
                 serial_out[i] = X[0, R.F_SERIAL]
                 direction_out[i] = d
-                if last > C[S_MAX_LAST] or not C[S_HAS_MAX_LAST]:
-                    C[S_MAX_LAST] = last
-                    C[S_HAS_MAX_LAST] = 1
+                _advance(C, clock, last)
                 _sweep(S, M, G, P, C, OUT, D, Q, E, known, C[S_MAX_LAST] - P[P_GRACE], emit)
                 continue
             else:
@@ -1222,7 +1223,7 @@ def replay(
             M[target, R.F_IDENTITY] = identity[i]
             C[S_SERIALS] += 1
             _new_links(M, target, S, slot, C, first, late, False)
-            now = last
+            now = clock
             if C[S_HAS_MAX_LAST] and C[S_MAX_LAST] > now:
                 now = C[S_MAX_LAST]
             if C[S_OPEN] >= P[P_CAP]:
@@ -1268,11 +1269,23 @@ def replay(
             _timer_push(D, Q, C, deadline, target, M[target, R.F_SERIAL])
         serial_out[i] = M[target, R.F_SERIAL]
         direction_out[i] = d
-        if last > C[S_MAX_LAST] or not C[S_HAS_MAX_LAST]:
-            C[S_MAX_LAST] = last
-            C[S_HAS_MAX_LAST] = 1
+        _advance(C, clock, last)
         _sweep(S, M, G, P, C, OUT, D, Q, E, known, C[S_MAX_LAST] - P[P_GRACE], emit)
     return DONE, n
+
+
+@_inline
+def _advance(C: Any, clock: int, last: int) -> None:
+    """After a record: the newest clock (the watermark plus grace) and the newest last_seen."""
+    if not C[S_HAS_MAX_LAST]:
+        C[S_MAX_LAST] = clock
+        C[S_NEWEST_LAST] = last
+        C[S_HAS_MAX_LAST] = 1
+    else:
+        if clock > C[S_MAX_LAST]:
+            C[S_MAX_LAST] = clock
+        if last > C[S_NEWEST_LAST]:
+            C[S_NEWEST_LAST] = last
 
 
 @_jit
@@ -1280,7 +1293,7 @@ def finish(S: Any, M: Any, G: Any, P: Any, C: Any, OUT: Any, D: Any, Q: Any, E: 
            known: Any, emit: int) -> None:
     """End of input: sweep at the newest last_seen, then every open session leaves as is."""
     if C[S_HAS_MAX_LAST]:
-        _sweep(S, M, G, P, C, OUT, D, Q, E, known, C[S_MAX_LAST], emit)
+        _sweep(S, M, G, P, C, OUT, D, Q, E, known, C[S_NEWEST_LAST], emit)
     for slot in range(C[S_SLOTS]):
         if S[slot, R.SL_STATUS] & R.STATUS_OPEN:
             r = S[slot, R.SL_STATUS] >> R.STATUS_ROW_SHIFT
@@ -1344,7 +1357,7 @@ def _endpoint_rehash(old: Any, E: Any) -> None:
 
 
 def _policy_vector(policy: SessionPolicy) -> np.ndarray:
-    vector = np.zeros(8, dtype=np.int64)
+    vector = np.zeros(9, dtype=np.int64)
     vector[P_HARD] = policy.hard_timeout_us
     vector[P_GRACE] = policy.grace_us
     vector[P_CAP] = policy.max_open_sessions
@@ -1353,6 +1366,7 @@ def _policy_vector(policy: SessionPolicy) -> np.ndarray:
     vector[P_IDLE_UDP] = policy.idle_udp_us
     vector[P_IDLE_ICMP] = policy.idle_icmp_us
     vector[P_IDLE_OTHER] = policy.idle_other_us
+    vector[P_EVENT] = policy.replay == "event"
     return vector
 
 

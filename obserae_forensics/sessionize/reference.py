@@ -33,13 +33,18 @@ watermark before r, max(last_seen) - grace):
    the fragment before) is no one-way attempt, neither `no_reply` nor `half_open`.
 4. Opening a session when the exporter already has the cap open first sweeps (5) at the
    watermark r brings, then, if the cap is still full, evicts the open session with the oldest
-   last_seen (ties: smallest key), closed at the exporter's newest last_seen: a session whose
+   last_seen (ties: smallest key), closed at the exporter's newest last_seen (first_seen
+   under event replay, as W in rule 5): a session whose
    deadline that watermark passes closes by its deadline, not as session pressure.
-5. After r, W moves to max(last_seen) - grace and every open session whose deadline is < W
-   closes at its deadline; remembered closed sessions expire at last_seen + idle + grace,
-   a `hard_timeout` fragment later by the longest record (last_seen - first_seen) the exporter
-   has sent so far, at most an hour: the record that continues it starts within idle of its
-   last_seen but arrives at its own end, which an active timeout of minutes puts far behind.
+5. After r, W moves to max(last_seen) - grace (under `--replay event`, max(first_seen) -
+   grace: records come sorted by first_seen, so a session can close once the records reach
+   past its deadline; on last_seen, every short flow after a long one was late and a
+   conversation fell apart into one-way late sessions) and every open session whose
+   deadline is < W closes at its deadline; remembered closed sessions expire at
+   last_seen + idle + grace, a `hard_timeout` fragment later by the longest record
+   (last_seen - first_seen) the exporter has sent so far, at most an hour: the record that
+   continues it starts within idle of its last_seen but arrives at its own end, which an
+   active timeout of minutes puts far behind.
    (Remembering them also until W had moved by grace since their close, so that the late
    records of one burst would follow one another, kept every session of an input the
    watermark runs ahead of forever: memory grew with the input.)
@@ -199,7 +204,10 @@ class ReferenceReplay:
         self.open: dict[Key, RefSession] = {}
         self.prev: dict[Key, RefSession] = {}
         self.endpoints: dict[Endpoint, list[int]] = {}  # -> [open sessions, peak]
-        self.max_last: int | None = None
+        # the newest clock (last_seen; first_seen under --replay event: rule 5), whose
+        # value less grace is the watermark, and the newest last_seen (end of input)
+        self.max_clock: int | None = None
+        self.newest_last: int | None = None
         self.max_span = 0  # longest last_seen - first_seen so far (rule 5)
         self.serials = 0
         self.evictions = 0
@@ -222,8 +230,8 @@ class ReferenceReplay:
 
     def finish(self, emit: int) -> np.ndarray:
         """End of input: the watermark becomes the newest last_seen; the rest stays open."""
-        if self.max_last is not None:
-            self._sweep(self.max_last, emit)
+        if self.newest_last is not None:
+            self._sweep(self.newest_last, emit)
         for session in sorted(self.open.values(), key=lambda s: s.serial):
             self._finalize(session, None, R.REASON_OPEN, emit)
         self.open.clear()
@@ -240,7 +248,8 @@ class ReferenceReplay:
         self.max_span = max(self.max_span, last - first)
         index = int(records.index[i])
         key, direction = canonical(records, i)
-        watermark = None if self.max_last is None else self.max_last - policy.grace_us
+        clock = first if policy.replay == "event" else last
+        watermark = None if self.max_clock is None else self.max_clock - policy.grace_us
         late = watermark is not None and last < watermark
         deep = int(watermark is not None
                    and first < watermark - self.min_idle - policy.grace_us)
@@ -261,20 +270,20 @@ class ReferenceReplay:
                 self._apply(stray, records, i, direction)
                 closed_at, reason = stray.deadline(policy)
                 self._close(stray, closed_at, reason, index, counted=False)
-                self._after(last, index)
+                self._after(clock, last, index)
                 return stray.serial, direction
             else:
                 joined = True
         if session is None:
             session = self._new_session(key, first, late)
             session.identity = identity
-            now = last if self.max_last is None else max(last, self.max_last)
+            now = clock if self.max_clock is None else max(clock, self.max_clock)
             self._open(session, now, index)
         elif late and joined:
             session.late_records += 1
         self._apply(session, records, i, direction)
         session.deep |= deep
-        self._after(last, index)
+        self._after(clock, last, index)
         return session.serial, direction
 
     def _new_session(self, key: Key, first: int, late: bool, stray: bool = False) -> RefSession:
@@ -357,9 +366,10 @@ class ReferenceReplay:
         s.sampling = max(s.sampling, int(records.sampling_rate[i]))
         s.scaled |= int(records.counters_scaled[i])
 
-    def _after(self, last: int, index: int) -> None:
-        self.max_last = last if self.max_last is None else max(self.max_last, last)
-        self._sweep(self.max_last - self.policy.grace_us, index)
+    def _after(self, clock: int, last: int, index: int) -> None:
+        self.max_clock = clock if self.max_clock is None else max(self.max_clock, clock)
+        self.newest_last = last if self.newest_last is None else max(self.newest_last, last)
+        self._sweep(self.max_clock - self.policy.grace_us, index)
 
     def _sweep(self, watermark: int, emit: int) -> None:
         for session in sorted(self.open.values(), key=lambda s: s.serial):

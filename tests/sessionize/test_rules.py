@@ -433,6 +433,26 @@ def test_event_replay_sorts_by_first_seen(engine: str) -> None:
     assert event.column("close_reason").to_pylist() == ["no_reply", None]
 
 
+def test_event_replay_keeps_short_flows_after_a_long_one_together(engine: str) -> None:
+    """Found by auditing: with the watermark on last_seen, event replay (records sorted by
+    first_seen) made every short flow after a long one late: a DNS query and its reply
+    became two unlinked one-way late sessions, and on nfpcapd's ircdcc file a connection
+    fell apart. Under event replay the watermark follows first_seen."""
+    records = [rec(0, 600, flags=SYN | ACK | FIN, rpackets=9, roctets=900),
+               rec(10, src=A, sport=5353, dst=D, dport=53, proto=17),
+               rec(10.01, src=D, sport=53, dst=A, dport=5353, proto=17)]
+    sessions, _, _ = run(records, SessionPolicy(replay="event"), engine=engine)
+    dns = by_key(sessions, "UDP")
+    assert len(dns) == 1 and not dns[0]["late"]
+    assert (dns[0]["ab_packets"], dns[0]["ba_packets"]) == (1, 1)
+    assert (dns[0]["close_reason"], dns[0]["closed_at"]) == ("idle", at(40.01))
+    assert not any(sessions.column("late").to_pylist())
+    # the end of input sweeps at the newest last_seen (600), as in arrival replay: the FIN
+    # flow that ends there is still going
+    (tcp,) = by_key(sessions)
+    assert (tcp["state"], tcp["close_reason"]) == ("active", None)
+
+
 def test_times_at_the_edge_of_the_range_close_after_they_open(engine: str) -> None:
     """Found by fuzzing: a time near the int64 limit wrapped the idle deadline around, and a
     session closed before it opened. Readers leave times beyond times.TIME_LIMIT_US out;
