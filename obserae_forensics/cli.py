@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated
 import pyarrow.compute as pc
 import typer
 
-from .errors import InputError, UsageError
+from .errors import ForensicsError, InputError, UsageError
 from .report import RunReport
 from .times import iso_us
 
@@ -74,6 +74,13 @@ def _fail(error: Exception, code: int) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _os_failure(error: OSError) -> typer.Exit:
+    """An output that could not be written (a full disk, a directory where a file goes, a
+    path under /proc): one line naming it, exit 1, never a traceback."""
+    where = f"{error.filename}: " if error.filename else ""
+    return _fail(ForensicsError(f"cannot write: {where}{error.strerror or error}"), 1)
+
+
 def _progress_wanted(quiet: bool) -> bool:
     return not quiet and sys.stderr.isatty()
 
@@ -102,6 +109,8 @@ def inspect_command(
         raise _fail(error, 2) from error
     except InputError as error:
         raise _fail(error, 1) from error
+    except OSError as error:
+        raise _os_failure(error) from error
     _print_exporters(table)
     typer.echo(report.summary(), err=True)
     for problem in report.examples[:5]:
@@ -216,6 +225,8 @@ def sessionize_command(
         raise _fail(error, 2) from error
     except InputError as error:
         raise _fail(error, 1) from error
+    except OSError as error:
+        raise _os_failure(error) from error
     states = ", ".join(f"{n} {s}" for s, n in sorted(result.states.items()))
     typer.echo(report.summary(), err=True)
     for problem in report.examples[:5]:
@@ -285,6 +296,10 @@ def recombine_command(
         for target in (export_flows_to, export_pcap_to):
             if target is not None and target.exists() and not force:
                 raise UsageError(f"{target} already exists (use --force to replace it)")
+        if export_flows_to is not None and export_pcap_to is not None and \
+                export_flows_to.resolve() == export_pcap_to.resolve():
+            raise UsageError(f"--export-flows and --export-pcap both name {export_pcap_to}: "
+                             "the capture would replace the flows")
         if out is not None:
             result = recombine_runs(run_dirs, out, force=force)
         else:
@@ -320,6 +335,8 @@ def recombine_command(
         raise _fail(error, 2) from error
     except InputError as error:
         raise _fail(error, 1) from error
+    except OSError as error:
+        raise _os_failure(error) from error
 
 
 SHOW_DEFAULT_COLUMNS = {

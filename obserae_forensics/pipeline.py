@@ -125,7 +125,10 @@ def inspect_inputs(
         raise
     if writer is not None and flows_path is not None:
         writer.close()
-        writer.path.replace(flows_path)
+        try:
+            writer.path.replace(flows_path)
+        finally:
+            writer.path.unlink(missing_ok=True)  # gone once renamed; a failed rename leaves none
     return exporters_table(report)
 
 

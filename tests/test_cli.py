@@ -213,6 +213,43 @@ def test_no_output_lands_on_the_evidence_even_with_force(tmp_path: Path) -> None
         assert result.exit_code == code, result.output
 
 
+def test_outputs_that_cannot_be_written_end_in_one_line(tmp_path: Path) -> None:
+    """Found by fuzzing: a path under /proc, a directory or a named pipe as the output gave
+    tracebacks, and `inspect --flows NAME --force` turned a device or a pipe into a Parquet
+    file (run as root, /dev/null)."""
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    directory = tmp_path / "dir"
+    directory.mkdir()
+    for target, message in ((pipe, "is not a regular file"),
+                            (directory, "is not a regular file")):
+        result = runner.invoke(app, ["inspect", str(FIXTURE), "--flows", str(target),
+                                     "--force", "-q"])
+        assert result.exit_code == 2 and message in result.stderr, result.output
+    assert pipe.is_fifo()
+    missing = Path("/proc/no-such-directory-here")
+    cases = [["inspect", str(FIXTURE), "--flows", str(missing / "f.parquet"), "-q"],
+             ["sessionize", str(FIXTURE), "--out", str(missing / "run"), "-q"]]
+    for arguments in cases:
+        result = runner.invoke(app, arguments)
+        assert result.exit_code == 1, result.output
+        assert result.stderr.startswith("error: cannot write: ")
+        assert "Traceback" not in result.output
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_both_exports_to_one_file_is_refused(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    assert sessionize(run_dir).exit_code == 0
+    session_id = pq.read_table(run_dir / "sessions.parquet").column("session_id")[0].as_py()
+    target = tmp_path / "x.parquet"
+    result = runner.invoke(app, ["recombine", str(run_dir), "--session", session_id,
+                                 "--export-flows", str(target), "--export-pcap",
+                                 str(tmp_path / "." / "x.parquet")])
+    assert result.exit_code == 2 and "both name" in result.stderr
+    assert not target.exists()
+
+
 def test_existing_output_is_refused_without_force(tmp_path: Path) -> None:
     out = tmp_path / "run"
     out.mkdir()

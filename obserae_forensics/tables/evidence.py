@@ -26,9 +26,14 @@ def _same(a: Path, b: Path) -> bool:
 
 
 def refuse_file_over_evidence(target: Path, evidence: Iterable[Path], option: str) -> None:
-    """`target` (a file about to be written) must not be one of the `evidence` files."""
+    """`target` (a file about to be written) must not be one of the `evidence` files, nor
+    anything but a regular file: a write "replaced" /dev/null with a Parquet file (run as
+    root), and opening a named pipe to write waits for a reader forever."""
     if not target.exists():
         return
+    if not target.is_file():
+        raise UsageError(f"{option} {target} exists and is not a regular file; refusing to "
+                         "replace it")
     for path in evidence:
         if _same(target, path):
             raise UsageError(f"{option} {target} would overwrite {path}, which this command "
