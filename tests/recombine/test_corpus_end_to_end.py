@@ -43,14 +43,20 @@ def test_short_hard_timeout_recombines_to_the_long_run_totals(
     tmp_path: Path, corpus: Path, name: str
 ) -> None:
     capture = corpus / "exports" / f"{name}.pcap"
-    short = sessionize([capture], tmp_path / "short", "--hard-timeout", "30s",
-                       "--replay", "event")
-    long = sessionize([capture], tmp_path / "long", "--hard-timeout", "1d", "--replay", "event")
+    short = sessionize([capture], tmp_path / "short", "--hard-timeout", "30s")
+    long = sessionize([capture], tmp_path / "long", "--hard-timeout", "1d")
     result = recombine_runs([short], tmp_path / "out")
     assert rows(result.conversations, TOTALS) == rows(
         recombine_tables([long]).conversations, TOTALS)
-    if name.endswith("ircdcc"):  # the 170 s IRC session and DCC transfer were cut
-        assert result.report["counts"]["split_conversations"] == 2
+    if name.endswith("ircdcc"):
+        # the 170 s IRC session was cut (softflowd -r exports it as one record per
+        # direction; the second, arriving when the watermark is past the first fragment's
+        # hard deadline, opens the next fragment). Under --replay event the watermark
+        # follows first_seen and both records, starting together, join one session.
+        assert result.report["counts"]["split_conversations"] >= 1
+        event = sessionize([capture], tmp_path / "event", "--hard-timeout", "30s",
+                           "--replay", "event")
+        assert recombine_tables([event]).report["counts"]["split_conversations"] == 0
     assert (tmp_path / "out" / "report.md").is_file()
 
 
