@@ -31,9 +31,9 @@ from ..errors import MalformedInput, UsageError
 from ..readers.exports import carries_templates
 from ..readers.pcap import Frame, capture_format, iter_datagrams, read_datagram_frames
 from ..report import RunReport
-from ..schema import FLOW_ADDRESS_COLUMNS
+from ..schema import FLOW_ADDRESS_COLUMNS, TIMESTAMP
 from ..tables.evidence import refuse_file_over_evidence, run_files
-from ..tables.parquet import read_parquet
+from ..tables.parquet import check_columns, read_parquet, read_parquet_schema
 from .conversations import RecombineResult, conversation_sessions, recombine_tables
 from .runs import FLOWS, Run, order_runs
 
@@ -58,6 +58,13 @@ class PcapExport:
     flows_path: Path | None = None  # where those records were written instead
     notes: list[str] = field(default_factory=list)
     report: RunReport = field(default_factory=RunReport)  # frames that could not be read back
+
+
+# what an export reads of each flow row: which conversation, and where its bytes are
+PROVENANCE_TYPES: dict[str, pa.DataType] = {
+    "session_id": pa.string(), "first_seen": TIMESTAMP, "arrival": TIMESTAMP,
+    "source_file": pa.string(), "source_offset": pa.uint64(),
+}
 
 
 def _candidates(run: Run, source_file: str) -> list[Path]:
@@ -99,8 +106,11 @@ def collect_flows(source: RecombineResult | Sequence[Path], ids: Sequence[str]) 
         if not path.is_file():
             raise UsageError(f"{run.path}: no {FLOWS}; cannot export the flows behind "
                              "its sessions")
+        check_columns(path, read_parquet_schema(path), PROVENANCE_TYPES, what="flows table")
         flows = read_parquet(path, filters=pc.is_in(pc.field("session_id"),
                                                     value_set=session_ids.combine_chunks()))
+        check_columns(path, flows, PROVENANCE_TYPES, what="flows table",
+                      non_null=list(PROVENANCE_TYPES))
         where = pc.index_in(flows.column("session_id"), value_set=session_ids)
         flows = flows.append_column("conversation_id",
                                     pc.take(mine.column("conversation_id"), where))

@@ -25,9 +25,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import UsageError
-from ..schema import TIMESTAMP
+from ..schema import SESSIONS_SCHEMA, TIMESTAMP
 from ..tables.manifest import MANIFEST, read_manifest
-from ..tables.parquet import read_parquet
+from ..tables.parquet import check_columns, read_parquet
 from ..times import iso_us
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -181,9 +181,11 @@ def read_sessions(run: Run) -> pa.Table:
     """The run's sessions with recombine's columns in fixed types, plus `run_index`."""
     path = run.path / SESSIONS
     table = read_parquet(path)
-    missing = [name for name in REQUIRED_SESSION_COLUMNS if name not in table.column_names]
-    if missing:
-        raise UsageError(f"{path}: sessions table lacks column(s) {', '.join(missing)}")
+    present = {name: kind for name, kind in _SESSION_TYPES.items() if name in table.column_names}
+    check_columns(path, table, {name: _SESSION_TYPES[name] for name in REQUIRED_SESSION_COLUMNS},
+                  what="sessions table")
+    check_columns(path, table, present, what="sessions table", non_null=[
+        name for name in present if not SESSIONS_SCHEMA.field(name).nullable])
     n = table.num_rows
     columns: dict[str, pa.ChunkedArray | pa.Array] = {}
     for name, kind in _SESSION_TYPES.items():

@@ -180,6 +180,50 @@ def read_parquet(path: Path, *, columns: Sequence[str] | None = None,
         raise UsageError(f"{path}: unreadable Parquet: {exc}") from exc
 
 
+def read_parquet_schema(path: Path) -> pa.Schema:
+    """The Arrow schema of a table a user hands back, from its footer alone."""
+    try:
+        return pq.ParquetFile(path).schema_arrow
+    except (OSError, pa.ArrowException) as exc:
+        raise UsageError(f"{path}: unreadable Parquet: {exc}") from exc
+
+
+def same_kind(found: pa.DataType, wanted: pa.DataType) -> bool:
+    """Whether a column of type `found` may stand for `wanted` once cast: the same family
+    (text, integer, time, float, bool, list), so an edited table's integer ids or text times
+    are refused rather than cast into something that only looks right."""
+    if pa.types.is_dictionary(found):
+        found = found.value_type
+    families = (
+        lambda t: pa.types.is_string(t) or pa.types.is_large_string(t),
+        pa.types.is_integer, pa.types.is_timestamp, pa.types.is_boolean,
+        lambda t: pa.types.is_list(t) or pa.types.is_large_list(t),
+    )
+    if pa.types.is_floating(wanted):
+        return pa.types.is_floating(found) or pa.types.is_integer(found)
+    return any(family(found) and family(wanted) for family in families)
+
+
+def check_columns(path: Path, table: pa.Table | pa.Schema, wanted: dict[str, pa.DataType],
+                  *, what: str, non_null: Sequence[str] = ()) -> None:
+    """Refuse a table lacking a column recombine or an export needs, holding it in another
+    type family, or holding nulls where the writer never puts one: one line naming them."""
+    schema = table if isinstance(table, pa.Schema) else table.schema
+    missing = [name for name in wanted if name not in schema.names]
+    if missing:
+        raise UsageError(f"{path}: {what} lacks column(s) {', '.join(missing)}")
+    for name, kind in wanted.items():
+        found = schema.field(name).type
+        if not same_kind(found, kind):
+            raise UsageError(f"{path}: column {name} is {found}, not {kind}")
+    if isinstance(table, pa.Table):
+        for name in non_null:
+            nulls = table.column(name).null_count
+            if nulls:
+                raise UsageError(f"{path}: column {name} has {nulls} null value(s); "
+                                 f"the {what} written by sessionize has none")
+
+
 def read_parquet_head(path: Path, rows: int,
                       columns: Sequence[str] | None = None) -> tuple[pa.Table, int]:
     """The first `rows` rows of `columns` (all when None) and the file's row count, reading
