@@ -33,7 +33,12 @@ from ..readers.pcap import Frame, capture_format, iter_datagrams, read_datagram_
 from ..report import RunReport
 from ..schema import FLOW_ADDRESS_COLUMNS, TIMESTAMP
 from ..tables.evidence import refuse_file_over_evidence, run_files
-from ..tables.parquet import check_columns, read_parquet, read_parquet_schema
+from ..tables.parquet import (
+    PAGE_CHECKSUMS,
+    check_columns,
+    read_parquet,
+    read_parquet_schema,
+)
 from .conversations import RecombineResult, conversation_sessions, recombine_tables
 from .runs import FLOWS, Run, order_runs
 
@@ -155,7 +160,7 @@ def write_flow_table(table: pa.Table, path: Path) -> None:
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() in PARQUET_SUFFIXES:
-        pq.write_table(table, path)
+        pq.write_table(table, path, write_page_checksum=PAGE_CHECKSUMS)
         return
     columns = []
     for name in table.column_names:
