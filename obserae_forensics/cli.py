@@ -289,6 +289,7 @@ def recombine_command(
         recombine_tables,
     )
 
+    incomplete = False  # a capture export that could not read back every datagram
     try:
         if out is None and not session and export_flows_to is None and export_pcap_to is None:
             raise UsageError("nothing to do: give --out, --session, --export-flows or "
@@ -324,6 +325,13 @@ def recombine_command(
             exported = export_pcap(result, ids, export_pcap_to, with_templates=templates)
             for note in exported.notes:
                 typer.echo(note, err=True)
+            missed = exported.report.skipped_problems()
+            if missed:  # the capture is not what the flows say: the export is incomplete
+                incomplete = True
+                typer.echo(f"error: {missed} datagram(s) behind these flows could not be read "
+                           "back; the capture holds the rest:", err=True)
+                for problem in exported.report.examples[:5]:
+                    typer.echo(f"  {problem.reason}: {problem}", err=True)
             if exported.path is not None:
                 line = (f"{exported.datagrams} frames carrying {exported.records} records "
                         f"-> {exported.path} ({exported.format})")
@@ -337,6 +345,8 @@ def recombine_command(
         raise _fail(error, 1) from error
     except OSError as error:
         raise _os_failure(error) from error
+    if incomplete:
+        raise typer.Exit(1)
 
 
 SHOW_DEFAULT_COLUMNS = {

@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 from ..addresses import address_matrix, address_texts
 from ..errors import MalformedInput, UsageError
 from ..readers.exports import carries_templates
+from ..readers.nfcapd import is_nfcapd
 from ..readers.pcap import Frame, capture_format, iter_datagrams, read_datagram_frames
 from ..report import RunReport
 from ..schema import FLOW_ADDRESS_COLUMNS, TIMESTAMP
@@ -116,6 +117,12 @@ def collect_flows(source: RecombineResult | Sequence[Path], ids: Sequence[str]) 
                                                     value_set=session_ids.combine_chunks()))
         check_columns(path, flows, PROVENANCE_TYPES, what="flows table",
                       non_null=list(PROVENANCE_TYPES))
+        expected = pc.sum(mine.column("flow_count")).as_py() or 0
+        if expected and flows.num_rows != expected:
+            raise UsageError(
+                f"{path} holds {flows.num_rows} flow record(s) of these sessions, whose "
+                f"flow_count says {expected}: the flows table does not belong to this "
+                "sessions table (edited, cut, or from another run)")
         where = pc.index_in(flows.column("session_id"), value_set=session_ids)
         flows = flows.append_column("conversation_id",
                                     pc.take(mine.column("conversation_id"), where))
@@ -185,12 +192,19 @@ def _resolve(run: Run, source_file: str) -> Path:
 
 
 def _format_of(run: Run, source_file: str, path: Path) -> str:
-    listed = run.input_format(source_file)
-    if listed:
-        return listed
+    """The input's format from its own first bytes, which must agree with the manifest's."""
     with open(path, "rb") as handle:
-        head = handle.read(4)
-    return capture_format(head) or "nfcapd"
+        head = handle.read(64)
+    found = capture_format(head) or ("nfcapd" if is_nfcapd(head) else "")
+    if not found:
+        raise UsageError(f"{path} (an input of {run.path}, as its flows say) is not a PCAP, "
+                         "PCAPNG or nfcapd file: the flows table does not point at its "
+                         "captures")
+    listed = run.input_format(source_file)
+    if listed and listed.split("-")[0] != found:  # "nfcapd-v2" names the layout too
+        raise UsageError(f"{path} is {found}, {run.path}'s manifest says {listed}: the "
+                         "manifest does not belong to this run or the file was replaced")
+    return found
 
 
 def export_pcap(source: RecombineResult | Sequence[Path], ids: Sequence[str], path: Path,
@@ -218,7 +232,7 @@ def export_pcap(source: RecombineResult | Sequence[Path], ids: Sequence[str], pa
     arrival = table.column("arrival").cast(pa.int64()).to_numpy()
 
     wanted: dict[tuple[int, str], dict[int, int]] = {}  # (run, file) -> offset -> arrival µs
-    records: dict[tuple[int, str], int] = {}
+    records: dict[tuple[tuple[int, str], int], int] = {}  # ((run, file), offset) -> count
     nfcapd_rows: list[int] = []
     resolved: dict[tuple[int, str], Path] = {}
     formats: dict[tuple[int, str], str] = {}
@@ -237,7 +251,7 @@ def export_pcap(source: RecombineResult | Sequence[Path], ids: Sequence[str], pa
             nfcapd_rows.append(row)
             continue
         wanted.setdefault(key, {})[int(offsets[row])] = int(arrival[row])
-        records[key] = records.get(key, 0) + 1
+        records[key, int(offsets[row])] = records.get((key, int(offsets[row])), 0) + 1
 
     if nfcapd_rows:
         result.nfcapd_records = len(nfcapd_rows)
@@ -279,9 +293,9 @@ def export_pcap(source: RecombineResult | Sequence[Path], ids: Sequence[str], pa
                     source=key[1], offset=offset, frame=frame.number), nbytes=len(frame.data))
                 continue
             in_file.append((offset, carried))  # earlier IP fragments come first
+            result.records += records[key, offset]
         for _, carried in sorted(in_file, key=lambda entry: entry[0]):  # capture order
             frames.extend(carried)
-        result.records += records[key]
     if not frames:
         if not nfcapd_rows:
             result.notes.append("no datagram could be read back; nothing written")

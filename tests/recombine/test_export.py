@@ -16,7 +16,9 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
+from typer.testing import CliRunner
 
+from obserae_forensics.cli import app
 from obserae_forensics.errors import UsageError
 from obserae_forensics.readers.pcap import Frame, iter_frames
 from obserae_forensics.recombine import export_flows, export_pcap, recombine_tables
@@ -159,8 +161,30 @@ def test_a_frame_that_is_not_where_the_flows_say_is_counted_not_written(
     pq.write_table(flows.cast(flows.schema), run / "flows.parquet")
     exported = export_pcap([run], ["A"], tmp_path / "a.pcap", with_templates=False)
     assert exported.datagrams == 2  # frame 2, and frame 3 through A1's other record
+    assert exported.records == 3  # not A1 ab's: no frame of it was written
     assert exported.report.skipped == {"malformed": 1}
     assert "no frame record starts at this offset" in str(exported.report.examples[0])
+    # the command says so and fails: the export is not all the flows say
+    result = CliRunner().invoke(app, ["recombine", str(run), "--session", "A",
+                                      "--export-pcap", str(tmp_path / "b.pcap"),
+                                      "--no-templates"])
+    assert result.exit_code == 1, result.output
+    assert "1 datagram(s) behind these flows could not be read back" in result.stderr
+    assert "no frame record starts at this offset" in result.stderr
+    assert "carrying 3 records" in result.stderr
+
+
+def test_a_flows_table_that_does_not_match_the_sessions_is_refused(tmp_path: Path,
+                                                                  corpus: Path) -> None:
+    """Found by fuzzing: a flows table without the conversation's records exported
+    "0 flow records" and exit 0, though the sessions count 2."""
+    capture = corpus / SOURCE
+    run = conversation_run(tmp_path, capture, frames_of(capture),
+                           record_frames=[2, 2, 3, 3, 1, 1])
+    _edit(run / "flows.parquet", lambda t: t.slice(1))
+    with pytest.raises(UsageError, match=r"holds 3 flow record\(s\) of these sessions, "
+                                         r"whose flow_count says 4"):
+        export_flows([run], ["A"], tmp_path / "a.csv")
 
 
 def test_a_changed_capture_is_refused(tmp_path: Path, corpus: Path) -> None:
@@ -268,3 +292,23 @@ def test_an_edited_sessions_table_is_named_in_one_line(tmp_path: Path, corpus: P
     _edit(run / "sessions.parquet", change)
     with pytest.raises(UsageError, match=message):
         recombine_tables([run])
+
+
+def test_a_source_that_is_no_capture_or_another_format_is_refused(tmp_path: Path,
+                                                                  corpus: Path) -> None:
+    """Found by fuzzing: a flows table whose source_file named a file that is no capture
+    (a manifest) was taken for an nfcapd file and its records exported as if from one."""
+    rows = [session("A", 0, 10)]
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a capture at all\n")
+    run = write_run(tmp_path / "run", rows,
+                    flows=flows_for(rows, source_file=str(notes), offsets=[0, 0]),
+                    inputs=[{"path": str(notes), "format": "pcap"}])
+    with pytest.raises(UsageError, match="is not a PCAP, PCAPNG or nfcapd file"):
+        export_pcap([run], ["A"], tmp_path / "a.pcap")
+    capture = corpus / SOURCE
+    run = write_run(tmp_path / "run2", rows,
+                    flows=flows_for(rows, source_file=str(capture), offsets=[0, 0]),
+                    inputs=[{"path": str(capture), "format": "nfcapd-v2"}])
+    with pytest.raises(UsageError, match=r"is pcap, .* manifest says nfcapd-v2"):
+        export_pcap([run], ["A"], tmp_path / "b.pcap")
