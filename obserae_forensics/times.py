@@ -18,6 +18,9 @@ import numpy as np
 # µs UNUSABLE_TIME, and read_flows counts every record outside the range as bad_timestamp.
 TIME_LIMIT_US = 1 << 61
 UNUSABLE_TIME = np.iinfo(np.int64).min
+# what Python's datetime (and so pandas' printing) can show: years 1 to 9999, in UTC µs
+SHOWABLE_MIN_US = -62_135_596_800_000_000
+SHOWABLE_MAX_US = 253_402_300_799_999_999
 
 
 def iso_us(value: int | None, *, trim_fraction: bool = False) -> str | None:
@@ -28,7 +31,9 @@ def iso_us(value: int | None, *, trim_fraction: bool = False) -> str | None:
         return None
     seconds, micros = divmod(int(value), 1_000_000)
     try:
-        text = datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        moment = datetime.fromtimestamp(seconds, tz=UTC)
+        # four year digits always (strftime's %Y gives "1-01-01" for year 1 on glibc)
+        text = f"{moment.year:04d}-" + moment.strftime("%m-%dT%H:%M:%S")
     except (ValueError, OverflowError, OSError):
         return None
     fraction = f".{micros:06d}" if micros else ""

@@ -18,6 +18,7 @@ because it means the same capture was loaded twice and every count would double.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..errors import UsageError
 from ..matching.cartography import Cartography, load_cartography
@@ -35,6 +37,7 @@ from ..recombine import recombine_tables
 from ..schema import SESSIONS_SCHEMA
 from ..tables.manifest import read_manifest
 from ..tables.parquet import read_parquet
+from ..times import SHOWABLE_MAX_US, SHOWABLE_MIN_US
 
 TABLE_FILES = {
     "sessions": "sessions.parquet",
@@ -191,7 +194,12 @@ def rematch(run: Run, flow_matrix: Path | str | FlowMatrix) -> Run:
 
 
 def to_frame(table: pa.Table) -> pd.DataFrame:
-    """Arrow table -> DataFrame: Arrow-backed strings, lists and nullable integers."""
+    """Arrow table -> DataFrame: Arrow-backed strings, lists and nullable integers.
+
+    A time outside years 1-9999 (a damaged record's time field, which the tables keep) is
+    NaT here, with a warning: pandas holds it but cannot print it, and showing the frame,
+    the drawer or a plot raised deep in pandas."""
+    table = _showable_times(table)
     frame = table.to_pandas(types_mapper=_arrow_dtype)
     for position, arrow_field in enumerate(table.schema):
         kind = arrow_field.type
@@ -199,6 +207,29 @@ def to_frame(table: pa.Table) -> pd.DataFrame:
             frame[arrow_field.name] = pd.Series(
                 pd.arrays.ArrowExtensionArray(table.column(position)), index=frame.index)
     return frame
+
+
+def _showable_times(table: pa.Table) -> pa.Table:
+    hidden = {}
+    for position, arrow_field in enumerate(table.schema):
+        if not pa.types.is_timestamp(arrow_field.type) or arrow_field.type.unit == "ns":
+            continue  # nanoseconds reach years 1677-2262 only: always showable
+        column = table.column(position)
+        scale = {"s": 1_000_000, "ms": 1_000, "us": 1}[arrow_field.type.unit]
+        raw = column.cast(pa.int64())
+        outside = pc.or_(pc.less(raw, SHOWABLE_MIN_US // scale),
+                         pc.greater(raw, SHOWABLE_MAX_US // scale))
+        count = pc.sum(outside).as_py() or 0
+        if count:
+            hidden[arrow_field.name] = count
+            table = table.set_column(position, arrow_field, pc.if_else(
+                outside, pa.scalar(None, column.type), column))
+    if hidden:
+        warnings.warn("time(s) outside years 1-9999, shown as NaT (damaged time fields; the "
+                      "Parquet tables keep them): " + ", ".join(
+                          f"{count} in {name}" for name, count in hidden.items()),
+                      stacklevel=3)
+    return table
 
 
 def _arrow_dtype(kind: pa.DataType) -> Any:
@@ -259,7 +290,9 @@ def _order_key(manifest: dict[str, Any], path: Path) -> tuple[int, int, str]:
     far = 2**62
     start = _window_time(manifest, "start")
     end = _window_time(manifest, "end")
-    return (far if start is None else start.value, far if end is None else end.value, str(path))
+    # µs, not `.value` (ns): a window at year 9999 (a damaged record's time) overflowed it
+    return (far if start is None else int(start.as_unit("us").asm8.astype(np.int64)),
+            far if end is None else int(end.as_unit("us").asm8.astype(np.int64)), str(path))
 
 
 def _cartography(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -130,3 +132,40 @@ def test_recombine_false_and_a_recombine_directory(tmp_path: Path) -> None:
     assert len(run.fragments) == 9 and len(run.recombined) == 8
     with pytest.raises(UsageError, match="recombine output directory"):
         query.load(run_dir, recombine=tmp_path)
+
+
+def test_times_pandas_cannot_show_are_nat_with_a_warning(tmp_path: Path) -> None:
+    """Found by fuzzing: a run of the bundled damaged capture (a time in year 15760, kept in
+    the tables) made the Run's repr, the drawer and the plots raise deep in pandas, and a
+    manifest window at year 9999 made load overflow."""
+    from typer.testing import CliRunner
+
+    from obserae_forensics.cli import app
+
+    capture = Path(__file__).resolve().parents[2] / "fixtures" / "damaged" / \
+        "ipfix_time_in_year_15760.pcap"
+    run = tmp_path / "run"
+    assert CliRunner().invoke(app, ["sessionize", str(capture), "--out", str(run), "-q"]
+                              ).exit_code == 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = query.load(run)
+    said = [str(w.message) for w in caught]
+    assert any(re.search(r"outside years 1-9999, shown as NaT .*1 in opened_at", m)
+               for m in said), said
+    assert loaded.sessions["opened_at"].isna().all()
+    repr(loaded.sessions)
+    assert "opened NaT" in query.drawer(loaded, loaded.sessions.session_id.iloc[0]).summary()
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["data_window"] = {"start": "9999-12-31T23:59:58Z", "end": "9999-12-31T23:59:59Z"}
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert len(query.load(run).sessions) == 1
+
+
+def test_iso_text_has_four_year_digits() -> None:
+    from obserae_forensics.times import iso_us
+
+    assert iso_us(-62_135_596_800_000_000) == "0001-01-01T00:00:00Z"
+    assert iso_us(253_402_300_799_999_999) == "9999-12-31T23:59:59.999999Z"
