@@ -385,7 +385,7 @@ def show_command(
                                             help="An output directory of sessionize.")],
     table: Annotated[str, typer.Option(help="sessions, flows, exporters, session_matches, "
                                        "sessions_consolidated.")] = "sessions",
-    limit: Annotated[int, typer.Option(min=1, help="Rows to print.")] = 10,
+    limit: Annotated[int, typer.Option(min=1, max=1_000_000_000, help="Rows to print.")] = 10,
     columns: Annotated[str | None, typer.Option(help="Comma-separated columns.")] = None,
 ) -> None:
     """Print the first rows of one table of a run."""

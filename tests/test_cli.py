@@ -325,6 +325,7 @@ def test_show_names_a_damaged_table_in_one_line(tmp_path: Path) -> None:
     (["--table", "../sessions"], "--table '../sessions' is not a table name"),
     (["--columns", "state,,protocol"], "names an empty column"),
     (["--columns", "state,nope"], "has no column(s) nope"),
+    (["--limit", str(2**64)], "Invalid value for '--limit'"),
 ])
 def test_show_refuses_what_is_not_a_table_or_column(tmp_path: Path, options: list[str],
                                                    message: str) -> None:
