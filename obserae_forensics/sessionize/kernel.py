@@ -99,7 +99,7 @@ S_SWEPT = 19  # watermark of the last finished sweep: remembered sessions expiri
 S_ROWS_FREE = 20  # session rows on the free stack G
 S_DUE = 21  # entries of the due list, at the far end of D (only within a sweep)
 S_MAX_SPAN = 22  # longest last_seen - first_seen of the records so far (R.P_EXPIRY)
-S_NEWEST_LAST = 23  # the newest last_seen: the watermark at the end of input
+S_NEWEST_LAST = 23  # event replay: the newest last_seen, the watermark at the end of input
 SCALAR_COUNT = 24
 
 # Rows of S (and endpoint rows, twice as many) reserved up front as untouched zero pages:
@@ -1031,6 +1031,10 @@ def replay(
     # a record starting before watermark - min_idle - grace makes its session deep (rule 6)
     min_idle = min(P[P_IDLE_ESTABLISHED], P[P_IDLE_HALF_OPEN], P[P_IDLE_UDP], P[P_IDLE_ICMP],
                    P[P_IDLE_OTHER])
+    event = P[P_EVENT] != 0
+    # the longest record so far, in a register: C[S_MAX_SPAN] (which closes read) is stored
+    # only when it grows; loading it from C for every record cost ~10% on the SYN scan
+    max_span = C[S_MAX_SPAN]
     for j in range(start, min(start + LOOKAHEAD, n)):
         _ring_key(H, j, protocol, src_hi, src_lo, src_port, dst_hi, dst_lo, dst_port)
     for i in range(start, n):
@@ -1092,9 +1096,10 @@ def replay(
                 _prefetch_write(direction_out, j, 0)
         first = first_seen[i]
         last = last_seen[i]
-        if last - first > C[S_MAX_SPAN]:  # idempotent: a record replayed after a NEED_* too
-            C[S_MAX_SPAN] = last - first
-        clock = first if P[P_EVENT] else last
+        if last - first > max_span:  # idempotent: a record replayed after a NEED_* too
+            max_span = last - first
+            C[S_MAX_SPAN] = max_span
+        clock = first if event else last
         emit = index[i]
         proto = protocol[i]
         ring = i & RING_MASK
@@ -1182,7 +1187,7 @@ def replay(
                     _remember(S, slot, X, 0, P, C)
                 serial_out[i] = X[0, R.F_SERIAL]
                 direction_out[i] = d
-                _advance(C, clock, last)
+                _advance(C, clock, last, event)
                 _sweep(S, M, G, P, C, OUT, D, Q, E, known, C[S_MAX_LAST] - P[P_GRACE], emit)
                 continue
             else:
@@ -1269,23 +1274,20 @@ def replay(
             _timer_push(D, Q, C, deadline, target, M[target, R.F_SERIAL])
         serial_out[i] = M[target, R.F_SERIAL]
         direction_out[i] = d
-        _advance(C, clock, last)
+        _advance(C, clock, last, event)
         _sweep(S, M, G, P, C, OUT, D, Q, E, known, C[S_MAX_LAST] - P[P_GRACE], emit)
     return DONE, n
 
 
 @_inline
-def _advance(C: Any, clock: int, last: int) -> None:
-    """After a record: the newest clock (the watermark plus grace) and the newest last_seen."""
-    if not C[S_HAS_MAX_LAST]:
+def _advance(C: Any, clock: int, last: int, event: bool) -> None:
+    """After a record: the newest clock (the watermark plus grace), and under event replay
+    the newest last_seen apart (in arrival replay they are one)."""
+    if clock > C[S_MAX_LAST] or not C[S_HAS_MAX_LAST]:
         C[S_MAX_LAST] = clock
-        C[S_NEWEST_LAST] = last
         C[S_HAS_MAX_LAST] = 1
-    else:
-        if clock > C[S_MAX_LAST]:
-            C[S_MAX_LAST] = clock
-        if last > C[S_NEWEST_LAST]:
-            C[S_NEWEST_LAST] = last
+    if event and last > C[S_NEWEST_LAST]:
+        C[S_NEWEST_LAST] = last
 
 
 @_jit
@@ -1293,7 +1295,8 @@ def finish(S: Any, M: Any, G: Any, P: Any, C: Any, OUT: Any, D: Any, Q: Any, E: 
            known: Any, emit: int) -> None:
     """End of input: sweep at the newest last_seen, then every open session leaves as is."""
     if C[S_HAS_MAX_LAST]:
-        _sweep(S, M, G, P, C, OUT, D, Q, E, known, C[S_NEWEST_LAST], emit)
+        _sweep(S, M, G, P, C, OUT, D, Q, E, known,
+               C[S_NEWEST_LAST] if P[P_EVENT] else C[S_MAX_LAST], emit)
     for slot in range(C[S_SLOTS]):
         if S[slot, R.SL_STATUS] & R.STATUS_OPEN:
             r = S[slot, R.SL_STATUS] >> R.STATUS_ROW_SHIFT
@@ -1385,6 +1388,7 @@ class KernelReplay:
         self.C[S_FREE_TOP] = capacity
         self.C[S_SLOTS] = capacity
         self.C[S_SWEPT] = R.TIME_MIN
+        self.C[S_NEWEST_LAST] = R.TIME_MIN
         self.M = R.new_rows(capacity)
         self.G = np.arange(capacity - 1, -1, -1, dtype=np.int64)
         self.C[S_ROWS_FREE] = capacity
