@@ -29,6 +29,7 @@ parses.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     from .run import Run
 
 TimeLike: TypeAlias = str | datetime | pd.Timestamp
+MAX_LAST_S = 100 * 365 * 86_400  # last= beyond a century is a slip (1e30 overflowed pandas)
 # (start column, end column) of each table kind, in the order they are looked for
 TIME_COLUMNS = (("opened_at", "last_seen_at"), ("first_seen", "last_seen"))
 ADDRESS_SIDES = {
@@ -97,6 +99,9 @@ def window_bounds(
             raise UsageError("give either last= or start/end, not both")
         if data_end is None:
             raise UsageError("last= needs the data's end time (the manifest's data_window.end)")
+        if not isinstance(last, pd.Timedelta) and not (
+                math.isfinite(float(last)) and 0 <= float(last) <= MAX_LAST_S):
+            raise UsageError(f"last= takes seconds from 0 to {MAX_LAST_S:,}, got {last!r}")
         span = last if isinstance(last, pd.Timedelta) else pd.Timedelta(seconds=float(last))
         if span < pd.Timedelta(0):
             raise UsageError(f"last= must not be negative, got {last!r}")

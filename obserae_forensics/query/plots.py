@@ -14,6 +14,7 @@ the bin of its `first_seen`, labelled with its session's state or first matching
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import matplotlib.dates as mdates
@@ -32,6 +33,7 @@ from .run import Run
 NICE_BINS_S = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600,
                43200, 86400)
 TARGET_BINS = 60
+MAX_BINS = 100_000  # a bin_s that asks for more is a mistake (a plot cannot show them)
 STATE_COLOURS = {"closed": "#4c72b0", "active": "#55a868", "half_open": "#c44e52"}
 REASON_COLOURS = {
     "fin": "#4c72b0", "rst": "#8172b2", "rejected": "#c44e52", "no_reply": "#dd8452",
@@ -56,6 +58,8 @@ def traffic_over_time(
     """
     if by not in ("state", "rule"):
         raise UsageError(f"traffic_over_time by {by!r}: use 'state' or 'rule'")
+    if bin_s is not None and not (math.isfinite(bin_s) and bin_s > 0):
+        raise UsageError(f"traffic_over_time bin_s={bin_s!r}: a width in seconds above 0")
     chosen = run.sessions if sessions is None else sessions
     flows = run.flows.loc[run.flows["session_id"].isin(chosen["session_id"])]
     axes = ax if ax is not None else _new_axes((10, 4))
@@ -70,7 +74,11 @@ def traffic_over_time(
                     flows["sampling_rate"].to_numpy(dtype=np.float64).clip(min=1.0))
     first_seen = _naive_utc(flows["first_seen"])
     start, end = first_seen.min(), first_seen.max()
-    width_s = bin_s if bin_s is not None else _nice_bin(max((end - start).total_seconds(), 1.0))
+    span_s = max((end - start).total_seconds(), 1.0)
+    width_s = bin_s if bin_s is not None else _nice_bin(span_s)
+    if span_s / width_s > MAX_BINS:  # bin_s=1e-9 over a day asked for exabytes of bins
+        raise UsageError(f"traffic_over_time bin_s={bin_s!r} makes {span_s / width_s:.3g} bins "
+                         f"over {_human_seconds(span_s)}; at most {MAX_BINS:,}")
     width = pd.Timedelta(seconds=width_s)
     frame = pd.DataFrame({"bin": first_seen.dt.floor(width).to_numpy(), "label": label,
                           "bytes": octets * rate})
@@ -143,6 +151,8 @@ def talker_heatmap(
     """Client rows x server columns of the `top` talkers: bytes both ways, or session count."""
     if value not in ("bytes", "sessions"):
         raise UsageError(f"talker_heatmap value {value!r}: use 'bytes' or 'sessions'")
+    if top < 1:
+        raise UsageError(f"talker_heatmap top={top!r}: at least 1")
     axes = ax if ax is not None else _new_axes((9, 7))
     if sessions.empty:
         axes.set_title("talkers: no sessions")
@@ -164,6 +174,10 @@ def talker_heatmap(
     values = grid.to_numpy()
     shown = np.where(values > 0, values, np.nan)
     positive = values[values > 0]
+    if not positive.size:  # sessions of no bytes at all (a NAT-event export, say)
+        axes.set_title(f"talkers: the top {len(top_clients)} clients and {len(top_servers)} "
+                       f"servers sent no {value}")
+        return axes
     norm = LogNorm(vmin=positive.min(), vmax=max(positive.max(), positive.min() * 10))
     image = axes.imshow(shown, cmap="viridis", norm=norm, aspect="auto")
     for row, column in zip(*np.nonzero(values), strict=True):

@@ -92,3 +92,19 @@ def test_coherence_histogram_splits_single_and_multi_exporter(run: query.Run) ->
     axes = plots.coherence_histogram(multi)
     assert axes.get_title() == "multi-exporter coherence: 2 of 4 below 90%"
     assert "no consolidated" in plots.coherence_histogram(None).get_title()
+
+
+def test_arguments_that_cannot_make_a_plot_are_usage_errors(run: query.Run) -> None:
+    """Found by fuzzing: bin_s=0 divided by zero, bin_s=1e-9 asked for exabytes, top=0 and
+    sessions of no bytes (akvorado's NAT-event capture) hit an empty array, last=1e30
+    overflowed pandas."""
+    for bin_s in (0, -5, float("nan"), float("inf"), 1e-9):
+        with pytest.raises(UsageError, match="bin_s"):
+            plots.traffic_over_time(run, bin_s=bin_s)
+    with pytest.raises(UsageError, match="top=0"):
+        plots.talker_heatmap(run.sessions, top=0)
+    silent = run.sessions.assign(ab_bytes=0, ba_bytes=0)
+    assert "sent no bytes" in plots.talker_heatmap(silent).get_title()
+    for seconds in (float("nan"), float("inf"), 1e30, -1):
+        with pytest.raises(UsageError, match="last="):
+            query.SessionQuery().last(seconds).apply(run)
