@@ -31,12 +31,13 @@ import pyarrow.compute as pc
 
 from ..errors import UsageError
 from ..matching.cartography import Cartography, load_cartography
+from ..matching.consolidate import SESSIONS_CONSOLIDATED_SCHEMA
 from ..matching.flow_matrix import FlowMatrix, load_flow_matrix
-from ..matching.match import match_sessions, matched_rules_column
+from ..matching.match import SESSION_MATCHES_SCHEMA, match_sessions, matched_rules_column
 from ..recombine import recombine_tables
-from ..schema import SESSIONS_SCHEMA
+from ..schema import FLOW_ADDRESS_COLUMNS, FLOW_SCHEMA, SESSIONS_SCHEMA
 from ..tables.manifest import read_manifest
-from ..tables.parquet import read_parquet
+from ..tables.parquet import check_columns, read_parquet
 from ..times import SHOWABLE_MAX_US, SHOWABLE_MIN_US
 
 TABLE_FILES = {
@@ -47,6 +48,23 @@ TABLE_FILES = {
     "exporters": "exporters.parquet",
 }
 RECOMBINED_FILES = ("sessions_recombined.parquet", "recombined_fragments.parquet")
+
+
+def _written(schema: pa.Schema) -> dict[str, pa.DataType]:
+    """A table's columns as sessionize writes them (addresses as text)."""
+    return {field.name: pa.string() if field.name in FLOW_ADDRESS_COLUMNS else field.type
+            for field in schema}
+
+
+# what each table holds as sessionize writes it: load refuses a table lacking one of these
+# columns or holding it in another type family (an edited table), naming it, rather than
+# letting a filter, the drawer or a plot fail later on a KeyError
+TABLE_COLUMNS: dict[str, dict[str, pa.DataType]] = {
+    "sessions": _written(SESSIONS_SCHEMA),
+    "flows": {**_written(FLOW_SCHEMA), "session_id": pa.string(), "direction": pa.string()},
+    "matches": _written(SESSION_MATCHES_SCHEMA),
+    "consolidated": _written(SESSIONS_CONSOLIDATED_SCHEMA),
+}
 # Columns match_sessions reads; rematch sends only these to Arrow.
 MATCH_INPUT_COLUMNS = (
     "session_id", "client_ip", "server_ip", "state", "protocol_number", "server_port",
@@ -135,7 +153,8 @@ def load(
 
     frames: dict[str, pd.DataFrame | None] = {}
     for name, file_name in TABLE_FILES.items():
-        parts = [_read_table(path / file_name, index) for index, path in enumerate(paths)]
+        parts = [_read_table(path / file_name, index, TABLE_COLUMNS.get(name, {}))
+                 for index, path in enumerate(paths)]
         present = [p for p in parts if p is not None]
         if name in ("sessions", "flows") and len(present) < len(parts):
             missing = paths[[p is None for p in parts].index(True)] / file_name
@@ -241,10 +260,13 @@ def _arrow_dtype(kind: pa.DataType) -> Any:
     return None
 
 
-def _read_table(path: Path, index: int) -> pd.DataFrame | None:
+def _read_table(path: Path, index: int,
+                columns: dict[str, pa.DataType] | None = None) -> pd.DataFrame | None:
     if not path.is_file():
         return None
-    frame = to_frame(read_parquet(path))
+    table = read_parquet(path)
+    check_columns(path, table, columns or {}, what=f"{path.stem} table")
+    frame = to_frame(table)
     frame["run"] = np.full(len(frame), index, dtype=np.uint32)
     return frame
 

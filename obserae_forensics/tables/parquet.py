@@ -201,6 +201,8 @@ def same_kind(found: pa.DataType, wanted: pa.DataType) -> bool:
     are refused rather than cast into something that only looks right."""
     if pa.types.is_dictionary(found):
         found = found.value_type
+    if pa.types.is_dictionary(wanted):
+        wanted = wanted.value_type
     families = (
         lambda t: pa.types.is_string(t) or pa.types.is_large_string(t),
         pa.types.is_integer, pa.types.is_timestamp, pa.types.is_boolean,

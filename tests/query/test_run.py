@@ -169,3 +169,21 @@ def test_iso_text_has_four_year_digits() -> None:
 
     assert iso_us(-62_135_596_800_000_000) == "0001-01-01T00:00:00Z"
     assert iso_us(253_402_300_799_999_999) == "9999-12-31T23:59:59.999999Z"
+
+
+@pytest.mark.parametrize(("table", "column"), [
+    ("sessions", "client_ip"), ("flows", "session_id"),
+    ("sessions_consolidated", "sampler_count"), ("session_matches", "rule"),
+])
+def test_a_table_lacking_a_column_is_named_at_load(tmp_path: Path, table: str,
+                                                   column: str) -> None:
+    """Found by fuzzing: an edited table without a column the query layer reads loaded, and
+    the filters, the drawer or a plot failed later on a KeyError."""
+    import pyarrow.parquet as pq
+
+    run = write_run(tmp_path / "hand")
+    path = run / f"{table}.parquet"
+    pq.write_table(pq.read_table(path).drop([column]), path)
+    with pytest.raises(UsageError, match=rf"{table}\.parquet: {table} table lacks column\(s\) "
+                                         rf"{column}"):
+        query.load(run, recombine=False)
