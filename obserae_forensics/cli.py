@@ -285,6 +285,7 @@ def recombine_command(
         export_flows,
         export_pcap,
         find_fragments,
+        pcap_flows_path,
         recombine_runs,
         recombine_tables,
     )
@@ -294,13 +295,12 @@ def recombine_command(
         if out is None and not session and export_flows_to is None and export_pcap_to is None:
             raise UsageError("nothing to do: give --out, --session, --export-flows or "
                              "--export-pcap")
-        for target in (export_flows_to, export_pcap_to):
-            if target is not None and target.exists() and not force:
-                raise UsageError(f"{target} already exists (use --force to replace it)")
         if export_flows_to is not None and export_pcap_to is not None and \
-                export_flows_to.resolve() == export_pcap_to.resolve():
-            raise UsageError(f"--export-flows and --export-pcap both name {export_pcap_to}: "
-                             "the capture would replace the flows")
+                export_flows_to.resolve() in (export_pcap_to.resolve(),
+                                              pcap_flows_path(export_pcap_to).resolve()):
+            raise UsageError(f"--export-flows {export_flows_to} is where --export-pcap "
+                             f"{export_pcap_to} writes (the capture, or the flows of nfcapd "
+                             "records beside it): one would replace the other")
         if out is not None:
             result = recombine_runs(run_dirs, out, force=force)
         else:
@@ -319,10 +319,11 @@ def recombine_command(
             ids = split.column("conversation_id").to_pylist()
             typer.echo(f"exporting the {len(ids)} split conversation(s)", err=True)
         if export_flows_to is not None and ids:
-            written = export_flows(result, ids, export_flows_to)
+            written = export_flows(result, ids, export_flows_to, force=force)
             typer.echo(f"{written} flow records -> {export_flows_to}", err=True)
         if export_pcap_to is not None and ids:
-            exported = export_pcap(result, ids, export_pcap_to, with_templates=templates)
+            exported = export_pcap(result, ids, export_pcap_to, with_templates=templates,
+                                   force=force)
             for note in exported.notes:
                 typer.echo(note, err=True)
             missed = exported.report.skipped_problems()

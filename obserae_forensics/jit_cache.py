@@ -9,10 +9,13 @@ itself changes: this happened while the server-side ladder was being changed.
 
 `drop_stale_jit_cache(globals())`, at the end of each module with cached functions, hashes
 that module's source and the sources of every module of this package it holds a name from;
-when the hash differs from the one recorded beside the cache, the module's cache files are
-deleted before anything is compiled, so numba compiles afresh and caches again. A fresh
-install or a CI clone has no cache and is not affected; errors (a read-only install) leave
-the cache alone, where sources never change in place anyway.
+when the hash differs from the one recorded beside the cache, the cache files of all those
+modules' functions are deleted before anything is compiled (a function of one module can be
+compiled and cached from another's namespace: kernel.py caches inference.infer_server, whose
+cache numba keys on inference.py alone), wherever numba keeps them (`__pycache__`, or
+NUMBA_CACHE_DIR), so numba compiles afresh and caches again. A fresh install or a CI clone
+has no cache and is not affected; errors (a read-only install) leave the cache alone, where
+sources never change in place anyway.
 """
 
 from __future__ import annotations
@@ -49,22 +52,35 @@ def sources_digest(paths: list[Path]) -> str:
     return digest.hexdigest()
 
 
+def cache_directories(namespace: dict[str, Any]) -> list[Path]:
+    """Where numba keeps the caches of the namespace's compiled functions (their own
+    locator's choice), and the module's own `__pycache__`."""
+    found = {Path(namespace["__file__"]).resolve().parent / "__pycache__"}
+    for value in list(namespace.values()):
+        path = getattr(getattr(value, "_cache", None), "_cache_path", None)
+        if isinstance(path, str):
+            found.add(Path(path))
+    return sorted(found)
+
+
 def drop_stale_jit_cache(namespace: dict[str, Any]) -> bool:
-    """Delete the module's numba cache files when its sources or its dependencies' changed
-    since they were written; -> whether anything was dropped."""
+    """Delete the numba cache files of the module's functions, and of those of the modules it
+    draws on, when any of their sources changed since they were written; -> whether anything
+    was dropped."""
     module_file = Path(namespace["__file__"]).resolve()
-    cache = module_file.parent / "__pycache__"
-    stamp = cache / f"{module_file.stem}.jit-sources"
+    stamp = module_file.parent / "__pycache__" / f"{module_file.stem}.jit-sources"
     try:
-        digest = sources_digest(source_files(namespace))
+        sources = source_files(namespace)
+        digest = sources_digest(sources)
         if stamp.is_file() and stamp.read_text() == digest:
             return False
-        stale = list(cache.glob(f"{module_file.stem}.*.nbi")) + list(
-            cache.glob(f"{module_file.stem}.*.nbc"))
+        stale = [path for directory in cache_directories(namespace) for source in sources
+                 for suffix in ("nbi", "nbc")
+                 for path in directory.glob(f"{source.stem}.*.{suffix}")]
         for path in stale:
             path.unlink(missing_ok=True)
-        cache.mkdir(exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=f".{stamp.name}.", dir=cache)
+        stamp.parent.mkdir(exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=f".{stamp.name}.", dir=stamp.parent)
         with os.fdopen(handle, "w") as out:
             out.write(digest)
         os.replace(temporary, stamp)

@@ -30,7 +30,7 @@ from .readers import InputFile, discover_inputs, read_flows
 from .readers.background import read_ahead
 from .report import RunReport
 from .schema import FLOW_ADDRESS_COLUMNS, FLOW_SCHEMA, SESSIONS_SCHEMA
-from .tables.evidence import refuse_directory_over_evidence, refuse_file_over_evidence
+from .tables.evidence import check_output_file, refuse_directory_over_evidence
 from .tables.parquet import TableWriter, staged_directory, write_json, write_table
 from .tables.partitioned import BucketedWriter, transform_buckets
 from .times import iso_us
@@ -104,31 +104,28 @@ def inspect_inputs(
     inputs = discover_inputs(paths, report)
     writer = None
     if flows_path is not None:
-        refuse_file_over_evidence(flows_path, [*paths, *(found.path for found in inputs)],
-                                  "--flows")
-        if flows_path.exists() and not force:
-            raise UsageError(f"{flows_path} already exists (use --force to replace it)")
+        check_output_file(flows_path, [*paths, *(found.path for found in inputs)], "--flows",
+                          force=force)
         flows_path.parent.mkdir(parents=True, exist_ok=True)
         staging = flows_path.with_name(f".{flows_path.name}.partial")
         writer = TableWriter(staging, text_address_schema(FLOW_SCHEMA),
                              delta_columns=FLOW_DELTA_COLUMNS)
+    closed = False
     try:
         for batch in _with_progress(read_flows(inputs, report, batch_size=options.batch_size,
                                                window=options.window), inputs, progress):
             if writer is not None:
                 writer.write(with_text_addresses(pa.Table.from_batches([batch]),
                                                  FLOW_ADDRESS_COLUMNS))
-    except BaseException:
-        if writer is not None:
+        if writer is not None and flows_path is not None:
+            closed = True  # a close that fails (a full disk) is not tried again below
             writer.close()
-            writer.path.unlink(missing_ok=True)
-        raise
-    if writer is not None and flows_path is not None:
-        writer.close()
-        try:
             writer.path.replace(flows_path)
-        finally:
-            writer.path.unlink(missing_ok=True)  # gone once renamed; a failed rename leaves none
+    finally:
+        if writer is not None:
+            if not closed:
+                writer.close()
+            writer.path.unlink(missing_ok=True)  # gone once renamed: nothing half-written stays
     return exporters_table(report)
 
 

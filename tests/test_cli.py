@@ -235,7 +235,20 @@ def test_outputs_that_cannot_be_written_end_in_one_line(tmp_path: Path) -> None:
         assert result.exit_code == 1, result.output
         assert result.stderr.startswith("error: cannot write: ")
         assert "Traceback" not in result.output
-    assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_inspect_leaves_nothing_half_written_when_the_flows_cannot_be_placed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found in review: a rename (or final flush) that fails left .flows.parquet.partial."""
+    def full(self: Path, target: object) -> None:
+        raise OSError(28, "No space left on device", str(target))
+
+    monkeypatch.setattr(Path, "replace", full)
+    result = runner.invoke(app, ["inspect", str(FIXTURE), "--flows",
+                                 str(tmp_path / "flows.parquet"), "-q"])
+    assert result.exit_code == 1, result.output
+    assert "cannot write: " in result.stderr and "No space left on device" in result.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_both_exports_to_one_file_is_refused(tmp_path: Path) -> None:
@@ -246,7 +259,7 @@ def test_both_exports_to_one_file_is_refused(tmp_path: Path) -> None:
     result = runner.invoke(app, ["recombine", str(run_dir), "--session", session_id,
                                  "--export-flows", str(target), "--export-pcap",
                                  str(tmp_path / "." / "x.parquet")])
-    assert result.exit_code == 2 and "both name" in result.stderr
+    assert result.exit_code == 2 and "one would replace the other" in result.stderr
     assert not target.exists()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -25,14 +26,22 @@ def test_a_changed_dependency_drops_the_cache_and_nothing_else_does(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     package = tmp_path / "pkg"
     (package / "__pycache__").mkdir(parents=True)
+    elsewhere = tmp_path / "numba-cache-dir"  # NUMBA_CACHE_DIR, as a dispatcher reports it
+    elsewhere.mkdir()
     (package / "a.py").write_text("X = 1\n")
     (package / "b.py").write_text("LIMIT = 10\n")
     b = _load(package / "b.py", "jit_cache_test_b")
-    namespace = {"__file__": str(package / "a.py"), "b": b, "pathlib": pytest}
+    dispatcher = SimpleNamespace(_cache=SimpleNamespace(_cache_path=str(elsewhere)),
+                                 __module__="jit_cache_test_b")
+    namespace = {"__file__": str(package / "a.py"), "b": b, "pathlib": pytest,
+                 "helper": dispatcher}
     monkeypatch.setattr(jit_cache, "PACKAGE_ROOT", package.resolve())
-    cached = [package / "__pycache__" / name
-              for name in ("a.f-1.py311.nbi", "a.f-1.py311.1.nbc")]
-    other = package / "__pycache__" / "b.g-1.py311.nbi"
+    cached = [package / "__pycache__" / "a.f-1.py311.nbi",
+              package / "__pycache__" / "a.f-1.py311.1.nbc",
+              # a function of b compiled and cached from a's namespace (kernel.py's _infer)
+              package / "__pycache__" / "b.g-1.py311.nbi",
+              elsewhere / "a.f-1.py311.nbi"]
+    other = package / "__pycache__" / "c.h-1.py311.nbi"  # a module a does not draw on
 
     def fill() -> None:
         for path in [*cached, other]:
@@ -46,7 +55,7 @@ def test_a_changed_dependency_drops_the_cache_and_nothing_else_does(
     assert all(p.exists() for p in cached)
     (package / "b.py").write_text("LIMIT = 20\n")  # a constant the cached code froze in
     assert jit_cache.drop_stale_jit_cache(namespace)
-    assert not any(p.exists() for p in cached)
+    assert not any(p.exists() for p in cached) and other.exists()
     fill()
     (package / "a.py").write_text("X = 2\n")
     assert jit_cache.drop_stale_jit_cache(namespace)

@@ -22,7 +22,7 @@ from ..report import RunReport
 from ..times import TIME_LIMIT_US, UNUSABLE_TIME
 from .pcap import capture_format, iter_datagrams, iter_frames
 
-__all__ = ["InputFile", "discover_inputs", "read_flows"]
+__all__ = ["InputFile", "discover_inputs", "input_format", "read_flows"]
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,9 @@ class InputFile:
     first_us: int | None
 
 
-def _format_of(head: bytes) -> str:
+def input_format(head: bytes) -> str:
+    """"pcap", "pcapng" or "nfcapd" from a file's first bytes (magic, never the name); ""
+    for anything else."""
     from .nfcapd import is_nfcapd
 
     found = capture_format(head)
@@ -84,7 +86,7 @@ def discover_inputs(paths: Sequence[Path], report: RunReport) -> list[InputFile]
             report.skip(InputError(f"cannot read: {exc.strerror or exc}", source=str(path),
                                    offset=0), nbytes=0)
             continue
-        kind = _format_of(head)
+        kind = input_format(head)
         if not kind:
             report.file(str(path)).size = size
             report.skip(UnknownFormat("not a PCAP, PCAPNG or nfcapd file (unrecognised magic "

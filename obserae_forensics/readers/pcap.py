@@ -420,9 +420,10 @@ class _Reassembly:
         """Add one fragment's payload; return the whole payload once every byte is there.
 
         The first copy of a byte range wins: a retransmitted or overlapping fragment never
-        rewrites bytes already placed. A fragment that only repeats bytes already placed, or
-        bytes of a datagram reassembled a moment ago, is counted as `duplicate_fragment` (not
-        a problem: nothing is lost), rather than opening a set that could never complete.
+        rewrites bytes already placed. A fragment that repeats one already placed (same offset,
+        same bytes), or an exact piece of a datagram reassembled a moment ago, is counted as
+        `duplicate_fragment` (not a problem: nothing is lost), rather than opening a set that
+        could never complete. (A re-fragmentation at other offsets is not recognised.)
         """
         entry = self.pending.get(key)
         whole = self.recent.get(key) if entry is None else None

@@ -22,7 +22,7 @@ from .conversations import (
     recombine_runs,
     recombine_tables,
 )
-from .export import PcapExport, export_flows, export_pcap
+from .export import PcapExport, export_flows, export_pcap, pcap_flows_path
 from .report import human_seconds
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "human_seconds",
     "load_fragments",
     "nice_above",
+    "pcap_flows_path",
     "recombine_runs",
     "recombine_tables",
 ]

@@ -28,12 +28,12 @@ import pyarrow.parquet as pq
 
 from ..addresses import address_matrix, address_texts
 from ..errors import MalformedInput, UsageError
+from ..readers import input_format
 from ..readers.exports import carries_templates
-from ..readers.nfcapd import is_nfcapd
-from ..readers.pcap import Frame, capture_format, iter_datagrams, read_datagram_frames
+from ..readers.pcap import Frame, iter_datagrams, read_datagram_frames
 from ..report import RunReport
 from ..schema import FLOW_ADDRESS_COLUMNS, TIMESTAMP
-from ..tables.evidence import refuse_file_over_evidence, run_files
+from ..tables.evidence import check_output_file, run_files
 from ..tables.parquet import (
     PAGE_CHECKSUMS,
     check_columns,
@@ -146,14 +146,15 @@ def _sortable(column: pa.ChunkedArray) -> pa.ChunkedArray:
 
 
 def export_flows(source: RecombineResult | Sequence[Path], ids: Sequence[str],
-                 path: Path) -> int:
-    """Write the flow records of the named conversations to `path` (.parquet or .csv)."""
+                 path: Path, *, force: bool = False) -> int:
+    """Write the flow records of the named conversations to `path` (.parquet or .csv); an
+    existing file is replaced only with `force`, and never one the runs consist of."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in PARQUET_SUFFIXES + CSV_SUFFIXES:
         raise UsageError(f"{path}: flows are exported as .parquet or .csv, not {suffix or '?'}")
-    refuse_file_over_evidence(path, run_evidence(list(_runs_of(source).values())),
-                              "--export-flows")
+    check_output_file(path, run_evidence(list(_runs_of(source).values())), "--export-flows",
+                      force=force)
     table = collect_flows(source, ids)
     write_flow_table(table, path)
     return table.num_rows
@@ -195,7 +196,7 @@ def _format_of(run: Run, source_file: str, path: Path) -> str:
     """The input's format from its own first bytes, which must agree with the manifest's."""
     with open(path, "rb") as handle:
         head = handle.read(64)
-    found = capture_format(head) or ("nfcapd" if is_nfcapd(head) else "")
+    found = input_format(head)
     if not found:
         raise UsageError(f"{path} (an input of {run.path}, as its flows say) is not a PCAP, "
                          "PCAPNG or nfcapd file: the flows table does not point at its "
@@ -207,9 +208,14 @@ def _format_of(run: Run, source_file: str, path: Path) -> str:
     return found
 
 
+def pcap_flows_path(path: Path) -> Path:
+    """Where export_pcap writes the flows of nfcapd records, which have no datagram."""
+    return path.with_name(path.stem + ".flows.parquet")
+
+
 def export_pcap(source: RecombineResult | Sequence[Path], ids: Sequence[str], path: Path,
                 *, flows_fallback: Path | None = None, strict: bool = False,
-                with_templates: bool = True) -> PcapExport:
+                with_templates: bool = True, force: bool = False) -> PcapExport:
     """Write the datagrams that carried the named conversations' records as one capture.
 
     With `with_templates`, each v9/IPFIX datagram is preceded by the latest earlier datagram
@@ -220,7 +226,7 @@ def export_pcap(source: RecombineResult | Sequence[Path], ids: Sequence[str], pa
     runs = {run.index: run for run in _runs_of(source if isinstance(source, RecombineResult)
                                                else [Path(p) for p in source]).values()}
     evidence = run_evidence(list(runs.values()))
-    refuse_file_over_evidence(path, evidence, "--export-pcap")
+    check_output_file(path, evidence, "--export-pcap", force=force)
     table = collect_flows(source, ids)
     result = PcapExport(path=None, report=RunReport(strict=strict))
     source_file = table.column("source_file")
@@ -255,8 +261,8 @@ def export_pcap(source: RecombineResult | Sequence[Path], ids: Sequence[str], pa
 
     if nfcapd_rows:
         result.nfcapd_records = len(nfcapd_rows)
-        fallback = flows_fallback or path.with_name(path.stem + ".flows.parquet")
-        refuse_file_over_evidence(fallback, evidence, "--export-pcap's flows file")
+        fallback = flows_fallback or pcap_flows_path(path)
+        check_output_file(fallback, evidence, "--export-pcap's flows file", force=force)
         write_flow_table(table.take(pa.array(nfcapd_rows, pa.int64())), fallback)
         result.flows_path = fallback
         nfcapd_files = sorted({files[i] for i in nfcapd_rows})

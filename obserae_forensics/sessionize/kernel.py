@@ -1231,6 +1231,9 @@ def replay(
             now = clock
             if C[S_HAS_MAX_LAST] and C[S_MAX_LAST] > now:
                 now = C[S_MAX_LAST]
+            # a victim closes at the newest last_seen (in arrival replay the clock itself):
+            # under event replay the clock lags it, and a victim would close before its end
+            evict_at = max(last, C[S_NEWEST_LAST]) if event else now
             if C[S_OPEN] >= P[P_CAP]:
                 # sessions the watermark of this record closes anyway leave by their own
                 # deadline first; only a session still open is a victim (reference rule 4)
@@ -1247,13 +1250,14 @@ def replay(
                         _eviction_refresh_top(V, C, M, tmp)
                         continue
                     _eviction_pop(V, C, tmp)
-                    _close(S, M, G, victim, now, R.REASON_EVICTED, emit, P, C, OUT, E, known)
+                    _close(S, M, G, victim, evict_at, R.REASON_EVICTED, emit, P, C, OUT, E,
+                           known)
                     _eviction_prefetch_top(V, C, M, E)
                     break
                 C[S_EVICTIONS] += 1
                 if C[S_EVICTIONS] == 1:
-                    C[S_FIRST_EVICTION] = now
-                C[S_LAST_EVICTION] = now
+                    C[S_FIRST_EVICTION] = evict_at
+                C[S_LAST_EVICTION] = evict_at
             S[slot, R.SL_STATUS] |= target << R.STATUS_ROW_SHIFT | R.STATUS_OPEN
             C[S_OPEN] += 1
             if C[S_OPEN] > C[S_PEAK_OPEN]:

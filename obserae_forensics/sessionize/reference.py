@@ -8,7 +8,7 @@ Both hand the same session rows (row.py) to output.py, so the hypothesis tests c
 them table for table.
 
 The rules, in the order they are applied to a record r of key k (W = the exporter's
-watermark before r, max(last_seen) - grace):
+watermark before r, max(last_seen) - grace; max(first_seen) - grace under event replay, rule 5):
 
 1. r is late when r.last_seen < W.
 2. If k has an open session s:
@@ -33,8 +33,8 @@ watermark before r, max(last_seen) - grace):
    the fragment before) is no one-way attempt, neither `no_reply` nor `half_open`.
 4. Opening a session when the exporter already has the cap open first sweeps (5) at the
    watermark r brings, then, if the cap is still full, evicts the open session with the oldest
-   last_seen (ties: smallest key), closed at the exporter's newest last_seen (first_seen
-   under event replay, as W in rule 5): a session whose
+   last_seen (ties: smallest key), closed at the exporter's newest last_seen (also under
+   event replay, whose W follows first_seen: rule 5): a session whose
    deadline that watermark passes closes by its deadline, not as session pressure.
 5. After r, W moves to max(last_seen) - grace (under `--replay event`, max(first_seen) -
    grace: records come sorted by first_seen, so a session can close once the records reach
@@ -278,7 +278,8 @@ class ReferenceReplay:
             session = self._new_session(key, first, late)
             session.identity = identity
             now = clock if self.max_clock is None else max(clock, self.max_clock)
-            self._open(session, now, index)
+            newest = last if self.newest_last is None else max(last, self.newest_last)
+            self._open(session, now, newest, index)
         elif late and joined:
             session.late_records += 1
         self._apply(session, records, i, direction)
@@ -306,18 +307,19 @@ class ReferenceReplay:
                 session.seen = 3
         return session
 
-    def _open(self, session: RefSession, now: int, index: int) -> None:
+    def _open(self, session: RefSession, now: int, newest: int, index: int) -> None:
+        """`now`: the newest clock with this record's; `newest`: the newest last_seen."""
         if len(self.open) >= self.cap:
             # the watermark this record brings closes some sessions anyway: they leave by
             # their own deadline first, and only a session still open is a victim (rule 4)
             self._sweep(now - self.policy.grace_us, index)
         if len(self.open) >= self.cap:
             victim = min(self.open.values(), key=lambda s: (s.last, s.key))
-            self._close(victim, now, R.REASON_EVICTED, index)
+            self._close(victim, newest, R.REASON_EVICTED, index)
             self.evictions += 1
             if self.first_eviction is None:
-                self.first_eviction = now
-            self.last_eviction = now
+                self.first_eviction = newest
+            self.last_eviction = newest
         self.open[session.key] = session
         self.peak_open = max(self.peak_open, len(self.open))
         for endpoint in session.endpoints():

@@ -25,10 +25,12 @@ def _same(a: Path, b: Path) -> bool:
         return False
 
 
-def refuse_file_over_evidence(target: Path, evidence: Iterable[Path], option: str) -> None:
-    """`target` (a file about to be written) must not be one of the `evidence` files, nor
-    anything but a regular file: a write "replaced" /dev/null with a Parquet file (run as
-    root), and opening a named pipe to write waits for a reader forever."""
+def check_output_file(target: Path, evidence: Iterable[Path], option: str, *,
+                      force: bool) -> None:
+    """`target` (a file about to be written) must not exist unless `force`, and never be
+    one of the `evidence` files nor anything but a regular file: a write "replaced"
+    /dev/null with a Parquet file (run as root), and opening a named pipe to write waits for
+    a reader forever."""
     if not target.exists():
         return
     if not target.is_file():
@@ -38,6 +40,8 @@ def refuse_file_over_evidence(target: Path, evidence: Iterable[Path], option: st
         if _same(target, path):
             raise UsageError(f"{option} {target} would overwrite {path}, which this command "
                              "reads; refusing (even with --force): give another path")
+    if not force:
+        raise UsageError(f"{option} {target} already exists (use --force to replace it)")
 
 
 def refuse_directory_over_evidence(target: Path, evidence: Iterable[Path],
@@ -53,8 +57,14 @@ def refuse_directory_over_evidence(target: Path, evidence: Iterable[Path],
                              "it (even with --force): give another output directory")
 
 
+# what a sessionize run, or a recombine output in its directory, consists of: what recombine,
+# its exports and a later report read and cite (an export of an earlier command written into
+# the directory is not among them, and may be replaced with --force)
+RUN_FILES = ("sessions.parquet", "flows.parquet", "exporters.parquet", "session_matches.parquet",
+             "sessions_consolidated.parquet", "manifest.json", "sessions_recombined.parquet",
+             "recombined_fragments.parquet", "report.md", "report.json", "timeline.png")
+
+
 def run_files(run_dirs: Iterable[Path]) -> list[Path]:
-    """The files of run (or recombine output) directories: what recombine and its exports
-    read, and what a later command cites."""
-    return [path for run in run_dirs if run.is_dir()
-            for path in sorted(run.iterdir()) if path.is_file()]
+    """The RUN_FILES present in run directories."""
+    return [run / name for run in run_dirs for name in RUN_FILES if (run / name).is_file()]

@@ -312,3 +312,44 @@ def test_a_source_that_is_no_capture_or_another_format_is_refused(tmp_path: Path
                     inputs=[{"path": str(capture), "format": "nfcapd-v2"}])
     with pytest.raises(UsageError, match=r"is pcap, .* manifest says nfcapd-v2"):
         export_pcap([run], ["A"], tmp_path / "b.pcap")
+
+
+def test_an_export_replaces_its_own_earlier_output_only_with_force(tmp_path: Path,
+                                                                   corpus: Path) -> None:
+    """Found in review: every file of a run directory counted as evidence, so an export
+    written there once could not be written again, even with --force; and the flows of
+    nfcapd records beside an --export-pcap replaced an existing file without --force."""
+    capture = corpus / SOURCE
+    run = conversation_run(tmp_path, capture, frames_of(capture),
+                           record_frames=[2, 2, 3, 3, 1, 1])
+    target = run / "conversation.csv"
+    assert export_flows([run], ["A"], target) == 4
+    with pytest.raises(UsageError, match="already exists"):
+        export_flows([run], ["A"], target)
+    assert export_flows([run], ["A"], target, force=True) == 4
+    nfcapd = corpus / "nfcapd" / "sf_v9_test.nfcapd"
+    rows = [session("N", 0, 10)]
+    run2 = write_run(tmp_path / "run2", rows,
+                     flows=flows_for(rows, source_file=str(nfcapd), offsets=[0, 0]),
+                     inputs=[{"path": str(nfcapd), "format": "nfcapd-v2"}])
+    beside = tmp_path / "x.flows.parquet"
+    beside.write_text("precious")
+    with pytest.raises(UsageError, match=r"flows file .* already exists"):
+        export_pcap([run2], ["N"], tmp_path / "x.pcap")
+    assert beside.read_text() == "precious"
+    result = CliRunner().invoke(app, ["recombine", str(run2), "--session", "N",
+                                      "--export-flows", str(beside), "--export-pcap",
+                                      str(tmp_path / "x.pcap"), "--force"])
+    assert result.exit_code == 2 and "one would replace the other" in result.stderr
+
+
+def test_a_column_of_nulls_only_passes_as_its_type(tmp_path: Path, corpus: Path) -> None:
+    """Found in review: pandas writes an all-None column (follows_session_id, in most runs)
+    as Arrow's null type, which the column check refused."""
+    capture = corpus / SOURCE
+    run = conversation_run(tmp_path, capture, frames_of(capture),
+                           record_frames=[2, 2, 3, 3, 1, 1])
+    _edit(run / "sessions.parquet", lambda t: t.set_column(
+        t.schema.get_field_index("follows_session_id"), "follows_session_id",
+        pa.nulls(t.num_rows)))
+    assert recombine_tables([run]).report["counts"]["sessions"] == 3

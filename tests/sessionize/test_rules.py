@@ -453,6 +453,17 @@ def test_event_replay_keeps_short_flows_after_a_long_one_together(engine: str) -
     assert (tcp["state"], tcp["close_reason"]) == ("active", None)
 
 
+def test_event_replay_evicts_at_the_newest_last_seen(engine: str) -> None:
+    """Found in review: with the clock on first_seen, an evicted session holding a long
+    record closed at the next record's first_seen, before its own last_seen."""
+    policy = SessionPolicy(replay="event", max_open_ksessions=0.001)
+    records = [rec(0, 100, proto=17), rec(1, 2, src=C, dst=D, proto=17)]
+    sessions, _, sessionizer = run(records, policy, engine=engine)
+    evicted = [s for s in sessions.to_pylist() if s["close_reason"] == "evicted"]
+    assert [(s["last_seen_at"], s["closed_at"]) for s in evicted] == [(at(100), at(100))]
+    assert sessionizer.pressure()["192.0.2.1"]["last_eviction_us"] == 100 * SECOND
+
+
 def test_times_at_the_edge_of_the_range_close_after_they_open(engine: str) -> None:
     """Found by fuzzing: a time near the int64 limit wrapped the idle deadline around, and a
     session closed before it opened. Readers leave times beyond times.TIME_LIMIT_US out;
