@@ -29,7 +29,7 @@ from .errors import UsageError
 from .readers import InputFile, discover_inputs, read_flows
 from .readers.background import read_ahead
 from .report import RunReport
-from .schema import FLOW_ADDRESS_COLUMNS, FLOW_SCHEMA, SESSIONS_SCHEMA
+from .schema import FLOW_ADDRESS_COLUMNS, FLOW_SCHEMA, SESSIONS_SCHEMA, text_address_schema
 from .tables.evidence import check_output_file, refuse_directory_over_evidence
 from .tables.parquet import TableWriter, staged_directory, write_json, write_table
 from .tables.partitioned import BucketedWriter, transform_buckets
@@ -395,12 +395,6 @@ def sessionize_inputs(config: SessionizeConfig, report: RunReport) -> Sessionize
                                         digests.result())
             write_json(staging / "manifest.json", result.manifest)
     return result
-
-
-def text_address_schema(schema: pa.Schema) -> pa.Schema:
-    """`schema` with its address columns as text, as the output tables store them."""
-    return pa.schema([pa.field(f.name, pa.string(), f.nullable) if f.name in FLOW_ADDRESS_COLUMNS
-                      else f for f in schema])
 
 
 def _text_flows(flows: pa.Table) -> pa.Table:

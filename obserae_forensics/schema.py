@@ -144,3 +144,14 @@ SESSIONS_SCHEMA = pa.schema(_session_fields)
 
 STATES = ("active", "half_open", "closed")
 CLOSE_REASONS = ("fin", "rst", "rejected", "no_reply", "idle", "hard_timeout", "evicted")
+
+
+# flows.parquet: every record with the session it landed in and its direction there
+FLOWS_SCHEMA = FLOW_SCHEMA.append(pa.field("session_id", pa.string(), nullable=False)).append(
+    pa.field("direction", pa.string(), nullable=False))
+
+
+def text_address_schema(schema: pa.Schema) -> pa.Schema:
+    """`schema` with its address columns as text, as the output tables store them."""
+    return pa.schema([pa.field(f.name, pa.string(), f.nullable) if f.name in FLOW_ADDRESS_COLUMNS
+                      else f for f in schema])

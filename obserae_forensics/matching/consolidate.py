@@ -734,8 +734,6 @@ def _consolidated_ids(protocol: np.ndarray, pair: np.ndarray, first_seen: np.nda
                       np.asarray(first_seen, dtype=np.int64).view(np.uint64))
 
 
-
-
 # numba's cache ignores the modules this one compiles in (jit_cache.py): last, so that
 # every name is bound
 drop_stale_jit_cache(globals())

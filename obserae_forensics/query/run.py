@@ -35,7 +35,7 @@ from ..matching.consolidate import SESSIONS_CONSOLIDATED_SCHEMA
 from ..matching.flow_matrix import FlowMatrix, load_flow_matrix
 from ..matching.match import SESSION_MATCHES_SCHEMA, match_sessions, matched_rules_column
 from ..recombine import recombine_tables
-from ..schema import FLOW_ADDRESS_COLUMNS, FLOW_SCHEMA, SESSIONS_SCHEMA
+from ..schema import FLOWS_SCHEMA, SESSIONS_SCHEMA, text_address_schema
 from ..tables.manifest import read_manifest
 from ..tables.parquet import check_columns, read_parquet
 from ..times import SHOWABLE_MAX_US, SHOWABLE_MIN_US
@@ -50,20 +50,15 @@ TABLE_FILES = {
 RECOMBINED_FILES = ("sessions_recombined.parquet", "recombined_fragments.parquet")
 
 
-def _written(schema: pa.Schema) -> dict[str, pa.DataType]:
-    """A table's columns as sessionize writes them (addresses as text)."""
-    return {field.name: pa.string() if field.name in FLOW_ADDRESS_COLUMNS else field.type
-            for field in schema}
-
-
 # what each table holds as sessionize writes it: load refuses a table lacking one of these
 # columns or holding it in another type family (an edited table), naming it, rather than
 # letting a filter, the drawer or a plot fail later on a KeyError
 TABLE_COLUMNS: dict[str, dict[str, pa.DataType]] = {
-    "sessions": _written(SESSIONS_SCHEMA),
-    "flows": {**_written(FLOW_SCHEMA), "session_id": pa.string(), "direction": pa.string()},
-    "matches": _written(SESSION_MATCHES_SCHEMA),
-    "consolidated": _written(SESSIONS_CONSOLIDATED_SCHEMA),
+    name: dict(zip(written.names, written.types, strict=True))
+    for name, written in (("sessions", SESSIONS_SCHEMA),
+                          ("flows", text_address_schema(FLOWS_SCHEMA)),
+                          ("matches", SESSION_MATCHES_SCHEMA),
+                          ("consolidated", SESSIONS_CONSOLIDATED_SCHEMA))
 }
 # Columns match_sessions reads; rematch sends only these to Arrow.
 MATCH_INPUT_COLUMNS = (

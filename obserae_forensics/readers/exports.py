@@ -293,9 +293,9 @@ class ExportDecoder:
                 netflow_v5.decode_datagram(self, datagram)
             elif len(payload) >= 2 and (datagram.exporter, datagram.exporter_port,
                                         datagram.collector_port,
-                                        payload[0] << 8 | payload[1]) in paths:
+                                        claimed := payload[0] << 8 | payload[1]) in paths:
                 self.report.skip(MalformedInput(
-                    f"version {payload[0] << 8 | payload[1]} header that fails its checks "
+                    f"version {claimed} header that fails its checks "
                     f"(record count or first set id), from {datagram.exporter}:"
                     f"{datagram.exporter_port} to port {datagram.collector_port}, which sent "
                     "good exports of that version before", source=datagram.source,

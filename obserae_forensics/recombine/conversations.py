@@ -25,10 +25,9 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from ..errors import UsageError
-from ..tables.parquet import PAGE_CHECKSUMS, read_parquet
+from ..tables.parquet import read_parquet, write_parquet
 from .chain import FRAGMENTS_SCHEMA, RECOMBINED_SCHEMA, chain_sessions
 from .report import build_report, render_json, render_markdown, write_timeline
 from .runs import Run, empty_sessions, order_runs, read_sessions
@@ -88,10 +87,8 @@ def recombine_runs(
     result = recombine_tables(run_dirs)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {name: out_dir / name for name in OUTPUT_FILES}
-    _atomic(files[RECOMBINED_FILE], lambda p: pq.write_table(
-        result.conversations, p, write_page_checksum=PAGE_CHECKSUMS))
-    _atomic(files[FRAGMENTS_FILE], lambda p: pq.write_table(
-        result.fragments, p, write_page_checksum=PAGE_CHECKSUMS))
+    _atomic(files[RECOMBINED_FILE], lambda p: write_parquet(result.conversations, p))
+    _atomic(files[FRAGMENTS_FILE], lambda p: write_parquet(result.fragments, p))
     _atomic(files[TIMELINE_PNG], lambda p: write_timeline(result.report, p))
     result.report["figure"] = TIMELINE_PNG
     _atomic(files[REPORT_JSON], lambda p: p.write_text(render_json(result.report),

@@ -24,7 +24,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
 from ..addresses import address_matrix, address_texts
 from ..errors import MalformedInput, UsageError
@@ -34,12 +33,7 @@ from ..readers.pcap import Frame, iter_datagrams, read_datagram_frames
 from ..report import RunReport
 from ..schema import FLOW_ADDRESS_COLUMNS, TIMESTAMP
 from ..tables.evidence import check_output_file, run_files
-from ..tables.parquet import (
-    PAGE_CHECKSUMS,
-    check_columns,
-    read_parquet,
-    read_parquet_schema,
-)
+from ..tables.parquet import check_columns, read_parquet, read_parquet_schema, write_parquet
 from .conversations import RecombineResult, conversation_sessions, recombine_tables
 from .runs import FLOWS, Run, order_runs
 
@@ -168,7 +162,7 @@ def write_flow_table(table: pa.Table, path: Path) -> None:
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() in PARQUET_SUFFIXES:
-        pq.write_table(table, path, write_page_checksum=PAGE_CHECKSUMS)
+        write_parquet(table, path)
         return
     columns = []
     for name in table.column_names:

@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 
 from ..addresses import address_matrix
 from ..jit_cache import drop_stale_jit_cache
-from ..schema import FLOW_SCHEMA, SESSIONS_SCHEMA
+from ..schema import FLOW_SCHEMA, FLOWS_SCHEMA, SESSIONS_SCHEMA
 from ..times import TIME_LIMIT_US
 from .kernel import KernelReplay
 from .keys import PORT_PROTOCOLS, Records, batch_records, known_service_ports
@@ -41,8 +41,6 @@ from .reference import ReferenceReplay
 ServiceLookup = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 """(addresses (n,16) uint8, protocols uint8[n], ports uint16[n]) -> bool[n]: declared services."""
 
-FLOWS_SCHEMA = FLOW_SCHEMA.append(pa.field("session_id", pa.string(), nullable=False)).append(
-    pa.field("direction", pa.string(), nullable=False))
 
 _SERIAL_BITS = 40  # owner = exporter number << 40 | per-exporter session serial
 _HELD_BATCHES = 16  # held batches beyond which the older ones are merged

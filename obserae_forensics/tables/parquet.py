@@ -176,23 +176,35 @@ class TableWriter:
         self._writer.close()
 
 
+# what Arrow raises on a table the user hands back to us (a run's output, possibly edited,
+# truncated or not Parquet at all): each read_parquet* turns it into one line naming the file
+_UNREADABLE = (OSError, pa.ArrowException)
+
+
+def _unreadable(path: Path, exc: Exception) -> UsageError:
+    return UsageError(f"{path}: unreadable Parquet: {exc}")
+
+
 def read_parquet(path: Path, *, columns: Sequence[str] | None = None,
                  filters: Any = None) -> pa.Table:
-    """A table the user hands back to us (a run's output, possibly edited, truncated or not
-    Parquet at all): Arrow's own errors become one line naming the file."""
     try:
         return pq.read_table(path, columns=columns, filters=filters,
                              page_checksum_verification=PAGE_CHECKSUMS)
-    except (OSError, pa.ArrowException) as exc:
-        raise UsageError(f"{path}: unreadable Parquet: {exc}") from exc
+    except _UNREADABLE as exc:
+        raise _unreadable(path, exc) from exc
 
 
 def read_parquet_schema(path: Path) -> pa.Schema:
     """The Arrow schema of a table a user hands back, from its footer alone."""
     try:
         return pq.ParquetFile(path, page_checksum_verification=PAGE_CHECKSUMS).schema_arrow
-    except (OSError, pa.ArrowException) as exc:
-        raise UsageError(f"{path}: unreadable Parquet: {exc}") from exc
+    except _UNREADABLE as exc:
+        raise _unreadable(path, exc) from exc
+
+
+def write_parquet(table: pa.Table, path: Path) -> None:
+    """A table as it is (types, one file), with the page checksums every output carries."""
+    pq.write_table(table, path, write_page_checksum=PAGE_CHECKSUMS)
 
 
 def same_kind(found: pa.DataType, wanted: pa.DataType) -> bool:
@@ -257,8 +269,8 @@ def read_parquet_head(path: Path, rows: int,
         schema = file.schema_arrow if columns is None else pa.schema(
             [file.schema_arrow.field(c) for c in columns])
         return pa.Table.from_batches(batches, schema=schema), file.metadata.num_rows
-    except (OSError, pa.ArrowException) as exc:
-        raise UsageError(f"{path}: unreadable Parquet: {exc}") from exc
+    except _UNREADABLE as exc:
+        raise _unreadable(path, exc) from exc
 
 
 def write_table(path: Path, table: pa.Table, schema: pa.Schema | None = None) -> None:
