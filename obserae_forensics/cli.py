@@ -12,6 +12,7 @@ Exit codes:
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -32,9 +33,34 @@ if TYPE_CHECKING:
 app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode=None,
                   help="Offline network forensics over NetFlow/IPFIX captures and nfcapd files.")
 
+
+
+def _path(kind: str = "path", *, exists: bool = False) -> Callable[[str], Path]:
+    """A parser of one path operand. typer turns an empty text into Path("."), the current
+    directory, before its own checks: `sessionize "$CAPTURES" --out x` with the variable
+    unset replayed whatever the shell stood in. Here "" is refused, and `exists` checks
+    that the path is there and is a `kind` ("file", "directory" or any "path")."""
+
+    def parse(text: str) -> Path:
+        if text == "":
+            raise typer.BadParameter("an empty path (an unset shell variable?)")
+        path = Path(text)
+        if exists:
+            if not path.exists():
+                raise typer.BadParameter(f"{kind} {text!r} does not exist")
+            if kind == "file" and path.is_dir():
+                raise typer.BadParameter(f"{text!r} is a directory, not a file")
+            if kind == "directory" and not path.is_dir():
+                raise typer.BadParameter(f"{text!r} is not a directory")
+        return path
+
+    return parse
+
+
 InputsArgument = Annotated[
     list[Path],
-    typer.Argument(exists=True, help="PCAP/PCAPNG captures, nfcapd files or directories of them."),
+    typer.Argument(parser=_path(exists=True),
+                   help="PCAP/PCAPNG captures, nfcapd files or directories of them."),
 ]
 FromOption = Annotated[
     str | None,
@@ -90,8 +116,9 @@ def _progress_wanted(quiet: bool) -> bool:
 @app.command("inspect")
 def inspect_command(
     inputs: InputsArgument,
-    flows: Annotated[Path | None, typer.Option("--flows", help="Write the flows table here "
-                                               "(Parquet).")] = None,
+    flows: Annotated[Path | None, typer.Option("--flows", parser=_path(), metavar="<path>",
+                                               help="Write the flows table here (Parquet).")
+                     ] = None,
     from_time: FromOption = None,
     to_time: ToOption = None,
     strict: Annotated[bool, typer.Option(help="Stop at the first input problem, exit 1.")] = False,
@@ -159,8 +186,10 @@ def _print_exporters(table: object) -> None:
 @app.command("sessionize")
 def sessionize_command(
     inputs: InputsArgument,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the tables.")],
-    config: Annotated[Path | None, typer.Option("--config", exists=True, dir_okay=False,
+    out: Annotated[Path, typer.Option("--out", "-o", parser=_path(), metavar="<path>",
+                                      help="Directory for the tables.")],
+    config: Annotated[Path | None, typer.Option("--config", parser=_path("file", exists=True),
+                                                metavar="<file>",
                                                 help="YAML settings (the seed's `sessions:` "
                                                 "block).")] = None,
     hard_timeout: Annotated[str | None, typer.Option(
@@ -176,9 +205,11 @@ def sessionize_command(
     idle_icmp: Annotated[str | None, typer.Option(help="sessions.idle.icmp.")] = None,
     idle_other: Annotated[str | None, typer.Option(help="sessions.idle.other.")] = None,
     replay: Annotated[str | None, typer.Option(help="arrival (default) or event.")] = None,
-    cartography: Annotated[Path | None, typer.Option(exists=True, dir_okay=False,
+    cartography: Annotated[Path | None, typer.Option(parser=_path("file", exists=True),
+                                                     metavar="<file>",
                                                      help="Cartography YAML.")] = None,
-    flow_matrix: Annotated[Path | None, typer.Option(exists=True, dir_okay=False,
+    flow_matrix: Annotated[Path | None, typer.Option(parser=_path("file", exists=True),
+                                                     metavar="<file>",
                                                      help="Flow Matrix YAML.")] = None,
     from_time: FromOption = None,
     to_time: ToOption = None,
@@ -263,19 +294,21 @@ FRAGMENT_COLUMNS = ["fragment_index", "split", "session_id", "opened_at", "last_
 
 @app.command("recombine")
 def recombine_command(
-    run_dirs: Annotated[list[Path], typer.Argument(exists=True, file_okay=False,
+    run_dirs: Annotated[list[Path], typer.Argument(parser=_path("directory", exists=True),
                                                    help="Output directories of sessionize.")],
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write sessions_recombined, "
+    out: Annotated[Path | None, typer.Option("--out", "-o", parser=_path(), metavar="<path>",
+                                             help="Write sessions_recombined, "
                                              "the report and the timeline here.")] = None,
     session: Annotated[list[str] | None, typer.Option(
         "--session", help="Any fragment's session id (or a conversation id): print that "
         "conversation's fragments. Repeat for several; exports then cover only these.")] = None,
     export_flows_to: Annotated[Path | None, typer.Option(
-        "--export-flows", help="Write the flow records behind the conversations (.parquet or "
-        ".csv).")] = None,
+        "--export-flows", parser=_path(), metavar="<path>",
+        help="Write the flow records behind the conversations (.parquet or .csv).")] = None,
     export_pcap_to: Annotated[Path | None, typer.Option(
-        "--export-pcap", help="Write the original export datagrams behind the conversations "
-        "as one capture.")] = None,
+        "--export-pcap", parser=_path(), metavar="<path>",
+        help="Write the original export datagrams behind the conversations as one capture.")
+    ] = None,
     templates: Annotated[bool, typer.Option(
         "--templates/--no-templates", help="With --export-pcap: also write, before each "
         "v9/IPFIX datagram, the latest datagram of its exporter that carried templates, so "
@@ -384,7 +417,7 @@ def _times_as_text(frame: pd.DataFrame) -> pd.DataFrame:
 
 @app.command("show")
 def show_command(
-    run_dir: Annotated[Path, typer.Argument(exists=True, file_okay=False,
+    run_dir: Annotated[Path, typer.Argument(parser=_path("directory", exists=True),
                                             help="An output directory of sessionize.")],
     table: Annotated[str, typer.Option(help="sessions, flows, exporters, session_matches, "
                                        "sessions_consolidated.")] = "sessions",

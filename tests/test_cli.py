@@ -525,3 +525,41 @@ def test_a_window_outside_years_1_to_9999_is_a_usage_error(tmp_path: Path, text:
                                  "-q", "--from", text])
     assert result.exit_code == 2
     assert "outside years 1-9999 in UTC" in result.output
+
+
+@pytest.mark.parametrize("args", [
+    ["sessionize", "", "--out", "{tmp}/run"],
+    ["sessionize", str(FIXTURE), "--out", ""],
+    ["sessionize", str(FIXTURE), "--out", "{tmp}/run", "--config", ""],
+    ["sessionize", str(FIXTURE), "--out", "{tmp}/run", "--flow-matrix", ""],
+    ["inspect", ""],
+    ["inspect", str(FIXTURE), "--flows", ""],
+    ["show", ""],
+    ["recombine", ""],
+    ["recombine", "{tmp}", "--export-pcap", ""],
+])
+def test_an_empty_path_is_a_usage_error_not_the_current_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str]) -> None:
+    # typer turned "" into Path("."): with an unset variable, `sessionize "$CAPS" --out x`
+    # replayed whatever the current directory held (here, a capture that would give sessions)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "here.pcap").write_bytes(FIXTURE.read_bytes())
+    result = runner.invoke(app, [arg.replace("{tmp}", str(tmp_path)) for arg in args])
+    assert result.exit_code == 2, result.output
+    assert "an empty path" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["here.pcap"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["sessionize", "{tmp}/none.pcap", "--out", "{tmp}/run"], "does not exist"),
+    (["sessionize", str(FIXTURE), "--out", "{tmp}/run", "--config", "{tmp}"],
+     "is a directory, not a file"),
+    (["show", str(FIXTURE)], "is not a directory"),
+    (["recombine", "{tmp}/gone"], "does not exist"),
+])
+def test_missing_or_wrong_kind_of_path_is_a_usage_error(tmp_path: Path, args: list[str],
+                                                        message: str) -> None:
+    result = runner.invoke(app, [arg.replace("{tmp}", str(tmp_path)) for arg in args])
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+    assert not (tmp_path / "run").exists()
