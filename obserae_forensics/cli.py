@@ -317,12 +317,14 @@ def recombine_command(
 ) -> None:
     """Find and recombine split sessions; report, find fragments, export them as one."""
     from .recombine import (
+        check_out_dir,
+        conversation_sessions,
         export_flows,
         export_pcap,
         find_fragments,
         pcap_flows_path,
-        recombine_runs,
         recombine_tables,
+        write_recombined,
     )
 
     incomplete = False  # a capture export that could not read back every datagram
@@ -337,9 +339,12 @@ def recombine_command(
                              f"{export_pcap_to} writes (the capture, or the flows of nfcapd "
                              "records beside it): one would replace the other")
         if out is not None:
-            result = recombine_runs(run_dirs, out, force=force)
-        else:
-            result = recombine_tables(run_dirs)
+            check_out_dir(out, force=force)
+        result = recombine_tables(run_dirs)
+        if session:  # every id known before anything is written
+            conversation_sessions(result, session)
+        if out is not None:
+            write_recombined(result, out, force=force)
         typer.echo(result.summary(), err=True)
         for session_id in session or []:
             frame = find_fragments(result, session_id)

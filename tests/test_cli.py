@@ -563,3 +563,20 @@ def test_missing_or_wrong_kind_of_path_is_a_usage_error(tmp_path: Path, args: li
     assert result.exit_code == 2, result.output
     assert message in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_recombine_checks_session_ids_before_writing_anything(tmp_path: Path) -> None:
+    # it wrote the report and tables into --out, then exited 2 on the unknown id
+    run = tmp_path / "run"
+    assert sessionize(run).exit_code == 0
+    out = tmp_path / "recombined"
+    result = runner.invoke(app, ["recombine", str(run), "--out", str(out), "--session", "nope",
+                                 "--export-flows", str(tmp_path / "f.csv")])
+    assert result.exit_code == 2, result.output
+    assert "no session or conversation 'nope'" in result.stderr
+    assert not out.exists()
+    assert not (tmp_path / "f.csv").exists()
+    known = pq.read_table(run / "sessions.parquet").column("session_id")[0].as_py()
+    result = runner.invoke(app, ["recombine", str(run), "--out", str(out), "--session", known])
+    assert result.exit_code == 0, result.output
+    assert (out / "report.md").is_file()

@@ -6,6 +6,8 @@ Public API (the CLI's `recombine` command is a thin layer over these):
   fragments, write sessions_recombined.parquet, recombined_fragments.parquet, report.md,
   report.json and timeline.png;
 - `recombine_tables(run_dirs) -> RecombineResult`: the same in memory, no files;
+  `check_out_dir(out_dir, force=)` and `write_recombined(result, out_dir, force=)` split
+  `recombine_runs` around it (the CLI checks the `--session` ids in between);
 - `find_fragments(source, session_id) -> DataFrame`: "Find Session Fragments" from any fragment;
 - `export_flows(source, ids, path) -> int` and `export_pcap(source, ids, path) -> PcapExport`:
   every flow record, or every original export datagram, behind the named conversations.
@@ -16,11 +18,13 @@ from __future__ import annotations
 from .chain import FRAGMENTS_SCHEMA, RECOMBINED_SCHEMA, nice_above
 from .conversations import (
     RecombineResult,
+    check_out_dir,
     conversation_sessions,
     find_fragments,
     load_fragments,
     recombine_runs,
     recombine_tables,
+    write_recombined,
 )
 from .export import PcapExport, export_flows, export_pcap, pcap_flows_path
 from .report import human_seconds
@@ -30,6 +34,7 @@ __all__ = [
     "RECOMBINED_SCHEMA",
     "PcapExport",
     "RecombineResult",
+    "check_out_dir",
     "conversation_sessions",
     "export_flows",
     "export_pcap",
@@ -40,4 +45,5 @@ __all__ = [
     "pcap_flows_path",
     "recombine_runs",
     "recombine_tables",
+    "write_recombined",
 ]

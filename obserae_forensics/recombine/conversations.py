@@ -77,6 +77,13 @@ def recombine_runs(
     run_dirs: Sequence[Path], out_dir: Path, *, force: bool = False
 ) -> RecombineResult:
     """Recombine the runs and write the tables, the report and the timeline into `out_dir`."""
+    check_out_dir(out_dir, force=force)
+    return write_recombined(recombine_tables(run_dirs), out_dir, force=force)
+
+
+def check_out_dir(out_dir: Path, *, force: bool = False) -> None:
+    """Refuse an `out_dir` that is a file, or that holds a recombine output without `force`:
+    before the work, so that a refusal costs nothing."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"{out_dir}: exists and is not a directory")
@@ -84,7 +91,13 @@ def recombine_runs(
     if existing and not force:
         raise UsageError(f"{out_dir} already holds {', '.join(existing)}; "
                          "use --force to replace them")
-    result = recombine_tables(run_dirs)
+
+
+def write_recombined(result: RecombineResult, out_dir: Path, *,
+                     force: bool = False) -> RecombineResult:
+    """Write what `recombine_tables` found into `out_dir` (checked again: time has passed)."""
+    out_dir = Path(out_dir)
+    check_out_dir(out_dir, force=force)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {name: out_dir / name for name in OUTPUT_FILES}
     _atomic(files[RECOMBINED_FILE], lambda p: write_parquet(result.conversations, p))
