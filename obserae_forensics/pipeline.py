@@ -31,6 +31,14 @@ from .readers.background import read_ahead
 from .report import RunReport
 from .schema import FLOW_ADDRESS_COLUMNS, FLOW_SCHEMA, SESSIONS_SCHEMA, text_address_schema
 from .tables.evidence import check_output_file, refuse_directory_over_evidence
+from .tables.layout import (
+    CONSOLIDATED_FILE,
+    EXPORTERS_FILE,
+    FLOWS_FILE,
+    MANIFEST_FILE,
+    MATCHES_FILE,
+    SESSIONS_FILE,
+)
 from .tables.parquet import TableWriter, staged_directory, write_json, write_table
 from .tables.partitioned import BucketedWriter, transform_buckets
 from .times import iso_us
@@ -311,7 +319,7 @@ def sessionize_inputs(config: SessionizeConfig, report: RunReport) -> Sessionize
             io, io_flows, io_buckets = (
                 threads.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix=name))
                 for name in ("parquet", "parquet-flows", "consolidation"))
-            sessions_writer = TableWriter(staging / "sessions.parquet", SESSIONS_SCHEMA,
+            sessions_writer = TableWriter(staging / SESSIONS_FILE, SESSIONS_SCHEMA,
                                           executor=io)
             consolidation = Consolidation(config.policy.grace_us)
             consolidation_buckets = BucketedWriter(staging / ".consolidation",
@@ -331,7 +339,7 @@ def sessionize_inputs(config: SessionizeConfig, report: RunReport) -> Sessionize
                         sessions.schema.get_field_index("matched_rules"), "matched_rules",
                         matched_rules_column(sessions, matches))
                     if matches_writer is None:
-                        matches_writer = TableWriter(staging / "session_matches.parquet",
+                        matches_writer = TableWriter(staging / MATCHES_FILE,
                                                      matches.schema, executor=io)
                     matches_writer.write(matches)
                 if sessions.num_rows:
@@ -349,7 +357,7 @@ def sessionize_inputs(config: SessionizeConfig, report: RunReport) -> Sessionize
                     if flows_writer is None:
                         # address texts are rendered on the writer thread, a row group at a
                         # time: the main thread is the busier one while records come in
-                        flows_writer = TableWriter(staging / "flows.parquet",
+                        flows_writer = TableWriter(staging / FLOWS_FILE,
                                                    _text_flows(flows.slice(0, 0)).schema,
                                                    prepare=_text_flows,
                                                    executor=io_flows,
@@ -372,7 +380,7 @@ def sessionize_inputs(config: SessionizeConfig, report: RunReport) -> Sessionize
             result.repeated_examples = consolidation.repeated_examples
             sessions_writer.close()
             if flows_writer is None:
-                flows_writer = TableWriter(staging / "flows.parquet", _empty_flows_schema(),
+                flows_writer = TableWriter(staging / FLOWS_FILE, _empty_flows_schema(),
                                            delta_columns=FLOW_DELTA_COLUMNS)
             flows_writer.close()
             result.flows = flows_writer.rows
@@ -382,9 +390,9 @@ def sessionize_inputs(config: SessionizeConfig, report: RunReport) -> Sessionize
                     from .matching import match_sessions
 
                     empty = match_sessions(SESSIONS_SCHEMA.empty_table(), config.flow_matrix)
-                    matches_writer = TableWriter(staging / "session_matches.parquet", empty.schema)
+                    matches_writer = TableWriter(staging / MATCHES_FILE, empty.schema)
                 matches_writer.close()
-            write_table(staging / "exporters.parquet",
+            write_table(staging / EXPORTERS_FILE,
                         exporters_table(report, sessionizer.pressure(), per_exporter))
             totals_ok = (totals.records_in == totals.records_out == result.flows
                          and totals.packets_in == totals.packets_out
@@ -393,7 +401,7 @@ def sessionize_inputs(config: SessionizeConfig, report: RunReport) -> Sessionize
             result.manifest = _manifest(config, inputs, report, result, totals,
                                         policy_settings(config.policy), sessionizer.pressure(),
                                         digests.result())
-            write_json(staging / "manifest.json", result.manifest)
+            write_json(staging / MANIFEST_FILE, result.manifest)
     return result
 
 
@@ -417,7 +425,7 @@ def _write_consolidated(staging: Path, buckets: list[Path], consolidation: Conso
     while the next bucket is consolidated)."""
     from .matching import SESSIONS_CONSOLIDATED_SCHEMA
 
-    writer = TableWriter(staging / "sessions_consolidated.parquet",
+    writer = TableWriter(staging / CONSOLIDATED_FILE,
                          SESSIONS_CONSOLIDATED_SCHEMA, executor=executor,
                          delta_columns=CONSOLIDATED_DELTA_COLUMNS)
     transform_buckets(buckets, consolidation.consolidate, writer)  # each by first_seen, id

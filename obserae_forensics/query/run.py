@@ -36,18 +36,27 @@ from ..matching.flow_matrix import FlowMatrix, load_flow_matrix
 from ..matching.match import SESSION_MATCHES_SCHEMA, match_sessions, matched_rules_column
 from ..recombine import recombine_tables
 from ..schema import FLOWS_SCHEMA, SESSIONS_SCHEMA, text_address_schema
+from ..tables.layout import (
+    CONSOLIDATED_FILE,
+    EXPORTERS_FILE,
+    FLOWS_FILE,
+    FRAGMENTS_FILE,
+    MATCHES_FILE,
+    RECOMBINED_FILE,
+    SESSIONS_FILE,
+)
 from ..tables.manifest import read_manifest
 from ..tables.parquet import check_columns, read_parquet
 from ..times import SHOWABLE_MAX_US, SHOWABLE_MIN_US
 
 TABLE_FILES = {
-    "sessions": "sessions.parquet",
-    "flows": "flows.parquet",
-    "matches": "session_matches.parquet",
-    "consolidated": "sessions_consolidated.parquet",
-    "exporters": "exporters.parquet",
+    "sessions": SESSIONS_FILE,
+    "flows": FLOWS_FILE,
+    "matches": MATCHES_FILE,
+    "consolidated": CONSOLIDATED_FILE,
+    "exporters": EXPORTERS_FILE,
 }
-RECOMBINED_FILES = ("sessions_recombined.parquet", "recombined_fragments.parquet")
+RECOMBINED_FILES = (RECOMBINED_FILE, FRAGMENTS_FILE)
 
 
 # what each table holds as sessionize writes it: load refuses a table lacking one of these

@@ -27,17 +27,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import UsageError
+from ..tables.layout import (
+    FRAGMENTS_FILE,
+    RECOMBINE_FILES,
+    RECOMBINED_FILE,
+    REPORT_JSON,
+    REPORT_MD,
+    TIMELINE_PNG,
+)
 from ..tables.parquet import read_parquet, write_parquet
 from .chain import FRAGMENTS_SCHEMA, RECOMBINED_SCHEMA, chain_sessions
 from .report import build_report, render_json, render_markdown, write_timeline
 from .runs import Run, empty_sessions, order_runs, read_sessions
-
-RECOMBINED_FILE = "sessions_recombined.parquet"
-FRAGMENTS_FILE = "recombined_fragments.parquet"
-REPORT_MD = "report.md"
-REPORT_JSON = "report.json"
-TIMELINE_PNG = "timeline.png"
-OUTPUT_FILES = (RECOMBINED_FILE, FRAGMENTS_FILE, REPORT_MD, REPORT_JSON, TIMELINE_PNG)
 
 
 @dataclass
@@ -87,7 +88,7 @@ def check_out_dir(out_dir: Path, *, force: bool = False) -> None:
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"{out_dir}: exists and is not a directory")
-    existing = [name for name in OUTPUT_FILES if (out_dir / name).exists()]
+    existing = [name for name in RECOMBINE_FILES if (out_dir / name).exists()]
     if existing and not force:
         raise UsageError(f"{out_dir} already holds {', '.join(existing)}; "
                          "use --force to replace them")
@@ -99,7 +100,7 @@ def write_recombined(result: RecombineResult, out_dir: Path, *,
     out_dir = Path(out_dir)
     check_out_dir(out_dir, force=force)
     out_dir.mkdir(parents=True, exist_ok=True)
-    files = {name: out_dir / name for name in OUTPUT_FILES}
+    files = {name: out_dir / name for name in RECOMBINE_FILES}
     _atomic(files[RECOMBINED_FILE], lambda p: write_parquet(result.conversations, p))
     _atomic(files[FRAGMENTS_FILE], lambda p: write_parquet(result.fragments, p))
     _atomic(files[TIMELINE_PNG], lambda p: write_timeline(result.report, p))

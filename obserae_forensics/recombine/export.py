@@ -33,9 +33,10 @@ from ..readers.pcap import Frame, iter_datagrams, read_datagram_frames
 from ..report import RunReport
 from ..schema import FLOW_ADDRESS_COLUMNS, TIMESTAMP
 from ..tables.evidence import check_output_file, run_files
+from ..tables.layout import FLOWS_FILE
 from ..tables.parquet import check_columns, read_parquet, read_parquet_schema, write_parquet
 from .conversations import RecombineResult, conversation_sessions, recombine_tables
-from .runs import FLOWS, Run, order_runs
+from .runs import Run, order_runs
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 CSV_SUFFIXES = (".csv",)
@@ -102,9 +103,9 @@ def collect_flows(source: RecombineResult | Sequence[Path], ids: Sequence[str]) 
         run = runs[run_dir]
         mine = fragments.filter(pc.equal(fragments.column("run_dir"), run_dir))
         session_ids = mine.column("session_id")
-        path = run.path / FLOWS
+        path = run.path / FLOWS_FILE
         if not path.is_file():
-            raise UsageError(f"{run.path}: no {FLOWS}; cannot export the flows behind "
+            raise UsageError(f"{run.path}: no {FLOWS_FILE}; cannot export the flows behind "
                              "its sessions")
         check_columns(path, read_parquet_schema(path), PROVENANCE_TYPES, what="flows table")
         flows = read_parquet(path, filters=pc.is_in(pc.field("session_id"),

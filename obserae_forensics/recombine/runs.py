@@ -26,13 +26,12 @@ import pyarrow.compute as pc
 
 from ..errors import UsageError
 from ..schema import SESSIONS_SCHEMA, TIMESTAMP
-from ..tables.manifest import MANIFEST, read_manifest
+from ..tables.layout import MANIFEST_FILE, SESSIONS_FILE
+from ..tables.manifest import read_manifest
 from ..tables.parquet import check_columns, read_parquet
 from ..times import iso_us
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-SESSIONS = "sessions.parquet"
-FLOWS = "flows.parquet"
 
 # sessions.md defaults, in seconds; used only when a manifest lacks the setting (and said so)
 DEFAULT_SETTINGS: dict[str, float] = {
@@ -126,10 +125,10 @@ def _parse_time(text: object, where: str) -> int | None:
 
 def read_run(path: Path) -> Run:
     """Read one run directory's manifest; raise UsageError if it is not a run directory."""
-    manifest_path = path / MANIFEST
+    manifest_path = path / MANIFEST_FILE
     manifest = read_manifest(path)
-    if not (path / SESSIONS).is_file():
-        raise UsageError(f"{path}: no {SESSIONS}; is this a sessionize output directory?")
+    if not (path / SESSIONS_FILE).is_file():
+        raise UsageError(f"{path}: no {SESSIONS_FILE}; is this a sessionize output directory?")
     run = Run(path=path)
     raw_settings = manifest.get("settings") or {}
     if not isinstance(raw_settings, dict):
@@ -179,7 +178,7 @@ def order_runs(paths: Sequence[Path]) -> list[Run]:
 
 def read_sessions(run: Run) -> pa.Table:
     """The run's sessions with recombine's columns in fixed types, plus `run_index`."""
-    path = run.path / SESSIONS
+    path = run.path / SESSIONS_FILE
     table = read_parquet(path)
     present = {name: kind for name, kind in _SESSION_TYPES.items() if name in table.column_names}
     check_columns(path, table, {name: _SESSION_TYPES[name] for name in REQUIRED_SESSION_COLUMNS},

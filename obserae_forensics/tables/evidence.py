@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ..errors import UsageError
+from .layout import RUN_FILES
 
 
 def _same(a: Path, b: Path) -> bool:
@@ -56,13 +57,6 @@ def refuse_directory_over_evidence(target: Path, evidence: Iterable[Path],
             raise UsageError(f"{option} {target} holds the input {path}; refusing to replace "
                              "it (even with --force): give another output directory")
 
-
-# what a sessionize run, or a recombine output in its directory, consists of: what recombine,
-# its exports and a later report read and cite (an export of an earlier command written into
-# the directory is not among them, and may be replaced with --force)
-RUN_FILES = ("sessions.parquet", "flows.parquet", "exporters.parquet", "session_matches.parquet",
-             "sessions_consolidated.parquet", "manifest.json", "sessions_recombined.parquet",
-             "recombined_fragments.parquet", "report.md", "report.json", "timeline.png")
 
 
 def run_files(run_dirs: Iterable[Path]) -> list[Path]:

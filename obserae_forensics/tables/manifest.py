@@ -11,17 +11,16 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
-
-MANIFEST = "manifest.json"
+from .layout import MANIFEST_FILE
 
 
 def read_manifest(run_dir: Path) -> dict[str, Any]:
     """The manifest of a sessionize output directory; UsageError if it is not one."""
-    manifest_path = run_dir / MANIFEST
+    manifest_path = run_dir / MANIFEST_FILE
     if not run_dir.is_dir():
         raise UsageError(f"{run_dir}: not a directory (expected a sessionize output directory)")
     if not manifest_path.is_file():
-        raise UsageError(f"{run_dir}: no {MANIFEST}; is this a sessionize output directory?")
+        raise UsageError(f"{run_dir}: no {MANIFEST_FILE}; is this a sessionize output directory?")
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
