@@ -382,6 +382,21 @@ def _prev_byte(S: Any, slot: int, shift: int) -> int:
     return (S[slot, R.P_BITS] >> shift) & R.BYTE_MASK
 
 
+@_inline
+def _inherit(M: Any, s: int, S: Any, slot: int) -> None:
+    """M[s] goes on with the conversation of the closed session in S[slot] (the next
+    fragment, or a late session following it): its orientation and server side, so that it
+    never comes out reversed, and whether it was answered: a piece that sees one direction
+    only (the other's record fell in the session before) is no one-way attempt (no_reply,
+    half_open)."""
+    M[s, R.F_INHERITED] = 1
+    M[s, R.F_INH_ORIENT] = _prev_byte(S, slot, R.PB_ORIENT)
+    M[s, R.F_INH_SERVER] = _prev_byte(S, slot, R.PB_SERVER)
+    M[s, R.F_INH_METHOD] = _prev_byte(S, slot, R.PB_METHOD)
+    M[s, R.F_INH_CONFIDENCE] = (S[slot, R.P_BITS] >> R.PB_CONFIDENCE) & R.CONFIDENCE_MASK
+    M[s, R.F_SEEN] = 3 * ((S[slot, R.P_BITS] >> R.PB_ANSWERED) & 1)
+
+
 @_helper
 def _new_links(M: Any, s: int, S: Any, slot: int, C: Any, first: int, late: int,
                stray: bool) -> None:
@@ -400,6 +415,7 @@ def _new_links(M: Any, s: int, S: Any, slot: int, C: Any, first: int, late: int,
             M[s, R.F_FOLLOW_SPLIT] = S[slot, R.P_SPLIT]
             M[s, R.F_FOLLOW_LATE] = _prev_byte(S, slot, R.PB_LATE)
             M[s, R.F_FOLLOW_DUP] = S[slot, R.P_DUP]
+            _inherit(M, s, S, slot)
         return
     if stray:
         return
@@ -415,14 +431,7 @@ def _new_links(M: Any, s: int, S: Any, slot: int, C: Any, first: int, late: int,
             M[s, R.F_ROOT_OPENED] = S[slot, R.P_OPENED]
             M[s, R.F_ROOT_LATE] = _prev_byte(S, slot, R.PB_LATE)
             M[s, R.F_ROOT_DUP] = S[slot, R.P_DUP]
-        M[s, R.F_INHERITED] = 1
-        M[s, R.F_INH_ORIENT] = _prev_byte(S, slot, R.PB_ORIENT)
-        M[s, R.F_INH_SERVER] = _prev_byte(S, slot, R.PB_SERVER)
-        M[s, R.F_INH_METHOD] = _prev_byte(S, slot, R.PB_METHOD)
-        M[s, R.F_INH_CONFIDENCE] = (S[slot, R.P_BITS] >> R.PB_CONFIDENCE) & R.CONFIDENCE_MASK
-        # the conversation was answered before this fragment: it is no one-way attempt
-        # (no_reply, half_open) for having seen one direction since the cut
-        M[s, R.F_SEEN] = 3 * ((S[slot, R.P_BITS] >> R.PB_ANSWERED) & 1)
+        _inherit(M, s, S, slot)
 
 
 @_inline

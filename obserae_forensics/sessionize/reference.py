@@ -21,7 +21,10 @@ watermark before r, max(last_seen) - grace; max(first_seen) - grace under event 
       its own, closed at once (late if r is late);
    d. otherwise r joins s (late records count in `late_records`).
 3. A session opened by a late record is `late` and follows the last closed session of its key
-   if r starts at or after that one's opening. A late session (a late stray too) does not
+   if r starts at or after that one's opening; it then goes on with that conversation as a
+   fragment does (below: orientation, server side, answered), so the server's half of a
+   conversation arriving late does not come out reversed, or as a one-way attempt, beside
+   the session it names in follows_session_id. A late session (a late stray too) does not
    replace a remembered session that is not late: it is out of the conversation's order, and
    remembered it hid the session a later record continues (the next fragment of a
    `hard_timeout` session, split + 1). With nothing else remembered it is, so that the late
@@ -297,14 +300,12 @@ class ReferenceReplay:
         if late:
             if prev.opened <= first:
                 session.follows = (prev.opened, prev.split, prev.late, prev.dup)
+                _inherit(session, prev)
         elif not stray and prev.reason in (R.REASON_HARD_TIMEOUT, R.REASON_EVICTED) and \
                 first <= prev.last + prev.idle_at_close:
             session.split = prev.split + 1
             session.root = prev.root if prev.split else (prev.opened, prev.late, prev.dup)
-            assert prev.inherited is not None
-            session.inherited = prev.inherited
-            if prev.seen == 3:  # answered before the cut: no one-way attempt (rule 3)
-                session.seen = 3
+            _inherit(session, prev)
         return session
 
     def _open(self, session: RefSession, now: int, newest: int, index: int) -> None:
@@ -435,6 +436,15 @@ class ReferenceReplay:
             _fill_row(rows[n], s)
         self._out = []
         return np.ascontiguousarray(rows[:, R.OUTPUT_FIELD_INDEX].T)
+
+
+def _inherit(session: RefSession, prev: RefSession) -> None:
+    """`session` goes on with `prev`'s conversation (rule 3): orientation, server side and
+    whether it was answered (no one-way attempt for having seen one direction since)."""
+    assert prev.inherited is not None
+    session.inherited = prev.inherited
+    if prev.seen == 3:
+        session.seen = 3
 
 
 def _fill_row(out: np.ndarray, s: RefSession) -> None:

@@ -214,6 +214,36 @@ def test_late_record_after_close_opens_late_session_following_it(engine: str) ->
     assert late["session_id"] != first["session_id"]
 
 
+def test_a_late_session_goes_on_with_the_conversation_it_follows(engine: str) -> None:
+    """Found by auditing: a conversation cut by hard_timeout at 30 s, whose next records
+    (35-60 s, the server's first) arrive behind the watermark, became late sessions oriented
+    afresh: the server's half reversed (server 10.0.0.1:40000 by first_sender, beside the
+    tcp_handshake session it names in follows_session_id) and closed no_reply, so it missed
+    the Flow Matrix rule its conversation matched and listed among the "Likely TCP scans"."""
+    policy = SessionPolicy(hard_timeout_us=30 * SECOND)
+    records = [rec(0, 10, flags=SYN | ACK, dport=5555),
+               rec(1, 10, src=B, dst=A, sport=5555, dport=40000, flags=SYN | ACK),
+               rec(20, 30, dport=5555), tick(100),
+               rec(35, 60, src=B, dst=A, sport=5555, dport=40000),
+               rec(36, 60, dport=5555), tick(300)]
+    sessions, _, _ = run(records, policy, engine=engine)
+    first, *late = by_key(sessions)
+    assert (first["close_reason"], first["role_method"]) == ("hard_timeout", "tcp_handshake")
+    assert [s["late"] for s in late] and all(s["late"] for s in late)
+    for s in late:
+        assert s["follows_session_id"] is not None
+        assert (s["ip_a"], s["client_ip"], s["server_ip"], s["server_port"]) == \
+            (A, A, B, 5555)
+        assert (s["role_method"], s["role_confidence"]) == ("tcp_handshake", 0.95)
+        assert (s["state"], s["close_reason"]) == ("closed", "hard_timeout")  # not no_reply
+    # a late session of a conversation never answered stays a one-way attempt
+    records = [rec(0, 10, flags=SYN, dport=5555), tick(100), rec(12, 14, dport=5555),
+               tick(300)]
+    sessions, _, _ = run(records, engine=engine)
+    assert [(s["late"], s["close_reason"]) for s in by_key(sessions)] == \
+        [(False, "no_reply"), (True, "no_reply")]
+
+
 def test_late_request_and_reply_with_one_first_seen_get_two_ids(engine: str) -> None:
     # found by an audit: both records are late and their sessions close at once (31 < 170);
     # the second finds nothing remembered (1 + 30 + 30 < 170): late sessions take their
