@@ -23,7 +23,9 @@ The surprising thing: a conversation still `active` at the end of one run that t
 shows going quiet (no continuation within the idle timeout, although the next run covers that
 time) ended there; its final state is settled as the sessionizer would have closed it on one
 run over both captures (`state_inferred` = true), so that recombining consecutive runs gives the
-same conversations as one run over the whole capture.
+same conversations as one run over the whole capture. So is a conversation whose last fragment
+was cut (`hard_timeout`, `evicted`) and that nothing continued although the window goes on:
+its close reason is how it ended, not where the sessionizer cut it.
 """
 
 from __future__ import annotations
@@ -361,7 +363,10 @@ def chain_sessions(sessions: pa.Table, runs: list[Run]) -> Chains:
     deadline = last[final] + np.where(finished, 0, idle[final])
     maybe_more = is_open[final] | hard[final] | evicted[final]
     tail_cut = maybe_more & (deadline >= window_end)
-    state_inferred = is_open[final] & (deadline < window_end)
+    # ended inside the window: an open last fragment, or a cut one that nothing continued
+    # (its `hard_timeout`/`evicted` says where the sessionizer cut, not how the
+    # conversation ended, and read "cut" beside complete = true)
+    state_inferred = maybe_more & (deadline < window_end)
 
     state = pc.take(col("state"), pa.array(final)).to_numpy(zero_copy_only=False).astype(object)
     close_reason = pc.take(col("close_reason"), pa.array(final)).to_numpy(

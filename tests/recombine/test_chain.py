@@ -229,6 +229,10 @@ def test_head_and_tail_outside_the_window(tmp_path: Path) -> None:
     assert by_id["LATE1"]["head_cut"]  # its fragment 0 is in no table
     assert by_id["END"]["tail_cut"] and by_id["OPEN"]["tail_cut"]
     assert by_id["DONE"]["complete"]
+    # found by auditing: a cut that nothing continued said hard_timeout beside complete
+    assert (by_id["DONE"]["close_reason"], by_id["DONE"]["state_inferred"]) == ("fin", True)
+    assert (by_id["END"]["close_reason"], by_id["END"]["state_inferred"]) == \
+        ("hard_timeout", False)  # more may follow: the cut stands
     window = result.report["outside_window"]
     heads = {e["conversation_id"]: e["message"] for e in window["head_cut"]}
     assert heads["MID"] == ("fragment 0 is outside the window: widen the window to start "
@@ -236,6 +240,20 @@ def test_head_and_tail_outside_the_window(tmp_path: Path) -> None:
     assert heads["LATE1"].endswith("start before 2024-03-01T12:05:00Z")
     tails = {e["conversation_id"]: e["message"] for e in window["tail_cut"]}
     assert tails["OPEN"] == "more may follow after 2024-03-01T12:33:20Z"
+
+
+def test_a_cut_nothing_continued_inside_the_window_ended_as_it_timed_out(
+        tmp_path: Path) -> None:
+    rows = [session("CUT", 0, 899, close="hard_timeout", flags=(SYN_ACK_PSH, 0x12)),
+            session("ONEWAY", 0, 899, close="evicted", a=("10.4.4.7", 9), ba=(0, 0),
+                    flags=(0x10, 0)),
+            session("LATER", 2000, 2010, a=("10.9.9.9", 1), b=("10.0.0.2", 443),
+                    flags=(SYN_ACK_PSH, 0x12))]
+    by_id = conversations(one_run(tmp_path, rows))
+    assert [(by_id[i]["state"], by_id[i]["close_reason"], by_id[i]["state_inferred"],
+             by_id[i]["complete"]) for i in ("CUT", "ONEWAY")] == \
+        [("closed", "idle", True, True),
+         ("closed", "no_reply", True, False)]  # no SYN at the window's start: head cut
 
 
 def test_duplicate_sessions_across_runs_are_refused(tmp_path: Path) -> None:
