@@ -3,8 +3,8 @@
 Exit codes:
     0  the run completed (skipped input, if any, is counted in the summary and manifest)
     1  --strict and some input had to be skipped; or the conservation check failed; or two
-       sessions share a session_id; or an output could not be written; or an export could
-       not read back every datagram
+       sessions share a session_id; or an output could not be written; or an export's
+       source capture changed since the run, or it could not read back every datagram
     2  usage error: bad option, bad settings/Cartography/Flow Matrix file, existing output,
        an output over an input, a table handed back that lacks what it needs
 """

@@ -7,7 +7,6 @@ a RunReport, and return what the CLI prints.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import sys
 from collections import Counter
@@ -39,6 +38,7 @@ from .tables.layout import (
     MATCHES_FILE,
     SESSIONS_FILE,
 )
+from .tables.manifest import sha256_file
 from .tables.parquet import TableWriter, staged_directory, write_json, write_table
 from .tables.partitioned import BucketedWriter, transform_buckets
 from .times import iso_us
@@ -211,14 +211,6 @@ def _with_progress(
                         done = position
             yield batch
         bar.update(total - done)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from ..addresses import address_matrix, address_texts
-from ..errors import MalformedInput, UsageError
+from ..errors import InputError, MalformedInput, UsageError
 from ..readers import input_format
 from ..readers.exports import carries_templates
 from ..readers.pcap import Frame, iter_datagrams, read_datagram_frames
@@ -34,6 +34,7 @@ from ..report import RunReport
 from ..schema import FLOW_ADDRESS_COLUMNS, TIMESTAMP
 from ..tables.evidence import check_output_file, run_files
 from ..tables.layout import FLOWS_FILE
+from ..tables.manifest import sha256_file
 from ..tables.parquet import check_columns, read_parquet, read_parquet_schema, write_parquet
 from .conversations import RecombineResult, conversation_sessions, recombine_tables
 from .runs import Run, order_runs
@@ -203,6 +204,22 @@ def _format_of(run: Run, source_file: str, path: Path) -> str:
     return found
 
 
+def _check_unchanged(run: Run, source_file: str, path: Path) -> None:
+    """The capture must be the bytes the run read: the manifest's size and SHA-256. A capture
+    changed in place (same size, frame headers intact) read back as datagrams that decode to
+    other records, and was exported without a word."""
+    size = run.input_size(source_file)
+    actual = path.stat().st_size
+    if size is not None and size != actual:
+        raise InputError(f"{actual} bytes, {run.path}'s manifest says {size}: the capture "
+                         "changed since sessionize; nothing exported", source=str(path),
+                         offset=0)
+    digest = run.input_sha256(source_file)
+    if digest is not None and sha256_file(path) != digest:
+        raise InputError(f"SHA-256 differs from {run.path}'s manifest: the capture changed "
+                         "since sessionize; nothing exported", source=str(path), offset=0)
+
+
 def pcap_flows_path(path: Path) -> Path:
     """Where export_pcap writes the flows of nfcapd records, which have no datagram."""
     return path.with_name(path.stem + ".flows.parquet")
@@ -243,11 +260,7 @@ def export_pcap(source: RecombineResult | Sequence[Path], ids: Sequence[str], pa
             run = runs[run_number]
             resolved[key] = _resolve(run, name)
             formats[key] = _format_of(run, name, resolved[key])
-            size = run.input_size(name)
-            actual = resolved[key].stat().st_size
-            if size is not None and size != actual:
-                raise UsageError(f"{resolved[key]} is {actual} bytes, the run's manifest says "
-                                 f"{size}: the capture changed since sessionize")
+            _check_unchanged(run, name, resolved[key])
         if formats[key] not in ("pcap", "pcapng"):
             nfcapd_rows.append(row)
             continue

@@ -98,6 +98,12 @@ class Run:
                 return int(entry["size"])
         return None
 
+    def input_sha256(self, source_file: str) -> str | None:
+        for entry in self.inputs:
+            if str(entry.get("path")) == source_file and entry.get("sha256") is not None:
+                return str(entry["sha256"])
+        return None
+
     def describe(self) -> dict[str, Any]:
         return {
             "index": self.index,

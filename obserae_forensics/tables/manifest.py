@@ -6,12 +6,22 @@ run (or a run that died), and every reader says so the same way.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
 from .layout import MANIFEST_FILE
+
+
+def sha256_file(path: Path) -> str:
+    """The digest a manifest cites for an input, and an export checks the input against."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def read_manifest(run_dir: Path) -> dict[str, Any]:

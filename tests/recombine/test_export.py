@@ -19,10 +19,11 @@ import pytest
 from typer.testing import CliRunner
 
 from obserae_forensics.cli import app
-from obserae_forensics.errors import UsageError
+from obserae_forensics.errors import InputError, UsageError
 from obserae_forensics.readers.pcap import Frame, iter_frames
 from obserae_forensics.recombine import export_flows, export_pcap, recombine_tables
 from obserae_forensics.report import RunReport
+from obserae_forensics.tables.manifest import sha256_file
 from tests.conftest import need_tool
 
 from .conftest import flows_for, session, write_run
@@ -61,7 +62,8 @@ def conversation_run(tmp_path: Path, capture: Path, frames: list[Frame], *,
     flows = flows_for(rows, source_file=str(capture), offsets=[f.offset for f in chosen],
                       arrivals_us=[f.ts_ns // 1000 for f in chosen],
                       frames=[f.number for f in chosen])
-    inputs = [{"path": str(capture), "format": input_format, "size": capture.stat().st_size}]
+    inputs = [{"path": str(capture), "format": input_format, "size": capture.stat().st_size,
+               "sha256": sha256_file(capture)}]
     return write_run(tmp_path / name, rows, flows=flows, inputs=inputs)
 
 
@@ -192,10 +194,19 @@ def test_a_changed_capture_is_refused(tmp_path: Path, corpus: Path) -> None:
     shutil.copy(corpus / SOURCE, capture)
     run = conversation_run(tmp_path, capture, frames_of(capture),
                            record_frames=[2, 2, 3, 3, 1, 1])
+    original = capture.read_bytes()
     with open(capture, "ab") as handle:
         handle.write(b"\0" * 16)
-    with pytest.raises(UsageError, match="the capture changed since sessionize"):
+    with pytest.raises(InputError, match=r"says \d+: the capture changed since sessionize"):
         export_pcap([run], ["A"], tmp_path / "a.pcap")
+    # found by auditing the README: bytes changed in place, same size and frame headers
+    # intact, were exported with exit 0 (the capture decoded to other records)
+    changed = bytearray(original)
+    changed[200:260] = bytes(b ^ 0xFF for b in changed[200:260])
+    capture.write_bytes(bytes(changed))
+    with pytest.raises(InputError, match="SHA-256 differs"):
+        export_pcap([run], ["A"], tmp_path / "a.pcap")
+    assert not (tmp_path / "a.pcap").exists()
 
 
 def test_relative_source_paths_are_found_beside_the_run(tmp_path: Path, corpus: Path) -> None:
