@@ -252,6 +252,7 @@ def sessionize_command(
             cartography=carto, flow_matrix=matrix, force=force,
             progress=_progress_wanted(quiet),
             protected=tuple(p for p in (config, cartography, flow_matrix) if p is not None),
+            settings_file=config,
         )
         result = sessionize_inputs(job, report)
     except UsageError as error:

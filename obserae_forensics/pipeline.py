@@ -228,6 +228,7 @@ class SessionizeConfig:
     # files the run reads besides its inputs (settings, Cartography, Flow Matrix): --force
     # never replaces an output directory that holds them or an input
     protected: tuple[Path, ...] = ()
+    settings_file: Path | None = None  # --config, cited in the manifest
 
 
 @dataclass
@@ -425,9 +426,9 @@ def _write_consolidated(staging: Path, buckets: list[Path], consolidation: Conso
     shutil.rmtree(staging / ".consolidation", ignore_errors=True)
 
 
-def _rules_file(loaded: Any) -> dict[str, str] | None:
-    """Where a Cartography/Flow Matrix came from: as given, absolute, and its SHA-256."""
-    path = getattr(loaded, "path", None)
+def _cited_file(path: Path | str | None) -> dict[str, str] | None:
+    """Where the settings, Cartography or Flow Matrix came from: as given, absolute, and its
+    SHA-256 (recombine's exports also refuse to overwrite it)."""
     if path is None:
         return None
     path = Path(path)
@@ -449,8 +450,9 @@ def _manifest(
         "read": {"batch_size": config.read.batch_size,
                  "from": iso_us(config.read.window[0]), "to": iso_us(config.read.window[1]),
                  "strict": config.read.strict},
-        "cartography": _rules_file(config.cartography),
-        "flow_matrix": _rules_file(config.flow_matrix),
+        "settings_file": _cited_file(config.settings_file),
+        "cartography": _cited_file(getattr(config.cartography, "path", None)),
+        "flow_matrix": _cited_file(getattr(config.flow_matrix, "path", None)),
         "inputs": [{"path": str(item.path), "format": report.files[str(item.path)].format
                     if str(item.path) in report.files else item.format,
                     "size": item.size, "sha256": digests[item.path]} for item in inputs],

@@ -205,6 +205,24 @@ def test_no_output_lands_on_the_evidence_even_with_force(tmp_path: Path) -> None
                 str(run / ".." / "run" / name), "--force")
     assert capture.read_bytes() == original and (rules / "c.yaml").exists()
     assert {p.name: p.read_bytes() for p in run.iterdir()} == tables
+    # found by auditing the README: the files a run read besides its inputs were not
+    # evidence to recombine (--export-flows over the run's Cartography replaced it)
+    # (named .csv: an export's suffix says its format)
+    settings, cartography = rules / "s.csv", rules / "c.csv"
+    settings.write_text("sessions:\n  grace: 10s\n")
+    cartography.write_text("hosts:\n")
+    ruled = tmp_path / "ruled"
+    assert runner.invoke(app, ["sessionize", str(capture), "--out", str(ruled), "-q",
+                               "--config", str(settings), "--cartography",
+                               str(cartography)]).exit_code == 0
+    manifest = json.loads((ruled / "manifest.json").read_text())
+    assert manifest["settings_file"]["absolute"] == str(settings.resolve())
+    assert manifest["flow_matrix"] is None
+    for target in (settings, cartography):
+        before = target.read_bytes()
+        refused("recombine", str(ruled), "--session", session_id, "--export-flows",
+                str(target), "--force")
+        assert target.read_bytes() == before
     # an output beside the evidence is fine, and an existing --flows file needs --force
     flows = tmp_path / "flows.parquet"
     for extra, code in (([], 0), ([], 2), (["--force"], 0)):

@@ -78,12 +78,14 @@ def _candidates(run: Run, source_file: str) -> list[Path]:
 
 
 def run_evidence(runs: Sequence[Run]) -> list[Path]:
-    """Every file the runs consist of or were made from (their tables and manifests, and
-    their input captures wherever they are found): what no export may overwrite."""
+    """Every file the runs consist of or were made from (their tables and manifests, their
+    input captures wherever they are found, the settings and rule files they read): what no
+    export may overwrite."""
     captures = [candidate for run in runs for entry in run.inputs
                 for candidate in _candidates(run, str(entry.get("path")))
                 if candidate.is_file()]
-    return [*run_files(run.path for run in runs), *captures]
+    read = [path for run in runs for path in run.read_files if path.is_file()]
+    return [*run_files(run.path for run in runs), *captures, *read]
 
 
 def _runs_of(source: RecombineResult | Sequence[Path]) -> dict[str, Run]:

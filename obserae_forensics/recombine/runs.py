@@ -76,6 +76,8 @@ class Run:
     end_us: int | None = None
     settings: dict[str, float] = field(default_factory=dict)  # seconds, seed names
     inputs: list[dict[str, Any]] = field(default_factory=list)
+    # the settings, Cartography and Flow Matrix files the run read (manifest, absolute)
+    read_files: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # defaults used, oddities seen
 
     def idle_us(self, name: str) -> int:
@@ -159,6 +161,10 @@ def read_run(path: Path) -> Run:
     inputs = manifest.get("inputs") or []
     if isinstance(inputs, list):
         run.inputs = [entry for entry in inputs if isinstance(entry, dict)]
+    for name in ("settings_file", "cartography", "flow_matrix"):
+        cited = manifest.get(name)
+        if isinstance(cited, dict) and isinstance(cited.get("absolute"), str):
+            run.read_files.append(Path(cited["absolute"]))
     return run
 
 
