@@ -268,6 +268,7 @@ class SessionQuery:
     entities: tuple[tuple[str, str], ...] = ()  # (reference, side)
     protocols: tuple[str | int, ...] = ()
     ports: tuple[tuple[tuple[int | str, ...], str], ...] = ()  # (ports, side)
+    services: tuple[str, ...] = ()  # any of them, written as in the Cartography
     states: tuple[str, ...] = ()
     close_reasons: tuple[str, ...] = ()
     exporters: tuple[str, ...] = ()
@@ -288,6 +289,10 @@ class SessionQuery:
 
     def port(self, *ports: int | str, side: str = "server") -> SessionQuery:
         return replace(self, ports=(*self.ports, (tuple(ports), side)))
+
+    def service(self, *services: str) -> SessionQuery:
+        """Sessions of any of the services: `tcp/443`, `udp/53,5353`, `icmp`."""
+        return replace(self, services=(*self.services, *services))
 
     def state(self, *states: str) -> SessionQuery:
         return replace(self, states=(*self.states, *states))
@@ -318,6 +323,11 @@ class SessionQuery:
             mask &= protocol(rows, *self.protocols)
         for ports, side in self.ports:
             mask &= port(rows, *ports, side=side)
+        if self.services:
+            either = pd.Series(False, index=rows.index)
+            for text in self.services:
+                either |= service(rows, text)
+            mask &= either
         if self.states:
             mask &= state(rows, *self.states)
         if self.close_reasons:
@@ -350,6 +360,8 @@ class SessionQuery:
         for ports, side in self.ports:
             column = "port" if side == "either" else PORT_SIDES.get(side, side)
             parts.append(f"{column} in (" + ", ".join(map(str, ports)) + ")")
+        if self.services:
+            parts.append("service in (" + ", ".join(self.services) + ")")
         if self.states:
             parts.append("state in (" + ", ".join(self.states) + ")")
         if self.close_reasons:

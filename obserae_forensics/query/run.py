@@ -172,6 +172,8 @@ def load(
         raise UsageError(f"session {first} appears in more than one of the runs given to load "
                          "(the same capture loaded twice?)")
 
+    _check_flow_counts(paths, sessions, frames["flows"])
+
     recombined, fragments = _recombination(recombine, paths)
     notes: list[str] = []
     chart = _cartography(cartography, manifests[0], paths[0], notes)
@@ -273,6 +275,24 @@ def _read_table(path: Path, index: int,
     frame = to_frame(table)
     frame["run"] = np.full(len(frame), index, dtype=np.uint32)
     return frame
+
+
+def _check_flow_counts(paths: list[Path], sessions: pd.DataFrame, flows: pd.DataFrame) -> None:
+    """Each run's flows add up to its sessions' flow_count (as recombine's exports check): a
+    flows table cut or edited, or from another run, loaded beside the sessions and the
+    drawer showed "2 flow records" over one row."""
+    if "run" in sessions.columns:
+        expected = sessions.groupby("run")["flow_count"].sum().to_dict()
+        found = flows.groupby("run").size().to_dict()
+    else:
+        expected = {0: sessions["flow_count"].sum()}
+        found = {0: len(flows)}
+    for index, path in enumerate(paths):
+        want, have = int(expected.get(index, 0)), int(found.get(index, 0))
+        if want != have:
+            raise UsageError(f"{path / FLOWS_FILE} holds {have} flow record(s), the sessions' "
+                             f"flow_count says {want}: the flows table does not belong to "
+                             "this sessions table (edited, cut, or from another run)")
 
 
 def _concat(frames: list[pd.DataFrame], *, multiple: bool) -> pd.DataFrame:

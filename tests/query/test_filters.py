@@ -123,6 +123,10 @@ def test_port_protocol_and_service(run: query.Run) -> None:
     assert shown(run, query.port(run.sessions, 5353, side="either")) == ["s2"]
     assert shown(run, query.service(run.sessions, "tcp/22,80")) == ["s3", "s8"]
     assert shown(run, query.service(run.sessions, "udp/443")) == []
+    # SessionQuery chains it too (the README said so, and it had no such method)
+    view = SessionQuery().service("tcp/22", "tcp/80")
+    assert shown(run, view.mask(run)) == ["s3", "s8"]
+    assert view.describe() == "service in (tcp/22, tcp/80)"
     with pytest.raises(UsageError, match="bad port"):
         query.port(run.sessions, "70000")
 

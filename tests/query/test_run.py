@@ -187,3 +187,18 @@ def test_a_table_lacking_a_column_is_named_at_load(tmp_path: Path, table: str,
     with pytest.raises(UsageError, match=rf"{table}\.parquet: {table} table lacks column\(s\) "
                                          rf"{column}"):
         query.load(run, recombine=False)
+
+
+def test_flows_that_do_not_add_up_to_the_sessions_are_refused_at_load(tmp_path: Path) -> None:
+    """Found by auditing the README, which said so: a flows table cut by a row loaded, and
+    the drawer said "2 flow records" over one."""
+    import pyarrow.parquet as pq
+
+    early = write_run(tmp_path / "early")
+    path = early / "flows.parquet"
+    flows = pq.read_table(path)
+    pq.write_table(flows.slice(0, flows.num_rows - 1), path)
+    with pytest.raises(UsageError, match=rf"flows\.parquet holds {flows.num_rows - 1} flow "
+                                         rf"record\(s\), the sessions' flow_count says "
+                                         rf"{flows.num_rows}"):
+        query.load(early, recombine=False)
