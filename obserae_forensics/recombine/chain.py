@@ -449,9 +449,12 @@ def _settled_reasons(*, tcp: np.ndarray, half_open: np.ndarray, ab_flags: np.nda
 
     rejected = tcp & ((opening(ab_flags) & refusal(ba_flags))
                       | (opening(ba_flags) & refusal(ab_flags)))
+    either = ab_flags | ba_flags
+    midstream = tcp & ((either & ACK) != 0) & ((either & SYN) == 0)  # one-way, no attempt
     return np.select(
-        [tcp & half_open, fin, rejected, rst, both],
-        ["no_reply", "fin", "rejected", "rst", "idle"], default="no_reply").astype(object)
+        [tcp & half_open, fin, rejected, rst & both, rst, both | midstream],
+        ["no_reply", "fin", "rejected", "rst", "no_reply", "idle"],
+        default="no_reply").astype(object)
 
 
 def _exporter_windows(exporter: np.ndarray, opened: np.ndarray,

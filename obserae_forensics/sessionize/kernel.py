@@ -332,6 +332,8 @@ def _state_reason(M: Any, s: int) -> int:
             return R.REASON_RST if M[s, R.F_SEEN] == 3 else R.REASON_NO_REPLY
         if f0 & f1 & R.TCP_FIN:
             return R.REASON_FIN
+        if (f0 | f1) & R.TCP_ACK and not (f0 | f1) & R.TCP_SYN:
+            return R.REASON_IDLE  # one-way midstream: no attempt (reference.state_reason)
     return R.REASON_IDLE if M[s, R.F_SEEN] == 3 else R.REASON_NO_REPLY
 
 

@@ -167,6 +167,14 @@ class RefSession:
                 return R.REASON_RST if self.seen == 3 else R.REASON_NO_REPLY
             if self.flags[0] & self.flags[1] & R.TCP_FIN:
                 return R.REASON_FIN
+            both = self.flags[0] | self.flags[1]
+            if both & R.TCP_ACK and not both & R.TCP_SYN:
+                # ACK without any SYN: the middle of an established connection, of which the
+                # exporter saw one direction (asymmetric routing) or the start fell before
+                # the capture; no attempt, so not no_reply ("for TCP, a half-open attempt"),
+                # as Zeek's OTH is no S0. Flags 0 (an exporter that sends none) tell nothing
+                # and stay no_reply; so do SYN, FIN-only or NULL probes
+                return R.REASON_IDLE
         return R.REASON_IDLE if self.seen == 3 else R.REASON_NO_REPLY
 
     def deadline(self, policy: SessionPolicy) -> tuple[int, int]:

@@ -150,6 +150,26 @@ def test_open_session_without_continuation_is_settled_when_the_next_run_covers_i
     assert by_id["Q"]["close_reason"] == "no_reply"  # one direction only
 
 
+def test_settled_reasons_are_the_sessionizers(tmp_path: Path) -> None:
+    """A conversation settled by the next run closes as the sessionizer would have closed
+    it: one-way midstream TCP (ACK, no SYN) idle, a one-way RST no_reply (it said rst)."""
+    first = write_run(tmp_path / "r1", [
+        session("MID", 0, 500, state="active", ba=(0, 0), flags=(0x18, 0)),
+        session("RST", 0, 500, state="active", a=("10.0.0.7", 1), ba=(0, 0),
+                flags=(0x14, 0)),
+        session("SYN", 0, 500, state="active", a=("10.0.0.8", 1), ba=(0, 0),
+                flags=(0x1A, 0)),
+    ])
+    second = write_run(tmp_path / "r2", [
+        session("Z", 505, 700, a=("10.3.3.3", 1), b=("10.3.3.4", 2),
+                flags=(SYN_ACK_PSH, 0x12)),
+    ])
+    by_id = conversations(recombine_tables([first, second]))
+    assert {i: (by_id[i]["close_reason"], by_id[i]["state_inferred"])
+            for i in ("MID", "RST", "SYN")} == {
+        "MID": ("idle", True), "RST": ("no_reply", True), "SYN": ("no_reply", True)}
+
+
 def test_run_boundary_needs_an_open_session_and_the_idle_timeout(tmp_path: Path) -> None:
     first = write_run(tmp_path / "r1", [
         session("A", 0, 500, close="idle"),  # closed for good: not continued
@@ -253,7 +273,7 @@ def test_a_cut_nothing_continued_inside_the_window_ended_as_it_timed_out(
     assert [(by_id[i]["state"], by_id[i]["close_reason"], by_id[i]["state_inferred"],
              by_id[i]["complete"]) for i in ("CUT", "ONEWAY")] == \
         [("closed", "idle", True, True),
-         ("closed", "no_reply", True, False)]  # no SYN at the window's start: head cut
+         ("closed", "idle", True, False)]  # midstream; no SYN at the window's start: head cut
 
 
 def test_duplicate_sessions_across_runs_are_refused(tmp_path: Path) -> None:

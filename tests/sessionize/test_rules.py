@@ -88,6 +88,28 @@ def test_unanswered_syn_is_half_open_then_no_reply_after_tcp_half_open(engine: s
     assert (s["state"], s["closed_at"], s["close_reason"]) == ("half_open", None, None)
 
 
+def test_one_way_midstream_tcp_is_no_attempt_a_one_way_opening_is(engine: str) -> None:
+    """Found by auditing: one direction of an established connection (asymmetric routing,
+    an exporter that sees one side: ACK and data, no SYN) closed `no_reply`, and filled the
+    seed's "Likely TCP scans" with established conversations. Without a SYN it is no
+    half-open attempt (Zeek's OTH, not S0): idle. A direction that sent a SYN, no flags at
+    all (an exporter that sends none), or probes without ACK stay no_reply."""
+    def reason(flags: int, packets: int = 50) -> str:
+        records = [rec(0, 20, flags=flags, packets=packets, octets=40_000), tick(200)]
+        [s] = by_key(run(records, engine=engine)[0])
+        assert (s["state"], s["ab_packets"], s["ba_packets"]) == ("closed", packets, 0)
+        return s["close_reason"]
+
+    assert reason(ACK | 0x08) == "idle"  # PSH|ACK: data of an established connection
+    assert reason(ACK | FIN) == "idle"
+    assert reason(ACK, packets=1) == "idle"  # a keepalive, an ACK probe: no opening either
+    assert reason(SYN | ACK | 0x08 | FIN) == "no_reply"  # the client's whole half, one record
+    assert reason(SYN, packets=1) == "no_reply"
+    assert reason(0) == "no_reply"
+    assert reason(FIN | 0x08 | 0x20, packets=1) == "no_reply"  # an Xmas probe
+    assert reason(RST | ACK, packets=1) == "no_reply"  # backscatter
+
+
 def test_udp_exchange_closes_idle_one_way_closes_no_reply(engine: str) -> None:
     records = [rec(0, 1, proto=17, dport=53, sport=5353 + 1000),
                rec(0.5, 1, proto=17, src=B, dst=A, sport=53, dport=6353),
@@ -175,7 +197,7 @@ def test_a_fragment_of_an_answered_conversation_is_no_one_way_attempt(engine: st
     assert (second["split"], second["ab_packets"], second["ba_packets"]) == (1, 0, 1)
     assert (second["state"], second["close_reason"]) == ("closed", "idle")
     # a conversation that never had an answer stays one-way in its fragments
-    records = [rec(0, 50, flags=SYN | ACK), rec(100, 110), tick(300)]
+    records = [rec(0, 50, flags=SYN | ACK), rec(100, 110, flags=SYN), tick(300)]
     sessions, _, _ = run(records, policy, engine=engine)
     assert [s["close_reason"] for s in by_key(sessions)] == ["hard_timeout", "no_reply"]
 
@@ -237,8 +259,8 @@ def test_a_late_session_goes_on_with_the_conversation_it_follows(engine: str) ->
         assert (s["role_method"], s["role_confidence"]) == ("tcp_handshake", 0.95)
         assert (s["state"], s["close_reason"]) == ("closed", "hard_timeout")  # not no_reply
     # a late session of a conversation never answered stays a one-way attempt
-    records = [rec(0, 10, flags=SYN, dport=5555), tick(100), rec(12, 14, dport=5555),
-               tick(300)]
+    records = [rec(0, 10, flags=SYN, dport=5555), tick(100),
+               rec(12, 14, flags=SYN, dport=5555), tick(300)]
     sessions, _, _ = run(records, engine=engine)
     assert [(s["late"], s["close_reason"]) for s in by_key(sessions)] == \
         [(False, "no_reply"), (True, "no_reply")]
