@@ -34,7 +34,6 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode=N
                   help="Offline network forensics over NetFlow/IPFIX captures and nfcapd files.")
 
 
-
 def _path(kind: str = "path", *, exists: bool = False) -> Callable[[str], Path]:
     """A parser of one path operand. typer turns an empty text into Path("."), the current
     directory, before its own checks: `sessionize "$CAPTURES" --out x` with the variable
