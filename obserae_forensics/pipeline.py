@@ -294,7 +294,7 @@ def sessionize_inputs(config: SessionizeConfig, report: RunReport) -> Sessionize
     from .sessionize import Sessionizer, policy_settings
 
     report.strict = config.read.strict
-    inputs = discover_inputs(config.inputs, report)
+    inputs = discover_inputs(config.inputs, report, exclude=[config.out])
     refuse_directory_over_evidence(
         config.out, [*config.inputs, *(found.path for found in inputs), *config.protected],
         "--out")

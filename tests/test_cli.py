@@ -598,3 +598,21 @@ def test_recombine_checks_session_ids_before_writing_anything(tmp_path: Path) ->
     result = runner.invoke(app, ["recombine", str(run), "--out", str(out), "--session", known])
     assert result.exit_code == 0, result.output
     assert (out / "report.md").is_file()
+
+
+def test_an_output_directory_inside_the_inputs_is_not_read_as_input(tmp_path: Path) -> None:
+    """`sessionize caps --out caps/run --force` read the earlier run's tables as inputs of
+    unknown format: counted as skipped, cited in the manifest, fatal under --strict."""
+    caps = tmp_path / "caps"
+    caps.mkdir()
+    (caps / "a.pcap").write_bytes(FIXTURE.read_bytes())
+    first = runner.invoke(app, ["sessionize", str(caps), "--out", str(caps / "run"), "-q"])
+    assert first.exit_code == 0, first.output
+    digests = digest(caps / "run")
+    again = runner.invoke(app, ["sessionize", str(caps), "--out", str(caps / "run"), "-q",
+                                "--force", "--strict"])
+    assert again.exit_code == 0, again.output
+    manifest = json.loads((caps / "run" / "manifest.json").read_text())
+    assert [Path(i["path"]).name for i in manifest["inputs"]] == ["a.pcap"]
+    assert manifest["counts"]["skipped"] == {}
+    assert digest(caps / "run") == digests

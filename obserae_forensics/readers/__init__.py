@@ -48,27 +48,32 @@ def input_format(head: bytes) -> str:
     return ""
 
 
-def _expand(paths: Sequence[Path]) -> list[Path]:
+def _expand(paths: Sequence[Path], exclude: Sequence[Path] = ()) -> list[Path]:
     files: list[Path] = []
+    skipped = {p.resolve() for p in exclude}
     for path in paths:
         if path.is_dir():
             for root, dirs, names in os.walk(path):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                dirs[:] = sorted(d for d in dirs if not d.startswith(".")
+                                 and (Path(root) / d).resolve() not in skipped)
                 files.extend(Path(root) / n for n in sorted(names) if not n.startswith("."))
         else:
             files.append(path)
     return files
 
 
-def discover_inputs(paths: Sequence[Path], report: RunReport) -> list[InputFile]:
+def discover_inputs(paths: Sequence[Path], report: RunReport,
+                    exclude: Sequence[Path] = ()) -> list[InputFile]:
     """Expand directories, recognise each file by magic and order them by their own time.
 
     Files no reader recognises are counted as `unknown_format` (and raise under --strict);
-    the same file named twice is read once.
+    the same file named twice is read once. Directories in `exclude` are not walked into:
+    `sessionize caps --out caps/run --force` read the earlier run's tables as inputs of
+    unknown format (and --strict failed on them).
     """
     found: list[InputFile] = []
     seen: set[Path] = set()
-    for path in _expand(paths):
+    for path in _expand(paths, exclude):
         resolved = path.resolve()
         if resolved in seen:
             continue
