@@ -105,8 +105,11 @@ Element = tuple[int, int]  # (enterprise number, element id)
 COLUMN_ELEMENTS: dict[str, tuple[Element, ...]] = {
     "packets": ((IANA, 2), (IANA, 86), (IANA, 298)),
     "octets": ((IANA, 1), (IANA, 85), (IANA, 231)),
-    "reverse_packets": ((REVERSE_PEN, 2), (REVERSE_PEN, 86), (IANA, 299)),
-    "reverse_octets": ((REVERSE_PEN, 1), (REVERSE_PEN, 85), (IANA, 232)),
+    # v9 OUT_PKTS/OUT_BYTES (IPFIX post*DeltaCount) last: nfdump files them as its "out"
+    # counters, which the nfcapd reader reads as reverse_*, and nProbe's biflow templates
+    # send the server's direction in them
+    "reverse_packets": ((REVERSE_PEN, 2), (REVERSE_PEN, 86), (IANA, 299), (IANA, 24)),
+    "reverse_octets": ((REVERSE_PEN, 1), (REVERSE_PEN, 85), (IANA, 232), (IANA, 23)),
     "src_port": ((IANA, 7),),
     "dst_port": ((IANA, 11),),
     "protocol": ((IANA, 4),),
@@ -126,11 +129,12 @@ ADDRESS_ELEMENTS: dict[str, tuple[tuple[Element, ...], tuple[Element, ...]]] = {
     "next_hop": (((IANA, 15), (IANA, 18)), ((IANA, 62), (IANA, 63))),
 }
 
-ICMP_TYPE_CODE: tuple[Element, ...] = ((IANA, 32), (IANA, 139))  # type * 256 + code
-ICMP_TYPE_AND_CODE: tuple[tuple[Element, Element], ...] = (
-    ((IANA, 176), (IANA, 177)),
-    ((IANA, 178), (IANA, 179)),
-)
+# ICMP type/code, per IP version: (type * 256 + code element, (type element, code element)).
+# A dual-stack template carries both; a record takes its protocol's (1 ICMP, 58 ICMPv6).
+ICMP_ELEMENTS: dict[int, tuple[Element, tuple[Element, Element]]] = {
+    1: ((IANA, 32), ((IANA, 176), (IANA, 177))),
+    58: ((IANA, 139), ((IANA, 178), (IANA, 179))),
+}
 IP_VERSION: Element = (IANA, 60)
 
 # Flow times, by encoding. Values are (start element, end element).
@@ -143,7 +147,8 @@ TIME_DELTA_MICROSECONDS = ((IANA, 158), (IANA, 159))
 DURATION_MILLISECONDS: Element = (IANA, 161)
 SYSTEM_INIT_MILLISECONDS: Element = (IANA, 160)
 
-# Options records that set the sampling rate of an exporter (values are 1-in-N unless noted).
+# Options records that set the sampling rate of an exporter (values are 1-in-N unless noted);
+# in a data record, the rate of that record.
 SAMPLING_INTERVAL_ELEMENTS: tuple[Element, ...] = ((IANA, 34), (IANA, 50))
 SAMPLING_PACKET_INTERVAL: Element = (IANA, 305)  # P packets taken ...
 SAMPLING_PACKET_SPACE: Element = (IANA, 306)  # ... then S skipped: rate (P + S) / P

@@ -32,9 +32,11 @@ from .information_elements import (
     COLUMN_ELEMENTS,
     DURATION_MILLISECONDS,
     IANA,
-    ICMP_TYPE_AND_CODE,
-    ICMP_TYPE_CODE,
+    ICMP_ELEMENTS,
     IP_VERSION,
+    SAMPLING_INTERVAL_ELEMENTS,
+    SAMPLING_PACKET_INTERVAL,
+    SAMPLING_PACKET_SPACE,
     SYSTEM_INIT_MILLISECONDS,
     TIME_DELTA_MICROSECONDS,
     TIME_MILLISECONDS,
@@ -121,6 +123,8 @@ class RecordPlan:
         for v4, v6 in ADDRESS_ELEMENTS.values():
             used.update(v4)
             used.update(v6)
+        used.update(SAMPLING_INTERVAL_ELEMENTS)
+        used.update((SAMPLING_PACKET_INTERVAL, SAMPLING_PACKET_SPACE))
         self.enterprise_skipped = sum(
             1 for f in fields if f.enterprise != IANA and (f.enterprise, f.element) not in used
         )
@@ -156,18 +160,49 @@ class RecordPlan:
                 return values
         return None
 
-    def address(self, rows: np.ndarray, column: str) -> np.ndarray | None:
-        """(n, 16) uint8 addresses for an address column (IPv4 mapped), or None."""
-        v4_choices, v6_choices = ADDRESS_ELEMENTS[column]
-        for element in v4_choices:
+    def _addresses(self, rows: np.ndarray, choices: Sequence[Element],
+                   width: int) -> np.ndarray | None:
+        """(n, 16) uint8 addresses (IPv4 mapped) of the first of `choices` the template
+        carries at `width` bytes, or None."""
+        for element in choices:
             found = self.where.get(element)
-            if found is not None and found[1] == 4:
-                return v4_to_mapped(rows[found[0]].astype(np.uint32))
-        for element in v6_choices:
-            found = self.where.get(element)
-            if found is not None and found[1] == 16:
-                return np.ascontiguousarray(rows[found[0]])
+            if found is not None and found[1] == width:
+                values = rows[found[0]]
+                return v4_to_mapped(values.astype(np.uint32)) if width == 4 else \
+                    np.ascontiguousarray(values)
         return None
+
+    def _ipv6_rows(self, rows: np.ndarray) -> np.ndarray | None:
+        """bool per record: its addresses are the IPv6 fields, in a template that carries
+        both IPv4 and IPv6 addresses (nProbe's dual-stack templates: an IPv6 flow leaves the
+        IPv4 fields zero, and ipVersion, when present, says which). None: one family only."""
+        if not (self.has_ipv4 and self.has_ipv6):
+            return None
+        version = self.unsigned(rows, IP_VERSION)
+        if version is not None:
+            return version == 6
+        blank_v4 = np.ones(len(rows), dtype=bool)
+        some_v6 = np.zeros(len(rows), dtype=bool)
+        for column in ("src_addr", "dst_addr"):
+            v4_choices, v6_choices = ADDRESS_ELEMENTS[column]
+            v4 = self._addresses(rows, v4_choices, 4)
+            v6 = self._addresses(rows, v6_choices, 16)
+            if v4 is not None:
+                blank_v4 &= ~v4[:, 12:].any(axis=1)
+            if v6 is not None:
+                some_v6 |= v6.any(axis=1)
+        return blank_v4 & some_v6
+
+    def address(self, rows: np.ndarray, column: str,
+                ipv6: np.ndarray | None = None) -> np.ndarray | None:
+        """(n, 16) uint8 addresses for an address column (IPv4 mapped), or None; `ipv6`
+        (from _ipv6_rows) picks the family per record."""
+        v4_choices, v6_choices = ADDRESS_ELEMENTS[column]
+        v4 = self._addresses(rows, v4_choices, 4)
+        v6 = self._addresses(rows, v6_choices, 16)
+        if v4 is None or v6 is None or ipv6 is None:
+            return v4 if v4 is not None else v6
+        return np.where(ipv6[:, None], v6, v4)
 
     def columns(self, rows: np.ndarray, meta: RecordMeta) -> dict[str, np.ndarray]:
         """FLOW_SCHEMA columns (numbers and addresses) for `rows`, a structured array."""
@@ -177,12 +212,15 @@ class RecordPlan:
             values = self.first_unsigned(rows, choices)
             if values is not None:
                 out[column] = values
+        ipv6 = self._ipv6_rows(rows)
         for column in ADDRESS_ELEMENTS:
-            addresses = self.address(rows, column)
+            addresses = self.address(rows, column, ipv6)
             if addresses is not None:
                 out[column] = addresses
         version = self.unsigned(rows, IP_VERSION)
-        if self.has_ipv4:
+        if ipv6 is not None:
+            out["ip_version"] = np.where(ipv6, 6, 4).astype(np.uint8)
+        elif self.has_ipv4:
             out["ip_version"] = np.full(n, 4, dtype=np.uint8)
         elif self.has_ipv6:
             out["ip_version"] = np.full(n, 6, dtype=np.uint8)
@@ -192,27 +230,59 @@ class RecordPlan:
         first_us, last_us = self._times(rows, meta)
         out["first_seen"] = first_us
         out["last_seen"] = last_us
-        out["sampling_rate"] = meta.sampling_rate
+        out["sampling_rate"] = self._sampling(rows, meta)
         out["export_version"] = np.full(n, self.version, dtype=np.uint8)
         return out
 
+    def _sampling(self, rows: np.ndarray, meta: RecordMeta) -> np.ndarray:
+        """The rate of each record: its own samplingInterval (34), samplerRandomInterval (50)
+        or samplingPacketInterval/Space (305/306) when the template carries one (a v9
+        template with SAMPLING_INTERVAL in every record, which options never repeat), else
+        the exporter's rate in force from its options."""
+        rate = None
+        for element in SAMPLING_INTERVAL_ELEMENTS:
+            rate = self.unsigned(rows, element)
+            if rate is not None:
+                break
+        if rate is None:
+            taken = self.unsigned(rows, SAMPLING_PACKET_INTERVAL)
+            if taken is None:
+                return meta.sampling_rate
+            space = self.unsigned(rows, SAMPLING_PACKET_SPACE)
+            if space is None:
+                space = np.zeros(len(rows), dtype=np.uint64)
+            rate = (taken + space) // np.maximum(taken, np.uint64(1))
+        usable = (rate > 0) & (rate <= np.uint64(0xFFFF_FFFF))  # 0 or past 32 bits: unknown
+        return np.where(usable, rate, meta.sampling_rate).astype(meta.sampling_rate.dtype)
+
+    def _icmp_type_code(self, rows: np.ndarray, family: int, n: int) -> np.ndarray | None:
+        combined, (type_element, code_element) = ICMP_ELEMENTS[family]
+        type_code = self.unsigned(rows, combined)
+        if type_code is not None:
+            return type_code
+        icmp_type = self.unsigned(rows, type_element)
+        if icmp_type is None:
+            return None
+        icmp_code = self.unsigned(rows, code_element)
+        code = icmp_code if icmp_code is not None else np.zeros(n, np.uint64)
+        return (icmp_type << np.uint64(8)) | code
+
     def _icmp(self, rows: np.ndarray, out: dict[str, np.ndarray], n: int) -> None:
-        """ICMP type/code into dst_port, src_port 0 (FLOW_SCHEMA convention, as nfdump)."""
+        """ICMP type/code into dst_port, src_port 0 (FLOW_SCHEMA convention, as nfdump).
+        Each protocol's own elements first (ICMPv6's in a template that carries ICMP's too
+        read as 0 before), the other's if the template has only those."""
         protocol = out.get("protocol")
         if protocol is None:
             return
         icmp = (protocol == 1) | (protocol == 58)
         if not icmp.any():
             return
-        type_code = self.first_unsigned(rows, ICMP_TYPE_CODE)
-        if type_code is None:
-            for type_element, code_element in ICMP_TYPE_AND_CODE:
-                icmp_type = self.unsigned(rows, type_element)
-                icmp_code = self.unsigned(rows, code_element)
-                if icmp_type is not None:
-                    code = icmp_code if icmp_code is not None else np.zeros(n, np.uint64)
-                    type_code = (icmp_type << np.uint64(8)) | code
-                    break
+        v4 = self._icmp_type_code(rows, 1, n)
+        v6 = self._icmp_type_code(rows, 58, n)
+        if v4 is None or v6 is None:
+            type_code = v4 if v4 is not None else v6
+        else:
+            type_code = np.where(protocol == 58, v6, v4)
         src = out.get("src_port", np.zeros(n, dtype=np.uint64))
         dst = out.get("dst_port", np.zeros(n, dtype=np.uint64))
         if type_code is None:

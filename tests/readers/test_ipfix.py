@@ -240,6 +240,41 @@ def test_ipfix_ipv6_addresses_and_icmp_type_code() -> None:
         6, 58, 0, 0x8000)
 
 
+def test_ipfix_dual_stack_templates_take_each_records_family() -> None:
+    """Found by auditing: a template with IPv4 and IPv6 address fields (nProbe's dual-stack
+    templates) made every IPv6 flow 0.0.0.0 -> 0.0.0.0, ip_version 4, and an ICMPv6 record
+    read icmpTypeCodeIPv4 (0) beside its icmpTypeCodeIPv6."""
+    src6 = bytes.fromhex("20010db8000000000000000000000001")
+    dst6 = bytes.fromhex("20010db8000000000000000000000002")
+    v4 = bytes([10, 0, 0, 1, 10, 0, 0, 2])
+    for with_version in (True, False):
+        fields = [(8, 4, 0), (12, 4, 0), (27, 16, 0), (28, 16, 0), (4, 1, 0), (32, 2, 0),
+                  (139, 2, 0)] + ([(60, 1, 0)] if with_version else [])
+        six = b"\0" * 8 + src6 + dst6 + b"\x3a" + b"\0\0" + b"\x87\x00" + \
+            (b"\x06" if with_version else b"")
+        four = v4 + b"\0" * 32 + b"\x01" + b"\x08\x00" + b"\0\0" + \
+            (b"\x04" if with_version else b"")
+        table, _ = decode(message(template(310, fields), data(310, six, four)))
+        rows = [(address_text(r["src_addr"]), address_text(r["dst_addr"]), r["ip_version"],
+                 r["dst_port"]) for r in table.to_pylist()]
+        assert rows == [("2001:db8::1", "2001:db8::2", 6, 0x8700),
+                        ("10.0.0.1", "10.0.0.2", 4, 0x0800)], with_version
+
+
+def test_ipfix_a_records_own_sampling_interval_and_post_counters() -> None:
+    """Found by auditing: SAMPLING_INTERVAL in each data record (no options) was ignored,
+    rate 1; OUT_BYTES/OUT_PKTS (IPFIX post*DeltaCount), which nfdump files as its out
+    counters (reverse_* from nfcapd), were dropped."""
+    fields = [(8, 4, 0), (12, 4, 0), (2, 4, 0), (1, 4, 0), (24, 4, 0), (23, 4, 0),
+              (34, 4, 0)]
+    record = bytes([10, 0, 0, 1, 10, 0, 0, 2]) + struct.pack(">IIIII", 4, 400, 5, 500, 512)
+    unknown = bytes([10, 0, 0, 1, 10, 0, 0, 2]) + struct.pack(">IIIII", 1, 100, 0, 0, 0)
+    table, _ = decode(message(template(311, fields), data(311, record, unknown)))
+    assert [(r["packets"], r["octets"], r["reverse_packets"], r["reverse_octets"],
+             r["sampling_rate"]) for r in table.to_pylist()] == [(4, 400, 5, 500, 512),
+                                                                   (1, 100, 0, 0, 1)]
+
+
 def test_ipfix_sequence_counts_data_records_in_both_conventions() -> None:
     fields = [(8, 4, 0), (2, 4, 0)]
     record = struct.pack(">II", 1, 1)
