@@ -86,7 +86,7 @@ class _Stream:
     """Sequence, duplicate and option state of one (exporter, domain, version) stream."""
 
     __slots__ = ("chunk", "chunk_code", "code", "expected", "expected_flows", "last_sequence",
-                 "recent", "sampling_rate", "stats", "sysinit_ms", "templates")
+                 "latest", "recent", "sampling_rate", "stats", "sysinit_ms", "templates")
 
     def __init__(self, stats: ExporterStats, code: int) -> None:
         self.stats = stats
@@ -97,7 +97,14 @@ class _Stream:
         self.recent: dict[int, bytes] = {}
         self.sampling_rate = 1
         self.sysinit_ms = -1
-        self.templates: dict[int, Template] = {}  # in force now; mirrors the TemplateCache
+        # in force now, per (exporter's UDP port, template id): RFC 7011 §8 scopes templates
+        # to the transport session, so two exporting processes on one address (probes on
+        # one host, routers behind one NAT) with one domain and template id keep their own
+        # layouts; `latest` (by id, any port) serves a port that never defined the id: a
+        # capture holding the same export sent to two collectors from two ports, of which
+        # only the first copy of each message is decoded (duplicates)
+        self.templates: dict[tuple[int, int], Template] = {}
+        self.latest: dict[int, Template] = {}
         self.chunk: _Chunk | None = None  # the chunk `chunk_code` (exporter code) belongs to
         self.chunk_code = 0
 
@@ -422,9 +429,10 @@ class ExportDecoder:
         key = (datagram.exporter, stream.stats.domain, self._version, template.template_id)
         stats = stream.stats
         stats.templates += 1
-        outcome = self.templates.define(key, template)
+        outcome = self.templates.define((*key, datagram.exporter_port), template)
         if outcome != "refresh":
-            stream.templates[template.template_id] = template
+            stream.templates[datagram.exporter_port, template.template_id] = template
+            stream.latest[template.template_id] = template
         if outcome == "changed":
             stats.template_changes += 1
         if outcome != "refresh" and key in self.pending:
@@ -437,10 +445,13 @@ class ExportDecoder:
                     self._resolved.append((template, item, stream.code))
 
     def template(self, template_id: int) -> Template | None:
-        """The template in force for `template_id` in the current stream."""
+        """The template in force for `template_id` in the current transport session, else
+        the one the exporter defined last from another port (see _Stream.templates)."""
         stream = self._stream
-        assert stream is not None
-        return stream.templates.get(template_id)
+        datagram = self._datagram
+        assert stream is not None and datagram is not None
+        found = stream.templates.get((datagram.exporter_port, template_id))
+        return found if found is not None else stream.latest.get(template_id)
 
     def withdraw(self) -> None:
         """Count an IPFIX template withdrawal (ignored over UDP, see ipfix.py)."""

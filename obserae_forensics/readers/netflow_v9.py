@@ -1,7 +1,8 @@
 """NetFlow v9 export packets (RFC 3954): a 20-byte header, then FlowSets.
 
 FlowSet 0 carries templates, 1 options templates, >= 256 data records of that template;
-templates are scoped per (exporter address, source ID). The surprising things, all seen in
+templates are scoped per (exporter address, source ID) and UDP source port (exports.py).
+The surprising things, all seen in
 the corpus: the header `count` is unreliable (softflowd) and FlowSets are not always padded
 to 4 bytes, so FlowSets are walked by their length field only, never by count; v9 has no
 enterprise bit (a type >= 32768 is a plain vendor type); options-template scope fields are

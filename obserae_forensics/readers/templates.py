@@ -1,4 +1,4 @@
-"""v9/IPFIX templates: the cache keyed by (exporter, domain, version, template id), the
+"""v9/IPFIX templates: the cache keyed by (exporter, domain, version, template id, port), the
 compiled record plans that turn many records into FLOW_SCHEMA columns at once, and the
 buffer for data that arrives before its template.
 
@@ -6,7 +6,8 @@ NetFlow v9 (RFC 3954 §5.2-§6) and IPFIX (RFC 7011 §3.4) describe each data re
 template sent earlier (or later) in the same stream; v5 is modelled here as one built-in
 template so that every version shares the column code. The surprising things:
 
-* a template id is only unique per (exporter, observation domain), and a new definition for
+* a template id is only unique per (exporter, observation domain) and transport session
+  (the exporter's UDP port: two exporting processes on one address), and a new definition for
   a known id replaces the old one at that point of the capture. The cache keeps one current
   `Template` per key; data already queued keeps a reference to the version it was read with,
   so the layout in force at that point wins (RFC 7011 §8.4, RFC 3954 §7);
@@ -49,6 +50,8 @@ from .information_elements import (
 )
 
 TemplateKey = tuple[str, int, int, int]  # (exporter, domain, export version, template id)
+# TemplateKey and the exporter's UDP port: the transport session a template belongs to
+SessionTemplateKey = tuple[str, int, int, int, int]
 
 NTP_UNIX_OFFSET_S = 2_208_988_800  # seconds from 1900-01-01 (NTP era 0) to 1970-01-01
 PENDING_LIMIT_BYTES = 64 * 1024 * 1024  # data held back waiting for templates, whole run
@@ -519,12 +522,12 @@ class TemplateCache:
     """Current template per key. Replacing one never touches data already queued with it."""
 
     def __init__(self) -> None:
-        self._current: dict[TemplateKey, Template] = {}
+        self._current: dict[SessionTemplateKey, Template] = {}
 
-    def get(self, key: TemplateKey) -> Template | None:
+    def get(self, key: SessionTemplateKey) -> Template | None:
         return self._current.get(key)
 
-    def define(self, key: TemplateKey, template: Template) -> str:
+    def define(self, key: SessionTemplateKey, template: Template) -> str:
         """Store `template`; return 'new', 'refresh' (same layout again) or 'changed'."""
         old = self._current.get(key)
         if old is not None and old.same_layout(template):

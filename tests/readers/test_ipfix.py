@@ -275,6 +275,35 @@ def test_ipfix_a_records_own_sampling_interval_and_post_counters() -> None:
                                                                    (1, 100, 0, 0, 1)]
 
 
+def test_ipfix_templates_belong_to_their_transport_session() -> None:
+    """Found by auditing: two exporting processes on one address (ports 50000 and 50001),
+    one domain, one template id with two layouts, interleaved: records of one were read
+    with the other's layout (RFC 7011 §8: templates are per transport session). A port
+    that never defined the id still uses the exporter's latest (one export sent to two
+    collectors from two ports: only the first copy of each message is decoded)."""
+    v4 = [(8, 4, 0), (12, 4, 0), (7, 2, 0), (11, 2, 0), (4, 1, 0), (2, 4, 0), (1, 4, 0)]
+    other = [(8, 4, 0), (12, 4, 0), (4, 1, 0), (7, 2, 0), (11, 2, 0), (2, 4, 0), (1, 4, 0)]
+
+    def a(port: int) -> bytes:
+        return bytes([10, 0, 0, 1, 10, 0, 0, 2]) + struct.pack(">HHBII", port, 80, 6, 1, 100)
+
+    def c(port: int) -> bytes:
+        return bytes([10, 9, 0, 1, 10, 9, 0, 2]) + struct.pack(">BHHII", 17, port, 53, 2, 200)
+
+    sent = [(50000, message(template(256, v4), data(256, a(1)), sequence=0)),
+            (50001, message(template(256, other), data(256, c(2)), sequence=0)),
+            (50000, message(data(256, a(3)), sequence=1)),
+            (50001, message(data(256, c(4)), sequence=1)),
+            (50002, message(data(256, c(5)), sequence=7))]  # no template of its own
+    decoder = ExportDecoder(RunReport())
+    batches = decoder.feed([Datagram(payload, EXPORTER, port, 4739, frame, 24 + 300 * frame,
+                                     EXPORT_US + frame, "ipfix.pcap")
+                            for frame, (port, payload) in enumerate(sent, 1)])
+    table = pa.Table.from_batches(batches + decoder.finish(), schema=FLOW_SCHEMA)
+    assert [(r["src_port"], r["protocol"], r["packets"]) for r in table.to_pylist()] == [
+        (1, 6, 1), (2, 17, 2), (3, 6, 1), (4, 17, 2), (5, 17, 2)]
+
+
 def test_ipfix_sequence_counts_data_records_in_both_conventions() -> None:
     fields = [(8, 4, 0), (2, 4, 0)]
     record = struct.pack(">II", 1, 1)
