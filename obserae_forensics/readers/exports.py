@@ -49,6 +49,8 @@ from .templates import (
     PendingData,
     PendingSet,
     RecordMeta,
+    SamplerKey,
+    SamplerTable,
     Template,
     TemplateCache,
     TemplateKey,
@@ -65,7 +67,7 @@ _Place = tuple[str, int, int | None]
 
 # Columns of a queued set's metadata row (one int64 row per data set).
 _FRAME, _OFFSET, _ARRIVAL, _EXPORT, _UPTIME, _EXPORTER, _DOMAIN, _STREAM = range(8)
-_POS, _COUNT, _FIRST, _SYSINIT, _RATE = range(8, 13)
+_POS, _COUNT, _FIRST, _SYSINIT, _RATE, _SAMPLERS = range(8, 14)
 
 
 def export_version(payload: bytes) -> int:
@@ -86,7 +88,8 @@ class _Stream:
     """Sequence, duplicate and option state of one (exporter, domain, version) stream."""
 
     __slots__ = ("chunk", "chunk_code", "code", "expected", "expected_flows", "last_sequence",
-                 "latest", "recent", "sampling_rate", "stats", "sysinit_ms", "templates")
+                 "latest", "recent", "samplers", "sampling_rate", "stats", "sysinit_ms",
+                 "templates")
 
     def __init__(self, stats: ExporterStats, code: int) -> None:
         self.stats = stats
@@ -96,6 +99,7 @@ class _Stream:
         self.last_sequence = 0
         self.recent: dict[int, bytes] = {}
         self.sampling_rate = 1
+        self.samplers = 0  # index of the sampler table in force (ExportDecoder.samplers)
         self.sysinit_ms = -1
         # in force now, per (exporter's UDP port, template id): RFC 7011 §8 scopes templates
         # to the transport session, so two exporting processes on one address (probes on
@@ -141,14 +145,15 @@ class _Chunk:
             sets = groups[template] = []
         sets.append(row)
 
-    def decode(self, streams: list[_Stream]) -> tuple[pa.RecordBatch | None, int]:
+    def decode(self, streams: list[_Stream], samplers: list[SamplerTable]
+               ) -> tuple[pa.RecordBatch | None, int]:
         """One FLOW_SCHEMA batch in arrival order (frame, record_index), and its row count."""
         buf = self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
         extra = bytes(self.extra)
         pieces: list[dict[str, np.ndarray]] = []
         for groups, data in ((self.groups, buf), (self.variable_groups, extra)):
             for template, sets in groups.items():
-                columns = _decode_group(template, sets, data, streams)
+                columns = _decode_group(template, sets, data, streams, samplers)
                 if columns is not None:
                     pieces.append(columns)
         if not pieces:
@@ -167,7 +172,8 @@ class _Chunk:
 
 
 def _decode_group(
-    template: Template, sets: list[tuple[int, ...]], buf: bytes, streams: list[_Stream]
+    template: Template, sets: list[tuple[int, ...]], buf: bytes, streams: list[_Stream],
+    samplers: list[SamplerTable],
 ) -> dict[str, np.ndarray] | None:
     """Columns of every record of `sets` (all read with `template`) from `buf`."""
     plan = template.plan
@@ -190,6 +196,8 @@ def _decode_group(
         uptime_ms=record_meta[:, _UPTIME],
         sysinit_ms=record_meta[:, _SYSINIT],
         sampling_rate=record_meta[:, _RATE],
+        sampler_table=record_meta[:, _SAMPLERS],
+        sampler_tables=samplers,
     ))
     columns["source_frame"] = record_meta[:, _FRAME]
     columns["source_offset"] = record_meta[:, _OFFSET]
@@ -261,6 +269,10 @@ class ExportDecoder:
         self._streams: dict[tuple[str, int, int], _Stream] = {}
         self._stream_list: list[_Stream] = []
         self._resolved: list[tuple[Template, PendingSet, int]] = []
+        # sampling rates scoped to a sampler/selector id or an interface, as options records
+        # declared them; a stream points at the table in force, and each queued set keeps
+        # the index it was read under (a new table per change: earlier sets keep theirs)
+        self.samplers: list[SamplerTable] = [{}]
         # (exporter, its port, collector port, version) of every datagram decoded so far: a
         # later datagram of that conversation whose header fails the checks is a damaged
         # export, not other traffic (for other senders the version bytes alone prove nothing)
@@ -311,7 +323,7 @@ class ExportDecoder:
             else:
                 ignore("not_flow_export", datagram.source, len(payload))
         batches: list[pa.RecordBatch] = []
-        batch, _ = chunk.decode(self._stream_list)
+        batch, _ = chunk.decode(self._stream_list, self.samplers)
         self._see_exports(chunk)
         if batch is not None:
             batches.append(batch)
@@ -397,7 +409,8 @@ class ExportDecoder:
         stream = self._stream
         assert stream is not None
         self._chunk.add(template, (*self._row, self._base + at, records, self._ordinal,
-                                   stream.sysinit_ms, stream.sampling_rate))
+                                   stream.sysinit_ms, stream.sampling_rate,
+                                   stream.samplers))
         self._ordinal += records
         stream.stats.records += records
 
@@ -407,7 +420,8 @@ class ExportDecoder:
         stream = self._stream
         assert stream is not None
         chunk.add(template, (*self._row, len(chunk.extra), records, self._ordinal,
-                             stream.sysinit_ms, stream.sampling_rate), variable=True)
+                             stream.sysinit_ms, stream.sampling_rate, stream.samplers),
+                  variable=True)
         chunk.extra += fixed_parts
         self._ordinal += records
         stream.stats.records += records
@@ -521,7 +535,8 @@ class ExportDecoder:
                 frame=datagram.frame, datagram_offset=datagram.offset,
                 arrival_us=datagram.arrival_us, export_us=self._row[_EXPORT],
                 uptime_ms=self._row[_UPTIME], sysinit_ms=stream.sysinit_ms,
-                sampling_rate=stream.sampling_rate, exporter=datagram.exporter,
+                sampling_rate=stream.sampling_rate, samplers=stream.samplers,
+                exporter=datagram.exporter,
                 domain=stream.stats.domain, first_index=self._ordinal + k * PENDING_INDEX_STRIDE,
             )
             if not self.pending.add(key, item):
@@ -559,7 +574,8 @@ class ExportDecoder:
             except ValueError as exc:
                 self._malformed(f"options record: {exc}", end - at, "bad_record", place)
                 break
-            self._use_options(template.values(buf, spans), stream, place)
+            self._use_options(template.values(buf, spans), stream, place,
+                              template.sampler_scope(buf, spans))
             records += 1
         else:
             problem = padding_problem(buf, at, end, records)
@@ -570,7 +586,7 @@ class ExportDecoder:
         return records
 
     def _use_options(self, values: dict[Element, int], stream: _Stream,
-                     place: _Place | None = None) -> None:
+                     place: _Place | None = None, scope: SamplerKey | None = None) -> None:
         rate = 0
         for element in SAMPLING_INTERVAL_ELEMENTS:
             rate = values.get(element, 0)
@@ -584,8 +600,13 @@ class ExportDecoder:
             self._malformed(f"options record: sampling rate {rate} does not fit 32 bits", 0,
                             "bad_sampler_record", place)
         elif rate:
+            # the exporter's rate for records that name no sampler (last declared wins) ...
             stream.sampling_rate = rate
             stream.stats.sampling_rate = rate
+            # ... and the rate of the sampler or interface the record is scoped to
+            if scope is not None and self.samplers[stream.samplers].get(scope) != rate:
+                self.samplers.append({**self.samplers[stream.samplers], scope: rate})
+                stream.samplers = len(self.samplers) - 1
         sysinit = values.get(SYSTEM_INIT_MILLISECONDS)
         if sysinit is not None and sysinit >= 2**63 // 1000:
             # no time in int64 µs: every record timed from it would overflow
@@ -624,7 +645,7 @@ class ExportDecoder:
             stream.stats.records += records
         batches = []
         for chunk in chunks.values():
-            batch, _ = chunk.decode(self._stream_list)
+            batch, _ = chunk.decode(self._stream_list, self.samplers)
             if batch is not None:
                 batches.append(batch)
         return batches
@@ -644,7 +665,7 @@ class ExportDecoder:
             if records:
                 base = chunk.add_payload(body)
                 chunk.add(template, (*row, base, records, item.first_index, sysinit_ms,
-                                     item.sampling_rate))
+                                     item.sampling_rate, item.samplers))
             return records
         parts, records, problem = ipfix.variable_records(template, body, 0, len(body))
         if problem is not None:
@@ -654,7 +675,7 @@ class ExportDecoder:
                 problem[1])
         if records:
             chunk.add(template, (*row, len(chunk.extra), records, item.first_index, sysinit_ms,
-                                 item.sampling_rate), variable=True)
+                                 item.sampling_rate, item.samplers), variable=True)
             chunk.extra += parts
         return records
 

@@ -35,6 +35,7 @@ from .information_elements import (
     IANA,
     ICMP_ELEMENTS,
     IP_VERSION,
+    SAMPLER_ID_ELEMENTS,
     SAMPLING_INTERVAL_ELEMENTS,
     SAMPLING_PACKET_INTERVAL,
     SAMPLING_PACKET_SPACE,
@@ -52,6 +53,13 @@ from .information_elements import (
 TemplateKey = tuple[str, int, int, int]  # (exporter, domain, export version, template id)
 # TemplateKey and the exporter's UDP port: the transport session a template belongs to
 SessionTemplateKey = tuple[str, int, int, int, int]
+# what an options record scopes a sampling rate to: (SAMPLER, sampler or selector id) or
+# (INTERFACE, ifIndex); a table maps them to rates
+SamplerKey = tuple[int, int]
+SamplerTable = dict[SamplerKey, int]
+INTERFACE, SAMPLER = 0, 1  # in the order _scoped_sampling applies them: a sampler id wins
+INGRESS_INTERFACE: Element = (IANA, 10)
+V9_SCOPE_INTERFACE = 2  # RFC 3954 §6.1 scope field types: 1 System, 2 Interface, ...
 
 NTP_UNIX_OFFSET_S = 2_208_988_800  # seconds from 1900-01-01 (NTP era 0) to 1970-01-01
 PENDING_LIMIT_BYTES = 64 * 1024 * 1024  # data held back waiting for templates, whole run
@@ -86,6 +94,8 @@ class RecordMeta(NamedTuple):
     uptime_ms: np.ndarray  # int64: v5/v9 header sysUptime
     sysinit_ms: np.ndarray  # int64: IPFIX systemInitTimeMilliseconds in force, -1 unknown
     sampling_rate: np.ndarray  # uint32: 1-in-N in force
+    sampler_table: np.ndarray  # int64: index in sampler_tables of the scoped rates in force
+    sampler_tables: Sequence[SamplerTable]
 
 
 class RecordPlan:
@@ -128,6 +138,7 @@ class RecordPlan:
             used.update(v6)
         used.update(SAMPLING_INTERVAL_ELEMENTS)
         used.update((SAMPLING_PACKET_INTERVAL, SAMPLING_PACKET_SPACE))
+        used.update(SAMPLER_ID_ELEMENTS)
         self.enterprise_skipped = sum(
             1 for f in fields if f.enterprise != IANA and (f.enterprise, f.element) not in used
         )
@@ -240,8 +251,11 @@ class RecordPlan:
     def _sampling(self, rows: np.ndarray, meta: RecordMeta) -> np.ndarray:
         """The rate of each record: its own samplingInterval (34), samplerRandomInterval (50)
         or samplingPacketInterval/Space (305/306) when the template carries one (a v9
-        template with SAMPLING_INTERVAL in every record, which options never repeat), else
-        the exporter's rate in force from its options."""
+        template with SAMPLING_INTERVAL in every record, which options never repeat); else
+        the rate its exporter's options gave the sampler or selector id it names (48, 302),
+        or its ingress interface (Cisco's flow-samplers, one per interface or class); else
+        the exporter's last rate from its options."""
+        default = self._scoped_sampling(rows, meta)
         rate = None
         for element in SAMPLING_INTERVAL_ELEMENTS:
             rate = self.unsigned(rows, element)
@@ -250,13 +264,30 @@ class RecordPlan:
         if rate is None:
             taken = self.unsigned(rows, SAMPLING_PACKET_INTERVAL)
             if taken is None:
-                return meta.sampling_rate
+                return default
             space = self.unsigned(rows, SAMPLING_PACKET_SPACE)
             if space is None:
                 space = np.zeros(len(rows), dtype=np.uint64)
             rate = (taken + space) // np.maximum(taken, np.uint64(1))
         usable = (rate > 0) & (rate <= np.uint64(0xFFFF_FFFF))  # 0 or past 32 bits: unknown
-        return np.where(usable, rate, meta.sampling_rate).astype(meta.sampling_rate.dtype)
+        return np.where(usable, rate, default).astype(meta.sampling_rate.dtype)
+
+    def _scoped_sampling(self, rows: np.ndarray, meta: RecordMeta) -> np.ndarray:
+        rate = meta.sampling_rate
+        tables = np.unique(meta.sampler_table)
+        if not tables.any():
+            return rate  # no scoped rate declared: the common case
+        scoped = {INTERFACE: self.unsigned(rows, INGRESS_INTERFACE),
+                  SAMPLER: self.first_unsigned(rows, SAMPLER_ID_ELEMENTS)}
+        rate = rate.copy()
+        for index in tables[tables > 0].tolist():
+            in_table = meta.sampler_table == index
+            for (kind, scope), value in sorted(meta.sampler_tables[index].items()):
+                # interfaces first, then sampler ids, which override them
+                named = scoped[kind]
+                if named is not None:
+                    rate[in_table & (named == np.uint64(scope))] = value
+        return rate
 
     def _icmp_type_code(self, rows: np.ndarray, family: int, n: int) -> np.ndarray | None:
         combined, (type_element, code_element) = ICMP_ELEMENTS[family]
@@ -449,6 +480,26 @@ class Template:
         )
         return fixed or b"\0"  # a record of only variable fields still takes one plan row
 
+    def sampler_scope(self, buf: bytes, spans: list[tuple[int, int]]) -> SamplerKey | None:
+        """What this options record's sampling rate applies to: the sampler or selector id
+        it names (v9 FLOW_SAMPLER_ID 48 among its options, IPFIX selectorId 302 in its
+        scope), else the interface it is scoped to (v9 scope type Interface, IPFIX
+        ingressInterface as a scope field); None: the whole exporter."""
+        interface = None
+        for index, ((offset, length), spec) in enumerate(zip(spans, self.fields, strict=True)):
+            if not 1 <= length <= 8:
+                continue
+            value = int.from_bytes(buf[offset:offset + length], "big")
+            element = (spec.enterprise, spec.element)
+            in_scope = index < self.scope_count
+            if element in SAMPLER_ID_ELEMENTS and not (in_scope and self.version == 9):
+                return SAMPLER, value
+            if in_scope and interface is None and (
+                    (self.version == 9 and spec.element == V9_SCOPE_INTERFACE)
+                    or (self.version != 9 and element == INGRESS_INTERFACE)):
+                interface = value
+        return None if interface is None else (INTERFACE, interface)
+
     def values(self, buf: bytes, spans: list[tuple[int, int]]) -> dict[Element, int]:
         """Integer values (width 1-8) of one record by element: for options records."""
         out: dict[Element, int] = {}
@@ -552,6 +603,7 @@ class PendingSet(NamedTuple):
     uptime_ms: int
     sysinit_ms: int
     sampling_rate: int
+    samplers: int  # sampler table index (RecordMeta.sampler_table)
     exporter: str
     domain: int
     first_index: int  # record_index of its first record (see exports.py on numbering)

@@ -164,6 +164,16 @@ def test_ipfix_sampling_from_packet_interval_and_space() -> None:
     )
     table, _ = decode(payload)
     assert table["sampling_rate"].to_pylist() == [100]
+    # two selectors (scope selectorId 302), records naming theirs (found by auditing)
+    payload = message(
+        options_template(260, [(302, 4)], [(305, 4), (306, 4)]),
+        template(262, [(8, 4, 0), (2, 4, 0), (302, 4, 0)]),
+        data(260, struct.pack(">III", 5, 1, 9), struct.pack(">III", 6, 1, 99)),
+        data(262, struct.pack(">III", 1, 5, 5), struct.pack(">III", 1, 5, 6),
+             struct.pack(">III", 1, 5, 7)),
+    )
+    table, _ = decode(payload)
+    assert table["sampling_rate"].to_pylist() == [10, 100, 100]
 
 
 def test_ipfix_withdrawal_is_counted_and_ignored_over_udp() -> None:

@@ -174,6 +174,38 @@ def test_v9_sampling_options_apply_to_later_records() -> None:
     assert stats(report).options_records == 1
 
 
+def test_v9_sampling_rates_scoped_to_a_sampler_or_an_interface() -> None:
+    """Found by auditing: the exporter's last options rate applied to every record, whatever
+    sampler (Cisco's FLOW_SAMPLER_ID in the options and in each record) or interface
+    (scope type Interface) it belonged to: 1:1000 for a 1:100 sampler's records."""
+    samplers = NetflowOptionsFlowsetV9(
+        templateID=257, option_scope_length=4, option_field_length=12,
+        scopes=[NetflowOptionsFlowsetScopeV9(scopeFieldType=1, scopeFieldlength=4)],
+        options=[NetflowOptionsFlowsetOptionV9(optionFieldType=48, optionFieldlength=1),
+                 NetflowOptionsFlowsetOptionV9(optionFieldType=49, optionFieldlength=1),
+                 NetflowOptionsFlowsetOptionV9(optionFieldType=50, optionFieldlength=4)])
+    interfaces = NetflowOptionsFlowsetV9(
+        templateID=258, option_scope_length=4, option_field_length=4,
+        scopes=[NetflowOptionsFlowsetScopeV9(scopeFieldType=2, scopeFieldlength=4)],
+        options=[NetflowOptionsFlowsetOptionV9(optionFieldType=34, optionFieldlength=4)])
+    fields = [*FLOW_FIELDS, (48, 1), (10, 2)]
+
+    def record(sport: int, sampler: int, interface: int) -> bytes:
+        return flow(1, 2, sport, 80, 6, 1, 60) + struct.pack(">BH", sampler, interface)
+
+    payload = packet(samplers, interfaces, template(256, fields),
+                     data(256, record(1, 1, 7)),  # before any options: unknown
+                     data(257, struct.pack(">IBBI", 1, 1, 2, 100),
+                          struct.pack(">IBBI", 1, 2, 2, 1000)),
+                     data(258, struct.pack(">II", 7, 10), struct.pack(">II", 8, 20)),
+                     data(256, record(2, 1, 7), record(3, 2, 7), record(4, 0, 8),
+                          record(5, 0, 9)))
+    table, report = decode(payload)
+    # sampler ids beat interfaces; a record of neither takes the last rate declared
+    assert table["sampling_rate"].to_pylist() == [1, 100, 1000, 20, 20]
+    assert report.skipped == {}
+
+
 def test_v9_sampling_rate_past_32_bits_is_counted_not_wrapped() -> None:
     # an 8-byte samplingInterval of 2**40 was stored modulo 2**32: rate 0 on every record
     options = NetflowOptionsFlowsetV9(
