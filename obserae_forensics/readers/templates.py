@@ -274,9 +274,9 @@ class RecordPlan:
 
     def _scoped_sampling(self, rows: np.ndarray, meta: RecordMeta) -> np.ndarray:
         rate = meta.sampling_rate
-        tables = np.unique(meta.sampler_table)
-        if not tables.any():
+        if not meta.sampler_table.any():
             return rate  # no scoped rate declared: the common case
+        tables = np.unique(meta.sampler_table)
         scoped = {INTERFACE: self.unsigned(rows, INGRESS_INTERFACE),
                   SAMPLER: self.first_unsigned(rows, SAMPLER_ID_ELEMENTS)}
         rate = rate.copy()
