@@ -42,6 +42,9 @@ from .information_elements import (
     SAMPLING_INTERVAL_ELEMENTS,
     SAMPLING_PACKET_INTERVAL,
     SAMPLING_PACKET_SPACE,
+    SAMPLING_POPULATION,
+    SAMPLING_PROBABILITY,
+    SAMPLING_SIZE,
     SYSTEM_INIT_MILLISECONDS,
     Element,
 )
@@ -596,6 +599,8 @@ class ExportDecoder:
             taken = values.get(SAMPLING_PACKET_INTERVAL, 0)
             if taken:
                 rate = (taken + values.get(SAMPLING_PACKET_SPACE, 0)) // taken
+        if not rate:
+            rate = _psamp_rate(values)
         if rate > 0xFFFFFFFF:  # an interval field wider than its 32 bits: damage
             self._malformed(f"options record: sampling rate {rate} does not fit 32 bits", 0,
                             "bad_sampler_record", place)
@@ -691,6 +696,22 @@ class ExportDecoder:
             for index in {int(np.argmin(rows[:, 1])), int(np.argmax(rows[:, 1])),
                           int(np.argmin(offsets)), int(np.argmax(offsets))}:
                 stats.see_export(int(rows[index, 1]), int(rows[index, 2]))
+
+
+def _psamp_rate(values: dict[Element, int]) -> int:
+    """1-in-N of a PSAMP random sampler (RFC 5476): n-out-of-N (309/310), or a probability
+    (311, an IEEE float64 held as its 8 bytes); 0 when neither is there or makes sense."""
+    size = values.get(SAMPLING_SIZE, 0)
+    if size:
+        return values.get(SAMPLING_POPULATION, 0) // size
+    bits = values.get(SAMPLING_PROBABILITY)
+    if bits is None:
+        return 0
+    # float64, or float32 in reduced-size encoding (RFC 7011 §6.2): a float64 in (0, 1]
+    # has its exponent in the top bytes, so a value below 2**32 is the 4-byte form
+    (probability,) = (struct.unpack(">f", bits.to_bytes(4, "big")) if bits < 1 << 32
+                      else struct.unpack(">d", bits.to_bytes(8, "big")))
+    return round(1 / probability) if 0 < probability <= 1 else 0
 
 
 def _both_directions(columns: dict[str, np.ndarray], forward: str, reverse: str

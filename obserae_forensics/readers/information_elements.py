@@ -96,6 +96,9 @@ ELEMENTS: dict[int, tuple[str, str]] = {
     304: ("selectorAlgorithm", "unsigned16"),
     305: ("samplingPacketInterval", "unsigned32"),
     306: ("samplingPacketSpace", "unsigned32"),
+    309: ("samplingSize", "unsigned32"),
+    310: ("samplingPopulation", "unsigned32"),
+    311: ("samplingProbability", "float64"),
 }
 
 Element = tuple[int, int]  # (enterprise number, element id)
@@ -152,4 +155,9 @@ SYSTEM_INIT_MILLISECONDS: Element = (IANA, 160)
 SAMPLING_INTERVAL_ELEMENTS: tuple[Element, ...] = ((IANA, 34), (IANA, 50))
 SAMPLING_PACKET_INTERVAL: Element = (IANA, 305)  # P packets taken ...
 SAMPLING_PACKET_SPACE: Element = (IANA, 306)  # ... then S skipped: rate (P + S) / P
+# PSAMP random n-out-of-N (RFC 5476): samplingSize of samplingPopulation, rate N / n; and
+# uniform probabilistic sampling: samplingProbability (float64), rate 1 / p
+SAMPLING_SIZE: Element = (IANA, 309)
+SAMPLING_POPULATION: Element = (IANA, 310)
+SAMPLING_PROBABILITY: Element = (IANA, 311)
 SAMPLER_ID_ELEMENTS: tuple[Element, ...] = ((IANA, 48), (IANA, 302))

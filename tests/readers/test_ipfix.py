@@ -174,6 +174,15 @@ def test_ipfix_sampling_from_packet_interval_and_space() -> None:
     )
     table, _ = decode(payload)
     assert table["sampling_rate"].to_pylist() == [10, 100, 100]
+    # PSAMP random samplers: 1 of 1000, probability 0.01 (float64 and reduced to float32)
+    for options, record in (([(309, 4), (310, 4)], struct.pack(">III", 1, 1, 1000)),
+                            ([(311, 8)], struct.pack(">Id", 1, 0.01)),
+                            ([(311, 4)], struct.pack(">If", 1, 0.01))):
+        payload = message(options_template(263, [(302, 4)], options),
+                          template(261, [(8, 4, 0), (2, 4, 0)]), data(263, record),
+                          data(261, struct.pack(">II", 1, 5)))
+        table, _ = decode(payload)
+        assert table["sampling_rate"].to_pylist() == [1000 if 309 in dict(options) else 100]
 
 
 def test_ipfix_withdrawal_is_counted_and_ignored_over_udp() -> None:
