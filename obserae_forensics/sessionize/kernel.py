@@ -388,15 +388,15 @@ def _prev_byte(S: Any, slot: int, shift: int) -> int:
 def _inherit(M: Any, s: int, S: Any, slot: int) -> None:
     """M[s] goes on with the conversation of the closed session in S[slot] (the next
     fragment, or a late session following it): its orientation and server side, so that it
-    never comes out reversed, and whether it was answered: a piece that sees one direction
-    only (the other's record fell in the session before) is no one-way attempt (no_reply,
-    half_open)."""
+    never comes out reversed, and the directions the conversation has seen: a piece that
+    sees one direction only (the other's records fell in the sessions before) is no one-way
+    attempt (no_reply, half_open)."""
     M[s, R.F_INHERITED] = 1
     M[s, R.F_INH_ORIENT] = _prev_byte(S, slot, R.PB_ORIENT)
     M[s, R.F_INH_SERVER] = _prev_byte(S, slot, R.PB_SERVER)
     M[s, R.F_INH_METHOD] = _prev_byte(S, slot, R.PB_METHOD)
     M[s, R.F_INH_CONFIDENCE] = (S[slot, R.P_BITS] >> R.PB_CONFIDENCE) & R.CONFIDENCE_MASK
-    M[s, R.F_SEEN] = 3 * ((S[slot, R.P_BITS] >> R.PB_ANSWERED) & 1)
+    M[s, R.F_SEEN] = (S[slot, R.P_BITS] >> R.PB_SEEN) & 3
 
 
 @_helper
@@ -562,7 +562,7 @@ def _remember(S: Any, slot: int, M: Any, s: int, P: Any, C: Any) -> None:
                          | M[s, R.F_ORIENT] << R.PB_ORIENT | M[s, R.F_SERVER] << R.PB_SERVER
                          | M[s, R.F_METHOD] << R.PB_METHOD
                          | M[s, R.F_CONFIDENCE] << R.PB_CONFIDENCE
-                         | (M[s, R.F_SEEN] & M[s, R.F_SEEN] >> 1 & 1) << R.PB_ANSWERED)
+                         | (M[s, R.F_SEEN] & 3) << R.PB_SEEN)
     S[slot, R.P_EXPIRY] = S[slot, R.P_CONT] + P[P_GRACE]
     if M[s, R.F_REASON] == R.REASON_HARD_TIMEOUT:
         S[slot, R.P_EXPIRY] += min(C[S_MAX_SPAN], R.MAX_CONTINUATION_SPAN_US)

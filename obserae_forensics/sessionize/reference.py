@@ -22,7 +22,7 @@ watermark before r, max(last_seen) - grace; max(first_seen) - grace under event 
    d. otherwise r joins s (late records count in `late_records`).
 3. A session opened by a late record is `late` and follows the last closed session of its key
    if r starts at or after that one's opening; it then goes on with that conversation as a
-   fragment does (below: orientation, server side, answered), so the server's half of a
+   fragment does (below: orientation, server side, directions seen), so the server's half of a
    conversation arriving late does not come out reversed, or as a one-way attempt, beside
    the session it names in follows_session_id. A late session (a late stray too) does not
    replace a remembered session that is not late: it is out of the conversation's order, and
@@ -31,9 +31,10 @@ watermark before r, max(last_seen) - grace; max(first_seen) - grace under event 
    records of one conversation (two directions arriving late) follow one another. A non-late
    record that starts within the idle timeout of a `hard_timeout`/`evicted` session's
    last_seen continues it as the next fragment, which inherits its orientation and server
-   side and, when the conversation had seen both directions, that it was answered: a
-   fragment that sees one direction after the cut (the other direction's record fell in
-   the fragment before) is no one-way attempt, neither `no_reply` nor `half_open`.
+   side and the directions the conversation has seen: a fragment that sees one direction
+   after the cut (the other direction's records fell in the fragments before, or A->B
+   before the cut and B->A after it) is no one-way attempt, neither `no_reply` nor
+   `half_open`.
 4. Opening a session when the exporter already has the cap open first sweeps (5) at the
    watermark r brings, then, if the cap is still full, evicts the open session with the oldest
    last_seen (ties: smallest key), closed at the exporter's newest last_seen (also under
@@ -448,11 +449,11 @@ class ReferenceReplay:
 
 def _inherit(session: RefSession, prev: RefSession) -> None:
     """`session` goes on with `prev`'s conversation (rule 3): orientation, server side and
-    whether it was answered (no one-way attempt for having seen one direction since)."""
+    the directions the conversation has seen (no one-way attempt for having seen one
+    direction since, or in each fragment: A->B before the cut, B->A after it)."""
     assert prev.inherited is not None
     session.inherited = prev.inherited
-    if prev.seen == 3:
-        session.seen = 3
+    session.seen = prev.seen
 
 
 def _fill_row(out: np.ndarray, s: RefSession) -> None:

@@ -127,7 +127,7 @@ P_SPLIT = 10
 P_DUP = 11
 P_ROOT_OPENED = 12
 P_ROOT_DUP = 13
-P_BITS = 14  # the small fields, a byte each (PB_* shifts; confidence 10 bits, answered 1)
+P_BITS = 14  # the small fields, a byte each (PB_* shifts; confidence 10 bits, seen 2)
 P_EXPIRY = 15  # last_seen + idle + grace: forgotten once a sweep's watermark passes it
 SLOT_WIDTH = 16
 PB_LATE = 0
@@ -137,7 +137,8 @@ PB_ORIENT = 24
 PB_SERVER = 32
 PB_METHOD = 40
 PB_CONFIDENCE = 48  # per mille, 10 bits
-PB_ANSWERED = 58  # one bit: the conversation had seen both directions (its fragments' too)
+# two bits, F_SEEN's: the directions the conversation has seen, its earlier fragments' too
+PB_SEEN = 58
 BYTE_MASK = 0xFF
 CONFIDENCE_MASK = 0x3FF
 # A `hard_timeout` fragment is remembered until the watermark passes last_seen + idle + grace

@@ -196,6 +196,13 @@ def test_a_fragment_of_an_answered_conversation_is_no_one_way_attempt(engine: st
     assert (first["split"], first["close_reason"]) == (0, "hard_timeout")
     assert (second["split"], second["ab_packets"], second["ba_packets"]) == (1, 0, 1)
     assert (second["state"], second["close_reason"]) == ("closed", "idle")
+    # found by fuzzing recombine: A->B only before the cut, B->A only after it; fragment 1
+    # inherited "not answered" and closed no_reply, though the conversation saw both ways
+    records = [rec(0, 50, proto=17), rec(60, 110, proto=17),
+               rec(61, 110, proto=17, src=B, dst=A, sport=443, dport=40000), tick(300)]
+    sessions, _, _ = run(records, policy, engine=engine)
+    assert [(s["split"], s["ab_packets"], s["ba_packets"], s["close_reason"])
+            for s in by_key(sessions, "UDP")] == [(0, 2, 0, "hard_timeout"), (1, 0, 1, "idle")]
     # a conversation that never had an answer stays one-way in its fragments
     records = [rec(0, 50, flags=SYN | ACK), rec(100, 110, flags=SYN), tick(300)]
     sessions, _, _ = run(records, policy, engine=engine)
