@@ -257,7 +257,11 @@ def chain_sessions(sessions: pa.Table, runs: list[Run]) -> Chains:
                                protocol[steady], exporter[steady]))]
     before, after = order[:-1], order[1:]
     cut_closed = hard[before] | evicted[before]
-    cut_open = is_open[before] & (run[before] < run[after])
+    # a finished TCP session (FIN both ways, or a RST) closes at its last record: the next
+    # session of its 5-tuple is another connection, not the rest of it
+    finished_session = tcp & ((((ab_flags & FIN) != 0) & ((ba_flags & FIN) != 0))
+                              | (((ab_flags | ba_flags) & RST) != 0))
+    cut_open = is_open[before] & ~finished_session[before] & (run[before] < run[after])
     link = (same_key(before, after) & (cut_closed | cut_open)
             & (opened[after] - last[before] <= idle[before]))
     parent[after[link]] = before[link]
@@ -290,8 +294,13 @@ def chain_sessions(sessions: pa.Table, runs: list[Run]) -> Chains:
     candidates = np.flatnonzero(named & (follows_at >= 0))
     fits = same_key(candidates, follows_at[candidates])
     anomalies["late_follows_other_key"] = int(np.count_nonzero(~fits))
-    parent[candidates[fits]] = follows_at[candidates[fits]]
-    reason[candidates[fits]] = 3
+    candidates = candidates[fits]
+    # "falls into or just follows": one that starts past the idle timeout of the session it
+    # follows is a conversation of its own, as an on-time record there would have been
+    followed = follows_at[candidates]
+    candidates = candidates[opened[candidates] - last[followed] <= idle[followed]]
+    parent[candidates] = follows_at[candidates]
+    reason[candidates] = 3
 
     root = _roots(parent, col("session_id"))
 
@@ -342,10 +351,12 @@ def chain_sessions(sessions: pa.Table, runs: list[Run]) -> Chains:
     has_gap = fragment_index > 0
     gap_us = np.where(has_gap, np.maximum(opened_f - previous_last, 0), 0)
 
-    # the fragment whose state is the conversation's: the last non-late one in time order
-    position = np.where(~late[rows], np.arange(n), -1)
-    final_position = np.maximum.reduceat(position, starts)
-    final_position = np.where(final_position < starts, starts + counts - 1, final_position)
+    # the fragment whose state is the conversation's: the non-late one that saw its latest
+    # record (not the one opened last: a short fragment can open inside a long one), the
+    # later in fragment order on a tie; all late: the last
+    score = np.where(late[rows], np.iinfo(np.int64).min, last_f)
+    is_latest = score == np.maximum.reduceat(score, starts)[group]
+    final_position = np.maximum.reduceat(np.where(is_latest, np.arange(n), -1), starts)
     final = rows[final_position]
 
     windows = _exporter_windows(exporter, opened, last)
@@ -371,7 +382,14 @@ def chain_sessions(sessions: pa.Table, runs: list[Run]) -> Chains:
     state = pc.take(col("state"), pa.array(final)).to_numpy(zero_copy_only=False).astype(object)
     close_reason = pc.take(col("close_reason"), pa.array(final)).to_numpy(
         zero_copy_only=False).astype(object)
-    if state_inferred.any():
+    # a last fragment that saw one direction of a conversation that saw both (its run
+    # never saw the other): no one-way attempt, as inside one run (the sessionizer's
+    # fragments inherit the directions seen)
+    answered = (np.add.reduceat(ab_packets_f, starts) > 0) & (
+        np.add.reduceat(ba_packets_f, starts) > 0)
+    state = np.where(answered & (state == "half_open"), "active", state)
+    resettled = answered & (close_reason == "no_reply")
+    if state_inferred.any() or resettled.any():
         settled = _settled_reasons(
             tcp=final_tcp,
             half_open=half_open[final],
@@ -381,7 +399,7 @@ def chain_sessions(sessions: pa.Table, runs: list[Run]) -> Chains:
             ba_packets=np.add.reduceat(ba_packets_f, starts),
         )
         state = np.where(state_inferred, "closed", state)
-        close_reason = np.where(state_inferred, settled, close_reason)
+        close_reason = np.where(state_inferred | resettled, settled, close_reason)
 
     duration_s = (last_seen - first_seen) / 1_000_000.0
     session_id = col("session_id")
@@ -440,20 +458,18 @@ def _settled_reasons(*, tcp: np.ndarray, half_open: np.ndarray, ab_flags: np.nda
     both = (ab_packets > 0) & (ba_packets > 0)
     fin = tcp & ((ab_flags & FIN) != 0) & ((ba_flags & FIN) != 0)
     rst = tcp & (((ab_flags | ba_flags) & RST) != 0)
-    # the only answer to an opening (SYN without ACK) was RST, whichever side opened
-    def opening(flags: np.ndarray) -> np.ndarray:
-        return ((flags & SYN) != 0) & ((flags & ACK) == 0)
 
-    def refusal(flags: np.ndarray) -> np.ndarray:
-        return ((flags & RST) != 0) & ((flags & ~(RST | ACK)) == 0)
+    def refused(opener: np.ndarray, answer: np.ndarray) -> np.ndarray:
+        """One side's SYN met a RST from the other, which sent no SYN."""
+        return ((opener & SYN) != 0) & ((answer & RST) != 0) & ((answer & SYN) == 0)
 
-    rejected = tcp & ((opening(ab_flags) & refusal(ba_flags))
-                      | (opening(ba_flags) & refusal(ab_flags)))
+    rejected = tcp & (refused(ab_flags, ba_flags) | refused(ba_flags, ab_flags))
     either = ab_flags | ba_flags
     midstream = tcp & ((either & ACK) != 0) & ((either & SYN) == 0)  # one-way, no attempt
+    # in the order of kernel._state_reason: a RST decides before a FIN does
     return np.select(
-        [tcp & half_open, fin, rejected, rst & both, rst, both | midstream],
-        ["no_reply", "fin", "rejected", "rst", "no_reply", "idle"],
+        [tcp & half_open, rejected, rst & both, rst, fin, both | midstream],
+        ["no_reply", "rejected", "rst", "no_reply", "fin", "idle"],
         default="no_reply").astype(object)
 
 

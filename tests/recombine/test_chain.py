@@ -170,6 +170,54 @@ def test_settled_reasons_are_the_sessionizers(tmp_path: Path) -> None:
         "MID": ("idle", True), "RST": ("no_reply", True), "SYN": ("no_reply", True)}
 
 
+def test_recombining_slices_agrees_with_one_run(tmp_path: Path) -> None:
+    """Found by fuzzing (sessionize the whole capture, and its slices, recombine both): the
+    rules recombine applies across runs disagreed with the sessionizer's inside one."""
+    other = ("10.3.3.3", 1), ("10.3.3.4", 2)
+    # a connection finished (FIN both ways) at the end of run 1 is not continued by the
+    # next connection on its 5-tuple in run 2
+    first = write_run(tmp_path / "r1", [
+        session("DONE", 0, 5, state="active", flags=(0x1B, 0x1B)),
+        # one direction of a UDP exchange seen in run 1, the other in run 2
+        session("ASK", 0, 6, state="active", protocol=17, a=("10.0.0.5", 5000),
+                b=("10.0.0.6", 53), ba=(0, 0)),
+        # SYN, then RST|ACK and a stray ACK of the client: the sessionizer's rejected
+        session("REJ", 0, 1, state="active", a=("10.0.0.9", 4000), flags=(0x12, 0x14)),
+    ])
+    second = write_run(tmp_path / "r2", [
+        session("NEXT", 40, 41, state="active", flags=(0x1B, 0x1B)),
+        session("ANSWER", 7, 8, close="no_reply", protocol=17, a=("10.0.0.6", 53),
+                b=("10.0.0.5", 5000), ba=(0, 0)),
+        session("Z", 505, 700, a=other[0], b=other[1], flags=(SYN_ACK_PSH, 0x12)),
+    ])
+    by_id = conversations(recombine_tables([first, second]))
+    assert by_id["DONE"]["fragment_count"] == 1 and "NEXT" in by_id
+    assert (by_id["DONE"]["close_reason"], by_id["NEXT"]["fragment_count"]) == ("fin", 1)
+    assert (by_id["ASK"]["fragment_count"], by_id["ASK"]["close_reason"]) == (2, "idle")
+    assert by_id["REJ"]["close_reason"] == "rejected"
+
+
+def test_the_conversations_state_is_its_latest_fragments(tmp_path: Path) -> None:
+    # a short fragment opened inside a long one is not the conversation's end
+    rows = [session("LONG", 0, 45, close="hard_timeout", ba=(0, 0), flags=(0x10, 0)),
+            session("SHORT", 30, 31, close="no_reply", split=1, conversation="LONG",
+                    ba=(0, 0), flags=(0x10, 0)),
+            session("END", 46, 47, a=("10.9.9.9", 1), b=("10.0.0.2", 443))]
+    by_id = conversations(one_run(tmp_path, rows))
+    assert (by_id["LONG"]["close_reason"], by_id["LONG"]["tail_cut"]) == ("hard_timeout", True)
+
+
+def test_a_late_session_past_the_idle_timeout_is_its_own_conversation(tmp_path: Path) -> None:
+    rows = [session("UDP", 0, 5, close="no_reply", protocol=17, ba=(0, 0)),
+            session("NEAR", 20, 25, close="no_reply", protocol=17, ba=(0, 0), late=True,
+                    follows="UDP"),
+            session("FAR", 40, 45, close="no_reply", protocol=17, ba=(0, 0), late=True,
+                    follows="UDP")]
+    by_id = conversations(one_run(tmp_path, rows))
+    assert by_id["UDP"]["session_ids"] == ["UDP", "NEAR"]  # 20 - 5 <= udp idle 30 s
+    assert by_id["FAR"]["fragment_count"] == 1  # 40 - 5 > 30 s
+
+
 def test_run_boundary_needs_an_open_session_and_the_idle_timeout(tmp_path: Path) -> None:
     first = write_run(tmp_path / "r1", [
         session("A", 0, 500, close="idle"),  # closed for good: not continued
