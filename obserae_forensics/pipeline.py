@@ -36,6 +36,7 @@ from .tables.layout import (
     FLOWS_FILE,
     MANIFEST_FILE,
     MATCHES_FILE,
+    RUN_FILES,
     SESSIONS_FILE,
 )
 from .tables.manifest import sha256_file
@@ -294,7 +295,8 @@ def sessionize_inputs(config: SessionizeConfig, report: RunReport) -> Sessionize
     from .sessionize import Sessionizer, policy_settings
 
     report.strict = config.read.strict
-    inputs = discover_inputs(config.inputs, report, exclude=[config.out])
+    inputs = discover_inputs(config.inputs, report,
+                             exclude=[config.out / name for name in RUN_FILES])
     refuse_directory_over_evidence(
         config.out, [*config.inputs, *(found.path for found in inputs), *config.protected],
         "--out")

@@ -616,3 +616,10 @@ def test_an_output_directory_inside_the_inputs_is_not_read_as_input(tmp_path: Pa
     assert [Path(i["path"]).name for i in manifest["inputs"]] == ["a.pcap"]
     assert manifest["counts"]["skipped"] == {}
     assert digest(caps / "run") == digests
+    # a capture kept in the output directory is still an input: the run refuses to replace
+    # it (found by review: leaving the whole directory out deleted it with --force)
+    (caps / "run" / "day2.pcap").write_bytes(FIXTURE.read_bytes())
+    again = runner.invoke(app, ["sessionize", str(caps), "--out", str(caps / "run"), "-q",
+                                "--force"])
+    assert again.exit_code == 2 and "holds the input" in again.stderr
+    assert (caps / "run" / "day2.pcap").is_file()

@@ -54,9 +54,9 @@ def _expand(paths: Sequence[Path], exclude: Sequence[Path] = ()) -> list[Path]:
     for path in paths:
         if path.is_dir():
             for root, dirs, names in os.walk(path):
-                dirs[:] = sorted(d for d in dirs if not d.startswith(".")
-                                 and (Path(root) / d).resolve() not in skipped)
-                files.extend(Path(root) / n for n in sorted(names) if not n.startswith("."))
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                files.extend(Path(root) / n for n in sorted(names) if not n.startswith(".")
+                             and (Path(root) / n).resolve() not in skipped)
         else:
             files.append(path)
     return files
@@ -67,9 +67,10 @@ def discover_inputs(paths: Sequence[Path], report: RunReport,
     """Expand directories, recognise each file by magic and order them by their own time.
 
     Files no reader recognises are counted as `unknown_format` (and raise under --strict);
-    the same file named twice is read once. Directories in `exclude` are not walked into:
-    `sessionize caps --out caps/run --force` read the earlier run's tables as inputs of
-    unknown format (and --strict failed on them).
+    the same file named twice is read once. Files in `exclude` are left out of directory
+    walks: `sessionize caps --out caps/run --force` read the earlier run's tables as inputs
+    of unknown format (and --strict failed on them). Only those files: a capture kept in the
+    output directory is still found, and the run refuses to replace it.
     """
     found: list[InputFile] = []
     seen: set[Path] = set()

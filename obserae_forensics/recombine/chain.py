@@ -257,13 +257,16 @@ def chain_sessions(sessions: pa.Table, runs: list[Run]) -> Chains:
                                protocol[steady], exporter[steady]))]
     before, after = order[:-1], order[1:]
     cut_closed = hard[before] | evicted[before]
-    # a finished TCP session (FIN both ways, or a RST) closes at its last record: the next
-    # session of its 5-tuple is another connection, not the rest of it
-    finished_session = tcp & ((((ab_flags & FIN) != 0) & ((ba_flags & FIN) != 0))
-                              | (((ab_flags | ba_flags) & RST) != 0))
-    cut_open = is_open[before] & ~finished_session[before] & (run[before] < run[after])
+    # a finished TCP session (FIN both ways, or a RST) closes once the watermark passes its
+    # last record: only a record within the grace after it (a trailing ACK) still joins
+    # it; later, the same 5-tuple is another connection
+    finished_session = tcp & _finished(ab_flags, ba_flags)
+    cut_open = is_open[before] & (run[before] < run[after])
+    grace = np.array([round(r.settings["sessions.grace"] * 1_000_000) for r in runs],
+                     dtype=np.int64)[run]
+    reach = np.where(finished_session, grace, idle)
     link = (same_key(before, after) & (cut_closed | cut_open)
-            & (opened[after] - last[before] <= idle[before]))
+            & (opened[after] - last[before] <= reach[before]))
     parent[after[link]] = before[link]
     reason[after[link]] = np.where(hard[before[link]], 1,
                                    np.where(evicted[before[link]], 2, 4))
@@ -368,9 +371,7 @@ def chain_sessions(sessions: pa.Table, runs: list[Run]) -> Chains:
     conversation_ba_flags = _or_reduce(ba_flags_f, starts)
     final_tcp = protocol[final] == TCP
     # a finished TCP conversation closes as soon as the watermark passes its last record
-    finished = final_tcp & (
-        (((conversation_ab_flags & FIN) != 0) & ((conversation_ba_flags & FIN) != 0))
-        | (((conversation_ab_flags | conversation_ba_flags) & RST) != 0))
+    finished = final_tcp & _finished(conversation_ab_flags, conversation_ba_flags)
     deadline = last[final] + np.where(finished, 0, idle[final])
     maybe_more = is_open[final] | hard[final] | evicted[final]
     tail_cut = maybe_more & (deadline >= window_end)
@@ -392,7 +393,7 @@ def chain_sessions(sessions: pa.Table, runs: list[Run]) -> Chains:
     if state_inferred.any() or resettled.any():
         settled = _settled_reasons(
             tcp=final_tcp,
-            half_open=half_open[final],
+            half_open=half_open[final] & ~answered,
             ab_flags=conversation_ab_flags,
             ba_flags=conversation_ba_flags,
             ab_packets=np.add.reduceat(ab_packets_f, starts),
@@ -451,13 +452,19 @@ def _or_reduce(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
     return np.bitwise_or.reduceat(values.astype(np.int64), starts)
 
 
+def _finished(ab_flags: np.ndarray, ba_flags: np.ndarray) -> np.ndarray:
+    """TCP flags of a finished connection (kernel._finished): FIN both ways, or a RST."""
+    return ((((ab_flags & FIN) != 0) & ((ba_flags & FIN) != 0))
+            | (((ab_flags | ba_flags) & RST) != 0))
+
+
 def _settled_reasons(*, tcp: np.ndarray, half_open: np.ndarray, ab_flags: np.ndarray,
                      ba_flags: np.ndarray, ab_packets: np.ndarray,
                      ba_packets: np.ndarray) -> np.ndarray:
     """The close reason the sessionizer gives a session that times out (sessions.md table)."""
     both = (ab_packets > 0) & (ba_packets > 0)
-    fin = tcp & ((ab_flags & FIN) != 0) & ((ba_flags & FIN) != 0)
     rst = tcp & (((ab_flags | ba_flags) & RST) != 0)
+    fin = tcp & _finished(ab_flags, ba_flags) & ~rst
 
     def refused(opener: np.ndarray, answer: np.ndarray) -> np.ndarray:
         """One side's SYN met a RST from the other, which sent no SYN."""

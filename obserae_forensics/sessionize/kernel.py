@@ -417,7 +417,8 @@ def _new_links(M: Any, s: int, S: Any, slot: int, C: Any, first: int, late: int,
             M[s, R.F_FOLLOW_SPLIT] = S[slot, R.P_SPLIT]
             M[s, R.F_FOLLOW_LATE] = _prev_byte(S, slot, R.PB_LATE)
             M[s, R.F_FOLLOW_DUP] = S[slot, R.P_DUP]
-            _inherit(M, s, S, slot)
+            if first <= S[slot, R.P_CONT]:  # within its idle timeout: its conversation
+                _inherit(M, s, S, slot)
         return
     if stray:
         return

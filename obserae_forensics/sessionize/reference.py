@@ -21,9 +21,10 @@ watermark before r, max(last_seen) - grace; max(first_seen) - grace under event 
       its own, closed at once (late if r is late);
    d. otherwise r joins s (late records count in `late_records`).
 3. A session opened by a late record is `late` and follows the last closed session of its key
-   if r starts at or after that one's opening; it then goes on with that conversation as a
-   fragment does (below: orientation, server side, directions seen), so the server's half of a
-   conversation arriving late does not come out reversed, or as a one-way attempt, beside
+   if r starts at or after that one's opening; starting within that one's idle timeout, it
+   goes on with that conversation as a fragment does (below: orientation, server side,
+   directions seen), so the server's half of a conversation arriving late does not come out
+   reversed, or as a one-way attempt, beside
    the session it names in follows_session_id. A late session (a late stray too) does not
    replace a remembered session that is not late: it is out of the conversation's order, and
    remembered it hid the session a later record continues (the next fragment of a
@@ -309,7 +310,8 @@ class ReferenceReplay:
         if late:
             if prev.opened <= first:
                 session.follows = (prev.opened, prev.split, prev.late, prev.dup)
-                _inherit(session, prev)
+                if first <= prev.last + prev.idle_at_close:  # its conversation (rule 3)
+                    _inherit(session, prev)
         elif not stray and prev.reason in (R.REASON_HARD_TIMEOUT, R.REASON_EVICTED) and \
                 first <= prev.last + prev.idle_at_close:
             session.split = prev.split + 1

@@ -183,14 +183,18 @@ def test_recombining_slices_agrees_with_one_run(tmp_path: Path) -> None:
                 b=("10.0.0.6", 53), ba=(0, 0)),
         # SYN, then RST|ACK and a stray ACK of the client: the sessionizer's rejected
         session("REJ", 0, 1, state="active", a=("10.0.0.9", 4000), flags=(0x12, 0x14)),
+        session("FINISHED", 0, 5, state="active", a=("10.0.0.11", 1), flags=(0x1B, 0x1B)),
     ])
     second = write_run(tmp_path / "r2", [
         session("NEXT", 40, 41, state="active", flags=(0x1B, 0x1B)),
         session("ANSWER", 7, 8, close="no_reply", protocol=17, a=("10.0.0.6", 53),
                 b=("10.0.0.5", 5000), ba=(0, 0)),
         session("Z", 505, 700, a=other[0], b=other[1], flags=(SYN_ACK_PSH, 0x12)),
+        # a trailing ACK within the grace still joins the finished connection (review)
+        session("TRAIL", 6, 6, a=("10.0.0.11", 1), ba=(0, 0), flags=(0x10, 0)),
     ])
     by_id = conversations(recombine_tables([first, second]))
+    assert by_id["FINISHED"]["session_ids"] == ["FINISHED", "TRAIL"]
     assert by_id["DONE"]["fragment_count"] == 1 and "NEXT" in by_id
     assert (by_id["DONE"]["close_reason"], by_id["NEXT"]["fragment_count"]) == ("fin", 1)
     assert (by_id["ASK"]["fragment_count"], by_id["ASK"]["close_reason"]) == (2, "idle")

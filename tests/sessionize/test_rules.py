@@ -265,6 +265,14 @@ def test_a_late_session_goes_on_with_the_conversation_it_follows(engine: str) ->
             (A, A, B, 5555)
         assert (s["role_method"], s["role_confidence"]) == ("tcp_handshake", 0.95)
         assert (s["state"], s["close_reason"]) == ("closed", "hard_timeout")  # not no_reply
+    # past the idle timeout of the session it follows, a late record is a conversation of
+    # its own (found by review: it inherited "answered" and closed idle, one-way)
+    records = [rec(0, 1, proto=17), rec(0.5, 1, proto=17, src=B, dst=A, sport=443,
+                                        dport=40000), tick(80), rec(45, proto=17), tick(300)]
+    sessions, _, _ = run(records, engine=engine)
+    late = [s for s in by_key(sessions, "UDP") if s["late"]]
+    assert [(s["follows_session_id"] is not None, s["close_reason"]) for s in late] == \
+        [(True, "no_reply")]
     # a late session of a conversation never answered stays a one-way attempt
     records = [rec(0, 10, flags=SYN, dport=5555), tick(100),
                rec(12, 14, flags=SYN, dport=5555), tick(300)]
