@@ -108,11 +108,8 @@ Element = tuple[int, int]  # (enterprise number, element id)
 COLUMN_ELEMENTS: dict[str, tuple[Element, ...]] = {
     "packets": ((IANA, 2), (IANA, 86), (IANA, 298)),
     "octets": ((IANA, 1), (IANA, 85), (IANA, 231)),
-    # v9 OUT_PKTS/OUT_BYTES (IPFIX post*DeltaCount) last: nfdump files them as its "out"
-    # counters, which the nfcapd reader reads as reverse_*, and nProbe's biflow templates
-    # send the server's direction in them
-    "reverse_packets": ((REVERSE_PEN, 2), (REVERSE_PEN, 86), (IANA, 299), (IANA, 24)),
-    "reverse_octets": ((REVERSE_PEN, 1), (REVERSE_PEN, 85), (IANA, 232), (IANA, 23)),
+    "reverse_packets": ((REVERSE_PEN, 2), (REVERSE_PEN, 86), (IANA, 299)),
+    "reverse_octets": ((REVERSE_PEN, 1), (REVERSE_PEN, 85), (IANA, 232)),
     "src_port": ((IANA, 7),),
     "dst_port": ((IANA, 11),),
     "protocol": ((IANA, 4),),
@@ -124,6 +121,14 @@ COLUMN_ELEMENTS: dict[str, tuple[Element, ...]] = {
     "dst_as": ((IANA, 17),),
     "flow_end_reason": ((IANA, 136),),
 }
+
+# v9 OUT_PKTS/OUT_BYTES, IPFIX postPacketDeltaCount/postOctetDeltaCount: in v9 the reverse
+# counters when none of the above is there (nfdump files them as its "out" counters, which
+# the nfcapd reader reads as reverse_*; nProbe's biflow templates send the server's direction
+# in them); in IPFIX the same direction after middlebox treatment (RFC 7012), so only the
+# forward counters of a template that has no others (read as reverse, a template with pre-
+# and post-NAT counters made every one-way flow two-way)
+POST_COUNTERS: dict[str, Element] = {"packets": (IANA, 24), "octets": (IANA, 23)}
 
 # Address columns: (IPv4 elements, IPv6 elements), best first.
 ADDRESS_ELEMENTS: dict[str, tuple[tuple[Element, ...], tuple[Element, ...]]] = {

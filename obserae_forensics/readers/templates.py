@@ -35,6 +35,7 @@ from .information_elements import (
     IANA,
     ICMP_ELEMENTS,
     IP_VERSION,
+    POST_COUNTERS,
     SAMPLER_ID_ELEMENTS,
     SAMPLING_INTERVAL_ELEMENTS,
     SAMPLING_PACKET_INTERVAL,
@@ -136,9 +137,6 @@ class RecordPlan:
         for v4, v6 in ADDRESS_ELEMENTS.values():
             used.update(v4)
             used.update(v6)
-        used.update(SAMPLING_INTERVAL_ELEMENTS)
-        used.update((SAMPLING_PACKET_INTERVAL, SAMPLING_PACKET_SPACE))
-        used.update(SAMPLER_ID_ELEMENTS)
         self.enterprise_skipped = sum(
             1 for f in fields if f.enterprise != IANA and (f.enterprise, f.element) not in used
         )
@@ -193,8 +191,6 @@ class RecordPlan:
         if not (self.has_ipv4 and self.has_ipv6):
             return None
         version = self.unsigned(rows, IP_VERSION)
-        if version is not None:
-            return version == 6
         blank_v4 = np.ones(len(rows), dtype=bool)
         some_v6 = np.zeros(len(rows), dtype=bool)
         for column in ("src_addr", "dst_addr"):
@@ -205,7 +201,11 @@ class RecordPlan:
                 blank_v4 &= ~v4[:, 12:].any(axis=1)
             if v6 is not None:
                 some_v6 |= v6.any(axis=1)
-        return blank_v4 & some_v6
+        filled_v6 = blank_v4 & some_v6
+        if version is None:
+            return filled_v6
+        # ipVersion decides where it says 4 or 6; an exporter that leaves it 0 does not
+        return np.where((version == 4) | (version == 6), version == 6, filled_v6)
 
     def address(self, rows: np.ndarray, column: str,
                 ipv6: np.ndarray | None = None) -> np.ndarray | None:
@@ -226,6 +226,10 @@ class RecordPlan:
             values = self.first_unsigned(rows, choices)
             if values is not None:
                 out[column] = values
+        for column, element in POST_COUNTERS.items():
+            target = f"reverse_{column}" if self.version == 9 else column
+            if target not in out and (values := self.unsigned(rows, element)) is not None:
+                out[target] = values
         ipv6 = self._ipv6_rows(rows)
         for column in ADDRESS_ELEMENTS:
             addresses = self.address(rows, column, ipv6)
@@ -268,7 +272,7 @@ class RecordPlan:
             space = self.unsigned(rows, SAMPLING_PACKET_SPACE)
             if space is None:
                 space = np.zeros(len(rows), dtype=np.uint64)
-            rate = (taken + space) // np.maximum(taken, np.uint64(1))
+            rate = np.where(taken > 0, (taken + space) // np.maximum(taken, np.uint64(1)), 0)
         usable = (rate > 0) & (rate <= np.uint64(0xFFFF_FFFF))  # 0 or past 32 bits: unknown
         return np.where(usable, rate, default).astype(meta.sampling_rate.dtype)
 
@@ -519,7 +523,8 @@ _ADDRESS_LENGTH: dict[Element, int] = {
     **{element: 16 for _, v6 in ADDRESS_ELEMENTS.values() for element in v6},
 }
 _NUMBER_ELEMENTS: frozenset[Element] = frozenset(
-    element for choices in COLUMN_ELEMENTS.values() for element in choices)
+    element for choices in COLUMN_ELEMENTS.values() for element in choices) | frozenset(
+    POST_COUNTERS.values())
 
 
 def field_length_problem(fields: Sequence[FieldSpec]) -> str | None:

@@ -282,16 +282,21 @@ def test_ipfix_dual_stack_templates_take_each_records_family() -> None:
 
 def test_ipfix_a_records_own_sampling_interval_and_post_counters() -> None:
     """Found by auditing: SAMPLING_INTERVAL in each data record (no options) was ignored,
-    rate 1; OUT_BYTES/OUT_PKTS (IPFIX post*DeltaCount), which nfdump files as its out
-    counters (reverse_* from nfcapd), were dropped."""
+    rate 1. IPFIX post*DeltaCount (23/24) count the same direction after a middlebox: not
+    reverse counters (review), and the forward ones only when the template has no others."""
     fields = [(8, 4, 0), (12, 4, 0), (2, 4, 0), (1, 4, 0), (24, 4, 0), (23, 4, 0),
               (34, 4, 0)]
     record = bytes([10, 0, 0, 1, 10, 0, 0, 2]) + struct.pack(">IIIII", 4, 400, 5, 500, 512)
     unknown = bytes([10, 0, 0, 1, 10, 0, 0, 2]) + struct.pack(">IIIII", 1, 100, 0, 0, 0)
     table, _ = decode(message(template(311, fields), data(311, record, unknown)))
     assert [(r["packets"], r["octets"], r["reverse_packets"], r["reverse_octets"],
-             r["sampling_rate"]) for r in table.to_pylist()] == [(4, 400, 5, 500, 512),
+             r["sampling_rate"]) for r in table.to_pylist()] == [(4, 400, 0, 0, 512),
                                                                    (1, 100, 0, 0, 1)]
+    post_only = [(8, 4, 0), (12, 4, 0), (24, 4, 0), (23, 4, 0)]
+    table, _ = decode(message(template(312, post_only), data(
+        312, bytes([10, 0, 0, 1, 10, 0, 0, 2]) + struct.pack(">II", 3, 300))))
+    assert [(r["packets"], r["octets"], r["reverse_packets"]) for r in table.to_pylist()] == \
+        [(3, 300, 0)]
 
 
 def test_ipfix_templates_belong_to_their_transport_session() -> None:

@@ -206,6 +206,17 @@ def test_v9_sampling_rates_scoped_to_a_sampler_or_an_interface() -> None:
     assert report.skipped == {}
 
 
+def test_v9_out_counters_are_the_reverse_direction() -> None:
+    """Found by auditing: OUT_PKTS/OUT_BYTES (23/24), which nfdump files as its out counters
+    (reverse_* when read from nfcapd) and nProbe's biflow templates fill, were dropped."""
+    fields = [*FLOW_FIELDS, (24, 4), (23, 4)]
+    payload = packet(template(256, fields),
+                     data(256, flow(1, 2, 3, 4, 6, 4, 400) + struct.pack(">II", 5, 500)))
+    table, _ = decode(payload)
+    assert [(r["packets"], r["octets"], r["reverse_packets"], r["reverse_octets"])
+            for r in table.to_pylist()] == [(4, 400, 5, 500)]
+
+
 def test_v9_sampling_rate_past_32_bits_is_counted_not_wrapped() -> None:
     # an 8-byte samplingInterval of 2**40 was stored modulo 2**32: rate 0 on every record
     options = NetflowOptionsFlowsetV9(
