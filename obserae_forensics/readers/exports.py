@@ -54,9 +54,9 @@ from .templates import (
     RecordMeta,
     SamplerKey,
     SamplerTable,
+    SessionTemplateKey,
     Template,
     TemplateCache,
-    TemplateKey,
     fixed_set_records,
     padding_problem,
 )
@@ -91,8 +91,8 @@ class _Stream:
     """Sequence, duplicate and option state of one (exporter, domain, version) stream."""
 
     __slots__ = ("chunk", "chunk_code", "code", "expected", "expected_flows", "last_sequence",
-                 "latest", "recent", "samplers", "sampling_rate", "stats", "sysinit_ms",
-                 "templates")
+                 "latest", "ports", "recent", "samplers", "sampling_rate", "stats",
+                 "sysinit_ms", "templates")
 
     def __init__(self, stats: ExporterStats, code: int) -> None:
         self.stats = stats
@@ -112,6 +112,7 @@ class _Stream:
         # only the first copy of each message is decoded (duplicates)
         self.templates: dict[tuple[int, int], Template] = {}
         self.latest: dict[int, Template] = {}
+        self.ports: set[int] = set()  # ports that defined templates: they use only theirs
         self.chunk: _Chunk | None = None  # the chunk `chunk_code` (exporter code) belongs to
         self.chunk_code = 0
 
@@ -290,7 +291,7 @@ class ExportDecoder:
         self._ordinal = 0
         self.options_in_datagram = 0  # options data records in the current message
         self._sequence = 0
-        self._waiting: list[tuple[TemplateKey, bytes, int]] = []
+        self._waiting: list[tuple[SessionTemplateKey, bytes, int]] = []
 
     # -- public API ------------------------------------------------------------------
 
@@ -337,7 +338,7 @@ class ExportDecoder:
         """End of all input: decode what is still queued, count data whose template never came."""
         batches = self._decode_resolved()
         for key, items in sorted(self.pending.drain().items()):
-            exporter, domain, _, template_id = key
+            exporter, domain, _, template_id, _port = key
             stats = self.report.exporter(exporter, domain)
             stats.records_without_template += len(items)
             stats.missing_templates[template_id] += len(items)
@@ -446,14 +447,20 @@ class ExportDecoder:
         key = (datagram.exporter, stream.stats.domain, self._version, template.template_id)
         stats = stream.stats
         stats.templates += 1
-        outcome = self.templates.define((*key, datagram.exporter_port), template)
+        port = datagram.exporter_port
+        outcome = self.templates.define((*key, port), template)
+        stream.ports.add(port)
         if outcome != "refresh":
-            stream.templates[datagram.exporter_port, template.template_id] = template
+            stream.templates[port, template.template_id] = template
             stream.latest[template.template_id] = template
         if outcome == "changed":
             stats.template_changes += 1
-        if outcome != "refresh" and key in self.pending:
-            for item in self.pending.take(key):
+        if outcome != "refresh":
+            # data of this port that waited, and of ports that never define templates
+            items = [item for waiting in self.pending.waiting(key)
+                     if waiting[-1] == port or waiting[-1] not in stream.ports
+                     for item in self.pending.take(waiting)]
+            for item in items:
                 if template.options:
                     # problems found now belong to the datagram that brought the data
                     self._apply_options(template, item.body, 0, len(item.body), stream,
@@ -467,8 +474,11 @@ class ExportDecoder:
         stream = self._stream
         datagram = self._datagram
         assert stream is not None and datagram is not None
-        found = stream.templates.get((datagram.exporter_port, template_id))
-        return found if found is not None else stream.latest.get(template_id)
+        port = datagram.exporter_port
+        found = stream.templates.get((port, template_id))
+        if found is None and port not in stream.ports:
+            found = stream.latest.get(template_id)
+        return found
 
     def withdraw(self) -> None:
         """Count an IPFIX template withdrawal (ignored over UDP, see ipfix.py)."""
@@ -480,7 +490,8 @@ class ExportDecoder:
         datagram = self._datagram
         stream = self._stream
         assert datagram is not None and stream is not None
-        key = (datagram.exporter, stream.stats.domain, self._version, template_id)
+        key = (datagram.exporter, stream.stats.domain, self._version, template_id,
+               datagram.exporter_port)
         self._waiting.append((key, body, stream.code))
 
     def skip(self, error: InputError, nbytes: int) -> None:

@@ -620,9 +620,13 @@ class PendingData:
     def __init__(self, limit_bytes: int = PENDING_LIMIT_BYTES) -> None:
         self.limit_bytes = limit_bytes
         self.size = 0
-        self._sets: dict[TemplateKey, list[PendingSet]] = {}
+        self._sets: dict[SessionTemplateKey, list[PendingSet]] = {}
 
-    def add(self, key: TemplateKey, item: PendingSet) -> bool:
+    def waiting(self, key: TemplateKey) -> list[SessionTemplateKey]:
+        """The keys (one per exporter port) of the data waiting for template `key`."""
+        return sorted(k for k in self._sets if k[:4] == key)
+
+    def add(self, key: SessionTemplateKey, item: PendingSet) -> bool:
         """Keep `item`; False (and nothing kept) when the buffer is full."""
         if self.size + len(item.body) > self.limit_bytes:
             return False
@@ -630,7 +634,7 @@ class PendingData:
         self.size += len(item.body)
         return True
 
-    def take(self, key: TemplateKey) -> list[PendingSet]:
+    def take(self, key: SessionTemplateKey) -> list[PendingSet]:
         items = self._sets.pop(key, [])
         self.size -= sum(len(item.body) for item in items)
         return items
@@ -638,7 +642,7 @@ class PendingData:
     def __contains__(self, key: object) -> bool:
         return key in self._sets
 
-    def drain(self) -> dict[TemplateKey, list[PendingSet]]:
+    def drain(self) -> dict[SessionTemplateKey, list[PendingSet]]:
         """Everything still waiting (end of input); the buffer is empty afterwards."""
         left, self._sets, self.size = self._sets, {}, 0
         return left
