@@ -317,6 +317,7 @@ def recombine_command(
 ) -> None:
     """Find and recombine split sessions; report, find fragments, export them as one."""
     from .recombine import (
+        check_flows_target,
         check_out_dir,
         conversation_sessions,
         export_flows,
@@ -343,6 +344,17 @@ def recombine_command(
         result = recombine_tables(run_dirs)
         if session:  # every id known before anything is written
             conversation_sessions(result, session)
+        ids = list(session or [])
+        if not ids and (export_flows_to is not None or export_pcap_to is not None):
+            split = result.conversations.filter(
+                pc.greater(result.conversations.column("fragment_count"), 1))
+            ids = split.column("conversation_id").to_pylist()
+        if export_flows_to is not None:
+            check_flows_target(result, export_flows_to, force=force)
+        # the capture export first: a source capture changed since the run refuses it
+        # before --out or the flows are written
+        exported = export_pcap(result, ids, export_pcap_to, with_templates=templates,
+                               force=force) if export_pcap_to is not None and ids else None
         if out is not None:
             write_recombined(result, out, force=force)
         typer.echo(result.summary(), err=True)
@@ -352,18 +364,12 @@ def recombine_command(
             typer.echo(f"conversation {frame['conversation_id'].iloc[0]}: "
                        f"{len(frame)} fragment(s)")
             typer.echo(_times_as_text(frame[shown]).to_string(index=False))
-        ids = list(session or [])
-        if not ids and (export_flows_to is not None or export_pcap_to is not None):
-            split = result.conversations.filter(
-                pc.greater(result.conversations.column("fragment_count"), 1))
-            ids = split.column("conversation_id").to_pylist()
+        if not session and (export_flows_to is not None or export_pcap_to is not None):
             typer.echo(f"exporting the {len(ids)} split conversation(s)", err=True)
         if export_flows_to is not None and ids:
             written = export_flows(result, ids, export_flows_to, force=force)
             typer.echo(f"{written} flow records -> {export_flows_to}", err=True)
-        if export_pcap_to is not None and ids:
-            exported = export_pcap(result, ids, export_pcap_to, with_templates=templates,
-                                   force=force)
+        if exported is not None:
             for note in exported.notes:
                 typer.echo(note, err=True)
             missed = exported.report.skipped_problems()

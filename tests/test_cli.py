@@ -623,3 +623,22 @@ def test_an_output_directory_inside_the_inputs_is_not_read_as_input(tmp_path: Pa
                                 "--force"])
     assert again.exit_code == 2 and "holds the input" in again.stderr
     assert (caps / "run" / "day2.pcap").is_file()
+
+
+def test_a_changed_capture_stops_recombine_before_any_output(tmp_path: Path) -> None:
+    """Found by review: --out and --export-flows were written before --export-pcap found the
+    capture changed since the run (exit 1 with half the outputs there)."""
+    capture = tmp_path / "cap.pcap"
+    capture.write_bytes(FIXTURE.read_bytes())
+    run = tmp_path / "run"
+    assert runner.invoke(app, ["sessionize", str(capture), "--out", str(run), "-q",
+                               "--hard-timeout", "2s", "--grace", "0"]).exit_code == 0
+    changed = bytearray(capture.read_bytes())
+    changed[200:260] = bytes(b ^ 0xFF for b in changed[200:260])
+    capture.write_bytes(bytes(changed))
+    result = runner.invoke(app, ["recombine", str(run), "--out", str(tmp_path / "rec"),
+                                 "--export-flows", str(tmp_path / "f.csv"),
+                                 "--export-pcap", str(tmp_path / "x.pcap")])
+    assert result.exit_code == 1, result.output
+    assert "SHA-256 differs" in result.stderr
+    assert not any((tmp_path / name).exists() for name in ("rec", "f.csv", "x.pcap"))

@@ -26,7 +26,7 @@ from .conversations import (
     recombine_tables,
     write_recombined,
 )
-from .export import PcapExport, export_flows, export_pcap, pcap_flows_path
+from .export import PcapExport, check_flows_target, export_flows, export_pcap, pcap_flows_path
 from .report import human_seconds
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "RECOMBINED_SCHEMA",
     "PcapExport",
     "RecombineResult",
+    "check_flows_target",
     "check_out_dir",
     "conversation_sessions",
     "export_flows",

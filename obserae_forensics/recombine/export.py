@@ -148,14 +148,20 @@ def export_flows(source: RecombineResult | Sequence[Path], ids: Sequence[str],
     """Write the flow records of the named conversations to `path` (.parquet or .csv); an
     existing file is replaced only with `force`, and never one the runs consist of."""
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in PARQUET_SUFFIXES + CSV_SUFFIXES:
-        raise UsageError(f"{path}: flows are exported as .parquet or .csv, not {suffix or '?'}")
-    check_output_file(path, run_evidence(list(_runs_of(source).values())), "--export-flows",
-                      force=force)
+    check_flows_target(source, path, force=force)
     table = collect_flows(source, ids)
     write_flow_table(table, path)
     return table.num_rows
+
+
+def check_flows_target(source: RecombineResult | Sequence[Path], path: Path, *,
+                       force: bool = False) -> None:
+    """Refuse a flows export `path` export_flows would refuse, before anything is written."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in PARQUET_SUFFIXES + CSV_SUFFIXES:
+        raise UsageError(f"{path}: flows are exported as .parquet or .csv, not {suffix or '?'}")
+    check_output_file(Path(path), run_evidence(list(_runs_of(source).values())),
+                      "--export-flows", force=force)
 
 
 def write_flow_table(table: pa.Table, path: Path) -> None:
