@@ -343,16 +343,23 @@ def export_pcap(source: RecombineResult | Sequence[Path], ids: Sequence[str], pa
 
 def _template_datagrams(path: Path, offsets: set[int]) -> set[int]:
     """Offsets of the datagrams that carried the templates in force for `offsets`: for each,
-    the latest earlier template-bearing datagram of the same exporter (one pass)."""
-    latest: dict[str, int] = {}
+    the latest earlier template-bearing datagram of the same transport session (exporter
+    and UDP port), else of the exporter from any port, as the decoder resolves templates
+    (readers/exports.py, _Stream.templates); one pass."""
+    latest: dict[tuple[str, int], int] = {}
+    any_port: dict[str, int] = {}
     needed: set[int] = set()
     last = max(offsets)
     for chunk in iter_datagrams(path, RunReport()):
         for datagram in chunk:
-            if datagram.offset in offsets and datagram.exporter in latest:
-                needed.add(latest[datagram.exporter])
+            if datagram.offset in offsets:
+                own = latest.get((datagram.exporter, datagram.exporter_port),
+                                 any_port.get(datagram.exporter))
+                if own is not None:
+                    needed.add(own)
             if carries_templates(datagram.payload):
-                latest[datagram.exporter] = datagram.offset
+                latest[datagram.exporter, datagram.exporter_port] = datagram.offset
+                any_port[datagram.exporter] = datagram.offset
             if datagram.offset >= last:
                 return needed
     return needed

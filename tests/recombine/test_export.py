@@ -8,6 +8,7 @@ frame's record header / pcapng block), arrival (the frame's capture time).
 from __future__ import annotations
 
 import shutil
+import struct
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -364,3 +365,29 @@ def test_a_column_of_nulls_only_passes_as_its_type(tmp_path: Path, corpus: Path)
         t.schema.get_field_index("follows_session_id"), "follows_session_id",
         pa.nulls(t.num_rows)))
     assert recombine_tables([run]).report["counts"]["sessions"] == 3
+
+
+def test_the_template_datagram_of_an_export_is_its_transport_sessions(tmp_path: Path) -> None:
+    """Found by review: the datagram prepended for its templates was the exporter's latest
+    from any port, which can be another exporting process's layout (templates belong to
+    the transport session, as the decoder keys them)."""
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
+
+    from obserae_forensics.recombine.export import _template_datagrams
+    from tests.readers.test_ipfix import data, message, template
+    from tests.readers.test_pcap import pcap_bytes
+
+    fields = [(8, 4, 0), (2, 4, 0)]
+    record = struct.pack(">II", 1, 5)
+    sent = [(50000, message(template(256, fields), data(256, record))),
+            (50001, message(template(256, fields[::-1]), data(256, record))),
+            (50000, message(data(256, record), sequence=1)),
+            (50002, message(data(256, record), sequence=9))]  # never sends templates
+    frames = [(1_700_000_000 * 10**9 + i, bytes(
+        Ether() / IP(src="192.0.2.1", dst="198.51.100.7") / UDP(sport=port, dport=4739)
+        / payload)) for i, (port, payload) in enumerate(sent)]
+    path = tmp_path / "two.pcap"
+    path.write_bytes(pcap_bytes(frames))
+    offsets = [24 + sum(16 + len(f) for _, f in frames[:i]) for i in range(len(frames))]
+    assert _template_datagrams(path, {offsets[2], offsets[3]}) == {offsets[0], offsets[1]}
