@@ -427,3 +427,36 @@ def test_empty_run(tmp_path: Path) -> None:
     assert result.conversations.num_rows == 0
     assert result.report["counts"]["conversations"] == 0
     assert isinstance(result.conversations, pa.Table)
+
+
+def test_settled_reasons_are_the_sessionizers_for_every_flag_combination() -> None:
+    """recombine restates the sessionizer's close-reason rule for conversations it settles;
+    the two drifted apart twice (a one-way RST, rejected, FIN with RST): one table of TCP
+    flag and direction combinations, both rules."""
+    import itertools
+
+    from obserae_forensics.recombine.chain import _settled_reasons
+    from obserae_forensics.sessionize import row as R
+    from obserae_forensics.sessionize.reference import RefSession
+
+    flag_values = [0, 0x02, 0x12, 0x10, 0x18, 0x11, 0x04, 0x14, 0x1B, 0x16]
+    cases = [(ab, ba, seen) for ab, ba in itertools.product(flag_values, repeat=2)
+             for seen in (1, 2, 3) if (seen & 1 or not ab) and (seen & 2 or not ba)]
+    expected = []
+    for ab, ba, seen in cases:
+        session = RefSession(key=(6, 0, 1, 40000, 0, 2, 443), serial=0, flags=[ab, ba],
+                             seen=seen)
+        expected.append(R.REASON_NAMES[session.state_reason()])
+        half = session.half_open()
+        assert not half or expected[-1] == "no_reply"
+    ab_flags, ba_flags, seen = (np.array(column, dtype=np.int64) for column in zip(*cases,
+                                                                                  strict=True))
+    half_open = np.array([RefSession(key=(6, 0, 1, 40000, 0, 2, 443), serial=0,
+                                     flags=[a, b], seen=s).half_open() for a, b, s in cases])
+    settled = _settled_reasons(tcp=np.ones(len(cases), dtype=bool), half_open=half_open,
+                               ab_flags=ab_flags, ba_flags=ba_flags,
+                               ab_packets=(seen & 1).astype(np.uint64),
+                               ba_packets=(seen >> 1).astype(np.uint64))
+    mismatches = [(hex(a), hex(b), s, e, g) for (a, b, s), e, g in
+                  zip(cases, expected, settled.tolist(), strict=True) if e != g]
+    assert mismatches == []
