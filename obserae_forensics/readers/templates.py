@@ -184,39 +184,29 @@ class RecordPlan:
                     np.ascontiguousarray(values)
         return None
 
-    def _ipv6_rows(self, rows: np.ndarray) -> np.ndarray | None:
+    def _ipv6_rows(self, rows: np.ndarray,
+                   families: dict[str, tuple[np.ndarray | None, np.ndarray | None]]
+                   ) -> np.ndarray | None:
         """bool per record: its addresses are the IPv6 fields, in a template that carries
         both IPv4 and IPv6 addresses (nProbe's dual-stack templates: an IPv6 flow leaves the
-        IPv4 fields zero, and ipVersion, when present, says which). None: one family only."""
+        IPv4 fields zero, and ipVersion, when present, says which). None: one family only.
+        `families`: each address column's (IPv4, IPv6) arrays, read once by columns()."""
         if not (self.has_ipv4 and self.has_ipv6):
             return None
-        version = self.unsigned(rows, IP_VERSION)
         blank_v4 = np.ones(len(rows), dtype=bool)
         some_v6 = np.zeros(len(rows), dtype=bool)
         for column in ("src_addr", "dst_addr"):
-            v4_choices, v6_choices = ADDRESS_ELEMENTS[column]
-            v4 = self._addresses(rows, v4_choices, 4)
-            v6 = self._addresses(rows, v6_choices, 16)
+            v4, v6 = families[column]
             if v4 is not None:
                 blank_v4 &= ~v4[:, 12:].any(axis=1)
             if v6 is not None:
                 some_v6 |= v6.any(axis=1)
         filled_v6 = blank_v4 & some_v6
+        version = self.unsigned(rows, IP_VERSION)
         if version is None:
             return filled_v6
         # ipVersion decides where it says 4 or 6; an exporter that leaves it 0 does not
         return np.where((version == 4) | (version == 6), version == 6, filled_v6)
-
-    def address(self, rows: np.ndarray, column: str,
-                ipv6: np.ndarray | None = None) -> np.ndarray | None:
-        """(n, 16) uint8 addresses for an address column (IPv4 mapped), or None; `ipv6`
-        (from _ipv6_rows) picks the family per record."""
-        v4_choices, v6_choices = ADDRESS_ELEMENTS[column]
-        v4 = self._addresses(rows, v4_choices, 4)
-        v6 = self._addresses(rows, v6_choices, 16)
-        if v4 is None or v6 is None or ipv6 is None:
-            return v4 if v4 is not None else v6
-        return np.where(ipv6[:, None], v6, v4)
 
     def columns(self, rows: np.ndarray, meta: RecordMeta) -> dict[str, np.ndarray]:
         """FLOW_SCHEMA columns (numbers and addresses) for `rows`, a structured array."""
@@ -230,11 +220,15 @@ class RecordPlan:
             target = f"reverse_{column}" if self.version == 9 else column
             if target not in out and (values := self.unsigned(rows, element)) is not None:
                 out[target] = values
-        ipv6 = self._ipv6_rows(rows)
-        for column in ADDRESS_ELEMENTS:
-            addresses = self.address(rows, column, ipv6)
-            if addresses is not None:
-                out[column] = addresses
+        families = {column: (self._addresses(rows, v4_choices, 4),
+                             self._addresses(rows, v6_choices, 16))
+                    for column, (v4_choices, v6_choices) in ADDRESS_ELEMENTS.items()}
+        ipv6 = self._ipv6_rows(rows, families)
+        for column, (v4, v6) in families.items():
+            if v4 is not None and v6 is not None and ipv6 is not None:
+                out[column] = np.where(ipv6[:, None], v6, v4)  # per record, its family
+            elif v4 is not None or v6 is not None:
+                out[column] = v4 if v4 is not None else v6
         version = self.unsigned(rows, IP_VERSION)
         if ipv6 is not None:
             out["ip_version"] = np.where(ipv6, 6, 4).astype(np.uint8)
