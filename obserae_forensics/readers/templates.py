@@ -633,9 +633,6 @@ class PendingData:
         self.size -= sum(len(item.body) for item in items)
         return items
 
-    def __contains__(self, key: object) -> bool:
-        return key in self._sets
-
     def drain(self) -> dict[SessionTemplateKey, list[PendingSet]]:
         """Everything still waiting (end of input); the buffer is empty afterwards."""
         left, self._sets, self.size = self._sets, {}, 0
