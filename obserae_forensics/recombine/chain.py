@@ -5,7 +5,10 @@ data-window order. A fragment's *parent* is the fragment it continues; conversat
 trees the parent links make, found by pointer jumping (log2(depth) passes over the arrays).
 Per exporter and key (protocol + unordered endpoints), a fragment's parent is, in this order:
 
-1. `late`: the session named by its `follows_session_id` (same exporter and key only);
+1. `late`: the session named by its `follows_session_id` (same exporter and key only), within
+   that one's idle timeout; a late session of a later run that names nothing (delayed across
+   the cut, its run never saw the key before) follows the non-late session of its key in an
+   earlier run that opened last at or before it;
 2. `split`: the fragment of the same run with the same `conversation_id` and `split - 1`
    (the sessionizer's own hard_timeout/evicted links, kept as it made them);
 3. the previous non-late session of the key in time order, when that one was cut
@@ -293,6 +296,13 @@ def chain_sessions(sessions: pa.Table, runs: list[Run]) -> Chains:
     follows_at = np.asarray(follows.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
     named = late & np.asarray(pc.is_valid(col("follows_session_id")).to_numpy(
         zero_copy_only=False), dtype=bool)
+    # a late session that names nothing had no session of its key closed before it in its
+    # own run; one delayed across a cut falls into (or just follows) a session of an
+    # earlier run, which one run over both captures would have named
+    strays = np.flatnonzero(late & ~named & (run > 0))
+    follows_at[strays] = _earlier_run_session(
+        strays, steady, keys=(exporter, protocol, low, high), opened=opened, run=run)
+    named[strays] = follows_at[strays] >= 0
     anomalies["late_follows_missing"] = int(np.count_nonzero(named & (follows_at < 0)))
     candidates = np.flatnonzero(named & (follows_at >= 0))
     fits = same_key(candidates, follows_at[candidates])
@@ -446,6 +456,30 @@ def chain_sessions(sessions: pa.Table, runs: list[Run]) -> Chains:
         for i, name in enumerate(exporter_names)
     }
     return Chains(conversations, fragments, exporter_windows, anomalies)
+
+
+def _earlier_run_session(strays: np.ndarray, steady: np.ndarray, *,
+                         keys: tuple[np.ndarray, ...], opened: np.ndarray,
+                         run: np.ndarray) -> np.ndarray:
+    """For each of `strays`, the non-late session of its key that opened last at or before
+    it, when that one is of an earlier run; else -1. One of its own run is left alone: that
+    run's sessionizer saw both and chose not to name it."""
+    rows = np.concatenate([steady, strays])
+    is_stray = np.repeat([False, True], [len(steady), len(strays)])
+    # by key, then time; a non-late session opened at the same instant comes first
+    order = np.lexsort((is_stray, opened[rows], *[key[rows] for key in reversed(keys)]))
+    rows, is_stray = rows[order], is_stray[order]
+    latest = np.maximum.accumulate(np.where(is_stray, -1, np.arange(len(rows))))
+    found = np.full(len(strays), -1, dtype=np.int64)
+    stray_at = np.flatnonzero(is_stray)
+    previous = latest[stray_at]
+    candidate = np.where(previous >= 0, rows[np.maximum(previous, 0)], -1)
+    fits = candidate >= 0
+    for key in keys:
+        fits &= key[np.maximum(candidate, 0)] == key[rows[stray_at]]
+    fits &= run[np.maximum(candidate, 0)] < run[rows[stray_at]]
+    found[order[stray_at] - len(steady)] = np.where(fits, candidate, -1)
+    return found
 
 
 def _or_reduce(values: np.ndarray, starts: np.ndarray) -> np.ndarray:

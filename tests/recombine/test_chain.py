@@ -281,6 +281,44 @@ def test_three_runs_over_slices_equal_one_run_over_everything(tmp_path: Path) ->
     assert three.to_pylist() == one.to_pylist()
 
 
+def test_a_record_delayed_across_the_cut_joins_the_earlier_runs_session(
+        tmp_path: Path) -> None:
+    """A late session of run 2 names nothing (run 2 never saw its key before), yet one run
+    over both captures would have counted its record in the session it falls into."""
+    udp = {"protocol": 17, "a": ("10.0.0.5", 5000), "b": ("10.0.0.6", 53)}
+    far = {"protocol": 17, "a": ("10.0.0.7", 5000), "b": ("10.0.0.6", 53)}
+    whole = write_run(tmp_path / "whole", [
+        session("A", 0, 40, ab=(700, 7), ba=(3500, 6), **udp),
+        session("F", 0, 5, ab=(100, 1), ba=(0, 0), close="no_reply", **far),
+        session("F-late", 50, 51, ab=(100, 1), ba=(0, 0), close="no_reply", late=True,
+                follows="F", **far),
+    ], window=(0, 51))
+    r1 = write_run(tmp_path / "r1", [
+        session("A", 0, 20, state="active", ab=(500, 5), ba=(2500, 4), **udp),
+        session("F", 0, 5, ab=(100, 1), ba=(0, 0), close="no_reply", **far),
+    ], window=(0, 20))
+    r2 = write_run(tmp_path / "r2", [
+        # delayed across the cut, inside A's span: late in run 2, following nothing there
+        session("A-late", 10, 12, ab=(100, 1), ba=(500, 1), late=True, **udp),
+        session("A-r2", 30, 40, ab=(100, 1), ba=(500, 1), **udp),
+        # 45 s after F's last record, past the UDP idle of 30 s: a conversation of its own
+        session("F-late", 50, 51, ab=(100, 1), ba=(0, 0), close="no_reply", late=True,
+                **far),
+    ], window=(25, 51))
+    columns = ["conversation_id", "first_seen", "last_seen", "ab_bytes", "ba_bytes",
+               "ab_packets", "ba_packets", "state", "close_reason"]
+    one = recombine_tables([whole]).conversations.select(columns).to_pylist()
+    two = recombine_tables([r1, r2])
+    assert two.conversations.select(columns).to_pylist() == one
+    by_id = conversations(two)
+    assert by_id["A"]["session_ids"] == ["A", "A-late", "A-r2"]
+    assert by_id["A"]["split_reasons"] == ["late", "run_boundary"]
+    # inside one run, a late session naming nothing is left as its sessionizer made it
+    alone = recombine_tables([write_run(tmp_path / "alone", [
+        session("A", 0, 40, **udp), session("A-late", 10, 12, late=True, **udp)])])
+    assert conversations(alone)["A-late"]["fragment_count"] == 1
+
+
 def test_head_and_tail_outside_the_window(tmp_path: Path) -> None:
     rows = [
         session("MID", 0, 899, close="hard_timeout", flags=(0x18, 0x10)),  # no SYN at start
