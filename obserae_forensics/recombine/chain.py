@@ -12,7 +12,8 @@ Per exporter and key (protocol + unordered endpoints), a fragment's parent is, i
 2. `split`: the fragment of the same run with the same `conversation_id` and `split - 1`
    (the sessionizer's own hard_timeout/evicted links, kept as it made them);
 3. the previous non-late session of the key in time order, when that one was cut
-   (`hard_timeout`, `evicted`, or still open at the end of an earlier run: `run_boundary`) and
+   (`hard_timeout`, `evicted`, or still open at the end of an earlier run, or closed only
+   because that run ended: `run_boundary`) and
    this one opened within the previous one's idle timeout (`first_seen <= last_seen + idle`,
    as sessions.md states the join rule; idle by protocol and state, from the earlier run's
    manifest).
@@ -264,10 +265,14 @@ def chain_sessions(sessions: pa.Table, runs: list[Run]) -> Chains:
     # last record: only a record within the grace after it (a trailing ACK) still joins
     # it; later, the same 5-tuple is another connection
     finished_session = tcp & _finished(ab_flags, ba_flags)
-    cut_open = is_open[before] & (run[before] < run[after])
     grace = np.array([round(r.settings["sessions.grace"] * 1_000_000) for r in runs],
                      dtype=np.int64)[run]
     reach = np.where(finished_session, grace, idle)
+    # at a run's end the watermark jumps to the exporter's last record there, closing what
+    # one run over both captures would have kept open for a record delayed across the cut
+    ended = _closed_by_the_end(exporter, run, last, is_open | hard | evicted,
+                               due=last + np.where(finished_session, 0, idle), grace=grace)
+    cut_open = (is_open[before] | ended[before]) & (run[before] < run[after])
     link = (same_key(before, after) & (cut_closed | cut_open)
             & (opened[after] - last[before] <= reach[before]))
     parent[after[link]] = before[link]
@@ -399,7 +404,10 @@ def chain_sessions(sessions: pa.Table, runs: list[Run]) -> Chains:
     answered = (np.add.reduceat(ab_packets_f, starts) > 0) & (
         np.add.reduceat(ba_packets_f, starts) > 0)
     state = np.where(answered & (state == "half_open"), "active", state)
-    resettled = answered & (close_reason == "no_reply")
+    # and a last fragment that timed out after its conversation finished (a trailing ACK
+    # after the FINs, the other run's) closed as the finished connection it belongs to
+    resettled = (answered & (close_reason == "no_reply")) | (
+        finished & np.isin(close_reason, ("idle", "no_reply")))
     if state_inferred.any() or resettled.any():
         settled = _settled_reasons(
             tcp=final_tcp,
@@ -456,6 +464,18 @@ def chain_sessions(sessions: pa.Table, runs: list[Run]) -> Chains:
         for i, name in enumerate(exporter_names)
     }
     return Chains(conversations, fragments, exporter_windows, anomalies)
+
+
+def _closed_by_the_end(exporter: np.ndarray, run: np.ndarray, last: np.ndarray,
+                       kept: np.ndarray, *, due: np.ndarray, grace: np.ndarray) -> np.ndarray:
+    """Sessions the end of their run closed: due (idle deadline, or last record of a finished
+    TCP connection) after the run's last watermark, the exporter's latest record there less
+    the grace. `kept` sessions were not closed that way (still open, or cut)."""
+    exporters = int(exporter.max()) + 1
+    group = run * exporters + exporter
+    latest = np.full(int(group.max()) + 1, np.iinfo(np.int64).min, dtype=np.int64)
+    np.maximum.at(latest, group, last)
+    return ~kept & (due > latest[group] - grace)
 
 
 def _earlier_run_session(strays: np.ndarray, steady: np.ndarray, *,

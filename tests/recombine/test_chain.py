@@ -224,15 +224,48 @@ def test_a_late_session_past_the_idle_timeout_is_its_own_conversation(tmp_path: 
 
 def test_run_boundary_needs_an_open_session_and_the_idle_timeout(tmp_path: Path) -> None:
     first = write_run(tmp_path / "r1", [
-        session("A", 0, 500, close="idle"),  # closed for good: not continued
-        session("P", 0, 500, state="active", a=("10.5.5.5", 1), b=("10.5.5.6", 2)),
+        # closed for good while the run went on (due at 560, the watermark reached 570)
+        session("A", 0, 500, close="idle"),
+        session("P", 0, 560, state="active", a=("10.5.5.5", 1), b=("10.5.5.6", 2)),
+        session("Q", 0, 600, state="active", a=("10.5.5.7", 1), b=("10.5.5.6", 2)),
     ])
     second = write_run(tmp_path / "r2", [
         session("B", 520, 600),
-        session("R", 561, 600, a=("10.5.5.6", 2), b=("10.5.5.5", 1)),  # 61 s > 60 s idle
+        session("R", 621, 700, a=("10.5.5.6", 2), b=("10.5.5.5", 1)),  # 61 s > 60 s idle
     ])
     by_id = conversations(recombine_tables([first, second]))
-    assert set(by_id) == {"A", "B", "P", "R"}
+    assert set(by_id) == {"A", "B", "P", "Q", "R"}
+
+
+def test_a_session_the_runs_end_closed_goes_on_in_the_next_run(tmp_path: Path) -> None:
+    """Found by fuzzing: at its end a run's watermark jumps to its last record and closes
+    sessions one run over both captures kept open, for records delayed across the cut."""
+    udp = {"protocol": 17, "a": ("10.0.0.5", 5000), "b": ("10.0.0.6", 53)}
+    fin = {"a": ("10.0.0.11", 1)}
+    other = {"protocol": 17, "a": ("10.0.0.99", 7), "b": ("10.0.0.98", 8)}
+    whole = write_run(tmp_path / "whole", [
+        session("S", 0, 46, ab=(600, 6), ba=(3000, 5), **udp),
+        session("F", 0, 40, close="fin", ab=(1100, 11), ba=(5000, 8), flags=(0x1B, 0x1B),
+                **fin),
+        session("X", 0, 60, **other),
+        session("Y", 95, 100, **other),  # 35 s after X: past the UDP idle
+    ], window=(0, 100))
+    r1 = write_run(tmp_path / "r1", [
+        # due at 50, after the last watermark (60 - 30 s of grace): closed by the end only
+        session("S", 0, 20, ab=(500, 5), ba=(2500, 4), **udp),
+        # FIN both ways at 35, within the grace of the end: closed by the end only
+        session("F", 0, 35, close="fin", flags=(0x1B, 0x1B), **fin),
+        session("X", 0, 60, state="active", **other),
+    ], window=(0, 60))
+    r2 = write_run(tmp_path / "r2", [
+        session("S-r2", 45, 46, ab=(100, 1), ba=(500, 1), **udp),  # delayed past the cut
+        session("F-r2", 40, 40, ab=(100, 1), ba=(0, 0), flags=(0x10, 0), **fin),  # last ACK
+        session("Y", 95, 100, **other),
+    ], window=(40, 100))
+    columns = ["conversation_id", "first_seen", "last_seen", "ab_bytes", "ba_bytes",
+               "ab_packets", "ba_packets", "state", "close_reason"]
+    one = recombine_tables([whole]).conversations.select(columns).to_pylist()
+    assert recombine_tables([r1, r2]).conversations.select(columns).to_pylist() == one
 
 
 def test_chains_never_mix_exporters_or_keys(tmp_path: Path) -> None:
