@@ -98,6 +98,8 @@ class FileStats:
     stat_flows: int | None = None  # nfcapd: flows/packets/bytes the file's stat record claims
     stat_packets: int | None = None
     stat_bytes: int | None = None
+    aggregated_records: int = 0  # nfcapd: records standing for several flows (nfdump -a ...)
+    aggregated_flows: int = 0  # the flows those records stand for
 
 
 @dataclass
@@ -159,6 +161,11 @@ class RunReport:
         if ignored:
             parts = ", ".join(f"{v} {k}" for k, v in sorted(ignored.items()))
             line += f"; not flow exports: {parts}"
+        aggregated = sum(f.aggregated_records for f in self.files.values())
+        if aggregated:
+            flows = sum(f.aggregated_flows for f in self.files.values())
+            line += (f"; {aggregated} records are aggregates of {flows} flows (nfdump "
+                     "aggregation: each is one record in its session)")
         return line
 
     def as_dict(self) -> dict[str, Any]:
@@ -178,6 +185,8 @@ class RunReport:
                     "records": f.records,
                     "skipped": dict(sorted(f.skipped.items())),
                     "ignored": dict(sorted(f.ignored.items())),
+                    **({"aggregated_records": f.aggregated_records,
+                        "aggregated_flows": f.aggregated_flows} if f.aggregated_records else {}),
                 }
                 for path, f in sorted(self.files.items())
             },

@@ -58,7 +58,7 @@ import pyarrow as pa
 from ..addresses import V4_MAPPED_PREFIX, address_text, address_texts
 from ..counters import exact_sum
 from ..errors import InputError, MalformedInput, TruncatedInput, UnknownFormat
-from ..report import RunReport
+from ..report import FileStats, RunReport
 from ..times import TIME_LIMIT_US
 from ._batch import flow_batch
 from .compression import (
@@ -172,6 +172,7 @@ class _FileState:
     ident: str = ""
     exporters: dict[int, _Exporter] = field(default_factory=dict)  # sysid -> exporter
     default_rate: dict[int, int] = field(default_factory=dict)  # sysid -> rate
+    default_rank: dict[int, int] = field(default_factory=dict)  # sysid -> its precedence
     sampler_rate: dict[tuple[int, int], int] = field(default_factory=dict)  # (sysid, id)
     streams: list[tuple[str, int]] = field(default_factory=list)  # (exporter text, domain)
     stream_index: dict[tuple[str, int], int] = field(default_factory=dict)
@@ -403,6 +404,7 @@ def _read(
             if rows == 0:
                 continue
             _count_exporters(state, columns, report)
+            _count_aggregates(columns.pop("_aggregated_flows"), stats)
             pending.append(columns)
             pending_rows += rows
             while pending_rows >= batch_size:
@@ -648,6 +650,7 @@ _COLUMN_DEFAULTS: Final[dict[str, tuple[str, int]]] = {
     "_sysid": ("uint16", 0), "_flags": ("uint8", 0), "_msec_received": ("int64", 0),
     "_sampler_interval": ("uint32", 0), "_selector_id": ("int64", 0),
     "_sampler_sysid": ("uint16", 0), "_has_selector": ("bool", 0), "_has_router": ("bool", 0),
+    "_aggregated_flows": ("uint64", 0),
 }
 _ADDRESS_COLUMNS: Final = ("src_addr", "dst_addr", "next_hop", "_router")
 
@@ -784,7 +787,7 @@ def _control_record(
     elif record_type == SAMPLER_V0_RECORD and len(record) >= SAMPLER_V0.itemsize:
         sampler = np.frombuffer(record, _swap(SAMPLER_V0, state.order), 1)[0]
         rate = max(int(sampler["interval"]), 1)
-        _add_sampler(state, int(sampler["sysid"]), int(sampler["id"]), rate, True, report)
+        _add_sampler(state, int(sampler["sysid"]), int(sampler["id"]), rate, report)
     elif record_type == SAMPLER_RECORD and len(record) >= SAMPLER.itemsize:
         sampler = np.frombuffer(record, _swap(SAMPLER, state.order), 1)[0]
         packets, space = int(sampler["packet_interval"]), int(sampler["space_interval"])
@@ -795,8 +798,7 @@ def _control_record(
                 f"space {space})", reason="bad_sampler_record", source=state.source,
                 offset=offset, frame=frame), nbytes=len(record))
             return
-        _add_sampler(state, int(sampler["sysid"]), int(sampler["id"]), max(rate, 1),
-                     int(sampler["id"]) < 0, report)
+        _add_sampler(state, int(sampler["sysid"]), int(sampler["id"]), max(rate, 1), report)
     elif record_type == COMMON_RECORD_V0:
         report.skip(MalformedInput(f"record {index}: nfdump 1.5 common record (type 1) is not "
                                    "supported, as in nfdump 1.6/1.7", reason="unsupported_record",
@@ -832,10 +834,19 @@ def _control_size(record_type: int, record: bytes, order: str) -> int | None:
     return None
 
 
-def _add_sampler(state: _FileState, sysid: int, sampler_id: int, rate: int, default: bool,
+# which of an exporter's samplers nfcapd applies to a record that names none (netflow_v9.c
+# and ipfix.c, 1.7.1): the overwrite sampler (-3, `nfcapd -s -N`), one with id 0 (what
+# naming none matches), the exporter's generic one (-1), nfcapd's default (-2, `-s N`);
+# any other id only when none of these exists
+_SAMPLER_PRECEDENCE: Final = {-3: 0, 0: 1, -1: 2, -2: 3}
+
+
+def _add_sampler(state: _FileState, sysid: int, sampler_id: int, rate: int,
                  report: RunReport) -> None:
     state.sampler_rate[(sysid, sampler_id)] = rate
-    if default or sysid not in state.default_rate:
+    rank = _SAMPLER_PRECEDENCE.get(sampler_id, len(_SAMPLER_PRECEDENCE))
+    if rank <= state.default_rank.get(sysid, len(_SAMPLER_PRECEDENCE)):
+        state.default_rank[sysid] = rank
         state.default_rate[sysid] = rate
         state.rate_of_sysid[sysid] = rate
     exporter = state.exporters.get(sysid)
@@ -872,9 +883,13 @@ def _resolve_exporters(state: _FileState, columns: dict[str, np.ndarray]) -> Non
     columns["_stream"] = stream
     domains = np.array([domain for _, domain in state.streams], dtype=np.uint32)
     columns["exporter_domain"] = domains[stream]
-    rate = state.rate_of_sysid[sysid]
-    interval = columns.pop("_sampler_interval")
-    rate = np.where(interval > 0, interval, rate)
+    # nfcapd sets the sampled flag exactly when it applied a sampler (and scaled the
+    # counters): a record without it was stored unsampled as far as the collector knew
+    # (it came before the exporter's sampling options, or named a sampler nfcapd did not
+    # know), as the export readers take such a record; only the sampler the record itself
+    # names or carries gives it a rate then
+    scaled = (columns.pop("_flags") & FLAG_SAMPLED) != 0
+    rate = np.where(scaled, state.rate_of_sysid[sysid], 1).astype(np.uint32)
     selected = columns.pop("_has_selector")
     sampler_sysid = columns.pop("_sampler_sysid")
     selector = columns.pop("_selector_id")
@@ -884,8 +899,9 @@ def _resolve_exporters(state: _FileState, columns: dict[str, np.ndarray]) -> Non
             known = state.sampler_rate.get((key_sysid, key_id))
             if known is not None:
                 rate[selected & (sampler_sysid == key_sysid) & (selector == key_id)] = known
-    columns["sampling_rate"] = rate.astype(np.uint32)
-    columns["counters_scaled"] = (columns.pop("_flags") & FLAG_SAMPLED) != 0
+    interval = columns.pop("_sampler_interval")
+    columns["sampling_rate"] = np.where(interval > 0, interval, rate).astype(np.uint32)
+    columns["counters_scaled"] = scaled
     del columns["_router"], columns["_has_router"]
 
 
@@ -918,6 +934,15 @@ def _count_exporters(state: _FileState, columns: dict[str, np.ndarray], report: 
             columns["reverse_octets"][mine])
         if stats.version == 0:
             stats.version = int(columns["export_version"][mine][0])
+
+
+def _count_aggregates(flows: np.ndarray, stats: FileStats) -> None:
+    """Records that stand for several flows (`nfdump -a`, `-A`, `-b`, `-B` output): nothing
+    is lost from the counters, but each is one record to the sessionizer, so say so."""
+    several = flows > 1
+    if several.any():
+        stats.aggregated_records += int(np.count_nonzero(several))
+        stats.aggregated_flows += exact_sum(flows[several])
 
 
 def _finish_exporters(state: _FileState, report: RunReport) -> None:

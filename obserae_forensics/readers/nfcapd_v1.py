@@ -86,7 +86,7 @@ EXTENSIONS: Final[dict[int, tuple[int, tuple[tuple[str, str, int], ...]]]] = {
     15: (8, (("out_packets", "<u8", 0),)),
     16: (4, (("out_bytes", "<u4", 0),)),
     17: (8, (("out_bytes", "<u8", 0),)),
-    18: (4, ()), 19: (8, ()),  # aggregated flows
+    18: (4, (("aggregated_flows", "<u4", 0),)), 19: (8, (("aggregated_flows", "<u8", 0),)),
     20: (16, ()), 21: (16, ()), 22: (40, ()),  # MAC addresses, MPLS labels
     23: (4, (("router4", "<u4", 0),)),
     24: (16, (("router6_hi", "<u8", 0), ("router6_lo", "<u8", 8))),

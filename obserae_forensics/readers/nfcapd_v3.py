@@ -205,9 +205,15 @@ def decode_layout(rows: np.ndarray, layout: Layout) -> dict[str, np.ndarray]:
         out["_router"] = _v4(rows["router4"])
     if "sampler_interval" in present:
         out["_sampler_interval"] = rows["sampler_interval"].astype(np.uint32)
+        # the sampler the record names, of its own exporter (1.7.1 leaves the element's
+        # sysid unset); its interval, when the record carries one, still comes first
+        out["_selector_id"] = rows["sampler_id"].astype(np.int64)
+        out["_sampler_sysid"] = rows["exporter_sysid"].astype(np.uint16)
     if "selector_id" in present:
         out["_selector_id"] = rows["selector_id"].astype(np.int64)
         out["_sampler_sysid"] = rows["sampler_sysid"].astype(np.uint16)
     if "observation_domain" in present:
         out["_observation_domain"] = rows["observation_domain"].astype(np.uint32)
+    if "aggregated_flows" in present:
+        out["_aggregated_flows"] = rows["aggregated_flows"].astype(np.uint64)
     return out

@@ -6,6 +6,8 @@ else in the file must still be read.
 
 from __future__ import annotations
 
+import re
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +34,7 @@ from obserae_forensics.readers.nfcapd_write import (
 )
 from obserae_forensics.report import RunReport
 from obserae_forensics.schema import FLOW_SCHEMA
+from tests.conftest import need_tool
 
 SOURCE = "sf_v9_synscan.nfcapd"  # 2002 flows + exporter info + exporter stats, one block
 PER_BLOCK = 400
@@ -257,22 +260,28 @@ def test_unknown_elements_are_skipped_by_length_and_counted(corpus: Path,
     assert report.ignored["nfcapd_unknown_element"] == 72 and not report.skipped
 
 
-def test_sampler_records_give_the_rate_and_the_scaled_flag(corpus: Path,
-                                                           tmp_path: Path) -> None:
+def _sampler_record(sampler_id: int, space: int) -> bytes:
+    """A type-15 sampler record of sysid 1: algorithm 0, 1 packet of every 1 + `space`."""
+    return (np.array([15, 24, 1, 0], "<u2").tobytes() + np.array([sampler_id], "<i8").tobytes()
+            + np.array([1, space], "<u4").tobytes())
+
+
+def _sampled_file(corpus: Path, path: Path, samplers: list[bytes], *,
+                  unflagged: tuple[int, ...] = ()) -> Path:
+    """sf_v9_varsvc with `samplers` after its exporter record and every flow flagged sampled
+    (counters scaled) but the `unflagged` ones; record 3 carries a 1.7.1 EXsamplerInfo
+    element with its own interval 10 (sampler id 5)."""
     raw = read_raw(corpus / "nfcapd" / "sf_v9_varsvc.nfcapd")
     block = raw.blocks[0]
     assert np.frombuffer(block[0], "<u2", 1)[0] == 7  # exporter info, sysid 1
-    # sampler record type 15: sysid 1, algorithm 0, id -1 (generic), 1 of every 1 + 99
-    sampler = (np.array([15, 24, 1, 0], "<u2").tobytes() + np.array([-1], "<i8").tobytes()
-               + np.array([1, 99], "<u4").tobytes())
-    # a 1.7.1-style EXsamplerInfo element (16 bytes) on record 3: its own interval 10
     element = (np.array([18, 16], "<u2").tobytes() + np.array([5, 10], "<u4").tobytes()
                + np.array([0, 1], "<u2").tobytes())
     flows = []
     for index, record in enumerate(block[1:]):
         if np.frombuffer(record, "<u2", 1)[0] == 11:
             mutable = bytearray(record)
-            mutable[10] |= 0x2  # V3 flag: sampled, counters scaled
+            if index not in unflagged:
+                mutable[10] |= 0x2  # V3 flag: sampled, counters scaled
             if index == 3:
                 head = np.frombuffer(bytes(mutable[:6]), "<u2").copy()
                 head[1] += len(element)
@@ -280,14 +289,59 @@ def test_sampler_records_give_the_rate_and_the_scaled_flag(corpus: Path,
                 mutable = bytearray(head.tobytes()) + mutable[6:] + element
             record = bytes(mutable)
         flows.append(record)
-    raw.blocks[0] = [block[0], sampler, *flows]
-    path = tmp_path / "sampled.nfcapd"
+    raw.blocks[0] = [block[0], *samplers, *flows]
     write_v2(path, raw)
+    return path
+
+
+def test_sampler_records_give_the_rate_and_the_scaled_flag(corpus: Path,
+                                                           tmp_path: Path) -> None:
+    path = _sampled_file(corpus, tmp_path / "sampled.nfcapd", [_sampler_record(-1, 99)],
+                         unflagged=(3, 6, 7))
     table, report = read_table(path)
     rates = table.column("sampling_rate").to_pylist()
-    assert rates[3] == 10 and set(rates[:3] + rates[4:]) == {100}
-    assert all(table.column("counters_scaled").to_pylist())
+    scaled = table.column("counters_scaled").to_pylist()
+    assert rates[3] == 10  # its own interval, flagged or not
+    # nfcapd flags exactly the records it applied a sampler to: one it did not (data
+    # before the exporter's sampling options) was stored unsampled (audit against nfdump)
+    assert (rates[6], rates[7], scaled[6], scaled[7]) == (1, 1, False, False)
+    others = [i for i in range(len(rates)) if i not in (3, 6, 7)]
+    assert {rates[i] for i in others} == {100} and all(scaled[i] for i in others)
     assert report.exporters[("127.0.0.1", 0)].sampling_rate == 100
+
+
+@pytest.mark.parametrize("order", [(-1, -3, -2), (-3, -2, -1), (-2, -1, -3)])
+def test_the_overwrite_sampler_wins_as_in_nfcapd(corpus: Path, tmp_path: Path,
+                                                 order: tuple[int, ...]) -> None:
+    """nfcapd -s -N (overwrite, id -3) beats the exporter's generic sampler (-1), which
+    beats nfcapd's static default (-s N, id -2), whatever their order in the file."""
+    spaces = {-3: 9, -1: 3, -2: 49}
+    path = _sampled_file(corpus, tmp_path / "samplers.nfcapd",
+                         [_sampler_record(i, spaces[i]) for i in order])
+    table, report = read_table(path)
+    rates = table.column("sampling_rate").to_pylist()
+    assert set(rates[:3] + rates[4:]) == {10}
+    assert report.exporters[("127.0.0.1", 0)].sampling_rate == 10
+
+
+def test_aggregated_records_are_said(corpus: Path, tmp_path: Path) -> None:
+    """`nfdump -B -w` pairs a scan's SYNs with their answers into one record of two flows:
+    nothing is lost from the counters, but the sessionizer sees one record, so the report
+    says how many records stand for how many flows (audit: it passed without a word)."""
+    out = tmp_path / "paired.nfcapd"
+    subprocess.run([need_tool("nfdump"), "-r", str(corpus / "nfcapd" / "sf_v9_synscan.nfcapd"),
+                    "-B", "-w", str(out)], check=True, capture_output=True)
+    listing = subprocess.run([need_tool("nfdump"), "-r", str(out), "-o", "raw"], check=True,
+                             capture_output=True, text=True).stdout
+    flows = [int(n) for n in re.findall(r"aggr flows\s+=\s+(\d+)", listing)]
+    several = [n for n in flows if n > 1]
+    assert several
+    table, report = read_table(out)
+    assert table.num_rows == listing.count("Flow Record:")
+    stats = report.files[str(out)]
+    assert (stats.aggregated_records, stats.aggregated_flows) == (len(several), sum(several))
+    assert f"{len(several)} records are aggregates of {sum(several)} flows" in report.summary()
+    assert report.as_dict()["files"][str(out)]["aggregated_flows"] == sum(several)
 
 
 def test_file_cut_inside_the_header_is_counted_not_raised(tmp_path: Path) -> None:
