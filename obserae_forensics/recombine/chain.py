@@ -6,9 +6,10 @@ trees the parent links make, found by pointer jumping (log2(depth) passes over t
 Per exporter and key (protocol + unordered endpoints), a fragment's parent is, in this order:
 
 1. `late`: the session named by its `follows_session_id` (same exporter and key only), within
-   that one's idle timeout; a late session of a later run that names nothing (delayed across
-   the cut, its run never saw the key before) follows the non-late session of its key in an
-   earlier run that opened last at or before it;
+   that one's idle timeout; a late session that names nothing (the sessionizer remembers a
+   key's last closed session only, and a run never sees an earlier run's) follows the
+   non-late session of its key, of its run or an earlier one, that opened last at or before
+   it;
 2. `split`: the fragment of the same run with the same `conversation_id` and `split - 1`
    (the sessionizer's own hard_timeout/evicted links, kept as it made them);
 3. the previous non-late session of the key in time order, when that one was cut
@@ -301,10 +302,11 @@ def chain_sessions(sessions: pa.Table, runs: list[Run]) -> Chains:
     follows_at = np.asarray(follows.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
     named = late & np.asarray(pc.is_valid(col("follows_session_id")).to_numpy(
         zero_copy_only=False), dtype=bool)
-    # a late session that names nothing had no session of its key closed before it in its
-    # own run; one delayed across a cut falls into (or just follows) a session of an
-    # earlier run, which one run over both captures would have named
-    strays = np.flatnonzero(late & ~named & (run > 0))
+    # a late session that names nothing: the sessionizer remembers only a key's last closed
+    # session, and a run never sees the sessions of an earlier one (a record delayed across
+    # the cut); sessions.md has it follow the session of its key it falls into or just
+    # follows, which is the non-late one opened last at or before it
+    strays = np.flatnonzero(late & ~named)
     follows_at[strays] = _earlier_run_session(
         strays, steady, keys=(exporter, protocol, low, high), opened=opened, run=run)
     named[strays] = follows_at[strays] >= 0
@@ -482,8 +484,7 @@ def _earlier_run_session(strays: np.ndarray, steady: np.ndarray, *,
                          keys: tuple[np.ndarray, ...], opened: np.ndarray,
                          run: np.ndarray) -> np.ndarray:
     """For each of `strays`, the non-late session of its key that opened last at or before
-    it, when that one is of an earlier run; else -1. One of its own run is left alone: that
-    run's sessionizer saw both and chose not to name it."""
+    it, in its run or an earlier one; else -1."""
     rows = np.concatenate([steady, strays])
     is_stray = np.repeat([False, True], [len(steady), len(strays)])
     # by key, then time; a non-late session opened at the same instant comes first
@@ -497,7 +498,7 @@ def _earlier_run_session(strays: np.ndarray, steady: np.ndarray, *,
     fits = candidate >= 0
     for key in keys:
         fits &= key[np.maximum(candidate, 0)] == key[rows[stray_at]]
-    fits &= run[np.maximum(candidate, 0)] < run[rows[stray_at]]
+    fits &= run[np.maximum(candidate, 0)] <= run[rows[stray_at]]
     found[order[stray_at] - len(steady)] = np.where(fits, candidate, -1)
     return found
 
