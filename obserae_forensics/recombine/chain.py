@@ -391,11 +391,12 @@ def chain_sessions(sessions: pa.Table, runs: list[Run]) -> Chains:
     finished = final_tcp & _finished(conversation_ab_flags, conversation_ba_flags)
     deadline = last[final] + np.where(finished, 0, idle[final])
     maybe_more = is_open[final] | hard[final] | evicted[final]
-    tail_cut = maybe_more & (deadline >= window_end)
+    # the sessionizer's end of input passes the last record: one due at it has ended
+    tail_cut = maybe_more & (deadline > window_end)
     # ended inside the window: an open last fragment, or a cut one that nothing continued
     # (its `hard_timeout`/`evicted` says where the sessionizer cut, not how the
     # conversation ended, and read "cut" beside complete = true)
-    state_inferred = maybe_more & (deadline < window_end)
+    state_inferred = maybe_more & (deadline <= window_end)
 
     state = pc.take(col("state"), pa.array(final)).to_numpy(zero_copy_only=False).astype(object)
     close_reason = pc.take(col("close_reason"), pa.array(final)).to_numpy(

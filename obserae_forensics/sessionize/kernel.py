@@ -1309,10 +1309,12 @@ def _advance(C: Any, clock: int, last: int, event: bool) -> None:
 @_jit
 def finish(S: Any, M: Any, G: Any, P: Any, C: Any, OUT: Any, D: Any, Q: Any, E: Any,
            known: Any, emit: int) -> None:
-    """End of input: sweep at the newest last_seen, then every open session leaves as is."""
+    """End of input: sweep just past the newest last_seen (nothing can arrive after it, so a
+    session due at that very instant closes: a connection whose FINs end the capture), then
+    every open session leaves as is."""
     if C[S_HAS_MAX_LAST]:
         _sweep(S, M, G, P, C, OUT, D, Q, E, known,
-               C[S_NEWEST_LAST] if P[P_EVENT] else C[S_MAX_LAST], emit)
+               (C[S_NEWEST_LAST] if P[P_EVENT] else C[S_MAX_LAST]) + 1, emit)
     for slot in range(C[S_SLOTS]):
         if S[slot, R.SL_STATUS] & R.STATUS_OPEN:
             r = S[slot, R.SL_STATUS] >> R.STATUS_ROW_SHIFT

@@ -242,9 +242,10 @@ class ReferenceReplay:
         return serials, directions, self._take_rows()
 
     def finish(self, emit: int) -> np.ndarray:
-        """End of input: the watermark becomes the newest last_seen; the rest stays open."""
+        """End of input: the watermark passes the newest last_seen (a session due at that
+        instant closes: nothing can arrive after it); the rest stays open."""
         if self.newest_last is not None:
-            self._sweep(self.newest_last, emit)
+            self._sweep(self.newest_last + 1, emit)
         for session in sorted(self.open.values(), key=lambda s: s.serial):
             self._finalize(session, None, R.REASON_OPEN, emit)
         self.open.clear()

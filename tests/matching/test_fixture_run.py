@@ -36,8 +36,12 @@ def test_unmatched_closed_sessions_of_the_bundled_example(run: Path) -> None:
     unmatched = sessions[
         (sessions.state == "closed") & ~sessions.session_id.isin(matches.session_id)
     ]
-    assert unmatched[["client_ip", "server_ip", "server_port", "close_reason"]].values.tolist() == [
-        ["172.16.238.1", "172.16.238.131", 21, "fin"]  # FTP, left out of the matrix on purpose
+    assert sorted(unmatched[["client_ip", "server_ip", "server_port", "close_reason"]]
+                  .values.tolist()) == [
+        ["172.16.238.1", "172.16.238.131", 21, "fin"],  # FTP, left out of the matrix on purpose
+        # SSH to the internet, left out too: its FINs are the capture's last records, and it
+        # closes at the end of input (it stayed active, out of this view, until an audit)
+        ["172.16.238.131", "141.142.192.39", 22, "fin"],
     ]
     closed = sessions[sessions.state == "closed"]
     assert len(closed) > len(unmatched)
