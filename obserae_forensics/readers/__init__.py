@@ -171,6 +171,9 @@ def _usable_times(batch: pa.RecordBatch, report: RunReport) -> pa.RecordBatch:
     last = batch.column("last_seen").cast(pa.int64()).to_numpy()
     bad = (first < -TIME_LIMIT_US) | (first > TIME_LIMIT_US) | (last < -TIME_LIMIT_US) | (
         last > TIME_LIMIT_US)
+    inverted = ~bad & (first > last)
+    if inverted.any():
+        batch = _swap_inverted(batch, inverted, first, last, report)
     if not bad.any():
         return batch
     rows = np.flatnonzero(bad)
@@ -192,6 +195,34 @@ def _usable_times(batch: pa.RecordBatch, report: RunReport) -> pa.RecordBatch:
             frame=batch.column("source_frame")[row].as_py(), reason="bad_timestamp"),
             count=count)
     return batch.filter(pa.array(~bad))
+
+
+def _swap_inverted(batch: pa.RecordBatch, inverted: np.ndarray, first: np.ndarray,
+                   last: np.ndarray, report: RunReport) -> pa.RecordBatch:
+    """Records that end before they start (nfdump 1.7.1 swaps IPFIX's uptime start and end,
+    a v9 exporter's sysUptime wraps between them): their two times are swapped, so that no
+    session ends before it opens, and each file says how many, at the first one."""
+    rows = np.flatnonzero(inverted)
+    files = pc.dictionary_encode(batch.column("source_file").take(pa.array(rows)).cast(pa.string()))
+    codes = files.indices.to_numpy(zero_copy_only=False)
+    _, firsts, counts = np.unique(codes, return_index=True, return_counts=True)
+    for at, count in sorted(zip(firsts.tolist(), counts.tolist(), strict=True)):
+        row = int(rows[at])
+        report.skip(MalformedInput(
+            f"{count} record(s) whose last_seen comes before their first_seen, the first "
+            f"record {batch.column('record_index')[row].as_py()} here (first_seen "
+            f"{int(first[row])} µs, last_seen {int(last[row])} µs): kept, with the two "
+            "times swapped", source=files.dictionary[codes[at]].as_py(),
+            offset=batch.column("source_offset")[row].as_py(),
+            frame=batch.column("source_frame")[row].as_py(), reason="inverted_times"),
+            count=count)
+    names = batch.schema.names
+    columns = batch.columns
+    start, end = names.index("first_seen"), names.index("last_seen")
+    kind = batch.schema.field("first_seen").type
+    columns[start] = pa.array(np.where(inverted, last, first)).cast(kind)
+    columns[end] = pa.array(np.where(inverted, first, last)).cast(kind)
+    return pa.RecordBatch.from_arrays(columns, schema=batch.schema)
 
 
 def _count(report: RunReport, batch: pa.RecordBatch) -> None:

@@ -295,3 +295,25 @@ def test_read_flows_recognises_nfcapd_by_magic_and_counts_once(corpus: Path,
     assert rows == report.records == 43 + 72
     assert report.files[str(renamed)].records == 72
     assert report.files[str(renamed)].format == "nfcapd-v2"
+
+
+def test_records_ending_before_they_start_are_swapped_and_said(corpus: Path) -> None:
+    """nfdump 1.7.1 swaps IPFIX's uptime start and end (element 160 with 21/22): in this file
+    records end before they start, and their sessions ended before they opened, without a
+    word, leaving the scan's SYNs half-open (audit against the raw packets)."""
+    from obserae_forensics.readers import discover_inputs, read_flows
+
+    path = corpus / "nfcapd" / "sf_v10_synscan.nfcapd"
+    raw, _ = read_table(path)
+    first = raw.column("first_seen").cast("int64").to_numpy()
+    last = raw.column("last_seen").cast("int64").to_numpy()
+    inverted = first > last
+    assert inverted.sum() > 0
+    report = RunReport()
+    table = pa.Table.from_batches(list(read_flows(discover_inputs([path], report), report)))
+    assert report.skipped["inverted_times"] == inverted.sum()
+    assert f"{path}@" in next(str(p) for p in report.examples if p.reason == "inverted_times")
+    assert table.num_rows == raw.num_rows  # kept, not dropped
+    swapped = table.column("first_seen").cast("int64").to_numpy()
+    assert (swapped == np.minimum(first, last)).all()
+    assert (table.column("last_seen").cast("int64").to_numpy() == np.maximum(first, last)).all()
