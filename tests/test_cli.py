@@ -532,7 +532,10 @@ def test_corpus_tables_are_byte_identical_across_batch_sizes(corpus: Path,
         manifest = json.loads((out / "manifest.json").read_text())
         assert manifest["conservation"]["ok"] is True
         assert manifest["session_ids"]["unique"] is True  # one exporter address, many captures
-        assert manifest["counts"]["skipped"] == {}
+        # nothing is damaged but the records nfdump 1.7.1 stored ending before they start
+        # (its IPFIX uptime swap: softflowd's IPFIX captures, as nfcapd wrote them)
+        assert manifest["counts"]["skipped"] == {"inverted_times": 157}
+        assert all("/nfcapd/sf_v10_" in problem for problem in manifest["problems"])
     assert runs[0] == runs[1]
 
 
