@@ -9,7 +9,7 @@ is kept across consecutive captures, as a collector would keep it.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -176,24 +176,15 @@ def _usable_times(batch: pa.RecordBatch, report: RunReport) -> pa.RecordBatch:
         batch = _swap_inverted(batch, inverted, first, last, report)
     if not bad.any():
         return batch
-    rows = np.flatnonzero(bad)
-    # each file once, at its first bad record, in the order of those: grouped by the file's
-    # code, not by a Python pass over every bad record (a damaged file can hold millions)
-    files = pc.dictionary_encode(batch.column("source_file").take(pa.array(rows)).cast(pa.string()))
-    codes = files.indices.to_numpy(zero_copy_only=False)
-    _, firsts, counts = np.unique(codes, return_index=True, return_counts=True)
-    for at, count in sorted(zip(firsts.tolist(), counts.tolist(), strict=True)):
-        row = int(rows[at])
+
+    def beyond(row: int) -> str:
         first_seen, last_seen = (f"{int(v)} µs" if v != UNUSABLE_TIME
                                  else "past the int64 µs range" for v in (first[row], last[row]))
-        report.skip(MalformedInput(
-            f"{count} record(s) with a time more than 73,000 years from 1970, the first "
-            f"record {batch.column('record_index')[row].as_py()} here (first_seen "
-            f"{first_seen}, last_seen {last_seen})",
-            source=files.dictionary[codes[at]].as_py(),
-            offset=batch.column("source_offset")[row].as_py(),
-            frame=batch.column("source_frame")[row].as_py(), reason="bad_timestamp"),
-            count=count)
+        return (f"a time more than 73,000 years from 1970, the first record "
+                f"{batch.column('record_index')[row].as_py()} here (first_seen {first_seen}, "
+                f"last_seen {last_seen})")
+
+    _report_per_file(batch, bad, "bad_timestamp", beyond, report)
     return batch.filter(pa.array(~bad))
 
 
@@ -202,20 +193,10 @@ def _swap_inverted(batch: pa.RecordBatch, inverted: np.ndarray, first: np.ndarra
     """Records that end before they start (nfdump 1.7.1 swaps IPFIX's uptime start and end,
     a v9 exporter's sysUptime wraps between them): their two times are swapped, so that no
     session ends before it opens, and each file says how many, at the first one."""
-    rows = np.flatnonzero(inverted)
-    files = pc.dictionary_encode(batch.column("source_file").take(pa.array(rows)).cast(pa.string()))
-    codes = files.indices.to_numpy(zero_copy_only=False)
-    _, firsts, counts = np.unique(codes, return_index=True, return_counts=True)
-    for at, count in sorted(zip(firsts.tolist(), counts.tolist(), strict=True)):
-        row = int(rows[at])
-        report.skip(MalformedInput(
-            f"{count} record(s) whose last_seen comes before their first_seen, the first "
-            f"record {batch.column('record_index')[row].as_py()} here (first_seen "
-            f"{int(first[row])} µs, last_seen {int(last[row])} µs): kept, with the two "
-            "times swapped", source=files.dictionary[codes[at]].as_py(),
-            offset=batch.column("source_offset")[row].as_py(),
-            frame=batch.column("source_frame")[row].as_py(), reason="inverted_times"),
-            count=count)
+    _report_per_file(batch, inverted, "inverted_times", lambda row: (
+        f"last_seen before first_seen, the first record "
+        f"{batch.column('record_index')[row].as_py()} here (first_seen {int(first[row])} µs, "
+        f"last_seen {int(last[row])} µs): kept, with the two times swapped"), report)
     names = batch.schema.names
     columns = batch.columns
     start, end = names.index("first_seen"), names.index("last_seen")
@@ -223,6 +204,23 @@ def _swap_inverted(batch: pa.RecordBatch, inverted: np.ndarray, first: np.ndarra
     columns[start] = pa.array(np.where(inverted, last, first)).cast(kind)
     columns[end] = pa.array(np.where(inverted, first, last)).cast(kind)
     return pa.RecordBatch.from_arrays(columns, schema=batch.schema)
+
+
+def _report_per_file(batch: pa.RecordBatch, mask: np.ndarray, reason: str,
+                     what: Callable[[int], str], report: RunReport) -> None:
+    """Count the `mask` records as `reason`, each file once at its first such record, in the
+    order of those: grouped by the file's code, not by a Python pass over every record (a
+    damaged file can hold millions). `what(row)` describes them from that first row."""
+    rows = np.flatnonzero(mask)
+    files = pc.dictionary_encode(batch.column("source_file").take(pa.array(rows)).cast(pa.string()))
+    codes = files.indices.to_numpy(zero_copy_only=False)
+    _, firsts, counts = np.unique(codes, return_index=True, return_counts=True)
+    for at, count in sorted(zip(firsts.tolist(), counts.tolist(), strict=True)):
+        row = int(rows[at])
+        report.skip(MalformedInput(
+            f"{count} record(s) with {what(row)}", source=files.dictionary[codes[at]].as_py(),
+            offset=batch.column("source_offset")[row].as_py(),
+            frame=batch.column("source_frame")[row].as_py(), reason=reason), count=count)
 
 
 def _count(report: RunReport, batch: pa.RecordBatch) -> None:
