@@ -447,19 +447,24 @@ def _apply(M: Any, s: int, d: int, first: int, last: int, dst_port: int, domain:
         M[s, R.F_LAST] = last
     if first > M[s, R.F_MAX_FIRST]:
         M[s, R.F_MAX_FIRST] = first
-    if first < M[s, R.F_ORIENT_FS] or (first == M[s, R.F_ORIENT_FS] and d < M[s, R.F_ORIENT_DIR]):
-        M[s, R.F_ORIENT_FS] = first
-        M[s, R.F_ORIENT_DIR] = d
-        M[s, R.F_FIRST_DST_PORT] = dst_port
-        M[s, R.F_DOMAIN] = domain
     e = 1 - d
+    reverse = reverse_packets > 0 or reverse_octets > 0
+    forward = not (packets == 0 and octets == 0 and reverse)
+    # who sent the record: its source, unless the forward half of a biflow record carried
+    # nothing (softflowd -b puts the lower address first): then its destination
+    sender = d if forward else e
+    if first < M[s, R.F_ORIENT_FS] or (
+            first == M[s, R.F_ORIENT_FS] and sender < M[s, R.F_ORIENT_DIR]):
+        M[s, R.F_ORIENT_FS] = first
+        M[s, R.F_ORIENT_DIR] = sender
+        M[s, R.F_FIRST_DST_PORT] = dst_port if forward else -1  # its ICMP type: unknown
+        M[s, R.F_DOMAIN] = domain
     M[s, R.F_BYTES0 + d] += octets
     M[s, R.F_PACKETS0 + d] += packets
     M[s, R.F_FLAGS0 + d] |= flags
     M[s, R.F_BYTES0 + e] += reverse_octets
     M[s, R.F_PACKETS0 + e] += reverse_packets
-    reverse = reverse_packets > 0 or reverse_octets > 0
-    if not (packets == 0 and octets == 0 and reverse):
+    if forward:
         M[s, R.F_SEEN] |= 1 << d
     if reverse:
         M[s, R.F_SEEN] |= 1 << e
@@ -470,9 +475,10 @@ def _apply(M: Any, s: int, d: int, first: int, last: int, dst_port: int, domain:
             M[s, R.F_PURE_SYN] |= 1 << d
     proto = M[s, R.F_PROTO]
     icmp_type = dst_port >> 8
-    if (proto == 1 and icmp_type == 8) or (proto == 58 and icmp_type == 128):
+    # the type of a forward half that sent nothing is no message (0 would read "echo reply")
+    if forward and ((proto == 1 and icmp_type == 8) or (proto == 58 and icmp_type == 128)):
         M[s, R.F_ECHO_REQUEST] |= 1 << d
-    if (proto == 1 and icmp_type == 0) or (proto == 58 and icmp_type == 129):
+    if forward and ((proto == 1 and icmp_type == 0) or (proto == 58 and icmp_type == 129)):
         M[s, R.F_ECHO_REPLY] |= 1 << d
     if src_declared:
         M[s, R.F_DECLARED] |= 1 << d

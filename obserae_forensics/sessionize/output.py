@@ -295,8 +295,9 @@ def _session_numbers(cols: Any, order: Any, endpoint: Any) -> Any:
         ba_packets[i] = cols[R.O_PACKETS0 + b, j]
         ab_flags[i] = cols[R.O_FLAGS0 + a, j]
         ba_flags[i] = cols[R.O_FLAGS0 + b, j]
-        icmp[i] = proto == 1 or proto == 58
         first_dst_port = cols[R.O_FIRST_DST_PORT, j]
+        # -1: the record that oriented the session was the silent half of a biflow record
+        icmp[i] = (proto == 1 or proto == 58) and first_dst_port >= 0
         icmp_type[i] = (first_dst_port >> 8) & 0xFF
         icmp_code[i] = first_dst_port & 0xFF
         opened[i] = cols[R.O_OPENED, j]

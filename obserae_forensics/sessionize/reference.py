@@ -350,17 +350,21 @@ class ReferenceReplay:
         s.opened = min(s.opened, first)
         s.last = max(s.last, int(records.last_seen[i]))
         s.max_first = max(s.max_first, first)
-        if (first, d) < (s.orient_fs, s.orient_dir):
-            s.orient_fs, s.orient_dir = first, d
-            s.first_dst_port = int(records.dst_port[i])
+        reverse = reverse_packets > 0 or reverse_octets > 0
+        forward = not (packets == 0 and octets == 0 and reverse)
+        # the sender: the record's source, or its destination when the forward half of a
+        # biflow record carried nothing
+        sender = d if forward else 1 - d
+        if (first, sender) < (s.orient_fs, s.orient_dir):
+            s.orient_fs, s.orient_dir = first, sender
+            s.first_dst_port = int(records.dst_port[i]) if forward else -1
             s.domain = int(records.exporter_domain[i])
         s.octets[d] += octets
         s.packets[d] += packets
         s.flags[d] |= flags
         s.octets[1 - d] += reverse_octets
         s.packets[1 - d] += reverse_packets
-        reverse = reverse_packets > 0 or reverse_octets > 0
-        if not (packets == 0 and octets == 0 and reverse):
+        if forward:
             s.seen |= 1 << d
         if reverse:
             s.seen |= 1 << (1 - d)
@@ -369,9 +373,11 @@ class ReferenceReplay:
             if not flags & R.TCP_ACK:
                 s.pure_syn |= 1 << d
         icmp_type = int(records.dst_port[i]) >> 8
-        if (s.protocol == 1 and icmp_type == 8) or (s.protocol == 58 and icmp_type == 128):
+        if forward and (
+                (s.protocol == 1 and icmp_type == 8) or (s.protocol == 58 and icmp_type == 128)):
             s.echo_request |= 1 << d
-        if (s.protocol == 1 and icmp_type == 0) or (s.protocol == 58 and icmp_type == 129):
+        if forward and (
+                (s.protocol == 1 and icmp_type == 0) or (s.protocol == 58 and icmp_type == 129)):
             s.echo_reply |= 1 << d
         if records.src_declared[i]:
             s.declared |= 1 << d

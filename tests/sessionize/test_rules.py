@@ -417,6 +417,25 @@ def test_biflow_reverse_counters_go_the_other_way(engine: str) -> None:
     assert s["close_reason"] == "idle"
 
 
+def test_a_biflow_record_whose_forward_half_is_silent_was_sent_by_its_destination(
+        engine: str) -> None:
+    """softflowd -b puts the lower address first: a multicast group "sent" an IGMP report
+    with 0 packets to its member, which sent 3 back, and an unreachable's forward half
+    (type 0, no packets) read as an echo reply (audit against the raw packets)."""
+    records = [rec(0, 1, proto=2, src="224.0.0.1", dst=B, sport=0, dport=0, packets=0,
+                   octets=0, rpackets=3, roctets=96),
+               rec(0, 1, proto=1, src="10.0.0.9", dst="10.0.0.12", sport=0, dport=0,
+                   packets=0, octets=0, rpackets=6, roctets=600),
+               tick(100)]
+    sessions = run(records, engine=engine)[0]
+    [igmp] = by_key(sessions, "IGMP")
+    assert (igmp["ip_a"], igmp["ab_packets"], igmp["ba_packets"]) == (B, 3, 0)
+    assert igmp["client_ip"] == B
+    [icmp] = by_key(sessions, "ICMP")
+    assert (icmp["ip_a"], icmp["role_method"], icmp["icmp_type"]) == ("10.0.0.12",
+                                                                    "first_sender", None)
+
+
 def test_icmp_echo_pairs_into_one_session_with_type_and_server(engine: str) -> None:
     records = [rec(0, proto=1, sport=0, dport=8 << 8),
                rec(0.01, proto=1, src=B, dst=A, sport=0, dport=0)]
