@@ -13,7 +13,8 @@ format-specific object. Conventions every reader follows:
   unsampled or unknown); `counters_scaled` is true when the source already multiplied the
   counters by it (nfcapd does), so nothing is scaled twice.
 * `reverse_packets`/`reverse_octets` are the RFC 5103 reverse counters (or nfcapd's out
-  counters), 0 when the exporter sent none.
+  counters), 0 when the exporter sent none; `reverse_tcp_flags` the reverse direction's
+  TCP flags (RFC 5103 reverseTcpControlBits), 0 when not sent.
 * Provenance: `source_file`, `source_frame` (1-based capture frame, or nfcapd block number),
   `source_offset` (byte offset of the frame record or block in the file) and `record_index`
   (the record's place in its datagram or block) find the bytes again.
@@ -41,6 +42,7 @@ _flow_fields: list[pa.Field[Any]] = [
     pa.field("dst_port", pa.uint16(), nullable=False),
     pa.field("protocol", pa.uint8(), nullable=False),  # IANA protocol number
     pa.field("tcp_flags", pa.uint16(), nullable=False),  # OR of the flags the exporter saw
+    pa.field("reverse_tcp_flags", pa.uint16(), nullable=False),  # RFC 5103: dst -> src's
     pa.field("tos", pa.uint8(), nullable=False),
     # how much
     pa.field("packets", pa.uint64(), nullable=False),
@@ -79,6 +81,7 @@ FLOW_NUMERIC_DTYPES: dict[str, str] = {
     "dst_port": "uint16",
     "protocol": "uint8",
     "tcp_flags": "uint16",
+    "reverse_tcp_flags": "uint16",
     "tos": "uint8",
     "packets": "uint64",
     "octets": "uint64",

@@ -114,6 +114,7 @@ COLUMN_ELEMENTS: dict[str, tuple[Element, ...]] = {
     "dst_port": ((IANA, 11),),
     "protocol": ((IANA, 4),),
     "tcp_flags": ((IANA, 6),),
+    "reverse_tcp_flags": ((REVERSE_PEN, 6),),
     "tos": ((IANA, 5),),
     "input_if": ((IANA, 10), (IANA, 252)),
     "output_if": ((IANA, 14), (IANA, 253)),

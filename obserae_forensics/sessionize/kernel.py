@@ -438,6 +438,17 @@ def _new_links(M: Any, s: int, S: Any, slot: int, C: Any, first: int, late: int,
 
 
 @_inline
+def _flags(M: Any, s: int, d: int, first: int, flags: int) -> None:
+    """TCP flags seen from direction d by a record starting at `first`."""
+    M[s, R.F_FLAGS0 + d] |= flags
+    if flags & R.TCP_SYN:
+        if first < M[s, R.F_SYN_FS0 + d]:
+            M[s, R.F_SYN_FS0 + d] = first
+        if not (flags & R.TCP_ACK):
+            M[s, R.F_PURE_SYN] |= 1 << d
+
+
+@_inline
 def _apply(M: Any, s: int, d: int, first: int, last: int, dst_port: int, domain: int,
            flags: int, packets: int, octets: int, reverse_packets: int, reverse_octets: int,
            sampling: int, scaled: int, src_declared: int, dst_declared: int) -> None:
@@ -461,18 +472,14 @@ def _apply(M: Any, s: int, d: int, first: int, last: int, dst_port: int, domain:
         M[s, R.F_DOMAIN] = domain
     M[s, R.F_BYTES0 + d] += octets
     M[s, R.F_PACKETS0 + d] += packets
-    M[s, R.F_FLAGS0 + d] |= flags
     M[s, R.F_BYTES0 + e] += reverse_octets
     M[s, R.F_PACKETS0 + e] += reverse_packets
     if forward:
         M[s, R.F_SEEN] |= 1 << d
     if reverse:
         M[s, R.F_SEEN] |= 1 << e
-    if flags & R.TCP_SYN:
-        if first < M[s, R.F_SYN_FS0 + d]:
-            M[s, R.F_SYN_FS0 + d] = first
-        if not (flags & R.TCP_ACK):
-            M[s, R.F_PURE_SYN] |= 1 << d
+    _flags(M, s, d, first, flags & R.FLAGS_MASK)
+    _flags(M, s, e, first, flags >> R.REVERSE_FLAGS_SHIFT)  # a biflow record's other half
     proto = M[s, R.F_PROTO]
     icmp_type = dst_port >> 8
     # the type of a forward half that sent nothing is no message (0 would read "echo reply")

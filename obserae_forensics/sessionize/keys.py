@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from ..addresses import address_matrix
 from ..ids import fold, text_seed
-from .row import SIGN_BIT
+from .row import REVERSE_FLAGS_SHIFT, SIGN_BIT
 
 PORT_PROTOCOLS = (6, 17, 132, 136)  # TCP, UDP, SCTP, UDP-Lite: endpoints carry ports
 ICMP_PROTOCOLS = (1, 58)
@@ -79,7 +79,7 @@ class Records:
     src_port: np.ndarray
     dst_port: np.ndarray
     protocol: np.ndarray
-    tcp_flags: np.ndarray
+    tcp_flags: np.ndarray  # forward flags, and the reverse's << REVERSE_FLAGS_SHIFT
     packets: np.ndarray
     octets: np.ndarray
     reverse_packets: np.ndarray
@@ -143,7 +143,10 @@ def batch_records(
         src_port=_int64(batch.column("src_port")),
         dst_port=_int64(batch.column("dst_port")),
         protocol=_int64(batch.column("protocol")),
-        tcp_flags=_int64(batch.column("tcp_flags")),
+        # the reverse direction's flags (RFC 5103 biflow) ride above the forward ones: the
+        # kernel reads one column per record, not two
+        tcp_flags=_int64(batch.column("tcp_flags")) | (
+            _int64(batch.column("reverse_tcp_flags")) << REVERSE_FLAGS_SHIFT),
         packets=_int64(batch.column("packets")),
         octets=_int64(batch.column("octets")),
         reverse_packets=_int64(batch.column("reverse_packets")),

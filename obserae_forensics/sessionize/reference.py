@@ -361,17 +361,19 @@ class ReferenceReplay:
             s.domain = int(records.exporter_domain[i])
         s.octets[d] += octets
         s.packets[d] += packets
-        s.flags[d] |= flags
         s.octets[1 - d] += reverse_octets
         s.packets[1 - d] += reverse_packets
         if forward:
             s.seen |= 1 << d
         if reverse:
             s.seen |= 1 << (1 - d)
-        if flags & R.TCP_SYN:
-            s.syn_first_seen[d] = min(s.syn_first_seen[d], first)
-            if not flags & R.TCP_ACK:
-                s.pure_syn |= 1 << d
+        # the forward direction's flags, and those of a biflow record's reverse half
+        for side, seen in ((d, flags & R.FLAGS_MASK), (1 - d, flags >> R.REVERSE_FLAGS_SHIFT)):
+            s.flags[side] |= seen
+            if seen & R.TCP_SYN:
+                s.syn_first_seen[side] = min(s.syn_first_seen[side], first)
+                if not seen & R.TCP_ACK:
+                    s.pure_syn |= 1 << side
         icmp_type = int(records.dst_port[i]) >> 8
         if forward and (
                 (s.protocol == 1 and icmp_type == 8) or (s.protocol == 58 and icmp_type == 128)):

@@ -203,6 +203,9 @@ TCP_FIN = 0x01
 TCP_SYN = 0x02
 TCP_RST = 0x04
 TCP_ACK = 0x10
+# Records.tcp_flags: a record's forward flags, and its reverse direction's shifted above them
+REVERSE_FLAGS_SHIFT = 16
+FLAGS_MASK = (1 << REVERSE_FLAGS_SHIFT) - 1
 
 SIGN_BIT = np.int64(-(2**63))
 

@@ -128,8 +128,8 @@ def session_rows() -> list[dict[str, Any]]:
 def flow_rows(sessions: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Two records per session: a->b at its opening, b->a at its last sighting."""
     rows = []
-    zero = {name: 0 for name in ("tos", "reverse_packets", "reverse_octets", "input_if",
-                                 "output_if", "src_as", "dst_as", "flow_end_reason")}
+    zero = {name: 0 for name in ("tos", "reverse_packets", "reverse_octets", "reverse_tcp_flags",
+                                 "input_if", "output_if", "src_as", "dst_as", "flow_end_reason")}
     for frame, session in enumerate(sessions, start=1):
         for index, direction in enumerate(("ab", "ba")):
             forward = direction == "ab"

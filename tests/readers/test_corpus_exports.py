@@ -197,6 +197,25 @@ def test_biflow_reverse_counters_equal_nfdump_out_counters(corpus: Path) -> None
     assert ours == oracle
 
 
+def test_biflow_reverse_tcp_flags_equal_tshark(corpus: Path) -> None:
+    """RFC 5103 reverseTcpControlBits (29305/6): they were dropped, so a biflow connection
+    that finished both ways read as open (audit against the raw packets)."""
+    import re
+    import subprocess
+
+    from tests.conftest import need_tool
+
+    path = corpus / "exports" / "sf_v10_biflow_test.pcap"
+    table, _ = decode_files(path)
+    listing = subprocess.run([need_tool("tshark"), "-r", str(path), "-d", "udp.port==21014,cflow",
+                              "-V"], check=True, capture_output=True, text=True).stdout
+    oracle = Counter(int(value, 16) for value in
+                     re.findall(r"TCP Flags: (0x[0-9a-f]+)[^\n]*\(Reverse Type 6", listing))
+    oracle.pop(0, None)  # zero and absent read alike
+    ours = Counter(v for v in table.column("reverse_tcp_flags").to_pylist() if v)
+    assert ours == oracle and sum(oracle.values()) >= 5
+
+
 PUBLIC = {
     # name(s) in feeding order -> (records, packets, bytes) from the corpus README table
     ("icmp-template", "icmp-data"): (4, 4, 376),

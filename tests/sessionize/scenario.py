@@ -21,14 +21,15 @@ def rec(first: float, last: float | None = None, *, src: str = "10.0.0.1", sport
         dst: str = "10.0.0.2", dport: int = 443, proto: int = 6, flags: int = ACK,
         packets: int = 1, octets: int = 100, rpackets: int = 0, roctets: int = 0,
         exporter: str = EXPORTER, sampling: int = 1, scaled: bool = False,
-        domain: int = 0) -> dict[str, Any]:
+        domain: int = 0, rflags: int = 0) -> dict[str, Any]:
     """One flow record; `last` defaults to `first`."""
     return {"first_seen": round(first * SECOND),
             "last_seen": round((first if last is None else last) * SECOND),
             "src_addr": parse_address(src), "dst_addr": parse_address(dst),
             "src_port": sport, "dst_port": dport, "protocol": proto, "tcp_flags": flags,
             "packets": packets, "octets": octets, "reverse_packets": rpackets,
-            "reverse_octets": roctets, "exporter": exporter, "sampling_rate": sampling,
+            "reverse_octets": roctets, "reverse_tcp_flags": rflags, "exporter": exporter,
+            "sampling_rate": sampling,
             "counters_scaled": scaled, "exporter_domain": domain}
 
 
@@ -37,7 +38,8 @@ def batch(records: Sequence[dict[str, Any]], first_frame: int = 0) -> pa.RecordB
     n = len(records)
     columns: dict[str, np.ndarray] = {}
     for name in ("first_seen", "last_seen", "src_port", "dst_port", "protocol", "tcp_flags",
-                 "packets", "octets", "reverse_packets", "reverse_octets", "sampling_rate",
+                 "packets", "octets", "reverse_packets", "reverse_octets",
+                 "reverse_tcp_flags", "sampling_rate",
                  "counters_scaled", "exporter_domain"):
         columns[name] = np.array([r[name] for r in records])
     for name in ("src_addr", "dst_addr"):

@@ -417,6 +417,17 @@ def test_biflow_reverse_counters_go_the_other_way(engine: str) -> None:
     assert s["close_reason"] == "idle"
 
 
+def test_a_biflow_records_reverse_flags_are_the_other_directions(engine: str) -> None:
+    """One RFC 5103 record of a whole connection: SYN/FIN both ways, the answer's in the
+    reverse flags; it finished, and the SYN's sender is the client."""
+    records = [rec(0, 1, src=B, dst=A, sport=443, dport=40000, flags=SYN | ACK | FIN,
+                   packets=4, rpackets=5, roctets=900, rflags=SYN | FIN),
+               tick(100)]
+    [s] = by_key(run(records, engine=engine)[0], "TCP")
+    assert (s["state"], s["close_reason"]) == ("closed", "fin")
+    assert (s["client_ip"], s["role_method"]) == (A, "tcp_handshake")
+
+
 def test_a_biflow_record_whose_forward_half_is_silent_was_sent_by_its_destination(
         engine: str) -> None:
     """softflowd -b puts the lower address first: a multicast group "sent" an IGMP report
