@@ -164,7 +164,9 @@ def _usable_times(batch: pa.RecordBatch, report: RunReport) -> pa.RecordBatch:
     """`batch` without the records whose first_seen or last_seen lies beyond
     times.TIME_LIMIT_US (~73,000 years from 1970), each counted as bad_timestamp against its
     file with the first one's place: such a time is a damaged field (or one the reader could
-    not bring into µs), and the sessionizer's deadlines and gaps would wrap around on it."""
+    not bring into µs), and the sessionizer's deadlines and gaps would wrap around on it.
+    Records with no time at all (both 0) are left out the same way (no_times); records that
+    end before they start are kept with their times swapped (inverted_times)."""
     if batch.num_rows == 0:
         return batch
     first = batch.column("first_seen").cast(pa.int64()).to_numpy()
@@ -174,8 +176,20 @@ def _usable_times(batch: pa.RecordBatch, report: RunReport) -> pa.RecordBatch:
     inverted = ~bad & (first > last)
     if inverted.any():
         batch = _swap_inverted(batch, inverted, first, last, report)
+    # both times exactly 1970-01-01: none was sent (nfdump stores an unknown time as 0; one
+    # nfcapd 1.7.1 wrote for a scan's first SYN made a late session dated 1970 and a data
+    # window starting then)
+    timeless = (first == 0) & (last == 0)
+    if timeless.any():
+        _report_per_file(batch, timeless, "no_times", lambda row: (
+            f"no time (first_seen and last_seen both 1970-01-01), the first record "
+            f"{batch.column('record_index')[row].as_py()} here: left out, as a time is "
+            "what places a record in a session"), report)
+        bad |= timeless
     if not bad.any():
         return batch
+
+    beyond_range = bad & ~timeless
 
     def beyond(row: int) -> str:
         first_seen, last_seen = (f"{int(v)} µs" if v != UNUSABLE_TIME
@@ -184,7 +198,8 @@ def _usable_times(batch: pa.RecordBatch, report: RunReport) -> pa.RecordBatch:
                 f"{batch.column('record_index')[row].as_py()} here (first_seen {first_seen}, "
                 f"last_seen {last_seen})")
 
-    _report_per_file(batch, bad, "bad_timestamp", beyond, report)
+    if beyond_range.any():
+        _report_per_file(batch, beyond_range, "bad_timestamp", beyond, report)
     return batch.filter(pa.array(~bad))
 
 

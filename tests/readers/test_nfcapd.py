@@ -313,7 +313,26 @@ def test_records_ending_before_they_start_are_swapped_and_said(corpus: Path) -> 
     table = pa.Table.from_batches(list(read_flows(discover_inputs([path], report), report)))
     assert report.skipped["inverted_times"] == inverted.sum()
     assert f"{path}@" in next(str(p) for p in report.examples if p.reason == "inverted_times")
-    assert table.num_rows == raw.num_rows  # kept, not dropped
+    timed = (first != 0) | (last != 0)  # the scan's first SYN has no time (below)
+    assert table.num_rows == timed.sum()  # every inverted record kept
     swapped = table.column("first_seen").cast("int64").to_numpy()
-    assert (swapped == np.minimum(first, last)).all()
-    assert (table.column("last_seen").cast("int64").to_numpy() == np.maximum(first, last)).all()
+    assert (swapped == np.minimum(first, last)[timed]).all()
+    assert (table.column("last_seen").cast("int64").to_numpy()
+            == np.maximum(first, last)[timed]).all()
+
+
+def test_a_record_without_times_is_left_out_and_said(corpus: Path) -> None:
+    """nfcapd 1.7.1 stored the scan's first SYN with both times 0 (nfdump prints
+    1970-01-01): a late session dated 1970 and a data window starting then, unsaid."""
+    from obserae_forensics.readers import discover_inputs, read_flows
+
+    path = corpus / "nfcapd" / "sf_v9_synscan.nfcapd"
+    raw, _ = read_table(path)
+    timeless = ((raw.column("first_seen").cast("int64").to_numpy() == 0)
+                & (raw.column("last_seen").cast("int64").to_numpy() == 0))
+    assert timeless.sum() == 1
+    report = RunReport()
+    table = pa.Table.from_batches(list(read_flows(discover_inputs([path], report), report)))
+    assert table.num_rows == raw.num_rows - 1 == report.records
+    assert report.skipped["no_times"] == 1
+    assert table.column("first_seen").cast("int64").to_numpy().min() > 0
