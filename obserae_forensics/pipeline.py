@@ -464,6 +464,7 @@ def _manifest(
             "records_read": report.records,
             "skipped": dict(sorted(report.skipped.items())),
             "skipped_bytes": dict(sorted(report.skipped_bytes.items())),
+            "repaired": dict(sorted(report.repaired.items())),
             "ignored": dict(sorted(report.ignored.items())),
             "ignored_bytes": dict(sorted(report.ignored_bytes.items())),
             "sessions": result.sessions,

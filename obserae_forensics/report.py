@@ -111,6 +111,8 @@ class RunReport:
     skipped_bytes: Counter[str] = field(default_factory=Counter)  # reason -> bytes
     ignored: Counter[str] = field(default_factory=Counter)  # other traffic: reason -> units
     ignored_bytes: Counter[str] = field(default_factory=Counter)
+    # records kept with a field put right (times swapped ...): reason -> records
+    repaired: Counter[str] = field(default_factory=Counter)
     examples: list[Problem] = field(default_factory=list)
     files: dict[str, FileStats] = field(default_factory=dict)
     exporters: dict[tuple[str, int], ExporterStats] = field(default_factory=dict)
@@ -136,6 +138,15 @@ class RunReport:
         self.skipped[error.reason] += count
         self.skipped_bytes[error.reason] += nbytes
         self.file(error.source).skipped[error.reason] += count
+        self._example(error)
+
+    def repair(self, error: InputError, count: int = 1) -> None:
+        """Count records kept with a field put right: a problem of the input said, with its
+        place, but nothing lost, so --strict does not stop on it."""
+        self.repaired[error.reason] += count
+        self._example(error)
+
+    def _example(self, error: InputError) -> None:
         if sum(1 for e in self.examples if e.reason == error.reason) < EXAMPLES_PER_REASON:
             self.examples.append(
                 Problem(error.reason, error.source, error.offset, error.frame, error.message)
@@ -157,6 +168,10 @@ class RunReport:
         if problems:
             parts = ", ".join(f"{v} {k}" for k, v in sorted(problems.items()))
             line += f"; skipped: {parts}"
+        repaired = {k: v for k, v in self.repaired.items() if v}
+        if repaired:
+            parts = ", ".join(f"{v} {k}" for k, v in sorted(repaired.items()))
+            line += f"; kept, put right: {parts}"
         ignored = {k: v for k, v in self.ignored.items() if v}
         if ignored:
             parts = ", ".join(f"{v} {k}" for k, v in sorted(ignored.items()))
@@ -176,6 +191,7 @@ class RunReport:
             "skipped_bytes": dict(sorted(self.skipped_bytes.items())),
             "ignored": dict(sorted(self.ignored.items())),
             "ignored_bytes": dict(sorted(self.ignored_bytes.items())),
+            "repaired": dict(sorted(self.repaired.items())),
             "examples": [str(p) for p in self.examples],
             "files": {
                 path: {

@@ -102,6 +102,21 @@ FLOW_NUMERIC_DTYPES: dict[str, str] = {
     "arrival": "int64",
 }
 FLOW_ADDRESS_COLUMNS = ("src_addr", "dst_addr", "next_hop")
+
+# FLOW_SCHEMA columns added after the first tables were written, with the value a record has
+# when its exporter sent none: a table of an earlier version lacks them and reads as such
+ADDED_FLOW_COLUMNS: dict[str, int] = {"reverse_tcp_flags": 0}
+
+
+def with_added_columns(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """`table` (of `schema`, or of an earlier version of it) with every ADDED_FLOW_COLUMNS
+    column it lacks, at its place, holding the value of "not sent"."""
+    for name, value in ADDED_FLOW_COLUMNS.items():
+        if name in schema.names and name not in table.column_names:
+            field = schema.field(name)
+            table = table.add_column(min(schema.get_field_index(name), table.num_columns),
+                                     field, pa.array([value] * table.num_rows, field.type))
+    return table
 FLOW_STRING_COLUMNS = ("exporter", "source_file")
 
 _session_fields: list[pa.Field[Any]] = [

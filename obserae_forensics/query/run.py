@@ -35,7 +35,7 @@ from ..matching.consolidate import SESSIONS_CONSOLIDATED_SCHEMA
 from ..matching.flow_matrix import FlowMatrix, load_flow_matrix
 from ..matching.match import SESSION_MATCHES_SCHEMA, match_sessions, matched_rules_column
 from ..recombine import recombine_tables
-from ..schema import FLOWS_SCHEMA, SESSIONS_SCHEMA, text_address_schema
+from ..schema import FLOWS_SCHEMA, SESSIONS_SCHEMA, text_address_schema, with_added_columns
 from ..tables.layout import (
     CONSOLIDATED_FILE,
     EXPORTERS_FILE,
@@ -59,13 +59,14 @@ TABLE_FILES = {
 RECOMBINED_FILES = (RECOMBINED_FILE, FRAGMENTS_FILE)
 
 
+FLOWS_TEXT_SCHEMA = text_address_schema(FLOWS_SCHEMA)  # flows.parquet as written
 # what each table holds as sessionize writes it: load refuses a table lacking one of these
 # columns or holding it in another type family (an edited table), naming it, rather than
 # letting a filter, the drawer or a plot fail later on a KeyError
 TABLE_COLUMNS: dict[str, dict[str, pa.DataType]] = {
     name: dict(zip(written.names, written.types, strict=True))
     for name, written in (("sessions", SESSIONS_SCHEMA),
-                          ("flows", text_address_schema(FLOWS_SCHEMA)),
+                          ("flows", FLOWS_TEXT_SCHEMA),
                           ("matches", SESSION_MATCHES_SCHEMA),
                           ("consolidated", SESSIONS_CONSOLIDATED_SCHEMA))
 }
@@ -270,7 +271,8 @@ def _read_table(path: Path, index: int,
                 columns: dict[str, pa.DataType] | None = None) -> pd.DataFrame | None:
     if not path.is_file():
         return None
-    table = read_parquet(path)
+    table = with_added_columns(read_parquet(path), FLOWS_TEXT_SCHEMA) if (
+        path.stem == "flows") else read_parquet(path)
     check_columns(path, table, columns or {}, what=f"{path.stem} table")
     frame = to_frame(table)
     frame["run"] = np.full(len(frame), index, dtype=np.uint32)

@@ -161,68 +161,80 @@ def read_flows(
 
 
 def _usable_times(batch: pa.RecordBatch, report: RunReport) -> pa.RecordBatch:
-    """`batch` without the records whose first_seen or last_seen lies beyond
-    times.TIME_LIMIT_US (~73,000 years from 1970), each counted as bad_timestamp against its
-    file with the first one's place: such a time is a damaged field (or one the reader could
-    not bring into µs), and the sessionizer's deadlines and gaps would wrap around on it.
-    Records with no time at all (both 0) are left out the same way (no_times); records that
-    end before they start are kept with their times swapped (inverted_times)."""
+    """`batch` with times the sessionizer can place, each repair or removal counted against
+    its file with the first record's place:
+
+    - a first_seen or last_seen beyond times.TIME_LIMIT_US (~73,000 years from 1970) is a
+      damaged field (or one the reader could not bring into µs), on which deadlines and gaps
+      would wrap around: left out (bad_timestamp);
+    - both times exactly 1970-01-01: none was sent (nfdump stores an unknown time as 0; one
+      nfcapd 1.7.1 wrote for a scan's first SYN made a session dated 1970): left out
+      (no_times);
+    - one time 0 and the other not: kept at the instant it gives (missing_time), not as a
+      record spanning from 1970;
+    - last_seen before first_seen (nfdump 1.7.1 swaps IPFIX's uptime start and end, a v9
+      exporter's sysUptime can wrap between them): kept with the two swapped
+      (inverted_times), so that no session ends before it opens."""
     if batch.num_rows == 0:
         return batch
     first = batch.column("first_seen").cast(pa.int64()).to_numpy()
     last = batch.column("last_seen").cast(pa.int64()).to_numpy()
-    bad = (first < -TIME_LIMIT_US) | (first > TIME_LIMIT_US) | (last < -TIME_LIMIT_US) | (
+    index = batch.column("record_index")
+
+    def which(row: int) -> str:
+        return (f"the first record {index[row].as_py()} here (first_seen {int(first[row])} µs, "
+                f"last_seen {int(last[row])} µs)")
+
+    beyond = (first < -TIME_LIMIT_US) | (first > TIME_LIMIT_US) | (last < -TIME_LIMIT_US) | (
         last > TIME_LIMIT_US)
-    inverted = ~bad & (first > last)
+    zero_first, zero_last = (first == 0) & ~beyond, (last == 0) & ~beyond
+    timeless = zero_first & zero_last
+    half = zero_first ^ zero_last
+    inverted = ~beyond & ~timeless & ~half & (first > last)
+    if half.any():
+        _report_per_file(batch, half, "missing_time", lambda row: (
+            f"one time only, the other 1970-01-01 (unknown), {which(row)}: kept at the "
+            "instant it gives"), report, kept=True)
     if inverted.any():
-        batch = _swap_inverted(batch, inverted, first, last, report)
-    # both times exactly 1970-01-01: none was sent (nfdump stores an unknown time as 0; one
-    # nfcapd 1.7.1 wrote for a scan's first SYN made a late session dated 1970 and a data
-    # window starting then)
-    timeless = (first == 0) & (last == 0)
+        _report_per_file(batch, inverted, "inverted_times", lambda row: (
+            f"last_seen before first_seen, {which(row)}: kept, with the two times swapped"),
+            report, kept=True)
+    if half.any() or inverted.any():
+        known = np.where(zero_first, last, first)
+        batch = _with_times(batch, np.where(half, known, np.where(inverted, last, first)),
+                            np.where(half, known, np.where(inverted, first, last)))
     if timeless.any():
         _report_per_file(batch, timeless, "no_times", lambda row: (
             f"no time (first_seen and last_seen both 1970-01-01), the first record "
-            f"{batch.column('record_index')[row].as_py()} here: left out, as a time is "
-            "what places a record in a session"), report)
-        bad |= timeless
-    if not bad.any():
-        return batch
+            f"{index[row].as_py()} here: left out, as a time is what places a record in a "
+            "session"), report)
+    if beyond.any():
 
-    beyond_range = bad & ~timeless
+        def far(row: int) -> str:
+            first_seen, last_seen = (f"{int(v)} µs" if v != UNUSABLE_TIME
+                                     else "past the int64 µs range"
+                                     for v in (first[row], last[row]))
+            return (f"a time more than 73,000 years from 1970, the first record "
+                    f"{index[row].as_py()} here (first_seen {first_seen}, "
+                    f"last_seen {last_seen})")
 
-    def beyond(row: int) -> str:
-        first_seen, last_seen = (f"{int(v)} µs" if v != UNUSABLE_TIME
-                                 else "past the int64 µs range" for v in (first[row], last[row]))
-        return (f"a time more than 73,000 years from 1970, the first record "
-                f"{batch.column('record_index')[row].as_py()} here (first_seen {first_seen}, "
-                f"last_seen {last_seen})")
-
-    if beyond_range.any():
-        _report_per_file(batch, beyond_range, "bad_timestamp", beyond, report)
-    return batch.filter(pa.array(~bad))
+        _report_per_file(batch, beyond, "bad_timestamp", far, report)
+    drop = beyond | timeless
+    return batch.filter(pa.array(~drop)) if drop.any() else batch
 
 
-def _swap_inverted(batch: pa.RecordBatch, inverted: np.ndarray, first: np.ndarray,
-                   last: np.ndarray, report: RunReport) -> pa.RecordBatch:
-    """Records that end before they start (nfdump 1.7.1 swaps IPFIX's uptime start and end,
-    a v9 exporter's sysUptime wraps between them): their two times are swapped, so that no
-    session ends before it opens, and each file says how many, at the first one."""
-    _report_per_file(batch, inverted, "inverted_times", lambda row: (
-        f"last_seen before first_seen, the first record "
-        f"{batch.column('record_index')[row].as_py()} here (first_seen {int(first[row])} µs, "
-        f"last_seen {int(last[row])} µs): kept, with the two times swapped"), report)
+def _with_times(batch: pa.RecordBatch, first: np.ndarray, last: np.ndarray) -> pa.RecordBatch:
     names = batch.schema.names
     columns = batch.columns
-    start, end = names.index("first_seen"), names.index("last_seen")
     kind = batch.schema.field("first_seen").type
-    columns[start] = pa.array(np.where(inverted, last, first)).cast(kind)
-    columns[end] = pa.array(np.where(inverted, first, last)).cast(kind)
+    columns[names.index("first_seen")] = pa.array(first).cast(kind)
+    columns[names.index("last_seen")] = pa.array(last).cast(kind)
     return pa.RecordBatch.from_arrays(columns, schema=batch.schema)
 
 
 def _report_per_file(batch: pa.RecordBatch, mask: np.ndarray, reason: str,
-                     what: Callable[[int], str], report: RunReport) -> None:
+                     what: Callable[[int], str], report: RunReport, *,
+                     kept: bool = False) -> None:
     """Count the `mask` records as `reason`, each file once at its first such record, in the
     order of those: grouped by the file's code, not by a Python pass over every record (a
     damaged file can hold millions). `what(row)` describes them from that first row."""
@@ -232,10 +244,14 @@ def _report_per_file(batch: pa.RecordBatch, mask: np.ndarray, reason: str,
     _, firsts, counts = np.unique(codes, return_index=True, return_counts=True)
     for at, count in sorted(zip(firsts.tolist(), counts.tolist(), strict=True)):
         row = int(rows[at])
-        report.skip(MalformedInput(
+        problem = MalformedInput(
             f"{count} record(s) with {what(row)}", source=files.dictionary[codes[at]].as_py(),
             offset=batch.column("source_offset")[row].as_py(),
-            frame=batch.column("source_frame")[row].as_py(), reason=reason), count=count)
+            frame=batch.column("source_frame")[row].as_py(), reason=reason)
+        if kept:
+            report.repair(problem, count=count)
+        else:
+            report.skip(problem, count=count)
 
 
 def _count(report: RunReport, batch: pa.RecordBatch) -> None:

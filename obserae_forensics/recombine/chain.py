@@ -271,7 +271,8 @@ def chain_sessions(sessions: pa.Table, runs: list[Run]) -> Chains:
     reach = np.where(finished_session, grace, idle)
     # at a run's end the watermark jumps to the exporter's last record there, closing what
     # one run over both captures would have kept open for a record delayed across the cut
-    ended = _closed_by_the_end(exporter, run, last, is_open | hard | evicted,
+    event_runs = np.array([r.event_replay for r in runs])
+    ended = _closed_by_the_end(exporter, run, last, is_open | hard | evicted | event_runs[run],
                                due=last + np.where(finished_session, 0, idle), grace=grace)
     cut_open = (is_open[before] | ended[before]) & (run[before] < run[after])
     link = (same_key(before, after) & (cut_closed | cut_open)
@@ -472,13 +473,15 @@ def chain_sessions(sessions: pa.Table, runs: list[Run]) -> Chains:
 def _closed_by_the_end(exporter: np.ndarray, run: np.ndarray, last: np.ndarray,
                        kept: np.ndarray, *, due: np.ndarray, grace: np.ndarray) -> np.ndarray:
     """Sessions the end of their run closed: due (idle deadline, or last record of a finished
-    TCP connection) after the run's last watermark, the exporter's latest record there less
-    the grace. `kept` sessions were not closed that way (still open, or cut)."""
+    TCP connection) at or after the run's last watermark, the exporter's latest record there
+    less the grace (the sweeps close what is due strictly before it). `kept` sessions were
+    not closed that way (still open, or cut, or of an event replay, whose watermark follows
+    first_seen, which the tables do not keep: not linked, as before)."""
     exporters = int(exporter.max()) + 1
     group = run * exporters + exporter
     latest = np.full(int(group.max()) + 1, np.iinfo(np.int64).min, dtype=np.int64)
     np.maximum.at(latest, group, last)
-    return ~kept & (due > latest[group] - grace)
+    return ~kept & (due >= latest[group] - grace)
 
 
 def _earlier_run_session(strays: np.ndarray, steady: np.ndarray, *,

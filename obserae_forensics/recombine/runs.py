@@ -75,6 +75,7 @@ class Run:
     start_us: int | None = None  # data_window.start, UTC µs
     end_us: int | None = None
     settings: dict[str, float] = field(default_factory=dict)  # seconds, seed names
+    event_replay: bool = False  # sessions.replay: event (the watermark follows first_seen)
     inputs: list[dict[str, Any]] = field(default_factory=list)
     # the settings, Cartography and Flow Matrix files the run read (manifest, absolute)
     read_files: list[Path] = field(default_factory=list)
@@ -154,6 +155,7 @@ def read_run(path: Path) -> Run:
         if not math.isfinite(seconds) or seconds < 0:
             raise UsageError(f"{manifest_path}: setting {name} = {value!r} is not a duration")
         run.settings[name] = seconds
+    run.event_replay = raw_settings.get("sessions.replay") == "event"
     window = manifest.get("data_window") or {}
     if isinstance(window, dict):
         run.start_us = _parse_time(window.get("start"), f"{manifest_path} data_window.start")

@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 
 from ..addresses import address_matrix
 from ..jit_cache import drop_stale_jit_cache
-from ..schema import FLOW_SCHEMA, FLOWS_SCHEMA, SESSIONS_SCHEMA
+from ..schema import FLOW_SCHEMA, FLOWS_SCHEMA, SESSIONS_SCHEMA, with_added_columns
 from ..times import TIME_LIMIT_US
 from .kernel import KernelReplay
 from .keys import PORT_PROTOCOLS, Records, batch_records, known_service_ports
@@ -95,6 +95,7 @@ class Sessionizer:
         if self._finished:
             raise RuntimeError("Sessionizer.feed() after finish()")
         table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+        table = with_added_columns(table, FLOW_SCHEMA)  # a flow table of an earlier version
         if table.schema.names != FLOW_SCHEMA.names:
             raise ValueError("Sessionizer.feed() needs FLOW_SCHEMA batches")
         if table.num_rows == 0:

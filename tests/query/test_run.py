@@ -202,3 +202,20 @@ def test_flows_that_do_not_add_up_to_the_sessions_are_refused_at_load(tmp_path: 
                                          rf"record\(s\), the sessions' flow_count says "
                                          rf"{flows.num_rows}"):
         query.load(early, recombine=False)
+
+
+def test_a_run_of_an_earlier_version_without_reverse_tcp_flags_loads(tmp_path: Path) -> None:
+    """flows.parquet gained reverse_tcp_flags; a run written before it must still load (and
+    its flows still feed a Sessionizer), reading as "not sent" (review)."""
+    import pyarrow.parquet as pq
+
+    from obserae_forensics.schema import FLOW_SCHEMA, with_added_columns
+
+    run = write_run(tmp_path / "run")
+    old = pq.read_table(run / "flows.parquet").drop_columns(["reverse_tcp_flags"])
+    pq.write_table(old, run / "flows.parquet")
+    tables = query.load(run)
+    assert set(tables.flows["reverse_tcp_flags"]) == {0}
+    assert len(tables.flows) == len(old)
+    assert with_added_columns(old.drop_columns(["session_id", "direction"]).slice(0, 0),
+                              FLOW_SCHEMA).schema.names == FLOW_SCHEMA.names

@@ -134,3 +134,25 @@ def test_an_nfcapd_receive_time_past_the_range_is_counted(corpus: Path, tmp_path
         arrival = damaged.column("arrival").cast(pa.int64()).to_pylist()
         assert arrival[1:] == table.column("arrival").cast(pa.int64()).to_pylist()[1:]
         assert arrival[0] != table.column("arrival").cast(pa.int64())[0].as_py()
+
+
+def test_a_record_with_one_time_is_kept_at_it_not_spanning_from_1970() -> None:
+    """A zero (nfdump's unknown) on one side is no start in 1970: before, an inverted record
+    whose end was 0 was swapped into a 53-year record (review)."""
+    from obserae_forensics.readers import _usable_times
+    from obserae_forensics.readers._batch import flow_batch
+
+    x = 1_700_000_000_000_000
+    columns = {"first_seen": np.array([x, 0, x + 5, 0, x + 9]),
+               "last_seen": np.array([0, x + 1, x, 0, x + 10]),
+               "source_offset": np.arange(5), "source_frame": np.arange(5)}
+    batch = flow_batch(5, columns, exporter="192.0.2.1", source_file="hand.pcap")
+    report = RunReport()
+    kept = _usable_times(batch, report)
+    firsts = kept.column("first_seen").cast("int64").to_pylist()
+    lasts = kept.column("last_seen").cast("int64").to_pylist()
+    assert list(zip(firsts, lasts, strict=True)) == [(x, x), (x + 1, x + 1), (x, x + 5),
+                                                     (x + 9, x + 10)]
+    assert dict(report.skipped) == {"no_times": 1}
+    assert dict(report.repaired) == {"missing_time": 2, "inverted_times": 1}
+    assert "kept, put right: 1 inverted_times, 2 missing_time" in report.summary()

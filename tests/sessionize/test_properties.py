@@ -60,6 +60,9 @@ def records(draw: st.DrawFn) -> list[dict[str, Any]]:
                                         RST, RST | ACK))) if proto == 6 else 0,
             packets=packets, octets=packets * draw(st.integers(0, 1500)),
             rpackets=draw(st.sampled_from((0, 0, 0, 2))), roctets=draw(st.sampled_from((0, 99))),
+            # a biflow record's reverse half: its own TCP flags
+            rflags=draw(st.sampled_from((0, 0, 0, SYN, SYN | ACK, ACK | FIN, RST)))
+            if proto == 6 else 0,
             exporter=draw(st.sampled_from(("192.0.2.1", "192.0.2.1", "198.51.100.7"))),
             sampling=draw(st.sampled_from((1, 1, 10)))))
     return out
