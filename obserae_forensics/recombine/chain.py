@@ -308,7 +308,7 @@ def chain_sessions(sessions: pa.Table, runs: list[Run]) -> Chains:
     # the cut); sessions.md has it follow the session of its key it falls into or just
     # follows, which is the non-late one opened last at or before it
     strays = np.flatnonzero(late & ~named)
-    follows_at[strays] = _earlier_run_session(
+    follows_at[strays] = _session_it_falls_into(
         strays, steady, keys=(exporter, protocol, low, high), opened=opened, run=run)
     named[strays] = follows_at[strays] >= 0
     anomalies["late_follows_missing"] = int(np.count_nonzero(named & (follows_at < 0)))
@@ -484,7 +484,7 @@ def _closed_by_the_end(exporter: np.ndarray, run: np.ndarray, last: np.ndarray,
     return ~kept & (due >= latest[group] - grace)
 
 
-def _earlier_run_session(strays: np.ndarray, steady: np.ndarray, *,
+def _session_it_falls_into(strays: np.ndarray, steady: np.ndarray, *,
                          keys: tuple[np.ndarray, ...], opened: np.ndarray,
                          run: np.ndarray) -> np.ndarray:
     """For each of `strays`, the non-late session of its key that opened last at or before
