@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
@@ -114,8 +115,9 @@ def with_added_columns(table: pa.Table, schema: pa.Schema) -> pa.Table:
     for name, value in ADDED_FLOW_COLUMNS.items():
         if name in schema.names and name not in table.column_names:
             field = schema.field(name)
+            filled = pa.array(np.full(table.num_rows, value), field.type)
             table = table.add_column(min(schema.get_field_index(name), table.num_columns),
-                                     field, pa.array([value] * table.num_rows, field.type))
+                                     field, filled)
     return table
 FLOW_STRING_COLUMNS = ("exporter", "source_file")
 

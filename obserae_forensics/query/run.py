@@ -59,16 +59,15 @@ TABLE_FILES = {
 RECOMBINED_FILES = (RECOMBINED_FILE, FRAGMENTS_FILE)
 
 
-FLOWS_TEXT_SCHEMA = text_address_schema(FLOWS_SCHEMA)  # flows.parquet as written
-# what each table holds as sessionize writes it: load refuses a table lacking one of these
-# columns or holding it in another type family (an edited table), naming it, rather than
-# letting a filter, the drawer or a plot fail later on a KeyError
-TABLE_COLUMNS: dict[str, dict[str, pa.DataType]] = {
-    name: dict(zip(written.names, written.types, strict=True))
-    for name, written in (("sessions", SESSIONS_SCHEMA),
-                          ("flows", FLOWS_TEXT_SCHEMA),
-                          ("matches", SESSION_MATCHES_SCHEMA),
-                          ("consolidated", SESSIONS_CONSOLIDATED_SCHEMA))
+# each table as sessionize writes it: load refuses a table lacking one of its columns or
+# holding it in another type family (an edited table), naming it, rather than letting a
+# filter, the drawer or a plot fail later on a KeyError; a column added since an earlier
+# version wrote the table is filled in first (schema.with_added_columns)
+TABLE_SCHEMAS: dict[str, pa.Schema] = {
+    "sessions": SESSIONS_SCHEMA,
+    "flows": text_address_schema(FLOWS_SCHEMA),
+    "matches": SESSION_MATCHES_SCHEMA,
+    "consolidated": SESSIONS_CONSOLIDATED_SCHEMA,
 }
 # Columns match_sessions reads; rematch sends only these to Arrow.
 MATCH_INPUT_COLUMNS = (
@@ -158,7 +157,7 @@ def load(
 
     frames: dict[str, pd.DataFrame | None] = {}
     for name, file_name in TABLE_FILES.items():
-        parts = [_read_table(path / file_name, index, TABLE_COLUMNS.get(name, {}))
+        parts = [_read_table(path / file_name, index, TABLE_SCHEMAS.get(name))
                  for index, path in enumerate(paths)]
         present = [p for p in parts if p is not None]
         if name in ("sessions", "flows") and len(present) < len(parts):
@@ -267,13 +266,15 @@ def _arrow_dtype(kind: pa.DataType) -> Any:
     return None
 
 
-def _read_table(path: Path, index: int,
-                columns: dict[str, pa.DataType] | None = None) -> pd.DataFrame | None:
+def _read_table(path: Path, index: int, schema: pa.Schema | None = None
+                ) -> pd.DataFrame | None:
     if not path.is_file():
         return None
-    table = with_added_columns(read_parquet(path), FLOWS_TEXT_SCHEMA) if (
-        path.stem == "flows") else read_parquet(path)
-    check_columns(path, table, columns or {}, what=f"{path.stem} table")
+    table = read_parquet(path)
+    if schema is not None:
+        table = with_added_columns(table, schema)
+        check_columns(path, table, dict(zip(schema.names, schema.types, strict=True)),
+                      what=f"{path.stem} table")
     frame = to_frame(table)
     frame["run"] = np.full(len(frame), index, dtype=np.uint32)
     return frame

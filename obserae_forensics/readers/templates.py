@@ -229,14 +229,13 @@ class RecordPlan:
                 out[column] = np.where(ipv6[:, None], v6, v4)  # per record, its family
             elif v4 is not None or v6 is not None:
                 out[column] = v4 if v4 is not None else v6
-        version = self.unsigned(rows, IP_VERSION)
         if ipv6 is not None:
             out["ip_version"] = np.where(ipv6, 6, 4).astype(np.uint8)
         elif self.has_ipv4:
             out["ip_version"] = np.full(n, 4, dtype=np.uint8)
         elif self.has_ipv6:
             out["ip_version"] = np.full(n, 6, dtype=np.uint8)
-        elif version is not None:
+        elif (version := self.unsigned(rows, IP_VERSION)) is not None:
             out["ip_version"] = version.astype(np.uint8)
         self._icmp(rows, out, n)
         first_us, last_us = self._times(rows, meta)
