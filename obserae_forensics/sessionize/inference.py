@@ -12,6 +12,11 @@ decides, `role_method` names it and `role_confidence` is fixed per rung:
    `icmp_echo` (ICMP, ICMPv6) sits on the same rung: the side that sent echo requests
    (type 8 / 128), the other sending none, is the client (0.90); with replies only
    (type 0 / 129), their sender is the server (0.80).
+   `icmp_error` (ICMP, ICMPv6), same rung, when no echo decides: an error message
+   (destination unreachable, time exceeded, redirect, parameter problem, source quench,
+   packet too big) answers traffic the other endpoint sent, so the side that alone sent
+   errors is the server (0.80): the host whose datagram bounced, or the tracer, is the
+   client.
 2. `cartography`: exactly one endpoint is declared as this service (address +
    protocol/port) in the Cartography. 0.80.
 3. `service_port` (TCP, UDP, SCTP, UDP-Lite): one port is a known service port (below 1024,
@@ -37,6 +42,7 @@ from .row import (
     METHOD_CARTOGRAPHY,
     METHOD_FIRST_SENDER,
     METHOD_ICMP_ECHO,
+    METHOD_ICMP_ERROR,
     METHOD_SERVICE_PORT,
     METHOD_TCP_HANDSHAKE,
     METHOD_TRAFFIC_SHAPE,
@@ -44,6 +50,35 @@ from .row import (
 )
 
 TRAFFIC_SHAPE_MIN_PEAK = 3
+
+# what an ICMP/ICMPv6 message is to the ladder (icmp_kind)
+ICMP_OTHER = 0
+ICMP_ECHO_REQUEST = 1
+ICMP_ECHO_REPLY = 2
+ICMP_ERROR = 3
+
+
+def icmp_kind(protocol: int, icmp_type: int) -> int:
+    """ICMP_* of a message of this type (protocol 1 or 58; ICMP_OTHER for anything else).
+
+    Errors: ICMP destination unreachable 3, source quench 4, redirect 5, time exceeded 11,
+    parameter problem 12; ICMPv6 (RFC 4443) 1-4. Like infer_server, numba compiles this
+    very function for the kernel and the reference calls it."""
+    if protocol == 1:
+        if icmp_type == 8:
+            return ICMP_ECHO_REQUEST
+        if icmp_type == 0:
+            return ICMP_ECHO_REPLY
+        if (3 <= icmp_type <= 5) or icmp_type == 11 or icmp_type == 12:
+            return ICMP_ERROR
+    elif protocol == 58:
+        if icmp_type == 128:
+            return ICMP_ECHO_REQUEST
+        if icmp_type == 129:
+            return ICMP_ECHO_REPLY
+        if 1 <= icmp_type <= 4:
+            return ICMP_ERROR
+    return ICMP_OTHER
 
 
 def infer_server(
@@ -53,7 +88,7 @@ def infer_server(
     syn_first_seen1: int,
     pure_syn: int,
     echo_request: int,
-    echo_reply: int,
+    icmp_answers: int,
     declared: int,
     port0: int,
     port1: int,
@@ -64,7 +99,8 @@ def infer_server(
 ) -> tuple[int, int, int]:
     """(server endpoint 0/1 in canonical order, METHOD_* code, confidence per mille).
 
-    Bit masks (`pure_syn`, `echo_*`, `declared`) have bit d set for canonical endpoint d;
+    Bit masks (`pure_syn`, `echo_request`, `declared`) have bit d set for canonical
+    endpoint d; `icmp_answers` has bit d for echo replies and bit 2 + d for error messages;
     `orient` is the endpoint that sent the earliest record.
     """
     if protocol == 6:
@@ -91,10 +127,17 @@ def infer_server(
             return 1, METHOD_ICMP_ECHO, 900
         if echo_request == 2:
             return 0, METHOD_ICMP_ECHO, 900
-        if echo_request == 0 and echo_reply == 1:
+        replies = icmp_answers & 3
+        errors = icmp_answers >> 2
+        if echo_request == 0 and replies == 1:
             return 0, METHOD_ICMP_ECHO, 800
-        if echo_request == 0 and echo_reply == 2:
+        if echo_request == 0 and replies == 2:
             return 1, METHOD_ICMP_ECHO, 800
+        if echo_request == 0 and replies == 0:
+            if errors == 1:
+                return 0, METHOD_ICMP_ERROR, 800
+            if errors == 2:
+                return 1, METHOD_ICMP_ERROR, 800
     if declared == 1:
         return 0, METHOD_CARTOGRAPHY, 800
     if declared == 2:

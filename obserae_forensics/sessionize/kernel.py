@@ -50,7 +50,7 @@ from numba.extending import intrinsic
 
 from ..jit_cache import drop_stale_jit_cache
 from . import row as R
-from .inference import infer_server
+from .inference import ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_ERROR, icmp_kind, infer_server
 from .keys import Records
 from .policy import SessionPolicy
 
@@ -176,6 +176,7 @@ _helper = nb.njit(cache=True, nogil=True, _nrt=False)
 # was a little faster again but took the kernel's compilation from ~25 s to ~140 s.
 _inline = nb.njit(cache=True, nogil=True, _nrt=False, inline="always")
 _infer = nb.njit(cache=True, nogil=True, _nrt=False)(infer_server)
+_icmp_kind = _inline(icmp_kind)
 
 
 def _prefetch_intrinsic(write: int) -> Any:
@@ -480,13 +481,15 @@ def _apply(M: Any, s: int, d: int, first: int, last: int, dst_port: int, domain:
         M[s, R.F_SEEN] |= 1 << e
     _flags(M, s, d, first, flags & R.FLAGS_MASK)
     _flags(M, s, e, first, flags >> R.REVERSE_FLAGS_SHIFT)  # a biflow record's other half
-    proto = M[s, R.F_PROTO]
-    icmp_type = dst_port >> 8
     # the type of a forward half that sent nothing is no message (0 would read "echo reply")
-    if forward and ((proto == 1 and icmp_type == 8) or (proto == 58 and icmp_type == 128)):
-        M[s, R.F_ECHO_REQUEST] |= 1 << d
-    if forward and ((proto == 1 and icmp_type == 0) or (proto == 58 and icmp_type == 129)):
-        M[s, R.F_ECHO_REPLY] |= 1 << d
+    if forward:
+        kind = _icmp_kind(M[s, R.F_PROTO], dst_port >> 8)
+        if kind == ICMP_ECHO_REQUEST:
+            M[s, R.F_ECHO_REQUEST] |= 1 << d
+        elif kind == ICMP_ECHO_REPLY:
+            M[s, R.F_ICMP_ANSWERS] |= 1 << d
+        elif kind == ICMP_ERROR:
+            M[s, R.F_ICMP_ANSWERS] |= 4 << d
     if src_declared:
         M[s, R.F_DECLARED] |= 1 << d
     if dst_declared:
@@ -533,7 +536,7 @@ def _finalize(M: Any, s: int, S: Any, slot: int, C: Any, closed_at: int, reason:
         port1 = M[s, R.F_HI_PORT]
         server, method, confidence = _infer(
             M[s, R.F_PROTO], M[s, R.F_ORIENT_DIR], M[s, R.F_SYN_FS0], M[s, R.F_SYN_FS1],
-            M[s, R.F_PURE_SYN], M[s, R.F_ECHO_REQUEST], M[s, R.F_ECHO_REPLY],
+            M[s, R.F_PURE_SYN], M[s, R.F_ECHO_REQUEST], M[s, R.F_ICMP_ANSWERS],
             M[s, R.F_DECLARED], port0, port1, known[port0], known[port1], peak0, peak1)
         M[s, R.F_ORIENT] = M[s, R.F_ORIENT_DIR]
         M[s, R.F_SERVER] = server

@@ -79,7 +79,14 @@ from typing import Any
 import numpy as np
 
 from . import row as R
-from .inference import infer_server
+from .inference import (
+    ICMP_ECHO_REPLY,
+    ICMP_ECHO_REQUEST,
+    ICMP_ERROR,
+    ICMP_OTHER,
+    icmp_kind,
+    infer_server,
+)
 from .keys import PORT_PROTOCOLS, Records
 from .policy import SessionPolicy
 
@@ -106,7 +113,7 @@ class RefSession:
     syn_first_seen: list[int] = field(default_factory=lambda: [R.NO_TIME, R.NO_TIME])
     pure_syn: int = 0
     echo_request: int = 0
-    echo_reply: int = 0
+    icmp_answers: int = 0  # bit d: echo replies, bit 2 + d: error messages
     declared: int = 0
     flows: int = 0
     late_records: int = 0
@@ -374,13 +381,13 @@ class ReferenceReplay:
                 s.syn_first_seen[side] = min(s.syn_first_seen[side], first)
                 if not seen & R.TCP_ACK:
                     s.pure_syn |= 1 << side
-        icmp_type = int(records.dst_port[i]) >> 8
-        if forward and (
-                (s.protocol == 1 and icmp_type == 8) or (s.protocol == 58 and icmp_type == 128)):
+        kind = icmp_kind(s.protocol, int(records.dst_port[i]) >> 8) if forward else ICMP_OTHER
+        if kind == ICMP_ECHO_REQUEST:
             s.echo_request |= 1 << d
-        if forward and (
-                (s.protocol == 1 and icmp_type == 0) or (s.protocol == 58 and icmp_type == 129)):
-            s.echo_reply |= 1 << d
+        elif kind == ICMP_ECHO_REPLY:
+            s.icmp_answers |= 1 << d
+        elif kind == ICMP_ERROR:
+            s.icmp_answers |= 4 << d
         if records.src_declared[i]:
             s.declared |= 1 << d
         if records.dst_declared[i]:
@@ -440,7 +447,7 @@ class ReferenceReplay:
         if s.inherited is None:
             server, method, confidence = infer_server(
                 s.protocol, s.orient_dir, s.syn_first_seen[0], s.syn_first_seen[1], s.pure_syn,
-                s.echo_request, s.echo_reply, s.declared, s.key[3], s.key[6],
+                s.echo_request, s.icmp_answers, s.declared, s.key[3], s.key[6],
                 bool(self.known_ports[s.key[3]]), bool(self.known_ports[s.key[6]]),
                 s.peaks[0], s.peaks[1])
             s.inherited = (s.orient_dir, server, method, confidence)

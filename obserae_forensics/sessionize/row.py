@@ -72,7 +72,7 @@ HOT_END = 32  # fields a record of an open session reads and writes: four cache 
 F_FIRST_DST_PORT = 32  # dst_port of the orientation record (ICMP type << 8 | code)
 F_DOMAIN = 33  # its exporter_domain
 F_ECHO_REQUEST = 34  # bit d: endpoint d sent ICMP/ICMPv6 echo requests
-F_ECHO_REPLY = 35  # bit d: endpoint d sent echo replies
+F_ICMP_ANSWERS = 35  # bit d: endpoint d sent echo replies; bit 2 + d: ICMP errors
 F_DECLARED = 36  # bit d: the Cartography declares endpoint d as this service
 F_SPLIT = 37
 F_ROOT_OPENED = 38  # fragment 0's (opened, late, dup): conversation_id
@@ -195,8 +195,9 @@ METHOD_CARTOGRAPHY = 2
 METHOD_SERVICE_PORT = 3
 METHOD_TRAFFIC_SHAPE = 4
 METHOD_FIRST_SENDER = 5
+METHOD_ICMP_ERROR = 6
 METHOD_NAMES = ("tcp_handshake", "icmp_echo", "cartography", "service_port", "traffic_shape",
-                "first_sender")
+                "first_sender", "icmp_error")
 
 # TCP flag bits
 TCP_FIN = 0x01

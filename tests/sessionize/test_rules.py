@@ -455,6 +455,34 @@ def test_icmp_echo_pairs_into_one_session_with_type_and_server(engine: str) -> N
     assert (s["server_ip"], s["role_method"], s["protocol_number"]) == (B, "icmp_echo", 1)
 
 
+@pytest.mark.parametrize(("proto", "icmp_type"), [(1, 3), (1, 11), (1, 5), (58, 1), (58, 3)])
+def test_an_icmp_error_s_sender_is_the_server(engine: str, proto: int, icmp_type: int) -> None:
+    """A port unreachable (or a traceroute's time exceeded) answers the other endpoint's
+    traffic: its receiver is the client, though the error is the session's first record."""
+    records = [rec(0, proto=proto, src=B, dst=A, sport=0, dport=icmp_type << 8 | 3)]
+    [s] = run(records, engine=engine)[0].to_pylist()
+    assert (s["ip_a"], s["client_ip"], s["server_ip"]) == (B, A, B)
+    assert (s["role_method"], s["role_confidence"], s["icmp_type"]) == ("icmp_error", 0.8,
+                                                                        icmp_type)
+
+
+def test_echo_decides_before_errors_and_errors_both_ways_decide_nothing(engine: str) -> None:
+    """B pings A, A answers with an unreachable: the echo request names the client. Errors
+    from both sides (routers' time exceeded crossing) leave the ICMP rung to the next."""
+    pinged = [rec(0, proto=1, src=B, dst=A, sport=0, dport=8 << 8),
+              rec(0.1, proto=1, src=A, dst=B, sport=0, dport=3 << 8 | 1)]
+    [s] = run(pinged, engine=engine)[0].to_pylist()
+    assert (s["client_ip"], s["role_method"]) == (B, "icmp_echo")
+    crossed = [rec(0, proto=1, src=B, dst=A, sport=0, dport=11 << 8),
+               rec(0.1, proto=1, src=A, dst=B, sport=0, dport=3 << 8 | 3)]
+    [s] = run(crossed, engine=engine)[0].to_pylist()
+    assert (s["client_ip"], s["role_method"]) == (B, "first_sender")
+    # a type that is neither echo nor error (timestamp request) is no evidence either
+    [s] = run([rec(0, proto=1, src=B, dst=A, sport=0, dport=13 << 8)],
+              engine=engine)[0].to_pylist()
+    assert s["role_method"] == "first_sender"
+
+
 def test_protocol_column_is_the_iana_keyword(engine: str) -> None:
     records = [rec(0, proto=47), rec(0, proto=58, dport=128 << 8), rec(0, proto=253)]
     sessions, _, _ = run(records, engine=engine)
