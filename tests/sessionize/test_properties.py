@@ -55,7 +55,7 @@ def records(draw: st.DrawFn) -> list[dict[str, Any]]:
             first, first + length, src=src, dst=dst, proto=proto,
             sport=draw(st.sampled_from(PORTS)),
             dport=draw(st.sampled_from(PORTS)) if proto != 1 else
-            draw(st.sampled_from((8 << 8, 0, 3 << 8 | 1))),
+            draw(st.sampled_from((8 << 8, 0, 3 << 8 | 1, 11 << 8, 13 << 8))),
             flags=draw(st.sampled_from((0, SYN, SYN | ACK, ACK, ACK | FIN, SYN | ACK | FIN,
                                         RST, RST | ACK))) if proto == 6 else 0,
             packets=packets, octets=packets * draw(st.integers(0, 1500)),
