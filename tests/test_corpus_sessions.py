@@ -54,3 +54,32 @@ def test_sessions_match_tshark_conversations(corpus: Path, tmp_path: Path, expor
     for protocol in ("tcp", "udp"):
         ours = int((sessions["protocol"] == protocol.upper()).sum())
         assert ours == tshark_conversations(corpus / "raw" / raw, protocol, extra), protocol
+
+
+def test_a_traceroute_s_tracer_is_the_client_of_every_router_that_answered(
+        corpus: Path, tmp_path: Path) -> None:
+    """nfpcapd's flows of a real traceroute: each router's time-exceeded messages are a
+    session of their own, one-way, whose first (and only) sender is the router. The
+    tracer, which tshark shows sending every echo request, is the client of all of them
+    (icmp_error; first_sender made each router the client)."""
+    raw = corpus / "raw" / "chrissanders_icmp_traceroute.pcapng"
+    subprocess.run([need_tool("nfpcapd"), "-r", str(raw), "-w", str(tmp_path)], check=True,
+                   capture_output=True)
+    [flows] = tmp_path.glob("nfcapd.*")
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["sessionize", str(flows), "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    fields = subprocess.run(
+        [need_tool("tshark"), "-r", str(raw), "-T", "fields", "-E", "occurrence=f", "-e",
+         "ip.src", "-e", "icmp.type", "-Y", "icmp.type == 8 || icmp.type == 11"],
+        check=True, capture_output=True, text=True).stdout.split()
+    # the outer header only: an error quotes the datagram it answers
+    senders = dict(zip(fields[1::2], fields[0::2], strict=True))  # type -> its last sender
+    routers = {ip for ip, kind in zip(fields[0::2], fields[1::2], strict=True) if kind == "11"}
+    sessions = pq.read_table(out / "sessions.parquet").to_pylist()
+    answered = [s for s in sessions if s["icmp_type"] == 11]
+    assert {s["server_ip"] for s in answered} == routers and len(routers) >= 8
+    assert {ip for ip, kind in zip(fields[0::2], fields[1::2], strict=True) if kind == "8"} \
+        == {senders["8"]}
+    assert {(s["client_ip"], s["role_method"], s["role_confidence"]) for s in answered} == \
+        {(senders["8"], "icmp_error", 0.8)}
