@@ -147,7 +147,7 @@ def inspect_command(
 
 
 INSPECT_COLUMNS = [
-    ("exporter", "exporter"), ("exporter_domain", "domain"), ("version", "v"),
+    ("exporter", "exporter"), ("exporter_domain", "domain"), ("versions", "v"),
     ("datagrams", "datagrams"), ("records", "records"), ("packets", "packets"),
     ("octets", "bytes"), ("templates", "templates"), ("sequence_lost", "seq lost"),
     ("duplicates", "dups"), ("undecodable_sets", "bad sets"),

@@ -51,6 +51,7 @@ EXPORTER_COLUMNS: list[tuple[str, pa.DataType]] = [
     ("exporter", pa.string()),
     ("exporter_domain", pa.uint32()),
     ("version", pa.uint8()),
+    ("versions", pa.string()),
     ("datagrams", pa.uint64()),
     ("records", pa.uint64()),
     ("packets", pa.uint64()),
@@ -148,6 +149,7 @@ def exporters_table(report: RunReport, pressure: dict[str, dict[str, Any]] | Non
         p = pressure.get(exporter, {})
         values = {
             "exporter": exporter, "exporter_domain": domain, "version": stats.version,
+            "versions": ",".join(str(v) for v in sorted(stats.versions)),
             "datagrams": stats.datagrams, "records": stats.records, "packets": stats.packets,
             "octets": stats.octets, "templates": stats.templates,
             "template_changes": stats.template_changes,

@@ -27,7 +27,7 @@ class ExporterStats:
 
     exporter: str
     domain: int
-    version: int = 0
+    versions: set[int] = field(default_factory=set)  # export versions seen: 5, 9, 10
     datagrams: int = 0
     records: int = 0
     packets: int = 0
@@ -49,6 +49,13 @@ class ExporterStats:
     clock_offset_min_us: int | None = None
     clock_offset_max_us: int | None = None
     missing_templates: Counter[int] = field(default_factory=Counter)  # template id -> records
+
+    @property
+    def version(self) -> int:
+        """The highest export version seen (0: none). One address and domain can send
+        several (v5 and v9 from one router, exports of one capture given together);
+        `versions` holds them all, so a row never claims one version for another's data."""
+        return max(self.versions, default=0)
 
     def see_export(self, export_us: int, arrival_us: int | None) -> None:
         """Track first/last export time and the exporter-minus-capture clock offset."""

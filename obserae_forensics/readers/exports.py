@@ -367,7 +367,7 @@ class ExportDecoder:
         stream = self._streams.get(key)
         if stream is None:
             stats = self.report.exporter(datagram.exporter, domain)
-            stats.version = version
+            stats.versions.add(version)
             stream = self._streams[key] = _Stream(stats, len(self._stream_list))
             self._stream_list.append(stream)
         stats = stream.stats

@@ -772,7 +772,8 @@ def _control_record(
             return
         state.exporters[sysid] = _Exporter(text, domain, version)
         state.stream_of_sysid[sysid] = state.stream(text, domain)
-        report.exporter(text, domain).version = version
+        if version:
+            report.exporter(text, domain).versions.add(version)
     elif record_type == EXPORTER_STAT_RECORD and len(record) >= 8:
         count = int(np.frombuffer(record, f"{state.order}u4", 1, 4)[0])  # its size checked above
         entries = np.frombuffer(record, _swap(EXPORTER_STAT, state.order), count, 8)
@@ -932,8 +933,9 @@ def _count_exporters(state: _FileState, columns: dict[str, np.ndarray], report: 
             columns["reverse_packets"][mine])
         stats.octets += exact_sum(columns["octets"][mine]) + exact_sum(
             columns["reverse_octets"][mine])
-        if stats.version == 0:
-            stats.version = int(columns["export_version"][mine][0])
+        if not stats.versions:  # no exporter record said it: the records' own
+            stats.versions.update(int(v) for v in np.unique(columns["export_version"][mine])
+                                  if v)
 
 
 def _count_aggregates(flows: np.ndarray, stats: FileStats) -> None:

@@ -176,6 +176,21 @@ def test_exporters_are_kept_apart_by_address_and_domain() -> None:
     assert report.exporters[("192.0.2.1", 2)].missing_templates[256] == 1
 
 
+def test_an_exporter_sending_several_versions_lists_them_all() -> None:
+    """v5 and IPFIX from one address and domain 0 share a row of the exporters table: its
+    `version` was whichever stream came last, so the row claimed IPFIX for v5 data."""
+    from obserae_forensics.pipeline import exporters_table
+
+    report = RunReport()
+    decoder = ExportDecoder(report)
+    table_of(decoder.feed([
+        datagram(ipfix(template_set(2, 256, FIELDS), data_set(256, record(1, 1))), 1),
+        datagram(v5([1, 2]), 2),
+    ]) + decoder.finish())
+    [row] = exporters_table(report).to_pylist()
+    assert (row["version"], row["versions"], row["records"]) == (10, "5,10", 3)
+
+
 def test_batches_round_trip_through_parquet(tmp_path: Path) -> None:
     decoder = ExportDecoder(RunReport())
     table = table_of(decoder.feed([datagram(v5([1, 2, 3]), 1)]))
