@@ -12,9 +12,9 @@ decides, `role_method` names it and `role_confidence` is fixed per rung:
    `icmp_echo` (ICMP, ICMPv6) sits on the same rung: the side that sent echo requests
    (type 8 / 128), the other sending none, is the client (0.90); with replies only
    (type 0 / 129), their sender is the server (0.80).
-   `icmp_error` (ICMP, ICMPv6), same rung, when no echo decides: an error message
-   (destination unreachable, time exceeded, redirect, parameter problem, source quench,
-   packet too big) answers traffic the other endpoint sent, so the side that alone sent
+   `icmp_error` (ICMP, ICMPv6), same rung, when neither side sent echo messages: an error
+   message (destination unreachable, time exceeded, redirect, parameter problem, source
+   quench, packet too big) answers traffic the other endpoint sent, so the side that alone sent
    errors is the server (0.80): the host whose datagram bounced, or the tracer, is the
    client.
 2. `cartography`: exactly one endpoint is declared as this service (address +
