@@ -72,11 +72,15 @@ def address_pool(rng: np.random.Generator) -> list[str]:
     )
 
 
-def write_cartography(path: Path, rng: np.random.Generator, pool: list[str]) -> None:
+def write_cartography(path: Path, rng: np.random.Generator, pool: list[str]) -> list[bool]:
+    """-> for each host, whether its address is IPv6 (rules must not pair families)."""
     lines = ["hosts:"]
+    host_v6 = []
     for i in range(300):
         port = int(rng.integers(1, 65536))
-        lines.append(f"  host{i}:\n    addresses: [{pool[int(rng.integers(len(pool)))]!r}]")
+        address = pool[int(rng.integers(len(pool)))]
+        host_v6.append(":" in address)
+        lines.append(f"  host{i}:\n    addresses: [{address!r}]")
         lines.append(f"    services: [tcp/{port}]")
     lines.append("networks:")
     for i in range(300):
@@ -93,20 +97,24 @@ def write_cartography(path: Path, rng: np.random.Generator, pool: list[str]) -> 
             members.append(f"group{int(rng.integers(0, i))}")  # nesting
         lines.append(f"  group{i}: [{', '.join(members)}]")
     path.write_text("\n".join(lines) + "\n")
+    return host_v6
 
 
-def write_flow_matrix(path: Path, rng: np.random.Generator, rules: int) -> None:
-    names = (
-        [f"net{i}" for i in range(300)]
-        + [f"group{i}" for i in range(100)]
-        + [f"host{i}" for i in range(300)]
-        + [f"net6_{i}" for i in range(20)]
-        + ["internal4", "internet4", "any"]
-    )
+def write_flow_matrix(path: Path, rng: np.random.Generator, rules: int,
+                      host_v6: list[bool]) -> None:
+    """Rules of one address family each: a rule whose source can only be IPv6 and whose
+    destination only IPv4 is refused by the Flow Matrix reader (it can never match)."""
+    hosts = [f"host{i}" for i, v6 in enumerate(host_v6) if not v6]
+    names4 = ([f"net{i}" for i in range(300)] + [f"group{i}" for i in range(100)] + hosts
+              + ["internal4", "internet4", "any"])
+    names6 = ([f"net6_{i}" for i in range(20)]
+              + [f"host{i}" for i, v6 in enumerate(host_v6) if v6] + ["any"])
     lines = ["rules:"]
     for i in range(rules):
+        names = names6 if rng.random() < 0.03 else names4
         # a third of the rules allow any internal client, as real matrices often do
-        source = "internal4" if rng.random() < 0.33 else names[int(rng.integers(len(names)))]
+        source = ("internal4" if names is names4 and rng.random() < 0.33
+                  else names[int(rng.integers(len(names)))])
         destination = [names[int(rng.integers(len(names)))] for _ in range(2)]
         protocol = ["tcp", "udp", "[tcp, udp]"][int(rng.integers(3))]
         low = int(rng.integers(1, 60000))
@@ -195,8 +203,8 @@ def main() -> None:
     pool = address_pool(rng)
     with tempfile.TemporaryDirectory() as tmp:
         cartography_path, matrix_path = Path(tmp, "cartography.yaml"), Path(tmp, "matrix.yaml")
-        write_cartography(cartography_path, rng, pool)
-        write_flow_matrix(matrix_path, rng, args.rules)
+        host_v6 = write_cartography(cartography_path, rng, pool)
+        write_flow_matrix(matrix_path, rng, args.rules, host_v6)
         started = time.perf_counter()
         cartography = load_cartography(cartography_path)
         matrix = load_flow_matrix(matrix_path, cartography)
