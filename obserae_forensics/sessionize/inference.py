@@ -51,34 +51,34 @@ from .row import (
 
 TRAFFIC_SHAPE_MIN_PEAK = 3
 
-# what an ICMP/ICMPv6 message is to the ladder (icmp_kind)
-ICMP_OTHER = 0
-ICMP_ECHO_REQUEST = 1
-ICMP_ECHO_REPLY = 2
-ICMP_ERROR = 3
 
+def icmp_evidence(protocol: int, icmp_type: int, sender: int) -> tuple[int, int]:
+    """(echo_request bits, icmp_answers bits) that a message of this type from endpoint
+    `sender` adds: bit d for echo requests, bit d for echo replies, bit 2 + d for errors
+    (infer_server reads them); (0, 0) for anything else, and for other protocols.
 
-def icmp_kind(protocol: int, icmp_type: int) -> int:
-    """ICMP_* of a message of this type (protocol 1 or 58; ICMP_OTHER for anything else).
-
+    Echo: ICMP 8/0, ICMPv6 128/129, and RFC 8335's extended echo (42/43, 160/161).
     Errors: ICMP destination unreachable 3, source quench 4, redirect 5, time exceeded 11,
-    parameter problem 12; ICMPv6 (RFC 4443) 1-4. Like infer_server, numba compiles this
-    very function for the kernel and the reference calls it."""
+    parameter problem 12, and IANA's other two (31 conversion error, 40 Photuris); every
+    ICMPv6 type below 128 (RFC 4443 2.1). Timestamp and address mask requests are no
+    evidence. Like infer_server, numba compiles this very function for the kernel and the
+    reference calls it, so the evidence is gathered one way."""
     if protocol == 1:
-        if icmp_type == 8:
-            return ICMP_ECHO_REQUEST
-        if icmp_type == 0:
-            return ICMP_ECHO_REPLY
-        if (3 <= icmp_type <= 5) or icmp_type == 11 or icmp_type == 12:
-            return ICMP_ERROR
+        if icmp_type == 8 or icmp_type == 42:
+            return 1 << sender, 0
+        if icmp_type == 0 or icmp_type == 43:
+            return 0, 1 << sender
+        if (3 <= icmp_type <= 5) or icmp_type == 11 or icmp_type == 12 or icmp_type == 31 \
+                or icmp_type == 40:
+            return 0, 4 << sender
     elif protocol == 58:
-        if icmp_type == 128:
-            return ICMP_ECHO_REQUEST
-        if icmp_type == 129:
-            return ICMP_ECHO_REPLY
-        if 1 <= icmp_type <= 4:
-            return ICMP_ERROR
-    return ICMP_OTHER
+        if icmp_type == 128 or icmp_type == 160:
+            return 1 << sender, 0
+        if icmp_type == 129 or icmp_type == 161:
+            return 0, 1 << sender
+        if 1 <= icmp_type <= 127:
+            return 0, 4 << sender
+    return 0, 0
 
 
 def infer_server(

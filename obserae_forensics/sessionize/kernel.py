@@ -50,7 +50,7 @@ from numba.extending import intrinsic
 
 from ..jit_cache import drop_stale_jit_cache
 from . import row as R
-from .inference import ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_ERROR, icmp_kind, infer_server
+from .inference import icmp_evidence, infer_server
 from .keys import Records
 from .policy import SessionPolicy
 
@@ -176,7 +176,7 @@ _helper = nb.njit(cache=True, nogil=True, _nrt=False)
 # was a little faster again but took the kernel's compilation from ~25 s to ~140 s.
 _inline = nb.njit(cache=True, nogil=True, _nrt=False, inline="always")
 _infer = nb.njit(cache=True, nogil=True, _nrt=False)(infer_server)
-_icmp_kind = _inline(icmp_kind)
+_icmp_evidence = _inline(icmp_evidence)
 
 
 def _prefetch_intrinsic(write: int) -> Any:
@@ -483,13 +483,9 @@ def _apply(M: Any, s: int, d: int, first: int, last: int, dst_port: int, domain:
     _flags(M, s, e, first, flags >> R.REVERSE_FLAGS_SHIFT)  # a biflow record's other half
     # the type of a forward half that sent nothing is no message (0 would read "echo reply")
     if forward:
-        kind = _icmp_kind(M[s, R.F_PROTO], dst_port >> 8)
-        if kind == ICMP_ECHO_REQUEST:
-            M[s, R.F_ECHO_REQUEST] |= 1 << d
-        elif kind == ICMP_ECHO_REPLY:
-            M[s, R.F_ICMP_ANSWERS] |= 1 << d
-        elif kind == ICMP_ERROR:
-            M[s, R.F_ICMP_ANSWERS] |= 4 << d
+        requests, answers = _icmp_evidence(M[s, R.F_PROTO], dst_port >> 8, d)
+        M[s, R.F_ECHO_REQUEST] |= requests
+        M[s, R.F_ICMP_ANSWERS] |= answers
     if src_declared:
         M[s, R.F_DECLARED] |= 1 << d
     if dst_declared:

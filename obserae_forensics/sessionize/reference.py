@@ -79,14 +79,7 @@ from typing import Any
 import numpy as np
 
 from . import row as R
-from .inference import (
-    ICMP_ECHO_REPLY,
-    ICMP_ECHO_REQUEST,
-    ICMP_ERROR,
-    ICMP_OTHER,
-    icmp_kind,
-    infer_server,
-)
+from .inference import icmp_evidence, infer_server
 from .keys import PORT_PROTOCOLS, Records
 from .policy import SessionPolicy
 
@@ -381,13 +374,10 @@ class ReferenceReplay:
                 s.syn_first_seen[side] = min(s.syn_first_seen[side], first)
                 if not seen & R.TCP_ACK:
                     s.pure_syn |= 1 << side
-        kind = icmp_kind(s.protocol, int(records.dst_port[i]) >> 8) if forward else ICMP_OTHER
-        if kind == ICMP_ECHO_REQUEST:
-            s.echo_request |= 1 << d
-        elif kind == ICMP_ECHO_REPLY:
-            s.icmp_answers |= 1 << d
-        elif kind == ICMP_ERROR:
-            s.icmp_answers |= 4 << d
+        if forward:
+            requests, answers = icmp_evidence(s.protocol, int(records.dst_port[i]) >> 8, d)
+            s.echo_request |= requests
+            s.icmp_answers |= answers
         if records.src_declared[i]:
             s.declared |= 1 << d
         if records.dst_declared[i]:

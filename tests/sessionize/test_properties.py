@@ -30,7 +30,7 @@ from .scenario import ACK, FIN, RST, SECOND, SYN, rec, run
 
 HOSTS = ("10.0.0.1", "10.0.0.2", "10.0.0.3", "2001:db8::1")
 PORTS = (53, 443, 40000, 40001)
-PROTOCOLS = (6, 6, 17, 1, 47)
+PROTOCOLS = (6, 6, 17, 1, 58, 47)
 
 SETTINGS = settings(max_examples=50, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -54,8 +54,9 @@ def records(draw: st.DrawFn) -> list[dict[str, Any]]:
         out.append(rec(
             first, first + length, src=src, dst=dst, proto=proto,
             sport=draw(st.sampled_from(PORTS)),
-            dport=draw(st.sampled_from(PORTS)) if proto != 1 else
-            draw(st.sampled_from((8 << 8, 0, 3 << 8 | 1, 11 << 8, 13 << 8))),
+            dport=draw(st.sampled_from(PORTS)) if proto not in (1, 58) else
+            draw(st.sampled_from((8 << 8, 0, 3 << 8 | 1, 11 << 8, 13 << 8) if proto == 1
+                                 else (128 << 8, 129 << 8, 1 << 8 | 4, 3 << 8, 135 << 8))),
             flags=draw(st.sampled_from((0, SYN, SYN | ACK, ACK, ACK | FIN, SYN | ACK | FIN,
                                         RST, RST | ACK))) if proto == 6 else 0,
             packets=packets, octets=packets * draw(st.integers(0, 1500)),

@@ -455,7 +455,8 @@ def test_icmp_echo_pairs_into_one_session_with_type_and_server(engine: str) -> N
     assert (s["server_ip"], s["role_method"], s["protocol_number"]) == (B, "icmp_echo", 1)
 
 
-@pytest.mark.parametrize(("proto", "icmp_type"), [(1, 3), (1, 11), (1, 5), (58, 1), (58, 3)])
+@pytest.mark.parametrize(("proto", "icmp_type"), [(1, 3), (1, 11), (1, 5), (1, 40), (58, 1),
+                                                   (58, 3), (58, 127)])
 def test_an_icmp_error_s_sender_is_the_server(engine: str, proto: int, icmp_type: int) -> None:
     """A port unreachable (or a traceroute's time exceeded) answers the other endpoint's
     traffic: its receiver is the client, though the error is the session's first record."""
@@ -477,10 +478,17 @@ def test_echo_decides_before_errors_and_errors_both_ways_decide_nothing(engine: 
                rec(0.1, proto=1, src=A, dst=B, sport=0, dport=3 << 8 | 3)]
     [s] = run(crossed, engine=engine)[0].to_pylist()
     assert (s["client_ip"], s["role_method"]) == (B, "first_sender")
-    # a type that is neither echo nor error (timestamp request) is no evidence either
-    [s] = run([rec(0, proto=1, src=B, dst=A, sport=0, dport=13 << 8)],
-              engine=engine)[0].to_pylist()
-    assert s["role_method"] == "first_sender"
+    # a type that is neither echo nor error (a timestamp request, an ICMPv6 neighbor
+    # solicitation) is no evidence either
+    for proto, icmp_type in ((1, 13), (58, 135)):
+        [s] = run([rec(0, proto=proto, src=B, dst=A, sport=0, dport=icmp_type << 8)],
+                  engine=engine)[0].to_pylist()
+        assert s["role_method"] == "first_sender"
+    # RFC 8335's extended echo (PROBE) is echo
+    probed = [rec(0, proto=58, src=B, dst=A, sport=0, dport=160 << 8),
+              rec(0.1, proto=58, src=A, dst=B, sport=0, dport=161 << 8)]
+    [s] = run(probed, engine=engine)[0].to_pylist()
+    assert (s["client_ip"], s["role_method"], s["role_confidence"]) == (B, "icmp_echo", 0.9)
 
 
 def test_protocol_column_is_the_iana_keyword(engine: str) -> None:
