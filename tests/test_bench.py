@@ -77,6 +77,5 @@ def test_compare_kernel_replays_blocks_with_a_kernel(monkeypatch: pytest.MonkeyP
     from obserae_forensics.sessionize import kernel
 
     blocks = compare_kernel.record_blocks(None, 3000)
-    seconds, sessions = compare_kernel.replay_seconds(kernel, blocks)
+    seconds, _ = compare_kernel.replay_seconds(kernel, blocks)  # this short, nothing closes
     assert sum(len(block) for block in blocks) == 3000 and seconds > 0
-    assert sessions >= 0  # generated traffic this short closes nothing before its end

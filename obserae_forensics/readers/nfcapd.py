@@ -933,9 +933,9 @@ def _count_exporters(state: _FileState, columns: dict[str, np.ndarray], report: 
             columns["reverse_packets"][mine])
         stats.octets += exact_sum(columns["octets"][mine]) + exact_sum(
             columns["reverse_octets"][mine])
-        if not stats.versions:  # no exporter record said it: the records' own
-            stats.versions.update(int(v) for v in np.unique(columns["export_version"][mine])
-                                  if v)
+        # the records' own versions too: an exporter record may be missing (nfpcapd writes
+        # none) or this address and domain may also come from another file
+        stats.versions.update(int(v) for v in np.unique(columns["export_version"][mine]) if v)
 
 
 def _count_aggregates(flows: np.ndarray, stats: FileStats) -> None:
