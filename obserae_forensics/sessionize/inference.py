@@ -14,9 +14,9 @@ decides, `role_method` names it and `role_confidence` is fixed per rung:
    (type 0 / 129), their sender is the server (0.80).
    `icmp_error` (ICMP, ICMPv6), same rung, when neither side sent echo messages: an error
    message (destination unreachable, time exceeded, redirect, parameter problem, source
-   quench, packet too big) answers traffic the other endpoint sent, so the side that alone sent
-   errors is the server (0.80): the host whose datagram bounced, or the tracer, is the
-   client.
+   quench, packet too big: icmp_evidence lists the types) answers traffic the other
+   endpoint sent, so the side that alone sent errors is the server (0.80): the host whose
+   datagram bounced, or the tracer, is the client.
 2. `cartography`: exactly one endpoint is declared as this service (address +
    protocol/port) in the Cartography. 0.80.
 3. `service_port` (TCP, UDP, SCTP, UDP-Lite): one port is a known service port (below 1024,
