@@ -182,8 +182,10 @@ def _usable_times(batch: pa.RecordBatch, report: RunReport) -> pa.RecordBatch:
     index = batch.column("record_index")
 
     def which(row: int) -> str:
-        return (f"the first record {index[row].as_py()} here (first_seen {int(first[row])} µs, "
-                f"last_seen {int(last[row])} µs)")
+        first_seen, last_seen = (f"{int(v)} µs" if v != UNUSABLE_TIME
+                                 else "past the int64 µs range" for v in (first[row], last[row]))
+        return (f"the first record {index[row].as_py()} here (first_seen {first_seen}, "
+                f"last_seen {last_seen})")
 
     beyond = (first < -TIME_LIMIT_US) | (first > TIME_LIMIT_US) | (last < -TIME_LIMIT_US) | (
         last > TIME_LIMIT_US)
@@ -209,16 +211,8 @@ def _usable_times(batch: pa.RecordBatch, report: RunReport) -> pa.RecordBatch:
             f"{index[row].as_py()} here: left out, as a time is what places a record in a "
             "session"), report)
     if beyond.any():
-
-        def far(row: int) -> str:
-            first_seen, last_seen = (f"{int(v)} µs" if v != UNUSABLE_TIME
-                                     else "past the int64 µs range"
-                                     for v in (first[row], last[row]))
-            return (f"a time more than 73,000 years from 1970, the first record "
-                    f"{index[row].as_py()} here (first_seen {first_seen}, "
-                    f"last_seen {last_seen})")
-
-        _report_per_file(batch, beyond, "bad_timestamp", far, report)
+        _report_per_file(batch, beyond, "bad_timestamp", lambda row: (
+            f"a time more than 73,000 years from 1970, {which(row)}"), report)
     drop = beyond | timeless
     return batch.filter(pa.array(~drop)) if drop.any() else batch
 
