@@ -464,11 +464,7 @@ def _manifest(
                         "start_us": totals.first_us, "end_us": totals.last_us},
         "counts": {
             "records_read": report.records,
-            "skipped": dict(sorted(report.skipped.items())),
-            "skipped_bytes": dict(sorted(report.skipped_bytes.items())),
-            "repaired": dict(sorted(report.repaired.items())),
-            "ignored": dict(sorted(report.ignored.items())),
-            "ignored_bytes": dict(sorted(report.ignored_bytes.items())),
+            **report.reason_counts(),
             "sessions": result.sessions,
             "flows": result.flows,
             "sessions_by_state": dict(sorted(result.states.items())),

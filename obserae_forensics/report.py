@@ -190,15 +190,22 @@ class RunReport:
                      "aggregation: each is one record in its session)")
         return line
 
+    def reason_counts(self) -> dict[str, dict[str, int]]:
+        """Units by reason, as the manifest's counts give them: skipped (and their bytes),
+        repaired, ignored (and their bytes)."""
+        return {
+            "skipped": dict(sorted(self.skipped.items())),
+            "skipped_bytes": dict(sorted(self.skipped_bytes.items())),
+            "repaired": dict(sorted(self.repaired.items())),
+            "ignored": dict(sorted(self.ignored.items())),
+            "ignored_bytes": dict(sorted(self.ignored_bytes.items())),
+        }
+
     def as_dict(self) -> dict[str, Any]:
         """Plain data for manifest.json."""
         return {
             "records": self.records,
-            "skipped": dict(sorted(self.skipped.items())),
-            "skipped_bytes": dict(sorted(self.skipped_bytes.items())),
-            "ignored": dict(sorted(self.ignored.items())),
-            "ignored_bytes": dict(sorted(self.ignored_bytes.items())),
-            "repaired": dict(sorted(self.repaired.items())),
+            **self.reason_counts(),
             "examples": [str(p) for p in self.examples],
             "files": {
                 path: {

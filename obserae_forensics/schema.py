@@ -103,6 +103,7 @@ FLOW_NUMERIC_DTYPES: dict[str, str] = {
     "arrival": "int64",
 }
 FLOW_ADDRESS_COLUMNS = ("src_addr", "dst_addr", "next_hop")
+FLOW_STRING_COLUMNS = ("exporter", "source_file")
 
 # FLOW_SCHEMA columns added after the first tables were written, with the value a record has
 # when its exporter sent none: a table of an earlier version lacks them and reads as such
@@ -119,7 +120,7 @@ def with_added_columns(table: pa.Table, schema: pa.Schema) -> pa.Table:
             table = table.add_column(min(schema.get_field_index(name), table.num_columns),
                                      field, filled)
     return table
-FLOW_STRING_COLUMNS = ("exporter", "source_file")
+
 
 _session_fields: list[pa.Field[Any]] = [
     pa.field("session_id", pa.string(), nullable=False),
