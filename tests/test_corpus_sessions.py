@@ -9,6 +9,7 @@ are compared with tshark's IPv4 conversations only.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -83,3 +84,28 @@ def test_a_traceroute_s_tracer_is_the_client_of_every_router_that_answered(
         == {senders["8"]}
     assert {(s["client_ip"], s["role_method"], s["role_confidence"]) for s in answered} == \
         {(senders["8"], "icmp_error", 0.8)}
+
+
+def test_a_softflowd_biflow_scan_collected_by_nfcapd_names_the_scanner_the_client(
+        corpus: Path, fixtures: Path, tmp_path: Path) -> None:
+    """softflowd `-b` puts the lower address first, here every target, so each scan probe
+    is a biflow whose reverse half holds the SYN; nfcapd 1.7.1 stores those reverse flags
+    as the forward ones. Read as written, every target was the client of its scanner at
+    0.90; the scanner tshark shows sending every SYN is the client of every session."""
+    out = tmp_path / "run"
+    scan = fixtures / "sf_v10_biflow_synscan.lz4.nfcapd"
+    result = CliRunner().invoke(app, ["sessionize", str(scan), "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    syn_senders = set(subprocess.run(
+        [need_tool("tshark"), "-r", str(corpus / "raw" / "chrissanders_synscan.pcapng"), "-T",
+         "fields", "-e", "ip.src", "-Y", "tcp.flags.syn == 1 && tcp.flags.ack == 0"],
+        check=True, capture_output=True, text=True).stdout.split())
+    sessions = pq.read_table(out / "sessions.parquet").to_pandas()
+    assert len(sessions) == 1993  # 1994 records, one of them stored without a time
+    assert set(sessions["client_ip"]) == syn_senders and len(syn_senders) == 1
+    assert set(sessions["role_method"]) == {"tcp_handshake"}
+    # the targets' answers (RST|ACK, SYN|ACK) were the lost forward flags: those sessions
+    # stay open where the export capture closes five `rejected`
+    assert (sessions["close_reason"] == "no_reply").sum() == 1985
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"]["repaired"]["nfcapd_reverse_flags"] == 1994

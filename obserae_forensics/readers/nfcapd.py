@@ -405,6 +405,7 @@ def _read(
                 continue
             _count_exporters(state, columns, report)
             _count_aggregates(columns.pop("_aggregated_flows"), stats)
+            _count_flags_put_back(state, columns.pop("_flags_put_back"), frame, offset, report)
             pending.append(columns)
             pending_rows += rows
             while pending_rows >= batch_size:
@@ -650,7 +651,8 @@ _COLUMN_DEFAULTS: Final[dict[str, tuple[str, int]]] = {
     "_sysid": ("uint16", 0), "_flags": ("uint8", 0), "_msec_received": ("int64", 0),
     "_sampler_interval": ("uint32", 0), "_selector_id": ("int64", 0),
     "_sampler_sysid": ("uint16", 0), "_has_selector": ("bool", 0), "_has_router": ("bool", 0),
-    "_aggregated_flows": ("uint64", 0),
+    "_aggregated_flows": ("uint64", 0), "reverse_tcp_flags": ("uint16", 0),
+    "_flags_put_back": ("bool", 0),
 }
 _ADDRESS_COLUMNS: Final = ("src_addr", "dst_addr", "next_hop", "_router")
 
@@ -945,6 +947,20 @@ def _count_aggregates(flows: np.ndarray, stats: FileStats) -> None:
     if several.any():
         stats.aggregated_records += int(np.count_nonzero(several))
         stats.aggregated_flows += exact_sum(flows[several])
+
+
+def _count_flags_put_back(state: _FileState, put_back: np.ndarray, frame: int, offset: int,
+                          report: RunReport) -> None:
+    """Say where an IPFIX biflow's TCP flags were given back to the reverse direction
+    (`nfcapd_v3._put_back_reverse_flags`): the forward direction's were lost by nfcapd."""
+    count = int(np.count_nonzero(put_back))
+    if count:
+        report.repair(MalformedInput(
+            f"{count} IPFIX biflow record(s) whose TCP flags nfcapd stored in the forward "
+            "field are the reverse direction's (nfcapd 1.7 writes reverseTcpControlBits over "
+            "tcpControlBits): kept as the reverse flags, the forward flags lost",
+            source=state.source, offset=offset, frame=frame, reason="nfcapd_reverse_flags"),
+            count=count)
 
 
 def _finish_exporters(state: _FileState, report: RunReport) -> None:

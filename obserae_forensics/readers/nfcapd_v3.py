@@ -216,4 +216,32 @@ def decode_layout(rows: np.ndarray, layout: Layout) -> dict[str, np.ndarray]:
         out["_observation_domain"] = rows["observation_domain"].astype(np.uint32)
     if "aggregated_flows" in present:
         out["_aggregated_flows"] = rows["aggregated_flows"].astype(np.uint64)
+        if "msec_first" in present:
+            _put_back_reverse_flags(rows, out)
     return out
+
+
+def _put_back_reverse_flags(rows: np.ndarray, out: dict[str, np.ndarray]) -> None:
+    """Give an IPFIX biflow record's TCP flags back to the direction that sent them.
+
+    nfcapd 1.7 maps RFC 5103 reverse elements (enterprise 29305) onto their forward element
+    unless they are counters (`ipfixReverseMap` in `src/netflow/ipfix.c`, unchanged from
+    1.7.1 to today's source), and each element of a template writes its field in template
+    order: reverseTcpControlBits (29305/6) lands on tcpFlags and the later one stays. Every
+    RFC 5103 exporter we have bytes of sends it after tcpControlBits (softflowd 1.1.0 `-b`,
+    ipfixprobe in akvorado's capture), so the field holds the reverse direction's flags and
+    the forward's are lost: proven on the corpus biflow capture, whose 443 record is FIN|ACK
+    forward and FIN|PSH|ACK reverse in the datagram and FIN|PSH|ACK in nfcapd's file. Left
+    where they were, the flags are the other side's: a softflowd `-b` SYN scan collected by
+    nfcapd named every target the client of its scanner. The reverse counters (EXcntFlow) in
+    an IPFIX record say the template was a biflow's; nfdump's own aggregations (`-b`, `-B`,
+    several flows a record) pair records themselves and are left as they are.
+    """
+    moved = ((rows["nfversion"] == 10) & (rows["protocol"] == 6)
+             & (rows["aggregated_flows"] <= 1))
+    if not moved.any():
+        return
+    flags = out["tcp_flags"]
+    out["reverse_tcp_flags"] = np.where(moved, flags, 0).astype(np.uint16)
+    out["tcp_flags"] = np.where(moved, 0, flags).astype(np.uint16)
+    out["_flags_put_back"] = moved & (flags != 0)

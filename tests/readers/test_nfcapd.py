@@ -76,8 +76,12 @@ def our_records(table: pa.Table) -> list[tuple[object, ...]]:
     last = [v // 1000 for v in ints("last_seen")]
     arrival = [v // 1000 for v in ints("arrival")]
     exporter = [str(v) for v in table.column("exporter").to_pylist()]
+    # the field nfcapd stored: an IPFIX biflow's flags are read back as the reverse ones
+    # (test_nfcapd_stores_a_biflow_s_reverse_tcp_flags_in_the_forward_field), where nfdump
+    # shows them as the forward flags
+    stored = [f | r for f, r in zip(ints("tcp_flags"), ints("reverse_tcp_flags"), strict=True)]
     return list(zip(first, last, texts("src_addr"), texts("dst_addr"), ints("src_port"),
-                    ints("dst_port"), ints("protocol"), ints("tcp_flags"), ints("tos"),
+                    ints("dst_port"), ints("protocol"), stored, ints("tos"),
                     ints("packets"), ints("octets"), ints("reverse_packets"),
                     ints("reverse_octets"), ints("input_if"), ints("output_if"), ints("src_as"),
                     ints("dst_as"), exporter, arrival, strict=True))
@@ -337,3 +341,34 @@ def test_a_record_without_times_is_left_out_and_said(corpus: Path) -> None:
     assert table.num_rows == raw.num_rows - 1 == report.records
     assert report.skipped["no_times"] == 1
     assert table.column("first_seen").cast("int64").to_numpy().min() > 0
+
+
+def test_nfcapd_stores_a_biflow_s_reverse_tcp_flags_in_the_forward_field(corpus: Path) -> None:
+    """The corpus biflow capture and the file nfcapd collected from the same datagrams:
+    for every TCP record the flags nfcapd stored (nfdump's Flags) are the datagram's
+    reverseTcpControlBits, not its tcpControlBits (the 443 record: FIN|ACK forward, FIN|PSH|ACK
+    reverse, FIN|PSH|ACK in the file). The reader gives them back to the reverse direction
+    and says so; read as forward flags they made the answering side the SYN's sender."""
+    from tests.readers.test_corpus_exports import decode_files
+
+    datagrams, _ = decode_files(corpus / "exports" / "sf_v10_biflow_test.pcap")
+    path = corpus / "nfcapd" / "sf_v10_biflow_test.nfcapd"
+    table, report = read_table(path)
+    oracle = nfdump_records(path)
+
+    def tcp(rows: pa.Table) -> dict[tuple[object, ...], tuple[int, int]]:
+        keys = our_records(rows)
+        flags = zip(rows.column("tcp_flags").to_pylist(),
+                    rows.column("reverse_tcp_flags").to_pylist(), strict=True)
+        return {key[2:6]: flag for key, flag in zip(keys, flags, strict=True) if key[6] == 6}
+
+    sent = tcp(datagrams)
+    stored = {key[2:6]: key[7] for key in oracle if key[6] == 6}
+    assert sent.keys() == stored.keys() and len(sent) == 7
+    assert all(stored[key] == reverse for key, (_, reverse) in sent.items())
+    assert any(forward != reverse for forward, reverse in sent.values())  # not a coincidence
+    assert tcp(table) == {key: (0, reverse) for key, (_, reverse) in sent.items()}
+    assert report.repaired["nfcapd_reverse_flags"] == sum(1 for f in stored.values() if f)
+    # a non-biflow IPFIX file of the same traffic keeps its flags where nfcapd put them
+    plain, plain_report = read_table(corpus / "nfcapd" / "sf_v10_test.nfcapd")
+    assert not plain_report.repaired and not any(plain.column("reverse_tcp_flags").to_pylist())
