@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -109,3 +110,32 @@ def test_a_softflowd_biflow_scan_collected_by_nfcapd_names_the_scanner_the_clien
     assert (sessions["close_reason"] == "no_reply").sum() == 1985
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["counts"]["repaired"]["nfcapd_reverse_flags"] == 1994
+
+
+def test_softflowd_v9_over_a_month_long_capture_keeps_its_flows_before_their_export(
+        corpus: Path, fixtures: Path, tmp_path: Path) -> None:
+    """softflowd -r flushes a capture's flows when it ends, so flows weeks old travel in one
+    datagram. v9 gives their starts as 32-bit uptime ms: read as signed ages, the two older
+    than 24.8 days came out after their own export, past the capture's last packet; the
+    watermark jumped there, and 44 of 48 records were late, one session each."""
+    raw = corpus / "raw" / "zeek_ssh.pcap"
+    times = subprocess.run([need_tool("tshark"), "-r", str(raw), "-T", "fields", "-e",
+                            "frame.time_epoch"], check=True, capture_output=True,
+                           text=True).stdout.split()
+    last_packet = datetime.fromtimestamp(float(times[-1]) + 0.001, UTC)
+    runs = {}
+    for replay in ("arrival", "event"):
+        out = tmp_path / replay
+        result = CliRunner().invoke(app, ["sessionize", str(fixtures / "sf_v9_zeek_ssh.pcap"),
+                                          "--out", str(out), "-q", "--replay", replay])
+        assert result.exit_code == 0, result.output
+        runs[replay] = pq.read_table(out / "sessions.parquet").to_pandas()
+    flows = pq.read_table(tmp_path / "arrival" / "flows.parquet").to_pandas()
+    assert len(flows) == 48
+    assert flows["last_seen"].max() <= last_packet
+    # the first conversation flushed comes after flows five days younger: its two halves
+    # are late, and only they
+    assert runs["arrival"]["late"].sum() == 2
+    for protocol in ("tcp", "udp"):
+        assert (runs["event"]["protocol"] == protocol.upper()).sum() == \
+            tshark_conversations(raw, protocol, "")

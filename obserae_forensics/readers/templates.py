@@ -65,9 +65,10 @@ V9_SCOPE_INTERFACE = 2  # RFC 3954 §6.1 scope field types: 1 System, 2 Interfac
 NTP_UNIX_OFFSET_S = 2_208_988_800  # seconds from 1900-01-01 (NTP era 0) to 1970-01-01
 PENDING_LIMIT_BYTES = 64 * 1024 * 1024  # data held back waiting for templates, whole run
 UPTIME_WRAP_MS = 1 << 32
-# IPFIX uptime times (IE 22/21 + 160) may wrap: pick the 2^32 multiple that puts the time
-# at most this far after the export time (a flow cannot end after it is exported; a day
-# of slack absorbs exporter clock jitter without ever choosing the wrong lap).
+# Uptime times (IE 22/21: against IPFIX's 160 or the v5/v9 header's sysUptime) may wrap:
+# pick the 2^32 multiple that puts the time at most this far after the export time (a flow
+# cannot end after it is exported; a day of slack absorbs exporter clock jitter without
+# ever choosing the wrong lap).
 UPTIME_SLACK_MS = 86_400_000
 
 _TIME_KINDS: tuple[tuple[str, tuple[Element, Element]], ...] = (
@@ -378,9 +379,14 @@ class RecordPlan:
                             meta.export_us - values, UNUSABLE_TIME)
         # uptime-relative (IE 22/21)
         if self.version in (5, 9):
-            # signed 32-bit age from the header's sysUptime: survives the 49.7-day wrap
+            # the age from the header's sysUptime, modulo the 49.7-day wrap, in the window
+            # IPFIX's laps use too: at most UPTIME_SLACK_MS after the export (a Last a few
+            # ms past sysUptime, Cisco CSCei12353), else in the 49.7 days before it. Read
+            # as a signed 32-bit age, a flow 24.8 to 48.7 days old came out weeks after its
+            # own export: softflowd -r over a capture spanning a month put the first flows
+            # it flushed there, and the watermark made every record after them late
             age: np.ndarray = (meta.uptime_ms - values) & 0xFFFF_FFFF
-            age = np.where(age >= 1 << 31, age - (1 << 32), age)
+            age = np.where(age > UPTIME_WRAP_MS - UPTIME_SLACK_MS, age - UPTIME_WRAP_MS, age)
             first_us: np.ndarray = meta.export_us - age * 1000
             return first_us
         sysinit = self.unsigned(rows, SYSTEM_INIT_MILLISECONDS)

@@ -283,6 +283,25 @@ def test_v9_sysuptime_wrap_signed_age() -> None:
     assert int(table["last_seen"][0].value) == export_us - 500_000
 
 
+def test_v9_flow_weeks_old_is_read_in_the_past_not_after_its_export() -> None:
+    """A 30-day-old flow's age passes 2**31 ms: read as a signed 32-bit age it came out 19.7
+    days after the datagram that exported it (softflowd -r over a month-long capture)."""
+    day_ms = 86_400_000
+    uptime = 40 * day_ms
+    payload = packet(template(256, FLOW_FIELDS),
+                     data(256, flow(1, 2, 3, 4, 6, 1, 1, first_ms=uptime - 30 * day_ms,
+                                    last_ms=uptime - 29 * day_ms)),
+                     data(256, flow(1, 2, 3, 4, 6, 1, 1, first_ms=uptime - 1000,
+                                    last_ms=uptime + 5)),  # Last 5 ms past sysUptime
+                     uptime_ms=uptime)
+    table, _ = decode(payload)
+    export_us = EXPORT_S * 1_000_000
+    assert [int(v.value) for v in table["first_seen"]] == [
+        export_us - 30 * day_ms * 1000, export_us - 1_000_000]
+    assert [int(v.value) for v in table["last_seen"]] == [
+        export_us - 29 * day_ms * 1000, export_us + 5_000]
+
+
 def test_v9_zero_length_flowset_stops_but_keeps_what_came_before() -> None:
     payload = packet(template(256, FLOW_FIELDS), data(256, flow(1, 2, 3, 4, 6, 1, 1)),
                      struct.pack(">HH", 256, 0), data(256, flow(1, 2, 3, 4, 6, 2, 2)))
