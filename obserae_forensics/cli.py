@@ -266,6 +266,9 @@ def sessionize_command(
         typer.echo(f"  {problem.reason}: {problem}", err=True)
     typer.echo(f"{result.sessions} sessions ({states}) from {result.flows} flow records "
                f"-> {out}", err=True)
+    hint = late_hint(result.late_sessions, result.sessions, job.policy.replay)
+    if hint:
+        typer.echo(hint, err=True)
     if not result.conservation_ok:
         check = result.manifest.get("conservation", {})
         differ = [f"{name} {check[f'{name}_in']} in, {check[f'{name}_in_sessions']} in sessions"
@@ -285,6 +288,21 @@ def sessionize_command(
                    " manifest.json", err=True)
         raise typer.Exit(1)
     raise typer.Exit(1 if strict and report.skipped_problems() else 0)
+
+
+def late_hint(late: int, sessions: int, replay: str) -> str | None:
+    """A word when many sessions are late under arrival replay: flows made offline (softflowd
+    -r, nfpcapd) are flushed when the capture ends, out of time order, so records of one
+    conversation land behind the watermark and each opens a late, one-way session of its
+    own. A collector's occasional late record is no reason to say anything."""
+    if replay != "arrival" or late < LATE_HINT_MIN or late * 20 < sessions:
+        return None
+    return (f"{late} of {sessions} sessions are late (their records arrived behind the "
+            "watermark): flows made offline from a packet capture (softflowd -r, nfpcapd) "
+            "come out of time order; --replay event replays them by time")
+
+
+LATE_HINT_MIN = 2
 
 
 FRAGMENT_COLUMNS = ["fragment_index", "split", "session_id", "opened_at", "last_seen_at",

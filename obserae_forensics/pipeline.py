@@ -241,6 +241,7 @@ class SessionizeResult:
     flows: int = 0
     states: Counter[str] = field(default_factory=Counter)
     close_reasons: Counter[str] = field(default_factory=Counter)
+    late_sessions: int = 0  # opened by a record behind the watermark (`late`)
     conservation_ok: bool = True
     repeated_session_ids: int = 0  # ids held by more than one session (should be none)
     repeated_examples: list[str] = field(default_factory=list)
@@ -343,6 +344,7 @@ def sessionize_inputs(config: SessionizeConfig, report: RunReport) -> Sessionize
                     sessions_writer.write(sessions)
                     consolidation_buckets.write(sessions, output.keys)
                     totals.add_sessions(sessions)
+                    result.late_sessions += pc.sum(sessions.column("late")).as_py() or 0
                     for counter, name in ((result.states, "state"),
                                           (result.close_reasons, "close_reason"),
                                           (per_exporter, "exporter")):
@@ -469,6 +471,7 @@ def _manifest(
             "flows": result.flows,
             "sessions_by_state": dict(sorted(result.states.items())),
             "sessions_by_close_reason": dict(sorted(result.close_reasons.items())),
+            "late_sessions": result.late_sessions,
             "session_pressure": {k: pressure[k] for k in sorted(pressure)},
         },
         "conservation": {

@@ -650,3 +650,18 @@ def test_a_changed_capture_stops_recombine_before_any_output(tmp_path: Path) -> 
     assert result.exit_code == 1, result.output
     assert "SHA-256 differs" in result.stderr
     assert not any((tmp_path / name).exists() for name in ("rec", "f.csv", "x.pcap"))
+
+
+@pytest.mark.parametrize("late,sessions,replay,said", [
+    (2, 26, "arrival", True), (3, 60, "arrival", True), (3, 61, "arrival", False),
+    (1, 1, "arrival", False), (40, 40, "event", False), (0, 0, "arrival", False)])
+def test_late_sessions_hint_only_when_arrival_replay_made_many(
+        late: int, sessions: int, replay: str, said: bool) -> None:
+    """One late session in twenty or more, two at least: offline flows out of time order,
+    not a collector's stray late record."""
+    from obserae_forensics.cli import late_hint
+
+    hint = late_hint(late, sessions, replay)
+    assert (hint is not None) == said
+    if said:
+        assert f"{late} of {sessions} sessions are late" in hint and "--replay event" in hint

@@ -130,6 +130,10 @@ def test_softflowd_v9_over_a_month_long_capture_keeps_its_flows_before_their_exp
                                           "--out", str(out), "-q", "--replay", replay])
         assert result.exit_code == 0, result.output
         runs[replay] = pq.read_table(out / "sessions.parquet").to_pandas()
+        # the run says what the late sessions suggest, under arrival replay only
+        assert ("2 of 26 sessions are late" in result.output) == (replay == "arrival")
+        late = json.loads((out / "manifest.json").read_text())["counts"]["late_sessions"]
+        assert late == (2 if replay == "arrival" else 0)
     flows = pq.read_table(tmp_path / "arrival" / "flows.parquet").to_pandas()
     assert len(flows) == 48
     assert flows["last_seen"].max() <= last_packet
