@@ -54,8 +54,8 @@ LOST_IN_NFCAPD = {
 # the scan's first SYN, which nfcapd stored with both times 0 (test_nfcapd.py,
 # test_a_record_without_times_is_left_out_and_said): one session the file cannot give
 TIMELESS = {"nfcapd/sf_v9_synscan.nfcapd": 1, "nfcapd/sf_v10_synscan.nfcapd": 1,
-            # 1.7.8 stores softflowd's IPFIX records that come before its systemInitTime
-            # option with times 0 (1.7.1 gave them times, swapped like the rest)
+            # 1.7.8 stores both times of a record whose FIRST_SWITCHED is 0 (a flow begun
+            # at the exporter's boot: softflowd -r boots at the first packet) as 0
             "fixtures/nfcapd178_sf_v10_biflow_test.lz4.nfcapd": 1}
 
 
