@@ -143,3 +143,25 @@ def test_softflowd_v9_over_a_month_long_capture_keeps_its_flows_before_their_exp
     for protocol in ("tcp", "udp"):
         assert (runs["event"]["protocol"] == protocol.upper()).sum() == \
             tshark_conversations(raw, protocol, "")
+
+
+def test_collector_files_are_replayed_in_the_order_their_records_arrived(
+        corpus: Path, fixtures: Path, tmp_path: Path) -> None:
+    """nfpcapd 1.7.8 over the IRC capture rotates while the IRC connection goes on: its
+    second file (20:50) holds that connection, begun at 20:48, so ordered by the flows'
+    first times it came first and the first file's DCC transfer (20:49) was late, each
+    direction a one-way session of its own (5 sessions, 3 late). By arrival (the records'
+    receive times), only the DCC transfer's last ACK, flushed after younger records, is."""
+    raw = corpus / "raw" / "zeek_irc-dcc-send.pcapng"
+    runs = {}
+    for replay in ("arrival", "event"):
+        out = tmp_path / replay
+        result = CliRunner().invoke(app, ["sessionize", str(fixtures / "nfpcapd178_ircdcc"),
+                                          "--out", str(out), "-q", "--replay", replay])
+        assert result.exit_code == 0, result.output
+        runs[replay] = pq.read_table(out / "sessions.parquet").to_pandas()
+    manifest = json.loads((tmp_path / "arrival" / "manifest.json").read_text())
+    assert [Path(i["path"]).name for i in manifest["inputs"]] == [
+        "nfcapd.202507282045", "nfcapd.202507282050"]
+    assert len(runs["arrival"]) == 4 and runs["arrival"]["late"].sum() == 1
+    assert len(runs["event"]) == tshark_conversations(raw, "tcp", "") == 3

@@ -105,19 +105,22 @@ def discover_inputs(paths: Sequence[Path], report: RunReport,
 
 
 def _first_time(path: Path, kind: str) -> int | None:
-    if kind == "nfcapd":
-        from .nfcapd import nfcapd_time_span, read_nfcapd
+    """When the file's first record arrived: a capture's first frame, an nfcapd file's first
+    records' receive time (else its slot time, as their `arrival`).
 
-        span = nfcapd_time_span(path)
-        if span is not None and span[0] > 0:
-            return span[0]
-        # nfcapd 1.7.1 can leave the stat record's first-seen at 0 (a record with time 0 in
-        # sf_v9_synscan.nfcapd made it so): order by the first records' real times instead
-        for batch in read_nfcapd(path, RunReport(), batch_size=4096):
-            times = batch.column("first_seen").cast(pa.int64()).to_numpy()
-            times = times[times > 0]
-            if len(times):
-                return int(times.min())
+    Not the flows' own times: a collector's next file holds flows that began before this
+    one ended (an active timeout exports a long flow at its end, nfpcapd rotates while a
+    connection goes on), and ordered by their start, the earlier file's records all came
+    late (nfpcapd 1.7.8 over the corpus IRC capture: 5 sessions, 3 late, against 3)."""
+    if kind == "nfcapd":
+        from .nfcapd import read_nfcapd
+
+        try:
+            for batch in read_nfcapd(path, RunReport(), batch_size=4096):
+                if batch.num_rows:
+                    return int(pc.min(batch.column("arrival").cast(pa.int64())).as_py())
+        except InputError:  # damage is counted when the file is read for real
+            return None
         return None
     for frame in iter_frames(path, RunReport()):
         return frame.ts_ns // 1_000
