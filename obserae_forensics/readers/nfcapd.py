@@ -279,7 +279,19 @@ def _read_header(f: BinaryIO, source: str, size: int) -> _Header:
                      appendix_offset if data_end != size else 0, int(h["appendix_blocks"]), "",
                      None, int(h["nfdversion"]))
     if header.appendix_offset:
-        _read_appendix(f, header, source, size)
+        across = _block_across_appendix(f, header)
+        if across is not None or not _read_appendix(f, header, source, size):
+            # nfdump reads its NumBlocks data blocks from the header on, whatever the offset
+            # says; taken as the end of the data, a damaged offset lost every record after
+            # it with no more than a cut reported
+            where = (f"inside the data block at {across[0]} (which ends at {across[1]})"
+                     if across is not None else "where no appendix block is")
+            header.problems[:] = [(MalformedInput(
+                f"header places the appendix at {appendix_offset}, {where}: the offset is "
+                "damaged; data blocks read to the end of the file, ident and stat unknown",
+                source=source, offset=24, reason="bad_appendix"), 0)]
+            header.data_end, header.appendix_offset = size, 0
+            header.ident, header.stat = "", None
     elif appendix_offset >= size and h["appendix_blocks"] > 0:
         # the file was cut (at the appendix's first byte, too): its data blocks may end
         # cleanly, but ident and stat are gone
@@ -289,9 +301,32 @@ def _read_header(f: BinaryIO, source: str, size: int) -> _Header:
     return header
 
 
-def _read_appendix(f: BinaryIO, header: _Header, source: str, size: int) -> None:
+def _block_across_appendix(f: BinaryIO, header: _Header) -> tuple[int, int] | None:
+    """(start, end) of a data block that runs past the header's appendix offset, walking the
+    block headers from the data start (a damaged header stops the walk: the blocks' own
+    reader says what is wrong there); None when the blocks end at or before it."""
+    block_dtype = _swap(BLOCK_HEADER, header.order)
+    pos = header.data_start
+    while pos + BLOCK_HEADER.itemsize <= header.appendix_offset:
+        f.seek(pos)
+        block = np.frombuffer(f.read(BLOCK_HEADER.itemsize), dtype=block_dtype)[0]
+        stored = int(block["size"])
+        if not _plausible_block(stored, int(block["num_records"]), int(block["type"]),
+                                int(block["flags"])):
+            return None
+        end = pos + BLOCK_HEADER.itemsize + stored
+        if end > header.appendix_offset:
+            f.seek(0, os.SEEK_END)
+            return (pos, end) if end <= f.tell() else None  # past the end: a cut file
+        pos = end
+    return None
+
+
+def _read_appendix(f: BinaryIO, header: _Header, source: str, size: int) -> bool:
     """Fill ident and stat from the appendix blocks; a bad appendix leaves them unknown and
-    is a problem of header.problems (its flow records do not depend on it)."""
+    is a problem of header.problems (its flow records do not depend on it). False when the
+    first block holds no ident or stat record at all: the offset points at something else
+    (a data block), so it is the offset that is damaged."""
     pos = header.appendix_offset
     block_dtype = _swap(BLOCK_HEADER, header.order)
     stat_dtype = _swap(STAT_V2, header.order)
@@ -302,33 +337,36 @@ def _read_appendix(f: BinaryIO, header: _Header, source: str, size: int) -> None
             header.problems.append((TruncatedInput(
                 f"appendix block {number}: header needs 12 bytes, {len(raw)} left",
                 source=source, offset=pos), len(raw)))
-            return
+            return True
         block = np.frombuffer(raw, dtype=block_dtype)[0]
         stored = int(block["size"])
         if pos + 12 + stored > size:
             header.problems.append((TruncatedInput(
                 f"appendix block {number} promises {stored} bytes, {size - pos - 12} left",
                 source=source, offset=pos), size - pos))
-            return
+            return True
         if stored == 0 or stored > MAX_BLOCK_BYTES:
             header.problems.append((MalformedInput(
                 f"appendix block {number}: implausible size {stored}", source=source,
                 offset=pos, reason="bad_appendix"), size - pos))
-            return
+            return True
         payload = f.read(stored)
         code = NONE if block["flags"] & 0x1 else header.compression
         try:
             data = decompress_block(code, payload, source=source, offset=pos)
         except BadCompression as error:
             header.problems.append((error, 12 + stored))
-            return
+            return True
         at = 0
+        if number == 1 and len(data) >= 4 and int(np.frombuffer(
+                data, f"{header.order}u2", 1, 0)[0]) not in (APPENDIX_IDENT, APPENDIX_STAT):
+            return False
         for index in range(int(block["num_records"])):
             if at + 4 > len(data):
                 header.problems.append((MalformedInput(
                     f"appendix block {number}: record {index} of {int(block['num_records'])} "
                     f"starts past the block's {len(data)} bytes", source=source, offset=pos,
-                    reason="bad_appendix"), 0))
+                    reason="bad_appendix"), len(data) - at))
                 break
             # Python ints: a numpy uint16 beside an offset past 65,535 overflowed (NumPy 2
             # converts the int to the scalar's type)
@@ -347,7 +385,20 @@ def _read_appendix(f: BinaryIO, header: _Header, source: str, size: int) -> None
                 stat = np.frombuffer(body, stat_dtype, 1)[0]
                 header.stat = {name: int(stat[name]) for name in STAT_V2.names or ()}
             at += int(record_size)
+        else:
+            if at < len(data) and any(data[at:]):
+                # records past the count the block header gives (a damaged count)
+                header.problems.append((MalformedInput(
+                    f"appendix block {number}: {len(data) - at} bytes after its "
+                    f"{int(block['num_records'])} records", source=source, offset=pos,
+                    reason="bad_appendix"), len(data) - at))
         pos += 12 + stored
+    if pos < size:
+        # nfcapd writes the appendix last; nothing after it is read, by nfdump either
+        header.problems.append((MalformedInput(
+            f"{size - pos} bytes after the appendix", source=source, offset=pos,
+            reason="bad_appendix"), size - pos))
+    return True
 
 
 def _read(
@@ -363,8 +414,10 @@ def _read(
         except MalformedInput as error:
             report.skip(error, nbytes=size)
             return
+        # a file skipped whole (encrypted, unknown compression) counts its bytes once
+        whole = bool(header.encryption) or header.compression not in COMPRESSION_NAMES
         for problem, nbytes in header.problems:
-            report.skip(problem, nbytes=nbytes)
+            report.skip(problem, nbytes=0 if whole else nbytes)
         stats.format = "nfcapd-v1" if header.layout == LAYOUT_VERSION_1 else "nfcapd-v2"
         span = _stat_span(header.stat)
         if span is not None:

@@ -442,3 +442,60 @@ def test_random_damage_is_counted_never_raised(small_files: dict[int, bytes], tm
     rows = sum(batch.num_rows for batch in batches)
     assert rows <= 72 + 10 * flips  # a flipped count can invent records, never unbounded
     nfcapd_time_span(path)
+
+
+APPENDIX_CASE = "sf_v10_biflow_test.nfcapd"  # one data block at 40, the appendix at 3572
+
+
+def _patched(corpus: Path, tmp_path: Path, at: int, value: bytes, *, tail: bytes = b"") -> Path:
+    data = bytearray((corpus / "nfcapd" / APPENDIX_CASE).read_bytes())
+    data[at:at + len(value)] = value
+    path = tmp_path / "damaged.nfcapd"
+    path.write_bytes(bytes(data) + tail)
+    return path
+
+
+@pytest.mark.parametrize("offset,where", [
+    (40, "where no appendix block is"), (52, "inside the data block at 40"),
+    (2000, "inside the data block at 40")])
+def test_a_damaged_appendix_offset_loses_no_record(corpus: Path, tmp_path: Path, offset: int,
+                                                   where: str) -> None:
+    """Found by fuzzing: the header's appendix offset was taken as the end of the data, so
+    an offset at or inside the data block lost all 26 records, said as a cut of 0 to 22
+    bytes. nfdump reads its NumBlocks blocks from the header on, whatever the offset says."""
+    path = _patched(corpus, tmp_path, 24, offset.to_bytes(8, "little"))
+    table, report = read_table(path)
+    assert table.num_rows == 26
+    [problem] = [p for p in report.examples if p.reason == "bad_appendix"]
+    assert where in problem.message and problem.offset == 24
+    assert report.files[str(path)].ident == ""  # what the offset points at is no appendix
+    # the real appendix, read as one more block, is the file's last 183 bytes
+    assert report.ignored_bytes["nfcapd_other_record"] + 12 == 183
+
+
+def test_bytes_after_the_appendix_are_counted(corpus: Path, tmp_path: Path) -> None:
+    """Found by fuzzing: nothing after the appendix was read or counted (nfdump reads
+    nothing there either), a whole data block appended included."""
+    path = _patched(corpus, tmp_path, 0, b"", tail=b"\x5a" * 2000)
+    table, report = read_table(path)
+    assert table.num_rows == 26
+    assert report.skipped_bytes["bad_appendix"] == 2000
+    assert report.files[str(path)].ident == "sf_v10_biflow_test"
+
+
+def test_appendix_records_past_its_count_are_counted(corpus: Path, tmp_path: Path) -> None:
+    """Found by fuzzing: an appendix block whose record count was damaged to 0 dropped its
+    ident and stat records without a word."""
+    path = _patched(corpus, tmp_path, 3572, (0).to_bytes(4, "little"))
+    table, report = read_table(path)
+    assert table.num_rows == 26 and report.files[str(path)].ident == ""
+    assert report.skipped_bytes["bad_appendix"] == 171  # the block's payload
+
+
+def test_a_file_skipped_whole_counts_its_bytes_once(corpus: Path, tmp_path: Path) -> None:
+    """Found by fuzzing: an unknown compression code counted the whole file, then the
+    appendix (which it also cannot decompress) again."""
+    path = _patched(corpus, tmp_path, 16, b"\xff")
+    table, report = read_table(path)
+    assert table.num_rows == 0
+    assert sum(report.skipped_bytes.values()) == path.stat().st_size == 3755
