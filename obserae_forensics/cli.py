@@ -290,19 +290,20 @@ def sessionize_command(
     raise typer.Exit(1 if strict and report.skipped_problems() else 0)
 
 
+LATE_HINT_MIN = 2  # late sessions before the summary names --replay event ...
+LATE_HINT_ONE_IN = 20  # ... and at least one session in this many late
+
+
 def late_hint(late: int, sessions: int, replay: str) -> str | None:
     """A word when many sessions are late under arrival replay: flows made offline (softflowd
     -r, nfpcapd) are flushed when the capture ends, out of time order, so records of one
     conversation land behind the watermark and each opens a late, one-way session of its
     own. A collector's occasional late record is no reason to say anything."""
-    if replay != "arrival" or late < LATE_HINT_MIN or late * 20 < sessions:
+    if replay != "arrival" or late < LATE_HINT_MIN or late * LATE_HINT_ONE_IN < sessions:
         return None
     return (f"{late} of {sessions} sessions are late (their records arrived behind the "
             "watermark): flows made offline from a packet capture (softflowd -r, nfpcapd) "
             "come out of time order; --replay event replays them by time")
-
-
-LATE_HINT_MIN = 2
 
 
 FRAGMENT_COLUMNS = ["fragment_index", "split", "session_id", "opened_at", "last_seen_at",

@@ -47,3 +47,13 @@ def scaled_time_us(values: np.ndarray, micros_per_unit: int) -> np.ndarray:
     raw = np.asarray(values).astype(np.uint64)
     fits = raw <= np.uint64(TIME_LIMIT_US // micros_per_unit)
     return np.where(fits, raw.astype(np.int64) * micros_per_unit, UNUSABLE_TIME)
+
+
+def time_faults(first_us: np.ndarray, last_us: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(beyond, timeless) masks of the records the readers leave out (bad_timestamp,
+    no_times): a time past TIME_LIMIT_US (UNUSABLE_TIME included), or both times exactly 0.
+    One definition, for the reader that says so and for a reader that counts repairs only of
+    records that are kept."""
+    beyond = ((first_us < -TIME_LIMIT_US) | (first_us > TIME_LIMIT_US)
+              | (last_us < -TIME_LIMIT_US) | (last_us > TIME_LIMIT_US))
+    return beyond, (first_us == 0) & (last_us == 0) & ~beyond

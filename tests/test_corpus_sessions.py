@@ -109,20 +109,31 @@ def test_a_softflowd_biflow_scan_collected_by_nfcapd_names_the_scanner_the_clien
     # stay open where the export capture closes five `rejected`
     assert (sessions["close_reason"] == "no_reply").sum() == 1985
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["counts"]["repaired"]["nfcapd_reverse_flags"] == 1994
+    # every kept record (the one without times is left out, and its repair not counted)
+    assert manifest["counts"]["repaired"]["nfcapd_reverse_flags"] == 1993
 
 
-def test_softflowd_v9_over_a_month_long_capture_keeps_its_flows_before_their_export(
+def test_softflowd_v9_flushing_years_of_flows_keeps_them_before_their_export(
         corpus: Path, fixtures: Path, tmp_path: Path) -> None:
-    """softflowd -r flushes a capture's flows when it ends, so flows weeks old travel in one
-    datagram. v9 gives their starts as 32-bit uptime ms: read as signed ages, the two older
-    than 24.8 days came out after their own export, past the capture's last packet; the
-    watermark jumped there, and 44 of 48 records were late, one session each."""
+    """softflowd -r flushes a capture's flows when it ends, so flows of three years travel
+    in one datagram. v9 gives their starts as 32-bit uptime ms: read as signed ages, the
+    two older than 49.7 days (134 and 1122 days, which 32 bits cannot date) came out after
+    their own export, past the capture's last packet; the watermark jumped there, and 44 of
+    48 records were late, one session each. Every younger flow starts at its SYN."""
     raw = corpus / "raw" / "zeek_ssh.pcap"
-    times = subprocess.run([need_tool("tshark"), "-r", str(raw), "-T", "fields", "-e",
-                            "frame.time_epoch"], check=True, capture_output=True,
-                           text=True).stdout.split()
+    tshark = need_tool("tshark")
+    times = subprocess.run([tshark, "-r", str(raw), "-T", "fields", "-e", "frame.time_epoch"],
+                           check=True, capture_output=True, text=True).stdout.split()
     last_packet = datetime.fromtimestamp(float(times[-1]) + 0.001, UTC)
+    syns = subprocess.run(
+        [tshark, "-r", str(raw), "-T", "fields", "-E", "separator=,", "-e", "frame.time_epoch",
+         "-e", "ip.src", "-e", "tcp.srcport", "-e", "ip.dst", "-e", "tcp.dstport", "-Y",
+         "tcp.flags.syn == 1 && tcp.flags.ack == 0"],
+        check=True, capture_output=True, text=True).stdout.split()
+    syn_at = {}
+    for line in syns:
+        at, *key = line.split(",")
+        syn_at.setdefault(tuple(key), float(at))  # a retried SYN keeps the first
     runs = {}
     for replay in ("arrival", "event"):
         out = tmp_path / replay
@@ -137,6 +148,14 @@ def test_softflowd_v9_over_a_month_long_capture_keeps_its_flows_before_their_exp
     flows = pq.read_table(tmp_path / "arrival" / "flows.parquet").to_pandas()
     assert len(flows) == 48
     assert flows["last_seen"].max() <= last_packet
+    off = set()
+    for row in flows.itertuples():
+        key = (row.src_addr, str(row.src_port), row.dst_addr, str(row.dst_port))
+        if key in syn_at and abs(row.first_seen.timestamp() - syn_at[key]) > 1:
+            off.add(key)
+    assert off == {("192.168.1.79", "51880", "131.159.21.1", "22"),
+                   ("10.0.0.18", "40184", "128.2.6.88", "41644")}  # 1122 and 134 days old
+    assert len(syn_at) == 22
     # the first conversation flushed comes after flows five days younger: its two halves
     # are late, and only they
     assert runs["arrival"]["late"].sum() == 2

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from ..errors import InputError, MalformedInput, UnknownFormat
 from ..report import RunReport
-from ..times import TIME_LIMIT_US, UNUSABLE_TIME
+from ..times import UNUSABLE_TIME, time_faults
 from .pcap import capture_format, iter_datagrams, iter_frames
 
 __all__ = ["InputFile", "discover_inputs", "input_format", "read_flows"]
@@ -190,10 +190,8 @@ def _usable_times(batch: pa.RecordBatch, report: RunReport) -> pa.RecordBatch:
         return (f"the first record {index[row].as_py()} here (first_seen {first_seen}, "
                 f"last_seen {last_seen})")
 
-    beyond = (first < -TIME_LIMIT_US) | (first > TIME_LIMIT_US) | (last < -TIME_LIMIT_US) | (
-        last > TIME_LIMIT_US)
+    beyond, timeless = time_faults(first, last)
     zero_first, zero_last = (first == 0) & ~beyond, (last == 0) & ~beyond
-    timeless = zero_first & zero_last
     half = zero_first ^ zero_last
     inverted = ~beyond & ~timeless & ~half & (first > last)
     if half.any():

@@ -4,11 +4,11 @@ Layout: Cisco NetFlow Export Datagram Format (NDE v5), as read by nfdump
 `src/netflow/netflow_v5_v7.c`. The surprising thing: record times are not clock times
 but milliseconds of exporter uptime (First/Last), anchored by the header's wall clock
 (unix_secs/unix_nsecs) minus sysUptime. We compute the age `sysUptime - First` modulo
-2**32 and place it at most a day after the export, else in the 49.7 days before it
+2**32 and place it from a day after the export back to 48.7 days before it
 (templates.UPTIME_SLACK_MS): that survives the sysUptime wrap, a Last a few ms ahead of
-sysUptime (Cisco CSCei12353) and flows weeks old alike; softflowd without `-a` sends
-sysUptime 0 and First around 2.7e9, which this puts ~18 days before export, exactly as
-nfdump does.
+sysUptime (Cisco CSCei12353) and flows weeks old alike (older ones 32 bits cannot date);
+softflowd without `-a` sends sysUptime 0 and First around 2.7e9, which this puts ~18 days
+before export, exactly as nfdump does.
 
 The v5 record is expressed as a built-in template of IPFIX elements, so v5 shares the
 column code (templates.RecordPlan) with v9 and IPFIX. Exporter domain = engine_type << 8 |

@@ -8,7 +8,7 @@ to 4 bytes, so FlowSets are walked by their length field only, never by count; v
 enterprise bit (a type >= 32768 is a plain vendor type); options-template scope fields are
 scope *types* (1 System, 2 Interface, ...), not elements. Times are uptime-relative
 (FIRST/LAST_SWITCHED, IE 22/21) against the header's sysUptime, as v5's (an age modulo
-2**32, at most a day after the export, else before it);
+2**32, from a day after the export back to 48.7 days before it);
 absolute IE 150-153 (pmacct, Cisco ASA) are used when a template carries them. Sequence
 numbers count export packets (next = sequence + 1).
 """

@@ -59,7 +59,7 @@ from ..addresses import V4_MAPPED_PREFIX, address_text, address_texts
 from ..counters import exact_sum
 from ..errors import InputError, MalformedInput, TruncatedInput, UnknownFormat
 from ..report import FileStats, RunReport
-from ..times import TIME_LIMIT_US
+from ..times import TIME_LIMIT_US, time_faults
 from ._batch import flow_batch
 from .compression import (
     COMPRESSION_NAMES,
@@ -458,7 +458,10 @@ def _read(
                 continue
             _count_exporters(state, columns, report)
             _count_aggregates(columns.pop("_aggregated_flows"), stats)
-            _count_flags_put_back(state, columns.pop("_flags_put_back"), frame, offset, report)
+            # only records the run keeps (a record without times is left out and said so)
+            put_back = columns.pop("_flags_put_back") & ~np.logical_or(
+                *time_faults(columns["first_seen"], columns["last_seen"]))
+            _count_flags_put_back(state, put_back, frame, offset, report)
             pending.append(columns)
             pending_rows += rows
             while pending_rows >= batch_size:

@@ -233,12 +233,19 @@ def _put_back_reverse_flags(rows: np.ndarray, out: dict[str, np.ndarray]) -> Non
     the forward's are lost: proven on the corpus biflow capture, whose 443 record is FIN|ACK
     forward and FIN|PSH|ACK reverse in the datagram and FIN|PSH|ACK in nfcapd's file. Left
     where they were, the flags are the other side's: a softflowd `-b` SYN scan collected by
-    nfcapd named every target the client of its scanner. The reverse counters (EXcntFlow) in
-    an IPFIX record say the template was a biflow's; nfdump's own aggregations (`-b`, `-B`,
-    several flows a record) pair records themselves and are left as they are.
+    nfcapd named every target the client of its scanner.
+
+    Which records: IPFIX, TCP, one flow a record (nfdump's `-b`/`-B` pairs are left as
+    nfdump wrote them), whose reverse direction sent packets. nfcapd gives a record reverse
+    counters (EXcntFlow) for other elements too (deltaFlowCount, postPacketDeltaCount ...),
+    and a reverse direction without packets sent no flags: non-zero flags there are the
+    forward ones (a one-way template with deltaFlowCount, an unpaired record of `-B`). A
+    one-way template whose postPacketDeltaCount (egress counters, not a reverse direction) is
+    non-zero cannot be told from a biflow record by record: its flags move too.
+    `_flags_put_back` marks the records whose non-zero flags moved, for the reader to count.
     """
     moved = ((rows["nfversion"] == 10) & (rows["protocol"] == 6)
-             & (rows["aggregated_flows"] <= 1))
+             & (rows["aggregated_flows"] <= 1) & (rows["out_packets"] > 0))
     if not moved.any():
         return
     flags = out["tcp_flags"]

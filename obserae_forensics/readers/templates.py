@@ -380,13 +380,14 @@ class RecordPlan:
         # uptime-relative (IE 22/21)
         if self.version in (5, 9):
             # the age from the header's sysUptime, modulo the 49.7-day wrap, in the window
-            # IPFIX's laps use too: at most UPTIME_SLACK_MS after the export (a Last a few
-            # ms past sysUptime, Cisco CSCei12353), else in the 49.7 days before it. Read
-            # as a signed 32-bit age, a flow 24.8 to 48.7 days old came out weeks after its
-            # own export: softflowd -r over a capture spanning a month put the first flows
-            # it flushed there, and the watermark made every record after them late
+            # IPFIX's laps use too: from UPTIME_SLACK_MS after the export (a Last a few ms
+            # past sysUptime, Cisco CSCei12353) back to 48.7 days before it. Read as a
+            # signed 32-bit age, a flow 24.8 to 48.7 days old came out weeks after its own
+            # export, and older ones, which 32 bits cannot date, up to 24.8 days after it:
+            # softflowd -r flushing a capture of three years put its first flows there, and
+            # the watermark made every record after them late
             age: np.ndarray = (meta.uptime_ms - values) & 0xFFFF_FFFF
-            age = np.where(age > UPTIME_WRAP_MS - UPTIME_SLACK_MS, age - UPTIME_WRAP_MS, age)
+            age = np.where(age >= UPTIME_WRAP_MS - UPTIME_SLACK_MS, age - UPTIME_WRAP_MS, age)
             first_us: np.ndarray = meta.export_us - age * 1000
             return first_us
         sysinit = self.unsigned(rows, SYSTEM_INIT_MILLISECONDS)

@@ -293,13 +293,19 @@ def test_v9_flow_weeks_old_is_read_in_the_past_not_after_its_export() -> None:
                                     last_ms=uptime - 29 * day_ms)),
                      data(256, flow(1, 2, 3, 4, 6, 1, 1, first_ms=uptime - 1000,
                                     last_ms=uptime + 5)),  # Last 5 ms past sysUptime
+                     # the window's edges, as IPFIX's laps: a day after the export, and a
+                     # day and 1 ms after it, which is 48.7 days before
+                     data(256, flow(1, 2, 3, 4, 6, 1, 1, first_ms=uptime + day_ms,
+                                    last_ms=uptime + day_ms + 1)),
                      uptime_ms=uptime)
     table, _ = decode(payload)
     export_us = EXPORT_S * 1_000_000
+    wrap_us = (1 << 32) * 1000
     assert [int(v.value) for v in table["first_seen"]] == [
-        export_us - 30 * day_ms * 1000, export_us - 1_000_000]
+        export_us - 30 * day_ms * 1000, export_us - 1_000_000, export_us + day_ms * 1000]
     assert [int(v.value) for v in table["last_seen"]] == [
-        export_us - 29 * day_ms * 1000, export_us + 5_000]
+        export_us - 29 * day_ms * 1000, export_us + 5_000,
+        export_us + day_ms * 1000 + 1000 - wrap_us]
 
 
 def test_v9_zero_length_flowset_stops_but_keeps_what_came_before() -> None:

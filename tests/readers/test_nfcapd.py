@@ -67,10 +67,7 @@ def our_records(table: pa.Table) -> list[tuple[object, ...]]:
         return table.column(name).cast(pa.int64()).to_pylist()
 
     def texts(name: str) -> list[str]:
-        column = table.column(name).combine_chunks()
-        matrix = np.frombuffer(column.buffers()[1], np.uint8).reshape(-1, 16)[
-            column.offset:column.offset + len(column)]
-        return address_texts(matrix)
+        return column_texts(table, name)
 
     first = [v // 1000 for v in ints("first_seen")]
     last = [v // 1000 for v in ints("last_seen")]
@@ -85,6 +82,14 @@ def our_records(table: pa.Table) -> list[tuple[object, ...]]:
                     ints("packets"), ints("octets"), ints("reverse_packets"),
                     ints("reverse_octets"), ints("input_if"), ints("output_if"), ints("src_as"),
                     ints("dst_as"), exporter, arrival, strict=True))
+
+
+def column_texts(table: pa.Table, name: str) -> list[str]:
+    """An address column (16-byte binary) as the texts nfdump prints."""
+    column = table.column(name).combine_chunks()
+    matrix = np.frombuffer(column.buffers()[1], np.uint8).reshape(-1, 16)[
+        column.offset:column.offset + len(column)]
+    return address_texts(matrix)
 
 
 def _v4_text(value: int) -> str:
@@ -372,3 +377,39 @@ def test_nfcapd_stores_a_biflow_s_reverse_tcp_flags_in_the_forward_field(corpus:
     # a non-biflow IPFIX file of the same traffic keeps its flags where nfcapd put them
     plain, plain_report = read_table(corpus / "nfcapd" / "sf_v10_test.nfcapd")
     assert not plain_report.repaired and not any(plain.column("reverse_tcp_flags").to_pylist())
+
+
+def test_one_way_ipfix_with_flow_counts_keeps_its_flags_forward(fixtures: Path) -> None:
+    """nfcapd gives a record reverse counters (EXcntFlow) for deltaFlowCount (IE 3) and
+    postPacketDeltaCount (IE 24) too (fixtures/README.md). The IE 3 pair sent no reverse
+    packets, so its flags are the forward ones and stay (moved, a client's SYN and a
+    server's SYN|ACK changed sides); the IE 23/24 pair cannot be told from a biflow."""
+    path = fixtures / "nfcapd171_oneway_ipfix.nfcapd"
+    table, report = read_table(path)
+    rows = {(r["src_port"], r["dst_port"]): (r["tcp_flags"], r["reverse_tcp_flags"])
+            for r in table.to_pylist()}
+    assert rows[(40000, 80)] == (0x02, 0) and rows[(80, 40000)] == (0x12, 0)
+    assert rows[(40001, 443)] == (0, 0x02) and rows[(443, 40001)] == (0, 0x12)
+    assert report.repaired == {"nfcapd_reverse_flags": 2}
+
+
+def test_nfdump_bidirectional_output_keeps_the_scanner_the_client(fixtures: Path,
+                                                                  tmp_path: Path) -> None:
+    """`nfdump -B -w` over the biflow scan: records it pairs stand for several flows and
+    are left as nfdump wrote them; it swaps an unpaired record's addresses and counters by
+    ports but not its flags. Moved regardless, 1813 of the scan's sessions named the
+    target the client."""
+    import pyarrow.parquet as pq
+    from typer.testing import CliRunner
+
+    from obserae_forensics.cli import app
+
+    paired = tmp_path / "paired.nfcapd"
+    subprocess.run([need_tool("nfdump"), "-r",
+                    str(fixtures / "sf_v10_biflow_synscan.lz4.nfcapd"), "-B", "-w", str(paired)],
+                   check=True, capture_output=True)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["sessionize", str(paired), "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    clients = pq.read_table(out / "sessions.parquet").column("client_ip").to_pylist()
+    assert clients.count("172.16.0.8") >= 1985 and len(clients) == 1993
