@@ -13,6 +13,7 @@ import json
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -43,6 +44,19 @@ def tshark_conversations(raw: Path, protocol: str, extra: str) -> int:
     out = subprocess.run([tshark, "-r", str(raw), "-q", "-z", f"conv,{protocol}{extra}"],
                          check=True, capture_output=True, text=True).stdout
     return sum(1 for line in out.splitlines() if "<->" in line)
+
+
+def both_replays(path: Path, tmp_path: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """Sessions (a DataFrame) and the run's output under each replay, in tmp_path/REPLAY."""
+    runs, said = {}, {}
+    for replay in ("arrival", "event"):
+        out = tmp_path / replay
+        result = CliRunner().invoke(app, ["sessionize", str(path), "--out", str(out), "-q",
+                                          "--replay", replay])
+        assert result.exit_code == 0, result.output
+        runs[replay] = pq.read_table(out / "sessions.parquet").to_pandas()
+        said[replay] = result.output
+    return runs, said
 
 
 @pytest.mark.parametrize("export,raw,extra", CASES, ids=[c[0].split("/")[1] for c in CASES])
@@ -134,17 +148,12 @@ def test_softflowd_v9_flushing_years_of_flows_keeps_them_before_their_export(
     for line in syns:
         at, *key = line.split(",")
         syn_at.setdefault(tuple(key), float(at))  # a retried SYN keeps the first
-    runs = {}
+    runs, said = both_replays(fixtures / "sf_v9_zeek_ssh.pcap", tmp_path)
     for replay in ("arrival", "event"):
-        out = tmp_path / replay
-        result = CliRunner().invoke(app, ["sessionize", str(fixtures / "sf_v9_zeek_ssh.pcap"),
-                                          "--out", str(out), "-q", "--replay", replay])
-        assert result.exit_code == 0, result.output
-        runs[replay] = pq.read_table(out / "sessions.parquet").to_pandas()
         # the run says what the late sessions suggest, under arrival replay only
-        assert ("2 of 26 sessions are late" in result.output) == (replay == "arrival")
-        late = json.loads((out / "manifest.json").read_text())["counts"]["late_sessions"]
-        assert late == (2 if replay == "arrival" else 0)
+        assert ("2 of 26 sessions are late" in said[replay]) == (replay == "arrival")
+        manifest = json.loads((tmp_path / replay / "manifest.json").read_text())
+        assert manifest["counts"]["late_sessions"] == (2 if replay == "arrival" else 0)
     flows = pq.read_table(tmp_path / "arrival" / "flows.parquet").to_pandas()
     assert len(flows) == 48
     assert flows["last_seen"].max() <= last_packet
@@ -172,13 +181,7 @@ def test_collector_files_are_replayed_in_the_order_their_records_arrived(
     direction a one-way session of its own (5 sessions, 3 late). By arrival (the records'
     receive times), only the DCC transfer's last ACK, flushed after younger records, is."""
     raw = corpus / "raw" / "zeek_irc-dcc-send.pcapng"
-    runs = {}
-    for replay in ("arrival", "event"):
-        out = tmp_path / replay
-        result = CliRunner().invoke(app, ["sessionize", str(fixtures / "nfpcapd178_ircdcc"),
-                                          "--out", str(out), "-q", "--replay", replay])
-        assert result.exit_code == 0, result.output
-        runs[replay] = pq.read_table(out / "sessions.parquet").to_pandas()
+    runs, _ = both_replays(fixtures / "nfpcapd178_ircdcc", tmp_path)
     manifest = json.loads((tmp_path / "arrival" / "manifest.json").read_text())
     assert [Path(i["path"]).name for i in manifest["inputs"]] == [
         "nfcapd.202507282045", "nfcapd.202507282050"]
