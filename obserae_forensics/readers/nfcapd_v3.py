@@ -55,6 +55,9 @@ ELEMENTS: Final[dict[tuple[int, int], tuple[tuple[str, str, int], ...]]] = {
         ("input_if", "<u4", 0), ("output_if", "<u4", 4), ("src_mask", "u1", 8),
         ("dst_mask", "u1", 9), ("direction", "u1", 10), ("dst_tos", "u1", 11),
         ("biflow_direction", "u1", 12), ("flow_end_reason", "u1", 13),
+        # 1.7.0/1.7.1: revTcpFlags, which only nfdump's -b/-B pairing writes (nflowcache.c
+        # L1186); 1.7.8 made the byte alignment padding, and no writer of it sets it
+        ("rev_tcp_flags", "u1", 14),
     ),
     (5, 28): (("aggregated_flows", "<u8", 0), ("out_packets", "<u8", 8),  # EXcntFlow
               ("out_bytes", "<u8", 16)),
@@ -183,6 +186,8 @@ def decode_layout(rows: np.ndarray, layout: Layout) -> dict[str, np.ndarray]:
         out["input_if"] = rows["input_if"].astype(np.uint32)
         out["output_if"] = rows["output_if"].astype(np.uint32)
         out["flow_end_reason"] = rows["flow_end_reason"].astype(np.uint8)
+    if "rev_tcp_flags" in present:  # a 1.6 common record has none
+        out["reverse_tcp_flags"] = rows["rev_tcp_flags"].astype(np.uint16)
     if "out_packets" in present:
         out["reverse_packets"] = rows["out_packets"].astype(np.uint64)
     if "out_bytes" in present:
@@ -249,6 +254,7 @@ def _put_back_reverse_flags(rows: np.ndarray, out: dict[str, np.ndarray]) -> Non
     if not moved.any():
         return
     flags = out["tcp_flags"]
-    out["reverse_tcp_flags"] = np.where(moved, flags, 0).astype(np.uint16)
+    out["reverse_tcp_flags"] = np.where(moved, flags, out.get("reverse_tcp_flags", 0)).astype(
+        np.uint16)
     out["tcp_flags"] = np.where(moved, 0, flags).astype(np.uint16)
     out["_flags_put_back"] = moved & (flags != 0)

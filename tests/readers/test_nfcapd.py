@@ -413,3 +413,23 @@ def test_nfdump_bidirectional_output_keeps_the_scanner_the_client(fixtures: Path
     assert result.exit_code == 0, result.output
     clients = pq.read_table(out / "sessions.parquet").column("client_ip").to_pylist()
     assert clients.count("172.16.0.8") >= 1985 and len(clients) == 1993
+
+
+def test_nfdump_pairs_keep_the_reverse_direction_s_flags(corpus: Path, tmp_path: Path) -> None:
+    """`nfdump -b -w` writes each pair's reverse TCP flags in EXflowMisc's revTcpFlags
+    (1.7.1; 1.7.8 made the byte padding): unread, the answering side of every paired
+    connection had no flags, and connections that finished both ways stayed open. The
+    pairs give the sessions of the records they pair, but for the flow count."""
+    from tests.test_corpus_pairs import COMPARED, sessions_of
+
+    original = corpus / "nfcapd" / "sf_v9_test.nfcapd"
+    paired = tmp_path / "paired.nfcapd"
+    subprocess.run([need_tool("nfdump"), "-r", str(original), "-b", "-w", str(paired)],
+                   check=True, capture_output=True)
+    apart = sessions_of(original)
+    together = sessions_of(paired)
+    assert together.keys() == apart.keys()
+    compared = [c for c in COMPARED if c != "flow_count"]
+    for key, session in apart.items():
+        assert {c: together[key][c] for c in compared} == {c: session[c] for c in compared}
+    assert sum(s["close_reason"] == "fin" for s in together.values()) == 2
