@@ -279,7 +279,7 @@ def _read_header(f: BinaryIO, source: str, size: int) -> _Header:
                      appendix_offset if data_end != size else 0, int(h["appendix_blocks"]), "",
                      None, int(h["nfdversion"]))
     if header.appendix_offset:
-        across = _block_across_appendix(f, header)
+        across = _block_across_appendix(f, header, size)
         if across is not None or not _read_appendix(f, header, source, size):
             # nfdump reads its NumBlocks data blocks from the header on, whatever the offset
             # says; taken as the end of the data, a damaged offset lost every record after
@@ -301,7 +301,7 @@ def _read_header(f: BinaryIO, source: str, size: int) -> _Header:
     return header
 
 
-def _block_across_appendix(f: BinaryIO, header: _Header) -> tuple[int, int] | None:
+def _block_across_appendix(f: BinaryIO, header: _Header, size: int) -> tuple[int, int] | None:
     """(start, end) of a data block that runs past the header's appendix offset, walking the
     block headers from the data start (a damaged header stops the walk: the blocks' own
     reader says what is wrong there); None when the blocks end at or before it."""
@@ -316,8 +316,7 @@ def _block_across_appendix(f: BinaryIO, header: _Header) -> tuple[int, int] | No
             return None
         end = pos + BLOCK_HEADER.itemsize + stored
         if end > header.appendix_offset:
-            f.seek(0, os.SEEK_END)
-            return (pos, end) if end <= f.tell() else None  # past the end: a cut file
+            return (pos, end) if end <= size else None  # past the end: a cut file
         pos = end
     return None
 

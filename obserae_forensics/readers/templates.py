@@ -380,16 +380,14 @@ class RecordPlan:
         # uptime-relative (IE 22/21)
         if self.version in (5, 9):
             # the age from the header's sysUptime, modulo the 49.7-day wrap, in the window
-            # IPFIX's laps use too: from UPTIME_SLACK_MS after the export (a Last a few ms
+            # IPFIX's laps use: from UPTIME_SLACK_MS after the export (a Last a few ms
             # past sysUptime, Cisco CSCei12353) back to 48.7 days before it. Read as a
             # signed 32-bit age, a flow 24.8 to 48.7 days old came out weeks after its own
             # export, and older ones, which 32 bits cannot date, up to 24.8 days after it:
             # softflowd -r flushing a capture of three years put its first flows there, and
             # the watermark made every record after them late
             age: np.ndarray = (meta.uptime_ms - values) & 0xFFFF_FFFF
-            age = np.where(age >= UPTIME_WRAP_MS - UPTIME_SLACK_MS, age - UPTIME_WRAP_MS, age)
-            first_us: np.ndarray = meta.export_us - age * 1000
-            return first_us
+            return _uptime_lap(meta.export_us - age * 1000, meta.export_us)
         sysinit = self.unsigned(rows, SYSTEM_INIT_MILLISECONDS)
         if sysinit is None:
             sysinit_ms = meta.sysinit_ms
@@ -401,11 +399,17 @@ class RecordPlan:
                 element_values > np.uint64(TIME_LIMIT_US // 1000))
             sysinit_ms = np.where(unusable, 0, sysinit.astype(np.int64))
             known = np.ones(len(values), dtype=bool)
-        at_ms = sysinit_ms + np.where(unusable, 0, values)
-        export_ms = meta.export_us // 1000
-        laps = np.floor_divide(export_ms + UPTIME_SLACK_MS - at_ms, UPTIME_WRAP_MS)
-        at_ms = at_ms + laps * UPTIME_WRAP_MS
-        return np.where(unusable, UNUSABLE_TIME, np.where(known, at_ms * 1000, meta.export_us))
+        at_us = _uptime_lap((sysinit_ms + np.where(unusable, 0, values)) * 1000, meta.export_us)
+        return np.where(unusable, UNUSABLE_TIME, np.where(known, at_us, meta.export_us))
+
+
+def _uptime_lap(at_us: np.ndarray, export_us: np.ndarray) -> np.ndarray:
+    """`at_us` moved by whole 32-bit uptime wraps into the window a flow of this export can
+    lie in: at most UPTIME_SLACK_MS after the export, less than one wrap before that. One
+    window for v5/v9 (ages from the header's sysUptime) and IPFIX (boot time plus uptime)."""
+    wrap_us = UPTIME_WRAP_MS * 1000
+    laps = np.floor_divide(export_us + UPTIME_SLACK_MS * 1000 - at_us, wrap_us)
+    return at_us + laps * wrap_us
 
 
 class Template:
