@@ -28,6 +28,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import numpy as np
+
 PACKAGE_ROOT = Path(__file__).resolve().parent
 
 
@@ -87,3 +89,17 @@ def drop_stale_jit_cache(namespace: dict[str, Any]) -> bool:
         return bool(stale)
     except OSError:
         return False
+
+
+def read_only(array: Any, dtype: Any) -> np.ndarray:
+    """`array` as a read-only, C-contiguous view of `dtype` (a copy only if it is not one).
+
+    numba compiles a function once for each combination of argument types it is called
+    with, and a read-only array is a type of its own. Arrays Arrow lends without a copy are
+    read-only, those numpy computes are not, and which one a call gets can depend on how the
+    input was chunked: each new mix compiled the function again (the sessionizer's kernel
+    takes over a minute) on the first run after install. Read-only views for every caller
+    make it one type."""
+    view = np.ascontiguousarray(array, dtype=dtype).view()
+    view.flags.writeable = False
+    return view

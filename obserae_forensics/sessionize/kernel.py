@@ -48,10 +48,10 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from ..jit_cache import drop_stale_jit_cache
+from ..jit_cache import drop_stale_jit_cache, read_only
 from . import row as R
 from .inference import icmp_evidence, infer_server
-from .keys import Records
+from .keys import RECORD_FIELDS, Records
 from .policy import SessionPolicy
 
 # status codes returned by replay()
@@ -176,6 +176,14 @@ _helper = nb.njit(cache=True, nogil=True, _nrt=False)
 # was a little faster again but took the kernel's compilation from ~25 s to ~140 s.
 _inline = nb.njit(cache=True, nogil=True, _nrt=False, inline="always")
 _infer = nb.njit(cache=True, nogil=True, _nrt=False)(infer_server)
+# Arguments of the helpers called (not inlined) that are constants at the call: numba
+# compiles a helper again for each literal type it is handed (Literal[int](0) beside int64,
+# Literal[bool](True) beside Literal[bool](False)), seconds each on the first run. numpy
+# scalars are typed int64 and bool, the types the other calls pass.
+_ZERO = np.int64(0)
+_ROW0 = np.int64(0)  # the one row of the scratch tables X and tmp
+_STRAY = np.bool_(True)
+_NOT_STRAY = np.bool_(False)
 _icmp_evidence = _inline(icmp_evidence)
 
 
@@ -714,7 +722,7 @@ def _eviction_sift_up(V: Any, i: int, tmp: Any) -> None:
         tmp[0, f] = V[i, f]
     while i > 0:
         parent = (i - 1) // EVICTION_ARITY
-        if not _eviction_less(tmp, 0, V, parent):
+        if not _eviction_less(tmp, _ROW0, V, parent):
             break
         for f in range(EVICTION_FIELDS):
             V[i, f] = V[parent, f]
@@ -735,7 +743,7 @@ def _eviction_sift_down(V: Any, i: int, n: int, tmp: Any) -> None:
         for other in range(first + 1, min(first + EVICTION_ARITY, n)):
             if _eviction_less(V, other, V, child):
                 child = other
-        if not _eviction_less(V, child, tmp, 0):
+        if not _eviction_less(V, child, tmp, _ROW0):
             break
         for f in range(EVICTION_FIELDS):
             V[i, f] = V[child, f]
@@ -774,7 +782,7 @@ def _eviction_pop(V: Any, C: Any, tmp: Any) -> None:
     if n > 0:
         for f in range(EVICTION_FIELDS):
             V[0, f] = V[n, f]
-        _eviction_sift_down(V, 0, n, tmp)
+        _eviction_sift_down(V, _ZERO, n, tmp)
 
 
 @_helper
@@ -782,7 +790,7 @@ def _eviction_refresh_top(V: Any, C: Any, M: Any, tmp: Any) -> None:
     """The top entry's session was seen since it was queued: its last_seen now, sifted down
     in place (what a pop and a push of the same entry would give, for one sift)."""
     V[0, 0] = M[V[0, 8], R.F_LAST]
-    _eviction_sift_down(V, 0, C[S_EVICTION_ENTRIES], tmp)
+    _eviction_sift_down(V, _ZERO, C[S_EVICTION_ENTRIES], tmp)
 
 
 @_inline
@@ -807,7 +815,7 @@ def _eviction_valid(V: Any, i: int, M: Any) -> bool:
 def _eviction_rebuild(V: Any, C: Any, M: Any, tmp: Any) -> None:
     """Drop entries of sessions that closed otherwise; keeps the heap near the open count."""
     n = C[S_EVICTION_ENTRIES]
-    kept = 0
+    kept = _ZERO
     for i in range(n):
         if _eviction_valid(V, i, M):
             for f in range(EVICTION_FIELDS):
@@ -822,7 +830,7 @@ def _eviction_rebuild(V: Any, C: Any, M: Any, tmp: Any) -> None:
 @_helper
 def _eviction_build(V: Any, C: Any, S: Any, M: Any, tmp: Any) -> None:
     """Queue every open session (the cap is reached: from now on victims are needed)."""
-    kept = 0
+    kept = _ZERO
     for slot in range(C[S_SLOTS]):
         if S[slot, R.SL_STATUS] & R.STATUS_OPEN:
             _eviction_entry(V, kept, M, S[slot, R.SL_STATUS] >> R.STATUS_ROW_SHIFT)
@@ -1027,11 +1035,37 @@ def _sweep(S: Any, M: Any, G: Any, P: Any, C: Any, OUT: Any, D: Any, Q: Any, E: 
 
 
 @_helper
-def _sweep_early(S: Any, M: Any, G: Any, P: Any, C: Any, OUT: Any, D: Any, Q: Any, E: Any,
-                 known: Any, watermark: int, emit: int) -> None:
-    """_sweep as a call: only a record meeting a full cap runs it, not worth a second inlined
-    copy of the sweep in replay."""
+def _sweep_call(S: Any, M: Any, G: Any, P: Any, C: Any, OUT: Any, D: Any, Q: Any, E: Any,
+                known: Any, watermark: int, emit: int) -> None:
+    """_sweep as a call, for the rare paths (a record meeting a full cap, a stray, the end of
+    input): each inlined copy of the sweep added ~8 s to the kernel's first compilation."""
     _sweep(S, M, G, P, C, OUT, D, Q, E, known, watermark, emit)
+
+
+@_helper
+def _stray(X: Any, M: Any, r: int, S: Any, slot: int, C: Any, P: Any, OUT: Any, known: Any,
+           late: int, identity: int, emit: int, d: int, first: int, last: int,
+           dst_port: int, domain: int, flags: int, packets: int, octets: int,
+           reverse_packets: int, reverse_octets: int, sampling: int, scaled: int,
+           src_declared: int, dst_declared: int) -> int:
+    """A stray record of the open session in M[r]: a session of its own, built in the
+    scratch row X[_ROW0] and closed at once; -> its serial. A call, not inlined: strays are
+    rare, and the inlined copies of _apply and the rest cost seconds of compilation."""
+    for f in range(R.KEY_END):
+        X[_ROW0, f] = M[r, f]
+    _init_session(X, _ROW0, C[S_SERIALS], late)
+    X[_ROW0, R.F_IDENTITY] = identity
+    X[_ROW0, R.F_DEEP] = 1  # a stray's dup is its identity too (rule 6)
+    C[S_SERIALS] += 1
+    _new_links(X, _ROW0, S, slot, C, first, late, _STRAY)
+    _apply(X, _ROW0, d, first, last, dst_port, domain, flags, packets, octets,
+           reverse_packets, reverse_octets, sampling, scaled, src_declared, dst_declared)
+    deadline, reason = _deadline(X, _ROW0, P)
+    _finalize(X, _ROW0, S, slot, C, deadline, reason, emit, _ZERO, _ZERO, known)
+    _output(OUT, C, X, _ROW0)
+    if _rememberable(S, slot, C, X, _ROW0):
+        _remember(S, slot, X, _ROW0, P, C)
+    return X[_ROW0, R.F_SERIAL]
 
 
 @_helper
@@ -1194,25 +1228,15 @@ def replay(
             elif first < M[r, R.F_OPENED] and (
                     last + idle < M[r, R.F_OPENED] or first + hard <= M[r, R.F_MAX_FIRST]):
                 # a stray: a session of its own, built in a scratch row and closed at once
-                for f in range(R.KEY_END):
-                    X[0, f] = M[r, f]
-                _init_session(X, 0, C[S_SERIALS], late)
-                X[0, R.F_IDENTITY] = identity[i]
-                X[0, R.F_DEEP] = 1  # a stray's dup is its identity too (rule 6)
-                C[S_SERIALS] += 1
-                _new_links(X, 0, S, slot, C, first, late, True)
-                _apply(X, 0, d, first, last, dst_port[i], exporter_domain[i], tcp_flags[i],
-                       packets[i], octets[i], reverse_packets[i], reverse_octets[i],
-                       sampling_rate[i], counters_scaled[i], src_declared[i], dst_declared[i])
-                deadline, reason = _deadline(X, 0, P)
-                _finalize(X, 0, S, slot, C, deadline, reason, emit, 0, 0, known)
-                _output(OUT, C, X, 0)
-                if _rememberable(S, slot, C, X, 0):
-                    _remember(S, slot, X, 0, P, C)
-                serial_out[i] = X[0, R.F_SERIAL]
+                serial_out[i] = _stray(
+                    X, M, r, S, slot, C, P, OUT, known, late, identity[i], emit, d, first,
+                    last, dst_port[i], exporter_domain[i], tcp_flags[i], packets[i],
+                    octets[i], reverse_packets[i], reverse_octets[i], sampling_rate[i],
+                    counters_scaled[i], src_declared[i], dst_declared[i])
                 direction_out[i] = d
                 _advance(C, clock, last, event)
-                _sweep(S, M, G, P, C, OUT, D, Q, E, known, C[S_MAX_LAST] - P[P_GRACE], emit)
+                _sweep_call(S, M, G, P, C, OUT, D, Q, E, known, C[S_MAX_LAST] - P[P_GRACE],
+                            emit)
                 continue
             else:
                 target = r
@@ -1251,7 +1275,7 @@ def replay(
             _init_session(M, target, C[S_SERIALS], late)
             M[target, R.F_IDENTITY] = identity[i]
             C[S_SERIALS] += 1
-            _new_links(M, target, S, slot, C, first, late, False)
+            _new_links(M, target, S, slot, C, first, late, _NOT_STRAY)
             now = clock
             if C[S_HAS_MAX_LAST] and C[S_MAX_LAST] > now:
                 now = C[S_MAX_LAST]
@@ -1261,7 +1285,7 @@ def replay(
             if C[S_OPEN] >= P[P_CAP]:
                 # sessions the watermark of this record closes anyway leave by their own
                 # deadline first; only a session still open is a victim (reference rule 4)
-                _sweep_early(S, M, G, P, C, OUT, D, Q, E, known, now - P[P_GRACE], emit)
+                _sweep_call(S, M, G, P, C, OUT, D, Q, E, known, now - P[P_GRACE], emit)
             if C[S_OPEN] >= P[P_CAP]:
                 if not C[S_EVICTION_ON]:
                     _eviction_build(V, C, S, M, tmp)
@@ -1325,8 +1349,8 @@ def finish(S: Any, M: Any, G: Any, P: Any, C: Any, OUT: Any, D: Any, Q: Any, E: 
     session due at that very instant closes: a connection whose FINs end the capture), then
     every open session leaves as is."""
     if C[S_HAS_MAX_LAST]:
-        _sweep(S, M, G, P, C, OUT, D, Q, E, known,
-               (C[S_NEWEST_LAST] if P[P_EVENT] else C[S_MAX_LAST]) + 1, emit)
+        _sweep_call(S, M, G, P, C, OUT, D, Q, E, known,
+                    (C[S_NEWEST_LAST] if P[P_EVENT] else C[S_MAX_LAST]) + 1, emit)
     for slot in range(C[S_SLOTS]):
         if S[slot, R.SL_STATUS] & R.STATUS_OPEN:
             r = S[slot, R.SL_STATUS] >> R.STATUS_ROW_SHIFT
@@ -1335,7 +1359,8 @@ def finish(S: Any, M: Any, G: Any, P: Any, C: Any, OUT: Any, D: Any, Q: Any, E: 
                                    M[r, R.F_LO_PORT])
             peak1 = _endpoint_peak(E, proto, M[r, R.F_HI_HI], M[r, R.F_HI_LO],
                                    M[r, R.F_HI_PORT])
-            _finalize(M, r, S, slot, C, 0, R.REASON_OPEN, emit, peak0, peak1, known)
+            _finalize(M, r, S, slot, C, _ZERO, R.REASON_OPEN, emit, peak0, peak1,
+                      known)
             _output(OUT, C, M, r)
 
 
@@ -1447,16 +1472,12 @@ class KernelReplay:
             self._grow_output((int(self.C[S_OPEN]) + n + 8) * 9 // 8)
         serials = np.zeros(n, dtype=np.int64)
         directions = np.zeros(n, dtype=np.int8)
+        # read-only, all of them: one compiled replay (jit_cache.read_only)
+        columns = [read_only(getattr(records, name), np.int64) for name in RECORD_FIELDS]
         start = 0
         while True:
             status, start = replay(
-                records.first_seen, records.last_seen, records.src_hi, records.src_lo,
-                records.dst_hi, records.dst_lo, records.src_port, records.dst_port,
-                records.protocol, records.tcp_flags, records.packets, records.octets,
-                records.reverse_packets, records.reverse_octets, records.sampling_rate,
-                records.counters_scaled, records.exporter_domain, records.src_declared,
-                records.dst_declared, records.index, records.identity, start, serials,
-                directions,
+                *columns, start, serials, directions,
                 self.S, self.B, self.F, self.M, self.G, self.P, self.C, self.OUT, self.D, self.Q,
                 self.V, self.E, self.known, self._scratch_eviction, self._scratch_row,
                 self._ring)

@@ -166,3 +166,36 @@ def test_late_sessions_behind_a_watermark_that_runs_ahead_are_forgotten() -> Non
     assert sessions.num_rows == 2001
     [replay] = made
     assert replay.final["used"] < 100
+
+
+def test_replay_takes_the_record_columns_in_records_order() -> None:
+    """KernelReplay.process hands replay the Records columns in RECORD_FIELDS order."""
+    from obserae_forensics.sessionize.keys import RECORD_FIELDS
+
+    names = K.replay.py_func.__code__.co_varnames[:len(RECORD_FIELDS)]
+    assert names == RECORD_FIELDS
+
+
+def test_each_kernel_function_is_compiled_once() -> None:
+    """Every numba function of the kernel has one compiled signature, whatever the records:
+    the columns of a one-exporter batch (some lent read-only by Arrow), those gathered for
+    each exporter of a mixed batch (all made by numpy), event replay, a stray, evictions at
+    a cap. Each further signature is another compilation on the first run after install:
+    replay's takes over a minute, and it was compiled twice once a run met a mixed batch;
+    a literal 0 handed to a helper compiled that helper again."""
+    flows = [rec(100, flags=SYN), rec(101, flags=SYN | ACK, src="10.0.0.2", sport=443,
+                                      dst="10.0.0.1", dport=40000),
+             rec(1, 2),  # a stray of the session opened at 100
+             *[rec(102 + i, sport=41000 + i, flags=SYN) for i in range(6)],
+             rec(103, exporter="192.0.2.99", dport=53, proto=17)]
+    for options in ({}, {"replay": "event"}, {"max_open_ksessions": 0.002}):
+        sessions, _, sessionizer = run(flows, SessionPolicy(**options))
+        assert sessions.num_rows >= 8
+    assert run(flows[:-1], batch_size=3)[0].num_rows >= 8  # one exporter: lent columns
+    assert sessionizer.pressure()["192.0.2.1"]["evictions"] > 0
+    compiled = {name: len(value.signatures) for name, value in vars(K).items()
+                if getattr(value, "signatures", None)}
+    # helpers appear only when compiled here (a fresh checkout, as in CI): a replay loaded
+    # from numba's cache brings them along inside it
+    assert {"replay", "finish"} <= set(compiled)
+    assert {name: count for name, count in compiled.items() if count > 1} == {}
