@@ -98,6 +98,19 @@ def session_ids(seeds: np.ndarray, cols: np.ndarray) -> np.ndarray:
                    cols[R.O_DUP])
 
 
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    """Output rows of the parts side by side, as a strided view (one spare column behind).
+    The kernel's own rows are a slice of its output buffer, which numba types apart from a
+    C-contiguous array: joined parts made contiguous compiled _session_numbers a second time
+    (seconds on the first run after install)."""
+    if len(parts) == 1 and not parts[0].flags.c_contiguous:
+        return parts[0]
+    n = sum(part.shape[1] for part in parts)
+    joined = np.empty((parts[0].shape[0], n + 1), dtype=np.int64)
+    np.concatenate(parts, axis=1, out=joined[:, :n])
+    return joined[:, :n]
+
+
 def _conversation_ids(seeds: np.ndarray, cols: np.ndarray, own: np.ndarray) -> np.ndarray:
     roots = id_hash(seeds, cols, cols[R.O_ROOT_OPENED], np.zeros(cols.shape[1], np.int64),
                     cols[R.O_ROOT_LATE], cols[R.O_ROOT_DUP])
@@ -110,28 +123,75 @@ def _follow_ids(seeds: np.ndarray, cols: np.ndarray) -> np.ndarray:
 
 
 @nb.njit(cache=True, nogil=True)
+def _before(a: int, b: int, ids: Any, rank: Any, serial: Any) -> bool:
+    """Row a sorts before row b by (id, exporter rank, serial)."""
+    if ids[a] != ids[b]:
+        return ids[a] < ids[b]
+    if rank[a] != rank[b]:
+        return rank[a] < rank[b]
+    return serial[a] < serial[b]
+
+
+@nb.njit(cache=True, nogil=True)
 def _sort_tied_runs(order: Any, emit: Any, ids: Any, rank: Any, serial: Any) -> None:
-    """Within each run of equal emit in `order`, sort by (id, exporter rank, serial)."""
+    """Within each run of equal emit in `order`, sort by (id, exporter rank, serial): a
+    stable merge sort, insertion-sorted blocks of 16 merged bottom-up through a scratch
+    array. Written out rather than numba's argsort and slice assignment, which compiled
+    their error paths (text formatting) for ~7 s on the first run after install."""
     n = len(order)
+    longest = 0
     i = 0
     while i < n:
         j = i + 1
         while j < n and emit[order[j]] == emit[order[i]]:
             j += 1
-        if j - i > 1:
-            rows = order[i:j].copy()
-            rows = rows[np.argsort(ids[rows], kind="mergesort")]
-            # equal ids (rare): insertion sort on the full key only moves among those
-            for a in range(1, len(rows)):
-                row = rows[a]
+        longest = max(longest, j - i)
+        i = j
+    if longest < 2:
+        return
+    scratch = np.empty(longest, order.dtype)
+    i = 0
+    while i < n:
+        j = i + 1
+        while j < n and emit[order[j]] == emit[order[i]]:
+            j += 1
+        for start in range(i, j, 16):
+            stop = min(start + 16, j)
+            for a in range(start + 1, stop):
+                row = order[a]
                 b = a - 1
-                while b >= 0 and ids[rows[b]] == ids[row] and (
-                        rank[rows[b]] > rank[row] or
-                        (rank[rows[b]] == rank[row] and serial[rows[b]] > serial[row])):
-                    rows[b + 1] = rows[b]
+                while b >= start and _before(row, order[b], ids, rank, serial):
+                    order[b + 1] = order[b]
                     b -= 1
-                rows[b + 1] = row
-            order[i:j] = rows
+                order[b + 1] = row
+        width = 16
+        while width < j - i:
+            # merge pairs of sorted blocks of `width` from order[i:j] into scratch, then back
+            for lo in range(i, j, 2 * width):
+                mid = min(lo + width, j)
+                hi = min(lo + 2 * width, j)
+                a = lo
+                b = mid
+                k = lo - i
+                while a < mid and b < hi:
+                    if _before(order[b], order[a], ids, rank, serial):
+                        scratch[k] = order[b]
+                        b += 1
+                    else:  # ties keep the left block's row first: stable
+                        scratch[k] = order[a]
+                        a += 1
+                    k += 1
+                while a < mid:
+                    scratch[k] = order[a]
+                    a += 1
+                    k += 1
+                while b < hi:
+                    scratch[k] = order[b]
+                    b += 1
+                    k += 1
+            for k in range(j - i):
+                order[i + k] = scratch[k]
+            width *= 2
         i = j
 
 
@@ -366,7 +426,7 @@ def sessions_table(parts: list[tuple[str, np.ndarray]]
         return (SESSIONS_SCHEMA.empty_table(), np.zeros(0, dtype=np.int64),
                 np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64),
                 np.zeros(0, dtype=np.int64), None)
-    cols = parts[0][1] if len(parts) == 1 else np.concatenate([c for _, c in parts], axis=1)
+    cols = _joined([c for _, c in parts])
     n = cols.shape[1]
     names = sorted({exporter for exporter, _ in parts})
     rank_of = {name: rank for rank, name in enumerate(names)}
