@@ -13,7 +13,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from .jit_cache import drop_stale_jit_cache
+from .jit_cache import drop_stale_jit_cache, read_only
 
 _LOW = np.uint64(0xFFFFFFFF)
 _SHIFT = np.uint64(32)
@@ -21,8 +21,7 @@ _SHIFT = np.uint64(32)
 
 def exact_sum(values: np.ndarray) -> int:
     """The sum of unsigned counters as a Python int, never wrapped."""
-    values = np.asarray(values).astype(np.uint64, copy=False).ravel()
-    low, high = _half_sums(values)
+    low, high = _half_sums(read_only(np.ravel(values), np.uint64))
     return (int(high) << 32) + int(low)
 
 

@@ -15,7 +15,7 @@ import numba
 import numpy as np
 import pyarrow as pa
 
-from .jit_cache import drop_stale_jit_cache
+from .jit_cache import drop_stale_jit_cache, read_only
 
 _K1 = np.uint64(0x9E3779B97F4A7C15)
 _K2 = np.uint64(0xBF58476D1CE4E5B9)
@@ -133,9 +133,11 @@ def text_hashes(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     _validity, offsets_buffer, data_buffer = array.buffers()
     offsets = np.frombuffer(offsets_buffer,
                             dtype=np.int32 if pa.types.is_string(array.type) else np.int64)
+    # one compiled _text_hashes for string and large_string (the offsets as int64)
+    offsets = read_only(offsets[array.offset:array.offset + len(array) + 1], np.int64)
     data = (np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None
             else np.zeros(0, dtype=np.uint8))
-    return _text_hashes(offsets, data, array.offset, len(array))
+    return _text_hashes(offsets, read_only(data, np.uint8), 0, len(array))
 
 
 def endpoint_pair_hashes(table: pa.Table, *, port_protocols: Iterable[int] | None = None

@@ -43,7 +43,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..ids import endpoint_pair_hashes, hex_ids, id_sort_keys
-from ..jit_cache import drop_stale_jit_cache
+from ..jit_cache import drop_stale_jit_cache, read_only
 from ..schema import TIMESTAMP
 from .columns import column_values
 from .services import PORT_PROTOCOLS
@@ -264,7 +264,7 @@ class Consolidation:
             return SESSIONS_CONSOLIDATED_SCHEMA.empty_table()
         rows = rows.combine_chunks()
         pair = _numbers(rows, "pair")
-        alone = _pair_counts(pair) == 1
+        alone = _pair_counts(read_only(pair, np.uint64)) == 1
         singles = np.flatnonzero(alone)
         parts = [self._single(rows, singles)]
         if len(singles) < rows.num_rows:
@@ -730,8 +730,9 @@ def _consolidated_ids(protocol: np.ndarray, pair: np.ndarray, first_seen: np.nda
     """Deterministic uint64 id per conversation: ids.hash_words of (protocol, endpoint pair
     hash, first_seen); two conversations of one pair never share a first_seen, since they
     would overlap."""
-    return _id_values(protocol, np.asarray(pair, dtype=np.uint64),
-                      np.asarray(first_seen, dtype=np.int64).view(np.uint64))
+    return _id_values(read_only(protocol, np.int64), read_only(pair, np.uint64),
+                      read_only(np.asarray(first_seen, dtype=np.int64).view(np.uint64),
+                                np.uint64))
 
 
 # numba's cache ignores the modules this one compiles in (jit_cache.py): last, so that

@@ -119,7 +119,8 @@ def index_records(
                     else:
                         payload_start[n] = udp + 8
                         payload_end[n] = udp + udp_length
-                        sources[n] = np.uint32(_u32(data, ip + 12, False))
+                        sources[n] = np.uint32(_u16be(data, ip + 12) << 16
+                                               | _u16be(data, ip + 14))
                         ports[n] = np.uint32((_u16be(data, udp) << 16) | _u16be(data, udp + 2))
         n += 1
         at += 16 + caplen
