@@ -393,6 +393,18 @@ def test_one_way_ipfix_with_flow_counts_keeps_its_flags_forward(fixtures: Path) 
     assert report.repaired == {"nfcapd_reverse_flags": 2}
 
 
+def test_v9_egress_counters_keep_their_flags_forward(fixtures: Path) -> None:
+    """NetFlow v9 OUT_BYTES/OUT_PKTS (IE 23, 24) land in nfcapd's reverse counters as the
+    IPFIX ones do, but v9 has no reverse flags element: a SYN with egress counters is still
+    its sender's SYN. Only IPFIX records are moved (fixtures/README.md)."""
+    table, report = read_table(fixtures / "nfcapd171_oneway_v9.nfcapd")
+    rows = {(r["src_port"], r["dst_port"]): (r["tcp_flags"], r["reverse_tcp_flags"],
+                                             r["reverse_packets"])
+            for r in table.to_pylist()}
+    assert rows == {(40002, 22): (0x02, 0, 1), (22, 40002): (0x12, 0, 1)}
+    assert not report.repaired
+
+
 def test_nfdump_bidirectional_output_keeps_the_scanner_the_client(fixtures: Path,
                                                                   tmp_path: Path) -> None:
     """`nfdump -B -w` over the biflow scan: records it pairs stand for several flows and
