@@ -99,7 +99,7 @@ def read_only(array: Any, dtype: Any) -> np.ndarray:
     read-only, those numpy computes are not, and which one a call gets can depend on how the
     input was chunked: each new mix compiled the function again (the sessionizer's kernel
     takes over a minute) on the first run after install. Read-only views for every caller
-    make it one type."""
-    view = np.ascontiguousarray(array, dtype=dtype).view()
+    make it one type (aligned too: numba types a misaligned buffer apart as well)."""
+    view = np.require(array, dtype=dtype, requirements=["C_CONTIGUOUS", "ALIGNED"]).view()
     view.flags.writeable = False
     return view

@@ -531,14 +531,20 @@ def _running_max(values: Any, starts: Any) -> Any:
     return out
 
 
+def _runs(values: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """values[starts[i] : starts[i] + counts[i]] for every i, laid end to end. The positions
+    are made in numba and the gather left to numpy: members (int64) and exporter codes
+    (uint32) would each compile a gather of their own on the first run."""
+    return values[_run_positions(read_only(starts, np.int64), read_only(counts, np.int64))]
+
+
 @numba.njit(cache=True, nogil=True)
-def _runs(values: Any, starts: Any, counts: Any) -> Any:
-    """values[starts[i] : starts[i] + counts[i]] for every i, laid end to end."""
-    out = np.empty(counts.sum(), dtype=values.dtype)
+def _run_positions(starts: Any, counts: Any) -> Any:
+    out = np.empty(counts.sum(), dtype=np.int64)
     k = 0
     for i in range(len(starts)):
         for j in range(starts[i], starts[i] + counts[i]):
-            out[k] = values[j]
+            out[k] = j
             k += 1
     return out
 

@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from obserae_forensics.ids import endpoint_pair_hashes, hash_words
+from obserae_forensics.jit_cache import read_only
 from obserae_forensics.matching.consolidate import (
     CONSOLIDATION_ROWS_SCHEMA,
     Consolidation,
@@ -170,7 +171,7 @@ def test_output_order_is_a_stable_lexsort(keys: list[tuple[int, int]]) -> None:
 def test_pair_counts_and_bucket_order(values: list[int], buckets: int) -> None:
     pair = (np.array(values, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15))
     _, inverse, counts = np.unique(pair, return_inverse=True, return_counts=True)
-    assert (_pair_counts(pair) == counts[inverse.ravel()]).all()
+    assert (_pair_counts(read_only(pair, np.uint64)) == counts[inverse.ravel()]).all()
     bucket = np.array(values, dtype=np.int64) % buckets
     places, per_bucket = _bucket_places(bucket, buckets)
     order = _bucket_order(bucket, places)

@@ -199,3 +199,24 @@ def test_each_kernel_function_is_compiled_once() -> None:
     # from numba's cache brings them along inside it
     assert {"replay", "finish"} <= set(compiled)
     assert {name: count for name, count in compiled.items() if count > 1} == {}
+
+
+def test_no_kernel_helper_is_handed_a_literal() -> None:
+    """A literal argument (0, True) makes numba compile a helper once more for its literal
+    type. The compiled-once test sees helpers only when replay is compiled in the process
+    (a fresh cache, as in CI); this reads the source, so it holds on a warm cache too."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(K))
+    called = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)
+              and any(isinstance(d, ast.Name) and d.id in ("_helper", "_jit")
+                      for d in node.decorator_list)} | {"_infer"}
+    assert {"replay", "_finalize", "_stray", "_eviction_sift_down"} <= called
+    literal = [f"line {node.lineno}: {ast.unparse(node)[:60]}" for node in ast.walk(tree)
+               if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+               and node.func.id in called
+               and any(isinstance(a, ast.Constant) or (isinstance(a, ast.UnaryOp) and
+                                                      isinstance(a.operand, ast.Constant))
+                       for a in node.args)]
+    assert literal == []
