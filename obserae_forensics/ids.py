@@ -101,11 +101,12 @@ def _mix(h: np.uint64) -> np.uint64:
 
 
 @numba.njit(cache=True, nogil=True)
-def _text_hashes(offsets: np.ndarray, data: np.ndarray, start: int, n: int) -> np.ndarray:
+def _text_hashes(offsets: np.ndarray, data: np.ndarray) -> np.ndarray:
+    n = len(offsets) - 1
     out = np.empty(n, dtype=np.uint64)
     for i in range(n):
         h = _FNV_OFFSET
-        for k in range(offsets[start + i], offsets[start + i + 1]):
+        for k in range(offsets[i], offsets[i + 1]):
             h = (h ^ np.uint64(data[k])) * _FNV_PRIME
         out[i] = h
     return out
@@ -137,7 +138,7 @@ def text_hashes(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     offsets = read_only(offsets[array.offset:array.offset + len(array) + 1], np.int64)
     data = (np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None
             else np.zeros(0, dtype=np.uint8))
-    return _text_hashes(offsets, read_only(data, np.uint8), 0, len(array))
+    return _text_hashes(offsets, read_only(data, np.uint8))
 
 
 def endpoint_pair_hashes(table: pa.Table, *, port_protocols: Iterable[int] | None = None

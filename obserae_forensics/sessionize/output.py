@@ -139,22 +139,14 @@ def _sort_tied_runs(order: Any, emit: Any, ids: Any, rank: Any, serial: Any) -> 
     array. Written out rather than numba's argsort and slice assignment, which compiled
     their error paths (text formatting) for ~7 s on the first run after install."""
     n = len(order)
-    longest = 0
+    scratch = np.empty(0, order.dtype)  # as long as the longest run merged so far
     i = 0
     while i < n:
         j = i + 1
         while j < n and emit[order[j]] == emit[order[i]]:
             j += 1
-        longest = max(longest, j - i)
-        i = j
-    if longest < 2:
-        return
-    scratch = np.empty(longest, order.dtype)
-    i = 0
-    while i < n:
-        j = i + 1
-        while j < n and emit[order[j]] == emit[order[i]]:
-            j += 1
+        if j - i > 16 and j - i > len(scratch):
+            scratch = np.empty(j - i, order.dtype)
         for start in range(i, j, 16):
             stop = min(start + 16, j)
             for a in range(start + 1, stop):
