@@ -49,6 +49,7 @@ from .information_elements import (
     Element,
 )
 from .templates import (
+    Leftover,
     PendingData,
     PendingSet,
     RecordMeta,
@@ -59,6 +60,7 @@ from .templates import (
     TemplateCache,
     fixed_set_records,
     padding_problem,
+    variable_records,
 )
 
 SEQUENCE_MASK = 0xFFFF_FFFF
@@ -439,6 +441,42 @@ class ExportDecoder:
         self.options_in_datagram += records
         return records
 
+    def data_set(self, set_id: int, buf: bytes, at: int, end: int, where: str) -> int | None:
+        """Decode a v9 or IPFIX data set whose records lie in buf[at:end] (buf: the current
+        message); records read, or None when its template has not arrived (it waits)."""
+        template = self.template(set_id)
+        if template is None:
+            self.defer_set(set_id, buf[at:end])
+            return None
+        if template.options:
+            return self.options_records(template, buf, at, end)
+        if template.fixed_length is not None:
+            records, problem = fixed_set_records(template, buf, at, end)
+            if records:
+                self.add_set(template, at, records)
+        else:
+            # variable-length fields: IPFIX's, and v9's from exporters that send them (H3C)
+            parts, records, problem = variable_records(template, buf, at, end)
+            if records:
+                self.add_variable_records(template, parts, records)
+        if problem is not None and not self._padding(f"{where}: {problem.text}", problem):
+            self._malformed(f"{where}: {problem.text}", problem.nbytes, "bad_record")
+        return records
+
+    def _padding(self, message: str, problem: Leftover, place: _Place | None = None) -> bool:
+        """Say a set's non-zero alignment padding (no record lost, so not a skip: --strict
+        goes on); False when `problem` is not that."""
+        if not problem.padding:
+            return False
+        if place is None:
+            datagram = self._datagram
+            assert datagram is not None
+            place = (datagram.source, datagram.offset, datagram.frame)
+        source, offset, frame = place
+        self.report.repair(MalformedInput(message, source=source, offset=offset, frame=frame,
+                                          reason="nonzero_padding"))
+        return True
+
     def define_template(self, template: Template) -> None:
         """A template or options template record arrived: store it, decode what waited for it."""
         stream = self._stream
@@ -582,6 +620,7 @@ class ExportDecoder:
                                 place)
             return 0
         minimum = max(template.min_length, 1)
+        body = at
         while end - at >= minimum:
             try:
                 spans, at = template.field_spans(buf, at, end)
@@ -592,10 +631,11 @@ class ExportDecoder:
                               template.sampler_scope(buf, spans))
             records += 1
         else:
-            problem = padding_problem(buf, at, end, records)
-            if problem is not None:
-                self._malformed(f"options data set {template.template_id}: {problem[0]}",
-                                problem[1], "bad_record", place)
+            problem = padding_problem(buf, body, at, end, records)
+            message = f"options data set {template.template_id}: "
+            if problem is not None and not self._padding(message + problem.text, problem,
+                                                         place):
+                self._malformed(message + problem.text, problem.nbytes, "bad_record", place)
         stream.stats.options_records += records
         return records
 
@@ -674,26 +714,29 @@ class ExportDecoder:
         if template.fixed_length is not None:
             records, problem = fixed_set_records(template, body, 0, len(body))
             if problem is not None:
-                self.report.skip(MalformedInput(
-                    f"data set {template.template_id}: {problem[0]}", source=item.source,
-                    offset=item.datagram_offset, frame=item.frame, reason="bad_record"),
-                    problem[1])
+                self._late_problem(template, item, problem)
             if records:
                 base = chunk.add_payload(body)
                 chunk.add(template, (*row, base, records, item.first_index, sysinit_ms,
                                      item.sampling_rate, item.samplers))
             return records
-        parts, records, problem = ipfix.variable_records(template, body, 0, len(body))
+        parts, records, problem = variable_records(template, body, 0, len(body))
         if problem is not None:
-            self.report.skip(MalformedInput(
-                f"data set {template.template_id}: {problem[0]}", source=item.source,
-                offset=item.datagram_offset, frame=item.frame, reason="bad_record"),
-                problem[1])
+            self._late_problem(template, item, problem)
         if records:
             chunk.add(template, (*row, len(chunk.extra), records, item.first_index, sysinit_ms,
                                  item.sampling_rate, item.samplers), variable=True)
             chunk.extra += parts
         return records
+
+    def _late_problem(self, template: Template, item: PendingSet, problem: Leftover) -> None:
+        """A problem of a data set that waited for its template, told with the datagram that
+        brought it (and not counted on whatever stream is being decoded now)."""
+        message = f"data set {template.template_id}: {problem.text}"
+        if not self._padding(message, problem, (item.source, item.datagram_offset, item.frame)):
+            self.report.skip(MalformedInput(message, source=item.source,
+                                            offset=item.datagram_offset, frame=item.frame,
+                                            reason="bad_record"), problem.nbytes)
 
     def _see_exports(self, chunk: _Chunk) -> None:
         """First/last export time and clock offset per stream, from whole arrays."""
@@ -752,10 +795,12 @@ def carries_templates(payload: bytes) -> bool:
     end = len(payload)
     while at + 4 <= end:
         set_id, length = struct.unpack_from(">HH", payload, at)
+        if length < 4:
+            # v9's template FlowSet id is 0: the zeros a datagram is padded with (Palo
+            # Alto) are no template, and made every padded datagram a template carrier
+            return False
         if set_id in template_ids:
             return True
-        if length < 4:
-            return False
         at += length
     return False
 

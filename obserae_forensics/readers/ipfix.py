@@ -19,7 +19,8 @@ and a length of 65535 announcing a variable-length field (1-byte length, or 255 
   softflowd counts the current message's records too, which exports.py accepts as well.
 
 Records of variable-length templates are cut to their fixed-size fields in Python (rare in
-flow data); fixed-size templates go through the numpy path in exports.py.
+flow data); fixed-size templates go through the numpy path in exports.py. Zeros after the
+last set or message are padding, as in v9.
 """
 
 from __future__ import annotations
@@ -29,13 +30,7 @@ from typing import TYPE_CHECKING
 from ..errors import MalformedInput, TruncatedInput
 from ._layout import Layout
 from .datagrams import Datagram
-from .templates import (
-    FieldSpec,
-    Template,
-    field_length_problem,
-    fixed_set_records,
-    padding_problem,
-)
+from .templates import FieldSpec, Template, field_length_problem
 
 if TYPE_CHECKING:
     from .exports import ExportDecoder
@@ -85,6 +80,8 @@ def decode_datagram(state: ExportDecoder, datagram: Datagram) -> None:
         version, length, export_time, sequence, domain = HEADER.values(
             payload, at, source=datagram.source, base=datagram.offset, frame=datagram.frame)
         if version != VERSION or length < HEADER.size:
+            if not any(payload[at:]):
+                return  # zeros after the last message: the datagram is padded
             _malformed(state, datagram, f"no IPFIX message at payload byte {at} (version "
                        f"{version}, length {length})", len(payload) - at, "trailing_bytes")
             return
@@ -103,7 +100,7 @@ def decode_datagram(state: ExportDecoder, datagram: Datagram) -> None:
             flows = None if records is None else records - state.options_in_datagram
             state.end_datagram(records, flow_units=flows, inclusive=True)
         at += length
-    if 0 < len(payload) - at:
+    if 0 < len(payload) - at and any(payload[at:]):
         _malformed(state, datagram, f"{len(payload) - at} bytes after the last IPFIX message",
                    len(payload) - at, "trailing_bytes")
 
@@ -116,6 +113,8 @@ def _walk_sets(state: ExportDecoder, datagram: Datagram, message: bytes) -> int 
     while end - at >= 4:
         set_id, length = _set_header(message, at)
         if length < 4:
+            if not any(message[at:end]):
+                break  # zeros to the end of the message: padding
             reason = "zero_length_set" if length == 0 else "bad_set_length"
             _malformed(state, datagram, f"set {set_id} at message byte {at} has length {length}",
                        end - at, reason)
@@ -127,7 +126,7 @@ def _walk_sets(state: ExportDecoder, datagram: Datagram, message: bytes) -> int 
                 source=datagram.source, offset=datagram.offset, frame=datagram.frame), end - at)
             break
         if set_id >= FIRST_DATA_SET:
-            found = _data_set(state, datagram, message, set_id, at + 4, set_end)
+            found = state.data_set(set_id, message, at + 4, set_end, f"data set {set_id}")
             records = None if found is None or records is None else records + found
         elif set_id == TEMPLATE_SET:
             _templates(state, datagram, message, at + 4, set_end, options=False)
@@ -138,52 +137,6 @@ def _walk_sets(state: ExportDecoder, datagram: Datagram, message: bytes) -> int 
                        length, "reserved_set_id")
         at = set_end
     return records
-
-
-def _data_set(
-    state: ExportDecoder, datagram: Datagram, message: bytes, set_id: int, at: int, end: int
-) -> int | None:
-    template = state.template(set_id)
-    if template is None:
-        state.defer_set(set_id, message[at:end])
-        return None
-    if template.options:
-        return state.options_records(template, message, at, end)
-    if template.fixed_length is not None:
-        records, problem = fixed_set_records(template, message, at, end)
-        if records:
-            state.add_set(template, at, records)
-        if problem is not None:
-            _malformed(state, datagram, f"data set {set_id}: {problem[0]}", problem[1],
-                       "bad_record")
-        return records
-    fixed_parts, records, problem = variable_records(template, message, at, end)
-    if records:
-        state.add_variable_records(template, fixed_parts, records)
-    if problem is not None:
-        _malformed(state, datagram, f"data set {set_id}: {problem[0]}", problem[1],
-                   "bad_record")
-    return records
-
-
-def variable_records(
-    template: Template, buf: bytes, at: int, end: int
-) -> tuple[bytes, int, tuple[str, int] | None]:
-    """Fixed-size parts of the records of a variable-length template between `at` and `end`.
-
-    Returns the joined fixed parts, how many records, and what was wrong with the rest of
-    the set and the bytes lost (None when all fit, or the rest is padding); records before
-    a bad one are kept.
-    """
-    parts: list[bytes] = []
-    minimum = max(template.min_length, 1)
-    while end - at >= minimum:
-        try:
-            spans, at = template.field_spans(buf, at, end)
-        except ValueError as exc:
-            return b"".join(parts), len(parts), (f"record {len(parts) + 1}: {exc}", end - at)
-        parts.append(template.fixed_part(buf, spans))
-    return b"".join(parts), len(parts), padding_problem(buf, at, end, len(parts))
 
 
 def _templates(

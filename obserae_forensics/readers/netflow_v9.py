@@ -10,7 +10,11 @@ scope *types* (1 System, 2 Interface, ...), not elements. Times are uptime-relat
 (FIRST/LAST_SWITCHED, IE 22/21) against the header's sysUptime, as v5's (an age modulo
 2**32, from a day after the export back to 48.7 days before it);
 absolute IE 150-153 (pmacct, Cisco ASA) are used when a template carries them. Sequence
-numbers count export packets (next = sequence + 1).
+numbers count export packets (next = sequence + 1). RFC 3954 has no variable-length
+fields, but H3C's NetStream sends IPFIX's (length 65535, then a 1- or 3-byte length in each
+record), and nfdump reads them: so do we. Some exporters pad the datagram with zeros after
+the last FlowSet (Palo Alto, Cisco ACI): a FlowSet "header" of zeros that runs to the end
+is that padding, not a zero-length FlowSet.
 """
 
 from __future__ import annotations
@@ -21,8 +25,7 @@ from typing import TYPE_CHECKING
 from ..errors import MalformedInput, TruncatedInput
 from ._layout import Layout
 from .datagrams import Datagram
-from .information_elements import VARIABLE_LENGTH
-from .templates import FieldSpec, Template, field_length_problem, fixed_set_records
+from .templates import FieldSpec, Template, field_length_problem
 
 if TYPE_CHECKING:
     from .exports import ExportDecoder
@@ -75,6 +78,8 @@ def decode_datagram(state: ExportDecoder, datagram: Datagram) -> None:
     while end - at >= 4:  # fewer than 4 bytes left: trailing padding
         flowset_id, length = _set_header(payload, at)
         if length < 4:
+            if not any(payload[at:end]):
+                break  # zeros to the end: the datagram is padded (Palo Alto, Cisco ACI)
             reason = "zero_length_set" if length == 0 else "bad_set_length"
             _malformed(state, datagram, f"FlowSet {flowset_id} at payload byte {at} has length "
                        f"{length}", end - at, reason)
@@ -87,18 +92,8 @@ def decode_datagram(state: ExportDecoder, datagram: Datagram) -> None:
                 frame=datagram.frame), end - at)
             break
         if flowset_id >= FIRST_DATA_SET:
-            template = state.template(flowset_id)
-            if template is None:
-                state.defer_set(flowset_id, payload[at + 4:set_end])
-            elif template.options:
-                state.options_records(template, payload, at + 4, set_end)
-            else:
-                records, problem = fixed_set_records(template, payload, at + 4, set_end)
-                if records:
-                    state.add_set(template, at + 4, records)
-                if problem is not None:
-                    _malformed(state, datagram, f"FlowSet {flowset_id} at payload byte {at}: "
-                               f"{problem[0]}", problem[1], "bad_record")
+            state.data_set(flowset_id, payload, at + 4, set_end,
+                           f"FlowSet {flowset_id} at payload byte {at}")
         elif flowset_id == TEMPLATE_SET:
             _templates(state, datagram, payload, at + 4, set_end)
         elif flowset_id == OPTIONS_TEMPLATE_SET:
@@ -126,10 +121,7 @@ def _templates(
         pairs = struct.unpack_from(f">{2 * field_count}H", payload, at + 4)
         fields = tuple(FieldSpec(pairs[i], pairs[i + 1]) for i in range(0, len(pairs), 2))
         problem = field_length_problem(fields)
-        if any(f.length == VARIABLE_LENGTH for f in fields):
-            _malformed(state, datagram, f"template {template_id} at payload byte {at} has a "
-                       "variable-length field (not defined in v9)", size, "bad_template")
-        elif problem is not None:
+        if problem is not None:
             _malformed(state, datagram, f"template {template_id} at payload byte {at}: "
                        f"{problem}", size, "bad_template")
         else:

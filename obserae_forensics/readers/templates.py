@@ -546,36 +546,70 @@ def field_length_problem(fields: Sequence[FieldSpec]) -> str | None:
     return None
 
 
-def padding_problem(buf: bytes, at: int, end: int, records: int
-                    ) -> tuple[str, int] | None:
-    """What is wrong with the bytes [at, end) left after a set's last whole record, and how
-    many, or None when they are padding (none, or all zero: RFC 3954 §5.3, RFC 7011
-    §3.3.1)."""
+class Leftover(NamedTuple):
+    """Bytes after a set's last whole record that are not zero padding."""
+
+    text: str
+    nbytes: int
+    # They are exactly what rounds the set up to 4 bytes: the exporter's alignment padding
+    # (RFC 3954 §5.3, RFC 7011 §3.3.1), which it did not zero. Mikrotik's IPFIX and nProbe's
+    # v9 do so; no record is lost, so it is said but does not stop --strict.
+    padding: bool
+
+
+def padding_problem(buf: bytes, body: int, at: int, end: int, records: int,
+                    record_size: int | None = None) -> Leftover | None:
+    """What is wrong with the bytes [at, end) left after the last whole record of the set
+    whose records start at `body` (after its 4-byte header), or None when they are padding
+    (none, or all zero: RFC 3954 §5.3, RFC 7011 §3.3.1)."""
     if at >= end or not any(buf[at:end]):
         return None
-    return (f"{end - at} bytes after {records} record(s) are not zero padding", end - at)
+    tail = end - at
+    size = "" if record_size is None else f" of {record_size} bytes"
+    aligned = tail < 4 and (end - body + 4) % 4 == 0
+    return Leftover(f"{tail} bytes after {records} record(s){size} are not zero padding",
+                    tail, aligned)
 
 
 def fixed_set_records(template: Template, buf: bytes, at: int, end: int
-                      ) -> tuple[int, tuple[str, int] | None]:
+                      ) -> tuple[int, Leftover | None]:
     """(whole records in the fixed-length data set body [at, end), and what is wrong with
     the rest and the bytes lost, or None when the rest is padding).
 
     Padding (RFC 3954 §5.3, RFC 7011 §3.3.1) is what follows the last whole record, shorter
     than a record, and zero octets. Anything else there is records the template does not
     describe (a wrong template ID, a template whose lengths were damaged, a cut record), and
-    was dropped as padding without a word.
+    was dropped as padding without a word; unless it is exactly the set's 4-byte alignment
+    (Leftover.padding).
     """
     fixed = template.fixed_length
     if not fixed:
-        return 0, ((f"template {template.template_id} gives its records no length; "
-                    f"{end - at} bytes unread", end - at) if end > at else None)
+        return 0, ((Leftover(f"template {template.template_id} gives its records no length; "
+                             f"{end - at} bytes unread", end - at, False)) if end > at else None)
     records = (end - at) // fixed
-    tail = end - at - records * fixed
-    if tail and any(buf[end - tail:end]):
-        return records, (f"{tail} bytes after {records} record(s) of {fixed} bytes are not "
-                         "zero padding", tail)
-    return records, None
+    return records, padding_problem(buf, at, at + records * fixed, end, records, fixed)
+
+
+def variable_records(
+    template: Template, buf: bytes, at: int, end: int
+) -> tuple[bytes, int, Leftover | None]:
+    """Fixed-size parts of the records of a variable-length template between `at` and `end`.
+
+    Returns the joined fixed parts, how many records, and what was wrong with the rest of
+    the set and the bytes lost (None when all fit, or the rest is padding); records before
+    a bad one are kept.
+    """
+    parts: list[bytes] = []
+    body = at
+    minimum = max(template.min_length, 1)
+    while end - at >= minimum:
+        try:
+            spans, at = template.field_spans(buf, at, end)
+        except ValueError as exc:
+            return b"".join(parts), len(parts), Leftover(f"record {len(parts) + 1}: {exc}",
+                                                         end - at, False)
+        parts.append(template.fixed_part(buf, spans))
+    return b"".join(parts), len(parts), padding_problem(buf, body, at, end, len(parts))
 
 
 class TemplateCache:

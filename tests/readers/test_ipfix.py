@@ -383,3 +383,39 @@ def test_ipfix_damaged_first_set_id_on_an_export_path_is_a_problem() -> None:
     table, report = decode(good, bytes(damaged))
     assert table.num_rows == 1
     assert report.skipped == {"bad_export_header": 1} and not report.ignored
+
+
+def test_ipfix_zeros_after_the_last_set_or_message_are_padding() -> None:
+    fields = [(8, 4, 0), (2, 4, 0)]
+    sets = template(300, fields) + data(300, struct.pack(">II", 1, 3))
+    inside = message(sets + bytes(12))  # the message's length covers the zeros
+    after = message(sets) + bytes(40)  # zeros after the message, in the datagram
+    short = message(sets) + bytes(7)  # fewer than a message header
+    for payload in (inside, after, short):
+        table, report = decode(payload, report=RunReport(strict=True))
+        assert table["packets"].to_pylist() == [3]
+        assert not report.skipped
+    table, report = decode(message(sets) + bytes(20) + b"\x01")
+    assert report.skipped == {"trailing_bytes": 1}
+
+
+def test_ipfix_nonzero_alignment_padding_is_said_but_loses_nothing() -> None:
+    """Mikrotik (RouterOS 6.39) pads its data sets to 4 bytes with what was in memory."""
+    fields = [(8, 4, 0), (2, 4, 0), (4, 1, 0)]  # 9-byte records: 18 records make 166 bytes
+    records = b"".join(struct.pack(">IIB", i, i, 6) for i in range(1, 19))
+    table, report = decode(message(template(300, fields), data(300, records + b"\x6b\xab")),
+                           report=RunReport(strict=True))
+    assert table.num_rows == 18 and not report.skipped
+    assert report.repaired == {"nonzero_padding": 1}
+    assert "data set 300: 2 bytes after 18 record(s) of 9 bytes" in report.examples[0].message
+    # variable-length and options records pad the same way
+    variable = [(8, 4, 0), (2, 4, 0), (315, 65535, 0)]
+    table, report = decode(message(template(301, variable),
+                                   data(301, struct.pack(">II", 1, 7) + b"\x01a" + b"\x55\x55")))
+    assert table["packets"].to_pylist() == [7] and report.repaired == {"nonzero_padding": 1}
+    options = options_template(257, [(149, 4)], [(34, 2)])  # 6-byte records
+    table, report = decode(message(options, data(257, struct.pack(">IH", DOMAIN, 10) + b"\x07\x07"),
+                                   template(300, fields), data(300, records[:9] + bytes(3))))
+    assert table["sampling_rate"].to_pylist() == [10]
+    assert report.repaired == {"nonzero_padding": 1} and not report.skipped
+    assert "options data set 257: 2 bytes after 1 record(s)" in report.examples[0].message

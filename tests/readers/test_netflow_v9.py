@@ -342,3 +342,99 @@ def test_v9_sequence_counts_export_packets() -> None:
     s = stats(report)
     assert (s.sequence_gaps, s.sequence_lost, s.duplicates, s.datagrams) == (1, 2, 1, 3)
     assert s.templates == 3
+
+
+# H3C NetStream's v9 template (its field types and lengths, as logstash-codec-netflow's
+# capture of one holds them): 28 fields, the last VRFname (236) of length 65535, which
+# RFC 3954 does not define but H3C sends, with IPFIX's encoding in the records.
+H3C_FIELDS = [(2, 8), (1, 8), (22, 4), (21, 4), (10, 4), (14, 4), (8, 4), (12, 4), (15, 4),
+              (16, 4), (17, 4), (7, 2), (11, 2), (60, 1), (6, 1), (4, 1), (5, 1), (9, 1),
+              (13, 1), (61, 1), (89, 1), (43, 2), (35, 1), (0, 1), (34, 4), (93, 4), (92, 4),
+              (236, 65535)]
+H3C_FIXED = ">QQIIIIIIIIIHHBBBBBBBBHBBIII"
+
+
+def h3c_record(packets: int, octets: int, src: int, vrf: bytes, *, long_form: bool) -> bytes:
+    fixed = struct.pack(H3C_FIXED, packets, octets, UPTIME_MS - 30_000, UPTIME_MS - 500, 17,
+                        0, src, 0x14141414, 0, 0, 0, 137, 137, 4, 0, 17, 0, 32, 32, 0, 0, 0,
+                        0, 0, 0, 0xFFFFFFFF, 0)
+    length = b"\xff" + struct.pack(">H", len(vrf)) if long_form else bytes([len(vrf)])
+    return fixed + length + vrf
+
+
+def test_v9_variable_length_fields_as_h3c_sends_them() -> None:
+    """nfdump reads them, and H3C's NetStream sends them: we used to refuse the template,
+    and every record of it was lost as `no_template`."""
+    assert struct.calcsize(H3C_FIXED) == sum(n for _, n in H3C_FIELDS[:-1])
+    records = (h3c_record(9, 702, 0x14141414, b"\x00", long_form=True)  # H3C's own form
+               + h3c_record(3, 180, 0x0A000001, b"red", long_form=False))
+    assert len(records) % 4 == 0
+    late = packet(data(3281, records, pad=False), sequence=0)
+    for payloads in ((packet(template(3281, H3C_FIELDS), data(3281, records, pad=False)),),
+                     (late, packet(template(3281, H3C_FIELDS), sequence=1))):
+        table, report = decode(*payloads)
+        rows = table.to_pylist()
+        assert [(address_text(r["src_addr"]), address_text(r["dst_addr"]), r["src_port"],
+                 r["dst_port"], r["protocol"], r["packets"], r["octets"], r["input_if"])
+                for r in rows] == [("20.20.20.20", "20.20.20.20", 137, 137, 17, 9, 702, 17),
+                                   ("10.0.0.1", "20.20.20.20", 137, 137, 17, 3, 180, 17)]
+        export_us = EXPORT_S * 1_000_000
+        assert int(table["first_seen"][0].value) == export_us - 30_000_000
+        assert not report.skipped and not report.repaired
+
+
+def test_v9_variable_length_field_past_its_flowset_is_a_bad_record() -> None:
+    record = h3c_record(9, 702, 1, b"abcd", long_form=False)
+    cut = record[:-2]
+    table, report = decode(packet(template(3281, H3C_FIELDS),
+                                  data(3281, record + cut, pad=False)))
+    assert table["packets"].to_pylist() == [9]
+    assert report.skipped == {"bad_record": 1}
+    assert report.skipped_bytes["bad_record"] == len(cut)
+
+
+def test_v9_zeros_after_the_last_flowset_are_padding() -> None:
+    """Palo Alto (PAN-OS 8.1) sends one FlowSet in a datagram filled up with zeros, Cisco ACI
+    zeros after its templates: each datagram was counted as a `zero_length_set` problem, and
+    --strict stopped at the first."""
+    payload = packet(template(256, FLOW_FIELDS), data(256, flow(1, 2, 3, 4, 6, 1, 60)))
+    for tail in (bytes(4), bytes(1220)):
+        table, report = decode(payload + tail, report=RunReport(strict=True))
+        assert table.num_rows == 1 and not report.skipped and not report.repaired
+    # not zeros to the end: the zero-length FlowSet is still one
+    table, report = decode(payload + bytes(8) + b"\x01")
+    assert report.skipped == {"zero_length_set": 1}
+
+
+def test_v9_nonzero_alignment_padding_is_said_but_loses_nothing() -> None:
+    """nProbe pads a FlowSet to 4 bytes with bytes it does not zero: said as
+    `nonzero_padding` (under `repaired`, so --strict goes on), not a skipped record. More
+    bytes than the alignment, or a FlowSet that does not end aligned, stay `bad_record`."""
+    record = flow(1, 2, 3, 4, 6, 1, 60)  # 29 bytes: the FlowSet is 33, aligned 36
+    aligned = packet(template(256, FLOW_FIELDS), data(256, record + b"\x0d\x00\x01", pad=False))
+    table, report = decode(aligned, report=RunReport(strict=True))
+    assert table.num_rows == 1 and not report.skipped
+    assert report.repaired == {"nonzero_padding": 1}
+    assert report.examples[0].message == ("FlowSet 256 at payload byte 64: 3 bytes after 1 "
+                                          "record(s) of 29 bytes are not zero padding")
+    for tail in (b"\x0d\x00", b"\x0d\x00\x01\x02\x03\x04\x05"):
+        table, report = decode(packet(template(256, FLOW_FIELDS),
+                                      data(256, record + tail, pad=False)))
+        assert table.num_rows == 1 and not report.repaired
+        assert report.skipped == {"bad_record": 1}
+    # a FlowSet that waited for its template says it with its own datagram
+    early = packet(data(256, record + b"\x0d\x00\x01", pad=False), sequence=0)
+    table, report = decode(early, packet(template(256, FLOW_FIELDS), sequence=1))
+    assert table.num_rows == 1 and report.repaired == {"nonzero_padding": 1}
+    assert report.examples[0].frame == 1
+
+
+def test_a_zero_padded_datagram_carries_no_template() -> None:
+    """recombine --export-pcap adds the datagrams that carry templates: a padded data
+    datagram's zeros read as FlowSet id 0, v9's template id, and every one was added."""
+    from obserae_forensics.readers.exports import carries_templates
+
+    padded = packet(data(256, flow(1, 2, 3, 4, 6, 1, 60))) + bytes(64)
+    assert not carries_templates(padded)
+    assert carries_templates(packet(data(256, flow(1, 2, 3, 4, 6, 1, 60)),
+                                    template(256, FLOW_FIELDS)) + bytes(64))
