@@ -99,6 +99,10 @@ ELEMENTS: dict[int, tuple[str, str]] = {
     309: ("samplingSize", "unsigned32"),
     310: ("samplingPopulation", "unsigned32"),
     311: ("samplingProbability", "float64"),
+    322: ("observationTimeSeconds", "dateTimeSeconds"),
+    323: ("observationTimeMilliseconds", "dateTimeMilliseconds"),  # Cisco NSEL's event time
+    324: ("observationTimeMicroseconds", "dateTimeMicroseconds"),  # NTP format
+    325: ("observationTimeNanoseconds", "dateTimeNanoseconds"),  # NTP format
 }
 
 Element = tuple[int, int]  # (enterprise number, element id)
@@ -153,6 +157,12 @@ TIME_MILLISECONDS = ((IANA, 152), (IANA, 153))
 TIME_NTP_MICROSECONDS = ((IANA, 154), (IANA, 155))
 TIME_NTP_NANOSECONDS = ((IANA, 156), (IANA, 157))
 TIME_DELTA_MICROSECONDS = ((IANA, 158), (IANA, 159))
+# When an event happened (RFC 5477): Cisco ASA/FTD NSEL records carry no flow end, but
+# NF_F_EVENT_TIME_MSEC (323): a teardown's is the flow's end, a create's its start. Read
+# for whichever side a template has no flow time for.
+OBSERVATION_TIMES: tuple[tuple[str, Element], ...] = (
+    ("ms", (IANA, 323)), ("sec", (IANA, 322)), ("ntp_us", (IANA, 324)), ("ntp_ns", (IANA, 325)),
+)
 DURATION_MILLISECONDS: Element = (IANA, 161)
 SYSTEM_INIT_MILLISECONDS: Element = (IANA, 160)
 

@@ -35,6 +35,7 @@ from .information_elements import (
     IANA,
     ICMP_ELEMENTS,
     IP_VERSION,
+    OBSERVATION_TIMES,
     POST_COUNTERS,
     SAMPLER_ID_ELEMENTS,
     SAMPLING_INTERVAL_ELEMENTS,
@@ -150,6 +151,9 @@ class RecordPlan:
         for kind, pair in _TIME_KINDS:
             if pair[side] in self.where:
                 return kind, pair[side]
+        for kind, element in OBSERVATION_TIMES:
+            if element in self.where:
+                return kind, element
         return None
 
     def unsigned(self, rows: np.ndarray, element: Element) -> np.ndarray | None:

@@ -438,3 +438,29 @@ def test_a_zero_padded_datagram_carries_no_template() -> None:
     assert not carries_templates(padded)
     assert carries_templates(packet(data(256, flow(1, 2, 3, 4, 6, 1, 60)),
                                     template(256, FLOW_FIELDS)) + bytes(64))
+
+
+def test_v9_cisco_nsel_event_time_ends_a_teardown() -> None:
+    """Cisco ASA NSEL sends no flow end: NF_F_EVENT_TIME_MSEC (323, observationTime) is when
+    the event happened, a teardown's the flow's end. Its records used to end at their start
+    (and records of templates without 152 sat at the datagram's export time)."""
+    # the layout of the ASA's flow-teardown template: conn id, addresses, ports, protocol,
+    # event, extended event, event time, initiator/responder bytes, flow create time
+    teardown = [(148, 4), (8, 4), (7, 2), (12, 4), (11, 2), (4, 1), (233, 1), (33002, 2),
+                (323, 8), (231, 4), (232, 4), (152, 8)]
+    created = [(148, 4), (8, 4), (7, 2), (12, 4), (11, 2), (4, 1), (233, 1), (33002, 2),
+               (323, 8)]
+    start_ms = EXPORT_S * 1000 - 3_600_000  # an hour-long connection, torn down 5 s ago
+    end_ms = EXPORT_S * 1000 - 5_000
+    payload = packet(template(263, teardown), template(256, created),
+                     data(256, struct.pack(">IIHIHBBHQ", 7, 1, 40000, 2, 443, 6, 1, 0,
+                                           start_ms)),
+                     data(263, struct.pack(">IIHIHBBHQIIQ", 7, 1, 40000, 2, 443, 6, 2, 2030,
+                                           end_ms, 81, 6207, start_ms)))
+    table, report = decode(payload)
+    assert [(int(a.value) // 1000, int(b.value) // 1000) for a, b in
+            zip(table["first_seen"], table["last_seen"], strict=True)] == [
+        (start_ms, start_ms), (start_ms, end_ms)]
+    assert table["octets"].to_pylist() == [0, 81]
+    assert table["reverse_octets"].to_pylist() == [0, 6207]
+    assert not report.skipped and not report.repaired
