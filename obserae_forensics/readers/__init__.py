@@ -137,8 +137,10 @@ def read_flows(
     """Yield FLOW_SCHEMA batches of every input, in arrival order; count what is skipped."""
     from .exports import ExportDecoder
     from .nfcapd import read_nfcapd
+    from .nsel import NselLedger
 
     decoder = ExportDecoder(report)
+    nsel = NselLedger()  # the nfcapd files' (the export decoder keeps its own)
     for item in inputs:
         stats = report.file(str(item.path))
         stats.size = item.size
@@ -146,7 +148,7 @@ def read_flows(
         try:
             if item.format == "nfcapd":
                 batches: Iterator[pa.RecordBatch] = read_nfcapd(
-                    item.path, report, batch_size=batch_size, window=window)
+                    item.path, report, batch_size=batch_size, window=window, nsel=nsel)
             else:
                 batches = _capture_batches(item.path, decoder, report, batch_size, window)
             for batch in batches:

@@ -48,6 +48,8 @@ from .information_elements import (
     SYSTEM_INIT_MILLISECONDS,
     Element,
 )
+from .nsel import COUNTERS as NSEL_COUNTERS
+from .nsel import NselLedger
 from .templates import (
     Leftover,
     PendingData,
@@ -151,8 +153,8 @@ class _Chunk:
             sets = groups[template] = []
         sets.append(row)
 
-    def decode(self, streams: list[_Stream], samplers: list[SamplerTable]
-               ) -> tuple[pa.RecordBatch | None, int]:
+    def decode(self, streams: list[_Stream], samplers: list[SamplerTable],
+               nsel: NselLedger, report: RunReport) -> tuple[pa.RecordBatch | None, int]:
         """One FLOW_SCHEMA batch in arrival order (frame, record_index), and its row count."""
         buf = self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
         extra = bytes(self.extra)
@@ -171,10 +173,36 @@ class _Chunk:
             if not np.array_equal(order, np.arange(n)):
                 columns = {name: values[order] for name, values in columns.items()}
         codes = columns.pop("exporter_code")
+        if "_nsel_event" in columns:
+            self._settle_nsel(columns, nsel, report)
         texts = list(self.exporters)
         batch = flow_batch(n, columns, exporter=(codes.astype(np.int32), texts),
                            source_file=self.source)
         return batch, n
+
+
+    def _settle_nsel(self, columns: dict[str, np.ndarray], nsel: NselLedger,
+                     report: RunReport) -> None:
+        """Cisco NSEL teardowns count what their connection's updates did not (nsel.py)."""
+        event = columns.pop("_nsel_event")
+        connection = columns.pop("_nsel_connection")
+        stream = columns.pop("_nsel_stream")
+        n = len(event)
+        counters = np.stack([columns.get(name, np.zeros(n, dtype=np.uint64)).astype(np.uint64)
+                             for name in NSEL_COUNTERS], axis=1)
+        changed = nsel.settle(stream, connection, event, columns["last_seen"], counters)
+        if not changed.any():
+            return
+        for i, name in enumerate(NSEL_COUNTERS):
+            columns[name] = counters[:, i].astype(FLOW_NUMERIC_DTYPES[name])
+        row = int(np.argmax(changed))
+        report.repair(MalformedInput(
+            f"{int(changed.sum())} Cisco NSEL flow-teardown record(s), the first record "
+            f"{int(columns['record_index'][row])} here: their totals repeat the bytes and "
+            "packets of their connection's flow-update records; counted for what those did "
+            "not (the flows table holds that)", source=self.source,
+            offset=int(columns["source_offset"][row]), frame=int(columns["source_frame"][row]),
+            reason="nsel_teardown_totals"), count=int(changed.sum()))
 
 
 def _decode_group(
@@ -211,6 +239,8 @@ def _decode_group(
     columns["exporter_domain"] = record_meta[:, _DOMAIN]
     columns["record_index"] = record_meta[:, _FIRST] + within
     columns["exporter_code"] = record_meta[:, _EXPORTER]
+    if "_nsel_event" in columns:
+        columns["_nsel_stream"] = record_meta[:, _STREAM].astype(np.uint64)
     stream_codes = meta[:, _STREAM]
     # exporter totals count both directions the exporter reported (RFC 5103 reverse counters
     # included), as nfdump's statistics and the nfcapd reader do
@@ -249,6 +279,8 @@ def _concatenate(pieces: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
                 n = len(piece["source_frame"])
                 if name in FLOW_ADDRESS_COLUMNS:
                     values = np.zeros((n, 16), dtype=np.uint8)
+                elif name.startswith("_"):  # a reader's own column (NSEL's): 0, none
+                    values = np.zeros(n, dtype=np.uint64)
                 else:
                     values = np.full(n, 1 if name == "sampling_rate" else 0,
                                      dtype=FLOW_NUMERIC_DTYPES[name])
@@ -271,6 +303,7 @@ class ExportDecoder:
     def __init__(self, report: RunReport) -> None:
         self.report = report
         self.templates = TemplateCache()
+        self.nsel = NselLedger()  # Cisco NSEL update counters, for their teardowns
         self.pending = PendingData()
         self._streams: dict[tuple[str, int, int], _Stream] = {}
         self._stream_list: list[_Stream] = []
@@ -329,7 +362,7 @@ class ExportDecoder:
             else:
                 ignore("not_flow_export", datagram.source, len(payload))
         batches: list[pa.RecordBatch] = []
-        batch, _ = chunk.decode(self._stream_list, self.samplers)
+        batch, _ = chunk.decode(self._stream_list, self.samplers, self.nsel, self.report)
         self._see_exports(chunk)
         if batch is not None:
             batches.append(batch)
@@ -701,7 +734,7 @@ class ExportDecoder:
             stream.stats.records += records
         batches = []
         for chunk in chunks.values():
-            batch, _ = chunk.decode(self._stream_list, self.samplers)
+            batch, _ = chunk.decode(self._stream_list, self.samplers, self.nsel, self.report)
             if batch is not None:
                 batches.append(batch)
         return batches

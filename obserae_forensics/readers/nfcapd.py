@@ -70,6 +70,8 @@ from .compression import (
 )
 from .nfcapd_scan import BAD_ELEMENTS, SCAN_OK, gather_records, scan_block
 from .nfcapd_v3 import FLAG_SAMPLED, decode_layout, layout_for
+from .nsel import COUNTERS as NSEL_COUNTERS
+from .nsel import NselLedger
 
 MAGIC: Final = 0xA50C
 LAYOUT_VERSION_1: Final = 1
@@ -219,7 +221,7 @@ class _Header:
 
 def read_nfcapd(
     path: Path, report: RunReport, *, batch_size: int = 65536,
-    window: tuple[int | None, int | None] = (None, None),
+    window: tuple[int | None, int | None] = (None, None), nsel: NselLedger | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """FLOW_SCHEMA batches of every flow record in an nfcapd file (layout 1 or 2).
 
@@ -232,7 +234,7 @@ def read_nfcapd(
     if not is_nfcapd(head):
         raise UnknownFormat(f"not an nfcapd file (starts {head.hex() or 'empty'}, expected "
                             "magic 0ca5 with layout 1 or 2)", source=source, offset=0)
-    return _read(path, source, report, batch_size, window)
+    return _read(path, source, report, batch_size, window, nsel)
 
 
 def nfcapd_time_span(path: Path) -> tuple[int, int] | None:
@@ -402,7 +404,7 @@ def _read_appendix(f: BinaryIO, header: _Header, source: str, size: int) -> bool
 
 def _read(
     path: Path, source: str, report: RunReport, batch_size: int,
-    window: tuple[int | None, int | None],
+    window: tuple[int | None, int | None], nsel: NselLedger | None,
 ) -> Iterator[pa.RecordBatch]:
     size = path.stat().st_size
     stats = report.file(source)
@@ -456,6 +458,7 @@ def _read(
             if rows == 0:
                 continue
             _count_exporters(state, columns, report)
+            _settle_nsel(state, columns, nsel, frame, offset, report)
             _count_aggregates(columns.pop("_aggregated_flows"), stats)
             # only records the run keeps (a record without times is left out and said so)
             put_back = columns.pop("_flags_put_back") & ~np.logical_or(
@@ -679,6 +682,7 @@ def _decode_block(
         _decode_v3_groups(state, buf, offsets, sizes, flow_layouts, flow_index, layout_first,
                           columns, report, frame, offset, big_endian)
     _resolve_exporters(state, columns)
+    _event_times(columns)
     received = columns.pop("_msec_received")
     damaged = (received > TIME_LIMIT_US // 1000) | (received < 0)  # < 0: u64 past 2**63
     if damaged.any():
@@ -707,7 +711,8 @@ _COLUMN_DEFAULTS: Final[dict[str, tuple[str, int]]] = {
     "_sampler_interval": ("uint32", 0), "_selector_id": ("int64", 0),
     "_sampler_sysid": ("uint16", 0), "_has_selector": ("bool", 0), "_has_router": ("bool", 0),
     "_aggregated_flows": ("uint64", 0), "reverse_tcp_flags": ("uint16", 0),
-    "_flags_put_back": ("bool", 0),
+    "_flags_put_back": ("bool", 0), "_nsel_event": ("uint64", 0),
+    "_nsel_connection": ("uint64", 0), "_nsel_event_ms": ("int64", 0),
 }
 _ADDRESS_COLUMNS: Final = ("src_addr", "dst_addr", "next_hop", "_router")
 
@@ -961,6 +966,42 @@ def _resolve_exporters(state: _FileState, columns: dict[str, np.ndarray]) -> Non
     columns["sampling_rate"] = np.where(interval > 0, interval, rate).astype(np.uint32)
     columns["counters_scaled"] = scaled
     del columns["_router"], columns["_has_router"]
+
+
+def _event_times(columns: dict[str, np.ndarray]) -> None:
+    """Cisco NSEL's event time (EXnselCommon's msecEvent, NF_F_EVENT_TIME_MSEC) for a time
+    nfcapd stored as 0: an ASA sends no flow end, so nfcapd keeps a teardown's start and 0,
+    and the record ended where it began; as the export readers read 323 (templates.py)."""
+    event_ms = columns.pop("_nsel_event_ms")
+    known = (event_ms > 0) & (event_ms <= TIME_LIMIT_US // 1000)
+    if not known.any():
+        return
+    event_us = event_ms * 1000
+    for name in ("first_seen", "last_seen"):
+        columns[name] = np.where(known & (columns[name] == 0), event_us, columns[name])
+
+
+def _settle_nsel(state: _FileState, columns: dict[str, np.ndarray], nsel: NselLedger | None,
+                 frame: int, offset: int, report: RunReport) -> None:
+    """Cisco NSEL teardown totals less their connection's updates (nsel.py), the ledger
+    kept across the run's nfcapd files (a collector rotates its file every 5 minutes)."""
+    event = columns.pop("_nsel_event")
+    connection = columns.pop("_nsel_connection")
+    if nsel is None or not event.any():
+        return
+    stream = nsel.stream_codes(state.streams)[columns["_stream"]]
+    counters = np.stack([columns[name] for name in NSEL_COUNTERS], axis=1).astype(np.uint64)
+    changed = nsel.settle(stream, connection, event, columns["last_seen"], counters)
+    count = int(np.count_nonzero(changed))
+    if not count:
+        return
+    for i, name in enumerate(NSEL_COUNTERS):
+        columns[name] = counters[:, i]
+    report.repair(MalformedInput(
+        f"{count} Cisco NSEL flow-teardown record(s): their totals repeat the bytes and "
+        "packets of their connection's flow-update records; counted for what those did not "
+        "(the flows table holds that)", source=state.source, offset=offset, frame=frame,
+        reason="nsel_teardown_totals"), count=count)
 
 
 def _select_window(columns: dict[str, np.ndarray], from_us: int | None,

@@ -74,6 +74,12 @@ ELEMENTS: Final[dict[tuple[int, int], tuple[tuple[str, str, int], ...]]] = {
     # EXsamplerInfo, 1.7.8: a reference to a sampler record (type 15)
     (18, 20): (("selector_id", "<i8", 0), ("sampler_sysid", "<u2", 8)),
     (33, 20): (("observation_point", "<u8", 0), ("observation_domain", "<u4", 8)),
+    # EXnselCommon (Cisco NSEL): event time NF_F_EVENT_TIME_MSEC, connection id, extended
+    # event, event; 1.7.8 appends NAT fields (type, natEvent, natPoolID)
+    (19, 20): (("nsel_event_ms", "<u8", 0), ("nsel_connection", "<u4", 8),
+               ("nsel_event", "u1", 14)),
+    (19, 28): (("nsel_event_ms", "<u8", 0), ("nsel_connection", "<u4", 8),
+               ("nsel_event", "u1", 14)),
 }
 # IDs nfdump 1.7.0-1.7.8 define (0 = EXnull padding). Their other lengths/elements are
 # valid data we do not map into FLOW_SCHEMA (VLAN, MPLS, MAC, NSEL, payload, ...).
@@ -219,6 +225,10 @@ def decode_layout(rows: np.ndarray, layout: Layout) -> dict[str, np.ndarray]:
         out["_sampler_sysid"] = rows["sampler_sysid"].astype(np.uint16)
     if "observation_domain" in present:
         out["_observation_domain"] = rows["observation_domain"].astype(np.uint32)
+    if "nsel_event" in present:
+        out["_nsel_event"] = rows["nsel_event"].astype(np.uint64)
+        out["_nsel_connection"] = rows["nsel_connection"].astype(np.uint64)
+        out["_nsel_event_ms"] = rows["nsel_event_ms"].astype(np.int64)
     if "aggregated_flows" in present:
         out["_aggregated_flows"] = rows["aggregated_flows"].astype(np.uint64)
         if "msec_first" in present:

@@ -51,6 +51,7 @@ from .information_elements import (
     VARIABLE_LENGTH,
     Element,
 )
+from .nsel import CONNECTION_ID, FIREWALL_EVENT
 
 TemplateKey = tuple[str, int, int, int]  # (exporter, domain, export version, template id)
 # TemplateKey and the exporter's UDP port: the transport session a template belongs to
@@ -248,6 +249,12 @@ class RecordPlan:
         out["last_seen"] = last_us
         out["sampling_rate"] = self._sampling(rows, meta)
         out["export_version"] = np.full(n, self.version, dtype=np.uint8)
+        event = self.unsigned(rows, FIREWALL_EVENT)
+        connection = self.unsigned(rows, CONNECTION_ID)
+        if event is not None and connection is not None:
+            # Cisco NSEL: the exports reader settles teardown totals against updates (nsel.py)
+            out["_nsel_event"] = event
+            out["_nsel_connection"] = connection
         return out
 
     def _sampling(self, rows: np.ndarray, meta: RecordMeta) -> np.ndarray:

@@ -1,0 +1,178 @@
+"""Cisco NSEL teardown totals against their connection's updates (readers/nsel.py)."""
+
+from __future__ import annotations
+
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from obserae_forensics.readers.nsel import (
+    COUNTERS,
+    EVENT_TEARDOWN,
+    EVENT_UPDATE,
+    FORGET_AFTER_US,
+    NselLedger,
+    settle_reference,
+)
+from tests.readers.test_netflow_v9 import EXPORT_S, data, decode, packet, template
+
+DAY = FORGET_AFTER_US
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
+
+# an ASA's flow-update/teardown template (the same layout for both events): conn id,
+# addresses, ports, protocol, event, extended event, event time, initiator/responder bytes
+# and packets, flow create time
+TEARDOWN = [(148, 4), (8, 4), (7, 2), (12, 4), (11, 2), (4, 1), (233, 1), (33002, 2),
+            (323, 8), (231, 4), (232, 4), (298, 4), (299, 4), (152, 8)]
+CREATE = [(148, 4), (8, 4), (7, 2), (12, 4), (11, 2), (4, 1), (233, 1), (33002, 2), (323, 8)]
+
+
+def event(conn: int, kind: int, at_ms: int, octets: tuple[int, int] = (0, 0),
+          packets: tuple[int, int] = (0, 0), start_ms: int = 0, sport: int = 40000) -> bytes:
+    if kind == 1:
+        return struct.pack(">IIHIHBBHQ", conn, 0x0A000001, sport, 0x0A000002, 443, 6, kind, 0,
+                           at_ms)
+    return struct.pack(">IIHIHBBHQIIIIQ", conn, 0x0A000001, sport, 0x0A000002, 443, 6, kind,
+                       2030 if kind == 2 else 0, at_ms, *octets, *packets, start_ms)
+
+
+def test_an_asa_teardown_counts_what_its_updates_did_not() -> None:
+    """logstash-codec-netflow's ASA 9 capture: for each connection an update and a teardown
+    of the same bytes, so every session held its bytes twice."""
+    t0 = EXPORT_S * 1000 - 60_000
+    records = [
+        event(7, 2, t0 + 60, (81, 763), (3, 2), t0),  # teardown only: counted whole
+        event(8, 5, t0 + 80, (81, 6207), (4, 5), t0),  # update at teardown ...
+        event(8, 2, t0 + 80, (81, 6207), (4, 5), t0),  # ... and its teardown: nothing more
+        event(9, 5, t0 + 100, (100, 1000), (2, 2), t0),  # update at timer
+        event(9, 5, t0 + 200, (50, 500), (1, 1), t0),  # the last one was lost: ...
+        event(9, 2, t0 + 300, (200, 2000), (4, 4), t0),  # ... the teardown adds it
+    ]
+    table, report = decode(packet(template(263, TEARDOWN), template(256, CREATE),
+                                  data(256, event(8, 1, t0)), data(263, *records)))
+    got = list(zip(table["octets"].to_pylist(), table["reverse_octets"].to_pylist(),
+                   table["packets"].to_pylist(), table["reverse_packets"].to_pylist(),
+                   strict=True))
+    assert got == [(0, 0, 0, 0), (81, 763, 3, 2), (81, 6207, 4, 5), (0, 0, 0, 0),
+                   (100, 1000, 2, 2), (50, 500, 1, 1), (50, 500, 1, 1)]
+    assert report.repaired == {"nsel_teardown_totals": 2}
+    assert "2 Cisco NSEL flow-teardown record(s)" in report.examples[0].message
+    # the exporter's own accounting keeps what it sent
+    stats = next(iter(report.exporters.values()))
+    assert stats.octets == 81 + 763 + 2 * (81 + 6207) + 150 + 1500 + 2200
+    # an update datagram before its teardown's, in another batch
+    first = packet(template(263, TEARDOWN), data(263, records[1]), sequence=0)
+    second = packet(data(263, records[2]), sequence=1)
+    table, report = decode(first, second, split=True)
+    assert table["octets"].to_pylist() == [81, 0]
+    assert report.repaired == {"nsel_teardown_totals": 1}
+
+
+def test_templates_without_an_event_or_a_connection_id_are_left_as_sent() -> None:
+    t0 = EXPORT_S * 1000 - 60_000
+    no_conn = [(8, 4), (7, 2), (12, 4), (11, 2), (4, 1), (233, 1), (323, 8), (231, 4),
+               (232, 4)]
+    one = struct.pack(">IHIHBBQII", 1, 40000, 2, 443, 6, 5, t0, 81, 763)
+    two = struct.pack(">IHIHBBQII", 1, 40000, 2, 443, 6, 2, t0, 81, 763)
+    table, report = decode(packet(template(300, no_conn), data(300, one, two)))
+    assert table["octets"].to_pylist() == [81, 81] and not report.repaired
+
+
+def nsel_datagrams() -> tuple[list[bytes], list[bytes]]:
+    """The datagrams `fixtures/nfcapd171_nsel/` was collected from: its two files'."""
+    t0 = EXPORT_S * 1000 - 60_000
+    templates = (template(263, TEARDOWN), template(256, CREATE))
+    first = [packet(*templates, sequence=0),
+             packet(data(256, event(8, 1, t0), event(9, 1, t0), event(10, 1, t0)), sequence=1),
+             packet(data(263, event(7, 2, t0 + 60, (81, 763), (3, 2), t0),
+                         event(8, 5, t0 + 80, (81, 6207), (4, 5), t0),
+                         event(8, 2, t0 + 80, (81, 6207), (4, 5), t0),
+                         event(9, 5, t0 + 100, (100, 1000), (2, 2), t0),
+                         event(10, 5, t0 + 100, (30, 300), (1, 1), t0)), sequence=2)]
+    second = [packet(*templates, sequence=3),
+              packet(data(263, event(9, 2, t0 + 300, (200, 2000), (4, 4), t0),
+                          event(10, 2, t0 + 300, (30, 300), (1, 1), t0)), sequence=4)]
+    return first, second
+
+
+def test_nfcapd_nsel_files_read_as_their_datagrams() -> None:
+    """nfcapd keeps NSEL's event in EXnselCommon and a teardown's end as 0: the reader takes
+    the event time for it, and settles teardowns against updates across the run's files."""
+    from obserae_forensics.readers import discover_inputs, read_flows
+    from obserae_forensics.report import RunReport
+
+    report = RunReport()
+    inputs = discover_inputs([FIXTURES / "nfcapd171_nsel"], report)
+    assert [item.path.name for item in inputs] == ["nfcapd.first", "nfcapd.second"]
+    nfcapd = pa.Table.from_batches(list(read_flows(inputs, report)))
+    first, second = nsel_datagrams()
+    exports, export_report = decode(*first, *second)
+    columns = ["octets", "reverse_octets", "packets", "reverse_packets", "first_seen",
+               "last_seen", "src_port", "dst_port", "protocol"]
+    assert nfcapd.select(columns).to_pylist() == exports.select(columns).to_pylist()
+    assert nfcapd["octets"].to_pylist() == [0, 0, 0, 81, 81, 0, 100, 30, 100, 0]
+    assert report.repaired == export_report.repaired == {"nsel_teardown_totals": 3}
+    assert not report.skipped
+
+
+@pytest.mark.skipif(shutil.which("nfdump") is None, reason="nfdump not installed")
+def test_nfdump_counts_the_updated_bytes_twice() -> None:
+    """The oracle's own totals of the fixture: every record's counters summed, so the
+    connections with updates count twice (nfdump issue 116); ours, once."""
+    totals = []
+    for name in ("nfcapd.first", "nfcapd.second"):
+        out = subprocess.run(["nfdump", "-r", str(FIXTURES / "nfcapd171_nsel" / name), "-q",
+                              "-N", "-o", "fmt:%ibyt %obyt"], capture_output=True, text=True,
+                             check=True).stdout
+        totals += [tuple(int(v) for v in line.split()) for line in out.splitlines() if line]
+    assert sum(t[0] for t in totals) == 81 + 81 + 81 + 100 + 30 + 200 + 30
+    first, second = nsel_datagrams()
+    table, _ = decode(*first, *second)
+    assert sum(table["octets"].to_pylist()) == 81 + 81 + 200 + 30
+
+
+rows = st.lists(st.tuples(st.integers(0, 2), st.integers(0, 4),
+                          st.sampled_from([0, 1, 2, 3, 5, 5, 2]),
+                          st.integers(0, 3), st.integers(0, 3), st.integers(0, 3),
+                          st.integers(0, 3), st.sampled_from([0, 1000, DAY, DAY + 1, 3 * DAY])),
+                max_size=60)
+
+
+@settings(max_examples=300, deadline=None)
+@given(rows, st.lists(st.integers(1, 60), min_size=1, max_size=8))
+def test_the_ledger_equals_the_record_at_a_time_rule_whatever_the_batches(
+        records: list[tuple[int, ...]], cuts: list[int]) -> None:
+    n = len(records)
+    stream = np.array([r[0] for r in records], dtype=np.uint64)
+    connection = np.array([r[1] for r in records], dtype=np.uint64)
+    kinds = np.array([r[2] for r in records], dtype=np.uint64)
+    counters = np.array([r[3:7] for r in records], dtype=np.uint64).reshape(n, len(COUNTERS))
+    last_seen = np.cumsum([r[7] for r in records], dtype=np.int64) if n else np.zeros(0, np.int64)
+    expected = counters.copy()
+    expected_changed = settle_reference({}, stream, connection, kinds, last_seen, expected)
+    ledger = NselLedger()
+    got = counters.copy()
+    changed = np.zeros(n, dtype=bool)
+    at = 0
+    for size in [*cuts, n]:
+        end = min(n, at + size)
+        part = got[at:end]
+        changed[at:end] = ledger.settle(stream[at:end], connection[at:end], kinds[at:end],
+                                        last_seen[at:end], part)
+        got[at:end] = part
+        at = end
+        if at == n:
+            break
+    assert np.array_equal(got, expected)
+    assert np.array_equal(changed, expected_changed)
+    # a teardown never adds, an update is never touched
+    assert (got <= counters).all()
+    assert np.array_equal(got[kinds != EVENT_TEARDOWN], counters[kinds != EVENT_TEARDOWN])
+    assert not changed[kinds == EVENT_UPDATE].any()
