@@ -154,7 +154,8 @@ class _Chunk:
         sets.append(row)
 
     def decode(self, streams: list[_Stream], samplers: list[SamplerTable],
-               nsel: NselLedger, report: RunReport) -> tuple[pa.RecordBatch | None, int]:
+               nsel: NselLedger | None, report: RunReport
+               ) -> tuple[pa.RecordBatch | None, int]:
         """One FLOW_SCHEMA batch in arrival order (frame, record_index), and its row count."""
         buf = self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
         extra = bytes(self.extra)
@@ -181,12 +182,14 @@ class _Chunk:
         return batch, n
 
 
-    def _settle_nsel(self, columns: dict[str, np.ndarray], nsel: NselLedger,
+    def _settle_nsel(self, columns: dict[str, np.ndarray], nsel: NselLedger | None,
                      report: RunReport) -> None:
         """Cisco NSEL teardowns count what their connection's updates did not (nsel.py)."""
         event = columns.pop("_nsel_event")
         connection = columns.pop("_nsel_connection")
         stream = columns.pop("_nsel_stream")
+        if nsel is None:
+            return
         n = len(event)
         counters = np.stack([columns.get(name, np.zeros(n, dtype=np.uint64)).astype(np.uint64)
                              for name in NSEL_COUNTERS], axis=1)
@@ -717,7 +720,11 @@ class ExportDecoder:
                                  reason=reason), nbytes)
 
     def _decode_resolved(self) -> list[pa.RecordBatch]:
-        """Decode data that waited for a template, one batch per source file."""
+        """Decode data that waited for a template, one batch per source file.
+
+        Their NSEL teardowns are not settled (nsel.py) and their updates not remembered:
+        they are decoded where their template arrived, not where they did, and what the
+        ledger saw before them would depend on where the batches end."""
         if not self._resolved:
             return []
         resolved, self._resolved = self._resolved, []
@@ -734,7 +741,7 @@ class ExportDecoder:
             stream.stats.records += records
         batches = []
         for chunk in chunks.values():
-            batch, _ = chunk.decode(self._stream_list, self.samplers, self.nsel, self.report)
+            batch, _ = chunk.decode(self._stream_list, self.samplers, None, self.report)
             if batch is not None:
                 batches.append(batch)
         return batches

@@ -176,3 +176,16 @@ def test_the_ledger_equals_the_record_at_a_time_rule_whatever_the_batches(
     assert (got <= counters).all()
     assert np.array_equal(got[kinds != EVENT_TEARDOWN], counters[kinds != EVENT_TEARDOWN])
     assert not changed[kinds == EVENT_UPDATE].any()
+
+
+def test_nsel_records_that_waited_for_their_template_count_as_sent_whatever_the_batches() -> None:
+    """Data decoded where its template arrived, not where it did: settling it would depend
+    on where the batches end, so it is counted as sent, and the ledger does not see it."""
+    t0 = EXPORT_S * 1000 - 60_000
+    early = packet(data(263, event(8, 5, t0 + 80, (81, 6207), (4, 5), t0)), sequence=0)
+    templates = packet(template(263, TEARDOWN), sequence=1)
+    teardown = packet(data(263, event(8, 2, t0 + 90, (81, 6207), (4, 5), t0)), sequence=2)
+    for split in (False, True):
+        table, report = decode(early, templates, teardown, split=split)
+        assert sorted(table["octets"].to_pylist()) == [81, 81]
+        assert not report.repaired
