@@ -184,6 +184,8 @@ class _FileState:
     stream_of_sysid: np.ndarray = field(default_factory=lambda: np.full(65536, -1, np.int32))
     rate_of_sysid: np.ndarray = field(default_factory=lambda: np.ones(65536, np.uint32))
     v1_maps: dict[int, tuple[int, ...]] = field(default_factory=dict)  # 1.6 extension maps
+    # streams whose timed records ended long before nfcapd received them: flows made offline
+    offline: set[int] = field(default_factory=set)
 
     def stream(self, text: str, domain: int) -> int:
         key = (text, domain)
@@ -693,13 +695,54 @@ def _decode_block(
             "(arrival given the file's time slot instead)", source=state.source,
             offset=offset, frame=frame, reason="bad_timestamp"),
             count=int(np.count_nonzero(damaged)))
-    columns["arrival"] = np.where((received > 0) & ~damaged, received * 1000, state.slot_us)
+    received_ok = (received > 0) & ~damaged
+    columns["arrival"] = np.where(received_ok, received * 1000, state.slot_us)
+    _receive_times(state, columns, received_ok, frame, offset, report)
     columns["source_frame"] = np.full(n, frame, dtype=np.uint64)
     columns["source_offset"] = np.full(n, offset, dtype=np.uint64)
     columns["record_index"] = flow_index.astype(np.uint32)
     return columns
 
 
+def _receive_times(state: _FileState, columns: dict[str, np.ndarray], received: np.ndarray,
+                   frame: int, offset: int, report: RunReport) -> None:
+    """A record whose exporter sent no time nfcapd could use is stored with both times 0
+    (nfdump prints 1970): Mikrotik's IPFIX gives uptimes without systemInitTime, Barracuda,
+    Citrix NetScaler, Cisco's 1941 and WLC templates no flow times at all. The export
+    readers place such records at their datagram's export time; here the nearest thing is
+    when nfcapd received them, and they used to be left out (`no_times`) with every record
+    of such an exporter. They are placed there, counted as `receive_time` under `repaired`,
+    when the collection was live: unless the exporter's timed records of the file so far
+    ended more than a day before they were received (flows made offline, `softflowd -r` or
+    nfpcapd replaying an old capture, where the receive time is not the flow's: the corpus
+    synscan's first SYN stays left out)."""
+    first, last = columns["first_seen"], columns["last_seen"]
+    timeless = (first == 0) & (last == 0) & received
+    stream = columns["_stream"]
+    timed = received & (last > 0)
+    if timed.any():
+        lag = columns["arrival"] - last
+        for index in np.unique(stream[timed]).tolist():
+            mine = timed & (stream == index)
+            if int(np.median(lag[mine])) > _OFFLINE_LAG_US:
+                state.offline.add(index)
+    if not timeless.any():
+        return
+    place = timeless & ~np.isin(stream, np.array(sorted(state.offline), dtype=stream.dtype))
+    count = int(np.count_nonzero(place))
+    if not count:
+        return
+    arrival = columns["arrival"]
+    columns["first_seen"] = np.where(place, arrival, first)
+    columns["last_seen"] = np.where(place, arrival, last)
+    report.repair(MalformedInput(
+        f"{count} record(s) without a time (nfcapd stores 0 for a time its exporter did not "
+        "send): placed at their receive time, as the export readers place them at their "
+        "datagram's", source=state.source, offset=offset, frame=frame,
+        reason="receive_time"), count=count)
+
+
+_OFFLINE_LAG_US: Final = 86_400_000_000  # receive time - last_seen: a day
 _COLUMN_DEFAULTS: Final[dict[str, tuple[str, int]]] = {
     "first_seen": ("int64", 0), "last_seen": ("int64", 0), "ip_version": ("uint8", 0),
     "src_port": ("uint16", 0), "dst_port": ("uint16", 0), "protocol": ("uint8", 0),

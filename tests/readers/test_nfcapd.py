@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import struct
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
@@ -333,7 +334,9 @@ def test_records_ending_before_they_start_are_swapped_and_said(corpus: Path) -> 
 
 def test_a_record_without_times_is_left_out_and_said(corpus: Path) -> None:
     """nfcapd 1.7.1 stored the scan's first SYN with both times 0 (nfdump prints
-    1970-01-01): a late session dated 1970 and a data window starting then, unsaid."""
+    1970-01-01): a late session dated 1970 and a data window starting then, unsaid. The
+    flows were made offline (softflowd -r over a 2011 capture): their receive time is not
+    theirs, so it is not placed there either (the other records ended years before)."""
     from obserae_forensics.readers import discover_inputs, read_flows
 
     path = corpus / "nfcapd" / "sf_v9_synscan.nfcapd"
@@ -445,3 +448,66 @@ def test_nfdump_pairs_keep_the_reverse_direction_s_flags(corpus: Path, tmp_path:
     for key, session in apart.items():
         assert {c: together[key][c] for c in compared} == {c: session[c] for c in compared}
     assert sum(s["close_reason"] == "fin" for s in together.values()) == 2
+
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
+# fixtures/nfcapd171_timeless_ipfix.nfcapd: these two IPFIX messages, collected live
+TIMELESS_EXPORT_S = 1_796_404_082
+UPTIME_ONLY = [(60, 1), (22, 4), (21, 4), (2, 4), (1, 4), (7, 2), (11, 2), (10, 4), (14, 4),
+               (4, 1), (6, 1), (8, 4), (12, 4), (15, 4), (225, 4), (226, 4)]  # Mikrotik's
+NO_TIMES = [(8, 4), (12, 4), (7, 2), (11, 2), (4, 1), (2, 4), (1, 4)]
+
+
+def timeless_messages() -> list[bytes]:
+    def message(*sets: bytes) -> bytes:
+        body = b"".join(sets)
+        return struct.pack(">HHIII", 10, 16 + len(body), TIMELESS_EXPORT_S, 0, 0) + body
+
+    def template(template_id: int, fields: list[tuple[int, int]]) -> bytes:
+        record = struct.pack(">HH", template_id, len(fields)) + b"".join(
+            struct.pack(">HH", element, length) for element, length in fields)
+        return struct.pack(">HH", 2, 4 + len(record)) + record
+
+    def data(template_id: int, *records: bytes) -> bytes:
+        return struct.pack(">HH", template_id, 4 + sum(map(len, records))) + b"".join(records)
+
+    uptime = ">BIIIIHHIIBBIIIII"
+    return [message(template(258, UPTIME_ONLY), template(256, NO_TIMES)),
+            message(data(258, struct.pack(uptime, 4, 5000, 9000, 3, 180, 53000, 53, 1, 2, 17, 0,
+                                          0x0A0A0A01, 0x08080808, 0, 0, 0),
+                         struct.pack(uptime, 4, 6000, 9500, 5, 900, 40000, 443, 1, 2, 6, 0x1B,
+                                     0x0A0A0A01, 0x01010101, 0, 0, 0)),
+                    data(256, struct.pack(">IIHHBII", 0x0A000005, 0x0A000006, 5353, 53, 17, 1,
+                                          81)))]
+
+
+def test_records_nfcapd_stored_without_times_are_placed_at_their_receive_time() -> None:
+    """An exporter that sends no time nfcapd can use (Mikrotik's uptimes without
+    systemInitTime, a template without flow times) has every record stored with both times
+    0: all of them were left out as `no_times`. The export reader places them at their
+    datagram's export time; from nfcapd they now land at their receive time."""
+    from obserae_forensics.readers import discover_inputs, read_flows
+    from obserae_forensics.readers.datagrams import Datagram
+    from obserae_forensics.readers.exports import ExportDecoder
+
+    path = FIXTURES / "nfcapd171_timeless_ipfix.nfcapd"
+    if shutil.which("nfdump"):  # the file holds 0 for every time
+        out = subprocess.run(["nfdump", "-r", str(path), "-q", "-o", "fmt:%ts|%te"],
+                             capture_output=True, text=True, check=True).stdout
+        assert out.splitlines() == ["1970-01-01 00:00:00.000|1970-01-01 00:00:00.000"] * 3
+    report = RunReport()
+    table = pa.Table.from_batches(list(read_flows(discover_inputs([path], report), report)))
+    assert report.repaired == {"receive_time": 3} and not report.skipped
+    firsts = table.column("first_seen").cast("int64").to_pylist()
+    assert firsts == table.column("last_seen").cast("int64").to_pylist()
+    assert firsts == table.column("arrival").cast("int64").to_pylist()
+    # the export reader of the same messages: their export time, a second of the receive
+    decoder = ExportDecoder(RunReport())
+    batches = decoder.feed([Datagram(m, "127.0.0.1", 40000, 2055, i + 1, 24, firsts[0], "x")
+                            for i, m in enumerate(timeless_messages())])
+    exported = pa.Table.from_batches([*batches, *decoder.finish()])
+    assert exported.select(["packets", "octets", "src_port"]).to_pylist() == table.select(
+        ["packets", "octets", "src_port"]).to_pylist()
+    for ours, theirs in zip(firsts, exported.column("first_seen").cast("int64").to_pylist(),
+                            strict=True):
+        assert abs(ours - theirs) < 2_000_000
