@@ -712,22 +712,27 @@ def _receive_times(state: _FileState, columns: dict[str, np.ndarray], received: 
     readers place such records at their datagram's export time; here the nearest thing is
     when nfcapd received them, and they used to be left out (`no_times`) with every record
     of such an exporter. They are placed there, counted as `receive_time` under `repaired`,
-    when the collection was live: unless the exporter's timed records of the file so far
-    ended more than a day before they were received (flows made offline, `softflowd -r` or
+    when the collection was live: unless the exporter's timed records beside them (in their
+    block, or an earlier block that had timeless ones) all ended more than a day before
+    they were received (flows made offline, `softflowd -r` or
     nfpcapd replaying an old capture, where the receive time is not the flow's: the corpus
-    synscan's first SYN stays left out)."""
+    synscan's first SYN stays left out). Live, a record reaches nfcapd at most an active
+    timeout after it ends: the least lag of a stream's timed records tells."""
     first, last = columns["first_seen"], columns["last_seen"]
     timeless = (first == 0) & (last == 0) & received
-    stream = columns["_stream"]
-    timed = received & (last > 0)
-    if timed.any():
-        lag = columns["arrival"] - last
-        for index in np.unique(stream[timed]).tolist():
-            mine = timed & (stream == index)
-            if int(np.median(lag[mine])) > _OFFLINE_LAG_US:
-                state.offline.add(index)
     if not timeless.any():
         return
+    stream = columns["_stream"]
+    # judged on the block's timed records of each stream that has timeless ones (and what
+    # earlier such blocks showed): a block without timeless records costs nothing more
+    timed = received & (last > 0)
+    lag = columns["arrival"] - last
+    streams = [int(stream[0])] if stream.min() == stream.max() else np.unique(
+        stream[timeless]).tolist()
+    for index in streams:
+        mine = timed & (stream == index)
+        if mine.any() and int(lag[mine].min()) > _OFFLINE_LAG_US:
+            state.offline.add(index)
     place = timeless & ~np.isin(stream, np.array(sorted(state.offline), dtype=stream.dtype))
     count = int(np.count_nonzero(place))
     if not count:
@@ -754,8 +759,11 @@ _COLUMN_DEFAULTS: Final[dict[str, tuple[str, int]]] = {
     "_sampler_interval": ("uint32", 0), "_selector_id": ("int64", 0),
     "_sampler_sysid": ("uint16", 0), "_has_selector": ("bool", 0), "_has_router": ("bool", 0),
     "_aggregated_flows": ("uint64", 0), "reverse_tcp_flags": ("uint16", 0),
-    "_flags_put_back": ("bool", 0), "_nsel_event": ("uint64", 0),
-    "_nsel_connection": ("uint64", 0), "_nsel_event_ms": ("int64", 0),
+    "_flags_put_back": ("bool", 0),
+}
+# columns of rare elements, made only in a block that has them (Cisco NSEL's EXnselCommon)
+_LAZY_COLUMNS: Final[dict[str, str]] = {
+    "_nsel_event": "uint64", "_nsel_connection": "uint64", "_nsel_event_ms": "int64",
 }
 _ADDRESS_COLUMNS: Final = ("src_addr", "dst_addr", "next_hop", "_router")
 
@@ -774,7 +782,10 @@ def place(columns: dict[str, np.ndarray], decoded: dict[str, np.ndarray],
     for name, values in decoded.items():
         target = columns.get(name)
         if target is None:
-            continue
+            kind = _LAZY_COLUMNS.get(name)
+            if kind is None:
+                continue
+            target = columns[name] = np.zeros(len(columns["first_seen"]), dtype=kind)
         if positions is None:  # the block's only layout: take the decoded array as it is
             columns[name] = values.astype(target.dtype, copy=False)
         else:
@@ -1015,7 +1026,9 @@ def _event_times(columns: dict[str, np.ndarray]) -> None:
     """Cisco NSEL's event time (EXnselCommon's msecEvent, NF_F_EVENT_TIME_MSEC) for a time
     nfcapd stored as 0: an ASA sends no flow end, so nfcapd keeps a teardown's start and 0,
     and the record ended where it began; as the export readers read 323 (templates.py)."""
-    event_ms = columns.pop("_nsel_event_ms")
+    event_ms = columns.pop("_nsel_event_ms", None)
+    if event_ms is None:
+        return
     known = (event_ms > 0) & (event_ms <= TIME_LIMIT_US // 1000)
     if not known.any():
         return
@@ -1028,9 +1041,9 @@ def _settle_nsel(state: _FileState, columns: dict[str, np.ndarray], nsel: NselLe
                  frame: int, offset: int, report: RunReport) -> None:
     """Cisco NSEL teardown totals less their connection's updates (nsel.py), the ledger
     kept across the run's nfcapd files (a collector rotates its file every 5 minutes)."""
-    event = columns.pop("_nsel_event")
-    connection = columns.pop("_nsel_connection")
-    if nsel is None or not event.any():
+    event = columns.pop("_nsel_event", None)
+    connection = columns.pop("_nsel_connection", None)
+    if nsel is None or event is None or connection is None or not event.any():
         return
     stream = nsel.stream_codes(state.streams)[columns["_stream"]]
     counters = np.stack([columns[name] for name in NSEL_COUNTERS], axis=1).astype(np.uint64)
