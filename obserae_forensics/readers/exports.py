@@ -49,7 +49,7 @@ from .information_elements import (
     Element,
 )
 from .nsel import COUNTERS as NSEL_COUNTERS
-from .nsel import NselLedger
+from .nsel import NselLedger, nsel_repair
 from .templates import (
     Leftover,
     PendingData,
@@ -199,13 +199,9 @@ class _Chunk:
         for i, name in enumerate(NSEL_COUNTERS):
             columns[name] = counters[:, i].astype(FLOW_NUMERIC_DTYPES[name])
         row = int(np.argmax(changed))
-        report.repair(MalformedInput(
-            f"{int(changed.sum())} Cisco NSEL flow-teardown record(s), the first record "
-            f"{int(columns['record_index'][row])} here: their totals repeat the bytes and "
-            "packets of their connection's flow-update records; counted for what those did "
-            "not (the flows table holds that)", source=self.source,
-            offset=int(columns["source_offset"][row]), frame=int(columns["source_frame"][row]),
-            reason="nsel_teardown_totals"), count=int(changed.sum()))
+        report.repair(nsel_repair(int(changed.sum()), self.source,
+                                  int(columns["source_offset"][row]),
+                                  int(columns["source_frame"][row])), count=int(changed.sum()))
 
 
 def _decode_group(

@@ -71,7 +71,7 @@ from .compression import (
 from .nfcapd_scan import BAD_ELEMENTS, SCAN_OK, gather_records, scan_block
 from .nfcapd_v3 import FLAG_SAMPLED, decode_layout, layout_for
 from .nsel import COUNTERS as NSEL_COUNTERS
-from .nsel import NselLedger
+from .nsel import NselLedger, nsel_repair
 
 MAGIC: Final = 0xA50C
 LAYOUT_VERSION_1: Final = 1
@@ -455,12 +455,13 @@ def _read(
             columns = _decode_block(state, payload, frame, offset, block_type, claimed, report)
             if columns is None:
                 continue
+            # before the window, as the export readers settle a datagram's records
+            _settle_nsel(state, columns, nsel, frame, offset, report)
             columns = _select_window(columns, from_us, to_us)
             rows = len(columns["first_seen"])
             if rows == 0:
                 continue
             _count_exporters(state, columns, report)
-            _settle_nsel(state, columns, nsel, frame, offset, report)
             _count_aggregates(columns.pop("_aggregated_flows"), stats)
             # only records the run keeps (a record without times is left out and said so)
             put_back = columns.pop("_flags_put_back") & ~np.logical_or(
@@ -1030,6 +1031,9 @@ def _event_times(columns: dict[str, np.ndarray]) -> None:
     if event_ms is None:
         return
     known = (event_ms > 0) & (event_ms <= TIME_LIMIT_US // 1000)
+    # an event without its time is not the ASA's (Palo Alto's records carry 233 and 148 in
+    # EXnselCommon, but deltas and no event time): its counters are not settled (nsel.py)
+    columns["_nsel_event"] = np.where(known, columns["_nsel_event"], 0).astype(np.uint64)
     if not known.any():
         return
     event_us = event_ms * 1000
@@ -1052,12 +1056,9 @@ def _settle_nsel(state: _FileState, columns: dict[str, np.ndarray], nsel: NselLe
     if not count:
         return
     for i, name in enumerate(NSEL_COUNTERS):
+        columns[f"_sent_{name}"] = columns[name]  # the exporters table counts what was sent
         columns[name] = counters[:, i]
-    report.repair(MalformedInput(
-        f"{count} Cisco NSEL flow-teardown record(s): their totals repeat the bytes and "
-        "packets of their connection's flow-update records; counted for what those did not "
-        "(the flows table holds that)", source=state.source, offset=offset, frame=frame,
-        reason="nsel_teardown_totals"), count=count)
+    report.repair(nsel_repair(count, state.source, offset, frame), count=count)
 
 
 def _select_window(columns: dict[str, np.ndarray], from_us: int | None,
@@ -1076,6 +1077,8 @@ def _select_window(columns: dict[str, np.ndarray], from_us: int | None,
 
 def _count_exporters(state: _FileState, columns: dict[str, np.ndarray], report: RunReport) -> None:
     stream = columns["_stream"]
+    # what the exporter sent: NSEL teardowns' totals as they came, not as settled (nsel.py)
+    sent = {name: columns.pop(f"_sent_{name}", columns[name]) for name in NSEL_COUNTERS}
     for index in np.unique(stream).tolist():
         text, domain = state.streams[index]
         stats = report.exporter(text, domain)
@@ -1083,10 +1086,10 @@ def _count_exporters(state: _FileState, columns: dict[str, np.ndarray], report: 
         stats.records += int(np.count_nonzero(mine))
         # forward + reverse, as nfdump's own totals (UpdateStat, nfdump_inline.c); exact, as
         # the export readers' (numpy's sums wrapped past 2**64 on damaged counters)
-        stats.packets += exact_sum(columns["packets"][mine]) + exact_sum(
-            columns["reverse_packets"][mine])
-        stats.octets += exact_sum(columns["octets"][mine]) + exact_sum(
-            columns["reverse_octets"][mine])
+        stats.packets += exact_sum(sent["packets"][mine]) + exact_sum(
+            sent["reverse_packets"][mine])
+        stats.octets += exact_sum(sent["octets"][mine]) + exact_sum(
+            sent["reverse_octets"][mine])
         # the records' own versions too: an exporter record may be missing (nfpcapd writes
         # none) or this address and domain may also come from another file
         stats.versions.update(int(v) for v in np.unique(columns["export_version"][mine]) if v)

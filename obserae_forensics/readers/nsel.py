@@ -12,7 +12,12 @@ an ASA 9 holds, for each of its 7 connections, an update and a teardown of the s
 So a teardown counts what its connection's updates did not: its totals less the updates
 already read for the same connection (NF_F_CONN_ID, IE 148) of the same exporter stream,
 never below 0. That is all of it when the exporter sends no updates, nothing when every
-update arrived, and the missing part when some were lost. The flows table then holds what
+update arrived, and the missing part when some were lost (a total smaller than updates past
+2**32 wrapped in the ASA's 4-byte field: the difference mod 2**32). Which templates: those
+with an event (233), a connection id (148), an event time (323) and the ASA's counters
+(231/232, 298/299), not octet/packetDeltaCount: Palo Alto sends 148 and 233 with deltas
+(1/2) and no event time, and its records are summed as sent. In nfcapd files, records with
+EXnselCommon and an event time. The flows table then holds what
 each record adds; the records so changed are counted as `nsel_teardown_totals` under
 `repaired`, and the exporters table keeps what the exporter sent. An update that arrives
 after its connection's teardown counts whole (the ledger forgets a connection at its
@@ -31,10 +36,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import MalformedInput
 from .information_elements import IANA, Element
 
 FIREWALL_EVENT: Element = (IANA, 233)  # NF_F_FW_EVENT
 CONNECTION_ID: Element = (IANA, 148)  # NF_F_CONN_ID (flowId)
+# the ASA's counters: NF_F_FWD/REV_FLOW_DELTA_BYTES and its initiator/responder packets
+NSEL_COUNTER_ELEMENTS: tuple[Element, ...] = ((IANA, 231), (IANA, 232), (IANA, 298),
+                                               (IANA, 299))
+# octet/packetDeltaCount: a template with them reports deltas (Palo Alto's, with 148 and 233)
+DELTA_COUNTER_ELEMENTS: tuple[Element, ...] = ((IANA, 1), (IANA, 2))
+WRAP_32 = 1 << 32
 EVENT_TEARDOWN = 2
 EVENT_UPDATE = 5
 # ledger key: stream code << CONNECTION_BITS | connection id (the ASA's are 32-bit)
@@ -54,9 +66,6 @@ class NselLedger:
         self.seen = np.empty(0, dtype=np.int64)  # last_seen of the connection's last update
         # stream codes of readers whose own are not run-wide (the nfcapd reader's are per file)
         self.streams: dict[tuple[str, int], int] = {}
-
-    def __len__(self) -> int:
-        return len(self.keys)
 
     def stream_codes(self, streams: list[tuple[str, int]]) -> np.ndarray:
         """Run-wide codes of (exporter, domain) streams, in their order."""
@@ -108,7 +117,7 @@ class NselLedger:
             carried = np.where((known & recent)[:, None], self.sums[clipped], carried)
         group_of_row = np.cumsum(group_start) - 1
         prior = prior + np.where(first_stretch[:, None], carried[group_of_row], np.uint64(0))
-        settled = np.where(values > prior, values - prior, np.uint64(0))
+        settled = _settled_counters(values, prior)
         new_values = np.where(teardown[:, None], settled, values)
         counters[rows] = new_values
         changed[rows] = teardown & (new_values != values).any(axis=1)
@@ -118,13 +127,35 @@ class NselLedger:
         open_end = ~teardown[group_last]
         keep = np.ones(len(self.keys), dtype=bool)
         keep[at[known]] = False
-        keys = np.concatenate([self.keys[keep], key[group_last][open_end]])
-        sums = np.concatenate([self.sums[keep],
-                               (prior[group_last] + updates[group_last])[open_end]])
-        seen = np.concatenate([self.seen[keep], times[group_last][open_end]])
-        sort = np.argsort(keys, kind="stable")
-        self.keys, self.sums, self.seen = keys[sort], sums[sort], seen[sort]
+        keys, sums, seen = self.keys[keep], self.sums[keep], self.seen[keep]
+        # both sorted: a merge, linear in the ledger (no sort of it every batch)
+        new_keys = key[group_last][open_end]
+        where = np.searchsorted(keys, new_keys)
+        self.keys = np.insert(keys, where, new_keys)
+        self.sums = np.insert(sums, where, (prior[group_last] + updates[group_last])[open_end],
+                              axis=0)
+        self.seen = np.insert(seen, where, times[group_last][open_end])
         return changed
+
+
+def _settled_counters(totals: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """What a teardown's totals add to its connection's updates: the difference, never below
+    0; but when the updates passed 2**32 and the total is smaller, the ASA's 4-byte total
+    wrapped (231/232 and 298/299 are 4 bytes in its templates): the difference mod 2**32.
+    Sums past 2**64 wrap (the reference does the same; no connection comes near)."""
+    difference = totals - prior
+    wrapped = (totals < prior) & (prior >= np.uint64(WRAP_32))
+    return np.where(totals >= prior, difference,
+                    np.where(wrapped, difference & np.uint64(WRAP_32 - 1), np.uint64(0)))
+
+
+def nsel_repair(count: int, source: str, offset: int, frame: int) -> MalformedInput:
+    """The `nsel_teardown_totals` repair both readers report, with the first record's place."""
+    return MalformedInput(
+        f"{count} Cisco NSEL flow-teardown record(s): their totals repeat the bytes and "
+        "packets of their connection's flow-update records; counted for what those did not "
+        "(the flows table holds that)", source=source, offset=offset, frame=frame,
+        reason="nsel_teardown_totals")
 
 
 def _settled(stream: np.ndarray, connection: np.ndarray, event: np.ndarray) -> np.ndarray:
@@ -149,10 +180,11 @@ def settle_reference(ledger: dict[tuple[int, int], tuple[list[int], int]], strea
             sums = entry[0]
         values = [int(v) for v in counters[i]]
         if event[i] == EVENT_UPDATE:
-            ledger[key] = ([s + v for s, v in zip(sums, values, strict=True)],
+            ledger[key] = ([(s + v) % (1 << 64) for s, v in zip(sums, values, strict=True)],
                            int(last_seen[i]))
             continue
-        settled = [max(0, v - s) for s, v in zip(sums, values, strict=True)]
+        settled = [v - s if v >= s else (v - s) % WRAP_32 if s >= WRAP_32 else 0
+                   for s, v in zip(sums, values, strict=True)]
         if settled != values:
             counters[i] = settled
             changed[i] = True

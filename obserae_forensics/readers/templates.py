@@ -51,7 +51,12 @@ from .information_elements import (
     VARIABLE_LENGTH,
     Element,
 )
-from .nsel import CONNECTION_ID, FIREWALL_EVENT
+from .nsel import (
+    CONNECTION_ID,
+    DELTA_COUNTER_ELEMENTS,
+    FIREWALL_EVENT,
+    NSEL_COUNTER_ELEMENTS,
+)
 
 TemplateKey = tuple[str, int, int, int]  # (exporter, domain, export version, template id)
 # TemplateKey and the exporter's UDP port: the transport session a template belongs to
@@ -147,14 +152,21 @@ class RecordPlan:
         self.has_ipv6 = (IANA, 27) in where or (IANA, 28) in where
         self.start_time = self._time_source(0)
         self.end_time = self._time_source(1)
+        self.observation_time = next(
+            ((kind, element) for kind, element in OBSERVATION_TIMES if element in self.where),
+            None)
+        # Cisco ASA/FTD NSEL semantics (nsel.py): an event and a connection id, the ASA's
+        # event time, and counters in its initiator/responder elements. Palo Alto sends 148
+        # and 233 too, but octetDeltaCount and no event time: its counters are deltas
+        self.nsel = (FIREWALL_EVENT in self.where and CONNECTION_ID in self.where
+                     and self.observation_time is not None
+                     and any(element in self.where for element in NSEL_COUNTER_ELEMENTS)
+                     and not any(element in self.where for element in DELTA_COUNTER_ELEMENTS))
 
     def _time_source(self, side: int) -> tuple[str, Element] | None:
         for kind, pair in _TIME_KINDS:
             if pair[side] in self.where:
                 return kind, pair[side]
-        for kind, element in OBSERVATION_TIMES:
-            if element in self.where:
-                return kind, element
         return None
 
     def unsigned(self, rows: np.ndarray, element: Element) -> np.ndarray | None:
@@ -249,12 +261,10 @@ class RecordPlan:
         out["last_seen"] = last_us
         out["sampling_rate"] = self._sampling(rows, meta)
         out["export_version"] = np.full(n, self.version, dtype=np.uint8)
-        event = self.unsigned(rows, FIREWALL_EVENT)
-        connection = self.unsigned(rows, CONNECTION_ID)
-        if event is not None and connection is not None:
+        if self.nsel:
             # Cisco NSEL: the exports reader settles teardown totals against updates (nsel.py)
-            out["_nsel_event"] = event
-            out["_nsel_connection"] = connection
+            out["_nsel_event"] = self.unsigned(rows, FIREWALL_EVENT)
+            out["_nsel_connection"] = self.unsigned(rows, CONNECTION_ID)
         return out
 
     def _sampling(self, rows: np.ndarray, meta: RecordMeta) -> np.ndarray:
@@ -350,12 +360,20 @@ class RecordPlan:
                 end = start + duration_us
             elif start is None and end is not None:
                 start = end - duration_us
-        if start is None and end is None:
-            return meta.export_us, meta.export_us
+        if end is None or start is None:
+            # RFC 5477's observation time, where a flow time and a duration give none: Cisco
+            # NSEL's NF_F_EVENT_TIME_MSEC (323) ends a teardown whose start is its create
+            # time (152), and places an event of no flow time; never a start before a known
+            # end (it is the event's time, at or after the flow's)
+            observed = self._time(rows, meta, self.observation_time)
+            if start is None and end is None:
+                if observed is None:
+                    return meta.export_us, meta.export_us
+                return observed, observed
+            if end is None:
+                end = observed if observed is not None else start
         if start is None:
             start = end
-        if end is None:
-            end = start
         assert start is not None and end is not None
         return start, end
 

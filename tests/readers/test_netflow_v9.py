@@ -464,3 +464,22 @@ def test_v9_cisco_nsel_event_time_ends_a_teardown() -> None:
     assert table["octets"].to_pylist() == [0, 81]
     assert table["reverse_octets"].to_pylist() == [0, 6207]
     assert not report.skipped and not report.repaired
+
+
+def test_v9_observation_time_never_overrides_a_duration_nor_starts_after_an_end() -> None:
+    """Found by review: the observation time (323) was taken for a side before a duration
+    (161) could give it, and as the start of a template that has only an end: the record
+    began after it ended."""
+    export_ms = EXPORT_S * 1000
+    with_duration = [(8, 4), (12, 4), (4, 1), (152, 8), (161, 4), (323, 8), (1, 4)]
+    end_only = [(8, 4), (12, 4), (4, 1), (153, 8), (323, 8), (1, 4)]
+    payload = packet(template(300, with_duration), template(301, end_only),
+                     data(300, struct.pack(">IIBQIQI", 1, 2, 6, export_ms - 60_000, 10_000,
+                                           export_ms - 1_000, 5), pad=False),
+                     data(301, struct.pack(">IIBQQI", 1, 2, 6, export_ms - 60_000,
+                                           export_ms - 1_000, 5), pad=False))
+    table, report = decode(payload)
+    spans = [((int(a.value) // 1000 - export_ms), (int(b.value) // 1000 - export_ms))
+             for a, b in zip(table["first_seen"], table["last_seen"], strict=True)]
+    assert spans == [(-60_000, -50_000), (-60_000, -60_000)]
+    assert not report.repaired

@@ -75,7 +75,24 @@ def test_an_asa_teardown_counts_what_its_updates_did_not() -> None:
     assert report.repaired == {"nsel_teardown_totals": 1}
 
 
-def test_templates_without_an_event_or_a_connection_id_are_left_as_sent() -> None:
+# Palo Alto PAN-OS 8's template (logstash-codec-netflow's capture of one): flowId and
+# firewallEvent as the ASA's, but octet/packetDeltaCount and no event time; its
+# flow-created records carry bytes (deltas), which an ASA's never do
+PAN_OS = [(1, 4), (2, 4), (4, 1), (7, 2), (8, 4), (11, 2), (12, 4), (21, 4), (22, 4),
+          (148, 8), (233, 1)]
+
+
+def test_templates_without_the_asas_semantics_are_left_as_sent() -> None:
+    """Found by review: Palo Alto's records (148 and 233 with deltas) were settled, and a
+    connection's last delta vanished."""
+    pan = pan_os_records()
+    table, report = decode(packet(template(261, PAN_OS), data(261, *pan)))
+    assert table["octets"].to_pylist() == [70, 111, 50] and not report.repaired
+    # an event time does not make deltas totals either
+    timed = [*PAN_OS, (323, 8)]
+    pan = [record + struct.pack(">Q", EXPORT_S * 1000) for record in pan]
+    table, report = decode(packet(template(262, timed), data(262, *pan)))
+    assert table["octets"].to_pylist() == [70, 111, 50] and not report.repaired
     t0 = EXPORT_S * 1000 - 60_000
     no_conn = [(8, 4), (7, 2), (12, 4), (11, 2), (4, 1), (233, 1), (323, 8), (231, 4),
                (232, 4)]
@@ -83,6 +100,21 @@ def test_templates_without_an_event_or_a_connection_id_are_left_as_sent() -> Non
     two = struct.pack(">IHIHBBQII", 1, 40000, 2, 443, 6, 2, t0, 81, 763)
     table, report = decode(packet(template(300, no_conn), data(300, one, two)))
     assert table["octets"].to_pylist() == [81, 81] and not report.repaired
+
+
+def test_a_total_past_the_asas_4_byte_field_is_settled_modulo_2_to_the_32() -> None:
+    """Found by review: a connection past 4 GiB has a teardown total wrapped in the ASA's
+    4-byte 231, under the updates' sum: it was settled to 0 and half a GB vanished."""
+    t0 = EXPORT_S * 1000 - 60_000
+    records = [event(5, 5, t0 + 10, (3_000_000_000, 10), (1, 1), t0),
+               event(5, 5, t0 + 20, (2_000_000_000, 10), (1, 1), t0),
+               event(5, 2, t0 + 30, (5_500_000_000 % (1 << 32), 25), (2, 1), t0)]
+    table, report = decode(packet(template(263, TEARDOWN), data(263, *records)))
+    assert table["octets"].to_pylist() == [3_000_000_000, 2_000_000_000, 500_000_000]
+    assert table["reverse_octets"].to_pylist() == [10, 10, 5]
+    # a total under the updates' sum that cannot have wrapped (a sum under 2**32) adds 0
+    assert table["reverse_packets"].to_pylist() == [1, 1, 0]
+    assert report.repaired == {"nsel_teardown_totals": 1}
 
 
 def nsel_datagrams() -> tuple[list[bytes], list[bytes]]:
@@ -138,10 +170,30 @@ def test_nfdump_counts_the_updated_bytes_twice() -> None:
     assert sum(table["octets"].to_pylist()) == 81 + 81 + 200 + 30
 
 
-rows = st.lists(st.tuples(st.integers(0, 2), st.integers(0, 4),
+counter = st.one_of(st.integers(0, 3), st.sampled_from([
+    (1 << 32) - 1, 1 << 32, 3_000_000_000, 1 << 63, (1 << 64) - 1]))
+def pan_os_records() -> list[bytes]:
+    """`fixtures/nfcapd171_pan_events.nfcapd` holds these, collected by nfcapd 1.7.1."""
+    return [struct.pack(">IIBHIHIIIQB", octets, 1, 6, 40000, 1, 443, 2, 3_590_000, 3_590_000,
+                        421604, kind) for octets, kind in ((70, 1), (111, 5), (50, 2))]
+
+
+def test_nfcapd_events_without_an_event_time_are_left_as_sent() -> None:
+    """nfcapd gives Palo Alto's records EXnselCommon (their 148 and 233), with no event
+    time: not the ASA's semantics, so not settled."""
+    from obserae_forensics.readers import discover_inputs, read_flows
+    from obserae_forensics.report import RunReport
+
+    report = RunReport()
+    path = FIXTURES / "nfcapd171_pan_events.nfcapd"
+    table = pa.Table.from_batches(list(read_flows(discover_inputs([path], report), report)))
+    assert table["octets"].to_pylist() == [70, 111, 50] and not report.repaired
+
+
+rows = st.lists(st.tuples(st.integers(0, 2), st.sampled_from([0, 1, 2, 3, (1 << 44) - 1, 1 << 44]),
                           st.sampled_from([0, 1, 2, 3, 5, 5, 2]),
-                          st.integers(0, 3), st.integers(0, 3), st.integers(0, 3),
-                          st.integers(0, 3), st.sampled_from([0, 1000, DAY, DAY + 1, 3 * DAY])),
+                          counter, counter, st.integers(0, 3), st.integers(0, 3),
+                          st.sampled_from([0, 1000, DAY, DAY + 1, 3 * DAY])),
                 max_size=60)
 
 
