@@ -181,7 +181,6 @@ class _Chunk:
                            source_file=self.source)
         return batch, n
 
-
     def _settle_nsel(self, columns: dict[str, np.ndarray], nsel: NselLedger | None,
                      report: RunReport) -> None:
         """Cisco NSEL teardowns count what their connection's updates did not (nsel.py)."""

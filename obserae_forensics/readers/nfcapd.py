@@ -715,9 +715,9 @@ def _receive_times(state: _FileState, columns: dict[str, np.ndarray], received: 
     of such an exporter. They are placed there, counted as `receive_time` under `repaired`,
     when the collection was live: unless the exporter's timed records beside them (in their
     block, or an earlier block that had timeless ones) all ended more than a day before
-    they were received (flows made offline, `softflowd -r` or
-    nfpcapd replaying an old capture, where the receive time is not the flow's: the corpus
-    synscan's first SYN stays left out). Live, a record reaches nfcapd at most an active
+    they were received (flows made offline, `softflowd -r` or nfpcapd replaying an old
+    capture, where the receive time is not the flow's: the corpus synscan's first SYN stays
+    left out). Live, a record reaches nfcapd at most an active
     timeout after it ends: the least lag of a stream's timed records tells."""
     first, last = columns["first_seen"], columns["last_seen"]
     timeless = (first == 0) & (last == 0) & received
