@@ -176,10 +176,27 @@ class _Chunk:
         codes = columns.pop("exporter_code")
         if "_nsel_event" in columns:
             self._settle_nsel(columns, nsel, report)
+        if "_export_time" in columns:
+            self._say_export_times(columns.pop("_export_time").astype(bool), columns, report)
         texts = list(self.exporters)
         batch = flow_batch(n, columns, exporter=(codes.astype(np.int32), texts),
                            source_file=self.source)
         return batch, n
+
+    def _say_export_times(self, placed: np.ndarray, columns: dict[str, np.ndarray],
+                          report: RunReport) -> None:
+        """Records whose exporter gave no time of their own (a template without one, an
+        IPFIX uptime whose systemInitTime never came, as Mikrotik's): they sit at their
+        datagram's export time, which is said, as the nfcapd reader says `receive_time`."""
+        count = int(np.count_nonzero(placed))
+        if not count:
+            return
+        row = int(np.argmax(placed))
+        report.repair(MalformedInput(
+            f"{count} record(s) without a time of their own (their template has none, or an "
+            "uptime without the exporter's boot time): placed at their datagram's export time",
+            source=self.source, offset=int(columns["source_offset"][row]),
+            frame=int(columns["source_frame"][row]), reason="export_time"), count=count)
 
     def _settle_nsel(self, columns: dict[str, np.ndarray], nsel: NselLedger | None,
                      report: RunReport) -> None:

@@ -256,9 +256,11 @@ class RecordPlan:
         elif (version := self.unsigned(rows, IP_VERSION)) is not None:
             out["ip_version"] = version.astype(np.uint8)
         self._icmp(rows, out, n)
-        first_us, last_us = self._times(rows, meta)
+        first_us, last_us, placed = self._times(rows, meta)
         out["first_seen"] = first_us
         out["last_seen"] = last_us
+        if placed is not None and placed.any():
+            out["_export_time"] = placed.astype(np.uint64)  # said by the exports reader
         out["sampling_rate"] = self._sampling(rows, meta)
         out["export_version"] = np.full(n, self.version, dtype=np.uint8)
         if self.nsel:
@@ -344,9 +346,13 @@ class RecordPlan:
         out["dst_port"] = np.where(icmp, type_code, dst)
         out["src_port"] = np.where(icmp, 0, src)
 
-    def _times(self, rows: np.ndarray, meta: RecordMeta) -> tuple[np.ndarray, np.ndarray]:
-        start = self._time(rows, meta, self.start_time)
-        end = self._time(rows, meta, self.end_time)
+    def _times(self, rows: np.ndarray, meta: RecordMeta
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(first_seen, last_seen, the records given their export time for want of a time
+        of their own, or None when none is)."""
+        guessed: list[np.ndarray] = []
+        start = self._time(rows, meta, self.start_time, guessed)
+        end = self._time(rows, meta, self.end_time, guessed)
         duration = self.unsigned(rows, DURATION_MILLISECONDS)
         if duration is not None:
             duration_us = scaled_time_us(duration, 1000)
@@ -367,19 +373,22 @@ class RecordPlan:
             # end (it is the event's time, at or after the flow's)
             observed = self._time(rows, meta, self.observation_time)
             if start is None and end is None:
-                if observed is None:
-                    return meta.export_us, meta.export_us
-                return observed, observed
+                if observed is None:  # no time at all in the template
+                    return meta.export_us, meta.export_us, np.ones(len(rows), dtype=bool)
+                return observed, observed, None
             if end is None:
                 end = observed if observed is not None else start
         if start is None:
             start = end
         assert start is not None and end is not None
-        return start, end
+        return start, end, np.logical_or.reduce(guessed) if guessed else None
 
     def _time(
-        self, rows: np.ndarray, meta: RecordMeta, source: tuple[str, Element] | None
+        self, rows: np.ndarray, meta: RecordMeta, source: tuple[str, Element] | None,
+        guessed: list[np.ndarray] | None = None,
     ) -> np.ndarray | None:
+        """`source`'s times in µs; records whose time only the export time could give (an
+        IPFIX uptime with no systemInitTime known) are added to `guessed`."""
         if source is None:
             return None
         kind, element = source
@@ -429,6 +438,8 @@ class RecordPlan:
             sysinit_ms = np.where(unusable, 0, sysinit.astype(np.int64))
             known = np.ones(len(values), dtype=bool)
         at_us = _uptime_lap((sysinit_ms + np.where(unusable, 0, values)) * 1000, meta.export_us)
+        if guessed is not None and not known.all():
+            guessed.append(~known)
         return np.where(unusable, UNUSABLE_TIME, np.where(known, at_us, meta.export_us))
 
 

@@ -406,16 +406,41 @@ def test_ipfix_nonzero_alignment_padding_is_said_but_loses_nothing() -> None:
     table, report = decode(message(template(300, fields), data(300, records + b"\x6b\xab")),
                            report=RunReport(strict=True))
     assert table.num_rows == 18 and not report.skipped
-    assert report.repaired == {"nonzero_padding": 1}
+    # (the template has no time: the records sit at the export time, and that is said too)
+    assert report.repaired == {"nonzero_padding": 1, "export_time": 18}
     assert "data set 300: 2 bytes after 18 record(s) of 9 bytes" in report.examples[0].message
     # variable-length and options records pad the same way
     variable = [(8, 4, 0), (2, 4, 0), (315, 65535, 0)]
     table, report = decode(message(template(301, variable),
                                    data(301, struct.pack(">II", 1, 7) + b"\x01a" + b"\x55\x55")))
-    assert table["packets"].to_pylist() == [7] and report.repaired == {"nonzero_padding": 1}
+    assert table["packets"].to_pylist() == [7]
+    assert report.repaired == {"nonzero_padding": 1, "export_time": 1}
     options = options_template(257, [(149, 4)], [(34, 2)])  # 6-byte records
     table, report = decode(message(options, data(257, struct.pack(">IH", DOMAIN, 10) + b"\x07\x07"),
                                    template(300, fields), data(300, records[:9] + bytes(3))))
     assert table["sampling_rate"].to_pylist() == [10]
-    assert report.repaired == {"nonzero_padding": 1} and not report.skipped
+    assert report.repaired == {"nonzero_padding": 1, "export_time": 1} and not report.skipped
     assert "options data set 257: 2 bytes after 1 record(s)" in report.examples[0].message
+
+
+def test_ipfix_records_without_a_time_of_their_own_say_they_sit_at_the_export_time() -> None:
+    """A template with no time (Barracuda's, NetScaler's), or uptimes whose
+    systemInitTimeMilliseconds never came (Mikrotik's RouterOS 6): the records are placed
+    at their message's export time, as before, and now said (`export_time` under
+    `repaired`), as the nfcapd reader says `receive_time` for the same records."""
+    no_time = [(8, 4, 0), (2, 4, 0)]
+    uptimes = [(8, 4, 0), (2, 4, 0), (22, 4, 0), (21, 4, 0)]
+    payload = message(template(300, no_time), template(301, uptimes),
+                      data(300, struct.pack(">II", 1, 3)),
+                      data(301, struct.pack(">IIII", 2, 4, 1000, 2000)))
+    table, report = decode(payload)
+    assert table.column("first_seen").cast("int64").to_pylist() == [EXPORT_US] * 2
+    assert report.repaired == {"export_time": 2}
+    assert "placed at their datagram's export time" in report.examples[0].message
+    # with the boot time known, the uptimes are the records' own
+    options = options_template(257, [(149, 4)], [(160, 8)])
+    boot = struct.pack(">IQ", DOMAIN, EXPORT_US // 1000 - 10_000)
+    table, report = decode(message(options, data(257, boot), template(301, uptimes),
+                                   data(301, struct.pack(">IIII", 2, 4, 1000, 2000))))
+    assert table.column("first_seen").cast("int64").to_pylist() == [EXPORT_US - 9_000_000]
+    assert not report.repaired
