@@ -158,10 +158,17 @@ class RecordPlan:
         # Cisco ASA/FTD NSEL semantics (nsel.py): an event and a connection id, the ASA's
         # event time, and counters in its initiator/responder elements. Palo Alto sends 148
         # and 233 too, but octetDeltaCount and no event time: its counters are deltas
-        self.nsel = (FIREWALL_EVENT in self.where and CONNECTION_ID in self.where
+        # (an event or connection id wider than 8 bytes reads as no number: all records of
+        # the template would have shared connection 0, found by fuzzing)
+        self.nsel = (self._number(FIREWALL_EVENT) and self._number(CONNECTION_ID)
                      and self.observation_time is not None
                      and any(element in self.where for element in NSEL_COUNTER_ELEMENTS)
                      and not any(element in self.where for element in DELTA_COUNTER_ELEMENTS))
+
+    def _number(self, element: Element) -> bool:
+        """Whether the template carries `element` in a width `unsigned` reads (1-8 bytes)."""
+        found = self.where.get(element)
+        return found is not None and found[1] <= 8
 
     def _time_source(self, side: int) -> tuple[str, Element] | None:
         for kind, pair in _TIME_KINDS:

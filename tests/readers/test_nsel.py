@@ -102,6 +102,17 @@ def test_templates_without_the_asas_semantics_are_left_as_sent() -> None:
     assert table["octets"].to_pylist() == [81, 81] and not report.repaired
 
 
+def test_a_connection_id_wider_than_a_number_settles_nothing() -> None:
+    """Found by fuzzing: a 16-byte 148 reads as no number, and every record of the template
+    took connection 0, so one connection's teardown was settled against another's update."""
+    t0 = EXPORT_S * 1000 - 60_000
+    wide = [(148, 16), *TEARDOWN[1:]]
+    records = [b"\0" * 12 + event(5, 5, t0 + 10, (100, 0), (1, 0), t0),
+               b"\0" * 12 + event(6, 2, t0 + 20, (77, 0), (1, 0), t0)]
+    table, report = decode(packet(template(263, wide), data(263, *records)))
+    assert table["octets"].to_pylist() == [100, 77] and not report.repaired
+
+
 def test_a_total_past_the_asas_4_byte_field_is_settled_modulo_2_to_the_32() -> None:
     """Found by review: a connection past 4 GiB has a teardown total wrapped in the ASA's
     4-byte 231, under the updates' sum: it was settled to 0 and half a GB vanished."""
