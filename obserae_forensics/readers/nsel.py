@@ -13,19 +13,23 @@ So a teardown counts what its connection's updates did not: its totals less the 
 already read for the same connection (NF_F_CONN_ID, IE 148) of the same exporter stream,
 never below 0. That is all of it when the exporter sends no updates, nothing when every
 update arrived, and the missing part when some were lost (a total smaller than updates past
-2**32 wrapped in the ASA's 4-byte field: the difference mod 2**32). Which templates: those
-with an event (233), a connection id (148), an event time (323) and the ASA's counters
-(231/232, 298/299), not octet/packetDeltaCount: Palo Alto sends 148 and 233 with deltas
-(1/2) and no event time, and its records are summed as sent. In nfcapd files, records with
-EXnselCommon and an event time. The flows table then holds what
-each record adds; the records so changed are counted as `nsel_teardown_totals` under
-`repaired`, and the exporters table keeps what the exporter sent. An update that arrives
-after its connection's teardown counts whole (the ledger forgets a connection at its
-teardown); updates more than a day before the next event of their connection are not
-carried to it (a reused connection id must not take an old connection's updates; an ASA
-sends an update a minute while traffic flows and tears an idle connection down within
-hours). Nothing is forgotten by age alone, which would depend on where batches end: a
-connection whose teardown never comes keeps its 48 bytes in the ledger to the end.
+2**32 wrapped in the ASA's 4-byte field: the difference mod 2**32). The flows table holds
+what each record adds; the records so changed are counted as `nsel_teardown_totals` under
+`repaired`, and the exporters table keeps what the exporter sent.
+
+Which templates: an event (233) and a connection id (148) of at most 8 bytes, an event time
+(323) and the ASA's counters (231/232, 298/299), not octet/packetDeltaCount: Palo Alto
+sends 148 and 233 with deltas (1/2) and no event time, and its records are summed as sent.
+In nfcapd files, records with EXnselCommon and an event time.
+
+Updates always count whole. A teardown does not take updates that arrived after it (the
+ledger forgets a connection at its teardown), nor updates more than a day before its
+connection's next event (a reused connection id must not take an old connection's
+updates; an ASA sends an update a minute while traffic flows and tears an idle connection
+down within hours), nor records that waited for their template (the export reader does not
+settle those: where they are decoded depends on where batches end). Nothing is forgotten
+by age alone, which would depend on where batches end too: a connection whose teardown
+never comes keeps its 48 bytes in the ledger to the end.
 
 The work is numpy over whole batches: records are grouped by (stream, connection) with a
 stable sort, the updates summed per stretch between teardowns, and the ledger (sorted keys
