@@ -48,7 +48,6 @@ from .information_elements import (
     SYSTEM_INIT_MILLISECONDS,
     Element,
 )
-from .nsel import COUNTERS as NSEL_COUNTERS
 from .nsel import NselLedger, nsel_repair
 from .templates import (
     Leftover,
@@ -206,14 +205,9 @@ class _Chunk:
         stream = columns.pop("_nsel_stream")
         if nsel is None:
             return
-        n = len(event)
-        counters = np.stack([columns.get(name, np.zeros(n, dtype=np.uint64)).astype(np.uint64)
-                             for name in NSEL_COUNTERS], axis=1)
-        changed = nsel.settle(stream, connection, event, columns["last_seen"], counters)
+        changed = nsel.settle_columns(stream, connection, event, columns)
         if not changed.any():
             return
-        for i, name in enumerate(NSEL_COUNTERS):
-            columns[name] = counters[:, i].astype(FLOW_NUMERIC_DTYPES[name])
         row = int(np.argmax(changed))
         report.repair(nsel_repair(int(changed.sum()), self.source,
                                   int(columns["source_offset"][row]),
@@ -507,9 +501,14 @@ class ExportDecoder:
             parts, records, problem = variable_records(template, buf, at, end)
             if records:
                 self.add_variable_records(template, parts, records)
-        if problem is not None and not self._padding(f"{where}: {problem.text}", problem):
-            self._malformed(f"{where}: {problem.text}", problem.nbytes, "bad_record")
+        if problem is not None:
+            self._leftover(f"{where}: {problem.text}", problem)
         return records
+
+    def _leftover(self, message: str, problem: Leftover, place: _Place | None = None) -> None:
+        """What followed a set's last record: its exporter's padding, or a bad record."""
+        if not self._padding(message, problem, place):
+            self._malformed(message, problem.nbytes, "bad_record", place)
 
     def _padding(self, message: str, problem: Leftover, place: _Place | None = None) -> bool:
         """Say a set's non-zero alignment padding (no record lost, so not a skip: --strict
@@ -680,10 +679,9 @@ class ExportDecoder:
             records += 1
         else:
             problem = padding_problem(buf, body, at, end, records)
-            message = f"options data set {template.template_id}: "
-            if problem is not None and not self._padding(message + problem.text, problem,
-                                                         place):
-                self._malformed(message + problem.text, problem.nbytes, "bad_record", place)
+            if problem is not None:
+                self._leftover(f"options data set {template.template_id}: {problem.text}",
+                               problem, place)
         stream.stats.options_records += records
         return records
 

@@ -1050,14 +1050,12 @@ def _settle_nsel(state: _FileState, columns: dict[str, np.ndarray], nsel: NselLe
     if nsel is None or event is None or connection is None or not event.any():
         return
     stream = nsel.stream_codes(state.streams)[columns["_stream"]]
-    counters = np.stack([columns[name] for name in NSEL_COUNTERS], axis=1).astype(np.uint64)
-    changed = nsel.settle(stream, connection, event, columns["last_seen"], counters)
-    count = int(np.count_nonzero(changed))
+    sent = {name: columns[name] for name in NSEL_COUNTERS}
+    count = int(np.count_nonzero(nsel.settle_columns(stream, connection, event, columns)))
     if not count:
         return
-    for i, name in enumerate(NSEL_COUNTERS):
-        columns[f"_sent_{name}"] = columns[name]  # the exporters table counts what was sent
-        columns[name] = counters[:, i]
+    for name, values in sent.items():  # the exporters table counts what was sent
+        columns[f"_sent_{name}"] = values
     report.repair(nsel_repair(count, state.source, offset, frame), count=count)
 
 

@@ -76,6 +76,21 @@ class NselLedger:
         return np.array([self.streams.setdefault(stream, len(self.streams))
                          for stream in streams], dtype=np.uint64)
 
+    def settle_columns(self, stream: np.ndarray, connection: np.ndarray, event: np.ndarray,
+                       columns: dict[str, np.ndarray]) -> np.ndarray:
+        """`settle` over a reader's flow columns, in place: a counter column a template lacks
+        is 0 (and stays so: a teardown only loses); the mask of the rows changed."""
+        n = len(event)
+        sent = [columns.get(name) for name in COUNTERS]
+        counters = np.stack([np.zeros(n, dtype=np.uint64) if values is None
+                             else values.astype(np.uint64) for values in sent], axis=1)
+        changed = self.settle(stream, connection, event, columns["last_seen"], counters)
+        if changed.any():
+            for i, (name, values) in enumerate(zip(COUNTERS, sent, strict=True)):
+                if values is not None:
+                    columns[name] = counters[:, i].astype(values.dtype)
+        return changed
+
     def settle(self, stream: np.ndarray, connection: np.ndarray, event: np.ndarray,
                last_seen: np.ndarray, counters: np.ndarray) -> np.ndarray:
         """Reduce the teardowns' totals in `counters` ((n, 4) uint64, COUNTERS order, rows in
