@@ -45,6 +45,10 @@ from .information_elements import (
     SAMPLING_POPULATION,
     SAMPLING_PROBABILITY,
     SAMPLING_SIZE,
+    SELECTOR_ALGORITHM,
+    SELECTOR_COUNT_BASED,
+    SELECTOR_N_OUT_OF_N,
+    SELECTOR_PROBABILISTIC,
     SYSTEM_INIT_MILLISECONDS,
     Element,
 )
@@ -687,17 +691,7 @@ class ExportDecoder:
 
     def _use_options(self, values: dict[Element, int], stream: _Stream,
                      place: _Place | None = None, scope: SamplerKey | None = None) -> None:
-        rate = 0
-        for element in SAMPLING_INTERVAL_ELEMENTS:
-            rate = values.get(element, 0)
-            if rate:
-                break
-        if not rate:
-            taken = values.get(SAMPLING_PACKET_INTERVAL, 0)
-            if taken:
-                rate = (taken + values.get(SAMPLING_PACKET_SPACE, 0)) // taken
-        if not rate:
-            rate = _psamp_rate(values)
+        rate = _options_rate(values)
         if rate > 0xFFFFFFFF:  # an interval field wider than its 32 bits: damage
             self._malformed(f"options record: sampling rate {rate} does not fit 32 bits", 0,
                             "bad_sampler_record", place)
@@ -800,6 +794,24 @@ class ExportDecoder:
             for index in {int(np.argmin(rows[:, 1])), int(np.argmax(rows[:, 1])),
                           int(np.argmin(offsets)), int(np.argmax(offsets))}:
                 stats.see_export(int(rows[index, 1]), int(rows[index, 2]))
+
+
+def _options_rate(values: dict[Element, int]) -> int:
+    """1-in-N an options record declares, 0 when none. Its selectorAlgorithm, when sent,
+    says which parameters are meant: a random n-out-of-N sampler's samplingPacketInterval
+    of 1 (Cisco IOS-XR sends it beside samplingSize 1 of samplingPopulation 256) does not
+    make it unsampled; a time-based sampler or a filter has no packet rate."""
+    for element in SAMPLING_INTERVAL_ELEMENTS:
+        if rate := values.get(element, 0):
+            return rate
+    algorithm = values.get(SELECTOR_ALGORITHM)
+    if algorithm in (SELECTOR_N_OUT_OF_N, SELECTOR_PROBABILISTIC):
+        return _psamp_rate(values)
+    if algorithm not in (None, SELECTOR_COUNT_BASED):
+        return 0
+    if taken := values.get(SAMPLING_PACKET_INTERVAL, 0):
+        return (taken + values.get(SAMPLING_PACKET_SPACE, 0)) // taken
+    return _psamp_rate(values)
 
 
 def _psamp_rate(values: dict[Element, int]) -> int:

@@ -173,6 +173,11 @@ SAMPLING_PACKET_INTERVAL: Element = (IANA, 305)  # P packets taken ...
 SAMPLING_PACKET_SPACE: Element = (IANA, 306)  # ... then S skipped: rate (P + S) / P
 # PSAMP random n-out-of-N (RFC 5476): samplingSize of samplingPopulation, rate N / n; and
 # uniform probabilistic sampling: samplingProbability (float64), rate 1 / p
+# selectorAlgorithm (304) says which of these parameters an options record means (IANA
+# PSAMP registry): 1 systematic count-based (305/306), 3 random n-out-of-N (309/310),
+# 4 uniform probabilistic (311). Cisco IOS-XR's random samplers send 305 = 1 beside 309/310.
+SELECTOR_ALGORITHM: Element = (IANA, 304)
+SELECTOR_COUNT_BASED, SELECTOR_N_OUT_OF_N, SELECTOR_PROBABILISTIC = 1, 3, 4
 SAMPLING_SIZE: Element = (IANA, 309)
 SAMPLING_POPULATION: Element = (IANA, 310)
 SAMPLING_PROBABILITY: Element = (IANA, 311)

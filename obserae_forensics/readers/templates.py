@@ -118,26 +118,28 @@ class RecordPlan:
     def __init__(self, fields: Sequence[FieldSpec], version: int) -> None:
         self.version = version
         self.itemsize = max(sum(f.length for f in fields), 1)  # >= 1: see Template.fixed_part
+        # An element a template repeats is read from its last field. RFC 7011 §8 lists
+        # repeats in the order the metering process met them: Cisco's SRv6/MPLS tunnel
+        # templates give the outer header's addresses, ports and protocol, then the inner
+        # packet's, and the conversation is the inner one (nfdump and pmacct read the last
+        # too; the first made IP-in-IP records of a UDP flow's addresses).
         where: dict[Element, tuple[str, int]] = {}
-        names: list[str] = []
-        formats: list[np.dtype] = []
-        offsets: list[int] = []
+        placed: dict[str, int] = {}  # field name -> its offset in the record
         offset = 0
         for index, spec in enumerate(fields):
             element = (spec.enterprise, spec.element)
-            if element not in where and 1 <= spec.length <= 16:
-                name = f"f{index}"
-                where[element] = (name, spec.length)
-                names.append(name)
-                offsets.append(offset)
-                if spec.length in (1, 2, 4, 8):
-                    formats.append(np.dtype(f">u{spec.length}"))
-                else:
-                    formats.append(np.dtype(("u1", (spec.length,))))
+            if 1 <= spec.length <= 16:
+                where[element] = (f"f{index}", spec.length)
+                placed[f"f{index}"] = offset
             offset += spec.length
-        self.dtype = np.dtype(
-            {"names": names, "formats": formats, "offsets": offsets, "itemsize": max(offset, 1)}
-        )
+        names = [name for name, _ in where.values()]
+        self.dtype = np.dtype({
+            "names": names,
+            "formats": [np.dtype(f">u{length}") if length in (1, 2, 4, 8)
+                        else np.dtype(("u1", (length,))) for _, length in where.values()],
+            "offsets": [placed[name] for name in names],
+            "itemsize": max(offset, 1),
+        })
         self.where = where
         used: set[Element] = set()
         for choices in COLUMN_ELEMENTS.values():
@@ -150,6 +152,10 @@ class RecordPlan:
         )
         self.has_ipv4 = (IANA, 8) in where or (IANA, 12) in where
         self.has_ipv6 = (IANA, 27) in where or (IANA, 28) in where
+        # which family's addresses come last (field index): a tunnel's inner packet
+        listed = {element: int(name[1:]) for element, (name, _) in where.items()}
+        self.ipv6_listed_last = max(listed.get((IANA, e), -1) for e in (27, 28)) > max(
+            listed.get((IANA, e), -1) for e in (8, 12))
         self.start_time = self._time_source(0)
         self.end_time = self._time_source(1)
         self.observation_time = next(
@@ -214,7 +220,10 @@ class RecordPlan:
                    ) -> np.ndarray | None:
         """bool per record: its addresses are the IPv6 fields, in a template that carries
         both IPv4 and IPv6 addresses (nProbe's dual-stack templates: an IPv6 flow leaves the
-        IPv4 fields zero, and ipVersion, when present, says which). None: one family only.
+        IPv4 fields zero, and ipVersion, when present, says which). A record with both
+        filled is a tunnel's (Cisco's 4-in-6 SRv6 templates): its inner packet is the family
+        the template lists last, as a repeated element is read from its last field.
+        None: one family only.
         `families`: each address column's (IPv4, IPv6) arrays, read once by columns()."""
         if not (self.has_ipv4 and self.has_ipv6):
             return None
@@ -226,7 +235,7 @@ class RecordPlan:
                 blank_v4 &= ~v4[:, 12:].any(axis=1)
             if v6 is not None:
                 some_v6 |= v6.any(axis=1)
-        filled_v6 = blank_v4 & some_v6
+        filled_v6 = some_v6 & (blank_v4 | self.ipv6_listed_last)
         version = self.unsigned(rows, IP_VERSION)
         if version is None:
             return filled_v6

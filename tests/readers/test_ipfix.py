@@ -185,6 +185,26 @@ def test_ipfix_sampling_from_packet_interval_and_space() -> None:
         assert table["sampling_rate"].to_pylist() == [1000 if 309 in dict(options) else 100]
 
 
+def test_ipfix_selector_algorithm_says_which_sampling_parameters_count() -> None:
+    """Found by auditing pmacct's Cisco IOS-XR captures: a random 1-out-of-256 sampler's
+    options record sends samplingPacketInterval 1 beside samplingSize 1 of samplingPopulation
+    256 (selectorAlgorithm 3); the interval was read first, rate 1 (pmacct reads 256)."""
+    fields = [(302, 4), (305, 4), (304, 2), (309, 4), (310, 4)]
+    for algorithm, interval, size, population, rate in (
+            (3, 1, 1, 256, 256),  # random n-out-of-N: 309/310, not the interval
+            (1, 1, 1, 256, 1),  # systematic count-based: the interval (no space: 1 of 1)
+            (2, 50, 1, 256, 1),  # time-based: no packet rate; the exporter's stays 1
+    ):
+        payload = message(options_template(257, fields[:1], fields[1:]),
+                          template(342, [(8, 4, 0), (2, 4, 0), (302, 4, 0)]),
+                          data(257, struct.pack(">IIHII", 1, interval, algorithm, size,
+                                                population)),
+                          data(342, struct.pack(">III", 1, 5, 1)))
+        table, report = decode(payload)
+        assert table["sampling_rate"].to_pylist() == [rate], algorithm
+        assert stats(report).sampling_rate == rate, algorithm
+
+
 def test_ipfix_withdrawal_is_counted_and_ignored_over_udp() -> None:
     fields = [(8, 4, 0), (2, 4, 0)]
     withdrawal = struct.pack(">HHHH", 2, 8, 300, 0)
@@ -278,6 +298,41 @@ def test_ipfix_dual_stack_templates_take_each_records_family() -> None:
                  r["dst_port"]) for r in table.to_pylist()]
         assert rows == [("2001:db8::1", "2001:db8::2", 6, 0x8700),
                         ("10.0.0.1", "10.0.0.2", 4, 0x0800)], with_version
+
+
+def test_ipfix_tunnel_templates_read_the_inner_packet() -> None:
+    """Found by auditing pmacct's Cisco SRv6 captures: templates that repeat the flow key,
+    the outer (tunnel) header's fields first and the inner packet's after (RFC 7011 §8:
+    in the order the metering process met them). The first of each repeat was read: a UDP
+    flow between two IPv4 hosts came out as IP-in-IP (protocol 4) without ports, and a
+    6-in-6 one as the tunnel's endpoints. nfdump and pmacct read the last of each."""
+    v6 = [bytes.fromhex(f"20010db8009{i}0000000000000000000{i}") for i in (1, 2, 3, 4)]
+    v4 = bytes([192, 0, 2, 13, 192, 0, 2, 12])
+    outer_ports, inner_ports = struct.pack(">HH", 0, 0), struct.pack(">HH", 1111, 2222)
+    counters = struct.pack(">QQ", 600, 116400)
+    cases = (  # (Cisco's field order, a record, what it must read)
+        ([(2, 8), (1, 8), (27, 16), (28, 16), (7, 2), (11, 2), (4, 1), (5, 1),
+          (8, 4), (12, 4), (7, 2), (11, 2), (4, 1), (5, 1)],
+         counters + v6[0] + v6[1] + outer_ports + b"\x04\x00" + v4 + inner_ports
+         + b"\x11\xc0", ("192.0.2.13", "192.0.2.12", 1111, 2222, 17, 4)),
+        ([(2, 8), (1, 8), (27, 16), (28, 16), (7, 2), (11, 2), (4, 1), (5, 1),
+          (27, 16), (28, 16), (7, 2), (11, 2), (4, 1), (5, 1)],
+         counters + v6[0] + v6[1] + outer_ports + b"\x29\x00" + v6[2] + v6[3]
+         + inner_ports + b"\x11\xc0",
+         ("2001:db8:93::3", "2001:db8:94::4", 1111, 2222, 17, 6)),
+        # 6-in-4: the IPv6 addresses are listed last, so they are the inner packet's
+        ([(2, 8), (1, 8), (8, 4), (12, 4), (4, 1), (27, 16), (28, 16), (7, 2), (11, 2),
+          (4, 1)],
+         counters + v4 + b"\x29" + v6[2] + v6[3] + inner_ports + b"\x06",
+         ("2001:db8:93::3", "2001:db8:94::4", 1111, 2222, 6, 6)),
+    )
+    for fields, record, want in cases:
+        table, _ = decode(message(template(340, [(e, n, 0) for e, n in fields]),
+                                  data(340, record)))
+        row = table.to_pylist()[0]
+        assert (address_text(row["src_addr"]), address_text(row["dst_addr"]),
+                row["src_port"], row["dst_port"], row["protocol"], row["ip_version"]) == want
+        assert (row["packets"], row["octets"]) == (600, 116400)
 
 
 def test_ipfix_a_records_own_sampling_interval_and_post_counters() -> None:
