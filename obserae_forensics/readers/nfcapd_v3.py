@@ -180,7 +180,19 @@ def decode_layout(rows: np.ndarray, layout: Layout) -> dict[str, np.ndarray]:
         out["protocol"] = rows["protocol"].astype(np.uint8)
         out["tcp_flags"] = rows["tcp_flags"].astype(np.uint16)
         out["tos"] = rows["src_tos"].astype(np.uint8)
-    if "src6_hi" in present:
+    if "src6_hi" in present and "src4" in present:
+        # nfcapd 1.7 stores both elements for a template with both families (Cisco's
+        # dual-stack and 4-in-6 tunnel templates), the other family's fields left zero in a
+        # dual-stack flow: a record's IPv4 addresses are its own unless they are blank (as
+        # nfdump prints it; an IPv6 flow of such a template read as 0.0.0.0, an IPv4 one
+        # as :: -> ::). A tunnel's inner IPv4 packet wins over its IPv6 outer header too.
+        v4 = (rows["src4"] != 0) | (rows["dst4"] != 0)
+        six = _v6(rows["src6_hi"], rows["src6_lo"]), _v6(rows["dst6_hi"], rows["dst6_lo"])
+        four = _v4(rows["src4"]), _v4(rows["dst4"])
+        out["src_addr"] = np.where(v4[:, None], four[0], six[0])
+        out["dst_addr"] = np.where(v4[:, None], four[1], six[1])
+        out["ip_version"] = np.where(v4, 4, 6).astype(np.uint8)
+    elif "src6_hi" in present:
         out["src_addr"] = _v6(rows["src6_hi"], rows["src6_lo"])
         out["dst_addr"] = _v6(rows["dst6_hi"], rows["dst6_lo"])
         out["ip_version"] = np.full(n, 6, dtype=np.uint8)

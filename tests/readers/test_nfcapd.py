@@ -6,6 +6,7 @@ csv` for reverse counters, exporter address and received time), run with TZ=UTC.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import shutil
@@ -479,6 +480,90 @@ def timeless_messages() -> list[bytes]:
                                      0x0A0A0A01, 0x01010101, 0, 0, 0)),
                     data(256, struct.pack(">IIHHBII", 0x0A000005, 0x0A000006, 5353, 53, 17, 1,
                                           81)))]
+
+
+# fixtures/nfcapd171_cisco_dual_stack.nfcapd: these IPFIX messages, collected live
+DUAL_STACK_EXPORT_S = 1_796_412_000
+DUAL_STACK = [(27, 16), (28, 16), (8, 4), (12, 4), (7, 2), (11, 2), (4, 1), (2, 8), (1, 8),
+              (152, 8), (153, 8)]  # Cisco ASR 9000's template 313: both families
+FOUR_IN_SIX = [(2, 8), (1, 8), (27, 16), (28, 16), (152, 8), (153, 8), (7, 2), (11, 2),
+               (4, 1), (8, 4), (12, 4), (7, 2), (11, 2), (4, 1)]  # IOS-XR SRv6, template 340
+SIX_IN_SIX = [(2, 8), (1, 8), (27, 16), (28, 16), (152, 8), (153, 8), (7, 2), (11, 2),
+              (4, 1), (27, 16), (28, 16), (7, 2), (11, 2), (4, 1)]  # template 341
+
+
+def dual_stack_messages() -> list[bytes]:
+    """Our own values in the layouts of pmacct's Cisco ASR 9000 and IOS-XR SRv6 captures."""
+    def message(sequence: int, *sets: bytes) -> bytes:
+        body = b"".join(sets)
+        return struct.pack(">HHIII", 10, 16 + len(body), DUAL_STACK_EXPORT_S, sequence,
+                           0) + body
+
+    def template(template_id: int, fields: list[tuple[int, int]]) -> bytes:
+        record = struct.pack(">HH", template_id, len(fields)) + b"".join(
+            struct.pack(">HH", element, length) for element, length in fields)
+        return struct.pack(">HH", 2, 4 + len(record)) + record
+
+    def data(template_id: int, *records: bytes) -> bytes:
+        return struct.pack(">HH", template_id, 4 + sum(map(len, records))) + b"".join(records)
+
+    def v6(text: str) -> bytes:
+        return ipaddress.IPv6Address(text).packed
+
+    def v4(text: str) -> bytes:
+        return ipaddress.IPv4Address(text).packed
+
+    ms = DUAL_STACK_EXPORT_S * 1000
+    times = struct.pack(">QQ", ms - 60_000, ms - 1_000)
+    no_v6, no_v4 = b"\0" * 32, b"\0" * 8
+    return [
+        message(0, template(313, DUAL_STACK), template(340, FOUR_IN_SIX),
+                template(341, SIX_IN_SIX)),
+        message(0, data(
+            313,
+            no_v6 + v4("138.187.58.13") + v4("138.187.57.33") + struct.pack(">HHB", 10000, 58779, 6)
+            + struct.pack(">QQ", 1, 60) + times,
+            v6("2a02:a90:4007::11:1") + v6("2001:db8:90::1") + no_v4
+            + struct.pack(">HHB", 10005, 10005, 6) + struct.pack(">QQ", 6, 444) + times)),
+        message(2, data(
+            340, struct.pack(">QQ", 600, 134400) + v6("2001:db8:91::1")
+            + v6("2001:db8:90:e002::") + times + struct.pack(">HHB", 0, 0, 4) + v4("192.0.2.13")
+            + v4("192.0.2.12") + struct.pack(">HHB", 1111, 2222, 17)),
+            data(341, struct.pack(">QQ", 600, 146400) + v6("2001:db8:91::1")
+                 + v6("2001:db8:90:e003::") + times + struct.pack(">HHB", 0, 0, 41)
+                 + v6("2001:db8::13") + v6("2001:db8::12") + struct.pack(">HHB", 2222, 1111, 17))),
+    ]
+
+
+def test_dual_stack_and_tunnel_records_read_from_nfcapd_as_from_their_export() -> None:
+    """Found by auditing pmacct's Cisco captures: nfcapd 1.7 stores both address elements for
+    a template with both families, the unused family zero, and the reader took the IPv6 one
+    whenever it was there: every IPv4 flow of an ASR 9000 became :: -> ::, and a 4-in-6
+    tunnel's the tunnel's endpoints. Now each record reads as the export reader reads the
+    datagram: its own family, a tunnel's inner packet."""
+    from obserae_forensics.readers import discover_inputs, read_flows
+    from obserae_forensics.readers.datagrams import Datagram
+    from obserae_forensics.readers.exports import ExportDecoder
+
+    path = FIXTURES / "nfcapd171_cisco_dual_stack.nfcapd"
+    report = RunReport()
+    table = pa.Table.from_batches(list(read_flows(discover_inputs([path], report), report)))
+    decoder = ExportDecoder(RunReport())
+    batches = decoder.feed([Datagram(m, "127.0.0.1", 40000, 2055, i + 1, 24, 0, "x")
+                            for i, m in enumerate(dual_stack_messages())])
+    exported = pa.Table.from_batches([*batches, *decoder.finish()])
+    compared = ["first_seen", "last_seen", "src_addr", "dst_addr", "ip_version", "src_port",
+                "dst_port", "protocol", "packets", "octets"]
+    rows = table.select(compared).to_pylist()
+    assert rows == exported.select(compared).to_pylist()
+    assert [(*address_texts([r["src_addr"], r["dst_addr"]]), r["src_port"], r["protocol"],
+             r["ip_version"]) for r in rows] == [
+        ("138.187.58.13", "138.187.57.33", 10000, 6, 4),
+        ("2a02:a90:4007::11:1", "2001:db8:90::1", 10005, 6, 6),
+        ("192.0.2.13", "192.0.2.12", 1111, 17, 4),
+        ("2001:db8::13", "2001:db8::12", 2222, 17, 6),
+    ]
+    assert not report.skipped and not report.repaired
 
 
 def test_records_nfcapd_stored_without_times_are_placed_at_their_receive_time() -> None:
