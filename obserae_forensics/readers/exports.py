@@ -98,8 +98,8 @@ class _Stream:
     """Sequence, duplicate and option state of one (exporter, domain, version) stream."""
 
     __slots__ = ("chunk", "chunk_code", "code", "expected", "expected_flows", "last_sequence",
-                 "latest", "ports", "recent", "samplers", "sampling_rate", "stats",
-                 "sysinit_ms", "templates")
+                 "latest", "ports", "recent", "samplers", "sampling_declared",
+                 "sampling_rate", "stats", "sysinit_ms", "templates")
 
     def __init__(self, stats: ExporterStats, code: int) -> None:
         self.stats = stats
@@ -109,6 +109,7 @@ class _Stream:
         self.last_sequence = 0
         self.recent: dict[int, bytes] = {}
         self.sampling_rate = 1
+        self.sampling_declared = False  # a header or options record has given a rate
         self.samplers = 0  # index of the sampler table in force (ExportDecoder.samplers)
         self.sysinit_ms = -1
         # in force now, per (exporter's UDP port, template id): RFC 7011 §8 scopes templates
@@ -340,6 +341,8 @@ class ExportDecoder:
         self.options_in_datagram = 0  # options data records in the current message
         self._sequence = 0
         self._waiting: list[tuple[SessionTemplateKey, bytes, int]] = []
+        # held data whose template the current datagram brought: resolved at its end
+        self._released: list[tuple[Template, PendingSet, int]] = []
 
     # -- public API ------------------------------------------------------------------
 
@@ -431,6 +434,7 @@ class ExportDecoder:
         stats.datagrams += 1
         if sampling_rate is not None:
             stream.sampling_rate = sampling_rate
+            stream.sampling_declared = True
             stats.sampling_rate = sampling_rate
         chunk = self._chunk
         self._datagram = datagram
@@ -555,7 +559,7 @@ class ExportDecoder:
                     self._apply_options(template, item.body, 0, len(item.body), stream,
                                         place=(item.source, item.datagram_offset, item.frame))
                 else:
-                    self._resolved.append((template, item, stream.code))
+                    self._released.append((template, item, stream.code))
 
     def template(self, template_id: int) -> Template | None:
         """The template in force for `template_id` in the current transport session, else
@@ -603,6 +607,8 @@ class ExportDecoder:
         if self._waiting:
             units = flow_units = None
             self._park_waiting(stream, datagram)
+        if self._released:
+            self._resolve_released(stream)
         sequence = self._sequence
         expected = stream.expected
         if expected is not None:
@@ -631,6 +637,10 @@ class ExportDecoder:
     # -- internals -----------------------------------------------------------------
 
     def _park_waiting(self, stream: _Stream, datagram: Datagram) -> None:
+        """Hold the data sets of this datagram that came before their template, or decode
+        them when a later set of the same datagram brought it (Cisco IOS XE sends a data
+        set before its template: its records were lost as `no_template`, the template
+        "never arrived")."""
         overflow = 0
         for k, (key, body, _) in enumerate(self._waiting):
             item = PendingSet(
@@ -638,10 +648,17 @@ class ExportDecoder:
                 frame=datagram.frame, datagram_offset=datagram.offset,
                 arrival_us=datagram.arrival_us, export_us=self._row[_EXPORT],
                 uptime_ms=self._row[_UPTIME], sysinit_ms=stream.sysinit_ms,
-                sampling_rate=stream.sampling_rate, samplers=stream.samplers,
-                exporter=datagram.exporter,
+                sampling_rate=stream.sampling_rate if stream.sampling_declared else 0,
+                samplers=stream.samplers, exporter=datagram.exporter,
                 domain=stream.stats.domain, first_index=self._ordinal + k * PENDING_INDEX_STRIDE,
             )
+            template = self.template(key[3])
+            if template is not None:
+                if template.options:
+                    self._apply_options(template, body, 0, len(body), stream)
+                else:
+                    self._released.append((template, item, stream.code))
+                continue
             if not self.pending.add(key, item):
                 overflow += 1
                 stream.stats.records_without_template += 1
@@ -656,6 +673,19 @@ class ExportDecoder:
                     len(body),
                 )
         self._waiting = []
+
+    def _resolve_released(self, stream: _Stream) -> None:
+        """Queue the held data sets this datagram's templates released. Sampling declared
+        by then stands for sets held before their exporter declared any (the options a
+        router sends beside its templates: held records read 1-in-1 where they were
+        1-in-10); their times stay their own datagram's. Decided at the end of the
+        template's datagram, so whatever the batch size."""
+        for template, item, code in self._released:
+            if not item.sampling_rate:
+                item = item._replace(sampling_rate=stream.sampling_rate,
+                                     samplers=item.samplers or stream.samplers)
+            self._resolved.append((template, item, code))
+        self._released = []
 
     def _apply_options(
         self, template: Template, buf: bytes, at: int, end: int, stream: _Stream,
@@ -698,6 +728,7 @@ class ExportDecoder:
         elif rate:
             # the exporter's rate for records that name no sampler (last declared wins) ...
             stream.sampling_rate = rate
+            stream.sampling_declared = True
             stream.stats.sampling_rate = rate
             # ... and the rate of the sampler or interface the record is scoped to
             if scope is not None and self.samplers[stream.samplers].get(scope) != rate:

@@ -241,6 +241,46 @@ def test_ipfix_options_data_before_its_template_keeps_its_own_place() -> None:
     assert (report.examples[0].frame, report.examples[0].offset) == (1, 324)
 
 
+def test_ipfix_data_before_its_template_in_the_same_message_is_decoded() -> None:
+    """Found by auditing akvorado's captures (a Cisco IOS XE v9 datagram does it): a data
+    set before its own template in one message was held at the message's end, when the
+    template was already known, and counted as `no_template`. Options data too."""
+    fields = [(8, 4, 0), (12, 4, 0), (4, 1, 0), (2, 4, 0), (1, 4, 0)]
+    record = bytes([10, 0, 0, 1, 10, 0, 0, 2, 17]) + struct.pack(">II", 3, 300)
+    options = options_template(257, [(149, 4)], [(34, 4)])
+    table, report = decode(message(  # the IOS XE datagram's order of sets
+        data(256, record), options, data(257, struct.pack(">II", DOMAIN, 64)),
+        template(256, fields), data(256, record)))
+    assert not report.skipped and table.num_rows == 2
+    # the options the message declares stand for the data held from before any was
+    assert table["sampling_rate"].to_pylist() == [64, 64]
+    assert stats(report).records_without_template == 0 and stats(report).records == 2
+    table, report = decode(message(data(257, struct.pack(">II", DOMAIN, 64)), options,
+                                   template(256, fields)), message(data(256, record)))
+    assert not report.skipped and table["sampling_rate"].to_pylist() == [64]
+
+
+def test_ipfix_held_data_takes_the_sampling_declared_with_its_template() -> None:
+    """Found by auditing akvorado's MPLS-labels capture: records held for their template
+    read 1-in-1 when the options a router sends beside its template (1-in-10) came in the
+    template's message; their later records read 10, so their sessions were under-counted
+    tenfold. A rate already declared when a record was held stays its own."""
+    fields = [(8, 4, 0), (2, 4, 0)]
+    rate = options_template(300, [(149, 4)], [(305, 4), (306, 4)])
+    held = message(data(256, struct.pack(">II", 1, 5)), sequence=0)
+    with_template = message(template(256, fields), rate,
+                            data(300, struct.pack(">III", DOMAIN, 1, 9)), sequence=1)
+    table, _ = decode(held, with_template, message(data(256, struct.pack(">II", 2, 5)),
+                                                   sequence=2))
+    assert table["sampling_rate"].to_pylist() == [10, 10]
+    # declared before the data was held: that rate is the data's, not the later one
+    declared = message(rate, data(300, struct.pack(">III", DOMAIN, 1, 99)), sequence=0)
+    table, _ = decode(declared, message(data(256, struct.pack(">II", 1, 5)), sequence=1),
+                      message(template(256, fields), data(300, struct.pack(">III", DOMAIN, 1, 9)),
+                              sequence=2))
+    assert table["sampling_rate"].to_pylist() == [100]
+
+
 def test_ipfix_variable_field_longer_than_its_set_is_malformed() -> None:
     fields = [(8, 4, 0), (82, 65535, 0)]
     good = struct.pack(">I", 1) + b"\x02ab"
