@@ -182,6 +182,8 @@ class _Chunk:
             self._settle_nsel(columns, nsel, report)
         if "_export_time" in columns:
             self._say_export_times(columns.pop("_export_time").astype(bool), columns, report)
+        if "_frame" in columns:
+            self._say_frames(columns.pop("_frame"), columns, report)
         texts = list(self.exporters)
         batch = flow_batch(n, columns, exporter=(codes.astype(np.int32), texts),
                            source_file=self.source)
@@ -201,6 +203,25 @@ class _Chunk:
             "uptime without the exporter's boot time): placed at their datagram's export time",
             source=self.source, offset=int(columns["source_offset"][row]),
             frame=int(columns["source_frame"][row]), reason="export_time"), count=count)
+
+    def _say_frames(self, frame: np.ndarray, columns: dict[str, np.ndarray],
+                    report: RunReport) -> None:
+        """Records of a sampled packet's header (frames.py): their flow fields were read
+        from it (`frame_section`), or could not be, and they stay without addresses
+        (`frame_section_unread`: not Ethernet, or cut before an IP header)."""
+        for code, reason, text in (
+                (1, "frame_section", "flow fields read from the header of the sampled "
+                 "packet they carry (dataLinkFrameSection), one packet each"),
+                (2, "frame_section_unread", "no IP header found in the sampled packet's "
+                 "header they carry (dataLinkFrameSection): kept without addresses")):
+            chosen = frame == code
+            count = int(np.count_nonzero(chosen))
+            if count:
+                row = int(np.argmax(chosen))
+                report.repair(MalformedInput(
+                    f"{count} record(s) without flow fields: {text}", source=self.source,
+                    offset=int(columns["source_offset"][row]),
+                    frame=int(columns["source_frame"][row]), reason=reason), count=count)
 
     def _settle_nsel(self, columns: dict[str, np.ndarray], nsel: NselLedger | None,
                      report: RunReport) -> None:

@@ -149,6 +149,8 @@ ICMP_ELEMENTS: dict[int, tuple[Element, tuple[Element, Element]]] = {
     58: ((IANA, 139), ((IANA, 178), (IANA, 179))),
 }
 IP_VERSION: Element = (IANA, 60)
+# the first bytes of a sampled packet's frame (RFC 7133 dataLinkFrameSection): frames.py
+FRAME_SECTION: Element = (IANA, 315)
 
 # Flow times, by encoding. Values are (start element, end element).
 TIME_UPTIME_MS = ((IANA, 22), (IANA, 21))  # exporter uptime ms (v5/v9 header, IPFIX IE 160)

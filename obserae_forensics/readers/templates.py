@@ -28,10 +28,12 @@ import numpy as np
 
 from ..addresses import v4_to_mapped
 from ..times import TIME_LIMIT_US, UNUSABLE_TIME, scaled_time_us
+from . import frames
 from .information_elements import (
     ADDRESS_ELEMENTS,
     COLUMN_ELEMENTS,
     DURATION_MILLISECONDS,
+    FRAME_SECTION,
     IANA,
     ICMP_ELEMENTS,
     IP_VERSION,
@@ -115,7 +117,10 @@ class RecordPlan:
     read by one gather and then column by column.
     """
 
-    def __init__(self, fields: Sequence[FieldSpec], version: int) -> None:
+    def __init__(self, fields: Sequence[FieldSpec], version: int, *,
+                 frame_prefixed: bool = False) -> None:
+        """`frame_prefixed`: the template's dataLinkFrameSection is variable-length, and
+        `fixed_part` gives it as a 2-byte length and FRAME_BYTES bytes (see frames.py)."""
         self.version = version
         self.itemsize = max(sum(f.length for f in fields), 1)  # >= 1: see Template.fixed_part
         # An element a template repeats is read from its last field. RFC 7011 §8 lists
@@ -125,18 +130,28 @@ class RecordPlan:
         # too; the first made IP-in-IP records of a UDP flow's addresses).
         where: dict[Element, tuple[str, int]] = {}
         placed: dict[str, int] = {}  # field name -> its offset in the record
+        # the header of a sampled packet, read when the template has no flow fields
+        self.frame: tuple[str, int, bool] | None = None  # (name, bytes read, prefixed)
         offset = 0
         for index, spec in enumerate(fields):
             element = (spec.enterprise, spec.element)
             if 1 <= spec.length <= 16:
                 where[element] = (f"f{index}", spec.length)
                 placed[f"f{index}"] = offset
+            if element == FRAME_SECTION and spec.length:
+                width = spec.length if frame_prefixed else min(spec.length, frames.FRAME_BYTES)
+                self.frame = (f"s{index}", width, frame_prefixed)
+                placed[f"s{index}"] = offset
             offset += spec.length
         names = [name for name, _ in where.values()]
+        formats = [np.dtype(f">u{length}") if length in (1, 2, 4, 8)
+                   else np.dtype(("u1", (length,))) for _, length in where.values()]
+        if self.frame is not None:
+            names.append(self.frame[0])
+            formats.append(np.dtype(("u1", (self.frame[1],))))
         self.dtype = np.dtype({
             "names": names,
-            "formats": [np.dtype(f">u{length}") if length in (1, 2, 4, 8)
-                        else np.dtype(("u1", (length,))) for _, length in where.values()],
+            "formats": formats,
             "offsets": [placed[name] for name in names],
             "itemsize": max(offset, 1),
         })
@@ -271,6 +286,8 @@ class RecordPlan:
             out["ip_version"] = np.full(n, 6, dtype=np.uint8)
         elif (version := self.unsigned(rows, IP_VERSION)) is not None:
             out["ip_version"] = version.astype(np.uint8)
+        if self.frame is not None and not (self.has_ipv4 or self.has_ipv6):
+            self._frame_columns(rows, out)
         self._icmp(rows, out, n)
         first_us, last_us, placed = self._times(rows, meta)
         out["first_seen"] = first_us
@@ -284,6 +301,35 @@ class RecordPlan:
             out["_nsel_event"] = self.unsigned(rows, FIREWALL_EVENT)
             out["_nsel_connection"] = self.unsigned(rows, CONNECTION_ID)
         return out
+
+    def _frame_columns(self, rows: np.ndarray, out: dict[str, np.ndarray]) -> None:
+        """A record of a sampled packet's header and no flow fields (frames.py): its
+        addresses, protocol, ports, ToS and flags from that header, where the template
+        gives none of its own, one packet of the header's IP length."""
+        assert self.frame is not None
+        name, width, prefixed = self.frame
+        sections = rows[name]
+        if prefixed:
+            lengths = sections[:, 0].astype(np.int64) << 8 | sections[:, 1]
+            sections = sections[:, 2:]
+        else:
+            lengths = np.full(len(rows), width, dtype=np.int64)
+        src, dst, read = frames.read_frames(sections, lengths)
+        found = read[:, frames.OK] == 1
+        out["_frame"] = np.where(found, 1, 2).astype(np.uint64)  # said by the exports reader
+        if not found.any():
+            return
+        out["src_addr"], out["dst_addr"] = src, dst
+        out["ip_version"] = read[:, frames.VERSION].astype(np.uint8)
+        for column, index in (("protocol", frames.PROTOCOL), ("src_port", frames.SRC_PORT),
+                              ("dst_port", frames.DST_PORT), ("tos", frames.TOS),
+                              ("tcp_flags", frames.TCP_FLAGS)):
+            if column not in out:
+                out[column] = read[:, index].astype(np.uint64)
+        if "packets" not in out:
+            out["packets"] = found.astype(np.uint64)
+        if "octets" not in out:
+            out["octets"] = read[:, frames.IP_LENGTH].astype(np.uint64)
 
     def _sampling(self, rows: np.ndarray, meta: RecordMeta) -> np.ndarray:
         """The rate of each record: its own samplingInterval (34), samplerRandomInterval (50)
@@ -507,8 +553,16 @@ class Template:
     def plan(self) -> RecordPlan:
         """Plan over the fixed-size fields (variable ones are cut out by `fixed_part`)."""
         if self._plan is None:
-            fields = [f for f in self.fields if f.length != VARIABLE_LENGTH]
-            self._plan = RecordPlan(fields, self.version)
+            # a variable-length frame section is kept as a 2-byte length and FRAME_BYTES
+            # bytes (fixed_part), the rest of the variable fields cut out
+            prefixed = any(f.length == VARIABLE_LENGTH and (f.enterprise, f.element)
+                           == FRAME_SECTION for f in self.fields)
+            fields = [FieldSpec(f.element, 2 + frames.FRAME_BYTES, f.enterprise)
+                      if f.length == VARIABLE_LENGTH and (f.enterprise, f.element)
+                      == FRAME_SECTION else f
+                      for f in self.fields
+                      if f.length != VARIABLE_LENGTH or (f.enterprise, f.element) == FRAME_SECTION]
+            self._plan = RecordPlan(fields, self.version, frame_prefixed=prefixed)
         return self._plan
 
     def field_spans(self, buf: bytes, at: int, end: int) -> tuple[list[tuple[int, int]], int]:
@@ -537,12 +591,15 @@ class Template:
 
     def fixed_part(self, buf: bytes, spans: list[tuple[int, int]]) -> bytes:
         """The record without its variable-length fields: the bytes `plan` reads."""
-        fixed = b"".join(
-            buf[offset:offset + length]
-            for (offset, length), spec in zip(spans, self.fields, strict=True)
-            if spec.length != VARIABLE_LENGTH
-        )
-        return fixed or b"\0"  # a record of only variable fields still takes one plan row
+        parts = []
+        for (offset, length), spec in zip(spans, self.fields, strict=True):
+            if spec.length != VARIABLE_LENGTH:
+                parts.append(buf[offset:offset + length])
+            elif (spec.enterprise, spec.element) == FRAME_SECTION:
+                kept = min(length, frames.FRAME_BYTES)
+                parts.append(kept.to_bytes(2, "big")
+                             + buf[offset:offset + kept].ljust(frames.FRAME_BYTES, b"\0"))
+        return b"".join(parts) or b"\0"  # a record of only variable fields still takes one plan row
 
     def sampler_scope(self, buf: bytes, spans: list[tuple[int, int]]) -> SamplerKey | None:
         """What this options record's sampling rate applies to: the sampler or selector id

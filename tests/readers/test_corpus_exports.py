@@ -358,13 +358,29 @@ def test_public_mpls_and_physical_interfaces_sampling(corpus: Path) -> None:
 
 def test_public_juniper_packet_section_record(corpus: Path) -> None:
     """The Juniper record carries its flow only inside a sampled frame (IE 315, variable
-    length), which we do not dissect: one record, its interface, no addresses."""
+    length), once left undissected (no addresses, 0 bytes). akvorado's test reads the
+    outer header: fc30:2200:1b::f -> fc30:2200:23:e009::, IPv4 inside (protocol 4), 104
+    bytes, one packet. We read the tunnel's inner packet, as for a template's repeated
+    fields: an ICMP echo request of 64 bytes from 8.8.8.8 (frames.py)."""
     table, report = decode_files(
         corpus / "netflow_public" / "akvorado_juniper-cpid-template.pcap",
         corpus / "netflow_public" / "akvorado_juniper-cpid-data.pcap")
-    assert table.num_rows == 1
-    assert table["input_if"].to_pylist() == [737]
-    assert not report.skipped
+    (row,) = table.to_pylist()
+    assert row["input_if"] == 737
+    assert (address_text(row["src_addr"]), address_text(row["dst_addr"]), row["protocol"],
+            row["dst_port"], row["packets"], row["octets"]) == (
+        "8.8.8.8", "213.36.140.101", 1, 0x0800, 1, 64)
+    assert not report.skipped and report.repaired["frame_section"] == 1
+    # akvorado's outer header, from the bytes: IPv6 of 104 bytes carrying IPv4 (4)
+    import struct
+
+    from obserae_forensics.readers.pcap import iter_datagrams
+
+    (datagram,) = next(iter(iter_datagrams(
+        corpus / "netflow_public" / "akvorado_juniper-cpid-data.pcap", RunReport())))
+    header = datagram.payload.find(bytes.fromhex("fc302200001b")) - 8  # its source address
+    payload_length, following = struct.unpack_from(">HB", datagram.payload, header + 4)
+    assert datagram.payload[header] >> 4 == 6 and (payload_length + 40, following) == (104, 4)
 
 
 def test_v9_first_switched_zero_is_boot_time_not_1970(corpus: Path) -> None:
