@@ -26,6 +26,7 @@ import numpy as np
 from ..errors import MalformedInput, TruncatedInput, UnknownFormat
 from ..report import RunReport
 from .datagrams import Datagram
+from .tcp_streams import IPFIX_PORT, TcpStreams
 
 PCAP_MAGIC = {
     b"\xa1\xb2\xc3\xd4": (">", 1_000),  # byte order, nanoseconds per fraction unit
@@ -51,6 +52,8 @@ VLAN_TAG_TYPES = frozenset((0x8100, 0x88A8, 0x9100, 0x9200))
 NULL_FAMILY_IPV6 = frozenset((24, 28, 30))
 
 IPPROTO_UDP = 17
+IPPROTO_TCP = 6
+IPFIX_PORT_BYTES = IPFIX_PORT.to_bytes(2, "big")
 IPV6_EXTENSION_HEADERS = frozenset((0, 43, 60))  # hop-by-hop, routing, destination options
 IPV6_FRAGMENT = 44
 IPV6_AH = 51
@@ -503,6 +506,7 @@ def iter_datagrams(
     """
     source = str(path)
     reassembly = _Reassembly()
+    streams = TcpStreams(source, report)
     chunk: list[Datagram] = []
     exporter_texts: dict[bytes, str] = {}
     with open(path, "rb") as handle:
@@ -513,16 +517,20 @@ def iter_datagrams(
         frames_or_datagrams = iter_frames(path, report)
     for item in frames_or_datagrams:
         if isinstance(item, Frame):
-            datagram = _datagram(item, source, report, reassembly, exporter_texts)
+            datagram = _datagram(item, source, report, reassembly, streams, exporter_texts)
             if datagram is None:
                 continue
+            if isinstance(datagram, list):  # IPFIX messages a TCP segment completed
+                chunk += datagram
+            else:
+                chunk.append(datagram)
         else:
-            datagram = item
-        chunk.append(datagram)
+            chunk.append(item)
         if len(chunk) >= chunk_size:
             yield chunk
             chunk = []
     reassembly.flush(source, report)
+    chunk += streams.flush()
     if chunk:
         yield chunk
 
@@ -675,8 +683,8 @@ def _not_ip(frame: Frame, source: str, report: RunReport, reason: str) -> None:
 
 def _datagram(
     frame: Frame, source: str, report: RunReport, reassembly: _Reassembly,
-    exporter_texts: dict[bytes, str],
-) -> Datagram | None:
+    streams: TcpStreams, exporter_texts: dict[bytes, str],
+) -> Datagram | list[Datagram] | None:
     located = _network_layer(frame, source, report)
     if located is None:
         return None
@@ -685,17 +693,17 @@ def _datagram(
     if frame.fcs_bytes and len(data) >= frame.fcs_bytes:
         data = data[: len(data) - frame.fcs_bytes]
     if version == 4:
-        return _ipv4(frame, data, at, source, report, reassembly, exporter_texts)
+        return _ipv4(frame, data, at, source, report, reassembly, streams, exporter_texts)
     if version == 6:
-        return _ipv6(frame, data, at, source, report, reassembly, exporter_texts)
+        return _ipv6(frame, data, at, source, report, reassembly, streams, exporter_texts)
     report.ignore("not_ip", source, len(frame.data))
     return None
 
 
 def _ipv4(
     frame: Frame, data: bytes, at: int, source: str, report: RunReport,
-    reassembly: _Reassembly, exporter_texts: dict[bytes, str],
-) -> Datagram | None:
+    reassembly: _Reassembly, streams: TcpStreams, exporter_texts: dict[bytes, str],
+) -> Datagram | list[Datagram] | None:
     if len(data) < at + 20:
         _cut(frame, source, report, "IPv4 header cut off")
         return None
@@ -708,6 +716,18 @@ def _ipv4(
         return None
     protocol = data[at + 9]
     if protocol != IPPROTO_UDP:
+        tcp = at + ihl
+        if protocol == IPPROTO_TCP and tcp + 20 <= at + total_length <= len(data) \
+                and not data[at + 6] & 0x3F and not data[at + 7] and (
+                    streams.open or ihl + (data[tcp + 12] >> 4) * 4 < total_length
+                    or (data[tcp + 13] & 0x02 and IPFIX_PORT_BYTES in (
+                        data[tcp:tcp + 2], data[tcp + 2:tcp + 4]))):
+            # a whole, unfragmented segment that may carry IPFIX (tcp_streams.py); one
+            # without payload is other traffic at once while no IPFIX stream is open,
+            # unless it opens one (a SYN of the IPFIX port): a SYN scan costs nothing
+            return _tcp_segment(frame, data[tcp:at + total_length],
+                                bytes(data[at + 12:at + 16]), bytes(data[at + 16:at + 20]),
+                                streams, exporter_texts)
         report.ignore("not_udp", source, len(frame.data))
         return None
     # trim Ethernet padding/FCS: the IP total length is the truth, unless the capture is short
@@ -729,8 +749,8 @@ def _ipv4(
 
 def _ipv6(
     frame: Frame, data: bytes, at: int, source: str, report: RunReport,
-    reassembly: _Reassembly, exporter_texts: dict[bytes, str],
-) -> Datagram | None:
+    reassembly: _Reassembly, streams: TcpStreams, exporter_texts: dict[bytes, str],
+) -> Datagram | list[Datagram] | None:
     if len(data) < at + 40:
         _cut(frame, source, report, "IPv6 header cut off")
         return None
@@ -743,6 +763,9 @@ def _ipv6(
         _cut(frame, source, report, walked)
         return None
     next_header, position, fragment = walked
+    if next_header == IPPROTO_TCP and fragment is None and not cut:
+        return _tcp_segment(frame, data[position:end], src, data[at + 24:at + 40],
+                            streams, exporter_texts)
     if next_header != IPPROTO_UDP:
         report.ignore("not_udp", source, len(frame.data))
         return None
@@ -754,6 +777,14 @@ def _ipv6(
             return None
         payload = whole
     return _udp_datagram(frame, payload, src, source, report, exporter_texts, cut=cut)
+
+
+def _tcp_segment(frame: Frame, segment: bytes, src: bytes, dst: bytes, streams: TcpStreams,
+                 exporter_texts: dict[bytes, str]) -> list[Datagram]:
+    """A whole TCP segment: IPFIX over TCP, cut back into messages (tcp_streams.py). A
+    segment the capture cut short is left as other traffic: its bytes are not all there."""
+    return streams.segment(frame.number, frame.offset, frame.ts_ns // 1_000, src, dst,
+                           segment, len(frame.data), exporter_texts)
 
 
 def _cut(frame: Frame, source: str, report: RunReport, message: str) -> None:

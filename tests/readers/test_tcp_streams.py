@@ -1,0 +1,171 @@
+"""IPFIX over TCP in a capture (tcp_streams.py): a real exporter's stream, and the same
+bytes cut, reordered, repeated, holed and begun late.
+
+fixtures/ipfix_tcp_python_ipfix.pcap: python-ipfix (Debian python3-ipfix) exporting 210
+records over TCP, messages cut across segments (fixtures/README.md). Its records were
+`not_udp` before: none read.
+"""
+
+from __future__ import annotations
+
+import itertools
+import struct
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+import dpkt
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from obserae_forensics.addresses import address_text
+from obserae_forensics.readers import discover_inputs, read_flows
+from obserae_forensics.report import RunReport
+from obserae_forensics.schema import FLOW_SCHEMA
+from tests.conftest import need_tool
+
+FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "ipfix_tcp_python_ipfix.pcap"
+EXPORTER, COLLECTOR = b"\x7f\x00\x00\x01", b"\x7f\x00\x00\x01"
+
+
+def read(path: Path) -> tuple[pa.Table, RunReport]:
+    report = RunReport()
+    batches = list(read_flows(discover_inputs([path], report), report))
+    return pa.Table.from_batches(batches, schema=FLOW_SCHEMA), report
+
+
+def records(table: pa.Table) -> Counter[tuple[object, ...]]:
+    return Counter((address_text(r["src_addr"]), address_text(r["dst_addr"]), r["src_port"],
+                    r["dst_port"], r["packets"], r["octets"], r["exporter_domain"])
+                   for r in table.to_pylist())
+
+
+def exported_stream() -> tuple[bytes, int, int]:
+    """The exporter's bytes in order, its first sequence number and port."""
+    data, first, port = b"", None, 0
+    with FIXTURE.open("rb") as handle:
+        for _, frame in dpkt.pcap.Reader(handle):
+            tcp = dpkt.ethernet.Ethernet(frame).data.data
+            if tcp.dport != 4739:
+                continue
+            if tcp.flags & dpkt.tcp.TH_SYN:
+                first, port = tcp.seq + 1, tcp.sport
+            data += bytes(tcp.data)
+    assert first is not None
+    return data, first, port
+
+
+def capture(path: Path, segments: list[tuple[int, bytes]], port: int, *, syn: int | None,
+            collector_port: int = 4739) -> Path:
+    """A capture of `segments` (sequence number, bytes) from the exporter, in that order."""
+    with path.open("wb") as handle:
+        writer = dpkt.pcap.Writer(handle)
+
+        def packet(seq: int, payload: bytes, flags: int, when: float) -> None:
+            tcp = dpkt.tcp.TCP(sport=port, dport=collector_port, seq=seq, flags=flags,
+                               data=payload)
+            ip = dpkt.ip.IP(src=EXPORTER, dst=COLLECTOR, p=dpkt.ip.IP_PROTO_TCP, data=tcp)
+            ip.len = len(bytes(ip))
+            writer.writepkt(dpkt.ethernet.Ethernet(type=dpkt.ethernet.ETH_TYPE_IP, data=ip),
+                            when)
+
+        if syn is not None:
+            packet(syn, b"", dpkt.tcp.TH_SYN, 1_700_000_000.0)
+        for k, (seq, payload) in enumerate(segments):
+            packet(seq % (1 << 32), payload, dpkt.tcp.TH_ACK | dpkt.tcp.TH_PUSH,
+                   1_700_000_000.0 + k / 1000)
+    return path
+
+
+def test_ipfix_over_tcp_from_a_real_exporter_equals_tshark() -> None:
+    table, report = read(FIXTURE)
+    assert table.num_rows == 210 and not report.skipped
+    listing = subprocess.run(
+        [need_tool("tshark"), "-r", str(FIXTURE), "-d", "tcp.port==4739,cflow", "-T", "fields",
+         "-e", "cflow.srcaddr", "-e", "cflow.srcaddrv6", "-e", "cflow.packets",
+         "-e", "cflow.octets"], check=True, capture_output=True, text=True).stdout
+    theirs: Counter[tuple[str, int, int]] = Counter()
+    for line in listing.splitlines():
+        v4, v6, packets, octets = line.split("\t")
+        if not packets:
+            continue  # a message of templates only
+        for src, p, o in zip((v4 or v6).split(","), packets.split(","), octets.split(","),
+                             strict=True):
+            theirs[(src, int(p), int(o))] += 1
+    ours = Counter((address_text(r["src_addr"]), r["packets"], r["octets"])
+                   for r in table.to_pylist())
+    assert ours == theirs and sum(theirs.values()) == 210
+    assert {r["exporter_domain"] for r in table.to_pylist()} == {1, 2}
+    # the frames with no exporter bytes (handshake, the collector's ACKs, FINs) are what
+    # they were: other traffic
+    assert report.ignored == {"not_udp": 24}
+
+
+@settings(max_examples=60, deadline=None)
+@given(draw=st.data())
+def test_any_segmentation_order_and_repeats_give_the_same_records(
+        draw: st.DataObject, tmp_path_factory: pytest.TempPathFactory) -> None:
+    stream, first, port = exported_stream()
+    cuts = sorted(set(draw.draw(st.lists(st.integers(1, len(stream) - 1), max_size=40))))
+    bounds = [0, *cuts, len(stream)]
+    segments = [(first + a, stream[a:b]) for a, b in itertools.pairwise(bounds)]
+    # swap neighbours and repeat some (retransmissions, overlapping copies included)
+    for _ in range(draw.draw(st.integers(0, 10))):
+        k = draw.draw(st.integers(0, len(segments) - 2)) if len(segments) > 1 else 0
+        segments[k:k + 2] = segments[k:k + 2][::-1]
+    for _ in range(draw.draw(st.integers(0, 5))):
+        seq, payload = segments[draw.draw(st.integers(0, len(segments) - 1))]
+        start = draw.draw(st.integers(0, len(payload) - 1))
+        segments.insert(draw.draw(st.integers(0, len(segments))), (seq + start, payload[start:]))
+    path = capture(tmp_path_factory.mktemp("tcp") / "cut.pcap", segments, port, syn=first - 1)
+    table, report = read(path)
+    expected, _ = read(FIXTURE)
+    assert records(table) == records(expected) and table.num_rows == 210
+    assert not report.skipped
+
+
+def test_a_hole_a_late_start_and_a_cut_end_are_counted(tmp_path: Path) -> None:
+    stream, first, port = exported_stream()
+    messages, at = [], 0
+    while at < len(stream):
+        (length,) = struct.unpack_from(">H", stream, at + 2)
+        messages.append((at, length))
+        at += length
+    assert len(messages) == 10
+    # a hole inside message 3: it is lost, the others are read
+    a3, n3 = messages[3]
+    assert n3 == 16 + 4 + 29 * 47  # header, set header, 29 IPv4 records of 47 bytes
+    segments = [(first, stream[:a3 + 40]), (first + a3 + 60, stream[a3 + 60:])]
+    table, report = read(capture(tmp_path / "hole.pcap", segments, port, syn=first - 1))
+    expected, _ = read(FIXTURE)
+    lost = 29
+    assert report.skipped["tcp_gap"] == 1 and report.skipped_bytes["tcp_gap"] == 40
+    assert table.num_rows == 210 - lost
+    assert records(table) <= records(expected)
+    # a capture begun inside message 2 (no handshake) on the IPFIX port: resync at 3
+    a2, _ = messages[2]
+    table, report = read(capture(tmp_path / "late.pcap", [(first + a2 + 7, stream[a2 + 7:])],
+                                 port, syn=None))
+    assert report.skipped["ipfix_stream_resync"] == 1
+    assert report.skipped_bytes["ipfix_stream_resync"] == messages[3][0] - a2 - 7
+    assert 0 < table.num_rows < 210 and records(table) <= records(expected)
+    # a capture that ends inside the last message
+    last, _ = messages[-1]
+    table, report = read(capture(tmp_path / "cut.pcap", [(first, stream[:last + 50])], port,
+                                 syn=first - 1))
+    assert report.skipped["truncated"] == 1 and report.skipped_bytes["truncated"] == 50
+    # a collector on another port: IPFIX from the header that a second one follows
+    table, report = read(capture(tmp_path / "port.pcap", [(first, stream)], port,
+                                 syn=first - 1, collector_port=2055))
+    assert table.num_rows == 210 and not report.skipped
+    # one header-like start not followed by another, on another port: other traffic
+    fake = stream[:16] + bytes(range(200))
+    table, report = read(capture(tmp_path / "fake.pcap", [(first, fake)], port, syn=None,
+                                 collector_port=80))
+    assert table.num_rows == 0 and not report.skipped and report.ignored == {"not_udp": 1}
+    # the same bytes on a port that is not IPFIX's, with no handshake: other traffic
+    table, report = read(capture(tmp_path / "other.pcap", [(first + a2 + 7, stream[a2 + 7:])],
+                                 port, syn=None, collector_port=179))
+    assert table.num_rows == 0 and not report.skipped and report.ignored == {"not_udp": 1}
