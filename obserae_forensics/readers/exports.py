@@ -150,12 +150,16 @@ class _Chunk:
         self.size += len(payload)
         return base
 
-    def add(self, template: Template, row: tuple[int, ...], variable: bool = False) -> None:
+    def add(self, template: Template, row: tuple[int, ...], variable: bool = False
+            ) -> tuple[list[tuple[int, ...]], int]:
+        """Queue one set's row; where it went (to put its sampling right, see
+        ExportDecoder._declare_late)."""
         groups = self.variable_groups if variable else self.groups
         sets = groups.get(template)
         if sets is None:
             sets = groups[template] = []
         sets.append(row)
+        return sets, len(sets) - 1
 
     def decode(self, streams: list[_Stream], samplers: list[SamplerTable],
                nsel: NselLedger | None, report: RunReport
@@ -342,7 +346,8 @@ class ExportDecoder:
         self.pending = PendingData()
         self._streams: dict[tuple[str, int, int], _Stream] = {}
         self._stream_list: list[_Stream] = []
-        self._resolved: list[tuple[Template, PendingSet, int]] = []
+        # held data sets resolved, by the frame of the datagram that brought their template
+        self._resolved: list[tuple[int, list[tuple[Template, PendingSet, int]]]] = []
         # sampling rates scoped to a sampler/selector id or an interface, as options records
         # declared them; a stream points at the table in force, and each queued set keeps
         # the index it was read under (a new table per change: earlier sets keep theirs)
@@ -364,6 +369,8 @@ class ExportDecoder:
         self._waiting: list[tuple[SessionTemplateKey, bytes, int]] = []
         # held data whose template the current datagram brought: resolved at its end
         self._released: list[tuple[Template, PendingSet, int]] = []
+        # rows of this datagram queued before a sampling rate or boot time was declared
+        self._undeclared: list[tuple[list[tuple[int, ...]], int, bool]] = []
 
     # -- public API ------------------------------------------------------------------
 
@@ -398,17 +405,35 @@ class ExportDecoder:
                     len(payload))
             else:
                 ignore("not_flow_export", datagram.source, len(payload))
-        batches: list[pa.RecordBatch] = []
         batch, _ = chunk.decode(self._stream_list, self.samplers, self.nsel, self.report)
         self._see_exports(chunk)
-        if batch is not None:
-            batches.append(batch)
-        batches.extend(self._decode_resolved())
-        return batches
+        return self._interleave(batch)
+
+    def _interleave(self, batch: pa.RecordBatch | None) -> list[pa.RecordBatch]:
+        """The chunk's records with the held ones released among them, each group right
+        after the datagram whose template released it: they reach the sessionizer at the
+        same place whatever the batch size (found by fuzzing: appended after the chunk,
+        they came after more or fewer later datagrams, and a session's `late` changed)."""
+        points, self._resolved = self._resolved, []
+        if not points:
+            return [] if batch is None else [batch]
+        frames = (np.empty(0, dtype=np.int64) if batch is None
+                  else batch.column("source_frame").to_numpy())
+        out: list[pa.RecordBatch] = []
+        start = 0
+        for frame, items in points:
+            stop = int(np.searchsorted(frames, frame, side="right"))
+            if batch is not None and stop > start:
+                out.append(batch.slice(start, stop - start))
+            start = max(start, stop)
+            out.extend(self._decode_resolved(items))
+        if batch is not None and start < batch.num_rows:
+            out.append(batch.slice(start))
+        return out
 
     def finish(self) -> list[pa.RecordBatch]:
         """End of all input: decode what is still queued, count data whose template never came."""
-        batches = self._decode_resolved()
+        batches = self._interleave(None)
         for key, items in sorted(self.pending.drain().items()):
             exporter, domain, _, template_id, _port = key
             stats = self.report.exporter(exporter, domain)
@@ -465,6 +490,7 @@ class ExportDecoder:
         self._base = -1
         self._ordinal = ordinal
         self.options_in_datagram = 0
+        self._waiting, self._released, self._undeclared = [], [], []
         self._sequence = sequence
         if stream.chunk is not chunk:
             stream.chunk = chunk
@@ -485,9 +511,11 @@ class ExportDecoder:
             self._base = self._chunk.add_payload(self._message)
         stream = self._stream
         assert stream is not None
-        self._chunk.add(template, (*self._row, self._base + at, records, self._ordinal,
-                                   stream.sysinit_ms, stream.sampling_rate,
-                                   stream.samplers))
+        where = self._chunk.add(template, (*self._row, self._base + at, records, self._ordinal,
+                                           stream.sysinit_ms, stream.sampling_rate,
+                                           stream.samplers))
+        if not stream.sampling_declared or stream.sysinit_ms < 0:
+            self._undeclared.append((*where, not stream.sampling_declared))
         self._ordinal += records
         stream.stats.records += records
 
@@ -496,9 +524,11 @@ class ExportDecoder:
         chunk = self._chunk
         stream = self._stream
         assert stream is not None
-        chunk.add(template, (*self._row, len(chunk.extra), records, self._ordinal,
-                             stream.sysinit_ms, stream.sampling_rate, stream.samplers),
-                  variable=True)
+        where = chunk.add(template, (*self._row, len(chunk.extra), records, self._ordinal,
+                                     stream.sysinit_ms, stream.sampling_rate, stream.samplers),
+                          variable=True)
+        if not stream.sampling_declared or stream.sysinit_ms < 0:
+            self._undeclared.append((*where, not stream.sampling_declared))
         chunk.extra += fixed_parts
         self._ordinal += records
         stream.stats.records += records
@@ -630,6 +660,8 @@ class ExportDecoder:
             self._park_waiting(stream, datagram)
         if self._released:
             self._resolve_released(stream)
+        if self._undeclared:
+            self._declare_late(stream)
         sequence = self._sequence
         expected = stream.expected
         if expected is not None:
@@ -695,18 +727,37 @@ class ExportDecoder:
                 )
         self._waiting = []
 
+    def _declare_late(self, stream: _Stream) -> None:
+        """Records queued before their exporter declared a sampling rate or its boot time
+        take what the rest of their datagram declares (options sent after the data in one
+        datagram, or beside the template), as the held records it releases do."""
+        undeclared, self._undeclared = self._undeclared, []
+        for sets, index, sampling in undeclared:
+            row = sets[index]
+            sysinit, rate, samplers = row[-3:]
+            if sysinit < 0:
+                sysinit = stream.sysinit_ms
+            if sampling and stream.sampling_declared:
+                rate, samplers = stream.sampling_rate, stream.samplers
+            sets[index] = (*row[:-3], sysinit, rate, samplers)
+
     def _resolve_released(self, stream: _Stream) -> None:
         """Queue the held data sets this datagram's templates released. Sampling declared
         by then stands for sets held before their exporter declared any (the options a
         router sends beside its templates: held records read 1-in-1 where they were
         1-in-10); their times stay their own datagram's. Decided at the end of the
         template's datagram, so whatever the batch size."""
+        assert self._datagram is not None
+        resolved: list[tuple[Template, PendingSet, int]] = []
         for template, item, code in self._released:
             if not item.sampling_rate:
                 item = item._replace(sampling_rate=stream.sampling_rate,
                                      samplers=item.samplers or stream.samplers)
-            self._resolved.append((template, item, code))
+            if item.sysinit_ms < 0:  # the boot time known by then, not at the batch's end
+                item = item._replace(sysinit_ms=stream.sysinit_ms)
+            resolved.append((template, item, code))
         self._released = []
+        self._resolved.append((self._datagram.frame, resolved))
 
     def _apply_options(
         self, template: Template, buf: bytes, at: int, end: int, stream: _Stream,
@@ -775,15 +826,15 @@ class ExportDecoder:
         self.skip(MalformedInput(message, source=source, offset=offset, frame=frame,
                                  reason=reason), nbytes)
 
-    def _decode_resolved(self) -> list[pa.RecordBatch]:
+    def _decode_resolved(self, resolved: list[tuple[Template, PendingSet, int]]
+                         ) -> list[pa.RecordBatch]:
         """Decode data that waited for a template, one batch per source file.
 
         Their NSEL teardowns are not settled (nsel.py) and their updates not remembered:
         they are decoded where their template arrived, not where they did, and what the
         ledger saw before them would depend on where the batches end."""
-        if not self._resolved:
+        if not resolved:
             return []
-        resolved, self._resolved = self._resolved, []
         chunks: dict[str, _Chunk] = {}
         for template, item, code in resolved:
             chunk = chunks.get(item.source)
@@ -792,8 +843,7 @@ class ExportDecoder:
             stream = self._stream_list[code]
             row = (item.frame, item.datagram_offset, item.arrival_us, item.export_us,
                    item.uptime_ms, chunk.exporter_code(item.exporter), item.domain, code)
-            sysinit = item.sysinit_ms if item.sysinit_ms >= 0 else stream.sysinit_ms
-            records = self._late_records(template, item, chunk, row, sysinit)
+            records = self._late_records(template, item, chunk, row, item.sysinit_ms)
             stream.stats.records += records
         batches = []
         for chunk in chunks.values():
@@ -879,7 +929,8 @@ def _psamp_rate(values: dict[Element, int]) -> int:
     # has its exponent in the top bytes, so a value below 2**32 is the 4-byte form
     (probability,) = (struct.unpack(">f", bits.to_bytes(4, "big")) if bits < 1 << 32
                       else struct.unpack(">d", bits.to_bytes(8, "big")))
-    return round(1 / probability) if 0 < probability <= 1 else 0
+    # a subnormal probability has no 1-in-N (found by fuzzing: 1 / p overflowed)
+    return round(1 / probability) if 2.0**-32 <= probability <= 1 else 0
 
 
 def _both_directions(columns: dict[str, np.ndarray], forward: str, reverse: str

@@ -317,17 +317,20 @@ class RecordPlan:
         src, dst, read = frames.read_frames(sections, lengths)
         found = read[:, frames.OK] == 1
         out["_frame"] = np.where(found, 1, 2).astype(np.uint64)  # said by the exports reader
+        if "packets" not in out:  # each record is one sampled packet, read or not
+            out["packets"] = np.ones(len(rows), dtype=np.uint64)
         if not found.any():
             return
         out["src_addr"], out["dst_addr"] = src, dst
-        out["ip_version"] = read[:, frames.VERSION].astype(np.uint8)
+        # a record whose section could not be read keeps what its template gave (found by
+        # fuzzing: its ip_version followed the other records of its batch)
+        version = out.get("ip_version", np.zeros(len(rows), dtype=np.uint8))
+        out["ip_version"] = np.where(found, read[:, frames.VERSION], version).astype(np.uint8)
         for column, index in (("protocol", frames.PROTOCOL), ("src_port", frames.SRC_PORT),
                               ("dst_port", frames.DST_PORT), ("tos", frames.TOS),
                               ("tcp_flags", frames.TCP_FLAGS)):
             if column not in out:
                 out[column] = read[:, index].astype(np.uint64)
-        if "packets" not in out:
-            out["packets"] = found.astype(np.uint64)
         if "octets" not in out:
             out["octets"] = read[:, frames.IP_LENGTH].astype(np.uint64)
 
@@ -555,8 +558,10 @@ class Template:
         if self._plan is None:
             # a variable-length frame section is kept as a 2-byte length and FRAME_BYTES
             # bytes (fixed_part), the rest of the variable fields cut out
-            prefixed = any(f.length == VARIABLE_LENGTH and (f.enterprise, f.element)
-                           == FRAME_SECTION for f in self.fields)
+            sections = [f for f in self.fields if (f.enterprise, f.element) == FRAME_SECTION]
+            # the plan reads the last section (a repeated element's last field): whether
+            # that one is prefixed (found by fuzzing: a variable section, then a fixed one)
+            prefixed = bool(sections) and sections[-1].length == VARIABLE_LENGTH
             fields = [FieldSpec(f.element, 2 + frames.FRAME_BYTES, f.enterprise)
                       if f.length == VARIABLE_LENGTH and (f.enterprise, f.element)
                       == FRAME_SECTION else f

@@ -178,7 +178,7 @@ def test_exports_reader_takes_flow_fields_from_the_frame_section() -> None:
              r["input_if"]) for r in rows] == [
         ("51.51.51.51", "52.52.52.52", 4, 17, 55501, 11777, 1, 96, 582),
         ("198.51.100.1", "198.51.100.2", 4, 6, 443, 55427, 1, 1492, 1022),
-        ("::", "::", 0, 0, 0, 0, 0, 0, 9),
+        ("::", "::", 0, 0, 0, 0, 1, 0, 9),  # unread, still one sampled packet
     ]
     assert rows[1]["tcp_flags"] == 0x10 and rows[1]["tos"] == 32
     assert report.repaired["frame_section"] == 2
@@ -191,3 +191,30 @@ def test_exports_reader_takes_flow_fields_from_the_frame_section() -> None:
     # the template's own packet counter stands; the octets are the header's
     assert (address_text(row["src_addr"]), row["packets"], row["octets"]) == (
         "51.51.51.51", 3, 96)
+
+
+def test_two_sections_read_the_last_and_unread_records_keep_their_own_fields() -> None:
+    """Found by fuzzing: a variable section then a fixed one crashed (the fixed one was read
+    as length-prefixed), and a record whose section could not be read took its batch's
+    ip_version (0) over its template's ipVersion."""
+    datalink = CASES[0][0]
+    arp = ethernet(0x0806, b"\0" * 28)
+    fixed = datalink.ljust(64, b"\0")
+    for fields, record in (
+            ([(10, 4, 0), (315, 65535, 0), (315, 64, 0)],
+             struct.pack(">I", 5) + b"\x05abcde" + fixed),
+            ([(10, 4, 0), (315, 64, 0), (315, 65535, 0)],
+             struct.pack(">I", 5) + arp.ljust(64, b"\0") + bytes([len(fixed)]) + fixed),
+            ([(10, 4, 0), (315, 1, 0)], struct.pack(">I", 5) + b"\x00"),
+    ):
+        table, report = decode(message(template(386, fields), data(386, record)))
+        (row,) = table.to_pylist()
+        if fields[-1][1] == 1:
+            assert address_text(row["src_addr"]) == "::"
+            assert report.repaired["frame_section_unread"] == 1
+        else:
+            assert (address_text(row["src_addr"]), row["octets"]) == ("51.51.51.51", 96)
+    with_version = [(10, 4, 0), (60, 1, 0), (315, 64, 0)]
+    table, _ = decode(message(template(387, with_version), data(
+        387, struct.pack(">IB", 1, 4) + fixed, struct.pack(">IB", 2, 4) + arp.ljust(64, b"\0"))))
+    assert [(r["ip_version"], r["packets"]) for r in table.to_pylist()] == [(4, 1), (4, 1)]

@@ -4,8 +4,11 @@ specifiers included); data records and options templates are packed with struct.
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 
 import pyarrow as pa
+from scapy.layers.inet import IP, UDP
+from scapy.layers.l2 import Ether
 from scapy.layers.netflow import (
     NetflowFlowsetV9,
     NetflowHeader,
@@ -183,6 +186,13 @@ def test_ipfix_sampling_from_packet_interval_and_space() -> None:
                           data(261, struct.pack(">II", 1, 5)))
         table, _ = decode(payload)
         assert table["sampling_rate"].to_pylist() == [1000 if 309 in dict(options) else 100]
+    # found by fuzzing: a subnormal probability (1 / p overflows) is no rate, not a crash
+    payload = message(options_template(263, [(302, 4)], [(304, 2), (311, 8)]),
+                      template(261, [(8, 4, 0), (2, 4, 0)]),
+                      data(263, struct.pack(">IHQ", 1, 4, 1 << 32)),
+                      data(261, struct.pack(">II", 1, 5)))
+    table, _ = decode(payload)
+    assert table["sampling_rate"].to_pylist() == [1]
 
 
 def test_ipfix_selector_algorithm_says_which_sampling_parameters_count() -> None:
@@ -539,3 +549,62 @@ def test_ipfix_records_without_a_time_of_their_own_say_they_sit_at_the_export_ti
                                    data(301, struct.pack(">IIII", 2, 4, 1000, 2000))))
     assert table.column("first_seen").cast("int64").to_pylist() == [EXPORT_US - 9_000_000]
     assert not report.repaired
+
+
+def test_ipfix_options_anywhere_in_a_message_declare_its_records_sampling() -> None:
+    """Review: in one message, data before its template (held) read the options sent after
+    it, data after the template did not: [T][D][O][od] read 1-in-1 where [D][T][O][od] read
+    1-in-10. What a message declares now stands for all its records sent before any
+    declaration; records decoded in an earlier message keep what was known then."""
+    template_set = template(300, [(8, 4, 0), (12, 4, 0)])
+    options = options_template(400, [(302, 4)], [(305, 4), (306, 4)])
+    rate = data(400, struct.pack(">III", 1, 1, 9))
+    record = data(300, bytes([10, 0, 0, 1, 10, 0, 0, 2]))
+    for order in ((template_set, record, options, rate), (record, template_set, options, rate),
+                  (rate, options, template_set, record), (options, rate, template_set, record)):
+        table, _ = decode(message(*order))
+        assert table["sampling_rate"].to_pylist() == [10]
+    table, _ = decode(message(template_set, record), message(options, rate, sequence=1))
+    assert table["sampling_rate"].to_pylist() == [1]
+
+
+def test_held_records_reach_the_sessionizer_at_the_same_place_whatever_the_batch_size(
+        tmp_path: Path) -> None:
+    """Found by fuzzing: records released by their template were appended after the reader's
+    chunk of datagrams (16 of them at --batch-size 1, 2048 by default), so they reached the
+    sessionizer before or after a later datagram's watermark and a session's `late` flag
+    (and every id after it) changed with the batch size. They now come right after the
+    datagram whose template released them."""
+    from typer.testing import CliRunner
+
+    from obserae_forensics.cli import app
+    from tests.readers.test_pcap import pcap_bytes
+
+    fields = [(8, 4, 0), (12, 4, 0), (4, 1, 0), (7, 2, 0), (11, 2, 0), (2, 4, 0), (1, 4, 0),
+              (152, 8, 0), (153, 8, 0)]
+
+    def record(host: int, seconds: int) -> bytes:
+        return bytes([10, 0, 0, 1, 10, 0, 1, host, 17]) + struct.pack(
+            ">HHIIQQ", 1000, 53, 1, 100, seconds * 1000, seconds * 1000 + 10)
+
+    def frame(payload: bytes) -> bytes:
+        return bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+                     / IP(src="192.0.2.1", dst="198.51.100.7") / UDP(sport=5000, dport=4739)
+                     / payload)
+
+    # the IOS XE shape: a data set before its template; 15 more a second apart; an hour on
+    messages = [message(data(300, record(1, EXPORT_S)), template(300, fields), sequence=0)]
+    messages += [message(data(300, record(2, EXPORT_S + i)), sequence=i) for i in range(1, 16)]
+    messages.append(message(data(300, record(3, EXPORT_S + 3600)), sequence=16))
+    capture = tmp_path / "held.pcap"
+    capture.write_bytes(pcap_bytes([((EXPORT_S + i) * 10**9, frame(m))
+                                    for i, m in enumerate(messages)]))
+    runs = []
+    for size in ("1", "65536"):
+        out = tmp_path / size
+        result = CliRunner().invoke(app, ["sessionize", str(capture), "--out", str(out), "-q",
+                                          "--batch-size", size])
+        assert result.exit_code == 0, result.output
+        runs.append({name: (out / f"{name}.parquet").read_bytes()
+                     for name in ("sessions", "flows", "sessions_consolidated")})
+    assert runs[0] == runs[1]
