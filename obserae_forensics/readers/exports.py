@@ -19,8 +19,10 @@ little behind the expected one is a reorder; far behind, an exporter restart (re
 record_index numbers the data records (flow and options) of a datagram in wire order. The
 surprising case: a set whose template is not known yet cannot be counted, so later sets of
 that datagram are numbered as if it were empty, and its records, once its template arrives,
-are numbered after all of the datagram's other records (k-th such set from
-records + k * 65536), keeping (source_offset, record_index) unique.
+are numbered after all of the datagram's other records (its k-th such set, counting every
+message of the datagram from 1, from records + k * 65536), keeping (source_offset,
+record_index) unique (review: with k counted per message from 0, two messages of one
+datagram numbered their held sets and their first records alike).
 """
 
 from __future__ import annotations
@@ -369,6 +371,8 @@ class ExportDecoder:
         self._waiting: list[tuple[SessionTemplateKey, bytes, int]] = []
         # held data whose template the current datagram brought: resolved at its end
         self._released: list[tuple[Template, PendingSet, int]] = []
+        self._held_datagram: Datagram | None = None  # the datagram _held_sets counts in
+        self._held_sets = 0
         # rows of this datagram queued before a sampling rate or boot time was declared
         self._undeclared: list[tuple[list[tuple[int, ...]], int, bool]] = []
 
@@ -695,6 +699,8 @@ class ExportDecoder:
         set before its template: its records were lost as `no_template`, the template
         "never arrived")."""
         overflow = 0
+        if datagram is not self._held_datagram:  # held sets are counted per datagram
+            self._held_datagram, self._held_sets = datagram, 0
         for k, (key, body, _) in enumerate(self._waiting):
             item = PendingSet(
                 body=body, set_offset=datagram.offset, source=datagram.source,
@@ -703,7 +709,8 @@ class ExportDecoder:
                 uptime_ms=self._row[_UPTIME], sysinit_ms=stream.sysinit_ms,
                 sampling_rate=stream.sampling_rate if stream.sampling_declared else 0,
                 samplers=stream.samplers, exporter=datagram.exporter,
-                domain=stream.stats.domain, first_index=self._ordinal + k * PENDING_INDEX_STRIDE,
+                domain=stream.stats.domain,
+                first_index=self._ordinal + (self._held_sets + k + 1) * PENDING_INDEX_STRIDE,
             )
             template = self.template(key[3])
             if template is not None:
@@ -725,6 +732,7 @@ class ExportDecoder:
                     ),
                     len(body),
                 )
+        self._held_sets += len(self._waiting)
         self._waiting = []
 
     def _declare_late(self, stream: _Stream) -> None:

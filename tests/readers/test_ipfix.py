@@ -608,3 +608,16 @@ def test_held_records_reach_the_sessionizer_at_the_same_place_whatever_the_batch
         runs.append({name: (out / f"{name}.parquet").read_bytes()
                      for name in ("sessions", "flows", "sessions_consolidated")})
     assert runs[0] == runs[1]
+
+
+def test_held_sets_of_a_datagrams_messages_keep_record_index_unique() -> None:
+    """Review: a datagram of two messages, a set held in the first and the template in the
+    second, numbered the held set's records and the second message's first records alike
+    (record_index 0 twice in one frame): provenance could not tell them apart."""
+    template_set = template(300, [(8, 4, 0), (12, 4, 0)])
+    one, two = (data(300, bytes([10, 0, 0, n, 10, 0, 0, n + 1])) for n in (1, 3))
+    for first, second in (((one,), (two, template_set)), ((one,), (template_set, two))):
+        table, report = decode(message(*first) + message(*second, sequence=1))
+        keys = list(zip(table["source_frame"].to_pylist(), table["record_index"].to_pylist(),
+                        strict=True))
+        assert table.num_rows == 2 and len(set(keys)) == 2 and not report.skipped
