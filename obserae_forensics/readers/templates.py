@@ -43,6 +43,10 @@ from .information_elements import (
     SAMPLING_INTERVAL_ELEMENTS,
     SAMPLING_PACKET_INTERVAL,
     SAMPLING_PACKET_SPACE,
+    SAMPLING_POPULATION,
+    SAMPLING_SIZE,
+    SELECTOR_ALGORITHM,
+    SELECTOR_N_OUT_OF_N,
     SYSTEM_INIT_MILLISECONDS,
     TIME_DELTA_MICROSECONDS,
     TIME_MILLISECONDS,
@@ -335,8 +339,9 @@ class RecordPlan:
             out["octets"] = read[:, frames.IP_LENGTH].astype(np.uint64)
 
     def _sampling(self, rows: np.ndarray, meta: RecordMeta) -> np.ndarray:
-        """The rate of each record: its own samplingInterval (34), samplerRandomInterval (50)
-        or samplingPacketInterval/Space (305/306) when the template carries one (a v9
+        """The rate of each record: its own samplingInterval (34), samplerRandomInterval (50),
+        samplingPacketInterval/Space (305/306) or samplingSize/Population (309/310, which
+        its selectorAlgorithm 3 prefers) when the template carries one (a v9
         template with SAMPLING_INTERVAL in every record, which options never repeat); else
         the rate its exporter's options gave the sampler or selector id it names (48, 302),
         or its ingress interface (Cisco's flow-samplers, one per interface or class); else
@@ -349,12 +354,25 @@ class RecordPlan:
                 break
         if rate is None:
             taken = self.unsigned(rows, SAMPLING_PACKET_INTERVAL)
-            if taken is None:
+            size = self.unsigned(rows, SAMPLING_SIZE)
+            population = self.unsigned(rows, SAMPLING_POPULATION)
+            psamp = None
+            if size is not None and population is not None:  # random n-out-of-N: N / n
+                psamp = np.where(size > 0, population // np.maximum(size, np.uint64(1)), 0)
+            if taken is None and psamp is None:
                 return default
-            space = self.unsigned(rows, SAMPLING_PACKET_SPACE)
-            if space is None:
-                space = np.zeros(len(rows), dtype=np.uint64)
-            rate = np.where(taken > 0, (taken + space) // np.maximum(taken, np.uint64(1)), 0)
+            if taken is not None:
+                space = self.unsigned(rows, SAMPLING_PACKET_SPACE)
+                if space is None:
+                    space = np.zeros(len(rows), dtype=np.uint64)
+                rate = np.where(taken > 0, (taken + space) // np.maximum(taken, np.uint64(1)),
+                                0)
+                # a record's selectorAlgorithm says which it means, as an options record's
+                algorithm = self.unsigned(rows, SELECTOR_ALGORITHM)
+                if psamp is not None and algorithm is not None:
+                    rate = np.where(algorithm == SELECTOR_N_OUT_OF_N, psamp, rate)
+            else:
+                rate = psamp
         usable = (rate > 0) & (rate <= np.uint64(0xFFFF_FFFF))  # 0 or past 32 bits: unknown
         return np.where(usable, rate, default).astype(meta.sampling_rate.dtype)
 

@@ -215,6 +215,19 @@ def test_ipfix_selector_algorithm_says_which_sampling_parameters_count() -> None
         assert stats(report).sampling_rate == rate, algorithm
 
 
+def test_ipfix_a_records_own_selector_algorithm_picks_its_parameters() -> None:
+    """Review: selectorAlgorithm was read in options records only; a data record carrying
+    305 = 1 beside 304 = 3 and 1-of-256 in 309/310 read 1-in-1."""
+    fields = [(8, 4, 0), (2, 4, 0), (305, 4, 0), (304, 2, 0), (309, 4, 0), (310, 4, 0)]
+    table, _ = decode(message(template(350, fields), data(
+        350, struct.pack(">IIIHII", 1, 5, 1, 3, 1, 256),
+        struct.pack(">IIIHII", 1, 5, 1, 1, 1, 256))))
+    assert table["sampling_rate"].to_pylist() == [256, 1]
+    table, _ = decode(message(template(351, [(8, 4, 0), (309, 4, 0), (310, 4, 0)]),
+                              data(351, struct.pack(">III", 1, 1, 64))))
+    assert table["sampling_rate"].to_pylist() == [64]
+
+
 def test_ipfix_withdrawal_is_counted_and_ignored_over_udp() -> None:
     fields = [(8, 4, 0), (2, 4, 0)]
     withdrawal = struct.pack(">HHHH", 2, 8, 300, 0)
