@@ -740,6 +740,8 @@ class ExportDecoder:
         take what the rest of their datagram declares (options sent after the data in one
         datagram, or beside the template), as the held records it releases do."""
         undeclared, self._undeclared = self._undeclared, []
+        if not stream.sampling_declared and stream.sysinit_ms < 0:
+            return  # still nothing declared: the rows stand (most exporters never sample)
         for sets, index, sampling in undeclared:
             row = sets[index]
             sysinit, rate, samplers = row[-3:]
