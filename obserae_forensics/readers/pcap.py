@@ -897,6 +897,22 @@ def fragment_key(frame: Frame) -> tuple[object, ...] | None:
     return None
 
 
+def over_tcp(frame: Frame) -> bool:
+    """Whether the frame is a TCP segment (an IPFIX-over-TCP message's provenance), not
+    the UDP datagram, or its last fragment, that export provenance otherwise names."""
+    located = _network_layer(frame, "", RunReport())
+    if located is None:
+        return False
+    version, at = located
+    data = frame.data
+    if version == 4:
+        return len(data) >= at + 20 and data[at + 9] == IPPROTO_TCP
+    if version == 6 and len(data) >= at + 40:
+        walked = _ipv6_chain(data, at, len(data))
+        return not isinstance(walked, str) and walked[0] == IPPROTO_TCP
+    return False
+
+
 def read_datagram_frames(path: Path, offsets: set[int]) -> dict[int, list[Frame]]:
     """For each offset, every frame that carried that datagram, in capture order.
 

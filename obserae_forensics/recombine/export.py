@@ -29,7 +29,7 @@ from ..addresses import address_matrix, address_texts
 from ..errors import InputError, MalformedInput, UsageError
 from ..readers import input_format
 from ..readers.exports import carries_templates
-from ..readers.pcap import Frame, iter_datagrams, read_datagram_frames
+from ..readers.pcap import Frame, iter_datagrams, over_tcp, read_datagram_frames
 from ..report import RunReport
 from ..schema import FLOW_ADDRESS_COLUMNS, TIMESTAMP
 from ..tables.evidence import check_output_file, run_files
@@ -57,6 +57,7 @@ class PcapExport:
     link_types: list[int] = field(default_factory=list)
     template_datagrams: int = 0  # datagrams added only for the templates they carry
     nfcapd_records: int = 0  # records that came from nfcapd files: no datagram exists
+    tcp_records: int = 0  # records of IPFIX messages over TCP: no datagram of their own
     flows_path: Path | None = None  # where those records were written instead
     notes: list[str] = field(default_factory=list)
     report: RunReport = field(default_factory=RunReport)  # frames that could not be read back
@@ -258,8 +259,9 @@ def export_pcap(source: RecombineResult | Sequence[Path], ids: Sequence[str], pa
     arrival = table.column("arrival").cast(pa.int64()).to_numpy()
 
     wanted: dict[tuple[int, str], dict[int, int]] = {}  # (run, file) -> offset -> arrival µs
-    records: dict[tuple[tuple[int, str], int], int] = {}  # ((run, file), offset) -> count
+    records: dict[tuple[tuple[int, str], int], list[int]] = {}  # ((run, file), offset) -> rows
     nfcapd_rows: list[int] = []
+    tcp_rows: list[int] = []  # IPFIX messages that came over TCP: no datagram of their own
     resolved: dict[tuple[int, str], Path] = {}
     formats: dict[tuple[int, str], str] = {}
     for row, (run_number, name) in enumerate(zip(run_index.tolist(), files, strict=True)):
@@ -273,19 +275,7 @@ def export_pcap(source: RecombineResult | Sequence[Path], ids: Sequence[str], pa
             nfcapd_rows.append(row)
             continue
         wanted.setdefault(key, {})[int(offsets[row])] = int(arrival[row])
-        records[key, int(offsets[row])] = records.get((key, int(offsets[row])), 0) + 1
-
-    if nfcapd_rows:
-        result.nfcapd_records = len(nfcapd_rows)
-        fallback = flows_fallback or pcap_flows_path(path)
-        check_output_file(fallback, evidence, "--export-pcap's flows file", force=force)
-        write_flow_table(table.take(pa.array(nfcapd_rows, pa.int64())), fallback)
-        result.flows_path = fallback
-        nfcapd_files = sorted({files[i] for i in nfcapd_rows})
-        result.notes.append(
-            f"{len(nfcapd_rows)} flow record(s) came from nfcapd file(s) "
-            f"({', '.join(nfcapd_files)}), which hold flow records, not export datagrams: "
-            f"no datagram exists for them; their flows were written to {fallback} instead")
+        records.setdefault((key, int(offsets[row])), []).append(row)
 
     frames: list[Frame] = []
     for key in sorted(wanted, key=lambda k: (k[0], _input_rank(runs[k[0]], k[1]), k[1])):
@@ -297,7 +287,8 @@ def export_pcap(source: RecombineResult | Sequence[Path], ids: Sequence[str], pa
             result.template_datagrams += len(context)
         found = read_datagram_frames(resolved[key], set(offsets_wanted) | context)
         in_file: list[tuple[int, list[Frame]]] = [
-            (offset, found[offset]) for offset in context if offset in found]
+            (offset, found[offset]) for offset in context
+            if offset in found and not over_tcp(found[offset][-1])]
         for offset in sorted(offsets_wanted):
             carried = found.get(offset)
             frame = carried[-1] if carried else None
@@ -314,12 +305,38 @@ def export_pcap(source: RecombineResult | Sequence[Path], ids: Sequence[str], pa
                     f"{expected_us} µs: not the frame sessionize read",
                     source=key[1], offset=offset, frame=frame.number), nbytes=len(frame.data))
                 continue
+            if over_tcp(frame):
+                # a message of an IPFIX-over-TCP stream: its segment holds pieces of others,
+                # and the stream before it is not in an export of this conversation
+                tcp_rows.extend(records[key, offset])
+                continue
             in_file.append((offset, carried))  # earlier IP fragments come first
-            result.records += records[key, offset]
+            result.records += len(records[key, offset])
         for _, carried in sorted(in_file, key=lambda entry: entry[0]):  # capture order
             frames.extend(carried)
+    if nfcapd_rows or tcp_rows:
+        result.nfcapd_records = len(nfcapd_rows)
+        result.tcp_records = len(tcp_rows)
+        fallback = flows_fallback or pcap_flows_path(path)
+        check_output_file(fallback, evidence, "--export-pcap's flows file", force=force)
+        write_flow_table(table.take(pa.array(sorted(nfcapd_rows + tcp_rows), pa.int64())),
+                         fallback)
+        result.flows_path = fallback
+        if nfcapd_rows:
+            nfcapd_files = sorted({files[i] for i in nfcapd_rows})
+            result.notes.append(
+                f"{len(nfcapd_rows)} flow record(s) came from nfcapd file(s) "
+                f"({', '.join(nfcapd_files)}), which hold flow records, not export "
+                f"datagrams: no datagram exists for them; their flows were written to "
+                f"{fallback} instead")
+        if tcp_rows:
+            result.notes.append(
+                f"{len(tcp_rows)} flow record(s) came in IPFIX messages over TCP, whose "
+                "segments carry pieces of other messages and need the stream before them: "
+                f"no datagram of their own exists; their flows were written to {fallback} "
+                "instead")
     if not frames:
-        if not nfcapd_rows:
+        if not nfcapd_rows and not tcp_rows:
             result.notes.append("no datagram could be read back; nothing written")
         return result
 

@@ -169,3 +169,29 @@ def test_a_hole_a_late_start_and_a_cut_end_are_counted(tmp_path: Path) -> None:
     table, report = read(capture(tmp_path / "other.pcap", [(first + a2 + 7, stream[a2 + 7:])],
                                  port, syn=None, collector_port=179))
     assert table.num_rows == 0 and not report.skipped and report.ignored == {"not_udp": 1}
+
+
+def test_exporting_a_tcp_conversation_writes_its_flows_not_a_broken_capture(
+        tmp_path: Path) -> None:
+    """A message's provenance is the segment that completed it, which holds pieces of other
+    messages and needs the stream before it: `recombine --export-pcap` copied that one
+    segment into a capture that decodes to nothing (a resync and a cut message). Such
+    records go to the flows file beside it, as nfcapd records do, and say why."""
+    import pyarrow.parquet as pq
+    from typer.testing import CliRunner
+
+    from obserae_forensics.cli import app
+
+    runner = CliRunner()
+    run = tmp_path / "run"
+    assert runner.invoke(app, ["sessionize", str(FIXTURE), "--out", str(run), "-q"]
+                         ).exit_code == 0
+    session = pq.read_table(run / "sessions.parquet").column("session_id")[5].as_py()
+    capture = tmp_path / "one.pcap"
+    result = runner.invoke(app, ["recombine", str(run), "--session", session,
+                                 "--export-pcap", str(capture)])
+    assert result.exit_code == 0, result.output
+    assert "came in IPFIX messages over TCP" in result.output + result.stderr
+    assert not capture.exists()
+    flows = pq.read_table(tmp_path / "one.flows.parquet")
+    assert flows.num_rows == 2 and set(flows.column("session_id").to_pylist()) == {session}
