@@ -371,8 +371,9 @@ class ExportDecoder:
         self._waiting: list[tuple[SessionTemplateKey, bytes, int]] = []
         # held data whose template the current datagram brought: resolved at its end
         self._released: list[tuple[Template, PendingSet, int]] = []
-        self._held_datagram: Datagram | None = None  # the datagram _held_sets counts in
+        self._held_frame: tuple[str, int] | None = None  # the frame _held_sets counts in
         self._held_sets = 0
+        self._frame: tuple[str, int] | None = None  # the frame being numbered
         # rows of this datagram queued before a sampling rate or boot time was declared
         self._undeclared: list[tuple[list[tuple[int, ...]], int, bool]] = []
 
@@ -460,7 +461,7 @@ class ExportDecoder:
     def begin_datagram(
         self, datagram: Datagram, version: int, domain: int, sequence: int, export_us: int,
         uptime_ms: int, *, sampling_rate: int | None = None, message: bytes | None = None,
-        ordinal: int = 0,
+        ordinal: int | None = None,
     ) -> bool:
         """Start one export message; False when it duplicates one already decoded."""
         payload = datagram.payload if message is None else message
@@ -492,7 +493,9 @@ class ExportDecoder:
         self._stream = stream
         self._message = payload
         self._base = -1
-        self._ordinal = ordinal
+        # record_index goes on where the frame's previous datagram left it (TCP messages,
+        # and a message completed only at the end of a file, share a frame with others)
+        self._ordinal = self.first_ordinal(datagram) if ordinal is None else ordinal
         self.options_in_datagram = 0
         self._waiting, self._released, self._undeclared = [], [], []
         self._sequence = sequence
@@ -503,6 +506,16 @@ class ExportDecoder:
                      stream.chunk_code, domain, stream.code)
         chunk.seen.append((stream.code, export_us, datagram.arrival_us))
         return True
+
+    def first_ordinal(self, datagram: Datagram) -> int:
+        """record_index of a datagram's first record: 0, or where the previous one of the
+        same frame left off (IPFIX messages over TCP completed by one segment are datagrams
+        of one frame: they numbered their records alike)."""
+        frame = (datagram.source, datagram.offset)
+        if frame == self._frame:
+            return self._ordinal
+        self._frame = frame
+        return 0
 
     @property
     def ordinal(self) -> int:
@@ -699,8 +712,8 @@ class ExportDecoder:
         set before its template: its records were lost as `no_template`, the template
         "never arrived")."""
         overflow = 0
-        if datagram is not self._held_datagram:  # held sets are counted per datagram
-            self._held_datagram, self._held_sets = datagram, 0
+        if (datagram.source, datagram.offset) != self._held_frame:  # counted per frame
+            self._held_frame, self._held_sets = (datagram.source, datagram.offset), 0
         for k, (key, body, _) in enumerate(self._waiting):
             item = PendingSet(
                 body=body, set_offset=datagram.offset, source=datagram.source,

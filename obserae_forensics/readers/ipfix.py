@@ -75,7 +75,7 @@ def decode_datagram(state: ExportDecoder, datagram: Datagram) -> None:
     """Walk every IPFIX message of one datagram (normally exactly one)."""
     payload = datagram.payload
     at = 0
-    ordinal = 0
+    ordinal = state.first_ordinal(datagram)  # messages over TCP can share a frame
     while len(payload) - at >= HEADER.size:
         version, length, export_time, sequence, domain = HEADER.values(
             payload, at, source=datagram.source, base=datagram.offset, frame=datagram.frame)

@@ -26,7 +26,7 @@ import numpy as np
 from ..errors import MalformedInput, TruncatedInput, UnknownFormat
 from ..report import RunReport
 from .datagrams import Datagram
-from .tcp_streams import IPFIX_PORT, TcpStreams
+from .tcp_streams import Place, TcpStreams
 
 PCAP_MAGIC = {
     b"\xa1\xb2\xc3\xd4": (">", 1_000),  # byte order, nanoseconds per fraction unit
@@ -53,7 +53,6 @@ NULL_FAMILY_IPV6 = frozenset((24, 28, 30))
 
 IPPROTO_UDP = 17
 IPPROTO_TCP = 6
-IPFIX_PORT_BYTES = IPFIX_PORT.to_bytes(2, "big")
 IPV6_EXTENSION_HEADERS = frozenset((0, 43, 60))  # hop-by-hop, routing, destination options
 IPV6_FRAGMENT = 44
 IPV6_AH = 51
@@ -515,6 +514,7 @@ def iter_datagrams(
         frames_or_datagrams: Iterator[Frame | Datagram] = _indexed_pcap(path, source, report)
     else:
         frames_or_datagrams = iter_frames(path, report)
+    item: Frame | Datagram | None = None
     for item in frames_or_datagrams:
         if isinstance(item, Frame):
             datagram = _datagram(item, source, report, reassembly, streams, exporter_texts)
@@ -530,7 +530,11 @@ def iter_datagrams(
             yield chunk
             chunk = []
     reassembly.flush(source, report)
-    chunk += streams.flush()
+    # messages that only the end of the file completes name its last frame
+    chunk += streams.flush(Place(0, 0, 0) if item is None else
+                           Place(item.number, item.offset, item.ts_ns // 1_000)
+                           if isinstance(item, Frame) else
+                           Place(item.frame, item.offset, item.arrival_us))
     if chunk:
         yield chunk
 
@@ -719,12 +723,10 @@ def _ipv4(
         tcp = at + ihl
         if protocol == IPPROTO_TCP and tcp + 20 <= at + total_length <= len(data) \
                 and not data[at + 6] & 0x3F and not data[at + 7] and (
-                    streams.open or ihl + (data[tcp + 12] >> 4) * 4 < total_length
-                    or (data[tcp + 13] & 0x02 and IPFIX_PORT_BYTES in (
-                        data[tcp:tcp + 2], data[tcp + 2:tcp + 4]))):
+                    streams.open or data[tcp + 13] & 0x02
+                    or ihl + (data[tcp + 12] >> 4) * 4 < total_length):
             # a whole, unfragmented segment that may carry IPFIX (tcp_streams.py); one
-            # without payload is other traffic at once while no IPFIX stream is open,
-            # unless it opens one (a SYN of the IPFIX port): a SYN scan costs nothing
+            # without payload or SYN is other traffic at once while no IPFIX stream is open
             return _tcp_segment(frame, data[tcp:at + total_length],
                                 bytes(data[at + 12:at + 16]), bytes(data[at + 16:at + 20]),
                                 streams, exporter_texts)
@@ -783,8 +785,8 @@ def _tcp_segment(frame: Frame, segment: bytes, src: bytes, dst: bytes, streams: 
                  exporter_texts: dict[bytes, str]) -> list[Datagram]:
     """A whole TCP segment: IPFIX over TCP, cut back into messages (tcp_streams.py). A
     segment the capture cut short is left as other traffic: its bytes are not all there."""
-    return streams.segment(frame.number, frame.offset, frame.ts_ns // 1_000, src, dst,
-                           segment, len(frame.data), exporter_texts)
+    return streams.segment(frame.number, frame.offset, frame.ts_ns, src, dst, segment,
+                           len(frame.data), exporter_texts)
 
 
 def _cut(frame: Frame, source: str, report: RunReport, message: str) -> None:

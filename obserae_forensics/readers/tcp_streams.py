@@ -4,44 +4,57 @@ YAF, ipfixprobe and nProbe export over TCP by default or on request, and a colle
 capture then holds TCP segments, not datagrams: a message split over segments, several in
 one, retransmitted, reordered. The UDP path read none of it (`not_udp`, as if no flow
 export were there). Each direction of each connection is reassembled in sequence order
-and every complete IPFIX message is handed on as a Datagram of its own, with the frame in
-which it completed (as a reassembled IP datagram carries its last fragment's), the
-exporter's address and port (its transport session: RFC 7011 §8 scopes templates to it).
+and every complete IPFIX message is handed on as a Datagram of its own, with the frame
+being read when it completed (so messages come in frame order, whatever the batch size;
+one completed only when the file ended names the file's last frame), the exporter's
+address and port (its transport session: RFC 7011 §8 scopes templates to it).
 
 What a stream is: on the IPFIX port 4739, any (a connection the capture began inside is
 resynchronised at the first header another follows); on another port, one whose first
-bytes are a message header that a second follows. Anything else on TCP (BGP, BMP, a web
-server) stays `not_udp`, unread, as before, and keeps no state: a SYN opens a stream only
-on port 4739, a stream found to be other traffic is dropped, and at most MAX_STREAMS are
-kept (the oldest closed first), so a raw capture of a SYN scan costs nothing to hold.
-Lost bytes never pass silently: a hole in the sequence (`tcp_gap`), bytes skipped to
-find the next message (`ipfix_stream_resync`), a message the capture ends inside
-(`truncated`), each with its frame and bytes. Retransmitted or overlapping bytes are
-read once: the first copy stands, as for IP fragments.
+bytes are a message header that a second follows. A connection to another port that the
+capture began inside a message is not recognised; neither is an IPFIX file copied over
+HTTP, FTP or SMB (its first bytes are the protocol's). Anything else on TCP (BGP, BMP, a
+web server) stays `not_udp`, unread, as before.
 
-Memory: out-of-order segments are held up to HELD_BYTES per stream; beyond that the
-hole is given up on. Streams do not span files.
+Lost bytes never pass silently: a hole in the sequence (`tcp_gap`), bytes skipped to find
+the next message (`ipfix_stream_resync`), a message the connection or capture ends inside
+(`truncated`), each with its frame and bytes. Retransmitted or overlapping bytes are read
+once: the first copy stands, as for IP fragments. A FIN ends the stream where its sequence
+number says, not where it was captured; a SYN seen again with the connection's first
+sequence number is a retransmission; data on a SYN (TCP Fast Open) starts after it.
+
+Bounds: at most MAX_STREAMS streams (the least recently fed closed first), out-of-order
+segments held up to HELD_BYTES and HELD_SEGMENTS per stream and HELD_TOTAL over all (then
+the hole is given up on), and the verdicts and first sequence numbers remembered for
+connections without a stream in LRU tables of MAX_STREAMS entries: a raw capture of a SYN
+scan keeps a bounded table. Streams do not span files.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import struct
+from collections import OrderedDict
 
 from ..errors import MalformedInput, TruncatedInput
 from ..report import RunReport
 from .datagrams import Datagram
 
 IPFIX_PORT = 4739
+MAX_STREAMS = 1 << 16  # open streams kept; beyond, the least recently fed is closed
 HELD_BYTES = 1 << 20  # out-of-order bytes held per stream before a hole is given up
-MAX_STREAMS = 1 << 16  # open streams kept; beyond, the oldest is closed
+HELD_SEGMENTS = 4096  # out-of-order segments held per stream
+HELD_TOTAL = 64 << 20  # out-of-order bytes held over all streams
 MESSAGE_HEADER = 16
 SEQUENCE_SPACE = 1 << 32
+HALF = SEQUENCE_SPACE // 2
 
 _tcp_header = struct.Struct(">HHIIBB")
 _PORT_BYTES = IPFIX_PORT.to_bytes(2, "big")
-_UNKNOWN, _IPFIX, _OTHER = range(3)
+_UNKNOWN, _IPFIX, _OTHER, _DONE = range(4)
 _FIN, _SYN, _RST = 0x01, 0x02, 0x04
+
+Key = tuple[bytes, int, bytes, int]
 
 
 def _address_text(raw: bytes) -> str:
@@ -63,7 +76,9 @@ def _plausible(buf: bytes | bytearray, at: int) -> int:
     return length
 
 
-class _Place:
+class Place:
+    """A frame: where a message completed, or a problem was seen."""
+
     __slots__ = ("arrival_us", "number", "offset")
 
     def __init__(self, number: int, offset: int, arrival_us: int) -> None:
@@ -75,20 +90,21 @@ class _Place:
 class _Stream:
     """One direction of one TCP connection."""
 
-    __slots__ = ("buffer", "counted", "exporter", "held", "held_bytes", "kind", "next_seq",
-                 "place", "ports", "synced", "undecided")
+    __slots__ = ("buffer", "counted", "exporter", "fin_seq", "held", "held_bytes", "isn",
+                 "kind", "next_seq", "ports", "synced", "undecided")
 
-    def __init__(self, next_seq: int, synced: bool, exporter: str, ports: tuple[int, int]
-                 ) -> None:
+    def __init__(self, next_seq: int, isn: int | None, exporter: str,
+                 ports: tuple[int, int]) -> None:
         self.next_seq = next_seq
-        self.synced = synced  # the buffer starts at a message boundary
+        self.isn = isn  # the SYN's sequence number, when the capture holds it
+        self.synced = isn is not None  # the buffer starts at a message boundary
         self.kind = _UNKNOWN
         self.buffer = bytearray()
-        self.held: dict[int, tuple[bytes, _Place]] = {}  # seq -> segment beyond a hole
+        self.held: dict[int, bytes] = {}  # seq -> segment beyond a hole
         self.held_bytes = 0
         self.exporter = exporter
         self.ports = ports
-        self.place = _Place(0, 0, 0)  # the last segment that brought bytes
+        self.fin_seq: int | None = None  # where the exporter's FIN ends the stream
         self.undecided: list[int] = []  # sizes of its frames while it may be other traffic
         self.counted = False  # in TcpStreams._ipfix
 
@@ -99,105 +115,151 @@ class TcpStreams:
     def __init__(self, source: str, report: RunReport) -> None:
         self.source = source
         self.report = report
-        self._streams: dict[tuple[bytes, int, bytes, int], _Stream] = {}
+        self._streams: OrderedDict[Key, _Stream] = OrderedDict()
         self._ipfix = 0  # streams known to be IPFIX, or opened by a SYN of the IPFIX port
+        self._syns: dict[Key, int] = {}  # first sequence numbers of connections not yet fed
+        self._verdicts: OrderedDict[Key, int] = OrderedDict()  # ended (_DONE) or _OTHER
+        self._held_total = 0
 
-    def segment(self, number: int, offset: int, arrival_us: int, src: bytes, dst: bytes,
+    @property
+    def open(self) -> bool:
+        """Whether a segment without payload or SYN can matter: it may end an IPFIX stream."""
+        return self._ipfix > 0
+
+    def segment(self, number: int, offset: int, ts_ns: int, src: bytes, dst: bytes,
                 tcp: bytes | memoryview, frame_bytes: int, exporter_texts: dict[bytes, str]
                 ) -> list[Datagram]:
         """One TCP segment (its header and payload); the IPFIX messages it completes.
         Segments of no IPFIX stream are counted as `not_udp` (what they were before)."""
         header = (tcp[12] >> 4) * 4 if len(tcp) >= 20 else 0
-        if header < 20 or header > len(tcp) or (
-                header == len(tcp) and not self._ipfix
-                and not (tcp[13] & _SYN and _PORT_BYTES in (tcp[0:2], tcp[2:4]))):
-            # no stream to feed or open (the common case of other traffic): nothing kept
+        if header < 20 or header > len(tcp):
             self.report.ignore("not_udp", self.source, frame_bytes)
             return []
         sport, dport, seq, _ack, _, flags = _tcp_header.unpack_from(tcp, 0)
-        payload = bytes(tcp[header:])
         key = (src, sport, dst, dport)
         stream = self._streams.get(key)
-        place = _Place(number, offset, arrival_us)
+        if flags & _SYN and stream is None and header == len(tcp) and IPFIX_PORT not in (
+                sport, dport):
+            # a SYN elsewhere (a scan sends millions): its sequence number, in case data
+            # follows, and nothing else; the table is emptied when full, not kept in order
+            syns = self._syns
+            syns[key] = seq
+            if len(syns) > MAX_STREAMS:
+                syns.clear()
+                syns[key] = seq
+            self._verdicts.pop(key, None)
+            self.report.ignore("not_udp", self.source, frame_bytes)
+            return []
+        payload = bytes(tcp[header:])
+        place = Place(number, offset, ts_ns // 1_000)
         out: list[Datagram] = []
-        if flags & _SYN and stream is not None:  # the port pair reused by a new connection
-            out += self._forget(key, stream, place)
-            stream = None
-        if stream is None and (payload or (flags & _SYN and IPFIX_PORT in (sport, dport))):
-            # a stream begins at the IPFIX port's SYN, or at its first byte: a SYN alone
-            # opens none elsewhere (a SYN scan of a million ports keeps no state)
-            synced = bool(flags & _SYN)
-            exporter = exporter_texts.get(src)
-            if exporter is None:
-                exporter = exporter_texts[src] = _address_text(src)
-            stream = self._streams[key] = _Stream(
-                (seq + 1) % SEQUENCE_SPACE if synced else seq, synced, exporter, (sport, dport))
-            if synced and IPFIX_PORT in (sport, dport):  # IPFIX until told otherwise
-                stream.counted = True
-                self._ipfix += 1
-            if len(self._streams) > MAX_STREAMS:
-                oldest = next(iter(self._streams))
-                out += self._forget(oldest, self._streams[oldest], place)
+        if flags & _SYN:
+            if stream is not None and stream.isn == seq:
+                flags &= ~_SYN  # a retransmitted SYN: nothing new
+            else:
+                if stream is not None:  # the port pair reused by a new connection
+                    out += self._forget(key, stream, place)
+                    stream = None
+                self._verdicts.pop(key, None)
+                if IPFIX_PORT in (sport, dport):
+                    stream = self._open(key, (seq + 1) % SEQUENCE_SPACE, seq, src, sport,
+                                        dport, exporter_texts, place, out)
+                    stream.counted = True
+                    self._ipfix += 1
+                else:
+                    self._syns[key] = seq
+        verdict = self._verdicts.get(key) if stream is None else None
+        if verdict is not None:
+            self._verdicts.move_to_end(key)
+            if verdict == _OTHER or not payload:
+                self.report.ignore("not_udp", self.source, frame_bytes)
+            return out  # _DONE: bytes of an ended stream (a retransmission), read once
+        if stream is None and payload:
+            isn = self._syns.pop(key, None)
+            stream = self._open(key, seq if isn is None else (isn + 1) % SEQUENCE_SPACE, isn,
+                                src, sport, dport, exporter_texts, place, out)
         read = False
-        if stream is not None and stream.kind != _OTHER:
+        if stream is not None:
+            self._streams.move_to_end(key)
+            data_seq = (seq + 1) % SEQUENCE_SPACE if flags & _SYN else seq  # TCP Fast Open
             if payload:
                 if stream.kind == _UNKNOWN:  # counted when the stream is told apart
                     stream.undecided.append(frame_bytes)
-                    read = True
-                out += self._data(stream, seq, payload, place)
-                read = read or stream.kind == _IPFIX
-            if flags & (_FIN | _RST) or stream.kind == _OTHER:
+                read = True
+                out += self._data(stream, data_seq, payload, place)
+            if flags & _FIN and stream.fin_seq is None:
+                stream.fin_seq = (data_seq + len(payload)) % SEQUENCE_SPACE
+            if stream.kind == _OTHER or flags & _RST or stream.next_seq == stream.fin_seq:
                 out += self._forget(key, stream, place)
         if not read:  # no IPFIX bytes in it: what it was before, other traffic
             self.report.ignore("not_udp", self.source, frame_bytes)
         return out
 
-    @property
-    def open(self) -> bool:
-        """Whether a segment without payload can matter: it may end an IPFIX stream."""
-        return self._ipfix > 0
-
-    def flush(self) -> list[Datagram]:
-        """End of the file: what the held segments still give, and the cut tails counted."""
+    def flush(self, place: Place) -> list[Datagram]:
+        """End of the file (`place`: its last frame): what the held segments still give,
+        and the cut tails counted."""
         out: list[Datagram] = []
-        for stream in self._streams.values():
-            if stream.kind != _OTHER:
-                out += self._close(stream, None)
-        self._streams.clear()
-        self._ipfix = 0
+        for key, stream in list(self._streams.items()):
+            out += self._forget(key, stream, place)
+        self._syns.clear()
+        self._verdicts.clear()
         return out
 
     # -- internals ---------------------------------------------------------------------
 
-    def _forget(self, key: tuple[bytes, int, bytes, int], stream: _Stream, place: _Place
-                ) -> list[Datagram]:
-        """The connection ended (FIN, RST, a new SYN), is not IPFIX, or is the oldest of
-        too many: close it and keep nothing of it."""
-        out = self._close(stream, place) if stream.kind != _OTHER else []
+    def _open(self, key: Key, next_seq: int, isn: int | None, src: bytes, sport: int,
+              dport: int, exporter_texts: dict[bytes, str], place: Place,
+              out: list[Datagram]) -> _Stream:
+        exporter = exporter_texts.get(src)
+        if exporter is None:
+            exporter = exporter_texts[src] = _address_text(src)
+        stream = self._streams[key] = _Stream(next_seq, isn, exporter, (sport, dport))
+        if len(self._streams) > MAX_STREAMS:
+            oldest = next(iter(self._streams))
+            out += self._forget(oldest, self._streams[oldest], place)
+        return stream
+
+    @staticmethod
+    def _remember(table: OrderedDict[Key, int], key: Key, value: int) -> None:
+        table[key] = value
+        table.move_to_end(key)
+        if len(table) > MAX_STREAMS:
+            table.popitem(last=False)
+
+    def _forget(self, key: Key, stream: _Stream, place: Place) -> list[Datagram]:
+        """The connection ended (FIN reached, RST, a new SYN), is not IPFIX, the file ended,
+        or it is the least recently fed of too many: close it, remember only how it ended."""
+        out = self._close(stream, place)
         if self._streams.pop(key, None) is not None and stream.counted:
             self._ipfix -= 1
             stream.counted = False
+        self._remember(self._verdicts, key, _OTHER if stream.kind == _OTHER else _DONE)
         return out
 
-    def _close(self, stream: _Stream, place: _Place | None) -> list[Datagram]:
-        """The connection (or the file) ended: give up on holes, count a cut message."""
+    def _close(self, stream: _Stream, place: Place) -> list[Datagram]:
+        """Give up on holes, take a last whole message, count a cut one."""
+        if stream.kind == _UNKNOWN:
+            if IPFIX_PORT in stream.ports:  # its bytes all beyond a hole: still IPFIX's
+                self._decided(stream, _IPFIX)
+            elif not (stream.synced and _plausible(stream.buffer, 0) == len(stream.buffer) > 0):
+                self._decided(stream, _OTHER)  # never shown to be IPFIX: other traffic
         out: list[Datagram] = []
         while stream.held and stream.kind != _OTHER:
-            out += self._skip_hole(stream)
+            out += self._skip_hole(stream, place)
         buffer = stream.buffer
         if buffer and stream.kind != _OTHER and _plausible(buffer, 0) == len(buffer) and (
                 stream.synced or stream.kind == _IPFIX):
             # one whole message left: after a resync, or all a new connection sent
             self._decided(stream, _IPFIX)
-            out.append(self._message(stream, len(buffer), place or stream.place))
+            out.append(self._message(stream, len(buffer), place))
         if stream.buffer and stream.kind == _IPFIX:
-            last = place or stream.place
             self.report.skip(TruncatedInput(
                 f"IPFIX over TCP from {stream.exporter}:{stream.ports[0]}: "
                 f"{len(stream.buffer)} bytes of a message the connection or capture ends in",
-                source=self.source, offset=last.offset, frame=last.number),
+                source=self.source, offset=place.offset, frame=place.number),
                 nbytes=len(stream.buffer))
         stream.buffer.clear()
+        self._release_held(stream)
         if stream.kind == _UNKNOWN:
             self._decided(stream, _OTHER)
         return out
@@ -212,80 +274,92 @@ class TcpStreams:
             for size in stream.undecided:
                 self.report.ignore("not_udp", self.source, size)
             stream.buffer.clear()
-            stream.held.clear()
-            stream.held_bytes = 0
+            self._release_held(stream)
         stream.undecided = []
 
-    def _message(self, stream: _Stream, length: int, place: _Place) -> Datagram:
+    def _release_held(self, stream: _Stream) -> None:
+        self._held_total -= stream.held_bytes
+        stream.held.clear()
+        stream.held_bytes = 0
+
+    def _message(self, stream: _Stream, length: int, place: Place) -> Datagram:
         """The message at the head of the buffer, taken out of it."""
         message = bytes(stream.buffer[:length])
         del stream.buffer[:length]
         return Datagram(message, stream.exporter, stream.ports[0], stream.ports[1],
                         place.number, place.offset, place.arrival_us, self.source)
 
-    def _data(self, stream: _Stream, seq: int, payload: bytes, place: _Place
+    def _data(self, stream: _Stream, seq: int, payload: bytes, place: Place
               ) -> list[Datagram]:
         relative = (seq - stream.next_seq) % SEQUENCE_SPACE
-        if relative >= SEQUENCE_SPACE // 2:  # before next_seq: retransmitted, or overlapping
+        if relative >= HALF:  # before next_seq: retransmitted, or overlapping
             behind = SEQUENCE_SPACE - relative
             if behind >= len(payload):
                 return []  # all of it already read
             payload = payload[behind:]
+            seq = stream.next_seq
             relative = 0
+        out: list[Datagram] = []
         if relative > 0:  # beyond a hole: held until the hole fills or is given up
-            if seq in stream.held:
-                return []
-            stream.held[seq] = (payload, place)
-            stream.held_bytes += len(payload)
-            out: list[Datagram] = []
-            while stream.held_bytes > HELD_BYTES and stream.kind != _OTHER:
-                out += self._skip_hole(stream)
+            kept = stream.held.get(seq)
+            if kept is not None and len(kept) >= len(payload):
+                return out
+            grown = len(payload) - (0 if kept is None else len(kept))
+            stream.held[seq] = payload  # a longer copy (coalesced retransmission) wins
+            stream.held_bytes += grown
+            self._held_total += grown
+            while stream.held and stream.kind != _OTHER and (
+                    stream.held_bytes > HELD_BYTES or len(stream.held) > HELD_SEGMENTS
+                    or self._held_total > HELD_TOTAL):
+                out += self._skip_hole(stream, place)
             return out
         stream.buffer += payload
         stream.next_seq = (stream.next_seq + len(payload)) % SEQUENCE_SPACE
-        stream.place = place
-        out = self._messages(stream, place)
-        out += self._drain_held(stream)
+        out += self._messages(stream, place)
+        out += self._drain_held(stream, place)
         return out
 
-    def _drain_held(self, stream: _Stream) -> list[Datagram]:
+    def _drain_held(self, stream: _Stream, place: Place) -> list[Datagram]:
+        """Held segments that now follow on: the one at next_seq, else any that overlaps
+        it (a scan only when none starts there)."""
         out: list[Datagram] = []
-        progress = True
-        while progress and stream.held and stream.kind != _OTHER:
-            progress = False
-            for seq in sorted(stream.held, key=lambda s: (s - stream.next_seq) % SEQUENCE_SPACE):
-                relative = (seq - stream.next_seq) % SEQUENCE_SPACE
-                if relative == 0 or relative >= SEQUENCE_SPACE // 2:
-                    payload, place = stream.held.pop(seq)
-                    stream.held_bytes -= len(payload)
-                    behind = 0 if relative == 0 else SEQUENCE_SPACE - relative
-                    if behind < len(payload):
-                        stream.place = place
-                        stream.buffer += payload[behind:]
-                        stream.next_seq = (stream.next_seq + len(payload) - behind) \
-                            % SEQUENCE_SPACE
-                        out += self._messages(stream, place)
-                    progress = True
+        held = stream.held
+        while held and stream.kind != _OTHER:
+            payload = held.pop(stream.next_seq, None)
+            behind = 0
+            if payload is None:
+                for seq in held:
+                    relative = (seq - stream.next_seq) % SEQUENCE_SPACE
+                    if relative >= HALF:
+                        behind = SEQUENCE_SPACE - relative
+                        payload = held.pop(seq)
+                        break
+                else:
                     break
+            stream.held_bytes -= len(payload)
+            self._held_total -= len(payload)
+            if behind < len(payload):
+                stream.buffer += payload[behind:]
+                stream.next_seq = (stream.next_seq + len(payload) - behind) % SEQUENCE_SPACE
+                out += self._messages(stream, place)
         return out
 
-    def _skip_hole(self, stream: _Stream) -> list[Datagram]:
+    def _skip_hole(self, stream: _Stream, place: Place) -> list[Datagram]:
         """Give up on the bytes missing before the nearest held segment."""
         seq = min(stream.held, key=lambda s: (s - stream.next_seq) % SEQUENCE_SPACE)
         missing = (seq - stream.next_seq) % SEQUENCE_SPACE
-        _, place = stream.held[seq]
         lost = len(stream.buffer)
         self.report.skip(MalformedInput(
             f"IPFIX over TCP from {stream.exporter}:{stream.ports[0]}: {missing} bytes "
-            f"missing from the capture before this segment; the {lost} bytes of the message "
-            "they cut are lost with them", source=self.source, offset=place.offset,
+            f"missing from the capture before sequence number {seq}; the {lost} bytes of the "
+            "message they cut are lost with them", source=self.source, offset=place.offset,
             frame=place.number, reason="tcp_gap"), nbytes=lost)
         stream.buffer.clear()
         stream.synced = False
         stream.next_seq = seq
-        return self._drain_held(stream)
+        return self._drain_held(stream, place)
 
-    def _messages(self, stream: _Stream, place: _Place) -> list[Datagram]:
+    def _messages(self, stream: _Stream, place: Place) -> list[Datagram]:
         out: list[Datagram] = []
         buffer = stream.buffer
         if stream.kind == _UNKNOWN:
@@ -323,7 +397,7 @@ class TcpStreams:
             out.append(self._message(stream, length, place))
         return out
 
-    def _resync(self, stream: _Stream, place: _Place) -> bool:
+    def _resync(self, stream: _Stream, place: Place) -> bool:
         """Find the next message boundary: a header followed by another header. Bytes
         before it are counted; False when more bytes are needed to tell."""
         buffer = stream.buffer

@@ -57,9 +57,10 @@ def exported_stream() -> tuple[bytes, int, int]:
     return data, first, port
 
 
-def capture(path: Path, segments: list[tuple[int, bytes]], port: int, *, syn: int | None,
-            collector_port: int = 4739) -> Path:
-    """A capture of `segments` (sequence number, bytes) from the exporter, in that order."""
+def capture(path: Path, segments: list[tuple[int, bytes]] | list[tuple[int, bytes, int]],
+            port: int, *, syn: int | None, collector_port: int = 4739) -> Path:
+    """A capture of `segments` (sequence number, bytes[, TCP flags]) from the exporter, in
+    that order, after a SYN of sequence number `syn` when given."""
     with path.open("wb") as handle:
         writer = dpkt.pcap.Writer(handle)
 
@@ -73,8 +74,9 @@ def capture(path: Path, segments: list[tuple[int, bytes]], port: int, *, syn: in
 
         if syn is not None:
             packet(syn, b"", dpkt.tcp.TH_SYN, 1_700_000_000.0)
-        for k, (seq, payload) in enumerate(segments):
-            packet(seq % (1 << 32), payload, dpkt.tcp.TH_ACK | dpkt.tcp.TH_PUSH,
+        for k, (seq, payload, *flags) in enumerate(segments):
+            packet(seq % (1 << 32), payload,
+                   flags[0] if flags else dpkt.tcp.TH_ACK | dpkt.tcp.TH_PUSH,
                    1_700_000_000.0 + k / 1000)
     return path
 
@@ -195,3 +197,42 @@ def test_exporting_a_tcp_conversation_writes_its_flows_not_a_broken_capture(
     assert not capture.exists()
     flows = pq.read_table(tmp_path / "one.flows.parquet")
     assert flows.num_rows == 2 and set(flows.column("session_id").to_pylist()) == {session}
+
+
+def test_tcp_control_segments_and_coalescing_read_as_the_stream_says(tmp_path: Path) -> None:
+    """Review of the first version: a FIN captured before the last data closed the stream
+    early, a retransmitted SYN reset it, a SYN on another port opened nothing (so a
+    reordered start lost the stream), a longer retransmission at a held sequence number was
+    dropped, data on a SYN (Fast Open) lost its first byte, and messages completed by one
+    segment numbered their records alike."""
+    stream, first, port = exported_stream()
+    expected, _ = read(FIXTURE)
+    ack, fin, syn = dpkt.tcp.TH_ACK, dpkt.tcp.TH_FIN | dpkt.tcp.TH_ACK, dpkt.tcp.TH_SYN
+    half = len(stream) // 2
+    cases = {
+        "fin_first": [(first + len(stream), b"", fin), (first, stream[:half]),
+                      (first + half, stream[half:])],
+        "syn_again": [(first, stream[:half]), (first - 1, b"", syn), (first + half, stream[half:])],
+        "other_port_swapped": [(first + half, stream[half:]), (first, stream[:half])],
+        "longer_copy": [(first + half, stream[half:half + 10]), (first + half, stream[half:]),
+                        (first, stream[:half])],
+        "fast_open": [(first - 1, stream[:half], syn), (first + half, stream[half:], ack)],
+        "one_segment": [(first, stream)],
+    }
+    for name, segments in cases.items():
+        collector = 2055 if name == "other_port_swapped" else 4739
+        syn_at = None if name == "fast_open" else first - 1
+        table, report = read(capture(tmp_path / f"{name}.pcap", segments, port, syn=syn_at,
+                                     collector_port=collector))
+        assert records(table) == records(expected), name
+        assert not report.skipped, name
+        keys = list(zip(table["source_offset"].to_pylist(), table["record_index"].to_pylist(),
+                        strict=True))
+        assert len(set(keys)) == len(keys), name
+    # a web server's reply whose later segments begin like IPFIX messages (a file of them
+    # served over HTTP) is other traffic from its first bytes on, not 210 invented records
+    reply = b"HTTP/1.1 200 OK\r\n\r\n"
+    table, report = read(capture(tmp_path / "http.pcap", [(first, reply),
+                                                          (first + len(reply), stream)],
+                                 port, syn=first - 1, collector_port=80))
+    assert table.num_rows == 0 and report.ignored == {"not_udp": 3}
