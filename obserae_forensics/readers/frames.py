@@ -173,6 +173,18 @@ def _u16(section: np.ndarray, at: int) -> int:
 
 
 @numba.njit(cache=True, nogil=True)
+def _inner_kind(protocol: int) -> int:
+    """The header a tunnel carries next (IP in IP, IPv6 in IP, GRE), -1 when none."""
+    if protocol == 4:
+        return 2
+    if protocol == 41:
+        return 3
+    if protocol == 47:
+        return 4
+    return -1
+
+
+@numba.njit(cache=True, nogil=True)
 def _read_one(section: np.ndarray, n: int, src: np.ndarray, dst: np.ndarray,
               out: np.ndarray) -> None:
     """One section into out (OK.. IP_LENGTH) and src/dst (16 bytes, IPv4 mapped)."""
@@ -240,13 +252,8 @@ def _read_one(section: np.ndarray, n: int, src: np.ndarray, dst: np.ndarray,
             at = l4
             if later:
                 break
-            if protocol == 4:
-                kind = 2
-            elif protocol == 41:
-                kind = 3
-            elif protocol == 47:
-                kind = 4
-            else:
+            kind = _inner_kind(protocol)
+            if kind < 0:
                 break
         elif kind == 3:  # IPv6
             if at + 40 > n or section[at] >> 4 != 6:
@@ -284,13 +291,8 @@ def _read_one(section: np.ndarray, n: int, src: np.ndarray, dst: np.ndarray,
             if l4 < 0 or later:
                 break
             at = p
-            if protocol == 4:
-                kind = 2
-            elif protocol == 41:
-                kind = 3
-            elif protocol == 47:
-                kind = 4
-            else:
+            kind = _inner_kind(protocol)
+            if kind < 0:
                 break
         elif kind == 4:  # GRE
             if at + 4 > n:

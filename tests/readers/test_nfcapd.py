@@ -459,19 +459,26 @@ UPTIME_ONLY = [(60, 1), (22, 4), (21, 4), (2, 4), (1, 4), (7, 2), (11, 2), (10, 
 NO_TIMES = [(8, 4), (12, 4), (7, 2), (11, 2), (4, 1), (2, 4), (1, 4)]
 
 
+def ipfix_message(export_s: int, *sets: bytes, sequence: int = 0) -> bytes:
+    body = b"".join(sets)
+    return struct.pack(">HHIII", 10, 16 + len(body), export_s, sequence, 0) + body
+
+
+def ipfix_template(template_id: int, fields: list[tuple[int, int]]) -> bytes:
+    record = struct.pack(">HH", template_id, len(fields)) + b"".join(
+        struct.pack(">HH", element, length) for element, length in fields)
+    return struct.pack(">HH", 2, 4 + len(record)) + record
+
+
+def ipfix_data(template_id: int, *records: bytes) -> bytes:
+    return struct.pack(">HH", template_id, 4 + sum(map(len, records))) + b"".join(records)
+
+
 def timeless_messages() -> list[bytes]:
     def message(*sets: bytes) -> bytes:
-        body = b"".join(sets)
-        return struct.pack(">HHIII", 10, 16 + len(body), TIMELESS_EXPORT_S, 0, 0) + body
+        return ipfix_message(TIMELESS_EXPORT_S, *sets)
 
-    def template(template_id: int, fields: list[tuple[int, int]]) -> bytes:
-        record = struct.pack(">HH", template_id, len(fields)) + b"".join(
-            struct.pack(">HH", element, length) for element, length in fields)
-        return struct.pack(">HH", 2, 4 + len(record)) + record
-
-    def data(template_id: int, *records: bytes) -> bytes:
-        return struct.pack(">HH", template_id, 4 + sum(map(len, records))) + b"".join(records)
-
+    template, data = ipfix_template, ipfix_data
     uptime = ">BIIIIHHIIBBIIIII"
     return [message(template(258, UPTIME_ONLY), template(256, NO_TIMES)),
             message(data(258, struct.pack(uptime, 4, 5000, 9000, 3, 180, 53000, 53, 1, 2, 17, 0,
@@ -495,17 +502,9 @@ SIX_IN_SIX = [(2, 8), (1, 8), (27, 16), (28, 16), (152, 8), (153, 8), (7, 2), (1
 def dual_stack_messages() -> list[bytes]:
     """Our own values in the layouts of pmacct's Cisco ASR 9000 and IOS-XR SRv6 captures."""
     def message(sequence: int, *sets: bytes) -> bytes:
-        body = b"".join(sets)
-        return struct.pack(">HHIII", 10, 16 + len(body), DUAL_STACK_EXPORT_S, sequence,
-                           0) + body
+        return ipfix_message(DUAL_STACK_EXPORT_S, *sets, sequence=sequence)
 
-    def template(template_id: int, fields: list[tuple[int, int]]) -> bytes:
-        record = struct.pack(">HH", template_id, len(fields)) + b"".join(
-            struct.pack(">HH", element, length) for element, length in fields)
-        return struct.pack(">HH", 2, 4 + len(record)) + record
-
-    def data(template_id: int, *records: bytes) -> bytes:
-        return struct.pack(">HH", template_id, 4 + sum(map(len, records))) + b"".join(records)
+    template, data = ipfix_template, ipfix_data
 
     def v6(text: str) -> bytes:
         return ipaddress.IPv6Address(text).packed
