@@ -497,7 +497,8 @@ class ExportDecoder:
         # and a message completed only at the end of a file, share a frame with others)
         self._ordinal = self.first_ordinal(datagram) if ordinal is None else ordinal
         self.options_in_datagram = 0
-        self._waiting, self._released, self._undeclared = [], [], []
+        if self._waiting or self._released or self._undeclared:  # a walk that raised
+            self._waiting, self._released, self._undeclared = [], [], []
         self._sequence = sequence
         if stream.chunk is not chunk:
             stream.chunk = chunk
@@ -531,7 +532,7 @@ class ExportDecoder:
         where = self._chunk.add(template, (*self._row, self._base + at, records, self._ordinal,
                                            stream.sysinit_ms, stream.sampling_rate,
                                            stream.samplers))
-        if not stream.sampling_declared or stream.sysinit_ms < 0:
+        if not stream.sampling_declared or (stream.sysinit_ms < 0 and self._version == 10):
             self._undeclared.append((*where, not stream.sampling_declared))
         self._ordinal += records
         stream.stats.records += records
@@ -544,7 +545,7 @@ class ExportDecoder:
         where = chunk.add(template, (*self._row, len(chunk.extra), records, self._ordinal,
                                      stream.sysinit_ms, stream.sampling_rate, stream.samplers),
                           variable=True)
-        if not stream.sampling_declared or stream.sysinit_ms < 0:
+        if not stream.sampling_declared or (stream.sysinit_ms < 0 and self._version == 10):
             self._undeclared.append((*where, not stream.sampling_declared))
         chunk.extra += fixed_parts
         self._ordinal += records
