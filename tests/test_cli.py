@@ -43,10 +43,10 @@ def test_inspect_unknown_file_is_one_line_and_strict_fails(tmp_path: Path) -> No
     junk.write_text("not a capture\n")
     result = runner.invoke(app, ["inspect", str(junk), str(FIXTURE), "-q"])
     assert result.exit_code == 0
-    assert f"unknown_format: {junk}@0: not a PCAP, PCAPNG or nfcapd file" in result.stderr
+    assert f"unknown_format: {junk}@0: not a PCAP, PCAPNG, nfcapd or IPFIX file" in result.stderr
     strict = runner.invoke(app, ["inspect", str(junk), "--strict", "-q"])
     assert strict.exit_code == 1
-    assert f"error: {junk}@0: not a PCAP, PCAPNG or nfcapd file" in strict.stderr
+    assert f"error: {junk}@0: not a PCAP, PCAPNG, nfcapd or IPFIX file" in strict.stderr
     assert "Traceback" not in strict.output
 
 

@@ -61,7 +61,7 @@ def _address_text(raw: bytes) -> str:
     return str(ipaddress.ip_address(raw))
 
 
-def _plausible(buf: bytes | bytearray, at: int) -> int:
+def message_length(buf: bytes | bytearray, at: int) -> int:
     """Length of the IPFIX message header at `at`, or 0: version 10, a length of at least
     a header, and a first set id that can be one (when the set header is there)."""
     if len(buf) - at < 4 or buf[at] != 0 or buf[at + 1] != 10:
@@ -241,13 +241,13 @@ class TcpStreams:
         if stream.kind == _UNKNOWN:
             if IPFIX_PORT in stream.ports:  # its bytes all beyond a hole: still IPFIX's
                 self._decided(stream, _IPFIX)
-            elif not (stream.synced and _plausible(stream.buffer, 0) == len(stream.buffer) > 0):
+            elif not (stream.synced and message_length(stream.buffer, 0) == len(stream.buffer) > 0):
                 self._decided(stream, _OTHER)  # never shown to be IPFIX: other traffic
         out: list[Datagram] = []
         while stream.held and stream.kind != _OTHER:
             out += self._skip_hole(stream, place)
         buffer = stream.buffer
-        if buffer and stream.kind != _OTHER and _plausible(buffer, 0) == len(buffer) and (
+        if buffer and stream.kind != _OTHER and message_length(buffer, 0) == len(buffer) and (
                 stream.synced or stream.kind == _IPFIX):
             # one whole message left: after a resync, or all a new connection sent
             self._decided(stream, _IPFIX)
@@ -365,7 +365,7 @@ class TcpStreams:
         if stream.kind == _UNKNOWN:
             if len(buffer) < 4:
                 return out
-            length = _plausible(buffer, 0)
+            length = message_length(buffer, 0)
             if IPFIX_PORT in stream.ports:
                 # the IPFIX port: a connection the capture began inside is resynchronised
                 self._decided(stream, _IPFIX)
@@ -377,7 +377,7 @@ class TcpStreams:
                 if len(buffer) > 2 * 65_536:
                     self._decided(stream, _OTHER)
                 return out  # another port: IPFIX only if a second header follows the first
-            elif _plausible(buffer, length):
+            elif message_length(buffer, length):
                 self._decided(stream, _IPFIX)
                 stream.synced = True
             else:
@@ -388,7 +388,7 @@ class TcpStreams:
                 break
             if len(buffer) < MESSAGE_HEADER:
                 break
-            length = _plausible(buffer, 0)
+            length = message_length(buffer, 0)
             if not length:
                 stream.synced = False
                 continue
@@ -404,11 +404,11 @@ class TcpStreams:
         at = 0
         found = False
         while at + 4 <= len(buffer):
-            length = _plausible(buffer, at)
+            length = message_length(buffer, at)
             if length:
                 if at + length + 4 > len(buffer):
                     break  # a candidate whose follower has not arrived: wait here
-                if _plausible(buffer, at + length):
+                if message_length(buffer, at + length):
                     found = True
                     break
             at += 1

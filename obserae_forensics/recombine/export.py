@@ -204,7 +204,7 @@ def _format_of(run: Run, source_file: str, path: Path) -> str:
     found = input_format(head)
     if not found:
         raise UsageError(f"{path} (an input of {run.path}, as its flows say) is not a PCAP, "
-                         "PCAPNG or nfcapd file: the flows table does not point at its "
+                         "PCAPNG, nfcapd or IPFIX file: the flows table does not point at its "
                          "captures")
     listed = run.input_format(source_file)
     if listed and listed.split("-")[0] != found:  # "nfcapd-v2" names the layout too
@@ -322,13 +322,16 @@ def export_pcap(source: RecombineResult | Sequence[Path], ids: Sequence[str], pa
         write_flow_table(table.take(pa.array(sorted(nfcapd_rows + tcp_rows), pa.int64())),
                          fallback)
         result.flows_path = fallback
-        if nfcapd_rows:
-            nfcapd_files = sorted({files[i] for i in nfcapd_rows})
-            result.notes.append(
-                f"{len(nfcapd_rows)} flow record(s) came from nfcapd file(s) "
-                f"({', '.join(nfcapd_files)}), which hold flow records, not export "
-                f"datagrams: no datagram exists for them; their flows were written to "
-                f"{fallback} instead")
+        for kind, name, holds in (("nfcapd", "nfcapd", "flow records, not export datagrams"),
+                                  ("ipfix", "IPFIX", "export messages, not captured packets")):
+            rows = [i for i in nfcapd_rows
+                    if formats[int(run_index[i]), files[i]].split("-")[0] == kind]
+            if rows:
+                named = sorted({files[i] for i in rows})
+                result.notes.append(
+                    f"{len(rows)} flow record(s) came from {name} file(s) "
+                    f"({', '.join(named)}), which hold {holds}: no datagram exists for "
+                    f"them; their flows were written to {fallback} instead")
         if tcp_rows:
             result.notes.append(
                 f"{len(tcp_rows)} flow record(s) came in IPFIX messages over TCP, whose "

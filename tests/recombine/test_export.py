@@ -316,7 +316,7 @@ def test_a_source_that_is_no_capture_or_another_format_is_refused(tmp_path: Path
     run = write_run(tmp_path / "run", rows,
                     flows=flows_for(rows, source_file=str(notes), offsets=[0, 0]),
                     inputs=[{"path": str(notes), "format": "pcap"}])
-    with pytest.raises(UsageError, match="is not a PCAP, PCAPNG or nfcapd file"):
+    with pytest.raises(UsageError, match="is not a PCAP, PCAPNG, nfcapd or IPFIX file"):
         export_pcap([run], ["A"], tmp_path / "a.pcap")
     capture = corpus / SOURCE
     run = write_run(tmp_path / "run2", rows,
