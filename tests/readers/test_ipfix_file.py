@@ -16,19 +16,11 @@ from pathlib import Path
 import pyarrow as pa
 
 from obserae_forensics.addresses import address_text
-from obserae_forensics.readers import discover_inputs, read_flows
-from obserae_forensics.report import RunReport
-from obserae_forensics.schema import FLOW_SCHEMA
 from tests.conftest import need_tool
+from tests.readers.test_tcp_streams import read
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 FILE = FIXTURES / "ipfix_file_python_ipfix.ipfix"
-
-
-def read(path: Path) -> tuple[pa.Table, RunReport]:
-    report = RunReport()
-    batches = list(read_flows(discover_inputs([path], report), report))
-    return pa.Table.from_batches(batches, schema=FLOW_SCHEMA), report
 
 
 def flows(table: pa.Table) -> Counter[tuple[object, ...]]:
