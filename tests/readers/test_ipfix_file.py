@@ -71,6 +71,16 @@ def test_a_damaged_ipfix_file_says_what_it_skipped(tmp_path: Path) -> None:
     assert report.skipped["truncated"] == 1
     assert report.skipped_bytes["truncated"] == len(data) - at - 50  # what is left of it
     assert table.num_rows < 210
+    # a damaged length past the end of the file: the messages after it are still read
+    # (review: one flipped bit in the second message's length lost 182 records)
+    flipped = bytearray(data)
+    flipped[first + 2] |= 0x80
+    bad = tmp_path / "flipped.ipfix"
+    bad.write_bytes(bytes(flipped))
+    table, report = read(bad)
+    assert report.skipped == {"ipfix_file_resync": 1} and "truncated" not in report.skipped
+    assert report.skipped_bytes["ipfix_file_resync"] == second
+    assert table.num_rows > 150
     # text is not an IPFIX file
     text = tmp_path / "notes.txt"
     text.write_text("not flows\n" * 10)
