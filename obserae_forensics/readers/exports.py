@@ -126,6 +126,17 @@ class _Stream:
         self.chunk: _Chunk | None = None  # the chunk `chunk_code` (exporter code) belongs to
         self.chunk_code = 0
 
+    def declared_since(self, sysinit_ms: int, rate: int, samplers: int, *, sampling: bool
+                       ) -> tuple[int, int, int]:
+        """(boot time, rate, sampler table) of records queued before their exporter declared
+        them: an unknown boot time (< 0) and, with `sampling`, the rate and samplers become
+        what it has declared since (the rest of their datagram, or their template's)."""
+        if sysinit_ms < 0:
+            sysinit_ms = self.sysinit_ms
+        if sampling:
+            rate, samplers = self.sampling_rate, samplers or self.samplers
+        return sysinit_ms, rate, samplers
+
 
 class _Chunk:
     """Data sets of one file waiting to be decoded together, grouped by template."""
@@ -758,12 +769,7 @@ class ExportDecoder:
             return  # still nothing declared: the rows stand (most exporters never sample)
         for sets, index, sampling in undeclared:
             row = sets[index]
-            sysinit, rate, samplers = row[-3:]
-            if sysinit < 0:
-                sysinit = stream.sysinit_ms
-            if sampling and stream.sampling_declared:
-                rate, samplers = stream.sampling_rate, stream.samplers
-            sets[index] = (*row[:-3], sysinit, rate, samplers)
+            sets[index] = (*row[:-3], *stream.declared_since(*row[-3:], sampling=sampling))
 
     def _resolve_released(self, stream: _Stream) -> None:
         """Queue the held data sets this datagram's templates released. Sampling declared
@@ -774,12 +780,12 @@ class ExportDecoder:
         assert self._datagram is not None
         resolved: list[tuple[Template, PendingSet, int]] = []
         for template, item, code in self._released:
-            if not item.sampling_rate:
-                item = item._replace(sampling_rate=stream.sampling_rate,
-                                     samplers=item.samplers or stream.samplers)
-            if item.sysinit_ms < 0:  # the boot time known by then, not at the batch's end
-                item = item._replace(sysinit_ms=stream.sysinit_ms)
-            resolved.append((template, item, code))
+            # the boot time and rate known by then, not at the batch's end
+            sysinit, rate, samplers = stream.declared_since(
+                item.sysinit_ms, item.sampling_rate, item.samplers,
+                sampling=not item.sampling_rate)
+            resolved.append((template, item._replace(sysinit_ms=sysinit, sampling_rate=rate,
+                                                     samplers=samplers), code))
         self._released = []
         self._resolved.append((self._datagram.frame, resolved))
 

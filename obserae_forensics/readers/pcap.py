@@ -505,7 +505,7 @@ def iter_datagrams(
     """
     source = str(path)
     reassembly = _Reassembly()
-    streams = TcpStreams(source, report)
+    streams = TcpStreams(source, report, _address_text)
     chunk: list[Datagram] = []
     exporter_texts: dict[bytes, str] = {}
     with open(path, "rb") as handle:

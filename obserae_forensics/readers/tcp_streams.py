@@ -32,13 +32,14 @@ scan keeps a bounded table. Streams do not span files.
 
 from __future__ import annotations
 
-import ipaddress
 import struct
 from collections import OrderedDict
+from collections.abc import Callable
 
 from ..errors import MalformedInput, TruncatedInput
 from ..report import RunReport
 from .datagrams import Datagram
+from .ipfix import FIRST_DATA_SET, OPTIONS_TEMPLATE_SET, TEMPLATE_SET
 
 IPFIX_PORT = 4739
 MAX_STREAMS = 1 << 16  # open streams kept; beyond, the least recently fed is closed
@@ -57,10 +58,6 @@ _FIN, _SYN, _RST = 0x01, 0x02, 0x04
 Key = tuple[bytes, int, bytes, int]
 
 
-def _address_text(raw: bytes) -> str:
-    return str(ipaddress.ip_address(raw))
-
-
 def message_length(buf: bytes | bytearray, at: int) -> int:
     """Length of the IPFIX message header at `at`, or 0: version 10, a length of at least
     a header, and a first set id that can be one (when the set header is there)."""
@@ -71,7 +68,7 @@ def message_length(buf: bytes | bytearray, at: int) -> int:
         return 0
     if len(buf) - at >= MESSAGE_HEADER + 2 and length >= MESSAGE_HEADER + 4:
         set_id = buf[at + 16] << 8 | buf[at + 17]
-        if set_id not in (2, 3) and set_id < 256:
+        if set_id not in (TEMPLATE_SET, OPTIONS_TEMPLATE_SET) and set_id < FIRST_DATA_SET:
             return 0
     return length
 
@@ -112,9 +109,12 @@ class _Stream:
 class TcpStreams:
     """The IPFIX messages of the TCP connections of one capture file."""
 
-    def __init__(self, source: str, report: RunReport) -> None:
+    def __init__(self, source: str, report: RunReport,
+                 address_text: Callable[[bytes], str]) -> None:
+        """`address_text`: the capture reader's own (an exporter reads alike over UDP)."""
         self.source = source
         self.report = report
+        self._address_text = address_text
         self._streams: OrderedDict[Key, _Stream] = OrderedDict()
         self._ipfix = 0  # streams known to be IPFIX, or opened by a SYN of the IPFIX port
         self._syns: dict[Key, int] = {}  # first sequence numbers of connections not yet fed
@@ -212,7 +212,7 @@ class TcpStreams:
               out: list[Datagram]) -> _Stream:
         exporter = exporter_texts.get(src)
         if exporter is None:
-            exporter = exporter_texts[src] = _address_text(src)
+            exporter = exporter_texts[src] = self._address_text(src)
         stream = self._streams[key] = _Stream(next_seq, isn, exporter, (sport, dport))
         if len(self._streams) > MAX_STREAMS:
             oldest = next(iter(self._streams))
