@@ -24,7 +24,7 @@ from pathlib import Path
 from ..errors import MalformedInput, TruncatedInput
 from ..report import RunReport
 from .datagrams import Datagram
-from .tcp_streams import MESSAGE_HEADER, message_length
+from .tcp_streams import MESSAGE_HEADER, message_boundary, message_length
 
 FILE_EXPORTER = "0.0.0.0"  # an IPFIX file names no exporter
 
@@ -110,13 +110,5 @@ def iter_ipfix_file(path: Path, report: RunReport, *, chunk_size: int = 2048
 def _next_header(buf: mmap.mmap, at: int) -> int | None:
     """Offset of the next message header after `at` that another header follows (or
     that ends exactly at the end of the file), else None."""
-    size = len(buf)
-    start = at + 1
-    while True:
-        found = buf.find(b"\x00\x0a", start)
-        if found < 0:
-            return None
-        length = message_length(buf, found)
-        if length and (found + length == size or message_length(buf, found + length)):
-            return found
-        start = found + 1
+    found, sure = message_boundary(buf, at + 1, final=True)
+    return found if sure else None

@@ -32,6 +32,7 @@ scan keeps a bounded table. Streams do not span files.
 
 from __future__ import annotations
 
+import mmap
 import struct
 from collections import OrderedDict
 from collections.abc import Callable
@@ -58,7 +59,7 @@ _FIN, _SYN, _RST = 0x01, 0x02, 0x04
 Key = tuple[bytes, int, bytes, int]
 
 
-def message_length(buf: bytes | bytearray, at: int) -> int:
+def message_length(buf: bytes | bytearray | mmap.mmap, at: int) -> int:
     """Length of the IPFIX message header at `at`, or 0: version 10, a length of at least
     a header, and a first set id that can be one (when the set header is there)."""
     if len(buf) - at < 4 or buf[at] != 0 or buf[at + 1] != 10:
@@ -71,6 +72,29 @@ def message_length(buf: bytes | bytearray, at: int) -> int:
         if set_id not in (TEMPLATE_SET, OPTIONS_TEMPLATE_SET) and set_id < FIRST_DATA_SET:
             return 0
     return length
+
+
+def message_boundary(buf: bytes | bytearray | mmap.mmap, start: int, *, final: bool
+                     ) -> tuple[int, bool]:
+    """Where the next message begins at or after `start`, for a reader that lost its place:
+    (offset, True) at a header another header follows (or, when `final`, one that ends
+    exactly at the end of `buf`: a file's last message); (offset, False) at a header whose
+    follower has not arrived yet (only when not `final`: wait there); (-1, False) when no
+    header begins in `buf`."""
+    while True:
+        at = buf.find(b"\x00\x0a", start)
+        if at < 0 or at + 4 > len(buf):
+            return -1, False
+        length = message_length(buf, at)
+        if length:
+            after = at + length
+            if final and after == len(buf):
+                return at, True
+            if not final and after + 4 > len(buf):
+                return at, False
+            if message_length(buf, after):
+                return at, True
+        start = at + 1
 
 
 class Place:
@@ -401,18 +425,8 @@ class TcpStreams:
         """Find the next message boundary: a header followed by another header. Bytes
         before it are counted; False when more bytes are needed to tell."""
         buffer = stream.buffer
-        at = 0
-        found = False
-        while at + 4 <= len(buffer):
-            length = message_length(buffer, at)
-            if length:
-                if at + length + 4 > len(buffer):
-                    break  # a candidate whose follower has not arrived: wait here
-                if message_length(buffer, at + length):
-                    found = True
-                    break
-            at += 1
-        else:
+        at, found = message_boundary(buffer, 0, final=False)
+        if at < 0:
             at = max(0, len(buffer) - 3)  # a header may begin in the last 3 bytes
         if at:
             self.report.skip(MalformedInput(
