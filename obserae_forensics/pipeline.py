@@ -68,6 +68,7 @@ EXPORTER_COLUMNS: list[tuple[str, pa.DataType]] = [
     ("records_without_template", pa.uint64()),
     ("enterprise_fields_skipped", pa.uint64()),
     ("sampling_rate", pa.uint32()),
+    ("records_before_sampling", pa.uint64()),
     ("first_export", pa.timestamp("us", tz="UTC")),
     ("last_export", pa.timestamp("us", tz="UTC")),
     ("clock_offset_min_s", pa.float64()),
@@ -160,6 +161,7 @@ def exporters_table(report: RunReport, pressure: dict[str, dict[str, Any]] | Non
             "records_without_template": stats.records_without_template,
             "enterprise_fields_skipped": stats.enterprise_fields_skipped,
             "sampling_rate": stats.sampling_rate,
+            "records_before_sampling": stats.records_before_sampling,
             "first_export": stats.first_export_us, "last_export": stats.last_export_us,
             "clock_offset_min_s": None if stats.clock_offset_min_us is None
             else stats.clock_offset_min_us / 1e6,
@@ -472,6 +474,8 @@ def _manifest(
             "sessions_by_state": dict(sorted(result.states.items())),
             "sessions_by_close_reason": dict(sorted(result.close_reasons.items())),
             "late_sessions": result.late_sessions,
+            "records_before_sampling": sum(stats.records_before_sampling
+                                           for stats in report.exporters.values()),
             "session_pressure": {k: pressure[k] for k in sorted(pressure)},
         },
         "conservation": {

@@ -44,11 +44,23 @@ class ExporterStats:
     records_without_template: int = 0
     enterprise_fields_skipped: int = 0
     sampling_rate: int = 1  # last sampling rate in force (1 = unsampled)
+    # records read while the exporter had declared no sampling rate (rate 1 taken; not
+    # records that carry their own), and the first rate its options declared (0: none)
+    records_undeclared: int = 0
+    first_sampling_rate: int = 0
     first_export_us: int | None = None
     last_export_us: int | None = None
     clock_offset_min_us: int | None = None
     clock_offset_max_us: int | None = None
     missing_templates: Counter[int] = field(default_factory=Counter)  # template id -> records
+
+    @property
+    def records_before_sampling(self) -> int:
+        """Records read as unsampled because they came before the exporter's first
+        sampling declaration, when that declared a rate (routers send their sampling
+        options every few minutes: a capture begun between two has records the flows
+        table cannot scale, and says so here rather than nowhere)."""
+        return self.records_undeclared if self.first_sampling_rate > 1 else 0
 
     @property
     def version(self) -> int:
@@ -183,6 +195,12 @@ class RunReport:
         if ignored:
             parts = ", ".join(f"{v} {k}" for k, v in sorted(ignored.items()))
             line += f"; not flow exports: {parts}"
+        early = {key: stats.records_before_sampling for key, stats in self.exporters.items()
+                 if stats.records_before_sampling}
+        if early:
+            line += (f"; {sum(early.values())} records of {len(early)} exporter stream(s) came "
+                     "before their exporter declared its sampling rate and read as unsampled "
+                     "(exporters table: records_before_sampling)")
         aggregated = sum(f.aggregated_records for f in self.files.values())
         if aggregated:
             flows = sum(f.aggregated_flows for f in self.files.values())

@@ -387,6 +387,9 @@ class ExportDecoder:
         self._frame: tuple[str, int] | None = None  # the frame being numbered
         # rows of this datagram queued before a sampling rate or boot time was declared
         self._undeclared: list[tuple[list[tuple[int, ...]], int, bool]] = []
+        # records of this datagram queued while their exporter had declared no sampling
+        # rate, counted at its end if it still has not (ExporterStats.records_undeclared)
+        self._undeclared_records = 0
 
     # -- public API ------------------------------------------------------------------
 
@@ -510,6 +513,7 @@ class ExportDecoder:
         self.options_in_datagram = 0
         if self._waiting or self._released or self._undeclared:  # a walk that raised
             self._waiting, self._released, self._undeclared = [], [], []
+        self._undeclared_records = 0
         self._sequence = sequence
         if stream.chunk is not chunk:
             stream.chunk = chunk
@@ -545,6 +549,8 @@ class ExportDecoder:
                                            stream.samplers))
         if not stream.sampling_declared or (stream.sysinit_ms < 0 and self._version == 10):
             self._undeclared.append((*where, not stream.sampling_declared))
+            if not stream.sampling_declared and not template.plan.rates_itself:
+                self._undeclared_records += records
         self._ordinal += records
         stream.stats.records += records
 
@@ -558,6 +564,8 @@ class ExportDecoder:
                           variable=True)
         if not stream.sampling_declared or (stream.sysinit_ms < 0 and self._version == 10):
             self._undeclared.append((*where, not stream.sampling_declared))
+            if not stream.sampling_declared and not template.plan.rates_itself:
+                self._undeclared_records += records
         chunk.extra += fixed_parts
         self._ordinal += records
         stream.stats.records += records
@@ -691,6 +699,10 @@ class ExportDecoder:
             self._resolve_released(stream)
         if self._undeclared:
             self._declare_late(stream)
+        if self._undeclared_records:
+            if not stream.sampling_declared:
+                stream.stats.records_undeclared += self._undeclared_records
+            self._undeclared_records = 0
         sequence = self._sequence
         expected = stream.expected
         if expected is not None:
@@ -784,8 +796,10 @@ class ExportDecoder:
             sysinit, rate, samplers = stream.declared_since(
                 item.sysinit_ms, item.sampling_rate, item.samplers,
                 sampling=not item.sampling_rate)
+            undeclared = not item.sampling_rate and not stream.sampling_declared
             resolved.append((template, item._replace(sysinit_ms=sysinit, sampling_rate=rate,
-                                                     samplers=samplers), code))
+                                                     samplers=samplers, undeclared=undeclared),
+                             code))
         self._released = []
         self._resolved.append((self._datagram.frame, resolved))
 
@@ -832,6 +846,8 @@ class ExportDecoder:
             stream.sampling_rate = rate
             stream.sampling_declared = True
             stream.stats.sampling_rate = rate
+            if not stream.stats.first_sampling_rate:
+                stream.stats.first_sampling_rate = rate
             # ... and the rate of the sampler or interface the record is scoped to
             if scope is not None and self.samplers[stream.samplers].get(scope) != rate:
                 self.samplers.append({**self.samplers[stream.samplers], scope: rate})
@@ -875,6 +891,9 @@ class ExportDecoder:
                    item.uptime_ms, chunk.exporter_code(item.exporter), item.domain, code)
             records = self._late_records(template, item, chunk, row, item.sysinit_ms)
             stream.stats.records += records
+            if item.undeclared and not template.plan.rates_itself:
+                # held past their template's datagram with no rate declared by its end
+                stream.stats.records_undeclared += records
         batches = []
         for chunk in chunks.values():
             batch, _ = chunk.decode(self._stream_list, self.samplers, None, self.report)

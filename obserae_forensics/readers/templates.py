@@ -175,6 +175,10 @@ class RecordPlan:
         listed = {element: int(name[1:]) for element, (name, _) in where.items()}
         self.ipv6_listed_last = max(listed.get((IANA, e), -1) for e in (27, 28)) > max(
             listed.get((IANA, e), -1) for e in (8, 12))
+        # records that carry their own sampling rate (_sampling) need no declared one
+        self.rates_itself = (any(element in where for element in SAMPLING_INTERVAL_ELEMENTS)
+                             or SAMPLING_PACKET_INTERVAL in where
+                             or (SAMPLING_SIZE in where and SAMPLING_POPULATION in where))
         self.start_time = self._time_source(0)
         self.end_time = self._time_source(1)
         self.observation_time = next(
@@ -786,6 +790,8 @@ class PendingSet(NamedTuple):
     exporter: str
     domain: int
     first_index: int  # record_index of its first record (see exports.py on numbering)
+    # released with no sampling rate declared yet: read unsampled, counted as such
+    undeclared: bool = False
 
 
 class PendingData:

@@ -174,6 +174,51 @@ def test_v9_sampling_options_apply_to_later_records() -> None:
     assert stats(report).options_records == 1
 
 
+def test_v9_records_before_the_first_sampling_declaration_are_counted() -> None:
+    """A capture begun between two of a router's sampling announcements (IOS sends its
+    options every few minutes) holds records no rate is known for: they read 1-in-1, as
+    nfdump and pmacct read them, and the exporters table says how many, where nothing did.
+    Not records that carry their own rate, nor records of an exporter that never declares a
+    rate above 1; records held for a template released before the declaration count too."""
+    options = NetflowOptionsFlowsetV9(
+        templateID=257, option_scope_length=4, option_field_length=8,
+        scopes=[NetflowOptionsFlowsetScopeV9(scopeFieldType=1, scopeFieldlength=4)],
+        options=[NetflowOptionsFlowsetOptionV9(optionFieldType=34, optionFieldlength=4),
+                 NetflowOptionsFlowsetOptionV9(optionFieldType=35, optionFieldlength=1)])
+
+    def rate(n: int) -> bytes:
+        return data(257, struct.pack(">IIB", 1, n, 2))
+
+    one = flow(1, 2, 3, 4, 6, 1, 60)
+    own_fields = [*FLOW_FIELDS, (34, 4)]  # a record that carries its own interval
+    own = struct.pack(FLOW_FORMAT + "I", 5, 6, 7, 8, 17, 1, 60, UPTIME_MS - 2000,
+                      UPTIME_MS - 1000, 100)
+    first = packet(template(256, FLOW_FIELDS), template(258, own_fields), data(256, one, one),
+                   data(258, own), sequence=0)
+    declared = packet(options, rate(512), data(256, one), sequence=1)
+    for split in (False, True):
+        table, report = decode(first, declared, packet(data(256, one), sequence=2),
+                               split=split)
+        assert table["sampling_rate"].to_pylist() == [1, 1, 100, 512, 512]
+        assert stats(report).records_before_sampling == 2
+        assert "2 records of 1 exporter stream(s) came before" in report.summary()
+    # options after the data in one datagram declare it: nothing read unsampled
+    _, report = decode(packet(template(256, FLOW_FIELDS), data(256, one), options, rate(512)))
+    assert stats(report).records_before_sampling == 0
+    # an exporter that declares itself unsampled, or never declares: nothing to say
+    _, report = decode(first, packet(options, rate(1), data(256, one), sequence=1))
+    assert stats(report).records_before_sampling == 0
+    assert "declared its sampling" not in report.summary()
+    _, report = decode(first, packet(data(256, one), sequence=1))
+    assert stats(report).records_before_sampling == 0
+    # held for a template whose datagram declares nothing: read unsampled, counted
+    held = packet(data(256, one, one, one), sequence=0)
+    table, report = decode(held, packet(template(256, FLOW_FIELDS), sequence=1),
+                           packet(options, rate(64), data(256, one), sequence=2))
+    assert table["sampling_rate"].to_pylist() == [1, 1, 1, 64]
+    assert stats(report).records_before_sampling == 3
+
+
 def test_v9_sampling_rates_scoped_to_a_sampler_or_an_interface() -> None:
     """Found by auditing: the exporter's last options rate applied to every record, whatever
     sampler (Cisco's FLOW_SAMPLER_ID in the options and in each record) or interface
