@@ -100,8 +100,9 @@ class _Stream:
     """Sequence, duplicate and option state of one (exporter, domain, version) stream."""
 
     __slots__ = ("chunk", "chunk_code", "code", "expected", "expected_flows", "last_sequence",
-                 "latest", "ports", "recent", "samplers", "sampling_declared",
-                 "sampling_rate", "stats", "sysinit_ms", "templates")
+                 "latest", "latest_port", "port_first", "port_last", "ports", "recent",
+                 "samplers", "sampling_declared", "sampling_rate", "stats", "sysinit_ms",
+                 "templates")
 
     def __init__(self, stats: ExporterStats, code: int) -> None:
         self.stats = stats
@@ -123,8 +124,18 @@ class _Stream:
         self.templates: dict[tuple[int, int], Template] = {}
         self.latest: dict[int, Template] = {}
         self.ports: set[int] = set()  # ports that defined templates: they use only theirs
+        self.latest_port: dict[int, int] = {}  # the port that defined `latest[id]`
+        # the decoder's count of datagrams at each port's first and last: a port that began
+        # after another fell silent took its place (the exporter reopened its socket)
+        self.port_first: dict[int, int] = {}
+        self.port_last: dict[int, int] = {}
         self.chunk: _Chunk | None = None  # the chunk `chunk_code` (exporter code) belongs to
         self.chunk_code = 0
+
+    def took_over(self, old: int, new: int) -> bool:
+        """Whether port `new` began after port `old` last sent: one exporting process
+        that reopened its socket (a restart), not two sending side by side."""
+        return self.port_last.get(old, -1) < self.port_first.get(new, -1)
 
     def declared_since(self, sysinit_ms: int, rate: int, samplers: int, *, sampling: bool
                        ) -> tuple[int, int, int]:
@@ -390,6 +401,7 @@ class ExportDecoder:
         # records of this datagram queued while their exporter had declared no sampling
         # rate, counted at its end if it still has not (ExporterStats.records_undeclared)
         self._undeclared_records = 0
+        self._accepted = 0  # datagrams decoded so far (ports' turns: _Stream.took_over)
 
     # -- public API ------------------------------------------------------------------
 
@@ -497,6 +509,15 @@ class ExportDecoder:
             # keep the newest DUPLICATE_WINDOW entries; pruning in bulk keeps this O(1) a call
             stream.recent = dict(list(recent.items())[-DUPLICATE_WINDOW:])
         stats.datagrams += 1
+        self._accepted += 1
+        port = datagram.exporter_port
+        if port not in stream.port_first:
+            if stream.port_first:
+                # a new transport session is a new stream, numbered afresh (RFC 7011 §3.1):
+                # a restart's jump is no loss (pmacct's test 112: 1,278,157 "lost")
+                stream.expected = stream.expected_flows = None
+            stream.port_first[port] = self._accepted
+        stream.port_last[port] = self._accepted
         if sampling_rate is not None:
             stream.sampling_rate = sampling_rate
             stream.sampling_declared = True
@@ -634,6 +655,7 @@ class ExportDecoder:
         if outcome != "refresh":
             stream.templates[port, template.template_id] = template
             stream.latest[template.template_id] = template
+            stream.latest_port[template.template_id] = port
         if outcome == "changed":
             stats.template_changes += 1
         if outcome != "refresh":
@@ -657,8 +679,10 @@ class ExportDecoder:
         assert stream is not None and datagram is not None
         port = datagram.exporter_port
         found = stream.templates.get((port, template_id))
-        if found is None and port not in stream.ports:
-            found = stream.latest.get(template_id)
+        if found is None and template_id in stream.latest and (
+                port not in stream.ports
+                or stream.took_over(stream.latest_port[template_id], port)):
+            found = stream.latest[template_id]
         return found
 
     def withdraw(self) -> None:
