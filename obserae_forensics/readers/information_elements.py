@@ -127,6 +127,10 @@ COLUMN_ELEMENTS: dict[str, tuple[Element, ...]] = {
     "flow_end_reason": ((IANA, 136),),
 }
 
+# the ToS byte's parts, read when a template sends them instead of ipClassOfService (5)
+IP_DSCP: Element = (IANA, 195)  # ipDiffServCodePoint: the byte's upper six bits
+IP_PRECEDENCE: Element = (IANA, 196)  # ipPrecedence: its upper three
+
 # v9 OUT_PKTS/OUT_BYTES, IPFIX postPacketDeltaCount/postOctetDeltaCount: in v9 the reverse
 # counters when none of the above is there (nfdump files them as its "out" counters, which
 # the nfcapd reader reads as reverse_*; nProbe's biflow templates send the server's direction

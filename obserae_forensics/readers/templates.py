@@ -36,6 +36,8 @@ from .information_elements import (
     FRAME_SECTION,
     IANA,
     ICMP_ELEMENTS,
+    IP_DSCP,
+    IP_PRECEDENCE,
     IP_VERSION,
     OBSERVATION_TIMES,
     POST_COUNTERS,
@@ -273,6 +275,10 @@ class RecordPlan:
             values = self.first_unsigned(rows, choices)
             if values is not None:
                 out[column] = values
+        if "tos" not in out:
+            out_tos = self._tos_from_dscp(rows)
+            if out_tos is not None:
+                out["tos"] = out_tos
         for column, element in POST_COUNTERS.items():
             target = f"reverse_{column}" if self.version == 9 else column
             if target not in out and (values := self.unsigned(rows, element)) is not None:
@@ -341,6 +347,21 @@ class RecordPlan:
                 out[column] = read[:, index].astype(np.uint64)
         if "octets" not in out:
             out["octets"] = read[:, frames.IP_LENGTH].astype(np.uint64)
+
+    def _tos_from_dscp(self, rows: np.ndarray) -> np.ndarray | None:
+        """The ToS / traffic-class byte from ipDiffServCodePoint (195) or ipPrecedence (196)
+        when the template has no ipClassOfService (Cisco's IPv6 templates send the DSCP
+        alone: every IPv6 record read ToS 0 where the IPv4 records of the same traffic read
+        192). RFC 7012: the DSCP is the byte's upper six bits, the precedence its upper
+        three; a value too wide for its field is taken as the byte itself."""
+        dscp = self.unsigned(rows, IP_DSCP)
+        if dscp is not None:
+            return np.where(dscp <= 63, dscp << np.uint64(2), dscp & np.uint64(0xFF))
+        precedence = self.unsigned(rows, IP_PRECEDENCE)
+        if precedence is not None:
+            return np.where(precedence <= 7, precedence << np.uint64(5),
+                            precedence & np.uint64(0xFF))
+        return None
 
     def _sampling(self, rows: np.ndarray, meta: RecordMeta) -> np.ndarray:
         """The rate of each record: its own samplingInterval (34), samplerRandomInterval (50),

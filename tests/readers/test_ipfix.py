@@ -485,6 +485,23 @@ def test_ipfix_a_port_that_took_over_from_a_silent_one_uses_its_templates() -> N
     assert stats(report).records_without_template == 1  # the held set
 
 
+def test_ipfix_tos_from_the_dscp_or_precedence_when_no_class_of_service() -> None:
+    """Found by auditing Cisco lab captures (v9 and IPFIX, IPv6): the IPv6 templates send
+    ipDiffServCodePoint (195) and no ipClassOfService (5), so every IPv6 record read ToS 0
+    where the IPv4 records of the same telnet traffic read 192. The DSCP is the byte's
+    upper six bits, the precedence (196) its upper three (RFC 7012); ipClassOfService wins
+    when both are sent."""
+    v6 = bytes(15) + b"\x01" + bytes(15) + b"\x02"
+    for fields, value, tos in (([(27, 16, 0), (28, 16, 0), (195, 1, 0)], 48, 192),
+                               ([(27, 16, 0), (28, 16, 0), (196, 1, 0)], 6, 192),
+                               ([(27, 16, 0), (28, 16, 0), (195, 1, 0)], 0xB8, 0xB8),
+                               ([(27, 16, 0), (28, 16, 0), (5, 1, 0), (195, 1, 0)], 0x28, 0x28)):
+        record = v6 + bytes([value] * (len(fields) - 2))
+        table, report = decode(message(template(256, fields), data(256, record)))
+        assert table["tos"].to_pylist() == [tos], fields
+        assert not report.skipped
+
+
 def test_ipfix_sequence_counts_data_records_in_both_conventions() -> None:
     fields = [(8, 4, 0), (2, 4, 0)]
     record = struct.pack(">II", 1, 1)
