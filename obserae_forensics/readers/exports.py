@@ -710,8 +710,9 @@ class ExportDecoder:
         """Check the sequence number; `units` = what this message adds (None = unknown).
 
         IPFIX passes `flow_units` (its data records without options records: nfdump and
-        softflowd count those) and `inclusive` (softflowd counts the current message too);
-        a sequence number that fits any of these conventions is no gap.
+        softflowd count those) and `inclusive` (softflowd counts the current message too,
+        and VPP's flowprobe counts messages, not records); a sequence number that fits any
+        of these conventions is no gap.
         """
         stream = self._stream
         datagram = self._datagram
@@ -736,6 +737,7 @@ class ExportDecoder:
             ) or (inclusive and (
                 (units is not None and sequence == (last + units) & SEQUENCE_MASK)
                 or (flow_units is not None and sequence == (last + flow_units) & SEQUENCE_MASK)
+                or sequence == (last + 1) & SEQUENCE_MASK
             ))
             if not fits:
                 stats = stream.stats

@@ -516,6 +516,12 @@ def test_ipfix_sequence_counts_data_records_in_both_conventions() -> None:
                        message(data(300, record), sequence=3),
                        message(data(300, record, record, record), sequence=6))
     assert stats(report).sequence_gaps == 0
+    # VPP's flowprobe: messages counted, not records (a gap, a loss and a reorder before)
+    _, report = decode(message(t, sequence=0), message(data(300, record, record), sequence=1),
+                       message(data(300, record, record), sequence=2),
+                       message(data(300, record, record, record), sequence=3))
+    s = stats(report)
+    assert (s.sequence_gaps, s.sequence_lost, s.reorders) == (0, 0, 0)
     # a real loss
     _, report = decode(message(t, data(300, record, record), sequence=0),
                        message(data(300, record), sequence=12))
