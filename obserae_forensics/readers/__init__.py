@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from ..errors import InputError, MalformedInput, UnknownFormat
 from ..report import RunReport
-from ..times import UNUSABLE_TIME, time_faults
+from ..times import TIME_LIMIT_US, UNUSABLE_TIME, time_faults
 from .pcap import capture_format, iter_datagrams, iter_frames
 
 __all__ = ["InputFile", "discover_inputs", "input_format", "read_flows"]
@@ -186,9 +186,15 @@ def _usable_times(batch: pa.RecordBatch, report: RunReport) -> pa.RecordBatch:
       (no_times);
     - one time 0 and the other not: kept at the instant it gives (missing_time), not as a
       record spanning from 1970;
+    - one time beyond the limit and the other usable (Antrea sent Go's zero time,
+      year 1, as flowStartSeconds): kept at the instant the usable one gives
+      (missing_time), its counters not lost with the damaged field;
     - last_seen before first_seen (nfdump 1.7.1 swaps IPFIX's uptime start and end, a v9
       exporter's sysUptime can wrap between them): kept with the two swapped
-      (inverted_times), so that no session ends before it opens."""
+      (inverted_times), so that no session ends before it opens; but a first_seen more
+      than a day after the record arrived is no start at all (Antrea 0.12 sent a start in
+      2042 beside a right end: swapped, a flow of 19 years): kept at its last_seen
+      (future_start)."""
     if batch.num_rows == 0:
         return batch
     first = batch.column("first_seen").cast(pa.int64()).to_numpy()
@@ -202,21 +208,40 @@ def _usable_times(batch: pa.RecordBatch, report: RunReport) -> pa.RecordBatch:
                 f"last_seen {last_seen})")
 
     beyond, timeless = time_faults(first, last)
+    first_bad, last_bad = _beyond(first), _beyond(last)
+    # one damaged time beside a usable one: the usable one stands, as for a missing time
+    salvaged = first_bad ^ last_bad
+    salvaged &= np.where(first_bad, last, first) != 0
+    if salvaged.any():
+        _report_per_file(batch, salvaged, "missing_time", lambda row: (
+            f"one time unusable (more than 73,000 years from 1970), {which(row)}: kept at "
+            "the instant the other gives"), report, kept=True)
+        first = np.where(salvaged & first_bad, 0, first)
+        last = np.where(salvaged & last_bad, 0, last)
+        beyond = beyond & ~salvaged
     zero_first, zero_last = (first == 0) & ~beyond, (last == 0) & ~beyond
     half = zero_first ^ zero_last
     inverted = ~beyond & ~timeless & ~half & (first > last)
-    if half.any():
-        _report_per_file(batch, half, "missing_time", lambda row: (
+    arrival = batch.column("arrival").cast(pa.int64()).to_numpy()
+    future = inverted & (arrival != 0) & (first > arrival + FUTURE_START_US)
+    inverted &= ~future
+    if (half & ~salvaged).any():
+        _report_per_file(batch, half & ~salvaged, "missing_time", lambda row: (
             f"one time only, the other 1970-01-01 (unknown), {which(row)}: kept at the "
             "instant it gives"), report, kept=True)
     if inverted.any():
         _report_per_file(batch, inverted, "inverted_times", lambda row: (
             f"last_seen before first_seen, {which(row)}: kept, with the two times swapped"),
             report, kept=True)
-    if half.any() or inverted.any():
+    if future.any():
+        _report_per_file(batch, future, "future_start", lambda row: (
+            f"last_seen before first_seen, and first_seen more than a day after the record "
+            f"arrived, {which(row)}: kept at its last_seen"), report, kept=True)
+    if half.any() or inverted.any() or future.any() or salvaged.any():
         known = np.where(zero_first, last, first)
-        batch = _with_times(batch, np.where(half, known, np.where(inverted, last, first)),
-                            np.where(half, known, np.where(inverted, first, last)))
+        batch = _with_times(
+            batch, np.where(half, known, np.where(inverted, last, np.where(future, last, first))),
+            np.where(half, known, np.where(inverted, first, last)))
     if timeless.any():
         _report_per_file(batch, timeless, "no_times", lambda row: (
             f"no time (first_seen and last_seen both 1970-01-01), the first record "
@@ -227,6 +252,13 @@ def _usable_times(batch: pa.RecordBatch, report: RunReport) -> pa.RecordBatch:
             f"a time more than 73,000 years from 1970, {which(row)}"), report)
     drop = beyond | timeless
     return batch.filter(pa.array(~drop)) if drop.any() else batch
+
+
+FUTURE_START_US = 86_400_000_000  # a start this far after its record arrived is no start
+
+
+def _beyond(us: np.ndarray) -> np.ndarray:
+    return (us < -TIME_LIMIT_US) | (us > TIME_LIMIT_US)
 
 
 def _with_times(batch: pa.RecordBatch, first: np.ndarray, last: np.ndarray) -> pa.RecordBatch:

@@ -156,3 +156,32 @@ def test_a_record_with_one_time_is_kept_at_it_not_spanning_from_1970() -> None:
     assert dict(report.skipped) == {"no_times": 1}
     assert dict(report.repaired) == {"missing_time": 2, "inverted_times": 1}
     assert "kept, put right: 1 inverted_times, 2 missing_time" in report.summary()
+
+
+def test_a_start_long_after_arrival_or_unusable_gives_way_to_the_end() -> None:
+    """Found by reading collectors' threads on Antrea's exporter: version 0.12 sent a start
+    in 2042 beside a right end, which the swap of inverted times made a flow of 19 years
+    (and the run's data window ended in 2042); its Go zero time (year 1) as flowStartSeconds
+    is past the time limit, and the whole record, counters and all, was left out. A start
+    more than a day after the record arrived is no start; one unusable time beside a usable
+    one is a missing one. A start within the day stays an ordinary swap."""
+    from obserae_forensics.readers import FUTURE_START_US, _usable_times
+    from obserae_forensics.readers._batch import flow_batch
+
+    x = 1_700_000_000_000_000
+    arrive = x + 60_000_000
+    columns = {"first_seen": np.array([2_289_000_000_000_000, x + 5, UNUSABLE_TIME,
+                                       x + 3, UNUSABLE_TIME, arrive + FUTURE_START_US]),
+               "last_seen": np.array([x, x, x + 2, UNUSABLE_TIME, 0, x]),
+               "arrival": np.full(6, arrive),
+               "source_offset": np.arange(6), "source_frame": np.arange(6)}
+    batch = flow_batch(6, columns, exporter="192.0.2.1", source_file="hand.pcap")
+    report = RunReport()
+    kept = _usable_times(batch, report)
+    firsts = kept.column("first_seen").cast("int64").to_pylist()
+    lasts = kept.column("last_seen").cast("int64").to_pylist()
+    assert list(zip(firsts, lasts, strict=True)) == [
+        (x, x), (x, x + 5), (x + 2, x + 2), (x + 3, x + 3), (x, arrive + FUTURE_START_US)]
+    assert dict(report.repaired) == {"future_start": 1, "inverted_times": 2,
+                                     "missing_time": 2}
+    assert dict(report.skipped) == {"bad_timestamp": 1}  # unusable beside nothing
