@@ -13,6 +13,8 @@ from __future__ import annotations
 
 IANA = 0
 REVERSE_PEN = 29305  # RFC 5103 §6.1: reverse of IANA element X is (29305, X)
+# Citrix NetScaler's AppFlow: its dateTimeMicroseconds fractions count microseconds
+NETSCALER_PEN = 5951
 VARIABLE_LENGTH = 65535  # RFC 7011 §7: length announced in each record
 
 # id -> (IANA name, abstract data type); v9 names (RFC 3954) in comments where they differ.

@@ -39,6 +39,7 @@ from .information_elements import (
     IP_DSCP,
     IP_PRECEDENCE,
     IP_VERSION,
+    NETSCALER_PEN,
     OBSERVATION_TIMES,
     POST_COUNTERS,
     SAMPLER_ID_ELEMENTS,
@@ -181,6 +182,10 @@ class RecordPlan:
         self.rates_itself = (any(element in where for element in SAMPLING_INTERVAL_ELEMENTS)
                              or SAMPLING_PACKET_INTERVAL in where
                              or (SAMPLING_SIZE in where and SAMPLING_POPULATION in where))
+        # NetScaler writes microseconds, not 1/2**32 s, in its NTP fractions: every one of
+        # its records' fractions is below 10**6 (a chance of 1 in 4,300 each for a real
+        # fraction), so its times were up to a second early (as tshark reads them)
+        self.decimal_fraction = any(f.enterprise == NETSCALER_PEN for f in fields)
         self.start_time = self._time_source(0)
         self.end_time = self._time_source(1)
         self.observation_time = next(
@@ -516,6 +521,9 @@ class RecordPlan:
             seconds = (raw >> np.uint64(32)).astype(np.int64) - NTP_UNIX_OFFSET_S
             fraction = raw & np.uint64(0xFFFF_FFFF)
             micros = ((fraction * np.uint64(1_000_000)) >> np.uint64(32)).astype(np.int64)
+            if kind == "ntp_us" and self.decimal_fraction:
+                count = element_values & np.uint64(0xFFFF_FFFF)  # unmasked
+                micros = np.where(count < np.uint64(1_000_000), count.astype(np.int64), micros)
             # NTP era 1 starts in 2036: trust the export time to say which era is meant
             export_s = meta.export_us // 1_000_000
             seconds = np.where(seconds < export_s - (1 << 31), seconds + (1 << 32), seconds)

@@ -502,6 +502,30 @@ def test_ipfix_tos_from_the_dscp_or_precedence_when_no_class_of_service() -> Non
         assert not report.skipped
 
 
+def test_ipfix_netscaler_microsecond_fractions() -> None:
+    """Found by reading logstash-codec-netflow's NetScaler capture again: its three records'
+    flowStart/EndMicroseconds fractions are 548,758, 427,368 and 551,765 (a chance of 1 in
+    4,300 each for a fraction of 2**32), read as 127, 99 and 128 µs past the second (as
+    tshark reads them): NetScaler writes microseconds there. A template with NetScaler's
+    enterprise fields reads them so (unmasked); a fraction of 10**6 or more, or another
+    exporter's template, stays an NTP fraction (RFC 7011 §6.1.9)."""
+    ntp_s = EXPORT_S + 2_208_988_800
+    netscaler = [(8, 4, 0), (154, 8, 0), (155, 8, 0), (129, 4, 5951)]
+
+    def record(start_fraction: int, end_fraction: int) -> bytes:
+        return (bytes([10, 0, 0, 1]) + struct.pack(">IIII", ntp_s, start_fraction, ntp_s,
+                                                   end_fraction) + bytes(4))
+
+    table, _ = decode(message(template(256, netscaler),
+                              data(256, record(548_758, 551_765), record(2**31, 2**31))))
+    firsts = [v - EXPORT_US for v in table["first_seen"].cast("int64").to_pylist()]
+    lasts = [v - EXPORT_US for v in table["last_seen"].cast("int64").to_pylist()]
+    assert (firsts, lasts) == ([548_758, 500_000], [551_765, 500_000])
+    table, _ = decode(message(template(256, netscaler[:3]), data(256, record(548_758,
+                                                                            551_765)[:-4])))
+    assert [v - EXPORT_US for v in table["first_seen"].cast("int64").to_pylist()] == [127]
+
+
 def test_ipfix_sequence_counts_data_records_in_both_conventions() -> None:
     fields = [(8, 4, 0), (2, 4, 0)]
     record = struct.pack(">II", 1, 1)
