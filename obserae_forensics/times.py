@@ -49,11 +49,18 @@ def scaled_time_us(values: np.ndarray, micros_per_unit: int) -> np.ndarray:
     return np.where(fits, raw.astype(np.int64) * micros_per_unit, UNUSABLE_TIME)
 
 
-def time_faults(first_us: np.ndarray, last_us: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(beyond, timeless) masks of the records the readers leave out (bad_timestamp,
-    no_times): a time past TIME_LIMIT_US (UNUSABLE_TIME included), or both times exactly 0.
-    One definition, for the reader that says so and for a reader that counts repairs only of
-    records that are kept."""
-    beyond = ((first_us < -TIME_LIMIT_US) | (first_us > TIME_LIMIT_US)
-              | (last_us < -TIME_LIMIT_US) | (last_us > TIME_LIMIT_US))
-    return beyond, (first_us == 0) & (last_us == 0) & ~beyond
+def time_faults(first_us: np.ndarray, last_us: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(beyond, timeless, salvaged) masks: the records the readers leave out (bad_timestamp,
+    no_times) for a time past TIME_LIMIT_US (UNUSABLE_TIME included) with no usable time
+    beside it, or both times exactly 0; and those kept at their one usable time, the other
+    past the limit. One definition, for the reader that says so and for a reader that
+    counts repairs only of records that are kept."""
+    first_bad = (first_us < -TIME_LIMIT_US) | (first_us > TIME_LIMIT_US)
+    last_bad = (last_us < -TIME_LIMIT_US) | (last_us > TIME_LIMIT_US)
+    beyond = first_bad | last_bad
+    salvaged = np.zeros(len(first_us), dtype=bool)
+    if beyond.any():
+        salvaged = (first_bad ^ last_bad) & (np.where(first_bad, last_us, first_us) != 0)
+        beyond &= ~salvaged
+    return beyond, (first_us == 0) & (last_us == 0), salvaged

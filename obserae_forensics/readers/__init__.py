@@ -192,7 +192,7 @@ def _usable_times(batch: pa.RecordBatch, report: RunReport) -> pa.RecordBatch:
     - last_seen before first_seen (nfdump 1.7.1 swaps IPFIX's uptime start and end, a v9
       exporter's sysUptime can wrap between them): kept with the two swapped
       (inverted_times), so that no session ends before it opens; but a first_seen more
-      than a day after the record arrived is no start at all (Antrea 0.12 sent a start in
+      than a day after the record arrived and after its own last_seen is no start at all (Antrea 0.12 sent a start in
       2042 beside a right end: swapped, a flow of 19 years): kept at its last_seen
       (future_start)."""
     if batch.num_rows == 0:
@@ -207,24 +207,26 @@ def _usable_times(batch: pa.RecordBatch, report: RunReport) -> pa.RecordBatch:
         return (f"the first record {index[row].as_py()} here (first_seen {first_seen}, "
                 f"last_seen {last_seen})")
 
-    beyond, timeless = time_faults(first, last)
-    first_bad, last_bad = _beyond(first), _beyond(last)
-    # one damaged time beside a usable one: the usable one stands, as for a missing time
-    salvaged = first_bad ^ last_bad
-    salvaged &= np.where(first_bad, last, first) != 0
-    if salvaged.any():
+    beyond, timeless, salvaged = time_faults(first, last)
+    if salvaged.any():  # one damaged time beside a usable one: that one stands
         _report_per_file(batch, salvaged, "missing_time", lambda row: (
-            f"one time unusable (more than 73,000 years from 1970), {which(row)}: kept at "
-            "the instant the other gives"), report, kept=True)
-        first = np.where(salvaged & first_bad, 0, first)
-        last = np.where(salvaged & last_bad, 0, last)
-        beyond = beyond & ~salvaged
+            f"one time unusable (more than 73,000 years from 1970), {which(row)}: kept "
+            "at the instant the other gives"), report, kept=True)
+        unusable_first = salvaged & ((first < -TIME_LIMIT_US) | (first > TIME_LIMIT_US))
+        first = np.where(unusable_first, 0, first)
+        last = np.where(salvaged & ~unusable_first, 0, last)
     zero_first, zero_last = (first == 0) & ~beyond, (last == 0) & ~beyond
     half = zero_first ^ zero_last
     inverted = ~beyond & ~timeless & ~half & (first > last)
-    arrival = batch.column("arrival").cast(pa.int64()).to_numpy()
-    future = inverted & (arrival != 0) & (first > arrival + FUTURE_START_US)
-    inverted &= ~future
+    future = np.zeros(len(first), dtype=bool)
+    if inverted.any():
+        # a start a day after its record arrived and a day after its own end: no start (an
+        # exporter clock ahead by days still swaps a flow's times; so does a sysUptime wrap,
+        # placed at most a day after its export)
+        arrival = batch.column("arrival").cast(pa.int64()).to_numpy()
+        future = inverted & (arrival != 0) & (first - arrival > FUTURE_START_US) & (
+            first - last > FUTURE_START_US)
+        inverted &= ~future
     if (half & ~salvaged).any():
         _report_per_file(batch, half & ~salvaged, "missing_time", lambda row: (
             f"one time only, the other 1970-01-01 (unknown), {which(row)}: kept at the "
@@ -255,10 +257,6 @@ def _usable_times(batch: pa.RecordBatch, report: RunReport) -> pa.RecordBatch:
 
 
 FUTURE_START_US = 86_400_000_000  # a start this far after its record arrived is no start
-
-
-def _beyond(us: np.ndarray) -> np.ndarray:
-    return (us < -TIME_LIMIT_US) | (us > TIME_LIMIT_US)
 
 
 def _with_times(batch: pa.RecordBatch, first: np.ndarray, last: np.ndarray) -> pa.RecordBatch:

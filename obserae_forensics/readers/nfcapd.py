@@ -465,7 +465,7 @@ def _read(
             _count_aggregates(columns.pop("_aggregated_flows"), stats)
             # only records the run keeps (a record without times is left out and said so)
             put_back = columns.pop("_flags_put_back") & ~np.logical_or(
-                *time_faults(columns["first_seen"], columns["last_seen"]))
+                *time_faults(columns["first_seen"], columns["last_seen"])[:2])
             _count_flags_put_back(state, put_back, frame, offset, report)
             pending.append(columns)
             pending_rows += rows

@@ -164,24 +164,28 @@ def test_a_start_long_after_arrival_or_unusable_gives_way_to_the_end() -> None:
     (and the run's data window ended in 2042); its Go zero time (year 1) as flowStartSeconds
     is past the time limit, and the whole record, counters and all, was left out. A start
     more than a day after the record arrived is no start; one unusable time beside a usable
-    one is a missing one. A start within the day stays an ordinary swap."""
+    one is a missing one. A start within the day of its arrival, or within a day of its own
+    end (an exporter clock days ahead), stays an ordinary swap."""
     from obserae_forensics.readers import FUTURE_START_US, _usable_times
     from obserae_forensics.readers._batch import flow_batch
 
     x = 1_700_000_000_000_000
     arrive = x + 60_000_000
+    ahead = arrive + 2 * FUTURE_START_US  # an exporter clock two days ahead
     columns = {"first_seen": np.array([2_289_000_000_000_000, x + 5, UNUSABLE_TIME,
-                                       x + 3, UNUSABLE_TIME, arrive + FUTURE_START_US]),
-               "last_seen": np.array([x, x, x + 2, UNUSABLE_TIME, 0, x]),
-               "arrival": np.full(6, arrive),
-               "source_offset": np.arange(6), "source_frame": np.arange(6)}
-    batch = flow_batch(6, columns, exporter="192.0.2.1", source_file="hand.pcap")
+                                       x + 3, UNUSABLE_TIME, arrive + FUTURE_START_US,
+                                       ahead + 7]),
+               "last_seen": np.array([x, x, x + 2, UNUSABLE_TIME, 0, x, ahead]),
+               "arrival": np.full(7, arrive),
+               "source_offset": np.arange(7), "source_frame": np.arange(7)}
+    batch = flow_batch(7, columns, exporter="192.0.2.1", source_file="hand.pcap")
     report = RunReport()
     kept = _usable_times(batch, report)
     firsts = kept.column("first_seen").cast("int64").to_pylist()
     lasts = kept.column("last_seen").cast("int64").to_pylist()
     assert list(zip(firsts, lasts, strict=True)) == [
-        (x, x), (x, x + 5), (x + 2, x + 2), (x + 3, x + 3), (x, arrive + FUTURE_START_US)]
-    assert dict(report.repaired) == {"future_start": 1, "inverted_times": 2,
+        (x, x), (x, x + 5), (x + 2, x + 2), (x + 3, x + 3), (x, arrive + FUTURE_START_US),
+        (ahead, ahead + 7)]
+    assert dict(report.repaired) == {"future_start": 1, "inverted_times": 3,
                                      "missing_time": 2}
     assert dict(report.skipped) == {"bad_timestamp": 1}  # unusable beside nothing
