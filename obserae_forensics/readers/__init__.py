@@ -192,9 +192,9 @@ def _usable_times(batch: pa.RecordBatch, report: RunReport) -> pa.RecordBatch:
     - last_seen before first_seen (nfdump 1.7.1 swaps IPFIX's uptime start and end, a v9
       exporter's sysUptime can wrap between them): kept with the two swapped
       (inverted_times), so that no session ends before it opens; but a first_seen more
-      than a day after the record arrived and after its own last_seen is no start at all (Antrea 0.12 sent a start in
-      2042 beside a right end: swapped, a flow of 19 years): kept at its last_seen
-      (future_start)."""
+      than a day after the record arrived and after its own last_seen is no start at all
+      (Antrea 0.12 sent a start in 2042 beside a right end: swapped, a flow of 19 years):
+      kept at its last_seen (future_start)."""
     if batch.num_rows == 0:
         return batch
     first = batch.column("first_seen").cast(pa.int64()).to_numpy()
