@@ -44,10 +44,11 @@ class ExporterStats:
     records_without_template: int = 0
     enterprise_fields_skipped: int = 0
     sampling_rate: int = 1  # last sampling rate in force (1 = unsampled)
-    # records read while the exporter had declared no sampling rate (rate 1 taken; not
-    # records that carry their own), and the first rate its options declared (0: none)
-    records_undeclared: int = 0
-    first_sampling_rate: int = 0
+    # per export version (each its own stream): records read while the exporter had
+    # declared no sampling rate (rate 1 taken; not records that carry their own), and the
+    # first rate its options declared
+    records_undeclared: Counter[int] = field(default_factory=Counter)
+    first_sampling_rate: dict[int, int] = field(default_factory=dict)
     first_export_us: int | None = None
     last_export_us: int | None = None
     clock_offset_min_us: int | None = None
@@ -60,7 +61,8 @@ class ExporterStats:
         sampling declaration, when that declared a rate (routers send their sampling
         options every few minutes: a capture begun between two has records the flows
         table cannot scale, and says so here rather than nowhere)."""
-        return self.records_undeclared if self.first_sampling_rate > 1 else 0
+        return sum(records for version, records in self.records_undeclared.items()
+                   if self.first_sampling_rate.get(version, 0) > 1)
 
     @property
     def version(self) -> int:
@@ -198,7 +200,7 @@ class RunReport:
         early = {key: stats.records_before_sampling for key, stats in self.exporters.items()
                  if stats.records_before_sampling}
         if early:
-            line += (f"; {sum(early.values())} records of {len(early)} exporter stream(s) came "
+            line += (f"; {sum(early.values())} records of {len(early)} exporter(s) came "
                      "before their exporter declared its sampling rate and read as unsampled "
                      "(exporters table: records_before_sampling)")
         aggregated = sum(f.aggregated_records for f in self.files.values())

@@ -102,11 +102,12 @@ class _Stream:
     __slots__ = ("chunk", "chunk_code", "code", "expected", "expected_flows", "last_sequence",
                  "latest", "latest_port", "port_first", "port_last", "ports", "recent",
                  "samplers", "sampling_declared", "sampling_rate", "stats", "sysinit_ms",
-                 "templates")
+                 "templates", "version")
 
-    def __init__(self, stats: ExporterStats, code: int) -> None:
+    def __init__(self, stats: ExporterStats, code: int, version: int) -> None:
         self.stats = stats
         self.code = code
+        self.version = version
         self.expected: int | None = None
         self.expected_flows: int | None = None
         self.last_sequence = 0
@@ -496,7 +497,7 @@ class ExportDecoder:
         if stream is None:
             stats = self.report.exporter(datagram.exporter, domain)
             stats.versions.add(version)
-            stream = self._streams[key] = _Stream(stats, len(self._stream_list))
+            stream = self._streams[key] = _Stream(stats, len(self._stream_list), version)
             self._stream_list.append(stream)
         stats = stream.stats
         recent = stream.recent
@@ -726,7 +727,7 @@ class ExportDecoder:
             self._declare_late(stream)
         if self._undeclared_records:
             if not stream.sampling_declared:
-                stream.stats.records_undeclared += self._undeclared_records
+                stream.stats.records_undeclared[self._version] += self._undeclared_records
             self._undeclared_records = 0
         sequence = self._sequence
         expected = stream.expected
@@ -872,8 +873,7 @@ class ExportDecoder:
             stream.sampling_rate = rate
             stream.sampling_declared = True
             stream.stats.sampling_rate = rate
-            if not stream.stats.first_sampling_rate:
-                stream.stats.first_sampling_rate = rate
+            stream.stats.first_sampling_rate.setdefault(stream.version, rate)
             # ... and the rate of the sampler or interface the record is scoped to
             if scope is not None and self.samplers[stream.samplers].get(scope) != rate:
                 self.samplers.append({**self.samplers[stream.samplers], scope: rate})
@@ -919,7 +919,7 @@ class ExportDecoder:
             stream.stats.records += records
             if item.undeclared and not template.plan.rates_itself:
                 # held past their template's datagram with no rate declared by its end
-                stream.stats.records_undeclared += records
+                stream.stats.records_undeclared[stream.version] += records
         batches = []
         for chunk in chunks.values():
             batch, _ = chunk.decode(self._stream_list, self.samplers, None, self.report)

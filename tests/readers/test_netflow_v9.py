@@ -201,7 +201,7 @@ def test_v9_records_before_the_first_sampling_declaration_are_counted() -> None:
                                split=split)
         assert table["sampling_rate"].to_pylist() == [1, 1, 100, 512, 512]
         assert stats(report).records_before_sampling == 2
-        assert "2 records of 1 exporter stream(s) came before" in report.summary()
+        assert "2 records of 1 exporter(s) came before" in report.summary()
     # options after the data in one datagram declare it: nothing read unsampled
     _, report = decode(packet(template(256, FLOW_FIELDS), data(256, one), options, rate(512)))
     assert stats(report).records_before_sampling == 0
@@ -217,6 +217,18 @@ def test_v9_records_before_the_first_sampling_declaration_are_counted() -> None:
                            packet(options, rate(64), data(256, one), sequence=2))
     assert table["sampling_rate"].to_pylist() == [1, 1, 1, 64]
     assert stats(report).records_before_sampling == 3
+    # one row, two streams (review): an IPFIX stream's declaration is not the v9 stream's
+    ipfix = bytearray(16)
+    ipfix[0:4] = struct.pack(">HH", 10, 16)
+    ipfix[4:16] = struct.pack(">III", EXPORT_S, 0, SOURCE_ID)
+    options_ipfix = struct.pack(">HHHHHHHHH", 3, 18, 300, 2, 1, 149, 4, 34, 4)
+    rate_ipfix = struct.pack(">HHII", 300, 12, SOURCE_ID, 100)
+    message = bytes(ipfix) + options_ipfix + rate_ipfix
+    message = message[:2] + struct.pack(">H", len(message)) + message[4:]
+    _, report = decode(message, packet(template(256, FLOW_FIELDS), data(256, one), sequence=0),
+                       packet(data(256, one), sequence=1))
+    assert stats(report).versions == {9, 10}
+    assert stats(report).records_before_sampling == 0
 
 
 def test_v9_sampling_rates_scoped_to_a_sampler_or_an_interface() -> None:
