@@ -99,15 +99,17 @@ def export_version(payload: bytes) -> int:
 class _Stream:
     """Sequence, duplicate and option state of one (exporter, domain, version) stream."""
 
-    __slots__ = ("chunk", "chunk_code", "code", "expected", "expected_flows", "last_sequence",
-                 "latest", "latest_port", "port_first", "port_last", "ports", "recent",
-                 "samplers", "sampling_declared", "sampling_rate", "stats", "sysinit_ms",
-                 "templates", "version")
+    __slots__ = ("ambiguous_gaps", "chunk", "chunk_code", "code", "counts_messages",
+                 "expected", "expected_flows", "last_sequence", "latest", "latest_port",
+                 "port_first", "port_last", "ports", "recent", "samplers", "sampling_declared",
+                 "sampling_rate", "stats", "sysinit_ms", "templates", "version")
 
     def __init__(self, stats: ExporterStats, code: int, version: int) -> None:
         self.stats = stats
         self.code = code
         self.version = version
+        self.counts_messages = False  # its sequence numbers count messages (VPP)
+        self.ambiguous_gaps = 0  # gaps of one that counting messages would explain
         self.expected: int | None = None
         self.expected_flows: int | None = None
         self.last_sequence = 0
@@ -738,14 +740,29 @@ class ExportDecoder:
             ) or (inclusive and (
                 (units is not None and sequence == (last + units) & SEQUENCE_MASK)
                 or (flow_units is not None and sequence == (last + flow_units) & SEQUENCE_MASK)
-                or sequence == (last + 1) & SEQUENCE_MASK
             ))
+            # VPP's flowprobe numbers messages: last + 1 after a message of two records or
+            # more says so (a record-counting exporter never sends it), and from then on
+            # it is no gap; after a message of no records it could be one lost record, and
+            # is counted as that until the stream shows it counts messages
+            ambiguous = False
+            if not fits and inclusive and sequence == (last + 1) & SEQUENCE_MASK:
+                if stream.counts_messages:
+                    fits = True
+                elif (expected - last) & SEQUENCE_MASK >= 2:
+                    stream.counts_messages = fits = True
+                    stream.stats.sequence_gaps -= stream.ambiguous_gaps
+                    stream.stats.sequence_lost -= stream.ambiguous_gaps
+                    stream.ambiguous_gaps = 0
+                else:
+                    ambiguous = True
             if not fits:
                 stats = stream.stats
                 difference = (sequence - expected) & SEQUENCE_MASK
                 if difference < 1 << 31:
                     stats.sequence_gaps += 1
                     stats.sequence_lost += difference
+                    stream.ambiguous_gaps += ambiguous
                 elif (1 << 32) - difference <= REORDER_WINDOW:
                     stats.reorders += 1
                     return
