@@ -74,6 +74,9 @@ SEQUENCE_MASK = 0xFFFF_FFFF
 REORDER_WINDOW = 1 << 16  # units behind the expected sequence still taken as a reorder
 DUPLICATE_WINDOW = 1024  # recent sequence numbers remembered per stream for duplicates
 PENDING_INDEX_STRIDE = 1 << 16  # record_index spacing of late-decoded sets in one datagram
+# a port that begins when every other port of its stream has been silent this long
+# (capture time) is the same exporter with a new socket: it keeps their templates
+TAKEOVER_GAP_US = 2_000_000
 # where a problem lies: source file, datagram offset, frame
 _Place = tuple[str, int, int | None]
 
@@ -101,8 +104,8 @@ class _Stream:
 
     __slots__ = ("ambiguous_gaps", "chunk", "chunk_code", "code", "counts_messages",
                  "expected", "expected_flows", "last_sequence", "latest", "latest_port",
-                 "port_first", "port_last", "ports", "recent", "samplers", "sampling_declared",
-                 "sampling_rate", "stats", "sysinit_ms", "templates", "version")
+                 "port_last", "ports", "recent", "samplers", "sampling_declared",
+                 "sampling_rate", "stats", "successor", "sysinit_ms", "templates", "version")
 
     def __init__(self, stats: ExporterStats, code: int, version: int) -> None:
         self.stats = stats
@@ -128,17 +131,25 @@ class _Stream:
         self.latest: dict[int, Template] = {}
         self.ports: set[int] = set()  # ports that defined templates: they use only theirs
         self.latest_port: dict[int, int] = {}  # the port that defined `latest[id]`
-        # the decoder's count of datagrams at each port's first and last: a port that began
-        # after another fell silent took its place (the exporter reopened its socket)
-        self.port_first: dict[int, int] = {}
+        # each port's last datagram (capture time, µs), and the port each took over from:
+        # one that began when every other had been silent for TAKEOVER_GAP_US is the same
+        # exporting process with a new socket (a restart), decided at its first datagram
         self.port_last: dict[int, int] = {}
+        self.successor: dict[int, int] = {}
         self.chunk: _Chunk | None = None  # the chunk `chunk_code` (exporter code) belongs to
         self.chunk_code = 0
 
-    def took_over(self, old: int, new: int) -> bool:
-        """Whether port `new` began after port `old` last sent: one exporting process
-        that reopened its socket (a restart), not two sending side by side."""
-        return self.port_last.get(old, -1) < self.port_first.get(new, -1)
+    def took_over(self, new: int, old: int) -> bool:
+        """Whether port `new` took over from port `old`, itself or through the ports
+        between them (an exporter restarted twice)."""
+        seen: set[int] = set()
+        port = self.successor.get(new)
+        while port is not None and port not in seen:
+            if port == old:
+                return True
+            seen.add(port)
+            port = self.successor.get(port)
+        return False
 
     def declared_since(self, sysinit_ms: int, rate: int, samplers: int, *, sampling: bool
                        ) -> tuple[int, int, int]:
@@ -404,7 +415,8 @@ class ExportDecoder:
         # records of this datagram queued while their exporter had declared no sampling
         # rate, counted at its end if it still has not (ExporterStats.records_undeclared)
         self._undeclared_records = 0
-        self._accepted = 0  # datagrams decoded so far (ports' turns: _Stream.took_over)
+        self._port_defined = False  # the datagram's port had defined templates before it
+        self._parking = False  # _park_waiting is deciding what the datagram held
 
     # -- public API ------------------------------------------------------------------
 
@@ -512,15 +524,16 @@ class ExportDecoder:
             # keep the newest DUPLICATE_WINDOW entries; pruning in bulk keeps this O(1) a call
             stream.recent = dict(list(recent.items())[-DUPLICATE_WINDOW:])
         stats.datagrams += 1
-        self._accepted += 1
         port = datagram.exporter_port
-        if port not in stream.port_first:
-            if stream.port_first:
-                # a new transport session is a new stream, numbered afresh (RFC 7011 §3.1):
-                # a restart's jump is no loss (pmacct's test 112: 1,278,157 "lost")
-                stream.expected = stream.expected_flows = None
-            stream.port_first[port] = self._accepted
-        stream.port_last[port] = self._accepted
+        if port not in stream.port_last and stream.port_last:
+            # a new transport session is a new stream, numbered afresh (RFC 7011 §3.1): a
+            # restart's jump is no loss (pmacct's test 112: 1,278,157 "lost")
+            stream.expected = stream.expected_flows = None
+            previous = max(stream.port_last, key=lambda p: (stream.port_last[p], p))
+            if datagram.arrival_us - stream.port_last[previous] >= TAKEOVER_GAP_US:
+                stream.successor[port] = previous
+        stream.port_last[port] = datagram.arrival_us
+        self._port_defined = port in stream.ports
         if sampling_rate is not None:
             stream.sampling_rate = sampling_rate
             stream.sampling_declared = True
@@ -683,8 +696,10 @@ class ExportDecoder:
         port = datagram.exporter_port
         found = stream.templates.get((port, template_id))
         if found is None and template_id in stream.latest and (
-                port not in stream.ports
-                or stream.took_over(stream.latest_port[template_id], port)):
+                not self._port_defined
+                or stream.took_over(port, stream.latest_port[template_id])):
+            if not self._parking and carries_templates(self._message):
+                return None  # held to the datagram's end: a template it brings wins
             found = stream.latest[template_id]
         return found
 
@@ -779,6 +794,13 @@ class ExportDecoder:
         them when a later set of the same datagram brought it (Cisco IOS XE sends a data
         set before its template: its records were lost as `no_template`, the template
         "never arrived")."""
+        self._parking = True
+        try:
+            self._park_sets(stream, datagram)
+        finally:
+            self._parking = False
+
+    def _park_sets(self, stream: _Stream, datagram: Datagram) -> None:
         overflow = 0
         if (datagram.source, datagram.offset) != self._held_frame:  # counted per frame
             self._held_frame, self._held_sets = (datagram.source, datagram.offset), 0

@@ -447,42 +447,56 @@ def test_ipfix_templates_belong_to_their_transport_session() -> None:
 
 
 def test_ipfix_a_port_that_took_over_from_a_silent_one_uses_its_templates() -> None:
-    """Found by auditing pmacct's test 112 (a Cisco router that reopened its socket): the
-    new port re-sent its options templates but not the data template the old port had
-    defined, so its data waited for a template of its own that never came (8 of 9 records
-    lost as `no_template`; nfdump and pmacct read 9). A port that began after the other fell
-    silent took its place; two processes that interleave keep their layouts apart. The
-    restart's jump in sequence numbers is no loss: the new session numbers afresh."""
+    """Found by auditing pmacct's test 112 (a Cisco router that reopened its socket 12 s
+    after its last message): the new port re-sent its options templates but not the data
+    template the old port had defined, so its data waited for a template of its own that
+    never came (8 of 9 records lost as `no_template`; nfdump and pmacct read 9). A port that
+    begins when every other has been silent for 2 s takes their place, decided at its first
+    message (a straggler of the old port does not undo it); one that begins sooner is a
+    second process and keeps its own layouts; a template the datagram itself brings wins
+    (data sent before it in the datagram waits for it). The restart's jump in sequence
+    numbers is no loss: the new session numbers afresh."""
     fields = [(8, 4, 0), (2, 4, 0)]
+    changed = [(2, 4, 0), (8, 4, 0)]
     options = options_template(300, [(149, 4)], [(305, 4), (306, 4)])
 
     def record(n: int) -> bytes:
         return struct.pack(">II", n, n)
 
-    def run(sent: list[tuple[int, bytes]]) -> tuple[list[int], RunReport]:
+    def run(sent: list[tuple[int, float, bytes]]) -> tuple[list[int], RunReport]:
         report = RunReport()
         decoder = ExportDecoder(report)
         batches = decoder.feed([Datagram(payload, EXPORTER, port, 4739, frame,
-                                         24 + 300 * frame, EXPORT_US + frame, "ipfix.pcap")
-                                for frame, (port, payload) in enumerate(sent, 1)])
+                                         24 + 300 * frame, EXPORT_US + int(at * 1e6),
+                                         "ipfix.pcap")
+                                for frame, (port, at, payload) in enumerate(sent, 1)])
         table = pa.Table.from_batches(batches + decoder.finish(), schema=FLOW_SCHEMA)
         return table["packets"].to_pylist(), report
 
-    restart = [(61853, message(template(256, fields), data(256, record(1)), sequence=10)),
-               (61853, message(data(256, record(2)), sequence=11)),
-               (65156, message(data(256, record(3)), sequence=5000)),
-               (65156, message(options, sequence=5001)),
-               (65156, message(data(256, record(4), record(5)), sequence=5001))]
+    old = [(61853, 0.0, message(template(256, fields), data(256, record(1)), sequence=10)),
+           (61853, 7.0, message(data(256, record(2)), sequence=11))]
+    restart = [*old, (65156, 19.0, message(data(256, record(3)), sequence=5000)),
+               (65156, 41.0, message(options, sequence=5001)),
+               (65156, 43.0, message(data(256, record(4), record(5)), sequence=5001))]
     packets, report = run(restart)
     assert packets == [1, 2, 3, 4, 5]
     s = stats(report)
     assert (s.records_without_template, s.sequence_gaps, s.sequence_lost) == (0, 0, 0)
-    # the old port speaks again after the new one began: two processes, each its own
-    interleaved = [*restart[:3], (61853, message(data(256, record(9)), sequence=12)),
-                   *restart[3:]]
-    packets, report = run(interleaved)
-    assert packets == [1, 2, 3, 9]
-    assert stats(report).records_without_template == 1  # the held set
+    # a straggler of the old port after the new one began does not undo it
+    packets, _ = run([*restart[:3], (61853, 19.5, message(data(256, record(9)), sequence=12)),
+                      *restart[3:]])
+    assert packets == [1, 2, 3, 9, 4, 5]
+    # a second process, begun while the first was sending: its own layouts only
+    concurrent = [*old, (65156, 7.5, message(options, sequence=0)),
+                  (65156, 8.0, message(data(256, record(4)), sequence=0)),
+                  (61853, 9.0, message(data(256, record(6)), sequence=12))]
+    packets, report = run(concurrent)
+    assert packets == [1, 2, 6] and stats(report).records_without_template == 1
+    # a restart with another layout, its data before its template in one datagram
+    packets, _ = run([*old, (65156, 19.0, message(options, sequence=0)),
+                      (65156, 20.0, message(data(256, struct.pack(">II", 70, 7)),
+                                            template(256, changed), sequence=0))])
+    assert packets == [1, 2, 70]  # the old layout read 7
 
 
 def test_ipfix_tos_from_the_dscp_or_precedence_when_no_class_of_service() -> None:
