@@ -86,12 +86,13 @@ _POS, _COUNT, _FIRST, _SYSINIT, _RATE, _SAMPLERS = range(8, 14)
 
 
 def export_version(payload: bytes) -> int:
-    """5, 9 or 10 when `payload` looks like a flow export (version field and a sane header)."""
+    """1, 5, 7, 9 or 10 when `payload` looks like a flow export (version field and a sane
+    header)."""
     if len(payload) < 4:
         return 0
     version = payload[0] << 8 | payload[1]
-    if version == 5 and netflow_v5.sane_header(payload):
-        return 5
+    if version in netflow_v5.FORMATS and netflow_v5.sane_header(payload, version):
+        return version
     if version == 9 and netflow_v9.sane_header(payload):
         return 9
     if version == 10 and ipfix.sane_header(payload):
@@ -367,7 +368,8 @@ def _concatenate(pieces: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 
 
 class ExportDecoder:
-    """Decodes UDP payloads of NetFlow v5/v9/IPFIX into FLOW_SCHEMA batches; holds template state.
+    """Decodes UDP payloads of NetFlow v1/v5/v7/v9/IPFIX into FLOW_SCHEMA batches; holds template
+    state.
 
     It fills the per-exporter ExporterStats and counts problems; the caller (read_flows)
     counts the rows it yields in report.records / FileStats.records.
@@ -437,8 +439,8 @@ class ExportDecoder:
                 netflow_v9.decode_datagram(self, datagram)
             elif version == 10:
                 ipfix.decode_datagram(self, datagram)
-            elif version == 5:
-                netflow_v5.decode_datagram(self, datagram)
+            elif version:
+                netflow_v5.decode_datagram(self, datagram, version)  # v1, v5, v7
             elif len(payload) >= 2 and (datagram.exporter, datagram.exporter_port,
                                         datagram.collector_port,
                                         claimed := payload[0] << 8 | payload[1]) in paths:

@@ -13,11 +13,20 @@ before export, exactly as nfdump does.
 The v5 record is expressed as a built-in template of IPFIX elements, so v5 shares the
 column code (templates.RecordPlan) with v9 and IPFIX. Exporter domain = engine_type << 8 |
 engine_id; sequence numbers count flows (next = flow_sequence + count).
+
+Its two fixed-format siblings are read here too, as nfdump reads them (`netflow_v1.c`,
+`netflow_v5_v7.c`; fprobe still exports both): v1 (a 16-byte header with no sequence,
+domain or sampling, 1-24 records of 48 bytes without AS numbers or masks) and v7 (the
+Catalyst switches': v5's header with its engine and sampling bytes reserved, 1-28 records
+of 52 bytes, v5's and the address of the router the switch bypassed). Their version
+numbers are common first bytes of other UDP payloads, so they are taken only with a
+datagram exactly as long as their count says and a plausible clock; before, their
+datagrams were counted as `not_flow_export`, read by nobody.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from ..errors import MalformedInput, TruncatedInput
 from ._layout import Layout
@@ -67,36 +76,102 @@ RECORD_SIZE = 48
 assert RECORD_TEMPLATE.fixed_length == RECORD_SIZE
 
 
-def sane_header(payload: bytes) -> bool:
-    """True when `payload` starts like a v5 datagram (version 5, 1-30 records)."""
-    return len(payload) >= HEADER.size and 1 <= int.from_bytes(payload[2:4], "big") <= MAX_RECORDS
+V1_HEADER = Layout("NetFlow v1 header", ">", [
+    ("version", "H"), ("count", "H"),  # 1..24
+    ("sys_uptime_ms", "I"), ("unix_secs", "I"), ("unix_nsecs", "I"),
+])
+assert V1_HEADER.size == 16
+V1_RECORD_FIELDS = (
+    *RECORD_FIELDS[:11],  # srcaddr .. dstport, as v5's
+    FieldSpec(0, 2),  # pad1
+    FieldSpec(4, 1),  # prot
+    FieldSpec(5, 1),  # tos
+    FieldSpec(6, 1),  # tcp_flags
+    FieldSpec(0, 7),  # pad2, pad3, reserved
+)
+V7_HEADER = Layout("NetFlow v7 header", ">", [
+    ("version", "H"), ("count", "H"),  # 1..28
+    ("sys_uptime_ms", "I"), ("unix_secs", "I"), ("unix_nsecs", "I"),
+    ("flow_sequence", "I"),  # flows exported before this datagram, as v5's
+    ("reserved", "4x"),
+])
+assert V7_HEADER.size == 24
+V7_RECORD_FIELDS = (
+    *RECORD_FIELDS,  # v5's, its pad1 the switch's flags byte (0: a valid flow)
+    FieldSpec(0, 4),  # router_sc: the router the switch bypassed, no flow field
+)
 
 
-def decode_datagram(state: ExportDecoder, datagram: Datagram) -> None:
-    """Queue the records of one v5 datagram on `state`; count a cut-off tail."""
+class Fixed(NamedTuple):
+    """One fixed-format version: its header and its records as a built-in template."""
+
+    version: int
+    header: Layout
+    template: Template
+    max_records: int
+
+    @property
+    def record_size(self) -> int:
+        assert self.template.fixed_length is not None
+        return self.template.fixed_length
+
+
+FORMATS = {
+    1: Fixed(1, V1_HEADER, Template(0, V1_RECORD_FIELDS, version=1), 24),
+    5: Fixed(VERSION, HEADER, RECORD_TEMPLATE, MAX_RECORDS),
+    7: Fixed(7, V7_HEADER, Template(0, V7_RECORD_FIELDS, version=7), 28),
+}
+assert FORMATS[1].record_size == 48 and FORMATS[7].record_size == 52
+
+
+def sane_header(payload: bytes, version: int = VERSION) -> bool:
+    """True when `payload` starts like a datagram of `version` (1, 5 or 7): a record count
+    in its range and, for the rarer v1 and v7, a datagram exactly that long with a
+    nanosecond field below 10**9 (their version numbers begin many other payloads)."""
+    fixed = FORMATS[version]
+    if len(payload) < fixed.header.size:
+        return False
+    count = int.from_bytes(payload[2:4], "big")
+    if not 1 <= count <= fixed.max_records:
+        return False
+    if version == VERSION:
+        return True
+    return (len(payload) == fixed.header.size + count * fixed.record_size
+            and int.from_bytes(payload[12:16], "big") < 1_000_000_000)
+
+
+def decode_datagram(state: ExportDecoder, datagram: Datagram, version: int = VERSION) -> None:
+    """Queue the records of one v1, v5 or v7 datagram on `state`; count a cut-off tail."""
     payload = datagram.payload
-    (_, count, uptime_ms, unix_secs, unix_nsecs, sequence, engine_type, engine_id,
-     sampling) = HEADER.values(payload, 0, source=datagram.source, base=datagram.offset,
-                               frame=datagram.frame)
-    interval = sampling & 0x3FFF
+    fixed = FORMATS[version]
+    header = fixed.header.values(payload, 0, source=datagram.source, base=datagram.offset,
+                                 frame=datagram.frame)
+    count, uptime_ms, unix_secs, unix_nsecs = header[1:5]
     export_us = unix_secs * 1_000_000 + unix_nsecs // 1000
+    if version == VERSION:
+        sequence, engine_type, engine_id, sampling = header[5:]
+        domain, rate, units = engine_type << 8 | engine_id, max(sampling & 0x3FFF, 1), count
+    else:  # v1 numbers nothing; v7 counts flows, as v5; neither samples
+        sequence, domain, rate = (header[5] if version == 7 else 0), 0, 1
+        units = count if version == 7 else None
     if not state.begin_datagram(
-        datagram, VERSION, engine_type << 8 | engine_id, sequence, export_us, uptime_ms,
-        sampling_rate=max(interval, 1),  # the header is authoritative for every datagram
+        datagram, version, domain, sequence, export_us, uptime_ms,
+        sampling_rate=rate,  # the header is authoritative for every datagram
     ):
         return
-    available = (len(payload) - HEADER.size) // RECORD_SIZE
+    size, start = fixed.record_size, fixed.header.size
+    available = (len(payload) - start) // size
     records = min(count, available)
     if records < count:
-        needed = HEADER.size + count * RECORD_SIZE
+        needed = start + count * size
         state.skip(
             TruncatedInput(
                 f"header promises {count} records ({needed} bytes), got {len(payload)}",
                 source=datagram.source, offset=datagram.offset, frame=datagram.frame,
             ),
-            len(payload) - HEADER.size - records * RECORD_SIZE,
+            len(payload) - start - records * size,
         )
-    tail = len(payload) - HEADER.size - records * RECORD_SIZE
+    tail = len(payload) - start - records * size
     if records == count and tail and any(payload[len(payload) - tail:]):
         # more than the count says, and not zero padding: a damaged count loses records
         state.skip(
@@ -108,5 +183,5 @@ def decode_datagram(state: ExportDecoder, datagram: Datagram) -> None:
             tail,
         )
     if records:
-        state.add_set(RECORD_TEMPLATE, HEADER.size, records)
-    state.end_datagram(count)
+        state.add_set(fixed.template, start, records)
+    state.end_datagram(units)

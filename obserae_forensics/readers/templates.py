@@ -532,7 +532,7 @@ class RecordPlan:
             return np.where(element_values <= np.uint64(TIME_LIMIT_US),
                             meta.export_us - values, UNUSABLE_TIME)
         # uptime-relative (IE 22/21)
-        if self.version in (5, 9):
+        if self.version in (1, 5, 7, 9):
             # the age from the header's sysUptime, modulo the 49.7-day wrap, in the window
             # IPFIX's laps use: from UPTIME_SLACK_MS after the export (a Last a few ms
             # past sysUptime, Cisco CSCei12353) back to 48.7 days before it. Read as a

@@ -1,0 +1,86 @@
+"""NetFlow v1 and v7: fprobe's real datagrams against tshark, and the checks that keep
+other UDP payloads that begin with 1 or 7 from being read as them."""
+
+from __future__ import annotations
+
+import struct
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+
+from obserae_forensics.readers import discover_inputs, read_flows
+from obserae_forensics.readers.datagrams import Datagram
+from obserae_forensics.readers.exports import ExportDecoder, export_version
+from obserae_forensics.readers.netflow_v5 import FORMATS
+from obserae_forensics.report import RunReport
+from obserae_forensics.schema import FLOW_SCHEMA
+from tests.conftest import need_tool
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
+
+
+def read(path: Path) -> tuple[pa.Table, RunReport]:
+    report = RunReport()
+    batches = list(read_flows(discover_inputs([path], report), report))
+    return pa.Table.from_batches(batches, schema=FLOW_SCHEMA), report
+
+
+def tshark_records(path: Path, port: int) -> Counter[tuple[int, ...]]:
+    fields = ["cflow.srcport", "cflow.dstport", "cflow.protocol", "cflow.packets",
+              "cflow.octets", "cflow.tcpflags"]
+    listing = subprocess.run(
+        [need_tool("tshark"), "-r", str(path), "-d", f"udp.port=={port},cflow", "-T", "fields",
+         "-E", "occurrence=a", "-E", "aggregator=;", *(a for f in fields for a in ("-e", f))],
+        check=True, capture_output=True, text=True).stdout
+    records: Counter[tuple[int, ...]] = Counter()
+    for line in listing.splitlines():
+        columns = [column.split(";") for column in line.split("\t")]
+        for values in zip(*columns, strict=True):
+            records[tuple(int(v, 0) for v in values)] += 1
+    return records
+
+
+def test_fprobe_v1_and_v7_equal_tshark() -> None:
+    """Found by running Debian's fprobe (it exports v1, v5 and v7): v1 and v7 datagrams
+    were counted as `not_flow_export`, 0 records, where tshark and nfdump read 44 and 34."""
+    for name, port, version, totals in (("fprobe_v1.pcap", 29301, 1, (44, 220, 78606)),
+                                        ("fprobe_v7.pcap", 29307, 7, (34, 170, 60741))):
+        table, report = read(FIXTURES / name)
+        rows = table.to_pylist()
+        assert (len(rows), sum(r["packets"] for r in rows),
+                sum(r["octets"] for r in rows)) == totals
+        assert not report.skipped and not report.ignored
+        assert {r["export_version"] for r in rows} == {version}
+        ours = Counter((r["src_port"], r["dst_port"], r["protocol"], r["packets"], r["octets"],
+                        r["tcp_flags"]) for r in rows)
+        assert ours == tshark_records(FIXTURES / name, port)
+        stats = report.exporters[("127.0.0.1", 0)]
+        assert stats.versions == {version} and stats.datagrams == 2
+        # v1 numbers nothing; fprobe's v7 numbering skips 27 flows it never sent, as
+        # `nfdump -I` counts one sequence failure
+        assert (stats.sequence_gaps, stats.sequence_lost) == ((0, 0) if version == 1
+                                                               else (1, 27))
+
+
+def test_v1_and_v7_need_their_exact_length_and_a_clock() -> None:
+    """Their version numbers begin many other payloads (a DNS query with id 1 or 7): a
+    datagram of another length, or a nanosecond field past 10**9, is no export."""
+    for version in (1, 7):
+        fixed = FORMATS[version]
+        header = struct.pack(">HHIII", version, 2, 1000, 1_700_000_000, 0)
+        header += bytes(fixed.header.size - len(header))
+        payload = header + bytes(2 * fixed.record_size)
+        assert export_version(payload) == version
+        assert export_version(payload + b"\0") == 0
+        assert export_version(payload[:-1]) == 0
+        late = payload[:12] + struct.pack(">I", 1_000_000_000) + payload[16:]
+        assert export_version(late) == 0
+        many = payload[:2] + struct.pack(">H", fixed.max_records + 1) + payload[4:]
+        assert export_version(many) == 0
+        # and one that is no export stays other traffic, counted as such
+        report = RunReport()
+        decoder = ExportDecoder(report)
+        decoder.feed([Datagram(payload + b"\0", "192.0.2.1", 53000, 53, 1, 24, 0, "x.pcap")])
+        assert report.ignored == {"not_flow_export": 1}
