@@ -47,7 +47,7 @@ class ExporterStats:
     # per export version (each its own stream): records read while the exporter had
     # declared no sampling rate (rate 1 taken; not records that carry their own), and the
     # first rate its options declared
-    records_undeclared: Counter[int] = field(default_factory=Counter)
+    records_undeclared: dict[int, int] = field(default_factory=dict)
     first_sampling_rate: dict[int, int] = field(default_factory=dict)
     first_export_us: int | None = None
     last_export_us: int | None = None

@@ -106,13 +106,15 @@ class _Stream:
     __slots__ = ("ambiguous_gaps", "chunk", "chunk_code", "code", "counts_messages",
                  "expected", "expected_flows", "last_sequence", "latest", "latest_port",
                  "port_last", "ports", "recent", "samplers", "sampling_declared",
-                 "sampling_rate", "stats", "successor", "sysinit_ms", "templates", "version")
+                 "sampling_rate", "stats", "successor", "sysinit_ms", "templates",
+                 "undeclared_records", "version")
 
     def __init__(self, stats: ExporterStats, code: int, version: int) -> None:
         self.stats = stats
         self.code = code
         self.version = version
         self.counts_messages = False  # its sequence numbers count messages (VPP)
+        self.undeclared_records = 0  # read before any sampling declaration (records_undeclared)
         self.ambiguous_gaps = 0  # gaps of one that counting messages would explain
         self.expected: int | None = None
         self.expected_flows: int | None = None
@@ -413,10 +415,7 @@ class ExportDecoder:
         self._held_sets = 0
         self._frame: tuple[str, int] | None = None  # the frame being numbered
         # rows of this datagram queued before a sampling rate or boot time was declared
-        self._undeclared: list[tuple[list[tuple[int, ...]], int, bool]] = []
-        # records of this datagram queued while their exporter had declared no sampling
-        # rate, counted at its end if it still has not (ExporterStats.records_undeclared)
-        self._undeclared_records = 0
+        self._undeclared: list[tuple[list[tuple[int, ...]], int, bool, int]] = []
         self._port_defined = False  # the datagram's port had defined templates before it
         self._parking = False  # _park_waiting is deciding what the datagram held
 
@@ -455,7 +454,17 @@ class ExportDecoder:
                 ignore("not_flow_export", datagram.source, len(payload))
         batch, _ = chunk.decode(self._stream_list, self.samplers, self.nsel, self.report)
         self._see_exports(chunk)
-        return self._interleave(batch)
+        out = self._interleave(batch)
+        self._count_undeclared()
+        return out
+
+    def _count_undeclared(self) -> None:
+        """Bring each stream's count of records read before any sampling declaration to
+        its exporter's row (ExporterStats.records_before_sampling); kept on the stream,
+        where the per-datagram path counts it cheaply."""
+        for stream in self._stream_list:
+            if stream.undeclared_records:
+                stream.stats.records_undeclared[stream.version] = stream.undeclared_records
 
     def _interleave(self, batch: pa.RecordBatch | None) -> list[pa.RecordBatch]:
         """The chunk's records with the held ones released among them, each group right
@@ -482,6 +491,7 @@ class ExportDecoder:
     def finish(self) -> list[pa.RecordBatch]:
         """End of all input: decode what is still queued, count data whose template never came."""
         batches = self._interleave(None)
+        self._count_undeclared()
         for key, items in sorted(self.pending.drain().items()):
             exporter, domain, _, template_id, _port = key
             stats = self.report.exporter(exporter, domain)
@@ -552,7 +562,6 @@ class ExportDecoder:
         self.options_in_datagram = 0
         if self._waiting or self._released or self._undeclared:  # a walk that raised
             self._waiting, self._released, self._undeclared = [], [], []
-        self._undeclared_records = 0
         self._sequence = sequence
         if stream.chunk is not chunk:
             stream.chunk = chunk
@@ -587,9 +596,9 @@ class ExportDecoder:
                                            stream.sysinit_ms, stream.sampling_rate,
                                            stream.samplers))
         if not stream.sampling_declared or (stream.sysinit_ms < 0 and self._version == 10):
-            self._undeclared.append((*where, not stream.sampling_declared))
-            if not stream.sampling_declared and not template.plan.rates_itself:
-                self._undeclared_records += records
+            counted = 0 if stream.sampling_declared or template.rates_itself else records
+            stream.undeclared_records += counted  # taken back if the datagram declares
+            self._undeclared.append((*where, not stream.sampling_declared, counted))
         self._ordinal += records
         stream.stats.records += records
 
@@ -602,9 +611,9 @@ class ExportDecoder:
                                      stream.sysinit_ms, stream.sampling_rate, stream.samplers),
                           variable=True)
         if not stream.sampling_declared or (stream.sysinit_ms < 0 and self._version == 10):
-            self._undeclared.append((*where, not stream.sampling_declared))
-            if not stream.sampling_declared and not template.plan.rates_itself:
-                self._undeclared_records += records
+            counted = 0 if stream.sampling_declared or template.rates_itself else records
+            stream.undeclared_records += counted  # taken back if the datagram declares
+            self._undeclared.append((*where, not stream.sampling_declared, counted))
         chunk.extra += fixed_parts
         self._ordinal += records
         stream.stats.records += records
@@ -744,10 +753,6 @@ class ExportDecoder:
             self._resolve_released(stream)
         if self._undeclared:
             self._declare_late(stream)
-        if self._undeclared_records:
-            if not stream.sampling_declared:
-                stream.stats.records_undeclared[self._version] += self._undeclared_records
-            self._undeclared_records = 0
         sequence = self._sequence
         expected = stream.expected
         if expected is not None:
@@ -847,7 +852,9 @@ class ExportDecoder:
         undeclared, self._undeclared = self._undeclared, []
         if not stream.sampling_declared and stream.sysinit_ms < 0:
             return  # still nothing declared: the rows stand (most exporters never sample)
-        for sets, index, sampling in undeclared:
+        if stream.sampling_declared:  # not read unsampled after all
+            stream.undeclared_records -= sum(entry[3] for entry in undeclared)
+        for sets, index, sampling, _ in undeclared:
             row = sets[index]
             sets[index] = (*row[:-3], *stream.declared_since(*row[-3:], sampling=sampling))
 
@@ -958,9 +965,9 @@ class ExportDecoder:
                    item.uptime_ms, chunk.exporter_code(item.exporter), item.domain, code)
             records = self._late_records(template, item, chunk, row, item.sysinit_ms)
             stream.stats.records += records
-            if item.undeclared and not template.plan.rates_itself:
+            if item.undeclared and not template.rates_itself:
                 # held past their template's datagram with no rate declared by its end
-                stream.stats.records_undeclared[stream.version] += records
+                stream.undeclared_records += records
         batches = []
         for chunk in chunks.values():
             batch, _ = chunk.decode(self._stream_list, self.samplers, None, self.report)

@@ -178,10 +178,6 @@ class RecordPlan:
         listed = {element: int(name[1:]) for element, (name, _) in where.items()}
         self.ipv6_listed_last = max(listed.get((IANA, e), -1) for e in (27, 28)) > max(
             listed.get((IANA, e), -1) for e in (8, 12))
-        # records that carry their own sampling rate (_sampling) need no declared one
-        self.rates_itself = (any(element in where for element in SAMPLING_INTERVAL_ELEMENTS)
-                             or SAMPLING_PACKET_INTERVAL in where
-                             or (SAMPLING_SIZE in where and SAMPLING_POPULATION in where))
         # NetScaler writes microseconds, not 1/2**32 s, in its NTP fractions: every one of
         # its records' fractions is below 10**6 (a chance of 1 in 4,300 each for a real
         # fraction), so its times were up to a second early (as tshark reads them)
@@ -577,6 +573,7 @@ class Template:
         "fixed_length",
         "min_length",
         "options",
+        "rates_itself",
         "scope_count",
         "template_id",
         "version",
@@ -597,6 +594,12 @@ class Template:
         # a variable-length field takes at least its 1-byte length prefix
         self.min_length = fixed + sum(1 for f in fields if f.length == VARIABLE_LENGTH)
         self._plan: RecordPlan | None = None
+        # records that carry their own sampling rate (RecordPlan._sampling) need no declared
+        # one (ExporterStats.records_before_sampling)
+        read = {(f.enterprise, f.element) for f in fields if 1 <= f.length <= 16}
+        self.rates_itself = (any(element in read for element in SAMPLING_INTERVAL_ELEMENTS)
+                             or SAMPLING_PACKET_INTERVAL in read
+                             or (SAMPLING_SIZE in read and SAMPLING_POPULATION in read))
 
     def same_layout(self, other: Template) -> bool:
         return (self.fields, self.scope_count, self.options) == (
