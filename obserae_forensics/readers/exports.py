@@ -73,6 +73,7 @@ from .templates import (
 SEQUENCE_MASK = 0xFFFF_FFFF
 REORDER_WINDOW = 1 << 16  # units behind the expected sequence still taken as a reorder
 DUPLICATE_WINDOW = 1024  # recent sequence numbers remembered per stream for duplicates
+SAME_NUMBER = 4  # payloads remembered per sequence number (v1 numbers nothing: all 0)
 PENDING_INDEX_STRIDE = 1 << 16  # record_index spacing of late-decoded sets in one datagram
 # a port that begins when every other port of its stream has been silent this long
 # (capture time) is the same exporter with a new socket: it keeps their templates
@@ -119,7 +120,7 @@ class _Stream:
         self.expected: int | None = None
         self.expected_flows: int | None = None
         self.last_sequence = 0
-        self.recent: dict[int, bytes] = {}
+        self.recent: dict[int, bytes | tuple[bytes, ...]] = {}
         self.sampling_rate = 1
         self.sampling_declared = False  # a header or options record has given a rate
         self.samplers = 0  # index of the sampler table in force (ExportDecoder.samplers)
@@ -416,7 +417,7 @@ class ExportDecoder:
         self._frame: tuple[str, int] | None = None  # the frame being numbered
         # rows of this datagram queued before a sampling rate or boot time was declared
         self._undeclared: list[tuple[list[tuple[int, ...]], int, bool, int]] = []
-        self._port_defined = False  # the datagram's port had defined templates before it
+        self._brought: set[int] | None = None  # template ids the message defines, when asked
         self._parking = False  # _park_waiting is deciding what the datagram held
 
     # -- public API ------------------------------------------------------------------
@@ -443,6 +444,11 @@ class ExportDecoder:
             elif len(payload) >= 2 and (datagram.exporter, datagram.exporter_port,
                                         datagram.collector_port,
                                         claimed := payload[0] << 8 | payload[1]) in paths:
+                if netflow_v5.cut_or_padded(payload, claimed):
+                    # v1/v7 are known by their exact length: a cut or padded one of a sender
+                    # known for them is read, what is missing or extra counted
+                    netflow_v5.decode_datagram(self, datagram, claimed)
+                    continue
                 self.report.skip(MalformedInput(
                     f"version {claimed} header that fails its checks "
                     f"(record count or first set id), from {datagram.exporter}:"
@@ -528,10 +534,16 @@ class ExportDecoder:
         stats = stream.stats
         recent = stream.recent
         previous = recent.get(sequence)
-        if previous is not None and previous == payload:
-            stats.duplicates += 1
-            return False
-        recent[sequence] = payload
+        if previous is not None:
+            # IPFIX messages of templates only share their number with the next message:
+            # each payload of a number is remembered (a copy of the pair came in twice)
+            if previous == payload or (type(previous) is tuple and payload in previous):
+                stats.duplicates += 1
+                return False
+            recent[sequence] = ((*previous, payload)[-SAME_NUMBER:]
+                                if type(previous) is tuple else (previous, payload))
+        else:
+            recent[sequence] = payload
         if len(recent) > 2 * DUPLICATE_WINDOW:
             # keep the newest DUPLICATE_WINDOW entries; pruning in bulk keeps this O(1) a call
             stream.recent = dict(list(recent.items())[-DUPLICATE_WINDOW:])
@@ -545,7 +557,7 @@ class ExportDecoder:
             if datagram.arrival_us - stream.port_last[previous] >= TAKEOVER_GAP_US:
                 stream.successor[port] = previous
         stream.port_last[port] = datagram.arrival_us
-        self._port_defined = port in stream.ports
+        self._brought = None
         if sampling_rate is not None:
             stream.sampling_rate = sampling_rate
             stream.sampling_declared = True
@@ -707,10 +719,13 @@ class ExportDecoder:
         port = datagram.exporter_port
         found = stream.templates.get((port, template_id))
         if found is None and template_id in stream.latest and (
-                not self._port_defined
+                port not in stream.ports
                 or stream.took_over(port, stream.latest_port[template_id])):
-            if not self._parking and carries_templates(self._message):
-                return None  # held to the datagram's end: a template it brings wins
+            if not self._parking:
+                if self._brought is None:
+                    self._brought = template_ids_in(self._message)
+                if template_id in self._brought:
+                    return None  # held to the datagram's end, where its own stands
             found = stream.latest[template_id]
         return found
 
@@ -771,7 +786,9 @@ class ExportDecoder:
             if not fits and inclusive and sequence == (last + 1) & SEQUENCE_MASK:
                 if stream.counts_messages:
                     fits = True
-                elif (expected - last) & SEQUENCE_MASK >= 2:
+                elif (expected - last) & SEQUENCE_MASK >= 2 and (
+                        stream.expected_flows is None
+                        or (stream.expected_flows - last) & SEQUENCE_MASK >= 2):
                     stream.counts_messages = fits = True
                     stream.stats.sequence_gaps -= stream.ambiguous_gaps
                     stream.stats.sequence_lost -= stream.ambiguous_gaps
@@ -789,6 +806,8 @@ class ExportDecoder:
                     stats.reorders += 1
                     return
         stream.last_sequence = sequence
+        if stream.counts_messages and inclusive:
+            units = flow_units = 1  # its numbers count messages: a lost one is a gap of one
         stream.expected = None if units is None else (sequence + units) & SEQUENCE_MASK
         stream.expected_flows = (
             None if flow_units is None else (sequence + flow_units) & SEQUENCE_MASK
@@ -1065,6 +1084,44 @@ def _both_directions(columns: dict[str, np.ndarray], forward: str, reverse: str
     if back is None:
         return values
     return values.astype(np.uint64) + back.astype(np.uint64)
+
+
+def template_ids_in(payload: bytes) -> set[int]:
+    """The template ids a v9/IPFIX message's template and options-template sets define
+    (withdrawals included): whether a template a data set needs comes in its own message."""
+    version = export_version(payload)
+    if version == 9:
+        at, kinds = 20, (0, 1)
+    elif version == 10:
+        at, kinds = 16, (2, 3)
+    else:
+        return set()
+    found: set[int] = set()
+    end = len(payload)
+    while at + 4 <= end:
+        set_id, length = struct.unpack_from(">HH", payload, at)
+        if length < 4:
+            break
+        if set_id in kinds:
+            record, stop = at + 4, min(at + length, end)
+            options = set_id == kinds[1]
+            while record + 4 <= stop:
+                template_id, count = struct.unpack_from(">HH", payload, record)
+                if template_id < 256:
+                    break  # padding
+                found.add(template_id)
+                if version == 9 and options:  # scope and option lengths, in bytes
+                    if record + 6 > stop:
+                        break
+                    record += 6 + count + int.from_bytes(payload[record + 4:record + 6], "big")
+                    continue
+                record += 6 if options and count else 4
+                for _ in range(count):  # field specifiers, 8 bytes with an enterprise
+                    if record + 4 > stop:
+                        break
+                    record += 8 if payload[record] & 0x80 else 4
+        at += length
+    return found
 
 
 def carries_templates(payload: bytes) -> bool:

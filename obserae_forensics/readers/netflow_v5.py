@@ -140,6 +140,15 @@ def sane_header(payload: bytes, version: int = VERSION) -> bool:
             and int.from_bytes(payload[12:16], "big") < 1_000_000_000)
 
 
+def cut_or_padded(payload: bytes, version: int) -> bool:
+    """A v1 or v7 header whose datagram is shorter or longer than its count says: read
+    (the cut or the extra bytes counted) when its sender's good datagrams came before."""
+    fixed = FORMATS.get(version)
+    return (fixed is not None and version != VERSION and len(payload) >= fixed.header.size
+            and 1 <= int.from_bytes(payload[2:4], "big") <= fixed.max_records
+            and int.from_bytes(payload[12:16], "big") < 1_000_000_000)
+
+
 def decode_datagram(state: ExportDecoder, datagram: Datagram, version: int = VERSION) -> None:
     """Queue the records of one v1, v5 or v7 datagram on `state`; count a cut-off tail."""
     payload = datagram.payload
