@@ -1086,16 +1086,24 @@ def _both_directions(columns: dict[str, np.ndarray], forward: str, reverse: str
     return values.astype(np.uint64) + back.astype(np.uint64)
 
 
+def _template_sets(payload: bytes) -> tuple[int, int, tuple[int, int]] | None:
+    """(version, first set's offset, template and options-template set ids) of a v9/IPFIX
+    payload, else None."""
+    version = export_version(payload)
+    if version == 9:
+        return version, 20, (0, 1)
+    if version == 10:
+        return version, 16, (2, 3)
+    return None
+
+
 def template_ids_in(payload: bytes) -> set[int]:
     """The template ids a v9/IPFIX message's template and options-template sets define
     (withdrawals included): whether a template a data set needs comes in its own message."""
-    version = export_version(payload)
-    if version == 9:
-        at, kinds = 20, (0, 1)
-    elif version == 10:
-        at, kinds = 16, (2, 3)
-    else:
+    layout = _template_sets(payload)
+    if layout is None:
         return set()
+    version, at, kinds = layout
     found: set[int] = set()
     end = len(payload)
     while at + 4 <= end:
@@ -1130,13 +1138,10 @@ def carries_templates(payload: bytes) -> bool:
     Exports of a conversation's datagrams need the templates to decode again; this finds the
     datagrams that carry them without decoding anything.
     """
-    version = export_version(payload)
-    if version == 9:
-        at, template_ids = 20, (0, 1)
-    elif version == 10:
-        at, template_ids = 16, (2, 3)
-    else:
+    layout = _template_sets(payload)
+    if layout is None:
         return False
+    _, at, template_ids = layout
     end = len(payload)
     while at + 4 <= end:
         set_id, length = struct.unpack_from(">HH", payload, at)
