@@ -542,3 +542,26 @@ def test_v9_observation_time_never_overrides_a_duration_nor_starts_after_an_end(
              for a, b in zip(table["first_seen"], table["last_seen"], strict=True)]
     assert spans == [(-60_000, -50_000), (-60_000, -60_000)]
     assert not report.repaired
+
+
+def test_template_ids_in_reads_every_kind_of_template_record() -> None:
+    """The ids a message defines decide whether a data set that would take another port's
+    template waits for its own (exports.template): v9 templates and options templates
+    (lengths in bytes), IPFIX ones with enterprise fields (8-byte specifiers), padding."""
+    from obserae_forensics.readers.exports import template_ids_in
+
+    options = NetflowOptionsFlowsetV9(
+        templateID=300, option_scope_length=4, option_field_length=4,
+        scopes=[NetflowOptionsFlowsetScopeV9(scopeFieldType=1, scopeFieldlength=4)],
+        options=[NetflowOptionsFlowsetOptionV9(optionFieldType=34, optionFieldlength=4)])
+    v9 = packet(template(256, FLOW_FIELDS), options, template(257, FLOW_FIELDS_V6),
+                data(256, flow(1, 2, 3, 4, 6, 1, 60)))
+    assert template_ids_in(v9) == {256, 257, 300}
+    assert template_ids_in(packet(data(256, flow(1, 2, 3, 4, 6, 1, 60)))) == set()
+    body = struct.pack(">HHHHHHI", 400, 2, 8, 4, 0x8000 | 1, 4, 9) + bytes(2)  # + padding
+    options_set = struct.pack(">HHHHHHH", 401, 2, 1, 149, 4, 34, 4)
+    ipfix = (struct.pack(">HHIII", 10, 0, EXPORT_S, 0, SOURCE_ID)
+             + struct.pack(">HH", 2, 4 + len(body)) + body
+             + struct.pack(">HH", 3, 4 + len(options_set)) + options_set)
+    ipfix = ipfix[:2] + struct.pack(">H", len(ipfix)) + ipfix[4:]
+    assert template_ids_in(ipfix) == {400, 401}
