@@ -66,7 +66,8 @@ def test_fprobe_v1_and_v7_equal_tshark() -> None:
 
 def test_v1_and_v7_need_their_exact_length_and_a_clock() -> None:
     """Their version numbers begin many other payloads (a DNS query with id 1 or 7): a
-    datagram of another length, or a nanosecond field past 10**9, is no export."""
+    datagram of another length, a nanosecond field past 10**9, or unused bytes that are not
+    zero, is no export."""
     for version in (1, 7):
         fixed = FORMATS[version]
         header = struct.pack(">HHIII", version, 2, 1000, 1_700_000_000, 0)
@@ -79,6 +80,12 @@ def test_v1_and_v7_need_their_exact_length_and_a_clock() -> None:
         assert export_version(late) == 0
         many = payload[:2] + struct.pack(">H", fixed.max_records + 1) + payload[4:]
         assert export_version(many) == 0
+        # the unused bytes of the first record (v7: and the reserved header word) are zero:
+        # a memcached frame of a v1/v7 length passed the checks above (review)
+        unused = fixed.header.size + 46 if version == 7 else fixed.header.size + 44
+        assert export_version(payload[:unused] + b"x" + payload[unused + 1:]) == 0
+        flags = fixed.header.size + 40  # v1's tcp_flags, v7's src_as: not unused
+        assert export_version(payload[:flags] + b"\x12" + payload[flags + 1:]) == version
         # and one that is no export stays other traffic, counted as such
         report = RunReport()
         decoder = ExportDecoder(report)
