@@ -74,6 +74,9 @@ ELEMENTS: Final[dict[tuple[int, int], tuple[tuple[str, str, int], ...]]] = {
     # EXsamplerInfo, 1.7.8: a reference to a sampler record (type 15)
     (18, 20): (("selector_id", "<i8", 0), ("sampler_sysid", "<u2", 8)),
     (33, 20): (("observation_point", "<u8", 0), ("observation_domain", "<u4", 8)),
+    # EXlayer2 (1.7.8): VLANs, physical interfaces, VXLAN, ethertype, and the IP version
+    # the exporter gave the flow (IPFIX ipVersion, 60)
+    (38, 36): (("l2_ip_version", "u1", 26),),
     # EXnselCommon (Cisco NSEL): event time NF_F_EVENT_TIME_MSEC, connection id, extended
     # event, event; 1.7.8 appends NAT fields (type, natEvent, natPoolID)
     (19, 20): (("nsel_event_ms", "<u8", 0), ("nsel_connection", "<u4", 8),
@@ -186,7 +189,13 @@ def decode_layout(rows: np.ndarray, layout: Layout) -> dict[str, np.ndarray]:
         # dual-stack flow: a record's IPv4 addresses are its own unless they are blank (as
         # nfdump prints it; an IPv6 flow of such a template read as 0.0.0.0, an IPv4 one
         # as :: -> ::). A tunnel's inner IPv4 packet wins over its IPv6 outer header too.
+        # When both are filled, the IP version nfcapd 1.7.8 keeps in EXlayer2 says which
+        # is the flow's, as nfdump 1.7.8 reads it (a 6-in-4 tunnel's inner packet).
         v4 = (rows["src4"] != 0) | (rows["dst4"] != 0)
+        if "l2_ip_version" in present:
+            six_filled = ((rows["src6_hi"] != 0) | (rows["src6_lo"] != 0)
+                          | (rows["dst6_hi"] != 0) | (rows["dst6_lo"] != 0))
+            v4 &= ~(six_filled & (rows["l2_ip_version"] == 6))
         six = _v6(rows["src6_hi"], rows["src6_lo"]), _v6(rows["dst6_hi"], rows["dst6_lo"])
         four = _v4(rows["src4"]), _v4(rows["dst4"])
         out["src_addr"] = np.where(v4[:, None], four[0], six[0])
