@@ -105,10 +105,10 @@ class _Stream:
     """Sequence, duplicate and option state of one (exporter, domain, version) stream."""
 
     __slots__ = ("ambiguous_gaps", "chunk", "chunk_code", "code", "counts_messages",
-                 "expected", "expected_flows", "last_sequence", "latest", "latest_port",
-                 "port_last", "ports", "recent", "samplers", "sampling_declared",
-                 "sampling_rate", "stats", "successor", "sysinit_ms", "templates",
-                 "undeclared_records", "version")
+                 "expected", "expected_flows", "last_arrival", "last_port", "last_sequence",
+                 "latest", "latest_port", "lineage", "ports", "recent", "samplers",
+                 "sampling_declared", "sampling_rate", "seen_ports", "stats", "sysinit_ms",
+                 "templates", "undeclared_records", "version")
 
     def __init__(self, stats: ExporterStats, code: int, version: int) -> None:
         self.stats = stats
@@ -135,25 +135,22 @@ class _Stream:
         self.latest: dict[int, Template] = {}
         self.ports: set[int] = set()  # ports that defined templates: they use only theirs
         self.latest_port: dict[int, int] = {}  # the port that defined `latest[id]`
-        # each port's last datagram (capture time, µs), and the port each took over from:
-        # one that began when every other had been silent for TAKEOVER_GAP_US is the same
-        # exporting process with a new socket (a restart), decided at its first datagram
-        self.port_last: dict[int, int] = {}
-        self.successor: dict[int, int] = {}
+        # a port that began when every other had been silent for TAKEOVER_GAP_US is the
+        # same exporting process with a new socket (a restart), decided at its first
+        # datagram: `lineage` gives it the first port of the process (ports are 16 bits, so
+        # an exporter that opens one per datagram costs a bounded set, and O(1) a datagram)
+        self.seen_ports: set[int] = set()
+        self.last_arrival: int | None = None  # the stream's latest datagram, and its port
+        self.last_port = 0
+        self.lineage: dict[int, int] = {}
         self.chunk: _Chunk | None = None  # the chunk `chunk_code` (exporter code) belongs to
         self.chunk_code = 0
 
     def took_over(self, new: int, old: int) -> bool:
         """Whether port `new` took over from port `old`, itself or through the ports
-        between them (an exporter restarted twice)."""
-        seen: set[int] = set()
-        port = self.successor.get(new)
-        while port is not None and port not in seen:
-            if port == old:
-                return True
-            seen.add(port)
-            port = self.successor.get(port)
-        return False
+        between them (an exporter restarted twice): the same process's lineage."""
+        root = self.lineage.get(new)
+        return root is not None and root == self.lineage.get(old, old)
 
     def declared_since(self, sysinit_ms: int, rate: int, samplers: int, *, sampling: bool
                        ) -> tuple[int, int, int]:
@@ -549,14 +546,18 @@ class ExportDecoder:
             stream.recent = dict(list(recent.items())[-DUPLICATE_WINDOW:])
         stats.datagrams += 1
         port = datagram.exporter_port
-        if port not in stream.port_last and stream.port_last:
-            # a new transport session is a new stream, numbered afresh (RFC 7011 §3.1): a
-            # restart's jump is no loss (pmacct's test 112: 1,278,157 "lost")
-            stream.expected = stream.expected_flows = None
-            previous = max(stream.port_last, key=lambda p: (stream.port_last[p], p))
-            if datagram.arrival_us - stream.port_last[previous] >= TAKEOVER_GAP_US:
-                stream.successor[port] = previous
-        stream.port_last[port] = datagram.arrival_us
+        arrival = datagram.arrival_us
+        if port not in stream.seen_ports:
+            if stream.last_arrival is not None:
+                # a new transport session is a new stream, numbered afresh (RFC 7011 §3.1):
+                # a restart's jump is no loss (pmacct's test 112: 1,278,157 "lost")
+                stream.expected = stream.expected_flows = None
+                if arrival - stream.last_arrival >= TAKEOVER_GAP_US:
+                    stream.lineage[port] = stream.lineage.get(stream.last_port,
+                                                              stream.last_port)
+            stream.seen_ports.add(port)
+        if stream.last_arrival is None or arrival >= stream.last_arrival:
+            stream.last_arrival, stream.last_port = arrival, port
         self._brought = None
         if sampling_rate is not None:
             stream.sampling_rate = sampling_rate

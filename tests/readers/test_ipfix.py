@@ -482,6 +482,10 @@ def test_ipfix_a_port_that_took_over_from_a_silent_one_uses_its_templates() -> N
     assert packets == [1, 2, 3, 4, 5]
     s = stats(report)
     assert (s.records_without_template, s.sequence_gaps, s.sequence_lost) == (0, 0, 0)
+    # restarted twice: the third port still reads the first port's template
+    packets, _ = run([*restart[:3], (64000, 30.0, message(options, sequence=9000)),
+                      (64000, 31.0, message(data(256, record(8)), sequence=9001))])
+    assert packets == [1, 2, 3, 8]
     # a straggler of the old port after the new one began does not undo it
     packets, _ = run([*restart[:3], (61853, 19.5, message(data(256, record(9)), sequence=12)),
                       *restart[3:]])
