@@ -44,25 +44,17 @@ class ExporterStats:
     records_without_template: int = 0
     enterprise_fields_skipped: int = 0
     sampling_rate: int = 1  # last sampling rate in force (1 = unsampled)
-    # per export version (each its own stream): records read while the exporter had
-    # declared no sampling rate (rate 1 taken; not records that carry their own), and the
-    # first rate its options declared
-    records_undeclared: dict[int, int] = field(default_factory=dict)
-    first_sampling_rate: dict[int, int] = field(default_factory=dict)
+    # records read as unsampled because they came before their exporter's first sampling
+    # declaration, when that declared a rate above 1 (routers send their sampling options
+    # every few minutes: a capture begun between two has records the flows table cannot
+    # scale, and says so here rather than nowhere); summed by the export reader over the
+    # row's streams (ExportDecoder._count_undeclared)
+    records_before_sampling: int = 0
     first_export_us: int | None = None
     last_export_us: int | None = None
     clock_offset_min_us: int | None = None
     clock_offset_max_us: int | None = None
     missing_templates: Counter[int] = field(default_factory=Counter)  # template id -> records
-
-    @property
-    def records_before_sampling(self) -> int:
-        """Records read as unsampled because they came before the exporter's first
-        sampling declaration, when that declared a rate (routers send their sampling
-        options every few minutes: a capture begun between two has records the flows
-        table cannot scale, and says so here rather than nowhere)."""
-        return sum(records for version, records in self.records_undeclared.items()
-                   if self.first_sampling_rate.get(version, 0) > 1)
 
     @property
     def version(self) -> int:

@@ -105,17 +105,20 @@ class _Stream:
     """Sequence, duplicate and option state of one (exporter, domain, version) stream."""
 
     __slots__ = ("ambiguous_gaps", "chunk", "chunk_code", "code", "counts_messages",
-                 "expected", "expected_flows", "last_arrival", "last_port", "last_sequence",
+                 "expected", "expected_flows", "first_rate", "last_arrival", "last_port",
+                 "last_sequence",
                  "latest", "latest_port", "lineage", "ports", "recent", "samplers",
                  "sampling_declared", "sampling_rate", "seen_ports", "stats", "sysinit_ms",
-                 "templates", "undeclared_records", "version")
+                 "templates", "undeclared_records")
 
-    def __init__(self, stats: ExporterStats, code: int, version: int) -> None:
+    def __init__(self, stats: ExporterStats, code: int) -> None:
         self.stats = stats
         self.code = code
-        self.version = version
         self.counts_messages = False  # its sequence numbers count messages (VPP)
-        self.undeclared_records = 0  # read before any sampling declaration (records_undeclared)
+        # read before any sampling declaration, and the first rate declared (0: none yet):
+        # ExporterStats.records_before_sampling when that rate is above 1
+        self.undeclared_records = 0
+        self.first_rate = 0
         self.ambiguous_gaps = 0  # gaps of one that counting messages would explain
         self.expected: int | None = None
         self.expected_flows: int | None = None
@@ -466,8 +469,10 @@ class ExportDecoder:
         its exporter's row (ExporterStats.records_before_sampling); kept on the stream,
         where the per-datagram path counts it cheaply."""
         for stream in self._stream_list:
-            if stream.undeclared_records:
-                stream.stats.records_undeclared[stream.version] = stream.undeclared_records
+            stream.stats.records_before_sampling = 0
+        for stream in self._stream_list:  # a row's streams: one per export version
+            if stream.first_rate > 1:
+                stream.stats.records_before_sampling += stream.undeclared_records
 
     def _interleave(self, batch: pa.RecordBatch | None) -> list[pa.RecordBatch]:
         """The chunk's records with the held ones released among them, each group right
@@ -526,7 +531,7 @@ class ExportDecoder:
         if stream is None:
             stats = self.report.exporter(datagram.exporter, domain)
             stats.versions.add(version)
-            stream = self._streams[key] = _Stream(stats, len(self._stream_list), version)
+            stream = self._streams[key] = _Stream(stats, len(self._stream_list))
             self._stream_list.append(stream)
         stats = stream.stats
         recent = stream.recent
@@ -608,10 +613,7 @@ class ExportDecoder:
         where = self._chunk.add(template, (*self._row, self._base + at, records, self._ordinal,
                                            stream.sysinit_ms, stream.sampling_rate,
                                            stream.samplers))
-        if not stream.sampling_declared or (stream.sysinit_ms < 0 and self._version == 10):
-            counted = 0 if stream.sampling_declared or template.rates_itself else records
-            stream.undeclared_records += counted  # taken back if the datagram declares
-            self._undeclared.append((*where, not stream.sampling_declared, counted))
+        self._note_undeclared(stream, template, where, records)
         self._ordinal += records
         stream.stats.records += records
 
@@ -623,13 +625,19 @@ class ExportDecoder:
         where = chunk.add(template, (*self._row, len(chunk.extra), records, self._ordinal,
                                      stream.sysinit_ms, stream.sampling_rate, stream.samplers),
                           variable=True)
+        self._note_undeclared(stream, template, where, records)
+        chunk.extra += fixed_parts
+        self._ordinal += records
+        stream.stats.records += records
+
+    def _note_undeclared(self, stream: _Stream, template: Template,
+                         where: tuple[list[tuple[int, ...]], int], records: int) -> None:
+        """Remember a set queued before its exporter declared a sampling rate (or, in
+        IPFIX, its boot time): the rest of the datagram may declare it (_declare_late)."""
         if not stream.sampling_declared or (stream.sysinit_ms < 0 and self._version == 10):
             counted = 0 if stream.sampling_declared or template.rates_itself else records
             stream.undeclared_records += counted  # taken back if the datagram declares
             self._undeclared.append((*where, not stream.sampling_declared, counted))
-        chunk.extra += fixed_parts
-        self._ordinal += records
-        stream.stats.records += records
 
     def options_records(self, template: Template, buf: bytes, at: int, end: int) -> int:
         """Read an options data set now (sampling rate, system init time); records read."""
@@ -941,7 +949,7 @@ class ExportDecoder:
             stream.sampling_rate = rate
             stream.sampling_declared = True
             stream.stats.sampling_rate = rate
-            stream.stats.first_sampling_rate.setdefault(stream.version, rate)
+            stream.first_rate = stream.first_rate or rate
             # ... and the rate of the sampler or interface the record is scoped to
             if scope is not None and self.samplers[stream.samplers].get(scope) != rate:
                 self.samplers.append({**self.samplers[stream.samplers], scope: rate})
