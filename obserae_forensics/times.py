@@ -49,6 +49,11 @@ def scaled_time_us(values: np.ndarray, micros_per_unit: int) -> np.ndarray:
     return np.where(fits, raw.astype(np.int64) * micros_per_unit, UNUSABLE_TIME)
 
 
+def beyond_limit(us: np.ndarray) -> np.ndarray:
+    """Times past TIME_LIMIT_US either way (UNUSABLE_TIME included)."""
+    return (us < -TIME_LIMIT_US) | (us > TIME_LIMIT_US)
+
+
 def time_faults(first_us: np.ndarray, last_us: np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(beyond, timeless, salvaged) masks: the records the readers leave out (bad_timestamp,
@@ -56,8 +61,7 @@ def time_faults(first_us: np.ndarray, last_us: np.ndarray
     beside it, or both times exactly 0; and those kept at their one usable time, the other
     past the limit. One definition, for the reader that says so and for a reader that
     counts repairs only of records that are kept."""
-    first_bad = (first_us < -TIME_LIMIT_US) | (first_us > TIME_LIMIT_US)
-    last_bad = (last_us < -TIME_LIMIT_US) | (last_us > TIME_LIMIT_US)
+    first_bad, last_bad = beyond_limit(first_us), beyond_limit(last_us)
     beyond = first_bad | last_bad
     salvaged = np.zeros(len(first_us), dtype=bool)
     if beyond.any():

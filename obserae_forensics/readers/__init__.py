@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from ..errors import InputError, MalformedInput, UnknownFormat
 from ..report import RunReport
-from ..times import TIME_LIMIT_US, UNUSABLE_TIME, time_faults
+from ..times import UNUSABLE_TIME, beyond_limit, time_faults
 from .pcap import capture_format, iter_datagrams, iter_frames
 
 __all__ = ["InputFile", "discover_inputs", "input_format", "read_flows"]
@@ -212,7 +212,7 @@ def _usable_times(batch: pa.RecordBatch, report: RunReport) -> pa.RecordBatch:
         _report_per_file(batch, salvaged, "missing_time", lambda row: (
             f"one time unusable (more than 73,000 years from 1970), {which(row)}: kept "
             "at the instant the other gives"), report, kept=True)
-        unusable_first = salvaged & ((first < -TIME_LIMIT_US) | (first > TIME_LIMIT_US))
+        unusable_first = salvaged & beyond_limit(first)
         first = np.where(unusable_first, 0, first)
         last = np.where(salvaged & ~unusable_first, 0, last)
     zero_first, zero_last = (first == 0) & ~beyond, (last == 0) & ~beyond
@@ -242,7 +242,7 @@ def _usable_times(batch: pa.RecordBatch, report: RunReport) -> pa.RecordBatch:
     if half.any() or inverted.any() or future.any() or salvaged.any():
         known = np.where(zero_first, last, first)
         batch = _with_times(
-            batch, np.where(half, known, np.where(inverted, last, np.where(future, last, first))),
+            batch, np.where(half, known, np.where(inverted | future, last, first)),
             np.where(half, known, np.where(inverted, first, last)))
     if timeless.any():
         _report_per_file(batch, timeless, "no_times", lambda row: (

@@ -1121,24 +1121,33 @@ def template_ids_in(payload: bytes) -> set[int]:
             break
         if set_id in kinds:
             record, stop = at + 4, min(at + length, end)
-            options = set_id == kinds[1]
             while record + 4 <= stop:
                 template_id, count = struct.unpack_from(">HH", payload, record)
                 if template_id < 256:
                     break  # padding
                 found.add(template_id)
-                if version == 9 and options:  # scope and option lengths, in bytes
-                    if record + 6 > stop:
-                        break
-                    record += 6 + count + int.from_bytes(payload[record + 4:record + 6], "big")
-                    continue
-                record += 6 if options and count else 4
-                for _ in range(count):  # field specifiers, 8 bytes with an enterprise
-                    if record + 4 > stop:
-                        break
-                    record += 8 if payload[record] & 0x80 else 4
+                record = _template_record_end(payload, record, stop, count,
+                                              v9_options=version == 9 and set_id == 1,
+                                              options=set_id == kinds[1])
         at += length
     return found
+
+
+def _template_record_end(payload: bytes, record: int, stop: int, count: int, *,
+                         v9_options: bool, options: bool) -> int:
+    """Where the template record at `record` ends: a v9 options template gives its scope
+    and option lengths in bytes; others count field specifiers, 8 bytes with an enterprise
+    number (an IPFIX options template has a scope count besides)."""
+    if v9_options:
+        if record + 6 > stop:
+            return stop
+        return record + 6 + count + int.from_bytes(payload[record + 4:record + 6], "big")
+    record += 6 if options and count else 4
+    for _ in range(count):
+        if record + 4 > stop:
+            return stop
+        record += 8 if payload[record] & 0x80 else 4
+    return record
 
 
 def carries_templates(payload: bytes) -> bool:

@@ -144,17 +144,21 @@ def sane_header(payload: bytes, version: int = VERSION) -> bool:
     if version == VERSION:
         return True
     return (len(payload) == fixed.header.size + count * fixed.record_size
-            and int.from_bytes(payload[12:16], "big") < 1_000_000_000
+            and _plausible_clock(payload)
             and not any(any(payload[at:at + size]) for at, size in _UNUSED[version]))
 
 
 def cut_or_padded(payload: bytes, version: int) -> bool:
     """A v1 or v7 header whose datagram is shorter or longer than its count says: read
     (the cut or the extra bytes counted) when its sender's good datagrams came before."""
-    fixed = FORMATS.get(version)
-    return (fixed is not None and version != VERSION and len(payload) >= fixed.header.size
-            and 1 <= int.from_bytes(payload[2:4], "big") <= fixed.max_records
-            and int.from_bytes(payload[12:16], "big") < 1_000_000_000)
+    return (version in _UNUSED and len(payload) >= FORMATS[version].header.size
+            and 1 <= int.from_bytes(payload[2:4], "big") <= FORMATS[version].max_records
+            and _plausible_clock(payload))
+
+
+def _plausible_clock(payload: bytes) -> bool:
+    """v1/v7: a header's unix_nsecs below 10**9."""
+    return int.from_bytes(payload[12:16], "big") < 1_000_000_000
 
 
 def decode_datagram(state: ExportDecoder, datagram: Datagram, version: int = VERSION) -> None:

@@ -355,13 +355,11 @@ class RecordPlan:
         alone: every IPv6 record read ToS 0 where the IPv4 records of the same traffic read
         192). RFC 7012: the DSCP is the byte's upper six bits, the precedence its upper
         three; a value too wide for its field is taken as the byte itself."""
-        dscp = self.unsigned(rows, IP_DSCP)
-        if dscp is not None:
-            return np.where(dscp <= 63, dscp << np.uint64(2), dscp & np.uint64(0xFF))
-        precedence = self.unsigned(rows, IP_PRECEDENCE)
-        if precedence is not None:
-            return np.where(precedence <= 7, precedence << np.uint64(5),
-                            precedence & np.uint64(0xFF))
+        for element, bits in ((IP_DSCP, 6), (IP_PRECEDENCE, 3)):
+            value = self.unsigned(rows, element)
+            if value is not None:
+                return np.where(value < np.uint64(1 << bits), value << np.uint64(8 - bits),
+                                value & np.uint64(0xFF))
         return None
 
     def _sampling(self, rows: np.ndarray, meta: RecordMeta) -> np.ndarray:
