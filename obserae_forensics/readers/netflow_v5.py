@@ -39,9 +39,12 @@ if TYPE_CHECKING:
 VERSION = 5
 MAX_RECORDS = 30
 
+# what v1, v5 and v7 headers begin with: count = records that follow (v5: 1..30), then
+# the exporter's uptime and wall clock
+CLOCK_FIELDS = [("version", "H"), ("count", "H"),
+                ("sys_uptime_ms", "I"), ("unix_secs", "I"), ("unix_nsecs", "I")]
 HEADER = Layout("NetFlow v5 header", ">", [
-    ("version", "H"), ("count", "H"),  # count: records that follow, 1..30
-    ("sys_uptime_ms", "I"), ("unix_secs", "I"), ("unix_nsecs", "I"),
+    *CLOCK_FIELDS,
     ("flow_sequence", "I"),  # flows exported before this datagram
     ("engine_type", "B"), ("engine_id", "B"),
     ("sampling", "H"),  # top 2 bits mode, low 14 bits interval (1 in N)
@@ -76,10 +79,7 @@ RECORD_SIZE = 48
 assert RECORD_TEMPLATE.fixed_length == RECORD_SIZE
 
 
-V1_HEADER = Layout("NetFlow v1 header", ">", [
-    ("version", "H"), ("count", "H"),  # 1..24
-    ("sys_uptime_ms", "I"), ("unix_secs", "I"), ("unix_nsecs", "I"),
-])
+V1_HEADER = Layout("NetFlow v1 header", ">", CLOCK_FIELDS)  # 1..24 records
 assert V1_HEADER.size == 16
 V1_RECORD_FIELDS = (
     *RECORD_FIELDS[:11],  # srcaddr .. dstport, as v5's
@@ -89,9 +89,8 @@ V1_RECORD_FIELDS = (
     FieldSpec(6, 1),  # tcp_flags
     FieldSpec(0, 7),  # pad2, pad3, reserved
 )
-V7_HEADER = Layout("NetFlow v7 header", ">", [
-    ("version", "H"), ("count", "H"),  # 1..28
-    ("sys_uptime_ms", "I"), ("unix_secs", "I"), ("unix_nsecs", "I"),
+V7_HEADER = Layout("NetFlow v7 header", ">", [  # 1..28 records
+    *CLOCK_FIELDS,
     ("flow_sequence", "I"),  # flows exported before this datagram, as v5's
     ("reserved", "4x"),
 ])

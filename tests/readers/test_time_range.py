@@ -136,23 +136,30 @@ def test_an_nfcapd_receive_time_past_the_range_is_counted(corpus: Path, tmp_path
         assert arrival[0] != table.column("arrival").cast(pa.int64())[0].as_py()
 
 
-def test_a_record_with_one_time_is_kept_at_it_not_spanning_from_1970() -> None:
-    """A zero (nfdump's unknown) on one side is no start in 1970: before, an inverted record
-    whose end was 0 was swapped into a 53-year record (review)."""
+def usable_times(first: list[int], last: list[int], arrival: int | None = None
+                 ) -> tuple[list[tuple[int, int]], RunReport]:
+    """(first_seen, last_seen) of the records read_flows keeps, from hand-made times."""
     from obserae_forensics.readers import _usable_times
     from obserae_forensics.readers._batch import flow_batch
 
-    x = 1_700_000_000_000_000
-    columns = {"first_seen": np.array([x, 0, x + 5, 0, x + 9]),
-               "last_seen": np.array([0, x + 1, x, 0, x + 10]),
-               "source_offset": np.arange(5), "source_frame": np.arange(5)}
-    batch = flow_batch(5, columns, exporter="192.0.2.1", source_file="hand.pcap")
+    n = len(first)
+    columns = {"first_seen": np.array(first), "last_seen": np.array(last),
+               "source_offset": np.arange(n), "source_frame": np.arange(n)}
+    if arrival is not None:
+        columns["arrival"] = np.full(n, arrival)
     report = RunReport()
-    kept = _usable_times(batch, report)
-    firsts = kept.column("first_seen").cast("int64").to_pylist()
-    lasts = kept.column("last_seen").cast("int64").to_pylist()
-    assert list(zip(firsts, lasts, strict=True)) == [(x, x), (x + 1, x + 1), (x, x + 5),
-                                                     (x + 9, x + 10)]
+    kept = _usable_times(flow_batch(n, columns, exporter="192.0.2.1", source_file="hand.pcap"),
+                         report)
+    return list(zip(kept.column("first_seen").cast("int64").to_pylist(),
+                    kept.column("last_seen").cast("int64").to_pylist(), strict=True)), report
+
+
+def test_a_record_with_one_time_is_kept_at_it_not_spanning_from_1970() -> None:
+    """A zero (nfdump's unknown) on one side is no start in 1970: before, an inverted record
+    whose end was 0 was swapped into a 53-year record (review)."""
+    x = 1_700_000_000_000_000
+    times, report = usable_times([x, 0, x + 5, 0, x + 9], [0, x + 1, x, 0, x + 10])
+    assert times == [(x, x), (x + 1, x + 1), (x, x + 5), (x + 9, x + 10)]
     assert dict(report.skipped) == {"no_times": 1}
     assert dict(report.repaired) == {"missing_time": 2, "inverted_times": 1}
     assert "kept, put right: 1 inverted_times, 2 missing_time" in report.summary()
@@ -166,24 +173,16 @@ def test_a_start_long_after_arrival_or_unusable_gives_way_to_the_end() -> None:
     more than a day after the record arrived is no start; one unusable time beside a usable
     one is a missing one. A start within the day of its arrival, or within a day of its own
     end (an exporter clock days ahead), stays an ordinary swap."""
-    from obserae_forensics.readers import FUTURE_START_US, _usable_times
-    from obserae_forensics.readers._batch import flow_batch
+    from obserae_forensics.readers import FUTURE_START_US
 
     x = 1_700_000_000_000_000
     arrive = x + 60_000_000
     ahead = arrive + 2 * FUTURE_START_US  # an exporter clock two days ahead
-    columns = {"first_seen": np.array([2_289_000_000_000_000, x + 5, UNUSABLE_TIME,
-                                       x + 3, UNUSABLE_TIME, arrive + FUTURE_START_US,
-                                       ahead + 7]),
-               "last_seen": np.array([x, x, x + 2, UNUSABLE_TIME, 0, x, ahead]),
-               "arrival": np.full(7, arrive),
-               "source_offset": np.arange(7), "source_frame": np.arange(7)}
-    batch = flow_batch(7, columns, exporter="192.0.2.1", source_file="hand.pcap")
-    report = RunReport()
-    kept = _usable_times(batch, report)
-    firsts = kept.column("first_seen").cast("int64").to_pylist()
-    lasts = kept.column("last_seen").cast("int64").to_pylist()
-    assert list(zip(firsts, lasts, strict=True)) == [
+    times, report = usable_times(
+        [2_289_000_000_000_000, x + 5, UNUSABLE_TIME, x + 3, UNUSABLE_TIME,
+         arrive + FUTURE_START_US, ahead + 7],
+        [x, x, x + 2, UNUSABLE_TIME, 0, x, ahead], arrival=arrive)
+    assert times == [
         (x, x), (x, x + 5), (x + 2, x + 2), (x + 3, x + 3), (x, arrive + FUTURE_START_US),
         (ahead, ahead + 7)]
     assert dict(report.repaired) == {"future_start": 1, "inverted_times": 3,
