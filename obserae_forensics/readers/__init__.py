@@ -161,14 +161,14 @@ def read_flows(
                 batches = _capture_batches(item.path, decoder, report, batch_size, window,
                                            ipfix_file=item.format == "ipfix")
             for batch in batches:
-                batch = _usable_times(batch, report)
+                batch = _icmp_type_in_low_byte(_usable_times(batch, report), report)
                 if batch.num_rows:
                     _count(report, batch)
                     yield batch
         except UnknownFormat as error:
             report.skip(error, nbytes=item.size)
     for batch in decoder.finish():
-        batch = _usable_times(_window(batch, window), report)
+        batch = _icmp_type_in_low_byte(_usable_times(_window(batch, window), report), report)
         if batch.num_rows:
             _count(report, batch)
             yield batch
@@ -257,6 +257,31 @@ def _usable_times(batch: pa.RecordBatch, report: RunReport) -> pa.RecordBatch:
 
 
 FUTURE_START_US = 86_400_000_000  # a start this far after its record arrived is no start
+
+
+def _icmp_type_in_low_byte(batch: pa.RecordBatch, report: RunReport) -> pa.RecordBatch:
+    """ICMP and ICMPv6 records whose type/code (dst_port, type << 8 | code) has a zero high
+    byte and a nonzero low one hold their type in the low byte: Procera sends an echo
+    request as 8 and IOS-XR neighbour discovery as 135 and 136. Read as they stand, they
+    were type 0 with a code: for ICMP an echo reply, whose sender became the server of a
+    ping, for ICMPv6 a reserved type. No real message is either (an echo reply's code is
+    always 0, RFC 792; ICMPv6 type 0 is reserved, RFC 4443), so the low byte is taken as
+    the type, code 0, and counted (`icmp_type_low_byte` under repaired)."""
+    if batch.num_rows == 0:
+        return batch
+    protocol = batch.column("protocol").to_numpy()
+    port = batch.column("dst_port").to_numpy()
+    low = ((protocol == 1) | (protocol == 58)) & (port > 0) & (port < 256)
+    if not low.any():
+        return batch
+    _report_per_file(batch, low, "icmp_type_low_byte", lambda row: (
+        f"an ICMP type/code of {int(port[row])} (type 0, code {int(port[row])}: no such "
+        f"message), the first record {batch.column('record_index')[row].as_py()} here: "
+        f"read as type {int(port[row])}, code 0"), report, kept=True)
+    columns = batch.columns
+    at = batch.schema.names.index("dst_port")
+    columns[at] = pa.array(np.where(low, port << 8, port).astype(port.dtype))
+    return pa.RecordBatch.from_arrays(columns, schema=batch.schema)
 
 
 def _with_times(batch: pa.RecordBatch, first: np.ndarray, last: np.ndarray) -> pa.RecordBatch:
