@@ -26,6 +26,7 @@ import numpy as np
 from ..errors import MalformedInput, TruncatedInput, UnknownFormat
 from ..report import RunReport
 from .datagrams import Datagram
+from .sctp import SctpAssociations
 from .tcp_streams import Place, TcpStreams
 
 PCAP_MAGIC = {
@@ -53,6 +54,7 @@ NULL_FAMILY_IPV6 = frozenset((24, 28, 30))
 
 IPPROTO_UDP = 17
 IPPROTO_TCP = 6
+IPPROTO_SCTP = 132
 IPV6_EXTENSION_HEADERS = frozenset((0, 43, 60))  # hop-by-hop, routing, destination options
 IPV6_FRAGMENT = 44
 IPV6_AH = 51
@@ -392,6 +394,15 @@ def _packet_block(
 
 
 @dataclass
+class Transports:
+    """The readers of IPFIX over connection transports of one capture file, where a
+    message can span frames: TCP connections and SCTP associations."""
+
+    tcp: TcpStreams
+    sctp: SctpAssociations
+
+
+@dataclass
 class _FragmentSet:
     """The fragments of one IP datagram seen so far, and where the first one was."""
 
@@ -505,7 +516,8 @@ def iter_datagrams(
     """
     source = str(path)
     reassembly = _Reassembly()
-    streams = TcpStreams(source, report, _address_text)
+    streams = Transports(TcpStreams(source, report, _address_text),
+                         SctpAssociations(source, report, _address_text))
     chunk: list[Datagram] = []
     exporter_texts: dict[bytes, str] = {}
     with open(path, "rb") as handle:
@@ -531,10 +543,11 @@ def iter_datagrams(
             chunk = []
     reassembly.flush(source, report)
     # messages that only the end of the file completes name its last frame
-    chunk += streams.flush(Place(0, 0, 0) if item is None else
-                           Place(item.number, item.offset, item.ts_ns // 1_000)
-                           if isinstance(item, Frame) else
-                           Place(item.frame, item.offset, item.arrival_us))
+    last = (Place(0, 0, 0) if item is None else
+            Place(item.number, item.offset, item.ts_ns // 1_000) if isinstance(item, Frame)
+            else Place(item.frame, item.offset, item.arrival_us))
+    chunk += streams.tcp.flush(last)
+    streams.sctp.flush(last)
     if chunk:
         yield chunk
 
@@ -687,7 +700,7 @@ def _not_ip(frame: Frame, source: str, report: RunReport, reason: str) -> None:
 
 def _datagram(
     frame: Frame, source: str, report: RunReport, reassembly: _Reassembly,
-    streams: TcpStreams, exporter_texts: dict[bytes, str],
+    streams: Transports, exporter_texts: dict[bytes, str],
 ) -> Datagram | list[Datagram] | None:
     located = _network_layer(frame, source, report)
     if located is None:
@@ -706,7 +719,7 @@ def _datagram(
 
 def _ipv4(
     frame: Frame, data: bytes, at: int, source: str, report: RunReport,
-    reassembly: _Reassembly, streams: TcpStreams, exporter_texts: dict[bytes, str],
+    reassembly: _Reassembly, streams: Transports, exporter_texts: dict[bytes, str],
 ) -> Datagram | list[Datagram] | None:
     if len(data) < at + 20:
         _cut(frame, source, report, "IPv4 header cut off")
@@ -719,17 +732,17 @@ def _ipv4(
                                    reason="bad_ip_header"), nbytes=len(frame.data))
         return None
     protocol = data[at + 9]
-    if protocol != IPPROTO_UDP:
+    if protocol != IPPROTO_UDP and protocol != IPPROTO_SCTP:
         tcp = at + ihl
         if protocol == IPPROTO_TCP and tcp + 20 <= at + total_length <= len(data) \
                 and not data[at + 6] & 0x3F and not data[at + 7] and (
-                    streams.open or data[tcp + 13] & 0x02
+                    streams.tcp.open or data[tcp + 13] & 0x02
                     or ihl + (data[tcp + 12] >> 4) * 4 < total_length):
             # a whole, unfragmented segment that may carry IPFIX (tcp_streams.py); one
             # without payload or SYN is other traffic at once while no IPFIX stream is open
             return _tcp_segment(frame, data[tcp:at + total_length],
                                 bytes(data[at + 12:at + 16]), bytes(data[at + 16:at + 20]),
-                                streams, exporter_texts)
+                                streams.tcp, exporter_texts)
         report.ignore("not_udp", source, len(frame.data))
         return None
     # trim Ethernet padding/FCS: the IP total length is the truth, unless the capture is short
@@ -745,13 +758,17 @@ def _ipv4(
         if whole is None:
             return None
         payload = whole
+    if protocol == IPPROTO_SCTP:
+        return streams.sctp.packet(frame.number, frame.offset, frame.ts_ns, src,
+                                   bytes(data[at + 16:at + 20]), payload, len(frame.data),
+                                   exporter_texts, cut=at + total_length > len(data))
     return _udp_datagram(frame, payload, src, source, report, exporter_texts,
                          cut=at + total_length > len(data))
 
 
 def _ipv6(
     frame: Frame, data: bytes, at: int, source: str, report: RunReport,
-    reassembly: _Reassembly, streams: TcpStreams, exporter_texts: dict[bytes, str],
+    reassembly: _Reassembly, streams: Transports, exporter_texts: dict[bytes, str],
 ) -> Datagram | list[Datagram] | None:
     if len(data) < at + 40:
         _cut(frame, source, report, "IPv6 header cut off")
@@ -767,8 +784,8 @@ def _ipv6(
     next_header, position, fragment = walked
     if next_header == IPPROTO_TCP and fragment is None and not cut:
         return _tcp_segment(frame, data[position:end], src, data[at + 24:at + 40],
-                            streams, exporter_texts)
-    if next_header != IPPROTO_UDP:
+                            streams.tcp, exporter_texts)
+    if next_header != IPPROTO_UDP and next_header != IPPROTO_SCTP:
         report.ignore("not_udp", source, len(frame.data))
         return None
     payload = data[position:end]
@@ -778,6 +795,10 @@ def _ipv6(
         if whole is None:
             return None
         payload = whole
+    if next_header == IPPROTO_SCTP:
+        return streams.sctp.packet(frame.number, frame.offset, frame.ts_ns, src,
+                                   bytes(data[at + 24:at + 40]), payload, len(frame.data),
+                                   exporter_texts, cut=cut)
     return _udp_datagram(frame, payload, src, source, report, exporter_texts, cut=cut)
 
 
@@ -899,19 +920,21 @@ def fragment_key(frame: Frame) -> tuple[object, ...] | None:
     return None
 
 
-def over_tcp(frame: Frame) -> bool:
-    """Whether the frame is a TCP segment (an IPFIX-over-TCP message's provenance), not
-    the UDP datagram, or its last fragment, that export provenance otherwise names."""
+def over_connection(frame: Frame) -> bool:
+    """Whether the frame is a TCP segment or an SCTP packet (an IPFIX message's provenance
+    over a connection: the frame that completed it, which may hold pieces of other
+    messages), not the UDP datagram, or its last fragment, that export provenance otherwise
+    names."""
     located = _network_layer(frame, "", RunReport())
     if located is None:
         return False
     version, at = located
     data = frame.data
     if version == 4:
-        return len(data) >= at + 20 and data[at + 9] == IPPROTO_TCP
+        return len(data) >= at + 20 and data[at + 9] in (IPPROTO_TCP, IPPROTO_SCTP)
     if version == 6 and len(data) >= at + 40:
         walked = _ipv6_chain(data, at, len(data))
-        return not isinstance(walked, str) and walked[0] == IPPROTO_TCP
+        return not isinstance(walked, str) and walked[0] in (IPPROTO_TCP, IPPROTO_SCTP)
     return False
 
 

@@ -29,7 +29,7 @@ from ..addresses import address_matrix, address_texts
 from ..errors import InputError, MalformedInput, UsageError
 from ..readers import input_format
 from ..readers.exports import carries_templates
-from ..readers.pcap import Frame, iter_datagrams, over_tcp, read_datagram_frames
+from ..readers.pcap import Frame, iter_datagrams, over_connection, read_datagram_frames
 from ..report import RunReport
 from ..schema import FLOW_ADDRESS_COLUMNS, TIMESTAMP
 from ..tables.evidence import check_output_file, run_files
@@ -57,7 +57,7 @@ class PcapExport:
     link_types: list[int] = field(default_factory=list)
     template_datagrams: int = 0  # datagrams added only for the templates they carry
     nfcapd_records: int = 0  # records that came from nfcapd files: no datagram exists
-    tcp_records: int = 0  # records of IPFIX messages over TCP: no datagram of their own
+    tcp_records: int = 0  # records of IPFIX over TCP or SCTP: no datagram of their own
     flows_path: Path | None = None  # where those records were written instead
     notes: list[str] = field(default_factory=list)
     report: RunReport = field(default_factory=RunReport)  # frames that could not be read back
@@ -261,7 +261,7 @@ def export_pcap(source: RecombineResult | Sequence[Path], ids: Sequence[str], pa
     wanted: dict[tuple[int, str], dict[int, int]] = {}  # (run, file) -> offset -> arrival µs
     records: dict[tuple[tuple[int, str], int], list[int]] = {}  # ((run, file), offset) -> rows
     nfcapd_rows: list[int] = []
-    tcp_rows: list[int] = []  # IPFIX messages that came over TCP: no datagram of their own
+    tcp_rows: list[int] = []  # IPFIX messages over TCP or SCTP: no datagram of their own
     resolved: dict[tuple[int, str], Path] = {}
     formats: dict[tuple[int, str], str] = {}
     for row, (run_number, name) in enumerate(zip(run_index.tolist(), files, strict=True)):
@@ -288,7 +288,7 @@ def export_pcap(source: RecombineResult | Sequence[Path], ids: Sequence[str], pa
         found = read_datagram_frames(resolved[key], set(offsets_wanted) | context)
         in_file: list[tuple[int, list[Frame]]] = [
             (offset, found[offset]) for offset in context
-            if offset in found and not over_tcp(found[offset][-1])]
+            if offset in found and not over_connection(found[offset][-1])]
         for offset in sorted(offsets_wanted):
             carried = found.get(offset)
             frame = carried[-1] if carried else None
@@ -305,9 +305,10 @@ def export_pcap(source: RecombineResult | Sequence[Path], ids: Sequence[str], pa
                     f"{expected_us} µs: not the frame sessionize read",
                     source=key[1], offset=offset, frame=frame.number), nbytes=len(frame.data))
                 continue
-            if over_tcp(frame):
-                # a message of an IPFIX-over-TCP stream: its segment holds pieces of others,
-                # and the stream before it is not in an export of this conversation
+            if over_connection(frame):
+                # a message of an IPFIX-over-TCP stream or SCTP association: its frame
+                # holds pieces of others, and what came before it is not in an export of
+                # this conversation
                 tcp_rows.extend(records[key, offset])
                 continue
             in_file.append((offset, carried))  # earlier IP fragments come first
@@ -334,8 +335,9 @@ def export_pcap(source: RecombineResult | Sequence[Path], ids: Sequence[str], pa
                     f"them; their flows were written to {fallback} instead")
         if tcp_rows:
             result.notes.append(
-                f"{len(tcp_rows)} flow record(s) came in IPFIX messages over TCP, whose "
-                "segments carry pieces of other messages and need the stream before them: "
+                f"{len(tcp_rows)} flow record(s) came in IPFIX messages over TCP or SCTP, "
+                "whose segments and packets carry pieces of other messages and need the "
+                "connection before them: "
                 f"no datagram of their own exists; their flows were written to {fallback} "
                 "instead")
     if not frames:
