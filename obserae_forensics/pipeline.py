@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numba
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -452,7 +453,7 @@ def _manifest(
     return {
         "tool": {"name": "obserae-forensics", "version": __version__,
                  "python": sys.version.split()[0], "pyarrow": pa.__version__,
-                 "numpy": np.__version__},
+                 "numpy": np.__version__, "numba": numba.__version__},
         "command": "sessionize",
         "settings": settings,
         "read": {"batch_size": config.read.batch_size,

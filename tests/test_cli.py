@@ -68,6 +68,8 @@ def test_sessionize_writes_every_table_and_a_citable_manifest(tmp_path: Path) ->
     assert manifest["conservation"]["bytes_in_sessions"] == 45779
     assert manifest["inputs"][0]["sha256"] == hashlib.sha256(FIXTURE.read_bytes()).hexdigest()
     assert manifest["settings"]["sessions.grace"] == 30
+    # the libraries whose versions can change a table's bytes or a kernel's result
+    assert set(manifest["tool"]) == {"name", "version", "python", "pyarrow", "numpy", "numba"}
     sessions = pq.read_table(out / "sessions.parquet")
     assert sum(sessions.column("flow_count").to_pylist()) == 72
     flows = pq.read_table(out / "flows.parquet")

@@ -23,7 +23,8 @@ from obserae_forensics.sessionize import Sessionizer, SessionPolicy
 # fixtures/nfcapd16_* and nfcapd178_*: nfcapd 1.6.25 and 1.7.8 collecting the same
 # datagrams (fixtures/README.md)
 PAIRS = [(name, f"nfcapd/{name}.nfcapd") for name in (
-    "sf_v5_test", "sf_v9_test", "sf_v10_test", "sf_v10_biflow_test", "pm_v9_test",
+    "sf_v5_test", "sf_v5_noadjust_test", "sf_v9_test", "sf_v10_test", "sf_v10_biflow_test",
+    "pm_v9_test",
     "nfreplay_v9_test", "sf_v5_varsvc", "sf_v9_varsvc", "sf_v10_varsvc", "sf_v5_ircdcc",
     "sf_v9_ircdcc", "sf_v10_ircdcc", "pm_v10_ircdcc", "sf_v5_synscan", "sf_v9_synscan",
     "sf_v10_synscan")] + [
