@@ -27,7 +27,9 @@ problem). An INIT starts the association afresh (a new TSN space).
 
 Bounds: at most MAX_ASSOCIATIONS associations (the least recently fed forgotten first,
 its unfinished fragments counted), RECENT_TSNS delivered TSNs remembered per association,
-HELD_BYTES of unfinished fragments per association. Associations do not span files.
+HELD_BYTES and HELD_CHUNKS of unfinished fragments per association (then they are given
+up on, counted), so that putting a message together walks a bounded run of fragments.
+Associations do not span files.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ IPFIX_PORTS = (4739, 4740)
 MAX_ASSOCIATIONS = 1 << 16
 RECENT_TSNS = 4096  # delivered TSNs remembered per association, to read a retransmission once
 HELD_BYTES = 1 << 20  # unfinished fragments held per association
+HELD_CHUNKS = 256  # and as many chunks (a 64 KiB message is ~45 fragments at 1500 bytes)
 TSN_SPACE = 1 << 32
 
 _DATA, _INIT, _IDATA = 0, 1, 64
@@ -208,7 +211,7 @@ class SctpAssociations:
         message = self._assemble(association, tsn)
         if message is not None:
             return [self._message(association, message, place)]
-        if association.held_bytes > HELD_BYTES:
+        if association.held_bytes > HELD_BYTES or len(association.held) > HELD_CHUNKS:
             self._give_up(association, place)
         return []
 

@@ -203,3 +203,13 @@ def test_exporting_an_sctp_conversation_writes_its_flows(tmp_path: Path) -> None
     assert "came in IPFIX messages over TCP or SCTP" in result.output + result.stderr
     flows = pq.read_table(tmp_path / "one.flows.parquet")
     assert set(flows.column("session_id").to_pylist()) == {session}
+
+
+def test_fragments_that_never_begin_are_given_up_on_and_counted(tmp_path: Path) -> None:
+    """Middle fragments without a first one cannot make a message; held without bound,
+    every new one would walk all the others back."""
+    packets = [packet(data(tsn, b"x" * 10, begin=False, end=False)) for tsn in range(300)]
+    table, report = read(write(tmp_path / "middles.pcap", packets))
+    assert table.num_rows == 0
+    assert dict(report.skipped) == {"incomplete_fragments": 2}  # 257 given up, 43 at the end
+    assert report.skipped_bytes["incomplete_fragments"] == 3000
