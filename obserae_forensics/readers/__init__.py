@@ -275,9 +275,10 @@ def _icmp_type_in_low_byte(batch: pa.RecordBatch, report: RunReport) -> pa.Recor
     if not low.any():
         return batch
     _report_per_file(batch, low, "icmp_type_low_byte", lambda row: (
-        f"an ICMP type/code of {int(port[row])} (type 0, code {int(port[row])}: no such "
-        f"message), the first record {batch.column('record_index')[row].as_py()} here: "
-        f"read as type {int(port[row])}, code 0"), report, kept=True)
+        "the ICMP type in the low byte of the type/code (as type 0 with a code: no such "
+        f"message), read as the type, code 0: the first, record "
+        f"{batch.column('record_index')[row].as_py()} here, {int(port[row])} -> type "
+        f"{int(port[row])}"), report, kept=True)
     columns = batch.columns
     at = batch.schema.names.index("dst_port")
     columns[at] = pa.array(np.where(low, port << 8, port).astype(port.dtype))
