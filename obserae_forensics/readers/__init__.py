@@ -260,23 +260,24 @@ FUTURE_START_US = 86_400_000_000  # a start this far after its record arrived is
 
 
 def _icmp_type_in_low_byte(batch: pa.RecordBatch, report: RunReport) -> pa.RecordBatch:
-    """ICMP and ICMPv6 records whose type/code (dst_port, type << 8 | code) has a zero high
-    byte and a nonzero low one hold their type in the low byte: Procera sends an echo
-    request as 8 and IOS-XR neighbour discovery as 135 and 136. Read as they stand, they
-    were type 0 with a code: for ICMP an echo reply, whose sender became the server of a
-    ping, for ICMPv6 a reserved type. No real message is either (an echo reply's code is
-    always 0, RFC 792; ICMPv6 type 0 is reserved, RFC 4443), so the low byte is taken as
-    the type, code 0, and counted (`icmp_type_low_byte` under repaired)."""
+    """ICMPv6 records whose type/code (dst_port, type << 8 | code) has a zero high byte and
+    a nonzero low one hold their type in the low byte: IOS-XR and Procera send neighbour
+    discovery as 135 and 136. Read as they stand they were type 0, which ICMPv6 reserves
+    (RFC 4443): no message has it, so the low byte is taken as the type, code 0, and
+    counted (`icmp_type_low_byte` under repaired). ICMP is left as sent: Procera's echo
+    request comes as 8, but Linux answers an echo request of code 9 (nmap's OS probe) with
+    an echo reply of code 9, type 0 with a code, and which one a record is cannot be told
+    from its bytes."""
     if batch.num_rows == 0:
         return batch
     protocol = batch.column("protocol").to_numpy()
     port = batch.column("dst_port").to_numpy()
-    low = ((protocol == 1) | (protocol == 58)) & (port > 0) & (port < 256)
+    low = (protocol == 58) & (port > 0) & (port < 256)
     if not low.any():
         return batch
     _report_per_file(batch, low, "icmp_type_low_byte", lambda row: (
-        "the ICMP type in the low byte of the type/code (as type 0 with a code: no such "
-        f"message), read as the type, code 0: the first, record "
+        "the ICMPv6 type in the low byte of the type/code (as type 0, reserved, with a "
+        f"code: no such message), read as the type, code 0: the first, record "
         f"{batch.column('record_index')[row].as_py()} here, {int(port[row])} -> type "
         f"{int(port[row])}"), report, kept=True)
     columns = batch.columns

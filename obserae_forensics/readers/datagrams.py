@@ -11,7 +11,8 @@ from typing import NamedTuple
 
 
 class Datagram(NamedTuple):
-    """One complete (reassembled) UDP payload with where and when it was captured."""
+    """One complete (reassembled) UDP payload, or a message of IPFIX over TCP or SCTP, with
+    where and when it was captured."""
 
     payload: bytes
     exporter: str  # IP source address as text (the exporter's identity)
@@ -21,3 +22,14 @@ class Datagram(NamedTuple):
     offset: int  # byte offset of that frame's record header in the file
     arrival_us: int  # capture time, UTC microseconds
     source: str  # file path as given
+    # SCTP only (sctp.py): the association, told apart from another from the same port by
+    # its verification tag and the collector's port (0: UDP and TCP, whose port says it),
+    # and the SCTP stream, whose messages number their records on their own (§3.1)
+    session: int = 0
+    lane: int = 0
+
+    @property
+    def transport(self) -> int:
+        """The transport session within the exporter (RFC 7011 §8 scopes templates to
+        it): its port, and for SCTP its association."""
+        return self.exporter_port | self.session << 16

@@ -105,8 +105,8 @@ class _Stream:
     """Sequence, duplicate and option state of one (exporter, domain, version) stream."""
 
     __slots__ = ("ambiguous_gaps", "chunk", "chunk_code", "code", "counts_messages",
-                 "expected", "expected_flows", "first_rate", "last_arrival", "last_port",
-                 "last_sequence",
+                 "expected", "expected_flows", "first_rate", "lane", "lanes", "last_arrival",
+                 "last_port", "last_sequence",
                  "latest", "latest_port", "lineage", "ports", "recent", "samplers",
                  "sampling_declared", "sampling_rate", "seen_ports", "stats", "sysinit_ms",
                  "templates", "undeclared_records")
@@ -123,6 +123,11 @@ class _Stream:
         self.expected: int | None = None
         self.expected_flows: int | None = None
         self.last_sequence = 0
+        # the SCTP stream being numbered (0 for UDP and TCP), and the sequence state of the
+        # association's other streams: (expected, expected_flows, last_sequence,
+        # ambiguous_gaps)
+        self.lane = 0
+        self.lanes: dict[int, tuple[int | None, int | None, int, int]] = {}
         self.recent: dict[int, bytes | tuple[bytes, ...]] = {}
         self.sampling_rate = 1
         self.sampling_declared = False  # a header or options record has given a rate
@@ -148,6 +153,16 @@ class _Stream:
         self.lineage: dict[int, int] = {}
         self.chunk: _Chunk | None = None  # the chunk `chunk_code` (exporter code) belongs to
         self.chunk_code = 0
+
+    def switch_lane(self, lane: int) -> None:
+        """Number this SCTP stream's messages apart: each stream of an association counts
+        its own records (RFC 7011 §3.1; libfixbuf sends templates on stream 0 and data on
+        stream 1), so one expectation across them saw gaps where nothing was lost."""
+        self.lanes[self.lane] = (self.expected, self.expected_flows, self.last_sequence,
+                                 self.ambiguous_gaps)
+        self.lane = lane
+        (self.expected, self.expected_flows, self.last_sequence,
+         self.ambiguous_gaps) = self.lanes.pop(lane, (None, None, 0, 0))
 
     def took_over(self, new: int, old: int) -> bool:
         """Whether port `new` took over from port `old`, itself or through the ports
@@ -550,17 +565,20 @@ class ExportDecoder:
             # keep the newest DUPLICATE_WINDOW entries; pruning in bulk keeps this O(1) a call
             stream.recent = dict(list(recent.items())[-DUPLICATE_WINDOW:])
         stats.datagrams += 1
-        port = datagram.exporter_port
+        port = datagram.transport
         arrival = datagram.arrival_us
         if port not in stream.seen_ports:
             if stream.last_arrival is not None:
                 # a new transport session is a new stream, numbered afresh (RFC 7011 §3.1):
                 # a restart's jump is no loss (pmacct's test 112: 1,278,157 "lost")
                 stream.expected = stream.expected_flows = None
+                stream.lanes.clear()
                 if arrival - stream.last_arrival >= TAKEOVER_GAP_US:
                     stream.lineage[port] = stream.lineage.get(stream.last_port,
                                                               stream.last_port)
             stream.seen_ports.add(port)
+        if datagram.lane != stream.lane:
+            stream.switch_lane(datagram.lane)
         if stream.last_arrival is None or arrival >= stream.last_arrival:
             stream.last_arrival, stream.last_port = arrival, port
         self._brought = None
@@ -697,7 +715,7 @@ class ExportDecoder:
         key = (datagram.exporter, stream.stats.domain, self._version, template.template_id)
         stats = stream.stats
         stats.templates += 1
-        port = datagram.exporter_port
+        port = datagram.transport
         outcome = self.templates.define((*key, port), template)
         stream.ports.add(port)
         if outcome != "refresh":
@@ -725,7 +743,7 @@ class ExportDecoder:
         stream = self._stream
         datagram = self._datagram
         assert stream is not None and datagram is not None
-        port = datagram.exporter_port
+        port = datagram.transport
         found = stream.templates.get((port, template_id))
         if found is None and template_id in stream.latest and (
                 port not in stream.ports
@@ -749,7 +767,7 @@ class ExportDecoder:
         stream = self._stream
         assert datagram is not None and stream is not None
         key = (datagram.exporter, stream.stats.domain, self._version, template_id,
-               datagram.exporter_port)
+               datagram.transport)
         self._waiting.append((key, body, stream.code))
 
     def skip(self, error: InputError, nbytes: int) -> None:

@@ -7,28 +7,41 @@ without a word. SCTP keeps message boundaries: an IPFIX message is one user mess
 (§10.2.4), sent in one DATA chunk or, when larger than the path allows, in fragments of
 consecutive TSNs (RFC 9260 §6.9: B on the first, E on the last), and a packet may bundle
 several chunks. Each user message is handed on as a Datagram of its own, with the
-exporter's address and SCTP port (its association: RFC 7011 §8 scopes templates to it) and
+exporter's address and SCTP port, its association (the verification tag: RFC 7011 §8
+scopes templates to it) and its SCTP stream (each stream numbers its records, §3.1), and
 the frame that completed it, so messages keep frame order whatever the batch size.
 
 What is read: DATA chunks (type 0) on the IPFIX ports (4739; 4740, IPFIX over DTLS, whose
-bytes then decode as nothing and are counted so), or elsewhere with payload protocol
-identifier 0, unspecified, as IPFIX exporters send them. A user message with another
-identifier belongs to a protocol that names itself (Diameter 46, S1AP 18, M3UA 3 ...) and
-stays other traffic, as do control chunks (INIT, SACK, HEARTBEAT ...). The decoders judge
-what is read by its content, as they do a UDP payload (`not_flow_export` otherwise).
+bytes then decode as nothing and are counted so), and elsewhere the chunks of payload
+protocol identifier 0 (unspecified, as IPFIX exporters send them) of an association whose
+first message seen is one whole IPFIX message (version 10, its length the message's).
+Other protocols' traffic stays other traffic (`not_udp`): messages of a protocol that
+names itself (Diameter 46, S1AP 18, M3UA 3 ...), of one that does not but is no IPFIX
+(S1AP's Paging begins 00 0a, IPFIX's version), and control chunks (INIT, SACK, HEARTBEAT
+...).
 
-Nothing passes silently: a chunk whose length runs past its packet (`bad_sctp_chunk`, or
-`truncated` in a frame the capture cut short), the fragments of a message that never
-completed (`incomplete_fragments`, as for IP), an I-DATA chunk (RFC 8260: interleaved
-messages, which no IPFIX exporter is known to send) of an IPFIX port or association
-(`sctp_idata_unread`). A DATA chunk seen again with a TSN its
-association already delivered is a retransmission, read once (`sctp_retransmission`, not a
-problem). An INIT starts the association afresh (a new TSN space).
+Nothing passes silently: a chunk whose length runs past its packet or a DATA chunk too
+short for its header or with no data (`bad_sctp_chunk`, or `truncated` in a frame the
+capture cut short), the fragments of a message that never completed
+(`incomplete_fragments`, as for IP), an I-DATA chunk (RFC 8260: interleaved messages, which
+no IPFIX exporter is known to send) of an IPFIX port or association (`sctp_idata_unread`).
+A DATA chunk whose TSN its association already delivered is a retransmission, read once
+(`sctp_retransmission`, not a problem). An association begins afresh (a new TSN space)
+at an INIT or INIT ACK from its sender, and at a verification tag other than its own (a
+new association whose start the capture missed); an ABORT or SHUTDOWN COMPLETE ends both
+directions.
 
-Bounds: at most MAX_ASSOCIATIONS associations (the least recently fed forgotten first,
-its unfinished fragments counted), RECENT_TSNS delivered TSNs remembered per association,
-HELD_BYTES and HELD_CHUNKS of unfinished fragments per association (then they are given
-up on, counted), so that putting a message together walks a bounded run of fragments.
+Not handled: messages are read in the order they complete in the capture, not
+re-sequenced by stream sequence number (a message retransmitted after later ones is read
+where its copy arrives); a multihomed association (RFC 9260 §6.4) is one association per
+address pair, so a fragment sent to the peer's other address does not meet the rest of its
+message, and an exporter that moves to its other address is another exporter.
+
+Bounds: at most MAX_ASSOCIATIONS associations (the least recently fed forgotten first, its
+unfinished fragments counted); RECENT_TSNS delivered TSNs remembered per association, as a
+bitmap below the newest; unfinished fragments held up to HELD_BYTES and HELD_CHUNKS per
+association, the oldest given up first down to half (so that putting a message together
+walks a bounded run), and HELD_TOTAL over all (the least recently fed association's given up).
 Associations do not span files.
 """
 
@@ -48,13 +61,17 @@ MAX_ASSOCIATIONS = 1 << 16
 RECENT_TSNS = 4096  # delivered TSNs remembered per association, to read a retransmission once
 HELD_BYTES = 1 << 20  # unfinished fragments held per association
 HELD_CHUNKS = 256  # and as many chunks (a 64 KiB message is ~45 fragments at 1500 bytes)
+HELD_TOTAL = 64 << 20  # unfinished fragments held over all associations
 TSN_SPACE = 1 << 32
+HALF = TSN_SPACE // 2
+_RECENT_MASK = (1 << RECENT_TSNS) - 1
 
-_DATA, _INIT, _IDATA = 0, 1, 64
+_DATA, _INIT, _INIT_ACK, _ABORT, _SHUTDOWN_COMPLETE, _IDATA = 0, 1, 2, 6, 14, 64
 _BEGIN, _END = 0x02, 0x01
-_common = struct.Struct(">HH")
+_common = struct.Struct(">HHI")  # source port, destination port, verification tag
 _chunk = struct.Struct(">BBH")
 _data = struct.Struct(">IHHI")  # TSN, stream, stream sequence number, payload protocol
+_DATA_HEADER = 16
 
 Key = tuple[bytes, int, bytes, int]
 
@@ -62,15 +79,44 @@ Key = tuple[bytes, int, bytes, int]
 class _Association:
     """One direction of one SCTP association: what it delivered, what it holds."""
 
-    __slots__ = ("exporter", "held", "held_bytes", "ports", "recent")
+    __slots__ = ("exporter", "held", "held_bytes", "ports", "seen", "session", "top")
 
-    def __init__(self, exporter: str, ports: tuple[int, int]) -> None:
+    def __init__(self, exporter: str, ports: tuple[int, int], tag: int) -> None:
         self.exporter = exporter
         self.ports = ports
-        self.recent: OrderedDict[int, None] = OrderedDict()  # delivered TSNs, oldest first
-        # TSN -> (flags, stream, payload, place) of fragments waiting for the rest
-        self.held: dict[int, tuple[int, int, bytes, Place]] = {}
+        # Datagram.session: the verification tag and the peer's port (a collector that
+        # opens associations to the exporter's port 4739 opens each from a port of its
+        # own), never 0, which UDP and TCP use
+        self.session = 1 << 48 | tag << 16 | ports[1]
+        self.top: int | None = None  # the newest TSN delivered
+        self.seen = 0  # bit d: TSN top - d was delivered (d < RECENT_TSNS)
+        # TSN -> (flags, stream, payload, place) of fragments waiting for the rest, oldest
+        # first
+        self.held: OrderedDict[int, tuple[int, int, bytes, Place]] = OrderedDict()
         self.held_bytes = 0
+
+    @property
+    def tag(self) -> int:
+        return self.session >> 16 & 0xFFFFFFFF
+
+    def delivered(self, tsn: int) -> None:
+        if self.top is None:
+            self.top, self.seen = tsn, 1
+            return
+        ahead = (tsn - self.top) % TSN_SPACE
+        if 0 < ahead < HALF:
+            self.seen = ((self.seen << ahead) | 1) & _RECENT_MASK if ahead < RECENT_TSNS else 1
+            self.top = tsn
+        else:
+            back = (self.top - tsn) % TSN_SPACE
+            if back < RECENT_TSNS:
+                self.seen |= 1 << back
+
+    def was_delivered(self, tsn: int) -> bool:
+        if self.top is None:
+            return False
+        back = (self.top - tsn) % TSN_SPACE
+        return back < RECENT_TSNS and bool(self.seen >> back & 1)
 
 
 class SctpAssociations:
@@ -83,6 +129,7 @@ class SctpAssociations:
         self.report = report
         self._address_text = address_text
         self._associations: OrderedDict[Key, _Association] = OrderedDict()
+        self._held_total = 0
 
     def packet(self, number: int, offset: int, ts_ns: int, src: bytes, dst: bytes,
                packet: bytes | memoryview, frame_bytes: int, exporter_texts: dict[bytes, str],
@@ -94,9 +141,10 @@ class SctpAssociations:
             self.report.skip(TruncatedInput("SCTP common header cut off", source=self.source,
                                             offset=offset, frame=number), nbytes=frame_bytes)
             return []
-        sport, dport = _common.unpack_from(packet, 0)
+        sport, dport, tag = _common.unpack_from(packet, 0)
         key = (src, sport, dst, dport)
         ipfix_port = sport in IPFIX_PORTS or dport in IPFIX_PORTS
+        association = self._associations.get(key)
         out: list[Datagram] = []
         read = False
         damage: tuple[int, bool, str] | None = None  # (bytes, cut by the capture, what)
@@ -108,9 +156,36 @@ class SctpAssociations:
                           f"chunk of type {kind} with length {length} at byte {at} of a "
                           f"{len(packet)}-byte packet")
                 break
-            if kind == _INIT:
+            if kind in (_INIT, _INIT_ACK):  # its sender's TSNs begin afresh
                 self._forget(key, place)
-            elif kind == _IDATA and (ipfix_port or key in self._associations):
+                association = None
+            elif kind in (_ABORT, _SHUTDOWN_COMPLETE):  # the association has ended
+                self._forget(key, place)
+                self._forget((dst, dport, src, sport), place)
+                association = None
+            elif kind == _DATA:
+                if association is not None and association.tag != tag:
+                    self._forget(key, place)  # a new association whose start was missed
+                    association = None
+                known = ipfix_port or association is not None
+                if length <= _DATA_HEADER:
+                    if known:  # no room for its header, or no data (RFC 9260 §3.3.1)
+                        damage = (length, False, f"DATA chunk of length {length} at byte "
+                                  f"{at}: no user data")
+                else:
+                    tsn, stream, _ssn, protocol = _data.unpack_from(packet, at + 4)
+                    payload = bytes(packet[at + _DATA_HEADER:at + length])
+                    if association is None and (ipfix_port or self._shows_ipfix(
+                            protocol, flags, payload)):
+                        association = self._association(key, src, sport, dport, tag,
+                                                        exporter_texts, place)
+                    elif association is not None:
+                        self._associations.move_to_end(key)
+                    if association is not None and (ipfix_port or protocol == 0):
+                        read = True
+                        out += self._chunk_data(association, tsn, flags, stream, payload,
+                                                place)
+            elif kind == _IDATA and (ipfix_port or association is not None):
                 # interleaved user messages (RFC 8260): no IPFIX exporter is known to send
                 # them, and they are not put together here; counted, never silent
                 self.report.skip(MalformedInput(
@@ -118,20 +193,12 @@ class SctpAssociations:
                     source=self.source, offset=offset, frame=number,
                     reason="sctp_idata_unread"), nbytes=length)
                 read = True
-            elif kind == _DATA and length >= 16:
-                tsn, stream, _ssn, protocol = _data.unpack_from(packet, at + 4)
-                if ipfix_port or protocol == 0:
-                    read = True
-                    association = self._association(key, src, sport, dport, exporter_texts,
-                                                    place)
-                    out += self._chunk_data(association, tsn, flags, stream,
-                                            bytes(packet[at + 16:at + length]), place)
             at += (length + 3) & ~3
         else:
             tail = packet[at:]
             if any(tail):  # at most 3 bytes: no chunk header fits
                 damage = (len(tail), cut, f"{len(tail)} bytes after the last chunk")
-        if damage is not None and (read or ipfix_port or key in self._associations):
+        if damage is not None and (read or ipfix_port or association is not None):
             # an IPFIX association's packet: its bytes could not be read (of another
             # protocol's, the damage is not ours to count)
             self._bad_chunk(place, *damage)
@@ -143,7 +210,7 @@ class SctpAssociations:
     def flush(self, place: Place) -> None:
         """End of the file: the fragments still held never completed a message."""
         for association in self._associations.values():
-            self._give_up(association, place)
+            self._give_up(association, place, len(association.held))
         self._associations.clear()
 
     # -- internals ---------------------------------------------------------------------
@@ -158,62 +225,86 @@ class SctpAssociations:
                                             offset=place.offset, frame=place.number,
                                             reason="bad_sctp_chunk"), nbytes=nbytes)
 
-    def _association(self, key: Key, src: bytes, sport: int, dport: int,
+    @staticmethod
+    def _shows_ipfix(protocol: int, flags: int, payload: bytes) -> bool:
+        """Whether a chunk off the IPFIX ports shows its association carries IPFIX: no
+        payload protocol of its own, and the first chunk of a user message that is one
+        whole IPFIX message (version 10, its length the message's, or beyond the chunk
+        when more fragments follow)."""
+        if protocol != 0 or not flags & _BEGIN or len(payload) < 16:
+            return False
+        if payload[0] != 0 or payload[1] != 10:
+            return False
+        length = payload[2] << 8 | payload[3]
+        return length == len(payload) if flags & _END else length > len(payload)
+
+    def _association(self, key: Key, src: bytes, sport: int, dport: int, tag: int,
                      exporter_texts: dict[bytes, str], place: Place) -> _Association:
-        association = self._associations.get(key)
-        if association is not None:
-            self._associations.move_to_end(key)
-            return association
         exporter = exporter_texts.get(src)
         if exporter is None:
             exporter = exporter_texts[src] = self._address_text(src)
-        association = self._associations[key] = _Association(exporter, (sport, dport))
+        association = self._associations[key] = _Association(exporter, (sport, dport), tag)
         if len(self._associations) > MAX_ASSOCIATIONS:
             self._forget(next(iter(self._associations)), place)
         return association
 
     def _forget(self, key: Key, place: Place) -> None:
-        """An INIT begins the association again, or it is the least recently fed of too
-        many: what it holds never completes."""
+        """The association began again, ended, or is the least recently fed of too many:
+        what it holds never completes."""
         association = self._associations.pop(key, None)
         if association is not None:
-            self._give_up(association, place)
+            self._give_up(association, place, len(association.held))
 
-    def _give_up(self, association: _Association, place: Place) -> None:
-        if not association.held:
+    def _give_up(self, association: _Association, place: Place, count: int) -> None:
+        """Count the `count` oldest held fragments as a message never completed, and drop
+        them."""
+        if not count:
             return
-        first = min(association.held.values(), key=lambda held: (held[3].number,
-                                                                  held[3].offset))[3]
+        dropped = [association.held.popitem(last=False)[1] for _ in range(count)]
+        nbytes = sum(len(held[2]) for held in dropped)
+        association.held_bytes -= nbytes
+        self._held_total -= nbytes
+        first = dropped[0][3]
         self.report.skip(MalformedInput(
             f"SCTP fragments from {association.exporter}:{association.ports[0]} never "
-            f"completed a message ({len(association.held)} chunk(s))", source=self.source,
+            f"completed a message ({count} chunk(s))", source=self.source,
             offset=first.offset, frame=first.number, reason="incomplete_fragments"),
-            nbytes=association.held_bytes)
-        association.held.clear()
-        association.held_bytes = 0
-
-    def _delivered(self, association: _Association, tsn: int) -> None:
-        recent = association.recent
-        recent[tsn] = None
-        if len(recent) > RECENT_TSNS:
-            recent.popitem(last=False)
+            nbytes=nbytes)
 
     def _chunk_data(self, association: _Association, tsn: int, flags: int, stream: int,
                     payload: bytes, place: Place) -> list[Datagram]:
-        if tsn in association.recent or tsn in association.held:
+        if association.was_delivered(tsn) or tsn in association.held:
             self.report.ignore("sctp_retransmission", self.source, len(payload))
             return []
         if flags & (_BEGIN | _END) == _BEGIN | _END:  # a whole message in one chunk
-            self._delivered(association, tsn)
-            return [self._message(association, payload, place)]
+            association.delivered(tsn)
+            return [self._message(association, payload, stream, place)]
         association.held[tsn] = (flags, stream, payload, place)
         association.held_bytes += len(payload)
+        self._held_total += len(payload)
         message = self._assemble(association, tsn)
         if message is not None:
-            return [self._message(association, message, place)]
-        if association.held_bytes > HELD_BYTES or len(association.held) > HELD_CHUNKS:
-            self._give_up(association, place)
+            return [self._message(association, message, stream, place)]
+        self._trim(association, place)
         return []
+
+    def _trim(self, association: _Association, place: Place) -> None:
+        """Past a bound, the oldest held fragments are given up on down to half of it (the
+        message being put together, the newest, last; in one count, not one per chunk)."""
+        if association.held_bytes > HELD_BYTES or len(association.held) > HELD_CHUNKS:
+            excess = 0
+            nbytes = association.held_bytes
+            for held in association.held.values():
+                if nbytes <= HELD_BYTES // 2 and len(association.held) - excess <= (
+                        HELD_CHUNKS // 2):
+                    break
+                excess += 1
+                nbytes -= len(held[2])
+            self._give_up(association, place, excess)
+        while self._held_total > HELD_TOTAL:
+            oldest = next(key for key, a in self._associations.items() if a.held)
+            stale = self._associations[oldest]
+            self._give_up(stale, place, len(stale.held))
 
     def _assemble(self, association: _Association, tsn: int) -> bytes | None:
         """The message `tsn` completes, taken out of the held fragments, or None: the
@@ -235,13 +326,15 @@ class SctpAssociations:
         while True:
             part = held.pop(at)[2]
             association.held_bytes -= len(part)
-            self._delivered(association, at)
+            self._held_total -= len(part)
+            association.delivered(at)
             parts.append(part)
             if at == last:
                 return b"".join(parts)
             at = (at + 1) % TSN_SPACE
 
-    def _message(self, association: _Association, payload: bytes, place: Place) -> Datagram:
+    def _message(self, association: _Association, payload: bytes, stream: int,
+                 place: Place) -> Datagram:
         return Datagram(payload, association.exporter, association.ports[0],
                         association.ports[1], place.number, place.offset, place.arrival_us,
-                        self.source)
+                        self.source, association.session, stream)

@@ -1,5 +1,6 @@
-"""ICMP type/code given in the low byte of the destination port (Procera, IOS-XR): read as
-the type, so that a ping's client stays the side that sent the echo requests."""
+"""ICMPv6 type/code given in the low byte of the destination port (IOS-XR, Procera): read
+as the type, ICMPv6 type 0 being reserved. ICMP's is left as sent: an echo reply of
+code 9 (Linux answering nmap's OS probe) is as real as Procera's echo request sent as 8."""
 
 from __future__ import annotations
 
@@ -34,8 +35,10 @@ def run(tmp_path: Path) -> tuple[list[dict[str, object]], dict[str, object]]:
     payload = message(
         template(300, V4), template(301, V6),
         data_set(300,
-                 record("10.0.0.1", "10.0.0.2", 1, 8, START_MS),  # echo request, low byte
-                 record("10.0.0.2", "10.0.0.1", 1, 0, START_MS + 1),  # echo reply
+                 # nmap's OS probe, an echo request of code 9, and Linux's reply, which
+                 # keeps the request's code: type 0 code 9, not type 9 (router advert.)
+                 record("10.0.0.1", "10.0.0.2", 1, 0x0809, START_MS),
+                 record("10.0.0.2", "10.0.0.1", 1, 9, START_MS + 1),
                  record("10.0.0.3", "10.0.0.4", 1, 0x0303, START_MS + 2)),  # port unreach.
         data_set(301, record("2001:db8::1", "2001:db8::2", 58, 135, START_MS + 3)))
     frame = bytes(IP(src="192.0.2.9", dst="198.51.100.7") / UDP(sport=4739, dport=4739)
@@ -47,20 +50,21 @@ def run(tmp_path: Path) -> tuple[list[dict[str, object]], dict[str, object]]:
     assert result.exit_code == 0, result.output
     sessions = pq.read_table(out / "sessions.parquet").sort_by("opened_at").select(
         ["client_ip", "server_ip", "role_method", "icmp_type", "icmp_code"]).to_pylist()
+    flows = pq.read_table(out / "flows.parquet").sort_by("record_index")
+    assert flows.column("dst_port").to_pylist() == [0x0809, 9, 0x0303, 135 << 8]
     return sessions, json.loads((out / "manifest.json").read_text())
 
 
-def test_a_type_in_the_low_byte_is_the_type_not_a_code(tmp_path: Path) -> None:
+def test_an_icmpv6_type_in_the_low_byte_is_the_type_not_an_icmp_code(tmp_path: Path) -> None:
     sessions, manifest = run(tmp_path)
     assert sessions == [
-        # as type 0 code 8 the request was an echo reply, and 10.0.0.1 the server
         {"client_ip": "10.0.0.1", "server_ip": "10.0.0.2", "role_method": "icmp_echo",
-         "icmp_type": 8, "icmp_code": 0},
+         "icmp_type": 8, "icmp_code": 9},
         {"client_ip": "10.0.0.4", "server_ip": "10.0.0.3", "role_method": "icmp_error",
          "icmp_type": 3, "icmp_code": 3},
         # neighbour solicitation, not the reserved type 0
         {"client_ip": "2001:db8::1", "server_ip": "2001:db8::2", "role_method": "first_sender",
          "icmp_type": 135, "icmp_code": 0},
     ]
-    assert manifest["counts"]["repaired"] == {"icmp_type_low_byte": 2}
+    assert manifest["counts"]["repaired"] == {"icmp_type_low_byte": 1}
     assert manifest["conservation"]["ok"] is True
