@@ -171,6 +171,16 @@ class RunReport:
         self.ignored_bytes[reason] += nbytes
         self.file(source).ignored[reason] += count
 
+    def unignore(self, reason: str, source: str, nbytes: int) -> None:
+        """Take back one unit counted as other traffic that later proved to be damage (the
+        caller counts it as a problem instead)."""
+        self.ignored[reason] -= 1
+        self.ignored_bytes[reason] -= nbytes
+        self.file(source).ignored[reason] -= 1
+        for counter in (self.ignored, self.ignored_bytes, self.file(source).ignored):
+            if counter[reason] == 0:
+                del counter[reason]
+
     def skipped_problems(self) -> int:
         """Units that could not be decoded (other traffic is not a problem)."""
         return sum(self.skipped.values())

@@ -78,6 +78,9 @@ PENDING_INDEX_STRIDE = 1 << 16  # record_index spacing of late-decoded sets in o
 # a port that begins when every other port of its stream has been silent this long
 # (capture time) is the same exporter with a new socket: it keeps their templates
 TAKEOVER_GAP_US = 2_000_000
+CLAIMED_VERSIONS = frozenset((1, 5, 7, 9, 10))
+SUSPECTS_PER_PATH = 4  # datagrams of a path remembered before its first good export
+SUSPECT_PATHS = 4096
 # where a problem lies: source file, datagram offset, frame
 _Place = tuple[str, int, int | None]
 
@@ -414,6 +417,12 @@ class ExportDecoder:
         # later datagram of that conversation whose header fails the checks is a damaged
         # export, not other traffic (for other senders the version bytes alone prove nothing)
         self._export_paths: set[tuple[str, int, int, int]] = set()
+        # datagrams counted as other traffic whose first bytes claimed a version their
+        # header then failed, by that path: when the path proves to send that version,
+        # they were damaged exports (a sender's first datagram, cut or with a damaged
+        # count, has no good one before it), and are counted so (`bad_export_header`)
+        # (source, offset, frame, size) of each
+        self._suspects: dict[tuple[str, int, int, int], list[tuple[str, int, int, int]]] = {}
         self._chunk = _Chunk("")
         self._datagram: Datagram | None = None
         self._version = 0
@@ -448,8 +457,12 @@ class ExportDecoder:
             payload = datagram.payload
             version = export_version(payload)
             if version:
-                paths.add((datagram.exporter, datagram.exporter_port, datagram.collector_port,
-                           version))
+                path = (datagram.exporter, datagram.exporter_port, datagram.collector_port,
+                        version)
+                if path not in paths:
+                    paths.add(path)
+                    if self._suspects:
+                        self._damaged_before(path)
             if version == 9:
                 netflow_v9.decode_datagram(self, datagram)
             elif version == 10:
@@ -473,11 +486,38 @@ class ExportDecoder:
                     len(payload))
             else:
                 ignore("not_flow_export", datagram.source, len(payload))
+                if len(payload) >= 2 and payload[0] == 0 and payload[1] in CLAIMED_VERSIONS:
+                    self._suspect(datagram, payload[1])
         batch, _ = chunk.decode(self._stream_list, self.samplers, self.nsel, self.report)
         self._see_exports(chunk)
         out = self._interleave(batch)
         self._count_undeclared()
         return out
+
+    def _suspect(self, datagram: Datagram, claimed: int) -> None:
+        """Remember a datagram taken for other traffic though it begins with a version
+        number (bounded: SUSPECTS_PER_PATH per path, SUSPECT_PATHS paths)."""
+        path = (datagram.exporter, datagram.exporter_port, datagram.collector_port, claimed)
+        kept = self._suspects.pop(path, [])  # re-inserted last: the oldest path goes first
+        if len(kept) < SUSPECTS_PER_PATH:
+            kept.append((datagram.source, datagram.offset, datagram.frame,
+                         len(datagram.payload)))
+        self._suspects[path] = kept
+        if len(self._suspects) > SUSPECT_PATHS:
+            del self._suspects[next(iter(self._suspects))]
+
+    def _damaged_before(self, path: tuple[str, int, int, int]) -> None:
+        """`path` just sent its first good export of its version: what it sent before that
+        claimed the version but failed the header checks was a damaged export, not other
+        traffic (a v1/v7 sender's first datagram cut short, or with a damaged count)."""
+        exporter, port, collector_port, version = path
+        for source, offset, frame, size in self._suspects.pop(path, []):
+            self.report.unignore("not_flow_export", source, size)
+            self.report.skip(MalformedInput(
+                f"version {version} header that fails its checks (record count, length or "
+                f"first set id), from {exporter}:{port} to port {collector_port}, which sent "
+                "good exports of that version after it", source=source, offset=offset,
+                frame=frame, reason="bad_export_header"), size)
 
     def _count_undeclared(self) -> None:
         """Bring each stream's count of records read before any sampling declaration to

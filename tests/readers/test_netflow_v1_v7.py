@@ -114,3 +114,34 @@ def test_a_cut_or_padded_v1_v7_datagram_of_a_known_sender_is_read_and_counted() 
         batches = decoder.feed([first, damaged]) + decoder.finish()
         assert sum(b.num_rows for b in batches) == rows
         assert dict(report.skipped) == skipped and not report.ignored
+
+
+def test_a_damaged_first_datagram_of_a_v1_v7_sender_is_counted_once_it_is_known() -> None:
+    """Found by fuzzing: a sender's first v1/v7 datagram with a damaged count fails the
+    exact-length check, and nothing before it shows the sender exports: it was counted as
+    other traffic (`not_flow_export`, no place given), its records lost without a problem
+    counted. Once the same path sends a good datagram of that version, it is
+    `bad_export_header` with its file, frame and offset."""
+    import dpkt
+
+    datagrams = []
+    with open(FIXTURES / "fprobe_v1.pcap", "rb") as handle:
+        for frame, (ts, buf) in enumerate(dpkt.pcap.Reader(handle), 1):
+            udp = dpkt.ethernet.Ethernet(buf).data.data
+            datagrams.append(Datagram(bytes(udp.data), "127.0.0.1", udp.sport, udp.dport,
+                                      frame, 100 * frame, int(ts * 1e6), "v1.pcap"))
+    first = datagrams[0].payload
+    damaged = datagrams[0]._replace(payload=first[:2] + bytes([0, first[3] - 1]) + first[4:])
+    report = RunReport()
+    decoder = ExportDecoder(report)
+    batches = decoder.feed([damaged]) + decoder.feed(datagrams[1:]) + decoder.finish()
+    assert sum(b.num_rows for b in batches) == 44 - first[3]
+    assert dict(report.skipped) == {"bad_export_header": 1} and not report.ignored
+    assert report.skipped_bytes["bad_export_header"] == len(first)
+    problem = report.examples[0]
+    assert (problem.source, problem.frame, problem.offset) == ("v1.pcap", 1, 100)
+    assert not report.file("v1.pcap").ignored
+    # alone, nothing shows it was an export: other traffic, as a DNS answer would be
+    report = RunReport()
+    ExportDecoder(report).feed([damaged])
+    assert dict(report.ignored) == {"not_flow_export": 1} and not report.skipped
