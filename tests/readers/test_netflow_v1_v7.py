@@ -27,6 +27,20 @@ def read(path: Path) -> tuple[pa.Table, RunReport]:
     return pa.Table.from_batches(batches, schema=FLOW_SCHEMA), report
 
 
+def fixture_datagrams(name: str, source: str) -> list[Datagram]:
+    """The UDP datagrams of a fixture capture, as the capture reader hands them on (the
+    offsets stand in for the frames' places)."""
+    import dpkt
+
+    datagrams = []
+    with open(FIXTURES / name, "rb") as handle:
+        for frame, (ts, buf) in enumerate(dpkt.pcap.Reader(handle), 1):
+            udp = dpkt.ethernet.Ethernet(buf).data.data
+            datagrams.append(Datagram(bytes(udp.data), "127.0.0.1", udp.sport, udp.dport,
+                                      frame, 24 * frame, int(ts * 1e6), source))
+    return datagrams
+
+
 def tshark_records(path: Path, port: int) -> Counter[tuple[int, ...]]:
     fields = ["cflow.srcport", "cflow.dstport", "cflow.protocol", "cflow.packets",
               "cflow.octets", "cflow.tcpflags"]
@@ -97,15 +111,7 @@ def test_a_cut_or_padded_v1_v7_datagram_of_a_known_sender_is_read_and_counted() 
     """Found by review: known by their exact length, a v7 datagram cut short (a snap
     length) after good ones was counted whole as `bad_export_header`, its 14 whole records
     lost; it is read, the cut counted as `truncated`, as v5's is."""
-    import dpkt
-
-    datagrams = []
-    with open(FIXTURES / "fprobe_v7.pcap", "rb") as handle:
-        for frame, (ts, buf) in enumerate(dpkt.pcap.Reader(handle), 1):
-            udp = dpkt.ethernet.Ethernet(buf).data.data
-            datagrams.append(Datagram(bytes(udp.data), "127.0.0.1", udp.sport, udp.dport,
-                                      frame, 24 * frame, int(ts * 1e6), "v7.pcap"))
-    first, second = datagrams
+    first, second = fixture_datagrams("fprobe_v7.pcap", "v7.pcap")
     cut = second._replace(payload=second.payload[:-100])
     padded = second._replace(payload=second.payload + bytes(3))
     for damaged, rows, skipped in ((cut, 20 + 12, {"truncated": 1}), (padded, 34, {})):
@@ -122,14 +128,7 @@ def test_a_damaged_first_datagram_of_a_v1_v7_sender_is_counted_once_it_is_known(
     other traffic (`not_flow_export`, no place given), its records lost without a problem
     counted. Once the same path sends a good datagram of that version, it is
     `bad_export_header` with its file, frame and offset."""
-    import dpkt
-
-    datagrams = []
-    with open(FIXTURES / "fprobe_v1.pcap", "rb") as handle:
-        for frame, (ts, buf) in enumerate(dpkt.pcap.Reader(handle), 1):
-            udp = dpkt.ethernet.Ethernet(buf).data.data
-            datagrams.append(Datagram(bytes(udp.data), "127.0.0.1", udp.sport, udp.dport,
-                                      frame, 100 * frame, int(ts * 1e6), "v1.pcap"))
+    datagrams = fixture_datagrams("fprobe_v1.pcap", "v1.pcap")
     first = datagrams[0].payload
     damaged = datagrams[0]._replace(payload=first[:2] + bytes([0, first[3] - 1]) + first[4:])
     report = RunReport()
@@ -139,7 +138,7 @@ def test_a_damaged_first_datagram_of_a_v1_v7_sender_is_counted_once_it_is_known(
     assert dict(report.skipped) == {"bad_export_header": 1} and not report.ignored
     assert report.skipped_bytes["bad_export_header"] == len(first)
     problem = report.examples[0]
-    assert (problem.source, problem.frame, problem.offset) == ("v1.pcap", 1, 100)
+    assert (problem.source, problem.frame, problem.offset) == ("v1.pcap", 1, 24)
     assert not report.file("v1.pcap").ignored
     # alone, nothing shows it was an export: other traffic, as a DNS answer would be
     report = RunReport()
