@@ -860,6 +860,12 @@ def _element_list(
     return tuple(elements)
 
 
+# records nfdump defines that hold no flows: port and bytes-per-packet histograms (3, 4),
+# nfdump 1.5's legacy records (5, 6), and the appendix's ident and statistics (0x8001,
+# 0x8002), read as a data block when a damaged header points elsewhere
+OTHER_RECORD_TYPES: Final = frozenset((3, 4, 5, 6, 0x8001, 0x8002))
+
+
 def _control_record(
     state: _FileState, record_type: int, record: bytes, frame: int, offset: int, index: int,
     report: RunReport,
@@ -933,8 +939,16 @@ def _control_record(
         # NBAR/ifname/vrfname arrays and slack: metadata, not flows, but counted (a damaged
         # type turned a flow record into one without a word)
         report.ignore("nfcapd_metadata_record", state.source, len(record))
-    else:
+    elif record_type in OTHER_RECORD_TYPES:
         report.ignore("nfcapd_other_record", state.source, len(record))
+    else:
+        # no nfdump writes this type in a data block (nfdump's id.h ends at MaxRecordID 15;
+        # it skips others with an error): a damaged type, found by fuzzing a flow record
+        # retyped 255 or 27, which passed as other records without a place
+        report.skip(MalformedInput(
+            f"record {index} of unknown type {record_type} ({len(record)} bytes)",
+            source=state.source, offset=offset, frame=frame, reason="unknown_record_type"),
+            nbytes=len(record))
 
 
 def _control_size(record_type: int, record: bytes, order: str) -> int | None:

@@ -499,3 +499,22 @@ def test_a_file_skipped_whole_counts_its_bytes_once(corpus: Path, tmp_path: Path
     table, report = read_table(path)
     assert table.num_rows == 0
     assert sum(report.skipped_bytes.values()) == path.stat().st_size == 3755
+
+
+def test_a_flow_record_retyped_beyond_nfdump_s_types_is_a_problem(corpus: Path,
+                                                                  tmp_path: Path) -> None:
+    """Found by fuzzing: a flow record whose type was damaged to one no nfdump writes (255)
+    was counted as other records, without a place; nfdump skips such a record with an
+    error. Retyped to one nfdump defines without flows (4, a histogram), it still reads as
+    that: the bytes cannot tell."""
+    first_flow = 52 + 32  # the block at 40: its header, the exporter record, then flows
+    path = _patched(corpus, tmp_path, first_flow, (255).to_bytes(2, "little"))
+    table, report = read_table(path)
+    assert table.num_rows == 25
+    assert dict(report.skipped) == {"unknown_record_type": 1}
+    assert report.skipped_bytes["unknown_record_type"] == 132 and not report.ignored
+    [problem] = [p for p in report.examples if p.reason == "unknown_record_type"]
+    assert problem.offset == 40 and "record 1 of unknown type 255" in problem.message
+    path = _patched(corpus, tmp_path, first_flow, (4).to_bytes(2, "little"))
+    table, report = read_table(path)
+    assert table.num_rows == 25 and report.ignored == {"nfcapd_other_record": 1}
