@@ -108,7 +108,7 @@ class _Stream:
     """Sequence, duplicate and option state of one (exporter, domain, version) stream."""
 
     __slots__ = ("ambiguous_gaps", "chunk", "chunk_code", "code", "counts_messages",
-                 "expected", "expected_flows", "first_rate", "lane", "lanes", "last_arrival",
+                 "expected", "expected_flows", "first_rate", "lanes", "last_arrival",
                  "last_port", "last_sequence",
                  "latest", "latest_port", "lineage", "ports", "recent", "samplers",
                  "sampling_declared", "sampling_rate", "seen_ports", "stats", "sysinit_ms",
@@ -126,11 +126,9 @@ class _Stream:
         self.expected: int | None = None
         self.expected_flows: int | None = None
         self.last_sequence = 0
-        # the SCTP stream being numbered (0 for UDP and TCP), and the sequence state of the
-        # association's other streams: (expected, expected_flows, last_sequence,
-        # ambiguous_gaps)
-        self.lane = 0
-        self.lanes: dict[int, tuple[int | None, int | None, int, int]] = {}
+        # per SCTP stream of the transport session, what its own numbering expects next
+        # (expected, expected_flows): empty for UDP and TCP
+        self.lanes: dict[int, tuple[int | None, int | None]] = {}
         self.recent: dict[int, bytes | tuple[bytes, ...]] = {}
         self.sampling_rate = 1
         self.sampling_declared = False  # a header or options record has given a rate
@@ -156,16 +154,6 @@ class _Stream:
         self.lineage: dict[int, int] = {}
         self.chunk: _Chunk | None = None  # the chunk `chunk_code` (exporter code) belongs to
         self.chunk_code = 0
-
-    def switch_lane(self, lane: int) -> None:
-        """Number this SCTP stream's messages apart: each stream of an association counts
-        its own records (RFC 7011 §3.1; libfixbuf sends templates on stream 0 and data on
-        stream 1), so one expectation across them saw gaps where nothing was lost."""
-        self.lanes[self.lane] = (self.expected, self.expected_flows, self.last_sequence,
-                                 self.ambiguous_gaps)
-        self.lane = lane
-        (self.expected, self.expected_flows, self.last_sequence,
-         self.ambiguous_gaps) = self.lanes.pop(lane, (None, None, 0, 0))
 
     def took_over(self, new: int, old: int) -> bool:
         """Whether port `new` took over from port `old`, itself or through the ports
@@ -457,18 +445,7 @@ class ExportDecoder:
             payload = datagram.payload
             version = export_version(payload)
             if version:
-                path = (datagram.exporter, datagram.exporter_port, datagram.collector_port,
-                        version)
-                if path not in paths:
-                    paths.add(path)
-                    if self._suspects:
-                        self._damaged_before(path)
-            if version == 9:
-                netflow_v9.decode_datagram(self, datagram)
-            elif version == 10:
-                ipfix.decode_datagram(self, datagram)
-            elif version:
-                netflow_v5.decode_datagram(self, datagram, version)  # v1, v5, v7
+                self._decode_export(datagram, version, paths)
             elif len(payload) >= 2 and (datagram.exporter, datagram.exporter_port,
                                         datagram.collector_port,
                                         claimed := payload[0] << 8 | payload[1]) in paths:
@@ -494,6 +471,27 @@ class ExportDecoder:
         self._count_undeclared()
         return out
 
+    def _decode_export(self, datagram: Datagram, version: int,
+                       paths: set[tuple[str, int, int, int]]) -> None:
+        """Decode a datagram whose header passes its version's checks."""
+        path = (datagram.exporter, datagram.exporter_port, datagram.collector_port, version)
+        proving = False
+        if path not in paths:
+            paths.add(path)
+            if self._suspects and path in self._suspects:
+                proving, problems = True, self.report.skipped_problems()
+        if version == 9:
+            netflow_v9.decode_datagram(self, datagram)
+        elif version == 10:
+            ipfix.decode_datagram(self, datagram)
+        else:
+            netflow_v5.decode_datagram(self, datagram, version)  # v1, v5, v7
+        if proving:
+            # the path's first good header proves its earlier ones damaged exports when its
+            # datagram decodes without a problem (a memcached reply's second part can pass
+            # v5's header checks, not the rest of them)
+            self._damaged_before(path, self.report.skipped_problems() == problems)
+
     def _suspect(self, datagram: Datagram, claimed: int) -> None:
         """Remember a datagram taken for other traffic though it begins with a version
         number (bounded: SUSPECTS_PER_PATH per path, SUSPECT_PATHS paths)."""
@@ -506,12 +504,16 @@ class ExportDecoder:
         if len(self._suspects) > SUSPECT_PATHS:
             del self._suspects[next(iter(self._suspects))]
 
-    def _damaged_before(self, path: tuple[str, int, int, int]) -> None:
-        """`path` just sent its first good export of its version: what it sent before that
-        claimed the version but failed the header checks was a damaged export, not other
-        traffic (a v1/v7 sender's first datagram cut short, or with a damaged count)."""
+    def _damaged_before(self, path: tuple[str, int, int, int], proven: bool) -> None:
+        """`path` just sent its first good header of its version, `proven` when its datagram
+        decoded without a problem: what it sent before that claimed the version but failed
+        the header checks was a damaged export, not other traffic (a v1/v7 sender's first
+        datagram cut short, or with a damaged count)."""
+        suspects = self._suspects.pop(path, [])
+        if not proven:
+            return
         exporter, port, collector_port, version = path
-        for source, offset, frame, size in self._suspects.pop(path, []):
+        for source, offset, frame, size in suspects:
             self.report.unignore("not_flow_export", source, size)
             self.report.skip(MalformedInput(
                 f"version {version} header that fails its checks (record count, length or "
@@ -617,8 +619,6 @@ class ExportDecoder:
                     stream.lineage[port] = stream.lineage.get(stream.last_port,
                                                               stream.last_port)
             stream.seen_ports.add(port)
-        if datagram.lane != stream.lane:
-            stream.switch_lane(datagram.lane)
         if stream.last_arrival is None or arrival >= stream.last_arrival:
             stream.last_arrival, stream.last_port = arrival, port
         self._brought = None
@@ -841,7 +841,9 @@ class ExportDecoder:
             last = stream.last_sequence
             fits = sequence == expected or (
                 stream.expected_flows is not None and sequence == stream.expected_flows
-            ) or (inclusive and (
+            ) or (datagram.session and (  # SCTP: each stream's own numbering, below
+                sequence in stream.lanes.get(datagram.lane, (sequence,)))) or (
+                inclusive and (
                 (units is not None and sequence == (last + units) & SEQUENCE_MASK)
                 or (flow_units is not None and sequence == (last + flow_units) & SEQUENCE_MASK)
             ))
@@ -879,6 +881,12 @@ class ExportDecoder:
         stream.expected_flows = (
             None if flow_units is None else (sequence + flow_units) & SEQUENCE_MASK
         )
+        if datagram.session:
+            # SCTP: RFC 7011 §3.1 numbers the records of each SCTP stream, libfixbuf (and
+            # any v9 exporter) those of the whole session: a number that fits either is no
+            # gap, nor is a stream's first (numbered per stream only, libfixbuf's templates
+            # on stream 0 and data on stream 1 showed a loss at each template refresh)
+            stream.lanes[datagram.lane] = (stream.expected, stream.expected_flows)
 
     # -- internals -----------------------------------------------------------------
 

@@ -7,9 +7,14 @@ without a word. SCTP keeps message boundaries: an IPFIX message is one user mess
 (§10.2.4), sent in one DATA chunk or, when larger than the path allows, in fragments of
 consecutive TSNs (RFC 9260 §6.9: B on the first, E on the last), and a packet may bundle
 several chunks. Each user message is handed on as a Datagram of its own, with the
-exporter's address and SCTP port, its association (the verification tag: RFC 7011 §8
-scopes templates to it) and its SCTP stream (each stream numbers its records, §3.1), and
+exporter's address and SCTP port, its association (RFC 7011 §8 scopes templates to it) and
+its SCTP stream (§3.1 numbers the records of each; libfixbuf those of the session), and
 the frame that completed it, so messages keep frame order whatever the batch size.
+An association is told by its verification tag, which every packet carries: a new one
+(the collector opening associations to the exporter's port 4739, a restart, a start the
+capture missed) is read afresh, while a straggler of an old one, or a stray INIT ACK,
+ABORT or SHUTDOWN COMPLETE (RFC 9260 §8.5.1: out of the blue, with another's tag), leaves
+the live one be; control chunks change nothing.
 
 What is read: DATA chunks (type 0) on the IPFIX ports (4739; 4740, IPFIX over DTLS, whose
 bytes then decode as nothing and are counted so), and elsewhere the chunks of payload
@@ -26,10 +31,7 @@ capture cut short), the fragments of a message that never completed
 (`incomplete_fragments`, as for IP), an I-DATA chunk (RFC 8260: interleaved messages, which
 no IPFIX exporter is known to send) of an IPFIX port or association (`sctp_idata_unread`).
 A DATA chunk whose TSN its association already delivered is a retransmission, read once
-(`sctp_retransmission`, not a problem). An association begins afresh (a new TSN space)
-at an INIT or INIT ACK from its sender, and at a verification tag other than its own (a
-new association whose start the capture missed); an ABORT or SHUTDOWN COMPLETE ends both
-directions.
+(`sctp_retransmission`, not a problem).
 
 Not handled: messages are read in the order they complete in the capture, not
 re-sequenced by stream sequence number (a message retransmitted after later ones is read
@@ -38,11 +40,13 @@ address pair, so a fragment sent to the peer's other address does not meet the r
 message, and an exporter that moves to its other address is another exporter.
 
 Bounds: at most MAX_ASSOCIATIONS associations (the least recently fed forgotten first, its
-unfinished fragments counted); RECENT_TSNS delivered TSNs remembered per association, as a
-bitmap below the newest; unfinished fragments held up to HELD_BYTES and HELD_CHUNKS per
-association, the oldest given up first down to half (so that putting a message together
-walks a bounded run), and HELD_TOTAL over all (the least recently fed association's given up).
-Associations do not span files.
+unfinished fragments counted), told apart in the decoder as GENERATIONS transport sessions
+per exporter port (its state per session stays bounded, as UDP's ports bound it);
+RECENT_TSNS delivered TSNs remembered per association, as a bitmap below the newest;
+unfinished fragments held up to HELD_BYTES and HELD_CHUNKS per association, the oldest
+given up first down to half (a message being put together walks a bounded run, and only
+once the chunks on both sides of the newest are there), and HELD_TOTAL over all (the least
+recently fed association's given up). Associations do not span files.
 """
 
 from __future__ import annotations
@@ -66,14 +70,15 @@ TSN_SPACE = 1 << 32
 HALF = TSN_SPACE // 2
 _RECENT_MASK = (1 << RECENT_TSNS) - 1
 
-_DATA, _INIT, _INIT_ACK, _ABORT, _SHUTDOWN_COMPLETE, _IDATA = 0, 1, 2, 6, 14, 64
+_DATA, _IDATA = 0, 64
 _BEGIN, _END = 0x02, 0x01
 _common = struct.Struct(">HHI")  # source port, destination port, verification tag
 _chunk = struct.Struct(">BBH")
 _data = struct.Struct(">IHHI")  # TSN, stream, stream sequence number, payload protocol
 _DATA_HEADER = 16
 
-Key = tuple[bytes, int, bytes, int]
+Key = tuple[bytes, int, bytes, int, int]  # source, its port, destination, its port, tag
+GENERATIONS = 64  # transport sessions told apart per exporter port (Datagram.session)
 
 
 class _Association:
@@ -81,23 +86,19 @@ class _Association:
 
     __slots__ = ("exporter", "held", "held_bytes", "ports", "seen", "session", "top")
 
-    def __init__(self, exporter: str, ports: tuple[int, int], tag: int) -> None:
+    def __init__(self, exporter: str, ports: tuple[int, int], generation: int) -> None:
         self.exporter = exporter
         self.ports = ports
-        # Datagram.session: the verification tag and the peer's port (a collector that
-        # opens associations to the exporter's port 4739 opens each from a port of its
-        # own), never 0, which UDP and TCP use
-        self.session = 1 << 48 | tag << 16 | ports[1]
+        # Datagram.session: which of the associations begun from this exporter port it is,
+        # modulo GENERATIONS (the decoder keeps state per transport session, so a bounded
+        # number per port, as UDP's ports are), never 0, which UDP and TCP use
+        self.session = 1 + generation % GENERATIONS
         self.top: int | None = None  # the newest TSN delivered
         self.seen = 0  # bit d: TSN top - d was delivered (d < RECENT_TSNS)
         # TSN -> (flags, stream, payload, place) of fragments waiting for the rest, oldest
         # first
         self.held: OrderedDict[int, tuple[int, int, bytes, Place]] = OrderedDict()
         self.held_bytes = 0
-
-    @property
-    def tag(self) -> int:
-        return self.session >> 16 & 0xFFFFFFFF
 
     def delivered(self, tsn: int) -> None:
         if self.top is None:
@@ -129,6 +130,8 @@ class SctpAssociations:
         self.report = report
         self._address_text = address_text
         self._associations: OrderedDict[Key, _Association] = OrderedDict()
+        # associations begun so far per (exporter address, port): the next one's generation
+        self._begun: OrderedDict[tuple[bytes, int], int] = OrderedDict()
         self._held_total = 0
 
     def packet(self, number: int, offset: int, ts_ns: int, src: bytes, dst: bytes,
@@ -142,7 +145,9 @@ class SctpAssociations:
                                             offset=offset, frame=number), nbytes=frame_bytes)
             return []
         sport, dport, tag = _common.unpack_from(packet, 0)
-        key = (src, sport, dst, dport)
+        # the tag in the key: a new association (its start captured or not) is read afresh,
+        # and a straggler of the old one, or a stray control chunk, leaves the live one be
+        key = (src, sport, dst, dport, tag)
         ipfix_port = sport in IPFIX_PORTS or dport in IPFIX_PORTS
         association = self._associations.get(key)
         out: list[Datagram] = []
@@ -156,17 +161,7 @@ class SctpAssociations:
                           f"chunk of type {kind} with length {length} at byte {at} of a "
                           f"{len(packet)}-byte packet")
                 break
-            if kind in (_INIT, _INIT_ACK):  # its sender's TSNs begin afresh
-                self._forget(key, place)
-                association = None
-            elif kind in (_ABORT, _SHUTDOWN_COMPLETE):  # the association has ended
-                self._forget(key, place)
-                self._forget((dst, dport, src, sport), place)
-                association = None
-            elif kind == _DATA:
-                if association is not None and association.tag != tag:
-                    self._forget(key, place)  # a new association whose start was missed
-                    association = None
+            if kind == _DATA:
                 known = ipfix_port or association is not None
                 if length <= _DATA_HEADER:
                     if known:  # no room for its header, or no data (RFC 9260 §3.3.1)
@@ -177,8 +172,7 @@ class SctpAssociations:
                     payload = bytes(packet[at + _DATA_HEADER:at + length])
                     if association is None and (ipfix_port or self._shows_ipfix(
                             protocol, flags, payload)):
-                        association = self._association(key, src, sport, dport, tag,
-                                                        exporter_texts, place)
+                        association = self._association(key, exporter_texts, place)
                     elif association is not None:
                         self._associations.move_to_end(key)
                     if association is not None and (ipfix_port or protocol == 0):
@@ -238,19 +232,26 @@ class SctpAssociations:
         length = payload[2] << 8 | payload[3]
         return length == len(payload) if flags & _END else length > len(payload)
 
-    def _association(self, key: Key, src: bytes, sport: int, dport: int, tag: int,
-                     exporter_texts: dict[bytes, str], place: Place) -> _Association:
+    def _association(self, key: Key, exporter_texts: dict[bytes, str],
+                     place: Place) -> _Association:
+        src, sport, _, dport, _ = key
         exporter = exporter_texts.get(src)
         if exporter is None:
             exporter = exporter_texts[src] = self._address_text(src)
-        association = self._associations[key] = _Association(exporter, (sport, dport), tag)
+        begun = self._begun
+        generation = begun.pop((src, sport), 0)
+        begun[src, sport] = generation + 1
+        if len(begun) > MAX_ASSOCIATIONS:
+            del begun[next(iter(begun))]
+        association = self._associations[key] = _Association(exporter, (sport, dport),
+                                                             generation)
         if len(self._associations) > MAX_ASSOCIATIONS:
             self._forget(next(iter(self._associations)), place)
         return association
 
     def _forget(self, key: Key, place: Place) -> None:
-        """The association began again, ended, or is the least recently fed of too many:
-        what it holds never completes."""
+        """The association is the least recently fed of too many: what it holds never
+        completes."""
         association = self._associations.pop(key, None)
         if association is not None:
             self._give_up(association, place, len(association.held))
@@ -279,12 +280,17 @@ class SctpAssociations:
         if flags & (_BEGIN | _END) == _BEGIN | _END:  # a whole message in one chunk
             association.delivered(tsn)
             return [self._message(association, payload, stream, place)]
-        association.held[tsn] = (flags, stream, payload, place)
+        held = association.held
+        held[tsn] = (flags, stream, payload, place)
         association.held_bytes += len(payload)
         self._held_total += len(payload)
-        message = self._assemble(association, tsn)
-        if message is not None:
-            return [self._message(association, message, stream, place)]
+        # a message can only be whole once the chunks on both sides of this one are here
+        # (or it is the first or last): no walk for each fragment that arrives in order
+        if (flags & _BEGIN or (tsn - 1) % TSN_SPACE in held) and (
+                flags & _END or (tsn + 1) % TSN_SPACE in held):
+            message = self._assemble(association, tsn)
+            if message is not None:
+                return [self._message(association, message, stream, place)]
         self._trim(association, place)
         return []
 

@@ -144,3 +144,21 @@ def test_a_damaged_first_datagram_of_a_v1_v7_sender_is_counted_once_it_is_known(
     report = RunReport()
     ExportDecoder(report).feed([damaged])
     assert dict(report.ignored) == {"not_flow_export": 1} and not report.skipped
+
+
+def test_the_damaged_datagrams_remembered_before_a_path_proves_itself_are_bounded() -> None:
+    """At most SUSPECTS_PER_PATH per path are moved to problems; the rest stay other
+    traffic, as they were (a sender of garbage cannot grow the memory)."""
+    from obserae_forensics.readers.exports import SUSPECTS_PER_PATH
+
+    datagrams = fixture_datagrams("fprobe_v1.pcap", "v1.pcap")
+    first = datagrams[0].payload
+    damaged = [datagrams[0]._replace(payload=first[:3] + bytes([first[3] - 1]) + first[4:],
+                                     offset=1_000 + k) for k in range(SUSPECTS_PER_PATH + 1)]
+    report = RunReport()
+    decoder = ExportDecoder(report)
+    decoder.feed(damaged)
+    decoder.feed(datagrams[1:])
+    decoder.finish()
+    assert dict(report.skipped) == {"bad_export_header": SUSPECTS_PER_PATH}
+    assert dict(report.ignored) == {"not_flow_export": 1}

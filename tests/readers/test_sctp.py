@@ -31,7 +31,7 @@ from typer.testing import CliRunner
 
 from obserae_forensics.addresses import address_text
 from obserae_forensics.cli import app
-from obserae_forensics.readers import discover_inputs, read_flows
+from obserae_forensics.readers import discover_inputs, read_flows, sctp
 from obserae_forensics.readers.sctp import TSN_SPACE
 from obserae_forensics.report import RunReport
 from obserae_forensics.schema import FLOW_SCHEMA
@@ -64,11 +64,11 @@ def data(tsn: int, payload: bytes, *, begin: bool = True, end: bool = True, stre
 
 
 def packet(*chunks: Packet, sport: int = PORT, dport: int = 4739, src: str = EXPORTER,
-           dst: str = COLLECTOR) -> Packet:
-    sctp = SCTP(sport=sport, dport=dport, tag=7)
+           dst: str = COLLECTOR, tag: int = 7) -> Packet:
+    layer = SCTP(sport=sport, dport=dport, tag=tag)
     for chunk in chunks:
-        sctp = sctp / chunk
-    return IP(src=src, dst=dst) / sctp
+        layer = layer / chunk
+    return IP(src=src, dst=dst) / layer
 
 
 def write(path: Path, packets: list[Packet]) -> Path:
@@ -226,10 +226,10 @@ def test_fragments_that_never_begin_are_given_up_on_and_counted(tmp_path: Path) 
 
 
 def v6_packet(*chunks: Packet) -> Packet:
-    sctp = SCTP(sport=PORT, dport=4739, tag=7)
+    layer = SCTP(sport=PORT, dport=4739, tag=7)
     for chunk in chunks:
-        sctp = sctp / chunk
-    return IPv6(src="2001:db8::9", dst="2001:db8::7") / sctp
+        layer = layer / chunk
+    return IPv6(src="2001:db8::9", dst="2001:db8::7") / layer
 
 
 def test_ipv6_ip_fragments_and_a_tsn_wrap_read_alike_in_any_batch(tmp_path: Path) -> None:
@@ -267,60 +267,106 @@ def test_a_new_association_on_the_same_ports_is_read_afresh(tmp_path: Path) -> N
     """The collector opens the association (roles reversed: the exporter sends from 4739),
     twice, and the exporter numbers its TSNs from 1 each time. Before, the second
     association's messages were taken for retransmissions of the first's: records lost,
-    counted as no problem. An INIT ACK from the exporter, or a verification tag other than
-    the association's (its start not captured), begins it afresh."""
+    counted as no problem. Its verification tag tells the new association (its start is
+    not in the capture)."""
     found = messages()
-    packets: list[Packet] = []
-    for tag, collector_port, sent_now in ((9, 40_001, found[:5]), (11, 40_001, found[5:])):
-        if tag == 9:  # the second association's handshake is not in the capture
-            packets.append(packet(SCTPChunkInit(init_tag=tag, n_in_streams=1,
-                                                n_out_streams=1, init_tsn=1),
-                                  sport=collector_port, dport=4739, src=COLLECTOR,
-                                  dst=EXPORTER))
-            packets.append(packet(Raw(struct.pack(">BBHIIHHI", 2, 0, 20, 7, 65_536, 1, 1, 1)),
-                                  sport=4739, dport=collector_port))
-        for k, message in enumerate(sent_now):
-            chunk = data(1 + k, message)
+    packets: list[Packet] = [
+        packet(SCTPChunkInit(init_tag=9, n_in_streams=1, n_out_streams=1, init_tsn=1),
+               sport=40_001, dport=4739, src=COLLECTOR, dst=EXPORTER),
+        packet(Raw(struct.pack(">BBHIIHHI", 2, 0, 20, 7, 65_536, 1, 1, 1)), sport=4739,
+               dport=40_001)]
+    for tag, sent_now in ((9, found[:5]), (11, found[5:])):
+        for k, one in enumerate(sent_now):
             packets.append(IP(src=EXPORTER, dst=COLLECTOR)
-                           / SCTP(sport=4739, dport=collector_port, tag=tag) / chunk)
+                           / SCTP(sport=4739, dport=40_001, tag=tag) / data(1 + k, one))
     table, report = read(write(tmp_path / "again.pcap", packets))
     expected, over_tcp = read(FIXTURE)
     assert records(table) == records(expected) and table.num_rows == 210
     assert "sctp_retransmission" not in report.ignored and not report.skipped
-
-    def sequence(run: RunReport) -> list[tuple[int, int, int]]:
-        return [(stats.reorders, stats.sequence_gaps, stats.sequence_lost)
-                for _, stats in sorted(run.exporters.items())]
-
-    # as over TCP (the exporter's own 3 reorders in domain 2), no restart taken for a loss
+    # as over TCP (the exporter's own 3 reorders in domain 2)
     assert sequence(report) == sequence(over_tcp) == [(0, 0, 0), (3, 0, 0)]
 
 
-def test_each_sctp_stream_numbers_its_own_records(tmp_path: Path) -> None:
-    """RFC 7011 §3.1: the sequence number counts the records sent on the current SCTP
-    stream. One expectation across an exporter's streams saw gaps where nothing was lost."""
-    fields = [(8, 4, 0), (12, 4, 0), (4, 1, 0), (7, 2, 0), (11, 2, 0), (1, 8, 0), (2, 8, 0),
-              (152, 8, 0), (153, 8, 0)]
+FIELDS = [(8, 4, 0), (12, 4, 0), (4, 1, 0), (7, 2, 0), (11, 2, 0), (1, 8, 0), (2, 8, 0),
+          (152, 8, 0), (153, 8, 0)]
 
-    def flow(i: int) -> bytes:
-        return (bytes([10, 0, i // 200, i % 200 + 1]) + bytes([10, 1, 0, 1]) + struct.pack(
-            ">BHHQQQQ", 6, 1_000 + i, 80, 100, 1, EXPORT_S * 1000 - 5_000 + i,
-            EXPORT_S * 1000 - 4_000 + i))
 
-    packets = [packet(data(1, ipfix_message(template(300, fields), sequence=0)))]
+def flow(i: int) -> bytes:
+    """Record `i` of template 300 (FIELDS): a flow of its own."""
+    return (bytes([10, 0, i // 200 % 256, i % 200 + 1]) + bytes([10, 1, 0, 1]) + struct.pack(
+        ">BHHQQQQ", 6, 1_000 + i % 60_000, 80, 100, 1, EXPORT_S * 1000 - 5_000 + i,
+        EXPORT_S * 1000 - 4_000 + i))
+
+
+def sequence(run: RunReport) -> list[tuple[int, int, int]]:
+    """(reorders, gaps, records lost) of each exporter row."""
+    return [(stats.reorders, stats.sequence_gaps, stats.sequence_lost)
+            for _, stats in sorted(run.exporters.items())]
+
+
+def test_an_association_that_starts_again_is_a_new_transport_session(tmp_path: Path) -> None:
+    """An exporter restarted, or a collector opening a new association: its numbering and
+    templates start again (RFC 7011 §8, §10.2). Taken for the same session, the restart
+    read as reorders."""
+    packets, sent = [], 0
+    for tag, collector_port in ((9, 40_001), (12, 40_002)):
+        chunks = [ipfix_message(template(300, FIELDS), sequence=0)]
+        for k in range(8):
+            chunks.append(ipfix_message(ipfix_data(300, *[flow(sent + j) for j in range(20)]),
+                                        sequence=20 * k))
+            sent += 20
+        packets += [IP(src=EXPORTER, dst=COLLECTOR)
+                    / SCTP(sport=4739, dport=collector_port, tag=tag) / data(5 + k, one)
+                    for k, one in enumerate(chunks)]
+    table, report = read(write(tmp_path / "restart.pcap", packets))
+    assert table.num_rows == sent == 320
+    assert sequence(report) == [(0, 0, 0)]
+
+
+@pytest.mark.parametrize("per_stream", [True, False])
+def test_sequence_numbers_per_sctp_stream_or_per_session_are_no_gaps(
+        tmp_path: Path, per_stream: bool) -> None:
+    """RFC 7011 §3.1 counts the records sent on each SCTP stream; libfixbuf counts those of
+    the session, its templates on stream 0 and data on stream 1 (a template refresh on
+    stream 0 carries the session's count). Either numbering is no loss."""
+    packets = [packet(data(1, ipfix_message(template(300, FIELDS), sequence=0)))]
     counted, sent = {0: 0, 1: 0}, 0
     for k in range(10):
         stream = k % 2
         size = 5 if stream == 0 else 20
-        packets.append(packet(data(2 + k, ipfix_message(
-            ipfix_data(300, *[flow(sent + j) for j in range(size)]),
-            sequence=counted[stream]), stream=stream)))
+        number = counted[stream] if per_stream else sent
+        packets.append(packet(data(2 + 2 * k, ipfix_message(
+            ipfix_data(300, *[flow(sent + j) for j in range(size)]), sequence=number),
+            stream=stream)))
+        if not per_stream and k % 3 == 2:  # a template refresh on stream 0
+            packets.append(packet(data(3 + 2 * k, ipfix_message(
+                template(300, FIELDS), sequence=sent + size), stream=0)))
         counted[stream] += size
         sent += size
     table, report = read(write(tmp_path / "streams.pcap", packets))
     assert table.num_rows == sent == 125
-    (stats,) = report.exporters.values()
-    assert (stats.sequence_gaps, stats.sequence_lost, stats.reorders) == (0, 0, 0)
+    assert sequence(report) == [(0, 0, 0)]
+
+
+def test_stray_control_chunks_and_a_late_copy_leave_the_live_association_be(
+        tmp_path: Path) -> None:
+    """An ABORT or SHUTDOWN COMPLETE out of the blue (T bit, another association's tag), an
+    INIT ACK answering a duplicate INIT, and a late copy from the association before: none
+    ends the live one, whose message being put together completes."""
+    first, second = messages()[:2]
+    half = len(second) // 2
+    strays = [
+        packet(Raw(struct.pack(">BBH", 6, 1, 4)), tag=99),  # ABORT, T=1
+        packet(Raw(struct.pack(">BBH", 14, 1, 4)), tag=99),  # SHUTDOWN COMPLETE, T=1
+        packet(Raw(struct.pack(">BBHIIHHI", 2, 0, 20, 5, 65_536, 1, 1, 1))),  # INIT ACK
+        IP(src=EXPORTER, dst=COLLECTOR) / SCTP(sport=PORT, dport=4739, tag=3) / data(2, first),
+    ]
+    packets = [packet(data(1, first)), packet(data(2, second[:half], end=False)), *strays,
+               packet(data(3, second[half:], begin=False))]
+    table, report = read(write(tmp_path / "strays.pcap", packets))
+    alone, _ = read(write(tmp_path / "alone.pcap", [packet(data(1, first)),
+                                                     packet(data(2, second))]))
+    assert records(table) == records(alone) and not report.skipped
 
 
 def test_held_fragments_are_given_up_oldest_first(tmp_path: Path) -> None:
@@ -350,3 +396,16 @@ def test_data_chunks_too_short_on_the_ipfix_port_are_counted(tmp_path: Path) -> 
     table, report = read(write(tmp_path / "short.pcap", packets))
     assert table.num_rows == 0
     assert dict(report.skipped) == {"bad_sctp_chunk": 2} and not report.ignored
+
+
+def test_held_fragments_over_all_associations_are_bounded(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past HELD_TOTAL over every association, the least recently fed gives its up."""
+    monkeypatch.setattr(sctp, "HELD_TOTAL", 2_500)
+    packets = [packet(data(1, b"a" * 1_000, end=False), sport=PORT + port)
+               for port in range(3)]
+    table, report = read(write(tmp_path / "held.pcap", packets))
+    assert table.num_rows == 0
+    # the first association's 1,000 bytes at the third; the other two at the end
+    assert report.skipped == {"incomplete_fragments": 3}
+    assert [p.frame for p in report.examples] == [1, 2, 3]
