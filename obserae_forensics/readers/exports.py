@@ -413,6 +413,7 @@ class ExportDecoder:
         self._suspects: dict[tuple[str, int, int, int], list[tuple[str, int, int, int]]] = {}
         self._chunk = _Chunk("")
         self._datagram: Datagram | None = None
+        self._transport = 0  # the current datagram's transport session (Datagram.transport)
         self._version = 0
         self._stream: _Stream | None = None
         self._row: tuple[int, ...] = ()
@@ -607,7 +608,7 @@ class ExportDecoder:
             # keep the newest DUPLICATE_WINDOW entries; pruning in bulk keeps this O(1) a call
             stream.recent = dict(list(recent.items())[-DUPLICATE_WINDOW:])
         stats.datagrams += 1
-        port = datagram.transport
+        port = self._transport = datagram.transport
         arrival = datagram.arrival_us
         if port not in stream.seen_ports:
             if stream.last_arrival is not None:
@@ -755,7 +756,7 @@ class ExportDecoder:
         key = (datagram.exporter, stream.stats.domain, self._version, template.template_id)
         stats = stream.stats
         stats.templates += 1
-        port = datagram.transport
+        port = self._transport
         outcome = self.templates.define((*key, port), template)
         stream.ports.add(port)
         if outcome != "refresh":
@@ -783,7 +784,7 @@ class ExportDecoder:
         stream = self._stream
         datagram = self._datagram
         assert stream is not None and datagram is not None
-        port = datagram.transport
+        port = self._transport
         found = stream.templates.get((port, template_id))
         if found is None and template_id in stream.latest and (
                 port not in stream.ports
@@ -807,7 +808,7 @@ class ExportDecoder:
         stream = self._stream
         assert datagram is not None and stream is not None
         key = (datagram.exporter, stream.stats.domain, self._version, template_id,
-               datagram.transport)
+               self._transport)
         self._waiting.append((key, body, stream.code))
 
     def skip(self, error: InputError, nbytes: int) -> None:
