@@ -20,7 +20,8 @@ import pyarrow.compute as pc
 from ..errors import InputError, MalformedInput, UnknownFormat
 from ..report import RunReport
 from ..times import UNUSABLE_TIME, beyond_limit, time_faults
-from .pcap import capture_format, iter_datagrams, iter_frames
+from .pcap import capture_format, iter_datagrams, iter_frames, new_sctp
+from .sctp import SctpAssociations
 
 __all__ = ["InputFile", "discover_inputs", "input_format", "read_flows"]
 
@@ -148,6 +149,7 @@ def read_flows(
     from .nsel import NselLedger
 
     decoder = ExportDecoder(report)
+    sctp = new_sctp(report)  # SCTP associations go on across the capture files, as the decoder
     nsel = NselLedger()  # the nfcapd files' (the export decoder keeps its own)
     for item in inputs:
         stats = report.file(str(item.path))
@@ -159,7 +161,7 @@ def read_flows(
                     item.path, report, batch_size=batch_size, window=window, nsel=nsel)
             else:
                 batches = _capture_batches(item.path, decoder, report, batch_size, window,
-                                           ipfix_file=item.format == "ipfix")
+                                           ipfix_file=item.format == "ipfix", sctp=sctp)
             for batch in batches:
                 batch = _icmp_type_in_low_byte(_usable_times(batch, report), report)
                 if batch.num_rows:
@@ -335,6 +337,7 @@ def _count(report: RunReport, batch: pa.RecordBatch) -> None:
 def _capture_batches(
     path: Path, decoder: object, report: RunReport, batch_size: int,
     window: tuple[int | None, int | None], *, ipfix_file: bool = False,
+    sctp: SctpAssociations | None = None,
 ) -> Iterator[pa.RecordBatch]:
     from .ipfix_file import iter_ipfix_file
 
@@ -342,7 +345,7 @@ def _capture_batches(
     rows = 0
     chunk_size = max(16, min(2048, batch_size // 16))
     chunks = (iter_ipfix_file(path, report, chunk_size=chunk_size) if ipfix_file
-              else iter_datagrams(path, report, chunk_size=chunk_size))
+              else iter_datagrams(path, report, chunk_size=chunk_size, sctp=sctp))
     for chunk in chunks:
         for batch in decoder.feed(chunk):  # type: ignore[attr-defined]
             batch = _window(batch, window)

@@ -22,11 +22,13 @@ class Datagram(NamedTuple):
     offset: int  # byte offset of that frame's record header in the file
     arrival_us: int  # capture time, UTC microseconds
     source: str  # file path as given
-    # SCTP only (sctp.py): the association, told apart from another from the same port by
-    # its verification tag and the collector's port (0: UDP and TCP, whose port says it),
-    # and the SCTP stream, whose messages number their records on their own (§3.1)
+    # SCTP only (sctp.py): the association's slot among those live from its exporter port
+    # (1..64; 0: UDP and TCP, whose port says it), the SCTP stream (RFC 7011 §3.1 numbers
+    # each stream's records), and whether this is the association's first message (a slot
+    # used before starts afresh: its templates and numbering are not the old one's)
     session: int = 0
     lane: int = 0
+    fresh: bool = False
 
     @property
     def transport(self) -> int:

@@ -445,6 +445,8 @@ class ExportDecoder:
         for datagram in datagrams:
             payload = datagram.payload
             version = export_version(payload)
+            if datagram.fresh:
+                self._fresh_transport(datagram)
             if version:
                 self._decode_export(datagram, version, paths)
             elif len(payload) >= 2 and (datagram.exporter, datagram.exporter_port,
@@ -472,15 +474,28 @@ class ExportDecoder:
         self._count_undeclared()
         return out
 
+    def _fresh_transport(self, datagram: Datagram) -> None:
+        """An SCTP association's first message, in a slot an earlier association of its
+        exporter port may have held: its numbering starts afresh (begin_datagram finds a
+        new transport session). The templates stay until it sends its own, which RFC 7011
+        §8 has it do before its data (one it sends byte for byte as the earlier one did is
+        a duplicate, and the same templates serve)."""
+        transport = datagram.transport
+        for stream in self._stream_list:
+            if transport in stream.seen_ports and stream.stats.exporter == datagram.exporter:
+                stream.seen_ports.discard(transport)
+                stream.lineage.pop(transport, None)
+
     def _decode_export(self, datagram: Datagram, version: int,
                        paths: set[tuple[str, int, int, int]]) -> None:
         """Decode a datagram whose header passes its version's checks."""
         path = (datagram.exporter, datagram.exporter_port, datagram.collector_port, version)
         proving = False
         if path not in paths:
-            paths.add(path)
             if self._suspects and path in self._suspects:
                 proving, problems = True, self.report.skipped_problems()
+            else:
+                paths.add(path)
         if version == 9:
             netflow_v9.decode_datagram(self, datagram)
         elif version == 10:
@@ -488,10 +503,13 @@ class ExportDecoder:
         else:
             netflow_v5.decode_datagram(self, datagram, version)  # v1, v5, v7
         if proving:
-            # the path's first good header proves its earlier ones damaged exports when its
-            # datagram decodes without a problem (a memcached reply's second part can pass
-            # v5's header checks, not the rest of them)
-            self._damaged_before(path, self.report.skipped_problems() == problems)
+            # the path's first good header proves its earlier ones damaged exports, and the
+            # path an export's, when its datagram decodes without a problem (a memcached
+            # reply's second part can pass v5's header checks, not the rest of them)
+            proven = self.report.skipped_problems() == problems
+            if proven:
+                paths.add(path)
+            self._damaged_before(path, proven)
 
     def _suspect(self, datagram: Datagram, claimed: int) -> None:
         """Remember a datagram taken for other traffic though it begins with a version
@@ -840,10 +858,11 @@ class ExportDecoder:
         expected = stream.expected
         if expected is not None:
             last = stream.last_sequence
+            # SCTP: each stream's own numbering too (below)
+            lane = stream.lanes.get(datagram.lane) if datagram.session else None
             fits = sequence == expected or (
                 stream.expected_flows is not None and sequence == stream.expected_flows
-            ) or (datagram.session and (  # SCTP: each stream's own numbering, below
-                sequence in stream.lanes.get(datagram.lane, (sequence,)))) or (
+            ) or (lane is not None and sequence in lane) or (
                 inclusive and (
                 (units is not None and sequence == (last + units) & SEQUENCE_MASK)
                 or (flow_units is not None and sequence == (last + flow_units) & SEQUENCE_MASK)
@@ -865,9 +884,12 @@ class ExportDecoder:
                     stream.ambiguous_gaps = 0
                 else:
                     ambiguous = True
+            if not fits and datagram.session:
+                fits, difference = self._lane_fit(stream, sequence, lane)
+            else:
+                difference = (sequence - expected) & SEQUENCE_MASK
             if not fits:
                 stats = stream.stats
-                difference = (sequence - expected) & SEQUENCE_MASK
                 if difference < 1 << 31:
                     stats.sequence_gaps += 1
                     stats.sequence_lost += difference
@@ -890,6 +912,22 @@ class ExportDecoder:
             stream.lanes[datagram.lane] = (stream.expected, stream.expected_flows)
 
     # -- internals -----------------------------------------------------------------
+
+    @staticmethod
+    def _lane_fit(stream: _Stream, sequence: int, lane: tuple[int | None, int | None] | None
+                  ) -> tuple[bool, int]:
+        """For an SCTP message whose number fits no expectation: whether it is its SCTP
+        stream's first (its own count starts at or below the session's: a number ahead of
+        the session's is a loss), and else how far ahead of the nearest expectation it is,
+        the session's or its stream's (behind all of them: a reorder)."""
+        expected = stream.expected
+        assert expected is not None
+        if lane is None and (expected - sequence) & SEQUENCE_MASK < 1 << 31:
+            return True, 0
+        ahead = [(sequence - mark) & SEQUENCE_MASK
+                 for mark in (expected, stream.expected_flows, *(lane or ()))
+                 if mark is not None]
+        return False, min((d for d in ahead if d < 1 << 31), default=ahead[0])
 
     def _park_waiting(self, stream: _Stream, datagram: Datagram) -> None:
         """Hold the data sets of this datagram that came before their template, or decode

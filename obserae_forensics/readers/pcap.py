@@ -508,16 +508,21 @@ class _Reassembly:
 
 
 def iter_datagrams(
-    path: Path, report: RunReport, *, chunk_size: int = 2048, indexed: bool = True
+    path: Path, report: RunReport, *, chunk_size: int = 2048, indexed: bool = True,
+    sctp: SctpAssociations | None = None,
 ) -> Iterator[list[Datagram]]:
     """Yield the UDP datagrams of a capture, in frame order, in lists of up to `chunk_size`.
 
     `indexed=False` turns off the numba fast path for PCAP files (tests compare the two).
+    `sctp`: the run's SCTP associations, which go on across its files (new_sctp(); one of
+    this file's own when not given).
     """
     source = str(path)
     reassembly = _Reassembly()
-    streams = Transports(TcpStreams(source, report, _address_text),
-                         SctpAssociations(source, report, _address_text))
+    if sctp is None:
+        sctp = new_sctp(report)
+    sctp.source = source
+    streams = Transports(TcpStreams(source, report, _address_text), sctp)
     chunk: list[Datagram] = []
     exporter_texts: dict[bytes, str] = {}
     with open(path, "rb") as handle:
@@ -553,6 +558,11 @@ def iter_datagrams(
 
 
 INDEX_WINDOW_BYTES = 64 << 20
+
+
+def new_sctp(report: RunReport) -> SctpAssociations:
+    """The SCTP associations of a run (iter_datagrams' `sctp`)."""
+    return SctpAssociations("", report, _address_text)
 
 
 def _indexed_pcap(path: Path, source: str, report: RunReport) -> Iterator[Frame | Datagram]:

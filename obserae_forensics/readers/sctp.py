@@ -14,7 +14,8 @@ An association is told by its verification tag, which every packet carries: a ne
 (the collector opening associations to the exporter's port 4739, a restart, a start the
 capture missed) is read afresh, while a straggler of an old one, or a stray INIT ACK,
 ABORT or SHUTDOWN COMPLETE (RFC 9260 §8.5.1: out of the blue, with another's tag), leaves
-the live one be; control chunks change nothing.
+the live one be. Of the control chunks only an INIT or INIT ACK counts: the tag it gives
+the peer to send with begins a new association of the peer's, even if an old one used it.
 
 What is read: DATA chunks (type 0) on the IPFIX ports (4739; 4740, IPFIX over DTLS, whose
 bytes then decode as nothing and are counted so), and elsewhere the chunks of payload
@@ -40,13 +41,15 @@ address pair, so a fragment sent to the peer's other address does not meet the r
 message, and an exporter that moves to its other address is another exporter.
 
 Bounds: at most MAX_ASSOCIATIONS associations (the least recently fed forgotten first, its
-unfinished fragments counted), told apart in the decoder as GENERATIONS transport sessions
-per exporter port (its state per session stays bounded, as UDP's ports bound it);
+unfinished fragments counted), each holding one of SLOTS transport sessions of its exporter
+port in the decoder (its state per session stays bounded, as UDP's ports bound it; a slot
+taken again starts afresh there);
 RECENT_TSNS delivered TSNs remembered per association, as a bitmap below the newest;
 unfinished fragments held up to HELD_BYTES and HELD_CHUNKS per association, the oldest
 given up first down to half (a message being put together walks a bounded run, and only
 once the chunks on both sides of the newest are there), and HELD_TOTAL over all (the least
-recently fed association's given up). Associations do not span files.
+recently fed association's given up). Associations go on across the run's files; the
+fragments of a message are put together within one.
 """
 
 from __future__ import annotations
@@ -70,7 +73,7 @@ TSN_SPACE = 1 << 32
 HALF = TSN_SPACE // 2
 _RECENT_MASK = (1 << RECENT_TSNS) - 1
 
-_DATA, _IDATA = 0, 64
+_DATA, _INIT, _INIT_ACK, _IDATA = 0, 1, 2, 64
 _BEGIN, _END = 0x02, 0x01
 _common = struct.Struct(">HHI")  # source port, destination port, verification tag
 _chunk = struct.Struct(">BBH")
@@ -78,21 +81,26 @@ _data = struct.Struct(">IHHI")  # TSN, stream, stream sequence number, payload p
 _DATA_HEADER = 16
 
 Key = tuple[bytes, int, bytes, int, int]  # source, its port, destination, its port, tag
-GENERATIONS = 64  # transport sessions told apart per exporter port (Datagram.session)
+# associations live at once from one exporter port (Datagram.session 1..SLOTS): past it the
+# least recently fed gives its slot up (the control chunks that end one are not trusted:
+# a stray ABORT ended the live one)
+SLOTS = 1024
 
 
 class _Association:
     """One direction of one SCTP association: what it delivered, what it holds."""
 
-    __slots__ = ("exporter", "held", "held_bytes", "ports", "seen", "session", "top")
+    __slots__ = ("exporter", "fresh", "held", "held_bytes", "ports", "seen", "session",
+                 "top")
 
-    def __init__(self, exporter: str, ports: tuple[int, int], generation: int) -> None:
+    def __init__(self, exporter: str, ports: tuple[int, int], slot: int) -> None:
         self.exporter = exporter
         self.ports = ports
-        # Datagram.session: which of the associations begun from this exporter port it is,
-        # modulo GENERATIONS (the decoder keeps state per transport session, so a bounded
-        # number per port, as UDP's ports are), never 0, which UDP and TCP use
-        self.session = 1 + generation % GENERATIONS
+        # Datagram.session: a slot no other live association from this exporter port holds
+        # (the decoder keeps state per transport session: a bounded number per port, as
+        # UDP's ports are), never 0, which UDP and TCP use; `fresh` until its first message
+        self.session = slot
+        self.fresh = True
         self.top: int | None = None  # the newest TSN delivered
         self.seen = 0  # bit d: TSN top - d was delivered (d < RECENT_TSNS)
         # TSN -> (flags, stream, payload, place) of fragments waiting for the rest, oldest
@@ -121,7 +129,9 @@ class _Association:
 
 
 class SctpAssociations:
-    """The IPFIX messages of the SCTP associations of one capture file."""
+    """The IPFIX messages of the SCTP associations of a run's capture files (associations
+    go on across files, as a collector's rotated captures cut them; the fragments of a
+    message are put together within one file)."""
 
     def __init__(self, source: str, report: RunReport,
                  address_text: Callable[[bytes], str]) -> None:
@@ -130,8 +140,8 @@ class SctpAssociations:
         self.report = report
         self._address_text = address_text
         self._associations: OrderedDict[Key, _Association] = OrderedDict()
-        # associations begun so far per (exporter address, port): the next one's generation
-        self._begun: OrderedDict[tuple[bytes, int], int] = OrderedDict()
+        # the slots live per (exporter address, port): slot -> association
+        self._slots: dict[tuple[bytes, int], dict[int, Key]] = {}
         self._held_total = 0
 
     def packet(self, number: int, offset: int, ts_ns: int, src: bytes, dst: bytes,
@@ -161,7 +171,12 @@ class SctpAssociations:
                           f"chunk of type {kind} with length {length} at byte {at} of a "
                           f"{len(packet)}-byte packet")
                 break
-            if kind == _DATA:
+            if kind in (_INIT, _INIT_ACK) and length >= 8:
+                # the tag the peer will send with: an association of the peer's that still
+                # holds it is an old one (an exporter that reuses its tags, and restarts)
+                (initiate,) = struct.unpack_from(">I", packet, at + 4)
+                self._forget((dst, dport, src, sport, initiate), place)
+            elif kind == _DATA:
                 known = ipfix_port or association is not None
                 if length <= _DATA_HEADER:
                     if known:  # no room for its header, or no data (RFC 9260 §3.3.1)
@@ -202,10 +217,10 @@ class SctpAssociations:
         return out
 
     def flush(self, place: Place) -> None:
-        """End of the file: the fragments still held never completed a message."""
+        """End of a file: the fragments still held never completed a message (the
+        associations go on into the next file)."""
         for association in self._associations.values():
             self._give_up(association, place, len(association.held))
-        self._associations.clear()
 
     # -- internals ---------------------------------------------------------------------
 
@@ -238,15 +253,14 @@ class SctpAssociations:
         exporter = exporter_texts.get(src)
         if exporter is None:
             exporter = exporter_texts[src] = self._address_text(src)
-        begun = self._begun
-        generation = begun.pop((src, sport), 0)
-        begun[src, sport] = generation + 1
-        if len(begun) > MAX_ASSOCIATIONS:
-            del begun[next(iter(begun))]
-        association = self._associations[key] = _Association(exporter, (sport, dport),
-                                                             generation)
-        if len(self._associations) > MAX_ASSOCIATIONS:
+        if len(self._associations) >= MAX_ASSOCIATIONS:
             self._forget(next(iter(self._associations)), place)
+        slots = self._slots.setdefault((src, sport), {})
+        if len(slots) >= SLOTS:  # the least recently fed of this port's gives its slot up
+            self._forget(next(k for k in self._associations if k[:2] == (src, sport)), place)
+        slot = next(n for n in range(1, SLOTS + 1) if n not in slots)
+        slots[slot] = key
+        association = self._associations[key] = _Association(exporter, (sport, dport), slot)
         return association
 
     def _forget(self, key: Key, place: Place) -> None:
@@ -255,6 +269,10 @@ class SctpAssociations:
         association = self._associations.pop(key, None)
         if association is not None:
             self._give_up(association, place, len(association.held))
+            slots = self._slots[key[:2]]
+            del slots[association.session]
+            if not slots:
+                del self._slots[key[:2]]
 
     def _give_up(self, association: _Association, place: Place, count: int) -> None:
         """Count the `count` oldest held fragments as a message never completed, and drop
@@ -341,6 +359,7 @@ class SctpAssociations:
 
     def _message(self, association: _Association, payload: bytes, stream: int,
                  place: Place) -> Datagram:
+        fresh, association.fresh = association.fresh, False
         return Datagram(payload, association.exporter, association.ports[0],
                         association.ports[1], place.number, place.offset, place.arrival_us,
-                        self.source, association.session, stream)
+                        self.source, association.session, stream, fresh)

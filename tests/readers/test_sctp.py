@@ -263,19 +263,24 @@ def test_ipv6_ip_fragments_and_a_tsn_wrap_read_alike_in_any_batch(tmp_path: Path
     assert records(tables[0]) == records(expected) and tables[0].equals(tables[1])
 
 
-def test_a_new_association_on_the_same_ports_is_read_afresh(tmp_path: Path) -> None:
+@pytest.mark.parametrize("tags", [(9, 11), (9, 9)])
+def test_a_new_association_on_the_same_ports_is_read_afresh(
+        tmp_path: Path, tags: tuple[int, int]) -> None:
     """The collector opens the association (roles reversed: the exporter sends from 4739),
     twice, and the exporter numbers its TSNs from 1 each time. Before, the second
     association's messages were taken for retransmissions of the first's: records lost,
-    counted as no problem. Its verification tag tells the new association (its start is
-    not in the capture)."""
+    counted as no problem. Its verification tag tells the new association (with its start
+    not in the capture); a tag used again is new from the INIT that gives it."""
     found = messages()
-    packets: list[Packet] = [
-        packet(SCTPChunkInit(init_tag=9, n_in_streams=1, n_out_streams=1, init_tsn=1),
-               sport=40_001, dport=4739, src=COLLECTOR, dst=EXPORTER),
-        packet(Raw(struct.pack(">BBHIIHHI", 2, 0, 20, 7, 65_536, 1, 1, 1)), sport=4739,
-               dport=40_001)]
-    for tag, sent_now in ((9, found[:5]), (11, found[5:])):
+    packets: list[Packet] = []
+    for tag, sent_now in zip(tags, (found[:5], found[5:]), strict=True):
+        if tag == tags[0] == tags[1] or sent_now is found[:5]:
+            packets.append(packet(SCTPChunkInit(init_tag=tag, n_in_streams=1,
+                                                n_out_streams=1, init_tsn=1),
+                                  sport=40_001, dport=4739, src=COLLECTOR, dst=EXPORTER,
+                                  tag=0))
+            packets.append(packet(Raw(struct.pack(">BBHIIHHI", 2, 0, 20, 77, 65_536, 1, 1, 1)),
+                                  sport=4739, dport=40_001, tag=tag))
         for k, one in enumerate(sent_now):
             packets.append(IP(src=EXPORTER, dst=COLLECTOR)
                            / SCTP(sport=4739, dport=40_001, tag=tag) / data(1 + k, one))
@@ -409,3 +414,100 @@ def test_held_fragments_over_all_associations_are_bounded(
     # the first association's 1,000 bytes at the third; the other two at the end
     assert report.skipped == {"incomplete_fragments": 3}
     assert [p.frame for p in report.examples] == [1, 2, 3]
+
+
+FIELDS_SWAPPED = [(12, 4, 0), (8, 4, 0), (4, 1, 0), (11, 2, 0), (7, 2, 0), (2, 8, 0),
+                  (1, 8, 0), (152, 8, 0), (153, 8, 0)]  # same length, each pair swapped
+
+
+def flows_of(table: pa.Table) -> list[tuple[str, int, int]]:
+    return [(address_text(r["src_addr"]), r["src_port"], r["octets"])
+            for r in table.to_pylist()]
+
+
+def test_an_association_goes_on_into_the_next_capture_file(tmp_path: Path) -> None:
+    """A collector's rotated captures cut associations. Found by review: the association
+    numbering restarted in each file, so file B's data of the live association took the
+    slot, and the template, of a dead association of file A (its columns swapped)."""
+    first = [packet(data(1, ipfix_message(template(300, FIELDS_SWAPPED))), tag=1),
+             packet(data(1, ipfix_message(template(300, FIELDS))), tag=2),
+             packet(data(2, ipfix_message(ipfix_data(300, flow(0)), sequence=0)), tag=2)]
+    second = [packet(data(3, ipfix_message(ipfix_data(300, flow(1)), sequence=1)), tag=2)]
+    paths = [write(tmp_path / "a.pcap", first), write(tmp_path / "b.pcap", second)]
+    report = RunReport()
+    table = pa.Table.from_batches(list(read_flows(discover_inputs(paths, report), report)),
+                                  schema=FLOW_SCHEMA)
+    assert flows_of(table) == [("10.0.0.1", 1_000, 100), ("10.0.0.2", 1_001, 100)]
+    assert sequence(report) == [(0, 0, 0)]
+
+
+def test_a_slot_taken_again_starts_afresh_and_a_live_association_keeps_its_own(
+        tmp_path: Path) -> None:
+    """Found by review: one exporter port, 66 associations one after another, each
+    numbered from 0 with the same template message, and one association live beside 63
+    that come and go. A slot taken again kept the dead association's numbering (reorders),
+    and the live association's slot was handed to another (its data read with that one's
+    template)."""
+    packets, tsn, sent = [], 1, 0
+    for tag in range(1_000, 1_066):
+        packets.append(packet(data(tsn, ipfix_message(template(300, FIELDS))), tag=tag))
+        for number in (0, 10):
+            packets.append(packet(data(tsn + 1 + number // 10, ipfix_message(
+                ipfix_data(300, *[flow(sent + j) for j in range(10)]), sequence=number),
+                stream=1), tag=tag))
+            sent += 10
+        tsn += 3
+    table, report = read(write(tmp_path / "churn.pcap", packets))
+    assert table.num_rows == sent == 1_320
+    assert sequence(report) == [(0, 0, 0)] and not report.skipped
+
+    live = {"dport": 40_000, "tag": 1, "sport": 4739}
+    packets = [packet(data(1, ipfix_message(template(300, FIELDS))), **live),
+               packet(data(2, ipfix_message(ipfix_data(300, flow(0)), sequence=0)), **live)]
+    for k in range(64):
+        packets.append(packet(data(1, ipfix_message(template(300, FIELDS_SWAPPED))),
+                              sport=4739, dport=41_000 + k, tag=2 + k))
+    packets.append(packet(data(3, ipfix_message(ipfix_data(300, flow(1)), sequence=1)),
+                          **live))
+    table, report = read(write(tmp_path / "live.pcap", packets))
+    assert flows_of(table) == [("10.0.0.1", 1_000, 100), ("10.0.0.2", 1_001, 100)]
+
+
+@pytest.mark.parametrize("lost,expected", [
+    (None, (0, 0, 0)),  # nothing lost
+    ((1, 30), (0, 1, 10)),  # a message of 10 records on stream 1: one gap of 10
+    ((2, 2), (0, 1, 1)),  # a message of 1 record on stream 2: one gap of 1
+])
+def test_a_loss_on_one_sctp_stream_is_measured_from_that_stream(
+        tmp_path: Path, lost: tuple[int, int] | None, expected: tuple[int, int, int]) -> None:
+    """Found by review: a loss on a stream numbered on its own (RFC 7011 §3.1) was measured
+    from the other stream's count (36 lost for 10), or taken for a reorder from then on."""
+    # stream 1 numbers 10-record messages, stream 2 1-record ones, each on its own
+    sent = [(stream, number * (10 if stream == 1 else 1))
+            for number in range(5) for stream in (1, 2)]
+    packets = [packet(data(1, ipfix_message(template(300, FIELDS), template(301, FIELDS))))]
+    for k, (stream, number) in enumerate(sent):
+        if (stream, number) == lost:
+            continue
+        size, template_id = (10, 300) if stream == 1 else (1, 301)
+        packets.append(packet(data(2 + k, ipfix_message(ipfix_data(
+            template_id, *[flow(100 * stream + number + j) for j in range(size)]),
+            sequence=number), stream=stream)))
+    _, report = read(write(tmp_path / "lanes.pcap", packets))
+    assert sequence(report) == [expected]
+
+
+def test_a_loss_before_a_stream_s_first_message_is_no_start(tmp_path: Path) -> None:
+    """Found by review: a stream's first message was taken for the start of its own count
+    whatever its number, so libfixbuf's first data message (stream 1; templates on stream
+    0, the session counted), lost, went unseen. A first number ahead of the session's count
+    is a loss."""
+    def message_on(stream: int, start: int, size: int) -> Packet:
+        return packet(data(2 + start, ipfix_message(ipfix_data(
+            300, *[flow(start + j) for j in range(size)]), sequence=start), stream=stream))
+
+    opening = packet(data(1, ipfix_message(template(300, FIELDS), sequence=0)))
+    for stream in (1, 0):  # libfixbuf's data stream, and the same on one stream
+        packets = [opening, message_on(stream, 10, 5), message_on(stream, 15, 5)]
+        table, report = read(write(tmp_path / f"first{stream}.pcap", packets))
+        assert table.num_rows == 10 and sequence(report) == [(0, 1, 10)]
