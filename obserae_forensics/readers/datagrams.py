@@ -23,7 +23,7 @@ class Datagram(NamedTuple):
     arrival_us: int  # capture time, UTC microseconds
     source: str  # file path as given
     # SCTP only (sctp.py): the association's slot among those live from its exporter port
-    # (1..64; 0: UDP and TCP, whose port says it), the SCTP stream (RFC 7011 §3.1 numbers
+    # (1..sctp.SLOTS; 0: UDP and TCP, whose port says it), the SCTP stream (§3.1 numbers
     # each stream's records), and whether this is the association's first message (a slot
     # used before starts afresh: its templates and numbering are not the old one's)
     session: int = 0
