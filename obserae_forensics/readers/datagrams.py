@@ -25,7 +25,7 @@ class Datagram(NamedTuple):
     # SCTP only (sctp.py): the association's slot among those live from its exporter port
     # (1..sctp.SLOTS; 0: UDP and TCP, whose port says it), the SCTP stream (§3.1 numbers
     # each stream's records), and whether this is the association's first message (a slot
-    # used before starts afresh: its templates and numbering are not the old one's)
+    # used before is numbered afresh: the old association's count is not its own)
     session: int = 0
     lane: int = 0
     fresh: bool = False
