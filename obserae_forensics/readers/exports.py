@@ -395,6 +395,7 @@ class ExportDecoder:
         self.pending = PendingData()
         self._streams: dict[tuple[str, int, int], _Stream] = {}
         self._stream_list: list[_Stream] = []
+        self._streams_of: dict[str, list[_Stream]] = {}  # an exporter's, by its address
         # held data sets resolved, by the frame of the datagram that brought their template
         self._resolved: list[tuple[int, list[tuple[Template, PendingSet, int]]]] = []
         # sampling rates scoped to a sampler/selector id or an interface, as options records
@@ -481,8 +482,8 @@ class ExportDecoder:
         §8 has it do before its data (one it sends byte for byte as the earlier one did is
         a duplicate, and the same templates serve)."""
         transport = datagram.transport
-        for stream in self._stream_list:
-            if transport in stream.seen_ports and stream.stats.exporter == datagram.exporter:
+        for stream in self._streams_of.get(datagram.exporter, ()):
+            if transport in stream.seen_ports:
                 stream.seen_ports.discard(transport)
                 stream.lineage.pop(transport, None)
 
@@ -609,6 +610,7 @@ class ExportDecoder:
             stats.versions.add(version)
             stream = self._streams[key] = _Stream(stats, len(self._stream_list))
             self._stream_list.append(stream)
+            self._streams_of.setdefault(datagram.exporter, []).append(stream)
         stats = stream.stats
         recent = stream.recent
         previous = recent.get(sequence)

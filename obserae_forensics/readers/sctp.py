@@ -128,6 +128,31 @@ class _Association:
         return back < RECENT_TSNS and bool(self.seen >> back & 1)
 
 
+class _PortSlots:
+    """The transport-session slots of one exporter port: which association holds each
+    (least recently fed first), and the free ones (O(1) to take or give back)."""
+
+    __slots__ = ("free", "live", "top")
+
+    def __init__(self) -> None:
+        self.live: OrderedDict[Key, int] = OrderedDict()
+        self.free: list[int] = []  # given back, taken again first
+        self.top = 0  # slots 1..top have been handed out
+
+    def take(self, key: Key) -> int:
+        if self.free:
+            slot = self.free.pop()
+        else:
+            self.top += 1
+            slot = self.top
+        self.live[key] = slot
+        return slot
+
+    def give_back(self, key: Key, slot: int) -> None:
+        del self.live[key]
+        self.free.append(slot)
+
+
 class SctpAssociations:
     """The IPFIX messages of the SCTP associations of a run's capture files (associations
     go on across files, as a collector's rotated captures cut them; the fragments of a
@@ -140,8 +165,8 @@ class SctpAssociations:
         self.report = report
         self._address_text = address_text
         self._associations: OrderedDict[Key, _Association] = OrderedDict()
-        # the slots live per (exporter address, port): slot -> association
-        self._slots: dict[tuple[bytes, int], dict[int, Key]] = {}
+        # the slots per (exporter address, port)
+        self._slots: dict[tuple[bytes, int], _PortSlots] = {}
         self._held_total = 0
 
     def packet(self, number: int, offset: int, ts_ns: int, src: bytes, dst: bytes,
@@ -190,6 +215,7 @@ class SctpAssociations:
                         association = self._association(key, exporter_texts, place)
                     elif association is not None:
                         self._associations.move_to_end(key)
+                        self._slots[key[:2]].live.move_to_end(key)
                     if association is not None and (ipfix_port or protocol == 0):
                         read = True
                         out += self._chunk_data(association, tsn, flags, stream, payload,
@@ -255,11 +281,12 @@ class SctpAssociations:
             exporter = exporter_texts[src] = self._address_text(src)
         if len(self._associations) >= MAX_ASSOCIATIONS:
             self._forget(next(iter(self._associations)), place)
-        slots = self._slots.setdefault((src, sport), {})
-        if len(slots) >= SLOTS:  # the least recently fed of this port's gives its slot up
-            self._forget(next(k for k in self._associations if k[:2] == (src, sport)), place)
-        slot = next(n for n in range(1, SLOTS + 1) if n not in slots)
-        slots[slot] = key
+        slots = self._slots.get((src, sport))
+        if slots is None:
+            slots = self._slots[src, sport] = _PortSlots()
+        if len(slots.live) >= SLOTS:  # the least recently fed of this port's gives its slot up
+            self._forget(next(iter(slots.live)), place)
+        slot = slots.take(key)
         association = self._associations[key] = _Association(exporter, (sport, dport), slot)
         return association
 
@@ -270,8 +297,8 @@ class SctpAssociations:
         if association is not None:
             self._give_up(association, place, len(association.held))
             slots = self._slots[key[:2]]
-            del slots[association.session]
-            if not slots:
+            slots.give_back(key, association.session)
+            if not slots.live:
                 del self._slots[key[:2]]
 
     def _give_up(self, association: _Association, place: Place, count: int) -> None:
