@@ -449,7 +449,24 @@ class ExportDecoder:
             if datagram.fresh:
                 self._fresh_transport(datagram)
             if version:
-                self._decode_export(datagram, version, paths)
+                path = (datagram.exporter, datagram.exporter_port, datagram.collector_port,
+                        version)
+                problems = -1 if path in paths else self._first_of_path(path, paths)
+                if version == 9:
+                    netflow_v9.decode_datagram(self, datagram)
+                elif version == 10:
+                    ipfix.decode_datagram(self, datagram)
+                else:
+                    netflow_v5.decode_datagram(self, datagram, version)  # v1, v5, v7
+                if problems >= 0:
+                    # the path's first good header proves its earlier ones damaged exports,
+                    # and the path an export's, when its datagram decodes without a problem
+                    # (a memcached reply's second part can pass v5's header checks, not the
+                    # rest of them)
+                    proven = self.report.skipped_problems() == problems
+                    if proven:
+                        paths.add(path)
+                    self._damaged_before(path, proven)
             elif len(payload) >= 2 and (datagram.exporter, datagram.exporter_port,
                                         datagram.collector_port,
                                         claimed := payload[0] << 8 | payload[1]) in paths:
@@ -487,30 +504,14 @@ class ExportDecoder:
                 stream.seen_ports.discard(transport)
                 stream.lineage.pop(transport, None)
 
-    def _decode_export(self, datagram: Datagram, version: int,
-                       paths: set[tuple[str, int, int, int]]) -> None:
-        """Decode a datagram whose header passes its version's checks."""
-        path = (datagram.exporter, datagram.exporter_port, datagram.collector_port, version)
-        proving = False
-        if path not in paths:
-            if self._suspects and path in self._suspects:
-                proving, problems = True, self.report.skipped_problems()
-            else:
-                paths.add(path)
-        if version == 9:
-            netflow_v9.decode_datagram(self, datagram)
-        elif version == 10:
-            ipfix.decode_datagram(self, datagram)
-        else:
-            netflow_v5.decode_datagram(self, datagram, version)  # v1, v5, v7
-        if proving:
-            # the path's first good header proves its earlier ones damaged exports, and the
-            # path an export's, when its datagram decodes without a problem (a memcached
-            # reply's second part can pass v5's header checks, not the rest of them)
-            proven = self.report.skipped_problems() == problems
-            if proven:
-                paths.add(path)
-            self._damaged_before(path, proven)
+    def _first_of_path(self, path: tuple[str, int, int, int],
+                       paths: set[tuple[str, int, int, int]]) -> int:
+        """A path's first datagram with a good header: -1 when it is an export's at once,
+        else (it sent suspects before) the problems counted so far, for the proof."""
+        if self._suspects and path in self._suspects:
+            return self.report.skipped_problems()
+        paths.add(path)
+        return -1
 
     def _suspect(self, datagram: Datagram, claimed: int) -> None:
         """Remember a datagram taken for other traffic though it begins with a version
@@ -628,7 +629,8 @@ class ExportDecoder:
             # keep the newest DUPLICATE_WINDOW entries; pruning in bulk keeps this O(1) a call
             stream.recent = dict(list(recent.items())[-DUPLICATE_WINDOW:])
         stats.datagrams += 1
-        port = self._transport = datagram.transport
+        # Datagram.transport, without the call: this runs for every message
+        port = self._transport = datagram.exporter_port | datagram.session << 16
         arrival = datagram.arrival_us
         if port not in stream.seen_ports:
             if stream.last_arrival is not None:
@@ -860,15 +862,16 @@ class ExportDecoder:
         expected = stream.expected
         if expected is not None:
             last = stream.last_sequence
-            # SCTP: each stream's own numbering too (below)
-            lane = stream.lanes.get(datagram.lane) if datagram.session else None
             fits = sequence == expected or (
                 stream.expected_flows is not None and sequence == stream.expected_flows
-            ) or (lane is not None and sequence in lane) or (
-                inclusive and (
+            ) or (inclusive and (
                 (units is not None and sequence == (last + units) & SEQUENCE_MASK)
                 or (flow_units is not None and sequence == (last + flow_units) & SEQUENCE_MASK)
             ))
+            lane = None
+            if not fits and datagram.session:  # SCTP: each stream's own numbering too
+                lane = stream.lanes.get(datagram.lane)
+                fits = lane is not None and sequence in lane
             # VPP's flowprobe numbers messages: last + 1 after a message of two records or
             # more says so (a record-counting exporter never sends it), and from then on
             # it is no gap; after a message of no records it could be one lost record, and
