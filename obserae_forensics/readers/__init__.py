@@ -243,9 +243,9 @@ def _usable_times(batch: pa.RecordBatch, report: RunReport) -> pa.RecordBatch:
             f"arrived, {which(row)}: kept at its last_seen"), report, kept=True)
     if half.any() or inverted.any() or future.any() or salvaged.any():
         known = np.where(zero_first, last, first)
-        batch = _with_times(
-            batch, np.where(half, known, np.where(inverted | future, last, first)),
-            np.where(half, known, np.where(inverted, first, last)))
+        batch = _with_columns(
+            batch, first_seen=np.where(half, known, np.where(inverted | future, last, first)),
+            last_seen=np.where(half, known, np.where(inverted, first, last)))
     if timeless.any():
         _report_per_file(batch, timeless, "no_times", lambda row: (
             f"no time (first_seen and last_seen both 1970-01-01), the first record "
@@ -282,18 +282,15 @@ def _icmp_type_in_low_byte(batch: pa.RecordBatch, report: RunReport) -> pa.Recor
         f"code: no such message), read as the type, code 0: the first, record "
         f"{batch.column('record_index')[row].as_py()} here, {int(port[row])} -> type "
         f"{int(port[row])}"), report, kept=True)
-    columns = batch.columns
-    at = batch.schema.names.index("dst_port")
-    columns[at] = pa.array(np.where(low, port << 8, port).astype(port.dtype))
-    return pa.RecordBatch.from_arrays(columns, schema=batch.schema)
+    return _with_columns(batch, dst_port=np.where(low, port << 8, port))
 
 
-def _with_times(batch: pa.RecordBatch, first: np.ndarray, last: np.ndarray) -> pa.RecordBatch:
+def _with_columns(batch: pa.RecordBatch, **values: np.ndarray) -> pa.RecordBatch:
+    """`batch` with the named columns replaced by `values`, each cast to its column's type."""
     names = batch.schema.names
     columns = batch.columns
-    kind = batch.schema.field("first_seen").type
-    columns[names.index("first_seen")] = pa.array(first).cast(kind)
-    columns[names.index("last_seen")] = pa.array(last).cast(kind)
+    for name, array in values.items():
+        columns[names.index(name)] = pa.array(array).cast(batch.schema.field(name).type)
     return pa.RecordBatch.from_arrays(columns, schema=batch.schema)
 
 

@@ -459,14 +459,7 @@ class ExportDecoder:
                 else:
                     netflow_v5.decode_datagram(self, datagram, version)  # v1, v5, v7
                 if problems >= 0:
-                    # the path's first good header proves its earlier ones damaged exports,
-                    # and the path an export's, when its datagram decodes without a problem
-                    # (a memcached reply's second part can pass v5's header checks, not the
-                    # rest of them)
-                    proven = self.report.skipped_problems() == problems
-                    if proven:
-                        paths.add(path)
-                    self._damaged_before(path, proven)
+                    self._damaged_before(path, problems, paths)
             elif len(payload) >= 2 and (datagram.exporter, datagram.exporter_port,
                                         datagram.collector_port,
                                         claimed := payload[0] << 8 | payload[1]) in paths:
@@ -475,13 +468,9 @@ class ExportDecoder:
                     # known for them is read, what is missing or extra counted
                     netflow_v5.decode_datagram(self, datagram, claimed)
                     continue
-                self.report.skip(MalformedInput(
-                    f"version {claimed} header that fails its checks "
-                    f"(record count or first set id), from {datagram.exporter}:"
-                    f"{datagram.exporter_port} to port {datagram.collector_port}, which sent "
-                    "good exports of that version before", source=datagram.source,
-                    offset=datagram.offset, frame=datagram.frame, reason="bad_export_header"),
-                    len(payload))
+                self._bad_header((datagram.exporter, datagram.exporter_port,
+                                  datagram.collector_port, claimed), "before",
+                                 datagram.source, datagram.offset, datagram.frame, len(payload))
             else:
                 ignore("not_flow_export", datagram.source, len(payload))
                 if len(payload) >= 2 and payload[0] == 0 and payload[1] in CLAIMED_VERSIONS:
@@ -525,22 +514,32 @@ class ExportDecoder:
         if len(self._suspects) > SUSPECT_PATHS:
             del self._suspects[next(iter(self._suspects))]
 
-    def _damaged_before(self, path: tuple[str, int, int, int], proven: bool) -> None:
-        """`path` just sent its first good header of its version, `proven` when its datagram
-        decoded without a problem: what it sent before that claimed the version but failed
-        the header checks was a damaged export, not other traffic (a v1/v7 sender's first
-        datagram cut short, or with a damaged count)."""
+    def _damaged_before(self, path: tuple[str, int, int, int], problems: int,
+                        paths: set[tuple[str, int, int, int]]) -> None:
+        """`path` just sent its first good header of its version after suspects, and
+        `problems` were counted before its datagram was decoded. Decoded without a new one,
+        it proves the path an export's and what it sent before that claimed the version but
+        failed the header checks damaged exports, not other traffic (a v1/v7 sender's first
+        datagram cut short, or with a damaged count); with one, the suspects stay other
+        traffic (a memcached reply's second part can pass v5's header checks, not the rest
+        of them)."""
         suspects = self._suspects.pop(path, [])
-        if not proven:
+        if self.report.skipped_problems() != problems:
             return
-        exporter, port, collector_port, version = path
+        paths.add(path)
         for source, offset, frame, size in suspects:
             self.report.unignore("not_flow_export", source, size)
-            self.report.skip(MalformedInput(
-                f"version {version} header that fails its checks (record count, length or "
-                f"first set id), from {exporter}:{port} to port {collector_port}, which sent "
-                "good exports of that version after it", source=source, offset=offset,
-                frame=frame, reason="bad_export_header"), size)
+            self._bad_header(path, "after", source, offset, frame, size)
+
+    def _bad_header(self, path: tuple[str, int, int, int], when: str, source: str,
+                    offset: int, frame: int, size: int) -> None:
+        """Count a datagram of an export path whose header fails its version's checks."""
+        exporter, port, collector_port, version = path
+        self.report.skip(MalformedInput(
+            f"version {version} header that fails its checks (record count, length or first "
+            f"set id), from {exporter}:{port} to port {collector_port}, which sent good "
+            f"exports of that version {when} it", source=source, offset=offset, frame=frame,
+            reason="bad_export_header"), size)
 
     def _count_undeclared(self) -> None:
         """Bring each stream's count of records read before any sampling declaration to
