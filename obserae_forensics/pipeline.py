@@ -125,7 +125,8 @@ def inspect_inputs(
     closed = False
     try:
         for batch in _with_progress(read_flows(inputs, report, batch_size=options.batch_size,
-                                               window=options.window), inputs, progress):
+                                               window=options.window), inputs, progress,
+                                    report):
             if writer is not None:
                 writer.write(with_text_addresses(pa.Table.from_batches([batch]),
                                                  FLOW_ADDRESS_COLUMNS))
@@ -192,9 +193,11 @@ def exporters_table(report: RunReport, pressure: dict[str, dict[str, Any]] | Non
 
 
 def _with_progress(
-    batches: Iterator[pa.RecordBatch], inputs: Sequence[InputFile], enabled: bool
+    batches: Iterator[pa.RecordBatch], inputs: Sequence[InputFile], enabled: bool,
+    report: RunReport,
 ) -> Iterator[pa.RecordBatch]:
-    """tqdm over input bytes, advanced by how far into each file the batches have got."""
+    """tqdm over input bytes, advanced by how far into each file the batches have got (in
+    a compressed file, the same share of its size as of its decompressed bytes)."""
     if not enabled:
         yield from batches
         return
@@ -211,6 +214,9 @@ def _with_progress(
                 offset = batch.column("source_offset")[batch.num_rows - 1].as_py()
                 index = order.get(source)
                 if index is not None:
+                    unpacked = report.file(source).unpacked_size
+                    if unpacked:
+                        offset = offset * inputs[index].size // unpacked
                     position = int(min(starts[index] + offset, starts[index + 1]))
                     if position > done:
                         bar.update(position - done)
@@ -369,7 +375,7 @@ def sessionize_inputs(config: SessionizeConfig, report: RunReport) -> Sessionize
             # decoded on a thread of their own, so reading overlaps the sessionizer
             batches = read_ahead(read_flows(inputs, report, batch_size=config.read.batch_size,
                                             window=config.read.window))
-            for batch in _with_progress(batches, inputs, config.progress):
+            for batch in _with_progress(batches, inputs, config.progress, report):
                 totals.add_input(batch)
                 emit(sessionizer.feed(batch))
             emit(sessionizer.finish())
@@ -464,7 +470,9 @@ def _manifest(
         "flow_matrix": _cited_file(getattr(config.flow_matrix, "path", None)),
         "inputs": [{"path": str(item.path), "format": report.files[str(item.path)].format
                     if str(item.path) in report.files else item.format,
-                    "size": item.size, "sha256": digests[item.path]} for item in inputs],
+                    "size": item.size, "sha256": digests[item.path],
+                    **({"compression": item.compression} if item.compression else {})}
+                   for item in inputs],
         "data_window": {"start": iso_us(totals.first_us), "end": iso_us(totals.last_us),
                         "start_us": totals.first_us, "end_us": totals.last_us},
         "counts": {

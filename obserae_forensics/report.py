@@ -101,6 +101,8 @@ class FileStats:
     path: str
     format: str = ""
     size: int = 0
+    compression: str = ""  # the whole file's: "gzip", "zstd" ... (readers/packed.py)
+    unpacked_size: int | None = None  # then its decompressed size, which offsets count in
     units: int = 0  # frames (PCAP) or blocks (nfcapd)
     records: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
@@ -233,6 +235,8 @@ class RunReport:
                 path: {
                     "format": f.format,
                     "size": f.size,
+                    **({"compression": f.compression, "unpacked_size": f.unpacked_size}
+                       if f.compression else {}),
                     "units": f.units,
                     "records": f.records,
                     "skipped": dict(sorted(f.skipped.items())),

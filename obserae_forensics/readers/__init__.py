@@ -20,7 +20,8 @@ import pyarrow.compute as pc
 from ..errors import InputError, MalformedInput, UnknownFormat
 from ..report import RunReport
 from ..times import UNUSABLE_TIME, beyond_limit, time_faults
-from .pcap import capture_format, iter_datagrams, iter_frames, new_sctp
+from .packed import CannotUnpack, packing_of, unpacked_head
+from .pcap import capture_format, iter_datagrams, iter_frames, new_sctp, walk_frames
 from .sctp import SctpAssociations
 
 __all__ = ["InputFile", "discover_inputs", "input_format", "read_flows"]
@@ -34,6 +35,7 @@ class InputFile:
     format: str  # "pcap", "pcapng", "nfcapd", "ipfix" (an IPFIX file, RFC 5655)
     size: int
     first_us: int | None
+    compression: str = ""  # the whole file's, "gzip" ... (packed.py); format is what it holds
 
 
 def input_format(head: bytes) -> str:
@@ -96,31 +98,44 @@ def discover_inputs(paths: Sequence[Path], report: RunReport,
             report.skip(InputError(f"cannot read: {exc.strerror or exc}", source=str(path),
                                    offset=0), nbytes=0)
             continue
+        packing = packing_of(head)
+        damage = None
+        if packing:
+            head, damage = unpacked_head(path, packing, 64)
         kind = input_format(head)
+        if not kind and damage is not None:  # damaged before it shows what it holds
+            stats = report.file(str(path))
+            stats.size, stats.compression = size, packing
+            report.skip(damage, nbytes=size)
+            continue
         if not kind:
             report.file(str(path)).size = size
-            report.skip(UnknownFormat("not a PCAP, PCAPNG, nfcapd or IPFIX file (unrecognised "
-                                      "magic "
+            what = (f"a {packing} file holding no PCAP, PCAPNG, nfcapd or IPFIX file" if packing
+                    else "not a PCAP, PCAPNG, nfcapd or IPFIX file")
+            report.skip(UnknownFormat(f"{what} (unrecognised magic "
                                       f"{head[:4].hex() or 'in an empty file'})",
                                       source=str(path), offset=0), nbytes=size)
             continue
-        found.append(InputFile(path, kind, size, _first_time(path, kind)))
+        found.append(InputFile(path, kind, size, _first_time(path, kind, packing), packing))
     found.sort(key=lambda f: (f.first_us is None, f.first_us or 0, str(f.path)))
     return found
 
 
-def _first_time(path: Path, kind: str) -> int | None:
+def _first_time(path: Path, kind: str, packing: str = "") -> int | None:
     """When the file's first record arrived: a capture's first frame, an nfcapd file's first
     records' receive time (else its slot time, as their `arrival`).
 
     Not the flows' own times: a collector's next file holds flows that began before this
     one ended (an active timeout exports a long flow at its end, nfpcapd rotates while a
     connection goes on), and ordered by their start, the earlier file's records all came
-    late (nfpcapd 1.7.8 over the corpus IRC capture: 5 sessions, 3 late, against 3)."""
+    late (nfpcapd 1.7.8 over the corpus IRC capture: 5 sessions, 3 late, against 3).
+
+    A compressed capture or IPFIX file is not decompressed whole for this: its first bytes
+    hold the first frame or message (a capture whose first 4 MiB hold no whole frame is)."""
     if kind == "ipfix":
         from .ipfix_file import first_export_us
 
-        return first_export_us(path)
+        return first_export_us(path, unpacked_head(path, packing, 16)[0] if packing else None)
     if kind == "nfcapd":
         from .nfcapd import read_nfcapd
 
@@ -131,9 +146,18 @@ def _first_time(path: Path, kind: str) -> int | None:
         except InputError:  # damage is counted when the file is read for real
             return None
         return None
+    if packing:
+        head = unpacked_head(path, packing, FIRST_FRAME_BYTES)[0]
+        for frame in walk_frames(head, str(path), RunReport()):
+            return frame.ts_ns // 1_000
+        if len(head) < FIRST_FRAME_BYTES:
+            return None
     for frame in iter_frames(path, RunReport()):
         return frame.ts_ns // 1_000
     return None
+
+
+FIRST_FRAME_BYTES = 4 << 20
 
 
 def read_flows(
@@ -167,7 +191,7 @@ def read_flows(
                 if batch.num_rows:
                     _count(report, batch)
                     yield batch
-        except UnknownFormat as error:
+        except (UnknownFormat, CannotUnpack) as error:
             report.skip(error, nbytes=item.size)
     for batch in decoder.finish():
         batch = _icmp_type_in_low_byte(_usable_times(_window(batch, window), report), report)

@@ -18,12 +18,14 @@ each with its offset.
 from __future__ import annotations
 
 import mmap
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import MalformedInput, TruncatedInput
 from ..report import RunReport
 from .datagrams import Datagram
+from .packed import opened
 from .tcp_streams import MESSAGE_HEADER, message_boundary, message_length
 
 FILE_EXPORTER = "0.0.0.0"  # an IPFIX file names no exporter
@@ -36,10 +38,12 @@ def is_ipfix_file(head: bytes) -> bool:
             and head[4:8] != b"\0\0\0\0")
 
 
-def first_export_us(path: Path) -> int | None:
-    """The first message's export time: the file's place among the inputs."""
-    with open(path, "rb") as handle:
-        head = handle.read(MESSAGE_HEADER)
+def first_export_us(path: Path, head: bytes | None = None) -> int | None:
+    """The first message's export time: the file's place among the inputs. `head`: the
+    file's first bytes decompressed, when it is compressed (packed.py)."""
+    if head is None:
+        with open(path, "rb") as handle:
+            head = handle.read(MESSAGE_HEADER)
     if len(head) < MESSAGE_HEADER:
         return None
     return int.from_bytes(head[4:8], "big") * 1_000_000
@@ -51,8 +55,8 @@ def iter_ipfix_file(path: Path, report: RunReport, *, chunk_size: int = 2048
     source = str(path)
     stats = report.file(source)
     stats.format = "ipfix"
-    with open(path, "rb") as handle:
-        if path.stat().st_size == 0:
+    with opened(path, report) as handle:
+        if os.fstat(handle.fileno()).st_size == 0:
             return
         with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buf:
             size = len(buf)

@@ -72,6 +72,7 @@ from .nfcapd_scan import BAD_ELEMENTS, SCAN_OK, gather_records, scan_block
 from .nfcapd_v3 import FLAG_SAMPLED, decode_layout, layout_for
 from .nsel import COUNTERS as NSEL_COUNTERS
 from .nsel import NselLedger, nsel_repair
+from .packed import opened, packing_of, unpacked_head
 
 MAGIC: Final = 0xA50C
 LAYOUT_VERSION_1: Final = 1
@@ -232,7 +233,10 @@ def read_nfcapd(
     """
     source = str(path)
     with open(path, "rb") as f:
-        head = f.read(4)
+        head = f.read(10)
+    kind = packing_of(head)
+    if kind:  # compressed whole (packed.py), beside the blocks' own compression
+        head = unpacked_head(path, kind, 4)[0]
     if not is_nfcapd(head):
         raise UnknownFormat(f"not an nfcapd file (starts {head.hex() or 'empty'}, expected "
                             "magic 0ca5 with layout 1 or 2)", source=source, offset=0)
@@ -408,10 +412,10 @@ def _read(
     path: Path, source: str, report: RunReport, batch_size: int,
     window: tuple[int | None, int | None], nsel: NselLedger | None,
 ) -> Iterator[pa.RecordBatch]:
-    size = path.stat().st_size
     stats = report.file(source)
-    stats.size = size
-    with open(path, "rb") as f:
+    stats.size = path.stat().st_size
+    with opened(path, report) as f:
+        size = os.fstat(f.fileno()).st_size  # decompressed, when the file is compressed
         try:
             header = _read_header(f, source, size)
         except MalformedInput as error:

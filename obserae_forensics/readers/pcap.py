@@ -15,17 +15,20 @@ UDP checksums are never verified: exports captured on loopback carry wrong ones.
 from __future__ import annotations
 
 import mmap
+import os
 import struct
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
 from ..errors import MalformedInput, TruncatedInput, UnknownFormat
 from ..report import RunReport
 from .datagrams import Datagram
+from .packed import opened
 from .sctp import SctpAssociations
 from .tcp_streams import Place, TcpStreams
 
@@ -97,22 +100,30 @@ class Frame:
 
 
 def iter_frames(path: Path, report: RunReport) -> Iterator[Frame]:
-    """Yield every frame of a PCAP or PCAPNG file; damage is counted on `report`."""
-    source = str(path)
-    with open(path, "rb") as handle:
-        size = handle.seek(0, 2)
-        if size == 0:
-            raise UnknownFormat("empty file, not a PCAP/PCAPNG capture", source=source, offset=0)
-        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-            head = bytes(buf[:4])
-            if head in PCAP_MAGIC:
-                yield from _pcap_frames(buf, source, report)
-            elif head == PCAPNG_MAGIC:
-                yield from _pcapng_frames(buf, source, report)
-            else:
-                raise UnknownFormat(
-                    f"not a PCAP/PCAPNG capture (magic {head.hex()})", source=source, offset=0
-                )
+    """Yield every frame of a PCAP or PCAPNG file (compressed whole or not: packed.py);
+    damage is counted on `report`."""
+    with opened(path, report) as handle:
+        yield from _frames_of(handle, str(path), report)
+
+
+def _frames_of(handle: IO[bytes], source: str, report: RunReport) -> Iterator[Frame]:
+    if os.fstat(handle.fileno()).st_size == 0:
+        raise UnknownFormat("empty file, not a PCAP/PCAPNG capture", source=source, offset=0)
+    with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        yield from walk_frames(buf, source, report)
+
+
+def walk_frames(buf: mmap.mmap | bytes, source: str, report: RunReport) -> Iterator[Frame]:
+    """The frames of a capture's bytes (a whole file, or the first bytes of one)."""
+    head = bytes(buf[:4])
+    if head in PCAP_MAGIC:
+        yield from _pcap_frames(buf, source, report)
+    elif head == PCAPNG_MAGIC:
+        yield from _pcapng_frames(buf, source, report)
+    else:
+        raise UnknownFormat(
+            f"not a PCAP/PCAPNG capture (magic {head.hex()})", source=source, offset=0
+        )
 
 
 MAX_CAPLEN = 262_144 * 4
@@ -125,7 +136,8 @@ def _pcap_header(
     order, ns_per_unit = PCAP_MAGIC[bytes(buf[:4])]
     stats = report.file(source)
     stats.format = "pcap"
-    stats.size = len(buf)
+    if not stats.compression:
+        stats.size = len(buf)
     if len(buf) < 24:
         report.skip(TruncatedInput(f"PCAP file header needs 24 bytes, file has {len(buf)}",
                                    source=source, offset=0), nbytes=len(buf))
@@ -188,7 +200,8 @@ def _pcapng_frames(buf: mmap.mmap, source: str, report: RunReport) -> Iterator[F
     size = len(buf)
     stats = report.file(source)
     stats.format = "pcapng"
-    stats.size = size
+    if not stats.compression:
+        stats.size = size
     order = "<"
     interfaces: list[_Interface] = []
     at = 0
@@ -525,27 +538,28 @@ def iter_datagrams(
     streams = Transports(TcpStreams(source, report, _address_text), sctp)
     chunk: list[Datagram] = []
     exporter_texts: dict[bytes, str] = {}
-    with open(path, "rb") as handle:
-        head = handle.read(4)
-    if indexed and head in PCAP_MAGIC and path.stat().st_size >= 24:
-        frames_or_datagrams: Iterator[Frame | Datagram] = _indexed_pcap(path, source, report)
-    else:
-        frames_or_datagrams = iter_frames(path, report)
     item: Frame | Datagram | None = None
-    for item in frames_or_datagrams:
-        if isinstance(item, Frame):
-            datagram = _datagram(item, source, report, reassembly, streams, exporter_texts)
-            if datagram is None:
-                continue
-            if isinstance(datagram, list):  # IPFIX messages a TCP segment completed
-                chunk += datagram
+    with opened(path, report) as handle:
+        head = handle.read(4)
+        handle.seek(0)
+        frames_or_datagrams: Iterator[Frame | Datagram] = (
+            _indexed_pcap(handle, source, report)
+            if indexed and head in PCAP_MAGIC and os.fstat(handle.fileno()).st_size >= 24
+            else _frames_of(handle, source, report))
+        for item in frames_or_datagrams:
+            if isinstance(item, Frame):
+                datagram = _datagram(item, source, report, reassembly, streams, exporter_texts)
+                if datagram is None:
+                    continue
+                if isinstance(datagram, list):  # IPFIX messages a TCP segment completed
+                    chunk += datagram
+                else:
+                    chunk.append(datagram)
             else:
-                chunk.append(datagram)
-        else:
-            chunk.append(item)
-        if len(chunk) >= chunk_size:
-            yield chunk
-            chunk = []
+                chunk.append(item)
+            if len(chunk) >= chunk_size:
+                yield chunk
+                chunk = []
     reassembly.flush(source, report)
     # messages that only the end of the file completes name its last frame
     last = (Place(0, 0, 0) if item is None else
@@ -565,7 +579,8 @@ def new_sctp(report: RunReport) -> SctpAssociations:
     return SctpAssociations("", report, _address_text)
 
 
-def _indexed_pcap(path: Path, source: str, report: RunReport) -> Iterator[Frame | Datagram]:
+def _indexed_pcap(handle: IO[bytes], source: str, report: RunReport
+                  ) -> Iterator[Frame | Datagram]:
     """Plain UDP-over-IPv4 frames become Datagrams straight from the index; the rest Frames.
 
     The file is indexed a window at a time and each finished window's pages are given back
@@ -575,8 +590,7 @@ def _indexed_pcap(path: Path, source: str, report: RunReport) -> Iterator[Frame 
     """
     from .pcap_index import FAST_LINKS, STOP_CLEAN, index_records
 
-    with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0,
-                                                 access=mmap.ACCESS_READ) as buf:
+    with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buf:
         header = _pcap_header(buf, source, report)
         if header is None:
             return

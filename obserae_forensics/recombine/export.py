@@ -29,6 +29,7 @@ from ..addresses import address_matrix, address_texts
 from ..errors import InputError, MalformedInput, UsageError
 from ..readers import input_format
 from ..readers.exports import carries_templates
+from ..readers.packed import packing_of, unpacked_head
 from ..readers.pcap import Frame, iter_datagrams, over_connection, read_datagram_frames
 from ..report import RunReport
 from ..schema import FLOW_ADDRESS_COLUMNS, TIMESTAMP
@@ -201,6 +202,9 @@ def _format_of(run: Run, source_file: str, path: Path) -> str:
     """The input's format from its own first bytes, which must agree with the manifest's."""
     with open(path, "rb") as handle:
         head = handle.read(64)
+    packing = packing_of(head)
+    if packing:  # what a compressed input holds
+        head = unpacked_head(path, packing, 64)[0]
     found = input_format(head)
     if not found:
         raise UsageError(f"{path} (an input of {run.path}, as its flows say) is not a PCAP, "

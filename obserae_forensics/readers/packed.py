@@ -1,0 +1,348 @@
+"""Inputs compressed whole: gzip, bzip2, xz, zstd and LZ4 frames around a capture, an IPFIX
+file or an nfcapd file.
+
+Evidence often arrives compressed: `tcpdump -G ... -z gzip` compresses each capture it
+rotates, Wireshark saves `.pcapng.gz`, archives hold `.pcap.zst` or `.xz`. The readers walk
+a file through mmap at absolute offsets, so a compressed input is decompressed once, into an
+unlinked temporary file (in TMPDIR: it needs the room of the largest input decompressed,
+one file at a time, and is gone when the file is read or the run dies), and read from
+there exactly as the decompressed file would be. Every offset a flow's provenance or a
+problem names is an offset in the decompressed bytes (what `zcat FILE | tail -c +N+1`
+begins with), and the tables are those of the decompressed file but for its name. The
+problems of the compression itself (a stream cut short, a damaged one, bytes after its
+end) name offsets in the compressed file, and say so.
+
+A file is recognised by its magic bytes, as every input is: the compression first, then
+the format of what it holds.
+"""
+
+from __future__ import annotations
+
+import bz2
+import lzma
+import os
+import tempfile
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+from ..errors import InputError, MalformedInput, TruncatedInput
+from ..report import RunReport
+
+__all__ = ["CannotUnpack", "opened", "packing_of", "unpacked_head"]
+
+READ_BYTES = 1 << 20  # compressed bytes read at a time
+# compressed bytes given to a decompressor at a time: damage loses at most what one piece
+# decompresses to (gzip's is salvaged up to the damage)
+FEED_BYTES = 1 << 16
+# decompressed bytes taken out at a time: a bomb (a file of zeros compresses 1000:1 and
+# more) grows the spool, never the memory. zstandard's objects take no such bound, and
+# are fed 1 KiB at a time instead: a block of zeros is 4 bytes for 128 KiB, so 1 KiB can
+# still give 32 MiB (8 KiB gave 256 MiB at once, and the run 660 MB for a file of zeros).
+OUT_BYTES = 8 << 20
+ZSTD_FEED_BYTES = 1 << 10
+
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+LZ4_MAGIC = b"\x04\x22\x4d\x18"
+XZ_MAGIC = b"\xfd7zXZ\x00"
+GZIP_MAGIC = b"\x1f\x8b\x08"
+
+
+def _is_bzip2(head: bytes) -> bool:
+    # "BZh", a block size digit, then a block's or the stream end's 48-bit magic
+    return (len(head) >= 10 and head[:3] == b"BZh" and 0x31 <= head[3] <= 0x39
+            and head[4:10] in (b"\x31\x41\x59\x26\x53\x59", b"\x17\x72\x45\x38\x50\x90"))
+
+
+def packing_of(head: bytes) -> str:
+    """"gzip", "bzip2", "xz", "zstd" or "lz4" from a file's first bytes; "" if none."""
+    if head[:3] == GZIP_MAGIC:
+        return "gzip"
+    if head[:4] == ZSTD_MAGIC:
+        return "zstd"
+    if head[:4] == LZ4_MAGIC:
+        return "lz4"
+    if head[:6] == XZ_MAGIC:
+        return "xz"
+    if _is_bzip2(head):
+        return "bzip2"
+    return ""
+
+
+class _Damage(Exception):
+    """A decompressor's error, with where in the bytes fed to `_Member.pieces` it struck
+    (exactly, for gzip; the start of the piece it struck in, for the others)."""
+
+    def __init__(self, at: int, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.at = at
+
+
+class _Member:
+    """One member (gzip member, bzip2 stream, xz stream, zstd or LZ4 frame) being inflated,
+    behind one interface: feed bytes, take output in bounded pieces, learn where it ended."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.done = False
+        self.rest = b""  # bytes after the member's end
+        self._obj: Any
+        if kind == "gzip":
+            self._obj = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif kind == "bzip2":
+            self._obj = bz2.BZ2Decompressor()
+        elif kind == "xz":
+            self._obj = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+        elif kind == "zstd":
+            import zstandard
+
+            self._obj = zstandard.ZstdDecompressor().decompressobj()
+        else:
+            import lz4.frame
+
+            self._obj = lz4.frame.LZ4FrameDecompressor()
+
+    def pieces(self, data: bytes) -> Iterator[bytes]:
+        """Decompressed output of `data`, a bounded piece at a time; raises the
+        decompressor's own error on damage, after giving what came before it."""
+        feed = ZSTD_FEED_BYTES if self.kind == "zstd" else FEED_BYTES
+        damage = _damage_errors()
+        for at in range(0, len(data), feed):
+            if self.done:
+                self.rest += data[at:]
+                return
+            piece = data[at:at + feed]
+            try:
+                if self.kind == "gzip":
+                    yield from self._gzip(piece)
+                elif self.kind == "zstd":
+                    out = self._obj.decompress(piece)
+                    if self._obj.eof:
+                        self.done, self.rest = True, self._obj.unused_data
+                    if out:
+                        yield out
+                else:
+                    yield from self._bounded(piece)
+            except _Damage as error:
+                raise _Damage(at + error.at, error) from error.__cause__
+            except damage as error:
+                raise _Damage(at, error) from error
+
+    def _gzip(self, piece: bytes) -> Iterator[bytes]:
+        obj = self._obj
+        saved = obj.copy()
+        given = 0
+        try:
+            tail = piece
+            while tail and not obj.eof:
+                out = obj.decompress(tail, OUT_BYTES)
+                tail = obj.unconsumed_tail
+                given += len(out)
+                if out:
+                    yield out
+        except zlib.error as error:
+            # what the piece held before the damage (a CRC that does not match comes after
+            # all of the member's data): the longest prefix that decompresses cleanly
+            low, high = 0, len(piece)  # piece[:low] is clean, piece[:high] is not
+            while high - low > 1:
+                middle = (low + high) // 2
+                try:
+                    saved.copy().decompress(piece[:middle])
+                    low = middle
+                except zlib.error:
+                    high = middle
+            salvaged = saved.decompress(piece[:low])[given:]
+            if salvaged:
+                yield salvaged
+            raise _Damage(low, error) from error
+        if obj.eof:
+            self.done, self.rest = True, obj.unused_data
+
+    def _bounded(self, piece: bytes) -> Iterator[bytes]:
+        """bz2, lzma and lz4.frame: max_length and needs_input (lz4's unused_data is None
+        until its frame ends)."""
+        obj = self._obj
+        while True:
+            out = obj.decompress(piece, max_length=OUT_BYTES)
+            piece = b""
+            if obj.eof:
+                self.done, self.rest = True, obj.unused_data or b""
+            if out:
+                yield out
+            if obj.eof or obj.needs_input:
+                return
+
+
+def _zero_or_skippable(data: bytes, kind: str) -> int:
+    """How many of `data`'s leading bytes are what a member may be followed by and its
+    tools accept: zero padding after gzip (the gzip tool ignores it) and a zstd skippable
+    frame (magic 0x184D2A5?, a 32-bit length). -1 when a skippable frame runs past `data`."""
+    skippable = len(data) >= 4 and data[0] & 0xF0 == 0x50 and data[1:4] == b"\x2a\x4d\x18"
+    if kind == "zstd" and skippable:
+        if len(data) < 8:
+            return -1
+        end = 8 + int.from_bytes(data[4:8], "little")
+        return end if end <= len(data) else -1
+    if kind == "gzip":
+        return len(data) - len(data.lstrip(b"\0"))
+    return 0
+
+
+_MAGIC = {"gzip": GZIP_MAGIC, "zstd": ZSTD_MAGIC, "lz4": LZ4_MAGIC, "xz": XZ_MAGIC}
+
+
+def _next_member(data: bytes, kind: str) -> bool:
+    """True when `data` begins another member of the same kind (pigz and `cat a.gz b.gz`
+    write several; zstd and lz4 write a frame per input of a `cat`)."""
+    if kind == "bzip2":
+        return _is_bzip2(data)
+    return data[:len(_MAGIC[kind])] == _MAGIC[kind]
+
+
+def _damage_errors() -> tuple[type[BaseException], ...]:
+    """What the decompressors raise on damaged data: zlib.error, bz2's OSError,
+    lzma.LZMAError, zstandard.ZstdError, and lz4.frame's RuntimeError (it has no class of
+    its own). Only their decompress calls are guarded by these."""
+    import zstandard
+
+    return (zlib.error, OSError, lzma.LZMAError, zstandard.ZstdError, RuntimeError)
+
+
+def _inflate(handle: IO[bytes], kind: str, write: Callable[[bytes], object], source: str,
+             problem: Callable[[InputError, int], None], padding: Callable[[int], None],
+             limit: int | None = None) -> int:
+    """Write the decompressed bytes of every member to `write`, up to `limit` bytes when
+    given; give what cannot be decompressed to `problem` (with its compressed bytes) and
+    the padding between members to `padding`. The decompressed size."""
+    size = os.fstat(handle.fileno()).st_size
+    member: _Member | None = _Member(kind)
+    written = 0
+    consumed = 0  # compressed bytes given to the decompressors before `data`
+    data = b""
+    at_eof = False
+
+    while True:
+        if (not data or (member is None and len(data) < 16)) and not at_eof:
+            more = handle.read(READ_BYTES)  # a member's magic may straddle two reads
+            at_eof = not more
+            data += more
+            continue
+        if member is None:  # between members: another, padding, or bytes that are none
+            if not data:
+                return written
+            skip = _zero_or_skippable(data, kind)
+            if skip < 0 and not at_eof:  # a skippable frame longer than what is read
+                more = handle.read(READ_BYTES)
+                at_eof = not more
+                data += more
+                continue
+            if skip > 0:
+                padding(skip)
+                consumed += skip
+                data = data[skip:]
+                continue
+            if _next_member(data, kind):
+                member = _Member(kind)
+                continue
+            rest = size - consumed
+            problem(MalformedInput(f"{rest} bytes after the end of the {kind} stream are no "
+                                   f"{kind} member (compressed byte {consumed} on; "
+                                   f"{_before(written)})",
+                                   source=source, offset=consumed, reason="bad_compression"),
+                    rest)
+            return written
+        if not data:
+            problem(TruncatedInput(f"the {kind} stream ends before its end marker, at "
+                                   f"compressed byte {size}: the file was cut short "
+                                   f"({_before(written)})",
+                                   source=source, offset=size), 0)
+            return written
+        pieces = member.pieces(data)
+        while True:
+            try:
+                out = next(pieces, None)
+            except _Damage as error:
+                where = consumed + error.at
+                exact = "at" if kind == "gzip" else "at or after"
+                what = f"{error}; "
+                trailer = {"incorrect data check": "CRC-32",
+                           "incorrect length check": "length (ISIZE)"}
+                for text, field in trailer.items():
+                    if text in str(error):  # found at the 4-byte field's last byte
+                        where -= 3
+                        what = f"the member's {field} does not match its data, damaged before it; "
+                problem(MalformedInput(f"damaged {kind} data {exact} compressed byte {where} "
+                                       f"({what}{_before(written)})", source=source,
+                                       offset=where, reason="bad_compression"), size - where)
+                return written
+            if out is None:
+                break
+            if limit is not None and written + len(out) >= limit:
+                write(out[:limit - written])
+                return limit
+            write(out)
+            written += len(out)
+        if member.done:
+            consumed += len(data) - len(member.rest)
+            data = member.rest
+            member = None
+        else:
+            consumed += len(data)
+            data = b""
+
+
+def _before(written: int) -> str:
+    return (f"the {written} bytes decompressed before it are read" if written
+            else "nothing was decompressed before it")
+
+
+def unpacked_head(path: Path, kind: str, nbytes: int) -> tuple[bytes, InputError | None]:
+    """The first `nbytes` decompressed bytes of a compressed file (fewer if it holds fewer
+    or is damaged before them), for recognising what it holds, and the first problem of
+    its compression met before them (nothing is counted)."""
+    parts: list[bytes] = []
+    problems: list[InputError] = []
+    with open(path, "rb") as handle:
+        _inflate(handle, kind, parts.append, str(path), lambda error, _: problems.append(error),
+                 lambda _: None, limit=nbytes)
+    return b"".join(parts), (problems[0] if problems else None)
+
+
+class CannotUnpack(InputError):
+    """A compressed input could not be decompressed for want of room (TMPDIR full): the
+    file is skipped whole and counted, the run goes on."""
+
+    reason = "unreadable"
+
+
+@contextmanager
+def opened(path: Path, report: RunReport | None = None) -> Iterator[IO[bytes]]:
+    """The input's bytes as a real file: the file itself, or, compressed, its decompressed
+    bytes in an unlinked temporary file (the problems of the compression counted on
+    `report`, and the file's `compression` and `unpacked_size` noted there)."""
+    with open(path, "rb") as handle:
+        kind = packing_of(handle.read(10))
+        handle.seek(0)
+        if not kind:
+            yield handle
+            return
+        with tempfile.TemporaryFile(prefix="obserae-unpacked-") as spool:
+            try:
+                written = _inflate(
+                    handle, kind, spool.write, str(path),
+                    lambda error, nbytes: report.skip(error, nbytes=nbytes) if report else None,
+                    lambda nbytes: report.ignore("compression_padding", str(path), nbytes)
+                    if report else None)
+                spool.flush()
+            except OSError as exc:  # the decompressors' errors are counted inside
+                raise CannotUnpack(f"cannot decompress this {kind} file into "
+                                   f"{tempfile.gettempdir()} ({exc.strerror or exc}); set "
+                                   "TMPDIR to a directory with room for it",
+                                   source=str(path), offset=0) from exc
+            spool.seek(0)
+            if report is not None:
+                stats = report.file(str(path))
+                stats.compression, stats.unpacked_size = kind, written
+            yield spool
