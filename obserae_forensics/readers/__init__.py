@@ -21,8 +21,14 @@ from ..errors import InputError, MalformedInput, UnknownFormat
 from ..report import RunReport
 from ..times import UNUSABLE_TIME, beyond_limit, time_faults
 from .packed import CannotUnpack, packing_of, unpacked_head
-from .pcap import capture_format, iter_datagrams, iter_frames, new_sctp, walk_frames
-from .sctp import SctpAssociations
+from .pcap import (
+    Transports,
+    capture_format,
+    iter_datagrams,
+    iter_frames,
+    new_transports,
+    walk_frames,
+)
 
 __all__ = ["InputFile", "discover_inputs", "input_format", "read_flows"]
 
@@ -173,7 +179,9 @@ def read_flows(
     from .nsel import NselLedger
 
     decoder = ExportDecoder(report)
-    sctp = new_sctp(report)  # SCTP associations go on across the capture files, as the decoder
+    # TCP connections and SCTP associations go on across the capture files, as the
+    # decoder's templates do
+    transports = new_transports(report)
     nsel = NselLedger()  # the nfcapd files' (the export decoder keeps its own)
     for item in inputs:
         stats = report.file(str(item.path))
@@ -185,7 +193,8 @@ def read_flows(
                     item.path, report, batch_size=batch_size, window=window, nsel=nsel)
             else:
                 batches = _capture_batches(item.path, decoder, report, batch_size, window,
-                                           ipfix_file=item.format == "ipfix", sctp=sctp)
+                                           ipfix_file=item.format == "ipfix",
+                                           transports=transports)
             for batch in batches:
                 batch = _icmp_type_in_low_byte(_usable_times(batch, report), report)
                 if batch.num_rows:
@@ -193,7 +202,9 @@ def read_flows(
                     yield batch
         except (UnknownFormat, CannotUnpack) as error:
             report.skip(error, nbytes=item.size)
-    for batch in decoder.finish():
+    # what only the end of the run completes (a connection's held segments), then the
+    # records still held for a template
+    for batch in [*decoder.feed(transports.finish()), *decoder.finish()]:
         batch = _icmp_type_in_low_byte(_usable_times(_window(batch, window), report), report)
         if batch.num_rows:
             _count(report, batch)
@@ -358,7 +369,7 @@ def _count(report: RunReport, batch: pa.RecordBatch) -> None:
 def _capture_batches(
     path: Path, decoder: object, report: RunReport, batch_size: int,
     window: tuple[int | None, int | None], *, ipfix_file: bool = False,
-    sctp: SctpAssociations | None = None,
+    transports: Transports | None = None,
 ) -> Iterator[pa.RecordBatch]:
     from .ipfix_file import iter_ipfix_file
 
@@ -366,7 +377,8 @@ def _capture_batches(
     rows = 0
     chunk_size = max(16, min(2048, batch_size // 16))
     chunks = (iter_ipfix_file(path, report, chunk_size=chunk_size) if ipfix_file
-              else iter_datagrams(path, report, chunk_size=chunk_size, sctp=sctp))
+              else iter_datagrams(path, report, chunk_size=chunk_size,
+                                  transports=transports))
     for chunk in chunks:
         for batch in decoder.feed(chunk):  # type: ignore[attr-defined]
             batch = _window(batch, window)

@@ -408,11 +408,27 @@ def _packet_block(
 
 @dataclass
 class Transports:
-    """The readers of IPFIX over connection transports of one capture file, where a
-    message can span frames: TCP connections and SCTP associations."""
+    """The readers of IPFIX over connection transports, where a message can span frames
+    and files: TCP connections and SCTP associations, of a run (new_transports()) or of
+    one capture file."""
 
     tcp: TcpStreams
     sctp: SctpAssociations
+    last: dict[str, Place] = field(default_factory=dict)  # each file's last frame
+
+    def finish(self) -> list[Datagram]:
+        """End of the run: what only it completes, at the last frame of the file that fed
+        the connection last, and what it cut counted."""
+        out = self.tcp.finish(self.last)
+        self.sctp.finish()
+        return out
+
+
+def new_transports(report: RunReport) -> Transports:
+    """The TCP connections and SCTP associations of a run, which go on from one of its
+    capture files into the next (iter_datagrams' `transports`; finish() at the run's end)."""
+    return Transports(TcpStreams("", report, _address_text),
+                      SctpAssociations("", report, _address_text))
 
 
 @dataclass
@@ -522,20 +538,20 @@ class _Reassembly:
 
 def iter_datagrams(
     path: Path, report: RunReport, *, chunk_size: int = 2048, indexed: bool = True,
-    sctp: SctpAssociations | None = None,
+    transports: Transports | None = None,
 ) -> Iterator[list[Datagram]]:
     """Yield the UDP datagrams of a capture, in frame order, in lists of up to `chunk_size`.
 
     `indexed=False` turns off the numba fast path for PCAP files (tests compare the two).
-    `sctp`: the run's SCTP associations, which go on across its files (new_sctp(); one of
-    this file's own when not given).
+    `transports`: the run's TCP connections and SCTP associations, which go on across its
+    files (new_transports(); the caller finishes them after the last file); this file's
+    own when not given, finished at its end.
     """
     source = str(path)
     reassembly = _Reassembly()
-    if sctp is None:
-        sctp = new_sctp(report)
-    sctp.source = source
-    streams = Transports(TcpStreams(source, report, _address_text), sctp)
+    own = transports is None
+    streams = new_transports(report) if transports is None else transports
+    streams.tcp.source = streams.sctp.source = source
     chunk: list[Datagram] = []
     exporter_texts: dict[bytes, str] = {}
     item: Frame | Datagram | None = None
@@ -565,18 +581,13 @@ def iter_datagrams(
     last = (Place(0, 0, 0) if item is None else
             Place(item.number, item.offset, item.ts_ns // 1_000) if isinstance(item, Frame)
             else Place(item.frame, item.offset, item.arrival_us))
-    chunk += streams.tcp.flush(last)
-    streams.sctp.flush(last)
+    streams.last[source] = last
+    chunk += streams.finish() if own else streams.tcp.pause(last)
     if chunk:
         yield chunk
 
 
 INDEX_WINDOW_BYTES = 64 << 20
-
-
-def new_sctp(report: RunReport) -> SctpAssociations:
-    """The SCTP associations of a run (iter_datagrams' `sctp`)."""
-    return SctpAssociations("", report, _address_text)
 
 
 def _indexed_pcap(handle: IO[bytes], source: str, report: RunReport

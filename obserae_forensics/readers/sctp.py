@@ -48,8 +48,8 @@ RECENT_TSNS delivered TSNs remembered per association, as a bitmap below the new
 unfinished fragments held up to HELD_BYTES and HELD_CHUNKS per association, the oldest
 given up first down to half (a message being put together walks a bounded run, and only
 once the chunks on both sides of the newest are there), and HELD_TOTAL over all (the least
-recently fed association's given up). Associations go on across the run's files; the
-fragments of a message are put together within one.
+recently fed association's given up). Associations, and the fragments they hold, go on
+across the run's files: a message fragmented across two files completes in the second.
 """
 
 from __future__ import annotations
@@ -155,8 +155,8 @@ class _PortSlots:
 
 class SctpAssociations:
     """The IPFIX messages of the SCTP associations of a run's capture files (associations
-    go on across files, as a collector's rotated captures cut them; the fragments of a
-    message are put together within one file)."""
+    and their held fragments go on across files, as a collector's rotated captures cut
+    them)."""
 
     def __init__(self, source: str, report: RunReport,
                  address_text: Callable[[bytes], str]) -> None:
@@ -174,7 +174,7 @@ class SctpAssociations:
                *, cut: bool) -> list[Datagram]:
         """One SCTP packet (common header and chunks); the IPFIX messages it completes.
         `cut`: the capture kept less of the frame than it had."""
-        place = Place(number, offset, ts_ns // 1_000)
+        place = Place(number, offset, ts_ns // 1_000, self.source)
         if len(packet) < 12:
             self.report.skip(TruncatedInput("SCTP common header cut off", source=self.source,
                                             offset=offset, frame=number), nbytes=frame_bytes)
@@ -200,7 +200,7 @@ class SctpAssociations:
                 # the tag the peer will send with: an association of the peer's that still
                 # holds it is an old one (an exporter that reuses its tags, and restarts)
                 (initiate,) = struct.unpack_from(">I", packet, at + 4)
-                self._forget((dst, dport, src, sport, initiate), place)
+                self._forget((dst, dport, src, sport, initiate))
             elif kind == _DATA:
                 known = ipfix_port or association is not None
                 if length <= _DATA_HEADER:
@@ -212,7 +212,7 @@ class SctpAssociations:
                     payload = bytes(packet[at + _DATA_HEADER:at + length])
                     if association is None and (ipfix_port or self._shows_ipfix(
                             protocol, flags, payload)):
-                        association = self._association(key, exporter_texts, place)
+                        association = self._association(key, exporter_texts)
                     elif association is not None:
                         self._associations.move_to_end(key)
                         self._slots[key[:2]].live.move_to_end(key)
@@ -242,11 +242,12 @@ class SctpAssociations:
             self.report.ignore("not_udp", self.source, frame_bytes)
         return out
 
-    def flush(self, place: Place) -> None:
-        """End of a file: the fragments still held never completed a message (the
-        associations go on into the next file)."""
+    def finish(self) -> None:
+        """End of the run: the fragments still held never completed a message (a message
+        fragmented across two files of the run completes in the second, as the
+        associations go on into it)."""
         for association in self._associations.values():
-            self._give_up(association, place, len(association.held))
+            self._give_up(association, len(association.held))
 
     # -- internals ---------------------------------------------------------------------
 
@@ -273,35 +274,34 @@ class SctpAssociations:
         length = payload[2] << 8 | payload[3]
         return length == len(payload) if flags & _END else length > len(payload)
 
-    def _association(self, key: Key, exporter_texts: dict[bytes, str],
-                     place: Place) -> _Association:
+    def _association(self, key: Key, exporter_texts: dict[bytes, str]) -> _Association:
         src, sport, _, dport, _ = key
         exporter = exporter_texts.get(src)
         if exporter is None:
             exporter = exporter_texts[src] = self._address_text(src)
         if len(self._associations) >= MAX_ASSOCIATIONS:
-            self._forget(next(iter(self._associations)), place)
+            self._forget(next(iter(self._associations)))
         slots = self._slots.get((src, sport))
         if slots is None:
             slots = self._slots[src, sport] = _PortSlots()
         if len(slots.live) >= SLOTS:  # the least recently fed of this port's gives its slot up
-            self._forget(next(iter(slots.live)), place)
+            self._forget(next(iter(slots.live)))
         slot = slots.take(key)
         association = self._associations[key] = _Association(exporter, (sport, dport), slot)
         return association
 
-    def _forget(self, key: Key, place: Place) -> None:
+    def _forget(self, key: Key) -> None:
         """The association is the least recently fed of too many: what it holds never
         completes."""
         association = self._associations.pop(key, None)
         if association is not None:
-            self._give_up(association, place, len(association.held))
+            self._give_up(association, len(association.held))
             slots = self._slots[key[:2]]
             slots.give_back(key, association.session)
             if not slots.live:
                 del self._slots[key[:2]]
 
-    def _give_up(self, association: _Association, place: Place, count: int) -> None:
+    def _give_up(self, association: _Association, count: int) -> None:
         """Count the `count` oldest held fragments as a message never completed, and drop
         them."""
         if not count:
@@ -313,7 +313,7 @@ class SctpAssociations:
         first = dropped[0][3]
         self.report.skip(MalformedInput(
             f"SCTP fragments from {association.exporter}:{association.ports[0]} never "
-            f"completed a message ({count} chunk(s))", source=self.source,
+            f"completed a message ({count} chunk(s))", source=first.source or self.source,
             offset=first.offset, frame=first.number, reason="incomplete_fragments"),
             nbytes=nbytes)
 
@@ -336,10 +336,10 @@ class SctpAssociations:
             message = self._assemble(association, tsn)
             if message is not None:
                 return [self._message(association, message, stream, place)]
-        self._trim(association, place)
+        self._trim(association)
         return []
 
-    def _trim(self, association: _Association, place: Place) -> None:
+    def _trim(self, association: _Association) -> None:
         """Past a bound, the oldest held fragments are given up on down to half of it (the
         message being put together, the newest, last; in one count, not one per chunk)."""
         if association.held_bytes > HELD_BYTES or len(association.held) > HELD_CHUNKS:
@@ -351,11 +351,11 @@ class SctpAssociations:
                     break
                 excess += 1
                 nbytes -= len(held[2])
-            self._give_up(association, place, excess)
+            self._give_up(association, excess)
         while self._held_total > HELD_TOTAL:
             oldest = next(key for key, a in self._associations.items() if a.held)
             stale = self._associations[oldest]
-            self._give_up(stale, place, len(stale.held))
+            self._give_up(stale, len(stale.held))
 
     def _assemble(self, association: _Association, tsn: int) -> bytes | None:
         """The message `tsn` completes, taken out of the held fragments, or None: the

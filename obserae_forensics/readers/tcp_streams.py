@@ -27,7 +27,7 @@ Bounds: at most MAX_STREAMS streams (the least recently fed closed first), out-o
 segments held up to HELD_BYTES and HELD_SEGMENTS per stream and HELD_TOTAL over all (then
 the hole is given up on), and the verdicts and first sequence numbers remembered for
 connections without a stream in LRU tables of MAX_STREAMS entries: a raw capture of a SYN
-scan keeps a bounded table. Streams do not span files.
+scan keeps a bounded table. Streams go on across the run's files (TcpStreams).
 """
 
 from __future__ import annotations
@@ -98,24 +98,26 @@ def message_boundary(buf: bytes | bytearray | mmap.mmap, start: int, *, final: b
 
 
 class Place:
-    """A frame: where a message completed, or a problem was seen."""
+    """A frame: where a message completed, or a problem was seen (`source`: its file, where
+    it may be another than the one being read)."""
 
-    __slots__ = ("arrival_us", "number", "offset")
+    __slots__ = ("arrival_us", "number", "offset", "source")
 
-    def __init__(self, number: int, offset: int, arrival_us: int) -> None:
+    def __init__(self, number: int, offset: int, arrival_us: int, source: str = "") -> None:
         self.number = number
         self.offset = offset
         self.arrival_us = arrival_us
+        self.source = source
 
 
 class _Stream:
     """One direction of one TCP connection."""
 
     __slots__ = ("buffer", "counted", "exporter", "fin_seq", "held", "held_bytes", "isn",
-                 "kind", "next_seq", "ports", "synced", "undecided")
+                 "kind", "next_seq", "ports", "source", "synced", "undecided")
 
     def __init__(self, next_seq: int, isn: int | None, exporter: str,
-                 ports: tuple[int, int]) -> None:
+                 ports: tuple[int, int], source: str) -> None:
         self.next_seq = next_seq
         self.isn = isn  # the SYN's sequence number, when the capture holds it
         self.synced = isn is not None  # the buffer starts at a message boundary
@@ -126,12 +128,18 @@ class _Stream:
         self.exporter = exporter
         self.ports = ports
         self.fin_seq: int | None = None  # where the exporter's FIN ends the stream
-        self.undecided: list[int] = []  # sizes of its frames while it may be other traffic
+        # (file, size) of its frames while it may be other traffic
+        self.undecided: list[tuple[str, int]] = []
         self.counted = False  # in TcpStreams._ipfix
+        self.source = source  # the file of its latest segment
 
 
 class TcpStreams:
-    """The IPFIX messages of the TCP connections of one capture file."""
+    """The IPFIX messages of the TCP connections of a capture file, or of a run's capture
+    files: a connection goes on from one file into the next (`tcpdump -C/-G` rotates its
+    files while an exporter's connection stays up; a stream the next file began inside was
+    resynchronised on port 4739 with a message lost, and not recognised on another port,
+    where all its records were lost). `source` is the file being read."""
 
     def __init__(self, source: str, report: RunReport,
                  address_text: Callable[[bytes], str]) -> None:
@@ -205,10 +213,11 @@ class TcpStreams:
         read = False
         if stream is not None:
             self._streams.move_to_end(key)
+            stream.source = self.source
             data_seq = (seq + 1) % SEQUENCE_SPACE if flags & _SYN else seq  # TCP Fast Open
             if payload:
                 if stream.kind == _UNKNOWN:  # counted when the stream is told apart
-                    stream.undecided.append(frame_bytes)
+                    stream.undecided.append((self.source, frame_bytes))
                 read = True
                 out += self._data(stream, data_seq, payload, place)
             if flags & _FIN and stream.fin_seq is None:
@@ -219,12 +228,36 @@ class TcpStreams:
             self.report.ignore("not_udp", self.source, frame_bytes)
         return out
 
-    def flush(self, place: Place) -> list[Datagram]:
-        """End of the file (`place`: its last frame): what the held segments still give,
-        and the cut tails counted."""
+    def pause(self, place: Place) -> list[Datagram]:
+        """End of a file that another may follow (`place`: its last frame): what cannot
+        wait for it, as at the end of the run (holes given up, a last whole message taken),
+        stream by stream in the order the run's end closes them; a message cut by the
+        file's end, and a stream not yet told apart, wait for the next file."""
+        out: list[Datagram] = []
+        for stream in list(self._streams.values()):
+            if stream.kind == _UNKNOWN:
+                if IPFIX_PORT in stream.ports:  # its bytes all beyond a hole: still IPFIX's
+                    self._decided(stream, _IPFIX)
+                elif not (stream.synced and message_length(stream.buffer, 0)
+                          == len(stream.buffer) > 0):
+                    continue
+            while stream.held and stream.kind != _OTHER:
+                out += self._skip_hole(stream, place)
+            buffer = stream.buffer
+            if buffer and stream.kind != _OTHER and message_length(buffer, 0) == len(
+                    buffer) and (stream.synced or stream.kind == _IPFIX):
+                self._decided(stream, _IPFIX)  # one whole message: all a connection sent
+                out.append(self._message(stream, len(buffer), place))
+        return out
+
+    def finish(self, last: dict[str, Place]) -> list[Datagram]:
+        """End of the run (`last`: each file's last frame): what the held segments still
+        give, and the cut tails counted, each at the last frame of the file that fed the
+        stream last."""
         out: list[Datagram] = []
         for key, stream in list(self._streams.items()):
-            out += self._forget(key, stream, place)
+            self.source = stream.source
+            out += self._forget(key, stream, last.get(stream.source, Place(0, 0, 0)))
         self._syns.clear()
         self._verdicts.clear()
         return out
@@ -237,7 +270,8 @@ class TcpStreams:
         exporter = exporter_texts.get(src)
         if exporter is None:
             exporter = exporter_texts[src] = self._address_text(src)
-        stream = self._streams[key] = _Stream(next_seq, isn, exporter, (sport, dport))
+        stream = self._streams[key] = _Stream(next_seq, isn, exporter, (sport, dport),
+                                              self.source)
         if len(self._streams) > MAX_STREAMS:
             oldest = next(iter(self._streams))
             out += self._forget(oldest, self._streams[oldest], place)
@@ -295,8 +329,8 @@ class TcpStreams:
             stream.counted = True
             self._ipfix += 1
         if kind == _OTHER:
-            for size in stream.undecided:
-                self.report.ignore("not_udp", self.source, size)
+            for source, size in stream.undecided:
+                self.report.ignore("not_udp", source, size)
             stream.buffer.clear()
             self._release_held(stream)
         stream.undecided = []

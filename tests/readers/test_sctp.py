@@ -511,3 +511,26 @@ def test_a_loss_before_a_stream_s_first_message_is_no_start(tmp_path: Path) -> N
         packets = [opening, message_on(stream, 10, 5), message_on(stream, 15, 5)]
         table, report = read(write(tmp_path / f"first{stream}.pcap", packets))
         assert table.num_rows == 10 and sequence(report) == [(0, 1, 10)]
+
+
+def test_a_message_fragmented_across_two_capture_files_completes(tmp_path: Path) -> None:
+    """A rotation cut inside a fragmented message: it was `incomplete_fragments` in both
+    files; the held fragments now wait for the next file, and a message the run never
+    completes is counted in the file of its first fragment."""
+    message = ipfix_message(template(300, FIELDS), ipfix_data(300, flow(0), flow(1)))
+    half = len(message) // 2
+    first = write(tmp_path / "a.pcap", [packet(data(1, message[:half], end=False))])
+    second = write(tmp_path / "b.pcap", [packet(data(2, message[half:], begin=False))])
+    report = RunReport()
+    table = pa.Table.from_batches(
+        list(read_flows(discover_inputs([second, first], report), report)), schema=FLOW_SCHEMA)
+    assert flows_of(table) == [("10.0.0.1", 1_000, 100), ("10.0.0.2", 1_001, 100)]
+    assert not report.skipped
+    assert set(table.column("source_file").to_pylist()) == {str(second)}
+    # never completed: counted once, where it began
+    lone = write(tmp_path / "c.pcap", [packet(data(1, message[:half], end=False), tag=9)])
+    report = RunReport()
+    list(read_flows(discover_inputs([lone, FIXTURE.parent / "sf_v9_varsvc.pcap"], report),
+                    report))
+    assert report.skipped == {"incomplete_fragments": 1}
+    assert report.examples[0].source == str(lone)

@@ -236,3 +236,52 @@ def test_tcp_control_segments_and_coalescing_read_as_the_stream_says(tmp_path: P
                                                           (first + len(reply), stream)],
                                  port, syn=first - 1, collector_port=80))
     assert table.num_rows == 0 and report.ignored == {"not_udp": 3}
+
+
+def read_all(*paths: Path) -> tuple[pa.Table, RunReport]:
+    report = RunReport()
+    batches = list(read_flows(discover_inputs(list(paths), report), report))
+    return pa.Table.from_batches(batches, schema=FLOW_SCHEMA), report
+
+
+@pytest.mark.parametrize("collector_port", [4739, 18_000])
+def test_a_connection_goes_on_into_the_next_capture_file(tmp_path: Path,
+                                                         collector_port: int) -> None:
+    """`tcpdump -C/-G` rotates its capture while the exporter's connection stays up, and
+    each file after the first begins inside it. Streams ended with their file: on port
+    4739 a message was lost at each cut (`truncated`, then `ipfix_stream_resync`), on
+    another (YAF to super_mediator on 18000) the rest of the connection was never
+    recognised, and every later record was lost as other traffic."""
+    stream, first, port = exported_stream()
+    segments = [(first + at, stream[at:at + 700]) for at in range(0, len(stream), 700)]
+    whole = capture(tmp_path / "whole.pcap", segments, port, syn=first - 1,
+                    collector_port=collector_port)
+    expected, whole_report = read_all(whole)
+    assert expected.num_rows == 210
+    third = len(segments) // 3
+    parts = [capture(tmp_path / "a.pcap", segments[:third], port, syn=first - 1,
+                     collector_port=collector_port),
+             capture(tmp_path / "b.pcap", segments[third:2 * third], port, syn=None,
+                     collector_port=collector_port),
+             capture(tmp_path / "c.pcap", segments[2 * third:], port, syn=None,
+                     collector_port=collector_port)]
+    table, report = read_all(*reversed(parts))
+    assert records(table) == records(expected)
+    assert not report.skipped and report.ignored == whole_report.ignored  # the SYN
+    # each message named at the frame that completed it, in the file that holds that frame
+    assert set(table.column("source_file").to_pylist()) == {str(p) for p in parts}
+
+
+def test_a_connection_cut_by_its_file_and_never_continued(tmp_path: Path) -> None:
+    """The cut message of a connection the next file does not continue is counted at the
+    end of the run, in the file that held it, at that file's last frame."""
+    stream, first, port = exported_stream()
+    segments = [(first + at, stream[at:at + 700]) for at in range(0, len(stream), 700)]
+    cut = capture(tmp_path / "a.pcap", segments[:5], port, syn=first - 1)
+    other = tmp_path / "z.pcap"
+    other.write_bytes((FIXTURE.parent / "sf_v9_varsvc.pcap").read_bytes())
+    table, report = read_all(cut, other)
+    assert report.skipped == {"truncated": 1}
+    [problem] = report.examples
+    assert (problem.source, problem.frame) == (str(cut), 6)  # the SYN and 5 segments
+    assert table.num_rows > 72
