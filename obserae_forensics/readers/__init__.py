@@ -137,7 +137,8 @@ def _first_time(path: Path, kind: str, packing: str = "") -> int | None:
     late (nfpcapd 1.7.8 over the corpus IRC capture: 5 sessions, 3 late, against 3).
 
     A compressed capture or IPFIX file is not decompressed whole for this: its first bytes
-    hold the first frame or message (a capture whose first 4 MiB hold no whole frame is)."""
+    hold the first frame or message (its first 64 KiB, else 4 MiB; a capture whose first
+    4 MiB hold no whole frame is decompressed whole)."""
     if kind == "ipfix":
         from .ipfix_file import first_export_us
 
@@ -152,11 +153,12 @@ def _first_time(path: Path, kind: str, packing: str = "") -> int | None:
         except InputError:  # damage is counted when the file is read for real
             return None
         return None
-    if packing:
-        head = unpacked_head(path, packing, FIRST_FRAME_BYTES)[0]
-        for frame in walk_frames(head, str(path), RunReport()):
-            return frame.ts_ns // 1_000
-        if len(head) < FIRST_FRAME_BYTES:
+    for nbytes in (FIRST_FRAME_BYTES // 64, FIRST_FRAME_BYTES) if packing else ():
+        head = unpacked_head(path, packing, nbytes)[0]
+        if len(head) >= 4:  # its magic, known to be a capture's
+            for frame in walk_frames(head, str(path), RunReport()):
+                return frame.ts_ns // 1_000
+        if len(head) < nbytes:
             return None
     for frame in iter_frames(path, RunReport()):
         return frame.ts_ns // 1_000

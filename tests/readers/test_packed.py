@@ -234,14 +234,17 @@ def test_rotated_compressed_captures_are_replayed_in_their_order(tmp_path: Path)
     assert table.column("source_file")[0].as_py().endswith("b_first.pcap.gz")
 
 
-def test_a_first_frame_beyond_the_head_is_still_found(tmp_path: Path,
+@pytest.mark.parametrize("head", [64 * 30, 64 * 2, 64])
+def test_a_first_frame_beyond_the_head_is_still_found(tmp_path: Path, head: int,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first 1/64 of FIRST_FRAME_BYTES decompressed, then all of them, then the whole
+    file: a first frame beyond the first two is still found."""
     import obserae_forensics.readers as readers
 
     path = packed_copy(tmp_path, CAPTURE, "gz")
-    expected = discover_inputs([path], RunReport())[0].first_us
-    monkeypatch.setattr(readers, "FIRST_FRAME_BYTES", 30)  # the header and no whole frame
-    assert discover_inputs([path], RunReport())[0].first_us == expected is not None
+    expected = next(iter_frames(CAPTURE, RunReport())).ts_ns // 1_000
+    monkeypatch.setattr(readers, "FIRST_FRAME_BYTES", head)
+    assert discover_inputs([path], RunReport())[0].first_us == expected
 
 
 def test_no_room_to_decompress_skips_the_file(tmp_path: Path,
