@@ -21,9 +21,10 @@ from __future__ import annotations
 import bz2
 import lzma
 import os
+import re
 import tempfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -37,6 +38,7 @@ READ_BYTES = 1 << 20  # compressed bytes read at a time
 # compressed bytes given to a decompressor at a time: damage loses at most what one piece
 # decompresses to (gzip's is salvaged up to the damage)
 FEED_BYTES = 1 << 16
+FIRST_FEED_BYTES = 1 << 12  # a member's first piece (the pieces double up to FEED_BYTES)
 # decompressed bytes taken out at a time: a bomb (a file of zeros compresses 1000:1 and
 # more) grows the spool, never the memory. zstandard's objects take no such bound, and
 # are fed 1 KiB at a time instead: a block of zeros is 4 bytes for 128 KiB, so 1 KiB can
@@ -82,12 +84,17 @@ class _Damage(Exception):
 
 class _Member:
     """One member (gzip member, bzip2 stream, xz stream, zstd or LZ4 frame) being inflated,
-    behind one interface: feed bytes, take output in bounded pieces, learn where it ended."""
+    behind one interface: feed bytes, take output in bounded pieces, learn where it ended.
+
+    Pieces fed start at 4 KiB and grow to FEED_BYTES: a decompressor copies what follows
+    its member's end out of the last piece, and a file of a million tiny members (an empty
+    gzip member is 20 bytes) made that copy a megabyte each when whole reads were fed."""
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self.done = False
-        self.rest = b""  # bytes after the member's end
+        self.used = 0  # once done: the bytes of the last view given to pieces() it took
+        self._feed = ZSTD_FEED_BYTES if kind == "zstd" else FIRST_FEED_BYTES
         self._obj: Any
         if kind == "gzip":
             self._obj = zlib.decompressobj(16 + zlib.MAX_WBITS)
@@ -104,38 +111,40 @@ class _Member:
 
             self._obj = lz4.frame.LZ4FrameDecompressor()
 
-    def pieces(self, data: bytes) -> Iterator[bytes]:
-        """Decompressed output of `data`, a bounded piece at a time; raises the
-        decompressor's own error on damage, after giving what came before it."""
-        feed = ZSTD_FEED_BYTES if self.kind == "zstd" else FEED_BYTES
+    def pieces(self, data: memoryview) -> Iterator[bytes]:
+        """Decompressed output of `data`, a bounded piece at a time, until the member ends
+        (`done`, `used`) or `data` does; raises _Damage on damage, after giving what came
+        before it."""
         damage = _damage_errors()
-        for at in range(0, len(data), feed):
-            if self.done:
-                self.rest += data[at:]
-                return
-            piece = data[at:at + feed]
+        at = 0
+        while at < len(data) and not self.done:
+            piece = data[at:at + self._feed]
             try:
                 if self.kind == "gzip":
-                    yield from self._gzip(piece)
+                    rest = yield from self._gzip(piece)
                 elif self.kind == "zstd":
                     out = self._obj.decompress(piece)
-                    if self._obj.eof:
-                        self.done, self.rest = True, self._obj.unused_data
+                    rest = len(self._obj.unused_data) if self._obj.eof else 0
+                    self.done = self._obj.eof
                     if out:
                         yield out
                 else:
-                    yield from self._bounded(piece)
+                    rest = yield from self._bounded(piece)
             except _Damage as error:
                 raise _Damage(at + error.at, error) from error.__cause__
             except damage as error:
                 raise _Damage(at, error) from error
+            if self.done:
+                self.used = at + len(piece) - rest
+            at += len(piece)
+            self._feed = min(self._feed * 2, FEED_BYTES) if self.kind != "zstd" else self._feed
 
-    def _gzip(self, piece: bytes) -> Iterator[bytes]:
+    def _gzip(self, piece: memoryview) -> Generator[bytes, None, int]:
         obj = self._obj
         saved = obj.copy()
         given = 0
         try:
-            tail = piece
+            tail: bytes | memoryview = piece
             while tail and not obj.eof:
                 out = obj.decompress(tail, OUT_BYTES)
                 tail = obj.unconsumed_tail
@@ -157,53 +166,59 @@ class _Member:
             if salvaged:
                 yield salvaged
             raise _Damage(low, error) from error
-        if obj.eof:
-            self.done, self.rest = True, obj.unused_data
+        self.done = obj.eof
+        return len(obj.unused_data) if obj.eof else 0
 
-    def _bounded(self, piece: bytes) -> Iterator[bytes]:
+    def _bounded(self, piece: memoryview) -> Generator[bytes, None, int]:
         """bz2, lzma and lz4.frame: max_length and needs_input (lz4's unused_data is None
         until its frame ends)."""
         obj = self._obj
+        feed: bytes | memoryview = piece
         while True:
-            out = obj.decompress(piece, max_length=OUT_BYTES)
-            piece = b""
-            if obj.eof:
-                self.done, self.rest = True, obj.unused_data or b""
+            out = obj.decompress(feed, max_length=OUT_BYTES)
+            feed = b""
+            self.done = obj.eof
             if out:
                 yield out
-            if obj.eof or obj.needs_input:
-                return
+            if obj.eof:
+                return len(obj.unused_data or b"")
+            if obj.needs_input:
+                return 0
 
 
-def _zero_or_skippable(data: bytes, kind: str) -> int:
-    """How many of `data`'s leading bytes are what a member may be followed by and its
-    tools accept: zero padding after gzip (the gzip tool ignores it) and a zstd skippable
-    frame (magic 0x184D2A5?, a 32-bit length). -1 when a skippable frame runs past `data`."""
-    skippable = len(data) >= 4 and data[0] & 0xF0 == 0x50 and data[1:4] == b"\x2a\x4d\x18"
-    if kind == "zstd" and skippable:
-        if len(data) < 8:
+_NONZERO = re.compile(rb"[^\x00]")
+
+
+def _zero_or_skippable(data: bytes, at: int, kind: str) -> int:
+    """How many bytes from `at` on are what a member may be followed by and its tools
+    accept: zero padding after gzip (the gzip tool ignores it) and a zstd skippable frame
+    (magic 0x184D2A5?, a 32-bit length). -1 when a skippable frame runs past `data`."""
+    if kind == "zstd" and len(data) - at >= 4 and data[at] & 0xF0 == 0x50 and (
+            data[at + 1:at + 4] == b"\x2a\x4d\x18"):
+        if len(data) - at < 8:
             return -1
-        end = 8 + int.from_bytes(data[4:8], "little")
-        return end if end <= len(data) else -1
+        end = 8 + int.from_bytes(data[at + 4:at + 8], "little")
+        return end if at + end <= len(data) else -1
     if kind == "gzip":
-        return len(data) - len(data.lstrip(b"\0"))
+        found = _NONZERO.search(data, at)
+        return (len(data) if found is None else found.start()) - at
     return 0
 
 
 _MAGIC = {"gzip": GZIP_MAGIC, "zstd": ZSTD_MAGIC, "lz4": LZ4_MAGIC, "xz": XZ_MAGIC}
 
 
-def _next_member(data: bytes, kind: str) -> bool:
-    """True when `data` begins another member of the same kind (pigz and `cat a.gz b.gz`
-    write several; zstd and lz4 write a frame per input of a `cat`)."""
+def _next_member(data: bytes, at: int, kind: str) -> bool:
+    """True when `data` from `at` begins another member of the same kind (pigz and `cat
+    a.gz b.gz` write several; zstd and lz4 write a frame per input of a `cat`)."""
     if kind == "bzip2":
-        return _is_bzip2(data)
-    return data[:len(_MAGIC[kind])] == _MAGIC[kind]
+        return _is_bzip2(data[at:at + 10])
+    return data[at:at + len(_MAGIC[kind])] == _MAGIC[kind]
 
 
 def _damage_errors() -> tuple[type[BaseException], ...]:
     """What the decompressors raise on damaged data: zlib.error, bz2's OSError,
-    lzma.LZMAError, zstandard.ZstdError, and lz4.frame's RuntimeError (it has no class of
+    lzma.LZMAError, zstandard.ZstdError and lz4.frame's RuntimeError (it has no class of
     its own). Only their decompress calls are guarded by these."""
     import zstandard
 
@@ -215,35 +230,40 @@ def _inflate(handle: IO[bytes], kind: str, write: Callable[[bytes], object], sou
              limit: int | None = None) -> int:
     """Write the decompressed bytes of every member to `write`, up to `limit` bytes when
     given; give what cannot be decompressed to `problem` (with its compressed bytes) and
-    the padding between members to `padding`. The decompressed size."""
+    each run of padding between members to `padding`. The decompressed size."""
     size = os.fstat(handle.fileno()).st_size
     member: _Member | None = _Member(kind)
     written = 0
-    consumed = 0  # compressed bytes given to the decompressors before `data`
-    data = b""
+    data, at = b"", 0  # bytes read and not yet taken, from `at`
+    consumed = 0  # the compressed offset of data[at]
     at_eof = False
+    padded = 0  # the padding run being passed over
 
     while True:
-        if (not data or (member is None and len(data) < 16)) and not at_eof:
+        left = len(data) - at
+        if (not left or (member is None and left < 16)) and not at_eof:
             more = handle.read(READ_BYTES)  # a member's magic may straddle two reads
             at_eof = not more
-            data += more
+            data, at = data[at:] + more, 0
             continue
         if member is None:  # between members: another, padding, or bytes that are none
-            if not data:
-                return written
-            skip = _zero_or_skippable(data, kind)
+            skip = _zero_or_skippable(data, at, kind) if left else 0
             if skip < 0 and not at_eof:  # a skippable frame longer than what is read
                 more = handle.read(READ_BYTES)
                 at_eof = not more
-                data += more
+                data, at = data[at:] + more, 0
                 continue
             if skip > 0:
-                padding(skip)
+                padded += skip
                 consumed += skip
-                data = data[skip:]
+                at += skip
                 continue
-            if _next_member(data, kind):
+            if padded:
+                padding(padded)
+                padded = 0
+            if not left:
+                return written
+            if _next_member(data, at, kind):
                 member = _Member(kind)
                 continue
             rest = size - consumed
@@ -253,13 +273,13 @@ def _inflate(handle: IO[bytes], kind: str, write: Callable[[bytes], object], sou
                                    source=source, offset=consumed, reason="bad_compression"),
                     rest)
             return written
-        if not data:
+        if not left:
             problem(TruncatedInput(f"the {kind} stream ends before its end marker, at "
                                    f"compressed byte {size}: the file was cut short "
                                    f"({_before(written)})",
                                    source=source, offset=size), 0)
             return written
-        pieces = member.pieces(data)
+        pieces = member.pieces(memoryview(data)[at:])
         while True:
             try:
                 out = next(pieces, None)
@@ -272,7 +292,8 @@ def _inflate(handle: IO[bytes], kind: str, write: Callable[[bytes], object], sou
                 for text, field in trailer.items():
                     if text in str(error):  # found at the 4-byte field's last byte
                         where -= 3
-                        what = f"the member's {field} does not match its data, damaged before it; "
+                        what = (f"the member's {field} does not match its data, damaged "
+                                "before it; ")
                 problem(MalformedInput(f"damaged {kind} data {exact} compressed byte {where} "
                                        f"({what}{_before(written)})", source=source,
                                        offset=where, reason="bad_compression"), size - where)
@@ -285,12 +306,12 @@ def _inflate(handle: IO[bytes], kind: str, write: Callable[[bytes], object], sou
             write(out)
             written += len(out)
         if member.done:
-            consumed += len(data) - len(member.rest)
-            data = member.rest
+            consumed += member.used
+            at += member.used
             member = None
         else:
-            consumed += len(data)
-            data = b""
+            consumed += left
+            at = len(data)
 
 
 def _before(written: int) -> str:

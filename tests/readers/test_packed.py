@@ -305,3 +305,20 @@ def test_recombine_exports_from_a_compressed_capture(tmp_path: Path) -> None:
         assert result.exit_code == 0, result.output
         exports.append(out.read_bytes())
     assert exports[0] == exports[1] and len(exports[0]) > 24
+
+
+def test_many_tiny_members_and_a_long_padding_run(tmp_path: Path) -> None:
+    """A member's end is found without copying the rest of a read for each one (a file of
+    tiny members took a megabyte's copy per member), and a run of zeros longer than a read
+    is one padding, not one per read."""
+    data = CAPTURE.read_bytes()
+    empty = gzip.compress(b"", mtime=0)
+    members = b"".join(gzip.compress(data[at:at + 20], mtime=0) + empty * 50
+                       for at in range(0, len(data), 20))
+    path = tmp_path / "tiny.pcap.gz"
+    path.write_bytes(members + bytes(3 * packed.READ_BYTES + 5))
+    table, report = read(path)
+    assert without_source(table).equals(without_source(read(CAPTURE)[0]))
+    assert (report.ignored["compression_padding"], report.ignored_bytes["compression_padding"]
+            ) == (1, 3 * packed.READ_BYTES + 5)
+    assert not report.skipped
