@@ -9,6 +9,7 @@ is kept across consecutive captures, as a collector would keep it.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ import pyarrow.compute as pc
 from ..errors import InputError, MalformedInput, UnknownFormat
 from ..report import RunReport
 from ..times import UNUSABLE_TIME, beyond_limit, time_faults
-from .packed import CannotUnpack, packing_of, unpacked_head
+from .packed import CannotUnpack, packing_of_file, unpacked_head
 from .pcap import (
     Transports,
     capture_format,
@@ -99,12 +100,12 @@ def discover_inputs(paths: Sequence[Path], report: RunReport,
         try:
             with open(path, "rb") as handle:
                 head = handle.read(64)
+                packing = packing_of_file(handle)
             size = path.stat().st_size
         except OSError as exc:  # unreadable, vanished, a dangling link: say so, go on
             report.skip(InputError(f"cannot read: {exc.strerror or exc}", source=str(path),
                                    offset=0), nbytes=0)
             continue
-        packing = packing_of(head)
         damage = None
         if packing:
             head, damage = unpacked_head(path, packing, 64)
@@ -144,15 +145,17 @@ def _first_time(path: Path, kind: str, packing: str = "") -> int | None:
 
         return first_export_us(path, unpacked_head(path, packing, 16)[0] if packing else None)
     if kind == "nfcapd":
-        from .nfcapd import read_nfcapd
-
-        try:
-            for batch in read_nfcapd(path, RunReport(), batch_size=4096):
-                if batch.num_rows:
-                    return int(pc.min(batch.column("arrival").cast(pa.int64())).as_py())
-        except InputError:  # damage is counted when the file is read for real
-            return None
-        return None
+        for nbytes in (FIRST_FRAME_BYTES // 4, FIRST_FRAME_BYTES * 4) if packing else ():
+            # the first bytes decompressed, as a file of their own: its first batch is the
+            # whole file's when it is full, or when the file holds no more
+            head = unpacked_head(path, packing, nbytes)[0]
+            with tempfile.NamedTemporaryFile(prefix="obserae-head-") as spool:
+                spool.write(head)
+                spool.flush()
+                rows, first = _first_nfcapd_batch(Path(spool.name))
+            if rows == NFCAPD_FIRST_ROWS or len(head) < nbytes:
+                return first
+        return _first_nfcapd_batch(path)[1]
     for nbytes in (FIRST_FRAME_BYTES // 64, FIRST_FRAME_BYTES) if packing else ():
         head = unpacked_head(path, packing, nbytes)[0]
         if len(head) >= 4:  # its magic, known to be a capture's
@@ -166,6 +169,21 @@ def _first_time(path: Path, kind: str, packing: str = "") -> int | None:
 
 
 FIRST_FRAME_BYTES = 4 << 20
+NFCAPD_FIRST_ROWS = 4096
+
+
+def _first_nfcapd_batch(path: Path) -> tuple[int, int | None]:
+    """The rows of an nfcapd file's first batch and their first arrival (µs)."""
+    from .nfcapd import read_nfcapd
+
+    try:
+        for batch in read_nfcapd(path, RunReport(), batch_size=NFCAPD_FIRST_ROWS):
+            if batch.num_rows:
+                return batch.num_rows, int(pc.min(batch.column("arrival").cast(pa.int64()))
+                                            .as_py())
+    except InputError:  # damage is counted when the file is read for real
+        return 0, None
+    return 0, None
 
 
 def read_flows(

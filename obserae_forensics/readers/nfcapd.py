@@ -72,7 +72,7 @@ from .nfcapd_scan import BAD_ELEMENTS, SCAN_OK, gather_records, scan_block
 from .nfcapd_v3 import FLAG_SAMPLED, decode_layout, layout_for
 from .nsel import COUNTERS as NSEL_COUNTERS
 from .nsel import NselLedger, nsel_repair
-from .packed import opened, packing_of, unpacked_head
+from .packed import opened, packing_of_file, unpacked_head
 
 MAGIC: Final = 0xA50C
 LAYOUT_VERSION_1: Final = 1
@@ -233,8 +233,8 @@ def read_nfcapd(
     """
     source = str(path)
     with open(path, "rb") as f:
-        head = f.read(10)
-    kind = packing_of(head)
+        head = f.read(4)
+        kind = packing_of_file(f)
     if kind:  # compressed whole (packed.py), beside the blocks' own compression
         head = unpacked_head(path, kind, 4)[0]
     if not is_nfcapd(head):

@@ -12,6 +12,13 @@ begins with), and the tables are those of the decompressed file but for its name
 problems of the compression itself (a stream cut short, a damaged one, bytes after its
 end) name offsets in the compressed file, and say so.
 
+Damage is found where the decompressor finds it, which is after it: at an invalid code,
+at the end of a block (bzip2's CRC, zstd's and LZ4's blocks), at a member's checksum (gzip's
+CRC-32, zstd's and LZ4's content checksums, xz's check). What was decompressed before is
+read, as `zcat` and tshark give it, and the problem names the stretch the damage lies in:
+from the member's start to where it was found, in compressed and in decompressed bytes
+(the `source_offset`s whose records may hold damaged values). Nothing after it is read.
+
 A file is recognised by its magic bytes, as every input is: the compression first, then
 the format of what it holds.
 """
@@ -32,7 +39,8 @@ from typing import IO, Any
 from ..errors import InputError, MalformedInput, TruncatedInput
 from ..report import RunReport
 
-__all__ = ["CannotUnpack", "opened", "packing_of", "unpacked_head"]
+__all__ = ["CannotUnpack", "opened", "packing_of", "packing_of_file", "packing_of_path",
+           "unpacked_head"]
 
 READ_BYTES = 1 << 20  # compressed bytes read at a time
 # compressed bytes given to a decompressor at a time: damage loses at most what one piece
@@ -58,6 +66,37 @@ def _is_bzip2(head: bytes) -> bool:
             and head[4:10] in (b"\x31\x41\x59\x26\x53\x59", b"\x17\x72\x45\x38\x50\x90"))
 
 
+SKIPPABLE_LAST = 0x184D2A5F  # zstd and LZ4 skippable frames: magic 0x184D2A50..5F
+
+
+def _skippable(data: bytes, at: int) -> bool:
+    return len(data) - at >= 4 and data[at] & 0xF0 == 0x50 and (
+        data[at + 1:at + 4] == b"\x2a\x4d\x18")
+
+
+def packing_of_file(handle: IO[bytes]) -> str:
+    """packing_of() for an open file, past any skippable frames it begins with (zstd and
+    LZ4 share them: the first frame after says which). The handle is left at its start."""
+    try:
+        at = 0
+        for _ in range(64):
+            handle.seek(at)
+            head = handle.read(10)
+            if not _skippable(head, 0) or len(head) < 8:
+                break
+            at += 8 + int.from_bytes(head[4:8], "little")
+        kind = packing_of(head)
+        return kind if at == 0 or kind in ("zstd", "lz4") else ""
+    finally:
+        handle.seek(0)
+
+
+def packing_of_path(path: Path) -> str:
+    """packing_of_file() of the file at `path`."""
+    with open(path, "rb") as handle:
+        return packing_of_file(handle)
+
+
 def packing_of(head: bytes) -> str:
     """"gzip", "bzip2", "xz", "zstd" or "lz4" from a file's first bytes; "" if none."""
     if head[:3] == GZIP_MAGIC:
@@ -74,8 +113,9 @@ def packing_of(head: bytes) -> str:
 
 
 class _Damage(Exception):
-    """A decompressor's error, with where in the bytes fed to `_Member.pieces` it struck
-    (exactly, for gzip; the start of the piece it struck in, for the others)."""
+    """A decompressor's error, with where in the bytes fed to `_Member.pieces` it was found:
+    the damage lies at or before `at` (exactly there for an invalid gzip code; the end of
+    the piece being fed for the others, which do not say)."""
 
     def __init__(self, at: int, cause: BaseException) -> None:
         super().__init__(str(cause))
@@ -133,7 +173,7 @@ class _Member:
             except _Damage as error:
                 raise _Damage(at + error.at, error) from error.__cause__
             except damage as error:
-                raise _Damage(at, error) from error
+                raise _Damage(at + len(piece), error) from error
             if self.done:
                 self.used = at + len(piece) - rest
             at += len(piece)
@@ -189,20 +229,11 @@ class _Member:
 _NONZERO = re.compile(rb"[^\x00]")
 
 
-def _zero_or_skippable(data: bytes, at: int, kind: str) -> int:
-    """How many bytes from `at` on are what a member may be followed by and its tools
-    accept: zero padding after gzip (the gzip tool ignores it) and a zstd skippable frame
-    (magic 0x184D2A5?, a 32-bit length). -1 when a skippable frame runs past `data`."""
-    if kind == "zstd" and len(data) - at >= 4 and data[at] & 0xF0 == 0x50 and (
-            data[at + 1:at + 4] == b"\x2a\x4d\x18"):
-        if len(data) - at < 8:
-            return -1
-        end = 8 + int.from_bytes(data[at + 4:at + 8], "little")
-        return end if at + end <= len(data) else -1
-    if kind == "gzip":
-        found = _NONZERO.search(data, at)
-        return (len(data) if found is None else found.start()) - at
-    return 0
+def _zeros(data: bytes, at: int) -> int:
+    """Zero bytes from `at` on: padding gzip's tool ignores after a member, and xz's stream
+    padding (between and after streams)."""
+    found = _NONZERO.search(data, at)
+    return (len(data) if found is None else found.start()) - at
 
 
 _MAGIC = {"gzip": GZIP_MAGIC, "zstd": ZSTD_MAGIC, "lz4": LZ4_MAGIC, "xz": XZ_MAGIC}
@@ -232,7 +263,8 @@ def _inflate(handle: IO[bytes], kind: str, write: Callable[[bytes], object], sou
     given; give what cannot be decompressed to `problem` (with its compressed bytes) and
     each run of padding between members to `padding`. The decompressed size."""
     size = os.fstat(handle.fileno()).st_size
-    member: _Member | None = _Member(kind)
+    member: _Member | None = None  # between members, as before the first
+    member_at = member_out = 0  # where the member began, compressed and decompressed
     written = 0
     data, at = b"", 0  # bytes read and not yet taken, from `at`
     consumed = 0  # the compressed offset of data[at]
@@ -247,16 +279,29 @@ def _inflate(handle: IO[bytes], kind: str, write: Callable[[bytes], object], sou
             data, at = data[at:] + more, 0
             continue
         if member is None:  # between members: another, padding, or bytes that are none
-            skip = _zero_or_skippable(data, at, kind) if left else 0
-            if skip < 0 and not at_eof:  # a skippable frame longer than what is read
-                more = handle.read(READ_BYTES)
-                at_eof = not more
-                data, at = data[at:] + more, 0
+            if kind in ("zstd", "lz4") and _skippable(data, at):
+                # a skippable frame: passed over by its length, never held
+                length = (8 + int.from_bytes(data[at + 4:at + 8], "little") if left >= 8
+                          else size + 1)
+                if consumed + length > size:
+                    problem(TruncatedInput(
+                        f"a {kind} skippable frame at compressed byte {consumed} runs past the "
+                        f"end of the file ({size - consumed} bytes of it; {_before(written)})",
+                        source=source, offset=consumed), size - consumed)
+                    return written
+                if length <= left:
+                    at += length
+                else:
+                    handle.seek(length - left, os.SEEK_CUR)
+                    data, at = b"", 0
+                padded += length
+                consumed += length
                 continue
-            if skip > 0:
-                padded += skip
-                consumed += skip
-                at += skip
+            zeros = _zeros(data, at) if kind in ("gzip", "xz") else 0
+            if zeros:
+                padded += zeros
+                consumed += zeros
+                at += zeros
                 continue
             if padded:
                 padding(padded)
@@ -265,6 +310,7 @@ def _inflate(handle: IO[bytes], kind: str, write: Callable[[bytes], object], sou
                 return written
             if _next_member(data, at, kind):
                 member = _Member(kind)
+                member_at, member_out = consumed, written
                 continue
             rest = size - consumed
             problem(MalformedInput(f"{rest} bytes after the end of the {kind} stream are no "
@@ -284,19 +330,10 @@ def _inflate(handle: IO[bytes], kind: str, write: Callable[[bytes], object], sou
             try:
                 out = next(pieces, None)
             except _Damage as error:
-                where = consumed + error.at
-                exact = "at" if kind == "gzip" else "at or after"
-                what = f"{error}; "
-                trailer = {"incorrect data check": "CRC-32",
-                           "incorrect length check": "length (ISIZE)"}
-                for text, field in trailer.items():
-                    if text in str(error):  # found at the 4-byte field's last byte
-                        where -= 3
-                        what = (f"the member's {field} does not match its data, damaged "
-                                "before it; ")
-                problem(MalformedInput(f"damaged {kind} data {exact} compressed byte {where} "
-                                       f"({what}{_before(written)})", source=source,
-                                       offset=where, reason="bad_compression"), size - where)
+                found = min(consumed + error.at, size)
+                damaged = _damaged(kind, str(error), found, member_at, member_out, written,
+                                   source)
+                problem(damaged, size - damaged.offset)
                 return written
             if out is None:
                 break
@@ -312,6 +349,33 @@ def _inflate(handle: IO[bytes], kind: str, write: Callable[[bytes], object], sou
         else:
             consumed += left
             at = len(data)
+
+
+# zlib's words for a gzip trailer field that does not match, and the field
+_GZIP_CHECKS = {"incorrect data check": "CRC-32", "incorrect length check": "length (ISIZE)"}
+
+
+def _damaged(kind: str, error: str, found: int, member_at: int, member_out: int,
+             written: int, source: str) -> MalformedInput:
+    """The problem of damage found at compressed byte `found`, in the member that began at
+    `member_at` (decompressed byte `member_out`), after `written` bytes came out."""
+    end = found
+    for text, field in _GZIP_CHECKS.items():
+        if kind == "gzip" and text in error:
+            found -= 3  # found at the 4-byte trailer field's last byte: named at its first
+            end = found + 4
+            error = f"its {field} at compressed byte {found} does not match its data"
+            break
+    stretch = (f"between compressed bytes {member_at} and {end}, in the member that "
+               f"begins at {member_at}")
+    if written > member_out:
+        read = (f"the {written - member_out} bytes it gave before (decompressed bytes "
+                f"{member_out} up to {written}, the source_offsets of any record from them) "
+                "are read and may hold damaged values")
+    else:
+        read = "nothing of the member came out"
+    return MalformedInput(f"damaged {kind} data {stretch} ({error}): {read}; nothing after "
+                          "it is read", source=source, offset=found, reason="bad_compression")
 
 
 def _before(written: int) -> str:
@@ -344,8 +408,7 @@ def opened(path: Path, report: RunReport | None = None) -> Iterator[IO[bytes]]:
     bytes in an unlinked temporary file (the problems of the compression counted on
     `report`, and the file's `compression` and `unpacked_size` noted there)."""
     with open(path, "rb") as handle:
-        kind = packing_of(handle.read(10))
-        handle.seek(0)
+        kind = packing_of_file(handle)
         if not kind:
             yield handle
             return

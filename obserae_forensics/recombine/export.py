@@ -29,7 +29,7 @@ from ..addresses import address_matrix, address_texts
 from ..errors import InputError, MalformedInput, UsageError
 from ..readers import input_format
 from ..readers.exports import carries_templates
-from ..readers.packed import packing_of, unpacked_head
+from ..readers.packed import packing_of_path, unpacked_head
 from ..readers.pcap import Frame, iter_datagrams, over_connection, read_datagram_frames
 from ..report import RunReport
 from ..schema import FLOW_ADDRESS_COLUMNS, TIMESTAMP
@@ -202,7 +202,7 @@ def _format_of(run: Run, source_file: str, path: Path) -> str:
     """The input's format from its own first bytes, which must agree with the manifest's."""
     with open(path, "rb") as handle:
         head = handle.read(64)
-    packing = packing_of(head)
+    packing = packing_of_path(path)
     if packing:  # what a compressed input holds
         head = unpacked_head(path, packing, 64)[0]
     found = input_format(head)
