@@ -30,7 +30,7 @@ from ..report import RunReport
 from .datagrams import Datagram
 from .packed import opened
 from .sctp import SctpAssociations
-from .tcp_streams import Place, TcpStreams
+from .tcp_streams import TcpStreams
 
 PCAP_MAGIC = {
     b"\xa1\xb2\xc3\xd4": (">", 1_000),  # byte order, nanoseconds per fraction unit
@@ -414,12 +414,11 @@ class Transports:
 
     tcp: TcpStreams
     sctp: SctpAssociations
-    last: dict[str, Place] = field(default_factory=dict)  # each file's last frame
 
     def finish(self) -> list[Datagram]:
-        """End of the run: what only it completes, at the last frame of the file that fed
-        the connection last, and what it cut counted."""
-        out = self.tcp.finish(self.last)
+        """End of the run: what only it completes, and what it cut counted (TcpStreams,
+        SctpAssociations)."""
+        out = self.tcp.finish()
         self.sctp.finish()
         return out
 
@@ -554,7 +553,6 @@ def iter_datagrams(
     streams.tcp.source = streams.sctp.source = source
     chunk: list[Datagram] = []
     exporter_texts: dict[bytes, str] = {}
-    item: Frame | Datagram | None = None
     with opened(path, report) as handle:
         head = handle.read(4)
         handle.seek(0)
@@ -577,12 +575,8 @@ def iter_datagrams(
                 yield chunk
                 chunk = []
     reassembly.flush(source, report)
-    # messages that only the end of the file completes name its last frame
-    last = (Place(0, 0, 0) if item is None else
-            Place(item.number, item.offset, item.ts_ns // 1_000) if isinstance(item, Frame)
-            else Place(item.frame, item.offset, item.arrival_us))
-    streams.last[source] = last
-    chunk += streams.finish() if own else streams.tcp.pause(last)
+    if own:
+        chunk += streams.finish()
     if chunk:
         yield chunk
 

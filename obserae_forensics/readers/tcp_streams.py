@@ -6,8 +6,9 @@ one, retransmitted, reordered. The UDP path read none of it (`not_udp`, as if no
 export were there). Each direction of each connection is reassembled in sequence order
 and every complete IPFIX message is handed on as a Datagram of its own, with the frame
 being read when it completed (so messages come in frame order, whatever the batch size;
-one completed only when the file ended names the file's last frame), the exporter's
-address and port (its transport session: RFC 7011 §8 scopes templates to it).
+one completed only when its connection or the run ended names the connection's last frame
+that brought bytes), the exporter's address and port (its transport session: RFC 7011 §8
+scopes templates to it).
 
 What a stream is: on the IPFIX port 4739, any (a connection the capture began inside is
 resynchronised at the first header another follows); on another port, one whose first
@@ -53,7 +54,8 @@ HALF = SEQUENCE_SPACE // 2
 
 _tcp_header = struct.Struct(">HHIIBB")
 _PORT_BYTES = IPFIX_PORT.to_bytes(2, "big")
-_UNKNOWN, _IPFIX, _OTHER, _DONE = range(4)
+_UNKNOWN, _IPFIX, _OTHER = range(3)
+_NOT_IPFIX = -1  # a verdict: other traffic; an ended stream's is where it ended (its next_seq)
 _FIN, _SYN, _RST = 0x01, 0x02, 0x04
 
 Key = tuple[bytes, int, bytes, int]
@@ -114,10 +116,10 @@ class _Stream:
     """One direction of one TCP connection."""
 
     __slots__ = ("buffer", "counted", "exporter", "fin_seq", "held", "held_bytes", "isn",
-                 "kind", "next_seq", "ports", "source", "synced", "undecided")
+                 "kind", "next_seq", "place", "ports", "source", "synced", "undecided")
 
     def __init__(self, next_seq: int, isn: int | None, exporter: str,
-                 ports: tuple[int, int], source: str) -> None:
+                 ports: tuple[int, int], source: str, place: Place) -> None:
         self.next_seq = next_seq
         self.isn = isn  # the SYN's sequence number, when the capture holds it
         self.synced = isn is not None  # the buffer starts at a message boundary
@@ -128,10 +130,13 @@ class _Stream:
         self.exporter = exporter
         self.ports = ports
         self.fin_seq: int | None = None  # where the exporter's FIN ends the stream
-        # (file, size) of its frames while it may be other traffic
-        self.undecided: list[tuple[str, int]] = []
+        # file -> [frames, bytes] of its frames while it may be other traffic
+        self.undecided: dict[str, list[int]] = {}
         self.counted = False  # in TcpStreams._ipfix
-        self.source = source  # the file of its latest segment
+        # its latest segment that brought bytes, and that segment's file: where what its
+        # end completes is named and what its end cuts is counted (the bytes are there)
+        self.source = source
+        self.place = place
 
 
 class TcpStreams:
@@ -139,7 +144,12 @@ class TcpStreams:
     files: a connection goes on from one file into the next (`tcpdump -C/-G` rotates its
     files while an exporter's connection stays up; a stream the next file began inside was
     resynchronised on port 4739 with a message lost, and not recognised on another port,
-    where all its records were lost). `source` is the file being read."""
+    where all its records were lost). `source` is the file being read.
+
+    A connection's end (FIN, RST, a new SYN, the run's end, or too many connections) names
+    what it completes, and counts what it cuts, at its last frame that brought bytes, in
+    that frame's file: the file's last frame, named before, could be another connection's
+    or a UDP datagram, which `recombine --export-pcap` then wrote as the records' frame."""
 
     def __init__(self, source: str, report: RunReport,
                  address_text: Callable[[bytes], str]) -> None:
@@ -150,7 +160,8 @@ class TcpStreams:
         self._streams: OrderedDict[Key, _Stream] = OrderedDict()
         self._ipfix = 0  # streams known to be IPFIX, or opened by a SYN of the IPFIX port
         self._syns: dict[Key, int] = {}  # first sequence numbers of connections not yet fed
-        self._verdicts: OrderedDict[Key, int] = OrderedDict()  # ended (_DONE) or _OTHER
+        # how ended streams ended: _NOT_IPFIX, or where the stream ended (its next_seq)
+        self._verdicts: OrderedDict[Key, int] = OrderedDict()
         self._held_total = 0
 
     @property
@@ -190,7 +201,7 @@ class TcpStreams:
                 flags &= ~_SYN  # a retransmitted SYN: nothing new
             else:
                 if stream is not None:  # the port pair reused by a new connection
-                    out += self._forget(key, stream, place)
+                    out += self._forget(key, stream)
                     stream = None
                 self._verdicts.pop(key, None)
                 if IPFIX_PORT in (sport, dport):
@@ -201,11 +212,18 @@ class TcpStreams:
                 else:
                     self._syns[key] = seq
         verdict = self._verdicts.get(key) if stream is None else None
-        if verdict is not None:
+        if verdict is not None and (verdict == _NOT_IPFIX or not payload or (
+                seq - verdict) % SEQUENCE_SPACE >= HALF):
             self._verdicts.move_to_end(key)
-            if verdict == _OTHER or not payload:
+            if verdict == _NOT_IPFIX or not payload:
                 self.report.ignore("not_udp", self.source, frame_bytes)
-            return out  # _DONE: bytes of an ended stream (a retransmission), read once
+            return out  # bytes before an ended stream's end: a retransmission, read once
+        if verdict is not None:
+            # bytes at or past where the stream ended: a connection on the same port pair
+            # whose SYN the run does not hold (an exporter reconnecting from a fixed port,
+            # the files of a ring buffer between missing), read as one the capture began
+            # inside; they were taken for retransmissions, unread and uncounted
+            del self._verdicts[key]
         if stream is None and payload:
             isn = self._syns.pop(key, None)
             stream = self._open(key, seq if isn is None else (isn + 1) % SEQUENCE_SPACE, isn,
@@ -213,51 +231,33 @@ class TcpStreams:
         read = False
         if stream is not None:
             self._streams.move_to_end(key)
-            stream.source = self.source
             data_seq = (seq + 1) % SEQUENCE_SPACE if flags & _SYN else seq  # TCP Fast Open
             if payload:
                 if stream.kind == _UNKNOWN:  # counted when the stream is told apart
-                    stream.undecided.append((self.source, frame_bytes))
+                    counts = stream.undecided.setdefault(self.source, [0, 0])
+                    counts[0] += 1
+                    counts[1] += frame_bytes
                 read = True
+                before = (stream.next_seq, stream.held_bytes)
                 out += self._data(stream, data_seq, payload, place)
+                if (stream.next_seq, stream.held_bytes) != before:  # not a repeat
+                    stream.source, stream.place = self.source, place
             if flags & _FIN and stream.fin_seq is None:
                 stream.fin_seq = (data_seq + len(payload)) % SEQUENCE_SPACE
             if stream.kind == _OTHER or flags & _RST or stream.next_seq == stream.fin_seq:
-                out += self._forget(key, stream, place)
+                out += self._forget(key, stream)
         if not read:  # no IPFIX bytes in it: what it was before, other traffic
             self.report.ignore("not_udp", self.source, frame_bytes)
         return out
 
-    def pause(self, place: Place) -> list[Datagram]:
-        """End of a file that another may follow (`place`: its last frame): what cannot
-        wait for it, as at the end of the run (holes given up, a last whole message taken),
-        stream by stream in the order the run's end closes them; a message cut by the
-        file's end, and a stream not yet told apart, wait for the next file."""
-        out: list[Datagram] = []
-        for stream in list(self._streams.values()):
-            if stream.kind == _UNKNOWN:
-                if IPFIX_PORT in stream.ports:  # its bytes all beyond a hole: still IPFIX's
-                    self._decided(stream, _IPFIX)
-                elif not (stream.synced and message_length(stream.buffer, 0)
-                          == len(stream.buffer) > 0):
-                    continue
-            while stream.held and stream.kind != _OTHER:
-                out += self._skip_hole(stream, place)
-            buffer = stream.buffer
-            if buffer and stream.kind != _OTHER and message_length(buffer, 0) == len(
-                    buffer) and (stream.synced or stream.kind == _IPFIX):
-                self._decided(stream, _IPFIX)  # one whole message: all a connection sent
-                out.append(self._message(stream, len(buffer), place))
-        return out
-
-    def finish(self, last: dict[str, Place]) -> list[Datagram]:
-        """End of the run (`last`: each file's last frame): what the held segments still
-        give, and the cut tails counted, each at the last frame of the file that fed the
-        stream last."""
+    def finish(self) -> list[Datagram]:
+        """End of the run: what the held segments still give, and the cut tails counted,
+        each at its connection's last frame that brought bytes. Between the run's files
+        nothing is given up: a connection, its held segments and a message cut by a file's
+        end go on into the next file."""
         out: list[Datagram] = []
         for key, stream in list(self._streams.items()):
-            self.source = stream.source
-            out += self._forget(key, stream, last.get(stream.source, Place(0, 0, 0)))
+            out += self._forget(key, stream)
         self._syns.clear()
         self._verdicts.clear()
         return out
@@ -271,10 +271,10 @@ class TcpStreams:
         if exporter is None:
             exporter = exporter_texts[src] = self._address_text(src)
         stream = self._streams[key] = _Stream(next_seq, isn, exporter, (sport, dport),
-                                              self.source)
+                                              self.source, place)
         if len(self._streams) > MAX_STREAMS:
             oldest = next(iter(self._streams))
-            out += self._forget(oldest, self._streams[oldest], place)
+            out += self._forget(oldest, self._streams[oldest])
         return stream
 
     @staticmethod
@@ -284,14 +284,20 @@ class TcpStreams:
         if len(table) > MAX_STREAMS:
             table.popitem(last=False)
 
-    def _forget(self, key: Key, stream: _Stream, place: Place) -> list[Datagram]:
-        """The connection ended (FIN reached, RST, a new SYN), is not IPFIX, the file ended,
-        or it is the least recently fed of too many: close it, remember only how it ended."""
-        out = self._close(stream, place)
+    def _forget(self, key: Key, stream: _Stream) -> list[Datagram]:
+        """The connection ended (FIN reached, RST, a new SYN), is not IPFIX, the run ended,
+        or it is the least recently fed of too many: close it at its last frame that
+        brought bytes, in that frame's file, and remember only how it ended."""
+        reading, self.source = self.source, stream.source
+        try:
+            out = self._close(stream, stream.place)
+        finally:
+            self.source = reading
         if self._streams.pop(key, None) is not None and stream.counted:
             self._ipfix -= 1
             stream.counted = False
-        self._remember(self._verdicts, key, _OTHER if stream.kind == _OTHER else _DONE)
+        self._remember(self._verdicts, key,
+                       _NOT_IPFIX if stream.kind == _OTHER else stream.next_seq)
         return out
 
     def _close(self, stream: _Stream, place: Place) -> list[Datagram]:
@@ -329,11 +335,11 @@ class TcpStreams:
             stream.counted = True
             self._ipfix += 1
         if kind == _OTHER:
-            for source, size in stream.undecided:
-                self.report.ignore("not_udp", source, size)
+            for source, (frames, nbytes) in stream.undecided.items():
+                self.report.ignore("not_udp", source, nbytes, count=frames)
             stream.buffer.clear()
             self._release_held(stream)
-        stream.undecided = []
+        stream.undecided = {}
 
     def _release_held(self, stream: _Stream) -> None:
         self._held_total -= stream.held_bytes

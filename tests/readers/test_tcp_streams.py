@@ -320,3 +320,113 @@ def test_a_real_rotated_and_gzipped_capture_equals_tshark_on_the_merged_files(
     ours = Counter((address_text(r["src_addr"]), r["src_port"], r["packets"], r["octets"])
                    for r in table.to_pylist())
     assert ours == theirs and sum(theirs.values()) == 240
+
+
+def segments_of(stream: bytes, first: int, size: int = 700) -> list[tuple[int, bytes]]:
+    return [(first + at, stream[at:at + size]) for at in range(0, len(stream), size)]
+
+
+@pytest.mark.parametrize("collector_port", [4739, 18_000])
+def test_a_hole_at_a_file_s_end_waits_for_the_next_file(tmp_path: Path,
+                                                        collector_port: int) -> None:
+    """Found by review: a file's end gave up the connection's holes, so two segments the
+    wire swapped across a rotation (or a segment whose retransmission opens the next file)
+    lost what followed (`tcp_gap`, resync), and the later copy was taken as read. Held
+    segments now wait for the next file."""
+    stream, first, port = exported_stream()
+    segments = segments_of(stream, first)
+    expected = records(read_all(capture(tmp_path / "one.pcap", segments, port, syn=first - 1,
+                                        collector_port=collector_port))[0])
+    for k in (1, 4, len(segments) - 2):
+        swapped = [*segments[:k], segments[k + 1], segments[k], *segments[k + 2:]]
+        a = capture(tmp_path / f"a{k}.pcap", swapped[:k + 1], port, syn=first - 1,
+                    collector_port=collector_port)
+        b = capture(tmp_path / f"b{k}.pcap", swapped[k + 1:], port, syn=None,
+                    collector_port=collector_port)
+        table, report = read_all(a, b)
+        assert records(table) == expected and not report.skipped, k
+
+
+@pytest.mark.parametrize("collector_port", [4739, 18_000])
+def test_a_new_connection_on_the_same_ports_without_its_syn(tmp_path: Path,
+                                                            collector_port: int) -> None:
+    """Found by review: once a connection ended, any later bytes on its port pair were
+    taken for retransmissions, unread and uncounted, whatever their sequence numbers: a
+    later file beginning inside a new connection from the same exporter port (a restart
+    from a fixed port, the files of a ring buffer between lost) lost all its records.
+    Bytes at or past where the connection ended are a connection of their own."""
+    stream, first, port = exported_stream()
+    ended = [*segments_of(stream, first), (first + len(stream), b"", dpkt.tcp.TH_FIN)]
+    a = capture(tmp_path / "a.pcap", ended, port, syn=first - 1,
+                collector_port=collector_port)
+    later = bytearray(stream)  # its messages numbered on (not the same export again)
+    at = 0
+    while at < len(later):
+        number = struct.unpack_from(">I", later, at + 8)[0]
+        struct.pack_into(">I", later, at + 8, number + 100_000)
+        at += struct.unpack_from(">H", later, at + 2)[0]
+    again = segments_of(bytes(later), first + len(stream) + 5_000_000)
+    b = capture(tmp_path / "b.pcap", again, port, syn=None, collector_port=collector_port)
+    table, report = read_all(a, b)
+    assert table.num_rows == 420 and not report.skipped
+    assert report.files[str(b)].records == 210
+    # a retransmission of the ended connection's bytes is still read once
+    late = capture(tmp_path / "late.pcap", segments_of(stream, first)[-2:], port, syn=None,
+                   collector_port=collector_port)
+    table, report = read_all(a, late)
+    assert table.num_rows == 210 and not report.skipped
+
+
+def test_what_a_connection_s_end_cuts_or_completes_is_placed_at_its_own_bytes(
+        tmp_path: Path) -> None:
+    """Found by review: a cut message was counted in the file of the connection's latest
+    segment, a bare ACK or a keepalive that holds none of its bytes; and a message only
+    the file's end completed named the file's last frame, which can be another
+    connection's or a UDP datagram (`recombine --export-pcap` then wrote that datagram as
+    the records' frame). Both are placed at the connection's last frame that brought
+    bytes."""
+    stream, first, port = exported_stream()
+    segments = segments_of(stream, first)
+    a = capture(tmp_path / "a.pcap", segments[:5], port, syn=first - 1)
+    after = segments[5][0]
+    b = capture(tmp_path / "b.pcap", [(after, b"", dpkt.tcp.TH_ACK),
+                                      (after - 1, stream[after - first - 1:after - first],
+                                       dpkt.tcp.TH_ACK)], port, syn=None)  # a keepalive
+    _, report = read_all(a, b)
+    [problem] = report.examples
+    assert (problem.reason, problem.source, problem.frame) == ("truncated", str(a), 6)
+    # one whole message to port 18000, then another exporter's UDP datagram
+    length = struct.unpack_from(">H", stream, 2)[0]
+    one = capture(tmp_path / "one.pcap", [(first, stream[:length])], port, syn=first - 1,
+                  collector_port=18_000)
+    frames = list(dpkt.pcap.Reader(one.open("rb")))
+    udp = next(iter(dpkt.pcap.Reader((FIXTURE.parent / "sf_v9_varsvc.pcap").open("rb"))))
+    alone = tmp_path / "udp.pcap"
+    for path, written in ((one, [*frames, (frames[-1][0] + 1, udp[1])]),
+                          (alone, [(frames[-1][0] + 1, udp[1])])):
+        with path.open("wb") as handle:
+            writer = dpkt.pcap.Writer(handle)
+            for ts, frame in written:
+                writer.writepkt(frame, ts)
+    table, _ = read_all(one)
+    named = Counter(table.column("source_frame").to_pylist())
+    from_udp = read_all(alone)[0].num_rows
+    assert named[3] == from_udp and named[2] == table.num_rows - from_udp > 0
+
+
+def test_a_connection_closed_for_room_is_counted_in_its_own_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by review: the least recently fed of too many connections was closed, and
+    its cut message counted, in the file and at the frame being read."""
+    from obserae_forensics.readers import tcp_streams
+
+    monkeypatch.setattr(tcp_streams, "MAX_STREAMS", 2)
+    stream, first, port = exported_stream()
+    segments = segments_of(stream, first)
+    a = capture(tmp_path / "a.pcap", segments[:3], port, syn=first - 1)
+    others = [capture(tmp_path / f"b{k}.pcap", segments[:2], port + 1 + k, syn=first - 1)
+              for k in range(2)]
+    _, report = read_all(a, *others)
+    cut = [p for p in report.examples if p.reason == "truncated"]
+    assert [(p.source, p.frame) for p in cut if f"127.0.0.1:{port}:" in p.message] == [
+        (str(a), 4)]
