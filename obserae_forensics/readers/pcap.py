@@ -30,7 +30,7 @@ from ..report import RunReport
 from .datagrams import Datagram
 from .packed import opened
 from .sctp import SctpAssociations
-from .tcp_streams import TcpStreams
+from .tcp_streams import Place, TcpStreams
 
 PCAP_MAGIC = {
     b"\xa1\xb2\xc3\xd4": (">", 1_000),  # byte order, nanoseconds per fraction unit
@@ -414,11 +414,12 @@ class Transports:
 
     tcp: TcpStreams
     sctp: SctpAssociations
+    last: Place = field(default_factory=lambda: Place(0, 0, 0))  # the last file's last frame
 
     def finish(self) -> list[Datagram]:
-        """End of the run: what only it completes, and what it cut counted (TcpStreams,
-        SctpAssociations)."""
-        out = self.tcp.finish()
+        """End of the run: what only it completes, named at its last frame, and what it
+        cut counted (TcpStreams, SctpAssociations)."""
+        out = self.tcp.finish(self.last)
         self.sctp.finish()
         return out
 
@@ -553,6 +554,7 @@ def iter_datagrams(
     streams.tcp.source = streams.sctp.source = source
     chunk: list[Datagram] = []
     exporter_texts: dict[bytes, str] = {}
+    item: Frame | Datagram | None = None
     with opened(path, report) as handle:
         head = handle.read(4)
         handle.seek(0)
@@ -575,8 +577,12 @@ def iter_datagrams(
                 yield chunk
                 chunk = []
     reassembly.flush(source, report)
-    if own:
-        chunk += streams.finish()
+    # what only the end of the file (or of the run) gives is named at the file's last frame
+    streams.last = (Place(0, 0, 0) if item is None else
+                    Place(item.number, item.offset, item.ts_ns // 1_000)
+                    if isinstance(item, Frame) else
+                    Place(item.frame, item.offset, item.arrival_us))
+    chunk += streams.finish() if own else streams.tcp.pause(streams.last)
     if chunk:
         yield chunk
 

@@ -55,7 +55,8 @@ HALF = SEQUENCE_SPACE // 2
 _tcp_header = struct.Struct(">HHIIBB")
 _PORT_BYTES = IPFIX_PORT.to_bytes(2, "big")
 _UNKNOWN, _IPFIX, _OTHER = range(3)
-_NOT_IPFIX = -1  # a verdict: other traffic; an ended stream's is where it ended (its next_seq)
+# a verdict: other traffic; an ended stream's is the sequence numbers it read (first, end)
+_NOT_IPFIX = (-1, -1)
 _FIN, _SYN, _RST = 0x01, 0x02, 0x04
 
 Key = tuple[bytes, int, bytes, int]
@@ -116,11 +117,13 @@ class _Stream:
     """One direction of one TCP connection."""
 
     __slots__ = ("buffer", "counted", "exporter", "fin_seq", "held", "held_bytes", "isn",
-                 "kind", "next_seq", "place", "ports", "source", "synced", "undecided")
+                 "kind", "next_seq", "place", "ports", "source", "start_seq", "synced",
+                 "undecided")
 
     def __init__(self, next_seq: int, isn: int | None, exporter: str,
                  ports: tuple[int, int], source: str, place: Place) -> None:
         self.next_seq = next_seq
+        self.start_seq = next_seq  # its first byte's sequence number
         self.isn = isn  # the SYN's sequence number, when the capture holds it
         self.synced = isn is not None  # the buffer starts at a message boundary
         self.kind = _UNKNOWN
@@ -134,7 +137,7 @@ class _Stream:
         self.undecided: dict[str, list[int]] = {}
         self.counted = False  # in TcpStreams._ipfix
         # its latest segment that brought bytes, and that segment's file: where what its
-        # end completes is named and what its end cuts is counted (the bytes are there)
+        # end cuts is counted when it ends in a later file
         self.source = source
         self.place = place
 
@@ -146,10 +149,11 @@ class TcpStreams:
     resynchronised on port 4739 with a message lost, and not recognised on another port,
     where all its records were lost). `source` is the file being read.
 
-    A connection's end (FIN, RST, a new SYN, the run's end, or too many connections) names
-    what it completes, and counts what it cuts, at its last frame that brought bytes, in
-    that frame's file: the file's last frame, named before, could be another connection's
-    or a UDP datagram, which `recombine --export-pcap` then wrote as the records' frame."""
+    At a file's end what cannot wait is done as at the run's end (holes given up, a last
+    whole message taken, named at the file's last frame, so that datagrams keep the order
+    and the file of the frames they name); a message the file's end cut waits for the next
+    file. A connection's end in a later file that brought none of its bytes counts what it
+    cut in the file, and at the frame, of its last bytes."""
 
     def __init__(self, source: str, report: RunReport,
                  address_text: Callable[[bytes], str]) -> None:
@@ -160,8 +164,8 @@ class TcpStreams:
         self._streams: OrderedDict[Key, _Stream] = OrderedDict()
         self._ipfix = 0  # streams known to be IPFIX, or opened by a SYN of the IPFIX port
         self._syns: dict[Key, int] = {}  # first sequence numbers of connections not yet fed
-        # how ended streams ended: _NOT_IPFIX, or where the stream ended (its next_seq)
-        self._verdicts: OrderedDict[Key, int] = OrderedDict()
+        # how ended streams ended: _NOT_IPFIX, or the sequence numbers they read
+        self._verdicts: OrderedDict[Key, tuple[int, int]] = OrderedDict()
         self._held_total = 0
 
     @property
@@ -201,7 +205,7 @@ class TcpStreams:
                 flags &= ~_SYN  # a retransmitted SYN: nothing new
             else:
                 if stream is not None:  # the port pair reused by a new connection
-                    out += self._forget(key, stream)
+                    out += self._forget(key, stream, place)
                     stream = None
                 self._verdicts.pop(key, None)
                 if IPFIX_PORT in (sport, dport):
@@ -212,17 +216,24 @@ class TcpStreams:
                 else:
                     self._syns[key] = seq
         verdict = self._verdicts.get(key) if stream is None else None
-        if verdict is not None and (verdict == _NOT_IPFIX or not payload or (
-                seq - verdict) % SEQUENCE_SPACE >= HALF):
+        if verdict is not None:
             self._verdicts.move_to_end(key)
             if verdict == _NOT_IPFIX or not payload:
                 self.report.ignore("not_udp", self.source, frame_bytes)
-            return out  # bytes before an ended stream's end: a retransmission, read once
-        if verdict is not None:
-            # bytes at or past where the stream ended: a connection on the same port pair
+                return out
+            first, end = verdict
+            read_span = (end - first) % SEQUENCE_SPACE
+            inside = (seq - first) % SEQUENCE_SPACE
+            if inside < read_span:
+                beyond = inside + len(payload) - read_span
+                if beyond <= 0:
+                    return out  # bytes the ended stream read: a retransmission, read once
+                payload, seq = payload[len(payload) - beyond:], end
+            # bytes the ended stream did not read: a connection on the same port pair
             # whose SYN the run does not hold (an exporter reconnecting from a fixed port,
-            # the files of a ring buffer between missing), read as one the capture began
-            # inside; they were taken for retransmissions, unread and uncounted
+            # a ring buffer's lost file between, a stream closed for room going on), read
+            # as one the capture began inside; all were taken for retransmissions, unread
+            # and uncounted
             del self._verdicts[key]
         if stream is None and payload:
             isn = self._syns.pop(key, None)
@@ -245,19 +256,40 @@ class TcpStreams:
             if flags & _FIN and stream.fin_seq is None:
                 stream.fin_seq = (data_seq + len(payload)) % SEQUENCE_SPACE
             if stream.kind == _OTHER or flags & _RST or stream.next_seq == stream.fin_seq:
-                out += self._forget(key, stream)
+                out += self._forget(key, stream, place)
         if not read:  # no IPFIX bytes in it: what it was before, other traffic
             self.report.ignore("not_udp", self.source, frame_bytes)
         return out
 
-    def finish(self) -> list[Datagram]:
-        """End of the run: what the held segments still give, and the cut tails counted,
-        each at its connection's last frame that brought bytes. Between the run's files
-        nothing is given up: a connection, its held segments and a message cut by a file's
-        end go on into the next file."""
+    def pause(self, place: Place) -> list[Datagram]:
+        """End of a file that another may follow (`place`: its last frame): what cannot
+        wait, as at the run's end (holes given up, a last whole message taken), stream by
+        stream in the order the run's end closes them, named at the file's last frame; a
+        message cut by the file's end, and a stream not yet told apart, wait for the next
+        file."""
+        out: list[Datagram] = []
+        for stream in list(self._streams.values()):
+            if stream.kind == _UNKNOWN:
+                if IPFIX_PORT in stream.ports:  # its bytes all beyond a hole: still IPFIX's
+                    self._decided(stream, _IPFIX)
+                elif not (stream.synced and message_length(stream.buffer, 0)
+                          == len(stream.buffer) > 0):
+                    continue
+            while stream.held and stream.kind != _OTHER:
+                out += self._skip_hole(stream, place)
+            buffer = stream.buffer
+            if buffer and stream.kind != _OTHER and message_length(buffer, 0) == len(
+                    buffer) and (stream.synced or stream.kind == _IPFIX):
+                self._decided(stream, _IPFIX)  # one whole message: all a connection sent
+                out.append(self._message(stream, len(buffer), place))
+        return out
+
+    def finish(self, place: Place) -> list[Datagram]:
+        """End of the run (`place`: its last frame): what the held segments still give,
+        and the cut tails counted."""
         out: list[Datagram] = []
         for key, stream in list(self._streams.items()):
-            out += self._forget(key, stream)
+            out += self._forget(key, stream, place)
         self._syns.clear()
         self._verdicts.clear()
         return out
@@ -274,30 +306,40 @@ class TcpStreams:
                                               self.source, place)
         if len(self._streams) > MAX_STREAMS:
             oldest = next(iter(self._streams))
-            out += self._forget(oldest, self._streams[oldest])
+            out += self._forget(oldest, self._streams[oldest], place)
         return stream
 
     @staticmethod
-    def _remember(table: OrderedDict[Key, int], key: Key, value: int) -> None:
+    def _remember(table: OrderedDict[Key, tuple[int, int]], key: Key,
+                  value: tuple[int, int]) -> None:
         table[key] = value
         table.move_to_end(key)
         if len(table) > MAX_STREAMS:
             table.popitem(last=False)
 
-    def _forget(self, key: Key, stream: _Stream) -> list[Datagram]:
+    def _forget(self, key: Key, stream: _Stream, place: Place) -> list[Datagram]:
         """The connection ended (FIN reached, RST, a new SYN), is not IPFIX, the run ended,
-        or it is the least recently fed of too many: close it at its last frame that
-        brought bytes, in that frame's file, and remember only how it ended."""
-        reading, self.source = self.source, stream.source
-        try:
-            out = self._close(stream, stream.place)
-        finally:
-            self.source = reading
+        or it is the least recently fed of too many: close it, remember only how it ended.
+        One fed last in an earlier file holds only a message that file's end cut (its
+        pause() did the rest): that is counted in that file, at its last bytes' frame."""
+        if stream.source == self.source:
+            out = self._close(stream, place)
+        else:
+            reading, self.source = self.source, stream.source
+            try:
+                out = self._close(stream, stream.place)
+            finally:
+                self.source = reading
+            # (none: pause() took every message such a stream could give; named here if so,
+            # to keep the order and the file of the frames datagrams name)
+            out = [datagram._replace(frame=place.number, offset=place.offset,
+                                     arrival_us=place.arrival_us, source=reading)
+                   for datagram in out]
         if self._streams.pop(key, None) is not None and stream.counted:
             self._ipfix -= 1
             stream.counted = False
-        self._remember(self._verdicts, key,
-                       _NOT_IPFIX if stream.kind == _OTHER else stream.next_seq)
+        self._remember(self._verdicts, key, _NOT_IPFIX if stream.kind == _OTHER
+                       else (stream.start_seq, stream.next_seq))
         return out
 
     def _close(self, stream: _Stream, place: Place) -> list[Datagram]:
