@@ -6,9 +6,8 @@ one, retransmitted, reordered. The UDP path read none of it (`not_udp`, as if no
 export were there). Each direction of each connection is reassembled in sequence order
 and every complete IPFIX message is handed on as a Datagram of its own, with the frame
 being read when it completed (so messages come in frame order, whatever the batch size;
-one completed only when its connection or the run ended names the connection's last frame
-that brought bytes), the exporter's address and port (its transport session: RFC 7011 §8
-scopes templates to it).
+one completed only when a file ended names the file's last frame), the exporter's
+address and port (its transport session: RFC 7011 §8 scopes templates to it).
 
 What a stream is: on the IPFIX port 4739, any (a connection the capture began inside is
 resynchronised at the first header another follows); on another port, one whose first
