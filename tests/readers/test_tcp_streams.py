@@ -424,3 +424,22 @@ def test_a_connection_closed_for_room_is_counted_in_its_own_file(
     cut = [p for p in report.examples if p.reason == "truncated"]
     assert [(p.source, p.frame) for p in cut if f"127.0.0.1:{port}:" in p.message] == [
         (str(a), 4)]
+
+
+def test_a_false_header_does_not_hold_the_rest_of_a_connection_that_ends(
+        tmp_path: Path) -> None:
+    """Found by review: resync waits at the first header it finds for the one its length
+    says follows, and the python-ipfix stream has 00 0a 44 00 at byte 2184 ("17,408
+    bytes", more than the connection has left). A capture that lost the bytes before 2100
+    read none of the 7 whole messages after it and counted them `truncated`; at the
+    connection's end the false header is passed over and they are read."""
+    stream, first, port = exported_stream()
+    assert stream[2184:2188] == b"\x00\x0a\x44\x00"
+    template_message = struct.unpack_from(">H", stream, 2)[0]
+    segments = [(first, stream[:template_message]),
+                *segments_of(stream[2100:], first + 2100)]
+    table, report = read(capture(tmp_path / "hole.pcap", segments, port, syn=first - 1))
+    whole = read(FIXTURE)[0]
+    assert table.num_rows >= 180 and set(records(table)) <= set(records(whole))
+    assert "truncated" not in report.skipped
+    assert report.skipped["tcp_gap"] == 1 and report.skipped["ipfix_stream_resync"] >= 1
