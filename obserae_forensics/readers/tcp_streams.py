@@ -352,7 +352,11 @@ class TcpStreams:
         while stream.held and stream.kind != _OTHER:
             out += self._skip_hole(stream, place)
         if stream.kind == _IPFIX:
-            out += self._last_messages(stream, place)
+            # with no more bytes to come, a resync waiting at bytes that only look like a
+            # header (the python-ipfix fixture's stream has 00 0a 44 00 at byte 2184,
+            # "17,408 bytes") passes over them: a capture begun there read none of the 7
+            # whole messages after it, counted `truncated`
+            out += self._whole_messages(stream, place, final=True)
         buffer = stream.buffer
         if buffer and stream.kind != _OTHER and message_length(buffer, 0) == len(buffer) and (
                 stream.synced or stream.kind == _IPFIX):
@@ -369,37 +373,6 @@ class TcpStreams:
         self._release_held(stream)
         if stream.kind == _UNKNOWN:
             self._decided(stream, _OTHER)
-        return out
-
-    def _last_messages(self, stream: _Stream, place: Place) -> list[Datagram]:
-        """The messages a resynchronising stream still holds when it ends. Resync waits at
-        the first header it finds for the one its length says follows, and bytes that only
-        look like a header can claim more than the connection has left (the python-ipfix
-        fixture's stream has 00 0a 44 00 at byte 2184, "17,408 bytes"): with no more bytes
-        to come, such a candidate is passed over (message_boundary(final=True)). A capture
-        begun there read none of the 7 whole messages after it, counted `truncated`."""
-        out: list[Datagram] = []
-        buffer = stream.buffer
-        while buffer:
-            if not stream.synced:
-                at, found = message_boundary(buffer, 0, final=True)
-                if not found:
-                    break
-                if at:
-                    self.report.skip(MalformedInput(
-                        f"IPFIX over TCP from {stream.exporter}:{stream.ports[0]}: {at} bytes "
-                        "before the next message header skipped", source=self.source,
-                        offset=place.offset, frame=place.number, reason="ipfix_stream_resync"),
-                        nbytes=at)
-                    del buffer[:at]
-                stream.synced = True
-            length = message_length(buffer, 0)
-            if not length:
-                stream.synced = False
-                continue
-            if length > len(buffer):
-                break
-            out.append(self._message(stream, length, place))
         return out
 
     def _decided(self, stream: _Stream, kind: int) -> None:
@@ -521,8 +494,16 @@ class TcpStreams:
             else:
                 self._decided(stream, _OTHER)
                 return out
+        return self._whole_messages(stream, place)
+
+    def _whole_messages(self, stream: _Stream, place: Place, *, final: bool = False
+                        ) -> list[Datagram]:
+        """The whole messages at the head of an IPFIX stream's buffer, resynchronising
+        where it lost its place (`final`: no more bytes will come, message_boundary)."""
+        out: list[Datagram] = []
+        buffer = stream.buffer
         while True:
-            if not stream.synced and not self._resync(stream, place):
+            if not stream.synced and not self._resync(stream, place, final=final):
                 break
             if len(buffer) < MESSAGE_HEADER:
                 break
@@ -535,12 +516,15 @@ class TcpStreams:
             out.append(self._message(stream, length, place))
         return out
 
-    def _resync(self, stream: _Stream, place: Place) -> bool:
-        """Find the next message boundary: a header followed by another header. Bytes
-        before it are counted; False when more bytes are needed to tell."""
+    def _resync(self, stream: _Stream, place: Place, *, final: bool = False) -> bool:
+        """Find the next message boundary: a header followed by another header (`final`:
+        or the buffer's end). Bytes before it are counted; False when more bytes are
+        needed to tell, or, `final`, when none is there (the tail is counted as cut)."""
         buffer = stream.buffer
-        at, found = message_boundary(buffer, 0, final=False)
+        at, found = message_boundary(buffer, 0, final=final)
         if at < 0:
+            if final:
+                return False
             at = max(0, len(buffer) - 3)  # a header may begin in the last 3 bytes
         if at:
             self.report.skip(MalformedInput(
