@@ -329,9 +329,10 @@ def recombine_command(
         help="Write the original export datagrams behind the conversations as one capture.")
     ] = None,
     templates: Annotated[bool, typer.Option(
-        "--templates/--no-templates", help="With --export-pcap: also write, before each "
-        "v9/IPFIX datagram, the latest datagram of its exporter that carried templates, so "
-        "the capture decodes on its own.")] = True,
+        "--templates/--no-templates", help="With --export-pcap: also write the datagrams, "
+        "from any capture of the run, that defined the templates of the v9/IPFIX datagrams "
+        "and carried the options data in force, so the capture decodes on its own (checked "
+        "by decoding it).")] = True,
     force: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
 ) -> None:
     """Find and recombine split sessions; report, find fragments, export them as one."""
@@ -404,6 +405,10 @@ def recombine_command(
                 if exported.template_datagrams:
                     line += (f", including {exported.template_datagrams} datagram(s) added for "
                              "their templates")
+                if exported.checked_records:
+                    same = exported.checked_records - exported.differing_records
+                    line += (f"; decoded alone, {same} of {exported.checked_records} records "
+                             "as in the run")
                 typer.echo(line, err=True)
     except UsageError as error:
         raise _fail(error, 2) from error

@@ -31,7 +31,7 @@ from .pcap import (
     walk_frames,
 )
 
-__all__ = ["InputFile", "discover_inputs", "input_format", "read_flows"]
+__all__ = ["InputFile", "discover_inputs", "input_format", "read_flows", "settled"]
 
 
 @dataclass(frozen=True)
@@ -216,7 +216,7 @@ def read_flows(
                                            ipfix_file=item.format == "ipfix",
                                            transports=transports)
             for batch in batches:
-                batch = _icmp_type_in_low_byte(_usable_times(batch, report), report)
+                batch = settled(batch, report)
                 if batch.num_rows:
                     _count(report, batch)
                     yield batch
@@ -225,10 +225,17 @@ def read_flows(
     # what only the end of the run completes (a connection's held segments), then the
     # records still held for a template
     for batch in [*decoder.feed(transports.finish()), *decoder.finish()]:
-        batch = _icmp_type_in_low_byte(_usable_times(_window(batch, window), report), report)
+        batch = settled(_window(batch, window), report)
         if batch.num_rows:
             _count(report, batch)
             yield batch
+
+
+def settled(batch: pa.RecordBatch, report: RunReport) -> pa.RecordBatch:
+    """A decoded batch as the flow table holds it: times the sessionizer can place
+    (_usable_times) and ICMPv6 types in the port's high byte (_icmp_type_in_low_byte);
+    what the decoders alone give differs (recombine's check of an export compares it)."""
+    return _icmp_type_in_low_byte(_usable_times(batch, report), report)
 
 
 def _usable_times(batch: pa.RecordBatch, report: RunReport) -> pa.RecordBatch:

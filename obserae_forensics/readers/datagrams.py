@@ -29,6 +29,9 @@ class Datagram(NamedTuple):
     session: int = 0
     lane: int = 0
     fresh: bool = False
+    # a message of a TCP connection or SCTP association: its frame holds pieces of others,
+    # and no datagram of its own exists (recombine --export-pcap writes its flows instead)
+    connection: bool = False
 
     @property
     def transport(self) -> int:

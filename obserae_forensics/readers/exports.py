@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -1204,42 +1205,61 @@ def _both_directions(columns: dict[str, np.ndarray], forward: str, reverse: str
     return values.astype(np.uint64) + back.astype(np.uint64)
 
 
-def _template_sets(payload: bytes) -> tuple[int, int, tuple[int, int]] | None:
-    """(version, first set's offset, template and options-template set ids) of a v9/IPFIX
-    payload, else None."""
+class ExportSets(NamedTuple):
+    """What a v9/IPFIX message's sets hold, by id, without decoding a record: what an
+    export of some of a run's datagrams needs beside them to decode again (the datagrams
+    that defined their templates, and the options data in force)."""
+
+    version: int  # 9 or 10
+    domain: int  # v9 source ID / IPFIX observation domain
+    templates: frozenset[int]  # template ids its template sets define
+    options: frozenset[int]  # template ids its options-template sets define
+    data: frozenset[int]  # ids of its data sets (>= 256)
+    withdrawn: frozenset[int]  # template records without fields (IPFIX withdrawals)
+
+
+def export_sets(payload: bytes) -> ExportSets | None:
+    """The ids of a v9/IPFIX message's sets (ExportSets), else None. Sets are walked by
+    their lengths; a set length under 4 ends the walk: the zeros a datagram is padded
+    with (Palo Alto) read as v9's template FlowSet id 0 and are no template."""
     version = export_version(payload)
-    if version == 9:
-        return version, 20, (0, 1)
-    if version == 10:
-        return version, 16, (2, 3)
-    return None
-
-
-def template_ids_in(payload: bytes) -> set[int]:
-    """The template ids a v9/IPFIX message's template and options-template sets define
-    (withdrawals included): whether a template a data set needs comes in its own message."""
-    layout = _template_sets(payload)
-    if layout is None:
-        return set()
-    version, at, kinds = layout
-    found: set[int] = set()
+    if version not in (9, 10):
+        return None
+    at, kinds = (20, (0, 1)) if version == 9 else (16, (2, 3))
+    domain = struct.unpack_from(">I", payload, 16 if version == 9 else 12)[0]
+    templates: set[int] = set()
+    options: set[int] = set()
+    data: set[int] = set()
+    withdrawn: set[int] = set()
     end = len(payload)
     while at + 4 <= end:
         set_id, length = struct.unpack_from(">HH", payload, at)
         if length < 4:
             break
-        if set_id in kinds:
+        if set_id >= 256:
+            data.add(set_id)
+        elif set_id in kinds:
+            found = options if set_id == kinds[1] else templates
             record, stop = at + 4, min(at + length, end)
             while record + 4 <= stop:
                 template_id, count = struct.unpack_from(">HH", payload, record)
                 if template_id < 256:
                     break  # padding
-                found.add(template_id)
+                v9_options = version == 9 and set_id == 1  # its count is a scope length
+                (found if count or v9_options else withdrawn).add(template_id)
                 record = _template_record_end(payload, record, stop, count,
-                                              v9_options=version == 9 and set_id == 1,
+                                              v9_options=v9_options,
                                               options=set_id == kinds[1])
         at += length
-    return found
+    return ExportSets(version, domain, frozenset(templates), frozenset(options),
+                      frozenset(data), frozenset(withdrawn))
+
+
+def template_ids_in(payload: bytes) -> set[int]:
+    """The template ids a v9/IPFIX message's template and options-template sets define
+    (withdrawals included): whether a template a data set needs comes in its own message."""
+    sets = export_sets(payload)
+    return set() if sets is None else set(sets.templates | sets.options | sets.withdrawn)
 
 
 def _template_record_end(payload: bytes, record: int, stop: int, count: int, *,
@@ -1257,27 +1277,3 @@ def _template_record_end(payload: bytes, record: int, stop: int, count: int, *,
             return stop
         record += 8 if payload[record] & 0x80 else 4
     return record
-
-
-def carries_templates(payload: bytes) -> bool:
-    """True when a v9/IPFIX payload holds a template or options-template set.
-
-    Exports of a conversation's datagrams need the templates to decode again; this finds the
-    datagrams that carry them without decoding anything.
-    """
-    layout = _template_sets(payload)
-    if layout is None:
-        return False
-    _, at, template_ids = layout
-    end = len(payload)
-    while at + 4 <= end:
-        set_id, length = struct.unpack_from(">HH", payload, at)
-        if length < 4:
-            # v9's template FlowSet id is 0: the zeros a datagram is padded with (Palo
-            # Alto) are no template, and made every padded datagram a template carrier
-            return False
-        if set_id in template_ids:
-            return True
-        at += length
-    return False
-

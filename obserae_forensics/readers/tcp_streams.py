@@ -398,7 +398,8 @@ class TcpStreams:
         message = bytes(stream.buffer[:length])
         del stream.buffer[:length]
         return Datagram(message, stream.exporter, stream.ports[0], stream.ports[1],
-                        place.number, place.offset, place.arrival_us, self.source)
+                        place.number, place.offset, place.arrival_us, self.source,
+                        connection=True)
 
     def _data(self, stream: _Stream, seq: int, payload: bytes, place: Place
               ) -> list[Datagram]:

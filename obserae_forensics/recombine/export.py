@@ -28,15 +28,15 @@ import pyarrow.csv as pacsv
 from ..addresses import address_matrix, address_texts
 from ..errors import InputError, MalformedInput, UsageError
 from ..readers import input_format
-from ..readers.exports import carries_templates
 from ..readers.packed import packing_of_path, unpacked_head
-from ..readers.pcap import Frame, iter_datagrams, over_connection, read_datagram_frames
+from ..readers.pcap import Frame, over_connection, read_datagram_frames
 from ..report import RunReport
 from ..schema import FLOW_ADDRESS_COLUMNS, TIMESTAMP
 from ..tables.evidence import check_output_file, run_files
 from ..tables.layout import FLOWS_FILE
 from ..tables.manifest import sha256_file
 from ..tables.parquet import check_columns, read_parquet, read_parquet_schema, write_parquet
+from .context import record_values, template_context
 from .conversations import RecombineResult, conversation_sessions, recombine_tables
 from .runs import Run, order_runs
 
@@ -57,6 +57,10 @@ class PcapExport:
     records: int = 0  # flow records those frames carry for the conversations
     link_types: list[int] = field(default_factory=list)
     template_datagrams: int = 0  # datagrams added only for the templates they carry
+    # the records of the conversations decoded again from the export alone (with its
+    # templates), and those that came out otherwise than in the run
+    checked_records: int = 0
+    differing_records: int = 0
     nfcapd_records: int = 0  # records that came from nfcapd files: no datagram exists
     tcp_records: int = 0  # records of IPFIX over TCP or SCTP: no datagram of their own
     flows_path: Path | None = None  # where those records were written instead
@@ -243,9 +247,11 @@ def export_pcap(source: RecombineResult | Sequence[Path], ids: Sequence[str], pa
                 with_templates: bool = True, force: bool = False) -> PcapExport:
     """Write the datagrams that carried the named conversations' records as one capture.
 
-    With `with_templates`, each v9/IPFIX datagram is preceded by the latest earlier datagram
-    of the same exporter that carried templates, so the capture decodes (and sessionizes)
-    again on its own; those datagrams are counted in `template_datagrams`.
+    With `with_templates`, the datagrams that defined the templates of the v9/IPFIX ones and
+    carried the options data in force, from any capture of the run (context.py), are
+    written with them, so the capture decodes (and sessionizes) again on its own; they are
+    counted in `template_datagrams`, and the records decoded again from the export alone in
+    `checked_records` (`differing_records` came out otherwise than in the run).
     """
     path = Path(path)
     runs = {run.index: run for run in _runs_of(source if isinstance(source, RecombineResult)
@@ -282,13 +288,12 @@ def export_pcap(source: RecombineResult | Sequence[Path], ids: Sequence[str], pa
         records.setdefault((key, int(offsets[row])), []).append(row)
 
     frames: list[Frame] = []
-    for key in sorted(wanted, key=lambda k: (k[0], _input_rank(runs[k[0]], k[1]), k[1])):
-        offsets_wanted = wanted[key]
-        context: set[int] = set()
-        if with_templates:
-            context = _template_datagrams(resolved[key], set(offsets_wanted)) - set(
-                offsets_wanted)
-            result.template_datagrams += len(context)
+    contexts = _contexts(runs, wanted, resolved, table, result) if with_templates else {}
+    for key in sorted(set(wanted) | set(contexts),
+                      key=lambda k: (k[0], _input_rank(runs[k[0]], k[1]), k[1])):
+        offsets_wanted = wanted.get(key, {})
+        context = contexts.get(key, set())
+        result.template_datagrams += len(context)
         found = read_datagram_frames(resolved[key], set(offsets_wanted) | context)
         in_file: list[tuple[int, list[Frame]]] = [
             (offset, found[offset]) for offset in context
@@ -367,28 +372,60 @@ def export_pcap(source: RecombineResult | Sequence[Path], ids: Sequence[str], pa
     return result
 
 
-def _template_datagrams(path: Path, offsets: set[int]) -> set[int]:
-    """Offsets of the datagrams that carried the templates in force for `offsets`: for each,
-    the latest earlier template-bearing datagram of the same transport session (exporter
-    and UDP port), else of the exporter from any port, as the decoder resolves templates
-    (readers/exports.py, _Stream.templates); one pass."""
-    latest: dict[tuple[str, int], int] = {}
-    any_port: dict[str, int] = {}
-    needed: set[int] = set()
-    last = max(offsets)
-    for chunk in iter_datagrams(path, RunReport()):
-        for datagram in chunk:
-            if datagram.offset in offsets:
-                own = latest.get((datagram.exporter, datagram.exporter_port),
-                                 any_port.get(datagram.exporter))
-                if own is not None:
-                    needed.add(own)
-            if carries_templates(datagram.payload):
-                latest[datagram.exporter, datagram.exporter_port] = datagram.offset
-                any_port[datagram.exporter] = datagram.offset
-            if datagram.offset >= last:
-                return needed
-    return needed
+def _contexts(runs: dict[int, Run], wanted: dict[tuple[int, str], dict[int, int]],
+              resolved: dict[tuple[int, str], Path], table: pa.Table, result: PcapExport
+              ) -> dict[tuple[int, str], set[int]]:
+    """The datagrams, by (run, capture), that define the templates of the wanted ones and
+    carry the options data in force (context.template_context), over each run's captures in
+    the order it read them: a rotated capture's templates are in an earlier file. Each
+    capture they come from is checked unchanged, as the wanted ones are; records that would
+    decode otherwise from the export alone are counted and named in a note."""
+    found: dict[tuple[int, str], set[int]] = {}
+    run_index = table.column("run_index").to_numpy()
+    for run_number in sorted({number for number, _ in wanted}):
+        run = runs[run_number]
+        names = [str(entry.get("path")) for entry in run.inputs
+                 if str(entry.get("format", "")).split("-")[0] in ("pcap", "pcapng")]
+        names += sorted({name for number, name in wanted
+                         if number == run_number and name not in names},
+                        key=lambda name: (_input_rank(run, name), name))
+        files: list[Path | None] = []
+        missing: list[str] = []
+        for name in names:
+            key = (run_number, name)
+            if key not in resolved:
+                try:
+                    resolved[key] = _resolve(run, name)
+                except UsageError:
+                    missing.append(name)
+                    files.append(None)
+                    continue
+            files.append(resolved[key])
+        index_of = {name: index for index, name in enumerate(names)}
+        mine = {index_of[name]: set(offsets) for (number, name), offsets in wanted.items()
+                if number == run_number}
+        rows = table.filter(pa.array(run_index == run_number))
+        context = template_context(files, mine, record_values(rows, index_of.get))
+        for index, offsets in context.datagrams.items():
+            key = (run_number, names[index])
+            if key not in wanted:
+                _check_unchanged(run, names[index], resolved[key])
+            found[key] = offsets
+        result.checked_records += context.checked
+        if context.differ:
+            result.differing_records += len(context.differ)
+            index, offset, record = context.differ[0]
+            result.notes.append(
+                f"{len(context.differ)} of the {context.checked} flow record(s) from "
+                f"{run.path} decode otherwise from the export alone than in the run (first: "
+                f"record {record} of the datagram at byte {offset} of {names[index]}): what "
+                "they need (templates, options data) was not found before them")
+        if missing:
+            result.notes.append(
+                f"{len(missing)} capture(s) {run.path} read are no longer found "
+                f"({', '.join(missing)}): templates or options data they carried are not in "
+                "the export, which may not decode on its own")
+    return found
 
 
 def _input_rank(run: Run, source_file: str) -> int:

@@ -491,12 +491,13 @@ def test_v9_nonzero_alignment_padding_is_said_but_loses_nothing() -> None:
 def test_a_zero_padded_datagram_carries_no_template() -> None:
     """recombine --export-pcap adds the datagrams that carry templates: a padded data
     datagram's zeros read as FlowSet id 0, v9's template id, and every one was added."""
-    from obserae_forensics.readers.exports import carries_templates
+    from obserae_forensics.readers.exports import export_sets
 
-    padded = packet(data(256, flow(1, 2, 3, 4, 6, 1, 60))) + bytes(64)
-    assert not carries_templates(padded)
-    assert carries_templates(packet(data(256, flow(1, 2, 3, 4, 6, 1, 60)),
-                                    template(256, FLOW_FIELDS)) + bytes(64))
+    padded = export_sets(packet(data(256, flow(1, 2, 3, 4, 6, 1, 60))) + bytes(64))
+    assert padded is not None and not padded.templates and padded.data == {256}
+    both = export_sets(packet(data(256, flow(1, 2, 3, 4, 6, 1, 60)),
+                              template(256, FLOW_FIELDS)) + bytes(64))
+    assert both is not None and both.templates == {256} and both.domain == SOURCE_ID
 
 
 def test_v9_cisco_nsel_event_time_ends_a_teardown() -> None:

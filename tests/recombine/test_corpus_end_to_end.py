@@ -77,3 +77,53 @@ def test_three_slices_recombine_to_one_run_over_the_capture(tmp_path: Path,
     # the slices cut is the end of input: sessions still open there, settled by the next run
     assert three.report["counts"]["state_inferred"] > 1000
     assert rows(three.conversations, WHOLE) == rows(one.conversations, WHOLE)
+
+
+@pytest.mark.parametrize("name", ["pm_v9_test", "sf_v10_varsvc"])
+def test_an_export_from_a_rotated_capture_decodes_alone(tmp_path: Path, corpus: Path,
+                                                         name: str) -> None:
+    """pmacct and softflowd send their templates and options in their first datagram only:
+    a capture rotated after it (editcap -c 1: a file per datagram, as `tcpdump -C` cuts)
+    and sessionized as one run gave exports of the later files' conversations that did not
+    decode on their own (their templates were in the first file)."""
+    import pyarrow.parquet as pq
+
+    from obserae_forensics.recombine import export_pcap
+
+    editcap = need_tool("editcap")
+    slices = tmp_path / "slices"
+    slices.mkdir()
+    subprocess.run([editcap, "-c", "1", str(corpus / "exports" / f"{name}.pcap"),
+                    str(slices / "part.pcap")], check=True, capture_output=True)
+    parts = sorted(slices.iterdir())
+    assert len(parts) >= 3
+    run = sessionize(parts, tmp_path / "run")
+    flows = pq.read_table(run / "flows.parquet").to_pylist()
+    later = sorted({row["session_id"] for row in flows if row["source_file"] != str(parts[0])})
+    assert later
+    for number, session_id in enumerate(later):
+        exported = export_pcap([run], [session_id], tmp_path / f"e{number}.pcap")
+        count = sum(row["session_id"] == session_id for row in flows)
+        assert (exported.checked_records, exported.differing_records) == (count, 0)
+        assert exported.template_datagrams >= 1
+
+
+def test_akvorados_data_capture_exports_with_its_later_template(tmp_path: Path,
+                                                                corpus: Path) -> None:
+    """akvorado's `data` capture holds data sets whose template is in its `template`
+    capture, sent later: as one run the data are read when the template comes, and an
+    export of one of their conversations holds the template datagram after the data."""
+    import pyarrow.parquet as pq
+
+    from obserae_forensics.recombine import export_pcap
+
+    public = corpus / "netflow_public"
+    run = sessionize([public / "akvorado_template.pcap", public / "akvorado_data.pcap"],
+                     tmp_path / "run")
+    sessions = pq.read_table(run / "sessions.parquet").column("session_id").to_pylist()
+    assert len(sessions) == 4  # the 4 records tshark decodes from the data capture
+    exported = export_pcap([run], sessions[:1], tmp_path / "one.pcap")
+    assert (exported.datagrams, exported.template_datagrams) == (2, 1)
+    assert (exported.checked_records, exported.differing_records) == (1, 0)
+    again = sessionize([tmp_path / "one.pcap"], tmp_path / "again")
+    assert pq.read_table(again / "flows.parquet").num_rows == 4

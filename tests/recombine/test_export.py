@@ -374,7 +374,7 @@ def test_the_template_datagram_of_an_export_is_its_transport_sessions(tmp_path: 
     from scapy.layers.inet import IP, UDP
     from scapy.layers.l2 import Ether
 
-    from obserae_forensics.recombine.export import _template_datagrams
+    from obserae_forensics.recombine.context import template_context
     from tests.readers.test_ipfix import data, message, template
     from tests.readers.test_pcap import pcap_bytes
 
@@ -390,4 +390,5 @@ def test_the_template_datagram_of_an_export_is_its_transport_sessions(tmp_path: 
     path = tmp_path / "two.pcap"
     path.write_bytes(pcap_bytes(frames))
     offsets = [24 + sum(16 + len(f) for _, f in frames[:i]) for i in range(len(frames))]
-    assert _template_datagrams(path, {offsets[2], offsets[3]}) == {offsets[0], offsets[1]}
+    assert template_context([path], {0: {offsets[2], offsets[3]}}).datagrams == {
+        0: {offsets[0], offsets[1]}}

@@ -1,0 +1,264 @@
+"""The datagrams an export of v9/IPFIX datagrams needs beside its own to decode again.
+
+A data set is read with the template its exporter defined last (RFC 7011 §8: of its
+transport session; the decoder falls back to the exporter's latest from another port, see
+readers/exports.py), and a record's sampling rate, or its times, may come from options
+data sent long before it. `recombine --export-pcap` writes a conversation's datagrams;
+without the datagrams that defined their templates and carried the options data in force,
+the file does not decode on its own, or decodes to other values.
+
+The surprising thing: a run's decoder keeps templates and options across its capture
+files, and evidence is rotated (`tcpdump -G/-C`, a collector's files by the minute), so
+what an export needs often lies in an earlier file of the run; and a data set that came
+before its template (the capture began between the two: akvorado's `data` and `template`
+captures) was read when the template came, in a later datagram, maybe a later file.
+
+How far back: a pass over the run's captures, from the first one holding a wanted
+datagram, takes for each wanted datagram the latest definition of each template its data
+sets use (its transport session's, else its exporter's from any port) and the latest
+options data of each options template of its exporter, with that data's own template. The
+pass starts again further back (one file, then two, four ...; at worst from the run's
+first file) while it is not enough: a template a wanted data set uses was defined nowhere
+before it in the pass, or one its exporter's data sets use anywhere in the pass was never
+defined in it (an options template sent once, at the exporter's start), or an options
+template's data came only before the pass; and, when the records the run read are given,
+while the wanted datagrams, decoded alone with what the pass chose, do not give those
+records (an options record the pass could not see). A wanted data set whose template had
+not come before it is given the datagram that defines it next, as the decoder's held data
+were.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from ..readers import settled
+from ..readers.datagrams import Datagram
+from ..readers.exports import ExportDecoder, export_sets
+from ..readers.pcap import iter_datagrams
+from ..report import RunReport
+
+Stream = tuple[str, int, int]  # exporter, version (9, 10), source ID / observation domain
+Place = tuple[int, int]  # (index of the file among the run's captures, datagram offset)
+RecordKey = tuple[int, int, int]  # (file index, datagram offset, record_index)
+# what a record must decode to again from the export alone (addresses follow the template
+# that gives these; the flows table holds them as text, the decoder as bytes)
+COMPARED = ("first_seen", "last_seen", "protocol", "src_port", "dst_port", "packets",
+            "octets", "reverse_packets", "reverse_octets", "sampling_rate")
+Reading = Callable[[Path], Iterator[list[Datagram]]]
+
+
+@dataclass
+class Context:
+    """What an export of the wanted datagrams needs beside them, and how it decodes."""
+
+    datagrams: dict[int, set[int]]  # file index -> offsets of the datagrams to add
+    checked: int = 0  # wanted records compared with what the run read
+    differ: list[RecordKey] = field(default_factory=list)  # decoded otherwise, or not at all
+
+
+def record_values(table: pa.Table | pa.RecordBatch, index_of: Callable[[str], int | None]
+                  ) -> dict[RecordKey, tuple[Any, ...]]:
+    """The COMPARED values of each record of a flow table, by (file index, offset,
+    record_index); `index_of` gives a source_file's index (None: not a capture of the run)."""
+    columns = [table.column(name) for name in ("source_file", "source_offset",
+                                                "record_index")]
+    values = []
+    for name in COMPARED:
+        column = table.column(name)
+        if pa.types.is_timestamp(column.type):
+            column = column.cast(pa.int64())
+        values.append(column.to_pylist())
+    out: dict[RecordKey, tuple[Any, ...]] = {}
+    indexes: dict[str, int | None] = {}
+    for row, (name, offset, record) in enumerate(zip(*(c.to_pylist() for c in columns),
+                                                     strict=True)):
+        if name not in indexes:
+            indexes[name] = index_of(name)
+        index = indexes[name]
+        if index is not None:
+            out[index, offset, record] = tuple(column[row] for column in values)
+    return out
+
+
+@dataclass
+class _Pass:
+    """What one pass over the run's captures, from one of them on, has seen."""
+
+    start: int
+    needed: set[Place] = field(default_factory=set)
+    own: dict[tuple[Stream, int, int], Place] = field(default_factory=dict)  # + port, id
+    latest: dict[tuple[Stream, int], Place] = field(default_factory=dict)  # any port
+    options: dict[Stream, set[int]] = field(default_factory=dict)  # options template ids
+    # the latest options data of (stream, options template id), and its template's datagram
+    option_data: dict[tuple[Stream, int], tuple[Place, Place | None]] = field(
+        default_factory=dict)
+    waiting: set[tuple[Stream, int, int]] = field(default_factory=set)  # wanted, undefined
+    undefined: set[tuple[Stream, int]] = field(default_factory=set)  # used, defined nowhere
+    wanted_streams: set[Stream] = field(default_factory=set)
+    seen: set[Place] = field(default_factory=set)  # the wanted datagrams found
+    kept: dict[Place, Datagram] = field(default_factory=dict)  # those that may be needed
+    complete: bool = True  # False: an earlier file may hold what this pass did not see
+
+    def template(self, stream: Stream, port: int, template_id: int) -> Place | None:
+        return self.own.get((stream, port, template_id), self.latest.get((stream, template_id)))
+
+    def want(self, stream: Stream, port: int, data: frozenset[int], defined: frozenset[int]
+             ) -> None:
+        """A wanted datagram: the templates of its data sets (not those it brings itself)
+        and the latest options data of its exporter, with that data's template."""
+        self.wanted_streams.add(stream)
+        for template_id in data - defined:
+            place = self.template(stream, port, template_id)
+            if place is None:
+                self.waiting.add((stream, port, template_id))
+                self.complete = False
+            else:
+                self.needed.add(place)
+        for template_id in self.options.get(stream, ()):
+            found = self.option_data.get((stream, template_id))
+            if found is None:
+                self.complete = False  # its options data came before the pass began
+                continue
+            self.needed.update(place for place in found if place is not None)
+
+    def see(self, stream: Stream, port: int, place: Place, defined: frozenset[int],
+            options: frozenset[int], data: frozenset[int]) -> bool:
+        """Any datagram, after what it is wanted for: the templates it defines, the options
+        data it carries. Whether it may be needed later."""
+        for template_id in defined:
+            self.own[stream, port, template_id] = self.latest[stream, template_id] = place
+            self.undefined.discard((stream, template_id))
+        # held data sets are read at the datagram that defines their template (another
+        # port's too: the decoder's fallback)
+        for key in [key for key in self.waiting if key[0] == stream and key[2] in defined]:
+            self.waiting.discard(key)
+            self.needed.add(place)
+        if options:
+            self.options.setdefault(stream, set()).update(options)
+        known = self.options.get(stream, set())
+        carries = False
+        for template_id in data:
+            if template_id in known:
+                carries = True
+                self.option_data[stream, template_id] = (
+                    place, None if template_id in defined
+                    else self.template(stream, port, template_id))
+            elif template_id not in defined and self.template(
+                    stream, port, template_id) is None:
+                self.undefined.add((stream, template_id))
+        return bool(defined) or carries
+
+    def keep(self, place: Place, datagram: Datagram) -> None:
+        """Keep a datagram the export may need; forget those nothing refers to any more
+        once they outnumber the rest (an exporter that sends templates in every datagram)."""
+        self.kept[place] = datagram
+        if len(self.kept) > 4096 and len(self.kept) > 4 * (len(self.own) + len(self.latest)
+                                                          + 2 * len(self.option_data)
+                                                          + len(self.needed) + len(self.seen)):
+            live = {*self.own.values(), *self.latest.values(), *self.needed, *self.seen}
+            live.update(place for pair in self.option_data.values() for place in pair
+                        if place is not None)
+            self.kept = {place: kept for place, kept in self.kept.items() if place in live}
+
+
+def template_context(files: Sequence[Path | None], wanted: dict[int, set[int]],
+                     expected: dict[RecordKey, tuple[Any, ...]] | None = None,
+                     reading: Reading | None = None) -> Context:
+    """The datagrams, by file index, that the `wanted` ones (file index among the run's
+    captures `files`, in the order the run read them -> datagram offsets) need beside them
+    (the module's docstring says how far back it looks). `expected`: the records the run
+    read from the wanted datagrams (record_values); those that the export would decode
+    otherwise are listed in `differ`. A file that is None (no longer found) is passed over;
+    messages over TCP or SCTP are neither wanted nor added (they have no datagram)."""
+    if not wanted:
+        return Context({})
+    start, step = min(wanted), 1
+    while True:
+        state = _pass(files, wanted, start, reading or _datagrams)
+        differ: list[RecordKey] = []
+        checked = 0
+        if expected is not None and (state.complete or start == 0):
+            checked, differ = _check(state, expected)
+        if start == 0 or (state.complete and not differ):
+            break
+        start, step = max(0, start - step), step * 2
+    found: dict[int, set[int]] = {}
+    for index, offset in state.needed:
+        if offset not in wanted.get(index, ()):
+            found.setdefault(index, set()).add(offset)
+    return Context(found, checked, differ)
+
+
+def _datagrams(path: Path) -> Iterator[list[Datagram]]:
+    return iter_datagrams(path, RunReport())
+
+
+def _pass(files: Sequence[Path | None], wanted: dict[int, set[int]], start: int,
+          reading: Reading) -> _Pass:
+    state = _Pass(start)
+    last_file = max(wanted)
+    last_offset = max(wanted[last_file])
+    for index in range(start, len(files)):
+        path = files[index]
+        if index > last_file and not state.waiting:
+            break
+        if path is None:
+            continue
+        if not _read(state, index, reading(path), wanted.get(index, set()),
+                     (last_file, last_offset)):
+            break
+    # from the run's first file there is nothing further back to look in: what is still
+    # undefined never came (no_template, as the run counted it)
+    state.complete = start == 0 or (state.complete and not any(
+        stream in state.wanted_streams for stream, _ in state.undefined))
+    return state
+
+
+def _read(state: _Pass, index: int, chunks: Iterable[list[Datagram]], mine: set[int],
+          last: Place) -> bool:
+    """One file of a pass; False once the pass is over (past the last wanted datagram,
+    nothing waiting for a template, or a pass that began too late, done again anyway)."""
+    for chunk in chunks:
+        for datagram in chunk:
+            place = (index, datagram.offset)
+            if place > last and (not state.waiting or state.start > 0):
+                return False
+            sets = None if datagram.connection else export_sets(datagram.payload)
+            if sets is None:
+                continue
+            stream = (datagram.exporter, sets.version, sets.domain)
+            port = datagram.transport
+            defined = sets.templates | sets.options
+            if datagram.offset in mine:
+                state.want(stream, port, sets.data, defined)
+                state.seen.add(place)
+                state.keep(place, datagram)
+            if state.see(stream, port, place, defined, sets.options, sets.data):
+                state.keep(place, datagram)
+    return True
+
+
+def _check(state: _Pass, expected: dict[RecordKey, tuple[Any, ...]]
+           ) -> tuple[int, list[RecordKey]]:
+    """Decode the wanted datagrams and what the pass chose, alone, in capture order; the
+    expected records of the wanted datagrams found that come out otherwise, or not at all."""
+    chosen = sorted(state.needed | state.seen)
+    report = RunReport()
+    decoder = ExportDecoder(report)
+    batches: list[pa.RecordBatch] = []
+    for index in sorted({place[0] for place in chosen}):  # the decoder takes a file at a time
+        # the file's index stands for its name, so that records say which file they came from
+        batches += decoder.feed([state.kept[place]._replace(source=str(index))
+                                 for place in chosen if place[0] == index and place in state.kept])
+    batches += decoder.finish()
+    decoded: dict[RecordKey, tuple[Any, ...]] = {}
+    for batch in batches:
+        decoded.update(record_values(settled(batch, report), int))
+    keys = sorted(key for key in expected if key[:2] in state.seen)
+    return len(keys), [key for key in keys if decoded.get(key) != expected[key]]
