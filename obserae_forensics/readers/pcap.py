@@ -408,27 +408,33 @@ def _packet_block(
 
 @dataclass
 class Transports:
-    """The readers of IPFIX over connection transports, where a message can span frames
-    and files: TCP connections and SCTP associations, of a run (new_transports()) or of
-    one capture file."""
+    """What can span frames and files: IP fragments, TCP connections and SCTP associations,
+    of a run (new_transports()) or of one capture file. `tcpdump -C` cuts a file between
+    two fragments of one datagram as readily as between any two frames (an 8 KB datagram
+    is six frames at a 1,500-byte MTU)."""
 
     tcp: TcpStreams
     sctp: SctpAssociations
+    report: RunReport
+    ip: _Reassembly = field(default_factory=lambda: _Reassembly())
     last: Place = field(default_factory=lambda: Place(0, 0, 0))  # the last file's last frame
 
     def finish(self) -> list[Datagram]:
         """End of the run: what only it completes, named at its last frame, and what it
-        cut counted (TcpStreams, SctpAssociations)."""
+        cut counted (fragments never completed, in the file of the first; TcpStreams,
+        SctpAssociations)."""
+        self.ip.flush(self.report)
         out = self.tcp.finish(self.last)
         self.sctp.finish()
         return out
 
 
 def new_transports(report: RunReport) -> Transports:
-    """The TCP connections and SCTP associations of a run, which go on from one of its
-    capture files into the next (iter_datagrams' `transports`; finish() at the run's end)."""
+    """The IP fragments, TCP connections and SCTP associations of a run, which go on from
+    one of its capture files into the next (iter_datagrams' `transports`; finish() at the
+    run's end)."""
     return Transports(TcpStreams("", report, _address_text),
-                      SctpAssociations("", report, _address_text))
+                      SctpAssociations("", report, _address_text), report)
 
 
 @dataclass
@@ -437,6 +443,7 @@ class _FragmentSet:
 
     first_frame: int
     first_offset: int
+    source: str  # the file of the first fragment seen
     parts: dict[int, bytes] = field(default_factory=dict)  # byte offset -> payload
     total: int | None = None  # known once the last fragment (MF = 0) arrived
 
@@ -479,8 +486,8 @@ class _Reassembly:
         if entry is None:
             if len(self.pending) >= MAX_PENDING_FRAGMENT_SETS:
                 _old_key, old = self.pending.popitem(last=False)
-                self._drop(old, source, report)
-            entry = self.pending[key] = _FragmentSet(frame.number, frame.offset)
+                self._drop(old, report)
+            entry = self.pending[key] = _FragmentSet(frame.number, frame.offset, source)
         for start, part in entry.parts.items():
             low, high = max(start, offset), min(start + len(part), offset + len(data))
             if low < high and part[low - start:high - start] != data[low - offset:high - offset]:
@@ -524,15 +531,15 @@ class _Reassembly:
             _key, dropped = self.recent.popitem(last=False)
             self.recent_bytes -= len(dropped)
 
-    def _drop(self, entry: _FragmentSet, source: str, report: RunReport) -> None:
-        report.skip(MalformedInput("IP fragments never completed a datagram", source=source,
-                                   offset=entry.first_offset, frame=entry.first_frame,
-                                   reason="incomplete_fragments"),
+    def _drop(self, entry: _FragmentSet, report: RunReport) -> None:
+        report.skip(MalformedInput("IP fragments never completed a datagram",
+                                   source=entry.source, offset=entry.first_offset,
+                                   frame=entry.first_frame, reason="incomplete_fragments"),
                     nbytes=sum(len(p) for p in entry.parts.values()))
 
-    def flush(self, source: str, report: RunReport) -> None:
+    def flush(self, report: RunReport) -> None:
         for entry in self.pending.values():
-            self._drop(entry, source, report)
+            self._drop(entry, report)
         self.pending.clear()
 
 
@@ -543,15 +550,15 @@ def iter_datagrams(
     """Yield the UDP datagrams of a capture, in frame order, in lists of up to `chunk_size`.
 
     `indexed=False` turns off the numba fast path for PCAP files (tests compare the two).
-    `transports`: the run's TCP connections and SCTP associations, which go on across its
-    files (new_transports(); the caller finishes them after the last file); this file's
-    own when not given, finished at its end.
+    `transports`: the run's IP fragments, TCP connections and SCTP associations, which go
+    on across its files (new_transports(); the caller finishes them after the last file);
+    this file's own when not given, finished at its end.
     """
     source = str(path)
-    reassembly = _Reassembly()
     own = transports is None
     streams = new_transports(report) if transports is None else transports
     streams.tcp.source = streams.sctp.source = source
+    reassembly = streams.ip
     chunk: list[Datagram] = []
     exporter_texts: dict[bytes, str] = {}
     item: Frame | Datagram | None = None
@@ -576,8 +583,8 @@ def iter_datagrams(
             if len(chunk) >= chunk_size:
                 yield chunk
                 chunk = []
-    reassembly.flush(source, report)
-    # what only the end of the file (or of the run) gives is named at the file's last frame
+    # what only the end of the file (or of the run) gives is named at the file's last frame;
+    # fragments still incomplete wait for the next file (Transports.finish: the run's end)
     streams.last = (Place(0, 0, 0) if item is None else
                     Place(item.number, item.offset, item.ts_ns // 1_000)
                     if isinstance(item, Frame) else
@@ -939,6 +946,13 @@ def _ipv6_chain(
 
 def fragment_key(frame: Frame) -> tuple[object, ...] | None:
     """The reassembly key of an IPv4/IPv6 fragment (the same key reassembly uses), else None."""
+    found = fragment_of(frame)
+    return None if found is None else found[0]
+
+
+def fragment_of(frame: Frame) -> tuple[tuple[object, ...], int, bool, int] | None:
+    """(reassembly key, byte offset, more fragments, payload length) of an IPv4/IPv6
+    fragment, else None."""
     located = _network_layer(frame, "", RunReport())
     if located is None:
         return None
@@ -946,13 +960,52 @@ def fragment_key(frame: Frame) -> tuple[object, ...] | None:
     data = frame.data
     if version == 4 and len(data) >= at + 20:
         flags_offset = _u16be.unpack_from(data, at + 6)[0]
-        return _ipv4_key(data, at) if flags_offset & 0x3FFF else None
+        if not flags_offset & 0x3FFF:
+            return None
+        header = (data[at] & 0x0F) * 4
+        length = _u16be.unpack_from(data, at + 2)[0] - header
+        return (_ipv4_key(data, at), (flags_offset & 0x1FFF) * 8, bool(flags_offset & 0x2000),
+                length)
     if version == 6 and len(data) >= at + 40:
         walked = _ipv6_chain(data, at, len(data))
         if not isinstance(walked, str) and walked[2] is not None and (
                 walked[2][0] or walked[2][1]):
-            return _ipv6_key(data, at, walked[2][2])
+            length = _u16be.unpack_from(data, at + 4)[0] + at + 40 - walked[1]
+            return _ipv6_key(data, at, walked[2][2]), walked[2][0], walked[2][1], length
     return None
+
+
+def tail_fragments(path: Path, keys: set[tuple[object, ...]]) -> dict[tuple[object, ...],
+                                                                       list[Frame]]:
+    """The fragments of the datagrams `keys` name that a capture ends before completing:
+    a rotation's cut between fragments (their datagram completed in the next file, whose
+    provenance names its last fragment there). Fragments of a datagram the file completes
+    (identifications are reused) are not among them."""
+    held: dict[tuple[object, ...], list[tuple[Frame, int, bool, int]]] = {}
+    for frame in iter_frames(path, RunReport()):
+        found = fragment_of(frame)
+        if found is None or found[0] not in keys:
+            continue
+        key, offset, more, length = found
+        pieces = held.setdefault(key, [])
+        pieces.append((frame, offset, more, length))
+        if covers([piece[1:] for piece in pieces]):
+            del held[key]
+    return {key: [piece[0] for piece in pieces] for key, pieces in held.items()}
+
+
+def covers(spans: list[tuple[int, bool, int]]) -> bool:
+    """Whether fragments (byte offset, more fragments, length) hold every byte of their
+    datagram."""
+    ends = [offset + length for offset, more, length in spans if not more]
+    if not ends:
+        return False
+    covered = 0
+    for offset, _, length in sorted(spans):
+        if offset > covered:
+            return False
+        covered = max(covered, offset + length)
+    return covered >= ends[0]
 
 
 def over_connection(frame: Frame) -> bool:
