@@ -40,7 +40,7 @@ import pyarrow as pa
 from ..readers import settled
 from ..readers.datagrams import Datagram
 from ..readers.exports import ExportDecoder, export_sets
-from ..readers.pcap import iter_datagrams
+from ..readers.pcap import Transports, iter_datagrams, new_transports
 from ..report import RunReport
 
 Stream = tuple[str, int, int]  # exporter, version (9, 10), source ID / observation domain
@@ -50,24 +50,19 @@ RecordKey = tuple[int, int, int]  # (file index, datagram offset, record_index)
 # that gives these; the flows table holds them as text, the decoder as bytes)
 COMPARED = ("first_seen", "last_seen", "protocol", "src_port", "dst_port", "packets",
             "octets", "reverse_packets", "reverse_octets", "sampling_rate")
-Reading = Callable[[Path], Iterator[list[Datagram]]]
+# a capture's datagrams, read with the pass's IP fragments and TCP/SCTP streams, which go on
+# from one file into the next as in the run
+Reading = Callable[[Path, Transports], Iterator[list[Datagram]]]
 
 
-@dataclass
-class Context:
-    """What an export of the wanted datagrams needs beside them, and how it decodes."""
-
-    datagrams: dict[int, set[int]]  # file index -> offsets of the datagrams to add
-    checked: int = 0  # wanted records compared with what the run read
-    differ: list[RecordKey] = field(default_factory=list)  # decoded otherwise, or not at all
-
-
-def record_values(table: pa.Table | pa.RecordBatch, index_of: Callable[[str], int | None]
+def record_values(table: pa.Table | pa.RecordBatch,
+                  place_of: Callable[[str, int], Place | None]
                   ) -> dict[RecordKey, tuple[Any, ...]]:
     """The COMPARED values of each record of a flow table, by (file index, offset,
-    record_index); `index_of` gives a source_file's index (None: not a capture of the run)."""
-    columns = [table.column(name) for name in ("source_file", "source_offset",
-                                                "record_index")]
+    record_index); `place_of` gives the (file index, offset) of a (source_file,
+    source_offset) (None: not a datagram of the run's captures)."""
+    columns = [table.column(name).to_pylist() for name in ("source_file", "source_offset",
+                                                            "record_index")]
     values = []
     for name in COMPARED:
         column = table.column(name)
@@ -75,14 +70,10 @@ def record_values(table: pa.Table | pa.RecordBatch, index_of: Callable[[str], in
             column = column.cast(pa.int64())
         values.append(column.to_pylist())
     out: dict[RecordKey, tuple[Any, ...]] = {}
-    indexes: dict[str, int | None] = {}
-    for row, (name, offset, record) in enumerate(zip(*(c.to_pylist() for c in columns),
-                                                     strict=True)):
-        if name not in indexes:
-            indexes[name] = index_of(name)
-        index = indexes[name]
-        if index is not None:
-            out[index, offset, record] = tuple(column[row] for column in values)
+    for row, (name, offset, record) in enumerate(zip(*columns, strict=True)):
+        place = place_of(name, offset)
+        if place is not None:
+            out[(*place, record)] = tuple(column[row] for column in values)
     return out
 
 
@@ -102,6 +93,7 @@ class _Pass:
     undefined: set[tuple[Stream, int]] = field(default_factory=set)  # used, defined nowhere
     wanted_streams: set[Stream] = field(default_factory=set)
     seen: set[Place] = field(default_factory=set)  # the wanted datagrams found
+    passed: set[Place] = field(default_factory=set)  # wanted messages over TCP or SCTP
     kept: dict[Place, Datagram] = field(default_factory=dict)  # those that may be needed
     complete: bool = True  # False: an earlier file may hold what this pass did not see
 
@@ -169,39 +161,36 @@ class _Pass:
 
 def template_context(files: Sequence[Path | None], wanted: dict[int, set[int]],
                      expected: dict[RecordKey, tuple[Any, ...]] | None = None,
-                     reading: Reading | None = None) -> Context:
+                     reading: Reading | None = None) -> dict[int, set[int]]:
     """The datagrams, by file index, that the `wanted` ones (file index among the run's
     captures `files`, in the order the run read them -> datagram offsets) need beside them
     (the module's docstring says how far back it looks). `expected`: the records the run
-    read from the wanted datagrams (record_values); those that the export would decode
-    otherwise are listed in `differ`. A file that is None (no longer found) is passed over;
+    read from the wanted datagrams (record_values), which the search goes back for until
+    the chosen datagrams give them. A file that is None (no longer found) is passed over;
     messages over TCP or SCTP are neither wanted nor added (they have no datagram)."""
     if not wanted:
-        return Context({})
+        return {}
     start, step = min(wanted), 1
     while True:
         state = _pass(files, wanted, start, reading or _datagrams)
-        differ: list[RecordKey] = []
-        checked = 0
-        if expected is not None and (state.complete or start == 0):
-            checked, differ = _check(state, expected)
-        if start == 0 or (state.complete and not differ):
+        if start == 0 or (state.complete and (expected is None or _agrees(state, expected))):
             break
         start, step = max(0, start - step), step * 2
     found: dict[int, set[int]] = {}
     for index, offset in state.needed:
         if offset not in wanted.get(index, ()):
             found.setdefault(index, set()).add(offset)
-    return Context(found, checked, differ)
+    return found
 
 
-def _datagrams(path: Path) -> Iterator[list[Datagram]]:
-    return iter_datagrams(path, RunReport())
+def _datagrams(path: Path, transports: Transports) -> Iterator[list[Datagram]]:
+    return iter_datagrams(path, transports.report, transports=transports)
 
 
 def _pass(files: Sequence[Path | None], wanted: dict[int, set[int]], start: int,
           reading: Reading) -> _Pass:
     state = _Pass(start)
+    transports = new_transports(RunReport())
     last_file = max(wanted)
     last_offset = max(wanted[last_file])
     for index in range(start, len(files)):
@@ -210,9 +199,14 @@ def _pass(files: Sequence[Path | None], wanted: dict[int, set[int]], start: int,
             break
         if path is None:
             continue
-        if not _read(state, index, reading(path), wanted.get(index, set()),
+        if not _read(state, index, reading(path, transports), wanted.get(index, set()),
                      (last_file, last_offset)):
             break
+    # a wanted datagram not found whole: its first fragments are in a file before the pass
+    found = state.seen | state.passed
+    if any((index, offset) not in found for index, offsets in wanted.items()
+           for offset in offsets):
+        state.complete = False
     # from the run's first file there is nothing further back to look in: what is still
     # undefined never came (no_template, as the run counted it)
     state.complete = start == 0 or (state.complete and not any(
@@ -229,7 +223,11 @@ def _read(state: _Pass, index: int, chunks: Iterable[list[Datagram]], mine: set[
             place = (index, datagram.offset)
             if place > last and (not state.waiting or state.start > 0):
                 return False
-            sets = None if datagram.connection else export_sets(datagram.payload)
+            if datagram.connection:
+                if datagram.offset in mine:
+                    state.passed.add(place)
+                continue
+            sets = export_sets(datagram.payload)
             if sets is None:
                 continue
             stream = (datagram.exporter, sets.version, sets.domain)
@@ -244,10 +242,9 @@ def _read(state: _Pass, index: int, chunks: Iterable[list[Datagram]], mine: set[
     return True
 
 
-def _check(state: _Pass, expected: dict[RecordKey, tuple[Any, ...]]
-           ) -> tuple[int, list[RecordKey]]:
-    """Decode the wanted datagrams and what the pass chose, alone, in capture order; the
-    expected records of the wanted datagrams found that come out otherwise, or not at all."""
+def _agrees(state: _Pass, expected: dict[RecordKey, tuple[Any, ...]]) -> bool:
+    """Decode the wanted datagrams and what the pass chose, alone, in capture order: do the
+    expected records of the wanted datagrams found come out as the run read them?"""
     chosen = sorted(state.needed | state.seen)
     report = RunReport()
     decoder = ExportDecoder(report)
@@ -259,6 +256,7 @@ def _check(state: _Pass, expected: dict[RecordKey, tuple[Any, ...]]
     batches += decoder.finish()
     decoded: dict[RecordKey, tuple[Any, ...]] = {}
     for batch in batches:
-        decoded.update(record_values(settled(batch, report), int))
-    keys = sorted(key for key in expected if key[:2] in state.seen)
-    return len(keys), [key for key in keys if decoded.get(key) != expected[key]]
+        decoded.update(record_values(settled(batch, report),
+                                     lambda name, offset: (int(name), offset)))
+    return all(decoded.get(key) == values for key, values in expected.items()
+               if key[:2] in state.seen)

@@ -27,9 +27,19 @@ import pyarrow.csv as pacsv
 
 from ..addresses import address_matrix, address_texts
 from ..errors import InputError, MalformedInput, UsageError
-from ..readers import input_format
+from ..readers import input_format, settled
+from ..readers.exports import ExportDecoder
 from ..readers.packed import packing_of_path, unpacked_head
-from ..readers.pcap import Frame, over_connection, read_datagram_frames
+from ..readers.pcap import (
+    Frame,
+    covers,
+    fragment_of,
+    iter_datagrams,
+    iter_frames,
+    over_connection,
+    read_datagram_frames,
+    tail_fragments,
+)
 from ..report import RunReport
 from ..schema import FLOW_ADDRESS_COLUMNS, TIMESTAMP
 from ..tables.evidence import check_output_file, run_files
@@ -288,13 +298,19 @@ def export_pcap(source: RecombineResult | Sequence[Path], ids: Sequence[str], pa
         records.setdefault((key, int(offsets[row])), []).append(row)
 
     frames: list[Frame] = []
-    contexts = _contexts(runs, wanted, resolved, table, result) if with_templates else {}
+    # per frame written, the (run, capture, offset) of the datagram it ends, else None
+    origins: list[tuple[int, str, int] | None] = []
+    written: list[int] = []  # the rows of the conversations' records in written datagrams
+    captures = _captures(runs, wanted, resolved)
+    contexts = (_contexts(runs, wanted, captures, resolved, table, result) if with_templates
+                else {})
     for key in sorted(set(wanted) | set(contexts),
                       key=lambda k: (k[0], _input_rank(runs[k[0]], k[1]), k[1])):
         offsets_wanted = wanted.get(key, {})
         context = contexts.get(key, set())
         result.template_datagrams += len(context)
         found = read_datagram_frames(resolved[key], set(offsets_wanted) | context)
+        _cut_fragments(found, key, runs[key[0]], captures[key[0]])
         in_file: list[tuple[int, list[Frame]]] = [
             (offset, found[offset]) for offset in context
             if offset in found and not over_connection(found[offset][-1])]
@@ -322,8 +338,10 @@ def export_pcap(source: RecombineResult | Sequence[Path], ids: Sequence[str], pa
                 continue
             in_file.append((offset, carried))  # earlier IP fragments come first
             result.records += len(records[key, offset])
-        for _, carried in sorted(in_file, key=lambda entry: entry[0]):  # capture order
+            written += records[key, offset]
+        for offset, carried in sorted(in_file, key=lambda entry: entry[0]):  # capture order
             frames.extend(carried)
+            origins += [None] * (len(carried) - 1) + [(key[0], key[1], offset)]
     if nfcapd_rows or tcp_rows:
         result.nfcapd_records = len(nfcapd_rows)
         result.tcp_records = len(tcp_rows)
@@ -369,19 +387,57 @@ def export_pcap(source: RecombineResult | Sequence[Path], ids: Sequence[str], pa
             f"{path} is pcapng with one interface per link type")
     result.path = path
     result.datagrams = len(frames)
+    if with_templates:
+        _check_export(result, origins, table.take(pa.array(written, pa.int64())))
     return result
 
 
-def _contexts(runs: dict[int, Run], wanted: dict[tuple[int, str], dict[int, int]],
-              resolved: dict[tuple[int, str], Path], table: pa.Table, result: PcapExport
-              ) -> dict[tuple[int, str], set[int]]:
-    """The datagrams, by (run, capture), that define the templates of the wanted ones and
-    carry the options data in force (context.template_context), over each run's captures in
-    the order it read them: a rotated capture's templates are in an earlier file. Each
-    capture they come from is checked unchanged, as the wanted ones are; records that would
-    decode otherwise from the export alone are counted and named in a note."""
-    found: dict[tuple[int, str], set[int]] = {}
-    run_index = table.column("run_index").to_numpy()
+def _check_export(result: PcapExport, origins: list[tuple[int, str, int] | None],
+                  rows: pa.Table) -> None:
+    """Decode the written capture alone, as `sessionize` would, and compare each of the
+    conversations' records it carries with the run's (context.COMPARED): the figure the
+    command gives, and a note naming the first that came out otherwise, or not at all."""
+    assert result.path is not None
+    numbers = {(run, name): number for number, (run, name) in enumerate(
+        sorted({origin[:2] for origin in origins if origin is not None}))}
+    place_of: dict[int, tuple[int, int]] = {}  # export offset -> (capture number, offset)
+    for frame, origin in zip(iter_frames(result.path, RunReport()), origins, strict=True):
+        if origin is not None:
+            place_of[frame.offset] = (numbers[origin[:2]], origin[2])
+    run_index = rows.column("run_index").to_numpy()
+    expected: dict[tuple[int, int, int], tuple[object, ...]] = {}
+    for run_number in sorted(set(run_index.tolist())):
+        expected.update(record_values(
+            rows.filter(pa.array(run_index == run_number)),
+            lambda name, offset, run=run_number: None if (run, name) not in numbers
+            else (numbers[run, name], offset)))
+    report = RunReport()
+    decoder = ExportDecoder(report)
+    decoded: dict[tuple[int, int, int], tuple[object, ...]] = {}
+    for batch in [*(batch for chunk in iter_datagrams(result.path, report)
+                    for batch in decoder.feed(chunk)), *decoder.finish()]:
+        decoded.update(record_values(settled(batch, report),
+                                     lambda _name, offset: place_of.get(offset)))
+    differ = sorted(key for key, values in expected.items() if decoded.get(key) != values)
+    result.checked_records = len(expected)
+    result.differing_records = len(differ)
+    if differ:
+        names = {number: name for name, number in numbers.items()}
+        number, offset, record = differ[0]
+        run, name = names[number]
+        result.notes.append(
+            f"{len(differ)} of the {len(expected)} flow record(s) written decode otherwise "
+            f"from {result.path} alone than in run {run} (first: record {record} of the "
+            f"datagram at byte {offset} of {name}): what they need (templates, options "
+            "data, IP fragments) was not found")
+
+
+def _captures(runs: dict[int, Run], wanted: dict[tuple[int, str], dict[int, int]],
+               resolved: dict[tuple[int, str], Path]
+               ) -> dict[int, tuple[list[str], list[Path | None]]]:
+    """Per run holding wanted datagrams: its captures (PCAP, PCAPNG) in the order it read
+    them (the manifest's), and where each is now (None: no longer found)."""
+    out: dict[int, tuple[list[str], list[Path | None]]] = {}
     for run_number in sorted({number for number, _ in wanted}):
         run = runs[run_number]
         names = [str(entry.get("path")) for entry in run.inputs
@@ -390,36 +446,67 @@ def _contexts(runs: dict[int, Run], wanted: dict[tuple[int, str], dict[int, int]
                          if number == run_number and name not in names},
                         key=lambda name: (_input_rank(run, name), name))
         files: list[Path | None] = []
-        missing: list[str] = []
         for name in names:
             key = (run_number, name)
             if key not in resolved:
                 try:
                     resolved[key] = _resolve(run, name)
                 except UsageError:
-                    missing.append(name)
                     files.append(None)
                     continue
             files.append(resolved[key])
+        out[run_number] = (names, files)
+    return out
+
+
+def _cut_fragments(found: dict[int, list[Frame]], key: tuple[int, str], run: Run,
+                   captures: tuple[list[str], list[Path | None]]) -> None:
+    """Give the datagrams whose first fragments a rotation left in the capture before
+    (the run reassembles across its files) those fragments, first: the export holds every
+    frame of each datagram."""
+    cut: dict[int, tuple[object, ...]] = {}  # datagram offset -> reassembly key
+    for offset, carried in found.items():
+        pieces = [fragment_of(frame) for frame in carried]
+        known = [piece for piece in pieces if piece is not None]
+        if known and len(known) == len(pieces) and not covers(
+                [(at, more, length) for _, at, more, length in known]):
+            cut[offset] = known[0][0]
+    names, files = captures
+    index = names.index(key[1]) if key[1] in names else 0
+    before = files[index - 1] if index > 0 else None
+    if not cut or before is None:
+        return
+    tails = tail_fragments(before, set(cut.values()))
+    if tails:
+        _check_unchanged(run, names[index - 1], before)
+    for offset, fragment_key in cut.items():
+        found[offset] = [*tails.get(fragment_key, []), *found[offset]]
+
+
+def _contexts(runs: dict[int, Run], wanted: dict[tuple[int, str], dict[int, int]],
+              captures: dict[int, tuple[list[str], list[Path | None]]],
+              resolved: dict[tuple[int, str], Path], table: pa.Table, result: PcapExport
+              ) -> dict[tuple[int, str], set[int]]:
+    """The datagrams, by (run, capture), that define the templates of the wanted ones and
+    carry the options data in force (context.template_context), over each run's captures in
+    the order it read them: a rotated capture's templates are in an earlier file. Each
+    capture they come from is checked unchanged, as the wanted ones are."""
+    found: dict[tuple[int, str], set[int]] = {}
+    run_index = table.column("run_index").to_numpy()
+    for run_number, (names, files) in captures.items():
+        run = runs[run_number]
+        missing = [name for name, path in zip(names, files, strict=True) if path is None]
         index_of = {name: index for index, name in enumerate(names)}
         mine = {index_of[name]: set(offsets) for (number, name), offsets in wanted.items()
                 if number == run_number}
         rows = table.filter(pa.array(run_index == run_number))
-        context = template_context(files, mine, record_values(rows, index_of.get))
-        for index, offsets in context.datagrams.items():
+        expected = record_values(rows, lambda name, offset, index_of=index_of: (
+            None if name not in index_of else (index_of[name], offset)))
+        for index, offsets in template_context(files, mine, expected).items():
             key = (run_number, names[index])
             if key not in wanted:
                 _check_unchanged(run, names[index], resolved[key])
             found[key] = offsets
-        result.checked_records += context.checked
-        if context.differ:
-            result.differing_records += len(context.differ)
-            index, offset, record = context.differ[0]
-            result.notes.append(
-                f"{len(context.differ)} of the {context.checked} flow record(s) from "
-                f"{run.path} decode otherwise from the export alone than in the run (first: "
-                f"record {record} of the datagram at byte {offset} of {names[index]}): what "
-                "they need (templates, options data) was not found before them")
         if missing:
             result.notes.append(
                 f"{len(missing)} capture(s) {run.path} read are no longer found "
