@@ -1,5 +1,5 @@
-"""Inputs compressed whole: gzip, bzip2, xz, zstd and LZ4 frames around a capture, an IPFIX
-file or an nfcapd file.
+"""Inputs compressed whole: gzip, bzip2, xz, zstd and LZ4 (frames, and the legacy format of
+`lz4 -l`) around a capture, an IPFIX file or an nfcapd file.
 
 Evidence often arrives compressed: `tcpdump -G ... -z gzip` compresses each capture it
 rotates, Wireshark saves `.pcapng.gz`, archives hold `.pcap.zst` or `.xz`. The readers walk
@@ -56,6 +56,12 @@ ZSTD_FEED_BYTES = 1 << 10
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 LZ4_MAGIC = b"\x04\x22\x4d\x18"
+# `lz4 -l`, the Linux kernel's and old tools' format: this magic, then blocks of a 4-byte
+# little-endian compressed size and the block, each at most 8 MiB decompressed, no checksum,
+# no end marker (the stream ends with its file, or at a size no block can have: a magic)
+LZ4_LEGACY_MAGIC = b"\x02\x21\x4c\x18"
+LZ4_LEGACY_BLOCK = 8 << 20
+LZ4_LEGACY_BOUND = LZ4_LEGACY_BLOCK + LZ4_LEGACY_BLOCK // 255 + 16  # LZ4_compressBound
 XZ_MAGIC = b"\xfd7zXZ\x00"
 GZIP_MAGIC = b"\x1f\x8b\x08"
 
@@ -98,13 +104,16 @@ def packing_of_path(path: Path) -> str:
 
 
 def packing_of(head: bytes) -> str:
-    """"gzip", "bzip2", "xz", "zstd" or "lz4" from a file's first bytes; "" if none."""
+    """"gzip", "bzip2", "xz", "zstd", "lz4" or "lz4-legacy" from a file's first bytes; ""
+    if none."""
     if head[:3] == GZIP_MAGIC:
         return "gzip"
     if head[:4] == ZSTD_MAGIC:
         return "zstd"
     if head[:4] == LZ4_MAGIC:
         return "lz4"
+    if head[:4] == LZ4_LEGACY_MAGIC:
+        return "lz4-legacy"
     if head[:6] == XZ_MAGIC:
         return "xz"
     if _is_bzip2(head):
@@ -123,7 +132,8 @@ class _Damage(Exception):
 
 
 class _Member:
-    """One member (gzip member, bzip2 stream, xz stream, zstd or LZ4 frame) being inflated,
+    """One member (gzip member, bzip2 stream, xz stream, zstd or LZ4 frame, LZ4 legacy
+    block) being inflated,
     behind one interface: feed bytes, take output in bounded pieces, learn where it ended.
 
     Pieces fed start at 4 KiB and grow to FEED_BYTES: a decompressor copies what follows
@@ -146,6 +156,8 @@ class _Member:
             import zstandard
 
             self._obj = zstandard.ZstdDecompressor().decompressobj()
+        elif kind == "lz4-legacy":
+            self._obj = bytearray()  # the block's bytes so far, its size field first
         else:
             import lz4.frame
 
@@ -162,6 +174,8 @@ class _Member:
             try:
                 if self.kind == "gzip":
                     rest = yield from self._gzip(piece)
+                elif self.kind == "lz4-legacy":
+                    rest = yield from self._legacy(piece)
                 elif self.kind == "zstd":
                     out = self._obj.decompress(piece)
                     rest = len(self._obj.unused_data) if self._obj.eof else 0
@@ -209,6 +223,37 @@ class _Member:
         self.done = obj.eof
         return len(obj.unused_data) if obj.eof else 0
 
+    def _legacy(self, piece: memoryview) -> Generator[bytes, None, int]:
+        """An LZ4 legacy block (a stream's magic before it, again where `cat` joined two,
+        is passed over): gathered whole, then decompressed at once (8 MiB at most)."""
+        import lz4.block
+
+        held: bytearray = self._obj
+        at = 0
+        while at < len(piece):
+            if len(held) < 4:
+                take = min(4 - len(held), len(piece) - at)
+                held += piece[at:at + take]
+                at += take
+                if len(held) == 4 and bytes(held) == LZ4_LEGACY_MAGIC:
+                    held.clear()
+                continue
+            size = int.from_bytes(held[:4], "little")
+            take = min(4 + size - len(held), len(piece) - at)
+            held += piece[at:at + take]
+            at += take
+            if len(held) == 4 + size:
+                try:
+                    out = lz4.block.decompress(bytes(held[4:]),
+                                               uncompressed_size=LZ4_LEGACY_BLOCK)
+                except lz4.block.LZ4BlockError as error:
+                    raise _Damage(at, error) from error
+                self.done = True
+                if out:
+                    yield out
+                return len(piece) - at
+        return 0
+
     def _bounded(self, piece: memoryview) -> Generator[bytes, None, int]:
         """bz2, lzma and lz4.frame: max_length and needs_input (lz4's unused_data is None
         until its frame ends)."""
@@ -244,6 +289,10 @@ def _next_member(data: bytes, at: int, kind: str) -> bool:
     a.gz b.gz` write several; zstd and lz4 write a frame per input of a `cat`)."""
     if kind == "bzip2":
         return _is_bzip2(data[at:at + 10])
+    if kind == "lz4-legacy":  # a stream's magic, or the size of a block that can be one
+        head = data[at:at + 4]
+        return head == LZ4_LEGACY_MAGIC or (
+            len(head) == 4 and 0 < int.from_bytes(head, "little") <= LZ4_LEGACY_BOUND)
     return data[at:at + len(_MAGIC[kind])] == _MAGIC[kind]
 
 
@@ -320,7 +369,8 @@ def _inflate(handle: IO[bytes], kind: str, write: Callable[[bytes], object], sou
                     rest)
             return written
         if not left:
-            problem(TruncatedInput(f"the {kind} stream ends before its end marker, at "
+            end = "inside a block" if kind == "lz4-legacy" else "before its end marker"
+            problem(TruncatedInput(f"the {kind} stream ends {end}, at "
                                    f"compressed byte {size}: the file was cut short "
                                    f"({_before(written)})",
                                    source=source, offset=size), 0)

@@ -1,5 +1,6 @@
-"""Inputs compressed whole (readers/packed.py): a gzip, bzip2, xz, zstd or LZ4 file holding a
-capture, an IPFIX file or an nfcapd file reads as the file it holds; damage to the
+"""Inputs compressed whole (readers/packed.py): a gzip, bzip2, xz, zstd or LZ4 (frame or
+legacy) file holding a capture, an IPFIX file or an nfcapd file reads as the file it holds;
+damage to the
 compression is counted with its place in the compressed file, and what came out before it
 is read."""
 
@@ -15,6 +16,7 @@ import tempfile
 import tracemalloc
 from pathlib import Path
 
+import lz4.block
 import lz4.frame
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -32,12 +34,26 @@ from tests.conftest import need_tool
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 CAPTURE = FIXTURES / "sf_v9_varsvc.pcap"  # softflowd v9, 72 records
 
+
+
+def lz4_legacy(data: bytes) -> bytes:
+    """What `lz4 -l` writes (the tool is not on every machine the tests run on; the test
+    below checks this against it where it is): the magic, then blocks of 8 MiB at most,
+    each a 4-byte little-endian compressed size and the LZ4 block."""
+    out = [packed.LZ4_LEGACY_MAGIC]
+    for at in range(0, len(data), packed.LZ4_LEGACY_BLOCK):
+        block = lz4.block.compress(data[at:at + packed.LZ4_LEGACY_BLOCK], store_size=False)
+        out += [len(block).to_bytes(4, "little"), block]
+    return b"".join(out)
+
+
 COMPRESS = {
     "gz": lambda data: gzip.compress(data, mtime=0),
     "bz2": bz2.compress,
     "xz": lzma.compress,
     "zst": lambda data: zstandard.ZstdCompressor().compress(data),
     "lz4": lz4.frame.compress,
+    "l4l": lz4_legacy,
 }
 
 
@@ -206,7 +222,7 @@ def test_what_is_not_a_known_input_inside(tmp_path: Path) -> None:
     assert all("gzip file holding no PCAP" in p.message for p in report.examples)
 
 
-@pytest.mark.parametrize("ext", sorted(COMPRESS))
+@pytest.mark.parametrize("ext", sorted(set(COMPRESS) - {"l4l"}))  # (legacy: 8 MiB blocks)
 def test_a_bomb_is_taken_out_in_bounded_pieces(ext: str) -> None:
     """A file of zeros compresses 1000:1 and more: the decompressed bytes go to the spool a
     bounded piece at a time, never all at once into memory."""
@@ -412,3 +428,41 @@ def test_a_compressed_nfcapd_file_is_decompressed_whole_once(
     monkeypatch.setattr(packed, "_inflate", counted)
     table, _ = read(path)
     assert table.num_rows > 0 and whole.count(True) == 1
+
+
+def test_lz4_legacy_streams_as_the_lz4_tool_writes_and_joins_them(tmp_path: Path) -> None:
+    """`lz4 -l` (the Linux kernel's and old tools' format) was `unknown_format`. Blocks of
+    8 MiB, no end marker, no checksum; `cat` of two streams repeats the magic between
+    them; a cut block is `truncated`, a damaged one `bad_compression`, what came before
+    is read."""
+    data = bytes(range(256)) * 70_000  # 17.9 MB: three blocks
+    joined = tmp_path / "two.lz4"
+    joined.write_bytes(lz4_legacy(data) + lz4_legacy(CAPTURE.read_bytes()))
+    spooled: list[bytes] = []
+    problems: list[object] = []
+    with open(joined, "rb") as handle:
+        written = packed._inflate(handle, "lz4-legacy", spooled.append, "x",
+                                  lambda error, _: problems.append(error), lambda _: None)
+    assert written == len(data) + CAPTURE.stat().st_size and not problems
+    assert max(map(len, spooled)) <= packed.LZ4_LEGACY_BLOCK
+    assert b"".join(spooled) == data + CAPTURE.read_bytes()
+    lz4_tool = shutil.which("lz4")
+    if lz4_tool is not None:  # the tool's own output reads the same
+        subprocess.run([lz4_tool, "-q", "-l", "-f", str(CAPTURE), str(tmp_path / "t.lz4")],
+                       check=True)
+        table, report = read(tmp_path / "t.lz4")
+        assert table.num_rows == 72 and report.files[str(tmp_path / "t.lz4")].compression == (
+            "lz4-legacy")
+    whole = lz4_legacy(CAPTURE.read_bytes())
+    cut = tmp_path / "cut.lz4"
+    cut.write_bytes(whole[:-10])
+    _, report = read(cut)
+    assert report.skipped == {"truncated": 1}
+    damaged = tmp_path / "damaged.lz4"
+    bad = bytearray(whole)
+    bad[8:28] = b"\xff" * 20  # the block's first token: literals running past its end
+    damaged.write_bytes(whole + bytes(bad))
+    table, report = read(damaged)
+    assert table.num_rows == 72 and report.skipped == {"bad_compression": 1}
+    assert f"between compressed bytes {len(whole)} and {2 * len(whole)}" in (
+        report.examples[0].message)
