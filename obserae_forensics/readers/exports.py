@@ -1249,7 +1249,7 @@ def export_sets(payload: bytes) -> ExportSets | None:
                 (found if count or v9_options else withdrawn).add(template_id)
                 record = _template_record_end(payload, record, stop, count,
                                               v9_options=v9_options,
-                                              options=set_id == kinds[1])
+                                              options=set_id == kinds[1], ipfix=version == 10)
         at += length
     return ExportSets(version, domain, frozenset(templates), frozenset(options),
                       frozenset(data), frozenset(withdrawn))
@@ -1263,15 +1263,19 @@ def template_ids_in(payload: bytes) -> set[int]:
 
 
 def _template_record_end(payload: bytes, record: int, stop: int, count: int, *,
-                         v9_options: bool, options: bool) -> int:
+                         v9_options: bool, options: bool, ipfix: bool) -> int:
     """Where the template record at `record` ends: a v9 options template gives its scope
-    and option lengths in bytes; others count field specifiers, 8 bytes with an enterprise
-    number (an IPFIX options template has a scope count besides)."""
+    and option lengths in bytes; others count field specifiers of 4 bytes, in IPFIX 8 with
+    an enterprise number (an IPFIX options template has a scope count besides). v9 has no
+    enterprise bit: Cisco's NSEL fields (33000 and up) have the high bit set and are 4
+    bytes (read as 8, an ASA's templates after its first were lost)."""
     if v9_options:
         if record + 6 > stop:
             return stop
         return record + 6 + count + int.from_bytes(payload[record + 4:record + 6], "big")
     record += 6 if options and count else 4
+    if not ipfix:
+        return min(record + 4 * count, stop)
     for _ in range(count):
         if record + 4 > stop:
             return stop

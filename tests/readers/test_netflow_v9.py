@@ -558,6 +558,14 @@ def test_template_ids_in_reads_every_kind_of_template_record() -> None:
     v9 = packet(template(256, FLOW_FIELDS), options, template(257, FLOW_FIELDS_V6),
                 data(256, flow(1, 2, 3, 4, 6, 1, 60)))
     assert template_ids_in(v9) == {256, 257, 300}
+    # v9 has no enterprise bit: Cisco ASA's NSEL fields (33000 and up) are 4-byte
+    # specifiers like any other (they were read as 8: every template after the first lost)
+    # (raw: scapy's v9 field type keeps 15 bits)
+    nsel = [(148, 4), (8, 4), (12, 4), (4, 1), (233, 1), (33002, 2), (323, 8)]
+    records = b"".join(struct.pack(">HH", template_id, len(nsel)) + b"".join(
+        struct.pack(">HH", *field) for field in nsel) for template_id in (263, 264, 265))
+    asa = packet() + struct.pack(">HH", 0, 4 + len(records)) + records
+    assert template_ids_in(asa) == {263, 264, 265}
     assert template_ids_in(packet(data(256, flow(1, 2, 3, 4, 6, 1, 60)))) == set()
     body = struct.pack(">HHHHHHI", 400, 2, 8, 4, 0x8000 | 1, 4, 9) + bytes(2)  # + padding
     options_set = struct.pack(">HHHHHHH", 401, 2, 1, 149, 4, 34, 4)
