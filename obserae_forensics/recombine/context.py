@@ -91,6 +91,9 @@ class _Pass:
         default_factory=dict)
     waiting: set[tuple[Stream, int, int]] = field(default_factory=set)  # wanted, undefined
     undefined: set[tuple[Stream, int]] = field(default_factory=set)  # used, defined nowhere
+    # the latest data of a template not defined yet, which the decoder holds until it is:
+    # options data so held (sent before its options template) is in force once it comes
+    held: dict[tuple[Stream, int], Place] = field(default_factory=dict)
     wanted_streams: set[Stream] = field(default_factory=set)
     seen: set[Place] = field(default_factory=set)  # the wanted datagrams found
     passed: set[Place] = field(default_factory=set)  # wanted messages over TCP or SCTP
@@ -112,6 +115,11 @@ class _Pass:
                 self.complete = False
             else:
                 self.needed.add(place)
+        self.options_in_force(stream)
+
+    def options_in_force(self, stream: Stream) -> None:
+        """The latest options data of each of the exporter's options templates, with that
+        data's template: what gives a record decoded now its sampling rate, its boot time."""
         for template_id in self.options.get(stream, ()):
             found = self.option_data.get((stream, template_id))
             if found is None:
@@ -126,11 +134,17 @@ class _Pass:
         for template_id in defined:
             self.own[stream, port, template_id] = self.latest[stream, template_id] = place
             self.undefined.discard((stream, template_id))
+            waited = self.held.pop((stream, template_id), None)
+            if waited is not None and template_id in options:
+                self.option_data[stream, template_id] = (waited, place)
         # held data sets are read at the datagram that defines their template (another
-        # port's too: the decoder's fallback)
-        for key in [key for key in self.waiting if key[0] == stream and key[2] in defined]:
+        # port's too: the decoder's fallback), with the options in force then
+        resolved = [key for key in self.waiting if key[0] == stream and key[2] in defined]
+        for key in resolved:
             self.waiting.discard(key)
             self.needed.add(place)
+        if resolved:
+            self.options_in_force(stream)
         if options:
             self.options.setdefault(stream, set()).update(options)
         known = self.options.get(stream, set())
@@ -144,16 +158,19 @@ class _Pass:
             elif template_id not in defined and self.template(
                     stream, port, template_id) is None:
                 self.undefined.add((stream, template_id))
+                self.held[stream, template_id] = place
+                carries = True
         return bool(defined) or carries
 
     def keep(self, place: Place, datagram: Datagram) -> None:
         """Keep a datagram the export may need; forget those nothing refers to any more
         once they outnumber the rest (an exporter that sends templates in every datagram)."""
         self.kept[place] = datagram
-        if len(self.kept) > 4096 and len(self.kept) > 4 * (len(self.own) + len(self.latest)
-                                                          + 2 * len(self.option_data)
-                                                          + len(self.needed) + len(self.seen)):
-            live = {*self.own.values(), *self.latest.values(), *self.needed, *self.seen}
+        if len(self.kept) > 4096 and len(self.kept) > 4 * (
+                len(self.own) + len(self.latest) + 2 * len(self.option_data) + len(self.held)
+                + len(self.needed) + len(self.seen)):
+            live = {*self.own.values(), *self.latest.values(), *self.needed, *self.seen,
+                    *self.held.values()}
             live.update(place for pair in self.option_data.values() for place in pair
                         if place is not None)
             self.kept = {place: kept for place, kept in self.kept.items() if place in live}

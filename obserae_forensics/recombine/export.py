@@ -428,8 +428,9 @@ def _check_export(result: PcapExport, origins: list[tuple[int, str, int] | None]
         result.notes.append(
             f"{len(differ)} of the {len(expected)} flow record(s) written decode otherwise "
             f"from {result.path} alone than in run {run} (first: record {record} of the "
-            f"datagram at byte {offset} of {name}): what they need (templates, options "
-            "data, IP fragments) was not found")
+            f"datagram at byte {offset} of {name}): a template, options data or IP "
+            "fragment they need was not found, or the decoder takes identical datagrams of "
+            "two captures for one sent twice")
 
 
 def _captures(runs: dict[int, Run], wanted: dict[tuple[int, str], dict[int, int]],

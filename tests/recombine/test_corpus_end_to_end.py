@@ -127,3 +127,23 @@ def test_akvorados_data_capture_exports_with_its_later_template(tmp_path: Path,
     assert (exported.checked_records, exported.differing_records) == (1, 0)
     again = sessionize([tmp_path / "one.pcap"], tmp_path / "again")
     assert pq.read_table(again / "flows.parquet").num_rows == 4
+
+
+def test_akvorados_four_captures_export_with_the_sampling_they_were_read_at(
+        tmp_path: Path, corpus: Path) -> None:
+    """akvorado's `data`, `options-data`, `options-template` and `template` captures of one
+    exporter, in that order: the data and the options data wait for their templates; the
+    options template gives the sampler (1 in 30,000) in force when the data are read. The
+    export held the template but not the options: read alone, 1 in 1."""
+    import pyarrow.parquet as pq
+
+    from obserae_forensics.recombine import export_pcap
+
+    public = corpus / "netflow_public"
+    names = ["data", "options-data", "options-template", "template"]
+    run = sessionize([public / f"akvorado_{name}.pcap" for name in names], tmp_path / "run")
+    flows = pq.read_table(run / "flows.parquet").to_pylist()
+    assert {row["sampling_rate"] for row in flows} == {30000}
+    exported = export_pcap([run], [flows[0]["session_id"]], tmp_path / "one.pcap")
+    assert (exported.datagrams, exported.template_datagrams) == (4, 3)
+    assert (exported.checked_records, exported.differing_records) == (1, 0)
