@@ -28,6 +28,7 @@ datagram numbered their held sets and their first records alike).
 from __future__ import annotations
 
 import struct
+import zlib
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -1216,6 +1217,9 @@ class ExportSets(NamedTuple):
     options: frozenset[int]  # template ids its options-template sets define
     data: frozenset[int]  # ids of its data sets (>= 256)
     withdrawn: frozenset[int]  # template records without fields (IPFIX withdrawals)
+    # (id, CRC-32 of the record) of each options template: an id defined again with another
+    # layout is another table (the rate an earlier one declared stays in force)
+    layouts: tuple[tuple[int, int], ...] = ()
 
 
 def export_sets(payload: bytes) -> ExportSets | None:
@@ -1231,6 +1235,7 @@ def export_sets(payload: bytes) -> ExportSets | None:
     options: set[int] = set()
     data: set[int] = set()
     withdrawn: set[int] = set()
+    layouts: list[tuple[int, int]] = []
     end = len(payload)
     while at + 4 <= end:
         set_id, length = struct.unpack_from(">HH", payload, at)
@@ -1247,12 +1252,15 @@ def export_sets(payload: bytes) -> ExportSets | None:
                     break  # padding
                 v9_options = version == 9 and set_id == 1  # its count is a scope length
                 (found if count or v9_options else withdrawn).add(template_id)
+                start = record
                 record = _template_record_end(payload, record, stop, count,
                                               v9_options=v9_options,
                                               options=set_id == kinds[1], ipfix=version == 10)
+                if found is options:
+                    layouts.append((template_id, zlib.crc32(payload[start:record])))
         at += length
     return ExportSets(version, domain, frozenset(templates), frozenset(options),
-                      frozenset(data), frozenset(withdrawn))
+                      frozenset(data), frozenset(withdrawn), tuple(layouts))
 
 
 def template_ids_in(payload: bytes) -> set[int]:

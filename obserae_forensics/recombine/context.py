@@ -39,7 +39,7 @@ import pyarrow as pa
 
 from ..readers import settled
 from ..readers.datagrams import Datagram
-from ..readers.exports import ExportDecoder, export_sets
+from ..readers.exports import ExportDecoder, ExportSets, export_sets
 from ..readers.pcap import Transports, iter_datagrams, new_transports
 from ..report import RunReport
 
@@ -85,9 +85,14 @@ class _Pass:
     needed: set[Place] = field(default_factory=set)
     own: dict[tuple[Stream, int, int], Place] = field(default_factory=dict)  # + port, id
     latest: dict[tuple[Stream, int], Place] = field(default_factory=dict)  # any port
-    options: dict[Stream, set[int]] = field(default_factory=dict)  # options template ids
-    # the latest options data of (stream, options template id), and its template's datagram
-    option_data: dict[tuple[Stream, int], tuple[Place, Place | None]] = field(
+    # the layout (ExportSets.layouts) of each id an options template defines now
+    layout: dict[tuple[Stream, int], int] = field(default_factory=dict)
+    # every options table (id, layout) of the exporter the pass saw defined: the latest data
+    # of each is in force (an id defined again with another layout is another table; the
+    # rate an earlier table declared stays in force while the new one declares none)
+    tables: dict[Stream, set[tuple[int, int]]] = field(default_factory=dict)
+    # the latest data of (stream, id, layout), and the datagram that defined its template
+    option_data: dict[tuple[Stream, int, int], tuple[Place, Place | None]] = field(
         default_factory=dict)
     waiting: set[tuple[Stream, int, int]] = field(default_factory=set)  # wanted, undefined
     undefined: set[tuple[Stream, int]] = field(default_factory=set)  # used, defined nowhere
@@ -120,23 +125,31 @@ class _Pass:
     def options_in_force(self, stream: Stream) -> None:
         """The latest options data of each of the exporter's options templates, with that
         data's template: what gives a record decoded now its sampling rate, its boot time."""
-        for template_id in self.options.get(stream, ()):
-            found = self.option_data.get((stream, template_id))
+        for template_id, layout in self.tables.get(stream, ()):
+            found = self.option_data.get((stream, template_id, layout))
             if found is None:
                 self.complete = False  # its options data came before the pass began
                 continue
             self.needed.update(place for place in found if place is not None)
 
-    def see(self, stream: Stream, port: int, place: Place, defined: frozenset[int],
-            options: frozenset[int], data: frozenset[int]) -> bool:
+    def see(self, stream: Stream, port: int, place: Place, sets: ExportSets) -> bool:
         """Any datagram, after what it is wanted for: the templates it defines, the options
         data it carries. Whether it may be needed later."""
+        defined = sets.templates | sets.options
+        layouts = dict(sets.layouts)
         for template_id in defined:
             self.own[stream, port, template_id] = self.latest[stream, template_id] = place
             self.undefined.discard((stream, template_id))
+            layout = layouts.get(template_id)
+            if layout is None:  # a flow template now: its data are flows
+                self.layout.pop((stream, template_id), None)
+                self.held.pop((stream, template_id), None)
+                continue
+            self.layout[stream, template_id] = layout
+            self.tables.setdefault(stream, set()).add((template_id, layout))
             waited = self.held.pop((stream, template_id), None)
-            if waited is not None and template_id in options:
-                self.option_data[stream, template_id] = (waited, place)
+            if waited is not None:  # options data sent before its template, read now
+                self.option_data[stream, template_id, layout] = (waited, place)
         # held data sets are read at the datagram that defines their template (another
         # port's too: the decoder's fallback), with the options in force then
         resolved = [key for key in self.waiting if key[0] == stream and key[2] in defined]
@@ -145,14 +158,12 @@ class _Pass:
             self.needed.add(place)
         if resolved:
             self.options_in_force(stream)
-        if options:
-            self.options.setdefault(stream, set()).update(options)
-        known = self.options.get(stream, set())
         carries = False
-        for template_id in data:
-            if template_id in known:
+        for template_id in sets.data:
+            layout = self.layout.get((stream, template_id))
+            if layout is not None:
                 carries = True
-                self.option_data[stream, template_id] = (
+                self.option_data[stream, template_id, layout] = (
                     place, None if template_id in defined
                     else self.template(stream, port, template_id))
             elif template_id not in defined and self.template(
@@ -249,12 +260,11 @@ def _read(state: _Pass, index: int, chunks: Iterable[list[Datagram]], mine: set[
                 continue
             stream = (datagram.exporter, sets.version, sets.domain)
             port = datagram.transport
-            defined = sets.templates | sets.options
             if datagram.offset in mine:
-                state.want(stream, port, sets.data, defined)
+                state.want(stream, port, sets.data, sets.templates | sets.options)
                 state.seen.add(place)
                 state.keep(place, datagram)
-            if state.see(stream, port, place, defined, sets.options, sets.data):
+            if state.see(stream, port, place, sets):
                 state.keep(place, datagram)
     return True
 
