@@ -13,19 +13,23 @@ what an export needs often lies in an earlier file of the run; and a data set th
 before its template (the capture began between the two: akvorado's `data` and `template`
 captures) was read when the template came, in a later datagram, maybe a later file.
 
-How far back: a pass over the run's captures, from the first one holding a wanted
+What is taken: a pass over the run's captures, from the first one holding a wanted
 datagram, takes for each wanted datagram the latest definition of each template its data
-sets use (its transport session's, else its exporter's from any port) and the latest
-options data of each options template of its exporter, with that data's own template. The
-pass starts again further back (one file, then two, four ...; at worst from the run's
-first file) while it is not enough: a template a wanted data set uses was defined nowhere
-before it in the pass, or one its exporter's data sets use anywhere in the pass was never
-defined in it (an options template sent once, at the exporter's start), or an options
-template's data came only before the pass; and, when the records the run read are given,
+sets use (its transport session's, else its exporter's from any port), and the latest data
+of each options table of its exporter (an id and its layout: an id defined again as another
+table leaves the first one's rate in force, as the decoder does), with that data's own
+template. Data a template came after (held by the decoder) take the datagram that defined
+it and the options in force then; options data sent before its options template count from
+that template on.
+
+How far back: the pass starts again further back (one file, then two, four ...; at worst
+from the run's first file) while it is not enough: a template a wanted data set uses was
+defined nowhere before it in the pass, or one its exporter's data sets use was defined
+nowhere in the pass (an options template sent once, at the exporter's start), or an
+options table's data came only before the pass, or a wanted datagram was not found whole
+(its first fragments in the file before); and, when the records the run read are given,
 while the wanted datagrams, decoded alone with what the pass chose, do not give those
-records (an options record the pass could not see). A wanted data set whose template had
-not come before it is given the datagram that defines it next, as the decoder's held data
-were.
+records (a table the pass could not see).
 """
 
 from __future__ import annotations
@@ -123,8 +127,9 @@ class _Pass:
         self.options_in_force(stream)
 
     def options_in_force(self, stream: Stream) -> None:
-        """The latest options data of each of the exporter's options templates, with that
-        data's template: what gives a record decoded now its sampling rate, its boot time."""
+        """The latest data of each of the exporter's options tables, with the datagram that
+        defined its template: what gives a record decoded now its sampling rate, its boot
+        time."""
         for template_id, layout in self.tables.get(stream, ()):
             found = self.option_data.get((stream, template_id, layout))
             if found is None:
