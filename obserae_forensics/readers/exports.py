@@ -1217,9 +1217,40 @@ class ExportSets(NamedTuple):
     options: frozenset[int]  # template ids its options-template sets define
     data: frozenset[int]  # ids of its data sets (>= 256)
     withdrawn: frozenset[int]  # template records without fields (IPFIX withdrawals)
-    # (id, CRC-32 of the record) of each options template: an id defined again with another
-    # layout is another table (the rate an earlier one declared stays in force)
-    layouts: tuple[tuple[int, int], ...] = ()
+    # each options template's OptionsLayout: an id defined again with another layout is
+    # another table (the rate an earlier one declared stays in force)
+    layouts: tuple[OptionsLayout, ...] = ()
+    sets: tuple[tuple[int, int, int], ...] = ()  # each data set: (id, body start, end)
+
+
+class OptionsLayout(NamedTuple):
+    """An options template as the export's search tells its tables and records apart."""
+
+    template_id: int
+    crc: int  # CRC-32 of its template record
+    scope: int  # bytes of each record's scope fields (0: unknown)
+    size: int  # bytes of each record (0: unknown, a variable-length field)
+
+
+def _options_layout(payload: bytes, record: int, end: int, template_id: int, version: int
+                    ) -> OptionsLayout:
+    """The options template record at payload[record:end] (v9: scope and option lengths in
+    bytes; IPFIX: a field count, a scope field count, then specifiers)."""
+    crc = zlib.crc32(payload[record:end])
+    if version == 9:
+        # its scope and option lengths are those of the specifiers, 4 bytes each
+        scopes = int.from_bytes(payload[record + 2:record + 4], "big") // 4
+        lengths = [int.from_bytes(payload[at + 2:at + 4], "big")
+                   for at in range(record + 6, end - 3, 4)]
+    else:
+        scopes = int.from_bytes(payload[record + 4:record + 6], "big")
+        lengths, at = [], record + 6
+        while at + 4 <= end:
+            lengths.append(int.from_bytes(payload[at + 2:at + 4], "big"))
+            at += 8 if payload[at] & 0x80 else 4
+    if not scopes or 0xFFFF in lengths or len(lengths) <= scopes:
+        return OptionsLayout(template_id, crc, 0, 0)
+    return OptionsLayout(template_id, crc, sum(lengths[:scopes]), sum(lengths))
 
 
 def export_sets(payload: bytes) -> ExportSets | None:
@@ -1235,7 +1266,8 @@ def export_sets(payload: bytes) -> ExportSets | None:
     options: set[int] = set()
     data: set[int] = set()
     withdrawn: set[int] = set()
-    layouts: list[tuple[int, int]] = []
+    layouts: list[OptionsLayout] = []
+    sets: list[tuple[int, int, int]] = []
     end = len(payload)
     while at + 4 <= end:
         set_id, length = struct.unpack_from(">HH", payload, at)
@@ -1243,6 +1275,7 @@ def export_sets(payload: bytes) -> ExportSets | None:
             break
         if set_id >= 256:
             data.add(set_id)
+            sets.append((set_id, at + 4, min(at + length, end)))
         elif set_id in kinds:
             found = options if set_id == kinds[1] else templates
             record, stop = at + 4, min(at + length, end)
@@ -1257,10 +1290,11 @@ def export_sets(payload: bytes) -> ExportSets | None:
                                               v9_options=v9_options,
                                               options=set_id == kinds[1], ipfix=version == 10)
                 if found is options:
-                    layouts.append((template_id, zlib.crc32(payload[start:record])))
+                    layouts.append(_options_layout(payload, start, record, template_id,
+                                                   version))
         at += length
     return ExportSets(version, domain, frozenset(templates), frozenset(options),
-                      frozenset(data), frozenset(withdrawn), tuple(layouts))
+                      frozenset(data), frozenset(withdrawn), tuple(layouts), tuple(sets))
 
 
 def template_ids_in(payload: bytes) -> set[int]:

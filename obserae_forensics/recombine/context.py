@@ -43,7 +43,7 @@ import pyarrow as pa
 
 from ..readers import settled
 from ..readers.datagrams import Datagram
-from ..readers.exports import ExportDecoder, ExportSets, export_sets
+from ..readers.exports import ExportDecoder, ExportSets, OptionsLayout, export_sets
 from ..readers.pcap import Transports, iter_datagrams, new_transports
 from ..report import RunReport
 
@@ -89,15 +89,17 @@ class _Pass:
     needed: set[Place] = field(default_factory=set)
     own: dict[tuple[Stream, int, int], Place] = field(default_factory=dict)  # + port, id
     latest: dict[tuple[Stream, int], Place] = field(default_factory=dict)  # any port
-    # the layout (ExportSets.layouts) of each id an options template defines now
-    layout: dict[tuple[Stream, int], int] = field(default_factory=dict)
-    # every options table (id, layout) of the exporter the pass saw defined: the latest data
-    # of each is in force (an id defined again with another layout is another table; the
-    # rate an earlier table declared stays in force while the new one declares none)
+    ports: dict[Stream, set[int]] = field(default_factory=dict)  # that defined templates
+    # the layout of each id an options template defines now
+    layout: dict[tuple[Stream, int], OptionsLayout] = field(default_factory=dict)
+    # every options table (id, layout CRC) of the exporter the pass saw defined: the latest
+    # data of each is in force (an id defined again with another layout is another table;
+    # the rate an earlier table declared stays in force while the new one declares none)
     tables: dict[Stream, set[tuple[int, int]]] = field(default_factory=dict)
-    # the latest data of (stream, id, layout), and the datagram that defined its template
-    option_data: dict[tuple[Stream, int, int], tuple[Place, Place | None]] = field(
-        default_factory=dict)
+    # per table of a stream, per scope (a sampler's, an interface's: the bytes of a
+    # record's scope fields), the latest data and the datagram that defined its template
+    option_data: dict[tuple[Stream, int, int], dict[bytes, tuple[Place, Place | None]]] = (
+        field(default_factory=dict))
     waiting: set[tuple[Stream, int, int]] = field(default_factory=set)  # wanted, undefined
     undefined: set[tuple[Stream, int]] = field(default_factory=set)  # used, defined nowhere
     # the latest data of a template not defined yet, which the decoder holds until it is:
@@ -110,7 +112,12 @@ class _Pass:
     complete: bool = True  # False: an earlier file may hold what this pass did not see
 
     def template(self, stream: Stream, port: int, template_id: int) -> Place | None:
-        return self.own.get((stream, port, template_id), self.latest.get((stream, template_id)))
+        """As the decoder finds it: the transport session's own, else the exporter's latest
+        from another port, but for a port that defines templates of its own."""
+        own = self.own.get((stream, port, template_id))
+        if own is not None or port in self.ports.get(stream, ()):
+            return own
+        return self.latest.get((stream, template_id))
 
     def want(self, stream: Stream, port: int, data: frozenset[int], defined: frozenset[int]
              ) -> None:
@@ -130,18 +137,22 @@ class _Pass:
         """The latest data of each of the exporter's options tables, with the datagram that
         defined its template: what gives a record decoded now its sampling rate, its boot
         time."""
-        for template_id, layout in self.tables.get(stream, ()):
-            found = self.option_data.get((stream, template_id, layout))
-            if found is None:
+        for template_id, crc in self.tables.get(stream, ()):
+            found = self.option_data.get((stream, template_id, crc))
+            if not found:
                 self.complete = False  # its options data came before the pass began
                 continue
-            self.needed.update(place for place in found if place is not None)
+            self.needed.update(place for pair in found.values() for place in pair
+                               if place is not None)
 
-    def see(self, stream: Stream, port: int, place: Place, sets: ExportSets) -> bool:
+    def see(self, stream: Stream, port: int, place: Place, sets: ExportSets, payload: bytes
+            ) -> bool:
         """Any datagram, after what it is wanted for: the templates it defines, the options
         data it carries. Whether it may be needed later."""
         defined = sets.templates | sets.options
-        layouts = dict(sets.layouts)
+        if defined:
+            self.ports.setdefault(stream, set()).add(port)
+        layouts = {layout.template_id: layout for layout in sets.layouts}
         for template_id in defined:
             self.own[stream, port, template_id] = self.latest[stream, template_id] = place
             self.undefined.discard((stream, template_id))
@@ -151,10 +162,11 @@ class _Pass:
                 self.held.pop((stream, template_id), None)
                 continue
             self.layout[stream, template_id] = layout
-            self.tables.setdefault(stream, set()).add((template_id, layout))
+            self.tables.setdefault(stream, set()).add((template_id, layout.crc))
             waited = self.held.pop((stream, template_id), None)
             if waited is not None:  # options data sent before its template, read now
-                self.option_data[stream, template_id, layout] = (waited, place)
+                self.option_data.setdefault((stream, template_id, layout.crc), {})[b""] = (
+                    waited, place)
         # held data sets are read at the datagram that defines their template (another
         # port's too: the decoder's fallback), with the options in force then
         resolved = [key for key in self.waiting if key[0] == stream and key[2] in defined]
@@ -164,13 +176,15 @@ class _Pass:
         if resolved:
             self.options_in_force(stream)
         carries = False
-        for template_id in sets.data:
+        for template_id, start, end in sets.sets:
             layout = self.layout.get((stream, template_id))
             if layout is not None:
                 carries = True
-                self.option_data[stream, template_id, layout] = (
-                    place, None if template_id in defined
-                    else self.template(stream, port, template_id))
+                source = (place, None if template_id in defined
+                          else self.template(stream, port, template_id))
+                scopes = self.option_data.setdefault((stream, template_id, layout.crc), {})
+                for scope in _scopes(payload, start, end, layout):
+                    scopes[scope] = source
             elif template_id not in defined and self.template(
                     stream, port, template_id) is None:
                 self.undefined.add((stream, template_id))
@@ -187,8 +201,8 @@ class _Pass:
                 + len(self.needed) + len(self.seen)):
             live = {*self.own.values(), *self.latest.values(), *self.needed, *self.seen,
                     *self.held.values()}
-            live.update(place for pair in self.option_data.values() for place in pair
-                        if place is not None)
+            live.update(place for scopes in self.option_data.values()
+                        for pair in scopes.values() for place in pair if place is not None)
             self.kept = {place: kept for place, kept in self.kept.items() if place in live}
 
 
@@ -214,6 +228,18 @@ def template_context(files: Sequence[Path | None], wanted: dict[int, set[int]],
         if offset not in wanted.get(index, ()):
             found.setdefault(index, set()).add(offset)
     return found
+
+
+def _scopes(payload: bytes, start: int, end: int, layout: OptionsLayout) -> Iterator[bytes]:
+    """The scope of each record of an options data set (payload[start:end]): the rate of
+    one sampler or interface stays in force while another's is declared. b"" when records
+    cannot be told apart (no scope, a variable-length field): the set's latest stands for
+    all."""
+    if not layout.scope or not layout.size:
+        yield b""
+        return
+    for at in range(start, end - layout.size + 1, layout.size):
+        yield payload[at:at + layout.scope]
 
 
 def _datagrams(path: Path, transports: Transports) -> Iterator[list[Datagram]]:
@@ -269,7 +295,7 @@ def _read(state: _Pass, index: int, chunks: Iterable[list[Datagram]], mine: set[
                 state.want(stream, port, sets.data, sets.templates | sets.options)
                 state.seen.add(place)
                 state.keep(place, datagram)
-            if state.see(stream, port, place, sets):
+            if state.see(stream, port, place, sets, datagram.payload):
                 state.keep(place, datagram)
     return True
 

@@ -40,10 +40,12 @@ def record(client: int, packets: int = 3, octets: int = 180) -> bytes:
                        6, packets, octets, EXPORT_S - 20, EXPORT_S - 10)
 
 
-def capture(path: Path, first_s: int, *payloads: bytes) -> Path:
+def capture(path: Path, first_s: int, *payloads: bytes | tuple[int, bytes]) -> Path:
+    """One frame a second; a payload given as (port, payload) comes from that UDP port."""
+    sent = [item if isinstance(item, tuple) else (50000, item) for item in payloads]
     frames = [((first_s + i) * 10**9, bytes(
-        Ether() / IP(src="192.0.2.9", dst="198.51.100.7") / UDP(sport=50000, dport=4739)
-        / payload)) for i, payload in enumerate(payloads)]
+        Ether() / IP(src="192.0.2.9", dst="198.51.100.7") / UDP(sport=port, dport=4739)
+        / payload)) for i, (port, payload) in enumerate(sent)]
     path.write_bytes(pcap_bytes(frames))
     return path
 
@@ -200,3 +202,41 @@ def test_an_options_table_defined_again_with_another_layout_keeps_the_earlier_ra
     exported = export_pcap([run], [wanted], tmp_path / "conv.pcap")
     assert (exported.checked_records, exported.differing_records) == (1, 0)
     assert exported.template_datagrams == 2  # both options tables (o2 brings its template)
+
+
+def test_each_samplers_rate_is_exported(tmp_path: Path) -> None:
+    """Found by review: two samplers declared in two datagrams of one options template; only
+    the latest datagram was added, and sampler 1's records read at sampler 2's rate. Each
+    scope's (a sampler's, an interface's) latest record is in force."""
+    with_sampler = [*FIELDS, (302, 4, 0)]
+    path = capture(tmp_path / "s.pcap", EXPORT_S,
+                   message(SAMPLER, data(260, struct.pack(">III", 1, 1, 99)), sequence=0),
+                   message(SAMPLER, data(260, struct.pack(">III", 2, 1, 999)), sequence=1),
+                   message(template(FLOW, with_sampler),
+                           data(FLOW, record(1) + struct.pack(">I", 1),
+                                record(2) + struct.pack(">I", 2)), sequence=2))
+    run = sessionize(tmp_path, path)
+    wanted = session_of(run, 1)
+    assert [row["sampling_rate"] for row in flows_of(run, wanted)] == [100]
+    exported = export_pcap([run], [wanted], tmp_path / "conv.pcap")
+    assert (exported.template_datagrams, exported.checked_records,
+            exported.differing_records) == (2, 1, 0)
+
+
+def test_a_port_that_defines_templates_never_takes_another_ports(tmp_path: Path) -> None:
+    """Found by review: two exporting processes on one address and domain use id 261 with
+    two layouts; port 50001, which defined a template of its own, sent 261 data before its
+    261 template. The decoder held them for 50001's; the search took 50000's (packets and
+    octets swapped in the export)."""
+    swapped = [(8, 4, 0), (12, 4, 0), (7, 2, 0), (11, 2, 0), (4, 1, 0), (1, 4, 0), (2, 4, 0),
+               (150, 4, 0), (151, 4, 0)]
+    path = capture(tmp_path / "p.pcap", EXPORT_S,
+                   message(template(FLOW, FIELDS), data(FLOW, record(1)), sequence=0),
+                   (50001, message(template(262, FIELDS), sequence=0)),
+                   (50001, message(data(FLOW, record(2, 180, 3)), sequence=1)),
+                   (50001, message(template(FLOW, swapped), sequence=2)))
+    run = sessionize(tmp_path, path)
+    wanted = session_of(run, 2)
+    assert [(row["packets"], row["octets"]) for row in flows_of(run, wanted)] == [(3, 180)]
+    exported = export_pcap([run], [wanted], tmp_path / "conv.pcap")
+    assert (exported.checked_records, exported.differing_records) == (1, 0)
