@@ -37,9 +37,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..readers import settled
 from ..readers.datagrams import Datagram
@@ -49,7 +50,6 @@ from ..report import RunReport
 
 Stream = tuple[str, int, int]  # exporter, version (9, 10), source ID / observation domain
 Place = tuple[int, int]  # (index of the file among the run's captures, datagram offset)
-RecordKey = tuple[int, int, int]  # (file index, datagram offset, record_index)
 # what a record must decode to again from the export alone (addresses follow the template
 # that gives these; the flows table holds them as text, the decoder as bytes)
 COMPARED = ("first_seen", "last_seen", "protocol", "src_port", "dst_port", "packets",
@@ -59,26 +59,63 @@ COMPARED = ("first_seen", "last_seen", "protocol", "src_port", "dst_port", "pack
 Reading = Callable[[Path, Transports], Iterator[list[Datagram]]]
 
 
-def record_values(table: pa.Table | pa.RecordBatch,
-                  place_of: Callable[[str, int], Place | None]
-                  ) -> dict[RecordKey, tuple[Any, ...]]:
-    """The COMPARED values of each record of a flow table, by (file index, offset,
-    record_index); `place_of` gives the (file index, offset) of a (source_file,
-    source_offset) (None: not a datagram of the run's captures)."""
-    columns = [table.column(name).to_pylist() for name in ("source_file", "source_offset",
-                                                            "record_index")]
-    values = []
+KEYS = ("file", "offset", "record")
+
+
+def record_table(table: pa.Table | pa.RecordBatch, files: dict[str, int],
+                 moved: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> pa.Table:
+    """The COMPARED values of a flow table's records, keyed by (file index, datagram offset,
+    record_index): `files` gives a source_file's index (records of other files are left
+    out); `moved` (offsets in an export, sorted; the file index and offset of the datagram
+    each began as) places the records of an export by where their datagrams came from.
+    Arrow columns, not Python objects: an export can hold millions of records."""
+    names = table.column("source_file")
+    if pa.types.is_dictionary(names.type):
+        names = names.cast(names.type.value_type)
+    offsets = table.column("source_offset").to_numpy(zero_copy_only=False).astype(np.int64)
+    if moved is None:
+        encoded = pc.dictionary_encode(names)
+        if isinstance(encoded, pa.ChunkedArray):
+            encoded = encoded.combine_chunks()
+        lookup = np.array([files.get(name, -1) for name in encoded.dictionary.to_pylist()]
+                          + [-1], dtype=np.int64)
+        indices = encoded.indices.fill_null(len(lookup) - 1).to_numpy(zero_copy_only=False)
+        file_index = lookup[indices]
+    elif len(moved[0]) == 0:
+        file_index = np.full(len(offsets), -1, dtype=np.int64)
+    else:
+        export_offsets, origin_file, origin_offset = moved
+        at = np.minimum(np.searchsorted(export_offsets, offsets), len(export_offsets) - 1)
+        found = export_offsets[at] == offsets
+        file_index = np.where(found, origin_file[at], -1)
+        offsets = np.where(found, origin_offset[at], 0)
+    keep = pa.array(file_index >= 0)
+    columns = {"file": pa.array(file_index, pa.int64()),
+               "offset": pa.array(offsets, pa.int64()),
+               "record": table.column("record_index").cast(pa.int64())}
     for name in COMPARED:
         column = table.column(name)
-        if pa.types.is_timestamp(column.type):
-            column = column.cast(pa.int64())
-        values.append(column.to_pylist())
-    out: dict[RecordKey, tuple[Any, ...]] = {}
-    for row, (name, offset, record) in enumerate(zip(*columns, strict=True)):
-        place = place_of(name, offset)
-        if place is not None:
-            out[(*place, record)] = tuple(column[row] for column in values)
-    return out
+        columns[name] = column.cast(pa.int64()) if pa.types.is_timestamp(column.type) else column
+    return pa.table(columns).filter(keep)
+
+
+def differing(expected: pa.Table, decoded: pa.Table) -> tuple[int, tuple[int, int, int] | None]:
+    """How many expected records come out otherwise (or not at all) in `decoded`, and the
+    first of them by (file, offset, record)."""
+    if expected.num_rows == 0:
+        return 0, None
+    got = decoded.rename_columns([name if name in KEYS else f"got_{name}"
+                                  for name in decoded.column_names])
+    joined = expected.join(got, keys=list(KEYS), join_type="left outer")
+    same = pa.array(np.ones(joined.num_rows, dtype=bool))
+    for name in COMPARED:
+        same = pc.and_(same, pc.fill_null(pc.equal(joined[name], joined[f"got_{name}"]),
+                                          False))
+    wrong = joined.filter(pc.invert(same)).select(list(KEYS))
+    if wrong.num_rows == 0:
+        return 0, None
+    first = wrong.sort_by([(key, "ascending") for key in KEYS]).slice(0, 1).to_pylist()[0]
+    return wrong.num_rows, (first["file"], first["offset"], first["record"])
 
 
 @dataclass
@@ -207,12 +244,12 @@ class _Pass:
 
 
 def template_context(files: Sequence[Path | None], wanted: dict[int, set[int]],
-                     expected: dict[RecordKey, tuple[Any, ...]] | None = None,
+                     expected: pa.Table | None = None,
                      reading: Reading | None = None) -> dict[int, set[int]]:
     """The datagrams, by file index, that the `wanted` ones (file index among the run's
     captures `files`, in the order the run read them -> datagram offsets) need beside them
     (the module's docstring says how far back it looks). `expected`: the records the run
-    read from the wanted datagrams (record_values), which the search goes back for until
+    read from the wanted datagrams (record_table), which the search goes back for until
     the chosen datagrams give them. A file that is None (no longer found) is passed over;
     messages over TCP or SCTP are neither wanted nor added (they have no datagram)."""
     if not wanted:
@@ -300,21 +337,26 @@ def _read(state: _Pass, index: int, chunks: Iterable[list[Datagram]], mine: set[
     return True
 
 
-def _agrees(state: _Pass, expected: dict[RecordKey, tuple[Any, ...]]) -> bool:
+def _agrees(state: _Pass, expected: pa.Table) -> bool:
     """Decode the wanted datagrams and what the pass chose, alone, in capture order: do the
     expected records of the wanted datagrams found come out as the run read them?"""
     chosen = sorted(state.needed | state.seen)
     report = RunReport()
     decoder = ExportDecoder(report)
     batches: list[pa.RecordBatch] = []
-    for index in sorted({place[0] for place in chosen}):  # the decoder takes a file at a time
+    by_file: dict[int, list[Datagram]] = {}
+    for place in chosen:
+        if place in state.kept:
+            by_file.setdefault(place[0], []).append(state.kept[place])
+    for index, datagrams in sorted(by_file.items()):  # the decoder takes a file at a time
         # the file's index stands for its name, so that records say which file they came from
-        batches += decoder.feed([state.kept[place]._replace(source=str(index))
-                                 for place in chosen if place[0] == index and place in state.kept])
+        batches += decoder.feed([datagram._replace(source=str(index))
+                                 for datagram in datagrams])
     batches += decoder.finish()
-    decoded: dict[RecordKey, tuple[Any, ...]] = {}
-    for batch in batches:
-        decoded.update(record_values(settled(batch, report),
-                                     lambda name, offset: (int(name), offset)))
-    return all(decoded.get(key) == values for key, values in expected.items()
-               if key[:2] in state.seen)
+    files = {str(index): index for index in by_file}
+    decoded = pa.concat_tables([record_table(settled(batch, report), files)
+                                for batch in batches] or [expected.slice(0, 0)])
+    seen = np.array(sorted(index << 40 | offset for index, offset in state.seen),
+                    dtype=np.int64)
+    keys = (expected["file"].to_numpy() << 40) | expected["offset"].to_numpy()
+    return differing(expected.filter(pa.array(np.isin(keys, seen))), decoded)[0] == 0
