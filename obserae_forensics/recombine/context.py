@@ -244,22 +244,38 @@ class _Pass:
 
 
 def template_context(files: Sequence[Path | None], wanted: dict[int, set[int]],
-                     expected: pa.Table | None = None,
-                     reading: Reading | None = None) -> dict[int, set[int]]:
+                     expected: pa.Table | None = None, reading: Reading | None = None,
+                     check: Callable[[int], None] | None = None) -> dict[int, set[int]]:
     """The datagrams, by file index, that the `wanted` ones (file index among the run's
     captures `files`, in the order the run read them -> datagram offsets) need beside them
     (the module's docstring says how far back it looks). `expected`: the records the run
     read from the wanted datagrams (record_table), which the search goes back for until
-    the chosen datagrams give them. A file that is None (no longer found) is passed over;
-    messages over TCP or SCTP are neither wanted nor added (they have no datagram)."""
+    the chosen datagrams give them. `check(index)` is called before a file is first read
+    (that it is the file the run read). A file that is None (no longer found) is passed
+    over; messages over TCP or SCTP are neither wanted nor added (they have no datagram).
+
+    Passes begin one file further back, then two, four ..., and never fewer than the wanted
+    files span (an export of many conversations across the run goes back to its start at
+    the second pass, not after log2(files) passes over all of it); a pass that has all it
+    looked for and still decodes otherwise is followed by one from the run's start only
+    (what no pass found, or what depends on records outside the export, is not found by
+    going back a file at a time)."""
     if not wanted:
         return {}
-    start, step = min(wanted), 1
+    checked: set[int] = set()
+
+    def checking(index: int) -> None:
+        if check is not None and index not in checked:
+            check(index)
+            checked.add(index)
+
+    start, step = min(wanted), max(1, max(wanted) - min(wanted) + 1)
     while True:
-        state = _pass(files, wanted, start, reading or _datagrams)
+        state = _pass(files, wanted, start, reading or _datagrams, checking)
         if start == 0 or (state.complete and (expected is None or _agrees(state, expected))):
             break
-        start, step = max(0, start - step), step * 2
+        start = 0 if state.complete else max(0, start - step)
+        step *= 2
     found: dict[int, set[int]] = {}
     for index, offset in state.needed:
         if offset not in wanted.get(index, ()):
@@ -284,7 +300,7 @@ def _datagrams(path: Path, transports: Transports) -> Iterator[list[Datagram]]:
 
 
 def _pass(files: Sequence[Path | None], wanted: dict[int, set[int]], start: int,
-          reading: Reading) -> _Pass:
+          reading: Reading, check: Callable[[int], None]) -> _Pass:
     state = _Pass(start)
     transports = new_transports(RunReport())
     last_file = max(wanted)
@@ -295,6 +311,7 @@ def _pass(files: Sequence[Path | None], wanted: dict[int, set[int]], start: int,
             break
         if path is None:
             continue
+        check(index)
         if not _read(state, index, reading(path, transports), wanted.get(index, set()),
                      (last_file, last_offset)):
             break

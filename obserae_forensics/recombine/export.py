@@ -491,7 +491,8 @@ def _contexts(runs: dict[int, Run], wanted: dict[tuple[int, str], dict[int, int]
     """The datagrams, by (run, capture), that define the templates of the wanted ones and
     carry the options data in force (context.template_context), over each run's captures in
     the order it read them: a rotated capture's templates are in an earlier file. Each
-    capture they come from is checked unchanged, as the wanted ones are."""
+    capture the search reads is checked unchanged, as the wanted ones are: what it finds
+    depends on all of them."""
     found: dict[tuple[int, str], set[int]] = {}
     run_index = table.column("run_index").to_numpy()
     for run_number, (names, files) in captures.items():
@@ -502,11 +503,16 @@ def _contexts(runs: dict[int, Run], wanted: dict[tuple[int, str], dict[int, int]
                 if number == run_number}
         rows = table.filter(pa.array(run_index == run_number))
         expected = record_table(rows, index_of)
-        for index, offsets in template_context(files, mine, expected).items():
-            key = (run_number, names[index])
-            if key not in wanted:
-                _check_unchanged(run, names[index], resolved[key])
-            found[key] = offsets
+
+        def unchanged(index: int, run: Run = run, names: list[str] = names,
+                      files: list[Path | None] = files) -> None:
+            path = files[index]
+            if path is not None:
+                _check_unchanged(run, names[index], path)
+
+        for index, offsets in template_context(files, mine, expected,
+                                               check=unchanged).items():
+            found[run_number, names[index]] = offsets
         if missing:
             result.notes.append(
                 f"{len(missing)} capture(s) {run.path} read are no longer found "
