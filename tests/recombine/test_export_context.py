@@ -240,3 +240,22 @@ def test_a_port_that_defines_templates_never_takes_another_ports(tmp_path: Path)
     assert [(row["packets"], row["octets"]) for row in flows_of(run, wanted)] == [(3, 180)]
     exported = export_pcap([run], [wanted], tmp_path / "conv.pcap")
     assert (exported.checked_records, exported.differing_records) == (1, 0)
+
+
+def test_a_capture_the_search_read_but_took_nothing_from_is_checked_too(
+        tmp_path: Path) -> None:
+    """Found by review: what the search takes depends on every capture it read (a template
+    defined again in between would be the one in force); one replaced or cut since the run
+    went unnoticed, or stopped the export as 'not a capture'."""
+    files = [capture(tmp_path / "c0.pcap", EXPORT_S,
+                     message(template(FLOW, FIELDS), data(FLOW, record(1)), sequence=0)),
+             capture(tmp_path / "c1.pcap", EXPORT_S + 60, message(data(FLOW, record(3)),
+                                                                  sequence=1)),
+             capture(tmp_path / "c2.pcap", EXPORT_S + 120, message(data(FLOW, record(2)),
+                                                                   sequence=2))]
+    run = sessionize(tmp_path, *files)
+    wanted = session_of(run, 2)
+    assert export_pcap([run], [wanted], tmp_path / "a.pcap").template_datagrams == 1
+    files[1].write_bytes(bytes(100))
+    with pytest.raises(InputError, match="changed since sessionize"):
+        export_pcap([run], [wanted], tmp_path / "b.pcap")
