@@ -5,7 +5,8 @@ pcapng (draft-ietf-opsawg-pcapng; sections with their own byte order, several in
 with their own link type and timestamp resolution, EPB/SPB/obsolete PB, unknown blocks
 skipped by length). Link layers: Ethernet with any stack of 802.1Q/802.1ad tags, Linux
 SLL/SLL2, raw IP, BSD null/loopback. IPv4 fragments and IPv6 fragments are reassembled,
-because large IPFIX messages are fragmented by the exporter's IP stack.
+because large IPFIX messages are fragmented by the exporter's IP stack, and across the
+run's files (Transports), because a rotation cuts between fragments as anywhere else.
 
 The surprising thing: nothing here knows NetFlow. Every UDP datagram on any port goes to
 the decoders, which recognise exports by content; everything else is counted by reason.
