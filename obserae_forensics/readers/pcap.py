@@ -64,6 +64,10 @@ IPV6_FRAGMENT = 44
 IPV6_AH = 51
 
 MAX_PENDING_FRAGMENT_SETS = 4096  # incomplete reassemblies kept before the oldest is dropped
+# capture time after a datagram's first fragment beyond which its set is given up (Linux's
+# ipfrag_time): a lost fragment never completes a later datagram that reuses its IPv4
+# identification, within a file or files apart
+FRAGMENT_TIMEOUT_NS = 30 * 10**9
 # reassembled datagrams kept to recognise a fragment repeated after its datagram was whole
 # (a capture taken twice, a SPAN port mirroring both directions): at most this many,
 # and at most this many bytes of them
@@ -445,6 +449,7 @@ class _FragmentSet:
     first_frame: int
     first_offset: int
     source: str  # the file of the first fragment seen
+    first_ns: int  # its capture time
     parts: dict[int, bytes] = field(default_factory=dict)  # byte offset -> payload
     total: int | None = None  # known once the last fragment (MF = 0) arrived
 
@@ -476,6 +481,12 @@ class _Reassembly:
         could never complete. (A re-fragmentation at other offsets is not recognised.)
         """
         entry = self.pending.get(key)
+        if entry is not None and abs(frame.ts_ns - entry.first_ns) > FRAGMENT_TIMEOUT_NS:
+            # a set given up long ago: this fragment is of another datagram with the same
+            # identification (the one before lost a fragment), never bytes of that one
+            del self.pending[key]
+            self._drop(entry, report)
+            entry = None
         whole = self.recent.get(key) if entry is None else None
         if whole is not None and _repeats(whole, offset, more, data):
             report.ignore("duplicate_fragment", source, len(data))
@@ -488,7 +499,8 @@ class _Reassembly:
             if len(self.pending) >= MAX_PENDING_FRAGMENT_SETS:
                 _old_key, old = self.pending.popitem(last=False)
                 self._drop(old, report)
-            entry = self.pending[key] = _FragmentSet(frame.number, frame.offset, source)
+            entry = self.pending[key] = _FragmentSet(frame.number, frame.offset, source,
+                                                     frame.ts_ns)
         for start, part in entry.parts.items():
             low, high = max(start, offset), min(start + len(part), offset + len(data))
             if low < high and part[low - start:high - start] != data[low - offset:high - offset]:
@@ -976,16 +988,18 @@ def fragment_of(frame: Frame) -> tuple[tuple[object, ...], int, bool, int] | Non
     return None
 
 
-def tail_fragments(path: Path, keys: set[tuple[object, ...]]) -> dict[tuple[object, ...],
-                                                                       list[Frame]]:
-    """The fragments of the datagrams `keys` name that a capture ends before completing:
-    a rotation's cut between fragments (their datagram completed in the next file, whose
-    provenance names its last fragment there). Fragments of a datagram the file completes
-    (identifications are reused) are not among them."""
+def tail_fragments(path: Path, since: dict[tuple[object, ...], int]
+                   ) -> dict[tuple[object, ...], list[Frame]]:
+    """The fragments of the datagrams `since` names (reassembly key -> the earliest capture
+    time they can have, FRAGMENT_TIMEOUT_NS before the datagram's other fragments) that a
+    capture ends before completing: a rotation's cut between fragments (their datagram
+    completed in a later file, whose provenance names its last fragment there). Fragments
+    of a datagram the file completes (identifications are reused), or older, are not among
+    them."""
     held: dict[tuple[object, ...], list[tuple[Frame, int, bool, int]]] = {}
     for frame in iter_frames(path, RunReport()):
         found = fragment_of(frame)
-        if found is None or found[0] not in keys:
+        if found is None or found[0] not in since or frame.ts_ns < since[found[0]]:
             continue
         key, offset, more, length = found
         pieces = held.setdefault(key, [])

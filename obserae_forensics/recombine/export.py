@@ -31,6 +31,7 @@ from ..readers import input_format, settled
 from ..readers.exports import ExportDecoder
 from ..readers.packed import packing_of_path, unpacked_head
 from ..readers.pcap import (
+    FRAGMENT_TIMEOUT_NS,
     Frame,
     covers,
     fragment_of,
@@ -462,26 +463,34 @@ def _captures(runs: dict[int, Run], wanted: dict[tuple[int, str], dict[int, int]
 
 def _cut_fragments(found: dict[int, list[Frame]], key: tuple[int, str], run: Run,
                    captures: tuple[list[str], list[Path | None]]) -> None:
-    """Give the datagrams whose first fragments a rotation left in the capture before
+    """Give the datagrams whose first fragments a rotation left in the captures before
     (the run reassembles across its files) those fragments, first: the export holds every
-    frame of each datagram."""
-    cut: dict[int, tuple[object, ...]] = {}  # datagram offset -> reassembly key
+    frame of each datagram. Captures are searched back while fragments are missing and the
+    one before held some, no further back than the run's reassembly waits (pcap.py's
+    FRAGMENT_TIMEOUT_NS)."""
+    cut: dict[int, tuple[tuple[object, ...], int]] = {}  # offset -> (key, earliest time)
     for offset, carried in found.items():
         pieces = [fragment_of(frame) for frame in carried]
         known = [piece for piece in pieces if piece is not None]
         if known and len(known) == len(pieces) and not covers(
                 [(at, more, length) for _, at, more, length in known]):
-            cut[offset] = known[0][0]
+            cut[offset] = (known[0][0], min(frame.ts_ns for frame in carried)
+                           - FRAGMENT_TIMEOUT_NS)
     names, files = captures
     index = names.index(key[1]) if key[1] in names else 0
-    before = files[index - 1] if index > 0 else None
-    if not cut or before is None:
-        return
-    tails = tail_fragments(before, set(cut.values()))
-    if tails:
+    while cut and index > 0 and files[index - 1] is not None:
+        before = files[index - 1]
+        assert before is not None
+        tails = tail_fragments(before, dict(cut.values()))
+        if not tails:
+            return
         _check_unchanged(run, names[index - 1], before)
-    for offset, fragment_key in cut.items():
-        found[offset] = [*tails.get(fragment_key, []), *found[offset]]
+        for offset, (fragment_key, _) in list(cut.items()):
+            found[offset] = [*tails.get(fragment_key, []), *found[offset]]
+            pieces = [fragment_of(frame) for frame in found[offset]]
+            if covers([piece[1:] for piece in pieces if piece is not None]):
+                del cut[offset]
+        index -= 1
 
 
 def _contexts(runs: dict[int, Run], wanted: dict[tuple[int, str], dict[int, int]],

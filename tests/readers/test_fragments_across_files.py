@@ -92,3 +92,32 @@ def test_fragments_the_run_never_completes_are_counted_in_the_file_of_the_first(
     assert report.skipped == {"incomplete_fragments": 1}
     [problem] = report.examples
     assert (problem.source, problem.frame) == (str(first), 4)
+
+
+def test_a_fragment_left_from_long_ago_never_completes_a_later_datagram(tmp_path: Path) -> None:
+    """Found by review: a last fragment whose datagram lost its others stayed pending for the
+    run, and an hour later a datagram reusing its IPv4 identification took it for its own
+    last bytes: two records of garbage, no word (within one file too, before reassembly
+    went across files). A set is given up 30 s (capture time) after its first fragment,
+    as a collector's stack does (Linux's ipfrag_time)."""
+    frames = fragment_frames()
+    payloads = [d.payload for chunk in iter_datagrams(FIXTURE, RunReport()) for d in chunk]
+    other = bytes(reversed(payloads[1]))  # another datagram of the same size and id
+    packet = IP(src="192.0.2.7", dst="198.51.100.1", id=4001) / UDP(
+        sport=4096, dport=2055) / other
+    stale = bytes(Ether() / fragment(packet, fragsize=600)[-1])
+    hour = 3600 * 10**9
+    for name, layout in (("files", [[*frames[:3], (frames[2][0] + 1, stale)],
+                                    [(ts + hour, frame) for ts, frame in frames[3:]]]),
+                         ("one file", [[*frames[:3], (frames[2][0] + 1, stale),
+                                        *[(ts + hour, frame) for ts, frame in frames[3:]]]])):
+        paths = []
+        for number, part in enumerate(layout):
+            path = tmp_path / f"{name}{number}.pcap"
+            path.write_bytes(pcap_bytes(part))
+            paths.append(path)
+        table, report = read_all(*paths)
+        expected, _ = read_all(fragmented_export(tmp_path / "whole.pcap"))
+        assert records(table) == records(expected), name
+        assert report.skipped == {"incomplete_fragments": 1}, name
+        assert (report.examples[0].source, report.examples[0].frame) == (str(paths[0]), 4)

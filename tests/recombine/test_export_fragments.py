@@ -86,3 +86,34 @@ def test_a_datagram_a_rotation_cut_between_its_fragments_exports_whole(tmp_path:
         (4000, 0), (4000, 75), (4000, 150), (4001, 0), (4001, 75), (4001, 150)]
     count = sum(row["session_id"] == cut[0] for row in flows)
     assert (exported.checked_records, exported.differing_records) == (count, 0)
+
+
+def test_a_datagram_over_three_files_exports_whole(tmp_path: Path) -> None:
+    """Found by review: a file per frame (`editcap -c 1`; small `-G` files do it too): the
+    second datagram's three fragments lie in three files, and the export looked one file
+    back only (its first fragment was missing, 0 of 2 records as in the run)."""
+    import subprocess
+
+    import pyarrow.parquet as pq
+
+    from obserae_forensics.recombine import export_pcap
+    from tests.conftest import need_tool
+    from tests.readers.test_fragments_across_files import fragmented_export
+
+    editcap = need_tool("editcap")
+    whole = fragmented_export(tmp_path / "whole.pcap")
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    subprocess.run([editcap, "-c", "1", str(whole), str(parts / "one.pcap")], check=True,
+                   capture_output=True)
+    files = sorted(parts.iterdir())
+    run = tmp_path / "run"
+    made = runner.invoke(app, ["sessionize", *map(str, files), "--out", str(run), "-q"])
+    assert made.exit_code == 0, made.output
+    flows = pq.read_table(run / "flows.parquet").to_pylist()
+    wanted = sorted({row["session_id"] for row in flows if row["source_file"] == str(files[5])})
+    exported = export_pcap([run], wanted[:1], tmp_path / "cut.pcap")
+    frames = rdpcap(str(tmp_path / "cut.pcap"))
+    assert [(frame[IP].id, frame[IP].frag) for frame in frames][-3:] == [
+        (4001, 0), (4001, 75), (4001, 150)]
+    assert exported.differing_records == 0 and exported.checked_records > 0
