@@ -92,7 +92,7 @@ def packing_of_file(handle: IO[bytes]) -> str:
                 break
             at += 8 + int.from_bytes(head[4:8], "little")
         kind = packing_of(head)
-        return kind if at == 0 or kind in ("zstd", "lz4") else ""
+        return kind if at == 0 or kind in ("zstd", "lz4", "lz4-legacy") else ""
     finally:
         handle.seek(0)
 
@@ -239,6 +239,8 @@ class _Member:
                     held.clear()
                 continue
             size = int.from_bytes(held[:4], "little")
+            if not 0 < size <= LZ4_LEGACY_BOUND:  # no block has it: damage, never held
+                raise _Damage(at, ValueError(f"an LZ4 legacy block size of {size} bytes"))
             take = min(4 + size - len(held), len(piece) - at)
             held += piece[at:at + take]
             at += take
@@ -284,16 +286,25 @@ def _zeros(data: bytes, at: int) -> int:
 _MAGIC = {"gzip": GZIP_MAGIC, "zstd": ZSTD_MAGIC, "lz4": LZ4_MAGIC, "xz": XZ_MAGIC}
 
 
-def _next_member(data: bytes, at: int, kind: str) -> bool:
-    """True when `data` from `at` begins another member of the same kind (pigz and `cat
-    a.gz b.gz` write several; zstd and lz4 write a frame per input of a `cat`)."""
+def _next_member(data: bytes, at: int, kind: str, previous: str) -> str:
+    """The kind of the member `data` begins at `at` ("" if none): another of the file's
+    kind (pigz and `cat a.gz b.gz` write several; zstd and lz4 write a frame per input of a
+    `cat`), an LZ4 frame or legacy stream where the other was (`lz4 -dc` reads `cat` of
+    both), or, after a legacy block (`previous`), the next one: its size, which no magic
+    has (a size cut short by the file's end is a block cut short)."""
     if kind == "bzip2":
-        return _is_bzip2(data[at:at + 10])
-    if kind == "lz4-legacy":  # a stream's magic, or the size of a block that can be one
-        head = data[at:at + 4]
-        return head == LZ4_LEGACY_MAGIC or (
-            len(head) == 4 and 0 < int.from_bytes(head, "little") <= LZ4_LEGACY_BOUND)
-    return data[at:at + len(_MAGIC[kind])] == _MAGIC[kind]
+        return kind if _is_bzip2(data[at:at + 10]) else ""
+    head = data[at:at + 4]
+    if kind in ("lz4", "lz4-legacy"):
+        if head == LZ4_MAGIC:
+            return "lz4"
+        if head == LZ4_LEGACY_MAGIC:
+            return "lz4-legacy"
+        if previous == "lz4-legacy" and (len(head) < 4 or 0 < int.from_bytes(
+                head, "little") <= LZ4_LEGACY_BOUND):
+            return "lz4-legacy"
+        return ""
+    return kind if data[at:at + len(_MAGIC[kind])] == _MAGIC[kind] else ""
 
 
 def _damage_errors() -> tuple[type[BaseException], ...]:
@@ -319,6 +330,7 @@ def _inflate(handle: IO[bytes], kind: str, write: Callable[[bytes], object], sou
     consumed = 0  # the compressed offset of data[at]
     at_eof = False
     padded = 0  # the padding run being passed over
+    previous = ""  # the kind of the last member (lz4 files may join frames and legacy)
 
     while True:
         left = len(data) - at
@@ -328,7 +340,7 @@ def _inflate(handle: IO[bytes], kind: str, write: Callable[[bytes], object], sou
             data, at = data[at:] + more, 0
             continue
         if member is None:  # between members: another, padding, or bytes that are none
-            if kind in ("zstd", "lz4") and _skippable(data, at):
+            if kind in ("zstd", "lz4", "lz4-legacy") and _skippable(data, at):
                 # a skippable frame: passed over by its length, never held
                 length = (8 + int.from_bytes(data[at + 4:at + 8], "little") if left >= 8
                           else size + 1)
@@ -357,8 +369,10 @@ def _inflate(handle: IO[bytes], kind: str, write: Callable[[bytes], object], sou
                 padded = 0
             if not left:
                 return written
-            if _next_member(data, at, kind):
-                member = _Member(kind)
+            following = _next_member(data, at, kind, previous)
+            if following:
+                member = _Member(following)
+                previous = following
                 member_at, member_out = consumed, written
                 continue
             rest = size - consumed

@@ -466,3 +466,29 @@ def test_lz4_legacy_streams_as_the_lz4_tool_writes_and_joins_them(tmp_path: Path
     assert table.num_rows == 72 and report.skipped == {"bad_compression": 1}
     assert f"between compressed bytes {len(whole)} and {2 * len(whole)}" in (
         report.examples[0].message)
+
+
+def test_lz4_legacy_sizes_no_block_has_and_frames_joined_to_it(tmp_path: Path) -> None:
+    """Found by review: a damaged first block size (0xFFFFFFF0) held the rest of the file
+    in memory before it was `truncated`; a cut inside a later block's size was counted
+    twice; `cat` of a legacy stream and an LZ4 frame (either order), which `lz4 -dc`
+    reads whole, lost its second part."""
+    data = CAPTURE.read_bytes()
+
+    def inflate(blob: bytes) -> tuple[bytes, list[str]]:
+        path = tmp_path / "x.lz4"
+        path.write_bytes(blob)
+        out: list[bytes] = []
+        reasons: list[str] = []
+        with open(path, "rb") as handle:
+            packed._inflate(handle, packed.packing_of(blob[:10]), out.append, "x",
+                            lambda error, _: reasons.append(error.reason), lambda _: None)
+        return b"".join(out), reasons
+
+    legacy, frame = lz4_legacy(data), lz4.frame.compress(data)
+    assert inflate(legacy + frame) == (data + data, [])
+    assert inflate(frame + legacy) == (data + data, [])
+    assert inflate(packed.LZ4_LEGACY_MAGIC + b"\xf0\xff\xff\xff" + bytes(1 << 20)) == (
+        b"", ["bad_compression"])
+    two = lz4_legacy(data) + lz4_legacy(data)[4:]  # two blocks in one stream
+    assert inflate(two[:len(legacy) + 2]) == (data, ["truncated"])
