@@ -50,17 +50,13 @@ def test_fragmented_datagram_exports_all_its_fragments(tmp_path: Path) -> None:
     assert [bytes(f) for f in frames] == [bytes(p) for p in pieces]
 
 
-def test_a_datagram_a_rotation_cut_between_its_fragments_exports_whole(tmp_path: Path) -> None:
-    """The run reassembles a datagram whose first fragments are in the file before
-    (`tcpdump -C`, editcap -c); its provenance names its last fragment, in the later file,
-    and the export held only the fragments of that file: a datagram that could not be
-    reassembled. Now the earlier file's tail gives the rest, and the export decoded alone
-    gives the run's records (softflowd's real v9 datagrams, fragmented at 600 bytes)."""
+def split_run(tmp_path: Path, frames_per_file: int) -> tuple[list[Path], Path, list[dict]]:
+    """softflowd's real v9 datagrams fragmented at 600 bytes (3, 3 and 2 frames), cut into
+    files by `editcap -c N` and sessionized as one run: the files, the run, its flows."""
     import subprocess
 
     import pyarrow.parquet as pq
 
-    from obserae_forensics.recombine import export_pcap
     from tests.conftest import need_tool
     from tests.readers.test_fragments_across_files import fragmented_export
 
@@ -68,13 +64,24 @@ def test_a_datagram_a_rotation_cut_between_its_fragments_exports_whole(tmp_path:
     whole = fragmented_export(tmp_path / "whole.pcap")
     parts = tmp_path / "parts"
     parts.mkdir()
-    subprocess.run([editcap, "-c", "4", str(whole), str(parts / "rot.pcap")], check=True,
-                   capture_output=True)
+    subprocess.run([editcap, "-c", str(frames_per_file), str(whole), str(parts / "rot.pcap")],
+                   check=True, capture_output=True)
     files = sorted(parts.iterdir())
     run = tmp_path / "run"
     made = runner.invoke(app, ["sessionize", *map(str, files), "--out", str(run), "-q"])
     assert made.exit_code == 0, made.output
-    flows = pq.read_table(run / "flows.parquet").to_pylist()
+    return files, run, pq.read_table(run / "flows.parquet").to_pylist()
+
+
+def test_a_datagram_a_rotation_cut_between_its_fragments_exports_whole(tmp_path: Path) -> None:
+    """The run reassembles a datagram whose first fragments are in the file before
+    (`tcpdump -C`, editcap -c); its provenance names its last fragment, in the later file,
+    and the export held only the fragments of that file: a datagram that could not be
+    reassembled. Now the earlier file's tail gives the rest, and the export decoded alone
+    gives the run's records."""
+    from obserae_forensics.recombine import export_pcap
+
+    files, run, flows = split_run(tmp_path, 4)
     # the second datagram: fragments 4 (first file), 5 and 6 (frames 1 and 2 of the second)
     cut = sorted({row["session_id"] for row in flows
                   if (row["source_file"], row["source_frame"]) == (str(files[1]), 2)})
@@ -92,25 +99,9 @@ def test_a_datagram_over_three_files_exports_whole(tmp_path: Path) -> None:
     """Found by review: a file per frame (`editcap -c 1`; small `-G` files do it too): the
     second datagram's three fragments lie in three files, and the export looked one file
     back only (its first fragment was missing, 0 of 2 records as in the run)."""
-    import subprocess
-
-    import pyarrow.parquet as pq
-
     from obserae_forensics.recombine import export_pcap
-    from tests.conftest import need_tool
-    from tests.readers.test_fragments_across_files import fragmented_export
 
-    editcap = need_tool("editcap")
-    whole = fragmented_export(tmp_path / "whole.pcap")
-    parts = tmp_path / "parts"
-    parts.mkdir()
-    subprocess.run([editcap, "-c", "1", str(whole), str(parts / "one.pcap")], check=True,
-                   capture_output=True)
-    files = sorted(parts.iterdir())
-    run = tmp_path / "run"
-    made = runner.invoke(app, ["sessionize", *map(str, files), "--out", str(run), "-q"])
-    assert made.exit_code == 0, made.output
-    flows = pq.read_table(run / "flows.parquet").to_pylist()
+    files, run, flows = split_run(tmp_path, 1)
     wanted = sorted({row["session_id"] for row in flows if row["source_file"] == str(files[5])})
     exported = export_pcap([run], wanted[:1], tmp_path / "cut.pcap")
     frames = rdpcap(str(tmp_path / "cut.pcap"))
