@@ -146,6 +146,7 @@ class _Pass:
     seen: set[Place] = field(default_factory=set)  # the wanted datagrams found
     passed: set[Place] = field(default_factory=set)  # wanted messages over TCP or SCTP
     kept: dict[Place, Datagram] = field(default_factory=dict)  # those that may be needed
+    limit: int = 4096  # kept beyond it: forget what nothing refers to (keep())
     complete: bool = True  # False: an earlier file may hold what this pass did not see
 
     def template(self, stream: Stream, port: int, template_id: int) -> Place | None:
@@ -231,16 +232,16 @@ class _Pass:
 
     def keep(self, place: Place, datagram: Datagram) -> None:
         """Keep a datagram the export may need; forget those nothing refers to any more
-        once they outnumber the rest (an exporter that sends templates in every datagram)."""
+        once they are twice what was live at the last count (an exporter that sends
+        templates in every datagram): amortised, whatever the live ones number."""
         self.kept[place] = datagram
-        if len(self.kept) > 4096 and len(self.kept) > 4 * (
-                len(self.own) + len(self.latest) + 2 * len(self.option_data) + len(self.held)
-                + len(self.needed) + len(self.seen)):
+        if len(self.kept) > self.limit:
             live = {*self.own.values(), *self.latest.values(), *self.needed, *self.seen,
                     *self.held.values()}
             live.update(place for scopes in self.option_data.values()
                         for pair in scopes.values() for place in pair if place is not None)
             self.kept = {place: kept for place, kept in self.kept.items() if place in live}
+            self.limit = max(4096, 2 * len(self.kept))
 
 
 def template_context(files: Sequence[Path | None], wanted: dict[int, set[int]],
@@ -345,11 +346,11 @@ def _read(state: _Pass, index: int, chunks: Iterable[list[Datagram]], mine: set[
                 continue
             stream = (datagram.exporter, sets.version, sets.domain)
             port = datagram.transport
-            if datagram.offset in mine:
+            wanted = datagram.offset in mine
+            if wanted:
                 state.want(stream, port, sets.data, sets.templates | sets.options)
                 state.seen.add(place)
-                state.keep(place, datagram)
-            if state.see(stream, port, place, sets, datagram.payload):
+            if state.see(stream, port, place, sets, datagram.payload) or wanted:
                 state.keep(place, datagram)
     return True
 
