@@ -66,7 +66,7 @@ IPV6_AH = 51
 MAX_PENDING_FRAGMENT_SETS = 4096  # incomplete reassemblies kept before the oldest is dropped
 # capture time after a datagram's first fragment beyond which its set is given up (Linux's
 # ipfrag_time): a lost fragment never completes a later datagram that reuses its IPv4
-# identification, within a file or files apart
+# identification, within a file or files apart (time going back never gives a set up)
 FRAGMENT_TIMEOUT_NS = 30 * 10**9
 # reassembled datagrams kept to recognise a fragment repeated after its datagram was whole
 # (a capture taken twice, a SPAN port mirroring both directions): at most this many,
@@ -481,9 +481,12 @@ class _Reassembly:
         could never complete. (A re-fragmentation at other offsets is not recognised.)
         """
         entry = self.pending.get(key)
-        if entry is not None and abs(frame.ts_ns - entry.first_ns) > FRAGMENT_TIMEOUT_NS:
+        if entry is not None and entry.first_ns > 0 and (
+                frame.ts_ns - entry.first_ns > FRAGMENT_TIMEOUT_NS):
             # a set given up long ago: this fragment is of another datagram with the same
-            # identification (the one before lost a fragment), never bytes of that one
+            # identification (the one before lost a fragment), never bytes of that one.
+            # Only time moving on counts: a clock stepped back, a merged capture's other
+            # interface, a Simple Packet Block's unknown time (0) never give a set up
             del self.pending[key]
             self._drop(entry, report)
             entry = None
@@ -991,7 +994,7 @@ def fragment_of(frame: Frame) -> tuple[tuple[object, ...], int, bool, int] | Non
 def tail_fragments(path: Path, since: dict[tuple[object, ...], int]
                    ) -> dict[tuple[object, ...], list[Frame]]:
     """The fragments of the datagrams `since` names (reassembly key -> the earliest capture
-    time they can have, FRAGMENT_TIMEOUT_NS before the datagram's other fragments) that a
+    time they can have, FRAGMENT_TIMEOUT_NS before the datagram's latest fragment) that a
     capture ends before completing: a rotation's cut between fragments (their datagram
     completed in a later file, whose provenance names its last fragment there). Fragments
     of a datagram the file completes (identifications are reused), or older, are not among
@@ -999,7 +1002,7 @@ def tail_fragments(path: Path, since: dict[tuple[object, ...], int]
     held: dict[tuple[object, ...], list[tuple[Frame, int, bool, int]]] = {}
     for frame in iter_frames(path, RunReport()):
         found = fragment_of(frame)
-        if found is None or found[0] not in since or frame.ts_ns < since[found[0]]:
+        if found is None or found[0] not in since or 0 < frame.ts_ns < since[found[0]]:
             continue
         key, offset, more, length = found
         pieces = held.setdefault(key, [])

@@ -474,7 +474,9 @@ def _cut_fragments(found: dict[int, list[Frame]], key: tuple[int, str], run: Run
         known = [piece for piece in pieces if piece is not None]
         if known and len(known) == len(pieces) and not covers(
                 [(at, more, length) for _, at, more, length in known]):
-            cut[offset] = (known[0][0], min(frame.ts_ns for frame in carried)
+            # the run's reassembly gives a set up when a fragment comes more than the
+            # timeout after its first: no earlier fragment is older than that
+            cut[offset] = (known[0][0], max(frame.ts_ns for frame in carried)
                            - FRAGMENT_TIMEOUT_NS)
     names, files = captures
     index = names.index(key[1]) if key[1] in names else 0

@@ -121,3 +121,18 @@ def test_a_fragment_left_from_long_ago_never_completes_a_later_datagram(tmp_path
         assert records(table) == records(expected), name
         assert report.skipped == {"incomplete_fragments": 1}, name
         assert (report.examples[0].source, report.examples[0].frame) == (str(paths[0]), 4)
+
+
+def test_time_going_back_or_unknown_never_gives_a_fragment_set_up(tmp_path: Path) -> None:
+    """Found by review: the timeout compared capture times both ways, so a clock stepped
+    back 40 s between two fragments, or a fragment without a time (a pcapng Simple Packet
+    Block, time 0), lost the whole datagram; only time moving on counts."""
+    frames = fragment_frames()
+    whole, _ = read_all(fragmented_export(tmp_path / "whole.pcap"))
+    for name, shift in (("back", -40 * 10**9), ("zero", None)):
+        moved = [(ts if index != 4 else (0 if shift is None else ts + shift), frame)
+                 for index, (ts, frame) in enumerate(frames)]  # datagram 2's second piece
+        path = tmp_path / f"{name}.pcap"
+        path.write_bytes(pcap_bytes(moved))
+        table, report = read_all(path)
+        assert records(table) == records(whole) and not report.skipped, name
