@@ -28,7 +28,6 @@ datagram numbered their held sets and their first records alike).
 from __future__ import annotations
 
 import struct
-import zlib
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -58,6 +57,7 @@ from .information_elements import (
 )
 from .nsel import NselLedger, nsel_repair
 from .templates import (
+    FieldSpec,
     Leftover,
     PendingData,
     PendingSet,
@@ -1217,40 +1217,71 @@ class ExportSets(NamedTuple):
     options: frozenset[int]  # template ids its options-template sets define
     data: frozenset[int]  # ids of its data sets (>= 256)
     withdrawn: frozenset[int]  # template records without fields (IPFIX withdrawals)
-    # each options template's OptionsLayout: an id defined again with another layout is
-    # another table (the rate an earlier one declared stays in force)
-    layouts: tuple[OptionsLayout, ...] = ()
+    # each options template as the decoder would define it (None where it would refuse it:
+    # its data stay undefined): what its records change, options_effects
+    option_templates: tuple[tuple[int, Template | None], ...] = ()
     sets: tuple[tuple[int, int, int], ...] = ()  # each data set: (id, body start, end)
 
 
-class OptionsLayout(NamedTuple):
-    """An options template as the export's search tells its tables and records apart."""
-
-    template_id: int
-    crc: int  # CRC-32 of its template record
-    scope: int  # bytes of each record's scope fields (0: unknown)
-    size: int  # bytes of each record (0: unknown, a variable-length field)
-
-
-def _options_layout(payload: bytes, record: int, end: int, template_id: int, version: int
-                    ) -> OptionsLayout:
-    """The options template record at payload[record:end] (v9: scope and option lengths in
-    bytes; IPFIX: a field count, a scope field count, then specifiers)."""
-    crc = zlib.crc32(payload[record:end])
+def _options_template(payload: bytes, record: int, end: int, template_id: int, version: int
+                      ) -> Template | None:
+    """The options template record at payload[record:end] as netflow_v9 / ipfix define
+    it (v9: scope and option lengths in bytes, 4-byte specifiers; IPFIX: a field count, a
+    scope field count, specifiers with enterprise numbers), or None where they refuse it."""
     if version == 9:
-        # its scope and option lengths are those of the specifiers, 4 bytes each
-        scopes = int.from_bytes(payload[record + 2:record + 4], "big") // 4
-        lengths = [int.from_bytes(payload[at + 2:at + 4], "big")
-                   for at in range(record + 6, end - 3, 4)]
-    else:
-        scopes = int.from_bytes(payload[record + 4:record + 6], "big")
-        lengths, at = [], record + 6
-        while at + 4 <= end:
-            lengths.append(int.from_bytes(payload[at + 2:at + 4], "big"))
-            at += 8 if payload[at] & 0x80 else 4
-    if not scopes or 0xFFFF in lengths or len(lengths) <= scopes:
-        return OptionsLayout(template_id, crc, 0, 0)
-    return OptionsLayout(template_id, crc, sum(lengths[:scopes]), sum(lengths))
+        scope_length, option_length = struct.unpack_from(">HH", payload, record + 2)
+        if scope_length % 4 or option_length % 4 or record + 6 + scope_length + option_length > end:
+            return None
+        pairs = struct.unpack_from(f">{(scope_length + option_length) // 2}H", payload,
+                                   record + 6)
+        fields = tuple(FieldSpec(pairs[i], pairs[i + 1]) for i in range(0, len(pairs), 2))
+        return Template(template_id, fields, scope_count=scope_length // 4, options=True,
+                        version=9)
+    count, scope_count = struct.unpack_from(">HH", payload, record + 2)
+    specs: list[FieldSpec] = []
+    at = record + 6
+    while len(specs) < count and at + 4 <= end:
+        element, length = struct.unpack_from(">HH", payload, at)
+        at += 4
+        enterprise = 0
+        if element & 0x8000:
+            if at + 4 > end:
+                break
+            enterprise = int.from_bytes(payload[at:at + 4], "big")
+            at += 4
+            element &= 0x7FFF
+        specs.append(FieldSpec(element, length, enterprise))
+    if len(specs) < count or not 1 <= scope_count <= count:
+        return None
+    return Template(template_id, tuple(specs), scope_count=scope_count, options=True,
+                    version=10)
+
+
+def options_effects(template: Template, buf: bytes, at: int, end: int
+                    ) -> set[tuple[object, ...]]:
+    """What the records of an options data set change in their exporter's state, as
+    _use_options does: ("rate",) its rate, ("scope", key) a sampler's or an interface's,
+    ("sysinit",) its boot time. An export of records read after them needs the latest
+    datagram of each (recombine/context.py); records that change none are not needed."""
+    effects: set[tuple[object, ...]] = set()
+    if template.fixed_length == 0:
+        return effects
+    minimum = max(template.min_length, 1)
+    while end - at >= minimum:
+        try:
+            spans, at = template.field_spans(buf, at, end)
+        except ValueError:
+            break
+        values = template.values(buf, spans)
+        if 0 < _options_rate(values) <= 0xFFFFFFFF:
+            effects.add(("rate",))
+            scope = template.sampler_scope(buf, spans)
+            if scope is not None:
+                effects.add(("scope", scope))
+        sysinit = values.get(SYSTEM_INIT_MILLISECONDS)
+        if sysinit is not None and sysinit < 2**63 // 1000:
+            effects.add(("sysinit",))
+    return effects
 
 
 def export_sets(payload: bytes) -> ExportSets | None:
@@ -1266,7 +1297,7 @@ def export_sets(payload: bytes) -> ExportSets | None:
     options: set[int] = set()
     data: set[int] = set()
     withdrawn: set[int] = set()
-    layouts: list[OptionsLayout] = []
+    option_templates: list[tuple[int, Template | None]] = []
     sets: list[tuple[int, int, int]] = []
     end = len(payload)
     while at + 4 <= end:
@@ -1290,11 +1321,12 @@ def export_sets(payload: bytes) -> ExportSets | None:
                                               v9_options=v9_options,
                                               options=set_id == kinds[1], ipfix=version == 10)
                 if found is options:
-                    layouts.append(_options_layout(payload, start, record, template_id,
-                                                   version))
+                    option_templates.append((template_id, _options_template(
+                        payload, start, record, template_id, version)))
         at += length
     return ExportSets(version, domain, frozenset(templates), frozenset(options),
-                      frozenset(data), frozenset(withdrawn), tuple(layouts), tuple(sets))
+                      frozenset(data), frozenset(withdrawn), tuple(option_templates),
+                      tuple(sets))
 
 
 def template_ids_in(payload: bytes) -> set[int]:

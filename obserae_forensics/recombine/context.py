@@ -44,8 +44,15 @@ import pyarrow.compute as pc
 
 from ..readers import settled
 from ..readers.datagrams import Datagram
-from ..readers.exports import ExportDecoder, ExportSets, OptionsLayout, export_sets
+from ..readers.exports import (
+    TAKEOVER_GAP_US,
+    ExportDecoder,
+    ExportSets,
+    export_sets,
+    options_effects,
+)
 from ..readers.pcap import Transports, iter_datagrams, new_transports
+from ..readers.templates import Template
 from ..report import RunReport
 
 Stream = tuple[str, int, int]  # exporter, version (9, 10), source ID / observation domain
@@ -125,22 +132,23 @@ class _Pass:
     start: int
     needed: set[Place] = field(default_factory=set)
     own: dict[tuple[Stream, int, int], Place] = field(default_factory=dict)  # + port, id
-    latest: dict[tuple[Stream, int], Place] = field(default_factory=dict)  # any port
+    latest: dict[tuple[Stream, int], tuple[Place, int]] = field(default_factory=dict)
     ports: dict[Stream, set[int]] = field(default_factory=dict)  # that defined templates
-    # the layout of each id an options template defines now
-    layout: dict[tuple[Stream, int], OptionsLayout] = field(default_factory=dict)
-    # every options table (id, layout CRC) of the exporter the pass saw defined: the latest
-    # data of each is in force (an id defined again with another layout is another table;
-    # the rate an earlier table declared stays in force while the new one declares none)
-    tables: dict[Stream, set[tuple[int, int]]] = field(default_factory=dict)
-    # per table of a stream, per scope (a sampler's, an interface's: the bytes of a
-    # record's scope fields), the latest data and the datagram that defined its template
-    option_data: dict[tuple[Stream, int, int], dict[bytes, tuple[Place, Place | None]]] = (
-        field(default_factory=dict))
+    # the decoder's take-over rule (readers/exports.py begin_datagram): a port that began
+    # when its exporter had been silent TAKEOVER_GAP_US is the same process restarted
+    lineage: dict[tuple[Stream, int], int] = field(default_factory=dict)
+    seen_ports: dict[Stream, set[int]] = field(default_factory=dict)
+    last_arrival: dict[Stream, tuple[int, int]] = field(default_factory=dict)  # time, port
+    # the options templates defined now, as the decoder holds them (None: one it refused)
+    option_template: dict[tuple[Stream, int], Template | None] = field(default_factory=dict)
+    # what options records change (exports.options_effects: the exporter's rate, a sampler's
+    # or interface's, its boot time): the latest datagram of each, and its template's
+    effects: dict[Stream, dict[tuple[object, ...], tuple[Place, Place | None]]] = field(
+        default_factory=dict)
     waiting: set[tuple[Stream, int, int]] = field(default_factory=set)  # wanted, undefined
     undefined: set[tuple[Stream, int]] = field(default_factory=set)  # used, defined nowhere
     # the latest data of a template not defined yet, which the decoder holds until it is:
-    # options data so held (sent before its options template) is in force once it comes
+    # options data so held (sent before its options template) take effect once it comes
     held: dict[tuple[Stream, int], Place] = field(default_factory=dict)
     wanted_streams: set[Stream] = field(default_factory=set)
     seen: set[Place] = field(default_factory=set)  # the wanted datagrams found
@@ -149,18 +157,37 @@ class _Pass:
     limit: int = 4096  # kept beyond it: forget what nothing refers to (keep())
     complete: bool = True  # False: an earlier file may hold what this pass did not see
 
+    def arrive(self, stream: Stream, port: int, arrival_us: int) -> None:
+        """The decoder's bookkeeping of a datagram's transport session, for take-overs."""
+        ports = self.seen_ports.setdefault(stream, set())
+        last = self.last_arrival.get(stream)
+        if port not in ports:
+            if last is not None and arrival_us - last[0] >= TAKEOVER_GAP_US:
+                self.lineage[stream, port] = self.lineage.get((stream, last[1]), last[1])
+            ports.add(port)
+        if last is None or arrival_us >= last[0]:
+            self.last_arrival[stream] = (arrival_us, port)
+
     def template(self, stream: Stream, port: int, template_id: int) -> Place | None:
-        """As the decoder finds it: the transport session's own, else the exporter's latest
-        from another port, but for a port that defines templates of its own."""
+        """As the decoder finds it (ExportDecoder.template): the transport session's own,
+        else the exporter's latest from another port, for a port that defines none of its
+        own or took over from that port (a restart)."""
         own = self.own.get((stream, port, template_id))
-        if own is not None or port in self.ports.get(stream, ()):
+        if own is not None:
             return own
-        return self.latest.get((stream, template_id))
+        found = self.latest.get((stream, template_id))
+        if found is None:
+            return None
+        root = self.lineage.get((stream, port))
+        if port not in self.ports.get(stream, ()) or (
+                root is not None and root == self.lineage.get((stream, found[1]), found[1])):
+            return found[0]
+        return None
 
     def want(self, stream: Stream, port: int, data: frozenset[int], defined: frozenset[int]
              ) -> None:
         """A wanted datagram: the templates of its data sets (not those it brings itself)
-        and the latest options data of its exporter, with that data's template."""
+        and the options in force for its exporter."""
         self.wanted_streams.add(stream)
         for template_id in data - defined:
             place = self.template(stream, port, template_id)
@@ -172,16 +199,11 @@ class _Pass:
         self.options_in_force(stream)
 
     def options_in_force(self, stream: Stream) -> None:
-        """The latest data of each of the exporter's options tables, with the datagram that
-        defined its template: what gives a record decoded now its sampling rate, its boot
-        time."""
-        for template_id, crc in self.tables.get(stream, ()):
-            found = self.option_data.get((stream, template_id, crc))
-            if not found:
-                self.complete = False  # its options data came before the pass began
-                continue
-            self.needed.update(place for pair in found.values() for place in pair
-                               if place is not None)
+        """The latest datagram of each change options records made to the exporter's
+        state, with the datagram that defined its template: what gives a record decoded
+        now its sampling rate, its boot time."""
+        for pair in self.effects.get(stream, {}).values():
+            self.needed.update(place for place in pair if place is not None)
 
     def see(self, stream: Stream, port: int, place: Place, sets: ExportSets, payload: bytes
             ) -> bool:
@@ -190,21 +212,20 @@ class _Pass:
         defined = sets.templates | sets.options
         if defined:
             self.ports.setdefault(stream, set()).add(port)
-        layouts = {layout.template_id: layout for layout in sets.layouts}
+        options = dict(sets.option_templates)
         for template_id in defined:
-            self.own[stream, port, template_id] = self.latest[stream, template_id] = place
+            self.own[stream, port, template_id] = place
+            self.latest[stream, template_id] = (place, port)
             self.undefined.discard((stream, template_id))
-            layout = layouts.get(template_id)
-            if layout is None:  # a flow template now: its data are flows
-                self.layout.pop((stream, template_id), None)
-                self.held.pop((stream, template_id), None)
-                continue
-            self.layout[stream, template_id] = layout
-            self.tables.setdefault(stream, set()).add((template_id, layout.crc))
             waited = self.held.pop((stream, template_id), None)
-            if waited is not None:  # options data sent before its template, read now
-                self.option_data.setdefault((stream, template_id, layout.crc), {})[b""] = (
-                    waited, place)
+            if template_id not in options:  # a flow template now: its data are flows
+                self.option_template.pop((stream, template_id), None)
+                continue
+            template = self.option_template[stream, template_id] = options[template_id]
+            if waited is not None and template is not None and waited in self.kept:
+                # options data sent before its template: read now, with it
+                self._options(stream, template, self.kept[waited].payload, template_id,
+                              (waited, place))
         # held data sets are read at the datagram that defines their template (another
         # port's too: the decoder's fallback), with the options in force then
         resolved = [key for key in self.waiting if key[0] == stream and key[2] in defined]
@@ -215,14 +236,13 @@ class _Pass:
             self.options_in_force(stream)
         carries = False
         for template_id, start, end in sets.sets:
-            layout = self.layout.get((stream, template_id))
-            if layout is not None:
-                carries = True
+            if (stream, template_id) in self.option_template:
+                template = self.option_template[stream, template_id]
                 source = (place, None if template_id in defined
                           else self.template(stream, port, template_id))
-                scopes = self.option_data.setdefault((stream, template_id, layout.crc), {})
-                for scope in _scopes(payload, start, end, layout):
-                    scopes[scope] = source
+                if template is not None and self._effects(
+                        stream, options_effects(template, payload, start, end), source):
+                    carries = True
             elif template_id not in defined and self.template(
                     stream, port, template_id) is None:
                 self.undefined.add((stream, template_id))
@@ -230,16 +250,33 @@ class _Pass:
                 carries = True
         return bool(defined) or carries
 
+    def _options(self, stream: Stream, template: Template, payload: bytes, template_id: int,
+                 source: tuple[Place, Place | None]) -> None:
+        """Options data held for `template`, read now that it came."""
+        sets = export_sets(payload)
+        if sets is not None:
+            for set_id, start, end in sets.sets:
+                if set_id == template_id:
+                    self._effects(stream, options_effects(template, payload, start, end),
+                                  source)
+
+    def _effects(self, stream: Stream, effects: set[tuple[object, ...]],
+                 source: tuple[Place, Place | None]) -> bool:
+        found = self.effects.setdefault(stream, {})
+        for effect in effects:
+            found[effect] = source
+        return bool(effects)
+
     def keep(self, place: Place, datagram: Datagram) -> None:
         """Keep a datagram the export may need; forget those nothing refers to any more
         once they are twice what was live at the last count (an exporter that sends
         templates in every datagram): amortised, whatever the live ones number."""
         self.kept[place] = datagram
         if len(self.kept) > self.limit:
-            live = {*self.own.values(), *self.latest.values(), *self.needed, *self.seen,
-                    *self.held.values()}
-            live.update(place for scopes in self.option_data.values()
-                        for pair in scopes.values() for place in pair if place is not None)
+            live = {*self.own.values(), *(place for place, _ in self.latest.values()),
+                    *self.needed, *self.seen, *self.held.values()}
+            live.update(place for found in self.effects.values() for pair in found.values()
+                        for place in pair if place is not None)
             self.kept = {place: kept for place, kept in self.kept.items() if place in live}
             self.limit = max(4096, 2 * len(self.kept))
 
@@ -282,18 +319,6 @@ def template_context(files: Sequence[Path | None], wanted: dict[int, set[int]],
         if offset not in wanted.get(index, ()):
             found.setdefault(index, set()).add(offset)
     return found
-
-
-def _scopes(payload: bytes, start: int, end: int, layout: OptionsLayout) -> Iterator[bytes]:
-    """The scope of each record of an options data set (payload[start:end]): the rate of
-    one sampler or interface stays in force while another's is declared. b"" when records
-    cannot be told apart (no scope, a variable-length field): the set's latest stands for
-    all."""
-    if not layout.scope or not layout.size:
-        yield b""
-        return
-    for at in range(start, end - layout.size + 1, layout.size):
-        yield payload[at:at + layout.scope]
 
 
 def _datagrams(path: Path, transports: Transports) -> Iterator[list[Datagram]]:
@@ -346,6 +371,7 @@ def _read(state: _Pass, index: int, chunks: Iterable[list[Datagram]], mine: set[
                 continue
             stream = (datagram.exporter, sets.version, sets.domain)
             port = datagram.transport
+            state.arrive(stream, port, datagram.arrival_us)
             wanted = datagram.offset in mine
             if wanted:
                 state.want(stream, port, sets.data, sets.templates | sets.options)

@@ -201,7 +201,9 @@ def test_an_options_table_defined_again_with_another_layout_keeps_the_earlier_ra
     assert [row["sampling_rate"] for row in flows_of(run, wanted)] == [100]
     exported = export_pcap([run], [wanted], tmp_path / "conv.pcap")
     assert (exported.checked_records, exported.differing_records) == (1, 0)
-    assert exported.template_datagrams == 2  # both options tables (o2 brings its template)
+    # o0's sampler table; o1's interface names change nothing the decoder keeps, and o2
+    # brings its own template
+    assert exported.template_datagrams == 1
 
 
 def test_each_samplers_rate_is_exported(tmp_path: Path) -> None:
@@ -259,3 +261,70 @@ def test_a_capture_the_search_read_but_took_nothing_from_is_checked_too(
     files[1].write_bytes(bytes(100))
     with pytest.raises(InputError, match="changed since sessionize"):
         export_pcap([run], [wanted], tmp_path / "b.pcap")
+
+
+def test_a_restarted_exporter_on_a_new_port_keeps_the_old_ports_template(
+        tmp_path: Path) -> None:
+    """Found by review (pmacct's test 112 shape): an exporter restarted on a new source port
+    after a silence re-sends only its options template; the decoder reads the new port's
+    data with the old port's template (a take-over), and the search, holding a port that
+    defines templates to its own, added none."""
+    sampler = options_template(300, [(149, 4)], [(305, 4), (306, 4)])
+    files = [capture(tmp_path / "t0.pcap", EXPORT_S,
+                     message(template(FLOW, FIELDS), data(FLOW, record(1)), sequence=10)),
+             capture(tmp_path / "t1.pcap", EXPORT_S + 19,  # 19 s of silence: a restart
+                     (65156, message(sampler, sequence=5000)),
+                     (65156, message(data(FLOW, record(2)), sequence=5000)))]
+    run = sessionize(tmp_path, *files)
+    wanted = session_of(run, 2)
+    exported = export_pcap([run], [wanted], tmp_path / "conv.pcap")
+    assert (exported.template_datagrams, exported.checked_records,
+            exported.differing_records) == (1, 1, 0)
+
+
+def test_v9_samplers_of_one_table_scoped_to_the_system(tmp_path: Path) -> None:
+    """Found by review: Cisco's v9 sampler table is scoped to the System (the same bytes for
+    every sampler) and names its sampler in an option field (48); keyed by its scope bytes,
+    sampler 2's record replaced sampler 1's. Options records are keyed by what they change
+    in the decoder (exports.options_effects: the sampler they name)."""
+    from tests.readers.test_netflow_v9 import FLOW_FIELDS, flow, packet
+    from tests.readers.test_netflow_v9 import data as v9_data
+    from tests.readers.test_netflow_v9 import template as v9_template
+
+    # scope System (1, 4 bytes); FLOW_SAMPLER_ID 48, its mode 49, its interval 50
+    record_layout = struct.pack(">HHH" + "HH" * 4, 257, 4, 12, 1, 4, 48, 1, 49, 1, 50, 4)
+    table = struct.pack(">HH", 1, 4 + len(record_layout) + 2) + record_layout + bytes(2)
+
+    def declared(sampler: int, interval: int) -> bytes:
+        return v9_data(257, struct.pack(">IBBI", 0xC6336407, sampler, 2, interval))
+
+    def row(client: int, sampler: int) -> bytes:
+        return flow(0x0A000000 + client, 0x0A0000FE, 40000 + client, 443, 6, 3, 180) + bytes(
+            [sampler])
+
+    path = capture(tmp_path / "v9.pcap", EXPORT_S,
+                   packet(table, declared(1, 100), sequence=0),
+                   packet(table, declared(2, 1000), sequence=1),
+                   packet(v9_template(256, [*FLOW_FIELDS, (48, 1)]),
+                          v9_data(256, row(1, 1), row(2, 2)), sequence=2))
+    run = sessionize(tmp_path, path)
+    wanted = session_of(run, 1)
+    assert [r["sampling_rate"] for r in flows_of(run, wanted)] == [100]
+    exported = export_pcap([run], [wanted], tmp_path / "conv.pcap")
+    assert (exported.template_datagrams, exported.checked_records,
+            exported.differing_records) == (2, 1, 0)
+
+
+def test_options_records_that_change_nothing_are_not_exported(tmp_path: Path) -> None:
+    """Found by review: an options table scoped to a value that changes every record (a
+    flow id), carrying nothing the decoder keeps: every record's datagram was 'in force',
+    held and exported with one conversation (2,000 of them)."""
+    counters = options_template(300, [(148, 8)], [(41, 8)])
+    path = capture(tmp_path / "c.pcap", EXPORT_S,
+                   *[message(counters, data(300, struct.pack(">QQ", i, i)), sequence=i)
+                     for i in range(50)],
+                   message(template(FLOW, FIELDS), data(FLOW, record(1)), sequence=50))
+    run = sessionize(tmp_path, path)
+    exported = export_pcap([run], [session_of(run, 1)], tmp_path / "conv.pcap")
+    assert (exported.datagrams, exported.template_datagrams,
+            exported.differing_records) == (1, 0, 0)
