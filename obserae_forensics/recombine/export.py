@@ -483,7 +483,10 @@ def _cut_fragments(found: dict[int, list[Frame]], key: tuple[int, str], run: Run
     while cut and index > 0 and files[index - 1] is not None:
         before = files[index - 1]
         assert before is not None
-        tails = tail_fragments(before, dict(cut.values()))
+        since: dict[tuple[object, ...], int] = {}
+        for fragment_key, bound in cut.values():  # two datagrams may share an identification
+            since[fragment_key] = min(bound, since.get(fragment_key, bound))
+        tails = tail_fragments(before, since)
         if not tails:
             return
         _check_unchanged(run, names[index - 1], before)
