@@ -1320,7 +1320,7 @@ def export_sets(payload: bytes) -> ExportSets | None:
                 record = _template_record_end(payload, record, stop, count,
                                               v9_options=v9_options,
                                               options=set_id == kinds[1], ipfix=version == 10)
-                if found is options and count:  # (not a withdrawal)
+                if found is options and (count or v9_options):  # (not a withdrawal)
                     option_templates.append((template_id, _options_template(
                         payload, start, record, template_id, version)))
         at += length
