@@ -15,12 +15,14 @@ captures) was read when the template came, in a later datagram, maybe a later fi
 
 What is taken: a pass over the run's captures, from the first one holding a wanted
 datagram, takes for each wanted datagram the latest definition of each template its data
-sets use (its transport session's, else its exporter's from any port), and the latest data
-of each options table of its exporter (an id and its layout: an id defined again as another
-table leaves the first one's rate in force, as the decoder does), with that data's own
-template. Data a template came after (held by the decoder) take the datagram that defined
-it and the options in force then; options data sent before its options template count from
-that template on.
+sets use (as ExportDecoder.template finds it: its transport session's, else its exporter's
+from another port, for a port that defines none or took over from that one), and, for
+each thing options records change in the decoder (exports.options_effects: the exporter's
+sampling rate, each sampler's or interface's, its boot time), the latest datagram that
+changed it, with that datagram's options template; options records that change nothing
+are not needed. Data a template came after (held by the decoder) take the datagram that
+defined it and the options in force then; options data sent before its options template
+take effect from that template on.
 
 How far back: the pass starts again further back (one file, then two, four ...; at worst
 from the run's first file) while it is not enough: a template a wanted data set uses was
