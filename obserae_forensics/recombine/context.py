@@ -27,11 +27,11 @@ take effect from that template on.
 How far back: the pass starts again further back (one file, then two, four ...; at worst
 from the run's first file) while it is not enough: a template a wanted data set uses was
 defined nowhere before it in the pass, or one its exporter's data sets use was defined
-nowhere in the pass (an options template sent once, at the exporter's start), or an
-options table's data came only before the pass, or a wanted datagram was not found whole
-(its first fragments in the file before); and, when the records the run read are given,
-while the wanted datagrams, decoded alone with what the pass chose, do not give those
-records (a table the pass could not see).
+nowhere in the pass (an options template sent once, at the exporter's start), or a wanted
+datagram was not found whole (its first fragments in the file before); and, when the
+records the run read are given, while the wanted datagrams, decoded alone with what the
+pass chose, do not give those records (options the pass could not see: a sampling rate
+declared once, long before).
 """
 
 from __future__ import annotations
