@@ -44,6 +44,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..addresses import address_matrix, address_texts
 from ..readers import settled
 from ..readers.datagrams import Datagram
 from ..readers.exports import (
@@ -59,10 +60,11 @@ from ..report import RunReport
 
 Stream = tuple[str, int, int]  # exporter, version (9, 10), source ID / observation domain
 Place = tuple[int, int]  # (index of the file among the run's captures, datagram offset)
-# what a record must decode to again from the export alone (addresses follow the template
-# that gives these; the flows table holds them as text, the decoder as bytes)
-COMPARED = ("first_seen", "last_seen", "protocol", "src_port", "dst_port", "packets",
-            "octets", "reverse_packets", "reverse_octets", "sampling_rate")
+# what a record must decode to again from the export alone (addresses compared as text:
+# the flows table holds them so, the decoder as 16 bytes)
+COMPARED = ("first_seen", "last_seen", "src_addr", "dst_addr", "protocol", "src_port",
+            "dst_port", "packets", "octets", "reverse_packets", "reverse_octets",
+            "sampling_rate")
 # a capture's datagrams, read with the pass's IP fragments and TCP/SCTP streams, which go on
 # from one file into the next as in the run
 Reading = Callable[[Path, Transports], Iterator[list[Datagram]]]
@@ -104,7 +106,13 @@ def record_table(table: pa.Table | pa.RecordBatch, files: dict[str, int],
                "record": table.column("record_index").cast(pa.int64())}
     for name in COMPARED:
         column = table.column(name)
-        columns[name] = column.cast(pa.int64()) if pa.types.is_timestamp(column.type) else column
+        if pa.types.is_timestamp(column.type):
+            column = column.cast(pa.int64())
+        elif pa.types.is_fixed_size_binary(column.type):  # the decoder's; the table's is text
+            column = pa.array(address_texts(address_matrix(column)), pa.string())
+        elif pa.types.is_dictionary(column.type):
+            column = column.cast(column.type.value_type)
+        columns[name] = column
     return pa.table(columns).filter(keep)
 
 
