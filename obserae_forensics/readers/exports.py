@@ -28,6 +28,7 @@ datagram numbered their held sets and their first records alike).
 from __future__ import annotations
 
 import struct
+import zlib
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -1221,6 +1222,11 @@ class ExportSets(NamedTuple):
     # its data stay undefined): what its records change, options_effects
     option_templates: tuple[tuple[int, Template | None], ...] = ()
     sets: tuple[tuple[int, int, int], ...] = ()  # each data set: (id, body start, end)
+    # (id, CRC-32 of its record) of each template and options template: the same layout
+    # sent again is a refresh, which the decoder does not take for a new definition
+    layouts: tuple[tuple[int, int], ...] = ()
+    sequence: int = 0  # the header's sequence number (duplicates are told by it)
+    span: tuple[int, int] = (0, 0)  # where the message lies in its datagram
 
 
 def _options_template(payload: bytes, record: int, end: int, template_id: int, version: int
@@ -1284,22 +1290,48 @@ def options_effects(template: Template, buf: bytes, at: int, end: int
     return effects
 
 
+def export_messages(payload: bytes) -> list[ExportSets]:
+    """ExportSets of each message of a v9/IPFIX datagram (IPFIX over UDP may carry several,
+    each with its own length and domain, as ipfix.decode_datagram walks them)."""
+    first = export_sets(payload)
+    if first is None or first.version != 10:
+        return [] if first is None else [first]
+    out = [first]
+    at = first.span[1]
+    while len(payload) - at >= 16 and payload[at:at + 2] == b"\x00\x0a":
+        length = int.from_bytes(payload[at + 2:at + 4], "big")
+        if length < 16:
+            break
+        out.append(_message_sets(payload, at, min(at + length, len(payload)), 10))
+        at += length
+    return out
+
+
 def export_sets(payload: bytes) -> ExportSets | None:
-    """The ids of a v9/IPFIX message's sets (ExportSets), else None. Sets are walked by
-    their lengths; a set length under 4 ends the walk: the zeros a datagram is padded
-    with (Palo Alto) read as v9's template FlowSet id 0 and are no template."""
+    """The ids of a v9/IPFIX message's sets (ExportSets), else None: the datagram's first
+    message (export_messages gives each). Sets are walked by their lengths; a set length
+    under 4 ends the walk: the zeros a datagram is padded with (Palo Alto) read as v9's
+    template FlowSet id 0 and are no template."""
     version = export_version(payload)
     if version not in (9, 10):
         return None
-    at, kinds = (20, (0, 1)) if version == 9 else (16, (2, 3))
-    domain = struct.unpack_from(">I", payload, 16 if version == 9 else 12)[0]
+    end = len(payload)
+    if version == 10:
+        end = min(end, max(16, int.from_bytes(payload[2:4], "big")))
+    return _message_sets(payload, 0, end, version)
+
+
+def _message_sets(payload: bytes, begin: int, end: int, version: int) -> ExportSets:
+    at, kinds = (begin + 20, (0, 1)) if version == 9 else (begin + 16, (2, 3))
+    domain = struct.unpack_from(">I", payload, begin + (16 if version == 9 else 12))[0]
+    sequence = struct.unpack_from(">I", payload, begin + (12 if version == 9 else 8))[0]
     templates: set[int] = set()
     options: set[int] = set()
     data: set[int] = set()
     withdrawn: set[int] = set()
     option_templates: list[tuple[int, Template | None]] = []
     sets: list[tuple[int, int, int]] = []
-    end = len(payload)
+    layouts: list[tuple[int, int]] = []
     while at + 4 <= end:
         set_id, length = struct.unpack_from(">HH", payload, at)
         if length < 4:
@@ -1320,13 +1352,14 @@ def export_sets(payload: bytes) -> ExportSets | None:
                 record = _template_record_end(payload, record, stop, count,
                                               v9_options=v9_options,
                                               options=set_id == kinds[1], ipfix=version == 10)
+                layouts.append((template_id, zlib.crc32(payload[start:record])))
                 if found is options and (count or v9_options):  # (not a withdrawal)
                     option_templates.append((template_id, _options_template(
                         payload, start, record, template_id, version)))
         at += length
     return ExportSets(version, domain, frozenset(templates), frozenset(options),
                       frozenset(data), frozenset(withdrawn), tuple(option_templates),
-                      tuple(sets))
+                      tuple(sets), tuple(layouts), sequence, (begin, end))
 
 
 def template_ids_in(payload: bytes) -> set[int]:

@@ -36,6 +36,7 @@ declared once, long before).
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,10 +49,11 @@ from ..addresses import address_matrix, address_texts
 from ..readers import settled
 from ..readers.datagrams import Datagram
 from ..readers.exports import (
+    DUPLICATE_WINDOW,
     TAKEOVER_GAP_US,
     ExportDecoder,
     ExportSets,
-    export_sets,
+    export_messages,
     options_effects,
 )
 from ..readers.pcap import Transports, iter_datagrams, new_transports
@@ -68,6 +70,7 @@ COMPARED = ("first_seen", "last_seen", "src_addr", "dst_addr", "protocol", "src_
 # a capture's datagrams, read with the pass's IP fragments and TCP/SCTP streams, which go on
 # from one file into the next as in the run
 Reading = Callable[[Path, Transports], Iterator[list[Datagram]]]
+HELD = 64  # data held for a template not yet defined, per port and id (the newest kept)
 
 
 KEYS = ("file", "offset", "record")
@@ -144,28 +147,50 @@ class _Pass:
     own: dict[tuple[Stream, int, int], Place] = field(default_factory=dict)  # + port, id
     latest: dict[tuple[Stream, int], tuple[Place, int]] = field(default_factory=dict)
     ports: dict[Stream, set[int]] = field(default_factory=dict)  # that defined templates
+    # the datagram that first made a port one that defines templates: without it in the
+    # export, the port would take another's templates where the run's waited for its own
+    first_def: dict[tuple[Stream, int], Place] = field(default_factory=dict)
+    layout: dict[tuple[Stream, int, int], int] = field(default_factory=dict)  # CRC in force
+    # recent sequence numbers per stream and the digests of their messages: a copy is a
+    # duplicate the decoder drops (begin_datagram)
+    recent: dict[Stream, dict[int, set[int]]] = field(default_factory=dict)
     # the decoder's take-over rule (readers/exports.py begin_datagram): a port that began
     # when its exporter had been silent TAKEOVER_GAP_US is the same process restarted
     lineage: dict[tuple[Stream, int], int] = field(default_factory=dict)
     seen_ports: dict[Stream, set[int]] = field(default_factory=dict)
     last_arrival: dict[Stream, tuple[int, int]] = field(default_factory=dict)  # time, port
-    # the options templates defined now, as the decoder holds them (None: one it refused)
-    option_template: dict[tuple[Stream, int], Template | None] = field(default_factory=dict)
+    # the options templates defined now, per port, as the decoder holds them (None: one it
+    # refused)
+    option_template: dict[tuple[Stream, int, int], Template | None] = field(
+        default_factory=dict)
     # what options records change (exports.options_effects: the exporter's rate, a sampler's
     # or interface's, its boot time): the latest datagram of each, and its template's
     effects: dict[Stream, dict[tuple[object, ...], tuple[Place, Place | None]]] = field(
         default_factory=dict)
     waiting: set[tuple[Stream, int, int]] = field(default_factory=set)  # wanted, undefined
     undefined: set[tuple[Stream, int]] = field(default_factory=set)  # used, defined nowhere
-    # the latest data of a template not defined yet, which the decoder holds until it is:
-    # options data so held (sent before its options template) take effect once it comes
-    held: dict[tuple[Stream, int], Place] = field(default_factory=dict)
+    # the data of a template not defined yet, which the decoder holds until it is (the
+    # newest HELD of each): options data so held take effect, in order, once it comes
+    held: dict[tuple[Stream, int, int], list[Place]] = field(default_factory=dict)
     wanted_streams: set[Stream] = field(default_factory=set)
     seen: set[Place] = field(default_factory=set)  # the wanted datagrams found
     passed: set[Place] = field(default_factory=set)  # wanted messages over TCP or SCTP
     kept: dict[Place, Datagram] = field(default_factory=dict)  # those that may be needed
     limit: int = 4096  # kept beyond it: forget what nothing refers to (keep())
     complete: bool = True  # False: an earlier file may hold what this pass did not see
+
+    def duplicate(self, stream: Stream, sets: ExportSets, payload: bytes) -> bool:
+        """Whether the decoder drops this message as a copy of one it decoded (the same
+        sequence number and bytes among the stream's recent ones)."""
+        recent = self.recent.setdefault(stream, {})
+        digest = zlib.crc32(payload[sets.span[0]:sets.span[1]])
+        seen = recent.setdefault(sets.sequence, set())
+        if digest in seen:
+            return True
+        seen.add(digest)
+        if len(recent) > 2 * DUPLICATE_WINDOW:
+            self.recent[stream] = dict(list(recent.items())[-DUPLICATE_WINDOW:])
+        return False
 
     def arrive(self, stream: Stream, port: int, arrival_us: int) -> None:
         """The decoder's bookkeeping of a datagram's transport session, for take-overs."""
@@ -182,16 +207,22 @@ class _Pass:
         """As the decoder finds it (ExportDecoder.template): the transport session's own,
         else the exporter's latest from another port, for a port that defines none of its
         own or took over from that port (a restart)."""
-        own = self.own.get((stream, port, template_id))
-        if own is not None:
-            return own
+        port_of = self.port_of(stream, port, template_id)
+        if port_of is None:
+            return None
+        return self.own[stream, port_of, template_id]
+
+    def port_of(self, stream: Stream, port: int, template_id: int) -> int | None:
+        """The port whose definition of `template_id` the decoder uses for `port`."""
+        if (stream, port, template_id) in self.own:
+            return port
         found = self.latest.get((stream, template_id))
         if found is None:
             return None
         root = self.lineage.get((stream, port))
         if port not in self.ports.get(stream, ()) or (
                 root is not None and root == self.lineage.get((stream, found[1]), found[1])):
-            return found[0]
+            return found[1]
         return None
 
     def want(self, stream: Stream, port: int, data: frozenset[int], defined: frozenset[int]
@@ -204,6 +235,11 @@ class _Pass:
             if place is None:
                 self.waiting.add((stream, port, template_id))
                 self.complete = False
+                # held for the port's own: what made it a port with templates of its own
+                # keeps it from taking another's in the export
+                first = self.first_def.get((stream, port))
+                if first is not None:
+                    self.needed.add(first)
             else:
                 self.needed.add(place)
         self.options_in_force(stream)
@@ -217,28 +253,39 @@ class _Pass:
 
     def see(self, stream: Stream, port: int, place: Place, sets: ExportSets, payload: bytes
             ) -> bool:
-        """Any datagram, after what it is wanted for: the templates it defines, the options
-        data it carries. Whether it may be needed later."""
+        """Any message, after what it is wanted for: the templates it defines, the options
+        data it carries. Whether its datagram may be needed later."""
         defined = sets.templates | sets.options
-        if defined:
-            self.ports.setdefault(stream, set()).add(port)
+        ports = self.ports.setdefault(stream, set())
+        if defined and port not in ports:
+            ports.add(port)
+            self.first_def[stream, port] = place
         options = dict(sets.option_templates)
+        layouts = dict(sets.layouts)
         for template_id in defined:
-            self.own[stream, port, template_id] = place
-            self.latest[stream, template_id] = (place, port)
+            key = (stream, port, template_id)
+            # the same layout sent again is a refresh: the decoder's `latest` stays put
+            refresh = key in self.own and self.layout.get(key) == layouts.get(template_id)
+            self.own[key] = place
+            self.layout[key] = layouts.get(template_id, 0)
+            if not refresh:
+                self.latest[stream, template_id] = (place, port)
             self.undefined.discard((stream, template_id))
-            waited = self.held.pop((stream, template_id), None)
             if template_id not in options:  # a flow template now: its data are flows
-                self.option_template.pop((stream, template_id), None)
+                self.option_template.pop(key, None)
                 continue
-            template = self.option_template[stream, template_id] = options[template_id]
-            if waited is not None and template is not None and waited in self.kept:
-                # options data sent before its template: read now, with it
-                self._options(stream, template, self.kept[waited].payload, template_id,
-                              (waited, place))
-        # held data sets are read at the datagram that defines their template (another
-        # port's too: the decoder's fallback), with the options in force then
-        resolved = [key for key in self.waiting if key[0] == stream and key[2] in defined]
+            template = self.option_template[key] = options[template_id]
+            # options data sent before it, by this port or one that defines none, read now
+            for held in [held for held in self.held if held[0] == stream
+                         and held[2] == template_id and self._released(stream, held[1], port)]:
+                for waited in self.held.pop(held):
+                    if template is not None and waited in self.kept:
+                        self._options(stream, template, self.kept[waited].payload,
+                                      template_id, (waited, place))
+        # held data sets are read at the datagram that defines their template (the port's
+        # own, or any for a port that defines none), with the options in force then
+        resolved = [key for key in self.waiting if key[0] == stream and key[2] in defined
+                    and self._released(stream, key[1], port)]
         for key in resolved:
             self.waiting.discard(key)
             self.needed.add(place)
@@ -246,25 +293,33 @@ class _Pass:
             self.options_in_force(stream)
         carries = False
         for template_id, start, end in sets.sets:
-            if (stream, template_id) in self.option_template:
-                template = self.option_template[stream, template_id]
-                source = (place, None if template_id in defined
-                          else self.template(stream, port, template_id))
-                if template is not None and self._effects(
-                        stream, options_effects(template, payload, start, end), source):
-                    carries = True
-            elif template_id not in defined and self.template(
-                    stream, port, template_id) is None:
+            owner = port if template_id in defined else self.port_of(stream, port, template_id)
+            if owner is None:
                 self.undefined.add((stream, template_id))
-                self.held[stream, template_id] = place
+                held = self.held.setdefault((stream, port, template_id), [])
+                if place not in held[-1:]:
+                    held.append(place)
+                    del held[:-HELD]
+                carries = True
+                continue
+            template = self.option_template.get((stream, owner, template_id))
+            if template is not None and self._effects(
+                    stream, options_effects(template, payload, start, end),
+                    (place, None if template_id in defined
+                     else self.own[stream, owner, template_id])):
                 carries = True
         return bool(defined) or carries
+
+    def _released(self, stream: Stream, held_port: int, port: int) -> bool:
+        """Whether a definition from `port` releases what `held_port` held."""
+        return held_port == port or held_port not in self.ports.get(stream, ())
 
     def _options(self, stream: Stream, template: Template, payload: bytes, template_id: int,
                  source: tuple[Place, Place | None]) -> None:
         """Options data held for `template`, read now that it came."""
-        sets = export_sets(payload)
-        if sets is not None:
+        for sets in export_messages(payload):
+            if (sets.version, sets.domain) != stream[1:]:
+                continue
             for set_id, start, end in sets.sets:
                 if set_id == template_id:
                     self._effects(stream, options_effects(template, payload, start, end),
@@ -284,7 +339,8 @@ class _Pass:
         self.kept[place] = datagram
         if len(self.kept) > self.limit:
             live = {*self.own.values(), *(place for place, _ in self.latest.values()),
-                    *self.needed, *self.seen, *self.held.values()}
+                    *self.needed, *self.seen,
+                    *(place for places in self.held.values() for place in places)}
             live.update(place for found in self.effects.values() for pair in found.values()
                         for place in pair if place is not None)
             self.kept = {place: kept for place, kept in self.kept.items() if place in live}
@@ -376,17 +432,20 @@ def _read(state: _Pass, index: int, chunks: Iterable[list[Datagram]], mine: set[
                 if datagram.offset in mine:
                     state.passed.add(place)
                 continue
-            sets = export_sets(datagram.payload)
-            if sets is None:
-                continue
-            stream = (datagram.exporter, sets.version, sets.domain)
-            port = datagram.transport
-            state.arrive(stream, port, datagram.arrival_us)
             wanted = datagram.offset in mine
+            keep = False
+            for sets in export_messages(datagram.payload):
+                stream = (datagram.exporter, sets.version, sets.domain)
+                if state.duplicate(stream, sets, datagram.payload):
+                    continue
+                port = datagram.transport
+                state.arrive(stream, port, datagram.arrival_us)
+                if wanted:
+                    state.want(stream, port, sets.data, sets.templates | sets.options)
+                keep = state.see(stream, port, place, sets, datagram.payload) or keep
             if wanted:
-                state.want(stream, port, sets.data, sets.templates | sets.options)
                 state.seen.add(place)
-            if state.see(stream, port, place, sets, datagram.payload) or wanted:
+            if keep or wanted:
                 state.keep(place, datagram)
     return True
 

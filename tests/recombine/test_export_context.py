@@ -328,3 +328,77 @@ def test_options_records_that_change_nothing_are_not_exported(tmp_path: Path) ->
     exported = export_pcap([run], [session_of(run, 1)], tmp_path / "conv.pcap")
     assert (exported.datagrams, exported.template_datagrams,
             exported.differing_records) == (1, 0, 0)
+
+
+def one_record_export(tmp_path: Path, *payloads: bytes | tuple[int, bytes],
+                      client: int = 2) -> tuple[int, int, int]:
+    """One capture of `payloads`, sessionized; the export of `client`'s conversation:
+    (template datagrams, records checked, records that differ)."""
+    run = sessionize(tmp_path, capture(tmp_path / "one.pcap", EXPORT_S, *payloads))
+    exported = export_pcap([run], [session_of(run, client)], tmp_path / "conv.pcap")
+    return (exported.template_datagrams, exported.checked_records,
+            exported.differing_records)
+
+
+def test_every_options_record_held_for_its_template_counts(tmp_path: Path) -> None:
+    """Found by review: two samplers declared before their options template (a capture
+    that began mid-stream); only the last held datagram was kept, and sampler 1's record
+    read at sampler 2's rate. The decoder holds them all and reads them in order."""
+    with_selector = [*FIELDS, (302, 4, 0)]
+    assert one_record_export(
+        tmp_path,
+        message(data(260, struct.pack(">III", 1, 1, 99)), sequence=1),
+        message(data(260, struct.pack(">III", 2, 1, 999)), sequence=2),
+        message(SAMPLER, template(FLOW, with_selector), sequence=3),
+        message(data(FLOW, record(2) + struct.pack(">I", 1)), sequence=4)) == (3, 1, 0)
+
+
+def test_a_copy_of_an_options_datagram_is_no_newer_rate(tmp_path: Path) -> None:
+    """Found by review: a late byte-for-byte copy of an options datagram, which the decoder
+    drops as a duplicate, was taken for the latest rate; the export read 1-in-100 where the
+    run read 1-in-10."""
+    first = message(SAMPLER, data(260, struct.pack(">III", 5, 1, 99)), sequence=1)
+    assert one_record_export(
+        tmp_path, first, message(template(FLOW, FIELDS), sequence=2),
+        message(data(260, struct.pack(">III", 5, 1, 9)), sequence=2), first,
+        message(data(FLOW, record(2)), sequence=3)) == (3, 1, 0)
+
+
+def test_a_template_refresh_leaves_the_exporters_latest_where_it_was(tmp_path: Path) -> None:
+    """Found by review: port A defines 261, port B another 261, A sends its own again; for a
+    port that defines none the decoder still takes B's (a refresh is no new definition),
+    the search took A's refresh."""
+    swapped = [*FIELDS[:5], FIELDS[6], FIELDS[5], *FIELDS[7:]]
+    assert one_record_export(
+        tmp_path, (1001, message(template(FLOW, FIELDS), sequence=1)),
+        (1002, message(template(FLOW, swapped), sequence=1)),
+        (1001, message(template(FLOW, FIELDS), sequence=2)),
+        (1003, message(data(FLOW, record(2, 3, 180)), sequence=7))) == (1, 1, 0)
+
+
+def test_an_options_id_is_the_ports_that_defined_it(tmp_path: Path) -> None:
+    """Found by review: port A uses 300 for options, port B for flows; A's later options data
+    were taken for flows (the id was B's last) and left out."""
+    assert one_record_export(
+        tmp_path,
+        (1001, message(options_template(300, [(149, 4)], [(305, 4), (306, 4)]),
+                       template(FLOW, FIELDS), sequence=1)),
+        (1002, message(template(300, FIELDS), data(300, record(9)), sequence=1)),
+        (1001, message(data(300, struct.pack(">III", 5, 1, 99)), sequence=2)),
+        (1001, message(data(FLOW, record(2)), sequence=3))) == (2, 1, 0)
+
+
+def test_every_ipfix_message_of_a_datagram_is_read(tmp_path: Path) -> None:
+    """Found by review: a datagram of two IPFIX messages, the second with the templates and
+    the options data; the search read the first message only (the second's header as a
+    set), added nothing, and the export decoded to nothing."""
+    sampler = options_template(300, [(149, 4)], [(305, 4), (306, 4)])
+    run = sessionize(tmp_path, capture(
+        tmp_path / "m0.pcap", EXPORT_S, message(data(FLOW, record(1)), sequence=1)
+        + message(sampler, template(FLOW, FIELDS), data(300, struct.pack(">III", 5, 1, 99)),
+                  sequence=2)),
+        capture(tmp_path / "m1.pcap", EXPORT_S + 60, message(data(FLOW, record(2)),
+                                                              sequence=3)))
+    exported = export_pcap([run], [session_of(run, 2)], tmp_path / "conv.pcap")
+    assert (exported.template_datagrams, exported.checked_records,
+            exported.differing_records) == (1, 1, 0)
