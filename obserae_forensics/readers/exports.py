@@ -68,6 +68,7 @@ from .templates import (
     SessionTemplateKey,
     Template,
     TemplateCache,
+    field_length_problem,
     fixed_set_records,
     padding_problem,
     variable_records,
@@ -1218,58 +1219,70 @@ class ExportSets(NamedTuple):
     options: frozenset[int]  # template ids its options-template sets define
     data: frozenset[int]  # ids of its data sets (>= 256)
     withdrawn: frozenset[int]  # template records without fields (IPFIX withdrawals)
-    # each options template as the decoder would define it (None where it would refuse it:
-    # its data stay undefined): what its records change, options_effects
-    option_templates: tuple[tuple[int, Template | None], ...] = ()
+    # each options template as the decoder defines it (those it refuses are in `refused`):
+    # what its records change, options_effects
+    option_templates: tuple[tuple[int, Template], ...] = ()
     sets: tuple[tuple[int, int, int], ...] = ()  # each data set: (id, body start, end)
     # (id, CRC-32 of its record) of each template and options template: the same layout
     # sent again is a refresh, which the decoder does not take for a new definition
     layouts: tuple[tuple[int, int], ...] = ()
     sequence: int = 0  # the header's sequence number (duplicates are told by it)
     span: tuple[int, int] = (0, 0)  # where the message lies in its datagram
+    refused: frozenset[int] = frozenset()  # template records the decoder refuses
 
 
-def _options_template(payload: bytes, record: int, end: int, template_id: int, version: int
-                      ) -> Template | None:
-    """The options template record at payload[record:end] as netflow_v9 / ipfix define
-    it (v9: scope and option lengths in bytes, 4-byte specifiers; IPFIX: a field count, a
-    scope field count, specifiers with enterprise numbers), or None where they refuse it."""
+def _template_of(payload: bytes, record: int, end: int, template_id: int, version: int, *,
+                 options: bool) -> Template | None:
+    """The template record at payload[record:end] as netflow_v9 / ipfix define it (v9:
+    4-byte specifiers, an options template's scope and option lengths in bytes; IPFIX: a
+    field count, an options template's scope field count, specifiers with enterprise
+    numbers), or None where they refuse it (it does not fit, a scope count out of range, a
+    field an address or number cannot have: field_length_problem)."""
     if version == 9:
-        scope_length, option_length = struct.unpack_from(">HH", payload, record + 2)
-        if scope_length % 4 or option_length % 4 or record + 6 + scope_length + option_length > end:
+        if options:
+            scope_length, option_length = struct.unpack_from(">HH", payload, record + 2)
+            count, scopes, at = (scope_length + option_length) // 4, scope_length // 4, 6
+            if scope_length % 4 or option_length % 4:
+                return None
+        else:
+            count, scopes, at = int.from_bytes(payload[record + 2:record + 4], "big"), 0, 4
+        if not count or record + at + 4 * count > end:
             return None
-        pairs = struct.unpack_from(f">{(scope_length + option_length) // 2}H", payload,
-                                   record + 6)
+        pairs = struct.unpack_from(f">{2 * count}H", payload, record + at)
         fields = tuple(FieldSpec(pairs[i], pairs[i + 1]) for i in range(0, len(pairs), 2))
-        return Template(template_id, fields, scope_count=scope_length // 4, options=True,
-                        version=9)
-    count, scope_count = struct.unpack_from(">HH", payload, record + 2)
-    specs: list[FieldSpec] = []
-    at = record + 6
-    while len(specs) < count and at + 4 <= end:
-        element, length = struct.unpack_from(">HH", payload, at)
-        at += 4
-        enterprise = 0
-        if element & 0x8000:
-            if at + 4 > end:
-                break
-            enterprise = int.from_bytes(payload[at:at + 4], "big")
+    else:
+        count = int.from_bytes(payload[record + 2:record + 4], "big")
+        scopes = int.from_bytes(payload[record + 4:record + 6], "big") if options else 0
+        specs: list[FieldSpec] = []
+        at = record + (6 if options else 4)
+        while len(specs) < count and at + 4 <= end:
+            element, length = struct.unpack_from(">HH", payload, at)
             at += 4
-            element &= 0x7FFF
-        specs.append(FieldSpec(element, length, enterprise))
-    if len(specs) < count or not 1 <= scope_count <= count:
+            enterprise = 0
+            if element & 0x8000:
+                if at + 4 > end:
+                    break
+                enterprise = int.from_bytes(payload[at:at + 4], "big")
+                at += 4
+                element &= 0x7FFF
+            specs.append(FieldSpec(element, length, enterprise))
+        if len(specs) < count or (options and not 1 <= scopes <= count):
+            return None
+        fields = tuple(specs)
+    if not options and field_length_problem(fields) is not None:
         return None
-    return Template(template_id, tuple(specs), scope_count=scope_count, options=True,
-                    version=10)
+    return Template(template_id, fields, scope_count=scopes, options=options,
+                    version=version)
 
 
 def options_effects(template: Template, buf: bytes, at: int, end: int
-                    ) -> set[tuple[object, ...]]:
+                    ) -> dict[tuple[object, ...], int]:
     """What the records of an options data set change in their exporter's state, as
-    _use_options does: ("rate",) its rate, ("scope", key) a sampler's or an interface's,
-    ("sysinit",) its boot time. An export of records read after them needs the latest
-    datagram of each (recombine/context.py); records that change none are not needed."""
-    effects: set[tuple[object, ...]] = set()
+    _use_options does, and to what: ("rate",) its rate, ("scope", key) a sampler's or an
+    interface's, ("sysinit",) its boot time (the last record's value of each). An export of
+    records read after them needs the datagram that last changed each (recombine/context.py);
+    records that change nothing are not needed."""
+    effects: dict[tuple[object, ...], int] = {}
     if template.fixed_length == 0:
         return effects
     minimum = max(template.min_length, 1)
@@ -1279,14 +1292,15 @@ def options_effects(template: Template, buf: bytes, at: int, end: int
         except ValueError:
             break
         values = template.values(buf, spans)
-        if 0 < _options_rate(values) <= 0xFFFFFFFF:
-            effects.add(("rate",))
+        rate = _options_rate(values)
+        if 0 < rate <= 0xFFFFFFFF:
+            effects["rate",] = rate
             scope = template.sampler_scope(buf, spans)
             if scope is not None:
-                effects.add(("scope", scope))
+                effects["scope", scope] = rate
         sysinit = values.get(SYSTEM_INIT_MILLISECONDS)
         if sysinit is not None and sysinit < 2**63 // 1000:
-            effects.add(("sysinit",))
+            effects["sysinit",] = sysinit
     return effects
 
 
@@ -1329,7 +1343,8 @@ def _message_sets(payload: bytes, begin: int, end: int, version: int) -> ExportS
     options: set[int] = set()
     data: set[int] = set()
     withdrawn: set[int] = set()
-    option_templates: list[tuple[int, Template | None]] = []
+    refused: set[int] = set()
+    option_templates: list[tuple[int, Template]] = []
     sets: list[tuple[int, int, int]] = []
     layouts: list[tuple[int, int]] = []
     while at + 4 <= end:
@@ -1347,26 +1362,34 @@ def _message_sets(payload: bytes, begin: int, end: int, version: int) -> ExportS
                 if template_id < 256:
                     break  # padding
                 v9_options = version == 9 and set_id == 1  # its count is a scope length
-                (found if count or v9_options else withdrawn).add(template_id)
                 start = record
                 record = _template_record_end(payload, record, stop, count,
                                               v9_options=v9_options,
                                               options=set_id == kinds[1], ipfix=version == 10)
+                if not (count or v9_options):
+                    withdrawn.add(template_id)
+                    continue
+                template = _template_of(payload, start, record, template_id, version,
+                                        options=found is options)
+                if template is None:  # one the decoder refuses defines nothing
+                    refused.add(template_id)
+                    continue
+                found.add(template_id)
                 layouts.append((template_id, zlib.crc32(payload[start:record])))
-                if found is options and (count or v9_options):  # (not a withdrawal)
-                    option_templates.append((template_id, _options_template(
-                        payload, start, record, template_id, version)))
+                if found is options:
+                    option_templates.append((template_id, template))
         at += length
     return ExportSets(version, domain, frozenset(templates), frozenset(options),
                       frozenset(data), frozenset(withdrawn), tuple(option_templates),
-                      tuple(sets), tuple(layouts), sequence, (begin, end))
+                      tuple(sets), tuple(layouts), sequence, (begin, end), frozenset(refused))
 
 
 def template_ids_in(payload: bytes) -> set[int]:
     """The template ids a v9/IPFIX message's template and options-template sets define
     (withdrawals included): whether a template a data set needs comes in its own message."""
     sets = export_sets(payload)
-    return set() if sets is None else set(sets.templates | sets.options | sets.withdrawn)
+    return set() if sets is None else set(
+        sets.templates | sets.options | sets.withdrawn | sets.refused)
 
 
 def _template_record_end(payload: bytes, record: int, stop: int, count: int, *,

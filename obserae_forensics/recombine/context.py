@@ -36,7 +36,6 @@ declared once, long before).
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +49,7 @@ from ..readers import settled
 from ..readers.datagrams import Datagram
 from ..readers.exports import (
     DUPLICATE_WINDOW,
+    SAME_NUMBER,
     TAKEOVER_GAP_US,
     ExportDecoder,
     ExportSets,
@@ -70,7 +70,7 @@ COMPARED = ("first_seen", "last_seen", "src_addr", "dst_addr", "protocol", "src_
 # a capture's datagrams, read with the pass's IP fragments and TCP/SCTP streams, which go on
 # from one file into the next as in the run
 Reading = Callable[[Path, Transports], Iterator[list[Datagram]]]
-HELD = 64  # data held for a template not yet defined, per port and id (the newest kept)
+HELD = 4096  # data held for a template not yet defined, per port and id (the newest kept)
 
 
 KEYS = ("file", "offset", "record")
@@ -151,9 +151,9 @@ class _Pass:
     # export, the port would take another's templates where the run's waited for its own
     first_def: dict[tuple[Stream, int], Place] = field(default_factory=dict)
     layout: dict[tuple[Stream, int, int], int] = field(default_factory=dict)  # CRC in force
-    # recent sequence numbers per stream and the digests of their messages: a copy is a
-    # duplicate the decoder drops (begin_datagram)
-    recent: dict[Stream, dict[int, set[int]]] = field(default_factory=dict)
+    # recent sequence numbers per stream and the last SAME_NUMBER messages of each, as the
+    # decoder keeps them (begin_datagram): a copy among them is a duplicate it drops
+    recent: dict[Stream, dict[int, list[bytes]]] = field(default_factory=dict)
     # the decoder's take-over rule (readers/exports.py begin_datagram): a port that began
     # when its exporter had been silent TAKEOVER_GAP_US is the same process restarted
     lineage: dict[tuple[Stream, int], int] = field(default_factory=dict)
@@ -164,8 +164,9 @@ class _Pass:
     option_template: dict[tuple[Stream, int, int], Template | None] = field(
         default_factory=dict)
     # what options records change (exports.options_effects: the exporter's rate, a sampler's
-    # or interface's, its boot time): the latest datagram of each, and its template's
-    effects: dict[Stream, dict[tuple[object, ...], tuple[Place, Place | None]]] = field(
+    # or interface's, its boot time): the value, the datagram that set it to that value
+    # (a record repeating it changes nothing) and its template's datagram
+    effects: dict[Stream, dict[tuple[object, ...], tuple[int, Place, Place | None]]] = field(
         default_factory=dict)
     waiting: set[tuple[Stream, int, int]] = field(default_factory=set)  # wanted, undefined
     undefined: set[tuple[Stream, int]] = field(default_factory=set)  # used, defined nowhere
@@ -183,11 +184,15 @@ class _Pass:
         """Whether the decoder drops this message as a copy of one it decoded (the same
         sequence number and bytes among the stream's recent ones)."""
         recent = self.recent.setdefault(stream, {})
-        digest = zlib.crc32(payload[sets.span[0]:sets.span[1]])
-        seen = recent.setdefault(sets.sequence, set())
-        if digest in seen:
+        message = payload[sets.span[0]:sets.span[1]]
+        kept = recent.get(sets.sequence)
+        if kept is not None and message in kept:
             return True
-        seen.add(digest)
+        if kept is None:
+            recent[sets.sequence] = [message]
+        else:
+            kept.append(message)
+            del kept[:-SAME_NUMBER]
         if len(recent) > 2 * DUPLICATE_WINDOW:
             self.recent[stream] = dict(list(recent.items())[-DUPLICATE_WINDOW:])
         return False
@@ -233,8 +238,9 @@ class _Pass:
         for template_id in data - defined:
             place = self.template(stream, port, template_id)
             if place is None:
+                # held by the decoder until a definition comes: an earlier file may hold
+                # one (the pass is then incomplete, _pass), else a later datagram does
                 self.waiting.add((stream, port, template_id))
-                self.complete = False
                 # held for the port's own: what made it a port with templates of its own
                 # keeps it from taking another's in the export
                 first = self.first_def.get((stream, port))
@@ -248,8 +254,10 @@ class _Pass:
         """The latest datagram of each change options records made to the exporter's
         state, with the datagram that defined its template: what gives a record decoded
         now its sampling rate, its boot time."""
-        for pair in self.effects.get(stream, {}).values():
-            self.needed.update(place for place in pair if place is not None)
+        for _, place, template_place in self.effects.get(stream, {}).values():
+            self.needed.add(place)
+            if template_place is not None:
+                self.needed.add(template_place)
 
     def see(self, stream: Stream, port: int, place: Place, sets: ExportSets, payload: bytes
             ) -> bool:
@@ -325,12 +333,18 @@ class _Pass:
                     self._effects(stream, options_effects(template, payload, start, end),
                                   source)
 
-    def _effects(self, stream: Stream, effects: set[tuple[object, ...]],
+    def _effects(self, stream: Stream, effects: dict[tuple[object, ...], int],
                  source: tuple[Place, Place | None]) -> bool:
+        """Record what an options set changed; whether it changed anything (a value the
+        same as before leaves the datagram that set it in force)."""
         found = self.effects.setdefault(stream, {})
-        for effect in effects:
-            found[effect] = source
-        return bool(effects)
+        changed = False
+        for effect, value in effects.items():
+            before = found.get(effect)
+            if before is None or before[0] != value:
+                found[effect] = (value, *source)
+                changed = True
+        return changed
 
     def keep(self, place: Place, datagram: Datagram) -> None:
         """Keep a datagram the export may need; forget those nothing refers to any more
@@ -341,8 +355,8 @@ class _Pass:
             live = {*self.own.values(), *(place for place, _ in self.latest.values()),
                     *self.needed, *self.seen,
                     *(place for places in self.held.values() for place in places)}
-            live.update(place for found in self.effects.values() for pair in found.values()
-                        for place in pair if place is not None)
+            live.update(place for found in self.effects.values() for entry in found.values()
+                        for place in entry[1:] if place is not None)
             self.kept = {place: kept for place, kept in self.kept.items() if place in live}
             self.limit = max(4096, 2 * len(self.kept))
 
@@ -399,14 +413,17 @@ def _pass(files: Sequence[Path | None], wanted: dict[int, set[int]], start: int,
     last_offset = max(wanted[last_file])
     for index in range(start, len(files)):
         path = files[index]
-        if index > last_file and not state.waiting:
-            break
+        if (index > last_file and not state.waiting) or (start > 0 and index > last_file + 1):
+            break  # (a pass that may begin too late looks one file ahead, no further)
         if path is None:
             continue
         check(index)
         if not _read(state, index, reading(path, transports), wanted.get(index, set()),
                      (last_file, last_offset)):
             break
+    # a wanted datagram whose template no datagram read defined: an earlier file may hold it
+    if state.waiting:
+        state.complete = False
     # a wanted datagram not found whole: its first fragments are in a file before the pass
     found = state.seen | state.passed
     if any((index, offset) not in found for index, offsets in wanted.items()
@@ -426,7 +443,7 @@ def _read(state: _Pass, index: int, chunks: Iterable[list[Datagram]], mine: set[
     for chunk in chunks:
         for datagram in chunk:
             place = (index, datagram.offset)
-            if place > last and (not state.waiting or state.start > 0):
+            if place > last and not state.waiting:
                 return False
             if datagram.connection:
                 if datagram.offset in mine:

@@ -430,8 +430,9 @@ def _check_export(result: PcapExport, origins: list[tuple[int, str, int] | None]
             f"datagram at byte {offset} of {name}): a template, options data or IP "
             "fragment they need was not found, or their values depend on records the "
             "export does not hold (a Cisco ASA teardown's totals on its connection's "
-            "updates), or the decoder takes identical datagrams of two captures for one "
-            "sent twice")
+            "updates), or its datagrams read otherwise without those that came between "
+            "them (identical ones, of two captures or of an exporter that numbers none, "
+            "taken for one sent twice; a silence taken for the exporter's restart)")
 
 
 def _captures(runs: dict[int, Run], wanted: dict[tuple[int, str], dict[int, int]],

@@ -402,3 +402,43 @@ def test_every_ipfix_message_of_a_datagram_is_read(tmp_path: Path) -> None:
     exported = export_pcap([run], [session_of(run, 2)], tmp_path / "conv.pcap")
     assert (exported.template_datagrams, exported.checked_records,
             exported.differing_records) == (1, 1, 0)
+
+
+def test_an_exporter_that_numbers_nothing_resends_a_rate_the_decoder_reads_again(
+        tmp_path: Path) -> None:
+    """Found by review: an exporter numbering every message 0 sends 1-in-100, 1-in-10, other
+    flows, then 1-in-100 again; the decoder remembers the last 4 messages of a number and
+    reads the third as new (the run read 100), the search remembered all and took it for a
+    copy (the export read 10)."""
+    sampler = options_template(260, [(149, 4)], [(305, 4), (306, 4)])
+    hundred = message(data(260, struct.pack(">III", 5, 1, 99)), sequence=0)
+    assert one_record_export(
+        tmp_path, message(sampler, template(FLOW, FIELDS), sequence=0), hundred,
+        message(data(260, struct.pack(">III", 5, 1, 9)), sequence=0),
+        *[message(data(FLOW, record(50 + i)), sequence=0) for i in range(5)], hundred,
+        message(data(FLOW, record(2)), sequence=0))[1:] == (1, 0)
+
+
+def test_a_template_the_decoder_refuses_defines_nothing(tmp_path: Path) -> None:
+    """Found by review: a damaged refresh of 261 (a source address of 3 bytes), which the
+    decoder refuses and keeps the good one, was taken for the definition in force: the
+    export carried the damaged one and read nothing."""
+    damaged = [(8, 3, 0), *FIELDS[1:]]
+    assert one_record_export(
+        tmp_path, message(template(FLOW, FIELDS), sequence=1),
+        message(template(FLOW, damaged), sequence=1),
+        message(data(FLOW, record(2)), sequence=1)) == (1, 1, 0)
+
+
+def test_an_options_record_repeated_unchanged_is_exported_once(tmp_path: Path) -> None:
+    """Found by review: the same 1-in-100 record sent before each of 20 data messages was
+    exported 20 times; the datagram that set a value stays in force while it is repeated."""
+    sampler = options_template(260, [(149, 4)], [(305, 4), (306, 4)])
+    sent = [message(sampler, template(FLOW, FIELDS), sequence=0)]
+    for i in range(20):
+        sent += [message(data(260, struct.pack(">III", 5, 1, 99)), sequence=2 * i + 1),
+                 message(data(FLOW, record(2, 3 + i, 180)), sequence=2 * i + 2)]
+    run = sessionize(tmp_path, capture(tmp_path / "r.pcap", EXPORT_S, *sent))
+    exported = export_pcap([run], [session_of(run, 2)], tmp_path / "conv.pcap")
+    assert (exported.template_datagrams, exported.checked_records,
+            exported.differing_records) == (2, 20, 0)
