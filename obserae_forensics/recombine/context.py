@@ -158,6 +158,11 @@ class _Pass:
     # when its exporter had been silent TAKEOVER_GAP_US is the same process restarted
     lineage: dict[tuple[Stream, int], int] = field(default_factory=dict)
     seen_ports: dict[Stream, set[int]] = field(default_factory=dict)
+    # where each port began and the exporter's datagram before it: an export without the
+    # datagrams between them has a longer silence there, which the decoder can take for a
+    # restart the run never saw (a port reading another's templates)
+    entry: dict[tuple[Stream, int], tuple[Place, Place | None]] = field(default_factory=dict)
+    last_place: dict[Stream, Place] = field(default_factory=dict)
     last_arrival: dict[Stream, tuple[int, int]] = field(default_factory=dict)  # time, port
     # the options templates defined now, per port, as the decoder holds them (None: one it
     # refused)
@@ -197,14 +202,17 @@ class _Pass:
             self.recent[stream] = dict(list(recent.items())[-DUPLICATE_WINDOW:])
         return False
 
-    def arrive(self, stream: Stream, port: int, arrival_us: int) -> None:
-        """The decoder's bookkeeping of a datagram's transport session, for take-overs."""
+    def arrive(self, stream: Stream, port: int, arrival_us: int, place: Place) -> None:
+        """The decoder's bookkeeping of a datagram's transport session, for take-overs; and
+        where each port began, after which datagram of its exporter (entry)."""
         ports = self.seen_ports.setdefault(stream, set())
         last = self.last_arrival.get(stream)
         if port not in ports:
             if last is not None and arrival_us - last[0] >= TAKEOVER_GAP_US:
                 self.lineage[stream, port] = self.lineage.get((stream, last[1]), last[1])
             ports.add(port)
+            self.entry[stream, port] = (place, self.last_place.get(stream))
+        self.last_place[stream] = place
         if last is None or arrival_us >= last[0]:
             self.last_arrival[stream] = (arrival_us, port)
 
@@ -235,6 +243,12 @@ class _Pass:
         """A wanted datagram: the templates of its data sets (not those it brings itself)
         and the options in force for its exporter."""
         self.wanted_streams.add(stream)
+        if len(self.seen_ports.get(stream, ())) > 1 and port in self.ports.get(stream, ()):
+            # several ports, this one with templates of its own: whether it took over from
+            # another is decided at its first datagram, by the silence before it
+            entry = self.entry.get((stream, port))
+            if entry is not None:
+                self.needed.update(place for place in entry if place is not None)
         for template_id in data - defined:
             place = self.template(stream, port, template_id)
             if place is None:
@@ -353,6 +367,8 @@ class _Pass:
         self.kept[place] = datagram
         if len(self.kept) > self.limit:
             live = {*self.own.values(), *(place for place, _ in self.latest.values()),
+                    *(place for pair in self.entry.values() for place in pair
+                      if place is not None),
                     *self.needed, *self.seen,
                     *(place for places in self.held.values() for place in places)}
             live.update(place for found in self.effects.values() for entry in found.values()
@@ -456,7 +472,7 @@ def _read(state: _Pass, index: int, chunks: Iterable[list[Datagram]], mine: set[
                 if state.duplicate(stream, sets, datagram.payload):
                     continue
                 port = datagram.transport
-                state.arrive(stream, port, datagram.arrival_us)
+                state.arrive(stream, port, datagram.arrival_us, place)
                 if wanted:
                     state.want(stream, port, sets.data, sets.templates | sets.options)
                 keep = state.see(stream, port, place, sets, datagram.payload) or keep
