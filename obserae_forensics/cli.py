@@ -404,7 +404,7 @@ def recombine_command(
                         f"-> {exported.path} ({exported.format})")
                 if exported.template_datagrams:
                     line += (f", including {exported.template_datagrams} datagram(s) added for "
-                             "their templates")
+                             "their templates and options")
                 if exported.checked_records:
                     same = exported.checked_records - exported.differing_records
                     line += (f"; decoded alone, {same} of {exported.checked_records} records "

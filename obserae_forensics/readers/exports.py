@@ -28,7 +28,6 @@ datagram numbered their held sets and their first records alike).
 from __future__ import annotations
 
 import struct
-import zlib
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -1209,9 +1208,10 @@ def _both_directions(columns: dict[str, np.ndarray], forward: str, reverse: str
 
 
 class ExportSets(NamedTuple):
-    """What a v9/IPFIX message's sets hold, by id, without decoding a record: what an
-    export of some of a run's datagrams needs beside them to decode again (the datagrams
-    that defined their templates, and the options data in force)."""
+    """What a v9/IPFIX message holds, its templates defined as the decoders define them,
+    its data sets by id and place, no record decoded: what an export of some of a run's
+    datagrams needs beside them to decode again (the datagrams that defined their
+    templates, and the options data in force; recombine/context.py)."""
 
     version: int  # 9 or 10
     domain: int  # v9 source ID / IPFIX observation domain
@@ -1219,16 +1219,14 @@ class ExportSets(NamedTuple):
     options: frozenset[int]  # template ids its options-template sets define
     data: frozenset[int]  # ids of its data sets (>= 256)
     withdrawn: frozenset[int]  # template records without fields (IPFIX withdrawals)
-    # each options template as the decoder defines it (those it refuses are in `refused`):
-    # what its records change, options_effects
-    option_templates: tuple[tuple[int, Template], ...] = ()
-    sets: tuple[tuple[int, int, int], ...] = ()  # each data set: (id, body start, end)
-    # (id, CRC-32 of its record) of each template and options template: the same layout
-    # sent again is a refresh, which the decoder does not take for a new definition
-    layouts: tuple[tuple[int, int], ...] = ()
-    sequence: int = 0  # the header's sequence number (duplicates are told by it)
-    span: tuple[int, int] = (0, 0)  # where the message lies in its datagram
-    refused: frozenset[int] = frozenset()  # template records the decoder refuses
+    # each template and options template as the decoder defines it (those it refuses are
+    # in `refused`): the same layout sent again (Template.same_layout) is a refresh, and an
+    # options template's records change what options_effects says
+    definitions: tuple[tuple[int, Template], ...]
+    sets: tuple[tuple[int, int, int], ...]  # each data set: (id, body start, end)
+    sequence: int  # the header's sequence number (duplicates are told by it)
+    span: tuple[int, int]  # where the message lies in its datagram
+    refused: frozenset[int]  # template records the decoder refuses
 
 
 def _template_of(payload: bytes, record: int, end: int, template_id: int, version: int, *,
@@ -1322,7 +1320,7 @@ def export_messages(payload: bytes) -> list[ExportSets]:
 
 
 def export_sets(payload: bytes) -> ExportSets | None:
-    """The ids of a v9/IPFIX message's sets (ExportSets), else None: the datagram's first
+    """What a v9/IPFIX message's sets hold (ExportSets), else None: the datagram's first
     message (export_messages gives each). Sets are walked by their lengths; a set length
     under 4 ends the walk: the zeros a datagram is padded with (Palo Alto) read as v9's
     template FlowSet id 0 and are no template."""
@@ -1344,9 +1342,8 @@ def _message_sets(payload: bytes, begin: int, end: int, version: int) -> ExportS
     data: set[int] = set()
     withdrawn: set[int] = set()
     refused: set[int] = set()
-    option_templates: list[tuple[int, Template]] = []
+    definitions: list[tuple[int, Template]] = []
     sets: list[tuple[int, int, int]] = []
-    layouts: list[tuple[int, int]] = []
     while at + 4 <= end:
         set_id, length = struct.unpack_from(">HH", payload, at)
         if length < 4:
@@ -1375,13 +1372,11 @@ def _message_sets(payload: bytes, begin: int, end: int, version: int) -> ExportS
                     refused.add(template_id)
                     continue
                 found.add(template_id)
-                layouts.append((template_id, zlib.crc32(payload[start:record])))
-                if found is options:
-                    option_templates.append((template_id, template))
+                definitions.append((template_id, template))
         at += length
     return ExportSets(version, domain, frozenset(templates), frozenset(options),
-                      frozenset(data), frozenset(withdrawn), tuple(option_templates),
-                      tuple(sets), tuple(layouts), sequence, (begin, end), frozenset(refused))
+                      frozenset(data), frozenset(withdrawn), tuple(definitions), tuple(sets),
+                      sequence, (begin, end), frozenset(refused))
 
 
 def template_ids_in(payload: bytes) -> set[int]:

@@ -133,8 +133,8 @@ class _Damage(Exception):
 
 class _Member:
     """One member (gzip member, bzip2 stream, xz stream, zstd or LZ4 frame, LZ4 legacy
-    block) being inflated,
-    behind one interface: feed bytes, take output in bounded pieces, learn where it ended.
+    block) being inflated, behind one interface: feed bytes, take output in bounded pieces,
+    learn where it ended.
 
     Pieces fed start at 4 KiB and grow to FEED_BYTES: a decompressor copies what follows
     its member's end out of the last piece, and a file of a million tiny members (an empty

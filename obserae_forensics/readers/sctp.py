@@ -389,4 +389,5 @@ class SctpAssociations:
         fresh, association.fresh = association.fresh, False
         return Datagram(payload, association.exporter, association.ports[0],
                         association.ports[1], place.number, place.offset, place.arrival_us,
-                        self.source, association.session, stream, fresh, True)
+                        self.source, association.session, stream, fresh,
+                        connection=True)

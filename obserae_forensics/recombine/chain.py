@@ -143,7 +143,7 @@ def _numpy(column: pa.ChunkedArray | pa.Array, dtype: str) -> np.ndarray:
     return np.asarray(column.to_numpy(zero_copy_only=False), dtype=dtype)
 
 
-def _flag(column: pa.ChunkedArray, value: str) -> np.ndarray:
+def _flag(column: pa.ChunkedArray | pa.Array, value: str) -> np.ndarray:
     return np.asarray(pc.fill_null(pc.equal(column, value), False).to_numpy(
         zero_copy_only=False), dtype=bool)
 
@@ -426,7 +426,7 @@ def chain_sessions(sessions: pa.Table, runs: list[Run]) -> Chains:
 
     # the working arrays done with, freed before the output tables are built (each is one
     # value per session: ~1.5 GB of the peak at 5.2 M sessions)
-    # (the closures' protocol, ported, low and high stay)
+    # (what the closures endpoint and same_key use stays: ported, exporter, protocol, low, high)
     del (session_rank, opened, last, is_open, ab_flags, ba_flags, hard, evicted,
          half_open_state, ip_a, ip_b, client_ip, server_ip, end_a, end_b,
          client, server, tcp, half_open, category, idle, parent, steady, order, before,
@@ -640,7 +640,7 @@ def _conversation_table(sessions: pa.Table, roots: np.ndarray, conversation_id: 
     return pa.Table.from_arrays(arrays, schema=RECOMBINED_SCHEMA)
 
 
-def _as_array(value: Any) -> pa.Array:
+def _as_array(value: pa.Array | pa.ChunkedArray) -> pa.Array:
     if isinstance(value, pa.ChunkedArray):
         return value.combine_chunks()
     return value

@@ -142,7 +142,6 @@ def differing(expected: pa.Table, decoded: pa.Table) -> tuple[int, tuple[int, in
 class _Pass:
     """What one pass over the run's captures, from one of them on, has seen."""
 
-    start: int
     needed: set[Place] = field(default_factory=set)
     own: dict[tuple[Stream, int, int], Place] = field(default_factory=dict)  # + port, id
     latest: dict[tuple[Stream, int], tuple[Place, int]] = field(default_factory=dict)
@@ -150,7 +149,8 @@ class _Pass:
     # the datagram that first made a port one that defines templates: without it in the
     # export, the port would take another's templates where the run's waited for its own
     first_def: dict[tuple[Stream, int], Place] = field(default_factory=dict)
-    layout: dict[tuple[Stream, int, int], int] = field(default_factory=dict)  # CRC in force
+    # the template in force per (stream, port, id): a refresh has the same layout
+    layout: dict[tuple[Stream, int, int], Template] = field(default_factory=dict)
     # recent sequence numbers per stream and the last SAME_NUMBER messages of each, as the
     # decoder keeps them (begin_datagram): a copy among them is a duplicate it drops
     recent: dict[Stream, dict[int, list[bytes]]] = field(default_factory=dict)
@@ -164,10 +164,8 @@ class _Pass:
     entry: dict[tuple[Stream, int], tuple[Place, Place | None]] = field(default_factory=dict)
     last_place: dict[Stream, Place] = field(default_factory=dict)
     last_arrival: dict[Stream, tuple[int, int]] = field(default_factory=dict)  # time, port
-    # the options templates defined now, per port, as the decoder holds them (None: one it
-    # refused)
-    option_template: dict[tuple[Stream, int, int], Template | None] = field(
-        default_factory=dict)
+    # the options templates in force, per (stream, port, id)
+    option_template: dict[tuple[Stream, int, int], Template] = field(default_factory=dict)
     # what options records change (exports.options_effects: the exporter's rate, a sampler's
     # or interface's, its boot time): the value, the datagram that set it to that value
     # (a record repeating it changes nothing) and its template's datagram
@@ -282,26 +280,27 @@ class _Pass:
         if defined and port not in ports:
             ports.add(port)
             self.first_def[stream, port] = place
-        options = dict(sets.option_templates)
-        layouts = dict(sets.layouts)
+        definitions = dict(sets.definitions)
         for template_id in defined:
             key = (stream, port, template_id)
             # the same layout sent again is a refresh: the decoder's `latest` stays put
-            refresh = key in self.own and self.layout.get(key) == layouts.get(template_id)
+            new = definitions[template_id]
+            before = self.layout.get(key)
+            refresh = before is not None and before.same_layout(new)
             self.own[key] = place
-            self.layout[key] = layouts.get(template_id, 0)
+            self.layout[key] = new
             if not refresh:
                 self.latest[stream, template_id] = (place, port)
             self.undefined.discard((stream, template_id))
-            if template_id not in options:  # a flow template now: its data are flows
+            if not new.options:  # a flow template now: its data are flows
                 self.option_template.pop(key, None)
                 continue
-            template = self.option_template[key] = options[template_id]
+            template = self.option_template[key] = new
             # options data sent before it, by this port or one that defines none, read now
             for held in [held for held in self.held if held[0] == stream
                          and held[2] == template_id and self._released(stream, held[1], port)]:
                 for waited in self.held.pop(held):
-                    if template is not None and waited in self.kept:
+                    if waited in self.kept:
                         self._options(stream, template, self.kept[waited].payload,
                                       template_id, (waited, place))
         # held data sets are read at the datagram that defines their template (the port's
@@ -324,9 +323,9 @@ class _Pass:
                     del held[:-HELD]
                 carries = True
                 continue
-            template = self.option_template.get((stream, owner, template_id))
-            if template is not None and self._effects(
-                    stream, options_effects(template, payload, start, end),
+            options = self.option_template.get((stream, owner, template_id))
+            if options is not None and self._effects(
+                    stream, options_effects(options, payload, start, end),
                     (place, None if template_id in defined
                      else self.own[stream, owner, template_id])):
                 carries = True
@@ -423,7 +422,7 @@ def _datagrams(path: Path, transports: Transports) -> Iterator[list[Datagram]]:
 
 def _pass(files: Sequence[Path | None], wanted: dict[int, set[int]], start: int,
           reading: Reading, check: Callable[[int], None]) -> _Pass:
-    state = _Pass(start)
+    state = _Pass()
     transports = new_transports(RunReport())
     last_file = max(wanted)
     last_offset = max(wanted[last_file])

@@ -67,7 +67,9 @@ class PcapExport:
     datagrams: int = 0  # frames written
     records: int = 0  # flow records those frames carry for the conversations
     link_types: list[int] = field(default_factory=list)
-    template_datagrams: int = 0  # datagrams added only for the templates they carry
+    # datagrams added beside the conversations' own, for what reading them needs: the
+    # templates, the options in force, where a port began (recombine/context.py)
+    template_datagrams: int = 0
     # the records of the conversations decoded again from the export alone (with its
     # templates), and those that came out otherwise than in the run
     checked_records: int = 0
@@ -303,8 +305,7 @@ def export_pcap(source: RecombineResult | Sequence[Path], ids: Sequence[str], pa
     origins: list[tuple[int, str, int] | None] = []
     written: list[int] = []  # the rows of the conversations' records in written datagrams
     captures = _captures(runs, wanted, resolved)
-    contexts = (_contexts(runs, wanted, captures, resolved, table, result) if with_templates
-                else {})
+    contexts = _contexts(runs, captures, wanted, table, result) if with_templates else {}
     for key in sorted(set(wanted) | set(contexts),
                       key=lambda k: (k[0], _input_rank(runs[k[0]], k[1]), k[1])):
         offsets_wanted = wanted.get(key, {})
@@ -405,7 +406,9 @@ def _check_export(result: PcapExport, origins: list[tuple[int, str, int] | None]
     for frame, origin in zip(iter_frames(result.path, RunReport()), origins, strict=True):
         if origin is not None:
             moved.append((frame.offset, numbers[origin[:2]], origin[2]))
-    places = tuple(np.array(column, dtype=np.int64) for column in zip(*moved, strict=True))
+    places = (np.array([entry[0] for entry in moved], dtype=np.int64),
+              np.array([entry[1] for entry in moved], dtype=np.int64),
+              np.array([entry[2] for entry in moved], dtype=np.int64))
     run_index = rows.column("run_index").to_numpy()
     expected = pa.concat_tables([record_table(
         rows.filter(pa.array(run_index == run_number)),
@@ -499,10 +502,9 @@ def _cut_fragments(found: dict[int, list[Frame]], key: tuple[int, str], run: Run
         index -= 1
 
 
-def _contexts(runs: dict[int, Run], wanted: dict[tuple[int, str], dict[int, int]],
-              captures: dict[int, tuple[list[str], list[Path | None]]],
-              resolved: dict[tuple[int, str], Path], table: pa.Table, result: PcapExport
-              ) -> dict[tuple[int, str], set[int]]:
+def _contexts(runs: dict[int, Run], captures: dict[int, tuple[list[str], list[Path | None]]],
+              wanted: dict[tuple[int, str], dict[int, int]], table: pa.Table,
+              result: PcapExport) -> dict[tuple[int, str], set[int]]:
     """The datagrams, by (run, capture), that define the templates of the wanted ones and
     carry the options data in force (context.template_context), over each run's captures in
     the order it read them: a rotated capture's templates are in an earlier file. Each
