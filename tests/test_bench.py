@@ -36,6 +36,9 @@ CASES = {
     "decoders": (["bench_decoders.py", PCAP], r"sf_v9_varsvc.pcap +72 "),
     "make_capture": (["make_capture.py", "capture.pcap", "--records", "1000"],
                      r"capture.pcap: 10\d\d v9 records"),
+    # the fixture's templates in its first datagram, the conversations of the third file
+    "export": (["bench_export.py", PCAP, "--files", "3", "--dir", "exp"],
+               r"export of 1 conversation .*\(1 added\), decoded alone ([1-9]\d*) of \1 "),
 }
 
 
