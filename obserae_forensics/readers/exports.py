@@ -57,7 +57,6 @@ from .information_elements import (
 )
 from .nsel import NselLedger, nsel_repair
 from .templates import (
-    FieldSpec,
     Leftover,
     PendingData,
     PendingSet,
@@ -67,7 +66,6 @@ from .templates import (
     SessionTemplateKey,
     Template,
     TemplateCache,
-    field_length_problem,
     fixed_set_records,
     padding_problem,
     variable_records,
@@ -1215,62 +1213,50 @@ class ExportSets(NamedTuple):
 
     version: int  # 9 or 10
     domain: int  # v9 source ID / IPFIX observation domain
-    templates: frozenset[int]  # template ids its template sets define
-    options: frozenset[int]  # template ids its options-template sets define
-    data: frozenset[int]  # ids of its data sets (>= 256)
-    withdrawn: frozenset[int]  # template records without fields (IPFIX withdrawals)
-    # each template and options template as the decoder defines it (those it refuses are
-    # in `refused`): the same layout sent again (Template.same_layout) is a refresh, and an
-    # options template's records change what options_effects says
-    definitions: tuple[tuple[int, Template], ...]
+    # each template and options template the decoder defines from it (those it refuses
+    # define nothing): the same layout sent again (Template.same_layout) is a refresh, and
+    # an options template's records change what options_effects says
+    definitions: tuple[Template, ...]
     sets: tuple[tuple[int, int, int], ...]  # each data set: (id, body start, end)
     sequence: int  # the header's sequence number (duplicates are told by it)
     span: tuple[int, int]  # where the message lies in its datagram
-    refused: frozenset[int]  # template records the decoder refuses
+
+    @property
+    def templates(self) -> frozenset[int]:
+        """The ids of the (flow) templates it defines."""
+        return frozenset(t.template_id for t in self.definitions if not t.options)
+
+    @property
+    def options(self) -> frozenset[int]:
+        """The ids of the options templates it defines."""
+        return frozenset(t.template_id for t in self.definitions if t.options)
+
+    @property
+    def data(self) -> frozenset[int]:
+        """The ids of its data sets."""
+        return frozenset(set_id for set_id, _, _ in self.sets)
 
 
-def _template_of(payload: bytes, record: int, end: int, template_id: int, version: int, *,
-                 options: bool) -> Template | None:
-    """The template record at payload[record:end] as netflow_v9 / ipfix define it (v9:
-    4-byte specifiers, an options template's scope and option lengths in bytes; IPFIX: a
-    field count, an options template's scope field count, specifiers with enterprise
-    numbers), or None where they refuse it (it does not fit, a scope count out of range, a
-    field an address or number cannot have: field_length_problem)."""
-    if version == 9:
-        if options:
-            scope_length, option_length = struct.unpack_from(">HH", payload, record + 2)
-            count, scopes, at = (scope_length + option_length) // 4, scope_length // 4, 6
-            if scope_length % 4 or option_length % 4:
-                return None
-        else:
-            count, scopes, at = int.from_bytes(payload[record + 2:record + 4], "big"), 0, 4
-        if not count or record + at + 4 * count > end:
-            return None
-        pairs = struct.unpack_from(f">{2 * count}H", payload, record + at)
-        fields = tuple(FieldSpec(pairs[i], pairs[i + 1]) for i in range(0, len(pairs), 2))
-    else:
-        count = int.from_bytes(payload[record + 2:record + 4], "big")
-        scopes = int.from_bytes(payload[record + 4:record + 6], "big") if options else 0
-        specs: list[FieldSpec] = []
-        at = record + (6 if options else 4)
-        while len(specs) < count and at + 4 <= end:
-            element, length = struct.unpack_from(">HH", payload, at)
-            at += 4
-            enterprise = 0
-            if element & 0x8000:
-                if at + 4 > end:
-                    break
-                enterprise = int.from_bytes(payload[at:at + 4], "big")
-                at += 4
-                element &= 0x7FFF
-            specs.append(FieldSpec(element, length, enterprise))
-        if len(specs) < count or (options and not 1 <= scopes <= count):
-            return None
-        fields = tuple(specs)
-    if not options and field_length_problem(fields) is not None:
-        return None
-    return Template(template_id, fields, scope_count=scopes, options=options,
-                    version=version)
+class _Definitions:
+    """What the decoders' template walkers (netflow_v9.read_templates and
+    read_options_templates, ipfix.read_templates) need of an ExportDecoder, keeping only the
+    templates they define: export_sets reads a message's templates by the decoders' own
+    rules."""
+
+    def __init__(self) -> None:
+        self.templates: list[Template] = []
+
+    def define_template(self, template: Template) -> None:
+        self.templates.append(template)
+
+    def skip(self, error: InputError, nbytes: int = 0) -> None:
+        """A template record the decoder refuses defines nothing."""
+
+    def withdraw(self) -> None:
+        """Withdrawals are ignored over UDP, as by the decoder."""
+
+
+_NO_DATAGRAM = Datagram(b"", "", 0, 0, 0, 0, 0, "")  # for the walkers' problems, dropped
 
 
 def options_effects(template: Template, buf: bytes, at: int, end: int
@@ -1334,57 +1320,55 @@ def export_sets(payload: bytes) -> ExportSets | None:
 
 
 def _message_sets(payload: bytes, begin: int, end: int, version: int) -> ExportSets:
-    at, kinds = (begin + 20, (0, 1)) if version == 9 else (begin + 16, (2, 3))
+    at = begin + (20 if version == 9 else 16)
     domain = struct.unpack_from(">I", payload, begin + (16 if version == 9 else 12))[0]
     sequence = struct.unpack_from(">I", payload, begin + (12 if version == 9 else 8))[0]
-    templates: set[int] = set()
-    options: set[int] = set()
-    data: set[int] = set()
-    withdrawn: set[int] = set()
-    refused: set[int] = set()
-    definitions: list[tuple[int, Template]] = []
+    defined = _Definitions()
     sets: list[tuple[int, int, int]] = []
     while at + 4 <= end:
         set_id, length = struct.unpack_from(">HH", payload, at)
-        if length < 4:
-            break
+        if length < 4 or at + length > end:
+            break  # (as the decoders stop: padding, a bad length, a set cut short)
         if set_id >= 256:
-            data.add(set_id)
-            sets.append((set_id, at + 4, min(at + length, end)))
-        elif set_id in kinds:
-            found = options if set_id == kinds[1] else templates
-            record, stop = at + 4, min(at + length, end)
-            while record + 4 <= stop:
-                template_id, count = struct.unpack_from(">HH", payload, record)
-                if template_id < 256:
-                    break  # padding
-                v9_options = version == 9 and set_id == 1  # its count is a scope length
-                start = record
-                record = _template_record_end(payload, record, stop, count,
-                                              v9_options=v9_options,
-                                              options=set_id == kinds[1], ipfix=version == 10)
-                if not (count or v9_options):
-                    withdrawn.add(template_id)
-                    continue
-                template = _template_of(payload, start, record, template_id, version,
-                                        options=found is options)
-                if template is None:  # one the decoder refuses defines nothing
-                    refused.add(template_id)
-                    continue
-                found.add(template_id)
-                definitions.append((template_id, template))
+            sets.append((set_id, at + 4, at + length))
+        elif version == 9 and set_id == netflow_v9.TEMPLATE_SET:
+            netflow_v9.read_templates(defined, _NO_DATAGRAM, payload, at + 4, at + length)
+        elif version == 9 and set_id == netflow_v9.OPTIONS_TEMPLATE_SET:
+            netflow_v9.read_options_templates(defined, _NO_DATAGRAM, payload, at + 4,
+                                              at + length)
+        elif version == 10 and set_id in (ipfix.TEMPLATE_SET, ipfix.OPTIONS_TEMPLATE_SET):
+            ipfix.read_templates(defined, _NO_DATAGRAM, payload, at + 4, at + length,
+                                 options=set_id == ipfix.OPTIONS_TEMPLATE_SET)
         at += length
-    return ExportSets(version, domain, frozenset(templates), frozenset(options),
-                      frozenset(data), frozenset(withdrawn), tuple(definitions), tuple(sets),
-                      sequence, (begin, end), frozenset(refused))
+    return ExportSets(version, domain, tuple(defined.templates), tuple(sets), sequence,
+                      (begin, end))
 
 
 def template_ids_in(payload: bytes) -> set[int]:
     """The template ids a v9/IPFIX message's template and options-template sets define
     (withdrawals included): whether a template a data set needs comes in its own message."""
-    sets = export_sets(payload)
-    return set() if sets is None else set(
-        sets.templates | sets.options | sets.withdrawn | sets.refused)
+    version = export_version(payload)
+    if version not in (9, 10):
+        return set()
+    at, kinds = (20, (0, 1)) if version == 9 else (16, (2, 3))
+    found: set[int] = set()
+    end = len(payload)
+    while at + 4 <= end:
+        set_id, length = struct.unpack_from(">HH", payload, at)
+        if length < 4:
+            break
+        if set_id in kinds:
+            record, stop = at + 4, min(at + length, end)
+            while record + 4 <= stop:
+                template_id, count = struct.unpack_from(">HH", payload, record)
+                if template_id < 256:
+                    break  # padding
+                found.add(template_id)
+                record = _template_record_end(payload, record, stop, count,
+                                              v9_options=version == 9 and set_id == 1,
+                                              options=set_id == kinds[1], ipfix=version == 10)
+        at += length
+    return found
 
 
 def _template_record_end(payload: bytes, record: int, stop: int, count: int, *,

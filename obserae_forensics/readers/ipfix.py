@@ -129,9 +129,9 @@ def _walk_sets(state: ExportDecoder, datagram: Datagram, message: bytes) -> int 
             found = state.data_set(set_id, message, at + 4, set_end, f"data set {set_id}")
             records = None if found is None or records is None else records + found
         elif set_id == TEMPLATE_SET:
-            _templates(state, datagram, message, at + 4, set_end, options=False)
+            read_templates(state, datagram, message, at + 4, set_end, options=False)
         elif set_id == OPTIONS_TEMPLATE_SET:
-            _templates(state, datagram, message, at + 4, set_end, options=True)
+            read_templates(state, datagram, message, at + 4, set_end, options=True)
         else:
             _malformed(state, datagram, f"reserved set id {set_id} at message byte {at}",
                        length, "reserved_set_id")
@@ -139,7 +139,7 @@ def _walk_sets(state: ExportDecoder, datagram: Datagram, message: bytes) -> int 
     return records
 
 
-def _templates(
+def read_templates(
     state: ExportDecoder, datagram: Datagram, message: bytes, at: int, end: int, *,
     options: bool,
 ) -> None:

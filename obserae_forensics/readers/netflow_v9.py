@@ -95,9 +95,9 @@ def decode_datagram(state: ExportDecoder, datagram: Datagram) -> None:
             state.data_set(flowset_id, payload, at + 4, set_end,
                            f"FlowSet {flowset_id} at payload byte {at}")
         elif flowset_id == TEMPLATE_SET:
-            _templates(state, datagram, payload, at + 4, set_end)
+            read_templates(state, datagram, payload, at + 4, set_end)
         elif flowset_id == OPTIONS_TEMPLATE_SET:
-            _options_templates(state, datagram, payload, at + 4, set_end)
+            read_options_templates(state, datagram, payload, at + 4, set_end)
         else:
             _malformed(state, datagram, f"reserved FlowSet id {flowset_id} at payload byte {at}",
                        length, "reserved_set_id")
@@ -105,7 +105,7 @@ def decode_datagram(state: ExportDecoder, datagram: Datagram) -> None:
     state.end_datagram(1)
 
 
-def _templates(
+def read_templates(
     state: ExportDecoder, datagram: Datagram, payload: bytes, at: int, end: int
 ) -> None:
     while end - at >= TEMPLATE_HEADER.size:
@@ -129,7 +129,7 @@ def _templates(
         at += size
 
 
-def _options_templates(
+def read_options_templates(
     state: ExportDecoder, datagram: Datagram, payload: bytes, at: int, end: int
 ) -> None:
     while end - at >= OPTIONS_HEADER.size:

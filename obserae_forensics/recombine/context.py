@@ -280,7 +280,7 @@ class _Pass:
         if defined and port not in ports:
             ports.add(port)
             self.first_def[stream, port] = place
-        definitions = dict(sets.definitions)
+        definitions = {template.template_id: template for template in sets.definitions}
         for template_id in defined:
             key = (stream, port, template_id)
             # the same layout sent again is a refresh: the decoder's `latest` stays put
