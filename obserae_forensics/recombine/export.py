@@ -287,13 +287,14 @@ def export_pcap(source: RecombineResult | Sequence[Path], ids: Sequence[str], pa
     tcp_rows: list[int] = []  # IPFIX messages over TCP or SCTP: no datagram of their own
     resolved: dict[tuple[int, str], Path] = {}
     formats: dict[tuple[int, str], str] = {}
+    checked: set[tuple[int, str]] = set()  # captures found unchanged (each hashed once)
     for row, (run_number, name) in enumerate(zip(run_index.tolist(), files, strict=True)):
         key = (run_number, name)
         if key not in formats:
             run = runs[run_number]
             resolved[key] = _resolve(run, name)
             formats[key] = _format_of(run, name, resolved[key])
-            _check_unchanged(run, name, resolved[key])
+            _unchanged(runs, checked, key, resolved[key])
         if formats[key] not in ("pcap", "pcapng"):
             nfcapd_rows.append(row)
             continue
@@ -305,14 +306,15 @@ def export_pcap(source: RecombineResult | Sequence[Path], ids: Sequence[str], pa
     origins: list[tuple[int, str, int] | None] = []
     written: list[int] = []  # the rows of the conversations' records in written datagrams
     captures = _captures(runs, wanted, resolved)
-    contexts = _contexts(runs, captures, wanted, table, result) if with_templates else {}
+    contexts = (_contexts(runs, captures, wanted, table, result, checked) if with_templates
+                else {})
     for key in sorted(set(wanted) | set(contexts),
                       key=lambda k: (k[0], _input_rank(runs[k[0]], k[1]), k[1])):
         offsets_wanted = wanted.get(key, {})
         context = contexts.get(key, set())
         result.template_datagrams += len(context)
         found = read_datagram_frames(resolved[key], set(offsets_wanted) | context)
-        _cut_fragments(found, key, runs[key[0]], captures[key[0]])
+        _cut_fragments(found, key, runs, captures[key[0]], checked)
         in_file: list[tuple[int, list[Frame]]] = [
             (offset, found[offset]) for offset in context
             if offset in found and not over_connection(found[offset][-1])]
@@ -465,8 +467,30 @@ def _captures(runs: dict[int, Run], wanted: dict[tuple[int, str], dict[int, int]
     return out
 
 
-def _cut_fragments(found: dict[int, list[Frame]], key: tuple[int, str], run: Run,
-                   captures: tuple[list[str], list[Path | None]]) -> None:
+def _unchanged(runs: dict[int, Run], checked: set[tuple[int, str]], key: tuple[int, str],
+               path: Path) -> None:
+    """_check_unchanged, once per capture of an export (a SHA-256 of gigabytes is not done
+    again for each use)."""
+    if key not in checked:
+        _check_unchanged(runs[key[0]], key[1], path)
+        checked.add(key)
+
+
+def _unfinished(frames: list[Frame]) -> tuple[object, ...] | None:
+    """The reassembly key of a datagram whose frames are fragments that do not hold all of
+    it, else None."""
+    pieces = [fragment_of(frame) for frame in frames]
+    if not pieces or any(piece is None for piece in pieces):
+        return None
+    if covers([piece[1:] for piece in pieces if piece is not None]):
+        return None
+    first = pieces[0]
+    return None if first is None else first[0]
+
+
+def _cut_fragments(found: dict[int, list[Frame]], key: tuple[int, str], runs: dict[int, Run],
+                   captures: tuple[list[str], list[Path | None]],
+                   checked: set[tuple[int, str]]) -> None:
     """Give the datagrams whose first fragments a rotation left in the captures before
     (the run reassembles across its files) those fragments, first: the export holds every
     frame of each datagram. Captures are searched back while fragments are missing and the
@@ -474,13 +498,11 @@ def _cut_fragments(found: dict[int, list[Frame]], key: tuple[int, str], run: Run
     FRAGMENT_TIMEOUT_NS)."""
     cut: dict[int, tuple[tuple[object, ...], int]] = {}  # offset -> (key, earliest time)
     for offset, carried in found.items():
-        pieces = [fragment_of(frame) for frame in carried]
-        known = [piece for piece in pieces if piece is not None]
-        if known and len(known) == len(pieces) and not covers(
-                [(at, more, length) for _, at, more, length in known]):
+        fragment_key = _unfinished(carried)
+        if fragment_key is not None:
             # the run's reassembly gives a set up when a fragment comes more than the
             # timeout after its first: no earlier fragment is older than that
-            cut[offset] = (known[0][0], max(frame.ts_ns for frame in carried)
+            cut[offset] = (fragment_key, max(frame.ts_ns for frame in carried)
                            - FRAGMENT_TIMEOUT_NS)
     names, files = captures
     index = names.index(key[1]) if key[1] in names else 0
@@ -493,18 +515,18 @@ def _cut_fragments(found: dict[int, list[Frame]], key: tuple[int, str], run: Run
         tails = tail_fragments(before, since)
         if not tails:
             return
-        _check_unchanged(run, names[index - 1], before)
+        _unchanged(runs, checked, (key[0], names[index - 1]), before)
         for offset, (fragment_key, _) in list(cut.items()):
             found[offset] = [*tails.get(fragment_key, []), *found[offset]]
-            pieces = [fragment_of(frame) for frame in found[offset]]
-            if covers([piece[1:] for piece in pieces if piece is not None]):
+            if _unfinished(found[offset]) is None:
                 del cut[offset]
         index -= 1
 
 
 def _contexts(runs: dict[int, Run], captures: dict[int, tuple[list[str], list[Path | None]]],
               wanted: dict[tuple[int, str], dict[int, int]], table: pa.Table,
-              result: PcapExport) -> dict[tuple[int, str], set[int]]:
+              result: PcapExport, checked: set[tuple[int, str]]
+              ) -> dict[tuple[int, str], set[int]]:
     """The datagrams, by (run, capture), that define the templates of the wanted ones and
     carry the options data in force (context.template_context), over each run's captures in
     the order it read them: a rotated capture's templates are in an earlier file. Each
@@ -521,11 +543,11 @@ def _contexts(runs: dict[int, Run], captures: dict[int, tuple[list[str], list[Pa
         rows = table.filter(pa.array(run_index == run_number))
         expected = record_table(rows, index_of)
 
-        def unchanged(index: int, run: Run = run, names: list[str] = names,
+        def unchanged(index: int, run_number: int = run_number, names: list[str] = names,
                       files: list[Path | None] = files) -> None:
             path = files[index]
             if path is not None:
-                _check_unchanged(run, names[index], path)
+                _unchanged(runs, checked, (run_number, names[index]), path)
 
         for index, offsets in template_context(files, mine, expected,
                                                check=unchanged).items():
