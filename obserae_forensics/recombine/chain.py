@@ -35,7 +35,8 @@ its close reason is how it ended, not where the sessionizer cut it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -121,6 +122,52 @@ class Chains:
     fragments: pa.Table  # FRAGMENTS_SCHEMA, grouped like `conversations`, fragments in order
     exporter_windows: dict[str, tuple[int, int]]  # exporter -> (first µs, last µs) seen
     anomalies: dict[str, int]  # links the tables asked for and recombine refused, by kind
+    # follows_session_id of late sessions naming no session of these: counted in
+    # late_follows_missing; when these were a part of the runs, the caller knows whether
+    # the id is of another part (then of another key: late_follows_other_key)
+    unfollowed: pa.Array = field(default_factory=lambda: pa.array([], pa.string()))
+
+
+@dataclass(frozen=True)
+class RunsContext:
+    """What chaining needs to know about all the runs' sessions, not only those it chains:
+    the exporters (a code is the rank of the name), each one's window (earliest opened_at,
+    latest last_seen_at) and its latest record in each run (where that run's end closed
+    sessions). Chaining a part of the sessions (a bucket of keys) with the context of all
+    of them gives the rows chaining all of them gives."""
+
+    exporters: pa.Array  # names, sorted
+    first_us: np.ndarray  # per exporter code
+    last_us: np.ndarray  # per exporter code
+    run_latest: np.ndarray  # (runs, exporters): latest last_seen_at, int64 min where none
+
+    @staticmethod
+    def of(parts: Iterable[pa.Table], runs: int) -> RunsContext:
+        """From the sessions, whole or a batch at a time."""
+        groups = [part.group_by(["exporter", "run_index"]).aggregate(
+            [("opened_at", "min"), ("last_seen_at", "max")]) for part in parts]
+        table = pa.concat_tables(groups) if groups else pa.table({
+            "exporter": pa.array([], pa.string()), "run_index": pa.array([], pa.uint32()),
+            "opened_at_min": pa.array([], TIMESTAMP), "last_seen_at_max": pa.array([], TIMESTAMP)})
+        exporters = pc.unique(table.column("exporter"))
+        exporters = pc.take(exporters, pc.array_sort_indices(exporters))
+        code = np.asarray(pc.index_in(table.column("exporter"), value_set=exporters)
+                          .to_numpy(), dtype=np.int64)
+        run = _numpy(table.column("run_index"), "int64")
+        opened = _numpy(table.column("opened_at_min"), "int64")
+        last = _numpy(table.column("last_seen_at_max"), "int64")
+        count = len(exporters)
+        first_us = np.full(count, np.iinfo(np.int64).max, dtype=np.int64)
+        last_us = np.full(count, np.iinfo(np.int64).min, dtype=np.int64)
+        np.minimum.at(first_us, code, opened)
+        np.maximum.at(last_us, code, last)
+        run_latest = np.full((max(runs, 1), count), np.iinfo(np.int64).min, dtype=np.int64)
+        np.maximum.at(run_latest, (run, code), last)
+        return RunsContext(exporters, first_us, last_us, run_latest)
+
+    def windows(self) -> dict[str, tuple[int, int]]:
+        return {str(name): (int(self.first_us[i]), int(self.last_us[i]))
+                for i, name in enumerate(self.exporters.to_pylist())}
 
 
 def nice_above(seconds: np.ndarray) -> np.ndarray:
@@ -192,16 +239,21 @@ def _group_starts(keys: list[np.ndarray]) -> np.ndarray:
     return np.flatnonzero(change)
 
 
-def chain_sessions(sessions: pa.Table, runs: list[Run]) -> Chains:
-    """Recombine the sessions of `runs` (the table read_sessions built, all runs concatenated)."""
+def chain_sessions(sessions: pa.Table, runs: list[Run],
+                   context: RunsContext | None = None) -> Chains:
+    """Recombine the sessions of `runs` (the table read_sessions built, all runs
+    concatenated), or, given the `context` of all of them, those of a part holding whole
+    keys (exporter, protocol, endpoint pair): no chain crosses keys."""
     n = sessions.num_rows
     anomalies = {"late_follows_missing": 0, "late_follows_other_key": 0,
                  "split_link_missing": 0}
     if n == 0:
-        return Chains(RECOMBINED_SCHEMA.empty_table(), FRAGMENTS_SCHEMA.empty_table(), {},
-                      anomalies)
+        return Chains(RECOMBINED_SCHEMA.empty_table(), FRAGMENTS_SCHEMA.empty_table(),
+                      context.windows() if context is not None else {}, anomalies)
     sessions = sessions.combine_chunks()
     col = sessions.column
+    if context is None:
+        context = RunsContext.of([sessions], len(runs))
 
     session_rank, distinct = _sorted_rank(col("session_id"))
     if distinct != n:
@@ -221,7 +273,8 @@ def chain_sessions(sessions: pa.Table, runs: list[Run]) -> Chains:
     evicted = _flag(col("close_reason"), "evicted")
     half_open_state = _flag(col("state"), "half_open")
 
-    (exporter,) = _codes(col("exporter"))
+    exporter = np.asarray(pc.index_in(col("exporter"), value_set=context.exporters)
+                          .to_numpy(zero_copy_only=False), dtype=np.int64)
     ip_a, ip_b, client_ip, server_ip = _codes(col("ip_a"), col("ip_b"), col("client_ip"),
                                               col("server_ip"))
     ported = np.isin(protocol, PORTED_PROTOCOLS)
@@ -272,7 +325,8 @@ def chain_sessions(sessions: pa.Table, runs: list[Run]) -> Chains:
     # at a run's end the watermark jumps to the exporter's last record there, closing what
     # one run over both captures would have kept open for a record delayed across the cut
     event_runs = np.array([r.event_replay for r in runs])
-    ended = _closed_by_the_end(exporter, run, last, is_open | hard | evicted | event_runs[run],
+    ended = _closed_by_the_end(context.run_latest[run, exporter],
+                               is_open | hard | evicted | event_runs[run],
                                due=last + np.where(finished_session, 0, idle), grace=grace)
     cut_open = (is_open[before] | ended[before]) & (run[before] < run[after])
     link = (same_key(before, after) & (cut_closed | cut_open)
@@ -303,6 +357,7 @@ def chain_sessions(sessions: pa.Table, runs: list[Run]) -> Chains:
     follows_at = np.asarray(follows.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
     named = late & np.asarray(pc.is_valid(col("follows_session_id")).to_numpy(
         zero_copy_only=False), dtype=bool)
+    unfollowed = pc.filter(col("follows_session_id"), pa.array(named & (follows_at < 0)))
     # a late session that names nothing: the sessionizer remembers only a key's last closed
     # session, and a run never sees the sessions of an earlier one (a record delayed across
     # the cut); sessions.md has it follow the session of its key it falls into or just
@@ -380,9 +435,8 @@ def chain_sessions(sessions: pa.Table, runs: list[Run]) -> Chains:
     final_position = np.maximum.reduceat(np.where(is_latest, np.arange(n), -1), starts)
     final = rows[final_position]
 
-    windows = _exporter_windows(exporter, opened, last)
-    window_start = windows[0][exporter[roots]]
-    window_end = windows[1][exporter[final]]
+    window_start = context.first_us[exporter[roots]]
+    window_end = context.last_us[exporter[final]]
     opening_seen = (protocol[roots] == TCP) & (((ab_flags[roots] | ba_flags[roots]) & SYN) != 0)
     head_cut = (split[roots] > 0) | (~opening_seen & (opened[roots] - window_start <= idle[roots]))
     conversation_ab_flags = _or_reduce(ab_flags_f, starts)
@@ -475,26 +529,18 @@ def chain_sessions(sessions: pa.Table, runs: list[Run]) -> Chains:
         flipped=flipped, conflict=conflict,
         counters=(ab_bytes_f, ba_bytes_f, ab_packets_f, ba_packets_f),
     )
-    exporter_names = sorted(pc.unique(col("exporter")).to_pylist())  # code = sorted rank
-    exporter_windows = {
-        str(name): (int(windows[0][i]), int(windows[1][i]))
-        for i, name in enumerate(exporter_names)
-    }
-    return Chains(conversations, fragments, exporter_windows, anomalies)
+    return Chains(conversations, fragments, context.windows(), anomalies,
+                  _as_array(unfollowed))
 
 
-def _closed_by_the_end(exporter: np.ndarray, run: np.ndarray, last: np.ndarray,
-                       kept: np.ndarray, *, due: np.ndarray, grace: np.ndarray) -> np.ndarray:
+def _closed_by_the_end(latest: np.ndarray, kept: np.ndarray, *, due: np.ndarray,
+                       grace: np.ndarray) -> np.ndarray:
     """Sessions the end of their run closed: due (idle deadline, or last record of a finished
-    TCP connection) at or after the run's last watermark, the exporter's latest record there
-    less the grace (the sweeps close what is due strictly before it). `kept` sessions were
-    not closed that way (still open, or cut, or of an event replay, whose watermark follows
-    first_seen, which the tables do not keep: not linked, as before)."""
-    exporters = int(exporter.max()) + 1
-    group = run * exporters + exporter
-    latest = np.full(int(group.max()) + 1, np.iinfo(np.int64).min, dtype=np.int64)
-    np.maximum.at(latest, group, last)
-    return ~kept & (due >= latest[group] - grace)
+    TCP connection) at or after the run's last watermark, the exporter's `latest` record
+    there less the grace (the sweeps close what is due strictly before it). `kept` sessions
+    were not closed that way (still open, or cut, or of an event replay, whose watermark
+    follows first_seen, which the tables do not keep: not linked, as before)."""
+    return ~kept & (due >= latest - grace)
 
 
 def _session_it_falls_into(strays: np.ndarray, steady: np.ndarray, *,
@@ -550,17 +596,6 @@ def _settled_reasons(*, tcp: np.ndarray, half_open: np.ndarray, ab_flags: np.nda
     codes = np.select([tcp & half_open, rejected, rst & both, rst, fin, both | midstream],
                       [0, 1, 2, 0, 3, 4], default=0).astype(np.int32)
     return pa.DictionaryArray.from_arrays(codes, reasons).cast(pa.string())
-
-
-def _exporter_windows(exporter: np.ndarray, opened: np.ndarray,
-                      last: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per exporter code: earliest opened_at and latest last_seen_at of all its sessions."""
-    count = int(exporter.max()) + 1
-    first = np.full(count, np.iinfo(np.int64).max, dtype=np.int64)
-    latest = np.full(count, np.iinfo(np.int64).min, dtype=np.int64)
-    np.minimum.at(first, exporter, opened)
-    np.maximum.at(latest, exporter, last)
-    return first, latest
 
 
 def _roots(parent: np.ndarray, session_id: pa.ChunkedArray) -> np.ndarray:

@@ -14,7 +14,7 @@ from a manifest falls back to the documented default and the report says so.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,7 +28,13 @@ from ..errors import UsageError
 from ..schema import SESSIONS_SCHEMA, TIMESTAMP
 from ..tables.layout import MANIFEST_FILE, SESSIONS_FILE
 from ..tables.manifest import read_manifest
-from ..tables.parquet import check_columns, read_parquet
+from ..tables.parquet import (
+    check_columns,
+    iter_parquet,
+    parquet_rows,
+    read_parquet,
+    read_parquet_schema,
+)
 from ..times import iso_us
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -194,11 +200,42 @@ def read_sessions(run: Run) -> pa.Table:
     """The run's sessions with recombine's columns in fixed types, plus `run_index`."""
     path = run.path / SESSIONS_FILE
     table = read_parquet(path)
-    present = {name: kind for name, kind in _SESSION_TYPES.items() if name in table.column_names}
+    _check_sessions(path, table)
+    return _normalized(path, table, run)
+
+
+def session_batches(run: Run, rows: int) -> Iterator[pa.Table]:
+    """The run's sessions as `read_sessions` gives them, `rows` at a time: a run of a day
+    is hundreds of millions of sessions, which `recombine --out` never holds at once."""
+    path = run.path / SESSIONS_FILE
+    _check_sessions(path, read_parquet_schema(path))
+    for batch in iter_parquet(path, rows):
+        table = pa.Table.from_batches([batch])
+        for name in _non_null(table.schema):
+            if table.column(name).null_count:  # counted over the whole file, as read_sessions
+                _check_sessions(path, read_parquet(path, columns=[name]))
+        yield _normalized(path, table, run)
+
+
+def session_rows(run: Run) -> int:
+    """How many sessions the run's table holds, from its footer."""
+    return parquet_rows(run.path / SESSIONS_FILE)
+
+
+def _non_null(schema: pa.Schema) -> list[str]:
+    return [name for name in _SESSION_TYPES if name in schema.names
+            and not SESSIONS_SCHEMA.field(name).nullable]
+
+
+def _check_sessions(path: Path, table: pa.Table | pa.Schema) -> None:
+    schema = table if isinstance(table, pa.Schema) else table.schema
+    present = {name: kind for name, kind in _SESSION_TYPES.items() if name in schema.names}
     check_columns(path, table, {name: _SESSION_TYPES[name] for name in REQUIRED_SESSION_COLUMNS},
                   what="sessions table")
-    check_columns(path, table, present, what="sessions table", non_null=[
-        name for name in present if not SESSIONS_SCHEMA.field(name).nullable])
+    check_columns(path, table, present, what="sessions table", non_null=_non_null(schema))
+
+
+def _normalized(path: Path, table: pa.Table, run: Run) -> pa.Table:
     n = table.num_rows
     columns: dict[str, pa.ChunkedArray | pa.Array] = {}
     for name, kind in _SESSION_TYPES.items():

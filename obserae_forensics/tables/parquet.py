@@ -194,6 +194,25 @@ def read_parquet(path: Path, *, columns: Sequence[str] | None = None,
         raise _unreadable(path, exc) from exc
 
 
+def iter_parquet(path: Path, rows: int, *,
+                 columns: Sequence[str] | None = None) -> Iterator[pa.RecordBatch]:
+    """The table `rows` at a time, its pages checked as read_parquet checks them."""
+    try:
+        file = pq.ParquetFile(path, page_checksum_verification=PAGE_CHECKSUMS)
+        yield from file.iter_batches(batch_size=rows,
+                                     columns=list(columns) if columns else None)
+    except _UNREADABLE as exc:
+        raise _unreadable(path, exc) from exc
+
+
+def parquet_rows(path: Path) -> int:
+    """A table's row count, from its footer alone."""
+    try:
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    except _UNREADABLE as exc:
+        raise _unreadable(path, exc) from exc
+
+
 def read_parquet_schema(path: Path) -> pa.Schema:
     """The Arrow schema of a table a user hands back, from its footer alone."""
     try:
