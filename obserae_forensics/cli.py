@@ -344,6 +344,7 @@ def recombine_command(
         export_pcap,
         find_fragments,
         pcap_flows_path,
+        recombine_runs,
         recombine_tables,
         write_recombined,
     )
@@ -359,6 +360,11 @@ def recombine_command(
             raise UsageError(f"--export-flows {export_flows_to} is where --export-pcap "
                              f"{export_pcap_to} writes (the capture, or the flows of nfcapd "
                              "records beside it): one would replace the other")
+        if out is not None and not session and export_flows_to is None \
+                and export_pcap_to is None:
+            # the tables written a bucket of keys at a time, never held whole
+            typer.echo(recombine_runs(run_dirs, out, force=force).summary(), err=True)
+            return
         if out is not None:
             check_out_dir(out, force=force)
         result = recombine_tables(run_dirs)

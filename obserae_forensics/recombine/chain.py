@@ -35,7 +35,7 @@ its close reason is how it ended, not where the sessionizer cut it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -144,9 +144,18 @@ class RunsContext:
     @staticmethod
     def of(parts: Iterable[pa.Table], runs: int) -> RunsContext:
         """From the sessions, whole or a batch at a time."""
-        groups = [part.group_by(["exporter", "run_index"]).aggregate(
-            [("opened_at", "min"), ("last_seen_at", "max")]) for part in parts]
-        table = pa.concat_tables(groups) if groups else pa.table({
+        return RunsContext.from_reduced([RunsContext.reduce(part) for part in parts], runs)
+
+    @staticmethod
+    def reduce(sessions: pa.Table) -> pa.Table:
+        """What the context keeps of some sessions: per exporter and run, the earliest
+        opened_at and the latest last_seen_at."""
+        return sessions.group_by(["exporter", "run_index"]).aggregate(
+            [("opened_at", "min"), ("last_seen_at", "max")])
+
+    @staticmethod
+    def from_reduced(reduced: Sequence[pa.Table], runs: int) -> RunsContext:
+        table = pa.concat_tables(reduced) if reduced else pa.table({
             "exporter": pa.array([], pa.string()), "run_index": pa.array([], pa.uint32()),
             "opened_at_min": pa.array([], TIMESTAMP), "last_seen_at_max": pa.array([], TIMESTAMP)})
         exporters = pc.unique(table.column("exporter"))

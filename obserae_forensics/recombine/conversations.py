@@ -37,20 +37,35 @@ from ..tables.layout import (
 )
 from ..tables.parquet import read_parquet, write_parquet
 from .chain import FRAGMENTS_SCHEMA, RECOMBINED_SCHEMA, chain_sessions
+from .partitioned import BUCKET_SESSIONS, recombine_partitioned
 from .report import build_report, render_json, render_markdown, write_timeline
 from .runs import Run, empty_sessions, order_runs, read_sessions
 
 
 @dataclass
 class RecombineResult:
-    """What recombine found: the conversations, every fragment's place, and the report."""
+    """What recombine found: the conversations, every fragment's place, and the report.
+
+    `recombine_tables` holds both tables; `recombine_runs` wrote them without ever holding
+    them whole, and `conversations` / `fragments` then read the files it wrote."""
 
     runs: list[Run]
-    conversations: pa.Table  # RECOMBINED_SCHEMA
-    fragments: pa.Table  # FRAGMENTS_SCHEMA
+    held: tuple[pa.Table, pa.Table] | None  # (conversations, fragments) in memory, or None
     report: dict[str, Any]
     out_dir: Path | None = None
     files: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def conversations(self) -> pa.Table:  # RECOMBINED_SCHEMA
+        if self.held is not None:
+            return self.held[0]
+        return read_parquet(self.files[RECOMBINED_FILE])
+
+    @property
+    def fragments(self) -> pa.Table:  # FRAGMENTS_SCHEMA
+        if self.held is not None:
+            return self.held[1]
+        return read_parquet(self.files[FRAGMENTS_FILE])
 
     def summary(self) -> str:
         counts = self.report["counts"]
@@ -75,15 +90,39 @@ def recombine_tables(run_dirs: Sequence[Path]) -> RecombineResult:
     del tables
     chains = chain_sessions(sessions, runs)
     report = build_report(runs, chains)
-    return RecombineResult(runs, chains.conversations, chains.fragments, report)
+    return RecombineResult(runs, (chains.conversations, chains.fragments), report)
 
 
 def recombine_runs(
-    run_dirs: Sequence[Path], out_dir: Path, *, force: bool = False
+    run_dirs: Sequence[Path], out_dir: Path, *, force: bool = False,
+    bucket_sessions: int = BUCKET_SESSIONS,
 ) -> RecombineResult:
-    """Recombine the runs and write the tables, the report and the timeline into `out_dir`."""
+    """Recombine the runs and write the tables, the report and the timeline into `out_dir`,
+    `bucket_sessions` sessions chained at a time (partitioned.py): the tables are those
+    `recombine_tables` builds, byte for byte, and never held whole."""
+    out_dir = Path(out_dir)
     check_out_dir(out_dir, force=force)
-    return write_recombined(recombine_tables(run_dirs), out_dir, force=force)
+    runs = order_runs([Path(p) for p in run_dirs])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {name: out_dir / name for name in RECOMBINE_FILES}
+    staged: dict[str, Path] = {}
+    try:
+        for name in (RECOMBINED_FILE, FRAGMENTS_FILE):  # written in place, renamed when whole
+            handle, temporary = tempfile.mkstemp(prefix=f".{name}.", dir=out_dir)
+            os.close(handle)
+            staged[name] = Path(temporary)
+        report = recombine_partitioned(runs, out_dir, staged[RECOMBINED_FILE],
+                                       staged[FRAGMENTS_FILE], bucket_sessions=bucket_sessions)
+        check_out_dir(out_dir, force=force)  # again: time has passed
+        for name, path in staged.items():
+            os.replace(path, files[name])
+    finally:
+        for path in staged.values():
+            if path.exists():
+                path.unlink()
+    result = RecombineResult(runs, None, report)
+    _write_report(result, out_dir, files)
+    return result
 
 
 def check_out_dir(out_dir: Path, *, force: bool = False) -> None:
@@ -107,6 +146,11 @@ def write_recombined(result: RecombineResult, out_dir: Path, *,
     files = {name: out_dir / name for name in RECOMBINE_FILES}
     _atomic(files[RECOMBINED_FILE], lambda p: write_parquet(result.conversations, p))
     _atomic(files[FRAGMENTS_FILE], lambda p: write_parquet(result.fragments, p))
+    return _write_report(result, out_dir, files)
+
+
+def _write_report(result: RecombineResult, out_dir: Path,
+                  files: dict[str, Path]) -> RecombineResult:
     _atomic(files[TIMELINE_PNG], lambda p: write_timeline(result.report, p))
     result.report["figure"] = TIMELINE_PNG
     _atomic(files[REPORT_JSON], lambda p: p.write_text(render_json(result.report),

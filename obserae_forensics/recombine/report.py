@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,10 +68,39 @@ def _endpoint(ip: str, port: int, ported: bool) -> str:
     return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 
-def build_report(runs: list[Run], chains: Chains) -> dict[str, Any]:
+@dataclass
+class Source:
+    """Where the report reads what recombine found: the tables in memory, or the files it
+    wrote (a column, or a few rows, at a time: the conversations of a day's runs are more
+    than memory holds as whole rows)."""
+
+    column: Callable[[str], pa.ChunkedArray | pa.Array]  # a whole conversations column
+    take: Callable[[np.ndarray], pa.Table]  # conversations rows by position
+    fragments_of: Callable[[pa.Array], pa.Table]  # the fragments of these conversations
+    conversations: int
+    sessions: int
+    exporter_windows: dict[str, tuple[int, int]]
+    anomalies: dict[str, int]
+
+    @staticmethod
+    def of(chains: Chains) -> Source:
+        conversations, fragments = chains.conversations, chains.fragments
+        return Source(
+            column=conversations.column,
+            take=lambda rows: conversations.take(pa.array(rows, pa.int64())),
+            fragments_of=lambda ids: fragments.filter(
+                pc.is_in(fragments.column("conversation_id"), value_set=ids)),
+            conversations=conversations.num_rows,
+            sessions=fragments.num_rows,
+            exporter_windows=chains.exporter_windows,
+            anomalies=chains.anomalies,
+        )
+
+
+def build_report(runs: list[Run], chains: Chains | Source) -> dict[str, Any]:
     """The whole report as plain data (what report.json holds)."""
-    conversations = chains.conversations
-    n = conversations.num_rows
+    conversations = chains if isinstance(chains, Source) else Source.of(chains)
+    n = conversations.conversations
     count = np.asarray(conversations.column("fragment_count").to_numpy(), dtype=np.int64)
     duration = np.asarray(conversations.column("duration_s").to_numpy(), dtype=np.float64)
     split = count > 1
@@ -90,10 +121,10 @@ def build_report(runs: list[Run], chains: Chains) -> dict[str, Any]:
         "runs": [run.describe() for run in runs],
         "window": {
             exporter: {"start": iso_us(first), "end": iso_us(last)}
-            for exporter, (first, last) in sorted(chains.exporter_windows.items())
+            for exporter, (first, last) in sorted(conversations.exporter_windows.items())
         },
         "counts": {
-            "sessions": int(chains.fragments.num_rows),
+            "sessions": conversations.sessions,
             "conversations": n,
             "split_conversations": int(np.count_nonzero(split)),
             "fragments_of_split_conversations": int(count[split].sum()),
@@ -105,7 +136,7 @@ def build_report(runs: list[Run], chains: Chains) -> dict[str, Any]:
                 conversations.column("orientation_conflicts"))).as_py() or 0),
         },
         "split_by_reason": by_reason,
-        "refused_links": dict(chains.anomalies),
+        "refused_links": dict(conversations.anomalies),
     }
     total_bytes = (np.asarray(conversations.column("ab_bytes").to_numpy(), dtype=np.float64)
                    + np.asarray(conversations.column("ba_bytes").to_numpy(), dtype=np.float64))
@@ -113,27 +144,25 @@ def build_report(runs: list[Run], chains: Chains) -> dict[str, Any]:
     largest = split_rows[np.lexsort((split_rows, -total_bytes[split_rows]))][:TOP_CONVERSATIONS]
     longest = split_rows[np.lexsort((split_rows, -duration[split_rows]))][:TOP_CONVERSATIONS]
     shown = list(dict.fromkeys([*largest.tolist(), *longest.tolist()]))
-    summaries = _summaries(conversations, chains.fragments, shown)
+    summaries = _summaries(conversations, shown)
     report["largest"] = [summaries[i] for i in largest.tolist()]
     report["longest"] = [summaries[i] for i in longest.tolist()]
-    report["outside_window"] = _outside_window(conversations, chains, head_cut, tail_cut)
+    report["outside_window"] = _outside_window(conversations, head_cut, tail_cut)
     report["durations"] = _durations(duration, runs)
     return report
 
 
-def _bools(table: pa.Table, name: str) -> np.ndarray:
-    return np.asarray(table.column(name).to_numpy(zero_copy_only=False), dtype=bool)
+def _bools(source: Source, name: str) -> np.ndarray:
+    return np.asarray(source.column(name).to_numpy(zero_copy_only=False), dtype=bool)
 
 
-def _summaries(conversations: pa.Table, fragments: pa.Table,
-               rows: list[int]) -> dict[int, dict[str, Any]]:
+def _summaries(conversations: Source, rows: list[int]) -> dict[int, dict[str, Any]]:
     """One entry per shown conversation, with its fragment timeline."""
     if not rows:
         return {}
-    picked = _rows_us(conversations.take(pa.array(rows, pa.int64())))
+    picked = _rows_us(conversations.take(np.array(rows, dtype=np.int64)))
     ids = pa.array([row["conversation_id"] for row in picked], pa.string())
-    timeline_rows = _rows_us(fragments.filter(pc.is_in(fragments.column("conversation_id"),
-                                                       value_set=ids)))
+    timeline_rows = _rows_us(conversations.fragments_of(ids))
     by_conversation: dict[str, list[dict[str, Any]]] = {}
     for fragment in timeline_rows:
         by_conversation.setdefault(fragment["conversation_id"], []).append(fragment)
@@ -196,7 +225,7 @@ def _rows_us(table: pa.Table) -> list[dict[str, Any]]:
     return rows
 
 
-def _outside_window(conversations: pa.Table, chains: Chains, head_cut: np.ndarray,
+def _outside_window(conversations: Source, head_cut: np.ndarray,
                     tail_cut: np.ndarray) -> dict[str, Any]:
     columns = ["conversation_id", "exporter", "protocol", "protocol_number", "client_ip",
                "client_port", "server_ip", "server_port", "first_seen", "last_seen",
@@ -206,8 +235,8 @@ def _outside_window(conversations: pa.Table, chains: Chains, head_cut: np.ndarra
     for name, mask in (("head_cut", head_cut), ("tail_cut", tail_cut)):
         rows = np.flatnonzero(mask)[:LISTED_CUTS]
         entries = []
-        for row in _rows_us(conversations.select(columns).take(pa.array(rows, pa.int64()))):
-            start_us, end_us = chains.exporter_windows[row["exporter"]]
+        for row in _rows_us(conversations.take(rows).select(columns)):
+            start_us, end_us = conversations.exporter_windows[row["exporter"]]
             ported = row["protocol_number"] in (6, 17, 132, 136)
             entry = {
                 "conversation_id": row["conversation_id"],

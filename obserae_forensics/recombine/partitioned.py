@@ -1,0 +1,369 @@
+"""`recombine --out` over runs larger than memory: chain a bucket of keys at a time.
+
+Holding every session of the runs (the sessions table, then both output tables: about
+1.3 KB a session at the peak) bounds recombine to runs of a few million sessions on a
+laptop; a day of flows is hundreds of millions. No chain crosses a key (exporter, protocol,
+unordered endpoint pair), so the sessions are routed, a batch at a time, to bucket files by
+a hash of their endpoint pair, and each bucket is chained alone (chain.chain_sessions) with
+the context that needs all of them (RunsContext: each exporter's window and its latest
+record in each run, gathered on the same pass).
+
+The surprising thing: the output is the one chaining everything at once writes, byte for
+byte, whatever the number of buckets. Each bucket's conversations come out in the global
+order (first_seen, exporter, conversation_id) restricted to it, so the global order is a
+merge that reads every bucket's results front to back; it is computed from those three
+keys alone (about 40 bytes a conversation, with the report's columns the part of memory
+that still grows with the runs), and the rows are gathered a row group at a time. What a
+bucket cannot know is settled after: a session id appearing twice in different keys (the
+same capture in two runs is caught before any chaining), and whether a late session's
+`follows_session_id` that its bucket lacks names a session of another key
+(late_follows_other_key) or none at all (late_follows_missing).
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ..errors import UsageError
+from ..ids import endpoint_pair_hashes, text_hashes
+from ..tables.parquet import PAGE_CHECKSUMS, iter_parquet, read_parquet
+from ..tables.partitioned import BucketedWriter, ScratchWriter
+from .chain import (
+    FRAGMENTS_SCHEMA,
+    PORTED_PROTOCOLS,
+    RECOMBINED_SCHEMA,
+    RunsContext,
+    chain_sessions,
+)
+from .report import Source, build_report
+from .runs import Run, session_batches, session_rows
+
+BUCKET_SESSIONS = 1 << 20  # sessions chained at once: ~1.3 GB at the peak
+READ_ROWS = 1 << 17  # sessions read, and routed, at a time
+SCRATCH_ROWS = 1 << 14  # rows per record batch of a bucket's results: what a merge holds
+OUTPUT_ROWS = 1 << 20  # rows per row group of the outputs, pyarrow's default (write_parquet)
+MERGE_ROWS = 1 << 18  # conversations put in order at a time
+
+
+def bucket_count(sessions: int, bucket_sessions: int = BUCKET_SESSIONS) -> int:
+    return max(1, math.ceil(sessions / max(bucket_sessions, 1)))
+
+
+def _route(table: pa.Table, buckets: int) -> tuple[pa.Table, np.ndarray]:
+    """Rows grouped by the bucket of their endpoint pair (stable), and rows per bucket."""
+    pair = endpoint_pair_hashes(table, port_protocols=PORTED_PROTOCOLS)
+    bucket = (pair % np.uint64(buckets)).astype(np.int64)
+    order = np.argsort(bucket, kind="stable")
+    return table.take(pa.array(order)), np.bincount(bucket, minlength=buckets)
+
+
+class Partitioned:
+    """The runs' sessions in bucket files, and what chaining needs from all of them."""
+
+    def __init__(self, runs: list[Run], scratch: Path, buckets: int) -> None:
+        self.runs = runs
+        self.buckets = buckets
+        writer = BucketedWriter(scratch / "sessions", buckets, _route)
+        reduced: list[pa.Table] = []
+        hashes: list[np.ndarray] = []
+        self.sessions = 0
+        for run in runs:
+            for batch in session_batches(run, READ_ROWS):
+                reduced.append(RunsContext.reduce(batch))
+                hashes.append(text_hashes(batch.column("session_id")))
+                self.sessions += batch.num_rows
+                writer.write(batch)
+        self.files = writer.close()
+        self.context = RunsContext.from_reduced(reduced, len(runs))
+        _refuse_duplicates(runs, np.concatenate(hashes) if hashes else np.zeros(0, np.uint64))
+
+    def existing(self, ids: pa.Array) -> int:
+        """How many of `ids` (with repeats) are sessions of the runs."""
+        if len(ids) == 0:
+            return 0
+        wanted = pc.unique(ids)
+        found = np.zeros(len(wanted), dtype=bool)
+        for batch in _id_batches(self.runs):
+            found |= np.asarray(pc.is_in(wanted, value_set=batch).to_numpy(
+                zero_copy_only=False), dtype=bool)
+        known = pc.filter(wanted, pa.array(found))
+        return int(pc.sum(pc.is_in(ids, value_set=known).cast(pa.int64())).as_py() or 0)
+
+
+def _id_batches(runs: Sequence[Run]) -> Iterator[pa.Array]:
+    for run in runs:
+        for batch in iter_parquet(run.path / "sessions.parquet", READ_ROWS,
+                                  columns=["session_id"]):
+            column = batch.column(0)
+            if pa.types.is_dictionary(column.type):
+                column = column.cast(column.type.value_type)
+            yield column.cast(pa.string())
+
+
+def _refuse_duplicates(runs: Sequence[Run], hashes: np.ndarray) -> None:
+    """A session id seen twice means one capture was given in two runs (chain_sessions'
+    check, over all buckets): the hashes find candidates, the texts decide."""
+    ordered = np.sort(hashes)
+    repeated = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
+    if len(repeated) == 0:
+        return
+    texts: list[pa.Array] = []
+    run_of: list[np.ndarray] = []
+    for run in runs:
+        for batch in _id_batches([run]):
+            hit = np.isin(text_hashes(batch), repeated)
+            if hit.any():
+                texts.append(pc.filter(batch, pa.array(hit)))
+                run_of.append(np.full(int(hit.sum()), run.index))
+    ids = pa.concat_arrays(texts)
+    where_run = np.concatenate(run_of)
+    counts = pc.value_counts(ids)
+    twice = pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1))
+    if len(twice) == 0:
+        return  # hashes alike, texts not
+    session = min(twice.to_pylist())
+    where = np.flatnonzero(np.asarray(pc.equal(ids, session).to_numpy(zero_copy_only=False)))
+    in_runs = sorted({str(runs[int(where_run[i])].path) for i in where})
+    raise UsageError(f"session {session} appears {len(where)} times (in {', '.join(in_runs)}): "
+                     "the runs overlap; recombine runs over distinct, consecutive captures")
+
+
+class _Rows:
+    """A bucket's results read front to back, a few rows at a time."""
+
+    def __init__(self, path: Path) -> None:
+        self._source = pa.OSFile(str(path))
+        self._reader = pa.ipc.open_file(self._source)
+        self._next = 0
+        self._held: list[pa.RecordBatch] = []
+        self._held_rows = 0
+        self._start = 0  # rows of the first held batch already given out
+
+    def take(self, rows: int) -> pa.Table:
+        while self._held_rows - self._start < rows:
+            batch = self._reader.get_batch(self._next)
+            self._next += 1
+            self._held.append(batch)
+            self._held_rows += batch.num_rows
+        table = pa.Table.from_batches(self._held, schema=self._reader.schema).slice(
+            self._start, rows)
+        self._start += rows
+        while self._held and self._start >= self._held[0].num_rows:  # drop what was given
+            self._start -= self._held[0].num_rows
+            self._held_rows -= self._held[0].num_rows
+            self._held.pop(0)
+        return table
+
+    def close(self) -> None:
+        self._source.close()
+
+
+class _RowGroups:
+    """A Parquet file written as pq.write_table writes a whole table (write_parquet): rows
+    of fixed-size row groups, whatever the pieces handed in."""
+
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        self._writer = pq.ParquetWriter(path, schema, write_page_checksum=PAGE_CHECKSUMS)
+        self._pending: list[pa.Table] = []
+        self._rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        self._pending.append(table)
+        self._rows += table.num_rows
+        while self._rows >= OUTPUT_ROWS:
+            merged = pa.concat_tables(self._pending)
+            self._writer.write_table(merged.slice(0, OUTPUT_ROWS).combine_chunks())
+            rest = merged.slice(OUTPUT_ROWS)
+            self._pending, self._rows = [rest], rest.num_rows
+
+    def close(self) -> None:
+        if self._rows:
+            self._writer.write_table(pa.concat_tables(self._pending).combine_chunks())
+        self._writer.close()
+
+
+def chain_buckets(parts: Partitioned, scratch: Path, conversations_path: Path,
+                  fragments_path: Path) -> Source:
+    """Chain every bucket, then write both tables in the global order; the report's source."""
+    anomalies = {"late_follows_missing": 0, "late_follows_other_key": 0,
+                 "split_link_missing": 0}
+    first: list[np.ndarray] = []
+    exporter: list[np.ndarray] = []
+    ids: list[pa.Array] = []
+    counts: list[np.ndarray] = []
+    results: list[tuple[Path, Path]] = []
+    unfollowed: list[pa.Array] = []
+    for number, path in enumerate(parts.files):
+        with pa.OSFile(str(path)) as source:
+            sessions = pa.ipc.open_file(source).read_all()
+        path.unlink()
+        chains = chain_sessions(sessions, parts.runs, parts.context)
+        del sessions
+        for name, value in chains.anomalies.items():
+            anomalies[name] += value
+        unfollowed.append(chains.unfollowed)
+        conversations = chains.conversations
+        first.append(_numpy_time(conversations.column("first_seen")))
+        exporter.append(np.asarray(pc.index_in(conversations.column("exporter"),
+                                               value_set=parts.context.exporters).to_numpy(),
+                                   dtype=np.int32))
+        ids.append(conversations.column("conversation_id").combine_chunks())
+        counts.append(np.asarray(conversations.column("fragment_count").to_numpy(),
+                                 dtype=np.int64))
+        results.append((_scratch(scratch / f"conversations-{number:04d}.arrow", conversations),
+                        _scratch(scratch / f"fragments-{number:04d}.arrow", chains.fragments)))
+        del chains, conversations
+    moved = parts.existing(pa.concat_arrays(unfollowed) if unfollowed else
+                           pa.array([], pa.string()))
+    anomalies["late_follows_missing"] -= moved  # they name a session, of another key
+    anomalies["late_follows_other_key"] += moved
+
+    bucket = np.concatenate([np.full(len(f), i, dtype=np.int32) for i, f in enumerate(first)]
+                            ) if first else np.zeros(0, np.int32)
+    keys = pa.table({
+        "first_seen": np.concatenate(first) if first else np.zeros(0, np.int64),
+        "exporter": np.concatenate(exporter) if exporter else np.zeros(0, np.int32),
+        "conversation_id": pa.chunked_array(ids, pa.string()),
+    })
+    del first, exporter, ids
+    order = np.asarray(pc.sort_indices(keys, sort_keys=[
+        ("first_seen", "ascending"), ("exporter", "ascending"),
+        ("conversation_id", "ascending")]).to_numpy(), dtype=np.int64)
+    del keys
+    fragment_count = np.concatenate(counts) if counts else np.zeros(0, np.int64)
+    _merge(results, bucket, order, fragment_count, conversations_path, fragments_path)
+    return _file_source(conversations_path, fragments_path, sessions=parts.sessions,
+                        windows=parts.context.windows(), anomalies=anomalies)
+
+
+def _numpy_time(column: pa.ChunkedArray) -> np.ndarray:
+    return np.asarray(column.cast(pa.int64()).to_numpy(), dtype=np.int64)
+
+
+def _scratch(path: Path, table: pa.Table) -> Path:
+    writer = ScratchWriter(path, table.schema)
+    for batch in table.to_batches(max_chunksize=SCRATCH_ROWS):
+        writer.write(pa.Table.from_batches([batch], schema=table.schema))
+    writer.close()
+    return path
+
+
+def _merge(results: list[tuple[Path, Path]], bucket: np.ndarray, order: np.ndarray,
+           fragment_count: np.ndarray, conversations_path: Path, fragments_path: Path) -> None:
+    """Write each bucket's rows in the global `order`; within a bucket it is the bucket's
+    own, so every bucket is read front to back once."""
+    conversations_out = _RowGroups(conversations_path, RECOMBINED_SCHEMA)
+    fragments_out = _RowGroups(fragments_path, FRAGMENTS_SCHEMA)
+    readers = [(_Rows(c), _Rows(f)) for c, f in results]
+    try:
+        for start in range(0, len(order), MERGE_ROWS):
+            chosen = order[start:start + MERGE_ROWS]
+            which = bucket[chosen]
+            frag_counts = fragment_count[chosen]
+            # rows of each bucket in this chunk, taken in bucket order, then interleaved
+            per_bucket = np.bincount(which, minlength=len(readers))
+            frag_per_bucket = np.bincount(which, weights=frag_counts,
+                                          minlength=len(readers)).astype(np.int64)
+            taken = [b for b in np.flatnonzero(per_bucket).tolist()]
+            conversation_parts = [readers[b][0].take(int(per_bucket[b])) for b in taken]
+            fragment_parts = [readers[b][1].take(int(frag_per_bucket[b])) for b in taken]
+            # a row's place among the concatenated parts: its bucket's offset + its rank
+            # among its bucket's rows of the chunk
+            offsets = np.zeros(len(readers), dtype=np.int64)
+            offsets[taken] = np.cumsum([0] + [int(per_bucket[b]) for b in taken])[:-1]
+            rank = _rank_within(which)
+            place = offsets[which] + rank
+            conversations_out.write(pa.concat_tables(conversation_parts).take(pa.array(place)))
+            frag_offsets = np.zeros(len(readers), dtype=np.int64)
+            frag_offsets[taken] = np.cumsum([0] + [int(frag_per_bucket[b]) for b in taken])[:-1]
+            # first fragment of each conversation among its bucket's fragments of the chunk
+            frag_before = _cumsum_within(which, frag_counts)
+            first_fragment = frag_offsets[which] + frag_before
+            fragment_rows = np.repeat(first_fragment - np.cumsum(frag_counts) + frag_counts,
+                                      frag_counts) + np.arange(int(frag_counts.sum()))
+            fragments_out.write(pa.concat_tables(fragment_parts).take(pa.array(fragment_rows)))
+    finally:
+        for conversation_rows, fragment_rows_reader in readers:
+            conversation_rows.close()
+            fragment_rows_reader.close()
+    conversations_out.close()
+    fragments_out.close()
+
+
+def _rank_within(group: np.ndarray) -> np.ndarray:
+    """For each element, how many earlier elements share its group."""
+    order = np.argsort(group, kind="stable")
+    sorted_group = group[order]
+    starts = np.flatnonzero(np.r_[True, sorted_group[1:] != sorted_group[:-1]])
+    lengths = np.diff(np.r_[starts, len(group)])
+    rank = np.empty(len(group), dtype=np.int64)
+    rank[order] = np.arange(len(group)) - np.repeat(starts, lengths)
+    return rank
+
+
+def _cumsum_within(group: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """For each element, the sum of `values` of earlier elements of its group."""
+    order = np.argsort(group, kind="stable")
+    sorted_group = group[order]
+    sorted_values = values[order]
+    running = np.cumsum(sorted_values) - sorted_values
+    starts = np.flatnonzero(np.r_[True, sorted_group[1:] != sorted_group[:-1]])
+    lengths = np.diff(np.r_[starts, len(group)])
+    out = np.empty(len(group), dtype=np.int64)
+    out[order] = running - np.repeat(running[starts], lengths)
+    return out
+
+
+def _file_source(conversations_path: Path, fragments_path: Path, *, sessions: int,
+                 windows: dict[str, tuple[int, int]], anomalies: dict[str, int]) -> Source:
+    """The report reads the written tables: a column, or the row groups of a few rows."""
+    file = pq.ParquetFile(conversations_path, page_checksum_verification=PAGE_CHECKSUMS)
+    group_rows = [file.metadata.row_group(i).num_rows for i in range(file.num_row_groups)]
+    group_starts = np.cumsum([0, *group_rows])
+
+    def take(rows: np.ndarray) -> pa.Table:
+        rows = np.asarray(rows, dtype=np.int64)
+        groups = sorted(set(np.searchsorted(group_starts, rows, side="right").tolist()))
+        if not groups:
+            return RECOMBINED_SCHEMA.empty_table()
+        read = pa.concat_tables([file.read_row_group(g - 1) for g in groups])
+        held_starts = np.cumsum([0] + [group_rows[g - 1] for g in groups])
+        group_of = np.searchsorted(group_starts, rows, side="right") - 1
+        local = rows - group_starts[group_of] + held_starts[
+            np.searchsorted(np.array(groups) - 1, group_of)]
+        return read.take(pa.array(local))
+
+    return Source(
+        column=lambda name: read_parquet(conversations_path, columns=[name]).column(name),
+        take=take,
+        fragments_of=lambda ids: read_parquet(
+            fragments_path, filters=pc.field("conversation_id").isin(ids)),
+        conversations=int(file.metadata.num_rows),
+        sessions=sessions,
+        exporter_windows=windows,
+        anomalies=anomalies,
+    )
+
+
+def recombine_partitioned(runs: list[Run], scratch_parent: Path, conversations_path: Path,
+                          fragments_path: Path, *,
+                          bucket_sessions: int = BUCKET_SESSIONS) -> dict:
+    """Chain the runs a bucket at a time into the two tables; return the report."""
+    total = sum(session_rows(run) for run in runs)
+    scratch = Path(tempfile.mkdtemp(prefix=".recombine.", suffix=".scratch",
+                                    dir=scratch_parent))
+    try:
+        parts = Partitioned(runs, scratch, bucket_count(total, bucket_sessions))
+        source = chain_buckets(parts, scratch, conversations_path, fragments_path)
+        return build_report(runs, source)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
