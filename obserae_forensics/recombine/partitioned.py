@@ -173,8 +173,9 @@ class _RowGroups:
 
     def __init__(self, path: Path, schema: pa.Schema) -> None:
         self._writer = pq.ParquetWriter(path, schema, write_page_checksum=PAGE_CHECKSUMS)
-        self._pending: list[pa.Table] = []
+        self._pending: list[pa.Table] = [schema.empty_table()]
         self._rows = 0
+        self._groups = 0
 
     def write(self, table: pa.Table) -> None:
         self._pending.append(table)
@@ -182,11 +183,12 @@ class _RowGroups:
         while self._rows >= OUTPUT_ROWS:
             merged = pa.concat_tables(self._pending)
             self._writer.write_table(merged.slice(0, OUTPUT_ROWS).combine_chunks())
+            self._groups += 1
             rest = merged.slice(OUTPUT_ROWS)
             self._pending, self._rows = [rest], rest.num_rows
 
     def close(self) -> None:
-        if self._rows:
+        if self._rows or not self._groups:  # an empty table is one empty row group
             self._writer.write_table(pa.concat_tables(self._pending).combine_chunks())
         self._writer.close()
 

@@ -1,0 +1,165 @@
+"""`recombine --out` a bucket of keys at a time writes what chaining everything at once writes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from obserae_forensics.errors import UsageError
+from obserae_forensics.recombine import (
+    partitioned,
+    recombine_runs,
+    recombine_tables,
+    write_recombined,
+)
+from obserae_forensics.tables.layout import RECOMBINE_FILES
+
+from .conftest import session, write_run
+
+TABLES = ("sessions_recombined.parquet", "recombined_fragments.parquet")
+HOSTS = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "2001:db8::7", "10.0.0.9"]
+PORTS = [0, 53, 80, 443, 40000]
+
+
+@st.composite
+def runs_of_sessions(draw: st.DrawFn) -> list[list[dict[str, Any]]]:
+    """Up to three consecutive runs over a few keys: cut, open, late (naming a session of
+    its key, of another key, or none), on two exporters."""
+    runs: list[list[dict[str, Any]]] = []
+    named: list[str] = []
+    for run_index in range(draw(st.integers(1, 3))):
+        rows = []
+        base = run_index * 3000
+        for index in range(draw(st.integers(0, 25))):
+            a, b = draw(st.sampled_from(HOSTS)), draw(st.sampled_from(HOSTS))
+            start = base + draw(st.integers(0, 2500))
+            reason = draw(st.sampled_from(["hard_timeout", "evicted", "idle", "fin", None]))
+            late = bool(named) and draw(st.booleans())
+            follows = None
+            if late:
+                follows = draw(st.sampled_from([*named, "nowhere", None]))
+            name = f"r{run_index}s{index:02d}"
+            rows.append(session(
+                name, start, start + draw(st.integers(0, 900)),
+                a=(a, draw(st.sampled_from(PORTS))), b=(b, draw(st.sampled_from(PORTS))),
+                protocol=draw(st.sampled_from([6, 17, 1])),
+                exporter=draw(st.sampled_from(["192.0.2.1", "192.0.2.2"])),
+                state="closed" if reason else "active", close=reason,
+                flags=(draw(st.sampled_from([0x02, 0x12, 0x11, 0x04, 0x10])),
+                       draw(st.sampled_from([0x00, 0x12, 0x11, 0x14]))),
+                ab=(draw(st.integers(0, 10**6)), draw(st.integers(0, 50))),
+                ba=(draw(st.integers(0, 10**6)), draw(st.integers(0, 50))),
+                late=late, follows=follows))
+            named.append(name)
+        runs.append(rows)
+    return runs
+
+
+def write_runs(tmp: Path, runs: list[list[dict[str, Any]]]) -> list[Path]:
+    return [write_run(tmp / f"run{i}", rows, window=(i * 3000, i * 3000 + 3400) if rows
+                      else None) for i, rows in enumerate(runs)]
+
+
+def outputs(directory: Path) -> dict[str, bytes]:
+    found = {name: (directory / name).read_bytes() for name in TABLES}
+    report = json.loads((directory / "report.json").read_text(encoding="utf-8"))
+    found["report.json"] = json.dumps(report, sort_keys=True).encode()
+    return found
+
+
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(runs_of_sessions(), st.integers(1, 8), st.integers(1, 5), st.integers(1, 4))
+def test_buckets_write_the_tables_chaining_everything_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runs: list[list[dict[str, Any]]],
+    bucket_sessions: int, merge_rows: int, scratch_rows: int,
+) -> None:
+    """Byte for byte, whatever the buckets, the merge's chunks and the scratch batches."""
+    monkeypatch.setattr(partitioned, "MERGE_ROWS", merge_rows)
+    monkeypatch.setattr(partitioned, "SCRATCH_ROWS", scratch_rows)
+    case = tmp_path / f"case{bucket_sessions}-{merge_rows}-{scratch_rows}-{id(runs)}"
+    dirs = write_runs(case, runs)
+    whole = write_recombined(recombine_tables(dirs), case / "whole")
+    parts = recombine_runs(dirs, case / "parts", bucket_sessions=bucket_sessions)
+    assert outputs(case / "parts") == outputs(case / "whole")
+    assert parts.report == json.loads(json.dumps(whole.report))
+    assert parts.conversations.equals(whole.conversations)
+    assert not [p.name for p in case.iterdir() if p.name.startswith(".")]  # scratch gone
+    assert sorted(p.name for p in (case / "parts").iterdir()) == sorted(RECOMBINE_FILES)
+
+
+def test_a_late_session_naming_another_buckets_session_is_another_keys(
+        tmp_path: Path) -> None:
+    """Its bucket lacks the named session: counted as the whole-table chaining counts it
+    (late_follows_other_key), not as missing."""
+    rows = [session(f"s{i}", i, i + 1, a=(f"10.0.{i}.1", 1000 + i)) for i in range(40)]
+    rows += [session("late", 5, 6, a=("10.9.9.9", 1), late=True, follows="s3"),
+             session("lost", 7, 8, a=("10.9.9.8", 1), late=True, follows="gone")]
+    run = write_run(tmp_path / "run", rows)
+    result = recombine_runs([run], tmp_path / "out", bucket_sessions=4)
+    assert result.report["refused_links"] == {
+        "late_follows_missing": 1, "late_follows_other_key": 1, "split_link_missing": 0}
+    assert {k: v for k, v in result.report.items() if k != "figure"} == recombine_tables(
+        [run]).report
+
+
+@pytest.mark.parametrize("other_key", [False, True])
+def test_a_session_in_two_runs_is_refused_before_anything_is_written(
+        tmp_path: Path, other_key: bool) -> None:
+    """The same capture in two runs: refused as recombine_tables refuses it, even when the
+    copies fall into different buckets (an id reused by another key)."""
+    first = write_run(tmp_path / "r1", [session(f"s{i}", i, i + 1, a=(f"10.0.{i}.1", 9))
+                                        for i in range(20)])
+    second = write_run(tmp_path / "r2", [session(
+        "s7", 50, 51, a=("10.0.99.1", 9) if other_key else ("10.0.7.1", 9))])
+    with pytest.raises(UsageError, match="session s7 appears 2 times") as whole:
+        recombine_tables([first, second])
+    with pytest.raises(UsageError, match="session s7 appears 2 times") as parts:
+        recombine_runs([first, second], tmp_path / "out", bucket_sessions=2)
+    assert str(parts.value) == str(whole.value)
+    assert list((tmp_path / "out").iterdir()) == []  # nothing staged, no scratch
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_row_groups_are_write_parquets_whatever_the_pieces(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The merged tables are written in the row groups pq.write_table gives a whole table."""
+    monkeypatch.setattr(partitioned, "OUTPUT_ROWS", 5)
+    table = pa.table({"n": list(range(23)), "text": [f"t{i % 4}" for i in range(23)]})
+    writer = partitioned._RowGroups(tmp_path / "pieces.parquet", table.schema)
+    for start, length in ((0, 3), (3, 1), (4, 9), (13, 0), (13, 10)):
+        writer.write(table.slice(start, length))
+    writer.close()
+    pq.write_table(table, tmp_path / "whole.parquet", row_group_size=5,
+                   write_page_checksum=True)
+    assert (tmp_path / "pieces.parquet").read_bytes() == (
+        tmp_path / "whole.parquet").read_bytes()
+    assert pq.ParquetFile(tmp_path / "pieces.parquet").num_row_groups == 5
+
+
+def test_the_report_reads_rows_across_row_groups(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The report's largest and longest conversations are taken from the written file,
+    row groups apart, in the order asked."""
+    monkeypatch.setattr(partitioned, "OUTPUT_ROWS", 3)
+    rows = []
+    for i in range(12):  # twelve split conversations, the largest and longest spread out
+        key = {"a": (f"10.1.{i}.1", 2000 + i)}
+        rows.append(session(f"c{i:02d}", i * 10, i * 10 + 5, close="hard_timeout",
+                            ab=(1000 * ((i * 5) % 12), 1), **key))
+        rows.append(session(f"c{i:02d}-1", i * 10 + 5, i * 10 + 6 + i, split=1,
+                            conversation=f"c{i:02d}", **key))
+    run = write_run(tmp_path / "run", rows)
+    result = recombine_runs([run], tmp_path / "out", bucket_sessions=5)
+    whole = recombine_tables([run]).report
+    assert [c["conversation_id"] for c in result.report["largest"]] == [
+        c["conversation_id"] for c in whole["largest"]]
+    assert result.report["longest"] == whole["longest"]
+    assert result.report["largest"] == whole["largest"]
