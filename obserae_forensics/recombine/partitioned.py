@@ -47,7 +47,7 @@ from .chain import (
 from .report import Source, build_report
 from .runs import Run, session_batches, session_rows
 
-BUCKET_SESSIONS = 1 << 20  # sessions chained at once: ~1.3 GB at the peak
+BUCKET_SESSIONS = 1 << 18  # sessions chained at once: ~0.5 GB at the peak
 READ_ROWS = 1 << 17  # sessions read, and routed, at a time
 SCRATCH_ROWS = 1 << 14  # rows per record batch of a bucket's results: what a merge holds
 OUTPUT_ROWS = 1 << 20  # rows per row group of the outputs, pyarrow's default (write_parquet)
@@ -224,6 +224,7 @@ def chain_buckets(parts: Partitioned, scratch: Path, conversations_path: Path,
         results.append((_scratch(scratch / f"conversations-{number:04d}.arrow", conversations),
                         _scratch(scratch / f"fragments-{number:04d}.arrow", chains.fragments)))
         del chains, conversations
+        release_memory()
     moved = parts.existing(pa.concat_arrays(unfollowed) if unfollowed else
                            pa.array([], pa.string()))
     anomalies["late_follows_missing"] -= moved  # they name a session, of another key
@@ -242,9 +243,22 @@ def chain_buckets(parts: Partitioned, scratch: Path, conversations_path: Path,
         ("conversation_id", "ascending")]).to_numpy(), dtype=np.int64)
     del keys
     fragment_count = np.concatenate(counts) if counts else np.zeros(0, np.int64)
-    _merge(results, bucket, order, fragment_count, conversations_path, fragments_path)
+    # one table at a time: each holds a row group (a million rows) while it is written
+    _merge([c for c, _ in results], RECOMBINED_SCHEMA, bucket, order,
+           np.ones(len(order), dtype=np.int64), conversations_path)
+    release_memory()
+    _merge([f for _, f in results], FRAGMENTS_SCHEMA, bucket, order, fragment_count,
+           fragments_path)
+    release_memory()
     return _file_source(conversations_path, fragments_path, sessions=parts.sessions,
                         windows=parts.context.windows(), anomalies=anomalies)
+
+
+def release_memory() -> None:
+    """Hand what Arrow's allocator keeps for reuse back to the system between phases: a
+    bucket's chaining peaks at several hundred MB, which the next phase need not find
+    still counted against the process."""
+    pa.default_memory_pool().release_unused()
 
 
 def _numpy_time(column: pa.ChunkedArray) -> np.ndarray:
@@ -259,57 +273,35 @@ def _scratch(path: Path, table: pa.Table) -> Path:
     return path
 
 
-def _merge(results: list[tuple[Path, Path]], bucket: np.ndarray, order: np.ndarray,
-           fragment_count: np.ndarray, conversations_path: Path, fragments_path: Path) -> None:
-    """Write each bucket's rows in the global `order`; within a bucket it is the bucket's
-    own, so every bucket is read front to back once."""
-    conversations_out = _RowGroups(conversations_path, RECOMBINED_SCHEMA)
-    fragments_out = _RowGroups(fragments_path, FRAGMENTS_SCHEMA)
-    readers = [(_Rows(c), _Rows(f)) for c, f in results]
+def _merge(paths: list[Path], schema: pa.Schema, bucket: np.ndarray, order: np.ndarray,
+           width: np.ndarray, out_path: Path) -> None:
+    """Write the buckets' rows (`width` rows a conversation) in the global `order` of
+    conversations; within a bucket it is the bucket's own, so every bucket's file is read
+    front to back once."""
+    out = _RowGroups(out_path, schema)
+    readers = [_Rows(path) for path in paths]
     try:
         for start in range(0, len(order), MERGE_ROWS):
             chosen = order[start:start + MERGE_ROWS]
-            which = bucket[chosen]
-            frag_counts = fragment_count[chosen]
-            # rows of each bucket in this chunk, taken in bucket order, then interleaved
-            per_bucket = np.bincount(which, minlength=len(readers))
-            frag_per_bucket = np.bincount(which, weights=frag_counts,
-                                          minlength=len(readers)).astype(np.int64)
-            taken = [b for b in np.flatnonzero(per_bucket).tolist()]
-            conversation_parts = [readers[b][0].take(int(per_bucket[b])) for b in taken]
-            fragment_parts = [readers[b][1].take(int(frag_per_bucket[b])) for b in taken]
-            # a row's place among the concatenated parts: its bucket's offset + its rank
-            # among its bucket's rows of the chunk
+            which, widths = bucket[chosen], width[chosen]
+            # each bucket's rows of this chunk, read in bucket order, then interleaved
+            per_bucket = np.bincount(which, weights=widths,
+                                     minlength=len(readers)).astype(np.int64)
+            taken = np.flatnonzero(per_bucket)
+            parts = [readers[b].take(int(per_bucket[b])) for b in taken.tolist()]
             offsets = np.zeros(len(readers), dtype=np.int64)
-            offsets[taken] = np.cumsum([0] + [int(per_bucket[b]) for b in taken])[:-1]
-            rank = _rank_within(which)
-            place = offsets[which] + rank
-            conversations_out.write(pa.concat_tables(conversation_parts).take(pa.array(place)))
-            frag_offsets = np.zeros(len(readers), dtype=np.int64)
-            frag_offsets[taken] = np.cumsum([0] + [int(frag_per_bucket[b]) for b in taken])[:-1]
-            # first fragment of each conversation among its bucket's fragments of the chunk
-            frag_before = _cumsum_within(which, frag_counts)
-            first_fragment = frag_offsets[which] + frag_before
-            fragment_rows = np.repeat(first_fragment - np.cumsum(frag_counts) + frag_counts,
-                                      frag_counts) + np.arange(int(frag_counts.sum()))
-            fragments_out.write(pa.concat_tables(fragment_parts).take(pa.array(fragment_rows)))
+            offsets[taken] = np.cumsum(per_bucket[taken]) - per_bucket[taken]
+            # a conversation's first row among the parts: its bucket's offset, plus the
+            # rows of the bucket's conversations before it in the chunk
+            first = offsets[which] + _cumsum_within(which, widths)
+            rows = np.repeat(first - (np.cumsum(widths) - widths), widths) + np.arange(
+                int(widths.sum()))
+            out.write(pa.concat_tables(parts).take(pa.array(rows)))
+            del parts
     finally:
-        for conversation_rows, fragment_rows_reader in readers:
-            conversation_rows.close()
-            fragment_rows_reader.close()
-    conversations_out.close()
-    fragments_out.close()
-
-
-def _rank_within(group: np.ndarray) -> np.ndarray:
-    """For each element, how many earlier elements share its group."""
-    order = np.argsort(group, kind="stable")
-    sorted_group = group[order]
-    starts = np.flatnonzero(np.r_[True, sorted_group[1:] != sorted_group[:-1]])
-    lengths = np.diff(np.r_[starts, len(group)])
-    rank = np.empty(len(group), dtype=np.int64)
-    rank[order] = np.arange(len(group)) - np.repeat(starts, lengths)
-    return rank
+        for reader in readers:
+            reader.close()
+    out.close()
 
 
 def _cumsum_within(group: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -325,31 +317,49 @@ def _cumsum_within(group: np.ndarray, values: np.ndarray) -> np.ndarray:
     return out
 
 
+class _RowsByPosition:
+    """Rows of a written table by position, reading only the row groups that hold them."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.file = pq.ParquetFile(path, page_checksum_verification=PAGE_CHECKSUMS)
+        sizes = [self.file.metadata.row_group(i).num_rows
+                 for i in range(self.file.num_row_groups)]
+        self.sizes = np.array(sizes, dtype=np.int64)
+        self.starts = np.cumsum([0, *sizes])
+
+    def take(self, rows: np.ndarray) -> pa.Table:
+        rows = np.asarray(rows, dtype=np.int64)
+        group_of = np.searchsorted(self.starts, rows, side="right") - 1
+        groups = np.unique(group_of)
+        if len(groups) == 0:
+            return self.file.schema_arrow.empty_table()
+        read = pa.concat_tables([self.file.read_row_group(int(g)) for g in groups])
+        held_starts = np.cumsum(self.sizes[groups]) - self.sizes[groups]
+        local = rows - self.starts[group_of] + held_starts[np.searchsorted(groups, group_of)]
+        return read.take(pa.array(local))
+
+    def where(self, column: str, values: pa.Array) -> np.ndarray:
+        """Positions of the rows whose `column` is one of `values`, a batch at a time."""
+        found: list[np.ndarray] = []
+        at = 0
+        for batch in iter_parquet(self.path, READ_ROWS, columns=[column]):
+            hit = pc.is_in(batch.column(0), value_set=values)
+            found.append(at + np.flatnonzero(np.asarray(hit.to_numpy(zero_copy_only=False))))
+            at += batch.num_rows
+        return np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
+
+
 def _file_source(conversations_path: Path, fragments_path: Path, *, sessions: int,
                  windows: dict[str, tuple[int, int]], anomalies: dict[str, int]) -> Source:
     """The report reads the written tables: a column, or the row groups of a few rows."""
-    file = pq.ParquetFile(conversations_path, page_checksum_verification=PAGE_CHECKSUMS)
-    group_rows = [file.metadata.row_group(i).num_rows for i in range(file.num_row_groups)]
-    group_starts = np.cumsum([0, *group_rows])
-
-    def take(rows: np.ndarray) -> pa.Table:
-        rows = np.asarray(rows, dtype=np.int64)
-        groups = sorted(set(np.searchsorted(group_starts, rows, side="right").tolist()))
-        if not groups:
-            return RECOMBINED_SCHEMA.empty_table()
-        read = pa.concat_tables([file.read_row_group(g - 1) for g in groups])
-        held_starts = np.cumsum([0] + [group_rows[g - 1] for g in groups])
-        group_of = np.searchsorted(group_starts, rows, side="right") - 1
-        local = rows - group_starts[group_of] + held_starts[
-            np.searchsorted(np.array(groups) - 1, group_of)]
-        return read.take(pa.array(local))
-
+    conversations = _RowsByPosition(conversations_path)
+    fragments = _RowsByPosition(fragments_path)
     return Source(
         column=lambda name: read_parquet(conversations_path, columns=[name]).column(name),
-        take=take,
-        fragments_of=lambda ids: read_parquet(
-            fragments_path, filters=pc.field("conversation_id").isin(ids)),
-        conversations=int(file.metadata.num_rows),
+        take=conversations.take,
+        fragments_of=lambda ids: fragments.take(fragments.where("conversation_id", ids)),
+        conversations=int(conversations.file.metadata.num_rows),
         sessions=sessions,
         exporter_windows=windows,
         anomalies=anomalies,
