@@ -12,12 +12,12 @@ Exit codes:
 from __future__ import annotations
 
 import sys
+import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-import pyarrow.compute as pc
 import typer
 
 from .errors import ForensicsError, InputError, UsageError
@@ -26,6 +26,8 @@ from .times import iso_us
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from .recombine import RecombineResult
 
 # rich_markup_mode=None: click's plain usage errors ("Error: Invalid value for
 # '--batch-size' ...", one line after the usage) instead of a framed box that a log, or a
@@ -336,18 +338,7 @@ def recombine_command(
     force: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
 ) -> None:
     """Find and recombine split sessions; report, find fragments, export them as one."""
-    from .recombine import (
-        check_flows_target,
-        check_out_dir,
-        conversation_sessions,
-        export_flows,
-        export_pcap,
-        find_fragments,
-        pcap_flows_path,
-        recombine_runs,
-        recombine_tables,
-        write_recombined,
-    )
+    from .recombine import check_out_dir, pcap_flows_path, recombine_runs
 
     incomplete = False  # a capture export that could not read back every datagram
     try:
@@ -360,62 +351,18 @@ def recombine_command(
             raise UsageError(f"--export-flows {export_flows_to} is where --export-pcap "
                              f"{export_pcap_to} writes (the capture, or the flows of nfcapd "
                              "records beside it): one would replace the other")
-        if out is not None and not session and export_flows_to is None \
-                and export_pcap_to is None:
-            # the tables written a bucket of keys at a time, never held whole
-            typer.echo(recombine_runs(run_dirs, out, force=force).summary(), err=True)
-            return
         if out is not None:
             check_out_dir(out, force=force)
-        result = recombine_tables(run_dirs)
-        if session:  # every id known before anything is written
-            conversation_sessions(result, session)
-        ids = list(session or [])
-        if not ids and (export_flows_to is not None or export_pcap_to is not None):
-            split = result.conversations.filter(
-                pc.greater(result.conversations.column("fragment_count"), 1))
-            ids = split.column("conversation_id").to_pylist()
-        if export_flows_to is not None:
-            check_flows_target(result, export_flows_to, force=force)
-        # the capture export first: a source capture changed since the run refuses it
-        # before --out or the flows are written
-        exported = export_pcap(result, ids, export_pcap_to, with_templates=templates,
-                               force=force) if export_pcap_to is not None and ids else None
-        if out is not None:
-            write_recombined(result, out, force=force)
-        typer.echo(result.summary(), err=True)
-        for session_id in session or []:
-            frame = find_fragments(result, session_id)
-            shown = [c for c in FRAGMENT_COLUMNS if c in frame.columns]
-            typer.echo(f"conversation {frame['conversation_id'].iloc[0]}: "
-                       f"{len(frame)} fragment(s)")
-            typer.echo(_times_as_text(frame[shown]).to_string(index=False))
-        if not session and (export_flows_to is not None or export_pcap_to is not None):
-            typer.echo(f"exporting the {len(ids)} split conversation(s)", err=True)
-        if export_flows_to is not None and ids:
-            written = export_flows(result, ids, export_flows_to, force=force)
-            typer.echo(f"{written} flow records -> {export_flows_to}", err=True)
-        if exported is not None:
-            for note in exported.notes:
-                typer.echo(note, err=True)
-            missed = exported.report.skipped_problems()
-            if missed:  # the capture is not what the flows say: the export is incomplete
-                incomplete = True
-                typer.echo(f"error: {missed} datagram(s) behind these flows could not be read "
-                           "back; the capture holds the rest:", err=True)
-                for problem in exported.report.examples[:5]:
-                    typer.echo(f"  {problem.reason}: {problem}", err=True)
-            if exported.path is not None:
-                line = (f"{exported.datagrams} frames carrying {exported.records} records "
-                        f"-> {exported.path} ({exported.format})")
-                if exported.template_datagrams:
-                    line += (f", including {exported.template_datagrams} datagram(s) added for "
-                             "their templates and options")
-                if exported.checked_records:
-                    same = exported.checked_records - exported.differing_records
-                    line += (f"; decoded alone, {same} of {exported.checked_records} records "
-                             "as in the run")
-                typer.echo(line, err=True)
+        # the tables are written a bucket of keys at a time, never held whole: into a
+        # hidden directory beside --out (or under TMPDIR), moved there once the exports
+        # have succeeded (a source capture changed since the run refuses the capture
+        # export before --out or the flows are written)
+        with tempfile.TemporaryDirectory(
+                prefix=".recombine.", suffix=".partial",
+                dir=_parent_of(out) if out is not None else None) as staging:
+            result = recombine_runs(run_dirs, Path(staging))
+            incomplete = _recombine_outputs(result, out, session, export_flows_to,
+                                            export_pcap_to, templates, force)
     except UsageError as error:
         raise _fail(error, 2) from error
     except InputError as error:
@@ -424,6 +371,78 @@ def recombine_command(
         raise _os_failure(error) from error
     if incomplete:
         raise typer.Exit(1)
+
+
+def _parent_of(path: Path) -> Path:
+    parent = path.resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    return parent
+
+
+def _recombine_outputs(result: RecombineResult, out: Path | None, session: list[str] | None,
+                       export_flows_to: Path | None, export_pcap_to: Path | None,
+                       templates: bool, force: bool) -> bool:
+    """recombine's outputs from what it found: --session ids checked before anything is
+    written, the capture export, --out, the fragments printed, the flows export. True when
+    the capture export could not read back every datagram."""
+    from .recombine import (
+        check_flows_target,
+        conversation_sessions,
+        export_flows,
+        export_pcap,
+        find_fragments,
+        move_recombined,
+        split_conversation_ids,
+    )
+
+    incomplete = False
+    if session:  # every id known before anything is written
+        conversation_sessions(result, session)
+    ids = list(session or [])
+    if not ids and (export_flows_to is not None or export_pcap_to is not None):
+        ids = split_conversation_ids(result)
+    if export_flows_to is not None:
+        check_flows_target(result, export_flows_to, force=force)
+    # the capture export first: a source capture changed since the run refuses it
+    # before --out or the flows are written
+    exported = export_pcap(result, ids, export_pcap_to, with_templates=templates,
+                           force=force) if export_pcap_to is not None and ids else None
+    if out is not None:
+        move_recombined(result, out, force=force)
+    typer.echo(result.summary(), err=True)
+    for session_id in session or []:
+        frame = find_fragments(result, session_id)
+        shown = [c for c in FRAGMENT_COLUMNS if c in frame.columns]
+        typer.echo(f"conversation {frame['conversation_id'].iloc[0]}: "
+                   f"{len(frame)} fragment(s)")
+        typer.echo(_times_as_text(frame[shown]).to_string(index=False))
+    if not session and (export_flows_to is not None or export_pcap_to is not None):
+        typer.echo(f"exporting the {len(ids)} split conversation(s)", err=True)
+    if export_flows_to is not None and ids:
+        written = export_flows(result, ids, export_flows_to, force=force)
+        typer.echo(f"{written} flow records -> {export_flows_to}", err=True)
+    if exported is not None:
+        for note in exported.notes:
+            typer.echo(note, err=True)
+        missed = exported.report.skipped_problems()
+        if missed:  # the capture is not what the flows say: the export is incomplete
+            incomplete = True
+            typer.echo(f"error: {missed} datagram(s) behind these flows could not be read "
+                       "back; the capture holds the rest:", err=True)
+            for problem in exported.report.examples[:5]:
+                typer.echo(f"  {problem.reason}: {problem}", err=True)
+        if exported.path is not None:
+            line = (f"{exported.datagrams} frames carrying {exported.records} records "
+                    f"-> {exported.path} ({exported.format})")
+            if exported.template_datagrams:
+                line += (f", including {exported.template_datagrams} datagram(s) added for "
+                         "their templates and options")
+            if exported.checked_records:
+                same = exported.checked_records - exported.differing_records
+                line += (f"; decoded alone, {same} of {exported.checked_records} records "
+                         "as in the run")
+            typer.echo(line, err=True)
+    return incomplete
 
 
 SHOW_DEFAULT_COLUMNS = {

@@ -604,6 +604,7 @@ def test_recombine_checks_session_ids_before_writing_anything(tmp_path: Path) ->
     assert "no session or conversation 'nope'" in result.stderr
     assert not out.exists()
     assert not (tmp_path / "f.csv").exists()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
     known = pq.read_table(run / "sessions.parquet").column("session_id")[0].as_py()
     result = runner.invoke(app, ["recombine", str(run), "--out", str(out), "--session", known])
     assert result.exit_code == 0, result.output
@@ -652,6 +653,8 @@ def test_a_changed_capture_stops_recombine_before_any_output(tmp_path: Path) -> 
     assert result.exit_code == 1, result.output
     assert "SHA-256 differs" in result.stderr
     assert not any((tmp_path / name).exists() for name in ("rec", "f.csv", "x.pcap"))
+    # the tables were written, into a staging directory beside --out, and are gone
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
 @pytest.mark.parametrize("late,sessions,replay,said", [

@@ -3,11 +3,13 @@
 Public API (the CLI's `recombine` command is a thin layer over these):
 
 - `recombine_runs(run_dirs, out_dir, *, force=False) -> RecombineResult`: read the runs, chain
-  fragments, write sessions_recombined.parquet, recombined_fragments.parquet, report.md,
-  report.json and timeline.png;
-- `recombine_tables(run_dirs) -> RecombineResult`: the same in memory, no files;
-  `check_out_dir(out_dir, force=)` and `write_recombined(result, out_dir, force=)` split
-  `recombine_runs` around it (the CLI checks the `--session` ids in between);
+  fragments a bucket of keys at a time (partitioned.py: never every session at once), write
+  sessions_recombined.parquet, recombined_fragments.parquet, report.md, report.json and
+  timeline.png; the result reads its tables from those files, a column or a conversation
+  at a time; `move_recombined(result, out_dir)` moves them (the CLI writes into a staging
+  directory and moves them once the exports succeeded);
+- `recombine_tables(run_dirs) -> RecombineResult`: the same tables in memory, no files
+  (`write_recombined(result, out_dir)` writes them);
 - `find_fragments(source, session_id) -> DataFrame`: "Find Session Fragments" from any fragment;
 - `export_flows(source, ids, path) -> int` and `export_pcap(source, ids, path) -> PcapExport`:
   every flow record, or every original export datagram, behind the named conversations.
@@ -22,8 +24,10 @@ from .conversations import (
     conversation_sessions,
     find_fragments,
     load_fragments,
+    move_recombined,
     recombine_runs,
     recombine_tables,
+    split_conversation_ids,
     write_recombined,
 )
 from .export import PcapExport, check_flows_target, export_flows, export_pcap, pcap_flows_path
@@ -42,9 +46,11 @@ __all__ = [
     "find_fragments",
     "human_seconds",
     "load_fragments",
+    "move_recombined",
     "nice_above",
     "pcap_flows_path",
     "recombine_runs",
     "recombine_tables",
+    "split_conversation_ids",
     "write_recombined",
 ]

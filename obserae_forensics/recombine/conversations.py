@@ -16,12 +16,14 @@ as they were (closed sessions are never modified); recombination is a view over 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -37,7 +39,7 @@ from ..tables.layout import (
 )
 from ..tables.parquet import read_parquet, write_parquet
 from .chain import FRAGMENTS_SCHEMA, RECOMBINED_SCHEMA, chain_sessions
-from .partitioned import BUCKET_SESSIONS, recombine_partitioned
+from .partitioned import BUCKET_SESSIONS, RowsByPosition, recombine_partitioned
 from .report import build_report, render_json, render_markdown, write_timeline
 from .runs import Run, empty_sessions, order_runs, read_sessions
 
@@ -162,6 +164,21 @@ def _write_report(result: RecombineResult, out_dir: Path,
     return result
 
 
+def move_recombined(result: RecombineResult, out_dir: Path, *,
+                    force: bool = False) -> RecombineResult:
+    """Move what `recombine_runs` wrote into `out_dir`, a file at a time (each move a
+    rename: the staging directory lies beside it)."""
+    out_dir = Path(out_dir)
+    check_out_dir(out_dir, force=force)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {name: out_dir / name for name in RECOMBINE_FILES}
+    for name, path in files.items():
+        shutil.move(result.files[name], path)
+    result.out_dir = out_dir
+    result.files = files
+    return result
+
+
 def _atomic(path: Path, write: Callable[[Path], object]) -> None:
     """Write through a temporary file in the same directory, so a reader never sees half."""
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -186,19 +203,35 @@ def load_fragments(source: RecombineResult | Path | Sequence[Path]) -> pa.Table:
     return recombine_tables([Path(p) for p in source]).fragments
 
 
+def _named(source: RecombineResult | Path | Sequence[Path],
+           ids: Sequence[str]) -> tuple[pa.Table, pa.Table]:
+    """(the fragments `ids` name, as session or conversation ids; every fragment of their
+    conversations), in table order. A result `recombine_runs` wrote is searched a column
+    at a time, never read whole."""
+    wanted = pa.array(sorted(set(ids)), pa.string())
+    if isinstance(source, RecombineResult) and source.held is None:
+        rows = RowsByPosition(source.files[FRAGMENTS_FILE])
+        matched = rows.take(np.union1d(rows.where("session_id", wanted),
+                                       rows.where("conversation_id", wanted)))
+        conversations = pc.unique(matched.column("conversation_id"))
+        return matched, rows.take(rows.where("conversation_id", conversations))
+    fragments = load_fragments(source)
+    matched = fragments.filter(pc.or_(
+        pc.is_in(fragments.column("session_id"), value_set=wanted),
+        pc.is_in(fragments.column("conversation_id"), value_set=wanted)))
+    conversations = pc.unique(matched.column("conversation_id"))
+    return matched, fragments.filter(pc.is_in(fragments.column("conversation_id"),
+                                              value_set=conversations))
+
+
 def find_fragments(
     source: RecombineResult | Path | Sequence[Path], session_id: str
 ) -> pd.DataFrame:
     """Every fragment of the conversation that `session_id` (any fragment, or the
     conversation id) belongs to, in order: "Find Session Fragments"."""
-    fragments = load_fragments(source)
-    hit = pc.or_(pc.equal(fragments.column("session_id"), session_id),
-                 pc.equal(fragments.column("conversation_id"), session_id))
-    matched = fragments.filter(hit)
+    matched, rows = _named(source, [session_id])
     if matched.num_rows == 0:
         raise UsageError(f"no session or conversation {session_id!r} in these runs")
-    conversation = matched.column("conversation_id")[0].as_py()
-    rows = fragments.filter(pc.equal(fragments.column("conversation_id"), conversation))
     frame = rows.to_pandas()
     return frame.sort_values("fragment_index", kind="stable").reset_index(drop=True)
 
@@ -210,19 +243,25 @@ def conversation_sessions(
     (conversation ids or any of their fragments' session ids)."""
     if not ids:
         raise UsageError("name at least one conversation or session id")
-    fragments = load_fragments(source)
-    wanted = pa.array(sorted(set(ids)), pa.string())
-    hit = pc.or_(pc.is_in(fragments.column("session_id"), value_set=wanted),
-                 pc.is_in(fragments.column("conversation_id"), value_set=wanted))
-    conversations = pc.unique(fragments.filter(hit).column("conversation_id"))
-    known = set(fragments.filter(hit).column("session_id").to_pylist()) | set(
-        conversations.to_pylist())
+    matched, rows = _named(source, ids)
+    known = set(matched.column("session_id").to_pylist()) | set(
+        matched.column("conversation_id").to_pylist())
     unknown = [i for i in sorted(set(ids)) if i not in known]
     if unknown:
         raise UsageError(f"no session or conversation {', '.join(map(repr, unknown))} "
                          "in these runs")
-    return fragments.filter(pc.is_in(fragments.column("conversation_id"),
-                                     value_set=conversations))
+    return rows
+
+
+def split_conversation_ids(result: RecombineResult) -> list[str]:
+    """The ids of the conversations of more than one fragment, in table order."""
+    if result.held is not None:
+        table = result.conversations
+    else:
+        table = read_parquet(result.files[RECOMBINED_FILE],
+                             columns=["conversation_id", "fragment_count"])
+    split = table.filter(pc.greater(table.column("fragment_count"), 1))
+    return [str(i) for i in split.column("conversation_id").to_pylist()]
 
 
 __all__ = [
@@ -232,6 +271,8 @@ __all__ = [
     "conversation_sessions",
     "find_fragments",
     "load_fragments",
+    "move_recombined",
     "recombine_runs",
     "recombine_tables",
+    "split_conversation_ids",
 ]

@@ -317,7 +317,7 @@ def _cumsum_within(group: np.ndarray, values: np.ndarray) -> np.ndarray:
     return out
 
 
-class _RowsByPosition:
+class RowsByPosition:
     """Rows of a written table by position, reading only the row groups that hold them."""
 
     def __init__(self, path: Path) -> None:
@@ -353,8 +353,8 @@ class _RowsByPosition:
 def _file_source(conversations_path: Path, fragments_path: Path, *, sessions: int,
                  windows: dict[str, tuple[int, int]], anomalies: dict[str, int]) -> Source:
     """The report reads the written tables: a column, or the row groups of a few rows."""
-    conversations = _RowsByPosition(conversations_path)
-    fragments = _RowsByPosition(fragments_path)
+    conversations = RowsByPosition(conversations_path)
+    fragments = RowsByPosition(fragments_path)
     return Source(
         column=lambda name: read_parquet(conversations_path, columns=[name]).column(name),
         take=conversations.take,
