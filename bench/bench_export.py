@@ -2,8 +2,8 @@
 
 Cuts a PCAP export capture into FILES files of equal frame counts (as `tcpdump -C` or
 `editcap -c` would; not timed), sessionizes them as one run (not timed), then times
-recombine_tables over the run, the export of one conversation of the last file (whose
-templates lie in the first: softflowd and pmacct send them once), and of up to
+recombine_runs over the run (as the command does), the export of one conversation of the
+last file (whose templates lie in the first: softflowd and pmacct send them once), and of up to
 --conversations conversations of the last file at once. Prints the seconds of each, how
 many datagrams were added for templates and options, how many records decoded alone as in
 the run, and the peak RSS.
@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from typer.testing import CliRunner
 
 from obserae_forensics.cli import app
-from obserae_forensics.recombine import export_pcap, recombine_tables
+from obserae_forensics.recombine import export_pcap, recombine_runs
 
 
 def split_capture(capture: Path, files: int, out: Path) -> list[Path]:
@@ -69,8 +69,8 @@ def main() -> None:
     print(f"{args.capture.name}: {len(files)} files, sessionized as one run (not timed)")
 
     started = time.perf_counter()
-    result = recombine_tables([run])
-    print(f"recombine_tables: {time.perf_counter() - started:.2f} s")
+    result = recombine_runs([run], args.dir / "recombined")  # as the command does
+    print(f"recombine_runs: {time.perf_counter() - started:.2f} s")
     flows = pq.read_table(run / "flows.parquet", columns=["session_id", "source_file"])
     last = flows.filter(pc.equal(flows["source_file"], str(files[-1])))
     ids = list(dict.fromkeys(last.column("session_id").to_pylist()))
