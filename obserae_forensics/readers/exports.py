@@ -56,6 +56,7 @@ from .information_elements import (
     Element,
 )
 from .nsel import NselLedger, nsel_repair
+from .scope import TemplateScope
 from .templates import (
     Leftover,
     PendingData,
@@ -65,7 +66,6 @@ from .templates import (
     SamplerTable,
     SessionTemplateKey,
     Template,
-    TemplateCache,
     fixed_set_records,
     padding_problem,
     variable_records,
@@ -73,12 +73,7 @@ from .templates import (
 
 SEQUENCE_MASK = 0xFFFF_FFFF
 REORDER_WINDOW = 1 << 16  # units behind the expected sequence still taken as a reorder
-DUPLICATE_WINDOW = 1024  # recent sequence numbers remembered per stream for duplicates
-SAME_NUMBER = 4  # payloads remembered per sequence number (v1 numbers nothing: all 0)
 PENDING_INDEX_STRIDE = 1 << 16  # record_index spacing of late-decoded sets in one datagram
-# a port that begins when every other port of its stream has been silent this long
-# (capture time) is the same exporter with a new socket: it keeps their templates
-TAKEOVER_GAP_US = 2_000_000
 CLAIMED_VERSIONS = frozenset((1, 5, 7, 9, 10))
 SUSPECTS_PER_PATH = 4  # datagrams of a path remembered before its first good export
 SUSPECT_PATHS = 4096
@@ -109,11 +104,9 @@ class _Stream:
     """Sequence, duplicate and option state of one (exporter, domain, version) stream."""
 
     __slots__ = ("ambiguous_gaps", "chunk", "chunk_code", "code", "counts_messages",
-                 "expected", "expected_flows", "first_rate", "lanes", "last_arrival",
-                 "last_port", "last_sequence",
-                 "latest", "latest_port", "lineage", "ports", "recent", "samplers",
-                 "sampling_declared", "sampling_rate", "seen_ports", "stats", "sysinit_ms",
-                 "templates", "undeclared_records")
+                 "expected", "expected_flows", "first_rate", "lanes", "last_sequence",
+                 "samplers", "sampling_declared", "sampling_rate", "scope", "stats",
+                 "sysinit_ms", "undeclared_records")
 
     def __init__(self, stats: ExporterStats, code: int) -> None:
         self.stats = stats
@@ -130,37 +123,15 @@ class _Stream:
         # per SCTP stream of the transport session, what its own numbering expects next
         # (expected, expected_flows): empty for UDP and TCP
         self.lanes: dict[int, tuple[int | None, int | None]] = {}
-        self.recent: dict[int, bytes | tuple[bytes, ...]] = {}
         self.sampling_rate = 1
         self.sampling_declared = False  # a header or options record has given a rate
         self.samplers = 0  # index of the sampler table in force (ExportDecoder.samplers)
         self.sysinit_ms = -1
-        # in force now, per (exporter's UDP port, template id): RFC 7011 §8 scopes templates
-        # to the transport session, so two exporting processes on one address (probes on
-        # one host, routers behind one NAT) with one domain and template id keep their own
-        # layouts; `latest` (by id, any port) serves a port that never defined the id: a
-        # capture holding the same export sent to two collectors from two ports, of which
-        # only the first copy of each message is decoded (duplicates)
-        self.templates: dict[tuple[int, int], Template] = {}
-        self.latest: dict[int, Template] = {}
-        self.ports: set[int] = set()  # ports that defined templates: they use only theirs
-        self.latest_port: dict[int, int] = {}  # the port that defined `latest[id]`
-        # a port that began when every other had been silent for TAKEOVER_GAP_US is the
-        # same exporting process with a new socket (a restart), decided at its first
-        # datagram: `lineage` gives it the first port of the process (ports are 16 bits, so
-        # an exporter that opens one per datagram costs a bounded set, and O(1) a datagram)
-        self.seen_ports: set[int] = set()
-        self.last_arrival: int | None = None  # the stream's latest datagram, and its port
-        self.last_port = 0
-        self.lineage: dict[int, int] = {}
+        # the templates in force by transport, the ports, the recent messages (scope.py:
+        # the export's search keeps the same rules with the same class)
+        self.scope: TemplateScope[Template] = TemplateScope()
         self.chunk: _Chunk | None = None  # the chunk `chunk_code` (exporter code) belongs to
         self.chunk_code = 0
-
-    def took_over(self, new: int, old: int) -> bool:
-        """Whether port `new` took over from port `old`, itself or through the ports
-        between them (an exporter restarted twice): the same process's lineage."""
-        root = self.lineage.get(new)
-        return root is not None and root == self.lineage.get(old, old)
 
     def declared_since(self, sysinit_ms: int, rate: int, samplers: int, *, sampling: bool
                        ) -> tuple[int, int, int]:
@@ -391,7 +362,6 @@ class ExportDecoder:
 
     def __init__(self, report: RunReport) -> None:
         self.report = report
-        self.templates = TemplateCache()
         self.nsel = NselLedger()  # Cisco NSEL update counters, for their teardowns
         self.pending = PendingData()
         self._streams: dict[tuple[str, int, int], _Stream] = {}
@@ -490,9 +460,7 @@ class ExportDecoder:
         a duplicate, and the same templates serve)."""
         transport = datagram.transport
         for stream in self._streams_of.get(datagram.exporter, ()):
-            if transport in stream.seen_ports:
-                stream.seen_ports.discard(transport)
-                stream.lineage.pop(transport, None)
+            stream.scope.forget_port(transport)
 
     def _first_of_path(self, path: tuple[str, int, int, int],
                        paths: set[tuple[str, int, int, int]]) -> int:
@@ -613,37 +581,19 @@ class ExportDecoder:
             self._stream_list.append(stream)
             self._streams_of.setdefault(datagram.exporter, []).append(stream)
         stats = stream.stats
-        recent = stream.recent
-        previous = recent.get(sequence)
-        if previous is not None:
-            # IPFIX messages of templates only share their number with the next message:
-            # each payload of a number is remembered (a copy of the pair came in twice)
-            if previous == payload or (type(previous) is tuple and payload in previous):
-                stats.duplicates += 1
-                return False
-            recent[sequence] = ((*previous, payload)[-SAME_NUMBER:]
-                                if type(previous) is tuple else (previous, payload))
-        else:
-            recent[sequence] = payload
-        if len(recent) > 2 * DUPLICATE_WINDOW:
-            # keep the newest DUPLICATE_WINDOW entries; pruning in bulk keeps this O(1) a call
-            stream.recent = dict(list(recent.items())[-DUPLICATE_WINDOW:])
+        scope = stream.scope
+        if scope.duplicate(sequence, payload):
+            stats.duplicates += 1
+            return False
         stats.datagrams += 1
         # Datagram.transport, without the call: this runs for every message
         port = self._transport = datagram.exporter_port | datagram.session << 16
-        arrival = datagram.arrival_us
-        if port not in stream.seen_ports:
-            if stream.last_arrival is not None:
-                # a new transport session is a new stream, numbered afresh (RFC 7011 §3.1):
-                # a restart's jump is no loss (pmacct's test 112: 1,278,157 "lost")
-                stream.expected = stream.expected_flows = None
-                stream.lanes.clear()
-                if arrival - stream.last_arrival >= TAKEOVER_GAP_US:
-                    stream.lineage[port] = stream.lineage.get(stream.last_port,
-                                                              stream.last_port)
-            stream.seen_ports.add(port)
-        if stream.last_arrival is None or arrival >= stream.last_arrival:
-            stream.last_arrival, stream.last_port = arrival, port
+        heard = scope.last_arrival is not None
+        if scope.arrive(port, datagram.arrival_us) and heard:
+            # a new transport session is a new stream, numbered afresh (RFC 7011 §3.1):
+            # a restart's jump is no loss (pmacct's test 112: 1,278,157 "lost")
+            stream.expected = stream.expected_flows = None
+            stream.lanes.clear()
         self._brought = None
         if sampling_rate is not None:
             stream.sampling_rate = sampling_rate
@@ -779,18 +729,14 @@ class ExportDecoder:
         stats = stream.stats
         stats.templates += 1
         port = self._transport
-        outcome = self.templates.define((*key, port), template)
-        stream.ports.add(port)
-        if outcome != "refresh":
-            stream.templates[port, template.template_id] = template
-            stream.latest[template.template_id] = template
-            stream.latest_port[template.template_id] = port
+        scope = stream.scope
+        outcome = scope.define(port, template, template)
         if outcome == "changed":
             stats.template_changes += 1
         if outcome != "refresh":
             # data of this port that waited, and of ports that never define templates
             items = [item for waiting in self.pending.waiting(key)
-                     if waiting[-1] == port or waiting[-1] not in stream.ports
+                     if scope.releases(waiting[-1], port)
                      for item in self.pending.take(waiting)]
             for item in items:
                 if template.options:
@@ -807,17 +753,18 @@ class ExportDecoder:
         datagram = self._datagram
         assert stream is not None and datagram is not None
         port = self._transport
-        found = stream.templates.get((port, template_id))
-        if found is None and template_id in stream.latest and (
-                port not in stream.ports
-                or stream.took_over(port, stream.latest_port[template_id])):
+        scope = stream.scope
+        owner = scope.port_of(port, template_id)
+        if owner is None:
+            return None
+        if owner != port:
             if not self._parking:
                 if self._brought is None:
                     self._brought = template_ids_in(self._message)
                 if template_id in self._brought:
                     return None  # held to the datagram's end, where its own stands
-            found = stream.latest[template_id]
-        return found
+            return scope.latest[template_id]
+        return scope.values[port, template_id]
 
     def withdraw(self) -> None:
         """Count an IPFIX template withdrawal (ignored over UDP, see ipfix.py)."""

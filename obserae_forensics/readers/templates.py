@@ -782,27 +782,6 @@ def variable_records(
     return b"".join(parts), len(parts), padding_problem(buf, body, at, end, len(parts))
 
 
-class TemplateCache:
-    """Current template per key. Replacing one never touches data already queued with it."""
-
-    def __init__(self) -> None:
-        self._current: dict[SessionTemplateKey, Template] = {}
-
-    def get(self, key: SessionTemplateKey) -> Template | None:
-        return self._current.get(key)
-
-    def define(self, key: SessionTemplateKey, template: Template) -> str:
-        """Store `template`; return 'new', 'refresh' (same layout again) or 'changed'."""
-        old = self._current.get(key)
-        if old is not None and old.same_layout(template):
-            return "refresh"
-        self._current[key] = template
-        return "new" if old is None else "changed"
-
-    def __len__(self) -> int:
-        return len(self._current)
-
-
 class PendingSet(NamedTuple):
     """A data set held back until its template arrives, with everything needed to decode it."""
 

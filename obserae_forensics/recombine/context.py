@@ -48,15 +48,13 @@ from ..addresses import address_matrix, address_texts
 from ..readers import settled
 from ..readers.datagrams import Datagram
 from ..readers.exports import (
-    DUPLICATE_WINDOW,
-    SAME_NUMBER,
-    TAKEOVER_GAP_US,
     ExportDecoder,
     ExportSets,
     export_messages,
     options_effects,
 )
 from ..readers.pcap import Transports, iter_datagrams, new_transports
+from ..readers.scope import TemplateScope
 from ..readers.templates import Template
 from ..report import RunReport
 
@@ -143,27 +141,20 @@ class _Pass:
     """What one pass over the run's captures, from one of them on, has seen."""
 
     needed: set[Place] = field(default_factory=set)
-    own: dict[tuple[Stream, int, int], Place] = field(default_factory=dict)  # + port, id
-    latest: dict[tuple[Stream, int], tuple[Place, int]] = field(default_factory=dict)
-    ports: dict[Stream, set[int]] = field(default_factory=dict)  # that defined templates
+    # per stream, the decoder's own rules (readers/scope.py: which port's definition a data
+    # set reads, take-overs, duplicates), each definition kept as the datagram that brought it
+    scopes: dict[Stream, TemplateScope[Place]] = field(default_factory=dict)
+    # the newest datagram defining each (stream, port, id), refreshes included: the nearest
+    # one to take
+    own: dict[tuple[Stream, int, int], Place] = field(default_factory=dict)
     # the datagram that first made a port one that defines templates: without it in the
     # export, the port would take another's templates where the run's waited for its own
     first_def: dict[tuple[Stream, int], Place] = field(default_factory=dict)
-    # the template in force per (stream, port, id): a refresh has the same layout
-    layout: dict[tuple[Stream, int, int], Template] = field(default_factory=dict)
-    # recent sequence numbers per stream and the last SAME_NUMBER messages of each, as the
-    # decoder keeps them (begin_datagram): a copy among them is a duplicate it drops
-    recent: dict[Stream, dict[int, list[bytes]]] = field(default_factory=dict)
-    # the decoder's take-over rule (readers/exports.py begin_datagram): a port that began
-    # when its exporter had been silent TAKEOVER_GAP_US is the same process restarted
-    lineage: dict[tuple[Stream, int], int] = field(default_factory=dict)
-    seen_ports: dict[Stream, set[int]] = field(default_factory=dict)
     # where each port began and the exporter's datagram before it: an export without the
     # datagrams between them has a longer silence there, which the decoder can take for a
     # restart the run never saw (a port reading another's templates)
     entry: dict[tuple[Stream, int], tuple[Place, Place | None]] = field(default_factory=dict)
     last_place: dict[Stream, Place] = field(default_factory=dict)
-    last_arrival: dict[Stream, tuple[int, int]] = field(default_factory=dict)  # time, port
     # the options templates in force, per (stream, port, id)
     option_template: dict[tuple[Stream, int, int], Template] = field(default_factory=dict)
     # what options records change (exports.options_effects: the exporter's rate, a sampler's
@@ -183,36 +174,22 @@ class _Pass:
     limit: int = 4096  # kept beyond it: forget what nothing refers to (keep())
     complete: bool = True  # False: an earlier file may hold what this pass did not see
 
+    def scope(self, stream: Stream) -> TemplateScope[Place]:
+        found = self.scopes.get(stream)
+        if found is None:
+            found = self.scopes[stream] = TemplateScope()
+        return found
+
     def duplicate(self, stream: Stream, sets: ExportSets, payload: bytes) -> bool:
-        """Whether the decoder drops this message as a copy of one it decoded (the same
-        sequence number and bytes among the stream's recent ones)."""
-        recent = self.recent.setdefault(stream, {})
-        message = payload[sets.span[0]:sets.span[1]]
-        kept = recent.get(sets.sequence)
-        if kept is not None and message in kept:
-            return True
-        if kept is None:
-            recent[sets.sequence] = [message]
-        else:
-            kept.append(message)
-            del kept[:-SAME_NUMBER]
-        if len(recent) > 2 * DUPLICATE_WINDOW:
-            self.recent[stream] = dict(list(recent.items())[-DUPLICATE_WINDOW:])
-        return False
+        """Whether the decoder drops this message as a copy of one it decoded."""
+        return self.scope(stream).duplicate(sets.sequence, payload[sets.span[0]:sets.span[1]])
 
     def arrive(self, stream: Stream, port: int, arrival_us: int, place: Place) -> None:
         """The decoder's bookkeeping of a datagram's transport session, for take-overs; and
         where each port began, after which datagram of its exporter (entry)."""
-        ports = self.seen_ports.setdefault(stream, set())
-        last = self.last_arrival.get(stream)
-        if port not in ports:
-            if last is not None and arrival_us - last[0] >= TAKEOVER_GAP_US:
-                self.lineage[stream, port] = self.lineage.get((stream, last[1]), last[1])
-            ports.add(port)
+        if self.scope(stream).arrive(port, arrival_us):
             self.entry[stream, port] = (place, self.last_place.get(stream))
         self.last_place[stream] = place
-        if last is None or arrival_us >= last[0]:
-            self.last_arrival[stream] = (arrival_us, port)
 
     def template(self, stream: Stream, port: int, template_id: int) -> Place | None:
         """As the decoder finds it (ExportDecoder.template): the transport session's own,
@@ -225,23 +202,15 @@ class _Pass:
 
     def port_of(self, stream: Stream, port: int, template_id: int) -> int | None:
         """The port whose definition of `template_id` the decoder uses for `port`."""
-        if (stream, port, template_id) in self.own:
-            return port
-        found = self.latest.get((stream, template_id))
-        if found is None:
-            return None
-        root = self.lineage.get((stream, port))
-        if port not in self.ports.get(stream, ()) or (
-                root is not None and root == self.lineage.get((stream, found[1]), found[1])):
-            return found[1]
-        return None
+        return self.scope(stream).port_of(port, template_id)
 
     def want(self, stream: Stream, port: int, data: frozenset[int], defined: frozenset[int]
              ) -> None:
         """A wanted datagram: the templates of its data sets (not those it brings itself)
         and the options in force for its exporter."""
         self.wanted_streams.add(stream)
-        if len(self.seen_ports.get(stream, ())) > 1 and port in self.ports.get(stream, ()):
+        scope = self.scope(stream)
+        if len(scope.seen_ports) > 1 and port in scope.ports:
             # several ports, this one with templates of its own: whether it took over from
             # another is decided at its first datagram, by the silence before it
             entry = self.entry.get((stream, port))
@@ -276,29 +245,22 @@ class _Pass:
         """Any message, after what it is wanted for: the templates it defines, the options
         data it carries. Whether its datagram may be needed later."""
         defined = sets.templates | sets.options
-        ports = self.ports.setdefault(stream, set())
-        if defined and port not in ports:
-            ports.add(port)
+        scope = self.scope(stream)
+        if defined and port not in scope.ports:
             self.first_def[stream, port] = place
-        definitions = {template.template_id: template for template in sets.definitions}
-        for template_id in defined:
+        for template in sets.definitions:  # in the message's order, as the decoder's
+            template_id = template.template_id
             key = (stream, port, template_id)
-            # the same layout sent again is a refresh: the decoder's `latest` stays put
-            new = definitions[template_id]
-            before = self.layout.get(key)
-            refresh = before is not None and before.same_layout(new)
+            scope.define(port, template, place)  # a refresh leaves the decoder's as it was
             self.own[key] = place
-            self.layout[key] = new
-            if not refresh:
-                self.latest[stream, template_id] = (place, port)
             self.undefined.discard((stream, template_id))
-            if not new.options:  # a flow template now: its data are flows
+            if not template.options:  # a flow template now: its data are flows
                 self.option_template.pop(key, None)
                 continue
-            template = self.option_template[key] = new
+            self.option_template[key] = template
             # options data sent before it, by this port or one that defines none, read now
             for held in [held for held in self.held if held[0] == stream
-                         and held[2] == template_id and self._released(stream, held[1], port)]:
+                         and held[2] == template_id and scope.releases(held[1], port)]:
                 for waited in self.held.pop(held):
                     if waited in self.kept:
                         self._options(stream, template, self.kept[waited].payload,
@@ -306,7 +268,7 @@ class _Pass:
         # held data sets are read at the datagram that defines their template (the port's
         # own, or any for a port that defines none), with the options in force then
         resolved = [key for key in self.waiting if key[0] == stream and key[2] in defined
-                    and self._released(stream, key[1], port)]
+                    and scope.releases(key[1], port)]
         for key in resolved:
             self.waiting.discard(key)
             self.needed.add(place)
@@ -330,10 +292,6 @@ class _Pass:
                      else self.own[stream, owner, template_id])):
                 carries = True
         return bool(defined) or carries
-
-    def _released(self, stream: Stream, held_port: int, port: int) -> bool:
-        """Whether a definition from `port` releases what `held_port` held."""
-        return held_port == port or held_port not in self.ports.get(stream, ())
 
     def _options(self, stream: Stream, template: Template, payload: bytes, template_id: int,
                  source: tuple[Place, Place | None]) -> None:
@@ -365,7 +323,8 @@ class _Pass:
         templates in every datagram): amortised, whatever the live ones number."""
         self.kept[place] = datagram
         if len(self.kept) > self.limit:
-            live = {*self.own.values(), *(place for place, _ in self.latest.values()),
+            live = {*self.own.values(),
+                    *(place for scope in self.scopes.values() for place in scope.latest.values()),
                     *(place for pair in self.entry.values() for place in pair
                       if place is not None),
                     *self.needed, *self.seen,
