@@ -273,48 +273,83 @@ def export_pcap(source: RecombineResult | Sequence[Path], ids: Sequence[str], pa
     check_output_file(path, evidence, "--export-pcap", force=force)
     table = collect_flows(source, ids)
     result = PcapExport(path=None, report=RunReport(strict=strict))
-    source_file = table.column("source_file")
-    if pa.types.is_dictionary(source_file.type):
-        source_file = source_file.cast(source_file.type.value_type)
-    files = source_file.to_pylist()
-    run_index = table.column("run_index").to_numpy()
-    offsets = table.column("source_offset").to_numpy()
-    arrival = table.column("arrival").cast(pa.int64()).to_numpy()
+    plan = _Plan.of(runs, table)
+    captures = _captures(runs, plan.wanted, plan.resolved)
+    contexts = (_contexts(runs, captures, plan.wanted, table, result, plan.checked)
+                if with_templates else {})
+    frames, origins, written, tcp_rows = _gather(runs, plan, captures, contexts, result)
+    if plan.nfcapd_rows or tcp_rows:
+        _write_flows_instead(result, plan, table, tcp_rows,
+                             flows_fallback or pcap_flows_path(path), evidence, force=force)
+    if not frames:
+        if not plan.nfcapd_rows and not tcp_rows:
+            result.notes.append("no datagram could be read back; nothing written")
+        return result
+    _write_capture(result, path, frames)
+    if with_templates:
+        _check_export(result, origins, table.take(pa.array(written, pa.int64())))
+    return result
 
-    wanted: dict[tuple[int, str], dict[int, int]] = {}  # (run, file) -> offset -> arrival µs
-    records: dict[tuple[tuple[int, str], int], list[int]] = {}  # ((run, file), offset) -> rows
-    nfcapd_rows: list[int] = []
-    tcp_rows: list[int] = []  # IPFIX messages over TCP or SCTP: no datagram of their own
-    resolved: dict[tuple[int, str], Path] = {}
-    formats: dict[tuple[int, str], str] = {}
-    checked: set[tuple[int, str]] = set()  # captures found unchanged (each hashed once)
-    for row, (run_number, name) in enumerate(zip(run_index.tolist(), files, strict=True)):
-        key = (run_number, name)
-        if key not in formats:
-            run = runs[run_number]
-            resolved[key] = _resolve(run, name)
-            formats[key] = _format_of(run, name, resolved[key])
-            _unchanged(runs, checked, key, resolved[key])
-        if formats[key] not in ("pcap", "pcapng"):
-            nfcapd_rows.append(row)
-            continue
-        wanted.setdefault(key, {})[int(offsets[row])] = int(arrival[row])
-        records.setdefault((key, int(offsets[row])), []).append(row)
 
+@dataclass
+class _Plan:
+    """Where each of the conversations' flow records came from: the datagrams wanted, by
+    (run, capture) and offset, or none (nfcapd and IPFIX files)."""
+
+    files: list[str]  # each row's source file, as the run names it
+    run_index: np.ndarray
+    wanted: dict[tuple[int, str], dict[int, int]]  # (run, file) -> offset -> arrival µs
+    records: dict[tuple[tuple[int, str], int], list[int]]  # ((run, file), offset) -> rows
+    nfcapd_rows: list[int]
+    resolved: dict[tuple[int, str], Path]  # where each capture is now
+    formats: dict[tuple[int, str], str]
+    checked: set[tuple[int, str]]  # captures found unchanged (each hashed once)
+
+    @staticmethod
+    def of(runs: dict[int, Run], table: pa.Table) -> _Plan:
+        source_file = table.column("source_file")
+        if pa.types.is_dictionary(source_file.type):
+            source_file = source_file.cast(source_file.type.value_type)
+        plan = _Plan(source_file.to_pylist(), table.column("run_index").to_numpy(), {}, {}, [],
+                     {}, {}, set())
+        offsets = table.column("source_offset").to_numpy()
+        arrival = table.column("arrival").cast(pa.int64()).to_numpy()
+        for row, (run_number, name) in enumerate(zip(plan.run_index.tolist(), plan.files,
+                                                     strict=True)):
+            key = (run_number, name)
+            if key not in plan.formats:
+                run = runs[run_number]
+                plan.resolved[key] = _resolve(run, name)
+                plan.formats[key] = _format_of(run, name, plan.resolved[key])
+                _unchanged(runs, plan.checked, key, plan.resolved[key])
+            if plan.formats[key] not in ("pcap", "pcapng"):
+                plan.nfcapd_rows.append(row)
+                continue
+            plan.wanted.setdefault(key, {})[int(offsets[row])] = int(arrival[row])
+            plan.records.setdefault((key, int(offsets[row])), []).append(row)
+        return plan
+
+
+def _gather(runs: dict[int, Run], plan: _Plan,
+            captures: dict[int, tuple[list[str], list[Path | None]]],
+            contexts: dict[tuple[int, str], set[int]], result: PcapExport
+            ) -> tuple[list[Frame], list[tuple[int, str, int] | None], list[int], list[int]]:
+    """Read the wanted datagrams and their context back, capture by capture in the runs'
+    order, each capture's in capture order: (the frames, per frame the (run, capture,
+    offset) of the datagram it ends or None, the rows of the records written, the rows of
+    records that came over TCP or SCTP). What cannot be read back is counted in the
+    result's report."""
     frames: list[Frame] = []
-    # per frame written, the (run, capture, offset) of the datagram it ends, else None
     origins: list[tuple[int, str, int] | None] = []
-    written: list[int] = []  # the rows of the conversations' records in written datagrams
-    captures = _captures(runs, wanted, resolved)
-    contexts = (_contexts(runs, captures, wanted, table, result, checked) if with_templates
-                else {})
-    for key in sorted(set(wanted) | set(contexts),
+    written: list[int] = []
+    tcp_rows: list[int] = []  # IPFIX messages over TCP or SCTP: no datagram of their own
+    for key in sorted(set(plan.wanted) | set(contexts),
                       key=lambda k: (k[0], _input_rank(runs[k[0]], k[1]), k[1])):
-        offsets_wanted = wanted.get(key, {})
+        offsets_wanted = plan.wanted.get(key, {})
         context = contexts.get(key, set())
         result.template_datagrams += len(context)
-        found = read_datagram_frames(resolved[key], set(offsets_wanted) | context)
-        _cut_fragments(found, key, runs, captures[key[0]], checked)
+        found = read_datagram_frames(plan.resolved[key], set(offsets_wanted) | context)
+        _cut_fragments(found, key, runs, captures[key[0]], plan.checked)
         in_file: list[tuple[int, list[Frame]]] = [
             (offset, found[offset]) for offset in context
             if offset in found and not over_connection(found[offset][-1])]
@@ -338,44 +373,49 @@ def export_pcap(source: RecombineResult | Sequence[Path], ids: Sequence[str], pa
                 # a message of an IPFIX-over-TCP stream or SCTP association: its frame
                 # holds pieces of others, and what came before it is not in an export of
                 # this conversation
-                tcp_rows.extend(records[key, offset])
+                tcp_rows.extend(plan.records[key, offset])
                 continue
             in_file.append((offset, carried))  # earlier IP fragments come first
-            result.records += len(records[key, offset])
-            written += records[key, offset]
+            result.records += len(plan.records[key, offset])
+            written += plan.records[key, offset]
         for offset, carried in sorted(in_file, key=lambda entry: entry[0]):  # capture order
             frames.extend(carried)
             origins += [None] * (len(carried) - 1) + [(key[0], key[1], offset)]
-    if nfcapd_rows or tcp_rows:
-        result.nfcapd_records = len(nfcapd_rows)
-        result.tcp_records = len(tcp_rows)
-        fallback = flows_fallback or pcap_flows_path(path)
-        check_output_file(fallback, evidence, "--export-pcap's flows file", force=force)
-        write_flow_table(table.take(pa.array(sorted(nfcapd_rows + tcp_rows), pa.int64())),
-                         fallback)
-        result.flows_path = fallback
-        for kind, name, holds in (("nfcapd", "nfcapd", "flow records, not export datagrams"),
-                                  ("ipfix", "IPFIX", "export messages, not captured packets")):
-            rows = [i for i in nfcapd_rows
-                    if formats[int(run_index[i]), files[i]].split("-")[0] == kind]
-            if rows:
-                named = sorted({files[i] for i in rows})
-                result.notes.append(
-                    f"{len(rows)} flow record(s) came from {name} file(s) "
-                    f"({', '.join(named)}), which hold {holds}: no datagram exists for "
-                    f"them; their flows were written to {fallback} instead")
-        if tcp_rows:
-            result.notes.append(
-                f"{len(tcp_rows)} flow record(s) came in IPFIX messages over TCP or SCTP, "
-                "whose segments and packets carry pieces of other messages and need the "
-                "connection before them: "
-                f"no datagram of their own exists; their flows were written to {fallback} "
-                "instead")
-    if not frames:
-        if not nfcapd_rows and not tcp_rows:
-            result.notes.append("no datagram could be read back; nothing written")
-        return result
+    return frames, origins, written, tcp_rows
 
+
+def _write_flows_instead(result: PcapExport, plan: _Plan, table: pa.Table, tcp_rows: list[int],
+                         fallback: Path, evidence: list[Path], *, force: bool) -> None:
+    """The flow records no datagram of their own carried (nfcapd and IPFIX files, IPFIX
+    over TCP or SCTP), written beside the capture, with a note saying why."""
+    nfcapd_rows = plan.nfcapd_rows
+    result.nfcapd_records = len(nfcapd_rows)
+    result.tcp_records = len(tcp_rows)
+    check_output_file(fallback, evidence, "--export-pcap's flows file", force=force)
+    write_flow_table(table.take(pa.array(sorted(nfcapd_rows + tcp_rows), pa.int64())),
+                     fallback)
+    result.flows_path = fallback
+    for kind, name, holds in (("nfcapd", "nfcapd", "flow records, not export datagrams"),
+                              ("ipfix", "IPFIX", "export messages, not captured packets")):
+        rows = [i for i in nfcapd_rows
+                if plan.formats[int(plan.run_index[i]), plan.files[i]].split("-")[0] == kind]
+        if rows:
+            named = sorted({plan.files[i] for i in rows})
+            result.notes.append(
+                f"{len(rows)} flow record(s) came from {name} file(s) "
+                f"({', '.join(named)}), which hold {holds}: no datagram exists for "
+                f"them; their flows were written to {fallback} instead")
+    if tcp_rows:
+        result.notes.append(
+            f"{len(tcp_rows)} flow record(s) came in IPFIX messages over TCP or SCTP, "
+            "whose segments and packets carry pieces of other messages and need the "
+            "connection before them: "
+            f"no datagram of their own exists; their flows were written to {fallback} "
+            "instead")
+
+
+def _write_capture(result: PcapExport, path: Path, frames: list[Frame]) -> None:
+    """PCAP when the frames share a link type, else pcapng with one interface per type."""
     link_types = sorted({(f.linktype, f.fcs_bytes) for f in frames})
     result.link_types = sorted({lt for lt, _ in link_types})
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -391,9 +431,6 @@ def export_pcap(source: RecombineResult | Sequence[Path], ids: Sequence[str], pa
             f"{path} is pcapng with one interface per link type")
     result.path = path
     result.datagrams = len(frames)
-    if with_templates:
-        _check_export(result, origins, table.take(pa.array(written, pa.int64())))
-    return result
 
 
 def _check_export(result: PcapExport, origins: list[tuple[int, str, int] | None],
