@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 
 from ..errors import UsageError
 from ..ids import endpoint_pair_hashes, text_hashes
+from ..tables.layout import SESSIONS_FILE
 from ..tables.parquet import PAGE_CHECKSUMS, iter_parquet, read_parquet
 from ..tables.partitioned import BucketedWriter, ScratchWriter
 from .chain import (
@@ -54,8 +55,13 @@ OUTPUT_ROWS = 1 << 20  # rows per row group of the outputs, pyarrow's default (w
 MERGE_ROWS = 1 << 18  # conversations put in order at a time
 
 
+MAX_BUCKETS = 512  # files open at once while routing and merging (ulimit -n is often 1024)
+
+
 def bucket_count(sessions: int, bucket_sessions: int = BUCKET_SESSIONS) -> int:
-    return max(1, math.ceil(sessions / max(bucket_sessions, 1)))
+    """Buckets of about `bucket_sessions` sessions; past MAX_BUCKETS (134 M sessions at the
+    default), larger ones."""
+    return min(MAX_BUCKETS, max(1, math.ceil(sessions / max(bucket_sessions, 1))))
 
 
 def _route(table: pa.Table, buckets: int) -> tuple[pa.Table, np.ndarray]:
@@ -101,7 +107,7 @@ class Partitioned:
 
 def _id_batches(runs: Sequence[Run]) -> Iterator[pa.Array]:
     for run in runs:
-        for batch in iter_parquet(run.path / "sessions.parquet", READ_ROWS,
+        for batch in iter_parquet(run.path / SESSIONS_FILE, READ_ROWS,
                                   columns=["session_id"]):
             column = batch.column(0)
             if pa.types.is_dictionary(column.type):

@@ -163,3 +163,11 @@ def test_the_report_reads_rows_across_row_groups(
         c["conversation_id"] for c in whole["largest"]]
     assert result.report["longest"] == whole["longest"]
     assert result.report["largest"] == whole["largest"]
+
+
+def test_buckets_are_bounded_in_number() -> None:
+    """Each bucket is a file open while routing and merging: past MAX_BUCKETS they grow."""
+    assert partitioned.bucket_count(0) == 1
+    assert partitioned.bucket_count(partitioned.BUCKET_SESSIONS) == 1
+    assert partitioned.bucket_count(partitioned.BUCKET_SESSIONS + 1) == 2
+    assert partitioned.bucket_count(10**12) == partitioned.MAX_BUCKETS
