@@ -1167,6 +1167,16 @@ class ExportSets(NamedTuple):
     sets: tuple[tuple[int, int, int], ...]  # each data set: (id, body start, end)
     sequence: int  # the header's sequence number (duplicates are told by it)
     span: tuple[int, int]  # where the message lies in its datagram
+    # where the set of each definition begins: a data set before it was read with the
+    # definition in force before the message (the decoder walks the sets in order)
+    defined_at: tuple[int, ...] = ()
+
+    def defined_after(self, template_id: int, at: int) -> bool:
+        """Whether the message defines `template_id`, first after `at`."""
+        places = [where for template, where in zip(self.definitions, self.defined_at,
+                                                   strict=True)
+                  if template.template_id == template_id]
+        return bool(places) and min(places) > at
 
     @property
     def templates(self) -> frozenset[int]:
@@ -1272,6 +1282,7 @@ def _message_sets(payload: bytes, begin: int, end: int, version: int) -> ExportS
     sequence = struct.unpack_from(">I", payload, begin + (12 if version == 9 else 8))[0]
     defined = _Definitions()
     sets: list[tuple[int, int, int]] = []
+    defined_at: list[int] = []
     while at + 4 <= end:
         set_id, length = struct.unpack_from(">HH", payload, at)
         if length < 4 or at + length > end:
@@ -1286,9 +1297,10 @@ def _message_sets(payload: bytes, begin: int, end: int, version: int) -> ExportS
         elif version == 10 and set_id in (ipfix.TEMPLATE_SET, ipfix.OPTIONS_TEMPLATE_SET):
             ipfix.read_templates(defined, _NO_DATAGRAM, payload, at + 4, at + length,
                                  options=set_id == ipfix.OPTIONS_TEMPLATE_SET)
+        defined_at += [at] * (len(defined.templates) - len(defined_at))
         at += length
     return ExportSets(version, domain, tuple(defined.templates), tuple(sets), sequence,
-                      (begin, end))
+                      (begin, end), tuple(defined_at))
 
 
 def template_ids_in(payload: bytes) -> set[int]:

@@ -204,10 +204,11 @@ class _Pass:
         """The port whose definition of `template_id` the decoder uses for `port`."""
         return self.scope(stream).port_of(port, template_id)
 
-    def want(self, stream: Stream, port: int, data: frozenset[int], defined: frozenset[int]
-             ) -> None:
-        """A wanted datagram: the templates of its data sets (not those it brings itself)
-        and the options in force for its exporter."""
+    def want(self, stream: Stream, port: int, sets: ExportSets) -> None:
+        """A wanted datagram: the templates of its data sets and the options in force for
+        its exporter. A data set read with a definition the message brings needs nothing
+        more; one that comes before the port's new definition of its id is read with the
+        port's own from before the message, as the decoder walks the sets in order."""
         self.wanted_streams.add(stream)
         scope = self.scope(stream)
         if len(scope.seen_ports) > 1 and port in scope.ports:
@@ -216,7 +217,13 @@ class _Pass:
             entry = self.entry.get((stream, port))
             if entry is not None:
                 self.needed.update(place for place in entry if place is not None)
-        for template_id in data - defined:
+        defined = sets.templates | sets.options
+        for template_id in {set_id for set_id, start, _ in sets.sets
+                            if set_id in defined and sets.defined_after(set_id, start)}:
+            if scope.port_of(port, template_id) == port:
+                self.needed.add(self.own[stream, port, template_id])
+            # (another port's, or none: held to the message's end, where its own stands)
+        for template_id in sets.data - defined:
             place = self.template(stream, port, template_id)
             if place is None:
                 # held by the decoder until a definition comes: an earlier file may hold
@@ -248,6 +255,11 @@ class _Pass:
         scope = self.scope(stream)
         if defined and port not in scope.ports:
             self.first_def[stream, port] = place
+        # what a data set before the message's own definition of its id is read with: the
+        # port's options template from before the message, and its datagram (want())
+        before = {template_id: (self.option_template.get((stream, port, template_id)),
+                                self.own[stream, port, template_id])
+                  for template_id in defined if scope.port_of(port, template_id) == port}
         for template in sets.definitions:  # in the message's order, as the decoder's
             template_id = template.template_id
             key = (stream, port, template_id)
@@ -276,6 +288,13 @@ class _Pass:
             self.options_in_force(stream)
         carries = False
         for template_id, start, end in sets.sets:
+            if template_id in before and sets.defined_after(template_id, start):
+                options, defined_by = before[template_id]
+                if options is not None and self._effects(
+                        stream, options_effects(options, payload, start, end),
+                        (place, defined_by)):
+                    carries = True
+                continue
             owner = port if template_id in defined else self.port_of(stream, port, template_id)
             if owner is None:
                 self.undefined.add((stream, template_id))
@@ -432,7 +451,7 @@ def _read(state: _Pass, index: int, chunks: Iterable[list[Datagram]], mine: set[
                 port = datagram.transport
                 state.arrive(stream, port, datagram.arrival_us, place)
                 if wanted:
-                    state.want(stream, port, sets.data, sets.templates | sets.options)
+                    state.want(stream, port, sets)
                 keep = state.see(stream, port, place, sets, datagram.payload) or keep
             if wanted:
                 state.seen.add(place)

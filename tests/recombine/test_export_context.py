@@ -470,3 +470,18 @@ def test_an_options_record_repeated_unchanged_is_exported_once(tmp_path: Path) -
     exported = export_pcap([run], [session_of(run, 2)], tmp_path / "conv.pcap")
     assert (exported.template_datagrams, exported.checked_records,
             exported.differing_records) == (2, 20, 0)
+
+
+def test_data_before_its_messages_own_definition_read_the_one_before(tmp_path: Path) -> None:
+    """Found by review: a port defines 261 one way, then another; a datagram carries 261
+    data, then 261 again (a refresh), and data of a template defined only later. The
+    decoder reads the 261 data with the port's definition before that datagram (it walks
+    the sets in order); the search took the datagram as bringing its own, and the export
+    read the record with the first layout."""
+    swapped = [*FIELDS[:5], FIELDS[6], FIELDS[5], *FIELDS[7:]]
+    assert one_record_export(
+        tmp_path, message(template(FLOW, FIELDS), sequence=1),
+        message(template(FLOW, swapped), sequence=2),
+        message(data(262, b"\0" * 8), data(FLOW, record(2, 3, 180)), template(FLOW, swapped),
+                sequence=3),
+        message(template(262, [(8, 4, 0), (12, 4, 0)]), sequence=4)) == (3, 1, 0)
