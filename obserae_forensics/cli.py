@@ -14,6 +14,7 @@ from __future__ import annotations
 import sys
 import tempfile
 from collections.abc import Callable
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -338,7 +339,7 @@ def recombine_command(
     force: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
 ) -> None:
     """Find and recombine split sessions; report, find fragments, export them as one."""
-    from .recombine import check_out_dir, pcap_flows_path, recombine_runs
+    from .recombine import check_out_dir, made_directory, pcap_flows_path, recombine_runs
 
     incomplete = False  # a capture export that could not read back every datagram
     try:
@@ -354,12 +355,12 @@ def recombine_command(
         if out is not None:
             check_out_dir(out, force=force)
         # the tables are written a bucket of keys at a time, never held whole: into a
-        # hidden directory beside --out (or under TMPDIR), moved there once the exports
-        # have succeeded (a source capture changed since the run refuses the capture
-        # export before --out or the flows are written)
-        with tempfile.TemporaryDirectory(
-                prefix=".recombine.", suffix=".partial",
-                dir=_parent_of(out) if out is not None else None) as staging:
+        # hidden directory in --out (under TMPDIR without it), moved into place once the
+        # exports have succeeded (a source capture changed since the run refuses the
+        # capture export before --out or the flows are written)
+        with made_directory(out) if out is not None else nullcontext(), \
+                tempfile.TemporaryDirectory(prefix=".recombine.", suffix=".partial",
+                                            dir=out) as staging:
             result = recombine_runs(run_dirs, Path(staging))
             incomplete = _recombine_outputs(result, out, session, export_flows_to,
                                             export_pcap_to, templates, force)
@@ -373,17 +374,11 @@ def recombine_command(
         raise typer.Exit(1)
 
 
-def _parent_of(path: Path) -> Path:
-    parent = path.resolve().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    return parent
-
-
 def _recombine_outputs(result: RecombineResult, out: Path | None, session: list[str] | None,
                        export_flows_to: Path | None, export_pcap_to: Path | None,
                        templates: bool, force: bool) -> bool:
     """recombine's outputs from what it found: --session ids checked before anything is
-    written, the capture export, --out, the fragments printed, the flows export. True when
+    written, the capture export, the flows export, --out, then what it says. True when
     the capture export could not read back every datagram."""
     from .recombine import (
         check_flows_target,
@@ -407,7 +402,9 @@ def _recombine_outputs(result: RecombineResult, out: Path | None, session: list[
     # before --out or the flows are written
     exported = export_pcap(result, ids, export_pcap_to, with_templates=templates,
                            force=force) if export_pcap_to is not None and ids else None
-    if out is not None:
+    written = (export_flows(result, ids, export_flows_to, force=force)
+               if export_flows_to is not None and ids else None)
+    if out is not None:  # the tables last: --out is whole only when all the rest is
         move_recombined(result, out, force=force)
     typer.echo(result.summary(), err=True)
     for session_id in session or []:
@@ -418,8 +415,7 @@ def _recombine_outputs(result: RecombineResult, out: Path | None, session: list[
         typer.echo(_times_as_text(frame[shown]).to_string(index=False))
     if not session and (export_flows_to is not None or export_pcap_to is not None):
         typer.echo(f"exporting the {len(ids)} split conversation(s)", err=True)
-    if export_flows_to is not None and ids:
-        written = export_flows(result, ids, export_flows_to, force=force)
+    if written is not None:
         typer.echo(f"{written} flow records -> {export_flows_to}", err=True)
     if exported is not None:
         for note in exported.notes:

@@ -657,6 +657,27 @@ def test_a_changed_capture_stops_recombine_before_any_output(tmp_path: Path) -> 
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
+def test_recombine_writes_out_last_and_leaves_nothing_when_refused(tmp_path: Path) -> None:
+    """Found by review: --out was whole before --export-flows failed on the run's flows
+    table, and a refused run left the directories --out asked for. The tables are staged
+    in --out itself (a parent that cannot be written to, or a mount point, is no matter)."""
+    run = tmp_path / "run"
+    assert sessionize(run).exit_code == 0
+    (run / "flows.parquet").write_bytes(b"not parquet")
+    known = pq.read_table(run / "sessions.parquet").column("session_id")[0].as_py()
+    out = tmp_path / "new" / "deep" / "rec"
+    result = runner.invoke(app, ["recombine", str(run), "--out", str(out), "--session", known,
+                                 "--export-flows", str(tmp_path / "f.csv")])
+    assert result.exit_code == 2, result.output
+    assert "unreadable Parquet" in result.stderr
+    assert not (tmp_path / "new").exists() and not (tmp_path / "f.csv").exists()
+    result = runner.invoke(app, ["recombine", str(run), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["sessions_recombined.parquet", "recombined_fragments.parquet", "report.md",
+         "report.json", "timeline.png"])
+
+
 @pytest.mark.parametrize("late,sessions,replay,said", [
     (2, 26, "arrival", True), (3, 60, "arrival", True), (3, 61, "arrival", False),
     (1, 1, "arrival", False), (40, 40, "event", False), (0, 0, "arrival", False)])

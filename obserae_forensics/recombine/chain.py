@@ -44,7 +44,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..errors import ForensicsError, UsageError
+from ..errors import UsageError
 from ..schema import SESSIONS_SCHEMA, TIMESTAMP
 from .runs import Run
 
@@ -344,18 +344,27 @@ def chain_sessions(sessions: pa.Table, runs: list[Run],
     reason[after[link]] = np.where(hard[before[link]], 1,
                                    np.where(evicted[before[link]], 2, 4))
 
-    # 2. the sessionizer's own fragment links win inside a run
+    # 2. the sessionizer's own fragment links win inside a run: the fragment of the same
+    # conversation_id and split - 1, of the same run and key (sessionize never gives two
+    # keys one conversation_id, an edited or merged table may: the key decides, whatever
+    # else the table holds)
     conversation = _codes(col("conversation_id"))[0]
     children = steady[split[steady] > 0]
     if len(children):
-        keys = (conversation[steady] << 32) | split[steady]
+        new_key = np.zeros(len(order), dtype=bool)
+        new_key[_group_starts([exporter[order], protocol[order], low[order], high[order]])] = True
+        key_group = np.empty(n, dtype=np.int64)
+        key_group[order] = np.cumsum(new_key)
+        link = _dense_pairs(
+            ((conversation[steady] << 32) | split[steady], (key_group[steady] << 16) | run[steady]),
+            ((conversation[children] << 32) | (split[children] - 1),
+             (key_group[children] << 16) | run[children]))
+        keys, wanted = link
         key_order = np.argsort(keys, kind="stable")
         sorted_keys = keys[key_order]
-        wanted = (conversation[children] << 32) | (split[children] - 1)
         where = np.minimum(np.searchsorted(sorted_keys, wanted), len(sorted_keys) - 1)
         found = (sorted_keys[where] == wanted) & (conversation[children] >= 0)
         target = steady[key_order[where]]
-        found &= (run[target] == run[children]) & same_key(target, children)
         anomalies["split_link_missing"] = int(np.count_nonzero(~found))
         kids, parents = children[found], target[found]
         parent[kids] = parents
@@ -607,19 +616,45 @@ def _settled_reasons(*, tcp: np.ndarray, half_open: np.ndarray, ab_flags: np.nda
     return pa.DictionaryArray.from_arrays(codes, reasons).cast(pa.string())
 
 
+def _dense_pairs(values: tuple[np.ndarray, np.ndarray], wanted: tuple[np.ndarray, np.ndarray]
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs of int64 as one int64 each, equal pairs equal and ordered like the pairs:
+    `values` and `wanted` ranked together."""
+    ranks = []
+    for ours, theirs in zip(values, wanted, strict=True):
+        _, inverse = np.unique(np.concatenate([ours, theirs]), return_inverse=True)
+        ranks.append(inverse.astype(np.int64))
+    width = int(ranks[1].max()) + 1
+    combined = ranks[0] * width + ranks[1]
+    return combined[:len(values[0])], combined[len(values[0]):]
+
+
+class LinkCycle(UsageError):
+    """Late sessions follow each other in a loop: no fragment of theirs leads to a root.
+    `stuck` are their rows in the table chained."""
+
+    def __init__(self, stuck: np.ndarray, example: str, count: int) -> None:
+        super().__init__(f"fragment links form a cycle (session {example} among {count}): "
+                         "late sessions follow each other in a loop")
+        self.stuck = stuck
+
+
 def _roots(parent: np.ndarray, session_id: pa.ChunkedArray) -> np.ndarray:
-    """Each fragment's chain root, by pointer jumping; a cycle in the links is an input error."""
+    """Each fragment's chain root, by pointer jumping; a cycle in the links is an input error.
+    (A cycle whose length is a power of two jumps to a fixed point of its own sessions:
+    what is told is whether each one's root is a session that follows none.)"""
     n = len(parent)
     root = np.where(parent >= 0, parent, np.arange(n))
     for _ in range(max(8, int(np.log2(max(n, 2))) + 3)):
         jumped = root[root]
         if np.array_equal(jumped, root):
-            return root
+            break
         root = jumped
-    stuck = np.flatnonzero(root[root] != root)
-    example = session_id.combine_chunks()[int(stuck[0])].as_py()
-    raise ForensicsError(f"fragment links form a cycle (session {example} among "
-                         f"{len(stuck)}): late sessions follow each other in a loop")
+    stuck = np.flatnonzero(parent[root] >= 0)
+    if len(stuck):
+        example = session_id.combine_chunks()[int(stuck[0])].as_py()
+        raise LinkCycle(stuck, str(example), len(stuck))
+    return root
 
 
 def _refuse_duplicates(sessions: pa.Table, rank: np.ndarray, runs: list[Run]) -> None:

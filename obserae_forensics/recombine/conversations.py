@@ -18,7 +18,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ from ..tables.layout import (
 )
 from ..tables.parquet import read_parquet, write_parquet
 from .chain import FRAGMENTS_SCHEMA, RECOMBINED_SCHEMA, chain_sessions
-from .partitioned import BUCKET_SESSIONS, RowsByPosition, recombine_partitioned
+from .partitioned import RowsByPosition, recombine_partitioned
 from .report import build_report, render_json, render_markdown, write_timeline
 from .runs import Run, empty_sessions, order_runs, read_sessions
 
@@ -97,34 +98,58 @@ def recombine_tables(run_dirs: Sequence[Path]) -> RecombineResult:
 
 def recombine_runs(
     run_dirs: Sequence[Path], out_dir: Path, *, force: bool = False,
-    bucket_sessions: int = BUCKET_SESSIONS,
+    bucket_sessions: int | None = None,
 ) -> RecombineResult:
     """Recombine the runs and write the tables, the report and the timeline into `out_dir`,
     `bucket_sessions` sessions chained at a time (partitioned.py): the tables are those
-    `recombine_tables` builds, byte for byte, and never held whole."""
+    `recombine_tables` builds, byte for byte, and never held whole (its work files lie in
+    a hidden directory in `out_dir` while it runs). `bucket_sessions` None: the default."""
     out_dir = Path(out_dir)
     check_out_dir(out_dir, force=force)
     runs = order_runs([Path(p) for p in run_dirs])
-    out_dir.mkdir(parents=True, exist_ok=True)
     files = {name: out_dir / name for name in RECOMBINE_FILES}
     staged: dict[str, Path] = {}
-    try:
-        for name in (RECOMBINED_FILE, FRAGMENTS_FILE):  # written in place, renamed when whole
-            handle, temporary = tempfile.mkstemp(prefix=f".{name}.", dir=out_dir)
-            os.close(handle)
-            staged[name] = Path(temporary)
-        report = recombine_partitioned(runs, out_dir, staged[RECOMBINED_FILE],
-                                       staged[FRAGMENTS_FILE], bucket_sessions=bucket_sessions)
-        check_out_dir(out_dir, force=force)  # again: time has passed
-        for name, path in staged.items():
-            os.replace(path, files[name])
-    finally:
-        for path in staged.values():
-            if path.exists():
-                path.unlink()
-    result = RecombineResult(runs, None, report)
-    _write_report(result, out_dir, files)
+    with made_directory(out_dir):
+        try:
+            for name in (RECOMBINED_FILE, FRAGMENTS_FILE):  # written aside, renamed when whole
+                handle, temporary = tempfile.mkstemp(prefix=f".{name}.", dir=out_dir)
+                os.close(handle)
+                staged[name] = Path(temporary)
+            report = recombine_partitioned(runs, out_dir, staged[RECOMBINED_FILE],
+                                           staged[FRAGMENTS_FILE],
+                                           bucket_sessions=bucket_sessions)
+            check_out_dir(out_dir, force=force)  # again: time has passed
+            for name, path in staged.items():
+                os.replace(path, files[name])
+        finally:
+            for path in staged.values():
+                if path.exists():
+                    path.unlink()
+        result = RecombineResult(runs, None, report)
+        _write_report(result, out_dir, files)
     return result
+
+
+@contextmanager
+def made_directory(path: Path) -> Iterator[Path]:
+    """`path` made (with its missing parents) for the block; on an error, the directories
+    it made are removed again if they are empty: a refused run leaves nothing behind."""
+    path = Path(path)
+    made: list[Path] = []
+    for directory in [path, *path.parents]:
+        if directory.exists():
+            break
+        made.append(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        yield path
+    except BaseException:
+        for directory in made:  # deepest first
+            try:
+                directory.rmdir()
+            except OSError:
+                break
+        raise
 
 
 def check_out_dir(out_dir: Path, *, force: bool = False) -> None:
@@ -271,6 +296,7 @@ __all__ = [
     "conversation_sessions",
     "find_fragments",
     "load_fragments",
+    "made_directory",
     "move_recombined",
     "recombine_runs",
     "recombine_tables",

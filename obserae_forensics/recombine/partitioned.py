@@ -42,6 +42,7 @@ from .chain import (
     FRAGMENTS_SCHEMA,
     PORTED_PROTOCOLS,
     RECOMBINED_SCHEMA,
+    LinkCycle,
     RunsContext,
     chain_sessions,
 )
@@ -56,12 +57,24 @@ MERGE_ROWS = 1 << 18  # conversations put in order at a time
 
 
 MAX_BUCKETS = 512  # files open at once while routing and merging (ulimit -n is often 1024)
+ROW = "_row"  # each session's place in the runs' tables, read one after the other
 
 
-def bucket_count(sessions: int, bucket_sessions: int = BUCKET_SESSIONS) -> int:
+def bucket_count(sessions: int, bucket_sessions: int | None = None) -> int:
     """Buckets of about `bucket_sessions` sessions; past MAX_BUCKETS (134 M sessions at the
-    default), larger ones."""
-    return min(MAX_BUCKETS, max(1, math.ceil(sessions / max(bucket_sessions, 1))))
+    default), or half the files the process may open, larger ones."""
+    wanted = math.ceil(sessions / max(bucket_sessions or BUCKET_SESSIONS, 1))
+    return max(1, min(wanted, MAX_BUCKETS, (_open_files() - 64) // 2))
+
+
+def _open_files() -> int:
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, ValueError, OSError):
+        return 1024
+    return 1 << 20 if soft == resource.RLIM_INFINITY else int(soft)
 
 
 def _route(table: pa.Table, buckets: int) -> tuple[pa.Table, np.ndarray]:
@@ -82,13 +95,16 @@ class Partitioned:
         reduced: list[pa.Table] = []
         hashes: list[np.ndarray] = []
         self.sessions = 0
-        for run in runs:
-            for batch in session_batches(run, READ_ROWS):
-                reduced.append(RunsContext.reduce(batch))
-                hashes.append(text_hashes(batch.column("session_id")))
-                self.sessions += batch.num_rows
-                writer.write(batch)
-        self.files = writer.close()
+        try:
+            for run in runs:
+                for batch in session_batches(run, READ_ROWS):
+                    reduced.append(RunsContext.reduce(batch))
+                    hashes.append(text_hashes(batch.column("session_id")))
+                    rows = np.arange(self.sessions, self.sessions + batch.num_rows)
+                    self.sessions += batch.num_rows
+                    writer.write(batch.append_column(ROW, pa.array(rows, pa.int64())))
+        finally:
+            self.files = writer.close()  # (its files open: none left, even on an error)
         self.context = RunsContext.from_reduced(reduced, len(runs))
         _refuse_duplicates(runs, np.concatenate(hashes) if hashes else np.zeros(0, np.uint64))
 
@@ -210,11 +226,19 @@ def chain_buckets(parts: Partitioned, scratch: Path, conversations_path: Path,
     counts: list[np.ndarray] = []
     results: list[tuple[Path, Path]] = []
     unfollowed: list[pa.Array] = []
+    cycles: list[tuple[int, str, int]] = []  # (first row, its session, how many) per bucket
     for number, path in enumerate(parts.files):
         with pa.OSFile(str(path)) as source:
             sessions = pa.ipc.open_file(source).read_all()
         path.unlink()
-        chains = chain_sessions(sessions, parts.runs, parts.context)
+        try:
+            chains = chain_sessions(sessions, parts.runs, parts.context)
+        except LinkCycle as cycle:  # said for all buckets at once, as for the whole table
+            rows = sessions.column(ROW).to_numpy()[cycle.stuck]
+            earliest = int(np.argmin(rows))
+            cycles.append((int(rows[earliest]), str(sessions.column("session_id")[
+                int(cycle.stuck[earliest])].as_py()), len(rows)))
+            continue
         del sessions
         for name, value in chains.anomalies.items():
             anomalies[name] += value
@@ -231,6 +255,10 @@ def chain_buckets(parts: Partitioned, scratch: Path, conversations_path: Path,
                         _scratch(scratch / f"fragments-{number:04d}.arrow", chains.fragments)))
         del chains, conversations
         release_memory()
+    if cycles:
+        _, example, _ = min(cycles)
+        raise LinkCycle(np.zeros(0, dtype=np.int64), example,
+                        sum(count for _, _, count in cycles))
     moved = parts.existing(pa.concat_arrays(unfollowed) if unfollowed else
                            pa.array([], pa.string()))
     anomalies["late_follows_missing"] -= moved  # they name a session, of another key
@@ -335,15 +363,22 @@ class RowsByPosition:
         self.starts = np.cumsum([0, *sizes])
 
     def take(self, rows: np.ndarray) -> pa.Table:
+        """The rows, in the order given; one row group held at a time."""
         rows = np.asarray(rows, dtype=np.int64)
         group_of = np.searchsorted(self.starts, rows, side="right") - 1
         groups = np.unique(group_of)
-        if len(groups) == 0:
+        parts = []
+        for group in groups.tolist():
+            mine = group_of == group
+            parts.append(self.file.read_row_group(group).take(
+                pa.array(rows[mine] - self.starts[group])))
+        if not parts:
             return self.file.schema_arrow.empty_table()
-        read = pa.concat_tables([self.file.read_row_group(int(g)) for g in groups])
-        held_starts = np.cumsum(self.sizes[groups]) - self.sizes[groups]
-        local = rows - self.starts[group_of] + held_starts[np.searchsorted(groups, group_of)]
-        return read.take(pa.array(local))
+        taken = pa.concat_tables(parts)  # by row group: back into the order given
+        by_group = np.argsort(group_of, kind="stable")
+        place = np.empty(len(rows), dtype=np.int64)
+        place[by_group] = np.arange(len(rows))
+        return taken.take(pa.array(place))
 
     def where(self, column: str, values: pa.Array) -> np.ndarray:
         """Positions of the rows whose `column` is one of `values`, a batch at a time."""
@@ -374,9 +409,17 @@ def _file_source(conversations_path: Path, fragments_path: Path, *, sessions: in
 
 def recombine_partitioned(runs: list[Run], scratch_parent: Path, conversations_path: Path,
                           fragments_path: Path, *,
-                          bucket_sessions: int = BUCKET_SESSIONS) -> dict:
+                          bucket_sessions: int | None = None) -> dict:
     """Chain the runs a bucket at a time into the two tables; return the report."""
-    total = sum(session_rows(run) for run in runs)
+    total = 0
+    for index, run in enumerate(runs):
+        try:
+            total += session_rows(run)
+        except UsageError:  # an earlier run's error first, as they are read in order
+            for earlier in runs[:index]:
+                for _ in session_batches(earlier, READ_ROWS):
+                    pass
+            raise
     scratch = Path(tempfile.mkdtemp(prefix=".recombine.", suffix=".scratch",
                                     dir=scratch_parent))
     try:

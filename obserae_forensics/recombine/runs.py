@@ -206,15 +206,36 @@ def read_sessions(run: Run) -> pa.Table:
 
 def session_batches(run: Run, rows: int) -> Iterator[pa.Table]:
     """The run's sessions as `read_sessions` gives them, `rows` at a time: a run of a day
-    is hundreds of millions of sessions, which `recombine --out` never holds at once."""
+    is hundreds of millions of sessions, which `recombine --out` never holds at once. A
+    table read_sessions refuses is refused with its words, whichever batch shows it."""
     path = run.path / SESSIONS_FILE
     _check_sessions(path, read_parquet_schema(path))
     for batch in iter_parquet(path, rows):
         table = pa.Table.from_batches([batch])
-        for name in _non_null(table.schema):
-            if table.column(name).null_count:  # counted over the whole file, as read_sessions
-                _check_sessions(path, read_parquet(path, columns=[name]))
-        yield _normalized(path, table, run)
+        try:
+            if any(table.column(name).null_count for name in _non_null(table.schema)):
+                raise UsageError(f"{path}: nulls")  # (the verdict words it)
+            normalized = _normalized(path, table, run)
+        except UsageError:
+            _verdict(path, rows)
+            raise
+        yield normalized
+
+
+def _verdict(path: Path, rows: int) -> None:
+    """Raise what read_sessions raises for the whole table (nulls counted over all of it
+    before any type is cast, columns in order), a column at a time."""
+    schema = read_parquet_schema(path)
+    for name in _non_null(schema):
+        nulls = sum(batch.column(0).null_count
+                    for batch in iter_parquet(path, rows, columns=[name]))
+        if nulls:
+            raise UsageError(f"{path}: column {name} has {nulls} null value(s); the sessions "
+                             "table written by sessionize has none")
+    for name, kind in _SESSION_TYPES.items():
+        if name in schema.names:
+            for batch in iter_parquet(path, rows, columns=[name]):
+                _cast(path, name, batch.column(0), kind)
 
 
 def session_rows(run: Run) -> int:
@@ -240,17 +261,21 @@ def _normalized(path: Path, table: pa.Table, run: Run) -> pa.Table:
     columns: dict[str, pa.ChunkedArray | pa.Array] = {}
     for name, kind in _SESSION_TYPES.items():
         if name in table.column_names:
-            column = table.column(name)
-            if pa.types.is_dictionary(column.type):
-                column = column.cast(column.type.value_type)
-            try:
-                columns[name] = column.cast(kind)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-                raise UsageError(f"{path}: column {name} ({column.type}) is not {kind}") from exc
+            columns[name] = _cast(path, name, table.column(name), kind)
         else:
             columns[name] = _default_column(name, table, n)
     columns["run_index"] = pa.array(np.full(n, run.index, dtype=np.uint32))
     return pa.table(columns)
+
+
+def _cast(path: Path, name: str, column: pa.ChunkedArray | pa.Array, kind: pa.DataType
+          ) -> pa.ChunkedArray | pa.Array:
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
+    try:
+        return column.cast(kind)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise UsageError(f"{path}: column {name} ({column.type}) is not {kind}") from exc
 
 
 def _default_column(name: str, table: pa.Table, n: int) -> pa.Array | pa.ChunkedArray:

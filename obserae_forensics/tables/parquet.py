@@ -194,11 +194,24 @@ def read_parquet(path: Path, *, columns: Sequence[str] | None = None,
         raise _unreadable(path, exc) from exc
 
 
+def _open(path: Path) -> pq.ParquetFile:
+    """The file's footer, or the error read_parquet gives for it (its words, not
+    ParquetFile's)."""
+    try:
+        return pq.ParquetFile(path, page_checksum_verification=PAGE_CHECKSUMS)
+    except _UNREADABLE as exc:
+        try:
+            pq.read_table(path, columns=[])
+        except _UNREADABLE as again:
+            raise _unreadable(path, again) from exc
+        raise _unreadable(path, exc) from exc
+
+
 def iter_parquet(path: Path, rows: int, *,
                  columns: Sequence[str] | None = None) -> Iterator[pa.RecordBatch]:
     """The table `rows` at a time, its pages checked as read_parquet checks them."""
+    file = _open(path)
     try:
-        file = pq.ParquetFile(path, page_checksum_verification=PAGE_CHECKSUMS)
         yield from file.iter_batches(batch_size=rows,
                                      columns=list(columns) if columns else None)
     except _UNREADABLE as exc:
@@ -207,10 +220,7 @@ def iter_parquet(path: Path, rows: int, *,
 
 def parquet_rows(path: Path) -> int:
     """A table's row count, from its footer alone."""
-    try:
-        return int(pq.ParquetFile(path).metadata.num_rows)
-    except _UNREADABLE as exc:
-        raise _unreadable(path, exc) from exc
+    return int(_open(path).metadata.num_rows)
 
 
 def read_parquet_schema(path: Path) -> pa.Schema:

@@ -124,7 +124,7 @@ def test_a_session_in_two_runs_is_refused_before_anything_is_written(
     with pytest.raises(UsageError, match="session s7 appears 2 times") as parts:
         recombine_runs([first, second], tmp_path / "out", bucket_sessions=2)
     assert str(parts.value) == str(whole.value)
-    assert list((tmp_path / "out").iterdir()) == []  # nothing staged, no scratch
+    assert not (tmp_path / "out").exists()  # made for the run, removed with its scratch
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
@@ -171,3 +171,87 @@ def test_buckets_are_bounded_in_number() -> None:
     assert partitioned.bucket_count(partitioned.BUCKET_SESSIONS) == 1
     assert partitioned.bucket_count(partitioned.BUCKET_SESSIONS + 1) == 2
     assert partitioned.bucket_count(10**12) == partitioned.MAX_BUCKETS
+
+
+def refusals(tmp_path: Path, runs: list[Path], **patch: int) -> tuple[str, str]:
+    """(recombine_tables' error, recombine_runs' with small batches and buckets)."""
+    with pytest.raises(UsageError) as whole:
+        recombine_tables(runs)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        for name, value in patch.items():
+            monkeypatch.setattr(partitioned, name, value)
+        with pytest.raises(UsageError) as parts:
+            recombine_runs(runs, tmp_path / "out", bucket_sessions=2)
+    assert not (tmp_path / "out").exists()
+    return str(whole.value), str(parts.value)
+
+
+def test_an_edited_table_is_refused_in_the_same_words_whatever_batch_shows_it(
+        tmp_path: Path) -> None:
+    """Found by review: a null in a later batch was reported as missing columns; a bad
+    value before it, or a damaged second run, took precedence where reading the whole
+    table reports the null, or the first run's error."""
+    rows = [session(f"s{i:02d}", i, i + 1, a=(f"10.0.{i}.1", 9)) for i in range(12)]
+    run = write_run(tmp_path / "run", rows)
+    table = pq.read_table(run / "sessions.parquet")
+    ip_b = table.column("ip_b").to_pylist()
+    ip_b[9] = None
+    split = table.column("split").cast(pa.int64()).to_pylist()
+    split[1] = -1  # not a uint32: a cast error in the first batch
+    edited = table.set_column(table.schema.get_field_index("ip_b"), "ip_b",
+                              pa.array(ip_b, pa.string()))
+    edited = edited.set_column(edited.schema.get_field_index("split"), "split",
+                               pa.array(split, pa.int64()))
+    pq.write_table(edited, run / "sessions.parquet")
+    whole, parts = refusals(tmp_path, [run], READ_ROWS=4)
+    assert whole == parts and "column ip_b has 1 null value(s)" in whole
+    # a damaged later run is told after the first run's own error
+    later = write_run(tmp_path / "later", [session("z", 9000, 9001)])
+    (later / "sessions.parquet").write_bytes(b"not parquet at all")
+    whole, parts = refusals(tmp_path, [run, later], READ_ROWS=4)
+    assert whole == parts and "ip_b" in whole
+    whole, parts = refusals(tmp_path, [later])
+    assert whole == parts and "unreadable Parquet" in whole
+
+
+@pytest.mark.parametrize("length", [2, 3, 4])
+def test_late_sessions_in_a_loop_are_refused(tmp_path: Path, length: int) -> None:
+    """Late sessions following each other round: refused, in the same words from buckets.
+    A loop of 2 or 4 (a power of two) went unseen before: pointer jumping settles on a
+    fixed point of its own sessions, each then taken for a conversation's first."""
+    rows = [session(f"k{i}", 100 + i, 101 + i, a=(f"10.5.{i}.1", 7)) for i in range(30)]
+    for key in range(3):  # a loop on each of three keys
+        a = (f"10.7.{key}.1", 80)
+        names = [f"loop{key}-{i}" for i in range(length)]
+        rows += [session(name, 10 + i, 11 + i, a=a, late=True,
+                         follows=names[(i + 1) % length]) for i, name in enumerate(names)]
+    run = write_run(tmp_path / "run", rows)
+    whole, parts = refusals(tmp_path, [run])
+    assert whole == parts
+    assert f"among {3 * length}" in whole and "follow each other in a loop" in whole
+
+
+def test_a_conversation_id_two_keys_share_links_within_its_key(tmp_path: Path) -> None:
+    """Found by review: an edited table giving two keys one conversation_id linked a
+    fragment to the other key's session, or not at all, depending on what else a bucket
+    held; the link is looked for in its own key (and run) now, whatever the table."""
+    x, y = {"a": ("10.0.0.1", 1)}, {"a": ("10.0.0.2", 2)}
+    rows = [session("X0", 0, 899, close="hard_timeout", **y, conversation="X0"),
+            session("X0b", 0, 899, close="hard_timeout", **x, conversation="X0"),
+            session("X1", 900, 950, split=1, conversation="X0", **x)]
+    run = write_run(tmp_path / "run", rows)
+    whole = recombine_tables([run])
+    (joined,) = [c for c in whole.conversations.to_pylist() if "X1" in c["session_ids"]]
+    assert joined["session_ids"] == ["X0b", "X1"] and joined["split_reasons"] == [
+        "hard_timeout"]
+    assert whole.report["refused_links"]["split_link_missing"] == 0
+    for k in (1, 2):
+        written = write_recombined(whole, tmp_path / f"whole{k}", force=True)
+        recombine_runs([run], tmp_path / f"parts{k}", bucket_sessions=k)
+        assert outputs(tmp_path / f"parts{k}") == outputs(tmp_path / f"whole{k}"), written
+
+
+def test_buckets_stay_within_the_files_a_process_may_open(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(partitioned, "_open_files", lambda: 100)
+    assert partitioned.bucket_count(10**9, 1) == 18
