@@ -54,6 +54,7 @@ READ_ROWS = 1 << 17  # sessions read, and routed, at a time
 SCRATCH_ROWS = 1 << 14  # rows per record batch of a bucket's results: what a merge holds
 OUTPUT_ROWS = 1 << 20  # rows per row group of the outputs, pyarrow's default (write_parquet)
 MERGE_ROWS = 1 << 18  # conversations put in order at a time
+SCRATCH_COMPRESSION = "lz4"  # the work files: 2.3x smaller, and no slower (5.19 M sessions)
 
 
 MAX_BUCKETS = 512  # files open at once while routing and merging (ulimit -n is often 1024)
@@ -91,7 +92,8 @@ class Partitioned:
     def __init__(self, runs: list[Run], scratch: Path, buckets: int) -> None:
         self.runs = runs
         self.buckets = buckets
-        writer = BucketedWriter(scratch / "sessions", buckets, _route)
+        writer = BucketedWriter(scratch / "sessions", buckets, _route,
+                                compression=SCRATCH_COMPRESSION)
         reduced: list[pa.Table] = []
         hashes: list[np.ndarray] = []
         self.sessions = 0
@@ -300,7 +302,7 @@ def _numpy_time(column: pa.ChunkedArray) -> np.ndarray:
 
 
 def _scratch(path: Path, table: pa.Table) -> Path:
-    writer = ScratchWriter(path, table.schema)
+    writer = ScratchWriter(path, table.schema, compression=SCRATCH_COMPRESSION)
     for batch in table.to_batches(max_chunksize=SCRATCH_ROWS):
         writer.write(pa.Table.from_batches([batch], schema=table.schema))
     writer.close()

@@ -34,12 +34,14 @@ SCRATCH_BUFFER_BYTES = 1 << 16
 class ScratchWriter:
     """Arrow IPC file for data this run writes once and reads back once: no encoding cost."""
 
-    def __init__(self, path: Path, schema: pa.Schema) -> None:
+    def __init__(self, path: Path, schema: pa.Schema, *, compression: str | None = None
+                 ) -> None:
         self.path = path
         self.schema = schema
         self._file = pa.OSFile(str(path), "wb")
         self._sink = pa.BufferedOutputStream(self._file, SCRATCH_BUFFER_BYTES)
-        self._writer = pa.ipc.new_file(self._sink, schema)
+        self._writer = pa.ipc.new_file(self._sink, schema, options=pa.ipc.IpcWriteOptions(
+            compression=compression))
         self.rows = 0
 
     def write(self, table: pa.Table) -> None:
@@ -77,8 +79,9 @@ class BucketedWriter:
 
     def __init__(self, directory: Path, buckets: int,
                  route: Callable[..., tuple[pa.Table, np.ndarray]],
-                 *, executor: Executor | None = None) -> None:
+                 *, executor: Executor | None = None, compression: str | None = None) -> None:
         self.directory = directory
+        self.compression = compression
         self.buckets = buckets
         self._route_rows = route
         self._executor = executor
@@ -104,7 +107,8 @@ class BucketedWriter:
             if writer is None:
                 self.directory.mkdir(parents=True, exist_ok=True)
                 writer = self._writers[number] = ScratchWriter(
-                    self.directory / f"bucket-{number:04d}.arrow", rows.schema)
+                    self.directory / f"bucket-{number:04d}.arrow", rows.schema,
+                    compression=self.compression)
             writer.write(rows.slice(start, int(counts[number])))
             start += int(counts[number])
 
