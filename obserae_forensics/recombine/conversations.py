@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -236,10 +235,9 @@ def _named(source: RecombineResult | Path | Sequence[Path],
     wanted = pa.array(sorted(set(ids)), pa.string())
     if isinstance(source, RecombineResult) and source.held is None:
         rows = RowsByPosition(source.files[FRAGMENTS_FILE])
-        matched = rows.take(np.union1d(rows.where("session_id", wanted),
-                                       rows.where("conversation_id", wanted)))
+        matched = rows.take(rows.where(wanted, "session_id", "conversation_id"))
         conversations = pc.unique(matched.column("conversation_id"))
-        return matched, rows.take(rows.where("conversation_id", conversations))
+        return matched, rows.take(rows.where(conversations, "conversation_id"))
     fragments = load_fragments(source)
     matched = fragments.filter(pc.or_(
         pc.is_in(fragments.column("session_id"), value_set=wanted),

@@ -382,13 +382,17 @@ class RowsByPosition:
         place[by_group] = np.arange(len(rows))
         return taken.take(pa.array(place))
 
-    def where(self, column: str, values: pa.Array) -> np.ndarray:
-        """Positions of the rows whose `column` is one of `values`, a batch at a time."""
+    def where(self, values: pa.Array, *columns: str) -> np.ndarray:
+        """Positions of the rows where any of `columns` is one of `values`, in one pass
+        over those columns, a batch at a time."""
         found: list[np.ndarray] = []
         at = 0
-        for batch in iter_parquet(self.path, READ_ROWS, columns=[column]):
-            hit = pc.is_in(batch.column(0), value_set=values)
-            found.append(at + np.flatnonzero(np.asarray(hit.to_numpy(zero_copy_only=False))))
+        for batch in iter_parquet(self.path, READ_ROWS, columns=list(columns)):
+            hit = np.zeros(batch.num_rows, dtype=bool)
+            for column in batch.columns:
+                hit |= np.asarray(pc.is_in(column, value_set=values).to_numpy(
+                    zero_copy_only=False), dtype=bool)
+            found.append(at + np.flatnonzero(hit))
             at += batch.num_rows
         return np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
 
@@ -401,7 +405,7 @@ def _file_source(conversations_path: Path, fragments_path: Path, *, sessions: in
     return Source(
         column=lambda name: read_parquet(conversations_path, columns=[name]).column(name),
         take=conversations.take,
-        fragments_of=lambda ids: fragments.take(fragments.where("conversation_id", ids)),
+        fragments_of=lambda ids: fragments.take(fragments.where(ids, "conversation_id")),
         conversations=int(conversations.file.metadata.num_rows),
         sessions=sessions,
         exporter_windows=windows,
