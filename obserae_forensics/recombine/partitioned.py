@@ -14,10 +14,13 @@ order (first_seen, exporter, conversation_id) restricted to it, so the global or
 merge that reads every bucket's results front to back; it is computed from those three
 keys alone (about 40 bytes a conversation, with the report's columns the part of memory
 that still grows with the runs), and the rows are gathered a row group at a time. What a
-bucket cannot know is settled after: a session id appearing twice in different keys (the
-same capture in two runs is caught before any chaining), and whether a late session's
+bucket cannot know is settled over all of them: a session id appearing twice (the same
+capture in two runs is refused before any chaining), whether a late session's
 `follows_session_id` that its bucket lacks names a session of another key
-(late_follows_other_key) or none at all (late_follows_missing).
+(late_follows_other_key) or none at all (late_follows_missing), and which session a loop
+of late sessions is named by (the first in the runs' tables, as the whole table names it;
+each session carries its place there, ROW). The errors an edited table gets are the whole
+table's too (runs.session_batches).
 """
 
 from __future__ import annotations
@@ -55,8 +58,6 @@ SCRATCH_ROWS = 1 << 14  # rows per record batch of a bucket's results: what a me
 OUTPUT_ROWS = 1 << 20  # rows per row group of the outputs, pyarrow's default (write_parquet)
 MERGE_ROWS = 1 << 18  # conversations put in order at a time
 SCRATCH_COMPRESSION = "lz4"  # the work files: 2.3x smaller, and no slower (5.19 M sessions)
-
-
 MAX_BUCKETS = 512  # files open at once while routing and merging (ulimit -n is often 1024)
 ROW = "_row"  # each session's place in the runs' tables, read one after the other
 
