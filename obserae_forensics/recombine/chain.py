@@ -631,7 +631,7 @@ def _dense_pairs(values: tuple[np.ndarray, np.ndarray], wanted: tuple[np.ndarray
 
 class LinkCycle(UsageError):
     """Late sessions follow each other in a loop: no fragment of theirs leads to a root.
-    `stuck` are their rows in the table chained."""
+    `stuck` are their rows in the sessions chained (the runs' tables one after the other)."""
 
     def __init__(self, stuck: np.ndarray, example: str, count: int) -> None:
         super().__init__(f"fragment links form a cycle (session {example} among {count}): "

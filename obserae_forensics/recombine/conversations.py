@@ -133,7 +133,7 @@ def recombine_runs(
 def made_directory(path: Path) -> Iterator[Path]:
     """`path` made (with its missing parents) for the block; on an error, the directories
     it made are removed again if they are empty: a refused run leaves nothing behind."""
-    path = Path(path)
+    path = Path(path).resolve()  # (x/../y makes no x)
     made: list[Path] = []
     for directory in [path, *path.parents]:
         if directory.exists():

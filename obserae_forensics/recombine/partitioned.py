@@ -229,7 +229,7 @@ def chain_buckets(parts: Partitioned, scratch: Path, conversations_path: Path,
     counts: list[np.ndarray] = []
     results: list[tuple[Path, Path]] = []
     unfollowed: list[pa.Array] = []
-    cycles: list[tuple[int, str, int]] = []  # (first row, its session, how many) per bucket
+    cycles: list[tuple[np.ndarray, str]] = []  # per bucket: the stuck rows, the first's id
     for number, path in enumerate(parts.files):
         with pa.OSFile(str(path)) as source:
             sessions = pa.ipc.open_file(source).read_all()
@@ -239,10 +239,12 @@ def chain_buckets(parts: Partitioned, scratch: Path, conversations_path: Path,
         except LinkCycle as cycle:  # said for all buckets at once, as for the whole table
             rows = sessions.column(ROW).to_numpy()[cycle.stuck]
             earliest = int(np.argmin(rows))
-            cycles.append((int(rows[earliest]), str(sessions.column("session_id")[
-                int(cycle.stuck[earliest])].as_py()), len(rows)))
+            cycles.append((rows, str(sessions.column("session_id")[
+                int(cycle.stuck[earliest])].as_py())))
             continue
         del sessions
+        if cycles:  # the run is refused: the other buckets are chained only to count
+            continue
         for name, value in chains.anomalies.items():
             anomalies[name] += value
         unfollowed.append(chains.unfollowed)
@@ -259,9 +261,9 @@ def chain_buckets(parts: Partitioned, scratch: Path, conversations_path: Path,
         del chains, conversations
         release_memory()
     if cycles:
-        _, example, _ = min(cycles)
-        raise LinkCycle(np.zeros(0, dtype=np.int64), example,
-                        sum(count for _, _, count in cycles))
+        _, example = min(cycles, key=lambda cycle: int(cycle[0].min()))
+        stuck = np.sort(np.concatenate([rows for rows, _ in cycles]))
+        raise LinkCycle(stuck, example, len(stuck))
     moved = parts.existing(pa.concat_arrays(unfollowed) if unfollowed else
                            pa.array([], pa.string()))
     anomalies["late_follows_missing"] -= moved  # they name a session, of another key

@@ -209,7 +209,11 @@ def session_batches(run: Run, rows: int) -> Iterator[pa.Table]:
     is hundreds of millions of sessions, which `recombine --out` never holds at once. A
     table read_sessions refuses is refused with its words, whichever batch shows it."""
     path = run.path / SESSIONS_FILE
-    _check_sessions(path, read_parquet_schema(path))
+    try:
+        _check_sessions(path, read_parquet_schema(path))
+    except UsageError:
+        _readable(path, rows)
+        raise
     for batch in iter_parquet(path, rows):
         table = pa.Table.from_batches([batch])
         try:
@@ -223,8 +227,9 @@ def session_batches(run: Run, rows: int) -> Iterator[pa.Table]:
 
 
 def _verdict(path: Path, rows: int) -> None:
-    """Raise what read_sessions raises for the whole table (nulls counted over all of it
-    before any type is cast, columns in order), a column at a time."""
+    """Raise what read_sessions raises for the whole table (a damaged page first, then nulls
+    counted over all of it before any type is cast, columns in order), a column at a time."""
+    _readable(path, rows)
     schema = read_parquet_schema(path)
     for name in _non_null(schema):
         nulls = sum(batch.column(0).null_count
@@ -266,6 +271,13 @@ def _normalized(path: Path, table: pa.Table, run: Run) -> pa.Table:
             columns[name] = _default_column(name, table, n)
     columns["run_index"] = pa.array(np.full(n, run.index, dtype=np.uint32))
     return pa.table(columns)
+
+
+def _readable(path: Path, rows: int) -> None:
+    """Read every page (each checked): a damaged one is what reading the whole table says
+    before anything about its columns."""
+    for _ in iter_parquet(path, rows):
+        pass
 
 
 def _cast(path: Path, name: str, column: pa.ChunkedArray | pa.Array, kind: pa.DataType

@@ -212,6 +212,16 @@ def test_an_edited_table_is_refused_in_the_same_words_whatever_batch_shows_it(
     assert whole == parts and "ip_b" in whole
     whole, parts = refusals(tmp_path, [later])
     assert whole == parts and "unreadable Parquet" in whole
+    # a damaged page anywhere is what reading the whole table says first (found by review)
+    pq.write_table(edited, run / "sessions.parquet", row_group_size=4,
+                   write_page_checksum=True)
+    meta = pq.ParquetFile(run / "sessions.parquet").metadata
+    chunk = meta.row_group(2).column(edited.schema.get_field_index("opened_at"))
+    damaged = bytearray((run / "sessions.parquet").read_bytes())
+    damaged[chunk.data_page_offset + chunk.total_compressed_size - 2] ^= 0xFF
+    (run / "sessions.parquet").write_bytes(bytes(damaged))
+    whole, parts = refusals(tmp_path, [run], READ_ROWS=4)
+    assert whole == parts and "unreadable Parquet" in whole
 
 
 @pytest.mark.parametrize("length", [2, 3, 4])
