@@ -28,8 +28,11 @@ from __future__ import annotations
 import math
 import shutil
 import tempfile
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -45,6 +48,7 @@ from .chain import (
     FRAGMENTS_SCHEMA,
     PORTED_PROTOCOLS,
     RECOMBINED_SCHEMA,
+    Chains,
     LinkCycle,
     RunsContext,
     chain_sessions,
@@ -58,6 +62,7 @@ SCRATCH_ROWS = 1 << 14  # rows per record batch of a bucket's results: what a me
 OUTPUT_ROWS = 1 << 20  # rows per row group of the outputs, pyarrow's default (write_parquet)
 MERGE_ROWS = 1 << 18  # conversations put in order at a time
 SCRATCH_COMPRESSION = "lz4"  # the work files: 2.3x smaller, and no slower (5.19 M sessions)
+CHAIN_WORKERS = 2  # buckets chained at once
 MAX_BUCKETS = 512  # files open at once while routing and merging (ulimit -n is often 1024)
 ROW = "_row"  # each session's place in the runs' tables, read one after the other
 
@@ -230,19 +235,10 @@ def chain_buckets(parts: Partitioned, scratch: Path, conversations_path: Path,
     results: list[tuple[Path, Path]] = []
     unfollowed: list[pa.Array] = []
     cycles: list[tuple[np.ndarray, str]] = []  # per bucket: the stuck rows, the first's id
-    for number, path in enumerate(parts.files):
-        with pa.OSFile(str(path)) as source:
-            sessions = pa.ipc.open_file(source).read_all()
-        path.unlink()
-        try:
-            chains = chain_sessions(sessions, parts.runs, parts.context)
-        except LinkCycle as cycle:  # said for all buckets at once, as for the whole table
-            rows = sessions.column(ROW).to_numpy()[cycle.stuck]
-            earliest = int(np.argmin(rows))
-            cycles.append((rows, str(sessions.column("session_id")[
-                int(cycle.stuck[earliest])].as_py())))
+    for number, chains in enumerate(_chained(parts)):
+        if isinstance(chains, tuple):  # said for all buckets at once, as for the whole table
+            cycles.append(chains)
             continue
-        del sessions
         if cycles:  # the run is refused: the other buckets are chained only to count
             continue
         for name, value in chains.anomalies.items():
@@ -260,6 +256,7 @@ def chain_buckets(parts: Partitioned, scratch: Path, conversations_path: Path,
                         _scratch(scratch / f"fragments-{number:04d}.arrow", chains.fragments)))
         del chains, conversations
         release_memory()
+    release_memory()  # (what the workers' heaps kept)
     if cycles:
         _, example = min(cycles, key=lambda cycle: int(cycle[0].min()))
         stuck = np.sort(np.concatenate([rows for rows, _ in cycles]))
@@ -293,11 +290,59 @@ def chain_buckets(parts: Partitioned, scratch: Path, conversations_path: Path,
                         windows=parts.context.windows(), anomalies=anomalies)
 
 
+def _chained(parts: Partitioned) -> Iterator[Chains | tuple[np.ndarray, str]]:
+    """Each bucket's chains, in bucket order, CHAIN_WORKERS buckets chained at once (numpy
+    and Arrow leave the interpreter while they sort and take: two cores, both busy), and
+    no more in hand than that and the one given out."""
+    with ThreadPoolExecutor(max_workers=CHAIN_WORKERS) as pool:
+        pending: deque[Future[Chains | tuple[np.ndarray, str]]] = deque()
+        for path in parts.files:
+            pending.append(pool.submit(_chain_bucket, parts, path))
+            if len(pending) >= CHAIN_WORKERS:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def _chain_bucket(parts: Partitioned, path: Path) -> Chains | tuple[np.ndarray, str]:
+    """One bucket's chains, or its loop of late sessions: (their rows in the runs' tables,
+    the first one's session id)."""
+    with pa.OSFile(str(path)) as source:
+        sessions = pa.ipc.open_file(source).read_all()
+    path.unlink()
+    try:
+        return chain_sessions(sessions, parts.runs, parts.context)
+    except LinkCycle as cycle:
+        rows = sessions.column(ROW).to_numpy()[cycle.stuck]
+        earliest = int(np.argmin(rows))
+        return rows, str(sessions.column("session_id")[int(cycle.stuck[earliest])].as_py())
+    finally:
+        del sessions
+        release_memory()
+
+
 def release_memory() -> None:
-    """Hand what Arrow's allocator keeps for reuse back to the system between phases: a
+    """Hand what the allocators keep for reuse back to the system between phases: a
     bucket's chaining peaks at several hundred MB, which the next phase need not find
-    still counted against the process."""
+    still counted against the process. Arrow's pool, and the C library's heaps, where
+    numpy's arrays live (glibc keeps freed memory in each thread's arena)."""
     pa.default_memory_pool().release_unused()
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _libc() -> Any:
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim  # noqa: B018 (glibc only)
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+_LIBC = _libc()
 
 
 def _numpy_time(column: pa.ChunkedArray) -> np.ndarray:

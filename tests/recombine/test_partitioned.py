@@ -76,14 +76,17 @@ def outputs(directory: Path) -> dict[str, bytes]:
 
 @settings(max_examples=30, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(runs_of_sessions(), st.integers(1, 8), st.integers(1, 5), st.integers(1, 4))
+@given(runs_of_sessions(), st.integers(1, 8), st.integers(1, 5), st.integers(1, 4),
+       st.integers(1, 3))
 def test_buckets_write_the_tables_chaining_everything_writes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runs: list[list[dict[str, Any]]],
-    bucket_sessions: int, merge_rows: int, scratch_rows: int,
+    bucket_sessions: int, merge_rows: int, scratch_rows: int, workers: int,
 ) -> None:
-    """Byte for byte, whatever the buckets, the merge's chunks and the scratch batches."""
+    """Byte for byte, whatever the buckets, the merge's chunks, the scratch batches and
+    the buckets chained at once."""
     monkeypatch.setattr(partitioned, "MERGE_ROWS", merge_rows)
     monkeypatch.setattr(partitioned, "SCRATCH_ROWS", scratch_rows)
+    monkeypatch.setattr(partitioned, "CHAIN_WORKERS", workers)
     case = tmp_path / f"case{bucket_sessions}-{merge_rows}-{scratch_rows}-{id(runs)}"
     dirs = write_runs(case, runs)
     whole = write_recombined(recombine_tables(dirs), case / "whole")
