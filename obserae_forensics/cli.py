@@ -339,7 +339,8 @@ def recombine_command(
     force: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
 ) -> None:
     """Find and recombine split sessions; report, find fragments, export them as one."""
-    from .recombine import check_out_dir, made_directory, pcap_flows_path, recombine_runs
+    from .recombine import check_out_dir, pcap_flows_path, recombine_runs
+    from .tables.parquet import made_directory
 
     incomplete = False  # a capture export that could not read back every datagram
     try:

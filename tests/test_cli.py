@@ -653,7 +653,7 @@ def test_a_changed_capture_stops_recombine_before_any_output(tmp_path: Path) -> 
     assert result.exit_code == 1, result.output
     assert "SHA-256 differs" in result.stderr
     assert not any((tmp_path / name).exists() for name in ("rec", "f.csv", "x.pcap"))
-    # the tables were written, into a staging directory beside --out, and are gone
+    # the tables were written, into a staging directory in --out, and are gone with it
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 

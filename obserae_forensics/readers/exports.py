@@ -748,7 +748,7 @@ class ExportDecoder:
 
     def template(self, template_id: int) -> Template | None:
         """The template in force for `template_id` in the current transport session, else
-        the one the exporter defined last from another port (see _Stream.templates)."""
+        the one the exporter defined last from another port (scope.TemplateScope.port_of)."""
         stream = self._stream
         datagram = self._datagram
         assert stream is not None and datagram is not None
@@ -1169,7 +1169,7 @@ class ExportSets(NamedTuple):
     span: tuple[int, int]  # where the message lies in its datagram
     # where the set of each definition begins: a data set before it was read with the
     # definition in force before the message (the decoder walks the sets in order)
-    defined_at: tuple[int, ...] = ()
+    defined_at: tuple[int, ...]
 
     def defined_after(self, template_id: int, at: int) -> bool:
         """Whether the message defines `template_id`, first after `at`."""

@@ -1,6 +1,6 @@
-"""v9/IPFIX templates: the cache keyed by (exporter, domain, version, template id, port), the
-compiled record plans that turn many records into FLOW_SCHEMA columns at once, and the
-buffer for data that arrives before its template.
+"""v9/IPFIX templates: their layouts, the compiled record plans that turn many records into
+FLOW_SCHEMA columns at once, and the buffer for data that arrives before its template
+(which definition a data set reads is scope.py's).
 
 NetFlow v9 (RFC 3954 §5.2-§6) and IPFIX (RFC 7011 §3.4) describe each data record by a
 template sent earlier (or later) in the same stream; v5 is modelled here as one built-in
@@ -8,9 +8,10 @@ template so that every version shares the column code. The surprising things:
 
 * a template id is only unique per (exporter, observation domain) and transport session
   (the exporter's UDP port: two exporting processes on one address), and a new definition for
-  a known id replaces the old one at that point of the capture. The cache keeps one current
-  `Template` per key; data already queued keeps a reference to the version it was read with,
-  so the layout in force at that point wins (RFC 7011 §8.4, RFC 3954 §7);
+  a known id replaces the old one at that point of the capture. scope.TemplateScope keeps
+  the current `Template` per (transport, id) of each stream; data already queued keeps a
+  reference to the version it was read with, so the layout in force at that point wins
+  (RFC 7011 §8.4, RFC 3954 §7);
 * data sets whose template has not arrived yet are kept (bounded, see PENDING_LIMIT_BYTES)
   and decoded when it does; whatever is left at the end is counted as `no_template` per
   (exporter, domain, template id), in data sets because records cannot be counted without

@@ -5,12 +5,15 @@ Public API (the CLI's `recombine` command is a thin layer over these):
 - `recombine_runs(run_dirs, out_dir, *, force=False) -> RecombineResult`: read the runs, chain
   fragments a bucket of keys at a time (partitioned.py: never every session at once), write
   sessions_recombined.parquet, recombined_fragments.parquet, report.md, report.json and
-  timeline.png; the result reads its tables from those files, a column or a conversation
-  at a time; `move_recombined(result, out_dir)` moves them (the CLI writes into a staging
-  directory and moves them once the exports succeeded);
+  timeline.png; finding fragments and the exports read those files a column or a row
+  group at a time (the result's `conversations` and `fragments` read a whole file each
+  time they are asked); `move_recombined(result, out_dir)` moves them (the CLI writes into
+  a staging directory and moves them once the exports succeeded);
 - `recombine_tables(run_dirs) -> RecombineResult`: the same tables in memory, no files
-  (`write_recombined(result, out_dir)` writes them);
+  (`write_recombined(result, out_dir)` writes them); what the functions below do when given
+  run directories instead of a result;
 - `find_fragments(source, session_id) -> DataFrame`: "Find Session Fragments" from any fragment;
+  `split_conversation_ids(result)`: the conversations of more than one fragment;
 - `export_flows(source, ids, path) -> int` and `export_pcap(source, ids, path) -> PcapExport`:
   every flow record, or every original export datagram, behind the named conversations.
 """
@@ -24,7 +27,6 @@ from .conversations import (
     conversation_sessions,
     find_fragments,
     load_fragments,
-    made_directory,
     move_recombined,
     recombine_runs,
     recombine_tables,
@@ -47,7 +49,6 @@ __all__ = [
     "find_fragments",
     "human_seconds",
     "load_fragments",
-    "made_directory",
     "move_recombined",
     "nice_above",
     "pcap_flows_path",

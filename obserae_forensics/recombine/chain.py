@@ -55,6 +55,8 @@ FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
 IDLE_NAMES = ("tcp_established", "tcp_half_open", "udp", "icmp", "other")
 # link reasons: why a fragment is not part of the one before it (index = code, 0 = root)
 LINK_REASONS = ("", "hard_timeout", "evicted", "late", "run_boundary", "split")
+# links the tables asked for and chaining refused, by kind (the report's refused_links)
+ANOMALIES = ("late_follows_missing", "late_follows_other_key", "split_link_missing")
 CUT_REASONS = ("hard_timeout", "evicted")
 
 # "nice" hard_timeout values, seconds: what a person would type into the setting
@@ -254,8 +256,7 @@ def chain_sessions(sessions: pa.Table, runs: list[Run],
     concatenated), or, given the `context` of all of them, those of a part holding whole
     keys (exporter, protocol, endpoint pair): no chain crosses keys."""
     n = sessions.num_rows
-    anomalies = {"late_follows_missing": 0, "late_follows_other_key": 0,
-                 "split_link_missing": 0}
+    anomalies = dict.fromkeys(ANOMALIES, 0)
     if n == 0:
         return Chains(RECOMBINED_SCHEMA.empty_table(), FRAGMENTS_SCHEMA.empty_table(),
                       context.windows() if context is not None else {}, anomalies)
@@ -355,11 +356,10 @@ def chain_sessions(sessions: pa.Table, runs: list[Run],
         new_key[_group_starts([exporter[order], protocol[order], low[order], high[order]])] = True
         key_group = np.empty(n, dtype=np.int64)
         key_group[order] = np.cumsum(new_key)
-        link = _dense_pairs(
+        keys, wanted = _dense_pairs(
             ((conversation[steady] << 32) | split[steady], (key_group[steady] << 16) | run[steady]),
             ((conversation[children] << 32) | (split[children] - 1),
              (key_group[children] << 16) | run[children]))
-        keys, wanted = link
         key_order = np.argsort(keys, kind="stable")
         sorted_keys = keys[key_order]
         where = np.minimum(np.searchsorted(sorted_keys, wanted), len(sorted_keys) - 1)
@@ -631,7 +631,9 @@ def _dense_pairs(values: tuple[np.ndarray, np.ndarray], wanted: tuple[np.ndarray
 
 class LinkCycle(UsageError):
     """Late sessions follow each other in a loop: no fragment of theirs leads to a root.
-    `stuck` are their rows in the sessions chained (the runs' tables one after the other)."""
+    `stuck` are their rows in the sessions chained: the whole table's (the runs' tables one
+    after the other), a bucket's when chain_sessions raises it for one; partitioned.py
+    raises it again with the whole table's rows."""
 
     def __init__(self, stuck: np.ndarray, example: str, count: int) -> None:
         super().__init__(f"fragment links form a cycle (session {example} among {count}): "
@@ -664,9 +666,13 @@ def _refuse_duplicates(sessions: pa.Table, rank: np.ndarray, runs: list[Run]) ->
     where = np.flatnonzero(rank == duplicate)
     run_index = sessions.column("run_index").to_numpy()
     in_runs = sorted({str(runs[int(run_index[i])].path) for i in where})
-    session = sessions.column("session_id")[int(where[0])].as_py()
-    raise UsageError(f"session {session} appears {len(where)} times (in {', '.join(in_runs)}): "
-                     "the runs overlap; recombine runs over distinct, consecutive captures")
+    raise overlap(sessions.column("session_id")[int(where[0])].as_py(), len(where), in_runs)
+
+
+def overlap(session: str, count: int, in_runs: list[str]) -> UsageError:
+    """The error of a session seen `count` times, in the runs `in_runs` (sorted)."""
+    return UsageError(f"session {session} appears {count} times (in {', '.join(in_runs)}): "
+                      "the runs overlap; recombine runs over distinct, consecutive captures")
 
 
 def _offsets(lengths: np.ndarray) -> pa.Array:

@@ -2,10 +2,11 @@
 
 A data set is read with the template its exporter defined last (RFC 7011 §8: of its
 transport session; the decoder falls back to the exporter's latest from another port, see
-readers/exports.py), and a record's sampling rate, or its times, may come from options
-data sent long before it. `recombine --export-pcap` writes a conversation's datagrams;
-without the datagrams that defined their templates and carried the options data in force,
-the file does not decode on its own, or decodes to other values.
+readers/scope.py, whose rules this search keeps with the same class), and a record's
+sampling rate, or its times, may come from options data sent long before it.
+`recombine --export-pcap` writes a conversation's datagrams; without the datagrams that
+defined their templates and carried the options data in force, the file does not decode
+on its own, or decodes to other values.
 
 The surprising thing: a run's decoder keeps templates and options across its capture
 files, and evidence is rotated (`tcpdump -G/-C`, a collector's files by the minute), so

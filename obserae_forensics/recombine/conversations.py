@@ -16,10 +16,8 @@ as they were (closed sessions are never modified); recombination is a view over 
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +35,7 @@ from ..tables.layout import (
     REPORT_MD,
     TIMELINE_PNG,
 )
-from ..tables.parquet import read_parquet, write_parquet
+from ..tables.parquet import made_directory, read_parquet, write_parquet
 from .chain import FRAGMENTS_SCHEMA, RECOMBINED_SCHEMA, chain_sessions
 from .partitioned import RowsByPosition, recombine_partitioned
 from .report import build_report, render_json, render_markdown, write_timeline
@@ -129,28 +127,6 @@ def recombine_runs(
     return result
 
 
-@contextmanager
-def made_directory(path: Path) -> Iterator[Path]:
-    """`path` made (with its missing parents) for the block; on an error, the directories
-    it made are removed again if they are empty: a refused run leaves nothing behind."""
-    path = Path(path).resolve()  # (x/../y makes no x)
-    made: list[Path] = []
-    for directory in [path, *path.parents]:
-        if directory.exists():
-            break
-        made.append(directory)
-    path.mkdir(parents=True, exist_ok=True)
-    try:
-        yield path
-    except BaseException:
-        for directory in made:  # deepest first
-            try:
-                directory.rmdir()
-            except OSError:
-                break
-        raise
-
-
 def check_out_dir(out_dir: Path, *, force: bool = False) -> None:
     """Refuse an `out_dir` that is a file, or that holds a recombine output without `force`:
     before the work, so that a refusal costs nothing."""
@@ -190,14 +166,14 @@ def _write_report(result: RecombineResult, out_dir: Path,
 
 def move_recombined(result: RecombineResult, out_dir: Path, *,
                     force: bool = False) -> RecombineResult:
-    """Move what `recombine_runs` wrote into `out_dir`, a file at a time (each move a
-    rename: the staging directory lies beside it)."""
+    """Move what `recombine_runs` wrote into `out_dir`, a file at a time: a rename each,
+    the staging directory lying in `out_dir` (the CLI's) or on its filesystem."""
     out_dir = Path(out_dir)
     check_out_dir(out_dir, force=force)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {name: out_dir / name for name in RECOMBINE_FILES}
     for name, path in files.items():
-        shutil.move(result.files[name], path)
+        os.replace(result.files[name], path)
     result.out_dir = out_dir
     result.files = files
     return result
@@ -294,7 +270,6 @@ __all__ = [
     "conversation_sessions",
     "find_fragments",
     "load_fragments",
-    "made_directory",
     "move_recombined",
     "recombine_runs",
     "recombine_tables",

@@ -43,8 +43,9 @@ from ..errors import UsageError
 from ..ids import endpoint_pair_hashes, text_hashes
 from ..tables.layout import SESSIONS_FILE
 from ..tables.parquet import PAGE_CHECKSUMS, iter_parquet, read_parquet
-from ..tables.partitioned import BucketedWriter, ScratchWriter
+from ..tables.partitioned import BucketedWriter, ScratchWriter, read_scratch
 from .chain import (
+    ANOMALIES,
     FRAGMENTS_SCHEMA,
     PORTED_PROTOCOLS,
     RECOMBINED_SCHEMA,
@@ -52,6 +53,7 @@ from .chain import (
     LinkCycle,
     RunsContext,
     chain_sessions,
+    overlap,
 )
 from .report import Source, build_report
 from .runs import Run, session_batches, session_rows
@@ -162,9 +164,7 @@ def _refuse_duplicates(runs: Sequence[Run], hashes: np.ndarray) -> None:
         return  # hashes alike, texts not
     session = min(twice.to_pylist())
     where = np.flatnonzero(np.asarray(pc.equal(ids, session).to_numpy(zero_copy_only=False)))
-    in_runs = sorted({str(runs[int(where_run[i])].path) for i in where})
-    raise UsageError(f"session {session} appears {len(where)} times (in {', '.join(in_runs)}): "
-                     "the runs overlap; recombine runs over distinct, consecutive captures")
+    raise overlap(session, len(where), sorted({str(runs[int(where_run[i])].path) for i in where}))
 
 
 class _Rows:
@@ -226,8 +226,7 @@ class _RowGroups:
 def chain_buckets(parts: Partitioned, scratch: Path, conversations_path: Path,
                   fragments_path: Path) -> Source:
     """Chain every bucket, then write both tables in the global order; the report's source."""
-    anomalies = {"late_follows_missing": 0, "late_follows_other_key": 0,
-                 "split_link_missing": 0}
+    anomalies = dict.fromkeys(ANOMALIES, 0)
     first: list[np.ndarray] = []
     exporter: list[np.ndarray] = []
     ids: list[pa.Array] = []
@@ -307,8 +306,7 @@ def _chained(parts: Partitioned) -> Iterator[Chains | tuple[np.ndarray, str]]:
 def _chain_bucket(parts: Partitioned, path: Path) -> Chains | tuple[np.ndarray, str]:
     """One bucket's chains, or its loop of late sessions: (their rows in the runs' tables,
     the first one's session id)."""
-    with pa.OSFile(str(path)) as source:
-        sessions = pa.ipc.open_file(source).read_all()
+    sessions = read_scratch(path)
     path.unlink()
     try:
         return chain_sessions(sessions, parts.runs, parts.context)
@@ -454,7 +452,7 @@ def _file_source(conversations_path: Path, fragments_path: Path, *, sessions: in
         column=lambda name: read_parquet(conversations_path, columns=[name]).column(name),
         take=conversations.take,
         fragments_of=lambda ids: fragments.take(fragments.where(ids, "conversation_id")),
-        conversations=int(conversations.file.metadata.num_rows),
+        conversation_count=int(conversations.file.metadata.num_rows),
         sessions=sessions,
         exporter_windows=windows,
         anomalies=anomalies,
@@ -463,7 +461,7 @@ def _file_source(conversations_path: Path, fragments_path: Path, *, sessions: in
 
 def recombine_partitioned(runs: list[Run], scratch_parent: Path, conversations_path: Path,
                           fragments_path: Path, *,
-                          bucket_sessions: int | None = None) -> dict:
+                          bucket_sessions: int | None = None) -> dict[str, Any]:
     """Chain the runs a bucket at a time into the two tables; return the report."""
     total = 0
     for index, run in enumerate(runs):

@@ -77,7 +77,7 @@ class Source:
     column: Callable[[str], pa.ChunkedArray | pa.Array]  # a whole conversations column
     take: Callable[[np.ndarray], pa.Table]  # conversations rows by position
     fragments_of: Callable[[pa.Array], pa.Table]  # the fragments of these conversations
-    conversations: int
+    conversation_count: int
     sessions: int
     exporter_windows: dict[str, tuple[int, int]]
     anomalies: dict[str, int]
@@ -90,25 +90,25 @@ class Source:
             take=lambda rows: conversations.take(pa.array(rows, pa.int64())),
             fragments_of=lambda ids: fragments.filter(
                 pc.is_in(fragments.column("conversation_id"), value_set=ids)),
-            conversations=conversations.num_rows,
+            conversation_count=conversations.num_rows,
             sessions=fragments.num_rows,
             exporter_windows=chains.exporter_windows,
             anomalies=chains.anomalies,
         )
 
 
-def build_report(runs: list[Run], chains: Chains | Source) -> dict[str, Any]:
+def build_report(runs: list[Run], found: Chains | Source) -> dict[str, Any]:
     """The whole report as plain data (what report.json holds)."""
-    conversations = chains if isinstance(chains, Source) else Source.of(chains)
-    n = conversations.conversations
-    count = np.asarray(conversations.column("fragment_count").to_numpy(), dtype=np.int64)
-    duration = np.asarray(conversations.column("duration_s").to_numpy(), dtype=np.float64)
+    source = found if isinstance(found, Source) else Source.of(found)
+    n = source.conversation_count
+    count = np.asarray(source.column("fragment_count").to_numpy(), dtype=np.int64)
+    duration = np.asarray(source.column("duration_s").to_numpy(), dtype=np.float64)
     split = count > 1
-    head_cut = _bools(conversations, "head_cut")
-    tail_cut = _bools(conversations, "tail_cut")
+    head_cut = _bools(source, "head_cut")
+    tail_cut = _bools(source, "tail_cut")
 
     by_reason: dict[str, int] = {}
-    reasons = conversations.column("split_reasons")
+    reasons = source.column("split_reasons")
     flat = pc.list_flatten(reasons)
     parent = pc.list_parent_indices(reasons)
     for name in LINK_REASONS[1:]:
@@ -121,33 +121,33 @@ def build_report(runs: list[Run], chains: Chains | Source) -> dict[str, Any]:
         "runs": [run.describe() for run in runs],
         "window": {
             exporter: {"start": iso_us(first), "end": iso_us(last)}
-            for exporter, (first, last) in sorted(conversations.exporter_windows.items())
+            for exporter, (first, last) in sorted(source.exporter_windows.items())
         },
         "counts": {
-            "sessions": conversations.sessions,
+            "sessions": source.sessions,
             "conversations": n,
             "split_conversations": int(np.count_nonzero(split)),
             "fragments_of_split_conversations": int(count[split].sum()),
-            "complete": int(np.count_nonzero(_bools(conversations, "complete"))),
+            "complete": int(np.count_nonzero(_bools(source, "complete"))),
             "head_cut": int(np.count_nonzero(head_cut)),
             "tail_cut": int(np.count_nonzero(tail_cut)),
-            "state_inferred": int(np.count_nonzero(_bools(conversations, "state_inferred"))),
+            "state_inferred": int(np.count_nonzero(_bools(source, "state_inferred"))),
             "orientation_conflicts": int(pc.sum(pc.list_value_length(
-                conversations.column("orientation_conflicts"))).as_py() or 0),
+                source.column("orientation_conflicts"))).as_py() or 0),
         },
         "split_by_reason": by_reason,
-        "refused_links": dict(conversations.anomalies),
+        "refused_links": dict(source.anomalies),
     }
-    total_bytes = (np.asarray(conversations.column("ab_bytes").to_numpy(), dtype=np.float64)
-                   + np.asarray(conversations.column("ba_bytes").to_numpy(), dtype=np.float64))
+    total_bytes = (np.asarray(source.column("ab_bytes").to_numpy(), dtype=np.float64)
+                   + np.asarray(source.column("ba_bytes").to_numpy(), dtype=np.float64))
     split_rows = np.flatnonzero(split)
     largest = split_rows[np.lexsort((split_rows, -total_bytes[split_rows]))][:TOP_CONVERSATIONS]
     longest = split_rows[np.lexsort((split_rows, -duration[split_rows]))][:TOP_CONVERSATIONS]
     shown = list(dict.fromkeys([*largest.tolist(), *longest.tolist()]))
-    summaries = _summaries(conversations, shown)
+    summaries = _summaries(source, shown)
     report["largest"] = [summaries[i] for i in largest.tolist()]
     report["longest"] = [summaries[i] for i in longest.tolist()]
-    report["outside_window"] = _outside_window(conversations, head_cut, tail_cut)
+    report["outside_window"] = _outside_window(source, head_cut, tail_cut)
     report["durations"] = _durations(duration, runs)
     return report
 
@@ -156,13 +156,13 @@ def _bools(source: Source, name: str) -> np.ndarray:
     return np.asarray(source.column(name).to_numpy(zero_copy_only=False), dtype=bool)
 
 
-def _summaries(conversations: Source, rows: list[int]) -> dict[int, dict[str, Any]]:
+def _summaries(source: Source, rows: list[int]) -> dict[int, dict[str, Any]]:
     """One entry per shown conversation, with its fragment timeline."""
     if not rows:
         return {}
-    picked = _rows_us(conversations.take(np.array(rows, dtype=np.int64)))
+    picked = _rows_us(source.take(np.array(rows, dtype=np.int64)))
     ids = pa.array([row["conversation_id"] for row in picked], pa.string())
-    timeline_rows = _rows_us(conversations.fragments_of(ids))
+    timeline_rows = _rows_us(source.fragments_of(ids))
     by_conversation: dict[str, list[dict[str, Any]]] = {}
     for fragment in timeline_rows:
         by_conversation.setdefault(fragment["conversation_id"], []).append(fragment)
@@ -225,7 +225,7 @@ def _rows_us(table: pa.Table) -> list[dict[str, Any]]:
     return rows
 
 
-def _outside_window(conversations: Source, head_cut: np.ndarray,
+def _outside_window(source: Source, head_cut: np.ndarray,
                     tail_cut: np.ndarray) -> dict[str, Any]:
     columns = ["conversation_id", "exporter", "protocol", "protocol_number", "client_ip",
                "client_port", "server_ip", "server_port", "first_seen", "last_seen",
@@ -235,8 +235,8 @@ def _outside_window(conversations: Source, head_cut: np.ndarray,
     for name, mask in (("head_cut", head_cut), ("tail_cut", tail_cut)):
         rows = np.flatnonzero(mask)[:LISTED_CUTS]
         entries = []
-        for row in _rows_us(conversations.take(rows).select(columns)):
-            start_us, end_us = conversations.exporter_windows[row["exporter"]]
+        for row in _rows_us(source.take(rows).select(columns)):
+            start_us, end_us = source.exporter_windows[row["exporter"]]
             ported = row["protocol_number"] in (6, 17, 132, 136)
             entry = {
                 "conversation_id": row["conversation_id"],

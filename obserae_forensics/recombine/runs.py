@@ -216,9 +216,9 @@ def session_batches(run: Run, rows: int) -> Iterator[pa.Table]:
         raise
     for batch in iter_parquet(path, rows):
         table = pa.Table.from_batches([batch])
+        if any(table.column(name).null_count for name in _non_null(table.schema)):
+            _verdict(path, rows)  # raises: the nulls, or a damaged page before them
         try:
-            if any(table.column(name).null_count for name in _non_null(table.schema)):
-                raise UsageError(f"{path}: nulls")  # (the verdict words it)
             normalized = _normalized(path, table, run)
         except UsageError:
             _verdict(path, rows)
@@ -226,7 +226,7 @@ def session_batches(run: Run, rows: int) -> Iterator[pa.Table]:
         yield normalized
 
 
-def _verdict(path: Path, rows: int) -> None:
+def _verdict(path: Path, rows: int) -> None:  # (the whole table's)
     """Raise what read_sessions raises for the whole table (a damaged page first, then nulls
     counted over all of it before any type is cast, columns in order), a column at a time."""
     _readable(path, rows)

@@ -334,3 +334,25 @@ def staged_directory(out: Path, *, force: bool) -> Iterator[Path]:
         shutil.rmtree(retired, ignore_errors=True)
     else:
         os.replace(staging, out)
+
+
+@contextmanager
+def made_directory(path: Path) -> Iterator[Path]:
+    """`path` made (with its missing parents) for the block; on an error, the directories
+    it made are removed again if they are empty: a refused run leaves nothing behind."""
+    path = Path(path).resolve()  # (x/../y makes no x)
+    made: list[Path] = []
+    for directory in [path, *path.parents]:
+        if directory.exists():
+            break
+        made.append(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        yield path
+    except BaseException:
+        for directory in made:  # deepest first
+            try:
+                directory.rmdir()
+            except OSError:
+                break
+        raise

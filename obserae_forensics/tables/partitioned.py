@@ -10,7 +10,8 @@ The route (for consolidation: matching.Consolidation.rows, a hash that is the sa
 every machine and under every PYTHONHASHSEED) decides what is kept of each row and its
 bucket, so buckets, and with them the output, never depend on anything but the input.
 Scratch files are Arrow IPC: what goes in is fixed-width numbers and a few texts, written
-and read back as memory copies.
+and read back as memory copies (recombine compresses its own with LZ4: its rows are whole
+sessions, and a day of them is tens of GB of disk uncompressed).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ SCRATCH_BUFFER_BYTES = 1 << 16
 
 
 class ScratchWriter:
-    """Arrow IPC file for data this run writes once and reads back once: no encoding cost."""
+    """Arrow IPC file for data this run writes once and reads back once: no encoding cost,
+    and no compression unless asked (`compression`: "lz4" or "zstd", per record batch)."""
 
     def __init__(self, path: Path, schema: pa.Schema, *, compression: str | None = None
                  ) -> None:
