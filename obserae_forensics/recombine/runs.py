@@ -226,7 +226,7 @@ def session_batches(run: Run, rows: int) -> Iterator[pa.Table]:
         yield normalized
 
 
-def _verdict(path: Path, rows: int) -> None:  # (the whole table's)
+def _verdict(path: Path, rows: int) -> None:
     """Raise what read_sessions raises for the whole table (a damaged page first, then nulls
     counted over all of it before any type is cast, columns in order), a column at a time."""
     _readable(path, rows)
