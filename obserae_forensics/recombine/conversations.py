@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -203,12 +204,29 @@ def load_fragments(source: RecombineResult | Path | Sequence[Path]) -> pa.Table:
     return recombine_tables([Path(p) for p in source]).fragments
 
 
+@contextmanager
+def recombined(source: RecombineResult | Path | Sequence[Path]) -> Iterator[RecombineResult]:
+    """`source` itself, or its run directories recombined a bucket at a time into a
+    temporary directory (under TMPDIR) for the block: what the exports and "Find Session
+    Fragments" read, given runs, without holding every session."""
+    if isinstance(source, RecombineResult):
+        yield source
+        return
+    paths = [Path(source)] if isinstance(source, (str, Path)) else [Path(p) for p in source]
+    with tempfile.TemporaryDirectory(prefix=".recombine.", suffix=".partial") as directory:
+        yield recombine_runs(paths, Path(directory))
+
+
 def _named(source: RecombineResult | Path | Sequence[Path],
            ids: Sequence[str]) -> tuple[pa.Table, pa.Table]:
     """(the fragments `ids` name, as session or conversation ids; every fragment of their
-    conversations), in table order. A result `recombine_runs` wrote is searched a column
-    at a time, never read whole."""
+    conversations), in table order. What `recombine_runs` wrote, for a result of it or for
+    run directories, is searched a column at a time, never read whole."""
     wanted = pa.array(sorted(set(ids)), pa.string())
+    if not isinstance(source, RecombineResult) and not (
+            isinstance(source, (str, Path)) and (Path(source) / FRAGMENTS_FILE).is_file()):
+        with recombined(source) as result:
+            return _named(result, ids)
     if isinstance(source, RecombineResult) and source.held is None:
         rows = RowsByPosition(source.files[FRAGMENTS_FILE])
         matched = rows.take(rows.where(wanted, "session_id", "conversation_id"))
@@ -273,5 +291,6 @@ __all__ = [
     "move_recombined",
     "recombine_runs",
     "recombine_tables",
+    "recombined",
     "split_conversation_ids",
 ]

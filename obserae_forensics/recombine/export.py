@@ -48,7 +48,7 @@ from ..tables.layout import FLOWS_FILE
 from ..tables.manifest import sha256_file
 from ..tables.parquet import check_columns, read_parquet, read_parquet_schema, write_parquet
 from .context import differing, record_table, template_context
-from .conversations import RecombineResult, conversation_sessions, recombine_tables
+from .conversations import RecombineResult, conversation_sessions, recombined
 from .runs import Run, order_runs
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -116,10 +116,9 @@ def _runs_of(source: RecombineResult | Sequence[Path]) -> dict[str, Run]:
 def collect_flows(source: RecombineResult | Sequence[Path], ids: Sequence[str]) -> pa.Table:
     """Every flow row of the named conversations, with `conversation_id` and `run_index`,
     in time order (first_seen, then arrival order as the total tie breaker)."""
-    if not isinstance(source, RecombineResult):
-        source = recombine_tables([Path(p) for p in source])
-    fragments = conversation_sessions(source, ids)
-    runs = _runs_of(source)
+    with recombined(source) as result:  # run directories: a bucket of keys at a time
+        fragments = conversation_sessions(result, ids)
+        runs = _runs_of(result)
     parts: list[pa.Table] = []
     for run_dir in sorted(set(fragments.column("run_dir").to_pylist())):
         run = runs[run_dir]
