@@ -267,3 +267,23 @@ def test_buckets_stay_within_the_files_a_process_may_open(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(partitioned, "_open_files", lambda: 100)
     assert partitioned.bucket_count(10**9, 1) == 18
+
+
+def test_exports_given_run_directories_never_hold_every_session(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Given runs, the flows export and Find Session Fragments recombine them a bucket at a
+    time into a temporary directory, as the command does, not with recombine_tables."""
+    from obserae_forensics.recombine import conversations, export_flows, find_fragments
+
+    rows = [session("A", 0, 899, close="hard_timeout"),
+            session("A1", 900, 950, split=1, conversation="A")]
+    run = write_run(tmp_path / "run", rows)
+    expected = find_fragments(recombine_tables([run]), "A1")
+
+    def refused(*_: object) -> None:
+        raise AssertionError("recombine_tables holds every session")
+
+    monkeypatch.setattr(conversations, "recombine_tables", refused)
+    monkeypatch.setattr(partitioned, "BUCKET_SESSIONS", 1)
+    assert find_fragments([run], "A1").equals(expected)
+    assert export_flows([run], ["A"], tmp_path / "flows.csv") == 4  # one a direction
