@@ -42,7 +42,13 @@ import pyarrow.parquet as pq
 from ..errors import UsageError
 from ..ids import endpoint_pair_hashes, text_hashes
 from ..tables.layout import SESSIONS_FILE
-from ..tables.parquet import PAGE_CHECKSUMS, iter_parquet, read_parquet
+from ..tables.parquet import (
+    PAGE_CHECKSUMS,
+    WRITE_TABLE_ROWS,
+    RowGroupWriter,
+    iter_parquet,
+    read_parquet,
+)
 from ..tables.partitioned import BucketedWriter, ScratchWriter, read_scratch
 from .chain import (
     ANOMALIES,
@@ -61,7 +67,7 @@ from .runs import Run, session_batches, session_rows
 BUCKET_SESSIONS = 1 << 18  # sessions chained at once: ~0.5 GB at the peak
 READ_ROWS = 1 << 17  # sessions read, and routed, at a time
 SCRATCH_ROWS = 1 << 14  # rows per record batch of a bucket's results: what a merge holds
-OUTPUT_ROWS = 1 << 20  # rows per row group of the outputs, pyarrow's default (write_parquet)
+OUTPUT_ROWS = WRITE_TABLE_ROWS  # rows per row group of the outputs, as write_parquet has them
 MERGE_ROWS = 1 << 18  # conversations put in order at a time
 SCRATCH_COMPRESSION = "lz4"  # the work files: 2.3x smaller, and no slower (5.19 M sessions)
 CHAIN_WORKERS = 2  # buckets chained at once
@@ -195,32 +201,6 @@ class _Rows:
 
     def close(self) -> None:
         self._source.close()
-
-
-class _RowGroups:
-    """A Parquet file written as pq.write_table writes a whole table (write_parquet): rows
-    of fixed-size row groups, whatever the pieces handed in."""
-
-    def __init__(self, path: Path, schema: pa.Schema) -> None:
-        self._writer = pq.ParquetWriter(path, schema, write_page_checksum=PAGE_CHECKSUMS)
-        self._pending: list[pa.Table] = [schema.empty_table()]
-        self._rows = 0
-        self._groups = 0
-
-    def write(self, table: pa.Table) -> None:
-        self._pending.append(table)
-        self._rows += table.num_rows
-        while self._rows >= OUTPUT_ROWS:
-            merged = pa.concat_tables(self._pending)
-            self._writer.write_table(merged.slice(0, OUTPUT_ROWS).combine_chunks())
-            self._groups += 1
-            rest = merged.slice(OUTPUT_ROWS)
-            self._pending, self._rows = [rest], rest.num_rows
-
-    def close(self) -> None:
-        if self._rows or not self._groups:  # an empty table is one empty row group
-            self._writer.write_table(pa.concat_tables(self._pending).combine_chunks())
-        self._writer.close()
 
 
 def chain_buckets(parts: Partitioned, scratch: Path, conversations_path: Path,
@@ -360,7 +340,7 @@ def _merge(paths: list[Path], schema: pa.Schema, bucket: np.ndarray, order: np.n
     """Write the buckets' rows (`width` rows a conversation) in the global `order` of
     conversations; within a bucket it is the bucket's own, so every bucket's file is read
     front to back once."""
-    out = _RowGroups(out_path, schema)
+    out = RowGroupWriter(out_path, schema, row_group_rows=OUTPUT_ROWS)
     readers = [_Rows(path) for path in paths]
     try:
         for start in range(0, len(order), MERGE_ROWS):

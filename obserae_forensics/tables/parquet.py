@@ -236,6 +236,39 @@ def write_parquet(table: pa.Table, path: Path) -> None:
     pq.write_table(table, path, write_page_checksum=PAGE_CHECKSUMS)
 
 
+WRITE_TABLE_ROWS = 1 << 20  # the row groups pq.write_table makes (pyarrow's default)
+
+
+class RowGroupWriter:
+    """A Parquet file written as pq.write_table writes a whole table (write_parquet): rows
+    of `row_group_rows`-row groups, whatever the pieces handed in, so that a table written
+    in pieces (recombine's merge) is the same file byte for byte. A group is built whole
+    before it is written, as pq.write_table builds it."""
+
+    def __init__(self, path: Path, schema: pa.Schema, *,
+                 row_group_rows: int = WRITE_TABLE_ROWS) -> None:
+        self._writer = pq.ParquetWriter(path, schema, write_page_checksum=PAGE_CHECKSUMS)
+        self._group_rows = row_group_rows
+        self._pending: list[pa.Table] = [schema.empty_table()]
+        self._rows = 0
+        self._groups = 0
+
+    def write(self, table: pa.Table) -> None:
+        self._pending.append(table)
+        self._rows += table.num_rows
+        while self._rows >= self._group_rows:
+            merged = pa.concat_tables(self._pending)
+            self._writer.write_table(merged.slice(0, self._group_rows).combine_chunks())
+            self._groups += 1
+            rest = merged.slice(self._group_rows)
+            self._pending, self._rows = [rest], rest.num_rows
+
+    def close(self) -> None:
+        if self._rows or not self._groups:  # an empty table is one empty row group
+            self._writer.write_table(pa.concat_tables(self._pending).combine_chunks())
+        self._writer.close()
+
+
 def same_kind(found: pa.DataType, wanted: pa.DataType) -> bool:
     """Whether a column of type `found` may stand for `wanted` once cast: the same family
     (text, integer, time, float, bool, list), so an edited table's integer ids or text times

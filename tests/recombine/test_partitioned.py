@@ -20,6 +20,7 @@ from obserae_forensics.recombine import (
     write_recombined,
 )
 from obserae_forensics.tables.layout import RECOMBINE_FILES
+from obserae_forensics.tables.parquet import RowGroupWriter
 
 from .conftest import session, write_run
 
@@ -129,12 +130,10 @@ def test_a_session_in_two_runs_is_refused_before_anything_is_written(
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
-def test_row_groups_are_write_parquets_whatever_the_pieces(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_row_groups_are_write_parquets_whatever_the_pieces(tmp_path: Path) -> None:
     """The merged tables are written in the row groups pq.write_table gives a whole table."""
-    monkeypatch.setattr(partitioned, "OUTPUT_ROWS", 5)
     table = pa.table({"n": list(range(23)), "text": [f"t{i % 4}" for i in range(23)]})
-    writer = partitioned._RowGroups(tmp_path / "pieces.parquet", table.schema)
+    writer = RowGroupWriter(tmp_path / "pieces.parquet", table.schema, row_group_rows=5)
     for start, length in ((0, 3), (3, 1), (4, 9), (13, 0), (13, 10)):
         writer.write(table.slice(start, length))
     writer.close()
