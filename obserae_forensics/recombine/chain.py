@@ -164,9 +164,9 @@ class RunsContext:
         exporters = pc.take(exporters, pc.array_sort_indices(exporters))
         code = np.asarray(pc.index_in(table.column("exporter"), value_set=exporters)
                           .to_numpy(), dtype=np.int64)
-        run = _numpy(table.column("run_index"), "int64")
-        opened = _numpy(table.column("opened_at_min"), "int64")
-        last = _numpy(table.column("last_seen_at_max"), "int64")
+        run = numpy_of(table.column("run_index"), "int64")
+        opened = numpy_of(table.column("opened_at_min"), "int64")
+        last = numpy_of(table.column("last_seen_at_max"), "int64")
         count = len(exporters)
         first_us = np.full(count, np.iinfo(np.int64).max, dtype=np.int64)
         last_us = np.full(count, np.iinfo(np.int64).min, dtype=np.int64)
@@ -191,7 +191,7 @@ def nice_above(seconds: np.ndarray) -> np.ndarray:
     return np.where(beyond, days, out)
 
 
-def _numpy(column: pa.ChunkedArray | pa.Array, dtype: str) -> np.ndarray:
+def numpy_of(column: pa.ChunkedArray | pa.Array, dtype: str) -> np.ndarray:
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     if pa.types.is_timestamp(column.type):
@@ -269,16 +269,16 @@ def chain_sessions(sessions: pa.Table, runs: list[Run],
     if distinct != n:
         _refuse_duplicates(sessions, session_rank, runs)
 
-    run = _numpy(col("run_index"), "int64")
-    protocol = _numpy(col("protocol_number"), "int64")
-    split = _numpy(col("split"), "int64")
-    late = _numpy(col("late"), "bool")
-    opened = _numpy(col("opened_at"), "int64")
-    last = _numpy(col("last_seen_at"), "int64")
+    run = numpy_of(col("run_index"), "int64")
+    protocol = numpy_of(col("protocol_number"), "int64")
+    split = numpy_of(col("split"), "int64")
+    late = numpy_of(col("late"), "bool")
+    opened = numpy_of(col("opened_at"), "int64")
+    last = numpy_of(col("last_seen_at"), "int64")
     is_open = np.asarray(pc.is_null(col("closed_at")).to_numpy(zero_copy_only=False), dtype=bool)
-    ab_flags = _numpy(col("ab_flags"), "int64")
-    ba_flags = _numpy(col("ba_flags"), "int64")
-    ba_packets = _numpy(col("ba_packets"), "uint64")
+    ab_flags = numpy_of(col("ab_flags"), "int64")
+    ba_flags = numpy_of(col("ba_flags"), "int64")
+    ba_packets = numpy_of(col("ba_packets"), "uint64")
     hard = _flag(col("close_reason"), "hard_timeout")
     evicted = _flag(col("close_reason"), "evicted")
     half_open_state = _flag(col("state"), "half_open")
@@ -290,7 +290,7 @@ def chain_sessions(sessions: pa.Table, runs: list[Run],
     ported = np.isin(protocol, PORTED_PROTOCOLS)
 
     def endpoint(ip: np.ndarray, port_name: str) -> np.ndarray:
-        port = np.where(ported, _numpy(col(port_name), "int64"), 0)
+        port = np.where(ported, numpy_of(col(port_name), "int64"), 0)
         return (ip << 16) | port
 
     end_a = endpoint(ip_a, "port_a")
@@ -422,8 +422,8 @@ def chain_sessions(sessions: pa.Table, runs: list[Run],
     conflict = (client[rows] != client[root_rows]) | (server[rows] != server[root_rows])
 
     def oriented(name: str, swapped: str) -> np.ndarray:
-        own = _numpy(col(name), "uint64")[rows]
-        other = _numpy(col(swapped), "uint64")[rows]
+        own = numpy_of(col(name), "uint64")[rows]
+        other = numpy_of(col(swapped), "uint64")[rows]
         return np.where(flipped, other, own)
 
     ab_bytes_f = oriented("ab_bytes", "ba_bytes")
@@ -528,8 +528,8 @@ def chain_sessions(sessions: pa.Table, runs: list[Run],
         ba_bytes=np.add.reduceat(ba_bytes_f, starts),
         ab_packets=np.add.reduceat(ab_packets_f, starts),
         ba_packets=np.add.reduceat(ba_packets_f, starts),
-        flow_count=np.add.reduceat(_numpy(col("flow_count"), "uint64")[rows], starts),
-        late_records=np.add.reduceat(_numpy(col("late_records"), "uint64")[rows], starts),
+        flow_count=np.add.reduceat(numpy_of(col("flow_count"), "uint64")[rows], starts),
+        late_records=np.add.reduceat(numpy_of(col("late_records"), "uint64")[rows], starts),
         state=state, close_reason=close_reason, state_inferred=state_inferred,
         head_cut=head_cut, tail_cut=tail_cut,
         gaps=(gap_us[has_gap] / 1_000_000.0),

@@ -59,6 +59,7 @@ from .chain import (
     LinkCycle,
     RunsContext,
     chain_sessions,
+    numpy_of,
     overlap,
 )
 from .report import Source, build_report
@@ -224,7 +225,7 @@ def chain_buckets(parts: Partitioned, scratch: Path, conversations_path: Path,
             anomalies[name] += value
         unfollowed.append(chains.unfollowed)
         conversations = chains.conversations
-        first.append(_numpy_time(conversations.column("first_seen")))
+        first.append(numpy_of(conversations.column("first_seen"), "int64"))
         exporter.append(np.asarray(pc.index_in(conversations.column("exporter"),
                                                value_set=parts.context.exporters).to_numpy(),
                                    dtype=np.int32))
@@ -321,10 +322,6 @@ def _libc() -> Any:
 
 
 _LIBC = _libc()
-
-
-def _numpy_time(column: pa.ChunkedArray) -> np.ndarray:
-    return np.asarray(column.cast(pa.int64()).to_numpy(), dtype=np.int64)
 
 
 def _scratch(path: Path, table: pa.Table) -> Path:

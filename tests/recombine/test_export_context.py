@@ -217,12 +217,7 @@ def test_each_samplers_rate_is_exported(tmp_path: Path) -> None:
                    message(template(FLOW, with_sampler),
                            data(FLOW, record(1) + struct.pack(">I", 1),
                                 record(2) + struct.pack(">I", 2)), sequence=2))
-    run = sessionize(tmp_path, path)
-    wanted = session_of(run, 1)
-    assert [row["sampling_rate"] for row in flows_of(run, wanted)] == [100]
-    exported = export_pcap([run], [wanted], tmp_path / "conv.pcap")
-    assert (exported.template_datagrams, exported.checked_records,
-            exported.differing_records) == (2, 1, 0)
+    assert rates_and_export(tmp_path, path, 1) == ([100], (2, 1, 0))
 
 
 def test_a_port_that_defines_templates_never_takes_another_ports(tmp_path: Path) -> None:
@@ -335,12 +330,7 @@ def test_v9_samplers_of_one_table_scoped_to_the_system(tmp_path: Path) -> None:
                    packet(table, declared(2, 1000), sequence=1),
                    packet(v9_template(256, [*FLOW_FIELDS, (48, 1)]),
                           v9_data(256, row(1, 1), row(2, 2)), sequence=2))
-    run = sessionize(tmp_path, path)
-    wanted = session_of(run, 1)
-    assert [r["sampling_rate"] for r in flows_of(run, wanted)] == [100]
-    exported = export_pcap([run], [wanted], tmp_path / "conv.pcap")
-    assert (exported.template_datagrams, exported.checked_records,
-            exported.differing_records) == (2, 1, 0)
+    assert rates_and_export(tmp_path, path, 1) == ([100], (2, 1, 0))
 
 
 def test_options_records_that_change_nothing_are_not_exported(tmp_path: Path) -> None:
@@ -358,14 +348,24 @@ def test_options_records_that_change_nothing_are_not_exported(tmp_path: Path) ->
             exported.differing_records) == (1, 0, 0)
 
 
+def rates_and_export(tmp_path: Path, path: Path, client: int
+                     ) -> tuple[list[int], tuple[int, int, int]]:
+    """`path` sessionized: the sampling rates of `client`'s flows, and the export of its
+    conversation (template datagrams, records checked, records that differ)."""
+    run = sessionize(tmp_path, path)
+    wanted = session_of(run, client)
+    exported = export_pcap([run], [wanted], tmp_path / "conv.pcap")
+    return ([row["sampling_rate"] for row in flows_of(run, wanted)],
+            (exported.template_datagrams, exported.checked_records,
+             exported.differing_records))
+
+
 def one_record_export(tmp_path: Path, *payloads: bytes | tuple[int, bytes],
                       client: int = 2) -> tuple[int, int, int]:
     """One capture of `payloads`, sessionized; the export of `client`'s conversation:
     (template datagrams, records checked, records that differ)."""
-    run = sessionize(tmp_path, capture(tmp_path / "one.pcap", EXPORT_S, *payloads))
-    exported = export_pcap([run], [session_of(run, client)], tmp_path / "conv.pcap")
-    return (exported.template_datagrams, exported.checked_records,
-            exported.differing_records)
+    return rates_and_export(tmp_path, capture(tmp_path / "one.pcap", EXPORT_S, *payloads),
+                            client)[1]
 
 
 def test_every_options_record_held_for_its_template_counts(tmp_path: Path) -> None:
