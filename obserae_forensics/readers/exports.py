@@ -28,7 +28,7 @@ datagram numbered their held sets and their first records alike).
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -1167,16 +1167,24 @@ class ExportSets(NamedTuple):
     sets: tuple[tuple[int, int, int], ...]  # each data set: (id, body start, end)
     sequence: int  # the header's sequence number (duplicates are told by it)
     span: tuple[int, int]  # where the message lies in its datagram
-    # where the set of each definition begins: a data set before it was read with the
-    # definition in force before the message (the decoder walks the sets in order)
+    # where the set of each definition begins, to walk them among the data sets in the
+    # message's order (in_order), as the decoder does
     defined_at: tuple[int, ...]
 
-    def defined_after(self, template_id: int, at: int) -> bool:
-        """Whether the message defines `template_id`, first after `at`."""
-        places = [where for template, where in zip(self.definitions, self.defined_at,
-                                                   strict=True)
-                  if template.template_id == template_id]
-        return bool(places) and min(places) > at
+    def in_order(self) -> Iterator[Template | tuple[int, int, int]]:
+        """Its definitions and data sets in the message's order, as the decoder walks them: a
+        data set before a definition of its id in the same message was read with the one in
+        force before the message, or held to the message's end."""
+        definitions = iter(zip(self.defined_at, self.definitions, strict=True))
+        definition = next(definitions, None)
+        for data in self.sets:
+            while definition is not None and definition[0] < data[1]:
+                yield definition[1]
+                definition = next(definitions, None)
+            yield data
+        while definition is not None:
+            yield definition[1]
+            definition = next(definitions, None)
 
     @property
     def templates(self) -> frozenset[int]:

@@ -23,7 +23,10 @@ sampling rate, each sampler's or interface's, its boot time), the latest datagra
 changed it, with that datagram's options template; options records that change nothing
 are not needed. Data a template came after (held by the decoder) take the datagram that
 defined it and the options in force then; options data sent before its options template
-take effect from that template on.
+take effect from that template on. Each message is walked set by set, as the decoder walks
+it: a data set before its message's own definition of its id reads the one before. A
+datagram taken for its options data takes the definitions they were read with: without
+them the export would hold those data and read them later, in another order.
 
 How far back: the pass starts again further back (one file, then two, four ...; at worst
 from the run's first file) while it is not enough: a template a wanted data set uses was
@@ -32,7 +35,9 @@ nowhere in the pass (an options template sent once, at the exporter's start), or
 datagram was not found whole (its first fragments in the file before); and, when the
 records the run read are given, while the wanted datagrams, decoded alone with what the
 pass chose, do not give those records (options the pass could not see: a sampling rate
-declared once, long before).
+declared once, long before). A port whose wanted data read another port's template, as a
+port that defines none, and which then defines templates in the pass, may have defined
+that one too before the pass: that pass is not enough either.
 """
 
 from __future__ import annotations
@@ -165,6 +170,9 @@ class _Pass:
         default_factory=dict)
     waiting: set[tuple[Stream, int, int]] = field(default_factory=set)  # wanted, undefined
     undefined: set[tuple[Stream, int]] = field(default_factory=set)  # used, defined nowhere
+    # ports whose wanted data read another port's definition as ports that define none: one
+    # seen to define templates later in the pass may have defined its own before the pass
+    borrowed: set[tuple[Stream, int]] = field(default_factory=set)
     # the data of a template not defined yet, which the decoder holds until it is (the
     # newest HELD of each): options data so held take effect, in order, once it comes
     held: dict[tuple[Stream, int, int], list[Place]] = field(default_factory=dict)
@@ -174,6 +182,10 @@ class _Pass:
     kept: dict[Place, Datagram] = field(default_factory=dict)  # those that may be needed
     limit: int = 4096  # kept beyond it: forget what nothing refers to (keep())
     complete: bool = True  # False: an earlier file may hold what this pass did not see
+    # the datagrams whose definitions each datagram's options data were read with: one in
+    # the export without them would hold its options data until a later definition and
+    # apply them then, in another order than the run's (with_definitions)
+    reads: dict[Place, set[Place]] = field(default_factory=dict)
 
     def scope(self, stream: Stream) -> TemplateScope[Place]:
         found = self.scopes.get(stream)
@@ -192,52 +204,71 @@ class _Pass:
             self.entry[stream, port] = (place, self.last_place.get(stream))
         self.last_place[stream] = place
 
-    def template(self, stream: Stream, port: int, template_id: int) -> Place | None:
-        """As the decoder finds it (ExportDecoder.template): the transport session's own,
-        else the exporter's latest from another port, for a port that defines none of its
-        own or took over from that port (a restart)."""
-        port_of = self.port_of(stream, port, template_id)
-        if port_of is None:
-            return None
-        return self.own[stream, port_of, template_id]
-
-    def port_of(self, stream: Stream, port: int, template_id: int) -> int | None:
-        """The port whose definition of `template_id` the decoder uses for `port`."""
-        return self.scope(stream).port_of(port, template_id)
-
-    def want(self, stream: Stream, port: int, sets: ExportSets) -> None:
-        """A wanted datagram: the templates of its data sets and the options in force for
-        its exporter. A data set read with a definition the message brings needs nothing
-        more; one that comes before the port's new definition of its id is read with the
-        port's own from before the message, as the decoder walks the sets in order."""
-        self.wanted_streams.add(stream)
+    def message(self, stream: Stream, port: int, place: Place, sets: ExportSets,
+                payload: bytes, wanted: bool) -> bool:
+        """One message, its sets walked in order as the decoder walks them. A wanted one
+        takes the definitions its data sets read and the options in force for its exporter;
+        any one brings definitions and options data. Whether its datagram may be needed
+        later (it defines templates, or carries options data or data held for a template)."""
         scope = self.scope(stream)
-        if len(scope.seen_ports) > 1 and port in scope.ports:
-            # several ports, this one with templates of its own: whether it took over from
-            # another is decided at its first datagram, by the silence before it
-            entry = self.entry.get((stream, port))
-            if entry is not None:
-                self.needed.update(place for place in entry if place is not None)
+        if wanted:
+            self.wanted_streams.add(stream)
+            if len(scope.seen_ports) > 1 and port in scope.ports:
+                # several ports, this one with templates of its own: whether it took over
+                # from another is decided at its first datagram, by the silence before it
+                entry = self.entry.get((stream, port))
+                if entry is not None:
+                    self.needed.update(place for place in entry if place is not None)
+            # the options in force as the message begins (its own options data, taken
+            # below, may change them for the sets after it)
+            self.options_in_force(stream)
         defined = sets.templates | sets.options
-        for template_id in {set_id for set_id, start, _ in sets.sets
-                            if set_id in defined and sets.defined_after(set_id, start)}:
-            if scope.port_of(port, template_id) == port:
-                self.needed.add(self.own[stream, port, template_id])
-            # (another port's, or none: held to the message's end, where its own stands)
-        for template_id in sets.data - defined:
-            place = self.template(stream, port, template_id)
-            if place is None:
-                # held by the decoder until a definition comes: an earlier file may hold
-                # one (the pass is then incomplete, _pass), else a later datagram does
+        if defined and port not in scope.ports:
+            self.first_def[stream, port] = place
+        carries = False
+        # data sets the decoder holds to the message's end: another port's definition of an
+        # id the message defines (its own will stand), or none in force yet
+        deferred: list[tuple[int, int, int]] = []
+        for item in sets.in_order():
+            if isinstance(item, Template):
+                self._define(stream, port, place, item)
+                continue
+            owner = scope.port_of(port, item[0])
+            if owner is None or (owner != port and item[0] in defined):
+                deferred.append(item)
+            elif self._data(stream, port, owner, place, item, payload, wanted):
+                carries = True
+        for item in deferred:
+            owner = scope.port_of(port, item[0])
+            if owner is not None:
+                carries = self._data(stream, port, owner, place, item, payload, wanted) or carries
+                continue
+            # held by the decoder until a definition comes: an earlier file may hold one
+            # (the pass is then incomplete, _pass), else a later datagram does
+            template_id = item[0]
+            self.undefined.add((stream, template_id))
+            held = self.held.setdefault((stream, port, template_id), [])
+            if place not in held[-1:]:
+                held.append(place)
+                del held[:-HELD]
+            carries = True
+            if wanted:
                 self.waiting.add((stream, port, template_id))
                 # held for the port's own: what made it a port with templates of its own
                 # keeps it from taking another's in the export
                 first = self.first_def.get((stream, port))
                 if first is not None:
                     self.needed.add(first)
-            else:
-                self.needed.add(place)
-        self.options_in_force(stream)
+        # held data sets are read at the datagram that defines their template (the port's
+        # own, or any for a port that defines none), with the options in force then
+        resolved = [key for key in self.waiting if key[0] == stream and key[2] in defined
+                    and scope.releases(key[1], port)]
+        for key in resolved:
+            self.waiting.discard(key)
+            self.needed.add(place)
+        if resolved:
+            self.options_in_force(stream)
+        return bool(defined) or carries
 
     def options_in_force(self, stream: Stream) -> None:
         """The latest datagram of each change options records made to the exporter's
@@ -248,70 +279,41 @@ class _Pass:
             if template_place is not None:
                 self.needed.add(template_place)
 
-    def see(self, stream: Stream, port: int, place: Place, sets: ExportSets, payload: bytes
-            ) -> bool:
-        """Any message, after what it is wanted for: the templates it defines, the options
-        data it carries. Whether its datagram may be needed later."""
-        defined = sets.templates | sets.options
+    def _define(self, stream: Stream, port: int, place: Place, template: Template) -> None:
+        """A definition, where the decoder's walk reaches it; options data held for it are
+        read now."""
+        template_id = template.template_id
+        key = (stream, port, template_id)
         scope = self.scope(stream)
-        if defined and port not in scope.ports:
-            self.first_def[stream, port] = place
-        # what a data set before the message's own definition of its id is read with: the
-        # port's options template from before the message, and its datagram (want())
-        before = {template_id: (self.option_template.get((stream, port, template_id)),
-                                self.own[stream, port, template_id])
-                  for template_id in defined if scope.port_of(port, template_id) == port}
-        for template in sets.definitions:  # in the message's order, as the decoder's
-            template_id = template.template_id
-            key = (stream, port, template_id)
-            scope.define(port, template, place)  # a refresh leaves the decoder's as it was
-            self.own[key] = place
-            self.undefined.discard((stream, template_id))
-            if not template.options:  # a flow template now: its data are flows
-                self.option_template.pop(key, None)
-                continue
-            self.option_template[key] = template
-            # options data sent before it, by this port or one that defines none, read now
-            for held in [held for held in self.held if held[0] == stream
-                         and held[2] == template_id and scope.releases(held[1], port)]:
-                for waited in self.held.pop(held):
-                    if waited in self.kept:
-                        self._options(stream, template, self.kept[waited].payload,
-                                      template_id, (waited, place))
-        # held data sets are read at the datagram that defines their template (the port's
-        # own, or any for a port that defines none), with the options in force then
-        resolved = [key for key in self.waiting if key[0] == stream and key[2] in defined
-                    and scope.releases(key[1], port)]
-        for key in resolved:
-            self.waiting.discard(key)
-            self.needed.add(place)
-        if resolved:
-            self.options_in_force(stream)
-        carries = False
-        for template_id, start, end in sets.sets:
-            if template_id in before and sets.defined_after(template_id, start):
-                options, defined_by = before[template_id]
-                if options is not None and self._effects(
-                        stream, options_effects(options, payload, start, end),
-                        (place, defined_by)):
-                    carries = True
-                continue
-            owner = port if template_id in defined else self.port_of(stream, port, template_id)
-            if owner is None:
-                self.undefined.add((stream, template_id))
-                held = self.held.setdefault((stream, port, template_id), [])
-                if place not in held[-1:]:
-                    held.append(place)
-                    del held[:-HELD]
-                carries = True
-                continue
-            options = self.option_template.get((stream, owner, template_id))
-            if options is not None and self._effects(
-                    stream, options_effects(options, payload, start, end),
-                    (place, None if template_id in defined
-                     else self.own[stream, owner, template_id])):
-                carries = True
-        return bool(defined) or carries
+        scope.define(port, template, place)  # a refresh leaves the decoder's as it was
+        self.own[key] = place
+        self.undefined.discard((stream, template_id))
+        if not template.options:  # a flow template now: its data are flows
+            self.option_template.pop(key, None)
+            return
+        self.option_template[key] = template
+        # options data sent before it, by this port or one that defines none, read now
+        for held in [held for held in self.held if held[0] == stream
+                     and held[2] == template_id and scope.releases(held[1], port)]:
+            for waited in self.held.pop(held):
+                if waited in self.kept:
+                    self._options(stream, template, self.kept[waited].payload, template_id,
+                                  (waited, place))
+
+    def _data(self, stream: Stream, port: int, owner: int, place: Place,
+              data: tuple[int, int, int], payload: bytes, wanted: bool) -> bool:
+        """A data set read with `owner`'s definition: a wanted one needs the datagram that
+        brought it; an options set records what it changed. Whether it changed anything."""
+        template_id, start, end = data
+        defined_by = self.own[stream, owner, template_id]
+        if wanted:
+            self.needed.add(defined_by)
+            if owner != port and port not in self.scope(stream).ports:
+                self.borrowed.add((stream, port))
+        options = self.option_template.get((stream, owner, template_id))
+        return options is not None and self._effects(
+            stream, options_effects(options, payload, start, end),
+            (place, None if defined_by == place else defined_by))
 
     def _options(self, stream: Stream, template: Template, payload: bytes, template_id: int,
                  source: tuple[Place, Place | None]) -> None:
@@ -328,6 +330,8 @@ class _Pass:
                  source: tuple[Place, Place | None]) -> bool:
         """Record what an options set changed; whether it changed anything (a value the
         same as before leaves the datagram that set it in force)."""
+        if source[1] is not None:
+            self.reads.setdefault(source[0], set()).add(source[1])
         found = self.effects.setdefault(stream, {})
         changed = False
         for effect, value in effects.items():
@@ -351,8 +355,23 @@ class _Pass:
                     *(place for places in self.held.values() for place in places)}
             live.update(place for found in self.effects.values() for entry in found.values()
                         for place in entry[1:] if place is not None)
+            live = self.with_definitions(live)
             self.kept = {place: kept for place, kept in self.kept.items() if place in live}
+            self.reads = {place: read for place, read in self.reads.items() if place in live}
             self.limit = max(4096, 2 * len(self.kept))
+
+    def with_definitions(self, places: set[Place]) -> set[Place]:
+        """`places` and, in turn, the datagrams whose definitions their options data were
+        read with (reads): what an export holding them needs so that each options set
+        applies where it did in the run."""
+        found = set(places)
+        todo = [place for place in found if place in self.reads]
+        while todo:
+            for read in self.reads.get(todo.pop(), ()):
+                if read not in found:
+                    found.add(read)
+                    todo.append(read)
+        return found
 
 
 def template_context(files: Sequence[Path | None], wanted: dict[int, set[int]],
@@ -425,8 +444,11 @@ def _pass(files: Sequence[Path | None], wanted: dict[int, set[int]], start: int,
         state.complete = False
     # from the run's first file there is nothing further back to look in: what is still
     # undefined never came (no_template, as the run counted it)
+    # a datagram taken for what its options data set takes the definitions they read
+    state.needed = state.with_definitions(state.needed | state.seen)
     state.complete = start == 0 or (state.complete and not any(
-        stream in state.wanted_streams for stream, _ in state.undefined))
+        stream in state.wanted_streams for stream, _ in state.undefined) and not any(
+        port in state.scopes[stream].ports for stream, port in state.borrowed))
     return state
 
 
@@ -451,9 +473,8 @@ def _read(state: _Pass, index: int, chunks: Iterable[list[Datagram]], mine: set[
                     continue
                 port = datagram.transport
                 state.arrive(stream, port, datagram.arrival_us, place)
-                if wanted:
-                    state.want(stream, port, sets)
-                keep = state.see(stream, port, place, sets, datagram.payload) or keep
+                keep = state.message(stream, port, place, sets, datagram.payload,
+                                     wanted) or keep
             if wanted:
                 state.seen.add(place)
             if keep or wanted:

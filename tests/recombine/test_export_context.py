@@ -485,3 +485,62 @@ def test_data_before_its_messages_own_definition_read_the_one_before(tmp_path: P
         message(data(262, b"\0" * 8), data(FLOW, record(2, 3, 180)), template(FLOW, swapped),
                 sequence=3),
         message(template(262, [(8, 4, 0), (12, 4, 0)]), sequence=4)) == (3, 1, 0)
+
+
+def test_data_after_a_ports_first_template_in_its_message_wait_for_its_own(
+        tmp_path: Path) -> None:
+    """A port that defined nothing sends a template of another id, then 261 data, in one
+    message: the decoder walks the sets in order, so by the data the port has templates of
+    its own and holds them for its own 261, which comes next. The search took the message
+    as read before its sets, with the other port's 261 (the export did not decode the
+    record: held for a template it lacked). The other order reads the other port's."""
+    swapped = [*FIELDS[:5], FIELDS[6], FIELDS[5], *FIELDS[7:]]
+    first = message(template(FLOW, FIELDS), data(FLOW, record(1)), sequence=0)
+    own = (50001, message(template(FLOW, swapped), sequence=2))
+    assert one_record_export(
+        tmp_path, first,
+        (50001, message(template(262, FIELDS), data(FLOW, record(2, 180, 3)), sequence=1)),
+        own) == (1, 1, 0)
+    (tmp_path / "other").mkdir()
+    assert one_record_export(
+        tmp_path / "other", first,
+        (50001, message(data(FLOW, record(2)), template(262, FIELDS), sequence=1)),
+        own) == (1, 1, 0)
+
+
+def test_a_port_seen_defining_templates_after_borrowing_is_sought_further_back(
+        tmp_path: Path) -> None:
+    """A pass that begins in the middle of a run reads data of a port that has defined
+    nothing in it with another port's template; a port then seen defining templates of its
+    own (here, before the pass's last wanted datagram) may have defined this one too before
+    the pass began (in the first file, with another layout): the search goes further back,
+    even without the records to compare. Taken, as the decoder reads them: 50001's own 261
+    for client 2, and 50000's latest 261 for client 3."""
+    swapped = [*FIELDS[:5], FIELDS[6], FIELDS[5], *FIELDS[7:]]
+    files = [capture(tmp_path / "b0.pcap", EXPORT_S,
+                     (50001, message(template(FLOW, swapped), sequence=0)),
+                     message(template(FLOW, FIELDS), sequence=0)),
+             capture(tmp_path / "b1.pcap", EXPORT_S + 60,
+                     message(template(FLOW, FIELDS), sequence=1),
+                     (50001, message(data(FLOW, record(2, 180, 3)), sequence=1)),
+                     (50001, message(template(262, FIELDS), sequence=2)),
+                     message(data(FLOW, record(3)), sequence=2))]
+    at = offsets(files[1])
+    # (and 50000's first datagram: whether a port took over is decided there)
+    assert template_context(files, {1: {at[1], at[3]}}) == {
+        0: set(offsets(files[0])), 1: {at[0]}}
+
+
+def test_options_data_an_export_takes_keep_the_definition_they_were_read_with(
+        tmp_path: Path) -> None:
+    """Found by fuzzing the search against the decoder: options data held for 263 are read
+    (1-in-1) when a later datagram defines it, after that datagram's own 260 data (1-in-100,
+    read with the first datagram's 260) and before its refresh of 260. The export took the
+    held data and the defining datagram, not the first one: its 260 data were then held
+    in turn, and read when the refresh came, last, so that its record read 1-in-100."""
+    sampler_263 = options_template(263, [(302, 4)], [(305, 4), (306, 4)])
+    assert one_record_export(
+        tmp_path, message(SAMPLER, sequence=1),
+        message(data(263, struct.pack(">III", 1, 1, 0)), sequence=2),
+        message(RATE_100, sampler_263, SAMPLER, sequence=3),
+        message(template(FLOW, FIELDS), data(FLOW, record(2)), sequence=4)) == (3, 1, 0)
