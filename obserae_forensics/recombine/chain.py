@@ -46,11 +46,15 @@ import pyarrow.compute as pc
 
 from ..errors import UsageError
 from ..schema import SESSIONS_SCHEMA, TIMESTAMP
+from ..sessionize.row import OPENING_ONLY, REFUSAL_ONLY
+from ..sessionize.row import TCP_ACK as ACK
+from ..sessionize.row import TCP_FIN as FIN
+from ..sessionize.row import TCP_RST as RST
+from ..sessionize.row import TCP_SYN as SYN
 from .runs import Run
 
 TCP, UDP, ICMP, ICMPV6 = 6, 17, 1, 58
 PORTED_PROTOCOLS = (6, 17, 132, 136)  # TCP, UDP, SCTP, UDP-Lite: endpoints carry ports
-FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
 
 IDLE_NAMES = ("tcp_established", "tcp_half_open", "udp", "icmp", "other")
 # link reasons: why a fragment is not part of the one before it (index = code, 0 = root)
@@ -603,8 +607,10 @@ def _settled_reasons(*, tcp: np.ndarray, half_open: np.ndarray, ab_flags: np.nda
     fin = tcp & _finished(ab_flags, ba_flags) & ~rst
 
     def refused(opener: np.ndarray, answer: np.ndarray) -> np.ndarray:
-        """One side's SYN met a RST from the other, which sent no SYN."""
-        return ((opener & SYN) != 0) & ((answer & RST) != 0) & ((answer & SYN) == 0)
+        """An opening (SYN, no PSH or FIN) met a bare RST (no SYN, PSH or FIN) from the
+        other side (kernel._state_reason)."""
+        return (((opener & SYN) != 0) & ((opener & OPENING_ONLY) == 0)
+                & ((answer & RST) != 0) & ((answer & REFUSAL_ONLY) == 0))
 
     rejected = tcp & (refused(ab_flags, ba_flags) | refused(ba_flags, ab_flags))
     either = ab_flags | ba_flags

@@ -26,7 +26,10 @@ decides, `role_method` names it and `role_confidence` is fixed per rung:
    and at least twice the other's peak. The peak is the endpoint's busiest moment in its
    busy period up to this session's close: the run of time during which the endpoint
    always had a session open (so a burst long before still counts while one session of it
-   lasts). 0.60.
+   lasts). 0.60. Sessions count whoever sent in them, not only those peers sent to the
+   endpoint in: an exporter on one side of an asymmetric route sees a busy server only
+   answering (pmacct's test capture: 141 sessions came out reversed that way), while a
+   port sending to many peers that never answer (a UDP scan) reads as their server.
 5. `first_sender`: nothing else; the endpoint that sent the earliest record (`ip_a`) is the
    client. 0.50.
 

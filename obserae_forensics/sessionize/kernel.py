@@ -334,9 +334,12 @@ def _state_reason(M: Any, s: int) -> int:
     f1 = M[s, R.F_FLAGS1]
     if M[s, R.F_PROTO] == 6:
         if (f0 | f1) & R.TCP_RST:
-            if (f0 & R.TCP_SYN) and (f1 & R.TCP_RST) and not (f1 & R.TCP_SYN):
+            # a bare opening answered by a bare RST (reference.state_reason)
+            if (f0 & R.TCP_SYN) and not (f0 & R.OPENING_ONLY) and (f1 & R.TCP_RST) \
+                    and not (f1 & R.REFUSAL_ONLY):
                 return R.REASON_REJECTED
-            if (f1 & R.TCP_SYN) and (f0 & R.TCP_RST) and not (f0 & R.TCP_SYN):
+            if (f1 & R.TCP_SYN) and not (f1 & R.OPENING_ONLY) and (f0 & R.TCP_RST) \
+                    and not (f0 & R.REFUSAL_ONLY):
                 return R.REASON_REJECTED
             return R.REASON_RST if M[s, R.F_SEEN] == 3 else R.REASON_NO_REPLY
         if f0 & f1 & R.TCP_FIN:

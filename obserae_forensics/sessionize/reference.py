@@ -160,9 +160,13 @@ class RefSession:
         if self.protocol == 6:
             if (self.flags[0] | self.flags[1]) & R.TCP_RST:
                 for opener in (0, 1):
-                    answer = self.flags[1 - opener]
-                    if (self.flags[opener] & R.TCP_SYN and answer & R.TCP_RST
-                            and not answer & R.TCP_SYN):
+                    opening, answer = self.flags[opener], self.flags[1 - opener]
+                    # "the only answer to a TCP opening was RST": a SYN (no data or FIN
+                    # from its side), answered by RST without SYN or data (cumulative
+                    # flags of a connection whose SYN-ACK went unseen hold PSH: a RST
+                    # after that exchange is rst)
+                    if (opening & R.TCP_SYN and not opening & R.OPENING_ONLY
+                            and answer & R.TCP_RST and not answer & R.REFUSAL_ONLY):
                         return R.REASON_REJECTED
                 # rst is "RST seen after an established exchange"; one direction only (a
                 # scanner's own RST, backscatter) is a one-way attempt: no_reply

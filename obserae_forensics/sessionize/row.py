@@ -203,7 +203,13 @@ METHOD_NAMES = ("tcp_handshake", "icmp_echo", "cartography", "service_port", "tr
 TCP_FIN = 0x01
 TCP_SYN = 0x02
 TCP_RST = 0x04
+TCP_PSH = 0x08
 TCP_ACK = 0x10
+# `rejected`: the opening side sent SYN and none of these (no data, no close: a stray ACK
+# may come), the answer RST and none of these (no SYN-ACK, no data): a RST answering data,
+# or answered by data, is `rst`
+OPENING_ONLY = TCP_PSH | TCP_FIN
+REFUSAL_ONLY = TCP_SYN | TCP_PSH | TCP_FIN
 # Records.tcp_flags: a record's forward flags, and its reverse direction's shifted above them
 REVERSE_FLAGS_SHIFT = 16
 FLAGS_MASK = (1 << REVERSE_FLAGS_SHIFT) - 1

@@ -68,6 +68,30 @@ def test_rst_as_only_answer_to_syn_is_rejected(engine: str) -> None:
     assert (s["close_reason"], s["server_ip"], s["role_confidence"]) == ("rejected", B, 0.9)
 
 
+def test_a_rst_answering_an_exchange_whose_syn_ack_went_unseen_is_rst(engine: str) -> None:
+    """Found by an audit: a client's SYN and 50 packets of data, answered by 100 packets of
+    data and a RST (an exporter that missed the SYN-ACK, or sampled it away), closed
+    `rejected`, which the reason table keeps for a RST that was the only answer."""
+    PSH = 0x08
+    exchange = [rec(0, 2, flags=SYN | ACK | PSH, packets=50),
+                rec(0.1, 2, src=B, sport=443, dst=A, dport=40000, flags=ACK | PSH | RST,
+                    packets=100), tick(40)]
+    [s] = by_key(run(exchange, engine=engine)[0])
+    assert s["close_reason"] == "rst"
+    # an answer of data without a SYN (its SYN-ACK unseen) to a bare SYN: not a refusal
+    data_back = [rec(0, flags=SYN),
+                 rec(0.1, 2, src=B, sport=443, dst=A, dport=40000, flags=ACK | PSH | RST,
+                     packets=100), tick(40)]
+    [s] = by_key(run(data_back, engine=engine)[0])
+    assert s["close_reason"] == "rst"
+    # SYNs sent again after the refusal, and a stray ACK, are still an opening
+    retried = [rec(0, 3, flags=SYN | ACK, packets=3),
+               rec(0.001, 3, src=B, sport=443, dst=A, dport=40000, flags=RST | ACK,
+                   packets=3), tick(40)]
+    [s] = by_key(run(retried, engine=engine)[0])
+    assert s["close_reason"] == "rejected"
+
+
 def test_rst_having_seen_one_direction_is_no_reply_closed_at_once(engine: str) -> None:
     # found by an audit: these were `rst`, which the reason table keeps for a RST after an
     # exchange, and hid scans from the seed's no_reply query
@@ -515,6 +539,23 @@ def test_many_peers_on_one_endpoint_is_traffic_shape(engine: str) -> None:
     sessions, _, _ = run(records, engine=engine)
     assert {(s["server_ip"], s["role_method"]) for s in sessions.to_pylist()[2:]} == \
         {(A, "traffic_shape")}
+
+
+def test_a_busy_endpoint_seen_only_sending_is_the_server_by_traffic_shape(
+        engine: str) -> None:
+    """traffic_shape counts an endpoint's open sessions whoever sent in them, not only those
+    in which peers sent to it (sessions.md's "an endpoint that many peers talk to", as an
+    audit read it): an exporter on one side of an asymmetric route sees a server only
+    answering. Counting only the sessions a peer sent in turned 141 sessions of pmacct's
+    test capture around (138.187.58.13:10000 sending ACK, PSH and FIN to many clients'
+    ephemeral ports, the clients' side unseen), at the price of a one-port fan-out that
+    no peer answers (a UDP scan, a traceroute from one port) reading its sender as the
+    server, at 0.60 (the README says so)."""
+    answers = [rec(i, proto=17, src=A, sport=45000, dst=f"10.0.1.{i}", dport=50000 + i)
+               for i in range(1, 5)]
+    sessions = run(answers, engine=engine)[0].to_pylist()
+    assert {(s["server_ip"], s["server_port"], s["role_method"])
+            for s in sessions[2:]} == {(A, 45000, "traffic_shape")}
 
 
 def test_service_port_against_ephemeral(engine: str) -> None:
