@@ -383,6 +383,7 @@ def _recombine_outputs(result: RecombineResult, out: Path | None, session: list[
     the capture export could not read back every datagram."""
     from .recombine import (
         check_flows_target,
+        check_pcap_target,
         conversation_sessions,
         export_flows,
         export_pcap,
@@ -397,8 +398,12 @@ def _recombine_outputs(result: RecombineResult, out: Path | None, session: list[
     ids = list(session or [])
     if not ids and (export_flows_to is not None or export_pcap_to is not None):
         ids = split_conversation_ids(result)
+    # both targets refused alike before anything is written, whether there is anything to
+    # export or not
     if export_flows_to is not None:
         check_flows_target(result, export_flows_to, force=force)
+    if export_pcap_to is not None:
+        check_pcap_target(result, export_pcap_to, force=force)
     # the capture export first: a source capture changed since the run refuses it
     # before --out or the flows are written
     exported = export_pcap(result, ids, export_pcap_to, with_templates=templates,

@@ -28,7 +28,7 @@ from .counters import exact_sum
 from .errors import UsageError
 from .readers import InputFile, discover_inputs, read_flows
 from .readers.background import read_ahead
-from .report import RunReport
+from .report import FileStats, RunReport
 from .schema import FLOW_ADDRESS_COLUMNS, FLOW_SCHEMA, SESSIONS_SCHEMA, text_address_schema
 from .tables.evidence import check_output_file, refuse_directory_over_evidence
 from .tables.layout import (
@@ -450,12 +450,36 @@ def _cited_file(path: Path | str | None) -> dict[str, str] | None:
     return {"path": str(path), "absolute": str(path.resolve()), "sha256": sha256_file(path)}
 
 
+def _cited_input(item: InputFile, stats: FileStats | None, sha256: str) -> dict[str, Any]:
+    """An input as the manifest cites it: the file as given (size and SHA-256 of its bytes,
+    compressed or not), then what was read from it, so that a report can say which file
+    each count came from: its records, what was skipped in it by reason, the size its
+    offsets count in when it was decompressed whole, and the records of nfdump's
+    aggregations (each stands for several flows)."""
+    cited: dict[str, Any] = {
+        "path": str(item.path), "format": stats.format if stats is not None else item.format,
+        "size": item.size, "sha256": sha256}
+    if item.compression:
+        cited["compression"] = item.compression
+        if stats is not None and stats.unpacked_size is not None:
+            cited["unpacked_size"] = stats.unpacked_size
+    if stats is None:
+        return cited
+    cited["records"] = stats.records
+    cited["skipped"] = dict(sorted(stats.skipped.items()))
+    if stats.aggregated_records:
+        cited["aggregated_records"] = stats.aggregated_records
+        cited["aggregated_flows"] = stats.aggregated_flows
+    return cited
+
+
 def _manifest(
     config: SessionizeConfig, inputs: Sequence[InputFile], report: RunReport,
     result: SessionizeResult, totals: _Totals, settings: dict[str, Any],
     pressure: dict[str, dict[str, Any]], digests: dict[Path, str],
 ) -> dict[str, Any]:
     """What a forensic report cites: tool, settings, inputs with hashes, counts, checks."""
+    read = {str(item.path) for item in inputs}
     return {
         "tool": {"name": "obserae-forensics", "version": __version__,
                  "python": sys.version.split()[0], "pyarrow": pa.__version__,
@@ -468,11 +492,13 @@ def _manifest(
         "settings_file": _cited_file(config.settings_file),
         "cartography": _cited_file(getattr(config.cartography, "path", None)),
         "flow_matrix": _cited_file(getattr(config.flow_matrix, "path", None)),
-        "inputs": [{"path": str(item.path), "format": report.files[str(item.path)].format
-                    if str(item.path) in report.files else item.format,
-                    "size": item.size, "sha256": digests[item.path],
-                    **({"compression": item.compression} if item.compression else {})}
+        "inputs": [_cited_input(item, report.files.get(str(item.path)), digests[item.path])
                    for item in inputs],
+        # files found but not read (no reader knew them, unreadable, a pipe): what and why
+        "not_read": [{"path": path, "size": stats.size,
+                      "skipped": dict(sorted(stats.skipped.items()))}
+                     for path, stats in sorted(report.files.items())
+                     if path not in read],
         "data_window": {"start": iso_us(totals.first_us), "end": iso_us(totals.last_us),
                         "start_us": totals.first_us, "end_us": totals.last_us},
         "counts": {

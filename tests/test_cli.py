@@ -88,6 +88,26 @@ def one_traffic_twice(corpus: Path) -> list[str]:
     return [str(corpus / "exports")]
 
 
+def test_the_manifest_says_what_came_of_each_file(tmp_path: Path) -> None:
+    """Counts per input (records, what was skipped in it), and the files found but not read,
+    with why: a report cites which file each number came from (found by an audit: the
+    manifest only had run totals, and a file of unknown format only as a count)."""
+    evidence = tmp_path / "evidence"
+    evidence.mkdir()
+    (evidence / "a.pcap").write_bytes(FIXTURE.read_bytes())
+    (evidence / "notes.txt").write_text("collected by the night shift\n")
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["sessionize", str(evidence), "-o", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    [cited] = manifest["inputs"]
+    assert (cited["records"], cited["skipped"]) == (72, {})
+    assert manifest["counts"]["records_read"] == 72
+    assert manifest["not_read"] == [{"path": str(evidence / "notes.txt"), "size": 29,
+                                     "skipped": {"unknown_format": 1}}]
+    assert manifest["counts"]["skipped"] == {"unknown_format": 1}
+
+
 def test_one_exporter_address_in_two_captures_gives_unique_session_ids(
         corpus: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
@@ -431,6 +451,27 @@ def test_recombine_with_nothing_to_do_is_a_usage_error(tmp_path: Path) -> None:
     result = runner.invoke(app, ["recombine", str(run)])
     assert result.exit_code == 2
     assert "nothing to do" in result.stderr
+
+
+def test_exports_with_nothing_split_write_nothing_and_refuse_alike(tmp_path: Path) -> None:
+    """Without --session, when no conversation is split, neither export writes a file, and
+    both targets are refused as they would be with something to write (found by a README
+    audit: an existing --export-flows file was refused, an existing --export-pcap file, or
+    the run's own capture, passed with exit 0)."""
+    run = tmp_path / "run"
+    assert sessionize(run).exit_code == 0
+    for option, name in (("--export-pcap", "x.pcap"), ("--export-flows", "x.parquet")):
+        result = runner.invoke(app, ["recombine", str(run), option, str(tmp_path / name)])
+        assert result.exit_code == 0, result.output
+        assert "exporting the 0 split conversation(s)" in result.stderr
+        assert not (tmp_path / name).exists()
+        (tmp_path / name).write_bytes(b"kept")
+        result = runner.invoke(app, ["recombine", str(run), option, str(tmp_path / name)])
+        assert result.exit_code == 2, result.output
+        assert (tmp_path / name).read_bytes() == b"kept"
+    result = runner.invoke(app, ["recombine", str(run), "--export-pcap", str(FIXTURE),
+                                 "--force"])
+    assert result.exit_code == 2 and "refusing" in result.stderr
 
 
 def test_time_window_selects_the_same_records_from_capture_and_nfcapd(corpus: Path,

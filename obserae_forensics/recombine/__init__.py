@@ -33,7 +33,14 @@ from .conversations import (
     split_conversation_ids,
     write_recombined,
 )
-from .export import PcapExport, check_flows_target, export_flows, export_pcap, pcap_flows_path
+from .export import (
+    PcapExport,
+    check_flows_target,
+    check_pcap_target,
+    export_flows,
+    export_pcap,
+    pcap_flows_path,
+)
 from .report import human_seconds
 
 __all__ = [
@@ -43,6 +50,7 @@ __all__ = [
     "RecombineResult",
     "check_flows_target",
     "check_out_dir",
+    "check_pcap_target",
     "conversation_sessions",
     "export_flows",
     "export_pcap",

@@ -182,6 +182,14 @@ def check_flows_target(source: RecombineResult | Sequence[Path], path: Path, *,
                       "--export-flows", force=force)
 
 
+def check_pcap_target(source: RecombineResult | Sequence[Path], path: Path, *,
+                      force: bool = False) -> None:
+    """Refuse a capture export `path` export_pcap would refuse, before anything is written
+    (and when there turns out to be nothing to export: the flows export is refused alike)."""
+    check_output_file(Path(path), run_evidence(list(_runs_of(source).values())),
+                      "--export-pcap", force=force)
+
+
 def write_flow_table(table: pa.Table, path: Path) -> None:
     """Parquet as is; CSV with addresses as text and dictionaries decoded.
 

@@ -6,6 +6,7 @@ else in the file must still be read.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -15,7 +16,9 @@ import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from typer.testing import CliRunner
 
+from obserae_forensics.cli import app
 from obserae_forensics.errors import UnknownFormat
 from obserae_forensics.readers.compression import LZ4, NONE, ZSTD
 from obserae_forensics.readers.nfcapd import (
@@ -342,6 +345,14 @@ def test_aggregated_records_are_said(corpus: Path, tmp_path: Path) -> None:
     assert (stats.aggregated_records, stats.aggregated_flows) == (len(several), sum(several))
     assert f"{len(several)} records are aggregates of {sum(several)} flows" in report.summary()
     assert report.as_dict()["files"][str(out)]["aggregated_flows"] == sum(several)
+    # and the manifest a report cites says it of the file (found by an audit: only the
+    # summary on stderr did)
+    run = tmp_path / "run"
+    result = CliRunner().invoke(app, ["sessionize", str(out), "-o", str(run), "-q"])
+    assert result.exit_code == 0, result.output
+    [cited] = json.loads((run / "manifest.json").read_text())["inputs"]
+    assert (cited["aggregated_records"], cited["aggregated_flows"]) == (
+        len(several), sum(several))
 
 
 def test_file_cut_inside_the_header_is_counted_not_raised(tmp_path: Path) -> None:

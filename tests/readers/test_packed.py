@@ -302,6 +302,10 @@ def test_sessionize_cites_the_compressed_file(tmp_path: Path) -> None:
     [cited] = manifest["inputs"]
     assert (cited["format"], cited["compression"], cited["size"]) == (
         "pcap", "zstd", path.stat().st_size)
+    # the size its offsets count in (found by an audit: the README promised it, only the
+    # in-memory report held it)
+    assert cited["unpacked_size"] == CAPTURE.stat().st_size
+    assert cited["records"] == manifest["counts"]["records_read"]
     assert pq.read_table(out / "sessions.parquet").equals(
         pq.read_table(plain_out / "sessions.parquet"))
 
