@@ -1,8 +1,9 @@
 """Readers: any mix of captures and nfcapd files -> FLOW_SCHEMA batches in arrival order.
 
 A file's format is recognised by its magic bytes, never by its name. Inputs are replayed in
-the order of their own time span (first capture time / nfcapd first-seen), then by path, so
-the order given on the command line or found in a directory changes nothing. Template state
+the order their first records arrived (a capture's first frame, an nfcapd file's first
+receive time: _first_time), then by path, so the order given on the command line or found
+in a directory changes nothing. Template state
 is kept across consecutive captures, as a collector would keep it.
 """
 
@@ -77,7 +78,8 @@ def _expand(paths: Sequence[Path], exclude: Sequence[Path] = ()) -> list[Path]:
 
 def discover_inputs(paths: Sequence[Path], report: RunReport,
                     exclude: Sequence[Path] = ()) -> list[InputFile]:
-    """Expand directories, recognise each file by magic and order them by their own time.
+    """Expand directories, recognise each file by magic and order them by when their first
+    record arrived (_first_time; files with none last, then by path).
 
     Files no reader recognises are counted as `unknown_format` (and raise under --strict);
     the same file named twice is read once. Files in `exclude` are left out of directory
