@@ -305,6 +305,7 @@ def sessionize_inputs(config: SessionizeConfig, report: RunReport) -> Sessionize
     """Read every input, sessionize, and write the tables and manifest into config.out."""
     from .matching.consolidate import Consolidation
     from .sessionize import Sessionizer, policy_settings
+    from .sessionize.keys import evidence_root
 
     report.strict = config.read.strict
     inputs = discover_inputs(config.inputs, report,
@@ -313,7 +314,10 @@ def sessionize_inputs(config: SessionizeConfig, report: RunReport) -> Sessionize
         config.out, [*config.inputs, *(found.path for found in inputs), *config.protected],
         "--out")
     services = None if config.cartography is None else config.cartography.declared_services
-    sessionizer = Sessionizer(config.policy, services=services)
+    # late sessions' ids hash their records' files relative to the inputs' directory: the
+    # same ids when the evidence is copied or moved elsewhere whole
+    sessionizer = Sessionizer(config.policy, services=services,
+                              identity_root=evidence_root([item.path for item in inputs]))
     result = SessionizeResult(config.out)
     totals = _Totals()
     per_exporter: Counter[str] = Counter()

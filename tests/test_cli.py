@@ -453,6 +453,27 @@ def test_recombine_with_nothing_to_do_is_a_usage_error(tmp_path: Path) -> None:
     assert "nothing to do" in result.stderr
 
 
+def test_late_sessions_keep_their_ids_when_the_evidence_is_moved(tmp_path: Path) -> None:
+    """Found by a contract audit: the ids of late sessions hashed their records' absolute
+    paths, so the same captures copied elsewhere (an analysis machine) gave other ids than
+    a report cited. They hash the path below the inputs' common directory now."""
+    fixtures = FIXTURE.parent
+    names = ("sf_v9_varsvc.pcap", "sf_v9_zeek_ssh.pcap", "fprobe_v7.pcap")
+    tables = []
+    for place in ("case", "copy/on/another/disk"):
+        evidence = tmp_path / place / "evidence"
+        evidence.mkdir(parents=True)
+        for name in names:
+            (evidence / name).write_bytes((fixtures / name).read_bytes())
+        out = tmp_path / place / "run"
+        result = runner.invoke(app, ["sessionize", str(evidence), "-o", str(out), "-q"])
+        assert result.exit_code == 0, result.output
+        tables.append((out / "sessions.parquet").read_bytes())
+    assert pq.read_table(tmp_path / "case" / "run" / "sessions.parquet").column(
+        "late").to_pylist().count(True) == 2
+    assert tables[0] == tables[1]
+
+
 def test_exports_with_nothing_split_write_nothing_and_refuse_alike(tmp_path: Path) -> None:
     """Without --session, when no conversation is split, neither export writes a file, and
     both targets are refused as they would be with something to write (found by a README

@@ -14,7 +14,9 @@ service ports that the server-side inference compares against ephemeral ones.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -130,6 +132,7 @@ def batch_records(
     first_index: int,
     src_declared: np.ndarray | None = None,
     dst_declared: np.ndarray | None = None,
+    root: str | None = None,
 ) -> Records:
     """The replay columns of a FLOW_SCHEMA batch; its first row has arrival index `first_index`."""
     n = batch.num_rows
@@ -157,15 +160,19 @@ def batch_records(
         src_declared=no if src_declared is None else src_declared.astype(np.int64),
         dst_declared=no if dst_declared is None else dst_declared.astype(np.int64),
         index=np.arange(first_index, first_index + n, dtype=np.int64),
-        identity=record_identities(batch),
+        identity=record_identities(batch, root),
     )
 
 
-def record_identities(batch: pa.RecordBatch | pa.Table) -> np.ndarray:
-    """int64 hash of where each record's bytes are: its file's absolute path (however the
-    path was spelled; two copies of one file in two directories stay apart), the byte offset
-    of its frame or block (`source_offset`) and its place there (`record_index`). It travels
-    with the record whatever the replay order, unlike the arrival index."""
+def record_identities(batch: pa.RecordBatch | pa.Table, root: str | None = None
+                      ) -> np.ndarray:
+    """int64 hash of where each record's bytes are: its file's path relative to `root` (the
+    directory holding the run's inputs, evidence_root), else its absolute path (however the
+    path was spelled either way; two copies of one file in two directories stay apart), the
+    byte offset of its frame or block (`source_offset`) and its place there
+    (`record_index`). It travels with the record whatever the replay order, unlike the
+    arrival index; relative to the inputs' directory, it stays when the evidence is copied
+    or moved elsewhere whole (the ids of late sessions hash it: a report cites them)."""
     n = batch.num_rows
     if n == 0:
         return np.zeros(0, dtype=np.int64)
@@ -174,12 +181,29 @@ def record_identities(batch: pa.RecordBatch | pa.Table) -> np.ndarray:
         files = files.combine_chunks()
     if not pa.types.is_dictionary(files.type):
         files = files.dictionary_encode()
-    seeds = np.array([text_seed(os.path.abspath(name))
+    seeds = np.array([text_seed(identity_name(name, root))
                       for name in files.dictionary.to_pylist()], dtype=np.uint64)
     h = seeds[np.asarray(files.indices.fill_null(0), dtype=np.int64)]
     for name in ("source_offset", "record_index"):
         h = fold(h, np.asarray(batch.column(name).to_numpy(zero_copy_only=False)))
     return h.view(np.int64)
+
+
+def identity_name(name: str, root: str | None) -> str:
+    """The name a record's identity hashes for its file: relative to `root` when the file
+    lies under it, else absolute."""
+    absolute = Path(os.path.abspath(name))
+    if root is not None and absolute.is_relative_to(root):
+        return absolute.relative_to(root).as_posix()
+    return str(absolute)
+
+
+def evidence_root(paths: Sequence[str | os.PathLike[str]]) -> str | None:
+    """The deepest directory holding every one of `paths` (input files): what record
+    identities name files relative to. None without paths."""
+    if not paths:
+        return None
+    return os.path.commonpath([os.path.dirname(os.path.abspath(path)) for path in paths])
 
 
 def empty_records() -> Records:

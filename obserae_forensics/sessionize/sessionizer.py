@@ -71,15 +71,18 @@ class Sessionizer:
     """Deterministic replay of flow records into per-exporter sessions (sessions.md).
 
     `engine` is "numba" (the kernel) or "reference" (plain Python, for tests).
+    `identity_root`: the directory holding the inputs (keys.evidence_root), which the
+    identities of records name their files relative to; else absolute paths.
     """
 
     def __init__(self, policy: SessionPolicy, *, services: ServiceLookup | None = None,
-                 engine: str = "numba") -> None:
+                 engine: str = "numba", identity_root: str | None = None) -> None:
         if engine not in ("numba", "reference"):
             raise ValueError(f"engine must be 'numba' or 'reference', not {engine!r}")
         self.policy = policy
         self.services = services
         self._engine = engine
+        self._identity_root = identity_root
         self._known = known_service_ports()
         self._exporter_numbers: dict[str, int] = {}
         self._exporters: list[str] = []
@@ -103,7 +106,8 @@ class Sessionizer:
         table = table.cast(FLOW_SCHEMA)
         exporters = self._exporter_column(table)
         src_declared, dst_declared = self._declared(table)
-        records = batch_records(table, self._count, src_declared, dst_declared)
+        records = batch_records(table, self._count, src_declared, dst_declared,
+                                self._identity_root)
         for times in (records.first_seen, records.last_seen):
             if len(times) and (times.min() < -TIME_LIMIT_US or times.max() > TIME_LIMIT_US):
                 # read_flows leaves such records out (bad_timestamp); fed from elsewhere, they
