@@ -2,6 +2,7 @@
 
 ForensicsError
 ├── UsageError              bad arguments, options or settings; the CLI prints it, exit 2
+│   └── LinkCycle           recombine: tables whose late sessions follow each other in a loop
 └── InputError              bytes we could not decode; always says where
     ├── UnknownFormat       no reader recognises the file's magic bytes (file skipped)
     └── MalformedInput      one datagram, set or block is bad (counted, skipped)
@@ -14,6 +15,8 @@ A bad unit is counted and skipped, a bad file is counted and the run moves on; o
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class ForensicsError(Exception):
     """Base of every error this package raises on purpose."""
@@ -21,6 +24,19 @@ class ForensicsError(Exception):
 
 class UsageError(ForensicsError):
     """Bad arguments, options or settings, found before any work starts."""
+
+
+class LinkCycle(UsageError):
+    """Late sessions follow each other in a loop: no fragment of theirs leads to a root (an
+    edited table; sessionize never writes one). `stuck` are their rows (a numpy array) in
+    the sessions chained: the whole table's (the runs' tables one after the other), a
+    bucket's when recombine's chain_sessions raises it for one; recombine/partitioned.py
+    raises it again with the whole table's rows."""
+
+    def __init__(self, stuck: Any, example: str, count: int) -> None:
+        super().__init__(f"fragment links form a cycle (session {example} among {count}): "
+                         "late sessions follow each other in a loop")
+        self.stuck = stuck
 
 
 class InputError(ForensicsError):

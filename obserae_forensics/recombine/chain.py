@@ -44,7 +44,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..errors import UsageError
+from ..errors import LinkCycle, UsageError
 from ..schema import SESSIONS_SCHEMA, TIMESTAMP
 from ..sessionize.row import OPENING_ONLY, REFUSAL_ONLY
 from ..sessionize.row import TCP_ACK as ACK
@@ -633,18 +633,6 @@ def _dense_pairs(values: tuple[np.ndarray, np.ndarray], wanted: tuple[np.ndarray
     width = int(ranks[1].max()) + 1
     combined = ranks[0] * width + ranks[1]
     return combined[:len(values[0])], combined[len(values[0]):]
-
-
-class LinkCycle(UsageError):
-    """Late sessions follow each other in a loop: no fragment of theirs leads to a root.
-    `stuck` are their rows in the sessions chained: the whole table's (the runs' tables one
-    after the other), a bucket's when chain_sessions raises it for one; partitioned.py
-    raises it again with the whole table's rows."""
-
-    def __init__(self, stuck: np.ndarray, example: str, count: int) -> None:
-        super().__init__(f"fragment links form a cycle (session {example} among {count}): "
-                         "late sessions follow each other in a loop")
-        self.stuck = stuck
 
 
 def _roots(parent: np.ndarray, session_id: pa.ChunkedArray) -> np.ndarray:

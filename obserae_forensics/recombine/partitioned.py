@@ -39,7 +39,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..errors import UsageError
+from ..errors import LinkCycle, UsageError
 from ..ids import endpoint_pair_hashes, text_hashes
 from ..tables.layout import SESSIONS_FILE
 from ..tables.parquet import (
@@ -56,7 +56,6 @@ from .chain import (
     PORTED_PROTOCOLS,
     RECOMBINED_SCHEMA,
     Chains,
-    LinkCycle,
     RunsContext,
     chain_sessions,
     numpy_of,
