@@ -343,8 +343,12 @@ def chain_sessions(sessions: pa.Table, runs: list[Run],
                                is_open | hard | evicted | event_runs[run],
                                due=last + np.where(finished_session, 0, idle), grace=grace)
     cut_open = (is_open[before] | ended[before]) & (run[before] < run[after])
+    # after a finished connection, one that opens after its last record with a SYN is a new
+    # connection on the 5-tuple, even within the grace (the sessionizer's rule 2b')
+    reopened = (finished_session[before] & (opened[after] > last[before])
+                & (((ab_flags[after] | ba_flags[after]) & SYN) != 0))
     link = (same_key(before, after) & (cut_closed | cut_open)
-            & (opened[after] - last[before] <= reach[before]))
+            & (opened[after] - last[before] <= reach[before]) & ~reopened)
     parent[after[link]] = before[link]
     reason[after[link]] = np.where(hard[before[link]], 1,
                                    np.where(evicted[before[link]], 2, 4))

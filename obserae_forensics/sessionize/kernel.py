@@ -1225,7 +1225,9 @@ def replay(
         if slot >= 0 and (S[slot, R.SL_STATUS] & R.STATUS_OPEN):
             r = S[slot, R.SL_STATUS] >> R.STATUS_ROW_SHIFT
             idle = _idle(M, r, P)
-            if first > M[r, R.F_LAST] + idle or first >= M[r, R.F_OPENED] + hard:
+            if first > M[r, R.F_LAST] + idle or first >= M[r, R.F_OPENED] + hard or (
+                    first > M[r, R.F_LAST] and (tcp_flags[i] & R.SYN_EITHER)
+                    and _finished(M, r)):  # a new connection on the 4-tuple (reference 2b')
                 deadline, reason = _deadline(M, r, P)
                 _close(S, M, G, r, deadline, reason, emit, P, C, OUT, E, known)
             elif first < M[r, R.F_OPENED] and (

@@ -15,6 +15,10 @@ watermark before r, max(last_seen) - grace; max(first_seen) - grace under event 
    a. r.first_seen > s.last_seen + idle(s): s closes at its own deadline, r opens a new session;
    b. r.first_seen >= s.opened_at + hard_timeout: s closes at its deadline (a `hard_timeout`
       fragment), r opens the next fragment;
+   b'. s is a finished TCP connection (FIN both ways, or a RST) and r starts after its
+      last_seen with a SYN: a new connection on the 4-tuple; s closes at its deadline (as
+      the watermark passing its last_seen would close it), r opens a new session (a refused
+      attempt and its retry on one port used to come out as one `rst` session);
    c. r starts before s and cannot join it without an internal gap longer than idle, or without
       making s span more than hard_timeout (r.last_seen + idle < s.opened_at, or
       r.first_seen + hard_timeout <= latest first_seen of s): r is a *stray* — a session of
@@ -276,7 +280,9 @@ class ReferenceReplay:
         joined = False
         if session is not None:
             idle = session.idle(policy)
-            if first > session.last + idle or first >= session.opened + policy.hard_timeout_us:
+            if first > session.last + idle or first >= session.opened + policy.hard_timeout_us \
+                    or (first > session.last and session.finished()
+                        and int(records.tcp_flags[i]) & R.SYN_EITHER):
                 closed_at, reason = session.deadline(policy)
                 self._close(session, closed_at, reason, index)
                 session = None

@@ -201,6 +201,22 @@ def test_recombining_slices_agrees_with_one_run(tmp_path: Path) -> None:
     assert by_id["REJ"]["close_reason"] == "rejected"
 
 
+
+def test_a_new_connection_after_a_finished_one_across_runs_is_its_own(tmp_path: Path) -> None:
+    """As inside one run (the sessionizer's rule 2b'): a connection that opens with a SYN
+    after a finished one on its 5-tuple, within the grace, is a new conversation; a
+    trailing ACK there still joins."""
+    first = write_run(tmp_path / "r1", [
+        session("DONE", 0, 5, state="active", flags=(0x1B, 0x1B)),
+        session("ALSO", 0, 5, state="active", a=("10.0.0.11", 1), flags=(0x1B, 0x1B))])
+    second = write_run(tmp_path / "r2", [
+        session("AGAIN", 6, 9, state="active", flags=(0x1B, 0x1B)),
+        session("TRAIL", 6, 6, a=("10.0.0.11", 1), ba=(0, 0), flags=(0x10, 0))])
+    by_id = conversations(recombine_tables([first, second]))
+    assert by_id["DONE"]["session_ids"] == ["DONE"] and "AGAIN" in by_id
+    assert by_id["ALSO"]["session_ids"] == ["ALSO", "TRAIL"]
+
+
 def test_the_conversations_state_is_its_latest_fragments(tmp_path: Path) -> None:
     # a short fragment opened inside a long one is not the conversation's end
     rows = [session("LONG", 0, 45, close="hard_timeout", ba=(0, 0), flags=(0x10, 0)),

@@ -92,6 +92,28 @@ def test_a_rst_answering_an_exchange_whose_syn_ack_went_unseen_is_rst(engine: st
     assert s["close_reason"] == "rejected"
 
 
+def test_a_new_connection_on_a_finished_connections_4_tuple_is_a_session_of_its_own(
+        engine: str) -> None:
+    """Found by a contract audit: a finished connection (FIN both ways, or a RST) stayed
+    open until the watermark passed its last_seen, and took a new SYN on its 4-tuple in the
+    meantime: a refused attempt and its retry on one port came out as one `rst` session
+    (the refusal gone), two connections as one `fin`. A record starting after a finished
+    connection with a SYN now opens a session; one without (a trailing ACK) still joins."""
+    retry = [rec(0, flags=SYN), rec(0.001, src=B, sport=443, dst=A, dport=40000,
+                                    flags=RST | ACK),
+             rec(1, 3, flags=SYN | ACK | FIN, packets=5),
+             rec(1.001, 3, src=B, sport=443, dst=A, dport=40000, flags=SYN | ACK | FIN,
+                 packets=5), tick(40)]
+    sessions = by_key(run(retry, engine=engine)[0])
+    assert [(s["close_reason"], s["flow_count"]) for s in sessions] == [
+        ("rejected", 2), ("fin", 2)]
+    trailing = [rec(0, 1, flags=SYN | ACK | FIN), rec(0.1, 1, src=B, sport=443, dst=A,
+                                                      dport=40000, flags=SYN | ACK | FIN),
+                rec(2, flags=ACK), tick(40)]
+    [s] = by_key(run(trailing, engine=engine)[0])
+    assert (s["close_reason"], s["flow_count"]) == ("fin", 3)
+
+
 def test_rst_having_seen_one_direction_is_no_reply_closed_at_once(engine: str) -> None:
     # found by an audit: these were `rst`, which the reason table keeps for a RST after an
     # exchange, and hid scans from the seed's no_reply query
