@@ -24,7 +24,9 @@ changed it, with that datagram's options template; options records that change n
 are not needed. Data a template came after (held by the decoder) take the datagram that
 defined it and the options in force then; options data sent before its options template
 take effect from that template on. Each message is walked set by set, as the decoder walks
-it: a data set before its message's own definition of its id reads the one before. A
+it: a data set before its message's own definition of its id reads the port's one
+before (a port with none of its own holds it to the message's end, as the decoder
+does, and reads the message's). A
 datagram taken for its options data takes the definitions they were read with: without
 them the export would hold those data and read them later, in another order.
 
@@ -182,9 +184,11 @@ class _Pass:
     kept: dict[Place, Datagram] = field(default_factory=dict)  # those that may be needed
     limit: int = 4096  # kept beyond it: forget what nothing refers to (keep())
     complete: bool = True  # False: an earlier file may hold what this pass did not see
-    # the datagrams whose definitions each datagram's options data were read with: one in
-    # the export without them would hold its options data until a later definition and
-    # apply them then, in another order than the run's (with_definitions)
+    # the datagrams whose definitions each datagram's options data were read with, and, for
+    # data it held for its port's own, the one that made its port one with templates of its
+    # own: in the export without them, it would hold its options data until a later
+    # definition and apply them then, in another order than the run's, or read another
+    # port's at once (with_definitions)
     reads: dict[Place, set[Place]] = field(default_factory=dict)
 
     def scope(self, stream: Stream) -> TemplateScope[Place]:
@@ -252,11 +256,13 @@ class _Pass:
                 held.append(place)
                 del held[:-HELD]
             carries = True
+            # held for the port's own: what made it a port with templates of its own keeps
+            # it from taking another's in the export (reads: wherever this datagram goes)
+            first = self.first_def.get((stream, port)) if port in scope.ports else None
+            if first is not None and first != place:
+                self.reads.setdefault(place, set()).add(first)
             if wanted:
                 self.waiting.add((stream, port, template_id))
-                # held for the port's own: what made it a port with templates of its own
-                # keeps it from taking another's in the export
-                first = self.first_def.get((stream, port))
                 if first is not None:
                     self.needed.add(first)
         # held data sets are read at the datagram that defines their template (the port's
@@ -351,7 +357,7 @@ class _Pass:
                     *(place for scope in self.scopes.values() for place in scope.latest.values()),
                     *(place for pair in self.entry.values() for place in pair
                       if place is not None),
-                    *self.needed, *self.seen,
+                    *self.needed, *self.seen, *self.first_def.values(),
                     *(place for places in self.held.values() for place in places)}
             live.update(place for found in self.effects.values() for entry in found.values()
                         for place in entry[1:] if place is not None)
@@ -479,6 +485,8 @@ def _read(state: _Pass, index: int, chunks: Iterable[list[Datagram]], mine: set[
                 state.seen.add(place)
             if keep or wanted:
                 state.keep(place, datagram)
+            else:  # never taken: what it read with needs no remembering
+                state.reads.pop(place, None)
     return True
 
 

@@ -183,11 +183,13 @@ def check_flows_target(source: RecombineResult | Sequence[Path], path: Path, *,
 
 
 def check_pcap_target(source: RecombineResult | Sequence[Path], path: Path, *,
-                      force: bool = False) -> None:
-    """Refuse a capture export `path` export_pcap would refuse, before anything is written
-    (and when there turns out to be nothing to export: the flows export is refused alike)."""
-    check_output_file(Path(path), run_evidence(list(_runs_of(source).values())),
-                      "--export-pcap", force=force)
+                      force: bool = False, evidence: Sequence[Path] | None = None) -> None:
+    """Refuse a capture export `path` export_pcap refuses, before anything is written (and
+    when there turns out to be nothing to export: the flows export is refused alike).
+    `evidence`: the runs' files, when the caller has them already."""
+    if evidence is None:
+        evidence = run_evidence(list(_runs_of(source).values()))
+    check_output_file(Path(path), evidence, "--export-pcap", force=force)
 
 
 def write_flow_table(table: pa.Table, path: Path) -> None:
@@ -277,7 +279,7 @@ def export_pcap(source: RecombineResult | Sequence[Path], ids: Sequence[str], pa
     runs = {run.index: run for run in _runs_of(source if isinstance(source, RecombineResult)
                                                else [Path(p) for p in source]).values()}
     evidence = run_evidence(list(runs.values()))
-    check_output_file(path, evidence, "--export-pcap", force=force)
+    check_pcap_target(source, path, force=force, evidence=evidence)
     table = collect_flows(source, ids)
     result = PcapExport(path=None, report=RunReport(strict=strict))
     plan = _Plan.of(runs, table)

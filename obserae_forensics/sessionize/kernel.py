@@ -1227,7 +1227,7 @@ def replay(
             idle = _idle(M, r, P)
             if first > M[r, R.F_LAST] + idle or first >= M[r, R.F_OPENED] + hard or (
                     first > M[r, R.F_LAST] and (tcp_flags[i] & R.SYN_EITHER)
-                    and _finished(M, r)):  # a new connection on the 4-tuple (reference 2b')
+                    and _finished(M, r)):  # a new connection on the 5-tuple (reference 2b')
                 deadline, reason = _deadline(M, r, P)
                 _close(S, M, G, r, deadline, reason, emit, P, C, OUT, E, known)
             elif first < M[r, R.F_OPENED] and (

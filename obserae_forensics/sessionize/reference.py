@@ -16,7 +16,7 @@ watermark before r, max(last_seen) - grace; max(first_seen) - grace under event 
    b. r.first_seen >= s.opened_at + hard_timeout: s closes at its deadline (a `hard_timeout`
       fragment), r opens the next fragment;
    b'. s is a finished TCP connection (FIN both ways, or a RST) and r starts after its
-      last_seen with a SYN: a new connection on the 4-tuple; s closes at its deadline (as
+      last_seen with a SYN: a new connection on the 5-tuple; s closes at its deadline (as
       the watermark passing its last_seen would close it), r opens a new session (a refused
       attempt and its retry on one port used to come out as one `rst` session);
    c. r starts before s and cannot join it without an internal gap longer than idle, or without

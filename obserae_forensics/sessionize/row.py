@@ -213,7 +213,7 @@ REFUSAL_ONLY = TCP_SYN | TCP_PSH | TCP_FIN
 # Records.tcp_flags: a record's forward flags, and its reverse direction's shifted above them
 REVERSE_FLAGS_SHIFT = 16
 FLAGS_MASK = (1 << REVERSE_FLAGS_SHIFT) - 1
-# a SYN in either half of a record: after a finished connection, a new one on its 4-tuple
+# a SYN in either half of a record: after a finished connection, a new one on its 5-tuple
 SYN_EITHER = TCP_SYN | TCP_SYN << REVERSE_FLAGS_SHIFT
 
 SIGN_BIT = np.int64(-(2**63))

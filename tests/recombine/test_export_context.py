@@ -22,6 +22,8 @@ from obserae_forensics.cli import app
 from obserae_forensics.errors import InputError
 from obserae_forensics.readers.pcap import iter_datagrams, iter_frames
 from obserae_forensics.recombine import export_pcap
+from obserae_forensics.recombine.context import _datagrams as context_datagrams
+from obserae_forensics.recombine.context import _pass as context_pass
 from obserae_forensics.recombine.context import template_context
 from obserae_forensics.report import RunReport
 from tests.readers.test_ipfix import EXPORT_S, data, message, options_template, template
@@ -544,3 +546,39 @@ def test_options_data_an_export_takes_keep_the_definition_they_were_read_with(
         message(data(263, struct.pack(">III", 1, 1, 0)), sequence=2),
         message(RATE_100, sampler_263, SAMPLER, sequence=3),
         message(template(FLOW, FIELDS), data(FLOW, record(2)), sequence=4)) == (3, 1, 0)
+
+
+def test_options_data_held_for_their_ports_own_keep_that_port_one_with_templates(
+        tmp_path: Path) -> None:
+    """Found by review: port P, which has templates of its own, sends options data before
+    its own 263; the run holds them and reads them 1-in-100 with P's layout when it comes.
+    The export took them (they set the rate in force) and, for another port's options
+    data, that port's 263, but not the datagram that made P a port with templates: there,
+    P's data read the other port's 263 at once (1-in-1)."""
+    ports = 50000, 50001, 50002
+    interval_space = options_template(263, [(302, 4)], [(305, 4), (306, 4)])
+    space_interval = options_template(263, [(302, 4)], [(306, 4), (305, 4)])
+    selected = [*FIELDS, (302, 4, 0)]
+    assert one_record_export(
+        tmp_path, (ports[0], message(template(262, FIELDS), sequence=1)),
+        (ports[1], message(interval_space, sequence=1)),
+        (ports[1], message(template(FLOW, selected), data(263, struct.pack(">III", 1, 1, 9)),
+                           sequence=2)),
+        (ports[0], message(data(263, struct.pack(">III", 1, 99, 1)), sequence=2)),
+        (ports[0], message(space_interval, sequence=3)),
+        (ports[2], message(data(FLOW, record(2) + struct.pack(">I", 1)), sequence=1))
+    )[1:] == (1, 0)
+
+
+def test_the_search_remembers_nothing_of_datagrams_it_will_not_take(tmp_path: Path) -> None:
+    """Found by review: what each datagram's options data were read with was kept for every
+    datagram, taken or not (an exporter repeating its rate in each one): memory grew with
+    the run's datagrams, not with what the export may take."""
+    rate = data(260, struct.pack(">III", 1, 1, 99))
+    path = capture(tmp_path / "many.pcap", EXPORT_S,
+                   message(SAMPLER, template(FLOW, FIELDS), rate, sequence=0),
+                   *[message(rate, data(FLOW, record(3)), sequence=i) for i in range(1, 500)],
+                   message(data(FLOW, record(2)), sequence=500))
+    at = offsets(path)
+    state = context_pass([path], {0: {at[-1]}}, 0, context_datagrams, lambda index: None)
+    assert len(state.kept) <= 2 and len(state.reads) <= 1

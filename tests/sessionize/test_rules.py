@@ -92,10 +92,10 @@ def test_a_rst_answering_an_exchange_whose_syn_ack_went_unseen_is_rst(engine: st
     assert s["close_reason"] == "rejected"
 
 
-def test_a_new_connection_on_a_finished_connections_4_tuple_is_a_session_of_its_own(
+def test_a_new_connection_on_a_finished_connections_5_tuple_is_a_session_of_its_own(
         engine: str) -> None:
     """Found by a contract audit: a finished connection (FIN both ways, or a RST) stayed
-    open until the watermark passed its last_seen, and took a new SYN on its 4-tuple in the
+    open until the watermark passed its last_seen, and took a new SYN on its 5-tuple in the
     meantime: a refused attempt and its retry on one port came out as one `rst` session
     (the refusal gone), two connections as one `fin`. A record starting after a finished
     connection with a SYN now opens a session; one without (a trailing ACK) still joins."""
