@@ -116,13 +116,14 @@ class _Stream:
     """One direction of one TCP connection."""
 
     __slots__ = ("buffer", "counted", "exporter", "fin_seq", "held", "held_bytes", "isn",
-                 "kind", "next_seq", "place", "ports", "source", "start_seq", "synced",
-                 "undecided")
+                 "kind", "lost", "next_seq", "place", "ports", "source", "start_seq",
+                 "synced", "undecided")
 
     def __init__(self, next_seq: int, isn: int | None, exporter: str,
                  ports: tuple[int, int], source: str, place: Place) -> None:
         self.next_seq = next_seq
         self.start_seq = next_seq  # its first byte's sequence number
+        self.lost: set[int] | None = None  # sequence numbers counted as before the start
         self.isn = isn  # the SYN's sequence number, when the capture holds it
         self.synced = isn is not None  # the buffer starts at a message boundary
         self.kind = _UNKNOWN
@@ -404,8 +405,24 @@ class TcpStreams:
     def _data(self, stream: _Stream, seq: int, payload: bytes, place: Place
               ) -> list[Datagram]:
         relative = (seq - stream.next_seq) % SEQUENCE_SPACE
+        if relative >= HALF and stream.next_seq == stream.start_seq:
+            # data before the stream's first byte while nothing was read: no retransmission,
+            # the SYN's number does not fit it (a damaged SYN, one of another connection):
+            # the stream starts at this data instead, its place found again (all of a
+            # stream was taken for retransmissions, unread and uncounted)
+            self.report.repair(MalformedInput(
+                f"IPFIX over TCP from {stream.exporter}:{stream.ports[0]}: data at sequence "
+                f"number {seq}, {SEQUENCE_SPACE - relative} bytes before where the "
+                "connection's SYN says it begins; read from there", source=self.source,
+                offset=place.offset, frame=place.number, reason="tcp_start_moved"))
+            stream.start_seq = stream.next_seq = seq
+            stream.synced = False
+            relative = 0
         if relative >= HALF:  # before next_seq: retransmitted, or overlapping
             behind = SEQUENCE_SPACE - relative
+            before_start = (stream.start_seq - seq) % SEQUENCE_SPACE
+            if 0 < before_start < HALF:
+                self._before_start(stream, seq, min(before_start, len(payload)), place)
             if behind >= len(payload):
                 return []  # all of it already read
             payload = payload[behind:]
@@ -430,6 +447,23 @@ class TcpStreams:
         out += self._messages(stream, place)
         out += self._drain_held(stream, place)
         return out
+
+    def _before_start(self, stream: _Stream, seq: int, nbytes: int, place: Place) -> None:
+        """Bytes before the stream's first one, come after it was read from there (a
+        capture begun inside the connection, reordered): never read, so counted, once for
+        each sequence number (a retransmission of them is not counted again)."""
+        if stream.lost is None:
+            stream.lost = set()
+        if seq in stream.lost:
+            return
+        if len(stream.lost) >= HELD_SEGMENTS:
+            stream.lost.clear()
+        stream.lost.add(seq)
+        self.report.skip(MalformedInput(
+            f"IPFIX over TCP from {stream.exporter}:{stream.ports[0]}: {nbytes} bytes at "
+            f"sequence number {seq}, before where the stream was read from, came after it",
+            source=self.source, offset=place.offset, frame=place.number,
+            reason="tcp_before_start"), nbytes=nbytes)
 
     def _drain_held(self, stream: _Stream, place: Place) -> list[Datagram]:
         """Held segments that now follow on: the one at next_seq, else any that overlaps

@@ -173,6 +173,31 @@ def test_a_hole_a_late_start_and_a_cut_end_are_counted(tmp_path: Path) -> None:
     assert table.num_rows == 0 and not report.skipped and report.ignored == {"not_udp": 1}
 
 
+def test_data_before_where_the_syn_says_the_stream_begins_is_read_or_counted(
+        tmp_path: Path) -> None:
+    """Found by fuzzing the CLI: a SYN whose sequence number lay ahead of the data (damaged,
+    or another connection's) made every byte read as a retransmission of bytes read
+    already: 0 of 210 records, nothing counted. With nothing read yet, the stream now
+    starts at that data (a repair that says so); bytes before the start that come after
+    it was read from there (a capture begun inside the connection, reordered) are
+    counted."""
+    stream, first, port = exported_stream()
+    for ahead in (1000, 100_000, 1 << 30):
+        table, report = read(capture(tmp_path / f"syn{ahead}.pcap",
+                                     segments_of(stream, first), port, syn=first - 1 + ahead))
+        assert table.num_rows == 210 and not report.skipped, ahead
+        assert report.repaired == {"tcp_start_moved": 1}
+    # begun inside the connection, its first bytes captured after the rest began
+    (length,) = struct.unpack_from(">H", stream, 2)
+    table, report = read(capture(tmp_path / "reordered.pcap",
+                                 [(first + length, stream[length:]), (first, stream[:length])],
+                                 port, syn=None))
+    assert report.skipped["tcp_before_start"] == 1
+    assert report.skipped_bytes["tcp_before_start"] == length
+    # (the first message defined the templates: the rest waits for them, as the run says)
+    assert table.num_rows < 210
+
+
 def test_exporting_a_tcp_conversation_writes_its_flows_not_a_broken_capture(
         tmp_path: Path) -> None:
     """A message's provenance is the segment that completed it, which holds pieces of other
