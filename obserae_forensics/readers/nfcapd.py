@@ -530,7 +530,14 @@ def _blocks(
             return
         raw = f.read(stored)
         if block_type == BLOCK_ARRAY:
-            report.ignore("nfcapd_array_block", source, BLOCK_HEADER.itemsize + stored)
+            damage = _array_block_damage(raw, flags, header)
+            if damage:
+                # found by fuzzing: a flow block whose type was damaged to 4 was lost as
+                # metadata without a word (25 records)
+                report.skip(MalformedInput(damage, source=source, offset=pos, frame=frame,
+                                           reason="unsupported_block"), nbytes=end - pos)
+            else:
+                report.ignore("nfcapd_array_block", source, BLOCK_HEADER.itemsize + stored)
             pos = end
             continue
         if block_type not in (BLOCK_V1, BLOCK_V2):
@@ -555,6 +562,29 @@ def _blocks(
         report.skip(TruncatedInput(
             f"header promises {header.num_blocks} data blocks, file holds {frame}",
             source=source, offset=pos, frame=frame + 1), nbytes=0)
+
+
+def _array_block_damage(raw: bytes, flags: int, header: _Header) -> str:
+    """Why a block of type 4 (an array block: one record header, then bare elements) cannot
+    be one: nfdump 1.6 files hold none, and one whose record header names a flow record is a
+    flow block whose type was damaged; '' when it may be one."""
+    if header.layout != LAYOUT_VERSION_2:
+        return "an array block (type 4), which nfdump 1.6 files never hold: a damaged type"
+    code = NONE if flags & 0x1 else header.compression
+    try:
+        data = decompress_block(code, raw, source="", offset=0)
+    except BadCompression:
+        return "an array block (type 4) that does not decompress"
+    at = 0
+    while at + 4 <= len(data):  # read as a block of records, does it hold flow records?
+        record_type, size = (int(v) for v in np.frombuffer(data, f"{header.order}u2", 2, at))
+        if record_type in (COMMON_RECORD, V3_RECORD):
+            return (f"an array block (type 4) holding flow records (type {record_type}, at "
+                    f"{at}): a flow block whose type was damaged")
+        if size < 4:
+            break
+        at += size
+    return ""
 
 
 def _plausible_block(stored: int, num_records: int, block_type: int, flags: int) -> bool:
@@ -655,7 +685,8 @@ def _decode_block(
                 f"type {block_type}", source=state.source, offset=offset, frame=frame,
                 reason="bad_record"), nbytes=len(record))
         else:
-            _control_record(state, record_type, record, frame, offset, int(index), report)
+            _control_record(state, record_type, record, frame, offset, int(index), report,
+                            block_type)
     flow_mask = layouts >= 0
     # 1.6 blocks hold common records, 1.7 blocks V3 records; each decoder trusts what the
     # scan checked for its own record type only (a V3 element list, a common record's
@@ -868,11 +899,22 @@ def _element_list(
 # nfdump 1.5's legacy records (5, 6), and the appendix's ident and statistics (0x8001,
 # 0x8002), read as a data block when a damaged header points elsewhere
 OTHER_RECORD_TYPES: Final = frozenset((3, 4, 5, 6, 0x8001, 0x8002))
+LEGACY_RECORD_TYPES: Final = frozenset((3, 4, 5, 6))
+
+
+def _array_record_fits(record: bytes, order: str) -> bool:
+    """Whether an array record's header (type, size, number of elements, element size; u16
+    each) adds up to its size (up to 8 bytes of alignment after the elements)."""
+    if len(record) < 8:
+        return False
+    elements, element_size = (int(v) for v in np.frombuffer(record, f"{order}u2", 2, 4))
+    used = 8 + elements * element_size
+    return used <= len(record) < used + 8
 
 
 def _control_record(
     state: _FileState, record_type: int, record: bytes, frame: int, offset: int, index: int,
-    report: RunReport,
+    report: RunReport, block_type: int,
 ) -> None:
     """Apply an exporter, exporter-stats or sampler record; count what is not a flow at all."""
     wanted = _control_size(record_type, record, state.order)
@@ -939,10 +981,25 @@ def _control_record(
                     nbytes=len(record))
     elif record_type == EXTENSION_MAP:
         return  # 1.6 maps are applied in block order by nfcapd_v1
+    elif record_type in (12, 13, 14) and not _array_record_fits(record, state.order):
+        # found by fuzzing: a flow record retyped 12 passed as metadata; an array record's
+        # header (type, size, elements, element size) says its size
+        report.skip(MalformedInput(
+            f"record {index} (type {record_type}, an NBAR/interface/VRF name array) holds "
+            f"{len(record)} bytes where its header says otherwise: a damaged type",
+            source=state.source, offset=offset, frame=frame, reason="unknown_record_type"),
+            nbytes=len(record))
     elif record_type in (12, 13, 14, 256):
         # NBAR/ifname/vrfname arrays and slack: metadata, not flows, but counted (a damaged
         # type turned a flow record into one without a word)
         report.ignore("nfcapd_metadata_record", state.source, len(record))
+    elif record_type in LEGACY_RECORD_TYPES and block_type == BLOCK_V2:
+        # found by fuzzing: nfdump 1.7 writes no histogram or 1.5 record, so one in a 1.7
+        # block is a flow record whose type was damaged (it passed as other records)
+        report.skip(MalformedInput(
+            f"record {index} of type {record_type}, which only nfdump 1.5/1.6 wrote, in a "
+            "1.7 block: a damaged type", source=state.source, offset=offset, frame=frame,
+            reason="unknown_record_type"), nbytes=len(record))
     elif record_type in OTHER_RECORD_TYPES:
         report.ignore("nfcapd_other_record", state.source, len(record))
     else:

@@ -132,6 +132,9 @@ def walk_frames(buf: mmap.mmap | bytes, source: str, report: RunReport) -> Itera
 
 
 MAX_CAPLEN = 262_144 * 4
+# bits of the PCAP header's link-type field that must be zero: 16-25 and 27 (28-31 and 26
+# are the FCS length and its flag)
+LINKTYPE_RESERVED = 0x03FF_0000 | 1 << 27
 
 
 def _pcap_header(
@@ -148,6 +151,15 @@ def _pcap_header(
                                    source=source, offset=0), nbytes=len(buf))
         return None
     linktype_field = struct.unpack_from(order + "I", buf, 20)[0]
+    if linktype_field & LINKTYPE_RESERVED:
+        # found by fuzzing: 0xffffffff read as link type 65535, every frame other traffic
+        # (unsupported_linktype) and nothing said; the field's reserved bits make it an
+        # error (draft-ietf-opsawg-pcap): which link type the frames are is not known
+        report.skip(MalformedInput(
+            f"PCAP file header's link-type field 0x{linktype_field:08x} has reserved bits "
+            "set (16-25, 27): the frames' link type is not known", source=source,
+            offset=20, reason="bad_header"), nbytes=len(buf))
+        return None
     fcs_bytes = ((linktype_field >> 28) & 0xF) * 2 if linktype_field & (1 << 26) else 0
     return order, ns_per_unit, linktype_field & 0xFFFF, fcs_bytes
 

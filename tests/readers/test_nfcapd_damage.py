@@ -208,7 +208,8 @@ def test_elements_past_a_records_count_are_counted(corpus: Path, tmp_path: Path)
 
 @pytest.mark.parametrize(("record_type", "counted"), [
     (15, ("skipped", "bad_sampler_record")), (9, ("skipped", "bad_sampler_record")),
-    (7, ("skipped", "bad_exporter_record")), (12, ("ignored", "nfcapd_metadata_record"))])
+    (7, ("skipped", "bad_exporter_record")), (12, ("skipped", "unknown_record_type")),
+    (256, ("ignored", "nfcapd_metadata_record"))])
 def test_a_flow_record_retyped_as_a_control_record_is_counted(
         corpus: Path, tmp_path: Path, record_type: int, counted: tuple[str, str]) -> None:
     """Found by fuzzing: a V3 flow record whose type byte was damaged passed for a sampler
@@ -516,8 +517,9 @@ def test_a_flow_record_retyped_beyond_nfdump_s_types_is_a_problem(corpus: Path,
                                                                   tmp_path: Path) -> None:
     """Found by fuzzing: a flow record whose type was damaged to one no nfdump writes (255)
     was counted as other records, without a place; nfdump skips such a record with an
-    error. Retyped to one nfdump defines without flows (4, a histogram), it still reads as
-    that: the bytes cannot tell."""
+    error. Retyped to one only nfdump 1.5/1.6 wrote (a histogram, 4), or to an array record
+    whose header does not add up (12), in a 1.7 block, it is a problem too (found by
+    fuzzing the CLI: they passed as other records and metadata)."""
     first_flow = 52 + 32  # the block at 40: its header, the exporter record, then flows
     path = _patched(corpus, tmp_path, first_flow, (255).to_bytes(2, "little"))
     table, report = read_table(path)
@@ -526,6 +528,21 @@ def test_a_flow_record_retyped_beyond_nfdump_s_types_is_a_problem(corpus: Path,
     assert report.skipped_bytes["unknown_record_type"] == 132 and not report.ignored
     [problem] = [p for p in report.examples if p.reason == "unknown_record_type"]
     assert problem.offset == 40 and "record 1 of unknown type 255" in problem.message
-    path = _patched(corpus, tmp_path, first_flow, (4).to_bytes(2, "little"))
+    for retyped in (3, 4, 6, 12, 14):
+        path = _patched(corpus, tmp_path, first_flow, retyped.to_bytes(2, "little"))
+        table, report = read_table(path)
+        assert table.num_rows == 25 and not report.ignored, retyped
+        assert dict(report.skipped) == {"unknown_record_type": 1}, retyped
+        assert report.skipped_bytes["unknown_record_type"] == 132
+
+
+def test_a_flow_block_retyped_as_an_array_block_is_a_problem(corpus: Path,
+                                                             tmp_path: Path) -> None:
+    """Found by fuzzing the CLI: a 1.7 flow block whose type was damaged to 4 (an array
+    block, which the reader passes over as metadata) lost its 26 records without a word."""
+    path = _patched(corpus, tmp_path, 48, (4).to_bytes(2, "little"))
     table, report = read_table(path)
-    assert table.num_rows == 25 and report.ignored == {"nfcapd_other_record": 1}
+    assert table.num_rows == 0 and not report.ignored
+    assert dict(report.skipped) == {"unsupported_block": 1}
+    [problem] = report.examples
+    assert problem.offset == 40 and "holding flow records" in problem.message

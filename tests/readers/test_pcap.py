@@ -95,6 +95,25 @@ def test_link_layers(tmp_path: Path, linktype: int, frame: object) -> None:
     assert [d.payload for d in found] == [PAYLOAD], report.skipped
 
 
+def test_a_link_type_field_with_reserved_bits_set_is_a_problem(tmp_path: Path) -> None:
+    """Found by fuzzing the CLI: a header's link-type field damaged to 0xffffffff read as
+    link type 65535, every frame other traffic and nothing said. Bits 16-25 and 27 must be
+    zero (draft-ietf-opsawg-pcap: an error); the FCS bits (26, 28-31) are no damage."""
+    frame = (10**18, bytes(Ether() / udp4()))
+    for field in (0xFFFF_FFFF, 1 | 1 << 16, 1 | 1 << 27):
+        path = tmp_path / f"bad{field:x}.pcap"
+        path.write_bytes(pcap_bytes([frame], linktype=field))
+        found, report = datagrams(path)
+        assert not found and report.skipped == {"bad_header": 1}, hex(field)
+        assert report.skipped_bytes["bad_header"] == path.stat().st_size
+        assert report.examples[0].offset == 20
+    path = tmp_path / "fcs.pcap"
+    path.write_bytes(pcap_bytes([(10**18, bytes(Ether() / udp4()) + b"\0" * 4)],
+                                linktype=1 | 1 << 26 | 2 << 28))
+    found, report = datagrams(path)
+    assert [d.payload for d in found] == [PAYLOAD] and not report.skipped
+
+
 def test_sll2_with_vlan_and_ipv6(tmp_path: Path) -> None:
     inner = IPv6(src="2001:db8::1", dst="2001:db8::2") / UDP(sport=1, dport=2) / PAYLOAD
     sll2 = struct.pack(">HHIHBB8s", 0x8100, 0, 3, 1, 0, 6, b"\x00" * 8)
