@@ -246,25 +246,9 @@ class _Pass:
             owner = scope.port_of(port, item[0])
             if owner is not None:
                 carries = self._data(stream, port, owner, place, item, payload, wanted) or carries
-                continue
-            # held by the decoder until a definition comes: an earlier file may hold one
-            # (the pass is then incomplete, _pass), else a later datagram does
-            template_id = item[0]
-            self.undefined.add((stream, template_id))
-            held = self.held.setdefault((stream, port, template_id), [])
-            if place not in held[-1:]:
-                held.append(place)
-                del held[:-HELD]
-            carries = True
-            # held for the port's own: what made it a port with templates of its own keeps
-            # it from taking another's in the export (reads: wherever this datagram goes)
-            first = self.first_def.get((stream, port)) if port in scope.ports else None
-            if first is not None and first != place:
-                self.reads.setdefault(place, set()).add(first)
-            if wanted:
-                self.waiting.add((stream, port, template_id))
-                if first is not None:
-                    self.needed.add(first)
+            else:
+                self._hold(stream, port, place, item[0], wanted)
+                carries = True
         # held data sets are read at the datagram that defines their template (the port's
         # own, or any for a port that defines none), with the options in force then
         resolved = [key for key in self.waiting if key[0] == stream and key[2] in defined
@@ -284,6 +268,26 @@ class _Pass:
             self.needed.add(place)
             if template_place is not None:
                 self.needed.add(template_place)
+
+    def _hold(self, stream: Stream, port: int, place: Place, template_id: int,
+              wanted: bool) -> None:
+        """A data set the decoder holds until a definition comes: an earlier file may hold
+        one (the pass is then incomplete, _pass), else a later datagram does."""
+        self.undefined.add((stream, template_id))
+        held = self.held.setdefault((stream, port, template_id), [])
+        if place not in held[-1:]:
+            held.append(place)
+            del held[:-HELD]
+        # held for the port's own: what made it a port with templates of its own keeps it
+        # from taking another's in the export (reads: wherever this datagram goes)
+        first = self.first_def.get((stream, port)) if port in self.scope(stream).ports \
+            else None
+        if first is not None and first != place:
+            self.reads.setdefault(place, set()).add(first)
+        if wanted:
+            self.waiting.add((stream, port, template_id))
+            if first is not None:
+                self.needed.add(first)
 
     def _define(self, stream: Stream, port: int, place: Place, template: Template) -> None:
         """A definition, where the decoder's walk reaches it; options data held for it are
