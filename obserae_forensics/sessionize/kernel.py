@@ -304,7 +304,14 @@ def _finished(M: Any, s: int) -> bool:
     both = M[s, R.F_FLAGS0] | M[s, R.F_FLAGS1]
     if both & R.TCP_RST:
         return True
-    return (M[s, R.F_FLAGS0] & M[s, R.F_FLAGS1] & R.TCP_FIN) != 0
+    return _fins(M, s) == 3
+
+
+@_inline
+def _fins(M: Any, s: int) -> int:
+    """Bit d: FIN seen from endpoint d in the conversation, this fragment or one before."""
+    return ((M[s, R.F_FLAGS0] & R.TCP_FIN) | (M[s, R.F_FLAGS1] & R.TCP_FIN) << 1
+            | M[s, R.F_INHERITED] >> 1) & 3
 
 
 @_inline
@@ -342,7 +349,7 @@ def _state_reason(M: Any, s: int) -> int:
                     and not (f0 & R.REFUSAL_ONLY):
                 return R.REASON_REJECTED
             return R.REASON_RST if M[s, R.F_SEEN] == 3 else R.REASON_NO_REPLY
-        if f0 & f1 & R.TCP_FIN:
+        if _fins(M, s) == 3:
             return R.REASON_FIN
         if (f0 | f1) & R.TCP_ACK and not (f0 | f1) & R.TCP_SYN:
             return R.REASON_IDLE  # one-way midstream: no attempt (reference.state_reason)
@@ -403,7 +410,7 @@ def _inherit(M: Any, s: int, S: Any, slot: int) -> None:
     never comes out reversed, and the directions the conversation has seen: a piece that
     sees one direction only (the other's records fell in the sessions before) is no one-way
     attempt (no_reply, half_open)."""
-    M[s, R.F_INHERITED] = 1
+    M[s, R.F_INHERITED] = 1 | ((S[slot, R.P_BITS] >> R.PB_FIN) & 3) << 1
     M[s, R.F_INH_ORIENT] = _prev_byte(S, slot, R.PB_ORIENT)
     M[s, R.F_INH_SERVER] = _prev_byte(S, slot, R.PB_SERVER)
     M[s, R.F_INH_METHOD] = _prev_byte(S, slot, R.PB_METHOD)
@@ -586,7 +593,8 @@ def _remember(S: Any, slot: int, M: Any, s: int, P: Any, C: Any) -> None:
                          | M[s, R.F_ORIENT] << R.PB_ORIENT | M[s, R.F_SERVER] << R.PB_SERVER
                          | M[s, R.F_METHOD] << R.PB_METHOD
                          | M[s, R.F_CONFIDENCE] << R.PB_CONFIDENCE
-                         | (M[s, R.F_SEEN] & 3) << R.PB_SEEN)
+                         | (M[s, R.F_SEEN] & 3) << R.PB_SEEN
+                         | _fins(M, s) << R.PB_FIN)
     S[slot, R.P_EXPIRY] = S[slot, R.P_CONT] + P[P_GRACE]
     if M[s, R.F_REASON] == R.REASON_HARD_TIMEOUT:
         S[slot, R.P_EXPIRY] += min(C[S_MAX_SPAN], R.MAX_CONTINUATION_SPAN_US)

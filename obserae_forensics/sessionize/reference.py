@@ -109,6 +109,7 @@ class RefSession:
     seen: int = 0
     syn_first_seen: list[int] = field(default_factory=lambda: [R.NO_TIME, R.NO_TIME])
     pure_syn: int = 0
+    inherited_fins: int = 0  # bit d: a fragment before it saw FIN from endpoint d
     echo_request: int = 0
     icmp_answers: int = 0  # bit d: echo replies, bit 2 + d: error messages
     declared: int = 0
@@ -137,11 +138,17 @@ class RefSession:
     def protocol(self) -> int:
         return self.key[0]
 
+    def fins(self) -> int:
+        """Bit d: FIN seen from endpoint d in the conversation, here or in a fragment before
+        (a connection whose FINs fall on both sides of a cut finishes in its last one)."""
+        return (bool(self.flags[0] & R.TCP_FIN) | bool(self.flags[1] & R.TCP_FIN) << 1
+                | self.inherited_fins)
+
     def finished(self) -> bool:
         if self.protocol != 6:
             return False
         both = self.flags[0] | self.flags[1]
-        return bool(both & R.TCP_RST) or bool(self.flags[0] & self.flags[1] & R.TCP_FIN)
+        return bool(both & R.TCP_RST) or self.fins() == 3
 
     def half_open(self) -> bool:
         if self.protocol != 6 or self.seen not in (1, 2):
@@ -175,7 +182,7 @@ class RefSession:
                 # rst is "RST seen after an established exchange"; one direction only (a
                 # scanner's own RST, backscatter) is a one-way attempt: no_reply
                 return R.REASON_RST if self.seen == 3 else R.REASON_NO_REPLY
-            if self.flags[0] & self.flags[1] & R.TCP_FIN:
+            if self.fins() == 3:
                 return R.REASON_FIN
             both = self.flags[0] | self.flags[1]
             if both & R.TCP_ACK and not both & R.TCP_SYN:
@@ -472,6 +479,7 @@ def _inherit(session: RefSession, prev: RefSession) -> None:
     assert prev.inherited is not None
     session.inherited = prev.inherited
     session.seen = prev.seen
+    session.inherited_fins = prev.fins()
 
 
 def _fill_row(out: np.ndarray, s: RefSession) -> None:

@@ -83,7 +83,8 @@ F_FOLLOW_OPENED = 42
 F_FOLLOW_SPLIT = 43
 F_FOLLOW_LATE = 44
 F_FOLLOW_DUP = 45
-F_INHERITED = 46  # a later fragment: orientation and server side come from fragment 0
+F_INHERITED = 46  # a later fragment: orientation and server side come from fragment 0;
+# bits 1 + d: the conversation's fragments before it saw FIN from endpoint d (finished())
 F_INH_ORIENT = 47
 F_INH_SERVER = 48
 F_INH_METHOD = 49
@@ -139,6 +140,9 @@ PB_METHOD = 40
 PB_CONFIDENCE = 48  # per mille, 10 bits
 # two bits, F_SEEN's: the directions the conversation has seen, its earlier fragments' too
 PB_SEEN = 58
+# two bits: the directions the conversation has seen FIN from, its earlier fragments' too (a
+# connection whose FINs fall on both sides of a cut finishes in its last fragment)
+PB_FIN = 60
 BYTE_MASK = 0xFF
 CONFIDENCE_MASK = 0x3FF
 # A `hard_timeout` fragment is remembered until the watermark passes last_seen + idle + grace

@@ -199,6 +199,21 @@ def test_hard_timeout_fragments_chain_and_inherit_orientation(engine: str) -> No
         assert (f["last_seen_at"] - f["opened_at"]).total_seconds() <= 60 + 1
 
 
+def test_a_connection_whose_fins_fall_on_both_sides_of_a_cut_finishes(engine: str) -> None:
+    """Found by a contract audit: the client's FIN in fragment 0 and the server's in
+    fragment 1 left fragment 1 unfinished (flags are each fragment's own), so it waited
+    the 60 s idle timeout and closed `idle`. The FINs a conversation saw carry over into
+    its next fragment, as the directions it saw do; its flags stay its own."""
+    policy = SessionPolicy(hard_timeout_us=60 * SECOND)
+    records = [rec(0, 50, flags=SYN | ACK | FIN),
+               rec(0.1, 55, src=B, sport=443, dst=A, dport=40000, flags=SYN | ACK),
+               rec(61, 70, src=B, sport=443, dst=A, dport=40000, flags=ACK | FIN), tick(200)]
+    fragments = by_key(run(records, policy, engine=engine)[0])
+    assert [(f["split"], f["close_reason"]) for f in fragments] == [
+        (0, "hard_timeout"), (1, "fin")]
+    assert fragments[1]["closed_at"] == at(70) and fragments[1]["ab_flags"] == 0
+
+
 def test_a_long_record_continues_a_fragment_on_a_busy_exporter(engine: str) -> None:
     """Found by auditing against sessions.md ("goes on in the next fragment when its next
     record starts within the idle timeout"): an exporter with a 250 s active timeout sends
