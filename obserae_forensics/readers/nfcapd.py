@@ -530,7 +530,7 @@ def _blocks(
             return
         raw = f.read(stored)
         if block_type == BLOCK_ARRAY:
-            damage = _array_block_damage(raw, flags, header)
+            damage = _array_block_damage(raw, flags, num_records, header)
             if damage:
                 # found by fuzzing: a flow block whose type was damaged to 4 was lost as
                 # metadata without a word (25 records)
@@ -564,10 +564,12 @@ def _blocks(
             source=source, offset=pos, frame=frame + 1), nbytes=0)
 
 
-def _array_block_damage(raw: bytes, flags: int, header: _Header) -> str:
-    """Why a block of type 4 (an array block: one record header, then bare elements) cannot
-    be one: nfdump 1.6 files hold none, and one whose record header names a flow record is a
-    flow block whose type was damaged; '' when it may be one."""
+def _array_block_damage(raw: bytes, flags: int, num_records: int, header: _Header) -> str:
+    """Why a block of type 4 (an array block: one record header giving the element size,
+    then bare elements, as nfdump's GeoDB and TorDB files hold) cannot be one: nfdump 1.6
+    files hold none, and one that reads whole as a block of records, exactly the number its
+    header counts, flow records among them, is a flow block whose type was damaged (an
+    array's elements, walked as records, end anywhere but there); '' when it may be one."""
     if header.layout != LAYOUT_VERSION_2:
         return "an array block (type 4), which nfdump 1.6 files never hold: a damaged type"
     code = NONE if flags & 0x1 else header.compression
@@ -575,15 +577,17 @@ def _array_block_damage(raw: bytes, flags: int, header: _Header) -> str:
         data = decompress_block(code, raw, source="", offset=0)
     except BadCompression:
         return "an array block (type 4) that does not decompress"
-    at = 0
-    while at + 4 <= len(data):  # read as a block of records, does it hold flow records?
+    at, records, flows = 0, 0, 0
+    while at + 4 <= len(data):  # read as a block of records
         record_type, size = (int(v) for v in np.frombuffer(data, f"{header.order}u2", 2, at))
-        if record_type in (COMMON_RECORD, V3_RECORD):
-            return (f"an array block (type 4) holding flow records (type {record_type}, at "
-                    f"{at}): a flow block whose type was damaged")
-        if size < 4:
-            break
+        if size < 4 or at + size > len(data):
+            return ""
+        flows += record_type in (COMMON_RECORD, V3_RECORD)
+        records += 1
         at += size
+    if at == len(data) and records == num_records and flows:
+        return (f"an array block (type 4) that reads as {records} records, {flows} of them "
+                "flow records: a flow block whose type was damaged")
     return ""
 
 

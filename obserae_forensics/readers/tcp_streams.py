@@ -21,7 +21,11 @@ the next message (`ipfix_stream_resync`), a message the connection or capture en
 (`truncated`), each with its frame and bytes. Retransmitted or overlapping bytes are read
 once: the first copy stands, as for IP fragments. A FIN ends the stream where its sequence
 number says, not where it was captured; a SYN seen again with the connection's first
-sequence number is a retransmission; data on a SYN (TCP Fast Open) starts after it.
+sequence number is a retransmission; data on a SYN (TCP Fast Open) starts after it. Data
+before where the SYN says the stream begins, while nothing was read, starts it there (a
+damaged SYN read nothing: `tcp_start_moved`, repaired), unless the connection before it
+on the port pair read those bytes (its retransmission); bytes before the start that come
+after it are counted (`tcp_before_start`).
 
 Bounds: at most MAX_STREAMS streams (the least recently fed closed first), out-of-order
 segments held up to HELD_BYTES and HELD_SEGMENTS per stream and HELD_TOTAL over all (then
@@ -116,14 +120,16 @@ class _Stream:
     """One direction of one TCP connection."""
 
     __slots__ = ("buffer", "counted", "exporter", "fin_seq", "held", "held_bytes", "isn",
-                 "kind", "lost", "next_seq", "place", "ports", "source", "start_seq",
-                 "synced", "undecided")
+                 "kind", "lost", "next_seq", "place", "ports", "previous", "source",
+                 "start_seq", "synced", "undecided")
 
     def __init__(self, next_seq: int, isn: int | None, exporter: str,
                  ports: tuple[int, int], source: str, place: Place) -> None:
         self.next_seq = next_seq
         self.start_seq = next_seq  # its first byte's sequence number
         self.lost: set[int] | None = None  # sequence numbers counted as before the start
+        # (first, end) of what the connection before it on its port pair read, if any
+        self.previous: tuple[int, int] | None = None
         self.isn = isn  # the SYN's sequence number, when the capture holds it
         self.synced = isn is not None  # the buffer starts at a message boundary
         self.kind = _UNKNOWN
@@ -200,6 +206,8 @@ class TcpStreams:
         payload = bytes(tcp[header:])
         place = Place(number, offset, ts_ns // 1_000)
         out: list[Datagram] = []
+        # data on a SYN (TCP Fast Open) starts after it, a retransmitted SYN's too
+        data_seq = (seq + 1) % SEQUENCE_SPACE if flags & _SYN else seq
         if flags & _SYN:
             if stream is not None and stream.isn == seq:
                 flags &= ~_SYN  # a retransmitted SYN: nothing new
@@ -207,12 +215,16 @@ class TcpStreams:
                 if stream is not None:  # the port pair reused by a new connection
                     out += self._forget(key, stream, place)
                     stream = None
-                self._verdicts.pop(key, None)
+                # what the connection before it read: its retransmissions are no data
+                # before this one's start (the new SYN's number lies above them)
+                previous = self._verdicts.pop(key, None)
                 if IPFIX_PORT in (sport, dport):
                     stream = self._open(key, (seq + 1) % SEQUENCE_SPACE, seq, src, sport,
                                         dport, exporter_texts, place, out)
                     stream.counted = True
                     self._ipfix += 1
+                    if previous is not None and previous != _NOT_IPFIX:
+                        stream.previous = previous
                 else:
                     self._syns[key] = seq
         verdict = self._verdicts.get(key) if stream is None else None
@@ -242,7 +254,6 @@ class TcpStreams:
         read = False
         if stream is not None:
             self._streams.move_to_end(key)
-            data_seq = (seq + 1) % SEQUENCE_SPACE if flags & _SYN else seq  # TCP Fast Open
             if payload:
                 if stream.kind == _UNKNOWN:  # counted when the stream is told apart
                     counts = stream.undecided.setdefault(self.source, [0, 0])
@@ -405,6 +416,10 @@ class TcpStreams:
     def _data(self, stream: _Stream, seq: int, payload: bytes, place: Place
               ) -> list[Datagram]:
         relative = (seq - stream.next_seq) % SEQUENCE_SPACE
+        if relative >= HALF and stream.previous is not None:
+            first, end = stream.previous
+            if (seq - first) % SEQUENCE_SPACE < (end - first) % SEQUENCE_SPACE:
+                return []  # the connection before it on the port pair: read by it, once
         if relative >= HALF and stream.next_seq == stream.start_seq:
             # data before the stream's first byte while nothing was read: no retransmission,
             # the SYN's number does not fit it (a damaged SYN, one of another connection):

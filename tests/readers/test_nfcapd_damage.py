@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import struct
 import subprocess
 from pathlib import Path
 
@@ -545,4 +546,23 @@ def test_a_flow_block_retyped_as_an_array_block_is_a_problem(corpus: Path,
     assert table.num_rows == 0 and not report.ignored
     assert dict(report.skipped) == {"unsupported_block": 1}
     [problem] = report.examples
-    assert problem.offset == 40 and "holding flow records" in problem.message
+    assert problem.offset == 40 and "26 of them flow records" in problem.message
+
+
+def test_an_array_block_as_nfdump_writes_one_is_not_a_problem(tmp_path: Path) -> None:
+    """Found by review: nfdump's GeoDB files hold type-4 blocks (a record header giving the
+    element size, then bare elements, maxmind.c's PushArrayHeader); walked as records, an
+    element's bytes reading 11 made the block a damaged flow block. Only one that reads
+    whole as its counted number of records, flow records among them, is."""
+    elements = b"".join(struct.pack("<II4BIddII", 0x0A000000 + (i << 8), 0xFFFFFF00, 4, 0, 0,
+                                    0, i, 47.3, 8.5, 10, 0x0028000B if i == 0 else 0)
+                        for i in range(50))
+    body = struct.pack("<HH", 2, 40) + elements
+    block = struct.pack("<IIHH", 50, len(body), 4, 0) + body
+    header = struct.pack("<HHIqBBHIqII", 0xA50C, 2, 0x01070800, 1_700_000_000, 0, 0, 0, 7, 0,
+                         0, 1)
+    path = tmp_path / "geodb.nfcapd"
+    path.write_bytes(header + block)
+    table, report = read_table(path)
+    assert table.num_rows == 0 and not report.skipped
+    assert dict(report.ignored) == {"nfcapd_array_block": 1}

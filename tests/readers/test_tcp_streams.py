@@ -198,6 +198,30 @@ def test_data_before_where_the_syn_says_the_stream_begins_is_read_or_counted(
     assert table.num_rows < 210
 
 
+def test_a_retransmitted_fast_open_syn_and_a_reused_port_pair_start_no_stream_again(
+        tmp_path: Path) -> None:
+    """Found by review of the start rule above: a retransmitted SYN carrying data (TCP
+    Fast Open) placed its data a byte early, and a segment of the connection before on the
+    same port pair, retransmitted after the new SYN, moved the new stream's start: counted
+    problems (and a hole) where the bytes are read whole."""
+    stream, first, port = exported_stream()
+    (length,) = struct.unpack_from(">H", stream, 2)
+    syn, data = dpkt.tcp.TH_SYN, dpkt.tcp.TH_ACK | dpkt.tcp.TH_PUSH
+    rest = [(seq, chunk, data) for seq, chunk in segments_of(stream[length:], first + length)]
+    for name, opening in (("tfo", [(first - 1, stream[:length], syn)] * 2),
+                          ("tfo2", [(first - 1, b"", syn), (first - 1, stream[:length], syn)])):
+        table, report = read(capture(tmp_path / f"{name}.pcap", [*opening, *rest], port,
+                                     syn=None))
+        assert table.num_rows == 210 and not report.skipped and not report.repaired, name
+    before = first - 100_000
+    old = (before, stream[:length], data)
+    reused = [(before - 1, b"", syn), old, (before + length, b"", dpkt.tcp.TH_FIN | data),
+              (first - 1, b"", syn), old,
+              *((seq, chunk, data) for seq, chunk in segments_of(stream, first))]
+    table, report = read(capture(tmp_path / "reuse.pcap", reused, port, syn=None))
+    assert table.num_rows == 210 and not report.skipped and not report.repaired
+
+
 def test_exporting_a_tcp_conversation_writes_its_flows_not_a_broken_capture(
         tmp_path: Path) -> None:
     """A message's provenance is the segment that completed it, which holds pieces of other
