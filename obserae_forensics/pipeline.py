@@ -467,14 +467,7 @@ def _cited_input(item: InputFile, stats: FileStats | None, sha256: str) -> dict[
         cited["compression"] = item.compression
         if stats is not None and stats.unpacked_size is not None:
             cited["unpacked_size"] = stats.unpacked_size
-    if stats is None:
-        return cited
-    cited["records"] = stats.records
-    cited["skipped"] = dict(sorted(stats.skipped.items()))
-    if stats.aggregated_records:
-        cited["aggregated_records"] = stats.aggregated_records
-        cited["aggregated_flows"] = stats.aggregated_flows
-    return cited
+    return cited if stats is None else {**cited, **stats.read_counts()}
 
 
 def _manifest(

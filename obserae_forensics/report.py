@@ -116,6 +116,16 @@ class FileStats:
     aggregated_records: int = 0  # nfcapd: records standing for several flows (nfdump -a ...)
     aggregated_flows: int = 0  # the flows those records stand for
 
+    def read_counts(self) -> dict[str, Any]:
+        """What was read from the file, as the manifest and as_dict cite it: its records,
+        what was skipped in it by reason, and the records of nfdump's aggregations."""
+        counts: dict[str, Any] = {"records": self.records,
+                                  "skipped": dict(sorted(self.skipped.items()))}
+        if self.aggregated_records:
+            counts["aggregated_records"] = self.aggregated_records
+            counts["aggregated_flows"] = self.aggregated_flows
+        return counts
+
 
 @dataclass
 class RunReport:
@@ -238,11 +248,8 @@ class RunReport:
                     **({"compression": f.compression, "unpacked_size": f.unpacked_size}
                        if f.compression else {}),
                     "units": f.units,
-                    "records": f.records,
-                    "skipped": dict(sorted(f.skipped.items())),
+                    **f.read_counts(),
                     "ignored": dict(sorted(f.ignored.items())),
-                    **({"aggregated_records": f.aggregated_records,
-                        "aggregated_flows": f.aggregated_flows} if f.aggregated_records else {}),
                 }
                 for path, f in sorted(self.files.items())
             },

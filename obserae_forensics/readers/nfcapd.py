@@ -358,7 +358,7 @@ def _read_appendix(f: BinaryIO, header: _Header, source: str, size: int) -> bool
                 offset=pos, reason="bad_appendix"), size - pos))
             return True
         payload = f.read(stored)
-        code = NONE if block["flags"] & 0x1 else header.compression
+        code = _block_codec(int(block["flags"]), header)
         try:
             data = decompress_block(code, payload, source=source, offset=pos)
         except BadCompression as error:
@@ -547,7 +547,7 @@ def _blocks(
                 source=source, offset=pos, frame=frame, reason=reason), nbytes=end - pos)
             pos = end
             continue
-        code = NONE if flags & 0x1 and header.layout == LAYOUT_VERSION_2 else header.compression
+        code = _block_codec(flags, header)
         try:
             payload = decompress_block(code, raw, source=source, offset=pos, frame=frame)
         except BadCompression as error:
@@ -564,6 +564,12 @@ def _blocks(
             source=source, offset=pos, frame=frame + 1), nbytes=0)
 
 
+def _block_codec(flags: int, header: _Header) -> int:
+    """A block's compression: the file's, unless a 1.7 block's flag bit 0 says it is stored
+    uncompressed (the 1.7.8 writer never sets it; `nfdump -v` honours it)."""
+    return NONE if flags & 0x1 and header.layout == LAYOUT_VERSION_2 else header.compression
+
+
 def _array_block_damage(raw: bytes, flags: int, num_records: int, header: _Header) -> str:
     """Why a block of type 4 (an array block: one record header giving the element size,
     then bare elements, as nfdump's GeoDB and TorDB files hold) cannot be one: nfdump 1.6
@@ -572,7 +578,7 @@ def _array_block_damage(raw: bytes, flags: int, num_records: int, header: _Heade
     array's elements, walked as records, end anywhere but there); '' when it may be one."""
     if header.layout != LAYOUT_VERSION_2:
         return "an array block (type 4), which nfdump 1.6 files never hold: a damaged type"
-    code = NONE if flags & 0x1 else header.compression
+    code = _block_codec(flags, header)
     try:
         data = decompress_block(code, raw, source="", offset=0)
     except BadCompression:
@@ -623,8 +629,7 @@ def _resync(f: BinaryIO, start: int, header: _Header, block_dtype: np.dtype) -> 
             block = np.frombuffer(chunk[index:index + 12], dtype=block_dtype)[0]
             f.seek(candidate + 12)
             payload = f.read(int(block["size"]))
-            code = NONE if block["flags"] & 0x1 and header.layout == LAYOUT_VERSION_2 \
-                else header.compression  # as _blocks decides
+            code = _block_codec(int(block["flags"]), header)
             try:
                 data = decompress_block(code, payload, source="", offset=0)
             except BadCompression:

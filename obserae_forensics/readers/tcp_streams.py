@@ -116,6 +116,14 @@ class Place:
         self.source = source
 
 
+def _inside(span: tuple[int, int], seq: int) -> int | None:
+    """How far into the bytes an ended connection read, (first, end) sequence numbers,
+    `seq` lies; None outside them."""
+    first, end = span
+    inside = (seq - first) % SEQUENCE_SPACE
+    return inside if inside < (end - first) % SEQUENCE_SPACE else None
+
+
 class _Stream:
     """One direction of one TCP connection."""
 
@@ -234,10 +242,9 @@ class TcpStreams:
                 self.report.ignore("not_udp", self.source, frame_bytes)
                 return out
             first, end = verdict
-            read_span = (end - first) % SEQUENCE_SPACE
-            inside = (seq - first) % SEQUENCE_SPACE
-            if inside < read_span:
-                beyond = inside + len(payload) - read_span
+            inside = _inside(verdict, seq)
+            if inside is not None:
+                beyond = inside + len(payload) - (end - first) % SEQUENCE_SPACE
                 if beyond <= 0:
                     return out  # bytes the ended stream read: a retransmission, read once
                 payload, seq = payload[len(payload) - beyond:], end
@@ -416,10 +423,9 @@ class TcpStreams:
     def _data(self, stream: _Stream, seq: int, payload: bytes, place: Place
               ) -> list[Datagram]:
         relative = (seq - stream.next_seq) % SEQUENCE_SPACE
-        if relative >= HALF and stream.previous is not None:
-            first, end = stream.previous
-            if (seq - first) % SEQUENCE_SPACE < (end - first) % SEQUENCE_SPACE:
-                return []  # the connection before it on the port pair: read by it, once
+        if relative >= HALF and stream.previous is not None and \
+                _inside(stream.previous, seq) is not None:
+            return []  # the connection before it on the port pair: read by it, once
         if relative >= HALF and stream.next_seq == stream.start_seq:
             # data before the stream's first byte while nothing was read: no retransmission,
             # the SYN's number does not fit it (a damaged SYN, one of another connection):
