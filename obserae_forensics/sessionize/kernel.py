@@ -1289,6 +1289,13 @@ def replay(
             M[target, R.F_IDENTITY] = identity[i]
             C[S_SERIALS] += 1
             _new_links(M, target, S, slot, C, first, late, _NOT_STRAY)
+
+        # a new session takes its record before the cap is checked (its deadline decides it)
+        _apply(M, target, d, first, last, dst_port[i], exporter_domain[i], tcp_flags[i],
+               packets[i], octets[i], reverse_packets[i], reverse_octets[i], sampling_rate[i],
+               counters_scaled[i], src_declared[i], dst_declared[i])
+
+        if is_new:
             now = clock
             if C[S_HAS_MAX_LAST] and C[S_MAX_LAST] > now:
                 now = C[S_MAX_LAST]
@@ -1299,7 +1306,12 @@ def replay(
                 # sessions the watermark of this record closes anyway leave by their own
                 # deadline first; only a session still open is a victim (reference rule 4)
                 _sweep_call(S, M, G, P, C, OUT, D, Q, E, known, now - P[P_GRACE], emit)
-            if C[S_OPEN] >= P[P_CAP]:
+            # a session that watermark has passed already (a late record's, or a fragment due
+            # at its opening) closes in the sweep after its record: it takes no live one's
+            # place, and the peak never counts it beyond the cap (reference rule 4)
+            due, _ = _deadline(M, target, P)
+            passing = due < now - P[P_GRACE]
+            if C[S_OPEN] >= P[P_CAP] and not passing:
                 if not C[S_EVICTION_ON]:
                     _eviction_build(V, C, S, M, tmp)
                 while True:
@@ -1321,14 +1333,11 @@ def replay(
                 C[S_LAST_EVICTION] = evict_at
             S[slot, R.SL_STATUS] |= target << R.STATUS_ROW_SHIFT | R.STATUS_OPEN
             C[S_OPEN] += 1
-            if C[S_OPEN] > C[S_PEAK_OPEN]:
+            if C[S_PEAK_OPEN] < C[S_OPEN] <= P[P_CAP]:
                 C[S_PEAK_OPEN] = C[S_OPEN]
             _endpoint_acquire(E, C, proto, k1, k2, k3)
             _endpoint_acquire(E, C, proto, k4, k5, k6)
 
-        _apply(M, target, d, first, last, dst_port[i], exporter_domain[i], tcp_flags[i],
-               packets[i], octets[i], reverse_packets[i], reverse_octets[i], sampling_rate[i],
-               counters_scaled[i], src_declared[i], dst_declared[i])
         if deep:
             M[target, R.F_DEEP] = 1
         if is_new and C[S_EVICTION_ON]:

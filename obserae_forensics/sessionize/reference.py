@@ -44,7 +44,11 @@ watermark before r, max(last_seen) - grace; max(first_seen) - grace under event 
    watermark r brings, then, if the cap is still full, evicts the open session with the oldest
    last_seen (ties: smallest key), closed at the exporter's newest last_seen (also under
    event replay, whose W follows first_seen: rule 5): a session whose
-   deadline that watermark passes closes by its deadline, not as session pressure.
+   deadline that watermark passes closes by its deadline, not as session pressure. Nor
+   is there a victim when that watermark passes the new session's own deadline (a late
+   record's session, or a record starting hard_timeout before it): it closes in the sweep
+   after r, and the cap, exceeded for that instant, holds between records (peak_open
+   never counts beyond it).
 5. After r, W moves to max(last_seen) - grace (under `--replay event`, max(first_seen) -
    grace: records come sorted by first_seen, so a session can close once the records reach
    past its deadline; on last_seen, every short flow after a long one was late and a
@@ -308,12 +312,14 @@ class ReferenceReplay:
         if session is None:
             session = self._new_session(key, first, late)
             session.identity = identity
+            self._apply(session, records, i, direction)
             now = clock if self.max_clock is None else max(clock, self.max_clock)
             newest = last if self.newest_last is None else max(last, self.newest_last)
             self._open(session, now, newest, index)
-        elif late and joined:
-            session.late_records += 1
-        self._apply(session, records, i, direction)
+        else:
+            if late and joined:
+                session.late_records += 1
+            self._apply(session, records, i, direction)
         session.deep |= deep
         self._after(clock, last, index)
         return session.serial, direction
@@ -338,12 +344,17 @@ class ReferenceReplay:
         return session
 
     def _open(self, session: RefSession, now: int, newest: int, index: int) -> None:
-        """`now`: the newest clock with this record's; `newest`: the newest last_seen."""
+        """`session` holds its first record; `now`: the newest clock with this record's;
+        `newest`: the newest last_seen."""
+        watermark = now - self.policy.grace_us
         if len(self.open) >= self.cap:
             # the watermark this record brings closes some sessions anyway: they leave by
             # their own deadline first, and only a session still open is a victim (rule 4)
-            self._sweep(now - self.policy.grace_us, index)
-        if len(self.open) >= self.cap:
+            self._sweep(watermark, index)
+        # a session that watermark has passed already (a late record's, or a fragment due
+        # at its opening) closes in the sweep after its record: it takes no live one's place
+        passing = session.deadline(self.policy)[0] < watermark
+        if len(self.open) >= self.cap and not passing:
             victim = min(self.open.values(), key=lambda s: (s.last, s.key))
             self._close(victim, newest, R.REASON_EVICTED, index)
             self.evictions += 1
@@ -351,7 +362,8 @@ class ReferenceReplay:
                 self.first_eviction = newest
             self.last_eviction = newest
         self.open[session.key] = session
-        self.peak_open = max(self.peak_open, len(self.open))
+        # ... and the cap holds between records: the peak never counts it beyond
+        self.peak_open = max(self.peak_open, min(len(self.open), self.cap))
         for endpoint in session.endpoints():
             entry = self.endpoints.setdefault(endpoint, [0, 0])
             entry[0] += 1

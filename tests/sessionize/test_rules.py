@@ -432,6 +432,37 @@ def test_a_session_the_new_watermark_closes_is_not_evicted(engine: str) -> None:
     assert sessionizer.pressure()["192.0.2.1"]["evictions"] == 0
 
 
+def test_a_session_due_at_its_own_opening_evicts_nobody(engine: str) -> None:
+    # a late record opens a session the watermark has already passed: it closes in the
+    # sweep after its record, so at a full cap it used to push out a live conversation
+    # (closed `evicted`, counted as pressure) for a session that was never open between
+    # two records
+    policy = SessionPolicy(max_open_ksessions=0.001)
+    records = [rec(100, 200, proto=17, sport=1001), rec(10, proto=17, sport=1002),
+               rec(201, proto=17, sport=1001)]
+    sessions, _, sessionizer = run(records, policy, engine=engine)
+    udp = by_key(sessions, "UDP")
+    late = next(s for s in udp if s["port_a"] == 1002)
+    assert (late["late"], late["close_reason"], late["closed_at"]) == (True, "no_reply", at(40))
+    live = [s for s in udp if s["port_a"] == 1001]
+    assert [(s["flow_count"], s["state"]) for s in live] == [(2, "active")]
+    assert sessionizer.pressure()["192.0.2.1"] == {
+        "evictions": 0, "first_eviction_us": None, "last_eviction_us": None, "peak_open": 1}
+
+
+def test_a_long_record_due_at_its_own_opening_evicts_nobody(engine: str) -> None:
+    # not late (it ends at the newest last_seen) but it starts more than hard_timeout
+    # before the watermark: its fragment is due at once, as a late session is
+    policy = SessionPolicy(max_open_ksessions=0.001)
+    records = [rec(1990, 2000, proto=17, sport=1001), rec(10, 2000, proto=17, sport=1002)]
+    sessions, _, sessionizer = run(records, policy, engine=engine)
+    udp = by_key(sessions, "UDP")
+    cut = next(s for s in udp if s["port_a"] == 1002)
+    assert (cut["close_reason"], cut["closed_at"]) == ("hard_timeout", at(10 + 900))
+    assert next(s for s in udp if s["port_a"] == 1001)["state"] == "active"
+    assert sessionizer.pressure()["192.0.2.1"]["evictions"] == 0
+
+
 def test_cap_evicts_oldest_last_seen_and_reports_pressure(engine: str) -> None:
     policy = SessionPolicy(max_open_ksessions=0.002)
     records = [rec(0, 3, proto=17, sport=1001), rec(1, 2, proto=17, sport=1002),
