@@ -419,10 +419,10 @@ def _inherit(M: Any, s: int, S: Any, slot: int) -> None:
 
 
 @_helper
-def _new_links(M: Any, s: int, S: Any, slot: int, C: Any, first: int, late: int,
-               stray: bool) -> None:
+def _new_links(M: Any, s: int, S: Any, slot: int, C: Any, P: Any, first: int, late: int,
+               flags: int, stray: bool) -> None:
     """Follow / continuation links of a session opened in M[s] from the prev of S[slot],
-    which the session also keeps for its `dup` (F_OPEN_PREV_*)."""
+    which the session also keeps for its `dup` (F_OPEN_PREV_*); `flags`: its record's."""
     if not _has_prev(S, slot, C):
         M[s, R.F_OPEN_PREV_OPENED] = R.NO_TIME
         return
@@ -436,7 +436,9 @@ def _new_links(M: Any, s: int, S: Any, slot: int, C: Any, first: int, late: int,
             M[s, R.F_FOLLOW_SPLIT] = S[slot, R.P_SPLIT]
             M[s, R.F_FOLLOW_LATE] = _prev_byte(S, slot, R.PB_LATE)
             M[s, R.F_FOLLOW_DUP] = S[slot, R.P_DUP]
-            if first <= S[slot, R.P_CONT]:  # within its idle timeout: its conversation
+            # within its idle timeout: its conversation, unless a new connection after a
+            # finished one (reference rule 3)
+            if first <= S[slot, R.P_CONT] and not _reopens(S, slot, P, first, flags):
                 _inherit(M, s, S, slot)
         return
     if stray:
@@ -454,6 +456,21 @@ def _new_links(M: Any, s: int, S: Any, slot: int, C: Any, first: int, late: int,
             M[s, R.F_ROOT_LATE] = _prev_byte(S, slot, R.PB_LATE)
             M[s, R.F_ROOT_DUP] = S[slot, R.P_DUP]
         _inherit(M, s, S, slot)
+
+
+@_inline
+def _reopens(S: Any, slot: int, P: Any, first: int, flags: int) -> bool:
+    """A record starting at `first` with `flags` is a new connection after the closed
+    session of S[slot]: that one finished (FIN both ways, or a RST), and the record starts
+    after its last_seen with a SYN (reference rule 2b', for a late record)."""
+    reason = _prev_byte(S, slot, R.PB_REASON) - 1
+    if reason != R.REASON_FIN and reason != R.REASON_RST and reason != R.REASON_REJECTED:
+        return False
+    if not (flags & R.SYN_EITHER):
+        return False
+    half_open = (S[slot, R.P_BITS] >> R.PB_HALF_OPEN) & 1
+    idle = P[P_IDLE_HALF_OPEN] if half_open else P[P_IDLE_ESTABLISHED]
+    return first > S[slot, R.P_CONT] - idle
 
 
 @_inline
@@ -594,7 +611,8 @@ def _remember(S: Any, slot: int, M: Any, s: int, P: Any, C: Any) -> None:
                          | M[s, R.F_METHOD] << R.PB_METHOD
                          | M[s, R.F_CONFIDENCE] << R.PB_CONFIDENCE
                          | (M[s, R.F_SEEN] & 3) << R.PB_SEEN
-                         | _fins(M, s) << R.PB_FIN)
+                         | _fins(M, s) << R.PB_FIN
+                         | (1 if _half_open(M, s) else 0) << R.PB_HALF_OPEN)
     S[slot, R.P_EXPIRY] = S[slot, R.P_CONT] + P[P_GRACE]
     if M[s, R.F_REASON] == R.REASON_HARD_TIMEOUT:
         S[slot, R.P_EXPIRY] += min(C[S_MAX_SPAN], R.MAX_CONTINUATION_SPAN_US)
@@ -1068,7 +1086,7 @@ def _stray(X: Any, M: Any, r: int, S: Any, slot: int, C: Any, P: Any, OUT: Any, 
     X[_ROW0, R.F_IDENTITY] = identity
     X[_ROW0, R.F_DEEP] = 1  # a stray's dup is its identity too (rule 6)
     C[S_SERIALS] += 1
-    _new_links(X, _ROW0, S, slot, C, first, late, _STRAY)
+    _new_links(X, _ROW0, S, slot, C, P, first, late, flags, _STRAY)
     _apply(X, _ROW0, d, first, last, dst_port, domain, flags, packets, octets,
            reverse_packets, reverse_octets, sampling, scaled, src_declared, dst_declared)
     deadline, reason = _deadline(X, _ROW0, P)
@@ -1288,7 +1306,7 @@ def replay(
             _init_session(M, target, C[S_SERIALS], late)
             M[target, R.F_IDENTITY] = identity[i]
             C[S_SERIALS] += 1
-            _new_links(M, target, S, slot, C, first, late, _NOT_STRAY)
+            _new_links(M, target, S, slot, C, P, first, late, tcp_flags[i], _NOT_STRAY)
 
         # a new session takes its record before the cap is checked (its deadline decides it)
         _apply(M, target, d, first, last, dst_port[i], exporter_domain[i], tcp_flags[i],

@@ -29,7 +29,10 @@ watermark before r, max(last_seen) - grace; max(first_seen) - grace under event 
    goes on with that conversation as a fragment does (below: orientation, server side,
    directions seen), so the server's half of a conversation arriving late does not come out
    reversed, or as a one-way attempt, beside
-   the session it names in follows_session_id. A late session (a late stray too) does not
+   the session it names in follows_session_id; not when that one is a finished connection
+   (closed fin, rst or rejected) and r starts after its last_seen with a SYN: a new
+   connection on the 5-tuple, as in 2b' (it inherited the FINs, and a bare late SYN closed
+   `fin`). A late session (a late stray too) does not
    replace a remembered session that is not late: it is out of the conversation's order, and
    remembered it hid the session a later record continues (the next fragment of a
    `hard_timeout` session, split + 1). With nothing else remembered it is, so that the late
@@ -90,6 +93,9 @@ from . import row as R
 from .inference import icmp_evidence, infer_server
 from .keys import PORT_PROTOCOLS, Records
 from .policy import SessionPolicy
+
+# the reasons a finished TCP connection closes with (FIN both ways, or a RST)
+FINISHED_REASONS = (R.REASON_FIN, R.REASON_RST, R.REASON_REJECTED)
 
 # proto, lo_hi, lo_lo, lo_port, hi_hi, hi_lo, hi_port
 Key = tuple[int, int, int, int, int, int, int]
@@ -287,20 +293,21 @@ class ReferenceReplay:
         deep = int(watermark is not None
                    and first < watermark - self.min_idle - policy.grace_us)
         identity = int(records.identity[i])
+        flags = int(records.tcp_flags[i])
         session = self.open.get(key)
         joined = False
         if session is not None:
             idle = session.idle(policy)
             if first > session.last + idle or first >= session.opened + policy.hard_timeout_us \
                     or (first > session.last and session.finished()
-                        and int(records.tcp_flags[i]) & R.SYN_EITHER):
+                        and flags & R.SYN_EITHER):
                 closed_at, reason = session.deadline(policy)
                 self._close(session, closed_at, reason, index)
                 session = None
             elif first < session.opened and (
                     last + idle < session.opened
                     or first + policy.hard_timeout_us <= session.max_first):
-                stray = self._new_session(key, first, late, stray=True)
+                stray = self._new_session(key, first, late, flags, stray=True)
                 stray.identity, stray.deep = identity, 1  # numbered by identity (rule 6)
                 self._apply(stray, records, i, direction)
                 closed_at, reason = stray.deadline(policy)
@@ -310,7 +317,7 @@ class ReferenceReplay:
             else:
                 joined = True
         if session is None:
-            session = self._new_session(key, first, late)
+            session = self._new_session(key, first, late, flags)
             session.identity = identity
             self._apply(session, records, i, direction)
             now = clock if self.max_clock is None else max(clock, self.max_clock)
@@ -324,7 +331,9 @@ class ReferenceReplay:
         self._after(clock, last, index)
         return session.serial, direction
 
-    def _new_session(self, key: Key, first: int, late: bool, stray: bool = False) -> RefSession:
+    def _new_session(self, key: Key, first: int, late: bool, flags: int,
+                     stray: bool = False) -> RefSession:
+        """`flags`: the opening record's (both halves of a biflow)."""
         session = RefSession(key, self.serials, late=int(late))
         self.serials += 1
         prev = self.prev.get(key)
@@ -334,7 +343,11 @@ class ReferenceReplay:
         if late:
             if prev.opened <= first:
                 session.follows = (prev.opened, prev.split, prev.late, prev.dup)
-                if first <= prev.last + prev.idle_at_close:  # its conversation (rule 3)
+                # within its idle timeout: its conversation (rule 3), unless a new
+                # connection on the 5-tuple after a finished one (as in rule 2b')
+                if first <= prev.last + prev.idle_at_close and not (
+                        prev.reason in FINISHED_REASONS and first > prev.last
+                        and flags & R.SYN_EITHER):
                     _inherit(session, prev)
         elif not stray and prev.reason in (R.REASON_HARD_TIMEOUT, R.REASON_EVICTED) and \
                 first <= prev.last + prev.idle_at_close:

@@ -143,6 +143,10 @@ PB_SEEN = 58
 # two bits: the directions the conversation has seen FIN from, its earlier fragments' too (a
 # connection whose FINs fall on both sides of a cut finishes in its last fragment)
 PB_FIN = 60
+# one bit: the session closed half-open, so that last_seen = P_CONT - its idle (the
+# half-open or the established one) for a finished connection, which a late SYN after
+# it does not go on with (reference rule 3)
+PB_HALF_OPEN = 62
 BYTE_MASK = 0xFF
 CONFIDENCE_MASK = 0x3FF
 # A `hard_timeout` fragment is remembered until the watermark passes last_seen + idle + grace

@@ -114,6 +114,38 @@ def test_a_new_connection_on_a_finished_connections_5_tuple_is_a_session_of_its_
     assert (s["close_reason"], s["flow_count"]) == ("fin", 3)
 
 
+def test_a_late_new_connection_after_a_finished_one_does_not_go_on_with_it(
+        engine: str) -> None:
+    """A late SYN after a finished connection went on with it (rule 3): it inherited the
+    connection's FINs and a bare, unanswered SYN closed `fin`, hidden from the seed's
+    no_reply query. It still follows the connection; a late record starting inside the
+    connection, or without a SYN, still goes on with it."""
+    done = [rec(0, 2, flags=SYN | ACK | FIN),
+            rec(0.1, 2, src=B, sport=443, dst=A, dport=40000, flags=SYN | ACK | FIN),
+            tick(100)]
+    for flags, start, reason in ((SYN, 5, "no_reply"), (ACK, 5, "fin"), (SYN | ACK, 1, "fin")):
+        sessions = by_key(run([*done, rec(start, flags=flags), tick(300)], engine=engine)[0])
+        first, late = sessions
+        assert (late["late"], late["follows_session_id"]) == (True, first["session_id"])
+        assert (late["close_reason"], late["client_ip"]) == (reason, A), flags
+    # the same after a refused attempt, whose last record came before its half-open idle
+    refused = [rec(0, flags=SYN), rec(0.001, src=B, sport=443, dst=A, dport=40000,
+                                      flags=RST | ACK), tick(100)]
+    first, late = by_key(run([*refused, rec(3, flags=SYN), tick(300)], engine=engine)[0])
+    assert (first["close_reason"], late["close_reason"]) == ("rejected", "no_reply")
+    # a refusal seen in a biflow record's reverse flags alone closes half-open (5 s idle):
+    # the kernel finds its last_seen (1) behind P_CONT (6) by that idle, not the
+    # established one, so the server's late SYN-ACK at 0.5 goes on with it (answered: idle)
+    # and one at 3 is a new attempt, one-way
+    half = [rec(0, 1, flags=SYN, rflags=RST), tick(40)]  # remembered until W passes 1 + 5 + 30
+    for start, reason in ((0.5, "idle"), (3, "no_reply")):
+        first, late = by_key(run([*half, rec(start, src=B, sport=443, dst=A, dport=40000,
+                                                 flags=SYN | ACK), tick(300)], engine=engine)[0])
+        assert (first["close_reason"], first["ab_packets"], first["ba_packets"]) == \
+            ("rejected", 1, 0)
+        assert (late["late"], late["close_reason"]) == (True, reason), start
+
+
 def test_rst_having_seen_one_direction_is_no_reply_closed_at_once(engine: str) -> None:
     # found by an audit: these were `rst`, which the reason table keeps for a RST after an
     # exchange, and hid scans from the seed's no_reply query
