@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 from .errors import InputError
@@ -138,7 +139,11 @@ class RunReport:
     ignored_bytes: Counter[str] = field(default_factory=Counter)
     # records kept with a field put right (times swapped ...): reason -> records
     repaired: Counter[str] = field(default_factory=Counter)
-    examples: list[Problem] = field(default_factory=list)
+    # the first few problems of each reason, as their units were read
+    unit_examples: list[Problem] = field(default_factory=list)
+    # records of one file with one problem, reported a batch at a time: (reason, file,
+    # variant) -> [its first record's problem, the file's count so far, message(count)]
+    record_examples: dict[tuple[str, str, str], list[Any]] = field(default_factory=dict)
     files: dict[str, FileStats] = field(default_factory=dict)
     exporters: dict[tuple[str, int], ExporterStats] = field(default_factory=dict)
     strict: bool = False
@@ -171,9 +176,49 @@ class RunReport:
         self.repaired[error.reason] += count
         self._example(error)
 
+    def file_records(self, error: InputError, count: int, message: Callable[[int], str], *,
+                     kept: bool = False, variant: str = "") -> None:
+        """`count` records of error.source with one problem (error: the first of them),
+        counted as repair() (`kept`) or skip() count them. Checks that run a batch at a time
+        call this for each batch: the file keeps one example per reason and `variant`, at
+        its first record, whose `message(count)` counts all of them so far, so that the
+        examples read the same whatever the batch size (one per batch, each with its own
+        count, made the manifest's problems depend on --batch-size)."""
+        if kept:
+            self.repaired[error.reason] += count
+        else:
+            if self.strict:
+                raise error
+            self.skipped[error.reason] += count
+            self.file(error.source).skipped[error.reason] += count
+        key = (error.reason, error.source, variant)
+        entry = self.record_examples.get(key)
+        if entry is None:
+            self.record_examples[key] = [error, count, message]
+        else:
+            entry[1] += count
+
+    @property
+    def examples(self) -> list[Problem]:
+        """The problems a person can go and look at: the first EXAMPLES_PER_REASON of each
+        reason, the units' as they were read, then the files' whose records a check found
+        (file_records), in input order and by place in the file."""
+        out = list(self.unit_examples)
+        taken = Counter(p.reason for p in out)
+        order = {path: number for number, path in enumerate(self.files)}
+        for (reason, source, variant), (error, count, message) in sorted(
+                self.record_examples.items(), key=lambda item: (
+                    item[0][0], order.get(item[0][1], len(order)), item[1][0].offset,
+                    item[1][0].frame or 0, item[0][2])):
+            if taken[reason] < EXAMPLES_PER_REASON:
+                taken[reason] += 1
+                out.append(Problem(reason, source, error.offset, error.frame, message(count)))
+        return out
+
     def _example(self, error: InputError) -> None:
-        if sum(1 for e in self.examples if e.reason == error.reason) < EXAMPLES_PER_REASON:
-            self.examples.append(
+        if sum(1 for e in self.unit_examples if e.reason == error.reason) < \
+                EXAMPLES_PER_REASON:
+            self.unit_examples.append(
                 Problem(error.reason, error.source, error.offset, error.frame, error.message)
             )
 

@@ -9,6 +9,7 @@ is kept across consecutive captures, as a collector would keep it.
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -296,7 +297,7 @@ def _usable_times(batch: pa.RecordBatch, report: RunReport) -> pa.RecordBatch:
     if (half & ~salvaged).any():
         _report_per_file(batch, half & ~salvaged, "missing_time", lambda row: (
             f"one time only, the other 1970-01-01 (unknown), {which(row)}: kept at the "
-            "instant it gives"), report, kept=True)
+            "instant it gives"), report, kept=True, variant="zero")
     if inverted.any():
         _report_per_file(batch, inverted, "inverted_times", lambda row: (
             f"last_seen before first_seen, {which(row)}: kept, with the two times swapped"),
@@ -360,24 +361,29 @@ def _with_columns(batch: pa.RecordBatch, **values: np.ndarray) -> pa.RecordBatch
 
 def _report_per_file(batch: pa.RecordBatch, mask: np.ndarray, reason: str,
                      what: Callable[[int], str], report: RunReport, *,
-                     kept: bool = False) -> None:
+                     kept: bool = False, variant: str = "") -> None:
     """Count the `mask` records as `reason`, each file once at its first such record, in the
     order of those: grouped by the file's code, not by a Python pass over every record (a
-    damaged file can hold millions). `what(row)` describes them from that first row."""
+    damaged file can hold millions). `what(row)` describes them from that first row; the
+    report keeps the file's first (RunReport.file_records), with all its records counted,
+    and tells one check of a reason from another by `variant`."""
     rows = np.flatnonzero(mask)
     files = pc.dictionary_encode(batch.column("source_file").take(pa.array(rows)).cast(pa.string()))
     codes = files.indices.to_numpy(zero_copy_only=False)
     _, firsts, counts = np.unique(codes, return_index=True, return_counts=True)
     for at, count in sorted(zip(firsts.tolist(), counts.tolist(), strict=True)):
         row = int(rows[at])
+        description = what(row)
         problem = MalformedInput(
-            f"{count} record(s) with {what(row)}", source=files.dictionary[codes[at]].as_py(),
+            f"{count} record(s) with {description}", source=files.dictionary[codes[at]].as_py(),
             offset=batch.column("source_offset")[row].as_py(),
             frame=batch.column("source_frame")[row].as_py(), reason=reason)
-        if kept:
-            report.repair(problem, count=count)
-        else:
-            report.skip(problem, count=count)
+        report.file_records(problem, count, functools.partial(_records_with, description),
+                            kept=kept, variant=variant)
+
+
+def _records_with(description: str, count: int) -> str:
+    return f"{count} record(s) with {description}"
 
 
 def _count(report: RunReport, batch: pa.RecordBatch) -> None:

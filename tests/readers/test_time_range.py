@@ -188,3 +188,33 @@ def test_a_start_long_after_arrival_or_unusable_gives_way_to_the_end() -> None:
     assert dict(report.repaired) == {"future_start": 1, "inverted_times": 3,
                                      "missing_time": 2}
     assert dict(report.skipped) == {"bad_timestamp": 1}  # unusable beside nothing
+
+
+def test_the_problems_said_do_not_depend_on_the_batch_size(tmp_path: Path) -> None:
+    """Found by an audit: checks that run a batch at a time gave one example per batch,
+    each with its own count ("1 record(s)" 22 times at --batch-size 7 where the default
+    said "9 record(s)" once), so the manifest's problems changed with the batch size."""
+    frames = []
+    for number in range(6):  # two files of three datagrams: all three kinds in each
+        payload = message(template(300, MS_FIELDS), data_set(
+            300, ms_record(1, GOOD_MS, GOOD_MS + 10), ms_record(2, 0, GOOD_MS),
+            ms_record(3, GOOD_MS, 2**64 - 1), ms_record(4, GOOD_MS + 9, GOOD_MS),
+            ms_record(5, 0, GOOD_MS + 1), ms_record(6, 2**64 - 1, 2**64 - 1)),
+            sequence=6 * number)
+        frames.append((EXPORT_S * 10**9 + number, bytes(
+            IP(src="192.0.2.9", dst="198.51.100.7") / UDP(sport=4739, dport=4739) / payload)))
+    for name, part in (("a.pcap", frames[:3]), ("b.pcap", frames[3:])):
+        (tmp_path / name).write_bytes(pcap_bytes(part, linktype=101))
+    said = []
+    for batch_size in (1, 2, 7, 65_536):
+        report = RunReport()
+        inputs = discover_inputs([tmp_path / "b.pcap", tmp_path / "a.pcap"], report)
+        list(read_flows(inputs, report, batch_size=batch_size))
+        said.append(([str(p) for p in report.examples], report.repaired, report.skipped))
+    assert all(s == said[-1] for s in said)
+    examples, repaired, skipped = said[-1]
+    assert repaired == {"missing_time": 18, "inverted_times": 6}
+    assert skipped == {"bad_timestamp": 6}
+    assert len(examples) == 8  # each file once per check
+    assert [e.split("@")[0].rsplit("/", 1)[-1] for e in examples[:2]] == ["a.pcap", "b.pcap"]
+    assert all("6 record(s)" in e for e in examples if "one time only" in e)
