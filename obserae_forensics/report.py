@@ -9,8 +9,8 @@ a person can go and look at the bytes.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import InputError
@@ -206,7 +206,7 @@ class RunReport:
         out = list(self.unit_examples)
         taken = Counter(p.reason for p in out)
         order = {path: number for number, path in enumerate(self.files)}
-        for (reason, source, variant), (error, count, message) in sorted(
+        for (reason, source, _), (error, count, message) in sorted(
                 self.record_examples.items(), key=lambda item: (
                     item[0][0], order.get(item[0][1], len(order)), item[1][0].offset,
                     item[1][0].frame or 0, item[0][2])):

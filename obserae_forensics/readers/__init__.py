@@ -2,8 +2,9 @@
 
 A file's format is recognised by its magic bytes, never by its name. Inputs are replayed in
 the order their first records arrived (a capture's first frame, an nfcapd file's first
-receive time: _first_time), then by path, so the order given on the command line or found
-in a directory changes nothing. Template state
+receive time: _first_time), then by where the file is (_place: its path with links
+resolved), so neither the order given on the command line or found in a directory nor how
+a file was named changes anything. Template state
 is kept across consecutive captures, as a collector would keep it.
 """
 
@@ -80,21 +81,16 @@ def _expand(paths: Sequence[Path], exclude: Sequence[Path] = ()) -> list[Path]:
 def discover_inputs(paths: Sequence[Path], report: RunReport,
                     exclude: Sequence[Path] = ()) -> list[InputFile]:
     """Expand directories, recognise each file by magic and order them by when their first
-    record arrived (_first_time; files with none last, then by path).
+    record arrived (_first_time; files with none last, then by _place).
 
     Files no reader recognises are counted as `unknown_format` (and raise under --strict);
-    the same file named twice is read once. Files in `exclude` are left out of directory
-    walks: `sessionize caps --out caps/run --force` read the earlier run's tables as inputs
-    of unknown format (and --strict failed on them). Only those files: a capture kept in the
-    output directory is still found, and the run refuses to replace it.
+    the same file named twice is read once (_spellings). Files in `exclude` are left out of
+    directory walks: `sessionize caps --out caps/run --force` read the earlier run's tables
+    as inputs of unknown format (and --strict failed on them). Only those files: a capture
+    kept in the output directory is still found, and the run refuses to replace it.
     """
     found: list[InputFile] = []
-    seen: set[Path] = set()
-    for path in _expand(paths, exclude):
-        resolved = path.resolve()
-        if resolved in seen:
-            continue
-        seen.add(resolved)
+    for path in _spellings(_expand(paths, exclude)):
         if path.exists() and not path.is_file():
             # a FIFO, socket or device: opening a FIFO would wait for a writer forever
             report.skip(InputError("not a regular file (a pipe, socket or device)",
@@ -127,8 +123,36 @@ def discover_inputs(paths: Sequence[Path], report: RunReport,
                                       source=str(path), offset=0), nbytes=size)
             continue
         found.append(InputFile(path, kind, size, _first_time(path, kind, packing), packing))
-    found.sort(key=lambda f: (f.first_us is None, f.first_us or 0, str(f.path)))
+    found.sort(key=lambda f: (f.first_us is None, f.first_us or 0, _place(f.path)))
     return found
+
+
+def _place(path: Path) -> tuple[str, ...]:
+    """Where a file is, however it was named: its path with links resolved, compared part
+    by part. It breaks ties between files whose first records arrived at one instant (the
+    path as given did: `caps/a.pcap` and `/cases/7/caps/b.pcap` swapped places with the
+    spelling, and with them their exporter's sessions), and it keeps its order when the
+    evidence is copied or moved elsewhere whole."""
+    return Path(os.path.realpath(path)).parts
+
+
+def _spellings(paths: Sequence[Path]) -> list[Path]:
+    """Each file once, in the order of _place, named by the first of its spellings in text
+    order: the same file named twice (directly and through its directory, through a link,
+    as a hard link) is read once, under one name whatever the order it was given in."""
+    names: dict[object, Path] = {}
+    for path in paths:
+        same: object = Path(os.path.realpath(path))
+        try:
+            status = path.stat()
+            if status.st_ino:  # 0 where a file system numbers none: the path decides
+                same = (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
+        except OSError:  # reported as unreadable below
+            pass
+        kept = names.get(same)
+        if kept is None or str(path) < str(kept):
+            names[same] = path
+    return sorted(names.values(), key=lambda path: (_place(path), str(path)))
 
 
 def _first_time(path: Path, kind: str, packing: str = "") -> int | None:

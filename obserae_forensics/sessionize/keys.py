@@ -168,9 +168,9 @@ def record_identities(batch: pa.RecordBatch | pa.Table, root: str | None = None
                       ) -> np.ndarray:
     """int64 hash of where each record's bytes are: its file's path relative to `root` (the
     directory holding the run's inputs, evidence_root), else its absolute path (however the
-    path was spelled either way; two copies of one file in two directories stay apart), the
-    byte offset of its frame or block (`source_offset`) and its place there
-    (`record_index`). It travels with the record whatever the replay order, unlike the
+    path was spelled either way, through links or not; two copies of one file in two
+    directories stay apart), the byte offset of its frame or block (`source_offset`) and its
+    place there (`record_index`). It travels with the record whatever the replay order, unlike the
     arrival index; relative to the inputs' directory, it stays when the evidence is copied
     or moved elsewhere whole (the ids of late sessions hash it: a report cites them)."""
     n = batch.num_rows
@@ -191,8 +191,9 @@ def record_identities(batch: pa.RecordBatch | pa.Table, root: str | None = None
 
 def identity_name(name: str, root: str | None) -> str:
     """The name a record's identity hashes for its file: relative to `root` when the file
-    lies under it, else absolute."""
-    absolute = Path(os.path.abspath(name))
+    lies under it, else absolute; both with symbolic links resolved, so that a directory
+    named through a link and by its own path give one name."""
+    absolute = Path(os.path.realpath(name))
     if root is not None and absolute.is_relative_to(root):
         return absolute.relative_to(root).as_posix()
     return str(absolute)
@@ -200,10 +201,11 @@ def identity_name(name: str, root: str | None) -> str:
 
 def evidence_root(paths: Sequence[str | os.PathLike[str]]) -> str | None:
     """The deepest directory holding every one of `paths` (input files): what record
-    identities name files relative to. None without paths."""
+    identities name files relative to, links resolved (identity_name). None without
+    paths."""
     if not paths:
         return None
-    return os.path.commonpath([os.path.dirname(os.path.abspath(path)) for path in paths])
+    return os.path.commonpath([os.path.dirname(os.path.realpath(path)) for path in paths])
 
 
 def empty_records() -> Records:
