@@ -322,10 +322,16 @@ def chain_sessions(sessions: pa.Table, runs: list[Run],
     parent = np.full(n, -1, dtype=np.int64)
     reason = np.zeros(n, dtype=np.int8)
 
-    # 3. the previous non-late session of the key, when it was cut and this one is in time
+    # 3. the previous non-late session of the key, when it was cut and this one is in time:
+    # a key's sessions taken conversation by conversation (by the earliest opening of each
+    # of a run's conversations), fragments in split order. Not in opened_at order: the
+    # next fragment of an evicted session can open before it (a record reaching back),
+    # and this rule then linked fragment 0 after fragment 1, a loop with rule 2's link
+    conversation = _codes(col("conversation_id"))[0]
+    start = _conversation_starts(run, conversation, opened)
     steady = np.flatnonzero(~late)
-    order = steady[np.lexsort((session_rank[steady], split[steady], run[steady],
-                               opened[steady], high[steady], low[steady],
+    order = steady[np.lexsort((session_rank[steady], split[steady], conversation[steady],
+                               run[steady], start[steady], high[steady], low[steady],
                                protocol[steady], exporter[steady]))]
     before, after = order[:-1], order[1:]
     cut_closed = hard[before] | evicted[before]
@@ -356,23 +362,25 @@ def chain_sessions(sessions: pa.Table, runs: list[Run],
     # 2. the sessionizer's own fragment links win inside a run: the fragment of the same
     # conversation_id and split - 1, of the same run and key (sessionize never gives two
     # keys one conversation_id, an edited or merged table may: the key decides, whatever
-    # else the table holds)
-    conversation = _codes(col("conversation_id"))[0]
+    # else the table holds), late or not (a late session cut by hard_timeout goes on in a
+    # fragment that is not late)
     children = steady[split[steady] > 0]
     if len(children):
-        new_key = np.zeros(len(order), dtype=bool)
-        new_key[_group_starts([exporter[order], protocol[order], low[order], high[order]])] = True
+        by_key = np.lexsort((high, low, protocol, exporter))
+        new_key = np.zeros(n, dtype=bool)
+        new_key[_group_starts([exporter[by_key], protocol[by_key], low[by_key],
+                               high[by_key]])] = True
         key_group = np.empty(n, dtype=np.int64)
-        key_group[order] = np.cumsum(new_key)
+        key_group[by_key] = np.cumsum(new_key)
         keys, wanted = _dense_pairs(
-            ((conversation[steady] << 32) | split[steady], (key_group[steady] << 16) | run[steady]),
+            ((conversation << 32) | split, (key_group << 16) | run),
             ((conversation[children] << 32) | (split[children] - 1),
              (key_group[children] << 16) | run[children]))
         key_order = np.argsort(keys, kind="stable")
         sorted_keys = keys[key_order]
         where = np.minimum(np.searchsorted(sorted_keys, wanted), len(sorted_keys) - 1)
         found = (sorted_keys[where] == wanted) & (conversation[children] >= 0)
-        target = steady[key_order[where]]
+        target = key_order[where]
         anomalies["split_link_missing"] = int(np.count_nonzero(~found))
         kids, parents = children[found], target[found]
         parent[kids] = parents
@@ -624,6 +632,19 @@ def _settled_reasons(*, tcp: np.ndarray, half_open: np.ndarray, ab_flags: np.nda
     codes = np.select([tcp & half_open, rejected, rst & both, rst, fin, both | midstream],
                       [0, 1, 2, 0, 3, 4], default=0).astype(np.int32)
     return pa.DictionaryArray.from_arrays(codes, reasons).cast(pa.string())
+
+
+def _conversation_starts(run: np.ndarray, conversation: np.ndarray,
+                         opened: np.ndarray) -> np.ndarray:
+    """Each session's conversation's earliest opened_at in its run (its own without a
+    conversation_id)."""
+    named = conversation >= 0
+    _, group = np.unique((run[named] << 32) | conversation[named], return_inverse=True)
+    earliest = np.full(int(group.max(initial=-1)) + 1, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(earliest, group, opened[named])
+    start = opened.copy()
+    start[named] = earliest[group]
+    return start
 
 
 def _dense_pairs(values: tuple[np.ndarray, np.ndarray], wanted: tuple[np.ndarray, np.ndarray]

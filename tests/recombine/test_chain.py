@@ -108,6 +108,40 @@ def test_late_session_joins_the_session_it_follows(tmp_path: Path) -> None:
                                               "split_link_missing": 0}
 
 
+def test_a_fragment_that_opens_before_the_one_it_continues_is_no_loop(tmp_path: Path) -> None:
+    """Found by an audit: the next fragment of an evicted session can open before it (its
+    first record reached back), so the key's sessions in time order put it first; both
+    evicted, the idle rule linked fragment 0 after fragment 1 and the sessionizer's link
+    fragment 1 after fragment 0: `recombine` refused the run as a loop (exit 2)."""
+    rows = [
+        session("F0", 10, 20, close="evicted", flags=(SYN_ACK_PSH, 0x12)),
+        session("F1", 9, 30, close="evicted", split=1, conversation="F0"),
+        session("F2", 31, 40, split=2, conversation="F0"),
+        session("N", 45, 50),  # the key's next conversation, in the idle timeout of F2
+    ]
+    by_id = conversations(one_run(tmp_path, rows))
+    assert by_id["F0"]["session_ids"] == ["F1", "F0", "F2"]  # by opened_at
+    assert by_id["F0"]["splits"] == [1, 0, 2]
+    assert by_id["F0"]["fragment_count"] == 3
+    assert set(by_id) == {"F0", "N"}  # F2 closed idle: N is another conversation
+
+
+def test_fragments_after_a_late_fragment_0_stay_its_conversation(tmp_path: Path) -> None:
+    """Found by an audit: a late session cut by hard_timeout goes on in fragment 1, which is
+    not late; the sessionizer's own link was looked up among sessions that are not late,
+    so fragment 1 came out as a conversation of its own (`split_link_missing`)."""
+    rows = [
+        session("A", 0, 100, flags=(SYN_ACK_PSH, 0x12)),
+        session("L", 110, 1009, close="hard_timeout", late=True, follows="A"),
+        session("L1", 1010, 1020, split=1, conversation="L"),
+    ]
+    result = one_run(tmp_path, rows)
+    by_id = conversations(result)
+    assert by_id["A"]["session_ids"] == ["A", "L", "L1"]
+    assert by_id["A"]["split_reasons"] == ["late", "hard_timeout"]
+    assert result.report["refused_links"]["split_link_missing"] == 0
+
+
 def test_run_boundary_continuation_with_flipped_orientation(tmp_path: Path) -> None:
     first = write_run(tmp_path / "r1", [
         session("A", 0, 500, state="active", flags=(SYN_ACK_PSH, 0x12)),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
@@ -58,6 +59,27 @@ def test_short_hard_timeout_recombines_to_the_long_run_totals(
                            "--replay", "event")
         assert recombine_tables([event]).report["counts"]["split_conversations"] == 0
     assert (tmp_path / "out" / "report.md").is_file()
+
+
+def test_a_crowded_run_recombines_every_fragment_into_its_conversation(
+        tmp_path: Path, corpus: Path) -> None:
+    """Found by an audit: at a cap of 5 sessions, the corpus's nfcapd files (softflowd's
+    exports of its test captures, all from 127.0.0.1) have fragments that open before the
+    evicted fragment they continue (15 of them), and `recombine` refused the run as a loop
+    of links (exit 2)."""
+    run = sessionize([corpus / "nfcapd"], tmp_path / "run",
+                     "--hard-timeout", "30s", "--grace", "1s", "--max-open-ksessions", "0.005")
+    sessions = pq.read_table(run / "sessions.parquet").to_pandas()
+    before = sessions.merge(sessions, on="conversation_id", suffixes=("", "_before"))
+    before = before[(before.split_before == before.split - 1)
+                    & (before.opened_at < before.opened_at_before)]
+    assert len(before) >= 10
+    result = recombine_tables([run])
+    fragments = result.fragments.to_pandas()
+    conversation_of = dict(zip(fragments.session_id, fragments.conversation_id, strict=True))
+    for _, group in sessions.groupby("conversation_id"):
+        assert len({conversation_of[i] for i in group.session_id}) == 1
+    assert result.report["refused_links"]["split_link_missing"] == 0
 
 
 def test_three_slices_recombine_to_one_run_over_the_capture(tmp_path: Path,
