@@ -17,6 +17,9 @@ from .jit_cache import drop_stale_jit_cache, read_only
 
 _LOW = np.uint64(0xFFFFFFFF)
 _SHIFT = np.uint64(32)
+# where a uint64 column stops: a scaled or summed counter past it (damaged records) stays
+# there rather than wrapping around to a small number
+COUNTER_CEILING = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
 def exact_sum(values: np.ndarray) -> int:
@@ -36,6 +39,26 @@ def _half_sums(values: Any) -> Any:
         low += value & _LOW
         high += value >> _SHIFT
     return low, high
+
+
+def ceiling_sums(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """np.add.reduceat(values, starts, axis=0) for a 2-D uint64 array, each sum stopped at
+    COUNTER_CEILING instead of wrapping."""
+    out = np.empty((len(starts), values.shape[1]), dtype=np.uint64)
+    _ceiling_sums(read_only(values, np.uint64), read_only(starts, np.int64), out)
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _ceiling_sums(values: Any, starts: Any, out: Any) -> None:
+    for group in range(len(starts)):
+        end = starts[group + 1] if group + 1 < len(starts) else len(values)
+        for column in range(values.shape[1]):
+            total = np.uint64(0)
+            for row in range(starts[group], end):
+                value = values[row, column]
+                total = COUNTER_CEILING if total > COUNTER_CEILING - value else total + value
+            out[group, column] = total
 
 
 # numba's cache ignores the modules this one compiles in (jit_cache.py): last, so that

@@ -42,6 +42,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..counters import COUNTER_CEILING, ceiling_sums
 from ..ids import endpoint_pair_hashes, hex_ids, id_sort_keys
 from ..jit_cache import drop_stale_jit_cache, read_only
 from ..schema import TIMESTAMP
@@ -376,14 +377,15 @@ class Consolidation:
         pair_key = cluster * max(len(ranks), 1) + exporter_rank
         by_pair = np.argsort(pair_key, kind="stable")
         pair_starts = np.flatnonzero(np.r_[True, np.diff(pair_key[by_pair]) != 0])
-        per_exporter = np.add.reduceat(counters[by_pair], pair_starts, axis=0)
+        per_exporter = ceiling_sums(counters[by_pair], pair_starts)
         pair_cluster = cluster[by_pair][pair_starts]
         pair_exporter = exporter_rank[by_pair][pair_starts]
         cluster_pair_starts = np.flatnonzero(np.r_[True, np.diff(pair_cluster) != 0])
         totals = np.maximum.reduceat(per_exporter, cluster_pair_starts, axis=0)
-        exporter_bytes = per_exporter[:, 0] + per_exporter[:, 1]
-        smallest = np.minimum.reduceat(exporter_bytes, cluster_pair_starts).astype(np.float64)
-        largest = np.maximum.reduceat(exporter_bytes, cluster_pair_starts).astype(np.float64)
+        # in float64: the two directions of a damaged counter can pass 2**64 together
+        exporter_bytes = per_exporter[:, 0].astype(np.float64) + per_exporter[:, 1]
+        smallest = np.minimum.reduceat(exporter_bytes, cluster_pair_starts)
+        largest = np.maximum.reduceat(exporter_bytes, cluster_pair_starts)
         coherence = np.where(largest > 0,
                              100.0 * smallest / np.where(largest > 0, largest, 1), 100.0)
         code_of_rank = np.argsort(ranks)
@@ -628,6 +630,15 @@ def _most_confident(confidence: Any, starts: Any) -> Any:
 
 
 @numba.njit(cache=True, nogil=True)
+def _scaled(value: Any, scale: Any) -> Any:
+    """value × scale, COUNTER_CEILING past it (a damaged counter near 2**64 at 1:100
+    wrapped around to another number)."""
+    if scale > 1 and value > COUNTER_CEILING // scale:
+        return COUNTER_CEILING
+    return value * scale
+
+
+@numba.njit(cache=True, nogil=True)
 def _compact_numbers(bucket: Any, places: Any, pair: Any, protocol: Any, protocol_code: Any,
                      exporter: Any, method: Any, client_is_a: Any, client_port: Any,
                      server_port: Any, opened: Any, last: Any, confidence: Any, scaled: Any,
@@ -673,10 +684,10 @@ def _compact_numbers(bucket: Any, places: Any, pair: Any, protocol: Any, protoco
         scale = np.uint64(1)
         if not scaled[i] and sampling[i] > 1:
             scale = np.uint64(sampling[i])
-        ab_b = np.uint64(ab_bytes[i]) * scale
-        ba_b = np.uint64(ba_bytes[i]) * scale
-        ab_p = np.uint64(ab_packets[i]) * scale
-        ba_p = np.uint64(ba_packets[i]) * scale
+        ab_b = _scaled(np.uint64(ab_bytes[i]), scale)
+        ba_b = _scaled(np.uint64(ba_bytes[i]), scale)
+        ab_p = _scaled(np.uint64(ab_packets[i]), scale)
+        ba_p = _scaled(np.uint64(ba_packets[i]), scale)
         if client_is_a[i]:
             cs_bytes[k], sc_bytes[k], cs_packets[k], sc_packets[k] = ab_b, ba_b, ab_p, ba_p
         else:

@@ -313,3 +313,19 @@ def test_session_ids_held_by_several_sessions_are_counted() -> None:
     unique.consolidate(unique.rows(make_sessions([tcp("a", "192.0.2.1", 0, 10),
                                                   tcp("b", "192.0.2.1", 20, 30)]), 1)[0])
     assert unique.repeated_session_ids == 0
+
+
+def test_counters_past_2_64_stop_at_the_ceiling() -> None:
+    """Found by an audit: a damaged counter near 2**64 at 1:100 sampling wrapped around to
+    another number (logstash's Mikrotik capture: ab_bytes 13814858835926960441 gave
+    cs_bytes 16426822138189224516), as did two of one exporter's sessions summed."""
+    ceiling = 2**64 - 1
+    sessions = make_sessions([
+        tcp("a", "192.0.2.1", 0, 10, ab_bytes=13814858835926960441, sampling_rate=100),
+        tcp("b", "192.0.2.2", 0, 10, ab_bytes=2**63, ab_packets=2**63 + 1),
+        tcp("c", "192.0.2.2", 20, 30, ab_bytes=2**63, ab_packets=2**63),
+    ])
+    [row] = consolidate_sessions(sessions, GRACE_US).to_pylist()
+    assert (row["cs_bytes"], row["cs_packets"]) == (ceiling, ceiling)
+    assert row["sc_bytes"] == 5000 * 100  # the largest exporter total: a's, scaled
+    assert row["coherence_pct"] == pytest.approx(100.0)
