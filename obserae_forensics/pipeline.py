@@ -500,6 +500,7 @@ def _manifest(
                         "start_us": totals.first_us, "end_us": totals.last_us},
         "counts": {
             "records_read": report.records,
+            "outside_window": report.outside_window,
             **report.reason_counts(),
             "sessions": result.sessions,
             "flows": result.flows,

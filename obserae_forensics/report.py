@@ -116,6 +116,9 @@ class FileStats:
     stat_bytes: int | None = None
     aggregated_records: int = 0  # nfcapd: records standing for several flows (nfdump -a ...)
     aggregated_flows: int = 0  # the flows those records stand for
+    # records left out by --from/--to (for an nfcapd file wholly outside the window, which
+    # is not read, the flows its stat record claims)
+    outside_window: int = 0
 
     def read_counts(self) -> dict[str, Any]:
         """What was read from the file, as the manifest and as_dict cite it: its records,
@@ -125,6 +128,8 @@ class FileStats:
         if self.aggregated_records:
             counts["aggregated_records"] = self.aggregated_records
             counts["aggregated_flows"] = self.aggregated_flows
+        if self.outside_window:
+            counts["outside_window"] = self.outside_window
         return counts
 
 
@@ -133,6 +138,7 @@ class RunReport:
     """What a run decoded and what it skipped. The CLI prints it; tests assert on it."""
 
     records: int = 0
+    outside_window: int = 0  # records left out by --from/--to (FileStats.outside_window)
     skipped: Counter[str] = field(default_factory=Counter)  # reason -> units
     skipped_bytes: Counter[str] = field(default_factory=Counter)  # reason -> bytes
     ignored: Counter[str] = field(default_factory=Counter)  # other traffic: reason -> units
@@ -222,6 +228,11 @@ class RunReport:
                 Problem(error.reason, error.source, error.offset, error.frame, error.message)
             )
 
+    def outside(self, source: str, count: int) -> None:
+        """Count records of `source` left out by the run's time window (--from/--to)."""
+        self.outside_window += count
+        self.file(source).outside_window += count
+
     def ignore(self, reason: str, source: str, nbytes: int, count: int = 1) -> None:
         """Count units that are not flow exports at all (other traffic): never an error."""
         self.ignored[reason] += count
@@ -244,6 +255,8 @@ class RunReport:
 
     def summary(self) -> str:
         line = f"{self.records} flow records read from {len(self.files)} file(s)"
+        if self.outside_window:
+            line += f"; {self.outside_window} outside --from/--to"
         problems = {k: v for k, v in self.skipped.items() if v}
         if problems:
             parts = ", ".join(f"{v} {k}" for k, v in sorted(problems.items()))
@@ -284,6 +297,7 @@ class RunReport:
         """Plain data for manifest.json."""
         return {
             "records": self.records,
+            "outside_window": self.outside_window,
             **self.reason_counts(),
             "examples": [str(p) for p in self.examples],
             "files": {

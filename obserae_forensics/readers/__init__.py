@@ -252,7 +252,7 @@ def read_flows(
     # what only the end of the run completes (a connection's held segments), then the
     # records still held for a template
     for batch in [*decoder.feed(transports.finish()), *decoder.finish()]:
-        batch = settled(_window(batch, window), report)
+        batch = settled(_window(batch, window, report), report)
         if batch.num_rows:
             _count(report, batch)
             yield batch
@@ -421,8 +421,8 @@ def _count(report: RunReport, batch: pa.RecordBatch) -> None:
         for code, rows in zip(*np.unique(codes, return_counts=True), strict=True):
             report.file(names[int(code)]).records += int(rows)
     else:
-        for name, rows in pc.value_counts(sources).to_pylist():
-            report.file(name).records += rows
+        for item in pc.value_counts(sources).to_pylist():  # {"values": ..., "counts": ...}
+            report.file(item["values"]).records += item["counts"]
 
 
 def _capture_batches(
@@ -440,7 +440,7 @@ def _capture_batches(
                                   transports=transports))
     for chunk in chunks:
         for batch in decoder.feed(chunk):  # type: ignore[attr-defined]
-            batch = _window(batch, window)
+            batch = _window(batch, window, report)
             if batch.num_rows:
                 pending.append(batch)
                 rows += batch.num_rows
@@ -456,9 +456,11 @@ def _rebatch(batches: list[pa.RecordBatch], batch_size: int) -> Iterator[pa.Reco
     yield from table.combine_chunks().to_batches(max_chunksize=batch_size)
 
 
-def _window(batch: pa.RecordBatch, window: tuple[int | None, int | None]) -> pa.RecordBatch:
+def _window(batch: pa.RecordBatch, window: tuple[int | None, int | None],
+            report: RunReport) -> pa.RecordBatch:
     """Keep records wholly inside [from, to], as nfdump 1.7.1's -t does and the nfcapd
-    reader does: first_seen >= from and last_seen <= to."""
+    reader does: first_seen >= from and last_seen <= to; the others are counted against
+    their files (outside_window): they were decoded, and left out by choice."""
     start, end = window
     if (start is None and end is None) or batch.num_rows == 0:
         return batch
@@ -471,4 +473,7 @@ def _window(batch: pa.RecordBatch, window: tuple[int | None, int | None]) -> pa.
         keep &= last <= end
     if keep.all():
         return batch
+    for item in pc.value_counts(batch.column("source_file").filter(
+            pa.array(~keep)).cast(pa.string())).to_pylist():
+        report.outside(item["values"], item["counts"])
     return batch.filter(pc.equal(pa.array(keep), True))

@@ -36,12 +36,13 @@ Mapping decisions (the FLOW_SCHEMA docstring has the general conventions):
   we follow the 1.7.1 oracle installed here.
 * RunReport: `report.file(path)` gets format "nfcapd-v2"/"nfcapd-v1", size, units = data blocks
   read, the ident, and from the stat record first/last seen and flows/packets/bytes.
-  ExporterStats per (exporter, domain): records/packets/octets of the records yielded
-  (packets and octets count forward + reverse, as nfdump's own totals and `nfdump -I` do),
-  version, sampling rate,
-  `datagrams` and `sequence_gaps` from the file's exporter-stats records (nfcapd's "packets"
-  and "sequence failures"). `report.records` and the file's `records` are counted by the
-  caller's loop (readers.read_flows), as for PCAP input.
+  ExporterStats per (exporter, domain): records/packets/octets of the records decoded,
+  inside the time window or not, as the export readers count what an exporter sent
+  (packets and octets count forward + reverse, as nfdump's own totals and `nfdump -I`
+  do), version, sampling rate, `datagrams` and `sequence_gaps` from the file's
+  exporter-stats records (nfcapd's "packets" and "sequence failures"). `report.records`
+  and the file's `records` are counted by the caller's loop (readers.read_flows), as for
+  PCAP input.
 """
 
 from __future__ import annotations
@@ -446,6 +447,7 @@ def _read(
         from_us, to_us = window
         if span is not None and ((to_us is not None and to_us < span[0])
                                  or (from_us is not None and from_us > span[1])):
+            report.outside(source, header.stat["flows"] if header.stat else 0)
             return
         if 0 < header.created < _LATEST_MS // 1000:
             slot_us = header.created * 1_000_000
@@ -459,13 +461,17 @@ def _read(
             columns = _decode_block(state, payload, frame, offset, block_type, claimed, report)
             if columns is None:
                 continue
-            # before the window, as the export readers settle a datagram's records
+            # before the window, as the export readers settle a datagram's records and
+            # count what their exporters sent
             _settle_nsel(state, columns, nsel, frame, offset, report)
+            _count_exporters(state, columns, report)
+            decoded = len(columns["first_seen"])
             columns = _select_window(columns, from_us, to_us)
             rows = len(columns["first_seen"])
+            if rows < decoded:
+                report.outside(source, decoded - rows)
             if rows == 0:
                 continue
-            _count_exporters(state, columns, report)
             _count_aggregates(columns.pop("_aggregated_flows"), stats)
             # only records the run keeps (a record without times is left out and said so)
             put_back = columns.pop("_flags_put_back") & ~np.logical_or(
