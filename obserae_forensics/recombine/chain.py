@@ -414,8 +414,11 @@ def chain_sessions(sessions: pa.Table, runs: list[Run],
 
     root = _roots(parent, col("session_id"))
 
-    # fragments in order: conversation by conversation, each in time order
-    by_root = np.lexsort((session_rank, split, run, late, opened, root))
+    # fragments in order: conversation by conversation, each its first fragment then the
+    # rest in time order (a fragment can open before the evicted one it continues: first,
+    # it said it joined a fragment after it, and made fragment 0 one with a split above 0)
+    joined = root != np.arange(n)
+    by_root = np.lexsort((session_rank, split, run, late, opened, joined, root))
     group_start = _group_starts([root[by_root]])
     root_of_group = root[by_root[group_start]]
     first_of_group = opened[by_root[group_start]]

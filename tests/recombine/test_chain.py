@@ -119,11 +119,17 @@ def test_a_fragment_that_opens_before_the_one_it_continues_is_no_loop(tmp_path: 
         session("F2", 31, 40, split=2, conversation="F0"),
         session("N", 45, 50),  # the key's next conversation, in the idle timeout of F2
     ]
-    by_id = conversations(one_run(tmp_path, rows))
-    assert by_id["F0"]["session_ids"] == ["F1", "F0", "F2"]  # by opened_at
-    assert by_id["F0"]["splits"] == [1, 0, 2]
-    assert by_id["F0"]["fragment_count"] == 3
+    result = one_run(tmp_path, rows)
+    by_id = conversations(result)
+    # its first fragment first (then by opened_at): F1 joined F0, the fragment before it
+    assert by_id["F0"]["session_ids"] == ["F0", "F1", "F2"]
+    assert by_id["F0"]["splits"] == [0, 1, 2]
+    assert not by_id["F0"]["head_cut"]  # with F1 first, fragment 0 had a split above 0
     assert set(by_id) == {"F0", "N"}  # F2 closed idle: N is another conversation
+    fragments = result.fragments.to_pylist()
+    assert [(f["session_id"], f["link_reason"], f["gap_s"]) for f in fragments
+            if f["conversation_id"] == "F0"] == [
+        ("F0", None, None), ("F1", "evicted", 0.0), ("F2", "evicted", 1.0)]
 
 
 def test_fragments_after_a_late_fragment_0_stay_its_conversation(tmp_path: Path) -> None:
