@@ -408,7 +408,15 @@ def chain_sessions(sessions: pa.Table, runs: list[Run],
     # "falls into or just follows": one that starts past the idle timeout of the session it
     # follows is a conversation of its own, as an on-time record there would have been
     followed = follows_at[candidates]
-    candidates = candidates[opened[candidates] - last[followed] <= idle[followed]]
+    # nor is a late SYN after a finished connection's last record (closed fin, rst or
+    # rejected) the same conversation: a new connection on the 5-tuple, which the
+    # sessionizer has follow it without going on with it
+    finished_close = (_flag(col("close_reason"), "fin") | _flag(col("close_reason"), "rst")
+                      | _flag(col("close_reason"), "rejected"))
+    reconnects = (finished_close[followed] & (opened[candidates] > last[followed])
+                  & (((ab_flags[candidates] | ba_flags[candidates]) & SYN) != 0))
+    candidates = candidates[(opened[candidates] - last[followed] <= idle[followed])
+                            & ~reconnects]
     parent[candidates] = follows_at[candidates]
     reason[candidates] = 3
 

@@ -132,6 +132,23 @@ def test_a_fragment_that_opens_before_the_one_it_continues_is_no_loop(tmp_path: 
         ("F0", None, None), ("F1", "evicted", 0.0), ("F2", "evicted", 1.0)]
 
 
+def test_a_late_new_connection_after_a_finished_one_is_its_own_conversation(
+        tmp_path: Path) -> None:
+    # as the sessionizer has it: it follows the finished connection, it does not go on
+    # with it; a late trailing ACK does
+    rows = [
+        session("A", 0, 2, close="fin", flags=(0x1B, 0x1B)),
+        session("S", 5, 5, close="no_reply", late=True, follows="A", flags=(0x02, 0),
+                ba=(0, 0)),
+        session("B", 100, 102, close="fin", flags=(0x1B, 0x1B)),
+        session("K", 105, 105, close="fin", late=True, follows="B", flags=(0x10, 0),
+                ba=(0, 0)),
+    ]
+    by_id = conversations(one_run(tmp_path, rows))
+    assert by_id["A"]["session_ids"] == ["A"] and by_id["S"]["session_ids"] == ["S"]
+    assert by_id["B"]["session_ids"] == ["B", "K"]
+
+
 def test_fragments_after_a_late_fragment_0_stay_its_conversation(tmp_path: Path) -> None:
     """Found by an audit: a late session cut by hard_timeout goes on in fragment 1, which is
     not late; the sessionizer's own link was looked up among sessions that are not late,
