@@ -146,7 +146,7 @@ def _spellings(paths: Sequence[Path]) -> list[Path]:
         try:
             status = path.stat()
             if status.st_ino:  # 0 where a file system numbers none: the path decides
-                same = (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
+                same = (status.st_dev, status.st_ino)
         except OSError:  # reported as unreadable below
             pass
         kept = names.get(same)

@@ -398,6 +398,12 @@ def _has_prev(S: Any, slot: int, C: Any) -> bool:
 
 
 @_inline
+def _prev_bit(S: Any, slot: int, shift: int) -> int:
+    """One of the one-bit fields packed in P_BITS."""
+    return (S[slot, R.P_BITS] >> shift) & 1
+
+
+@_inline
 def _prev_byte(S: Any, slot: int, shift: int) -> int:
     """One of the small fields packed in P_BITS."""
     return (S[slot, R.P_BITS] >> shift) & R.BYTE_MASK
@@ -428,13 +434,13 @@ def _new_links(M: Any, s: int, S: Any, slot: int, C: Any, P: Any, first: int, la
         return
     M[s, R.F_OPEN_PREV_OPENED] = S[slot, R.P_OPENED]
     M[s, R.F_OPEN_PREV_BITS] = S[slot, R.P_DUP] << 32 | S[slot, R.P_SPLIT] << 1 | \
-        _prev_byte(S, slot, R.PB_LATE)
+        _prev_bit(S, slot, R.PB_LATE)
     if late:
         if S[slot, R.P_OPENED] <= first:
             M[s, R.F_HAS_FOLLOW] = 1
             M[s, R.F_FOLLOW_OPENED] = S[slot, R.P_OPENED]
             M[s, R.F_FOLLOW_SPLIT] = S[slot, R.P_SPLIT]
-            M[s, R.F_FOLLOW_LATE] = _prev_byte(S, slot, R.PB_LATE)
+            M[s, R.F_FOLLOW_LATE] = _prev_bit(S, slot, R.PB_LATE)
             M[s, R.F_FOLLOW_DUP] = S[slot, R.P_DUP]
             # within its idle timeout: its conversation, unless a new connection after a
             # finished one (reference rule 3)
@@ -445,7 +451,7 @@ def _new_links(M: Any, s: int, S: Any, slot: int, C: Any, P: Any, first: int, la
         return
     reason = _prev_byte(S, slot, R.PB_REASON) - 1
     if (reason == R.REASON_HARD_TIMEOUT or reason == R.REASON_EVICTED) and \
-            first <= S[slot, R.P_CONT]:
+            first <= S[slot, R.P_CONT] and not _reopens(S, slot, P, first, flags):
         M[s, R.F_SPLIT] = S[slot, R.P_SPLIT] + 1
         if S[slot, R.P_SPLIT] > 0:
             M[s, R.F_ROOT_OPENED] = S[slot, R.P_ROOT_OPENED]
@@ -453,7 +459,7 @@ def _new_links(M: Any, s: int, S: Any, slot: int, C: Any, P: Any, first: int, la
             M[s, R.F_ROOT_DUP] = S[slot, R.P_ROOT_DUP]
         else:
             M[s, R.F_ROOT_OPENED] = S[slot, R.P_OPENED]
-            M[s, R.F_ROOT_LATE] = _prev_byte(S, slot, R.PB_LATE)
+            M[s, R.F_ROOT_LATE] = _prev_bit(S, slot, R.PB_LATE)
             M[s, R.F_ROOT_DUP] = S[slot, R.P_DUP]
         _inherit(M, s, S, slot)
 
@@ -462,13 +468,10 @@ def _new_links(M: Any, s: int, S: Any, slot: int, C: Any, P: Any, first: int, la
 def _reopens(S: Any, slot: int, P: Any, first: int, flags: int) -> bool:
     """A record starting at `first` with `flags` is a new connection after the closed
     session of S[slot]: that one finished (FIN both ways, or a RST), and the record starts
-    after its last_seen with a SYN (reference rule 2b', for a late record)."""
-    reason = _prev_byte(S, slot, R.PB_REASON) - 1
-    if reason != R.REASON_FIN and reason != R.REASON_RST and reason != R.REASON_REJECTED:
+    after its last_seen with a SYN (reference _reopens)."""
+    if not _prev_bit(S, slot, R.PB_FINISHED) or not (flags & R.SYN_EITHER):
         return False
-    if not (flags & R.SYN_EITHER):
-        return False
-    half_open = (S[slot, R.P_BITS] >> R.PB_HALF_OPEN) & 1
+    half_open = _prev_bit(S, slot, R.PB_HALF_OPEN)
     idle = P[P_IDLE_HALF_OPEN] if half_open else P[P_IDLE_ESTABLISHED]
     return first > S[slot, R.P_CONT] - idle
 
@@ -549,7 +552,7 @@ def _finalize(M: Any, s: int, S: Any, slot: int, C: Any, closed_at: int, reason:
         dup = 0
         if _has_prev(S, slot, C) and S[slot, R.P_OPENED] == M[s, R.F_OPENED] and \
                 S[slot, R.P_SPLIT] == M[s, R.F_SPLIT] and \
-                _prev_byte(S, slot, R.PB_LATE) == M[s, R.F_LATE]:
+                _prev_bit(S, slot, R.PB_LATE) == M[s, R.F_LATE]:
             dup = S[slot, R.P_DUP] + 1
         bits = M[s, R.F_OPEN_PREV_BITS]
         if M[s, R.F_OPEN_PREV_OPENED] == M[s, R.F_OPENED] and \
@@ -589,7 +592,7 @@ def _rememberable(S: Any, slot: int, C: Any, M: Any, s: int) -> bool:
     """A late session does not replace a remembered session that is not late (reference
     rule 3): it would hide the fragment a later record continues."""
     return not (M[s, R.F_LATE] and _has_prev(S, slot, C)
-                and _prev_byte(S, slot, R.PB_LATE) == 0)
+                and _prev_bit(S, slot, R.PB_LATE) == 0)
 
 
 @_helper
@@ -612,7 +615,8 @@ def _remember(S: Any, slot: int, M: Any, s: int, P: Any, C: Any) -> None:
                          | M[s, R.F_CONFIDENCE] << R.PB_CONFIDENCE
                          | (M[s, R.F_SEEN] & 3) << R.PB_SEEN
                          | _fins(M, s) << R.PB_FIN
-                         | (1 if _half_open(M, s) else 0) << R.PB_HALF_OPEN)
+                         | (1 if _half_open(M, s) else 0) << R.PB_HALF_OPEN
+                         | (1 if _finished(M, s) else 0) << R.PB_FINISHED)
     S[slot, R.P_EXPIRY] = S[slot, R.P_CONT] + P[P_GRACE]
     if M[s, R.F_REASON] == R.REASON_HARD_TIMEOUT:
         S[slot, R.P_EXPIRY] += min(C[S_MAX_SPAN], R.MAX_CONTINUATION_SPAN_US)

@@ -30,9 +30,10 @@ watermark before r, max(last_seen) - grace; max(first_seen) - grace under event 
    directions seen), so the server's half of a conversation arriving late does not come out
    reversed, or as a one-way attempt, beside
    the session it names in follows_session_id; not when that one is a finished connection
-   (closed fin, rst or rejected) and r starts after its last_seen with a SYN: a new
+   (FIN both ways, or a RST) and r starts after its last_seen with a SYN: a new
    connection on the 5-tuple, as in 2b' (it inherited the FINs, and a bare late SYN closed
-   `fin`). A late session (a late stray too) does not
+   `fin`). Nor is such a record the next fragment of a finished connection cut by
+   `hard_timeout` or evicted (_reopens). A late session (a late stray too) does not
    replace a remembered session that is not late: it is out of the conversation's order, and
    remembered it hid the session a later record continues (the next fragment of a
    `hard_timeout` session, split + 1). With nothing else remembered it is, so that the late
@@ -93,9 +94,6 @@ from . import row as R
 from .inference import icmp_evidence, infer_server
 from .keys import PORT_PROTOCOLS, Records
 from .policy import SessionPolicy
-
-# the reasons a finished TCP connection closes with (FIN both ways, or a RST)
-FINISHED_REASONS = (R.REASON_FIN, R.REASON_RST, R.REASON_REJECTED)
 
 # proto, lo_hi, lo_lo, lo_port, hi_hi, hi_lo, hi_port
 Key = tuple[int, int, int, int, int, int, int]
@@ -345,12 +343,11 @@ class ReferenceReplay:
                 session.follows = (prev.opened, prev.split, prev.late, prev.dup)
                 # within its idle timeout: its conversation (rule 3), unless a new
                 # connection on the 5-tuple after a finished one (as in rule 2b')
-                if first <= prev.last + prev.idle_at_close and not (
-                        prev.reason in FINISHED_REASONS and first > prev.last
-                        and flags & R.SYN_EITHER):
+                if first <= prev.last + prev.idle_at_close and \
+                        not _reopens(prev, first, flags):
                     _inherit(session, prev)
         elif not stray and prev.reason in (R.REASON_HARD_TIMEOUT, R.REASON_EVICTED) and \
-                first <= prev.last + prev.idle_at_close:
+                first <= prev.last + prev.idle_at_close and not _reopens(prev, first, flags):
             session.split = prev.split + 1
             session.root = prev.root if prev.split else (prev.opened, prev.late, prev.dup)
             _inherit(session, prev)
@@ -495,6 +492,15 @@ class ReferenceReplay:
             _fill_row(rows[n], s)
         self._out = []
         return np.ascontiguousarray(rows[:, R.OUTPUT_FIELD_INDEX].T)
+
+
+def _reopens(prev: RefSession, first: int, flags: int) -> bool:
+    """A record starting at `first` with `flags` (both halves of a biflow) is a new
+    connection after the closed session `prev`: that one finished (FIN both ways, or a
+    RST), whatever closed it (a `hard_timeout` or `evicted` one too), and the record
+    starts after its last record with a SYN (rule 2b', for a session opened once `prev`
+    has closed: late, or its next fragment)."""
+    return prev.finished() and first > prev.last and bool(flags & R.SYN_EITHER)
 
 
 def _inherit(session: RefSession, prev: RefSession) -> None:

@@ -131,7 +131,7 @@ P_ROOT_DUP = 13
 P_BITS = 14  # the small fields, a byte each (PB_* shifts; confidence 10 bits, seen 2)
 P_EXPIRY = 15  # last_seen + idle + grace: forgotten once a sweep's watermark passes it
 SLOT_WIDTH = 16
-PB_LATE = 0
+PB_LATE = 0  # bit 0 of its byte; bits 1 and 2 are PB_HALF_OPEN and PB_FINISHED
 PB_ROOT_LATE = 8
 PB_REASON = 16  # stored + 1 (REASON_OPEN is -1)
 PB_ORIENT = 24
@@ -143,10 +143,12 @@ PB_SEEN = 58
 # two bits: the directions the conversation has seen FIN from, its earlier fragments' too (a
 # connection whose FINs fall on both sides of a cut finishes in its last fragment)
 PB_FIN = 60
-# one bit: the session closed half-open, so that last_seen = P_CONT - its idle (the
-# half-open or the established one) for a finished connection, which a late SYN after
-# it does not go on with (reference rule 3)
-PB_HALF_OPEN = 62
+# one bit each: the session closed half-open, so that last_seen = P_CONT - its idle (the
+# half-open or the established one), and it was a finished connection (FIN both ways, or
+# a RST), which a SYN after that last_seen does not go on with, late or as its next
+# fragment (reference _reopens)
+PB_HALF_OPEN = 1
+PB_FINISHED = 2
 BYTE_MASK = 0xFF
 CONFIDENCE_MASK = 0x3FF
 # A `hard_timeout` fragment is remembered until the watermark passes last_seen + idle + grace

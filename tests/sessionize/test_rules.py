@@ -146,6 +146,31 @@ def test_a_late_new_connection_after_a_finished_one_does_not_go_on_with_it(
         assert (late["late"], late["close_reason"]) == (True, reason), start
 
 
+def test_a_new_connection_after_a_finished_fragment_is_no_next_fragment(engine: str) -> None:
+    """Found in review: a finished connection cut by hard_timeout or evicted (it waited
+    the grace for the watermark) took a new SYN on its 5-tuple as its next fragment,
+    inheriting its FINs: a bare SYN closed `fin`, in the old conversation, where without
+    the cut it opens a session of its own (rule 2b')."""
+    done = [rec(0, 25, flags=SYN | ACK | FIN),
+            rec(0.1, 25, src=B, sport=443, dst=A, dport=40000, flags=SYN | ACK | FIN)]
+    cut = by_key(run([*done, rec(30, flags=SYN), tick(300)],
+                     SessionPolicy(hard_timeout_us=20 * SECOND), engine=engine)[0])
+    assert [(s["split"], s["close_reason"]) for s in cut] == [(0, "hard_timeout"),
+                                                               (0, "no_reply")]
+    assert cut[1]["conversation_id"] == cut[1]["session_id"]
+    crowded = [*done[:1], rec(0.1, 2, src=B, sport=443, dst=A, dport=40000,
+                              flags=SYN | ACK | FIN), rec(3, sport=1, flags=ACK)]
+    crowded[0] = rec(0, 2, flags=SYN | ACK | FIN)
+    evicted = by_key(run([*crowded, rec(5, flags=SYN), tick(300)],
+                         SessionPolicy(max_open_ksessions=0.001), engine=engine)[0])
+    mine = [s for s in evicted if s["port_a"] == 40000]
+    assert [(s["split"], s["close_reason"]) for s in mine] == [(0, "evicted"), (0, "no_reply")]
+    # a trailing ACK still goes on with it
+    ack = by_key(run([*done, rec(26, flags=ACK), tick(300)],
+                     SessionPolicy(hard_timeout_us=20 * SECOND), engine=engine)[0])
+    assert [(s["split"], s["close_reason"]) for s in ack] == [(0, "hard_timeout"), (1, "fin")]
+
+
 def test_rst_having_seen_one_direction_is_no_reply_closed_at_once(engine: str) -> None:
     # found by an audit: these were `rst`, which the reason table keeps for a RST after an
     # exchange, and hid scans from the seed's no_reply query
