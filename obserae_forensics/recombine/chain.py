@@ -44,6 +44,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..counters import ceiling_sums
 from ..errors import LinkCycle, UsageError
 from ..schema import SESSIONS_SCHEMA, TIMESTAMP
 from ..sessionize.row import OPENING_ONLY, REFUSAL_ONLY
@@ -328,7 +329,15 @@ def chain_sessions(sessions: pa.Table, runs: list[Run],
     # next fragment of an evicted session can open before it (a record reaching back),
     # and this rule then linked fragment 0 after fragment 1, a loop with rule 2's link
     conversation = _codes(col("conversation_id"))[0]
-    start = _conversation_starts(run, conversation, opened)
+    by_key = np.lexsort((high, low, protocol, exporter))
+    new_key = np.zeros(n, dtype=bool)
+    new_key[_group_starts([exporter[by_key], protocol[by_key], low[by_key],
+                           high[by_key]])] = True
+    key_group = np.empty(n, dtype=np.int64)
+    key_group[by_key] = np.cumsum(new_key)
+    # a conversation of one key: an edited or merged table may give two keys one id, and
+    # the part of a bucketed recombine that holds one of them sees only that one
+    start = _conversation_starts((key_group << 16) | run, conversation, opened)
     steady = np.flatnonzero(~late)
     order = steady[np.lexsort((session_rank[steady], split[steady], conversation[steady],
                                run[steady], start[steady], high[steady], low[steady],
@@ -366,12 +375,6 @@ def chain_sessions(sessions: pa.Table, runs: list[Run],
     # fragment that is not late)
     children = steady[split[steady] > 0]
     if len(children):
-        by_key = np.lexsort((high, low, protocol, exporter))
-        new_key = np.zeros(n, dtype=bool)
-        new_key[_group_starts([exporter[by_key], protocol[by_key], low[by_key],
-                               high[by_key]])] = True
-        key_group = np.empty(n, dtype=np.int64)
-        key_group[by_key] = np.cumsum(new_key)
         keys, wanted = _dense_pairs(
             ((conversation << 32) | split, (key_group << 16) | run),
             ((conversation[children] << 32) | (split[children] - 1),
@@ -412,7 +415,7 @@ def chain_sessions(sessions: pa.Table, runs: list[Run],
     # rejected) the same conversation: a new connection on the 5-tuple, which the
     # sessionizer has follow it without going on with it
     finished_close = (_flag(col("close_reason"), "fin") | _flag(col("close_reason"), "rst")
-                      | _flag(col("close_reason"), "rejected"))
+                      | _flag(col("close_reason"), "rejected") | finished_session)
     reconnects = (finished_close[followed] & (opened[candidates] > last[followed])
                   & (((ab_flags[candidates] | ba_flags[candidates]) & SYN) != 0))
     candidates = candidates[(opened[candidates] - last[followed] <= idle[followed])
@@ -429,7 +432,9 @@ def chain_sessions(sessions: pa.Table, runs: list[Run],
     by_root = np.lexsort((session_rank, split, run, late, opened, joined, root))
     group_start = _group_starts([root[by_root]])
     root_of_group = root[by_root[group_start]]
-    first_of_group = opened[by_root[group_start]]
+    # conversations by first_seen, their earliest opening (not their first fragment's: it
+    # can open after another, and the bucketed merge orders on first_seen)
+    first_of_group = np.minimum.reduceat(opened[by_root], group_start)
     group_order = np.lexsort((session_rank[root_of_group], exporter[root_of_group],
                               first_of_group))
     rank_of_group = np.empty(len(group_order), dtype=np.int64)
@@ -504,8 +509,11 @@ def chain_sessions(sessions: pa.Table, runs: list[Run],
     # a last fragment that saw one direction of a conversation that saw both (its run
     # never saw the other): no one-way attempt, as inside one run (the sessionizer's
     # fragments inherit the directions seen)
-    answered = (np.add.reduceat(ab_packets_f, starts) > 0) & (
-        np.add.reduceat(ba_packets_f, starts) > 0)
+    # the conversation's counters, stopped at 2**64 - 1 rather than wrapped (damaged
+    # records), as sessions_consolidated's
+    totals = ceiling_sums(np.stack([ab_bytes_f, ba_bytes_f, ab_packets_f, ba_packets_f],
+                                   axis=1), starts)
+    answered = (totals[:, 2] > 0) & (totals[:, 3] > 0)
     state = pc.if_else(pa.array(answered & _flag(state, "half_open")), "active", state)
     # and a last fragment that timed out after its conversation finished (a trailing ACK
     # after the FINs, the other run's) closed as the finished connection it belongs to
@@ -517,8 +525,8 @@ def chain_sessions(sessions: pa.Table, runs: list[Run],
             half_open=half_open[final] & ~answered,
             ab_flags=conversation_ab_flags,
             ba_flags=conversation_ba_flags,
-            ab_packets=np.add.reduceat(ab_packets_f, starts),
-            ba_packets=np.add.reduceat(ba_packets_f, starts),
+            ab_packets=totals[:, 2],
+            ba_packets=totals[:, 3],
         )
         state = pc.if_else(pa.array(state_inferred), "closed", state)
         close_reason = pc.if_else(pa.array(state_inferred | resettled), settled, close_reason)
@@ -551,10 +559,10 @@ def chain_sessions(sessions: pa.Table, runs: list[Run],
         reasons=fragment_reasons[not_root],
         reason_offsets=_offsets(np.add.reduceat(not_root.astype(np.int64), starts)),
         first_seen=first_seen, last_seen=last_seen, duration_s=duration_s,
-        ab_bytes=np.add.reduceat(ab_bytes_f, starts),
-        ba_bytes=np.add.reduceat(ba_bytes_f, starts),
-        ab_packets=np.add.reduceat(ab_packets_f, starts),
-        ba_packets=np.add.reduceat(ba_packets_f, starts),
+        ab_bytes=totals[:, 0],
+        ba_bytes=totals[:, 1],
+        ab_packets=totals[:, 2],
+        ba_packets=totals[:, 3],
         flow_count=np.add.reduceat(numpy_of(col("flow_count"), "uint64")[rows], starts),
         late_records=np.add.reduceat(numpy_of(col("late_records"), "uint64")[rows], starts),
         state=state, close_reason=close_reason, state_inferred=state_inferred,
@@ -645,12 +653,14 @@ def _settled_reasons(*, tcp: np.ndarray, half_open: np.ndarray, ab_flags: np.nda
     return pa.DictionaryArray.from_arrays(codes, reasons).cast(pa.string())
 
 
-def _conversation_starts(run: np.ndarray, conversation: np.ndarray,
+def _conversation_starts(place: np.ndarray, conversation: np.ndarray,
                          opened: np.ndarray) -> np.ndarray:
-    """Each session's conversation's earliest opened_at in its run (its own without a
-    conversation_id)."""
+    """Each session's conversation's earliest opened_at in its `place` (run and key;
+    its own without a conversation_id)."""
     named = conversation >= 0
-    _, group = np.unique((run[named] << 32) | conversation[named], return_inverse=True)
+    none = np.zeros(0, dtype=np.int64)
+    pairs, _ = _dense_pairs((place[named], conversation[named]), (none, none))
+    _, group = np.unique(pairs, return_inverse=True)
     earliest = np.full(int(group.max(initial=-1)) + 1, np.iinfo(np.int64).max, dtype=np.int64)
     np.minimum.at(earliest, group, opened[named])
     start = opened.copy()

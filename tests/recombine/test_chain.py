@@ -165,6 +165,15 @@ def test_fragments_after_a_late_fragment_0_stay_its_conversation(tmp_path: Path)
     assert result.report["refused_links"]["split_link_missing"] == 0
 
 
+def test_conversation_counters_past_2_64_stop_at_the_ceiling(tmp_path: Path) -> None:
+    # found in review: two fragments of 2**63 + 5 bytes added up to 10
+    rows = [session("F0", 0, 899, close="hard_timeout", ab=(2**63 + 5, 10)),
+            session("F1", 900, 950, split=1, conversation="F0", ab=(2**63 + 5, 10))]
+    [row] = one_run(tmp_path, rows).conversations.to_pylist()
+    assert (row["session_ids"], row["ab_bytes"], row["ab_packets"]) == (
+        ["F0", "F1"], 2**64 - 1, 20)
+
+
 def test_run_boundary_continuation_with_flipped_orientation(tmp_path: Path) -> None:
     first = write_run(tmp_path / "r1", [
         session("A", 0, 500, state="active", flags=(SYN_ACK_PSH, 0x12)),

@@ -32,7 +32,9 @@ PORTS = [0, 53, 80, 443, 40000]
 @st.composite
 def runs_of_sessions(draw: st.DrawFn) -> list[list[dict[str, Any]]]:
     """Up to three consecutive runs over a few keys: cut, open, late (naming a session of
-    its key, of another key, or none), on two exporters."""
+    its key, of another key, or none), on two exporters; fragments numbered by a
+    sessionizer, in any order of opening (a next fragment can open before the one it
+    continues), their conversation_id shared across keys as an edited table may."""
     runs: list[list[dict[str, Any]]] = []
     named: list[str] = []
     for run_index in range(draw(st.integers(1, 3))):
@@ -57,7 +59,9 @@ def runs_of_sessions(draw: st.DrawFn) -> list[list[dict[str, Any]]]:
                        draw(st.sampled_from([0x00, 0x12, 0x11, 0x14]))),
                 ab=(draw(st.integers(0, 10**6)), draw(st.integers(0, 50))),
                 ba=(draw(st.integers(0, 10**6)), draw(st.integers(0, 50))),
-                late=late, follows=follows))
+                late=late, follows=follows, split=draw(st.sampled_from([0, 0, 0, 1, 2])),
+                conversation=draw(st.sampled_from([None, None, "c1", "c2",
+                                                   f"r{run_index}s00"]))))
             named.append(name)
         runs.append(rows)
     return runs
