@@ -239,11 +239,13 @@ def read_flows(
                 batches: Iterator[pa.RecordBatch] = read_nfcapd(
                     item.path, report, batch_size=batch_size, window=window, nsel=nsel)
             else:
-                batches = _capture_batches(item.path, decoder, report, batch_size, window,
+                batches = _capture_batches(item.path, decoder, report, batch_size,
                                            ipfix_file=item.format == "ipfix",
                                            transports=transports)
             for batch in batches:
-                batch = settled(batch, report)
+                # the window judges the times the flow table holds (a record with one
+                # time 0, kept at the other, is inside when that one is)
+                batch = _window(settled(batch, report), window, report)
                 if batch.num_rows:
                     _count(report, batch)
                     yield batch
@@ -252,7 +254,7 @@ def read_flows(
     # what only the end of the run completes (a connection's held segments), then the
     # records still held for a template
     for batch in [*decoder.feed(transports.finish()), *decoder.finish()]:
-        batch = settled(_window(batch, window, report), report)
+        batch = _window(settled(batch, report), window, report)
         if batch.num_rows:
             _count(report, batch)
             yield batch
@@ -426,8 +428,8 @@ def _count(report: RunReport, batch: pa.RecordBatch) -> None:
 
 
 def _capture_batches(
-    path: Path, decoder: object, report: RunReport, batch_size: int,
-    window: tuple[int | None, int | None], *, ipfix_file: bool = False,
+    path: Path, decoder: object, report: RunReport, batch_size: int, *,
+    ipfix_file: bool = False,
     transports: Transports | None = None,
 ) -> Iterator[pa.RecordBatch]:
     from .ipfix_file import iter_ipfix_file
@@ -440,7 +442,6 @@ def _capture_batches(
                                   transports=transports))
     for chunk in chunks:
         for batch in decoder.feed(chunk):  # type: ignore[attr-defined]
-            batch = _window(batch, window, report)
             if batch.num_rows:
                 pending.append(batch)
                 rows += batch.num_rows

@@ -28,12 +28,14 @@ Mapping decisions (the FLOW_SCHEMA docstring has the general conventions):
 * `source_frame` = block number (1-based, data blocks only), `source_offset` = byte offset of
   the block header, `record_index` = the record's place among all records of its block
   (exporter and sampler records included, so walking N records finds it).
-* Time window `(from_us, to_us)` selects like nfdump 1.7.1 `-t` (`nfdump.c` process_data,
-  v1.7.1 L406): a record passes iff `first >= from` and `last <= to`, both inclusive, so a
-  record must lie wholly inside the window; records without a generic-flow element never pass
-  a window with a start. A file whose stat record places it wholly outside the window is not
-  read (nfdump's CheckTimeWindow, `flist.c`). nfdump 1.7.8 made both comparisons strict;
-  we follow the 1.7.1 oracle installed here.
+* Time window `(from_us, to_us)`: a file whose stat record places it wholly outside the
+  window is not read (nfdump's CheckTimeWindow, `flist.c`), its claimed flows counted as
+  outside it; the records of the others are selected by readers.read_flows, as a
+  capture's are, like nfdump 1.7.1 `-t` (`nfdump.c` process_data, v1.7.1 L406): a record
+  passes iff `first >= from` and `last <= to`, both inclusive (nfdump 1.7.8 made both
+  comparisons strict; we follow the 1.7.1 oracle installed here), on the times the flow
+  table holds: a record with one time missing is judged at the other, where nfdump drops
+  it as 1970.
 * RunReport: `report.file(path)` gets format "nfcapd-v2"/"nfcapd-v1", size, units = data blocks
   read, the ident, and from the stat record first/last seen and flows/packets/bytes.
   ExporterStats per (exporter, domain): records/packets/octets of the records decoded,
@@ -461,15 +463,11 @@ def _read(
             columns = _decode_block(state, payload, frame, offset, block_type, claimed, report)
             if columns is None:
                 continue
-            # before the window, as the export readers settle a datagram's records and
-            # count what their exporters sent
+            # the time window is the caller's (readers.read_flows), on the times the flow
+            # table holds, as for the export readers' records
             _settle_nsel(state, columns, nsel, frame, offset, report)
             _count_exporters(state, columns, report)
-            decoded = len(columns["first_seen"])
-            columns = _select_window(columns, from_us, to_us)
             rows = len(columns["first_seen"])
-            if rows < decoded:
-                report.outside(source, decoded - rows)
             if rows == 0:
                 continue
             _count_aggregates(columns.pop("_aggregated_flows"), stats)
@@ -1147,20 +1145,6 @@ def _settle_nsel(state: _FileState, columns: dict[str, np.ndarray], nsel: NselLe
     for name, values in sent.items():  # the exporters table counts what was sent
         columns[f"_sent_{name}"] = values
     report.repair(nsel_repair(count, state.source, offset, frame), count=count)
-
-
-def _select_window(columns: dict[str, np.ndarray], from_us: int | None,
-                   to_us: int | None) -> dict[str, np.ndarray]:
-    if from_us is None and to_us is None:
-        return columns
-    keep = np.ones(len(columns["first_seen"]), dtype=bool)
-    if from_us is not None:
-        keep &= columns["first_seen"] >= from_us
-    if to_us is not None:
-        keep &= columns["last_seen"] <= to_us
-    if keep.all():
-        return columns
-    return {name: values[keep] for name, values in columns.items()}
 
 
 def _count_exporters(state: _FileState, columns: dict[str, np.ndarray], report: RunReport) -> None:

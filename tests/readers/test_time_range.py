@@ -218,3 +218,24 @@ def test_the_problems_said_do_not_depend_on_the_batch_size(tmp_path: Path) -> No
     assert len(examples) == 8  # each file once per check
     assert [e.split("@")[0].rsplit("/", 1)[-1] for e in examples[:2]] == ["a.pcap", "b.pcap"]
     assert all("6 record(s)" in e for e in examples if "one time only" in e)
+
+
+def test_the_window_judges_the_times_the_flow_table_holds(tmp_path: Path) -> None:
+    """Found in review: --from/--to judged the times as decoded, before a record with one
+    time missing was placed at the other, so with --from it was left out as 1970 (and
+    counted outside the window) although the flow table would hold it inside."""
+    payload = message(template(300, MS_FIELDS), data_set(
+        300, ms_record(1, 0, GOOD_MS), ms_record(2, GOOD_MS - 60_000, GOOD_MS - 60_000),
+        ms_record(3, GOOD_MS + 9, GOOD_MS)))
+    frame = bytes(IP(src="192.0.2.9", dst="198.51.100.7") / UDP(sport=4739, dport=4739)
+                  / payload)
+    path = tmp_path / "window.pcap"
+    path.write_bytes(pcap_bytes([(EXPORT_S * 10**9, frame)], linktype=101))
+    report = RunReport()
+    window = ((GOOD_MS - 1_000) * 1000, (GOOD_MS + 1_000) * 1000)
+    table = pa.Table.from_batches(list(read_flows(discover_inputs([path], report), report,
+                                                  window=window)))
+    # the one-time record at its time, the inverted one swapped into the window
+    assert first_seen(table) == [GOOD_MS * 1000, GOOD_MS * 1000]
+    assert report.outside_window == 1 and report.repaired == {"missing_time": 1,
+                                                              "inverted_times": 1}
