@@ -50,7 +50,8 @@ watermark before r, max(last_seen) - grace; max(first_seen) - grace under event 
    event replay, whose W follows first_seen: rule 5): a session whose
    deadline that watermark passes closes by its deadline, not as session pressure. Nor
    is there a victim when that watermark passes the new session's own deadline (a late
-   record's session, or a record starting hard_timeout before it): it closes in the sweep
+   record whose last_seen + idle is behind it, or a record starting hard_timeout before
+   it): it closes in the sweep
    after r, and the cap, exceeded for that instant, holds between records (peak_open
    never counts beyond it).
 5. After r, W moves to max(last_seen) - grace (under `--replay event`, max(first_seen) -
