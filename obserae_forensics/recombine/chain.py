@@ -337,7 +337,8 @@ def chain_sessions(sessions: pa.Table, runs: list[Run],
     key_group[by_key] = np.cumsum(new_key)
     # a conversation of one key: an edited or merged table may give two keys one id, and
     # the part of a bucketed recombine that holds one of them sees only that one
-    start = _conversation_starts((key_group << 16) | run, conversation, opened)
+    fragments_of = _conversation_groups(key_group, run, conversation)
+    start = _conversation_starts(fragments_of, opened)
     steady = np.flatnonzero(~late)
     order = steady[np.lexsort((session_rank[steady], split[steady], conversation[steady],
                                run[steady], start[steady], high[steady], low[steady],
@@ -347,7 +348,8 @@ def chain_sessions(sessions: pa.Table, runs: list[Run],
     # a finished TCP session (FIN both ways, or a RST) closes once the watermark passes its
     # last record: only a record within the grace after it (a trailing ACK) still joins
     # it; later, the same 5-tuple is another connection
-    finished_session = tcp & _finished(ab_flags, ba_flags)
+    finished_session = tcp & _finished_so_far(fragments_of, split, end_a <= end_b, ab_flags,
+                                              ba_flags)
     grace = np.array([round(r.settings["sessions.grace"] * 1_000_000) for r in runs],
                      dtype=np.int64)[run]
     reach = np.where(finished_session, grace, idle)
@@ -412,8 +414,9 @@ def chain_sessions(sessions: pa.Table, runs: list[Run],
     # follows is a conversation of its own, as an on-time record there would have been
     followed = follows_at[candidates]
     # nor is a late SYN after a finished connection's last record (closed fin, rst or
-    # rejected) the same conversation: a new connection on the 5-tuple, which the
-    # sessionizer has follow it without going on with it
+    # rejected, or finished by its flags and those of the fragments before it) the same
+    # conversation: a new connection on the 5-tuple, which the sessionizer has follow it
+    # without going on with it
     finished_close = (_flag(col("close_reason"), "fin") | _flag(col("close_reason"), "rst")
                       | _flag(col("close_reason"), "rejected") | finished_session)
     reconnects = (finished_close[followed] & (opened[candidates] > last[followed])
@@ -563,8 +566,9 @@ def chain_sessions(sessions: pa.Table, runs: list[Run],
         ba_bytes=totals[:, 1],
         ab_packets=totals[:, 2],
         ba_packets=totals[:, 3],
-        flow_count=np.add.reduceat(numpy_of(col("flow_count"), "uint64")[rows], starts),
-        late_records=np.add.reduceat(numpy_of(col("late_records"), "uint64")[rows], starts),
+        flow_count=ceiling_sums(numpy_of(col("flow_count"), "uint64")[rows, None], starts)[:, 0],
+        late_records=ceiling_sums(numpy_of(col("late_records"), "uint64")[rows, None],
+                                  starts)[:, 0],
         state=state, close_reason=close_reason, state_inferred=state_inferred,
         head_cut=head_cut, tail_cut=tail_cut,
         gaps=(gap_us[has_gap] / 1_000_000.0),
@@ -653,19 +657,47 @@ def _settled_reasons(*, tcp: np.ndarray, half_open: np.ndarray, ab_flags: np.nda
     return pa.DictionaryArray.from_arrays(codes, reasons).cast(pa.string())
 
 
-def _conversation_starts(place: np.ndarray, conversation: np.ndarray,
-                         opened: np.ndarray) -> np.ndarray:
-    """Each session's conversation's earliest opened_at in its `place` (run and key;
-    its own without a conversation_id)."""
+def _conversation_groups(key_group: np.ndarray, run: np.ndarray,
+                         conversation: np.ndarray) -> np.ndarray:
+    """A number for each (key, run, conversation_id): the sessionizer's fragments of one
+    conversation; -1 without a conversation_id."""
+    group = np.full(len(conversation), -1, dtype=np.int64)
     named = conversation >= 0
-    none = np.zeros(0, dtype=np.int64)
-    pairs, _ = _dense_pairs((place[named], conversation[named]), (none, none))
-    _, group = np.unique(pairs, return_inverse=True)
+    if named.any():
+        none = np.zeros(0, dtype=np.int64)
+        place, _ = _dense_pairs((key_group[named], run[named]), (none, none))
+        pairs, _ = _dense_pairs((place, conversation[named]), (none, none))
+        group[named] = np.unique(pairs, return_inverse=True)[1]
+    return group
+
+
+def _conversation_starts(group: np.ndarray, opened: np.ndarray) -> np.ndarray:
+    """Each session's conversation's earliest opened_at (_conversation_groups; its own
+    without one)."""
+    named = group >= 0
     earliest = np.full(int(group.max(initial=-1)) + 1, np.iinfo(np.int64).max, dtype=np.int64)
-    np.minimum.at(earliest, group, opened[named])
+    np.minimum.at(earliest, group[named], opened[named])
     start = opened.copy()
-    start[named] = earliest[group]
+    start[named] = earliest[group[named]]
     return start
+
+
+def _finished_so_far(group: np.ndarray, split: np.ndarray, a_is_low: np.ndarray,
+                     ab_flags: np.ndarray, ba_flags: np.ndarray) -> np.ndarray:
+    """TCP flags of a finished connection as the sessionizer judges a fragment (its
+    _finished): a RST of its own, or FIN from both endpoints in the fragment or the
+    fragments before it (a connection whose FINs fall on both sides of a cut finishes in
+    the fragment after it; its own flags alone said unfinished, and a new connection
+    after it was joined to the conversation)."""
+    low_fin = (np.where(a_is_low, ab_flags, ba_flags) & FIN) != 0
+    high_fin = (np.where(a_is_low, ba_flags, ab_flags) & FIN) != 0
+    named = np.flatnonzero(group >= 0)
+    order = named[np.lexsort((split[named], group[named]))]
+    if len(order):
+        groups = group[order]
+        for fins in (low_fin, high_fin):
+            fins[order] = pd.Series(fins[order]).groupby(groups).cummax().to_numpy()
+    return (low_fin & high_fin) | (((ab_flags | ba_flags) & RST) != 0)
 
 
 def _dense_pairs(values: tuple[np.ndarray, np.ndarray], wanted: tuple[np.ndarray, np.ndarray]

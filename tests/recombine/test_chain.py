@@ -149,6 +149,25 @@ def test_a_late_new_connection_after_a_finished_one_is_its_own_conversation(
     assert by_id["B"]["session_ids"] == ["B", "K"]
 
 
+def test_a_connection_whose_fins_fall_on_both_sides_of_a_cut_is_finished(
+        tmp_path: Path) -> None:
+    """Found in review: recombine judged a fragment finished by its own flags, where the
+    sessionizer counts the FINs of the fragments before it: a new connection's SYN after
+    such a fragment (on time, or late) was joined to the finished conversation."""
+    cut = [session("F0", 0, 25, close="hard_timeout", flags=(0x13, 0x12)),
+           session("F1", 26, 47, close="hard_timeout", split=1, conversation="F0",
+                   flags=(0, 0x11))]
+    for extra in (session("N", 48, 48, close="no_reply", flags=(0x02, 0), ba=(0, 0)),
+                  session("N", 48, 48, close="no_reply", late=True, follows="F1",
+                          flags=(0x02, 0), ba=(0, 0))):
+        by_id = conversations(one_run(tmp_path / f"late{extra['late']}", [*cut, extra]))
+        assert by_id["F0"]["session_ids"] == ["F0", "F1"]
+        assert by_id["N"]["session_ids"] == ["N"]
+    trailing = session("K", 48, 48, close="no_reply", flags=(0x10, 0), ba=(0, 0))
+    by_id = conversations(one_run(tmp_path / "ack", [*cut, trailing]))
+    assert by_id["F0"]["session_ids"] == ["F0", "F1", "K"]
+
+
 def test_fragments_after_a_late_fragment_0_stay_its_conversation(tmp_path: Path) -> None:
     """Found by an audit: a late session cut by hard_timeout goes on in fragment 1, which is
     not late; the sessionizer's own link was looked up among sessions that are not late,
