@@ -471,7 +471,8 @@ def _read(
             if rows == 0:
                 continue
             _count_aggregates(columns.pop("_aggregated_flows"), stats)
-            # only records the run keeps (a record without times is left out and said so)
+            # only records with times (one without is left out and said so); inside the
+            # time window or not, as every repair the readers count
             put_back = columns.pop("_flags_put_back") & ~np.logical_or(
                 *time_faults(columns["first_seen"], columns["last_seen"])[:2])
             _count_flags_put_back(state, put_back, frame, offset, report)
