@@ -169,12 +169,15 @@ class RunReport:
 
     def skip(self, error: InputError, nbytes: int = 0, count: int = 1) -> None:
         """Count a skipped unit; under --strict, stop the run with it instead."""
+        self._skipped(error, nbytes, count)
+        self._example(error)
+
+    def _skipped(self, error: InputError, nbytes: int, count: int) -> None:
         if self.strict:
             raise error
         self.skipped[error.reason] += count
-        self.skipped_bytes[error.reason] += nbytes
+        self.skipped_bytes[error.reason] += nbytes  # the key, with 0 bytes (records' checks)
         self.file(error.source).skipped[error.reason] += count
-        self._example(error)
 
     def repair(self, error: InputError, count: int = 1) -> None:
         """Count records kept with a field put right: a problem of the input said, with its
@@ -193,10 +196,7 @@ class RunReport:
         if kept:
             self.repaired[error.reason] += count
         else:
-            if self.strict:
-                raise error
-            self.skipped[error.reason] += count
-            self.file(error.source).skipped[error.reason] += count
+            self._skipped(error, 0, count)
         key = (error.reason, error.source, variant)
         entry = self.record_examples.get(key)
         if entry is None:
