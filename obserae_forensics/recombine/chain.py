@@ -337,7 +337,9 @@ def chain_sessions(sessions: pa.Table, runs: list[Run],
     key_group[by_key] = np.cumsum(new_key)
     # a conversation of one key: an edited or merged table may give two keys one id, and
     # the part of a bucketed recombine that holds one of them sees only that one
-    fragments_of = _conversation_groups(key_group, run, conversation)
+    # (key, run) as one number, whatever the number of runs
+    place, _ = _dense_pairs((key_group, run), (np.zeros(0, np.int64), np.zeros(0, np.int64)))
+    fragments_of = _conversation_groups(place, conversation)
     start = _conversation_starts(fragments_of, opened)
     steady = np.flatnonzero(~late)
     order = steady[np.lexsort((session_rank[steady], split[steady], conversation[steady],
@@ -378,9 +380,9 @@ def chain_sessions(sessions: pa.Table, runs: list[Run],
     children = steady[split[steady] > 0]
     if len(children):
         keys, wanted = _dense_pairs(
-            ((conversation << 32) | split, (key_group << 16) | run),
+            ((conversation << 32) | split, place),
             ((conversation[children] << 32) | (split[children] - 1),
-             (key_group[children] << 16) | run[children]))
+             place[children]))
         key_order = np.argsort(keys, kind="stable")
         sorted_keys = keys[key_order]
         where = np.minimum(np.searchsorted(sorted_keys, wanted), len(sorted_keys) - 1)
@@ -657,16 +659,14 @@ def _settled_reasons(*, tcp: np.ndarray, half_open: np.ndarray, ab_flags: np.nda
     return pa.DictionaryArray.from_arrays(codes, reasons).cast(pa.string())
 
 
-def _conversation_groups(key_group: np.ndarray, run: np.ndarray,
-                         conversation: np.ndarray) -> np.ndarray:
-    """A number for each (key, run, conversation_id): the sessionizer's fragments of one
-    conversation; -1 without a conversation_id."""
+def _conversation_groups(place: np.ndarray, conversation: np.ndarray) -> np.ndarray:
+    """A number for each (`place`: key and run, conversation_id): the sessionizer's
+    fragments of one conversation; -1 without a conversation_id."""
     group = np.full(len(conversation), -1, dtype=np.int64)
     named = conversation >= 0
     if named.any():
         none = np.zeros(0, dtype=np.int64)
-        place, _ = _dense_pairs((key_group[named], run[named]), (none, none))
-        pairs, _ = _dense_pairs((place, conversation[named]), (none, none))
+        pairs, _ = _dense_pairs((place[named], conversation[named]), (none, none))
         group[named] = np.unique(pairs, return_inverse=True)[1]
     return group
 
