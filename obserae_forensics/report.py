@@ -134,6 +134,21 @@ class FileStats:
 
 
 @dataclass
+class RecordExample:
+    """One file's records with one problem: the first of them, how many so far, and the
+    message for a count (RunReport.file_records)."""
+
+    first: InputError
+    count: int
+    message: Callable[[int], str]
+
+    def problem(self) -> Problem:
+        first = self.first
+        return Problem(first.reason, first.source, first.offset, first.frame,
+                       self.message(self.count))
+
+
+@dataclass
 class RunReport:
     """What a run decoded and what it skipped. The CLI prints it; tests assert on it."""
 
@@ -147,9 +162,8 @@ class RunReport:
     repaired: Counter[str] = field(default_factory=Counter)
     # the first few problems of each reason, as their units were read
     unit_examples: list[Problem] = field(default_factory=list)
-    # records of one file with one problem, reported a batch at a time: (reason, file,
-    # variant) -> [its first record's problem, the file's count so far, message(count)]
-    record_examples: dict[tuple[str, str, str], list[Any]] = field(default_factory=dict)
+    # records of one file with one problem, reported a batch at a time (file_records)
+    record_examples: dict[tuple[str, str, str], RecordExample] = field(default_factory=dict)
     files: dict[str, FileStats] = field(default_factory=dict)
     exporters: dict[tuple[str, int], ExporterStats] = field(default_factory=dict)
     strict: bool = False
@@ -200,25 +214,30 @@ class RunReport:
         key = (error.reason, error.source, variant)
         entry = self.record_examples.get(key)
         if entry is None:
-            self.record_examples[key] = [error, count, message]
+            self.record_examples[key] = RecordExample(error, count, message)
         else:
-            entry[1] += count
+            entry.count += count
 
     @property
     def examples(self) -> list[Problem]:
         """The problems a person can go and look at: the first EXAMPLES_PER_REASON of each
         reason, the units' as they were read, then the files' whose records a check found
-        (file_records), in input order and by place in the file."""
+        (file_records), by reason, input file and place in the file."""
         out = list(self.unit_examples)
         taken = Counter(p.reason for p in out)
         order = {path: number for number, path in enumerate(self.files)}
-        for (reason, source, _), (error, count, message) in sorted(
-                self.record_examples.items(), key=lambda item: (
-                    item[0][0], order.get(item[0][1], len(order)), item[1][0].offset,
-                    item[1][0].frame or 0, item[0][2])):
-            if taken[reason] < EXAMPLES_PER_REASON:
-                taken[reason] += 1
-                out.append(Problem(reason, source, error.offset, error.frame, message(count)))
+
+        def place(key: tuple[str, str, str]) -> tuple[Any, ...]:
+            reason, source, variant = key
+            first = self.record_examples[key].first
+            return (reason, order.get(source, len(order)), first.offset, first.frame or 0,
+                    variant)
+
+        for key in sorted(self.record_examples, key=place):
+            entry = self.record_examples[key]
+            if taken[entry.first.reason] < EXAMPLES_PER_REASON:
+                taken[entry.first.reason] += 1
+                out.append(entry.problem())
         return out
 
     def _example(self, error: InputError) -> None:

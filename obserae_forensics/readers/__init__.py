@@ -401,7 +401,7 @@ def _report_per_file(batch: pa.RecordBatch, mask: np.ndarray, reason: str,
         row = int(rows[at])
         description = what(row)
         problem = MalformedInput(
-            f"{count} record(s) with {description}", source=files.dictionary[codes[at]].as_py(),
+            _records_with(description, count), source=files.dictionary[codes[at]].as_py(),
             offset=batch.column("source_offset")[row].as_py(),
             frame=batch.column("source_frame")[row].as_py(), reason=reason)
         report.file_records(problem, count, functools.partial(_records_with, description),
@@ -459,9 +459,9 @@ def _rebatch(batches: list[pa.RecordBatch], batch_size: int) -> Iterator[pa.Reco
 
 def _window(batch: pa.RecordBatch, window: tuple[int | None, int | None],
             report: RunReport) -> pa.RecordBatch:
-    """Keep records wholly inside [from, to], as nfdump 1.7.1's -t does and the nfcapd
-    reader does: first_seen >= from and last_seen <= to; the others are counted against
-    their files (outside_window): they were decoded, and left out by choice."""
+    """Keep records wholly inside [from, to], as nfdump 1.7.1's -t does: first_seen >=
+    from and last_seen <= to, for captures and nfcapd files alike; the others are counted
+    against their files (outside_window): they were decoded, and left out by choice."""
     start, end = window
     if (start is None and end is None) or batch.num_rows == 0:
         return batch

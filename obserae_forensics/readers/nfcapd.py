@@ -466,10 +466,10 @@ def _read(
             # the time window is the caller's (readers.read_flows), on the times the flow
             # table holds, as for the export readers' records
             _settle_nsel(state, columns, nsel, frame, offset, report)
-            _count_exporters(state, columns, report)
             rows = len(columns["first_seen"])
             if rows == 0:
                 continue
+            _count_exporters(state, columns, report)
             _count_aggregates(columns.pop("_aggregated_flows"), stats)
             # only records with times (one without is left out and said so); inside the
             # time window or not, as every repair the readers count

@@ -335,9 +335,9 @@ def chain_sessions(sessions: pa.Table, runs: list[Run],
                            high[by_key]])] = True
     key_group = np.empty(n, dtype=np.int64)
     key_group[by_key] = np.cumsum(new_key)
-    # a conversation of one key: an edited or merged table may give two keys one id, and
-    # the part of a bucketed recombine that holds one of them sees only that one
-    # (key, run) as one number, whatever the number of runs
+    # a conversation is one key's in one run (an edited or merged table may give two keys
+    # one id, and the part of a bucketed recombine that holds one of them sees only that
+    # one); (key, run) as one dense number, whatever the number of runs
     place, _ = _dense_pairs((key_group, run), (np.zeros(0, np.int64), np.zeros(0, np.int64)))
     fragments_of = _conversation_groups(place, conversation)
     start = _conversation_starts(fragments_of, opened)
@@ -362,12 +362,11 @@ def chain_sessions(sessions: pa.Table, runs: list[Run],
                                is_open | hard | evicted | event_runs[run],
                                due=last + np.where(finished_session, 0, idle), grace=grace)
     cut_open = (is_open[before] | ended[before]) & (run[before] < run[after])
-    # after a finished connection, one that opens after its last record with a SYN is a new
-    # connection on the 5-tuple, even within the grace (the sessionizer's rule 2b')
-    reopened = (finished_session[before] & (opened[after] > last[before])
-                & (((ab_flags[after] | ba_flags[after]) & SYN) != 0))
+    either_flags = ab_flags | ba_flags
+    # a new connection after a finished one is no continuation, even within the grace
     link = (same_key(before, after) & (cut_closed | cut_open)
-            & (opened[after] - last[before] <= reach[before]) & ~reopened)
+            & (opened[after] - last[before] <= reach[before])
+            & ~_reconnects(finished_session, before, after, opened, last, either_flags))
     parent[after[link]] = before[link]
     reason[after[link]] = np.where(hard[before[link]], 1,
                                    np.where(evicted[before[link]], 2, 4))
@@ -421,10 +420,9 @@ def chain_sessions(sessions: pa.Table, runs: list[Run],
     # without going on with it
     finished_close = (_flag(col("close_reason"), "fin") | _flag(col("close_reason"), "rst")
                       | _flag(col("close_reason"), "rejected") | finished_session)
-    reconnects = (finished_close[followed] & (opened[candidates] > last[followed])
-                  & (((ab_flags[candidates] | ba_flags[candidates]) & SYN) != 0))
     candidates = candidates[(opened[candidates] - last[followed] <= idle[followed])
-                            & ~reconnects]
+                            & ~_reconnects(finished_close, followed, candidates, opened,
+                                           last, either_flags)]
     parent[candidates] = follows_at[candidates]
     reason[candidates] = 3
 
@@ -516,8 +514,10 @@ def chain_sessions(sessions: pa.Table, runs: list[Run],
     # fragments inherit the directions seen)
     # the conversation's counters, stopped at 2**64 - 1 rather than wrapped (damaged
     # records), as sessions_consolidated's
-    totals = ceiling_sums(np.stack([ab_bytes_f, ba_bytes_f, ab_packets_f, ba_packets_f],
-                                   axis=1), starts)
+    totals = ceiling_sums(np.stack([
+        ab_bytes_f, ba_bytes_f, ab_packets_f, ba_packets_f,
+        numpy_of(col("flow_count"), "uint64")[rows],
+        numpy_of(col("late_records"), "uint64")[rows]], axis=1), starts)
     answered = (totals[:, 2] > 0) & (totals[:, 3] > 0)
     state = pc.if_else(pa.array(answered & _flag(state, "half_open")), "active", state)
     # and a last fragment that timed out after its conversation finished (a trailing ACK
@@ -543,7 +543,8 @@ def chain_sessions(sessions: pa.Table, runs: list[Run],
          half_open_state, ip_a, ip_b, client_ip, server_ip, end_a, end_b,
          client, server, tcp, half_open, category, idle, parent, steady, order, before,
          after, cut_closed, finished_session, grace, reach, ended, cut_open, link,
-         conversation, children, follows, follows_at, named, strays, candidates, fits,
+         conversation, by_key, new_key, key_group, place, fragments_of, start, either_flags,
+         finished_close, joined, children, follows, follows_at, named, strays, candidates, fits,
          followed, root, by_root, group_start, root_of_group, first_of_group, group_order,
          rank_of_group, group_id, ab_flags_f, ba_flags_f, opened_f, last_f, running_last,
          previous_last, score, is_latest, final_position, window_start, window_end,
@@ -568,9 +569,8 @@ def chain_sessions(sessions: pa.Table, runs: list[Run],
         ba_bytes=totals[:, 1],
         ab_packets=totals[:, 2],
         ba_packets=totals[:, 3],
-        flow_count=ceiling_sums(numpy_of(col("flow_count"), "uint64")[rows, None], starts)[:, 0],
-        late_records=ceiling_sums(numpy_of(col("late_records"), "uint64")[rows, None],
-                                  starts)[:, 0],
+        flow_count=totals[:, 4],
+        late_records=totals[:, 5],
         state=state, close_reason=close_reason, state_inferred=state_inferred,
         head_cut=head_cut, tail_cut=tail_cut,
         gaps=(gap_us[has_gap] / 1_000_000.0),
@@ -657,6 +657,14 @@ def _settled_reasons(*, tcp: np.ndarray, half_open: np.ndarray, ab_flags: np.nda
     codes = np.select([tcp & half_open, rejected, rst & both, rst, fin, both | midstream],
                       [0, 1, 2, 0, 3, 4], default=0).astype(np.int32)
     return pa.DictionaryArray.from_arrays(codes, reasons).cast(pa.string())
+
+
+def _reconnects(finished: np.ndarray, earlier: np.ndarray, later: np.ndarray,
+                opened: np.ndarray, last: np.ndarray, flags: np.ndarray) -> np.ndarray:
+    """`later` opens with a SYN (in `flags`, both directions') after the last record of
+    `earlier`, a `finished` connection: a new connection on the 5-tuple (the sessionizer's
+    rule 2b', and its _reopens for late sessions)."""
+    return finished[earlier] & (opened[later] > last[earlier]) & ((flags[later] & SYN) != 0)
 
 
 def _conversation_groups(place: np.ndarray, conversation: np.ndarray) -> np.ndarray:

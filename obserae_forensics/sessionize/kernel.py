@@ -1331,9 +1331,7 @@ def replay(
             # a session that watermark has passed already (a late record's, or a fragment due
             # at its opening) closes in the sweep after its record: it takes no live one's
             # place, and the peak never counts it beyond the cap (reference rule 4)
-            due, _ = _deadline(M, target, P)
-            passing = due < now - P[P_GRACE]
-            if C[S_OPEN] >= P[P_CAP] and not passing:
+            if C[S_OPEN] >= P[P_CAP] and _deadline(M, target, P)[0] >= now - P[P_GRACE]:
                 if not C[S_EVICTION_ON]:
                     _eviction_build(V, C, S, M, tmp)
                 while True:

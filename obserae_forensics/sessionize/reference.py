@@ -51,9 +51,8 @@ watermark before r, max(last_seen) - grace; max(first_seen) - grace under event 
    deadline that watermark passes closes by its deadline, not as session pressure. Nor
    is there a victim when that watermark passes the new session's own deadline (a late
    record whose last_seen + idle is behind it, or a record starting hard_timeout before
-   it): it closes in the sweep
-   after r, and the cap, exceeded for that instant, holds between records (peak_open
-   never counts beyond it).
+   it): it closes in the sweep after r, and the cap, exceeded for that instant, holds
+   between records (peak_open never counts beyond it).
 5. After r, W moves to max(last_seen) - grace (under `--replay event`, max(first_seen) -
    grace: records come sorted by first_seen, so a session can close once the records reach
    past its deadline; on last_seen, every short flow after a long one was late and a
@@ -298,8 +297,7 @@ class ReferenceReplay:
         if session is not None:
             idle = session.idle(policy)
             if first > session.last + idle or first >= session.opened + policy.hard_timeout_us \
-                    or (first > session.last and session.finished()
-                        and flags & R.SYN_EITHER):
+                    or _reopens(session, first, flags):
                 closed_at, reason = session.deadline(policy)
                 self._close(session, closed_at, reason, index)
                 session = None
@@ -497,10 +495,10 @@ class ReferenceReplay:
 
 def _reopens(prev: RefSession, first: int, flags: int) -> bool:
     """A record starting at `first` with `flags` (both halves of a biflow) is a new
-    connection after the closed session `prev`: that one finished (FIN both ways, or a
-    RST), whatever closed it (a `hard_timeout` or `evicted` one too), and the record
-    starts after its last record with a SYN (rule 2b', for a session opened once `prev`
-    has closed: late, or its next fragment)."""
+    connection after `prev`: that one finished (FIN both ways, or a RST), whatever closes
+    or closed it (a `hard_timeout` or `evicted` one too), and the record starts after its
+    last record with a SYN (rule 2b'; and for a session opened once `prev` has closed:
+    late, or its next fragment)."""
     return prev.finished() and first > prev.last and bool(flags & R.SYN_EITHER)
 
 
