@@ -102,9 +102,12 @@ S_MAX_SPAN = 22  # longest last_seen - first_seen of the records so far (R.P_EXP
 S_NEWEST_LAST = 23  # event replay: the newest last_seen, the watermark at the end of input
 SCALAR_COUNT = 24
 
-# Rows of S (and endpoint rows, twice as many) reserved up front as untouched zero pages:
-# growing within the reserve copies nothing, and pages are only paid for once used.
-SLOT_RESERVE = 1 << 19
+# Every table of a new exporter's replay starts this small and grows on demand (the slot
+# table's array to at least twice its rows, so that copies stay within twice its final
+# size). A start sized for busy exporters (16,384 rows, a 64 MB slot reserve) cost ~2 MB of
+# touched memory per exporter however few its records, as numpy asks for huge pages for
+# large arrays: 1,000 exporters of ten records each took 4 GB and 16 s, 10,000 took 23 GB.
+INITIAL_CAPACITY = 64
 
 # Timer wheel (deadlines): 2**20 µs (~1 s) buckets, 2048 of them (~36 min, more than the
 # default hard_timeout plus grace; later deadlines wait on the wheel for their round).
@@ -1470,16 +1473,58 @@ def _policy_vector(policy: SessionPolicy) -> np.ndarray:
     return vector
 
 
+class OutputRows:
+    """The output buffer the kernel writes closed sessions to (OUT, [field, session]),
+    shared by every exporter's replay of one Sessionizer: each writes its rows after the
+    rows the others wrote in the same round (the records of one batch, or the end of input),
+    and the Sessionizer consumes all of them before the next round. One buffer, sized for
+    the busiest round, where a buffer per exporter kept each exporter's largest batch
+    (~24 MB at 65,536 records) for the rest of the run: captures read one router after
+    another held 40 MB for every router already read."""
+
+    def __init__(self) -> None:
+        self.OUT = np.empty((R.OUTPUT_FIELD_COUNT, 0), dtype=np.int64)
+        self.used = 0  # columns written this round
+
+    def new_round(self) -> None:
+        """The rows of the last round are consumed: write from the start again."""
+        self.used = 0
+
+    def reserve(self, rows: int) -> None:
+        """Room for `rows` more columns this round. A new buffer when short, sized for this
+        round's rows so far as well (the next round of the same shape then fits), and an
+        eighth more, so that rounds of one size do not grow it again (and touch fresh pages)
+        each time the open count creeps up; the rows written before stay in the old buffer,
+        alive while the views taken of them are."""
+        if self.OUT.shape[1] < self.used + rows:
+            self.OUT = np.empty((R.OUTPUT_FIELD_COUNT, (self.used + rows) * 9 // 8),
+                                dtype=np.int64)
+            self.used = 0
+
+    def move(self, end: int, rows: int) -> int:
+        """The rows written since `used` (up to `end`) moved to the start of a new buffer
+        with room for `rows` more; -> where the next row goes."""
+        kept = self.OUT[:, self.used:end]
+        self.OUT = np.empty((R.OUTPUT_FIELD_COUNT, (end + rows) * 9 // 8),
+                            dtype=np.int64)
+        self.OUT[:, :kept.shape[1]] = kept
+        self.used = 0
+        return kept.shape[1]
+
+
 class KernelReplay:
-    """One exporter's kernel state, grown on demand; same interface as ReferenceReplay."""
+    """One exporter's kernel state, grown on demand; same interface as ReferenceReplay.
+    `output`: the buffer it writes its closed sessions to, shared with the other exporters'
+    replays, whose owner starts its rounds (OutputRows; if none, its own, each process() and
+    finish() a round)."""
 
     def __init__(self, policy: SessionPolicy, known_ports: np.ndarray,
-                 capacity: int = 16384) -> None:
+                 capacity: int = INITIAL_CAPACITY, output: OutputRows | None = None) -> None:
         self.policy = policy
         self.known = np.ascontiguousarray(known_ports, dtype=np.bool_)
         self.P = _policy_vector(policy)
         self.C = np.zeros(SCALAR_COUNT, dtype=np.int64)
-        self.S = R.new_rows(max(capacity, SLOT_RESERVE), R.SLOT_WIDTH)
+        self.S = R.new_rows(capacity, R.SLOT_WIDTH)
         self.B = np.full(_buckets_for(capacity), -1, dtype=np.int64)
         self.F = np.arange(capacity - 1, -1, -1, dtype=np.int64)
         self.C[S_FREE_TOP] = capacity
@@ -1489,7 +1534,8 @@ class KernelReplay:
         self.M = R.new_rows(capacity)
         self.G = np.arange(capacity - 1, -1, -1, dtype=np.int64)
         self.C[S_ROWS_FREE] = capacity
-        self.OUT = np.empty((R.OUTPUT_FIELD_COUNT, capacity + 8), dtype=np.int64)
+        self._own_output = output is None
+        self.output = OutputRows() if output is None else output
         self.D = np.zeros((2 * capacity + 16, 3), dtype=np.int64)
         self.Q = np.zeros((WHEEL_BUCKETS + len(self.D), 4), dtype=np.int64)
         self.Q[:WHEEL_BUCKETS, Q_NEXT] = -1
@@ -1507,11 +1553,8 @@ class KernelReplay:
     def process(self, records: Records) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Replay `records` (arrival order); -> (session serial, direction) per record, rows out."""
         n = len(records)
-        # a batch closes at most the sessions open before it and those it opens; an eighth
-        # more, so that batches of one size do not grow OUT again (and touch fresh pages)
-        # each time the open count creeps up
-        if self.OUT.shape[1] < int(self.C[S_OPEN]) + n + 8:
-            self._grow_output((int(self.C[S_OPEN]) + n + 8) * 9 // 8)
+        # a batch closes at most the sessions open before it and those it opens
+        self._start_output(int(self.C[S_OPEN]) + n + 8)
         serials = np.zeros(n, dtype=np.int64)
         directions = np.zeros(n, dtype=np.int8)
         # read-only, all of them: one compiled replay (jit_cache.read_only)
@@ -1520,9 +1563,9 @@ class KernelReplay:
         while True:
             status, start = replay(
                 *columns, start, serials, directions,
-                self.S, self.B, self.F, self.M, self.G, self.P, self.C, self.OUT, self.D, self.Q,
-                self.V, self.E, self.known, self._scratch_eviction, self._scratch_row,
-                self._ring)
+                self.S, self.B, self.F, self.M, self.G, self.P, self.C, self.output.OUT,
+                self.D, self.Q, self.V, self.E, self.known, self._scratch_eviction,
+                self._scratch_row, self._ring)
             if status == DONE:
                 break
             self._make_room(status)
@@ -1530,9 +1573,8 @@ class KernelReplay:
 
     def finish(self, emit: int) -> np.ndarray:
         """End of input: the watermark becomes the newest last_seen; the rest stays open."""
-        if self.OUT.shape[1] < int(self.C[S_OUT] + self.C[S_OPEN]) + 8:
-            self._grow_output(int(self.C[S_OUT] + self.C[S_OPEN]) + 8)
-        finish(self.S, self.M, self.G, self.P, self.C, self.OUT, self.D, self.Q, self.E,
+        self._start_output(int(self.C[S_OPEN]) + 8)
+        finish(self.S, self.M, self.G, self.P, self.C, self.output.OUT, self.D, self.Q, self.E,
                self.known, emit)
         self._release()
         return self._take_rows()
@@ -1540,8 +1582,8 @@ class KernelReplay:
     def _release(self) -> None:
         """Drop the tables once every session has left: the run goes on (other exporters'
         finish, output, consolidation) and should not carry the slot table, the session
-        rows and the queues along; only OUT (the rows just taken) and the counters stay.
-        The replay takes no more records."""
+        rows and the queues along; only the counters stay. The replay takes no more
+        records."""
         empty = np.zeros((0, 1), dtype=np.int64)
         self.S = self.M = self.D = self.Q = self.V = self.E = empty
         self.B = self.F = self.G = np.zeros(0, dtype=np.int64)
@@ -1553,25 +1595,24 @@ class KernelReplay:
                 "last_eviction_us": int(self.C[S_LAST_EVICTION]) if evictions else None,
                 "peak_open": int(self.C[S_PEAK_OPEN])}
 
-    def _take_rows(self) -> np.ndarray:
-        """Output rows since the last call, transposed ([field, session]): a view of OUT,
-        valid until the next process()/finish() (the Sessionizer consumes it at once)."""
-        count = int(self.C[S_OUT])
-        self.C[S_OUT] = 0
-        return self.OUT[:, :count]
+    def _start_output(self, rows: int) -> None:
+        """Room in the output buffer for `rows` sessions, written after this round's rows."""
+        if self._own_output:
+            self.output.new_round()
+        self.output.reserve(rows)
+        self.C[S_OUT] = self.output.used
 
-    def _grow_output(self, rows: int) -> None:
-        """OUT with room for `rows` sessions, keeping what it holds. Callers size it from the
-        open sessions and the batch (what one process() call can close), never from the
-        slots: most slots only remember a closed session and can never be output again."""
-        count = int(self.C[S_OUT])
-        grown = np.empty((R.OUTPUT_FIELD_COUNT, rows), dtype=np.int64)
-        grown[:, :count] = self.OUT[:, :count]
-        self.OUT = grown
+    def _take_rows(self) -> np.ndarray:
+        """Output rows written since _start_output ([field, session]): a view of the output
+        buffer, valid until its next round (the Sessionizer consumes them at once)."""
+        start, count = self.output.used, int(self.C[S_OUT])
+        self.output.used = count
+        self.C[S_OUT] = 0
+        return self.output.OUT[:, start:count]
 
     def _make_room(self, status: int) -> None:
         if status == NEED_OUTPUT:  # not reached: process() and finish() reserve enough
-            self._grow_output((int(self.C[S_OUT] + self.C[S_OPEN]) + 8) * 9 // 8)
+            self.C[S_OUT] = self.output.move(int(self.C[S_OUT]), int(self.C[S_OPEN]) + 8)
         elif status == NEED_SLOTS:
             # remembered sessions expire lazily: first take back the slots of those that
             # have, and grow only when that leaves less than an eighth of the table free;
@@ -1584,7 +1625,7 @@ class KernelReplay:
                 return
             new = max(old + max(2, old // 4), (old - free) * 3 // 2)
             if len(self.S) < new:
-                grown = R.new_rows(new, R.SLOT_WIDTH)
+                grown = R.new_rows(max(new, 2 * len(self.S)), R.SLOT_WIDTH)
                 grown[:len(self.S)] = self.S
                 self.S = grown
             self.B = np.full(_buckets_for(new), -1, dtype=np.int64)

@@ -32,7 +32,7 @@ from ..addresses import address_matrix
 from ..jit_cache import drop_stale_jit_cache
 from ..schema import FLOW_SCHEMA, FLOWS_SCHEMA, SESSIONS_SCHEMA, with_added_columns
 from ..times import TIME_LIMIT_US
-from .kernel import KernelReplay
+from .kernel import KernelReplay, OutputRows
 from .keys import PORT_PROTOCOLS, Records, batch_records, known_service_ports
 from .output import SessionKeys, id_texts, sessions_table
 from .policy import SessionPolicy
@@ -87,6 +87,7 @@ class Sessionizer:
         self._exporter_numbers: dict[str, int] = {}
         self._exporters: list[str] = []
         self._replays: list[Replay] = []
+        self._output = OutputRows()  # the kernel replays' closed sessions, one round's
         self._count = 0
         self._held: list[_Held] = []
         self._waiting: list[tuple[pa.Table, Records, np.ndarray]] = []  # event replay
@@ -128,6 +129,7 @@ class Sessionizer:
         early = empty_session_batch()
         if self._waiting:
             early = self._replay_waiting()
+        self._output.new_round()
         parts = [(number, replay.finish(self._count))
                  for number, replay in enumerate(self._replays)]
         last = self._emit(parts)
@@ -164,7 +166,8 @@ class Sessionizer:
             number = self._exporter_numbers[exporter] = len(self._exporters)
             self._exporters.append(exporter)
             if self._engine == "numba":
-                self._replays.append(KernelReplay(self.policy, self._known))
+                self._replays.append(KernelReplay(self.policy, self._known,
+                                                  output=self._output))
             else:
                 self._replays.append(ReferenceReplay(self.policy, self._known))
         return number
@@ -190,6 +193,7 @@ class Sessionizer:
         parts = []
         order = np.argsort(exporters, kind="stable")
         bounds = np.flatnonzero(np.diff(exporters[order])) + 1
+        self._output.new_round()
         for rows in np.split(order, bounds):
             number = int(exporters[rows[0]])
             # one exporter (the usual batch): its records are the batch, nothing to gather

@@ -1,8 +1,8 @@
 """The kernel's split storage (slot table + open-session rows) against the reference.
 
-KernelReplay reserves SLOT_RESERVE slots up front, so small inputs never grow the slot
-table; here the reserve is two slots as well, so that slot growth (with its own row width),
-session-row growth, _collect and rehashing all run on every generated input.
+KernelReplay starts its tables at INITIAL_CAPACITY rows, so small inputs never grow them;
+here they start at two, so that slot growth (with its own row width), session-row growth,
+_collect and rehashing all run on every generated input.
 """
 
 from __future__ import annotations
@@ -10,21 +10,21 @@ from __future__ import annotations
 import functools
 from unittest import mock
 
+import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from obserae_forensics.sessionize import SessionPolicy
+from obserae_forensics.sessionize import Sessionizer, SessionPolicy
 from obserae_forensics.sessionize import kernel as K
 from obserae_forensics.sessionize.kernel import KernelReplay
 
-from .scenario import ACK, FIN, RST, SYN, rec, run
+from .scenario import ACK, FIN, RST, SYN, batch, rec, run
 from .test_properties import SETTINGS, policies, records
 
 
 def _tiny_run(flows: list, policy: SessionPolicy) -> tuple:
     tiny = functools.partial(KernelReplay, capacity=2)
-    with mock.patch("obserae_forensics.sessionize.sessionizer.KernelReplay", tiny), \
-            mock.patch("obserae_forensics.sessionize.kernel.SLOT_RESERVE", 2):
+    with mock.patch("obserae_forensics.sessionize.sessionizer.KernelReplay", tiny):
         return run(flows, policy, engine="numba")
 
 
@@ -38,7 +38,7 @@ def _assert_tiny_run_equals_reference(flows: list, policy: SessionPolicy) -> Non
 
 @SETTINGS
 @given(records(), policies)
-def test_kernel_with_tiny_slot_reserve_equals_reference(flows: list,
+def test_kernel_with_tiny_tables_equals_reference(flows: list,
                                                         policy: SessionPolicy) -> None:
     _assert_tiny_run_equals_reference(flows, policy)
 
@@ -56,7 +56,7 @@ class _Recording(KernelReplay):
 
 def _recorded_run(flows: list, policy: SessionPolicy | None = None,
                   batch_size: int | None = None) -> tuple[tuple, list[_Recording]]:
-    """run() on the kernel with tables of two rows and no slot reserve; -> (run's result,
+    """run() on the kernel with tables of two rows; -> (run's result,
     each exporter's replay)."""
     made: list[_Recording] = []
 
@@ -64,8 +64,7 @@ def _recorded_run(flows: list, policy: SessionPolicy | None = None,
         made.append(_Recording(*args, **kwargs, capacity=2))  # type: ignore[arg-type]
         return made[-1]
 
-    with mock.patch("obserae_forensics.sessionize.sessionizer.KernelReplay", tiny), \
-            mock.patch("obserae_forensics.sessionize.kernel.SLOT_RESERVE", 2):
+    with mock.patch("obserae_forensics.sessionize.sessionizer.KernelReplay", tiny):
         result = run(flows, policy, engine="numba", batch_size=batch_size)
     return result, made
 
@@ -220,3 +219,67 @@ def test_no_kernel_helper_is_handed_a_literal() -> None:
                                                       isinstance(a.operand, ast.Constant))
                        for a in node.args)]
     assert literal == []
+
+
+def _table_bytes(sessionizer: Sessionizer) -> int:
+    """Bytes of every array the sessionizer's replays hold, each array counted once."""
+    arrays: dict[int, np.ndarray] = {}
+    for replay in sessionizer._replays:
+        for value in [*vars(replay).values(), *vars(replay.output).values()]:
+            if isinstance(value, np.ndarray):
+                arrays[id(value)] = value
+    return sum(array.nbytes for array in arrays.values())
+
+
+def test_an_exporter_costs_memory_by_its_sessions_not_by_a_busy_exporters_start() -> None:
+    """Found by a scale check: every exporter's replay started with tables sized for a busy
+    one (a 64 MB slot reserve, 16,384 session rows) and kept an output buffer sized for its
+    largest batch, so captures of 1,000 exporters with ten records each took 4 GB and 16 s
+    (numpy asks for huge pages for large arrays: ~2 MB touched for each), and 10,000 took
+    23 GB. Here 200 exporters, one after another as captures of one router after another
+    are read: their tables hold ~130 kB each (mostly the timer wheel), where they held 82 MB;
+    the output buffer is one, sized for a round."""
+    flows = [rec(i * 0.5, src=f"10.0.{i}.1", flags=SYN, exporter=f"192.0.{e // 250}.{e % 250}")
+             for e in range(200) for i in range(30)]
+    sessionizer = Sessionizer(SessionPolicy())
+    for start in range(0, len(flows), 30):
+        sessionizer.feed(batch(flows[start:start + 30], first_frame=start))
+    assert len(sessionizer._replays) == 200
+    assert _table_bytes(sessionizer) < 200 * 256 * 1024
+    assert len({id(replay.output) for replay in sessionizer._replays}) == 1
+
+
+def test_output_buffer_moves_when_a_round_outgrows_it() -> None:
+    """The kernel's NEED_OUTPUT (not reached when each replay reserves its worst case): with
+    reservations of one row, the kernel stops for room again and again, and each time this
+    replay's rows move to a new buffer while the rows the other exporters wrote in the round
+    stay in the old one. The tables are the reference's."""
+    flows = [rec(i * 0.2, (i + 1) * 0.2, src=f"10.0.{i % 7}.1", sport=1000 + i % 3,
+                 flags=(SYN, SYN | ACK, ACK, FIN | ACK, RST)[i % 5],
+                 exporter=("192.0.2.1", "192.0.2.2", "192.0.2.3")[i % 3],
+                 proto=(6, 6, 17)[i % 3])
+             for i in range(400)]
+    flows += [rec(1000 + i, src=f"10.1.0.{i}", exporter="192.0.2.1") for i in range(50)]
+    moved = []
+    real_move = K.OutputRows.move
+
+    def move(self: K.OutputRows, end: int, rows: int) -> int:
+        moved.append(self.used)  # > 0: other exporters' rows of the round stay behind
+        return real_move(self, end, rows)
+
+    original = K.KernelReplay._start_output
+
+    def stingy(self: K.KernelReplay, rows: int) -> None:
+        # process() reserves open + records + 8 and finish() open + 8: finish cannot stop
+        # for room, so only process() is kept short
+        original(self, 1 if rows > int(self.C[K.S_OPEN]) + 8 else rows)
+
+    with mock.patch.object(K.KernelReplay, "_start_output", stingy), \
+            mock.patch.object(K.OutputRows, "move", move):
+        for size in (7, 64, None):
+            kernel_sessions, kernel_flows, _ = run(flows, batch_size=size)
+            reference_sessions, reference_flows, _ = run(flows, engine="reference",
+                                                         batch_size=size)
+            assert kernel_sessions.equals(reference_sessions)
+            assert kernel_flows.equals(reference_flows)
+    assert len(moved) > 10 and max(moved) > 0
