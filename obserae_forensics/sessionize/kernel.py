@@ -102,12 +102,18 @@ S_MAX_SPAN = 22  # longest last_seen - first_seen of the records so far (R.P_EXP
 S_NEWEST_LAST = 23  # event replay: the newest last_seen, the watermark at the end of input
 SCALAR_COUNT = 24
 
-# Every table of a new exporter's replay starts this small and grows on demand (the slot
-# table's array to at least twice its rows, so that copies stay within twice its final
-# size). A start sized for busy exporters (16,384 rows, a 64 MB slot reserve) cost ~2 MB of
-# touched memory per exporter however few its records, as numpy asks for huge pages for
-# large arrays: 1,000 exporters of ten records each took 4 GB and 16 s, 10,000 took 23 GB.
+# Every table of a new exporter's replay starts this small and grows on demand. A start
+# sized for busy exporters (16,384 rows, a 64 MB slot reserve) cost ~2 MB of touched memory
+# per exporter however few its records, as numpy asks for huge pages for large arrays:
+# 1,000 exporters of ten records each took 4 GB and 16 s, 10,000 took 23 GB.
 INITIAL_CAPACITY = 64
+# Once an exporter needs more than BUSY_SLOTS slots, its slot table's array jumps to
+# SLOT_RESERVE rows of untouched zero pages (paid for only once used), and growing within
+# them copies nothing; beyond, the array at least doubles, so that copies stay within twice
+# its final size. (Doubling from the start copied ~5% of the kernel's time away on
+# generated traffic.)
+BUSY_SLOTS = 4096
+SLOT_RESERVE = 1 << 19
 
 # Timer wheel (deadlines): 2**20 µs (~1 s) buckets, 2048 of them (~36 min, more than the
 # default hard_timeout plus grace; later deadlines wait on the wheel for their round).
@@ -1625,8 +1631,9 @@ class KernelReplay:
                 return
             new = max(old + max(2, old // 4), (old - free) * 3 // 2)
             if len(self.S) < new:
-                grown = R.new_rows(max(new, 2 * len(self.S)), R.SLOT_WIDTH)
-                grown[:len(self.S)] = self.S
+                reserve = SLOT_RESERVE if new > BUSY_SLOTS else 0
+                grown = R.new_rows(max(new, 2 * len(self.S), reserve), R.SLOT_WIDTH)
+                grown[:old] = self.S[:old]  # the rest are untouched zeros: left so
                 self.S = grown
             self.B = np.full(_buckets_for(new), -1, dtype=np.int64)
             _rehash(self.S, self.B, old)
