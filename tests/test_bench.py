@@ -82,3 +82,13 @@ def test_compare_kernel_replays_blocks_with_a_kernel(monkeypatch: pytest.MonkeyP
     blocks = compare_kernel.record_blocks(None, 3000)
     seconds, _ = compare_kernel.replay_seconds(kernel, blocks)  # this short, nothing closes
     assert sum(len(block) for block in blocks) == 3000 and seconds > 0
+
+
+def test_the_many_exporters_capture_sessionizes(tmp_path: Path) -> None:
+    """make_exporters.py's capture decodes to its records, one exporter per source, and
+    each datagram's ten conversations go on in the exporter's next round."""
+    out = run_script(["make_exporters.py", "exporters.pcap", "--exporters", "40",
+                      "--datagrams", "3"], tmp_path)
+    assert "1,200 v5 records from 40 exporters" in out, out
+    out = run_script(["bench_sessionize.py", "exporters.pcap"], tmp_path)
+    assert re.search(r"1,200 records -> 400 sessions .* conservation ok", out), out
