@@ -98,3 +98,37 @@ def test_find_session_fragments_from_any_fragment(tmp_path: Path) -> None:
 def test_human_durations() -> None:
     assert [human_seconds(s) for s in (0.25, 42, 900, 3725, 90000)] == [
         "250 ms", "42 s", "15 min", "1 h 2 min", "1 d 1 h"]
+
+
+def test_timeline_draws_a_long_conversation_in_a_few_collections(tmp_path: Path) -> None:
+    """Found by a scale audit: a bar per fragment made the figure's time grow with the square
+    of the fragments (matplotlib rescans every collection of the axes at each new one):
+    16,667 fragments of one conversation took 46 s, and a month of 20 long connections at
+    the default hard_timeout would take ten minutes. Bars of one lane, colour and lateness
+    are one collection; late bars keep their own, overlapping ones their lanes."""
+    from matplotlib.axes import Axes
+
+    from obserae_forensics.recombine.report import write_timeline
+
+    def fragment(i: int, offset: float, late: bool = False) -> dict:
+        return {"fragment": i, "offset_s": offset, "length_s": 59.0, "late": late,
+                "close_reason": "hard_timeout" if i < 2_998 else "fin"}
+
+    timeline = [fragment(i, i * 60.0) for i in range(3_000)]
+    timeline += [fragment(3_000, 30.0, late=True)]  # overlaps fragments 0 and 1: a lane
+    conversation = {"conversation_id": "c", "protocol": "TCP", "client": "10.0.0.1:40000",
+                    "server": "10.0.0.2:22", "first_seen": "2026-12-05T00:00:00Z",
+                    "duration_s": 180_000.0, "timeline": timeline}
+    calls: list[int] = []
+    real = Axes.broken_barh
+
+    def counted(self: Axes, xranges: list, *args: object, **kwargs: object) -> object:
+        calls.append(len(xranges))
+        return real(self, xranges, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Axes, "broken_barh", counted)
+        write_timeline({"largest": [conversation], "longest": [conversation]},
+                       tmp_path / "timeline.png")
+    assert sorted(calls) == [1, 2, 2_998]  # the late one, the fin ones, the rest
+    assert (tmp_path / "timeline.png").read_bytes().startswith(b"\x89PNG")
