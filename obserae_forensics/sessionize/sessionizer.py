@@ -265,9 +265,20 @@ class Sessionizer:
         rank = np.concatenate(ranks)
         flow_order = _by_session_then_arrival(rank, np.concatenate(indices), len(ids))
         rank = rank[flow_order]
-        # one gather straight into output order, across the held tables as chunks (was a
-        # take per table, a concatenation and a second take: three copies of every column)
-        flows = pa.concat_tables(tables).take(pa.array(np.concatenate(rows)[flow_order]))
+        held_rows = [table.num_rows for table in tables]
+        if len(tables) == 1 or sum(held_rows) < 4 * len(flow_order):
+            # one gather straight into output order, across the held tables as chunks (was
+            # a take per table, a concatenation and a second take: three copies)
+            flows = pa.concat_tables(tables).take(pa.array(np.concatenate(rows)[flow_order]))
+        else:
+            # a few records of many held: Arrow joins the chunks of a table before a take,
+            # so the gather above read every held record (64 ms to pick 1,000 of 2 M held
+            # in two tables); each table's picked rows first, then into output order (4.5 M
+            # records of 50,000 long sessions: 6.5-7.3 s against 7.4-9.9)
+            starts = np.cumsum([0, *held_rows[:-1]])
+            picked = pa.concat_tables([table.take(pa.array(mine - start)) for table, mine, start
+                                       in zip(tables, rows, starts, strict=True)])
+            flows = picked.take(pa.array(flow_order))
         flows = flows.append_column(FLOWS_SCHEMA.field("session_id"), id_texts(ids[rank]))
         flows = flows.append_column(FLOWS_SCHEMA.field("direction"),
                                     _direction_texts(np.concatenate(same)[flow_order]))
