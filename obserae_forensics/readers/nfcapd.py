@@ -959,6 +959,12 @@ def _control_record(
             report.exporter(text, domain).versions.add(version)
     elif record_type == EXPORTER_STAT_RECORD and len(record) >= 8:
         count = int(np.frombuffer(record, f"{state.order}u4", 1, 4)[0])  # its size checked above
+        if len(record) > 0xFFFF:  # read at its count's size (nfcapd_scan._stat_record_size)
+            report.repair(MalformedInput(
+                f"record {index}: exporter statistics of {count} exporters, {len(record)} "
+                f"bytes, its size written modulo 2**16 ({len(record) & 0xFFFF}) by nfcapd",
+                reason="nfcapd_stat_size_wrapped", source=state.source, offset=offset,
+                frame=frame))
         entries = np.frombuffer(record, _swap(EXPORTER_STAT, state.order), count, 8)
         for entry in entries:
             exporter = state.exporters.get(int(entry["sysid"]))

@@ -566,3 +566,35 @@ def test_an_array_block_as_nfdump_writes_one_is_not_a_problem(tmp_path: Path) ->
     table, report = read_table(path)
     assert table.num_rows == 0 and not report.skipped
     assert dict(report.ignored) == {"nfcapd_array_block": 1}
+
+
+def test_exporter_statistics_of_thousands_of_exporters_are_read_whole(corpus: Path,
+                                                                      tmp_path: Path) -> None:
+    """Found by a scale audit: nfcapd writes an exporter statistics record's size in the
+    record header's 16 bits whatever its count, so with more than 2,730 exporters it wraps
+    (nfcapd 1.7.1 over 4,800 exporters: 49,672 bytes written for 115,208). The record was
+    counted bad_exporter_record and the walk went on inside its entries (65,536 bytes
+    bad_record), losing every exporter's datagram and sequence counts. Read at its count's
+    size when that is the written one modulo 2**16, and counted as put right."""
+    raw = read_raw(corpus / "nfcapd" / SOURCE)
+    [block] = raw.blocks
+    [at] = [i for i, record in enumerate(block) if record[:2] == b"\x08\x00"]
+    count = 2_731  # 8 + 24 * 2,731 = 65,552 bytes: written as 16
+    entries = np.zeros(count, dtype=[("sysid", "<u4"), ("failures", "<u4"),
+                                     ("packets", "<u8"), ("flows", "<u8")])
+    entries[0] = tuple(np.frombuffer(block[at], entries.dtype, 1, 8)[0])  # the real exporter
+    entries["sysid"][1:] = np.arange(1_000, 1_000 + count - 1)  # exporters the file lacks
+    size = 8 + entries.nbytes
+    block[at] = (_record_header(8, size & 0xFFFF, "<") + struct.pack("<I", count)
+                 + entries.tobytes())
+    path = tmp_path / "many_exporters.nfcapd"
+    write_v2(path, raw)
+    table, report = read_table(path)
+    original, _ = read_table(corpus / "nfcapd" / SOURCE)
+    provenance = ["source_file", "source_offset"]  # the file, and its grown record
+    assert table.drop_columns(provenance).equals(original.drop_columns(provenance))
+    assert dict(report.repaired) == {"nfcapd_stat_size_wrapped": 1}
+    assert not report.skipped and report.ignored["nfcapd_stats_unknown_exporter"] == count - 1
+    [stats] = report.exporters.values()
+    assert stats.datagrams == int(entries["packets"][0]) > 0
+    assert "65552 bytes, its size written modulo 2**16 (16)" in str(report.examples[0])
