@@ -48,6 +48,8 @@ def address_matrix(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
 
 def address_text(address: bytes) -> str:
     """One 16-byte address to its text form (IPv4-mapped shown as dotted quad)."""
+    if len(address) != 16:
+        raise ValueError(f"an address is 16 bytes, not {len(address)}")
     if address[:12] == V4_MAPPED_PREFIX:
         return ".".join(str(b) for b in address[12:])
     words = np.frombuffer(address, dtype=">u8").astype(np.uint64)
@@ -150,7 +152,7 @@ def _ipv6_texts(high: np.ndarray, low: np.ndarray) -> tuple[np.ndarray, np.ndarr
             colon = True
             k += 1
         offsets[i + 1] = at
-    return out[:at], offsets
+    return out[:at].copy(), offsets  # not a view: the scratch is up to twice the text
 
 
 def ipv6_text_array(high: np.ndarray, low: np.ndarray) -> pa.StringArray:
@@ -160,9 +162,9 @@ def ipv6_text_array(high: np.ndarray, low: np.ndarray) -> pa.StringArray:
     (::ffff:a00:1), as ipaddress gave it before Python 3.13: callers show those dotted."""
     data, offsets = _ipv6_texts(np.ascontiguousarray(high, dtype=np.uint64),
                                 np.ascontiguousarray(low, dtype=np.uint64))
-    if len(data) >= 2**31:  # at most 39 bytes an address: 55 million of them
-        return pa.LargeStringArray.from_buffers(len(high), pa.py_buffer(offsets),
-                                                pa.py_buffer(data)).cast(pa.string())
+    if len(data) >= 2**31:  # at most 39 bytes an address: some 55 million distinct ones
+        raise ValueError(f"{len(high)} IPv6 addresses make {len(data)} bytes of text, more "
+                         "than an Arrow string array holds (2 GiB)")
     return pa.StringArray.from_buffers(len(high), pa.py_buffer(offsets.astype(np.int32)),
                                        pa.py_buffer(data))
 

@@ -435,11 +435,13 @@ def write_timeline(report: dict[str, Any], path: Path) -> None:
         used: dict[str | None, str] = {}
         for row, conversation in enumerate(reversed(conversations)):
             # fragments that overlap in time (a record longer than hard_timeout, late
-            # sessions) get lanes of their own inside the row, so none hides another;
-            # overlap is judged on the fragments' own spans, not the bars' least width (by
-            # that, a conversation of more than 400 fragments spread over dozens of lanes,
-            # as if its fragments overlapped), and two fragments of no length at one instant
-            # overlap
+            # sessions) get lanes of their own inside the row, so that no fragment hides
+            # another it overlaps; overlap is judged on the fragments' own spans, not the
+            # bars' least width (by that, a conversation of more than 400 fragments spread
+            # over dozens of lanes, as if its fragments overlapped), and two fragments of
+            # no length at one instant overlap. So the bar of a fragment shorter than the
+            # least width can cover the start of the next one in its lane: consecutive
+            # fragments drawn as one band, as they went on one after the other
             lanes: list[tuple[float, bool]] = []  # each lane's end, and if it has a length
             placed = []
             for fragment in conversation["timeline"]:
