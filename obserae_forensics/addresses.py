@@ -50,10 +50,8 @@ def address_text(address: bytes) -> str:
     """One 16-byte address to its text form (IPv4-mapped shown as dotted quad)."""
     if len(address) != 16:
         raise ValueError(f"an address is 16 bytes, not {len(address)}")
-    if address[:12] == V4_MAPPED_PREFIX:
-        return ".".join(str(b) for b in address[12:])
     words = np.frombuffer(address, dtype=">u8").astype(np.uint64)
-    return str(ipv6_text_array(words[:1], words[1:])[0])
+    return str(word_text_array(words[:1], words[1:])[0])
 
 
 def address_texts(matrix: np.ndarray) -> list[str]:
@@ -198,27 +196,40 @@ def distinct_pairs(high: np.ndarray, low: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 def address_text_array(column: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """binary(16) column -> string column, formatted in numba: IPv4-mapped addresses as
-    dotted quads, each distinct other address once in RFC 5952 text."""
+    """binary(16) column -> string column (word_text_array), each distinct address
+    formatted once when not all are IPv4."""
     matrix = np.ascontiguousarray(address_matrix(column))
     if len(matrix) == 0:
         return pa.array([], pa.string())
     words = matrix.view(">u8")  # (n, 2): bytes 0..7 and 8..15 as big-endian words
     high = words[:, 0].astype(np.uint64)
     low = words[:, 1].astype(np.uint64)
-    v4 = (high == 0) & ((low >> np.uint64(32)) == np.uint64(0xFFFF))
+    if _ipv4_mapped(high, low).all():
+        return word_text_array(high, low)
+    first, inverse = distinct_pairs(high, low)
+    return word_text_array(high[first], low[first]).take(pa.array(inverse))
+
+
+def word_text_array(high: np.ndarray, low: np.ndarray) -> pa.Array:
+    """Addresses given as uint64 word pairs (bytes 0-7, 8-15) -> their texts, formatted in
+    numba (scans meet millions of distinct hosts): IPv4-mapped ones as dotted quads, the
+    others in RFC 5952 text."""
+    v4 = _ipv4_mapped(high, low)
     values = (low & np.uint64(0xFFFFFFFF)).astype(np.uint32)
     if v4.all():
         return dotted_quad_array(values)
-    other = np.flatnonzero(~v4)
-    first, inverse = distinct_pairs(high[other], low[other])
-    other_texts = ipv6_text_array(high[other[first]], low[other[first]])
     mapped = np.flatnonzero(v4)
-    texts = pa.concat_arrays([dotted_quad_array(values[mapped]), other_texts])
-    position = np.empty(len(matrix), dtype=np.int64)
+    other = np.flatnonzero(~v4)
+    texts = pa.concat_arrays([dotted_quad_array(values[mapped]),
+                              ipv6_text_array(high[other], low[other])])
+    position = np.empty(len(high), dtype=np.int64)
     position[mapped] = np.arange(len(mapped))
-    position[other] = len(mapped) + inverse
+    position[other] = len(mapped) + np.arange(len(other))
     return texts.take(pa.array(position))
+
+
+def _ipv4_mapped(high: np.ndarray, low: np.ndarray) -> np.ndarray:
+    return (high == 0) & ((low >> np.uint64(32)) == np.uint64(0xFFFF))
 
 
 def with_text_addresses(table: pa.Table, names: tuple[str, ...]) -> pa.Table:

@@ -1503,19 +1503,20 @@ class OutputRows:
         each time the open count creeps up; the rows written before stay in the old buffer,
         alive while the views taken of them are."""
         if self.OUT.shape[1] < self.used + rows:
-            self.OUT = np.empty((R.OUTPUT_FIELD_COUNT, (self.used + rows) * 9 // 8),
-                                dtype=np.int64)
-            self.used = 0
+            self._fresh(self.used + rows)
 
     def move(self, end: int, rows: int) -> int:
         """The rows written since `used` (up to `end`) moved to the start of a new buffer
         with room for `rows` more; -> where the next row goes."""
         kept = self.OUT[:, self.used:end]
-        self.OUT = np.empty((R.OUTPUT_FIELD_COUNT, (end + rows) * 9 // 8),
-                            dtype=np.int64)
+        self._fresh(end + rows)
         self.OUT[:, :kept.shape[1]] = kept
-        self.used = 0
         return kept.shape[1]
+
+    def _fresh(self, rows: int) -> None:
+        """A new, empty buffer for `rows` columns and an eighth more."""
+        self.OUT = np.empty((R.OUTPUT_FIELD_COUNT, rows * 9 // 8), dtype=np.int64)
+        self.used = 0
 
 
 class KernelReplay:

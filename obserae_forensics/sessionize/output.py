@@ -32,7 +32,7 @@ import numba as nb
 import numpy as np
 import pyarrow as pa
 
-from ..addresses import distinct_pairs, dotted_quad_array, ipv6_text_array
+from ..addresses import distinct_pairs, word_text_array
 from ..ids import hex_ids, pair_hash_values, text_hashes, text_seed
 from ..jit_cache import drop_stale_jit_cache
 from ..schema import SESSIONS_SCHEMA, TIMESTAMP
@@ -207,23 +207,9 @@ def _vocabulary(names: tuple[str | None, ...], codes: np.ndarray) -> pa.Array:
 
 
 def _address_text_array(high: np.ndarray, low: np.ndarray) -> pa.Array:
-    """Text of addresses given as row.py halves, formatted in numba (scans meet millions of
-    distinct hosts): IPv4-mapped ones as dotted quads, the others in RFC 5952 text."""
-    mapped_high = np.int64(0) ^ R.SIGN_BIT  # bytes 0..7 all zero
-    low_word = (low ^ R.SIGN_BIT).view(np.uint64)
-    v4 = (high == mapped_high) & ((low_word >> np.uint64(32)) == np.uint64(0xFFFF))
-    if not v4.all():
-        mapped = np.flatnonzero(v4)
-        other = np.flatnonzero(~v4)
-        texts = pa.concat_arrays([
-            _address_text_array(high[mapped], low[mapped]),
-            ipv6_text_array((high[other] ^ R.SIGN_BIT).view(np.uint64),
-                            (low[other] ^ R.SIGN_BIT).view(np.uint64))])
-        position = np.empty(len(high), dtype=np.int64)
-        position[mapped] = np.arange(len(mapped))
-        position[other] = len(mapped) + np.arange(len(other))
-        return texts.take(pa.array(position))
-    return dotted_quad_array((low_word & np.uint64(0xFFFFFFFF)).astype(np.uint32))
+    """Text of addresses given as row.py halves (addresses.word_text_array)."""
+    return word_text_array((high ^ R.SIGN_BIT).view(np.uint64),
+                           (low ^ R.SIGN_BIT).view(np.uint64))
 
 
 def _endpoint_texts(cols: np.ndarray) -> tuple[pa.Array, np.ndarray]:
