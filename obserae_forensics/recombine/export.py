@@ -18,6 +18,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +48,7 @@ from ..tables.evidence import check_output_file, run_files
 from ..tables.layout import FLOWS_FILE
 from ..tables.manifest import sha256_file
 from ..tables.parquet import check_columns, read_parquet, read_parquet_schema, write_parquet
-from .context import differing, record_table, template_context
+from .context import COMPARED, differing, record_table, template_context
 from .conversations import RecombineResult, conversation_sessions, recombined
 from .runs import Run, order_runs
 
@@ -86,6 +87,9 @@ PROVENANCE_TYPES: dict[str, pa.DataType] = {
     "session_id": pa.string(), "first_seen": TIMESTAMP, "arrival": TIMESTAMP,
     "source_file": pa.string(), "source_offset": pa.uint64(),
 }
+# what a capture export reads of each flow row beside those and FLOW_ORDER: the values
+# compared once the export is decoded again (context.COMPARED)
+PLACED = (*PROVENANCE_TYPES, "record_index", *COMPARED)
 
 
 def _candidates(run: Run, source_file: str) -> list[Path]:
@@ -119,6 +123,13 @@ def collect_flows(source: RecombineResult | Sequence[Path], ids: Sequence[str]) 
     with recombined(source) as result:  # run directories: a bucket of keys at a time
         fragments = conversation_sessions(result, ids)
         runs = _runs_of(result)
+    return _flow_rows(fragments, runs)
+
+
+def _flow_rows(fragments: pa.Table, runs: dict[str, Run],
+               columns: Sequence[str] | None = None) -> pa.Table:
+    """collect_flows over the conversations' `fragments`; only `columns` of the flows
+    tables (and what ordering them reads) when given."""
     parts: list[pa.Table] = []
     for run_dir in sorted(set(fragments.column("run_dir").to_pylist())):
         run = runs[run_dir]
@@ -128,9 +139,14 @@ def collect_flows(source: RecombineResult | Sequence[Path], ids: Sequence[str]) 
         if not path.is_file():
             raise UsageError(f"{run.path}: no {FLOWS_FILE}; cannot export the flows behind "
                              "its sessions")
-        check_columns(path, read_parquet_schema(path), PROVENANCE_TYPES, what="flows table")
-        flows = read_parquet(path, filters=pc.is_in(pc.field("session_id"),
-                                                    value_set=session_ids.combine_chunks()))
+        schema = read_parquet_schema(path)
+        check_columns(path, schema, PROVENANCE_TYPES, what="flows table")
+        read = None if columns is None else [
+            name for name in schema.names
+            if name in columns or name in PROVENANCE_TYPES or name in FLOW_ORDER]
+        flows = read_parquet(path, columns=read,
+                             filters=pc.is_in(pc.field("session_id"),
+                                              value_set=session_ids.combine_chunks()))
         check_columns(path, flows, PROVENANCE_TYPES, what="flows table",
                       non_null=list(PROVENANCE_TYPES))
         expected = pc.sum(mine.column("flow_count")).as_py() or 0
@@ -280,36 +296,43 @@ def export_pcap(source: RecombineResult | Sequence[Path], ids: Sequence[str], pa
                                                else [Path(p) for p in source]).values()}
     evidence = run_evidence(list(runs.values()))
     check_pcap_target(source, path, force=force, evidence=evidence)
-    table = collect_flows(source, ids)
+    with recombined(source) as recombination:
+        fragments = conversation_sessions(recombination, ids)
+        by_dir = _runs_of(recombination)
+    # what finding, reading back and checking the datagrams reads of each record: the rest
+    # of the flow rows is read again only for records written as flows instead
+    table = _flow_rows(fragments, by_dir, columns=PLACED)
     result = PcapExport(path=None, report=RunReport(strict=strict))
     plan = _Plan.of(runs, table)
     captures = _captures(runs, plan.wanted, plan.resolved)
     contexts = (_contexts(runs, captures, plan.wanted, table, result, plan.checked)
                 if with_templates else {})
     frames, origins, written, tcp_rows = _gather(runs, plan, captures, contexts, result)
-    if plan.nfcapd_rows or tcp_rows:
-        _write_flows_instead(result, plan, table, tcp_rows,
+    if len(plan.nfcapd_rows) or len(tcp_rows):
+        _write_flows_instead(result, plan, _flow_rows(fragments, by_dir), tcp_rows,
                              flows_fallback or pcap_flows_path(path), evidence, force=force)
     if not frames:
-        if not plan.nfcapd_rows and not tcp_rows:
+        if not len(plan.nfcapd_rows) and not len(tcp_rows):
             result.notes.append("no datagram could be read back; nothing written")
         return result
     _write_capture(result, path, frames)
     if with_templates:
-        _check_export(result, origins, table.take(pa.array(written, pa.int64())))
+        _check_export(result, origins, table, written)
     return result
 
 
 @dataclass
 class _Plan:
     """Where each of the conversations' flow records came from: the datagrams wanted, by
-    (run, capture) and offset, or none (nfcapd and IPFIX files)."""
+    (run, capture) and offset, or none (nfcapd and IPFIX files). Numpy over the rows, not a
+    Python object per record: an export can hold millions of them."""
 
-    files: list[str]  # each row's source file, as the run names it
-    run_index: np.ndarray
     wanted: dict[tuple[int, str], dict[int, int]]  # (run, file) -> offset -> arrival µs
-    records: dict[tuple[tuple[int, str], int], list[int]]  # ((run, file), offset) -> rows
-    nfcapd_rows: list[int]
+    # per (run, file) of a capture: its rows by datagram offset (stable), the offsets in
+    # that order, and where each wanted offset's rows begin in them (bisected by rows_at)
+    grouped: dict[tuple[int, str], tuple[np.ndarray, np.ndarray]]
+    nfcapd_rows: np.ndarray  # rows of records no datagram carried, ascending
+    nfcapd_keys: list[tuple[int, str]]  # their (run, file), row by row
     resolved: dict[tuple[int, str], Path]  # where each capture is now
     formats: dict[tuple[int, str], str]
     checked: set[tuple[int, str]]  # captures found unchanged (each hashed once)
@@ -319,30 +342,54 @@ class _Plan:
         source_file = table.column("source_file")
         if pa.types.is_dictionary(source_file.type):
             source_file = source_file.cast(source_file.type.value_type)
-        plan = _Plan(source_file.to_pylist(), table.column("run_index").to_numpy(), {}, {}, [],
-                     {}, {}, set())
-        offsets = table.column("source_offset").to_numpy()
+        encoded = pc.dictionary_encode(source_file.combine_chunks())
+        names = encoded.dictionary.to_pylist()
+        codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        run_index = table.column("run_index").to_numpy().astype(np.int64)
+        offsets = table.column("source_offset").to_numpy().astype(np.int64)
         arrival = table.column("arrival").cast(pa.int64()).to_numpy()
-        for row, (run_number, name) in enumerate(zip(plan.run_index.tolist(), plan.files,
-                                                     strict=True)):
-            key = (run_number, name)
-            if key not in plan.formats:
-                run = runs[run_number]
-                plan.resolved[key] = _resolve(run, name)
-                plan.formats[key] = _format_of(run, name, plan.resolved[key])
-                _unchanged(runs, plan.checked, key, plan.resolved[key])
+        plan = _Plan({}, {}, np.zeros(0, np.int64), [], {}, {}, set())
+        # each (run, file) once, in the order its first row comes: the order the files are
+        # resolved and checked in (the first error a user sees)
+        composite = (run_index << 32) | codes
+        uniques, first_rows, which = np.unique(composite, return_index=True,
+                                               return_inverse=True)
+        other: list[np.ndarray] = []
+        for unique in np.argsort(first_rows, kind="stable").tolist():
+            key = (int(uniques[unique] >> 32), names[int(uniques[unique] & 0xFFFFFFFF)])
+            run = runs[key[0]]
+            plan.resolved[key] = _resolve(run, key[1])
+            plan.formats[key] = _format_of(run, key[1], plan.resolved[key])
+            _unchanged(runs, plan.checked, key, plan.resolved[key])
+            rows = np.flatnonzero(which == unique)
             if plan.formats[key] not in ("pcap", "pcapng"):
-                plan.nfcapd_rows.append(row)
+                other.append(rows)
                 continue
-            plan.wanted.setdefault(key, {})[int(offsets[row])] = int(arrival[row])
-            plan.records.setdefault((key, int(offsets[row])), []).append(row)
+            order = rows[np.argsort(offsets[rows], kind="stable")]
+            plan.grouped[key] = (order, offsets[order])
+            # the arrival of each datagram's last row, as a dict keeps the last assigned
+            ends = np.flatnonzero(np.diff(offsets[order], append=-1) != 0)
+            plan.wanted[key] = dict(zip(offsets[order[ends]].tolist(),
+                                        arrival[order[ends]].tolist(), strict=True))
+        if other:
+            plan.nfcapd_rows = np.sort(np.concatenate(other))
+            keys = composite[plan.nfcapd_rows]
+            plan.nfcapd_keys = [(int(k >> 32), names[int(k & 0xFFFFFFFF)])
+                                for k in keys.tolist()]
         return plan
+
+    def rows_at(self, key: tuple[int, str], offset: int) -> np.ndarray:
+        """The rows of the records the datagram at `offset` of `key` carried, in table
+        order."""
+        order, sorted_offsets = self.grouped[key]
+        begin, end = np.searchsorted(sorted_offsets, [offset, offset + 1])
+        return order[begin:end]
 
 
 def _gather(runs: dict[int, Run], plan: _Plan,
             captures: dict[int, tuple[list[str], list[Path | None]]],
             contexts: dict[tuple[int, str], set[int]], result: PcapExport
-            ) -> tuple[list[Frame], list[tuple[int, str, int] | None], list[int], list[int]]:
+            ) -> tuple[list[Frame], list[tuple[int, str, int] | None], np.ndarray, np.ndarray]:
     """Read the wanted datagrams and their context back, capture by capture in the runs'
     order, each capture's in capture order: (the frames, per frame the (run, capture,
     offset) of the datagram it ends or None, the rows of the records written, the rows of
@@ -350,8 +397,8 @@ def _gather(runs: dict[int, Run], plan: _Plan,
     result's report."""
     frames: list[Frame] = []
     origins: list[tuple[int, str, int] | None] = []
-    written: list[int] = []
-    tcp_rows: list[int] = []  # IPFIX messages over TCP or SCTP: no datagram of their own
+    written: list[np.ndarray] = []
+    tcp_rows: list[np.ndarray] = []  # IPFIX messages over TCP or SCTP: no datagram of their own
     for key in sorted(set(plan.wanted) | set(contexts),
                       key=lambda k: (k[0], _input_rank(runs[k[0]], k[1]), k[1])):
         offsets_wanted = plan.wanted.get(key, {})
@@ -382,39 +429,43 @@ def _gather(runs: dict[int, Run], plan: _Plan,
                 # a message of an IPFIX-over-TCP stream or SCTP association: its frame
                 # holds pieces of others, and what came before it is not in an export of
                 # this conversation
-                tcp_rows.extend(plan.records[key, offset])
+                tcp_rows.append(plan.rows_at(key, offset))
                 continue
             in_file.append((offset, carried))  # earlier IP fragments come first
-            result.records += len(plan.records[key, offset])
-            written += plan.records[key, offset]
+            written.append(plan.rows_at(key, offset))
+            result.records += len(written[-1])
         for offset, carried in sorted(in_file, key=lambda entry: entry[0]):  # capture order
             frames.extend(carried)
             origins += [None] * (len(carried) - 1) + [(key[0], key[1], offset)]
-    return frames, origins, written, tcp_rows
+    return frames, origins, _joined(written), _joined(tcp_rows)
 
 
-def _write_flows_instead(result: PcapExport, plan: _Plan, table: pa.Table, tcp_rows: list[int],
-                         fallback: Path, evidence: list[Path], *, force: bool) -> None:
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+
+def _write_flows_instead(result: PcapExport, plan: _Plan, table: pa.Table,
+                         tcp_rows: np.ndarray, fallback: Path, evidence: list[Path], *,
+                         force: bool) -> None:
     """The flow records no datagram of their own carried (nfcapd and IPFIX files, IPFIX
-    over TCP or SCTP), written beside the capture, with a note saying why."""
-    nfcapd_rows = plan.nfcapd_rows
-    result.nfcapd_records = len(nfcapd_rows)
+    over TCP or SCTP), written beside the capture, with a note saying why. `table`: every
+    column of the rows the plan numbers."""
+    result.nfcapd_records = len(plan.nfcapd_rows)
     result.tcp_records = len(tcp_rows)
     check_output_file(fallback, evidence, "--export-pcap's flows file", force=force)
-    write_flow_table(table.take(pa.array(sorted(nfcapd_rows + tcp_rows), pa.int64())),
-                     fallback)
+    write_flow_table(table.take(pa.array(np.sort(np.concatenate([plan.nfcapd_rows, tcp_rows])),
+                                         pa.int64())), fallback)
     result.flows_path = fallback
     for kind, name, holds in (("nfcapd", "nfcapd", "flow records, not export datagrams"),
                               ("ipfix", "IPFIX", "export messages, not captured packets")):
-        rows = [i for i in nfcapd_rows
-                if plan.formats[int(plan.run_index[i]), plan.files[i]].split("-")[0] == kind]
-        if rows:
-            named = sorted({plan.files[i] for i in rows})
+        keys = [key for key in plan.nfcapd_keys if plan.formats[key].split("-")[0] == kind]
+        if keys:
+            named = sorted({file for _, file in keys})
             result.notes.append(
-                f"{len(rows)} flow record(s) came from {name} file(s) "
+                f"{len(keys)} flow record(s) came from {name} file(s) "
                 f"({', '.join(named)}), which hold {holds}: no datagram exists for "
                 f"them; their flows were written to {fallback} instead")
-    if tcp_rows:
+    if len(tcp_rows):
         result.notes.append(
             f"{len(tcp_rows)} flow record(s) came in IPFIX messages over TCP or SCTP, "
             "whose segments and packets carry pieces of other messages and need the "
@@ -443,10 +494,11 @@ def _write_capture(result: PcapExport, path: Path, frames: list[Frame]) -> None:
 
 
 def _check_export(result: PcapExport, origins: list[tuple[int, str, int] | None],
-                  rows: pa.Table) -> None:
+                  table: pa.Table, written: np.ndarray) -> None:
     """Decode the written capture alone, as `sessionize` would, and compare each of the
-    conversations' records it carries with the run's (context.COMPARED): the figure the
-    command gives, and a note naming the first that came out otherwise, or not at all."""
+    conversations' records it carries (`written`, rows of `table`) with the run's
+    (context.COMPARED): the figure the command gives, and a note naming the first that
+    came out otherwise, or not at all."""
     assert result.path is not None
     numbers = {(run, name): number for number, (run, name) in enumerate(
         sorted({origin[:2] for origin in origins if origin is not None}))}
@@ -457,15 +509,18 @@ def _check_export(result: PcapExport, origins: list[tuple[int, str, int] | None]
     places = (np.array([entry[0] for entry in moved], dtype=np.int64),
               np.array([entry[1] for entry in moved], dtype=np.int64),
               np.array([entry[2] for entry in moved], dtype=np.int64))
-    run_index = rows.column("run_index").to_numpy()
+    run_index = table.column("run_index").to_numpy()[written]
     expected = pa.concat_tables([record_table(
-        rows.filter(pa.array(run_index == run_number)),
+        table.take(pa.array(written[run_index == run_number])),
         {name: number for (run, name), number in numbers.items() if run == run_number})
-        for run_number in sorted(set(run_index.tolist()))] or [record_table(rows, {})])
+        for run_number in np.unique(run_index).tolist()] or [record_table(table.slice(0, 0),
+                                                                        {})])
     report = RunReport()
     decoder = ExportDecoder(report)
-    batches = [*(batch for chunk in iter_datagrams(result.path, report)
-                 for batch in decoder.feed(chunk)), *decoder.finish()]
+    batches = chain((batch for chunk in iter_datagrams(result.path, report)
+                     for batch in decoder.feed(chunk)), decoder.finish())
+    # each decoded batch kept only as its compared values: the whole flow schema of
+    # every record exported cost ~700 bytes a record at once
     decoded = pa.concat_tables([record_table(settled(batch, report), {}, places)
                                 for batch in batches] or [expected.slice(0, 0)])
     count, first = differing(expected, decoded)
@@ -586,7 +641,8 @@ def _contexts(runs: dict[int, Run], captures: dict[int, tuple[list[str], list[Pa
         index_of = {name: index for index, name in enumerate(names)}
         mine = {index_of[name]: set(offsets) for (number, name), offsets in wanted.items()
                 if number == run_number}
-        rows = table.filter(pa.array(run_index == run_number))
+        mask = run_index == run_number
+        rows = table if mask.all() else table.filter(pa.array(mask))  # one run: no copy
         expected = record_table(rows, index_of)
 
         def unchanged(index: int, run_number: int = run_number, names: list[str] = names,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
@@ -148,6 +149,34 @@ def test_nfcapd_inputs_have_no_datagrams_and_export_flows_instead(
     assert exported.flows_path == tmp_path / "a.flows.parquet"
     assert pq.read_table(exported.flows_path).num_rows == 2
     assert "hold flow records, not export datagrams" in exported.notes[0]
+
+
+def test_a_run_of_a_capture_and_an_nfcapd_file_exports_datagrams_and_whole_flow_rows(
+    tmp_path: Path, corpus: Path
+) -> None:
+    """The capture export reads only the columns it places and checks records by; the
+    records no datagram carried (here an nfcapd file's, beside a capture's in one run) go to
+    the flows file with every column of the run's flows table, as --export-flows writes
+    them."""
+    capture = corpus / "exports" / "sf_v9_test.pcap"
+    nfcapd = corpus / "nfcapd" / "sf_v5_test.nfcapd"
+    run = tmp_path / "run"
+    assert CliRunner().invoke(app, ["sessionize", str(capture), str(nfcapd), "--out",
+                                    str(run), "-q"]).exit_code == 0
+    ids = sorted(set(pq.read_table(run / "sessions.parquet").column(
+        "conversation_id").to_pylist()))
+    exported = export_pcap([run], ids, tmp_path / "all.pcap")
+    flows = pq.read_table(run / "flows.parquet")
+    from_nfcapd = [row for row in flows.to_pylist() if row["source_file"] == str(nfcapd)]
+    assert len(from_nfcapd) and len(from_nfcapd) < flows.num_rows
+    assert exported.records == exported.checked_records == flows.num_rows - len(from_nfcapd)
+    assert exported.differing_records == 0 and exported.nfcapd_records == len(from_nfcapd)
+    assert exported.flows_path is not None
+    written = pq.read_table(exported.flows_path)
+    assert set(flows.column_names) <= set(written.column_names)
+    export_flows([run], ids, tmp_path / "all.parquet")
+    whole = pq.read_table(tmp_path / "all.parquet")
+    assert written.equals(whole.filter(pc.equal(whole.column("source_file"), str(nfcapd))))
 
 
 def test_a_frame_that_is_not_where_the_flows_say_is_counted_not_written(
