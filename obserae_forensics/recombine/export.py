@@ -16,9 +16,8 @@ their records are written as flows instead, and the result says so.
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -516,13 +515,11 @@ def _check_export(result: PcapExport, origins: list[tuple[int, str, int] | None]
         for run_number in np.unique(run_index).tolist()] or [record_table(table.slice(0, 0),
                                                                         {})])
     report = RunReport()
-    decoder = ExportDecoder(report)
-    batches = chain((batch for chunk in iter_datagrams(result.path, report)
-                     for batch in decoder.feed(chunk)), decoder.finish())
     # each decoded batch kept only as its compared values: the whole flow schema of
     # every record exported cost ~700 bytes a record at once
     decoded = pa.concat_tables([record_table(settled(batch, report), {}, places)
-                                for batch in batches] or [expected.slice(0, 0)])
+                                for batch in _decoded(result.path, report)]
+                               or [expected.slice(0, 0)])
     count, first = differing(expected, decoded)
     result.checked_records = expected.num_rows
     result.differing_records = count
@@ -539,6 +536,14 @@ def _check_export(result: PcapExport, origins: list[tuple[int, str, int] | None]
             "updates), or its datagrams read otherwise without those that came between "
             "them (identical ones, of two captures or of an exporter that numbers none, "
             "taken for one sent twice; a silence taken for the exporter's restart)")
+
+
+def _decoded(path: Path, report: RunReport) -> Iterator[pa.RecordBatch]:
+    """A capture's records decoded batch by batch, as `sessionize` decodes them."""
+    decoder = ExportDecoder(report)
+    for chunk in iter_datagrams(path, report):
+        yield from decoder.feed(chunk)
+    yield from decoder.finish()  # only once every datagram is fed: it drains the queues
 
 
 def _captures(runs: dict[int, Run], wanted: dict[tuple[int, str], dict[int, int]],
