@@ -7,10 +7,13 @@ Exit codes:
        source capture changed since the run, or it could not read back every datagram
     2  usage error: bad option, bad settings/Cartography/Flow Matrix file, existing output,
        an output over an input, a table handed back that lacks what it needs
+  130  interrupted (Ctrl-C); 143: terminated (SIGTERM). Either way nothing half-written is
+       left: a run's staging directory is removed, an existing output left as it was
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 import tempfile
 from collections.abc import Callable
@@ -35,6 +38,40 @@ if TYPE_CHECKING:
 # script's `2>&1 | tail -1`, cuts apart; help is plain text too
 app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode=None,
                   help="Offline network forensics over NetFlow/IPFIX captures and nfcapd files.")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, unwound as Ctrl-C is (typer turns both into exit 130; main says which)."""
+
+    received = False  # set by the handler: the process's own signal, not a run's state
+
+
+def _terminated(signum: int, frame: object) -> None:
+    Terminated.received = True
+    raise Terminated
+
+
+def main() -> None:
+    """The console entry (and `python -m obserae_forensics`). SIGTERM (kill, timeout,
+    systemd) used to end the process where it stood: a run's staging directory, hundreds of
+    MB, stayed hidden beside its output for good. It now unwinds as Ctrl-C does, every
+    staging removed, and exits 143."""
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminated)
+    try:
+        app()
+        return
+    except SystemExit as stop:
+        if stop.code != 130:
+            raise
+    except SystemError as error:
+        # the signal came while numba's dispatcher was calling a kernel: the interrupt
+        # surfaces as "returned a result with an exception set", the unwinding done
+        if not isinstance(error.__cause__ or error.__context__, KeyboardInterrupt):
+            raise
+    typer.echo(f"{'terminated (SIGTERM)' if Terminated.received else 'interrupted'}: "
+               "nothing was written (a run's staging directory was removed)", err=True)
+    raise SystemExit(143 if Terminated.received else 130)
 
 
 def _path(kind: str = "path", *, exists: bool = False) -> Callable[[str], Path]:

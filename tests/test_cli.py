@@ -312,6 +312,43 @@ def test_existing_output_is_refused_without_force(tmp_path: Path) -> None:
     assert sessionize(out, "--force").exit_code == 0
 
 
+def test_force_replaces_only_an_earlier_output_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--force` deleted whatever directory --out named (`--out ~/cases --force` lost the
+    cases), and `--out .` ran the whole job before failing at the rename, leaving its
+    staging directory beside it."""
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "case.txt").write_text("keep me")
+    result = sessionize(notes, "--force")
+    assert result.exit_code == 2 and "holds case.txt, which no run writes" in result.stderr
+    assert (notes / "case.txt").read_text() == "keep me"
+    run = tmp_path / "run"
+    assert sessionize(run).exit_code == 0
+    before = digest(run)
+    monkeypatch.chdir(run)
+    result = sessionize(Path("."), "--force")
+    assert result.exit_code == 2 and "is the current directory" in result.stderr
+    assert digest(run) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes", "run"]  # no staging left
+    monkeypatch.chdir(tmp_path)
+    assert sessionize(run, "--force").exit_code == 0 and digest(run) == before
+
+
+def test_outputs_get_the_modes_the_umask_gives(tmp_path: Path) -> None:
+    """The run directory was made by mkdtemp (0700) and recombine's files by mkstemp
+    (0600): run as root, nobody else could read a case's tables."""
+    mask = os.umask(0o022)
+    try:
+        run = tmp_path / "run"
+        assert sessionize(run).exit_code == 0
+        assert runner.invoke(app, ["recombine", str(run), "--out", str(run)]).exit_code == 0
+    finally:
+        os.umask(mask)
+    assert oct(run.stat().st_mode & 0o777) == oct(0o755)
+    assert {oct(path.stat().st_mode & 0o777) for path in run.iterdir()} == {oct(0o644)}
+
+
 def test_bad_settings_stop_before_any_work(tmp_path: Path) -> None:
     out = tmp_path / "run"
     result = sessionize(out, "--grace", "soon")
@@ -335,6 +372,51 @@ def test_a_run_that_dies_leaves_no_output(tmp_path: Path, monkeypatch: pytest.Mo
     assert isinstance(result.exception, Boom)
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".run")]
+
+
+SLOW_RUN = """
+import sys, time
+from pathlib import Path
+import obserae_forensics.sessionize as package
+feed = package.Sessionizer.feed
+started = Path(sys.argv[1])
+def slow(self, batch):
+    started.touch()  # the run is under way, its staging directory made
+    time.sleep(0.3)
+    return feed(self, batch)
+package.Sessionizer.feed = slow
+sys.argv = ["obserae-forensics", *sys.argv[2:]]
+from obserae_forensics.cli import main
+main()
+"""
+
+
+@pytest.mark.parametrize(("sent", "code", "said"), [(15, 143, "terminated (SIGTERM)"),
+                                                     (2, 130, "interrupted")])
+def test_a_run_stopped_by_a_signal_leaves_nothing_and_says_so(
+        tmp_path: Path, sent: int, code: int, said: str) -> None:
+    """SIGTERM (kill, timeout, systemd) ended a run where it stood, and its hidden staging
+    directory (318 MB on the 5.2 M-record set) stayed beside the output for good; it now
+    unwinds as Ctrl-C does. An earlier run replaced with --force is left as it was."""
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    assert sessionize(out).exit_code == 0
+    before = digest(out)
+    started = tmp_path / "started"
+    process = subprocess.Popen(
+        [sys.executable, "-c", SLOW_RUN, str(started), "sessionize", str(FIXTURE), "--out",
+         str(out), "--batch-size", "7", "--force", "-q"], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not started.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.Signals(sent))
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == code, stderr
+    assert f"{said}: nothing was written" in stderr and "Traceback" not in stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "started"]
+    assert digest(out) == before
 
 
 def test_tables_are_byte_identical_across_batch_sizes_and_hash_seeds(tmp_path: Path) -> None:

@@ -36,7 +36,7 @@ from ..tables.layout import (
     REPORT_MD,
     TIMELINE_PNG,
 )
-from ..tables.parquet import made_directory, read_parquet, write_parquet
+from ..tables.parquet import as_created, made_directory, read_parquet, write_parquet
 from .chain import FRAGMENTS_SCHEMA, RECOMBINED_SCHEMA, chain_sessions
 from .partitioned import RowsByPosition, recombine_partitioned
 from .report import build_report, render_json, render_markdown, write_timeline
@@ -112,6 +112,7 @@ def recombine_runs(
             for name in (RECOMBINED_FILE, FRAGMENTS_FILE):  # written aside, renamed when whole
                 handle, temporary = tempfile.mkstemp(prefix=f".{name}.", dir=out_dir)
                 os.close(handle)
+                as_created(Path(temporary))
                 staged[name] = Path(temporary)
             report = recombine_partitioned(runs, out_dir, staged[RECOMBINED_FILE],
                                            staged[FRAGMENTS_FILE],
@@ -185,6 +186,7 @@ def _atomic(path: Path, write: Callable[[Path], object]) -> None:
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(handle)
     try:
+        as_created(Path(temporary))
         write(Path(temporary))
         os.replace(temporary, path)
     finally:

@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import UsageError
+from .layout import RUN_FILES
 
 ROW_GROUP_ROWS = 131_072
 # CRC-32 of every data page, written and checked on reading back (read_parquet*): evidence
@@ -349,28 +350,76 @@ def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
+def process_umask() -> int:
+    """The file mode creation mask, read where Linux shows it (setting it to read it back
+    would race the writer threads' own files)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def as_created(path: Path, *, directory: bool = False) -> None:
+    """Give an output made through mkstemp or mkdtemp (0600, 0700: private to root when
+    run as root) the mode open() and mkdir() would have: readable by whom the umask allows,
+    as every other output is."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~process_umask())
+
+
+def check_replaceable(out: Path) -> None:
+    """--force replaces an earlier output directory whole: refuse anything else. A
+    directory holding other files (`--out ~/cases --force`) lost them all, and the current
+    directory (`--out .`) failed at the rename, after the whole run, leaving its staging
+    beside it."""
+    if not out.is_dir():
+        raise UsageError(f"{out} exists and is not a directory")
+    here = Path.cwd().resolve()
+    if out.resolve() == here or out.resolve() in here.parents:
+        raise UsageError(f"{out} is the current directory or holds it, which cannot be "
+                         "replaced: give another output directory")
+    others = sorted(entry.name for entry in out.iterdir() if entry.name not in RUN_FILES)
+    if others:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5
+                                         else "")
+        raise UsageError(f"{out} holds {shown}, which no run writes; --force replaces only "
+                         "an earlier output directory: give another output "
+                         "directory, or move them out")
+
+
 @contextmanager
 def staged_directory(out: Path, *, force: bool) -> Iterator[Path]:
-    """A staging directory that becomes `out` only if the block completes."""
+    """A staging directory that becomes `out` only if the block completes; an existing `out`
+    only with `force`, and only an earlier output (check_replaceable)."""
     if out.exists() and not force:
         raise UsageError(f"{out} already exists (use --force to replace it)")
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"{out} exists and is not a directory")
+    if out.exists():
+        check_replaceable(out)
     parent = out.resolve().parent
     parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=parent))
     try:
+        as_created(staging, directory=True)
         yield staging
+        if out.exists():
+            retired = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=parent))
+            os.replace(out, retired / "old")
+            try:
+                os.replace(staging, out)
+            except BaseException:
+                os.replace(retired / "old", out)  # the earlier output back where it was
+                retired.rmdir()
+                raise
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.replace(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    if out.exists():
-        retired = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=parent))
-        os.replace(out, retired / "old")
-        os.replace(staging, out)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        os.replace(staging, out)
 
 
 @contextmanager
