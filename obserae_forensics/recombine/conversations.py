@@ -38,6 +38,7 @@ from ..tables.layout import (
 )
 from ..tables.parquet import as_created, made_directory, read_parquet, write_parquet
 from .chain import FRAGMENTS_SCHEMA, RECOMBINED_SCHEMA, chain_sessions
+from .overlap import OverlapCheck, twin_counts
 from .partitioned import RowsByPosition, recombine_partitioned
 from .report import build_report, render_json, render_markdown, write_timeline
 from .runs import Run, empty_sessions, order_runs, read_sessions
@@ -77,7 +78,8 @@ class RecombineResult:
         if cut:
             line += (f"; {counts['head_cut']} may have begun before the window, "
                      f"{counts['tail_cut']} may go on after it")
-        return line
+        return "\n".join([line, *(f"warning: run {run.index} ({run.path}): {text}"
+                                  for run in self.runs for text in run.overlaps)])
 
 
 def recombine_tables(run_dirs: Sequence[Path]) -> RecombineResult:
@@ -89,6 +91,10 @@ def recombine_tables(run_dirs: Sequence[Path]) -> RecombineResult:
     # of the peak at 5.2 M sessions)
     sessions = (pa.concat_tables(tables) if tables else empty_sessions()).combine_chunks()
     del tables
+    overlaps = OverlapCheck()
+    overlaps.count(sessions)
+    overlaps.add(twin_counts(sessions, runs))
+    overlaps.note(runs)
     chains = chain_sessions(sessions, runs)
     report = build_report(runs, chains)
     return RecombineResult(runs, (chains.conversations, chains.fragments), report)

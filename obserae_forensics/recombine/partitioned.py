@@ -61,6 +61,7 @@ from .chain import (
     numpy_of,
     overlap,
 )
+from .overlap import OverlapCheck, Twins, twin_counts
 from .report import Source, build_report
 from .runs import Run, session_batches, session_rows
 
@@ -110,11 +111,13 @@ class Partitioned:
                                 compression=SCRATCH_COMPRESSION)
         reduced: list[pa.Table] = []
         hashes: list[np.ndarray] = []
+        self.overlaps = OverlapCheck()  # twins are found as the buckets are chained
         self.sessions = 0
         try:
             for run in runs:
                 for batch in session_batches(run, READ_ROWS):
                     reduced.append(RunsContext.reduce(batch))
+                    self.overlaps.count(batch)
                     hashes.append(text_hashes(batch.column("session_id")))
                     rows = np.arange(self.sessions, self.sessions + batch.num_rows)
                     self.sessions += batch.num_rows
@@ -214,7 +217,8 @@ def chain_buckets(parts: Partitioned, scratch: Path, conversations_path: Path,
     results: list[tuple[Path, Path]] = []
     unfollowed: list[pa.Array] = []
     cycles: list[tuple[np.ndarray, str]] = []  # per bucket: the stuck rows, the first's id
-    for number, chains in enumerate(_chained(parts)):
+    for number, (chains, twins) in enumerate(_chained(parts)):
+        parts.overlaps.add(twins)
         if isinstance(chains, tuple):  # said for all buckets at once, as for the whole table
             cycles.append(chains)
             continue
@@ -269,12 +273,12 @@ def chain_buckets(parts: Partitioned, scratch: Path, conversations_path: Path,
                         windows=parts.context.windows(), anomalies=anomalies)
 
 
-def _chained(parts: Partitioned) -> Iterator[Chains | tuple[np.ndarray, str]]:
+def _chained(parts: Partitioned) -> Iterator[tuple[Chains | tuple[np.ndarray, str], Twins]]:
     """Each bucket's chains, in bucket order, CHAIN_WORKERS buckets chained at once (numpy
     and Arrow leave the interpreter while they sort and take: two cores, both busy), and
     no more in hand than that and the one given out."""
     with ThreadPoolExecutor(max_workers=CHAIN_WORKERS) as pool:
-        pending: deque[Future[Chains | tuple[np.ndarray, str]]] = deque()
+        pending: deque[Future[tuple[Chains | tuple[np.ndarray, str], Twins]]] = deque()
         for path in parts.files:
             pending.append(pool.submit(_chain_bucket, parts, path))
             if len(pending) >= CHAIN_WORKERS:
@@ -283,17 +287,20 @@ def _chained(parts: Partitioned) -> Iterator[Chains | tuple[np.ndarray, str]]:
             yield pending.popleft().result()
 
 
-def _chain_bucket(parts: Partitioned, path: Path) -> Chains | tuple[np.ndarray, str]:
+def _chain_bucket(parts: Partitioned, path: Path
+                  ) -> tuple[Chains | tuple[np.ndarray, str], Twins]:
     """One bucket's chains, or its loop of late sessions: (their rows in the runs' tables,
-    the first one's session id)."""
+    the first one's session id); and its sessions' twins in earlier runs (overlap.py)."""
     sessions = read_scratch(path)
     path.unlink()
+    twins = twin_counts(sessions, parts.runs)
     try:
-        return chain_sessions(sessions, parts.runs, parts.context)
+        return chain_sessions(sessions, parts.runs, parts.context), twins
     except LinkCycle as cycle:
         rows = sessions.column(ROW).to_numpy()[cycle.stuck]
         earliest = int(np.argmin(rows))
-        return rows, str(sessions.column("session_id")[int(cycle.stuck[earliest])].as_py())
+        return (rows, str(sessions.column("session_id")[int(cycle.stuck[earliest])].as_py())
+                ), twins
     finally:
         del sessions
         release_memory()
@@ -453,6 +460,7 @@ def recombine_partitioned(runs: list[Run], scratch_parent: Path, conversations_p
     try:
         parts = Partitioned(runs, scratch, bucket_count(total, bucket_sessions))
         source = chain_buckets(parts, scratch, conversations_path, fragments_path)
+        parts.overlaps.note(runs)
         return build_report(runs, source)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

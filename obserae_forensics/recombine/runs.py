@@ -86,6 +86,8 @@ class Run:
     # the settings, Cartography and Flow Matrix files the run read (manifest, absolute)
     read_files: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # defaults used, oddities seen
+    # traffic an earlier run holds too (overlap.py): in the notes, and said on stderr
+    overlaps: list[str] = field(default_factory=list)
 
     def idle_us(self, name: str) -> int:
         return round(self.settings[f"sessions.idle.{name}"] * 1_000_000)
@@ -120,7 +122,7 @@ class Run:
             "data_window": {"start": iso_us(self.start_us), "end": iso_us(self.end_us)},
             "settings": dict(sorted(self.settings.items())),
             "inputs": [str(entry.get("path")) for entry in self.inputs],
-            "notes": list(self.notes),
+            "notes": [*self.notes, *self.overlaps],
         }
 
 

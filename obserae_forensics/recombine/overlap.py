@@ -1,0 +1,136 @@
+"""Runs that hold the same traffic twice.
+
+`recombine` joins runs over consecutive captures. Given two runs of the same traffic (two
+collectors of one exporter, the v5 and v9 exports of one capture, one capture read twice
+under other names), it chained each conversation's two copies across the run boundary and
+counted its bytes twice, without a word: the session-id check catches only copies whose
+ids are equal, and another export of the same flows differs in its times by milliseconds.
+
+Times alone do not tell such runs from consecutive ones: an offline export (softflowd -r)
+sends its records out of time order, so the runs of consecutive slices of it overlap in
+time as much as two copies do (all 664 sessions of the corpus SYN scan's middle slice
+open before another slice's last record). What a copy has and a continuation has not is
+a twin: a session of an earlier run with the same exporter, protocol, endpoints and
+counters, opened within the grace of it. A conversation crossing a cut goes on with other
+counters; a SYN scan's probes, alike in their counters, differ in their ports.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .runs import Run
+
+SHARE = 0.5  # of a run's sessions of an exporter, twins of an earlier run's
+TWIN_COLUMNS = ("ab_bytes", "ba_bytes", "ab_packets", "ba_packets")
+# per (run, exporter): sessions with a twin in an earlier run, and the earliest such run
+Twins = tuple[Counter[tuple[int, str]], dict[tuple[int, str], int]]
+
+
+@dataclass
+class OverlapCheck:
+    """Per run and exporter: its sessions, and those with a twin in an earlier run."""
+
+    sessions: Counter[tuple[int, str]] = field(default_factory=Counter)
+    twins: Counter[tuple[int, str]] = field(default_factory=Counter)
+    # (run, exporter) -> the earlier run its first twin was found in (the lowest)
+    earlier: dict[tuple[int, str], int] = field(default_factory=dict)
+
+    def count(self, sessions: pa.Table) -> None:
+        """Sessions of the runs (with run_index), each counted once, in any batches."""
+        grouped = sessions.group_by(["run_index", "exporter"]).aggregate([([], "count_all")])
+        for run, exporter, count in zip(*(grouped.column(name).to_pylist() for name in (
+                "run_index", "exporter", "count_all")), strict=True):
+            self.sessions[int(run), str(exporter)] += int(count)
+
+    def add(self, found: Twins) -> None:
+        """What twin_counts found in some sessions (every run's of some keys)."""
+        counts, earlier = found
+        self.twins.update(counts)
+        for place, run in earlier.items():
+            self.earlier[place] = min(run, self.earlier.get(place, run))
+
+    def note(self, runs: list[Run]) -> None:
+        """Give each run holding an earlier run's traffic a note of it (Run.overlaps: the
+        report's run notes, and the command's warnings)."""
+        for (run_index, exporter), twins in sorted(self.twins.items()):
+            total = self.sessions[run_index, exporter]
+            if twins < SHARE * total:
+                continue
+            runs[run_index].overlaps.append(
+                f"{twins} of its {total} sessions of exporter {exporter} repeat one of run "
+                f"{self.earlier[run_index, exporter]} (the same endpoints and counters, "
+                "opened within the grace): the runs hold the same traffic (two collectors, "
+                "or one capture exported or read twice), and recombined, its conversations "
+                "are counted twice and split at the run boundary; recombine joins runs over "
+                "consecutive captures")
+
+
+def twin_counts(sessions: pa.Table, runs: list[Run]) -> Twins:
+    """Per (run, exporter), its sessions with a twin in an earlier run (see the module),
+    and the earliest run a twin was found in. `sessions`: every run's sessions of some
+    keys (all of a key's: a recombine bucket, or all sessions)."""
+    if sessions.num_rows == 0 or len(runs) < 2:
+        return Counter(), {}
+    run = np.asarray(sessions.column("run_index").to_numpy(), dtype=np.int64)
+    (exporter,) = _codes(sessions.column("exporter"))
+    ip_a, ip_b = _codes(sessions.column("ip_a"), sessions.column("ip_b"))
+    port_a = np.asarray(sessions.column("port_a").to_numpy(), dtype=np.int64)
+    port_b = np.asarray(sessions.column("port_b").to_numpy(), dtype=np.int64)
+    ab_bytes, ba_bytes, ab_packets, ba_packets = (
+        np.asarray(sessions.column(name).to_numpy(), dtype=np.uint64) for name in TWIN_COLUMNS)
+    # one orientation for both copies, whichever endpoint each took for `a`
+    swap = (ip_a > ip_b) | ((ip_a == ip_b) & (port_a > port_b))
+    low_ip, high_ip = np.where(swap, ip_b, ip_a), np.where(swap, ip_a, ip_b)
+    low_port, high_port = np.where(swap, port_b, port_a), np.where(swap, port_a, port_b)
+    out_bytes, in_bytes = np.where(swap, ba_bytes, ab_bytes), np.where(swap, ab_bytes, ba_bytes)
+    out_packets = np.where(swap, ba_packets, ab_packets)
+    in_packets = np.where(swap, ab_packets, ba_packets)
+    protocol = np.asarray(sessions.column("protocol_number").to_numpy(), dtype=np.int64)
+    opened = np.asarray(sessions.column("opened_at").cast(pa.int64()).to_numpy(),
+                        dtype=np.int64)
+    keys = (exporter, protocol, low_ip, low_port, high_ip, high_port, out_bytes, in_bytes,
+            out_packets, in_packets)
+    order = np.lexsort((run, opened, *keys[::-1]))
+    same = np.ones(len(order) - 1, dtype=bool)
+    for key in keys:
+        ordered = key[order]
+        same &= ordered[1:] == ordered[:-1]
+    grace = np.array([round(r.settings["sessions.grace"] * 1_000_000) for r in runs],
+                     dtype=np.int64)
+    run_o, opened_o = run[order], opened[order]
+    # a session and the one before it in time: a twin when the other is of an earlier run
+    # and they opened within the later run's grace of each other
+    near = same & (opened_o[1:] - opened_o[:-1] <= grace[np.maximum(run_o[1:], run_o[:-1])])
+    later_second = near & (run_o[:-1] < run_o[1:])
+    later_first = near & (run_o[1:] < run_o[:-1])
+    twin = np.zeros(len(order), dtype=bool)
+    twin[1:] |= later_second
+    twin[:-1] |= later_first
+    other = np.full(len(order), -1, dtype=np.int64)
+    other[1:] = np.where(later_second, run_o[:-1], -1)
+    other[:-1] = np.where(later_first & ((other[:-1] < 0) | (run_o[1:] < other[:-1])),
+                          run_o[1:], other[:-1])
+    names = sessions.column("exporter").take(pa.array(order[twin])).to_pylist()
+    counts: Counter[tuple[int, str]] = Counter()
+    earlier: dict[tuple[int, str], int] = {}
+    for index, name, first in zip(run_o[twin].tolist(), names, other[twin].tolist(),
+                                  strict=True):
+        counts[index, str(name)] += 1
+        earlier[index, str(name)] = min(first, earlier.get((index, str(name)), first))
+    return counts, earlier
+
+
+def _codes(*columns: pa.ChunkedArray) -> list[np.ndarray]:
+    """Integer codes shared by text columns: equal text, equal code."""
+    joined = pa.chunked_array([chunk for column in columns for chunk in column.chunks],
+                              type=pa.string()).combine_chunks()
+    encoded = pc.dictionary_encode(joined)
+    codes = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+    sizes = np.cumsum([0, *(len(column) for column in columns)])
+    return [codes[sizes[i]:sizes[i + 1]] for i in range(len(columns))]
