@@ -487,7 +487,8 @@ def _cited_input(item: InputFile, stats: FileStats | None, sha256: str) -> dict[
     offsets count in when it was decompressed whole, and the records of nfdump's
     aggregations (each stands for several flows)."""
     cited: dict[str, Any] = {
-        "path": str(item.path), "format": stats.format if stats is not None else item.format,
+        "path": str(item.path), "absolute": str(item.path.resolve()),
+        "format": stats.format if stats is not None else item.format,
         "size": item.size, "sha256": sha256}
     if item.compression:
         cited["compression"] = item.compression

@@ -92,11 +92,16 @@ PLACED = (*PROVENANCE_TYPES, "record_index", *COMPARED)
 
 
 def _candidates(run: Run, source_file: str) -> list[Path]:
-    """Where an input capture of `run` may be: as given (absolute or from here), else beside
-    the run directory or its parent."""
+    """Where an input capture of `run` may be: where the manifest says sessionize found it,
+    as given (absolute, or from here), else beside the run directory or its parent (the
+    evidence moved with its runs). Each place once."""
     given = Path(source_file)
-    return [given] if given.is_absolute() else [given, run.path / given,
-                                                run.path.parent / given]
+    places = [given] if given.is_absolute() else [given, run.path / given,
+                                                  run.path.parent / given]
+    absolute = run.input_absolute(source_file)
+    if absolute is not None:
+        places.insert(0, Path(absolute))
+    return list(dict.fromkeys(places))
 
 
 def run_evidence(runs: Sequence[Run]) -> list[Path]:
@@ -230,11 +235,18 @@ def write_flow_table(table: pa.Table, path: Path) -> None:
 
 
 def _resolve(run: Run, source_file: str) -> Path:
-    """Find an input capture (_candidates) or say where it was looked for."""
+    """Find an input capture (_candidates: the first of the manifest's size, else the first
+    found) or say where it was looked for. A relative path taken from here first found
+    another file of that name (`recombine` run from elsewhere) and called the evidence
+    changed."""
     candidates = _candidates(run, source_file)
-    for candidate in candidates:
-        if candidate.is_file():
+    size = run.input_size(source_file)
+    found = [candidate for candidate in candidates if candidate.is_file()]
+    for candidate in found:
+        if size is None or candidate.stat().st_size == size:
             return candidate
+    if found:
+        return found[0]
     raise UsageError(f"source capture {source_file} (from {run.path}) not found; looked at "
                      + ", ".join(str(c) for c in candidates))
 

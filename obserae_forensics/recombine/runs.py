@@ -109,6 +109,13 @@ class Run:
                 return int(entry["size"])
         return None
 
+    def input_absolute(self, source_file: str) -> str | None:
+        """Where sessionize found the input (manifests from before this was kept: None)."""
+        for entry in self.inputs:
+            if str(entry.get("path")) == source_file and isinstance(entry.get("absolute"), str):
+                return str(entry["absolute"])
+        return None
+
     def input_sha256(self, source_file: str) -> str | None:
         for entry in self.inputs:
             if str(entry.get("path")) == source_file and entry.get("sha256") is not None:

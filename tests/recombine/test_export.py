@@ -7,6 +7,7 @@ frame's record header / pcapng block), arrival (the frame's capture time).
 
 from __future__ import annotations
 
+import json
 import shutil
 import struct
 import subprocess
@@ -177,6 +178,30 @@ def test_a_run_of_a_capture_and_an_nfcapd_file_exports_datagrams_and_whole_flow_
     export_flows([run], ids, tmp_path / "all.parquet")
     whole = pq.read_table(tmp_path / "all.parquet")
     assert written.equals(whole.filter(pc.equal(whole.column("source_file"), str(nfcapd))))
+
+
+def test_an_export_run_from_elsewhere_finds_the_capture_the_run_read(
+    tmp_path: Path, corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The manifest cited inputs only as given: a run made from `case/` with `caps/x.pcap`
+    and exported from a directory holding another `caps/x.pcap` took that file, and said the
+    evidence had changed since sessionize (exit 1). The manifest now keeps where the file
+    was, and of the places a capture may be, the one of its size is taken."""
+    case, elsewhere = tmp_path / "case", tmp_path / "elsewhere"
+    for directory, name in ((case, "sf_v9_ircdcc.pcap"), (elsewhere, "sf_v5_ircdcc.pcap")):
+        (directory / "caps").mkdir(parents=True)
+        shutil.copy(corpus / "exports" / name, directory / "caps" / "x.pcap")
+    monkeypatch.chdir(case)
+    assert CliRunner().invoke(app, ["sessionize", "caps/x.pcap", "--out", "run", "-q",
+                                    "--hard-timeout", "30s"]).exit_code == 0
+    manifest = json.loads((case / "run" / "manifest.json").read_text())
+    assert manifest["inputs"][0]["absolute"] == str(case / "caps" / "x.pcap")
+    monkeypatch.chdir(elsewhere)
+    ids = sorted(set(pq.read_table(case / "run" / "sessions.parquet").column(
+        "conversation_id").to_pylist()))
+    exported = export_pcap([case / "run"], ids, tmp_path / "all.pcap")
+    assert exported.records == exported.checked_records > 0
+    assert exported.differing_records == 0 and not exported.report.skipped
 
 
 def test_a_frame_that_is_not_where_the_flows_say_is_counted_not_written(
