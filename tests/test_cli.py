@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
@@ -454,6 +455,38 @@ def test_show_names_a_damaged_table_in_one_line(tmp_path: Path) -> None:
         assert result.exit_code == 2, result.output
         assert f"error: {table}: unreadable Parquet" in result.stderr
         assert "Traceback" not in result.output
+
+
+def test_a_footer_damaged_into_other_text_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    """Found by a responder's audit: one bit flipped in a footer gave text that is not
+    UTF-8 (a traceback of UnicodeDecodeError from `show`), or a time zone `5TC` for `UTC`,
+    which reads and then failed as a traceback when `show` or `--export-flows x.csv` put
+    the times into text, and the CSV was left half-written."""
+    out = tmp_path / "run"
+    assert sessionize(out).exit_code == 0
+    flows = pq.read_table(out / "flows.parquet")
+    index = flows.schema.get_field_index("last_seen")
+    damaged = flows.schema.set(index, flows.schema.field(index).with_type(
+        pa.timestamp("us", tz="5TC")))
+    pq.write_table(flows.cast(damaged), out / "flows.parquet")
+    session = pq.read_table(out / "sessions.parquet").column("session_id")[0].as_py()
+    csv = tmp_path / "conversation.csv"
+    for arguments in (["show", str(out), "--table", "flows", "--columns", "last_seen"],
+                      ["recombine", str(out), "--session", session, "--export-flows",
+                       str(csv)]):
+        result = runner.invoke(app, arguments)
+        assert result.exit_code == 2, result.output
+        assert result.stderr.strip().endswith(
+            "column last_seen has the time zone '5TC', which is none (a damaged footer?)")
+        assert "Traceback" not in result.output and not csv.exists()
+    table = out / "sessions.parquet"
+    whole = bytearray(table.read_bytes())
+    footer = len(whole) - 8 - int.from_bytes(whole[-8:-4], "little")
+    name = whole.index(b"\x08protocol", footer)  # the schema's first "protocol" (thrift)
+    whole[name + 2] ^= 0x80  # no longer UTF-8
+    table.write_bytes(bytes(whole))
+    result = runner.invoke(app, ["show", str(out)])
+    assert result.exit_code == 2 and "unreadable Parquet" in result.stderr, result.output
 
 
 @pytest.mark.parametrize(("options", "message"), [

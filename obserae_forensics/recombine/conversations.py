@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +36,13 @@ from ..tables.layout import (
     REPORT_MD,
     TIMELINE_PNG,
 )
-from ..tables.parquet import as_created, made_directory, read_parquet, write_parquet
+from ..tables.parquet import (
+    as_created,
+    made_directory,
+    read_parquet,
+    write_atomically,
+    write_parquet,
+)
 from .chain import FRAGMENTS_SCHEMA, RECOMBINED_SCHEMA, chain_sessions
 from .overlap import OverlapCheck, twin_counts
 from .partitioned import RowsByPosition, recombine_partitioned
@@ -154,18 +160,18 @@ def write_recombined(result: RecombineResult, out_dir: Path, *,
     check_out_dir(out_dir, force=force)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {name: out_dir / name for name in RECOMBINE_FILES}
-    _atomic(files[RECOMBINED_FILE], lambda p: write_parquet(result.conversations, p))
-    _atomic(files[FRAGMENTS_FILE], lambda p: write_parquet(result.fragments, p))
+    write_atomically(files[RECOMBINED_FILE], lambda p: write_parquet(result.conversations, p))
+    write_atomically(files[FRAGMENTS_FILE], lambda p: write_parquet(result.fragments, p))
     return _write_report(result, out_dir, files)
 
 
 def _write_report(result: RecombineResult, out_dir: Path,
                   files: dict[str, Path]) -> RecombineResult:
-    _atomic(files[TIMELINE_PNG], lambda p: write_timeline(result.report, p))
+    write_atomically(files[TIMELINE_PNG], lambda p: write_timeline(result.report, p))
     result.report["figure"] = TIMELINE_PNG
-    _atomic(files[REPORT_JSON], lambda p: p.write_text(render_json(result.report),
+    write_atomically(files[REPORT_JSON], lambda p: p.write_text(render_json(result.report),
                                                        encoding="utf-8"))
-    _atomic(files[REPORT_MD], lambda p: p.write_text(render_markdown(result.report),
+    write_atomically(files[REPORT_MD], lambda p: p.write_text(render_markdown(result.report),
                                                      encoding="utf-8"))
     result.out_dir = out_dir
     result.files = files
@@ -185,19 +191,6 @@ def move_recombined(result: RecombineResult, out_dir: Path, *,
     result.out_dir = out_dir
     result.files = files
     return result
-
-
-def _atomic(path: Path, write: Callable[[Path], object]) -> None:
-    """Write through a temporary file in the same directory, so a reader never sees half."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(handle)
-    try:
-        as_created(Path(temporary))
-        write(Path(temporary))
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
 
 
 def load_fragments(source: RecombineResult | Path | Sequence[Path]) -> pa.Table:

@@ -46,7 +46,13 @@ from ..schema import FLOW_ADDRESS_COLUMNS, TIMESTAMP
 from ..tables.evidence import check_output_file, run_files
 from ..tables.layout import FLOWS_FILE
 from ..tables.manifest import sha256_file
-from ..tables.parquet import check_columns, read_parquet, read_parquet_schema, write_parquet
+from ..tables.parquet import (
+    check_columns,
+    read_parquet,
+    read_parquet_schema,
+    write_atomically,
+    write_parquet,
+)
 from .context import COMPARED, differing, record_table, template_context
 from .conversations import RecombineResult, conversation_sessions, recombined
 from .runs import Run, order_runs
@@ -220,7 +226,7 @@ def write_flow_table(table: pa.Table, path: Path) -> None:
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() in PARQUET_SUFFIXES:
-        write_parquet(table, path)
+        write_atomically(path, lambda staged: write_parquet(table, staged))
         return
     columns = []
     for name in table.column_names:
@@ -231,7 +237,8 @@ def write_flow_table(table: pa.Table, path: Path) -> None:
         elif pa.types.is_dictionary(column.type):
             column = column.cast(column.type.value_type)
         columns.append(column)
-    pacsv.write_csv(pa.table(columns, names=table.column_names), path)
+    text = pa.table(columns, names=table.column_names)
+    write_atomically(path, lambda staged: pacsv.write_csv(text, staged))
 
 
 def _resolve(run: Run, source_file: str) -> Path:
@@ -491,10 +498,10 @@ def _write_capture(result: PcapExport, path: Path, frames: list[Frame]) -> None:
     result.link_types = sorted({lt for lt, _ in link_types})
     path.parent.mkdir(parents=True, exist_ok=True)
     if len(link_types) == 1:
-        _write_pcap(path, frames, *link_types[0])
+        write_atomically(path, lambda staged: _write_pcap(staged, frames, *link_types[0]))
         result.format = "pcap"
     else:
-        _write_pcapng(path, frames, link_types)
+        write_atomically(path, lambda staged: _write_pcapng(staged, frames, link_types))
         result.format = "pcapng"
         result.notes.append(
             f"the frames have {len(link_types)} link types "

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
+import zoneinfo
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future
@@ -183,7 +185,25 @@ class TableWriter:
 
 # what Arrow raises on a table the user hands back to us (a run's output, possibly edited,
 # truncated or not Parquet at all): each read_parquet* turns it into one line naming the file
-_UNREADABLE = (OSError, pa.ArrowException)
+# a damaged footer can also hold text that is not UTF-8 (its schema, pandas' metadata)
+_UNREADABLE = (OSError, pa.ArrowException, UnicodeDecodeError)
+_OFFSET = re.compile(r"[+-]\d\d:\d\d")
+
+
+def _known_zones(path: Path, schema: pa.Schema) -> pa.Schema:
+    """`schema`, once each time column's time zone is one Arrow and pandas can read: a bit
+    flipped in a footer made `UTC` into `5TC`, which reads, and fails later as a traceback
+    when the times are shown or written as text."""
+    for field in schema:
+        zone = field.type.tz if pa.types.is_timestamp(field.type) else None
+        if zone is None or zone == "UTC" or _OFFSET.fullmatch(zone):
+            continue
+        try:
+            zoneinfo.ZoneInfo(zone)
+        except (ValueError, zoneinfo.ZoneInfoNotFoundError) as exc:
+            raise UsageError(f"{path}: unreadable Parquet: column {field.name} has the time "
+                             f"zone {zone!r}, which is none (a damaged footer?)") from exc
+    return schema
 
 
 def _unreadable(path: Path, exc: Exception) -> UsageError:
@@ -193,17 +213,21 @@ def _unreadable(path: Path, exc: Exception) -> UsageError:
 def read_parquet(path: Path, *, columns: Sequence[str] | None = None,
                  filters: Any = None) -> pa.Table:
     try:
-        return pq.read_table(path, columns=columns, filters=filters,
-                             page_checksum_verification=PAGE_CHECKSUMS)
+        table = pq.read_table(path, columns=columns, filters=filters,
+                              page_checksum_verification=PAGE_CHECKSUMS)
     except _UNREADABLE as exc:
         raise _unreadable(path, exc) from exc
+    _known_zones(path, table.schema)
+    return table
 
 
 def _open(path: Path) -> pq.ParquetFile:
     """The file's footer, or the error read_parquet gives for it (its words, not
     ParquetFile's)."""
     try:
-        return pq.ParquetFile(path, page_checksum_verification=PAGE_CHECKSUMS)
+        file = pq.ParquetFile(path, page_checksum_verification=PAGE_CHECKSUMS)
+        _known_zones(path, file.schema_arrow)
+        return file
     except _UNREADABLE as exc:
         try:
             pq.read_table(path, columns=[])
@@ -231,9 +255,10 @@ def parquet_rows(path: Path) -> int:
 def read_parquet_schema(path: Path) -> pa.Schema:
     """The Arrow schema of a table a user hands back, from its footer alone."""
     try:
-        return pq.ParquetFile(path, page_checksum_verification=PAGE_CHECKSUMS).schema_arrow
+        schema = pq.ParquetFile(path, page_checksum_verification=PAGE_CHECKSUMS).schema_arrow
     except _UNREADABLE as exc:
         raise _unreadable(path, exc) from exc
+    return _known_zones(path, schema)
 
 
 def write_parquet(table: pa.Table, path: Path) -> None:
@@ -321,7 +346,7 @@ def read_parquet_head(path: Path, rows: int,
     only the row groups that hold them: a day of flows is gigabytes, `show` wants ten."""
     try:
         file = pq.ParquetFile(path, page_checksum_verification=PAGE_CHECKSUMS)
-        names = file.schema_arrow.names
+        names = _known_zones(path, file.schema_arrow).names
         missing = [c for c in columns or () if c not in names]
         if missing:
             raise UsageError(f"{path} has no column(s) {', '.join(missing)}")
@@ -369,6 +394,22 @@ def as_created(path: Path, *, directory: bool = False) -> None:
     run as root) the mode open() and mkdir() would have: readable by whom the umask allows,
     as every other output is."""
     os.chmod(path, (0o777 if directory else 0o666) & ~process_umask())
+
+
+def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
+    """Write through a temporary file in the same directory, renamed when whole: a reader
+    never sees half, and a run that dies (an unreadable input, a full disk) leaves none
+    behind (an export's CSV half-written by a failed run then refused the next run as
+    "already exists")."""
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(handle)
+    try:
+        as_created(Path(temporary))
+        write(Path(temporary))
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
 
 
 def check_replaceable(out: Path) -> None:

@@ -296,6 +296,37 @@ def test_export_flows_in_time_order(tmp_path: Path, corpus: Path, name: str) -> 
         assert (rows[0]["src_addr"], rows[0]["dst_addr"]) == ("10.0.0.2", "10.0.0.1")
 
 
+@pytest.mark.parametrize("name", ["a.parquet", "a.csv", "a.pcap"])
+def test_an_export_that_fails_midway_leaves_no_file(tmp_path: Path, corpus: Path,
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   name: str) -> None:
+    """A CSV export that failed while writing (a time zone pandas could not read) left half
+    a file, which the next try refused as "already exists"; every export is now written
+    aside and renamed when whole."""
+    import obserae_forensics.recombine.export as export
+
+    capture = corpus / SOURCE
+    run = conversation_run(tmp_path, capture, frames_of(capture),
+                           record_frames=[7, 5, 5, 2, 1, 3])
+
+    def half(*arguments: object) -> None:
+        where = next(a for a in arguments if isinstance(a, (str, Path)))
+        Path(where).write_bytes(b"half a file")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(export, "write_parquet", half)
+    monkeypatch.setattr(export.pacsv, "write_csv", half)
+    monkeypatch.setattr(export, "_write_pcap", half)
+    path = tmp_path / name
+    with pytest.raises(OSError, match="No space left"):
+        if name.endswith(".pcap"):
+            export_pcap([run], ["A"], path, with_templates=False)
+        else:
+            export_flows([run], ["A"], path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        p.name for p in tmp_path.iterdir() if p.name != name and not p.name.startswith("."))
+
+
 def test_export_flows_refuses_unknown_ids_and_formats(tmp_path: Path, corpus: Path) -> None:
     capture = corpus / SOURCE
     run = conversation_run(tmp_path, capture, frames_of(capture),
