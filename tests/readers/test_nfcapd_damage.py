@@ -598,3 +598,37 @@ def test_exporter_statistics_of_thousands_of_exporters_are_read_whole(corpus: Pa
     [stats] = report.exporters.values()
     assert stats.datagrams == int(entries["packets"][0]) > 0
     assert "65552 bytes, its size written modulo 2**16 (16)" in str(report.examples[0])
+
+
+@pytest.mark.parametrize("counted", [False, True], ids=["header-kept", "header-raised"])
+def test_a_block_copied_into_a_file_is_read_and_said(corpus: Path, tmp_path: Path,
+                                                     counted: bool) -> None:
+    """Found by fuzzing: a data block copied in after the file's last one doubled its
+    records without a word, whether the header's block count was left (nfdump stops at it)
+    or raised to match; only the stat record, which still counts the flows once, showed
+    it. The blocks past the count and the stat record's difference are said, under
+    `repaired` (read: nothing lost)."""
+    raw = multi_block(corpus, LZ4)
+    original = tmp_path / "original.nfcapd"
+    write_v2(original, raw)
+    once, _ = read_table(original)
+    raw.blocks = [*raw.blocks, raw.blocks[1]]  # 400 flow records
+    path = tmp_path / "copied.nfcapd"
+    write_v2(path, raw)
+    data = bytearray(path.read_bytes())
+    blocks = len(raw.blocks)
+    if not counted:
+        data[36:40] = struct.pack("<I", blocks - 1)
+        path.write_bytes(bytes(data))
+    table, report = read_table(path)
+    assert table.num_rows == once.num_rows + PER_BLOCK
+    assert not report.skipped
+    expected = {"nfcapd_stat_mismatch": 1}
+    if not counted:
+        expected["nfcapd_blocks_past_count"] = 1
+    assert dict(report.repaired) == expected
+    said = {str(error) for error in report.examples}
+    assert any(f"the stat record counts {once.num_rows} flows, the data blocks hold "
+               f"{table.num_rows} flow records" in text for text in said)
+    _, clean = read_table(original)
+    assert not clean.repaired and not clean.skipped
