@@ -377,6 +377,9 @@ class ExportDecoder:
         # later datagram of that conversation whose header fails the checks is a damaged
         # export, not other traffic (for other senders the version bytes alone prove nothing)
         self._export_paths: set[tuple[str, int, int, int]] = set()
+        # the (exporter, its port, collector port) of those paths, whatever the version:
+        # a datagram of one whose version bytes are no export's is a damaged export
+        self._export_senders: set[tuple[str, int, int]] = set()
         # datagrams counted as other traffic whose first bytes claimed a version their
         # header then failed, by that path: when the path proves to send that version,
         # they were damaged exports (a sender's first datagram, cut or with a damaged
@@ -442,6 +445,11 @@ class ExportDecoder:
                 self._bad_header((datagram.exporter, datagram.exporter_port,
                                   datagram.collector_port, claimed), "before",
                                  datagram.source, datagram.offset, datagram.frame, len(payload))
+            elif len(payload) >= 2 and (datagram.exporter, datagram.exporter_port,
+                                        datagram.collector_port) in self._export_senders:
+                # found by fuzzing: one version byte damaged (0x0009 -> 0x0029) in the
+                # middle of an exporter's datagrams lost its records as other traffic
+                self._bad_version(datagram, payload[0] << 8 | payload[1])
             else:
                 ignore("not_flow_export", datagram.source, len(payload))
                 if len(payload) >= 2 and payload[0] == 0 and payload[1] in CLAIMED_VERSIONS:
@@ -469,6 +477,7 @@ class ExportDecoder:
         if self._suspects and path in self._suspects:
             return self.report.skipped_problems()
         paths.add(path)
+        self._export_senders.add(path[:3])
         return -1
 
     def _suspect(self, datagram: Datagram, claimed: int) -> None:
@@ -496,9 +505,25 @@ class ExportDecoder:
         if self.report.skipped_problems() != problems:
             return
         paths.add(path)
+        self._export_senders.add(path[:3])
         for source, offset, frame, size in suspects:
             self.report.unignore("not_flow_export", source, size)
             self._bad_header(path, "after", source, offset, frame, size)
+
+    def _bad_version(self, datagram: Datagram, claimed: int) -> None:
+        """Count a datagram of a proven export sender (its exporter, port and collector
+        port) whose version bytes are no export's: damaged, not other traffic."""
+        sent = sorted(version for *sender, version in self._export_paths
+                      if tuple(sender) == (datagram.exporter, datagram.exporter_port,
+                                           datagram.collector_port))
+        what = (f"version {claimed} header that fails its checks (record count, length or "
+                "first set id)," if claimed in CLAIMED_VERSIONS
+                else f"version bytes {claimed:#06x}, no export's,")
+        self.report.skip(MalformedInput(
+            f"{what} from {datagram.exporter}:{datagram.exporter_port} to port "
+            f"{datagram.collector_port}, which sent exports of version "
+            f"{', '.join(map(str, sent))}", source=datagram.source, offset=datagram.offset,
+            frame=datagram.frame, reason="bad_export_header"), len(datagram.payload))
 
     def _bad_header(self, path: tuple[str, int, int, int], when: str, source: str,
                     offset: int, frame: int, size: int) -> None:

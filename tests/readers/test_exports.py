@@ -84,14 +84,37 @@ def test_mixed_versions_come_out_in_arrival_order() -> None:
         datagram(v5([2, 3]), 2),
         datagram(ipfix(template_set(2, 300, FIELDS), data_set(300, record(4, 4))), 3),
         datagram(v9(data_set(256, record(5, 5), record(6, 6)), sequence=1), 4),
-        datagram(b"\x12\x34not a flow export", 5),
+        datagram(b"\x12\x34not a flow export", 5, exporter="192.0.2.99"),
     ]
     table = table_of(decoder.feed(datagrams) + decoder.finish())
     assert table["packets"].to_pylist() == [1, 2, 3, 4, 5, 6]
     assert table["source_frame"].to_pylist() == [1, 2, 2, 3, 4, 4]
     assert table["record_index"].to_pylist() == [0, 0, 1, 0, 0, 1]
     assert table["export_version"].to_pylist() == [9, 5, 5, 10, 9, 9]
+    assert report.ignored["not_flow_export"] == 1 and not report.skipped
+
+
+def test_a_damaged_version_from_a_proven_exporter_is_a_problem() -> None:
+    """Found by fuzzing: one version byte damaged (0x0009 -> 0x0029) in the middle of an
+    exporter's datagrams lost its records as other traffic (`not_flow_export`, ignored),
+    and --strict passed. From the exporter, port and collector port of good exports, a
+    datagram whose version bytes are no export's is a damaged export; from anyone else the
+    version bytes alone prove nothing."""
+    report = RunReport()
+    decoder = ExportDecoder(report)
+    damaged = bytearray(v9(data_set(256, record(5, 5)), sequence=1))
+    damaged[1] = 0x29
+    datagrams = [
+        datagram(v9(template_set(0, 256, FIELDS), data_set(256, record(1, 1))), 1),
+        datagram(bytes(damaged), 2),
+        datagram(bytes(damaged), 3, exporter="192.0.2.99"),
+    ]
+    table = table_of(decoder.feed(datagrams) + decoder.finish())
+    assert table["packets"].to_pylist() == [1]
+    assert report.skipped == {"bad_export_header": 1}
     assert report.ignored["not_flow_export"] == 1
+    assert "version bytes 0x0029, no export's, from 192.0.2.1:1000 to port 2055, which sent " \
+           "exports of version 9" in str(report.examples[0])
     assert {key[1] for key in report.exporters} == {0}
 
 
