@@ -281,6 +281,10 @@ def _pcapng_frames(buf: mmap.mmap, source: str, report: RunReport) -> Iterator[F
             # skipped by its length as the format wants, but counted: a damaged type byte
             # made a packet block one of these, and its datagram vanished without a word
             report.ignore("pcapng_unknown_block", source, total)
+        elif block_type in _CUSTOM_BLOCKS:
+            # a vendor's data this reader cannot check: counted, as a packet block whose type
+            # was damaged into one (0xBAD, 0x80000001) lost its datagram without a word
+            report.ignore("pcapng_custom_block", source, total)
         elif (problem_text := _layout_problem(buf, order, block_type, body, end,
                                               len(interfaces))) is not None:
             # a packet block whose type was damaged into a known one (6 -> 4 or 5 is one
@@ -345,6 +349,9 @@ _BLOCK_FIXED_BYTES = {1: 8, 6: 20, 2: 20, 3: 4}
 # interface statistics, systemd journal export, decryption secrets, custom, Apple process info)
 _OTHER_KNOWN_BLOCKS = frozenset({0x0A0D0D0A, 4, 5, 9, 0xA, 0xBAD, 0x40000BAD, 0x80000001,
                                  0x80000002})
+# custom blocks (copyable or not) and the local types Apple's tools write: bytes no layout
+# check can vouch for
+_CUSTOM_BLOCKS = frozenset({0xBAD, 0x40000BAD, 0x80000001, 0x80000002})
 _INT64_RANGE = range(-(2**63), 2**63)
 
 
@@ -405,6 +412,15 @@ def _packet_block(
         report.skip(MalformedInput(f"packet block claims {caplen} captured bytes, block has "
                                    f"{end - data_at}", source=source, offset=at, frame=number,
                                    reason="bad_block"), nbytes=end + 4 - at)
+        return None
+    if block_type != 3 and not _options_end(buf, order, data_at + caplen + (-caplen % 4), end):
+        # found by fuzzing: a captured length damaged short (45 -> 3) read as a 3-byte frame,
+        # the rest of the packet taken for options and counted nowhere
+        report.skip(MalformedInput(f"packet block claims {caplen} captured bytes, and what "
+                                   f"follows them up to its end ({end - data_at} bytes of "
+                                   "data and options) is no options", source=source,
+                                   offset=at, frame=number, reason="bad_block"),
+                    nbytes=end + 4 - at)
         return None
     interface = interfaces[interface_id]
     if interface is _UNUSABLE_INTERFACE:
