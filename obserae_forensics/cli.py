@@ -31,6 +31,7 @@ from .times import iso_us
 if TYPE_CHECKING:
     import pandas as pd
 
+    from .pipeline import SessionizeResult
     from .recombine import RecombineResult
 
 # rich_markup_mode=None: click's plain usage errors ("Error: Invalid value for
@@ -72,6 +73,9 @@ def main() -> None:
     typer.echo(f"{'terminated (SIGTERM)' if Terminated.received else 'interrupted'}: "
                "nothing was written (a run's staging directory was removed)", err=True)
     raise SystemExit(143 if Terminated.received else 130)
+
+
+TEXT_SUFFIXES = (".csv", ".tsv", ".txt", ".json", ".ndjson")  # what --flows never writes
 
 
 def _path(kind: str = "path", *, exists: bool = False) -> Callable[[str], Path]:
@@ -169,6 +173,11 @@ def inspect_command(
 
     report = RunReport()
     try:
+        if flows is not None and flows.suffix.lower() in TEXT_SUFFIXES:
+            # found by a responder's audit: `--flows f.csv` wrote Parquet under that name
+            raise UsageError(f"--flows {flows}: the flows table is written as Parquet, not "
+                             f"{flows.suffix}; give a .parquet path (`recombine "
+                             "--export-flows` writes CSV)")
         options = ReadOptions(window=(parse_time(from_time, "--from"),
                                       parse_time(to_time, "--to")), strict=strict)
         table = inspect_inputs(inputs, options, report, flows_path=flows,
@@ -306,9 +315,10 @@ def sessionize_command(
         typer.echo(f"  {problem.reason}: {problem}", err=True)
     typer.echo(f"{result.sessions} sessions ({states}) from {result.flows} flow records "
                f"-> {out}", err=True)
-    hint = late_hint(result.late_sessions, result.sessions, job.policy.replay)
-    if hint:
-        typer.echo(hint, err=True)
+    for hint in (late_hint(result.late_sessions, result.sessions, job.policy.replay),
+                 eviction_hint(result, job.policy.max_open_ksessions)):
+        if hint:
+            typer.echo(hint, err=True)
     if not result.conservation_ok:
         check = result.manifest.get("conservation", {})
         differ = [f"{name} {check[f'{name}_in']} in, {check[f'{name}_in_sessions']} in sessions"
@@ -344,6 +354,22 @@ def late_hint(late: int, sessions: int, replay: str) -> str | None:
     return (f"{late} of {sessions} sessions are late (their records arrived behind the "
             "watermark): flows made offline from a packet capture (softflowd -r, nfpcapd) "
             "come out of time order; --replay event replays them by time")
+
+
+def eviction_hint(result: SessionizeResult, cap: float) -> str | None:
+    """Sessions closed at the open-session cap were said only in manifest.json: their
+    conversations are cut into fragments the cap made, not the traffic."""
+    evicted = result.close_reasons.get("evicted", 0)
+    if not evicted:
+        return None
+    pressure = result.manifest.get("counts", {}).get("session_pressure", {})
+    exporters = sorted(name for name, entry in pressure.items() if entry.get("evictions"))
+    return (f"{evicted} sessions were closed early at the open-session cap "
+            f"(sessions.max_open_ksessions = {cap:g}, per exporter; {len(exporters)} "
+            f"exporter(s) reached it: {', '.join(exporters[:3])}"
+            f"{' ...' if len(exporters) > 3 else ''}), close_reason evicted: a conversation "
+            "that went on continues in another fragment (`recombine` joins them); a higher "
+            "--max-open-ksessions keeps them whole")
 
 
 FRAGMENT_COLUMNS = ["fragment_index", "split", "session_id", "opened_at", "last_seen_at",

@@ -119,6 +119,10 @@ class FileStats:
     # records left out by --from/--to (for an nfcapd file wholly outside the window, which
     # is not read, the flows its stat record claims)
     outside_window: int = 0
+    # export datagrams dropped as copies of ones already read (a capture given twice under
+    # two names, an exporter's resend): the file's records are not lost, they were read
+    duplicate_datagrams: int = 0
+    also_named: list[str] = field(default_factory=list)  # other names given for this file
 
     def read_counts(self) -> dict[str, Any]:
         """What was read from the file, as the manifest and as_dict cite it: its records,
@@ -130,6 +134,10 @@ class FileStats:
             counts["aggregated_flows"] = self.aggregated_flows
         if self.outside_window:
             counts["outside_window"] = self.outside_window
+        if self.duplicate_datagrams:
+            counts["duplicate_datagrams"] = self.duplicate_datagrams
+        if self.also_named:
+            counts["also_named"] = list(self.also_named)
         return counts
 
 
@@ -294,6 +302,13 @@ class RunReport:
             line += (f"; {sum(early.values())} records of {len(early)} exporter(s) came "
                      "before their exporter declared its sampling rate and read as unsampled "
                      "(exporters table: records_before_sampling)")
+        copies = sum(f.duplicate_datagrams for f in self.files.values())
+        if copies:
+            line += (f"; {copies} duplicate datagram(s) dropped (copies of ones already read: "
+                     "a capture given twice, an exporter's resend)")
+        aliases = sum(len(f.also_named) for f in self.files.values())
+        if aliases:
+            line += f"; {aliases} other name(s) of files given twice, each file read once"
         aggregated = sum(f.aggregated_records for f in self.files.values())
         if aggregated:
             flows = sum(f.aggregated_flows for f in self.files.values())

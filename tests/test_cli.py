@@ -15,6 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from obserae_forensics.cli import app
+from obserae_forensics.readers.pcap import iter_frames
+from obserae_forensics.report import RunReport
 from tests.conftest import need_tool
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "sf_v9_varsvc.pcap"
@@ -348,6 +350,60 @@ def test_outputs_get_the_modes_the_umask_gives(tmp_path: Path) -> None:
         os.umask(mask)
     assert oct(run.stat().st_mode & 0o777) == oct(0o755)
     assert {oct(path.stat().st_mode & 0o777) for path in run.iterdir()} == {oct(0o644)}
+
+
+def test_the_summary_says_when_the_open_session_cap_closed_sessions(tmp_path: Path) -> None:
+    """Found by a responder's audit: conversations cut by the cap were said only in
+    manifest.json (`evicted`, `peak_open`), not in the summary a person reads."""
+    result = sessionize(tmp_path / "capped", "--max-open-ksessions", "0.005")
+    assert result.exit_code == 0, result.output
+    evicted = pq.read_table(tmp_path / "capped" / "sessions.parquet").column(
+        "close_reason").to_pylist().count("evicted")
+    assert evicted > 0
+    assert (f"{evicted} sessions were closed early at the open-session cap "
+            "(sessions.max_open_ksessions = 0.005, per exporter; 1 exporter(s) reached it: "
+            "127.0.0.1), close_reason evicted") in result.stderr
+    assert "open-session cap" not in sessionize(tmp_path / "whole").stderr
+
+
+def test_a_capture_given_twice_is_said_not_dropped_silently(tmp_path: Path) -> None:
+    """Found by a responder's audit: a copy of a capture beside it read as "45 flow records
+    from 2 file(s)", the copy with 0 records and no reason in the manifest (only the
+    exporters table's `duplicates` had it), and a name through a link was dropped without a
+    word."""
+    copies = tmp_path / "copies"
+    copies.mkdir()
+    (copies / "a.pcap").write_bytes(FIXTURE.read_bytes())
+    (copies / "b.pcap").write_bytes(FIXTURE.read_bytes())
+    (copies / "link.pcap").symlink_to("a.pcap")
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["sessionize", str(copies), "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    datagrams = sum(1 for _ in iter_frames(FIXTURE, RunReport()))
+    assert (f"72 flow records read from 2 file(s); {datagrams} duplicate datagram(s) dropped "
+            "(copies of ones already read") in result.stderr
+    assert "1 other name(s) of files given twice, each file read once" in result.stderr
+    inputs = {Path(i["path"]).name: i for i in
+              json.loads((out / "manifest.json").read_text())["inputs"]}
+    assert inputs["a.pcap"]["also_named"] == [str(copies / "link.pcap")]
+    assert inputs["b.pcap"]["duplicate_datagrams"] == datagrams
+    assert inputs["b.pcap"]["records"] == 0 and "link.pcap" not in inputs
+
+
+def test_nothing_to_read_and_a_flows_file_that_is_not_parquet_are_usage_errors(
+        tmp_path: Path) -> None:
+    """Found by a responder's audit: an empty input directory (a wrong mount point) gave an
+    empty run and exit 0, even with --strict; `inspect --flows f.csv` wrote Parquet under a
+    CSV name."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / ".hidden.pcap").write_bytes(FIXTURE.read_bytes())
+    result = runner.invoke(app, ["sessionize", str(empty), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "no input file in" in result.stderr
+    assert not (tmp_path / "run").exists()
+    result = runner.invoke(app, ["inspect", str(FIXTURE), "--flows", str(tmp_path / "f.csv")])
+    assert result.exit_code == 2 and "written as Parquet" in result.stderr
+    assert not (tmp_path / "f.csv").exists()
 
 
 def test_bad_settings_stop_before_any_work(tmp_path: Path) -> None:

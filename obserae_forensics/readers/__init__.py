@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..errors import InputError, MalformedInput, UnknownFormat
+from ..errors import InputError, MalformedInput, UnknownFormat, UsageError
 from ..report import RunReport
 from ..times import UNUSABLE_TIME, beyond_limit, time_faults
 from .packed import CannotUnpack, packing_of_file, unpacked_head
@@ -90,7 +90,11 @@ def discover_inputs(paths: Sequence[Path], report: RunReport,
     kept in the output directory is still found, and the run refuses to replace it.
     """
     found: list[InputFile] = []
-    for path in _spellings(_expand(paths, exclude)):
+    spellings = _spellings(_expand(paths, exclude))
+    for path, others in spellings.items():
+        if others:
+            report.file(str(path)).also_named.extend(str(other) for other in others)
+    for path in spellings:
         if path.exists() and not path.is_file():
             # a FIFO, socket or device: opening a FIFO would wait for a writer forever
             report.skip(InputError("not a regular file (a pipe, socket or device)",
@@ -124,6 +128,11 @@ def discover_inputs(paths: Sequence[Path], report: RunReport,
             continue
         found.append(InputFile(path, kind, size, _first_time(path, kind, packing), packing))
     found.sort(key=lambda f: (f.first_us is None, f.first_us or 0, _place(f.path)))
+    if not spellings:
+        # found by a responder's audit: an empty directory (a wrong mount point, a copy not
+        # yet made) gave an empty run and exit 0, even with --strict
+        raise UsageError(f"no input file in {', '.join(map(str, paths))}: nothing to read "
+                         "(an empty directory, or only hidden entries)")
     return found
 
 
@@ -136,11 +145,12 @@ def _place(path: Path) -> tuple[str, ...]:
     return Path(os.path.realpath(path)).parts
 
 
-def _spellings(paths: Sequence[Path]) -> list[Path]:
+def _spellings(paths: Sequence[Path]) -> dict[Path, list[Path]]:
     """Each file once, in the order of _place, named by the first of its spellings in text
     order: the same file named twice (directly and through its directory, through a link,
-    as a hard link) is read once, under one name whatever the order it was given in."""
-    names: dict[object, Path] = {}
+    as a hard link) is read once, under one name whatever the order it was given in. With
+    each, its other names (the manifest cites them: they were dropped without a word)."""
+    names: dict[object, list[Path]] = {}
     for path in paths:
         same: object = Path(os.path.realpath(path))
         try:
@@ -149,10 +159,12 @@ def _spellings(paths: Sequence[Path]) -> list[Path]:
                 same = (status.st_dev, status.st_ino)
         except OSError:  # reported as unreadable below
             pass
-        kept = names.get(same)
-        if kept is None or str(path) < str(kept):
-            names[same] = path
-    return sorted(names.values(), key=lambda path: (_place(path), str(path)))
+        names.setdefault(same, []).append(path)
+    spelled = {}
+    for given in names.values():
+        ordered = sorted(dict.fromkeys(given), key=str)
+        spelled[ordered[0]] = ordered[1:]
+    return dict(sorted(spelled.items(), key=lambda item: (_place(item[0]), str(item[0]))))
 
 
 def _first_time(path: Path, kind: str, packing: str = "") -> int | None:

@@ -609,6 +609,7 @@ class ExportDecoder:
         scope = stream.scope
         if scope.duplicate(sequence, payload):
             stats.duplicates += 1
+            self.report.file(datagram.source).duplicate_datagrams += 1
             return False
         stats.datagrams += 1
         # Datagram.transport, without the call: this runs for every message
