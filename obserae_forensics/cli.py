@@ -313,8 +313,8 @@ def sessionize_command(
     typer.echo(report.summary(), err=True)
     for problem in report.examples[:5]:
         typer.echo(f"  {problem.reason}: {problem}", err=True)
-    typer.echo(f"{result.sessions} sessions ({states}) from {result.flows} flow records "
-               f"-> {out}", err=True)
+    typer.echo(f"{result.sessions} sessions{f' ({states})' if states else ''} from "
+               f"{result.flows} flow records -> {out}", err=True)
     for hint in (late_hint(result.late_sessions, result.sessions, job.policy.replay),
                  eviction_hint(result, job.policy.max_open_ksessions)):
         if hint:
@@ -476,12 +476,18 @@ def _recombine_outputs(result: RecombineResult, out: Path | None, session: list[
     if out is not None:  # the tables last: --out is whole only when all the rest is
         move_recombined(result, out, force=force)
     typer.echo(result.summary(), err=True)
+    shown_conversations: set[str] = set()
     for session_id in session or []:
         frame = find_fragments(result, session_id)
+        conversation = str(frame["conversation_id"].iloc[0])
+        if conversation in shown_conversations:
+            continue  # two fragments of one conversation given: it is shown once
+        shown_conversations.add(conversation)
         shown = [c for c in FRAGMENT_COLUMNS if c in frame.columns]
-        typer.echo(f"conversation {frame['conversation_id'].iloc[0]}: "
-                   f"{len(frame)} fragment(s)")
-        typer.echo(_times_as_text(frame[shown]).to_string(index=False))
+        typer.echo(f"conversation {conversation}: {len(frame)} fragment(s)")
+        text = _times_as_text(frame[shown]).astype(object)
+        text = text.where(text.notna(), "")  # the first fragment joined nothing: no reason
+        typer.echo(text.to_string(index=False))
     if not session and (export_flows_to is not None or export_pcap_to is not None):
         typer.echo(f"exporting the {len(ids)} split conversation(s)", err=True)
     if written is not None:
@@ -556,7 +562,9 @@ def show_command(
         raise _fail(UsageError(f"--table {table!r} is not a table name"), 2)
     path = run_dir / f"{table}.parquet"
     if not path.is_file():
-        raise _fail(UsageError(f"{path} does not exist"), 2)
+        present = sorted(p.stem for p in run_dir.glob("*.parquet"))
+        raise _fail(UsageError(f"{path} does not exist; {run_dir} holds "
+                               f"{', '.join(present) or 'no table'}"), 2)
     wanted = SHOW_DEFAULT_COLUMNS.get(table)
     if columns is not None:
         wanted = list(dict.fromkeys(name.strip() for name in columns.split(",")))

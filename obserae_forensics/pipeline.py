@@ -118,6 +118,12 @@ def inspect_inputs(
     if flows_path is not None:
         check_output_file(flows_path, [*paths, *(found.path for found in inputs)], "--flows",
                           force=force)
+        if flows_path.name in RUN_FILES and (flows_path.parent / MANIFEST_FILE).is_file():
+            # found by a responder's audit: `--flows run/flows.parquet --force` replaced a
+            # run's own table, which then no longer matched its sessions
+            raise UsageError(f"--flows {flows_path} is a file of the sessionize run in "
+                             f"{flows_path.parent}; refusing to replace it (even with "
+                             "--force): give another path")
         flows_path.parent.mkdir(parents=True, exist_ok=True)
         staging = flows_path.with_name(f".{flows_path.name}.partial")
         writer = TableWriter(staging, text_address_schema(FLOW_SCHEMA),

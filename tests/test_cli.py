@@ -404,6 +404,35 @@ def test_nothing_to_read_and_a_flows_file_that_is_not_parquet_are_usage_errors(
     result = runner.invoke(app, ["inspect", str(FIXTURE), "--flows", str(tmp_path / "f.csv")])
     assert result.exit_code == 2 and "written as Parquet" in result.stderr
     assert not (tmp_path / "f.csv").exists()
+    run = tmp_path / "run"
+    assert sessionize(run).exit_code == 0
+    before = digest(run)
+    result = runner.invoke(app, ["inspect", str(FIXTURE), "--flows", str(run / "flows.parquet"),
+                                 "--force"])
+    assert result.exit_code == 2 and "is a file of the sessionize run in" in result.stderr
+    assert digest(run) == before
+
+
+def test_fragments_of_one_conversation_are_shown_once_and_without_nan(tmp_path: Path,
+                                                                      corpus: Path) -> None:
+    """Found by a responder's audit: two fragments of one conversation given to --session
+    printed it twice, the first fragment's missing link_reason showed as NaN, and `show
+    --table nope` did not say which tables there are."""
+    out = tmp_path / "run"
+    assert runner.invoke(app, ["sessionize", str(corpus / "exports" / "sf_v10_ircdcc.pcap"),
+                               "--out", str(out), "-q", "--hard-timeout", "1s"]).exit_code == 0
+    sessions = pq.read_table(out / "sessions.parquet").to_pylist()
+    split = [row for row in sessions if row["split"] == 1][0]
+    ids = [row["session_id"] for row in sessions
+           if row["conversation_id"] == split["conversation_id"]]
+    result = runner.invoke(app, ["recombine", str(out), "--session", ids[0],
+                                 "--session", ids[1]])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count(f"conversation {split['conversation_id']}:") == 1
+    assert "NaN" not in result.stdout and "None" not in result.stdout
+    result = runner.invoke(app, ["show", str(out), "--table", "nope"])
+    assert result.exit_code == 2
+    assert "holds exporters, flows, sessions, sessions_consolidated" in result.stderr
 
 
 def test_bad_settings_stop_before_any_work(tmp_path: Path) -> None:
