@@ -51,6 +51,7 @@ class InputError(ForensicsError):
         self.source = source  # file path as given on the command line
         self.offset = offset  # byte offset in that file where the problem starts
         self.frame = frame  # capture frame (1-based) or nfcapd block number, if known
+        self.unit = "frame"  # what `frame` numbers ("block": RunReport sets it for nfcapd)
 
     @property
     def message(self) -> str:
@@ -59,7 +60,7 @@ class InputError(ForensicsError):
     def __str__(self) -> str:
         where = f"{self.source}@{self.offset}"
         if self.frame is not None:
-            where += f" (frame {self.frame})"
+            where += f" ({self.unit} {self.frame})"
         return f"{where}: {self.args[0]}"
 
 

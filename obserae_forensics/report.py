@@ -87,11 +87,12 @@ class Problem:
     offset: int
     frame: int | None
     message: str
+    unit: str = "frame"  # what `frame` numbers: a capture's frames, an nfcapd file's blocks
 
     def __str__(self) -> str:
         where = f"{self.source}@{self.offset}"
         if self.frame is not None:
-            where += f" (frame {self.frame})"
+            where += f" ({self.unit} {self.frame})"
         return f"{where}: {self.message}"
 
 
@@ -149,11 +150,12 @@ class RecordExample:
     first: InputError
     count: int
     message: Callable[[int], str]
+    unit: str = "frame"
 
     def problem(self) -> Problem:
         first = self.first
         return Problem(first.reason, first.source, first.offset, first.frame,
-                       self.message(self.count))
+                       self.message(self.count), self.unit)
 
 
 @dataclass
@@ -196,6 +198,7 @@ class RunReport:
 
     def _skipped(self, error: InputError, nbytes: int, count: int) -> None:
         if self.strict:
+            error.unit = self._unit(error.source)
             raise error
         self.skipped[error.reason] += count
         self.skipped_bytes[error.reason] += nbytes  # the key, with 0 bytes (records' checks)
@@ -222,7 +225,8 @@ class RunReport:
         key = (error.reason, error.source, variant)
         entry = self.record_examples.get(key)
         if entry is None:
-            self.record_examples[key] = RecordExample(error, count, message)
+            self.record_examples[key] = RecordExample(error, count, message,
+                                                      self._unit(error.source))
         else:
             entry.count += count
 
@@ -252,8 +256,15 @@ class RunReport:
         if sum(1 for e in self.unit_examples if e.reason == error.reason) < \
                 EXAMPLES_PER_REASON:
             self.unit_examples.append(
-                Problem(error.reason, error.source, error.offset, error.frame, error.message)
+                Problem(error.reason, error.source, error.offset, error.frame, error.message,
+                        self._unit(error.source))
             )
+
+    def _unit(self, source: str) -> str:
+        """What a problem's number counts in its file: an nfcapd file's are data blocks
+        (they read "(frame 2)" for block 2, found by a responder's audit)."""
+        stats = self.files.get(source)
+        return "block" if stats is not None and stats.format.startswith("nfcapd") else "frame"
 
     def outside(self, source: str, count: int) -> None:
         """Count records of `source` left out by the run's time window (--from/--to)."""

@@ -628,6 +628,8 @@ def test_a_block_copied_into_a_file_is_read_and_said(corpus: Path, tmp_path: Pat
         expected["nfcapd_blocks_past_count"] = 1
     assert dict(report.repaired) == expected
     said = {str(error) for error in report.examples}
+    if not counted:  # an nfcapd file's problems are numbered by block, not "frame"
+        assert any(f"(block {blocks}): header says" in text for text in said)
     assert any(f"the stat record counts {once.num_rows} flows, the data blocks hold "
                f"{table.num_rows} flow records" in text for text in said)
     _, clean = read_table(original)
