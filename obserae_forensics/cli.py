@@ -8,7 +8,8 @@ Exit codes:
     2  usage error: bad option, bad settings/Cartography/Flow Matrix file, existing output,
        an output over an input, a table handed back that lacks what it needs
   130  interrupted (Ctrl-C); 143: terminated (SIGTERM). Either way nothing half-written is
-       left: a run's staging directory is removed, an existing output left as it was
+       left (signals.py): a run's staging directory is removed, an existing output left
+       as it was, or one being put in place completed and named
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import typer
 
 from .errors import ForensicsError, InputError, UsageError
 from .report import RunReport
+from .signals import Interrupted, install
 from .times import iso_us
 
 if TYPE_CHECKING:
@@ -41,38 +43,32 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode=N
                   help="Offline network forensics over NetFlow/IPFIX captures and nfcapd files.")
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, unwound as Ctrl-C is (typer turns both into exit 130; main says which)."""
-
-    received = False  # set by the handler: the process's own signal, not a run's state
-
-
-def _terminated(signum: int, frame: object) -> None:
-    Terminated.received = True
-    raise Terminated
-
-
 def main() -> None:
-    """The console entry (and `python -m obserae_forensics`). SIGTERM (kill, timeout,
-    systemd) used to end the process where it stood: a run's staging directory, hundreds of
-    MB, stayed hidden beside its output for good. It now unwinds as Ctrl-C does, every
-    staging removed, and exits 143."""
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _terminated)
+    """The console entry (and `python -m obserae_forensics`): Ctrl-C and SIGTERM unwind the
+    run once (signals.py), and the command says so: exit 130 and 143."""
+    install()
     try:
         app()
-        return
-    except SystemExit as stop:
-        if stop.code != 130:
-            raise
+    except Interrupted as stop:
+        _stopped(stop)
     except SystemError as error:
         # the signal came while numba's dispatcher was calling a kernel: the interrupt
         # surfaces as "returned a result with an exception set", the unwinding done
-        if not isinstance(error.__cause__ or error.__context__, KeyboardInterrupt):
+        cause = error.__cause__ or error.__context__
+        if not isinstance(cause, Interrupted):
             raise
-    typer.echo(f"{'terminated (SIGTERM)' if Terminated.received else 'interrupted'}: "
-               "nothing was written (a run's staging directory was removed)", err=True)
-    raise SystemExit(143 if Terminated.received else 130)
+        _stopped(cause)
+
+
+def _stopped(stop: Interrupted) -> None:
+    for signum in (signal.SIGINT, signal.SIGTERM):  # one more, as the process ends: no matter
+        signal.signal(signum, signal.SIG_IGN)
+    terminated = stop.signum == signal.SIGTERM
+    kept = "; ".join(f"{path} was written whole before it" for path in stop.kept)
+    typer.echo(f"{'terminated (SIGTERM)' if terminated else 'interrupted'}: stopped, nothing "
+               "left half-written (a staging directory or file is removed)"
+               + (f"; {kept}" if kept else ""), err=True)
+    raise SystemExit(143 if terminated else 130)
 
 
 TEXT_SUFFIXES = (".csv", ".tsv", ".txt", ".json", ".ndjson")  # what --flows never writes

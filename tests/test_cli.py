@@ -422,7 +422,7 @@ def test_fragments_of_one_conversation_are_shown_once_and_without_nan(tmp_path: 
     assert runner.invoke(app, ["sessionize", str(corpus / "exports" / "sf_v10_ircdcc.pcap"),
                                "--out", str(out), "-q", "--hard-timeout", "1s"]).exit_code == 0
     sessions = pq.read_table(out / "sessions.parquet").to_pylist()
-    split = [row for row in sessions if row["split"] == 1][0]
+    split = next(row for row in sessions if row["split"] == 1)
     ids = [row["session_id"] for row in sessions
            if row["conversation_id"] == split["conversation_id"]]
     result = runner.invoke(app, ["recombine", str(out), "--session", ids[0],
@@ -464,14 +464,21 @@ SLOW_RUN = """
 import sys, time
 from pathlib import Path
 import obserae_forensics.sessionize as package
-feed = package.Sessionizer.feed
-started = Path(sys.argv[1])
-def slow(self, batch):
-    started.touch()  # the run is under way, its staging directory made
-    time.sleep(0.3)
+import obserae_forensics.tables.parquet as parquet
+started, where = Path(sys.argv[1]), sys.argv[2]
+feed, commit = package.Sessionizer.feed, parquet._commit
+def slow_feed(self, batch):
+    if where == "feed":
+        started.touch()  # the run is under way, its staging directory made
+        time.sleep(0.3)
     return feed(self, batch)
-package.Sessionizer.feed = slow
-sys.argv = ["obserae-forensics", *sys.argv[2:]]
+def slow_commit(*arguments):
+    if where == "commit":
+        started.touch()  # the run is being put in place
+        time.sleep(1.5)
+    return commit(*arguments)
+package.Sessionizer.feed, parquet._commit = slow_feed, slow_commit
+sys.argv = ["obserae-forensics", *sys.argv[3:]]
 from obserae_forensics.cli import main
 main()
 """
@@ -479,11 +486,15 @@ main()
 
 @pytest.mark.parametrize(("sent", "code", "said"), [(15, 143, "terminated (SIGTERM)"),
                                                      (2, 130, "interrupted")])
-def test_a_run_stopped_by_a_signal_leaves_nothing_and_says_so(
-        tmp_path: Path, sent: int, code: int, said: str) -> None:
+@pytest.mark.parametrize("where", ["feed", "commit"])
+def test_a_run_stopped_by_a_signal_leaves_nothing_half_written_and_says_so(
+        tmp_path: Path, sent: int, code: int, said: str, where: str) -> None:
     """SIGTERM (kill, timeout, systemd) ended a run where it stood, and its hidden staging
     directory (318 MB on the 5.2 M-record set) stayed beside the output for good; it now
-    unwinds as Ctrl-C does. An earlier run replaced with --force is left as it was."""
+    unwinds as Ctrl-C does, a second signal does not interrupt the cleanup, and one that
+    comes while the run is put in place waits for it (it used to leave the new output
+    with the old one half-deleted, and say nothing was written). An earlier run replaced
+    with --force is left as it was, or replaced whole."""
     import signal
     import time
 
@@ -492,17 +503,27 @@ def test_a_run_stopped_by_a_signal_leaves_nothing_and_says_so(
     before = digest(out)
     started = tmp_path / "started"
     process = subprocess.Popen(
-        [sys.executable, "-c", SLOW_RUN, str(started), "sessionize", str(FIXTURE), "--out",
-         str(out), "--batch-size", "7", "--force", "-q"], stderr=subprocess.PIPE, text=True)
+        [sys.executable, "-c", SLOW_RUN, str(started), where, "sessionize", str(FIXTURE),
+         "--out", str(out), "--batch-size", "7", "--force", "-q", "--hard-timeout", "1m"],
+        stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not started.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     process.send_signal(signal.Signals(sent))
+    time.sleep(0.1)
+    if process.poll() is None:
+        process.send_signal(signal.Signals(sent))  # a second one, as an impatient user sends
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == code, stderr
-    assert f"{said}: nothing was written" in stderr and "Traceback" not in stderr
+    assert f"{said}: stopped, nothing left half-written" in stderr
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "started"]
-    assert digest(out) == before
+    if where == "feed":
+        assert digest(out) == before
+    else:  # put in place whole, as the command says
+        assert f"{out} was written whole before it" in stderr
+        assert json.loads((out / "manifest.json").read_text())["settings"][
+            "sessions.hard_timeout"] == 60
 
 
 def test_tables_are_byte_identical_across_batch_sizes_and_hash_seeds(tmp_path: Path) -> None:

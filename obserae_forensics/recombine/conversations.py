@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import UsageError
+from ..signals import Interrupted, held
 from ..tables.layout import (
     FRAGMENTS_FILE,
     RECOMBINE_FILES,
@@ -186,8 +187,13 @@ def move_recombined(result: RecombineResult, out_dir: Path, *,
     check_out_dir(out_dir, force=force)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {name: out_dir / name for name in RECOMBINE_FILES}
-    for name, path in files.items():
-        os.replace(result.files[name], path)
+    try:
+        with held():  # a signal waits: the five files go in together
+            for name, path in files.items():
+                os.replace(result.files[name], path)
+    except Interrupted as stop:
+        stop.kept.append(out_dir)
+        raise
     result.out_dir = out_dir
     result.files = files
     return result

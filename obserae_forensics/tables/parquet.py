@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import UsageError
+from ..signals import Interrupted, held
 from .layout import RUN_FILES
 
 ROW_GROUP_ROWS = 131_072
@@ -406,7 +407,12 @@ def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
     try:
         as_created(Path(temporary))
         write(Path(temporary))
-        os.replace(temporary, path)
+        try:
+            with held():
+                os.replace(temporary, path)
+        except Interrupted as stop:
+            stop.kept.append(path)
+            raise
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
@@ -446,21 +452,30 @@ def staged_directory(out: Path, *, force: bool) -> Iterator[Path]:
     try:
         as_created(staging, directory=True)
         yield staging
-        if out.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=parent))
-            os.replace(out, retired / "old")
-            try:
-                os.replace(staging, out)
-            except BaseException:
-                os.replace(retired / "old", out)  # the earlier output back where it was
-                retired.rmdir()
-                raise
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(staging, out)
+        try:
+            with held():  # a signal waits: the old output out, the new in, the old removed
+                _commit(staging, out, parent)
+        except Interrupted as stop:  # it came while the run was put in place
+            stop.kept.append(out)
+            raise
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _commit(staging: Path, out: Path, parent: Path) -> None:
+    if not out.exists():
+        os.replace(staging, out)
+        return
+    retired = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=parent))
+    os.replace(out, retired / "old")
+    try:
+        os.replace(staging, out)
+    except BaseException:
+        os.replace(retired / "old", out)  # the earlier output back where it was
+        retired.rmdir()
+        raise
+    shutil.rmtree(retired, ignore_errors=True)
 
 
 @contextmanager

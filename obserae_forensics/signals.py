@@ -1,0 +1,74 @@
+"""Ctrl-C and SIGTERM: the run unwinds once, and never while an output is put in place.
+
+SIGTERM (kill, timeout, systemd) used to end the process where it stood, and a run's
+staging directory (hundreds of MB) stayed hidden beside its output for good; a second
+signal while the first unwound interrupted the cleanup itself; and one between renaming a
+run into place and removing the old one left the new output with the old half-deleted,
+while the command said nothing was written. Here both signals raise `Interrupted` (a
+BaseException: no `except Exception` swallows it, and neither click nor typer turns it
+into an exit code of their own, which differs between their versions), a second one is
+ignored, and one that comes inside `held()` waits for the block's end.
+
+Python runs signal handlers in the main thread whatever thread the kernel chose, so
+holding is done here, not with a signal mask (the writer threads would take the signal).
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+
+STOPS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interrupted(BaseException):
+    """The run was stopped by a signal; `kept`: outputs put in place whole before it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+        self.kept: list[Path] = []
+
+
+class _State:
+    """The process's signal state (signals are the process's, as is this)."""
+
+    holding = 0
+    held: int | None = None
+    stopping = False
+
+
+def install() -> None:
+    """Handle SIGINT and SIGTERM as above, where nothing else handles them (the command
+    line's entry calls this; the library alone leaves signals as they are)."""
+    for signum in STOPS:
+        if signal.getsignal(signum) in (signal.SIG_DFL, signal.default_int_handler):
+            signal.signal(signum, _handler)
+
+
+def _handler(signum: int, frame: FrameType | None) -> None:
+    if _State.stopping:
+        return  # a second signal while the first unwinds: the cleanup goes on
+    if _State.holding:
+        _State.held = _State.held or signum
+        return
+    _State.stopping = True
+    raise Interrupted(signum)
+
+
+@contextmanager
+def held() -> Iterator[None]:
+    """A signal inside the block is raised at its end, once it has completed (not when it
+    fails: its own error unwinds then)."""
+    _State.holding += 1
+    try:
+        yield
+    finally:
+        _State.holding -= 1
+    if not _State.holding and _State.held is not None and not _State.stopping:
+        signum, _State.held = _State.held, None
+        _State.stopping = True
+        raise Interrupted(signum)
