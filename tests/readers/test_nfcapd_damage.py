@@ -634,3 +634,17 @@ def test_a_block_copied_into_a_file_is_read_and_said(corpus: Path, tmp_path: Pat
                f"{table.num_rows} flow records" in text for text in said)
     _, clean = read_table(original)
     assert not clean.repaired and not clean.skipped
+
+
+def test_an_nfcapd_16_file_still_being_written_is_no_stat_mismatch(tmp_path: Path) -> None:
+    """nfdump 1.6 writes a file's block count and stat record when it closes it: a file
+    still being written (0 blocks, a zeroed stat record) is read, with nothing said about
+    its stat record (a review caught the stat check calling it blocks copied or lost)."""
+    fixture = Path(__file__).resolve().parents[2] / "fixtures" / "nfcapd16_sf_v9_varsvc.nfcapd"
+    data = bytearray(fixture.read_bytes())
+    data[8:12] = bytes(4)  # NumBlocks
+    data[140:276] = bytes(136)  # the stat record
+    path = tmp_path / "open.nfcapd"
+    path.write_bytes(bytes(data))
+    table, report = read_table(path)
+    assert table.num_rows == 72 and not report.skipped and not report.repaired
