@@ -335,7 +335,10 @@ def test_force_replaces_only_an_earlier_output_directory(
     assert digest(run) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes", "run"]  # no staging left
     monkeypatch.chdir(tmp_path)
+    (run / ".recombine.k3j2_x.partial").mkdir()  # what a killed recombine --out run leaves
+    (run / ".sessions_recombined.parquet.ab12cd").write_bytes(b"half")
     assert sessionize(run, "--force").exit_code == 0 and digest(run) == before
+    assert not [p for p in run.iterdir() if p.name.startswith(".")]
 
 
 def test_outputs_get_the_modes_the_umask_gives(tmp_path: Path) -> None:

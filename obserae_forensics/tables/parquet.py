@@ -429,13 +429,26 @@ def check_replaceable(out: Path) -> None:
     if out.resolve() == here or out.resolve() in here.parents:
         raise UsageError(f"{out} is the current directory or holds it, which cannot be "
                          "replaced: give another output directory")
-    others = sorted(entry.name for entry in out.iterdir() if entry.name not in RUN_FILES)
+    others = sorted(entry.name for entry in out.iterdir()
+                    if entry.name not in RUN_FILES and not _leftover(entry.name))
     if others:
         shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5
                                          else "")
         raise UsageError(f"{out} holds {shown}, which no run writes; --force replaces only "
                          "an earlier output directory: give another output "
                          "directory, or move them out")
+
+
+_LEFTOVER = re.compile(r"\.recombine\..+\.(partial|scratch)")
+
+
+def _leftover(name: str) -> bool:
+    """Whether `name` is what this tool leaves in an output directory when it is killed
+    (recombine's work directories, a table's temporary file, `inspect --flows`' partial
+    file): replaced with the rest (a review: --force refused its own leftovers as files no
+    run writes)."""
+    return bool(_LEFTOVER.fullmatch(name)) or any(
+        name.startswith(f".{output}.") for output in RUN_FILES)
 
 
 @contextmanager
