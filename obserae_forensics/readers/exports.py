@@ -75,6 +75,9 @@ SEQUENCE_MASK = 0xFFFF_FFFF
 REORDER_WINDOW = 1 << 16  # units behind the expected sequence still taken as a reorder
 PENDING_INDEX_STRIDE = 1 << 16  # record_index spacing of late-decoded sets in one datagram
 CLAIMED_VERSIONS = frozenset((1, 5, 7, 9, 10))
+# what a proven exporter's socket may send beside what is read, and is no damage: NetFlow
+# v6 and v8 (aggregation caches), and sFlow's 32-bit version (its first two bytes 0)
+OTHER_VERSIONS = frozenset((0, 6, 8))
 SUSPECTS_PER_PATH = 4  # datagrams of a path remembered before its first good export
 SUSPECT_PATHS = 4096
 # where a problem lies: source file, datagram offset, frame
@@ -445,8 +448,10 @@ class ExportDecoder:
                 self._bad_header((datagram.exporter, datagram.exporter_port,
                                   datagram.collector_port, claimed), "before",
                                  datagram.source, datagram.offset, datagram.frame, len(payload))
-            elif len(payload) >= 2 and (datagram.exporter, datagram.exporter_port,
-                                        datagram.collector_port) in self._export_senders:
+            elif len(payload) >= 2 and (
+                    payload[0] << 8 | payload[1]) not in OTHER_VERSIONS and (
+                    datagram.exporter, datagram.exporter_port,
+                    datagram.collector_port) in self._export_senders:
                 # found by fuzzing: one version byte damaged (0x0009 -> 0x0029) in the
                 # middle of an exporter's datagrams lost its records as other traffic
                 self._bad_version(datagram, payload[0] << 8 | payload[1])

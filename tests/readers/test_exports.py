@@ -104,15 +104,17 @@ def test_a_damaged_version_from_a_proven_exporter_is_a_problem() -> None:
     decoder = ExportDecoder(report)
     damaged = bytearray(v9(data_set(256, record(5, 5)), sequence=1))
     damaged[1] = 0x29
+    aggregation = b"\x00\x08" + bytes(26)  # NetFlow v8 from the same socket: no damage
     datagrams = [
         datagram(v9(template_set(0, 256, FIELDS), data_set(256, record(1, 1))), 1),
         datagram(bytes(damaged), 2),
         datagram(bytes(damaged), 3, exporter="192.0.2.99"),
+        datagram(aggregation, 4),
     ]
     table = table_of(decoder.feed(datagrams) + decoder.finish())
     assert table["packets"].to_pylist() == [1]
     assert report.skipped == {"bad_export_header": 1}
-    assert report.ignored["not_flow_export"] == 1
+    assert report.ignored["not_flow_export"] == 2
     assert "version bytes 0x0029, no export's, from 192.0.2.1:1000 to port 2055, which sent " \
            "exports of version 9" in str(report.examples[0])
     assert {key[1] for key in report.exporters} == {0}
