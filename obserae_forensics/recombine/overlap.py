@@ -27,6 +27,8 @@ import pyarrow.compute as pc
 from .runs import Run
 
 SHARE = 0.5  # of a run's sessions of an exporter, twins of an earlier run's
+# and at least this many: a probe every 10-30 s on fixed ports makes a twin now and then
+MIN_TWINS = 5
 TWIN_COLUMNS = ("ab_bytes", "ba_bytes", "ab_packets", "ba_packets")
 # per (run, exporter): sessions with a twin in an earlier run, and the earliest such run
 Twins = tuple[Counter[tuple[int, str]], dict[tuple[int, str], int]]
@@ -60,7 +62,7 @@ class OverlapCheck:
         report's run notes, and the command's warnings)."""
         for (run_index, exporter), twins in sorted(self.twins.items()):
             total = self.sessions[run_index, exporter]
-            if twins < SHARE * total:
+            if twins < max(MIN_TWINS, SHARE * total):
                 continue
             runs[run_index].overlaps.append(
                 f"{twins} of its {total} sessions of exporter {exporter} repeat one of run "
