@@ -404,6 +404,13 @@ def test_nothing_to_read_and_a_flows_file_that_is_not_parquet_are_usage_errors(
     result = runner.invoke(app, ["sessionize", str(empty), "--out", str(tmp_path / "run")])
     assert result.exit_code == 2 and "no input file in" in result.stderr
     assert not (tmp_path / "run").exists()
+    # one empty among others: a problem, said, and --strict stops on it
+    result = runner.invoke(app, ["sessionize", str(empty), str(FIXTURE), "--out",
+                                 str(tmp_path / "some"), "-q"])
+    assert result.exit_code == 0 and "skipped: 1 empty_directory" in result.stderr
+    result = runner.invoke(app, ["sessionize", str(empty), str(FIXTURE), "--out",
+                                 str(tmp_path / "strict"), "--strict"])
+    assert result.exit_code == 1 and "a directory holding no file" in result.stderr
     result = runner.invoke(app, ["inspect", str(FIXTURE), "--flows", str(tmp_path / "f.csv")])
     assert result.exit_code == 2 and "written as Parquet" in result.stderr
     assert not (tmp_path / "f.csv").exists()
