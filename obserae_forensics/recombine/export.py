@@ -327,8 +327,10 @@ def export_pcap(source: RecombineResult | Sequence[Path], ids: Sequence[str], pa
                 if with_templates else {})
     frames, origins, written, tcp_rows = _gather(runs, plan, captures, contexts, result)
     if len(plan.nfcapd_rows) or len(tcp_rows):
-        _write_flows_instead(result, plan, _flow_rows(fragments, by_dir), tcp_rows,
-                             flows_fallback or pcap_flows_path(path), evidence, force=force)
+        _write_flows_instead(result, plan, _whole_rows(table, fragments, by_dir, runs,
+                                                       plan.nfcapd_rows, tcp_rows),
+                             tcp_rows, flows_fallback or pcap_flows_path(path), evidence,
+                             force=force)
     if not frames:
         if not len(plan.nfcapd_rows) and not len(tcp_rows):
             result.notes.append("no datagram could be read back; nothing written")
@@ -337,6 +339,33 @@ def export_pcap(source: RecombineResult | Sequence[Path], ids: Sequence[str], pa
     if with_templates:
         _check_export(result, origins, table, written)
     return result
+
+
+def _whole_rows(table: pa.Table, fragments: pa.Table, by_dir: dict[str, Run],
+                runs: dict[int, Run], *rows: np.ndarray) -> pa.Table:
+    """Every column of `rows` of `table` (the PLACED columns of the conversations' flow
+    rows), read again for the sessions that hold them only: ordered alike, a session's
+    rows are a subsequence of the whole, so each row's place among them is found by
+    counting (a review: all the conversations' rows were read whole beside the rest)."""
+    wanted = np.sort(np.concatenate(rows))
+    run_index = table.column("run_index").to_numpy()
+    owners: dict[int, pa.Array] = {}
+    for run_number in np.unique(run_index[wanted]).tolist():
+        mine = wanted[run_index[wanted] == run_number]
+        owners[run_number] = pc.unique(table.column("session_id").take(pa.array(mine))
+                                       .combine_chunks())
+    keep = pa.array(np.zeros(fragments.num_rows, dtype=bool))
+    inside = np.zeros(table.num_rows, dtype=bool)
+    for run_number, sessions in owners.items():
+        run_dir = str(runs[run_number].path)
+        keep = pc.or_(keep, pc.and_(pc.equal(fragments.column("run_dir"), run_dir),
+                                    pc.is_in(fragments.column("session_id"),
+                                             value_set=sessions)))
+        inside |= (run_index == run_number) & np.asarray(pc.is_in(
+            table.column("session_id"), value_set=sessions).to_numpy(zero_copy_only=False),
+            dtype=bool)
+    whole = _flow_rows(fragments.filter(keep), by_dir)
+    return whole.take(pa.array(np.searchsorted(np.flatnonzero(inside), wanted), pa.int64()))
 
 
 @dataclass
@@ -373,13 +402,16 @@ class _Plan:
         uniques, first_rows, which = np.unique(composite, return_index=True,
                                                return_inverse=True)
         other: list[np.ndarray] = []
+        # each file's rows, ascending: one sort, not a pass over every row per file
+        by_file = np.argsort(which, kind="stable")
+        bounds = np.searchsorted(which[by_file], np.arange(len(uniques) + 1))
         for unique in np.argsort(first_rows, kind="stable").tolist():
             key = (int(uniques[unique] >> 32), names[int(uniques[unique] & 0xFFFFFFFF)])
             run = runs[key[0]]
             plan.resolved[key] = _resolve(run, key[1])
             plan.formats[key] = _format_of(run, key[1], plan.resolved[key])
             _unchanged(runs, plan.checked, key, plan.resolved[key])
-            rows = np.flatnonzero(which == unique)
+            rows = by_file[bounds[unique]:bounds[unique + 1]]
             if plan.formats[key] not in ("pcap", "pcapng"):
                 other.append(rows)
                 continue
@@ -466,13 +498,12 @@ def _write_flows_instead(result: PcapExport, plan: _Plan, table: pa.Table,
                          tcp_rows: np.ndarray, fallback: Path, evidence: list[Path], *,
                          force: bool) -> None:
     """The flow records no datagram of their own carried (nfcapd and IPFIX files, IPFIX
-    over TCP or SCTP), written beside the capture, with a note saying why. `table`: every
-    column of the rows the plan numbers."""
+    over TCP or SCTP), written beside the capture, with a note saying why. `table`: those
+    rows, every column (_whole_rows)."""
     result.nfcapd_records = len(plan.nfcapd_rows)
     result.tcp_records = len(tcp_rows)
     check_output_file(fallback, evidence, "--export-pcap's flows file", force=force)
-    write_flow_table(table.take(pa.array(np.sort(np.concatenate([plan.nfcapd_rows, tcp_rows])),
-                                         pa.int64())), fallback)
+    write_flow_table(table, fallback)
     result.flows_path = fallback
     for kind, name, holds in (("nfcapd", "nfcapd", "flow records, not export datagrams"),
                               ("ipfix", "IPFIX", "export messages, not captured packets")):
