@@ -269,20 +269,6 @@ def test_pcapng_interfaces_resolutions_and_unknown_blocks(tmp_path: Path, order:
     assert not report.skipped and report.ignored == {"pcapng_custom_block": 1}
 
 
-@pytest.mark.parametrize("block_type", [0xBAD, 0x40000BAD, 0x80000001])
-def test_pcapng_packet_block_retyped_as_a_custom_one_is_counted(tmp_path: Path,
-                                                               block_type: int) -> None:
-    # found by fuzzing: a packet block whose type was damaged into a custom block's or a
-    # local one's (which no check can vouch for) lost its datagram without a word
-    packet = epb("<", 0, 1, bytes(udp4()))
-    retyped = struct.pack("<I", block_type) + packet[4:]
-    path = tmp_path / "retyped.pcapng"
-    path.write_bytes(shb("<") + idb("<", 101) + packet + retyped)
-    found, report = datagrams(path)
-    assert len(found) == 1 and not report.skipped
-    assert report.ignored_bytes == {"pcapng_custom_block": len(retyped)}
-
-
 def test_pcapng_captured_length_damaged_short_is_a_bad_block(tmp_path: Path) -> None:
     # found by fuzzing: a captured length damaged from 45 to 3 read as a 3-byte frame
     # (`short_frame`, 3 bytes), the rest of the packet taken for options and counted nowhere
@@ -295,17 +281,22 @@ def test_pcapng_captured_length_damaged_short_is_a_bad_block(tmp_path: Path) -> 
     assert "claims 3 captured bytes, and what follows them" in str(report.examples[0])
 
 
-def test_pcapng_block_of_an_unknown_type_is_counted(tmp_path: Path) -> None:
-    # found by fuzzing: a damaged type byte made a packet block one of no known type; it is
-    # skipped by its length as the format wants, and its datagram vanished without a word
+@pytest.mark.parametrize(("block_type", "reason"), [
+    (0x2406, "pcapng_unknown_block"), (0xBAD, "pcapng_custom_block"),
+    (0x40000BAD, "pcapng_custom_block"), (0x80000001, "pcapng_custom_block")])
+def test_pcapng_block_of_an_unknown_or_custom_type_is_counted(tmp_path: Path, block_type: int,
+                                                              reason: str) -> None:
+    # found by fuzzing: a damaged type byte made a packet block one of no known type, or a
+    # custom or local one (which no check can vouch for); it is skipped by its length as
+    # the format wants, and its datagram vanished without a word
     packet = epb("<", 0, 1, bytes(udp4()))
-    retyped = struct.pack("<I", 0x2406) + packet[4:]
+    retyped = struct.pack("<I", block_type) + packet[4:]
     path = tmp_path / "retyped.pcapng"
     path.write_bytes(shb("<") + idb("<", 101) + packet + retyped)
     found, report = datagrams(path)
     assert len(found) == 1 and not report.skipped
-    assert report.ignored == {"pcapng_unknown_block": 1}
-    assert report.ignored_bytes == {"pcapng_unknown_block": len(retyped)}
+    assert report.ignored == {reason: 1}
+    assert report.ignored_bytes == {reason: len(retyped)}
 
 
 @pytest.mark.parametrize("block_type", [4, 5, 0xA])
