@@ -89,6 +89,26 @@ def parse_network(text: str) -> tuple[int, int] | None:
     return value, value + (1 << host_bits) - 1
 
 
+V4_MAPPED_LAST = V4_MAPPED_BASE + (1 << 32) - 1
+
+
+def network_intervals(text: str) -> list[tuple[int, int]] | None:
+    """parse_network, with an IPv6 CIDR wider than ::ffff:0:0/96 covering IPv6 only: IPv4
+    is held mapped into that /96, so `::/0` ("IPv6 traffic", as an analyst writes it) took
+    in every IPv4 session too, in filters and in Flow Matrix rules (found by an audit).
+    The mapped /96 itself, or a CIDR inside it (`::ffff:10.0.0.0/104`), still names IPv4;
+    `any` is written as both families."""
+    interval = parse_network(text)
+    if interval is None:
+        return None
+    first, last = interval
+    if ":" in text and first <= V4_MAPPED_BASE and V4_MAPPED_LAST <= last and (
+            (first, last) != (V4_MAPPED_BASE, V4_MAPPED_LAST)):
+        return [part for part in ((first, V4_MAPPED_BASE - 1), (V4_MAPPED_LAST + 1, last))
+                if part[0] <= part[1]]
+    return [interval]
+
+
 @dataclass(frozen=True)
 class AddressSet:
     """A set of addresses: sorted, disjoint, non-adjacent inclusive (first, last) intervals."""
@@ -123,10 +143,10 @@ class AddressSet:
         """Union of CIDRs or addresses given as text; ValueError on anything else."""
         intervals = []
         for text in texts:
-            interval = parse_network(text)
-            if interval is None:
+            found = network_intervals(text)
+            if found is None:
                 raise ValueError(f"{text!r} is not an address or CIDR")
-            intervals.append(interval)
+            intervals.extend(found)
         return cls.from_intervals(intervals)
 
     def union(self, *others: AddressSet) -> AddressSet:
@@ -171,7 +191,7 @@ class AddressSet:
     def families(self) -> frozenset[int]:
         """The IP versions (4, 6) the set holds addresses of: a session's two ends are always
         of one version, so a rule whose sides share none can never match."""
-        v4_last = V4_MAPPED_BASE + (1 << 32) - 1
+        v4_last = V4_MAPPED_LAST
         found = set()
         for first, last in self.intervals:
             if first <= v4_last and last >= V4_MAPPED_BASE:
@@ -181,8 +201,8 @@ class AddressSet:
         return frozenset(found)
 
     def __contains__(self, text: str) -> bool:
-        interval = parse_network(text)
-        return interval is not None and self.covers(interval)
+        found = network_intervals(text)
+        return found is not None and all(self.covers(interval) for interval in found)
 
     def covers(self, interval: tuple[int, int]) -> bool:
         """Is the whole inclusive interval inside one of the set's intervals?"""

@@ -75,7 +75,7 @@ def builtin_sets() -> dict[str, AddressSet]:
             AddressSet.from_networks(GLOBAL_UNICAST6)
         ),
         "multicast": AddressSet.from_networks(MULTICAST),
-        "any": AddressSet.from_networks(("::/0",)),
+        "any": AddressSet.from_networks(("::/0", "0.0.0.0/0")),  # both families
     }
 
 

@@ -32,7 +32,13 @@ import numpy as np
 import yaml
 
 from ..errors import UsageError
-from .address_sets import AddressCells, AddressSet, parse_network, values_from_ints
+from .address_sets import (
+    AddressCells,
+    AddressSet,
+    network_intervals,
+    parse_network,
+    values_from_ints,
+)
 from .builtin_networks import BUILTIN_NAMES, builtin_sets
 from .services import (
     PORT_MAX,
@@ -97,10 +103,10 @@ class Cartography:
         """
         if reference in self._sets:
             return self._sets[reference]
-        interval = parse_network(reference)
-        if interval is None:
+        found = network_intervals(reference)
+        if found is None:
             return None
-        return AddressSet((interval,))
+        return AddressSet(tuple(found))
 
     def resolve(self, reference: str) -> AddressSet:
         """Name, CIDR or address -> the sorted disjoint intervals it covers."""
@@ -282,7 +288,8 @@ class _CartographyReader:
 
     def read_network(self, name: str, node: yaml.Node) -> None:
         items, _ = self.entries(name, node, "network", "cidrs", ())
-        self.sets[name] = AddressSet.from_intervals(self.network(i, t) for i, t in items)
+        self.sets[name] = AddressSet.from_intervals(
+            part for i, t in items for part in self.networks(i, t))
 
     def read_group(self, name: str, node: yaml.Node) -> None:
         items, _ = self.entries(name, node, "group", "members", ())
@@ -296,6 +303,13 @@ class _CartographyReader:
         if interval is None:
             self.source.fail(node, f"{text!r} is not an address or CIDR")
         return interval
+
+    def networks(self, node: yaml.Node, text: str) -> list[tuple[int, int]]:
+        """A network's intervals (network_intervals: an IPv6 CIDR holds no IPv4)."""
+        self.network(node, text)  # its faults, said as network says them
+        found = network_intervals(text)
+        assert found is not None
+        return found
 
     def service(self, node: yaml.Node, text: str) -> Service:
         """`tcp/5432`, `udp/5060-5061`, `gre` -> Service; ports required for tcp/udp/..."""
@@ -344,14 +358,14 @@ class _CartographyReader:
                 on_chain.add(member)
                 frames.append((member, 0, []))
             else:
-                interval = self.network_or_none(item, member)
-                if interval is None:
+                found = self.network_or_none(item, member)
+                if found is None:
                     self.source.fail(item, f"group {group!r}: {unknown_name_message(member)}")
-                intervals.append(interval)
+                intervals.extend(found)
         return self.sets[name]
 
-    def network_or_none(self, node: yaml.Node, text: str) -> tuple[int, int] | None:
+    def network_or_none(self, node: yaml.Node, text: str) -> list[tuple[int, int]] | None:
         try:
-            return parse_network(text)
+            return network_intervals(text)
         except ValueError as exc:
             self.source.fail(node, f"bad address or CIDR: {exc}")

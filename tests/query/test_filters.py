@@ -79,6 +79,9 @@ def test_entity_by_address_cidr_and_name_on_either_side(run: query.Run) -> None:
     assert shown(run, query.entity(run.sessions, "databases", cartography=chart)) == [
         "s5a", "s5b"]
     assert shown(run, query.entity(run.sessions, "2001:db8::/32", cartography=chart)) == ["s6"]
+    # found by an audit: IPv4 is held mapped into ::ffff:0:0/96, and ::/0 took it in too
+    assert shown(run, query.entity(run.sessions, "::/0", cartography=chart)) == ["s6"]
+    assert shown(run, query.entity(run.sessions, "any", cartography=chart)) == ALL
     # resolver 10.0.0.53 is in lan, the groups nest: servers = api + resolver + databases
     assert shown(run, query.entity(run.sessions, "servers", side="server",
                                    cartography=chart)) == ["s1", "s2", "s4", "s5a", "s5b", "s8"]
