@@ -44,7 +44,13 @@ from ..addresses import parse_address
 from ..errors import UsageError
 from ..matching.address_sets import ADDRESS_VALUE, AddressSet
 from ..matching.cartography import Cartography
-from ..matching.services import PORT_MAX, PROTOCOL_NUMBERS, parse_port_range, parse_protocol
+from ..matching.services import (
+    PORT_MAX,
+    PORT_PROTOCOLS,
+    PROTOCOL_NUMBERS,
+    parse_port_range,
+    parse_protocol,
+)
 from ..schema import CLOSE_REASONS, STATES
 
 if TYPE_CHECKING:
@@ -188,6 +194,9 @@ def port(frame: pd.DataFrame, *ports: int | str, side: str = "server") -> pd.Ser
         hit = table[_numbers(frame[first_column])] | table[_numbers(frame[second_column])]
     else:
         hit = table[_numbers(frame[_side_column(frame, PORT_SIDES, side)])]
+    # only protocols that have ports: an ICMP, IGMP or EIGRP session holds 0 (or the ICMP
+    # type and code) there, and `port("0-1023")` took them in (found by an audit)
+    hit &= np.isin(_protocol_column(frame), _PORT_PROTOCOLS)
     return pd.Series(hit, index=frame.index)
 
 
@@ -196,6 +205,9 @@ def service(frame: pd.DataFrame, text: str) -> pd.Series:
     protocol_text, slash, ports_text = text.partition("/")
     mask = protocol(frame, protocol_text)
     if slash:
+        if not set(_protocol_numbers((protocol_text,))) <= PORT_PROTOCOLS:
+            raise UsageError(f"service {text!r}: {protocol_text} has no ports (the "
+                             "Cartography refuses them too)")
         mask &= port(frame, *[p for p in ports_text.split(",") if p.strip()])
     return mask
 
@@ -420,6 +432,9 @@ def _protocol_numbers(protocols: Iterable[str | int]) -> np.ndarray:
     if not numbers:
         raise UsageError("protocol() needs at least one protocol")
     return np.asarray(numbers, dtype=np.int64)
+
+
+_PORT_PROTOCOLS = np.array(sorted(PORT_PROTOCOLS), dtype=np.int64)
 
 
 def _protocol_column(frame: pd.DataFrame) -> np.ndarray:

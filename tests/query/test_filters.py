@@ -126,6 +126,10 @@ def test_port_protocol_and_service(run: query.Run) -> None:
     assert shown(run, query.port(run.sessions, 5353, side="either")) == ["s2"]
     assert shown(run, query.service(run.sessions, "tcp/22,80")) == ["s3", "s8"]
     assert shown(run, query.service(run.sessions, "udp/443")) == []
+    # found by an audit: ICMP's port 0 fell inside `0-1023` (and IGMP's, EIGRP's)
+    assert "s6" not in shown(run, query.port(run.sessions, "0-1023", side="either"))
+    with pytest.raises(UsageError, match="icmp has no ports"):
+        query.service(run.sessions, "icmp/0")
     # SessionQuery chains it too (the README said so, and it had no such method)
     view = SessionQuery().service("tcp/22", "tcp/80")
     assert shown(run, view.mask(run)) == ["s3", "s8"]
