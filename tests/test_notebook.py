@@ -32,21 +32,28 @@ def test_committed_notebook_has_no_outputs() -> None:
         assert f"plots.{kind}(" in source
 
 
-def test_notebook_runs_on_a_fresh_fixture_run(tmp_path: Path,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("own_run", [False, True], ids=["fixture", "OBSERAE_RUN"])
+def test_notebook_runs_on_a_fresh_fixture_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              own_run: bool) -> None:
+    """Without OBSERAE_RUN the notebook sessionizes the fixture and makes the review's
+    decisions on it; with it, the decisions (the fixture's hosts) are left to the user and
+    the review goes on with that run: it sessionized the fixture again and described it
+    from there on, without a word (found by an audit)."""
     nbformat = pytest.importorskip("nbformat", reason="nbformat is in the [test] extras")
     nbclient = pytest.importorskip("nbclient", reason="nbclient is in the [test] extras")
     pytest.importorskip("ipykernel", reason="ipykernel is in the [test] extras")
-    run_dir = tmp_path / "run"
-    done = subprocess.run(
-        [sys.executable, "-m", "obserae_forensics", "sessionize",
-         str(FIXTURES / "sf_v9_varsvc.pcap"),
-         "--cartography", str(FIXTURES / "cartography.yaml"),
-         "--flow-matrix", str(FIXTURES / "flow_matrix.yaml"), "--out", str(run_dir)],
-        capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stderr[-2000:]
-
-    monkeypatch.setenv("OBSERAE_RUN", str(run_dir))
+    if own_run:
+        run_dir = tmp_path / "run"
+        done = subprocess.run(
+            [sys.executable, "-m", "obserae_forensics", "sessionize",
+             str(FIXTURES / "sf_v9_varsvc.pcap"),
+             "--cartography", str(FIXTURES / "cartography.yaml"),
+             "--flow-matrix", str(FIXTURES / "flow_matrix.yaml"), "--out", str(run_dir)],
+            capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stderr[-2000:]
+        monkeypatch.setenv("OBSERAE_RUN", str(run_dir))
+    else:
+        monkeypatch.delenv("OBSERAE_RUN", raising=False)
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     client = nbclient.NotebookClient(
@@ -57,6 +64,10 @@ def test_notebook_runs_on_a_fresh_fixture_run(tmp_path: Path,
     errors = [output for cell in notebook.cells if cell.cell_type == "code"
               for output in cell.outputs if output.get("output_type") == "error"]
     assert errors == []
+    printed = "".join(output.get("text", "") for cell in notebook.cells
+                      if cell.cell_type == "code" for output in cell.outputs)
+    assert ("OBSERAE_RUN is set" in printed) == own_run
+    assert ("unmatched after adding lan-sync alone" in printed) != own_run
     images = [output["data"]["image/png"] for cell in notebook.cells
               if cell.cell_type == "code" for output in cell.outputs
               if "image/png" in output.get("data", {})]
