@@ -45,7 +45,7 @@ from ..tables.layout import (
     RECOMBINED_FILE,
     SESSIONS_FILE,
 )
-from ..tables.manifest import read_manifest
+from ..tables.manifest import read_manifest, sha256_file
 from ..tables.parquet import check_columns, read_parquet
 from ..times import SHOWABLE_MAX_US, SHOWABLE_MIN_US
 
@@ -175,9 +175,12 @@ def load(
     _check_flow_counts(paths, sessions, frames["flows"])
 
     recombined, fragments = _recombination(recombine, paths)
+    if fragments is not None and not isinstance(recombine, bool):
+        _check_recombination(Path(recombine), sessions, fragments)
     notes: list[str] = []
     chart = _cartography(cartography, manifests[0], paths[0], notes)
     matrix = _flow_matrix(flow_matrix, manifests[0], paths[0], chart, notes)
+    _note_mixed_runs(manifests, paths, notes)
     return Run(
         paths=tuple(paths),
         manifests=tuple(manifests),
@@ -324,6 +327,44 @@ def _recombination(
     return frames[0], frames[1]
 
 
+def _check_recombination(directory: Path, sessions: pd.DataFrame,
+                         fragments: pd.DataFrame) -> None:
+    """A `recombine --out` directory must be of these runs: one of other runs loaded
+    beside them without a word, its conversations next to unrelated sessions (found by an
+    audit). Every fragment is a session of theirs, and every session a fragment."""
+    loaded = set(sessions["session_id"].astype(str))
+    named = set(fragments["session_id"].astype(str))
+    foreign, missing = len(named - loaded), len(loaded - named)
+    if foreign or missing:
+        raise UsageError(
+            f"{directory} was recombined from other runs: {foreign} of its fragment(s) are "
+            f"no session of the runs loaded, and {missing} of their session(s) are in none "
+            "of its conversations (recombine these runs, or load the runs it was made from)")
+
+
+def _note_mixed_runs(manifests: list[dict[str, Any]], paths: list[Path],
+                     notes: list[str]) -> None:
+    """What loading runs together cannot give, said (found by an audit): the Cartography
+    and Flow Matrix are the first run's, "unmatched" means nothing for a run made without a
+    Flow Matrix, and each run's sessions_consolidated groups its own exporters only."""
+    if len(paths) < 2:
+        return
+    files = {key: [(m.get(key) or {}).get("sha256") if isinstance(m.get(key), dict) else None
+                   for m in manifests] for key in ("cartography", "flow_matrix")}
+    for key, what in (("cartography", "Cartography"), ("flow_matrix", "Flow Matrix")):
+        if len(set(files[key])) > 1:
+            notes.append(f"the runs were made with different {what} files (or some without "
+                         f"one); the first run's ({paths[0]}) is the one loaded")
+    without = [str(path) for path, digest in zip(paths, files["flow_matrix"], strict=True)
+               if digest is None]
+    if without and len(without) < len(paths):
+        notes.append(f"{', '.join(without)} ran without --flow-matrix: its sessions have no "
+                     "matches, and `unmatched` counts them as no rule accounted for")
+    notes.append("sessions_consolidated is each run's own: sessions of one conversation seen "
+                 "by exporters in different runs are not grouped across them (sessionize "
+                 "their inputs together for that)")
+
+
 def _window_time(manifest: dict[str, Any], which: str) -> pd.Timestamp | None:
     window = manifest.get("data_window")
     if not isinstance(window, dict) or window.get(which) is None:
@@ -354,6 +395,7 @@ def _cartography(
         return load_cartography(Path(given))
     named = _named_file(manifest, "cartography", run_dir)
     if isinstance(named, Path):
+        _note_changed(manifest, "cartography", "Cartography", named, notes)
         return load_cartography(named)
     if named:
         notes.append(f"the manifest names the Cartography {named}, which is not there; "
@@ -371,6 +413,7 @@ def _flow_matrix(
         return load_flow_matrix(Path(given), chart)
     named = _named_file(manifest, "flow_matrix", run_dir)
     if isinstance(named, Path):
+        _note_changed(manifest, "flow_matrix", "Flow Matrix", named, notes)
         try:
             return load_flow_matrix(named, chart)
         except UsageError as exc:
@@ -381,6 +424,18 @@ def _flow_matrix(
         notes.append(f"the manifest names the Flow Matrix {named}, which is not there; rule "
                      "descriptions are not shown (pass flow_matrix=)")
     return None
+
+
+def _note_changed(manifest: dict[str, Any], key: str, what: str, path: Path,
+                  notes: list[str]) -> None:
+    """A rules file edited since the run is used as it is now, and said (found by an audit:
+    an entity filter found no session of a name the run's matches were made with)."""
+    named = manifest.get(key)
+    recorded = named.get("sha256") if isinstance(named, dict) else None
+    if recorded and sha256_file(path) != recorded:
+        notes.append(f"the {what} {path} changed since the run (its SHA-256 differs from the "
+                     "manifest's): filters use it as it is now, the run's server sides and "
+                     "matches were made with the earlier one")
 
 
 def _named_file(manifest: dict[str, Any], key: str, run_dir: Path) -> Path | str | None:

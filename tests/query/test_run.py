@@ -219,3 +219,48 @@ def test_a_run_of_an_earlier_version_without_reverse_tcp_flags_loads(tmp_path: P
     assert len(tables.flows) == len(old)
     assert with_added_columns(old.drop_columns(["session_id", "direction"]).slice(0, 0),
                               FLOW_SCHEMA).schema.names == FLOW_SCHEMA.names
+
+
+def _sessionized(out: Path, capture: Path, *options: str) -> Path:
+    from typer.testing import CliRunner
+
+    from obserae_forensics.cli import app
+
+    result = CliRunner().invoke(app, ["sessionize", str(capture), "--out", str(out), "-q",
+                                      *options])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_load_refuses_a_recombination_of_other_runs_and_notes_what_mixing_runs_costs(
+        tmp_path: Path) -> None:
+    """Found by an audit: `load(run, recombine=DIR)` took a recombine output of other runs
+    without a word; runs loaded together used the first one's Cartography, counted the
+    sessions of a run made without a Flow Matrix as unmatched, and left sessions of one
+    conversation in two runs unconsolidated, all unsaid; a Cartography edited since the
+    run was used as it is now, unsaid."""
+    from typer.testing import CliRunner
+
+    from obserae_forensics.cli import app
+
+    fixtures = Path(__file__).resolve().parents[2] / "fixtures"
+    cartography = tmp_path / "cartography.yaml"
+    shutil.copy(fixtures / "cartography.yaml", cartography)
+    ruled = _sessionized(tmp_path / "ruled", fixtures / "sf_v9_varsvc.pcap", "--cartography",
+                         str(cartography), "--flow-matrix", str(fixtures / "flow_matrix.yaml"))
+    corpus = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "exports"
+    if not corpus.is_dir():
+        pytest.skip("shared corpus not found")
+    other = _sessionized(tmp_path / "other", corpus / "sf_v9_ircdcc.pcap")
+    elsewhere = tmp_path / "elsewhere"
+    assert CliRunner().invoke(app, ["recombine", str(other), "--out", str(elsewhere)]
+                              ).exit_code == 0
+    with pytest.raises(UsageError, match="was recombined from other runs"):
+        query.load(ruled, recombine=elsewhere)
+    both = query.load([ruled, other])
+    said = " ".join(both.notes)
+    assert "different Cartography files" in said and "ran without --flow-matrix" in said
+    assert "sessions_consolidated is each run's own" in said
+    assert query.load(ruled).notes == ()
+    cartography.write_text(cartography.read_text() + "\n# edited after the run\n")
+    assert any("changed since the run" in note for note in query.load(ruled).notes)
