@@ -23,10 +23,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from ..errors import UsageError
 from ..schema import SESSIONS_SCHEMA, TIMESTAMP
-from ..tables.layout import MANIFEST_FILE, SESSIONS_FILE
+from ..tables.layout import FLOWS_FILE, MANIFEST_FILE, SESSIONS_FILE
 from ..tables.manifest import read_manifest
 from ..tables.parquet import (
     check_columns,
@@ -198,11 +199,37 @@ def order_runs(paths: Sequence[Path]) -> list[Run]:
         seen[resolved] = Path(path)
         runs.append(read_run(Path(path)))
     far = 2**62
-    runs.sort(key=lambda r: (r.start_us if r.start_us is not None else far,
+    # in the order their records arrived (the first frame's capture time, an nfcapd
+    # record's receive time), as the captures were made: by the flows' own times, one late
+    # record in a slice put it before the slice before it, and every conversation crossing
+    # the two cuts went unjoined (found by an audit: 5 conversations came out 9); runs whose
+    # flows table says nothing of it, by their data window
+    runs.sort(key=lambda r: (_first_arrival(r.path) or far,
+                             r.start_us if r.start_us is not None else far,
                              r.end_us if r.end_us is not None else far, str(r.path)))
     for index, run in enumerate(runs):
         run.index = index
     return runs
+
+
+def _first_arrival(path: Path) -> int | None:
+    """The earliest `arrival` (µs) of a run's flows, from the row groups' statistics in the
+    table's footer (nothing else is read); None when there are none."""
+    flows = path / FLOWS_FILE
+    if not flows.is_file():
+        return None
+    try:
+        metadata = pq.ParquetFile(flows).metadata
+    except (OSError, pa.ArrowException):
+        return None  # refused with its words where the table is read
+    columns = [i for i in range(metadata.num_columns)
+               if metadata.schema.column(i).name == "arrival"]
+    found = []
+    for group in range(metadata.num_row_groups) if columns else ():
+        stats = metadata.row_group(group).column(columns[0]).statistics
+        if stats is not None and stats.has_min_max and isinstance(stats.min_raw, int):
+            found.append(stats.min_raw)
+    return min(found) if found else None
 
 
 def read_sessions(run: Run) -> pa.Table:
