@@ -83,6 +83,8 @@ def time_window(
 ) -> pd.Series:
     """Rows that overlap [start, end], or the `last` seconds before `data_end`."""
     first_column, last_column = _time_columns(frame)
+    if last is not None and data_end is None and frame.empty:
+        return pd.Series(True, index=frame.index)  # an empty run has no end, and no rows
     low, high = window_bounds(start, end, last=last, data_end=data_end)
     mask = pd.Series(True, index=frame.index)
     if low is not None:
@@ -121,7 +123,15 @@ def window_bounds(
 
 
 def utc_timestamp(value: TimeLike) -> pd.Timestamp:
-    """Time text or object -> UTC Timestamp; a time without zone is UTC."""
+    """Time text or object -> UTC Timestamp; a time without zone is UTC. Not a number (pandas
+    reads 1308930700 as nanoseconds after 1970) nor a word of the wall clock (`now`,
+    `today`): a window is of the data, never of when the query runs (found by an audit)."""
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        raise UsageError(f"time {value!r}: give ISO-8601 text or a datetime (a number would be "
+                         "read as nanoseconds since 1970)")
+    if isinstance(value, str) and value.strip().lower() in _CLOCK_WORDS:
+        raise UsageError(f"time {value!r}: a window is of the data, not of the wall clock "
+                         "(use last= to count back from the data's end)")
     try:
         moment = pd.Timestamp(value)
     except ValueError as exc:
@@ -129,6 +139,9 @@ def utc_timestamp(value: TimeLike) -> pd.Timestamp:
     if moment is pd.NaT:
         raise UsageError(f"cannot read {value!r} as a time")
     return moment.tz_localize("UTC") if moment.tzinfo is None else moment.tz_convert("UTC")
+
+
+_CLOCK_WORDS = ("now", "today", "yesterday", "tomorrow")
 
 
 def entity(
@@ -215,19 +228,31 @@ def service(frame: pd.DataFrame, text: str) -> pd.Series:
 def state(frame: pd.DataFrame, *states: str) -> pd.Series:
     """Rows in any of the states (active, half_open, closed)."""
     _check_known(states, STATES, "state")
+    _need(frame, "state", "state()")
     return frame["state"].isin(states).fillna(False).astype(bool)
 
 
 def close_reason(frame: pd.DataFrame, *reasons: str) -> pd.Series:
     """Closed rows with any of the close reasons (fin, rst, rejected, no_reply, ...)."""
     _check_known(reasons, CLOSE_REASONS, "close reason")
+    _need(frame, "close_reason", "close_reason()")
     return frame["close_reason"].isin(reasons).fillna(False).astype(bool)
+
+
+def _need(frame: pd.DataFrame, column: str, what: str) -> None:
+    """A filter of a column this table does not have: said, not a KeyError (an audit found
+    state(), close_reason(), exporter(), unmatched() and rule() raising one on the flows,
+    consolidated and matches tables)."""
+    if column not in frame.columns:
+        raise UsageError(f"{what} needs column {column}, which this table lacks (it applies "
+                         "to sessions)")
 
 
 def exporter(frame: pd.DataFrame, *exporters: str) -> pd.Series:
     """Rows reported by any of the exporters: `10.0.0.1`, or `10.0.0.1/256` for one domain."""
     if not exporters:
         raise UsageError("exporter() needs at least one exporter")
+    _need(frame, "exporter", "exporter()")
     mask = pd.Series(False, index=frame.index)
     names = frame["exporter"].astype("string")
     for item in exporters:
@@ -253,6 +278,7 @@ def unmatched(
         raise UsageError("the run has no session_matches (sessionize ran without "
                          "--flow-matrix); rematch(run, flow_matrix) supplies them")
     _check_known(states, STATES, "state")
+    _need(frame, "state", "unmatched()")
     covered = frame["session_id"].isin(matches["session_id"])
     chosen = frame["state"].isin(states)
     return (chosen & ~covered).fillna(False).astype(bool)
@@ -262,6 +288,7 @@ def rule(frame: pd.DataFrame, matches: pd.DataFrame | None, *rules: str) -> pd.S
     """Sessions that matched any of the named Flow Matrix rules."""
     if matches is None:
         raise UsageError("the run has no session_matches (sessionize ran without --flow-matrix)")
+    _need(frame, "session_id", "rule()")
     wanted = matches.loc[matches["rule"].isin(rules), "session_id"]
     return frame["session_id"].isin(wanted).fillna(False).astype(bool)
 
@@ -290,7 +317,14 @@ class SessionQuery:
     def window(self, start: TimeLike | None = None, end: TimeLike | None = None) -> SessionQuery:
         return replace(self, start=start, end=end, last_s=None)
 
-    def last(self, seconds: float) -> SessionQuery:
+    def last(self, seconds: float | str) -> SessionQuery:
+        """The last `seconds` (a number, or a duration as the settings write it: `1h`,
+        `90s`) before the data's end."""
+        if isinstance(seconds, str):
+            from ..sessionize.policy import parse_duration
+
+            return replace(self, start=None, end=None,
+                           last_s=parse_duration(seconds, "last") / 1_000_000)
         return replace(self, start=None, end=None, last_s=float(seconds))
 
     def entity(self, reference: str, side: str = "either") -> SessionQuery:

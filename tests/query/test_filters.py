@@ -221,3 +221,22 @@ def test_missing_addresses_never_match(run: query.Run) -> None:
     frame = pd.DataFrame({"ip_a": pd.array(["10.0.0.1", None], dtype="string"),
                           "ip_b": pd.array([None, "10.0.0.2"], dtype="string")})
     assert query.entity(frame, "10.0.0.2").tolist() == [False, True]
+
+
+def test_times_words_durations_and_tables_a_filter_cannot_read_are_said(run: query.Run) -> None:
+    """Found by an audit: a number as a time was read as nanoseconds after 1970, `now` took
+    the wall clock, last("1h") raised a ValueError, filters of sessions' columns raised a
+    KeyError on other tables, and last= on an empty run raised for want of an end."""
+    with pytest.raises(UsageError, match="read as nanoseconds"):
+        SessionQuery().window(1308930700, None).apply(run)
+    with pytest.raises(UsageError, match="not of the wall clock"):
+        SessionQuery().window(None, "now").apply(run)
+    assert ids(SessionQuery().last("1h").apply(run)) == ids(SessionQuery().last(3600).apply(run))
+    for view in (SessionQuery().state("closed"), SessionQuery().close_reason("fin"),
+                 SessionQuery().unmatched()):
+        with pytest.raises(UsageError, match="which this table lacks"):
+            view.apply(run, run.flows)
+    with pytest.raises(UsageError, match="exporter\\(\\) needs column exporter"):
+        query.exporter(run.flows.drop(columns="exporter"), "192.0.2.1")
+    empty = run.sessions.iloc[0:0]
+    assert len(query.time_window(empty, last=60, data_end=None)) == 0
