@@ -83,6 +83,14 @@ def _path(kind: str = "path", *, exists: bool = False) -> Callable[[str], Path]:
     def parse(text: str) -> Path:
         if text == "":
             raise typer.BadParameter("an empty path (an unset shell variable?)")
+        from .readers import utf8_path
+
+        if not utf8_path(text):
+            # found by an audit: a traceback (UnicodeEncodeError) once the name met the
+            # tables' text columns or the manifest
+            raise typer.BadParameter(f"{text.encode('utf-8', 'backslashreplace').decode()!r} "
+                                     "is not valid UTF-8; the tables and the manifest hold "
+                                     "paths as UTF-8 text: name it through a symlink")
         path = Path(text)
         if exists:
             if not path.exists():

@@ -445,6 +445,29 @@ def test_fragments_of_one_conversation_are_shown_once_and_without_nan(tmp_path: 
     assert "holds exporters, flows, sessions, sessions_consolidated" in result.stderr
 
 
+def test_a_path_that_is_not_utf8_is_said_not_a_traceback(tmp_path: Path) -> None:
+    """Found by an audit: a file or directory name that is not UTF-8 (an evidence disk's)
+    ended the run with a traceback where it met the tables' text columns. Found in a
+    directory it is a problem, counted, and the rest is read; given, or as --out, it is a
+    usage error."""
+    root = os.fsencode(tmp_path)
+    directory = root + b"/caps/sub\xff"
+    os.makedirs(directory)
+    with open(directory + b"/cap\xe9.pcap", "wb") as handle:
+        handle.write(FIXTURE.read_bytes())
+    with open(root + b"/caps/good.pcap", "wb") as handle:
+        handle.write(FIXTURE.read_bytes())
+    caps = str(tmp_path / "caps")
+    result = runner.invoke(app, ["sessionize", caps, "--out", str(tmp_path / "run"), "-q"])
+    assert result.exit_code == 0, result.output
+    assert "its name is not valid UTF-8" in result.stderr and "72 flow records" in result.stderr
+    for arguments in ([os.fsdecode(directory + b"/cap\xe9.pcap"), "--out",
+                       str(tmp_path / "r2")],
+                      [str(FIXTURE), "--out", os.fsdecode(root + b"/out\xff")]):
+        result = runner.invoke(app, ["sessionize", *arguments, "-q"])
+        assert result.exit_code == 2 and "is not valid UTF-8" in result.output + result.stderr
+
+
 def test_bad_settings_stop_before_any_work(tmp_path: Path) -> None:
     out = tmp_path / "run"
     result = sessionize(out, "--grace", "soon")
