@@ -521,11 +521,28 @@ def _recombine_outputs(result: RecombineResult, out: Path | None, session: list[
 
 
 SHOW_DEFAULT_COLUMNS = {
-    "sessions": ["protocol", "client_ip", "client_port", "server_ip", "server_port", "ab_bytes",
-                 "ba_bytes", "state", "close_reason", "role_method", "matched_rules"],
+    # client->server and server->client bytes (cs_bytes, sc_bytes), made from ab/ba: the
+    # a->b columns beside the client/server ones read as client->server, which they are
+    # only when the client is `a` (found by an audit)
+    "sessions": ["protocol", "client_ip", "client_port", "server_ip", "server_port", "ip_a",
+                 "port_a", "ab_bytes", "ba_bytes", "state", "close_reason", "role_method",
+                 "matched_rules"],
     "flows": ["first_seen", "src_addr", "src_port", "dst_addr", "dst_port", "protocol",
               "packets", "octets", "direction", "session_id"],
 }
+
+
+def _client_server_bytes(frame: pd.DataFrame) -> pd.DataFrame:
+    """The sessions' bytes client->server and server->client, in place of a->b and b->a."""
+    forward = (frame["client_ip"] == frame["ip_a"]) & (frame["client_port"] == frame["port_a"])
+    frame = frame.copy()
+    at = frame.columns.get_loc("ab_bytes")
+    cs = frame["ab_bytes"].where(forward, frame["ba_bytes"])
+    sc = frame["ba_bytes"].where(forward, frame["ab_bytes"])
+    frame = frame.drop(columns=["ip_a", "port_a", "ab_bytes", "ba_bytes"])
+    frame.insert(at - 2, "cs_bytes", cs)
+    frame.insert(at - 1, "sc_bytes", sc)
+    return frame
 
 
 def _times_as_text(frame: pd.DataFrame) -> pd.DataFrame:
@@ -578,7 +595,10 @@ def show_command(
         data, total = read_parquet_head(path, limit, wanted)
     except UsageError as error:
         raise _fail(error, 2) from error
-    frame = _times_as_text(data.to_pandas()).astype(object)
+    frame = data.to_pandas()
+    if columns is None and table == "sessions":
+        frame = _client_server_bytes(frame)
+    frame = _times_as_text(frame).astype(object)
     frame = frame.where(frame.notna(), "")  # an open session has no close reason yet
     import pandas as pd
 

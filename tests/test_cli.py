@@ -1029,3 +1029,22 @@ def test_late_sessions_hint_only_when_arrival_replay_made_many(
     assert (hint is not None) == said
     if said:
         assert f"{late} of {sessions} sessions are late" in hint and "--replay event" in hint
+
+
+def test_show_gives_bytes_client_to_server_beside_the_client_and_server(tmp_path: Path) -> None:
+    """Found by an audit: `show` put ab_bytes/ba_bytes beside client_ip/server_ip, which
+    read as client->server; a DNS client's 62-byte query showed as 476 (the answer)."""
+    out = tmp_path / "run"
+    assert sessionize(out).exit_code == 0
+    sessions = pq.read_table(out / "sessions.parquet").to_pylist()
+    reversed_row = next(r for r in sessions if r["client_ip"] != r["ip_a"]
+                        and r["ab_bytes"] != r["ba_bytes"])
+    result = runner.invoke(app, ["show", str(out), "--limit", "1000"])
+    header, *rows = result.stdout.splitlines()
+    assert "cs_bytes" in header and "ab_bytes" not in header
+    line = next(row for row in rows if f" {reversed_row['client_port']} " in row
+                and reversed_row["client_ip"] in row)
+    fields = line.split()
+    at = header.split().index("cs_bytes")
+    assert (int(fields[at]), int(fields[at + 1])) == (reversed_row["ba_bytes"],
+                                                      reversed_row["ab_bytes"])
