@@ -275,8 +275,9 @@ def unmatched(
     the middle of conversations, so a review also asks the same of `("active",)`.
     """
     if matches is None:
-        raise UsageError("the run has no session_matches (sessionize ran without "
-                         "--flow-matrix); rematch(run, flow_matrix) supplies them")
+        raise UsageError("the run has no session_matches table (sessionize ran without "
+                         "--flow-matrix, or the file is missing from the run directory); "
+                         "rematch(run, flow_matrix) supplies them")
     _check_known(states, STATES, "state")
     _need(frame, "state", "unmatched()")
     covered = frame["session_id"].isin(matches["session_id"])
@@ -287,7 +288,8 @@ def unmatched(
 def rule(frame: pd.DataFrame, matches: pd.DataFrame | None, *rules: str) -> pd.Series:
     """Sessions that matched any of the named Flow Matrix rules."""
     if matches is None:
-        raise UsageError("the run has no session_matches (sessionize ran without --flow-matrix)")
+        raise UsageError("the run has no session_matches table (sessionize ran without "
+                         "--flow-matrix, or the file is missing from the run directory)")
     _need(frame, "session_id", "rule()")
     wanted = matches.loc[matches["rule"].isin(rules), "session_id"]
     return frame["session_id"].isin(wanted).fillna(False).astype(bool)

@@ -367,8 +367,18 @@ def _note_mixed_runs(manifests: list[dict[str, Any]], paths: list[Path],
 
 def _window_time(manifest: dict[str, Any], which: str) -> pd.Timestamp | None:
     window = manifest.get("data_window")
-    if not isinstance(window, dict) or window.get(which) is None:
+    if not isinstance(window, dict):
         return None
+    if window.get(which) is None:
+        # the text is null past year 9999 (a damaged record's time), the µs are kept: last=
+        # counted back from nothing and failed on such a run (found by an audit)
+        micros = window.get(f"{which}_us")
+        if not isinstance(micros, int) or isinstance(micros, bool):
+            return None
+        try:
+            return pd.Timestamp(np.datetime64(micros, "us")).tz_localize("UTC")
+        except (OverflowError, ValueError):
+            return None
     try:
         moment = pd.Timestamp(window[which])
     except ValueError as exc:

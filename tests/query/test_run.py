@@ -264,3 +264,16 @@ def test_load_refuses_a_recombination_of_other_runs_and_notes_what_mixing_runs_c
     assert query.load(ruled).notes == ()
     cartography.write_text(cartography.read_text() + "\n# edited after the run\n")
     assert any("changed since the run" in note for note in query.load(ruled).notes)
+
+
+def test_the_data_end_past_year_9999_comes_from_its_microseconds(tmp_path: Path) -> None:
+    """The manifest's end text is null past year 9999 (a damaged record's time) and its µs
+    are kept; `last=` counted back from nothing and failed on such a run (an audit)."""
+    run_dir = write_run(tmp_path / "run")
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    end_us = (15760 - 1970) * 365 * 86_400 * 1_000_000
+    manifest["data_window"].update({"end": None, "end_us": end_us})
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    run = query.load(run_dir)
+    assert run.data_end is not None and run.data_end.year == 15750
+    assert len(SessionQuery().last(3600).apply(run)) == 0  # every session ends long before
