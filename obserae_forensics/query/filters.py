@@ -218,6 +218,9 @@ def service(frame: pd.DataFrame, text: str) -> pd.Series:
     protocol_text, slash, ports_text = text.partition("/")
     mask = protocol(frame, protocol_text)
     if slash:
+        if parse_protocol(protocol_text) is None:  # any
+            raise UsageError(f"service {text!r}: ports need a protocol (tcp, udp, sctp or "
+                             "udplite), not any")
         if not set(_protocol_numbers((protocol_text,))) <= PORT_PROTOCOLS:
             raise UsageError(f"service {text!r}: {protocol_text} has no ports (the "
                              "Cartography refuses them too)")

@@ -35,6 +35,7 @@ from ..matching.consolidate import SESSIONS_CONSOLIDATED_SCHEMA
 from ..matching.flow_matrix import FlowMatrix, load_flow_matrix
 from ..matching.match import SESSION_MATCHES_SCHEMA, match_sessions, matched_rules_column
 from ..recombine import recombine_tables
+from ..recombine.runs import first_arrival, run_order_key
 from ..schema import FLOWS_SCHEMA, SESSIONS_SCHEMA, text_address_schema, with_added_columns
 from ..tables.layout import (
     CONSOLIDATED_FILE,
@@ -386,13 +387,17 @@ def _window_time(manifest: dict[str, Any], which: str) -> pd.Timestamp | None:
     return moment.tz_localize("UTC") if moment.tzinfo is None else moment.tz_convert("UTC")
 
 
-def _order_key(manifest: dict[str, Any], path: Path) -> tuple[int, int, str]:
-    far = 2**62
+def _order_key(manifest: dict[str, Any], path: Path) -> tuple[int, int, int, str]:
+    """recombine's order of runs (runs.run_order_key), so that a Run's `run` numbers and
+    its fragments' `run_index` name the same runs (a review: they differed once recombine
+    ordered by first arrival)."""
     start = _window_time(manifest, "start")
     end = _window_time(manifest, "end")
     # µs, not `.value` (ns): a window at year 9999 (a damaged record's time) overflowed it
-    return (far if start is None else int(start.as_unit("us").asm8.astype(np.int64)),
-            far if end is None else int(end.as_unit("us").asm8.astype(np.int64)), str(path))
+    return run_order_key(first_arrival(path),
+                         None if start is None else int(start.as_unit("us").asm8.astype(np.int64)),
+                         None if end is None else int(end.as_unit("us").asm8.astype(np.int64)),
+                         str(path))
 
 
 def _cartography(

@@ -198,21 +198,30 @@ def order_runs(paths: Sequence[Path]) -> list[Run]:
             raise UsageError(f"{path}: the same run directory was given twice")
         seen[resolved] = Path(path)
         runs.append(read_run(Path(path)))
-    far = 2**62
     # in the order their records arrived (the first frame's capture time, an nfcapd
     # record's receive time), as the captures were made: by the flows' own times, one late
     # record in a slice put it before the slice before it, and every conversation crossing
     # the two cuts went unjoined (found by an audit: 5 conversations came out 9); runs whose
     # flows table says nothing of it, by their data window
-    runs.sort(key=lambda r: (_first_arrival(r.path) or far,
-                             r.start_us if r.start_us is not None else far,
-                             r.end_us if r.end_us is not None else far, str(r.path)))
+    runs.sort(key=lambda r: run_order_key(first_arrival(r.path), r.start_us, r.end_us,
+                                          str(r.path)))
     for index, run in enumerate(runs):
         run.index = index
     return runs
 
 
-def _first_arrival(path: Path) -> int | None:
+def run_order_key(arrival_us: int | None, start_us: int | None, end_us: int | None,
+                  path: str) -> tuple[int, int, int, str]:
+    """Where a run goes among others: by its first arrival, or its data window's start where
+    its flows table gives none (in one slot, so such a run is not put after all the others),
+    then its window, then its path. recombine and query.load number runs alike with it."""
+    far = 2**62
+    first = arrival_us if arrival_us is not None else start_us
+    return (far if first is None else first, far if start_us is None else start_us,
+            far if end_us is None else end_us, path)
+
+
+def first_arrival(path: Path) -> int | None:
     """The earliest `arrival` (µs) of a run's flows, from the row groups' statistics in the
     table's footer (nothing else is read); None when there are none."""
     flows = path / FLOWS_FILE

@@ -130,6 +130,8 @@ def test_port_protocol_and_service(run: query.Run) -> None:
     assert "s6" not in shown(run, query.port(run.sessions, "0-1023", side="either"))
     with pytest.raises(UsageError, match="icmp has no ports"):
         query.service(run.sessions, "icmp/0")
+    with pytest.raises(UsageError, match="ports need a protocol"):
+        query.service(run.sessions, "any/53")
     # SessionQuery chains it too (the README said so, and it had no such method)
     view = SessionQuery().service("tcp/22", "tcp/80")
     assert shown(run, view.mask(run)) == ["s3", "s8"]

@@ -111,8 +111,10 @@ def test_runs_of_the_same_traffic_are_said_to_overlap(tmp_path: Path, corpus: Pa
     counted twice (their session ids differ: the v5 times are 0.72 s later)."""
     runs = [sessionize([corpus / "exports" / f"sf_{version}_test.pcap"], tmp_path / version)
             for version in ("v9", "v5")]
-    said = "sessions of exporter 127.0.0.1 repeat one of run 0"
+    # runs go in the order their captures were made: the v5 capture's frames came first
+    said = "23 of its 24 sessions of exporter 127.0.0.1 repeat one of run 0"
     result = recombine_tables(runs)
+    assert [run.path for run in result.runs] == [runs[1], runs[0]]
     assert [len(run.overlaps) for run in result.runs] == [0, 1]
     assert said in result.runs[1].overlaps[0] and said in result.summary()
     command = CliRunner().invoke(app, ["recombine", *map(str, runs), "--out",

@@ -55,3 +55,13 @@ def test_a_late_record_does_not_put_a_slice_before_the_one_before_it(tmp_path: P
     assert [run.path for run in result.runs] == runs
     steady = [row for row in result.conversations.to_pylist() if row["port_a"] in (1, 2)]
     assert len(steady) == 1 and steady[0]["flow_count"] == 30
+    # query.load numbers the runs as recombine does: a Run's `run` and its fragments'
+    # `run_index` name the same runs (a review: they differed)
+    from obserae_forensics import query
+
+    loaded = query.load(list(reversed(runs)))
+    assert list(loaded.paths) == runs
+    assert loaded.fragments is not None
+    both = loaded.fragments.merge(loaded.sessions, on="session_id")
+    assert len(both) == len(loaded.sessions)
+    assert (both["run_index"].astype(int) == both["run"].astype(int)).all()
