@@ -42,13 +42,12 @@ def test_notebook_runs_on_a_fresh_fixture_run(tmp_path: Path, monkeypatch: pytes
     nbformat = pytest.importorskip("nbformat", reason="nbformat is in the [test] extras")
     nbclient = pytest.importorskip("nbclient", reason="nbclient is in the [test] extras")
     pytest.importorskip("ipykernel", reason="ipykernel is in the [test] extras")
-    if own_run:
+    if own_run:  # a run of the user's: no Cartography, no Flow Matrix (a review: the
+        # notebook failed on anything but the fixture's rules, which the test gave it)
         run_dir = tmp_path / "run"
         done = subprocess.run(
             [sys.executable, "-m", "obserae_forensics", "sessionize",
-             str(FIXTURES / "sf_v9_varsvc.pcap"),
-             "--cartography", str(FIXTURES / "cartography.yaml"),
-             "--flow-matrix", str(FIXTURES / "flow_matrix.yaml"), "--out", str(run_dir)],
+             str(FIXTURES / "sf_v9_varsvc.pcap"), "--out", str(run_dir)],
             capture_output=True, text=True, check=False)
         assert done.returncode == 0, done.stderr[-2000:]
         monkeypatch.setenv("OBSERAE_RUN", str(run_dir))
