@@ -379,7 +379,7 @@ class _Plan:
     # that order, and where each wanted offset's rows begin in them (bisected by rows_at)
     grouped: dict[tuple[int, str], tuple[np.ndarray, np.ndarray]]
     nfcapd_rows: np.ndarray  # rows of records no datagram carried, ascending
-    nfcapd_keys: list[tuple[int, str]]  # their (run, file), row by row
+    nfcapd_files: dict[tuple[int, str], int]  # their (run, file) -> rows of it
     resolved: dict[tuple[int, str], Path]  # where each capture is now
     formats: dict[tuple[int, str], str]
     checked: set[tuple[int, str]]  # captures found unchanged (each hashed once)
@@ -395,7 +395,7 @@ class _Plan:
         run_index = table.column("run_index").to_numpy().astype(np.int64)
         offsets = table.column("source_offset").to_numpy().astype(np.int64)
         arrival = table.column("arrival").cast(pa.int64()).to_numpy()
-        plan = _Plan({}, {}, np.zeros(0, np.int64), [], {}, {}, set())
+        plan = _Plan({}, {}, np.zeros(0, np.int64), {}, {}, {}, set())
         # each (run, file) once, in the order its first row comes: the order the files are
         # resolved and checked in (the first error a user sees)
         composite = (run_index << 32) | codes
@@ -414,6 +414,7 @@ class _Plan:
             rows = by_file[bounds[unique]:bounds[unique + 1]]
             if plan.formats[key] not in ("pcap", "pcapng"):
                 other.append(rows)
+                plan.nfcapd_files[key] = len(rows)
                 continue
             order = rows[np.argsort(offsets[rows], kind="stable")]
             plan.grouped[key] = (order, offsets[order])
@@ -423,9 +424,6 @@ class _Plan:
                                         arrival[order[ends]].tolist(), strict=True))
         if other:
             plan.nfcapd_rows = np.sort(np.concatenate(other))
-            keys = composite[plan.nfcapd_rows]
-            plan.nfcapd_keys = [(int(k >> 32), names[int(k & 0xFFFFFFFF)])
-                                for k in keys.tolist()]
         return plan
 
     def rows_at(self, key: tuple[int, str], offset: int) -> np.ndarray:
@@ -507,11 +505,12 @@ def _write_flows_instead(result: PcapExport, plan: _Plan, table: pa.Table,
     result.flows_path = fallback
     for kind, name, holds in (("nfcapd", "nfcapd", "flow records, not export datagrams"),
                               ("ipfix", "IPFIX", "export messages, not captured packets")):
-        keys = [key for key in plan.nfcapd_keys if plan.formats[key].split("-")[0] == kind]
-        if keys:
-            named = sorted({file for _, file in keys})
+        files = {key: rows for key, rows in plan.nfcapd_files.items()
+                 if plan.formats[key].split("-")[0] == kind}
+        if files:
+            named = sorted({file for _, file in files})
             result.notes.append(
-                f"{len(keys)} flow record(s) came from {name} file(s) "
+                f"{sum(files.values())} flow record(s) came from {name} file(s) "
                 f"({', '.join(named)}), which hold {holds}: no datagram exists for "
                 f"them; their flows were written to {fallback} instead")
     if len(tcp_rows):

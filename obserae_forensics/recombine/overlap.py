@@ -118,14 +118,19 @@ def twin_counts(sessions: pa.Table, runs: list[Run]) -> Twins:
     other[1:] = np.where(later_second, run_o[:-1], -1)
     other[:-1] = np.where(later_first & ((other[:-1] < 0) | (run_o[1:] < other[:-1])),
                           run_o[1:], other[:-1])
-    names = sessions.column("exporter").take(pa.array(order[twin])).to_pylist()
-    counts: Counter[tuple[int, str]] = Counter()
-    earlier: dict[tuple[int, str], int] = {}
-    for index, name, first in zip(run_o[twin].tolist(), names, other[twin].tolist(),
-                                  strict=True):
-        counts[index, str(name)] += 1
-        earlier[index, str(name)] = min(first, earlier.get((index, str(name)), first))
-    return counts, earlier
+    # per (run, exporter): the twins and the earliest run they repeat, grouped in numpy (a
+    # copy of a run is millions of twins)
+    rows = order[twin]
+    group = run[rows] * (int(exporter.max()) + 1) + exporter[rows]
+    _, first_row, inverse = np.unique(group, return_index=True, return_inverse=True)
+    sizes = np.bincount(inverse)
+    soonest = np.full(len(first_row), np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(soonest, inverse, other[twin])
+    names = sessions.column("exporter").take(pa.array(rows[first_row])).to_pylist()
+    places = [(int(index), str(name)) for index, name in zip(
+        run[rows[first_row]].tolist(), names, strict=True)]
+    return (Counter(dict(zip(places, sizes.tolist(), strict=True))),
+            dict(zip(places, soonest.tolist(), strict=True)))
 
 
 def _codes(*columns: pa.ChunkedArray) -> list[np.ndarray]:
