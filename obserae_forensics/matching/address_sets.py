@@ -99,8 +99,12 @@ def network_intervals(text: str) -> list[tuple[int, int]] | None:
     The mapped /96 itself, or a CIDR inside it (`::ffff:10.0.0.0/104`), still names IPv4;
     `any` is written as both families."""
     interval = parse_network(text)
-    if interval is None:
-        return None
+    return None if interval is None else without_mapped(text, interval)
+
+
+def without_mapped(text: str, interval: tuple[int, int]) -> list[tuple[int, int]]:
+    """The interval parse_network gave for `text`, less the IPv4-mapped /96 when `text` is
+    an IPv6 CIDR wider than it (network_intervals)."""
     first, last = interval
     if ":" in text and first <= V4_MAPPED_BASE and V4_MAPPED_LAST <= last and (
             (first, last) != (V4_MAPPED_BASE, V4_MAPPED_LAST)):

@@ -38,6 +38,7 @@ from .address_sets import (
     network_intervals,
     parse_network,
     values_from_ints,
+    without_mapped,
 )
 from .builtin_networks import BUILTIN_NAMES, builtin_sets
 from .services import (
@@ -306,10 +307,7 @@ class _CartographyReader:
 
     def networks(self, node: yaml.Node, text: str) -> list[tuple[int, int]]:
         """A network's intervals (network_intervals: an IPv6 CIDR holds no IPv4)."""
-        self.network(node, text)  # its faults, said as network says them
-        found = network_intervals(text)
-        assert found is not None
-        return found
+        return without_mapped(text, self.network(node, text))
 
     def service(self, node: yaml.Node, text: str) -> Service:
         """`tcp/5432`, `udp/5060-5061`, `gre` -> Service; ports required for tcp/udp/..."""
