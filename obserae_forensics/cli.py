@@ -74,11 +74,15 @@ def _stopped(stop: Interrupted) -> None:
 TEXT_SUFFIXES = (".csv", ".tsv", ".txt", ".json", ".ndjson")  # what --flows never writes
 
 
-def _path(kind: str = "path", *, exists: bool = False) -> Callable[[str], Path]:
+def _path(kind: str = "path", *, exists: bool = False,
+          output: bool = False) -> Callable[[str], Path]:
     """A parser of one path operand. typer turns an empty text into Path("."), the current
     directory, before its own checks: `sessionize "$CAPTURES" --out x` with the variable
-    unset replayed whatever the shell stood in. Here "" is refused, and `exists` checks
-    that the path is there and is a `kind` ("file", "directory" or any "path")."""
+    unset replayed whatever the shell stood in. Here "" is refused, `exists` checks
+    that the path is there and is a `kind` ("file", "directory" or any "path"), and
+    `output` that nothing on the way to it is a file (`--out case.pcap/run` failed as
+    "cannot write: ...: File exists", exit 1, and an export's only after the whole
+    recombine)."""
 
     def parse(text: str) -> Path:
         if text == "":
@@ -99,6 +103,13 @@ def _path(kind: str = "path", *, exists: bool = False) -> Callable[[str], Path]:
                 raise typer.BadParameter(f"{text!r} is a directory, not a file")
             if kind == "directory" and not path.is_dir():
                 raise typer.BadParameter(f"{text!r} is not a directory")
+        if output:
+            for above in path.absolute().parents:
+                if above.exists():  # the nearest existing one decides; the rest is made
+                    if not above.is_dir():
+                        raise typer.BadParameter(f"{text!r} lies under {str(above)!r}, "
+                                                 "which is a file, not a directory")
+                    break
         return path
 
     return parse
@@ -163,7 +174,8 @@ def _progress_wanted(quiet: bool) -> bool:
 @app.command("inspect")
 def inspect_command(
     inputs: InputsArgument,
-    flows: Annotated[Path | None, typer.Option("--flows", parser=_path(), metavar="<path>",
+    flows: Annotated[Path | None, typer.Option("--flows", parser=_path(output=True),
+                                               metavar="<path>",
                                                help="Write the flows table here (Parquet).")
                      ] = None,
     from_time: FromOption = None,
@@ -238,7 +250,7 @@ def _print_exporters(table: object) -> None:
 @app.command("sessionize")
 def sessionize_command(
     inputs: InputsArgument,
-    out: Annotated[Path, typer.Option("--out", "-o", parser=_path(), metavar="<path>",
+    out: Annotated[Path, typer.Option("--out", "-o", parser=_path(output=True), metavar="<path>",
                                       help="Directory for the tables.")],
     config: Annotated[Path | None, typer.Option("--config", parser=_path("file", exists=True),
                                                 metavar="<file>",
@@ -385,17 +397,18 @@ FRAGMENT_COLUMNS = ["fragment_index", "split", "session_id", "opened_at", "last_
 def recombine_command(
     run_dirs: Annotated[list[Path], typer.Argument(parser=_path("directory", exists=True),
                                                    help="Output directories of sessionize.")],
-    out: Annotated[Path | None, typer.Option("--out", "-o", parser=_path(), metavar="<path>",
+    out: Annotated[Path | None, typer.Option("--out", "-o", parser=_path(output=True),
+                                             metavar="<path>",
                                              help="Write sessions_recombined, "
                                              "the report and the timeline here.")] = None,
     session: Annotated[list[str] | None, typer.Option(
         "--session", help="Any fragment's session id (or a conversation id): print that "
         "conversation's fragments. Repeat for several; exports then cover only these.")] = None,
     export_flows_to: Annotated[Path | None, typer.Option(
-        "--export-flows", parser=_path(), metavar="<path>",
+        "--export-flows", parser=_path(output=True), metavar="<path>",
         help="Write the flow records behind the conversations (.parquet or .csv).")] = None,
     export_pcap_to: Annotated[Path | None, typer.Option(
-        "--export-pcap", parser=_path(), metavar="<path>",
+        "--export-pcap", parser=_path(output=True), metavar="<path>",
         help="Write the original export datagrams behind the conversations as one capture.")
     ] = None,
     templates: Annotated[bool, typer.Option(

@@ -931,6 +931,24 @@ def test_missing_or_wrong_kind_of_path_is_a_usage_error(tmp_path: Path, args: li
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("args", [
+    ["sessionize", str(FIXTURE), "--out", "{tmp}/case.pcap/run"],
+    ["inspect", str(FIXTURE), "--flows", "{tmp}/case.pcap/sub/flows.parquet"],
+    ["recombine", "{tmp}", "--out", "{tmp}/case.pcap/rc"],
+    ["recombine", "{tmp}", "--export-pcap", "{tmp}/case.pcap/conv.pcap"],
+    ["recombine", "{tmp}", "--export-flows", "{tmp}/case.pcap/conv.csv"],
+])
+def test_an_output_under_a_file_is_a_usage_error_before_any_work(tmp_path: Path,
+                                                                 args: list[str]) -> None:
+    # an audit: `--out case.pcap/run` failed as "cannot write: ...: File exists" with exit 1,
+    # and an export's path only once the whole recombine had run
+    (tmp_path / "case.pcap").write_bytes(b"not a directory")
+    result = runner.invoke(app, [arg.replace("{tmp}", str(tmp_path)) for arg in args])
+    assert result.exit_code == 2, result.output
+    assert "which is a file, not a directory" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["case.pcap"]
+
+
 def test_recombine_checks_session_ids_before_writing_anything(tmp_path: Path) -> None:
     # it wrote the report and tables into --out, then exited 2 on the unknown id
     run = tmp_path / "run"
