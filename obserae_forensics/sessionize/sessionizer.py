@@ -122,6 +122,13 @@ class Sessionizer:
                 # would wrap the deadlines around and close sessions before they opened
                 raise ValueError("Sessionizer.feed() needs record times within "
                                  f"±{TIME_LIMIT_US} µs of 1970 (times.TIME_LIMIT_US)")
+        inverted = np.flatnonzero(records.first_seen > records.last_seen)
+        if len(inverted):
+            # read_flows swaps them (repaired.inverted_times); fed from elsewhere, such a
+            # record opened a session whose last_seen_at lay before its opened_at (an audit)
+            raise ValueError(f"Sessionizer.feed() needs first_seen <= last_seen: "
+                             f"{len(inverted)} record(s) of this batch end before they "
+                             f"start (the first at row {int(inverted[0])})")
         self._count += table.num_rows
         if self.policy.replay == "event":
             self._waiting.append((table, records, exporters))

@@ -779,3 +779,13 @@ def test_times_at_the_edge_of_the_range_close_after_they_open(engine: str) -> No
     for beyond in (limit + 1, -limit - 1):
         with pytest.raises(ValueError, match="TIME_LIMIT_US"):
             run([rec(limit - 1000), rec(beyond)], engine=engine)
+
+
+def test_a_record_that_ends_before_it_starts_is_refused(engine: str) -> None:
+    """An audit: fed past the readers (which swap such times, repaired.inverted_times), a
+    record ending before it started opened a session whose last_seen_at lay before its
+    opened_at. feed() refuses it, naming the row, as it does times out of range."""
+    with pytest.raises(ValueError, match=r"first_seen <= last_seen: 1 record\(s\).* row 1\)"):
+        run([rec(0, 2), rec(10, 5, proto=17), rec(20)], engine=engine)
+    sessions, _, _ = run([rec(0, 2), rec(5, 5, proto=17), rec(20)], engine=engine)
+    assert sessions.num_rows == 2  # an instant (first_seen == last_seen) is a record
