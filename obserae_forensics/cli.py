@@ -27,7 +27,7 @@ import typer
 
 from .errors import ForensicsError, InputError, UsageError
 from .report import RunReport
-from .signals import Interrupted, install
+from .signals import Interrupted, finished, install, settle
 from .times import iso_us
 
 if TYPE_CHECKING:
@@ -58,6 +58,8 @@ def main() -> None:
         if not isinstance(cause, Interrupted):
             raise
         _stopped(cause)
+    finally:
+        finished()
 
 
 def _stopped(stop: Interrupted) -> None:
@@ -198,6 +200,8 @@ def inspect_command(
                                       parse_time(to_time, "--to")), strict=strict)
         table = inspect_inputs(inputs, options, report, flows_path=flows,
                                progress=_progress_wanted(quiet), force=force)
+        if flows is not None:
+            settle()  # the flows table is in place: what is left is to say so
     except UsageError as error:
         raise _fail(error, 2) from error
     except InputError as error:
@@ -319,6 +323,7 @@ def sessionize_command(
             settings_file=config,
         )
         result = sessionize_inputs(job, report)
+        settle()  # the run is in place: what is left is to say so
     except UsageError as error:
         raise _fail(error, 2) from error
     except InputError as error:
@@ -492,6 +497,7 @@ def _recombine_outputs(result: RecombineResult, out: Path | None, session: list[
                if export_flows_to is not None and ids else None)
     if out is not None:  # the tables last: --out is whole only when all the rest is
         move_recombined(result, out, force=force)
+    settle()  # every output is in place: what is left is to say so
     typer.echo(result.summary(), err=True)
     shown_conversations: set[str] = set()
     for session_id in session or []:

@@ -39,19 +39,40 @@ class _State:
     holding = 0
     held: int | None = None
     stopping = False
+    settled = False  # the command's outputs are in place: a signal no longer stops it
 
 
 def install() -> None:
     """Handle SIGINT and SIGTERM as above, where nothing else handles them (the command
     line's entry calls this; the library alone leaves signals as they are)."""
+    _State.settled = False
     for signum in STOPS:
         if signal.getsignal(signum) in (signal.SIG_DFL, signal.default_int_handler):
             signal.signal(signum, _handler)
 
 
+def settle() -> None:
+    """The command's last output is in place: a signal from here on lets it finish (its
+    summary and its exit status are the run's). One in the last lines of a run, or while
+    the interpreter shut down, ended the process with 130 or 143 and no message once the
+    new output had replaced an earlier one (`--force`): a script took it for a run stopped
+    before it, whose earlier output is left as it was (an audit)."""
+    _State.settled = True
+
+
+def finished() -> None:
+    """The command is over: signals are ignored while the interpreter shuts down (Python
+    restores their default action as it ends, which killed the process by the signal)."""
+    for signum in STOPS:
+        if signal.getsignal(signum) is _handler:
+            signal.signal(signum, signal.SIG_IGN)
+
+
 def _handler(signum: int, frame: FrameType | None) -> None:
-    if _State.stopping:
-        return  # a second signal while the first unwinds: the cleanup goes on
+    if _State.stopping or _State.settled:
+        # a second signal while the first unwinds: the cleanup goes on; or the outputs
+        # are in place: the command ends as it would have
+        return
     if _State.holding:
         _State.held = _State.held or signum
         return

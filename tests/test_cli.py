@@ -511,6 +511,17 @@ def slow_commit(*arguments):
         time.sleep(1.5)
     return commit(*arguments)
 package.Sessionizer.feed, parquet._commit = slow_feed, slow_commit
+import obserae_forensics.report as report
+summary = report.RunReport.summary
+def slow_summary(self):
+    if where == "summary":
+        started.touch()  # the run is in place, the command about to say so
+        time.sleep(1.5)
+    return summary(self)
+report.RunReport.summary = slow_summary
+import atexit
+if where == "exit":  # the interpreter shutting down after the command
+    atexit.register(lambda: (started.touch(), time.sleep(1.5)))
 sys.argv = ["obserae-forensics", *sys.argv[3:]]
 from obserae_forensics.cli import main
 main()
@@ -557,6 +568,36 @@ def test_a_run_stopped_by_a_signal_leaves_nothing_half_written_and_says_so(
         assert f"{out} was written whole before it" in stderr
         assert json.loads((out / "manifest.json").read_text())["settings"][
             "sessions.hard_timeout"] == 60
+
+
+@pytest.mark.parametrize("sent", [15, 2])
+@pytest.mark.parametrize("where", ["summary", "exit"])
+def test_a_signal_after_the_run_is_in_place_lets_the_command_finish(
+        tmp_path: Path, sent: int, where: str) -> None:
+    """An audit: a signal in the last lines of a run (its summary), or as the interpreter
+    shut down, ended the process with 130/143 and no message, the new run already in place
+    over the earlier one (--force): a script took it for a run stopped before it. The
+    command now finishes as it would have: its summary, exit 0."""
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    assert sessionize(out).exit_code == 0
+    started = tmp_path / "started"
+    process = subprocess.Popen(
+        [sys.executable, "-c", SLOW_RUN, str(started), where, "sessionize", str(FIXTURE),
+         "--out", str(out), "--force", "-q", "--hard-timeout", "1m"],
+        stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not started.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.Signals(sent))
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr
+    assert "stopped" not in stderr and "Traceback" not in stderr
+    assert f"-> {out}" in stderr  # the summary, whole
+    assert json.loads((out / "manifest.json").read_text())["settings"][
+        "sessions.hard_timeout"] == 60
 
 
 def test_tables_are_byte_identical_across_batch_sizes_and_hash_seeds(tmp_path: Path) -> None:
