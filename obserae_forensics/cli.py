@@ -551,6 +551,15 @@ SHOW_DEFAULT_COLUMNS = {
 }
 
 
+# what `show` makes of a session's a/b counters (client->server, server->client), which
+# --columns names as it names the table's own (the default view showed cs_bytes, and
+# `--columns session_id,cs_bytes` said the table had no such column: an audit)
+CLIENT_SERVER_COLUMNS = {"cs_bytes": ("ab_bytes", "ba_bytes"),
+                         "sc_bytes": ("ba_bytes", "ab_bytes"),
+                         "cs_packets": ("ab_packets", "ba_packets"),
+                         "sc_packets": ("ba_packets", "ab_packets")}
+
+
 def _client_server_bytes(frame: pd.DataFrame) -> pd.DataFrame:
     """The sessions' bytes client->server and server->client, in place of a->b and b->a."""
     forward = (frame["client_ip"] == frame["ip_a"]) & (frame["client_port"] == frame["port_a"])
@@ -610,13 +619,27 @@ def show_command(
         wanted = list(dict.fromkeys(name.strip() for name in columns.split(",")))
         if "" in wanted:
             raise _fail(UsageError(f"--columns {columns!r} names an empty column"), 2)
+    derived = [name for name in wanted or () if name in CLIENT_SERVER_COLUMNS] \
+        if table == "sessions" and columns is not None else []
+    read = wanted
+    if derived:  # made from the a/b columns, as the default view makes cs_bytes/sc_bytes
+        sources = ["client_ip", "client_port", "ip_a", "port_a"] + [
+            column for name in derived for column in CLIENT_SERVER_COLUMNS[name]]
+        read = list(dict.fromkeys([n for n in wanted or () if n not in derived] + sources))
     try:
-        data, total = read_parquet_head(path, limit, wanted)
+        data, total = read_parquet_head(path, limit, read)
     except UsageError as error:
         raise _fail(error, 2) from error
     frame = data.to_pandas()
     if columns is None and table == "sessions":
         frame = _client_server_bytes(frame)
+    if derived:
+        forward = (frame["client_ip"] == frame["ip_a"]) & \
+            (frame["client_port"] == frame["port_a"])
+        for name in derived:
+            along, against = CLIENT_SERVER_COLUMNS[name]
+            frame[name] = frame[along].where(forward, frame[against])
+        frame = frame[wanted]
     frame = _times_as_text(frame).astype(object)
     frame = frame.where(frame.notna(), "")  # an open session has no close reason yet
     import pandas as pd

@@ -622,6 +622,28 @@ def test_show_prints_rows(tmp_path: Path) -> None:
     assert "rows in" in result.stdout
 
 
+def test_show_columns_name_the_client_server_counters_of_the_default_view(
+        tmp_path: Path) -> None:
+    """An audit: the default view shows cs_bytes/sc_bytes, and `--columns
+    session_id,cs_bytes` said the table had no such column."""
+    out = tmp_path / "run"
+    assert sessionize(out).exit_code == 0
+    result = runner.invoke(app, ["show", str(out), "--limit", "100", "--columns",
+                                 "session_id,sc_bytes,cs_bytes,cs_packets,sc_packets"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["session_id", "sc_bytes", "cs_bytes", "cs_packets", "sc_packets"]
+    sessions = pq.read_table(out / "sessions.parquet").to_pylist()[:100]
+    shown = {line.split()[0]: [int(v) for v in line.split()[1:]] for line in lines[1:-1]}
+    assert len(shown) == len(sessions)
+    for s in sessions:
+        forward = (s["client_ip"], s["client_port"]) == (s["ip_a"], s["port_a"])
+        cs, sc = (("ab", "ba") if forward else ("ba", "ab"))
+        assert shown[s["session_id"]] == [s[f"{sc}_bytes"], s[f"{cs}_bytes"],
+                                          s[f"{cs}_packets"], s[f"{sc}_packets"]]
+    assert any(s["client_ip"] != s["ip_a"] for s in sessions)  # both orientations checked
+
+
 def test_show_names_a_damaged_table_in_one_line(tmp_path: Path) -> None:
     """Found by fuzzing the table readers: a sessions.parquet that is not Parquet (cut by a
     full disk, overwritten by hand) gave a Python traceback."""
