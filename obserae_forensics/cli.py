@@ -416,6 +416,11 @@ def recombine_command(
         "--export-pcap", parser=_path(output=True), metavar="<path>",
         help="Write the original export datagrams behind the conversations as one capture.")
     ] = None,
+    captures: Annotated[list[Path] | None, typer.Option(
+        "--captures", parser=_path("directory", exists=True), metavar="<dir>",
+        help="With --export-pcap: a directory where the runs' source captures are now (found "
+        "by name, checked against the manifest's size and SHA-256), when they moved since "
+        "the run. Repeat for several.")] = None,
     templates: Annotated[bool, typer.Option(
         "--templates/--no-templates", help="With --export-pcap: also write the datagrams, "
         "from any capture of the run, that defined the templates of the v9/IPFIX datagrams "
@@ -449,7 +454,8 @@ def recombine_command(
                                             dir=out) as staging:
             result = recombine_runs(run_dirs, Path(staging))
             incomplete = _recombine_outputs(result, out, session, export_flows_to,
-                                            export_pcap_to, templates, force)
+                                            export_pcap_to, templates, force,
+                                            tuple(captures or ()))
     except UsageError as error:
         raise _fail(error, 2) from error
     except InputError as error:
@@ -462,7 +468,7 @@ def recombine_command(
 
 def _recombine_outputs(result: RecombineResult, out: Path | None, session: list[str] | None,
                        export_flows_to: Path | None, export_pcap_to: Path | None,
-                       templates: bool, force: bool) -> bool:
+                       templates: bool, force: bool, captures: tuple[Path, ...]) -> bool:
     """recombine's outputs from what it found: --session ids checked before anything is
     written, the capture export, the flows export, --out, then what it says. True when
     the capture export could not read back every datagram."""
@@ -486,13 +492,14 @@ def _recombine_outputs(result: RecombineResult, out: Path | None, session: list[
     # both targets refused alike before anything is written, whether there is anything to
     # export or not
     if export_flows_to is not None:
-        check_flows_target(result, export_flows_to, force=force)
+        check_flows_target(result, export_flows_to, force=force, captures=captures)
     if export_pcap_to is not None:
-        check_pcap_target(result, export_pcap_to, force=force)
+        check_pcap_target(result, export_pcap_to, force=force, captures=captures)
     # the capture export first: a source capture changed since the run refuses it
     # before --out or the flows are written
     exported = export_pcap(result, ids, export_pcap_to, with_templates=templates,
-                           force=force) if export_pcap_to is not None and ids else None
+                           force=force, captures=captures) \
+        if export_pcap_to is not None and ids else None
     written = (export_flows(result, ids, export_flows_to, force=force)
                if export_flows_to is not None and ids else None)
     if out is not None:  # the tables last: --out is whole only when all the rest is

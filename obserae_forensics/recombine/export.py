@@ -97,25 +97,31 @@ PROVENANCE_TYPES: dict[str, pa.DataType] = {
 PLACED = (*PROVENANCE_TYPES, "record_index", *COMPARED)
 
 
-def _candidates(run: Run, source_file: str) -> list[Path]:
-    """Where an input capture of `run` may be: where the manifest says sessionize found it,
-    as given (absolute, or from here), else beside the run directory or its parent (the
-    evidence moved with its runs). Each place once."""
+def _candidates(run: Run, source_file: str, search: Sequence[Path] = ()) -> list[Path]:
+    """Where an input capture of `run` may be: in the directories the user named
+    (`search`, `--captures`: by its name, or its path as given under them), where the
+    manifest says sessionize found it, as given (absolute, or from here), else beside the
+    run directory or its parent (the evidence moved with its runs). Each place once.
+    Evidence copied elsewhere (another machine, a case share) was found only through a
+    symbolic link or by running from a directory that held it by its relative name."""
     given = Path(source_file)
     places = [given] if given.is_absolute() else [given, run.path / given,
                                                   run.path.parent / given]
     absolute = run.input_absolute(source_file)
     if absolute is not None:
         places.insert(0, Path(absolute))
-    return list(dict.fromkeys(places))
+    named = [place for directory in search
+             for place in ([directory / given.name] if given.is_absolute()
+                           else [directory / given, directory / given.name])]
+    return list(dict.fromkeys(named + places))
 
 
-def run_evidence(runs: Sequence[Run]) -> list[Path]:
+def run_evidence(runs: Sequence[Run], search: Sequence[Path] = ()) -> list[Path]:
     """Every file the runs consist of or were made from (their tables and manifests, their
-    input captures wherever they are found, the settings and rule files they read): what no
-    export may overwrite."""
+    input captures wherever they are found, also under `search`, the settings and rule
+    files they read): what no export may overwrite."""
     captures = [candidate for run in runs for entry in run.inputs
-                for candidate in _candidates(run, str(entry.get("path")))
+                for candidate in _candidates(run, str(entry.get("path")), search)
                 if candidate.is_file()]
     read = [path for run in runs for path in run.read_files if path.is_file()]
     return [*run_files(run.path for run in runs), *captures, *read]
@@ -199,22 +205,25 @@ def export_flows(source: RecombineResult | Sequence[Path], ids: Sequence[str],
 
 
 def check_flows_target(source: RecombineResult | Sequence[Path], path: Path, *,
-                       force: bool = False) -> None:
-    """Refuse a flows export `path` export_flows would refuse, before anything is written."""
+                       force: bool = False, captures: Sequence[Path] = ()) -> None:
+    """Refuse a flows export `path` export_flows would refuse, before anything is written
+    (`captures`: directories of source captures, evidence too)."""
     suffix = Path(path).suffix.lower()
     if suffix not in PARQUET_SUFFIXES + CSV_SUFFIXES:
         raise UsageError(f"{path}: flows are exported as .parquet or .csv, not {suffix or '?'}")
-    check_output_file(Path(path), run_evidence(list(_runs_of(source).values())),
+    check_output_file(Path(path), run_evidence(list(_runs_of(source).values()), captures),
                       "--export-flows", force=force)
 
 
 def check_pcap_target(source: RecombineResult | Sequence[Path], path: Path, *,
-                      force: bool = False, evidence: Sequence[Path] | None = None) -> None:
+                      force: bool = False, evidence: Sequence[Path] | None = None,
+                      captures: Sequence[Path] = ()) -> None:
     """Refuse a capture export `path` export_pcap refuses, before anything is written (and
     when there turns out to be nothing to export: the flows export is refused alike).
-    `evidence`: the runs' files, when the caller has them already."""
+    `evidence`: the runs' files, when the caller has them already; `captures`: the
+    directories export_pcap searches for the source captures."""
     if evidence is None:
-        evidence = run_evidence(list(_runs_of(source).values()))
+        evidence = run_evidence(list(_runs_of(source).values()), captures)
     check_output_file(Path(path), evidence, "--export-pcap", force=force)
 
 
@@ -241,12 +250,12 @@ def write_flow_table(table: pa.Table, path: Path) -> None:
     write_atomically(path, lambda staged: pacsv.write_csv(text, staged))
 
 
-def _resolve(run: Run, source_file: str) -> Path:
+def _resolve(run: Run, source_file: str, search: Sequence[Path] = ()) -> Path:
     """Find an input capture (_candidates: the first of the manifest's size, else the first
     found) or say where it was looked for. A relative path taken from here first found
     another file of that name (`recombine` run from elsewhere) and called the evidence
     changed."""
-    candidates = _candidates(run, source_file)
+    candidates = _candidates(run, source_file, search)
     size = run.input_size(source_file)
     found = [candidate for candidate in candidates if candidate.is_file()]
     for candidate in found:
@@ -255,7 +264,8 @@ def _resolve(run: Run, source_file: str) -> Path:
     if found:
         return found[0]
     raise UsageError(f"source capture {source_file} (from {run.path}) not found; looked at "
-                     + ", ".join(str(c) for c in candidates))
+                     + ", ".join(str(c) for c in candidates)
+                     + ("" if search else " (--captures DIR names where the captures are now)"))
 
 
 def _format_of(run: Run, source_file: str, path: Path) -> str:
@@ -300,8 +310,13 @@ def pcap_flows_path(path: Path) -> Path:
 
 def export_pcap(source: RecombineResult | Sequence[Path], ids: Sequence[str], path: Path,
                 *, flows_fallback: Path | None = None, strict: bool = False,
-                with_templates: bool = True, force: bool = False) -> PcapExport:
+                with_templates: bool = True, force: bool = False,
+                captures: Sequence[Path] = ()) -> PcapExport:
     """Write the datagrams that carried the named conversations' records as one capture.
+
+    The source captures are found where the runs' manifests say they were read, beside the
+    runs, or under the directories `captures` names (checked against the manifest's size
+    and SHA-256 wherever they are found).
 
     With `with_templates`, the datagrams that defined the templates of the v9/IPFIX ones and
     carried the options data in force, from any capture of the run (context.py), are
@@ -312,7 +327,8 @@ def export_pcap(source: RecombineResult | Sequence[Path], ids: Sequence[str], pa
     path = Path(path)
     runs = {run.index: run for run in _runs_of(source if isinstance(source, RecombineResult)
                                                else [Path(p) for p in source]).values()}
-    evidence = run_evidence(list(runs.values()))
+    search = tuple(Path(directory) for directory in captures)
+    evidence = run_evidence(list(runs.values()), search)
     check_pcap_target(source, path, force=force, evidence=evidence)
     with recombined(source) as recombination:
         fragments = conversation_sessions(recombination, ids)
@@ -321,11 +337,11 @@ def export_pcap(source: RecombineResult | Sequence[Path], ids: Sequence[str], pa
     # of the flow rows is read again only for records written as flows instead
     table = _flow_rows(fragments, by_dir, columns=PLACED)
     result = PcapExport(path=None, report=RunReport(strict=strict))
-    plan = _Plan.of(runs, table)
-    captures = _captures(runs, plan.wanted, plan.resolved)
-    contexts = (_contexts(runs, captures, plan.wanted, table, result, plan.checked)
+    plan = _Plan.of(runs, table, search)
+    found = _captures(runs, plan.wanted, plan.resolved, search)
+    contexts = (_contexts(runs, found, plan.wanted, table, result, plan.checked)
                 if with_templates else {})
-    frames, origins, written, tcp_rows = _gather(runs, plan, captures, contexts, result)
+    frames, origins, written, tcp_rows = _gather(runs, plan, found, contexts, result)
     if len(plan.nfcapd_rows) or len(tcp_rows):
         _write_flows_instead(result, plan, _whole_rows(table, fragments, by_dir, runs,
                                                        plan.nfcapd_rows, tcp_rows),
@@ -385,7 +401,7 @@ class _Plan:
     checked: set[tuple[int, str]]  # captures found unchanged (each hashed once)
 
     @staticmethod
-    def of(runs: dict[int, Run], table: pa.Table) -> _Plan:
+    def of(runs: dict[int, Run], table: pa.Table, search: Sequence[Path] = ()) -> _Plan:
         source_file = table.column("source_file")
         if pa.types.is_dictionary(source_file.type):
             source_file = source_file.cast(source_file.type.value_type)
@@ -408,7 +424,7 @@ class _Plan:
         for unique in np.argsort(first_rows, kind="stable").tolist():
             key = (int(uniques[unique] >> 32), names[int(uniques[unique] & 0xFFFFFFFF)])
             run = runs[key[0]]
-            plan.resolved[key] = _resolve(run, key[1])
+            plan.resolved[key] = _resolve(run, key[1], search)
             plan.formats[key] = _format_of(run, key[1], plan.resolved[key])
             _unchanged(runs, plan.checked, key, plan.resolved[key])
             rows = by_file[bounds[unique]:bounds[unique + 1]]
@@ -596,7 +612,7 @@ def _decoded(path: Path, report: RunReport) -> Iterator[pa.RecordBatch]:
 
 
 def _captures(runs: dict[int, Run], wanted: dict[tuple[int, str], dict[int, int]],
-               resolved: dict[tuple[int, str], Path]
+               resolved: dict[tuple[int, str], Path], search: Sequence[Path] = ()
                ) -> dict[int, tuple[list[str], list[Path | None]]]:
     """Per run holding wanted datagrams: its captures (PCAP, PCAPNG) in the order it read
     them (the manifest's), and where each is now (None: no longer found)."""
@@ -613,7 +629,7 @@ def _captures(runs: dict[int, Run], wanted: dict[tuple[int, str], dict[int, int]
             key = (run_number, name)
             if key not in resolved:
                 try:
-                    resolved[key] = _resolve(run, name)
+                    resolved[key] = _resolve(run, name, search)
                 except UsageError:
                     files.append(None)
                     continue

@@ -204,6 +204,46 @@ def test_an_export_run_from_elsewhere_finds_the_capture_the_run_read(
     assert exported.differing_records == 0 and not exported.report.skipped
 
 
+def test_captures_moved_since_the_run_are_found_under_captures_dirs(
+    tmp_path: Path, corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Evidence copied elsewhere after the run (another machine, a case share) was found
+    only through a symbolic link, or by running from a directory holding it by its relative
+    name: the export said where it had looked and stopped. `--captures DIR` names where it
+    is now; what is found there is checked as the run's capture (size, SHA-256)."""
+    case = tmp_path / "case"
+    (case / "caps").mkdir(parents=True)
+    shutil.copy(corpus / "exports" / "sf_v9_ircdcc.pcap", case / "caps" / "x.pcap")
+    monkeypatch.chdir(case)
+    assert CliRunner().invoke(app, ["sessionize", "caps/x.pcap", "--out", "run", "-q",
+                                    "--hard-timeout", "30s"]).exit_code == 0
+    share = tmp_path / "share"
+    share.mkdir()
+    (case / "caps" / "x.pcap").rename(share / "x.pcap")
+    monkeypatch.chdir(tmp_path)
+    ids = sorted(set(pq.read_table(case / "run" / "sessions.parquet").column(
+        "conversation_id").to_pylist()))
+    with pytest.raises(UsageError, match=r"not found; looked at .*--captures DIR"):
+        export_pcap([case / "run"], ids, tmp_path / "all.pcap")
+    exported = export_pcap([case / "run"], ids, tmp_path / "all.pcap", captures=[share])
+    assert exported.records == exported.checked_records > 0
+    assert exported.differing_records == 0 and not exported.report.skipped
+    result = CliRunner().invoke(app, ["recombine", str(case / "run"), "--session", ids[0],
+                                      "--export-pcap", str(tmp_path / "one.pcap"),
+                                      "--captures", str(share)])
+    assert result.exit_code == 0, result.output
+    assert "as in the run" in result.stderr
+    # the capture under the directory is evidence: no export writes over it
+    result = CliRunner().invoke(app, ["recombine", str(case / "run"), "--session", ids[0],
+                                      "--export-pcap", str(share / "x.pcap"), "--force",
+                                      "--captures", str(share)])
+    assert result.exit_code == 2 and "which this command reads" in result.stderr
+    # another file of that name there is no evidence of the run
+    shutil.copy(corpus / "exports" / "sf_v5_ircdcc.pcap", share / "x.pcap")
+    with pytest.raises(InputError, match="changed since sessionize"):
+        export_pcap([case / "run"], ids, tmp_path / "other.pcap", captures=[share])
+
+
 def test_a_frame_that_is_not_where_the_flows_say_is_counted_not_written(
     tmp_path: Path, corpus: Path
 ) -> None:
