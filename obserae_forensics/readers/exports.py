@@ -445,6 +445,15 @@ class ExportDecoder:
                     # known for them is read, what is missing or extra counted
                     netflow_v5.decode_datagram(self, datagram, claimed)
                     continue
+                if claimed == 9 and netflow_v9.sane_header(payload, first_set=False):
+                    # a reserved first set id tells other traffic from an export; a sender
+                    # known for them is walked, the set counted (its templates and data
+                    # after it were lost with it as `bad_export_header`: an audit)
+                    netflow_v9.decode_datagram(self, datagram)
+                    continue
+                if claimed == 10 and ipfix.sane_header(payload, first_set=False):
+                    ipfix.decode_datagram(self, datagram)
+                    continue
                 self._bad_header((datagram.exporter, datagram.exporter_port,
                                   datagram.collector_port, claimed), "before",
                                  datagram.source, datagram.offset, datagram.frame, len(payload))

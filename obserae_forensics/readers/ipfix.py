@@ -61,11 +61,13 @@ _field_specifier = Layout("field specifier", ">", [("element", "H"), ("length", 
 _enterprise = Layout("enterprise number", ">", [("enterprise", "I")]).struct
 
 
-def sane_header(payload: bytes) -> bool:
-    """True when `payload` starts like an IPFIX message (version 10, length, a valid set id)."""
+def sane_header(payload: bytes, *, first_set: bool = True) -> bool:
+    """True when `payload` starts like an IPFIX message (version 10, length, a valid set
+    id; the set id only with `first_set`: a proven exporter's message is walked whatever
+    its first set, and a reserved one counted there)."""
     if len(payload) < HEADER.size or (payload[2] << 8 | payload[3]) < HEADER.size:
         return False
-    if len(payload) < HEADER.size + SET_HEADER.size:
+    if len(payload) < HEADER.size + SET_HEADER.size or not first_set:
         return True
     set_id = payload[16] << 8 | payload[17]
     return set_id in (TEMPLATE_SET, OPTIONS_TEMPLATE_SET) or set_id >= FIRST_DATA_SET

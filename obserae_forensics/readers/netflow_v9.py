@@ -55,11 +55,13 @@ assert HEADER.size == 20 and SET_HEADER.size == 4 and OPTIONS_HEADER.size == 6
 _set_header = SET_HEADER.struct.unpack_from
 
 
-def sane_header(payload: bytes) -> bool:
-    """True when `payload` starts like a v9 export packet (version 9, a plausible FlowSet id)."""
+def sane_header(payload: bytes, *, first_set: bool = True) -> bool:
+    """True when `payload` starts like a v9 export packet (version 9, a plausible FlowSet
+    id; the id only with `first_set`: a proven exporter's packet is walked whatever its
+    first FlowSet, and a reserved one counted there)."""
     if len(payload) < HEADER.size:
         return False
-    if len(payload) < HEADER.size + SET_HEADER.size:
+    if len(payload) < HEADER.size + SET_HEADER.size or not first_set:
         return True
     flowset_id = payload[20] << 8 | payload[21]
     return flowset_id <= OPTIONS_TEMPLATE_SET or flowset_id >= FIRST_DATA_SET

@@ -120,6 +120,30 @@ def test_a_damaged_version_from_a_proven_exporter_is_a_problem() -> None:
     assert {key[1] for key in report.exporters} == {0}
 
 
+def test_a_proven_exporters_message_with_a_reserved_first_set_is_walked() -> None:
+    """An audit: a reserved set id first in a message (IPFIX 4-255, v9 2-255) tells other
+    traffic from an export, and a proven exporter's message lost its templates and data
+    after it as `bad_export_header`; RFC 7011 §3.3.2 and RFC 3954 skip the unknown set by
+    its length. Walked, the set is counted, the rest decoded."""
+    reserved = struct.pack(">HH", 7, 8) + bytes(4)
+    for make, template_kind in ((v9, 0), (ipfix, 2)):
+        report = RunReport()
+        decoder = ExportDecoder(report)
+        first = make(template_set(template_kind, 256, FIELDS), data_set(256, record(1, 1)))
+        later = make(reserved, template_set(template_kind, 257, FIELDS),
+                     data_set(257, record(2, 2)), sequence=1)
+        table = table_of(decoder.feed([datagram(first, 1), datagram(later, 2)])
+                         + decoder.finish())
+        assert table["packets"].to_pylist() == [1, 2], make
+        assert report.skipped == {"reserved_set_id": 1}, make
+        assert report.skipped_bytes == {"reserved_set_id": 8}
+        # from anyone else it is no export (nor the first datagram of a path: counted as
+        # `bad_export_header` once the path proves itself)
+        other = RunReport()
+        assert ExportDecoder(other).feed([datagram(later, 1, exporter="192.0.2.99")]) == []
+        assert other.ignored["not_flow_export"] == 1 and not other.skipped
+
+
 def test_template_in_a_later_file_decodes_data_with_its_own_provenance() -> None:
     report = RunReport()
     decoder = ExportDecoder(report)
