@@ -83,6 +83,7 @@ ELEMENTS: dict[int, tuple[str, str]] = {
     159: ("flowEndDeltaMicroseconds", "unsigned32"),
     160: ("systemInitTimeMilliseconds", "dateTimeMilliseconds"),
     161: ("flowDurationMilliseconds", "unsigned32"),
+    162: ("flowDurationMicroseconds", "unsigned32"),
     176: ("icmpTypeIPv4", "unsigned8"),
     177: ("icmpCodeIPv4", "unsigned8"),
     178: ("icmpTypeIPv6", "unsigned8"),
@@ -172,6 +173,7 @@ OBSERVATION_TIMES: tuple[tuple[str, Element], ...] = (
     ("ms", (IANA, 323)), ("sec", (IANA, 322)), ("ntp_us", (IANA, 324)), ("ntp_ns", (IANA, 325)),
 )
 DURATION_MILLISECONDS: Element = (IANA, 161)
+DURATION_MICROSECONDS: Element = (IANA, 162)
 SYSTEM_INIT_MILLISECONDS: Element = (IANA, 160)
 
 # Options records that set the sampling rate of an exporter (values are 1-in-N unless noted);

@@ -33,6 +33,7 @@ from . import frames
 from .information_elements import (
     ADDRESS_ELEMENTS,
     COLUMN_ELEMENTS,
+    DURATION_MICROSECONDS,
     DURATION_MILLISECONDS,
     FRAME_SECTION,
     IANA,
@@ -461,9 +462,13 @@ class RecordPlan:
         guessed: list[np.ndarray] = []
         start = self._time(rows, meta, self.start_time, guessed)
         end = self._time(rows, meta, self.end_time, guessed)
-        duration = self.unsigned(rows, DURATION_MILLISECONDS)
+        # flowDurationMilliseconds, else flowDurationMicroseconds (it was not read: a start
+        # and a duration in µs gave a record of no length, without a word; an audit)
+        duration, per_unit = self.unsigned(rows, DURATION_MILLISECONDS), 1000
+        if duration is None:
+            duration, per_unit = self.unsigned(rows, DURATION_MICROSECONDS), 1
         if duration is not None:
-            duration_us = scaled_time_us(duration, 1000)
+            duration_us = scaled_time_us(duration, per_unit)
             unusable = duration_us == UNUSABLE_TIME
             if start is not None:
                 start = np.where(unusable, UNUSABLE_TIME, start)

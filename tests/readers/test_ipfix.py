@@ -136,6 +136,12 @@ def test_ipfix_every_time_form() -> None:
                      86_400_000 - 1_500), (start_us, end_us)),
         ([(152, 8, 0), (161, 4, 0)], struct.pack(">QI", start_us // 1000, 5_750),
          (start_us, end_us)),
+        # flowDurationMicroseconds (an audit: not read, the record was an instant), with a
+        # start or an end
+        ([(152, 8, 0), (162, 4, 0)], struct.pack(">QI", start_us // 1000, 5_750_000),
+         (start_us, end_us)),
+        ([(162, 4, 0), (153, 8, 0)], struct.pack(">IQ", 5_750_000, end_us // 1000),
+         (start_us, end_us)),
     ]
     for index, (fields, record, expected) in enumerate(cases):
         table, _ = decode(message(template(400 + index, fields), data(400 + index, record)))
