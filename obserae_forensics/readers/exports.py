@@ -211,6 +211,8 @@ class _Chunk:
             self._say_export_times(columns.pop("_export_time").astype(bool), columns, report)
         if "_frame" in columns:
             self._say_frames(columns.pop("_frame"), columns, report)
+        if "_too_wide" in columns:
+            self._say_too_wide(columns.pop("_too_wide").astype(bool), columns, report)
         texts = list(self.exporters)
         batch = flow_batch(n, columns, exporter=(codes.astype(np.int32), texts),
                            source_file=self.source)
@@ -230,6 +232,22 @@ class _Chunk:
             "uptime without the exporter's boot time): placed at their datagram's export time",
             source=self.source, offset=int(columns["source_offset"][row]),
             frame=int(columns["source_frame"][row]), reason="export_time"), count=count)
+
+    def _say_too_wide(self, over: np.ndarray, columns: dict[str, np.ndarray],
+                      report: RunReport) -> None:
+        """Records whose template gives a number more bytes than its column holds (a port
+        in 4, a protocol in 2: RFC 7011 §6.2 allows only shorter encodings) and whose value
+        needs them: it means nothing the column could hold, and is 0 there (the low bytes
+        were kept: protocol 262 read as 6, TCP, without a word)."""
+        count = int(np.count_nonzero(over))
+        if not count:
+            return
+        row = int(np.argmax(over))
+        report.repair(MalformedInput(
+            f"{count} record(s) with a number larger than its column holds (a template field "
+            "wider than its element's type): kept with 0 in that column",
+            source=self.source, offset=int(columns["source_offset"][row]),
+            frame=int(columns["source_frame"][row]), reason="number_too_wide"), count=count)
 
     def _say_frames(self, frame: np.ndarray, columns: dict[str, np.ndarray],
                     report: RunReport) -> None:

@@ -28,6 +28,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..addresses import v4_to_mapped
+from ..schema import FLOW_SCHEMA
 from ..times import TIME_LIMIT_US, UNUSABLE_TIME, scaled_time_us
 from . import frames
 from .information_elements import (
@@ -118,6 +119,14 @@ class RecordMeta(NamedTuple):
     sampler_tables: Sequence[SamplerTable]
 
 
+# the largest value each number column holds: a field wider than that (a port in 4 bytes,
+# a protocol in 2) can carry what the column cannot, and casting it kept the low bytes
+# (protocol 262 read as 6, TCP)
+_COLUMN_MAX: dict[str, int] = {
+    field.name: (1 << field.type.bit_width) - 1 for field in FLOW_SCHEMA
+    if field.name in COLUMN_ELEMENTS and field.type.bit_width < 64}
+
+
 class RecordPlan:
     """How to read FLOW_SCHEMA columns out of fixed-size records: built once per template.
 
@@ -165,6 +174,13 @@ class RecordPlan:
             "itemsize": max(offset, 1),
         })
         self.where = where
+        # the columns whose field here is wider than the column (RFC 7011 §6.2 allows only
+        # shorter ones): their values are checked per record
+        read_from = {column: next((e for e in choices if self._number(e)), None)
+                     for column, choices in COLUMN_ELEMENTS.items() if column in _COLUMN_MAX}
+        self.too_wide = tuple(
+            column for column, element in read_from.items()
+            if element is not None and where[element][1] * 8 > _COLUMN_MAX[column].bit_length())
         used: set[Element] = set()
         for choices in COLUMN_ELEMENTS.values():
             used.update(choices)
@@ -278,6 +294,14 @@ class RecordPlan:
             values = self.first_unsigned(rows, choices)
             if values is not None:
                 out[column] = values
+        if self.too_wide:
+            over = np.zeros(n, dtype=bool)
+            for column in self.too_wide:
+                beyond = out[column] > np.uint64(_COLUMN_MAX[column])
+                out[column] = np.where(beyond, np.uint64(0), out[column])
+                over |= beyond
+            if over.any():
+                out["_too_wide"] = over.astype(np.uint64)  # said by the exports reader
         if "tos" not in out:
             out_tos = self._tos_from_dscp(rows)
             if out_tos is not None:

@@ -791,3 +791,25 @@ def test_held_sets_of_a_datagrams_messages_keep_record_index_unique() -> None:
         keys = list(zip(table["source_frame"].to_pylist(), table["record_index"].to_pylist(),
                         strict=True))
         assert table.num_rows == 2 and len(set(keys)) == 2 and not report.skipped
+
+
+def test_ipfix_a_number_wider_than_its_column_is_said_not_cut() -> None:
+    """An audit: a template field wider than its element's type (RFC 7011 §6.2 allows only
+    shorter ones) whose value needs the width was cut to its low bytes without a word:
+    protocol 262 in 2 bytes read as 6 (TCP), port 70005 in 4 bytes as 4469. Such a value
+    is 0 in its column and the record said `number_too_wide`; one that fits is read as
+    sent (a port in 4 bytes whose value is a port)."""
+    fields = [(8, 4, 0), (7, 4, 0), (4, 2, 0), (10, 8, 0), (136, 2, 0), (1, 8, 0)]
+    records = [struct.pack(">IIHQHQ", 1, 70005, 262, (1 << 32) + 7, 3, 100),
+               struct.pack(">IIHQHQ", 2, 443, 17, 9, 259, 200),
+               struct.pack(">IIHQHQ", 3, 53, 6, 2, 1, 300)]
+    table, report = decode(message(template(300, fields), data(300, *records)))
+    rows = table.select(["src_port", "protocol", "input_if", "flow_end_reason",
+                         "octets"]).to_pylist()
+    assert rows == [
+        {"src_port": 0, "protocol": 0, "input_if": 0, "flow_end_reason": 3, "octets": 100},
+        {"src_port": 443, "protocol": 17, "input_if": 9, "flow_end_reason": 0, "octets": 200},
+        {"src_port": 53, "protocol": 6, "input_if": 2, "flow_end_reason": 1, "octets": 300}]
+    assert report.repaired["number_too_wide"] == 2 and not report.skipped
+    assert "2 record(s) with a number larger than its column holds" in str(
+        next(p for p in report.examples if p.reason == "number_too_wide"))
