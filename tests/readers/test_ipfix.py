@@ -90,11 +90,13 @@ def test_ipfix_reverse_enterprise_and_variable_length_fields() -> None:
         (1, 2, 2636),  # a Juniper element: skipped by length, counted
         (136, 1, 0),  # flowEndReason
         (83, 65535, 0),  # interfaceDescription: variable length, 3-byte prefix below
+        (7, 65535, 2636),  # a Juniper element of variable length: skipped, counted too
     ]
     short_name = b"\x04eth0"
     long_name = b"\xff" + struct.pack(">H", 300) + b"x" * 300
     record = (struct.pack(">IIBI", 0xC0000201, 0xC0000202, 6, 12) + (70000).to_bytes(3, "big")
-              + struct.pack(">IQ", 9, 4000) + short_name + b"\xab\xcd" + b"\x03" + long_name)
+              + struct.pack(">IQ", 9, 4000) + short_name + b"\xab\xcd" + b"\x03" + long_name
+              + b"\x02ok")
     payload = message(template(300, fields), data(300, record, record))
     assert export_version(payload) == 10
     table, report = decode(payload)
@@ -106,7 +108,7 @@ def test_ipfix_reverse_enterprise_and_variable_length_fields() -> None:
     assert rows[0]["flow_end_reason"] == 3
     assert [r["record_index"] for r in rows] == [0, 1]
     s = stats(report)
-    assert s.enterprise_fields_skipped == 2
+    assert s.enterprise_fields_skipped == 4  # two fields, two records (it counted 2)
     assert (s.records, s.packets, s.octets) == (2, 24 + 18, 140000 + 8000)  # both directions
     assert not report.skipped
 
