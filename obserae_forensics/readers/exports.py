@@ -344,6 +344,13 @@ def _decode_group(
     return columns
 
 
+def _record_count(template: Template, buf: bytes, at: int, end: int) -> int:
+    """The whole records of a data set in buf[at:end] (padding and leftovers not)."""
+    if template.fixed_length is not None:
+        return fixed_set_records(template, buf, at, end)[0]
+    return variable_records(template, buf, at, end)[1]
+
+
 def _concatenate(pieces: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Join column dicts, filling what a template lacked with the FLOW_SCHEMA default."""
     if len(pieces) == 1:
@@ -746,6 +753,13 @@ class ExportDecoder:
             return None
         if template.options:
             return self.options_records(template, buf, at, end)
+        if not template.plan.carries_flows:
+            records = _record_count(template, buf, at, end)
+            assert self._datagram is not None
+            self.report.ignore("not_flow_records", self._datagram.source, end - at,
+                               count=records)
+            self._ordinal += records
+            return records
         if template.fixed_length is not None:
             records, problem = fixed_set_records(template, buf, at, end)
             if records:
@@ -1123,6 +1137,10 @@ class ExportDecoder:
         sysinit_ms: int,
     ) -> int:
         body = item.body
+        if not template.plan.carries_flows:  # as data_set says of them
+            self.report.ignore("not_flow_records", item.source, len(body),
+                               count=_record_count(template, body, 0, len(body)))
+            return 0
         if template.fixed_length is not None:
             records, problem = fixed_set_records(template, body, 0, len(body))
             if problem is not None:

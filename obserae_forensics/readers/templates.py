@@ -192,6 +192,10 @@ class RecordPlan:
         )
         self.has_ipv4 = (IANA, 8) in where or (IANA, 12) in where
         self.has_ipv6 = (IANA, 27) in where or (IANA, 28) in where
+        # records of a template with no IP address, nor a sampled packet's header to read
+        # them from, are no IP flow (an application table, interface names): they became
+        # rows of :: to ::, protocol 0, at their export time (an audit)
+        self.carries_flows = self.has_ipv4 or self.has_ipv6 or self.frame is not None
         # which family's addresses come last (field index): a tunnel's inner packet
         listed = {element: int(name[1:]) for element, (name, _) in where.items()}
         self.ipv6_listed_last = max(listed.get((IANA, e), -1) for e in (27, 28)) > max(

@@ -146,6 +146,8 @@ def test_ipfix_every_time_form() -> None:
          (start_us, end_us)),
     ]
     for index, (fields, record, expected) in enumerate(cases):
+        # a source address: a template without one holds no IP flow (not_flow_records)
+        fields, record = [(8, 4, 0), *fields], struct.pack(">I", 0xC0000201) + record
         table, _ = decode(message(template(400 + index, fields), data(400 + index, record)))
         got = (int(table["first_seen"][0].value), int(table["last_seen"][0].value))
         assert got == expected, fields
@@ -815,3 +817,27 @@ def test_ipfix_a_number_wider_than_its_column_is_said_not_cut() -> None:
     assert report.repaired["number_too_wide"] == 2 and not report.skipped
     assert "2 record(s) with a number larger than its column holds" in str(
         next(p for p in report.examples if p.reason == "number_too_wide"))
+
+
+def test_ipfix_records_of_a_template_without_addresses_are_no_flows() -> None:
+    """An audit: records of a data template with no IP address nor a sampled packet's
+    header (an application table: applicationId and its name; interface names) became flow
+    rows of :: to ::, protocol 0, at their export time, and the zeros after 1-byte records
+    more of them. They are counted as other content (`not_flow_records`), as they come,
+    or once their template arrives; the flows beside them keep their record_index."""
+    apps = template(300, [(95, 4, 0), (96, 65535, 0)])
+    names = template(301, [(82, 65535, 0)])
+    flows = template(302, [(8, 4, 0), (2, 4, 0)])
+    payload = message(apps, names, flows,
+                      data(300, struct.pack(">I", 1) + b"\x03dns", struct.pack(">I", 2) + b"\x00"),
+                      data(301, b"\x04eth0" + bytes(3)),
+                      data(302, struct.pack(">II", 0xC0000201, 7)))
+    table, report = decode(payload, report=RunReport(strict=True))
+    assert table["packets"].to_pylist() == [7]
+    assert table["record_index"].to_pylist() == [6]  # 2 + 1 + 3 (the zeros) before it
+    assert report.ignored == {"not_flow_records": 6} and not report.skipped
+    assert stats(report).records == 1
+    # a set that came before its template is counted when the template comes
+    late, report = decode(message(data(300, struct.pack(">I", 1) + b"\x03dns"), sequence=0),
+                          message(apps, sequence=1))
+    assert late.num_rows == 0 and report.ignored == {"not_flow_records": 1}
