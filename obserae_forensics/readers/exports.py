@@ -770,10 +770,10 @@ class ExportDecoder:
             if records:
                 self.add_variable_records(template, parts, records)
         if problem is not None:
-            self._leftover(f"{where}: {problem.text}", problem)
+            self.leftover(f"{where}: {problem.text}", problem)
         return records
 
-    def _leftover(self, message: str, problem: Leftover, place: _Place | None = None) -> None:
+    def leftover(self, message: str, problem: Leftover, place: _Place | None = None) -> None:
         """What followed a set's last record: its exporter's padding, or a bad record."""
         if not self._padding(message, problem, place):
             self._malformed(message, problem.nbytes, "bad_record", place)
@@ -1062,7 +1062,7 @@ class ExportDecoder:
         else:
             problem = padding_problem(buf, body, at, end, records)
             if problem is not None:
-                self._leftover(f"options data set {template.template_id}: {problem.text}",
+                self.leftover(f"options data set {template.template_id}: {problem.text}",
                                problem, place)
         stream.stats.options_records += records
         return records
@@ -1295,6 +1295,9 @@ class _Definitions:
 
     def withdraw(self) -> None:
         """Withdrawals are ignored over UDP, as by the decoder."""
+
+    def leftover(self, message: str, problem: Leftover) -> None:
+        """What follows a template set's last record is counted by the decoder."""
 
 
 _NO_DATAGRAM = Datagram(b"", "", 0, 0, 0, 0, 0, "")  # for the walkers' problems, dropped

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from ..errors import MalformedInput, TruncatedInput
 from ._layout import Layout
 from .datagrams import Datagram
-from .templates import FieldSpec, Template, field_length_problem
+from .templates import FieldSpec, Template, field_length_problem, padding_problem
 
 if TYPE_CHECKING:
     from .exports import ExportDecoder
@@ -147,10 +147,11 @@ def read_templates(
 ) -> None:
     header_size = OPTIONS_HEADER.size if options else TEMPLATE_HEADER.size
     kind = "options template" if options else "template"
+    body, records = at, 0
     while end - at >= TEMPLATE_HEADER.size:
         template_id, field_count = TEMPLATE_HEADER.struct.unpack_from(message, at)
         if template_id == 0 and field_count == 0:
-            return  # padding
+            break  # padding
         if field_count == 0:
             state.withdraw()  # ids 2 / 3 withdraw all; over UDP ignored either way (RFC 7011 §8.1)
             at += TEMPLATE_HEADER.size
@@ -192,6 +193,12 @@ def read_templates(
             state.define_template(Template(template_id, tuple(fields), scope_count=scope_count,
                                            options=options, version=VERSION))
         at = position
+        records += 1
+    # bytes after the last record that are not zero padding: counted as after a data
+    # set's (they were passed over without a word: an audit)
+    problem = padding_problem(message, body, at, end, records)
+    if problem is not None:
+        state.leftover(f"{kind} set at message byte {body - 4}: {problem.text}", problem)
 
 
 def _malformed(

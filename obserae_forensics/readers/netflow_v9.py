@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from ..errors import MalformedInput, TruncatedInput
 from ._layout import Layout
 from .datagrams import Datagram
-from .templates import FieldSpec, Template, field_length_problem
+from .templates import FieldSpec, Template, field_length_problem, padding_problem
 
 if TYPE_CHECKING:
     from .exports import ExportDecoder
@@ -110,10 +110,11 @@ def decode_datagram(state: ExportDecoder, datagram: Datagram) -> None:
 def read_templates(
     state: ExportDecoder, datagram: Datagram, payload: bytes, at: int, end: int
 ) -> None:
+    body, records = at, 0
     while end - at >= TEMPLATE_HEADER.size:
         template_id, field_count = TEMPLATE_HEADER.struct.unpack_from(payload, at)
         if template_id == 0 and field_count == 0:
-            return  # padding
+            break  # padding
         size = TEMPLATE_HEADER.size + 4 * field_count
         if template_id < FIRST_DATA_SET or field_count == 0 or at + size > end:
             _malformed(state, datagram, f"template record {template_id} with {field_count} "
@@ -129,15 +130,18 @@ def read_templates(
         else:
             state.define_template(Template(template_id, fields, version=VERSION))
         at += size
+        records += 1
+    _after_templates(state, payload, body, at, end, records, "template FlowSet")
 
 
 def read_options_templates(
     state: ExportDecoder, datagram: Datagram, payload: bytes, at: int, end: int
 ) -> None:
+    body, records = at, 0
     while end - at >= OPTIONS_HEADER.size:
         template_id, scope_length, option_length = OPTIONS_HEADER.struct.unpack_from(payload, at)
         if template_id == 0:
-            return  # padding
+            break  # padding
         size = OPTIONS_HEADER.size + scope_length + option_length
         if (template_id < FIRST_DATA_SET or scope_length % 4 or option_length % 4
                 or at + size > end):
@@ -151,6 +155,17 @@ def read_options_templates(
         state.define_template(Template(template_id, fields, scope_count=scope_length // 4,
                                        options=True, version=VERSION))
         at += size
+        records += 1
+    _after_templates(state, payload, body, at, end, records, "options template FlowSet")
+
+
+def _after_templates(state: ExportDecoder, payload: bytes, body: int, at: int, end: int,
+                     records: int, what: str) -> None:
+    """Bytes after a template FlowSet's last record that are not zero padding: counted as
+    after a data FlowSet's (they were passed over without a word: an audit)."""
+    problem = padding_problem(payload, body, at, end, records)
+    if problem is not None:
+        state.leftover(f"{what} at payload byte {body - 4}: {problem.text}", problem)
 
 
 def _malformed(

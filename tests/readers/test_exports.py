@@ -246,3 +246,28 @@ def test_batches_round_trip_through_parquet(tmp_path: Path) -> None:
     table = table_of(decoder.feed([datagram(v5([1, 2, 3]), 1)]))
     pq.write_table(table, tmp_path / "flows.parquet")
     assert pq.read_table(tmp_path / "flows.parquet").equals(table)
+
+
+def test_bytes_after_a_template_sets_last_record_are_counted() -> None:
+    """An audit: non-zero bytes after a template (or options template) set's last record
+    were passed over without a word, where a data set's are counted (`bad_record`, or
+    `nonzero_padding` when they are just its alignment to 4 bytes); zeros are padding."""
+    options_v9 = struct.pack(">HHHHHHH", 1, 21, 300, 4, 4, 1, 4) + struct.pack(">HH", 34, 4)
+    for make, kind, options in ((v9, 0, options_v9), (ipfix, 2, None)):
+        for tail, expected in ((b"\x00\x00", {}), (b"\x00\x07", {"bad_record": 1}),
+                               (b"\x00\x07\x00", {"bad_record": 1})):
+            report = RunReport()
+            sets = template_set(kind, 256, FIELDS)
+            damaged = struct.pack(">HH", kind, len(sets) + len(tail)) + sets[4:] + tail
+            payload = make(damaged, data_set(256, record(1, 1)))
+            table = table_of(ExportDecoder(report).feed([datagram(payload, 1)]))
+            assert table["packets"].to_pylist() == [1], (make, tail)
+            assert dict(report.skipped) == expected, (make, tail)
+            if expected:
+                assert "bytes after 1 record(s) are not zero padding" in str(report.examples[0])
+        if options is not None:  # v9's options template FlowSet alike
+            report = RunReport()
+            ExportDecoder(report).feed([datagram(make(options + b"\x00\x09\x00"), 1)])
+            assert dict(report.skipped) == {"bad_record": 1}
+            assert "options template FlowSet at payload byte 20: 3 bytes" in str(
+                report.examples[0])
