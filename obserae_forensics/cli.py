@@ -290,6 +290,7 @@ def sessionize_command(
     """Replay the inputs into sessions and write sessions, flows, exporters and a manifest."""
     from .pipeline import ReadOptions, SessionizeConfig, sessionize_inputs
     from .sessionize import load_policy
+    from .sessionize.policy import read_settings_file
 
     overrides = {
         "sessions.hard_timeout": hard_timeout, "sessions.grace": grace,
@@ -305,6 +306,11 @@ def sessionize_command(
     report = RunReport()
     try:
         policy = load_policy(config, {k: v for k, v in overrides.items() if v is not None})
+        if config is not None and not read_settings_file(config):
+            # an empty file, or one whose settings are all commented out, or `sessions:`
+            # alone: valid, and a run of the defaults the user did not mean to say nothing
+            typer.echo(f"warning: {config} sets nothing (no setting under `sessions:`): "
+                       "the defaults are in force", err=True)
         carto = matrix = None
         if cartography is not None or flow_matrix is not None:
             from .matching import empty_cartography, load_cartography, load_flow_matrix

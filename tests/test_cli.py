@@ -476,6 +476,20 @@ def test_bad_settings_stop_before_any_work(tmp_path: Path) -> None:
     assert not out.exists()
 
 
+@pytest.mark.parametrize(("text", "warned"), [
+    ("", True), ("# sessions:\n#   hard_timeout: 1h\n", True), ("sessions:\n", True),
+    ("sessions:\n  grace: 10s\n", False)])
+def test_a_settings_file_that_sets_nothing_is_said(tmp_path: Path, text: str,
+                                                   warned: bool) -> None:
+    """A settings file whose settings are all commented out (or empty) ran the defaults
+    without a word: valid, and said, as the user meant something by --config."""
+    config = tmp_path / "settings.yaml"
+    config.write_text(text)
+    result = sessionize(tmp_path / "run", "--config", str(config))
+    assert result.exit_code == 0, result.output
+    assert (f"warning: {config} sets nothing" in result.stderr) == warned
+
+
 def test_a_run_that_dies_leaves_no_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import obserae_forensics.sessionize as sessionize_package
 

@@ -177,7 +177,7 @@ def _flatten(block: object, prefix: str, where: str) -> dict[str, object]:
     return flat
 
 
-def _read_file(path: Path) -> dict[str, object]:
+def read_settings_file(path: Path) -> dict[str, object]:
     """The file's settings as dotted names -> values. Read as the rule files are (nodes with
     their lines, nesting and alias expansion bounded, a duplicate key refused) and typed no
     further than numbers, true/false and null: PyYAML's constructors raised their own errors
@@ -214,7 +214,7 @@ def load_policy(
     """The policy in force: defaults, then the YAML file, then `overrides` (dotted names)."""
     from_file: list[tuple[str, object, str]] = []
     if path is not None:
-        from_file = [(name, value, f"{path}: ") for name, value in _read_file(path).items()]
+        from_file = [(name, value, f"{path}: ") for name, value in read_settings_file(path).items()]
     given: list[tuple[str, object, str]] = []
     for name, value in (overrides or {}).items():
         if name not in SETTING_NAMES:
