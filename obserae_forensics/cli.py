@@ -218,7 +218,10 @@ def inspect_command(
 INSPECT_COLUMNS = [
     ("exporter", "exporter"), ("exporter_domain", "domain"), ("versions", "v"),
     ("datagrams", "datagrams"), ("records", "records"), ("packets", "packets"),
-    ("octets", "bytes"), ("templates", "templates"), ("sequence_lost", "seq lost"),
+    # gaps beside what they lost: an nfcapd file keeps nfcapd's count of sequence failures
+    # and no lost count, and the table showed only the lost, 0 (an audit against nfdump -E)
+    ("octets", "bytes"), ("templates", "templates"), ("sequence_gaps", "seq gaps"),
+    ("sequence_lost", "seq lost"),
     ("duplicates", "dups"), ("undecodable_sets", "bad sets"),
     ("records_without_template", "no template"), ("sampling_rate", "1:N"),
     ("first_export", "first export (UTC)"), ("last_export", "last export (UTC)"),

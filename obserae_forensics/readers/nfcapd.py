@@ -190,6 +190,14 @@ class _FileState:
     v1_maps: dict[int, tuple[int, ...]] = field(default_factory=dict)  # 1.6 extension maps
     # streams whose timed records ended long before nfcapd received them: flows made offline
     offline: set[int] = field(default_factory=set)
+    # the samplers the block being decoded defines, in its record order: (record index,
+    # sysid, the exporter's rate from there), (record index, (sysid, id), rate), and what
+    # was in force before the block; nfcapd writes them between the flows they sampled
+    control_index: int = 0
+    rate_changes: list[tuple[int, int, int]] = field(default_factory=list)
+    sampler_changes: list[tuple[int, tuple[int, int], int]] = field(default_factory=list)
+    rate_before: dict[int, int] = field(default_factory=dict)
+    sampler_before: dict[tuple[int, int], int | None] = field(default_factory=dict)
 
     def stream(self, text: str, domain: int) -> int:
         key = (text, domain)
@@ -723,7 +731,12 @@ def _decode_block(
             f"{len(payload) - walked} bytes after the block's {claimed} records",
             source=state.source, offset=offset, frame=frame, reason="bad_record"),
             nbytes=len(payload) - walked)
+    state.rate_changes.clear()
+    state.sampler_changes.clear()
+    state.rate_before.clear()
+    state.sampler_before.clear()
     for index in np.flatnonzero(layouts < 0):
+        state.control_index = int(index)
         record_type = int(types[index])
         record = payload[int(offsets[index]):int(offsets[index]) + int(sizes[index])]
         if layouts[index] == BAD_ELEMENTS:
@@ -772,7 +785,7 @@ def _decode_block(
     else:
         _decode_v3_groups(state, buf, offsets, sizes, flow_layouts, flow_index, layout_first,
                           columns, report, frame, offset, big_endian)
-    _resolve_exporters(state, columns)
+    _resolve_exporters(state, columns, flow_index)
     _event_times(columns)
     received = columns.pop("_msec_received")
     damaged = (received > TIME_LIMIT_US // 1000) | (received < 0)  # < 0: u64 past 2**63
@@ -1095,9 +1108,14 @@ _SAMPLER_PRECEDENCE: Final = {-3: 0, 0: 1, -1: 2, -2: 3}
 
 def _add_sampler(state: _FileState, sysid: int, sampler_id: int, rate: int,
                  report: RunReport) -> None:
-    state.sampler_rate[(sysid, sampler_id)] = rate
+    key = (sysid, sampler_id)
+    state.sampler_before.setdefault(key, state.sampler_rate.get(key))
+    state.sampler_changes.append((state.control_index, key, rate))
+    state.sampler_rate[key] = rate
     rank = _SAMPLER_PRECEDENCE.get(sampler_id, len(_SAMPLER_PRECEDENCE))
     if rank <= state.default_rank.get(sysid, len(_SAMPLER_PRECEDENCE)):
+        state.rate_before.setdefault(sysid, int(state.rate_of_sysid[sysid]))
+        state.rate_changes.append((state.control_index, sysid, rate))
         state.default_rank[sysid] = rank
         state.default_rate[sysid] = rate
         state.rate_of_sysid[sysid] = rate
@@ -1117,8 +1135,20 @@ def _exporter_address(record: bytes, info: np.void, order: str) -> str:
     return address_text(hi.to_bytes(8, "big") + lo.to_bytes(8, "big"))
 
 
-def _resolve_exporters(state: _FileState, columns: dict[str, np.ndarray]) -> None:
-    """Stream (exporter, domain) and sampling rate of every flow of a block."""
+def _in_force(changes: list[tuple[int, int]], before: int, at: np.ndarray) -> np.ndarray:
+    """The value of a setting changed at these record indexes (ascending) in a block, for
+    the records at `at`: the last change before each, else `before`."""
+    indexes = np.array([index for index, _ in changes], dtype=np.int64)
+    values = np.array([before] + [value for _, value in changes], dtype=np.int64)
+    return values[np.searchsorted(indexes, at)]
+
+
+def _resolve_exporters(state: _FileState, columns: dict[str, np.ndarray],
+                       flow_index: np.ndarray) -> None:
+    """Stream (exporter, domain) and sampling rate of every flow of a block; the rate in
+    force where the flow lies in it (an exporter's rate changed within a block gave every
+    flow of the block its last rate: an audit, nfcapd writing the 1:10, 1:20 and 1:1
+    samplers of one exporter between the flows each sampled)."""
     sysid = columns.pop("_sysid")
     stream = state.stream_of_sysid[sysid]
     missing = stream < 0
@@ -1141,16 +1171,36 @@ def _resolve_exporters(state: _FileState, columns: dict[str, np.ndarray]) -> Non
     # know), as the export readers take such a record; only the sampler the record itself
     # names or carries gives it a rate then
     scaled = (columns.pop("_flags") & FLAG_SAMPLED) != 0
-    rate = np.where(scaled, state.rate_of_sysid[sysid], 1).astype(np.uint32)
+    in_force = state.rate_of_sysid[sysid]
+    if state.rate_changes:
+        in_force = in_force.astype(np.int64)
+        by_sysid: dict[int, list[tuple[int, int]]] = {}
+        for index, changed, value in state.rate_changes:
+            by_sysid.setdefault(changed, []).append((index, value))
+        for changed, changes in by_sysid.items():
+            mine = sysid == changed
+            if mine.any():
+                in_force[mine] = _in_force(changes, state.rate_before[changed],
+                                           flow_index[mine])
+    rate = np.where(scaled, in_force, 1).astype(np.uint32)
     selected = columns.pop("_has_selector")
     sampler_sysid = columns.pop("_sampler_sysid")
     selector = columns.pop("_selector_id")
     if selected.any():
         for key_sysid, key_id in set(zip(sampler_sysid[selected].tolist(),
                                          selector[selected].tolist(), strict=True)):
-            known = state.sampler_rate.get((key_sysid, key_id))
+            key = (key_sysid, key_id)
+            named = selected & (sampler_sysid == key_sysid) & (selector == key_id)
+            changes = [(index, value) for index, changed, value in state.sampler_changes
+                       if changed == key]
+            if changes:  # defined in this block: from where it is (0: not yet known)
+                known_at = _in_force(changes, state.sampler_before[key] or 0,
+                                     flow_index[named])
+                rate[named] = np.where(known_at > 0, known_at, rate[named])
+                continue
+            known = state.sampler_rate.get(key)
             if known is not None:
-                rate[selected & (sampler_sysid == key_sysid) & (selector == key_id)] = known
+                rate[named] = known
     interval = columns.pop("_sampler_interval")
     columns["sampling_rate"] = np.where(interval > 0, interval, rate).astype(np.uint32)
     columns["counters_scaled"] = scaled

@@ -403,6 +403,24 @@ def test_one_way_ipfix_with_flow_counts_keeps_its_flags_forward(fixtures: Path) 
     assert report.repaired == {"nfcapd_reverse_flags": 2}
 
 
+def test_a_sampling_rate_changed_within_a_block(fixtures: Path) -> None:
+    """An audit against nfdump: nfcapd 1.7.1 writes an exporter's new sampler record
+    between the flows it scaled, in one block, and the reader gave every flow of the block
+    the last rate (1:1 for flows nfcapd had scaled 1:10 and 1:20). Each flow now takes the
+    rate in force where it lies; the counters are nfcapd's, as nfdump prints them."""
+    table, report = read_table(fixtures / "nfcapd171_sampler_changes.nfcapd")
+    rows = [(r["exporter"], r["packets"], r["sampling_rate"], r["counters_scaled"])
+            for r in table.to_pylist()]
+    assert rows == [
+        ("127.0.0.1", 100, 10, True), ("127.0.0.1", 100, 10, True),
+        ("127.0.0.1", 200, 20, True), ("127.0.0.1", 200, 20, True),
+        ("127.0.0.1", 10, 1, True),
+        ("127.0.0.2", 10, 1, False),
+        ("127.0.0.3", 40, 4, True), ("127.0.0.3", 40, 4, True), ("127.0.0.3", 40, 4, True),
+        ("127.0.0.4", 10, 1, False), ("127.0.0.4", 10, 1, False)]
+    assert not report.skipped
+
+
 def test_v9_egress_counters_keep_their_flags_forward(fixtures: Path) -> None:
     """NetFlow v9 OUT_BYTES/OUT_PKTS (IE 23, 24) land in nfcapd's reverse counters as the
     IPFIX ones do, but v9 has no reverse flags element: a SYN with egress counters is still
