@@ -88,17 +88,19 @@ _FRAME, _OFFSET, _ARRIVAL, _EXPORT, _UPTIME, _EXPORTER, _DOMAIN, _STREAM = range
 _POS, _COUNT, _FIRST, _SYSINIT, _RATE, _SAMPLERS = range(8, 14)
 
 
-def export_version(payload: bytes) -> int:
+def export_version(payload: bytes, *, first_set: bool = True) -> int:
     """1, 5, 7, 9 or 10 when `payload` looks like a flow export (version field and a sane
-    header)."""
+    header). `first_set` False: a v9/IPFIX message whose first set id is reserved counts,
+    as the decoder reads one from a proven exporter (for what walks the sets of datagrams
+    already known to be exports)."""
     if len(payload) < 4:
         return 0
     version = payload[0] << 8 | payload[1]
     if version in netflow_v5.FORMATS and netflow_v5.sane_header(payload, version):
         return version
-    if version == 9 and netflow_v9.sane_header(payload):
+    if version == 9 and netflow_v9.sane_header(payload, first_set=first_set):
         return 9
-    if version == 10 and ipfix.sane_header(payload):
+    if version == 10 and ipfix.sane_header(payload, first_set=first_set):
         return 10
     return 0
 
@@ -1354,7 +1356,7 @@ def export_sets(payload: bytes) -> ExportSets | None:
     message (export_messages gives each). Sets are walked by their lengths; a set length
     under 4 ends the walk: the zeros a datagram is padded with (Palo Alto) read as v9's
     template FlowSet id 0 and are no template."""
-    version = export_version(payload)
+    version = export_version(payload, first_set=False)
     if version not in (9, 10):
         return None
     end = len(payload)
@@ -1393,7 +1395,7 @@ def _message_sets(payload: bytes, begin: int, end: int, version: int) -> ExportS
 def template_ids_in(payload: bytes) -> set[int]:
     """The template ids a v9/IPFIX message's template and options-template sets define
     (withdrawals included): whether a template a data set needs comes in its own message."""
-    version = export_version(payload)
+    version = export_version(payload, first_set=False)
     if version not in (9, 10):
         return set()
     at, kinds = (20, (0, 1)) if version == 9 else (16, (2, 3))

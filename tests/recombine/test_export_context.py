@@ -582,3 +582,18 @@ def test_the_search_remembers_nothing_of_datagrams_it_will_not_take(tmp_path: Pa
     at = offsets(path)
     state = context_pass([path], {0: {at[-1]}}, 0, context_datagrams, lambda index: None)
     assert len(state.kept) <= 2 and len(state.reads) <= 1
+
+
+def test_a_message_with_a_reserved_first_set_exports_with_its_template(tmp_path: Path) -> None:
+    """A review: the reader walks a proven exporter's message whose first set id is
+    reserved (counted `reserved_set_id`), but the export's set walkers took it for no
+    export: its data set needed no template, and decoded alone its record came out
+    otherwise than in the run."""
+    reserved = struct.pack(">HH", 7, 8) + bytes(4)
+    cap = capture(tmp_path / "a.pcap", EXPORT_S,
+                  message(template(FLOW, FIELDS), data(FLOW, record(1)), sequence=0),
+                  message(reserved, data(FLOW, record(2)), sequence=1))
+    run = sessionize(tmp_path, cap)
+    exported = export_pcap([run], [session_of(run, 2)], tmp_path / "conv.pcap")
+    assert exported.template_datagrams == 1
+    assert exported.checked_records == 1 and exported.differing_records == 0
