@@ -110,9 +110,11 @@ def _candidates(run: Run, source_file: str, search: Sequence[Path] = ()) -> list
     absolute = run.input_absolute(source_file)
     if absolute is not None:
         places.insert(0, Path(absolute))
-    named = [place for directory in search
-             for place in ([directory / given.name] if given.is_absolute()
-                           else [directory / given, directory / given.name])]
+    # the path's tails, the longest first: an evidence tree copied whole (day1/x.pcap and
+    # day2/x.pcap) is found under its root, each file by its own directories
+    parts = given.parts[1:] if given.is_absolute() else given.parts
+    tails = [Path(*parts[start:]) for start in range(len(parts))]
+    named = [directory / tail for directory in search for tail in tails]
     return list(dict.fromkeys(named + places))
 
 
@@ -258,9 +260,18 @@ def _resolve(run: Run, source_file: str, search: Sequence[Path] = ()) -> Path:
     candidates = _candidates(run, source_file, search)
     size = run.input_size(source_file)
     found = [candidate for candidate in candidates if candidate.is_file()]
-    for candidate in found:
-        if size is None or candidate.stat().st_size == size:
-            return candidate
+    sized = [candidate for candidate in found
+             if size is None or candidate.stat().st_size == size]
+    digest = run.input_sha256(source_file)
+    if len({candidate.resolve() for candidate in sized}) > 1 and digest is not None:
+        # several of its size (another day's capture of that name, a copy beside the
+        # original): the one whose SHA-256 is the manifest's, not the first (a review: the
+        # first was taken and the export refused as changed, the right file present)
+        for candidate in sized:
+            if sha256_file(candidate) == digest:
+                return candidate
+    if sized:
+        return sized[0]
     if found:
         return found[0]
     raise UsageError(f"source capture {source_file} (from {run.path}) not found; looked at "

@@ -597,3 +597,33 @@ def test_a_message_with_a_reserved_first_set_exports_with_its_template(tmp_path:
     exported = export_pcap([run], [session_of(run, 2)], tmp_path / "conv.pcap")
     assert exported.template_datagrams == 1
     assert exported.checked_records == 1 and exported.differing_records == 0
+
+
+def test_captures_of_one_name_in_an_evidence_tree_moved_whole(tmp_path: Path) -> None:
+    """A review of `--captures`: a run over an evidence tree (day1/x.pcap, day2/x.pcap, of
+    one size) copied elsewhere whole was found under no directory (only DIR/x.pcap was
+    looked at), and with both day directories named, day1's x.pcap was taken for day2's and
+    its SHA-256 refused the export. Under the tree's root, or under either directory named,
+    each file is now found as the one the run read."""
+    evidence = tmp_path / "evidence"
+    for day, client in (("day1", 1), ("day2", 2)):
+        (evidence / day).mkdir(parents=True)
+        capture(evidence / day / "x.pcap", EXPORT_S + 60 * client,
+                message(template(FLOW, FIELDS), data(FLOW, record(client)),
+                        sequence=client))
+    run = sessionize(tmp_path, evidence)
+    share = tmp_path / "share"
+    share.mkdir()
+    evidence.rename(share / "evidence")
+    ids = sorted(set(pq.read_table(run / "sessions.parquet").column(
+        "conversation_id").to_pylist()))
+    for search in ([share], [share / "evidence"],
+                   [share / "evidence" / "day1", share / "evidence" / "day2"],
+                   [share / "evidence" / "day2", share / "evidence" / "day1"]):
+        exported = export_pcap([run], ids, tmp_path / "all.pcap", captures=search,
+                               force=True)
+        assert (exported.records, exported.checked_records, exported.differing_records) == \
+            (2, 2, 0), search
+    with pytest.raises(InputError, match="SHA-256 differs"):  # day2's is not there
+        export_pcap([run], ids, tmp_path / "all.pcap", captures=[share / "evidence" / "day1"],
+                    force=True)
