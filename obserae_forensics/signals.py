@@ -40,15 +40,22 @@ class _State:
     held: int | None = None
     stopping = False
     settled = False  # the command's outputs are in place: a signal no longer stops it
+    ignored: set[int] = set()  # signals finished() set to SIG_IGN (install takes them back)
 
 
 def install() -> None:
     """Handle SIGINT and SIGTERM as above, where nothing else handles them (the command
     line's entry calls this; the library alone leaves signals as they are)."""
     _State.settled = False
+    _State.stopping = False
     for signum in STOPS:
-        if signal.getsignal(signum) in (signal.SIG_DFL, signal.default_int_handler):
+        current = signal.getsignal(signum)
+        if current in (signal.SIG_DFL, signal.default_int_handler) or (
+                current == signal.SIG_IGN and signum in _State.ignored):
+            # (SIG_IGN of an earlier command of this process, not the host's: a second
+            # main() in one process could not be interrupted, found by a review)
             signal.signal(signum, _handler)
+        _State.ignored.discard(signum)
 
 
 def settle() -> None:
@@ -66,6 +73,7 @@ def finished() -> None:
     for signum in STOPS:
         if signal.getsignal(signum) is _handler:
             signal.signal(signum, signal.SIG_IGN)
+            _State.ignored.add(signum)
 
 
 def _handler(signum: int, frame: FrameType | None) -> None:

@@ -614,6 +614,35 @@ def test_a_signal_after_the_run_is_in_place_lets_the_command_finish(
         "sessions.hard_timeout"] == 60
 
 
+def test_a_second_command_in_one_process_takes_its_signals_back(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A review: the first command left SIGINT and SIGTERM ignored for the rest of the
+    process (so the interpreter's shutdown is not killed by them), and install() took over
+    only the default handlers: a second main() in a script or notebook could not be
+    stopped."""
+    import signal
+
+    from obserae_forensics import signals
+    from obserae_forensics.cli import main
+
+    saved = {signum: signal.getsignal(signum) for signum in signals.STOPS}
+    try:
+        monkeypatch.setattr(sys, "argv", ["obserae-forensics", "--help"])
+        with pytest.raises(SystemExit):
+            main()
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+        signals.install()
+        assert signal.getsignal(signal.SIGINT) is signals._handler
+        assert signal.getsignal(signal.SIGTERM) is signals._handler
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the host's own choice stays
+        signals.finished()
+        signals.install()
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+
+
 def test_tables_are_byte_identical_across_batch_sizes_and_hash_seeds(tmp_path: Path) -> None:
     runs = []
     for batch, seed in ((7, "1"), (65536, "2")):
