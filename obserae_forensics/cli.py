@@ -107,11 +107,16 @@ def _path(kind: str = "path", *, exists: bool = False,
                 raise typer.BadParameter(f"{text!r} is not a directory")
         if output:
             for above in path.absolute().parents:
-                if above.exists():  # the nearest existing one decides; the rest is made
+                try:
+                    if not above.exists():
+                        continue
+                    # the nearest existing one decides; the rest is made
                     if not above.is_dir():
                         raise typer.BadParameter(f"{text!r} lies under {str(above)!r}, "
                                                  "which is a file, not a directory")
-                    break
+                except OSError:
+                    pass  # a name too long, no permission: writing says so (exit 1)
+                break
         return path
 
     return parse

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
+from typing import ClassVar
 
 STOPS = (signal.SIGINT, signal.SIGTERM)
 
@@ -40,7 +41,7 @@ class _State:
     held: int | None = None
     stopping = False
     settled = False  # the command's outputs are in place: a signal no longer stops it
-    ignored: set[int] = set()  # signals finished() set to SIG_IGN (install takes them back)
+    ignored: ClassVar[set[int]] = set()  # signals finished() set to SIG_IGN (install takes back)
 
 
 def install() -> None:

@@ -1055,6 +1055,16 @@ def test_an_output_under_a_file_is_a_usage_error_before_any_work(tmp_path: Path,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["case.pcap"]
 
 
+def test_an_output_path_with_a_name_too_long_is_one_line(tmp_path: Path) -> None:
+    """A review: checking the directories above an output path raised for a name too long
+    (a traceback) where writing said `cannot write: ... File name too long`."""
+    flows = tmp_path / ("d" * 300) / "flows.parquet"
+    result = runner.invoke(app, ["inspect", str(FIXTURE), "--flows", str(flows)])
+    assert result.exit_code == 1, result.output
+    assert "error: cannot write:" in result.stderr and "File name too long" in result.stderr
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
 def test_recombine_checks_session_ids_before_writing_anything(tmp_path: Path) -> None:
     # it wrote the report and tables into --out, then exited 2 on the unknown id
     run = tmp_path / "run"
