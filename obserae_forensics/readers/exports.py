@@ -346,11 +346,13 @@ def _decode_group(
     return columns
 
 
-def _record_count(template: Template, buf: bytes, at: int, end: int) -> int:
-    """The whole records of a data set in buf[at:end] (padding and leftovers not)."""
+def _records_of(template: Template, buf: bytes, at: int, end: int
+                ) -> tuple[int, Leftover | None]:
+    """The whole records of a data set in buf[at:end], and what is wrong with the rest."""
     if template.fixed_length is not None:
-        return fixed_set_records(template, buf, at, end)[0]
-    return variable_records(template, buf, at, end)[1]
+        return fixed_set_records(template, buf, at, end)
+    _, records, problem = variable_records(template, buf, at, end)
+    return records, problem
 
 
 def _concatenate(pieces: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -756,10 +758,14 @@ class ExportDecoder:
         if template.options:
             return self.options_records(template, buf, at, end)
         if not template.plan.carries_flows:
-            records = _record_count(template, buf, at, end)
+            records, problem = _records_of(template, buf, at, end)
             assert self._datagram is not None
-            self.report.ignore("not_flow_records", self._datagram.source, end - at,
-                               count=records)
+            if records:
+                self.report.ignore("not_flow_records", self._datagram.source,
+                                   end - at - (problem.nbytes if problem else 0),
+                                   count=records)
+            if problem is not None:  # checked as any set's (a damaged set id lands here)
+                self.leftover(f"{where}: {problem.text}", problem)
             self._ordinal += records
             return records
         if template.fixed_length is not None:
@@ -1140,8 +1146,13 @@ class ExportDecoder:
     ) -> int:
         body = item.body
         if not template.plan.carries_flows:  # as data_set says of them
-            self.report.ignore("not_flow_records", item.source, len(body),
-                               count=_record_count(template, body, 0, len(body)))
+            records, problem = _records_of(template, body, 0, len(body))
+            if records:
+                self.report.ignore("not_flow_records", item.source,
+                                   len(body) - (problem.nbytes if problem else 0),
+                                   count=records)
+            if problem is not None:
+                self._late_problem(template, item, problem)
             return 0
         if template.fixed_length is not None:
             records, problem = fixed_set_records(template, body, 0, len(body))

@@ -841,3 +841,10 @@ def test_ipfix_records_of_a_template_without_addresses_are_no_flows() -> None:
     late, report = decode(message(data(300, struct.pack(">I", 1) + b"\x03dns"), sequence=0),
                           message(apps, sequence=1))
     assert late.num_rows == 0 and report.ignored == {"not_flow_records": 1}
+    # (a review) what follows their last record is checked as any set's: junk there is a
+    # problem, and a set shorter than one record counts none
+    ids = template(303, [(95, 4, 0)])
+    _, report = decode(message(ids, data(303, struct.pack(">I", 1) + b"\x01" * 3)))
+    assert report.ignored == {"not_flow_records": 1} and report.skipped == {"bad_record": 1}
+    _, report = decode(message(ids, data(303, b"\x01\x02\x03")))
+    assert not report.ignored and report.skipped == {"bad_record": 1}
