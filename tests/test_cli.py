@@ -584,8 +584,7 @@ def test_a_run_stopped_by_a_signal_leaves_nothing_half_written_and_says_so(
             "sessions.hard_timeout"] == 60
 
 
-@pytest.mark.parametrize("sent", [15, 2])
-@pytest.mark.parametrize("where", ["summary", "exit"])
+@pytest.mark.parametrize(("sent", "where"), [(15, "summary"), (2, "exit")])
 def test_a_signal_after_the_run_is_in_place_lets_the_command_finish(
         tmp_path: Path, sent: int, where: str) -> None:
     """An audit: a signal in the last lines of a run (its summary), or as the interpreter
