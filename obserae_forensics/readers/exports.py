@@ -220,20 +220,27 @@ class _Chunk:
                            source_file=self.source)
         return batch, n
 
+    def _say_repaired(self, chosen: np.ndarray, columns: dict[str, np.ndarray],
+                      report: RunReport, text: str, reason: str) -> None:
+        """Count the `chosen` records as kept with a field put right, located at the first."""
+        count = int(np.count_nonzero(chosen))
+        if not count:
+            return
+        row = int(np.argmax(chosen))
+        report.repair(MalformedInput(
+            f"{count} record(s) {text}", source=self.source,
+            offset=int(columns["source_offset"][row]),
+            frame=int(columns["source_frame"][row]), reason=reason), count=count)
+
     def _say_export_times(self, placed: np.ndarray, columns: dict[str, np.ndarray],
                           report: RunReport) -> None:
         """Records whose exporter gave no time of their own (a template without one, an
         IPFIX uptime whose systemInitTime never came, as Mikrotik's): they sit at their
         datagram's export time, which is said, as the nfcapd reader says `receive_time`."""
-        count = int(np.count_nonzero(placed))
-        if not count:
-            return
-        row = int(np.argmax(placed))
-        report.repair(MalformedInput(
-            f"{count} record(s) without a time of their own (their template has none, or an "
-            "uptime without the exporter's boot time): placed at their datagram's export time",
-            source=self.source, offset=int(columns["source_offset"][row]),
-            frame=int(columns["source_frame"][row]), reason="export_time"), count=count)
+        self._say_repaired(placed, columns, report,
+                           "without a time of their own (their template has none, or an uptime "
+                           "without the exporter's boot time): placed at their datagram's "
+                           "export time", "export_time")
 
     def _say_too_wide(self, over: np.ndarray, columns: dict[str, np.ndarray],
                       report: RunReport) -> None:
@@ -241,15 +248,10 @@ class _Chunk:
         in 4, a protocol in 2: RFC 7011 §6.2 allows only shorter encodings) and whose value
         needs them: it means nothing the column could hold, and is 0 there (the low bytes
         were kept: protocol 262 read as 6, TCP, without a word)."""
-        count = int(np.count_nonzero(over))
-        if not count:
-            return
-        row = int(np.argmax(over))
-        report.repair(MalformedInput(
-            f"{count} record(s) with a number larger than its column holds (a template field "
-            "wider than its element's type): kept with 0 in that column",
-            source=self.source, offset=int(columns["source_offset"][row]),
-            frame=int(columns["source_frame"][row]), reason="number_too_wide"), count=count)
+        self._say_repaired(over, columns, report,
+                           "with a number larger than its column holds (a template field wider "
+                           "than its element's type): kept with 0 in that column",
+                           "number_too_wide")
 
     def _say_frames(self, frame: np.ndarray, columns: dict[str, np.ndarray],
                     report: RunReport) -> None:
@@ -261,14 +263,8 @@ class _Chunk:
                  "packet they carry (dataLinkFrameSection), one packet each"),
                 (2, "frame_section_unread", "no IP header found in the sampled packet's "
                  "header they carry (dataLinkFrameSection): kept without addresses")):
-            chosen = frame == code
-            count = int(np.count_nonzero(chosen))
-            if count:
-                row = int(np.argmax(chosen))
-                report.repair(MalformedInput(
-                    f"{count} record(s) without flow fields: {text}", source=self.source,
-                    offset=int(columns["source_offset"][row]),
-                    frame=int(columns["source_frame"][row]), reason=reason), count=count)
+            self._say_repaired(frame == code, columns, report,
+                               f"without flow fields: {text}", reason)
 
     def _settle_nsel(self, columns: dict[str, np.ndarray], nsel: NselLedger | None,
                      report: RunReport) -> None:
