@@ -7,6 +7,22 @@ from pathlib import Path
 
 import pytest
 
+
+@pytest.fixture(autouse=True)
+def _no_arp(monkeypatch: pytest.MonkeyPatch) -> None:
+    """scapy gives an `Ether()` without a destination the MAC of its IP destination, which
+    it asks the network for (an ARP request, 2 s to time out when nobody answers): one test
+    of 31 frames took 63 s, and a test sent packets. Tests write frames, never send them."""
+    import scapy.layers.inet
+    import scapy.layers.l2
+
+    def broadcast(ip: str, chainCC: int = 0) -> str:
+        return "ff:ff:ff:ff:ff:ff"
+
+    monkeypatch.setattr(scapy.layers.l2, "getmacbyip", broadcast)
+    monkeypatch.setattr(scapy.layers.inet, "getmacbyip", broadcast)
+
+
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "fixtures"
 CORPUS = REPO.parent / "shared" / "corpus"
