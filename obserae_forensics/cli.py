@@ -315,8 +315,9 @@ def sessionize_command(
     try:
         policy = load_policy(config, {k: v for k, v in overrides.items() if v is not None})
         if config is not None and not read_settings_file(config):
-            # an empty file, or one whose settings are all commented out, or `sessions:`
-            # alone: valid, and a run of the defaults the user did not mean to say nothing
+            # an empty file, one whose settings are all commented out, `sessions:` alone:
+            # valid, but whoever gave --config meant something by it, and the defaults ran
+            # without a word
             typer.echo(f"warning: {config} sets nothing (no setting under `sessions:`): "
                        "the defaults are in force", err=True)
         carto = matrix = None
