@@ -342,15 +342,6 @@ def _decode_group(
     return columns
 
 
-def _records_of(template: Template, buf: bytes, at: int, end: int
-                ) -> tuple[int, Leftover | None]:
-    """The whole records of a data set in buf[at:end], and what is wrong with the rest."""
-    if template.fixed_length is not None:
-        return fixed_set_records(template, buf, at, end)
-    _, records, problem = variable_records(template, buf, at, end)
-    return records, problem
-
-
 def _concatenate(pieces: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Join column dicts, filling what a template lacked with the FLOW_SCHEMA default."""
     if len(pieces) == 1:
@@ -470,14 +461,11 @@ class ExportDecoder:
                     # known for them is read, what is missing or extra counted
                     netflow_v5.decode_datagram(self, datagram, claimed)
                     continue
-                if claimed == 9 and netflow_v9.sane_header(payload, first_set=False):
+                if claimed in (9, 10) and export_version(payload, first_set=False) == claimed:
                     # a reserved first set id tells other traffic from an export; a sender
                     # known for them is walked, the set counted (its templates and data
                     # after it were lost with it as `bad_export_header`: an audit)
-                    netflow_v9.decode_datagram(self, datagram)
-                    continue
-                if claimed == 10 and ipfix.sane_header(payload, first_set=False):
-                    ipfix.decode_datagram(self, datagram)
+                    (netflow_v9 if claimed == 9 else ipfix).decode_datagram(self, datagram)
                     continue
                 self._bad_header((datagram.exporter, datagram.exporter_port,
                                   datagram.collector_port, claimed), "before",
@@ -754,12 +742,8 @@ class ExportDecoder:
         if template.options:
             return self.options_records(template, buf, at, end)
         if not template.plan.carries_flows:
-            records, problem = _records_of(template, buf, at, end)
             assert self._datagram is not None
-            if records:
-                self.report.ignore("not_flow_records", self._datagram.source,
-                                   end - at - (problem.nbytes if problem else 0),
-                                   count=records)
+            records, problem = self._not_flows(template, buf, at, end, self._datagram.source)
             if problem is not None:  # checked as any set's (a damaged set id lands here)
                 self.leftover(f"{where}: {problem.text}", problem)
             self._ordinal += records
@@ -776,6 +760,19 @@ class ExportDecoder:
         if problem is not None:
             self.leftover(f"{where}: {problem.text}", problem)
         return records
+
+    def _not_flows(self, template: Template, buf: bytes, at: int, end: int, source: str
+                   ) -> tuple[int, Leftover | None]:
+        """Count the records of a data set whose template holds no IP flow (RecordPlan.
+        carries_flows) as other content; (their number, what follows the last of them)."""
+        if template.fixed_length is not None:
+            records, problem = fixed_set_records(template, buf, at, end)
+        else:
+            _, records, problem = variable_records(template, buf, at, end)
+        if records:
+            self.report.ignore("not_flow_records", source,
+                               end - at - (problem.nbytes if problem else 0), count=records)
+        return records, problem
 
     def leftover(self, message: str, problem: Leftover, place: _Place | None = None) -> None:
         """What followed a set's last record: its exporter's padding, or a bad record."""
@@ -1142,11 +1139,7 @@ class ExportDecoder:
     ) -> int:
         body = item.body
         if not template.plan.carries_flows:  # as data_set says of them
-            records, problem = _records_of(template, body, 0, len(body))
-            if records:
-                self.report.ignore("not_flow_records", item.source,
-                                   len(body) - (problem.nbytes if problem else 0),
-                                   count=records)
+            _, problem = self._not_flows(template, body, 0, len(body), item.source)
             if problem is not None:
                 self._late_problem(template, item, problem)
             return 0

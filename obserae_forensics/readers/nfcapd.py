@@ -53,7 +53,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Final
+from typing import Any, BinaryIO, Final
 
 import numpy as np
 import pyarrow as pa
@@ -1135,6 +1135,14 @@ def _exporter_address(record: bytes, info: np.void, order: str) -> str:
     return address_text(hi.to_bytes(8, "big") + lo.to_bytes(8, "big"))
 
 
+def _by_key(changes: list[tuple[int, Any, int]]) -> dict[Any, list[tuple[int, int]]]:
+    """A block's (record index, key, value) changes as key -> [(record index, value)]."""
+    grouped: dict[Any, list[tuple[int, int]]] = {}
+    for index, key, value in changes:
+        grouped.setdefault(key, []).append((index, value))
+    return grouped
+
+
 def _in_force(changes: list[tuple[int, int]], before: int, at: np.ndarray) -> np.ndarray:
     """The value of a setting changed at these record indexes (ascending) in a block, for
     the records at `at`: the last change before each, else `before`."""
@@ -1174,10 +1182,7 @@ def _resolve_exporters(state: _FileState, columns: dict[str, np.ndarray],
     in_force = state.rate_of_sysid[sysid]
     if state.rate_changes:
         in_force = in_force.astype(np.int64)
-        by_sysid: dict[int, list[tuple[int, int]]] = {}
-        for index, changed, value in state.rate_changes:
-            by_sysid.setdefault(changed, []).append((index, value))
-        for changed, changes in by_sysid.items():
+        for changed, changes in _by_key(state.rate_changes).items():
             mine = sysid == changed
             if mine.any():
                 in_force[mine] = _in_force(changes, state.rate_before[changed],
@@ -1187,12 +1192,12 @@ def _resolve_exporters(state: _FileState, columns: dict[str, np.ndarray],
     sampler_sysid = columns.pop("_sampler_sysid")
     selector = columns.pop("_selector_id")
     if selected.any():
+        defined_here = _by_key(state.sampler_changes)
         for key_sysid, key_id in set(zip(sampler_sysid[selected].tolist(),
                                          selector[selected].tolist(), strict=True)):
             key = (key_sysid, key_id)
             named = selected & (sampler_sysid == key_sysid) & (selector == key_id)
-            changes = [(index, value) for index, changed, value in state.sampler_changes
-                       if changed == key]
+            changes = defined_here.get(key)
             if changes:  # defined in this block: from where it is (0: not yet known)
                 known_at = _in_force(changes, state.sampler_before[key] or 0,
                                      flow_index[named])
