@@ -252,11 +252,12 @@ def write_flow_table(table: pa.Table, path: Path) -> None:
     write_atomically(path, lambda staged: pacsv.write_csv(text, staged))
 
 
-def _resolve(run: Run, source_file: str, search: Sequence[Path] = ()) -> Path:
+def _resolve(run: Run, source_file: str, search: Sequence[Path] = (),
+             checked: set[tuple[int, str]] | None = None) -> Path:
     """Find an input capture (_candidates: the first of the manifest's size, else the first
     found) or say where it was looked for. A relative path taken from here first found
     another file of that name (`recombine` run from elsewhere) and called the evidence
-    changed."""
+    changed. One found by its SHA-256 goes into `checked` (_unchanged: hashed once)."""
     candidates = _candidates(run, source_file, search)
     size = run.input_size(source_file)
     found = [candidate for candidate in candidates if candidate.is_file()]
@@ -269,6 +270,8 @@ def _resolve(run: Run, source_file: str, search: Sequence[Path] = ()) -> Path:
         # first was taken and the export refused as changed, the right file present)
         for candidate in sized:
             if sha256_file(candidate) == digest:
+                if checked is not None:
+                    checked.add((run.index, source_file))
                 return candidate
     if sized:
         return sized[0]
@@ -349,7 +352,7 @@ def export_pcap(source: RecombineResult | Sequence[Path], ids: Sequence[str], pa
     table = _flow_rows(fragments, by_dir, columns=PLACED)
     result = PcapExport(path=None, report=RunReport(strict=strict))
     plan = _Plan.of(runs, table, search)
-    found = _captures(runs, plan.wanted, plan.resolved, search)
+    found = _captures(runs, plan.wanted, plan.resolved, search, plan.checked)
     contexts = (_contexts(runs, found, plan.wanted, table, result, plan.checked)
                 if with_templates else {})
     frames, origins, written, tcp_rows = _gather(runs, plan, found, contexts, result)
@@ -435,7 +438,7 @@ class _Plan:
         for unique in np.argsort(first_rows, kind="stable").tolist():
             key = (int(uniques[unique] >> 32), names[int(uniques[unique] & 0xFFFFFFFF)])
             run = runs[key[0]]
-            plan.resolved[key] = _resolve(run, key[1], search)
+            plan.resolved[key] = _resolve(run, key[1], search, plan.checked)
             plan.formats[key] = _format_of(run, key[1], plan.resolved[key])
             _unchanged(runs, plan.checked, key, plan.resolved[key])
             rows = by_file[bounds[unique]:bounds[unique + 1]]
@@ -623,7 +626,8 @@ def _decoded(path: Path, report: RunReport) -> Iterator[pa.RecordBatch]:
 
 
 def _captures(runs: dict[int, Run], wanted: dict[tuple[int, str], dict[int, int]],
-               resolved: dict[tuple[int, str], Path], search: Sequence[Path] = ()
+               resolved: dict[tuple[int, str], Path], search: Sequence[Path] = (),
+               checked: set[tuple[int, str]] | None = None
                ) -> dict[int, tuple[list[str], list[Path | None]]]:
     """Per run holding wanted datagrams: its captures (PCAP, PCAPNG) in the order it read
     them (the manifest's), and where each is now (None: no longer found)."""
@@ -640,7 +644,7 @@ def _captures(runs: dict[int, Run], wanted: dict[tuple[int, str], dict[int, int]
             key = (run_number, name)
             if key not in resolved:
                 try:
-                    resolved[key] = _resolve(run, name, search)
+                    resolved[key] = _resolve(run, name, search, checked)
                 except UsageError:
                     files.append(None)
                     continue
