@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from ..errors import MalformedInput, TruncatedInput
 from ._layout import Layout
 from .datagrams import Datagram
-from .templates import FieldSpec, Template, field_length_problem, padding_problem
+from .templates import FieldSpec, Template, after_templates, field_length_problem
 
 if TYPE_CHECKING:
     from .exports import ExportDecoder
@@ -194,11 +194,8 @@ def read_templates(
                                            options=options, version=VERSION))
         at = position
         records += 1
-    # bytes after the last record that are not zero padding: counted as after a data
-    # set's (they were passed over without a word: an audit)
-    problem = padding_problem(message, body, at, end, records)
-    if problem is not None:
-        state.leftover(f"{kind} set at message byte {body - 4}: {problem.text}", problem)
+    after_templates(state, message, body, at, end, records,
+                    f"{kind} set at message byte {body - 4}")
 
 
 def _malformed(

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from ..errors import MalformedInput, TruncatedInput
 from ._layout import Layout
 from .datagrams import Datagram
-from .templates import FieldSpec, Template, field_length_problem, padding_problem
+from .templates import FieldSpec, Template, after_templates, field_length_problem
 
 if TYPE_CHECKING:
     from .exports import ExportDecoder
@@ -131,7 +131,8 @@ def read_templates(
             state.define_template(Template(template_id, fields, version=VERSION))
         at += size
         records += 1
-    _after_templates(state, payload, body, at, end, records, "template FlowSet")
+    after_templates(state, payload, body, at, end, records,
+                    f"template FlowSet at payload byte {body - 4}")
 
 
 def read_options_templates(
@@ -156,16 +157,8 @@ def read_options_templates(
                                        options=True, version=VERSION))
         at += size
         records += 1
-    _after_templates(state, payload, body, at, end, records, "options template FlowSet")
-
-
-def _after_templates(state: ExportDecoder, payload: bytes, body: int, at: int, end: int,
-                     records: int, what: str) -> None:
-    """Bytes after a template FlowSet's last record that are not zero padding: counted as
-    after a data FlowSet's (they were passed over without a word: an audit)."""
-    problem = padding_problem(payload, body, at, end, records)
-    if problem is not None:
-        state.leftover(f"{what} at payload byte {body - 4}: {problem.text}", problem)
+    after_templates(state, payload, body, at, end, records,
+                    f"options template FlowSet at payload byte {body - 4}")
 
 
 def _malformed(

@@ -23,7 +23,7 @@ template so that every version shares the column code. The surprising things:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
@@ -777,6 +777,22 @@ def padding_problem(buf: bytes, body: int, at: int, end: int, records: int,
     aligned = tail < 4 and (end - body + 4) % 4 == 0
     return Leftover(f"{tail} bytes after {records} record(s){size} are not zero padding",
                     tail, aligned)
+
+
+class LeftoverSink(Protocol):
+    """What the template walkers tell of bytes after a set's last record (ExportDecoder)."""
+
+    def leftover(self, message: str, problem: Leftover) -> None: ...
+
+
+def after_templates(state: LeftoverSink, buf: bytes, body: int, at: int, end: int,
+                    records: int, where: str) -> None:
+    """Bytes after a template set's last record that are not zero padding: told as after a
+    data set's (they were passed over without a word: an audit). `body`: where the set's
+    records begin, after its 4-byte header; `where`: the set, for the message."""
+    problem = padding_problem(buf, body, at, end, records)
+    if problem is not None:
+        state.leftover(f"{where}: {problem.text}", problem)
 
 
 def fixed_set_records(template: Template, buf: bytes, at: int, end: int
