@@ -434,8 +434,8 @@ def recombine_command(
     captures: Annotated[list[Path] | None, typer.Option(
         "--captures", parser=_path("directory", exists=True), metavar="<dir>",
         help="With --export-pcap: a directory where the runs' source captures are now (found "
-        "by name, checked against the manifest's size and SHA-256), when they moved since "
-        "the run. Repeat for several.")] = None,
+        "by their path's tails down to their name, checked against the manifest's size and "
+        "SHA-256), when they moved since the run. Repeat for several.")] = None,
     templates: Annotated[bool, typer.Option(
         "--templates/--no-templates", help="With --export-pcap: also write the datagrams, "
         "from any capture of the run, that defined the templates of the v9/IPFIX datagrams "
@@ -565,8 +565,8 @@ SHOW_DEFAULT_COLUMNS = {
     # client->server and server->client bytes (cs_bytes, sc_bytes), made from ab/ba: the
     # a->b columns beside the client/server ones read as client->server, which they are
     # only when the client is `a` (found by an audit)
-    "sessions": ["protocol", "client_ip", "client_port", "server_ip", "server_port", "ip_a",
-                 "port_a", "ab_bytes", "ba_bytes", "state", "close_reason", "role_method",
+    "sessions": ["protocol", "client_ip", "client_port", "server_ip", "server_port",
+                 "cs_bytes", "sc_bytes", "state", "close_reason", "role_method",
                  "matched_rules"],
     "flows": ["first_seen", "src_addr", "src_port", "dst_addr", "dst_port", "protocol",
               "packets", "octets", "direction", "session_id"],
@@ -580,19 +580,6 @@ CLIENT_SERVER_COLUMNS = {"cs_bytes": ("ab_bytes", "ba_bytes"),
                          "sc_bytes": ("ba_bytes", "ab_bytes"),
                          "cs_packets": ("ab_packets", "ba_packets"),
                          "sc_packets": ("ba_packets", "ab_packets")}
-
-
-def _client_server_bytes(frame: pd.DataFrame) -> pd.DataFrame:
-    """The sessions' bytes client->server and server->client, in place of a->b and b->a."""
-    forward = (frame["client_ip"] == frame["ip_a"]) & (frame["client_port"] == frame["port_a"])
-    frame = frame.copy()
-    at = frame.columns.get_loc("ab_bytes")
-    cs = frame["ab_bytes"].where(forward, frame["ba_bytes"])
-    sc = frame["ba_bytes"].where(forward, frame["ab_bytes"])
-    frame = frame.drop(columns=["ip_a", "port_a", "ab_bytes", "ba_bytes"])
-    frame.insert(at - 2, "cs_bytes", cs)
-    frame.insert(at - 1, "sc_bytes", sc)
-    return frame
 
 
 def _times_as_text(frame: pd.DataFrame) -> pd.DataFrame:
@@ -642,7 +629,7 @@ def show_command(
         if "" in wanted:
             raise _fail(UsageError(f"--columns {columns!r} names an empty column"), 2)
     derived = [name for name in wanted or () if name in CLIENT_SERVER_COLUMNS] \
-        if table == "sessions" and columns is not None else []
+        if table == "sessions" else []
     read = wanted
     if derived:  # made from the a/b columns, as the default view makes cs_bytes/sc_bytes
         sources = ["client_ip", "client_port", "ip_a", "port_a"] + [
@@ -653,8 +640,6 @@ def show_command(
     except UsageError as error:
         raise _fail(error, 2) from error
     frame = data.to_pandas()
-    if columns is None and table == "sessions":
-        frame = _client_server_bytes(frame)
     if derived:
         forward = (frame["client_ip"] == frame["ip_a"]) & \
             (frame["client_port"] == frame["port_a"])
