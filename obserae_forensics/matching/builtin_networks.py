@@ -31,7 +31,7 @@ INTERNAL4 = (
 NON_PUBLIC4 = (
     *INTERNAL4,
     "0.0.0.0/8",  # RFC 1122 "this network"
-    "192.0.0.0/24",  # RFC 6890 IETF protocol assignments
+    "192.0.0.0/24",  # RFC 6890 IETF protocol assignments (but PUBLIC_IN_NON_PUBLIC4)
     "192.0.2.0/24",  # RFC 5737 TEST-NET-1
     "192.88.99.0/24",  # RFC 7526 deprecated 6to4 relay anycast
     "198.18.0.0/15",  # RFC 2544 benchmarking
@@ -40,6 +40,12 @@ NON_PUBLIC4 = (
     "224.0.0.0/4",  # RFC 5771 multicast
     "240.0.0.0/4",  # RFC 1112 reserved, includes 255.255.255.255 broadcast
 )
+# Globally reachable blocks inside NON_PUBLIC4 (the registry's "True" under 192.0.0.0/24):
+# a rule on internet4 saw the anycast NAT-PMP/PCP and TURN servers as not public (audit).
+PUBLIC_IN_NON_PUBLIC4 = (
+    "192.0.0.9/32",  # RFC 7723 Port Control Protocol anycast
+    "192.0.0.10/32",  # RFC 8155 Traversal Using Relays around NAT anycast
+)
 
 INTERNAL6 = (
     "fc00::/7",  # RFC 4193 unique local
@@ -47,12 +53,30 @@ INTERNAL6 = (
     "::1/128",  # RFC 4291 loopback
 )
 
-# Global unicast space minus the parts of it that never appear on the Internet.
-GLOBAL_UNICAST6 = ("2000::/3",)
+# Global unicast space minus the parts of it that never appear on the Internet, as the
+# IANA IPv6 Special-Purpose Address Registry marks them ("Globally Reachable: False").
+GLOBAL_UNICAST6 = (
+    "2000::/3",
+    "64:ff9b::/96",  # RFC 6052 NAT64 well-known prefix: IPv4 Internet hosts, reachable
+)
 NON_PUBLIC_IN_GLOBAL6 = (
     "2001:db8::/32",  # RFC 3849 documentation
     "3fff::/20",  # RFC 9637 documentation
-    "2001:2::/48",  # RFC 5180 benchmarking
+    "2001::/23",  # RFC 2928 IETF protocol assignments, but PUBLIC_IN_NON_PUBLIC6
+)
+# The blocks of 2001::/23 the registry calls globally reachable, and Teredo ("N/A": its
+# addresses are Internet hosts behind NAT, reached across the Internet). What stays out:
+# 2001:2::/48 benchmarking (RFC 5180), 2001:10::/28 deprecated ORCHID (RFC 4843), and
+# unassigned space of the block (found by an audit: 2001:10::1 counted as internet6).
+PUBLIC_IN_NON_PUBLIC6 = (
+    "2001::/32",  # RFC 4380 Teredo
+    "2001:1::1/128",  # RFC 7723 Port Control Protocol anycast
+    "2001:1::2/128",  # RFC 8155 TURN anycast
+    "2001:1::3/128",  # RFC 9665 DNS-SD Service Registration Protocol anycast
+    "2001:3::/32",  # RFC 7450 AMT
+    "2001:4:112::/48",  # RFC 7535 AS112-v6
+    "2001:20::/28",  # RFC 7343 ORCHIDv2
+    "2001:30::/28",  # RFC 9374 drone remote ID
 )
 
 MULTICAST = (
@@ -69,11 +93,11 @@ def builtin_sets() -> dict[str, AddressSet]:
         "internal4": AddressSet.from_networks(INTERNAL4),
         "internet4": AddressSet.from_networks(NON_PUBLIC4).complement(
             AddressSet.from_networks(IPV4)
-        ),
+        ).union(AddressSet.from_networks(PUBLIC_IN_NON_PUBLIC4)),
         "internal6": AddressSet.from_networks(INTERNAL6),
         "internet6": AddressSet.from_networks(NON_PUBLIC_IN_GLOBAL6).complement(
             AddressSet.from_networks(GLOBAL_UNICAST6)
-        ),
+        ).union(AddressSet.from_networks(PUBLIC_IN_NON_PUBLIC6)),
         "multicast": AddressSet.from_networks(MULTICAST),
         "any": AddressSet.from_networks(("::/0", "0.0.0.0/0")),  # both families
     }
