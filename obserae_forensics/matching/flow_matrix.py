@@ -29,7 +29,14 @@ import yaml
 
 from .address_sets import AddressSet
 from .cartography import Cartography, unknown_name_message
-from .services import Service, merge_port_ranges, parse_port_range, parse_protocol
+from .services import (
+    PROTOCOL_FAMILIES,
+    PROTOCOL_NUMBERS,
+    Service,
+    merge_port_ranges,
+    parse_port_range,
+    parse_protocol,
+)
 from .yaml_nodes import YamlFile, is_empty, line_of
 
 RULE_KEYS = ("name", "description", "source", "destination", "protocol", "ports")
@@ -106,6 +113,9 @@ def _read_rule(source: YamlFile, node: yaml.Node, index: int, cartography: Carto
         source, fields["destination"][1], f"{what} destination", cartography
     )
     _check_families(source, node, what, source_set, destination_set)
+    service = _read_service(source, fields, what)
+    _check_protocol_families(source, fields["protocol"][1], what, service,
+                             source_set.families & destination_set.families)
     description = ""
     if "description" in fields:
         description = source.scalar(fields["description"][1], f"{what} description")
@@ -114,7 +124,7 @@ def _read_rule(source: YamlFile, node: yaml.Node, index: int, cartography: Carto
         name=name,
         source=source_set,
         destination=destination_set,
-        service=_read_service(source, fields, what),
+        service=service,
         description=description,
         source_names=source_names,
         destination_names=destination_names,
@@ -153,6 +163,24 @@ def _check_families(source: YamlFile, node: yaml.Node, what: str, client: Addres
                           f"{named(client.families)} addresses and its destination only "
                           f"{named(server.families)} (a session's client and server "
                           "are of one IP version)")
+
+
+def _check_protocol_families(source: YamlFile, node: yaml.Node, what: str, service: Service,
+                             families: frozenset[int]) -> None:
+    """Refuse a rule whose every protocol is of an IP version its endpoints cannot hold
+    (`icmp` between IPv6 networks, for IPv6 ping: that is `icmpv6`), for the reason
+    _check_families gives (an audit found them accepted)."""
+    if service.protocols is None:
+        return
+    possible = [number for number in service.protocols
+                if PROTOCOL_FAMILIES.get(number) in (None, *families)]
+    if not possible:
+        names = {number: name for name, number in reversed(PROTOCOL_NUMBERS.items())}
+        listed = ", ".join(names.get(number, str(number)) for number in service.protocols)
+        versions = " and ".join(f"IPv{family}" for family in sorted(families))
+        hint = " (IPv6's is icmpv6)" if 1 in service.protocols and families == {6} else ""
+        source.fail(node, f"{what} can never match: {listed} is not carried over {versions}, "
+                          f"the only IP version its source and destination share{hint}")
 
 
 def _read_service(

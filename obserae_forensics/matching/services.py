@@ -33,6 +33,8 @@ PROTOCOL_NUMBERS: dict[str, int] = {
     "udplite": 136,
 }
 PORT_PROTOCOLS = frozenset({6, 17, 132, 136})  # TCP, UDP, SCTP, UDP-Lite
+# protocols of one IP version only: ICMP and IGMP are IPv4's (IPv6 has ICMPv6 and MLD in it)
+PROTOCOL_FAMILIES: dict[int, int] = {1: 4, 2: 4, 58: 6}
 PORT_MAX = 65535
 
 
@@ -41,7 +43,7 @@ def parse_protocol(text: str) -> int | None:
     word = text.strip().lower()
     if word == "any":
         return None
-    if word.isdigit():
+    if word.isascii() and word.isdigit():  # str.isdigit() took Arabic-Indic ٦ for tcp
         number = int(word)
         if number > 255:
             raise ValueError(f"protocol number {number} is out of range (0-255)")

@@ -136,6 +136,15 @@ ERRORS = [
     (RULE.replace("source: lan", "source: '2001:db8::/32'"),
      r":2: rule 'r' can never match: its source holds only IPv6 addresses and its"
      r" destination only IPv4 \(a session's client and server are of one IP version\)"),
+    # a protocol of the other IP version only, and digits of another script (an audit)
+    (RULE.replace("source: lan", "source: '2001:db8::/32'").replace(
+        "destination: resolver", "destination: '2001:db8::/32'").replace("udp", "icmp"),
+     r":5: rule 'r' can never match: icmp is not carried over IPv6, the only IP version its"
+     r" source and destination share \(IPv6's is icmpv6\)"),
+    (RULE.replace("source: lan", "source: 10.0.0.0/8").replace("udp", "[icmpv6, 58]"),
+     r":5: rule 'r' can never match: icmpv6 is not carried over IPv4"),
+    (RULE.replace("udp", "\u0666"), r":5: rule 'r': unknown protocol '\u0666'"),
+    (RULE.replace("udp", "\u00b2"), r":5: rule 'r': unknown protocol '\u00b2'"),
 ]  # fmt: skip
 
 
