@@ -565,12 +565,17 @@ SHOW_DEFAULT_COLUMNS = {
     # client->server and server->client bytes (cs_bytes, sc_bytes), made from ab/ba: the
     # a->b columns beside the client/server ones read as client->server, which they are
     # only when the client is `a` (found by an audit)
-    "sessions": ["protocol", "client_ip", "client_port", "server_ip", "server_port",
-                 "cs_bytes", "sc_bytes", "state", "close_reason", "role_method",
-                 "matched_rules"],
+    "sessions": ["opened_at", "protocol", "client_ip", "client_port", "server_ip",
+                 "server_port", "cs_bytes", "sc_bytes", "state", "close_reason",
+                 "role_method", "matched_rules"],
     "flows": ["first_seen", "src_addr", "src_port", "dst_addr", "dst_port", "protocol",
               "packets", "octets", "direction", "session_id"],
 }
+# what the default view adds when the rows shown need it (an audit: sampled counters read
+# as the traffic, 30,000 times too small, and one conversation seen by two exporters as two
+# identical rows): (column, the column it follows)
+SHOW_SAMPLING = {"sessions": "sc_bytes", "flows": "octets"}
+SHOW_EXPORTER = {"sessions": "protocol", "flows": "protocol"}
 
 
 # what `show` makes of a session's a/b counters (client->server, server->client), which
@@ -623,29 +628,43 @@ def show_command(
         present = sorted(p.stem for p in run_dir.glob("*.parquet"))
         raise _fail(UsageError(f"{path} does not exist; {run_dir} holds "
                                f"{', '.join(present) or 'no table'}"), 2)
+    default = columns is None
     wanted = SHOW_DEFAULT_COLUMNS.get(table)
     if columns is not None:
         wanted = list(dict.fromkeys(name.strip() for name in columns.split(",")))
         if "" in wanted:
             raise _fail(UsageError(f"--columns {columns!r} names an empty column"), 2)
+    notes: list[str] = []
+    if default and wanted and table == "sessions" and \
+            not (run_dir / "session_matches.parquet").is_file():
+        # `[]` on every row read as "no rule matched" (an audit)
+        wanted = [name for name in wanted if name != "matched_rules"]
+        notes.append("no Flow Matrix in this run: sessions were not matched against rules")
+    extra = ["sampling_rate", "counters_scaled", "exporter"] \
+        if default and table in SHOW_SAMPLING else []
     derived = [name for name in wanted or () if name in CLIENT_SERVER_COLUMNS] \
         if table == "sessions" else []
     read = wanted
-    if derived:  # made from the a/b columns, as the default view makes cs_bytes/sc_bytes
+    if derived or extra:  # cs_bytes/sc_bytes are made from the a/b columns
         sources = ["client_ip", "client_port", "ip_a", "port_a"] + [
-            column for name in derived for column in CLIENT_SERVER_COLUMNS[name]]
-        read = list(dict.fromkeys([n for n in wanted or () if n not in derived] + sources))
+            column for name in derived for column in CLIENT_SERVER_COLUMNS[name]] \
+            if derived else []
+        read = list(dict.fromkeys([n for n in wanted or () if n not in derived] + sources
+                                  + extra))
     try:
         data, total = read_parquet_head(path, limit, read)
     except UsageError as error:
         raise _fail(error, 2) from error
-    frame = data.to_pandas()
+    frame = data.to_pandas(integer_object_nulls=True)  # ICMP type 8 printed as 8.0
     if derived:
         forward = (frame["client_ip"] == frame["ip_a"]) & \
             (frame["client_port"] == frame["port_a"])
         for name in derived:
             along, against = CLIENT_SERVER_COLUMNS[name]
             frame[name] = frame[along].where(forward, frame[against])
+    if extra and wanted:
+        wanted = _show_extras(frame, table, wanted, notes)
+    if derived or extra:
         frame = frame[wanted]
     frame = _times_as_text(frame).astype(object)
     frame = frame.where(frame.notna(), "")  # an open session has no close reason yet
@@ -655,3 +674,25 @@ def show_command(
                            "display.max_colwidth", 40):
         typer.echo(frame.to_string(index=False))
     typer.echo(f"({total} rows in {path})")
+    for note in notes:
+        typer.echo(f"({note})")
+
+
+def _show_extras(frame: pd.DataFrame, table: str, wanted: list[str],
+                 notes: list[str]) -> list[str]:
+    """The default view's columns with `sampling_rate` when a row shown is sampled (its
+    counters as the exporter counted them, not the traffic) and `exporter` when the rows
+    come from more than one."""
+    wanted = list(wanted)
+    rate = frame["sampling_rate"].to_numpy(dtype="int64")
+    sampled = (rate > 1) & ~frame["counters_scaled"].to_numpy(dtype=bool)
+    if sampled.any():
+        wanted.insert(wanted.index(SHOW_SAMPLING[table]) + 1, "sampling_rate")
+        counters = "cs_bytes/sc_bytes" if table == "sessions" else "packets/octets"
+        notes.append(f"{int(sampled.sum())} row(s) shown are sampled 1-in-sampling_rate: "
+                     f"their {counters} are what the exporter counted; multiply by "
+                     "sampling_rate for the traffic (sessions_consolidated holds scaled "
+                     "counters)")
+    if frame["exporter"].nunique(dropna=False) > 1:
+        wanted.insert(wanted.index(SHOW_EXPORTER[table]), "exporter")
+    return wanted

@@ -1164,6 +1164,50 @@ def test_late_sessions_hint_only_when_arrival_replay_made_many(
         assert f"{late} of {sessions} sessions are late" in hint and "--replay event" in hint
 
 
+def test_show_says_what_its_default_view_cannot_show_alone(tmp_path: Path) -> None:
+    """Found by an audit: sampled counters printed as if they were the traffic (akvorado's
+    1-in-30000 sessions read 1.4 KB where the consolidated table says 42 MB), one
+    conversation of two exporters as two identical rows, `[]` for matched_rules in a run
+    without a Flow Matrix (as if no rule matched), and ICMP type 8 as 8.0."""
+    out = tmp_path / "run"
+    assert sessionize(out).exit_code == 0
+    result = runner.invoke(app, ["show", str(out), "--limit", "5"])
+    assert result.exit_code == 0, result.output
+    header = result.stdout.splitlines()[0].split()
+    assert header[:2] == ["opened_at", "protocol"] and "matched_rules" not in header
+    assert "sampling_rate" not in header and "exporter" not in header
+    assert "(no Flow Matrix in this run: sessions were not matched" in result.stdout
+    path = out / "sessions.parquet"
+    sessions = pq.read_table(path)
+    rate = sessions.column("sampling_rate").to_numpy().copy()
+    rate[1] = 30_000
+    exporter = sessions.column("exporter").to_pylist()
+    exporter[3] = "192.0.2.200"
+    sessions = sessions.set_column(sessions.schema.get_field_index("sampling_rate"),
+                                   sessions.schema.field("sampling_rate"), pa.array(rate))
+    sessions = sessions.set_column(sessions.schema.get_field_index("exporter"),
+                                   sessions.schema.field("exporter"),
+                                   pa.array(exporter, sessions.schema.field("exporter").type))
+    pq.write_table(sessions, path)
+    lines = runner.invoke(app, ["show", str(out), "--limit", "5"]).stdout.splitlines()
+    header = lines[0].split()
+    assert header[1:3] == ["exporter", "protocol"]
+    assert header[header.index("sc_bytes") + 1] == "sampling_rate"
+    assert [line.split()[header.index("sampling_rate")] for line in lines[1:6]] == \
+        ["1", "30000", "1", "1", "1"]
+    assert any("1 row(s) shown are sampled 1-in-sampling_rate" in line for line in lines[-2:])
+    # --columns prints what it names, and no more
+    named = runner.invoke(app, ["show", str(out), "--columns", "protocol,cs_bytes"]).stdout
+    assert named.splitlines()[0].split() == ["protocol", "cs_bytes"]
+    assert "sampled" not in named
+    icmp_type = pa.array([8] + [None] * (sessions.num_rows - 1),
+                         sessions.schema.field("icmp_type").type)
+    pq.write_table(sessions.set_column(sessions.schema.get_field_index("icmp_type"),
+                                       sessions.schema.field("icmp_type"), icmp_type), path)
+    typed = runner.invoke(app, ["show", str(out), "--columns", "icmp_type", "--limit", "2"])
+    assert typed.stdout.splitlines()[1:3] == ["        8", "         "], typed.stdout
+
+
 def test_show_gives_bytes_client_to_server_beside_the_client_and_server(tmp_path: Path) -> None:
     """Found by an audit: `show` put ab_bytes/ba_bytes beside client_ip/server_ip, which
     read as client->server; a DNS client's 62-byte query showed as 476 (the answer)."""

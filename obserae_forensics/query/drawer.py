@@ -29,7 +29,6 @@ from ..errors import UsageError
 if TYPE_CHECKING:
     from .run import Run
 
-FLOW_ORDER = ("source_file", "source_frame", "record_index")  # arrival order
 FRAGMENT_COLUMNS = ("fragment_index", "session_id", "link_reason", "gap_s")
 HTML_FLOW_ROWS = 50
 
@@ -70,6 +69,18 @@ class SessionDrawer:
             f"exporter {row['exporter']} domain {row['exporter_domain']}; "
             f"{row['flow_count']} flow records ({row['late_records']} late)",
         ]
+        rate = int(row["sampling_rate"])
+        if rate > 1 and not bool(row["counters_scaled"]):
+            # the counters are the sampled packets: quoted as the traffic, they were 30,000
+            # times too small on a 1-in-30000 exporter (an audit)
+            lines.insert(3, f"sampled 1 in {rate}: the counters above are what the exporter "
+                            f"counted; the traffic was about {human_bytes(up_bytes * rate)} "
+                            f"client->server ({up_packets * rate} packets), "
+                            f"{human_bytes(down_bytes * rate)} server->client "
+                            f"({down_packets * rate} packets)")
+        elif rate > 1:
+            lines.insert(3, f"sampled 1 in {rate}: the counters above are already scaled by "
+                            "the source (estimates of the traffic)")
         rules = list(self.matches["rule"]) if len(self.matches) else []
         lines.append("matched rules: " + (", ".join(rules) if rules else "none"))
         if len(self.fragments) > 1:
@@ -127,9 +138,9 @@ def drawer(run: Run, session_id: str) -> SessionDrawer:
             matches["description"] = matches["rule"].map(descriptions).astype("string")
 
     fragments, conversation = _fragments(run, row)
+    # a run's flows table holds each session's records in arrival order already: sorted
+    # again by file name, tcpdump -C's `cap10` came before `cap2` (an audit)
     flows = run.flows.loc[run.flows["session_id"] == session_id]
-    order = [c for c in FLOW_ORDER if c in flows.columns]
-    flows = flows.sort_values(order, kind="stable") if order else flows
     related_mask = sessions["follows_session_id"] == session_id
     if _present(row["follows_session_id"]):
         related_mask |= sessions["session_id"] == row["follows_session_id"]

@@ -157,8 +157,10 @@ def talker_heatmap(
     if sessions.empty:
         axes.set_title("talkers: no sessions")
         return axes
-    amount = (sessions["ab_bytes"].to_numpy(dtype=np.float64)
-              + sessions["ba_bytes"].to_numpy(dtype=np.float64)
+    # bytes scaled by each session's sampling rate, as traffic_over_time and the
+    # consolidated table scale them (an audit: a 1-in-30000 exporter's sessions read 1.4 KB)
+    amount = ((sessions["ab_bytes"].to_numpy(dtype=np.float64)
+               + sessions["ba_bytes"].to_numpy(dtype=np.float64)) * _session_scale(sessions)
               if value == "bytes" else np.ones(len(sessions)))
     frame = pd.DataFrame({"client": sessions["client_ip"].astype(str).to_numpy(),
                           "server": sessions["server_ip"].astype(str).to_numpy(),
@@ -192,10 +194,21 @@ def talker_heatmap(
     axes.set_xlabel("server")
     axes.set_ylabel("client")
     colorbar = axes.figure.colorbar(image, ax=axes)
-    colorbar.set_label("bytes (both directions)" if value == "bytes" else "sessions")
+    colorbar.set_label("bytes (both directions, scaled by sampling rate)" if value == "bytes"
+                       else "sessions")
     axes.set_title(f"top {len(top_clients)} of {len(clients)} clients x top {len(top_servers)} "
                    f"of {len(servers)} servers by {value}")
     return axes
+
+
+def _session_scale(sessions: pd.DataFrame) -> np.ndarray:
+    """Each session's sampling rate, 1 where the source scaled its counters already."""
+    if "sampling_rate" not in sessions.columns:
+        return np.ones(len(sessions))
+    scaled = (sessions["counters_scaled"].to_numpy(dtype=bool)
+              if "counters_scaled" in sessions.columns else np.zeros(len(sessions), bool))
+    return np.where(scaled, 1.0,
+                    sessions["sampling_rate"].to_numpy(dtype=np.float64).clip(min=1.0))
 
 
 def coherence_histogram(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from obserae_forensics import query
@@ -45,6 +47,39 @@ def test_summary_reads_like_the_sessions_page(run: query.Run) -> None:
     six = query.drawer(run, "s6").summary()
     assert "client [2001:db8::1]:0 -> server [2001:db8::2]:0 ICMP" in six
     assert "matched rules: none" in six and "closed -" not in six
+
+
+def test_summary_of_a_sampled_session_gives_the_traffic_it_stands_for(tmp_path: Path) -> None:
+    """Found by an audit: a 1-in-30000 exporter's session read "1.4 KB server->client" in
+    the drawer, where the consolidated table and traffic_over_time said 42 MB."""
+    rows = session_rows()
+    rows[0]["sampling_rate"] = 100
+    rows[1]["sampling_rate"] = 10
+    rows[1]["counters_scaled"] = True
+    run = query.load(write_run(tmp_path / "hand", sessions=rows))
+    text = query.drawer(run, "s1").summary().splitlines()
+    assert text[3] == ("sampled 1 in 100: the counters above are what the exporter counted; "
+                       "the traffic was about 100.0 KB client->server (300 packets), "
+                       "500.0 KB server->client (400 packets)")
+    assert "already scaled by the source" in query.drawer(run, "s2").summary()
+    assert "sampled" not in query.drawer(run, "s3").summary()
+
+
+def test_drawer_lists_flow_records_in_arrival_order_not_by_file_name(tmp_path: Path) -> None:
+    """Found by an audit: the drawer sorted a session's records by file name, so the
+    records of a capture split as z_first.pcap then a_second.pcap (or tcpdump -C's cap10
+    before cap2) came out of arrival order; the flows table holds them in it already."""
+    run_dir = write_run(tmp_path / "hand")
+    flows = pq.read_table(run_dir / "flows.parquet")
+    names = ["z_first.pcap" if row % 2 == 0 else "a_second.pcap"
+             for row in range(flows.num_rows)]
+    at_column = flows.schema.get_field_index("source_file")
+    flows = flows.set_column(at_column, flows.schema.field(at_column),
+                             pa.array(names, flows.schema.field(at_column).type))
+    pq.write_table(flows, run_dir / "flows.parquet")
+    found = query.drawer(query.load(run_dir), "s1").flows
+    assert found["source_file"].tolist() == ["z_first.pcap", "a_second.pcap"]
+    assert found["direction"].tolist() == ["ab", "ba"]
 
 
 def test_drawer_html_has_the_flow_records(run: query.Run) -> None:

@@ -80,6 +80,13 @@ def test_heatmap_cells_are_client_server_byte_totals(run: query.Run) -> None:
     assert np.ma.is_masked(grid[0, 1]) or np.isnan(grid[0, 1])
     counted = plots.talker_heatmap(run.sessions, value="sessions").get_images()[0].get_array()
     assert np.nansum(counted.filled(np.nan) if np.ma.isMaskedArray(counted) else counted) == 9
+    # sampled sessions count as the traffic they stand for, as traffic_over_time and the
+    # consolidated table count them, but not twice when the source scaled them (an audit)
+    sampled = run.sessions.copy()
+    sampled.loc[sampled["session_id"] == "s4", "sampling_rate"] = 10
+    sampled.loc[sampled["session_id"] == "s8", ["sampling_rate", "counters_scaled"]] = [10, True]
+    grid = plots.talker_heatmap(sampled, top=2).get_images()[0].get_array()
+    assert grid[0, 0] == 9000 * 10 + 14000 and grid[1, 0] == 6000
 
 
 def test_coherence_histogram_splits_single_and_multi_exporter(run: query.Run) -> None:
