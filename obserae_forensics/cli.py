@@ -28,7 +28,7 @@ import typer
 from .errors import ForensicsError, InputError, UsageError
 from .report import RunReport
 from .signals import Interrupted, finished, install, settle
-from .times import iso_us
+from .times import iso_us, nfdump_time
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -143,12 +143,9 @@ def parse_time(text: str | None, option: str) -> int | None:
     if text is None:
         return None
     candidate = text.strip()
-    for layout in ("%Y/%m/%d.%H:%M:%S", "%Y/%m/%d.%H:%M", "%Y/%m/%d"):
-        try:
-            parsed = datetime.strptime(candidate, layout).replace(tzinfo=UTC)
-            return int(parsed.timestamp()) * 1_000_000
-        except ValueError:
-            pass
+    written = nfdump_time(candidate)
+    if written is not None:
+        return int(written.timestamp()) * 1_000_000
     try:
         parsed = datetime.fromisoformat(candidate.replace("Z", "+00:00"))
     except ValueError as exc:

@@ -23,6 +23,22 @@ SHOWABLE_MIN_US = -62_135_596_800_000_000
 SHOWABLE_MAX_US = 253_402_300_799_999_999
 
 
+# nfdump's time text (-t 2011/06/24.15:52:00), which sessionize --from/--to and the query
+# API take beside ISO-8601
+NFDUMP_TIME_LAYOUTS = ("%Y/%m/%d.%H:%M:%S", "%Y/%m/%d.%H:%M", "%Y/%m/%d")
+
+
+def nfdump_time(text: str) -> datetime | None:
+    """nfdump's `2011/06/24.15:52:00` (or without seconds, or a day alone) as UTC; None
+    for any other text."""
+    for layout in NFDUMP_TIME_LAYOUTS:
+        try:
+            return datetime.strptime(text.strip(), layout).replace(tzinfo=UTC)
+        except ValueError:
+            pass
+    return None
+
+
 def iso_us(value: int | None, *, trim_fraction: bool = False) -> str | None:
     """UTC µs -> ISO-8601 text with a Z: six fraction digits, none for a whole second, or
     with `trim_fraction` only the digits up to the last non-zero one; None for no time or

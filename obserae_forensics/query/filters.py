@@ -5,7 +5,7 @@ and returns a boolean Series aligned with it, so filters combine with `&`, `|` a
 index with `frame[mask]`. Which columns a filter reads follows from the table: sessions
 have `ip_a`/`ip_b` and `client_ip`/`server_ip`, flows `src_addr`/`dst_addr`. SessionQuery
 holds one page's worth of filter settings, applies them to a Run (which supplies the data's
-end time, the Cartography and the matches), and is what a CLI builds from its options.
+end time, the Cartography and the matches); `describe()` words it as the seed's queries.
 
 Semantics (tested in tests/query/test_filters.py):
 
@@ -30,9 +30,10 @@ parses.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, TypeAlias
 
 import numpy as np
@@ -40,7 +41,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..addresses import parse_address
+from ..addresses import address_text, parse_address
 from ..errors import UsageError
 from ..matching.address_sets import ADDRESS_VALUE, AddressSet
 from ..matching.cartography import Cartography
@@ -52,6 +53,7 @@ from ..matching.services import (
     parse_protocol,
 )
 from ..schema import CLOSE_REASONS, STATES
+from ..times import nfdump_time
 
 if TYPE_CHECKING:
     from .run import Run
@@ -68,6 +70,9 @@ PORT_SIDES = {
     "client": "client_port", "server": "server_port", "a": "port_a", "b": "port_b",
     "src": "src_port", "dst": "dst_port",
 }
+# the seed's and the Flow Matrix's words for the sides: a rule's source is the client (on
+# flows, the record's source); the first side whose column the table has
+SIDE_ALIASES = {"source": ("client", "src"), "destination": ("server", "dst")}
 # "either endpoint": the first pair the table has
 EITHER_ADDRESS = (("ip_a", "ip_b"), ("client_ip", "server_ip"), ("src_addr", "dst_addr"))
 EITHER_PORT = (("port_a", "port_b"), ("client_port", "server_port"), ("src_port", "dst_port"))
@@ -117,6 +122,9 @@ def window_bounds(
         return high - span, high
     low = None if start is None else utc_timestamp(start)
     high = None if end is None else utc_timestamp(end)
+    if high is not None and _date_only(end):
+        # the whole day: window("2011-06-24", "2011-06-24") held nothing (an audit)
+        high = high + pd.Timedelta(days=1) - pd.Timedelta(microseconds=1)
     if low is not None and high is not None and low > high:
         raise UsageError(f"the window starts ({low}) after it ends ({high})")
     return low, high
@@ -132,6 +140,8 @@ def utc_timestamp(value: TimeLike) -> pd.Timestamp:
     if isinstance(value, str) and value.strip().lower() in _CLOCK_WORDS:
         raise UsageError(f"time {value!r}: a window is of the data, not of the wall clock "
                          "(use last= to count back from the data's end)")
+    if isinstance(value, str) and (written := nfdump_time(value)) is not None:
+        return pd.Timestamp(written)  # nfdump's 2011/06/24.15:52:00, as --from takes it
     try:
         moment = pd.Timestamp(value)
     except ValueError as exc:
@@ -142,6 +152,14 @@ def utc_timestamp(value: TimeLike) -> pd.Timestamp:
 
 
 _CLOCK_WORDS = ("now", "today", "yesterday", "tomorrow")
+
+
+_DAY = re.compile(r"\d{4}([-/])\d{2}\1\d{2}", re.ASCII)
+
+
+def _date_only(value: TimeLike | None) -> bool:
+    """A day written without a time of day (`2011-06-24`, nfdump's `2011/06/24`)."""
+    return isinstance(value, str) and _DAY.fullmatch(value.strip()) is not None
 
 
 def entity(
@@ -260,13 +278,22 @@ def exporter(frame: pd.DataFrame, *exporters: str) -> pd.Series:
     names = frame["exporter"].astype("string")
     for item in exporters:
         name, slash, domain = str(item).partition("/")
-        hit = names == name
+        hit = names == _address_as_written(name)
         if slash:
             if not domain.isdigit():
                 raise UsageError(f"bad exporter {item!r}: the domain after / is a number")
             hit &= frame["exporter_domain"] == int(domain)
         mask |= hit.fillna(False).astype(bool)
     return mask
+
+
+def _address_as_written(text: str) -> str:
+    """An exporter address as the tables write it (`2001:DB8::1` -> `2001:db8::1`); text
+    that is no address is left as it is (and matches nothing)."""
+    try:
+        return address_text(parse_address(text.strip()))
+    except ValueError:
+        return text
 
 
 def unmatched(
@@ -302,8 +329,10 @@ def rule(frame: pd.DataFrame, matches: pd.DataFrame | None, *rules: str) -> pd.S
 class SessionQuery:
     """One Sessions-page view: a window and filters, all ANDed; each method returns a copy.
 
-    `SessionQuery().last(3600).entity("databases").state("closed").apply(run)`; a CLI sets
-    the same fields from its options.
+    `SessionQuery().last(3600).entity("databases").state("closed").apply(run)`. Applied to
+    a run, the names it gives are checked against what the run knows: a rule the run's
+    Flow Matrix does not have, or an exporter that sent the run nothing, is refused (a
+    typo returned no rows, as if no session had matched).
     """
 
     start: TimeLike | None = None
@@ -322,9 +351,11 @@ class SessionQuery:
     def window(self, start: TimeLike | None = None, end: TimeLike | None = None) -> SessionQuery:
         return replace(self, start=start, end=end, last_s=None)
 
-    def last(self, seconds: float | str) -> SessionQuery:
-        """The last `seconds` (a number, or a duration as the settings write it: `1h`,
-        `90s`) before the data's end."""
+    def last(self, seconds: float | str | timedelta) -> SessionQuery:
+        """The last `seconds` (a number, a duration as the settings write it: `1h`, `90s`,
+        or a timedelta) before the data's end."""
+        if isinstance(seconds, timedelta):  # pd.Timedelta too
+            return replace(self, start=None, end=None, last_s=seconds.total_seconds())
         if isinstance(seconds, str):
             from ..sessionize.policy import parse_duration
 
@@ -384,8 +415,10 @@ class SessionQuery:
         if self.close_reasons:
             mask &= close_reason(rows, *self.close_reasons)
         if self.exporters:
+            _check_exporters(run, self.exporters)
             mask &= exporter(rows, *self.exporters)
         if self.rules:
+            _check_rules(run, self.rules)
             mask &= rule(rows, run.matches, *self.rules)
         if self.unmatched_states:
             mask &= unmatched(rows, run.matches, self.unmatched_states)
@@ -428,6 +461,34 @@ class SessionQuery:
         return " AND ".join(parts) if parts else "all sessions"
 
 
+def _check_rules(run: Run, rules: tuple[str, ...]) -> None:
+    """Refuse a rule name the run's Flow Matrix does not have (when it is known: the rules
+    of other loaded runs count by their matches)."""
+    if run.flow_matrix is None:
+        return
+    known = {r.name for r in run.flow_matrix.rules}
+    if run.matches is not None:
+        known |= set(run.matches["rule"].dropna().unique())
+    unknown = [name for name in rules if name not in known]
+    if unknown:
+        raise UsageError(f"no rule {unknown[0]!r} in the Flow Matrix "
+                         f"({run.flow_matrix.path or 'of the run'}): "
+                         f"{', '.join(sorted(known)) or 'it has no rules'}")
+
+
+def _check_exporters(run: Run, exporters: tuple[str, ...]) -> None:
+    """Refuse an exporter the run never heard from (its exporters table, else its sessions)."""
+    source = run.exporters if run.exporters is not None and "exporter" in run.exporters \
+        else run.sessions
+    known = set(source["exporter"].dropna().astype(str).unique())
+    for item in exporters:
+        name = _address_as_written(str(item).partition("/")[0])
+        if name not in known:
+            listed = ", ".join(sorted(known)[:10]) + (" ..." if len(known) > 10 else "")
+            raise UsageError(f"no exporter {item!r} in this run (its exporters: "
+                             f"{listed or 'none'})")
+
+
 def _time_columns(frame: pd.DataFrame) -> tuple[str, str]:
     for pair in TIME_COLUMNS:
         if all(column in frame.columns for column in pair):
@@ -446,8 +507,12 @@ def _column_pair(
 
 
 def _side_column(frame: pd.DataFrame, sides: dict[str, str], side: str) -> str:
+    if side in SIDE_ALIASES:
+        side = next((name for name in SIDE_ALIASES[side] if sides[name] in frame.columns),
+                    SIDE_ALIASES[side][0])
     if side not in sides:
-        raise UsageError(f"unknown side {side!r} (either, {', '.join(sides)})")
+        raise UsageError(f"unknown side {side!r} (either, {', '.join(sides)}, "
+                         f"{', '.join(SIDE_ALIASES)})")
     column = sides[side]
     if column not in frame.columns:
         raise UsageError(f"side {side!r} needs column {column}, which this table lacks")

@@ -66,6 +66,14 @@ def traffic_over_time(
     if flows.empty:
         axes.set_title("traffic over time: no flow records")
         return axes
+    # a damaged record's time past year 9999 loads as NaT: left out and said, where it
+    # made a NaN bin width (an audit)
+    timeless = int(flows["first_seen"].isna().sum())
+    flows = flows.loc[flows["first_seen"].notna()]
+    if flows.empty:
+        axes.set_title(f"traffic over time: no flow records of a showable time ({timeless} "
+                       "outside years 1-9999)")
+        return axes
     labels = _session_labels(chosen, by)
     label = flows["session_id"].map(labels).astype(object).to_numpy()
     octets = (flows["octets"].to_numpy(dtype=np.float64)
@@ -98,8 +106,9 @@ def traffic_over_time(
         bottom += heights
     _time_axis(axes)
     axes.set_ylabel(f"bytes per {_human_seconds(width_s)}")
+    left_out = f"; {timeless} outside years 1-9999 left out" if timeless else ""
     axes.set_title(f"traffic over time by {by} ({human_bytes(bottom.sum())}, "
-                   f"{len(flows)} flow records)")
+                   f"{len(flows)} flow records{left_out})")
     axes.legend(loc="upper left", fontsize="small", frameon=False)
     return axes
 
@@ -115,12 +124,17 @@ def fragment_timeline(run: Run, session_id: str, *, ax: Axes | None = None) -> A
     for position, fragment in enumerate(fragments.itertuples(index=False)):
         opened = _naive_utc(pd.Series([fragment.opened_at])).iloc[0]
         last = _naive_utc(pd.Series([fragment.last_seen_at])).iloc[0]
+        if pd.isna(opened) or pd.isna(last):  # a damaged time past year 9999 (an audit)
+            axes.annotate(" times outside years 1-9999 (damaged?)", (0, position),
+                          xycoords=("axes fraction", "data"), va="center", fontsize="small")
+            continue
         start = mdates.date2num(opened.to_pydatetime())
         length = max(mdates.date2num(last.to_pydatetime()) - start, 1e-9)
         reason = fragment.close_reason if isinstance(fragment.close_reason, str) else None
         colour = REASON_COLOURS.get(reason or "", STATE_COLOURS.get(fragment.state, "grey"))
         axes.broken_barh([(start, length)], (position - 0.3, 0.6), facecolors=colour)
         ticks = _naive_utc(flows.loc[flows["session_id"] == fragment.session_id, "first_seen"])
+        ticks = ticks.loc[ticks.notna()]
         axes.plot(mdates.date2num(ticks.dt.to_pydatetime()), np.full(len(ticks), position),
                   "|", color="black", markersize=14)
         ended = reason or fragment.state

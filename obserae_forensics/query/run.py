@@ -182,6 +182,7 @@ def load(
     chart = _cartography(cartography, manifests[0], paths[0], notes)
     matrix = _flow_matrix(flow_matrix, manifests[0], paths[0], chart, notes)
     _note_mixed_runs(manifests, paths, notes)
+    _note_unshowable_end(manifests, notes)
     return Run(
         paths=tuple(paths),
         manifests=tuple(manifests),
@@ -364,6 +365,18 @@ def _note_mixed_runs(manifests: list[dict[str, Any]], paths: list[Path],
     notes.append("sessions_consolidated is each run's own: sessions of one conversation seen "
                  "by exporters in different runs are not grouped across them (sessionize "
                  "their inputs together for that)")
+
+
+def _note_unshowable_end(manifests: Sequence[dict[str, Any]], notes: list[str]) -> None:
+    """Say when the data's end is a time past year 9999: a damaged record's, which `last=`
+    windows count back from (an audit: last(3600) held none of the run's real sessions,
+    with only a NaT warning to go by)."""
+    ends = [_window_time(m, "end") for m in manifests]
+    late = max((t for t in ends if t is not None), default=None)
+    if late is not None and late.year > 9999:
+        notes.append(f"the data ends in year {late.year}, a time past year 9999 (a damaged "
+                     "record's): last= windows count back from there and hold none of the "
+                     "other sessions; use window(start, end)")
 
 
 def _window_time(manifest: dict[str, Any], which: str) -> pd.Timestamp | None:

@@ -242,3 +242,38 @@ def test_times_words_durations_and_tables_a_filter_cannot_read_are_said(run: que
         query.exporter(run.flows.drop(columns="exporter"), "192.0.2.1")
     empty = run.sessions.iloc[0:0]
     assert len(query.time_window(empty, last=60, data_end=None)) == 0
+
+
+def test_names_the_run_does_not_know_are_refused_not_an_empty_answer(run: query.Run) -> None:
+    """Found by an audit: rule("lab-dnss") and exporter("127.0.0.2") returned no rows, which
+    a report could cite as "no session matched" where entity() refuses an unknown name;
+    an IPv6 exporter written in capitals matched nothing."""
+    assert ids(SessionQuery().rule("db-access").apply(run)) == ["s5a", "s5b"]
+    with pytest.raises(UsageError, match=r"no rule 'db-acess' in the Flow Matrix .*db-access"):
+        SessionQuery().rule("db-acess").apply(run)
+    with pytest.raises(UsageError, match=r"no exporter '192.0.2.3' in this run \(its "
+                                         r"exporters: 192.0.2.1, 192.0.2.2\)"):
+        SessionQuery().exporter("192.0.2.3").apply(run)
+    assert ids(SessionQuery().exporter("192.0.2.2/256").apply(run)) == ["s6"]
+    v6 = run.sessions.assign(exporter=run.sessions["exporter"].astype(str).replace(
+        "192.0.2.2", "2001:db8::a"))
+    assert shown(run, query.exporter(v6, "2001:DB8:0::A")) == ["s6"]
+
+
+def test_windows_as_a_responder_writes_them(run: query.Run) -> None:
+    """Found by an audit: a day given as the end meant its midnight, so window(day, day)
+    held nothing; nfdump's time text, which sessionize --from takes, was refused; last()
+    refused a Timedelta that time_window takes; the seed's source/destination sides were
+    unknown."""
+    assert ids(SessionQuery().window("2024-03-01", "2024-03-01").apply(run)) == ALL
+    assert ids(SessionQuery().window("2024/03/01", "2024/03/01").apply(run)) == ALL
+    assert ids(SessionQuery().window("2024-02-29", "2024-02-29").apply(run)) == []
+    assert ids(SessionQuery().window("2024/03/01.10:50:00", "2024/03/01.10:50").apply(run)) \
+        == ["s3", "s5b"]
+    assert ids(SessionQuery().last(pd.Timedelta(minutes=10)).apply(run)) == \
+        ids(SessionQuery().last(600).apply(run))
+    assert shown(run, query.entity(run.sessions, "10.0.0.0/24", side="source")) == \
+        shown(run, query.entity(run.sessions, "10.0.0.0/24", side="client")) != []
+    assert shown(run, query.port(run.sessions, 443, side="destination")) == ["s1"]
+    assert query.entity(run.flows, "10.0.10.12", side="destination").sum() == \
+        query.entity(run.flows, "10.0.10.12", side="dst").sum() > 0

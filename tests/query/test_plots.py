@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import matplotlib
@@ -11,6 +12,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import pytest
 from matplotlib.patches import Rectangle
 
@@ -115,3 +117,21 @@ def test_arguments_that_cannot_make_a_plot_are_usage_errors(run: query.Run) -> N
     for seconds in (float("nan"), float("inf"), 1e30, -1):
         with pytest.raises(UsageError, match="last="):
             query.SessionQuery().last(seconds).apply(run)
+
+
+def test_plots_of_records_whose_times_are_not_showable(run: query.Run) -> None:
+    """Found by an audit: on a run whose record had a damaged time past year 9999 (loaded
+    as NaT), traffic_over_time raised "cannot convert float NaN to integer" and
+    fragment_timeline a TypeError."""
+    flows = run.flows.copy()
+    flows["first_seen"] = flows["first_seen"].where(flows["session_id"] != "s1")
+    some = replace(run, flows=flows)
+    title = plots.traffic_over_time(some).get_title()
+    assert title.endswith("16 flow records; 2 outside years 1-9999 left out)")
+    none = replace(run, flows=flows.assign(first_seen=pd.NaT))
+    assert "no flow records of a showable time (18 outside years 1-9999)" in \
+        plots.traffic_over_time(none).get_title()
+    sessions = run.sessions.copy()
+    sessions["opened_at"] = sessions["opened_at"].where(sessions["session_id"] != "s1")
+    axes = plots.fragment_timeline(replace(some, sessions=sessions), "s1")
+    assert "1 fragment(s), 2 flow records" in axes.get_title()

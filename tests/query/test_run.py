@@ -277,3 +277,7 @@ def test_the_data_end_past_year_9999_comes_from_its_microseconds(tmp_path: Path)
     run = query.load(run_dir)
     assert run.data_end is not None and run.data_end.year == 15750
     assert len(SessionQuery().last(3600).apply(run)) == 0  # every session ends long before
+    # and the run says why (an audit: only a NaT warning went with the empty answer)
+    assert any("the data ends in year 15750" in note and "use window(start, end)" in note
+               for note in run.notes)
+    assert not any("data ends" in note for note in query.load(write_run(tmp_path / "r")).notes)
