@@ -281,6 +281,28 @@ def test_pcapng_captured_length_damaged_short_is_a_bad_block(tmp_path: Path) -> 
     assert "claims 3 captured bytes, and what follows them" in str(report.examples[0])
 
 
+def test_pcapng_interface_options_that_do_not_fit_are_a_bad_block(tmp_path: Path) -> None:
+    """Found by fuzzing: an interface block whose if_description claims 260 bytes hid the
+    if_tsresol after it, so every arrival time read milliseconds as microseconds (1970
+    where 2023 was) and nothing was counted; tshark refuses the file."""
+    description = struct.pack("<HH", 2, 0x0104) + b"eth0"
+    resolution = struct.pack("<HH", 9, 1) + bytes([3]) + b"\x00" * 3
+    damaged = block("<", 1, struct.pack("<HHI", 101, 0, 0) + description + resolution
+                    + struct.pack("<HH", 0, 0))
+    path = tmp_path / "idb.pcapng"
+    path.write_bytes(shb("<") + damaged + epb("<", 0, 1_700_000_000_123, bytes(udp4())))
+    found, report = datagrams(path)
+    assert len(found) == 1  # link type and snap length are fixed fields: still read
+    options = 28 + 16  # the section header block, the interface block's header and fields
+    assert report.skipped_bytes == {"bad_block": len(damaged) - 16 - 4}  # options on
+    assert report.examples[0].offset == options
+    assert "interface 0: its options do not fit the block" in str(report.examples[0])
+    fine = shb("<") + idb("<", 101, tsresol=3) + epb("<", 0, 1_700_000_000_123, bytes(udp4()))
+    path.write_bytes(fine)
+    found, report = datagrams(path)
+    assert found[0].arrival_us == 1_700_000_000_123_000 and not report.skipped
+
+
 @pytest.mark.parametrize(("block_type", "reason"), [
     (0x2406, "pcapng_unknown_block"), (0xBAD, "pcapng_custom_block"),
     (0x40000BAD, "pcapng_custom_block"), (0x80000001, "pcapng_custom_block")])
