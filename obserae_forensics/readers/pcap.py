@@ -503,6 +503,19 @@ def _repeats(whole: bytes, offset: int, more: bool, data: bytes) -> bool:
     return end <= len(whole) and (more or end == len(whole)) and whole[offset:end] == data
 
 
+def _covered(parts: dict[int, bytes], low: int, high: int) -> int:
+    """How many bytes of [low, high) the parts (byte offset -> bytes) cover."""
+    spans = sorted((max(start, low), min(start + len(part), high))
+                   for start, part in parts.items() if start < high and start + len(part) > low)
+    covered, cursor = 0, low
+    for first, last in spans:
+        first = max(first, cursor)
+        if last > first:
+            covered += last - first
+            cursor = last
+    return covered
+
+
 class _Reassembly:
     """IPv4/IPv6 fragment reassembly by byte ranges, bounded in the number of open sets."""
 
@@ -547,34 +560,46 @@ class _Reassembly:
                 self._drop(old, report)
             entry = self.pending[key] = _FragmentSet(frame.number, frame.offset, source,
                                                      frame.ts_ns)
-        for start, part in entry.parts.items():
-            low, high = max(start, offset), min(start + len(part), offset + len(data))
-            if low < high and part[low - start:high - start] != data[low - offset:high - offset]:
+        # the bytes of this fragment that earlier ones placed already: one copy of each is
+        # used, so they are counted once here (only they: the rest of the fragment is used,
+        # and counting all of it counted those bytes twice, found by fuzzing)
+        overlap = _covered(entry.parts, offset, offset + len(data))
+        if overlap:
+            conflict = next(((low, high) for start, part in entry.parts.items()
+                             if (low := max(start, offset)) < (high := min(
+                                 start + len(part), offset + len(data)))
+                             and part[low - start:high - start]
+                             != data[low - offset:high - offset]), None)
+            if conflict is not None:
                 # an identical retransmission is harmless; other bytes for the same range
                 # are a forged or damaged copy, and which one is true cannot be known
                 report.skip(MalformedInput(
                     f"IP fragment at byte {offset} carries other bytes than an earlier one for "
-                    f"bytes {low}..{high}; the first copy is kept", source=source,
-                    offset=frame.offset, frame=frame.number, reason="conflicting_fragment"),
-                    nbytes=len(data))
-                break
-        entry.parts.setdefault(offset, data)
+                    f"bytes {conflict[0]}..{conflict[1]}; the first copy is kept",
+                    source=source, offset=frame.offset, frame=frame.number,
+                    reason="conflicting_fragment"), nbytes=overlap)
+            else:
+                report.ignore("duplicate_fragment", source, overlap)
+        placed = entry.parts.get(offset)
+        if placed is None:
+            entry.parts[offset] = data
+        elif len(data) > len(placed):  # the first copy's bytes, and what this one adds
+            entry.parts[offset] = placed + data[len(placed):]
         if not more:
             entry.total = offset + len(data)
         total = entry.total
-        if total is None:
-            return None
-        covered = 0
-        for start in sorted(entry.parts):
-            if start > covered:
-                return None
-            covered = max(covered, start + len(entry.parts[start]))
-        if covered < total:
+        if total is None or _covered(entry.parts, 0, total) < total:
             return None
         whole = bytearray(total)
-        for start in sorted(entry.parts, reverse=True):  # lower offsets written last: first wins
-            chunk = entry.parts[start][: total - start]
-            whole[start:start + len(chunk)] = chunk
+        for start, part in reversed(entry.parts.items()):  # the first to arrive written last
+            if start < total:  # (a part wholly past the end appended itself to the bytes)
+                whole[start:start + len(part[: total - start])] = part[: total - start]
+        beyond = _covered(entry.parts, total, max(s + len(p) for s, p in entry.parts.items()))
+        if beyond:
+            report.skip(MalformedInput(
+                f"IP fragments carry {beyond} byte(s) past byte {total}, where the last "
+                "fragment ends the datagram", source=source, offset=frame.offset,
+                frame=frame.number, reason="fragment_past_end"), nbytes=beyond)
         del self.pending[key]
         payload = bytes(whole)
         self._keep(key, payload)
