@@ -908,19 +908,35 @@ def _ipv6(
         _cut(frame, source, report, walked)
         return None
     next_header, position, fragment = walked
-    if next_header == IPPROTO_TCP and fragment is None and not cut:
-        return _tcp_segment(frame, data[position:end], src, data[at + 24:at + 40],
-                            streams.tcp, exporter_texts)
+    payload = data[position:end]
+    if fragment is not None:
+        # what follows a fragment header is the fragmentable part, whose own extension
+        # headers (RFC 8200 lets Destination Options come there) are read once it is whole:
+        # walked in each fragment, a later fragment's data read as a header (found by
+        # fuzzing: every record of such a capture lost)
+        if fragment[0] or fragment[1]:
+            if next_header not in _IPV6_REASSEMBLED:
+                report.ignore("not_udp", source, len(frame.data))
+                return None
+            whole = reassembly.add(_ipv6_key(data, at, fragment[2]), fragment[0],
+                                   fragment[1], bytes(payload), frame, source, report)
+            if whole is None:
+                return None
+            payload = whole
+        inner = _walk_ipv6(payload, next_header, 0, len(payload))
+        if isinstance(inner, str) or inner[2] is not None:
+            _cut(frame, source, report, inner if isinstance(inner, str) else
+                 "IPv6 fragment header inside a fragmentable part")
+            return None
+        next_header, position, _ = inner
+        payload = payload[position:]
+    if next_header == IPPROTO_TCP and (fragment is None or not (fragment[0] or fragment[1])) \
+            and not cut:
+        return _tcp_segment(frame, payload, src, data[at + 24:at + 40], streams.tcp,
+                            exporter_texts)
     if next_header != IPPROTO_UDP and next_header != IPPROTO_SCTP:
         report.ignore("not_udp", source, len(frame.data))
         return None
-    payload = data[position:end]
-    if fragment is not None and (fragment[0] or fragment[1]):
-        whole = reassembly.add(_ipv6_key(data, at, fragment[2]), fragment[0], fragment[1],
-                               bytes(payload), frame, source, report)
-        if whole is None:
-            return None
-        payload = whole
     if next_header == IPPROTO_SCTP:
         return streams.sctp.packet(frame.number, frame.offset, frame.ts_ns, src,
                                    bytes(data[at + 24:at + 40]), payload, len(frame.data),
@@ -988,6 +1004,11 @@ def _address_text(raw: bytes) -> str:
     return str(ipaddress.IPv6Address(raw))
 
 
+# what a fragment header may lead to that reassembly is worth it for: UDP and SCTP (flow
+# exports), or extension headers of the fragmentable part before them
+_IPV6_REASSEMBLED = frozenset({IPPROTO_UDP, IPPROTO_SCTP, *IPV6_EXTENSION_HEADERS, IPV6_AH})
+
+
 def _ipv4_key(data: bytes, at: int) -> tuple[object, ...]:
     """Reassembly key of an IPv4 fragment: (src, dst, protocol, identification)."""
     return (4, bytes(data[at + 12:at + 16]), bytes(data[at + 16:at + 20]), data[at + 9],
@@ -1002,10 +1023,16 @@ def _ipv6_key(data: bytes, at: int, identification: bytes) -> tuple[object, ...]
 def _ipv6_chain(
     data: bytes, at: int, end: int
 ) -> tuple[int, int, tuple[int, bool, bytes] | None] | str:
-    """Walk the extension headers of the IPv6 packet at `at`: (upper protocol, its offset,
-    the fragment header's (offset, more, identification) or None), or what is cut off."""
-    next_header, position = data[at + 6], at + 40
-    fragment: tuple[int, bool, bytes] | None = None
+    """Walk the extension headers of the IPv6 packet at `at` (_walk_ipv6)."""
+    return _walk_ipv6(data, data[at + 6], at + 40, end)
+
+
+def _walk_ipv6(
+    data: bytes, next_header: int, position: int, end: int
+) -> tuple[int, int, tuple[int, bool, bytes] | None] | str:
+    """Walk extension headers from `position`: (upper protocol, its offset, None), or, at a
+    fragment header, (the header after it, where its fragmentable part starts, (offset,
+    more, identification)); or what is cut off."""
     while True:
         if next_header in IPV6_EXTENSION_HEADERS or next_header == IPV6_AH:
             if end < position + 2:
@@ -1022,10 +1049,9 @@ def _ipv6_chain(
             offset_flags = _u16be.unpack_from(data, position + 2)[0]
             fragment = ((offset_flags & 0xFFF8), bool(offset_flags & 1),
                         bytes(data[position + 4:position + 8]))
-            next_header = data[position]
-            position += 8
+            return data[position], position + 8, fragment
         else:
-            return next_header, position, fragment
+            return next_header, position, None
 
 
 def fragment_key(frame: Frame) -> tuple[object, ...] | None:

@@ -153,6 +153,30 @@ def test_ipv6_fragments_reassembled(tmp_path: Path) -> None:
     assert [d.payload for d in found] == [big], report.skipped
 
 
+def test_ipv6_fragments_whose_fragmentable_part_has_extension_headers(tmp_path: Path) -> None:
+    """Found by fuzzing: RFC 8200 lets Destination Options follow the fragment header (they
+    are part of what was fragmented); each fragment was walked as if they were its own, so
+    a later fragment's data read as a header and every record was lost (tshark reads
+    them). An atomic fragment (offset 0, no more) is read the same way."""
+    big = b"\x00\x0a" + bytes(i % 13 for i in range(2500))
+    options = bytes([17, 0]) + bytes([1, 4, 0, 0, 0, 0])  # next UDP, 8 bytes: PadN
+    inner = options + bytes(UDP(sport=9, dport=4739, len=8 + len(big)) / big)
+    first = IPv6(src="2001:db8::9", dst="2001:db8::1", nh=44) / IPv6ExtHdrFragment(
+        nh=60, offset=0, m=1, id=6) / inner[:1200]
+    second = IPv6(src="2001:db8::9", dst="2001:db8::1", nh=44) / IPv6ExtHdrFragment(
+        nh=60, offset=150, m=0, id=6) / inner[1200:]
+    small = options + bytes(UDP(sport=9, dport=4739, len=10) / b"\x00\x0a")
+    atomic = IPv6(src="2001:db8::9", dst="2001:db8::1", nh=44) / IPv6ExtHdrFragment(
+        nh=60, offset=0, m=0, id=7) / small
+    path = tmp_path / "f6.pcap"
+    path.write_bytes(pcap_bytes([(10**18, bytes(Ether() / first)),
+                                 (10**18 + 1, bytes(Ether() / second)),
+                                 (10**18 + 2, bytes(Ether() / atomic))]))
+    found, report = datagrams(path)
+    assert [d.payload for d in found] == [big, b"\x00\x0a"], report.examples
+    assert not report.skipped and not report.ignored
+
+
 def test_incomplete_fragments_are_counted(tmp_path: Path) -> None:
     packet = IP(src="10.1.1.1", dst="10.2.2.2", id=9) / UDP(sport=9, dport=2055) / bytes(3000)
     pieces = [bytes(Ether() / p) for p in fragment(packet, fragsize=1000)]
