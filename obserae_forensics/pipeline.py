@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 from . import __version__
 from .addresses import with_text_addresses
 from .counters import exact_sum
-from .errors import UsageError
+from .errors import InputError, UsageError
 from .readers import InputFile, discover_inputs, read_flows
 from .readers.background import read_ahead
 from .report import FileStats, RunReport
@@ -416,7 +416,7 @@ def sessionize_inputs(config: SessionizeConfig, report: RunReport) -> Sessionize
                 emit(sessionizer.feed(batch))
             emit(sessionizer.finish())
             # the manifest's input hashes, read while the tables are still being finished
-            digests = io_flows.submit(lambda: {item.path: sha256_file(item.path)
+            digests = io_flows.submit(lambda: {item.path: _input_digest(item)
                                                for item in inputs})
             # consolidate while the writer thread still encodes the last sessions and flows
             _write_consolidated(staging, consolidation_buckets.close(), consolidation, io)
@@ -442,9 +442,14 @@ def sessionize_inputs(config: SessionizeConfig, report: RunReport) -> Sessionize
                          and totals.packets_in == totals.packets_out
                          and totals.octets_in == totals.octets_out)
             result.conservation_ok = totals_ok
+            hashed = digests.result()
+            for item in inputs:
+                if hashed[item.path][1]:
+                    report.skip(InputChanged(hashed[item.path][1], source=str(item.path),
+                                             offset=0), nbytes=0)
             result.manifest = _manifest(config, inputs, report, result, totals,
                                         policy_settings(config.policy), sessionizer.pressure(),
-                                        digests.result())
+                                        {path: digest for path, (digest, _) in hashed.items()})
             write_json(staging / MANIFEST_FILE, result.manifest)
     return result
 
@@ -477,6 +482,30 @@ def _write_consolidated(staging: Path, buckets: list[Path], consolidation: Conso
     shutil.rmtree(staging / ".consolidation", ignore_errors=True)
 
 
+class InputChanged(InputError):
+    """An input that changed, or went, while the run read it (a collector still writing
+    nfcapd.current): its size, counts and SHA-256 describe different states of it."""
+
+    reason = "input_changed"
+
+
+def _input_digest(item: InputFile) -> tuple[str | None, str]:
+    """The SHA-256 of an input at the run's end, and what changed since it was found ("":
+    nothing). An audit: a file growing during the run was cited with its size at the
+    start, the records of a later state and the hash of a third, without a word."""
+    try:
+        digest = sha256_file(item.path)
+        after = item.path.stat()
+    except OSError as exc:
+        return None, (f"could not be read at the run's end to hash it "
+                      f"({exc.strerror or exc}): gone or changed since it was read")
+    if (after.st_size, after.st_mtime_ns) != (item.size, item.mtime_ns or after.st_mtime_ns):
+        return digest, (f"changed while the run read it: {item.size} bytes when found, "
+                        f"{after.st_size} at the end; the records read, the size and the "
+                        "SHA-256 cited may each describe another state of it")
+    return digest, ""
+
+
 def _cited_file(path: Path | str | None) -> dict[str, str] | None:
     """Where the settings, Cartography or Flow Matrix came from: as given, absolute, and its
     SHA-256 (recombine's exports also refuse to overwrite it)."""
@@ -486,7 +515,8 @@ def _cited_file(path: Path | str | None) -> dict[str, str] | None:
     return {"path": str(path), "absolute": str(path.resolve()), "sha256": sha256_file(path)}
 
 
-def _cited_input(item: InputFile, stats: FileStats | None, sha256: str) -> dict[str, Any]:
+def _cited_input(item: InputFile, stats: FileStats | None, sha256: str | None
+                 ) -> dict[str, Any]:
     """An input as the manifest cites it: the file as given (size and SHA-256 of its bytes,
     compressed or not), then what was read from it, so that a report can say which file
     each count came from: its records, what was skipped in it by reason, the size its
@@ -506,7 +536,7 @@ def _cited_input(item: InputFile, stats: FileStats | None, sha256: str) -> dict[
 def _manifest(
     config: SessionizeConfig, inputs: Sequence[InputFile], report: RunReport,
     result: SessionizeResult, totals: _Totals, settings: dict[str, Any],
-    pressure: dict[str, dict[str, Any]], digests: dict[Path, str],
+    pressure: dict[str, dict[str, Any]], digests: dict[Path, str | None],
 ) -> dict[str, Any]:
     """What a forensic report cites: tool, settings, inputs with hashes, counts, checks."""
     read = {str(item.path) for item in inputs}
@@ -529,6 +559,8 @@ def _manifest(
                       "skipped": dict(sorted(stats.skipped.items()))}
                      for path, stats in sorted(report.files.items())
                      if path not in read],
+        # hidden entries (a leading dot) the directory walks left out, as documented
+        "hidden": sorted(report.hidden),
         "data_window": {"start": iso_us(totals.first_us), "end": iso_us(totals.last_us),
                         "start_us": totals.first_us, "end_us": totals.last_us},
         "counts": {

@@ -8,6 +8,7 @@ a person can go and look at the bytes.
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -176,6 +177,8 @@ class RunReport:
     record_examples: dict[tuple[str, str, str], RecordExample] = field(default_factory=dict)
     files: dict[str, FileStats] = field(default_factory=dict)
     exporters: dict[tuple[str, int], ExporterStats] = field(default_factory=dict)
+    # hidden entries (a leading dot) the directory walks left out, as paths
+    hidden: list[str] = field(default_factory=list)
     strict: bool = False
 
     def file(self, path: str) -> FileStats:
@@ -271,6 +274,14 @@ class RunReport:
         self.outside_window += count
         self.file(source).outside_window += count
 
+    def ignore_hidden(self, directory: str, names: list[str]) -> None:
+        """Hidden entries of `directory` a walk left out (as documented): counted and
+        listed, so a report can tell that they were there (an audit: `.sensor2/` left no
+        trace); never an error."""
+        self.ignored["hidden_entry"] += len(names)
+        self.hidden.extend(os.path.join(directory, name).encode("utf-8", "surrogateescape")
+                           .decode("utf-8", "backslashreplace") for name in names)
+
     def ignore(self, reason: str, source: str, nbytes: int, count: int = 1) -> None:
         """Count units that are not flow exports at all (other traffic): never an error."""
         self.ignored[reason] += count
@@ -292,7 +303,11 @@ class RunReport:
         return sum(self.skipped.values())
 
     def summary(self) -> str:
-        line = f"{self.records} flow records read from {len(self.files)} file(s)"
+        read = sum(1 for stats in self.files.values() if stats.format)
+        line = f"{self.records} flow records read from {read} file(s)"
+        unread = len(self.files) - read
+        if unread:  # they were counted as read (an audit)
+            line += f"; {unread} other path(s) not read (manifest.json: not_read)"
         if self.outside_window:
             line += f"; {self.outside_window} outside --from/--to"
         problems = {k: v for k, v in self.skipped.items() if v}
@@ -303,10 +318,13 @@ class RunReport:
         if repaired:
             parts = ", ".join(f"{v} {k}" for k, v in sorted(repaired.items()))
             line += f"; kept, put right: {parts}"
-        ignored = {k: v for k, v in self.ignored.items() if v}
+        ignored = {k: v for k, v in self.ignored.items() if v and k != "hidden_entry"}
         if ignored:
             parts = ", ".join(f"{v} {k}" for k, v in sorted(ignored.items()))
             line += f"; not flow exports: {parts}"
+        if self.hidden:
+            line += (f"; {len(self.hidden)} hidden entr{'y' if len(self.hidden) == 1 else 'ies'}"
+                     " of the directories left out (manifest.json: hidden)")
         early = {key: stats.records_before_sampling for key, stats in self.exporters.items()
                  if stats.records_before_sampling}
         if early:

@@ -46,6 +46,7 @@ class InputFile:
     size: int
     first_us: int | None
     compression: str = ""  # the whole file's, "gzip" ... (packed.py); format is what it holds
+    mtime_ns: int = 0  # when it was last written, as discovery saw it (a change is said)
 
 
 def input_format(head: bytes) -> str:
@@ -64,17 +65,40 @@ def input_format(head: bytes) -> str:
     return ""
 
 
-def _expand(paths: Sequence[Path], exclude: Sequence[Path] = ()) -> list[Path]:
+def _expand(path: Path, report: RunReport, exclude: Sequence[Path] = ()) -> list[Path]:
+    """The files of `path`: itself, or those its directory tree holds. Links to
+    directories are followed (a case folder links its sensors' mounts: they were never
+    walked, found by an audit), each directory walked once whatever the links that lead to
+    it again (a loop ended the run with a traceback); a directory that cannot be listed,
+    and the hidden entries left out, are counted."""
+    if not path.is_dir():
+        return [path]
     files: list[Path] = []
-    skipped = {p.resolve() for p in exclude}
-    for path in paths:
-        if path.is_dir():
-            for root, dirs, names in os.walk(path):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                files.extend(Path(root) / n for n in sorted(names) if not n.startswith(".")
-                             and (Path(root) / n).resolve() not in skipped)
-        else:
-            files.append(path)
+    skipped = {os.path.realpath(p) for p in exclude}
+    walked: set[tuple[int, int]] = set()
+
+    def unlistable(error: OSError) -> None:
+        where = str(error.filename or path)
+        report.skip(InputError(f"cannot list this directory: {error.strerror or error}",
+                               source=where, offset=0), nbytes=0)
+
+    for root, dirs, names in os.walk(path, onerror=unlistable, followlinks=True):
+        try:
+            status = os.stat(root)
+            if (status.st_dev, status.st_ino) in walked:
+                dirs[:] = []
+                continue
+            walked.add((status.st_dev, status.st_ino))
+        except OSError as error:
+            unlistable(error)
+            dirs[:] = []
+            continue
+        hidden = sorted(n for n in [*dirs, *names] if n.startswith("."))
+        if hidden:
+            report.ignore_hidden(root, hidden)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        files.extend(Path(root) / n for n in sorted(names) if not n.startswith(".")
+                     and os.path.realpath(Path(root) / n) not in skipped)
     return files
 
 
@@ -90,7 +114,7 @@ def discover_inputs(paths: Sequence[Path], report: RunReport,
     kept in the output directory is still found, and the run refuses to replace it.
     """
     found: list[InputFile] = []
-    expanded = [_expand([path], exclude) for path in paths]
+    expanded = [_expand(path, report, exclude) for path in paths]
     spellings = _spellings([file for files in expanded for file in files])
     if spellings:
         for path, files in zip(paths, expanded, strict=True):
@@ -103,15 +127,15 @@ def discover_inputs(paths: Sequence[Path], report: RunReport,
                     reason="empty_directory"), nbytes=0)
     for path, others in spellings.items():
         if others:
-            report.file(str(path)).also_named.extend(str(other) for other in others)
+            report.file(str(path)).also_named.extend(shown_path(other) for other in others)
     for path in spellings:
         if not utf8_path(str(path)):
             # found by an audit: a file name that is not UTF-8 (an evidence disk's) ended
             # the run with a traceback where it met a text column
-            shown = str(path).encode("utf-8", "backslashreplace").decode()
             report.skip(InputError("its name is not valid UTF-8 and the tables hold paths as "
-                                   "UTF-8 text: not read (name it through a symlink)",
-                                   source=shown, offset=0), nbytes=0)
+                                   "UTF-8 text: not read (give it a UTF-8 name, a link "
+                                   "of its own is enough)", source=shown_path(path),
+                                   offset=0), nbytes=0)
             continue
         if path.exists() and not path.is_file():
             # a FIFO, socket or device: opening a FIFO would wait for a writer forever
@@ -122,7 +146,8 @@ def discover_inputs(paths: Sequence[Path], report: RunReport,
             with open(path, "rb") as handle:
                 head = handle.read(64)
                 packing = packing_of_file(handle)
-            size = path.stat().st_size
+                status = os.fstat(handle.fileno())
+            size = status.st_size
         except OSError as exc:  # unreadable, vanished, a dangling link: say so, go on
             report.skip(InputError(f"cannot read: {exc.strerror or exc}", source=str(path),
                                    offset=0), nbytes=0)
@@ -144,7 +169,13 @@ def discover_inputs(paths: Sequence[Path], report: RunReport,
                                       f"{head[:4].hex() or 'in an empty file'})",
                                       source=str(path), offset=0), nbytes=size)
             continue
-        found.append(InputFile(path, kind, size, _first_time(path, kind, packing), packing))
+        try:
+            first = _first_time(path, kind, packing)
+        except OSError as exc:  # a full TMPDIR for a compressed nfcapd file's head, say
+            report.skip(InputError(f"cannot read: {exc.strerror or exc}", source=str(path),
+                                   offset=0), nbytes=size)
+            continue
+        found.append(InputFile(path, kind, size, first, packing, status.st_mtime_ns))
     found.sort(key=lambda f: (f.first_us is None, f.first_us or 0, _place(f.path)))
     if not spellings:
         # found by a responder's audit: an empty directory (a wrong mount point, a copy not
@@ -152,6 +183,13 @@ def discover_inputs(paths: Sequence[Path], report: RunReport,
         raise UsageError(f"no input file in {', '.join(map(str, paths))}: nothing to read "
                          "(an empty directory, or only hidden entries)")
     return found
+
+
+def shown_path(path: Path | str) -> str:
+    """A path as text the tables and the manifest can hold: bytes of a name that are not
+    UTF-8 as backslash escapes (lone surrogates broke the manifest's readers)."""
+    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace") \
+        if not utf8_path(str(path)) else str(path)
 
 
 def utf8_path(text: str) -> bool:
@@ -190,7 +228,9 @@ def _spellings(paths: Sequence[Path]) -> dict[Path, list[Path]]:
         names.setdefault(same, []).append(path)
     spelled = {}
     for given in names.values():
-        ordered = sorted(dict.fromkeys(given), key=str)
+        # a UTF-8 name first: a hard link or link of another encoding beside the file took
+        # its place, was refused, and the file was not read at all (found by an audit)
+        ordered = sorted(dict.fromkeys(given), key=lambda p: (not utf8_path(str(p)), str(p)))
         spelled[ordered[0]] = ordered[1:]
     return dict(sorted(spelled.items(), key=lambda item: (_place(item[0]), str(item[0]))))
 
@@ -274,6 +314,7 @@ def read_flows(
         stats = report.file(str(item.path))
         stats.size = item.size
         stats.format = stats.format or item.format
+        yielded = False
         try:
             if item.format == "nfcapd":
                 batches: Iterator[pa.RecordBatch] = read_nfcapd(
@@ -288,9 +329,17 @@ def read_flows(
                 batch = _window(settled(batch, report), window, report)
                 if batch.num_rows:
                     _count(report, batch)
+                    yielded = True
                     yield batch
         except (UnknownFormat, CannotUnpack) as error:
             report.skip(error, nbytes=item.size)
+        except OSError as exc:
+            # gone or unreadable since it was found (an audit: the run ended as "cannot
+            # write" that file, with no output); what it gave before stays counted
+            report.skip(InputError(f"cannot read: {exc.strerror or exc}"
+                                   + (" (after some of its records were read)"
+                                      if yielded else ""), source=str(item.path), offset=0),
+                        nbytes=0 if yielded else item.size)
     # what only the end of the run completes (a connection's held segments), then the
     # records still held for a template
     for batch in [*decoder.feed(transports.finish()), *decoder.finish()]:

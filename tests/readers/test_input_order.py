@@ -86,3 +86,127 @@ def test_the_sessions_do_not_depend_on_how_the_files_were_named(
     assert tables[0] == tables[1] == tables[2]
     late = pq.read_table(evidence / "run0" / "sessions.parquet").column("late").to_pylist()
     assert sorted(late) == [False, True]  # b.pcap's record is read second, and late
+
+
+def test_a_case_folder_is_walked_through_its_links_and_what_it_leaves_is_said(
+        evidence: Path) -> None:
+    """Found by an audit: a link to a sensor's directory inside the case folder was never
+    walked (its captures unread, --strict content), a link loop ended the run with a
+    traceback, and hidden entries left no trace a report could cite."""
+    case = evidence / "folder"
+    case.mkdir()
+    os.symlink(evidence / "case", case / "sensor1")  # a link to a directory: walked
+    os.symlink(case, evidence / "case" / "back")  # a loop back: each directory walked once
+    os.symlink("l1", case / "l2")
+    os.symlink("l2", case / "l1")  # a loop of file links: unreadable, and the run goes on
+    (case / ".sensor2").mkdir()
+    capture(case / ".sensor2" / "c.pcap", "10.0.0.3", 1_000, 2)
+    report = RunReport()
+    found = discover_inputs([case], report)
+    assert sorted(os.path.realpath(f.path) for f in found) == [
+        str(evidence / "case" / "a.pcap"), str(evidence / "case" / "b.pcap")]
+    assert report.skipped == {"unreadable": 2}
+    assert "Too many levels of symbolic links" in str(report.examples[0])
+    assert report.hidden == [str(case / ".sensor2")] and report.ignored["hidden_entry"] == 1
+    alone = RunReport()
+    assert len(discover_inputs([evidence / "link"], alone)) == 2  # a directory's link too
+
+
+def test_a_utf8_name_is_preferred_and_odd_names_are_escaped(evidence: Path) -> None:
+    """Found by an audit: of a file's names (hard links, links), the first in text order was
+    taken; a name that is not UTF-8 sorted first, was refused, and the file was not read
+    at all; its other names went into the manifest as lone surrogates."""
+    a = evidence / "case" / "a.pcap"
+    odd = Path(os.fsdecode(bytes(evidence / "case") + b"/\x41\xff.pcap"))
+    os.link(a, odd)
+    report = RunReport()
+    found = discover_inputs([evidence / "case"], report)
+    assert sorted(str(f.path) for f in found) == [str(a), str(evidence / "case" / "b.pcap")]
+    assert not report.skipped
+    assert report.files[str(a)].also_named == [str(evidence / "case") + "/A\\xff.pcap"]
+
+
+def test_an_input_gone_after_it_was_found_is_counted_and_the_run_goes_on(
+        evidence: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by an audit: a file deleted (or made unreadable) between discovery and its
+    reading ended the run as "cannot write: <the input>", with no output."""
+    import obserae_forensics.readers as readers
+
+    found = discover_inputs([evidence / "case"], RunReport())
+    (evidence / "case" / "b.pcap").unlink()
+    report = RunReport()
+    batches = list(readers.read_flows(found, report))
+    assert sum(b.num_rows for b in batches) == 1
+    assert report.skipped == {"unreadable": 1}
+    assert "b.pcap@0: cannot read: No such file or directory" in str(report.examples[0])
+
+
+def test_an_input_that_changed_while_it_was_read_is_said(
+        evidence: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by an audit: a capture still being written (nfcapd.current, a tcpdump that
+    goes on) was cited with its size when found, the records of a later state and the
+    SHA-256 of a third, without a word. The change is a problem; --strict stops on it."""
+    import dataclasses
+    import json
+
+    import obserae_forensics.pipeline as pipeline
+
+    found = pipeline.discover_inputs
+
+    def grown_since(*args: object, **kwargs: object) -> list[object]:
+        items = found(*args, **kwargs)  # type: ignore[arg-type]
+        return [dataclasses.replace(item, size=item.size - 10) for item in items]
+
+    monkeypatch.setattr(pipeline, "discover_inputs", grown_since)
+    out = evidence / "run"
+    result = CliRunner().invoke(app, ["sessionize", str(evidence / "case"), "--out", str(out),
+                                      "-q"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"]["skipped"] == {"input_changed": 2}
+    assert "changed while the run read it" in result.stderr
+    strict = CliRunner().invoke(app, ["sessionize", str(evidence / "case"), "--out",
+                                      str(evidence / "strict"), "-q", "--strict"])
+    assert strict.exit_code == 1 and "changed while the run read it" in strict.stderr
+    assert not (evidence / "strict").exists()
+
+
+def test_a_directory_that_cannot_be_listed_and_a_full_tmpdir_are_counted(
+        evidence: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by an audit: a subdirectory the run could not list was passed over without a
+    word (os.walk swallows the error; --strict content), and a compressed nfcapd file
+    whose head could not be spooled to a full TMPDIR ended the run as "cannot write"."""
+    import errno
+    import gzip
+    import tempfile
+
+    locked = evidence / "case" / "locked"
+    capture(locked / "c.pcap", "10.0.0.3", 1_000, 2)
+    listing = os.scandir
+
+    def refused(path: object = ".") -> object:
+        if os.fspath(path) == str(locked):  # type: ignore[arg-type]
+            raise PermissionError(errno.EACCES, "Permission denied", str(locked))
+        return listing(path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "scandir", refused)
+    report = RunReport()
+    assert len(discover_inputs([evidence / "case"], report)) == 2
+    assert report.skipped == {"unreadable": 1}
+    assert f"{locked}@0: cannot list this directory: Permission denied" in str(
+        report.examples[0])
+    monkeypatch.setattr(os, "scandir", listing)
+
+    nfcapd = Path(__file__).resolve().parents[2] / "fixtures" / "nfcapd16_sf_v9_varsvc.nfcapd"
+    packed = evidence / "packed" / "n.gz"
+    packed.parent.mkdir()
+    packed.write_bytes(gzip.compress(nfcapd.read_bytes()))
+
+    def full(*args: object, **kwargs: object) -> object:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", full)
+    report = RunReport()
+    assert discover_inputs([packed.parent], report) == []
+    assert report.skipped == {"unreadable": 1}
+    assert report.skipped_bytes == {"unreadable": packed.stat().st_size}
