@@ -556,7 +556,9 @@ def _manifest(
                    for item in inputs],
         # files found but not read (no reader knew them, unreadable, a pipe): what and why
         "not_read": [{"path": path, "size": stats.size,
-                      "skipped": dict(sorted(stats.skipped.items()))}
+                      "skipped": dict(sorted(stats.skipped.items())),
+                      **({"ignored": dict(sorted(stats.ignored.items()))} if stats.ignored
+                         else {})}
                      for path, stats in sorted(report.files.items())
                      if path not in read],
         # hidden entries (a leading dot) the directory walks left out, as documented

@@ -11,6 +11,7 @@ is kept across consecutive captures, as a collector would keep it.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -23,6 +24,13 @@ import pyarrow.compute as pc
 
 from ..errors import InputError, MalformedInput, UnknownFormat, UsageError
 from ..report import RunReport
+from ..tables.layout import (
+    FRAGMENTS_FILE,
+    MANIFEST_FILE,
+    RECOMBINE_FILES,
+    RECOMBINED_FILE,
+    SESSIONIZE_FILES,
+)
 from ..times import UNUSABLE_TIME, beyond_limit, time_faults
 from .packed import CannotUnpack, packing_of_file, unpacked_head
 from .pcap import (
@@ -97,9 +105,32 @@ def _expand(path: Path, report: RunReport, exclude: Sequence[Path] = ()) -> list
         if hidden:
             report.ignore_hidden(root, hidden)
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        own = _own_outputs(root, names)
+        if own:
+            report.ignore("obserae_output", root, 0, count=len(own))
         files.extend(Path(root) / n for n in sorted(names) if not n.startswith(".")
-                     and os.path.realpath(Path(root) / n) not in skipped)
+                     and n not in own and os.path.realpath(Path(root) / n) not in skipped)
     return files
+
+
+def _own_outputs(root: str, names: list[str]) -> set[str]:
+    """The files of an earlier run of this tool that `root` holds: a sessionize output (its
+    manifest.json says so) or a recombine one. An audit: `sessionize case -o case/run` then
+    `sessionize case -o case/run2` read case/run's tables as inputs of unknown format,
+    and --strict stopped on them. Other files beside them are read as ever."""
+    present = set(names)
+    own: set[str] = set()
+    if MANIFEST_FILE in present:
+        try:
+            with open(os.path.join(root, MANIFEST_FILE), encoding="utf-8") as handle:
+                tool = json.load(handle).get("tool", {})
+            if isinstance(tool, dict) and tool.get("name") == "obserae-forensics":
+                own |= present & set(SESSIONIZE_FILES)
+        except (OSError, ValueError, AttributeError):
+            pass  # not ours: read (and counted) as any other file
+    if {RECOMBINED_FILE, FRAGMENTS_FILE} <= present:
+        own |= present & set(RECOMBINE_FILES)
+    return own
 
 
 def discover_inputs(paths: Sequence[Path], report: RunReport,

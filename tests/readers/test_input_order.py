@@ -210,3 +210,26 @@ def test_a_directory_that_cannot_be_listed_and_a_full_tmpdir_are_counted(
     assert discover_inputs([packed.parent], report) == []
     assert report.skipped == {"unreadable": 1}
     assert report.skipped_bytes == {"unreadable": packed.stat().st_size}
+
+
+def test_an_earlier_run_inside_the_case_folder_is_not_read_as_evidence(evidence: Path) -> None:
+    """Found by an audit: after `sessionize case -o case/run`, a second run over `case` read
+    case/run's tables (and a recombine output's) as inputs of unknown format, and --strict
+    stopped on them. A capture kept beside them is still read."""
+    import json
+
+    runner = CliRunner()
+    case = evidence / "case"
+    assert runner.invoke(app, ["sessionize", str(case), "--out", str(case / "run"), "-q"]
+                         ).exit_code == 0
+    assert runner.invoke(app, ["recombine", str(case / "run"), "--out", str(case / "rc")]
+                         ).exit_code == 0
+    capture(case / "run" / "kept.pcap", "10.0.0.4", 5_000, 3)
+    out = evidence / "again"
+    result = runner.invoke(app, ["sessionize", str(case), "--out", str(out), "-q", "--strict"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert sorted(Path(i["path"]).name for i in manifest["inputs"]) == [
+        "a.pcap", "b.pcap", "kept.pcap"]
+    assert {Path(e["path"]).name: e["ignored"] for e in manifest["not_read"]} == {
+        "run": {"obserae_output": 5}, "rc": {"obserae_output": 5}}  # no Flow Matrix: 5
