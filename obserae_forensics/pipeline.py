@@ -558,7 +558,8 @@ def _manifest(
         "not_read": [{"path": path, "size": stats.size,
                       "skipped": dict(sorted(stats.skipped.items())),
                       **({"ignored": dict(sorted(stats.ignored.items()))} if stats.ignored
-                         else {})}
+                         else {}),
+                      **({"copy_of": stats.copy_of} if stats.copy_of else {})}
                      for path, stats in sorted(report.files.items())
                      if path not in read],
         # hidden entries (a leading dot) the directory walks left out, as documented

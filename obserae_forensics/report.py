@@ -125,6 +125,7 @@ class FileStats:
     # two names, an exporter's resend): the file's records are not lost, they were read
     duplicate_datagrams: int = 0
     also_named: list[str] = field(default_factory=list)  # other names given for this file
+    copy_of: str = ""  # the input this file is a byte-for-byte copy of (not read again)
 
     def read_counts(self) -> dict[str, Any]:
         """What was read from the file, as the manifest and as_dict cite it: its records,

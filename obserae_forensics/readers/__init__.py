@@ -31,6 +31,7 @@ from ..tables.layout import (
     RECOMBINED_FILE,
     SESSIONIZE_FILES,
 )
+from ..tables.manifest import sha256_file
 from ..times import UNUSABLE_TIME, beyond_limit, time_faults
 from .packed import CannotUnpack, packing_of_file, unpacked_head
 from .pcap import (
@@ -180,8 +181,13 @@ def discover_inputs(paths: Sequence[Path], report: RunReport,
                 status = os.fstat(handle.fileno())
             size = status.st_size
         except OSError as exc:  # unreadable, vanished, a dangling link: say so, go on
+            try:  # its size, when it has one (not_read gave 0 for a file of 2,476 bytes)
+                size = path.stat().st_size
+            except OSError:
+                size = 0
+            report.file(str(path)).size = size
             report.skip(InputError(f"cannot read: {exc.strerror or exc}", source=str(path),
-                                   offset=0), nbytes=0)
+                                   offset=0), nbytes=size)
             continue
         damage = None
         if packing:
@@ -208,12 +214,42 @@ def discover_inputs(paths: Sequence[Path], report: RunReport,
             continue
         found.append(InputFile(path, kind, size, first, packing, status.st_mtime_ns))
     found.sort(key=lambda f: (f.first_us is None, f.first_us or 0, _place(f.path)))
+    found = _without_copies(found, report)
     if not spellings:
         # found by a responder's audit: an empty directory (a wrong mount point, a copy not
         # yet made) gave an empty run and exit 0, even with --strict
         raise UsageError(f"no input file in {', '.join(map(str, paths))}: nothing to read "
                          "(an empty directory, or only hidden entries)")
     return found
+
+
+def _without_copies(found: list[InputFile], report: RunReport) -> list[InputFile]:
+    """The inputs less the nfcapd files that are byte for byte another one (a folder copied
+    twice into the case): each of their records was counted twice, where a capture's
+    copy loses its datagrams as duplicates (found by an audit). Only files of one size are
+    hashed; the first in reading order is read, a copy is counted as `duplicate_file`."""
+    by_size: dict[int, list[InputFile]] = {}
+    for item in found:
+        if item.format == "nfcapd":
+            by_size.setdefault(item.size, []).append(item)
+    copies: set[Path] = set()
+    for same_size in by_size.values():
+        if len(same_size) < 2:
+            continue
+        first_of: dict[str, Path] = {}
+        for item in same_size:
+            try:
+                digest = sha256_file(item.path)
+            except OSError:
+                continue  # counted when it is read
+            if digest in first_of:
+                copies.add(item.path)
+                report.ignore("duplicate_file", str(item.path), item.size)
+                stats = report.file(str(item.path))
+                stats.copy_of, stats.size = str(first_of[digest]), item.size
+            else:
+                first_of[digest] = item.path
+    return [item for item in found if item.path not in copies]
 
 
 def shown_path(path: Path | str) -> str:

@@ -233,3 +233,24 @@ def test_an_earlier_run_inside_the_case_folder_is_not_read_as_evidence(evidence:
         "a.pcap", "b.pcap", "kept.pcap"]
     assert {Path(e["path"]).name: e["ignored"] for e in manifest["not_read"]} == {
         "run": {"obserae_output": 5}, "rc": {"obserae_output": 5}}  # no Flow Matrix: 5
+
+
+def test_an_nfcapd_file_copied_twice_into_the_case_is_read_once(tmp_path: Path) -> None:
+    """Found by an audit: two byte-identical nfcapd files (a folder copied twice) counted
+    every record twice, where a capture's copy loses its datagrams as duplicates."""
+    import json
+
+    fixture = Path(__file__).resolve().parents[2] / "fixtures" / "nfcapd16_sf_v9_varsvc.nfcapd"
+    case = tmp_path / "case"
+    (case / "copy").mkdir(parents=True)
+    for place in (case / "nfcapd.201106241550", case / "copy" / "nfcapd.201106241550"):
+        place.write_bytes(fixture.read_bytes())
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["sessionize", str(case), "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"]["records_read"] == 72
+    assert manifest["not_read"] == [{
+        "path": str(case / "nfcapd.201106241550"), "size": fixture.stat().st_size,
+        "skipped": {}, "ignored": {"duplicate_file": 1},
+        "copy_of": str(case / "copy" / "nfcapd.201106241550")}]
