@@ -171,6 +171,18 @@ def _os_failure(error: OSError) -> typer.Exit:
     return _fail(ForensicsError(f"cannot write: {where}{error.strerror or error}"), 1)
 
 
+def _print_problems(report: RunReport, listed: str, shown: int = 5) -> None:
+    """The first problems, one line each (a newline in a file name broke the line), and
+    how many more there are and where (they went unsaid: an audit)."""
+    examples = report.examples
+    for problem in examples[:shown]:
+        text = f"{problem.reason}: {problem}".replace("\n", "\\n").replace("\r", "\\r")
+        typer.echo(f"  {text}", err=True)
+    if len(examples) > shown:
+        typer.echo(f"  ... {len(examples) - shown} more example(s)"
+                   + (f" in {listed}" if listed else ""), err=True)
+
+
 def _progress_wanted(quiet: bool) -> bool:
     return not quiet and sys.stderr.isatty()
 
@@ -212,8 +224,7 @@ def inspect_command(
         raise _os_failure(error) from error
     _print_exporters(table)
     typer.echo(report.summary(), err=True)
-    for problem in report.examples[:5]:
-        typer.echo(f"  {problem.reason}: {problem}", err=True)
+    _print_problems(report, "")
     raise typer.Exit(1 if strict and report.skipped_problems() else 0)
 
 
@@ -344,8 +355,7 @@ def sessionize_command(
         raise _os_failure(error) from error
     states = ", ".join(f"{n} {s}" for s, n in sorted(result.states.items()))
     typer.echo(report.summary(), err=True)
-    for problem in report.examples[:5]:
-        typer.echo(f"  {problem.reason}: {problem}", err=True)
+    _print_problems(report, f"{out / 'manifest.json'}: problems")
     typer.echo(f"{result.sessions} sessions{f' ({states})' if states else ''} from "
                f"{result.flows} flow records -> {out}", err=True)
     for hint in (late_hint(result.late_sessions, result.sessions, job.policy.replay),
@@ -542,8 +552,7 @@ def _recombine_outputs(result: RecombineResult, out: Path | None, session: list[
             incomplete = True
             typer.echo(f"error: {missed} datagram(s) behind these flows could not be read "
                        "back; the capture holds the rest:", err=True)
-            for problem in exported.report.examples[:5]:
-                typer.echo(f"  {problem.reason}: {problem}", err=True)
+            _print_problems(exported.report, "")
         if exported.path is not None:
             line = (f"{exported.datagrams} frames carrying {exported.records} records "
                     f"-> {exported.path} ({exported.format})")

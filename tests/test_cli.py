@@ -1225,3 +1225,21 @@ def test_show_gives_bytes_client_to_server_beside_the_client_and_server(tmp_path
     at = header.split().index("cs_bytes")
     assert (int(fields[at]), int(fields[at + 1])) == (reversed_row["ba_bytes"],
                                                       reversed_row["ab_bytes"])
+
+
+def test_the_summary_says_how_many_problems_it_did_not_show(tmp_path: Path) -> None:
+    """Found by an audit: stderr showed five problems and not that there were more, and a
+    file name holding a newline broke the one-line-per-problem promise."""
+    case = tmp_path / "case"
+    case.mkdir()
+    (case / "capture.pcap").write_bytes(FIXTURE.read_bytes())
+    for number in range(6):
+        (case / f"notes{number}.txt").write_text("not a capture\n")
+    (case / "a\nlines.txt").write_text("not a capture either\n")
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["sessionize", str(case), "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    assert f"  ... 2 more example(s) in {out / 'manifest.json'}: problems" in lines
+    assert not any(line.startswith("lines.txt") for line in lines)
+    assert any("a\\nlines.txt" in line for line in lines)
