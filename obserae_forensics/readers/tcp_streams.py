@@ -11,8 +11,10 @@ address and port (its transport session: RFC 7011 §8 scopes templates to it).
 
 What a stream is: on the IPFIX port 4739, any (a connection the capture began inside is
 resynchronised at the first header another follows); on another port, one whose first
-bytes are a message header that a second follows. A connection to another port that the
-capture began inside a message is not recognised; neither is an IPFIX file copied over
+bytes are a message header that a second follows, or, bytes missing before that second
+header, whose SYN the capture holds and whose bytes beyond the hole hold a header another
+follows. A connection to another port that the capture began inside a message is not
+recognised; neither is an IPFIX file copied over
 HTTP, FTP or SMB (its first bytes are the protocol's). Anything else on TCP (BGP, BMP, a
 web server) stays `not_udp`, unread, as before.
 
@@ -114,6 +116,23 @@ class Place:
         self.offset = offset
         self.arrival_us = arrival_us
         self.source = source
+
+
+def _proven_beyond_hole(stream: _Stream) -> bool:
+    """Whether a stream on another port than 4739, not yet told apart because bytes are
+    missing before its second message header, is IPFIX all the same: its SYN fixes where
+    it starts, and the bytes held beyond the hole hold a message header another follows
+    (the proof asked of any stream elsewhere). An audit: one segment lost early in such a
+    connection lost all of it as other traffic, not a byte counted as lost."""
+    if stream.isn is None or not stream.held:
+        return False
+    start = min(stream.held, key=lambda s: (s - stream.next_seq) % SEQUENCE_SPACE)
+    run = bytearray()
+    seq = start
+    while (part := stream.held.get(seq)) is not None:  # the held bytes that follow on
+        run += part
+        seq = (seq + len(part)) % SEQUENCE_SPACE
+    return message_boundary(run, 0, final=True)[1]
 
 
 def _inside(span: tuple[int, int], seq: int) -> int | None:
@@ -288,8 +307,8 @@ class TcpStreams:
         out: list[Datagram] = []
         for stream in list(self._streams.values()):
             if stream.kind == _UNKNOWN:
-                if IPFIX_PORT in stream.ports:  # its bytes all beyond a hole: still IPFIX's
-                    self._decided(stream, _IPFIX)
+                if IPFIX_PORT in stream.ports or _proven_beyond_hole(stream):
+                    self._decided(stream, _IPFIX)  # its bytes beyond a hole: IPFIX's
                 elif not (stream.synced and message_length(stream.buffer, 0)
                           == len(stream.buffer) > 0):
                     continue
@@ -363,8 +382,8 @@ class TcpStreams:
     def _close(self, stream: _Stream, place: Place) -> list[Datagram]:
         """Give up on holes, take a last whole message, count a cut one."""
         if stream.kind == _UNKNOWN:
-            if IPFIX_PORT in stream.ports:  # its bytes all beyond a hole: still IPFIX's
-                self._decided(stream, _IPFIX)
+            if IPFIX_PORT in stream.ports or _proven_beyond_hole(stream):
+                self._decided(stream, _IPFIX)  # its bytes beyond a hole: IPFIX's
             elif not (stream.synced and message_length(stream.buffer, 0) == len(stream.buffer) > 0):
                 self._decided(stream, _OTHER)  # never shown to be IPFIX: other traffic
         out: list[Datagram] = []

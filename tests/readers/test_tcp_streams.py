@@ -173,6 +173,30 @@ def test_a_hole_a_late_start_and_a_cut_end_are_counted(tmp_path: Path) -> None:
     assert table.num_rows == 0 and not report.skipped and report.ignored == {"not_udp": 1}
 
 
+def test_a_hole_before_the_second_header_on_another_port_is_counted_not_other_traffic(
+        tmp_path: Path) -> None:
+    """Found by fuzzing: on a collector port other than 4739 a stream is IPFIX once a second
+    message header follows the first; a segment lost before that second header (or the
+    first data segment lost) made the whole connection other traffic, 210 records unread
+    and not a byte counted as lost. With its SYN, bytes beyond the hole that hold a header
+    another follows prove it as well."""
+    stream, first, port = exported_stream()
+    expected, _ = read(FIXTURE)
+    size = 700
+    segments = [(first + at, stream[at:at + size]) for at in range(0, len(stream), size)]
+    for lost in (0, 1):
+        kept = segments[:lost] + segments[lost + 1:]
+        table, report = read(capture(tmp_path / f"lost{lost}.pcap", kept, port,
+                                     syn=first - 1, collector_port=18000))
+        assert 0 < table.num_rows < 210 and records(table) <= records(expected)
+        assert report.skipped["tcp_gap"] == 1
+        assert report.ignored == {"not_udp": 1}  # the SYN alone: no bytes of the stream
+    # without its SYN nothing fixes where it begins: other traffic, as documented
+    table, report = read(capture(tmp_path / "nosyn.pcap", segments[:1] + segments[2:], port,
+                                 syn=None, collector_port=18000))
+    assert table.num_rows == 0 and not report.skipped
+
+
 def test_data_before_where_the_syn_says_the_stream_begins_is_read_or_counted(
         tmp_path: Path) -> None:
     """Found by fuzzing the CLI: a SYN whose sequence number lay ahead of the data (damaged,
