@@ -869,6 +869,11 @@ def _ipv4(
             return _tcp_segment(frame, data[tcp:at + total_length],
                                 bytes(data[at + 12:at + 16]), bytes(data[at + 16:at + 20]),
                                 streams.tcp, exporter_texts)
+        if protocol == IPPROTO_TCP and at + total_length > len(data) and streams.tcp.carries(
+                bytes(data[at + 12:at + 16]), bytes(data[at + 16:at + 20]), data[tcp:tcp + 4]):
+            _cut(frame, source, report, "a TCP segment of an IPFIX stream cut by the capture's "
+                 "snap length: its bytes are not all there")
+            return None
         report.ignore("not_udp", source, len(frame.data))
         return None
     # trim Ethernet padding/FCS: the IP total length is the truth, unless the capture is short
@@ -930,10 +935,14 @@ def _ipv6(
             return None
         next_header, position, _ = inner
         payload = payload[position:]
-    if next_header == IPPROTO_TCP and (fragment is None or not (fragment[0] or fragment[1])) \
-            and not cut:
-        return _tcp_segment(frame, payload, src, data[at + 24:at + 40], streams.tcp,
-                            exporter_texts)
+    if next_header == IPPROTO_TCP and (fragment is None or not (fragment[0] or fragment[1])):
+        if not cut:
+            return _tcp_segment(frame, payload, src, data[at + 24:at + 40], streams.tcp,
+                                exporter_texts)
+        if streams.tcp.carries(src, bytes(data[at + 24:at + 40]), payload[:4]):
+            _cut(frame, source, report, "a TCP segment of an IPFIX stream cut by the capture's "
+                 "snap length: its bytes are not all there")
+            return None
     if next_header != IPPROTO_UDP and next_header != IPPROTO_SCTP:
         report.ignore("not_udp", source, len(frame.data))
         return None

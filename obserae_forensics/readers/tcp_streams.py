@@ -201,6 +201,15 @@ class TcpStreams:
         self._verdicts: OrderedDict[Key, tuple[int, int]] = OrderedDict()
         self._held_total = 0
 
+    def carries(self, src: bytes, dst: bytes, ports: bytes) -> bool:
+        """Whether a segment of these addresses and `ports` (its header's first 4 bytes)
+        belongs to an IPFIX stream: the IPFIX port's, or an open stream's (a segment the
+        snap length cut is then lost bytes of it, not other traffic: found by fuzzing)."""
+        if len(ports) < 4:
+            return False
+        sport, dport = struct.unpack_from(">HH", ports)
+        return IPFIX_PORT in (sport, dport) or (src, sport, dst, dport) in self._streams
+
     @property
     def open(self) -> bool:
         """Whether a segment without payload or SYN can matter: it may end an IPFIX stream."""

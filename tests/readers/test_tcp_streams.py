@@ -197,6 +197,31 @@ def test_a_hole_before_the_second_header_on_another_port_is_counted_not_other_tr
     assert table.num_rows == 0 and not report.skipped
 
 
+def test_a_segment_the_snap_length_cut_is_truncated_where_it_was_cut(tmp_path: Path) -> None:
+    """Found by fuzzing: a segment of an IPFIX stream cut by the snap length was counted as
+    other traffic (`not_udp`), and the bytes it lost only at the file's end, as a hole."""
+    stream, first, port = exported_stream()
+    size = 700
+    segments = [(first + at, stream[at:at + size]) for at in range(0, len(stream), size)]
+    whole = capture(tmp_path / "whole.pcap", segments, port, syn=first - 1)
+    cut_frame = 7  # the SYN is frame 1
+    out = bytearray(whole.read_bytes()[:24])
+    with whole.open("rb") as handle:
+        for number, (when, frame) in enumerate(dpkt.pcap.Reader(handle), start=1):
+            kept = frame[:100] if number == cut_frame else frame
+            seconds = int(when)
+            out += struct.pack("<IIII", seconds, round((when - seconds) * 1e6), len(kept),
+                               len(frame)) + kept
+    path = tmp_path / "snapped.pcap"
+    path.write_bytes(bytes(out))
+    table, report = read(path)
+    assert report.skipped["truncated"] == 1 and report.skipped["tcp_gap"] == 1
+    assert "cut by the capture's snap length" in str(report.examples[0])
+    assert report.examples[0].frame == cut_frame
+    assert report.ignored == {"not_udp": 1}  # the SYN, which carries no stream bytes
+    assert 0 < table.num_rows < 210
+
+
 def test_data_before_where_the_syn_says_the_stream_begins_is_read_or_counted(
         tmp_path: Path) -> None:
     """Found by fuzzing the CLI: a SYN whose sequence number lay ahead of the data (damaged,
