@@ -222,6 +222,18 @@ def test_a_segment_the_snap_length_cut_is_truncated_where_it_was_cut(tmp_path: P
     assert 0 < table.num_rows < 210
 
 
+def test_retransmitted_segments_are_counted_once_read(tmp_path: Path) -> None:
+    """Found by fuzzing: a frame whose bytes were all read already was counted nowhere (IP
+    fragments and SCTP chunks count theirs)."""
+    stream, first, port = exported_stream()
+    size = 700
+    segments = [(first + at, stream[at:at + size]) for at in range(0, len(stream), size)]
+    twice = [segment for segment in segments for _ in range(2)]
+    table, report = read(capture(tmp_path / "twice.pcap", twice, port, syn=first - 1))
+    assert table.num_rows == 210 and not report.skipped
+    assert report.ignored == {"not_udp": 1, "tcp_retransmission": len(segments)}
+
+
 def test_data_before_where_the_syn_says_the_stream_begins_is_read_or_counted(
         tmp_path: Path) -> None:
     """Found by fuzzing the CLI: a SYN whose sequence number lay ahead of the data (damaged,
