@@ -94,11 +94,56 @@ def _decompress_lzo(data: bytes, limit: int) -> bytes:
 
 
 def _decompress_zstd(data: bytes, limit: int) -> bytes:
-    # zstandard allocates the size the frame header declares before checking any bound
-    declared = zstandard.frame_content_size(data)
-    if declared > limit:
-        raise ValueError(f"frame declares {declared} bytes")
-    return bytes(zstandard.ZstdDecompressor().decompress(data, max_output_size=limit))
+    """Every frame of the block, one after the other, as nfdump's ZSTD_decompress reads
+    them; bytes after the last frame that are no frame are an error, as there (the
+    first frame alone was read and anything after it passed without a word: found by
+    fuzzing)."""
+    out = bytearray()
+    at = 0
+    while at < len(data):
+        size = _zstd_frame_size(data, at)
+        frame = data[at:at + size]
+        # zstandard allocates the size the frame header declares before checking any bound
+        declared = zstandard.frame_content_size(frame)
+        if declared > limit - len(out):
+            raise ValueError(f"frame declares {declared} bytes")
+        out += zstandard.ZstdDecompressor().decompress(
+            frame, max_output_size=max(limit - len(out), 1))
+        at += size
+        if len(out) > limit:
+            break  # decompress_block says it expands beyond the limit
+    return bytes(out)
+
+
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def _zstd_frame_size(data: bytes, at: int) -> int:
+    """The bytes of the zstd frame at `at`, walked by its header and block headers (RFC
+    8878 §3.1.1); ValueError where it is no frame or is cut."""
+    if data[at:at + 4] != _ZSTD_MAGIC:
+        raise ValueError(f"{len(data) - at} bytes at {at} that are no zstd frame")
+    if len(data) < at + 5:
+        raise ValueError("zstd frame header cut off")
+    descriptor = data[at + 4]
+    single_segment = descriptor >> 5 & 1
+    content_size_bytes = (single_segment, 2, 4, 8)[descriptor >> 6]
+    position = at + 5 + (1 - single_segment) + (0, 1, 2, 4)[descriptor & 3] \
+        + content_size_bytes
+    while True:
+        if len(data) < position + 3:
+            raise ValueError("zstd block header cut off")
+        header = int.from_bytes(data[position:position + 3], "little")
+        kind, size = header >> 1 & 3, header >> 3
+        if kind == 3:
+            raise ValueError("zstd block of the reserved type")
+        position += 3 + (1 if kind == 1 else size)
+        if header & 1:  # the last block
+            break
+    position += 4 if descriptor >> 2 & 1 else 0  # content checksum
+    if position > len(data):
+        raise ValueError("zstd frame cut off")
+    return position - at
 
 
 def _decompress_bz2(data: bytes, limit: int) -> bytes:

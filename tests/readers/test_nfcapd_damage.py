@@ -120,6 +120,28 @@ def test_corrupt_compressed_block_is_skipped_and_counted(corpus: Path, tmp_path:
     assert str(path) in str(report.examples[0])
 
 
+def test_a_zstd_block_is_read_frame_after_frame_as_nfdump_reads_it() -> None:
+    """Found by fuzzing: bytes after a zstd block's first frame were ignored without a word
+    (bz2, LZO and LZ4 refuse trailing bytes), and a block of two frames read only the
+    first, where nfdump's ZSTD_decompress reads every frame and refuses what is no frame."""
+    import zstandard
+
+    from obserae_forensics.readers.compression import BadCompression, decompress_block
+
+    raw = bytes(range(256)) * 4000
+    one = zstandard.ZstdCompressor(level=3).compress(raw)
+    bare = zstandard.ZstdCompressor(write_checksum=True, write_content_size=False).compress(
+        raw[:5000])
+    assert decompress_block(ZSTD, one, source="f", offset=8) == raw
+    assert decompress_block(ZSTD, bare + one, source="f", offset=8) == raw[:5000] + raw
+    for damaged, said in ((one + b"\x00" * 32, "32 bytes at"), (one[:-7], "cut off"),
+                          (one + bare[:9], "cut off")):
+        with pytest.raises(BadCompression, match=said):
+            decompress_block(ZSTD, damaged, source="f", offset=8)
+    with pytest.raises(BadCompression, match="did not decompress full frame"):  # > limit
+        decompress_block(ZSTD, bare + bare, source="f", offset=8, limit=1000)
+
+
 def test_block_header_claiming_too_much_loses_only_the_swallowed_block(
         corpus: Path, tmp_path: Path) -> None:
     path = tmp_path / "lying.nfcapd"
