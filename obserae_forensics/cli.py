@@ -648,6 +648,14 @@ def show_command(
         notes.append("no Flow Matrix in this run: sessions were not matched against rules")
     extra = ["sampling_rate", "counters_scaled", "exporter"] \
         if default and table in SHOW_SAMPLING else []
+    if extra:  # a table of another version may lack them: the view goes without
+        from .tables.parquet import read_parquet_schema
+
+        try:
+            if not set(extra) <= set(read_parquet_schema(path).names):
+                extra = []
+        except UsageError as error:
+            raise _fail(error, 2) from error
     derived = [name for name in wanted or () if name in CLIENT_SERVER_COLUMNS] \
         if table == "sessions" else []
     read = wanted
