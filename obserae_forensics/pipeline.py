@@ -494,7 +494,9 @@ def _input_digest(item: InputFile) -> tuple[str | None, str]:
     nothing). An audit: a file growing during the run was cited with its size at the
     start, the records of a later state and the hash of a third, without a word."""
     try:
-        digest = sha256_file(item.path)
+        after = item.path.stat()
+        unchanged = (after.st_size, after.st_mtime_ns) == (item.size, item.mtime_ns)
+        digest = item.sha256 if item.sha256 and unchanged else sha256_file(item.path)
         after = item.path.stat()
     except OSError as exc:
         return None, (f"could not be read at the run's end to hash it "

@@ -15,7 +15,7 @@ import json
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +56,7 @@ class InputFile:
     first_us: int | None
     compression: str = ""  # the whole file's, "gzip" ... (packed.py); format is what it holds
     mtime_ns: int = 0  # when it was last written, as discovery saw it (a change is said)
+    sha256: str = ""  # when discovery hashed it already (_without_copies): not hashed again
 
 
 def input_format(head: bytes) -> str:
@@ -233,13 +234,14 @@ def _without_copies(found: list[InputFile], report: RunReport) -> list[InputFile
         if item.format == "nfcapd":
             by_size.setdefault(item.size, []).append(item)
     copies: set[Path] = set()
+    hashed: dict[Path, str] = {}
     for same_size in by_size.values():
         if len(same_size) < 2:
             continue
         first_of: dict[str, Path] = {}
         for item in same_size:
             try:
-                digest = sha256_file(item.path)
+                digest = hashed[item.path] = sha256_file(item.path)
             except OSError:
                 continue  # counted when it is read
             if digest in first_of:
@@ -249,7 +251,8 @@ def _without_copies(found: list[InputFile], report: RunReport) -> list[InputFile
                 stats.copy_of, stats.size = str(first_of[digest]), item.size
             else:
                 first_of[digest] = item.path
-    return [item for item in found if item.path not in copies]
+    return [replace(item, sha256=hashed.get(item.path, "")) for item in found
+            if item.path not in copies]
 
 
 def shown_path(path: Path | str) -> str:
