@@ -409,6 +409,14 @@ def _packet_block(
         caplen = min(origlen, end - data_at)
         if interfaces and interfaces[0].snaplen:
             caplen = min(caplen, interfaces[0].snaplen)
+        beyond = end - data_at - caplen - (-caplen % 4)
+        if beyond > 0:
+            # bytes past the packet the snap length or its length allows, and its padding:
+            # no field of the block says what they are (they went uncounted: fuzzing)
+            report.skip(MalformedInput(f"simple packet block holds {beyond} bytes past its "
+                                       f"{caplen}-byte packet and padding", source=source,
+                                       offset=data_at + caplen, frame=number,
+                                       reason="bad_block"), nbytes=beyond)
     else:
         if block_type == 6:
             interface_id, high, low, caplen, origlen = struct.unpack_from(

@@ -327,6 +327,19 @@ def test_pcapng_interface_options_that_do_not_fit_are_a_bad_block(tmp_path: Path
     assert found[0].arrival_us == 1_700_000_000_123_000 and not report.skipped
 
 
+def test_simple_packet_block_bytes_past_its_packet_are_counted(tmp_path: Path) -> None:
+    """Found by fuzzing: a simple packet block holding more than its packet (the snap
+    length, or its original length, and padding allow) lost the rest without a word."""
+    packet = bytes(udp4())
+    body = struct.pack("<I", len(packet)) + packet + b"\x00" * (-len(packet) % 4) + b"\xee" * 8
+    path = tmp_path / "spb.pcapng"
+    path.write_bytes(shb("<") + idb("<", 101) + block("<", 3, body))
+    found, report = datagrams(path)
+    assert [d.payload for d in found] == [PAYLOAD]
+    assert report.skipped_bytes == {"bad_block": 8}
+    assert "holds 8 bytes past its" in str(report.examples[0])
+
+
 @pytest.mark.parametrize(("block_type", "reason"), [
     (0x2406, "pcapng_unknown_block"), (0xBAD, "pcapng_custom_block"),
     (0x40000BAD, "pcapng_custom_block"), (0x80000001, "pcapng_custom_block")])
