@@ -187,14 +187,16 @@ class SctpAssociations:
         association = self._associations.get(key)
         out: list[Datagram] = []
         read = False
-        damage: tuple[int, bool, str] | None = None  # (bytes, cut by the capture, what)
+        # (bytes, cut by the capture, what) of each damaged chunk: a second one took the
+        # place of the first, whose bytes went uncounted (found by fuzzing)
+        damages: list[tuple[int, bool, str]] = []
         at = 12
         while at + 4 <= len(packet):
             kind, flags, length = _chunk.unpack_from(packet, at)
             if length < 4 or at + length > len(packet):
-                damage = (len(packet) - at, cut and length >= 4,
-                          f"chunk of type {kind} with length {length} at byte {at} of a "
-                          f"{len(packet)}-byte packet")
+                damages.append((len(packet) - at, cut and length >= 4,
+                                f"chunk of type {kind} with length {length} at byte {at} of "
+                                f"a {len(packet)}-byte packet"))
                 break
             if kind in (_INIT, _INIT_ACK) and length >= 8:
                 # the tag the peer will send with: an association of the peer's that still
@@ -205,8 +207,8 @@ class SctpAssociations:
                 known = ipfix_port or association is not None
                 if length <= _DATA_HEADER:
                     if known:  # no room for its header, or no data (RFC 9260 §3.3.1)
-                        damage = (length, False, f"DATA chunk of length {length} at byte "
-                                  f"{at}: no user data")
+                        damages.append((length, False, f"DATA chunk of length {length} at "
+                                        f"byte {at}: no user data"))
                 else:
                     tsn, stream, _ssn, protocol = _data.unpack_from(packet, at + 4)
                     payload = bytes(packet[at + _DATA_HEADER:at + length])
@@ -232,11 +234,12 @@ class SctpAssociations:
         else:
             tail = packet[at:]
             if any(tail):  # at most 3 bytes: no chunk header fits
-                damage = (len(tail), cut, f"{len(tail)} bytes after the last chunk")
-        if damage is not None and (read or ipfix_port or association is not None):
+                damages.append((len(tail), cut, f"{len(tail)} bytes after the last chunk"))
+        if damages and (read or ipfix_port or association is not None):
             # an IPFIX association's packet: its bytes could not be read (of another
             # protocol's, the damage is not ours to count)
-            self._bad_chunk(place, *damage)
+            for damage in damages:
+                self._bad_chunk(place, *damage)
             read = True
         if not read:  # no IPFIX chunk in it: other traffic, as before
             self.report.ignore("not_udp", self.source, frame_bytes)

@@ -401,6 +401,14 @@ def test_data_chunks_too_short_on_the_ipfix_port_are_counted(tmp_path: Path) -> 
     table, report = read(write(tmp_path / "short.pcap", packets))
     assert table.num_rows == 0
     assert dict(report.skipped) == {"bad_sctp_chunk": 2} and not report.ignored
+    # both in one packet, and a chunk running past it: each counted (found by fuzzing: the
+    # last took the place of the first, whose bytes went uncounted)
+    both = packet(Raw(struct.pack(">BBHIHH", 0, 3, 12, 1, 0, 0)
+                      + struct.pack(">BBHIHHI", 0, 3, 16, 2, 0, 0, 0)
+                      + struct.pack(">BBH", 0, 3, 400) + b"\x00" * 8))
+    table, report = read(write(tmp_path / "both.pcap", [both]))
+    assert dict(report.skipped) == {"bad_sctp_chunk": 3}
+    assert report.skipped_bytes["bad_sctp_chunk"] == 12 + 16 + 12
 
 
 def test_held_fragments_over_all_associations_are_bounded(
