@@ -100,6 +100,9 @@ def _path(kind: str = "path", *, exists: bool = False,
         path = Path(text)
         if exists:
             if not path.exists():
+                if path.is_symlink():  # a loop read as "does not exist" (an audit)
+                    raise typer.BadParameter(f"{kind} {text!r} is a link that leads nowhere "
+                                             "(to a missing file, or in a loop)")
                 raise typer.BadParameter(f"{kind} {text!r} does not exist")
             if kind == "file" and path.is_dir():
                 raise typer.BadParameter(f"{text!r} is a directory, not a file")

@@ -1027,9 +1027,12 @@ def test_an_empty_path_is_a_usage_error_not_the_current_directory(
      "is a directory, not a file"),
     (["show", str(FIXTURE)], "is not a directory"),
     (["recombine", "{tmp}/gone"], "does not exist"),
+    (["sessionize", "{tmp}/loop", "--out", "{tmp}/run"],
+     "is a link that leads nowhere (to a missing file, or in a loop)"),
 ])
 def test_missing_or_wrong_kind_of_path_is_a_usage_error(tmp_path: Path, args: list[str],
                                                         message: str) -> None:
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")  # an audit: it "did not exist"
     result = runner.invoke(app, [arg.replace("{tmp}", str(tmp_path)) for arg in args])
     assert result.exit_code == 2, result.output
     assert message in result.stderr
