@@ -860,19 +860,22 @@ class ExportDecoder:
         self.report.skip(error, nbytes)
 
     def end_datagram(self, units: int | None, *, flow_units: int | None = None,
-                     inclusive: bool = False) -> None:
+                     inclusive: bool = False, per_datagram: bool = False) -> None:
         """Check the sequence number; `units` = what this message adds (None = unknown).
 
         IPFIX passes `flow_units` (its data records without options records: nfdump and
         softflowd count those) and `inclusive` (softflowd counts the current message too,
         and VPP's flowprobe counts messages, not records); a sequence number that fits any
-        of these conventions is no gap.
+        of these conventions is no gap. v9 passes `per_datagram`: its numbers count export
+        packets, whatever their records, so sets held for their template leave the count
+        known (an audit: every loss before the template arrived went unseen).
         """
         stream = self._stream
         datagram = self._datagram
         assert stream is not None and datagram is not None
         if self._waiting:
-            units = flow_units = None
+            if not per_datagram:  # the records the held sets hold are not known yet
+                units = flow_units = None
             self._park_waiting(stream, datagram)
         if self._released:
             self._resolve_released(stream)

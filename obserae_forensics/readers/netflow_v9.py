@@ -104,7 +104,7 @@ def decode_datagram(state: ExportDecoder, datagram: Datagram) -> None:
             _malformed(state, datagram, f"reserved FlowSet id {flowset_id} at payload byte {at}",
                        length, "reserved_set_id")
         at = set_end
-    state.end_datagram(1)
+    state.end_datagram(1, per_datagram=True)
 
 
 def read_templates(
