@@ -237,7 +237,7 @@ INSPECT_COLUMNS = [
     # gaps beside what they lost: an nfcapd file keeps nfcapd's count of sequence failures
     # and no lost count, and the table showed only the lost, 0 (an audit against nfdump -E)
     ("octets", "bytes"), ("templates", "templates"), ("sequence_gaps", "seq gaps"),
-    ("sequence_lost", "seq lost"),
+    ("sequence_lost", "seq lost"), ("reorders", "reorders"), ("restarts", "restarts"),
     ("duplicates", "dups"), ("undecodable_sets", "bad sets"),
     ("records_without_template", "no template"), ("sampling_rate", "1:N"),
     ("first_export", "first export (UTC)"), ("last_export", "last export (UTC)"),

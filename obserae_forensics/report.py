@@ -42,6 +42,7 @@ class ExporterStats:
     sequence_lost: int = 0  # units missing according to the sequence numbers
     duplicates: int = 0
     reorders: int = 0
+    restarts: int = 0  # sysUptime set back (v5/v9): a reboot, numbered afresh, no loss
     undecodable_sets: int = 0
     records_without_template: int = 0
     enterprise_fields_skipped: int = 0

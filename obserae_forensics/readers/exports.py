@@ -73,6 +73,11 @@ from .templates import (
 
 SEQUENCE_MASK = 0xFFFF_FFFF
 REORDER_WINDOW = 1 << 16  # units behind the expected sequence still taken as a reorder
+MAX_NUMBERINGS = 256  # transport sessions followed per stream, the least recently used go
+MAX_MISSING = 64  # gaps remembered per transport session for messages that come late
+# sysUptime (ms) going back by more than this is a reboot, unless it wrapped at 2**32 ms
+UPTIME_JITTER_MS = 1_000
+UPTIME_WRAP_MS = 1 << 32
 PENDING_INDEX_STRIDE = 1 << 16  # record_index spacing of late-decoded sets in one datagram
 CLAIMED_VERSIONS = frozenset((1, 5, 7, 9, 10))
 # what a proven exporter's socket may send beside what is read, and is no damage: NetFlow
@@ -105,22 +110,18 @@ def export_version(payload: bytes, *, first_set: bool = True) -> int:
     return 0
 
 
-class _Stream:
-    """Sequence, duplicate and option state of one (exporter, domain, version) stream."""
+class _Numbering:
+    """What the sequence numbers of one transport session of a stream expect next: RFC 7011
+    §3.1 numbers each transport session's messages (and RFC 3954 a v9 exporting process's)
+    on their own. Kept per stream, two exporting processes behind one address and domain
+    (probes on one host, routers behind a NAT) took each other's numbers for losses
+    (400,002 "lost") or hid a real one as a reorder (found by an audit)."""
 
-    __slots__ = ("ambiguous_gaps", "chunk", "chunk_code", "code", "counts_messages",
-                 "expected", "expected_flows", "first_rate", "lanes", "last_sequence",
-                 "samplers", "sampling_declared", "sampling_rate", "scope", "stats",
-                 "sysinit_ms", "undeclared_records")
+    __slots__ = ("ambiguous_gaps", "counts_messages", "expected", "expected_flows", "lanes",
+                 "last_sequence", "missing", "uptime_ms")
 
-    def __init__(self, stats: ExporterStats, code: int) -> None:
-        self.stats = stats
-        self.code = code
+    def __init__(self) -> None:
         self.counts_messages = False  # its sequence numbers count messages (VPP)
-        # read before any sampling declaration, and the first rate declared (0: none yet):
-        # ExporterStats.records_before_sampling when that rate is above 1
-        self.undeclared_records = 0
-        self.first_rate = 0
         self.ambiguous_gaps = 0  # gaps of one that counting messages would explain
         self.expected: int | None = None
         self.expected_flows: int | None = None
@@ -128,6 +129,28 @@ class _Stream:
         # per SCTP stream of the transport session, what its own numbering expects next
         # (expected, expected_flows): empty for UDP and TCP
         self.lanes: dict[int, tuple[int | None, int | None]] = {}
+        # the numbers of the latest gaps, [first, end) each, as counted lost: a message of
+        # them that comes late takes its units back (it was counted lost for good)
+        self.missing: list[list[int]] = []
+        self.uptime_ms = -1  # v5/v9's sysUptime in the last message: a reboot sets it back
+
+
+class _Stream:
+    """Sequence, duplicate and option state of one (exporter, domain, version) stream."""
+
+    __slots__ = ("chunk", "chunk_code", "code", "first_rate", "numbering", "samplers",
+                 "sampling_declared", "sampling_rate", "scope", "stats", "sysinit_ms",
+                 "undeclared_records")
+
+    def __init__(self, stats: ExporterStats, code: int) -> None:
+        self.stats = stats
+        self.code = code
+        # read before any sampling declaration, and the first rate declared (0: none yet):
+        # ExporterStats.records_before_sampling when that rate is above 1
+        self.undeclared_records = 0
+        self.first_rate = 0
+        # per transport session (Datagram.transport), the least recently used first
+        self.numbering: dict[int, _Numbering] = {}
         self.sampling_rate = 1
         self.sampling_declared = False  # a header or options record has given a rate
         self.samplers = 0  # index of the sampler table in force (ExportDecoder.samplers)
@@ -410,6 +433,7 @@ class ExportDecoder:
         self._transport = 0  # the current datagram's transport session (Datagram.transport)
         self._version = 0
         self._stream: _Stream | None = None
+        self._numbering: _Numbering | None = None  # the stream's, of the datagram's transport
         self._row: tuple[int, ...] = ()
         self._message = b""
         self._base = -1
@@ -641,12 +665,26 @@ class ExportDecoder:
         stats.datagrams += 1
         # Datagram.transport, without the call: this runs for every message
         port = self._transport = datagram.exporter_port | datagram.session << 16
-        heard = scope.last_arrival is not None
-        if scope.arrive(port, datagram.arrival_us) and heard:
+        if scope.arrive(port, datagram.arrival_us):
             # a new transport session is a new stream, numbered afresh (RFC 7011 §3.1):
             # a restart's jump is no loss (pmacct's test 112: 1,278,157 "lost")
-            stream.expected = stream.expected_flows = None
-            stream.lanes.clear()
+            stream.numbering.pop(port, None)
+        numbering = stream.numbering.pop(port, None) or _Numbering()
+        stream.numbering[port] = numbering  # the most recently used last
+        if len(stream.numbering) > MAX_NUMBERINGS:
+            del stream.numbering[next(iter(stream.numbering))]
+        if uptime_ms and numbering.uptime_ms >= 0 and uptime_ms + UPTIME_JITTER_MS \
+                < numbering.uptime_ms < UPTIME_WRAP_MS - UPTIME_JITTER_MS:
+            # its sysUptime went back: the exporter rebooted, on the same port, and numbers
+            # afresh: no loss (3,000,000,000 -> 0 was "1,294,967,293 lost"; a restart from
+            # a low count read every message after it as a reorder), counted as a restart
+            numbering.expected = numbering.expected_flows = None
+            numbering.lanes.clear()
+            numbering.missing.clear()
+            stats.restarts += 1
+        if uptime_ms:
+            numbering.uptime_ms = uptime_ms
+        self._numbering = numbering
         self._brought = None
         if sampling_rate is not None:
             stream.sampling_rate = sampling_rate
@@ -881,19 +919,28 @@ class ExportDecoder:
             self._resolve_released(stream)
         if self._undeclared:
             self._declare_late(stream)
+        numbering = self._numbering
+        assert numbering is not None
         sequence = self._sequence
-        expected = stream.expected
+        expected = numbering.expected
+        if expected is None or sequence not in (expected, numbering.expected_flows):
+            # one numbering over several ports (an exporter that sends from more than one):
+            # a number another port's numbering expects continues that one, shared
+            shared = self._shared_numbering(stream, numbering, sequence)
+            if shared is not None:
+                stream.numbering[self._transport] = self._numbering = numbering = shared
+                expected = numbering.expected
         if expected is not None:
-            last = stream.last_sequence
+            last = numbering.last_sequence
             fits = sequence == expected or (
-                stream.expected_flows is not None and sequence == stream.expected_flows
+                numbering.expected_flows is not None and sequence == numbering.expected_flows
             ) or (inclusive and (
                 (units is not None and sequence == (last + units) & SEQUENCE_MASK)
                 or (flow_units is not None and sequence == (last + flow_units) & SEQUENCE_MASK)
             ))
             lane = None
             if not fits and datagram.session:  # SCTP: each stream's own numbering too
-                lane = stream.lanes.get(datagram.lane)
+                lane = numbering.lanes.get(datagram.lane)
                 fits = lane is not None and sequence in lane
             # VPP's flowprobe numbers messages: last + 1 after a message of two records or
             # more says so (a record-counting exporter never sends it), and from then on
@@ -901,19 +948,19 @@ class ExportDecoder:
             # is counted as that until the stream shows it counts messages
             ambiguous = False
             if not fits and inclusive and sequence == (last + 1) & SEQUENCE_MASK:
-                if stream.counts_messages:
+                if numbering.counts_messages:
                     fits = True
                 elif (expected - last) & SEQUENCE_MASK >= 2 and (
-                        stream.expected_flows is None
-                        or (stream.expected_flows - last) & SEQUENCE_MASK >= 2):
-                    stream.counts_messages = fits = True
-                    stream.stats.sequence_gaps -= stream.ambiguous_gaps
-                    stream.stats.sequence_lost -= stream.ambiguous_gaps
-                    stream.ambiguous_gaps = 0
+                        numbering.expected_flows is None
+                        or (numbering.expected_flows - last) & SEQUENCE_MASK >= 2):
+                    numbering.counts_messages = fits = True
+                    stream.stats.sequence_gaps -= numbering.ambiguous_gaps
+                    stream.stats.sequence_lost -= numbering.ambiguous_gaps
+                    numbering.ambiguous_gaps = 0
                 else:
                     ambiguous = True
             if not fits and datagram.session:
-                fits, difference = self._lane_fit(stream, sequence, lane)
+                fits, difference = self._lane_fit(numbering, sequence, lane)
             else:
                 difference = (sequence - expected) & SEQUENCE_MASK
             if not fits:
@@ -921,15 +968,20 @@ class ExportDecoder:
                 if difference < 1 << 31:
                     stats.sequence_gaps += 1
                     stats.sequence_lost += difference
-                    stream.ambiguous_gaps += ambiguous
+                    numbering.ambiguous_gaps += ambiguous
+                    if not ambiguous:
+                        numbering.missing.append([expected, difference])
+                        if len(numbering.missing) > MAX_MISSING:
+                            del numbering.missing[0]
                 elif (1 << 32) - difference <= REORDER_WINDOW:
                     stats.reorders += 1
+                    self._came_late(numbering, sequence, units, stats)
                     return
-        stream.last_sequence = sequence
-        if stream.counts_messages and inclusive:
+        numbering.last_sequence = sequence
+        if numbering.counts_messages and inclusive:
             units = flow_units = 1  # its numbers count messages: a lost one is a gap of one
-        stream.expected = None if units is None else (sequence + units) & SEQUENCE_MASK
-        stream.expected_flows = (
+        numbering.expected = None if units is None else (sequence + units) & SEQUENCE_MASK
+        numbering.expected_flows = (
             None if flow_units is None else (sequence + flow_units) & SEQUENCE_MASK
         )
         if datagram.session:
@@ -937,23 +989,61 @@ class ExportDecoder:
             # any v9 exporter) those of the whole session: a number that fits either is no
             # gap, nor is a stream's first (numbered per stream only, libfixbuf's templates
             # on stream 0 and data on stream 1 showed a loss at each template refresh)
-            stream.lanes[datagram.lane] = (stream.expected, stream.expected_flows)
+            numbering.lanes[datagram.lane] = (numbering.expected, numbering.expected_flows)
+
+    @staticmethod
+    def _shared_numbering(stream: _Stream, numbering: _Numbering, sequence: int
+                          ) -> _Numbering | None:
+        """Another transport session's numbering of the stream that expects `sequence`."""
+        for other in stream.numbering.values():
+            if other is not numbering and other.expected is not None and \
+                    sequence in (other.expected, other.expected_flows):
+                return other
+        return None
+
+    @staticmethod
+    def _came_late(numbering: _Numbering, sequence: int, units: int | None,
+                   stats: ExporterStats) -> None:
+        """A message behind the expected number: when it lies in a gap counted lost, its
+        units are taken back, and a gap it fills whole is no gap (0,1,3,2,4 read "1 lost"
+        with nothing missing: found by an audit)."""
+        if not units:
+            return
+        for gap in numbering.missing:
+            first, length = gap
+            into = (sequence - first) & SEQUENCE_MASK
+            if into >= length:
+                continue
+            found = min(units, length - into)
+            stats.sequence_lost -= found
+            if into == 0:  # from the gap's start: it starts later
+                gap[0], gap[1] = (first + found) & SEQUENCE_MASK, length - found
+            elif into + found == length:  # to its end: it ends earlier
+                gap[1] = into
+            else:  # inside: two holes, still one gap as counted
+                gap[1] = into
+                numbering.missing.append([(sequence + found) & SEQUENCE_MASK,
+                                          length - into - found])
+            if gap[1] == 0:
+                numbering.missing.remove(gap)
+                stats.sequence_gaps -= 1
+            return
 
     # -- internals -----------------------------------------------------------------
 
     @staticmethod
-    def _lane_fit(stream: _Stream, sequence: int, lane: tuple[int | None, int | None] | None
-                  ) -> tuple[bool, int]:
+    def _lane_fit(numbering: _Numbering, sequence: int,
+                  lane: tuple[int | None, int | None] | None) -> tuple[bool, int]:
         """For an SCTP message whose number fits no expectation: whether it is its SCTP
         stream's first (its own count starts at or below the session's: a number ahead of
         the session's is a loss), and else how far ahead of the nearest expectation it is,
         the session's or its stream's (behind all of them: a reorder)."""
-        expected = stream.expected
+        expected = numbering.expected
         assert expected is not None
         if lane is None and (expected - sequence) & SEQUENCE_MASK < 1 << 31:
             return True, 0
         ahead = [(sequence - mark) & SEQUENCE_MASK
-                 for mark in (expected, stream.expected_flows, *(lane or ()))
+                 for mark in (expected, numbering.expected_flows, *(lane or ()))
                  if mark is not None]
         return False, min((d for d in ahead if d < 1 << 31), default=ahead[0])
 

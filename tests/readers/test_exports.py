@@ -313,3 +313,61 @@ def test_a_copy_of_a_long_capture_read_after_it_is_dropped_whole() -> None:
     assert table_of(batches).num_rows == 5000
     stats = next(iter(report.exporters.values()))
     assert (stats.duplicates, stats.records, stats.reorders) == (5000, 5000, 0)
+
+
+def v9_up(sequence: int, uptime_ms: int, *sets: bytes) -> bytes:
+    return struct.pack(">HHIIII", 9, len(sets), uptime_ms, EXPORT_S, sequence, 0) + b"".join(
+        sets)
+
+
+def exporter_stats(datagrams: list[Datagram]) -> object:
+    report = RunReport()
+    decoder = ExportDecoder(report)
+    decoder.feed(datagrams)
+    decoder.finish()
+    (stats,) = report.exporters.values()
+    return stats
+
+
+def test_an_exporter_reboot_on_the_same_port_is_a_restart_not_a_loss() -> None:
+    """Found by an audit: a v9 exporter that rebooted (sysUptime set back) and numbered
+    afresh from the same port read 3,000,000,000 -> 0 as 1,294,967,293 lost, and a restart
+    from a low count read every message after it as a reorder, hiding a real loss."""
+    template = template_set(0, 256, FIELDS)
+    high = [v9_up(3_000_000_000 + n, 900_000_000 + n, template) for n in range(3)]
+    after = [v9_up(n, 5_000 + n, template) for n in (0, 1, 3)]  # 2 lost after the reboot
+    stats = exporter_stats([datagram(p, k) for k, p in enumerate(high + after)])
+    assert (stats.restarts, stats.sequence_gaps, stats.sequence_lost,  # type: ignore[attr-defined]
+            stats.reorders) == (1, 1, 1, 0)  # type: ignore[attr-defined]
+    low = [v9_up(40_000 + n, 900_000_000 + n, template) for n in range(3)]
+    stats = exporter_stats([datagram(p, k) for k, p in enumerate(low + after)])
+    assert (stats.restarts, stats.sequence_gaps, stats.sequence_lost,  # type: ignore[attr-defined]
+            stats.reorders) == (1, 1, 1, 0)  # type: ignore[attr-defined]
+    # sysUptime wrapping at 2**32 ms (49.7 days) is no reboot: the numbers go on
+    wrap = [v9_up(7, (1 << 32) - 10, template), v9_up(8, 20, template)]
+    stats = exporter_stats([datagram(p, k) for k, p in enumerate(wrap)])
+    assert (stats.restarts, stats.sequence_gaps) == (0, 0)  # type: ignore[attr-defined]
+
+
+def test_two_exporting_processes_on_one_address_are_numbered_apart() -> None:
+    """Found by an audit: two exporting processes behind one address and observation
+    domain (probes on one host), from two ports, were numbered as one: 400,002 "lost"
+    with nothing lost, and a real loss hidden as a reorder. RFC 7011 numbers each
+    transport session; an exporter that shares one numbering over its ports still reads
+    as one."""
+    def from_port(port: int, sequence: int, frame: int) -> Datagram:
+        message = ipfix(template_set(2, 300, FIELDS), data_set(300, record(sequence, 1)),
+                        sequence=sequence)  # one data record each: the next number is +1
+        return Datagram(message, "192.0.2.1", port, 4739, frame, 24 + 100 * frame,
+                        (EXPORT_S + 2) * 10**6 + frame, "a.pcap")
+
+    frames = [(1000, 0), (2000, 200_000), (1000, 1), (2000, 200_001), (1000, 2),
+              (2000, 200_003), (1000, 3)]  # 200,002 lost, nothing else
+    stats = exporter_stats([from_port(port, n, k) for k, (port, n) in enumerate(frames)])
+    assert (stats.sequence_gaps, stats.sequence_lost,  # type: ignore[attr-defined]
+            stats.reorders) == (1, 1, 0)  # type: ignore[attr-defined]
+    shared = [v9_up(n, 60_000 + n, template_set(0, 256, FIELDS)) for n in range(6)]
+    stats = exporter_stats([Datagram(p, "192.0.2.1", 1000 + n % 2, 2055, n, 24 + 100 * n,
+                                     (EXPORT_S + 2) * 10**6 + n, "a.pcap")
+                            for n, p in enumerate(shared)])
+    assert (stats.sequence_gaps, stats.sequence_lost) == (0, 0)  # type: ignore[attr-defined]

@@ -143,7 +143,12 @@ def test_v5_reordered_datagram_is_a_reorder_not_a_gap() -> None:
     c = v5([NetflowRecordV5()], sequence=2)
     _, report = decode(a, c, b)
     stats = report.exporters[("192.0.2.1", 258)]
-    assert stats.reorders == 1 and stats.sequence_gaps == 1
+    # b fills the gap c opened: nothing is missing (an audit: it stayed "1 lost")
+    assert (stats.reorders, stats.sequence_gaps, stats.sequence_lost) == (1, 0, 0)
+    d = v5([NetflowRecordV5()] * 3, sequence=6)  # 3..5 never come; c's copy is late again
+    _, report = decode(a, d, b, c)
+    stats = report.exporters[("192.0.2.1", 258)]
+    assert (stats.reorders, stats.sequence_gaps, stats.sequence_lost) == (2, 1, 3)
 
 
 def test_not_a_flow_export_is_counted_not_decoded() -> None:
