@@ -501,7 +501,9 @@ class _FragmentSet:
     first_offset: int
     source: str  # the file of the first fragment seen
     first_ns: int  # its capture time
-    parts: dict[int, bytes] = field(default_factory=dict)  # byte offset -> payload
+    # (byte offset, payload) in arrival order: the first copy of a byte wins, and a later
+    # fragment's bytes no earlier one covers are used
+    parts: list[tuple[int, bytes]] = field(default_factory=list)
     total: int | None = None  # known once the last fragment (MF = 0) arrived
 
 
@@ -511,10 +513,10 @@ def _repeats(whole: bytes, offset: int, more: bool, data: bytes) -> bool:
     return end <= len(whole) and (more or end == len(whole)) and whole[offset:end] == data
 
 
-def _covered(parts: dict[int, bytes], low: int, high: int) -> int:
-    """How many bytes of [low, high) the parts (byte offset -> bytes) cover."""
+def _covered(parts: list[tuple[int, bytes]], low: int, high: int) -> int:
+    """How many bytes of [low, high) the parts ((byte offset, bytes) each) cover."""
     spans = sorted((max(start, low), min(start + len(part), high))
-                   for start, part in parts.items() if start < high and start + len(part) > low)
+                   for start, part in parts if start < high and start + len(part) > low)
     covered, cursor = 0, low
     for first, last in spans:
         first = max(first, cursor)
@@ -522,6 +524,11 @@ def _covered(parts: dict[int, bytes], low: int, high: int) -> int:
             covered += last - first
             cursor = last
     return covered
+
+
+def _end(parts: list[tuple[int, bytes]]) -> int:
+    """Where the parts' last byte ends (0 for none)."""
+    return max((start + len(part) for start, part in parts), default=0)
 
 
 class _Reassembly:
@@ -558,7 +565,7 @@ class _Reassembly:
         if whole is not None and _repeats(whole, offset, more, data):
             report.ignore("duplicate_fragment", source, len(data))
             return None
-        if entry is not None and entry.parts.get(offset) == data and (
+        if entry is not None and (offset, data) in entry.parts and (
                 more or entry.total == offset + len(data)):
             report.ignore("duplicate_fragment", source, len(data))
             return None
@@ -573,7 +580,7 @@ class _Reassembly:
         # and counting all of it counted those bytes twice, found by fuzzing)
         overlap = _covered(entry.parts, offset, offset + len(data))
         if overlap:
-            conflict = next(((low, high) for start, part in entry.parts.items()
+            conflict = next(((low, high) for start, part in entry.parts
                              if (low := max(start, offset)) < (high := min(
                                  start + len(part), offset + len(data)))
                              and part[low - start:high - start]
@@ -588,21 +595,18 @@ class _Reassembly:
                     reason="conflicting_fragment"), nbytes=overlap)
             else:
                 report.ignore("duplicate_fragment", source, overlap)
-        placed = entry.parts.get(offset)
-        if placed is None:
-            entry.parts[offset] = data
-        elif len(data) > len(placed):  # the first copy's bytes, and what this one adds
-            entry.parts[offset] = placed + data[len(placed):]
+        if overlap < len(data):  # bytes no earlier fragment brought
+            entry.parts.append((offset, data))
         if not more:
             entry.total = offset + len(data)
         total = entry.total
         if total is None or _covered(entry.parts, 0, total) < total:
             return None
         whole = bytearray(total)
-        for start, part in reversed(entry.parts.items()):  # the first to arrive written last
+        for start, part in reversed(entry.parts):  # the first to arrive written last
             if start < total:  # (a part wholly past the end appended itself to the bytes)
                 whole[start:start + len(part[: total - start])] = part[: total - start]
-        beyond = _covered(entry.parts, total, max(s + len(p) for s, p in entry.parts.items()))
+        beyond = _covered(entry.parts, total, _end(entry.parts))
         if beyond:
             report.skip(MalformedInput(
                 f"IP fragments carry {beyond} byte(s) past byte {total}, where the last "
@@ -627,7 +631,8 @@ class _Reassembly:
         report.skip(MalformedInput("IP fragments never completed a datagram",
                                    source=entry.source, offset=entry.first_offset,
                                    frame=entry.first_frame, reason="incomplete_fragments"),
-                    nbytes=sum(len(p) for p in entry.parts.values()))
+                    # each byte once: those that overlapped were counted as they came
+                    nbytes=_covered(entry.parts, 0, _end(entry.parts)))
 
     def flush(self, report: RunReport) -> None:
         for entry in self.pending.values():

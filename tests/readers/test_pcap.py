@@ -527,6 +527,25 @@ def test_fragments_of_a_reused_identification_are_counted_byte_for_byte(tmp_path
     assert len(found) == 1 and found[0].payload[392:792] == b"\x99" * 400  # first copy kept
     assert report.skipped_bytes == {"conflicting_fragment": 400}
     assert report.skipped == {"conflicting_fragment": 1}  # the real fragment it overlaps
+    # a review: a longer copy at an offset already filled had its tail glued to the first
+    # copy, and written over the part that came before it; and an incomplete set counted
+    # its overlapping bytes a second time
+    udp = bytes(UDP(sport=9, dport=2055, len=48) / (b"\x00\x0a" + b"P" * 38))
+
+    def piece(offset: int, data: bytes, more: bool = True) -> bytes:
+        return bytes(Ether() / IP(src="10.1.1.1", dst="10.2.2.2", id=81, proto=17,
+                                  flags="MF" if more else 0, frag=offset // 8) / data)
+
+    pieces = [piece(0, udp[:16]), piece(16, udp[16:32]), piece(0, udp[:16] + b"X" * 16),
+              piece(32, udp[32:], more=False)]
+    path.write_bytes(pcap_bytes([(10**18 + i, f) for i, f in enumerate(pieces)]))
+    found, report = datagrams(path)
+    assert [d.payload for d in found] == [b"\x00\x0a" + b"P" * 38]
+    assert report.skipped_bytes == {"conflicting_fragment": 32}
+    path.write_bytes(pcap_bytes([(10**18, piece(0, udp[:16])), (10**18 + 1, piece(8, udp[8:24]))]))
+    found, report = datagrams(path)
+    assert report.skipped_bytes == {"incomplete_fragments": 24}
+    assert report.ignored_bytes == {"duplicate_fragment": 8}
 
 
 def test_a_fragment_repeated_after_its_datagram_is_whole_is_a_duplicate(tmp_path: Path) -> None:
