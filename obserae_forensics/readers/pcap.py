@@ -538,6 +538,30 @@ class _Reassembly:
         self.pending: OrderedDict[tuple[object, ...], _FragmentSet] = OrderedDict()
         self.recent: OrderedDict[tuple[object, ...], bytes] = OrderedDict()
         self.recent_bytes = 0
+        # IPv6 datagrams whose first fragment showed other traffic behind its extension
+        # headers: their other fragments are other traffic too, not a set to complete
+        self.others: OrderedDict[tuple[object, ...], None] = OrderedDict()
+
+    def other_traffic(self, key: tuple[object, ...], upper: int | None, report: RunReport,
+                      source: str) -> bool:
+        """Whether the IPv6 fragment of `key` is of a datagram of other traffic: `upper`, the
+        protocol its first fragment shows behind the fragmentable part's extension headers
+        (None: not the first fragment, or not shown). A review: fragmented TCP behind
+        Destination Options was reassembled, counted at its last frame only, and a lone
+        fragment of it made an `incomplete_fragments` problem. Fragments of it held
+        already are counted as other traffic."""
+        if upper is None:
+            return key in self.others
+        if upper in (IPPROTO_UDP, IPPROTO_SCTP):
+            return False
+        self.others[key] = None
+        if len(self.others) > MAX_PENDING_FRAGMENT_SETS:
+            self.others.popitem(last=False)
+        held = self.pending.pop(key, None)
+        if held is not None:
+            report.ignore("not_udp", held.source, _covered(held.parts, 0, _end(held.parts)),
+                          count=len(held.parts))
+        return True
 
     def add(
         self, key: tuple[object, ...], offset: int, more: bool, data: bytes, frame: Frame,
@@ -933,11 +957,13 @@ def _ipv6(
         # walked in each fragment, a later fragment's data read as a header (found by
         # fuzzing: every record of such a capture lost)
         if fragment[0] or fragment[1]:
-            if next_header not in _IPV6_REASSEMBLED:
+            key = _ipv6_key(data, at, fragment[2])
+            if next_header not in _IPV6_REASSEMBLED or reassembly.other_traffic(
+                    key, _upper_protocol(payload, next_header, fragment[0]), report, source):
                 report.ignore("not_udp", source, len(frame.data))
                 return None
-            whole = reassembly.add(_ipv6_key(data, at, fragment[2]), fragment[0],
-                                   fragment[1], bytes(payload), frame, source, report)
+            whole = reassembly.add(key, fragment[0], fragment[1], bytes(payload), frame,
+                                   source, report)
             if whole is None:
                 return None
             payload = whole
@@ -1029,6 +1055,15 @@ def _address_text(raw: bytes) -> str:
 # what a fragment header may lead to that reassembly is worth it for: UDP and SCTP (flow
 # exports), or extension headers of the fragmentable part before them
 _IPV6_REASSEMBLED = frozenset({IPPROTO_UDP, IPPROTO_SCTP, *IPV6_EXTENSION_HEADERS, IPV6_AH})
+
+
+def _upper_protocol(payload: bytes, next_header: int, offset: int) -> int | None:
+    """The protocol a first IPv6 fragment (`offset` 0) shows behind the extension headers
+    its fragmentable part begins with; None for a later fragment or headers it cuts."""
+    if offset or next_header in (IPPROTO_UDP, IPPROTO_SCTP):
+        return next_header if not offset else None
+    walked = _walk_ipv6(payload, next_header, 0, len(payload))
+    return None if isinstance(walked, str) or walked[2] is not None else walked[0]
 
 
 def _ipv4_key(data: bytes, at: int) -> tuple[object, ...]:

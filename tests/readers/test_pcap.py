@@ -175,6 +175,20 @@ def test_ipv6_fragments_whose_fragmentable_part_has_extension_headers(tmp_path: 
     found, report = datagrams(path)
     assert [d.payload for d in found] == [big, b"\x00\x0a"], report.examples
     assert not report.skipped and not report.ignored
+    # fragmented TCP behind Destination Options is other traffic, each of its fragments,
+    # and its first alone is no incomplete datagram (a review: reassembled, counted at its
+    # last frame only, and a lone fragment a problem); its later fragments before it, too
+    tcp = bytes([6, 0]) + bytes([1, 4, 0, 0, 0, 0]) + bytes(2000)
+    head = IPv6(src="2001:db8::9", dst="2001:db8::1", nh=44) / IPv6ExtHdrFragment(
+        nh=60, offset=0, m=1, id=8) / tcp[:1200]
+    tail = IPv6(src="2001:db8::9", dst="2001:db8::1", nh=44) / IPv6ExtHdrFragment(
+        nh=60, offset=150, m=0, id=8) / tcp[1200:]
+    for frames in ([head, tail], [tail, head], [head]):
+        path.write_bytes(pcap_bytes([(10**18 + k, bytes(Ether() / f))
+                                     for k, f in enumerate(frames)]))
+        found, report = datagrams(path)
+        assert not found and not report.skipped
+        assert report.ignored == {"not_udp": len(frames)}
 
 
 def test_incomplete_fragments_are_counted(tmp_path: Path) -> None:
