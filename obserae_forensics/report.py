@@ -161,6 +161,17 @@ class RecordExample:
                        self.message(self.count), self.unit)
 
 
+def path_text(path: os.PathLike[str] | str) -> str:
+    """A path as text the tables and the manifest can hold: bytes of a name that are not
+    UTF-8 as backslash escapes (lone surrogates broke the manifest's readers)."""
+    text = os.fspath(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return text
+
+
 @dataclass
 class RunReport:
     """What a run decoded and what it skipped. The CLI prints it; tests assert on it."""
@@ -276,13 +287,12 @@ class RunReport:
         self.outside_window += count
         self.file(source).outside_window += count
 
-    def ignore_hidden(self, directory: str, names: list[str]) -> None:
-        """Hidden entries of `directory` a walk left out (as documented): counted and
-        listed, so a report can tell that they were there (an audit: `.sensor2/` left no
-        trace); never an error."""
-        self.ignored["hidden_entry"] += len(names)
-        self.hidden.extend(os.path.join(directory, name).encode("utf-8", "surrogateescape")
-                           .decode("utf-8", "backslashreplace") for name in names)
+    def ignore_hidden(self, path: str) -> None:
+        """A hidden entry a directory walk left out (as documented): counted and listed, so
+        a report can tell that it was there (an audit: `.sensor2/` left no trace); never an
+        error."""
+        self.ignored["hidden_entry"] += 1
+        self.hidden.append(path_text(path))
 
     def ignore(self, reason: str, source: str, nbytes: int, count: int = 1) -> None:
         """Count units that are not flow exports at all (other traffic): never an error."""

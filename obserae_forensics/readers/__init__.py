@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import InputError, MalformedInput, UnknownFormat, UsageError
-from ..report import RunReport
+from ..report import RunReport, path_text
 from ..tables.layout import (
     FRAGMENTS_FILE,
     MANIFEST_FILE,
@@ -75,41 +75,58 @@ def input_format(head: bytes) -> str:
     return ""
 
 
-def _expand(path: Path, report: RunReport, exclude: Sequence[Path] = ()) -> list[Path]:
+def _expand(path: Path, report: RunReport, exclude: Sequence[Path] = (),
+            counted: set[str] | None = None) -> list[Path]:
     """The files of `path`: itself, or those its directory tree holds. Links to
     directories are followed (a case folder links its sensors' mounts: they were never
-    walked, found by an audit), each directory walked once whatever the links that lead to
-    it again (a loop ended the run with a traceback); a directory that cannot be listed,
-    and the hidden entries left out, are counted."""
+    walked, found by an audit), but not back into a directory the walk is inside (a loop
+    ended the run with a traceback); a file reached by two ways is found under both names
+    (discover_inputs reads it once). A directory that cannot be listed, the hidden entries
+    left out and an earlier output's files are counted, once each however many inputs or
+    links lead to them (`counted`: their real paths)."""
     if not path.is_dir():
         return [path]
+    counted = set() if counted is None else counted
     files: list[Path] = []
     skipped = {os.path.realpath(p) for p in exclude}
-    walked: set[tuple[int, int]] = set()
+    ancestors: dict[str, frozenset[tuple[int, int]]] = {}
+
+    def first_time(where: str) -> bool:
+        real = os.path.realpath(where)
+        if real in counted:
+            return False
+        counted.add(real)
+        return True
 
     def unlistable(error: OSError) -> None:
-        where = str(error.filename or path)
-        report.skip(InputError(f"cannot list this directory: {error.strerror or error}",
-                               source=where, offset=0), nbytes=0)
+        where = os.fspath(error.filename or path)
+        if first_time(where):
+            report.skip(InputError(f"cannot list this directory: {error.strerror or error}",
+                                   source=path_text(where), offset=0), nbytes=0)
 
     for root, dirs, names in os.walk(path, onerror=unlistable, followlinks=True):
         try:
             status = os.stat(root)
-            if (status.st_dev, status.st_ino) in walked:
-                dirs[:] = []
-                continue
-            walked.add((status.st_dev, status.st_ino))
         except OSError as error:
             unlistable(error)
             dirs[:] = []
             continue
-        hidden = sorted(n for n in [*dirs, *names] if n.startswith("."))
-        if hidden:
-            report.ignore_hidden(root, hidden)
+        here = (status.st_dev, status.st_ino)
+        above = ancestors.pop(root, frozenset())
+        if here in above:  # a link back to a directory the walk is inside: a loop
+            dirs[:] = []
+            continue
+        for name in sorted(n for n in [*dirs, *names] if n.startswith(".")):
+            if first_time(os.path.join(root, name)):
+                report.ignore_hidden(os.path.join(root, name))
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        own = _own_outputs(root, names)
-        if own:
-            report.ignore("obserae_output", root, 0, count=len(own))
+        for name in dirs:
+            ancestors[os.path.join(root, name)] = above | {here}
+        own = {n for n in _own_outputs(root, names)
+               if os.path.realpath(Path(root) / n) not in skipped}  # this run's: not counted
+        if own and first_time(os.path.join(root, MANIFEST_FILE if MANIFEST_FILE in own
+                                           else RECOMBINED_FILE)):
+            report.ignore("obserae_output", path_text(root), 0, count=len(own))
         files.extend(Path(root) / n for n in sorted(names) if not n.startswith(".")
                      and n not in own and os.path.realpath(Path(root) / n) not in skipped)
     return files
@@ -147,7 +164,8 @@ def discover_inputs(paths: Sequence[Path], report: RunReport,
     kept in the output directory is still found, and the run refuses to replace it.
     """
     found: list[InputFile] = []
-    expanded = [_expand(path, report, exclude) for path in paths]
+    counted: set[str] = set()
+    expanded = [_expand(path, report, exclude, counted) for path in paths]
     spellings = _spellings([file for files in expanded for file in files])
     if spellings:
         for path, files in zip(paths, expanded, strict=True):
@@ -160,14 +178,14 @@ def discover_inputs(paths: Sequence[Path], report: RunReport,
                     reason="empty_directory"), nbytes=0)
     for path, others in spellings.items():
         if others:
-            report.file(str(path)).also_named.extend(shown_path(other) for other in others)
+            report.file(str(path)).also_named.extend(path_text(other) for other in others)
     for path in spellings:
         if not utf8_path(str(path)):
             # found by an audit: a file name that is not UTF-8 (an evidence disk's) ended
             # the run with a traceback where it met a text column
             report.skip(InputError("its name is not valid UTF-8 and the tables hold paths as "
                                    "UTF-8 text: not read (give it a UTF-8 name, a link "
-                                   "of its own is enough)", source=shown_path(path),
+                                   "of its own is enough)", source=path_text(path),
                                    offset=0), nbytes=0)
             continue
         if path.exists() and not path.is_file():
@@ -210,6 +228,8 @@ def discover_inputs(paths: Sequence[Path], report: RunReport,
         try:
             first = _first_time(path, kind, packing)
         except OSError as exc:  # a full TMPDIR for a compressed nfcapd file's head, say
+            stats = report.file(str(path))
+            stats.size, stats.compression = size, packing
             report.skip(InputError(f"cannot read: {exc.strerror or exc}", source=str(path),
                                    offset=0), nbytes=size)
             continue
@@ -253,13 +273,6 @@ def _without_copies(found: list[InputFile], report: RunReport) -> list[InputFile
                 first_of[digest] = item.path
     return [replace(item, sha256=hashed.get(item.path, "")) for item in found
             if item.path not in copies]
-
-
-def shown_path(path: Path | str) -> str:
-    """A path as text the tables and the manifest can hold: bytes of a name that are not
-    UTF-8 as backslash escapes (lone surrogates broke the manifest's readers)."""
-    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace") \
-        if not utf8_path(str(path)) else str(path)
 
 
 def utf8_path(text: str) -> bool:

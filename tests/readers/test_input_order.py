@@ -254,3 +254,35 @@ def test_an_nfcapd_file_copied_twice_into_the_case_is_read_once(tmp_path: Path) 
         "path": str(case / "nfcapd.201106241550"), "size": fixture.stat().st_size,
         "skipped": {}, "ignored": {"duplicate_file": 1},
         "copy_of": str(case / "copy" / "nfcapd.201106241550")}]
+
+
+def test_what_a_walk_counts_is_counted_once_and_files_keep_all_their_names(
+        evidence: Path) -> None:
+    """A review: hidden entries were counted once per input path that led to them, a run
+    over its own earlier --out (with --force) counted that output as an earlier one's, and
+    a directory reached first through a link was not walked under its own name, which
+    then went missing from the file's names."""
+    import json
+
+    case = evidence / "case"
+    (case / ".notes").write_text("hidden\n")
+    os.symlink(case, evidence / "a_link")
+    report = RunReport()
+    found = discover_inputs([evidence], report)
+    assert report.ignored["hidden_entry"] == 1  # under the first name the walk met it by
+    assert report.hidden == [str(evidence / "a_link" / ".notes")]
+    a = next(f for f in found if f.path.name == "a.pcap")
+    assert a.path == evidence / "a_link" / "a.pcap"  # the first name in text order
+    assert report.files[str(a.path)].also_named == [str(case / "a.pcap"),
+                                                    str(evidence / "link" / "a.pcap")]
+    report = RunReport()
+    discover_inputs([case, case / "..", evidence / "link"], report)
+    assert report.ignored["hidden_entry"] == 1
+    runner = CliRunner()
+    for _ in range(2):
+        result = runner.invoke(app, ["sessionize", str(case), "--out", str(case / "run"),
+                                     "-q", "--force"])
+        assert result.exit_code == 0, result.output
+        manifest = json.loads((case / "run" / "manifest.json").read_text())
+        assert manifest["not_read"] == [] and "obserae_output" not in manifest["counts"][
+            "ignored"]
