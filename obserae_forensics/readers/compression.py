@@ -98,11 +98,16 @@ def _decompress_zstd(data: bytes, limit: int) -> bytes:
     them; bytes after the last frame that are no frame are an error, as there (the
     first frame alone was read and anything after it passed without a word: found by
     fuzzing)."""
+    if not data:
+        raise ValueError("an empty block payload")
     out = bytearray()
     at = 0
     while at < len(data):
         size = _zstd_frame_size(data, at)
         frame = data[at:at + size]
+        if _SKIPPABLE_MAGIC_LOW <= int.from_bytes(frame[:4], "little") <= _SKIPPABLE_MAGIC_HIGH:
+            at += size  # a skippable frame: read past, as ZSTD_decompress does
+            continue
         # zstandard allocates the size the frame header declares before checking any bound
         declared = zstandard.frame_content_size(frame)
         if declared > limit - len(out):
@@ -116,11 +121,20 @@ def _decompress_zstd(data: bytes, limit: int) -> bytes:
 
 
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_SKIPPABLE_MAGIC_LOW, _SKIPPABLE_MAGIC_HIGH = 0x184D2A50, 0x184D2A5F  # RFC 8878 §3.1.2
 
 
 def _zstd_frame_size(data: bytes, at: int) -> int:
     """The bytes of the zstd frame at `at`, walked by its header and block headers (RFC
     8878 §3.1.1); ValueError where it is no frame or is cut."""
+    magic = int.from_bytes(data[at:at + 4], "little") if len(data) >= at + 4 else -1
+    if _SKIPPABLE_MAGIC_LOW <= magic <= _SKIPPABLE_MAGIC_HIGH:  # magic, length, content
+        if len(data) < at + 8:
+            raise ValueError("zstd skippable frame header cut off")
+        size = 8 + int.from_bytes(data[at + 4:at + 8], "little")
+        if at + size > len(data):
+            raise ValueError("zstd skippable frame cut off")
+        return size
     if data[at:at + 4] != _ZSTD_MAGIC:
         raise ValueError(f"{len(data) - at} bytes at {at} that are no zstd frame")
     if len(data) < at + 5:

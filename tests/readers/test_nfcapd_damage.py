@@ -134,6 +134,10 @@ def test_a_zstd_block_is_read_frame_after_frame_as_nfdump_reads_it() -> None:
         raw[:5000])
     assert decompress_block(ZSTD, one, source="f", offset=8) == raw
     assert decompress_block(ZSTD, bare + one, source="f", offset=8) == raw[:5000] + raw
+    skippable = (0x184D2A53).to_bytes(4, "little") + (5).to_bytes(4, "little") + b"note!"
+    assert decompress_block(ZSTD, skippable + one, source="f", offset=8) == raw  # a review
+    with pytest.raises(BadCompression, match="an empty block payload"):
+        decompress_block(ZSTD, b"", source="f", offset=8)
     for damaged, said in ((one + b"\x00" * 32, "32 bytes at"), (one[:-7], "cut off"),
                           (one + bare[:9], "cut off")):
         with pytest.raises(BadCompression, match=said):
