@@ -55,10 +55,11 @@ INTERNAL6 = (
 
 # Global unicast space minus the parts of it that never appear on the Internet, as the
 # IANA IPv6 Special-Purpose Address Registry marks them ("Globally Reachable: False").
-GLOBAL_UNICAST6 = (
-    "2000::/3",
-    "64:ff9b::/96",  # RFC 6052 NAT64 well-known prefix: IPv4 Internet hosts, reachable
-)
+GLOBAL_UNICAST6 = ("2000::/3",)
+# RFC 6052 NAT64 well-known prefix: IPv4 hosts seen from IPv6, public when the IPv4 address
+# it embeds is (the prefix must not embed others: RFC 6052 §3.1, found by a review)
+NAT64_PREFIX = 0x0064FF9B << 96
+IPV4_MAPPED = 0xFFFF << 32
 NON_PUBLIC_IN_GLOBAL6 = (
     "2001:db8::/32",  # RFC 3849 documentation
     "3fff::/20",  # RFC 9637 documentation
@@ -89,15 +90,19 @@ IPV4 = ("0.0.0.0/0",)  # as IPv4-mapped: ::ffff:0:0/96
 
 def builtin_sets() -> dict[str, AddressSet]:
     """Built-in name -> its address set."""
+    internet4 = AddressSet.from_networks(NON_PUBLIC4).complement(
+        AddressSet.from_networks(IPV4)
+    ).union(AddressSet.from_networks(PUBLIC_IN_NON_PUBLIC4))
+    nat64 = AddressSet.from_intervals(
+        [(NAT64_PREFIX + first - IPV4_MAPPED, NAT64_PREFIX + last - IPV4_MAPPED)
+         for first, last in internet4.intervals])
     return {
         "internal4": AddressSet.from_networks(INTERNAL4),
-        "internet4": AddressSet.from_networks(NON_PUBLIC4).complement(
-            AddressSet.from_networks(IPV4)
-        ).union(AddressSet.from_networks(PUBLIC_IN_NON_PUBLIC4)),
+        "internet4": internet4,
         "internal6": AddressSet.from_networks(INTERNAL6),
         "internet6": AddressSet.from_networks(NON_PUBLIC_IN_GLOBAL6).complement(
             AddressSet.from_networks(GLOBAL_UNICAST6)
-        ).union(AddressSet.from_networks(PUBLIC_IN_NON_PUBLIC6)),
+        ).union(AddressSet.from_networks(PUBLIC_IN_NON_PUBLIC6), nat64),
         "multicast": AddressSet.from_networks(MULTICAST),
         "any": AddressSet.from_networks(("::/0", "0.0.0.0/0")),  # both families
     }

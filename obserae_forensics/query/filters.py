@@ -280,7 +280,7 @@ def exporter(frame: pd.DataFrame, *exporters: str) -> pd.Series:
         name, slash, domain = str(item).partition("/")
         hit = names == _address_as_written(name)
         if slash:
-            if not domain.isdigit():
+            if not (domain.isascii() and domain.isdigit()):  # (٦ and ² passed: a review)
                 raise UsageError(f"bad exporter {item!r}: the domain after / is a number")
             hit &= frame["exporter_domain"] == int(domain)
         mask |= hit.fillna(False).astype(bool)

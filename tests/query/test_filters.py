@@ -255,6 +255,9 @@ def test_names_the_run_does_not_know_are_refused_not_an_empty_answer(run: query.
                                          r"exporters: 192.0.2.1, 192.0.2.2\)"):
         SessionQuery().exporter("192.0.2.3").apply(run)
     assert ids(SessionQuery().exporter("192.0.2.2/256").apply(run)) == ["s6"]
+    for odd in ("192.0.2.2/\u0666", "192.0.2.2/\u00b2"):
+        with pytest.raises(UsageError, match="the domain after / is a number"):
+            query.exporter(run.sessions, odd)
     v6 = run.sessions.assign(exporter=run.sessions["exporter"].astype(str).replace(
         "192.0.2.2", "2001:db8::a"))
     assert shown(run, query.exporter(v6, "2001:DB8:0::A")) == ["s6"]
