@@ -6,6 +6,8 @@ import struct
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scapy.layers.inet import IP, UDP, fragment
 from scapy.layers.inet6 import IPv6, IPv6ExtHdrFragment
 from scapy.layers.l2 import CookedLinux, Dot1AD, Dot1Q, Ether, Loopback
@@ -594,3 +596,31 @@ def test_indexing_in_small_windows_changes_nothing(corpus: Path,
     for name in ("sf_v9_synscan.pcap", "sf_v5_synscan.pcap", "pm_v9_test.pcap"):
         path = corpus / "exports" / name
         assert all_datagrams(path, True) == all_datagrams(path, False), name
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_reassembly_counts_every_fragment_byte_once(draw: st.DataObject) -> None:
+    """Every byte of every fragment is in exactly one place: a datagram made whole, or
+    counted with a reason (duplicate, conflicting, past the end, never completed), however
+    the fragments overlap, repeat, conflict, go missing or reuse an identification."""
+    from obserae_forensics.readers.pcap import Frame, _Reassembly
+
+    reassembly = _Reassembly()
+    report = RunReport()
+    total_in = made = 0
+    for number in range(draw.draw(st.integers(1, 25))):
+        key = ("k", draw.draw(st.integers(0, 2)))
+        offset = 8 * draw.draw(st.integers(0, 12))
+        length = 8 * draw.draw(st.integers(0, 6)) + draw.draw(st.sampled_from([0, 0, 3]))
+        fill = draw.draw(st.sampled_from([b"a", b"a", b"b"]))
+        data = fill * length
+        more = draw.draw(st.booleans())
+        frame = Frame(number + 1, 24 * number, 101, number * 10**9, data, len(data), 0)
+        total_in += len(data)
+        whole = reassembly.add(key, offset, more, data, frame, "f.pcap", report)
+        if whole is not None:
+            made += len(whole)
+    reassembly.flush(report)
+    counted = sum(report.skipped_bytes.values()) + sum(report.ignored_bytes.values())
+    assert made + counted == total_in, (report.skipped_bytes, report.ignored_bytes)
