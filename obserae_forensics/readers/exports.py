@@ -78,6 +78,8 @@ MAX_MISSING = 64  # gaps remembered per transport session for messages that come
 # sysUptime (ms) going back by more than this is a reboot, unless it wrapped at 2**32 ms
 UPTIME_JITTER_MS = 1_000
 UPTIME_WRAP_MS = 1 << 32
+# back by more than this is a reboot even when the number could be a reorder's
+REBOOT_UPTIME_MS = 300_000
 PENDING_INDEX_STRIDE = 1 << 16  # record_index spacing of late-decoded sets in one datagram
 CLAIMED_VERSIONS = frozenset((1, 5, 7, 9, 10))
 # what a proven exporter's socket may send beside what is read, and is no damage: NetFlow
@@ -133,6 +135,12 @@ class _Numbering:
         # them that comes late takes its units back (it was counted lost for good)
         self.missing: list[list[int]] = []
         self.uptime_ms = -1  # v5/v9's sysUptime in the last message: a reboot sets it back
+
+
+def _reordered(numbering: _Numbering, sequence: int) -> bool:
+    """Whether `sequence` lies a little behind what the numbering expects (a reorder)."""
+    expected = numbering.expected
+    return expected is not None and 0 < (expected - sequence) & SEQUENCE_MASK <= REORDER_WINDOW
 
 
 class _Stream:
@@ -673,17 +681,22 @@ class ExportDecoder:
         stream.numbering[port] = numbering  # the most recently used last
         if len(stream.numbering) > MAX_NUMBERINGS:
             del stream.numbering[next(iter(stream.numbering))]
-        if uptime_ms and numbering.uptime_ms >= 0 and uptime_ms + UPTIME_JITTER_MS \
-                < numbering.uptime_ms < UPTIME_WRAP_MS - UPTIME_JITTER_MS:
+        back = numbering.uptime_ms - uptime_ms
+        if uptime_ms and numbering.uptime_ms >= 0 and back > UPTIME_JITTER_MS \
+                and numbering.uptime_ms < UPTIME_WRAP_MS - UPTIME_JITTER_MS and (
+                    back > REBOOT_UPTIME_MS or not _reordered(numbering, sequence)):
             # its sysUptime went back: the exporter rebooted, on the same port, and numbers
             # afresh: no loss (3,000,000,000 -> 0 was "1,294,967,293 lost"; a restart from
-            # a low count read every message after it as a reorder), counted as a restart
+            # a low count read every message after it as a reorder), counted as a restart.
+            # A message a little behind in both uptime and number is a reorder (captures of
+            # one exporter taken apart and read out of its order: akvorado's test files)
             numbering.expected = numbering.expected_flows = None
             numbering.lanes.clear()
             numbering.missing.clear()
-            stats.restarts += 1
-        if uptime_ms:
             numbering.uptime_ms = uptime_ms
+            stats.restarts += 1
+        elif uptime_ms:
+            numbering.uptime_ms = max(numbering.uptime_ms, uptime_ms)
         self._numbering = numbering
         self._brought = None
         if sampling_rate is not None:
