@@ -73,7 +73,7 @@ from .templates import (
 
 SEQUENCE_MASK = 0xFFFF_FFFF
 REORDER_WINDOW = 1 << 16  # units behind the expected sequence still taken as a reorder
-MAX_NUMBERINGS = 256  # transport sessions followed per stream, the least recently used go
+MAX_NUMBERINGS = 256  # transport sessions followed per stream, the oldest go first
 MAX_MISSING = 64  # gaps remembered per transport session for messages that come late
 # sysUptime (ms) going back by more than this is a reboot, unless it wrapped at 2**32 ms
 UPTIME_JITTER_MS = 1_000
@@ -157,7 +157,7 @@ class _Stream:
         # ExporterStats.records_before_sampling when that rate is above 1
         self.undeclared_records = 0
         self.first_rate = 0
-        # per transport session (Datagram.transport), the least recently used first
+        # per transport session (Datagram.transport), the oldest first
         self.numbering: dict[int, _Numbering] = {}
         self.sampling_rate = 1
         self.sampling_declared = False  # a header or options record has given a rate
@@ -673,14 +673,13 @@ class ExportDecoder:
         stats.datagrams += 1
         # Datagram.transport, without the call: this runs for every message
         port = self._transport = datagram.exporter_port | datagram.session << 16
-        if scope.arrive(port, datagram.arrival_us):
+        numbering = stream.numbering.get(port)
+        if scope.arrive(port, datagram.arrival_us) or numbering is None:
             # a new transport session is a new stream, numbered afresh (RFC 7011 §3.1):
             # a restart's jump is no loss (pmacct's test 112: 1,278,157 "lost")
-            stream.numbering.pop(port, None)
-        numbering = stream.numbering.pop(port, None) or _Numbering()
-        stream.numbering[port] = numbering  # the most recently used last
-        if len(stream.numbering) > MAX_NUMBERINGS:
-            del stream.numbering[next(iter(stream.numbering))]
+            numbering = stream.numbering[port] = _Numbering()
+            if len(stream.numbering) > MAX_NUMBERINGS:  # the oldest session's goes
+                del stream.numbering[next(iter(stream.numbering))]
         back = numbering.uptime_ms - uptime_ms
         if uptime_ms and numbering.uptime_ms >= 0 and back > UPTIME_JITTER_MS \
                 and numbering.uptime_ms < UPTIME_WRAP_MS - UPTIME_JITTER_MS and (
