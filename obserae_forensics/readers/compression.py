@@ -18,9 +18,12 @@ from typing import Final
 
 import lz4.block
 import lzallright
+import numba
+import numpy as np
 import zstandard
 
 from ..errors import MalformedInput
+from ..jit_cache import drop_stale_jit_cache, read_only
 
 NONE: Final = 0
 LZO: Final = 1
@@ -89,8 +92,126 @@ def compress_block(code: int, data: bytes) -> bytes:
 
 
 def _decompress_lzo(data: bytes, limit: int) -> bytes:
+    # lzallright grows its buffer past the hint until the stream fits: a crafted block of
+    # compressed zeros took ~10 s and ~2.3 GB before "expands beyond" (found by fuzzing),
+    # so the stream's length is read from its instructions first
+    length = lzo1x_length(read_only(np.frombuffer(data, dtype=np.uint8), np.uint8), limit)
+    if length > limit:
+        raise ValueError(f"the stream expands beyond {limit} bytes")
+    # (a stream the scan cannot follow, -1, is left for lzallright to refuse)
     # a hint of the full bound decodes in one pass; a smaller one makes lzallright retry
     return bytes(_lzo.decompress(data, output_size_hint=limit))
+
+
+@numba.njit(cache=True, nogil=True)
+def lzo1x_length(data: np.ndarray, limit: int) -> int:  # pragma: no cover - compiled
+    """The bytes an LZO1X stream decodes to, read from its instructions without writing
+    them (minilzo's lzo1x_d.ch: literal runs, M1-M4 matches and their extended lengths,
+    the end marker, an M4 of distance 0); `limit` + 1 as soon as it passes `limit`, -1
+    when the stream runs out or does not end with the marker. The tests hold it, and its
+    plain-Python run (`py_func`), to what lzallright, another decoder, makes of the same
+    streams."""
+    n = len(data)
+    ip = 0
+    op = 0
+    if n == 0:
+        return -1
+    state = 0  # 0: a literal run's instruction next, 1: after a first literal run,
+    t = 0  # 2: a match instruction `t` to read, 3: copy `t` literals then a match
+    if data[0] > 17:
+        t = np.int64(data[0]) - 17
+        ip = 1
+        if t < 4:
+            state = 3
+        else:
+            op += t
+            ip += t
+            state = 1
+    while True:
+        if op > limit:
+            return limit + 1
+        if state == 0:
+            if ip >= n:
+                return -1
+            t = np.int64(data[ip])
+            ip += 1
+            if t >= 16:
+                state = 2
+                continue
+            if t == 0:
+                while ip < n and data[ip] == 0:
+                    t += 255
+                    ip += 1
+                if ip >= n:
+                    return -1
+                t += 15 + np.int64(data[ip])
+                ip += 1
+            op += t + 3
+            ip += t + 3
+            state = 1
+        elif state == 1:
+            if ip >= n:
+                return -1
+            t = np.int64(data[ip])
+            ip += 1
+            if t >= 16:
+                state = 2
+                continue
+            ip += 1  # M1 after a literal run: 3 bytes
+            op += 3
+            if ip > n:
+                return -1
+            t = np.int64(data[ip - 2]) & 3
+            state = 0 if t == 0 else 3
+        elif state == 2:
+            if t >= 64:  # M2
+                ip += 1
+                op += (t >> 5) + 1
+            elif t >= 32:  # M3
+                t &= 31
+                if t == 0:
+                    while ip < n and data[ip] == 0:
+                        t += 255
+                        ip += 1
+                    if ip >= n:
+                        return -1
+                    t += 31 + np.int64(data[ip])
+                    ip += 1
+                ip += 2
+                op += t + 2
+            elif t >= 16:  # M4, or the end marker
+                high = t & 8
+                t &= 7
+                if t == 0:
+                    while ip < n and data[ip] == 0:
+                        t += 255
+                        ip += 1
+                    if ip >= n:
+                        return -1
+                    t += 7 + np.int64(data[ip])
+                    ip += 1
+                if ip + 2 > n:
+                    return -1
+                distance = (np.int64(data[ip]) >> 2) + (np.int64(data[ip + 1]) << 6)
+                ip += 2
+                if high == 0 and distance == 0:
+                    return op if ip == n else -1
+                op += t + 2
+            else:  # M1
+                ip += 1
+                op += 2
+            if ip > n:
+                return -1
+            t = np.int64(data[ip - 2]) & 3
+            state = 0 if t == 0 else 3
+        else:  # copy t literals, then a match instruction
+            op += t
+            ip += t
+            if ip >= n:
+                return -1
+            t = np.int64(data[ip])
+            ip += 1
+            state = 2
 
 
 def _decompress_zstd(data: bytes, limit: int) -> bytes:
@@ -169,3 +290,6 @@ def _decompress_bz2(data: bytes, limit: int) -> bytes:
     if decompressor.unused_data:
         raise ValueError(f"{len(decompressor.unused_data)} bytes after the bzip2 stream")
     return out
+
+
+drop_stale_jit_cache(globals())

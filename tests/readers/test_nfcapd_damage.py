@@ -674,3 +674,45 @@ def test_an_nfcapd_16_file_still_being_written_is_no_stat_mismatch(tmp_path: Pat
     path.write_bytes(bytes(data))
     table, report = read_table(path)
     assert table.num_rows == 72 and not report.skipped and not report.repaired
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=3000), st.integers(1, 40), st.sampled_from([b"", b"\x00", b"ab"]))
+def test_lzo_length_scan_equals_what_lzallright_decodes(data: bytes, repeat: int,
+                                                        filler: bytes) -> None:
+    """The LZO1X length scan, compiled and in plain Python, against another decoder."""
+    import lzallright
+    import numpy as np
+
+    from obserae_forensics.readers.compression import lzo1x_length
+
+    plain = (data + filler * 500) * repeat
+    stream = lzallright.LZOCompressor().compress(plain)
+    view = np.frombuffer(stream, dtype=np.uint8)
+    assert lzo1x_length(view, 10**9) == lzo1x_length.py_func(view, 10**9) == len(plain)
+    assert lzo1x_length(view, len(plain) - 1) == len(plain) if plain else True
+    assert lzo1x_length(view[:-1], 10**9) == -1  # no end marker
+
+
+def test_an_lzo_block_that_would_expand_past_the_limit_is_refused_before_decoding(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by fuzzing: lzallright grows its buffer past the block limit, so a crafted
+    5 MB block of compressed zeros (an M3 match whose length runs over 5 M zero bytes,
+    ~1.3 GB) took ~10 s and ~2.3 GB before it was refused; its length is read first, and
+    lzallright never sees it."""
+    from obserae_forensics.readers import compression
+    from obserae_forensics.readers.compression import LZO, BadCompression, decompress_block
+
+    def bomb(extension: int) -> bytes:
+        return (b"\x15" + b"\x00" * 4 + b"\x20" + b"\x00" * extension + b"\x01\x00\x00"
+                + b"\x11\x00\x00")
+
+    assert len(decompress_block(LZO, bomb(3), source="f", offset=0)) == 4 + 34 + 3 * 255
+
+    class Refusing:
+        def decompress(self, *args: object, **kwargs: object) -> bytes:
+            raise AssertionError("handed to lzallright")
+
+    monkeypatch.setattr(compression, "_lzo", Refusing())
+    with pytest.raises(BadCompression, match="expands beyond 5242880 bytes"):
+        decompress_block(LZO, bomb(5_000_000), source="f", offset=0)
