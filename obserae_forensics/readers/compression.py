@@ -104,6 +104,19 @@ def _decompress_lzo(data: bytes, limit: int) -> bytes:
 
 
 @numba.njit(cache=True, nogil=True)
+def _long_length(data: np.ndarray, ip: int, base: int) -> tuple[int, int]:
+    """A length written past its instruction: 255 for each zero byte, then `base` and the
+    first byte that is not zero; (-1, ip) when the stream ends first."""
+    length = 0
+    while ip < len(data) and data[ip] == 0:
+        length += 255
+        ip += 1
+    if ip >= len(data):
+        return -1, ip
+    return length + base + np.int64(data[ip]), ip + 1
+
+
+@numba.njit(cache=True, nogil=True)
 def lzo1x_length(data: np.ndarray, limit: int) -> int:  # pragma: no cover - compiled
     """The bytes an LZO1X stream decodes to, read from its instructions without writing
     them (minilzo's lzo1x_d.ch: literal runs, M1-M4 matches and their extended lengths,
@@ -130,7 +143,7 @@ def lzo1x_length(data: np.ndarray, limit: int) -> int:  # pragma: no cover - com
     while True:
         if op > limit:
             return limit + 1
-        if state == 0:
+        if state <= 1:  # an instruction below 16 is a literal run, or after one an M1
             if ip >= n:
                 return -1
             t = np.int64(data[ip])
@@ -138,24 +151,14 @@ def lzo1x_length(data: np.ndarray, limit: int) -> int:  # pragma: no cover - com
             if t >= 16:
                 state = 2
                 continue
-            if t == 0:
-                while ip < n and data[ip] == 0:
-                    t += 255
-                    ip += 1
-                if ip >= n:
-                    return -1
-                t += 15 + np.int64(data[ip])
-                ip += 1
-            op += t + 3
-            ip += t + 3
-            state = 1
-        elif state == 1:
-            if ip >= n:
-                return -1
-            t = np.int64(data[ip])
-            ip += 1
-            if t >= 16:
-                state = 2
+            if state == 0:
+                if t == 0:
+                    t, ip = _long_length(data, ip, 15)
+                    if t < 0:
+                        return -1
+                op += t + 3
+                ip += t + 3
+                state = 1
                 continue
             ip += 1  # M1 after a literal run: 3 bytes
             op += 3
@@ -170,26 +173,18 @@ def lzo1x_length(data: np.ndarray, limit: int) -> int:  # pragma: no cover - com
             elif t >= 32:  # M3
                 t &= 31
                 if t == 0:
-                    while ip < n and data[ip] == 0:
-                        t += 255
-                        ip += 1
-                    if ip >= n:
+                    t, ip = _long_length(data, ip, 31)
+                    if t < 0:
                         return -1
-                    t += 31 + np.int64(data[ip])
-                    ip += 1
                 ip += 2
                 op += t + 2
             elif t >= 16:  # M4, or the end marker
                 high = t & 8
                 t &= 7
                 if t == 0:
-                    while ip < n and data[ip] == 0:
-                        t += 255
-                        ip += 1
-                    if ip >= n:
+                    t, ip = _long_length(data, ip, 7)
+                    if t < 0:
                         return -1
-                    t += 7 + np.int64(data[ip])
-                    ip += 1
                 if ip + 2 > n:
                     return -1
                 distance = (np.int64(data[ip]) >> 2) + (np.int64(data[ip + 1]) << 6)
