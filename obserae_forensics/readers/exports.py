@@ -136,11 +136,61 @@ class _Numbering:
         self.missing: list[list[int]] = []
         self.uptime_ms = -1  # v5/v9's sysUptime in the last message: a reboot sets it back
 
+    def rebooted(self, uptime_ms: int, sequence: int) -> bool:
+        """Whether the exporter rebooted before this message (v5/v9: `uptime_ms` 0 is none
+        known): its sysUptime went back by more than jitter, not by its wrap at 2**32 ms,
+        and far, or with a number that is no reorder's (a message a little behind in both
+        is a reorder: captures of one exporter read out of its order, akvorado's test
+        files). Then it numbers afresh, from this message: no loss (3,000,000,000 -> 0 was
+        "1,294,967,293 lost"; a restart from a low count read every message after it as a
+        reorder)."""
+        if not uptime_ms:
+            return False
+        back = self.uptime_ms - uptime_ms
+        expected = self.expected
+        if self.uptime_ms >= 0 and back > UPTIME_JITTER_MS and \
+                self.uptime_ms < UPTIME_WRAP_MS - UPTIME_JITTER_MS and (
+                    back > REBOOT_UPTIME_MS or expected is None
+                    or not 0 < (expected - sequence) & SEQUENCE_MASK <= REORDER_WINDOW):
+            self.expected = self.expected_flows = None
+            self.lanes.clear()
+            self.missing.clear()
+            self.uptime_ms = uptime_ms
+            return True
+        self.uptime_ms = max(self.uptime_ms, uptime_ms)
+        return False
 
-def _reordered(numbering: _Numbering, sequence: int) -> bool:
-    """Whether `sequence` lies a little behind what the numbering expects (a reorder)."""
-    expected = numbering.expected
-    return expected is not None and 0 < (expected - sequence) & SEQUENCE_MASK <= REORDER_WINDOW
+    def lost(self, first: int, count: int) -> None:
+        """`count` units from number `first` counted lost: remembered for late messages."""
+        self.missing.append([first, count])
+        if len(self.missing) > MAX_MISSING:
+            del self.missing[0]
+
+    def came_late(self, sequence: int, units: int | None) -> tuple[int, int]:
+        """A message behind the expected number: (units, gaps) it takes back from what was
+        counted lost, when it lies in a gap (0,1,3,2,4 read "1 lost" with nothing missing:
+        found by an audit); a gap it fills whole is no gap."""
+        if not units:
+            return 0, 0
+        for gap in self.missing:
+            first, length = gap
+            into = (sequence - first) & SEQUENCE_MASK
+            if into >= length:
+                continue
+            found = min(units, length - into)
+            if into == 0:  # from the gap's start: it starts later
+                gap[0], gap[1] = (first + found) & SEQUENCE_MASK, length - found
+            elif into + found == length:  # to its end: it ends earlier
+                gap[1] = into
+            else:  # inside: two holes, still one gap as counted
+                gap[1] = into
+                self.missing.append([(sequence + found) & SEQUENCE_MASK,
+                                     length - into - found])
+            if gap[1]:
+                return found, 0
+            self.missing.remove(gap)
+            return found, 1
+        return 0, 0
 
 
 class _Stream:
@@ -680,22 +730,8 @@ class ExportDecoder:
             numbering = stream.numbering[port] = _Numbering()
             if len(stream.numbering) > MAX_NUMBERINGS:  # the oldest session's goes
                 del stream.numbering[next(iter(stream.numbering))]
-        back = numbering.uptime_ms - uptime_ms
-        if uptime_ms and numbering.uptime_ms >= 0 and back > UPTIME_JITTER_MS \
-                and numbering.uptime_ms < UPTIME_WRAP_MS - UPTIME_JITTER_MS and (
-                    back > REBOOT_UPTIME_MS or not _reordered(numbering, sequence)):
-            # its sysUptime went back: the exporter rebooted, on the same port, and numbers
-            # afresh: no loss (3,000,000,000 -> 0 was "1,294,967,293 lost"; a restart from
-            # a low count read every message after it as a reorder), counted as a restart.
-            # A message a little behind in both uptime and number is a reorder (captures of
-            # one exporter taken apart and read out of its order: akvorado's test files)
-            numbering.expected = numbering.expected_flows = None
-            numbering.lanes.clear()
-            numbering.missing.clear()
-            numbering.uptime_ms = uptime_ms
+        if numbering.rebooted(uptime_ms, sequence):
             stats.restarts += 1
-        elif uptime_ms:
-            numbering.uptime_ms = max(numbering.uptime_ms, uptime_ms)
         self._numbering = numbering
         self._brought = None
         if sampling_rate is not None:
@@ -982,12 +1018,12 @@ class ExportDecoder:
                     stats.sequence_lost += difference
                     numbering.ambiguous_gaps += ambiguous
                     if not ambiguous:
-                        numbering.missing.append([expected, difference])
-                        if len(numbering.missing) > MAX_MISSING:
-                            del numbering.missing[0]
+                        numbering.lost(expected, difference)
                 elif (1 << 32) - difference <= REORDER_WINDOW:
                     stats.reorders += 1
-                    self._came_late(numbering, sequence, units, stats)
+                    found, filled = numbering.came_late(sequence, units)
+                    stats.sequence_lost -= found
+                    stats.sequence_gaps -= filled
                     return
         numbering.last_sequence = sequence
         if numbering.counts_messages and inclusive:
@@ -1012,34 +1048,6 @@ class ExportDecoder:
                     sequence in (other.expected, other.expected_flows):
                 return other
         return None
-
-    @staticmethod
-    def _came_late(numbering: _Numbering, sequence: int, units: int | None,
-                   stats: ExporterStats) -> None:
-        """A message behind the expected number: when it lies in a gap counted lost, its
-        units are taken back, and a gap it fills whole is no gap (0,1,3,2,4 read "1 lost"
-        with nothing missing: found by an audit)."""
-        if not units:
-            return
-        for gap in numbering.missing:
-            first, length = gap
-            into = (sequence - first) & SEQUENCE_MASK
-            if into >= length:
-                continue
-            found = min(units, length - into)
-            stats.sequence_lost -= found
-            if into == 0:  # from the gap's start: it starts later
-                gap[0], gap[1] = (first + found) & SEQUENCE_MASK, length - found
-            elif into + found == length:  # to its end: it ends earlier
-                gap[1] = into
-            else:  # inside: two holes, still one gap as counted
-                gap[1] = into
-                numbering.missing.append([(sequence + found) & SEQUENCE_MASK,
-                                          length - into - found])
-            if gap[1] == 0:
-                numbering.missing.remove(gap)
-                stats.sequence_gaps -= 1
-            return
 
     # -- internals -----------------------------------------------------------------
 
