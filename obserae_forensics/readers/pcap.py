@@ -908,8 +908,7 @@ def _ipv4(
                                 streams.tcp, exporter_texts)
         if protocol == IPPROTO_TCP and at + total_length > len(data) and streams.tcp.carries(
                 bytes(data[at + 12:at + 16]), bytes(data[at + 16:at + 20]), data[tcp:tcp + 4]):
-            _cut(frame, source, report, "a TCP segment of an IPFIX stream cut by the capture's "
-                 "snap length: its bytes are not all there")
+            _cut(frame, source, report, TCP_SEGMENT_CUT)
             return None
         report.ignore("not_udp", source, len(frame.data))
         return None
@@ -979,8 +978,7 @@ def _ipv6(
             return _tcp_segment(frame, payload, src, data[at + 24:at + 40], streams.tcp,
                                 exporter_texts)
         if streams.tcp.carries(src, bytes(data[at + 24:at + 40]), payload[:4]):
-            _cut(frame, source, report, "a TCP segment of an IPFIX stream cut by the capture's "
-                 "snap length: its bytes are not all there")
+            _cut(frame, source, report, TCP_SEGMENT_CUT)
             return None
     if next_header != IPPROTO_UDP and next_header != IPPROTO_SCTP:
         report.ignore("not_udp", source, len(frame.data))
@@ -998,6 +996,10 @@ def _tcp_segment(frame: Frame, segment: bytes, src: bytes, dst: bytes, streams: 
     segment the capture cut short is left as other traffic: its bytes are not all there."""
     return streams.segment(frame.number, frame.offset, frame.ts_ns, src, dst, segment,
                            len(frame.data), exporter_texts)
+
+
+TCP_SEGMENT_CUT = ("a TCP segment of an IPFIX stream cut by the capture's snap length: its "
+                   "bytes are not all there")
 
 
 def _cut(frame: Frame, source: str, report: RunReport, message: str) -> None:
@@ -1060,8 +1062,10 @@ _IPV6_REASSEMBLED = frozenset({IPPROTO_UDP, IPPROTO_SCTP, *IPV6_EXTENSION_HEADER
 def _upper_protocol(payload: bytes, next_header: int, offset: int) -> int | None:
     """The protocol a first IPv6 fragment (`offset` 0) shows behind the extension headers
     its fragmentable part begins with; None for a later fragment or headers it cuts."""
-    if offset or next_header in (IPPROTO_UDP, IPPROTO_SCTP):
-        return next_header if not offset else None
+    if offset:
+        return None
+    if next_header in (IPPROTO_UDP, IPPROTO_SCTP):
+        return next_header
     walked = _walk_ipv6(payload, next_header, 0, len(payload))
     return None if isinstance(walked, str) or walked[2] is not None else walked[0]
 
