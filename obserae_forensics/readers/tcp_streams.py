@@ -118,12 +118,14 @@ class Place:
         self.source = source
 
 
-def _proven_beyond_hole(stream: _Stream) -> bool:
-    """Whether a stream on another port than 4739, not yet told apart because bytes are
-    missing before its second message header, is IPFIX all the same: its SYN fixes where
-    it starts, and the bytes held beyond the hole hold a message header another follows
-    (the proof asked of any stream elsewhere). An audit: one segment lost early in such a
-    connection lost all of it as other traffic, not a byte counted as lost."""
+def _ipfix_beyond_hole(stream: _Stream) -> bool:
+    """Whether a stream not yet told apart because bytes are missing before its second
+    message header is IPFIX all the same: on port 4739 any is; on another, one whose SYN
+    fixes where it starts and whose bytes held beyond the hole hold a message header
+    another follows (the proof asked of any stream elsewhere). An audit: one segment lost
+    early in such a connection lost all of it as other traffic, not a byte counted."""
+    if IPFIX_PORT in stream.ports:
+        return True
     if stream.isn is None or not stream.held:
         return False
     run = bytearray()
@@ -212,15 +214,16 @@ class TcpStreams:
 
     def carries(self, src: bytes, dst: bytes, ports: bytes) -> bool:
         """Whether a segment of these addresses and `ports` (its header's first 4 bytes)
-        belongs to an IPFIX stream: the IPFIX port's, or an open stream's (a segment the
-        snap length cut is then lost bytes of it, not other traffic: found by fuzzing)."""
+        belongs to an IPFIX stream: the IPFIX port's, or a stream shown to be IPFIX (a
+        segment the snap length cut is then lost bytes of it, not other traffic: found by
+        fuzzing)."""
         if len(ports) < 4:
             return False
         sport, dport = struct.unpack_from(">HH", ports)
         if IPFIX_PORT in (sport, dport):
             return True
-        # a stream shown to be IPFIX: one not yet told apart may be any TCP (a review: an
-        # HTTPS connection cut by a snap length read as IPFIX's lost bytes)
+        # (one not yet told apart may be any TCP: a review saw an HTTPS connection cut by a
+        # snap length read as IPFIX's lost bytes)
         stream = self._streams.get((src, sport, dst, dport))
         return stream is not None and stream.kind == _IPFIX
 
@@ -334,7 +337,7 @@ class TcpStreams:
         out: list[Datagram] = []
         for stream in list(self._streams.values()):
             if stream.kind == _UNKNOWN:
-                if IPFIX_PORT in stream.ports or _proven_beyond_hole(stream):
+                if _ipfix_beyond_hole(stream):
                     self._decided(stream, _IPFIX)  # its bytes beyond a hole: IPFIX's
                 elif not (stream.synced and message_length(stream.buffer, 0)
                           == len(stream.buffer) > 0):
@@ -409,7 +412,7 @@ class TcpStreams:
     def _close(self, stream: _Stream, place: Place) -> list[Datagram]:
         """Give up on holes, take a last whole message, count a cut one."""
         if stream.kind == _UNKNOWN:
-            if IPFIX_PORT in stream.ports or _proven_beyond_hole(stream):
+            if _ipfix_beyond_hole(stream):
                 self._decided(stream, _IPFIX)  # its bytes beyond a hole: IPFIX's
             elif not (stream.synced and message_length(stream.buffer, 0) == len(stream.buffer) > 0):
                 self._decided(stream, _OTHER)  # never shown to be IPFIX: other traffic
