@@ -585,6 +585,7 @@ SHOW_DEFAULT_COLUMNS = {
 # identical rows): (column, the column it follows)
 SHOW_SAMPLING = {"sessions": "sc_bytes", "flows": "octets"}
 SHOW_EXPORTER = {"sessions": "protocol", "flows": "protocol"}
+SHOW_EXTRA_SOURCES = ("sampling_rate", "counters_scaled", "exporter")  # what decides them
 
 
 # what `show` makes of a session's a/b counters (client->server, server->client), which
@@ -628,7 +629,8 @@ def show_command(
     columns: Annotated[str | None, typer.Option(help="Comma-separated columns.")] = None,
 ) -> None:
     """Print the first rows of one table of a run."""
-    from .tables.parquet import read_parquet_head
+    from .tables.layout import MATCHES_FILE
+    from .tables.parquet import read_parquet_head, read_parquet_schema
 
     if not table.isidentifier():  # a table's name, not a path out of the run directory
         raise _fail(UsageError(f"--table {table!r} is not a table name"), 2)
@@ -637,35 +639,30 @@ def show_command(
         present = sorted(p.stem for p in run_dir.glob("*.parquet"))
         raise _fail(UsageError(f"{path} does not exist; {run_dir} holds "
                                f"{', '.join(present) or 'no table'}"), 2)
-    default = columns is None
     wanted = SHOW_DEFAULT_COLUMNS.get(table)
+    notes: list[str] = []
+    extra: list[str] = []
     if columns is not None:
         wanted = list(dict.fromkeys(name.strip() for name in columns.split(",")))
         if "" in wanted:
             raise _fail(UsageError(f"--columns {columns!r} names an empty column"), 2)
-    notes: list[str] = []
-    if default and wanted and table == "sessions" and \
-            not (run_dir / "session_matches.parquet").is_file():
-        # `[]` on every row read as "no rule matched" (an audit)
-        wanted = [name for name in wanted if name != "matched_rules"]
-        notes.append("no Flow Matrix in this run: sessions were not matched against rules")
-    extra = ["sampling_rate", "counters_scaled", "exporter"] \
-        if default and table in SHOW_SAMPLING else []
-    if extra:  # a table of another version may lack them: the view goes without
-        from .tables.parquet import read_parquet_schema
-
-        try:
-            if not set(extra) <= set(read_parquet_schema(path).names):
-                extra = []
+    elif table in SHOW_SAMPLING:  # the default view, and what it adds when rows need it
+        if table == "sessions" and not (run_dir / MATCHES_FILE).is_file():
+            # `[]` on every row read as "no rule matched" (an audit)
+            wanted = [name for name in wanted or () if name != "matched_rules"]
+            notes.append("no Flow Matrix in this run: sessions were not matched against rules")
+        try:  # a table of another version may lack them: the view goes without
+            if set(SHOW_EXTRA_SOURCES) <= set(read_parquet_schema(path).names):
+                extra = list(SHOW_EXTRA_SOURCES)
         except UsageError as error:
             raise _fail(error, 2) from error
     derived = [name for name in wanted or () if name in CLIENT_SERVER_COLUMNS] \
         if table == "sessions" else []
     read = wanted
     if derived or extra:  # cs_bytes/sc_bytes are made from the a/b columns
-        sources = ["client_ip", "client_port", "ip_a", "port_a"] + [
-            column for name in derived for column in CLIENT_SERVER_COLUMNS[name]] \
-            if derived else []
+        sources = [column for name in derived for column in CLIENT_SERVER_COLUMNS[name]]
+        if derived:
+            sources = ["client_ip", "client_port", "ip_a", "port_a", *sources]
         read = list(dict.fromkeys([n for n in wanted or () if n not in derived] + sources
                                   + extra))
     try:
