@@ -78,8 +78,7 @@ def traffic_over_time(
     label = flows["session_id"].map(labels).astype(object).to_numpy()
     octets = (flows["octets"].to_numpy(dtype=np.float64)
               + flows["reverse_octets"].to_numpy(dtype=np.float64))
-    rate = np.where(flows["counters_scaled"].to_numpy(dtype=bool), 1.0,
-                    flows["sampling_rate"].to_numpy(dtype=np.float64).clip(min=1.0))
+    rate = _scale(flows)
     first_seen = _naive_utc(flows["first_seen"])
     start, end = first_seen.min(), first_seen.max()
     span_s = max((end - start).total_seconds(), 1.0)
@@ -174,7 +173,7 @@ def talker_heatmap(
     # bytes scaled by each session's sampling rate, as traffic_over_time and the
     # consolidated table scale them (an audit: a 1-in-30000 exporter's sessions read 1.4 KB)
     amount = ((sessions["ab_bytes"].to_numpy(dtype=np.float64)
-               + sessions["ba_bytes"].to_numpy(dtype=np.float64)) * _session_scale(sessions)
+               + sessions["ba_bytes"].to_numpy(dtype=np.float64)) * _scale(sessions)
               if value == "bytes" else np.ones(len(sessions)))
     frame = pd.DataFrame({"client": sessions["client_ip"].astype(str).to_numpy(),
                           "server": sessions["server_ip"].astype(str).to_numpy(),
@@ -215,14 +214,14 @@ def talker_heatmap(
     return axes
 
 
-def _session_scale(sessions: pd.DataFrame) -> np.ndarray:
-    """Each session's sampling rate, 1 where the source scaled its counters already."""
-    if "sampling_rate" not in sessions.columns:
-        return np.ones(len(sessions))
-    scaled = (sessions["counters_scaled"].to_numpy(dtype=bool)
-              if "counters_scaled" in sessions.columns else np.zeros(len(sessions), bool))
-    return np.where(scaled, 1.0,
-                    sessions["sampling_rate"].to_numpy(dtype=np.float64).clip(min=1.0))
+def _scale(rows: pd.DataFrame) -> np.ndarray:
+    """What each row's (flow record's or session's) counters are multiplied by for the
+    traffic: its sampling rate, 1 where the source scaled them already."""
+    if "sampling_rate" not in rows.columns:
+        return np.ones(len(rows))
+    scaled = (rows["counters_scaled"].to_numpy(dtype=bool)
+              if "counters_scaled" in rows.columns else np.zeros(len(rows), bool))
+    return np.where(scaled, 1.0, rows["sampling_rate"].to_numpy(dtype=np.float64).clip(min=1.0))
 
 
 def coherence_histogram(
