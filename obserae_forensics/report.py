@@ -161,15 +161,23 @@ class RecordExample:
                        self.message(self.count), self.unit)
 
 
+def utf8_path(text: str) -> bool:
+    """Whether a path given or found is UTF-8 text (Python holds other bytes of a name as
+    lone surrogates, which no Arrow column nor JSON writer takes)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def path_text(path: os.PathLike[str] | str) -> str:
     """A path as text the tables and the manifest can hold: bytes of a name that are not
     UTF-8 as backslash escapes (lone surrogates broke the manifest's readers)."""
     text = os.fspath(path)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return text
+    if utf8_path(text):
+        return text
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 @dataclass

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import InputError, MalformedInput, UnknownFormat, UsageError
-from ..report import RunReport, path_text
+from ..report import RunReport, path_text, utf8_path
 from ..tables.layout import (
     FRAGMENTS_FILE,
     MANIFEST_FILE,
@@ -273,16 +273,6 @@ def _without_copies(found: list[InputFile], report: RunReport) -> list[InputFile
                 first_of[digest] = item.path
     return [replace(item, sha256=hashed.get(item.path, "")) for item in found
             if item.path not in copies]
-
-
-def utf8_path(text: str) -> bool:
-    """Whether a path given or found is UTF-8 text (Python holds other bytes of a name as
-    lone surrogates, which no Arrow column nor JSON writer takes)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _place(path: Path) -> tuple[str, ...]:
