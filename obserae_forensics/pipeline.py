@@ -7,6 +7,7 @@ a RunReport, and return what the CLI prints.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from collections import Counter
@@ -495,15 +496,18 @@ def _input_digest(item: InputFile) -> tuple[str | None, str]:
     """The SHA-256 of an input at the run's end, and what changed since it was found ("":
     nothing). An audit: a file growing during the run was cited with its size at the
     start, the records of a later state and the hash of a third, without a word."""
-    try:
-        after = item.path.stat()
-        unchanged = (after.st_size, after.st_mtime_ns) == (item.size, item.mtime_ns)
-        digest = item.sha256 if item.sha256 and unchanged else sha256_file(item.path)
+    def changed(status: os.stat_result) -> bool:
+        return (status.st_size, status.st_mtime_ns) != (item.size,
+                                                        item.mtime_ns or status.st_mtime_ns)
+
+    try:  # discovery's digest (copies of nfcapd files) when the file is as it was then
+        digest = item.sha256 if item.sha256 and not changed(item.path.stat()) \
+            else sha256_file(item.path)
         after = item.path.stat()
     except OSError as exc:
         return None, (f"could not be read at the run's end to hash it "
                       f"({exc.strerror or exc}): gone or changed since it was read")
-    if (after.st_size, after.st_mtime_ns) != (item.size, item.mtime_ns or after.st_mtime_ns):
+    if changed(after):
         return digest, (f"changed while the run read it: {item.size} bytes when found, "
                         f"{after.st_size} at the end; the records read, the size and the "
                         "SHA-256 cited may each describe another state of it")
