@@ -17,11 +17,13 @@ engine_id; sequence numbers count flows (next = flow_sequence + count).
 Its two fixed-format siblings are read here too, as nfdump reads them (`netflow_v1.c`,
 `netflow_v5_v7.c`; fprobe still exports both): v1 (a 16-byte header with no sequence,
 domain or sampling, 1-24 records of 48 bytes without AS numbers or masks) and v7 (the
-Catalyst switches': v5's header with its engine and sampling bytes reserved, 1-28 records
-of 52 bytes, v5's and the address of the router the switch bypassed). Their version
-numbers are common first bytes of other UDP payloads, so they are taken only with a
-datagram exactly as long as their count says and a plausible clock; before, their
-datagrams were counted as `not_flow_export`, read by nobody.
+Catalyst switches': v5's header with its engine and sampling bytes reserved, 1-30 records
+of 52 bytes, v5's and the address of the router the switch bypassed; Cisco's header table
+allows 30, and nfdump and tshark read them, though nfdump's header names 28: 29 and 30
+were refused whole, and counted lost, found by an audit). Their version numbers are
+common first bytes of other UDP payloads, so they are taken only with a datagram exactly
+as long as their count says and a plausible clock; before, their datagrams were counted
+as `not_flow_export`, read by nobody.
 """
 
 from __future__ import annotations
@@ -118,7 +120,7 @@ class Fixed(NamedTuple):
 FORMATS = {
     1: Fixed(1, V1_HEADER, Template(0, V1_RECORD_FIELDS, version=1), 24),
     5: Fixed(VERSION, HEADER, RECORD_TEMPLATE, MAX_RECORDS),
-    7: Fixed(7, V7_HEADER, Template(0, V7_RECORD_FIELDS, version=7), 28),
+    7: Fixed(7, V7_HEADER, Template(0, V7_RECORD_FIELDS, version=7), 30),
 }
 assert FORMATS[1].record_size == 48 and FORMATS[7].record_size == 52
 

@@ -162,3 +162,25 @@ def test_the_damaged_datagrams_remembered_before_a_path_proves_itself_are_bounde
     decoder.finish()
     assert dict(report.skipped) == {"bad_export_header": SUSPECTS_PER_PATH}
     assert dict(report.ignored) == {"not_flow_export": 1}
+
+
+def test_a_v7_datagram_of_30_records_is_read() -> None:
+    """Found by an audit: Cisco's v7 header table allows 1-30 records, and nfdump and
+    tshark read 30; 29 and 30 were refused whole, `bad_export_header`, and the numbers
+    after them counted the records lost."""
+
+    def v7(sequence: int, count: int) -> bytes:
+        header = struct.pack(">HHIIIII", 7, count, 1000, 1_700_000_000, 0, sequence, 0)
+        return header + bytes(count * FORMATS[7].record_size)
+
+    report = RunReport()
+    decoder = ExportDecoder(report)
+    payloads = [v7(0, 27), v7(27, 30), v7(57, 29), v7(86, 2)]
+    batches = decoder.feed([Datagram(p, "192.0.2.1", 53000, 2055, frame, 24, 0, "v7.pcap")
+                            for frame, p in enumerate(payloads, start=1)])
+    batches += decoder.finish()
+    assert sum(batch.num_rows for batch in batches) == 88
+    (stats,) = report.exporters.values()
+    assert (stats.datagrams, stats.sequence_gaps, stats.sequence_lost) == (4, 0, 0)
+    assert report.skipped_problems() == 0 and not report.ignored
+    assert export_version(v7(0, 30)) == 7 and export_version(v7(0, 31)) == 0
