@@ -478,8 +478,12 @@ class RecordPlan:
         src = out.get("src_port", np.zeros(n, dtype=np.uint64))
         dst = out.get("dst_port", np.zeros(n, dtype=np.uint64))
         if type_code is None:
-            # Some exporters put type/code in the source port (nfdump swaps it back too).
-            type_code = np.where(dst == 0, src, dst)
+            # Cisco's PFC3B/PFC3BXL NDE puts the ICMP "code and type", code first, in the
+            # source port; nfdump swaps its bytes into type << 8 | code, and so do we (moved
+            # as it stood, an echo request, 0x0008, read as an echo reply of code 8, and
+            # the pinged host became the ping's client: an audit)
+            swapped = (src & np.uint64(0xFF)) << np.uint64(8) | (src >> np.uint64(8))
+            type_code = np.where(dst == 0, swapped, dst)
         out["dst_port"] = np.where(icmp, type_code, dst)
         out["src_port"] = np.where(icmp, 0, src)
 

@@ -103,11 +103,16 @@ def test_v5_sampling_interval_from_header() -> None:
 
 
 def test_v5_icmp_type_code_in_dst_port() -> None:
+    """Cisco's PFC3B NDE sends the ICMP code and type in the source port, code first:
+    nfdump 1.7.1 swaps the bytes (srcport 0x0008 is echo request 8.0, checked against
+    nfcapd by an audit); moved as it stood, it read as an echo reply of code 8."""
     payload = v5([NetflowRecordV5(prot=1, srcport=0, dstport=0x0800),
-                  NetflowRecordV5(prot=1, srcport=0x0303, dstport=0)])
+                  NetflowRecordV5(prot=1, srcport=0x0008, dstport=0),
+                  NetflowRecordV5(prot=1, srcport=0x0103, dstport=0),
+                  NetflowRecordV5(prot=1, srcport=0x0008, dstport=0x0303)])
     table, _ = decode(payload)
-    assert table["dst_port"].to_pylist() == [0x0800, 0x0303]
-    assert table["src_port"].to_pylist() == [0, 0]
+    assert table["dst_port"].to_pylist() == [0x0800, 0x0800, 0x0301, 0x0303]
+    assert table["src_port"].to_pylist() == [0, 0, 0, 0]
 
 
 def test_v5_cut_off_datagram_keeps_whole_records_and_says_where() -> None:
