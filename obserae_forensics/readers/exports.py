@@ -702,9 +702,11 @@ class ExportDecoder:
     def begin_datagram(
         self, datagram: Datagram, version: int, domain: int, sequence: int, export_us: int,
         uptime_ms: int, *, sampling_rate: int | None = None, message: bytes | None = None,
-        ordinal: int | None = None,
+        ordinal: int | None = None, copy_key: int | None = None,
     ) -> bool:
-        """Start one export message; False when it duplicates one already decoded."""
+        """Start one export message; False when it duplicates one already decoded.
+        `copy_key` stands in for `sequence` in the memory of duplicates where the format
+        numbers nothing (v1)."""
         payload = datagram.payload if message is None else message
         key = (datagram.exporter, domain, version)
         stream = self._streams.get(key)
@@ -716,7 +718,7 @@ class ExportDecoder:
             self._streams_of.setdefault(datagram.exporter, []).append(stream)
         stats = stream.stats
         scope = stream.scope
-        if scope.duplicate(sequence, payload):
+        if scope.duplicate(sequence if copy_key is None else copy_key, payload):
             stats.duplicates += 1
             self.report.file(datagram.source).duplicate_datagrams += 1
             return False

@@ -176,9 +176,13 @@ def decode_datagram(state: ExportDecoder, datagram: Datagram, version: int = VER
     else:  # v1 numbers nothing; v7 counts flows, as v5; neither samples
         sequence, domain, rate = (header[5] if version == 7 else 0), 0, 1
         units = count if version == 7 else None
+    # v1's copies are known by their header clocks: under its sequence, 0, the duplicate
+    # memory kept 4 datagrams, and a copy of a capture was read twice (an audit)
+    copy_key = (uptime_ms << 64 | unix_secs << 32 | unix_nsecs) if version == 1 else None
     if not state.begin_datagram(
         datagram, version, domain, sequence, export_us, uptime_ms,
         sampling_rate=rate,  # the header is authoritative for every datagram
+        copy_key=copy_key,
     ):
         return
     size, start = fixed.record_size, fixed.header.size

@@ -30,7 +30,7 @@ from .templates import Template
 # export) repeats the whole of it, and with 1,024 numbers (the messages themselves) every
 # datagram past the first ~2,000 was decoded twice (found by an audit)
 DUPLICATE_WINDOW = 1 << 20
-SAME_NUMBER = 4  # payloads remembered per sequence number (v1 numbers nothing: all 0)
+SAME_NUMBER = 4  # payloads remembered per sequence number (v1's: its header clocks)
 # a port that begins when every other port of its stream has been silent this long
 # (capture time) is the same exporter with a new socket: it keeps their templates
 TAKEOVER_GAP_US = 2_000_000

@@ -184,3 +184,28 @@ def test_a_v7_datagram_of_30_records_is_read() -> None:
     assert (stats.datagrams, stats.sequence_gaps, stats.sequence_lost) == (4, 0, 0)
     assert report.skipped_problems() == 0 and not report.ignored
     assert export_version(v7(0, 30)) == 7 and export_version(v7(0, 31)) == 0
+
+
+def test_a_copy_of_a_v1_capture_is_dropped_whole() -> None:
+    """Found by an audit: v1 numbers nothing, so every datagram was remembered under
+    sequence 0, four at most: a copy of a v1 capture read after it (a file beside its
+    copy) was decoded again, every counter doubled, and its first datagram's sysUptime,
+    going back, counted a restart. Its copies are known by their header clocks."""
+
+    def v1(at: int, first_byte: int) -> bytes:
+        header = struct.pack(">HHIII", 1, 3, 100_000 + 1000 * at, 1_700_000_000 + at, 5000)
+        return header + b"".join(bytes([10, first_byte, at, k]) + bytes(44) for k in range(3))
+
+    payloads = [v1(at, 1) for at in range(10)]
+    # another datagram with the same clocks and other records is no copy
+    payloads.append(v1(9, 2))
+    report = RunReport()
+    decoder = ExportDecoder(report)
+    batches = decoder.feed([Datagram(p, "192.0.2.1", 53000, 2055, frame, 24, 0, "a.pcap")
+                            for frame, p in enumerate(payloads, start=1)])
+    batches += decoder.feed([Datagram(p, "192.0.2.1", 53000, 2055, frame, 24, 0, "b.pcap")
+                             for frame, p in enumerate(payloads, start=1)])
+    batches += decoder.finish()
+    assert sum(batch.num_rows for batch in batches) == 33
+    (stats,) = report.exporters.values()
+    assert (stats.datagrams, stats.duplicates, stats.restarts) == (11, 11, 0)
