@@ -80,6 +80,12 @@ UPTIME_JITTER_MS = 1_000
 UPTIME_WRAP_MS = 1 << 32
 # back by more than this is a reboot even when the number could be a reorder's
 REBOOT_UPTIME_MS = 300_000
+# boot times (export time - sysUptime) this close are one boot: v9's export time is whole
+# seconds, and two of them may round apart
+BOOT_CLOCK_MS = 2_000
+# a boot time moved on by 2**32 ms give or take this is sysUptime's wrap: the drift of the
+# two clocks between two messages (a reboot within it of the wrap would read as one)
+WRAP_CLOCK_MS = 60_000
 PENDING_INDEX_STRIDE = 1 << 16  # record_index spacing of late-decoded sets in one datagram
 CLAIMED_VERSIONS = frozenset((1, 5, 7, 9, 10))
 # what a proven exporter's socket may send beside what is read, and is no damage: NetFlow
@@ -119,8 +125,8 @@ class _Numbering:
     (probes on one host, routers behind a NAT) took each other's numbers for losses
     (400,002 "lost") or hid a real one as a reorder (found by an audit)."""
 
-    __slots__ = ("ambiguous_gaps", "counts_messages", "expected", "expected_flows", "lanes",
-                 "last_sequence", "missing", "uptime_ms")
+    __slots__ = ("ambiguous_gaps", "boot_ms", "counts_messages", "expected", "expected_flows",
+                 "lanes", "last_sequence", "missing", "uptime_ms")
 
     def __init__(self) -> None:
         self.counts_messages = False  # its sequence numbers count messages (VPP)
@@ -134,30 +140,50 @@ class _Numbering:
         # the numbers of the latest gaps, [first, end) each, as counted lost: a message of
         # them that comes late takes its units back (it was counted lost for good)
         self.missing: list[list[int]] = []
-        self.uptime_ms = -1  # v5/v9's sysUptime in the last message: a reboot sets it back
+        self.uptime_ms = -1  # the latest sysUptime (v1/v5/v7/v9): a reboot sets it back
+        self.boot_ms = 0  # its message's export time - sysUptime: when the exporter booted
 
-    def rebooted(self, uptime_ms: int, sequence: int) -> bool:
-        """Whether the exporter rebooted before this message (v5/v9: `uptime_ms` 0 is none
-        known): its sysUptime went back by more than jitter, not by its wrap at 2**32 ms,
-        and far, or with a number that is no reorder's (a message a little behind in both
-        is a reorder: captures of one exporter read out of its order, akvorado's test
-        files). Then it numbers afresh, from this message: no loss (3,000,000,000 -> 0 was
-        "1,294,967,293 lost"; a restart from a low count read every message after it as a
-        reorder)."""
+    def rebooted(self, uptime_ms: int, sequence: int, export_ms: int) -> bool:
+        """Whether the exporter rebooted before this message (v1/v5/v7/v9: `uptime_ms` 0 is
+        none known): its sysUptime went back by more than jitter, not by its wrap at 2**32
+        ms, to another boot time, and far, or with a number that is no reorder's (a message
+        a little behind in both is a reorder: captures of one exporter read out of its
+        order, akvorado's test files). Then it numbers afresh, from this message: no loss
+        (3,000,000,000 -> 0 was "1,294,967,293 lost"; a restart from a low count read every
+        message after it as a reorder).
+
+        The boot time is what the header's clocks give, export time - sysUptime. Gone back
+        with it moved on by 2**32 ms, sysUptime wrapped (as it does when the last message
+        came within jitter of 2**32 ms): an exporter whose messages came more than a second
+        apart crossed the wrap as a restart, and the loss at it went unseen (an audit). A
+        message of the same boot time is a late one, however far behind: no reboot."""
         if not uptime_ms:
             return False
+        boot_ms = export_ms - uptime_ms
+        if self.uptime_ms < 0:
+            self.uptime_ms, self.boot_ms = uptime_ms, boot_ms
+            return False
         back = self.uptime_ms - uptime_ms
+        if back <= UPTIME_JITTER_MS:
+            # ahead (a late message of the lap before a wrap is ahead by nearly 2**32)
+            if uptime_ms > self.uptime_ms and -back < UPTIME_WRAP_MS // 2:
+                self.uptime_ms, self.boot_ms = uptime_ms, boot_ms
+            return False
+        moved = boot_ms - self.boot_ms
+        if self.uptime_ms >= UPTIME_WRAP_MS - UPTIME_JITTER_MS or \
+                abs(moved - UPTIME_WRAP_MS) <= WRAP_CLOCK_MS:
+            self.uptime_ms, self.boot_ms = uptime_ms, boot_ms  # the next lap
+            return False
+        if abs(moved) <= BOOT_CLOCK_MS:
+            return False
         expected = self.expected
-        if self.uptime_ms >= 0 and back > UPTIME_JITTER_MS and \
-                self.uptime_ms < UPTIME_WRAP_MS - UPTIME_JITTER_MS and (
-                    back > REBOOT_UPTIME_MS or expected is None
-                    or not 0 < (expected - sequence) & SEQUENCE_MASK <= REORDER_WINDOW):
+        if back > REBOOT_UPTIME_MS or expected is None or \
+                not 0 < (expected - sequence) & SEQUENCE_MASK <= REORDER_WINDOW:
             self.expected = self.expected_flows = None
             self.lanes.clear()
             self.missing.clear()
-            self.uptime_ms = uptime_ms
+            self.uptime_ms, self.boot_ms = uptime_ms, boot_ms
             return True
-        self.uptime_ms = max(self.uptime_ms, uptime_ms)
         return False
 
     def lost(self, first: int, count: int) -> None:
@@ -732,7 +758,7 @@ class ExportDecoder:
             numbering = stream.numbering[port] = _Numbering()
             if len(stream.numbering) > MAX_NUMBERINGS:  # the oldest session's goes
                 del stream.numbering[next(iter(stream.numbering))]
-        if numbering.rebooted(uptime_ms, sequence):
+        if numbering.rebooted(uptime_ms, sequence, export_us // 1000):
             stats.restarts += 1
         self._numbering = numbering
         self._brought = None

@@ -356,6 +356,50 @@ def test_an_exporter_reboot_on_the_same_port_is_a_restart_not_a_loss() -> None:
     assert (stats.restarts, stats.sequence_gaps) == (0, 0)  # type: ignore[attr-defined]
 
 
+def test_a_sysuptime_wrap_between_messages_seconds_apart_is_no_restart() -> None:
+    """Found by an audit: sysUptime's wrap at 2**32 ms was known only from a message within
+    a second of it; an exporter whose messages came 10 s apart crossed it as a restart,
+    and the message lost at it went unseen. The header clocks say it: the boot time
+    (export time - sysUptime) moved on by 2**32 ms."""
+    template = template_set(0, 256, FIELDS)
+
+    def at(sequence: int, seconds: int) -> bytes:  # booted 4,294,950 s before EXPORT_S
+        uptime_ms = (seconds + 4_294_950) * 1000 % (1 << 32)
+        return struct.pack(">HHIIII", 9, 1, uptime_ms, EXPORT_S + seconds, sequence, 0) + \
+            template
+
+    # uptimes 4,294,960,000 and 4,294,970,000, then 7,704 and 17,704 ms: 3 was lost
+    wrap = [at(1, 10), at(2, 20), at(4, 40), at(5, 50)]
+    stats = exporter_stats([datagram(p, k) for k, p in enumerate(wrap)])
+    assert (stats.restarts, stats.sequence_gaps, stats.sequence_lost,  # type: ignore[attr-defined]
+            stats.reorders) == (0, 1, 1, 0)
+    # the message of the lap before, late after the wrap, is a reorder that fills the gap
+    late = [at(1, 10), at(2, 20), at(4, 40), at(3, 30), at(5, 50)]
+    stats = exporter_stats([datagram(p, k) for k, p in enumerate(late)])
+    assert (stats.restarts, stats.sequence_gaps, stats.sequence_lost,  # type: ignore[attr-defined]
+            stats.reorders) == (0, 0, 0, 1)
+    # a reboot after the wrap is still one (up 6 minutes into the new lap)
+    reboot = [*wrap, at(6, 400),
+              struct.pack(">HHIIII", 9, 1, 2_000, EXPORT_S + 500, 0, 0) + template]
+    stats = exporter_stats([datagram(p, k) for k, p in enumerate(reboot)])
+    assert stats.restarts == 1  # type: ignore[attr-defined]
+
+
+def test_a_message_of_the_same_boot_far_behind_is_late_not_a_restart() -> None:
+    """Its header clocks give the same boot time: a message read long after its time (a
+    capture of the day before read after today's) is late, not a reboot, however far its
+    sysUptime went back."""
+    template = template_set(0, 256, FIELDS)
+
+    def at(sequence: int, seconds: int) -> bytes:
+        return struct.pack(">HHIIII", 9, 1, 50_000_000 + seconds * 1000, EXPORT_S + seconds,
+                           sequence, 0) + template
+
+    stats = exporter_stats([datagram(p, k) for k, p in enumerate(
+        [at(100_000, 3600), at(100_001, 3601), at(1, 0), at(100_002, 3602)])])
+    assert stats.restarts == 0  # type: ignore[attr-defined]
+
+
 def test_two_exporting_processes_on_one_address_are_numbered_apart() -> None:
     """Found by an audit: two exporting processes behind one address and observation
     domain (probes on one host), from two ports, were numbered as one: 400,002 "lost"
