@@ -356,22 +356,40 @@ def test_simple_packet_block_bytes_past_its_packet_are_counted(tmp_path: Path) -
     assert "holds 8 bytes past its" in str(report.examples[0])
 
 
-@pytest.mark.parametrize(("block_type", "reason"), [
-    (0x2406, "pcapng_unknown_block"), (0xBAD, "pcapng_custom_block"),
-    (0x40000BAD, "pcapng_custom_block"), (0x80000001, "pcapng_custom_block")])
-def test_pcapng_block_of_an_unknown_or_custom_type_is_counted(tmp_path: Path, block_type: int,
-                                                              reason: str) -> None:
+@pytest.mark.parametrize(("block_type", "reason", "packet_body"), [
+    (0x2406, "pcapng_unknown_block", False), (0xBAD, "pcapng_custom_block", True),
+    (0x40000BAD, "pcapng_custom_block", True), (0x80000001, "pcapng_custom_block", True)])
+def test_pcapng_block_of_an_unknown_or_custom_type_is_counted(
+        tmp_path: Path, block_type: int, reason: str, packet_body: bool) -> None:
     # found by fuzzing: a damaged type byte made a packet block one of no known type, or a
     # custom or local one (which no check can vouch for); it is skipped by its length as
     # the format wants, and its datagram vanished without a word
     packet = epb("<", 0, 1, bytes(udp4()))
-    retyped = struct.pack("<I", block_type) + packet[4:]
+    retyped = (struct.pack("<I", block_type) + packet[4:] if packet_body
+               else block("<", block_type, b"\x07" * 24))
     path = tmp_path / "retyped.pcapng"
     path.write_bytes(shb("<") + idb("<", 101) + packet + retyped)
     found, report = datagrams(path)
     assert len(found) == 1 and not report.skipped
     assert report.ignored == {reason: 1}
     assert report.ignored_bytes == {reason: len(retyped)}
+
+
+@pytest.mark.parametrize("block_type", [14, 0x2406, 0x80000006])
+def test_pcapng_packet_block_retyped_as_an_unknown_one_is_a_problem(tmp_path: Path,
+                                                                   block_type: int) -> None:
+    """Found by an audit: one bit makes an enhanced packet block (6) one of no known type
+    (14), skipped by its length and counted run-wide, no file, no place, `--strict`
+    passing; a block of no known type that reads as a packet block is that damage."""
+    packet = epb("<", 0, 1, bytes(udp4()))
+    retyped = struct.pack("<I", block_type) + packet[4:]
+    path = tmp_path / "retyped.pcapng"
+    path.write_bytes(shb("<") + idb("<", 101) + packet + retyped + packet)
+    found, report = datagrams(path)
+    assert len(found) == 2 and not report.ignored
+    assert report.skipped_bytes == {"bad_block": len(retyped)}
+    assert report.examples[0].offset == len(shb("<") + idb("<", 101) + packet)
+    assert "reads as an enhanced packet block" in str(report.examples[0])
 
 
 @pytest.mark.parametrize("block_type", [4, 5, 0xA])
