@@ -267,7 +267,11 @@ def _print_exporters(table: object) -> None:
                         no_wrap=True)
     for row in rows:
         view.add_row(*(_cell(row[name]) for name, _ in INSPECT_COLUMNS))
-    Console(width=max(220, Console().width)).print(view)
+    # as wide as the table needs: narrower, rich cut values to "…" (a domain, a byte count,
+    # a clock offset), in a log or on an ordinary terminal alike (an audit)
+    console = Console()
+    needed = Console(width=1 << 16).measure(view).maximum
+    Console(width=max(console.width, needed)).print(view)
 
 
 @app.command("sessionize")

@@ -39,6 +39,9 @@ def test_inspect_prints_the_exporter_and_writes_flows(tmp_path: Path) -> None:
     assert sum(table.column("packets").to_pylist()) == 259
     assert sum(table.column("octets").to_pylist()) == 45779
     assert set(table.column("exporter").to_pylist()) == {"127.0.0.1"}
+    # every value whole, however wide the table: it was cut to "…" in a log (an audit)
+    assert "…" not in result.stdout
+    assert "-486488428.3" in result.stdout  # the capture clock's lead, in seconds
 
 
 def test_inspect_unknown_file_is_one_line_and_strict_fails(tmp_path: Path) -> None:
