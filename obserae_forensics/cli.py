@@ -473,6 +473,7 @@ def recombine_command(
                              f"{export_pcap_to} writes (the capture, or the flows of nfcapd "
                              "records beside it): one would replace the other")
         if out is not None:
+            _refuse_exports_into(out, export_flows_to, export_pcap_to)
             check_out_dir(out, force=force)
         # the tables are written a bucket of keys at a time, never held whole: into a
         # hidden directory in --out (under TMPDIR without it), moved into place once the
@@ -493,6 +494,27 @@ def recombine_command(
         raise _os_failure(error) from error
     if incomplete:
         raise typer.Exit(1)
+
+
+def _refuse_exports_into(out: Path, export_flows_to: Path | None,
+                         export_pcap_to: Path | None) -> None:
+    """An export that is one of the files --out gets: the tables moved in after it would
+    replace it (an audit: `--export-flows OUT/sessions_recombined.parquet` said "2 flow
+    records -> ..." and the file held the table; refused, it left the flows posing as it)."""
+    from .recombine import pcap_flows_path
+    from .tables.layout import RECOMBINE_FILES
+
+    taken = {(out / name).resolve(): name for name in RECOMBINE_FILES}
+    for option, target in (("--export-flows", export_flows_to),
+                           ("--export-pcap", export_pcap_to)):
+        if target is None:
+            continue
+        places = [target] if option == "--export-flows" else [target, pcap_flows_path(target)]
+        for place in places:
+            name = taken.get(place.resolve())
+            if name is not None:
+                raise UsageError(f"{option} {target} writes {place}, the {name} that --out "
+                                 f"{out} gets: one would replace the other")
 
 
 def _recombine_outputs(result: RecombineResult, out: Path | None, session: list[str] | None,

@@ -1155,6 +1155,25 @@ def test_recombine_writes_out_last_and_leaves_nothing_when_refused(tmp_path: Pat
          "report.json", "timeline.png"])
 
 
+@pytest.mark.parametrize("option,name", [
+    ("--export-flows", "sessions_recombined.parquet"), ("--export-pcap", "report.md"),
+    ("--export-flows", "recombined_fragments.parquet")])
+def test_recombine_refuses_an_export_into_one_of_its_own_files(tmp_path: Path, option: str,
+                                                                name: str) -> None:
+    """Found by an audit: `--export-flows OUT/sessions_recombined.parquet --out OUT` wrote
+    the flows there and was then refused (OUT "already holds" it), leaving them posing as the
+    recombined table; with --force the table replaced the export it had announced."""
+    run = tmp_path / "run"
+    assert sessionize(run).exit_code == 0
+    out = tmp_path / "rec"
+    for force in ([], ["--force"]):
+        result = runner.invoke(app, ["recombine", str(run), "--out", str(out), option,
+                                     str(out / name), *force])
+        assert result.exit_code == 2, result.output
+        assert "one would replace the other" in result.stderr
+        assert not out.exists()
+
+
 @pytest.mark.parametrize("late,sessions,replay,said", [
     (2, 26, "arrival", True), (3, 60, "arrival", True), (3, 61, "arrival", False),
     (1, 1, "arrival", False), (40, 40, "event", False), (0, 0, "arrival", False)])
