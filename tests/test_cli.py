@@ -425,6 +425,44 @@ def test_nothing_to_read_and_a_flows_file_that_is_not_parquet_are_usage_errors(
     assert result.exit_code == 2 and "is a file of the sessionize run in" in result.stderr
     assert digest(run) == before
 
+def test_inputs_none_of_which_can_be_read_are_refused(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by an audit: named inputs that were all skipped (an empty file, /dev/null, a
+    pipe such as `<(zcat x.pcap.gz)`, a directory that cannot be listed) gave an empty run
+    and exit 0, where an empty directory is refused; and a directory that could not be
+    listed was said to be empty, alone, or counted twice, beside others."""
+    import errno
+
+    empty = tmp_path / "empty.pcap"
+    empty.write_bytes(b"")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    listing = os.scandir
+
+    def refused(path: object = ".") -> object:
+        if not isinstance(path, int) and os.fspath(path) == str(locked):  # type: ignore[arg-type]
+            raise PermissionError(errno.EACCES, "Permission denied", str(locked))
+        return listing(path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "scandir", refused)
+    for inputs, said in (([empty], "unrecognised magic in an empty file"),
+                         ([Path(os.devnull)], "not a regular file"),
+                         ([locked], "cannot list this directory: Permission denied"),
+                         ([empty, locked], "cannot list this directory")):
+        for command in (["sessionize", *map(str, inputs), "--out", str(tmp_path / "run")],
+                        ["inspect", *map(str, inputs)]):
+            result = runner.invoke(app, command)
+            assert result.exit_code == 2, result.output
+            assert "nothing to read: no input could be read" in result.stderr
+            assert said in result.stderr and "empty directory" not in result.stderr
+            assert not (tmp_path / "run").exists()
+    result = runner.invoke(app, ["sessionize", str(locked), str(FIXTURE), "--out",
+                                 str(tmp_path / "run"), "-q"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["counts"]["skipped"] == {"unreadable": 1}
+
+
 
 def test_fragments_of_one_conversation_are_shown_once_and_without_nan(tmp_path: Path,
                                                                       corpus: Path) -> None:

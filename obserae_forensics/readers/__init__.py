@@ -76,14 +76,15 @@ def input_format(head: bytes) -> str:
 
 
 def _expand(path: Path, report: RunReport, exclude: Sequence[Path] = (),
-            counted: set[str] | None = None) -> list[Path]:
+            counted: set[str] | None = None, unlisted: set[str] | None = None) -> list[Path]:
     """The files of `path`: itself, or those its directory tree holds. Links to
     directories are followed (a case folder links its sensors' mounts: they were never
     walked, found by an audit), but not back into a directory the walk is inside (a loop
     ended the run with a traceback); a file reached by two ways is found under both names
     (discover_inputs reads it once). A directory that cannot be listed, the hidden entries
     left out and an earlier output's files are counted, once each however many inputs or
-    links lead to them (`counted`: their real paths)."""
+    links lead to them (`counted`: their real paths); `unlisted` gets the real paths of the
+    directories that could not be listed."""
     if not path.is_dir():
         return [path]
     counted = set() if counted is None else counted
@@ -100,6 +101,8 @@ def _expand(path: Path, report: RunReport, exclude: Sequence[Path] = (),
 
     def unlistable(error: OSError) -> None:
         where = os.fspath(error.filename or path)
+        if unlisted is not None:
+            unlisted.add(os.path.realpath(where))
         if first_time(where):
             report.skip(InputError(f"cannot list this directory: {error.strerror or error}",
                                    source=path_text(where), offset=0), nbytes=0)
@@ -165,11 +168,13 @@ def discover_inputs(paths: Sequence[Path], report: RunReport,
     """
     found: list[InputFile] = []
     counted: set[str] = set()
-    expanded = [_expand(path, report, exclude, counted) for path in paths]
+    unlisted: set[str] = set()
+    expanded = [_expand(path, report, exclude, counted, unlisted) for path in paths]
     spellings = _spellings([file for files in expanded for file in files])
     if spellings:
         for path, files in zip(paths, expanded, strict=True):
-            if not files:
+            # one that could not be listed is that problem, not an empty one too (an audit)
+            if not files and os.path.realpath(path) not in unlisted:
                 # a review: one empty directory among several (a sensor's mount missing)
                 # went without a word; all of them empty is a usage error, below
                 report.skip(MalformedInput(
@@ -190,7 +195,8 @@ def discover_inputs(paths: Sequence[Path], report: RunReport,
             continue
         if path.exists() and not path.is_file():
             # a FIFO, socket or device: opening a FIFO would wait for a writer forever
-            report.skip(InputError("not a regular file (a pipe, socket or device)",
+            report.skip(InputError("not a regular file (a pipe, socket or device): write "
+                                   "what it carries to a file, and give that",
                                    source=str(path), offset=0), nbytes=0)
             continue
         try:
@@ -236,6 +242,14 @@ def discover_inputs(paths: Sequence[Path], report: RunReport,
         found.append(InputFile(path, kind, size, first, packing, status.st_mtime_ns))
     found.sort(key=lambda f: (f.first_us is None, f.first_us or 0, _place(f.path)))
     found = _without_copies(found, report)
+    problems = report.examples
+    if not found and problems:
+        # found by an audit: inputs that were all skipped (an empty file, a pipe such as
+        # `<(zcat x.pcap.gz)`, an unreadable file or directory) gave an empty run and exit
+        # 0, where an empty directory is refused
+        more = f"; and {len(problems) - 3} more" if len(problems) > 3 else ""
+        shown = "; ".join(map(str, problems[:3]))
+        raise UsageError(f"nothing to read: no input could be read ({shown}{more})")
     if not spellings:
         # found by a responder's audit: an empty directory (a wrong mount point, a copy not
         # yet made) gave an empty run and exit 0, even with --strict
