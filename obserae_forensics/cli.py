@@ -226,7 +226,7 @@ def inspect_command(
     except OSError as error:
         raise _os_failure(error) from error
     _print_exporters(table)
-    typer.echo(report.summary(), err=True)
+    typer.echo(report.summary(manifest=False), err=True)
     _print_problems(report, "")
     raise typer.Exit(1 if strict and report.skipped_problems() else 0)
 

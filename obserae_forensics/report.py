@@ -98,6 +98,12 @@ class Problem:
         return f"{where}: {self.message}"
 
 
+def _listed(paths: list[str], shown: int = 5) -> str:
+    """The first `shown` paths, and how many more."""
+    more = f", ... {len(paths) - shown} more" if len(paths) > shown else ""
+    return ", ".join(paths[:shown]) + more
+
+
 @dataclass
 class FileStats:
     """Per input file: what kind it was and how much of it was read."""
@@ -322,12 +328,16 @@ class RunReport:
         """Units that could not be decoded (other traffic is not a problem)."""
         return sum(self.skipped.values())
 
-    def summary(self) -> str:
+    def summary(self, manifest: bool = True) -> str:
+        """The end-of-run line. Without a `manifest` (inspect writes none: its line sent
+        a responder to a file that was not there, an audit) the paths not read and the
+        hidden entries are named here."""
         read = sum(1 for stats in self.files.values() if stats.format)
         line = f"{self.records} flow records read from {read} file(s)"
-        unread = len(self.files) - read
+        unread = [path for path, stats in sorted(self.files.items()) if not stats.format]
         if unread:  # they were counted as read (an audit)
-            line += f"; {unread} other path(s) not read (manifest.json: not_read)"
+            line += f"; {len(unread)} other path(s) not read " + (
+                "(manifest.json: not_read)" if manifest else f"({_listed(unread)})")
         if self.outside_window:
             line += f"; {self.outside_window} outside --from/--to"
         problems = {k: v for k, v in self.skipped.items() if v}
@@ -338,13 +348,19 @@ class RunReport:
         if repaired:
             parts = ", ".join(f"{v} {k}" for k, v in sorted(repaired.items()))
             line += f"; kept, put right: {parts}"
-        ignored = {k: v for k, v in self.ignored.items() if v and k != "hidden_entry"}
+        ignored = {k: v for k, v in self.ignored.items()
+                   if v and k not in ("hidden_entry", "duplicate_file")}
         if ignored:
             parts = ", ".join(f"{v} {k}" for k, v in sorted(ignored.items()))
             line += f"; not flow exports: {parts}"
+        if self.ignored.get("duplicate_file"):
+            line += (f"; {self.ignored['duplicate_file']} nfcapd file(s) not read, byte for "
+                     "byte copies of others read (duplicate_file)")
         if self.hidden:
             line += (f"; {len(self.hidden)} hidden entr{'y' if len(self.hidden) == 1 else 'ies'}"
-                     " of the directories left out (manifest.json: hidden)")
+                     " of the directories left out " + (
+                         "(manifest.json: hidden)" if manifest
+                         else f"({_listed(sorted(self.hidden))})"))
         early = {key: stats.records_before_sampling for key, stats in self.exporters.items()
                  if stats.records_before_sampling}
         if early:

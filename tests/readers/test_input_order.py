@@ -256,6 +256,15 @@ def test_an_nfcapd_file_copied_twice_into_the_case_is_read_once(tmp_path: Path) 
         "path": str(case / "nfcapd.201106241550"), "size": fixture.stat().st_size,
         "skipped": {}, "ignored": {"duplicate_file": 1},
         "copy_of": str(case / "copy" / "nfcapd.201106241550")}]
+    # inspect writes no manifest: its summary names the paths it did not read (an audit:
+    # it sent the reader to manifest.json), and a copy is no "not flow export"
+    (case / ".notes").write_text("hidden\n")
+    result = CliRunner().invoke(app, ["inspect", str(case), "-q"])
+    assert result.exit_code == 0, result.output
+    assert "manifest.json" not in result.stderr and "not flow exports" not in result.stderr
+    assert f"1 other path(s) not read ({case / 'nfcapd.201106241550'})" in result.stderr
+    assert f"1 hidden entry of the directories left out ({case / '.notes'})" in result.stderr
+    assert "byte for byte copies of others read (duplicate_file)" in result.stderr
 
 
 def test_what_a_walk_counts_is_counted_once_and_files_keep_all_their_names(
