@@ -90,12 +90,13 @@ def _path(kind: str = "path", *, exists: bool = False,
         if text == "":
             raise typer.BadParameter("an empty path (an unset shell variable?)")
         from .readers import utf8_path
+        from .report import path_text
 
         if not utf8_path(text):
             # found by an audit: a traceback (UnicodeEncodeError) once the name met the
-            # tables' text columns or the manifest
-            raise typer.BadParameter(f"{text.encode('utf-8', 'backslashreplace').decode()!r} "
-                                     "is not valid UTF-8; the tables and the manifest hold "
+            # tables' text columns or the manifest; its bytes shown as the manifest shows
+            # them (`\xff`, where it said `\\udcff`: another audit)
+            raise typer.BadParameter(f"'{path_text(text)}' is not valid UTF-8; the tables and the manifest hold "
                                      "paths as UTF-8 text: name it through a symlink")
         path = Path(text)
         if exists:

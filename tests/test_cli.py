@@ -507,6 +507,18 @@ def test_a_path_that_is_not_utf8_is_said_not_a_traceback(tmp_path: Path) -> None
                       [str(FIXTURE), "--out", os.fsdecode(root + b"/out\xff")]):
         result = runner.invoke(app, ["sessionize", *arguments, "-q"])
         assert result.exit_code == 2 and "is not valid UTF-8" in result.output + result.stderr
+        # its bytes as the manifest shows them (an audit: `\\udcff`)
+        assert "\\udc" not in result.output + result.stderr
+        assert "\\xe9.pcap" in result.output + result.stderr or "out\\xff" in \
+            result.output + result.stderr
+    # --out a file: --force would not help, so it is not offered (an audit)
+    afile = tmp_path / "afile"
+    afile.write_text("notes\n")
+    for force in ([], ["--force"]):
+        result = runner.invoke(app, ["sessionize", str(FIXTURE), "--out", str(afile), "-q",
+                                     *force])
+        assert result.exit_code == 2 and "exists and is not a directory" in result.stderr
+        assert "--force" not in result.stderr
 
 
 def test_bad_settings_stop_before_any_work(tmp_path: Path) -> None:

@@ -228,7 +228,8 @@ def load_policy(
             if name in _DURATION_SETTINGS:
                 us = parse_duration(value, name)
                 if us == 0 and name != "sessions.grace":
-                    raise UsageError(f"{name}: must be > 0, got {_shown(value)}")
+                    raise UsageError(f"{name}: must be > 0 (durations are whole "
+                                     f"microseconds), got {_shown(value)}")
                 changes[_DURATION_SETTINGS[name]] = us
             elif name == _CAP_SETTING:
                 changes["max_open_ksessions"] = _parse_cap(value, name)

@@ -455,6 +455,9 @@ def _leftover(name: str) -> bool:
 def staged_directory(out: Path, *, force: bool) -> Iterator[Path]:
     """A staging directory that becomes `out` only if the block completes; an existing `out`
     only with `force`, and only an earlier output (check_replaceable)."""
+    if out.exists() and not out.is_dir():  # --force would not help (an audit: it said so)
+        raise UsageError(f"{out} exists and is not a directory: give a directory for the "
+                         "tables")
     if out.exists() and not force:
         raise UsageError(f"{out} already exists (use --force to replace it)")
     if out.exists():

@@ -65,6 +65,9 @@ def test_settings_use_the_seed_names_in_seconds() -> None:
     ({"sessions.grace": "-5s"}, r"^sessions\.grace: must not be negative"),
     ({"sessions.grace": "soon"}, r"^sessions\.grace: 'soon' is not a duration"),
     ({"sessions.idle.udp": "0s"}, r"^sessions\.idle\.udp: must be > 0"),
+    # positive, but no whole microsecond: it said "must be > 0" alone (an audit)
+    ({"sessions.hard_timeout": "0.0000004"}, r"^sessions\.hard_timeout: must be > 0 \(durations "
+     r"are whole microseconds\), got '0\.0000004'"),
     ({"sessions.hard_timeout": True}, r"^sessions\.hard_timeout: expected a duration"),
     ({"sessions.max_open_ksessions": 0}, r"^sessions\.max_open_ksessions: must allow"),
     ({"sessions.max_open_ksessions": "lots"}, r"^sessions\.max_open_ksessions: 'lots' is not"),
