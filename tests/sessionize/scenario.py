@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -75,3 +76,19 @@ def run(records: Sequence[dict[str, Any]], policy: SessionPolicy | None = None, 
 
 def rows(sessions: pa.Table) -> list[dict[str, Any]]:
     return sessions.to_pylist()
+
+
+def at(seconds: float) -> datetime:
+    """A session time as the tables give it."""
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def tick(t: float) -> dict[str, Any]:
+    """An unrelated one-way UDP record that only moves the watermark to t - grace."""
+    return rec(t, src="192.168.99.1", dst="192.168.99.2", sport=7, dport=7, proto=17)
+
+
+def by_key(sessions: pa.Table, proto: str | None = "TCP") -> list[dict[str, Any]]:
+    """The sessions of `proto` (None: any) but the ticks'."""
+    return [s for s in sessions.to_pylist()
+            if (proto is None or s["protocol"] == proto) and s["ip_a"] != "192.168.99.1"]

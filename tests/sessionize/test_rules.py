@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
 
 import numpy as np
 import pyarrow as pa
@@ -11,25 +10,11 @@ import pytest
 
 from obserae_forensics.sessionize import SessionPolicy
 
-from .scenario import ACK, FIN, RST, SECOND, SYN, rec, run
+from .scenario import ACK, FIN, RST, SECOND, SYN, at, by_key, rec, run, tick
 
 pytestmark = pytest.mark.parametrize("engine", ["numba", "reference"])
 
 A, B, C, D = "10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"
-
-
-def at(seconds: float) -> datetime:
-    return datetime.fromtimestamp(seconds, UTC)
-
-
-def tick(t: float) -> dict:
-    """An unrelated one-way UDP record that only moves the watermark to t - grace."""
-    return rec(t, src="192.168.99.1", dst="192.168.99.2", sport=7, dport=7, proto=17)
-
-
-def by_key(sessions, proto: str = "TCP") -> list[dict]:
-    return [s for s in sessions.to_pylist()
-            if s["protocol"] == proto and s["ip_a"] != "192.168.99.1"]
 
 
 def test_fin_both_ways_closes_when_watermark_passes_last_seen(engine: str) -> None:
@@ -45,13 +30,20 @@ def test_fin_both_ways_closes_when_watermark_passes_last_seen(engine: str) -> No
 
 
 def test_fin_session_stays_open_until_grace_has_passed(engine: str) -> None:
+    """A watermark 0.1 s short of the finish's last_seen leaves the session open; 0.1 s past
+    it, it closes (end of input closed it either way: the mutation audit found this test
+    could not fail on a grace bug)."""
+    from obserae_forensics.sessionize import Sessionizer
+
+    from .scenario import batch
+
+    sessionizer = Sessionizer(SessionPolicy(), engine=engine)
     records = [rec(0, 1, flags=SYN | ACK | FIN),
                rec(0.1, 1.5, src=B, sport=443, dst=A, dport=40000, flags=SYN | ACK | FIN),
                tick(31.4)]
-    sessions, _, _ = run(records, engine=engine)
-    [s] = by_key(sessions)
-    # end of input: watermark = newest last_seen 31.4 > 1.5, so it closes there
-    assert s["close_reason"] == "fin"
+    assert by_key(sessionizer.feed(batch(records)).sessions) == []
+    [s] = by_key(sessionizer.feed(batch([tick(31.6)], first_frame=3)).sessions)
+    assert (s["close_reason"], s["closed_at"]) == ("fin", at(1.5))
 
 
 def test_rst_after_exchange_closes_as_rst(engine: str) -> None:
