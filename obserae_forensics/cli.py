@@ -96,8 +96,9 @@ def _path(kind: str = "path", *, exists: bool = False,
             # found by an audit: a traceback (UnicodeEncodeError) once the name met the
             # tables' text columns or the manifest; its bytes shown as the manifest shows
             # them (`\xff`, where it said `\\udcff`: another audit)
-            raise typer.BadParameter(f"'{path_text(text)}' is not valid UTF-8; the tables and the manifest hold "
-                                     "paths as UTF-8 text: name it through a symlink")
+            raise typer.BadParameter(f"'{path_text(text)}' is not valid UTF-8; the tables and "
+                                     "the manifest hold paths as UTF-8 text: name it "
+                                     "through a symlink")
         path = Path(text)
         if exists:
             if not path.exists():
@@ -128,17 +129,20 @@ def _path(kind: str = "path", *, exists: bool = False,
 
 InputsArgument = Annotated[
     list[Path],
-    typer.Argument(parser=_path(exists=True),
-                   help="PCAP/PCAPNG captures, nfcapd files or directories of them."),
+    typer.Argument(parser=_path(exists=True), metavar="INPUT",
+                   help="PCAP/PCAPNG captures of NetFlow v1/v5/v7/v9 or IPFIX exports, IPFIX "
+                   "files, nfcapd files (each may be gzip, bzip2, xz, zstd or LZ4 "
+                   "compressed), or directories of them."),
 ]
 FromOption = Annotated[
     str | None,
-    typer.Option("--from", help="Only records starting at or after this UTC time "
-                 "(ISO 8601 or nfdump's YYYY/MM/DD.hh:mm:ss), as nfdump -t selects."),
+    typer.Option("--from", metavar="<time>", help="Only records starting at or after this UTC "
+                 "time (ISO 8601 or nfdump's YYYY/MM/DD.hh:mm:ss), as nfdump -t selects."),
 ]
 ToOption = Annotated[
     str | None,
-    typer.Option("--to", help="Only records ending at or before this UTC time."),
+    typer.Option("--to", metavar="<time>",
+                 help="Only records ending at or before this UTC time."),
 ]
 
 
@@ -285,18 +289,25 @@ def sessionize_command(
                                                 help="YAML settings (the seed's `sessions:` "
                                                 "block).")] = None,
     hard_timeout: Annotated[str | None, typer.Option(
-        help="sessions.hard_timeout, e.g. 15m.")] = None,
-    grace: Annotated[str | None, typer.Option(help="sessions.grace, e.g. 30s.")] = None,
+        metavar="<duration>", help="sessions.hard_timeout (default 15m: 500ms, 30s, 15m, 1h, "
+        "2d or plain seconds).")] = None,
+    grace: Annotated[str | None, typer.Option(
+        metavar="<duration>", help="sessions.grace (default 30s).")] = None,
     max_open_ksessions: Annotated[float | None, typer.Option(
-        help="sessions.max_open_ksessions (thousands of open sessions per exporter).")] = None,
+        metavar="<thousands>", help="sessions.max_open_ksessions: thousands of open sessions "
+        "per exporter (default 500).")] = None,
     idle_tcp_established: Annotated[str | None, typer.Option(
-        help="sessions.idle.tcp_established.")] = None,
+        metavar="<duration>", help="sessions.idle.tcp_established (default 60s).")] = None,
     idle_tcp_half_open: Annotated[str | None, typer.Option(
-        help="sessions.idle.tcp_half_open.")] = None,
-    idle_udp: Annotated[str | None, typer.Option(help="sessions.idle.udp.")] = None,
-    idle_icmp: Annotated[str | None, typer.Option(help="sessions.idle.icmp.")] = None,
-    idle_other: Annotated[str | None, typer.Option(help="sessions.idle.other.")] = None,
-    replay: Annotated[str | None, typer.Option(help="arrival (default) or event.")] = None,
+        metavar="<duration>", help="sessions.idle.tcp_half_open (default 5s).")] = None,
+    idle_udp: Annotated[str | None, typer.Option(
+        metavar="<duration>", help="sessions.idle.udp (default 30s).")] = None,
+    idle_icmp: Annotated[str | None, typer.Option(
+        metavar="<duration>", help="sessions.idle.icmp (default 10s).")] = None,
+    idle_other: Annotated[str | None, typer.Option(
+        metavar="<duration>", help="sessions.idle.other (default 60s).")] = None,
+    replay: Annotated[str | None, typer.Option(
+        metavar="<mode>", help="sessions.replay: arrival (default) or event.")] = None,
     cartography: Annotated[Path | None, typer.Option(parser=_path("file", exists=True),
                                                      metavar="<file>",
                                                      help="Cartography YAML.")] = None,
@@ -305,13 +316,15 @@ def sessionize_command(
                                                      help="Flow Matrix YAML.")] = None,
     from_time: FromOption = None,
     to_time: ToOption = None,
-    batch_size: Annotated[int, typer.Option(min=1, max=1 << 24,
-                                            help="Records per batch.")] = 65_536,
+    batch_size: Annotated[int, typer.Option(min=1, max=1 << 24, metavar="<n>",
+                                            help="Records per batch (the tables do not "
+                                            "depend on it).")] = 65_536,
     force: Annotated[bool, typer.Option(help="Replace an existing output directory.")] = False,
     strict: Annotated[bool, typer.Option(help="Stop at the first input problem, exit 1.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
-    """Replay the inputs into sessions and write sessions, flows, exporters and a manifest."""
+    """Replay the inputs into sessions; write the sessions, flows, exporters,
+    session_matches and sessions_consolidated tables and a manifest."""
     from .pipeline import ReadOptions, SessionizeConfig, sessionize_inputs
     from .sessionize import load_policy
     from .sessionize.policy import read_settings_file
@@ -431,14 +444,16 @@ FRAGMENT_COLUMNS = ["fragment_index", "split", "session_id", "opened_at", "last_
 @app.command("recombine")
 def recombine_command(
     run_dirs: Annotated[list[Path], typer.Argument(parser=_path("directory", exists=True),
+                                                   metavar="RUN_DIR",
                                                    help="Output directories of sessionize.")],
     out: Annotated[Path | None, typer.Option("--out", "-o", parser=_path(output=True),
                                              metavar="<path>",
                                              help="Write sessions_recombined, "
                                              "the report and the timeline here.")] = None,
     session: Annotated[list[str] | None, typer.Option(
-        "--session", help="Any fragment's session id (or a conversation id): print that "
-        "conversation's fragments. Repeat for several; exports then cover only these.")] = None,
+        "--session", metavar="<id>", help="Any fragment's session id (or a conversation id): "
+        "print that conversation's fragments. Repeat for several; exports then cover only "
+        "these.")] = None,
     export_flows_to: Annotated[Path | None, typer.Option(
         "--export-flows", parser=_path(output=True), metavar="<path>",
         help="Write the flow records behind the conversations (.parquet or .csv).")] = None,
@@ -649,11 +664,17 @@ def _times_as_text(frame: pd.DataFrame) -> pd.DataFrame:
 @app.command("show")
 def show_command(
     run_dir: Annotated[Path, typer.Argument(parser=_path("directory", exists=True),
-                                            help="An output directory of sessionize.")],
-    table: Annotated[str, typer.Option(help="sessions, flows, exporters, session_matches, "
-                                       "sessions_consolidated.")] = "sessions",
-    limit: Annotated[int, typer.Option(min=1, max=1_000_000_000, help="Rows to print.")] = 10,
-    columns: Annotated[str | None, typer.Option(help="Comma-separated columns.")] = None,
+                                            metavar="RUN_DIR",
+                                            help="An output directory of sessionize (or of "
+                                            "recombine --out).")],
+    table: Annotated[str, typer.Option(
+        metavar="<table>", help="sessions, flows, exporters, session_matches, "
+        "sessions_consolidated; in a recombine output sessions_recombined, "
+        "recombined_fragments.")] = "sessions",
+    limit: Annotated[int, typer.Option(min=1, max=1_000_000_000, metavar="<n>",
+                                       help="Rows to print.")] = 10,
+    columns: Annotated[str | None, typer.Option(metavar="<names>",
+                                                help="Comma-separated columns.")] = None,
 ) -> None:
     """Print the first rows of one table of a run."""
     from .tables.layout import MATCHES_FILE

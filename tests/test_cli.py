@@ -1318,3 +1318,28 @@ def test_the_summary_says_how_many_problems_it_did_not_show(tmp_path: Path) -> N
     assert f"  ... 2 more example(s) in {out / 'manifest.json'}: problems" in lines
     assert not any(line.startswith("lines.txt") for line in lines)
     assert any("a\\nlines.txt" in line for line in lines)
+
+
+def test_sessionize_help_gives_the_defaults_in_force() -> None:
+    """Found by an audit: `--help` gave no default for the session settings (and type
+    names for metavars); the defaults it gives are the policy's."""
+    import re
+
+    from obserae_forensics.sessionize import SessionPolicy
+    from obserae_forensics.sessionize.policy import parse_duration
+
+    result = runner.invoke(app, ["sessionize", "--help"])
+    assert result.exit_code == 0
+    text = " ".join(result.stdout.split())
+    policy = SessionPolicy()
+    for option, name in (("hard-timeout", "hard_timeout_us"), ("grace", "grace_us"),
+                         ("idle-tcp-established", "idle_tcp_established_us"),
+                         ("idle-tcp-half-open", "idle_tcp_half_open_us"),
+                         ("idle-udp", "idle_udp_us"), ("idle-icmp", "idle_icmp_us"),
+                         ("idle-other", "idle_other_us")):
+        found = re.search(rf"--{option} <duration> sessions\.\S+ \(default (\w+)", text)
+        assert found is not None, option
+        assert parse_duration(found.group(1), option) == getattr(policy, name)
+    assert f"(default {policy.max_open_ksessions})" in text
+    assert f"{policy.replay} (default)" in text
+    assert "<str>" not in text and "<float>" not in text and "<int range>" not in text
