@@ -125,8 +125,8 @@ class _Numbering:
     (probes on one host, routers behind a NAT) took each other's numbers for losses
     (400,002 "lost") or hid a real one as a reorder (found by an audit)."""
 
-    __slots__ = ("ambiguous_gaps", "boot_ms", "counts_messages", "expected", "expected_flows",
-                 "lanes", "last_sequence", "missing", "uptime_ms")
+    __slots__ = ("ambiguous_gaps", "behind", "boot_ms", "counts_messages", "expected",
+                 "expected_flows", "lanes", "last_sequence", "missing", "uptime_ms")
 
     def __init__(self) -> None:
         self.counts_messages = False  # its sequence numbers count messages (VPP)
@@ -142,6 +142,9 @@ class _Numbering:
         self.missing: list[list[int]] = []
         self.uptime_ms = -1  # the latest sysUptime (v1/v5/v7/v9): a reboot sets it back
         self.boot_ms = 0  # its message's export time - sysUptime: when the exporter booted
+        # the last message is behind by the exporter's clocks (its sysUptime went back, of
+        # the same boot): late, however far its number is behind
+        self.behind = False
 
     def rebooted(self, uptime_ms: int, sequence: int, export_ms: int) -> bool:
         """Whether the exporter rebooted before this message (v1/v5/v7/v9: `uptime_ms` 0 is
@@ -156,7 +159,9 @@ class _Numbering:
         with it moved on by 2**32 ms, sysUptime wrapped (as it does when the last message
         came within jitter of 2**32 ms): an exporter whose messages came more than a second
         apart crossed the wrap as a restart, and the loss at it went unseen (an audit). A
-        message of the same boot time is a late one, however far behind: no reboot."""
+        message of the same boot time is a late one, however far behind: no reboot, and
+        `behind` says so to the sequence check."""
+        self.behind = False
         if not uptime_ms:
             return False
         boot_ms = export_ms - uptime_ms
@@ -175,6 +180,7 @@ class _Numbering:
             self.uptime_ms, self.boot_ms = uptime_ms, boot_ms  # the next lap
             return False
         if abs(moved) <= BOOT_CLOCK_MS:
+            self.behind = True
             return False
         expected = self.expected
         if back > REBOOT_UPTIME_MS or expected is None or \
@@ -524,6 +530,7 @@ class ExportDecoder:
         self._ordinal = 0
         self.options_in_datagram = 0  # options data records in the current message
         self._sequence = 0
+        self._behind = False  # the current message is late by its exporter's clocks
         self._waiting: list[tuple[SessionTemplateKey, bytes, int]] = []
         # held data whose template the current datagram brought: resolved at its end
         self._released: list[tuple[Template, PendingSet, int]] = []
@@ -760,6 +767,7 @@ class ExportDecoder:
                 del stream.numbering[next(iter(stream.numbering))]
         if numbering.rebooted(uptime_ms, sequence, export_us // 1000):
             stats.restarts += 1
+        self._behind = numbering.behind
         self._numbering = numbering
         self._brought = None
         if sampling_rate is not None:
@@ -1047,7 +1055,10 @@ class ExportDecoder:
                     numbering.ambiguous_gaps += ambiguous
                     if not ambiguous:
                         numbering.lost(expected, difference)
-                elif (1 << 32) - difference <= REORDER_WINDOW:
+                elif (1 << 32) - difference <= REORDER_WINDOW or self._behind:
+                    # behind: a late message, its units taken back from a gap they fall
+                    # in; one of the same boot by its clocks however far (an 87,000-flow
+                    # jump back and forth read as lost: a review)
                     stats.reorders += 1
                     found, filled = numbering.came_late(sequence, units)
                     stats.sequence_lost -= found
