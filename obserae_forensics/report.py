@@ -334,7 +334,9 @@ class RunReport:
         hidden entries are named here."""
         read = sum(1 for stats in self.files.values() if stats.format)
         line = f"{self.records} flow records read from {read} file(s)"
-        unread = [path for path, stats in sorted(self.files.items()) if not stats.format]
+        # the copies of files read are said below, once (a review: twice, as both)
+        unread = [path for path, stats in sorted(self.files.items())
+                  if not stats.format and not stats.copy_of]
         if unread:  # they were counted as read (an audit)
             line += f"; {len(unread)} other path(s) not read " + (
                 "(manifest.json: not_read)" if manifest else f"({_listed(unread)})")
@@ -353,9 +355,12 @@ class RunReport:
         if ignored:
             parts = ", ".join(f"{v} {k}" for k, v in sorted(ignored.items()))
             line += f"; not flow exports: {parts}"
-        if self.ignored.get("duplicate_file"):
-            line += (f"; {self.ignored['duplicate_file']} nfcapd file(s) not read, byte for "
-                     "byte copies of others read (duplicate_file)")
+        copies = [f"{path} (a copy of {stats.copy_of})"
+                  for path, stats in sorted(self.files.items()) if stats.copy_of]
+        if copies:
+            line += (f"; {len(copies)} nfcapd file(s) not read, byte for byte copies of others "
+                     "read (duplicate_file" + (", manifest.json: not_read)" if manifest
+                                               else f": {_listed(copies)})"))
         if self.hidden:
             line += (f"; {len(self.hidden)} hidden entr{'y' if len(self.hidden) == 1 else 'ies'}"
                      " of the directories left out " + (

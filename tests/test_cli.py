@@ -456,11 +456,25 @@ def test_inputs_none_of_which_can_be_read_are_refused(tmp_path: Path,
             assert "nothing to read: no input could be read" in result.stderr
             assert said in result.stderr and "empty directory" not in result.stderr
             assert not (tmp_path / "run").exists()
-    result = runner.invoke(app, ["sessionize", str(locked), str(FIXTURE), "--out",
-                                 str(tmp_path / "run"), "-q"])
-    assert result.exit_code == 0, result.output
-    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
-    assert manifest["counts"]["skipped"] == {"unreadable": 1}
+    # beside a capture, alone or inside a case folder, it is `unreadable` alone, not also an
+    # empty directory (a review: the folder holding it was)
+    case = tmp_path / "case"
+    case.mkdir()
+    locked.rename(case / "locked")
+    locked = case / "locked"
+    for given in (locked, case):
+        result = runner.invoke(app, ["sessionize", str(given), str(FIXTURE), "--out",
+                                     str(tmp_path / "run"), "-q", "--force"])
+        assert result.exit_code == 0, result.output
+        manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+        assert manifest["counts"]["skipped"] == {"unreadable": 1}
+    # the refusal counts every input it does not show, not the examples kept (20 a reason)
+    many = tmp_path / "many"
+    many.mkdir()
+    for number in range(30):
+        (many / f"{number:02d}.pcap").write_bytes(b"")
+    result = runner.invoke(app, ["inspect", str(many)])
+    assert result.exit_code == 2 and "; and 27 more)" in result.stderr
 
 
 

@@ -37,3 +37,16 @@ def test_exporters_table_reports_the_pressure_the_manifest_reports(tmp_path: Pat
         assert (row["evictions"], row["peak_open_sessions"]) == (len(evicted), 5)
         assert (row["first_eviction"], row["last_eviction"]) == (closes[0], closes[-1])
         assert row["first_eviction"] < row["last_eviction"]
+    # below the cap the peak is the open sessions' own, not the cap (at a full cap the two
+    # are one number, and the test above could not tell them apart: a review)
+    out = tmp_path / "uncapped"
+    result = runner.invoke(app, ["sessionize", str(FIXTURE), "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    [entry] = json.loads((out / "manifest.json").read_text())["counts"][
+        "session_pressure"].values()
+    peaks = {row["peak_open_sessions"] for row in
+             pq.read_table(out / "exporters.parquet").to_pylist()}
+    assert entry["evictions"] == 0 and peaks == {entry["peak_open"]}
+    # the capture's 38 sessions are all open before end of input closes any: not the cap
+    # (500), nor the capped run's 5
+    assert entry["peak_open"] == 38

@@ -173,8 +173,11 @@ def discover_inputs(paths: Sequence[Path], report: RunReport,
     spellings = _spellings([file for files in expanded for file in files])
     if spellings:
         for path, files in zip(paths, expanded, strict=True):
-            # one that could not be listed is that problem, not an empty one too (an audit)
-            if not files and os.path.realpath(path) not in unlisted:
+            # one that could not be listed, or held one that could not, is that problem,
+            # not an empty one too (an audit, then a review)
+            real = os.path.realpath(path)
+            if not files and not any(where == real or where.startswith(real + os.sep)
+                                     for where in unlisted):
                 # a review: one empty directory among several (a sensor's mount missing)
                 # went without a word; all of them empty is a usage error, below
                 report.skip(MalformedInput(
@@ -247,7 +250,9 @@ def discover_inputs(paths: Sequence[Path], report: RunReport,
         # found by an audit: inputs that were all skipped (an empty file, a pipe such as
         # `<(zcat x.pcap.gz)`, an unreadable file or directory) gave an empty run and exit
         # 0, where an empty directory is refused
-        more = f"; and {len(problems) - 3} more" if len(problems) > 3 else ""
+        # every problem, not the examples kept (20 of each reason: a review)
+        left = report.skipped_problems() - min(len(problems), 3)
+        more = f"; and {left} more" if left > 0 else ""
         shown = "; ".join(map(str, problems[:3]))
         raise UsageError(f"nothing to read: no input could be read ({shown}{more})")
     if not spellings:
