@@ -126,7 +126,8 @@ class _Numbering:
     (400,002 "lost") or hid a real one as a reorder (found by an audit)."""
 
     __slots__ = ("ambiguous_gaps", "behind", "boot_ms", "counts_messages", "expected",
-                 "expected_flows", "lanes", "last_sequence", "missing", "uptime_ms")
+                 "expected_flows", "gaps_counted", "lanes", "last_sequence", "missing",
+                 "uptime_ms")
 
     def __init__(self) -> None:
         self.counts_messages = False  # its sequence numbers count messages (VPP)
@@ -137,9 +138,11 @@ class _Numbering:
         # per SCTP stream of the transport session, what its own numbering expects next
         # (expected, expected_flows): empty for UDP and TCP
         self.lanes: dict[int, tuple[int | None, int | None]] = {}
-        # the numbers of the latest gaps, [first, end) each, as counted lost: a message of
-        # them that comes late takes its units back (it was counted lost for good)
+        # the holes of the latest gaps, [first, length, the gap's number] each, as counted
+        # lost: a message of them that comes late takes its units back (it was counted lost
+        # for good); one inside a gap leaves two holes of the one gap counted
         self.missing: list[list[int]] = []
+        self.gaps_counted = 0
         self.uptime_ms = -1  # the latest sysUptime (v1/v5/v7/v9): a reboot sets it back
         self.boot_ms = 0  # its message's export time - sysUptime: when the exporter booted
         # the last message is behind by the exporter's clocks (its sysUptime went back, of
@@ -194,7 +197,8 @@ class _Numbering:
 
     def lost(self, first: int, count: int) -> None:
         """`count` units from number `first` counted lost: remembered for late messages."""
-        self.missing.append([first, count])
+        self.gaps_counted += 1
+        self.missing.append([first, count, self.gaps_counted])
         if len(self.missing) > MAX_MISSING:
             del self.missing[0]
 
@@ -205,7 +209,7 @@ class _Numbering:
         if not units:
             return 0, 0
         for gap in self.missing:
-            first, length = gap
+            first, length, number = gap
             into = (sequence - first) & SEQUENCE_MASK
             if into >= length:
                 continue
@@ -217,11 +221,15 @@ class _Numbering:
             else:  # inside: two holes, still one gap as counted
                 gap[1] = into
                 self.missing.append([(sequence + found) & SEQUENCE_MASK,
-                                     length - into - found])
+                                     length - into - found, number])
+                if len(self.missing) > MAX_MISSING:
+                    del self.missing[0]
             if gap[1]:
                 return found, 0
             self.missing.remove(gap)
-            return found, 1
+            # the gap is no more when its last hole is filled (each of two holes filled
+            # took one gap back: -1 gaps, and the exporters table failed; an audit)
+            return found, int(not any(other[2] == number for other in self.missing))
         return 0, 0
 
 
