@@ -410,7 +410,7 @@ def read_flows(
         try:
             if item.format == "nfcapd":
                 batches: Iterator[pa.RecordBatch] = read_nfcapd(
-                    item.path, report, batch_size=batch_size, window=window, nsel=nsel)
+                    item.path, report, batch_size=batch_size, nsel=nsel)
             else:
                 batches = _capture_batches(item.path, decoder, report, batch_size,
                                            ipfix_file=item.format == "ipfix",

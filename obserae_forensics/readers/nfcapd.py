@@ -28,10 +28,11 @@ Mapping decisions (the FLOW_SCHEMA docstring has the general conventions):
 * `source_frame` = block number (1-based, data blocks only), `source_offset` = byte offset of
   the block header, `record_index` = the record's place among all records of its block
   (exporter and sampler records included, so walking N records finds it).
-* Time window `(from_us, to_us)`: a file whose stat record places it wholly outside the
-  window is not read (nfdump's CheckTimeWindow, `flist.c`), its claimed flows counted as
-  outside it; the records of the others are selected by readers.read_flows, as a
-  capture's are, like nfdump 1.7.1 `-t` (`nfdump.c` process_data, v1.7.1 L406): a record
+* Time window `(from_us, to_us)`: every file is read whatever its stat record says
+  (nfdump's CheckTimeWindow, `flist.c`, skips one it places wholly outside, but nfcapd 1.7
+  gives NSEL files the collection slot there, not the flows' times: an audit); the
+  records are selected by readers.read_flows, as a capture's are, like nfdump 1.7.1 `-t`
+  (`nfdump.c` process_data, v1.7.1 L406): a record
   passes iff `first >= from` and `last <= to`, both inclusive (nfdump 1.7.8 made both
   comparisons strict; we follow the 1.7.1 oracle installed here), on the times the flow
   table holds: a record with one time missing is judged at the other, where nfdump drops
@@ -235,7 +236,7 @@ class _Header:
 
 def read_nfcapd(
     path: Path, report: RunReport, *, batch_size: int = 65536,
-    window: tuple[int | None, int | None] = (None, None), nsel: NselLedger | None = None,
+    nsel: NselLedger | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """FLOW_SCHEMA batches of every flow record in an nfcapd file (layout 1 or 2).
 
@@ -251,7 +252,7 @@ def read_nfcapd(
     if not is_nfcapd(head):
         raise UnknownFormat(f"not an nfcapd file (starts {head.hex() or 'empty'}, expected "
                             "magic 0ca5 with layout 1 or 2)", source=source, offset=0)
-    return _read(path, source, report, batch_size, window, nsel)
+    return _read(path, source, report, batch_size, nsel)
 
 
 def nfcapd_time_span(path: Path) -> tuple[int, int] | None:
@@ -420,8 +421,7 @@ def _read_appendix(f: BinaryIO, header: _Header, source: str, size: int) -> bool
 
 
 def _read(
-    path: Path, source: str, report: RunReport, batch_size: int,
-    window: tuple[int | None, int | None], nsel: NselLedger | None,
+    path: Path, source: str, report: RunReport, batch_size: int, nsel: NselLedger | None,
 ) -> Iterator[pa.RecordBatch]:
     stats = report.file(source)
     stats.size = path.stat().st_size
@@ -454,11 +454,10 @@ def _read(
                                        source=source, offset=16, reason="bad_compression"),
                         nbytes=size)
             return
-        from_us, to_us = window
-        if span is not None and ((to_us is not None and to_us < span[0])
-                                 or (from_us is not None and from_us > span[1])):
-            report.outside(source, header.stat["flows"] if header.stat else 0)
-            return
+        # every file is read, whatever its stat record says of its times: nfcapd 1.7's
+        # NSEL files give the collection slot there, not the flows' times, and a window
+        # around the records of one left all of them out, and its exporters uncounted
+        # (an audit); records outside are counted one by one, as from a capture
         if 0 < header.created < _LATEST_MS // 1000:
             slot_us = header.created * 1_000_000
         else:

@@ -259,12 +259,33 @@ def test_window_selects_like_nfdump_t(corpus: Path) -> None:
     assert windowed((us(end), None)).num_rows == len(nfdump_records(path, "-t", end))
 
 
-def test_window_outside_the_stat_span_reads_nothing(corpus: Path) -> None:
+def moment_us(text: str) -> int:
+    return int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()) * 1_000_000
+
+
+def test_a_window_is_judged_on_the_records_not_the_stat_record(corpus: Path) -> None:
+    """Found by an audit: a file whose stat record put it wholly outside the window was not
+    read, as nfdump -r does; but nfcapd 1.7 gives an NSEL file the collection slot there
+    (2026-12-04 17:00-18:00 for records of 2023-11-14 22:12), and a window around its
+    records left all 10 out, and its exporter uncounted. Every file is read; each record
+    is judged on its own times, and the exporters count what was sent, window or not."""
+    nsel = FIXTURES / "nfcapd171_nsel"
     path = corpus / "nfcapd" / "sf_v9_varsvc.nfcapd"
     span = nfcapd_time_span(path)
     assert span is not None
-    table, report = read_table(path, window=(span[1] + 1, None))
-    assert table.num_rows == 0 and report.files[str(path)].units == 0
+    for inputs, window, inside in (
+            ([nsel], (moment_us("2023-11-14T22:00:00"), moment_us("2023-11-14T23:00:00")),
+             10),
+            ([path], (span[1] + 1, None), 0)):
+        everything = RunReport()
+        total = sum(b.num_rows for b in read_flows(discover_inputs(inputs, everything),
+                                                   everything))
+        report = RunReport()
+        table = pa.Table.from_batches(list(read_flows(discover_inputs(inputs, report), report,
+                                                      window=window)), schema=FLOW_SCHEMA)
+        assert table.num_rows == inside and report.outside_window == total - inside
+        assert {key: stats.records for key, stats in report.exporters.items()} == {
+            key: stats.records for key, stats in everything.exporters.items()}
 
 
 def test_batch_size_changes_nothing_but_the_batches(corpus: Path) -> None:
