@@ -27,7 +27,7 @@ from . import __version__
 from .addresses import with_text_addresses
 from .counters import exact_sum
 from .errors import InputError, UsageError
-from .readers import InputFile, discover_inputs, read_flows
+from .readers import InputFile, discover_inputs, read_flows, refuse_nothing_to_read
 from .readers.background import read_ahead
 from .report import FileStats, RunReport
 from .schema import FLOW_ADDRESS_COLUMNS, FLOW_SCHEMA, SESSIONS_SCHEMA, text_address_schema
@@ -116,6 +116,7 @@ def inspect_inputs(
     """Read every input, optionally write the flows table, return the exporters table."""
     report.strict = options.strict
     inputs = discover_inputs(paths, report)
+    refuse_nothing_to_read(inputs, report)
     writer = None
     if flows_path is not None:
         check_output_file(flows_path, [*paths, *(found.path for found in inputs)], "--flows",
@@ -344,6 +345,7 @@ def sessionize_inputs(config: SessionizeConfig, report: RunReport) -> Sessionize
     report.strict = config.read.strict
     inputs = discover_inputs(config.inputs, report,
                              exclude=[config.out / name for name in RUN_FILES])
+    refuse_nothing_to_read(inputs, report)
     refuse_directory_over_evidence(
         config.out, [*config.inputs, *(found.path for found in inputs), *config.protected],
         "--out")

@@ -245,22 +245,27 @@ def discover_inputs(paths: Sequence[Path], report: RunReport,
         found.append(InputFile(path, kind, size, first, packing, status.st_mtime_ns))
     found.sort(key=lambda f: (f.first_us is None, f.first_us or 0, _place(f.path)))
     found = _without_copies(found, report)
-    problems = report.examples
-    if not found and problems:
-        # found by an audit: inputs that were all skipped (an empty file, a pipe such as
-        # `<(zcat x.pcap.gz)`, an unreadable file or directory) gave an empty run and exit
-        # 0, where an empty directory is refused
-        # every problem, not the examples kept (20 of each reason: a review)
-        left = report.skipped_problems() - min(len(problems), 3)
-        more = f"; and {left} more" if left > 0 else ""
-        shown = "; ".join(map(str, problems[:3]))
-        raise UsageError(f"nothing to read: no input could be read ({shown}{more})")
-    if not spellings:
+    if not spellings and not report.examples:
         # found by a responder's audit: an empty directory (a wrong mount point, a copy not
         # yet made) gave an empty run and exit 0, even with --strict
         raise UsageError(f"no input file in {', '.join(map(str, paths))}: nothing to read "
                          "(an empty directory, or only hidden entries)")
     return found
+
+
+def refuse_nothing_to_read(found: list[InputFile], report: RunReport) -> None:
+    """The commands' check after discover_inputs: inputs none of which can be read (an
+    empty file, a pipe such as `<(zcat x.pcap.gz)`, an unreadable file or directory) are
+    a usage error naming why; they gave an empty run and exit 0, where an empty directory
+    is refused (found by an audit)."""
+    problems = report.examples
+    if found or not problems:
+        return
+    # every problem, not the examples kept (20 of each reason: a review)
+    left = report.skipped_problems() - min(len(problems), 3)
+    more = f"; and {left} more" if left > 0 else ""
+    shown = "; ".join(map(str, problems[:3]))
+    raise UsageError(f"nothing to read: no input could be read ({shown}{more})")
 
 
 def _without_copies(found: list[InputFile], report: RunReport) -> list[InputFile]:

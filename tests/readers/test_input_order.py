@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from obserae_forensics.cli import app
 from obserae_forensics.errors import UsageError
-from obserae_forensics.readers import discover_inputs
+from obserae_forensics.readers import discover_inputs, refuse_nothing_to_read
 from obserae_forensics.report import RunReport
 
 from .test_netflow_v5 import EXPORT_S, v5
@@ -208,8 +208,9 @@ def test_a_directory_that_cannot_be_listed_and_a_full_tmpdir_are_counted(
 
     monkeypatch.setattr(tempfile, "NamedTemporaryFile", full)
     report = RunReport()
+    assert discover_inputs([packed.parent], report) == []
     with pytest.raises(UsageError, match="nothing to read: no input could be read"):
-        discover_inputs([packed.parent], report)  # it was the only input
+        refuse_nothing_to_read([], report)  # the commands refuse it: it was the only input
     assert report.skipped == {"unreadable": 1}
     assert report.skipped_bytes == {"unreadable": packed.stat().st_size}
 

@@ -14,8 +14,12 @@ from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
+import pytest
 
 from obserae_forensics.addresses import address_text
+from obserae_forensics.errors import UsageError
+from obserae_forensics.readers import discover_inputs, refuse_nothing_to_read
+from obserae_forensics.report import RunReport
 from tests.conftest import need_tool
 from tests.readers.test_tcp_streams import read
 
@@ -81,8 +85,11 @@ def test_a_damaged_ipfix_file_says_what_it_skipped(tmp_path: Path) -> None:
     assert report.skipped == {"ipfix_file_resync": 1} and "truncated" not in report.skipped
     assert report.skipped_bytes["ipfix_file_resync"] == second
     assert table.num_rows > 150
-    # text is not an IPFIX file
+    # text is not an IPFIX file (alone it is nothing to read at all: refused, and counted)
     text = tmp_path / "notes.txt"
     text.write_text("not flows\n" * 10)
-    _, report = read(text)
+    report = RunReport()
+    assert discover_inputs([text], report) == []
+    with pytest.raises(UsageError, match="nothing to read"):
+        refuse_nothing_to_read([], report)
     assert report.skipped == {"unknown_format": 1}
