@@ -43,7 +43,8 @@ from .pcap import (
     walk_frames,
 )
 
-__all__ = ["InputFile", "discover_inputs", "input_format", "read_flows", "settled"]
+__all__ = ["InputFile", "discover_inputs", "input_format", "read_flows", "refuse_nothing_to_read",
+           "settled"]
 
 
 @dataclass(frozen=True)
