@@ -47,7 +47,7 @@ def test_the_bundled_example_loads(fixtures: Path) -> None:
     dns = matrix.rules[0]
     assert dns.service == Service((6, 17), ((53, 53),))
     assert dns.source_names == ("lab",)
-    assert dns.line == 7
+    assert dns.line == 9
     web = matrix.rules[2]
     assert web.service.ports == ((80, 80), (8000, 8099))
     assert matrix.rules[1].service == Service((6,), ((22, 22),))
