@@ -1024,13 +1024,22 @@ class ExportDecoder:
             if shared is not None:
                 stream.numbering[self._transport] = self._numbering = numbering = shared
                 expected = numbering.expected
+        if numbering.numbered and units == 0 and sequence == numbering.last_sequence:
+            # a message of no records (templates only) at the number last numbered: it came
+            # before that one, or after it by the inclusive convention; either way it moves
+            # no expectation (late, it set it back, and the next message read the records
+            # of the one it shares its number with lost: a review)
+            return
         if expected is None and numbering.numbered and \
                 0 < (numbering.last_sequence - sequence) & SEQUENCE_MASK <= REORDER_WINDOW:
             # behind a message whose count is not known (its data waited for a template): a
             # reorder, which leaves the numbering to that one; numbered from it, the next
             # message read that one's records lost (softflowd's first two datagrams swapped
-            # read 39 lost: an audit)
+            # read 39 lost: an audit); it takes back the gap it falls in, as any late one
             stream.stats.reorders += 1
+            found, filled = numbering.came_late(sequence, units)
+            stream.stats.sequence_lost -= found
+            stream.stats.sequence_gaps -= filled
             return
         if expected is not None:
             last = numbering.last_sequence

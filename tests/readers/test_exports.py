@@ -313,6 +313,23 @@ def test_an_ipfix_message_behind_one_whose_data_waits_is_no_loss() -> None:
         stats = exporter_stats([datagram(messages[n], frame) for frame, n in enumerate(order)])
         assert (stats.records, stats.sequence_gaps, stats.sequence_lost,  # type: ignore[attr-defined]
                 stats.reorders) == (7, 0, 0, reorders)
+    # a review: a templates-only message sharing its number with the data after it, the data
+    # first (waiting), then the templates, read the data's 3 records lost; and a late
+    # message behind a waiting one left the gap it fills lost
+    templates = ipfix(template_set(2, 300, FIELDS), sequence=0)
+    data = ipfix(data_set(300, record(1, 1), record(2, 1), record(3, 1)), sequence=0)
+    after = ipfix(data_set(300, record(4, 1)), sequence=3)
+    for order in ([templates, data, after], [data, templates, after]):
+        stats = exporter_stats([datagram(p, frame) for frame, p in enumerate(order)])
+        assert (stats.records, stats.sequence_gaps, stats.sequence_lost) == (  # type: ignore[attr-defined]
+            4, 0, 0)
+    late = ipfix(data_set(300, record(3, 1), record(4, 1)), sequence=2)
+    templates_301 = ipfix(template_set(2, 301, FIELDS), sequence=4)
+    waiting = ipfix(data_set(301, record(5, 1)), sequence=4)
+    order = [messages[0], waiting, late, templates_301]
+    stats = exporter_stats([datagram(p, frame) for frame, p in enumerate(order)])
+    assert (stats.records, stats.sequence_gaps, stats.sequence_lost) == (  # type: ignore[attr-defined]
+        5, 0, 0)
     # a loss right after it goes unseen, as after any message whose count is not known
     stats = exporter_stats([datagram(messages[n], frame) for frame, n in enumerate([1, 0, 3])])
     assert (stats.sequence_gaps, stats.reorders) == (0, 1)  # type: ignore[attr-defined]
