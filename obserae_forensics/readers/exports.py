@@ -86,6 +86,8 @@ BOOT_CLOCK_MS = 2_000
 # a boot time moved on by 2**32 ms give or take this is sysUptime's wrap: the drift of the
 # two clocks between two messages (a reboot within it of the wrap would read as one)
 WRAP_CLOCK_MS = 60_000
+# what a message's header clocks say (_Numbering.clocks)
+RESTART, LATE = "restart", "late"
 PENDING_INDEX_STRIDE = 1 << 16  # record_index spacing of late-decoded sets in one datagram
 CLAIMED_VERSIONS = frozenset((1, 5, 7, 9, 10))
 # what a proven exporter's socket may send beside what is read, and is no damage: NetFlow
@@ -125,9 +127,8 @@ class _Numbering:
     (probes on one host, routers behind a NAT) took each other's numbers for losses
     (400,002 "lost") or hid a real one as a reorder (found by an audit)."""
 
-    __slots__ = ("ambiguous_gaps", "behind", "boot_ms", "counts_messages", "expected",
-                 "expected_flows", "gaps_counted", "lanes", "last_sequence", "missing",
-                 "numbered", "uptime_ms")
+    __slots__ = ("ambiguous_gaps", "boot_ms", "counts_messages", "expected", "expected_flows",
+                 "gaps_counted", "lanes", "last_sequence", "missing", "numbered", "uptime_ms")
 
     def __init__(self) -> None:
         self.counts_messages = False  # its sequence numbers count messages (VPP)
@@ -146,46 +147,42 @@ class _Numbering:
         self.gaps_counted = 0
         self.uptime_ms = -1  # the latest sysUptime (v1/v5/v7/v9): a reboot sets it back
         self.boot_ms = 0  # its message's export time - sysUptime: when the exporter booted
-        # the last message is behind by the exporter's clocks (its sysUptime went back, of
-        # the same boot): late, however far its number is behind
-        self.behind = False
 
-    def rebooted(self, uptime_ms: int, sequence: int, export_ms: int) -> bool:
-        """Whether the exporter rebooted before this message (v1/v5/v7/v9: `uptime_ms` 0 is
-        none known): its sysUptime went back by more than jitter, not by its wrap at 2**32
-        ms, to another boot time, and far, or with a number that is no reorder's (a message
-        a little behind in both is a reorder: captures of one exporter read out of its
-        order, akvorado's test files). Then it numbers afresh, from this message: no loss
-        (3,000,000,000 -> 0 was "1,294,967,293 lost"; a restart from a low count read every
-        message after it as a reorder).
+    def clocks(self, uptime_ms: int, sequence: int, export_ms: int) -> str:
+        """What the header's clocks say of this message (v1/v5/v7/v9: `uptime_ms` 0 is none
+        known): RESTART when the exporter rebooted before it, its sysUptime went back by
+        more than jitter, not by its wrap at 2**32 ms, to another boot time, and far, or
+        with a number that is no reorder's (a message a little behind in both is a
+        reorder: captures of one exporter read out of its order, akvorado's test files).
+        Then it numbers afresh, from this message: no loss (3,000,000,000 -> 0 was
+        "1,294,967,293 lost"; a restart from a low count read every message after it as a
+        reorder).
 
         The boot time is what the header's clocks give, export time - sysUptime. Gone back
         with it moved on by 2**32 ms, sysUptime wrapped (as it does when the last message
         came within jitter of 2**32 ms): an exporter whose messages came more than a second
         apart crossed the wrap as a restart, and the loss at it went unseen (an audit). A
-        message of the same boot time is a late one, however far behind: no reboot, and
-        `behind` says so to the sequence check."""
-        self.behind = False
+        message of the same boot time is a late one, however far behind: no reboot, but
+        LATE, for the sequence check. "" when they say neither."""
         if not uptime_ms:
-            return False
+            return ""
         boot_ms = export_ms - uptime_ms
         if self.uptime_ms < 0:
             self.uptime_ms, self.boot_ms = uptime_ms, boot_ms
-            return False
+            return ""
         back = self.uptime_ms - uptime_ms
         if back <= UPTIME_JITTER_MS:
             # ahead (a late message of the lap before a wrap is ahead by nearly 2**32)
             if uptime_ms > self.uptime_ms and -back < UPTIME_WRAP_MS // 2:
                 self.uptime_ms, self.boot_ms = uptime_ms, boot_ms
-            return False
+            return ""
         moved = boot_ms - self.boot_ms
         if self.uptime_ms >= UPTIME_WRAP_MS - UPTIME_JITTER_MS or \
                 abs(moved - UPTIME_WRAP_MS) <= WRAP_CLOCK_MS:
             self.uptime_ms, self.boot_ms = uptime_ms, boot_ms  # the next lap
-            return False
+            return ""
         if abs(moved) <= BOOT_CLOCK_MS:
-            self.behind = True
-            return False
+            return LATE
         expected = self.expected
         if back > REBOOT_UPTIME_MS or expected is None or \
                 not 0 < (expected - sequence) & SEQUENCE_MASK <= REORDER_WINDOW:
@@ -194,8 +191,8 @@ class _Numbering:
             self.lanes.clear()
             self.missing.clear()
             self.uptime_ms, self.boot_ms = uptime_ms, boot_ms
-            return True
-        return False
+            return RESTART
+        return ""
 
     def lost(self, first: int, count: int) -> None:
         """`count` units from number `first` counted lost: remembered for late messages."""
@@ -204,10 +201,17 @@ class _Numbering:
         if len(self.missing) > MAX_MISSING:
             del self.missing[0]
 
-    def came_late(self, sequence: int, units: int | None) -> tuple[int, int]:
-        """A message behind the expected number: (units, gaps) it takes back from what was
-        counted lost, when it lies in a gap (0,1,3,2,4 read "1 lost" with nothing missing:
-        found by an audit); a gap it fills whole is no gap."""
+    def came_late(self, stats: ExporterStats, sequence: int, units: int | None) -> None:
+        """A message behind the expected number: a reorder, which takes back from `stats`
+        the units counted lost of a gap it lies in (0,1,3,2,4 read "1 lost" with nothing
+        missing: found by an audit); a gap it fills whole is no gap."""
+        stats.reorders += 1
+        found, filled = self._fill(sequence, units)
+        stats.sequence_lost -= found
+        stats.sequence_gaps -= filled
+
+    def _fill(self, sequence: int, units: int | None) -> tuple[int, int]:
+        """(units, gaps) a late message takes back from the holes it lies in."""
         if not units:
             return 0, 0
         for gap in self.missing:
@@ -745,11 +749,9 @@ class ExportDecoder:
     def begin_datagram(
         self, datagram: Datagram, version: int, domain: int, sequence: int, export_us: int,
         uptime_ms: int, *, sampling_rate: int | None = None, message: bytes | None = None,
-        ordinal: int | None = None, copy_key: int | None = None,
+        ordinal: int | None = None,
     ) -> bool:
-        """Start one export message; False when it duplicates one already decoded.
-        `copy_key` stands in for `sequence` in the memory of duplicates where the format
-        numbers nothing (v1)."""
+        """Start one export message; False when it duplicates one already decoded."""
         payload = datagram.payload if message is None else message
         key = (datagram.exporter, domain, version)
         stream = self._streams.get(key)
@@ -761,7 +763,9 @@ class ExportDecoder:
             self._streams_of.setdefault(datagram.exporter, []).append(stream)
         stats = stream.stats
         scope = stream.scope
-        if scope.duplicate(sequence if copy_key is None else copy_key, payload):
+        # v1 numbers nothing: its copies are known by their bytes alone (under sequence 0,
+        # four were remembered, and a copy of a capture was read twice: an audit)
+        if scope.duplicate(None if version == 1 else sequence, payload):
             stats.duplicates += 1
             self.report.file(datagram.source).duplicate_datagrams += 1
             return False
@@ -775,9 +779,9 @@ class ExportDecoder:
             numbering = stream.numbering[port] = _Numbering()
             if len(stream.numbering) > MAX_NUMBERINGS:  # the oldest session's goes
                 del stream.numbering[next(iter(stream.numbering))]
-        if numbering.rebooted(uptime_ms, sequence, export_us // 1000):
-            stats.restarts += 1
-        self._behind = numbering.behind
+        verdict = numbering.clocks(uptime_ms, sequence, export_us // 1000)
+        stats.restarts += verdict == RESTART
+        self._behind = verdict == LATE
         self._numbering = numbering
         self._brought = None
         if sampling_rate is not None:
@@ -1036,10 +1040,7 @@ class ExportDecoder:
             # reorder, which leaves the numbering to that one; numbered from it, the next
             # message read that one's records lost (softflowd's first two datagrams swapped
             # read 39 lost: an audit); it takes back the gap it falls in, as any late one
-            stream.stats.reorders += 1
-            found, filled = numbering.came_late(sequence, units)
-            stream.stats.sequence_lost -= found
-            stream.stats.sequence_gaps -= filled
+            numbering.came_late(stream.stats, sequence, units)
             return
         if expected is not None:
             last = numbering.last_sequence
@@ -1086,10 +1087,7 @@ class ExportDecoder:
                     # behind: a late message, its units taken back from a gap they fall
                     # in; one of the same boot by its clocks however far (an 87,000-flow
                     # jump back and forth read as lost: a review)
-                    stats.reorders += 1
-                    found, filled = numbering.came_late(sequence, units)
-                    stats.sequence_lost -= found
-                    stats.sequence_gaps -= filled
+                    numbering.came_late(stats, sequence, units)
                     return
         numbering.last_sequence = sequence
         numbering.numbered = True

@@ -29,7 +29,6 @@ as `not_flow_export`, read by nobody.
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, NamedTuple
-from zlib import crc32
 
 from ..errors import MalformedInput, TruncatedInput
 from ._layout import Layout
@@ -177,15 +176,9 @@ def decode_datagram(state: ExportDecoder, datagram: Datagram, version: int = VER
     else:  # v1 numbers nothing; v7 counts flows, as v5; neither samples
         sequence, domain, rate = (header[5] if version == 7 else 0), 0, 1
         units = count if version == 7 else None
-    # v1's copies are known by their header clocks and CRC-32: under its sequence, 0, the
-    # duplicate memory kept 4 datagrams, and a copy of a capture was read twice (an audit);
-    # by its clocks alone, a burst of more than 4 in one millisecond (a review)
-    copy_key = ((uptime_ms << 64 | unix_secs << 32 | unix_nsecs) << 32 | crc32(payload)
-                if version == 1 else None)
     if not state.begin_datagram(
         datagram, version, domain, sequence, export_us, uptime_ms,
         sampling_rate=rate,  # the header is authoritative for every datagram
-        copy_key=copy_key,
     ):
         return
     size, start = fixed.record_size, fixed.header.size

@@ -30,7 +30,7 @@ from .templates import Template
 # export) repeats the whole of it, and with 1,024 numbers (the messages themselves) every
 # datagram past the first ~2,000 was decoded twice (found by an audit)
 DUPLICATE_WINDOW = 1 << 20
-SAME_NUMBER = 4  # payloads remembered per sequence number (v1's: its header clocks)
+SAME_NUMBER = 4  # payloads remembered per sequence number
 # a port that begins when every other port of its stream has been silent this long
 # (capture time) is the same exporter with a new socket: it keeps their templates
 TAKEOVER_GAP_US = 2_000_000
@@ -60,9 +60,10 @@ class TemplateScope(Generic[Value]):
         self.last_port = 0
         self.recent: dict[int, int | tuple[int, ...]] = {}
 
-    def duplicate(self, sequence: int, message: bytes) -> bool:
+    def duplicate(self, sequence: int | None, message: bytes) -> bool:
         """Whether `message` is a copy of one of the last SAME_NUMBER messages of its
-        sequence number among the stream's recent ones (then not remembered again). They
+        sequence number among the stream's recent ones (then not remembered again; None, a
+        format that numbers nothing: of any recent message, known by its sums alone). They
         are remembered by their length and two checksums (CRC-32 and Adler-32, ~80 bytes a
         number): a copy has the same number, length and both sums, and two messages of one
         number that differ (an IPFIX message of templates and the next, a reboot's) have
@@ -70,6 +71,8 @@ class TemplateScope(Generic[Value]):
         decoders'."""
         recent = self.recent
         mark = len(message) << 64 | crc32(message) << 32 | adler32(message)
+        if sequence is None:
+            sequence = mark
         previous = recent.get(sequence)
         if previous is not None:
             # IPFIX messages of templates only share their number with the next message:
