@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import signal
 import sys
-import tempfile
 from collections.abc import Callable
 from contextlib import nullcontext
 from datetime import UTC, datetime
@@ -375,6 +374,7 @@ def sessionize_command(
     except OSError as error:
         raise _os_failure(error) from error
     states = ", ".join(f"{n} {s}" for s, n in sorted(result.states.items()))
+    _say_swept(result.swept)
     typer.echo(report.summary(), err=True)
     _print_problems(report, f"{out / 'manifest.json'}: problems")
     typer.echo(f"{result.sessions} sessions{f' ({states})' if states else ''} from "
@@ -476,8 +476,10 @@ def recombine_command(
     """Find and recombine split sessions; report, find fragments, export them as one."""
     from .recombine import check_out_dir, pcap_flows_path, recombine_runs
     from .tables.parquet import made_directory
+    from .tables.scratch import owned_directory
 
     incomplete = False  # a capture export that could not read back every datagram
+    swept: list[Path] = []
     try:
         if out is None and not session and export_flows_to is None and export_pcap_to is None:
             raise UsageError("nothing to do: give --out, --session, --export-flows or "
@@ -496,9 +498,9 @@ def recombine_command(
         # exports have succeeded (a source capture changed since the run refuses the
         # capture export before --out or the flows are written)
         with made_directory(out) if out is not None else nullcontext(), \
-                tempfile.TemporaryDirectory(prefix=".recombine.", suffix=".partial",
-                                            dir=out) as staging:
-            result = recombine_runs(run_dirs, Path(staging))
+                owned_directory(out, ".recombine.", ".partial", swept) as staging:
+            _say_swept(swept)
+            result = recombine_runs(run_dirs, staging)
             incomplete = _recombine_outputs(result, out, session, export_flows_to,
                                             export_pcap_to, templates, force,
                                             tuple(captures or ()))
@@ -510,6 +512,14 @@ def recombine_command(
         raise _os_failure(error) from error
     if incomplete:
         raise typer.Exit(1)
+
+
+def _say_swept(swept: list[Path]) -> None:
+    """Name the work directories of killed runs that this one removed (scratch.py): hidden
+    and large, they were left for good, and a responder who finds them gone learns why."""
+    if swept:
+        typer.echo(f"removed {len(swept)} hidden work director{'y' if len(swept) == 1 else 'ies'}"
+                   " that killed runs had left: " + ", ".join(map(str, swept)), err=True)
 
 
 def _refuse_exports_into(out: Path, export_flows_to: Path | None,

@@ -290,6 +290,8 @@ class SessionizeResult:
     repeated_session_ids: int = 0  # ids held by more than one session (should be none)
     repeated_examples: list[str] = field(default_factory=list)
     manifest: dict[str, Any] = field(default_factory=dict)
+    # staging directories of killed runs into the same --out, removed (tables/scratch.py)
+    swept: list[Path] = field(default_factory=list)
 
 
 class _Totals:
@@ -357,7 +359,7 @@ def sessionize_inputs(config: SessionizeConfig, report: RunReport) -> Sessionize
     result = SessionizeResult(config.out)
     totals = _Totals()
     per_exporter: Counter[str] = Counter()
-    with staged_directory(config.out, force=config.force) as staging:
+    with staged_directory(config.out, force=config.force, swept=result.swept) as staging:
         # Parquet encoding and the consolidation buckets run on writer threads of their own
         # (each one worker, so each file is written in order), so that the busiest of them
         # is not the longest thread of the run; leaving this block waits for them, so

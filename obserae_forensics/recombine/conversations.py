@@ -44,6 +44,7 @@ from ..tables.parquet import (
     write_atomically,
     write_parquet,
 )
+from ..tables.scratch import owned_directory
 from .chain import FRAGMENTS_SCHEMA, RECOMBINED_SCHEMA, chain_sessions
 from .overlap import OverlapCheck, twin_counts
 from .partitioned import RowsByPosition, recombine_partitioned
@@ -220,8 +221,8 @@ def recombined(source: RecombineResult | Path | Sequence[Path]) -> Iterator[Reco
         yield source
         return
     paths = [Path(source)] if isinstance(source, (str, Path)) else [Path(p) for p in source]
-    with tempfile.TemporaryDirectory(prefix=".recombine.", suffix=".partial") as directory:
-        yield recombine_runs(paths, Path(directory))
+    with owned_directory(None, ".recombine.", ".partial") as directory:
+        yield recombine_runs(paths, directory)
 
 
 def _named(source: RecombineResult | Path | Sequence[Path],

@@ -26,8 +26,6 @@ table's too (runs.session_batches).
 from __future__ import annotations
 
 import math
-import shutil
-import tempfile
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -50,6 +48,7 @@ from ..tables.parquet import (
     read_parquet,
 )
 from ..tables.partitioned import BucketedWriter, ScratchWriter, read_scratch
+from ..tables.scratch import owned_directory
 from .chain import (
     ANOMALIES,
     FRAGMENTS_SCHEMA,
@@ -455,12 +454,8 @@ def recombine_partitioned(runs: list[Run], scratch_parent: Path, conversations_p
                 for _ in session_batches(earlier, READ_ROWS):
                     pass
             raise
-    scratch = Path(tempfile.mkdtemp(prefix=".recombine.", suffix=".scratch",
-                                    dir=scratch_parent))
-    try:
+    with owned_directory(scratch_parent, ".recombine.", ".scratch") as scratch:
         parts = Partitioned(runs, scratch, bucket_count(total, bucket_sessions))
         source = chain_buckets(parts, scratch, conversations_path, fragments_path)
         parts.overlaps.note(runs)
         return build_report(runs, source)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)

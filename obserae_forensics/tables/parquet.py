@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 from ..errors import UsageError
 from ..signals import Interrupted, held
 from .layout import RUN_FILES
+from .scratch import OwnedDirectory, process_umask, sweep
 
 ROW_GROUP_ROWS = 131_072
 # CRC-32 of every data page, written and checked on reading back (read_parquet*): evidence
@@ -376,20 +377,6 @@ def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
-def process_umask() -> int:
-    """The file mode creation mask, read where Linux shows it (setting it to read it back
-    would race the writer threads' own files)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def as_created(path: Path, *, directory: bool = False) -> None:
     """Give an output made through mkstemp or mkdtemp (0600, 0700: private to root when
     run as root) the mode open() and mkdir() would have: readable by whom the umask allows,
@@ -452,9 +439,12 @@ def _leftover(name: str) -> bool:
 
 
 @contextmanager
-def staged_directory(out: Path, *, force: bool) -> Iterator[Path]:
+def staged_directory(out: Path, *, force: bool,
+                     swept: list[Path] | None = None) -> Iterator[Path]:
     """A staging directory that becomes `out` only if the block completes; an existing `out`
-    only with `force`, and only an earlier output (check_replaceable)."""
+    only with `force`, and only an earlier output (check_replaceable). The staging
+    directories that killed runs into `out` left beside it are removed first, and added
+    to `swept` (scratch.py)."""
     if out.exists() and not out.is_dir():  # --force would not help (an audit: it said so)
         raise UsageError(f"{out} exists and is not a directory: give a directory for the "
                          "tables")
@@ -464,18 +454,21 @@ def staged_directory(out: Path, *, force: bool) -> Iterator[Path]:
         check_replaceable(out)
     parent = out.resolve().parent
     parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=parent))
+    removed = sweep(parent, f".{out.name}.", ".partial")
+    if swept is not None:
+        swept.extend(removed)
+    staging = OwnedDirectory(parent, f".{out.name}.", ".partial")
     try:
-        as_created(staging, directory=True)
-        yield staging
+        yield staging.path
         try:
             with held():  # a signal waits: the old output out, the new in, the old removed
-                _commit(staging, out, parent)
+                staging.release()
+                _commit(staging.path, out, parent)
         except Interrupted as stop:  # it came while the run was put in place
             stop.kept.append(out)
             raise
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        staging.remove()
         raise
 
 

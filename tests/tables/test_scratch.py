@@ -1,0 +1,128 @@
+"""Work directories of killed runs: removed by the next run into the same place, and
+only those (tables/scratch.py)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from obserae_forensics.cli import app
+from obserae_forensics.tables.parquet import staged_directory
+from obserae_forensics.tables.scratch import OWNER_FILE, OwnedDirectory, owned_directory, sweep
+from tests.test_cli import FIXTURE, SLOW_RUN
+
+runner = CliRunner()
+
+
+def dead(directory: OwnedDirectory) -> Path:
+    """`directory` as a killed run leaves it: its lock let go by the kernel, nothing
+    removed."""
+    assert directory._fd is not None
+    os.close(directory._fd)
+    directory._fd = None
+    return directory.path
+
+
+def test_sweep_removes_what_dead_runs_left_and_nothing_else(tmp_path: Path) -> None:
+    alive = OwnedDirectory(tmp_path, ".out.", ".partial")
+    gone = dead(OwnedDirectory(tmp_path, ".out.", ".partial"))
+    (gone / "sessions.parquet").write_bytes(b"x" * 4096)
+    (gone / ".consolidation").mkdir()
+    (gone / ".consolidation" / "bucket").write_bytes(b"y")
+    foreign = tmp_path / ".out.mine.partial"  # the name, but no lock file: not ours
+    foreign.mkdir()
+    (tmp_path / ".out.file.partial").write_bytes(b"a file of that name")
+    linked = tmp_path / ".out.link.partial"  # a link to a dead run's directory elsewhere
+    elsewhere = dead(OwnedDirectory(tmp_path, ".elsewhere.", ""))
+    linked.symlink_to(elsewhere)
+    other = dead(OwnedDirectory(tmp_path, ".other.", ".partial"))  # another output's
+
+    assert sweep(tmp_path, ".out.", ".partial") == [gone]
+    assert not gone.exists()
+    assert alive.path.is_dir() and (alive.path / OWNER_FILE).is_file()
+    assert foreign.is_dir() and linked.is_symlink() and elsewhere.is_dir() and other.is_dir()
+    assert (tmp_path / ".out.file.partial").is_file()
+    assert sweep(tmp_path, ".out.", ".partial") == []  # alive stays alive
+    alive.remove()
+    assert not alive.path.exists()
+    assert sweep(tmp_path / "missing", ".out.", ".partial") == []
+
+
+def test_a_released_directory_keeps_no_lock_file(tmp_path: Path) -> None:
+    """The staging directory becomes the output: its lock file must not go with it, and a
+    directory no run holds any more is never judged dead while it is being renamed."""
+    owned = OwnedDirectory(tmp_path, ".out.", ".partial")
+    owned.release()
+    assert owned.path.is_dir() and list(owned.path.iterdir()) == []
+    assert sweep(tmp_path, ".out.", ".partial") == []
+
+
+def test_staged_directory_sweeps_its_own_name_only(tmp_path: Path) -> None:
+    gone = dead(OwnedDirectory(tmp_path, ".run.", ".partial"))
+    kept = dead(OwnedDirectory(tmp_path, ".run2.", ".partial"))
+    swept: list[Path] = []
+    with staged_directory(tmp_path / "run", force=False, swept=swept) as staging:
+        assert (staging / OWNER_FILE).is_file()
+        (staging / "manifest.json").write_text("{}")
+    assert swept == [gone] and not gone.exists() and kept.exists()
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["manifest.json"]
+
+
+def test_owned_directory_is_removed_after_its_block(tmp_path: Path) -> None:
+    gone = dead(OwnedDirectory(tmp_path, ".recombine.", ".scratch"))
+    swept: list[Path] = []
+    with pytest.raises(RuntimeError), owned_directory(tmp_path, ".recombine.", ".scratch",
+                                                      swept) as work:
+        (work / "bucket").write_bytes(b"z")
+        raise RuntimeError
+    assert swept == [gone] and list(tmp_path.iterdir()) == []
+
+
+def test_a_killed_run_is_cleaned_up_by_the_next_one(tmp_path: Path) -> None:
+    """SIGKILL (the out-of-memory killer, `kill -9`) cannot be caught: the staging
+    directory of the killed run (hundreds of MB on large inputs) stayed hidden beside the
+    output for good. The next run into the same --out removes it and says so."""
+    out = tmp_path / "run"
+    started = tmp_path / "started"
+    process = subprocess.Popen(
+        [sys.executable, "-c", SLOW_RUN, str(started), "feed", "sessionize", str(FIXTURE),
+         "--out", str(out), "--batch-size", "7", "-q"],
+        stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not started.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=120)
+    assert process.returncode == -signal.SIGKILL
+    left = [p for p in tmp_path.iterdir() if p.name.startswith(".run.")]
+    assert len(left) == 1 and (left[0] / OWNER_FILE).is_file() and not out.exists()
+
+    result = runner.invoke(app, ["sessionize", str(FIXTURE), "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    assert (f"removed 1 hidden work directory that killed runs had left: {left[0]}"
+            in result.stderr)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "started"]
+    again = runner.invoke(app, ["sessionize", str(FIXTURE), "--out", str(out), "-q",
+                                "--force"])
+    assert again.exit_code == 0 and "removed" not in again.stderr
+
+
+def test_recombine_removes_what_a_killed_recombine_left_in_its_out(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert runner.invoke(app, ["sessionize", str(FIXTURE), "--out", str(run), "-q"]
+                         ).exit_code == 0
+    out = tmp_path / "rc"
+    out.mkdir()
+    gone = dead(OwnedDirectory(out, ".recombine.", ".partial"))
+    (gone / "scratch").write_bytes(b"w" * 1024)
+    result = runner.invoke(app, ["recombine", str(run), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert f"killed runs had left: {gone}" in result.stderr
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
