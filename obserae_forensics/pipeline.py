@@ -44,6 +44,7 @@ from .tables.layout import (
 from .tables.manifest import sha256_file
 from .tables.parquet import TableWriter, staged_directory, write_json, write_table
 from .tables.partitioned import BucketedWriter, transform_buckets
+from .tables.scratch import staged_file
 from .times import iso_us
 
 if TYPE_CHECKING:
@@ -118,36 +119,37 @@ def inspect_inputs(
     inputs = discover_inputs(paths, report)
     refuse_nothing_to_read(inputs, report)
     writer = None
-    if flows_path is not None:
-        check_output_file(flows_path, [*paths, *(found.path for found in inputs)], "--flows",
-                          force=force)
-        if flows_path.name in RUN_FILES and (flows_path.parent / MANIFEST_FILE).is_file():
-            # found by a responder's audit: `--flows run/flows.parquet --force` replaced a
-            # run's own table, which then no longer matched its sessions
-            raise UsageError(f"--flows {flows_path} is a file of the sessionize run in "
-                             f"{flows_path.parent}; refusing to replace it (even with "
-                             "--force): give another path")
-        flows_path.parent.mkdir(parents=True, exist_ok=True)
-        staging = flows_path.with_name(f".{flows_path.name}.partial")
-        writer = TableWriter(staging, text_address_schema(FLOW_SCHEMA),
-                             delta_columns=FLOW_DELTA_COLUMNS)
-    closed = False
-    try:
-        for batch in _with_progress(read_flows(inputs, report, batch_size=options.batch_size,
-                                               window=options.window), inputs, progress,
-                                    report):
-            if writer is not None:
-                writer.write(with_text_addresses(pa.Table.from_batches([batch]),
-                                                 FLOW_ADDRESS_COLUMNS))
-        if writer is not None and flows_path is not None:
-            closed = True  # a close that fails (a full disk) is not tried again below
-            writer.close()
-            writer.path.replace(flows_path)
-    finally:
-        if writer is not None:
-            if not closed:
+    with ExitStack() as stack:
+        if flows_path is not None:
+            check_output_file(flows_path, [*paths, *(found.path for found in inputs)],
+                              "--flows", force=force)
+            if flows_path.name in RUN_FILES and (flows_path.parent / MANIFEST_FILE).is_file():
+                # found by a responder's audit: `--flows run/flows.parquet --force` replaced
+                # a run's own table, which then no longer matched its sessions
+                raise UsageError(f"--flows {flows_path} is a file of the sessionize run in "
+                                 f"{flows_path.parent}; refusing to replace it (even with "
+                                 "--force): give another path")
+            flows_path.parent.mkdir(parents=True, exist_ok=True)
+            # removed with its directory once renamed or failed: nothing half-written stays
+            staging = stack.enter_context(staged_file(flows_path))
+            writer = TableWriter(staging, text_address_schema(FLOW_SCHEMA),
+                                 delta_columns=FLOW_DELTA_COLUMNS)
+        closed = False
+        try:
+            for batch in _with_progress(read_flows(inputs, report,
+                                                   batch_size=options.batch_size,
+                                                   window=options.window), inputs, progress,
+                                        report):
+                if writer is not None:
+                    writer.write(with_text_addresses(pa.Table.from_batches([batch]),
+                                                     FLOW_ADDRESS_COLUMNS))
+            if writer is not None and flows_path is not None:
+                closed = True  # a close that fails (a full disk) is not tried again below
                 writer.close()
-            writer.path.unlink(missing_ok=True)  # gone once renamed: nothing half-written stays
+                writer.path.replace(flows_path)
+        finally:
+            if writer is not None and not closed:
+                writer.close()
     return exporters_table(report)
 
 

@@ -16,9 +16,8 @@ as they were (closed sessions are never modified); recombination is a view over 
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,13 +37,12 @@ from ..tables.layout import (
     TIMELINE_PNG,
 )
 from ..tables.parquet import (
-    as_created,
     made_directory,
     read_parquet,
     write_atomically,
     write_parquet,
 )
-from ..tables.scratch import owned_directory
+from ..tables.scratch import owned_directory, staged_file
 from .chain import FRAGMENTS_SCHEMA, RECOMBINED_SCHEMA, chain_sessions
 from .overlap import OverlapCheck, twin_counts
 from .partitioned import RowsByPosition, recombine_partitioned
@@ -120,24 +118,16 @@ def recombine_runs(
     check_out_dir(out_dir, force=force)
     runs = order_runs([Path(p) for p in run_dirs])
     files = {name: out_dir / name for name in RECOMBINE_FILES}
-    staged: dict[str, Path] = {}
-    with made_directory(out_dir):
-        try:
-            for name in (RECOMBINED_FILE, FRAGMENTS_FILE):  # written aside, renamed when whole
-                handle, temporary = tempfile.mkstemp(prefix=f".{name}.", dir=out_dir)
-                os.close(handle)
-                as_created(Path(temporary))
-                staged[name] = Path(temporary)
-            report = recombine_partitioned(runs, out_dir, staged[RECOMBINED_FILE],
-                                           staged[FRAGMENTS_FILE],
-                                           bucket_sessions=bucket_sessions)
-            check_out_dir(out_dir, force=force)  # again: time has passed
-            for name, path in staged.items():
-                os.replace(path, files[name])
-        finally:
-            for path in staged.values():
-                if path.exists():
-                    path.unlink()
+    with made_directory(out_dir), ExitStack() as stack:
+        # written aside, renamed when whole
+        staged = {name: stack.enter_context(staged_file(files[name]))
+                  for name in (RECOMBINED_FILE, FRAGMENTS_FILE)}
+        report = recombine_partitioned(runs, out_dir, staged[RECOMBINED_FILE],
+                                       staged[FRAGMENTS_FILE],
+                                       bucket_sessions=bucket_sessions)
+        check_out_dir(out_dir, force=force)  # again: time has passed
+        for name, path in staged.items():
+            os.replace(path, files[name])
         result = RecombineResult(runs, None, report)
         _write_report(result, out_dir, files)
     return result

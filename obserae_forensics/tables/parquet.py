@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from ..errors import UsageError
 from ..signals import Interrupted, held
 from .layout import RUN_FILES
-from .scratch import OwnedDirectory, process_umask, sweep
+from .scratch import OwnedDirectory, process_umask, staged_file, sweep
 
 ROW_GROUP_ROWS = 131_072
 # CRC-32 of every data page, written and checked on reading back (read_parquet*): evidence
@@ -385,24 +385,18 @@ def as_created(path: Path, *, directory: bool = False) -> None:
 
 
 def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
-    """Write through a temporary file in the same directory, renamed when whole: a reader
-    never sees half, and a run that dies (an unreadable input, a full disk) leaves none
-    behind (an export's CSV half-written by a failed run then refused the next run as
-    "already exists")."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(handle)
-    try:
-        as_created(Path(temporary))
-        write(Path(temporary))
+    """Write through a temporary file beside `path` (scratch.staged_file), renamed when
+    whole: a reader never sees half, and a run that dies (an unreadable input, a full
+    disk) leaves none behind (an export's CSV half-written by a failed run then refused
+    the next run as "already exists"); one killed outright leaves it to the next."""
+    with staged_file(path) as temporary:
+        write(temporary)
         try:
             with held():
                 os.replace(temporary, path)
         except Interrupted as stop:
             stop.kept.append(path)
             raise
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
 
 
 def check_replaceable(out: Path) -> None:

@@ -1,10 +1,11 @@
 """Hidden work directories that a later run can tell from a live one's, and remove.
 
-A run's staging directory beside its output, and recombine's work directories, are
-removed when the run ends, fails or is stopped by a signal (signals.py). A run killed
-outright (SIGKILL, the kernel's out-of-memory killer, a power cut) leaves them, hidden
-and often hundreds of MB (the consolidation buckets alone are ~700 MB for 5 M sessions),
-and nothing ever removed them.
+A run's staging directory beside its output, recombine's work directories, and the
+directory each file written whole is made in (write_atomically, staged_file) are removed
+when the run ends, fails or is stopped by a signal (signals.py). A run killed outright
+(SIGKILL, the kernel's out-of-memory killer, a power cut) leaves them, hidden and often
+hundreds of MB (the consolidation buckets alone are ~700 MB for 5 M sessions), and
+nothing ever removed them.
 
 Each such directory holds an `.owner` file on which its run holds an exclusive `flock`:
 the kernel lets go of it when the process ends, however it ends. A later run into the
@@ -36,11 +37,20 @@ class OwnedDirectory:
         self.path = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=parent))
         # made through mkdtemp (0700); the mode mkdir would have given, as for every output
         os.chmod(self.path, 0o777 & ~process_umask())
+        self._fd: int | None = None
         claim = self.path / f"{OWNER_FILE}.new"
-        self._fd: int | None = os.open(claim, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            os.replace(claim, self.path / OWNER_FILE)
+            self._fd = os.open(claim, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                # a filesystem without locks (some FUSE and SMB mounts): the directory
+                # works as before, with no `.owner`, so no later run will ever judge it
+                os.close(self._fd)
+                self._fd = None
+                claim.unlink()
+            else:
+                os.replace(claim, self.path / OWNER_FILE)
         except BaseException:
             self.remove()
             raise
@@ -79,6 +89,18 @@ def owned_directory(parent: Path | None, prefix: str, suffix: str,
         yield directory.path
     finally:
         directory.remove()
+
+
+@contextmanager
+def staged_file(path: Path) -> Iterator[Path]:
+    """Where to write `path` before renaming it into place (the caller renames it, in the
+    block): an empty file of its name in a work directory of its own beside it, so that
+    a killed run's half-written file (an export: 868 MB for a million records) is swept
+    like the directories are, and two runs writing one path never share a temporary."""
+    with owned_directory(path.parent, f".{path.name}.", ".partial") as work:
+        temporary = work / path.name
+        temporary.touch()  # the mode open() gives; a writer that writes nothing leaves it
+        yield temporary
 
 
 def sweep(parent: Path, prefix: str, suffix: str) -> list[Path]:

@@ -126,3 +126,39 @@ def test_recombine_removes_what_a_killed_recombine_left_in_its_out(tmp_path: Pat
     assert result.exit_code == 0, result.output
     assert f"killed runs had left: {gone}" in result.stderr
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_a_file_written_whole_sweeps_what_a_killed_writer_of_it_left(tmp_path: Path) -> None:
+    """An export (868 MB of flows for a million records) half-written by a killed run
+    stayed hidden beside its target; the next write of that target removes it. Another
+    target's work directory is not its to judge."""
+    from obserae_forensics.tables.parquet import write_atomically
+
+    gone = dead(OwnedDirectory(tmp_path, ".conv.csv.", ".partial"))
+    (gone / "conv.csv").write_bytes(b"half")
+    kept = dead(OwnedDirectory(tmp_path, ".other.csv.", ".partial"))
+    write_atomically(tmp_path / "conv.csv", lambda path: path.write_text("whole"))
+    assert (tmp_path / "conv.csv").read_text() == "whole"
+    assert not gone.exists() and kept.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["conv.csv", kept.name])
+    write_atomically(tmp_path / "empty", lambda path: None)  # a writer that writes nothing
+    assert (tmp_path / "empty").read_bytes() == b""
+
+
+def test_without_locks_the_directory_works_and_is_never_swept(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Some FUSE and SMB mounts refuse flock: the run must not fail for it."""
+    import errno
+    import fcntl
+
+    def refused(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", refused)
+    with staged_directory(tmp_path / "run", force=False) as staging:
+        assert list(staging.iterdir()) == []
+        (staging / "manifest.json").write_text("{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    unlocked = OwnedDirectory(tmp_path, ".run.", ".partial")
+    monkeypatch.undo()
+    assert sweep(tmp_path, ".run.", ".partial") == [] and unlocked.path.is_dir()
