@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from ..errors import UsageError
 from ..signals import Interrupted, held
 from .layout import RUN_FILES
-from .scratch import OwnedDirectory, process_umask, staged_file, sweep
+from .scratch import OwnedDirectory, process_umask, staged_file, sweep, work_prefix
 
 ROW_GROUP_ROWS = 131_072
 # CRC-32 of every data page, written and checked on reading back (read_parquet*): evidence
@@ -448,10 +448,10 @@ def staged_directory(out: Path, *, force: bool,
         check_replaceable(out)
     parent = out.resolve().parent
     parent.mkdir(parents=True, exist_ok=True)
-    removed = sweep(parent, f".{out.name}.", ".partial")
+    removed = sweep(parent, work_prefix(out.name), ".partial")
     if swept is not None:
         swept.extend(removed)
-    staging = OwnedDirectory(parent, f".{out.name}.", ".partial")
+    staging = OwnedDirectory(parent, work_prefix(out.name), ".partial")
     try:
         yield staging.path
         try:
@@ -470,7 +470,7 @@ def _commit(staging: Path, out: Path, parent: Path) -> None:
     if not out.exists():
         os.replace(staging, out)
         return
-    retired = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=parent))
+    retired = Path(tempfile.mkdtemp(prefix=work_prefix(out.name), suffix=".old", dir=parent))
     os.replace(out, retired / "old")
     try:
         os.replace(staging, out)

@@ -27,6 +27,19 @@ from contextlib import contextmanager
 from pathlib import Path
 
 OWNER_FILE = ".owner"
+# a work directory's name is `.NAME.` + 8 random characters + a suffix of up to 8, within
+# the 255 bytes a name may have: NAME cut to this many bytes
+NAME_BYTES = 200
+
+
+def work_prefix(name: str) -> str:
+    """`.NAME.`, NAME cut short enough that a work directory named after it fits (a file
+    of 238 to 245 bytes could be written whole through mkstemp's shorter name, and
+    failed once its work directory had a suffix: a review)."""
+    encoded = name.encode("utf-8", "surrogateescape")
+    if len(encoded) > NAME_BYTES:
+        name = encoded[:NAME_BYTES].decode("utf-8", "surrogateescape")
+    return f".{name}."
 
 
 class OwnedDirectory:
@@ -97,7 +110,7 @@ def staged_file(path: Path) -> Iterator[Path]:
     block): an empty file of its name in a work directory of its own beside it, so that
     a killed run's half-written file (an export: 868 MB for a million records) is swept
     like the directories are, and two runs writing one path never share a temporary."""
-    with owned_directory(path.parent, f".{path.name}.", ".partial") as work:
+    with owned_directory(path.parent, work_prefix(path.name), ".partial") as work:
         temporary = work / path.name
         temporary.touch()  # the mode open() gives; a writer that writes nothing leaves it
         yield temporary

@@ -15,7 +15,13 @@ from typer.testing import CliRunner
 
 from obserae_forensics.cli import app
 from obserae_forensics.tables.parquet import staged_directory
-from obserae_forensics.tables.scratch import OWNER_FILE, OwnedDirectory, owned_directory, sweep
+from obserae_forensics.tables.scratch import (
+    OWNER_FILE,
+    OwnedDirectory,
+    owned_directory,
+    sweep,
+    work_prefix,
+)
 from tests.test_cli import FIXTURE, SLOW_RUN
 
 runner = CliRunner()
@@ -162,3 +168,17 @@ def test_without_locks_the_directory_works_and_is_never_swept(
     unlocked = OwnedDirectory(tmp_path, ".run.", ".partial")
     monkeypatch.undo()
     assert sweep(tmp_path, ".run.", ".partial") == [] and unlocked.path.is_dir()
+
+
+@pytest.mark.parametrize("length", [237, 245, 255])
+def test_a_long_name_is_still_written_whole(tmp_path: Path, length: int) -> None:
+    """A target of 238 to 245 bytes was written through mkstemp's `.NAME.xxxxxxxx`; its
+    work directory's `.partial` suffix must not make it too long (a review)."""
+    from obserae_forensics.tables.parquet import write_atomically
+
+    target = tmp_path / ("é" * (length // 2) + "a" * (length % 2))
+    assert len(target.name.encode()) == length
+    gone = dead(OwnedDirectory(tmp_path, work_prefix(target.name), ".partial"))
+    write_atomically(target, lambda path: path.write_text("whole"))
+    assert target.read_text() == "whole" and not gone.exists()
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]
