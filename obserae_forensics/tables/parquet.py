@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from ..errors import UsageError
 from ..signals import Interrupted, held
 from .layout import RUN_FILES
-from .scratch import OwnedDirectory, process_umask, staged_file, sweep, work_prefix
+from .scratch import OwnedDirectory, staged_file, sweep, work_prefix
 
 ROW_GROUP_ROWS = 131_072
 # CRC-32 of every data page, written and checked on reading back (read_parquet*): evidence
@@ -377,13 +377,6 @@ def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
-def as_created(path: Path, *, directory: bool = False) -> None:
-    """Give an output made through mkstemp or mkdtemp (0600, 0700: private to root when
-    run as root) the mode open() and mkdir() would have: readable by whom the umask allows,
-    as every other output is."""
-    os.chmod(path, (0o777 if directory else 0o666) & ~process_umask())
-
-
 def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
     """Write through a temporary file beside `path` (scratch.staged_file), renamed when
     whole: a reader never sees half, and a run that dies (an unreadable input, a full
@@ -451,13 +444,16 @@ def staged_directory(out: Path, *, force: bool,
     removed = sweep(parent, work_prefix(out.name), ".partial")
     if swept is not None:
         swept.extend(removed)
-    staging = OwnedDirectory(parent, work_prefix(out.name), ".partial")
+    staging = OwnedDirectory(parent, work_prefix(out.name), ".partial", private=False)
     try:
         yield staging.path
         try:
             with held():  # a signal waits: the old output out, the new in, the old removed
                 staging.release()
-                _commit(staging.path, out, parent)
+                try:
+                    _commit(staging.path, out, parent)
+                finally:
+                    staging.close()  # only now: a sweep never takes the output for ours
         except Interrupted as stop:  # it came while the run was put in place
             stop.kept.append(out)
             raise

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -71,13 +72,17 @@ def test_a_released_directory_keeps_no_lock_file(tmp_path: Path) -> None:
 
 
 def test_staged_directory_sweeps_its_own_name_only(tmp_path: Path) -> None:
+    """`.run.` + 8 characters + `.partial` only: `--out run.b`'s (`.run.b.xxxxxxxx.partial`)
+    and an export `run.parquet`'s are other targets' (a review: swept and named as the
+    run's)."""
     gone = dead(OwnedDirectory(tmp_path, ".run.", ".partial"))
-    kept = dead(OwnedDirectory(tmp_path, ".run2.", ".partial"))
+    kept = [dead(OwnedDirectory(tmp_path, prefix, ".partial"))
+            for prefix in (".run2.", ".run.b.", ".run.parquet.")]
     swept: list[Path] = []
     with staged_directory(tmp_path / "run", force=False, swept=swept) as staging:
         assert (staging / OWNER_FILE).is_file()
         (staging / "manifest.json").write_text("{}")
-    assert swept == [gone] and not gone.exists() and kept.exists()
+    assert swept == [gone] and not gone.exists() and all(path.exists() for path in kept)
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["manifest.json"]
 
 
@@ -182,3 +187,64 @@ def test_a_long_name_is_still_written_whole(tmp_path: Path, length: int) -> None
     write_atomically(target, lambda path: path.write_text("whole"))
     assert target.read_text() == "whole" and not gone.exists()
     assert [p.name for p in tmp_path.iterdir()] == [target.name]
+
+
+def test_a_sweep_never_takes_an_output_being_put_in_place(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A review: a run's staging directory let go of its lock before the rename; a sweep
+    that had opened its `.owner` just before took the lock and emptied the new output
+    (its rmtree goes on through a directory descriptor after the rename). The lock is
+    now held past the rename, and a sweep leaves a directory whose `.owner` is unlinked."""
+    import fcntl
+
+    owned = OwnedDirectory(tmp_path, ".run.", ".partial", private=False)
+    (owned.path / "sessions.parquet").write_bytes(b"the run")
+    real = fcntl.flock
+
+    def committed_meanwhile(fd: int, operation: int) -> None:
+        # the sweep holds the `.owner` open: the run puts itself in place as
+        # staged_directory does, then the sweep tries the lock
+        monkeypatch.setattr(fcntl, "flock", real)
+        owned.release()
+        os.replace(owned.path, tmp_path / "run")
+        owned.close()
+        real(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", committed_meanwhile)
+    assert sweep(tmp_path, ".run.", ".partial") == []
+    assert fcntl.flock is real  # the sweep did open the `.owner` and try its lock
+    assert (tmp_path / "run" / "sessions.parquet").read_bytes() == b"the run"
+    assert list((tmp_path / "run").iterdir()) == [tmp_path / "run" / "sessions.parquet"]
+
+
+def test_what_is_not_ours_to_judge_is_left_alone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A FIFO planted as `.owner` (a shared TMPDIR) hung every run that swept (a review);
+    a directory of another host (locks of NFS `local_lock=flock` or sshfs are known only
+    where they are held) or of another user is not this run's to judge."""
+    fifo = tmp_path / ".out.fifofifo.partial"
+    fifo.mkdir()
+    os.mkfifo(fifo / OWNER_FILE)
+    elsewhere = dead(OwnedDirectory(tmp_path, ".out.", ".partial"))
+    (elsewhere / OWNER_FILE).write_bytes(b"another-host\nsome-boot\n4242\n")
+    assert sweep(tmp_path, ".out.", ".partial") == []
+    assert fifo.is_dir() and elsewhere.is_dir()
+    others = dead(OwnedDirectory(tmp_path, ".out.", ".partial"))
+    monkeypatch.setattr(os, "geteuid", lambda: 4242)
+    assert sweep(tmp_path, ".out.", ".partial") == [] and others.is_dir()
+    monkeypatch.undo()
+    assert sweep(tmp_path, ".out.", ".partial") == [others]
+
+
+def test_work_directories_under_tmpdir_are_private(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A review: recombine's work files under TMPDIR (the evidence's sessions) were made
+    readable by every user (0755), where TemporaryDirectory made them 0700."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    mask = os.umask(0o022)
+    try:
+        with owned_directory(None, ".recombine.", ".partial") as work:
+            assert work.parent == tmp_path
+            assert oct(work.stat().st_mode & 0o777) == oct(0o700)
+    finally:
+        os.umask(mask)
