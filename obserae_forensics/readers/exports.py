@@ -128,7 +128,8 @@ class _Numbering:
     (400,002 "lost") or hid a real one as a reorder (found by an audit)."""
 
     __slots__ = ("ambiguous_gaps", "boot_ms", "counts_messages", "expected", "expected_flows",
-                 "gaps_counted", "lanes", "last_sequence", "missing", "numbered", "uptime_ms")
+                 "export_ms", "gaps_counted", "lanes", "last_sequence", "missing", "numbered",
+                 "uptime_ms")
 
     def __init__(self) -> None:
         self.counts_messages = False  # its sequence numbers count messages (VPP)
@@ -147,6 +148,7 @@ class _Numbering:
         self.gaps_counted = 0
         self.uptime_ms = -1  # the latest sysUptime (v1/v5/v7/v9): a reboot sets it back
         self.boot_ms = 0  # its message's export time - sysUptime: when the exporter booted
+        self.export_ms = -1  # the latest export time of a header without sysUptime (IPFIX)
 
     def clocks(self, uptime_ms: int, sequence: int, export_ms: int) -> str:
         """What the header's clocks say of this message (v1/v5/v7/v9: `uptime_ms` 0 is none
@@ -165,7 +167,7 @@ class _Numbering:
         message of the same boot time is a late one, however far behind: no reboot, but
         LATE, for the sequence check. "" when they say neither."""
         if not uptime_ms:
-            return ""
+            return self._export_clock(sequence, export_ms)
         boot_ms = export_ms - uptime_ms
         if self.uptime_ms < 0:
             self.uptime_ms, self.boot_ms = uptime_ms, boot_ms
@@ -186,13 +188,45 @@ class _Numbering:
         expected = self.expected
         if back > REBOOT_UPTIME_MS or expected is None or \
                 not 0 < (expected - sequence) & SEQUENCE_MASK <= REORDER_WINDOW:
-            self.expected = self.expected_flows = None
-            self.numbered = False
-            self.lanes.clear()
-            self.missing.clear()
+            self.renumber()
             self.uptime_ms, self.boot_ms = uptime_ms, boot_ms
             return RESTART
         return ""
+
+    def _export_clock(self, sequence: int, export_ms: int) -> str:
+        """What the export time alone says (IPFIX, and a header whose sysUptime is 0), from
+        the latest one of the numbering: an exporter stamps its messages in the order it
+        numbers them. A message behind the expected number but exported a whole second
+        after every message before it is no late one (sent before them, it would be
+        stamped no later): the exporter restarted and numbers afresh, RESTART. An IPFIX
+        exporter that restarted before its 65,536th record read as reorders until its new
+        numbers caught up with the old, and a loss among them went unseen (an audit); one
+        that had sent more was numbered afresh without a word. A message far behind (past
+        the reorder window) stamped no later than the latest is LATE: numbered from it, the
+        next message on time read every record between as lost. Export time 0 (exporters
+        without a clock) says nothing."""
+        latest = self.export_ms
+        if export_ms <= 0:
+            return ""
+        self.export_ms = max(latest, export_ms)
+        expected = self.expected
+        if latest <= 0 or expected is None:
+            return ""
+        behind = (expected - sequence) & SEQUENCE_MASK
+        if not 0 < behind < 1 << 31:
+            return ""
+        if export_ms >= latest + UPTIME_JITTER_MS:
+            self.renumber()
+            self.export_ms = export_ms
+            return RESTART
+        return LATE if export_ms <= latest and behind > REORDER_WINDOW else ""
+
+    def renumber(self) -> None:
+        """Forget what the numbering expected: the exporter numbers afresh."""
+        self.expected = self.expected_flows = None
+        self.numbered = False
+        self.lanes.clear()
+        self.missing.clear()
 
     def lost(self, first: int, count: int) -> None:
         """`count` units from number `first` counted lost: remembered for late messages."""
@@ -1089,6 +1123,12 @@ class ExportDecoder:
                     # jump back and forth read as lost: a review)
                     numbering.came_late(stats, sequence, units)
                     return
+                else:
+                    # behind past any reorder, and not late by the clocks: the exporter
+                    # numbers afresh (restarted with no clock to say so, or its process did
+                    # on a box whose sysUptime went on); it was so without a word
+                    stats.restarts += 1
+                    numbering.renumber()
         numbering.last_sequence = sequence
         numbering.numbered = True
         if numbering.counts_messages and inclusive:

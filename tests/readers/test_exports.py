@@ -453,6 +453,59 @@ def test_a_message_of_the_same_boot_far_behind_is_late_not_a_restart() -> None:
             stats.reorders) == (0, 0, 0, 1)
 
 
+def ipfix_at(sequence: int, seconds: int, records: int = 2) -> bytes:
+    """An IPFIX message of `records` data records (its template with it), stamped
+    EXPORT_S + `seconds`."""
+    body = template_set(2, 300, FIELDS) + data_set(
+        300, *(record(sequence + n, 1) for n in range(records)))
+    return struct.pack(">HHIII", 10, 16 + len(body), EXPORT_S + seconds, sequence, 0) + body
+
+
+def test_an_ipfix_exporter_restart_is_told_by_its_export_time() -> None:
+    """An audit: IPFIX has no sysUptime, so a restart was told by nothing. One before the
+    exporter's 65,536th record read as reorders until its new numbers caught up with the
+    old, hiding a loss among them; one after it was numbered afresh without a word. A
+    message behind the expected number but stamped a second after every one before it
+    cannot be a late one: the exporter restarted."""
+    before = [ipfix_at(2 * n, n) for n in range(3)]
+    after = [ipfix_at(0, 10), ipfix_at(2, 11), ipfix_at(6, 13)]  # 4 and 5 lost
+    stats = exporter_stats([datagram(p, k) for k, p in enumerate(before + after)])
+    assert (stats.restarts, stats.sequence_gaps, stats.sequence_lost,  # type: ignore[attr-defined]
+            stats.reorders) == (1, 1, 2, 0)
+    busy = [ipfix_at(2_000_000 + 2 * n, n) for n in range(3)]
+    stats = exporter_stats([datagram(p, k) for k, p in enumerate(busy + after)])
+    assert (stats.restarts, stats.sequence_gaps, stats.sequence_lost,  # type: ignore[attr-defined]
+            stats.reorders) == (1, 1, 2, 0)
+    # behind within the second: a reorder, as any (the stamp says nothing either way)
+    swapped = [ipfix_at(0, 0), ipfix_at(4, 1), ipfix_at(2, 1), ipfix_at(6, 1)]
+    stats = exporter_stats([datagram(p, k) for k, p in enumerate(swapped)])
+    assert (stats.restarts, stats.sequence_gaps, stats.sequence_lost,  # type: ignore[attr-defined]
+            stats.reorders) == (0, 0, 0, 1)
+
+
+def test_an_ipfix_message_far_behind_stamped_earlier_is_late() -> None:
+    """A busy IPFIX exporter (300 records a message, ten messages a second) whose message
+    10 comes 24 s late, 72,000 records behind, past the reorder window: numbered from it,
+    the next message read 71,700 records lost. Stamped before the messages ahead of it,
+    it is a late one, and fills its own gap."""
+    messages = [ipfix_at(300 * n, n // 10, records=300) for n in range(251)]
+    order = [*(n for n in range(250) if n != 10), 10, 250]
+    stats = exporter_stats([datagram(messages[n], k) for k, n in enumerate(order)])
+    assert (stats.restarts, stats.sequence_gaps, stats.sequence_lost,  # type: ignore[attr-defined]
+            stats.reorders) == (0, 0, 0, 1)
+
+
+def test_numbers_gone_back_past_any_reorder_are_a_restart_said() -> None:
+    """A v9 exporter process that restarts on a box whose sysUptime goes on numbers
+    afresh: numbered from it without a word before; now a restart in the table."""
+    template = template_set(0, 256, FIELDS)
+    messages = [v9_up(5_000_000 + n, 60_000 + n, template) for n in range(3)] + [
+        v9_up(n, 60_010 + n, template) for n in range(3)]
+    stats = exporter_stats([datagram(p, k) for k, p in enumerate(messages)])
+    assert (stats.restarts, stats.sequence_gaps, stats.reorders) == (  # type: ignore[attr-defined]
+        1, 0, 0)
+
+
 def test_two_exporting_processes_on_one_address_are_numbered_apart() -> None:
     """Found by an audit: two exporting processes behind one address and observation
     domain (probes on one host), from two ports, were numbered as one: 400,002 "lost"
