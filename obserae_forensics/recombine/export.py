@@ -355,7 +355,9 @@ def export_pcap(source: RecombineResult | Sequence[Path], ids: Sequence[str], pa
     found = _captures(runs, plan.wanted, plan.resolved, search, plan.checked)
     contexts = (_contexts(runs, found, plan.wanted, table, result, plan.checked)
                 if with_templates else {})
-    frames, origins, written, tcp_rows = _gather(runs, plan, found, contexts, result)
+    identities = _identities(runs, plan)
+    frames, origins, written, tcp_rows = _gather(runs, plan, found, contexts, result,
+                                                 identities)
     if len(plan.nfcapd_rows) or len(tcp_rows):
         _write_flows_instead(result, plan, _whole_rows(table, fragments, by_dir, runs,
                                                        plan.nfcapd_rows, tcp_rows),
@@ -367,8 +369,20 @@ def export_pcap(source: RecombineResult | Sequence[Path], ids: Sequence[str], pa
         return result
     _write_capture(result, path, frames)
     if with_templates:
-        _check_export(result, origins, table, written)
+        _check_export(result, origins, table, written, identities)
     return result
+
+
+def _identities(runs: dict[int, Run], plan: _Plan) -> dict[tuple[int, str], str]:
+    """Per (run, capture) of the plan, what names the capture whatever run read it: its
+    SHA-256 where the manifest keeps one, else where it is now. Two runs of one capture
+    (`--from/--to` windows) wrote a datagram holding records of both once for each (an
+    audit): datagrams are written once per capture and offset, not per run."""
+    identities: dict[tuple[int, str], str] = {}
+    for key, path in plan.resolved.items():
+        digest = runs[key[0]].input_sha256(key[1])
+        identities[key] = f"sha256:{digest}" if digest else f"path:{path.resolve()}"
+    return identities
 
 
 def _whole_rows(table: pa.Table, fragments: pa.Table, by_dir: dict[str, Run],
@@ -466,28 +480,37 @@ class _Plan:
 
 def _gather(runs: dict[int, Run], plan: _Plan,
             captures: dict[int, tuple[list[str], list[Path | None]]],
-            contexts: dict[tuple[int, str], set[int]], result: PcapExport
-            ) -> tuple[list[Frame], list[tuple[int, str, int] | None], np.ndarray, np.ndarray]:
+            contexts: dict[tuple[int, str], set[int]], result: PcapExport,
+            identities: dict[tuple[int, str], str]
+            ) -> tuple[list[Frame], list[tuple[str, int] | None], np.ndarray, np.ndarray]:
     """Read the wanted datagrams and their context back, capture by capture in the runs'
-    order, each capture's in capture order: (the frames, per frame the (run, capture,
-    offset) of the datagram it ends or None, the rows of the records written, the rows of
-    records that came over TCP or SCTP). What cannot be read back is counted in the
-    result's report."""
+    order, each capture's in capture order, each datagram of a capture once whatever runs
+    read it (`identities`): (the frames, per frame the (capture identity, offset) of the
+    datagram it ends or None, the rows of the records written, the rows of records that
+    came over TCP or SCTP). What cannot be read back is counted in the result's report."""
     frames: list[Frame] = []
-    origins: list[tuple[int, str, int] | None] = []
+    origins: list[tuple[str, int] | None] = []
     written: list[np.ndarray] = []
     tcp_rows: list[np.ndarray] = []  # IPFIX messages over TCP or SCTP: no datagram of their own
+    placed: set[tuple[str, int]] = set()  # (capture identity, offset) of datagrams written
     for key in sorted(set(plan.wanted) | set(contexts),
                       key=lambda k: (k[0], _input_rank(runs[k[0]], k[1]), k[1])):
+        identity = identities[key]
         offsets_wanted = plan.wanted.get(key, {})
-        context = contexts.get(key, set())
+        context = {offset for offset in contexts.get(key, set())
+                   if (identity, offset) not in placed and offset not in offsets_wanted}
         result.template_datagrams += len(context)
-        found = read_datagram_frames(plan.resolved[key], set(offsets_wanted) | context)
+        unread = {offset for offset in offsets_wanted if (identity, offset) not in placed}
+        found = read_datagram_frames(plan.resolved[key], unread | context)
         _cut_fragments(found, key, runs, captures[key[0]], plan.checked)
         in_file: list[tuple[int, list[Frame]]] = [
             (offset, found[offset]) for offset in context
             if offset in found and not over_connection(found[offset][-1])]
         for offset in sorted(offsets_wanted):
+            if offset not in unread:  # written for an earlier run of the same capture
+                written.append(plan.rows_at(key, offset))
+                result.records += len(written[-1])
+                continue
             carried = found.get(offset)
             frame = carried[-1] if carried else None
             if carried is None or frame is None:
@@ -514,7 +537,8 @@ def _gather(runs: dict[int, Run], plan: _Plan,
             result.records += len(written[-1])
         for offset, carried in sorted(in_file, key=lambda entry: entry[0]):  # capture order
             frames.extend(carried)
-            origins += [None] * (len(carried) - 1) + [(key[0], key[1], offset)]
+            origins += [None] * (len(carried) - 1) + [(identity, offset)]
+            placed.add((identity, offset))
     return frames, origins, _joined(written), _joined(tcp_rows)
 
 
@@ -571,26 +595,30 @@ def _write_capture(result: PcapExport, path: Path, frames: list[Frame]) -> None:
     result.datagrams = len(frames)
 
 
-def _check_export(result: PcapExport, origins: list[tuple[int, str, int] | None],
-                  table: pa.Table, written: np.ndarray) -> None:
+def _check_export(result: PcapExport, origins: list[tuple[str, int] | None],
+                  table: pa.Table, written: np.ndarray,
+                  identities: dict[tuple[int, str], str]) -> None:
     """Decode the written capture alone, as `sessionize` would, and compare each of the
     conversations' records it carries (`written`, rows of `table`) with the run's
     (context.COMPARED): the figure the command gives, and a note naming the first that
-    came out otherwise, or not at all."""
+    came out otherwise, or not at all. Captures are numbered by identity, so that the
+    records of one datagram that two runs read are compared with its one copy."""
     assert result.path is not None
-    numbers = {(run, name): number for number, (run, name) in enumerate(
-        sorted({origin[:2] for origin in origins if origin is not None}))}
+    numbers = {identity: number for number, identity in enumerate(
+        sorted({origin[0] for origin in origins if origin is not None}))}
     moved: list[tuple[int, int, int]] = []  # export offset, capture number, offset
     for frame, origin in zip(iter_frames(result.path, RunReport()), origins, strict=True):
         if origin is not None:
-            moved.append((frame.offset, numbers[origin[:2]], origin[2]))
+            moved.append((frame.offset, numbers[origin[0]], origin[1]))
     places = (np.array([entry[0] for entry in moved], dtype=np.int64),
               np.array([entry[1] for entry in moved], dtype=np.int64),
               np.array([entry[2] for entry in moved], dtype=np.int64))
     run_index = table.column("run_index").to_numpy()[written]
+    named = {key: numbers[identity] for key, identity in identities.items()
+             if identity in numbers}
     expected = pa.concat_tables([record_table(
         table.take(pa.array(written[run_index == run_number])),
-        {name: number for (run, name), number in numbers.items() if run == run_number})
+        {name: number for (run, name), number in named.items() if run == run_number})
         for run_number in np.unique(run_index).tolist()] or [record_table(table.slice(0, 0),
                                                                         {})])
     report = RunReport()
@@ -603,7 +631,9 @@ def _check_export(result: PcapExport, origins: list[tuple[int, str, int] | None]
     result.checked_records = expected.num_rows
     result.differing_records = count
     if first is not None:
-        names = {number: name for name, number in numbers.items()}
+        names: dict[int, tuple[int, str]] = {}
+        for key, number in sorted(named.items()):  # the first run that read it
+            names.setdefault(number, key)
         number, offset, record = first
         run, name = names[number]
         result.notes.append(

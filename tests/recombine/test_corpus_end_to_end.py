@@ -192,3 +192,30 @@ def test_akvorados_four_captures_export_with_the_sampling_they_were_read_at(
     exported = export_pcap([run], [flows[0]["session_id"]], tmp_path / "one.pcap")
     assert (exported.datagrams, exported.template_datagrams) == (4, 3)
     assert (exported.checked_records, exported.differing_records) == (1, 0)
+
+
+def test_one_capture_in_two_windows_exports_each_datagram_once(tmp_path: Path,
+                                                               corpus: Path) -> None:
+    """An audit: nfreplay's capture sessionized as two runs, before and after
+    03:16:21.7, and an ICMP conversation whose 10 records one datagram carries (3 before
+    the cut, 7 after) exported its datagram twice, once per run, and the check said 3 of
+    10 records decoded as in the run. Datagrams are written once per capture and offset."""
+    from obserae_forensics.recombine import export_pcap
+    from obserae_forensics.readers.pcap import iter_frames
+    from obserae_forensics.report import RunReport
+
+    capture = corpus / "exports" / "nfreplay_v9_test.pcap"
+    runs = [sessionize([capture], tmp_path / "before", "--to", "2010-07-07T03:16:21.7"),
+            sessionize([capture], tmp_path / "after", "--from", "2010-07-07T03:16:21.700001")]
+    result = recombine_tables(runs)
+    fragments = result.fragments.to_pandas()
+    split = fragments[fragments.duplicated("conversation_id", keep=False)]
+    icmp = sorted(split[split["protocol"] == "ICMP"]["conversation_id"].unique())
+    assert icmp == ["3c1c030cedcdba90", "542b4c8229325080"]  # 3 + 7 and 1 + 5 records
+    for number, conversation in enumerate(icmp):
+        exported = export_pcap(runs, [conversation], tmp_path / f"e{number}.pcap")
+        frames = list(iter_frames(tmp_path / f"e{number}.pcap", RunReport()))
+        assert len({frame.data for frame in frames}) == len(frames)  # each datagram once
+        records = int(split[split["conversation_id"] == conversation]["flow_count"].sum())
+        assert (exported.checked_records, exported.differing_records) == (records, 0)
+        assert exported.records == records
