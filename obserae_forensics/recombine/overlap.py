@@ -71,6 +71,47 @@ class OverlapCheck:
                 "or one capture exported or read twice), and recombined, its conversations "
                 "are counted twice and split at the run boundary; recombine joins runs over "
                 "consecutive captures")
+        shared_records(runs)
+
+
+def shared_records(runs: list[Run]) -> None:
+    """Give each run that read records of a capture an earlier run read too a note of how
+    many (Run.overlaps). Two runs of one capture over `--from/--to` windows that overlap
+    (or none) hold those records twice: recombined, a conversation's were counted twice,
+    without a word when too few sessions repeat whole for a twin to show (an audit: one
+    record of 62, 30 ms of overlap). From the manifests alone: a capture (by SHA-256) of
+    `total` records (read and outside the window), of which two runs read `a` and `b`,
+    has at least a + b - total of them in both."""
+    for later, run in enumerate(runs):
+        for earlier in runs[:later]:
+            for digest, (read, total, name) in sorted(_records_by_input(run).items()):
+                before = _records_by_input(earlier).get(digest)
+                if before is None:
+                    continue
+                both = read + before[0] - max(total, before[1])
+                if both > 0:
+                    run.overlaps.append(
+                        f"at least {both} of the {read} flow records it read from {name} "
+                        f"run {earlier.index} read too (the same capture, SHA-256 "
+                        f"{digest[:16]}..., read over windows that overlap): recombined, "
+                        "their conversations count them twice; give the runs --from/--to "
+                        "windows that do not overlap")
+
+
+def _records_by_input(run: Run) -> dict[str, tuple[int, int, str]]:
+    """Per input's SHA-256: (records read, records read and outside the window, path)."""
+    found: dict[str, tuple[int, int, str]] = {}
+    for entry in run.inputs:
+        digest = entry.get("sha256")
+        read = entry.get("records")
+        if not digest or not isinstance(read, int) or read <= 0:
+            continue
+        outside = entry.get("outside_window")
+        total = read + (outside if isinstance(outside, int) else 0)
+        if digest in found:  # a byte-for-byte copy within the run: read once
+            continue
+        found[str(digest)] = (read, total, str(entry.get("path")))
+    return found
 
 
 def twin_counts(sessions: pa.Table, runs: list[Run]) -> Twins:
