@@ -214,10 +214,14 @@ def run_order_key(arrival_us: int | None, start_us: int | None, end_us: int | No
                   path: str) -> tuple[int, int, int, str]:
     """Where a run goes among others: by its first arrival, or its data window's start where
     its flows table gives none (in one slot, so such a run is not put after all the others),
-    then its window, then its path. recombine and query.load number runs alike with it."""
+    then its window, then its path. recombine and query.load number runs alike with it.
+    Arrivals are compared to the millisecond, as nfcapd keeps them (a capture's µs): a run
+    of a PCAP and one of the nfcapd file of the same collection, cut by `--from/--to`,
+    first arrived in one millisecond, and the later window's nfcapd run went first
+    (.896 before .896942), its conversations across the cut unjoined (an audit)."""
     far = 2**62
     first = arrival_us if arrival_us is not None else start_us
-    return (far if first is None else first, far if start_us is None else start_us,
+    return (far if first is None else first // 1000, far if start_us is None else start_us,
             far if end_us is None else end_us, path)
 
 

@@ -200,8 +200,8 @@ def test_one_capture_in_two_windows_exports_each_datagram_once(tmp_path: Path,
     03:16:21.7, and an ICMP conversation whose 10 records one datagram carries (3 before
     the cut, 7 after) exported its datagram twice, once per run, and the check said 3 of
     10 records decoded as in the run. Datagrams are written once per capture and offset."""
-    from obserae_forensics.recombine import export_pcap
     from obserae_forensics.readers.pcap import iter_frames
+    from obserae_forensics.recombine import export_pcap
     from obserae_forensics.report import RunReport
 
     capture = corpus / "exports" / "nfreplay_v9_test.pcap"
@@ -241,3 +241,21 @@ def test_one_capture_in_overlapping_windows_is_said_to_count_records_twice(
     assert command.exit_code == 0, command.output
     assert f"warning: run 1 ({runs[1]}): {said}" in command.stderr
     assert said in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_a_capture_and_its_nfcapd_file_cut_in_two_recombine_in_their_order(
+        tmp_path: Path, corpus: Path) -> None:
+    """An audit: nfreplay's capture before 03:16:21.7 and its nfcapd file after, as two
+    runs, were put in the wrong order (the nfcapd file keeps receive times to the
+    millisecond, .896, the capture to the microsecond, .896942), and both ICMP
+    conversations across the cut came out as two each. Arrivals are compared to the
+    millisecond, the data windows decide within it."""
+    before = sessionize([corpus / "exports" / "nfreplay_v9_test.pcap"], tmp_path / "before",
+                        "--to", "2010-07-07T03:16:21.7")
+    after = sessionize([corpus / "nfcapd" / "nfreplay_v9_test.nfcapd"], tmp_path / "after",
+                       "--from", "2010-07-07T03:16:21.700001")
+    for order in ([before, after], [after, before]):
+        result = recombine_tables(order)
+        assert [run.path for run in result.runs] == [before, after]
+        assert (result.report["counts"]["conversations"],
+                result.report["counts"]["split_conversations"]) == (24, 2)
