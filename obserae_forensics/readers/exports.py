@@ -151,27 +151,44 @@ class _Numbering:
         self.export_ms = -1  # the latest export time of a header without sysUptime (IPFIX)
 
     def clocks(self, uptime_ms: int, sequence: int, export_ms: int) -> str:
-        """What the header's clocks say of this message (v1/v5/v7/v9: `uptime_ms` 0 is none
-        known): RESTART when the exporter rebooted before it, its sysUptime went back by
-        more than jitter, not by its wrap at 2**32 ms, to another boot time, and far, or
-        with a number that is no reorder's (a message a little behind in both is a
-        reorder: captures of one exporter read out of its order, akvorado's test files).
-        Then it numbers afresh, from this message: no loss (3,000,000,000 -> 0 was
-        "1,294,967,293 lost"; a restart from a low count read every message after it as a
-        reorder).
+        """What the header's clocks say of this message (v1/v5/v7/v9; IPFIX has no
+        sysUptime, `uptime_ms` 0): RESTART when the exporter rebooted before it, its
+        sysUptime went back by more than jitter, not by its wrap at 2**32 ms, to another
+        boot time, and far, or with a number that is no reorder's (a message a little
+        behind in both is a reorder: captures of one exporter read out of its order,
+        akvorado's test files). Then it numbers afresh, from this message: no loss
+        (3,000,000,000 -> 0 was "1,294,967,293 lost"; a restart from a low count read
+        every message after it as a reorder).
 
         The boot time is what the header's clocks give, export time - sysUptime. Gone back
         with it moved on by 2**32 ms, sysUptime wrapped (as it does when the last message
         came within jitter of 2**32 ms): an exporter whose messages came more than a second
         apart crossed the wrap as a restart, and the loss at it went unseen (an audit). A
         message of the same boot time is a late one, however far behind: no reboot, but
-        LATE, for the sequence check. "" when they say neither."""
-        if not uptime_ms:
-            return self._export_clock(sequence, export_ms)
+        LATE, for the sequence check. "" when they say neither.
+
+        Before all that, the export time (_stamped_after): a message behind the expected
+        number but stamped a second after every one before it is no late one, whatever
+        sysUptime says: softflowd and pmacct restarted within five minutes of their start
+        read as reorders, and a loss after them went unseen (real captures of both, an
+        audit); pmacct's second process exported at the very sysUptime of the first. (The
+        boot time moving by a few seconds is no proof alone: akvorado's router moved it by
+        2 s in a plain reorder.) A sysUptime of 0 after others is one (softflowd's, as it
+        starts exporting: 302 s back read as a reorder); an exporter that sends no other
+        has none (_export_clock). A message in the first second of a boot that is not the
+        one seen starts another: a late message of the boot seen keeps its boot time, and
+        one from before it would have to come after the whole boot since."""
+        latest = self.export_ms
+        if export_ms > 0:
+            self.export_ms = max(latest, export_ms)
+        if not uptime_ms and self.uptime_ms <= 0:
+            return self._export_clock(sequence, export_ms, latest)
         boot_ms = export_ms - uptime_ms
         if self.uptime_ms < 0:
             self.uptime_ms, self.boot_ms = uptime_ms, boot_ms
             return ""
+        if self._stamped_after(sequence, export_ms, latest):
+            return self._restart(uptime_ms, boot_ms)
         back = self.uptime_ms - uptime_ms
         if back <= UPTIME_JITTER_MS:
             # ahead (a late message of the lap before a wrap is ahead by nearly 2**32)
@@ -186,40 +203,45 @@ class _Numbering:
         if abs(moved) <= BOOT_CLOCK_MS:
             return LATE
         expected = self.expected
-        if back > REBOOT_UPTIME_MS or expected is None or \
+        # in the first second of another boot: no late message of this one (softflowd
+        # exports at sysUptime 0 as it starts; restarted within a second, read as reorders)
+        if uptime_ms < UPTIME_JITTER_MS or back > REBOOT_UPTIME_MS or expected is None or \
                 not 0 < (expected - sequence) & SEQUENCE_MASK <= REORDER_WINDOW:
-            self.renumber()
-            self.uptime_ms, self.boot_ms = uptime_ms, boot_ms
-            return RESTART
+            return self._restart(uptime_ms, boot_ms)
         return ""
 
-    def _export_clock(self, sequence: int, export_ms: int) -> str:
-        """What the export time alone says (IPFIX, and a header whose sysUptime is 0), from
-        the latest one of the numbering: an exporter stamps its messages in the order it
-        numbers them. A message behind the expected number but exported a whole second
-        after every message before it is no late one (sent before them, it would be
-        stamped no later): the exporter restarted and numbers afresh, RESTART. An IPFIX
-        exporter that restarted before its 65,536th record read as reorders until its new
-        numbers caught up with the old, and a loss among them went unseen (an audit); one
-        that had sent more was numbered afresh without a word. A message far behind (past
-        the reorder window) stamped no later than the latest is LATE: numbered from it, the
-        next message on time read every record between as lost. Export time 0 (exporters
-        without a clock) says nothing."""
-        latest = self.export_ms
-        if export_ms <= 0:
-            return ""
-        self.export_ms = max(latest, export_ms)
+    def _stamped_after(self, sequence: int, export_ms: int, latest: int) -> bool:
+        """Behind the expected number, yet stamped a second or more after every message
+        before it (`latest`): an exporter stamps its messages in the order it numbers
+        them, so a late one would be stamped no later. Export time 0 (exporters without
+        a clock) says nothing."""
         expected = self.expected
-        if latest <= 0 or expected is None:
+        return export_ms > 0 and latest > 0 and expected is not None and \
+            export_ms >= latest + UPTIME_JITTER_MS and \
+            0 < (expected - sequence) & SEQUENCE_MASK < 1 << 31
+
+    def _restart(self, uptime_ms: int, boot_ms: int) -> str:
+        self.renumber()
+        self.uptime_ms, self.boot_ms = uptime_ms, boot_ms
+        return RESTART
+
+    def _export_clock(self, sequence: int, export_ms: int, latest: int) -> str:
+        """What the export time alone says (IPFIX, and an exporter whose sysUptime is
+        always 0), from the latest of the numbering (`latest`): RESTART when
+        _stamped_after. An IPFIX exporter that restarted before its 65,536th record read
+        as reorders until its new numbers caught up with the old, and a loss among them
+        went unseen (an audit); one that had sent more was numbered afresh without a
+        word. A message far behind (past the reorder window) stamped no later than the
+        latest is LATE: numbered from it, the next message on time read every record
+        between as lost."""
+        if self._stamped_after(sequence, export_ms, latest):
+            self.renumber()
+            return RESTART
+        expected = self.expected
+        if export_ms <= 0 or latest <= 0 or expected is None:
             return ""
         behind = (expected - sequence) & SEQUENCE_MASK
-        if not 0 < behind < 1 << 31:
-            return ""
-        if export_ms >= latest + UPTIME_JITTER_MS:
-            self.renumber()
-            self.export_ms = export_ms
-            return RESTART
-        return LATE if export_ms <= latest and behind > REORDER_WINDOW else ""
+        return LATE if export_ms <= latest and REORDER_WINDOW < behind < 1 << 31 else ""
 
     def renumber(self) -> None:
         """Forget what the numbering expected: the exporter numbers afresh."""
