@@ -586,11 +586,11 @@ def slow_feed(self, batch):
         started.touch()  # the run is under way, its staging directory made
         time.sleep(0.3)
     return feed(self, batch)
-def slow_commit(*arguments):
+def slow_commit(*arguments, **options):
     if where == "commit":
         started.touch()  # the run is being put in place
         time.sleep(1.5)
-    return commit(*arguments)
+    return commit(*arguments, **options)
 package.Sessionizer.feed, parquet._commit = slow_feed, slow_commit
 import obserae_forensics.report as report
 summary = report.RunReport.summary

@@ -451,7 +451,7 @@ def staged_directory(out: Path, *, force: bool,
             with held():  # a signal waits: the old output out, the new in, the old removed
                 staging.release()
                 try:
-                    _commit(staging.path, out, parent)
+                    _commit(staging.path, out, parent, force=force)
                 finally:
                     staging.close()  # only now: a sweep never takes the output for ours
         except Interrupted as stop:  # it came while the run was put in place
@@ -462,10 +462,20 @@ def staged_directory(out: Path, *, force: bool,
         raise
 
 
-def _commit(staging: Path, out: Path, parent: Path) -> None:
+def _commit(staging: Path, out: Path, parent: Path, *, force: bool) -> None:
+    """Put the run in place. `out` is checked again: another run into it may have put its
+    own there meanwhile, which this one replaced without a word, --force or not."""
     if not out.exists():
-        os.replace(staging, out)
+        try:
+            os.replace(staging, out)  # refused for a directory that is not empty
+        except OSError as error:
+            if out.exists():
+                raise _appeared(out) from error
+            raise
         return
+    if not force:
+        raise _appeared(out)
+    check_replaceable(out)
     retired = Path(tempfile.mkdtemp(prefix=work_prefix(out.name), suffix=".old", dir=parent))
     os.replace(out, retired / "old")
     try:
@@ -475,6 +485,12 @@ def _commit(staging: Path, out: Path, parent: Path) -> None:
         retired.rmdir()
         raise
     shutil.rmtree(retired, ignore_errors=True)
+
+
+def _appeared(out: Path) -> UsageError:
+    return UsageError(f"{out} appeared while this run went on (another run into it?): it is "
+                      "left as it is, and this run's tables were not written; give another "
+                      "output directory, or --force to replace it")
 
 
 @contextmanager

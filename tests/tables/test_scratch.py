@@ -248,3 +248,48 @@ def test_work_directories_under_tmpdir_are_private(
             assert oct(work.stat().st_mode & 0o777) == oct(0o700)
     finally:
         os.umask(mask)
+
+
+def test_an_output_that_appears_while_the_run_goes_on_is_not_replaced(
+        tmp_path: Path) -> None:
+    """Two runs into one --out, both started before either finished: the later one
+    replaced the earlier one's output at its end without a word, --force or not. It is
+    checked again as the run is put in place."""
+    from obserae_forensics.errors import UsageError
+
+    out = tmp_path / "run"
+    with pytest.raises(UsageError, match="appeared while this run went on"), \
+            staged_directory(out, force=False) as staging:
+        (staging / "manifest.json").write_text("this run")
+        out.mkdir()
+        (out / "manifest.json").write_text("the other run")
+    assert (out / "manifest.json").read_text() == "the other run"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    with staged_directory(out, force=True) as staging:  # replaced whole, as --force says
+        (staging / "manifest.json").write_text("this run")
+        (out / "manifest.json").write_text("the other run, again")
+    assert (out / "manifest.json").read_text() == "this run"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_an_output_that_appears_at_the_rename_itself_is_not_replaced(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from obserae_forensics.errors import UsageError
+    from obserae_forensics.tables import parquet
+
+    out = tmp_path / "run"
+    real = os.replace
+
+    def another_run_first(source: object, target: object) -> None:
+        if Path(str(target)) == out and not out.exists():
+            out.mkdir()
+            (out / "manifest.json").write_text("the other run")
+        real(source, target)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(parquet.os, "replace", another_run_first)
+    with pytest.raises(UsageError, match="appeared while this run went on"), \
+            staged_directory(out, force=False) as staging:
+        (staging / "manifest.json").write_text("this run")
+    monkeypatch.undo()
+    assert (out / "manifest.json").read_text() == "the other run"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
