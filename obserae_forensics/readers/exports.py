@@ -148,7 +148,7 @@ class _Numbering:
         self.gaps_counted = 0
         self.uptime_ms = -1  # the latest sysUptime (v1/v5/v7/v9): a reboot sets it back
         self.boot_ms = 0  # its message's export time - sysUptime: when the exporter booted
-        self.export_ms = -1  # the latest export time of a header without sysUptime (IPFIX)
+        self.export_ms = -1  # the latest export time of its messages (ms; -1: none yet)
 
     def clocks(self, uptime_ms: int, sequence: int, export_ms: int) -> str:
         """What the header's clocks say of this message (v1/v5/v7/v9; IPFIX has no
@@ -266,12 +266,7 @@ class _Numbering:
             return ""
         behind = (expected - sequence) & SEQUENCE_MASK
         return LATE if export_ms <= latest and REORDER_WINDOW < behind < 1 << 31 and \
-            self._in_gap(sequence) else ""
-
-    def _in_gap(self, sequence: int) -> bool:
-        """Whether `sequence` falls in a gap counted lost and not filled since."""
-        return any((sequence - first) & SEQUENCE_MASK < length
-                   for first, length, _ in self.missing)
+            self._hole(sequence) is not None else ""
 
     def renumber(self) -> None:
         """Forget what the numbering expected: the exporter numbers afresh."""
@@ -296,33 +291,37 @@ class _Numbering:
         stats.sequence_lost -= found
         stats.sequence_gaps -= filled
 
-    def _fill(self, sequence: int, units: int | None) -> tuple[int, int]:
-        """(units, gaps) a late message takes back from the holes it lies in."""
-        if not units:
-            return 0, 0
+    def _hole(self, sequence: int) -> list[int] | None:
+        """The first hole of a gap counted lost that `sequence` falls in, if any."""
         for gap in self.missing:
-            first, length, number = gap
-            into = (sequence - first) & SEQUENCE_MASK
-            if into >= length:
-                continue
-            found = min(units, length - into)
-            if into == 0:  # from the gap's start: it starts later
-                gap[0], gap[1] = (first + found) & SEQUENCE_MASK, length - found
-            elif into + found == length:  # to its end: it ends earlier
-                gap[1] = into
-            else:  # inside: two holes, still one gap as counted
-                gap[1] = into
-                self.missing.append([(sequence + found) & SEQUENCE_MASK,
-                                     length - into - found, number])
-                if len(self.missing) > MAX_MISSING:
-                    del self.missing[0]
-            if gap[1]:
-                return found, 0
-            self.missing.remove(gap)
-            # the gap is no more when its last hole is filled (each of two holes filled
-            # took one gap back: -1 gaps, and the exporters table failed; an audit)
-            return found, int(not any(other[2] == number for other in self.missing))
-        return 0, 0
+            if (sequence - gap[0]) & SEQUENCE_MASK < gap[1]:
+                return gap
+        return None
+
+    def _fill(self, sequence: int, units: int | None) -> tuple[int, int]:
+        """(units, gaps) a late message takes back from the hole it lies in."""
+        gap = self._hole(sequence)
+        if gap is None or not units:
+            return 0, 0
+        first, length, number = gap
+        into = (sequence - first) & SEQUENCE_MASK
+        found = min(units, length - into)
+        if into == 0:  # from the gap's start: it starts later
+            gap[0], gap[1] = (first + found) & SEQUENCE_MASK, length - found
+        elif into + found == length:  # to its end: it ends earlier
+            gap[1] = into
+        else:  # inside: two holes, still one gap as counted
+            gap[1] = into
+            self.missing.append([(sequence + found) & SEQUENCE_MASK,
+                                 length - into - found, number])
+            if len(self.missing) > MAX_MISSING:
+                del self.missing[0]
+        if gap[1]:
+            return found, 0
+        self.missing.remove(gap)
+        # the gap is no more when its last hole is filled (each of two holes filled took
+        # one gap back: -1 gaps, and the exporters table failed; an audit)
+        return found, int(not any(other[2] == number for other in self.missing))
 
 
 class _Stream:
