@@ -82,10 +82,11 @@ def shared_records(runs: list[Run]) -> None:
     record of 62, 30 ms of overlap). From the manifests alone: a capture (by SHA-256) of
     `total` records (read and outside the window), of which two runs read `a` and `b`,
     has at least a + b - total of them in both."""
+    inputs = [_records_by_input(run) for run in runs]
     for later, run in enumerate(runs):
-        for earlier in runs[:later]:
-            for digest, (read, total, name) in sorted(_records_by_input(run).items()):
-                before = _records_by_input(earlier).get(digest)
+        for first, earlier in enumerate(runs[:later]):
+            for digest, (read, total, name) in sorted(inputs[later].items()):
+                before = inputs[first].get(digest)
                 if before is None:
                     continue
                 both = read + before[0] - max(total, before[1])
