@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from ..errors import UsageError
 from ..signals import Interrupted, held
 from .layout import RUN_FILES
-from .scratch import OwnedDirectory, staged_file, sweep, work_prefix
+from .scratch import claim, staged_file, work_prefix
 
 ROW_GROUP_ROWS = 131_072
 # CRC-32 of every data page, written and checked on reading back (read_parquet*): evidence
@@ -441,10 +441,7 @@ def staged_directory(out: Path, *, force: bool,
         check_replaceable(out)
     parent = out.resolve().parent
     parent.mkdir(parents=True, exist_ok=True)
-    removed = sweep(parent, work_prefix(out.name), ".partial")
-    if swept is not None:
-        swept.extend(removed)
-    staging = OwnedDirectory(parent, work_prefix(out.name), ".partial", private=False)
+    staging = claim(parent, work_prefix(out.name), ".partial", swept, private=False)
     try:
         yield staging.path
         try:

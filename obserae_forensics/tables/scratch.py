@@ -112,6 +112,16 @@ class OwnedDirectory:
         self.close()
 
 
+def claim(parent: Path, prefix: str, suffix: str, swept: list[Path] | None = None, *,
+          private: bool = True) -> OwnedDirectory:
+    """A new OwnedDirectory in `parent`, once the ones of its name that killed runs left
+    there are removed (and added to `swept`)."""
+    removed = sweep(parent, prefix, suffix)
+    if swept is not None:
+        swept.extend(removed)
+    return OwnedDirectory(parent, prefix, suffix, private=private)
+
+
 @contextmanager
 def owned_directory(parent: Path | None, prefix: str, suffix: str,
                     swept: list[Path] | None = None) -> Iterator[Path]:
@@ -119,10 +129,7 @@ def owned_directory(parent: Path | None, prefix: str, suffix: str,
     after it; the ones of its name that killed runs left there are removed first, and
     added to `swept`."""
     where = Path(tempfile.gettempdir()) if parent is None else Path(parent)
-    removed = sweep(where, prefix, suffix)
-    if swept is not None:
-        swept.extend(removed)
-    directory = OwnedDirectory(where, prefix, suffix)
+    directory = claim(where, prefix, suffix, swept)
     try:
         yield directory.path
     finally:
