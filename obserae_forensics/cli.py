@@ -474,7 +474,7 @@ def recombine_command(
     force: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
 ) -> None:
     """Find and recombine split sessions; report, find fragments, export them as one."""
-    from .recombine import check_out_dir, pcap_flows_path, recombine_runs
+    from .recombine import check_out_dir, recombine_runs
     from .tables.parquet import made_directory
     from .tables.scratch import owned_directory
 
@@ -484,12 +484,12 @@ def recombine_command(
         if out is None and not session and export_flows_to is None and export_pcap_to is None:
             raise UsageError("nothing to do: give --out, --session, --export-flows or "
                              "--export-pcap")
+        # the flows of nfcapd records beside the capture (pcap_flows_path) are refused
+        # by export_pcap, only when there are such records
         if export_flows_to is not None and export_pcap_to is not None and \
-                export_flows_to.resolve() in (export_pcap_to.resolve(),
-                                              pcap_flows_path(export_pcap_to).resolve()):
+                export_flows_to.resolve() == export_pcap_to.resolve():
             raise UsageError(f"--export-flows {export_flows_to} is where --export-pcap "
-                             f"{export_pcap_to} writes (the capture, or the flows of nfcapd "
-                             "records beside it): one would replace the other")
+                             f"{export_pcap_to} writes: one would replace the other")
         if out is not None:
             _refuse_exports_into(out, export_flows_to, export_pcap_to)
             check_out_dir(out, force=force)
@@ -574,8 +574,9 @@ def _recombine_outputs(result: RecombineResult, out: Path | None, session: list[
         check_pcap_target(result, export_pcap_to, force=force, captures=captures)
     # the capture export first: a source capture changed since the run refuses it
     # before --out or the flows are written
+    taken = [] if export_flows_to is None else [("--export-flows", export_flows_to)]
     exported = export_pcap(result, ids, export_pcap_to, with_templates=templates,
-                           force=force, captures=captures) \
+                           force=force, captures=captures, taken=taken) \
         if export_pcap_to is not None and ids else None
     written = (export_flows(result, ids, export_flows_to, force=force)
                if export_flows_to is not None and ids else None)

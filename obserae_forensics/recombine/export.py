@@ -325,7 +325,8 @@ def pcap_flows_path(path: Path) -> Path:
 def export_pcap(source: RecombineResult | Sequence[Path], ids: Sequence[str], path: Path,
                 *, flows_fallback: Path | None = None, strict: bool = False,
                 with_templates: bool = True, force: bool = False,
-                captures: Sequence[Path] = ()) -> PcapExport:
+                captures: Sequence[Path] = (),
+                taken: Sequence[tuple[str, Path]] = ()) -> PcapExport:
     """Write the datagrams that carried the named conversations' records as one capture.
 
     The source captures are found where the runs' manifests say they were read, beside the
@@ -337,6 +338,12 @@ def export_pcap(source: RecombineResult | Sequence[Path], ids: Sequence[str], pa
     written with them, so the capture decodes (and sessionizes) again on its own; they are
     counted in `template_datagrams`, and the records decoded again from the export alone in
     `checked_records` (`differing_records` came out otherwise than in the run).
+
+    `taken`: (option, path) of the other files the same command writes. The flows of
+    records no datagram carried go to `flows_fallback` (else beside the capture), which is
+    refused, before anything is written, only when there are such records and it is one
+    of them: `--export-pcap x.pcap --export-flows x.flows.parquet` was refused outright,
+    though most exports have no such record and write no flows file.
     """
     path = Path(path)
     runs = {run.index: run for run in _runs_of(source if isinstance(source, RecombineResult)
@@ -359,10 +366,16 @@ def export_pcap(source: RecombineResult | Sequence[Path], ids: Sequence[str], pa
     frames, origins, written, tcp_rows = _gather(runs, plan, found, contexts, result,
                                                  identities)
     if len(plan.nfcapd_rows) or len(tcp_rows):
+        fallback = flows_fallback or pcap_flows_path(path)
+        for option, other in taken:
+            if Path(other).resolve() == fallback.resolve():
+                raise UsageError(
+                    f"--export-pcap {path} writes the {len(plan.nfcapd_rows) + len(tcp_rows)}"
+                    f" flow record(s) no datagram carried to {fallback}, where {option} "
+                    "writes: one would replace the other")
         _write_flows_instead(result, plan, _whole_rows(table, fragments, by_dir, runs,
                                                        plan.nfcapd_rows, tcp_rows),
-                             tcp_rows, flows_fallback or pcap_flows_path(path), evidence,
-                             force=force)
+                             tcp_rows, fallback, evidence, force=force)
     if not frames:
         if not len(plan.nfcapd_rows) and not len(tcp_rows):
             result.notes.append("no datagram could be read back; nothing written")

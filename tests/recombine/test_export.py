@@ -478,6 +478,24 @@ def test_an_export_replaces_its_own_earlier_output_only_with_force(tmp_path: Pat
                                       "--export-flows", str(beside), "--export-pcap",
                                       str(tmp_path / "x.pcap"), "--force"])
     assert result.exit_code == 2 and "one would replace the other" in result.stderr
+    assert beside.read_text() == "precious" and not (tmp_path / "x.pcap").exists()
+
+
+def test_the_flows_export_may_take_the_name_beside_the_capture_when_free(
+        tmp_path: Path, corpus: Path) -> None:
+    """`--export-pcap x.pcap --export-flows x.flows.parquet` was refused outright, though
+    only records no datagram carried (nfcapd, IPFIX over TCP) are written beside the capture:
+    an export of captured datagrams writes both; one with nfcapd records is still refused
+    (above), before anything is written."""
+    capture = corpus / SOURCE
+    run = conversation_run(tmp_path, capture, frames_of(capture),
+                           record_frames=[2, 2, 3, 3, 1, 1])
+    flows, pcap = tmp_path / "x.flows.parquet", tmp_path / "x.pcap"
+    result = CliRunner().invoke(app, ["recombine", str(run), "--session", "A",
+                                      "--export-flows", str(flows), "--export-pcap", str(pcap)])
+    assert result.exit_code == 0, result.output
+    assert pq.read_table(flows).num_rows == 4
+    assert "carrying 4 records" in result.stderr and len(frames_of(pcap)) >= 3
 
 
 def test_a_column_of_nulls_only_passes_as_its_type(tmp_path: Path, corpus: Path) -> None:
