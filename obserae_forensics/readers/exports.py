@@ -120,6 +120,18 @@ def export_version(payload: bytes, *, first_set: bool = True) -> int:
     return 0
 
 
+def _inclusive_first(sequence: int, last: int, units: int,
+                     flow_units: int | None) -> tuple[int, int]:
+    """(first unit's number, how far ahead of `last` it is) of an inclusively numbered
+    message, whose number counts its own units, with or without its options records: the
+    nearer of the two ahead of `last`, else the first (behind it: a late message)."""
+    firsts = [(sequence - count) & SEQUENCE_MASK
+              for count in (units, flow_units) if count is not None]
+    aheads = [(first - last) & SEQUENCE_MASK for first in firsts]
+    best = min(range(len(firsts)), key=lambda i: (aheads[i] >= 1 << 31, aheads[i]))
+    return firsts[best], aheads[best]
+
+
 class _Numbering:
     """What the sequence numbers of one transport session of a stream expect next: RFC 7011
     §3.1 numbers each transport session's messages (and RFC 3954 a v9 exporting process's)
@@ -128,11 +140,14 @@ class _Numbering:
     (400,002 "lost") or hid a real one as a reorder (found by an audit)."""
 
     __slots__ = ("ambiguous_gaps", "boot_ms", "counts_messages", "expected", "expected_flows",
-                 "export_ms", "gaps_counted", "lanes", "last_sequence", "missing", "numbered",
-                 "uptime_ms")
+                 "export_ms", "gaps_counted", "inclusive", "lanes", "last_sequence", "missing",
+                 "numbered", "uptime_ms")
 
     def __init__(self) -> None:
         self.counts_messages = False  # its sequence numbers count messages (VPP)
+        # its latest message that told the conventions apart numbered its own records too
+        # (softflowd's IPFIX), not only those before it (RFC 7011 §3.1)
+        self.inclusive = False
         self.ambiguous_gaps = 0  # gaps of one that counting messages would explain
         self.expected: int | None = None
         self.expected_flows: int | None = None
@@ -1129,12 +1144,14 @@ class ExportDecoder:
             return
         if expected is not None:
             last = numbering.last_sequence
-            fits = sequence == expected or (
-                numbering.expected_flows is not None and sequence == numbering.expected_flows
-            ) or (inclusive and (
+            standard = sequence == expected or (
+                numbering.expected_flows is not None and sequence == numbering.expected_flows)
+            counted = inclusive and (
                 (units is not None and sequence == (last + units) & SEQUENCE_MASK)
-                or (flow_units is not None and sequence == (last + flow_units) & SEQUENCE_MASK)
-            ))
+                or (flow_units is not None and sequence == (last + flow_units) & SEQUENCE_MASK))
+            if standard != counted and not datagram.session:
+                numbering.inclusive = counted
+            fits = standard or counted
             lane = None
             if not fits and datagram.session:  # SCTP: each stream's own numbering too
                 lane = numbering.lanes.get(datagram.lane)
@@ -1144,7 +1161,8 @@ class ExportDecoder:
             # it is no gap; after a message of no records it could be one lost record, and
             # is counted as that until the stream shows it counts messages
             ambiguous = False
-            if not fits and inclusive and sequence == (last + 1) & SEQUENCE_MASK:
+            if not fits and inclusive and not numbering.inclusive and \
+                    sequence == (last + 1) & SEQUENCE_MASK:
                 if numbering.counts_messages:
                     fits = True
                 elif (expected - last) & SEQUENCE_MASK >= 2 and (
@@ -1156,8 +1174,16 @@ class ExportDecoder:
                     numbering.ambiguous_gaps = 0
                 else:
                     ambiguous = True
+            first = sequence  # the number of the message's first unit, as RFC 7011 numbers
             if not fits and datagram.session:
                 fits, difference = self._lane_fit(numbering, sequence, lane)
+            elif not fits and numbering.inclusive and units is not None:
+                # numbered inclusive, its first unit is its number less its units, and the
+                # last message's number the first expected: from the RFC's expectation (the
+                # last number plus the last message's units), a message lost before a
+                # smaller one read as a reorder, and a reorder as a loss (a live softflowd)
+                first, difference = _inclusive_first(sequence, last, units, flow_units)
+                expected = last
             else:
                 difference = (sequence - expected) & SEQUENCE_MASK
             if not fits:
@@ -1172,7 +1198,7 @@ class ExportDecoder:
                     # behind: a late message, its units taken back from a gap they fall
                     # in; one of the same boot by its clocks however far (an 87,000-flow
                     # jump back and forth read as lost: a review)
-                    numbering.came_late(stats, sequence, units)
+                    numbering.came_late(stats, first, units)
                     return
                 else:
                     # behind past any reorder, and not late by the clocks: the exporter

@@ -528,6 +528,21 @@ class RecordPlan:
         assert start is not None and end is not None
         return start, end, np.logical_or.reduce(guessed) if guessed else None
 
+    def _timeval(self, rows: np.ndarray, element: Element) -> np.ndarray:
+        """flowStart/EndMicroseconds in 16 bytes, as pmacct's nfprobe_tstamp_usec writes them:
+        a struct timeval, Unix seconds and microseconds, each a big-endian uint64 (RFC 7011
+        gives the element 8 bytes, NTP format; read as none, every record took its export
+        time, up to a timeout after the flow). Microseconds of a million or more, or seconds
+        past the µs range, are damage."""
+        raw = np.ascontiguousarray(rows[self.where[element][0]], dtype=np.uint8)
+        seconds = raw[:, :8].copy().view(">u8").ravel().astype(np.uint64)
+        micros = raw[:, 8:].copy().view(">u8").ravel().astype(np.uint64)
+        usable = (micros < np.uint64(1_000_000)) & (
+            seconds <= np.uint64(TIME_LIMIT_US // 1_000_000))
+        at = np.where(usable, seconds, 0).astype(np.int64) * 1_000_000 + \
+            np.where(usable, micros, 0).astype(np.int64)
+        return np.where(usable, at, UNUSABLE_TIME)
+
     def _time(
         self, rows: np.ndarray, meta: RecordMeta, source: tuple[str, Element] | None,
         guessed: list[np.ndarray] | None = None,
@@ -537,6 +552,8 @@ class RecordPlan:
         if source is None:
             return None
         kind, element = source
+        if kind == "ntp_us" and self.where[element][1] == 16:
+            return self._timeval(rows, element)
         element_values = self.unsigned(rows, element)
         if element_values is None:
             return None
@@ -552,7 +569,15 @@ class RecordPlan:
                 raw = raw & np.uint64(0xFFFF_FFFF_FFFF_F800)
             seconds = (raw >> np.uint64(32)).astype(np.int64) - NTP_UNIX_OFFSET_S
             fraction = raw & np.uint64(0xFFFF_FFFF)
-            micros = ((fraction * np.uint64(1_000_000)) >> np.uint64(32)).astype(np.int64)
+            # to the nearest µs (ns), not down: an exporter writes floor(µs * 2**32 / 10**6),
+            # below the µs it means by up to 1/4295 µs (and by the masked bits' < 0.48 µs),
+            # and floored, every time read 1 µs early (softflowd -A micro/nano, -v psamp)
+            if kind == "ntp_us":
+                micros = ((fraction * np.uint64(1_000_000) + np.uint64(1 << 31))
+                          >> np.uint64(32)).astype(np.int64)
+            else:
+                micros = ((fraction * np.uint64(1_000_000_000) + np.uint64(1 << 31))
+                          >> np.uint64(32)).astype(np.int64) // 1000
             if kind == "ntp_us" and self.decimal_fraction:
                 count = element_values & np.uint64(0xFFFF_FFFF)  # unmasked
                 micros = np.where(count < np.uint64(1_000_000), count.astype(np.int64), micros)

@@ -317,6 +317,10 @@ def test_public_ipfixprobe_biflows(corpus: Path) -> None:
         ("10.10.1.4", "74.53.140.153", 28, 21673, 25, 1546),
         ("192.168.1.1", "10.10.1.4", 4, 2304, 0, 0),
     ])
+    # flowStart/EndMicroseconds, NTP format: the fractions are floor(µs x 2**32 / 10**6)
+    # of whole µs (tshark: .492059999); read down, every time was a µs early
+    starts = sorted(round(r["first_seen"].timestamp() * 1e6) % 10**6 for r in table.to_pylist())
+    assert starts == [492060, 529046, 690444, 695115]
 
 
 def test_public_icmp_type_code(corpus: Path) -> None:
