@@ -5,6 +5,8 @@ microsecond times, and NTP-format fractions read to the nearest microsecond."""
 from __future__ import annotations
 
 import ipaddress
+import re
+import subprocess
 from pathlib import Path
 
 import dpkt
@@ -17,6 +19,7 @@ from obserae_forensics.readers import discover_inputs, read_flows
 from obserae_forensics.readers.information_elements import IANA
 from obserae_forensics.readers.templates import FieldSpec, RecordMeta, RecordPlan
 from obserae_forensics.report import RunReport
+from tests.conftest import need_tool
 
 LIVE = Path(__file__).resolve().parents[2] / "fixtures" / "live"
 
@@ -117,3 +120,24 @@ def test_ntp_fractions_read_back_the_microsecond_an_exporter_wrote(
                       np.full(n, -1), np.ones(n, np.uint32), np.zeros(n, np.int64), [])
     first, _last, _guessed = plan._times(rows, meta)
     assert (first - 1796542499_000000 == micros.astype(np.int64)).all()
+
+
+def test_softflowd_microsecond_times_are_the_microseconds_tshark_shows_in_ns() -> None:
+    """softflowd -A micro (fixtures/live/sf_v10_amicro.pcap): tshark shows every one of the
+    88 times as whole µs less a ns (07:29:30.447636999), the floor of floor(µs x 2**32 /
+    10**6) read back in ns; each reads as that whole µs."""
+    tshark = need_tool("tshark")
+    path = LIVE / "sf_v10_amicro.pcap"
+    shown = []
+    for name in ("cflow.abstimestart", "cflow.abstimeend"):
+        out = subprocess.run([tshark, "-r", str(path), "-d", "udp.port==31011,cflow", "-T",
+                              "fields", "-e", name], check=True, capture_output=True,
+                             text=True).stdout
+        for clock, fraction in re.findall(r"(\d\d:\d\d:\d\d)\.(\d{9}) UTC", out):
+            nanos = int(fraction)
+            assert nanos % 1000 == 999  # what tshark makes of the floored fraction
+            shown.append((clock, (nanos + 1) // 1000))
+    table, _ = flows("sf_v10_amicro.pcap")
+    got = [(t.strftime("%H:%M:%S"), t.microsecond)
+           for name in ("first_seen", "last_seen") for t in table.column(name).to_pylist()]
+    assert len(got) == 88 and sorted(got) == sorted(shown)
