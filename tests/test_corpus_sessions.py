@@ -22,6 +22,8 @@ from typer.testing import CliRunner
 from obserae_forensics.cli import app
 from tests.conftest import need_tool
 
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
 CASES = [
     ("exports/sf_v9_test.pcap", "tcpreplay_test.pcap", ""),
     ("exports/sf_v10_test.pcap", "tcpreplay_test.pcap", ""),
@@ -166,8 +168,15 @@ def test_softflowd_v9_flushing_years_of_flows_keeps_them_before_their_export(
                    ("10.0.0.18", "40184", "128.2.6.88", "41644")}  # 1122 and 134 days old
     assert len(syn_at) == 22
     # the first conversation flushed comes after flows five days younger: its two halves
-    # are late, and only they
-    assert runs["arrival"]["late"].sum() == 2
+    # are late, and only they; the second follows the first, oriented as the SYN says (it
+    # followed nothing, oriented backwards, closed no_reply), and closes fin
+    late = runs["arrival"][runs["arrival"]["late"]]
+    assert len(late) == 2
+    assert set(late["client_ip"]) == {"10.0.0.18"} and set(late["client_port"]) == {40184}
+    second = late[late["follows_session_id"].notna()]
+    assert list(second["follows_session_id"]) == list(late[late["follows_session_id"].isna()]
+                                                       ["session_id"])
+    assert list(second["close_reason"]) == ["fin"]
     for protocol in ("tcp", "udp"):
         assert (runs["event"]["protocol"] == protocol.upper()).sum() == \
             tshark_conversations(raw, protocol, "")
@@ -187,3 +196,30 @@ def test_collector_files_are_replayed_in_the_order_their_records_arrived(
         "nfcapd.202507282045", "nfcapd.202507282050"]
     assert len(runs["arrival"]) == 4 and runs["arrival"]["late"].sum() == 1
     assert len(runs["event"]) == tshark_conversations(raw, "tcp", "") == 3
+
+
+def test_late_halves_of_a_live_softflowd_export_follow_one_another(tmp_path: Path) -> None:
+    """softflowd live (fixtures/live/sf_v9_late_halves.pcap): both directions of 10 short
+    conversations arrive in one datagram 125 s behind a long connection's record, late by
+    more than idle + grace. Each direction's session closed in the sweep after its record
+    and, forgotten there at once, the other direction's followed nothing and came out a
+    one-way attempt, 4 of them oriented backwards. Remembered on the late records' own
+    watermark, it follows the first and goes on with its conversation: the client is the
+    host that sent every SYN, the answer is seen. The first direction's session stays
+    closed `no_reply`, as it closed before the answer arrived (README, Sessions); `--replay
+    event` gives one session per conversation."""
+    runs, _ = both_replays(FIXTURES / "live" / "sf_v9_late_halves.pcap", tmp_path)
+    sessions = runs["arrival"]
+    assert len(sessions) == 21
+    late = sessions[sessions["late"]]
+    assert len(late) == 20
+    by_id = late.set_index("session_id")
+    seconds = late[late["follows_session_id"].notna()]
+    assert len(seconds) == 10
+    for _, second in seconds.iterrows():
+        first = by_id.loc[second["follows_session_id"]]
+        assert (first["ip_a"], first["port_a"], first["ip_b"], first["port_b"]) == \
+            (second["ip_a"], second["port_a"], second["ip_b"], second["port_b"])
+        assert first["close_reason"] == "no_reply" and second["close_reason"] != "no_reply"
+    assert set(late["client_ip"]) == {"10.99.0.1", "fd99::1"}
+    assert len(runs["event"]) == 11

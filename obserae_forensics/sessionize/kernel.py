@@ -100,7 +100,10 @@ S_ROWS_FREE = 20  # session rows on the free stack G
 S_DUE = 21  # entries of the due list, at the far end of D (only within a sweep)
 S_MAX_SPAN = 22  # longest last_seen - first_seen of the records so far (R.P_EXPIRY)
 S_NEWEST_LAST = 23  # event replay: the newest last_seen, the watermark at the end of input
-SCALAR_COUNT = 24
+S_LATE_CLOCK = 24  # the newest clock of the late records (a late session's memory)
+S_HAS_LATE_CLOCK = 25
+S_LATE_SWEPT = 26  # S_SWEPT for remembered late sessions: S_LATE_CLOCK - grace at that sweep
+SCALAR_COUNT = 27
 
 # Every table of a new exporter's replay starts this small and grows on demand. A start
 # sized for busy exporters (16,384 rows, a 64 MB slot reserve) cost ~2 MB of touched memory
@@ -399,11 +402,18 @@ def _has_prev(S: Any, slot: int, C: Any) -> bool:
     """S[slot] remembers a closed session that has not expired at the last sweep.
 
     Expiry is lazy: the reference forgets a remembered session once a sweep's watermark
-    passes its expiry; here it stays in its slot, ignored, until a new session of its key
-    overwrites it or _collect frees the slot, so no timer or chain walk is paid per session.
+    passes its expiry (a late session's: the late records' own, S_LATE_SWEPT); here it
+    stays in its slot, ignored, until a new session of its key overwrites it or _collect
+    frees the slot, so no timer or chain walk is paid per session.
     """
     return slot >= 0 and (S[slot, R.SL_STATUS] & R.STATUS_PREV) != 0 and \
-        S[slot, R.P_EXPIRY] >= C[S_SWEPT]
+        S[slot, R.P_EXPIRY] >= _swept(S, slot, C)
+
+
+@_inline
+def _swept(S: Any, slot: int, C: Any) -> int:
+    """The watermark of the last sweep that S[slot]'s remembered session expires on."""
+    return C[S_LATE_SWEPT] if _prev_bit(S, slot, R.PB_LATE) else C[S_SWEPT]
 
 
 @_inline
@@ -1074,6 +1084,7 @@ def _sweep(S: Any, M: Any, G: Any, P: Any, C: Any, OUT: Any, D: Any, Q: Any, E: 
         _sweep_entry(S, M, G, P, C, OUT, D, Q, E, known, watermark, emit, t, ref, tag)
     # the reference forgets remembered sessions after the closes of its sweep
     C[S_SWEPT] = watermark
+    C[S_LATE_SWEPT] = C[S_LATE_CLOCK] - P[P_GRACE] if C[S_HAS_LATE_CLOCK] else R.TIME_MIN
 
 
 @_helper
@@ -1278,7 +1289,7 @@ def replay(
                     octets[i], reverse_packets[i], reverse_octets[i], sampling_rate[i],
                     counters_scaled[i], src_declared[i], dst_declared[i])
                 direction_out[i] = d
-                _advance(C, clock, last, event)
+                _advance(C, clock, last, event, late)
                 _sweep_call(S, M, G, P, C, OUT, D, Q, E, known, C[S_MAX_LAST] - P[P_GRACE],
                             emit)
                 continue
@@ -1377,18 +1388,22 @@ def replay(
             _timer_push(D, Q, C, deadline, target, M[target, R.F_SERIAL])
         serial_out[i] = M[target, R.F_SERIAL]
         direction_out[i] = d
-        _advance(C, clock, last, event)
+        _advance(C, clock, last, event, late)
         _sweep(S, M, G, P, C, OUT, D, Q, E, known, C[S_MAX_LAST] - P[P_GRACE], emit)
     return DONE, n
 
 
 @_inline
-def _advance(C: Any, clock: int, last: int, event: bool) -> None:
+def _advance(C: Any, clock: int, last: int, event: bool, late: int) -> None:
     """After a record: the newest clock (the watermark plus grace), and under event replay
-    the newest last_seen apart (in arrival replay they are one)."""
+    the newest last_seen apart (in arrival replay they are one); a late record's clock
+    also moves the late records' own (S_LATE_CLOCK)."""
     if clock > C[S_MAX_LAST] or not C[S_HAS_MAX_LAST]:
         C[S_MAX_LAST] = clock
         C[S_HAS_MAX_LAST] = 1
+    if late and (clock > C[S_LATE_CLOCK] or not C[S_HAS_LATE_CLOCK]):
+        C[S_LATE_CLOCK] = clock
+        C[S_HAS_LATE_CLOCK] = 1
     if event and last > C[S_NEWEST_LAST]:
         C[S_NEWEST_LAST] = last
 
@@ -1424,7 +1439,7 @@ def _collect(S: Any, B: Any, F: Any, C: Any) -> int:
     top = 0
     for slot in range(C[S_SLOTS] - 1, -1, -1):
         status = S[slot, R.SL_STATUS]
-        if status == R.STATUS_PREV and S[slot, R.P_EXPIRY] < C[S_SWEPT]:
+        if status == R.STATUS_PREV and S[slot, R.P_EXPIRY] < _swept(S, slot, C):
             status = 0
             S[slot, R.SL_STATUS] = 0
         if status == 0:
@@ -1537,6 +1552,7 @@ class KernelReplay:
         self.C[S_FREE_TOP] = capacity
         self.C[S_SLOTS] = capacity
         self.C[S_SWEPT] = R.TIME_MIN
+        self.C[S_LATE_SWEPT] = R.TIME_MIN
         self.C[S_NEWEST_LAST] = R.TIME_MIN
         self.M = R.new_rows(capacity)
         self.G = np.arange(capacity - 1, -1, -1, dtype=np.int64)

@@ -61,10 +61,15 @@ watermark before r, max(last_seen) - grace; max(first_seen) - grace under event 
    last_seen + idle + grace, a `hard_timeout` fragment later by the longest record
    (last_seen - first_seen) the exporter has sent so far, at most an hour: the record that
    continues it starts within idle of its last_seen but arrives at its own end, which an
-   active timeout of minutes puts far behind.
-   (Remembering them also until W had moved by grace since their close, so that the late
-   records of one burst would follow one another, kept every session of an input the
-   watermark runs ahead of forever: memory grew with the input.)
+   active timeout of minutes puts far behind. A late session expires instead once the late
+   records' own watermark (the newest clock of the late records so far, less grace) passes
+   its expiry: one opened by a record late by more than idle + grace closes in the sweep
+   after its record, and, forgotten there at once, the other direction of its conversation,
+   arriving next, followed nothing and came out a one-way attempt, oriented afresh (live
+   softflowd exports each UDP exchange 300 s after its last packet, both directions
+   together, while other traffic keeps W current). (Remembering them until W had moved by
+   grace since their close kept every session of an input the watermark runs ahead of
+   forever: memory grew with the input. The late records' clock moves with them.)
 6. `dup` (part of session_id): one more than the dup of the key's last closed session at
    this session's close, or at its opening, whichever has the very same (opened_at, split,
    late) as this one (the larger if both); else 0. A long record that reaches back to the
@@ -243,6 +248,8 @@ class ReferenceReplay:
         # the newest clock (last_seen; first_seen under --replay event: rule 5), whose
         # value less grace is the watermark, and the newest last_seen (end of input)
         self.max_clock: int | None = None
+        # the newest clock of the late records (rule 5: the late sessions' memory)
+        self.late_clock: int | None = None
         self.newest_last: int | None = None
         self.max_span = 0  # longest last_seen - first_seen so far (rule 5)
         self.serials = 0
@@ -309,7 +316,7 @@ class ReferenceReplay:
                 self._apply(stray, records, i, direction)
                 closed_at, reason = stray.deadline(policy)
                 self._close(stray, closed_at, reason, index, counted=False)
-                self._after(clock, last, index)
+                self._after(clock, last, index, late)
                 return stray.serial, direction
             else:
                 joined = True
@@ -325,7 +332,7 @@ class ReferenceReplay:
                 session.late_records += 1
             self._apply(session, records, i, direction)
         session.deep |= deep
-        self._after(clock, last, index)
+        self._after(clock, last, index, late)
         return session.serial, direction
 
     def _new_session(self, key: Key, first: int, late: bool, flags: int,
@@ -424,8 +431,10 @@ class ReferenceReplay:
         s.sampling = max(s.sampling, int(records.sampling_rate[i]))
         s.scaled |= int(records.counters_scaled[i])
 
-    def _after(self, clock: int, last: int, index: int) -> None:
+    def _after(self, clock: int, last: int, index: int, late: bool) -> None:
         self.max_clock = clock if self.max_clock is None else max(self.max_clock, clock)
+        if late:
+            self.late_clock = clock if self.late_clock is None else max(self.late_clock, clock)
         self.newest_last = last if self.newest_last is None else max(self.newest_last, last)
         self._sweep(self.max_clock - self.policy.grace_us, index)
 
@@ -434,7 +443,12 @@ class ReferenceReplay:
             deadline, reason = session.deadline(self.policy)
             if deadline < watermark:
                 self._close(session, deadline, reason, emit)
-        for key in [k for k, p in self.prev.items() if p.expiry < watermark]:
+        # a late session is forgotten on the late records' own watermark (rule 5)
+        late_watermark = None if self.late_clock is None else \
+            self.late_clock - self.policy.grace_us
+        for key in [k for k, p in self.prev.items()
+                    if p.expiry < (late_watermark if p.late and late_watermark is not None
+                                   else watermark)]:  # (a late session: a late record seen)
             del self.prev[key]
 
     def _close(self, s: RefSession, closed_at: int, reason: int, emit: int,
