@@ -145,9 +145,10 @@ class _Numbering:
 
     def __init__(self) -> None:
         self.counts_messages = False  # its sequence numbers count messages (VPP)
-        # its latest message that told the conventions apart numbered its own records too
-        # (softflowd's IPFIX), not only those before it (RFC 7011 §3.1)
-        self.inclusive = False
+        # messages in a row that told the conventions apart and numbered their own records
+        # too (softflowd's IPFIX), not only those before them (RFC 7011 §3.1); one that
+        # numbers as the RFC does sets it back to 0
+        self.inclusive = 0
         self.ambiguous_gaps = 0  # gaps of one that counting messages would explain
         self.expected: int | None = None
         self.expected_flows: int | None = None
@@ -1150,7 +1151,7 @@ class ExportDecoder:
                 (units is not None and sequence == (last + units) & SEQUENCE_MASK)
                 or (flow_units is not None and sequence == (last + flow_units) & SEQUENCE_MASK))
             if standard != counted and not datagram.session:
-                numbering.inclusive = counted
+                numbering.inclusive = min(numbering.inclusive + 1, 2) if counted else 0
             fits = standard or counted
             lane = None
             if not fits and datagram.session:  # SCTP: each stream's own numbering too
@@ -1161,8 +1162,7 @@ class ExportDecoder:
             # it is no gap; after a message of no records it could be one lost record, and
             # is counted as that until the stream shows it counts messages
             ambiguous = False
-            if not fits and inclusive and not numbering.inclusive and \
-                    sequence == (last + 1) & SEQUENCE_MASK:
+            if not fits and inclusive and sequence == (last + 1) & SEQUENCE_MASK:
                 if numbering.counts_messages:
                     fits = True
                 elif (expected - last) & SEQUENCE_MASK >= 2 and (
@@ -1177,11 +1177,14 @@ class ExportDecoder:
             first = sequence  # the number of the message's first unit, as RFC 7011 numbers
             if not fits and datagram.session:
                 fits, difference = self._lane_fit(numbering, sequence, lane)
-            elif not fits and numbering.inclusive and units is not None:
+            elif not fits and numbering.inclusive >= 2 and not numbering.counts_messages \
+                    and units is not None:
                 # numbered inclusive, its first unit is its number less its units, and the
                 # last message's number the first expected: from the RFC's expectation (the
                 # last number plus the last message's units), a message lost before a
-                # smaller one read as a reorder, and a reorder as a loss (a live softflowd)
+                # smaller one read as a reorder, and a reorder as a loss (a live softflowd).
+                # Two such messages in a row say so: one could be a loss as large as the
+                # difference of two messages' records, under the RFC's numbering (a review)
                 first, difference = _inclusive_first(sequence, last, units, flow_units)
                 expected = last
             else:
@@ -1206,6 +1209,11 @@ class ExportDecoder:
                     # on a box whose sysUptime went on); it was so without a word
                     stats.restarts += 1
                     numbering.renumber()
+        if not numbering.numbered and inclusive and units and not datagram.session and \
+                sequence in (units, flow_units):
+            # a stream's first message numbered as its own records: softflowd's start (the
+            # RFC's numbering starts from 0 or anywhere); one piece of evidence
+            numbering.inclusive = 1
         numbering.last_sequence = sequence
         numbering.numbered = True
         if numbering.counts_messages and inclusive:
