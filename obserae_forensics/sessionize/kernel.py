@@ -102,7 +102,8 @@ S_MAX_SPAN = 22  # longest last_seen - first_seen of the records so far (R.P_EXP
 S_NEWEST_LAST = 23  # event replay: the newest last_seen, the watermark at the end of input
 S_LATE_CLOCK = 24  # the newest clock of the late records (a late session's memory)
 S_HAS_LATE_CLOCK = 25
-S_LATE_SWEPT = 26  # S_SWEPT for remembered late sessions: S_LATE_CLOCK - grace at that sweep
+S_LATE_SWEPT = 26  # S_SWEPT + S_LATE_CLOCK - grace at the last sweep: the two watermarks
+# added up, which a remembered late session's expiry is against (reference rule 5)
 SCALAR_COUNT = 27
 
 # Every table of a new exporter's replay starts this small and grows on demand. A start
@@ -402,18 +403,20 @@ def _has_prev(S: Any, slot: int, C: Any) -> bool:
     """S[slot] remembers a closed session that has not expired at the last sweep.
 
     Expiry is lazy: the reference forgets a remembered session once a sweep's watermark
-    passes its expiry (a late session's: the late records' own, S_LATE_SWEPT); here it
+    passes its expiry (a late session's: the two watermarks added up, _prev_alive); here it
     stays in its slot, ignored, until a new session of its key overwrites it or _collect
     frees the slot, so no timer or chain walk is paid per session.
     """
     return slot >= 0 and (S[slot, R.SL_STATUS] & R.STATUS_PREV) != 0 and \
-        S[slot, R.P_EXPIRY] >= _swept(S, slot, C)
+        _prev_alive(S, slot, C)
 
 
 @_inline
-def _swept(S: Any, slot: int, C: Any) -> int:
-    """The watermark of the last sweep that S[slot]'s remembered session expires on."""
-    return C[S_LATE_SWEPT] if _prev_bit(S, slot, R.PB_LATE) else C[S_SWEPT]
+def _prev_alive(S: Any, slot: int, C: Any) -> bool:
+    """S[slot]'s remembered session had not expired at the last sweep: a late one on the
+    exporter's and the late records' watermarks added up (reference rule 5)."""
+    return S[slot, R.P_EXPIRY] >= (
+        C[S_LATE_SWEPT] if _prev_bit(S, slot, R.PB_LATE) else C[S_SWEPT])
 
 
 @_inline
@@ -639,6 +642,9 @@ def _remember(S: Any, slot: int, M: Any, s: int, P: Any, C: Any) -> None:
     S[slot, R.P_EXPIRY] = S[slot, R.P_CONT] + P[P_GRACE]
     if M[s, R.F_REASON] == R.REASON_HARD_TIMEOUT:
         S[slot, R.P_EXPIRY] += min(C[S_MAX_SPAN], R.MAX_CONTINUATION_SPAN_US)
+    if M[s, R.F_LATE]:  # the two watermarks at its close, moved on (reference rule 5)
+        S[slot, R.P_EXPIRY] += C[S_MAX_LAST] + C[S_LATE_CLOCK] - 2 * P[P_GRACE] - \
+            M[s, R.F_LAST]
     S[slot, R.SL_STATUS] |= R.STATUS_PREV
 
 
@@ -1084,7 +1090,8 @@ def _sweep(S: Any, M: Any, G: Any, P: Any, C: Any, OUT: Any, D: Any, Q: Any, E: 
         _sweep_entry(S, M, G, P, C, OUT, D, Q, E, known, watermark, emit, t, ref, tag)
     # the reference forgets remembered sessions after the closes of its sweep
     C[S_SWEPT] = watermark
-    C[S_LATE_SWEPT] = C[S_LATE_CLOCK] - P[P_GRACE] if C[S_HAS_LATE_CLOCK] else R.TIME_MIN
+    C[S_LATE_SWEPT] = watermark + C[S_LATE_CLOCK] - P[P_GRACE] if C[S_HAS_LATE_CLOCK] \
+        else R.TIME_MIN
 
 
 @_helper
@@ -1258,6 +1265,10 @@ def replay(
         if C[S_HAS_MAX_LAST]:
             if last < C[S_MAX_LAST] - P[P_GRACE]:
                 late = 1
+                # the late records' clock, before anything closes (reference rule 5)
+                if clock > C[S_LATE_CLOCK] or not C[S_HAS_LATE_CLOCK]:
+                    C[S_LATE_CLOCK] = clock
+                    C[S_HAS_LATE_CLOCK] = 1
             if first < C[S_MAX_LAST] - P[P_GRACE] - min_idle - P[P_GRACE]:
                 deep = 1
         b = h & (len(B) - 1)
@@ -1289,7 +1300,7 @@ def replay(
                     octets[i], reverse_packets[i], reverse_octets[i], sampling_rate[i],
                     counters_scaled[i], src_declared[i], dst_declared[i])
                 direction_out[i] = d
-                _advance(C, clock, last, event, late)
+                _advance(C, clock, last, event)
                 _sweep_call(S, M, G, P, C, OUT, D, Q, E, known, C[S_MAX_LAST] - P[P_GRACE],
                             emit)
                 continue
@@ -1388,22 +1399,18 @@ def replay(
             _timer_push(D, Q, C, deadline, target, M[target, R.F_SERIAL])
         serial_out[i] = M[target, R.F_SERIAL]
         direction_out[i] = d
-        _advance(C, clock, last, event, late)
+        _advance(C, clock, last, event)
         _sweep(S, M, G, P, C, OUT, D, Q, E, known, C[S_MAX_LAST] - P[P_GRACE], emit)
     return DONE, n
 
 
 @_inline
-def _advance(C: Any, clock: int, last: int, event: bool, late: int) -> None:
+def _advance(C: Any, clock: int, last: int, event: bool) -> None:
     """After a record: the newest clock (the watermark plus grace), and under event replay
-    the newest last_seen apart (in arrival replay they are one); a late record's clock
-    also moves the late records' own (S_LATE_CLOCK)."""
+    the newest last_seen apart (in arrival replay they are one)."""
     if clock > C[S_MAX_LAST] or not C[S_HAS_MAX_LAST]:
         C[S_MAX_LAST] = clock
         C[S_HAS_MAX_LAST] = 1
-    if late and (clock > C[S_LATE_CLOCK] or not C[S_HAS_LATE_CLOCK]):
-        C[S_LATE_CLOCK] = clock
-        C[S_HAS_LATE_CLOCK] = 1
     if event and last > C[S_NEWEST_LAST]:
         C[S_NEWEST_LAST] = last
 
@@ -1439,7 +1446,7 @@ def _collect(S: Any, B: Any, F: Any, C: Any) -> int:
     top = 0
     for slot in range(C[S_SLOTS] - 1, -1, -1):
         status = S[slot, R.SL_STATUS]
-        if status == R.STATUS_PREV and S[slot, R.P_EXPIRY] < _swept(S, slot, C):
+        if status == R.STATUS_PREV and not _prev_alive(S, slot, C):
             status = 0
             S[slot, R.SL_STATUS] = 0
         if status == 0:

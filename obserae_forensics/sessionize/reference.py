@@ -61,15 +61,18 @@ watermark before r, max(last_seen) - grace; max(first_seen) - grace under event 
    last_seen + idle + grace, a `hard_timeout` fragment later by the longest record
    (last_seen - first_seen) the exporter has sent so far, at most an hour: the record that
    continues it starts within idle of its last_seen but arrives at its own end, which an
-   active timeout of minutes puts far behind. A late session expires instead once the late
-   records' own watermark (the newest clock of the late records so far, less grace) passes
-   its expiry: one opened by a record late by more than idle + grace closes in the sweep
-   after its record, and, forgotten there at once, the other direction of its conversation,
-   arriving next, followed nothing and came out a one-way attempt, oriented afresh (live
-   softflowd exports each UDP exchange 300 s after its last packet, both directions
-   together, while other traffic keeps W current). (Remembering them until W had moved by
-   grace since their close kept every session of an input the watermark runs ahead of
-   forever: memory grew with the input. The late records' clock moves with them.)
+   active timeout of minutes puts far behind. A late session is kept instead until W and
+   the late records' own watermark LW (their newest clock so far, less grace), added up,
+   have moved on by idle + grace (and the hard_timeout extension) since its close: one
+   opened by a record late by more than idle + grace closes in the sweep after its record,
+   and, forgotten there at once, the other direction of its conversation, arriving next,
+   followed nothing and came out a one-way attempt, oriented afresh (live softflowd
+   exports each UDP exchange 300 s after its last packet, both directions together, while
+   other traffic keeps W current). Either clock alone leaves memory unbounded: W on an
+   input it runs ahead of (a damaged future time: every record late, W still, each late
+   session kept), LW when the late records' times stand still (a review: each late key
+   kept while W moved on); and LW's position, not its movement, let another key's record
+   a second late push the halves' session out (a review).
 6. `dup` (part of session_id): one more than the dup of the key's last closed session at
    this session's close, or at its opening, whichever has the very same (opened_at, split,
    late) as this one (the larger if both); else 0. A long record that reaches back to the
@@ -295,6 +298,8 @@ class ReferenceReplay:
         clock = first if policy.replay == "event" else last
         watermark = None if self.max_clock is None else self.max_clock - policy.grace_us
         late = watermark is not None and last < watermark
+        if late:  # the late records' clock, before anything closes (rule 5)
+            self.late_clock = clock if self.late_clock is None else max(self.late_clock, clock)
         deep = int(watermark is not None
                    and first < watermark - self.min_idle - policy.grace_us)
         identity = int(records.identity[i])
@@ -316,7 +321,7 @@ class ReferenceReplay:
                 self._apply(stray, records, i, direction)
                 closed_at, reason = stray.deadline(policy)
                 self._close(stray, closed_at, reason, index, counted=False)
-                self._after(clock, last, index, late)
+                self._after(clock, last, index)
                 return stray.serial, direction
             else:
                 joined = True
@@ -332,7 +337,7 @@ class ReferenceReplay:
                 session.late_records += 1
             self._apply(session, records, i, direction)
         session.deep |= deep
-        self._after(clock, last, index, late)
+        self._after(clock, last, index)
         return session.serial, direction
 
     def _new_session(self, key: Key, first: int, late: bool, flags: int,
@@ -431,10 +436,8 @@ class ReferenceReplay:
         s.sampling = max(s.sampling, int(records.sampling_rate[i]))
         s.scaled |= int(records.counters_scaled[i])
 
-    def _after(self, clock: int, last: int, index: int, late: bool) -> None:
+    def _after(self, clock: int, last: int, index: int) -> None:
         self.max_clock = clock if self.max_clock is None else max(self.max_clock, clock)
-        if late:
-            self.late_clock = clock if self.late_clock is None else max(self.late_clock, clock)
         self.newest_last = last if self.newest_last is None else max(self.newest_last, last)
         self._sweep(self.max_clock - self.policy.grace_us, index)
 
@@ -443,12 +446,12 @@ class ReferenceReplay:
             deadline, reason = session.deadline(self.policy)
             if deadline < watermark:
                 self._close(session, deadline, reason, emit)
-        # a late session is forgotten on the late records' own watermark (rule 5)
-        late_watermark = None if self.late_clock is None else \
-            self.late_clock - self.policy.grace_us
+        # a late session expires on the two watermarks moved together (rule 5; no late
+        # clock: no late record yet, so no late session either)
+        moved = None if self.late_clock is None else \
+            watermark + self.late_clock - self.policy.grace_us
         for key in [k for k, p in self.prev.items()
-                    if p.expiry < (late_watermark if p.late and late_watermark is not None
-                                   else watermark)]:  # (a late session: a late record seen)
+                    if p.expiry < (moved if p.late and moved is not None else watermark)]:
             del self.prev[key]
 
     def _close(self, s: RefSession, closed_at: int, reason: int, emit: int,
@@ -470,6 +473,9 @@ class ReferenceReplay:
         s.expiry = s.last + s.idle_at_close + self.policy.grace_us
         if reason == R.REASON_HARD_TIMEOUT:  # rule 5: its next record may be a long one
             s.expiry += min(self.max_span, R.MAX_CONTINUATION_SPAN_US)
+        if s.late:  # rule 5: the two watermarks at its close, moved on by idle + grace
+            assert self.max_clock is not None and self.late_clock is not None
+            s.expiry += self.max_clock + self.late_clock - 2 * self.policy.grace_us - s.last
         prev = self.prev.get(s.key)
         if not (s.late and prev is not None and not prev.late):
             self.prev[s.key] = s
