@@ -203,9 +203,8 @@ def test_late_halves_of_a_live_softflowd_export_follow_one_another(tmp_path: Pat
     conversations arrive in one datagram 125 s behind a long connection's record, late by
     more than idle + grace. Each direction's session closed in the sweep after its record
     and, forgotten there at once, the other direction's followed nothing and came out a
-    one-way attempt, 4 of them oriented backwards. Remembered until the exporter's and the
-    late records' watermarks move on, it follows the first and goes on with its
-    conversation: the client is the
+    one-way attempt, 4 of them oriented backwards. Remembered for the records that come
+    next, it follows the first and goes on with its conversation: the client is the
     host that sent every SYN, the answer is seen. The first direction's session stays
     closed `no_reply`, as it closed before the answer arrived (README, Sessions); `--replay
     event` gives one session per conversation."""

@@ -100,11 +100,9 @@ S_ROWS_FREE = 20  # session rows on the free stack G
 S_DUE = 21  # entries of the due list, at the far end of D (only within a sweep)
 S_MAX_SPAN = 22  # longest last_seen - first_seen of the records so far (R.P_EXPIRY)
 S_NEWEST_LAST = 23  # event replay: the newest last_seen, the watermark at the end of input
-S_LATE_CLOCK = 24  # the newest clock of the late records (a late session's memory)
-S_HAS_LATE_CLOCK = 25
-S_LATE_SWEPT = 26  # S_SWEPT + S_LATE_CLOCK - grace at the last sweep: the two watermarks
-# added up, which a remembered late session's expiry is against (reference rule 5)
-SCALAR_COUNT = 27
+S_RECORDS = 24  # records replayed so far: a remembered late session's expiry counts them
+S_LATE_SWEPT = 25  # S_RECORDS at the last sweep (reference rule 5)
+SCALAR_COUNT = 26
 
 # Every table of a new exporter's replay starts this small and grows on demand. A start
 # sized for busy exporters (16,384 rows, a 64 MB slot reserve) cost ~2 MB of touched memory
@@ -403,7 +401,7 @@ def _has_prev(S: Any, slot: int, C: Any) -> bool:
     """S[slot] remembers a closed session that has not expired at the last sweep.
 
     Expiry is lazy: the reference forgets a remembered session once a sweep's watermark
-    passes its expiry (a late session's: the two watermarks added up, _prev_alive); here it
+    passes its expiry (a late session's: a count of records, _prev_alive); here it
     stays in its slot, ignored, until a new session of its key overwrites it or _collect
     frees the slot, so no timer or chain walk is paid per session.
     """
@@ -413,8 +411,8 @@ def _has_prev(S: Any, slot: int, C: Any) -> bool:
 
 @_inline
 def _prev_alive(S: Any, slot: int, C: Any) -> bool:
-    """S[slot]'s remembered session had not expired at the last sweep: a late one on the
-    exporter's and the late records' watermarks added up (reference rule 5)."""
+    """S[slot]'s remembered session had not expired at the last sweep: a late one by the
+    records that came since its close (reference rule 5)."""
     return S[slot, R.P_EXPIRY] >= (
         C[S_LATE_SWEPT] if _prev_bit(S, slot, R.PB_LATE) else C[S_SWEPT])
 
@@ -642,9 +640,8 @@ def _remember(S: Any, slot: int, M: Any, s: int, P: Any, C: Any) -> None:
     S[slot, R.P_EXPIRY] = S[slot, R.P_CONT] + P[P_GRACE]
     if M[s, R.F_REASON] == R.REASON_HARD_TIMEOUT:
         S[slot, R.P_EXPIRY] += min(C[S_MAX_SPAN], R.MAX_CONTINUATION_SPAN_US)
-    if M[s, R.F_LATE]:  # the two watermarks at its close, moved on (reference rule 5)
-        S[slot, R.P_EXPIRY] += C[S_MAX_LAST] + C[S_LATE_CLOCK] - 2 * P[P_GRACE] - \
-            M[s, R.F_LAST]
+    if M[s, R.F_LATE]:  # for the records that come next (reference rule 5)
+        S[slot, R.P_EXPIRY] = C[S_RECORDS] + R.LATE_MEMORY_RECORDS
     S[slot, R.SL_STATUS] |= R.STATUS_PREV
 
 
@@ -1090,8 +1087,7 @@ def _sweep(S: Any, M: Any, G: Any, P: Any, C: Any, OUT: Any, D: Any, Q: Any, E: 
         _sweep_entry(S, M, G, P, C, OUT, D, Q, E, known, watermark, emit, t, ref, tag)
     # the reference forgets remembered sessions after the closes of its sweep
     C[S_SWEPT] = watermark
-    C[S_LATE_SWEPT] = watermark + C[S_LATE_CLOCK] - P[P_GRACE] if C[S_HAS_LATE_CLOCK] \
-        else R.TIME_MIN
+    C[S_LATE_SWEPT] = C[S_RECORDS]
 
 
 @_helper
@@ -1218,6 +1214,7 @@ def replay(
             max_span = last - first
             C[S_MAX_SPAN] = max_span
         clock = first if event else last
+        C[S_RECORDS] += 1
         emit = index[i]
         proto = protocol[i]
         ring = i & RING_MASK
@@ -1265,10 +1262,6 @@ def replay(
         if C[S_HAS_MAX_LAST]:
             if last < C[S_MAX_LAST] - P[P_GRACE]:
                 late = 1
-                # the late records' clock, before anything closes (reference rule 5)
-                if clock > C[S_LATE_CLOCK] or not C[S_HAS_LATE_CLOCK]:
-                    C[S_LATE_CLOCK] = clock
-                    C[S_HAS_LATE_CLOCK] = 1
             if first < C[S_MAX_LAST] - P[P_GRACE] - min_idle - P[P_GRACE]:
                 deep = 1
         b = h & (len(B) - 1)
@@ -1559,7 +1552,6 @@ class KernelReplay:
         self.C[S_FREE_TOP] = capacity
         self.C[S_SLOTS] = capacity
         self.C[S_SWEPT] = R.TIME_MIN
-        self.C[S_LATE_SWEPT] = R.TIME_MIN
         self.C[S_NEWEST_LAST] = R.TIME_MIN
         self.M = R.new_rows(capacity)
         self.G = np.arange(capacity - 1, -1, -1, dtype=np.int64)

@@ -61,18 +61,16 @@ watermark before r, max(last_seen) - grace; max(first_seen) - grace under event 
    last_seen + idle + grace, a `hard_timeout` fragment later by the longest record
    (last_seen - first_seen) the exporter has sent so far, at most an hour: the record that
    continues it starts within idle of its last_seen but arrives at its own end, which an
-   active timeout of minutes puts far behind. A late session is kept instead until W and
-   the late records' own watermark LW (their newest clock so far, less grace), added up,
-   have moved on by idle + grace (and the hard_timeout extension) since its close: one
-   opened by a record late by more than idle + grace closes in the sweep after its record,
-   and, forgotten there at once, the other direction of its conversation, arriving next,
-   followed nothing and came out a one-way attempt, oriented afresh (live softflowd
-   exports each UDP exchange 300 s after its last packet, both directions together, while
-   other traffic keeps W current). Either clock alone leaves memory unbounded: W on an
-   input it runs ahead of (a damaged future time: every record late, W still, each late
-   session kept), LW when the late records' times stand still (a review: each late key
-   kept while W moved on); and LW's position, not its movement, let another key's record
-   a second late push the halves' session out (a review).
+   active timeout of minutes puts far behind. A late session is remembered instead for the
+   next R.LATE_MEMORY_RECORDS records of its exporter, whatever the clocks say: one opened
+   by a record late by more than idle + grace closes in the sweep after its record, and,
+   forgotten there at once, the other direction of its conversation, arriving next,
+   followed nothing and came out a one-way attempt, oriented afresh (live softflowd exports
+   each UDP exchange 300 s after its last packet, both directions together, while other
+   traffic keeps W current). No clock bounds that memory: W stands still while an
+   exporter flushes a capture's flows at its end (late, in no time order; the watermarks
+   added up kept 1.1 M late sessions of the 5.2 M-record benchmark at once, 250 MB), and
+   the late records' own clock stands still when their times do (a review).
 6. `dup` (part of session_id): one more than the dup of the key's last closed session at
    this session's close, or at its opening, whichever has the very same (opened_at, split,
    late) as this one (the larger if both); else 0. A long record that reaches back to the
@@ -251,8 +249,7 @@ class ReferenceReplay:
         # the newest clock (last_seen; first_seen under --replay event: rule 5), whose
         # value less grace is the watermark, and the newest last_seen (end of input)
         self.max_clock: int | None = None
-        # the newest clock of the late records (rule 5: the late sessions' memory)
-        self.late_clock: int | None = None
+        self.records = 0  # records replayed so far (rule 5: the late sessions' memory)
         self.newest_last: int | None = None
         self.max_span = 0  # longest last_seen - first_seen so far (rule 5)
         self.serials = 0
@@ -298,8 +295,7 @@ class ReferenceReplay:
         clock = first if policy.replay == "event" else last
         watermark = None if self.max_clock is None else self.max_clock - policy.grace_us
         late = watermark is not None and last < watermark
-        if late:  # the late records' clock, before anything closes (rule 5)
-            self.late_clock = clock if self.late_clock is None else max(self.late_clock, clock)
+        self.records += 1
         deep = int(watermark is not None
                    and first < watermark - self.min_idle - policy.grace_us)
         identity = int(records.identity[i])
@@ -446,12 +442,9 @@ class ReferenceReplay:
             deadline, reason = session.deadline(self.policy)
             if deadline < watermark:
                 self._close(session, deadline, reason, emit)
-        # a late session expires on the two watermarks moved together (rule 5; no late
-        # clock: no late record yet, so no late session either)
-        moved = None if self.late_clock is None else \
-            watermark + self.late_clock - self.policy.grace_us
+        # a late session expires by the records that came since its close (rule 5)
         for key in [k for k, p in self.prev.items()
-                    if p.expiry < (moved if p.late and moved is not None else watermark)]:
+                    if p.expiry < (self.records if p.late else watermark)]:
             del self.prev[key]
 
     def _close(self, s: RefSession, closed_at: int, reason: int, emit: int,
@@ -473,9 +466,8 @@ class ReferenceReplay:
         s.expiry = s.last + s.idle_at_close + self.policy.grace_us
         if reason == R.REASON_HARD_TIMEOUT:  # rule 5: its next record may be a long one
             s.expiry += min(self.max_span, R.MAX_CONTINUATION_SPAN_US)
-        if s.late:  # rule 5: the two watermarks at its close, moved on by idle + grace
-            assert self.max_clock is not None and self.late_clock is not None
-            s.expiry += self.max_clock + self.late_clock - 2 * self.policy.grace_us - s.last
+        if s.late:  # rule 5: for the records that come next, not by the clocks
+            s.expiry = self.records + R.LATE_MEMORY_RECORDS
         prev = self.prev.get(s.key)
         if not (s.late and prev is not None and not prev.late):
             self.prev[s.key] = s

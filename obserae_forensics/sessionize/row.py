@@ -156,6 +156,11 @@ CONFIDENCE_MASK = 0x3FF
 # with the conversation starts within idle of the fragment's last_seen but arrives at its
 # own end, which an exporter's active timeout (minutes) puts far behind that.
 MAX_CONTINUATION_SPAN_US = 3_600_000_000
+# A late session is remembered for this many more records of its exporter, whatever the
+# clocks say (reference rule 5): the other direction of its conversation, late alike, comes
+# in the same datagram or block; a bound on records bounds memory where the clocks stand
+# still (an exporter's flush of a capture's flows at its end: late, in no time order)
+LATE_MEMORY_RECORDS = 4096
 STATUS_ROW_SHIFT = 2
 
 # The output row: the fields output.py reads, in this order; O_X is F_X's place in it.

@@ -143,8 +143,12 @@ def test_reordering_within_grace_changes_nothing(flows: list, policy: SessionPol
         if i + 1 >= len(shuffled):
             continue
         one, two = shuffled[i], shuffled[i + 1]
-        if _moves_a_clock(shuffled[:i], one, policy) or \
-                _moves_a_clock(shuffled[:i], two, policy) or _key(one) == _key(two):
+        newest = max((r["last_seen"] for r in shuffled[:i] if r["exporter"] == one["exporter"]),
+                     default=None)
+        newest_two = max((r["last_seen"] for r in shuffled[:i]
+                          if r["exporter"] == two["exporter"]), default=None)
+        if newest is None or newest_two is None or one["last_seen"] > newest or \
+                two["last_seen"] > newest_two or _key(one) == _key(two):
             continue
         shuffled[i], shuffled[i + 1] = two, one
     reordered = _canonical(*run(shuffled, policy)[:2])
@@ -154,28 +158,6 @@ def test_reordering_within_grace_changes_nothing(flows: list, policy: SessionPol
     shaped = {s["session_id"] for rows in (reordered[0], original[0]) for s in rows
               if s["role_method"] == "traffic_shape"}
     assert _without_shape(reordered, shaped) == _without_shape(original, shaped)
-
-
-def _moves_a_clock(before: list, r: dict, policy: SessionPolicy) -> bool:
-    """Whether `r`, after `before`, moves its exporter's watermark (it ends after the newest
-    last_seen so far), or, late, the late records' own, on which late sessions are
-    forgotten (reference rule 5): either may expire the memory a record of another key
-    reads next (a late record of one conversation 94 s behind another's, swapped, no longer
-    followed the closed session of its key). Approximated on last_seen, as is the watermark
-    here, under event replay too, which sorts by first_seen anyway."""
-    mine = [q for q in before if q["exporter"] == r["exporter"]]
-    if not mine or r["last_seen"] > max(q["last_seen"] for q in mine):
-        return True
-    newest: int | None = None
-    late_clock: int | None = None
-    for q in [*mine, r]:
-        if newest is not None and q["last_seen"] < newest - policy.grace_us:
-            if q is r and (late_clock is None or r["last_seen"] > late_clock):
-                return True
-            late_clock = q["last_seen"] if late_clock is None else max(late_clock,
-                                                                        q["last_seen"])
-        newest = q["last_seen"] if newest is None else max(newest, q["last_seen"])
-    return False
 
 
 _SHAPE_FIELDS = ("role_method", "role_confidence", "client_ip", "client_port", "server_ip",
