@@ -120,6 +120,12 @@ def export_version(payload: bytes, *, first_set: bool = True) -> int:
     return 0
 
 
+# messages in a row that only softflowd's numbering explains (a first one numbered as its
+# own records counts as one) before a stream is measured by it: one could be a standard
+# exporter's loss as large as the difference of two messages' records (a review)
+INCLUSIVE_EVIDENCE = 2
+
+
 def _inclusive_first(sequence: int, last: int, units: int,
                      flow_units: int | None) -> tuple[int, int]:
     """(first unit's number, how far ahead of `last` it is) of an inclusively numbered
@@ -1151,7 +1157,8 @@ class ExportDecoder:
                 (units is not None and sequence == (last + units) & SEQUENCE_MASK)
                 or (flow_units is not None and sequence == (last + flow_units) & SEQUENCE_MASK))
             if standard != counted and not datagram.session:
-                numbering.inclusive = min(numbering.inclusive + 1, 2) if counted else 0
+                numbering.inclusive = \
+                    min(numbering.inclusive + 1, INCLUSIVE_EVIDENCE) if counted else 0
             fits = standard or counted
             lane = None
             if not fits and datagram.session:  # SCTP: each stream's own numbering too
@@ -1177,14 +1184,12 @@ class ExportDecoder:
             first = sequence  # the number of the message's first unit, as RFC 7011 numbers
             if not fits and datagram.session:
                 fits, difference = self._lane_fit(numbering, sequence, lane)
-            elif not fits and numbering.inclusive >= 2 and not numbering.counts_messages \
-                    and units is not None:
+            elif not fits and numbering.inclusive >= INCLUSIVE_EVIDENCE and \
+                    not numbering.counts_messages and units is not None:
                 # numbered inclusive, its first unit is its number less its units, and the
                 # last message's number the first expected: from the RFC's expectation (the
                 # last number plus the last message's units), a message lost before a
-                # smaller one read as a reorder, and a reorder as a loss (a live softflowd).
-                # Two such messages in a row say so: one could be a loss as large as the
-                # difference of two messages' records, under the RFC's numbering (a review)
+                # smaller one read as a reorder, and a reorder as a loss (a live softflowd)
                 first, difference = _inclusive_first(sequence, last, units, flow_units)
                 expected = last
             else:

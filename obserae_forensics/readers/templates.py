@@ -534,9 +534,8 @@ class RecordPlan:
         gives the element 8 bytes, NTP format; read as none, every record took its export
         time, up to a timeout after the flow). Microseconds of a million or more, or seconds
         past the µs range, are damage."""
-        raw = np.ascontiguousarray(rows[self.where[element][0]], dtype=np.uint8)
-        seconds = raw[:, :8].copy().view(">u8").ravel().astype(np.uint64)
-        micros = raw[:, 8:].copy().view(">u8").ravel().astype(np.uint64)
+        pairs = np.ascontiguousarray(rows[self.where[element][0]], dtype=np.uint8).view(">u8")
+        seconds, micros = pairs[:, 0].astype(np.uint64), pairs[:, 1].astype(np.uint64)
         usable = (micros < np.uint64(1_000_000)) & (
             seconds <= np.uint64(TIME_LIMIT_US // 1_000_000))
         at = np.where(usable, seconds, 0).astype(np.int64) * 1_000_000 + \
@@ -572,12 +571,9 @@ class RecordPlan:
             # to the nearest µs (ns), not down: an exporter writes floor(µs * 2**32 / 10**6),
             # below the µs it means by up to 1/4295 µs (and by the masked bits' < 0.48 µs),
             # and floored, every time read 1 µs early (softflowd -A micro/nano, -v psamp)
-            if kind == "ntp_us":
-                micros = ((fraction * np.uint64(1_000_000) + np.uint64(1 << 31))
-                          >> np.uint64(32)).astype(np.int64)
-            else:
-                micros = ((fraction * np.uint64(1_000_000_000) + np.uint64(1 << 31))
-                          >> np.uint64(32)).astype(np.int64) // 1000
+            per_second = 1_000_000 if kind == "ntp_us" else 1_000_000_000
+            micros = ((fraction * np.uint64(per_second) + np.uint64(1 << 31))
+                      >> np.uint64(32)).astype(np.int64) // (per_second // 1_000_000)
             if kind == "ntp_us" and self.decimal_fraction:
                 count = element_values & np.uint64(0xFFFF_FFFF)  # unmasked
                 micros = np.where(count < np.uint64(1_000_000), count.astype(np.int64), micros)
