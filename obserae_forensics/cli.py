@@ -389,8 +389,8 @@ def sessionize_command(
                   for name in ("records", "packets", "bytes")
                   if check.get(f"{name}_in") != check.get(f"{name}_in_sessions")]
         typer.echo("conservation check FAILED: " + "; ".join(differ)
-                   + (" (the input's counters pass 2**64, so a session's sum can wrap: damaged"
-                      " counters)"
+                   + (" (the input's counters pass 2**64, and a session's sum stops at"
+                      " 2**64 - 1: damaged counters)"
                       if any(check.get(f"{n}_in", 0) >= 2**64 for n in ("packets", "bytes"))
                       else "") + "; see manifest.json", err=True)
         raise typer.Exit(1)

@@ -125,18 +125,23 @@ def test_whole_blocks_keep_their_records(tmp_path: Path) -> None:
 
 
 def test_a_session_sum_past_2_64_fails_the_check_and_says_why(tmp_path: Path) -> None:
-    """Two records of one session with counters near 2**63: the session's uint64 sums wrap
-    (18 bytes), which only the conservation check can see. The run writes its tables, says
-    which totals differ and exits 1."""
+    """Two records of one session with counters near 2**63: the session's sums stop at
+    2**64 - 1 (they wrapped to 8 packets and 18 bytes, a plausible session, before an audit),
+    which the conservation check sees. The run writes its tables, says which totals differ
+    and exits 1."""
     out = tmp_path / "run"
     source = DAMAGED / "v9_session_counters_past_2_64.pcap"
     result = CliRunner().invoke(app, ["sessionize", str(source), "--out", str(out), "--quiet"])
     assert result.exit_code == 1
-    assert "conservation check FAILED: packets 18446744073709551624 in, 8 in sessions" in \
-        result.output
-    assert "pass 2**64" in result.output
+    assert ("conservation check FAILED: packets 18446744073709551624 in, 18446744073709551615"
+            " in sessions") in result.output
+    assert "pass 2**64, and a session's sum stops at 2**64 - 1" in result.output
     check = json.loads((out / "manifest.json").read_text())["conservation"]
     assert not check["ok"] and check["records_in"] == check["records_in_sessions"] == 2
+    [session] = pq.read_table(out / "sessions.parquet").to_pylist()
+    assert max(session["ab_packets"], session["ba_packets"]) == 2**64 - 1
+    [consolidated] = pq.read_table(out / "sessions_consolidated.parquet").to_pylist()
+    assert 2**64 - 1 in (consolidated["cs_packets"], consolidated["sc_packets"])
 
 
 def test_exporter_totals_past_2_64_are_written(tmp_path: Path) -> None:
@@ -146,7 +151,7 @@ def test_exporter_totals_past_2_64_are_written(tmp_path: Path) -> None:
     out = tmp_path / "run"
     source = DAMAGED / "v9_exporter_packets_past_2_64.pcap"
     result = CliRunner().invoke(app, ["sessionize", str(source), "--out", str(out), "--quiet"])
-    assert result.exit_code == 1 and "pass 2**64" in result.output  # the sessions' sums wrap
+    assert result.exit_code == 1 and "pass 2**64" in result.output  # a session's sum stops
     exporters = pq.read_table(out / "exporters.parquet").to_pylist()
     assert [row["packets"] for row in exporters] == [2**64 - 1]
     manifest = json.loads((out / "manifest.json").read_text())

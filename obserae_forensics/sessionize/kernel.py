@@ -172,6 +172,7 @@ _K3 = np.uint64(0x94D049BB133111EB)
 _S30 = np.uint64(30)
 _S27 = np.uint64(27)
 _S31 = np.uint64(31)
+_SIGN = np.int64(-(1 << 63))  # flips the sign bit: unsigned order by signed comparison
 
 _jit = nb.njit(cache=True, nogil=True)
 # Helpers run without numba's reference counting: they never allocate, and every array
@@ -508,6 +509,19 @@ def _flags(M: Any, s: int, d: int, first: int, flags: int) -> None:
 
 
 @_inline
+def _counter_sum(total: int, value: int) -> int:
+    """total + value as unsigned 64-bit counters (int64 bits), stopping at 2**64 - 1 (all
+    ones): a session of damaged counters past 2**64 wrapped around to a plausible number
+    (218 bytes, an audit found) where sessions_consolidated and recombine, which sum its
+    counters, stop at the ceiling. Unsigned order is the signed order of the bits with the
+    sign flipped: the sum wrapped when it came out below the value added."""
+    result = total + value
+    if (result ^ _SIGN) < (value ^ _SIGN):
+        return -1
+    return result
+
+
+@_inline
 def _apply(M: Any, s: int, d: int, first: int, last: int, dst_port: int, domain: int,
            flags: int, packets: int, octets: int, reverse_packets: int, reverse_octets: int,
            sampling: int, scaled: int, src_declared: int, dst_declared: int) -> None:
@@ -518,7 +532,9 @@ def _apply(M: Any, s: int, d: int, first: int, last: int, dst_port: int, domain:
     if first > M[s, R.F_MAX_FIRST]:
         M[s, R.F_MAX_FIRST] = first
     e = 1 - d
-    reverse = reverse_packets > 0 or reverse_octets > 0
+    # unsigned counters in int64 bits: a damaged one past 2**63 is negative here, and "> 0"
+    # read its reverse half as empty
+    reverse = reverse_packets != 0 or reverse_octets != 0
     forward = not (packets == 0 and octets == 0 and reverse)
     # who sent the record: its source, unless the forward half of a biflow record carried
     # nothing (softflowd -b puts the lower address first): then its destination
@@ -529,10 +545,10 @@ def _apply(M: Any, s: int, d: int, first: int, last: int, dst_port: int, domain:
         M[s, R.F_ORIENT_DIR] = sender
         M[s, R.F_FIRST_DST_PORT] = dst_port if forward else -1  # its ICMP type: unknown
         M[s, R.F_DOMAIN] = domain
-    M[s, R.F_BYTES0 + d] += octets
-    M[s, R.F_PACKETS0 + d] += packets
-    M[s, R.F_BYTES0 + e] += reverse_octets
-    M[s, R.F_PACKETS0 + e] += reverse_packets
+    M[s, R.F_BYTES0 + d] = _counter_sum(M[s, R.F_BYTES0 + d], octets)
+    M[s, R.F_PACKETS0 + d] = _counter_sum(M[s, R.F_PACKETS0 + d], packets)
+    M[s, R.F_BYTES0 + e] = _counter_sum(M[s, R.F_BYTES0 + e], reverse_octets)
+    M[s, R.F_PACKETS0 + e] = _counter_sum(M[s, R.F_PACKETS0 + e], reverse_packets)
     if forward:
         M[s, R.F_SEEN] |= 1 << d
     if reverse:

@@ -101,6 +101,8 @@ from .inference import icmp_evidence, infer_server
 from .keys import PORT_PROTOCOLS, Records
 from .policy import SessionPolicy
 
+COUNTER_MAX = (1 << 64) - 1  # where a session's sum of damaged counters stops
+
 # proto, lo_hi, lo_lo, lo_port, hi_hi, hi_lo, hi_port
 Key = tuple[int, int, int, int, int, int, int]
 Endpoint = tuple[int, int, int, int]  # proto, addr_hi, addr_lo, port
@@ -389,14 +391,15 @@ class ReferenceReplay:
     def _apply(self, s: RefSession, records: Records, i: int, d: int) -> None:
         first = int(records.first_seen[i])
         flags = int(records.tcp_flags[i])
-        packets = int(records.packets[i])
-        octets = int(records.octets[i])
-        reverse_packets = int(records.reverse_packets[i])
-        reverse_octets = int(records.reverse_octets[i])
+        # unsigned counters (the columns hold their bits as int64)
+        packets = int(records.packets[i]) & COUNTER_MAX
+        octets = int(records.octets[i]) & COUNTER_MAX
+        reverse_packets = int(records.reverse_packets[i]) & COUNTER_MAX
+        reverse_octets = int(records.reverse_octets[i]) & COUNTER_MAX
         s.opened = min(s.opened, first)
         s.last = max(s.last, int(records.last_seen[i]))
         s.max_first = max(s.max_first, first)
-        reverse = reverse_packets > 0 or reverse_octets > 0
+        reverse = reverse_packets != 0 or reverse_octets != 0
         forward = not (packets == 0 and octets == 0 and reverse)
         # the sender: the record's source, or its destination when the forward half of a
         # biflow record carried nothing
@@ -405,10 +408,12 @@ class ReferenceReplay:
             s.orient_fs, s.orient_dir = first, sender
             s.first_dst_port = int(records.dst_port[i]) if forward else -1
             s.domain = int(records.exporter_domain[i])
-        s.octets[d] += octets
-        s.packets[d] += packets
-        s.octets[1 - d] += reverse_octets
-        s.packets[1 - d] += reverse_packets
+        # a sum past 2**64 (damaged counters) stops at 2**64 - 1, as the consolidated and
+        # recombined sums do
+        s.octets[d] = min(s.octets[d] + octets, COUNTER_MAX)
+        s.packets[d] = min(s.packets[d] + packets, COUNTER_MAX)
+        s.octets[1 - d] = min(s.octets[1 - d] + reverse_octets, COUNTER_MAX)
+        s.packets[1 - d] = min(s.packets[1 - d] + reverse_packets, COUNTER_MAX)
         if forward:
             s.seen |= 1 << d
         if reverse:
@@ -524,6 +529,11 @@ def _inherit(session: RefSession, prev: RefSession) -> None:
     session.inherited_fins = prev.fins()
 
 
+def _bits(counter: int) -> int:
+    """An unsigned 64-bit counter as the int64 of its bits (the row's type)."""
+    return counter - (1 << 64) if counter >> 63 else counter
+
+
 def _fill_row(out: np.ndarray, s: RefSession) -> None:
     """The fields output.py reads, from a finished RefSession."""
     assert s.inherited is not None
@@ -537,8 +547,9 @@ def _fill_row(out: np.ndarray, s: RefSession) -> None:
         R.F_PROTO: proto, R.F_LO_HI: lo_hi, R.F_LO_LO: lo_lo, R.F_LO_PORT: lo_port,
         R.F_HI_HI: hi_hi, R.F_HI_LO: hi_lo, R.F_HI_PORT: hi_port, R.F_SERIAL: s.serial,
         R.F_OPENED: s.opened, R.F_LAST: s.last, R.F_FIRST_DST_PORT: s.first_dst_port,
-        R.F_DOMAIN: s.domain, R.F_BYTES0: s.octets[0], R.F_BYTES1: s.octets[1],
-        R.F_PACKETS0: s.packets[0], R.F_PACKETS1: s.packets[1], R.F_FLAGS0: s.flags[0],
+        R.F_DOMAIN: s.domain, R.F_BYTES0: _bits(s.octets[0]), R.F_BYTES1: _bits(s.octets[1]),
+        R.F_PACKETS0: _bits(s.packets[0]), R.F_PACKETS1: _bits(s.packets[1]),
+        R.F_FLAGS0: s.flags[0],
         R.F_FLAGS1: s.flags[1], R.F_FLOWS: s.flows, R.F_LATE_RECORDS: s.late_records,
         R.F_SAMPLING: s.sampling, R.F_SCALED: s.scaled, R.F_LATE: s.late, R.F_SPLIT: s.split,
         R.F_DUP: s.dup, R.F_CLOSED_AT: 0 if s.closed_at is None else s.closed_at,

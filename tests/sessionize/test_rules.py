@@ -558,6 +558,28 @@ def test_biflow_reverse_counters_go_the_other_way(engine: str) -> None:
     assert s["close_reason"] == "idle"
 
 
+def test_damaged_counters_past_2_64_stop_at_the_ceiling(engine: str) -> None:
+    """Found by an audit: two records near 2**63 summed to 2**64 + 218 bytes, which the
+    session showed as 218 (sessions_consolidated and recombine, summing its counters, showed
+    218 too, beside their own sums stopped at 2**64 - 1). A reverse half of 2**63 bytes and
+    no packets read as empty: the sign bit made it negative."""
+    ceiling = 2**64 - 1
+    records = [rec(0, 1, proto=17, dport=53, sport=50000, packets=2**63 + 4,
+                   octets=2**63 + 100, roctets=2**63),
+               rec(2, 3, proto=17, dport=53, sport=50000, packets=2**63 + 4,
+                   octets=2**63 + 118, roctets=2**63 - 1),
+               rec(4, 5, proto=17, dport=53, sport=50000, packets=0, octets=0),
+               rec(10, 11, proto=17, dport=53, sport=50001, octets=0, roctets=2**63),
+               tick(100)]
+    sessions = by_key(run(records, engine=engine)[0], "UDP")
+    whole, reverse_only = sorted(sessions, key=lambda s: s["port_a"])
+    assert (whole["ab_packets"], whole["ab_bytes"]) == (ceiling, ceiling)
+    assert (whole["ba_packets"], whole["ba_bytes"]) == (0, ceiling)
+    assert whole["flow_count"] == 3
+    # the one-record session's reverse half was sent: the server answered
+    assert reverse_only["ba_bytes"] == 2**63 and reverse_only["close_reason"] == "idle"
+
+
 def test_a_biflow_records_reverse_flags_are_the_other_directions(engine: str) -> None:
     """One RFC 5103 record of a whole connection: SYN/FIN both ways, the answer's in the
     reverse flags; it finished, and the SYN's sender is the client."""
