@@ -103,6 +103,12 @@ def test_counters_past_2_64_are_summed_exactly(tmp_path: Path) -> None:
     # an IPFIX systemInitTimeMilliseconds past 2**63: every record timed from it overflowed
     ("ipfix_system_init_time_2_63.pcap", "bad_timestamp", 24,
      "systemInitTimeMilliseconds 9223372036854775813 is past the int64 µs range"),
+    # flowStartMilliseconds in 16 bytes: not read, every start taken from the end; in 4
+    # bytes: read as a number, every flow started in January 1970 (a third fuzzing run)
+    ("ipfix_start_ms_in_16_bytes.pcap", "bad_template", 24,
+     "field 2 (element 152, a time) has length 16, not 8"),
+    ("ipfix_start_ms_in_4_bytes.pcap", "bad_template", 24,
+     "field 2 (element 152, a time) has length 4, not 8"),
     # a 1.6 extension map type in a 1.7 block: neither decoded nor counted
     ("nfcapd_extension_map_type_in_v3_block.nfcapd", "bad_record", 40,
      "record 22 (type 2, a 1.6 extension map) in a block of type 3"),

@@ -764,15 +764,35 @@ _NUMBER_ELEMENTS: frozenset[Element] = frozenset(
     POST_COUNTERS.values())
 
 
+# what a field of an absolute time must measure (RFC 7011 §6.1.7-6.1.10: dateTimeSeconds
+# is 4 octets, the others 8; reduced-size encoding is for numbers only, §6.2); seconds in 8
+# bytes are still seconds, and pmacct writes dateTimeMicroseconds as a 16-byte timeval.
+# Other lengths were read as a number (IE 152 in 4 bytes: every flow started in January
+# 1970) or, past 8 bytes, not at all (the record's start taken from its end: every duration
+# 0), without a word (a fuzzing run).
+_TIME_LENGTHS: dict[Element, tuple[int, ...]] = {
+    **{element: (4, 8) for element in TIME_SECONDS},
+    **{element: (8,) for element in TIME_MILLISECONDS + TIME_NTP_NANOSECONDS},
+    **{element: (8, 16) for element in TIME_NTP_MICROSECONDS},
+    **{element: {"sec": (4, 8), "ntp_us": (8, 16)}.get(kind, (8,))
+       for kind, element in OBSERVATION_TIMES},
+    SYSTEM_INIT_MILLISECONDS: (8,),
+}
+
+
 def field_length_problem(fields: Sequence[FieldSpec]) -> str | None:
-    """What is wrong with a template whose field gives an address or a number this reader
-    decodes a length it cannot have (a damaged template), else None."""
+    """What is wrong with a template whose field gives an address, a time or a number this
+    reader decodes a length it cannot have (a damaged template), else None."""
     for index, spec in enumerate(fields, 1):
         element = (spec.enterprise, spec.element)
         wanted = _ADDRESS_LENGTH.get(element)
         if wanted is not None and spec.length != wanted:
             return (f"field {index} (element {spec.element}, an address) has length "
                     f"{spec.length}, not {wanted}")
+        lengths = _TIME_LENGTHS.get(element)
+        if lengths is not None and spec.length not in lengths:
+            return (f"field {index} (element {spec.element}, a time) has length "
+                    f"{spec.length}, not {' or '.join(map(str, lengths))}")
         if element in _NUMBER_ELEMENTS and not 1 <= spec.length <= 8:
             return (f"field {index} (element {spec.element}, an unsigned number) has length "
                     f"{spec.length}")
