@@ -198,8 +198,10 @@ class RunReport:
     ignored_bytes: Counter[str] = field(default_factory=Counter)
     # records kept with a field put right (times swapped ...): reason -> records
     repaired: Counter[str] = field(default_factory=Counter)
-    # the first few problems of each reason, as their units were read
-    unit_examples: list[Problem] = field(default_factory=list)
+    # the first few problems of each reason in the input's order, each with the number of
+    # problems said before it (which orders those of one place as they were met)
+    unit_examples: list[tuple[int, Problem]] = field(default_factory=list)
+    said: int = 0
     # records of one file with one problem, reported a batch at a time (file_records)
     record_examples: dict[tuple[str, str, str], RecordExample] = field(default_factory=dict)
     files: dict[str, FileStats] = field(default_factory=dict)
@@ -207,11 +209,14 @@ class RunReport:
     # hidden entries (a leading dot) the directory walks left out, as paths
     hidden: list[str] = field(default_factory=list)
     strict: bool = False
+    # each file's place in `files`, the order the inputs are read in (examples' order)
+    _file_numbers: dict[str, int] = field(default_factory=dict, repr=False)
 
     def file(self, path: str) -> FileStats:
         stats = self.files.get(path)
         if stats is None:
             stats = self.files[path] = FileStats(path)
+            self._file_numbers[path] = len(self._file_numbers)
         return stats
 
     def exporter(self, exporter: str, domain: int) -> ExporterStats:
@@ -265,7 +270,7 @@ class RunReport:
         """The problems a person can go and look at: the first EXAMPLES_PER_REASON of each
         reason, the units' as they were read, then the files' whose records a check found
         (file_records), by reason, input file and place in the file."""
-        out = list(self.unit_examples)
+        out = [problem for _, problem in sorted(self.unit_examples, key=self._place)]
         taken = Counter(p.reason for p in out)
         order = {path: number for number, path in enumerate(self.files)}
 
@@ -283,12 +288,32 @@ class RunReport:
         return out
 
     def _example(self, error: InputError) -> None:
-        if sum(1 for e in self.unit_examples if e.reason == error.reason) < \
-                EXAMPLES_PER_REASON:
-            self.unit_examples.append(
-                Problem(error.reason, error.source, error.offset, error.frame, error.message,
-                        self._unit(error.source))
-            )
+        """Keep `error` if it is among the first EXAMPLES_PER_REASON of its reason in the
+        input's order (file read, then place in it), not in the order the checks ran: the
+        container's checks run on frames read ahead of the decoder's, by as many frames as
+        a batch holds, so the first ones met, and their order, depended on --batch-size (a
+        fuzzing run: a bad IP length in frame 21 listed before a bad template in frame 1)."""
+        example = (self.said, Problem(error.reason, error.source, error.offset, error.frame,
+                                      error.message, self._unit(error.source)))
+        self.said += 1
+        kept = [e for e in self.unit_examples if e[1].reason == error.reason]
+        if len(kept) < EXAMPLES_PER_REASON:
+            self.unit_examples.append(example)
+            return
+        last = max(kept, key=self._place)
+        if self._place(example) < self._place(last):
+            self.unit_examples.remove(last)
+            self.unit_examples.append(example)
+
+    def _place(self, example: tuple[int, Problem]) -> tuple[int, int, int, int]:
+        """Where an example's unit is in the input: its file's place among the files read,
+        its place in the file, then the order the problems of one unit were met in."""
+        said, problem = example
+        number = self._file_numbers.get(problem.source)
+        if number is None:  # a report built with its files given
+            number = next((n for n, path in enumerate(self.files) if path == problem.source),
+                          len(self.files))
+        return (number, problem.offset, -1 if problem.frame is None else problem.frame, said)
 
     def _unit(self, source: str) -> str:
         """What a problem's number counts in its file: an nfcapd file's are data blocks

@@ -121,6 +121,22 @@ def test_damage_is_counted_with_file_and_offset(tmp_path: Path, name: str, reaso
     assert located, problems(manifest)
 
 
+def test_problems_are_listed_in_the_inputs_order_whatever_the_batch_size(
+        tmp_path: Path) -> None:
+    """A fuzzing run: the capture's check of frame 21's IP length runs on frames read ahead
+    of the decoder, which meets frame 1's bad template later at --batch-size 65536 and
+    first at 7: the manifest's problems came in another order."""
+    listed = []
+    for size in ("65536", "7", "1"):
+        manifest = sessionize("v9_problems_met_out_of_order.pcap", tmp_path / size,
+                              "--batch-size", size)
+        listed.append(problems(manifest))
+    assert listed[0] == listed[1] == listed[2]
+    assert [p.split(": ")[0].rsplit("/", 1)[1] for p in listed[0]] == [
+        "v9_problems_met_out_of_order.pcap@24 (frame 1)",
+        "v9_problems_met_out_of_order.pcap@28592 (frame 21)"]
+
+
 def test_whole_blocks_keep_their_records(tmp_path: Path) -> None:
     """The damage costs only what it touches: the intact files' figures otherwise."""
     cut = sessionize("nfcapd_appendix_cut.bz2.nfcapd", tmp_path / "cut")

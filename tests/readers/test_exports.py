@@ -117,8 +117,9 @@ def test_a_damaged_version_from_a_proven_exporter_is_a_problem() -> None:
     assert table["packets"].to_pylist() == [1]
     assert report.skipped == {"bad_export_header": 1}
     assert report.ignored["not_flow_export"] == 2
+    [damage] = [p for p in report.examples if p.reason == "bad_export_header"]
     assert "version bytes 0x0029, no export's, from 192.0.2.1:1000 to port 2055, which sent " \
-           "exports of version 9" in str(report.examples[0])
+           "exports of version 9" in str(damage)
     assert {key[1] for key in report.exporters} == {0}
 
 
