@@ -8,6 +8,7 @@ a person can go and look at the bytes.
 
 from __future__ import annotations
 
+import bisect
 import os
 from collections import Counter
 from collections.abc import Callable
@@ -198,10 +199,10 @@ class RunReport:
     ignored_bytes: Counter[str] = field(default_factory=Counter)
     # records kept with a field put right (times swapped ...): reason -> records
     repaired: Counter[str] = field(default_factory=Counter)
-    # the first few problems of each reason in the input's order, each with the number of
-    # problems said before it (which orders those of one place as they were met)
-    unit_examples: list[tuple[int, Problem]] = field(default_factory=list)
-    said: int = 0
+    # reason -> its first few problems in the input's order, with their places (_place)
+    unit_examples: dict[str, list[tuple[tuple[int, int, int, int], Problem]]] = field(
+        default_factory=dict)
+    said: int = 0  # problems said so far: orders those of one place as they were met
     # records of one file with one problem, reported a batch at a time (file_records)
     record_examples: dict[tuple[str, str, str], RecordExample] = field(default_factory=dict)
     files: dict[str, FileStats] = field(default_factory=dict)
@@ -270,7 +271,8 @@ class RunReport:
         """The problems a person can go and look at: the first EXAMPLES_PER_REASON of each
         reason, the units' as they were read, then the files' whose records a check found
         (file_records), by reason, input file and place in the file."""
-        out = [problem for _, problem in sorted(self.unit_examples, key=self._place)]
+        out = [problem for _, problem in sorted(
+            example for kept in self.unit_examples.values() for example in kept)]
         taken = Counter(p.reason for p in out)
         order = {path: number for number, path in enumerate(self.files)}
 
@@ -293,27 +295,26 @@ class RunReport:
         container's checks run on frames read ahead of the decoder's, by as many frames as
         a batch holds, so the first ones met, and their order, depended on --batch-size (a
         fuzzing run: a bad IP length in frame 21 listed before a bad template in frame 1)."""
-        example = (self.said, Problem(error.reason, error.source, error.offset, error.frame,
-                                      error.message, self._unit(error.source)))
-        self.said += 1
-        kept = [e for e in self.unit_examples if e[1].reason == error.reason]
-        if len(kept) < EXAMPLES_PER_REASON:
-            self.unit_examples.append(example)
-            return
-        last = max(kept, key=self._place)
-        if self._place(example) < self._place(last):
-            self.unit_examples.remove(last)
-            self.unit_examples.append(example)
+        place = self._place(error.source, error.offset, error.frame)
+        kept = self.unit_examples.setdefault(error.reason, [])
+        if len(kept) >= EXAMPLES_PER_REASON:
+            if place >= kept[-1][0]:
+                return  # the usual case: read after every example kept
+            kept.pop()
+        # places differ (the count of problems said ends each): Problems are never compared
+        bisect.insort(kept, (place, Problem(error.reason, error.source, error.offset,
+                                            error.frame, error.message,
+                                            self._unit(error.source))))
 
-    def _place(self, example: tuple[int, Problem]) -> tuple[int, int, int, int]:
-        """Where an example's unit is in the input: its file's place among the files read,
+    def _place(self, source: str, offset: int, frame: int | None) -> tuple[int, int, int, int]:
+        """Where a problem's unit is in the input: its file's place among the files read,
         its place in the file, then the order the problems of one unit were met in."""
-        said, problem = example
-        number = self._file_numbers.get(problem.source)
+        number = self._file_numbers.get(source)
         if number is None:  # a report built with its files given
-            number = next((n for n, path in enumerate(self.files) if path == problem.source),
+            number = next((n for n, path in enumerate(self.files) if path == source),
                           len(self.files))
-        return (number, problem.offset, -1 if problem.frame is None else problem.frame, said)
+        self.said += 1
+        return (number, offset, -1 if frame is None else frame, self.said)
 
     def _unit(self, source: str) -> str:
         """What a problem's number counts in its file: an nfcapd file's are data blocks
