@@ -202,7 +202,7 @@ class RunReport:
     # reason -> its first few problems in the input's order, with their places (_place)
     unit_examples: dict[str, list[tuple[tuple[int, int, int, int], Problem]]] = field(
         default_factory=dict)
-    said: int = 0  # problems said so far: orders those of one place as they were met
+    _said: int = 0  # problems said so far: orders those of one place as they were met
     # records of one file with one problem, reported a batch at a time (file_records)
     record_examples: dict[tuple[str, str, str], RecordExample] = field(default_factory=dict)
     files: dict[str, FileStats] = field(default_factory=dict)
@@ -269,7 +269,7 @@ class RunReport:
     @property
     def examples(self) -> list[Problem]:
         """The problems a person can go and look at: the first EXAMPLES_PER_REASON of each
-        reason, the units' as they were read, then the files' whose records a check found
+        reason, the units' in the input's order, then the files' whose records a check found
         (file_records), by reason, input file and place in the file."""
         out = [problem for _, problem in sorted(
             example for kept in self.unit_examples.values() for example in kept)]
@@ -313,8 +313,8 @@ class RunReport:
         if number is None:  # a report built with its files given
             number = next((n for n, path in enumerate(self.files) if path == source),
                           len(self.files))
-        self.said += 1
-        return (number, offset, -1 if frame is None else frame, self.said)
+        self._said += 1
+        return (number, offset, -1 if frame is None else frame, self._said)
 
     def _unit(self, source: str) -> str:
         """What a problem's number counts in its file: an nfcapd file's are data blocks
