@@ -16,6 +16,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..protocols import PROTOCOL_KEYWORDS
+
+# names a rule or a query may give a protocol: IANA's keywords, which the sessions table
+# writes (`EIGRP`, `HOPOPT` were refused: an audit), and the usual short names
+# (the short names first: a rule's message names a protocol by its first name here)
 PROTOCOL_NUMBERS: dict[str, int] = {
     "icmp": 1,
     "igmp": 2,
@@ -32,6 +37,8 @@ PROTOCOL_NUMBERS: dict[str, int] = {
     "sctp": 132,
     "udplite": 136,
 }
+PROTOCOL_NUMBERS.update({keyword.lower(): number for number, keyword in PROTOCOL_KEYWORDS.items()
+                         if keyword.lower() not in PROTOCOL_NUMBERS})
 PORT_PROTOCOLS = frozenset({6, 17, 132, 136})  # TCP, UDP, SCTP, UDP-Lite
 # protocols of one IP version only: ICMP and IGMP are IPv4's (IPv6 has ICMPv6 and MLD in it)
 PROTOCOL_FAMILIES: dict[int, int] = {1: 4, 2: 4, 58: 6}

@@ -7,8 +7,9 @@ different in each direction) share one key. Both directions map to the same cano
 by putting the smaller endpoint first; the surprising consequence is that "direction" of a
 record is only meaningful against that canonical order, never as src/dst.
 
-Also here: the IANA protocol keywords the `protocol` column shows and the table of known
-service ports that the server-side inference compares against ephemeral ones.
+Also here: the table of known service ports that the server-side inference compares
+against ephemeral ones (the IANA protocol keywords the `protocol` column shows are in
+protocols.py).
 """
 
 from __future__ import annotations
@@ -27,20 +28,6 @@ from .row import REVERSE_FLAGS_SHIFT, SIGN_BIT
 
 PORT_PROTOCOLS = (6, 17, 132, 136)  # TCP, UDP, SCTP, UDP-Lite: endpoints carry ports
 ICMP_PROTOCOLS = (1, 58)
-
-# IANA "Assigned Internet Protocol Numbers", Keyword column (protocol-numbers.xhtml)
-PROTOCOL_KEYWORDS: dict[int, str] = {
-    0: "HOPOPT", 1: "ICMP", 2: "IGMP", 3: "GGP", 4: "IPv4", 6: "TCP", 8: "EGP", 9: "IGP",
-    17: "UDP", 27: "RDP", 33: "DCCP", 41: "IPv6", 43: "IPv6-Route", 44: "IPv6-Frag",
-    46: "RSVP", 47: "GRE", 50: "ESP", 51: "AH", 58: "IPv6-ICMP", 59: "IPv6-NoNxt",
-    60: "IPv6-Opts", 88: "EIGRP", 89: "OSPFIGP", 94: "IPIP", 103: "PIM", 108: "IPComp",
-    112: "VRRP", 115: "L2TP", 132: "SCTP", 136: "UDPLite", 137: "MPLS-in-IP",
-}
-
-
-def protocol_keyword(number: int) -> str:
-    """IANA keyword of a protocol number, or the number as text when it has none here."""
-    return PROTOCOL_KEYWORDS.get(number, str(number))
 
 
 # Registered service ports above 1023 that servers commonly listen on; every port below

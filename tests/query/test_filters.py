@@ -149,6 +149,21 @@ def test_protocol_on_tables_with_only_a_keyword_or_a_number(run: query.Run) -> N
     assert sorted(set(tcp_flows["session_id"])) == ["s1", "s3", "s4", "s5a", "s5b", "s8"]
 
 
+def test_every_keyword_the_protocol_column_writes_is_a_protocol() -> None:
+    """An audit: `protocol("EIGRP")` was refused though the sessions table writes EIGRP
+    (HOPOPT, GGP, EGP, IGP too): the queries and the rules knew a short list of names."""
+    from obserae_forensics.protocols import PROTOCOL_KEYWORDS
+
+    numbers = list(PROTOCOL_KEYWORDS)
+    frame = pd.DataFrame({"protocol": [PROTOCOL_KEYWORDS[n] for n in numbers],
+                          "protocol_number": numbers})
+    for number, keyword in PROTOCOL_KEYWORDS.items():
+        for name in (keyword, keyword.lower()):
+            assert frame["protocol_number"][query.protocol(frame, name)].tolist() == [number]
+    # the short names stay
+    assert frame["protocol_number"][query.protocol(frame, "icmpv6", "ospf")].tolist() == [58, 89]
+
+
 def test_state_and_close_reason(run: query.Run) -> None:
     assert shown(run, query.state(run.sessions, "active", "half_open")) == ["s5b", "s8"]
     scans = query.state(run.sessions, "closed") & query.close_reason(
