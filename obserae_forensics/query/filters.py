@@ -482,11 +482,19 @@ def _check_exporters(run: Run, exporters: tuple[str, ...]) -> None:
         else run.sessions
     known = set(source["exporter"].dropna().astype(str).unique())
     for item in exporters:
-        name = _address_as_written(str(item).partition("/")[0])
+        address, slash, domain = str(item).partition("/")
+        name = _address_as_written(address)
         if name not in known:
             listed = ", ".join(sorted(known)[:10]) + (" ..." if len(known) > 10 else "")
             raise UsageError(f"no exporter {item!r} in this run (its exporters: "
                              f"{listed or 'none'})")
+        if slash and "exporter_domain" in source and domain.isascii() and domain.isdigit():
+            # a domain it never sent from returned no rows, as if nothing matched (an audit)
+            domains = sorted(int(d) for d in source.loc[source["exporter"].astype(str) == name,
+                                                        "exporter_domain"].dropna().unique())
+            if int(domain) not in domains:
+                raise UsageError(f"no exporter {item!r} in this run ({name} sent from "
+                                 f"domain(s) {', '.join(map(str, domains)) or 'none'})")
 
 
 def _time_columns(frame: pd.DataFrame) -> tuple[str, str]:

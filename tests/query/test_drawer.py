@@ -63,6 +63,11 @@ def test_summary_of_a_sampled_session_gives_the_traffic_it_stands_for(tmp_path: 
                        "500.0 KB server->client (400 packets)")
     assert "already scaled by the source" in query.drawer(run, "s2").summary()
     assert "sampled" not in query.drawer(run, "s3").summary()
+    # a damaged counter: numpy's uint64 product wrapped past 2**64 (1.8e19 bytes read as
+    # 8.4 KB: a second audit)
+    rows[0]["ba_bytes"] = 184467440737095600
+    run = query.load(write_run(tmp_path / "damaged", sessions=rows))
+    assert "18446744.1 TB server->client" in query.drawer(run, "s1").summary()
 
 
 def test_drawer_lists_flow_records_in_arrival_order_not_by_file_name(tmp_path: Path) -> None:

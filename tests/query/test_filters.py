@@ -270,6 +270,10 @@ def test_names_the_run_does_not_know_are_refused_not_an_empty_answer(run: query.
                                          r"exporters: 192.0.2.1, 192.0.2.2\)"):
         SessionQuery().exporter("192.0.2.3").apply(run)
     assert ids(SessionQuery().exporter("192.0.2.2/256").apply(run)) == ["s6"]
+    # a domain the exporter never sent from (a second audit)
+    with pytest.raises(UsageError, match=r"no exporter '192.0.2.2/7' in this run "
+                                         r"\(192.0.2.2 sent from domain\(s\) 256\)"):
+        SessionQuery().exporter("192.0.2.2/7").apply(run)
     for odd in ("192.0.2.2/\u0666", "192.0.2.2/\u00b2"):
         with pytest.raises(UsageError, match="the domain after / is a number"):
             query.exporter(run.sessions, odd)
