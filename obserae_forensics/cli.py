@@ -245,7 +245,8 @@ INSPECT_COLUMNS = [
     ("duplicates", "dups"), ("undecodable_sets", "bad sets"),
     ("records_without_template", "no template"), ("sampling_rate", "1:N"),
     ("first_export", "first export (UTC)"), ("last_export", "last export (UTC)"),
-    ("clock_offset_max_s", "clock offset s"),
+    # both ends: the largest alone showed -0.000 where the offsets spanned 16 years (an audit)
+    ("clock_offset_min_s", "clock offset min s"), ("clock_offset_max_s", "max s"),
 ]
 
 

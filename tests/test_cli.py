@@ -42,6 +42,23 @@ def test_inspect_prints_the_exporter_and_writes_flows(tmp_path: Path) -> None:
     # every value whole, however wide the table: it was cut to "…" in a log (an audit)
     assert "…" not in result.stdout
     assert "-486488428.3" in result.stdout  # the capture clock's lead, in seconds
+    # both ends of it: the largest alone hid a span of 16 years (an audit)
+    assert "clock offset min s" in result.stdout
+    assert result.stdout.count("-486488428.313") == 2
+
+
+def test_a_folder_of_an_earlier_run_alone_is_refused_as_that(tmp_path: Path) -> None:
+    """An audit: `inspect RUN_DIR` said "an empty directory, or only hidden entries" of a
+    folder holding an earlier run's tables, which are left out of the inputs on purpose."""
+    result = runner.invoke(app, ["sessionize", str(FIXTURE), "--out", str(tmp_path / "run"),
+                                 "-q"])
+    assert result.exit_code == 0, result.output
+    for command in (["inspect", str(tmp_path / "run")],
+                    ["sessionize", str(tmp_path / "run"), "--out", str(tmp_path / "again")]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 2, result.output
+        assert "only the 5 output file(s) of an earlier run of this tool" in result.stderr
+        assert "empty directory" not in result.stderr
 
 
 def test_inspect_unknown_file_is_one_line_and_strict_fails(tmp_path: Path) -> None:

@@ -249,8 +249,11 @@ def discover_inputs(paths: Sequence[Path], report: RunReport,
     if not spellings and not report.examples:
         # found by a responder's audit: an empty directory (a wrong mount point, a copy not
         # yet made) gave an empty run and exit 0, even with --strict
+        earlier = report.ignored.get("obserae_output", 0)
         raise UsageError(f"no input file in {', '.join(map(str, paths))}: nothing to read "
-                         "(an empty directory, or only hidden entries)")
+                         + (f"(only the {earlier} output file(s) of an earlier run of this "
+                            "tool, which are never read as input, or hidden entries)"
+                            if earlier else "(an empty directory, or only hidden entries)"))
     return found
 
 
