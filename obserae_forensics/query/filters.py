@@ -33,7 +33,7 @@ import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, TypeAlias
 
 import numpy as np
@@ -58,7 +58,7 @@ from ..times import nfdump_time
 if TYPE_CHECKING:
     from .run import Run
 
-TimeLike: TypeAlias = str | datetime | pd.Timestamp
+TimeLike: TypeAlias = str | date | datetime | pd.Timestamp
 MAX_LAST_S = 100 * 365 * 86_400  # last= beyond a century is a slip (1e30 overflowed pandas)
 # (start column, end column) of each table kind, in the order they are looked for
 TIME_COLUMNS = (("opened_at", "last_seen_at"), ("first_seen", "last_seen"))
@@ -158,7 +158,11 @@ _DAY = re.compile(r"\d{4}([-/])\d{2}\1\d{2}", re.ASCII)
 
 
 def _date_only(value: TimeLike | None) -> bool:
-    """A day written without a time of day (`2011-06-24`, nfdump's `2011/06/24`)."""
+    """A day written without a time of day (`2011-06-24`, nfdump's `2011/06/24`), or a
+    `datetime.date` (as an end it was midnight, not the whole day the text gives: an
+    audit)."""
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return True
     return isinstance(value, str) and _DAY.fullmatch(value.strip()) is not None
 
 

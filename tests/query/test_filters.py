@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 import pandas as pd
@@ -290,6 +291,8 @@ def test_windows_as_a_responder_writes_them(run: query.Run) -> None:
     assert ids(SessionQuery().window("2024-03-01", "2024-03-01").apply(run)) == ALL
     assert ids(SessionQuery().window("2024/03/01", "2024/03/01").apply(run)) == ALL
     assert ids(SessionQuery().window("2024-02-29", "2024-02-29").apply(run)) == []
+    # a datetime.date is the same day (as an end it was its midnight: a second audit)
+    assert ids(SessionQuery().window(date(2024, 3, 1), date(2024, 3, 1)).apply(run)) == ALL
     assert ids(SessionQuery().window("2024/03/01.10:50:00", "2024/03/01.10:50").apply(run)) \
         == ["s3", "s5b"]
     assert ids(SessionQuery().last(pd.Timedelta(minutes=10)).apply(run)) == \
