@@ -673,6 +673,21 @@ def _times_as_text(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def _manifest_flow_matrix(run_dir: Path) -> str | None:
+    """The Flow Matrix a run's manifest cites (its path as given), or None: none, or no
+    readable manifest."""
+    import json
+
+    from .tables.layout import MANIFEST_FILE
+
+    try:
+        cited = json.loads((run_dir / MANIFEST_FILE).read_text(encoding="utf-8")).get(
+            "flow_matrix")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return str(cited.get("path")) if isinstance(cited, dict) else None
+
+
 @app.command("show")
 def show_command(
     run_dir: Annotated[Path, typer.Argument(parser=_path("directory", exists=True),
@@ -708,9 +723,17 @@ def show_command(
             raise _fail(UsageError(f"--columns {columns!r} names an empty column"), 2)
     elif table in SHOW_SAMPLING:  # the default view, and what it adds when rows need it
         if table == "sessions" and not (run_dir / MATCHES_FILE).is_file():
-            # `[]` on every row read as "no rule matched" (an audit)
-            wanted = [name for name in wanted or () if name != "matched_rules"]
-            notes.append("no Flow Matrix in this run: sessions were not matched against rules")
+            matrix = _manifest_flow_matrix(run_dir)
+            if matrix:
+                # the run had one and its matches file is gone: matched_rules still holds
+                # the matches (it said "no Flow Matrix" and hid them: an audit)
+                notes.append(f"{MATCHES_FILE} is missing from this run, which matched its "
+                             f"sessions against {matrix}: matched_rules shows the matches")
+            else:
+                # `[]` on every row read as "no rule matched" (an audit)
+                wanted = [name for name in wanted or () if name != "matched_rules"]
+                notes.append("no Flow Matrix in this run: sessions were not matched against "
+                             "rules")
         try:  # a table of another version may lack them: the view goes without
             if set(SHOW_EXTRA_SOURCES) <= set(read_parquet_schema(path).names):
                 extra = list(SHOW_EXTRA_SOURCES)

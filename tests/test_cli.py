@@ -1270,6 +1270,24 @@ def test_late_sessions_hint_only_when_arrival_replay_made_many(
         assert f"{late} of {sessions} sessions are late" in hint and "--replay event" in hint
 
 
+def test_show_of_a_run_with_a_flow_matrix_whose_matches_file_is_gone(tmp_path: Path) -> None:
+    """An audit: with session_matches.parquet missing (a copy without it), show said "no
+    Flow Matrix in this run" and hid matched_rules, which the sessions still hold."""
+    out = tmp_path / "run"
+    matrix = FIXTURE.parent / "flow_matrix.yaml"
+    result = runner.invoke(app, ["sessionize", str(FIXTURE), "--out", str(out), "-q",
+                                 "--cartography", str(FIXTURE.parent / "cartography.yaml"),
+                                 "--flow-matrix", str(matrix)])
+    assert result.exit_code == 0, result.output
+    (out / "session_matches.parquet").unlink()
+    result = runner.invoke(app, ["show", str(out), "--limit", "40"])
+    assert result.exit_code == 0, result.output
+    assert "matched_rules" in result.stdout.splitlines()[0].split()
+    assert "no Flow Matrix" not in result.stdout
+    assert f"session_matches.parquet is missing from this run, which matched its sessions " \
+           f"against {matrix}" in result.stdout.replace("\n", " ")
+
+
 def test_show_says_what_its_default_view_cannot_show_alone(tmp_path: Path) -> None:
     """Found by an audit: sampled counters printed as if they were the traffic (akvorado's
     1-in-30000 sessions read 1.4 KB where the consolidated table says 42 MB), one
