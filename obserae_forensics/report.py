@@ -210,8 +210,12 @@ class RunReport:
     # hidden entries (a leading dot) the directory walks left out, as paths
     hidden: list[str] = field(default_factory=list)
     strict: bool = False
-    # each file's place in `files`, the order the inputs are read in (examples' order)
+    # each file's place in `files`: the order the run first met the files (discovery, for a
+    # file it could not read or named twice, else reading), which orders the examples
     _file_numbers: dict[str, int] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self._file_numbers = {path: number for number, path in enumerate(self.files)}
 
     def file(self, path: str) -> FileStats:
         stats = self.files.get(path)
@@ -291,7 +295,8 @@ class RunReport:
 
     def _example(self, error: InputError) -> None:
         """Keep `error` if it is among the first EXAMPLES_PER_REASON of its reason in the
-        input's order (file read, then place in it), not in the order the checks ran: the
+        input's order (the file's place among those the run met, then the place in it), not
+        in the order the checks ran: the
         container's checks run on frames read ahead of the decoder's, by as many frames as
         a batch holds, so the first ones met, and their order, depended on --batch-size (a
         fuzzing run: a bad IP length in frame 21 listed before a bad template in frame 1)."""
@@ -307,12 +312,9 @@ class RunReport:
                                             self._unit(error.source))))
 
     def _place(self, source: str, offset: int, frame: int | None) -> tuple[int, int, int, int]:
-        """Where a problem's unit is in the input: its file's place among the files read,
-        its place in the file, then the order the problems of one unit were met in."""
-        number = self._file_numbers.get(source)
-        if number is None:  # a report built with its files given
-            number = next((n for n, path in enumerate(self.files) if path == source),
-                          len(self.files))
+        """Where a problem's unit is in the input: its file's place among the files the run
+        met, its place in the file, then the order the problems of one unit were met in."""
+        number = self._file_numbers.get(source, 1 << 62)  # (a source never registered: last)
         self._said += 1
         return (number, offset, -1 if frame is None else frame, self._said)
 

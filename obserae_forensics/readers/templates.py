@@ -776,8 +776,9 @@ _TIME_LENGTHS: dict[Element, tuple[int, ...]] = {
     **{element: (8, 16) for element in TIME_NTP_MICROSECONDS},
     **{element: {"sec": (4, 8), "ntp_us": (8, 16)}.get(kind, (8,))
        for kind, element in OBSERVATION_TIMES},
-    SYSTEM_INIT_MILLISECONDS: (8,),
 }
+# (systemInitTimeMilliseconds, IE 160, is not among them: in 4 bytes it still times the
+# uptimes, whose 2**32 ms lap the export time picks; a review)
 
 
 def field_length_problem(fields: Sequence[FieldSpec]) -> str | None:

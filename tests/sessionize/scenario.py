@@ -16,6 +16,7 @@ from obserae_forensics.sessionize import Sessionizer, SessionPolicy
 SECOND = 1_000_000
 EXPORTER = "192.0.2.1"
 SYN, FIN, RST, ACK = 0x02, 0x01, 0x04, 0x10
+COUNTERS = ("packets", "octets", "reverse_packets", "reverse_octets")
 
 
 def rec(first: float, last: float | None = None, *, src: str = "10.0.0.1", sport: int = 40000,
@@ -42,7 +43,10 @@ def batch(records: Sequence[dict[str, Any]], first_frame: int = 0) -> pa.RecordB
                  "packets", "octets", "reverse_packets", "reverse_octets",
                  "reverse_tcp_flags", "sampling_rate",
                  "counters_scaled", "exporter_domain"):
-        columns[name] = np.array([r[name] for r in records])
+        # counters as uint64: a list mixing values past 2**63 with small ones became float64
+        # (2**63 + 4 read as 2**63: a review)
+        kind = np.uint64 if name in COUNTERS else None
+        columns[name] = np.array([r[name] for r in records], dtype=kind)
     for name in ("src_addr", "dst_addr"):
         columns[name] = np.frombuffer(b"".join(r[name] for r in records),
                                       dtype=np.uint8).reshape(n, 16)
