@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 import os
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -210,19 +210,24 @@ class RunReport:
     # hidden entries (a leading dot) the directory walks left out, as paths
     hidden: list[str] = field(default_factory=list)
     strict: bool = False
-    # each file's place in `files`: the order the run first met the files (discovery, for a
-    # file it could not read or named twice, else reading), which orders the examples
-    _file_numbers: dict[str, int] = field(default_factory=dict, repr=False)
-
-    def __post_init__(self) -> None:
-        self._file_numbers = {path: number for number, path in enumerate(self.files)}
+    # the inputs' reading order (order_files), which orders the examples: (0, place) for a
+    # file read, (1, path) for any other. Not the order `files` met them in: a file named
+    # twice is met at discovery, the others when read, and the examples' order changed with
+    # how the inputs were named (an audit)
+    _file_order: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False)
 
     def file(self, path: str) -> FileStats:
         stats = self.files.get(path)
         if stats is None:
             stats = self.files[path] = FileStats(path)
-            self._file_numbers[path] = len(self._file_numbers)
         return stats
+
+    def order_files(self, paths: Sequence[str]) -> None:
+        """The files to read, in the order they will be read (discover_inputs's)."""
+        self._file_order = {path: (0, place) for place, path in enumerate(paths)}
+
+    def _file_key(self, source: str) -> tuple[int, int] | tuple[int, str]:
+        return self._file_order.get(source) or (1, source)
 
     def exporter(self, exporter: str, domain: int) -> ExporterStats:
         key = (exporter, domain)
@@ -278,13 +283,11 @@ class RunReport:
         out = [problem for _, problem in sorted(
             example for kept in self.unit_examples.values() for example in kept)]
         taken = Counter(p.reason for p in out)
-        order = {path: number for number, path in enumerate(self.files)}
 
         def place(key: tuple[str, str, str]) -> tuple[Any, ...]:
             reason, source, variant = key
             first = self.record_examples[key].first
-            return (reason, order.get(source, len(order)), first.offset, first.frame or 0,
-                    variant)
+            return (reason, self._file_key(source), first.offset, first.frame or 0, variant)
 
         for key in sorted(self.record_examples, key=place):
             entry = self.record_examples[key]
@@ -295,8 +298,8 @@ class RunReport:
 
     def _example(self, error: InputError) -> None:
         """Keep `error` if it is among the first EXAMPLES_PER_REASON of its reason in the
-        input's order (the file's place among those the run met, then the place in it), not
-        in the order the checks ran: the
+        input's order (the file's place in the reading order, then the place in it), not in
+        the order the checks ran: the
         container's checks run on frames read ahead of the decoder's, by as many frames as
         a batch holds, so the first ones met, and their order, depended on --batch-size (a
         fuzzing run: a bad IP length in frame 21 listed before a bad template in frame 1)."""
@@ -311,12 +314,12 @@ class RunReport:
                                             error.frame, error.message,
                                             self._unit(error.source))))
 
-    def _place(self, source: str, offset: int, frame: int | None) -> tuple[int, int, int, int]:
-        """Where a problem's unit is in the input: its file's place among the files the run
-        met, its place in the file, then the order the problems of one unit were met in."""
-        number = self._file_numbers.get(source, 1 << 62)  # (a source never registered: last)
+    def _place(self, source: str, offset: int, frame: int | None) -> tuple[Any, ...]:
+        """Where a problem's unit is in the input: its file's place in the reading order
+        (files not read after, by path), its place in the file, then the order the problems
+        of one unit were met in."""
         self._said += 1
-        return (number, offset, -1 if frame is None else frame, self._said)
+        return (self._file_key(source), offset, -1 if frame is None else frame, self._said)
 
     def _unit(self, source: str) -> str:
         """What a problem's number counts in its file: an nfcapd file's are data blocks

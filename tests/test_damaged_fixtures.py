@@ -137,6 +137,31 @@ def test_problems_are_listed_in_the_inputs_order_whatever_the_batch_size(
         "v9_problems_met_out_of_order.pcap@28592 (frame 21)"]
 
 
+def test_problems_keep_their_order_however_the_inputs_are_named(tmp_path: Path) -> None:
+    """An audit: a file named twice (its directory and a link to it) was registered when
+    found, the others when read, and the problems were listed in that order: naming one
+    input another way reordered the manifest's problems."""
+    evidence = tmp_path / "ev"
+    evidence.mkdir()
+    names = ("v5_count_lowered.pcap", "ipfix_set_id_retargeted.pcap",
+             "v9_template_lengths_damaged.pcap")
+    for name in names:
+        (evidence / name).write_bytes((DAMAGED / name).read_bytes())
+    (tmp_path / "link").symlink_to(evidence)
+    listed = []
+    for number, inputs in enumerate((
+            [evidence], [evidence, tmp_path / "link" / names[0]],
+            [evidence / name for name in reversed(names)],
+            [tmp_path / "link" / names[2], evidence])):
+        result = CliRunner().invoke(app, ["sessionize", *map(str, inputs), "--out",
+                                          str(tmp_path / f"run{number}"), "--quiet"])
+        assert result.exit_code == 0, result.output
+        manifest = json.loads((tmp_path / f"run{number}" / "manifest.json").read_text())
+        listed.append([p.split(": ", 1)[0].rsplit("/", 1)[1] for p in problems(manifest)])
+    assert len(listed[0]) == 4  # two in one template's frame
+    assert listed[1] == listed[0] and listed[2] == listed[0] and listed[3] == listed[0]
+
+
 def test_whole_blocks_keep_their_records(tmp_path: Path) -> None:
     """The damage costs only what it touches: the intact files' figures otherwise."""
     cut = sessionize("nfcapd_appendix_cut.bz2.nfcapd", tmp_path / "cut")

@@ -246,6 +246,7 @@ def discover_inputs(paths: Sequence[Path], report: RunReport,
         found.append(InputFile(path, kind, size, first, packing, status.st_mtime_ns))
     found.sort(key=lambda f: (f.first_us is None, f.first_us or 0, _place(f.path)))
     found = _without_copies(found, report)
+    report.order_files([str(item.path) for item in found])  # the examples' order
     if not spellings and not report.examples:
         # found by a responder's audit: an empty directory (a wrong mount point, a copy not
         # yet made) gave an empty run and exit 0, even with --strict
