@@ -910,25 +910,36 @@ class PendingData:
         self.limit_bytes = limit_bytes
         self.size = 0
         self._sets: dict[SessionTemplateKey, list[PendingSet]] = {}
+        # the keys of each template's waiting data: every template defined asks, and a scan
+        # of all the keys held made data waiting for templates that never came, then as many
+        # definitions, quadratic (20,000 of each took a minute: an audit)
+        self._by_template: dict[TemplateKey, set[SessionTemplateKey]] = {}
 
     def waiting(self, key: TemplateKey) -> list[SessionTemplateKey]:
         """The keys (one per exporter port) of the data waiting for template `key`."""
-        return sorted(k for k in self._sets if k[:4] == key)
+        return sorted(self._by_template.get(key, ()))
 
     def add(self, key: SessionTemplateKey, item: PendingSet) -> bool:
         """Keep `item`; False (and nothing kept) when the buffer is full."""
         if self.size + len(item.body) > self.limit_bytes:
             return False
         self._sets.setdefault(key, []).append(item)
+        self._by_template.setdefault(key[:4], set()).add(key)
         self.size += len(item.body)
         return True
 
     def take(self, key: SessionTemplateKey) -> list[PendingSet]:
         items = self._sets.pop(key, [])
+        keys = self._by_template.get(key[:4])
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._by_template[key[:4]]
         self.size -= sum(len(item.body) for item in items)
         return items
 
     def drain(self) -> dict[SessionTemplateKey, list[PendingSet]]:
         """Everything still waiting (end of input); the buffer is empty afterwards."""
         left, self._sets, self.size = self._sets, {}, 0
+        self._by_template = {}
         return left

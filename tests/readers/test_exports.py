@@ -187,6 +187,26 @@ def test_pending_buffer_is_bounded_and_overflow_counted() -> None:
     assert stats.missing_templates[256] == 3
 
 
+def test_pending_data_is_found_by_its_template_and_taken_once() -> None:
+    """Each template defined asks which data waits for it; the answer was a scan of every
+    held key (quadratic with data for templates that never came: an audit), now an index
+    kept by add, take and drain."""
+    from obserae_forensics.readers.templates import PendingSet
+
+    held = PendingData()
+    item = PendingSet(b"\x00" * 8, 0, "a.pcap", 1, 0, 0, 0, 0, -1, 1, 0, 0, 0, 0, 0)
+    keys = [("192.0.2.1", 0, 9, 256, port) for port in (2055, 1000)] + [
+        ("192.0.2.1", 0, 9, 257, 1000), ("192.0.2.2", 0, 9, 256, 1000)]
+    for key in keys:
+        assert held.add(key, item)
+    assert held.waiting(("192.0.2.1", 0, 9, 256)) == sorted(keys[:2])
+    assert held.take(keys[1]) == [item] and held.take(keys[1]) == []
+    assert held.waiting(("192.0.2.1", 0, 9, 256)) == [keys[0]]
+    assert held.waiting(("192.0.2.1", 0, 10, 256)) == []
+    assert sorted(held.drain()) == sorted([keys[0], *keys[2:]])
+    assert held.size == 0 and held.waiting(("192.0.2.1", 0, 9, 257)) == []
+
+
 def test_strict_stops_at_the_first_bad_set_with_its_location() -> None:
     decoder = ExportDecoder(RunReport(strict=True))
     bad = v9(template_set(0, 256, FIELDS), struct.pack(">HH", 256, 0))
