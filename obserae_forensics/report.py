@@ -200,7 +200,7 @@ class RunReport:
     # records kept with a field put right (times swapped ...): reason -> records
     repaired: Counter[str] = field(default_factory=Counter)
     # reason -> its first few problems in the input's order, with their places (_place)
-    unit_examples: dict[str, list[tuple[tuple[int, int, int, int], Problem]]] = field(
+    unit_examples: dict[str, list[tuple[tuple[Any, ...], Problem]]] = field(
         default_factory=dict)
     _said: int = 0  # problems said so far: orders those of one place as they were met
     # records of one file with one problem, reported a batch at a time (file_records)
@@ -299,10 +299,10 @@ class RunReport:
     def _example(self, error: InputError) -> None:
         """Keep `error` if it is among the first EXAMPLES_PER_REASON of its reason in the
         input's order (the file's place in the reading order, then the place in it), not in
-        the order the checks ran: the
-        container's checks run on frames read ahead of the decoder's, by as many frames as
-        a batch holds, so the first ones met, and their order, depended on --batch-size (a
-        fuzzing run: a bad IP length in frame 21 listed before a bad template in frame 1)."""
+        the order the checks ran: the container's checks run on frames read ahead of the
+        decoder's, by as many frames as a batch holds, so the first ones met, and their
+        order, depended on --batch-size (a fuzzing run: a bad IP length in frame 21 listed
+        before a bad template in frame 1)."""
         place = self._place(error.source, error.offset, error.frame)
         kept = self.unit_examples.setdefault(error.reason, [])
         if len(kept) >= EXAMPLES_PER_REASON:
