@@ -676,14 +676,11 @@ def _times_as_text(frame: pd.DataFrame) -> pd.DataFrame:
 def _manifest_flow_matrix(run_dir: Path) -> str | None:
     """The Flow Matrix a run's manifest cites (its path as given), or None: none, or no
     readable manifest."""
-    import json
-
-    from .tables.layout import MANIFEST_FILE
+    from .tables.manifest import read_manifest
 
     try:
-        cited = json.loads((run_dir / MANIFEST_FILE).read_text(encoding="utf-8")).get(
-            "flow_matrix")
-    except (OSError, ValueError, AttributeError):
+        cited = read_manifest(run_dir).get("flow_matrix")
+    except UsageError:
         return None
     return str(cited.get("path")) if isinstance(cited, dict) else None
 

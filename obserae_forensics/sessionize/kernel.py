@@ -653,11 +653,12 @@ def _remember(S: Any, slot: int, M: Any, s: int, P: Any, C: Any) -> None:
                          | _fins(M, s) << R.PB_FIN
                          | (1 if _half_open(M, s) else 0) << R.PB_HALF_OPEN
                          | (1 if _finished(M, s) else 0) << R.PB_FINISHED)
-    S[slot, R.P_EXPIRY] = S[slot, R.P_CONT] + P[P_GRACE]
-    if M[s, R.F_REASON] == R.REASON_HARD_TIMEOUT:
-        S[slot, R.P_EXPIRY] += min(C[S_MAX_SPAN], R.MAX_CONTINUATION_SPAN_US)
     if M[s, R.F_LATE]:  # for the records that come next (reference rule 5)
         S[slot, R.P_EXPIRY] = C[S_RECORDS] + R.LATE_MEMORY_RECORDS
+    else:
+        S[slot, R.P_EXPIRY] = S[slot, R.P_CONT] + P[P_GRACE]
+        if M[s, R.F_REASON] == R.REASON_HARD_TIMEOUT:
+            S[slot, R.P_EXPIRY] += min(C[S_MAX_SPAN], R.MAX_CONTINUATION_SPAN_US)
     S[slot, R.SL_STATUS] |= R.STATUS_PREV
 
 

@@ -96,12 +96,13 @@ from typing import Any
 
 import numpy as np
 
+from ..counters import COUNTER_CEILING
 from . import row as R
 from .inference import icmp_evidence, infer_server
 from .keys import PORT_PROTOCOLS, Records
 from .policy import SessionPolicy
 
-COUNTER_MAX = (1 << 64) - 1  # where a session's sum of damaged counters stops
+COUNTER_MAX = int(COUNTER_CEILING)  # where a session's sum of damaged counters stops
 
 # proto, lo_hi, lo_lo, lo_port, hi_hi, hi_lo, hi_port
 Key = tuple[int, int, int, int, int, int, int]
@@ -468,11 +469,12 @@ class ReferenceReplay:
             s.peaks = (peaks[0], peaks[1])
         self._finalize(s, closed_at, reason, emit)
         s.idle_at_close = s.idle(self.policy)
-        s.expiry = s.last + s.idle_at_close + self.policy.grace_us
-        if reason == R.REASON_HARD_TIMEOUT:  # rule 5: its next record may be a long one
-            s.expiry += min(self.max_span, R.MAX_CONTINUATION_SPAN_US)
         if s.late:  # rule 5: for the records that come next, not by the clocks
             s.expiry = self.records + R.LATE_MEMORY_RECORDS
+        else:
+            s.expiry = s.last + s.idle_at_close + self.policy.grace_us
+            if reason == R.REASON_HARD_TIMEOUT:  # rule 5: its next record may be a long one
+                s.expiry += min(self.max_span, R.MAX_CONTINUATION_SPAN_US)
         prev = self.prev.get(s.key)
         if not (s.late and prev is not None and not prev.late):
             self.prev[s.key] = s
