@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import ipaddress
 
-import numba
 import numpy as np
 import pyarrow as pa
 
-from .jit_cache import drop_stale_jit_cache
+from .jit_cache import drop_stale_jit_cache, njit
 
 V4_MAPPED_PREFIX = bytes(10) + b"\xff\xff"
 
@@ -71,7 +70,7 @@ def parse_address(text: str) -> bytes:
     return parsed.packed
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _dotted_quads(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """IPv4 addresses (uint32 values) as dotted quads into one buffer at `offsets`."""
     out = np.empty(offsets[-1], dtype=np.uint8)
@@ -105,7 +104,7 @@ def dotted_quad_array(values: np.ndarray) -> pa.StringArray:
     return pa.StringArray.from_buffers(len(values), pa.py_buffer(offsets), pa.py_buffer(data))
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _ipv6_texts(high: np.ndarray, low: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """IPv6 addresses (two big-endian 64-bit words each) in RFC 5952 text: lowercase hex
     without leading zeros, the longest run of two or more zero groups (the first of equal
@@ -167,7 +166,7 @@ def ipv6_text_array(high: np.ndarray, low: np.ndarray) -> pa.StringArray:
                                        pa.py_buffer(data))
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def distinct_pairs(high: np.ndarray, low: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(first row of each distinct (high, low) pair in order of first use, index of each
     row's pair among them), by open addressing: addresses given as two 64-bit words repeat

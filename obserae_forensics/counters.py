@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import numba
 import numpy as np
 
-from .jit_cache import drop_stale_jit_cache, read_only
+from .jit_cache import drop_stale_jit_cache, njit, read_only
 
 _LOW = np.uint64(0xFFFFFFFF)
 _SHIFT = np.uint64(32)
@@ -28,7 +27,7 @@ def exact_sum(values: np.ndarray) -> int:
     return (int(high) << 32) + int(low)
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _half_sums(values: Any) -> Any:
     """(sum of the low 32-bit halves, sum of the high ones), in one pass and without the
     two temporary arrays numpy's masks would make (the run sums every counter column of
@@ -49,7 +48,7 @@ def ceiling_sums(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
     return out
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _ceiling_sums(values: Any, starts: Any, out: Any) -> None:
     for group in range(len(starts)):
         end = starts[group + 1] if group + 1 < len(starts) else len(values)

@@ -11,11 +11,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 
-import numba
 import numpy as np
 import pyarrow as pa
 
-from .jit_cache import drop_stale_jit_cache, read_only
+from .jit_cache import drop_stale_jit_cache, njit, read_only
 
 _K1 = np.uint64(0x9E3779B97F4A7C15)
 _K2 = np.uint64(0xBF58476D1CE4E5B9)
@@ -46,7 +45,7 @@ def hash_words(words: np.ndarray, seed: int = 0) -> np.ndarray:
     return h
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _hex_digits(values: np.ndarray, digits: np.ndarray) -> np.ndarray:
     """16 lowercase hex digits per value, most significant first, in one flat buffer."""
     out = np.empty(16 * len(values), dtype=np.uint8)
@@ -92,7 +91,7 @@ _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _mix(h: np.uint64) -> np.uint64:
     z = h + _K1
     z = (z ^ (z >> np.uint64(30))) * _K2
@@ -100,7 +99,7 @@ def _mix(h: np.uint64) -> np.uint64:
     return z ^ (z >> np.uint64(31))
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _text_hashes(offsets: np.ndarray, data: np.ndarray) -> np.ndarray:
     n = len(offsets) - 1
     out = np.empty(n, dtype=np.uint64)
@@ -112,7 +111,7 @@ def _text_hashes(offsets: np.ndarray, data: np.ndarray) -> np.ndarray:
     return out
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _pair_hashes(protocol: np.ndarray, a: np.ndarray, port_a: np.ndarray, b: np.ndarray,
                  port_b: np.ndarray) -> np.ndarray:
     out = np.empty(len(a), dtype=np.uint64)

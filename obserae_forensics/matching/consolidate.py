@@ -37,14 +37,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numba
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..counters import COUNTER_CEILING, ceiling_sums
 from ..ids import endpoint_pair_hashes, hex_ids, id_sort_keys
-from ..jit_cache import drop_stale_jit_cache, read_only
+from ..jit_cache import drop_stale_jit_cache, njit, read_only
 from ..schema import TIMESTAMP
 from .columns import column_values
 from .services import PORT_PROTOCOLS
@@ -499,7 +498,7 @@ def _output_order(first_seen: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return order
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _order_ties(order: Any, first_seen: Any, ids: Any) -> None:
     n = len(order)
     start = 0
@@ -524,7 +523,7 @@ def _order_ties(order: Any, first_seen: Any, ids: Any) -> None:
         start = end
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _running_max(values: Any, starts: Any) -> Any:
     """Running maximum of `values` that restarts wherever `starts` is True."""
     out = np.empty_like(values)
@@ -540,7 +539,7 @@ def _runs(values: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> np.ndar
     return values[_run_positions(read_only(starts, np.int64), read_only(counts, np.int64))]
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _run_positions(starts: Any, counts: Any) -> Any:
     out = np.empty(counts.sum(), dtype=np.int64)
     k = 0
@@ -551,7 +550,7 @@ def _run_positions(starts: Any, counts: Any) -> Any:
     return out
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _bucket_places(bucket: Any, buckets: int) -> Any:
     """(where each bucket's rows start in bucket order, rows per bucket): a counting sort's
     first pass."""
@@ -564,7 +563,7 @@ def _bucket_places(bucket: Any, buckets: int) -> Any:
     return places, counts
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _bucket_order(bucket: Any, places: Any) -> Any:
     """The stable permutation grouping rows by bucket (`places` from _bucket_places)."""
     place = places.copy()
@@ -592,7 +591,7 @@ def _id_order_key(ids: pa.Array) -> np.ndarray:
     return rank
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _parse_hex(offsets: Any, data: Any, n: int, digits: Any) -> Any:
     """(value, is it 16 lowercase hex digits) of each text."""
     values = np.zeros(n, dtype=np.uint64)
@@ -613,7 +612,7 @@ def _parse_hex(offsets: Any, data: Any, n: int, digits: Any) -> Any:
     return values, valid
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _most_confident(confidence: Any, starts: Any) -> Any:
     """Per run (from each start to the next), the position of its first highest value;
     NaN never wins over a number (as it sorts last)."""
@@ -629,7 +628,7 @@ def _most_confident(confidence: Any, starts: Any) -> Any:
     return chosen
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _scaled(value: Any, scale: Any) -> Any:
     """value × scale, COUNTER_CEILING past it (a damaged counter near 2**64 at 1:100
     wrapped around to another number)."""
@@ -638,7 +637,7 @@ def _scaled(value: Any, scale: Any) -> Any:
     return value * scale
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _compact_numbers(bucket: Any, places: Any, pair: Any, protocol: Any, protocol_code: Any,
                      exporter: Any, method: Any, client_is_a: Any, client_port: Any,
                      server_port: Any, opened: Any, last: Any, confidence: Any, scaled: Any,
@@ -697,7 +696,7 @@ def _compact_numbers(bucket: Any, places: Any, pair: Any, protocol: Any, protoco
             out_confidence, cs_bytes, sc_bytes, cs_packets, sc_packets)
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _pair_counts(pair: Any) -> Any:
     """How many rows share each row's pair hash (open addressing on the hash's high bits:
     a bucket's hashes share their low bits)."""
@@ -723,7 +722,7 @@ def _pair_counts(pair: Any) -> Any:
     return out
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _fold(h: Any, value: Any) -> Any:
     """ids.fold: one splitmix64 round (uint64 arithmetic wraps)."""
     z = h + value + _K1
@@ -732,7 +731,7 @@ def _fold(h: Any, value: Any) -> Any:
     return z ^ (z >> np.uint64(31))
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _id_values(protocol: Any, pair: Any, first_seen: Any) -> Any:
     out = np.empty(len(pair), dtype=np.uint64)
     for i in range(len(pair)):

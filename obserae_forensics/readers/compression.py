@@ -18,12 +18,11 @@ from typing import Final
 
 import lz4.block
 import lzallright
-import numba
 import numpy as np
 import zstandard
 
 from ..errors import MalformedInput
-from ..jit_cache import drop_stale_jit_cache, read_only
+from ..jit_cache import drop_stale_jit_cache, njit, read_only
 
 NONE: Final = 0
 LZO: Final = 1
@@ -103,7 +102,7 @@ def _decompress_lzo(data: bytes, limit: int) -> bytes:
     return bytes(_lzo.decompress(data, output_size_hint=limit))
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _long_length(data: np.ndarray, ip: int, base: int) -> tuple[int, int]:
     """A length written past its instruction: 255 for each zero byte, then `base` and the
     first byte that is not zero; (-1, ip) when the stream ends first."""
@@ -116,7 +115,7 @@ def _long_length(data: np.ndarray, ip: int, base: int) -> tuple[int, int]:
     return length + base + np.int64(data[ip]), ip + 1
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def lzo1x_length(data: np.ndarray, limit: int) -> int:  # pragma: no cover - compiled
     """The bytes an LZO1X stream decodes to, read from its instructions without writing
     them (minilzo's lzo1x_d.ch: literal runs, M1-M4 matches and their extended lengths,

@@ -33,10 +33,9 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import numba
 import numpy as np
 
-from ..jit_cache import drop_stale_jit_cache
+from ..jit_cache import drop_stale_jit_cache, njit
 
 FRAME_BYTES = 256  # of a section kept per record: headers, not payload
 MAX_STEPS = 16  # headers walked per section: a bound, not a limit real frames reach
@@ -167,12 +166,12 @@ def _inner(protocol: int, later: bool) -> int:
     return {4: _IPV4, 41: _IPV6, 47: _GRE}.get(protocol, _DONE)
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _u16(section: np.ndarray, at: int) -> int:
     return (np.int64(section[at]) << 8) | np.int64(section[at + 1])
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _inner_kind(protocol: int) -> int:
     """The header a tunnel carries next (IP in IP, IPv6 in IP, GRE), -1 when none."""
     if protocol == 4:
@@ -184,7 +183,7 @@ def _inner_kind(protocol: int) -> int:
     return -1
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _read_one(section: np.ndarray, n: int, src: np.ndarray, dst: np.ndarray,
               out: np.ndarray) -> None:
     """One section into out (OK.. IP_LENGTH) and src/dst (16 bytes, IPv4 mapped)."""
@@ -344,7 +343,7 @@ def _read_one(section: np.ndarray, n: int, src: np.ndarray, dst: np.ndarray,
         out[DST_PORT] = _u16(section, l4)
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _read_all(sections: np.ndarray, lengths: np.ndarray, src: np.ndarray, dst: np.ndarray,
               out: np.ndarray) -> None:
     for i in range(sections.shape[0]):

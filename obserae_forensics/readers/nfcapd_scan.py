@@ -16,10 +16,9 @@ comparison with the layout's first record), so a hash collision can never merge 
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
-from ..jit_cache import drop_stale_jit_cache
+from ..jit_cache import drop_stale_jit_cache, njit
 
 V3_RECORD = 11
 COMMON_RECORD_V1 = 10
@@ -39,14 +38,14 @@ _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _u16(buf: np.ndarray, at: int, big_endian: bool) -> int:
     if big_endian:
         return int((np.int64(buf[at]) << 8) | np.int64(buf[at + 1]))
     return int(np.int64(buf[at]) | (np.int64(buf[at + 1]) << 8))
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _stat_record_size(buf: np.ndarray, pos: int, end: int, size: int, big_endian: bool) -> int:
     """An exporter statistics record's size. nfcapd writes it in the record header's 16 bits
     whatever its count: with more than 2,730 exporters the size wraps around (nfcapd 1.7.1,
@@ -63,12 +62,12 @@ def _stat_record_size(buf: np.ndarray, pos: int, end: int, size: int, big_endian
     return size
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _mix(h: np.uint64, value: int) -> np.uint64:
     return (h ^ np.uint64(value)) * _FNV_PRIME
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _v3_layout_hash(
     buf: np.ndarray, pos: int, size: int, big_endian: bool
 ) -> tuple[bool, np.uint64]:
@@ -97,7 +96,7 @@ def _v3_layout_hash(
     return True, h
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _same_v3_layout(buf: np.ndarray, a: int, b: int, size: int, big_endian: bool) -> bool:
     if _u16(buf, a + 4, big_endian) != _u16(buf, b + 4, big_endian):
         return False
@@ -114,7 +113,7 @@ def _same_v3_layout(buf: np.ndarray, a: int, b: int, size: int, big_endian: bool
     return True
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def scan_block(
     buf: np.ndarray, start: int, end: int, max_records: int, big_endian: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, int, int]:
@@ -199,7 +198,7 @@ def scan_block(
             layout_first[:n_layouts], count, status, status_offset)
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def gather_records(buf: np.ndarray, offsets: np.ndarray, size: int) -> np.ndarray:
     """Copy equal-sized records at `offsets` into one contiguous array, for a structured view."""
     out = np.empty(len(offsets) * size, dtype=np.uint8)

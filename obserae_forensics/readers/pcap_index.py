@@ -10,10 +10,9 @@ knows every case; the two paths must agree, and tests compare them on the corpus
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
-from ..jit_cache import drop_stale_jit_cache
+from ..jit_cache import drop_stale_jit_cache, njit
 
 STOP_CLEAN = 0
 STOP_HEADER_CUT = 1
@@ -30,7 +29,7 @@ FAST_LINKS: dict[int, tuple[int, int]] = {
 }
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _u32(data: np.ndarray, at: int, little: bool) -> int:
     if little:
         return (int(data[at]) | (int(data[at + 1]) << 8) | (int(data[at + 2]) << 16)
@@ -39,12 +38,12 @@ def _u32(data: np.ndarray, at: int, little: bool) -> int:
             | int(data[at + 3]))
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _u16be(data: np.ndarray, at: int) -> int:
     return (int(data[at]) << 8) | int(data[at + 1])
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def index_records(
     data: np.ndarray, start: int, limit: int, little: bool, max_caplen: int,
     link_length: int, type_at: int, fcs_bytes: int, fast: bool,

@@ -41,14 +41,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import numba as nb
 import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from ..jit_cache import drop_stale_jit_cache, read_only
+from ..jit_cache import drop_stale_jit_cache, njit, read_only
 from . import row as R
 from .inference import icmp_evidence, infer_server
 from .keys import RECORD_FIELDS, Records
@@ -174,11 +173,11 @@ _S27 = np.uint64(27)
 _S31 = np.uint64(31)
 _SIGN = np.int64(-(1 << 63))  # flips the sign bit: unsigned order by signed comparison
 
-_jit = nb.njit(cache=True, nogil=True)
+_jit = njit(cache=True, nogil=True)
 # Helpers run without numba's reference counting: they never allocate, and every array
 # they are handed is kept alive by replay()'s caller. With it, each call paid an atomic
 # increment and decrement per array argument, which measured as two thirds of the replay.
-_helper = nb.njit(cache=True, nogil=True, _nrt=False)
+_helper = njit(cache=True, nogil=True, _nrt=False)
 # The helpers every record or every session runs are inlined into replay at numba's level:
 # left as calls, each passes its arrays as a dozen scalars apiece (_sweep, called after
 # every record, takes ten arrays) and LLVM's own inliner declines the larger ones. Measured
@@ -186,8 +185,8 @@ _helper = nb.njit(cache=True, nogil=True, _nrt=False)
 # for ~15 s more compilation on the first run after install. The rarely run helpers
 # (eviction heap, wheel moves, session close and output) stay calls: inlining everything
 # was a little faster again but took the kernel's compilation from ~25 s to ~140 s.
-_inline = nb.njit(cache=True, nogil=True, _nrt=False, inline="always")
-_infer = nb.njit(cache=True, nogil=True, _nrt=False)(infer_server)
+_inline = njit(cache=True, nogil=True, _nrt=False, inline="always")
+_infer = njit(cache=True, nogil=True, _nrt=False)(infer_server)
 # Arguments of the helpers called (not inlined) that are constants at the call: numba
 # compiles a helper again for each literal type it is handed (Literal[int](0) beside int64,
 # Literal[bool](True) beside Literal[bool](False)), seconds each on the first run. numpy

@@ -28,13 +28,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-import numba as nb
 import numpy as np
 import pyarrow as pa
 
 from ..addresses import distinct_pairs, word_text_array
 from ..ids import hex_ids, pair_hash_values, text_hashes, text_seed
-from ..jit_cache import drop_stale_jit_cache
+from ..jit_cache import drop_stale_jit_cache, njit
 from ..protocols import protocol_keyword
 from ..schema import SESSIONS_SCHEMA, TIMESTAMP
 from . import row as R
@@ -50,7 +49,7 @@ _S31 = np.uint64(31)
 _KEY_FIELDS = (R.O_PROTO, R.O_LO_HI, R.O_LO_LO, R.O_LO_PORT, R.O_HI_HI, R.O_HI_LO, R.O_HI_PORT)
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _fold(h: Any, value: Any) -> Any:
     """One splitmix64 round folding `value` into `h` (uint64 arithmetic wraps)."""
     z = h + np.uint64(value) + _K1
@@ -59,7 +58,7 @@ def _fold(h: Any, value: Any) -> Any:
     return z ^ (z >> _S31)
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _id_hashes(seeds: Any, key: Any, opened: Any, split: Any, late: Any, dup: Any) -> Any:
     n = len(opened)
     out = np.empty(n, dtype=np.uint64)
@@ -123,7 +122,7 @@ def _follow_ids(seeds: np.ndarray, cols: np.ndarray) -> np.ndarray:
                    cols[R.O_FOLLOW_LATE], cols[R.O_FOLLOW_DUP])
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _before(a: int, b: int, ids: Any, rank: Any, serial: Any) -> bool:
     """Row a sorts before row b by (id, exporter rank, serial)."""
     if ids[a] != ids[b]:
@@ -133,7 +132,7 @@ def _before(a: int, b: int, ids: Any, rank: Any, serial: Any) -> bool:
     return serial[a] < serial[b]
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _sort_tied_runs(order: Any, emit: Any, ids: Any, rank: Any, serial: Any) -> None:
     """Within each run of equal emit in `order`, sort by (id, exporter rank, serial): a
     stable merge sort, insertion-sorted blocks of 16 merged bottom-up through a scratch
@@ -265,7 +264,7 @@ class _Numbers(NamedTuple):
     orient: np.ndarray
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _session_numbers(cols: Any, order: Any, endpoint: Any) -> Any:
     """Every number column of the sessions table, row i from output row order[i]: one pass
     that gathers, orients (a/b, client/server) and narrows, instead of a gather of all the

@@ -23,13 +23,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import numba as nb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..addresses import address_matrix
-from ..jit_cache import drop_stale_jit_cache
+from ..jit_cache import drop_stale_jit_cache, njit
 from ..schema import FLOW_SCHEMA, FLOWS_SCHEMA, SESSIONS_SCHEMA, with_added_columns
 from ..times import TIME_LIMIT_US
 from .kernel import KernelReplay, OutputRows
@@ -292,7 +291,7 @@ class Sessionizer:
         return SessionBatch(sessions, _canonical_dictionaries(flows).cast(FLOWS_SCHEMA), keys)
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _counting_order(rank: np.ndarray, sessions: int) -> np.ndarray:
     """Stable permutation sorting `rank` (0 <= rank < sessions), in O(n)."""
     start = np.zeros(sessions + 1, dtype=np.int64)
@@ -426,7 +425,7 @@ def _first_use_encoding(column: pa.ChunkedArray, kind: pa.DictionaryType) -> pa.
     return pa.DictionaryArray.from_arrays(pa.array(renumbered), dictionary)
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _first_use(indices: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """(dictionary entries in order of first use, indices renumbered in that order)."""
     number = np.full(size, -1, dtype=np.int64)
