@@ -74,9 +74,9 @@ class Source:
     wrote (a column, or a few rows, at a time: the conversations of a day's runs are more
     than memory holds as whole rows)."""
 
-    column: Callable[[str], pa.ChunkedArray | pa.Array]  # a whole conversations column
+    column: Callable[[str], pa.ChunkedArray[Any] | pa.Array[Any]]  # a whole conversations column
     take: Callable[[np.ndarray], pa.Table]  # conversations rows by position
-    fragments_of: Callable[[pa.Array], pa.Table]  # the fragments of these conversations
+    fragments_of: Callable[[pa.Array[Any]], pa.Table]  # the fragments of these conversations
     conversation_count: int
     sessions: int
     exporter_windows: dict[str, tuple[int, int]]
@@ -112,7 +112,10 @@ def build_report(runs: list[Run], found: Chains | Source) -> dict[str, Any]:
     flat = pc.list_flatten(reasons)
     parent = pc.list_parent_indices(reasons)
     for name in LINK_REASONS[1:]:
-        hit = np.asarray(pc.equal(flat, name).to_numpy(zero_copy_only=False), dtype=bool)
+        # (compute functions take Python scalars, as pa.scalar makes them; the stubs only
+        # Arrow ones)
+        equal = pc.equal(flat, name)  # type: ignore[call-overload]
+        hit = np.asarray(equal.to_numpy(zero_copy_only=False), dtype=bool)
         owners = np.asarray(parent.to_numpy(), dtype=np.int64)[hit]
         by_reason[name] = len(np.unique(owners))
 
