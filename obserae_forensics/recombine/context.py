@@ -47,7 +47,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -67,6 +67,9 @@ from ..readers.scope import TemplateScope
 from ..readers.templates import Template
 from ..report import RunReport
 
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
 Stream = tuple[str, int, int]  # exporter, version (9, 10), source ID / observation domain
 Place = tuple[int, int]  # (index of the file among the run's captures, datagram offset)
 # what a record must decode to again from the export alone (addresses compared as text:
@@ -84,7 +87,8 @@ KEYS = ("file", "offset", "record")
 
 
 def record_table(table: pa.Table | pa.RecordBatch, files: dict[str, int],
-                 moved: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> pa.Table:
+                 moved: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64],
+                              npt.NDArray[np.int64]] | None = None) -> pa.Table:
     """The COMPARED values of a flow table's records, keyed by (file index, datagram offset,
     record_index): `files` gives a source_file's index (records of other files are left
     out); `moved` (offsets in an export, sorted; the file index and offset of the datagram
@@ -138,10 +142,12 @@ def differing(expected: pa.Table, decoded: pa.Table) -> tuple[int, tuple[int, in
     if expected.num_rows == 0:
         return 0, None
     matched = _matched(expected, decoded)
-    got = decoded.take(pa.array(matched, mask=matched < 0))
+    # (the stubs type pa.array of any ndarray as a BooleanArray: these are positions)
+    got = decoded.take(cast(pa.Int64Array, pa.array(matched, mask=matched < 0)))
     same = np.ones(expected.num_rows, dtype=bool)
     for name in COMPARED:
-        # the method is pc.fill_null's call, which the stubs type as coalesce (Arrow values)
+        # (x.fill_null(v) is pc.fill_null(x, v), which the stubs type as coalesce: Arrow
+        # values only)
         equal = pc.equal(expected[name], got[name]).fill_null(False)
         same &= np.asarray(equal.to_numpy(zero_copy_only=False), dtype=bool)
     wrong = np.flatnonzero(~same)
@@ -153,7 +159,7 @@ def differing(expected: pa.Table, decoded: pa.Table) -> tuple[int, tuple[int, in
                             tuple(int(expected[key][first].as_py()) for key in KEYS))
 
 
-def _matched(expected: pa.Table, decoded: pa.Table) -> np.ndarray:
+def _matched(expected: pa.Table, decoded: pa.Table) -> npt.NDArray[np.int64]:
     """Per expected row, the first decoded row with its (file, offset, record), or -1."""
     count = expected.num_rows
     side = np.concatenate([np.ones(count, np.int8), np.zeros(decoded.num_rows, np.int8)])

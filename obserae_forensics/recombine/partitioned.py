@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -63,6 +63,9 @@ from .chain import (
 from .overlap import OverlapCheck, Twins, twin_counts
 from .report import Source, build_report
 from .runs import Run, session_batches, session_rows
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 BUCKET_SESSIONS = 1 << 18  # sessions chained at once: ~0.5 GB at the peak
 READ_ROWS = 1 << 17  # sessions read, and routed, at a time
@@ -376,7 +379,8 @@ def _merge(paths: list[Path], schema: pa.Schema, bucket: np.ndarray, order: np.n
     out.close()
 
 
-def _cumsum_within(group: np.ndarray, values: np.ndarray) -> np.ndarray:
+def _cumsum_within(group: npt.NDArray[np.int32], values: npt.NDArray[np.int64]
+                   ) -> npt.NDArray[np.int64]:
     """For each element, the sum of `values` of earlier elements of its group."""
     order = np.argsort(group, kind="stable")
     sorted_group = group[order]

@@ -30,6 +30,8 @@ from .chain import LINK_REASONS, nice_above
 from .runs import Run
 
 if TYPE_CHECKING:
+    import numpy.typing as npt
+
     from .chain import Chains
 
 TOP_CONVERSATIONS = 10  # rows in the "largest" and "longest" tables
@@ -155,7 +157,7 @@ def build_report(runs: list[Run], found: Chains | Source) -> dict[str, Any]:
     return report
 
 
-def _bools(source: Source, name: str) -> np.ndarray:
+def _bools(source: Source, name: str) -> npt.NDArray[np.bool_]:
     return np.asarray(source.column(name).to_numpy(zero_copy_only=False), dtype=bool)
 
 
@@ -228,8 +230,8 @@ def _rows_us(table: pa.Table) -> list[dict[str, Any]]:
     return rows
 
 
-def _outside_window(source: Source, head_cut: np.ndarray,
-                    tail_cut: np.ndarray) -> dict[str, Any]:
+def _outside_window(source: Source, head_cut: npt.NDArray[np.bool_],
+                    tail_cut: npt.NDArray[np.bool_]) -> dict[str, Any]:
     columns = ["conversation_id", "exporter", "protocol", "protocol_number", "client_ip",
                "client_port", "server_ip", "server_port", "first_seen", "last_seen",
                "fragment_count", "splits"]
@@ -263,7 +265,7 @@ def _outside_window(source: Source, head_cut: np.ndarray,
     return out
 
 
-def _durations(duration: np.ndarray, runs: list[Run]) -> dict[str, Any]:
+def _durations(duration: npt.NDArray[np.float64], runs: list[Run]) -> dict[str, Any]:
     n = len(duration)
     out: dict[str, Any] = {"count": n}
     if n == 0:
