@@ -47,6 +47,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -66,6 +67,9 @@ from ..readers.scope import TemplateScope
 from ..readers.templates import Template
 from ..report import RunReport
 
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
 Stream = tuple[str, int, int]  # exporter, version (9, 10), source ID / observation domain
 Place = tuple[int, int]  # (index of the file among the run's captures, datagram offset)
 # what a record must decode to again from the export alone (addresses compared as text:
@@ -83,7 +87,8 @@ KEYS = ("file", "offset", "record")
 
 
 def record_table(table: pa.Table | pa.RecordBatch, files: dict[str, int],
-                 moved: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> pa.Table:
+                 moved: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64],
+                              npt.NDArray[np.int64]] | None = None) -> pa.Table:
     """The COMPARED values of a flow table's records, keyed by (file index, datagram offset,
     record_index): `files` gives a source_file's index (records of other files are left
     out); `moved` (offsets in an export, sorted; the file index and offset of the datagram
@@ -97,9 +102,10 @@ def record_table(table: pa.Table | pa.RecordBatch, files: dict[str, int],
         encoded = pc.dictionary_encode(names)
         if isinstance(encoded, pa.ChunkedArray):
             encoded = encoded.combine_chunks()
-        lookup = np.array([files.get(name, -1) for name in encoded.dictionary.to_pylist()]
-                          + [-1], dtype=np.int64)
-        indices = encoded.indices.fill_null(len(lookup) - 1).to_numpy(zero_copy_only=False)
+        codes = cast("pa.DictionaryArray[Any, Any]", encoded)
+        dictionary = cast(list[str], codes.dictionary.to_pylist())  # (nulls are in none)
+        lookup = np.array([files.get(name, -1) for name in dictionary] + [-1], dtype=np.int64)
+        indices = codes.indices.fill_null(len(lookup) - 1).to_numpy(zero_copy_only=False)
         file_index = lookup[indices]
     elif len(moved[0]) == 0:
         file_index = np.full(len(offsets), -1, dtype=np.int64)
@@ -110,9 +116,10 @@ def record_table(table: pa.Table | pa.RecordBatch, files: dict[str, int],
         file_index = np.where(found, origin_file[at], -1)
         offsets = np.where(found, origin_offset[at], 0)
     keep = pa.array(file_index >= 0)
-    columns = {"file": pa.array(file_index, pa.int64()),
-               "offset": pa.array(offsets, pa.int64()),
-               "record": table.column("record_index").cast(pa.int64())}
+    columns: dict[str, pa.Array[Any] | pa.ChunkedArray[Any]] = {
+        "file": pa.array(file_index, pa.int64()),
+        "offset": pa.array(offsets, pa.int64()),
+        "record": table.column("record_index").cast(pa.int64())}
     for name in COMPARED:
         column = table.column(name)
         if pa.types.is_timestamp(column.type):
@@ -122,7 +129,9 @@ def record_table(table: pa.Table | pa.RecordBatch, files: dict[str, int],
         elif pa.types.is_dictionary(column.type):
             column = column.cast(column.type.value_type)
         columns[name] = column
-    return pa.table(columns).filter(keep)
+    # pa.table(columns) hands a dict to from_pydict, whose stubs (not pa.table's) take
+    # chunked arrays
+    return pa.Table.from_pydict(columns).filter(keep)
 
 
 def differing(expected: pa.Table, decoded: pa.Table) -> tuple[int, tuple[int, int, int] | None]:
@@ -133,20 +142,24 @@ def differing(expected: pa.Table, decoded: pa.Table) -> tuple[int, tuple[int, in
     if expected.num_rows == 0:
         return 0, None
     matched = _matched(expected, decoded)
-    got = decoded.take(pa.array(matched, mask=matched < 0))
+    # (the stubs type pa.array of any ndarray as a BooleanArray: these are positions)
+    got = decoded.take(cast(pa.Int64Array, pa.array(matched, mask=matched < 0)))
     same = np.ones(expected.num_rows, dtype=bool)
     for name in COMPARED:
-        equal = pc.fill_null(pc.equal(expected[name], got[name]), False)
+        # (x.fill_null(v) is pc.fill_null(x, v), which the stubs type as coalesce: Arrow
+        # values only)
+        equal = pc.equal(expected[name], got[name]).fill_null(False)
         same &= np.asarray(equal.to_numpy(zero_copy_only=False), dtype=bool)
     wrong = np.flatnonzero(~same)
     if len(wrong) == 0:
         return 0, None
     keys = [expected[key].to_numpy()[wrong] for key in KEYS]
     first = int(wrong[np.lexsort(keys[::-1])[0]])
-    return len(wrong), tuple(int(expected[key][first].as_py()) for key in KEYS)
+    return len(wrong), cast(tuple[int, int, int],
+                            tuple(int(expected[key][first].as_py()) for key in KEYS))
 
 
-def _matched(expected: pa.Table, decoded: pa.Table) -> np.ndarray:
+def _matched(expected: pa.Table, decoded: pa.Table) -> npt.NDArray[np.int64]:
     """Per expected row, the first decoded row with its (file, offset, record), or -1."""
     count = expected.num_rows
     side = np.concatenate([np.ones(count, np.int8), np.zeros(decoded.num_rows, np.int8)])

@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 import pyarrow as pa
@@ -228,13 +228,14 @@ def _named(source: RecombineResult | Path | Sequence[Path],
     if isinstance(source, RecombineResult) and source.held is None:
         rows = RowsByPosition(source.files[FRAGMENTS_FILE])
         matched = rows.take(rows.where(wanted, "session_id", "conversation_id"))
-        conversations = pc.unique(matched.column("conversation_id"))
+        # (pc.unique gives an Array, of a chunked one too; the stubs say what it was given)
+        conversations = cast("pa.Array[Any]", pc.unique(matched.column("conversation_id")))
         return matched, rows.take(rows.where(conversations, "conversation_id"))
     fragments = load_fragments(source)
     matched = fragments.filter(pc.or_(
         pc.is_in(fragments.column("session_id"), value_set=wanted),
         pc.is_in(fragments.column("conversation_id"), value_set=wanted)))
-    conversations = pc.unique(matched.column("conversation_id"))
+    conversations = cast("pa.Array[Any]", pc.unique(matched.column("conversation_id")))
     return matched, fragments.filter(pc.is_in(fragments.column("conversation_id"),
                                               value_set=conversations))
 
@@ -275,7 +276,9 @@ def split_conversation_ids(result: RecombineResult) -> list[str]:
     else:
         table = read_parquet(result.files[RECOMBINED_FILE],
                              columns=["conversation_id", "fragment_count"])
-    split = table.filter(pc.greater(table.column("fragment_count"), 1))
+    # (pc.greater takes a Python scalar, as pa.scalar makes it; the stubs Arrow ones only)
+    split = table.filter(
+        pc.greater(table.column("fragment_count"), 1))  # type: ignore[call-overload]
     return [str(i) for i in split.column("conversation_id").to_pylist()]
 
 

@@ -19,6 +19,7 @@ import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -149,9 +150,12 @@ def _flow_rows(fragments: pa.Table, runs: dict[str, Run],
     """collect_flows over the conversations' `fragments`; only `columns` of the flows
     tables (and what ordering them reads) when given."""
     parts: list[pa.Table] = []
-    for run_dir in sorted(set(fragments.column("run_dir").to_pylist())):
+    for run_dir in sorted(set(cast(list[str], fragments.column("run_dir").to_pylist()))):
         run = runs[run_dir]
-        mine = fragments.filter(pc.equal(fragments.column("run_dir"), run_dir))
+        # (compute functions take Python scalars, as pa.scalar makes them; the stubs only
+        # Arrow ones)
+        mine = fragments.filter(
+            pc.equal(fragments.column("run_dir"), run_dir))  # type: ignore[call-overload]
         session_ids = mine.column("session_id")
         path = run.path / FLOWS_FILE
         if not path.is_file():
@@ -188,7 +192,7 @@ def _flow_rows(fragments: pa.Table, runs: dict[str, Run],
     return table.take(order)
 
 
-def _sortable(column: pa.ChunkedArray) -> pa.ChunkedArray:
+def _sortable(column: pa.ChunkedArray[Any]) -> pa.ChunkedArray[Any]:
     """Arrow sorts no dictionary columns: sort on their text."""
     if pa.types.is_dictionary(column.type):
         return column.cast(column.type.value_type)
@@ -406,7 +410,7 @@ def _whole_rows(table: pa.Table, fragments: pa.Table, by_dir: dict[str, Run],
     counting (a review: all the conversations' rows were read whole beside the rest)."""
     wanted = np.sort(np.concatenate(rows))
     run_index = table.column("run_index").to_numpy()
-    owners: dict[int, pa.Array] = {}
+    owners: dict[int, pa.Array[Any]] = {}
     for run_number in np.unique(run_index[wanted]).tolist():
         mine = wanted[run_index[wanted] == run_number]
         owners[run_number] = pc.unique(table.column("session_id").take(pa.array(mine))
@@ -415,9 +419,10 @@ def _whole_rows(table: pa.Table, fragments: pa.Table, by_dir: dict[str, Run],
     inside = np.zeros(table.num_rows, dtype=bool)
     for run_number, sessions in owners.items():
         run_dir = str(runs[run_number].path)
-        keep = pc.or_(keep, pc.and_(pc.equal(fragments.column("run_dir"), run_dir),
-                                    pc.is_in(fragments.column("session_id"),
-                                             value_set=sessions)))
+        # (pc.equal takes a Python scalar, as pa.scalar makes it; the stubs Arrow ones only)
+        in_run = pc.equal(fragments.column("run_dir"), run_dir)  # type: ignore[call-overload]
+        keep = pc.or_(keep, pc.and_(in_run, pc.is_in(fragments.column("session_id"),
+                                                     value_set=sessions)))
         inside |= (run_index == run_number) & np.asarray(pc.is_in(
             table.column("session_id"), value_set=sessions).to_numpy(zero_copy_only=False),
             dtype=bool)
@@ -446,8 +451,9 @@ class _Plan:
         source_file = table.column("source_file")
         if pa.types.is_dictionary(source_file.type):
             source_file = source_file.cast(source_file.type.value_type)
-        encoded = pc.dictionary_encode(source_file.combine_chunks())
-        names = encoded.dictionary.to_pylist()
+        encoded = cast("pa.DictionaryArray[Any, Any]",
+                       pc.dictionary_encode(source_file.combine_chunks()))
+        names = cast(list[str], encoded.dictionary.to_pylist())  # (nulls are in none)
         codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
         run_index = table.column("run_index").to_numpy().astype(np.int64)
         offsets = table.column("source_offset").to_numpy().astype(np.int64)

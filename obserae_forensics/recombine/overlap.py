@@ -19,12 +19,16 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from .runs import Run
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 SHARE = 0.5  # of a run's sessions of an exporter, twins of an earlier run's
 # and at least this many: a probe every 10-30 s on fixed ports makes a twin now and then
@@ -168,18 +172,20 @@ def twin_counts(sessions: pa.Table, runs: list[Run]) -> Twins:
     sizes = np.bincount(inverse)
     soonest = np.full(len(first_row), np.iinfo(np.int64).max, dtype=np.int64)
     np.minimum.at(soonest, inverse, other[twin])
-    names = sessions.column("exporter").take(pa.array(rows[first_row])).to_pylist()
+    # (the stubs type pa.array of any ndarray as a BooleanArray: these are positions)
+    names = sessions.column("exporter").take(
+        cast(pa.Int64Array, pa.array(rows[first_row]))).to_pylist()
     places = [(int(index), str(name)) for index, name in zip(
         run[rows[first_row]].tolist(), names, strict=True)]
     return (Counter(dict(zip(places, sizes.tolist(), strict=True))),
             dict(zip(places, soonest.tolist(), strict=True)))
 
 
-def _codes(*columns: pa.ChunkedArray) -> list[np.ndarray]:
+def _codes(*columns: pa.ChunkedArray[Any]) -> list[npt.NDArray[np.int64]]:
     """Integer codes shared by text columns: equal text, equal code."""
     joined = pa.chunked_array([chunk for column in columns for chunk in column.chunks],
                               type=pa.string()).combine_chunks()
-    encoded = pc.dictionary_encode(joined)
+    encoded = cast("pa.DictionaryArray[Any, Any]", pc.dictionary_encode(joined))
     codes = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
     sizes = np.cumsum([0, *(len(column) for column in columns)])
     return [codes[sizes[i]:sizes[i + 1]] for i in range(len(columns))]

@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -63,6 +63,9 @@ from .chain import (
 from .overlap import OverlapCheck, Twins, twin_counts
 from .report import Source, build_report
 from .runs import Run, session_batches, session_rows
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 BUCKET_SESSIONS = 1 << 18  # sessions chained at once: ~0.5 GB at the peak
 READ_ROWS = 1 << 17  # sessions read, and routed, at a time
@@ -97,7 +100,9 @@ def _route(table: pa.Table, buckets: int) -> tuple[pa.Table, np.ndarray]:
     pair = endpoint_pair_hashes(table, port_protocols=PORTED_PROTOCOLS)
     bucket = (pair % np.uint64(buckets)).astype(np.int64)
     order = np.argsort(bucket, kind="stable")
-    return table.take(pa.array(order)), np.bincount(bucket, minlength=buckets)
+    # (the stubs type pa.array of any ndarray as a BooleanArray: these are positions)
+    return (table.take(cast(pa.Int64Array, pa.array(order))),
+            np.bincount(bucket, minlength=buckets))
 
 
 class Partitioned:
@@ -126,7 +131,7 @@ class Partitioned:
         self.context = RunsContext.from_reduced(reduced, len(runs))
         _refuse_duplicates(runs, np.concatenate(hashes) if hashes else np.zeros(0, np.uint64))
 
-    def existing(self, ids: pa.Array) -> int:
+    def existing(self, ids: pa.Array[Any]) -> int:
         """How many of `ids` (with repeats) are sessions of the runs."""
         if len(ids) == 0:
             return 0
@@ -139,7 +144,7 @@ class Partitioned:
         return int(pc.sum(pc.is_in(ids, value_set=known).cast(pa.int64())).as_py() or 0)
 
 
-def _id_batches(runs: Sequence[Run]) -> Iterator[pa.Array]:
+def _id_batches(runs: Sequence[Run]) -> Iterator[pa.Array[Any]]:
     for run in runs:
         for batch in iter_parquet(run.path / SESSIONS_FILE, READ_ROWS,
                                   columns=["session_id"]):
@@ -156,7 +161,7 @@ def _refuse_duplicates(runs: Sequence[Run], hashes: np.ndarray) -> None:
     repeated = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
     if len(repeated) == 0:
         return
-    texts: list[pa.Array] = []
+    texts: list[pa.Array[Any]] = []
     run_of: list[np.ndarray] = []
     for run in runs:
         for batch in _id_batches([run]):
@@ -167,11 +172,15 @@ def _refuse_duplicates(runs: Sequence[Run], hashes: np.ndarray) -> None:
     ids = pa.concat_arrays(texts)
     where_run = np.concatenate(run_of)
     counts = pc.value_counts(ids)
-    twice = pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1))
+    # (compute functions take Python scalars, as pa.scalar makes them; the stubs only Arrow
+    # ones: here and below)
+    twice = pc.filter(counts.field("values"),
+                      pc.greater(counts.field("counts"), 1))  # type: ignore[call-overload]
     if len(twice) == 0:
         return  # hashes alike, texts not
-    session = min(twice.to_pylist())
-    where = np.flatnonzero(np.asarray(pc.equal(ids, session).to_numpy(zero_copy_only=False)))
+    session = min(cast(list[str], twice.to_pylist()))  # (ids repeated: none is null)
+    equal = pc.equal(ids, session)  # type: ignore[call-overload]
+    where = np.flatnonzero(np.asarray(equal.to_numpy(zero_copy_only=False)))
     raise overlap(session, len(where), sorted({str(runs[int(where_run[i])].path) for i in where}))
 
 
@@ -179,7 +188,7 @@ class _Rows:
     """A bucket's results read front to back, a few rows at a time."""
 
     def __init__(self, path: Path) -> None:
-        self._source = pa.OSFile(str(path))
+        self._source = pa.OSFile(str(path), "r")  # (the default mode)
         self._reader = pa.ipc.open_file(self._source)
         self._next = 0
         self._held: list[pa.RecordBatch] = []
@@ -211,10 +220,10 @@ def chain_buckets(parts: Partitioned, scratch: Path, conversations_path: Path,
     anomalies = dict.fromkeys(ANOMALIES, 0)
     first: list[np.ndarray] = []
     exporter: list[np.ndarray] = []
-    ids: list[pa.Array] = []
+    ids: list[pa.Array[Any]] = []
     counts: list[np.ndarray] = []
     results: list[tuple[Path, Path]] = []
-    unfollowed: list[pa.Array] = []
+    unfollowed: list[pa.Array[Any]] = []
     cycles: list[tuple[np.ndarray, str]] = []  # per bucket: the stuck rows, the first's id
     for number, (chains, twins) in enumerate(_chained(parts)):
         parts.overlaps.add(twins)
@@ -250,7 +259,9 @@ def chain_buckets(parts: Partitioned, scratch: Path, conversations_path: Path,
 
     bucket = np.concatenate([np.full(len(f), i, dtype=np.int32) for i, f in enumerate(first)]
                             ) if first else np.zeros(0, np.int32)
-    keys = pa.table({
+    # pa.table(dict) hands it to from_pydict, whose stubs (not pa.table's) take ndarrays and
+    # chunked arrays
+    keys = pa.Table.from_pydict({
         "first_seen": np.concatenate(first) if first else np.zeros(0, np.int64),
         "exporter": np.concatenate(exporter) if exporter else np.zeros(0, np.int32),
         "conversation_id": pa.chunked_array(ids, pa.string()),
@@ -360,7 +371,7 @@ def _merge(paths: list[Path], schema: pa.Schema, bucket: np.ndarray, order: np.n
             first = offsets[which] + _cumsum_within(which, widths)
             rows = np.repeat(first - (np.cumsum(widths) - widths), widths) + np.arange(
                 int(widths.sum()))
-            out.write(pa.concat_tables(parts).take(pa.array(rows)))
+            out.write(pa.concat_tables(parts).take(cast(pa.Int64Array, pa.array(rows))))
             del parts
     finally:
         for reader in readers:
@@ -368,7 +379,8 @@ def _merge(paths: list[Path], schema: pa.Schema, bucket: np.ndarray, order: np.n
     out.close()
 
 
-def _cumsum_within(group: np.ndarray, values: np.ndarray) -> np.ndarray:
+def _cumsum_within(group: npt.NDArray[np.int32], values: npt.NDArray[np.int64]
+                   ) -> npt.NDArray[np.int64]:
     """For each element, the sum of `values` of earlier elements of its group."""
     order = np.argsort(group, kind="stable")
     sorted_group = group[order]
@@ -401,16 +413,16 @@ class RowsByPosition:
         for group in groups.tolist():
             mine = group_of == group
             parts.append(self.file.read_row_group(group).take(
-                pa.array(rows[mine] - self.starts[group])))
+                cast(pa.Int64Array, pa.array(rows[mine] - self.starts[group]))))
         if not parts:
             return self.file.schema_arrow.empty_table()
         taken = pa.concat_tables(parts)  # by row group: back into the order given
         by_group = np.argsort(group_of, kind="stable")
         place = np.empty(len(rows), dtype=np.int64)
         place[by_group] = np.arange(len(rows))
-        return taken.take(pa.array(place))
+        return taken.take(cast(pa.Int64Array, pa.array(place)))
 
-    def where(self, values: pa.Array, *columns: str) -> np.ndarray:
+    def where(self, values: pa.Array[Any], *columns: str) -> np.ndarray:
         """Positions of the rows where any of `columns` is one of `values`, in one pass
         over those columns, a batch at a time."""
         found: list[np.ndarray] = []

@@ -30,6 +30,8 @@ from .chain import LINK_REASONS, nice_above
 from .runs import Run
 
 if TYPE_CHECKING:
+    import numpy.typing as npt
+
     from .chain import Chains
 
 TOP_CONVERSATIONS = 10  # rows in the "largest" and "longest" tables
@@ -74,9 +76,9 @@ class Source:
     wrote (a column, or a few rows, at a time: the conversations of a day's runs are more
     than memory holds as whole rows)."""
 
-    column: Callable[[str], pa.ChunkedArray | pa.Array]  # a whole conversations column
+    column: Callable[[str], pa.ChunkedArray[Any] | pa.Array[Any]]  # a whole conversations column
     take: Callable[[np.ndarray], pa.Table]  # conversations rows by position
-    fragments_of: Callable[[pa.Array], pa.Table]  # the fragments of these conversations
+    fragments_of: Callable[[pa.Array[Any]], pa.Table]  # the fragments of these conversations
     conversation_count: int
     sessions: int
     exporter_windows: dict[str, tuple[int, int]]
@@ -112,7 +114,10 @@ def build_report(runs: list[Run], found: Chains | Source) -> dict[str, Any]:
     flat = pc.list_flatten(reasons)
     parent = pc.list_parent_indices(reasons)
     for name in LINK_REASONS[1:]:
-        hit = np.asarray(pc.equal(flat, name).to_numpy(zero_copy_only=False), dtype=bool)
+        # (compute functions take Python scalars, as pa.scalar makes them; the stubs only
+        # Arrow ones)
+        equal = pc.equal(flat, name)  # type: ignore[call-overload]
+        hit = np.asarray(equal.to_numpy(zero_copy_only=False), dtype=bool)
         owners = np.asarray(parent.to_numpy(), dtype=np.int64)[hit]
         by_reason[name] = len(np.unique(owners))
 
@@ -152,7 +157,7 @@ def build_report(runs: list[Run], found: Chains | Source) -> dict[str, Any]:
     return report
 
 
-def _bools(source: Source, name: str) -> np.ndarray:
+def _bools(source: Source, name: str) -> npt.NDArray[np.bool_]:
     return np.asarray(source.column(name).to_numpy(zero_copy_only=False), dtype=bool)
 
 
@@ -225,8 +230,8 @@ def _rows_us(table: pa.Table) -> list[dict[str, Any]]:
     return rows
 
 
-def _outside_window(source: Source, head_cut: np.ndarray,
-                    tail_cut: np.ndarray) -> dict[str, Any]:
+def _outside_window(source: Source, head_cut: npt.NDArray[np.bool_],
+                    tail_cut: npt.NDArray[np.bool_]) -> dict[str, Any]:
     columns = ["conversation_id", "exporter", "protocol", "protocol_number", "client_ip",
                "client_port", "server_ip", "server_port", "first_seen", "last_seen",
                "fragment_count", "splits"]
@@ -260,7 +265,7 @@ def _outside_window(source: Source, head_cut: np.ndarray,
     return out
 
 
-def _durations(duration: np.ndarray, runs: list[Run]) -> dict[str, Any]:
+def _durations(duration: npt.NDArray[np.float64], runs: list[Run]) -> dict[str, Any]:
     n = len(duration)
     out: dict[str, Any] = {"count": n}
     if n == 0:

@@ -312,14 +312,16 @@ def _check_sessions(path: Path, table: pa.Table | pa.Schema) -> None:
 
 def _normalized(path: Path, table: pa.Table, run: Run) -> pa.Table:
     n = table.num_rows
-    columns: dict[str, pa.ChunkedArray | pa.Array] = {}
+    columns: dict[str, pa.ChunkedArray[Any] | pa.Array[Any]] = {}
     for name, kind in _SESSION_TYPES.items():
         if name in table.column_names:
             columns[name] = _cast(path, name, table.column(name), kind)
         else:
             columns[name] = _default_column(name, table, n)
     columns["run_index"] = pa.array(np.full(n, run.index, dtype=np.uint32))
-    return pa.table(columns)
+    # pa.table(columns) hands a dict to from_pydict, whose stubs (not pa.table's) take
+    # chunked arrays
+    return pa.Table.from_pydict(columns)
 
 
 def _readable(path: Path, rows: int) -> None:
@@ -329,8 +331,8 @@ def _readable(path: Path, rows: int) -> None:
         pass
 
 
-def _cast(path: Path, name: str, column: pa.ChunkedArray | pa.Array, kind: pa.DataType
-          ) -> pa.ChunkedArray | pa.Array:
+def _cast(path: Path, name: str, column: pa.ChunkedArray[Any] | pa.Array[Any],
+          kind: pa.DataType) -> pa.ChunkedArray[Any] | pa.Array[Any]:
     if pa.types.is_dictionary(column.type):
         column = column.cast(column.type.value_type)
     try:
@@ -339,7 +341,7 @@ def _cast(path: Path, name: str, column: pa.ChunkedArray | pa.Array, kind: pa.Da
         raise UsageError(f"{path}: column {name} ({column.type}) is not {kind}") from exc
 
 
-def _default_column(name: str, table: pa.Table, n: int) -> pa.Array | pa.ChunkedArray:
+def _default_column(name: str, table: pa.Table, n: int) -> pa.Array[Any] | pa.ChunkedArray[Any]:
     """Fill an optional column the sessionizer did not write, from the columns it did."""
     fallbacks = {"client_ip": "ip_a", "client_port": "port_a", "server_ip": "ip_b",
                  "server_port": "port_b"}
