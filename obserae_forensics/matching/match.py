@@ -22,7 +22,7 @@ extra cell that no set contains, so the per-rule loop never needs a state mask.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -159,7 +159,7 @@ def _service_key_ranges(service: Service) -> tuple[np.ndarray, np.ndarray]:
     return np.array(lows, dtype=np.int64), np.array(highs, dtype=np.int64)
 
 
-def matched_rules_column(sessions: pa.Table, matches: pa.Table) -> pa.Array:
+def matched_rules_column(sessions: pa.Table, matches: pa.Table) -> pa.ListArray[Any]:
     """sessions.matched_rules: list of rule names per session row, in rule order; [] if none."""
     n = sessions.num_rows
     rows_or_null = pc.index_in(
@@ -172,5 +172,5 @@ def matched_rules_column(sessions: pa.Table, matches: pa.Table) -> pa.Array:
     counts = np.bincount(rows, minlength=n)
     offsets = np.zeros(n + 1, dtype=np.int32)
     np.cumsum(counts, out=offsets[1:])
-    values = pc.take(matches.column("rule"), pa.array(order)).combine_chunks()
+    values = pc.take(matches.column("rule"), cast(pa.Int64Array, pa.array(order))).combine_chunks()
     return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values.cast(pa.string()))
