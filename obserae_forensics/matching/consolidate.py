@@ -35,7 +35,7 @@ session are its two endpoints (ip_a/port_a is one of them), so the a side is kep
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -113,6 +113,8 @@ _K2 = np.uint64(0xBF58476D1CE4E5B9)
 _K3 = np.uint64(0x94D049BB133111EB)
 _SMALL_RUN = 16  # tied runs up to this long are put in order by insertion
 
+_UInt64s: TypeAlias = npt.NDArray[np.uint64]
+
 
 def consolidate_sessions(sessions: pa.Table, grace_us: int) -> pa.Table:
     """sessions_consolidated: one row per conversation, by first_seen then consolidated_id."""
@@ -180,16 +182,17 @@ class Vocabulary:
 class _Conversations:
     """Rows of sessions_consolidated as numbers: what `Consolidation._table` renders."""
 
-    source: np.ndarray  # row whose client/server, protocol and role the conversation shows
-    ids: np.ndarray  # uint64 consolidated_id
-    first_seen: np.ndarray
-    last_seen: np.ndarray
-    counters: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # cs/sc bytes, packets
-    coherence: np.ndarray
-    exporter_count: np.ndarray
-    exporters: np.ndarray  # exporter codes, conversation after conversation, by text
-    session_count: np.ndarray
-    members: np.ndarray  # rows, conversation after conversation, by opened_at, session_id
+    source: npt.NDArray[np.intp]  # row whose client/server, protocol and role it shows
+    ids: npt.NDArray[np.uint64]  # consolidated_id
+    first_seen: npt.NDArray[np.int64]
+    last_seen: npt.NDArray[np.int64]
+    counters: tuple[_UInt64s, _UInt64s, _UInt64s, _UInt64s]  # cs/sc bytes, packets
+    coherence: npt.NDArray[np.float64]
+    exporter_count: npt.NDArray[np.int64]
+    # exporter codes (uint32, or int64), conversation after conversation, by text
+    exporters: npt.NDArray[np.integer[Any]]
+    session_count: npt.NDArray[np.int64]
+    members: npt.NDArray[np.intp]  # rows, conversation after conversation, by opened_at, id
 
 
 class Consolidation:
@@ -214,7 +217,7 @@ class Consolidation:
         self.repeated_examples: list[str] = []
 
     def rows(self, sessions: pa.Table, buckets: int = 1, keys: SessionKeys | None = None
-             ) -> tuple[pa.Table, np.ndarray]:
+             ) -> tuple[pa.Table, npt.NDArray[np.int64]]:
         """(CONSOLIDATION_ROWS_SCHEMA rows grouped by bucket, int64 rows per bucket).
 
         `keys`, the sessionizer's numbers of these very rows, spare working out the pair
@@ -228,10 +231,10 @@ class Consolidation:
         their order. The rows are built straight in bucket order: one pass over the
         sessions instead of a build and a take.
         """
-        def column(name: str) -> np.ndarray:
+        def column(name: str) -> npt.NDArray[Any]:
             return column_values(sessions.column(name))
 
-        def times(name: str) -> np.ndarray:
+        def times(name: str) -> npt.NDArray[Any]:
             return column_values(sessions.column(name).cast(pa.int64()))
 
         protocol = column("protocol_number")
@@ -290,15 +293,14 @@ class Consolidation:
         (README, "Sessions"); a repeat beyond that memory must not pass silently."""
         counts = pc.value_counts(ids)
         # (Arrow's compute functions take a Python number for a scalar; the stubs do not)
-        repeated = counts.filter(
-            pc.greater(counts.field("counts"), 1)).field("values")  # type: ignore[call-overload]
+        repeated = counts.filter(pc.greater(counts.field("counts"), 1)).field("values")  # type: ignore[call-overload]
         if len(repeated):
             self.repeated_session_ids += len(repeated)
             ids_repeated = cast("list[str]", repeated.to_pylist())  # (sessions have no null id)
             new = [i for i in sorted(ids_repeated) if i not in self.repeated_examples]
             self.repeated_examples += new[:max(5 - len(self.repeated_examples), 0)]
 
-    def _single(self, rows: pa.Table, singles: np.ndarray) -> _Conversations:
+    def _single(self, rows: pa.Table, singles: npt.NDArray[np.intp]) -> _Conversations:
         """Conversations of one session: the session itself."""
         opened = _numbers(rows, "opened_at")[singles]
         ones = np.ones(len(singles), dtype=np.int64)
@@ -318,7 +320,7 @@ class Consolidation:
             members=singles,
         )
 
-    def _grouped(self, rows: pa.Table, group: np.ndarray) -> _Conversations:
+    def _grouped(self, rows: pa.Table, group: npt.NDArray[np.intp]) -> _Conversations:
         """Conversations of pairs with several sessions: chained by time overlap, across
         exporters."""
         n = len(group)
@@ -332,7 +334,7 @@ class Consolidation:
         last = column("last_seen_at")
 
         # endpoints as integer keys: address code x 65536 + port (ports of port protocols)
-        take = pa.array(group)
+        take = cast(pa.Int64Array, pa.array(group))
         texts = pa.concat_arrays([_single_chunk(rows.column("client_ip")).take(take),
                                   _single_chunk(rows.column("server_ip")).take(take)])
         address = column_values(cast("pa.DictionaryArray[Int32Type, StringType]",
@@ -506,7 +508,8 @@ def _session_ids(ids: pa.Array[Any], rows: npt.NDArray[Any]) -> pa.Array[Any]:
                                        pa.py_buffer(cast("SupportPyBuffer", picked)))
 
 
-def _output_order(first_seen: np.ndarray, ids: np.ndarray) -> np.ndarray:
+def _output_order(first_seen: npt.NDArray[np.int64], ids: npt.NDArray[np.uint64]
+                  ) -> npt.NDArray[np.intp]:
     """The permutation sorting by (first_seen, id, position): a quicksort on first_seen,
     then each run of equal first_seen put in (id, position) order (sessions of a scan
     often share a time; ids repeat only by a hash collision, then position decides)."""
@@ -604,10 +607,9 @@ def _id_order_key(ids: pa.Array[Any]) -> npt.NDArray[np.uint64] | npt.NDArray[np
         if data is not None:
             # (numpy's stubs take an Arrow buffer for a buffer from Python 3.12 on only;
             # a large string array has offsets)
-            values, hexed = _parse_hex(
-                np.frombuffer(offsets, dtype=np.int64)[array.offset:],  # type: ignore[call-overload]
-                np.frombuffer(data, dtype=np.uint8),  # type: ignore[call-overload]
-                len(ids), _HEX_DIGIT_VALUES)
+            values, hexed = _parse_hex(np.frombuffer(offsets, dtype=np.int64)[array.offset:],  # type: ignore[call-overload]
+                                       np.frombuffer(data, dtype=np.uint8), len(ids),  # type: ignore[call-overload]
+                                       _HEX_DIGIT_VALUES)
             if hexed.all():
                 return values
     rank = np.empty(len(ids), dtype=np.int64)

@@ -247,7 +247,7 @@ def _codes(*columns: pa.ChunkedArray[Any]) -> list[_Int64s]:
 def _sorted_rank(column: pa.ChunkedArray[Any]) -> tuple[_Int64s, int]:
     """Rank of each text in sorted order (a total, hash-free tie breaker), and how many
     distinct texts there are."""
-    # (a string column's: int32 indices)
+    # (a string column encodes to int32 indices)
     encoded = cast("pa.DictionaryArray[Int32Type, StringType]",
                    pc.dictionary_encode(column.combine_chunks()))
     order = np.asarray(pc.array_sort_indices(encoded.dictionary).to_numpy(), dtype=np.int64)
@@ -308,9 +308,10 @@ def chain_sessions(sessions: pa.Table, runs: list[Run],
                                               col("server_ip"))
     ported = np.isin(protocol, PORTED_PROTOCOLS)
 
-    def endpoint(ip: np.ndarray, port_name: str) -> np.ndarray:
+    def endpoint(ip: _Int64s, port_name: str) -> _Int64s:
         port = np.where(ported, numpy_of(col(port_name), "int64"), 0)
-        return (ip << 16) | port
+        end: _Int64s = (ip << 16) | port
+        return end
 
     end_a = endpoint(ip_a, "port_a")
     end_b = endpoint(ip_b, "port_b")
@@ -330,10 +331,9 @@ def chain_sessions(sessions: pa.Table, runs: list[Run],
                           dtype=np.int64)
     idle = idle_table[run, category]
 
-    def same_key(x: npt.NDArray[np.integer[Any]], y: npt.NDArray[np.integer[Any]]
-                 ) -> _Bools:
+    def same_key(x: npt.NDArray[np.integer[Any]], y: npt.NDArray[np.integer[Any]]) -> _Bools:
         same: _Bools = ((exporter[x] == exporter[y]) & (protocol[x] == protocol[y])
-                                       & (low[x] == low[y]) & (high[x] == high[y]))
+                        & (low[x] == low[y]) & (high[x] == high[y]))
         return same
 
     parent = np.full(n, -1, dtype=np.int64)
@@ -472,10 +472,11 @@ def chain_sessions(sessions: pa.Table, runs: list[Run],
     flipped = end_a[rows] != end_a[root_rows]
     conflict = (client[rows] != client[root_rows]) | (server[rows] != server[root_rows])
 
-    def oriented(name: str, swapped: str) -> np.ndarray:
+    def oriented(name: str, swapped: str) -> npt.NDArray[np.uint64]:
         own = numpy_of(col(name), "uint64")[rows]
         other = numpy_of(col(swapped), "uint64")[rows]
-        return np.where(flipped, other, own)
+        counter: npt.NDArray[np.uint64] = np.where(flipped, other, own)
+        return counter
 
     ab_bytes_f = oriented("ab_bytes", "ba_bytes")
     ba_bytes_f = oriented("ba_bytes", "ab_bytes")
@@ -569,7 +570,7 @@ def chain_sessions(sessions: pa.Table, runs: list[Run],
     duration_s = (last_seen - first_seen) / 1_000_000.0
     session_id = col("session_id")
     session_ids = pc.take(session_id, cast(pa.Int64Array, pa.array(rows)))
-    conversation_id = pc.take(session_id, pa.array(roots))
+    conversation_id = pc.take(session_id, cast(pa.Int64Array, pa.array(roots)))
 
     fragment_reasons = np.array(LINK_REASONS, dtype=object)[reason[rows]]
     not_root = rows != root_rows
@@ -619,9 +620,9 @@ def _closed_by_the_end(latest: _Int64s, kept: _Bools, *, due: _Int64s, grace: _I
     return ~kept & (due >= latest - grace)
 
 
-def _session_it_falls_into(strays: np.ndarray, steady: np.ndarray, *,
-                         keys: tuple[np.ndarray, ...], opened: np.ndarray,
-                         run: np.ndarray) -> np.ndarray:
+def _session_it_falls_into(strays: npt.NDArray[np.intp], steady: npt.NDArray[np.intp], *,
+                         keys: tuple[_Int64s, ...], opened: _Int64s,
+                         run: _Int64s) -> _Int64s:
     """For each of `strays`, the non-late session of its key that opened last at or before
     it, in its run or an earlier one; else -1."""
     rows = np.concatenate([steady, strays])
@@ -642,8 +643,9 @@ def _session_it_falls_into(strays: np.ndarray, steady: np.ndarray, *,
     return found
 
 
-def _or_reduce(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    return np.bitwise_or.reduceat(values.astype(np.int64), starts)
+def _or_reduce(values: npt.NDArray[np.integer[Any]], starts: npt.NDArray[np.intp]) -> _Int64s:
+    reduced: _Int64s = np.bitwise_or.reduceat(values.astype(np.int64), starts)
+    return reduced
 
 
 def _finished(ab_flags: _Int64s, ba_flags: _Int64s) -> _Bools:
@@ -676,8 +678,7 @@ def _settled_reasons(*, tcp: _Bools, half_open: _Bools, ab_flags: _Int64s,
     codes = np.select([tcp & half_open, rejected, rst & both, rst, fin, both | midstream],
                       [0, 1, 2, 0, 3, 4], default=0).astype(np.int32)
     # (Arrow takes a list of texts for a dictionary; the stubs only arrays)
-    return pa.DictionaryArray.from_arrays(
-        codes, reasons).cast(pa.string())  # type: ignore[arg-type]
+    return pa.DictionaryArray.from_arrays(codes, reasons).cast(pa.string())  # type: ignore[arg-type]
 
 
 def _reconnects(finished: _Bools, earlier: npt.NDArray[np.integer[Any]],
@@ -691,7 +692,7 @@ def _reconnects(finished: _Bools, earlier: npt.NDArray[np.integer[Any]],
     return new
 
 
-def _conversation_groups(place: np.ndarray, conversation: np.ndarray) -> np.ndarray:
+def _conversation_groups(place: _Int64s, conversation: _Int64s) -> _Int64s:
     """A number for each (`place`: key and run, conversation_id): the sessionizer's
     fragments of one conversation; -1 without a conversation_id."""
     group = np.full(len(conversation), -1, dtype=np.int64)
@@ -703,7 +704,7 @@ def _conversation_groups(place: np.ndarray, conversation: np.ndarray) -> np.ndar
     return group
 
 
-def _conversation_starts(group: np.ndarray, opened: np.ndarray) -> np.ndarray:
+def _conversation_starts(group: _Int64s, opened: _Int64s) -> _Int64s:
     """Each session's conversation's earliest opened_at (_conversation_groups; its own
     without one)."""
     named = group >= 0
@@ -733,8 +734,8 @@ def _finished_so_far(group: _Int64s, split: _Int64s, a_is_low: _Bools,
     return finished
 
 
-def _dense_pairs(values: tuple[np.ndarray, np.ndarray], wanted: tuple[np.ndarray, np.ndarray]
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def _dense_pairs(values: tuple[_Int64s, _Int64s], wanted: tuple[_Int64s, _Int64s]
+                 ) -> tuple[_Int64s, _Int64s]:
     """Pairs of int64 as one int64 each, equal pairs equal and ordered like the pairs:
     `values` and `wanted` ranked together."""
     ranks = []
@@ -746,7 +747,7 @@ def _dense_pairs(values: tuple[np.ndarray, np.ndarray], wanted: tuple[np.ndarray
     return combined[:len(values[0])], combined[len(values[0]):]
 
 
-def _roots(parent: _Int64s, session_id: pa.ChunkedArray[Any]) -> npt.NDArray[Any]:
+def _roots(parent: _Int64s, session_id: pa.ChunkedArray[Any]) -> _Int64s:
     """Each fragment's chain root, by pointer jumping; a cycle in the links is an input error.
     (A cycle whose length is a power of two jumps to a fixed point of its own sessions:
     what is told is whether each one's root is a session that follows none.)"""
@@ -764,7 +765,7 @@ def _roots(parent: _Int64s, session_id: pa.ChunkedArray[Any]) -> npt.NDArray[Any
     return root
 
 
-def _refuse_duplicates(sessions: pa.Table, rank: np.ndarray, runs: list[Run]) -> None:
+def _refuse_duplicates(sessions: pa.Table, rank: _Int64s, runs: list[Run]) -> None:
     """A session id seen twice means one capture was given in two runs: refuse to double-count."""
     counts = np.bincount(rank)
     duplicate = int(np.flatnonzero(counts > 1)[0])
@@ -790,7 +791,7 @@ def _list(offsets: pa.Int32Array, values: pa.Array[Any]) -> pa.ListArray[Any]:
     return pa.ListArray.from_arrays(offsets, values)
 
 
-def _conversation_table(sessions: pa.Table, roots: npt.NDArray[Any],
+def _conversation_table(sessions: pa.Table, roots: _Int64s,
                         conversation_id: pa.ChunkedArray[Any], **values: Any) -> pa.Table:
     take = cast(pa.Int64Array, pa.array(roots))
     col = sessions.column
