@@ -22,13 +22,18 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..addresses import V4_MAPPED_PREFIX
 from ..errors import UsageError
+
+if TYPE_CHECKING:
+    from pyarrow.lib import Int32Type, StringType
 
 ADDRESS_BITS = 128
 ADDRESS_TOP = (1 << ADDRESS_BITS) - 1
@@ -36,7 +41,7 @@ V4_MAPPED_BASE = int.from_bytes(V4_MAPPED_PREFIX + bytes(4), "big")
 ADDRESS_VALUE = np.dtype("V16")  # 16 big-endian bytes, ordered like the 128-bit integer
 
 
-def address_values(addresses: np.ndarray) -> np.ndarray:
+def address_values(addresses: npt.NDArray[Any]) -> npt.NDArray[np.void]:
     """(n, 16) uint8 addresses (or an n-vector of V16) -> n-vector of V16 values."""
     if addresses.dtype == ADDRESS_VALUE:
         return np.ascontiguousarray(addresses).ravel()
@@ -44,7 +49,7 @@ def address_values(addresses: np.ndarray) -> np.ndarray:
     return matrix.view(ADDRESS_VALUE).ravel()
 
 
-def values_from_ints(numbers: Sequence[int]) -> np.ndarray:
+def values_from_ints(numbers: Sequence[int]) -> npt.NDArray[np.void]:
     """128-bit Python integers -> n-vector of V16 values."""
     raw = b"".join(number.to_bytes(16, "big") for number in numbers)
     return np.frombuffer(raw, dtype=ADDRESS_VALUE).copy() if raw else np.empty(0, ADDRESS_VALUE)
@@ -118,8 +123,8 @@ class AddressSet:
     """A set of addresses: sorted, disjoint, non-adjacent inclusive (first, last) intervals."""
 
     intervals: tuple[tuple[int, int], ...] = ()
-    _starts: np.ndarray = field(init=False, repr=False, compare=False)
-    _ends: np.ndarray = field(init=False, repr=False, compare=False)
+    _starts: npt.NDArray[np.void] = field(init=False, repr=False, compare=False)
+    _ends: npt.NDArray[np.void] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # one normal form whatever the caller passed: sorted, overlapping and adjacent
@@ -179,7 +184,7 @@ class AddressSet:
         """How many addresses the set holds."""
         return sum(last - first + 1 for first, last in self.intervals)
 
-    def contains(self, addresses: np.ndarray) -> np.ndarray:
+    def contains(self, addresses: npt.NDArray[Any]) -> npt.NDArray[np.bool_]:
         """bool per address ((n, 16) uint8 or V16 values): is it in the set?"""
         values = address_values(addresses)
         if not self.intervals:
@@ -188,7 +193,7 @@ class AddressSet:
         # numpy has no elementwise < for void values, but searchsorted orders them.
         started = np.searchsorted(self._starts, values, side="right")
         ended = np.searchsorted(self._ends, values, side="left")
-        inside: np.ndarray = started == ended + 1
+        inside: npt.NDArray[np.bool_] = started == ended + 1
         return inside
 
     @property
@@ -238,12 +243,12 @@ class AddressCells:
         self._cell_starts = values_from_ints([0, *ordered])
         self.nowhere = len(ordered) + 1
 
-    def locate(self, addresses: np.ndarray) -> np.ndarray:
+    def locate(self, addresses: npt.NDArray[Any]) -> npt.NDArray[np.int32]:
         """int32 cell of each address ((n, 16) uint8 or V16 values)."""
         values = address_values(addresses)
         return np.searchsorted(self._bounds, values, side="right").astype(np.int32)
 
-    def table(self, address_set: AddressSet) -> np.ndarray:
+    def table(self, address_set: AddressSet) -> npt.NDArray[np.bool_]:
         """bool per cell (NOWHERE included, always False): is the cell in the set?"""
         table = np.zeros(self.nowhere + 1, dtype=bool)
         table[: self.nowhere] = address_set.contains(self._cell_starts)
@@ -256,8 +261,8 @@ DOTTED_QUAD = rf"^{OCTET}(\.{OCTET}){{3}}$"
 
 
 def unique_address_values(
-    texts: pa.Array | pa.ChunkedArray, *, column: str
-) -> tuple[np.ndarray, np.ndarray]:
+    texts: pa.Array[Any] | pa.ChunkedArray[Any], *, column: str
+) -> tuple[npt.NDArray[np.void], npt.NDArray[np.int32]]:
     """Text addresses (a string column) -> (distinct V16 values, int index per row).
 
     Each distinct text is parsed once, so a million sessions between a few thousand hosts
@@ -268,7 +273,8 @@ def unique_address_values(
     """
     if isinstance(texts, pa.ChunkedArray):
         texts = texts.combine_chunks() if texts.num_chunks else pa.array([], pa.string())
-    encoded = pc.dictionary_encode(texts)
+    # string texts encode to int32 indices into their distinct texts
+    encoded = cast("pa.DictionaryArray[Int32Type, StringType]", pc.dictionary_encode(texts))
     dictionary = encoded.dictionary
     matrix = np.zeros((len(dictionary), 16), dtype=np.uint8)
     quad = pc.match_substring_regex(dictionary, DOTTED_QUAD).to_numpy(zero_copy_only=False)
@@ -278,8 +284,10 @@ def unique_address_values(
         matrix[quad, 10:12] = 0xFF
         matrix[quad, 12:] = octets.reshape(-1, 4)
     others = np.flatnonzero(~quad)
-    for row, text in zip(
-        others.tolist(), dictionary.take(pa.array(others)).to_pylist(), strict=True
+    for row, text in zip(  # (the texts a dictionary encoding is of hold no null)
+        others.tolist(),
+        cast("list[str]", dictionary.take(cast(pa.Int64Array, pa.array(others))).to_pylist()),
+        strict=True,
     ):
         try:
             parsed = ipaddress.ip_address(text)

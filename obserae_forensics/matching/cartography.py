@@ -27,8 +27,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import yaml
 
 from ..errors import UsageError
@@ -120,8 +122,8 @@ class Cartography:
         return found
 
     def declared_services(
-        self, addresses: np.ndarray, protocols: np.ndarray, ports: np.ndarray
-    ) -> np.ndarray:
+        self, addresses: npt.NDArray[Any], protocols: npt.NDArray[Any], ports: npt.NDArray[Any]
+    ) -> npt.NDArray[np.bool_]:
         """bool per row: does a host at this address declare this protocol/port?
 
         `addresses` is (n, 16) uint8 (IPv4 mapped), `protocols` uint8 protocol numbers,
@@ -159,7 +161,7 @@ _ANY_PROTOCOL = -1
 
 
 def _service_index(cells: AddressCells, services: tuple[DeclaredService, ...]
-                   ) -> tuple[np.ndarray, np.ndarray]:
+                   ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     """(start of each cell's atoms, atoms): the atoms of cell c are rows
     starts[c]:starts[c + 1] of the (protocol or -1 for any, first port, last port) array,
     one per protocol and port range of every service a host covering c declares (a service

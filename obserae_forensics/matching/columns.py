@@ -6,11 +6,14 @@ chunked columns, so every column is combined into one array before numpy sees it
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 
 
-def column_values(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+def column_values(values: pa.Array[Any] | pa.ChunkedArray[Any]) -> npt.NDArray[Any]:
     """One Arrow column (chunked or not) -> numpy array (a copy only where Arrow needs one)."""
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()

@@ -35,9 +35,10 @@ session are its two endpoints (ip_a/port_a is one of them), so the a side is kep
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -49,6 +50,10 @@ from .columns import column_values
 from .services import PORT_PROTOCOLS
 
 if TYPE_CHECKING:
+    # an ndarray is a buffer (numpy's stubs say so from Python 3.12 on only)
+    from pyarrow._stubs_typing import SupportPyBuffer
+    from pyarrow.lib import Int32Type, StringType
+
     from ..sessionize.output import SessionKeys
 
 _consolidated_fields: list[pa.Field[Any]] = [
@@ -108,6 +113,8 @@ _K2 = np.uint64(0xBF58476D1CE4E5B9)
 _K3 = np.uint64(0x94D049BB133111EB)
 _SMALL_RUN = 16  # tied runs up to this long are put in order by insertion
 
+_UInt64s: TypeAlias = npt.NDArray[np.uint64]
+
 
 def consolidate_sessions(sessions: pa.Table, grace_us: int) -> pa.Table:
     """sessions_consolidated: one row per conversation, by first_seen then consolidated_id."""
@@ -125,21 +132,23 @@ class Vocabulary:
         self.texts: list[str] = []
         self._codes: dict[str, int] = {}
 
-    def encode(self, column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    def encode(self, column: pa.Array[Any] | pa.ChunkedArray[Any]) -> npt.NDArray[np.uint32]:
         """uint32 code per row."""
         if isinstance(column, pa.ChunkedArray):
             column = column.combine_chunks() if column.num_chunks else pa.array([], pa.string())
-        encoded = pc.dictionary_encode(column)
-        return self.recode(tuple(encoded.dictionary.to_pylist()),
+        # a string column encodes to int32 indices into its distinct texts (never a null)
+        encoded = cast("pa.DictionaryArray[Int32Type, StringType]", pc.dictionary_encode(column))
+        return self.recode(cast("tuple[str, ...]", tuple(encoded.dictionary.to_pylist())),
                            column_values(encoded.indices))
 
-    def recode(self, texts: tuple[str, ...], codes: np.ndarray) -> np.ndarray:
+    def recode(self, texts: tuple[str, ...], codes: npt.NDArray[Any]) -> npt.NDArray[np.uint32]:
         """uint32 code per row, from codes into `texts` (only the texts used get a code)."""
         codes = np.asarray(codes, dtype=np.int64)
         remap = np.zeros(len(texts), dtype=np.uint32)
         for used in np.flatnonzero(np.bincount(codes, minlength=len(texts))).tolist():
             remap[used] = self._code(texts[used])
-        return remap[codes]
+        recoded: npt.NDArray[np.uint32] = remap[codes]
+        return recoded
 
     def _code(self, text: str) -> int:
         code = self._codes.get(text)
@@ -148,18 +157,20 @@ class Vocabulary:
             self.texts.append(text)
         return code
 
-    def strings(self, codes: np.ndarray) -> pa.Array:
+    def strings(self, codes: npt.NDArray[np.integer[Any]]) -> pa.StringArray:
         """The text of each code, as an Arrow string column. With one text (one exporter,
         one protocol: the usual run) the column is that text repeated, built without a
         take."""
         if len(self.texts) == 1:
             text = self.texts[0].encode()
             offsets = np.arange(len(codes) + 1, dtype=np.int32) * np.int32(len(text))
-            return pa.StringArray.from_buffers(len(codes), pa.py_buffer(offsets),
-                                               pa.py_buffer(text * len(codes)))
-        return pa.array(self.texts, pa.string()).take(pa.array(codes))
+            return pa.StringArray.from_buffers(
+                len(codes), pa.py_buffer(cast("SupportPyBuffer", offsets)),
+                pa.py_buffer(text * len(codes)))
+        return pa.array(self.texts, pa.string()).take(
+            cast("pa.IntegerArray[Any]", pa.array(codes)))
 
-    def text_ranks(self) -> np.ndarray:
+    def text_ranks(self) -> npt.NDArray[np.int64]:
         """int64 per code: its text's place in sorted order."""
         rank = np.empty(len(self.texts), dtype=np.int64)
         rank[sorted(range(len(self.texts)), key=self.texts.__getitem__)] = np.arange(
@@ -171,16 +182,17 @@ class Vocabulary:
 class _Conversations:
     """Rows of sessions_consolidated as numbers: what `Consolidation._table` renders."""
 
-    source: np.ndarray  # row whose client/server, protocol and role the conversation shows
-    ids: np.ndarray  # uint64 consolidated_id
-    first_seen: np.ndarray
-    last_seen: np.ndarray
-    counters: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # cs/sc bytes, packets
-    coherence: np.ndarray
-    exporter_count: np.ndarray
-    exporters: np.ndarray  # exporter codes, conversation after conversation, by text
-    session_count: np.ndarray
-    members: np.ndarray  # rows, conversation after conversation, by opened_at, session_id
+    source: npt.NDArray[np.intp]  # row whose client/server, protocol and role it shows
+    ids: npt.NDArray[np.uint64]  # consolidated_id
+    first_seen: npt.NDArray[np.int64]
+    last_seen: npt.NDArray[np.int64]
+    counters: tuple[_UInt64s, _UInt64s, _UInt64s, _UInt64s]  # cs/sc bytes, packets
+    coherence: npt.NDArray[np.float64]
+    exporter_count: npt.NDArray[np.int64]
+    # exporter codes (uint32, or int64), conversation after conversation, by text
+    exporters: npt.NDArray[np.integer[Any]]
+    session_count: npt.NDArray[np.int64]
+    members: npt.NDArray[np.intp]  # rows, conversation after conversation, by opened_at, id
 
 
 class Consolidation:
@@ -205,7 +217,7 @@ class Consolidation:
         self.repeated_examples: list[str] = []
 
     def rows(self, sessions: pa.Table, buckets: int = 1, keys: SessionKeys | None = None
-             ) -> tuple[pa.Table, np.ndarray]:
+             ) -> tuple[pa.Table, npt.NDArray[np.int64]]:
         """(CONSOLIDATION_ROWS_SCHEMA rows grouped by bucket, int64 rows per bucket).
 
         `keys`, the sessionizer's numbers of these very rows, spare working out the pair
@@ -219,10 +231,10 @@ class Consolidation:
         their order. The rows are built straight in bucket order: one pass over the
         sessions instead of a build and a take.
         """
-        def column(name: str) -> np.ndarray:
+        def column(name: str) -> npt.NDArray[Any]:
             return column_values(sessions.column(name))
 
-        def times(name: str) -> np.ndarray:
+        def times(name: str) -> npt.NDArray[Any]:
             return column_values(sessions.column(name).cast(pa.int64()))
 
         protocol = column("protocol_number")
@@ -247,9 +259,10 @@ class Consolidation:
             times("opened_at"), times("last_seen_at"), column("role_confidence"),
             column("counters_scaled"), column("sampling_rate"),
             column("ab_bytes"), column("ba_bytes"), column("ab_packets"), column("ba_packets"))
-        take = None if buckets == 1 else pa.array(_bucket_order(bucket, places))
+        take = None if buckets == 1 else cast(pa.Int64Array,
+                                              pa.array(_bucket_order(bucket, places)))
 
-        def texts(name: str) -> pa.Array:
+        def texts(name: str) -> pa.Array[Any]:
             values = _single_chunk(sessions.column(name))
             return values if take is None else values.take(take)
 
@@ -269,22 +282,25 @@ class Consolidation:
         parts = [self._single(rows, singles)]
         if len(singles) < rows.num_rows:
             grouped = np.flatnonzero(~alone)
-            self._count_repeated_ids(rows.column("session_id").take(pa.array(grouped)))
+            self._count_repeated_ids(
+                rows.column("session_id").take(cast(pa.Int64Array, pa.array(grouped))))
             parts.append(self._grouped(rows, grouped))
         return self._table(rows, parts)
 
-    def _count_repeated_ids(self, ids: pa.ChunkedArray) -> None:
+    def _count_repeated_ids(self, ids: pa.ChunkedArray[Any]) -> None:
         """Note ids held by more than one session. The sessionizer numbers sessions of one
         key that would hash alike (`dup`) as far as it remembers the key's closed sessions
         (README, "Sessions"); a repeat beyond that memory must not pass silently."""
         counts = pc.value_counts(ids)
-        repeated = counts.filter(pc.greater(counts.field("counts"), 1)).field("values")
+        # (Arrow's compute functions take a Python number for a scalar; the stubs do not)
+        repeated = counts.filter(pc.greater(counts.field("counts"), 1)).field("values")  # type: ignore[call-overload]
         if len(repeated):
             self.repeated_session_ids += len(repeated)
-            new = [i for i in sorted(repeated.to_pylist()) if i not in self.repeated_examples]
+            ids_repeated = cast("list[str]", repeated.to_pylist())  # (sessions have no null id)
+            new = [i for i in sorted(ids_repeated) if i not in self.repeated_examples]
             self.repeated_examples += new[:max(5 - len(self.repeated_examples), 0)]
 
-    def _single(self, rows: pa.Table, singles: np.ndarray) -> _Conversations:
+    def _single(self, rows: pa.Table, singles: npt.NDArray[np.intp]) -> _Conversations:
         """Conversations of one session: the session itself."""
         opened = _numbers(rows, "opened_at")[singles]
         ones = np.ones(len(singles), dtype=np.int64)
@@ -304,23 +320,25 @@ class Consolidation:
             members=singles,
         )
 
-    def _grouped(self, rows: pa.Table, group: np.ndarray) -> _Conversations:
+    def _grouped(self, rows: pa.Table, group: npt.NDArray[np.intp]) -> _Conversations:
         """Conversations of pairs with several sessions: chained by time overlap, across
         exporters."""
         n = len(group)
 
-        def column(name: str) -> np.ndarray:
-            return _numbers(rows, name)[group]
+        def column(name: str) -> npt.NDArray[Any]:
+            values: npt.NDArray[Any] = _numbers(rows, name)[group]
+            return values
 
         protocol = column("protocol_number").astype(np.int64)
         opened = column("opened_at")
         last = column("last_seen_at")
 
         # endpoints as integer keys: address code x 65536 + port (ports of port protocols)
-        take = pa.array(group)
+        take = cast(pa.Int64Array, pa.array(group))
         texts = pa.concat_arrays([_single_chunk(rows.column("client_ip")).take(take),
                                   _single_chunk(rows.column("server_ip")).take(take)])
-        address = column_values(pc.dictionary_encode(texts).indices).astype(np.int64)
+        address = column_values(cast("pa.DictionaryArray[Int32Type, StringType]",
+                                     pc.dictionary_encode(texts)).indices).astype(np.int64)
         has_ports = np.isin(protocol, _PORT_PROTOCOLS)
         key_client = address[:n] * 65536 + np.where(has_ports, column("client_port"), 0)
         key_server = address[n:] * 65536 + np.where(has_ports, column("server_port"), 0)
@@ -405,7 +423,7 @@ class Consolidation:
 
     def _table(self, rows: pa.Table, parts: list[_Conversations]) -> pa.Table:
         """SESSIONS_CONSOLIDATED_SCHEMA rows of `parts`, by first_seen then id."""
-        def joined(name: str) -> np.ndarray:
+        def joined(name: str) -> npt.NDArray[Any]:
             values = [getattr(part, name) for part in parts]
             return values[0] if len(values) == 1 else np.concatenate(values)
 
@@ -421,11 +439,11 @@ class Consolidation:
         counters = [np.concatenate([part.counters[i] for part in parts])[order]
                     for i in range(4)]
 
-        def gathered(name: str, at: np.ndarray = source) -> pa.Array:
-            return pa.array(_numbers(rows, name)[at])
+        def gathered(name: str, at: npt.NDArray[Any] = source) -> pa.Array[Any]:
+            return cast("pa.Array[Any]", pa.array(_numbers(rows, name)[at]))
 
-        def texts(name: str, at: np.ndarray = source) -> pa.Array:
-            return _single_chunk(rows.column(name)).take(pa.array(at))
+        def texts(name: str, at: npt.NDArray[Any] = source) -> pa.Array[Any]:
+            return _single_chunk(rows.column(name)).take(cast(pa.Int64Array, pa.array(at)))
 
         arrays = [
             hex_ids(ids[order]),
@@ -452,44 +470,46 @@ class Consolidation:
         return pa.Table.from_arrays(arrays, schema=SESSIONS_CONSOLIDATED_SCHEMA)
 
 
-def _single_chunk(column: pa.ChunkedArray | pa.Array) -> pa.Array:
+def _single_chunk(column: pa.ChunkedArray[Any] | pa.Array[Any]) -> pa.Array[Any]:
     """One Arrow array for a column (its only chunk when it has one: no copy)."""
     if isinstance(column, pa.ChunkedArray):
         if column.num_chunks == 1:
-            return column.chunk(0)
+            return cast("pa.Array[Any]", column.chunk(0))  # (the stubs' chunk is a ChunkedArray)
         return column.combine_chunks() if column.num_chunks else pa.array([], column.type)
     return column
 
 
-def _numbers(rows: pa.Table, name: str) -> np.ndarray:
+def _numbers(rows: pa.Table, name: str) -> npt.NDArray[Any]:
     """A fixed-width column of combined rows as numpy, without a copy."""
     return np.asarray(_single_chunk(rows.column(name)).to_numpy(zero_copy_only=False))
 
 
-def _starts(counts: np.ndarray) -> np.ndarray:
+def _starts(counts: npt.NDArray[Any]) -> npt.NDArray[np.int64]:
     """Where each run of `counts` starts in the runs laid end to end."""
     starts = np.zeros(len(counts), dtype=np.int64)
     np.cumsum(counts[:-1], out=starts[1:])
     return starts
 
 
-def _offsets(counts: np.ndarray) -> pa.Array:
-    return pa.array(np.r_[0, np.cumsum(counts)].astype(np.int32))
+def _offsets(counts: npt.NDArray[Any]) -> pa.Int32Array:
+    return cast(pa.Int32Array, pa.array(np.r_[0, np.cumsum(counts)].astype(np.int32)))
 
 
-def _session_ids(ids: pa.Array, rows: np.ndarray) -> pa.Array:
+def _session_ids(ids: pa.Array[Any], rows: npt.NDArray[Any]) -> pa.Array[Any]:
     """The session ids of `rows`: 16-hex-digit ids are gathered as fixed-width bytes,
     anything else (hand-made tables) by Arrow."""
     try:
         fixed = id_sort_keys(ids)
     except ValueError:
-        return ids.take(pa.array(rows))
+        return ids.take(cast("pa.IntegerArray[Any]", pa.array(rows)))
     picked = np.ascontiguousarray(fixed[rows])
     offsets = np.arange(0, 16 * (len(rows) + 1), 16, dtype=np.int32)
-    return pa.StringArray.from_buffers(len(rows), pa.py_buffer(offsets), pa.py_buffer(picked))
+    return pa.StringArray.from_buffers(len(rows), pa.py_buffer(cast("SupportPyBuffer", offsets)),
+                                       pa.py_buffer(cast("SupportPyBuffer", picked)))
 
 
-def _output_order(first_seen: np.ndarray, ids: np.ndarray) -> np.ndarray:
+def _output_order(first_seen: npt.NDArray[np.int64], ids: npt.NDArray[np.uint64]
+                  ) -> npt.NDArray[np.intp]:
     """The permutation sorting by (first_seen, id, position): a quicksort on first_seen,
     then each run of equal first_seen put in (id, position) order (sessions of a scan
     often share a time; ids repeat only by a hash collision, then position decides)."""
@@ -532,15 +552,18 @@ def _running_max(values: Any, starts: Any) -> Any:
     return out
 
 
-def _runs(values: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+def _runs(values: npt.NDArray[Any], starts: npt.NDArray[Any], counts: npt.NDArray[Any]
+          ) -> npt.NDArray[Any]:
     """values[starts[i] : starts[i] + counts[i]] for every i, laid end to end. The positions
     are made in numba and the gather left to numpy: members (int64) and exporter codes
     (uint32) would each compile a gather of their own on the first run."""
-    return values[_run_positions(read_only(starts, np.int64), read_only(counts, np.int64))]
+    gathered: npt.NDArray[Any] = values[_run_positions(read_only(starts, np.int64),
+                                                       read_only(counts, np.int64))]
+    return gathered
 
 
 @njit(cache=True, nogil=True)
-def _run_positions(starts: Any, counts: Any) -> Any:
+def _run_positions(starts: Any, counts: Any) -> npt.NDArray[np.int64]:
     out = np.empty(counts.sum(), dtype=np.int64)
     k = 0
     for i in range(len(starts)):
@@ -551,7 +574,8 @@ def _run_positions(starts: Any, counts: Any) -> Any:
 
 
 @njit(cache=True, nogil=True)
-def _bucket_places(bucket: Any, buckets: int) -> Any:
+def _bucket_places(bucket: Any, buckets: int
+                   ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     """(where each bucket's rows start in bucket order, rows per bucket): a counting sort's
     first pass."""
     counts = np.zeros(buckets, dtype=np.int64)
@@ -564,7 +588,7 @@ def _bucket_places(bucket: Any, buckets: int) -> Any:
 
 
 @njit(cache=True, nogil=True)
-def _bucket_order(bucket: Any, places: Any) -> Any:
+def _bucket_order(bucket: Any, places: Any) -> npt.NDArray[np.int64]:
     """The stable permutation grouping rows by bucket (`places` from _bucket_places)."""
     place = places.copy()
     order = np.empty(len(bucket), dtype=np.int64)
@@ -574,15 +598,17 @@ def _bucket_order(bucket: Any, places: Any) -> Any:
     return order
 
 
-def _id_order_key(ids: pa.Array) -> np.ndarray:
+def _id_order_key(ids: pa.Array[Any]) -> npt.NDArray[np.uint64] | npt.NDArray[np.int64]:
     """Per session, a number that sorts like its session_id text: the id's value when every
     id is 16 lowercase hex digits (as the sessionizer writes them), else its rank."""
     if len(ids) and ids.null_count == 0:
         array = ids.cast(pa.large_string())
         _validity, offsets, data = array.buffers()
         if data is not None:
-            values, hexed = _parse_hex(np.frombuffer(offsets, dtype=np.int64)[array.offset:],
-                                       np.frombuffer(data, dtype=np.uint8), len(ids),
+            # (numpy's stubs take an Arrow buffer for a buffer from Python 3.12 on only;
+            # a large string array has offsets)
+            values, hexed = _parse_hex(np.frombuffer(offsets, dtype=np.int64)[array.offset:],  # type: ignore[call-overload]
+                                       np.frombuffer(data, dtype=np.uint8), len(ids),  # type: ignore[call-overload]
                                        _HEX_DIGIT_VALUES)
             if hexed.all():
                 return values
@@ -592,7 +618,8 @@ def _id_order_key(ids: pa.Array) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True)
-def _parse_hex(offsets: Any, data: Any, n: int, digits: Any) -> Any:
+def _parse_hex(offsets: Any, data: Any, n: int, digits: Any
+               ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.bool_]]:
     """(value, is it 16 lowercase hex digits) of each text."""
     values = np.zeros(n, dtype=np.uint64)
     valid = np.zeros(n, dtype=np.bool_)
@@ -613,7 +640,7 @@ def _parse_hex(offsets: Any, data: Any, n: int, digits: Any) -> Any:
 
 
 @njit(cache=True, nogil=True)
-def _most_confident(confidence: Any, starts: Any) -> Any:
+def _most_confident(confidence: Any, starts: Any) -> npt.NDArray[np.int64]:
     """Per run (from each start to the next), the position of its first highest value;
     NaN never wins over a number (as it sorts last)."""
     chosen = np.empty(len(starts), dtype=np.int64)
@@ -697,7 +724,7 @@ def _compact_numbers(bucket: Any, places: Any, pair: Any, protocol: Any, protoco
 
 
 @njit(cache=True, nogil=True)
-def _pair_counts(pair: Any) -> Any:
+def _pair_counts(pair: Any) -> npt.NDArray[np.int64]:
     """How many rows share each row's pair hash (open addressing on the hash's high bits:
     a bucket's hashes share their low bits)."""
     n = len(pair)
@@ -732,7 +759,7 @@ def _fold(h: Any, value: Any) -> Any:
 
 
 @njit(cache=True, nogil=True)
-def _id_values(protocol: Any, pair: Any, first_seen: Any) -> Any:
+def _id_values(protocol: Any, pair: Any, first_seen: Any) -> npt.NDArray[np.uint64]:
     out = np.empty(len(pair), dtype=np.uint64)
     for i in range(len(pair)):
         h = _fold(np.uint64(0), np.uint64(protocol[i]))
@@ -741,8 +768,8 @@ def _id_values(protocol: Any, pair: Any, first_seen: Any) -> Any:
     return out
 
 
-def _consolidated_ids(protocol: np.ndarray, pair: np.ndarray, first_seen: np.ndarray
-                      ) -> np.ndarray:
+def _consolidated_ids(protocol: npt.NDArray[Any], pair: npt.NDArray[Any],
+                      first_seen: npt.NDArray[Any]) -> npt.NDArray[np.uint64]:
     """Deterministic uint64 id per conversation: ids.hash_words of (protocol, endpoint pair
     hash, first_seen); two conversations of one pair never share a first_seen, since they
     would overlap."""

@@ -22,9 +22,10 @@ extra cell that no set contains, so the per-rule loop never needs a state mask.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -62,7 +63,8 @@ def match_sessions(sessions: pa.Table, matrix: FlowMatrix) -> pa.Table:
     )
 
 
-def match_rows(sessions: pa.Table, matrix: FlowMatrix) -> tuple[np.ndarray, np.ndarray]:
+def match_rows(sessions: pa.Table, matrix: FlowMatrix
+               ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     """(session row, rule index) of every match, as int64 arrays, rows ascending."""
     n = sessions.num_rows
     if n == 0 or not matrix.rules:
@@ -85,9 +87,10 @@ def match_rows(sessions: pa.Table, matrix: FlowMatrix) -> tuple[np.ndarray, np.n
     by_client = _SortedKeys(client_cells)
     by_server = _SortedKeys(server_cells)
     by_service = _SortedKeys(protocols << 16 | ports)
-    tables: dict[AddressSet, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-    found_rows: list[np.ndarray] = []
-    found_rules: list[np.ndarray] = []
+    tables: dict[AddressSet,
+                 tuple[npt.NDArray[np.bool_], npt.NDArray[np.intp], npt.NDArray[np.intp]]] = {}
+    found_rows: list[npt.NDArray[np.intp]] = []
+    found_rules: list[npt.NDArray[np.int64]] = []
     for rule in matrix.rules:
         for side in (rule.source, rule.destination):
             if side not in tables:
@@ -120,36 +123,39 @@ def match_rows(sessions: pa.Table, matrix: FlowMatrix) -> tuple[np.ndarray, np.n
 class _SortedKeys:
     """Session rows sorted by one integer key: the rows whose key falls in given ranges."""
 
-    def __init__(self, keys: np.ndarray) -> None:
+    def __init__(self, keys: npt.NDArray[np.integer[Any]]) -> None:
         # int64 throughout: searchsorted with a needle of another dtype converts the whole
         # haystack on every call
         keys = keys.astype(np.int64)
         self.order = np.argsort(keys, kind="stable")
         self.sorted = keys[self.order]
 
-    def slices(self, lows: np.ndarray, highs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def slices(self, lows: npt.NDArray[np.integer[Any]], highs: npt.NDArray[np.integer[Any]]
+               ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
         """(start, stop) positions in the sorted keys of each inclusive range [low, high]."""
         starts = np.searchsorted(self.sorted, lows.astype(np.int64), side="left")
         stops = np.searchsorted(self.sorted, highs.astype(np.int64), side="right")
         return starts, stops
 
-    def rows(self, starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
+    def rows(self, starts: npt.NDArray[np.intp], stops: npt.NDArray[np.intp]
+             ) -> npt.NDArray[np.intp]:
         """The session rows of all the slices, without a Python loop over slices."""
         lengths = stops - starts
         total = int(lengths.sum())
         before = np.cumsum(lengths) - lengths
         positions = np.repeat(starts - before, lengths) + np.arange(total)
-        rows: np.ndarray = self.order[positions]
+        rows: npt.NDArray[np.intp] = self.order[positions]
         return rows
 
 
-def _true_runs(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _true_runs(table: npt.NDArray[np.bool_]) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
     """Inclusive (first, last) cell of each run of True in a cell table."""
     edges = np.diff(np.concatenate([[0], table.astype(np.int8), [0]]))
     return np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1
 
 
-def _service_key_ranges(service: Service) -> tuple[np.ndarray, np.ndarray]:
+def _service_key_ranges(service: Service
+                        ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     """Inclusive ranges of protocol << 16 | server port that the service accepts."""
     if service.protocols is None:
         return np.array([0]), np.array([0xFF_FFFF])
@@ -159,7 +165,7 @@ def _service_key_ranges(service: Service) -> tuple[np.ndarray, np.ndarray]:
     return np.array(lows, dtype=np.int64), np.array(highs, dtype=np.int64)
 
 
-def matched_rules_column(sessions: pa.Table, matches: pa.Table) -> pa.Array:
+def matched_rules_column(sessions: pa.Table, matches: pa.Table) -> pa.ListArray[Any]:
     """sessions.matched_rules: list of rule names per session row, in rule order; [] if none."""
     n = sessions.num_rows
     rows_or_null = pc.index_in(
@@ -172,5 +178,5 @@ def matched_rules_column(sessions: pa.Table, matches: pa.Table) -> pa.Array:
     counts = np.bincount(rows, minlength=n)
     offsets = np.zeros(n + 1, dtype=np.int32)
     np.cumsum(counts, out=offsets[1:])
-    values = pc.take(matches.column("rule"), pa.array(order)).combine_chunks()
+    values = pc.take(matches.column("rule"), cast(pa.Int64Array, pa.array(order))).combine_chunks()
     return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values.cast(pa.string()))

@@ -13,8 +13,10 @@ rule that could never match.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from ..protocols import PROTOCOL_KEYWORDS
 
@@ -116,7 +118,8 @@ class Service:
                     f"protocol {portless[0]} has no ports; only tcp, udp, sctp and udplite do"
                 )
 
-    def mask(self, protocols: np.ndarray, ports: np.ndarray) -> np.ndarray:
+    def mask(self, protocols: npt.NDArray[np.integer[Any]], ports: npt.NDArray[np.integer[Any]]
+             ) -> npt.NDArray[np.bool_]:
         """bool per row: does (protocol number, server port) fall in this service?"""
         if self.protocols is None:
             result = np.ones(len(protocols), dtype=bool)

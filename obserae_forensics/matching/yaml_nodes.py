@@ -63,9 +63,9 @@ class YamlFile:
                 problem += f" ({exc.context} at line {exc.context_mark.line + 1})"
             raise UsageError(f"{path}{line}: YAML syntax error: {problem}") from None
         except yaml.reader.ReaderError as exc:  # a control character: one line, located
-            line = text.count("\n", 0, exc.position) + 1
+            line_number = text.count("\n", 0, exc.position) + 1
             code = exc.character if isinstance(exc.character, int) else ord(exc.character)
-            raise UsageError(f"{path}:{line}: character U+{code:04X} is not allowed in YAML "
+            raise UsageError(f"{path}:{line_number}: character U+{code:04X} is not allowed in YAML "
                              "(control characters are not)") from None
         except yaml.YAMLError as exc:
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -37,9 +37,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -53,6 +54,12 @@ from ..sessionize.row import TCP_FIN as FIN
 from ..sessionize.row import TCP_RST as RST
 from ..sessionize.row import TCP_SYN as SYN
 from .runs import Run
+
+if TYPE_CHECKING:
+    from pyarrow.lib import Int32Type, StringType
+
+_Bools: TypeAlias = npt.NDArray[np.bool_]
+_Int64s: TypeAlias = npt.NDArray[np.int64]
 
 TCP, UDP, ICMP, ICMPV6 = 6, 17, 1, 58
 PORTED_PROTOCOLS = (6, 17, 132, 136)  # TCP, UDP, SCTP, UDP-Lite: endpoints carry ports
@@ -72,7 +79,7 @@ NICE_SECONDS = np.array(
     dtype=np.float64,
 )
 
-def _session_fields(*names: str) -> list[pa.Field]:
+def _session_fields(*names: str) -> list[pa.Field[Any]]:
     """Columns that mean what they mean in `sessions`, with the same types."""
     return [SESSIONS_SCHEMA.field(name) for name in names]
 
@@ -103,7 +110,7 @@ RECOMBINED_SCHEMA = pa.schema([
     pa.field("recommended_hard_timeout", pa.float64(), nullable=False),
 ])
 
-FRAGMENTS_SCHEMA = pa.schema([
+_fragment_fields: list[pa.Field[Any]] = [
     pa.field("conversation_id", pa.string(), nullable=False),
     pa.field("fragment_index", pa.uint32(), nullable=False),
     pa.field("session_id", pa.string(), nullable=False),
@@ -118,7 +125,8 @@ FRAGMENTS_SCHEMA = pa.schema([
     *_session_fields("exporter", *[e for e in _ENDPOINTS if e != "protocol_number"],
                      "opened_at", "last_seen_at", "closed_at", "state", "close_reason",
                      *_COUNTERS, "flow_count", "follows_session_id"),
-])
+]
+FRAGMENTS_SCHEMA = pa.schema(_fragment_fields)
 
 
 @dataclass
@@ -132,7 +140,7 @@ class Chains:
     # follows_session_id of late sessions naming no session of these: counted in
     # late_follows_missing; when these were a part of the runs, the caller knows whether
     # the id is of another part (then of another key: late_follows_other_key)
-    unfollowed: pa.Array = field(default_factory=lambda: pa.array([], pa.string()))
+    unfollowed: pa.Array[Any] = field(default_factory=lambda: pa.array([], pa.string()))
 
 
 @dataclass(frozen=True)
@@ -143,10 +151,11 @@ class RunsContext:
     sessions). Chaining a part of the sessions (a bucket of keys) with the context of all
     of them gives the rows chaining all of them gives."""
 
-    exporters: pa.Array  # names, sorted
-    first_us: np.ndarray  # per exporter code
-    last_us: np.ndarray  # per exporter code
-    run_latest: np.ndarray  # (runs, exporters): latest last_seen_at, int64 min where none
+    exporters: pa.Array[Any]  # names, sorted
+    first_us: _Int64s  # per exporter code
+    last_us: _Int64s  # per exporter code
+    # (runs, exporters): latest last_seen_at, int64 min where none
+    run_latest: _Int64s
 
     @staticmethod
     def of(parts: Iterable[pa.Table], runs: int) -> RunsContext:
@@ -165,7 +174,8 @@ class RunsContext:
         table = pa.concat_tables(reduced) if reduced else pa.table({
             "exporter": pa.array([], pa.string()), "run_index": pa.array([], pa.uint32()),
             "opened_at_min": pa.array([], TIMESTAMP), "last_seen_at_max": pa.array([], TIMESTAMP)})
-        exporters = pc.unique(table.column("exporter"))
+        # (the distinct values of a chunked array are one array; the stubs keep it chunked)
+        exporters = cast("pa.Array[Any]", pc.unique(table.column("exporter")))
         exporters = pc.take(exporters, pc.array_sort_indices(exporters))
         code = np.asarray(pc.index_in(table.column("exporter"), value_set=exporters)
                           .to_numpy(), dtype=np.int64)
@@ -186,7 +196,7 @@ class RunsContext:
                 for i, name in enumerate(self.exporters.to_pylist())}
 
 
-def nice_above(seconds: np.ndarray) -> np.ndarray:
+def nice_above(seconds: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
     """Smallest "nice" duration strictly above each value (a whole day count past a week)."""
     seconds = np.asarray(seconds, dtype=np.float64)
     index = np.searchsorted(NICE_SECONDS, seconds, side="right")
@@ -196,7 +206,7 @@ def nice_above(seconds: np.ndarray) -> np.ndarray:
     return np.where(beyond, days, out)
 
 
-def numpy_of(column: pa.ChunkedArray | pa.Array, dtype: str) -> np.ndarray:
+def numpy_of(column: pa.ChunkedArray[Any] | pa.Array[Any], dtype: str) -> npt.NDArray[Any]:
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     if pa.types.is_timestamp(column.type):
@@ -206,17 +216,19 @@ def numpy_of(column: pa.ChunkedArray | pa.Array, dtype: str) -> np.ndarray:
     return np.asarray(column.to_numpy(zero_copy_only=False), dtype=dtype)
 
 
-def _flag(column: pa.ChunkedArray | pa.Array, value: str) -> np.ndarray:
-    return np.asarray(pc.fill_null(pc.equal(column, value), False).to_numpy(
-        zero_copy_only=False), dtype=bool)
+def _flag(column: pa.ChunkedArray[Any] | pa.Array[Any], value: str) -> _Bools:
+    # (Arrow's compute functions take a Python value for a scalar; the stubs do not)
+    equal: Any = pc.equal(column, value)  # type: ignore[call-overload]
+    return np.asarray(pc.fill_null(equal, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
-def _codes(*columns: pa.ChunkedArray) -> list[np.ndarray]:
+def _codes(*columns: pa.ChunkedArray[Any]) -> list[_Int64s]:
     """Shared integer codes for several string columns: equal text -> equal code, and codes
     ordered like the texts (null -> -1)."""
     joined = pa.chunked_array([chunk for column in columns for chunk in column.chunks],
                               type=pa.string())
-    encoded = pc.dictionary_encode(joined.combine_chunks())
+    encoded = cast("pa.DictionaryArray[Int32Type, StringType]",
+                   pc.dictionary_encode(joined.combine_chunks()))
     # codes by sorted text, not by first appearance: the input's row order must not matter
     order = np.asarray(pc.array_sort_indices(encoded.dictionary).to_numpy(), dtype=np.int64)
     rank = np.empty(len(order) + 1, dtype=np.int64)
@@ -224,7 +236,7 @@ def _codes(*columns: pa.ChunkedArray) -> list[np.ndarray]:
     rank[-1] = -1
     codes = rank[np.asarray(encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False),
                             dtype=np.int64)]
-    out: list[np.ndarray] = []
+    out: list[_Int64s] = []
     at = 0
     for column in columns:
         out.append(codes[at:at + len(column)])
@@ -232,10 +244,12 @@ def _codes(*columns: pa.ChunkedArray) -> list[np.ndarray]:
     return out
 
 
-def _sorted_rank(column: pa.ChunkedArray) -> tuple[np.ndarray, int]:
+def _sorted_rank(column: pa.ChunkedArray[Any]) -> tuple[_Int64s, int]:
     """Rank of each text in sorted order (a total, hash-free tie breaker), and how many
     distinct texts there are."""
-    encoded = pc.dictionary_encode(column.combine_chunks())
+    # (a string column encodes to int32 indices)
+    encoded = cast("pa.DictionaryArray[Int32Type, StringType]",
+                   pc.dictionary_encode(column.combine_chunks()))
     order = np.asarray(pc.array_sort_indices(encoded.dictionary).to_numpy(), dtype=np.int64)
     rank = np.empty(len(order), dtype=np.int64)
     rank[order] = np.arange(len(order), dtype=np.int64)
@@ -243,7 +257,7 @@ def _sorted_rank(column: pa.ChunkedArray) -> tuple[np.ndarray, int]:
     return rank[codes], len(order)
 
 
-def _group_starts(keys: list[np.ndarray]) -> np.ndarray:
+def _group_starts(keys: list[npt.NDArray[Any]]) -> npt.NDArray[np.intp]:
     """Row positions where any of the (already sorted) key arrays changes value."""
     n = len(keys[0])
     if n == 0:
@@ -294,9 +308,10 @@ def chain_sessions(sessions: pa.Table, runs: list[Run],
                                               col("server_ip"))
     ported = np.isin(protocol, PORTED_PROTOCOLS)
 
-    def endpoint(ip: np.ndarray, port_name: str) -> np.ndarray:
+    def endpoint(ip: _Int64s, port_name: str) -> _Int64s:
         port = np.where(ported, numpy_of(col(port_name), "int64"), 0)
-        return (ip << 16) | port
+        end: _Int64s = (ip << 16) | port
+        return end
 
     end_a = endpoint(ip_a, "port_a")
     end_b = endpoint(ip_b, "port_b")
@@ -316,9 +331,10 @@ def chain_sessions(sessions: pa.Table, runs: list[Run],
                           dtype=np.int64)
     idle = idle_table[run, category]
 
-    def same_key(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        return ((exporter[x] == exporter[y]) & (protocol[x] == protocol[y])
-                & (low[x] == low[y]) & (high[x] == high[y]))
+    def same_key(x: npt.NDArray[np.integer[Any]], y: npt.NDArray[np.integer[Any]]) -> _Bools:
+        same: _Bools = ((exporter[x] == exporter[y]) & (protocol[x] == protocol[y])
+                        & (low[x] == low[y]) & (high[x] == high[y]))
+        return same
 
     parent = np.full(n, -1, dtype=np.int64)
     reason = np.zeros(n, dtype=np.int8)
@@ -456,10 +472,11 @@ def chain_sessions(sessions: pa.Table, runs: list[Run],
     flipped = end_a[rows] != end_a[root_rows]
     conflict = (client[rows] != client[root_rows]) | (server[rows] != server[root_rows])
 
-    def oriented(name: str, swapped: str) -> np.ndarray:
+    def oriented(name: str, swapped: str) -> npt.NDArray[np.uint64]:
         own = numpy_of(col(name), "uint64")[rows]
         other = numpy_of(col(swapped), "uint64")[rows]
-        return np.where(flipped, other, own)
+        counter: npt.NDArray[np.uint64] = np.where(flipped, other, own)
+        return counter
 
     ab_bytes_f = oriented("ab_bytes", "ba_bytes")
     ba_bytes_f = oriented("ba_bytes", "ab_bytes")
@@ -507,8 +524,8 @@ def chain_sessions(sessions: pa.Table, runs: list[Run],
     state_inferred = maybe_more & (deadline <= window_end)
 
     # (as Arrow text, not a Python string per conversation: 1.2 GB at 5.2 M sessions)
-    state = _as_array(pc.take(col("state"), pa.array(final)))
-    close_reason = _as_array(pc.take(col("close_reason"), pa.array(final)))
+    state = _as_array(pc.take(col("state"), cast(pa.Int64Array, pa.array(final))))
+    close_reason = _as_array(pc.take(col("close_reason"), cast(pa.Int64Array, pa.array(final))))
     # a last fragment that saw one direction of a conversation that saw both (its run
     # never saw the other): no one-way attempt, as inside one run (the sessionizer's
     # fragments inherit the directions seen)
@@ -552,8 +569,8 @@ def chain_sessions(sessions: pa.Table, runs: list[Run],
          deadline, maybe_more, answered, resettled)
     duration_s = (last_seen - first_seen) / 1_000_000.0
     session_id = col("session_id")
-    session_ids = pc.take(session_id, pa.array(rows))
-    conversation_id = pc.take(session_id, pa.array(roots))
+    session_ids = pc.take(session_id, cast(pa.Int64Array, pa.array(rows)))
+    conversation_id = pc.take(session_id, cast(pa.Int64Array, pa.array(roots)))
 
     fragment_reasons = np.array(LINK_REASONS, dtype=object)[reason[rows]]
     not_root = rows != root_rows
@@ -581,7 +598,8 @@ def chain_sessions(sessions: pa.Table, runs: list[Run],
 
     run_dirs = np.array([str(r.path) for r in runs], dtype=object)
     fragments = _fragment_table(
-        sessions, rows, pc.take(conversation_id, pa.array(group)), fragment_index,
+        sessions, rows, pc.take(conversation_id, cast(pa.Int64Array, pa.array(group))),
+        fragment_index,
         run=run, run_dirs=run_dirs, split=split, late=late,
         reasons=np.where(not_root, fragment_reasons, np.array(None, dtype=object)),
         gap_s=np.where(has_gap, gap_us / 1_000_000.0, np.nan), has_gap=has_gap,
@@ -592,8 +610,8 @@ def chain_sessions(sessions: pa.Table, runs: list[Run],
                   _as_array(unfollowed))
 
 
-def _closed_by_the_end(latest: np.ndarray, kept: np.ndarray, *, due: np.ndarray,
-                       grace: np.ndarray) -> np.ndarray:
+def _closed_by_the_end(latest: _Int64s, kept: _Bools, *, due: _Int64s, grace: _Int64s
+                       ) -> _Bools:
     """Sessions the end of their run closed: due (idle deadline, or last record of a finished
     TCP connection) at or after the run's last watermark, the exporter's `latest` record
     there less the grace (the sweeps close what is due strictly before it). `kept` sessions
@@ -602,9 +620,9 @@ def _closed_by_the_end(latest: np.ndarray, kept: np.ndarray, *, due: np.ndarray,
     return ~kept & (due >= latest - grace)
 
 
-def _session_it_falls_into(strays: np.ndarray, steady: np.ndarray, *,
-                         keys: tuple[np.ndarray, ...], opened: np.ndarray,
-                         run: np.ndarray) -> np.ndarray:
+def _session_it_falls_into(strays: npt.NDArray[np.intp], steady: npt.NDArray[np.intp], *,
+                         keys: tuple[_Int64s, ...], opened: _Int64s,
+                         run: _Int64s) -> _Int64s:
     """For each of `strays`, the non-late session of its key that opened last at or before
     it, in its run or an earlier one; else -1."""
     rows = np.concatenate([steady, strays])
@@ -625,29 +643,32 @@ def _session_it_falls_into(strays: np.ndarray, steady: np.ndarray, *,
     return found
 
 
-def _or_reduce(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    return np.bitwise_or.reduceat(values.astype(np.int64), starts)
+def _or_reduce(values: npt.NDArray[np.integer[Any]], starts: npt.NDArray[np.intp]) -> _Int64s:
+    reduced: _Int64s = np.bitwise_or.reduceat(values.astype(np.int64), starts)
+    return reduced
 
 
-def _finished(ab_flags: np.ndarray, ba_flags: np.ndarray) -> np.ndarray:
+def _finished(ab_flags: _Int64s, ba_flags: _Int64s) -> _Bools:
     """TCP flags of a finished connection (kernel._finished): FIN both ways, or a RST."""
-    return ((((ab_flags & FIN) != 0) & ((ba_flags & FIN) != 0))
-            | (((ab_flags | ba_flags) & RST) != 0))
+    finished: _Bools = ((((ab_flags & FIN) != 0) & ((ba_flags & FIN) != 0))
+                        | (((ab_flags | ba_flags) & RST) != 0))
+    return finished
 
 
-def _settled_reasons(*, tcp: np.ndarray, half_open: np.ndarray, ab_flags: np.ndarray,
-                     ba_flags: np.ndarray, ab_packets: np.ndarray,
-                     ba_packets: np.ndarray) -> pa.Array:
+def _settled_reasons(*, tcp: _Bools, half_open: _Bools, ab_flags: _Int64s,
+                     ba_flags: _Int64s, ab_packets: npt.NDArray[np.uint64],
+                     ba_packets: npt.NDArray[np.uint64]) -> pa.Array[Any]:
     """The close reason the sessionizer gives a session that times out (sessions.md table)."""
     both = (ab_packets > 0) & (ba_packets > 0)
     rst = tcp & (((ab_flags | ba_flags) & RST) != 0)
     fin = tcp & _finished(ab_flags, ba_flags) & ~rst
 
-    def refused(opener: np.ndarray, answer: np.ndarray) -> np.ndarray:
+    def refused(opener: _Int64s, answer: _Int64s) -> _Bools:
         """An opening (SYN, no PSH or FIN) met a bare RST (no SYN, PSH or FIN) from the
         other side (kernel._state_reason)."""
-        return (((opener & SYN) != 0) & ((opener & OPENING_ONLY) == 0)
-                & ((answer & RST) != 0) & ((answer & REFUSAL_ONLY) == 0))
+        refusal: _Bools = (((opener & SYN) != 0) & ((opener & OPENING_ONLY) == 0)
+                           & ((answer & RST) != 0) & ((answer & REFUSAL_ONLY) == 0))
+        return refusal
 
     rejected = tcp & (refused(ab_flags, ba_flags) | refused(ba_flags, ab_flags))
     either = ab_flags | ba_flags
@@ -656,18 +677,22 @@ def _settled_reasons(*, tcp: np.ndarray, half_open: np.ndarray, ab_flags: np.nda
     reasons = ["no_reply", "rejected", "rst", "fin", "idle"]
     codes = np.select([tcp & half_open, rejected, rst & both, rst, fin, both | midstream],
                       [0, 1, 2, 0, 3, 4], default=0).astype(np.int32)
-    return pa.DictionaryArray.from_arrays(codes, reasons).cast(pa.string())
+    # (Arrow takes a list of texts for a dictionary; the stubs only arrays)
+    return pa.DictionaryArray.from_arrays(codes, reasons).cast(pa.string())  # type: ignore[arg-type]
 
 
-def _reconnects(finished: np.ndarray, earlier: np.ndarray, later: np.ndarray,
-                opened: np.ndarray, last: np.ndarray, flags: np.ndarray) -> np.ndarray:
+def _reconnects(finished: _Bools, earlier: npt.NDArray[np.integer[Any]],
+                later: npt.NDArray[np.integer[Any]], opened: _Int64s, last: _Int64s,
+                flags: _Int64s) -> _Bools:
     """`later` opens with a SYN (in `flags`, both directions') after the last record of
     `earlier`, a `finished` connection: a new connection on the 5-tuple (the sessionizer's
     rule 2b', and its _reopens for late sessions)."""
-    return finished[earlier] & (opened[later] > last[earlier]) & ((flags[later] & SYN) != 0)
+    new: _Bools = (finished[earlier] & (opened[later] > last[earlier])
+                   & ((flags[later] & SYN) != 0))
+    return new
 
 
-def _conversation_groups(place: np.ndarray, conversation: np.ndarray) -> np.ndarray:
+def _conversation_groups(place: _Int64s, conversation: _Int64s) -> _Int64s:
     """A number for each (`place`: key and run, conversation_id): the sessionizer's
     fragments of one conversation; -1 without a conversation_id."""
     group = np.full(len(conversation), -1, dtype=np.int64)
@@ -679,7 +704,7 @@ def _conversation_groups(place: np.ndarray, conversation: np.ndarray) -> np.ndar
     return group
 
 
-def _conversation_starts(group: np.ndarray, opened: np.ndarray) -> np.ndarray:
+def _conversation_starts(group: _Int64s, opened: _Int64s) -> _Int64s:
     """Each session's conversation's earliest opened_at (_conversation_groups; its own
     without one)."""
     named = group >= 0
@@ -690,26 +715,27 @@ def _conversation_starts(group: np.ndarray, opened: np.ndarray) -> np.ndarray:
     return start
 
 
-def _finished_so_far(group: np.ndarray, split: np.ndarray, a_is_low: np.ndarray,
-                     ab_flags: np.ndarray, ba_flags: np.ndarray) -> np.ndarray:
+def _finished_so_far(group: _Int64s, split: _Int64s, a_is_low: _Bools,
+                     ab_flags: _Int64s, ba_flags: _Int64s) -> _Bools:
     """TCP flags of a finished connection as the sessionizer judges a fragment (its
     _finished): a RST of its own, or FIN from both endpoints in the fragment or the
     fragments before it (a connection whose FINs fall on both sides of a cut finishes in
     the fragment after it; its own flags alone said unfinished, and a new connection
     after it was joined to the conversation)."""
-    low_fin = (np.where(a_is_low, ab_flags, ba_flags) & FIN) != 0
-    high_fin = (np.where(a_is_low, ba_flags, ab_flags) & FIN) != 0
+    low_fin: _Bools = (np.where(a_is_low, ab_flags, ba_flags) & FIN) != 0
+    high_fin: _Bools = (np.where(a_is_low, ba_flags, ab_flags) & FIN) != 0
     named = np.flatnonzero(group >= 0)
     order = named[np.lexsort((split[named], group[named]))]
     if len(order):
         groups = group[order]
         for fins in (low_fin, high_fin):
             fins[order] = pd.Series(fins[order]).groupby(groups).cummax().to_numpy()
-    return (low_fin & high_fin) | (((ab_flags | ba_flags) & RST) != 0)
+    finished: _Bools = (low_fin & high_fin) | (((ab_flags | ba_flags) & RST) != 0)
+    return finished
 
 
-def _dense_pairs(values: tuple[np.ndarray, np.ndarray], wanted: tuple[np.ndarray, np.ndarray]
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def _dense_pairs(values: tuple[_Int64s, _Int64s], wanted: tuple[_Int64s, _Int64s]
+                 ) -> tuple[_Int64s, _Int64s]:
     """Pairs of int64 as one int64 each, equal pairs equal and ordered like the pairs:
     `values` and `wanted` ranked together."""
     ranks = []
@@ -721,7 +747,7 @@ def _dense_pairs(values: tuple[np.ndarray, np.ndarray], wanted: tuple[np.ndarray
     return combined[:len(values[0])], combined[len(values[0]):]
 
 
-def _roots(parent: np.ndarray, session_id: pa.ChunkedArray) -> np.ndarray:
+def _roots(parent: _Int64s, session_id: pa.ChunkedArray[Any]) -> _Int64s:
     """Each fragment's chain root, by pointer jumping; a cycle in the links is an input error.
     (A cycle whose length is a power of two jumps to a fixed point of its own sessions:
     what is told is whether each one's root is a session that follows none.)"""
@@ -739,7 +765,7 @@ def _roots(parent: np.ndarray, session_id: pa.ChunkedArray) -> np.ndarray:
     return root
 
 
-def _refuse_duplicates(sessions: pa.Table, rank: np.ndarray, runs: list[Run]) -> None:
+def _refuse_duplicates(sessions: pa.Table, rank: _Int64s, runs: list[Run]) -> None:
     """A session id seen twice means one capture was given in two runs: refuse to double-count."""
     counts = np.bincount(rank)
     duplicate = int(np.flatnonzero(counts > 1)[0])
@@ -755,21 +781,21 @@ def overlap(session: str, count: int, in_runs: list[str]) -> UsageError:
                       "the runs overlap; recombine runs over distinct, consecutive captures")
 
 
-def _offsets(lengths: np.ndarray) -> pa.Array:
+def _offsets(lengths: npt.NDArray[Any]) -> pa.Int32Array:
     out = np.zeros(len(lengths) + 1, dtype=np.int32)
     np.cumsum(lengths, out=out[1:])
     return pa.array(out, pa.int32())
 
 
-def _list(offsets: pa.Array, values: pa.Array) -> pa.ListArray:
+def _list(offsets: pa.Int32Array, values: pa.Array[Any]) -> pa.ListArray[Any]:
     return pa.ListArray.from_arrays(offsets, values)
 
 
-def _conversation_table(sessions: pa.Table, roots: np.ndarray, conversation_id: pa.Array,
-                        **values: Any) -> pa.Table:
-    take = pa.array(roots)
+def _conversation_table(sessions: pa.Table, roots: _Int64s,
+                        conversation_id: pa.ChunkedArray[Any], **values: Any) -> pa.Table:
+    take = cast(pa.Int64Array, pa.array(roots))
     col = sessions.column
-    counts: np.ndarray = values["counts"]
+    counts: _Int64s = values["counts"]
     columns: dict[str, Any] = {"conversation_id": conversation_id}
     for name in ("exporter", "exporter_domain", "protocol", "protocol_number", "ip_a", "port_a",
                  "ip_b", "port_b", "client_ip", "client_port", "server_ip", "server_port",
@@ -805,15 +831,16 @@ def _conversation_table(sessions: pa.Table, roots: np.ndarray, conversation_id: 
     return pa.Table.from_arrays(arrays, schema=RECOMBINED_SCHEMA)
 
 
-def _as_array(value: pa.Array | pa.ChunkedArray) -> pa.Array:
+def _as_array(value: pa.Array[Any] | pa.ChunkedArray[Any]) -> pa.Array[Any]:
     if isinstance(value, pa.ChunkedArray):
         return value.combine_chunks()
     return value
 
 
-def _fragment_table(sessions: pa.Table, rows: np.ndarray, conversation_id: pa.Array,
-                    fragment_index: np.ndarray, **values: Any) -> pa.Table:
-    take = pa.array(rows)
+def _fragment_table(sessions: pa.Table, rows: npt.NDArray[np.intp],
+                    conversation_id: pa.ChunkedArray[Any], fragment_index: npt.NDArray[Any],
+                    **values: Any) -> pa.Table:
+    take = cast(pa.Int64Array, pa.array(rows))
     col = sessions.column
     run = values["run"][rows]
     columns: dict[str, Any] = {
