@@ -20,7 +20,7 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 
@@ -88,8 +88,7 @@ def _path(kind: str = "path", *, exists: bool = False,
     def parse(text: str) -> Path:
         if text == "":
             raise typer.BadParameter("an empty path (an unset shell variable?)")
-        from .readers import utf8_path
-        from .report import path_text
+        from .report import path_text, utf8_path
 
         if not utf8_path(text):
             # found by an audit: a traceback (UnicodeEncodeError) once the name met the
@@ -758,8 +757,8 @@ def show_command(
             frame[name] = frame[along].where(forward, frame[against])
     if extra and wanted:
         wanted = _show_extras(frame, table, wanted, notes)
-    if derived or extra:
-        frame = frame[wanted]
+    if derived or extra:  # (then there is a view: a default one, or --columns)
+        frame = frame[cast("list[str]", wanted)]
     frame = _times_as_text(frame).astype(object)
     frame = frame.where(frame.notna(), "")  # an open session has no close reason yet
     import pandas as pd

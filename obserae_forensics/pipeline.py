@@ -190,7 +190,7 @@ def exporters_table(report: RunReport, pressure: dict[str, dict[str, Any]] | Non
         }
         for name in rows:
             rows[name].append(values[name])
-    arrays = []
+    arrays: list[pa.Array[Any]] = []
     for name, kind in EXPORTER_COLUMNS:
         if pa.types.is_timestamp(kind):
             arrays.append(pa.array(rows[name], pa.int64()).cast(kind))
@@ -309,7 +309,7 @@ class _Totals:
         self.first_us: int | None = None
         self.last_us: int | None = None
 
-    def add_input(self, batch: pa.RecordBatch) -> None:
+    def add_input(self, batch: pa.RecordBatch | pa.Table) -> None:
         if not batch.num_rows:
             return
         self.records_in += batch.num_rows
@@ -332,7 +332,7 @@ class _Totals:
             self.octets_out += _column_sum(sessions.column(column))
 
 
-def _column_sum(column: pa.Array | pa.ChunkedArray) -> int:
+def _column_sum(column: pa.Array[Any] | pa.ChunkedArray[Any]) -> int:
     """counters.exact_sum of an Arrow counter column (nulls count 0), chunk by chunk: read
     in place, where filling nulls that are not there and joining chunks would copy it."""
     chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]

@@ -403,9 +403,9 @@ class RunReport:
             line += (f"; {sum(early.values())} records of {len(early)} exporter(s) came "
                      "before their exporter declared its sampling rate and read as unsampled "
                      "(exporters table: records_before_sampling)")
-        copies = sum(f.duplicate_datagrams for f in self.files.values())
-        if copies:
-            line += (f"; {copies} duplicate datagram(s) dropped (copies of ones already read: "
+        duplicates = sum(f.duplicate_datagrams for f in self.files.values())
+        if duplicates:
+            line += (f"; {duplicates} duplicate datagram(s) dropped (copies of ones already read: "
                      "a capture given twice, an exporter's resend)")
         aliases = sum(len(f.also_named) for f in self.files.values())
         if aliases:

@@ -190,7 +190,8 @@ def _consolidated(run: Run, session_id: str) -> pd.DataFrame:
         lists = lists.combine_chunks()
     values = pc.list_flatten(lists)
     parents = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)
-    hit = pc.equal(values, session_id).to_numpy(zero_copy_only=False)
+    # (pyarrow-stubs take no Python scalar in a compute function; pyarrow does)
+    hit = pc.equal(values, session_id).to_numpy(zero_copy_only=False)  # type: ignore[call-overload]
     rows = np.unique(parents[np.asarray(hit, dtype=bool)])
     return table.iloc[rows].reset_index(drop=True)
 

@@ -34,7 +34,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import numpy as np
 import pandas as pd
@@ -107,6 +107,7 @@ def window_bounds(
     data_end: TimeLike | None = None,
 ) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
     """(low, high) UTC bounds of a window; `last` counts back from the data's end."""
+    high: pd.Timestamp | None
     if last is not None:
         if start is not None or end is not None:
             raise UsageError("give either last= or start/end, not both")
@@ -146,7 +147,8 @@ def utc_timestamp(value: TimeLike) -> pd.Timestamp:
         moment = pd.Timestamp(value)
     except ValueError as exc:
         raise UsageError(f"cannot read {value!r} as a time") from exc
-    if moment is pd.NaT:
+    # (pandas-stubs: a Timestamp is never NaT; pd.Timestamp("NaT") is)
+    if moment is pd.NaT:  # type: ignore[comparison-overlap]
         raise UsageError(f"cannot read {value!r} as a time")
     return moment.tz_localize("UTC") if moment.tzinfo is None else moment.tz_convert("UTC")
 
@@ -190,8 +192,10 @@ def address_membership(texts: pd.Series, addresses: AddressSet) -> np.ndarray:
     array = pa.array(texts, type=pa.string())
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
-    encoded = pc.dictionary_encode(array)
-    distinct = encoded.dictionary.to_pylist()
+    # (pyarrow-stubs type dictionary_encode's result as its input's type)
+    encoded = cast("pa.DictionaryArray[Any, Any]", pc.dictionary_encode(array))
+    # (the dictionary holds no null: dictionary_encode leaves nulls in the indices)
+    distinct = cast("list[str]", encoded.dictionary.to_pylist())
     raw = bytearray()
     for text in distinct:
         try:
@@ -201,10 +205,11 @@ def address_membership(texts: pd.Series, addresses: AddressSet) -> np.ndarray:
     inside = addresses.contains(np.frombuffer(bytes(raw), dtype=ADDRESS_VALUE))
     indices = encoded.indices
     if indices.null_count:
-        filled = pc.fill_null(indices, 0).to_numpy(zero_copy_only=False)
+        # (pyarrow-stubs: fill_null takes no Python scalar, and so its result is no array)
+        filled = pc.fill_null(indices, 0).to_numpy(zero_copy_only=False)  # type: ignore[type-var, attr-defined]
         valid = pc.is_valid(indices).to_numpy(zero_copy_only=False)
         return inside[filled] & valid if len(inside) else np.zeros(len(array), dtype=bool)
-    return inside[indices.to_numpy(zero_copy_only=False)]
+    return cast(np.ndarray, inside[indices.to_numpy(zero_copy_only=False)])
 
 
 def protocol(frame: pd.DataFrame, *protocols: str | int) -> pd.Series:

@@ -15,9 +15,8 @@ the bin of its `first_seen`, labelled with its session's state or first matching
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
-import matplotlib.dates as mdates
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
@@ -28,6 +27,19 @@ from matplotlib.patches import Patch
 from ..errors import UsageError
 from .drawer import drawer, human_bytes
 from .run import Run
+
+if TYPE_CHECKING:
+    from matplotlib.ticker import Formatter, Locator
+
+    # matplotlib.dates has no type hints (matplotlib's other modules have): the names used
+    # here, as they are called
+    def date2num(d: Any) -> Any: ...  # a float for a datetime, an array for many
+
+    def AutoDateLocator() -> Locator: ...
+
+    def ConciseDateFormatter(locator: Locator) -> Formatter: ...
+else:
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter, date2num
 
 # bin widths a person would choose, seconds
 NICE_BINS_S = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600,
@@ -94,7 +106,7 @@ def traffic_over_time(
     table = table.reindex(pd.date_range(table.index.min(), table.index.max(), freq=width),
                           fill_value=0.0)
     order = _label_order(list(table.columns), by)
-    x = mdates.date2num(table.index.to_pydatetime())
+    x = date2num(cast(pd.DatetimeIndex, table.index).to_pydatetime())
     bottom = np.zeros(len(table))
     colours = _colours(order, by)
     for name in order:
@@ -127,16 +139,17 @@ def fragment_timeline(run: Run, session_id: str, *, ax: Axes | None = None) -> A
             axes.annotate(" times outside years 1-9999 (damaged?)", (0, position),
                           xycoords=("axes fraction", "data"), va="center", fontsize="small")
             continue
-        start = mdates.date2num(opened.to_pydatetime())
-        length = max(mdates.date2num(last.to_pydatetime()) - start, 1e-9)
+        start = date2num(opened.to_pydatetime())
+        length = max(date2num(last.to_pydatetime()) - start, 1e-9)
         reason = fragment.close_reason if isinstance(fragment.close_reason, str) else None
-        colour = REASON_COLOURS.get(reason or "", STATE_COLOURS.get(fragment.state, "grey"))
+        state = cast(str, fragment.state)
+        colour = REASON_COLOURS.get(reason or "", STATE_COLOURS.get(state, "grey"))
         axes.broken_barh([(start, length)], (position - 0.3, 0.6), facecolors=colour)
         ticks = _naive_utc(flows.loc[flows["session_id"] == fragment.session_id, "first_seen"])
         ticks = ticks.loc[ticks.notna()]
-        axes.plot(mdates.date2num(ticks.dt.to_pydatetime()), np.full(len(ticks), position),
+        axes.plot(date2num(ticks.dt.to_pydatetime()), np.full(len(ticks), position),
                   "|", color="black", markersize=14)
-        ended = reason or fragment.state
+        ended = reason or state
         axes.annotate(f" {ended}", (start + length, position), va="center", fontsize="small")
     names = [f"split {f.split} · {f.exporter}" + (f" · run {f.run}" if "run" in fragments
                                                   else "")
@@ -309,14 +322,14 @@ def _human_seconds(seconds: float) -> str:
 def _naive_utc(times: pd.Series) -> pd.Series:
     """UTC-aware times -> naive UTC, which matplotlib's date axis draws without converting."""
     if getattr(times.dt, "tz", None) is not None:
-        return times.dt.tz_convert("UTC").dt.tz_localize(None)
+        return cast(pd.Series, times.dt.tz_convert("UTC").dt.tz_localize(None))
     return times
 
 
 def _time_axis(axes: Axes) -> None:
-    locator = mdates.AutoDateLocator()
+    locator = AutoDateLocator()
     axes.xaxis.set_major_locator(locator)
-    axes.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    axes.xaxis.set_major_formatter(ConciseDateFormatter(locator))
     axes.set_xlabel("time (UTC)")
 
 

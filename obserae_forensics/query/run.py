@@ -240,16 +240,18 @@ def to_frame(table: pa.Table) -> pd.DataFrame:
 
 
 def _showable_times(table: pa.Table) -> pa.Table:
-    hidden = {}
+    hidden: dict[str, int] = {}
     for position, arrow_field in enumerate(table.schema):
         if not pa.types.is_timestamp(arrow_field.type) or arrow_field.type.unit == "ns":
             continue  # nanoseconds reach years 1677-2262 only: always showable
         column = table.column(position)
         scale = {"s": 1_000_000, "ms": 1_000, "us": 1}[arrow_field.type.unit]
         raw = column.cast(pa.int64())
-        outside = pc.or_(pc.less(raw, SHOWABLE_MIN_US // scale),
-                         pc.greater(raw, SHOWABLE_MAX_US // scale))
-        count = pc.sum(outside).as_py() or 0
+        # (pyarrow-stubs take no Python scalar in a compute function, nor booleans in sum;
+        # pyarrow does)
+        outside = pc.or_(pc.less(raw, SHOWABLE_MIN_US // scale),  # type: ignore[call-overload]
+                         pc.greater(raw, SHOWABLE_MAX_US // scale))  # type: ignore[call-overload]
+        count: int = pc.sum(outside).as_py() or 0  # type: ignore[arg-type]
         if count:
             hidden[arrow_field.name] = count
             table = table.set_column(position, arrow_field, pc.if_else(

@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -585,7 +586,11 @@ def _report_per_file(batch: pa.RecordBatch, mask: np.ndarray, reason: str,
     report keeps the file's first (RunReport.file_records), with all its records counted,
     and tells one check of a reason from another by `variant`."""
     rows = np.flatnonzero(mask)
-    files = pc.dictionary_encode(batch.column("source_file").take(pa.array(rows)).cast(pa.string()))
+    # (pyarrow-stubs type an array of a numpy array of any dtype as a BooleanArray, and
+    # dictionary_encode's result as its input's type)
+    files = cast("pa.DictionaryArray[Any, Any]", pc.dictionary_encode(
+        batch.column("source_file").take(cast(pa.Int64Array, pa.array(rows)))
+        .cast(pa.string())))
     codes = files.indices.to_numpy(zero_copy_only=False)
     _, firsts, counts = np.unique(codes, return_index=True, return_counts=True)
     for at, count in sorted(zip(firsts.tolist(), counts.tolist(), strict=True)):
@@ -609,12 +614,15 @@ def _count(report: RunReport, batch: pa.RecordBatch) -> None:
     report.records += batch.num_rows
     sources = batch.column("source_file")
     if pa.types.is_dictionary(sources.type):
-        codes = sources.indices.to_numpy(zero_copy_only=False)
-        names = sources.dictionary.to_pylist()
+        encoded = cast("pa.DictionaryArray[Any, Any]", sources)
+        codes = encoded.indices.to_numpy(zero_copy_only=False)
+        names = cast("list[str]", encoded.dictionary.to_pylist())
         for code, rows in zip(*np.unique(codes, return_counts=True), strict=True):
             report.file(names[int(code)]).records += int(rows)
     else:
-        for item in pc.value_counts(sources).to_pylist():  # {"values": ..., "counts": ...}
+        # pyarrow-stubs refuse a StructArray's to_pylist (a self type of plain values only)
+        for item in cast("list[dict[str, Any]]",  # {"values": ..., "counts": ...}
+                         pc.value_counts(sources).to_pylist()):  # type: ignore[misc]
             report.file(item["values"]).records += item["counts"]
 
 
@@ -665,7 +673,9 @@ def _window(batch: pa.RecordBatch, window: tuple[int | None, int | None],
         keep &= last <= end
     if keep.all():
         return batch
-    for item in pc.value_counts(batch.column("source_file").filter(
-            pa.array(~keep)).cast(pa.string())).to_pylist():
+    # (pyarrow-stubs refuse a StructArray's to_pylist: a self type of plain values only)
+    for item in cast("list[dict[str, Any]]", pc.value_counts(batch.column("source_file").filter(
+            pa.array(~keep)).cast(pa.string())).to_pylist()):  # type: ignore[misc]
         report.outside(item["values"], item["counts"])
-    return batch.filter(pc.equal(pa.array(keep), True))
+    # (pyarrow-stubs take no Python scalar in a compute function; pyarrow does)
+    return batch.filter(pc.equal(pa.array(keep), True))  # type: ignore[call-overload]

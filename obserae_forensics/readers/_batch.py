@@ -6,6 +6,8 @@ once for all formats.
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import numpy as np
 import pyarrow as pa
 
@@ -32,7 +34,7 @@ def flow_batch(
     unknown = set(columns) - set(FLOW_SCHEMA.names)
     if unknown:
         raise KeyError(f"not FLOW_SCHEMA columns: {sorted(unknown)}")
-    arrays: list[pa.Array] = []
+    arrays: list[pa.Array[Any]] = []
     for field in FLOW_SCHEMA:
         name = field.name
         if name in FLOW_ADDRESS_COLUMNS:
@@ -59,14 +61,18 @@ def flow_batch(
     return pa.RecordBatch.from_arrays(arrays, schema=FLOW_SCHEMA)
 
 
-def _dictionary_column(values: str | tuple[np.ndarray, list[str]], n: int) -> pa.DictionaryArray:
+def _dictionary_column(values: str | tuple[np.ndarray, list[str]],
+                       n: int) -> pa.DictionaryArray[Any, Any]:
+    # (pyarrow-stubs type an array of a numpy array of any dtype as a BooleanArray)
     if isinstance(values, str):
         return pa.DictionaryArray.from_arrays(
-            pa.array(np.zeros(n, dtype=np.int32)), pa.array([values], pa.string())
+            cast(pa.Int32Array, pa.array(np.zeros(n, dtype=np.int32))),
+            pa.array([values], pa.string())
         )
     codes, texts = values
     return pa.DictionaryArray.from_arrays(
-        pa.array(np.asarray(codes, dtype=np.int32)), pa.array(texts, pa.string())
+        cast(pa.Int32Array, pa.array(np.asarray(codes, dtype=np.int32))),
+        pa.array(texts, pa.string())
     )
 
 

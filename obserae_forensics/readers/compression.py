@@ -103,7 +103,8 @@ def _decompress_lzo(data: bytes, limit: int) -> bytes:
 
 
 @njit(cache=True, nogil=True)
-def _long_length(data: np.ndarray, ip: int, base: int) -> tuple[int, int]:
+def _long_length(data: np.ndarray, ip: int | np.int64,
+                 base: int) -> tuple[int | np.int64, int | np.int64]:
     """A length written past its instruction: 255 for each zero byte, then `base` and the
     first byte that is not zero; (-1, ip) when the stream ends first."""
     length = 0
@@ -116,7 +117,7 @@ def _long_length(data: np.ndarray, ip: int, base: int) -> tuple[int, int]:
 
 
 @njit(cache=True, nogil=True)
-def lzo1x_length(data: np.ndarray, limit: int) -> int:  # pragma: no cover - compiled
+def lzo1x_length(data: np.ndarray, limit: int) -> int | np.int64:  # pragma: no cover - compiled
     """The bytes an LZO1X stream decodes to, read from its instructions without writing
     them (minilzo's lzo1x_d.ch: literal runs, M1-M4 matches and their extended lengths,
     the end marker, an M4 of distance 0); `limit` + 1 as soon as it passes `limit`, -1
@@ -124,12 +125,12 @@ def lzo1x_length(data: np.ndarray, limit: int) -> int:  # pragma: no cover - com
     plain-Python run (`py_func`), to what lzallright, another decoder, makes of the same
     streams."""
     n = len(data)
-    ip = 0
-    op = 0
+    ip: int | np.int64 = 0
+    op: int | np.int64 = 0
     if n == 0:
         return -1
     state = 0  # 0: a literal run's instruction next, 1: after a first literal run,
-    t = 0  # 2: a match instruction `t` to read, 3: copy `t` literals then a match
+    t: int | np.int64 = 0  # 2: a match instruction `t` to read, 3: copy `t` literals then a match
     if data[0] > 17:
         t = np.int64(data[0]) - 17
         ip = 1

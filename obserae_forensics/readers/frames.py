@@ -167,12 +167,12 @@ def _inner(protocol: int, later: bool) -> int:
 
 
 @njit(cache=True, nogil=True)
-def _u16(section: np.ndarray, at: int) -> int:
+def _u16(section: np.ndarray, at: int | np.int64) -> np.int64:
     return (np.int64(section[at]) << 8) | np.int64(section[at + 1])
 
 
 @njit(cache=True, nogil=True)
-def _inner_kind(protocol: int) -> int:
+def _inner_kind(protocol: int | np.int64) -> int:
     """The header a tunnel carries next (IP in IP, IPv6 in IP, GRE), -1 when none."""
     if protocol == 4:
         return 2
@@ -184,19 +184,19 @@ def _inner_kind(protocol: int) -> int:
 
 
 @njit(cache=True, nogil=True)
-def _read_one(section: np.ndarray, n: int, src: np.ndarray, dst: np.ndarray,
+def _read_one(section: np.ndarray, n: np.int64, src: np.ndarray, dst: np.ndarray,
               out: np.ndarray) -> None:
     """One section into out (OK.. IP_LENGTH) and src/dst (16 bytes, IPv4 mapped)."""
     kind = 0  # _ETHERNET
-    at = 0
+    at: int | np.int64 = 0
     have = False
     version = 0
     tos = 0
-    protocol = 0
-    length = 0
-    l4 = -1
+    protocol: int | np.int64 = 0
+    length: int | np.int64 = 0
+    l4: int | np.int64 = -1
     later = False
-    header_at = 0
+    header_at: int | np.int64 = 0
     for _ in range(MAX_STEPS):
         if kind == 0:  # Ethernet
             if at + 14 > n:
@@ -272,7 +272,7 @@ def _read_one(section: np.ndarray, n: int, src: np.ndarray, dst: np.ndarray,
                     break
                 if following == 44:
                     fragment_later = (_u16(section, p + 2) >> 3) != 0
-                    size = 8
+                    size: int | np.int64 = 8
                 elif following == 51:
                     size = (np.int64(section[p + 1]) + 2) * 4
                 else:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from ..errors import MalformedInput, TruncatedInput
 from ._layout import Layout
 from .datagrams import Datagram
-from .templates import FieldSpec, Template, after_templates, field_length_problem
+from .templates import FieldSpec, Template, TemplateSink, after_templates, field_length_problem
 
 if TYPE_CHECKING:
     from .exports import ExportDecoder
@@ -142,7 +142,7 @@ def _walk_sets(state: ExportDecoder, datagram: Datagram, message: bytes) -> int 
 
 
 def read_templates(
-    state: ExportDecoder, datagram: Datagram, message: bytes, at: int, end: int, *,
+    state: TemplateSink, datagram: Datagram, message: bytes, at: int, end: int, *,
     options: bool,
 ) -> None:
     header_size = OPTIONS_HEADER.size if options else TEMPLATE_HEADER.size
@@ -199,7 +199,7 @@ def read_templates(
 
 
 def _malformed(
-    state: ExportDecoder, datagram: Datagram, message: str, nbytes: int, reason: str
+    state: TemplateSink, datagram: Datagram, message: str, nbytes: int, reason: str
 ) -> None:
     state.skip(MalformedInput(message, source=datagram.source, offset=datagram.offset,
                               frame=datagram.frame, reason=reason), nbytes)

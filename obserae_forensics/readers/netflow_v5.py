@@ -170,6 +170,7 @@ def decode_datagram(state: ExportDecoder, datagram: Datagram, version: int = VER
                                  frame=datagram.frame)
     count, uptime_ms, unix_secs, unix_nsecs = header[1:5]
     export_us = unix_secs * 1_000_000 + unix_nsecs // 1000
+    units: int | None  # what the datagram adds to its sequence (None: v1 numbers nothing)
     if version == VERSION:
         sequence, engine_type, engine_id, sampling = header[5:]
         domain, rate, units = engine_type << 8 | engine_id, max(sampling & 0x3FFF, 1), count

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from ..errors import MalformedInput, TruncatedInput
 from ._layout import Layout
 from .datagrams import Datagram
-from .templates import FieldSpec, Template, after_templates, field_length_problem
+from .templates import FieldSpec, Template, TemplateSink, after_templates, field_length_problem
 
 if TYPE_CHECKING:
     from .exports import ExportDecoder
@@ -108,7 +108,7 @@ def decode_datagram(state: ExportDecoder, datagram: Datagram) -> None:
 
 
 def read_templates(
-    state: ExportDecoder, datagram: Datagram, payload: bytes, at: int, end: int
+    state: TemplateSink, datagram: Datagram, payload: bytes, at: int, end: int
 ) -> None:
     body, records = at, 0
     while end - at >= TEMPLATE_HEADER.size:
@@ -136,7 +136,7 @@ def read_templates(
 
 
 def read_options_templates(
-    state: ExportDecoder, datagram: Datagram, payload: bytes, at: int, end: int
+    state: TemplateSink, datagram: Datagram, payload: bytes, at: int, end: int
 ) -> None:
     body, records = at, 0
     while end - at >= OPTIONS_HEADER.size:
@@ -162,7 +162,7 @@ def read_options_templates(
 
 
 def _malformed(
-    state: ExportDecoder, datagram: Datagram, message: str, nbytes: int, reason: str
+    state: TemplateSink, datagram: Datagram, message: str, nbytes: int, reason: str
 ) -> None:
     state.skip(MalformedInput(message, source=datagram.source, offset=datagram.offset,
                               frame=datagram.frame, reason=reason), nbytes)

@@ -54,7 +54,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Final
+from typing import IO, Any, Final
 
 import numpy as np
 import pyarrow as pa
@@ -274,7 +274,7 @@ def _stat_span(stat: dict[str, int] | None) -> tuple[int, int] | None:
     return first * 1000, last * 1000
 
 
-def _read_header(f: BinaryIO, source: str, size: int) -> _Header:
+def _read_header(f: IO[bytes], source: str, size: int) -> _Header:
     head = f.read(FILE_HEADER_V2.itemsize)
     if not is_nfcapd(head):
         raise UnknownFormat("not an nfcapd file", source=source, offset=0)
@@ -321,7 +321,7 @@ def _read_header(f: BinaryIO, source: str, size: int) -> _Header:
     return header
 
 
-def _block_across_appendix(f: BinaryIO, header: _Header, size: int) -> tuple[int, int] | None:
+def _block_across_appendix(f: IO[bytes], header: _Header, size: int) -> tuple[int, int] | None:
     """(start, end) of a data block that runs past the header's appendix offset, walking the
     block headers from the data start (a damaged header stops the walk: the blocks' own
     reader says what is wrong there); None when the blocks end at or before it."""
@@ -341,7 +341,7 @@ def _block_across_appendix(f: BinaryIO, header: _Header, size: int) -> tuple[int
     return None
 
 
-def _read_appendix(f: BinaryIO, header: _Header, source: str, size: int) -> bool:
+def _read_appendix(f: IO[bytes], header: _Header, source: str, size: int) -> bool:
     """Fill ident and stat from the appendix blocks; a bad appendix leaves them unknown and
     is a problem of header.problems (its flow records do not depend on it). False when the
     first block holds no ident or stat record at all: the offset points at something else
@@ -524,7 +524,7 @@ def _check_stat_flows(header: _Header, stats: FileStats, decoded: int, source: s
 
 
 def _blocks(
-    f: BinaryIO, header: _Header, source: str, report: RunReport
+    f: IO[bytes], header: _Header, source: str, report: RunReport
 ) -> Iterator[tuple[int, int, int, int, bytes]]:
     """(block number, block offset, block type, records claimed, uncompressed payload)."""
     block_dtype = _swap(BLOCK_HEADER, header.order)
@@ -653,7 +653,7 @@ def _plausible_block(stored: int, num_records: int, block_type: int, flags: int)
             and block_type in (1, BLOCK_V1, BLOCK_V2, BLOCK_ARRAY) and flags <= 0x7)
 
 
-def _resync(f: BinaryIO, start: int, header: _Header, block_dtype: np.dtype) -> int | None:
+def _resync(f: IO[bytes], start: int, header: _Header, block_dtype: np.dtype) -> int | None:
     """Offset of the next plausible block header after a bad one, or None.
 
     A candidate must be a plausible header whose block fits before the data end and whose
@@ -1196,9 +1196,9 @@ def _resolve_exporters(state: _FileState, columns: dict[str, np.ndarray],
                                          selector[selected].tolist(), strict=True)):
             key = (key_sysid, key_id)
             named = selected & (sampler_sysid == key_sysid) & (selector == key_id)
-            changes = defined_here.get(key)
-            if changes:  # defined in this block: from where it is (0: not yet known)
-                known_at = _in_force(changes, state.sampler_before[key] or 0,
+            defined = defined_here.get(key)
+            if defined:  # defined in this block: from where it is (0: not yet known)
+                known_at = _in_force(defined, state.sampler_before[key] or 0,
                                      flow_index[named])
                 rate[named] = np.where(known_at > 0, known_at, rate[named])
                 continue

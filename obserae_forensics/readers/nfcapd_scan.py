@@ -16,9 +16,14 @@ comparison with the layout's first record), so a hash collision can never merge 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ..jit_cache import drop_stale_jit_cache, njit
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 V3_RECORD = 11
 COMMON_RECORD_V1 = 10
@@ -39,20 +44,21 @@ _FNV_PRIME = np.uint64(0x100000001B3)
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _u16(buf: np.ndarray, at: int, big_endian: bool) -> int:
+def _u16(buf: np.ndarray, at: int | np.int64, big_endian: bool) -> int:
     if big_endian:
         return int((np.int64(buf[at]) << 8) | np.int64(buf[at + 1]))
     return int(np.int64(buf[at]) | (np.int64(buf[at + 1]) << 8))
 
 
 @njit(cache=True, nogil=True)
-def _stat_record_size(buf: np.ndarray, pos: int, end: int, size: int, big_endian: bool) -> int:
+def _stat_record_size(buf: np.ndarray, pos: int | np.int64, end: int, size: int | np.int64,
+                      big_endian: bool) -> int | np.int64:
     """An exporter statistics record's size. nfcapd writes it in the record header's 16 bits
     whatever its count: with more than 2,730 exporters the size wraps around (nfcapd 1.7.1,
     4,800 exporters: 49,672 for 115,208), and the walk went on inside its entries. When the
     count's size is the written one modulo 2**16 and the block holds it, that is the size
     (nfcapd.py counts the record as repaired)."""
-    count = 0
+    count: int | np.int64 = 0
     for k in range(4):
         byte = np.int64(buf[pos + 4 + (k if big_endian else 3 - k)])
         count = (count << 8) | byte
@@ -63,13 +69,13 @@ def _stat_record_size(buf: np.ndarray, pos: int, end: int, size: int, big_endian
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _mix(h: np.uint64, value: int) -> np.uint64:
+def _mix(h: np.uint64, value: int | np.int64) -> np.uint64:
     return (h ^ np.uint64(value)) * _FNV_PRIME
 
 
 @njit(cache=True, nogil=True)
 def _v3_layout_hash(
-    buf: np.ndarray, pos: int, size: int, big_endian: bool
+    buf: np.ndarray, pos: int | np.int64, size: int | np.int64, big_endian: bool
 ) -> tuple[bool, np.uint64]:
     """(valid, hash) of a V3 record's element list; invalid = an element overruns the record
     or is shorter than 4 bytes, or non-zero bytes follow the counted elements."""
@@ -97,7 +103,8 @@ def _v3_layout_hash(
 
 
 @njit(cache=True, nogil=True)
-def _same_v3_layout(buf: np.ndarray, a: int, b: int, size: int, big_endian: bool) -> bool:
+def _same_v3_layout(buf: np.ndarray, a: int | np.int64, b: int | np.int64, size: int | np.int64,
+                    big_endian: bool) -> bool:
     if _u16(buf, a + 4, big_endian) != _u16(buf, b + 4, big_endian):
         return False
     count = _u16(buf, a + 4, big_endian)
@@ -116,7 +123,8 @@ def _same_v3_layout(buf: np.ndarray, a: int, b: int, size: int, big_endian: bool
 @njit(cache=True, nogil=True)
 def scan_block(
     buf: np.ndarray, start: int, end: int, max_records: int, big_endian: bool
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, int, int]:
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int32], npt.NDArray[np.int32],
+           npt.NDArray[np.int32], npt.NDArray[np.int64], int, int, int | np.int64]:
     """Walk at most `max_records` records in buf[start:end].
 
     Returns (offsets, types, sizes, layout_ids, layout_first, count, status, status_offset):
@@ -138,15 +146,15 @@ def scan_block(
     n_layouts = 0
     count = 0
     status = SCAN_OK
-    status_offset = end
-    pos = start
+    status_offset: int | np.int64 = end
+    pos: int | np.int64 = start
     while count < max_records:
         if pos + 4 > end:
             status = SCAN_TRUNCATED_HEADER
             status_offset = pos
             break
         record_type = _u16(buf, pos, big_endian)
-        size = _u16(buf, pos + 2, big_endian)
+        size: int | np.int64 = _u16(buf, pos + 2, big_endian)
         if record_type == EXPORTER_STAT_RECORD and pos + 8 <= end:
             size = _stat_record_size(buf, pos, end, size, big_endian)
         if size < 4 or pos + size > end:

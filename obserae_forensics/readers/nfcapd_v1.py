@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, BinaryIO, Final
+from typing import IO, TYPE_CHECKING, Final
 
 import numpy as np
 
@@ -109,7 +109,7 @@ class HeaderV1:
     data_start: int
 
 
-def read_header_v1(f: BinaryIO, source: str, order: str) -> HeaderV1:
+def read_header_v1(f: IO[bytes], source: str, order: str) -> HeaderV1:
     """The 140-byte header and 136-byte stat record; raises on a cut or unknown-compression file."""
     f.seek(0)
     raw = f.read(HEADER_V1.itemsize + STAT_V1.itemsize)

@@ -38,10 +38,15 @@ and their sums) merged once per batch, never a Python step per record.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
 import numpy as np
 
 from ..errors import MalformedInput
 from .information_elements import IANA, Element
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 FIREWALL_EVENT: Element = (IANA, 233)  # NF_F_FW_EVENT
 CONNECTION_ID: Element = (IANA, 148)  # NF_F_CONN_ID (flowId)
@@ -177,10 +182,12 @@ def nsel_repair(count: int, source: str, offset: int, frame: int) -> MalformedIn
         reason="nsel_teardown_totals")
 
 
-def _settled(stream: np.ndarray, connection: np.ndarray, event: np.ndarray) -> np.ndarray:
+def _settled(stream: np.ndarray, connection: np.ndarray,
+             event: np.ndarray) -> npt.NDArray[np.bool_]:
     """The records the ledger settles: updates and teardowns of a connection id it can key."""
-    return (((event == EVENT_TEARDOWN) | (event == EVENT_UPDATE))
-            & (connection < np.uint64(1 << CONNECTION_BITS)) & (stream < STREAM_LIMIT))
+    return cast("npt.NDArray[np.bool_]",
+                ((event == EVENT_TEARDOWN) | (event == EVENT_UPDATE))
+                & (connection < np.uint64(1 << CONNECTION_BITS)) & (stream < STREAM_LIMIT))
 
 
 def settle_reference(ledger: dict[tuple[int, int], tuple[list[int], int]], stream: np.ndarray,

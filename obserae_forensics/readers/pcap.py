@@ -22,7 +22,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 import numpy as np
 
@@ -138,7 +138,7 @@ LINKTYPE_RESERVED = 0x03FF_0000 | 1 << 27
 
 
 def _pcap_header(
-    buf: mmap.mmap, source: str, report: RunReport
+    buf: mmap.mmap | bytes, source: str, report: RunReport
 ) -> tuple[str, int, int, int] | None:
     """(byte order, ns per fraction unit, link type, FCS bytes), or None if cut off."""
     order, ns_per_unit = PCAP_MAGIC[bytes(buf[:4])]
@@ -165,7 +165,7 @@ def _pcap_header(
 
 
 def _pcap_frames(
-    buf: mmap.mmap, source: str, report: RunReport, *, start: int = 24, number: int = 0
+    buf: mmap.mmap | bytes, source: str, report: RunReport, *, start: int = 24, number: int = 0
 ) -> Iterator[Frame]:
     header = _pcap_header(buf, source, report)
     if header is None:
@@ -213,7 +213,7 @@ class _Interface:
 _UNUSABLE_INTERFACE = _Interface(-1, 1, 1, 0, 0, 0)
 
 
-def _pcapng_frames(buf: mmap.mmap, source: str, report: RunReport) -> Iterator[Frame]:
+def _pcapng_frames(buf: mmap.mmap | bytes, source: str, report: RunReport) -> Iterator[Frame]:
     size = len(buf)
     stats = report.file(source)
     stats.format = "pcapng"
@@ -314,7 +314,7 @@ def _pcapng_frames(buf: mmap.mmap, source: str, report: RunReport) -> Iterator[F
         at += total
 
 
-def _reads_as_packet(buf: mmap.mmap, order: str, body: int, end: int, interfaces: int
+def _reads_as_packet(buf: mmap.mmap | bytes, order: str, body: int, end: int, interfaces: int
                      ) -> int | None:
     """The captured length of an enhanced packet block that the body from `body` to `end`
     reads as (an interface described, the packet within the block, options walking to its
@@ -326,10 +326,10 @@ def _reads_as_packet(buf: mmap.mmap, order: str, body: int, end: int, interfaces
     if interface >= interfaces or data_at + caplen > end or \
             not _options_end(buf, order, data_at + caplen + (-caplen % 4), end):
         return None
-    return caplen
+    return cast(int, caplen)
 
 
-def _options_end(buf: mmap.mmap, order: str, at: int, end: int) -> bool:
+def _options_end(buf: mmap.mmap | bytes, order: str, at: int, end: int) -> bool:
     """Whether options from `at` walk exactly to the block's end by their lengths (each
     value padded to 4 bytes), the last one possibly opt_endofopt."""
     while at < end:
@@ -342,7 +342,7 @@ def _options_end(buf: mmap.mmap, order: str, at: int, end: int) -> bool:
     return at == end
 
 
-def _layout_problem(buf: mmap.mmap, order: str, block_type: int, body: int, end: int,
+def _layout_problem(buf: mmap.mmap | bytes, order: str, block_type: int, body: int, end: int,
                     interfaces: int) -> str | None:
     """What does not fit the layout of a name resolution (4), interface statistics (5) or
     decryption secrets (0xA) block, else None; other non-packet blocks are free-form."""
@@ -389,7 +389,7 @@ _CUSTOM_BLOCKS = frozenset({0xBAD, 0x40000BAD, 0x80000001, 0x80000002})
 _INT64_RANGE = range(-(2**63), 2**63)
 
 
-def _interface(buf: mmap.mmap, order: str, body: int, end: int
+def _interface(buf: mmap.mmap | bytes, order: str, body: int, end: int
                ) -> tuple[_Interface, int | None]:
     """The interface, and where its options stop fitting the block (None: they fit)."""
     linktype, _reserved, snaplen = struct.unpack_from(order + "HHI", buf, body)
@@ -422,7 +422,7 @@ def _interface(buf: mmap.mmap, order: str, body: int, end: int
 
 
 def _packet_block(
-    buf: mmap.mmap, order: str, block_type: int, body: int, end: int,
+    buf: mmap.mmap | bytes, order: str, block_type: int, body: int, end: int,
     interfaces: list[_Interface], at: int, number: int, source: str, report: RunReport,
 ) -> Frame | None:
     if block_type == 3:  # simple packet: interface 0, no timestamp
@@ -609,8 +609,8 @@ class _Reassembly:
             del self.pending[key]
             self._drop(entry, report)
             entry = None
-        whole = self.recent.get(key) if entry is None else None
-        if whole is not None and _repeats(whole, offset, more, data):
+        recent = self.recent.get(key) if entry is None else None
+        if recent is not None and _repeats(recent, offset, more, data):
             report.ignore("duplicate_fragment", source, len(data))
             return None
         if entry is not None and (offset, data) in entry.parts and (

@@ -20,7 +20,7 @@ changes for both, and an export never takes a definition the decoder did not use
 
 from __future__ import annotations
 
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 from zlib import adler32, crc32
 
 from .templates import Template
@@ -80,7 +80,7 @@ class TemplateScope(Generic[Value]):
             if previous == mark or (type(previous) is tuple and mark in previous):
                 return True
             recent[sequence] = ((*previous, mark)[-SAME_NUMBER:]
-                                if type(previous) is tuple else (previous, mark))
+                                if type(previous) is tuple else (cast(int, previous), mark))
         else:
             recent[sequence] = mark
         if len(recent) > 2 * DUPLICATE_WINDOW:

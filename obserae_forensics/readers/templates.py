@@ -23,7 +23,7 @@ template so that every version shares the column code. The surprising things:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol, cast
 
 import numpy as np
 
@@ -69,6 +69,9 @@ from .nsel import (
     FIREWALL_EVENT,
     NSEL_COUNTER_ELEMENTS,
 )
+
+if TYPE_CHECKING:
+    from ..errors import InputError
 
 TemplateKey = tuple[str, int, int, int]  # (exporter, domain, export version, template id)
 # TemplateKey and the exporter's UDP port: the transport session a template belongs to
@@ -322,7 +325,7 @@ class RecordPlan:
             if v4 is not None and v6 is not None and ipv6 is not None:
                 out[column] = np.where(ipv6[:, None], v6, v4)  # per record, its family
             elif v4 is not None or v6 is not None:
-                out[column] = v4 if v4 is not None else v6
+                out[column] = v4 if v4 is not None else cast(np.ndarray, v6)
         if ipv6 is not None:
             out["ip_version"] = np.where(ipv6, 6, 4).astype(np.uint8)
         elif self.has_ipv4:
@@ -343,8 +346,9 @@ class RecordPlan:
         out["export_version"] = np.full(n, self.version, dtype=np.uint8)
         if self.nsel:
             # Cisco NSEL: the exports reader settles teardown totals against updates (nsel.py)
-            out["_nsel_event"] = self.unsigned(rows, FIREWALL_EVENT)
-            out["_nsel_connection"] = self.unsigned(rows, CONNECTION_ID)
+            # (both elements are there, in a width `unsigned` reads: self.nsel says so)
+            out["_nsel_event"] = cast(np.ndarray, self.unsigned(rows, FIREWALL_EVENT))
+            out["_nsel_connection"] = cast(np.ndarray, self.unsigned(rows, CONNECTION_ID))
         return out
 
     def _frame_columns(self, rows: np.ndarray, out: dict[str, np.ndarray]) -> None:
@@ -426,7 +430,7 @@ class RecordPlan:
                 if psamp is not None and algorithm is not None:
                     rate = np.where(algorithm == SELECTOR_N_OUT_OF_N, psamp, rate)
             else:
-                rate = psamp
+                rate = cast(np.ndarray, psamp)  # taken is None here: psamp is not
         usable = (rate > 0) & (rate <= np.uint64(0xFFFF_FFFF))  # 0 or past 32 bits: unknown
         return np.where(usable, rate, default).astype(meta.sampling_rate.dtype)
 
@@ -618,7 +622,7 @@ def _uptime_lap(at_us: np.ndarray, export_us: np.ndarray) -> np.ndarray:
     window for v5/v9 (ages from the header's sysUptime) and IPFIX (boot time plus uptime)."""
     wrap_us = UPTIME_WRAP_MS * 1000
     laps = np.floor_divide(export_us + UPTIME_SLACK_MS * 1000 - at_us, wrap_us)
-    return at_us + laps * wrap_us
+    return cast(np.ndarray, at_us + laps * wrap_us)
 
 
 class Template:
@@ -829,6 +833,18 @@ class LeftoverSink(Protocol):
     """What the template walkers tell of bytes after a set's last record (ExportDecoder)."""
 
     def leftover(self, message: str, problem: Leftover) -> None: ...
+
+
+class TemplateSink(LeftoverSink, Protocol):
+    """What the template walkers (netflow_v9.read_templates and read_options_templates,
+    ipfix.read_templates) need of the state they define templates in: the ExportDecoder,
+    or exports._Definitions, which keeps only the templates."""
+
+    def define_template(self, template: Template) -> None: ...
+
+    def withdraw(self) -> None: ...
+
+    def skip(self, error: InputError, nbytes: int) -> None: ...
 
 
 def after_templates(state: LeftoverSink, buf: bytes, body: int, at: int, end: int,

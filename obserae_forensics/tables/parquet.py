@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, cast
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -32,6 +32,14 @@ from ..errors import UsageError
 from ..signals import Interrupted, held
 from .layout import RUN_FILES
 from .scratch import claim, staged_file, work_prefix
+
+if TYPE_CHECKING:
+    # what pa.schema takes as metadata, where a schema's own is dict[bytes, bytes] (a dict
+    # is invariant: pyarrow-stubs refuse one schema's metadata for another)
+    _Metadata: TypeAlias = dict[bytes | str, bytes | str]
+
+# the codecs Parquet writes (pyarrow-stubs' spelling of what ParquetWriter takes)
+Compression: TypeAlias = Literal["gzip", "brotli", "lz4", "zstd", "snappy", "none"]
 
 ROW_GROUP_ROWS = 131_072
 # CRC-32 of every data page, written and checked on reading back (read_parquet*): evidence
@@ -53,14 +61,15 @@ def _plain(table: pa.Table | pa.RecordBatch) -> pa.Table:
             field = pa.field(field.name, field.type.value_type, field.nullable, field.metadata)
         columns.append(column)
         fields.append(field)
-    return pa.Table.from_arrays(columns, schema=pa.schema(fields, table.schema.metadata))
+    return pa.Table.from_arrays(columns, schema=pa.schema(
+        fields, cast("_Metadata", table.schema.metadata)))
 
 
 def plain_schema(schema: pa.Schema) -> pa.Schema:
     return pa.schema(
         [pa.field(f.name, f.type.value_type if pa.types.is_dictionary(f.type) else f.type,
                   f.nullable, f.metadata) for f in schema],
-        schema.metadata,
+        cast("_Metadata", schema.metadata),
     )
 
 
@@ -97,7 +106,7 @@ class TableWriter:
     """
 
     def __init__(self, path: Path, schema: pa.Schema, *, row_group_rows: int = ROW_GROUP_ROWS,
-                 compression: str = "zstd", executor: Executor | None = None,
+                 compression: Compression = "zstd", executor: Executor | None = None,
                  prepare: Callable[[pa.Table], pa.Table] | None = None,
                  delta_columns: Sequence[str] = ()):
         """`prepare`, if given, turns each row group of the written tables into `schema`'s
@@ -123,7 +132,9 @@ class TableWriter:
         encodings.update({n: "DELTA_BINARY_PACKED" for n in delta_columns
                           if n in self.schema.names})
         self._writer = pq.ParquetWriter(
-            path, self.schema, compression=compression, use_dictionary=dictionary_columns,
+            # (pyarrow-stubs type use_dictionary as a bool; pyarrow takes a list of columns too)
+            path, self.schema, compression=compression,
+            use_dictionary=dictionary_columns,  # type: ignore[arg-type]
             write_statistics=[n for n in plain_columns
                               if _statistics_pay(self.schema.field(n).type)],
             column_encoding=encodings or None,
@@ -136,7 +147,7 @@ class TableWriter:
         self._pending_rows = 0
         self.rows = 0
 
-    def _normalized(self, table: pa.Table) -> pa.Table:
+    def _normalized(self, table: pa.Table | pa.RecordBatch) -> pa.Table:
         return _plain(table).select(self.schema.names).cast(self.schema)
 
     def _write_group(self, table: pa.Table) -> None:
@@ -212,7 +223,7 @@ def _unreadable(path: Path, exc: Exception) -> UsageError:
     return UsageError(f"{path}: unreadable Parquet: {exc}")
 
 
-def read_parquet(path: Path, *, columns: Sequence[str] | None = None,
+def read_parquet(path: Path, *, columns: list[str] | None = None,
                  filters: Any = None) -> pa.Table:
     try:
         table = pq.read_table(path, columns=columns, filters=filters,

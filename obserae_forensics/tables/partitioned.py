@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import numpy as np
 import pyarrow as pa
@@ -43,7 +43,7 @@ class ScratchWriter:
         self._file = pa.OSFile(str(path), "wb")
         self._sink = pa.BufferedOutputStream(self._file, SCRATCH_BUFFER_BYTES)
         self._writer = pa.ipc.new_file(self._sink, schema, options=pa.ipc.IpcWriteOptions(
-            compression=compression))
+            compression=cast("Literal['lz4', 'zstd'] | None", compression)))
         self.rows = 0
 
     def write(self, table: pa.Table) -> None:
@@ -66,7 +66,7 @@ class ScratchWriter:
 
 
 def read_scratch(path: Path) -> pa.Table:
-    with pa.OSFile(str(path)) as source:
+    with pa.OSFile(str(path), "r") as source:
         return pa.ipc.open_file(source).read_all()
 
 
