@@ -7,16 +7,21 @@ outputs show the usual text forms (`10.0.0.1`, `2001:db8::1`).
 from __future__ import annotations
 
 import ipaddress
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 
 from .jit_cache import drop_stale_jit_cache, njit
 
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
+
 V4_MAPPED_PREFIX = bytes(10) + b"\xff\xff"
 
 
-def v4_to_mapped(addresses: np.ndarray) -> np.ndarray:
+def v4_to_mapped(addresses: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
     """uint32 host-order IPv4 addresses -> (n, 16) uint8 IPv4-mapped addresses."""
     n = len(addresses)
     out = np.zeros((n, 16), dtype=np.uint8)
@@ -26,14 +31,16 @@ def v4_to_mapped(addresses: np.ndarray) -> np.ndarray:
     return out
 
 
-def address_array(matrix: np.ndarray) -> pa.FixedSizeBinaryArray:
+def address_array(matrix: npt.NDArray[Any]) -> pa.FixedSizeBinaryArray:
     """(n, 16) uint8 -> Arrow binary(16) array without copying row by row."""
     matrix = np.ascontiguousarray(matrix, dtype=np.uint8)
     buffer = pa.py_buffer(matrix.tobytes())
-    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), len(matrix), [None, buffer])
+    # from_buffers makes an array of the type given: the stubs type it as a generic Array
+    return cast(pa.FixedSizeBinaryArray,
+                pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), len(matrix), [None, buffer]))
 
 
-def address_matrix(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+def address_matrix(column: pa.Array[Any] | pa.ChunkedArray[Any]) -> npt.NDArray[np.uint8]:
     """Arrow binary(16) column -> (n, 16) uint8 matrix."""
     if isinstance(column, pa.ChunkedArray):
         if column.num_chunks == 0:
@@ -41,7 +48,10 @@ def address_matrix(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
         return np.concatenate([address_matrix(chunk) for chunk in column.chunks])
     data = column.buffers()[1]
     start = column.offset * 16
-    raw = np.frombuffer(data, dtype=np.uint8, count=len(column) * 16, offset=start)
+    # ignored: numpy's stubs, before Python 3.12, let np.frombuffer read only the builtin
+    # bytes-like types, not an Arrow buffer (which has the buffer protocol)
+    raw: npt.NDArray[np.uint8] = np.frombuffer(  # type: ignore[call-overload]
+        data, dtype=np.uint8, count=len(column) * 16, offset=start)
     return raw.reshape(len(column), 16)
 
 
@@ -53,13 +63,14 @@ def address_text(address: bytes) -> str:
     return str(word_text_array(words[:1], words[1:])[0])
 
 
-def address_texts(matrix: np.ndarray) -> list[str]:
+def address_texts(matrix: npt.NDArray[Any]) -> list[str]:
     """(n, 16) uint8 (or n 16-byte strings) -> text forms, as address_text_array gives
     them."""
     if len(matrix) == 0:
         return []
     rows = np.ascontiguousarray(matrix).view(np.uint8).reshape(len(matrix), 16)
-    return address_text_array(address_array(rows)).to_pylist()
+    # every address has a text (no nulls)
+    return cast("list[str]", address_text_array(address_array(rows)).to_pylist())
 
 
 def parse_address(text: str) -> bytes:
@@ -71,7 +82,8 @@ def parse_address(text: str) -> bytes:
 
 
 @njit(cache=True, nogil=True)
-def _dotted_quads(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+def _dotted_quads(values: npt.NDArray[np.uint32], offsets: npt.NDArray[np.int32]
+                  ) -> npt.NDArray[np.uint8]:
     """IPv4 addresses (uint32 values) as dotted quads into one buffer at `offsets`."""
     out = np.empty(offsets[-1], dtype=np.uint8)
     for i in range(len(values)):
@@ -92,7 +104,7 @@ def _dotted_quads(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return out
 
 
-def dotted_quad_array(values: np.ndarray) -> pa.StringArray:
+def dotted_quad_array(values: npt.NDArray[Any]) -> pa.StringArray:
     """uint32 IPv4 addresses -> Arrow strings, formatted in numba: scans meet millions of
     distinct hosts, so no Python object per address."""
     values = np.ascontiguousarray(values, dtype=np.uint32)
@@ -101,11 +113,14 @@ def dotted_quad_array(values: np.ndarray) -> pa.StringArray:
     offsets = np.zeros(len(values) + 1, dtype=np.int32)
     np.cumsum(lengths, out=offsets[1:])
     data = _dotted_quads(values, offsets)
-    return pa.StringArray.from_buffers(len(values), pa.py_buffer(offsets), pa.py_buffer(data))
+    # numpy's stubs declare ndarray's buffer protocol (__buffer__) only for Python 3.12 on
+    return pa.StringArray.from_buffers(len(values), pa.py_buffer(cast("Buffer", offsets)),
+                                       pa.py_buffer(cast("Buffer", data)))
 
 
 @njit(cache=True, nogil=True)
-def _ipv6_texts(high: np.ndarray, low: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _ipv6_texts(high: npt.NDArray[np.uint64], low: npt.NDArray[np.uint64]
+                ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
     """IPv6 addresses (two big-endian 64-bit words each) in RFC 5952 text: lowercase hex
     without leading zeros, the longest run of two or more zero groups (the first of equal
     ones) as "::". -> (UTF-8 bytes, offsets)."""
@@ -152,7 +167,7 @@ def _ipv6_texts(high: np.ndarray, low: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return out[:at].copy(), offsets  # not a view: the scratch is up to twice the text
 
 
-def ipv6_text_array(high: np.ndarray, low: np.ndarray) -> pa.StringArray:
+def ipv6_text_array(high: npt.NDArray[Any], low: npt.NDArray[Any]) -> pa.StringArray:
     """uint64 word pairs (bytes 0-7, 8-15 of each address) -> their RFC 5952 texts, formatted
     in numba: ipaddress took ~20 µs an address, and hosts with privacy addresses or a scan
     over IPv6 bring millions of distinct ones. An IPv4-mapped address comes out in hex
@@ -162,12 +177,15 @@ def ipv6_text_array(high: np.ndarray, low: np.ndarray) -> pa.StringArray:
     if len(data) >= 2**31:  # at most 39 bytes an address: some 55 million distinct ones
         raise ValueError(f"{len(high)} IPv6 addresses make {len(data)} bytes of text, more "
                          "than an Arrow string array holds (2 GiB)")
-    return pa.StringArray.from_buffers(len(high), pa.py_buffer(offsets.astype(np.int32)),
-                                       pa.py_buffer(data))
+    # numpy's stubs declare ndarray's buffer protocol (__buffer__) only for Python 3.12 on
+    return pa.StringArray.from_buffers(len(high),
+                                       pa.py_buffer(cast("Buffer", offsets.astype(np.int32))),
+                                       pa.py_buffer(cast("Buffer", data)))
 
 
 @njit(cache=True, nogil=True)
-def distinct_pairs(high: np.ndarray, low: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def distinct_pairs(high: npt.NDArray[np.uint64], low: npt.NDArray[np.uint64]
+                   ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     """(first row of each distinct (high, low) pair in order of first use, index of each
     row's pair among them), by open addressing: addresses given as two 64-bit words repeat
     a lot (next_hop is :: on every record, a scan's sessions share few hosts), and a sort
@@ -194,7 +212,7 @@ def distinct_pairs(high: np.ndarray, low: np.ndarray) -> tuple[np.ndarray, np.nd
     return first[:count], index
 
 
-def address_text_array(column: pa.Array | pa.ChunkedArray) -> pa.Array:
+def address_text_array(column: pa.Array[Any] | pa.ChunkedArray[Any]) -> pa.StringArray:
     """binary(16) column -> string column (word_text_array), each distinct address
     formatted once when not all are IPv4."""
     matrix = np.ascontiguousarray(address_matrix(column))
@@ -206,10 +224,13 @@ def address_text_array(column: pa.Array | pa.ChunkedArray) -> pa.Array:
     if _ipv4_mapped(high, low).all():
         return word_text_array(high, low)
     first, inverse = distinct_pairs(high, low)
-    return word_text_array(high[first], low[first]).take(pa.array(inverse))
+    # pa.array of int64 values is an Int64Array (the stubs read any ndarray as booleans)
+    return word_text_array(high[first], low[first]).take(
+        cast(pa.Int64Array, pa.array(inverse)))
 
 
-def word_text_array(high: np.ndarray, low: np.ndarray) -> pa.Array:
+def word_text_array(high: npt.NDArray[np.uint64], low: npt.NDArray[np.uint64]
+                    ) -> pa.StringArray:
     """Addresses given as uint64 word pairs (bytes 0-7, 8-15) -> their texts, formatted in
     numba (scans meet millions of distinct hosts): IPv4-mapped ones as dotted quads, the
     others in RFC 5952 text."""
@@ -224,11 +245,14 @@ def word_text_array(high: np.ndarray, low: np.ndarray) -> pa.Array:
     position = np.empty(len(high), dtype=np.int64)
     position[mapped] = np.arange(len(mapped))
     position[other] = len(mapped) + np.arange(len(other))
-    return texts.take(pa.array(position))
+    return texts.take(cast(pa.Int64Array, pa.array(position)))  # as in address_text_array
 
 
-def _ipv4_mapped(high: np.ndarray, low: np.ndarray) -> np.ndarray:
-    return (high == 0) & ((low >> np.uint64(32)) == np.uint64(0xFFFF))
+def _ipv4_mapped(high: npt.NDArray[np.uint64], low: npt.NDArray[np.uint64]
+                 ) -> npt.NDArray[np.bool_]:
+    # numpy's stubs type an array comparison as Any
+    return cast("npt.NDArray[np.bool_]",
+                (high == 0) & ((low >> np.uint64(32)) == np.uint64(0xFFFF)))
 
 
 def with_text_addresses(table: pa.Table, names: tuple[str, ...]) -> pa.Table:

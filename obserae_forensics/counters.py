@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from .jit_cache import drop_stale_jit_cache, njit, read_only
 
@@ -21,14 +22,14 @@ _SHIFT = np.uint64(32)
 COUNTER_CEILING = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
-def exact_sum(values: np.ndarray) -> int:
+def exact_sum(values: npt.NDArray[Any]) -> int:
     """The sum of unsigned counters as a Python int, never wrapped."""
     low, high = _half_sums(read_only(np.ravel(values), np.uint64))
     return (int(high) << 32) + int(low)
 
 
 @njit(cache=True, nogil=True)
-def _half_sums(values: Any) -> Any:
+def _half_sums(values: npt.NDArray[np.uint64]) -> Any:
     """(sum of the low 32-bit halves, sum of the high ones), in one pass and without the
     two temporary arrays numpy's masks would make (the run sums every counter column of
     every batch for the conservation check)."""
@@ -40,7 +41,8 @@ def _half_sums(values: Any) -> Any:
     return low, high
 
 
-def ceiling_sums(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+def ceiling_sums(values: npt.NDArray[Any], starts: npt.NDArray[np.integer[Any]]
+                 ) -> npt.NDArray[np.uint64]:
     """np.add.reduceat(values, starts, axis=0) for a 2-D uint64 array, each sum stopped at
     COUNTER_CEILING instead of wrapping."""
     out = np.empty((len(starts), values.shape[1]), dtype=np.uint64)
@@ -49,7 +51,8 @@ def ceiling_sums(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True)
-def _ceiling_sums(values: Any, starts: Any, out: Any) -> None:
+def _ceiling_sums(values: npt.NDArray[np.uint64], starts: npt.NDArray[np.int64],
+                  out: npt.NDArray[np.uint64]) -> None:
     for group in range(len(starts)):
         end = starts[group + 1] if group + 1 < len(starts) else len(values)
         for column in range(values.shape[1]):

@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 
 from .jit_cache import drop_stale_jit_cache, njit, read_only
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
 _K1 = np.uint64(0x9E3779B97F4A7C15)
 _K2 = np.uint64(0xBF58476D1CE4E5B9)
@@ -22,7 +27,7 @@ _K3 = np.uint64(0x94D049BB133111EB)
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8).copy()
 
 
-def fold(h: np.ndarray, value: np.ndarray) -> np.ndarray:
+def fold(h: npt.NDArray[np.uint64], value: npt.NDArray[Any]) -> npt.NDArray[np.uint64]:
     """One splitmix64 round folding `value` into `h`, elementwise (uint64, wrapping)."""
     with np.errstate(over="ignore"):
         z = h + value.astype(np.uint64) + _K1
@@ -37,7 +42,7 @@ def text_seed(text: str) -> int:
     return int.from_bytes(digest, "little")
 
 
-def hash_words(words: np.ndarray, seed: int = 0) -> np.ndarray:
+def hash_words(words: npt.NDArray[Any], seed: int = 0) -> npt.NDArray[np.uint64]:
     """(n, k) uint64 words -> n uint64 hashes, folding the k columns in order."""
     h = np.full(len(words), seed, dtype=np.uint64)
     for column in range(words.shape[1]):
@@ -46,7 +51,8 @@ def hash_words(words: np.ndarray, seed: int = 0) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True)
-def _hex_digits(values: np.ndarray, digits: np.ndarray) -> np.ndarray:
+def _hex_digits(values: npt.NDArray[np.uint64], digits: npt.NDArray[np.uint8]
+                ) -> npt.NDArray[np.uint8]:
     """16 lowercase hex digits per value, most significant first, in one flat buffer."""
     out = np.empty(16 * len(values), dtype=np.uint8)
     for i in range(len(values)):
@@ -57,7 +63,8 @@ def _hex_digits(values: np.ndarray, digits: np.ndarray) -> np.ndarray:
     return out
 
 
-def hex_ids(values: np.ndarray, valid: np.ndarray | None = None) -> pa.StringArray:
+def hex_ids(values: npt.NDArray[Any], valid: npt.NDArray[np.bool_] | None = None
+            ) -> pa.StringArray:
     """uint64 -> Arrow strings of 16 lowercase hex digits, most significant first (null
     where `valid` is False); rendered in numba, no Python object per id."""
     n = len(values)
@@ -69,21 +76,26 @@ def hex_ids(values: np.ndarray, valid: np.ndarray | None = None) -> pa.StringArr
         null_count = int(n - np.count_nonzero(valid))
         if null_count:
             validity = pa.array(valid, pa.bool_()).buffers()[1]
-    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data),
-                                       validity, null_count)
+    # numpy's stubs declare ndarray's buffer protocol (__buffer__) only for Python 3.12 on
+    return pa.StringArray.from_buffers(n, pa.py_buffer(cast("Buffer", offsets)),
+                                       pa.py_buffer(cast("Buffer", data)), validity, null_count)
 
 
-def id_sort_keys(ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
+def id_sort_keys(ids: pa.Array[Any] | pa.ChunkedArray[Any]) -> npt.NDArray[np.bytes_]:
     """16-hex-digit ids as numpy 'S16' values (no copy when possible): fixed-width bytes
     sort like the numbers, and far faster than Arrow sorts strings."""
     array = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
     n = len(array)
     if n == 0:
         return np.zeros(0, dtype="S16")
-    offsets = np.frombuffer(array.buffers()[1], dtype=np.int32)[array.offset:array.offset + n + 1]
+    # ignored: numpy's stubs, for Python before 3.12, let np.frombuffer read only the
+    # builtin bytes-like types, not an Arrow buffer (which has the buffer protocol)
+    offsets: npt.NDArray[np.int32] = np.frombuffer(  # type: ignore[call-overload]
+        array.buffers()[1], dtype=np.int32)[array.offset:array.offset + n + 1]
     if not (np.diff(offsets) == 16).all():
         raise ValueError("ids must be 16 hex digits each")
-    data = np.frombuffer(array.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[0] + 16 * n]
+    data: npt.NDArray[np.uint8] = np.frombuffer(  # type: ignore[call-overload]
+        array.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[0] + 16 * n]
     return data.view("S16")
 
 
@@ -100,7 +112,8 @@ def _mix(h: np.uint64) -> np.uint64:
 
 
 @njit(cache=True, nogil=True)
-def _text_hashes(offsets: np.ndarray, data: np.ndarray) -> np.ndarray:
+def _text_hashes(offsets: npt.NDArray[np.int64], data: npt.NDArray[np.uint8]
+                 ) -> npt.NDArray[np.uint64]:
     n = len(offsets) - 1
     out = np.empty(n, dtype=np.uint64)
     for i in range(n):
@@ -112,8 +125,9 @@ def _text_hashes(offsets: np.ndarray, data: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True)
-def _pair_hashes(protocol: np.ndarray, a: np.ndarray, port_a: np.ndarray, b: np.ndarray,
-                 port_b: np.ndarray) -> np.ndarray:
+def _pair_hashes(protocol: npt.NDArray[np.int64], a: npt.NDArray[np.uint64],
+                 port_a: npt.NDArray[np.int64], b: npt.NDArray[np.uint64],
+                 port_b: npt.NDArray[np.int64]) -> npt.NDArray[np.uint64]:
     out = np.empty(len(a), dtype=np.uint64)
     for i in range(len(a)):
         end_a = _mix(a[i] ^ np.uint64(port_a[i]))
@@ -123,7 +137,7 @@ def _pair_hashes(protocol: np.ndarray, a: np.ndarray, port_a: np.ndarray, b: np.
     return out
 
 
-def text_hashes(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+def text_hashes(column: pa.ChunkedArray[Any] | pa.Array[Any]) -> npt.NDArray[np.uint64]:
     """FNV-1a of each string's UTF-8 bytes: the same on every machine and hash seed."""
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     if not pa.types.is_string(array.type):  # string is read in place, anything else cast
@@ -131,17 +145,19 @@ def text_hashes(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     if len(array) == 0:
         return np.zeros(0, dtype=np.uint64)
     _validity, offsets_buffer, data_buffer = array.buffers()
-    offsets = np.frombuffer(offsets_buffer,
-                            dtype=np.int32 if pa.types.is_string(array.type) else np.int64)
+    # ignored: numpy's stubs refuse an Arrow buffer before Python 3.12 (id_sort_keys)
+    offsets: npt.NDArray[np.signedinteger[Any]] = np.frombuffer(  # type: ignore[call-overload]
+        offsets_buffer, dtype=np.int32 if pa.types.is_string(array.type) else np.int64)
     # one compiled _text_hashes for string and large_string (the offsets as int64)
     offsets = read_only(offsets[array.offset:array.offset + len(array) + 1], np.int64)
-    data = (np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None
-            else np.zeros(0, dtype=np.uint8))
+    data: npt.NDArray[np.uint8] = (
+        np.frombuffer(data_buffer, dtype=np.uint8)  # type: ignore[call-overload]
+        if data_buffer is not None else np.zeros(0, dtype=np.uint8))
     return _text_hashes(offsets, read_only(data, np.uint8))
 
 
 def endpoint_pair_hashes(table: pa.Table, *, port_protocols: Iterable[int] | None = None
-                         ) -> np.ndarray:
+                         ) -> npt.NDArray[np.uint64]:
     """uint64 per row of (protocol_number, ip_a, port_a, ip_b, port_b): one value for a
     protocol and unordered endpoint pair, whichever side is a. Addresses must be the
     canonical texts the sessionizer writes. With `port_protocols`, ports of other
@@ -152,9 +168,10 @@ def endpoint_pair_hashes(table: pa.Table, *, port_protocols: Iterable[int] | Non
                             port_protocols=port_protocols)
 
 
-def pair_hash_values(protocol: np.ndarray, address_a: np.ndarray, port_a: np.ndarray,
-                     address_b: np.ndarray, port_b: np.ndarray, *,
-                     port_protocols: Iterable[int] | None = None) -> np.ndarray:
+def pair_hash_values(protocol: npt.NDArray[Any], address_a: npt.NDArray[np.uint64],
+                     port_a: npt.NDArray[Any], address_b: npt.NDArray[np.uint64],
+                     port_b: npt.NDArray[Any], *,
+                     port_protocols: Iterable[int] | None = None) -> npt.NDArray[np.uint64]:
     """endpoint_pair_hashes from numbers: the addresses as their text_hashes."""
     protocol = np.asarray(protocol).astype(np.int64)
     port_a = np.asarray(port_a).astype(np.int64)

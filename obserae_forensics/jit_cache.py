@@ -31,10 +31,12 @@ from typing import Any, TypeVar, cast
 
 import numba
 import numpy as np
+import numpy.typing as npt
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 
 _Function = TypeVar("_Function", bound=Callable[..., Any])
+_Scalar = TypeVar("_Scalar", bound=np.generic)
 
 
 def njit(**options: Any) -> Callable[[_Function], _Function]:
@@ -106,7 +108,7 @@ def drop_stale_jit_cache(namespace: dict[str, Any]) -> bool:
         return False
 
 
-def read_only(array: Any, dtype: Any) -> np.ndarray:
+def read_only(array: npt.ArrayLike, dtype: type[_Scalar]) -> npt.NDArray[_Scalar]:
     """`array` as a read-only, C-contiguous view of `dtype` (a copy only if it is not one).
 
     numba compiles a function once for each combination of argument types it is called

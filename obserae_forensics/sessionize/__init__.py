@@ -9,10 +9,10 @@ kernel in kernel.py; reference.py is the same rules in plain Python, the tests' 
 
 from __future__ import annotations
 
+from ..schema import FLOWS_SCHEMA
 from .inference import infer_server
 from .policy import SessionPolicy, load_policy, parse_duration, policy_settings
 from .sessionizer import (
-    FLOWS_SCHEMA,
     ServiceLookup,
     SessionBatch,
     Sessionizer,

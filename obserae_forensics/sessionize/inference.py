@@ -41,6 +41,8 @@ this very function and the reference calls it: the ladder exists once.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .row import (
     METHOD_CARTOGRAPHY,
     METHOD_FIRST_SENDER,
@@ -51,6 +53,9 @@ from .row import (
     METHOD_TRAFFIC_SHAPE,
     NO_TIME,
 )
+
+if TYPE_CHECKING:
+    import numpy as np
 
 TRAFFIC_SHAPE_MIN_PEAK = 3
 
@@ -97,8 +102,8 @@ def infer_server(
     port1: int,
     port0_known: bool,
     port1_known: bool,
-    peak0: int,
-    peak1: int,
+    peak0: int | np.int64,  # the kernel's stray sessions pass a numpy 0 (kernel._ZERO)
+    peak1: int | np.int64,
 ) -> tuple[int, int, int]:
     """(server endpoint 0/1 in canonical order, METHOD_* code, confidence per mille).
 

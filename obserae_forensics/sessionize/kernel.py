@@ -39,9 +39,11 @@ grows the arrays and calls again from that record, so results do not depend on c
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
+import numpy.typing as npt
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
@@ -52,6 +54,17 @@ from . import row as R
 from .inference import icmp_evidence, infer_server
 from .keys import RECORD_FIELDS, Records
 from .policy import SessionPolicy
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    # An integer argument of a compiled helper: a Python int, or one of the numpy int64
+    # constants below (_ZERO, _ROW0), which numba types alike.
+    Int64: TypeAlias = int | np.int64
+
+# The tables the compiled helpers work on are typed Any, and numpy's stubs type an element
+# of an array as Any anyway: a helper that returns a value read from them (an int64 or a
+# bool to numba) is typed as returning Any.
 
 # status codes returned by replay()
 DONE = 0
@@ -213,14 +226,16 @@ def _prefetch_intrinsic(write: int) -> Any:
             data = context.make_array(kind)(context, builder, args[0])
             indices = [context.cast(builder, value, given, types.intp)
                        for value, given in zip(args[1:], signature.args[1:], strict=True)]
-            pointer = cgutils.get_item_pointer2(
+            # ignored: numba's cgutils (which says it is typed) has no annotations
+            pointer = cgutils.get_item_pointer2(  # type: ignore[no-untyped-call]
                 context, builder, data=data.data,
-                shape=cgutils.unpack_tuple(builder, data.shape),
-                strides=cgutils.unpack_tuple(builder, data.strides), layout=kind.layout,
+                shape=cgutils.unpack_tuple(builder, data.shape),  # type: ignore[no-untyped-call]
+                strides=cgutils.unpack_tuple(  # type: ignore[no-untyped-call]
+                    builder, data.strides), layout=kind.layout,
                 inds=indices[:kind.ndim], wraparound=False)
             byte_pointer = ir.IntType(8).as_pointer()
             word = ir.IntType(32)
-            function = cgutils.get_or_insert_function(
+            function = cgutils.get_or_insert_function(  # type: ignore[no-untyped-call]
                 builder.module,
                 ir.FunctionType(ir.VoidType(), [byte_pointer, word, word, word]),
                 "llvm.prefetch.p0")
@@ -264,7 +279,7 @@ def _mix(h: Any, value: Any) -> Any:
 
 
 @_inline
-def _key_hash(proto: int, a: int, b: int, c: int, d: int, e: int, f: int) -> int:
+def _key_hash(proto: int, a: int, b: int, c: int, d: int, e: int, f: int) -> np.int64:
     """Hash of a key (proto, lo address halves a b, lo port c, hi address halves d e, hi
     port f). Three splitmix rounds, not one per field: every record pays this hash, and
     the rounds are one chain of dependent multiplies. The low address halves, which vary
@@ -309,7 +324,7 @@ def _ring_key(H: Any, i: int, protocol: Any, src_hi: Any, src_lo: Any, src_port:
 
 # -- session rules on rows --------------------------------------------------------------
 @_inline
-def _finished(M: Any, s: int) -> bool:
+def _finished(M: Any, s: Int64) -> Any:
     if M[s, R.F_PROTO] != 6:
         return False
     both = M[s, R.F_FLAGS0] | M[s, R.F_FLAGS1]
@@ -319,14 +334,14 @@ def _finished(M: Any, s: int) -> bool:
 
 
 @_inline
-def _fins(M: Any, s: int) -> int:
+def _fins(M: Any, s: Int64) -> Any:
     """Bit d: FIN seen from endpoint d in the conversation, this fragment or one before."""
     return ((M[s, R.F_FLAGS0] & R.TCP_FIN) | (M[s, R.F_FLAGS1] & R.TCP_FIN) << 1
             | M[s, R.F_INHERITED] >> 1) & 3
 
 
 @_inline
-def _half_open(M: Any, s: int) -> bool:
+def _half_open(M: Any, s: Int64) -> Any:
     seen = M[s, R.F_SEEN]
     if M[s, R.F_PROTO] != 6 or (seen != 1 and seen != 2):
         return False
@@ -335,7 +350,7 @@ def _half_open(M: Any, s: int) -> bool:
 
 
 @_inline
-def _idle(M: Any, s: int, P: Any) -> int:
+def _idle(M: Any, s: Int64, P: Any) -> Any:
     proto = M[s, R.F_PROTO]
     if proto == 6:
         return P[P_IDLE_HALF_OPEN] if _half_open(M, s) else P[P_IDLE_ESTABLISHED]
@@ -347,7 +362,7 @@ def _idle(M: Any, s: int, P: Any) -> int:
 
 
 @_inline
-def _state_reason(M: Any, s: int) -> int:
+def _state_reason(M: Any, s: Int64) -> int:
     f0 = M[s, R.F_FLAGS0]
     f1 = M[s, R.F_FLAGS1]
     if M[s, R.F_PROTO] == 6:
@@ -368,7 +383,7 @@ def _state_reason(M: Any, s: int) -> int:
 
 
 @_inline
-def _deadline(M: Any, s: int, P: Any) -> tuple[int, int]:
+def _deadline(M: Any, s: Int64, P: Any) -> tuple[int, int]:
     if _finished(M, s):
         natural = M[s, R.F_LAST]
     else:
@@ -380,7 +395,7 @@ def _deadline(M: Any, s: int, P: Any) -> tuple[int, int]:
 
 
 @_inline
-def _init_session(M: Any, s: int, serial: int, late: int) -> None:
+def _init_session(M: Any, s: Int64, serial: int, late: int) -> None:
     for f in range(R.F_SERIAL, R.SESSION_END):
         M[s, f] = 0
     M[s, R.F_SERIAL] = serial
@@ -410,7 +425,7 @@ def _has_prev(S: Any, slot: int, C: Any) -> bool:
 
 
 @_inline
-def _prev_alive(S: Any, slot: int, C: Any) -> bool:
+def _prev_alive(S: Any, slot: int, C: Any) -> Any:
     """S[slot]'s remembered session had not expired at the last sweep: a late one by the
     records that came since its close (reference rule 5)."""
     return S[slot, R.P_EXPIRY] >= (
@@ -418,19 +433,19 @@ def _prev_alive(S: Any, slot: int, C: Any) -> bool:
 
 
 @_inline
-def _prev_bit(S: Any, slot: int, shift: int) -> int:
+def _prev_bit(S: Any, slot: int, shift: int) -> Any:
     """One of the one-bit fields packed in P_BITS."""
     return (S[slot, R.P_BITS] >> shift) & 1
 
 
 @_inline
-def _prev_byte(S: Any, slot: int, shift: int) -> int:
+def _prev_byte(S: Any, slot: int, shift: int) -> Any:
     """One of the small fields packed in P_BITS."""
     return (S[slot, R.P_BITS] >> shift) & R.BYTE_MASK
 
 
 @_inline
-def _inherit(M: Any, s: int, S: Any, slot: int) -> None:
+def _inherit(M: Any, s: Int64, S: Any, slot: int) -> None:
     """M[s] goes on with the conversation of the closed session in S[slot] (the next
     fragment, or a late session following it): its orientation and server side, so that it
     never comes out reversed, and the directions the conversation has seen: a piece that
@@ -445,8 +460,8 @@ def _inherit(M: Any, s: int, S: Any, slot: int) -> None:
 
 
 @_helper
-def _new_links(M: Any, s: int, S: Any, slot: int, C: Any, P: Any, first: int, late: int,
-               flags: int, stray: bool) -> None:
+def _new_links(M: Any, s: Int64, S: Any, slot: int, C: Any, P: Any, first: int, late: int,
+               flags: int, stray: bool | np.bool_) -> None:
     """Follow / continuation links of a session opened in M[s] from the prev of S[slot],
     which the session also keeps for its `dup` (F_OPEN_PREV_*); `flags`: its record's."""
     if not _has_prev(S, slot, C):
@@ -485,7 +500,7 @@ def _new_links(M: Any, s: int, S: Any, slot: int, C: Any, P: Any, first: int, la
 
 
 @_inline
-def _reopens(S: Any, slot: int, P: Any, first: int, flags: int) -> bool:
+def _reopens(S: Any, slot: int, P: Any, first: int, flags: int) -> Any:
     """A record starting at `first` with `flags` is a new connection after the closed
     session of S[slot]: that one finished (FIN both ways, or a RST), and the record starts
     after its last_seen with a SYN (reference _reopens)."""
@@ -497,7 +512,7 @@ def _reopens(S: Any, slot: int, P: Any, first: int, flags: int) -> bool:
 
 
 @_inline
-def _flags(M: Any, s: int, d: int, first: int, flags: int) -> None:
+def _flags(M: Any, s: Int64, d: int, first: int, flags: int) -> None:
     """TCP flags seen from direction d by a record starting at `first`."""
     M[s, R.F_FLAGS0 + d] |= flags
     if flags & R.TCP_SYN:
@@ -521,7 +536,7 @@ def _counter_sum(total: int, value: int) -> int:
 
 
 @_inline
-def _apply(M: Any, s: int, d: int, first: int, last: int, dst_port: int, domain: int,
+def _apply(M: Any, s: Int64, d: int, first: int, last: int, dst_port: int, domain: int,
            flags: int, packets: int, octets: int, reverse_packets: int, reverse_octets: int,
            sampling: int, scaled: int, src_declared: int, dst_declared: int) -> None:
     if first < M[s, R.F_OPENED]:
@@ -571,8 +586,8 @@ def _apply(M: Any, s: int, d: int, first: int, last: int, dst_port: int, domain:
 
 
 @_helper
-def _finalize(M: Any, s: int, S: Any, slot: int, C: Any, closed_at: int, reason: int,
-              emit: int, peak0: int, peak1: int, known: Any) -> None:
+def _finalize(M: Any, s: Int64, S: Any, slot: int, C: Any, closed_at: Int64, reason: int,
+              emit: int, peak0: Int64, peak1: Int64, known: Any) -> None:
     """Fill the output fields of M[s]; S[slot] holds the key's previous closed session.
 
     `dup` is one more than that of the key's last closed session now or when M[s] opened,
@@ -623,7 +638,7 @@ def _finalize(M: Any, s: int, S: Any, slot: int, C: Any, closed_at: int, reason:
 
 
 @_inline
-def _rememberable(S: Any, slot: int, C: Any, M: Any, s: int) -> bool:
+def _rememberable(S: Any, slot: int, C: Any, M: Any, s: Int64) -> bool:
     """A late session does not replace a remembered session that is not late (reference
     rule 3): it would hide the fragment a later record continues."""
     return not (M[s, R.F_LATE] and _has_prev(S, slot, C)
@@ -631,7 +646,7 @@ def _rememberable(S: Any, slot: int, C: Any, M: Any, s: int) -> bool:
 
 
 @_helper
-def _remember(S: Any, slot: int, M: Any, s: int, P: Any, C: Any) -> None:
+def _remember(S: Any, slot: int, M: Any, s: Int64, P: Any, C: Any) -> None:
     """Make the final session M[s] the last closed session of the key in S[slot]. The small
     fields (flags, codes, per mille) share one word: a slot stays two cache lines."""
     S[slot, R.P_OPENED] = M[s, R.F_OPENED]
@@ -780,7 +795,7 @@ def _wheel_advance(D: Any, Q: Any, C: Any, M: Any, watermark: int) -> None:
 
 
 @_helper
-def _eviction_less(V: Any, a: int, W: Any, b: int) -> bool:
+def _eviction_less(V: Any, a: Int64, W: Any, b: Int64) -> Any:
     for f in range(8):
         if V[a, f] != W[b, f]:
             return V[a, f] < W[b, f]
@@ -803,7 +818,7 @@ def _eviction_sift_up(V: Any, i: int, tmp: Any) -> None:
 
 
 @_helper
-def _eviction_sift_down(V: Any, i: int, n: int, tmp: Any) -> None:
+def _eviction_sift_down(V: Any, i: Int64, n: Int64, tmp: Any) -> None:
     for f in range(EVICTION_FIELDS):
         tmp[0, f] = V[i, f]
     while True:
@@ -832,7 +847,7 @@ def _eviction_push(V: Any, C: Any, M: Any, r: int, tmp: Any) -> None:
 
 
 @_helper
-def _eviction_entry(V: Any, i: int, M: Any, r: int) -> None:
+def _eviction_entry(V: Any, i: Int64, M: Any, r: int) -> None:
     """V[i] := (last_seen, key, row, serial) of the open session in M[r]."""
     V[i, 0] = M[r, R.F_LAST]
     V[i, 1] = M[r, R.F_PROTO]
@@ -877,7 +892,7 @@ def _eviction_prefetch_top(V: Any, C: Any, M: Any, E: Any) -> None:
 
 
 @_inline
-def _eviction_valid(V: Any, i: int, M: Any) -> bool:
+def _eviction_valid(V: Any, i: int, M: Any) -> Any:
     """The entry's session is still open (a freed row's serial is -1, a reused one's new)."""
     return M[V[i, 8], R.F_SERIAL] == V[i, 9]
 
@@ -914,7 +929,7 @@ def _eviction_build(V: Any, C: Any, S: Any, M: Any, tmp: Any) -> None:
 
 # -- hash tables --------------------------------------------------------------------------
 @_inline
-def _endpoint_home(E: Any, tag: int, hi: int, lo: int) -> int:
+def _endpoint_home(E: Any, tag: int, hi: int, lo: int) -> np.int64:
     return np.int64(_mix(_mix(np.uint64(tag), hi), lo) >> np.uint64(1)) & (len(E) - 1)
 
 
@@ -933,7 +948,7 @@ def _prefetch_close(S: Any, E: Any, M: Any, r: int) -> None:
 
 
 @_helper
-def _endpoint_find(E: Any, tag: int, hi: int, lo: int) -> int:
+def _endpoint_find(E: Any, tag: int, hi: int, lo: int) -> np.int64:
     """Entry of an endpoint known to be in the table."""
     mask = len(E) - 1
     e = _endpoint_home(E, tag, hi, lo)
@@ -967,12 +982,12 @@ def _endpoint_acquire(E: Any, C: Any, proto: int, hi: int, lo: int, port: int) -
 
 
 @_helper
-def _endpoint_peak(E: Any, proto: int, hi: int, lo: int, port: int) -> int:
+def _endpoint_peak(E: Any, proto: int, hi: int, lo: int, port: int) -> Any:
     return E[_endpoint_find(E, ENDPOINT_USED | proto << 16 | port, hi, lo), E_COUNTS] >> 32
 
 
 @_helper
-def _endpoint_release(E: Any, C: Any, proto: int, hi: int, lo: int, port: int) -> int:
+def _endpoint_release(E: Any, C: Any, proto: int, hi: int, lo: int, port: int) -> Any:
     """One open session fewer on the endpoint; -> its peak. The entry goes with its last
     session, and the entries after it in its run move back (backward-shift deletion), so
     that the table needs no tombstones."""
@@ -1003,7 +1018,7 @@ def _endpoint_release(E: Any, C: Any, proto: int, hi: int, lo: int, port: int) -
 
 
 @_helper
-def _output(OUT: Any, C: Any, M: Any, s: int) -> None:
+def _output(OUT: Any, C: Any, M: Any, s: Int64) -> None:
     """The output row of the final session M[s] becomes column C[S_OUT] of OUT."""
     o = C[S_OUT]
     C[S_OUT] = o + 1
@@ -1119,7 +1134,7 @@ def _stray(X: Any, M: Any, r: int, S: Any, slot: int, C: Any, P: Any, OUT: Any, 
            late: int, identity: int, emit: int, d: int, first: int, last: int,
            dst_port: int, domain: int, flags: int, packets: int, octets: int,
            reverse_packets: int, reverse_octets: int, sampling: int, scaled: int,
-           src_declared: int, dst_declared: int) -> int:
+           src_declared: int, dst_declared: int) -> Any:
     """A stray record of the open session in M[r]: a session of its own, built in the
     scratch row X[_ROW0] and closed at once; -> its serial. A call, not inlined: strays are
     rare, and the inlined copies of _apply and the rest cost seconds of compilation."""
@@ -1496,7 +1511,7 @@ def _endpoint_rehash(old: Any, E: Any) -> None:
             E[e, E_COUNTS] = old[k, E_COUNTS]
 
 
-def _policy_vector(policy: SessionPolicy) -> np.ndarray:
+def _policy_vector(policy: SessionPolicy) -> npt.NDArray[np.int64]:
     vector = np.zeros(9, dtype=np.int64)
     vector[P_HARD] = policy.hard_timeout_us
     vector[P_GRACE] = policy.grace_us
@@ -1539,7 +1554,7 @@ class OutputRows:
     def move(self, end: int, rows: int) -> int:
         """The rows written since `used` (up to `end`) moved to the start of a new buffer
         with room for `rows` more; -> where the next row goes."""
-        kept = self.OUT[:, self.used:end]
+        kept: np.ndarray[tuple[int, int], np.dtype[np.int64]] = self.OUT[:, self.used:end]
         self._fresh(end + rows)
         self.OUT[:, :kept.shape[1]] = kept
         return kept.shape[1]
@@ -1556,7 +1571,7 @@ class KernelReplay:
     replays, whose owner starts its rounds (OutputRows; if none, its own, each process() and
     finish() a round)."""
 
-    def __init__(self, policy: SessionPolicy, known_ports: np.ndarray,
+    def __init__(self, policy: SessionPolicy, known_ports: npt.NDArray[np.bool_],
                  capacity: int = INITIAL_CAPACITY, output: OutputRows | None = None) -> None:
         self.policy = policy
         self.known = np.ascontiguousarray(known_ports, dtype=np.bool_)
@@ -1588,7 +1603,8 @@ class KernelReplay:
         self._scratch_row = R.new_rows(1)
         self._ring = np.zeros((RING_MASK + 1, 8), dtype=np.int64)
 
-    def process(self, records: Records) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def process(self, records: Records
+                ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int8], npt.NDArray[np.int64]]:
         """Replay `records` (arrival order); -> (session serial, direction) per record, rows out."""
         n = len(records)
         # a batch closes at most the sessions open before it and those it opens
@@ -1599,7 +1615,8 @@ class KernelReplay:
         columns = [read_only(getattr(records, name), np.int64) for name in RECORD_FIELDS]
         start = 0
         while True:
-            status, start = replay(
+            # cast: mypy fills every parameter from a list of unknown length (the columns)
+            status, start = cast("Callable[..., tuple[int, int]]", replay)(
                 *columns, start, serials, directions,
                 self.S, self.B, self.F, self.M, self.G, self.P, self.C, self.output.OUT,
                 self.D, self.Q, self.V, self.E, self.known, self._scratch_eviction,
@@ -1609,7 +1626,7 @@ class KernelReplay:
             self._make_room(status)
         return serials, directions, self._take_rows()
 
-    def finish(self, emit: int) -> np.ndarray:
+    def finish(self, emit: int) -> npt.NDArray[np.int64]:
         """End of input: the watermark becomes the newest last_seen; the rest stays open."""
         self._start_output(int(self.C[S_OPEN]) + 8)
         finish(self.S, self.M, self.G, self.P, self.C, self.output.OUT, self.D, self.Q, self.E,
@@ -1640,7 +1657,7 @@ class KernelReplay:
         self.output.reserve(rows)
         self.C[S_OUT] = self.output.used
 
-    def _take_rows(self) -> np.ndarray:
+    def _take_rows(self) -> npt.NDArray[np.int64]:
         """Output rows written since _start_output ([field, session]): a view of the output
         buffer, valid until its next round (the Sessionizer consumes them at once)."""
         start, count = self.output.used, int(self.C[S_OUT])
@@ -1703,7 +1720,7 @@ class KernelReplay:
             raise AssertionError(f"unknown kernel status {status}")
 
 
-def _grown(array: np.ndarray, rows: int) -> np.ndarray:
+def _grown(array: npt.NDArray[np.int64], rows: int) -> npt.NDArray[np.int64]:
     """`array` with at least `rows` rows, the new ones zero pages that are not touched yet
     (np.concatenate would write them: first touches of memory are what growth costs)."""
     if len(array) >= rows:
@@ -1713,7 +1730,7 @@ def _grown(array: np.ndarray, rows: int) -> np.ndarray:
     return grown
 
 
-def _endpoint_table(entries: int) -> np.ndarray:
+def _endpoint_table(entries: int) -> npt.NDArray[np.int64]:
     """An empty endpoint table of `entries` (a power of two), starting on a cache line so
     that each pair of entries shares one."""
     buffer = np.zeros(entries * ENDPOINT_FIELDS + 8, dtype=np.int64)

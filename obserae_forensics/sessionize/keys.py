@@ -18,8 +18,10 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 
 from ..addresses import address_matrix
@@ -40,7 +42,7 @@ REGISTERED_SERVICE_PORTS = (
 )
 
 
-def known_service_ports() -> np.ndarray:
+def known_service_ports() -> npt.NDArray[np.bool_]:
     """bool[65536]: True for ports servers listen on (all below 1024, plus the list above)."""
     table = np.zeros(65536, dtype=np.bool_)
     table[1:1024] = True
@@ -59,32 +61,32 @@ class Records:
     reach back beyond the sessionizer's memory (reference.py, rule 6).
     """
 
-    first_seen: np.ndarray
-    last_seen: np.ndarray
-    src_hi: np.ndarray
-    src_lo: np.ndarray
-    dst_hi: np.ndarray
-    dst_lo: np.ndarray
-    src_port: np.ndarray
-    dst_port: np.ndarray
-    protocol: np.ndarray
-    tcp_flags: np.ndarray  # forward flags, and the reverse's << REVERSE_FLAGS_SHIFT
-    packets: np.ndarray
-    octets: np.ndarray
-    reverse_packets: np.ndarray
-    reverse_octets: np.ndarray
-    sampling_rate: np.ndarray
-    counters_scaled: np.ndarray
-    exporter_domain: np.ndarray
-    src_declared: np.ndarray
-    dst_declared: np.ndarray
-    index: np.ndarray
-    identity: np.ndarray
+    first_seen: npt.NDArray[np.int64]
+    last_seen: npt.NDArray[np.int64]
+    src_hi: npt.NDArray[np.int64]
+    src_lo: npt.NDArray[np.int64]
+    dst_hi: npt.NDArray[np.int64]
+    dst_lo: npt.NDArray[np.int64]
+    src_port: npt.NDArray[np.int64]
+    dst_port: npt.NDArray[np.int64]
+    protocol: npt.NDArray[np.int64]
+    tcp_flags: npt.NDArray[np.int64]  # forward flags, and the reverse's << REVERSE_FLAGS_SHIFT
+    packets: npt.NDArray[np.int64]
+    octets: npt.NDArray[np.int64]
+    reverse_packets: npt.NDArray[np.int64]
+    reverse_octets: npt.NDArray[np.int64]
+    sampling_rate: npt.NDArray[np.int64]
+    counters_scaled: npt.NDArray[np.int64]
+    exporter_domain: npt.NDArray[np.int64]
+    src_declared: npt.NDArray[np.int64]
+    dst_declared: npt.NDArray[np.int64]
+    index: npt.NDArray[np.int64]
+    identity: npt.NDArray[np.int64]
 
     def __len__(self) -> int:
         return len(self.first_seen)
 
-    def take(self, rows: np.ndarray) -> Records:
+    def take(self, rows: npt.NDArray[np.integer[Any]]) -> Records:
         """The records at positions `rows`, in that order."""
         return Records(**{name: getattr(self, name)[rows] for name in RECORD_FIELDS})
 
@@ -92,7 +94,8 @@ class Records:
 RECORD_FIELDS = tuple(Records.__dataclass_fields__)
 
 
-def address_halves(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def address_halves(matrix: npt.NDArray[Any]
+                   ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     """(n, 16) uint8 addresses -> (high, low) int64 halves ordered like the bytes."""
     words = np.ascontiguousarray(matrix, dtype=np.uint8).view(">u8").reshape(len(matrix), 2)
     high = words[:, 0].astype(np.uint64).view(np.int64) ^ SIGN_BIT
@@ -100,7 +103,7 @@ def address_halves(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return high, low
 
 
-def address_bytes(high: np.ndarray, low: np.ndarray) -> np.ndarray:
+def address_bytes(high: npt.NDArray[Any], low: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
     """Inverse of address_halves: (n, 16) uint8."""
     words = np.empty((len(high), 2), dtype=">u8")
     words[:, 0] = (np.asarray(high, dtype=np.int64) ^ SIGN_BIT).view(np.uint64)
@@ -108,7 +111,7 @@ def address_bytes(high: np.ndarray, low: np.ndarray) -> np.ndarray:
     return words.view(np.uint8).reshape(len(high), 16)
 
 
-def _int64(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+def _int64(column: pa.Array[Any] | pa.ChunkedArray[Any]) -> npt.NDArray[np.int64]:
     if pa.types.is_timestamp(column.type):
         column = column.cast(pa.int64())
     return np.asarray(column.to_numpy(zero_copy_only=False)).astype(np.int64, copy=False)
@@ -117,8 +120,8 @@ def _int64(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
 def batch_records(
     batch: pa.RecordBatch | pa.Table,
     first_index: int,
-    src_declared: np.ndarray | None = None,
-    dst_declared: np.ndarray | None = None,
+    src_declared: npt.NDArray[np.bool_] | None = None,
+    dst_declared: npt.NDArray[np.bool_] | None = None,
     root: str | None = None,
 ) -> Records:
     """The replay columns of a FLOW_SCHEMA batch; its first row has arrival index `first_index`."""
@@ -152,7 +155,7 @@ def batch_records(
 
 
 def record_identities(batch: pa.RecordBatch | pa.Table, root: str | None = None
-                      ) -> np.ndarray:
+                      ) -> npt.NDArray[np.int64]:
     """int64 hash of where each record's bytes are: its file's path relative to `root` (the
     directory holding the run's inputs, evidence_root), else its absolute path (however the
     path was spelled either way, through links or not; two copies of one file in two
@@ -168,8 +171,9 @@ def record_identities(batch: pa.RecordBatch | pa.Table, root: str | None = None
         files = files.combine_chunks()
     if not pa.types.is_dictionary(files.type):
         files = files.dictionary_encode()
-    seeds = np.array([text_seed(identity_name(name, root))
-                      for name in files.dictionary.to_pylist()], dtype=np.uint64)
+    files = cast("pa.DictionaryArray[Any, Any]", files)  # either way: dictionary-encoded
+    names = cast("list[str]", files.dictionary.to_pylist())  # file names: never null
+    seeds = np.array([text_seed(identity_name(name, root)) for name in names], dtype=np.uint64)
     h = seeds[np.asarray(files.indices.fill_null(0), dtype=np.int64)]
     for name in ("source_offset", "record_index"):
         h = fold(h, np.asarray(batch.column(name).to_numpy(zero_copy_only=False)))

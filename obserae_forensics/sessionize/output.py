@@ -26,9 +26,10 @@ are fixed-width lowercase hex, sorting the 64-bit values sorts the texts.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 
 from ..addresses import distinct_pairs, word_text_array
@@ -59,7 +60,10 @@ def _fold(h: Any, value: Any) -> Any:
 
 
 @njit(cache=True, nogil=True)
-def _id_hashes(seeds: Any, key: Any, opened: Any, split: Any, late: Any, dup: Any) -> Any:
+def _id_hashes(seeds: npt.NDArray[np.uint64], key: npt.NDArray[np.int64],
+               opened: npt.NDArray[np.int64], split: npt.NDArray[np.int64],
+               late: npt.NDArray[np.int64], dup: npt.NDArray[np.int64]
+               ) -> npt.NDArray[np.uint64]:
     n = len(opened)
     out = np.empty(n, dtype=np.uint64)
     for i in range(n):
@@ -78,8 +82,9 @@ def exporter_seed(exporter: str) -> int:
     return text_seed(exporter)
 
 
-def id_hash(seeds: np.ndarray, cols: np.ndarray, opened: np.ndarray, split: np.ndarray,
-            late: np.ndarray, dup: np.ndarray) -> np.ndarray:
+def id_hash(seeds: npt.NDArray[np.uint64], cols: npt.NDArray[np.int64],
+            opened: npt.NDArray[np.int64], split: npt.NDArray[np.int64],
+            late: npt.NDArray[np.int64], dup: npt.NDArray[np.int64]) -> npt.NDArray[np.uint64]:
     """uint64 ids of the keys in `cols` (session rows transposed: [field, row]) at (opened_at,
     split, late, dup); `seeds` holds each row's exporter_seed."""
     key = np.ascontiguousarray(cols[list(_KEY_FIELDS)], dtype=np.int64)
@@ -87,18 +92,20 @@ def id_hash(seeds: np.ndarray, cols: np.ndarray, opened: np.ndarray, split: np.n
     return _id_hashes(np.ascontiguousarray(seeds, dtype=np.uint64), key, *values)
 
 
-def id_texts(ids: np.ndarray, valid: np.ndarray | None = None) -> pa.Array:
+def id_texts(ids: npt.NDArray[np.uint64], valid: npt.NDArray[np.bool_] | None = None
+             ) -> pa.StringArray:
     """uint64 ids -> Arrow strings of 16 hex digits (null where `valid` is False)."""
     return hex_ids(ids, valid)
 
 
-def session_ids(seeds: np.ndarray, cols: np.ndarray) -> np.ndarray:
+def session_ids(seeds: npt.NDArray[np.uint64], cols: npt.NDArray[np.int64]
+                ) -> npt.NDArray[np.uint64]:
     """uint64 session ids of final rows (transposed: [field, row])."""
     return id_hash(seeds, cols, cols[R.O_OPENED], cols[R.O_SPLIT], cols[R.O_LATE],
                    cols[R.O_DUP])
 
 
-def _joined(parts: list[np.ndarray]) -> np.ndarray:
+def _joined(parts: list[npt.NDArray[np.int64]]) -> npt.NDArray[np.int64]:
     """Output rows of the parts side by side, as a strided view (one spare column behind).
     The kernel's own rows are a slice of its output buffer, which numba types apart from a
     C-contiguous array: joined parts made contiguous compiled _session_numbers a second time
@@ -111,19 +118,23 @@ def _joined(parts: list[np.ndarray]) -> np.ndarray:
     return joined[:, :n]
 
 
-def _conversation_ids(seeds: np.ndarray, cols: np.ndarray, own: np.ndarray) -> np.ndarray:
+def _conversation_ids(seeds: npt.NDArray[np.uint64], cols: npt.NDArray[np.int64],
+                      own: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
     roots = id_hash(seeds, cols, cols[R.O_ROOT_OPENED], np.zeros(cols.shape[1], np.int64),
                     cols[R.O_ROOT_LATE], cols[R.O_ROOT_DUP])
     return np.where(cols[R.O_SPLIT] > 0, roots, own)
 
 
-def _follow_ids(seeds: np.ndarray, cols: np.ndarray) -> np.ndarray:
+def _follow_ids(seeds: npt.NDArray[np.uint64], cols: npt.NDArray[np.int64]
+                ) -> npt.NDArray[np.uint64]:
     return id_hash(seeds, cols, cols[R.O_FOLLOW_OPENED], cols[R.O_FOLLOW_SPLIT],
                    cols[R.O_FOLLOW_LATE], cols[R.O_FOLLOW_DUP])
 
 
+# -> a bool, typed Any: numpy's stubs type an element of an array as Any
 @njit(cache=True, nogil=True)
-def _before(a: int, b: int, ids: Any, rank: Any, serial: Any) -> bool:
+def _before(a: int, b: int, ids: npt.NDArray[np.uint64], rank: npt.NDArray[np.int64],
+            serial: npt.NDArray[np.int64]) -> Any:
     """Row a sorts before row b by (id, exporter rank, serial)."""
     if ids[a] != ids[b]:
         return ids[a] < ids[b]
@@ -133,7 +144,9 @@ def _before(a: int, b: int, ids: Any, rank: Any, serial: Any) -> bool:
 
 
 @njit(cache=True, nogil=True)
-def _sort_tied_runs(order: Any, emit: Any, ids: Any, rank: Any, serial: Any) -> None:
+def _sort_tied_runs(order: npt.NDArray[np.intp], emit: npt.NDArray[np.int64],
+                    ids: npt.NDArray[np.uint64], rank: npt.NDArray[np.int64],
+                    serial: npt.NDArray[np.int64]) -> None:
     """Within each run of equal emit in `order`, sort by (id, exporter rank, serial): a
     stable merge sort, insertion-sorted blocks of 16 merged bottom-up through a scratch
     array. Written out rather than numba's argsort and slice assignment, which compiled
@@ -187,8 +200,9 @@ def _sort_tied_runs(order: Any, emit: Any, ids: Any, rank: Any, serial: Any) -> 
         i = j
 
 
-def _output_order(emit: np.ndarray, ids: np.ndarray, exporter_rank: np.ndarray,
-                  serial: np.ndarray) -> np.ndarray:
+def _output_order(emit: npt.NDArray[np.int64], ids: npt.NDArray[np.uint64],
+                  exporter_rank: npt.NDArray[np.int64], serial: npt.NDArray[np.int64]
+                  ) -> npt.NDArray[np.intp]:
     """The permutation sorting rows by (emit, session_id, exporter, serial).
 
     Rows leave the kernel nearly sorted by emit, so a stable sort by emit is cheap; only the
@@ -201,18 +215,23 @@ def _output_order(emit: np.ndarray, ids: np.ndarray, exporter_rank: np.ndarray,
     return order
 
 
-def _vocabulary(names: tuple[str | None, ...], codes: np.ndarray) -> pa.Array:
+def _vocabulary(names: tuple[str | None, ...], codes: npt.NDArray[np.integer[Any]]
+                ) -> pa.StringArray:
     """Strings of a small vocabulary picked by integer codes (no Python object per row)."""
-    return pa.array(list(names), pa.string()).take(pa.array(codes.astype(np.int32)))
+    # pa.array of int32 values is an Int32Array (the stubs read any ndarray as booleans)
+    return pa.array(list(names), pa.string()).take(
+        cast(pa.Int32Array, pa.array(codes.astype(np.int32))))
 
 
-def _address_text_array(high: np.ndarray, low: np.ndarray) -> pa.Array:
+def _address_text_array(high: npt.NDArray[np.int64], low: npt.NDArray[np.int64]
+                        ) -> pa.StringArray:
     """Text of addresses given as row.py halves (addresses.word_text_array)."""
     return word_text_array((high ^ R.SIGN_BIT).view(np.uint64),
                            (low ^ R.SIGN_BIT).view(np.uint64))
 
 
-def _endpoint_texts(cols: np.ndarray) -> tuple[pa.Array, np.ndarray]:
+def _endpoint_texts(cols: npt.NDArray[np.int64]
+                    ) -> tuple[pa.StringArray, npt.NDArray[np.int64]]:
     """(text of each distinct address, index [2, n] of endpoint lo/hi of each row into it).
 
     Each distinct address is formatted once: a scan's million sessions share few hosts.
@@ -227,45 +246,46 @@ def _endpoint_texts(cols: np.ndarray) -> tuple[pa.Array, np.ndarray]:
 class _Numbers(NamedTuple):
     """The sessions table's number columns, in output order, as _session_numbers makes them."""
 
-    split: np.ndarray
-    domain: np.ndarray
-    protocol: np.ndarray
-    port_a: np.ndarray
-    port_b: np.ndarray
-    client_port: np.ndarray
-    server_port: np.ndarray
-    address_a: np.ndarray
-    address_b: np.ndarray
-    client_address: np.ndarray
-    server_address: np.ndarray
-    method: np.ndarray
-    confidence: np.ndarray
-    ab_bytes: np.ndarray
-    ba_bytes: np.ndarray
-    ab_packets: np.ndarray
-    ba_packets: np.ndarray
-    ab_flags: np.ndarray
-    ba_flags: np.ndarray
-    icmp: np.ndarray
-    icmp_type: np.ndarray
-    icmp_code: np.ndarray
-    opened: np.ndarray
-    last: np.ndarray
-    closed: np.ndarray
-    still_open: np.ndarray
-    state: np.ndarray
-    reason: np.ndarray
-    flows: np.ndarray
-    late_records: np.ndarray
-    late: np.ndarray
-    sampling: np.ndarray
-    scaled: np.ndarray
-    serial: np.ndarray
-    orient: np.ndarray
+    split: npt.NDArray[np.uint32]
+    domain: npt.NDArray[np.uint32]
+    protocol: npt.NDArray[np.uint8]
+    port_a: npt.NDArray[np.uint16]
+    port_b: npt.NDArray[np.uint16]
+    client_port: npt.NDArray[np.uint16]
+    server_port: npt.NDArray[np.uint16]
+    address_a: npt.NDArray[np.int64]
+    address_b: npt.NDArray[np.int64]
+    client_address: npt.NDArray[np.int64]
+    server_address: npt.NDArray[np.int64]
+    method: npt.NDArray[np.int32]
+    confidence: npt.NDArray[np.float64]
+    ab_bytes: npt.NDArray[np.uint64]
+    ba_bytes: npt.NDArray[np.uint64]
+    ab_packets: npt.NDArray[np.uint64]
+    ba_packets: npt.NDArray[np.uint64]
+    ab_flags: npt.NDArray[np.uint16]
+    ba_flags: npt.NDArray[np.uint16]
+    icmp: npt.NDArray[np.bool_]
+    icmp_type: npt.NDArray[np.uint8]
+    icmp_code: npt.NDArray[np.uint8]
+    opened: npt.NDArray[np.int64]
+    last: npt.NDArray[np.int64]
+    closed: npt.NDArray[np.int64]
+    still_open: npt.NDArray[np.bool_]
+    state: npt.NDArray[np.int32]
+    reason: npt.NDArray[np.int32]
+    flows: npt.NDArray[np.uint64]
+    late_records: npt.NDArray[np.uint64]
+    late: npt.NDArray[np.bool_]
+    sampling: npt.NDArray[np.uint32]
+    scaled: npt.NDArray[np.bool_]
+    serial: npt.NDArray[np.int64]
+    orient: npt.NDArray[np.int64]
 
 
 @njit(cache=True, nogil=True)
-def _session_numbers(cols: Any, order: Any, endpoint: Any) -> Any:
+def _session_numbers(cols: npt.NDArray[np.int64], order: npt.NDArray[np.intp],
+                     endpoint: npt.NDArray[np.int64]) -> tuple[npt.NDArray[Any], ...]:
     """Every number column of the sessions table, row i from output row order[i]: one pass
     that gathers, orients (a/b, client/server) and narrows, instead of a gather of all the
     output fields and a numpy pass per column. Endpoint d of row j is `endpoint[d, j]` (an
@@ -359,10 +379,11 @@ def _session_numbers(cols: Any, order: Any, endpoint: Any) -> Any:
             sampling, scaled, serial, orient)
 
 
-def _list_of_nothing(n: int) -> pa.Array:
+def _list_of_nothing(n: int) -> pa.ListArray[Any]:
     """n empty string lists, built from offsets alone."""
-    return pa.ListArray.from_arrays(pa.array(np.zeros(n + 1, dtype=np.int32)),
-                                    pa.array([], pa.string()))
+    # pa.array of int32 values is an Int32Array (the stubs read any ndarray as booleans)
+    offsets = cast(pa.Int32Array, pa.array(np.zeros(n + 1, dtype=np.int32)))
+    return pa.ListArray.from_arrays(offsets, pa.array([], pa.string()))
 
 
 @dataclass(frozen=True)
@@ -377,19 +398,19 @@ class SessionKeys:
     protocol and role_method columns are given as codes into the texts beside them.
     """
 
-    pair: np.ndarray
-    client_is_a: np.ndarray
+    pair: npt.NDArray[np.uint64]
+    client_is_a: npt.NDArray[np.bool_]
     exporters: tuple[str, ...]
-    exporter: np.ndarray
+    exporter: npt.NDArray[np.int64]
     protocols: tuple[str, ...]
-    protocol: np.ndarray
+    protocol: npt.NDArray[np.intp]
     role_methods: tuple[str, ...]
-    role_method: np.ndarray
+    role_method: npt.NDArray[np.int32]
 
 
-def sessions_table(parts: list[tuple[str, np.ndarray]]
-                   ) -> tuple[pa.Table, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-                              SessionKeys | None]:
+def sessions_table(parts: list[tuple[str, npt.NDArray[np.int64]]]
+                   ) -> tuple[pa.Table, npt.NDArray[np.intp], npt.NDArray[np.uint64],
+                              npt.NDArray[np.int64], npt.NDArray[np.int64], SessionKeys | None]:
     """SESSIONS_SCHEMA rows for (exporter, output rows) parts, sorted; the order applied;
     their ids, serials and orientations (0: ip_a is the lo endpoint), in table order; and
     the rows' SessionKeys (None when there are no rows).
@@ -429,13 +450,15 @@ def sessions_table(parts: list[tuple[str, np.ndarray]]
     protocols, protocol_code = np.unique(number.protocol, return_inverse=True)
     keywords = tuple(protocol_keyword(int(p)) for p in protocols)
 
-    def times(values: np.ndarray, mask: np.ndarray | None = None) -> pa.Array:
+    def times(values: npt.NDArray[np.int64], mask: npt.NDArray[np.bool_] | None = None
+              ) -> pa.Array[Any]:
         return pa.array(values, type=pa.int64(), mask=mask).cast(TIMESTAMP)
 
-    def address(index: np.ndarray) -> pa.Array:
-        return texts.take(pa.array(index))
+    def address(index: npt.NDArray[np.int64]) -> pa.StringArray:
+        # pa.array of int64 values is an Int64Array (the stubs read any ndarray as booleans)
+        return texts.take(cast(pa.Int64Array, pa.array(index)))
 
-    columns = {
+    columns: dict[str, pa.Array[Any]] = {
         "session_id": id_texts(ids),
         "conversation_id": id_texts(conversations),
         "split": pa.array(number.split),

@@ -216,6 +216,7 @@ def load_policy(
     if path is not None:
         from_file = [(name, value, f"{path}: ") for name, value in read_settings_file(path).items()]
     given: list[tuple[str, object, str]] = []
+    value: object  # a setting's value, as given or as the file holds it
     for name, value in (overrides or {}).items():
         if name not in SETTING_NAMES:
             raise UsageError(f"unknown setting {name!r} (known: {', '.join(SETTING_NAMES)})")

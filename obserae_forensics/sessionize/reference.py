@@ -95,6 +95,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from ..counters import COUNTER_CEILING
 from . import row as R
@@ -240,7 +241,7 @@ def canonical(records: Records, i: int) -> tuple[Key, int]:
 class ReferenceReplay:
     """Replays one exporter's records through the rules above, one Python object per session."""
 
-    def __init__(self, policy: SessionPolicy, known_ports: np.ndarray) -> None:
+    def __init__(self, policy: SessionPolicy, known_ports: npt.NDArray[np.bool_]) -> None:
         self.policy = policy
         self.known_ports = known_ports
         self.cap = policy.max_open_sessions
@@ -263,7 +264,8 @@ class ReferenceReplay:
         self._out: list[RefSession] = []
 
     # -- the replay -------------------------------------------------------------------
-    def process(self, records: Records) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def process(self, records: Records
+                ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int8], npt.NDArray[np.int64]]:
         """Replay `records` (arrival order); -> (session serial, direction) per record, rows out."""
         n = len(records)
         serials = np.zeros(n, dtype=np.int64)
@@ -274,7 +276,7 @@ class ReferenceReplay:
             directions[i] = direction
         return serials, directions, self._take_rows()
 
-    def finish(self, emit: int) -> np.ndarray:
+    def finish(self, emit: int) -> npt.NDArray[np.int64]:
         """End of input: the watermark passes the newest last_seen (a session due at that
         instant closes: nothing can arrive after it); the rest stays open."""
         if self.newest_last is not None:
@@ -487,8 +489,8 @@ class ReferenceReplay:
         else:
             prev = self.prev.get(s.key)
             mine = (s.opened, s.split, s.late)
-            for earlier in (prev and (prev.opened, prev.split, prev.late, prev.dup),
-                            s.open_prev):
+            for earlier in ((prev.opened, prev.split, prev.late, prev.dup)
+                            if prev is not None else None, s.open_prev):
                 if earlier is not None and earlier[:3] == mine:
                     s.dup = max(s.dup, earlier[3] + 1)
         if s.inherited is None:
@@ -503,7 +505,7 @@ class ReferenceReplay:
         s.emit = emit
         self._out.append(s)
 
-    def _take_rows(self) -> np.ndarray:
+    def _take_rows(self) -> npt.NDArray[np.int64]:
         """Output rows, transposed ([field, session]) as the kernel hands them out."""
         rows = R.new_rows(len(self._out))
         for n, s in enumerate(self._out):
@@ -536,7 +538,7 @@ def _bits(counter: int) -> int:
     return counter - (1 << 64) if counter >> 63 else counter
 
 
-def _fill_row(out: np.ndarray, s: RefSession) -> None:
+def _fill_row(out: npt.NDArray[np.int64], s: RefSession) -> None:
     """The fields output.py reads, from a finished RefSession."""
     assert s.inherited is not None
     proto, lo_hi, lo_lo, lo_port, hi_hi, hi_lo, hi_port = s.key

@@ -27,6 +27,7 @@ number the cap bounds.
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 
 # Session row layout, hottest first: a record that extends a session reads and writes only
 # fields 0..31 (four cache lines: rows start where a cache line does, new_rows).
@@ -234,7 +235,7 @@ SYN_EITHER = TCP_SYN | TCP_SYN << REVERSE_FLAGS_SHIFT
 SIGN_BIT = np.int64(-(2**63))
 
 
-def new_rows(count: int, width: int = ROW_WIDTH) -> np.ndarray:
+def new_rows(count: int, width: int = ROW_WIDTH) -> npt.NDArray[np.int64]:
     """`count` empty rows of `width` fields (session rows by default; SLOT_WIDTH for the
     slot table), the first one starting on a 64-byte boundary (zero pages: memory is only
     paid for once a row is used)."""

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -37,7 +38,11 @@ from .output import SessionKeys, id_texts, sessions_table
 from .policy import SessionPolicy
 from .reference import ReferenceReplay
 
-ServiceLookup = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
+
+ServiceLookup = Callable[[npt.NDArray[np.uint8], npt.NDArray[np.uint8], npt.NDArray[np.uint16]],
+                         npt.NDArray[np.bool_]]
 """(addresses (n,16) uint8, protocols uint8[n], ports uint16[n]) -> bool[n]: declared services."""
 
 
@@ -46,8 +51,9 @@ _HELD_BATCHES = 16  # held batches beyond which the older ones are merged
 
 
 class Replay(Protocol):
-    def process(self, records: Records) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
-    def finish(self, emit: int) -> np.ndarray: ...
+    def process(self, records: Records
+                ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int8], npt.NDArray[np.int64]]: ...
+    def finish(self, emit: int) -> npt.NDArray[np.int64]: ...
     def pressure(self) -> dict[str, Any]: ...
 
 
@@ -95,7 +101,7 @@ class Sessionizer:
         self._output = OutputRows()  # the kernel replays' closed sessions, one round's
         self._count = 0
         self._held: list[_Held] = []
-        self._waiting: list[tuple[pa.Table, Records, np.ndarray]] = []  # event replay
+        self._waiting: list[tuple[pa.Table, Records, npt.NDArray[np.int64]]] = []  # event
         self._finished = False
 
     # -- public API -----------------------------------------------------------------------
@@ -159,16 +165,17 @@ class Sessionizer:
         return {self._exporters[n]: replay.pressure() for n, replay in enumerate(self._replays)}
 
     # -- machinery --------------------------------------------------------------------------
-    def _exporter_column(self, table: pa.Table) -> np.ndarray:
+    def _exporter_column(self, table: pa.Table) -> npt.NDArray[np.int64]:
         column = table.column("exporter").combine_chunks()
         if isinstance(column, pa.ChunkedArray):  # pyarrow < 16 keeps a chunked result
             column = pa.concat_arrays(column.chunks)
         if pa.types.is_dictionary(column.type):
-            texts = column.dictionary.to_pylist()
+            column = cast("pa.DictionaryArray[Any, Any]", column)
+            texts = cast("list[str]", column.dictionary.to_pylist())  # not nullable
             indices = column.indices.to_numpy(zero_copy_only=False)
         else:
             encoded = column.dictionary_encode()
-            texts = encoded.dictionary.to_pylist()
+            texts = cast("list[str]", encoded.dictionary.to_pylist())
             indices = encoded.indices.to_numpy(zero_copy_only=False)
         numbers = np.array([self._exporter_number(t) for t in texts], dtype=np.int64)
         return numbers[indices.astype(np.int64)]
@@ -185,7 +192,8 @@ class Sessionizer:
                 self._replays.append(ReferenceReplay(self.policy, self._known))
         return number
 
-    def _declared(self, table: pa.Table) -> tuple[np.ndarray | None, np.ndarray | None]:
+    def _declared(self, table: pa.Table
+                  ) -> tuple[npt.NDArray[np.bool_] | None, npt.NDArray[np.bool_] | None]:
         """Ask the Cartography, once per record and side, whether that side is a service."""
         if self.services is None:
             return None, None
@@ -199,7 +207,8 @@ class Sessionizer:
             answers.append(np.asarray(self.services(addresses, protocols, ports), dtype=bool))
         return answers[0], answers[1]
 
-    def _replay(self, table: pa.Table, records: Records, exporters: np.ndarray) -> SessionBatch:
+    def _replay(self, table: pa.Table, records: Records, exporters: npt.NDArray[np.int64]
+                ) -> SessionBatch:
         n = len(records)
         owner = np.zeros(n, dtype=np.int64)
         direction = np.zeros(n, dtype=np.int8)
@@ -230,7 +239,7 @@ class Sessionizer:
         order = np.lexsort((merged.index, merged.first_seen))
         return self._replay(table.take(order), merged.take(order), exporters[order])
 
-    def _emit(self, parts: list[tuple[int, np.ndarray]]) -> SessionBatch:
+    def _emit(self, parts: list[tuple[int, npt.NDArray[np.int64]]]) -> SessionBatch:
         """Sessions of `parts` as a table, with their held flow records, both in output order."""
         parts = [(number, cols) for number, cols in parts if cols.shape[1]]
         if not parts:
@@ -242,10 +251,10 @@ class Sessionizer:
         owners = (numbers << _SERIAL_BITS) | serials
         finder = _OwnerFinder(owners)
         tables: list[pa.Table] = []
-        rows: list[np.ndarray] = []  # picked rows, numbered across `tables`
-        ranks: list[np.ndarray] = []
-        indices: list[np.ndarray] = []
-        same: list[np.ndarray] = []
+        rows: list[npt.NDArray[np.intp]] = []  # picked rows, numbered across `tables`
+        ranks: list[npt.NDArray[np.int64]] = []
+        indices: list[npt.NDArray[np.int64]] = []
+        same: list[npt.NDArray[np.bool_]] = []
         offset = 0
         for held in self._held:
             picked, rank = held.pick(finder)
@@ -282,9 +291,9 @@ class Sessionizer:
             # in two tables); each table's picked rows first, then into output order (4.5 M
             # records of 50,000 long sessions: 6.5-7.3 s against 7.4-9.9)
             starts = np.cumsum([0, *held_rows[:-1]])
-            picked = pa.concat_tables([table.take(pa.array(mine - start)) for table, mine, start
-                                       in zip(tables, rows, starts, strict=True)])
-            flows = picked.take(pa.array(flow_order))
+            gathered = pa.concat_tables([table.take(pa.array(mine - start)) for table, mine, start
+                                         in zip(tables, rows, starts, strict=True)])
+            flows = gathered.take(pa.array(flow_order))
         flows = flows.append_column(FLOWS_SCHEMA.field("session_id"), id_texts(ids[rank]))
         flows = flows.append_column(FLOWS_SCHEMA.field("direction"),
                                     _direction_texts(np.concatenate(same)[flow_order]))
@@ -292,7 +301,7 @@ class Sessionizer:
 
 
 @njit(cache=True, nogil=True)
-def _counting_order(rank: np.ndarray, sessions: int) -> np.ndarray:
+def _counting_order(rank: npt.NDArray[np.int64], sessions: int) -> npt.NDArray[np.int64]:
     """Stable permutation sorting `rank` (0 <= rank < sessions), in O(n)."""
     start = np.zeros(sessions + 1, dtype=np.int64)
     for r in rank:
@@ -306,8 +315,8 @@ def _counting_order(rank: np.ndarray, sessions: int) -> np.ndarray:
     return order
 
 
-def _by_session_then_arrival(rank: np.ndarray, index: np.ndarray, sessions: int
-                             ) -> np.ndarray:
+def _by_session_then_arrival(rank: npt.NDArray[np.int64], index: npt.NDArray[np.int64],
+                             sessions: int) -> npt.NDArray[np.signedinteger[Any]]:
     """The permutation sorting held records by (session rank, arrival index). Held tables
     are kept in arrival order and picked in order, so the records usually come in arrival
     order already: then a stable counting sort by rank is the whole sort."""
@@ -323,10 +332,10 @@ class _OwnerFinder:
 
     _TABLE_LIMIT = 1 << 24
 
-    def __init__(self, owners: np.ndarray) -> None:
+    def __init__(self, owners: npt.NDArray[np.int64]) -> None:
         self.low = int(owners.min())
         span = int(owners.max()) - self.low + 1
-        self.table: np.ndarray | None = None
+        self.table: npt.NDArray[np.int64] | None = None
         if span <= self._TABLE_LIMIT:
             self.table = np.full(span, -1, dtype=np.int64)
             self.table[owners - self.low] = np.arange(len(owners))
@@ -334,7 +343,7 @@ class _OwnerFinder:
             self.by_owner = np.argsort(owners)
             self.sorted_owners = owners[self.by_owner]
 
-    def rank(self, owner: np.ndarray) -> np.ndarray:
+    def rank(self, owner: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
         if self.table is not None:
             offset = owner - self.low
             inside = (offset >= 0) & (offset < len(self.table))
@@ -354,8 +363,8 @@ class _Held:
     emit costs the records it emits, not every record held.
     """
 
-    def __init__(self, table: pa.Table, owner: np.ndarray, direction: np.ndarray,
-                 index: np.ndarray) -> None:
+    def __init__(self, table: pa.Table, owner: npt.NDArray[np.int64],
+                 direction: npt.NDArray[np.int8], index: npt.NDArray[np.int64]) -> None:
         self.table = table
         self.owner = owner
         self.direction = direction
@@ -367,32 +376,36 @@ class _Held:
     def merged(batches: list[_Held]) -> _Held:
         """The records still held in `batches`, as one."""
         keeps = [np.flatnonzero(held.alive) for held in batches]
-        table = pa.concat_tables([held.table.take(pa.array(keep))
+        # pa.array of intp values is an Int64Array (the stubs read any ndarray as booleans)
+        table = pa.concat_tables([held.table.take(cast(pa.Int64Array, pa.array(keep)))
                                   for held, keep in zip(batches, keeps, strict=True)])
         return _Held(table,
                      np.concatenate([h.owner[k] for h, k in zip(batches, keeps, strict=True)]),
                      np.concatenate([h.direction[k] for h, k in zip(batches, keeps, strict=True)]),
                      np.concatenate([h.index[k] for h, k in zip(batches, keeps, strict=True)]))
 
-    def pick(self, finder: _OwnerFinder) -> tuple[np.ndarray, np.ndarray]:
+    def pick(self, finder: _OwnerFinder
+             ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.int64]]:
         """(rows held here whose session `finder` knows, that session's rank)."""
         rank = finder.rank(self.owner)
         picked = np.flatnonzero((rank >= 0) & self.alive)
         return picked, rank[picked]
 
-    def release(self, picked: np.ndarray) -> None:
+    def release(self, picked: npt.NDArray[np.intp]) -> None:
         self.alive[picked] = False
         self.alive_count -= len(picked)
 
 
-def _direction_texts(same: np.ndarray) -> pa.Array:
+def _direction_texts(same: npt.NDArray[np.bool_]) -> pa.StringArray:
     """"ab" where the record went from ip_a to ip_b, else "ba", built from buffers."""
     n = len(same)
     letters = np.empty((n, 2), dtype=np.uint8)
     letters[:, 0] = np.where(same, ord("a"), ord("b"))
     letters[:, 1] = np.where(same, ord("b"), ord("a"))
     offsets = np.arange(0, 2 * (n + 1), 2, dtype=np.int32)
-    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(letters.tobytes()))
+    # numpy's stubs declare ndarray's buffer protocol (__buffer__) only for Python 3.12 on
+    return pa.StringArray.from_buffers(n, pa.py_buffer(cast("Buffer", offsets)),
+                                       pa.py_buffer(letters.tobytes()))
 
 
 def _canonical_dictionaries(flows: pa.Table) -> pa.Table:
@@ -408,25 +421,31 @@ def _canonical_dictionaries(flows: pa.Table) -> pa.Table:
     return flows.combine_chunks()
 
 
-def _first_use_encoding(column: pa.ChunkedArray, kind: pa.DictionaryType) -> pa.Array:
+def _first_use_encoding(column: pa.ChunkedArray[Any], kind: pa.DictionaryType[Any, Any]
+                        ) -> pa.Array[Any]:
     """pc.dictionary_encode of the column's values, reached through its indices: the values
     themselves (source_file: a path per record) are never spelled out row by row. By value
     where that shortcut does not hold: nulls (none of the readers' own; Arrow cannot unify
     dictionaries that hold one), or a dictionary holding a value twice."""
     if (not len(column) or column.null_count
-            or any(chunk.dictionary.null_count for chunk in column.chunks)):
+            or any(chunk.dictionary.null_count
+                   for chunk in cast("list[pa.DictionaryArray[Any, Any]]", column.chunks))):
         return pc.dictionary_encode(column.cast(kind.value_type).combine_chunks())
-    array = column.combine_chunks()  # one dictionary for all the chunks
+    # one dictionary for all the chunks
+    array = cast("pa.DictionaryArray[Any, Any]", column.combine_chunks())
     used, renumbered = _first_use(np.asarray(array.indices.to_numpy(zero_copy_only=False)),
                                   len(array.dictionary))
-    dictionary = array.dictionary.take(pa.array(used))
+    # pa.array of int64 (int32) values is an Int64Array (Int32Array): the stubs read any
+    # ndarray as booleans
+    dictionary = array.dictionary.take(cast(pa.Int64Array, pa.array(used)))
     if len(pc.unique(dictionary)) < len(dictionary):
         return pc.dictionary_encode(array.cast(kind.value_type))
-    return pa.DictionaryArray.from_arrays(pa.array(renumbered), dictionary)
+    return pa.DictionaryArray.from_arrays(cast(pa.Int32Array, pa.array(renumbered)), dictionary)
 
 
 @njit(cache=True, nogil=True)
-def _first_use(indices: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+def _first_use(indices: npt.NDArray[np.integer[Any]], size: int
+               ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int32]]:
     """(dictionary entries in order of first use, indices renumbered in that order)."""
     number = np.full(size, -1, dtype=np.int64)
     used = np.empty(size, dtype=np.int64)
