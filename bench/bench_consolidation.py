@@ -44,8 +44,9 @@ def sessions_batches(path: Path, batch_rows: int) -> list[pa.Table]:
     batches = []
     for group in range(source.metadata.num_row_groups):
         table = source.read_row_group(group).cast(SESSIONS_SCHEMA).combine_chunks()
-        batches += [table.slice(start, batch_rows)
-                    for start in range(0, table.num_rows, batch_rows)]
+        batches += [
+            table.slice(start, batch_rows) for start in range(0, table.num_rows, batch_rows)
+        ]
     return batches
 
 
@@ -77,8 +78,9 @@ def main() -> None:
 
         steps = {"read": 0.0, "consolidate": 0.0, "encode": 0.0, "unlink": 0.0}
         output = scratch / "sessions_consolidated.parquet"
-        table_writer = TableWriter(output, SESSIONS_CONSOLIDATED_SCHEMA,
-                                   delta_columns=CONSOLIDATED_DELTA_COLUMNS)
+        table_writer = TableWriter(
+            output, SESSIONS_CONSOLIDATED_SCHEMA, delta_columns=CONSOLIDATED_DELTA_COLUMNS
+        )
         rows = 0
         for path in paths:
             mark = time.process_time()
@@ -99,14 +101,21 @@ def main() -> None:
         steps["encode"] += time.process_time() - mark
 
         ours = feed_s + steps["read"] + steps["consolidate"] + steps["unlink"]
-        print(f"{sessions:,} sessions -> {rows:,} consolidated rows, {args.buckets} buckets, "
-              f"scratch {scratch_mb:,.0f} MB")
+        print(
+            f"{sessions:,} sessions -> {rows:,} consolidated rows, {args.buckets} buckets, "
+            f"scratch {scratch_mb:,.0f} MB"
+        )
         print(f"feed (rows + routing + scratch writes): {feed_s:.2f} s CPU")
-        print("per bucket: " + ", ".join(f"{name} {seconds:.2f} s" for name, seconds
-                                          in steps.items()) + " (CPU)")
-        print(f"consolidation without encoding: {ours:.2f} s CPU = "
-              f"{sessions / ours / 1e6:.2f} M sessions/s; with encoding "
-              f"{ours + steps['encode']:.2f} s")
+        print(
+            "per bucket: "
+            + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in steps.items())
+            + " (CPU)"
+        )
+        print(
+            f"consolidation without encoding: {ours:.2f} s CPU = "
+            f"{sessions / ours / 1e6:.2f} M sessions/s; with encoding "
+            f"{ours + steps['encode']:.2f} s"
+        )
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"peak RSS {peak:,.0f} MB (includes the loaded sessions)")
         reference = args.run / "sessions_consolidated.parquet"

@@ -76,19 +76,31 @@ def main() -> None:
         inputs = sorted(CORPUS.glob("*.pcap")) if CORPUS.is_dir() else []
         for path, version in GENERATED.items():
             if not path.exists():
-                subprocess.run([sys.executable, str(REPO / "bench" / "make_capture.py"),
-                                str(path), "--version", str(version)], check=True)
+                subprocess.run(
+                    [
+                        sys.executable,
+                        str(REPO / "bench" / "make_capture.py"),
+                        str(path),
+                        "--version",
+                        str(version),
+                    ],
+                    check=True,
+                )
             inputs.append(path)
-    print(f"{'file':<24} {'records':>9} {'seconds':>8} {'records/s':>11} {'container s':>11} "
-          f"{'decoders s':>10} {'decoders rec/s':>14} {'peak RSS MiB':>12}")
+    print(
+        f"{'file':<24} {'records':>9} {'seconds':>8} {'records/s':>11} {'container s':>11} "
+        f"{'decoders s':>10} {'decoders rec/s':>14} {'peak RSS MiB':>12}"
+    )
     for path in inputs:
         figures = run_one(path, decode=True)
         container = run_one(path, decode=False)
         decoders = max(figures["seconds"] - container["seconds"], 1e-9)
-        print(f"{path.name:<24} {figures['records']:>9.0f} {figures['seconds']:>8.3f} "
-              f"{figures['records_per_s']:>11,.0f} {container['seconds']:>11.3f} "
-              f"{decoders:>10.3f} {figures['records'] / decoders:>14,.0f} "
-              f"{figures['peak_rss_mib']:>12.1f}")
+        print(
+            f"{path.name:<24} {figures['records']:>9.0f} {figures['seconds']:>8.3f} "
+            f"{figures['records_per_s']:>11,.0f} {container['seconds']:>11.3f} "
+            f"{decoders:>10.3f} {figures['records'] / decoders:>14,.0f} "
+            f"{figures['peak_rss_mib']:>12.1f}"
+        )
 
 
 if __name__ == "__main__":

@@ -74,15 +74,18 @@ def main() -> None:
     flows = pq.read_table(run / "flows.parquet", columns=["session_id", "source_file"])
     last = flows.filter(pc.equal(flows["source_file"], str(files[-1])))
     ids = list(dict.fromkeys(last.column("session_id").to_pylist()))
-    for label, chosen in (("1 conversation", ids[:1]),
-                          (f"{min(len(ids), args.conversations)} conversations",
-                           ids[:args.conversations])):
+    for label, chosen in (
+        ("1 conversation", ids[:1]),
+        (f"{min(len(ids), args.conversations)} conversations", ids[: args.conversations]),
+    ):
         started = time.perf_counter()
         exported = export_pcap(result, chosen, args.dir / "export.pcap", force=True)
-        print(f"export of {label} of the last file: {time.perf_counter() - started:.2f} s, "
-              f"{exported.datagrams} datagrams ({exported.template_datagrams} added), "
-              f"decoded alone {exported.checked_records - exported.differing_records} of "
-              f"{exported.checked_records} records as in the run")
+        print(
+            f"export of {label} of the last file: {time.perf_counter() - started:.2f} s, "
+            f"{exported.datagrams} datagrams ({exported.template_datagrams} added), "
+            f"decoded alone {exported.checked_records - exported.differing_records} of "
+            f"{exported.checked_records} records as in the run"
+        )
     print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB")
 
 

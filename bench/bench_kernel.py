@@ -59,14 +59,19 @@ def generate(start: int, n: int, seed: int = 1) -> dict[str, np.ndarray]:
     backwards = rng.random(n) < 0.5
     src = np.where(backwards, server, client)
     dst = np.where(backwards, client, server)
-    flags = np.where(protocol == 6, rng.choice(np.array([0x02, 0x12, 0x10, 0x18, 0x11, 0x1B]),
-                                               n), 0)
+    flags = np.where(
+        protocol == 6, rng.choice(np.array([0x02, 0x12, 0x10, 0x18, 0x11, 0x1B]), n), 0
+    )
     packets = rng.integers(1, 40, n)
     return {
-        "first_seen": first, "last_seen": first + length, "src": src, "dst": dst,
+        "first_seen": first,
+        "last_seen": first + length,
+        "src": src,
+        "dst": dst,
         "src_port": np.where(backwards, server_port, client_port).astype(np.uint16),
         "dst_port": np.where(backwards, client_port, server_port).astype(np.uint16),
-        "protocol": protocol, "tcp_flags": flags.astype(np.uint16),
+        "protocol": protocol,
+        "tcp_flags": flags.astype(np.uint16),
         "packets": packets.astype(np.uint64),
         "octets": (packets * rng.integers(40, 1500, n)).astype(np.uint64),
         "source_frame": i.astype(np.uint64),
@@ -82,17 +87,28 @@ def _records(columns: dict[str, np.ndarray], start: int) -> object:
     dst_hi, dst_lo = address_halves(v4_to_mapped(columns["dst"]))
     zero = np.zeros(n, dtype=np.int64)
     return Records(
-        first_seen=columns["first_seen"], last_seen=columns["last_seen"], src_hi=src_hi,
-        src_lo=src_lo, dst_hi=dst_hi, dst_lo=dst_lo,
+        first_seen=columns["first_seen"],
+        last_seen=columns["last_seen"],
+        src_hi=src_hi,
+        src_lo=src_lo,
+        dst_hi=dst_hi,
+        dst_lo=dst_lo,
         src_port=columns["src_port"].astype(np.int64),
         dst_port=columns["dst_port"].astype(np.int64),
         protocol=columns["protocol"].astype(np.int64),
         tcp_flags=columns["tcp_flags"].astype(np.int64),
-        packets=columns["packets"].astype(np.int64), octets=columns["octets"].astype(np.int64),
-        reverse_packets=zero, reverse_octets=zero, sampling_rate=zero + 1,
-        counters_scaled=zero, exporter_domain=zero, src_declared=zero, dst_declared=zero,
+        packets=columns["packets"].astype(np.int64),
+        octets=columns["octets"].astype(np.int64),
+        reverse_packets=zero,
+        reverse_octets=zero,
+        sampling_rate=zero + 1,
+        counters_scaled=zero,
+        exporter_domain=zero,
+        src_declared=zero,
+        dst_declared=zero,
         index=np.arange(start, start + n, dtype=np.int64),
-        identity=np.arange(start, start + n, dtype=np.int64))
+        identity=np.arange(start, start + n, dtype=np.int64),
+    )
 
 
 def capture_records(path: str, limit: int) -> list[object]:
@@ -119,9 +135,10 @@ def capture_records(path: str, limit: int) -> list[object]:
     if len(exporters) > 1:
         raise SystemExit(f"{path}: {len(exporters)} exporters; the kernel bench replays one")
     columns = {name: np.concatenate(chunks)[:limit] for name, chunks in parts.items()}
-    return [Records(**{name: column[start:start + (1 << 20)]
-                       for name, column in columns.items()})
-            for start in range(0, len(columns["index"]), 1 << 20)]
+    return [
+        Records(**{name: column[start : start + (1 << 20)] for name, column in columns.items()})
+        for start in range(0, len(columns["index"]), 1 << 20)
+    ]
 
 
 def run_kernel(total: int, chunk: int, source: str | None) -> dict[str, float]:
@@ -147,8 +164,11 @@ def run_kernel(total: int, chunk: int, source: str | None) -> dict[str, float]:
         else:
             block = blocks[start >> 20]
         for first in range(0, len(block), chunk):
-            records = block.take(np.arange(first, min(first + chunk, len(block)))) \
-                if chunk < len(block) else block
+            records = (
+                block.take(np.arange(first, min(first + chunk, len(block))))
+                if chunk < len(block)
+                else block
+            )
             usage = resource.getrusage(resource.RUSAGE_SELF).ru_stime
             began = time.perf_counter()
             _, _, rows = replay.process(records)
@@ -164,10 +184,15 @@ def run_kernel(total: int, chunk: int, source: str | None) -> dict[str, float]:
     sessions += replay.finish(total).shape[1]
     elapsed += time.perf_counter() - began
     system += resource.getrusage(resource.RUSAGE_SELF).ru_stime - usage
-    return {"records": total, "sessions": sessions, "seconds": elapsed,
-            "system_seconds": system, "records_per_s": total / elapsed,
-            "later_records_per_s": later_records / later if later else 0.0,
-            "peak_open": replay.pressure()["peak_open"]}
+    return {
+        "records": total,
+        "sessions": sessions,
+        "seconds": elapsed,
+        "system_seconds": system,
+        "records_per_s": total / elapsed,
+        "later_records_per_s": later_records / later if later else 0.0,
+        "peak_open": replay.pressure()["peak_open"],
+    }
 
 
 def run_feed(total: int) -> dict[str, float]:
@@ -198,18 +223,30 @@ def run_feed(total: int) -> dict[str, float]:
         sessions += out.sessions.num_rows
         flows += out.flows.num_rows
     assert flows == total, (flows, total)
-    return {"records": total, "sessions": sessions, "seconds": elapsed,
-            "records_per_s": total / elapsed}
+    return {
+        "records": total,
+        "sessions": sessions,
+        "seconds": elapsed,
+        "records_per_s": total / elapsed,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--records", type=int, default=None,
-                        help="records to replay (default 5,000,000; with --input, all)")
+    parser.add_argument(
+        "--records",
+        type=int,
+        default=None,
+        help="records to replay (default 5,000,000; with --input, all)",
+    )
     parser.add_argument("--part", choices=("kernel", "feed", "both"), default="both")
-    parser.add_argument("--chunk", type=int, default=1 << 16,
-                        help="records per KernelReplay.process call (default: the CLI's "
-                             "batch size, 65,536; at most 2**20)")
+    parser.add_argument(
+        "--chunk",
+        type=int,
+        default=1 << 16,
+        help="records per KernelReplay.process call (default: the CLI's "
+        "batch size, 65,536; at most 2**20)",
+    )
     parser.add_argument("--input", help="kernel part: replay this capture's records instead")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -220,28 +257,49 @@ def main() -> None:
     if args.records is None:
         args.records = 5_000_000 if args.input is None else 1 << 62
     if args.child:
-        result = run_kernel(args.records, args.chunk, args.input) if args.part == "kernel" \
+        result = (
+            run_kernel(args.records, args.chunk, args.input)
+            if args.part == "kernel"
             else run_feed(args.records)
+        )
         result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         import obserae_forensics  # which code ran: an editable install elsewhere decides
+
         result["package"] = str(Path(obserae_forensics.__file__).resolve().parent)
         print(json.dumps(result))
         return
     parts = ("kernel", "feed") if args.part == "both" else (args.part,)
     for part in parts:
         extra = ["--chunk", str(args.chunk)] + (["--input", args.input] if args.input else [])
-        done = subprocess.run([sys.executable, __file__, "--records", str(args.records),
-                               "--part", part, "--child", *extra], capture_output=True,
-                              text=True, check=True)
+        done = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--records",
+                str(args.records),
+                "--part",
+                part,
+                "--child",
+                *extra,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         result = json.loads(done.stdout.strip().splitlines()[-1])
-        print(f"{part:>6}: {result['records']:,} records, {result['sessions']:,} sessions in "
-              f"{result['seconds']:.2f} s = {result['records_per_s'] / 1e6:.2f} M records/s, "
-              f"peak RSS {result['peak_rss_mb']:.0f} MB"
-              + (f" ({result['system_seconds']:.2f} s of it in the system: page faults; "
-                 f"second half of the records, the tables grown: "
-                 f"{result['later_records_per_s'] / 1e6:.2f} M records/s)"
-                 if "system_seconds" in result else "")
-              + f"; measured: {result['package']}")
+        print(
+            f"{part:>6}: {result['records']:,} records, {result['sessions']:,} sessions in "
+            f"{result['seconds']:.2f} s = {result['records_per_s'] / 1e6:.2f} M records/s, "
+            f"peak RSS {result['peak_rss_mb']:.0f} MB"
+            + (
+                f" ({result['system_seconds']:.2f} s of it in the system: page faults; "
+                f"second half of the records, the tables grown: "
+                f"{result['later_records_per_s'] / 1e6:.2f} M records/s)"
+                if "system_seconds" in result
+                else ""
+            )
+            + f"; measured: {result['package']}"
+        )
 
 
 if __name__ == "__main__":

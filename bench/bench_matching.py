@@ -100,21 +100,32 @@ def write_cartography(path: Path, rng: np.random.Generator, pool: list[str]) -> 
     return host_v6
 
 
-def write_flow_matrix(path: Path, rng: np.random.Generator, rules: int,
-                      host_v6: list[bool]) -> None:
+def write_flow_matrix(
+    path: Path, rng: np.random.Generator, rules: int, host_v6: list[bool]
+) -> None:
     """Rules of one address family each: a rule whose source can only be IPv6 and whose
     destination only IPv4 is refused by the Flow Matrix reader (it can never match)."""
     hosts = [f"host{i}" for i, v6 in enumerate(host_v6) if not v6]
-    names4 = ([f"net{i}" for i in range(300)] + [f"group{i}" for i in range(100)] + hosts
-              + ["internal4", "internet4", "any"])
-    names6 = ([f"net6_{i}" for i in range(20)]
-              + [f"host{i}" for i, v6 in enumerate(host_v6) if v6] + ["any"])
+    names4 = (
+        [f"net{i}" for i in range(300)]
+        + [f"group{i}" for i in range(100)]
+        + hosts
+        + ["internal4", "internet4", "any"]
+    )
+    names6 = (
+        [f"net6_{i}" for i in range(20)]
+        + [f"host{i}" for i, v6 in enumerate(host_v6) if v6]
+        + ["any"]
+    )
     lines = ["rules:"]
     for i in range(rules):
         names = names6 if rng.random() < 0.03 else names4
         # a third of the rules allow any internal client, as real matrices often do
-        source = ("internal4" if names is names4 and rng.random() < 0.33
-                  else names[int(rng.integers(len(names)))])
+        source = (
+            "internal4"
+            if names is names4 and rng.random() < 0.33
+            else names[int(rng.integers(len(names)))]
+        )
         destination = [names[int(rng.integers(len(names)))] for _ in range(2)]
         protocol = ["tcp", "udp", "[tcp, udp]"][int(rng.integers(3))]
         low = int(rng.integers(1, 60000))

@@ -76,26 +76,34 @@ def bench_file(path: Path, repeat: int, batch_size: int, nfdump: str | None) -> 
     run_child([sys.executable, "-c", CHILD, str(path), str(batch_size)], subprocess.PIPE)
     ours = []
     for _ in range(repeat):
-        _, rss, out = run_child([sys.executable, "-c", CHILD, str(path), str(batch_size)],
-                                subprocess.PIPE)
+        _, rss, out = run_child(
+            [sys.executable, "-c", CHILD, str(path), str(batch_size)], subprocess.PIPE
+        )
         result = json.loads(out)
         ours.append((result["seconds"], rss, result))
     seconds, rss, result = min(ours, key=lambda item: item[0])
     row: dict[str, object] = {
-        "file": path.name, "mb": path.stat().st_size / 1e6, "records": result["records"],
-        "blocks": result["blocks"], "skipped": result["skipped"], "seconds": seconds,
-        "records_per_s": result["records"] / seconds, "peak_rss_mb": rss / 1024,
+        "file": path.name,
+        "mb": path.stat().st_size / 1e6,
+        "records": result["records"],
+        "blocks": result["blocks"],
+        "skipped": result["skipped"],
+        "seconds": seconds,
+        "records_per_s": result["records"] / seconds,
+        "peak_rss_mb": rss / 1024,
         "startup": result["startup"],
     }
     if nfdump:
         runs = []
         for _ in range(repeat):
             with open(os.devnull, "w") as sink:
-                runs.append(run_child([nfdump, "-r", str(path), "-q", "-o", "pipe"],
-                                      sink.fileno())[:2])
+                runs.append(
+                    run_child([nfdump, "-r", str(path), "-q", "-o", "pipe"], sink.fileno())[:2]
+                )
         nf_seconds, nf_rss = min(runs)
-        row.update(nfdump_seconds=nf_seconds, nfdump_rss_mb=nf_rss / 1024,
-                   ratio=seconds / nf_seconds)
+        row.update(
+            nfdump_seconds=nf_seconds, nfdump_rss_mb=nf_rss / 1024, ratio=seconds / nf_seconds
+        )
     return row
 
 
@@ -108,8 +116,11 @@ def generate(out: Path, records: int, nfdump: str) -> list[Path]:
     with tempfile.TemporaryDirectory() as work:
         one = Path(work) / "one"
         one.mkdir()
-        subprocess.run([nfpcapd, "-r", str(SYN_SCAN), "-w", str(one), "-e", "300,60",
-                        "-I", "bench"], check=True, capture_output=True)
+        subprocess.run(
+            [nfpcapd, "-r", str(SYN_SCAN), "-w", str(one), "-e", "300,60", "-I", "bench"],
+            check=True,
+            capture_output=True,
+        )
         seed = sorted(p for p in one.rglob("nfcapd.*") if p.is_file())
         per_copy = sum(int(_nfdump_flows(nfdump, p)) for p in seed)
         copies = Path(work) / "copies"
@@ -118,8 +129,9 @@ def generate(out: Path, records: int, nfdump: str) -> list[Path]:
             for j, path in enumerate(seed):
                 os.link(path, copies / f"nfcapd.{i:06d}{j:02d}")
         big = out / "big.nfcapd"
-        subprocess.run([nfdump, "-R", str(copies), "-w", str(big), "-q"], check=True,
-                       capture_output=True)
+        subprocess.run(
+            [nfdump, "-R", str(copies), "-w", str(big), "-q"], check=True, capture_output=True
+        )
     lz4 = out / "big.lz4.nfcapd"
     shutil.copy(big, lz4)
     subprocess.run([nfdump, "-r", str(lz4), "-J", "3"], check=True, capture_output=True)
@@ -127,8 +139,9 @@ def generate(out: Path, records: int, nfdump: str) -> list[Path]:
 
 
 def _nfdump_flows(nfdump: str, path: Path) -> str:
-    info = subprocess.run([nfdump, "-r", str(path), "-I"], check=True, capture_output=True,
-                          text=True).stdout
+    info = subprocess.run(
+        [nfdump, "-r", str(path), "-I"], check=True, capture_output=True, text=True
+    ).stdout
     return next(line.split()[1] for line in info.splitlines() if line.startswith("Flows:"))
 
 
@@ -149,18 +162,25 @@ def main() -> None:
     if not files:
         files = [p for p in DEFAULT_FILES if p.is_file()]
         if not files:
-            raise SystemExit("no input: run ../shared/bench-data/make_big.sh bench/data/big, "
-                             "or pass --generate bench/data/nfcapd, or give files")
-    header = (f"{'file':<18} {'MB':>7} {'records':>9} {'blocks':>6} {'start s':>7} {'ours s':>7} "
-              f"{'Mrec/s':>7} {'RSS MB':>7} {'nfdump s':>8} {'nf RSS':>7} {'ratio':>6}")
+            raise SystemExit(
+                "no input: run ../shared/bench-data/make_big.sh bench/data/big, "
+                "or pass --generate bench/data/nfcapd, or give files"
+            )
+    header = (
+        f"{'file':<18} {'MB':>7} {'records':>9} {'blocks':>6} {'start s':>7} {'ours s':>7} "
+        f"{'Mrec/s':>7} {'RSS MB':>7} {'nfdump s':>8} {'nf RSS':>7} {'ratio':>6}"
+    )
     print(header)
     for path in files:
         row = bench_file(path, args.repeat, args.batch_size, nfdump)
-        print(f"{row['file']:<18} {row['mb']:>7.1f} {row['records']:>9} {row['blocks']:>6} "
-              f"{row['startup']:>7.2f} {row['seconds']:>7.2f} {row['records_per_s'] / 1e6:>7.2f} "
-              f"{row['peak_rss_mb']:>7.0f} {row.get('nfdump_seconds', float('nan')):>8.2f} "
-              f"{row.get('nfdump_rss_mb', float('nan')):>7.0f} "
-              f"{row.get('ratio', float('nan')):>6.2f}", flush=True)
+        print(
+            f"{row['file']:<18} {row['mb']:>7.1f} {row['records']:>9} {row['blocks']:>6} "
+            f"{row['startup']:>7.2f} {row['seconds']:>7.2f} {row['records_per_s'] / 1e6:>7.2f} "
+            f"{row['peak_rss_mb']:>7.0f} {row.get('nfdump_seconds', float('nan')):>8.2f} "
+            f"{row.get('nfdump_rss_mb', float('nan')):>7.0f} "
+            f"{row.get('ratio', float('nan')):>6.2f}",
+            flush=True,
+        )
         if row["skipped"]:
             print(f"  ! {row['skipped']} units skipped", flush=True)
 

@@ -66,8 +66,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("input", type=Path)
     parser.add_argument("--batch-size", type=int, default=65_536)  # the CLI default
-    parser.add_argument("--timeline", action="store_true",
-                        help="CPU seconds of each thread in each second of the run")
+    parser.add_argument(
+        "--timeline",
+        action="store_true",
+        help="CPU seconds of each thread in each second of the run",
+    )
     args = parser.parse_args()
 
     from obserae_forensics import pipeline
@@ -77,12 +80,18 @@ def main() -> None:
     from obserae_forensics.tables import parquet, partitioned
 
     for owner, name in (
-        (kernel.KernelReplay, "process"), (sessionizer.Sessionizer, "feed"),
-        (sessionizer.Sessionizer, "_emit"), (sessionizer, "sessions_table"),
-        (sessionizer, "batch_records"), (parquet.TableWriter, "write"),
-        (parquet.TableWriter, "_write_group"), (partitioned.BucketedWriter, "_route"),
-        (partitioned, "read_scratch"), (consolidate.Consolidation, "consolidate"),
-        (pipeline, "sha256_file"), (nfcapd, "_decode_block"),
+        (kernel.KernelReplay, "process"),
+        (sessionizer.Sessionizer, "feed"),
+        (sessionizer.Sessionizer, "_emit"),
+        (sessionizer, "sessions_table"),
+        (sessionizer, "batch_records"),
+        (parquet.TableWriter, "write"),
+        (parquet.TableWriter, "_write_group"),
+        (partitioned.BucketedWriter, "_route"),
+        (partitioned, "read_scratch"),
+        (consolidate.Consolidation, "consolidate"),
+        (pipeline, "sha256_file"),
+        (nfcapd, "_decode_block"),
     ):
         if hasattr(owner, name):
             _timed(owner, name)
@@ -105,6 +114,7 @@ def main() -> None:
                         _spent[("read-ahead", "reading (all of it)")] += spent
                         _calls.append(("read-ahead", wall, time.perf_counter(), spent))
                 yield item
+
         return produce(counted(), *rest, **kwargs)
 
     pipeline.read_ahead = read_ahead
@@ -117,14 +127,23 @@ def main() -> None:
         began, cpu = time.perf_counter(), time.process_time()
         global _start
         _start = began
-        pipeline.sessionize_inputs(pipeline.SessionizeConfig(
-            inputs=(args.input,), out=Path(scratch) / "run", policy=SessionPolicy(),
-            read=pipeline.ReadOptions(batch_size=args.batch_size), force=True), report)
+        pipeline.sessionize_inputs(
+            pipeline.SessionizeConfig(
+                inputs=(args.input,),
+                out=Path(scratch) / "run",
+                policy=SessionPolicy(),
+                read=pipeline.ReadOptions(batch_size=args.batch_size),
+                force=True,
+            ),
+            report,
+        )
         wall, cpu = time.perf_counter() - began, time.process_time() - cpu
-    print(f"{args.input.name}: {report.records:,} records, wall {wall:.2f} s, CPU {cpu:.2f} s "
-          f"(main thread {time.thread_time():.2f} s), peak RSS "
-          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB; measured: "
-          f"{Path(pipeline.__file__).resolve().parent}")  # which code ran (see bench_sessionize)
+    print(
+        f"{args.input.name}: {report.records:,} records, wall {wall:.2f} s, CPU {cpu:.2f} s "
+        f"(main thread {time.thread_time():.2f} s), peak RSS "
+        f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB; measured: "
+        f"{Path(pipeline.__file__).resolve().parent}"
+    )  # which code ran (see bench_sessionize)
     # every phase that ran, the short ones too: on a small input the kernel's share rounds
     # to 0.00 s, and leaving it out made the suite's run of this script fail by chance
     for (thread, label), seconds in sorted(_spent.items(), key=lambda item: -item[1]):

@@ -55,8 +55,12 @@ def run_child(path: Path, batch_size: int) -> dict[str, Any]:
     """The child's figures (numbers, and the package it ran as text)."""
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch) / "run"
-        done = subprocess.run([sys.executable, "-c", CHILD, str(path), str(out), str(batch_size)],
-                              check=True, capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, "-c", CHILD, str(path), str(out), str(batch_size)],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -72,8 +76,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("inputs", nargs="+", type=Path)
     parser.add_argument("--batch-size", type=int, default=65_536)  # the CLI default
-    parser.add_argument("--repeat", type=int, default=1,
-                        help="runs of each (ours and nfdump, alternating); medians printed")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs of each (ours and nfdump, alternating); medians printed",
+    )
     args = parser.parse_args()
     for path in args.inputs:
         with open(path, "rb") as handle:
@@ -89,15 +97,19 @@ def main() -> None:
         wall = statistics.median([run["seconds"] for run in runs])
         cpu = statistics.median([run["cpu_seconds"] for run in runs])
         rate = figures["records"] / wall
-        line = (f"{path.name}: {figures['records']:,.0f} records -> {figures['sessions']:,.0f} "
-                f"sessions in {wall:.2f} s = {rate / 1e6:.2f} M records/s "
-                f"({cpu:.1f} CPU-s), peak RSS "
-                f"{max(run['peak_rss_mb'] for run in runs):.0f} MB, conservation "
-                f"{'ok' if all(run['conservation_ok'] for run in runs) else 'FAILED'}")
+        line = (
+            f"{path.name}: {figures['records']:,.0f} records -> {figures['sessions']:,.0f} "
+            f"sessions in {wall:.2f} s = {rate / 1e6:.2f} M records/s "
+            f"({cpu:.1f} CPU-s), peak RSS "
+            f"{max(run['peak_rss_mb'] for run in runs):.0f} MB, conservation "
+            f"{'ok' if all(run['conservation_ok'] for run in runs) else 'FAILED'}"
+        )
         if theirs:
             seconds = statistics.median(theirs)
-            line += (f"; nfdump -B {seconds:.2f} s = {figures['records'] / seconds / 1e6:.2f} "
-                     f"M records/s; ours is {seconds / wall:.2f}x nfdump -B's rate")
+            line += (
+                f"; nfdump -B {seconds:.2f} s = {figures['records'] / seconds / 1e6:.2f} "
+                f"M records/s; ours is {seconds / wall:.2f}x nfdump -B's rate"
+            )
         if len(runs) > 1:
             line += f" (medians of {len(runs)} runs)"
         print(line, flush=True)

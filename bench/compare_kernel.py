@@ -41,15 +41,20 @@ CHUNK = 1 << 16
 
 def revision_kernel(revision: str) -> ModuleType:
     """REV's kernel module, imported under a package name of its own."""
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify",
-                             f"{revision}^{{commit}}"], check=True, capture_output=True,
-                            text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--verify", f"{revision}^{{commit}}"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     package = f"obserae_forensics_{commit[:12]}"
     home = ROOT / "bench" / "data" / "compare" / commit
     if not (home / package).is_dir():
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit,
-                                  "obserae_forensics"], check=True,
-                                 capture_output=True).stdout
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", commit, "obserae_forensics"],
+            check=True,
+            capture_output=True,
+        ).stdout
         home.mkdir(parents=True, exist_ok=True)
         with tarfile.open(fileobj=BytesIO(archive)) as tar:
             if hasattr(tarfile, "data_filter"):  # Python 3.11.4 and later
@@ -66,8 +71,10 @@ def record_blocks(source: str | None, total: int) -> list[object]:
     from bench_kernel import _records, capture_records, generate
 
     if source is None:
-        return [_records(generate(start, min(CHUNK, total - start)), start)
-                for start in range(0, total, CHUNK)]
+        return [
+            _records(generate(start, min(CHUNK, total - start)), start)
+            for start in range(0, total, CHUNK)
+        ]
     blocks = []
     for block in capture_records(source, total):
         for first in range(0, len(block), CHUNK):
@@ -91,8 +98,11 @@ def replay_seconds(kernel: ModuleType, blocks: list[object]) -> tuple[float, int
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("revision", help="the revision to compare with (e.g. HEAD~1)")
-    parser.add_argument("--input", default=None, help="a capture's records instead of "
-                        "generated traffic, e.g. bench/data/big/big.nfcapd")
+    parser.add_argument(
+        "--input",
+        default=None,
+        help="a capture's records instead of generated traffic, e.g. bench/data/big/big.nfcapd",
+    )
     parser.add_argument("--records", type=int, default=2_000_000)
     parser.add_argument("--rounds", type=int, default=8)
     args = parser.parse_args()
@@ -114,14 +124,18 @@ def main() -> None:
             seconds[name].append(elapsed)
             counts[name].add(sessions)
     base = np.array(seconds[args.revision])
-    print(f"{total:,} records, {args.rounds} rounds; sessions: "
-          + ", ".join(f"{name} {sorted(found)}" for name, found in counts.items()))
+    print(
+        f"{total:,} records, {args.rounds} rounds; sessions: "
+        + ", ".join(f"{name} {sorted(found)}" for name, found in counts.items())
+    )
     for name, values in seconds.items():
         times = np.array(values)
         ratio = times / base
-        print(f"{name:>16}: {1e9 * times.min() / total:6.0f} ns/record at best, "
-              f"{1e9 * np.median(times) / total:6.0f} median; time / {args.revision}'s: "
-              f"median {np.median(ratio):.3f} (rounds {ratio.min():.2f}-{ratio.max():.2f})")
+        print(
+            f"{name:>16}: {1e9 * times.min() / total:6.0f} ns/record at best, "
+            f"{1e9 * np.median(times) / total:6.0f} median; time / {args.revision}'s: "
+            f"median {np.median(ratio):.3f} (rounds {ratio.min():.2f}-{ratio.max():.2f})"
+        )
 
 
 if __name__ == "__main__":

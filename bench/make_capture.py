@@ -33,18 +33,46 @@ EXPORTER = bytes([192, 0, 2, 10])
 COLLECTOR = bytes([192, 0, 2, 1])
 # (element, length): src, dst, first, last, octets, packets, in, out, sport, dport, proto,
 # flags, tos, flowEndReason
-FIELDS = [(8, 4), (12, 4), (22, 4), (21, 4), (1, 4), (2, 4), (10, 4), (14, 4), (7, 2), (11, 2),
-          (4, 1), (6, 1), (5, 1), (136, 1)]
-RECORD = np.dtype([
-    ("src", ">u4"), ("dst", ">u4"), ("first", ">u4"), ("last", ">u4"), ("octets", ">u4"),
-    ("packets", ">u4"), ("input", ">u4"), ("output", ">u4"), ("sport", ">u2"), ("dport", ">u2"),
-    ("proto", "u1"), ("flags", "u1"), ("tos", "u1"), ("reason", "u1"),
-])
+FIELDS = [
+    (8, 4),
+    (12, 4),
+    (22, 4),
+    (21, 4),
+    (1, 4),
+    (2, 4),
+    (10, 4),
+    (14, 4),
+    (7, 2),
+    (11, 2),
+    (4, 1),
+    (6, 1),
+    (5, 1),
+    (136, 1),
+]
+RECORD = np.dtype(
+    [
+        ("src", ">u4"),
+        ("dst", ">u4"),
+        ("first", ">u4"),
+        ("last", ">u4"),
+        ("octets", ">u4"),
+        ("packets", ">u4"),
+        ("input", ">u4"),
+        ("output", ">u4"),
+        ("sport", ">u2"),
+        ("dport", ">u2"),
+        ("proto", "u1"),
+        ("flags", "u1"),
+        ("tos", "u1"),
+        ("reason", "u1"),
+    ]
+)
 assert RECORD.itemsize == sum(length for _, length in FIELDS) == 40
 
 
-def export_header(version: int, length: int, sequence: int, export_s: int, uptime_ms: int,
-                  count: int) -> bytes:
+def export_header(
+    version: int, length: int, sequence: int, export_s: int, uptime_ms: int, count: int
+) -> bytes:
     if version == 9:
         return struct.pack(">HHIIII", 9, count, uptime_ms, export_s, sequence, 0)
     return struct.pack(">HHIII", 10, length, export_s, sequence, 0)
@@ -52,19 +80,33 @@ def export_header(version: int, length: int, sequence: int, export_s: int, uptim
 
 def template_set(version: int) -> bytes:
     body = struct.pack(">HH", TEMPLATE_ID, len(FIELDS)) + b"".join(
-        struct.pack(">HH", element, length) for element, length in FIELDS)
+        struct.pack(">HH", element, length) for element, length in FIELDS
+    )
     return struct.pack(">HH", 0 if version == 9 else 2, 4 + len(body)) + body
 
 
 def frame(udp_payload: bytes, identification: int) -> bytes:
     """Ethernet + IPv4 + UDP around one payload (IPv4 header checksum filled in)."""
     udp = struct.pack(">HHHH", 40000, 2055, 8 + len(udp_payload), 0) + udp_payload
-    header = bytearray(struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), identification,
-                                   0x4000, 64, 17, 0, EXPORTER, COLLECTOR))
+    header = bytearray(
+        struct.pack(
+            ">BBHHHBBH4s4s",
+            0x45,
+            0,
+            20 + len(udp),
+            identification,
+            0x4000,
+            64,
+            17,
+            0,
+            EXPORTER,
+            COLLECTOR,
+        )
+    )
     words = np.frombuffer(bytes(header), dtype=">u2").astype(np.uint32).sum()
     words = (words & 0xFFFF) + (words >> 16)
     header[10:12] = struct.pack(">H", ~((words & 0xFFFF) + (words >> 16)) & 0xFFFF)
-    ethernet = bytes.fromhex("000000000002" "000000000001" "0800")
+    ethernet = bytes.fromhex("0000000000020000000000010800")
     return ethernet + bytes(header) + udp
 
 
@@ -116,7 +158,7 @@ def nfcapd_records(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
 
     def ipv4(name: str) -> np.ndarray:
         raw = np.frombuffer(table.column(name).combine_chunks().buffers()[1], np.uint8)
-        matrix = raw[:table.num_rows * 16].reshape(-1, 16)[:n]
+        matrix = raw[: table.num_rows * 16].reshape(-1, 16)[:n]
         if not (matrix[:, 10:12] == 0xFF).all():
             raise SystemExit(f"{path}: only IPv4 records can be re-exported")
         return matrix[:, 12:].copy().view(">u4").ravel()
@@ -147,8 +189,9 @@ def nfcapd_records(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
     return flat, ts_us, boot_us
 
 
-def write_capture(path: Path, version: int, body: np.ndarray, ts_us: np.ndarray,
-                  boot_us: int) -> int:
+def write_capture(
+    path: Path, version: int, body: np.ndarray, ts_us: np.ndarray, boot_us: int
+) -> int:
     """Write `body` (RECORD records, RECORDS_PER_DATAGRAM a datagram sent at `ts_us`, uptimes
     counted from `boot_us`) as a capture; returns the number of flow records in it."""
     per = RECORDS_PER_DATAGRAM
@@ -161,8 +204,9 @@ def write_capture(path: Path, version: int, body: np.ndarray, ts_us: np.ndarray,
     payload_at = frame_size - payload_size
     rows = np.zeros((datagrams, 16 + frame_size), dtype=np.uint8)
     rows[:, 16:] = np.frombuffer(sample, dtype=np.uint8)
-    record_header = np.zeros(datagrams, dtype=[("s", "<u4"), ("us", "<u4"), ("cap", "<u4"),
-                                               ("len", "<u4")])
+    record_header = np.zeros(
+        datagrams, dtype=[("s", "<u4"), ("us", "<u4"), ("cap", "<u4"), ("len", "<u4")]
+    )
     record_header["s"] = ts_us // 1_000_000
     record_header["us"] = ts_us % 1_000_000
     record_header["cap"] = frame_size
@@ -172,9 +216,12 @@ def write_capture(path: Path, version: int, body: np.ndarray, ts_us: np.ndarray,
     # identification is left 0 for every frame, so the sample's checksum is valid for all.
     export_s = (ts_us // 1_000_000).astype(np.int64)
     uptime_ms = ((ts_us - boot_us) // 1000).astype(np.int64)
-    head = np.zeros(datagrams, dtype=[("v", ">u2"), ("a", ">u2"), ("b", ">u4"), ("c", ">u4"),
-                                      ("d", ">u4"), ("e", ">u4")] if version == 9 else
-                    [("v", ">u2"), ("a", ">u2"), ("b", ">u4"), ("c", ">u4"), ("d", ">u4")])
+    head = np.zeros(
+        datagrams,
+        dtype=[("v", ">u2"), ("a", ">u2"), ("b", ">u4"), ("c", ">u4"), ("d", ">u4"), ("e", ">u4")]
+        if version == 9
+        else [("v", ">u2"), ("a", ">u2"), ("b", ">u4"), ("c", ">u4"), ("d", ">u4")],
+    )
     head["v"] = version
     if version == 9:
         head["a"] = per
@@ -188,9 +235,9 @@ def write_capture(path: Path, version: int, body: np.ndarray, ts_us: np.ndarray,
         head["b"] = export_s
         head["c"] = np.arange(datagrams, dtype=np.int64) * per  # data records before
     start = 16 + payload_at
-    rows[:, start:start + header_size] = head.view(np.uint8).reshape(datagrams, header_size)
+    rows[:, start : start + header_size] = head.view(np.uint8).reshape(datagrams, header_size)
     set_header = np.frombuffer(struct.pack(">HH", TEMPLATE_ID, data_set_size), dtype=np.uint8)
-    rows[:, start + header_size:start + header_size + 4] = set_header
+    rows[:, start + header_size : start + header_size + 4] = set_header
     records_at = start + header_size + 4
     rows[:, records_at:] = body.view(np.uint8).reshape(datagrams, per * RECORD.itemsize)
     with path.open("wb") as out:
@@ -199,15 +246,29 @@ def write_capture(path: Path, version: int, body: np.ndarray, ts_us: np.ndarray,
             template_payload = template_set(version)
             # v9: the packet just before data packet `at`; IPFIX: no data records in it
             sequence = int(head["d"][at]) - 1 if version == 9 else int(head["c"][at])
-            template_payload = export_header(version, header_size + len(template_payload),
-                                             sequence, int(export_s[at]), int(uptime_ms[at]), 1
-                                             ) + template_payload
+            template_payload = (
+                export_header(
+                    version,
+                    header_size + len(template_payload),
+                    sequence,
+                    int(export_s[at]),
+                    int(uptime_ms[at]),
+                    1,
+                )
+                + template_payload
+            )
             template_frame = frame(template_payload, 0)
-            out.write(struct.pack("<IIII", int(record_header["s"][at]),
-                                  int(record_header["us"][at]), len(template_frame),
-                                  len(template_frame)))
+            out.write(
+                struct.pack(
+                    "<IIII",
+                    int(record_header["s"][at]),
+                    int(record_header["us"][at]),
+                    len(template_frame),
+                    len(template_frame),
+                )
+            )
             out.write(template_frame)
-            out.write(rows[at:at + TEMPLATE_EVERY].tobytes())
+            out.write(rows[at : at + TEMPLATE_EVERY].tobytes())
     return datagrams * per
 
 
@@ -216,8 +277,12 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--version", type=int, choices=(9, 10), default=9)
     parser.add_argument("--records", type=int, default=5_000_000)
-    parser.add_argument("--from", dest="source", type=Path,
-                        help="re-export this nfcapd file's IPv4 records instead of random ones")
+    parser.add_argument(
+        "--from",
+        dest="source",
+        type=Path,
+        help="re-export this nfcapd file's IPv4 records instead of random ones",
+    )
     args = parser.parse_args()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
@@ -226,8 +291,10 @@ def main() -> None:
     else:
         body, ts_us, boot_us = random_records(-(-args.records // RECORDS_PER_DATAGRAM))
     records = write_capture(args.out, args.version, body, ts_us, boot_us)
-    print(f"{args.out}: {records} v{args.version} records, {args.out.stat().st_size} bytes, "
-          f"{time.perf_counter() - began:.1f} s")
+    print(
+        f"{args.out}: {records} v{args.version} records, {args.out.stat().st_size} bytes, "
+        f"{time.perf_counter() - began:.1f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -25,14 +25,43 @@ RECORDS_PER_DATAGRAM = 10
 START_S = 1_700_000_000
 ROUND_S = 10
 COLLECTOR = bytes([10, 0, 0, 1])
-HEADER = np.dtype([("version", ">u2"), ("count", ">u2"), ("uptime", ">u4"), ("secs", ">u4"),
-                   ("nsecs", ">u4"), ("sequence", ">u4"), ("engine_type", "u1"),
-                   ("engine_id", "u1"), ("sampling", ">u2")])
-RECORD = np.dtype([("src", ">u4"), ("dst", ">u4"), ("nexthop", ">u4"), ("input", ">u2"),
-                   ("output", ">u2"), ("packets", ">u4"), ("octets", ">u4"), ("first", ">u4"),
-                   ("last", ">u4"), ("sport", ">u2"), ("dport", ">u2"), ("pad1", "u1"),
-                   ("flags", "u1"), ("proto", "u1"), ("tos", "u1"), ("src_as", ">u2"),
-                   ("dst_as", ">u2"), ("src_mask", "u1"), ("dst_mask", "u1"), ("pad2", ">u2")])
+HEADER = np.dtype(
+    [
+        ("version", ">u2"),
+        ("count", ">u2"),
+        ("uptime", ">u4"),
+        ("secs", ">u4"),
+        ("nsecs", ">u4"),
+        ("sequence", ">u4"),
+        ("engine_type", "u1"),
+        ("engine_id", "u1"),
+        ("sampling", ">u2"),
+    ]
+)
+RECORD = np.dtype(
+    [
+        ("src", ">u4"),
+        ("dst", ">u4"),
+        ("nexthop", ">u4"),
+        ("input", ">u2"),
+        ("output", ">u2"),
+        ("packets", ">u4"),
+        ("octets", ">u4"),
+        ("first", ">u4"),
+        ("last", ">u4"),
+        ("sport", ">u2"),
+        ("dport", ">u2"),
+        ("pad1", "u1"),
+        ("flags", "u1"),
+        ("proto", "u1"),
+        ("tos", "u1"),
+        ("src_as", ">u2"),
+        ("dst_as", ">u2"),
+        ("src_mask", "u1"),
+        ("dst_mask", "u1"),
+        ("pad2", ">u2"),
+    ]
+)
 assert HEADER.itemsize == 24 and RECORD.itemsize == 48
 
 
@@ -59,8 +88,9 @@ def datagrams(exporters: int, rounds: int) -> tuple[np.ndarray, np.ndarray]:
     body["dport"] = 443
     body["flags"] = 0x1B
     body["proto"] = 6
-    payload = np.concatenate([head.view(np.uint8).reshape(count, -1),
-                              body.view(np.uint8).reshape(count, -1)], axis=1)
+    payload = np.concatenate(
+        [head.view(np.uint8).reshape(count, -1), body.view(np.uint8).reshape(count, -1)], axis=1
+    )
     return payload, exporter
 
 
@@ -69,8 +99,9 @@ def frames(payload: np.ndarray, exporter: np.ndarray) -> np.ndarray:
     of the IPv4 headers filled in. -> [frame, byte]."""
     count, size = payload.shape
     ip = np.zeros((count, 20), dtype=np.uint8)
-    ip[:, :12] = np.frombuffer(struct.pack(">BBHHHBBH", 0x45, 0, 28 + size, 0, 0x4000, 64, 17,
-                                           0), dtype=np.uint8)
+    ip[:, :12] = np.frombuffer(
+        struct.pack(">BBHHHBBH", 0x45, 0, 28 + size, 0, 0x4000, 64, 17, 0), dtype=np.uint8
+    )
     source = (0xAC100000 + exporter).astype(">u4")
     ip[:, 12:16] = source.view(np.uint8).reshape(count, 4)
     ip[:, 16:20] = np.frombuffer(COLLECTOR, dtype=np.uint8)
@@ -79,10 +110,11 @@ def frames(payload: np.ndarray, exporter: np.ndarray) -> np.ndarray:
     checksum = (~((words & 0xFFFF) + (words >> 16)) & 0xFFFF).astype(">u2")
     ip[:, 10:12] = checksum.view(np.uint8).reshape(count, 2)
     udp = np.frombuffer(struct.pack(">HHHH", 2055, 2055, 8 + size, 0), dtype=np.uint8)
-    ethernet = np.frombuffer(bytes.fromhex("000000000002" "000000000001" "0800"),
-                             dtype=np.uint8)
-    return np.concatenate([np.broadcast_to(ethernet, (count, 14)), ip,
-                           np.broadcast_to(udp, (count, 8)), payload], axis=1)
+    ethernet = np.frombuffer(bytes.fromhex("0000000000020000000000010800"), dtype=np.uint8)
+    return np.concatenate(
+        [np.broadcast_to(ethernet, (count, 14)), ip, np.broadcast_to(udp, (count, 8)), payload],
+        axis=1,
+    )
 
 
 def write_capture(path: Path, exporters: int, rounds: int) -> int:
@@ -90,8 +122,9 @@ def write_capture(path: Path, exporters: int, rounds: int) -> int:
     payload, exporter = datagrams(exporters, rounds)
     body = frames(payload, exporter)
     count, size = body.shape
-    record_header = np.zeros(count, dtype=[("s", "<u4"), ("us", "<u4"), ("cap", "<u4"),
-                                           ("len", "<u4")])
+    record_header = np.zeros(
+        count, dtype=[("s", "<u4"), ("us", "<u4"), ("cap", "<u4"), ("len", "<u4")]
+    )
     round_ = np.arange(count) // exporters
     record_header["s"] = START_S + round_ * ROUND_S
     record_header["us"] = np.arange(count) % exporters  # a µs apart within a round

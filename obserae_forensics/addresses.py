@@ -36,8 +36,10 @@ def address_array(matrix: npt.NDArray[Any]) -> pa.FixedSizeBinaryArray:
     matrix = np.ascontiguousarray(matrix, dtype=np.uint8)
     buffer = pa.py_buffer(matrix.tobytes())
     # from_buffers makes an array of the type given: the stubs type it as a generic Array
-    return cast(pa.FixedSizeBinaryArray,
-                pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), len(matrix), [None, buffer]))
+    return cast(
+        pa.FixedSizeBinaryArray,
+        pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), len(matrix), [None, buffer]),
+    )
 
 
 def address_matrix(column: pa.Array[Any] | pa.ChunkedArray[Any]) -> npt.NDArray[np.uint8]:
@@ -51,7 +53,8 @@ def address_matrix(column: pa.Array[Any] | pa.ChunkedArray[Any]) -> npt.NDArray[
     # ignored: numpy's stubs, before Python 3.12, let np.frombuffer read only the builtin
     # bytes-like types, not an Arrow buffer (which has the buffer protocol)
     raw: npt.NDArray[np.uint8] = np.frombuffer(  # type: ignore[call-overload]
-        data, dtype=np.uint8, count=len(column) * 16, offset=start)
+        data, dtype=np.uint8, count=len(column) * 16, offset=start
+    )
     return raw.reshape(len(column), 16)
 
 
@@ -82,8 +85,9 @@ def parse_address(text: str) -> bytes:
 
 
 @njit(cache=True, nogil=True)
-def _dotted_quads(values: npt.NDArray[np.uint32], offsets: npt.NDArray[np.int32]
-                  ) -> npt.NDArray[np.uint8]:
+def _dotted_quads(
+    values: npt.NDArray[np.uint32], offsets: npt.NDArray[np.int32]
+) -> npt.NDArray[np.uint8]:
     """IPv4 addresses (uint32 values) as dotted quads into one buffer at `offsets`."""
     out = np.empty(offsets[-1], dtype=np.uint8)
     for i in range(len(values)):
@@ -114,13 +118,15 @@ def dotted_quad_array(values: npt.NDArray[Any]) -> pa.StringArray:
     np.cumsum(lengths, out=offsets[1:])
     data = _dotted_quads(values, offsets)
     # numpy's stubs declare ndarray's buffer protocol (__buffer__) only for Python 3.12 on
-    return pa.StringArray.from_buffers(len(values), pa.py_buffer(cast("Buffer", offsets)),
-                                       pa.py_buffer(cast("Buffer", data)))
+    return pa.StringArray.from_buffers(
+        len(values), pa.py_buffer(cast("Buffer", offsets)), pa.py_buffer(cast("Buffer", data))
+    )
 
 
 @njit(cache=True, nogil=True)
-def _ipv6_texts(high: npt.NDArray[np.uint64], low: npt.NDArray[np.uint64]
-                ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
+def _ipv6_texts(
+    high: npt.NDArray[np.uint64], low: npt.NDArray[np.uint64]
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
     """IPv6 addresses (two big-endian 64-bit words each) in RFC 5952 text: lowercase hex
     without leading zeros, the longest run of two or more zero groups (the first of equal
     ones) as "::". -> (UTF-8 bytes, offsets)."""
@@ -172,20 +178,26 @@ def ipv6_text_array(high: npt.NDArray[Any], low: npt.NDArray[Any]) -> pa.StringA
     in numba: ipaddress took ~20 µs an address, and hosts with privacy addresses or a scan
     over IPv6 bring millions of distinct ones. An IPv4-mapped address comes out in hex
     (::ffff:a00:1), as ipaddress gave it before Python 3.13: callers show those dotted."""
-    data, offsets = _ipv6_texts(np.ascontiguousarray(high, dtype=np.uint64),
-                                np.ascontiguousarray(low, dtype=np.uint64))
+    data, offsets = _ipv6_texts(
+        np.ascontiguousarray(high, dtype=np.uint64), np.ascontiguousarray(low, dtype=np.uint64)
+    )
     if len(data) >= 2**31:  # at most 39 bytes an address: some 55 million distinct ones
-        raise ValueError(f"{len(high)} IPv6 addresses make {len(data)} bytes of text, more "
-                         "than an Arrow string array holds (2 GiB)")
+        raise ValueError(
+            f"{len(high)} IPv6 addresses make {len(data)} bytes of text, more "
+            "than an Arrow string array holds (2 GiB)"
+        )
     # numpy's stubs declare ndarray's buffer protocol (__buffer__) only for Python 3.12 on
-    return pa.StringArray.from_buffers(len(high),
-                                       pa.py_buffer(cast("Buffer", offsets.astype(np.int32))),
-                                       pa.py_buffer(cast("Buffer", data)))
+    return pa.StringArray.from_buffers(
+        len(high),
+        pa.py_buffer(cast("Buffer", offsets.astype(np.int32))),
+        pa.py_buffer(cast("Buffer", data)),
+    )
 
 
 @njit(cache=True, nogil=True)
-def distinct_pairs(high: npt.NDArray[np.uint64], low: npt.NDArray[np.uint64]
-                   ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+def distinct_pairs(
+    high: npt.NDArray[np.uint64], low: npt.NDArray[np.uint64]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     """(first row of each distinct (high, low) pair in order of first use, index of each
     row's pair among them), by open addressing: addresses given as two 64-bit words repeat
     a lot (next_hop is :: on every record, a scan's sessions share few hosts), and a sort
@@ -201,8 +213,9 @@ def distinct_pairs(high: npt.NDArray[np.uint64], low: npt.NDArray[np.uint64]
     for i in range(n):
         h = (high[i] * np.uint64(0x9E3779B97F4A7C15)) ^ (low[i] * np.uint64(0xBF58476D1CE4E5B9))
         b = np.int64((h ^ (h >> np.uint64(29))) & np.uint64(size - 1))
-        while table[b] >= 0 and not (high[first[table[b]]] == high[i] and
-                                     low[first[table[b]]] == low[i]):
+        while table[b] >= 0 and not (
+            high[first[table[b]]] == high[i] and low[first[table[b]]] == low[i]
+        ):
             b = (b + 1) & (size - 1)
         if table[b] < 0:
             table[b] = count
@@ -225,12 +238,10 @@ def address_text_array(column: pa.Array[Any] | pa.ChunkedArray[Any]) -> pa.Strin
         return word_text_array(high, low)
     first, inverse = distinct_pairs(high, low)
     # pa.array of int64 values is an Int64Array (the stubs read any ndarray as booleans)
-    return word_text_array(high[first], low[first]).take(
-        cast(pa.Int64Array, pa.array(inverse)))
+    return word_text_array(high[first], low[first]).take(cast(pa.Int64Array, pa.array(inverse)))
 
 
-def word_text_array(high: npt.NDArray[np.uint64], low: npt.NDArray[np.uint64]
-                    ) -> pa.StringArray:
+def word_text_array(high: npt.NDArray[np.uint64], low: npt.NDArray[np.uint64]) -> pa.StringArray:
     """Addresses given as uint64 word pairs (bytes 0-7, 8-15) -> their texts, formatted in
     numba (scans meet millions of distinct hosts): IPv4-mapped ones as dotted quads, the
     others in RFC 5952 text."""
@@ -240,19 +251,22 @@ def word_text_array(high: npt.NDArray[np.uint64], low: npt.NDArray[np.uint64]
         return dotted_quad_array(values)
     mapped = np.flatnonzero(v4)
     other = np.flatnonzero(~v4)
-    texts = pa.concat_arrays([dotted_quad_array(values[mapped]),
-                              ipv6_text_array(high[other], low[other])])
+    texts = pa.concat_arrays(
+        [dotted_quad_array(values[mapped]), ipv6_text_array(high[other], low[other])]
+    )
     position = np.empty(len(high), dtype=np.int64)
     position[mapped] = np.arange(len(mapped))
     position[other] = len(mapped) + np.arange(len(other))
     return texts.take(cast(pa.Int64Array, pa.array(position)))  # as in address_text_array
 
 
-def _ipv4_mapped(high: npt.NDArray[np.uint64], low: npt.NDArray[np.uint64]
-                 ) -> npt.NDArray[np.bool_]:
+def _ipv4_mapped(
+    high: npt.NDArray[np.uint64], low: npt.NDArray[np.uint64]
+) -> npt.NDArray[np.bool_]:
     # numpy's stubs type an array comparison as Any
-    return cast("npt.NDArray[np.bool_]",
-                (high == 0) & ((low >> np.uint64(32)) == np.uint64(0xFFFF)))
+    return cast(
+        "npt.NDArray[np.bool_]", (high == 0) & ((low >> np.uint64(32)) == np.uint64(0xFFFF))
+    )
 
 
 def with_text_addresses(table: pa.Table, names: tuple[str, ...]) -> pa.Table:
@@ -261,8 +275,11 @@ def with_text_addresses(table: pa.Table, names: tuple[str, ...]) -> pa.Table:
         index = table.schema.get_field_index(name)
         if index < 0 or not pa.types.is_fixed_size_binary(table.schema.field(index).type):
             continue
-        table = table.set_column(index, pa.field(name, pa.string(), nullable=False),
-                                 address_text_array(table.column(index)))
+        table = table.set_column(
+            index,
+            pa.field(name, pa.string(), nullable=False),
+            address_text_array(table.column(index)),
+        )
     return table
 
 

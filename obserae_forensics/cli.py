@@ -38,8 +38,12 @@ if TYPE_CHECKING:
 # rich_markup_mode=None: click's plain usage errors ("Error: Invalid value for
 # '--batch-size' ...", one line after the usage) instead of a framed box that a log, or a
 # script's `2>&1 | tail -1`, cuts apart; help is plain text too
-app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode=None,
-                  help="Offline network forensics over NetFlow/IPFIX captures and nfcapd files.")
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+    help="Offline network forensics over NetFlow/IPFIX captures and nfcapd files.",
+)
 
 
 def main() -> None:
@@ -66,17 +70,21 @@ def _stopped(stop: Interrupted) -> None:
         signal.signal(signum, signal.SIG_IGN)
     terminated = stop.signum == signal.SIGTERM
     kept = "; ".join(f"{path} was written whole before it" for path in stop.kept)
-    typer.echo(f"{'terminated (SIGTERM)' if terminated else 'interrupted'}: stopped, nothing "
-               "left half-written (a staging directory or file is removed)"
-               + (f"; {kept}" if kept else ""), err=True)
+    typer.echo(
+        f"{'terminated (SIGTERM)' if terminated else 'interrupted'}: stopped, nothing "
+        "left half-written (a staging directory or file is removed)"
+        + (f"; {kept}" if kept else ""),
+        err=True,
+    )
     raise SystemExit(143 if terminated else 130)
 
 
 TEXT_SUFFIXES = (".csv", ".tsv", ".txt", ".json", ".ndjson")  # what --flows never writes
 
 
-def _path(kind: str = "path", *, exists: bool = False,
-          output: bool = False) -> Callable[[str], Path]:
+def _path(
+    kind: str = "path", *, exists: bool = False, output: bool = False
+) -> Callable[[str], Path]:
     """A parser of one path operand. typer turns an empty text into Path("."), the current
     directory, before its own checks: `sessionize "$CAPTURES" --out x` with the variable
     unset replayed whatever the shell stood in. Here "" is refused, `exists` checks
@@ -94,15 +102,19 @@ def _path(kind: str = "path", *, exists: bool = False,
             # found by an audit: a traceback (UnicodeEncodeError) once the name met the
             # tables' text columns or the manifest; its bytes shown as the manifest shows
             # them (`\xff`, where it said `\\udcff`: another audit)
-            raise typer.BadParameter(f"'{path_text(text)}' is not valid UTF-8; the tables and "
-                                     "the manifest hold paths as UTF-8 text: name it "
-                                     "through a symlink")
+            raise typer.BadParameter(
+                f"'{path_text(text)}' is not valid UTF-8; the tables and "
+                "the manifest hold paths as UTF-8 text: name it "
+                "through a symlink"
+            )
         path = Path(text)
         if exists:
             if not path.exists():
                 if path.is_symlink():  # a loop read as "does not exist" (an audit)
-                    raise typer.BadParameter(f"{kind} {text!r} is a link that leads nowhere "
-                                             "(to a missing file, or in a loop)")
+                    raise typer.BadParameter(
+                        f"{kind} {text!r} is a link that leads nowhere "
+                        "(to a missing file, or in a loop)"
+                    )
                 raise typer.BadParameter(f"{kind} {text!r} does not exist")
             if kind == "file" and path.is_dir():
                 raise typer.BadParameter(f"{text!r} is a directory, not a file")
@@ -115,8 +127,9 @@ def _path(kind: str = "path", *, exists: bool = False,
                         continue
                     # the nearest existing one decides; the rest is made
                     if not above.is_dir():
-                        raise typer.BadParameter(f"{text!r} lies under {str(above)!r}, "
-                                                 "which is a file, not a directory")
+                        raise typer.BadParameter(
+                            f"{text!r} lies under {str(above)!r}, which is a file, not a directory"
+                        )
                 except OSError:
                     pass  # a name too long, no permission: writing says so (exit 1)
                 break
@@ -127,20 +140,26 @@ def _path(kind: str = "path", *, exists: bool = False,
 
 InputsArgument = Annotated[
     list[Path],
-    typer.Argument(parser=_path(exists=True), metavar="INPUT",
-                   help="PCAP/PCAPNG captures of NetFlow v1/v5/v7/v9 or IPFIX exports, IPFIX "
-                   "files, nfcapd files (each may be gzip, bzip2, xz, zstd or LZ4 "
-                   "compressed), or directories of them."),
+    typer.Argument(
+        parser=_path(exists=True),
+        metavar="INPUT",
+        help="PCAP/PCAPNG captures of NetFlow v1/v5/v7/v9 or IPFIX exports, IPFIX "
+        "files, nfcapd files (each may be gzip, bzip2, xz, zstd or LZ4 "
+        "compressed), or directories of them.",
+    ),
 ]
 FromOption = Annotated[
     str | None,
-    typer.Option("--from", metavar="<time>", help="Only records starting at or after this UTC "
-                 "time (ISO 8601 or nfdump's YYYY/MM/DD.hh:mm:ss), as nfdump -t selects."),
+    typer.Option(
+        "--from",
+        metavar="<time>",
+        help="Only records starting at or after this UTC "
+        "time (ISO 8601 or nfdump's YYYY/MM/DD.hh:mm:ss), as nfdump -t selects.",
+    ),
 ]
 ToOption = Annotated[
     str | None,
-    typer.Option("--to", metavar="<time>",
-                 help="Only records ending at or before this UTC time."),
+    typer.Option("--to", metavar="<time>", help="Only records ending at or before this UTC time."),
 ]
 
 
@@ -185,8 +204,10 @@ def _print_problems(report: RunReport, listed: str, shown: int = 5) -> None:
         text = f"{problem.reason}: {problem}".replace("\n", "\\n").replace("\r", "\\r")
         typer.echo(f"  {text}", err=True)
     if len(examples) > shown:
-        typer.echo(f"  ... {len(examples) - shown} more example(s)"
-                   + (f" in {listed}" if listed else ""), err=True)
+        typer.echo(
+            f"  ... {len(examples) - shown} more example(s)" + (f" in {listed}" if listed else ""),
+            err=True,
+        )
 
 
 def _progress_wanted(quiet: bool) -> bool:
@@ -196,10 +217,15 @@ def _progress_wanted(quiet: bool) -> bool:
 @app.command("inspect")
 def inspect_command(
     inputs: InputsArgument,
-    flows: Annotated[Path | None, typer.Option("--flows", parser=_path(output=True),
-                                               metavar="<path>",
-                                               help="Write the flows table here (Parquet).")
-                     ] = None,
+    flows: Annotated[
+        Path | None,
+        typer.Option(
+            "--flows",
+            parser=_path(output=True),
+            metavar="<path>",
+            help="Write the flows table here (Parquet).",
+        ),
+    ] = None,
     from_time: FromOption = None,
     to_time: ToOption = None,
     strict: Annotated[bool, typer.Option(help="Stop at the first input problem, exit 1.")] = False,
@@ -213,13 +239,17 @@ def inspect_command(
     try:
         if flows is not None and flows.suffix.lower() in TEXT_SUFFIXES:
             # found by a responder's audit: `--flows f.csv` wrote Parquet under that name
-            raise UsageError(f"--flows {flows}: the flows table is written as Parquet, not "
-                             f"{flows.suffix}; give a .parquet path (`recombine "
-                             "--export-flows` writes CSV)")
-        options = ReadOptions(window=(parse_time(from_time, "--from"),
-                                      parse_time(to_time, "--to")), strict=strict)
-        table = inspect_inputs(inputs, options, report, flows_path=flows,
-                               progress=_progress_wanted(quiet), force=force)
+            raise UsageError(
+                f"--flows {flows}: the flows table is written as Parquet, not "
+                f"{flows.suffix}; give a .parquet path (`recombine "
+                "--export-flows` writes CSV)"
+            )
+        options = ReadOptions(
+            window=(parse_time(from_time, "--from"), parse_time(to_time, "--to")), strict=strict
+        )
+        table = inspect_inputs(
+            inputs, options, report, flows_path=flows, progress=_progress_wanted(quiet), force=force
+        )
         if flows is not None:
             settle()  # the flows table is in place: what is left is to say so
     except UsageError as error:
@@ -235,17 +265,29 @@ def inspect_command(
 
 
 INSPECT_COLUMNS = [
-    ("exporter", "exporter"), ("exporter_domain", "domain"), ("versions", "v"),
-    ("datagrams", "datagrams"), ("records", "records"), ("packets", "packets"),
+    ("exporter", "exporter"),
+    ("exporter_domain", "domain"),
+    ("versions", "v"),
+    ("datagrams", "datagrams"),
+    ("records", "records"),
+    ("packets", "packets"),
     # gaps beside what they lost: an nfcapd file keeps nfcapd's count of sequence failures
     # and no lost count, and the table showed only the lost, 0 (an audit against nfdump -E)
-    ("octets", "bytes"), ("templates", "templates"), ("sequence_gaps", "seq gaps"),
-    ("sequence_lost", "seq lost"), ("reorders", "reorders"), ("restarts", "restarts"),
-    ("duplicates", "dups"), ("undecodable_sets", "bad sets"),
-    ("records_without_template", "no template"), ("sampling_rate", "1:N"),
-    ("first_export", "first export (UTC)"), ("last_export", "last export (UTC)"),
+    ("octets", "bytes"),
+    ("templates", "templates"),
+    ("sequence_gaps", "seq gaps"),
+    ("sequence_lost", "seq lost"),
+    ("reorders", "reorders"),
+    ("restarts", "restarts"),
+    ("duplicates", "dups"),
+    ("undecodable_sets", "bad sets"),
+    ("records_without_template", "no template"),
+    ("sampling_rate", "1:N"),
+    ("first_export", "first export (UTC)"),
+    ("last_export", "last export (UTC)"),
     # both ends: the largest alone showed -0.000 where the offsets spanned 16 years (an audit)
-    ("clock_offset_min_s", "clock offset min s"), ("clock_offset_max_s", "max s"),
+    ("clock_offset_min_s", "clock offset min s"),
+    ("clock_offset_max_s", "max s"),
 ]
 
 
@@ -267,8 +309,7 @@ def _print_exporters(table: object) -> None:
     rows = table.to_pylist()  # type: ignore[attr-defined]
     view = Table(title="exporters")
     for _, title in INSPECT_COLUMNS:
-        view.add_column(title, justify="left" if title == "exporter" else "right",
-                        no_wrap=True)
+        view.add_column(title, justify="left" if title == "exporter" else "right", no_wrap=True)
     for row in rows:
         view.add_row(*(_cell(row[name]) for name, _ in INSPECT_COLUMNS))
     # as wide as the table needs: narrower, rich cut values to "…" (a domain, a byte count,
@@ -281,43 +322,83 @@ def _print_exporters(table: object) -> None:
 @app.command("sessionize")
 def sessionize_command(
     inputs: InputsArgument,
-    out: Annotated[Path, typer.Option("--out", "-o", parser=_path(output=True), metavar="<path>",
-                                      help="Directory for the tables.")],
-    config: Annotated[Path | None, typer.Option("--config", parser=_path("file", exists=True),
-                                                metavar="<file>",
-                                                help="YAML settings (the seed's `sessions:` "
-                                                "block).")] = None,
-    hard_timeout: Annotated[str | None, typer.Option(
-        metavar="<duration>", help="sessions.hard_timeout (default 15m: 500ms, 30s, 15m, 1h, "
-        "2d or plain seconds).")] = None,
-    grace: Annotated[str | None, typer.Option(
-        metavar="<duration>", help="sessions.grace (default 30s).")] = None,
-    max_open_ksessions: Annotated[float | None, typer.Option(
-        metavar="<thousands>", help="sessions.max_open_ksessions: thousands of open sessions "
-        "per exporter (default 500).")] = None,
-    idle_tcp_established: Annotated[str | None, typer.Option(
-        metavar="<duration>", help="sessions.idle.tcp_established (default 60s).")] = None,
-    idle_tcp_half_open: Annotated[str | None, typer.Option(
-        metavar="<duration>", help="sessions.idle.tcp_half_open (default 5s).")] = None,
-    idle_udp: Annotated[str | None, typer.Option(
-        metavar="<duration>", help="sessions.idle.udp (default 30s).")] = None,
-    idle_icmp: Annotated[str | None, typer.Option(
-        metavar="<duration>", help="sessions.idle.icmp (default 10s).")] = None,
-    idle_other: Annotated[str | None, typer.Option(
-        metavar="<duration>", help="sessions.idle.other (default 60s).")] = None,
-    replay: Annotated[str | None, typer.Option(
-        metavar="<mode>", help="sessions.replay: arrival (default) or event.")] = None,
-    cartography: Annotated[Path | None, typer.Option(parser=_path("file", exists=True),
-                                                     metavar="<file>",
-                                                     help="Cartography YAML.")] = None,
-    flow_matrix: Annotated[Path | None, typer.Option(parser=_path("file", exists=True),
-                                                     metavar="<file>",
-                                                     help="Flow Matrix YAML.")] = None,
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            parser=_path(output=True),
+            metavar="<path>",
+            help="Directory for the tables.",
+        ),
+    ],
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            parser=_path("file", exists=True),
+            metavar="<file>",
+            help="YAML settings (the seed's `sessions:` block).",
+        ),
+    ] = None,
+    hard_timeout: Annotated[
+        str | None,
+        typer.Option(
+            metavar="<duration>",
+            help="sessions.hard_timeout (default 15m: 500ms, 30s, 15m, 1h, 2d or plain seconds).",
+        ),
+    ] = None,
+    grace: Annotated[
+        str | None, typer.Option(metavar="<duration>", help="sessions.grace (default 30s).")
+    ] = None,
+    max_open_ksessions: Annotated[
+        float | None,
+        typer.Option(
+            metavar="<thousands>",
+            help="sessions.max_open_ksessions: thousands of open sessions "
+            "per exporter (default 500).",
+        ),
+    ] = None,
+    idle_tcp_established: Annotated[
+        str | None,
+        typer.Option(metavar="<duration>", help="sessions.idle.tcp_established (default 60s)."),
+    ] = None,
+    idle_tcp_half_open: Annotated[
+        str | None,
+        typer.Option(metavar="<duration>", help="sessions.idle.tcp_half_open (default 5s)."),
+    ] = None,
+    idle_udp: Annotated[
+        str | None, typer.Option(metavar="<duration>", help="sessions.idle.udp (default 30s).")
+    ] = None,
+    idle_icmp: Annotated[
+        str | None, typer.Option(metavar="<duration>", help="sessions.idle.icmp (default 10s).")
+    ] = None,
+    idle_other: Annotated[
+        str | None, typer.Option(metavar="<duration>", help="sessions.idle.other (default 60s).")
+    ] = None,
+    replay: Annotated[
+        str | None,
+        typer.Option(metavar="<mode>", help="sessions.replay: arrival (default) or event."),
+    ] = None,
+    cartography: Annotated[
+        Path | None,
+        typer.Option(parser=_path("file", exists=True), metavar="<file>", help="Cartography YAML."),
+    ] = None,
+    flow_matrix: Annotated[
+        Path | None,
+        typer.Option(parser=_path("file", exists=True), metavar="<file>", help="Flow Matrix YAML."),
+    ] = None,
     from_time: FromOption = None,
     to_time: ToOption = None,
-    batch_size: Annotated[int, typer.Option(min=1, max=1 << 24, metavar="<n>",
-                                            help="Records per batch (the tables do not "
-                                            "depend on it).")] = 65_536,
+    batch_size: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=1 << 24,
+            metavar="<n>",
+            help="Records per batch (the tables do not depend on it).",
+        ),
+    ] = 65_536,
     force: Annotated[bool, typer.Option(help="Replace an existing output directory.")] = False,
     strict: Annotated[bool, typer.Option(help="Stop at the first input problem, exit 1.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
@@ -329,14 +410,17 @@ def sessionize_command(
     from .sessionize.policy import read_settings_file
 
     overrides = {
-        "sessions.hard_timeout": hard_timeout, "sessions.grace": grace,
+        "sessions.hard_timeout": hard_timeout,
+        "sessions.grace": grace,
         # whole thousands stay integers, as the YAML gives them
         "sessions.max_open_ksessions": int(max_open_ksessions)
         if max_open_ksessions is not None and float(max_open_ksessions).is_integer()
         else max_open_ksessions,
         "sessions.idle.tcp_established": idle_tcp_established,
-        "sessions.idle.tcp_half_open": idle_tcp_half_open, "sessions.idle.udp": idle_udp,
-        "sessions.idle.icmp": idle_icmp, "sessions.idle.other": idle_other,
+        "sessions.idle.tcp_half_open": idle_tcp_half_open,
+        "sessions.idle.udp": idle_udp,
+        "sessions.idle.icmp": idle_icmp,
+        "sessions.idle.other": idle_other,
         "sessions.replay": replay,
     }
     report = RunReport()
@@ -346,8 +430,11 @@ def sessionize_command(
             # an empty file, one whose settings are all commented out, `sessions:` alone:
             # valid, but whoever gave --config meant something by it, and the defaults ran
             # without a word
-            typer.echo(f"warning: {config} sets nothing (no setting under `sessions:`): "
-                       "the defaults are in force", err=True)
+            typer.echo(
+                f"warning: {config} sets nothing (no setting under `sessions:`): "
+                "the defaults are in force",
+                err=True,
+            )
         carto = matrix = None
         if cartography is not None or flow_matrix is not None:
             from .matching import empty_cartography, load_cartography, load_flow_matrix
@@ -356,11 +443,17 @@ def sessionize_command(
             if flow_matrix is not None:
                 matrix = load_flow_matrix(flow_matrix, carto)
         job = SessionizeConfig(
-            inputs=tuple(inputs), out=out, policy=policy,
-            read=ReadOptions(batch_size=batch_size,
-                             window=(parse_time(from_time, "--from"), parse_time(to_time, "--to")),
-                             strict=strict),
-            cartography=carto, flow_matrix=matrix, force=force,
+            inputs=tuple(inputs),
+            out=out,
+            policy=policy,
+            read=ReadOptions(
+                batch_size=batch_size,
+                window=(parse_time(from_time, "--from"), parse_time(to_time, "--to")),
+                strict=strict,
+            ),
+            cartography=carto,
+            flow_matrix=matrix,
+            force=force,
             progress=_progress_wanted(quiet),
             protected=tuple(p for p in (config, cartography, flow_matrix) if p is not None),
             settings_file=config,
@@ -377,29 +470,46 @@ def sessionize_command(
     _say_swept(result.swept)
     typer.echo(report.summary(), err=True)
     _print_problems(report, f"{out / 'manifest.json'}: problems")
-    typer.echo(f"{result.sessions} sessions{f' ({states})' if states else ''} from "
-               f"{result.flows} flow records -> {out}", err=True)
-    for hint in (late_hint(result.late_sessions, result.sessions, job.policy.replay),
-                 eviction_hint(result, job.policy.max_open_ksessions)):
+    typer.echo(
+        f"{result.sessions} sessions{f' ({states})' if states else ''} from "
+        f"{result.flows} flow records -> {out}",
+        err=True,
+    )
+    for hint in (
+        late_hint(result.late_sessions, result.sessions, job.policy.replay),
+        eviction_hint(result, job.policy.max_open_ksessions),
+    ):
         if hint:
             typer.echo(hint, err=True)
     if not result.conservation_ok:
         check = result.manifest.get("conservation", {})
-        differ = [f"{name} {check[f'{name}_in']} in, {check[f'{name}_in_sessions']} in sessions"
-                  for name in ("records", "packets", "bytes")
-                  if check.get(f"{name}_in") != check.get(f"{name}_in_sessions")]
-        typer.echo("conservation check FAILED: " + "; ".join(differ)
-                   + (" (the input's counters pass 2**64, and a session's sum stops at"
-                      " 2**64 - 1: damaged counters)"
-                      if any(check.get(f"{n}_in", 0) >= 2**64 for n in ("packets", "bytes"))
-                      else "") + "; see manifest.json", err=True)
+        differ = [
+            f"{name} {check[f'{name}_in']} in, {check[f'{name}_in_sessions']} in sessions"
+            for name in ("records", "packets", "bytes")
+            if check.get(f"{name}_in") != check.get(f"{name}_in_sessions")
+        ]
+        typer.echo(
+            "conservation check FAILED: "
+            + "; ".join(differ)
+            + (
+                " (the input's counters pass 2**64, and a session's sum stops at"
+                " 2**64 - 1: damaged counters)"
+                if any(check.get(f"{n}_in", 0) >= 2**64 for n in ("packets", "bytes"))
+                else ""
+            )
+            + "; see manifest.json",
+            err=True,
+        )
         raise typer.Exit(1)
     if result.repeated_session_ids:
-        typer.echo(f"session id check FAILED: {result.repeated_session_ids} session_id(s) held by"
-                   f" more than one session (e.g. {', '.join(result.repeated_examples)}): the"
-                   " sessionizer could not tell apart sessions of one key with the very same"
-                   " opened_at, split and late (README, \"Orientation and server side\"); see"
-                   " manifest.json", err=True)
+        typer.echo(
+            f"session id check FAILED: {result.repeated_session_ids} session_id(s) held by"
+            f" more than one session (e.g. {', '.join(result.repeated_examples)}): the"
+            " sessionizer could not tell apart sessions of one key with the very same"
+            ' opened_at, split and late (README, "Orientation and server side"); see'
+            " manifest.json",
+            err=True,
+        )
         raise typer.Exit(1)
     raise typer.Exit(1 if strict and report.skipped_problems() else 0)
 
@@ -415,9 +525,11 @@ def late_hint(late: int, sessions: int, replay: str) -> str | None:
     own. A collector's occasional late record is no reason to say anything."""
     if replay != "arrival" or late < LATE_HINT_MIN or late * LATE_HINT_ONE_IN < sessions:
         return None
-    return (f"{late} of {sessions} sessions are late (their records arrived behind the "
-            "watermark): flows made offline from a packet capture (softflowd -r, nfpcapd) "
-            "come out of time order; --replay event replays them by time")
+    return (
+        f"{late} of {sessions} sessions are late (their records arrived behind the "
+        "watermark): flows made offline from a packet capture (softflowd -r, nfpcapd) "
+        "come out of time order; --replay event replays them by time"
+    )
 
 
 def eviction_hint(result: SessionizeResult, cap: float) -> str | None:
@@ -428,49 +540,103 @@ def eviction_hint(result: SessionizeResult, cap: float) -> str | None:
         return None
     pressure = result.manifest.get("counts", {}).get("session_pressure", {})
     exporters = sorted(name for name, entry in pressure.items() if entry.get("evictions"))
-    return (f"{evicted} sessions were closed early at the open-session cap "
-            f"(sessions.max_open_ksessions = {cap:g}, per exporter; {len(exporters)} "
-            f"exporter(s) reached it: {', '.join(exporters[:3])}"
-            f"{' ...' if len(exporters) > 3 else ''}), close_reason evicted: a conversation "
-            "that went on continues in another fragment (`recombine` joins them); a higher "
-            "--max-open-ksessions keeps them whole")
+    return (
+        f"{evicted} sessions were closed early at the open-session cap "
+        f"(sessions.max_open_ksessions = {cap:g}, per exporter; {len(exporters)} "
+        f"exporter(s) reached it: {', '.join(exporters[:3])}"
+        f"{' ...' if len(exporters) > 3 else ''}), close_reason evicted: a conversation "
+        "that went on continues in another fragment (`recombine` joins them); a higher "
+        "--max-open-ksessions keeps them whole"
+    )
 
 
-FRAGMENT_COLUMNS = ["fragment_index", "split", "session_id", "opened_at", "last_seen_at",
-                    "closed_at", "state", "close_reason", "ab_bytes", "ba_bytes", "ab_packets",
-                    "ba_packets", "link_reason", "gap_s"]
+FRAGMENT_COLUMNS = [
+    "fragment_index",
+    "split",
+    "session_id",
+    "opened_at",
+    "last_seen_at",
+    "closed_at",
+    "state",
+    "close_reason",
+    "ab_bytes",
+    "ba_bytes",
+    "ab_packets",
+    "ba_packets",
+    "link_reason",
+    "gap_s",
+]
 
 
 @app.command("recombine")
 def recombine_command(
-    run_dirs: Annotated[list[Path], typer.Argument(parser=_path("directory", exists=True),
-                                                   metavar="RUN_DIR",
-                                                   help="Output directories of sessionize.")],
-    out: Annotated[Path | None, typer.Option("--out", "-o", parser=_path(output=True),
-                                             metavar="<path>",
-                                             help="Write sessions_recombined, "
-                                             "the report and the timeline here.")] = None,
-    session: Annotated[list[str] | None, typer.Option(
-        "--session", metavar="<id>", help="Any fragment's session id (or a conversation id): "
-        "print that conversation's fragments. Repeat for several; exports then cover only "
-        "these.")] = None,
-    export_flows_to: Annotated[Path | None, typer.Option(
-        "--export-flows", parser=_path(output=True), metavar="<path>",
-        help="Write the flow records behind the conversations (.parquet or .csv).")] = None,
-    export_pcap_to: Annotated[Path | None, typer.Option(
-        "--export-pcap", parser=_path(output=True), metavar="<path>",
-        help="Write the original export datagrams behind the conversations as one capture.")
+    run_dirs: Annotated[
+        list[Path],
+        typer.Argument(
+            parser=_path("directory", exists=True),
+            metavar="RUN_DIR",
+            help="Output directories of sessionize.",
+        ),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            parser=_path(output=True),
+            metavar="<path>",
+            help="Write sessions_recombined, the report and the timeline here.",
+        ),
     ] = None,
-    captures: Annotated[list[Path] | None, typer.Option(
-        "--captures", parser=_path("directory", exists=True), metavar="<dir>",
-        help="With --export-pcap: a directory where the runs' source captures are now (found "
-        "by their path's tails down to their name, checked against the manifest's size and "
-        "SHA-256), when they moved since the run. Repeat for several.")] = None,
-    templates: Annotated[bool, typer.Option(
-        "--templates/--no-templates", help="With --export-pcap: also write the datagrams, "
-        "from any capture of the run, that defined the templates of the v9/IPFIX datagrams "
-        "and carried the options data in force, so the capture decodes on its own (checked "
-        "by decoding it).")] = True,
+    session: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--session",
+            metavar="<id>",
+            help="Any fragment's session id (or a conversation id): "
+            "print that conversation's fragments. Repeat for several; exports then cover only "
+            "these.",
+        ),
+    ] = None,
+    export_flows_to: Annotated[
+        Path | None,
+        typer.Option(
+            "--export-flows",
+            parser=_path(output=True),
+            metavar="<path>",
+            help="Write the flow records behind the conversations (.parquet or .csv).",
+        ),
+    ] = None,
+    export_pcap_to: Annotated[
+        Path | None,
+        typer.Option(
+            "--export-pcap",
+            parser=_path(output=True),
+            metavar="<path>",
+            help="Write the original export datagrams behind the conversations as one capture.",
+        ),
+    ] = None,
+    captures: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--captures",
+            parser=_path("directory", exists=True),
+            metavar="<dir>",
+            help="With --export-pcap: a directory where the runs' source captures are now (found "
+            "by their path's tails down to their name, checked against the manifest's size and "
+            "SHA-256), when they moved since the run. Repeat for several.",
+        ),
+    ] = None,
+    templates: Annotated[
+        bool,
+        typer.Option(
+            "--templates/--no-templates",
+            help="With --export-pcap: also write the datagrams, "
+            "from any capture of the run, that defined the templates of the v9/IPFIX datagrams "
+            "and carried the options data in force, so the capture decodes on its own (checked "
+            "by decoding it).",
+        ),
+    ] = True,
     force: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
 ) -> None:
     """Find and recombine split sessions; report, find fragments, export them as one."""
@@ -482,14 +648,20 @@ def recombine_command(
     swept: list[Path] = []
     try:
         if out is None and not session and export_flows_to is None and export_pcap_to is None:
-            raise UsageError("nothing to do: give --out, --session, --export-flows or "
-                             "--export-pcap")
+            raise UsageError(
+                "nothing to do: give --out, --session, --export-flows or --export-pcap"
+            )
         # the flows of nfcapd records beside the capture (pcap_flows_path) are refused
         # by export_pcap, only when there are such records
-        if export_flows_to is not None and export_pcap_to is not None and \
-                export_flows_to.resolve() == export_pcap_to.resolve():
-            raise UsageError(f"--export-flows {export_flows_to} is where --export-pcap "
-                             f"{export_pcap_to} writes: one would replace the other")
+        if (
+            export_flows_to is not None
+            and export_pcap_to is not None
+            and export_flows_to.resolve() == export_pcap_to.resolve()
+        ):
+            raise UsageError(
+                f"--export-flows {export_flows_to} is where --export-pcap "
+                f"{export_pcap_to} writes: one would replace the other"
+            )
         if out is not None:
             _refuse_exports_into(out, export_flows_to, export_pcap_to)
             check_out_dir(out, force=force)
@@ -497,13 +669,22 @@ def recombine_command(
         # hidden directory in --out (under TMPDIR without it), moved into place once the
         # exports have succeeded (a source capture changed since the run refuses the
         # capture export before --out or the flows are written)
-        with made_directory(out) if out is not None else nullcontext(), \
-                owned_directory(out, ".recombine.", ".partial", swept) as staging:
+        with (
+            made_directory(out) if out is not None else nullcontext(),
+            owned_directory(out, ".recombine.", ".partial", swept) as staging,
+        ):
             _say_swept(swept)
             result = recombine_runs(run_dirs, staging)
-            incomplete = _recombine_outputs(result, out, session, export_flows_to,
-                                            export_pcap_to, templates, force,
-                                            tuple(captures or ()))
+            incomplete = _recombine_outputs(
+                result,
+                out,
+                session,
+                export_flows_to,
+                export_pcap_to,
+                templates,
+                force,
+                tuple(captures or ()),
+            )
     except UsageError as error:
         raise _fail(error, 2) from error
     except InputError as error:
@@ -518,12 +699,16 @@ def _say_swept(swept: list[Path]) -> None:
     """Name the work directories of killed runs that this one removed (scratch.py): hidden
     and large, they were left for good, and a responder who finds them gone learns why."""
     if swept:
-        typer.echo(f"removed {len(swept)} hidden work director{'y' if len(swept) == 1 else 'ies'}"
-                   " that killed runs had left: " + ", ".join(map(str, swept)), err=True)
+        typer.echo(
+            f"removed {len(swept)} hidden work director{'y' if len(swept) == 1 else 'ies'}"
+            " that killed runs had left: " + ", ".join(map(str, swept)),
+            err=True,
+        )
 
 
-def _refuse_exports_into(out: Path, export_flows_to: Path | None,
-                         export_pcap_to: Path | None) -> None:
+def _refuse_exports_into(
+    out: Path, export_flows_to: Path | None, export_pcap_to: Path | None
+) -> None:
     """An export that is one of the files --out gets: the tables moved in after it would
     replace it (an audit: `--export-flows OUT/sessions_recombined.parquet` said "2 flow
     records -> ..." and the file held the table; refused, it left the flows posing as it)."""
@@ -531,21 +716,29 @@ def _refuse_exports_into(out: Path, export_flows_to: Path | None,
     from .tables.layout import RECOMBINE_FILES
 
     taken = {(out / name).resolve(): name for name in RECOMBINE_FILES}
-    for option, target in (("--export-flows", export_flows_to),
-                           ("--export-pcap", export_pcap_to)):
+    for option, target in (("--export-flows", export_flows_to), ("--export-pcap", export_pcap_to)):
         if target is None:
             continue
         places = [target] if option == "--export-flows" else [target, pcap_flows_path(target)]
         for place in places:
             name = taken.get(place.resolve())
             if name is not None:
-                raise UsageError(f"{option} {target} writes {place}, the {name} that --out "
-                                 f"{out} gets: one would replace the other")
+                raise UsageError(
+                    f"{option} {target} writes {place}, the {name} that --out "
+                    f"{out} gets: one would replace the other"
+                )
 
 
-def _recombine_outputs(result: RecombineResult, out: Path | None, session: list[str] | None,
-                       export_flows_to: Path | None, export_pcap_to: Path | None,
-                       templates: bool, force: bool, captures: tuple[Path, ...]) -> bool:
+def _recombine_outputs(
+    result: RecombineResult,
+    out: Path | None,
+    session: list[str] | None,
+    export_flows_to: Path | None,
+    export_pcap_to: Path | None,
+    templates: bool,
+    force: bool,
+    captures: tuple[Path, ...],
+) -> bool:
     """recombine's outputs from what it found: --session ids checked before anything is
     written, the capture export, the flows export, --out, then what it says. True when
     the capture export could not read back every datagram."""
@@ -575,11 +768,24 @@ def _recombine_outputs(result: RecombineResult, out: Path | None, session: list[
     # the capture export first: a source capture changed since the run refuses it
     # before --out or the flows are written
     taken = [] if export_flows_to is None else [("--export-flows", export_flows_to)]
-    exported = export_pcap(result, ids, export_pcap_to, with_templates=templates,
-                           force=force, captures=captures, taken=taken) \
-        if export_pcap_to is not None and ids else None
-    written = (export_flows(result, ids, export_flows_to, force=force)
-               if export_flows_to is not None and ids else None)
+    exported = (
+        export_pcap(
+            result,
+            ids,
+            export_pcap_to,
+            with_templates=templates,
+            force=force,
+            captures=captures,
+            taken=taken,
+        )
+        if export_pcap_to is not None and ids
+        else None
+    )
+    written = (
+        export_flows(result, ids, export_flows_to, force=force)
+        if export_flows_to is not None and ids
+        else None
+    )
     if out is not None:  # the tables last: --out is whole only when all the rest is
         move_recombined(result, out, force=force)
     settle()  # every output is in place: what is left is to say so
@@ -606,19 +812,27 @@ def _recombine_outputs(result: RecombineResult, out: Path | None, session: list[
         missed = exported.report.skipped_problems()
         if missed:  # the capture is not what the flows say: the export is incomplete
             incomplete = True
-            typer.echo(f"error: {missed} datagram(s) behind these flows could not be read "
-                       "back; the capture holds the rest:", err=True)
+            typer.echo(
+                f"error: {missed} datagram(s) behind these flows could not be read "
+                "back; the capture holds the rest:",
+                err=True,
+            )
             _print_problems(exported.report, "")
         if exported.path is not None:
-            line = (f"{exported.datagrams} frames carrying {exported.records} records "
-                    f"-> {exported.path} ({exported.format})")
+            line = (
+                f"{exported.datagrams} frames carrying {exported.records} records "
+                f"-> {exported.path} ({exported.format})"
+            )
             if exported.template_datagrams:
-                line += (f", including {exported.template_datagrams} datagram(s) added for "
-                         "their templates and options")
+                line += (
+                    f", including {exported.template_datagrams} datagram(s) added for "
+                    "their templates and options"
+                )
             if exported.checked_records:
                 same = exported.checked_records - exported.differing_records
-                line += (f"; decoded alone, {same} of {exported.checked_records} records "
-                         "as in the run")
+                line += (
+                    f"; decoded alone, {same} of {exported.checked_records} records as in the run"
+                )
             typer.echo(line, err=True)
     return incomplete
 
@@ -627,11 +841,32 @@ SHOW_DEFAULT_COLUMNS = {
     # client->server and server->client bytes (cs_bytes, sc_bytes), made from ab/ba: the
     # a->b columns beside the client/server ones read as client->server, which they are
     # only when the client is `a` (found by an audit)
-    "sessions": ["opened_at", "protocol", "client_ip", "client_port", "server_ip",
-                 "server_port", "cs_bytes", "sc_bytes", "state", "close_reason",
-                 "role_method", "matched_rules"],
-    "flows": ["first_seen", "src_addr", "src_port", "dst_addr", "dst_port", "protocol",
-              "packets", "octets", "direction", "session_id"],
+    "sessions": [
+        "opened_at",
+        "protocol",
+        "client_ip",
+        "client_port",
+        "server_ip",
+        "server_port",
+        "cs_bytes",
+        "sc_bytes",
+        "state",
+        "close_reason",
+        "role_method",
+        "matched_rules",
+    ],
+    "flows": [
+        "first_seen",
+        "src_addr",
+        "src_port",
+        "dst_addr",
+        "dst_port",
+        "protocol",
+        "packets",
+        "octets",
+        "direction",
+        "session_id",
+    ],
 }
 # what the default view adds when the rows shown need it (an audit: sampled counters read
 # as the traffic, 30,000 times too small, and one conversation seen by two exporters as two
@@ -644,10 +879,12 @@ SHOW_EXTRA_SOURCES = ("sampling_rate", "counters_scaled", "exporter")  # what de
 # what `show` makes of a session's a/b counters (client->server, server->client), which
 # --columns names as it names the table's own (the default view showed cs_bytes, and
 # `--columns session_id,cs_bytes` said the table had no such column: an audit)
-CLIENT_SERVER_COLUMNS = {"cs_bytes": ("ab_bytes", "ba_bytes"),
-                         "sc_bytes": ("ba_bytes", "ab_bytes"),
-                         "cs_packets": ("ab_packets", "ba_packets"),
-                         "sc_packets": ("ba_packets", "ab_packets")}
+CLIENT_SERVER_COLUMNS = {
+    "cs_bytes": ("ab_bytes", "ba_bytes"),
+    "sc_bytes": ("ba_bytes", "ab_bytes"),
+    "cs_packets": ("ab_packets", "ba_packets"),
+    "sc_packets": ("ba_packets", "ab_packets"),
+}
 
 
 def _times_as_text(frame: pd.DataFrame) -> pd.DataFrame:
@@ -686,18 +923,29 @@ def _manifest_flow_matrix(run_dir: Path) -> str | None:
 
 @app.command("show")
 def show_command(
-    run_dir: Annotated[Path, typer.Argument(parser=_path("directory", exists=True),
-                                            metavar="RUN_DIR",
-                                            help="An output directory of sessionize (or of "
-                                            "recombine --out).")],
-    table: Annotated[str, typer.Option(
-        metavar="<table>", help="sessions, flows, exporters, session_matches, "
-        "sessions_consolidated; in a recombine output sessions_recombined, "
-        "recombined_fragments.")] = "sessions",
-    limit: Annotated[int, typer.Option(min=1, max=1_000_000_000, metavar="<n>",
-                                       help="Rows to print.")] = 10,
-    columns: Annotated[str | None, typer.Option(metavar="<names>",
-                                                help="Comma-separated columns.")] = None,
+    run_dir: Annotated[
+        Path,
+        typer.Argument(
+            parser=_path("directory", exists=True),
+            metavar="RUN_DIR",
+            help="An output directory of sessionize (or of recombine --out).",
+        ),
+    ],
+    table: Annotated[
+        str,
+        typer.Option(
+            metavar="<table>",
+            help="sessions, flows, exporters, session_matches, "
+            "sessions_consolidated; in a recombine output sessions_recombined, "
+            "recombined_fragments.",
+        ),
+    ] = "sessions",
+    limit: Annotated[
+        int, typer.Option(min=1, max=1_000_000_000, metavar="<n>", help="Rows to print.")
+    ] = 10,
+    columns: Annotated[
+        str | None, typer.Option(metavar="<names>", help="Comma-separated columns.")
+    ] = None,
 ) -> None:
     """Print the first rows of one table of a run."""
     from .tables.layout import MATCHES_FILE
@@ -708,8 +956,12 @@ def show_command(
     path = run_dir / f"{table}.parquet"
     if not path.is_file():
         present = sorted(p.stem for p in run_dir.glob("*.parquet"))
-        raise _fail(UsageError(f"{path} does not exist; {run_dir} holds "
-                               f"{', '.join(present) or 'no table'}"), 2)
+        raise _fail(
+            UsageError(
+                f"{path} does not exist; {run_dir} holds {', '.join(present) or 'no table'}"
+            ),
+            2,
+        )
     wanted = SHOW_DEFAULT_COLUMNS.get(table)
     notes: list[str] = []
     extra: list[str] = []
@@ -723,35 +975,37 @@ def show_command(
             if matrix:
                 # the run had one and its matches file is gone: matched_rules still holds
                 # the matches (it said "no Flow Matrix" and hid them: an audit)
-                notes.append(f"{MATCHES_FILE} is missing from this run, which matched its "
-                             f"sessions against {matrix}: matched_rules shows the matches")
+                notes.append(
+                    f"{MATCHES_FILE} is missing from this run, which matched its "
+                    f"sessions against {matrix}: matched_rules shows the matches"
+                )
             else:
                 # `[]` on every row read as "no rule matched" (an audit)
                 wanted = [name for name in wanted or () if name != "matched_rules"]
-                notes.append("no Flow Matrix in this run: sessions were not matched against "
-                             "rules")
+                notes.append("no Flow Matrix in this run: sessions were not matched against rules")
         try:  # a table of another version may lack them: the view goes without
             if set(SHOW_EXTRA_SOURCES) <= set(read_parquet_schema(path).names):
                 extra = list(SHOW_EXTRA_SOURCES)
         except UsageError as error:
             raise _fail(error, 2) from error
-    derived = [name for name in wanted or () if name in CLIENT_SERVER_COLUMNS] \
-        if table == "sessions" else []
+    derived = (
+        [name for name in wanted or () if name in CLIENT_SERVER_COLUMNS]
+        if table == "sessions"
+        else []
+    )
     read = wanted
     if derived or extra:  # cs_bytes/sc_bytes are made from the a/b columns
         sources = [column for name in derived for column in CLIENT_SERVER_COLUMNS[name]]
         if derived:
             sources = ["client_ip", "client_port", "ip_a", "port_a", *sources]
-        read = list(dict.fromkeys([n for n in wanted or () if n not in derived] + sources
-                                  + extra))
+        read = list(dict.fromkeys([n for n in wanted or () if n not in derived] + sources + extra))
     try:
         data, total = read_parquet_head(path, limit, read)
     except UsageError as error:
         raise _fail(error, 2) from error
     frame = data.to_pandas(integer_object_nulls=True)  # ICMP type 8 printed as 8.0
     if derived:
-        forward = (frame["client_ip"] == frame["ip_a"]) & \
-            (frame["client_port"] == frame["port_a"])
+        forward = (frame["client_ip"] == frame["ip_a"]) & (frame["client_port"] == frame["port_a"])
         for name in derived:
             along, against = CLIENT_SERVER_COLUMNS[name]
             frame[name] = frame[along].where(forward, frame[against])
@@ -763,16 +1017,16 @@ def show_command(
     frame = frame.where(frame.notna(), "")  # an open session has no close reason yet
     import pandas as pd
 
-    with pd.option_context("display.width", 200, "display.max_columns", None,
-                           "display.max_colwidth", 40):
+    with pd.option_context(
+        "display.width", 200, "display.max_columns", None, "display.max_colwidth", 40
+    ):
         typer.echo(frame.to_string(index=False))
     typer.echo(f"({total} rows in {path})")
     for note in notes:
         typer.echo(f"({note})")
 
 
-def _show_extras(frame: pd.DataFrame, table: str, wanted: list[str],
-                 notes: list[str]) -> list[str]:
+def _show_extras(frame: pd.DataFrame, table: str, wanted: list[str], notes: list[str]) -> list[str]:
     """The default view's columns with `sampling_rate` when a row shown is sampled (its
     counters as the exporter counted them, not the traffic) and `exporter` when the rows
     come from more than one."""
@@ -782,10 +1036,12 @@ def _show_extras(frame: pd.DataFrame, table: str, wanted: list[str],
     if sampled.any():
         wanted.insert(wanted.index(SHOW_SAMPLING[table]) + 1, "sampling_rate")
         counters = "cs_bytes/sc_bytes" if table == "sessions" else "packets/octets"
-        notes.append(f"{int(sampled.sum())} row(s) shown are sampled 1-in-sampling_rate: "
-                     f"their {counters} are what the exporter counted; multiply by "
-                     "sampling_rate for the traffic (sessions_consolidated holds scaled "
-                     "counters)")
+        notes.append(
+            f"{int(sampled.sum())} row(s) shown are sampled 1-in-sampling_rate: "
+            f"their {counters} are what the exporter counted; multiply by "
+            "sampling_rate for the traffic (sessions_consolidated holds scaled "
+            "counters)"
+        )
     if frame["exporter"].nunique(dropna=False) > 1:
         wanted.insert(wanted.index(SHOW_EXPORTER[table]), "exporter")
     return wanted

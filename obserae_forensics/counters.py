@@ -41,8 +41,9 @@ def _half_sums(values: npt.NDArray[np.uint64]) -> Any:
     return low, high
 
 
-def ceiling_sums(values: npt.NDArray[Any], starts: npt.NDArray[np.integer[Any]]
-                 ) -> npt.NDArray[np.uint64]:
+def ceiling_sums(
+    values: npt.NDArray[Any], starts: npt.NDArray[np.integer[Any]]
+) -> npt.NDArray[np.uint64]:
     """np.add.reduceat(values, starts, axis=0) for a 2-D uint64 array, each sum stopped at
     COUNTER_CEILING instead of wrapping."""
     out = np.empty((len(starts), values.shape[1]), dtype=np.uint64)
@@ -51,8 +52,9 @@ def ceiling_sums(values: npt.NDArray[Any], starts: npt.NDArray[np.integer[Any]]
 
 
 @njit(cache=True, nogil=True)
-def _ceiling_sums(values: npt.NDArray[np.uint64], starts: npt.NDArray[np.int64],
-                  out: npt.NDArray[np.uint64]) -> None:
+def _ceiling_sums(
+    values: npt.NDArray[np.uint64], starts: npt.NDArray[np.int64], out: npt.NDArray[np.uint64]
+) -> None:
     for group in range(len(starts)):
         end = starts[group + 1] if group + 1 < len(starts) else len(values)
         for column in range(values.shape[1]):

@@ -34,8 +34,10 @@ class LinkCycle(UsageError):
     raises it again with the whole table's rows."""
 
     def __init__(self, stuck: Any, example: str, count: int) -> None:
-        super().__init__(f"fragment links form a cycle (session {example} among {count}): "
-                         "late sessions follow each other in a loop")
+        super().__init__(
+            f"fragment links form a cycle (session {example} among {count}): "
+            "late sessions follow each other in a loop"
+        )
         self.stuck = stuck
 
 
@@ -44,9 +46,7 @@ class InputError(ForensicsError):
 
     reason = "unreadable"
 
-    def __init__(
-        self, message: str, *, source: str, offset: int, frame: int | None = None
-    ) -> None:
+    def __init__(self, message: str, *, source: str, offset: int, frame: int | None = None) -> None:
         super().__init__(message)
         self.source = source  # file path as given on the command line
         self.offset = offset  # byte offset in that file where the problem starts

@@ -51,8 +51,9 @@ def hash_words(words: npt.NDArray[Any], seed: int = 0) -> npt.NDArray[np.uint64]
 
 
 @njit(cache=True, nogil=True)
-def _hex_digits(values: npt.NDArray[np.uint64], digits: npt.NDArray[np.uint8]
-                ) -> npt.NDArray[np.uint8]:
+def _hex_digits(
+    values: npt.NDArray[np.uint64], digits: npt.NDArray[np.uint8]
+) -> npt.NDArray[np.uint8]:
     """16 lowercase hex digits per value, most significant first, in one flat buffer."""
     out = np.empty(16 * len(values), dtype=np.uint8)
     for i in range(len(values)):
@@ -63,8 +64,7 @@ def _hex_digits(values: npt.NDArray[np.uint64], digits: npt.NDArray[np.uint8]
     return out
 
 
-def hex_ids(values: npt.NDArray[Any], valid: npt.NDArray[np.bool_] | None = None
-            ) -> pa.StringArray:
+def hex_ids(values: npt.NDArray[Any], valid: npt.NDArray[np.bool_] | None = None) -> pa.StringArray:
     """uint64 -> Arrow strings of 16 lowercase hex digits, most significant first (null
     where `valid` is False); rendered in numba, no Python object per id."""
     n = len(values)
@@ -77,8 +77,13 @@ def hex_ids(values: npt.NDArray[Any], valid: npt.NDArray[np.bool_] | None = None
         if null_count:
             validity = pa.array(valid, pa.bool_()).buffers()[1]
     # numpy's stubs declare ndarray's buffer protocol (__buffer__) only for Python 3.12 on
-    return pa.StringArray.from_buffers(n, pa.py_buffer(cast("Buffer", offsets)),
-                                       pa.py_buffer(cast("Buffer", data)), validity, null_count)
+    return pa.StringArray.from_buffers(
+        n,
+        pa.py_buffer(cast("Buffer", offsets)),
+        pa.py_buffer(cast("Buffer", data)),
+        validity,
+        null_count,
+    )
 
 
 def id_sort_keys(ids: pa.Array[Any] | pa.ChunkedArray[Any]) -> npt.NDArray[np.bytes_]:
@@ -91,11 +96,13 @@ def id_sort_keys(ids: pa.Array[Any] | pa.ChunkedArray[Any]) -> npt.NDArray[np.by
     # ignored: numpy's stubs, for Python before 3.12, let np.frombuffer read only the
     # builtin bytes-like types, not an Arrow buffer (which has the buffer protocol)
     offsets: npt.NDArray[np.int32] = np.frombuffer(  # type: ignore[call-overload]
-        array.buffers()[1], dtype=np.int32)[array.offset:array.offset + n + 1]
+        array.buffers()[1], dtype=np.int32
+    )[array.offset : array.offset + n + 1]
     if not (np.diff(offsets) == 16).all():
         raise ValueError("ids must be 16 hex digits each")
     data: npt.NDArray[np.uint8] = np.frombuffer(  # type: ignore[call-overload]
-        array.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[0] + 16 * n]
+        array.buffers()[2], dtype=np.uint8
+    )[offsets[0] : offsets[0] + 16 * n]
     return data.view("S16")
 
 
@@ -112,8 +119,9 @@ def _mix(h: np.uint64) -> np.uint64:
 
 
 @njit(cache=True, nogil=True)
-def _text_hashes(offsets: npt.NDArray[np.int64], data: npt.NDArray[np.uint8]
-                 ) -> npt.NDArray[np.uint64]:
+def _text_hashes(
+    offsets: npt.NDArray[np.int64], data: npt.NDArray[np.uint8]
+) -> npt.NDArray[np.uint64]:
     n = len(offsets) - 1
     out = np.empty(n, dtype=np.uint64)
     for i in range(n):
@@ -125,9 +133,13 @@ def _text_hashes(offsets: npt.NDArray[np.int64], data: npt.NDArray[np.uint8]
 
 
 @njit(cache=True, nogil=True)
-def _pair_hashes(protocol: npt.NDArray[np.int64], a: npt.NDArray[np.uint64],
-                 port_a: npt.NDArray[np.int64], b: npt.NDArray[np.uint64],
-                 port_b: npt.NDArray[np.int64]) -> npt.NDArray[np.uint64]:
+def _pair_hashes(
+    protocol: npt.NDArray[np.int64],
+    a: npt.NDArray[np.uint64],
+    port_a: npt.NDArray[np.int64],
+    b: npt.NDArray[np.uint64],
+    port_b: npt.NDArray[np.int64],
+) -> npt.NDArray[np.uint64]:
     out = np.empty(len(a), dtype=np.uint64)
     for i in range(len(a)):
         end_a = _mix(a[i] ^ np.uint64(port_a[i]))
@@ -147,31 +159,44 @@ def text_hashes(column: pa.ChunkedArray[Any] | pa.Array[Any]) -> npt.NDArray[np.
     _validity, offsets_buffer, data_buffer = array.buffers()
     # ignored: numpy's stubs refuse an Arrow buffer before Python 3.12 (id_sort_keys)
     offsets: npt.NDArray[np.signedinteger[Any]] = np.frombuffer(  # type: ignore[call-overload]
-        offsets_buffer, dtype=np.int32 if pa.types.is_string(array.type) else np.int64)
+        offsets_buffer, dtype=np.int32 if pa.types.is_string(array.type) else np.int64
+    )
     # one compiled _text_hashes for string and large_string (the offsets as int64)
-    offsets = read_only(offsets[array.offset:array.offset + len(array) + 1], np.int64)
+    offsets = read_only(offsets[array.offset : array.offset + len(array) + 1], np.int64)
     data: npt.NDArray[np.uint8] = (
         np.frombuffer(data_buffer, dtype=np.uint8)  # type: ignore[call-overload]
-        if data_buffer is not None else np.zeros(0, dtype=np.uint8))
+        if data_buffer is not None
+        else np.zeros(0, dtype=np.uint8)
+    )
     return _text_hashes(offsets, read_only(data, np.uint8))
 
 
-def endpoint_pair_hashes(table: pa.Table, *, port_protocols: Iterable[int] | None = None
-                         ) -> npt.NDArray[np.uint64]:
+def endpoint_pair_hashes(
+    table: pa.Table, *, port_protocols: Iterable[int] | None = None
+) -> npt.NDArray[np.uint64]:
     """uint64 per row of (protocol_number, ip_a, port_a, ip_b, port_b): one value for a
     protocol and unordered endpoint pair, whichever side is a. Addresses must be the
     canonical texts the sessionizer writes. With `port_protocols`, ports of other
     protocols are ignored (ICMP sessions are keyed by addresses alone)."""
-    return pair_hash_values(table.column("protocol_number").to_numpy(),
-                            text_hashes(table.column("ip_a")), table.column("port_a").to_numpy(),
-                            text_hashes(table.column("ip_b")), table.column("port_b").to_numpy(),
-                            port_protocols=port_protocols)
+    return pair_hash_values(
+        table.column("protocol_number").to_numpy(),
+        text_hashes(table.column("ip_a")),
+        table.column("port_a").to_numpy(),
+        text_hashes(table.column("ip_b")),
+        table.column("port_b").to_numpy(),
+        port_protocols=port_protocols,
+    )
 
 
-def pair_hash_values(protocol: npt.NDArray[Any], address_a: npt.NDArray[np.uint64],
-                     port_a: npt.NDArray[Any], address_b: npt.NDArray[np.uint64],
-                     port_b: npt.NDArray[Any], *,
-                     port_protocols: Iterable[int] | None = None) -> npt.NDArray[np.uint64]:
+def pair_hash_values(
+    protocol: npt.NDArray[Any],
+    address_a: npt.NDArray[np.uint64],
+    port_a: npt.NDArray[Any],
+    address_b: npt.NDArray[np.uint64],
+    port_b: npt.NDArray[Any],
+    *,
+    port_protocols: Iterable[int] | None = None,
+) -> npt.NDArray[np.uint64]:
     """endpoint_pair_hashes from numbers: the addresses as their text_hashes."""
     protocol = np.asarray(protocol).astype(np.int64)
     port_a = np.asarray(port_a).astype(np.int64)

@@ -56,8 +56,11 @@ def source_files(namespace: dict[str, Any]) -> list[Path]:
     own = Path(namespace["__file__"]).resolve()
     found = {own}
     for value in list(namespace.values()):
-        module = value if isinstance(value, ModuleType) else sys.modules.get(
-            getattr(value, "__module__", None) or "")
+        module = (
+            value
+            if isinstance(value, ModuleType)
+            else sys.modules.get(getattr(value, "__module__", None) or "")
+        )
         path = getattr(module, "__file__", None)
         if path and Path(path).resolve().is_relative_to(PACKAGE_ROOT):
             found.add(Path(path).resolve())
@@ -93,9 +96,13 @@ def drop_stale_jit_cache(namespace: dict[str, Any]) -> bool:
         digest = sources_digest(sources)
         if stamp.is_file() and stamp.read_text() == digest:
             return False
-        stale = [path for directory in cache_directories(namespace) for source in sources
-                 for suffix in ("nbi", "nbc")
-                 for path in directory.glob(f"{source.stem}.*.{suffix}")]
+        stale = [
+            path
+            for directory in cache_directories(namespace)
+            for source in sources
+            for suffix in ("nbi", "nbc")
+            for path in directory.glob(f"{source.stem}.*.{suffix}")
+        ]
         for path in stale:
             path.unlink(missing_ok=True)
         stamp.parent.mkdir(exist_ok=True)

@@ -111,8 +111,13 @@ CONSOLIDATED_DELTA_COLUMNS = ("first_seen", "last_seen")
 
 
 def inspect_inputs(
-    paths: Sequence[Path], options: ReadOptions, report: RunReport,
-    *, flows_path: Path | None = None, progress: bool = False, force: bool = False,
+    paths: Sequence[Path],
+    options: ReadOptions,
+    report: RunReport,
+    *,
+    flows_path: Path | None = None,
+    progress: bool = False,
+    force: bool = False,
 ) -> pa.Table:
     """Read every input, optionally write the flows table, return the exporters table."""
     report.strict = options.strict
@@ -121,28 +126,35 @@ def inspect_inputs(
     writer = None
     with ExitStack() as stack:
         if flows_path is not None:
-            check_output_file(flows_path, [*paths, *(found.path for found in inputs)],
-                              "--flows", force=force)
+            check_output_file(
+                flows_path, [*paths, *(found.path for found in inputs)], "--flows", force=force
+            )
             if flows_path.name in RUN_FILES and (flows_path.parent / MANIFEST_FILE).is_file():
                 # found by a responder's audit: `--flows run/flows.parquet --force` replaced
                 # a run's own table, which then no longer matched its sessions
-                raise UsageError(f"--flows {flows_path} is a file of the sessionize run in "
-                                 f"{flows_path.parent}; refusing to replace it (even with "
-                                 "--force): give another path")
+                raise UsageError(
+                    f"--flows {flows_path} is a file of the sessionize run in "
+                    f"{flows_path.parent}; refusing to replace it (even with "
+                    "--force): give another path"
+                )
             flows_path.parent.mkdir(parents=True, exist_ok=True)
             # removed with its directory once renamed or failed: nothing half-written stays
             staging = stack.enter_context(staged_file(flows_path))
-            writer = TableWriter(staging, text_address_schema(FLOW_SCHEMA),
-                                 delta_columns=FLOW_DELTA_COLUMNS)
+            writer = TableWriter(
+                staging, text_address_schema(FLOW_SCHEMA), delta_columns=FLOW_DELTA_COLUMNS
+            )
         closed = False
         try:
-            for batch in _with_progress(read_flows(inputs, report,
-                                                   batch_size=options.batch_size,
-                                                   window=options.window), inputs, progress,
-                                        report):
+            for batch in _with_progress(
+                read_flows(inputs, report, batch_size=options.batch_size, window=options.window),
+                inputs,
+                progress,
+                report,
+            ):
                 if writer is not None:
-                    writer.write(with_text_addresses(pa.Table.from_batches([batch]),
-                                                     FLOW_ADDRESS_COLUMNS))
+                    writer.write(
+                        with_text_addresses(pa.Table.from_batches([batch]), FLOW_ADDRESS_COLUMNS)
+                    )
             if writer is not None and flows_path is not None:
                 closed = True  # a close that fails (a full disk) is not tried again below
                 writer.close()
@@ -153,8 +165,11 @@ def inspect_inputs(
     return exporters_table(report)
 
 
-def exporters_table(report: RunReport, pressure: dict[str, dict[str, Any]] | None = None,
-                    sessions: Counter[str] | None = None) -> pa.Table:
+def exporters_table(
+    report: RunReport,
+    pressure: dict[str, dict[str, Any]] | None = None,
+    sessions: Counter[str] | None = None,
+) -> pa.Table:
     """One row per (exporter, domain): the readers' accounting plus session pressure."""
     rows: dict[str, list[Any]] = {name: [] for name, _ in EXPORTER_COLUMNS}
     pressure = pressure or {}
@@ -162,24 +177,35 @@ def exporters_table(report: RunReport, pressure: dict[str, dict[str, Any]] | Non
     for (exporter, domain), stats in sorted(report.exporters.items()):
         p = pressure.get(exporter, {})
         values = {
-            "exporter": exporter, "exporter_domain": domain, "version": stats.version,
+            "exporter": exporter,
+            "exporter_domain": domain,
+            "version": stats.version,
             "versions": ",".join(str(v) for v in sorted(stats.versions)),
-            "datagrams": stats.datagrams, "records": stats.records, "packets": stats.packets,
-            "octets": stats.octets, "templates": stats.templates,
+            "datagrams": stats.datagrams,
+            "records": stats.records,
+            "packets": stats.packets,
+            "octets": stats.octets,
+            "templates": stats.templates,
             "template_changes": stats.template_changes,
             "template_withdrawals": stats.template_withdrawals,
-            "options_records": stats.options_records, "sequence_gaps": stats.sequence_gaps,
-            "sequence_lost": stats.sequence_lost, "duplicates": stats.duplicates,
-            "reorders": stats.reorders, "restarts": stats.restarts,
+            "options_records": stats.options_records,
+            "sequence_gaps": stats.sequence_gaps,
+            "sequence_lost": stats.sequence_lost,
+            "duplicates": stats.duplicates,
+            "reorders": stats.reorders,
+            "restarts": stats.restarts,
             "undecodable_sets": stats.undecodable_sets,
             "records_without_template": stats.records_without_template,
             "enterprise_fields_skipped": stats.enterprise_fields_skipped,
             "sampling_rate": stats.sampling_rate,
             "records_before_sampling": stats.records_before_sampling,
-            "first_export": stats.first_export_us, "last_export": stats.last_export_us,
-            "clock_offset_min_s": None if stats.clock_offset_min_us is None
+            "first_export": stats.first_export_us,
+            "last_export": stats.last_export_us,
+            "clock_offset_min_s": None
+            if stats.clock_offset_min_us is None
             else stats.clock_offset_min_us / 1e6,
-            "clock_offset_max_s": None if stats.clock_offset_max_us is None
+            "clock_offset_max_s": None
+            if stats.clock_offset_max_us is None
             else stats.clock_offset_max_us / 1e6,
             # sessions are per exporter address: shown on every domain row of that address
             "sessions": sessions.get(exporter, 0),
@@ -197,15 +223,15 @@ def exporters_table(report: RunReport, pressure: dict[str, dict[str, Any]] | Non
         elif kind == pa.uint64():
             # exact totals past 2**64 (damaged counters) show as the largest uint64; the
             # manifest's conservation block keeps the exact figures
-            arrays.append(pa.array([None if v is None else min(int(v), 2**64 - 1)
-                                    for v in rows[name]], kind))
+            arrays.append(
+                pa.array([None if v is None else min(int(v), 2**64 - 1) for v in rows[name]], kind)
+            )
         else:
             arrays.append(pa.array(rows[name], kind))
     return pa.Table.from_arrays(arrays, schema=EXPORTERS_SCHEMA)
 
 
-def _coalesced(batches: Iterator[pa.RecordBatch], size: int
-               ) -> Iterator[pa.RecordBatch | pa.Table]:
+def _coalesced(batches: Iterator[pa.RecordBatch], size: int) -> Iterator[pa.RecordBatch | pa.Table]:
     """Consecutive batches joined up to `size` records. A reader ends a batch at the end of
     each file, and the sessionizer and the conservation sums cost ~3 ms a batch whatever
     its size: 16,000 nfcapd files of 43 records took 64 s. What the sessionizer makes does
@@ -230,7 +256,9 @@ def _joined(batches: list[pa.RecordBatch]) -> pa.RecordBatch | pa.Table:
 
 
 def _with_progress(
-    batches: Iterator[pa.RecordBatch], inputs: Sequence[InputFile], enabled: bool,
+    batches: Iterator[pa.RecordBatch],
+    inputs: Sequence[InputFile],
+    enabled: bool,
     report: RunReport,
 ) -> Iterator[pa.RecordBatch]:
     """tqdm over input bytes, advanced by how far into each file the batches have got (in
@@ -336,8 +364,12 @@ def _column_sum(column: pa.Array[Any] | pa.ChunkedArray[Any]) -> int:
     """counters.exact_sum of an Arrow counter column (nulls count 0), chunk by chunk: read
     in place, where filling nulls that are not there and joining chunks would copy it."""
     chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
-    return sum(exact_sum((chunk.fill_null(0) if chunk.null_count else chunk)
-                         .to_numpy(zero_copy_only=False)) for chunk in chunks)
+    return sum(
+        exact_sum(
+            (chunk.fill_null(0) if chunk.null_count else chunk).to_numpy(zero_copy_only=False)
+        )
+        for chunk in chunks
+    )
 
 
 def sessionize_inputs(config: SessionizeConfig, report: RunReport) -> SessionizeResult:
@@ -347,17 +379,21 @@ def sessionize_inputs(config: SessionizeConfig, report: RunReport) -> Sessionize
     from .sessionize.keys import evidence_root
 
     report.strict = config.read.strict
-    inputs = discover_inputs(config.inputs, report,
-                             exclude=[config.out / name for name in RUN_FILES])
+    inputs = discover_inputs(
+        config.inputs, report, exclude=[config.out / name for name in RUN_FILES]
+    )
     refuse_nothing_to_read(inputs, report)
     refuse_directory_over_evidence(
-        config.out, [*config.inputs, *(found.path for found in inputs), *config.protected],
-        "--out")
+        config.out, [*config.inputs, *(found.path for found in inputs), *config.protected], "--out"
+    )
     services = None if config.cartography is None else config.cartography.declared_services
     # late sessions' ids hash their records' files relative to the inputs' directory: the
     # same ids when the evidence is copied or moved elsewhere whole
-    sessionizer = Sessionizer(config.policy, services=services,
-                              identity_root=evidence_root([item.path for item in inputs]))
+    sessionizer = Sessionizer(
+        config.policy,
+        services=services,
+        identity_root=evidence_root([item.path for item in inputs]),
+    )
     result = SessionizeResult(config.out)
     totals = _Totals()
     per_exporter: Counter[str] = Counter()
@@ -369,13 +405,16 @@ def sessionize_inputs(config: SessionizeConfig, report: RunReport) -> Sessionize
         with ExitStack() as threads:
             io, io_flows, io_buckets = (
                 threads.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix=name))
-                for name in ("parquet", "parquet-flows", "consolidation"))
-            sessions_writer = TableWriter(staging / SESSIONS_FILE, SESSIONS_SCHEMA,
-                                          executor=io)
+                for name in ("parquet", "parquet-flows", "consolidation")
+            )
+            sessions_writer = TableWriter(staging / SESSIONS_FILE, SESSIONS_SCHEMA, executor=io)
             consolidation = Consolidation(config.policy.grace_us)
-            consolidation_buckets = BucketedWriter(staging / ".consolidation",
-                                                   CONSOLIDATION_BUCKETS, consolidation.rows,
-                                                   executor=io_buckets)
+            consolidation_buckets = BucketedWriter(
+                staging / ".consolidation",
+                CONSOLIDATION_BUCKETS,
+                consolidation.rows,
+                executor=io_buckets,
+            )
             flows_writer: TableWriter | None = None
             matches_writer: TableWriter | None = None
 
@@ -387,20 +426,25 @@ def sessionize_inputs(config: SessionizeConfig, report: RunReport) -> Sessionize
 
                     matches = match_sessions(sessions, config.flow_matrix)
                     sessions = sessions.set_column(
-                        sessions.schema.get_field_index("matched_rules"), "matched_rules",
-                        matched_rules_column(sessions, matches))
+                        sessions.schema.get_field_index("matched_rules"),
+                        "matched_rules",
+                        matched_rules_column(sessions, matches),
+                    )
                     if matches_writer is None:
-                        matches_writer = TableWriter(staging / MATCHES_FILE,
-                                                     matches.schema, executor=io)
+                        matches_writer = TableWriter(
+                            staging / MATCHES_FILE, matches.schema, executor=io
+                        )
                     matches_writer.write(matches)
                 if sessions.num_rows:
                     sessions_writer.write(sessions)
                     consolidation_buckets.write(sessions, output.keys)
                     totals.add_sessions(sessions)
                     result.late_sessions += pc.sum(sessions.column("late")).as_py() or 0
-                    for counter, name in ((result.states, "state"),
-                                          (result.close_reasons, "close_reason"),
-                                          (per_exporter, "exporter")):
+                    for counter, name in (
+                        (result.states, "state"),
+                        (result.close_reasons, "close_reason"),
+                        (per_exporter, "exporter"),
+                    ):
                         for entry in pc.value_counts(sessions.column(name)).to_pylist():
                             if entry["values"] is not None:
                                 counter[entry["values"]] += entry["counts"]
@@ -409,32 +453,38 @@ def sessionize_inputs(config: SessionizeConfig, report: RunReport) -> Sessionize
                     if flows_writer is None:
                         # address texts are rendered on the writer thread, a row group at a
                         # time: the main thread is the busier one while records come in
-                        flows_writer = TableWriter(staging / FLOWS_FILE,
-                                                   _text_flows(flows.slice(0, 0)).schema,
-                                                   prepare=_text_flows,
-                                                   executor=io_flows,
-                                                   delta_columns=FLOW_DELTA_COLUMNS)
+                        flows_writer = TableWriter(
+                            staging / FLOWS_FILE,
+                            _text_flows(flows.slice(0, 0)).schema,
+                            prepare=_text_flows,
+                            executor=io_flows,
+                            delta_columns=FLOW_DELTA_COLUMNS,
+                        )
                     flows_writer.write(flows)
 
             # decoded on a thread of their own, so reading overlaps the sessionizer
-            batches = read_ahead(read_flows(inputs, report, batch_size=config.read.batch_size,
-                                            window=config.read.window))
-            for batch in _coalesced(_with_progress(batches, inputs, config.progress, report),
-                                    config.read.batch_size):
+            batches = read_ahead(
+                read_flows(
+                    inputs, report, batch_size=config.read.batch_size, window=config.read.window
+                )
+            )
+            for batch in _coalesced(
+                _with_progress(batches, inputs, config.progress, report), config.read.batch_size
+            ):
                 totals.add_input(batch)
                 emit(sessionizer.feed(batch))
             emit(sessionizer.finish())
             # the manifest's input hashes, read while the tables are still being finished
-            digests = io_flows.submit(lambda: {item.path: _input_digest(item)
-                                               for item in inputs})
+            digests = io_flows.submit(lambda: {item.path: _input_digest(item) for item in inputs})
             # consolidate while the writer thread still encodes the last sessions and flows
             _write_consolidated(staging, consolidation_buckets.close(), consolidation, io)
             result.repeated_session_ids = consolidation.repeated_session_ids
             result.repeated_examples = consolidation.repeated_examples
             sessions_writer.close()
             if flows_writer is None:
-                flows_writer = TableWriter(staging / FLOWS_FILE, _empty_flows_schema(),
-                                           delta_columns=FLOW_DELTA_COLUMNS)
+                flows_writer = TableWriter(
+                    staging / FLOWS_FILE, _empty_flows_schema(), delta_columns=FLOW_DELTA_COLUMNS
+                )
             flows_writer.close()
             result.flows = flows_writer.rows
             result.sessions = sessions_writer.rows
@@ -445,20 +495,33 @@ def sessionize_inputs(config: SessionizeConfig, report: RunReport) -> Sessionize
                     empty = match_sessions(SESSIONS_SCHEMA.empty_table(), config.flow_matrix)
                     matches_writer = TableWriter(staging / MATCHES_FILE, empty.schema)
                 matches_writer.close()
-            write_table(staging / EXPORTERS_FILE,
-                        exporters_table(report, sessionizer.pressure(), per_exporter))
-            totals_ok = (totals.records_in == totals.records_out == result.flows
-                         and totals.packets_in == totals.packets_out
-                         and totals.octets_in == totals.octets_out)
+            write_table(
+                staging / EXPORTERS_FILE,
+                exporters_table(report, sessionizer.pressure(), per_exporter),
+            )
+            totals_ok = (
+                totals.records_in == totals.records_out == result.flows
+                and totals.packets_in == totals.packets_out
+                and totals.octets_in == totals.octets_out
+            )
             result.conservation_ok = totals_ok
             hashed = digests.result()
             for item in inputs:
                 if hashed[item.path][1]:
-                    report.skip(InputChanged(hashed[item.path][1], source=str(item.path),
-                                             offset=0), nbytes=0)
-            result.manifest = _manifest(config, inputs, report, result, totals,
-                                        policy_settings(config.policy), sessionizer.pressure(),
-                                        {path: digest for path, (digest, _) in hashed.items()})
+                    report.skip(
+                        InputChanged(hashed[item.path][1], source=str(item.path), offset=0),
+                        nbytes=0,
+                    )
+            result.manifest = _manifest(
+                config,
+                inputs,
+                report,
+                result,
+                totals,
+                policy_settings(config.policy),
+                sessionizer.pressure(),
+                {path: digest for path, (digest, _) in hashed.items()},
+            )
             write_json(staging / MANIFEST_FILE, result.manifest)
     return result
 
@@ -469,23 +532,30 @@ def _text_flows(flows: pa.Table) -> pa.Table:
 
 
 def _empty_flows_schema() -> pa.Schema:
-    return text_address_schema(FLOW_SCHEMA).append(pa.field("session_id", pa.string())).append(
-        pa.field("direction", pa.string()))
+    return (
+        text_address_schema(FLOW_SCHEMA)
+        .append(pa.field("session_id", pa.string()))
+        .append(pa.field("direction", pa.string()))
+    )
 
 
 # sessions_consolidated: conversations hashed into this many buckets, each consolidated alone
 CONSOLIDATION_BUCKETS = 128
 
 
-def _write_consolidated(staging: Path, buckets: list[Path], consolidation: Consolidation,
-                        executor: Executor) -> None:
+def _write_consolidated(
+    staging: Path, buckets: list[Path], consolidation: Consolidation, executor: Executor
+) -> None:
     """sessions_consolidated, a bucket of conversations at a time (encoded on `executor`
     while the next bucket is consolidated)."""
     from .matching import SESSIONS_CONSOLIDATED_SCHEMA
 
-    writer = TableWriter(staging / CONSOLIDATED_FILE,
-                         SESSIONS_CONSOLIDATED_SCHEMA, executor=executor,
-                         delta_columns=CONSOLIDATED_DELTA_COLUMNS)
+    writer = TableWriter(
+        staging / CONSOLIDATED_FILE,
+        SESSIONS_CONSOLIDATED_SCHEMA,
+        executor=executor,
+        delta_columns=CONSOLIDATED_DELTA_COLUMNS,
+    )
     transform_buckets(buckets, consolidation.consolidate, writer)  # each by first_seen, id
     writer.close()
     shutil.rmtree(staging / ".consolidation", ignore_errors=True)
@@ -502,21 +572,29 @@ def _input_digest(item: InputFile) -> tuple[str | None, str]:
     """The SHA-256 of an input at the run's end, and what changed since it was found ("":
     nothing). An audit: a file growing during the run was cited with its size at the
     start, the records of a later state and the hash of a third, without a word."""
+
     def changed(status: os.stat_result) -> bool:
-        return (status.st_size, status.st_mtime_ns) != (item.size,
-                                                        item.mtime_ns or status.st_mtime_ns)
+        return (status.st_size, status.st_mtime_ns) != (
+            item.size,
+            item.mtime_ns or status.st_mtime_ns,
+        )
 
     try:  # discovery's digest (copies of nfcapd files) when the file is as it was then
-        digest = item.sha256 if item.sha256 and not changed(item.path.stat()) \
-            else sha256_file(item.path)
+        digest = (
+            item.sha256 if item.sha256 and not changed(item.path.stat()) else sha256_file(item.path)
+        )
         after = item.path.stat()
     except OSError as exc:
-        return None, (f"could not be read at the run's end to hash it "
-                      f"({exc.strerror or exc}): gone or changed since it was read")
+        return None, (
+            f"could not be read at the run's end to hash it "
+            f"({exc.strerror or exc}): gone or changed since it was read"
+        )
     if changed(after):
-        return digest, (f"changed while the run read it: {item.size} bytes when found, "
-                        f"{after.st_size} at the end; the records read, the size and the "
-                        "SHA-256 cited may each describe another state of it")
+        return digest, (
+            f"changed while the run read it: {item.size} bytes when found, "
+            f"{after.st_size} at the end; the records read, the size and the "
+            "SHA-256 cited may each describe another state of it"
+        )
     return digest, ""
 
 
@@ -529,17 +607,19 @@ def _cited_file(path: Path | str | None) -> dict[str, str] | None:
     return {"path": str(path), "absolute": str(path.resolve()), "sha256": sha256_file(path)}
 
 
-def _cited_input(item: InputFile, stats: FileStats | None, sha256: str | None
-                 ) -> dict[str, Any]:
+def _cited_input(item: InputFile, stats: FileStats | None, sha256: str | None) -> dict[str, Any]:
     """An input as the manifest cites it: the file as given (size and SHA-256 of its bytes,
     compressed or not), then what was read from it, so that a report can say which file
     each count came from: its records, what was skipped in it by reason, the size its
     offsets count in when it was decompressed whole, and the records of nfdump's
     aggregations (each stands for several flows)."""
     cited: dict[str, Any] = {
-        "path": str(item.path), "absolute": str(item.path.resolve()),
+        "path": str(item.path),
+        "absolute": str(item.path.resolve()),
         "format": stats.format if stats is not None else item.format,
-        "size": item.size, "sha256": sha256}
+        "size": item.size,
+        "sha256": sha256,
+    }
     if item.compression:
         cited["compression"] = item.compression
         if stats is not None and stats.unpacked_size is not None:
@@ -548,38 +628,61 @@ def _cited_input(item: InputFile, stats: FileStats | None, sha256: str | None
 
 
 def _manifest(
-    config: SessionizeConfig, inputs: Sequence[InputFile], report: RunReport,
-    result: SessionizeResult, totals: _Totals, settings: dict[str, Any],
-    pressure: dict[str, dict[str, Any]], digests: dict[Path, str | None],
+    config: SessionizeConfig,
+    inputs: Sequence[InputFile],
+    report: RunReport,
+    result: SessionizeResult,
+    totals: _Totals,
+    settings: dict[str, Any],
+    pressure: dict[str, dict[str, Any]],
+    digests: dict[Path, str | None],
 ) -> dict[str, Any]:
     """What a forensic report cites: tool, settings, inputs with hashes, counts, checks."""
     read = {str(item.path) for item in inputs}
     return {
-        "tool": {"name": "obserae-forensics", "version": __version__,
-                 "python": sys.version.split()[0], "pyarrow": pa.__version__,
-                 "numpy": np.__version__, "numba": numba.__version__},
+        "tool": {
+            "name": "obserae-forensics",
+            "version": __version__,
+            "python": sys.version.split()[0],
+            "pyarrow": pa.__version__,
+            "numpy": np.__version__,
+            "numba": numba.__version__,
+        },
         "command": "sessionize",
         "settings": settings,
-        "read": {"batch_size": config.read.batch_size,
-                 "from": iso_us(config.read.window[0]), "to": iso_us(config.read.window[1]),
-                 "strict": config.read.strict},
+        "read": {
+            "batch_size": config.read.batch_size,
+            "from": iso_us(config.read.window[0]),
+            "to": iso_us(config.read.window[1]),
+            "strict": config.read.strict,
+        },
         "settings_file": _cited_file(config.settings_file),
         "cartography": _cited_file(getattr(config.cartography, "path", None)),
         "flow_matrix": _cited_file(getattr(config.flow_matrix, "path", None)),
-        "inputs": [_cited_input(item, report.files.get(str(item.path)), digests[item.path])
-                   for item in inputs],
+        "inputs": [
+            _cited_input(item, report.files.get(str(item.path)), digests[item.path])
+            for item in inputs
+        ],
         # files found but not read (no reader knew them, unreadable, a pipe): what and why
-        "not_read": [{"path": path, "size": stats.size,
-                      "skipped": dict(sorted(stats.skipped.items())),
-                      **({"ignored": dict(sorted(stats.ignored.items()))} if stats.ignored
-                         else {}),
-                      **({"copy_of": stats.copy_of} if stats.copy_of else {})}
-                     for path, stats in sorted(report.files.items())
-                     if path not in read],
+        "not_read": [
+            {
+                "path": path,
+                "size": stats.size,
+                "skipped": dict(sorted(stats.skipped.items())),
+                **({"ignored": dict(sorted(stats.ignored.items()))} if stats.ignored else {}),
+                **({"copy_of": stats.copy_of} if stats.copy_of else {}),
+            }
+            for path, stats in sorted(report.files.items())
+            if path not in read
+        ],
         # hidden entries (a leading dot) the directory walks left out, as documented
         "hidden": sorted(report.hidden),
-        "data_window": {"start": iso_us(totals.first_us), "end": iso_us(totals.last_us),
-                        "start_us": totals.first_us, "end_us": totals.last_us},
+        "data_window": {
+            "start": iso_us(totals.first_us),
+            "end": iso_us(totals.last_us),
+            "start_us": totals.first_us,
+            "end_us": totals.last_us,
+        },
         "counts": {
             "records_read": report.records,
             "outside_window": report.outside_window,
@@ -589,19 +692,25 @@ def _manifest(
             "sessions_by_state": dict(sorted(result.states.items())),
             "sessions_by_close_reason": dict(sorted(result.close_reasons.items())),
             "late_sessions": result.late_sessions,
-            "records_before_sampling": sum(stats.records_before_sampling
-                                           for stats in report.exporters.values()),
+            "records_before_sampling": sum(
+                stats.records_before_sampling for stats in report.exporters.values()
+            ),
             "session_pressure": {k: pressure[k] for k in sorted(pressure)},
         },
         "conservation": {
             "ok": result.conservation_ok,
-            "records_in": totals.records_in, "records_in_sessions": totals.records_out,
+            "records_in": totals.records_in,
+            "records_in_sessions": totals.records_out,
             "flow_rows": result.flows,
-            "packets_in": totals.packets_in, "packets_in_sessions": totals.packets_out,
-            "bytes_in": totals.octets_in, "bytes_in_sessions": totals.octets_out,
+            "packets_in": totals.packets_in,
+            "packets_in_sessions": totals.packets_out,
+            "bytes_in": totals.octets_in,
+            "bytes_in_sessions": totals.octets_out,
         },
-        "session_ids": {"unique": not result.repeated_session_ids,
-                        "repeated": result.repeated_session_ids,
-                        "examples": result.repeated_examples},
+        "session_ids": {
+            "unique": not result.repeated_session_ids,
+            "repeated": result.repeated_session_ids,
+            "examples": result.repeated_examples,
+        },
         "problems": [str(p) for p in report.examples],
     }

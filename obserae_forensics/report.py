@@ -138,8 +138,10 @@ class FileStats:
     def read_counts(self) -> dict[str, Any]:
         """What was read from the file, as the manifest and as_dict cite it: its records,
         what was skipped in it by reason, and the records of nfdump's aggregations."""
-        counts: dict[str, Any] = {"records": self.records,
-                                  "skipped": dict(sorted(self.skipped.items()))}
+        counts: dict[str, Any] = {
+            "records": self.records,
+            "skipped": dict(sorted(self.skipped.items())),
+        }
         if self.aggregated_records:
             counts["aggregated_records"] = self.aggregated_records
             counts["aggregated_flows"] = self.aggregated_flows
@@ -164,8 +166,14 @@ class RecordExample:
 
     def problem(self) -> Problem:
         first = self.first
-        return Problem(first.reason, first.source, first.offset, first.frame,
-                       self.message(self.count), self.unit)
+        return Problem(
+            first.reason,
+            first.source,
+            first.offset,
+            first.frame,
+            self.message(self.count),
+            self.unit,
+        )
 
 
 def utf8_path(text: str) -> bool:
@@ -200,8 +208,7 @@ class RunReport:
     # records kept with a field put right (times swapped ...): reason -> records
     repaired: Counter[str] = field(default_factory=Counter)
     # reason -> its first few problems in the input's order, with their places (_place)
-    unit_examples: dict[str, list[tuple[tuple[Any, ...], Problem]]] = field(
-        default_factory=dict)
+    unit_examples: dict[str, list[tuple[tuple[Any, ...], Problem]]] = field(default_factory=dict)
     _said: int = 0  # problems said so far: orders those of one place as they were met
     # records of one file with one problem, reported a batch at a time (file_records)
     record_examples: dict[tuple[str, str, str], RecordExample] = field(default_factory=dict)
@@ -255,8 +262,15 @@ class RunReport:
         self.repaired[error.reason] += count
         self._example(error)
 
-    def file_records(self, error: InputError, count: int, message: Callable[[int], str], *,
-                     kept: bool = False, variant: str = "") -> None:
+    def file_records(
+        self,
+        error: InputError,
+        count: int,
+        message: Callable[[int], str],
+        *,
+        kept: bool = False,
+        variant: str = "",
+    ) -> None:
         """`count` records of error.source with one problem (error: the first of them),
         counted as repair() (`kept`) or skip() count them. Checks that run a batch at a time
         call this for each batch: the file keeps one example per reason and `variant`, at
@@ -270,8 +284,9 @@ class RunReport:
         key = (error.reason, error.source, variant)
         entry = self.record_examples.get(key)
         if entry is None:
-            self.record_examples[key] = RecordExample(error, count, message,
-                                                      self._unit(error.source))
+            self.record_examples[key] = RecordExample(
+                error, count, message, self._unit(error.source)
+            )
         else:
             entry.count += count
 
@@ -280,8 +295,12 @@ class RunReport:
         """The problems a person can go and look at: the first EXAMPLES_PER_REASON of each
         reason, the units' in the input's order, then the files' whose records a check found
         (file_records), by reason, input file and place in the file."""
-        out = [problem for _, problem in sorted(
-            example for kept in self.unit_examples.values() for example in kept)]
+        out = [
+            problem
+            for _, problem in sorted(
+                example for kept in self.unit_examples.values() for example in kept
+            )
+        ]
         taken = Counter(p.reason for p in out)
 
         def place(key: tuple[str, str, str]) -> tuple[Any, ...]:
@@ -310,9 +329,20 @@ class RunReport:
                 return  # the usual case: read after every example kept
             kept.pop()
         # places differ (the count of problems said ends each): Problems are never compared
-        bisect.insort(kept, (place, Problem(error.reason, error.source, error.offset,
-                                            error.frame, error.message,
-                                            self._unit(error.source))))
+        bisect.insort(
+            kept,
+            (
+                place,
+                Problem(
+                    error.reason,
+                    error.source,
+                    error.offset,
+                    error.frame,
+                    error.message,
+                    self._unit(error.source),
+                ),
+            ),
+        )
 
     def _place(self, source: str, offset: int, frame: int | None) -> tuple[Any, ...]:
         """Where a problem's unit is in the input: its file's place in the reading order
@@ -366,11 +396,15 @@ class RunReport:
         read = sum(1 for stats in self.files.values() if stats.format)
         line = f"{self.records} flow records read from {read} file(s)"
         # the copies of files read are said below, once (a review: twice, as both)
-        unread = [path for path, stats in sorted(self.files.items())
-                  if not stats.format and not stats.copy_of]
+        unread = [
+            path
+            for path, stats in sorted(self.files.items())
+            if not stats.format and not stats.copy_of
+        ]
         if unread:  # they were counted as read (an audit)
             line += f"; {len(unread)} other path(s) not read " + (
-                "(manifest.json: not_read)" if manifest else f"({_listed(unread)})")
+                "(manifest.json: not_read)" if manifest else f"({_listed(unread)})"
+            )
         if self.outside_window:
             line += f"; {self.outside_window} outside --from/--to"
         problems = {k: v for k, v in self.skipped.items() if v}
@@ -381,40 +415,58 @@ class RunReport:
         if repaired:
             parts = ", ".join(f"{v} {k}" for k, v in sorted(repaired.items()))
             line += f"; kept, put right: {parts}"
-        ignored = {k: v for k, v in self.ignored.items()
-                   if v and k not in ("hidden_entry", "duplicate_file")}
+        ignored = {
+            k: v
+            for k, v in self.ignored.items()
+            if v and k not in ("hidden_entry", "duplicate_file")
+        }
         if ignored:
             parts = ", ".join(f"{v} {k}" for k, v in sorted(ignored.items()))
             line += f"; not flow exports: {parts}"
-        copies = [f"{path} (a copy of {stats.copy_of})"
-                  for path, stats in sorted(self.files.items()) if stats.copy_of]
+        copies = [
+            f"{path} (a copy of {stats.copy_of})"
+            for path, stats in sorted(self.files.items())
+            if stats.copy_of
+        ]
         if copies:
-            line += (f"; {len(copies)} nfcapd file(s) not read, byte for byte copies of others "
-                     "read (duplicate_file" + (", manifest.json: not_read)" if manifest
-                                               else f": {_listed(copies)})"))
+            line += (
+                f"; {len(copies)} nfcapd file(s) not read, byte for byte copies of others "
+                "read (duplicate_file"
+                + (", manifest.json: not_read)" if manifest else f": {_listed(copies)})")
+            )
         if self.hidden:
-            line += (f"; {len(self.hidden)} hidden entr{'y' if len(self.hidden) == 1 else 'ies'}"
-                     " of the directories left out " + (
-                         "(manifest.json: hidden)" if manifest
-                         else f"({_listed(sorted(self.hidden))})"))
-        early = {key: stats.records_before_sampling for key, stats in self.exporters.items()
-                 if stats.records_before_sampling}
+            line += (
+                f"; {len(self.hidden)} hidden entr{'y' if len(self.hidden) == 1 else 'ies'}"
+                " of the directories left out "
+                + ("(manifest.json: hidden)" if manifest else f"({_listed(sorted(self.hidden))})")
+            )
+        early = {
+            key: stats.records_before_sampling
+            for key, stats in self.exporters.items()
+            if stats.records_before_sampling
+        }
         if early:
-            line += (f"; {sum(early.values())} records of {len(early)} exporter(s) came "
-                     "before their exporter declared its sampling rate and read as unsampled "
-                     "(exporters table: records_before_sampling)")
+            line += (
+                f"; {sum(early.values())} records of {len(early)} exporter(s) came "
+                "before their exporter declared its sampling rate and read as unsampled "
+                "(exporters table: records_before_sampling)"
+            )
         duplicates = sum(f.duplicate_datagrams for f in self.files.values())
         if duplicates:
-            line += (f"; {duplicates} duplicate datagram(s) dropped (copies of ones already read: "
-                     "a capture given twice, an exporter's resend)")
+            line += (
+                f"; {duplicates} duplicate datagram(s) dropped (copies of ones already read: "
+                "a capture given twice, an exporter's resend)"
+            )
         aliases = sum(len(f.also_named) for f in self.files.values())
         if aliases:
             line += f"; {aliases} other name(s) of files given twice, each file read once"
         aggregated = sum(f.aggregated_records for f in self.files.values())
         if aggregated:
             flows = sum(f.aggregated_flows for f in self.files.values())
-            line += (f"; {aggregated} records are aggregates of {flows} flows (nfdump "
-                     "aggregation: each is one record in its session)")
+            line += (
+                f"; {aggregated} records are aggregates of {flows} flows (nfdump "
+                "aggregation: each is one record in its session)"
+            )
         return line
 
     def reason_counts(self) -> dict[str, dict[str, int]]:
@@ -439,8 +491,11 @@ class RunReport:
                 path: {
                     "format": f.format,
                     "size": f.size,
-                    **({"compression": f.compression, "unpacked_size": f.unpacked_size}
-                       if f.compression else {}),
+                    **(
+                        {"compression": f.compression, "unpacked_size": f.unpacked_size}
+                        if f.compression
+                        else {}
+                    ),
                     "units": f.units,
                     **f.read_counts(),
                     "ignored": dict(sorted(f.ignored.items())),

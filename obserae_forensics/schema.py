@@ -117,8 +117,9 @@ def with_added_columns(table: pa.Table, schema: pa.Schema) -> pa.Table:
         if name in schema.names and name not in table.column_names:
             field = schema.field(name)
             filled = pa.array(np.full(table.num_rows, value), field.type)
-            table = table.add_column(min(schema.get_field_index(name), table.num_columns),
-                                     field, filled)
+            table = table.add_column(
+                min(schema.get_field_index(name), table.num_columns), field, filled
+            )
     return table
 
 
@@ -169,10 +170,15 @@ CLOSE_REASONS = ("fin", "rst", "rejected", "no_reply", "idle", "hard_timeout", "
 
 # flows.parquet: every record with the session it landed in and its direction there
 FLOWS_SCHEMA = FLOW_SCHEMA.append(pa.field("session_id", pa.string(), nullable=False)).append(
-    pa.field("direction", pa.string(), nullable=False))
+    pa.field("direction", pa.string(), nullable=False)
+)
 
 
 def text_address_schema(schema: pa.Schema) -> pa.Schema:
     """`schema` with its address columns as text, as the output tables store them."""
-    return pa.schema([pa.field(f.name, pa.string(), f.nullable) if f.name in FLOW_ADDRESS_COLUMNS
-                      else f for f in schema])
+    return pa.schema(
+        [
+            pa.field(f.name, pa.string(), f.nullable) if f.name in FLOW_ADDRESS_COLUMNS else f
+            for f in schema
+        ]
+    )

@@ -52,7 +52,8 @@ def install() -> None:
     for signum in STOPS:
         current = signal.getsignal(signum)
         if current in (signal.SIG_DFL, signal.default_int_handler) or (
-                current == signal.SIG_IGN and signum in _State.ignored):
+            current == signal.SIG_IGN and signum in _State.ignored
+        ):
             # (SIG_IGN of an earlier command of this process, not the host's: a second
             # main() in one process could not be interrupted, found by a review)
             signal.signal(signum, _handler)

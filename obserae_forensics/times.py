@@ -70,8 +70,9 @@ def beyond_limit(us: np.ndarray) -> np.ndarray:
     return (us < -TIME_LIMIT_US) | (us > TIME_LIMIT_US)
 
 
-def time_faults(first_us: np.ndarray, last_us: np.ndarray
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def time_faults(
+    first_us: np.ndarray, last_us: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(beyond, timeless, salvaged) masks: the records the readers leave out (bad_timestamp,
     no_times) for a time past TIME_LIMIT_US (UNUSABLE_TIME included) with no usable time
     beside it, or both times exactly 0; and those kept at their one usable time, the other

@@ -25,26 +25,41 @@ NFCAPD = str(FIXTURES / "nfcapd16_sf_v9_varsvc.nfcapd")
 
 CASES = {
     # 300 rules: the generator's first refused rule was its 52nd
-    "matching": (["bench_matching.py", "--sessions", "2000", "--rules", "300"],
-                 r"match_sessions: .* [1-9][\d,]* matches"),
-    "recombine": (["bench_recombine.py", "--sessions", "2000", "--dir", "rec"],
-                  r"2000 sessions from 2 run\(s\) -> [1-9]"),
-    "kernel": (["bench_kernel.py", "--records", "20000"],
-               r"kernel: 20,000 records, [1-9][\d,]* sessions(.|\n)*feed: 20,000 records"),
+    "matching": (
+        ["bench_matching.py", "--sessions", "2000", "--rules", "300"],
+        r"match_sessions: .* [1-9][\d,]* matches",
+    ),
+    "recombine": (
+        ["bench_recombine.py", "--sessions", "2000", "--dir", "rec"],
+        r"2000 sessions from 2 run\(s\) -> [1-9]",
+    ),
+    "kernel": (
+        ["bench_kernel.py", "--records", "20000"],
+        r"kernel: 20,000 records, [1-9][\d,]* sessions(.|\n)*feed: 20,000 records",
+    ),
     "sessionize": (["bench_sessionize.py", PCAP], r"72 records -> 38 sessions .* conservation ok"),
     "phases": (["bench_phases.py", PCAP], r"72 records(.|\n)*KernelReplay.process"),
     "decoders": (["bench_decoders.py", PCAP], r"sf_v9_varsvc.pcap +72 "),
-    "make_capture": (["make_capture.py", "capture.pcap", "--records", "1000"],
-                     r"capture.pcap: 10\d\d v9 records"),
+    "make_capture": (
+        ["make_capture.py", "capture.pcap", "--records", "1000"],
+        r"capture.pcap: 10\d\d v9 records",
+    ),
     # the fixture's templates in its first datagram, the conversations of the third file
-    "export": (["bench_export.py", PCAP, "--files", "3", "--dir", "exp"],
-               r"export of 1 conversation .*\(1 added\), decoded alone ([1-9]\d*) of \1 "),
+    "export": (
+        ["bench_export.py", PCAP, "--files", "3", "--dir", "exp"],
+        r"export of 1 conversation .*\(1 added\), decoded alone ([1-9]\d*) of \1 ",
+    ),
 }
 
 
 def run_script(arguments: list[str], cwd: Path) -> str:
-    done = subprocess.run([sys.executable, str(BENCH / arguments[0]), *arguments[1:]],
-                          cwd=cwd, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, str(BENCH / arguments[0]), *arguments[1:]],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout + done.stderr
 
@@ -87,8 +102,9 @@ def test_compare_kernel_replays_blocks_with_a_kernel(monkeypatch: pytest.MonkeyP
 def test_the_many_exporters_capture_sessionizes(tmp_path: Path) -> None:
     """make_exporters.py's capture decodes to its records, one exporter per source, and
     each datagram's ten conversations go on in the exporter's next round."""
-    out = run_script(["make_exporters.py", "exporters.pcap", "--exporters", "40",
-                      "--datagrams", "3"], tmp_path)
+    out = run_script(
+        ["make_exporters.py", "exporters.pcap", "--exporters", "40", "--datagrams", "3"], tmp_path
+    )
     assert "1,200 v5 records from 40 exporters" in out, out
     out = run_script(["bench_sessionize.py", "exporters.pcap"], tmp_path)
     assert re.search(r"1,200 records -> 400 sessions .* conservation ok", out), out

@@ -24,8 +24,10 @@ runner = CliRunner()
 
 
 def digest(directory: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(directory.glob("*.parquet"))}
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(directory.glob("*.parquet"))
+    }
 
 
 def test_inspect_prints_the_exporter_and_writes_flows(tmp_path: Path) -> None:
@@ -50,11 +52,12 @@ def test_inspect_prints_the_exporter_and_writes_flows(tmp_path: Path) -> None:
 def test_a_folder_of_an_earlier_run_alone_is_refused_as_that(tmp_path: Path) -> None:
     """An audit: `inspect RUN_DIR` said "an empty directory, or only hidden entries" of a
     folder holding an earlier run's tables, which are left out of the inputs on purpose."""
-    result = runner.invoke(app, ["sessionize", str(FIXTURE), "--out", str(tmp_path / "run"),
-                                 "-q"])
+    result = runner.invoke(app, ["sessionize", str(FIXTURE), "--out", str(tmp_path / "run"), "-q"])
     assert result.exit_code == 0, result.output
-    for command in (["inspect", str(tmp_path / "run")],
-                    ["sessionize", str(tmp_path / "run"), "--out", str(tmp_path / "again")]):
+    for command in (
+        ["inspect", str(tmp_path / "run")],
+        ["sessionize", str(tmp_path / "run"), "--out", str(tmp_path / "again")],
+    ):
         result = runner.invoke(app, command)
         assert result.exit_code == 2, result.output
         assert "only the 5 output file(s) of an earlier run of this tool" in result.stderr
@@ -98,7 +101,8 @@ def test_sessionize_writes_every_table_and_a_citable_manifest(tmp_path: Path) ->
     flows = pq.read_table(out / "flows.parquet")
     assert flows.num_rows == 72
     assert set(flows.column("session_id").to_pylist()) == set(
-        sessions.column("session_id").to_pylist())
+        sessions.column("session_id").to_pylist()
+    )
     assert set(flows.column("direction").to_pylist()) <= {"ab", "ba"}
     assert not list(tmp_path.glob(".*partial"))
 
@@ -126,29 +130,42 @@ def test_the_manifest_says_what_came_of_each_file(tmp_path: Path) -> None:
     [cited] = manifest["inputs"]
     assert (cited["records"], cited["skipped"]) == (72, {})
     assert manifest["counts"]["records_read"] == 72
-    assert manifest["not_read"] == [{"path": str(evidence / "notes.txt"), "size": 29,
-                                     "skipped": {"unknown_format": 1}}]
+    assert manifest["not_read"] == [
+        {"path": str(evidence / "notes.txt"), "size": 29, "skipped": {"unknown_format": 1}}
+    ]
     assert manifest["counts"]["skipped"] == {"unknown_format": 1}
 
 
 def test_one_exporter_address_in_two_captures_gives_unique_session_ids(
-        corpus: Path, tmp_path: Path) -> None:
+    corpus: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "run"
-    result = runner.invoke(app, ["sessionize", *one_traffic_twice(corpus), "--out", str(out),
-                                 "-q"])
+    result = runner.invoke(app, ["sessionize", *one_traffic_twice(corpus), "--out", str(out), "-q"])
     assert result.exit_code == 0, result.output
     assert json.loads((out / "manifest.json").read_text())["session_ids"]["unique"] is True
     sessions = pq.read_table(out / "sessions.parquet")
     ids = sessions.column("session_id").to_pylist()
     assert len(set(ids)) == len(ids)
     # the repeats the ids used to share: late sessions with one (key, opened_at) twice
-    keys = [(s["ip_a"], s["port_a"], s["ip_b"], s["port_b"], s["protocol"], s["opened_at"],
-             s["split"], s["late"]) for s in sessions.to_pylist()]
+    keys = [
+        (
+            s["ip_a"],
+            s["port_a"],
+            s["ip_b"],
+            s["port_b"],
+            s["protocol"],
+            s["opened_at"],
+            s["split"],
+            s["late"],
+        )
+        for s in sessions.to_pylist()
+    ]
     assert len(set(keys)) < len(keys)
 
 
 def test_one_file_under_one_name_in_two_directories_gives_unique_session_ids(
-        corpus: Path, tmp_path: Path) -> None:
+    corpus: Path, tmp_path: Path
+) -> None:
     """Found by a fuzzer: identities hashed only the file's name, so the second copy's deep
     sessions took the first copy's ids."""
     copies = []
@@ -164,17 +181,18 @@ def test_one_file_under_one_name_in_two_directories_gives_unique_session_ids(
 
 
 def test_repeated_session_ids_fail_the_run_and_show_in_the_manifest(
-        corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The uniqueness check's plumbing: ids made to repeat (every session the same id)."""
     import numpy as np
 
     from obserae_forensics.sessionize import output
 
-    monkeypatch.setattr(output, "session_ids",
-                        lambda seeds, cols: np.zeros(cols.shape[1], dtype=np.uint64))
+    monkeypatch.setattr(
+        output, "session_ids", lambda seeds, cols: np.zeros(cols.shape[1], dtype=np.uint64)
+    )
     out = tmp_path / "run"
-    result = runner.invoke(app, ["sessionize", *one_traffic_twice(corpus), "--out", str(out),
-                                 "-q"])
+    result = runner.invoke(app, ["sessionize", *one_traffic_twice(corpus), "--out", str(out), "-q"])
     assert result.exit_code == 1
     assert "session id check FAILED" in result.output
     check = json.loads((out / "manifest.json").read_text())["session_ids"]
@@ -193,12 +211,15 @@ def test_the_cap_option_takes_fractions_like_the_yaml(tmp_path: Path) -> None:
         assert type(settings["sessions.max_open_ksessions"]) is type(shown)
 
 
-@pytest.mark.parametrize("arguments", [
-    ["sessionize", str(FIXTURE), "--out", "x", "--batch-size", "abc"],
-    ["sessionize"],
-    ["show", "no-such-directory"],
-    ["no-such-command"],
-])
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["sessionize", str(FIXTURE), "--out", "x", "--batch-size", "abc"],
+        ["sessionize"],
+        ["show", "no-such-directory"],
+        ["no-such-command"],
+    ],
+)
 def test_a_mistyped_command_line_ends_in_one_error_line(arguments: list[str]) -> None:
     """Found by fuzzing: typer framed click's own usage errors in a box over several lines
     (the project's errors are one line each), which a log or `2>&1 | tail -1` cut apart."""
@@ -226,28 +247,40 @@ def test_no_output_lands_on_the_evidence_even_with_force(tmp_path: Path) -> None
     (rules / "c.yaml").write_text("hosts:\n")
 
     def refused(*arguments: str) -> str:
-        result = runner.invoke(app, [*arguments, "-q"] if arguments[0] != "recombine"
-                               else list(arguments))
+        result = runner.invoke(
+            app, [*arguments, "-q"] if arguments[0] != "recombine" else list(arguments)
+        )
         assert result.exit_code == 2, result.output
         assert "refusing" in result.stderr
         return result.stderr
 
-    assert "would overwrite" in refused("inspect", str(capture), "--flows", str(link),
-                                        "--force")
+    assert "would overwrite" in refused("inspect", str(capture), "--flows", str(link), "--force")
     refused("sessionize", str(caps), "--out", str(caps), "--force")
     refused("sessionize", str(capture), "--out", str(tmp_path), "--force")
-    refused("sessionize", str(capture), "--out", str(rules), "--force",
-            "--cartography", str(rules / "c.yaml"))
+    refused(
+        "sessionize",
+        str(capture),
+        "--out",
+        str(rules),
+        "--force",
+        "--cartography",
+        str(rules / "c.yaml"),
+    )
     run = tmp_path / "run"
-    assert runner.invoke(app, ["sessionize", str(capture), "--out", str(run), "-q"]
-                         ).exit_code == 0
+    assert runner.invoke(app, ["sessionize", str(capture), "--out", str(run), "-q"]).exit_code == 0
     session_id = pq.read_table(run / "sessions.parquet").column("session_id")[0].as_py()
     tables = {p.name: p.read_bytes() for p in run.iterdir()}
-    refused("recombine", str(run), "--session", session_id, "--export-pcap", str(link),
-            "--force")
+    refused("recombine", str(run), "--session", session_id, "--export-pcap", str(link), "--force")
     for name in ("flows.parquet", "sessions.parquet", "sessions_consolidated.parquet"):
-        refused("recombine", str(run), "--session", session_id, "--export-flows",
-                str(run / ".." / "run" / name), "--force")
+        refused(
+            "recombine",
+            str(run),
+            "--session",
+            session_id,
+            "--export-flows",
+            str(run / ".." / "run" / name),
+            "--force",
+        )
     assert capture.read_bytes() == original and (rules / "c.yaml").exists()
     assert {p.name: p.read_bytes() for p in run.iterdir()} == tables
     # found by auditing the README: the files a run read besides its inputs were not
@@ -257,22 +290,42 @@ def test_no_output_lands_on_the_evidence_even_with_force(tmp_path: Path) -> None
     settings.write_text("sessions:\n  grace: 10s\n")
     cartography.write_text("hosts:\n")
     ruled = tmp_path / "ruled"
-    assert runner.invoke(app, ["sessionize", str(capture), "--out", str(ruled), "-q",
-                               "--config", str(settings), "--cartography",
-                               str(cartography)]).exit_code == 0
+    assert (
+        runner.invoke(
+            app,
+            [
+                "sessionize",
+                str(capture),
+                "--out",
+                str(ruled),
+                "-q",
+                "--config",
+                str(settings),
+                "--cartography",
+                str(cartography),
+            ],
+        ).exit_code
+        == 0
+    )
     manifest = json.loads((ruled / "manifest.json").read_text())
     assert manifest["settings_file"]["absolute"] == str(settings.resolve())
     assert manifest["flow_matrix"] is None
     for target in (settings, cartography):
         before = target.read_bytes()
-        refused("recombine", str(ruled), "--session", session_id, "--export-flows",
-                str(target), "--force")
+        refused(
+            "recombine",
+            str(ruled),
+            "--session",
+            session_id,
+            "--export-flows",
+            str(target),
+            "--force",
+        )
         assert target.read_bytes() == before
     # an output beside the evidence is fine, and an existing --flows file needs --force
     flows = tmp_path / "flows.parquet"
     for extra, code in (([], 0), ([], 2), (["--force"], 0)):
-        result = runner.invoke(app, ["inspect", str(capture), "--flows", str(flows), "-q",
-                                     *extra])
+        result = runner.invoke(app, ["inspect", str(capture), "--flows", str(flows), "-q", *extra])
         assert result.exit_code == code, result.output
 
 
@@ -284,15 +337,17 @@ def test_outputs_that_cannot_be_written_end_in_one_line(tmp_path: Path) -> None:
     os.mkfifo(pipe)
     directory = tmp_path / "dir"
     directory.mkdir()
-    for target, message in ((pipe, "is not a regular file"),
-                            (directory, "is not a regular file")):
-        result = runner.invoke(app, ["inspect", str(FIXTURE), "--flows", str(target),
-                                     "--force", "-q"])
+    for target, message in ((pipe, "is not a regular file"), (directory, "is not a regular file")):
+        result = runner.invoke(
+            app, ["inspect", str(FIXTURE), "--flows", str(target), "--force", "-q"]
+        )
         assert result.exit_code == 2 and message in result.stderr, result.output
     assert pipe.is_fifo()
     missing = Path("/proc/no-such-directory-here")
-    cases = [["inspect", str(FIXTURE), "--flows", str(missing / "f.parquet"), "-q"],
-             ["sessionize", str(FIXTURE), "--out", str(missing / "run"), "-q"]]
+    cases = [
+        ["inspect", str(FIXTURE), "--flows", str(missing / "f.parquet"), "-q"],
+        ["sessionize", str(FIXTURE), "--out", str(missing / "run"), "-q"],
+    ]
     for arguments in cases:
         result = runner.invoke(app, arguments)
         assert result.exit_code == 1, result.output
@@ -301,14 +356,17 @@ def test_outputs_that_cannot_be_written_end_in_one_line(tmp_path: Path) -> None:
 
 
 def test_inspect_leaves_nothing_half_written_when_the_flows_cannot_be_placed(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Found in review: a rename (or final flush) that fails left .flows.parquet.partial."""
+
     def full(self: Path, target: object) -> None:
         raise OSError(28, "No space left on device", str(target))
 
     monkeypatch.setattr(Path, "replace", full)
-    result = runner.invoke(app, ["inspect", str(FIXTURE), "--flows",
-                                 str(tmp_path / "flows.parquet"), "-q"])
+    result = runner.invoke(
+        app, ["inspect", str(FIXTURE), "--flows", str(tmp_path / "flows.parquet"), "-q"]
+    )
     assert result.exit_code == 1, result.output
     assert "cannot write: " in result.stderr and "No space left on device" in result.stderr
     assert list(tmp_path.iterdir()) == []
@@ -319,9 +377,19 @@ def test_both_exports_to_one_file_is_refused(tmp_path: Path) -> None:
     assert sessionize(run_dir).exit_code == 0
     session_id = pq.read_table(run_dir / "sessions.parquet").column("session_id")[0].as_py()
     target = tmp_path / "x.parquet"
-    result = runner.invoke(app, ["recombine", str(run_dir), "--session", session_id,
-                                 "--export-flows", str(target), "--export-pcap",
-                                 str(tmp_path / "." / "x.parquet")])
+    result = runner.invoke(
+        app,
+        [
+            "recombine",
+            str(run_dir),
+            "--session",
+            session_id,
+            "--export-flows",
+            str(target),
+            "--export-pcap",
+            str(tmp_path / "." / "x.parquet"),
+        ],
+    )
     assert result.exit_code == 2 and "one would replace the other" in result.stderr
     assert not target.exists()
 
@@ -336,7 +404,8 @@ def test_existing_output_is_refused_without_force(tmp_path: Path) -> None:
 
 
 def test_force_replaces_only_an_earlier_output_directory(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`--force` deleted whatever directory --out named (`--out ~/cases --force` lost the
     cases), and `--out .` ran the whole job before failing at the rename, leaving its
     staging directory beside it."""
@@ -380,12 +449,18 @@ def test_the_summary_says_when_the_open_session_cap_closed_sessions(tmp_path: Pa
     manifest.json (`evicted`, `peak_open`), not in the summary a person reads."""
     result = sessionize(tmp_path / "capped", "--max-open-ksessions", "0.005")
     assert result.exit_code == 0, result.output
-    evicted = pq.read_table(tmp_path / "capped" / "sessions.parquet").column(
-        "close_reason").to_pylist().count("evicted")
+    evicted = (
+        pq.read_table(tmp_path / "capped" / "sessions.parquet")
+        .column("close_reason")
+        .to_pylist()
+        .count("evicted")
+    )
     assert evicted > 0
-    assert (f"{evicted} sessions were closed early at the open-session cap "
-            "(sessions.max_open_ksessions = 0.005, per exporter; 1 exporter(s) reached it: "
-            "127.0.0.1), close_reason evicted") in result.stderr
+    assert (
+        f"{evicted} sessions were closed early at the open-session cap "
+        "(sessions.max_open_ksessions = 0.005, per exporter; 1 exporter(s) reached it: "
+        "127.0.0.1), close_reason evicted"
+    ) in result.stderr
     assert "open-session cap" not in sessionize(tmp_path / "whole").stderr
 
 
@@ -403,18 +478,22 @@ def test_a_capture_given_twice_is_said_not_dropped_silently(tmp_path: Path) -> N
     result = runner.invoke(app, ["sessionize", str(copies), "--out", str(out), "-q"])
     assert result.exit_code == 0, result.output
     datagrams = sum(1 for _ in iter_frames(FIXTURE, RunReport()))
-    assert (f"72 flow records read from 2 file(s); {datagrams} duplicate datagram(s) dropped "
-            "(copies of ones already read") in result.stderr
+    assert (
+        f"72 flow records read from 2 file(s); {datagrams} duplicate datagram(s) dropped "
+        "(copies of ones already read"
+    ) in result.stderr
     assert "1 other name(s) of files given twice, each file read once" in result.stderr
-    inputs = {Path(i["path"]).name: i for i in
-              json.loads((out / "manifest.json").read_text())["inputs"]}
+    inputs = {
+        Path(i["path"]).name: i for i in json.loads((out / "manifest.json").read_text())["inputs"]
+    }
     assert inputs["a.pcap"]["also_named"] == [str(copies / "link.pcap")]
     assert inputs["b.pcap"]["duplicate_datagrams"] == datagrams
     assert inputs["b.pcap"]["records"] == 0 and "link.pcap" not in inputs
 
 
 def test_nothing_to_read_and_a_flows_file_that_is_not_parquet_are_usage_errors(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     """Found by a responder's audit: an empty input directory (a wrong mount point) gave an
     empty run and exit 0, even with --strict; `inspect --flows f.csv` wrote Parquet under a
     CSV name."""
@@ -425,11 +504,13 @@ def test_nothing_to_read_and_a_flows_file_that_is_not_parquet_are_usage_errors(
     assert result.exit_code == 2 and "no input file in" in result.stderr
     assert not (tmp_path / "run").exists()
     # one empty among others: a problem, said, and --strict stops on it
-    result = runner.invoke(app, ["sessionize", str(empty), str(FIXTURE), "--out",
-                                 str(tmp_path / "some"), "-q"])
+    result = runner.invoke(
+        app, ["sessionize", str(empty), str(FIXTURE), "--out", str(tmp_path / "some"), "-q"]
+    )
     assert result.exit_code == 0 and "skipped: 1 empty_directory" in result.stderr
-    result = runner.invoke(app, ["sessionize", str(empty), str(FIXTURE), "--out",
-                                 str(tmp_path / "strict"), "--strict"])
+    result = runner.invoke(
+        app, ["sessionize", str(empty), str(FIXTURE), "--out", str(tmp_path / "strict"), "--strict"]
+    )
     assert result.exit_code == 1 and "a directory holding no file" in result.stderr
     result = runner.invoke(app, ["inspect", str(FIXTURE), "--flows", str(tmp_path / "f.csv")])
     assert result.exit_code == 2 and "written as Parquet" in result.stderr
@@ -437,13 +518,16 @@ def test_nothing_to_read_and_a_flows_file_that_is_not_parquet_are_usage_errors(
     run = tmp_path / "run"
     assert sessionize(run).exit_code == 0
     before = digest(run)
-    result = runner.invoke(app, ["inspect", str(FIXTURE), "--flows", str(run / "flows.parquet"),
-                                 "--force"])
+    result = runner.invoke(
+        app, ["inspect", str(FIXTURE), "--flows", str(run / "flows.parquet"), "--force"]
+    )
     assert result.exit_code == 2 and "is a file of the sessionize run in" in result.stderr
     assert digest(run) == before
 
-def test_inputs_none_of_which_can_be_read_are_refused(tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+
+def test_inputs_none_of_which_can_be_read_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Found by an audit: named inputs that were all skipped (an empty file, /dev/null, a
     pipe such as `<(zcat x.pcap.gz)`, a directory that cannot be listed) gave an empty run
     and exit 0, where an empty directory is refused; and a directory that could not be
@@ -462,12 +546,16 @@ def test_inputs_none_of_which_can_be_read_are_refused(tmp_path: Path,
         return listing(path)  # type: ignore[arg-type]
 
     monkeypatch.setattr(os, "scandir", refused)
-    for inputs, said in (([empty], "unrecognised magic in an empty file"),
-                         ([Path(os.devnull)], "not a regular file"),
-                         ([locked], "cannot list this directory: Permission denied"),
-                         ([empty, locked], "cannot list this directory")):
-        for command in (["sessionize", *map(str, inputs), "--out", str(tmp_path / "run")],
-                        ["inspect", *map(str, inputs)]):
+    for inputs, said in (
+        ([empty], "unrecognised magic in an empty file"),
+        ([Path(os.devnull)], "not a regular file"),
+        ([locked], "cannot list this directory: Permission denied"),
+        ([empty, locked], "cannot list this directory"),
+    ):
+        for command in (
+            ["sessionize", *map(str, inputs), "--out", str(tmp_path / "run")],
+            ["inspect", *map(str, inputs)],
+        ):
             result = runner.invoke(app, command)
             assert result.exit_code == 2, result.output
             assert "nothing to read: no input could be read" in result.stderr
@@ -480,8 +568,18 @@ def test_inputs_none_of_which_can_be_read_are_refused(tmp_path: Path,
     locked.rename(case / "locked")
     locked = case / "locked"
     for given in (locked, case):
-        result = runner.invoke(app, ["sessionize", str(given), str(FIXTURE), "--out",
-                                     str(tmp_path / "run"), "-q", "--force"])
+        result = runner.invoke(
+            app,
+            [
+                "sessionize",
+                str(given),
+                str(FIXTURE),
+                "--out",
+                str(tmp_path / "run"),
+                "-q",
+                "--force",
+            ],
+        )
         assert result.exit_code == 0, result.output
         manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
         assert manifest["counts"]["skipped"] == {"unreadable": 1}
@@ -494,21 +592,34 @@ def test_inputs_none_of_which_can_be_read_are_refused(tmp_path: Path,
     assert result.exit_code == 2 and "; and 27 more)" in result.stderr
 
 
-
-def test_fragments_of_one_conversation_are_shown_once_and_without_nan(tmp_path: Path,
-                                                                      corpus: Path) -> None:
+def test_fragments_of_one_conversation_are_shown_once_and_without_nan(
+    tmp_path: Path, corpus: Path
+) -> None:
     """Found by a responder's audit: two fragments of one conversation given to --session
     printed it twice, the first fragment's missing link_reason showed as NaN, and `show
     --table nope` did not say which tables there are."""
     out = tmp_path / "run"
-    assert runner.invoke(app, ["sessionize", str(corpus / "exports" / "sf_v10_ircdcc.pcap"),
-                               "--out", str(out), "-q", "--hard-timeout", "1s"]).exit_code == 0
+    assert (
+        runner.invoke(
+            app,
+            [
+                "sessionize",
+                str(corpus / "exports" / "sf_v10_ircdcc.pcap"),
+                "--out",
+                str(out),
+                "-q",
+                "--hard-timeout",
+                "1s",
+            ],
+        ).exit_code
+        == 0
+    )
     sessions = pq.read_table(out / "sessions.parquet").to_pylist()
     split = next(row for row in sessions if row["split"] == 1)
-    ids = [row["session_id"] for row in sessions
-           if row["conversation_id"] == split["conversation_id"]]
-    result = runner.invoke(app, ["recombine", str(out), "--session", ids[0],
-                                 "--session", ids[1]])
+    ids = [
+        row["session_id"] for row in sessions if row["conversation_id"] == split["conversation_id"]
+    ]
+    result = runner.invoke(app, ["recombine", str(out), "--session", ids[0], "--session", ids[1]])
     assert result.exit_code == 0, result.output
     assert result.stdout.count(f"conversation {split['conversation_id']}:") == 1
     assert "NaN" not in result.stdout and "None" not in result.stdout
@@ -533,21 +644,23 @@ def test_a_path_that_is_not_utf8_is_said_not_a_traceback(tmp_path: Path) -> None
     result = runner.invoke(app, ["sessionize", caps, "--out", str(tmp_path / "run"), "-q"])
     assert result.exit_code == 0, result.output
     assert "its name is not valid UTF-8" in result.stderr and "72 flow records" in result.stderr
-    for arguments in ([os.fsdecode(directory + b"/cap\xe9.pcap"), "--out",
-                       str(tmp_path / "r2")],
-                      [str(FIXTURE), "--out", os.fsdecode(root + b"/out\xff")]):
+    for arguments in (
+        [os.fsdecode(directory + b"/cap\xe9.pcap"), "--out", str(tmp_path / "r2")],
+        [str(FIXTURE), "--out", os.fsdecode(root + b"/out\xff")],
+    ):
         result = runner.invoke(app, ["sessionize", *arguments, "-q"])
         assert result.exit_code == 2 and "is not valid UTF-8" in result.output + result.stderr
         # its bytes as the manifest shows them (an audit: `\\udcff`)
         assert "\\udc" not in result.output + result.stderr
-        assert "\\xe9.pcap" in result.output + result.stderr or "out\\xff" in \
-            result.output + result.stderr
+        assert (
+            "\\xe9.pcap" in result.output + result.stderr
+            or "out\\xff" in result.output + result.stderr
+        )
     # --out a file: --force would not help, so it is not offered (an audit)
     afile = tmp_path / "afile"
     afile.write_text("notes\n")
     for force in ([], ["--force"]):
-        result = runner.invoke(app, ["sessionize", str(FIXTURE), "--out", str(afile), "-q",
-                                     *force])
+        result = runner.invoke(app, ["sessionize", str(FIXTURE), "--out", str(afile), "-q", *force])
         assert result.exit_code == 2 and "exists and is not a directory" in result.stderr
         assert "--force" not in result.stderr
 
@@ -560,11 +673,16 @@ def test_bad_settings_stop_before_any_work(tmp_path: Path) -> None:
     assert not out.exists()
 
 
-@pytest.mark.parametrize(("text", "warned"), [
-    ("", True), ("# sessions:\n#   hard_timeout: 1h\n", True), ("sessions:\n", True),
-    ("sessions:\n  grace: 10s\n", False)])
-def test_a_settings_file_that_sets_nothing_is_said(tmp_path: Path, text: str,
-                                                   warned: bool) -> None:
+@pytest.mark.parametrize(
+    ("text", "warned"),
+    [
+        ("", True),
+        ("# sessions:\n#   hard_timeout: 1h\n", True),
+        ("sessions:\n", True),
+        ("sessions:\n  grace: 10s\n", False),
+    ],
+)
+def test_a_settings_file_that_sets_nothing_is_said(tmp_path: Path, text: str, warned: bool) -> None:
     """A settings file whose settings are all commented out (or empty) ran the defaults
     without a word: valid, and said, as the user meant something by --config."""
     config = tmp_path / "settings.yaml"
@@ -626,11 +744,13 @@ main()
 """
 
 
-@pytest.mark.parametrize(("sent", "code", "said"), [(15, 143, "terminated (SIGTERM)"),
-                                                     (2, 130, "interrupted")])
+@pytest.mark.parametrize(
+    ("sent", "code", "said"), [(15, 143, "terminated (SIGTERM)"), (2, 130, "interrupted")]
+)
 @pytest.mark.parametrize("where", ["feed", "commit"])
 def test_a_run_stopped_by_a_signal_leaves_nothing_half_written_and_says_so(
-        tmp_path: Path, sent: int, code: int, said: str, where: str) -> None:
+    tmp_path: Path, sent: int, code: int, said: str, where: str
+) -> None:
     """SIGTERM (kill, timeout, systemd) ended a run where it stood, and its hidden staging
     directory (318 MB on the 5.2 M-record set) stayed beside the output for good; it now
     unwinds as Ctrl-C does, a second signal does not interrupt the cleanup, and one that
@@ -645,9 +765,26 @@ def test_a_run_stopped_by_a_signal_leaves_nothing_half_written_and_says_so(
     before = digest(out)
     started = tmp_path / "started"
     process = subprocess.Popen(
-        [sys.executable, "-c", SLOW_RUN, str(started), where, "sessionize", str(FIXTURE),
-         "--out", str(out), "--batch-size", "7", "--force", "-q", "--hard-timeout", "1m"],
-        stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            SLOW_RUN,
+            str(started),
+            where,
+            "sessionize",
+            str(FIXTURE),
+            "--out",
+            str(out),
+            "--batch-size",
+            "7",
+            "--force",
+            "-q",
+            "--hard-timeout",
+            "1m",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while not started.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -664,13 +801,16 @@ def test_a_run_stopped_by_a_signal_leaves_nothing_half_written_and_says_so(
         assert digest(out) == before
     else:  # put in place whole, as the command says
         assert f"{out} was written whole before it" in stderr
-        assert json.loads((out / "manifest.json").read_text())["settings"][
-            "sessions.hard_timeout"] == 60
+        assert (
+            json.loads((out / "manifest.json").read_text())["settings"]["sessions.hard_timeout"]
+            == 60
+        )
 
 
 @pytest.mark.parametrize(("sent", "where"), [(15, "summary"), (2, "exit")])
 def test_a_signal_after_the_run_is_in_place_lets_the_command_finish(
-        tmp_path: Path, sent: int, where: str) -> None:
+    tmp_path: Path, sent: int, where: str
+) -> None:
     """An audit: a signal in the last lines of a run (its summary), or as the interpreter
     shut down, ended the process with 130/143 and no message, the new run already in place
     over the earlier one (--force): a script took it for a run stopped before it. The
@@ -682,9 +822,24 @@ def test_a_signal_after_the_run_is_in_place_lets_the_command_finish(
     assert sessionize(out).exit_code == 0
     started = tmp_path / "started"
     process = subprocess.Popen(
-        [sys.executable, "-c", SLOW_RUN, str(started), where, "sessionize", str(FIXTURE),
-         "--out", str(out), "--force", "-q", "--hard-timeout", "1m"],
-        stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            SLOW_RUN,
+            str(started),
+            where,
+            "sessionize",
+            str(FIXTURE),
+            "--out",
+            str(out),
+            "--force",
+            "-q",
+            "--hard-timeout",
+            "1m",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while not started.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -693,12 +848,14 @@ def test_a_signal_after_the_run_is_in_place_lets_the_command_finish(
     assert process.returncode == 0, stderr
     assert "stopped" not in stderr and "Traceback" not in stderr
     assert f"-> {out}" in stderr  # the summary, whole
-    assert json.loads((out / "manifest.json").read_text())["settings"][
-        "sessions.hard_timeout"] == 60
+    assert (
+        json.loads((out / "manifest.json").read_text())["settings"]["sessions.hard_timeout"] == 60
+    )
 
 
 def test_a_second_command_in_one_process_takes_its_signals_back(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """A review: the first command left SIGINT and SIGTERM ignored for the rest of the
     process (so the interpreter's shutdown is not killed by them), and install() took over
     only the default handlers: a second main() in a script or notebook could not be
@@ -731,9 +888,23 @@ def test_tables_are_byte_identical_across_batch_sizes_and_hash_seeds(tmp_path: P
     for batch, seed in ((7, "1"), (65536, "2")):
         out = tmp_path / f"run{batch}"
         env = dict(os.environ, PYTHONHASHSEED=seed)
-        subprocess.run([sys.executable, "-m", "obserae_forensics", "sessionize", str(FIXTURE),
-                        "--out", str(out), "--batch-size", str(batch), "-q"],
-                       check=True, env=env, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "obserae_forensics",
+                "sessionize",
+                str(FIXTURE),
+                "--out",
+                str(out),
+                "--batch-size",
+                str(batch),
+                "-q",
+            ],
+            check=True,
+            env=env,
+            capture_output=True,
+        )
         runs.append(digest(out))
     assert runs[0] == runs[1]
     assert "sessions.parquet" in runs[0] and "flows.parquet" in runs[0]
@@ -748,14 +919,22 @@ def test_show_prints_rows(tmp_path: Path) -> None:
     assert "rows in" in result.stdout
 
 
-def test_show_columns_name_the_client_server_counters_of_the_default_view(
-        tmp_path: Path) -> None:
+def test_show_columns_name_the_client_server_counters_of_the_default_view(tmp_path: Path) -> None:
     """An audit: the default view shows cs_bytes/sc_bytes, and `--columns
     session_id,cs_bytes` said the table had no such column."""
     out = tmp_path / "run"
     assert sessionize(out).exit_code == 0
-    result = runner.invoke(app, ["show", str(out), "--limit", "100", "--columns",
-                                 "session_id,sc_bytes,cs_bytes,cs_packets,sc_packets"])
+    result = runner.invoke(
+        app,
+        [
+            "show",
+            str(out),
+            "--limit",
+            "100",
+            "--columns",
+            "session_id,sc_bytes,cs_bytes,cs_packets,sc_packets",
+        ],
+    )
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["session_id", "sc_bytes", "cs_bytes", "cs_packets", "sc_packets"]
@@ -764,9 +943,13 @@ def test_show_columns_name_the_client_server_counters_of_the_default_view(
     assert len(shown) == len(sessions)
     for s in sessions:
         forward = (s["client_ip"], s["client_port"]) == (s["ip_a"], s["port_a"])
-        cs, sc = (("ab", "ba") if forward else ("ba", "ab"))
-        assert shown[s["session_id"]] == [s[f"{sc}_bytes"], s[f"{cs}_bytes"],
-                                          s[f"{cs}_packets"], s[f"{sc}_packets"]]
+        cs, sc = ("ab", "ba") if forward else ("ba", "ab")
+        assert shown[s["session_id"]] == [
+            s[f"{sc}_bytes"],
+            s[f"{cs}_bytes"],
+            s[f"{cs}_packets"],
+            s[f"{sc}_packets"],
+        ]
     assert any(s["client_ip"] != s["ip_a"] for s in sessions)  # both orientations checked
 
 
@@ -794,18 +977,21 @@ def test_a_footer_damaged_into_other_text_is_one_line_not_a_traceback(tmp_path: 
     assert sessionize(out).exit_code == 0
     flows = pq.read_table(out / "flows.parquet")
     index = flows.schema.get_field_index("last_seen")
-    damaged = flows.schema.set(index, flows.schema.field(index).with_type(
-        pa.timestamp("us", tz="5TC")))
+    damaged = flows.schema.set(
+        index, flows.schema.field(index).with_type(pa.timestamp("us", tz="5TC"))
+    )
     pq.write_table(flows.cast(damaged), out / "flows.parquet")
     session = pq.read_table(out / "sessions.parquet").column("session_id")[0].as_py()
     csv = tmp_path / "conversation.csv"
-    for arguments in (["show", str(out), "--table", "flows", "--columns", "last_seen"],
-                      ["recombine", str(out), "--session", session, "--export-flows",
-                       str(csv)]):
+    for arguments in (
+        ["show", str(out), "--table", "flows", "--columns", "last_seen"],
+        ["recombine", str(out), "--session", session, "--export-flows", str(csv)],
+    ):
         result = runner.invoke(app, arguments)
         assert result.exit_code == 2, result.output
         assert result.stderr.strip().endswith(
-            "column last_seen has the time zone '5TC', which is none (a damaged footer?)")
+            "column last_seen has the time zone '5TC', which is none (a damaged footer?)"
+        )
         assert "Traceback" not in result.output and not csv.exists()
     table = out / "sessions.parquet"
     whole = bytearray(table.read_bytes())
@@ -817,14 +1003,18 @@ def test_a_footer_damaged_into_other_text_is_one_line_not_a_traceback(tmp_path: 
     assert result.exit_code == 2 and "unreadable Parquet" in result.stderr, result.output
 
 
-@pytest.mark.parametrize(("options", "message"), [
-    (["--table", "../sessions"], "--table '../sessions' is not a table name"),
-    (["--columns", "state,,protocol"], "names an empty column"),
-    (["--columns", "state,nope"], "has no column(s) nope"),
-    (["--limit", str(2**64)], "Invalid value for '--limit'"),
-])
-def test_show_refuses_what_is_not_a_table_or_column(tmp_path: Path, options: list[str],
-                                                   message: str) -> None:
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--table", "../sessions"], "--table '../sessions' is not a table name"),
+        (["--columns", "state,,protocol"], "names an empty column"),
+        (["--columns", "state,nope"], "has no column(s) nope"),
+        (["--limit", str(2**64)], "Invalid value for '--limit'"),
+    ],
+)
+def test_show_refuses_what_is_not_a_table_or_column(
+    tmp_path: Path, options: list[str], message: str
+) -> None:
     out = tmp_path / "run"
     assert sessionize(out).exit_code == 0
     result = runner.invoke(app, ["show", str(out), *options])
@@ -835,8 +1025,9 @@ def test_show_refuses_what_is_not_a_table_or_column(tmp_path: Path, options: lis
 def test_show_reads_columns_as_written_once_each(tmp_path: Path) -> None:
     out = tmp_path / "run"
     assert sessionize(out).exit_code == 0
-    result = runner.invoke(app, ["show", str(out), "--columns", "state, protocol,state",
-                                 "--limit", "2"])
+    result = runner.invoke(
+        app, ["show", str(out), "--columns", "state, protocol,state", "--limit", "2"]
+    )
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["state", "protocol"]
@@ -867,16 +1058,28 @@ def test_show_and_recombine_print_a_time_past_year_9999(tmp_path: Path) -> None:
 def test_recombine_command_finds_and_exports_fragments(corpus: Path, tmp_path: Path) -> None:
     capture = corpus / "exports" / "sf_v5_ircdcc.pcap"
     run = tmp_path / "run"
-    made = runner.invoke(app, ["sessionize", str(capture), "--out", str(run), "-q",
-                               "--hard-timeout", "30s"])
+    made = runner.invoke(
+        app, ["sessionize", str(capture), "--out", str(run), "-q", "--hard-timeout", "30s"]
+    )
     assert made.exit_code == 0, made.output
     sessions = pq.read_table(run / "sessions.parquet").to_pandas()
     fragment = sessions[sessions["split"] > 0].iloc[0]
     out = tmp_path / "recombined"
-    result = runner.invoke(app, ["recombine", str(run), "--out", str(out), "--session",
-                                 fragment["session_id"], "--export-flows",
-                                 str(tmp_path / "c.csv"), "--export-pcap",
-                                 str(tmp_path / "c.pcap")])
+    result = runner.invoke(
+        app,
+        [
+            "recombine",
+            str(run),
+            "--out",
+            str(out),
+            "--session",
+            fragment["session_id"],
+            "--export-flows",
+            str(tmp_path / "c.csv"),
+            "--export-pcap",
+            str(tmp_path / "c.pcap"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert f"conversation {fragment['conversation_id']}" in result.stdout
     for name in ("sessions_recombined.parquet", "report.md", "report.json", "timeline.png"):
@@ -912,8 +1115,13 @@ def test_late_sessions_keep_their_ids_when_the_evidence_is_moved(tmp_path: Path)
         result = runner.invoke(app, ["sessionize", str(evidence), "-o", str(out), "-q"])
         assert result.exit_code == 0, result.output
         tables.append((out / "sessions.parquet").read_bytes())
-    assert pq.read_table(tmp_path / "case" / "run" / "sessions.parquet").column(
-        "late").to_pylist().count(True) == 2
+    assert (
+        pq.read_table(tmp_path / "case" / "run" / "sessions.parquet")
+        .column("late")
+        .to_pylist()
+        .count(True)
+        == 2
+    )
     assert tables[0] == tables[1]
 
 
@@ -933,43 +1141,80 @@ def test_exports_with_nothing_split_write_nothing_and_refuse_alike(tmp_path: Pat
         result = runner.invoke(app, ["recombine", str(run), option, str(tmp_path / name)])
         assert result.exit_code == 2, result.output
         assert (tmp_path / name).read_bytes() == b"kept"
-    result = runner.invoke(app, ["recombine", str(run), "--export-pcap", str(FIXTURE),
-                                 "--force"])
+    result = runner.invoke(app, ["recombine", str(run), "--export-pcap", str(FIXTURE), "--force"])
     assert result.exit_code == 2 and "refusing" in result.stderr
 
 
-def test_time_window_selects_the_same_records_from_capture_and_nfcapd(corpus: Path,
-                                                                       tmp_path: Path) -> None:
+def test_time_window_selects_the_same_records_from_capture_and_nfcapd(
+    corpus: Path, tmp_path: Path
+) -> None:
     """--from/--to keep records wholly inside the window (nfdump -t), whatever the input."""
     selected = []
-    for name, source in (("pcap", corpus / "exports" / "sf_v9_varsvc.pcap"),
-                         ("nfcapd", corpus / "nfcapd" / "sf_v9_varsvc.nfcapd")):
+    for name, source in (
+        ("pcap", corpus / "exports" / "sf_v9_varsvc.pcap"),
+        ("nfcapd", corpus / "nfcapd" / "sf_v9_varsvc.nfcapd"),
+    ):
         flows = tmp_path / f"{name}.parquet"
-        result = runner.invoke(app, ["inspect", str(source), "--flows", str(flows), "-q",
-                                     "--from", "2011-06-24T15:51:40",
-                                     "--to", "2011/06/24.15:52:00"])
+        result = runner.invoke(
+            app,
+            [
+                "inspect",
+                str(source),
+                "--flows",
+                str(flows),
+                "-q",
+                "--from",
+                "2011-06-24T15:51:40",
+                "--to",
+                "2011/06/24.15:52:00",
+            ],
+        )
         assert result.exit_code == 0, result.output
         table = pq.read_table(flows).to_pandas()
         assert (table["first_seen"] >= "2011-06-24T15:51:40Z").all()
         assert (table["last_seen"] <= "2011-06-24T15:52:00Z").all()
-        selected.append(sorted(zip(table["src_addr"], table["src_port"], table["dst_addr"],
-                                   table["dst_port"], table["packets"], strict=True)))
+        selected.append(
+            sorted(
+                zip(
+                    table["src_addr"],
+                    table["src_port"],
+                    table["dst_addr"],
+                    table["dst_port"],
+                    table["packets"],
+                    strict=True,
+                )
+            )
+        )
     assert selected[0] == selected[1]
     assert 0 < len(selected[0]) < 72
 
 
 def test_records_outside_the_window_are_counted_alike_from_capture_and_nfcapd(
-        corpus: Path, tmp_path: Path) -> None:
+    corpus: Path, tmp_path: Path
+) -> None:
     """Found by an audit: the records --from/--to left out were counted nowhere in the
     manifest, and the exporters table counted them from a capture (its reader counts what
     an exporter sent) but not from an nfcapd file: 2,601 records against 1,324 flows."""
     counted = []
-    for name, source in (("pcap", corpus / "exports" / "sf_v9_varsvc.pcap"),
-                         ("nfcapd", corpus / "nfcapd" / "sf_v9_varsvc.nfcapd")):
+    for name, source in (
+        ("pcap", corpus / "exports" / "sf_v9_varsvc.pcap"),
+        ("nfcapd", corpus / "nfcapd" / "sf_v9_varsvc.nfcapd"),
+    ):
         out = tmp_path / name
-        result = runner.invoke(app, ["sessionize", str(source), "--out", str(out), "-q",
-                                     "--from", "2011-06-24T15:51:40",
-                                     "--to", "2011/06/24.15:52:00"])
+        result = runner.invoke(
+            app,
+            [
+                "sessionize",
+                str(source),
+                "--out",
+                str(out),
+                "-q",
+                "--from",
+                "2011-06-24T15:51:40",
+                "--to",
+                "2011/06/24.15:52:00",
+            ],
+        )
         assert result.exit_code == 0, result.output
         counts = json.loads((out / "manifest.json").read_text())["counts"]
         [item] = json.loads((out / "manifest.json").read_text())["inputs"]
@@ -984,8 +1229,9 @@ def test_records_outside_the_window_are_counted_alike_from_capture_and_nfcapd(
 def test_a_window_ending_before_it_starts_is_a_usage_error(tmp_path: Path, command: str) -> None:
     # it was taken: every record left out, exit 0, nothing said
     extra = ["--out", str(tmp_path / "run")] if command == "sessionize" else []
-    result = runner.invoke(app, [command, str(FIXTURE), *extra, "--from", "2011-06-25",
-                                 "--to", "2011-06-24"])
+    result = runner.invoke(
+        app, [command, str(FIXTURE), *extra, "--from", "2011-06-25", "--to", "2011-06-24"]
+    )
     assert result.exit_code == 2
     assert "--from is later than --to" in result.stderr
     assert not (tmp_path / "run").exists()
@@ -994,18 +1240,24 @@ def test_a_window_ending_before_it_starts_is_a_usage_error(tmp_path: Path, comma
 def conversation_totals(run: Path, key: tuple[str, int, str, int]) -> tuple[int, int, int]:
     sessions = pq.read_table(run / "sessions.parquet").to_pandas()
     ends = {(r.ip_a, r.port_a, r.ip_b, r.port_b) for r in sessions.itertuples()}
-    mine = sessions[[(r.ip_a, r.port_a, r.ip_b, r.port_b) in {key, (key[2], key[3], key[0],
-                                                                    key[1])}
-                     for r in sessions.itertuples()]]
+    mine = sessions[
+        [
+            (r.ip_a, r.port_a, r.ip_b, r.port_b) in {key, (key[2], key[3], key[0], key[1])}
+            for r in sessions.itertuples()
+        ]
+    ]
     assert ends
-    return (int(mine["flow_count"].sum()), int((mine["ab_packets"] + mine["ba_packets"]).sum()),
-            int((mine["ab_bytes"] + mine["ba_bytes"]).sum()))
+    return (
+        int(mine["flow_count"].sum()),
+        int((mine["ab_packets"] + mine["ba_packets"]).sum()),
+        int((mine["ab_bytes"] + mine["ba_bytes"]).sum()),
+    )
 
 
-@pytest.mark.parametrize("capture", ["sf_v9_synscan.pcap", "sf_v10_varsvc.pcap",
-                                     "pm_v9_test.pcap"])
+@pytest.mark.parametrize("capture", ["sf_v9_synscan.pcap", "sf_v10_varsvc.pcap", "pm_v9_test.pcap"])
 def test_exported_pcap_holds_exactly_the_datagrams_and_sessionizes_to_the_same_totals(
-        corpus: Path, tmp_path: Path, capture: str) -> None:
+    corpus: Path, tmp_path: Path, capture: str
+) -> None:
     """tshark sees exactly the conversation's datagrams (--no-templates); with the templates
     added, sessionizing the export gives the conversation's totals again."""
     tshark = need_tool("tshark")
@@ -1015,25 +1267,49 @@ def test_exported_pcap_holds_exactly_the_datagrams_and_sessionizes_to_the_same_t
     sessions = pq.read_table(run / "sessions.parquet").to_pandas()
     chosen = sessions.sort_values(["flow_count", "session_id"]).iloc[-1]
     flows = pq.read_table(run / "flows.parquet").to_pandas()
-    frames = sorted(set(flows[flows["conversation_id" if "conversation_id" in flows else
-                                  "session_id"] == chosen["session_id"]]["source_frame"]))
+    frames = sorted(
+        set(
+            flows[
+                flows["conversation_id" if "conversation_id" in flows else "session_id"]
+                == chosen["session_id"]
+            ]["source_frame"]
+        )
+    )
     bare = tmp_path / "bare.pcap"
-    result = runner.invoke(app, ["recombine", str(run), "--session", chosen["session_id"],
-                                 "--export-pcap", str(bare), "--no-templates"])
+    result = runner.invoke(
+        app,
+        [
+            "recombine",
+            str(run),
+            "--session",
+            chosen["session_id"],
+            "--export-pcap",
+            str(bare),
+            "--no-templates",
+        ],
+    )
     assert result.exit_code == 0, result.output
-    original = subprocess.run([tshark, "-r", str(source), "-T", "fields", "-e", "udp.payload"],
-                              check=True, capture_output=True, text=True).stdout.splitlines()
-    written = subprocess.run([tshark, "-r", str(bare), "-T", "fields", "-e", "udp.payload"],
-                             check=True, capture_output=True, text=True).stdout.splitlines()
+    original = subprocess.run(
+        [tshark, "-r", str(source), "-T", "fields", "-e", "udp.payload"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.splitlines()
+    written = subprocess.run(
+        [tshark, "-r", str(bare), "-T", "fields", "-e", "udp.payload"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.splitlines()
     assert written == [original[frame - 1] for frame in frames]
 
     whole = tmp_path / "whole.pcap"
-    result = runner.invoke(app, ["recombine", str(run), "--session", chosen["session_id"],
-                                 "--export-pcap", str(whole)])
+    result = runner.invoke(
+        app, ["recombine", str(run), "--session", chosen["session_id"], "--export-pcap", str(whole)]
+    )
     assert result.exit_code == 0, result.output
     again = tmp_path / "again"
-    assert runner.invoke(app, ["sessionize", str(whole), "--out", str(again), "-q"]
-                         ).exit_code == 0
+    assert runner.invoke(app, ["sessionize", str(whole), "--out", str(again), "-q"]).exit_code == 0
     key = (chosen["ip_a"], int(chosen["port_a"]), chosen["ip_b"], int(chosen["port_b"]))
     assert conversation_totals(again, key) == conversation_totals(run, key)
 
@@ -1047,15 +1323,24 @@ def test_an_unreadable_input_is_counted_not_a_traceback(tmp_path: Path) -> None:
     assert "72 flow records" in result.stderr
 
 
-def test_corpus_tables_are_byte_identical_across_batch_sizes(corpus: Path,
-                                                             tmp_path: Path) -> None:
+def test_corpus_tables_are_byte_identical_across_batch_sizes(corpus: Path, tmp_path: Path) -> None:
     """Every export capture and nfcapd file of the corpus in one run, twice."""
     runs = []
     for batch in (997, 65536):
         out = tmp_path / f"run{batch}"
-        result = runner.invoke(app, ["sessionize", str(corpus / "exports"),
-                                     str(corpus / "nfcapd"), "--out", str(out), "-q",
-                                     "--batch-size", str(batch)])
+        result = runner.invoke(
+            app,
+            [
+                "sessionize",
+                str(corpus / "exports"),
+                str(corpus / "nfcapd"),
+                "--out",
+                str(out),
+                "-q",
+                "--batch-size",
+                str(batch),
+            ],
+        )
         assert result.exit_code == 0, result.output
         runs.append(digest(out))
         manifest = json.loads((out / "manifest.json").read_text())
@@ -1067,34 +1352,43 @@ def test_corpus_tables_are_byte_identical_across_batch_sizes(corpus: Path,
         # and the IPFIX biflow's TCP flags in the forward field
         assert manifest["counts"]["skipped"] == {"no_times": 5}
         assert manifest["counts"]["repaired"] == {  # kept
-            "inverted_times": 157, "nfcapd_reverse_flags": 7}
-        assert all("/nfcapd/sf_v10_" in problem or "/nfcapd/sf_v9_synscan" in problem
-                   for problem in manifest["problems"])
+            "inverted_times": 157,
+            "nfcapd_reverse_flags": 7,
+        }
+        assert all(
+            "/nfcapd/sf_v10_" in problem or "/nfcapd/sf_v9_synscan" in problem
+            for problem in manifest["problems"]
+        )
     assert runs[0] == runs[1]
 
 
 @pytest.mark.parametrize("text", ["9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+01:00"])
 def test_a_window_outside_years_1_to_9999_is_a_usage_error(tmp_path: Path, text: str) -> None:
     # found by fuzzing: the window was applied, and the manifest said "from": null
-    result = runner.invoke(app, ["sessionize", str(FIXTURE), "--out", str(tmp_path / "r"),
-                                 "-q", "--from", text])
+    result = runner.invoke(
+        app, ["sessionize", str(FIXTURE), "--out", str(tmp_path / "r"), "-q", "--from", text]
+    )
     assert result.exit_code == 2
     assert "outside years 1-9999 in UTC" in result.output
 
 
-@pytest.mark.parametrize("args", [
-    ["sessionize", "", "--out", "{tmp}/run"],
-    ["sessionize", str(FIXTURE), "--out", ""],
-    ["sessionize", str(FIXTURE), "--out", "{tmp}/run", "--config", ""],
-    ["sessionize", str(FIXTURE), "--out", "{tmp}/run", "--flow-matrix", ""],
-    ["inspect", ""],
-    ["inspect", str(FIXTURE), "--flows", ""],
-    ["show", ""],
-    ["recombine", ""],
-    ["recombine", "{tmp}", "--export-pcap", ""],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["sessionize", "", "--out", "{tmp}/run"],
+        ["sessionize", str(FIXTURE), "--out", ""],
+        ["sessionize", str(FIXTURE), "--out", "{tmp}/run", "--config", ""],
+        ["sessionize", str(FIXTURE), "--out", "{tmp}/run", "--flow-matrix", ""],
+        ["inspect", ""],
+        ["inspect", str(FIXTURE), "--flows", ""],
+        ["show", ""],
+        ["recombine", ""],
+        ["recombine", "{tmp}", "--export-pcap", ""],
+    ],
+)
 def test_an_empty_path_is_a_usage_error_not_the_current_directory(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str]) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str]
+) -> None:
     # typer turned "" into Path("."): with an unset variable, `sessionize "$CAPS" --out x`
     # replayed whatever the current directory held (here, a capture that would give sessions)
     monkeypatch.chdir(tmp_path)
@@ -1105,17 +1399,25 @@ def test_an_empty_path_is_a_usage_error_not_the_current_directory(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["here.pcap"]
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["sessionize", "{tmp}/none.pcap", "--out", "{tmp}/run"], "does not exist"),
-    (["sessionize", str(FIXTURE), "--out", "{tmp}/run", "--config", "{tmp}"],
-     "is a directory, not a file"),
-    (["show", str(FIXTURE)], "is not a directory"),
-    (["recombine", "{tmp}/gone"], "does not exist"),
-    (["sessionize", "{tmp}/loop", "--out", "{tmp}/run"],
-     "is a link that leads nowhere (to a missing file, or in a loop)"),
-])
-def test_missing_or_wrong_kind_of_path_is_a_usage_error(tmp_path: Path, args: list[str],
-                                                        message: str) -> None:
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["sessionize", "{tmp}/none.pcap", "--out", "{tmp}/run"], "does not exist"),
+        (
+            ["sessionize", str(FIXTURE), "--out", "{tmp}/run", "--config", "{tmp}"],
+            "is a directory, not a file",
+        ),
+        (["show", str(FIXTURE)], "is not a directory"),
+        (["recombine", "{tmp}/gone"], "does not exist"),
+        (
+            ["sessionize", "{tmp}/loop", "--out", "{tmp}/run"],
+            "is a link that leads nowhere (to a missing file, or in a loop)",
+        ),
+    ],
+)
+def test_missing_or_wrong_kind_of_path_is_a_usage_error(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
     (tmp_path / "loop").symlink_to(tmp_path / "loop")  # an audit: it "did not exist"
     result = runner.invoke(app, [arg.replace("{tmp}", str(tmp_path)) for arg in args])
     assert result.exit_code == 2, result.output
@@ -1123,15 +1425,19 @@ def test_missing_or_wrong_kind_of_path_is_a_usage_error(tmp_path: Path, args: li
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("args", [
-    ["sessionize", str(FIXTURE), "--out", "{tmp}/case.pcap/run"],
-    ["inspect", str(FIXTURE), "--flows", "{tmp}/case.pcap/sub/flows.parquet"],
-    ["recombine", "{tmp}", "--out", "{tmp}/case.pcap/rc"],
-    ["recombine", "{tmp}", "--export-pcap", "{tmp}/case.pcap/conv.pcap"],
-    ["recombine", "{tmp}", "--export-flows", "{tmp}/case.pcap/conv.csv"],
-])
-def test_an_output_under_a_file_is_a_usage_error_before_any_work(tmp_path: Path,
-                                                                 args: list[str]) -> None:
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["sessionize", str(FIXTURE), "--out", "{tmp}/case.pcap/run"],
+        ["inspect", str(FIXTURE), "--flows", "{tmp}/case.pcap/sub/flows.parquet"],
+        ["recombine", "{tmp}", "--out", "{tmp}/case.pcap/rc"],
+        ["recombine", "{tmp}", "--export-pcap", "{tmp}/case.pcap/conv.pcap"],
+        ["recombine", "{tmp}", "--export-flows", "{tmp}/case.pcap/conv.csv"],
+    ],
+)
+def test_an_output_under_a_file_is_a_usage_error_before_any_work(
+    tmp_path: Path, args: list[str]
+) -> None:
     # an audit: `--out case.pcap/run` failed as "cannot write: ...: File exists" with exit 1,
     # and an export's path only once the whole recombine had run
     (tmp_path / "case.pcap").write_bytes(b"not a directory")
@@ -1156,8 +1462,19 @@ def test_recombine_checks_session_ids_before_writing_anything(tmp_path: Path) ->
     run = tmp_path / "run"
     assert sessionize(run).exit_code == 0
     out = tmp_path / "recombined"
-    result = runner.invoke(app, ["recombine", str(run), "--out", str(out), "--session", "nope",
-                                 "--export-flows", str(tmp_path / "f.csv")])
+    result = runner.invoke(
+        app,
+        [
+            "recombine",
+            str(run),
+            "--out",
+            str(out),
+            "--session",
+            "nope",
+            "--export-flows",
+            str(tmp_path / "f.csv"),
+        ],
+    )
     assert result.exit_code == 2, result.output
     assert "no session or conversation 'nope'" in result.stderr
     assert not out.exists()
@@ -1178,8 +1495,9 @@ def test_an_output_directory_inside_the_inputs_is_not_read_as_input(tmp_path: Pa
     first = runner.invoke(app, ["sessionize", str(caps), "--out", str(caps / "run"), "-q"])
     assert first.exit_code == 0, first.output
     digests = digest(caps / "run")
-    again = runner.invoke(app, ["sessionize", str(caps), "--out", str(caps / "run"), "-q",
-                                "--force", "--strict"])
+    again = runner.invoke(
+        app, ["sessionize", str(caps), "--out", str(caps / "run"), "-q", "--force", "--strict"]
+    )
     assert again.exit_code == 0, again.output
     manifest = json.loads((caps / "run" / "manifest.json").read_text())
     assert [Path(i["path"]).name for i in manifest["inputs"]] == ["a.pcap"]
@@ -1188,8 +1506,9 @@ def test_an_output_directory_inside_the_inputs_is_not_read_as_input(tmp_path: Pa
     # a capture kept in the output directory is still an input: the run refuses to replace
     # it (found by review: leaving the whole directory out deleted it with --force)
     (caps / "run" / "day2.pcap").write_bytes(FIXTURE.read_bytes())
-    again = runner.invoke(app, ["sessionize", str(caps), "--out", str(caps / "run"), "-q",
-                                "--force"])
+    again = runner.invoke(
+        app, ["sessionize", str(caps), "--out", str(caps / "run"), "-q", "--force"]
+    )
     assert again.exit_code == 2 and "holds the input" in again.stderr
     assert (caps / "run" / "day2.pcap").is_file()
 
@@ -1200,14 +1519,39 @@ def test_a_changed_capture_stops_recombine_before_any_output(tmp_path: Path) -> 
     capture = tmp_path / "cap.pcap"
     capture.write_bytes(FIXTURE.read_bytes())
     run = tmp_path / "run"
-    assert runner.invoke(app, ["sessionize", str(capture), "--out", str(run), "-q",
-                               "--hard-timeout", "2s", "--grace", "0"]).exit_code == 0
+    assert (
+        runner.invoke(
+            app,
+            [
+                "sessionize",
+                str(capture),
+                "--out",
+                str(run),
+                "-q",
+                "--hard-timeout",
+                "2s",
+                "--grace",
+                "0",
+            ],
+        ).exit_code
+        == 0
+    )
     changed = bytearray(capture.read_bytes())
     changed[200:260] = bytes(b ^ 0xFF for b in changed[200:260])
     capture.write_bytes(bytes(changed))
-    result = runner.invoke(app, ["recombine", str(run), "--out", str(tmp_path / "rec"),
-                                 "--export-flows", str(tmp_path / "f.csv"),
-                                 "--export-pcap", str(tmp_path / "x.pcap")])
+    result = runner.invoke(
+        app,
+        [
+            "recombine",
+            str(run),
+            "--out",
+            str(tmp_path / "rec"),
+            "--export-flows",
+            str(tmp_path / "f.csv"),
+            "--export-pcap",
+            str(tmp_path / "x.pcap"),
+        ],
+    )
     assert result.exit_code == 1, result.output
     assert "SHA-256 differs" in result.stderr
     assert not any((tmp_path / name).exists() for name in ("rec", "f.csv", "x.pcap"))
@@ -1224,23 +1568,46 @@ def test_recombine_writes_out_last_and_leaves_nothing_when_refused(tmp_path: Pat
     (run / "flows.parquet").write_bytes(b"not parquet")
     known = pq.read_table(run / "sessions.parquet").column("session_id")[0].as_py()
     out = tmp_path / "new" / "deep" / "rec"
-    result = runner.invoke(app, ["recombine", str(run), "--out", str(out), "--session", known,
-                                 "--export-flows", str(tmp_path / "f.csv")])
+    result = runner.invoke(
+        app,
+        [
+            "recombine",
+            str(run),
+            "--out",
+            str(out),
+            "--session",
+            known,
+            "--export-flows",
+            str(tmp_path / "f.csv"),
+        ],
+    )
     assert result.exit_code == 2, result.output
     assert "unreadable Parquet" in result.stderr
     assert not (tmp_path / "new").exists() and not (tmp_path / "f.csv").exists()
     result = runner.invoke(app, ["recombine", str(run), "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["sessions_recombined.parquet", "recombined_fragments.parquet", "report.md",
-         "report.json", "timeline.png"])
+        [
+            "sessions_recombined.parquet",
+            "recombined_fragments.parquet",
+            "report.md",
+            "report.json",
+            "timeline.png",
+        ]
+    )
 
 
-@pytest.mark.parametrize("option,name", [
-    ("--export-flows", "sessions_recombined.parquet"), ("--export-pcap", "report.md"),
-    ("--export-flows", "recombined_fragments.parquet")])
-def test_recombine_refuses_an_export_into_one_of_its_own_files(tmp_path: Path, option: str,
-                                                                name: str) -> None:
+@pytest.mark.parametrize(
+    "option,name",
+    [
+        ("--export-flows", "sessions_recombined.parquet"),
+        ("--export-pcap", "report.md"),
+        ("--export-flows", "recombined_fragments.parquet"),
+    ],
+)
+def test_recombine_refuses_an_export_into_one_of_its_own_files(
+    tmp_path: Path, option: str, name: str
+) -> None:
     """Found by an audit: `--export-flows OUT/sessions_recombined.parquet --out OUT` wrote
     the flows there and was then refused (OUT "already holds" it), leaving them posing as the
     recombined table; with --force the table replaced the export it had announced."""
@@ -1248,18 +1615,28 @@ def test_recombine_refuses_an_export_into_one_of_its_own_files(tmp_path: Path, o
     assert sessionize(run).exit_code == 0
     out = tmp_path / "rec"
     for force in ([], ["--force"]):
-        result = runner.invoke(app, ["recombine", str(run), "--out", str(out), option,
-                                     str(out / name), *force])
+        result = runner.invoke(
+            app, ["recombine", str(run), "--out", str(out), option, str(out / name), *force]
+        )
         assert result.exit_code == 2, result.output
         assert "one would replace the other" in result.stderr
         assert not out.exists()
 
 
-@pytest.mark.parametrize("late,sessions,replay,said", [
-    (2, 26, "arrival", True), (3, 60, "arrival", True), (3, 61, "arrival", False),
-    (1, 1, "arrival", False), (40, 40, "event", False), (0, 0, "arrival", False)])
+@pytest.mark.parametrize(
+    "late,sessions,replay,said",
+    [
+        (2, 26, "arrival", True),
+        (3, 60, "arrival", True),
+        (3, 61, "arrival", False),
+        (1, 1, "arrival", False),
+        (40, 40, "event", False),
+        (0, 0, "arrival", False),
+    ],
+)
 def test_late_sessions_hint_only_when_arrival_replay_made_many(
-        late: int, sessions: int, replay: str, said: bool) -> None:
+    late: int, sessions: int, replay: str, said: bool
+) -> None:
     """One late session in twenty or more, two at least: offline flows out of time order,
     not a collector's stray late record."""
     from obserae_forensics.cli import late_hint
@@ -1275,17 +1652,30 @@ def test_show_of_a_run_with_a_flow_matrix_whose_matches_file_is_gone(tmp_path: P
     Flow Matrix in this run" and hid matched_rules, which the sessions still hold."""
     out = tmp_path / "run"
     matrix = FIXTURE.parent / "flow_matrix.yaml"
-    result = runner.invoke(app, ["sessionize", str(FIXTURE), "--out", str(out), "-q",
-                                 "--cartography", str(FIXTURE.parent / "cartography.yaml"),
-                                 "--flow-matrix", str(matrix)])
+    result = runner.invoke(
+        app,
+        [
+            "sessionize",
+            str(FIXTURE),
+            "--out",
+            str(out),
+            "-q",
+            "--cartography",
+            str(FIXTURE.parent / "cartography.yaml"),
+            "--flow-matrix",
+            str(matrix),
+        ],
+    )
     assert result.exit_code == 0, result.output
     (out / "session_matches.parquet").unlink()
     result = runner.invoke(app, ["show", str(out), "--limit", "40"])
     assert result.exit_code == 0, result.output
     assert "matched_rules" in result.stdout.splitlines()[0].split()
     assert "no Flow Matrix" not in result.stdout
-    assert f"session_matches.parquet is missing from this run, which matched its sessions " \
-           f"against {matrix}" in result.stdout.replace("\n", " ")
+    assert (
+        f"session_matches.parquet is missing from this run, which matched its sessions "
+        f"against {matrix}" in result.stdout.replace("\n", " ")
+    )
 
 
 def test_show_says_what_its_default_view_cannot_show_alone(tmp_path: Path) -> None:
@@ -1307,27 +1697,44 @@ def test_show_says_what_its_default_view_cannot_show_alone(tmp_path: Path) -> No
     rate[1] = 30_000
     exporter = sessions.column("exporter").to_pylist()
     exporter[3] = "192.0.2.200"
-    sessions = sessions.set_column(sessions.schema.get_field_index("sampling_rate"),
-                                   sessions.schema.field("sampling_rate"), pa.array(rate))
-    sessions = sessions.set_column(sessions.schema.get_field_index("exporter"),
-                                   sessions.schema.field("exporter"),
-                                   pa.array(exporter, sessions.schema.field("exporter").type))
+    sessions = sessions.set_column(
+        sessions.schema.get_field_index("sampling_rate"),
+        sessions.schema.field("sampling_rate"),
+        pa.array(rate),
+    )
+    sessions = sessions.set_column(
+        sessions.schema.get_field_index("exporter"),
+        sessions.schema.field("exporter"),
+        pa.array(exporter, sessions.schema.field("exporter").type),
+    )
     pq.write_table(sessions, path)
     lines = runner.invoke(app, ["show", str(out), "--limit", "5"]).stdout.splitlines()
     header = lines[0].split()
     assert header[1:3] == ["exporter", "protocol"]
     assert header[header.index("sc_bytes") + 1] == "sampling_rate"
-    assert [line.split()[header.index("sampling_rate")] for line in lines[1:6]] == \
-        ["1", "30000", "1", "1", "1"]
+    assert [line.split()[header.index("sampling_rate")] for line in lines[1:6]] == [
+        "1",
+        "30000",
+        "1",
+        "1",
+        "1",
+    ]
     assert any("1 row(s) shown are sampled 1-in-sampling_rate" in line for line in lines[-2:])
     # --columns prints what it names, and no more
     named = runner.invoke(app, ["show", str(out), "--columns", "protocol,cs_bytes"]).stdout
     assert named.splitlines()[0].split() == ["protocol", "cs_bytes"]
     assert "sampled" not in named
-    icmp_type = pa.array([8] + [None] * (sessions.num_rows - 1),
-                         sessions.schema.field("icmp_type").type)
-    pq.write_table(sessions.set_column(sessions.schema.get_field_index("icmp_type"),
-                                       sessions.schema.field("icmp_type"), icmp_type), path)
+    icmp_type = pa.array(
+        [8] + [None] * (sessions.num_rows - 1), sessions.schema.field("icmp_type").type
+    )
+    pq.write_table(
+        sessions.set_column(
+            sessions.schema.get_field_index("icmp_type"),
+            sessions.schema.field("icmp_type"),
+            icmp_type,
+        ),
+        path,
+    )
     typed = runner.invoke(app, ["show", str(out), "--columns", "icmp_type", "--limit", "2"])
     assert typed.stdout.splitlines()[1:3] == ["        8", "         "], typed.stdout
 
@@ -1338,17 +1745,23 @@ def test_show_gives_bytes_client_to_server_beside_the_client_and_server(tmp_path
     out = tmp_path / "run"
     assert sessionize(out).exit_code == 0
     sessions = pq.read_table(out / "sessions.parquet").to_pylist()
-    reversed_row = next(r for r in sessions if r["client_ip"] != r["ip_a"]
-                        and r["ab_bytes"] != r["ba_bytes"])
+    reversed_row = next(
+        r for r in sessions if r["client_ip"] != r["ip_a"] and r["ab_bytes"] != r["ba_bytes"]
+    )
     result = runner.invoke(app, ["show", str(out), "--limit", "1000"])
     header, *rows = result.stdout.splitlines()
     assert "cs_bytes" in header and "ab_bytes" not in header
-    line = next(row for row in rows if f" {reversed_row['client_port']} " in row
-                and reversed_row["client_ip"] in row)
+    line = next(
+        row
+        for row in rows
+        if f" {reversed_row['client_port']} " in row and reversed_row["client_ip"] in row
+    )
     fields = line.split()
     at = header.split().index("cs_bytes")
-    assert (int(fields[at]), int(fields[at + 1])) == (reversed_row["ba_bytes"],
-                                                      reversed_row["ab_bytes"])
+    assert (int(fields[at]), int(fields[at + 1])) == (
+        reversed_row["ba_bytes"],
+        reversed_row["ab_bytes"],
+    )
 
 
 def test_the_summary_says_how_many_problems_it_did_not_show(tmp_path: Path) -> None:
@@ -1381,11 +1794,15 @@ def test_sessionize_help_gives_the_defaults_in_force() -> None:
     assert result.exit_code == 0
     text = " ".join(result.stdout.split())
     policy = SessionPolicy()
-    for option, name in (("hard-timeout", "hard_timeout_us"), ("grace", "grace_us"),
-                         ("idle-tcp-established", "idle_tcp_established_us"),
-                         ("idle-tcp-half-open", "idle_tcp_half_open_us"),
-                         ("idle-udp", "idle_udp_us"), ("idle-icmp", "idle_icmp_us"),
-                         ("idle-other", "idle_other_us")):
+    for option, name in (
+        ("hard-timeout", "hard_timeout_us"),
+        ("grace", "grace_us"),
+        ("idle-tcp-established", "idle_tcp_established_us"),
+        ("idle-tcp-half-open", "idle_tcp_half_open_us"),
+        ("idle-udp", "idle_udp_us"),
+        ("idle-icmp", "idle_icmp_us"),
+        ("idle-other", "idle_other_us"),
+    ):
         found = re.search(rf"--{option} <duration> sessions\.\S+ \(default (\w+)", text)
         assert found is not None, option
         assert parse_duration(found.group(1), option) == getattr(policy, name)

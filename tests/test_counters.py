@@ -25,8 +25,7 @@ def test_where_numpy_wraps() -> None:
 
 
 @settings(deadline=None)
-@given(st.lists(st.lists(st.one_of(st.none(), st.integers(0, 2**64 - 1)), max_size=20),
-                max_size=4))
+@given(st.lists(st.lists(st.one_of(st.none(), st.integers(0, 2**64 - 1)), max_size=20), max_size=4))
 def test_column_sums_count_nulls_as_zero_across_chunks(chunks: list[list[int | None]]) -> None:
     column = pa.chunked_array([pa.array(chunk, pa.uint64()) for chunk in chunks], pa.uint64())
     expected = sum(value or 0 for chunk in chunks for value in chunk)

@@ -22,10 +22,10 @@ DAMAGED = Path(__file__).resolve().parent.parent / "fixtures" / "damaged"
 
 
 def sessionize(name: str, out: Path, *extra: str) -> dict[str, Any]:
-    result = CliRunner().invoke(app, ["sessionize", str(DAMAGED / name), "--out", str(out),
-                                      "--quiet", *extra])
-    assert result.exception is None or isinstance(result.exception, SystemExit), \
-        result.exception
+    result = CliRunner().invoke(
+        app, ["sessionize", str(DAMAGED / name), "--out", str(out), "--quiet", *extra]
+    )
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     assert result.exit_code == 0, result.output
     manifest: dict[str, Any] = json.loads((out / "manifest.json").read_text())
     assert manifest["conservation"]["ok"]
@@ -46,8 +46,9 @@ def test_time_past_year_9999_keeps_the_run(tmp_path: Path) -> None:
     assert window["start"] is None and window["start_us"] == 435172692577536000
     assert manifest["counts"]["records_read"] == 1
     # recombine's report turned the times into Python datetimes (OverflowError)
-    result = CliRunner().invoke(app, ["recombine", str(tmp_path / "run"), "--out",
-                                      str(tmp_path / "recombined")])
+    result = CliRunner().invoke(
+        app, ["recombine", str(tmp_path / "run"), "--out", str(tmp_path / "recombined")]
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "recombined" / "report.json").read_text())
     assert report["runs"][0]["data_window"]["start"] is None
@@ -59,82 +60,137 @@ def test_counters_past_2_64_are_summed_exactly(tmp_path: Path) -> None:
     one size and passed at another."""
     counts = []
     for size in ("7", "65536"):
-        manifest = sessionize("nfcapd_counters_past_2_64.lzo.nfcapd", tmp_path / size,
-                              "--batch-size", size)
+        manifest = sessionize(
+            "nfcapd_counters_past_2_64.lzo.nfcapd", tmp_path / size, "--batch-size", size
+        )
         counts.append(manifest["conservation"])
     assert counts[0] == counts[1]
     assert counts[0]["packets_in"] > 2**64 and counts[0]["bytes_in"] > 2**64
     assert counts[0]["records_in"] == 72
     for table in ("sessions", "flows", "sessions_consolidated"):
-        assert (tmp_path / "7" / f"{table}.parquet").read_bytes() == \
-            (tmp_path / "65536" / f"{table}.parquet").read_bytes()
+        assert (tmp_path / "7" / f"{table}.parquet").read_bytes() == (
+            tmp_path / "65536" / f"{table}.parquet"
+        ).read_bytes()
 
 
-@pytest.mark.parametrize(("name", "reason", "where", "says"), [
-    # nfdump 1.6 common records (type 10) in a block of type 3, which the V3 decoder walked
-    # as element lists past the end of the block (ValueError)
-    ("nfcapd16_common_records_in_v3_block.nfcapd", "bad_record", 276,
-     "(type 10) in a block of type 3, which holds type 11 records"),
-    # an exporter record whose version does not fit exporters.parquet's uint8 (ArrowInvalid)
-    ("nfcapd_exporter_version_2781413386.nfcapd", "bad_exporter_record", 40,
-     "exporter record with version 2781413386"),
-    # a sampler record of rate 2**32 (OverflowError storing it as uint32)
-    ("nfcapd_sampler_rate_2_32.nfcapd", "bad_sampler_record", 40,
-     "sampler record with rate 4294967296"),
-    # cut inside the appendix: ident and stat records lost, nothing counted
-    ("nfcapd_appendix_cut.bz2.nfcapd", "truncated", 1164,
-     "appendix block 1 promises 127 bytes, 22 left"),
-    # cut at a block boundary: the header's block count was never compared
-    ("nfcapd16_last_block_missing.nfcapd", "truncated", 6488,
-     "header promises 2 data blocks, file holds 1"),
-    # the records after a lowered v5 count were dropped without a word
-    ("v5_count_lowered.pcap", "bad_record", 24, "header promises 2 records, 192 bytes follow"),
-    # a v9 template whose lengths were damaged: its data set, shorter than one record, was
-    # taken as padding; the template itself is now refused (an 8-byte port field of 32768)
-    ("v9_template_lengths_damaged.pcap", "bad_template", 24,
-     "template 2048 at payload byte 160: field 7 (element 14, an unsigned number) has "
-     "length 32768"),
-    # an IPFIX template giving sourceIPv4Address 2 bytes: every address read as 0.0.0.0
-    ("ipfix_address_field_of_2_bytes.pcap", "bad_template", 24,
-     "field 1 (element 8, an address) has length 2, not 4"),
-    # the same in IPFIX, a data set pointed at a template with longer records
-    ("ipfix_set_id_retargeted.pcap", "bad_record", 24,
-     "data set 1024: 38 bytes after 1 record(s) of 42 bytes are not zero padding"),
-    # an IPFIX systemInitTimeMilliseconds past 2**63: every record timed from it overflowed
-    ("ipfix_system_init_time_2_63.pcap", "bad_timestamp", 24,
-     "systemInitTimeMilliseconds 9223372036854775813 is past the int64 µs range"),
-    # flowStartMilliseconds in 16 bytes: not read, every start taken from the end; in 4
-    # bytes: read as a number, every flow started in January 1970 (a third fuzzing run)
-    ("ipfix_start_ms_in_16_bytes.pcap", "bad_template", 24,
-     "field 2 (element 152, a time) has length 16, not 8"),
-    ("ipfix_start_ms_in_4_bytes.pcap", "bad_template", 24,
-     "field 2 (element 152, a time) has length 4, not 8"),
-    # a 1.6 extension map type in a 1.7 block: neither decoded nor counted
-    ("nfcapd_extension_map_type_in_v3_block.nfcapd", "bad_record", 40,
-     "record 22 (type 2, a 1.6 extension map) in a block of type 3"),
-])
-def test_damage_is_counted_with_file_and_offset(tmp_path: Path, name: str, reason: str,
-                                                where: int, says: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "reason", "where", "says"),
+    [
+        # nfdump 1.6 common records (type 10) in a block of type 3, which the V3 decoder walked
+        # as element lists past the end of the block (ValueError)
+        (
+            "nfcapd16_common_records_in_v3_block.nfcapd",
+            "bad_record",
+            276,
+            "(type 10) in a block of type 3, which holds type 11 records",
+        ),
+        # an exporter record whose version does not fit exporters.parquet's uint8 (ArrowInvalid)
+        (
+            "nfcapd_exporter_version_2781413386.nfcapd",
+            "bad_exporter_record",
+            40,
+            "exporter record with version 2781413386",
+        ),
+        # a sampler record of rate 2**32 (OverflowError storing it as uint32)
+        (
+            "nfcapd_sampler_rate_2_32.nfcapd",
+            "bad_sampler_record",
+            40,
+            "sampler record with rate 4294967296",
+        ),
+        # cut inside the appendix: ident and stat records lost, nothing counted
+        (
+            "nfcapd_appendix_cut.bz2.nfcapd",
+            "truncated",
+            1164,
+            "appendix block 1 promises 127 bytes, 22 left",
+        ),
+        # cut at a block boundary: the header's block count was never compared
+        (
+            "nfcapd16_last_block_missing.nfcapd",
+            "truncated",
+            6488,
+            "header promises 2 data blocks, file holds 1",
+        ),
+        # the records after a lowered v5 count were dropped without a word
+        ("v5_count_lowered.pcap", "bad_record", 24, "header promises 2 records, 192 bytes follow"),
+        # a v9 template whose lengths were damaged: its data set, shorter than one record, was
+        # taken as padding; the template itself is now refused (an 8-byte port field of 32768)
+        (
+            "v9_template_lengths_damaged.pcap",
+            "bad_template",
+            24,
+            "template 2048 at payload byte 160: field 7 (element 14, an unsigned number) has "
+            "length 32768",
+        ),
+        # an IPFIX template giving sourceIPv4Address 2 bytes: every address read as 0.0.0.0
+        (
+            "ipfix_address_field_of_2_bytes.pcap",
+            "bad_template",
+            24,
+            "field 1 (element 8, an address) has length 2, not 4",
+        ),
+        # the same in IPFIX, a data set pointed at a template with longer records
+        (
+            "ipfix_set_id_retargeted.pcap",
+            "bad_record",
+            24,
+            "data set 1024: 38 bytes after 1 record(s) of 42 bytes are not zero padding",
+        ),
+        # an IPFIX systemInitTimeMilliseconds past 2**63: every record timed from it overflowed
+        (
+            "ipfix_system_init_time_2_63.pcap",
+            "bad_timestamp",
+            24,
+            "systemInitTimeMilliseconds 9223372036854775813 is past the int64 µs range",
+        ),
+        # flowStartMilliseconds in 16 bytes: not read, every start taken from the end; in 4
+        # bytes: read as a number, every flow started in January 1970 (a third fuzzing run)
+        (
+            "ipfix_start_ms_in_16_bytes.pcap",
+            "bad_template",
+            24,
+            "field 2 (element 152, a time) has length 16, not 8",
+        ),
+        (
+            "ipfix_start_ms_in_4_bytes.pcap",
+            "bad_template",
+            24,
+            "field 2 (element 152, a time) has length 4, not 8",
+        ),
+        # a 1.6 extension map type in a 1.7 block: neither decoded nor counted
+        (
+            "nfcapd_extension_map_type_in_v3_block.nfcapd",
+            "bad_record",
+            40,
+            "record 22 (type 2, a 1.6 extension map) in a block of type 3",
+        ),
+    ],
+)
+def test_damage_is_counted_with_file_and_offset(
+    tmp_path: Path, name: str, reason: str, where: int, says: str
+) -> None:
     manifest = sessionize(name, tmp_path / "run")
     assert manifest["counts"]["skipped"].get(reason, 0) >= 1
     located = [p for p in problems(manifest) if f"{name}@{where}" in p and says in p]
     assert located, problems(manifest)
 
 
-def test_problems_are_listed_in_the_inputs_order_whatever_the_batch_size(
-        tmp_path: Path) -> None:
+def test_problems_are_listed_in_the_inputs_order_whatever_the_batch_size(tmp_path: Path) -> None:
     """A fuzzing run: the capture's check of frame 21's IP length runs on frames read ahead
     of the decoder, which meets frame 1's bad template later at --batch-size 65536 and
     first at 7: the manifest's problems came in another order."""
     listed = []
     for size in ("65536", "7", "1"):
-        manifest = sessionize("v9_problems_met_out_of_order.pcap", tmp_path / size,
-                              "--batch-size", size)
+        manifest = sessionize(
+            "v9_problems_met_out_of_order.pcap", tmp_path / size, "--batch-size", size
+        )
         listed.append(problems(manifest))
     assert listed[0] == listed[1] == listed[2]
     assert [p.split(": ")[0].rsplit("/", 1)[1] for p in listed[0]] == [
         "v9_problems_met_out_of_order.pcap@24 (frame 1)",
-        "v9_problems_met_out_of_order.pcap@28592 (frame 21)"]
+        "v9_problems_met_out_of_order.pcap@28592 (frame 21)",
+    ]
 
 
 def test_problems_keep_their_order_however_the_inputs_are_named(tmp_path: Path) -> None:
@@ -143,18 +199,27 @@ def test_problems_keep_their_order_however_the_inputs_are_named(tmp_path: Path) 
     input another way reordered the manifest's problems."""
     evidence = tmp_path / "ev"
     evidence.mkdir()
-    names = ("v5_count_lowered.pcap", "ipfix_set_id_retargeted.pcap",
-             "v9_template_lengths_damaged.pcap")
+    names = (
+        "v5_count_lowered.pcap",
+        "ipfix_set_id_retargeted.pcap",
+        "v9_template_lengths_damaged.pcap",
+    )
     for name in names:
         (evidence / name).write_bytes((DAMAGED / name).read_bytes())
     (tmp_path / "link").symlink_to(evidence)
     listed = []
-    for number, inputs in enumerate((
-            [evidence], [evidence, tmp_path / "link" / names[0]],
+    for number, inputs in enumerate(
+        (
+            [evidence],
+            [evidence, tmp_path / "link" / names[0]],
             [evidence / name for name in reversed(names)],
-            [tmp_path / "link" / names[2], evidence])):
-        result = CliRunner().invoke(app, ["sessionize", *map(str, inputs), "--out",
-                                          str(tmp_path / f"run{number}"), "--quiet"])
+            [tmp_path / "link" / names[2], evidence],
+        )
+    ):
+        result = CliRunner().invoke(
+            app,
+            ["sessionize", *map(str, inputs), "--out", str(tmp_path / f"run{number}"), "--quiet"],
+        )
         assert result.exit_code == 0, result.output
         manifest = json.loads((tmp_path / f"run{number}" / "manifest.json").read_text())
         listed.append([p.split(": ", 1)[0].rsplit("/", 1)[1] for p in problems(manifest)])
@@ -180,8 +245,10 @@ def test_a_session_sum_past_2_64_fails_the_check_and_says_why(tmp_path: Path) ->
     source = DAMAGED / "v9_session_counters_past_2_64.pcap"
     result = CliRunner().invoke(app, ["sessionize", str(source), "--out", str(out), "--quiet"])
     assert result.exit_code == 1
-    assert ("conservation check FAILED: packets 18446744073709551624 in, 18446744073709551615"
-            " in sessions") in result.output
+    assert (
+        "conservation check FAILED: packets 18446744073709551624 in, 18446744073709551615"
+        " in sessions"
+    ) in result.output
     assert "pass 2**64, and a session's sum stops at 2**64 - 1" in result.output
     check = json.loads((out / "manifest.json").read_text())["conservation"]
     assert not check["ok"] and check["records_in"] == check["records_in_sessions"] == 2
@@ -211,8 +278,9 @@ def test_a_fifo_in_an_input_directory_is_counted_not_waited_for(tmp_path: Path) 
     inputs.mkdir()
     os.mkfifo(inputs / "capture.pcap")
     (inputs / "real.pcap").write_bytes((DAMAGED / "v5_count_lowered.pcap").read_bytes())
-    result = CliRunner().invoke(app, ["sessionize", str(inputs), "--out",
-                                      str(tmp_path / "run"), "--quiet"])
+    result = CliRunner().invoke(
+        app, ["sessionize", str(inputs), "--out", str(tmp_path / "run"), "--quiet"]
+    )
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["counts"]["skipped"]["unreadable"] == 1
@@ -222,8 +290,16 @@ def test_a_fifo_in_an_input_directory_is_counted_not_waited_for(tmp_path: Path) 
 
 def test_batch_size_past_its_ceiling_is_a_usage_error(tmp_path: Path) -> None:
     """20 digits overflowed inside pyarrow once the first file was read."""
-    result = CliRunner().invoke(app, ["sessionize", str(DAMAGED / "v5_count_lowered.pcap"),
-                                      "--out", str(tmp_path / "run"), "--batch-size",
-                                      "99999999999999999999"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "sessionize",
+            str(DAMAGED / "v5_count_lowered.pcap"),
+            "--out",
+            str(tmp_path / "run"),
+            "--batch-size",
+            "99999999999999999999",
+        ],
+    )
     assert result.exit_code == 2
     assert not (tmp_path / "run").exists()

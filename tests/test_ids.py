@@ -12,13 +12,11 @@ from obserae_forensics.ids import hex_ids, id_sort_keys, text_hashes
 
 @settings(deadline=None)  # the first call loads numba code
 @given(st.lists(st.tuples(st.integers(0, 2**64 - 1), st.booleans()), max_size=50))
-def test_hex_ids_are_the_values_in_16_lowercase_hex_digits(pairs: list[tuple[int, bool]]
-                                                           ) -> None:
+def test_hex_ids_are_the_values_in_16_lowercase_hex_digits(pairs: list[tuple[int, bool]]) -> None:
     values = np.array([v for v, _ in pairs], dtype=np.uint64)
     valid = np.array([ok for _, ok in pairs], dtype=bool)
     assert hex_ids(values).to_pylist() == [f"{v:016x}" for v, _ in pairs]
-    assert hex_ids(values, valid).to_pylist() == [f"{v:016x}" if ok else None
-                                                  for v, ok in pairs]
+    assert hex_ids(values, valid).to_pylist() == [f"{v:016x}" if ok else None for v, ok in pairs]
 
 
 @given(st.lists(st.integers(0, 2**64 - 1), min_size=1, max_size=50))
@@ -36,8 +34,7 @@ def _fnv1a(text: str) -> int:
 
 @settings(deadline=None)  # the first call may compile numba code (seen: 300 ms > 200)
 @given(st.lists(st.text(max_size=12), max_size=30), st.integers(0, 5), st.booleans())
-def test_text_hashes_are_fnv1a_of_the_utf8_bytes(texts: list[str], skip: int,
-                                                 large: bool) -> None:
+def test_text_hashes_are_fnv1a_of_the_utf8_bytes(texts: list[str], skip: int, large: bool) -> None:
     """string columns are read in place (offsets and slices included), others cast."""
     array = pa.array(texts, pa.large_string() if large else pa.string())[skip:]
     assert [int(h) for h in text_hashes(array)] == [_fnv1a(t) for t in texts[skip:]]

@@ -23,7 +23,8 @@ def _load(path: Path, name: str) -> object:
 
 
 def test_a_changed_dependency_drops_the_cache_and_nothing_else_does(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     package = tmp_path / "pkg"
     (package / "__pycache__").mkdir(parents=True)
     elsewhere = tmp_path / "numba-cache-dir"  # NUMBA_CACHE_DIR, as a dispatcher reports it
@@ -31,16 +32,18 @@ def test_a_changed_dependency_drops_the_cache_and_nothing_else_does(
     (package / "a.py").write_text("X = 1\n")
     (package / "b.py").write_text("LIMIT = 10\n")
     b = _load(package / "b.py", "jit_cache_test_b")
-    dispatcher = SimpleNamespace(_cache=SimpleNamespace(_cache_path=str(elsewhere)),
-                                 __module__="jit_cache_test_b")
-    namespace = {"__file__": str(package / "a.py"), "b": b, "pathlib": pytest,
-                 "helper": dispatcher}
+    dispatcher = SimpleNamespace(
+        _cache=SimpleNamespace(_cache_path=str(elsewhere)), __module__="jit_cache_test_b"
+    )
+    namespace = {"__file__": str(package / "a.py"), "b": b, "pathlib": pytest, "helper": dispatcher}
     monkeypatch.setattr(jit_cache, "PACKAGE_ROOT", package.resolve())
-    cached = [package / "__pycache__" / "a.f-1.py311.nbi",
-              package / "__pycache__" / "a.f-1.py311.1.nbc",
-              # a function of b compiled and cached from a's namespace (kernel.py's _infer)
-              package / "__pycache__" / "b.g-1.py311.nbi",
-              elsewhere / "a.f-1.py311.nbi"]
+    cached = [
+        package / "__pycache__" / "a.f-1.py311.nbi",
+        package / "__pycache__" / "a.f-1.py311.1.nbc",
+        # a function of b compiled and cached from a's namespace (kernel.py's _infer)
+        package / "__pycache__" / "b.g-1.py311.nbi",
+        elsewhere / "a.f-1.py311.nbi",
+    ]
     other = package / "__pycache__" / "c.h-1.py311.nbi"  # a module a does not draw on
 
     def fill() -> None:
@@ -67,5 +70,6 @@ def test_the_kernel_cache_depends_on_what_it_compiles_in() -> None:
     assert {"kernel.py", "row.py", "inference.py", "keys.py"} <= names
     names = {path.name for path in jit_cache.source_files(vars(output))}
     assert {"output.py", "row.py", "ids.py", "addresses.py"} <= names
-    assert all(path.is_relative_to(jit_cache.PACKAGE_ROOT)
-               for path in jit_cache.source_files(vars(kernel)))
+    assert all(
+        path.is_relative_to(jit_cache.PACKAGE_ROOT) for path in jit_cache.source_files(vars(kernel))
+    )

@@ -32,10 +32,12 @@ def test_committed_notebook_has_no_outputs() -> None:
         assert f"plots.{kind}(" in source
 
 
-@pytest.mark.parametrize("own_run", ["", "run", "empty"],
-                         ids=["fixture", "OBSERAE_RUN", "OBSERAE_RUN-empty"])
-def test_notebook_runs_on_a_fresh_fixture_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                              own_run: str) -> None:
+@pytest.mark.parametrize(
+    "own_run", ["", "run", "empty"], ids=["fixture", "OBSERAE_RUN", "OBSERAE_RUN-empty"]
+)
+def test_notebook_runs_on_a_fresh_fixture_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, own_run: str
+) -> None:
     """Without OBSERAE_RUN the notebook sessionizes the fixture and makes the review's
     decisions on it; with it, the decisions (the fixture's hosts) are left to the user and
     the review goes on with that run: it sessionized the fixture again and described it
@@ -52,9 +54,20 @@ def test_notebook_runs_on_a_fresh_fixture_run(tmp_path: Path, monkeypatch: pytes
         run_dir = tmp_path / "run"
         window = ["--from", "2030-01-01"] if own_run == "empty" else []
         done = subprocess.run(
-            [sys.executable, "-m", "obserae_forensics", "sessionize",
-             str(FIXTURES / "sf_v9_varsvc.pcap"), "--out", str(run_dir), *window],
-            capture_output=True, text=True, check=False)
+            [
+                sys.executable,
+                "-m",
+                "obserae_forensics",
+                "sessionize",
+                str(FIXTURES / "sf_v9_varsvc.pcap"),
+                "--out",
+                str(run_dir),
+                *window,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         assert done.returncode == 0, done.stderr[-2000:]
         monkeypatch.setenv("OBSERAE_RUN", str(run_dir))
         where = tmp_path / "case"
@@ -64,21 +77,34 @@ def test_notebook_runs_on_a_fresh_fixture_run(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     client = nbclient.NotebookClient(
-        notebook, timeout=600, kernel_name="python3",
-        resources={"metadata": {"path": str(where)}})
+        notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(where)}}
+    )
     client.execute()
 
-    errors = [output for cell in notebook.cells if cell.cell_type == "code"
-              for output in cell.outputs if output.get("output_type") == "error"]
+    errors = [
+        output
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.outputs
+        if output.get("output_type") == "error"
+    ]
     assert errors == []
-    printed = "".join(output.get("text", "") for cell in notebook.cells
-                      if cell.cell_type == "code" for output in cell.outputs)
+    printed = "".join(
+        output.get("text", "")
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.outputs
+    )
     assert ("OBSERAE_RUN is set" in printed) == bool(own_run)
     assert ("unmatched after adding lan-sync alone" in printed) != bool(own_run)
     assert ("the run has no sessions" in printed) == (own_run == "empty")
-    images = [output["data"]["image/png"] for cell in notebook.cells
-              if cell.cell_type == "code" for output in cell.outputs
-              if "image/png" in output.get("data", {})]
+    images = [
+        output["data"]["image/png"]
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.outputs
+        if "image/png" in output.get("data", {})
+    ]
     assert len(images) >= (4 if own_run == "empty" else 5)
     keep = os.environ.get("OBSERAE_NOTEBOOK_PNGS")
     if keep:

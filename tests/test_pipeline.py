@@ -12,8 +12,9 @@ def _batch(n: int, source: str) -> pa.RecordBatch:
     table = pa.Table.from_batches([batch([rec(i) for i in range(n)])])
     column = pa.array([source] * n).dictionary_encode()
     index = table.schema.get_field_index("source_file")
-    table = table.set_column(index, table.schema.field(index),
-                             column.cast(table.schema.field(index).type))
+    table = table.set_column(
+        index, table.schema.field(index), column.cast(table.schema.field(index).type)
+    )
     return table.to_batches()[0]
 
 
@@ -31,7 +32,12 @@ def test_small_batches_are_joined_up_to_the_batch_size() -> None:
     table = joined[2]
     assert isinstance(table, pa.Table) and table.column("source_file").num_chunks == 1
     assert table.column("source_file").to_pylist() == (
-        ["file3.nfcapd"] * 2 + ["file4.nfcapd"] * 2 + ["file5.nfcapd"])
+        ["file3.nfcapd"] * 2 + ["file4.nfcapd"] * 2 + ["file5.nfcapd"]
+    )
     assert pa.Table.from_batches(batches).to_pylist() == [
-        row for part in joined for row in
-        (part if isinstance(part, pa.Table) else pa.Table.from_batches([part])).to_pylist()]
+        row
+        for part in joined
+        for row in (
+            part if isinstance(part, pa.Table) else pa.Table.from_batches([part])
+        ).to_pylist()
+    ]

@@ -18,8 +18,9 @@ runner = CliRunner()
 
 def test_exporters_table_reports_the_pressure_the_manifest_reports(tmp_path: Path) -> None:
     out = tmp_path / "capped"
-    result = runner.invoke(app, ["sessionize", str(FIXTURE), "--out", str(out), "-q",
-                                 "--max-open-ksessions", "0.005"])
+    result = runner.invoke(
+        app, ["sessionize", str(FIXTURE), "--out", str(out), "-q", "--max-open-ksessions", "0.005"]
+    )
     assert result.exit_code == 0, result.output
     sessions = pq.read_table(out / "sessions.parquet").to_pylist()
     evicted = [s for s in sessions if s["close_reason"] == "evicted"]
@@ -30,8 +31,9 @@ def test_exporters_table_reports_the_pressure_the_manifest_reports(tmp_path: Pat
     # an evicted session closes at the exporter's newest last_seen when it is evicted: the
     # first and last eviction are the earliest and latest closed_at of the evicted sessions
     closes = sorted(s["closed_at"] for s in evicted)
-    rows = [r for r in pq.read_table(out / "exporters.parquet").to_pylist()
-            if r["exporter"] == exporter]
+    rows = [
+        r for r in pq.read_table(out / "exporters.parquet").to_pylist() if r["exporter"] == exporter
+    ]
     assert rows
     for row in rows:
         assert (row["evictions"], row["peak_open_sessions"]) == (len(evicted), 5)
@@ -42,10 +44,10 @@ def test_exporters_table_reports_the_pressure_the_manifest_reports(tmp_path: Pat
     out = tmp_path / "uncapped"
     result = runner.invoke(app, ["sessionize", str(FIXTURE), "--out", str(out), "-q"])
     assert result.exit_code == 0, result.output
-    [entry] = json.loads((out / "manifest.json").read_text())["counts"][
-        "session_pressure"].values()
-    peaks = {row["peak_open_sessions"] for row in
-             pq.read_table(out / "exporters.parquet").to_pylist()}
+    [entry] = json.loads((out / "manifest.json").read_text())["counts"]["session_pressure"].values()
+    peaks = {
+        row["peak_open_sessions"] for row in pq.read_table(out / "exporters.parquet").to_pylist()
+    }
     assert entry["evictions"] == 0 and peaks == {entry["peak_open"]}
     # the capture's 38 sessions are all open before end of input closes any: not the cap
     # (500), nor the capped run's 5

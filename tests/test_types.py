@@ -15,10 +15,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_package_passes_mypy_strict() -> None:
-    out, err, status = api.run([
-        "--config-file", str(ROOT / "pyproject.toml"),
-        "--cache-dir", str(ROOT / ".mypy_cache"),  # warm on a second run, ignored by git
-        str(ROOT / "obserae_forensics"),
-    ])
+    out, err, status = api.run(
+        [
+            "--config-file",
+            str(ROOT / "pyproject.toml"),
+            "--cache-dir",
+            str(ROOT / ".mypy_cache"),  # warm on a second run, ignored by git
+            str(ROOT / "obserae_forensics"),
+        ]
+    )
     assert status == 0, out + err
     assert out.startswith("Success: no issues found"), out

@@ -78,8 +78,11 @@ def parse_network(text: str) -> tuple[int, int] | None:
     bits = address.max_prefixlen
     if slash:
         # ASCII digits, no leading zero: `/٨` and `/08` passed for /8
-        if (not (prefix_text.isascii() and prefix_text.isdigit()) or int(prefix_text) > bits
-                or (len(prefix_text) > 1 and prefix_text[0] == "0")):
+        if (
+            not (prefix_text.isascii() and prefix_text.isdigit())
+            or int(prefix_text) > bits
+            or (len(prefix_text) > 1 and prefix_text[0] == "0")
+        ):
             raise ValueError(f"bad prefix length {prefix_text!r} in {text!r} (0..{bits})")
         prefix = int(prefix_text)
     else:
@@ -111,10 +114,17 @@ def without_mapped(text: str, interval: tuple[int, int]) -> list[tuple[int, int]
     """The interval parse_network gave for `text`, less the IPv4-mapped /96 when `text` is
     an IPv6 CIDR wider than it (network_intervals)."""
     first, last = interval
-    if ":" in text and first <= V4_MAPPED_BASE and V4_MAPPED_LAST <= last and (
-            (first, last) != (V4_MAPPED_BASE, V4_MAPPED_LAST)):
-        return [part for part in ((first, V4_MAPPED_BASE - 1), (V4_MAPPED_LAST + 1, last))
-                if part[0] <= part[1]]
+    if (
+        ":" in text
+        and first <= V4_MAPPED_BASE
+        and V4_MAPPED_LAST <= last
+        and ((first, last) != (V4_MAPPED_BASE, V4_MAPPED_LAST))
+    ):
+        return [
+            part
+            for part in ((first, V4_MAPPED_BASE - 1), (V4_MAPPED_LAST + 1, last))
+            if part[0] <= part[1]
+        ]
     return [interval]
 
 

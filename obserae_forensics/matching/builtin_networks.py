@@ -90,19 +90,24 @@ IPV4 = ("0.0.0.0/0",)  # as IPv4-mapped: ::ffff:0:0/96
 
 def builtin_sets() -> dict[str, AddressSet]:
     """Built-in name -> its address set."""
-    internet4 = AddressSet.from_networks(NON_PUBLIC4).complement(
-        AddressSet.from_networks(IPV4)
-    ).union(AddressSet.from_networks(PUBLIC_IN_NON_PUBLIC4))
+    internet4 = (
+        AddressSet.from_networks(NON_PUBLIC4)
+        .complement(AddressSet.from_networks(IPV4))
+        .union(AddressSet.from_networks(PUBLIC_IN_NON_PUBLIC4))
+    )
     nat64 = AddressSet.from_intervals(
-        [(NAT64_PREFIX + first - IPV4_MAPPED, NAT64_PREFIX + last - IPV4_MAPPED)
-         for first, last in internet4.intervals])
+        [
+            (NAT64_PREFIX + first - IPV4_MAPPED, NAT64_PREFIX + last - IPV4_MAPPED)
+            for first, last in internet4.intervals
+        ]
+    )
     return {
         "internal4": AddressSet.from_networks(INTERNAL4),
         "internet4": internet4,
         "internal6": AddressSet.from_networks(INTERNAL6),
-        "internet6": AddressSet.from_networks(NON_PUBLIC_IN_GLOBAL6).complement(
-            AddressSet.from_networks(GLOBAL_UNICAST6)
-        ).union(AddressSet.from_networks(PUBLIC_IN_NON_PUBLIC6), nat64),
+        "internet6": AddressSet.from_networks(NON_PUBLIC_IN_GLOBAL6)
+        .complement(AddressSet.from_networks(GLOBAL_UNICAST6))
+        .union(AddressSet.from_networks(PUBLIC_IN_NON_PUBLIC6), nat64),
         "multicast": AddressSet.from_networks(MULTICAST),
         "any": AddressSet.from_networks(("::/0", "0.0.0.0/0")),  # both families
     }

@@ -143,15 +143,17 @@ class Cartography:
         while done < len(rows):
             reach = np.cumsum(counts[rows[done:]])
             take = max(1, int(np.searchsorted(reach, _MAX_PAIRS, side="right")))
-            chunk = rows[done:done + take]
+            chunk = rows[done : done + take]
             done += take
             per_row = counts[chunk]
             pair_row = np.repeat(chunk, per_row)
-            first = np.repeat(self._cell_starts[cells[chunk]] - (np.cumsum(per_row) - per_row),
-                              per_row)
+            first = np.repeat(
+                self._cell_starts[cells[chunk]] - (np.cumsum(per_row) - per_row), per_row
+            )
             atom = self._atoms[first + np.arange(len(pair_row))]
             hit = ((atom[:, 0] < 0) | (atom[:, 0] == protocols[pair_row])) & (
-                (atom[:, 1] <= ports[pair_row]) & (ports[pair_row] <= atom[:, 2]))
+                (atom[:, 1] <= ports[pair_row]) & (ports[pair_row] <= atom[:, 2])
+            )
             result[pair_row[hit]] = True
         return result
 
@@ -160,8 +162,9 @@ _MAX_PAIRS = 1 << 22
 _ANY_PROTOCOL = -1
 
 
-def _service_index(cells: AddressCells, services: tuple[DeclaredService, ...]
-                   ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+def _service_index(
+    cells: AddressCells, services: tuple[DeclaredService, ...]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     """(start of each cell's atoms, atoms): the atoms of cell c are rows
     starts[c]:starts[c + 1] of the (protocol or -1 for any, first port, last port) array,
     one per protocol and port range of every service a host covering c declares (a service
@@ -169,11 +172,14 @@ def _service_index(cells: AddressCells, services: tuple[DeclaredService, ...]
     entries: set[tuple[int, int, int, int]] = set()
     for declared in services:
         service = declared.service
-        atoms = [(protocol, first, last)
-                 for protocol in (service.protocols or (_ANY_PROTOCOL,))
-                 for first, last in (service.ports or ((0, PORT_MAX),))]
-        bounds = values_from_ints([v for interval in declared.addresses.intervals
-                                   for v in interval])
+        atoms = [
+            (protocol, first, last)
+            for protocol in (service.protocols or (_ANY_PROTOCOL,))
+            for first, last in (service.ports or ((0, PORT_MAX),))
+        ]
+        bounds = values_from_ints(
+            [v for interval in declared.addresses.intervals for v in interval]
+        )
         located = cells.locate(bounds).reshape(-1, 2)
         for low, high in located.tolist():
             for cell in range(low, high + 1):
@@ -292,7 +298,8 @@ class _CartographyReader:
     def read_network(self, name: str, node: yaml.Node) -> None:
         items, _ = self.entries(name, node, "network", "cidrs", ())
         self.sets[name] = AddressSet.from_intervals(
-            part for i, t in items for part in self.networks(i, t))
+            part for i, t in items for part in self.networks(i, t)
+        )
 
     def read_group(self, name: str, node: yaml.Node) -> None:
         items, _ = self.entries(name, node, "group", "members", ())
@@ -349,7 +356,7 @@ class _CartographyReader:
             frames[-1] = (group, index + 1, intervals)
             item, member = members[index]
             if member in on_chain:
-                cycle = " -> ".join([*chain[chain.index(member):], member])
+                cycle = " -> ".join([*chain[chain.index(member) :], member])
                 self.source.fail(item, f"group cycle: {cycle}")
             if member in self.sets:
                 intervals.extend(self.sets[member].intervals)

@@ -138,8 +138,10 @@ class Vocabulary:
             column = column.combine_chunks() if column.num_chunks else pa.array([], pa.string())
         # a string column encodes to int32 indices into its distinct texts (never a null)
         encoded = cast("pa.DictionaryArray[Int32Type, StringType]", pc.dictionary_encode(column))
-        return self.recode(cast("tuple[str, ...]", tuple(encoded.dictionary.to_pylist())),
-                           column_values(encoded.indices))
+        return self.recode(
+            cast("tuple[str, ...]", tuple(encoded.dictionary.to_pylist())),
+            column_values(encoded.indices),
+        )
 
     def recode(self, texts: tuple[str, ...], codes: npt.NDArray[Any]) -> npt.NDArray[np.uint32]:
         """uint32 code per row, from codes into `texts` (only the texts used get a code)."""
@@ -165,16 +167,18 @@ class Vocabulary:
             text = self.texts[0].encode()
             offsets = np.arange(len(codes) + 1, dtype=np.int32) * np.int32(len(text))
             return pa.StringArray.from_buffers(
-                len(codes), pa.py_buffer(cast("SupportPyBuffer", offsets)),
-                pa.py_buffer(text * len(codes)))
-        return pa.array(self.texts, pa.string()).take(
-            cast("pa.IntegerArray[Any]", pa.array(codes)))
+                len(codes),
+                pa.py_buffer(cast("SupportPyBuffer", offsets)),
+                pa.py_buffer(text * len(codes)),
+            )
+        return pa.array(self.texts, pa.string()).take(cast("pa.IntegerArray[Any]", pa.array(codes)))
 
     def text_ranks(self) -> npt.NDArray[np.int64]:
         """int64 per code: its text's place in sorted order."""
         rank = np.empty(len(self.texts), dtype=np.int64)
         rank[sorted(range(len(self.texts)), key=self.texts.__getitem__)] = np.arange(
-            len(self.texts))
+            len(self.texts)
+        )
         return rank
 
 
@@ -216,8 +220,9 @@ class Consolidation:
         self.repeated_session_ids = 0
         self.repeated_examples: list[str] = []
 
-    def rows(self, sessions: pa.Table, buckets: int = 1, keys: SessionKeys | None = None
-             ) -> tuple[pa.Table, npt.NDArray[np.int64]]:
+    def rows(
+        self, sessions: pa.Table, buckets: int = 1, keys: SessionKeys | None = None
+    ) -> tuple[pa.Table, npt.NDArray[np.int64]]:
         """(CONSOLIDATION_ROWS_SCHEMA rows grouped by bucket, int64 rows per bucket).
 
         `keys`, the sessionizer's numbers of these very rows, spare working out the pair
@@ -231,6 +236,7 @@ class Consolidation:
         their order. The rows are built straight in bucket order: one pass over the
         sessions instead of a build and a take.
         """
+
         def column(name: str) -> npt.NDArray[Any]:
             return column_values(sessions.column(name))
 
@@ -240,27 +246,48 @@ class Consolidation:
         protocol = column("protocol_number")
         if keys is None:
             pair = endpoint_pair_hashes(sessions, port_protocols=PORT_PROTOCOLS)
-            client_is_a = column_values(pc.and_(
-                pc.equal(sessions.column("client_ip"), sessions.column("ip_a")),
-                pc.equal(sessions.column("client_port"), sessions.column("port_a"))))
-            codes = (self.protocols.encode(sessions.column("protocol")),
-                     self.exporters.encode(sessions.column("exporter")),
-                     self.role_methods.encode(sessions.column("role_method")))
+            client_is_a = column_values(
+                pc.and_(
+                    pc.equal(sessions.column("client_ip"), sessions.column("ip_a")),
+                    pc.equal(sessions.column("client_port"), sessions.column("port_a")),
+                )
+            )
+            codes = (
+                self.protocols.encode(sessions.column("protocol")),
+                self.exporters.encode(sessions.column("exporter")),
+                self.role_methods.encode(sessions.column("role_method")),
+            )
         else:
             pair, client_is_a = keys.pair, keys.client_is_a
-            codes = (self.protocols.recode(keys.protocols, keys.protocol),
-                     self.exporters.recode(keys.exporters, keys.exporter),
-                     self.role_methods.recode(keys.role_methods, keys.role_method))
+            codes = (
+                self.protocols.recode(keys.protocols, keys.protocol),
+                self.exporters.recode(keys.exporters, keys.exporter),
+                self.role_methods.recode(keys.role_methods, keys.role_method),
+            )
         bucket = (pair % np.uint64(buckets)).astype(np.int64)
         places, counts = _bucket_places(bucket, buckets)
         numbers = _compact_numbers(
-            bucket, places, pair, protocol, *codes,
-            client_is_a, column("client_port"), column("server_port"),
-            times("opened_at"), times("last_seen_at"), column("role_confidence"),
-            column("counters_scaled"), column("sampling_rate"),
-            column("ab_bytes"), column("ba_bytes"), column("ab_packets"), column("ba_packets"))
-        take = None if buckets == 1 else cast(pa.Int64Array,
-                                              pa.array(_bucket_order(bucket, places)))
+            bucket,
+            places,
+            pair,
+            protocol,
+            *codes,
+            client_is_a,
+            column("client_port"),
+            column("server_port"),
+            times("opened_at"),
+            times("last_seen_at"),
+            column("role_confidence"),
+            column("counters_scaled"),
+            column("sampling_rate"),
+            column("ab_bytes"),
+            column("ba_bytes"),
+            column("ab_packets"),
+            column("ba_packets"),
+        )
+        take = (
+            None if buckets == 1 else cast(pa.Int64Array, pa.array(_bucket_order(bucket, places)))
+        )
 
         def texts(name: str) -> pa.Array[Any]:
             values = _single_chunk(sessions.column(name))
@@ -283,7 +310,8 @@ class Consolidation:
         if len(singles) < rows.num_rows:
             grouped = np.flatnonzero(~alone)
             self._count_repeated_ids(
-                rows.column("session_id").take(cast(pa.Int64Array, pa.array(grouped))))
+                rows.column("session_id").take(cast(pa.Int64Array, pa.array(grouped)))
+            )
             parts.append(self._grouped(rows, grouped))
         return self._table(rows, parts)
 
@@ -298,7 +326,7 @@ class Consolidation:
             self.repeated_session_ids += len(repeated)
             ids_repeated = cast("list[str]", repeated.to_pylist())  # (sessions have no null id)
             new = [i for i in sorted(ids_repeated) if i not in self.repeated_examples]
-            self.repeated_examples += new[:max(5 - len(self.repeated_examples), 0)]
+            self.repeated_examples += new[: max(5 - len(self.repeated_examples), 0)]
 
     def _single(self, rows: pa.Table, singles: npt.NDArray[np.intp]) -> _Conversations:
         """Conversations of one session: the session itself."""
@@ -306,13 +334,17 @@ class Consolidation:
         ones = np.ones(len(singles), dtype=np.int64)
         return _Conversations(
             source=singles,
-            ids=_consolidated_ids(_numbers(rows, "protocol_number")[singles],
-                                  _numbers(rows, "pair")[singles], opened),
+            ids=_consolidated_ids(
+                _numbers(rows, "protocol_number")[singles], _numbers(rows, "pair")[singles], opened
+            ),
             first_seen=opened,
             last_seen=_numbers(rows, "last_seen_at")[singles],
-            counters=(_numbers(rows, "cs_bytes")[singles], _numbers(rows, "sc_bytes")[singles],
-                      _numbers(rows, "cs_packets")[singles],
-                      _numbers(rows, "sc_packets")[singles]),
+            counters=(
+                _numbers(rows, "cs_bytes")[singles],
+                _numbers(rows, "sc_bytes")[singles],
+                _numbers(rows, "cs_packets")[singles],
+                _numbers(rows, "sc_packets")[singles],
+            ),
             coherence=np.full(len(singles), 100.0),
             exporter_count=ones,
             exporters=_numbers(rows, "exporter")[singles],
@@ -335,10 +367,15 @@ class Consolidation:
 
         # endpoints as integer keys: address code x 65536 + port (ports of port protocols)
         take = cast(pa.Int64Array, pa.array(group))
-        texts = pa.concat_arrays([_single_chunk(rows.column("client_ip")).take(take),
-                                  _single_chunk(rows.column("server_ip")).take(take)])
-        address = column_values(cast("pa.DictionaryArray[Int32Type, StringType]",
-                                     pc.dictionary_encode(texts)).indices).astype(np.int64)
+        texts = pa.concat_arrays(
+            [
+                _single_chunk(rows.column("client_ip")).take(take),
+                _single_chunk(rows.column("server_ip")).take(take),
+            ]
+        )
+        address = column_values(
+            cast("pa.DictionaryArray[Int32Type, StringType]", pc.dictionary_encode(texts)).indices
+        ).astype(np.int64)
         has_ports = np.isin(protocol, _PORT_PROTOCOLS)
         key_client = address[:n] * 65536 + np.where(has_ports, column("client_port"), 0)
         key_server = address[n:] * 65536 + np.where(has_ports, column("server_port"), 0)
@@ -385,8 +422,9 @@ class Consolidation:
             cs, sc = column(f"cs_{kind}"), column(f"sc_{kind}")
             ab, ba = np.where(client_is_a, cs, sc), np.where(client_is_a, sc, cs)
             oriented += [np.where(same_side, ab, ba), np.where(same_side, ba, ab)]
-        counters = np.stack([oriented[0], oriented[1], oriented[2], oriented[3]],
-                            axis=1).astype(np.uint64)
+        counters = np.stack([oriented[0], oriented[1], oriented[2], oriented[3]], axis=1).astype(
+            np.uint64
+        )
 
         # per (cluster, exporter) sums, exporters in text order
         ranks = self.exporters.text_ranks()
@@ -403,8 +441,9 @@ class Consolidation:
         exporter_bytes = per_exporter[:, 0].astype(np.float64) + per_exporter[:, 1]
         smallest = np.minimum.reduceat(exporter_bytes, cluster_pair_starts)
         largest = np.maximum.reduceat(exporter_bytes, cluster_pair_starts)
-        coherence = np.where(largest > 0,
-                             100.0 * smallest / np.where(largest > 0, largest, 1), 100.0)
+        coherence = np.where(
+            largest > 0, 100.0 * smallest / np.where(largest > 0, largest, 1), 100.0
+        )
         code_of_rank = np.argsort(ranks)
 
         return _Conversations(
@@ -417,12 +456,12 @@ class Consolidation:
             exporter_count=np.diff(np.r_[cluster_pair_starts, len(pair_cluster)]),
             exporters=code_of_rank[pair_exporter],
             session_count=cluster_sizes[output_order],
-            members=group[_runs(order, cluster_starts[output_order],
-                                cluster_sizes[output_order])],
+            members=group[_runs(order, cluster_starts[output_order], cluster_sizes[output_order])],
         )
 
     def _table(self, rows: pa.Table, parts: list[_Conversations]) -> pa.Table:
         """SESSIONS_CONSOLIDATED_SCHEMA rows of `parts`, by first_seen then id."""
+
         def joined(name: str) -> npt.NDArray[Any]:
             values = [getattr(part, name) for part in parts]
             return values[0] if len(values) == 1 else np.concatenate(values)
@@ -434,10 +473,10 @@ class Consolidation:
         session_count = joined("session_count")
         exporter_count = joined("exporter_count")
         members = _runs(joined("members"), _starts(session_count)[order], session_count[order])
-        exporters = _runs(joined("exporters"), _starts(exporter_count)[order],
-                          exporter_count[order])
-        counters = [np.concatenate([part.counters[i] for part in parts])[order]
-                    for i in range(4)]
+        exporters = _runs(
+            joined("exporters"), _starts(exporter_count)[order], exporter_count[order]
+        )
+        counters = [np.concatenate([part.counters[i] for part in parts])[order] for i in range(4)]
 
         def gathered(name: str, at: npt.NDArray[Any] = source) -> pa.Array[Any]:
             return cast("pa.Array[Any]", pa.array(_numbers(rows, name)[at]))
@@ -454,11 +493,13 @@ class Consolidation:
             self.protocols.strings(_numbers(rows, "protocol")[source]),
             gathered("protocol_number"),
             pa.array(exporter_count[order].astype(np.uint32)),
-            pa.ListArray.from_arrays(_offsets(exporter_count[order]),
-                                     self.exporters.strings(exporters)),
-            pa.ListArray.from_arrays(_offsets(session_count[order]),
-                                     _session_ids(_single_chunk(rows.column("session_id")),
-                                                  members)),
+            pa.ListArray.from_arrays(
+                _offsets(exporter_count[order]), self.exporters.strings(exporters)
+            ),
+            pa.ListArray.from_arrays(
+                _offsets(session_count[order]),
+                _session_ids(_single_chunk(rows.column("session_id")), members),
+            ),
             pa.array(session_count[order].astype(np.uint32)),
             pa.array(first_seen[order], TIMESTAMP),
             pa.array(joined("last_seen")[order], TIMESTAMP),
@@ -504,12 +545,16 @@ def _session_ids(ids: pa.Array[Any], rows: npt.NDArray[Any]) -> pa.Array[Any]:
         return ids.take(cast("pa.IntegerArray[Any]", pa.array(rows)))
     picked = np.ascontiguousarray(fixed[rows])
     offsets = np.arange(0, 16 * (len(rows) + 1), 16, dtype=np.int32)
-    return pa.StringArray.from_buffers(len(rows), pa.py_buffer(cast("SupportPyBuffer", offsets)),
-                                       pa.py_buffer(cast("SupportPyBuffer", picked)))
+    return pa.StringArray.from_buffers(
+        len(rows),
+        pa.py_buffer(cast("SupportPyBuffer", offsets)),
+        pa.py_buffer(cast("SupportPyBuffer", picked)),
+    )
 
 
-def _output_order(first_seen: npt.NDArray[np.int64], ids: npt.NDArray[np.uint64]
-                  ) -> npt.NDArray[np.intp]:
+def _output_order(
+    first_seen: npt.NDArray[np.int64], ids: npt.NDArray[np.uint64]
+) -> npt.NDArray[np.intp]:
     """The permutation sorting by (first_seen, id, position): a quicksort on first_seen,
     then each run of equal first_seen put in (id, position) order (sessions of a scan
     often share a time; ids repeat only by a hash collision, then position decides)."""
@@ -535,8 +580,9 @@ def _order_ties(order: Any, first_seen: Any, ids: Any) -> None:
             for i in range(start + 1, end):  # insertion sort on (id, position)
                 row = order[i]
                 j = i - 1
-                while j >= start and (ids[order[j]] > ids[row]
-                                      or (ids[order[j]] == ids[row] and order[j] > row)):
+                while j >= start and (
+                    ids[order[j]] > ids[row] or (ids[order[j]] == ids[row] and order[j] > row)
+                ):
                     order[j + 1] = order[j]
                     j -= 1
                 order[j + 1] = row
@@ -552,13 +598,15 @@ def _running_max(values: Any, starts: Any) -> Any:
     return out
 
 
-def _runs(values: npt.NDArray[Any], starts: npt.NDArray[Any], counts: npt.NDArray[Any]
-          ) -> npt.NDArray[Any]:
+def _runs(
+    values: npt.NDArray[Any], starts: npt.NDArray[Any], counts: npt.NDArray[Any]
+) -> npt.NDArray[Any]:
     """values[starts[i] : starts[i] + counts[i]] for every i, laid end to end. The positions
     are made in numba and the gather left to numpy: members (int64) and exporter codes
     (uint32) would each compile a gather of their own on the first run."""
-    gathered: npt.NDArray[Any] = values[_run_positions(read_only(starts, np.int64),
-                                                       read_only(counts, np.int64))]
+    gathered: npt.NDArray[Any] = values[
+        _run_positions(read_only(starts, np.int64), read_only(counts, np.int64))
+    ]
     return gathered
 
 
@@ -574,8 +622,9 @@ def _run_positions(starts: Any, counts: Any) -> npt.NDArray[np.int64]:
 
 
 @njit(cache=True, nogil=True)
-def _bucket_places(bucket: Any, buckets: int
-                   ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+def _bucket_places(
+    bucket: Any, buckets: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     """(where each bucket's rows start in bucket order, rows per bucket): a counting sort's
     first pass."""
     counts = np.zeros(buckets, dtype=np.int64)
@@ -607,9 +656,12 @@ def _id_order_key(ids: pa.Array[Any]) -> npt.NDArray[np.uint64] | npt.NDArray[np
         if data is not None:
             # (numpy's stubs take an Arrow buffer for a buffer from Python 3.12 on only;
             # a large string array has offsets)
-            values, hexed = _parse_hex(np.frombuffer(offsets, dtype=np.int64)[array.offset:],  # type: ignore[call-overload]
-                                       np.frombuffer(data, dtype=np.uint8), len(ids),  # type: ignore[call-overload]
-                                       _HEX_DIGIT_VALUES)
+            values, hexed = _parse_hex(
+                np.frombuffer(offsets, dtype=np.int64)[array.offset :],  # type: ignore[call-overload]
+                np.frombuffer(data, dtype=np.uint8),  # type: ignore[call-overload]
+                len(ids),
+                _HEX_DIGIT_VALUES,
+            )
             if hexed.all():
                 return values
     rank = np.empty(len(ids), dtype=np.int64)
@@ -618,8 +670,9 @@ def _id_order_key(ids: pa.Array[Any]) -> npt.NDArray[np.uint64] | npt.NDArray[np
 
 
 @njit(cache=True, nogil=True)
-def _parse_hex(offsets: Any, data: Any, n: int, digits: Any
-               ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.bool_]]:
+def _parse_hex(
+    offsets: Any, data: Any, n: int, digits: Any
+) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.bool_]]:
     """(value, is it 16 lowercase hex digits) of each text."""
     values = np.zeros(n, dtype=np.uint64)
     valid = np.zeros(n, dtype=np.bool_)
@@ -649,7 +702,8 @@ def _most_confident(confidence: Any, starts: Any) -> npt.NDArray[np.int64]:
         best = starts[r]
         for p in range(starts[r] + 1, end):
             if confidence[p] > confidence[best] or (
-                    confidence[best] != confidence[best] and confidence[p] == confidence[p]):
+                confidence[best] != confidence[best] and confidence[p] == confidence[p]
+            ):
                 best = p
         chosen[r] = best
     return chosen
@@ -665,11 +719,27 @@ def _scaled(value: Any, scale: Any) -> Any:
 
 
 @njit(cache=True, nogil=True)
-def _compact_numbers(bucket: Any, places: Any, pair: Any, protocol: Any, protocol_code: Any,
-                     exporter: Any, method: Any, client_is_a: Any, client_port: Any,
-                     server_port: Any, opened: Any, last: Any, confidence: Any, scaled: Any,
-                     sampling: Any, ab_bytes: Any, ba_bytes: Any, ab_packets: Any,
-                     ba_packets: Any) -> Any:
+def _compact_numbers(
+    bucket: Any,
+    places: Any,
+    pair: Any,
+    protocol: Any,
+    protocol_code: Any,
+    exporter: Any,
+    method: Any,
+    client_is_a: Any,
+    client_port: Any,
+    server_port: Any,
+    opened: Any,
+    last: Any,
+    confidence: Any,
+    scaled: Any,
+    sampling: Any,
+    ab_bytes: Any,
+    ba_bytes: Any,
+    ab_packets: Any,
+    ba_packets: Any,
+) -> Any:
     """The fixed-width CONSOLIDATION_ROWS_SCHEMA columns of the sessions, grouped by
     bucket (stable; `places` from _bucket_places); counters scaled (unless already) and
     oriented to each session's client. A scatter: the sessions are read in order and each
@@ -718,9 +788,23 @@ def _compact_numbers(bucket: Any, places: Any, pair: Any, protocol: Any, protoco
             cs_bytes[k], sc_bytes[k], cs_packets[k], sc_packets[k] = ab_b, ba_b, ab_p, ba_p
         else:
             cs_bytes[k], sc_bytes[k], cs_packets[k], sc_packets[k] = ba_b, ab_b, ba_p, ab_p
-    return (out_pair, out_protocol, out_protocol_code, out_exporter, out_method,
-            out_client_is_a, out_client_port, out_server_port, out_opened, out_last,
-            out_confidence, cs_bytes, sc_bytes, cs_packets, sc_packets)
+    return (
+        out_pair,
+        out_protocol,
+        out_protocol_code,
+        out_exporter,
+        out_method,
+        out_client_is_a,
+        out_client_port,
+        out_server_port,
+        out_opened,
+        out_last,
+        out_confidence,
+        cs_bytes,
+        sc_bytes,
+        cs_packets,
+        sc_packets,
+    )
 
 
 @njit(cache=True, nogil=True)
@@ -768,14 +852,17 @@ def _id_values(protocol: Any, pair: Any, first_seen: Any) -> npt.NDArray[np.uint
     return out
 
 
-def _consolidated_ids(protocol: npt.NDArray[Any], pair: npt.NDArray[Any],
-                      first_seen: npt.NDArray[Any]) -> npt.NDArray[np.uint64]:
+def _consolidated_ids(
+    protocol: npt.NDArray[Any], pair: npt.NDArray[Any], first_seen: npt.NDArray[Any]
+) -> npt.NDArray[np.uint64]:
     """Deterministic uint64 id per conversation: ids.hash_words of (protocol, endpoint pair
     hash, first_seen); two conversations of one pair never share a first_seen, since they
     would overlap."""
-    return _id_values(read_only(protocol, np.int64), read_only(pair, np.uint64),
-                      read_only(np.asarray(first_seen, dtype=np.int64).view(np.uint64),
-                                np.uint64))
+    return _id_values(
+        read_only(protocol, np.int64),
+        read_only(pair, np.uint64),
+        read_only(np.asarray(first_seen, dtype=np.int64).view(np.uint64), np.uint64),
+    )
 
 
 # numba's cache ignores the modules this one compiles in (jit_cache.py): last, so that

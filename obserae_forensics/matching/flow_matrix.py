@@ -114,8 +114,9 @@ def _read_rule(source: YamlFile, node: yaml.Node, index: int, cartography: Carto
     )
     _check_families(source, node, what, source_set, destination_set)
     service = _read_service(source, fields, what)
-    _check_protocol_families(source, fields["protocol"][1], what, service,
-                             source_set.families & destination_set.families)
+    _check_protocol_families(
+        source, fields["protocol"][1], what, service, source_set.families & destination_set.families
+    )
     description = ""
     if "description" in fields:
         description = source.scalar(fields["description"][1], f"{what} description")
@@ -149,38 +150,48 @@ def _read_side(
     return sets[0].union(*sets[1:]), tuple(names)
 
 
-def _check_families(source: YamlFile, node: yaml.Node, what: str, client: AddressSet,
-                    server: AddressSet) -> None:
+def _check_families(
+    source: YamlFile, node: yaml.Node, what: str, client: AddressSet, server: AddressSet
+) -> None:
     """Refuse a rule that no session can match for its address families alone (a v4-only
     group as source, a v6-only one as destination): accepted, it would sit silent in every
     report as a rule nothing broke."""
     # (a side is never empty: the Cartography refuses empty hosts, networks and groups)
     if not client.families & server.families:
+
         def named(families: frozenset[int]) -> str:
             return " and ".join(f"IPv{family}" for family in sorted(families))
 
-        source.fail(node, f"{what} can never match: its source holds only "
-                          f"{named(client.families)} addresses and its destination only "
-                          f"{named(server.families)} (a session's client and server "
-                          "are of one IP version)")
+        source.fail(
+            node,
+            f"{what} can never match: its source holds only "
+            f"{named(client.families)} addresses and its destination only "
+            f"{named(server.families)} (a session's client and server "
+            "are of one IP version)",
+        )
 
 
-def _check_protocol_families(source: YamlFile, node: yaml.Node, what: str, service: Service,
-                             families: frozenset[int]) -> None:
+def _check_protocol_families(
+    source: YamlFile, node: yaml.Node, what: str, service: Service, families: frozenset[int]
+) -> None:
     """Refuse a rule whose every protocol is of an IP version its endpoints cannot hold
     (`icmp` between IPv6 networks, for IPv6 ping: that is `icmpv6`), for the reason
     _check_families gives (an audit found them accepted)."""
     if service.protocols is None:
         return
-    possible = [number for number in service.protocols
-                if PROTOCOL_FAMILIES.get(number) in (None, *families)]
+    possible = [
+        number for number in service.protocols if PROTOCOL_FAMILIES.get(number) in (None, *families)
+    ]
     if not possible:
         names = {number: name for name, number in reversed(PROTOCOL_NUMBERS.items())}
         listed = ", ".join(names.get(number, str(number)) for number in service.protocols)
         versions = " and ".join(f"IPv{family}" for family in sorted(families))
         hint = " (IPv6's is icmpv6)" if 1 in service.protocols and families == {6} else ""
-        source.fail(node, f"{what} can never match: {listed} is not carried over {versions}, "
-                          f"the only IP version its source and destination share{hint}")
+        source.fail(
+            node,
+            f"{what} can never match: {listed} is not carried over {versions}, "
+            f"the only IP version its source and destination share{hint}",
+        )
 
 
 def _read_service(

@@ -63,8 +63,9 @@ def match_sessions(sessions: pa.Table, matrix: FlowMatrix) -> pa.Table:
     )
 
 
-def match_rows(sessions: pa.Table, matrix: FlowMatrix
-               ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+def match_rows(
+    sessions: pa.Table, matrix: FlowMatrix
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     """(session row, rule index) of every match, as int64 arrays, rows ascending."""
     n = sessions.num_rows
     if n == 0 or not matrix.rules:
@@ -87,8 +88,9 @@ def match_rows(sessions: pa.Table, matrix: FlowMatrix
     by_client = _SortedKeys(client_cells)
     by_server = _SortedKeys(server_cells)
     by_service = _SortedKeys(protocols << 16 | ports)
-    tables: dict[AddressSet,
-                 tuple[npt.NDArray[np.bool_], npt.NDArray[np.intp], npt.NDArray[np.intp]]] = {}
+    tables: dict[
+        AddressSet, tuple[npt.NDArray[np.bool_], npt.NDArray[np.intp], npt.NDArray[np.intp]]
+    ] = {}
     found_rows: list[npt.NDArray[np.intp]] = []
     found_rules: list[npt.NDArray[np.int64]] = []
     for rule in matrix.rules:
@@ -130,15 +132,17 @@ class _SortedKeys:
         self.order = np.argsort(keys, kind="stable")
         self.sorted = keys[self.order]
 
-    def slices(self, lows: npt.NDArray[np.integer[Any]], highs: npt.NDArray[np.integer[Any]]
-               ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    def slices(
+        self, lows: npt.NDArray[np.integer[Any]], highs: npt.NDArray[np.integer[Any]]
+    ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
         """(start, stop) positions in the sorted keys of each inclusive range [low, high]."""
         starts = np.searchsorted(self.sorted, lows.astype(np.int64), side="left")
         stops = np.searchsorted(self.sorted, highs.astype(np.int64), side="right")
         return starts, stops
 
-    def rows(self, starts: npt.NDArray[np.intp], stops: npt.NDArray[np.intp]
-             ) -> npt.NDArray[np.intp]:
+    def rows(
+        self, starts: npt.NDArray[np.intp], stops: npt.NDArray[np.intp]
+    ) -> npt.NDArray[np.intp]:
         """The session rows of all the slices, without a Python loop over slices."""
         lengths = stops - starts
         total = int(lengths.sum())
@@ -154,8 +158,7 @@ def _true_runs(table: npt.NDArray[np.bool_]) -> tuple[npt.NDArray[np.intp], npt.
     return np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1
 
 
-def _service_key_ranges(service: Service
-                        ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+def _service_key_ranges(service: Service) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     """Inclusive ranges of protocol << 16 | server port that the service accepts."""
     if service.protocols is None:
         return np.array([0]), np.array([0xFF_FFFF])

@@ -42,9 +42,13 @@ PROTOCOL_NUMBERS: dict[str, int] = {
 # IANA's keywords of the tunnels IPv4 (4, IP in IP) and IPv6 (41, IPv6 in IPv4): a rule or a
 # query naming them means the IP version far more often, which the addresses tell (a review)
 TUNNEL_KEYWORDS: dict[str, int] = {"ipv4": 4, "ipv6": 41}
-PROTOCOL_NUMBERS.update({keyword.lower(): number for number, keyword in PROTOCOL_KEYWORDS.items()
-                         if keyword.lower() not in PROTOCOL_NUMBERS
-                         and keyword.lower() not in TUNNEL_KEYWORDS})
+PROTOCOL_NUMBERS.update(
+    {
+        keyword.lower(): number
+        for number, keyword in PROTOCOL_KEYWORDS.items()
+        if keyword.lower() not in PROTOCOL_NUMBERS and keyword.lower() not in TUNNEL_KEYWORDS
+    }
+)
 PORT_PROTOCOLS = frozenset({6, 17, 132, 136})  # TCP, UDP, SCTP, UDP-Lite
 # protocols of one IP version only: ICMP and IGMP are IPv4's (IPv6 has ICMPv6 and MLD in it)
 PROTOCOL_FAMILIES: dict[int, int] = {1: 4, 2: 4, 58: 6}
@@ -62,9 +66,11 @@ def parse_protocol(text: str) -> int | None:
             raise ValueError(f"protocol number {number} is out of range (0-255)")
         return number
     if word in TUNNEL_KEYWORDS:
-        raise ValueError(f"protocol {text!r} is ambiguous: IANA's keyword of protocol "
-                         f"{TUNNEL_KEYWORDS[word]}, a tunnel; write that number for the tunnel "
-                         "(IPv4 or IPv6 traffic is told by its addresses)")
+        raise ValueError(
+            f"protocol {text!r} is ambiguous: IANA's keyword of protocol "
+            f"{TUNNEL_KEYWORDS[word]}, a tunnel; write that number for the tunnel "
+            "(IPv4 or IPv6 traffic is told by its addresses)"
+        )
     if word not in PROTOCOL_NUMBERS:
         known = ", ".join(sorted(PROTOCOL_NUMBERS))
         raise ValueError(f"unknown protocol {text!r} (a number 0-255, any, or one of {known})")
@@ -118,8 +124,9 @@ class Service:
                     f"protocol {portless[0]} has no ports; only tcp, udp, sctp and udplite do"
                 )
 
-    def mask(self, protocols: npt.NDArray[np.integer[Any]], ports: npt.NDArray[np.integer[Any]]
-             ) -> npt.NDArray[np.bool_]:
+    def mask(
+        self, protocols: npt.NDArray[np.integer[Any]], ports: npt.NDArray[np.integer[Any]]
+    ) -> npt.NDArray[np.bool_]:
         """bool per row: does (protocol number, server port) fall in this service?"""
         if self.protocols is None:
             result = np.ones(len(protocols), dtype=bool)

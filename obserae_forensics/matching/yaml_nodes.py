@@ -65,8 +65,10 @@ class YamlFile:
         except yaml.reader.ReaderError as exc:  # a control character: one line, located
             line_number = text.count("\n", 0, exc.position) + 1
             code = exc.character if isinstance(exc.character, int) else ord(exc.character)
-            raise UsageError(f"{path}:{line_number}: character U+{code:04X} is not allowed in YAML "
-                             "(control characters are not)") from None
+            raise UsageError(
+                f"{path}:{line_number}: character U+{code:04X} is not allowed in YAML "
+                "(control characters are not)"
+            ) from None
         except yaml.YAMLError as exc:
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise UsageError(f"{path}: YAML error: {first}") from None
@@ -130,14 +132,18 @@ def nesting_depth(text: str) -> int:
     widest indentation (each block level indents at least one more column). Brackets inside
     quotes count too; a file would need a hundred of them unclosed to be refused for it."""
     codes = np.frombuffer(text.encode("utf-8", "replace"), dtype=np.uint8)
-    steps = (np.isin(codes, _OPENERS).astype(np.int64)
-             - np.isin(codes, _CLOSERS).astype(np.int64))
+    steps = np.isin(codes, _OPENERS).astype(np.int64) - np.isin(codes, _CLOSERS).astype(np.int64)
     level = np.cumsum(steps)
     # a closer with nothing open is ignored: measure from the lowest level reached so far
-    deepest = int((level - np.minimum.accumulate(np.minimum(level, 0))).max()) if len(
-        level) else 0
-    widest = max((len(line) - len(line.lstrip(" ")) for line in text.splitlines()
-                  if line.strip() and not line.lstrip(" ").startswith("#")), default=0)
+    deepest = int((level - np.minimum.accumulate(np.minimum(level, 0))).max()) if len(level) else 0
+    widest = max(
+        (
+            len(line) - len(line.lstrip(" "))
+            for line in text.splitlines()
+            if line.strip() and not line.lstrip(" ").startswith("#")
+        ),
+        default=0,
+    )
     return deepest + widest // 2
 
 

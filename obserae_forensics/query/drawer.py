@@ -55,8 +55,9 @@ class SessionDrawer:
         up_bytes, down_bytes = int(row[f"{up}_bytes"]), int(row[f"{down}_bytes"])
         up_packets, down_packets = int(row[f"{up}_packets"]), int(row[f"{down}_packets"])
         duration = (row["last_seen_at"] - row["opened_at"]).total_seconds()
-        state = row["state"] + (f" ({row['close_reason']})" if _present(row["close_reason"])
-                                else "")
+        state = row["state"] + (
+            f" ({row['close_reason']})" if _present(row["close_reason"]) else ""
+        )
         lines = [
             f"session {row['session_id']}",
             f"client {_endpoint(row['client_ip'], row['client_port'])} -> server "
@@ -74,25 +75,36 @@ class SessionDrawer:
         if rate > 1 and not bool(row["counters_scaled"]):
             # the counters are the sampled packets: quoted as the traffic, they were 30,000
             # times too small on a 1-in-30000 exporter (an audit)
-            lines.insert(3, f"sampled 1 in {rate}: the counters above are what the exporter "
-                            f"counted; the traffic was about {human_bytes(up_bytes * rate)} "
-                            f"client->server ({up_packets * rate} packets), "
-                            f"{human_bytes(down_bytes * rate)} server->client "
-                            f"({down_packets * rate} packets)")
+            lines.insert(
+                3,
+                f"sampled 1 in {rate}: the counters above are what the exporter "
+                f"counted; the traffic was about {human_bytes(up_bytes * rate)} "
+                f"client->server ({up_packets * rate} packets), "
+                f"{human_bytes(down_bytes * rate)} server->client "
+                f"({down_packets * rate} packets)",
+            )
         elif rate > 1:
-            lines.insert(3, f"sampled 1 in {rate}: the counters above are already scaled by "
-                            "the source (estimates of the traffic)")
+            lines.insert(
+                3,
+                f"sampled 1 in {rate}: the counters above are already scaled by "
+                "the source (estimates of the traffic)",
+            )
         rules = list(self.matches["rule"]) if len(self.matches) else []
         lines.append("matched rules: " + (", ".join(rules) if rules else "none"))
         if len(self.fragments) > 1:
-            place = int(np.flatnonzero(
-                self.fragments["session_id"].to_numpy() == row["session_id"])[0])
-            lines.append(f"fragment {place + 1} of {len(self.fragments)} of conversation "
-                         f"{self._conversation_id()}")
+            place = int(
+                np.flatnonzero(self.fragments["session_id"].to_numpy() == row["session_id"])[0]
+            )
+            lines.append(
+                f"fragment {place + 1} of {len(self.fragments)} of conversation "
+                f"{self._conversation_id()}"
+            )
         if len(self.consolidated):
             first = self.consolidated.iloc[0]
-            lines.append(f"seen by {first['sampler_count']} exporter(s), coherence "
-                         f"{first['coherence_pct']:.0f}%")
+            lines.append(
+                f"seen by {first['sampler_count']} exporter(s), coherence "
+                f"{first['coherence_pct']:.0f}%"
+            )
         return "\n".join(lines)
 
     def _conversation_id(self) -> str:
@@ -104,13 +116,18 @@ class SessionDrawer:
         return self.summary()
 
     def __repr__(self) -> str:
-        return (f"<SessionDrawer {self.session['session_id']}: {len(self.matches)} matches, "
-                f"{len(self.fragments)} fragments, {len(self.flows)} flow records>")
+        return (
+            f"<SessionDrawer {self.session['session_id']}: {len(self.matches)} matches, "
+            f"{len(self.fragments)} fragments, {len(self.flows)} flow records>"
+        )
 
     def _repr_html_(self) -> str:
         parts = [f"<pre>{escape(self.summary())}</pre>"]
-        for title, frame in (("rule matches", self.matches), ("fragments", self.fragments),
-                             ("related late sessions", self.related)):
+        for title, frame in (
+            ("rule matches", self.matches),
+            ("fragments", self.fragments),
+            ("related late sessions", self.related),
+        ):
             if len(frame):
                 parts.append(f"<h4>{title}</h4>{frame.to_html(index=False)}")
         shown = self.flows.head(HTML_FLOW_ROWS)
@@ -164,8 +181,10 @@ def _fragments(run: Run, row: pd.Series) -> tuple[pd.DataFrame, pd.Series | None
         mine = table.loc[table["session_id"] == row["session_id"], "conversation_id"]
         if len(mine):
             conversation_id = mine.iloc[0]
-            members = table.loc[table["conversation_id"] == conversation_id,
-                                [c for c in FRAGMENT_COLUMNS if c in table.columns]]
+            members = table.loc[
+                table["conversation_id"] == conversation_id,
+                [c for c in FRAGMENT_COLUMNS if c in table.columns],
+            ]
             ordered = members.merge(sessions, on="session_id", how="left", validate="1:1")
             ordered = ordered.sort_values("fragment_index", kind="stable").reset_index(drop=True)
             conversation = None
@@ -211,5 +230,9 @@ def _endpoint(address: str, port: int) -> str:
 
 
 def _present(value: object) -> bool:
-    return value is not None and not (isinstance(value, float) and np.isnan(value)) \
-        and value is not pd.NaT and value is not pd.NA
+    return (
+        value is not None
+        and not (isinstance(value, float) and np.isnan(value))
+        and value is not pd.NaT
+        and value is not pd.NA
+    )

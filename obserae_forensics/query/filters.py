@@ -63,12 +63,20 @@ MAX_LAST_S = 100 * 365 * 86_400  # last= beyond a century is a slip (1e30 overfl
 # (start column, end column) of each table kind, in the order they are looked for
 TIME_COLUMNS = (("opened_at", "last_seen_at"), ("first_seen", "last_seen"))
 ADDRESS_SIDES = {
-    "client": "client_ip", "server": "server_ip", "a": "ip_a", "b": "ip_b",
-    "src": "src_addr", "dst": "dst_addr",
+    "client": "client_ip",
+    "server": "server_ip",
+    "a": "ip_a",
+    "b": "ip_b",
+    "src": "src_addr",
+    "dst": "dst_addr",
 }
 PORT_SIDES = {
-    "client": "client_port", "server": "server_port", "a": "port_a", "b": "port_b",
-    "src": "src_port", "dst": "dst_port",
+    "client": "client_port",
+    "server": "server_port",
+    "a": "port_a",
+    "b": "port_b",
+    "src": "src_port",
+    "dst": "dst_port",
 }
 # the seed's and the Flow Matrix's words for the sides: a rule's source is the client (on
 # flows, the record's source); the first side whose column the table has
@@ -114,7 +122,8 @@ def window_bounds(
         if data_end is None:
             raise UsageError("last= needs the data's end time (the manifest's data_window.end)")
         if not isinstance(last, pd.Timedelta) and not (
-                math.isfinite(float(last)) and 0 <= float(last) <= MAX_LAST_S):
+            math.isfinite(float(last)) and 0 <= float(last) <= MAX_LAST_S
+        ):
             raise UsageError(f"last= takes seconds from 0 to {MAX_LAST_S:,}, got {last!r}")
         span = last if isinstance(last, pd.Timedelta) else pd.Timedelta(seconds=float(last))
         if span < pd.Timedelta(0):
@@ -136,11 +145,15 @@ def utc_timestamp(value: TimeLike) -> pd.Timestamp:
     reads 1308930700 as nanoseconds after 1970) nor a word of the wall clock (`now`,
     `today`): a window is of the data, never of when the query runs (found by an audit)."""
     if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
-        raise UsageError(f"time {value!r}: give ISO-8601 text or a datetime (a number would be "
-                         "read as nanoseconds since 1970)")
+        raise UsageError(
+            f"time {value!r}: give ISO-8601 text or a datetime (a number would be "
+            "read as nanoseconds since 1970)"
+        )
     if isinstance(value, str) and value.strip().lower() in _CLOCK_WORDS:
-        raise UsageError(f"time {value!r}: a window is of the data, not of the wall clock "
-                         "(use last= to count back from the data's end)")
+        raise UsageError(
+            f"time {value!r}: a window is of the data, not of the wall clock "
+            "(use last= to count back from the data's end)"
+        )
     if isinstance(value, str) and (written := nfdump_time(value)) is not None:
         return pd.Timestamp(written)  # nfdump's 2011/06/24.15:52:00, as --from takes it
     try:
@@ -246,11 +259,13 @@ def service(frame: pd.DataFrame, text: str) -> pd.Series:
     mask = protocol(frame, protocol_text)
     if slash:
         if parse_protocol(protocol_text) is None:  # any
-            raise UsageError(f"service {text!r}: ports need a protocol (tcp, udp, sctp or "
-                             "udplite), not any")
+            raise UsageError(
+                f"service {text!r}: ports need a protocol (tcp, udp, sctp or udplite), not any"
+            )
         if not set(_protocol_numbers((protocol_text,))) <= PORT_PROTOCOLS:
-            raise UsageError(f"service {text!r}: {protocol_text} has no ports (the "
-                             "Cartography refuses them too)")
+            raise UsageError(
+                f"service {text!r}: {protocol_text} has no ports (the Cartography refuses them too)"
+            )
         mask &= port(frame, *[p for p in ports_text.split(",") if p.strip()])
     return mask
 
@@ -274,8 +289,9 @@ def _need(frame: pd.DataFrame, column: str, what: str) -> None:
     state(), close_reason(), exporter(), unmatched() and rule() raising one on the flows,
     consolidated and matches tables)."""
     if column not in frame.columns:
-        raise UsageError(f"{what} needs column {column}, which this table lacks (it applies "
-                         "to sessions)")
+        raise UsageError(
+            f"{what} needs column {column}, which this table lacks (it applies to sessions)"
+        )
 
 
 def exporter(frame: pd.DataFrame, *exporters: str) -> pd.Series:
@@ -314,9 +330,11 @@ def unmatched(
     the middle of conversations, so a review also asks the same of `("active",)`.
     """
     if matches is None:
-        raise UsageError("the run has no session_matches table (sessionize ran without "
-                         "--flow-matrix, or the file is missing from the run directory); "
-                         "rematch(run, flow_matrix) supplies them")
+        raise UsageError(
+            "the run has no session_matches table (sessionize ran without "
+            "--flow-matrix, or the file is missing from the run directory); "
+            "rematch(run, flow_matrix) supplies them"
+        )
     _check_known(states, STATES, "state")
     _need(frame, "state", "unmatched()")
     covered = frame["session_id"].isin(matches["session_id"])
@@ -327,8 +345,10 @@ def unmatched(
 def rule(frame: pd.DataFrame, matches: pd.DataFrame | None, *rules: str) -> pd.Series:
     """Sessions that matched any of the named Flow Matrix rules."""
     if matches is None:
-        raise UsageError("the run has no session_matches table (sessionize ran without "
-                         "--flow-matrix, or the file is missing from the run directory)")
+        raise UsageError(
+            "the run has no session_matches table (sessionize ran without "
+            "--flow-matrix, or the file is missing from the run directory)"
+        )
     _need(frame, "session_id", "rule()")
     wanted = matches.loc[matches["rule"].isin(rules), "session_id"]
     return frame["session_id"].isin(wanted).fillna(False).astype(bool)
@@ -368,8 +388,9 @@ class SessionQuery:
         if isinstance(seconds, str):
             from ..sessionize.policy import parse_duration
 
-            return replace(self, start=None, end=None,
-                           last_s=parse_duration(seconds, "last") / 1_000_000)
+            return replace(
+                self, start=None, end=None, last_s=parse_duration(seconds, "last") / 1_000_000
+            )
         return replace(self, start=None, end=None, last_s=float(seconds))
 
     def entity(self, reference: str, side: str = "either") -> SessionQuery:
@@ -406,8 +427,7 @@ class SessionQuery:
         rows = run.sessions if frame is None else frame
         mask = pd.Series(True, index=rows.index)
         if self.last_s is not None or self.start is not None or self.end is not None:
-            mask &= time_window(rows, self.start, self.end, last=self.last_s,
-                                data_end=run.data_end)
+            mask &= time_window(rows, self.start, self.end, last=self.last_s, data_end=run.data_end)
         for reference, side in self.entities:
             mask &= entity(rows, reference, side=side, cartography=run.cartography)
         if self.protocols:
@@ -480,38 +500,49 @@ def _check_rules(run: Run, rules: tuple[str, ...]) -> None:
         known |= set(run.matches["rule"].dropna().unique())
     unknown = [name for name in rules if name not in known]
     if unknown:
-        raise UsageError(f"no rule {unknown[0]!r} in the Flow Matrix "
-                         f"({run.flow_matrix.path or 'of the run'}): "
-                         f"{', '.join(sorted(known)) or 'it has no rules'}")
+        raise UsageError(
+            f"no rule {unknown[0]!r} in the Flow Matrix "
+            f"({run.flow_matrix.path or 'of the run'}): "
+            f"{', '.join(sorted(known)) or 'it has no rules'}"
+        )
 
 
 def _check_exporters(run: Run, exporters: tuple[str, ...]) -> None:
     """Refuse an exporter the run never heard from (its exporters table, else its sessions)."""
-    source = run.exporters if run.exporters is not None and "exporter" in run.exporters \
-        else run.sessions
+    source = (
+        run.exporters if run.exporters is not None and "exporter" in run.exporters else run.sessions
+    )
     known = set(source["exporter"].dropna().astype(str).unique())
     for item in exporters:
         address, slash, domain = str(item).partition("/")
         name = _address_as_written(address)
         if name not in known:
             listed = ", ".join(sorted(known)[:10]) + (" ..." if len(known) > 10 else "")
-            raise UsageError(f"no exporter {item!r} in this run (its exporters: "
-                             f"{listed or 'none'})")
+            raise UsageError(
+                f"no exporter {item!r} in this run (its exporters: {listed or 'none'})"
+            )
         if slash and "exporter_domain" in source and domain.isascii() and domain.isdigit():
             # a domain it never sent from returned no rows, as if nothing matched (an audit)
-            domains = sorted(int(d) for d in source.loc[source["exporter"].astype(str) == name,
-                                                        "exporter_domain"].dropna().unique())
+            domains = sorted(
+                int(d)
+                for d in source.loc[source["exporter"].astype(str) == name, "exporter_domain"]
+                .dropna()
+                .unique()
+            )
             if int(domain) not in domains:
-                raise UsageError(f"no exporter {item!r} in this run ({name} sent from "
-                                 f"domain(s) {', '.join(map(str, domains)) or 'none'})")
+                raise UsageError(
+                    f"no exporter {item!r} in this run ({name} sent from "
+                    f"domain(s) {', '.join(map(str, domains)) or 'none'})"
+                )
 
 
 def _time_columns(frame: pd.DataFrame) -> tuple[str, str]:
     for pair in TIME_COLUMNS:
         if all(column in frame.columns for column in pair):
             return pair
-    raise UsageError("this table has no time span columns (opened_at/last_seen_at or "
-                     "first_seen/last_seen)")
+    raise UsageError(
+        "this table has no time span columns (opened_at/last_seen_at or first_seen/last_seen)"
+    )
 
 
 def _column_pair(
@@ -525,11 +556,14 @@ def _column_pair(
 
 def _side_column(frame: pd.DataFrame, sides: dict[str, str], side: str) -> str:
     if side in SIDE_ALIASES:
-        side = next((name for name in SIDE_ALIASES[side] if sides[name] in frame.columns),
-                    SIDE_ALIASES[side][0])
+        side = next(
+            (name for name in SIDE_ALIASES[side] if sides[name] in frame.columns),
+            SIDE_ALIASES[side][0],
+        )
     if side not in sides:
-        raise UsageError(f"unknown side {side!r} (either, {', '.join(sides)}, "
-                         f"{', '.join(SIDE_ALIASES)})")
+        raise UsageError(
+            f"unknown side {side!r} (either, {', '.join(sides)}, {', '.join(SIDE_ALIASES)})"
+        )
     column = sides[side]
     if column not in frame.columns:
         raise UsageError(f"side {side!r} needs column {column}, which this table lacks")

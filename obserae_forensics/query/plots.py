@@ -42,14 +42,37 @@ else:
     from matplotlib.dates import AutoDateLocator, ConciseDateFormatter, date2num
 
 # bin widths a person would choose, seconds
-NICE_BINS_S = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600,
-               43200, 86400)
+NICE_BINS_S = (
+    1,
+    2,
+    5,
+    10,
+    15,
+    30,
+    60,
+    120,
+    300,
+    600,
+    900,
+    1800,
+    3600,
+    7200,
+    10800,
+    21600,
+    43200,
+    86400,
+)
 TARGET_BINS = 60
 MAX_BINS = 100_000  # a bin_s that asks for more is a mistake (a plot cannot show them)
 STATE_COLOURS = {"closed": "#4c72b0", "active": "#55a868", "half_open": "#c44e52"}
 REASON_COLOURS = {
-    "fin": "#4c72b0", "rst": "#8172b2", "rejected": "#c44e52", "no_reply": "#dd8452",
-    "idle": "#64b5cd", "hard_timeout": "#937860", "evicted": "#da8bc3",
+    "fin": "#4c72b0",
+    "rst": "#8172b2",
+    "rejected": "#c44e52",
+    "no_reply": "#dd8452",
+    "idle": "#64b5cd",
+    "hard_timeout": "#937860",
+    "evicted": "#da8bc3",
 }
 NO_RULE = "no rule"
 
@@ -83,43 +106,60 @@ def traffic_over_time(
     timeless = int(flows["first_seen"].isna().sum())
     flows = flows.loc[flows["first_seen"].notna()]
     if flows.empty:
-        axes.set_title(f"traffic over time: no flow records of a showable time ({timeless} "
-                       "outside years 1-9999)")
+        axes.set_title(
+            f"traffic over time: no flow records of a showable time ({timeless} "
+            "outside years 1-9999)"
+        )
         return axes
     labels = _session_labels(chosen, by)
     label = flows["session_id"].map(labels).astype(object).to_numpy()
-    octets = (flows["octets"].to_numpy(dtype=np.float64)
-              + flows["reverse_octets"].to_numpy(dtype=np.float64))
+    octets = flows["octets"].to_numpy(dtype=np.float64) + flows["reverse_octets"].to_numpy(
+        dtype=np.float64
+    )
     rate = _scale(flows)
     first_seen = _naive_utc(flows["first_seen"])
     start, end = first_seen.min(), first_seen.max()
     span_s = max((end - start).total_seconds(), 1.0)
     width_s = bin_s if bin_s is not None else _nice_bin(span_s)
     if span_s / width_s > MAX_BINS:  # bin_s=1e-9 over a day asked for exabytes of bins
-        raise UsageError(f"traffic_over_time bin_s={bin_s!r} makes {span_s / width_s:.3g} bins "
-                         f"over {_human_seconds(span_s)}; at most {MAX_BINS:,}")
+        raise UsageError(
+            f"traffic_over_time bin_s={bin_s!r} makes {span_s / width_s:.3g} bins "
+            f"over {_human_seconds(span_s)}; at most {MAX_BINS:,}"
+        )
     width = pd.Timedelta(seconds=width_s)
-    frame = pd.DataFrame({"bin": first_seen.dt.floor(width).to_numpy(), "label": label,
-                          "bytes": octets * rate})
-    table = frame.pivot_table(index="bin", columns="label", values="bytes", aggfunc="sum",
-                              fill_value=0.0)
-    table = table.reindex(pd.date_range(table.index.min(), table.index.max(), freq=width),
-                          fill_value=0.0)
+    frame = pd.DataFrame(
+        {"bin": first_seen.dt.floor(width).to_numpy(), "label": label, "bytes": octets * rate}
+    )
+    table = frame.pivot_table(
+        index="bin", columns="label", values="bytes", aggfunc="sum", fill_value=0.0
+    )
+    table = table.reindex(
+        pd.date_range(table.index.min(), table.index.max(), freq=width), fill_value=0.0
+    )
     order = _label_order(list(table.columns), by)
     x = date2num(cast(pd.DatetimeIndex, table.index).to_pydatetime())
     bottom = np.zeros(len(table))
     colours = _colours(order, by)
     for name in order:
         heights = table[name].to_numpy()
-        axes.bar(x, heights, width=width_s / 86400.0, bottom=bottom, align="edge",
-                 label=f"{name} ({human_bytes(heights.sum())})", color=colours[name],
-                 edgecolor="none")
+        axes.bar(
+            x,
+            heights,
+            width=width_s / 86400.0,
+            bottom=bottom,
+            align="edge",
+            label=f"{name} ({human_bytes(heights.sum())})",
+            color=colours[name],
+            edgecolor="none",
+        )
         bottom += heights
     _time_axis(axes)
     axes.set_ylabel(f"bytes per {_human_seconds(width_s)}")
     left_out = f"; {timeless} outside years 1-9999 left out" if timeless else ""
-    axes.set_title(f"traffic over time by {by} ({human_bytes(bottom.sum())}, "
-                   f"{len(flows)} flow records{left_out})")
+    axes.set_title(
+        f"traffic over time by {by} ({human_bytes(bottom.sum())}, "
+        f"{len(flows)} flow records{left_out})"
+    )
     axes.legend(loc="upper left", fontsize="small", frameon=False)
     return axes
 
@@ -136,8 +176,13 @@ def fragment_timeline(run: Run, session_id: str, *, ax: Axes | None = None) -> A
         opened = _naive_utc(pd.Series([fragment.opened_at])).iloc[0]
         last = _naive_utc(pd.Series([fragment.last_seen_at])).iloc[0]
         if pd.isna(opened) or pd.isna(last):  # a damaged time past year 9999 (an audit)
-            axes.annotate(" times outside years 1-9999 (damaged?)", (0, position),
-                          xycoords=("axes fraction", "data"), va="center", fontsize="small")
+            axes.annotate(
+                " times outside years 1-9999 (damaged?)",
+                (0, position),
+                xycoords=("axes fraction", "data"),
+                va="center",
+                fontsize="small",
+            )
             continue
         start = date2num(opened.to_pydatetime())
         length = max(date2num(last.to_pydatetime()) - start, 1e-9)
@@ -147,26 +192,44 @@ def fragment_timeline(run: Run, session_id: str, *, ax: Axes | None = None) -> A
         axes.broken_barh([(start, length)], (position - 0.3, 0.6), facecolors=colour)
         ticks = _naive_utc(flows.loc[flows["session_id"] == fragment.session_id, "first_seen"])
         ticks = ticks.loc[ticks.notna()]
-        axes.plot(date2num(ticks.dt.to_pydatetime()), np.full(len(ticks), position),
-                  "|", color="black", markersize=14)
+        axes.plot(
+            date2num(ticks.dt.to_pydatetime()),
+            np.full(len(ticks), position),
+            "|",
+            color="black",
+            markersize=14,
+        )
         ended = reason or state
         axes.annotate(f" {ended}", (start + length, position), va="center", fontsize="small")
-    names = [f"split {f.split} · {f.exporter}" + (f" · run {f.run}" if "run" in fragments
-                                                  else "")
-             for f in fragments.itertuples(index=False)]
+    names = [
+        f"split {f.split} · {f.exporter}" + (f" · run {f.run}" if "run" in fragments else "")
+        for f in fragments.itertuples(index=False)
+    ]
     axes.set_yticks(range(len(fragments)), names)
     axes.set_ylim(len(fragments) - 0.4, -0.6)
     _time_axis(axes)
     first = fragments.iloc[0]
-    axes.set_title(f"conversation {found._conversation_id()}: {first['client_ip']} -> "
-                   f"{first['server_ip']}:{first['server_port']} {first['protocol']}, "
-                   f"{len(fragments)} fragment(s), {len(flows)} flow records")
-    present = list(dict.fromkeys(
-        r if isinstance(r, str) else s for r, s in zip(fragments["close_reason"],
-                                                       fragments["state"], strict=True)))
-    axes.legend(handles=[Patch(color=REASON_COLOURS.get(n, STATE_COLOURS.get(n, "grey")),
-                               label=n) for n in present], loc="upper left",
-                bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
+    axes.set_title(
+        f"conversation {found._conversation_id()}: {first['client_ip']} -> "
+        f"{first['server_ip']}:{first['server_port']} {first['protocol']}, "
+        f"{len(fragments)} fragment(s), {len(flows)} flow records"
+    )
+    present = list(
+        dict.fromkeys(
+            r if isinstance(r, str) else s
+            for r, s in zip(fragments["close_reason"], fragments["state"], strict=True)
+        )
+    )
+    axes.legend(
+        handles=[
+            Patch(color=REASON_COLOURS.get(n, STATE_COLOURS.get(n, "grey")), label=n)
+            for n in present
+        ],
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        fontsize="small",
+        frameon=False,
+    )
     axes.margins(x=0.08)
     return axes
 
@@ -185,26 +248,38 @@ def talker_heatmap(
         return axes
     # bytes scaled by each session's sampling rate, as traffic_over_time and the
     # consolidated table scale them (an audit: a 1-in-30000 exporter's sessions read 1.4 KB)
-    amount = ((sessions["ab_bytes"].to_numpy(dtype=np.float64)
-               + sessions["ba_bytes"].to_numpy(dtype=np.float64)) * _scale(sessions)
-              if value == "bytes" else np.ones(len(sessions)))
-    frame = pd.DataFrame({"client": sessions["client_ip"].astype(str).to_numpy(),
-                          "server": sessions["server_ip"].astype(str).to_numpy(),
-                          "amount": amount})
+    amount = (
+        (
+            sessions["ab_bytes"].to_numpy(dtype=np.float64)
+            + sessions["ba_bytes"].to_numpy(dtype=np.float64)
+        )
+        * _scale(sessions)
+        if value == "bytes"
+        else np.ones(len(sessions))
+    )
+    frame = pd.DataFrame(
+        {
+            "client": sessions["client_ip"].astype(str).to_numpy(),
+            "server": sessions["server_ip"].astype(str).to_numpy(),
+            "amount": amount,
+        }
+    )
     clients = frame.groupby("client")["amount"].sum().sort_values(ascending=False, kind="stable")
     servers = frame.groupby("server")["amount"].sum().sort_values(ascending=False, kind="stable")
     top_clients = list(clients.index[:top])
     top_servers = list(servers.index[:top])
     kept = frame.loc[frame["client"].isin(top_clients) & frame["server"].isin(top_servers)]
-    grid = kept.pivot_table(index="client", columns="server", values="amount", aggfunc="sum",
-                            fill_value=0.0).reindex(index=top_clients, columns=top_servers,
-                                                    fill_value=0.0)
+    grid = kept.pivot_table(
+        index="client", columns="server", values="amount", aggfunc="sum", fill_value=0.0
+    ).reindex(index=top_clients, columns=top_servers, fill_value=0.0)
     values = grid.to_numpy()
     shown = np.where(values > 0, values, np.nan)
     positive = values[values > 0]
     if not positive.size:  # sessions of no bytes at all (a NAT-event export, say)
-        axes.set_title(f"talkers: the top {len(top_clients)} clients and {len(top_servers)} "
-                       f"servers sent no {value}")
+        axes.set_title(
+            f"talkers: the top {len(top_clients)} clients and {len(top_servers)} "
+            f"servers sent no {value}"
+        )
         return axes
     norm = LogNorm(vmin=positive.min(), vmax=max(positive.max(), positive.min() * 10))
     image = axes.imshow(shown, cmap="viridis", norm=norm, aspect="auto")
@@ -212,18 +287,27 @@ def talker_heatmap(
         cell = values[row, column]
         text = human_bytes(cell) if value == "bytes" else f"{cell:.0f}"
         bright = norm(cell) > 0.6
-        axes.text(column, row, text, ha="center", va="center", fontsize="x-small",
-                  color="black" if bright else "white")
-    axes.set_xticks(range(len(top_servers)), top_servers, rotation=45, ha="right",
-                    fontsize="small")
+        axes.text(
+            column,
+            row,
+            text,
+            ha="center",
+            va="center",
+            fontsize="x-small",
+            color="black" if bright else "white",
+        )
+    axes.set_xticks(range(len(top_servers)), top_servers, rotation=45, ha="right", fontsize="small")
     axes.set_yticks(range(len(top_clients)), top_clients, fontsize="small")
     axes.set_xlabel("server")
     axes.set_ylabel("client")
     colorbar = axes.figure.colorbar(image, ax=axes)
-    colorbar.set_label("bytes (both directions, scaled by sampling rate)" if value == "bytes"
-                       else "sessions")
-    axes.set_title(f"top {len(top_clients)} of {len(clients)} clients x top {len(top_servers)} "
-                   f"of {len(servers)} servers by {value}")
+    colorbar.set_label(
+        "bytes (both directions, scaled by sampling rate)" if value == "bytes" else "sessions"
+    )
+    axes.set_title(
+        f"top {len(top_clients)} of {len(clients)} clients x top {len(top_servers)} "
+        f"of {len(servers)} servers by {value}"
+    )
     return axes
 
 
@@ -232,14 +316,15 @@ def _scale(rows: pd.DataFrame) -> np.ndarray:
     traffic: its sampling rate, 1 where the source scaled them already."""
     if "sampling_rate" not in rows.columns:
         return np.ones(len(rows))
-    scaled = (rows["counters_scaled"].to_numpy(dtype=bool)
-              if "counters_scaled" in rows.columns else np.zeros(len(rows), bool))
+    scaled = (
+        rows["counters_scaled"].to_numpy(dtype=bool)
+        if "counters_scaled" in rows.columns
+        else np.zeros(len(rows), bool)
+    )
     return np.where(scaled, 1.0, rows["sampling_rate"].to_numpy(dtype=np.float64).clip(min=1.0))
 
 
-def coherence_histogram(
-    consolidated: pd.DataFrame | None, *, ax: Axes | None = None
-) -> Axes:
+def coherence_histogram(consolidated: pd.DataFrame | None, *, ax: Axes | None = None) -> Axes:
     """coherence_pct of consolidated sessions, seen by one exporter vs by several.
 
     With one exporter coherence is 100 by definition, so those are drawn apart: the
@@ -252,10 +337,16 @@ def coherence_histogram(
     coherence = consolidated["coherence_pct"].to_numpy(dtype=np.float64, na_value=np.nan)
     several = consolidated["sampler_count"].to_numpy(dtype=np.int64) > 1
     edges = [float(e) for e in np.linspace(0.0, 100.0, 21)]
-    axes.hist([coherence[several], coherence[~several]], bins=edges, stacked=True,
-              color=["#c44e52", "#cccccc"],
-              label=[f"seen by several exporters ({int(several.sum())})",
-                     f"one exporter, 100 by definition ({int((~several).sum())})"])
+    axes.hist(
+        [coherence[several], coherence[~several]],
+        bins=edges,
+        stacked=True,
+        color=["#c44e52", "#cccccc"],
+        label=[
+            f"seen by several exporters ({int(several.sum())})",
+            f"one exporter, 100 by definition ({int((~several).sum())})",
+        ],
+    )
     axes.set_xlim(0, 100)
     axes.set_xlabel("coherence_pct (100 x smallest / largest scaled bytes among exporters)")
     axes.set_ylabel("consolidated sessions")
@@ -282,8 +373,13 @@ def _session_labels(sessions: pd.DataFrame, by: str) -> pd.Series:
         values = sessions["state"].astype(str).to_numpy()
     else:
         rules = sessions["matched_rules"]
-        values = np.array([NO_RULE if rule is None or len(rule) == 0 else str(rule[0])
-                           for rule in rules.tolist()], dtype=object)
+        values = np.array(
+            [
+                NO_RULE if rule is None or len(rule) == 0 else str(rule[0])
+                for rule in rules.tolist()
+            ],
+            dtype=object,
+        )
     return pd.Series(values, index=sessions["session_id"].astype(str).to_numpy())
 
 
@@ -292,7 +388,8 @@ def _label_order(labels: list[Any], by: str) -> list[Any]:
         known = [s for s in STATE_COLOURS if s in labels]
         return known + sorted(set(labels) - set(known))
     return sorted(label for label in labels if label != NO_RULE) + (
-        [NO_RULE] if NO_RULE in labels else [])
+        [NO_RULE] if NO_RULE in labels else []
+    )
 
 
 def _colours(order: list[Any], by: str) -> dict[Any, Any]:

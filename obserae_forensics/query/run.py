@@ -72,8 +72,14 @@ TABLE_SCHEMAS: dict[str, pa.Schema] = {
 }
 # Columns match_sessions reads; rematch sends only these to Arrow.
 MATCH_INPUT_COLUMNS = (
-    "session_id", "client_ip", "server_ip", "state", "protocol_number", "server_port",
-    "opened_at", "last_seen_at",
+    "session_id",
+    "client_ip",
+    "server_ip",
+    "state",
+    "protocol_number",
+    "server_port",
+    "opened_at",
+    "last_seen_at",
 )
 
 
@@ -158,8 +164,10 @@ def load(
 
     frames: dict[str, pd.DataFrame | None] = {}
     for name, file_name in TABLE_FILES.items():
-        parts = [_read_table(path / file_name, index, TABLE_SCHEMAS.get(name))
-                 for index, path in enumerate(paths)]
+        parts = [
+            _read_table(path / file_name, index, TABLE_SCHEMAS.get(name))
+            for index, path in enumerate(paths)
+        ]
         present = [p for p in parts if p is not None]
         if name in ("sessions", "flows") and len(present) < len(parts):
             missing = paths[[p is None for p in parts].index(True)] / file_name
@@ -170,8 +178,10 @@ def load(
     duplicated = sessions["session_id"].duplicated()
     if duplicated.any():
         first = sessions.loc[duplicated, "session_id"].iloc[0]
-        raise UsageError(f"session {first} appears in more than one of the runs given to load "
-                         "(the same capture loaded twice?)")
+        raise UsageError(
+            f"session {first} appears in more than one of the runs given to load "
+            "(the same capture loaded twice?)"
+        )
 
     _check_flow_counts(paths, sessions, frames["flows"])
 
@@ -206,16 +216,22 @@ def rematch(run: Run, flow_matrix: Path | str | FlowMatrix) -> Run:
     sessionize: the sessions are final, only the rules changed. Names in the Flow Matrix
     resolve against the run's Cartography.
     """
-    matrix = (flow_matrix if isinstance(flow_matrix, FlowMatrix)
-              else load_flow_matrix(Path(flow_matrix), run.cartography))
-    columns = {name: pa.array(run.sessions[name]).cast(SESSIONS_SCHEMA.field(name).type)
-               for name in MATCH_INPUT_COLUMNS}
+    matrix = (
+        flow_matrix
+        if isinstance(flow_matrix, FlowMatrix)
+        else load_flow_matrix(Path(flow_matrix), run.cartography)
+    )
+    columns = {
+        name: pa.array(run.sessions[name]).cast(SESSIONS_SCHEMA.field(name).type)
+        for name in MATCH_INPUT_COLUMNS
+    }
     table = pa.table(columns)
     matches = match_sessions(table, matrix)
     rules = matched_rules_column(table, matches)
     sessions = run.sessions.copy()
     sessions["matched_rules"] = pd.Series(
-        pd.arrays.ArrowExtensionArray(rules), index=sessions.index)
+        pd.arrays.ArrowExtensionArray(rules), index=sessions.index
+    )
     frame = to_frame(matches)
     if "run" in run.sessions.columns:
         run_of = pd.Series(run.sessions["run"].to_numpy(), index=run.sessions["session_id"])
@@ -235,7 +251,8 @@ def to_frame(table: pa.Table) -> pd.DataFrame:
         kind = arrow_field.type
         if pa.types.is_integer(kind) and table.column(position).null_count:
             frame[arrow_field.name] = pd.Series(
-                pd.arrays.ArrowExtensionArray(table.column(position)), index=frame.index)
+                pd.arrays.ArrowExtensionArray(table.column(position)), index=frame.index
+            )
     return frame
 
 
@@ -249,18 +266,23 @@ def _showable_times(table: pa.Table) -> pa.Table:
         raw = column.cast(pa.int64())
         # (pyarrow-stubs take no Python scalar in a compute function, nor booleans in sum;
         # pyarrow does)
-        outside = pc.or_(pc.less(raw, SHOWABLE_MIN_US // scale),  # type: ignore[call-overload]
-                         pc.greater(raw, SHOWABLE_MAX_US // scale))  # type: ignore[call-overload]
+        outside = pc.or_(
+            pc.less(raw, SHOWABLE_MIN_US // scale),  # type: ignore[call-overload]
+            pc.greater(raw, SHOWABLE_MAX_US // scale),  # type: ignore[call-overload]
+        )
         count: int = pc.sum(outside).as_py() or 0  # type: ignore[arg-type]
         if count:
             hidden[arrow_field.name] = count
-            table = table.set_column(position, arrow_field, pc.if_else(
-                outside, pa.scalar(None, column.type), column))
+            table = table.set_column(
+                position, arrow_field, pc.if_else(outside, pa.scalar(None, column.type), column)
+            )
     if hidden:
-        warnings.warn("time(s) outside years 1-9999, shown as NaT (damaged time fields; the "
-                      "Parquet tables keep them): " + ", ".join(
-                          f"{count} in {name}" for name, count in hidden.items()),
-                      stacklevel=3)
+        warnings.warn(
+            "time(s) outside years 1-9999, shown as NaT (damaged time fields; the "
+            "Parquet tables keep them): "
+            + ", ".join(f"{count} in {name}" for name, count in hidden.items()),
+            stacklevel=3,
+        )
     return table
 
 
@@ -273,15 +295,18 @@ def _arrow_dtype(kind: pa.DataType) -> Any:
     return None
 
 
-def _read_table(path: Path, index: int, schema: pa.Schema | None = None
-                ) -> pd.DataFrame | None:
+def _read_table(path: Path, index: int, schema: pa.Schema | None = None) -> pd.DataFrame | None:
     if not path.is_file():
         return None
     table = read_parquet(path)
     if schema is not None:
         table = with_added_columns(table, schema)
-        check_columns(path, table, dict(zip(schema.names, schema.types, strict=True)),
-                      what=f"{path.stem} table")
+        check_columns(
+            path,
+            table,
+            dict(zip(schema.names, schema.types, strict=True)),
+            what=f"{path.stem} table",
+        )
     frame = to_frame(table)
     frame["run"] = np.full(len(frame), index, dtype=np.uint32)
     return frame
@@ -300,9 +325,11 @@ def _check_flow_counts(paths: list[Path], sessions: pd.DataFrame, flows: pd.Data
     for index, path in enumerate(paths):
         want, have = int(expected.get(index, 0)), int(found.get(index, 0))
         if want != have:
-            raise UsageError(f"{path / FLOWS_FILE} holds {have} flow record(s), the sessions' "
-                             f"flow_count says {want}: the flows table does not belong to "
-                             "this sessions table (edited, cut, or from another run)")
+            raise UsageError(
+                f"{path / FLOWS_FILE} holds {have} flow record(s), the sessions' "
+                f"flow_count says {want}: the flows table does not belong to "
+                "this sessions table (edited, cut, or from another run)"
+            )
 
 
 def _concat(frames: list[pd.DataFrame], *, multiple: bool) -> pd.DataFrame:
@@ -331,8 +358,7 @@ def _recombination(
     return frames[0], frames[1]
 
 
-def _check_recombination(directory: Path, sessions: pd.DataFrame,
-                         fragments: pd.DataFrame) -> None:
+def _check_recombination(directory: Path, sessions: pd.DataFrame, fragments: pd.DataFrame) -> None:
     """A `recombine --out` directory must be of these runs: one of other runs loaded
     beside them without a word, its conversations next to unrelated sessions (found by an
     audit). Every fragment is a session of theirs, and every session a fragment."""
@@ -343,30 +369,44 @@ def _check_recombination(directory: Path, sessions: pd.DataFrame,
         raise UsageError(
             f"{directory} was recombined from other runs: {foreign} of its fragment(s) are "
             f"no session of the runs loaded, and {missing} of their session(s) are in none "
-            "of its conversations (recombine these runs, or load the runs it was made from)")
+            "of its conversations (recombine these runs, or load the runs it was made from)"
+        )
 
 
-def _note_mixed_runs(manifests: list[dict[str, Any]], paths: list[Path],
-                     notes: list[str]) -> None:
+def _note_mixed_runs(manifests: list[dict[str, Any]], paths: list[Path], notes: list[str]) -> None:
     """What loading runs together cannot give, said (found by an audit): the Cartography
     and Flow Matrix are the first run's, "unmatched" means nothing for a run made without a
     Flow Matrix, and each run's sessions_consolidated groups its own exporters only."""
     if len(paths) < 2:
         return
-    files = {key: [(m.get(key) or {}).get("sha256") if isinstance(m.get(key), dict) else None
-                   for m in manifests] for key in ("cartography", "flow_matrix")}
+    files = {
+        key: [
+            (m.get(key) or {}).get("sha256") if isinstance(m.get(key), dict) else None
+            for m in manifests
+        ]
+        for key in ("cartography", "flow_matrix")
+    }
     for key, what in (("cartography", "Cartography"), ("flow_matrix", "Flow Matrix")):
         if len(set(files[key])) > 1:
-            notes.append(f"the runs were made with different {what} files (or some without "
-                         f"one); the first run's ({paths[0]}) is the one loaded")
-    without = [str(path) for path, digest in zip(paths, files["flow_matrix"], strict=True)
-               if digest is None]
+            notes.append(
+                f"the runs were made with different {what} files (or some without "
+                f"one); the first run's ({paths[0]}) is the one loaded"
+            )
+    without = [
+        str(path)
+        for path, digest in zip(paths, files["flow_matrix"], strict=True)
+        if digest is None
+    ]
     if without and len(without) < len(paths):
-        notes.append(f"{', '.join(without)} ran without --flow-matrix: its sessions have no "
-                     "matches, and `unmatched` counts them as no rule accounted for")
-    notes.append("sessions_consolidated is each run's own: sessions of one conversation seen "
-                 "by exporters in different runs are not grouped across them (sessionize "
-                 "their inputs together for that)")
+        notes.append(
+            f"{', '.join(without)} ran without --flow-matrix: its sessions have no "
+            "matches, and `unmatched` counts them as no rule accounted for"
+        )
+    notes.append(
+        "sessions_consolidated is each run's own: sessions of one conversation seen "
+        "by exporters in different runs are not grouped across them (sessionize "
+        "their inputs together for that)"
+    )
 
 
 def _note_unshowable_end(manifests: Sequence[dict[str, Any]], notes: list[str]) -> None:
@@ -376,9 +416,11 @@ def _note_unshowable_end(manifests: Sequence[dict[str, Any]], notes: list[str]) 
     ends = [_window_time(m, "end") for m in manifests]
     late = max((t for t in ends if t is not None), default=None)
     if late is not None and late.year > 9999:
-        notes.append(f"the data ends in year {late.year}, a time past year 9999 (a damaged "
-                     "record's): last= windows count back from there and hold none of the "
-                     "other sessions; use window(start, end)")
+        notes.append(
+            f"the data ends in year {late.year}, a time past year 9999 (a damaged "
+            "record's): last= windows count back from there and hold none of the "
+            "other sessions; use window(start, end)"
+        )
 
 
 def _window_time(manifest: dict[str, Any], which: str) -> pd.Timestamp | None:
@@ -409,14 +451,18 @@ def _order_key(manifest: dict[str, Any], path: Path) -> tuple[int, int, int, str
     start = _window_time(manifest, "start")
     end = _window_time(manifest, "end")
     # µs, not `.value` (ns): a window at year 9999 (a damaged record's time) overflowed it
-    return run_order_key(first_arrival(path),
-                         None if start is None else int(start.as_unit("us").asm8.astype(np.int64)),
-                         None if end is None else int(end.as_unit("us").asm8.astype(np.int64)),
-                         str(path))
+    return run_order_key(
+        first_arrival(path),
+        None if start is None else int(start.as_unit("us").asm8.astype(np.int64)),
+        None if end is None else int(end.as_unit("us").asm8.astype(np.int64)),
+        str(path),
+    )
 
 
 def _cartography(
-    given: Path | str | Cartography | None, manifest: dict[str, Any], run_dir: Path,
+    given: Path | str | Cartography | None,
+    manifest: dict[str, Any],
+    run_dir: Path,
     notes: list[str],
 ) -> Cartography:
     if isinstance(given, Cartography):
@@ -428,14 +474,19 @@ def _cartography(
         _note_changed(manifest, "cartography", "Cartography", named, notes)
         return load_cartography(named)
     if named:
-        notes.append(f"the manifest names the Cartography {named}, which is not there; "
-                     "entity filters know only the built-in names (pass cartography=)")
+        notes.append(
+            f"the manifest names the Cartography {named}, which is not there; "
+            "entity filters know only the built-in names (pass cartography=)"
+        )
     return Cartography.builtin()
 
 
 def _flow_matrix(
-    given: Path | str | FlowMatrix | None, manifest: dict[str, Any], run_dir: Path,
-    chart: Cartography, notes: list[str],
+    given: Path | str | FlowMatrix | None,
+    manifest: dict[str, Any],
+    run_dir: Path,
+    chart: Cartography,
+    notes: list[str],
 ) -> FlowMatrix | None:
     if isinstance(given, FlowMatrix):
         return given
@@ -447,25 +498,32 @@ def _flow_matrix(
         try:
             return load_flow_matrix(named, chart)
         except UsageError as exc:
-            notes.append(f"the run's Flow Matrix no longer loads ({exc}); rule descriptions "
-                         "are not shown (pass flow_matrix=)")
+            notes.append(
+                f"the run's Flow Matrix no longer loads ({exc}); rule descriptions "
+                "are not shown (pass flow_matrix=)"
+            )
             return None
     if named:
-        notes.append(f"the manifest names the Flow Matrix {named}, which is not there; rule "
-                     "descriptions are not shown (pass flow_matrix=)")
+        notes.append(
+            f"the manifest names the Flow Matrix {named}, which is not there; rule "
+            "descriptions are not shown (pass flow_matrix=)"
+        )
     return None
 
 
-def _note_changed(manifest: dict[str, Any], key: str, what: str, path: Path,
-                  notes: list[str]) -> None:
+def _note_changed(
+    manifest: dict[str, Any], key: str, what: str, path: Path, notes: list[str]
+) -> None:
     """A rules file edited since the run is used as it is now, and said (found by an audit:
     an entity filter found no session of a name the run's matches were made with)."""
     named = manifest.get(key)
     recorded = named.get("sha256") if isinstance(named, dict) else None
     if recorded and sha256_file(path) != recorded:
-        notes.append(f"the {what} {path} changed since the run (its SHA-256 differs from the "
-                     "manifest's): filters use it as it is now, the run's server sides and "
-                     "matches were made with the earlier one")
+        notes.append(
+            f"the {what} {path} changed since the run (its SHA-256 differs from the "
+            "manifest's): filters use it as it is now, the run's server sides and "
+            "matches were made with the earlier one"
+        )
 
 
 def _named_file(manifest: dict[str, Any], key: str, run_dir: Path) -> Path | str | None:

@@ -44,8 +44,14 @@ from .pcap import (
     walk_frames,
 )
 
-__all__ = ["InputFile", "discover_inputs", "input_format", "read_flows", "refuse_nothing_to_read",
-           "settled"]
+__all__ = [
+    "InputFile",
+    "discover_inputs",
+    "input_format",
+    "read_flows",
+    "refuse_nothing_to_read",
+    "settled",
+]
 
 
 @dataclass(frozen=True)
@@ -62,7 +68,7 @@ class InputFile:
 
 
 def input_format(head: bytes) -> str:
-    """"pcap", "pcapng", "nfcapd" or "ipfix" from a file's first bytes (magic, never the
+    """ "pcap", "pcapng", "nfcapd" or "ipfix" from a file's first bytes (magic, never the
     name); "" for anything else."""
     from .ipfix_file import is_ipfix_file
     from .nfcapd import is_nfcapd
@@ -77,8 +83,13 @@ def input_format(head: bytes) -> str:
     return ""
 
 
-def _expand(path: Path, report: RunReport, exclude: Sequence[Path] = (),
-            counted: set[str] | None = None, unlisted: set[str] | None = None) -> list[Path]:
+def _expand(
+    path: Path,
+    report: RunReport,
+    exclude: Sequence[Path] = (),
+    counted: set[str] | None = None,
+    unlisted: set[str] | None = None,
+) -> list[Path]:
     """The files of `path`: itself, or those its directory tree holds. Links to
     directories are followed (a case folder links its sensors' mounts: they were never
     walked, found by an audit), but not back into a directory the walk is inside (a loop
@@ -106,8 +117,14 @@ def _expand(path: Path, report: RunReport, exclude: Sequence[Path] = (),
         if unlisted is not None:
             unlisted.add(os.path.realpath(where))
         if first_time(where):
-            report.skip(InputError(f"cannot list this directory: {error.strerror or error}",
-                                   source=path_text(where), offset=0), nbytes=0)
+            report.skip(
+                InputError(
+                    f"cannot list this directory: {error.strerror or error}",
+                    source=path_text(where),
+                    offset=0,
+                ),
+                nbytes=0,
+            )
 
     for root, dirs, names in os.walk(path, onerror=unlistable, followlinks=True):
         try:
@@ -127,13 +144,20 @@ def _expand(path: Path, report: RunReport, exclude: Sequence[Path] = (),
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in dirs:
             ancestors[os.path.join(root, name)] = above | {here}
-        own = {n for n in _own_outputs(root, names)
-               if os.path.realpath(Path(root) / n) not in skipped}  # this run's: not counted
-        if own and first_time(os.path.join(root, MANIFEST_FILE if MANIFEST_FILE in own
-                                           else RECOMBINED_FILE)):
+        own = {
+            n for n in _own_outputs(root, names) if os.path.realpath(Path(root) / n) not in skipped
+        }  # this run's: not counted
+        if own and first_time(
+            os.path.join(root, MANIFEST_FILE if MANIFEST_FILE in own else RECOMBINED_FILE)
+        ):
             report.ignore("obserae_output", path_text(root), 0, count=len(own))
-        files.extend(Path(root) / n for n in sorted(names) if not n.startswith(".")
-                     and n not in own and os.path.realpath(Path(root) / n) not in skipped)
+        files.extend(
+            Path(root) / n
+            for n in sorted(names)
+            if not n.startswith(".")
+            and n not in own
+            and os.path.realpath(Path(root) / n) not in skipped
+        )
     return files
 
 
@@ -157,8 +181,9 @@ def _own_outputs(root: str, names: list[str]) -> set[str]:
     return own
 
 
-def discover_inputs(paths: Sequence[Path], report: RunReport,
-                    exclude: Sequence[Path] = ()) -> list[InputFile]:
+def discover_inputs(
+    paths: Sequence[Path], report: RunReport, exclude: Sequence[Path] = ()
+) -> list[InputFile]:
     """Expand directories, recognise each file by magic and order them by when their first
     record arrived (_first_time; files with none last, then by _place).
 
@@ -178,14 +203,21 @@ def discover_inputs(paths: Sequence[Path], report: RunReport,
             # one that could not be listed, or held one that could not, is that problem,
             # not an empty one too (an audit, then a review)
             real = os.path.realpath(path)
-            if not files and not any(where == real or where.startswith(real + os.sep)
-                                     for where in unlisted):
+            if not files and not any(
+                where == real or where.startswith(real + os.sep) for where in unlisted
+            ):
                 # a review: one empty directory among several (a sensor's mount missing)
                 # went without a word; all of them empty is a usage error, below
-                report.skip(MalformedInput(
-                    "a directory holding no file (hidden entries left out): a wrong mount "
-                    "point, or a copy not made?", source=str(path), offset=0,
-                    reason="empty_directory"), nbytes=0)
+                report.skip(
+                    MalformedInput(
+                        "a directory holding no file (hidden entries left out): a wrong mount "
+                        "point, or a copy not made?",
+                        source=str(path),
+                        offset=0,
+                        reason="empty_directory",
+                    ),
+                    nbytes=0,
+                )
     for path, others in spellings.items():
         if others:
             report.file(str(path)).also_named.extend(path_text(other) for other in others)
@@ -193,16 +225,28 @@ def discover_inputs(paths: Sequence[Path], report: RunReport,
         if not utf8_path(str(path)):
             # found by an audit: a file name that is not UTF-8 (an evidence disk's) ended
             # the run with a traceback where it met a text column
-            report.skip(InputError("its name is not valid UTF-8 and the tables hold paths as "
-                                   "UTF-8 text: not read (give it a UTF-8 name, a link "
-                                   "of its own is enough)", source=path_text(path),
-                                   offset=0), nbytes=0)
+            report.skip(
+                InputError(
+                    "its name is not valid UTF-8 and the tables hold paths as "
+                    "UTF-8 text: not read (give it a UTF-8 name, a link "
+                    "of its own is enough)",
+                    source=path_text(path),
+                    offset=0,
+                ),
+                nbytes=0,
+            )
             continue
         if path.exists() and not path.is_file():
             # a FIFO, socket or device: opening a FIFO would wait for a writer forever
-            report.skip(InputError("not a regular file (a pipe, socket or device): write "
-                                   "what it carries to a file, and give that",
-                                   source=str(path), offset=0), nbytes=0)
+            report.skip(
+                InputError(
+                    "not a regular file (a pipe, socket or device): write "
+                    "what it carries to a file, and give that",
+                    source=str(path),
+                    offset=0,
+                ),
+                nbytes=0,
+            )
             continue
         try:
             with open(path, "rb") as handle:
@@ -216,8 +260,10 @@ def discover_inputs(paths: Sequence[Path], report: RunReport,
             except OSError:
                 size = 0
             report.file(str(path)).size = size
-            report.skip(InputError(f"cannot read: {exc.strerror or exc}", source=str(path),
-                                   offset=0), nbytes=size)
+            report.skip(
+                InputError(f"cannot read: {exc.strerror or exc}", source=str(path), offset=0),
+                nbytes=size,
+            )
             continue
         damage = None
         if packing:
@@ -230,19 +276,29 @@ def discover_inputs(paths: Sequence[Path], report: RunReport,
             continue
         if not kind:
             report.file(str(path)).size = size
-            what = (f"a {packing} file holding no PCAP, PCAPNG, nfcapd or IPFIX file" if packing
-                    else "not a PCAP, PCAPNG, nfcapd or IPFIX file")
-            report.skip(UnknownFormat(f"{what} (unrecognised magic "
-                                      f"{head[:4].hex() or 'in an empty file'})",
-                                      source=str(path), offset=0), nbytes=size)
+            what = (
+                f"a {packing} file holding no PCAP, PCAPNG, nfcapd or IPFIX file"
+                if packing
+                else "not a PCAP, PCAPNG, nfcapd or IPFIX file"
+            )
+            report.skip(
+                UnknownFormat(
+                    f"{what} (unrecognised magic {head[:4].hex() or 'in an empty file'})",
+                    source=str(path),
+                    offset=0,
+                ),
+                nbytes=size,
+            )
             continue
         try:
             first = _first_time(path, kind, packing)
         except OSError as exc:  # a full TMPDIR for a compressed nfcapd file's head, say
             stats = report.file(str(path))
             stats.size, stats.compression = size, packing
-            report.skip(InputError(f"cannot read: {exc.strerror or exc}", source=str(path),
-                                   offset=0), nbytes=size)
+            report.skip(
+                InputError(f"cannot read: {exc.strerror or exc}", source=str(path), offset=0),
+                nbytes=size,
+            )
             continue
         found.append(InputFile(path, kind, size, first, packing, status.st_mtime_ns))
     found.sort(key=lambda f: (f.first_us is None, f.first_us or 0, _place(f.path)))
@@ -252,10 +308,15 @@ def discover_inputs(paths: Sequence[Path], report: RunReport,
         # found by a responder's audit: an empty directory (a wrong mount point, a copy not
         # yet made) gave an empty run and exit 0, even with --strict
         earlier = report.ignored.get("obserae_output", 0)
-        raise UsageError(f"no input file in {', '.join(map(str, paths))}: nothing to read "
-                         + (f"(only the {earlier} output file(s) of an earlier run of this "
-                            "tool, which are never read as input, or hidden entries)"
-                            if earlier else "(an empty directory, or only hidden entries)"))
+        raise UsageError(
+            f"no input file in {', '.join(map(str, paths))}: nothing to read "
+            + (
+                f"(only the {earlier} output file(s) of an earlier run of this "
+                "tool, which are never read as input, or hidden entries)"
+                if earlier
+                else "(an empty directory, or only hidden entries)"
+            )
+        )
     return found
 
 
@@ -301,8 +362,9 @@ def _without_copies(found: list[InputFile], report: RunReport) -> list[InputFile
                 stats.copy_of, stats.size = str(first_of[digest]), item.size
             else:
                 first_of[digest] = item.path
-    return [replace(item, sha256=hashed.get(item.path, "")) for item in found
-            if item.path not in copies]
+    return [
+        replace(item, sha256=hashed.get(item.path, "")) for item in found if item.path not in copies
+    ]
 
 
 def _place(path: Path) -> tuple[str, ...]:
@@ -389,8 +451,7 @@ def _first_nfcapd_batch(path: Path) -> tuple[int, int | None]:
     try:
         for batch in read_nfcapd(path, RunReport(), batch_size=NFCAPD_FIRST_ROWS):
             if batch.num_rows:
-                return batch.num_rows, int(pc.min(batch.column("arrival").cast(pa.int64()))
-                                            .as_py())
+                return batch.num_rows, int(pc.min(batch.column("arrival").cast(pa.int64())).as_py())
     except InputError:  # damage is counted when the file is read for real
         return 0, None
     return 0, None
@@ -421,11 +482,17 @@ def read_flows(
         try:
             if item.format == "nfcapd":
                 batches: Iterator[pa.RecordBatch] = read_nfcapd(
-                    item.path, report, batch_size=batch_size, nsel=nsel)
+                    item.path, report, batch_size=batch_size, nsel=nsel
+                )
             else:
-                batches = _capture_batches(item.path, decoder, report, batch_size,
-                                           ipfix_file=item.format == "ipfix",
-                                           transports=transports)
+                batches = _capture_batches(
+                    item.path,
+                    decoder,
+                    report,
+                    batch_size,
+                    ipfix_file=item.format == "ipfix",
+                    transports=transports,
+                )
             for batch in batches:
                 # the window judges the times the flow table holds (a record with one
                 # time 0, kept at the other, is inside when that one is)
@@ -439,10 +506,15 @@ def read_flows(
         except OSError as exc:
             # gone or unreadable since it was found (an audit: the run ended as "cannot
             # write" that file, with no output); what it gave before stays counted
-            report.skip(InputError(f"cannot read: {exc.strerror or exc}"
-                                   + (" (after some of its records were read)"
-                                      if yielded else ""), source=str(item.path), offset=0),
-                        nbytes=0 if yielded else item.size)
+            report.skip(
+                InputError(
+                    f"cannot read: {exc.strerror or exc}"
+                    + (" (after some of its records were read)" if yielded else ""),
+                    source=str(item.path),
+                    offset=0,
+                ),
+                nbytes=0 if yielded else item.size,
+            )
     # what only the end of the run completes (a connection's held segments), then the
     # records still held for a template
     for batch in [*decoder.feed(transports.finish()), *decoder.finish()]:
@@ -487,16 +559,28 @@ def _usable_times(batch: pa.RecordBatch, report: RunReport) -> pa.RecordBatch:
     index = batch.column("record_index")
 
     def which(row: int) -> str:
-        first_seen, last_seen = (f"{int(v)} µs" if v != UNUSABLE_TIME
-                                 else "past the int64 µs range" for v in (first[row], last[row]))
-        return (f"the first record {index[row].as_py()} here (first_seen {first_seen}, "
-                f"last_seen {last_seen})")
+        first_seen, last_seen = (
+            f"{int(v)} µs" if v != UNUSABLE_TIME else "past the int64 µs range"
+            for v in (first[row], last[row])
+        )
+        return (
+            f"the first record {index[row].as_py()} here (first_seen {first_seen}, "
+            f"last_seen {last_seen})"
+        )
 
     beyond, timeless, salvaged = time_faults(first, last)
     if salvaged.any():  # one damaged time beside a usable one: that one stands
-        _report_per_file(batch, salvaged, "missing_time", lambda row: (
-            f"one time unusable (more than 73,000 years from 1970), {which(row)}: kept "
-            "at the instant the other gives"), report, kept=True)
+        _report_per_file(
+            batch,
+            salvaged,
+            "missing_time",
+            lambda row: (
+                f"one time unusable (more than 73,000 years from 1970), {which(row)}: kept "
+                "at the instant the other gives"
+            ),
+            report,
+            kept=True,
+        )
         unusable_first = salvaged & beyond_limit(first)
         first = np.where(unusable_first, 0, first)
         last = np.where(salvaged & ~unusable_first, 0, last)
@@ -509,34 +593,76 @@ def _usable_times(batch: pa.RecordBatch, report: RunReport) -> pa.RecordBatch:
         # exporter clock ahead by days still swaps a flow's times; so does a sysUptime wrap,
         # placed at most a day after its export)
         arrival = batch.column("arrival").cast(pa.int64()).to_numpy()
-        future = inverted & (arrival != 0) & (first - arrival > FUTURE_START_US) & (
-            first - last > FUTURE_START_US)
+        future = (
+            inverted
+            & (arrival != 0)
+            & (first - arrival > FUTURE_START_US)
+            & (first - last > FUTURE_START_US)
+        )
         inverted &= ~future
     if (half & ~salvaged).any():
-        _report_per_file(batch, half & ~salvaged, "missing_time", lambda row: (
-            f"one time only, the other 1970-01-01 (unknown), {which(row)}: kept at the "
-            "instant it gives"), report, kept=True, variant="zero")
+        _report_per_file(
+            batch,
+            half & ~salvaged,
+            "missing_time",
+            lambda row: (
+                f"one time only, the other 1970-01-01 (unknown), {which(row)}: kept at the "
+                "instant it gives"
+            ),
+            report,
+            kept=True,
+            variant="zero",
+        )
     if inverted.any():
-        _report_per_file(batch, inverted, "inverted_times", lambda row: (
-            f"last_seen before first_seen, {which(row)}: kept, with the two times swapped"),
-            report, kept=True)
+        _report_per_file(
+            batch,
+            inverted,
+            "inverted_times",
+            lambda row: (
+                f"last_seen before first_seen, {which(row)}: kept, with the two times swapped"
+            ),
+            report,
+            kept=True,
+        )
     if future.any():
-        _report_per_file(batch, future, "future_start", lambda row: (
-            f"last_seen before first_seen, and first_seen more than a day after the record "
-            f"arrived, {which(row)}: kept at its last_seen"), report, kept=True)
+        _report_per_file(
+            batch,
+            future,
+            "future_start",
+            lambda row: (
+                f"last_seen before first_seen, and first_seen more than a day after the record "
+                f"arrived, {which(row)}: kept at its last_seen"
+            ),
+            report,
+            kept=True,
+        )
     if half.any() or inverted.any() or future.any() or salvaged.any():
         known = np.where(zero_first, last, first)
         batch = _with_columns(
-            batch, first_seen=np.where(half, known, np.where(inverted | future, last, first)),
-            last_seen=np.where(half, known, np.where(inverted, first, last)))
+            batch,
+            first_seen=np.where(half, known, np.where(inverted | future, last, first)),
+            last_seen=np.where(half, known, np.where(inverted, first, last)),
+        )
     if timeless.any():
-        _report_per_file(batch, timeless, "no_times", lambda row: (
-            f"no time (first_seen and last_seen both 1970-01-01), the first record "
-            f"{index[row].as_py()} here: left out, as a time is what places a record in a "
-            "session"), report)
+        _report_per_file(
+            batch,
+            timeless,
+            "no_times",
+            lambda row: (
+                f"no time (first_seen and last_seen both 1970-01-01), the first record "
+                f"{index[row].as_py()} here: left out, as a time is what places a record in a "
+                "session"
+            ),
+            report,
+        )
     if beyond.any():
-        _report_per_file(batch, beyond, "bad_timestamp", lambda row: (
-            f"a time more than 73,000 years from 1970, {which(row)}"), report)
+        _report_per_file(
+            batch,
+            beyond,
+            "bad_timestamp",
+            lambda row: f"a time more than 73,000 years from 1970, {which(row)}",
+            report,
+        )
     drop = beyond | timeless
     return batch.filter(pa.array(~drop)) if drop.any() else batch
 
@@ -560,11 +686,19 @@ def _icmp_type_in_low_byte(batch: pa.RecordBatch, report: RunReport) -> pa.Recor
     low = (protocol == 58) & (port > 0) & (port < 256)
     if not low.any():
         return batch
-    _report_per_file(batch, low, "icmp_type_low_byte", lambda row: (
-        "the ICMPv6 type in the low byte of the type/code (as type 0, reserved, with a "
-        f"code: no such message), read as the type, code 0: the first, record "
-        f"{batch.column('record_index')[row].as_py()} here, {int(port[row])} -> type "
-        f"{int(port[row])}"), report, kept=True)
+    _report_per_file(
+        batch,
+        low,
+        "icmp_type_low_byte",
+        lambda row: (
+            "the ICMPv6 type in the low byte of the type/code (as type 0, reserved, with a "
+            f"code: no such message), read as the type, code 0: the first, record "
+            f"{batch.column('record_index')[row].as_py()} here, {int(port[row])} -> type "
+            f"{int(port[row])}"
+        ),
+        report,
+        kept=True,
+    )
     return _with_columns(batch, dst_port=np.where(low, port << 8, port))
 
 
@@ -577,9 +711,16 @@ def _with_columns(batch: pa.RecordBatch, **values: np.ndarray) -> pa.RecordBatch
     return pa.RecordBatch.from_arrays(columns, schema=batch.schema)
 
 
-def _report_per_file(batch: pa.RecordBatch, mask: np.ndarray, reason: str,
-                     what: Callable[[int], str], report: RunReport, *,
-                     kept: bool = False, variant: str = "") -> None:
+def _report_per_file(
+    batch: pa.RecordBatch,
+    mask: np.ndarray,
+    reason: str,
+    what: Callable[[int], str],
+    report: RunReport,
+    *,
+    kept: bool = False,
+    variant: str = "",
+) -> None:
     """Count the `mask` records as `reason`, each file once at its first such record, in the
     order of those: grouped by the file's code, not by a Python pass over every record (a
     damaged file can hold millions). `what(row)` describes them from that first row; the
@@ -588,20 +729,31 @@ def _report_per_file(batch: pa.RecordBatch, mask: np.ndarray, reason: str,
     rows = np.flatnonzero(mask)
     # (pyarrow-stubs type an array of a numpy array of any dtype as a BooleanArray, and
     # dictionary_encode's result as its input's type)
-    files = cast("pa.DictionaryArray[Any, Any]", pc.dictionary_encode(
-        batch.column("source_file").take(cast(pa.Int64Array, pa.array(rows)))
-        .cast(pa.string())))
+    files = cast(
+        "pa.DictionaryArray[Any, Any]",
+        pc.dictionary_encode(
+            batch.column("source_file").take(cast(pa.Int64Array, pa.array(rows))).cast(pa.string())
+        ),
+    )
     codes = files.indices.to_numpy(zero_copy_only=False)
     _, firsts, counts = np.unique(codes, return_index=True, return_counts=True)
     for at, count in sorted(zip(firsts.tolist(), counts.tolist(), strict=True)):
         row = int(rows[at])
         description = what(row)
         problem = MalformedInput(
-            _records_with(description, count), source=files.dictionary[codes[at]].as_py(),
+            _records_with(description, count),
+            source=files.dictionary[codes[at]].as_py(),
             offset=batch.column("source_offset")[row].as_py(),
-            frame=batch.column("source_frame")[row].as_py(), reason=reason)
-        report.file_records(problem, count, functools.partial(_records_with, description),
-                            kept=kept, variant=variant)
+            frame=batch.column("source_frame")[row].as_py(),
+            reason=reason,
+        )
+        report.file_records(
+            problem,
+            count,
+            functools.partial(_records_with, description),
+            kept=kept,
+            variant=variant,
+        )
 
 
 def _records_with(description: str, count: int) -> str:
@@ -621,13 +773,19 @@ def _count(report: RunReport, batch: pa.RecordBatch) -> None:
             report.file(names[int(code)]).records += int(rows)
     else:
         # pyarrow-stubs refuse a StructArray's to_pylist (a self type of plain values only)
-        for item in cast("list[dict[str, Any]]",  # {"values": ..., "counts": ...}
-                         pc.value_counts(sources).to_pylist()):  # type: ignore[misc]
+        for item in cast(
+            "list[dict[str, Any]]",  # {"values": ..., "counts": ...}
+            pc.value_counts(sources).to_pylist(),  # type: ignore[misc]
+        ):
             report.file(item["values"]).records += item["counts"]
 
 
 def _capture_batches(
-    path: Path, decoder: object, report: RunReport, batch_size: int, *,
+    path: Path,
+    decoder: object,
+    report: RunReport,
+    batch_size: int,
+    *,
     ipfix_file: bool = False,
     transports: Transports | None = None,
 ) -> Iterator[pa.RecordBatch]:
@@ -636,9 +794,11 @@ def _capture_batches(
     pending: list[pa.RecordBatch] = []
     rows = 0
     chunk_size = max(16, min(2048, batch_size // 16))
-    chunks = (iter_ipfix_file(path, report, chunk_size=chunk_size) if ipfix_file
-              else iter_datagrams(path, report, chunk_size=chunk_size,
-                                  transports=transports))
+    chunks = (
+        iter_ipfix_file(path, report, chunk_size=chunk_size)
+        if ipfix_file
+        else iter_datagrams(path, report, chunk_size=chunk_size, transports=transports)
+    )
     for chunk in chunks:
         for batch in decoder.feed(chunk):  # type: ignore[attr-defined]
             if batch.num_rows:
@@ -656,8 +816,9 @@ def _rebatch(batches: list[pa.RecordBatch], batch_size: int) -> Iterator[pa.Reco
     yield from table.combine_chunks().to_batches(max_chunksize=batch_size)
 
 
-def _window(batch: pa.RecordBatch, window: tuple[int | None, int | None],
-            report: RunReport) -> pa.RecordBatch:
+def _window(
+    batch: pa.RecordBatch, window: tuple[int | None, int | None], report: RunReport
+) -> pa.RecordBatch:
     """Keep records wholly inside [from, to], as nfdump 1.7.1's -t does: first_seen >=
     from and last_seen <= to, for captures and nfcapd files alike; the others are counted
     against their files (outside_window): they were decoded, and left out by choice."""
@@ -674,8 +835,12 @@ def _window(batch: pa.RecordBatch, window: tuple[int | None, int | None],
     if keep.all():
         return batch
     # (pyarrow-stubs refuse a StructArray's to_pylist: a self type of plain values only)
-    for item in cast("list[dict[str, Any]]", pc.value_counts(batch.column("source_file").filter(
-            pa.array(~keep)).cast(pa.string())).to_pylist()):  # type: ignore[misc]
+    for item in cast(
+        "list[dict[str, Any]]",
+        pc.value_counts(
+            batch.column("source_file").filter(pa.array(~keep)).cast(pa.string())
+        ).to_pylist(),  # type: ignore[misc]
+    ):
         report.outside(item["values"], item["counts"])
     # (pyarrow-stubs take no Python scalar in a compute function; pyarrow does)
     return batch.filter(pc.equal(pa.array(keep), True))  # type: ignore[call-overload]

@@ -54,25 +54,27 @@ def flow_batch(
             else:
                 values = np.asarray(values).astype(dtype, copy=False)
             if field.type == TIMESTAMP:
-                arrays.append(pa.array(values.astype("int64", copy=False), type=pa.int64())
-                              .cast(TIMESTAMP))
+                arrays.append(
+                    pa.array(values.astype("int64", copy=False), type=pa.int64()).cast(TIMESTAMP)
+                )
             else:
                 arrays.append(pa.array(values, type=field.type))
     return pa.RecordBatch.from_arrays(arrays, schema=FLOW_SCHEMA)
 
 
-def _dictionary_column(values: str | tuple[np.ndarray, list[str]],
-                       n: int) -> pa.DictionaryArray[Any, Any]:
+def _dictionary_column(
+    values: str | tuple[np.ndarray, list[str]], n: int
+) -> pa.DictionaryArray[Any, Any]:
     # (pyarrow-stubs type an array of a numpy array of any dtype as a BooleanArray)
     if isinstance(values, str):
         return pa.DictionaryArray.from_arrays(
             cast(pa.Int32Array, pa.array(np.zeros(n, dtype=np.int32))),
-            pa.array([values], pa.string())
+            pa.array([values], pa.string()),
         )
     codes, texts = values
     return pa.DictionaryArray.from_arrays(
         cast(pa.Int32Array, pa.array(np.asarray(codes, dtype=np.int32))),
-        pa.array(texts, pa.string())
+        pa.array(texts, pa.string()),
     )
 
 

@@ -27,8 +27,11 @@ class Layout:
         self, buf: bytes, at: int, *, source: str, base: int = 0, frame: int | None = None
     ) -> dict[str, int]:
         """Fields as a dict; `at` is a position in `buf`, `base` where `buf` starts in the file."""
-        return dict(zip(self.names, self.values(buf, at, source=source, base=base, frame=frame),
-                        strict=True))
+        return dict(
+            zip(
+                self.names, self.values(buf, at, source=source, base=base, frame=frame), strict=True
+            )
+        )
 
     def values(
         self, buf: bytes, at: int, *, source: str, base: int = 0, frame: int | None = None
@@ -37,7 +40,9 @@ class Layout:
         if len(buf) - at < self.size:
             raise TruncatedInput(
                 f"{self.name} needs {self.size} bytes, {max(len(buf) - at, 0)} left",
-                source=source, offset=base + at, frame=frame,
+                source=source,
+                offset=base + at,
+                frame=frame,
             )
         return self.struct.unpack_from(buf, at)
 

@@ -30,8 +30,13 @@ BZ2: Final = 2
 LZ4: Final = 3
 ZSTD: Final = 4
 
-COMPRESSION_NAMES: Final[dict[int, str]] = {NONE: "none", LZO: "lzo", BZ2: "bz2", LZ4: "lz4",
-                                            ZSTD: "zstd"}
+COMPRESSION_NAMES: Final[dict[int, str]] = {
+    NONE: "none",
+    LZO: "lzo",
+    BZ2: "bz2",
+    LZ4: "lz4",
+    ZSTD: "zstd",
+}
 
 # nfdump's decompression buffer (BUFFSIZE, nffile.h): no valid block expands beyond it.
 MAX_BLOCK_BYTES: Final = 5 * 1024 * 1024
@@ -46,7 +51,12 @@ class BadCompression(MalformedInput):
 
 
 def decompress_block(
-    code: int, payload: bytes | memoryview, *, source: str, offset: int, frame: int | None = None,
+    code: int,
+    payload: bytes | memoryview,
+    *,
+    source: str,
+    offset: int,
+    frame: int | None = None,
     limit: int = MAX_BLOCK_BYTES,
 ) -> bytes:
     """The uncompressed bytes of one block payload; raises BadCompression with the block's place."""
@@ -63,15 +73,30 @@ def decompress_block(
         elif code == ZSTD:
             out = _decompress_zstd(data, limit)
         else:
-            raise BadCompression(f"unknown compression code {code}", source=source,
-                                 offset=offset, frame=frame)
-    except (lzallright.LZOError, lz4.block.LZ4BlockError, zstandard.ZstdError, OSError,
-            ValueError, EOFError) as exc:
-        raise BadCompression(f"{COMPRESSION_NAMES[code]} stream does not decode: {exc!s:.80}",
-                             source=source, offset=offset, frame=frame) from exc
+            raise BadCompression(
+                f"unknown compression code {code}", source=source, offset=offset, frame=frame
+            )
+    except (
+        lzallright.LZOError,
+        lz4.block.LZ4BlockError,
+        zstandard.ZstdError,
+        OSError,
+        ValueError,
+        EOFError,
+    ) as exc:
+        raise BadCompression(
+            f"{COMPRESSION_NAMES[code]} stream does not decode: {exc!s:.80}",
+            source=source,
+            offset=offset,
+            frame=frame,
+        ) from exc
     if len(out) > limit:
-        raise BadCompression(f"{COMPRESSION_NAMES[code]} block expands beyond {limit} bytes",
-                             source=source, offset=offset, frame=frame)
+        raise BadCompression(
+            f"{COMPRESSION_NAMES[code]} block expands beyond {limit} bytes",
+            source=source,
+            offset=offset,
+            frame=frame,
+        )
     return bytes(out)
 
 
@@ -103,8 +128,9 @@ def _decompress_lzo(data: bytes, limit: int) -> bytes:
 
 
 @njit(cache=True, nogil=True)
-def _long_length(data: np.ndarray, ip: int | np.int64,
-                 base: int) -> tuple[int | np.int64, int | np.int64]:
+def _long_length(
+    data: np.ndarray, ip: int | np.int64, base: int
+) -> tuple[int | np.int64, int | np.int64]:
     """A length written past its instruction: 255 for each zero byte, then `base` and the
     first byte that is not zero; (-1, ip) when the stream ends first."""
     length = 0
@@ -220,7 +246,7 @@ def _decompress_zstd(data: bytes, limit: int) -> bytes:
     at = 0
     while at < len(data):
         size = _zstd_frame_size(data, at)
-        frame = data[at:at + size]
+        frame = data[at : at + size]
         if _SKIPPABLE_MAGIC_LOW <= int.from_bytes(frame[:4], "little") <= _SKIPPABLE_MAGIC_HIGH:
             at += size  # a skippable frame: read past, as ZSTD_decompress does
             continue
@@ -229,7 +255,8 @@ def _decompress_zstd(data: bytes, limit: int) -> bytes:
         if declared > limit - len(out):
             raise ValueError(f"frame declares {declared} bytes")
         out += zstandard.ZstdDecompressor().decompress(
-            frame, max_output_size=max(limit - len(out), 1))
+            frame, max_output_size=max(limit - len(out), 1)
+        )
         at += size
         if len(out) > limit:
             break  # decompress_block says it expands beyond the limit
@@ -243,27 +270,26 @@ _SKIPPABLE_MAGIC_LOW, _SKIPPABLE_MAGIC_HIGH = 0x184D2A50, 0x184D2A5F  # RFC 8878
 def _zstd_frame_size(data: bytes, at: int) -> int:
     """The bytes of the zstd frame at `at`, walked by its header and block headers (RFC
     8878 §3.1.1); ValueError where it is no frame or is cut."""
-    magic = int.from_bytes(data[at:at + 4], "little") if len(data) >= at + 4 else -1
+    magic = int.from_bytes(data[at : at + 4], "little") if len(data) >= at + 4 else -1
     if _SKIPPABLE_MAGIC_LOW <= magic <= _SKIPPABLE_MAGIC_HIGH:  # magic, length, content
         if len(data) < at + 8:
             raise ValueError("zstd skippable frame header cut off")
-        size = 8 + int.from_bytes(data[at + 4:at + 8], "little")
+        size = 8 + int.from_bytes(data[at + 4 : at + 8], "little")
         if at + size > len(data):
             raise ValueError("zstd skippable frame cut off")
         return size
-    if data[at:at + 4] != _ZSTD_MAGIC:
+    if data[at : at + 4] != _ZSTD_MAGIC:
         raise ValueError(f"{len(data) - at} bytes at {at} that are no zstd frame")
     if len(data) < at + 5:
         raise ValueError("zstd frame header cut off")
     descriptor = data[at + 4]
     single_segment = descriptor >> 5 & 1
     content_size_bytes = (single_segment, 2, 4, 8)[descriptor >> 6]
-    position = at + 5 + (1 - single_segment) + (0, 1, 2, 4)[descriptor & 3] \
-        + content_size_bytes
+    position = at + 5 + (1 - single_segment) + (0, 1, 2, 4)[descriptor & 3] + content_size_bytes
     while True:
         if len(data) < position + 3:
             raise ValueError("zstd block header cut off")
-        header = int.from_bytes(data[position:position + 3], "little")
+        header = int.from_bytes(data[position : position + 3], "little")
         kind, size = header >> 1 & 3, header >> 3
         if kind == 3:
             raise ValueError("zstd block of the reserved type")

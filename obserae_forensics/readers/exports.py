@@ -126,13 +126,15 @@ def export_version(payload: bytes, *, first_set: bool = True) -> int:
 INCLUSIVE_EVIDENCE = 2
 
 
-def _inclusive_first(sequence: int, last: int, units: int,
-                     flow_units: int | None) -> tuple[int, int]:
+def _inclusive_first(
+    sequence: int, last: int, units: int, flow_units: int | None
+) -> tuple[int, int]:
     """(first unit's number, how far ahead of `last` it is) of an inclusively numbered
     message, whose number counts its own units, with or without its options records: the
     nearer of the two ahead of `last`, else the first (behind it: a late message)."""
-    firsts = [(sequence - count) & SEQUENCE_MASK
-              for count in (units, flow_units) if count is not None]
+    firsts = [
+        (sequence - count) & SEQUENCE_MASK for count in (units, flow_units) if count is not None
+    ]
     aheads = [(first - last) & SEQUENCE_MASK for first in firsts]
     best = min(range(len(firsts)), key=lambda i: (aheads[i] >= 1 << 31, aheads[i]))
     return firsts[best], aheads[best]
@@ -145,9 +147,21 @@ class _Numbering:
     (probes on one host, routers behind a NAT) took each other's numbers for losses
     (400,002 "lost") or hid a real one as a reorder (found by an audit)."""
 
-    __slots__ = ("ambiguous_gaps", "boot_ms", "counts_messages", "expected", "expected_flows",
-                 "export_ms", "gaps_counted", "inclusive", "lanes", "last_sequence", "missing",
-                 "numbered", "uptime_ms")
+    __slots__ = (
+        "ambiguous_gaps",
+        "boot_ms",
+        "counts_messages",
+        "expected",
+        "expected_flows",
+        "export_ms",
+        "gaps_counted",
+        "inclusive",
+        "lanes",
+        "last_sequence",
+        "missing",
+        "numbered",
+        "uptime_ms",
+    )
 
     def __init__(self) -> None:
         self.counts_messages = False  # its sequence numbers count messages (VPP)
@@ -229,8 +243,10 @@ class _Numbering:
             if uptime_ms > self.uptime_ms and -back < UPTIME_WRAP_MS // 2:
                 self.uptime_ms, self.boot_ms = uptime_ms, boot_ms
             return ""
-        if self.uptime_ms >= UPTIME_WRAP_MS - UPTIME_JITTER_MS or \
-                abs(moved - UPTIME_WRAP_MS) <= WRAP_CLOCK_MS:
+        if (
+            self.uptime_ms >= UPTIME_WRAP_MS - UPTIME_JITTER_MS
+            or abs(moved - UPTIME_WRAP_MS) <= WRAP_CLOCK_MS
+        ):
             self.uptime_ms, self.boot_ms = uptime_ms, boot_ms  # the next lap
             return ""
         if abs(moved) <= BOOT_CLOCK_MS:
@@ -239,9 +255,12 @@ class _Numbering:
         # in the first second of another boot, numbered back: no late message of this one
         # (softflowd exports at sysUptime 0 as it starts; restarted within a second, it
         # read as reorders)
-        if (uptime_ms < UPTIME_JITTER_MS and went_back) or back > REBOOT_UPTIME_MS or \
-                expected is None or \
-                not 0 < (expected - sequence) & SEQUENCE_MASK <= REORDER_WINDOW:
+        if (
+            (uptime_ms < UPTIME_JITTER_MS and went_back)
+            or back > REBOOT_UPTIME_MS
+            or expected is None
+            or not 0 < (expected - sequence) & SEQUENCE_MASK <= REORDER_WINDOW
+        ):
             return self._restart(uptime_ms, boot_ms)
         return ""
 
@@ -253,8 +272,11 @@ class _Numbering:
         and the expected number, where a review found them taken for restarts). Not for
         SCTP, whose streams may each be numbered on their own (lanes): a restart there
         is a new association."""
-        return self.numbered and not self.lanes and \
-            0 < (self.last_sequence - sequence) & SEQUENCE_MASK < 1 << 31
+        return (
+            self.numbered
+            and not self.lanes
+            and 0 < (self.last_sequence - sequence) & SEQUENCE_MASK < 1 << 31
+        )
 
     @staticmethod
     def _stamped_after(export_ms: int, latest: int) -> bool:
@@ -268,8 +290,7 @@ class _Numbering:
         self.uptime_ms, self.boot_ms = uptime_ms, boot_ms
         return RESTART
 
-    def _export_clock(self, sequence: int, export_ms: int, latest: int,
-                      went_back: bool) -> str:
+    def _export_clock(self, sequence: int, export_ms: int, latest: int, went_back: bool) -> str:
         """What the export time alone says (IPFIX, and an exporter whose sysUptime is
         always 0), from the latest of the numbering (`latest`): RESTART when the number
         went back and _stamped_after. An IPFIX exporter that restarted before its
@@ -287,8 +308,13 @@ class _Numbering:
         if export_ms <= 0 or latest <= 0 or expected is None:
             return ""
         behind = (expected - sequence) & SEQUENCE_MASK
-        return LATE if export_ms <= latest and REORDER_WINDOW < behind < 1 << 31 and \
-            self._hole(sequence) is not None else ""
+        return (
+            LATE
+            if export_ms <= latest
+            and REORDER_WINDOW < behind < 1 << 31
+            and self._hole(sequence) is not None
+            else ""
+        )
 
     def renumber(self) -> None:
         """Forget what the numbering expected: the exporter numbers afresh."""
@@ -334,8 +360,7 @@ class _Numbering:
             gap[1] = into
         else:  # inside: two holes, still one gap as counted
             gap[1] = into
-            self.missing.append([(sequence + found) & SEQUENCE_MASK,
-                                 length - into - found, number])
+            self.missing.append([(sequence + found) & SEQUENCE_MASK, length - into - found, number])
             if len(self.missing) > MAX_MISSING:
                 del self.missing[0]
         if gap[1]:
@@ -349,9 +374,20 @@ class _Numbering:
 class _Stream:
     """Sequence, duplicate and option state of one (exporter, domain, version) stream."""
 
-    __slots__ = ("chunk", "chunk_code", "code", "first_rate", "numbering", "samplers",
-                 "sampling_declared", "sampling_rate", "scope", "stats", "sysinit_ms",
-                 "undeclared_records")
+    __slots__ = (
+        "chunk",
+        "chunk_code",
+        "code",
+        "first_rate",
+        "numbering",
+        "samplers",
+        "sampling_declared",
+        "sampling_rate",
+        "scope",
+        "stats",
+        "sysinit_ms",
+        "undeclared_records",
+    )
 
     def __init__(self, stats: ExporterStats, code: int) -> None:
         self.stats = stats
@@ -372,8 +408,9 @@ class _Stream:
         self.chunk: _Chunk | None = None  # the chunk `chunk_code` (exporter code) belongs to
         self.chunk_code = 0
 
-    def declared_since(self, sysinit_ms: int, rate: int, samplers: int, *, sampling: bool
-                       ) -> tuple[int, int, int]:
+    def declared_since(
+        self, sysinit_ms: int, rate: int, samplers: int, *, sampling: bool
+    ) -> tuple[int, int, int]:
         """(boot time, rate, sampler table) of records queued before their exporter declared
         them: an unknown boot time (< 0) and, with `sampling`, the rate and samplers become
         what it has declared since (the rest of their datagram, or their template's)."""
@@ -409,8 +446,9 @@ class _Chunk:
         self.size += len(payload)
         return base
 
-    def add(self, template: Template, row: tuple[int, ...], variable: bool = False
-            ) -> tuple[list[tuple[int, ...]], int]:
+    def add(
+        self, template: Template, row: tuple[int, ...], variable: bool = False
+    ) -> tuple[list[tuple[int, ...]], int]:
         """Queue one set's row; where it went (to put its sampling right, see
         ExportDecoder._declare_late)."""
         groups = self.variable_groups if variable else self.groups
@@ -420,9 +458,13 @@ class _Chunk:
         sets.append(row)
         return sets, len(sets) - 1
 
-    def decode(self, streams: list[_Stream], samplers: list[SamplerTable],
-               nsel: NselLedger | None, report: RunReport
-               ) -> tuple[pa.RecordBatch | None, int]:
+    def decode(
+        self,
+        streams: list[_Stream],
+        samplers: list[SamplerTable],
+        nsel: NselLedger | None,
+        report: RunReport,
+    ) -> tuple[pa.RecordBatch | None, int]:
         """One FLOW_SCHEMA batch in arrival order (frame, record_index), and its row count."""
         buf = self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
         extra = bytes(self.extra)
@@ -450,58 +492,94 @@ class _Chunk:
         if "_too_wide" in columns:
             self._say_too_wide(columns.pop("_too_wide").astype(bool), columns, report)
         texts = list(self.exporters)
-        batch = flow_batch(n, columns, exporter=(codes.astype(np.int32), texts),
-                           source_file=self.source)
+        batch = flow_batch(
+            n, columns, exporter=(codes.astype(np.int32), texts), source_file=self.source
+        )
         return batch, n
 
-    def _say_repaired(self, chosen: np.ndarray, columns: dict[str, np.ndarray],
-                      report: RunReport, text: str, reason: str) -> None:
+    def _say_repaired(
+        self,
+        chosen: np.ndarray,
+        columns: dict[str, np.ndarray],
+        report: RunReport,
+        text: str,
+        reason: str,
+    ) -> None:
         """Count the `chosen` records as kept with a field put right, located at the first."""
         count = int(np.count_nonzero(chosen))
         if not count:
             return
         row = int(np.argmax(chosen))
-        report.repair(MalformedInput(
-            f"{count} record(s) {text}", source=self.source,
-            offset=int(columns["source_offset"][row]),
-            frame=int(columns["source_frame"][row]), reason=reason), count=count)
+        report.repair(
+            MalformedInput(
+                f"{count} record(s) {text}",
+                source=self.source,
+                offset=int(columns["source_offset"][row]),
+                frame=int(columns["source_frame"][row]),
+                reason=reason,
+            ),
+            count=count,
+        )
 
-    def _say_export_times(self, placed: np.ndarray, columns: dict[str, np.ndarray],
-                          report: RunReport) -> None:
+    def _say_export_times(
+        self, placed: np.ndarray, columns: dict[str, np.ndarray], report: RunReport
+    ) -> None:
         """Records whose exporter gave no time of their own (a template without one, an
         IPFIX uptime whose systemInitTime never came, as Mikrotik's): they sit at their
         datagram's export time, which is said, as the nfcapd reader says `receive_time`."""
-        self._say_repaired(placed, columns, report,
-                           "without a time of their own (their template has none, or an uptime "
-                           "without the exporter's boot time): placed at their datagram's "
-                           "export time", "export_time")
+        self._say_repaired(
+            placed,
+            columns,
+            report,
+            "without a time of their own (their template has none, or an uptime "
+            "without the exporter's boot time): placed at their datagram's "
+            "export time",
+            "export_time",
+        )
 
-    def _say_too_wide(self, over: np.ndarray, columns: dict[str, np.ndarray],
-                      report: RunReport) -> None:
+    def _say_too_wide(
+        self, over: np.ndarray, columns: dict[str, np.ndarray], report: RunReport
+    ) -> None:
         """Records whose template gives a number more bytes than its column holds (a port
         in 4, a protocol in 2: RFC 7011 §6.2 allows only shorter encodings) and whose value
         needs them: it means nothing the column could hold, and is 0 there (the low bytes
         were kept: protocol 262 read as 6, TCP, without a word)."""
-        self._say_repaired(over, columns, report,
-                           "with a number larger than its column holds (a template field wider "
-                           "than its element's type): kept with 0 in that column",
-                           "number_too_wide")
+        self._say_repaired(
+            over,
+            columns,
+            report,
+            "with a number larger than its column holds (a template field wider "
+            "than its element's type): kept with 0 in that column",
+            "number_too_wide",
+        )
 
-    def _say_frames(self, frame: np.ndarray, columns: dict[str, np.ndarray],
-                    report: RunReport) -> None:
+    def _say_frames(
+        self, frame: np.ndarray, columns: dict[str, np.ndarray], report: RunReport
+    ) -> None:
         """Records of a sampled packet's header (frames.py): their flow fields were read
         from it (`frame_section`), or could not be, and they stay without addresses
         (`frame_section_unread`: not Ethernet, or cut before an IP header)."""
         for code, reason, text in (
-                (1, "frame_section", "flow fields read from the header of the sampled "
-                 "packet they carry (dataLinkFrameSection), one packet each"),
-                (2, "frame_section_unread", "no IP header found in the sampled packet's "
-                 "header they carry (dataLinkFrameSection): kept without addresses")):
-            self._say_repaired(frame == code, columns, report,
-                               f"without flow fields: {text}", reason)
+            (
+                1,
+                "frame_section",
+                "flow fields read from the header of the sampled "
+                "packet they carry (dataLinkFrameSection), one packet each",
+            ),
+            (
+                2,
+                "frame_section_unread",
+                "no IP header found in the sampled packet's "
+                "header they carry (dataLinkFrameSection): kept without addresses",
+            ),
+        ):
+            self._say_repaired(
+                frame == code, columns, report, f"without flow fields: {text}", reason
+            )
 
-    def _settle_nsel(self, columns: dict[str, np.ndarray], nsel: NselLedger | None,
-                     report: RunReport) -> None:
+    def _settle_nsel(
+        self, columns: dict[str, np.ndarray], nsel: NselLedger | None, report: RunReport
+    ) -> None:
         """Cisco NSEL teardowns count what their connection's updates did not (nsel.py)."""
         event = columns.pop("_nsel_event")
         connection = columns.pop("_nsel_connection")
@@ -512,13 +590,22 @@ class _Chunk:
         if not changed.any():
             return
         row = int(np.argmax(changed))
-        report.repair(nsel_repair(int(changed.sum()), self.source,
-                                  int(columns["source_offset"][row]),
-                                  int(columns["source_frame"][row])), count=int(changed.sum()))
+        report.repair(
+            nsel_repair(
+                int(changed.sum()),
+                self.source,
+                int(columns["source_offset"][row]),
+                int(columns["source_frame"][row]),
+            ),
+            count=int(changed.sum()),
+        )
 
 
 def _decode_group(
-    template: Template, sets: list[tuple[int, ...]], buf: bytes, streams: list[_Stream],
+    template: Template,
+    sets: list[tuple[int, ...]],
+    buf: bytes,
+    streams: list[_Stream],
     samplers: list[SamplerTable],
 ) -> dict[str, np.ndarray] | None:
     """Columns of every record of `sets` (all read with `template`) from `buf`."""
@@ -534,17 +621,21 @@ def _decode_group(
     itemsize = plan.dtype.itemsize
     record_meta = meta[set_of_record]
     starts = record_meta[:, _POS] + within * plan.itemsize
-    window = np.ndarray(shape=(len(buf) - itemsize + 1,), dtype=plan.dtype, buffer=buf,
-                        strides=(1,))
+    window = np.ndarray(
+        shape=(len(buf) - itemsize + 1,), dtype=plan.dtype, buffer=buf, strides=(1,)
+    )
     rows = window[starts]
-    columns = plan.columns(rows, RecordMeta(
-        export_us=record_meta[:, _EXPORT],
-        uptime_ms=record_meta[:, _UPTIME],
-        sysinit_ms=record_meta[:, _SYSINIT],
-        sampling_rate=record_meta[:, _RATE],
-        sampler_table=record_meta[:, _SAMPLERS],
-        sampler_tables=samplers,
-    ))
+    columns = plan.columns(
+        rows,
+        RecordMeta(
+            export_us=record_meta[:, _EXPORT],
+            uptime_ms=record_meta[:, _UPTIME],
+            sysinit_ms=record_meta[:, _SYSINIT],
+            sampling_rate=record_meta[:, _RATE],
+            sampler_table=record_meta[:, _SAMPLERS],
+            sampler_tables=samplers,
+        ),
+    )
     columns["source_frame"] = record_meta[:, _FRAME]
     columns["source_offset"] = record_meta[:, _OFFSET]
     columns["arrival"] = record_meta[:, _ARRIVAL]
@@ -594,8 +685,9 @@ def _concatenate(pieces: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
                 elif name.startswith("_"):  # a reader's own column (NSEL's): 0, none
                     values = np.zeros(n, dtype=np.uint64)
                 else:
-                    values = np.full(n, 1 if name == "sampling_rate" else 0,
-                                     dtype=FLOW_NUMERIC_DTYPES[name])
+                    values = np.full(
+                        n, 1 if name == "sampling_rate" else 0, dtype=FLOW_NUMERIC_DTYPES[name]
+                    )
             parts.append(values)
         out[name] = parts[0] if len(parts) == 1 else np.concatenate(parts)
     return out
@@ -678,8 +770,7 @@ class ExportDecoder:
             if datagram.fresh:
                 self._fresh_transport(datagram)
             if version:
-                path = (datagram.exporter, datagram.exporter_port, datagram.collector_port,
-                        version)
+                path = (datagram.exporter, datagram.exporter_port, datagram.collector_port, version)
                 problems = -1 if path in paths else self._first_of_path(path, paths)
                 if version == 9:
                     netflow_v9.decode_datagram(self, datagram)
@@ -689,9 +780,16 @@ class ExportDecoder:
                     netflow_v5.decode_datagram(self, datagram, version)  # v1, v5, v7
                 if problems >= 0:
                     self._damaged_before(path, problems, paths)
-            elif len(payload) >= 2 and (datagram.exporter, datagram.exporter_port,
-                                        datagram.collector_port,
-                                        claimed := payload[0] << 8 | payload[1]) in paths:
+            elif (
+                len(payload) >= 2
+                and (
+                    datagram.exporter,
+                    datagram.exporter_port,
+                    datagram.collector_port,
+                    claimed := payload[0] << 8 | payload[1],
+                )
+                in paths
+            ):
                 if netflow_v5.cut_or_padded(payload, claimed):
                     # v1/v7 are known by their exact length: a cut or padded one of a sender
                     # known for them is read, what is missing or extra counted
@@ -703,13 +801,20 @@ class ExportDecoder:
                     # after it were lost with it as `bad_export_header`: an audit)
                     (netflow_v9 if claimed == 9 else ipfix).decode_datagram(self, datagram)
                     continue
-                self._bad_header((datagram.exporter, datagram.exporter_port,
-                                  datagram.collector_port, claimed), "before",
-                                 datagram.source, datagram.offset, datagram.frame, len(payload))
-            elif len(payload) >= 2 and (
-                    payload[0] << 8 | payload[1]) not in OTHER_VERSIONS and (
-                    datagram.exporter, datagram.exporter_port,
-                    datagram.collector_port) in self._export_senders:
+                self._bad_header(
+                    (datagram.exporter, datagram.exporter_port, datagram.collector_port, claimed),
+                    "before",
+                    datagram.source,
+                    datagram.offset,
+                    datagram.frame,
+                    len(payload),
+                )
+            elif (
+                len(payload) >= 2
+                and (payload[0] << 8 | payload[1]) not in OTHER_VERSIONS
+                and (datagram.exporter, datagram.exporter_port, datagram.collector_port)
+                in self._export_senders
+            ):
                 # found by fuzzing: one version byte damaged (0x0009 -> 0x0029) in the
                 # middle of an exporter's datagrams lost its records as other traffic
                 self._bad_version(datagram, payload[0] << 8 | payload[1])
@@ -733,8 +838,9 @@ class ExportDecoder:
         for stream in self._streams_of.get(datagram.exporter, ()):
             stream.scope.forget_port(transport)
 
-    def _first_of_path(self, path: tuple[str, int, int, int],
-                       paths: set[tuple[str, int, int, int]]) -> int:
+    def _first_of_path(
+        self, path: tuple[str, int, int, int], paths: set[tuple[str, int, int, int]]
+    ) -> int:
         """A path's first datagram with a good header: -1 when it is an export's at once,
         else (it sent suspects before) the problems counted so far, for the proof."""
         if self._suspects and path in self._suspects:
@@ -749,14 +855,14 @@ class ExportDecoder:
         path = (datagram.exporter, datagram.exporter_port, datagram.collector_port, claimed)
         kept = self._suspects.pop(path, [])  # re-inserted last: the oldest path goes first
         if len(kept) < SUSPECTS_PER_PATH:
-            kept.append((datagram.source, datagram.offset, datagram.frame,
-                         len(datagram.payload)))
+            kept.append((datagram.source, datagram.offset, datagram.frame, len(datagram.payload)))
         self._suspects[path] = kept
         if len(self._suspects) > SUSPECT_PATHS:
             del self._suspects[next(iter(self._suspects))]
 
-    def _damaged_before(self, path: tuple[str, int, int, int], problems: int,
-                        paths: set[tuple[str, int, int, int]]) -> None:
+    def _damaged_before(
+        self, path: tuple[str, int, int, int], problems: int, paths: set[tuple[str, int, int, int]]
+    ) -> None:
         """`path` just sent its first good header of its version after suspects, and
         `problems` were counted before its datagram was decoded. Decoded without a new one,
         it proves the path an export's and what it sent before that claimed the version but
@@ -776,27 +882,53 @@ class ExportDecoder:
     def _bad_version(self, datagram: Datagram, claimed: int) -> None:
         """Count a datagram of a proven export sender (its exporter, port and collector
         port) whose version bytes are no export's: damaged, not other traffic."""
-        sent = sorted(version for *sender, version in self._export_paths
-                      if tuple(sender) == (datagram.exporter, datagram.exporter_port,
-                                           datagram.collector_port))
-        what = (f"version {claimed} header that fails its checks (record count, length or "
-                "first set id)," if claimed in CLAIMED_VERSIONS
-                else f"version bytes {claimed:#06x}, no export's,")
-        self.report.skip(MalformedInput(
-            f"{what} from {datagram.exporter}:{datagram.exporter_port} to port "
-            f"{datagram.collector_port}, which sent exports of version "
-            f"{', '.join(map(str, sent))}", source=datagram.source, offset=datagram.offset,
-            frame=datagram.frame, reason="bad_export_header"), len(datagram.payload))
+        sent = sorted(
+            version
+            for *sender, version in self._export_paths
+            if tuple(sender) == (datagram.exporter, datagram.exporter_port, datagram.collector_port)
+        )
+        what = (
+            f"version {claimed} header that fails its checks (record count, length or "
+            "first set id),"
+            if claimed in CLAIMED_VERSIONS
+            else f"version bytes {claimed:#06x}, no export's,"
+        )
+        self.report.skip(
+            MalformedInput(
+                f"{what} from {datagram.exporter}:{datagram.exporter_port} to port "
+                f"{datagram.collector_port}, which sent exports of version "
+                f"{', '.join(map(str, sent))}",
+                source=datagram.source,
+                offset=datagram.offset,
+                frame=datagram.frame,
+                reason="bad_export_header",
+            ),
+            len(datagram.payload),
+        )
 
-    def _bad_header(self, path: tuple[str, int, int, int], when: str, source: str,
-                    offset: int, frame: int, size: int) -> None:
+    def _bad_header(
+        self,
+        path: tuple[str, int, int, int],
+        when: str,
+        source: str,
+        offset: int,
+        frame: int,
+        size: int,
+    ) -> None:
         """Count a datagram of an export path whose header fails its version's checks."""
         exporter, port, collector_port, version = path
-        self.report.skip(MalformedInput(
-            f"version {version} header that fails its checks (record count, length or first "
-            f"set id), from {exporter}:{port} to port {collector_port}, which sent good "
-            f"exports of that version {when} it", source=source, offset=offset, frame=frame,
-            reason="bad_export_header"), size)
+        self.report.skip(
+            MalformedInput(
+                f"version {version} header that fails its checks (record count, length or first "
+                f"set id), from {exporter}:{port} to port {collector_port}, which sent good "
+                f"exports of that version {when} it",
+                source=source,
+                offset=offset,
+                frame=frame,
+                reason="bad_export_header",
+            ),
+            size,
+        )
 
     def _count_undeclared(self) -> None:
         """Bring each stream's count of records read before any sampling declaration to
@@ -816,8 +948,11 @@ class ExportDecoder:
         points, self._resolved = self._resolved, []
         if not points:
             return [] if batch is None else [batch]
-        frames = (np.empty(0, dtype=np.int64) if batch is None
-                  else batch.column("source_frame").to_numpy())
+        frames = (
+            np.empty(0, dtype=np.int64)
+            if batch is None
+            else batch.column("source_frame").to_numpy()
+        )
         out: list[pa.RecordBatch] = []
         start = 0
         for frame, items in points:
@@ -844,7 +979,9 @@ class ExportDecoder:
                 UnknownTemplate(
                     f"{len(items)} data set(s) for template {template_id} of exporter "
                     f"{exporter} domain {domain}: the template never arrived",
-                    source=first.source, offset=first.datagram_offset, frame=first.frame,
+                    source=first.source,
+                    offset=first.datagram_offset,
+                    frame=first.frame,
                 ),
                 sum(len(item.body) for item in items),
                 count=len(items),
@@ -854,8 +991,16 @@ class ExportDecoder:
     # -- called by the version modules while walking one datagram ------------------
 
     def begin_datagram(
-        self, datagram: Datagram, version: int, domain: int, sequence: int, export_us: int,
-        uptime_ms: int, *, sampling_rate: int | None = None, message: bytes | None = None,
+        self,
+        datagram: Datagram,
+        version: int,
+        domain: int,
+        sequence: int,
+        export_us: int,
+        uptime_ms: int,
+        *,
+        sampling_rate: int | None = None,
+        message: bytes | None = None,
         ordinal: int | None = None,
     ) -> bool:
         """Start one export message; False when it duplicates one already decoded."""
@@ -911,8 +1056,16 @@ class ExportDecoder:
         if stream.chunk is not chunk:
             stream.chunk = chunk
             stream.chunk_code = chunk.exporter_code(datagram.exporter)
-        self._row = (datagram.frame, datagram.offset, datagram.arrival_us, export_us, uptime_ms,
-                     stream.chunk_code, domain, stream.code)
+        self._row = (
+            datagram.frame,
+            datagram.offset,
+            datagram.arrival_us,
+            export_us,
+            uptime_ms,
+            stream.chunk_code,
+            domain,
+            stream.code,
+        )
         chunk.seen.append((stream.code, export_us, datagram.arrival_us))
         return True
 
@@ -937,9 +1090,18 @@ class ExportDecoder:
             self._base = self._chunk.add_payload(self._message)
         stream = self._stream
         assert stream is not None
-        where = self._chunk.add(template, (*self._row, self._base + at, records, self._ordinal,
-                                           stream.sysinit_ms, stream.sampling_rate,
-                                           stream.samplers))
+        where = self._chunk.add(
+            template,
+            (
+                *self._row,
+                self._base + at,
+                records,
+                self._ordinal,
+                stream.sysinit_ms,
+                stream.sampling_rate,
+                stream.samplers,
+            ),
+        )
         self._note_undeclared(stream, template, where, records)
         self._ordinal += records
         stream.stats.records += records
@@ -949,16 +1111,31 @@ class ExportDecoder:
         chunk = self._chunk
         stream = self._stream
         assert stream is not None
-        where = chunk.add(template, (*self._row, len(chunk.extra), records, self._ordinal,
-                                     stream.sysinit_ms, stream.sampling_rate, stream.samplers),
-                          variable=True)
+        where = chunk.add(
+            template,
+            (
+                *self._row,
+                len(chunk.extra),
+                records,
+                self._ordinal,
+                stream.sysinit_ms,
+                stream.sampling_rate,
+                stream.samplers,
+            ),
+            variable=True,
+        )
         self._note_undeclared(stream, template, where, records)
         chunk.extra += fixed_parts
         self._ordinal += records
         stream.stats.records += records
 
-    def _note_undeclared(self, stream: _Stream, template: Template,
-                         where: tuple[list[tuple[int, ...]], int], records: int) -> None:
+    def _note_undeclared(
+        self,
+        stream: _Stream,
+        template: Template,
+        where: tuple[list[tuple[int, ...]], int],
+        records: int,
+    ) -> None:
         """Remember a set queued before its exporter declared a sampling rate (or, in
         IPFIX, its boot time): the rest of the datagram may declare it (_declare_late)."""
         if not stream.sampling_declared or (stream.sysinit_ms < 0 and self._version == 10):
@@ -1004,8 +1181,9 @@ class ExportDecoder:
             self.leftover(f"{where}: {problem.text}", problem)
         return records
 
-    def _not_flows(self, template: Template, buf: bytes, at: int, end: int, source: str
-                   ) -> tuple[int, Leftover | None]:
+    def _not_flows(
+        self, template: Template, buf: bytes, at: int, end: int, source: str
+    ) -> tuple[int, Leftover | None]:
         """Count the records of a data set whose template holds no IP flow (RecordPlan.
         carries_flows) as other content; (their number, what follows the last of them)."""
         if template.fixed_length is not None:
@@ -1013,8 +1191,12 @@ class ExportDecoder:
         else:
             _, records, problem = variable_records(template, buf, at, end)
         if records:
-            self.report.ignore("not_flow_records", source,
-                               end - at - (problem.nbytes if problem else 0), count=records)
+            self.report.ignore(
+                "not_flow_records",
+                source,
+                end - at - (problem.nbytes if problem else 0),
+                count=records,
+            )
         return records, problem
 
     def leftover(self, message: str, problem: Leftover, place: _Place | None = None) -> None:
@@ -1032,8 +1214,11 @@ class ExportDecoder:
             assert datagram is not None
             place = (datagram.source, datagram.offset, datagram.frame)
         source, offset, frame = place
-        self.report.repair(MalformedInput(message, source=source, offset=offset, frame=frame,
-                                          reason="nonzero_padding"))
+        self.report.repair(
+            MalformedInput(
+                message, source=source, offset=offset, frame=frame, reason="nonzero_padding"
+            )
+        )
         return True
 
     def define_template(self, template: Template) -> None:
@@ -1051,14 +1236,23 @@ class ExportDecoder:
             stats.template_changes += 1
         if outcome != "refresh":
             # data of this port that waited, and of ports that never define templates
-            items = [item for waiting in self.pending.waiting(key)
-                     if scope.releases(waiting[-1], port)
-                     for item in self.pending.take(waiting)]
+            items = [
+                item
+                for waiting in self.pending.waiting(key)
+                if scope.releases(waiting[-1], port)
+                for item in self.pending.take(waiting)
+            ]
             for item in items:
                 if template.options:
                     # problems found now belong to the datagram that brought the data
-                    self._apply_options(template, item.body, 0, len(item.body), stream,
-                                        place=(item.source, item.datagram_offset, item.frame))
+                    self._apply_options(
+                        template,
+                        item.body,
+                        0,
+                        len(item.body),
+                        stream,
+                        place=(item.source, item.datagram_offset, item.frame),
+                    )
                 else:
                     self._released.append((template, item, stream.code))
 
@@ -1092,8 +1286,7 @@ class ExportDecoder:
         datagram = self._datagram
         stream = self._stream
         assert datagram is not None and stream is not None
-        key = (datagram.exporter, stream.stats.domain, self._version, template_id,
-               self._transport)
+        key = (datagram.exporter, stream.stats.domain, self._version, template_id, self._transport)
         self._waiting.append((key, body, stream.code))
 
     def skip(self, error: InputError, nbytes: int) -> None:
@@ -1102,8 +1295,14 @@ class ExportDecoder:
             self._stream.stats.undecodable_sets += 1
         self.report.skip(error, nbytes)
 
-    def end_datagram(self, units: int | None, *, flow_units: int | None = None,
-                     inclusive: bool = False, per_datagram: bool = False) -> None:
+    def end_datagram(
+        self,
+        units: int | None,
+        *,
+        flow_units: int | None = None,
+        inclusive: bool = False,
+        per_datagram: bool = False,
+    ) -> None:
         """Check the sequence number; `units` = what this message adds (None = unknown).
 
         IPFIX passes `flow_units` (its data records without options records: nfdump and
@@ -1141,8 +1340,11 @@ class ExportDecoder:
             # no expectation (late, it set it back, and the next message read the records
             # of the one it shares its number with lost: a review)
             return
-        if expected is None and numbering.numbered and \
-                0 < (numbering.last_sequence - sequence) & SEQUENCE_MASK <= REORDER_WINDOW:
+        if (
+            expected is None
+            and numbering.numbered
+            and 0 < (numbering.last_sequence - sequence) & SEQUENCE_MASK <= REORDER_WINDOW
+        ):
             # behind a message whose count is not known (its data waited for a template): a
             # reorder, which leaves the numbering to that one; numbered from it, the next
             # message read that one's records lost (softflowd's first two datagrams swapped
@@ -1152,13 +1354,16 @@ class ExportDecoder:
         if expected is not None:
             last = numbering.last_sequence
             standard = sequence == expected or (
-                numbering.expected_flows is not None and sequence == numbering.expected_flows)
+                numbering.expected_flows is not None and sequence == numbering.expected_flows
+            )
             counted = inclusive and (
                 (units is not None and sequence == (last + units) & SEQUENCE_MASK)
-                or (flow_units is not None and sequence == (last + flow_units) & SEQUENCE_MASK))
+                or (flow_units is not None and sequence == (last + flow_units) & SEQUENCE_MASK)
+            )
             if standard != counted and not datagram.session:
-                numbering.inclusive = \
+                numbering.inclusive = (
                     min(numbering.inclusive + 1, INCLUSIVE_EVIDENCE) if counted else 0
+                )
             fits = standard or counted
             lane = None
             if not fits and datagram.session:  # SCTP: each stream's own numbering too
@@ -1173,8 +1378,9 @@ class ExportDecoder:
                 if numbering.counts_messages:
                     fits = True
                 elif (expected - last) & SEQUENCE_MASK >= 2 and (
-                        numbering.expected_flows is None
-                        or (numbering.expected_flows - last) & SEQUENCE_MASK >= 2):
+                    numbering.expected_flows is None
+                    or (numbering.expected_flows - last) & SEQUENCE_MASK >= 2
+                ):
                     numbering.counts_messages = fits = True
                     stream.stats.sequence_gaps -= numbering.ambiguous_gaps
                     stream.stats.sequence_lost -= numbering.ambiguous_gaps
@@ -1184,8 +1390,12 @@ class ExportDecoder:
             first = sequence  # the number of the message's first unit, as RFC 7011 numbers
             if not fits and datagram.session:
                 fits, difference = self._lane_fit(numbering, sequence, lane)
-            elif not fits and numbering.inclusive >= INCLUSIVE_EVIDENCE and \
-                    not numbering.counts_messages and units is not None:
+            elif (
+                not fits
+                and numbering.inclusive >= INCLUSIVE_EVIDENCE
+                and not numbering.counts_messages
+                and units is not None
+            ):
                 # numbered inclusive, its first unit is its number less its units, and the
                 # last message's number the first expected: from the RFC's expectation (the
                 # last number plus the last message's units), a message lost before a
@@ -1214,8 +1424,13 @@ class ExportDecoder:
                     # on a box whose sysUptime went on); it was so without a word
                     stats.restarts += 1
                     numbering.renumber()
-        if not numbering.numbered and inclusive and units and not datagram.session and \
-                sequence in (units, flow_units):
+        if (
+            not numbering.numbered
+            and inclusive
+            and units
+            and not datagram.session
+            and sequence in (units, flow_units)
+        ):
             # a stream's first message numbered as its own records: softflowd's start (the
             # RFC's numbering starts from 0 or anywhere); one piece of evidence
             numbering.inclusive = 1
@@ -1235,20 +1450,25 @@ class ExportDecoder:
             numbering.lanes[datagram.lane] = (numbering.expected, numbering.expected_flows)
 
     @staticmethod
-    def _shared_numbering(stream: _Stream, numbering: _Numbering, sequence: int
-                          ) -> _Numbering | None:
+    def _shared_numbering(
+        stream: _Stream, numbering: _Numbering, sequence: int
+    ) -> _Numbering | None:
         """Another transport session's numbering of the stream that expects `sequence`."""
         for other in stream.numbering.values():
-            if other is not numbering and other.expected is not None and \
-                    sequence in (other.expected, other.expected_flows):
+            if (
+                other is not numbering
+                and other.expected is not None
+                and sequence in (other.expected, other.expected_flows)
+            ):
                 return other
         return None
 
     # -- internals -----------------------------------------------------------------
 
     @staticmethod
-    def _lane_fit(numbering: _Numbering, sequence: int,
-                  lane: tuple[int | None, int | None] | None) -> tuple[bool, int]:
+    def _lane_fit(
+        numbering: _Numbering, sequence: int, lane: tuple[int | None, int | None] | None
+    ) -> tuple[bool, int]:
         """For an SCTP message whose number fits no expectation: whether it is its SCTP
         stream's first (its own count starts at or below the session's: a number ahead of
         the session's is a loss), and else how far ahead of the nearest expectation it is,
@@ -1257,9 +1477,11 @@ class ExportDecoder:
         assert expected is not None
         if lane is None and (expected - sequence) & SEQUENCE_MASK < 1 << 31:
             return True, 0
-        ahead = [(sequence - mark) & SEQUENCE_MASK
-                 for mark in (expected, numbering.expected_flows, *(lane or ()))
-                 if mark is not None]
+        ahead = [
+            (sequence - mark) & SEQUENCE_MASK
+            for mark in (expected, numbering.expected_flows, *(lane or ()))
+            if mark is not None
+        ]
         return False, min((d for d in ahead if d < 1 << 31), default=ahead[0])
 
     def _park_waiting(self, stream: _Stream, datagram: Datagram) -> None:
@@ -1279,12 +1501,18 @@ class ExportDecoder:
             self._held_frame, self._held_sets = (datagram.source, datagram.offset), 0
         for k, (key, body, _) in enumerate(self._waiting):
             item = PendingSet(
-                body=body, set_offset=datagram.offset, source=datagram.source,
-                frame=datagram.frame, datagram_offset=datagram.offset,
-                arrival_us=datagram.arrival_us, export_us=self._row[_EXPORT],
-                uptime_ms=self._row[_UPTIME], sysinit_ms=stream.sysinit_ms,
+                body=body,
+                set_offset=datagram.offset,
+                source=datagram.source,
+                frame=datagram.frame,
+                datagram_offset=datagram.offset,
+                arrival_us=datagram.arrival_us,
+                export_us=self._row[_EXPORT],
+                uptime_ms=self._row[_UPTIME],
+                sysinit_ms=stream.sysinit_ms,
                 sampling_rate=stream.sampling_rate if stream.sampling_declared else 0,
-                samplers=stream.samplers, exporter=datagram.exporter,
+                samplers=stream.samplers,
+                exporter=datagram.exporter,
                 domain=stream.stats.domain,
                 first_index=self._ordinal + (self._held_sets + k + 1) * PENDING_INDEX_STRIDE,
             )
@@ -1303,7 +1531,9 @@ class ExportDecoder:
                     UnknownTemplate(
                         f"data set for template {key[3]} dropped: {self.pending.limit_bytes} "
                         "bytes already wait for templates",
-                        source=datagram.source, offset=datagram.offset, frame=datagram.frame,
+                        source=datagram.source,
+                        offset=datagram.offset,
+                        frame=datagram.frame,
                         reason="pending_overflow",
                     ),
                     len(body),
@@ -1335,17 +1565,31 @@ class ExportDecoder:
         for template, item, code in self._released:
             # the boot time and rate known by then, not at the batch's end
             sysinit, rate, samplers = stream.declared_since(
-                item.sysinit_ms, item.sampling_rate, item.samplers,
-                sampling=not item.sampling_rate)
+                item.sysinit_ms, item.sampling_rate, item.samplers, sampling=not item.sampling_rate
+            )
             undeclared = not item.sampling_rate and not stream.sampling_declared
-            resolved.append((template, item._replace(sysinit_ms=sysinit, sampling_rate=rate,
-                                                     samplers=samplers, undeclared=undeclared),
-                             code))
+            resolved.append(
+                (
+                    template,
+                    item._replace(
+                        sysinit_ms=sysinit,
+                        sampling_rate=rate,
+                        samplers=samplers,
+                        undeclared=undeclared,
+                    ),
+                    code,
+                )
+            )
         self._released = []
         self._resolved.append((self._datagram.frame, resolved))
 
     def _apply_options(
-        self, template: Template, buf: bytes, at: int, end: int, stream: _Stream,
+        self,
+        template: Template,
+        buf: bytes,
+        at: int,
+        end: int,
+        stream: _Stream,
         place: _Place | None = None,
     ) -> int:
         records = 0
@@ -1353,9 +1597,13 @@ class ExportDecoder:
             # every field of length 0: a record takes no bytes, so the set would hold
             # records without end (as fixed_set_records says of data sets)
             if end > at:
-                self._malformed(f"options template {template.template_id} gives its records "
-                                f"no length; {end - at} bytes unread", end - at, "bad_record",
-                                place)
+                self._malformed(
+                    f"options template {template.template_id} gives its records "
+                    f"no length; {end - at} bytes unread",
+                    end - at,
+                    "bad_record",
+                    place,
+                )
             return 0
         minimum = max(template.min_length, 1)
         body = at
@@ -1365,23 +1613,34 @@ class ExportDecoder:
             except ValueError as exc:
                 self._malformed(f"options record: {exc}", end - at, "bad_record", place)
                 break
-            self._use_options(template.values(buf, spans), stream, place,
-                              template.sampler_scope(buf, spans))
+            self._use_options(
+                template.values(buf, spans), stream, place, template.sampler_scope(buf, spans)
+            )
             records += 1
         else:
             problem = padding_problem(buf, body, at, end, records)
             if problem is not None:
-                self.leftover(f"options data set {template.template_id}: {problem.text}",
-                               problem, place)
+                self.leftover(
+                    f"options data set {template.template_id}: {problem.text}", problem, place
+                )
         stream.stats.options_records += records
         return records
 
-    def _use_options(self, values: dict[Element, int], stream: _Stream,
-                     place: _Place | None = None, scope: SamplerKey | None = None) -> None:
+    def _use_options(
+        self,
+        values: dict[Element, int],
+        stream: _Stream,
+        place: _Place | None = None,
+        scope: SamplerKey | None = None,
+    ) -> None:
         rate = _options_rate(values)
         if rate > 0xFFFFFFFF:  # an interval field wider than its 32 bits: damage
-            self._malformed(f"options record: sampling rate {rate} does not fit 32 bits", 0,
-                            "bad_sampler_record", place)
+            self._malformed(
+                f"options record: sampling rate {rate} does not fit 32 bits",
+                0,
+                "bad_sampler_record",
+                place,
+            )
         elif rate:
             # the exporter's rate for records that name no sampler (last declared wins) ...
             stream.sampling_rate = rate
@@ -1395,13 +1654,18 @@ class ExportDecoder:
         sysinit = values.get(SYSTEM_INIT_MILLISECONDS)
         if sysinit is not None and sysinit >= 2**63 // 1000:
             # no time in int64 µs: every record timed from it would overflow
-            self._malformed(f"options record: systemInitTimeMilliseconds {sysinit} is past "
-                            "the int64 µs range", 0, "bad_timestamp", place)
+            self._malformed(
+                f"options record: systemInitTimeMilliseconds {sysinit} is past the int64 µs range",
+                0,
+                "bad_timestamp",
+                place,
+            )
         elif sysinit is not None:
             stream.sysinit_ms = sysinit
 
-    def _malformed(self, message: str, nbytes: int, reason: str,
-                   place: _Place | None = None) -> None:
+    def _malformed(
+        self, message: str, nbytes: int, reason: str, place: _Place | None = None
+    ) -> None:
         """Count a problem of the datagram being decoded, or of the one at `place` (source,
         datagram offset, frame): data that waited for its template."""
         if place is None:
@@ -1409,11 +1673,14 @@ class ExportDecoder:
             assert datagram is not None
             place = (datagram.source, datagram.offset, datagram.frame)
         source, offset, frame = place
-        self.skip(MalformedInput(message, source=source, offset=offset, frame=frame,
-                                 reason=reason), nbytes)
+        self.skip(
+            MalformedInput(message, source=source, offset=offset, frame=frame, reason=reason),
+            nbytes,
+        )
 
-    def _decode_resolved(self, resolved: list[tuple[Template, PendingSet, int]]
-                         ) -> list[pa.RecordBatch]:
+    def _decode_resolved(
+        self, resolved: list[tuple[Template, PendingSet, int]]
+    ) -> list[pa.RecordBatch]:
         """Decode data that waited for a template, one batch per source file.
 
         Their NSEL teardowns are not settled (nsel.py) and their updates not remembered:
@@ -1427,8 +1694,16 @@ class ExportDecoder:
             if chunk is None:
                 chunk = chunks[item.source] = _Chunk(item.source)
             stream = self._stream_list[code]
-            row = (item.frame, item.datagram_offset, item.arrival_us, item.export_us,
-                   item.uptime_ms, chunk.exporter_code(item.exporter), item.domain, code)
+            row = (
+                item.frame,
+                item.datagram_offset,
+                item.arrival_us,
+                item.export_us,
+                item.uptime_ms,
+                chunk.exporter_code(item.exporter),
+                item.domain,
+                code,
+            )
             records = self._late_records(template, item, chunk, row, item.sysinit_ms)
             stream.stats.records += records
             if item.undeclared and not template.rates_itself:
@@ -1442,7 +1717,11 @@ class ExportDecoder:
         return batches
 
     def _late_records(
-        self, template: Template, item: PendingSet, chunk: _Chunk, row: tuple[int, ...],
+        self,
+        template: Template,
+        item: PendingSet,
+        chunk: _Chunk,
+        row: tuple[int, ...],
         sysinit_ms: int,
     ) -> int:
         body = item.body
@@ -1457,15 +1736,36 @@ class ExportDecoder:
                 self._late_problem(template, item, problem)
             if records:
                 base = chunk.add_payload(body)
-                chunk.add(template, (*row, base, records, item.first_index, sysinit_ms,
-                                     item.sampling_rate, item.samplers))
+                chunk.add(
+                    template,
+                    (
+                        *row,
+                        base,
+                        records,
+                        item.first_index,
+                        sysinit_ms,
+                        item.sampling_rate,
+                        item.samplers,
+                    ),
+                )
             return records
         parts, records, problem = variable_records(template, body, 0, len(body))
         if problem is not None:
             self._late_problem(template, item, problem)
         if records:
-            chunk.add(template, (*row, len(chunk.extra), records, item.first_index, sysinit_ms,
-                                 item.sampling_rate, item.samplers), variable=True)
+            chunk.add(
+                template,
+                (
+                    *row,
+                    len(chunk.extra),
+                    records,
+                    item.first_index,
+                    sysinit_ms,
+                    item.sampling_rate,
+                    item.samplers,
+                ),
+                variable=True,
+            )
             chunk.extra += parts
         return records
 
@@ -1474,9 +1774,16 @@ class ExportDecoder:
         brought it (and not counted on whatever stream is being decoded now)."""
         message = f"data set {template.template_id}: {problem.text}"
         if not self._padding(message, problem, (item.source, item.datagram_offset, item.frame)):
-            self.report.skip(MalformedInput(message, source=item.source,
-                                            offset=item.datagram_offset, frame=item.frame,
-                                            reason="bad_record"), problem.nbytes)
+            self.report.skip(
+                MalformedInput(
+                    message,
+                    source=item.source,
+                    offset=item.datagram_offset,
+                    frame=item.frame,
+                    reason="bad_record",
+                ),
+                problem.nbytes,
+            )
 
     def _see_exports(self, chunk: _Chunk) -> None:
         """First/last export time and clock offset per stream, from whole arrays."""
@@ -1487,8 +1794,12 @@ class ExportDecoder:
             rows = seen[seen[:, 0] == code]
             stats = self._stream_list[int(code)].stats
             offsets = rows[:, 1] - rows[:, 2]
-            for index in {int(np.argmin(rows[:, 1])), int(np.argmax(rows[:, 1])),
-                          int(np.argmin(offsets)), int(np.argmax(offsets))}:
+            for index in {
+                int(np.argmin(rows[:, 1])),
+                int(np.argmax(rows[:, 1])),
+                int(np.argmin(offsets)),
+                int(np.argmax(offsets)),
+            }:
                 stats.see_export(int(rows[index, 1]), int(rows[index, 2]))
 
 
@@ -1521,14 +1832,18 @@ def _psamp_rate(values: dict[Element, int]) -> int:
         return 0
     # float64, or float32 in reduced-size encoding (RFC 7011 §6.2): a float64 in (0, 1]
     # has its exponent in the top bytes, so a value below 2**32 is the 4-byte form
-    (probability,) = (struct.unpack(">f", bits.to_bytes(4, "big")) if bits < 1 << 32
-                      else struct.unpack(">d", bits.to_bytes(8, "big")))
+    (probability,) = (
+        struct.unpack(">f", bits.to_bytes(4, "big"))
+        if bits < 1 << 32
+        else struct.unpack(">d", bits.to_bytes(8, "big"))
+    )
     # a subnormal probability has no 1-in-N (found by fuzzing: 1 / p overflowed)
     return round(1 / probability) if 2.0**-32 <= probability <= 1 else 0
 
 
-def _both_directions(columns: dict[str, np.ndarray], forward: str, reverse: str
-                     ) -> np.ndarray | None:
+def _both_directions(
+    columns: dict[str, np.ndarray], forward: str, reverse: str
+) -> np.ndarray | None:
     values = columns.get(forward)
     back = columns.get(reverse)
     if values is None:
@@ -1613,8 +1928,9 @@ class _Definitions:
 _NO_DATAGRAM = Datagram(b"", "", 0, 0, 0, 0, 0, "")  # for the walkers' problems, dropped
 
 
-def options_effects(template: Template, buf: bytes, at: int, end: int
-                    ) -> dict[tuple[object, ...], int]:
+def options_effects(
+    template: Template, buf: bytes, at: int, end: int
+) -> dict[tuple[object, ...], int]:
     """What the records of an options data set change in their exporter's state, as
     _use_options does, and to what: ("rate",) its rate, ("scope", key) a sampler's or an
     interface's, ("sysinit",) its boot time (the last record's value of each). An export of
@@ -1650,8 +1966,8 @@ def export_messages(payload: bytes) -> list[ExportSets]:
         return [] if first is None else [first]
     out = [first]
     at = first.span[1]
-    while len(payload) - at >= 16 and payload[at:at + 2] == b"\x00\x0a":
-        length = int.from_bytes(payload[at + 2:at + 4], "big")
+    while len(payload) - at >= 16 and payload[at : at + 2] == b"\x00\x0a":
+        length = int.from_bytes(payload[at + 2 : at + 4], "big")
         if length < 16:
             break
         out.append(_message_sets(payload, at, min(at + length, len(payload)), 10))
@@ -1689,15 +2005,27 @@ def _message_sets(payload: bytes, begin: int, end: int, version: int) -> ExportS
         elif version == 9 and set_id == netflow_v9.TEMPLATE_SET:
             netflow_v9.read_templates(defined, _NO_DATAGRAM, payload, at + 4, at + length)
         elif version == 9 and set_id == netflow_v9.OPTIONS_TEMPLATE_SET:
-            netflow_v9.read_options_templates(defined, _NO_DATAGRAM, payload, at + 4,
-                                              at + length)
+            netflow_v9.read_options_templates(defined, _NO_DATAGRAM, payload, at + 4, at + length)
         elif version == 10 and set_id in (ipfix.TEMPLATE_SET, ipfix.OPTIONS_TEMPLATE_SET):
-            ipfix.read_templates(defined, _NO_DATAGRAM, payload, at + 4, at + length,
-                                 options=set_id == ipfix.OPTIONS_TEMPLATE_SET)
+            ipfix.read_templates(
+                defined,
+                _NO_DATAGRAM,
+                payload,
+                at + 4,
+                at + length,
+                options=set_id == ipfix.OPTIONS_TEMPLATE_SET,
+            )
         defined_at += [at] * (len(defined.templates) - len(defined_at))
         at += length
-    return ExportSets(version, domain, tuple(defined.templates), tuple(sets), sequence,
-                      (begin, end), tuple(defined_at))
+    return ExportSets(
+        version,
+        domain,
+        tuple(defined.templates),
+        tuple(sets),
+        sequence,
+        (begin, end),
+        tuple(defined_at),
+    )
 
 
 def template_ids_in(payload: bytes) -> set[int]:
@@ -1720,15 +2048,29 @@ def template_ids_in(payload: bytes) -> set[int]:
                 if template_id < 256:
                     break  # padding
                 found.add(template_id)
-                record = _template_record_end(payload, record, stop, count,
-                                              v9_options=version == 9 and set_id == 1,
-                                              options=set_id == kinds[1], ipfix=version == 10)
+                record = _template_record_end(
+                    payload,
+                    record,
+                    stop,
+                    count,
+                    v9_options=version == 9 and set_id == 1,
+                    options=set_id == kinds[1],
+                    ipfix=version == 10,
+                )
         at += length
     return found
 
 
-def _template_record_end(payload: bytes, record: int, stop: int, count: int, *,
-                         v9_options: bool, options: bool, ipfix: bool) -> int:
+def _template_record_end(
+    payload: bytes,
+    record: int,
+    stop: int,
+    count: int,
+    *,
+    v9_options: bool,
+    options: bool,
+    ipfix: bool,
+) -> int:
     """Where the template record at `record` ends: a v9 options template gives its scope
     and option lengths in bytes; others count field specifiers of 4 bytes, in IPFIX 8 with
     an enterprise number (an IPFIX options template has a scope count besides). v9 has no
@@ -1737,7 +2079,7 @@ def _template_record_end(payload: bytes, record: int, stop: int, count: int, *,
     if v9_options:
         if record + 6 > stop:
             return stop
-        return record + 6 + count + int.from_bytes(payload[record + 4:record + 6], "big")
+        return record + 6 + count + int.from_bytes(payload[record + 4 : record + 6], "big")
     record += 6 if options and count else 4
     if not ipfix:
         return min(record + 4 * count, stop)

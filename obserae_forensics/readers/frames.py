@@ -69,7 +69,7 @@ def read_frame_reference(section: bytes) -> FrameHeader | None:
     n = len(section)
 
     def u16(at: int) -> int:
-        return int.from_bytes(section[at:at + 2], "big")
+        return int.from_bytes(section[at : at + 2], "big")
 
     found: tuple[int, bytes, bytes, int, int, int, int, bool] | None = None
     # (version, src, dst, tos, protocol, ip length, L4 offset or -1, a later fragment)
@@ -82,7 +82,8 @@ def read_frame_reference(section: bytes) -> FrameHeader | None:
             while ethertype in _VLAN_TYPES and at + 4 <= n:
                 ethertype, at = u16(at + 2), at + 4
             kind = {0x0800: _IPV4, 0x86DD: _IPV6, 0x8847: _MPLS, 0x8848: _MPLS}.get(
-                ethertype, _DONE)
+                ethertype, _DONE
+            )
         elif kind == _MPLS:
             labels = 0
             while at + 4 <= n and labels < MAX_STEPS:
@@ -105,8 +106,16 @@ def read_frame_reference(section: bytes) -> FrameHeader | None:
             header = (section[at] & 15) * 4
             later = (u16(at + 6) & 0x1FFF) != 0
             protocol = section[at + 9]
-            found = (4, section[at + 12:at + 16], section[at + 16:at + 20], section[at + 1],
-                     protocol, u16(at + 2), at + header, later)
+            found = (
+                4,
+                section[at + 12 : at + 16],
+                section[at + 16 : at + 20],
+                section[at + 1],
+                protocol,
+                u16(at + 2),
+                at + header,
+                later,
+            )
             kind, at = _inner(protocol, later), at + header
         elif kind == _IPV6:
             if at + 40 > n or section[at] >> 4 != 6:
@@ -129,8 +138,16 @@ def read_frame_reference(section: bytes) -> FrameHeader | None:
                 following, l4 = section[l4], l4 + size
             else:
                 l4 = -1
-            found = (6, section[at + 8:at + 24], section[at + 24:at + 40], traffic_class,
-                     following, u16(at + 4) + 40, l4, later)
+            found = (
+                6,
+                section[at + 8 : at + 24],
+                section[at + 24 : at + 40],
+                traffic_class,
+                following,
+                u16(at + 4) + 40,
+                l4,
+                later,
+            )
             if l4 < 0:
                 break
             kind, at = _inner(following, later), l4
@@ -156,8 +173,9 @@ def read_frame_reference(section: bytes) -> FrameHeader | None:
                 flags = section[l4 + 13] | (section[l4 + 12] & 1) << 8
         elif protocol in (1, 58) and l4 + 2 <= n:
             dst_port = section[l4] << 8 | section[l4 + 1]
-    return FrameHeader(version, bytes(src), bytes(dst), protocol, src_port, dst_port, tos,
-                       flags, length)
+    return FrameHeader(
+        version, bytes(src), bytes(dst), protocol, src_port, dst_port, tos, flags, length
+    )
 
 
 def _inner(protocol: int, later: bool) -> int:
@@ -184,8 +202,9 @@ def _inner_kind(protocol: int | np.int64) -> int:
 
 
 @njit(cache=True, nogil=True)
-def _read_one(section: np.ndarray, n: np.int64, src: np.ndarray, dst: np.ndarray,
-              out: np.ndarray) -> None:
+def _read_one(
+    section: np.ndarray, n: np.int64, src: np.ndarray, dst: np.ndarray, out: np.ndarray
+) -> None:
     """One section into out (OK.. IP_LENGTH) and src/dst (16 bytes, IPv4 mapped)."""
     kind = 0  # _ETHERNET
     at: int | np.int64 = 0
@@ -203,8 +222,9 @@ def _read_one(section: np.ndarray, n: np.int64, src: np.ndarray, dst: np.ndarray
                 break
             ethertype = _u16(section, at + 12)
             at += 14
-            while (ethertype == 0x8100 or ethertype == 0x88A8 or ethertype == 0x9100) \
-                    and at + 4 <= n:
+            while (
+                ethertype == 0x8100 or ethertype == 0x88A8 or ethertype == 0x9100
+            ) and at + 4 <= n:
                 ethertype = _u16(section, at + 2)
                 at += 4
             if ethertype == 0x0800:
@@ -263,8 +283,13 @@ def _read_one(section: np.ndarray, n: np.int64, src: np.ndarray, dst: np.ndarray
             cut = False
             walked = False
             for _ in range(MAX_STEPS):
-                if not (following == 0 or following == 43 or following == 44
-                        or following == 51 or following == 60):
+                if not (
+                    following == 0
+                    or following == 43
+                    or following == 44
+                    or following == 51
+                    or following == 60
+                ):
                     walked = True
                     break
                 if p + 8 > n:
@@ -299,8 +324,7 @@ def _read_one(section: np.ndarray, n: np.int64, src: np.ndarray, dst: np.ndarray
             flags = _u16(section, at)
             if flags & 7:
                 break
-            size = 4 + 4 * ((flags >> 15) & 1) + 4 * ((flags >> 13) & 1) \
-                + 4 * ((flags >> 12) & 1)
+            size = 4 + 4 * ((flags >> 15) & 1) + 4 * ((flags >> 13) & 1) + 4 * ((flags >> 12) & 1)
             carried = _u16(section, at + 2)
             at += size
             if carried == 0x0800:
@@ -344,15 +368,17 @@ def _read_one(section: np.ndarray, n: np.int64, src: np.ndarray, dst: np.ndarray
 
 
 @njit(cache=True, nogil=True)
-def _read_all(sections: np.ndarray, lengths: np.ndarray, src: np.ndarray, dst: np.ndarray,
-              out: np.ndarray) -> None:
+def _read_all(
+    sections: np.ndarray, lengths: np.ndarray, src: np.ndarray, dst: np.ndarray, out: np.ndarray
+) -> None:
     for i in range(sections.shape[0]):
         n = min(np.int64(lengths[i]), np.int64(sections.shape[1]))
         _read_one(sections[i], n, src[i], dst[i], out[i])
 
 
-def read_frames(sections: np.ndarray, lengths: np.ndarray
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def read_frames(
+    sections: np.ndarray, lengths: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(src (n, 16) uint8, dst (n, 16) uint8, out (n, OUT_COLUMNS) int64) of the sections
     `sections` (n, width) uint8, each `lengths` bytes long (at most width)."""
     n = len(lengths)
@@ -360,8 +386,13 @@ def read_frames(sections: np.ndarray, lengths: np.ndarray
     dst = np.zeros((n, 16), dtype=np.uint8)
     out = np.zeros((n, OUT_COLUMNS), dtype=np.int64)
     if n:
-        _read_all(np.ascontiguousarray(sections, dtype=np.uint8),
-                  np.ascontiguousarray(lengths, dtype=np.int64), src, dst, out)
+        _read_all(
+            np.ascontiguousarray(sections, dtype=np.uint8),
+            np.ascontiguousarray(lengths, dtype=np.int64),
+            src,
+            dst,
+            out,
+        )
     return src, dst, out
 
 

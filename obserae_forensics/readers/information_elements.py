@@ -170,7 +170,10 @@ TIME_DELTA_MICROSECONDS = ((IANA, 158), (IANA, 159))
 # NF_F_EVENT_TIME_MSEC (323): a teardown's is the flow's end, a create's its start. Read
 # for whichever side a template has no flow time for.
 OBSERVATION_TIMES: tuple[tuple[str, Element], ...] = (
-    ("ms", (IANA, 323)), ("sec", (IANA, 322)), ("ntp_us", (IANA, 324)), ("ntp_ns", (IANA, 325)),
+    ("ms", (IANA, 323)),
+    ("sec", (IANA, 322)),
+    ("ntp_us", (IANA, 324)),
+    ("ntp_ns", (IANA, 325)),
 )
 DURATION_MILLISECONDS: Element = (IANA, 161)
 DURATION_MICROSECONDS: Element = (IANA, 162)

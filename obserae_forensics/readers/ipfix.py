@@ -41,19 +41,28 @@ OPTIONS_TEMPLATE_SET = 3
 FIRST_DATA_SET = 256
 ENTERPRISE_BIT = 0x8000
 
-HEADER = Layout("IPFIX message header", ">", [
-    ("version", "H"),
-    ("length", "H"),  # whole message including this header
-    ("export_time", "I"),  # seconds since 1970
-    ("sequence", "I"),  # data records sent before this message, mod 2^32
-    ("observation_domain_id", "I"),
-])
+HEADER = Layout(
+    "IPFIX message header",
+    ">",
+    [
+        ("version", "H"),
+        ("length", "H"),  # whole message including this header
+        ("export_time", "I"),  # seconds since 1970
+        ("sequence", "I"),  # data records sent before this message, mod 2^32
+        ("observation_domain_id", "I"),
+    ],
+)
 SET_HEADER = Layout("IPFIX set header", ">", [("set_id", "H"), ("length", "H")])
-TEMPLATE_HEADER = Layout("IPFIX template record", ">", [("template_id", "H"),
-                                                        ("field_count", "H")])
-OPTIONS_HEADER = Layout("IPFIX options template record", ">", [
-    ("template_id", "H"), ("field_count", "H"), ("scope_field_count", "H"),
-])
+TEMPLATE_HEADER = Layout("IPFIX template record", ">", [("template_id", "H"), ("field_count", "H")])
+OPTIONS_HEADER = Layout(
+    "IPFIX options template record",
+    ">",
+    [
+        ("template_id", "H"),
+        ("field_count", "H"),
+        ("scope_field_count", "H"),
+    ],
+)
 assert HEADER.size == 16 and SET_HEADER.size == 4
 
 _set_header = SET_HEADER.struct.unpack_from
@@ -80,31 +89,56 @@ def decode_datagram(state: ExportDecoder, datagram: Datagram) -> None:
     ordinal = state.first_ordinal(datagram)  # messages over TCP can share a frame
     while len(payload) - at >= HEADER.size:
         version, length, export_time, sequence, domain = HEADER.values(
-            payload, at, source=datagram.source, base=datagram.offset, frame=datagram.frame)
+            payload, at, source=datagram.source, base=datagram.offset, frame=datagram.frame
+        )
         if version != VERSION or length < HEADER.size:
             if not any(payload[at:]):
                 return  # zeros after the last message: the datagram is padded
-            _malformed(state, datagram, f"no IPFIX message at payload byte {at} (version "
-                       f"{version}, length {length})", len(payload) - at, "trailing_bytes")
+            _malformed(
+                state,
+                datagram,
+                f"no IPFIX message at payload byte {at} (version {version}, length {length})",
+                len(payload) - at,
+                "trailing_bytes",
+            )
             return
-        message = payload if at == 0 and length == len(payload) else payload[at:at + length]
-        if state.begin_datagram(datagram, VERSION, domain, sequence, export_time * 1_000_000, 0,
-                                message=message, ordinal=ordinal):
+        message = payload if at == 0 and length == len(payload) else payload[at : at + length]
+        if state.begin_datagram(
+            datagram,
+            VERSION,
+            domain,
+            sequence,
+            export_time * 1_000_000,
+            0,
+            message=message,
+            ordinal=ordinal,
+        ):
             if length > len(message):
                 # no bytes: its complete sets are still decoded, and a set it cuts is
                 # counted with its bytes by the walk (they were counted twice)
-                state.skip(TruncatedInput(
-                    f"IPFIX message at payload byte {at} has length {length}, "
-                    f"{len(message)} bytes left", source=datagram.source,
-                    offset=datagram.offset, frame=datagram.frame), 0)
+                state.skip(
+                    TruncatedInput(
+                        f"IPFIX message at payload byte {at} has length {length}, "
+                        f"{len(message)} bytes left",
+                        source=datagram.source,
+                        offset=datagram.offset,
+                        frame=datagram.frame,
+                    ),
+                    0,
+                )
             records = _walk_sets(state, datagram, message)
             ordinal = state.ordinal
             flows = None if records is None else records - state.options_in_datagram
             state.end_datagram(records, flow_units=flows, inclusive=True)
         at += length
     if 0 < len(payload) - at and any(payload[at:]):
-        _malformed(state, datagram, f"{len(payload) - at} bytes after the last IPFIX message",
-                   len(payload) - at, "trailing_bytes")
+        _malformed(
+            state,
+            datagram,
+            f"{len(payload) - at} bytes after the last IPFIX message",
+            len(payload) - at,
+            "trailing_bytes",
+        )
 
 
 def _walk_sets(state: ExportDecoder, datagram: Datagram, message: bytes) -> int | None:
@@ -118,14 +152,25 @@ def _walk_sets(state: ExportDecoder, datagram: Datagram, message: bytes) -> int 
             if not any(message[at:end]):
                 break  # zeros to the end of the message: padding
             reason = "zero_length_set" if length == 0 else "bad_set_length"
-            _malformed(state, datagram, f"set {set_id} at message byte {at} has length {length}",
-                       end - at, reason)
+            _malformed(
+                state,
+                datagram,
+                f"set {set_id} at message byte {at} has length {length}",
+                end - at,
+                reason,
+            )
             break
         set_end = at + length
         if set_end > end:
-            state.skip(TruncatedInput(
-                f"set {set_id} at message byte {at} has length {length}, {end - at} bytes left",
-                source=datagram.source, offset=datagram.offset, frame=datagram.frame), end - at)
+            state.skip(
+                TruncatedInput(
+                    f"set {set_id} at message byte {at} has length {length}, {end - at} bytes left",
+                    source=datagram.source,
+                    offset=datagram.offset,
+                    frame=datagram.frame,
+                ),
+                end - at,
+            )
             break
         if set_id >= FIRST_DATA_SET:
             found = state.data_set(set_id, message, at + 4, set_end, f"data set {set_id}")
@@ -135,14 +180,24 @@ def _walk_sets(state: ExportDecoder, datagram: Datagram, message: bytes) -> int 
         elif set_id == OPTIONS_TEMPLATE_SET:
             read_templates(state, datagram, message, at + 4, set_end, options=True)
         else:
-            _malformed(state, datagram, f"reserved set id {set_id} at message byte {at}",
-                       length, "reserved_set_id")
+            _malformed(
+                state,
+                datagram,
+                f"reserved set id {set_id} at message byte {at}",
+                length,
+                "reserved_set_id",
+            )
         at = set_end
     return records
 
 
 def read_templates(
-    state: TemplateSink, datagram: Datagram, message: bytes, at: int, end: int, *,
+    state: TemplateSink,
+    datagram: Datagram,
+    message: bytes,
+    at: int,
+    end: int,
+    *,
     options: bool,
 ) -> None:
     header_size = OPTIONS_HEADER.size if options else TEMPLATE_HEADER.size
@@ -157,8 +212,13 @@ def read_templates(
             at += TEMPLATE_HEADER.size
             continue
         if template_id < FIRST_DATA_SET or end - at < header_size:
-            _malformed(state, datagram, f"{kind} record {template_id} at message byte {at} is "
-                       "invalid", end - at, "bad_template")
+            _malformed(
+                state,
+                datagram,
+                f"{kind} record {template_id} at message byte {at} is invalid",
+                end - at,
+                "bad_template",
+            )
             return
         scope_count = (message[at + 4] << 8 | message[at + 5]) if options else 0
         fields: list[FieldSpec] = []
@@ -177,29 +237,61 @@ def read_templates(
                 element &= ~ENTERPRISE_BIT
             fields.append(FieldSpec(element, length, enterprise))
         if len(fields) < field_count:
-            _malformed(state, datagram, f"{kind} {template_id} at message byte {at} promises "
-                       f"{field_count} fields, its set ends after {len(fields)}", end - at,
-                       "bad_template")
+            _malformed(
+                state,
+                datagram,
+                f"{kind} {template_id} at message byte {at} promises "
+                f"{field_count} fields, its set ends after {len(fields)}",
+                end - at,
+                "bad_template",
+            )
             return
         problem = None if options else field_length_problem(fields)
         if options and not 1 <= scope_count <= field_count:
             # RFC 7011 §3.4.2.2: at least one scope field; the record is rejected, not its set
-            _malformed(state, datagram, f"options template {template_id} at message byte {at} "
-                       f"has scope field count {scope_count}", position - at, "bad_template")
+            _malformed(
+                state,
+                datagram,
+                f"options template {template_id} at message byte {at} "
+                f"has scope field count {scope_count}",
+                position - at,
+                "bad_template",
+            )
         elif problem is not None:
-            _malformed(state, datagram, f"template {template_id} at message byte {at}: "
-                       f"{problem}", position - at, "bad_template")
+            _malformed(
+                state,
+                datagram,
+                f"template {template_id} at message byte {at}: {problem}",
+                position - at,
+                "bad_template",
+            )
         else:
-            state.define_template(Template(template_id, tuple(fields), scope_count=scope_count,
-                                           options=options, version=VERSION))
+            state.define_template(
+                Template(
+                    template_id,
+                    tuple(fields),
+                    scope_count=scope_count,
+                    options=options,
+                    version=VERSION,
+                )
+            )
         at = position
         records += 1
-    after_templates(state, message, body, at, end, records,
-                    f"{kind} set at message byte {body - 4}")
+    after_templates(
+        state, message, body, at, end, records, f"{kind} set at message byte {body - 4}"
+    )
 
 
 def _malformed(
     state: TemplateSink, datagram: Datagram, message: str, nbytes: int, reason: str
 ) -> None:
-    state.skip(MalformedInput(message, source=datagram.source, offset=datagram.offset,
-                              frame=datagram.frame, reason=reason), nbytes)
+    state.skip(
+        MalformedInput(
+            message,
+            source=datagram.source,
+            offset=datagram.offset,
+            frame=datagram.frame,
+            reason=reason,
+        ),
+        nbytes,
+    )

@@ -34,8 +34,9 @@ FILE_EXPORTER = "0.0.0.0"  # an IPFIX file names no exporter
 def is_ipfix_file(head: bytes) -> bool:
     """Whether a file's first bytes are an IPFIX message header (version 10, a length of at
     least a header, a first set id that can be one, an export time)."""
-    return (len(head) >= MESSAGE_HEADER + 4 and message_length(head, 0) > 0
-            and head[4:8] != b"\0\0\0\0")
+    return (
+        len(head) >= MESSAGE_HEADER + 4 and message_length(head, 0) > 0 and head[4:8] != b"\0\0\0\0"
+    )
 
 
 def first_export_us(path: Path, head: bytes | None = None) -> int | None:
@@ -49,8 +50,9 @@ def first_export_us(path: Path, head: bytes | None = None) -> int | None:
     return int.from_bytes(head[4:8], "big") * 1_000_000
 
 
-def iter_ipfix_file(path: Path, report: RunReport, *, chunk_size: int = 2048
-                    ) -> Iterator[list[Datagram]]:
+def iter_ipfix_file(
+    path: Path, report: RunReport, *, chunk_size: int = 2048
+) -> Iterator[list[Datagram]]:
     """The messages of an IPFIX file as datagrams, in lists of up to `chunk_size`."""
     source = str(path)
     stats = report.file(source)
@@ -68,16 +70,30 @@ def iter_ipfix_file(path: Path, report: RunReport, *, chunk_size: int = 2048
                     found = _next_header(buf, at)
                     skipped = (size if found is None else found) - at
                     if found is None and size - at < MESSAGE_HEADER:
-                        report.skip(TruncatedInput(
-                            f"{skipped} bytes after the last IPFIX message, too few for a "
-                            "header", source=source, offset=at), nbytes=skipped)
+                        report.skip(
+                            TruncatedInput(
+                                f"{skipped} bytes after the last IPFIX message, too few for a "
+                                "header",
+                                source=source,
+                                offset=at,
+                            ),
+                            nbytes=skipped,
+                        )
                     else:
-                        report.skip(MalformedInput(
-                            f"{skipped} bytes that are no IPFIX message header, skipped to "
-                            + ("the end of the file" if found is None else
-                               "the next header that another follows"),
-                            source=source, offset=at, reason="ipfix_file_resync"),
-                            nbytes=skipped)
+                        report.skip(
+                            MalformedInput(
+                                f"{skipped} bytes that are no IPFIX message header, skipped to "
+                                + (
+                                    "the end of the file"
+                                    if found is None
+                                    else "the next header that another follows"
+                                ),
+                                source=source,
+                                offset=at,
+                                reason="ipfix_file_resync",
+                            ),
+                            nbytes=skipped,
+                        )
                     if found is None:
                         break
                     at = found
@@ -87,21 +103,41 @@ def iter_ipfix_file(path: Path, report: RunReport, *, chunk_size: int = 2048
                     # messages follow (review: one flipped bit dropped 182 of 210 records)
                     found = _next_header(buf, at)
                     if found is None:
-                        report.skip(TruncatedInput(
-                            f"IPFIX message of {length} bytes, {size - at} left in the file",
-                            source=source, offset=at), nbytes=size - at)
+                        report.skip(
+                            TruncatedInput(
+                                f"IPFIX message of {length} bytes, {size - at} left in the file",
+                                source=source,
+                                offset=at,
+                            ),
+                            nbytes=size - at,
+                        )
                         break
-                    report.skip(MalformedInput(
-                        f"IPFIX message claims {length} bytes, past the end of the file; "
-                        f"{found - at} bytes skipped to the next header that another follows",
-                        source=source, offset=at, reason="ipfix_file_resync"),
-                        nbytes=found - at)
+                    report.skip(
+                        MalformedInput(
+                            f"IPFIX message claims {length} bytes, past the end of the file; "
+                            f"{found - at} bytes skipped to the next header that another follows",
+                            source=source,
+                            offset=at,
+                            reason="ipfix_file_resync",
+                        ),
+                        nbytes=found - at,
+                    )
                     at = found
                     continue
                 number += 1
-                export_us = int.from_bytes(buf[at + 4:at + 8], "big") * 1_000_000
-                chunk.append(Datagram(bytes(buf[at:at + length]), FILE_EXPORTER, 0, 0, number,
-                                      at, export_us, source))
+                export_us = int.from_bytes(buf[at + 4 : at + 8], "big") * 1_000_000
+                chunk.append(
+                    Datagram(
+                        bytes(buf[at : at + length]),
+                        FILE_EXPORTER,
+                        0,
+                        0,
+                        number,
+                        at,
+                        export_us,
+                        source,
+                    )
+                )
                 at += length
                 if len(chunk) >= chunk_size:
                     yield chunk

@@ -43,14 +43,24 @@ MAX_RECORDS = 30
 
 # what v1, v5 and v7 headers begin with: count = records that follow (v5: 1..30), then
 # the exporter's uptime and wall clock
-CLOCK_FIELDS = [("version", "H"), ("count", "H"),
-                ("sys_uptime_ms", "I"), ("unix_secs", "I"), ("unix_nsecs", "I")]
-HEADER = Layout("NetFlow v5 header", ">", [
-    *CLOCK_FIELDS,
-    ("flow_sequence", "I"),  # flows exported before this datagram
-    ("engine_type", "B"), ("engine_id", "B"),
-    ("sampling", "H"),  # top 2 bits mode, low 14 bits interval (1 in N)
-])
+CLOCK_FIELDS = [
+    ("version", "H"),
+    ("count", "H"),
+    ("sys_uptime_ms", "I"),
+    ("unix_secs", "I"),
+    ("unix_nsecs", "I"),
+]
+HEADER = Layout(
+    "NetFlow v5 header",
+    ">",
+    [
+        *CLOCK_FIELDS,
+        ("flow_sequence", "I"),  # flows exported before this datagram
+        ("engine_type", "B"),
+        ("engine_id", "B"),
+        ("sampling", "H"),  # top 2 bits mode, low 14 bits interval (1 in N)
+    ],
+)
 assert HEADER.size == 24
 
 # The 48-byte record as (element, length): IPFIX ids with the same meaning (element 0 = pad).
@@ -91,11 +101,15 @@ V1_RECORD_FIELDS = (
     FieldSpec(6, 1),  # tcp_flags
     FieldSpec(0, 7),  # pad2, pad3, reserved
 )
-V7_HEADER = Layout("NetFlow v7 header", ">", [  # 1..30 records
-    *CLOCK_FIELDS,
-    ("flow_sequence", "I"),  # flows exported before this datagram, as v5's
-    ("reserved", "4x"),
-])
+V7_HEADER = Layout(
+    "NetFlow v7 header",
+    ">",
+    [  # 1..30 records
+        *CLOCK_FIELDS,
+        ("flow_sequence", "I"),  # flows exported before this datagram, as v5's
+        ("reserved", "4x"),
+    ],
+)
 assert V7_HEADER.size == 24
 V7_RECORD_FIELDS = (
     *RECORD_FIELDS,  # v5's, its pad1 the switch's flags byte (0: a valid flow)
@@ -144,17 +158,22 @@ def sane_header(payload: bytes, version: int = VERSION) -> bool:
         return False
     if version == VERSION:
         return True
-    return (len(payload) == fixed.header.size + count * fixed.record_size
-            and _plausible_clock(payload)
-            and not any(any(payload[at:at + size]) for at, size in _UNUSED[version]))
+    return (
+        len(payload) == fixed.header.size + count * fixed.record_size
+        and _plausible_clock(payload)
+        and not any(any(payload[at : at + size]) for at, size in _UNUSED[version])
+    )
 
 
 def cut_or_padded(payload: bytes, version: int) -> bool:
     """A v1 or v7 header whose datagram is shorter or longer than its count says: read
     (the cut or the extra bytes counted) when its sender's good datagrams came before."""
-    return (version in _UNUSED and len(payload) >= FORMATS[version].header.size
-            and 1 <= int.from_bytes(payload[2:4], "big") <= FORMATS[version].max_records
-            and _plausible_clock(payload))
+    return (
+        version in _UNUSED
+        and len(payload) >= FORMATS[version].header.size
+        and 1 <= int.from_bytes(payload[2:4], "big") <= FORMATS[version].max_records
+        and _plausible_clock(payload)
+    )
 
 
 def _plausible_clock(payload: bytes) -> bool:
@@ -166,8 +185,9 @@ def decode_datagram(state: ExportDecoder, datagram: Datagram, version: int = VER
     """Queue the records of one v1, v5 or v7 datagram on `state`; count a cut-off tail."""
     payload = datagram.payload
     fixed = FORMATS[version]
-    header = fixed.header.values(payload, 0, source=datagram.source, base=datagram.offset,
-                                 frame=datagram.frame)
+    header = fixed.header.values(
+        payload, 0, source=datagram.source, base=datagram.offset, frame=datagram.frame
+    )
     count, uptime_ms, unix_secs, unix_nsecs = header[1:5]
     export_us = unix_secs * 1_000_000 + unix_nsecs // 1000
     units: int | None  # what the datagram adds to its sequence (None: v1 numbers nothing)
@@ -178,7 +198,12 @@ def decode_datagram(state: ExportDecoder, datagram: Datagram, version: int = VER
         sequence, domain, rate = (header[5] if version == 7 else 0), 0, 1
         units = count if version == 7 else None
     if not state.begin_datagram(
-        datagram, version, domain, sequence, export_us, uptime_ms,
+        datagram,
+        version,
+        domain,
+        sequence,
+        export_us,
+        uptime_ms,
         sampling_rate=rate,  # the header is authoritative for every datagram
     ):
         return
@@ -190,17 +215,21 @@ def decode_datagram(state: ExportDecoder, datagram: Datagram, version: int = VER
         state.skip(
             TruncatedInput(
                 f"header promises {count} records ({needed} bytes), got {len(payload)}",
-                source=datagram.source, offset=datagram.offset, frame=datagram.frame,
+                source=datagram.source,
+                offset=datagram.offset,
+                frame=datagram.frame,
             ),
             len(payload) - start - records * size,
         )
     tail = len(payload) - start - records * size
-    if records == count and tail and any(payload[len(payload) - tail:]):
+    if records == count and tail and any(payload[len(payload) - tail :]):
         # more than the count says, and not zero padding: a damaged count loses records
         state.skip(
             MalformedInput(
                 f"header promises {count} records, {tail} bytes follow them",
-                source=datagram.source, offset=datagram.offset, frame=datagram.frame,
+                source=datagram.source,
+                offset=datagram.offset,
+                frame=datagram.frame,
                 reason="bad_record",
             ),
             tail,

@@ -35,21 +35,29 @@ TEMPLATE_SET = 0
 OPTIONS_TEMPLATE_SET = 1
 FIRST_DATA_SET = 256
 
-HEADER = Layout("NetFlow v9 header", ">", [
-    ("version", "H"),
-    ("count", "H"),  # template + data records: wrong in practice, never used to bound
-    ("sys_uptime_ms", "I"),
-    ("unix_secs", "I"),
-    ("sequence", "I"),  # export packets sent by this source ID
-    ("source_id", "I"),  # observation domain
-])
+HEADER = Layout(
+    "NetFlow v9 header",
+    ">",
+    [
+        ("version", "H"),
+        ("count", "H"),  # template + data records: wrong in practice, never used to bound
+        ("sys_uptime_ms", "I"),
+        ("unix_secs", "I"),
+        ("sequence", "I"),  # export packets sent by this source ID
+        ("source_id", "I"),  # observation domain
+    ],
+)
 SET_HEADER = Layout("FlowSet header", ">", [("flowset_id", "H"), ("length", "H")])
 TEMPLATE_HEADER = Layout("v9 template record", ">", [("template_id", "H"), ("field_count", "H")])
-OPTIONS_HEADER = Layout("v9 options template record", ">", [
-    ("template_id", "H"),
-    ("option_scope_length", "H"),  # bytes of scope (type, length) pairs
-    ("option_length", "H"),  # bytes of option (type, length) pairs
-])
+OPTIONS_HEADER = Layout(
+    "v9 options template record",
+    ">",
+    [
+        ("template_id", "H"),
+        ("option_scope_length", "H"),  # bytes of scope (type, length) pairs
+        ("option_length", "H"),  # bytes of option (type, length) pairs
+    ],
+)
 assert HEADER.size == 20 and SET_HEADER.size == 4 and OPTIONS_HEADER.size == 6
 
 _set_header = SET_HEADER.struct.unpack_from
@@ -71,9 +79,11 @@ def decode_datagram(state: ExportDecoder, datagram: Datagram) -> None:
     """Walk one v9 packet by FlowSet lengths; queue data, learn templates, count problems."""
     payload = datagram.payload
     (_, _, uptime_ms, unix_secs, sequence, source_id) = HEADER.values(
-        payload, 0, source=datagram.source, base=datagram.offset, frame=datagram.frame)
-    if not state.begin_datagram(datagram, VERSION, source_id, sequence, unix_secs * 1_000_000,
-                                uptime_ms):
+        payload, 0, source=datagram.source, base=datagram.offset, frame=datagram.frame
+    )
+    if not state.begin_datagram(
+        datagram, VERSION, source_id, sequence, unix_secs * 1_000_000, uptime_ms
+    ):
         return
     at = HEADER.size
     end = len(payload)
@@ -83,26 +93,43 @@ def decode_datagram(state: ExportDecoder, datagram: Datagram) -> None:
             if not any(payload[at:end]):
                 break  # zeros to the end: the datagram is padded (Palo Alto, Cisco ACI)
             reason = "zero_length_set" if length == 0 else "bad_set_length"
-            _malformed(state, datagram, f"FlowSet {flowset_id} at payload byte {at} has length "
-                       f"{length}", end - at, reason)
+            _malformed(
+                state,
+                datagram,
+                f"FlowSet {flowset_id} at payload byte {at} has length {length}",
+                end - at,
+                reason,
+            )
             break
         set_end = at + length
         if set_end > end:
-            state.skip(TruncatedInput(
-                f"FlowSet {flowset_id} at payload byte {at} has length {length}, "
-                f"{end - at} bytes left", source=datagram.source, offset=datagram.offset,
-                frame=datagram.frame), end - at)
+            state.skip(
+                TruncatedInput(
+                    f"FlowSet {flowset_id} at payload byte {at} has length {length}, "
+                    f"{end - at} bytes left",
+                    source=datagram.source,
+                    offset=datagram.offset,
+                    frame=datagram.frame,
+                ),
+                end - at,
+            )
             break
         if flowset_id >= FIRST_DATA_SET:
-            state.data_set(flowset_id, payload, at + 4, set_end,
-                           f"FlowSet {flowset_id} at payload byte {at}")
+            state.data_set(
+                flowset_id, payload, at + 4, set_end, f"FlowSet {flowset_id} at payload byte {at}"
+            )
         elif flowset_id == TEMPLATE_SET:
             read_templates(state, datagram, payload, at + 4, set_end)
         elif flowset_id == OPTIONS_TEMPLATE_SET:
             read_options_templates(state, datagram, payload, at + 4, set_end)
         else:
-            _malformed(state, datagram, f"reserved FlowSet id {flowset_id} at payload byte {at}",
-                       length, "reserved_set_id")
+            _malformed(
+                state,
+                datagram,
+                f"reserved FlowSet id {flowset_id} at payload byte {at}",
+                length,
+                "reserved_set_id",
+            )
         at = set_end
     state.end_datagram(1, per_datagram=True)
 
@@ -117,22 +144,33 @@ def read_templates(
             break  # padding
         size = TEMPLATE_HEADER.size + 4 * field_count
         if template_id < FIRST_DATA_SET or field_count == 0 or at + size > end:
-            _malformed(state, datagram, f"template record {template_id} with {field_count} "
-                       f"fields at payload byte {at} does not fit its FlowSet", end - at,
-                       "bad_template")
+            _malformed(
+                state,
+                datagram,
+                f"template record {template_id} with {field_count} "
+                f"fields at payload byte {at} does not fit its FlowSet",
+                end - at,
+                "bad_template",
+            )
             return
         pairs = struct.unpack_from(f">{2 * field_count}H", payload, at + 4)
         fields = tuple(FieldSpec(pairs[i], pairs[i + 1]) for i in range(0, len(pairs), 2))
         problem = field_length_problem(fields)
         if problem is not None:
-            _malformed(state, datagram, f"template {template_id} at payload byte {at}: "
-                       f"{problem}", size, "bad_template")
+            _malformed(
+                state,
+                datagram,
+                f"template {template_id} at payload byte {at}: {problem}",
+                size,
+                "bad_template",
+            )
         else:
             state.define_template(Template(template_id, fields, version=VERSION))
         at += size
         records += 1
-    after_templates(state, payload, body, at, end, records,
-                    f"template FlowSet at payload byte {body - 4}")
+    after_templates(
+        state, payload, body, at, end, records, f"template FlowSet at payload byte {body - 4}"
+    )
 
 
 def read_options_templates(
@@ -144,25 +182,47 @@ def read_options_templates(
         if template_id == 0:
             break  # padding
         size = OPTIONS_HEADER.size + scope_length + option_length
-        if (template_id < FIRST_DATA_SET or scope_length % 4 or option_length % 4
-                or at + size > end):
-            _malformed(state, datagram, f"options template {template_id} at payload byte {at}: "
-                       f"scope {scope_length} / option {option_length} bytes do not fit",
-                       end - at, "bad_template")
+        if template_id < FIRST_DATA_SET or scope_length % 4 or option_length % 4 or at + size > end:
+            _malformed(
+                state,
+                datagram,
+                f"options template {template_id} at payload byte {at}: "
+                f"scope {scope_length} / option {option_length} bytes do not fit",
+                end - at,
+                "bad_template",
+            )
             return
         count = (scope_length + option_length) // 4
         pairs = struct.unpack_from(f">{2 * count}H", payload, at + OPTIONS_HEADER.size)
         fields = tuple(FieldSpec(pairs[i], pairs[i + 1]) for i in range(0, len(pairs), 2))
-        state.define_template(Template(template_id, fields, scope_count=scope_length // 4,
-                                       options=True, version=VERSION))
+        state.define_template(
+            Template(
+                template_id, fields, scope_count=scope_length // 4, options=True, version=VERSION
+            )
+        )
         at += size
         records += 1
-    after_templates(state, payload, body, at, end, records,
-                    f"options template FlowSet at payload byte {body - 4}")
+    after_templates(
+        state,
+        payload,
+        body,
+        at,
+        end,
+        records,
+        f"options template FlowSet at payload byte {body - 4}",
+    )
 
 
 def _malformed(
     state: TemplateSink, datagram: Datagram, message: str, nbytes: int, reason: str
 ) -> None:
-    state.skip(MalformedInput(message, source=datagram.source, offset=datagram.offset,
-                              frame=datagram.frame, reason=reason), nbytes)
+    state.skip(
+        MalformedInput(
+            message,
+            source=datagram.source,
+            offset=datagram.offset,
+            frame=datagram.frame,
+            reason=reason,
+        ),
+        nbytes,
+    )

@@ -84,41 +84,94 @@ LAYOUT_VERSION_2: Final = 2
 
 # 40 bytes on 64-bit writers: time_t and off_t are 8 bytes (nffileV2.h L58-99). A 32-bit
 # writer would differ; none is known to exist for 1.7.
-FILE_HEADER_V2: Final = np.dtype([
-    ("magic", "<u2"), ("version", "<u2"), ("nfdversion", "<u4"), ("created", "<i8"),
-    ("compression", "u1"), ("encryption", "u1"), ("appendix_blocks", "<u2"),
-    ("creator", "<u4"), ("appendix_offset", "<i8"), ("block_size", "<u4"),
-    ("num_blocks", "<u4"),
-])
-BLOCK_HEADER: Final = np.dtype([
-    ("num_records", "<u4"), ("size", "<u4"),  # size: stored bytes after the header
-    ("type", "<u2"), ("flags", "<u2"),
-])
+FILE_HEADER_V2: Final = np.dtype(
+    [
+        ("magic", "<u2"),
+        ("version", "<u2"),
+        ("nfdversion", "<u4"),
+        ("created", "<i8"),
+        ("compression", "u1"),
+        ("encryption", "u1"),
+        ("appendix_blocks", "<u2"),
+        ("creator", "<u4"),
+        ("appendix_offset", "<i8"),
+        ("block_size", "<u4"),
+        ("num_blocks", "<u4"),
+    ]
+)
+BLOCK_HEADER: Final = np.dtype(
+    [
+        ("num_records", "<u4"),
+        ("size", "<u4"),  # size: stored bytes after the header
+        ("type", "<u2"),
+        ("flags", "<u2"),
+    ]
+)
 # stat_record_t (nfdump.h L97-122): 15 counters, then first/last seen in ms, sequence failures
 STAT_V2: Final = np.dtype(
-    [(name, "<u8") for name in (
-        "flows", "bytes", "packets", "flows_tcp", "flows_udp", "flows_icmp", "flows_other",
-        "bytes_tcp", "bytes_udp", "bytes_icmp", "bytes_other", "packets_tcp", "packets_udp",
-        "packets_icmp", "packets_other")]
+    [
+        (name, "<u8")
+        for name in (
+            "flows",
+            "bytes",
+            "packets",
+            "flows_tcp",
+            "flows_udp",
+            "flows_icmp",
+            "flows_other",
+            "bytes_tcp",
+            "bytes_udp",
+            "bytes_icmp",
+            "bytes_other",
+            "packets_tcp",
+            "packets_udp",
+            "packets_icmp",
+            "packets_other",
+        )
+    ]
     + [("msec_first", "<u8"), ("msec_last", "<u8"), ("sequence_failures", "<u8")]
 )
-EXPORTER_INFO: Final = np.dtype([
-    ("type", "<u2"), ("size", "<u2"), ("version", "<u4"),
-    ("ip_hi", "<u8"), ("ip_lo", "<u8"),  # 1.6-1.7.7: ip_addr_t, two host-order u64
-    ("sa_family", "<u2"),  # 0 from 1.7.8 on: then ip is 16 network-order bytes
-    ("sysid", "<u2"), ("id", "<u4"),
-])
-EXPORTER_STAT: Final = np.dtype([
-    ("sysid", "<u4"), ("sequence_failures", "<u4"), ("packets", "<u8"), ("flows", "<u8"),
-])
-SAMPLER_V0: Final = np.dtype([  # record type 9 (1.6 and 1.7.0-1.7.1)
-    ("type", "<u2"), ("size", "<u2"), ("id", "<i4"), ("interval", "<u4"),
-    ("algorithm", "<u2"), ("sysid", "<u2"),
-])
-SAMPLER: Final = np.dtype([  # record type 15 (from 1.7.2)
-    ("type", "<u2"), ("size", "<u2"), ("sysid", "<u2"), ("algorithm", "<u2"), ("id", "<i8"),
-    ("packet_interval", "<u4"), ("space_interval", "<u4"),
-])
+EXPORTER_INFO: Final = np.dtype(
+    [
+        ("type", "<u2"),
+        ("size", "<u2"),
+        ("version", "<u4"),
+        ("ip_hi", "<u8"),
+        ("ip_lo", "<u8"),  # 1.6-1.7.7: ip_addr_t, two host-order u64
+        ("sa_family", "<u2"),  # 0 from 1.7.8 on: then ip is 16 network-order bytes
+        ("sysid", "<u2"),
+        ("id", "<u4"),
+    ]
+)
+EXPORTER_STAT: Final = np.dtype(
+    [
+        ("sysid", "<u4"),
+        ("sequence_failures", "<u4"),
+        ("packets", "<u8"),
+        ("flows", "<u8"),
+    ]
+)
+SAMPLER_V0: Final = np.dtype(
+    [  # record type 9 (1.6 and 1.7.0-1.7.1)
+        ("type", "<u2"),
+        ("size", "<u2"),
+        ("id", "<i4"),
+        ("interval", "<u4"),
+        ("algorithm", "<u2"),
+        ("sysid", "<u2"),
+    ]
+)
+SAMPLER: Final = np.dtype(
+    [  # record type 15 (from 1.7.2)
+        ("type", "<u2"),
+        ("size", "<u2"),
+        ("sysid", "<u2"),
+        ("algorithm", "<u2"),
+        ("id", "<i8"),
+        ("packet_interval", "<u4"),
+        ("space_interval", "<u4"),
+    ]
+)
 assert FILE_HEADER_V2.itemsize == 40 and BLOCK_HEADER.itemsize == 12
 assert STAT_V2.itemsize == 144 and EXPORTER_INFO.itemsize == 32 and EXPORTER_STAT.itemsize == 24
 assert SAMPLER_V0.itemsize == 16 and SAMPLER.itemsize == 24
@@ -235,7 +288,10 @@ class _Header:
 
 
 def read_nfcapd(
-    path: Path, report: RunReport, *, batch_size: int = 65536,
+    path: Path,
+    report: RunReport,
+    *,
+    batch_size: int = 65536,
     nsel: NselLedger | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """FLOW_SCHEMA batches of every flow record in an nfcapd file (layout 1 or 2).
@@ -250,8 +306,12 @@ def read_nfcapd(
     if kind:  # compressed whole (packed.py), beside the blocks' own compression
         head = unpacked_head(path, kind, 4)[0]
     if not is_nfcapd(head):
-        raise UnknownFormat(f"not an nfcapd file (starts {head.hex() or 'empty'}, expected "
-                            "magic 0ca5 with layout 1 or 2)", source=source, offset=0)
+        raise UnknownFormat(
+            f"not an nfcapd file (starts {head.hex() or 'empty'}, expected "
+            "magic 0ca5 with layout 1 or 2)",
+            source=source,
+            offset=0,
+        )
     return _read(path, source, report, batch_size, nsel)
 
 
@@ -284,40 +344,85 @@ def _read_header(f: IO[bytes], source: str, size: int) -> _Header:
         from .nfcapd_v1 import read_header_v1
 
         v1 = read_header_v1(f, source, order)
-        return _Header(LAYOUT_VERSION_1, order, v1.compression, 0, 0, v1.data_start, size,
-                       v1.num_blocks, 0, 0, v1.ident, v1.stat, 0)
+        return _Header(
+            LAYOUT_VERSION_1,
+            order,
+            v1.compression,
+            0,
+            0,
+            v1.data_start,
+            size,
+            v1.num_blocks,
+            0,
+            0,
+            v1.ident,
+            v1.stat,
+            0,
+        )
     if len(head) < FILE_HEADER_V2.itemsize:
-        raise TruncatedInput(f"file header needs {FILE_HEADER_V2.itemsize} bytes, file has "
-                             f"{len(head)}", source=source, offset=0)
+        raise TruncatedInput(
+            f"file header needs {FILE_HEADER_V2.itemsize} bytes, file has {len(head)}",
+            source=source,
+            offset=0,
+        )
     h = np.frombuffer(head, dtype=_swap(FILE_HEADER_V2, order))[0]
     appendix_offset = int(h["appendix_offset"])
     data_end = size
     if FILE_HEADER_V2.itemsize <= appendix_offset <= size and h["appendix_blocks"] > 0:
         data_end = appendix_offset
-    header = _Header(LAYOUT_VERSION_2, order, int(h["compression"]), int(h["encryption"]),
-                     int(h["created"]), FILE_HEADER_V2.itemsize, data_end, int(h["num_blocks"]),
-                     appendix_offset if data_end != size else 0, int(h["appendix_blocks"]), "",
-                     None, int(h["nfdversion"]))
+    header = _Header(
+        LAYOUT_VERSION_2,
+        order,
+        int(h["compression"]),
+        int(h["encryption"]),
+        int(h["created"]),
+        FILE_HEADER_V2.itemsize,
+        data_end,
+        int(h["num_blocks"]),
+        appendix_offset if data_end != size else 0,
+        int(h["appendix_blocks"]),
+        "",
+        None,
+        int(h["nfdversion"]),
+    )
     if header.appendix_offset:
         across = _block_across_appendix(f, header, size)
         if across is not None or not _read_appendix(f, header, source, size):
             # nfdump reads its NumBlocks data blocks from the header on, whatever the offset
             # says; taken as the end of the data, a damaged offset lost every record after
             # it with no more than a cut reported
-            where = (f"inside the data block at {across[0]} (which ends at {across[1]})"
-                     if across is not None else "where no appendix block is")
-            header.problems[:] = [(MalformedInput(
-                f"header places the appendix at {appendix_offset}, {where}: the offset is "
-                "damaged; data blocks read to the end of the file, ident and stat unknown",
-                source=source, offset=24, reason="bad_appendix"), 0)]
+            where = (
+                f"inside the data block at {across[0]} (which ends at {across[1]})"
+                if across is not None
+                else "where no appendix block is"
+            )
+            header.problems[:] = [
+                (
+                    MalformedInput(
+                        f"header places the appendix at {appendix_offset}, {where}: the offset is "
+                        "damaged; data blocks read to the end of the file, ident and stat unknown",
+                        source=source,
+                        offset=24,
+                        reason="bad_appendix",
+                    ),
+                    0,
+                )
+            ]
             header.data_end, header.appendix_offset = size, 0
             header.ident, header.stat = "", None
     elif appendix_offset >= size and h["appendix_blocks"] > 0:
         # the file was cut (at the appendix's first byte, too): its data blocks may end
         # cleanly, but ident and stat are gone
-        header.problems.append((TruncatedInput(
-            f"header places the appendix at {appendix_offset}, file ends at {size}",
-            source=source, offset=size), 0))
+        header.problems.append(
+            (
+                TruncatedInput(
+                    f"header places the appendix at {appendix_offset}, file ends at {size}",
+                    source=source,
+                    offset=size,
+                ),
+                0,
+            )
+        )
     return header
 
 
@@ -331,8 +436,9 @@ def _block_across_appendix(f: IO[bytes], header: _Header, size: int) -> tuple[in
         f.seek(pos)
         block = np.frombuffer(f.read(BLOCK_HEADER.itemsize), dtype=block_dtype)[0]
         stored = int(block["size"])
-        if not _plausible_block(stored, int(block["num_records"]), int(block["type"]),
-                                int(block["flags"])):
+        if not _plausible_block(
+            stored, int(block["num_records"]), int(block["type"]), int(block["flags"])
+        ):
             return None
         end = pos + BLOCK_HEADER.itemsize + stored
         if end > header.appendix_offset:
@@ -353,21 +459,43 @@ def _read_appendix(f: IO[bytes], header: _Header, source: str, size: int) -> boo
         f.seek(pos)
         raw = f.read(BLOCK_HEADER.itemsize)
         if len(raw) < BLOCK_HEADER.itemsize:
-            header.problems.append((TruncatedInput(
-                f"appendix block {number}: header needs 12 bytes, {len(raw)} left",
-                source=source, offset=pos), len(raw)))
+            header.problems.append(
+                (
+                    TruncatedInput(
+                        f"appendix block {number}: header needs 12 bytes, {len(raw)} left",
+                        source=source,
+                        offset=pos,
+                    ),
+                    len(raw),
+                )
+            )
             return True
         block = np.frombuffer(raw, dtype=block_dtype)[0]
         stored = int(block["size"])
         if pos + 12 + stored > size:
-            header.problems.append((TruncatedInput(
-                f"appendix block {number} promises {stored} bytes, {size - pos - 12} left",
-                source=source, offset=pos), size - pos))
+            header.problems.append(
+                (
+                    TruncatedInput(
+                        f"appendix block {number} promises {stored} bytes, {size - pos - 12} left",
+                        source=source,
+                        offset=pos,
+                    ),
+                    size - pos,
+                )
+            )
             return True
         if stored == 0 or stored > MAX_BLOCK_BYTES:
-            header.problems.append((MalformedInput(
-                f"appendix block {number}: implausible size {stored}", source=source,
-                offset=pos, reason="bad_appendix"), size - pos))
+            header.problems.append(
+                (
+                    MalformedInput(
+                        f"appendix block {number}: implausible size {stored}",
+                        source=source,
+                        offset=pos,
+                        reason="bad_appendix",
+                    ),
+                    size - pos,
+                )
+            )
             return True
         payload = f.read(stored)
         code = _block_codec(int(block["flags"]), header)
@@ -377,27 +505,49 @@ def _read_appendix(f: IO[bytes], header: _Header, source: str, size: int) -> boo
             header.problems.append((error, 12 + stored))
             return True
         at = 0
-        if number == 1 and len(data) >= 4 and int(np.frombuffer(
-                data, f"{header.order}u2", 1, 0)[0]) not in (APPENDIX_IDENT, APPENDIX_STAT):
+        if (
+            number == 1
+            and len(data) >= 4
+            and int(np.frombuffer(data, f"{header.order}u2", 1, 0)[0])
+            not in (APPENDIX_IDENT, APPENDIX_STAT)
+        ):
             return False
         for index in range(int(block["num_records"])):
             if at + 4 > len(data):
-                header.problems.append((MalformedInput(
-                    f"appendix block {number}: record {index} of {int(block['num_records'])} "
-                    f"starts past the block's {len(data)} bytes", source=source, offset=pos,
-                    reason="bad_appendix"), len(data) - at))
+                header.problems.append(
+                    (
+                        MalformedInput(
+                            f"appendix block {number}: record {index} of "
+                            f"{int(block['num_records'])} starts past the block's "
+                            f"{len(data)} bytes",
+                            source=source,
+                            offset=pos,
+                            reason="bad_appendix",
+                        ),
+                        len(data) - at,
+                    )
+                )
                 break
             # Python ints: a numpy uint16 beside an offset past 65,535 overflowed (NumPy 2
             # converts the int to the scalar's type)
-            record_type, record_size = (int(value) for value in
-                                        np.frombuffer(data, f"{header.order}u2", 2, at))
+            record_type, record_size = (
+                int(value) for value in np.frombuffer(data, f"{header.order}u2", 2, at)
+            )
             if record_size < 4 or at + record_size > len(data):
-                header.problems.append((MalformedInput(
-                    f"appendix block {number}: record {index} has size {record_size}, "
-                    f"{len(data) - at} bytes left", source=source, offset=pos,
-                    reason="bad_appendix"), len(data) - at))
+                header.problems.append(
+                    (
+                        MalformedInput(
+                            f"appendix block {number}: record {index} has size {record_size}, "
+                            f"{len(data) - at} bytes left",
+                            source=source,
+                            offset=pos,
+                            reason="bad_appendix",
+                        ),
+                        len(data) - at,
+                    )
+                )
                 break
-            body = data[at + 4:at + record_size]
+            body = data[at + 4 : at + record_size]
             if record_type == APPENDIX_IDENT:
                 header.ident = body.split(b"\0", 1)[0].decode("utf-8", "replace")
             elif record_type == APPENDIX_STAT and len(body) >= STAT_V2.itemsize:
@@ -407,21 +557,41 @@ def _read_appendix(f: IO[bytes], header: _Header, source: str, size: int) -> boo
         else:
             if at < len(data) and any(data[at:]):
                 # records past the count the block header gives (a damaged count)
-                header.problems.append((MalformedInput(
-                    f"appendix block {number}: {len(data) - at} bytes after its "
-                    f"{int(block['num_records'])} records", source=source, offset=pos,
-                    reason="bad_appendix"), len(data) - at))
+                header.problems.append(
+                    (
+                        MalformedInput(
+                            f"appendix block {number}: {len(data) - at} bytes after its "
+                            f"{int(block['num_records'])} records",
+                            source=source,
+                            offset=pos,
+                            reason="bad_appendix",
+                        ),
+                        len(data) - at,
+                    )
+                )
         pos += 12 + stored
     if pos < size:
         # nfcapd writes the appendix last; nothing after it is read, by nfdump either
-        header.problems.append((MalformedInput(
-            f"{size - pos} bytes after the appendix", source=source, offset=pos,
-            reason="bad_appendix"), size - pos))
+        header.problems.append(
+            (
+                MalformedInput(
+                    f"{size - pos} bytes after the appendix",
+                    source=source,
+                    offset=pos,
+                    reason="bad_appendix",
+                ),
+                size - pos,
+            )
+        )
     return True
 
 
 def _read(
-    path: Path, source: str, report: RunReport, batch_size: int, nsel: NselLedger | None,
+    path: Path,
+    source: str,
+    report: RunReport,
+    batch_size: int,
+    nsel: NselLedger | None,
 ) -> Iterator[pa.RecordBatch]:
     stats = report.file(source)
     stats.size = path.stat().st_size
@@ -446,13 +616,26 @@ def _read(
             stats.stat_packets = header.stat["packets"]
             stats.stat_bytes = header.stat["bytes"]
         if header.encryption:
-            report.skip(MalformedInput(f"encrypted file (method {header.encryption})",
-                                       source=source, offset=17, reason="encrypted"), nbytes=size)
+            report.skip(
+                MalformedInput(
+                    f"encrypted file (method {header.encryption})",
+                    source=source,
+                    offset=17,
+                    reason="encrypted",
+                ),
+                nbytes=size,
+            )
             return
         if header.compression not in COMPRESSION_NAMES:
-            report.skip(MalformedInput(f"unknown compression code {header.compression}",
-                                       source=source, offset=16, reason="bad_compression"),
-                        nbytes=size)
+            report.skip(
+                MalformedInput(
+                    f"unknown compression code {header.compression}",
+                    source=source,
+                    offset=16,
+                    reason="bad_compression",
+                ),
+                nbytes=size,
+            )
             return
         # every file is read, whatever its stat record says of its times: nfcapd 1.7's
         # NSEL files give the collection slot there, not the flows' times, and a window
@@ -483,7 +666,8 @@ def _read(
             # only records with times (one without is left out and said so); inside the
             # time window or not, as every repair the readers count
             put_back = columns.pop("_flags_put_back") & ~np.logical_or(
-                *time_faults(columns["first_seen"], columns["last_seen"])[:2])
+                *time_faults(columns["first_seen"], columns["last_seen"])[:2]
+            )
             _count_flags_put_back(state, put_back, frame, offset, report)
             pending.append(columns)
             pending_rows += rows
@@ -499,8 +683,9 @@ def _read(
         _check_stat_flows(header, stats, decoded, source, report)
 
 
-def _check_stat_flows(header: _Header, stats: FileStats, decoded: int, source: str,
-                      report: RunReport) -> None:
+def _check_stat_flows(
+    header: _Header, stats: FileStats, decoded: int, source: str, report: RunReport
+) -> None:
     """The flows the file's stat record counts against those its blocks hold: equal in
     every file of the corpus and the vendor sets (127, nfdump 1.6 to 1.7.8), and zero in a
     file still being written. A difference nothing else explains (no block skipped or cut)
@@ -513,14 +698,19 @@ def _check_stat_flows(header: _Header, stats: FileStats, decoded: int, source: s
     if claimed == 0 and header.num_blocks == 0:
         return  # a file still being written: nfcapd 1.6 fills both in when it closes it
     if stats.aggregated_records and (
-            decoded - stats.aggregated_records + stats.aggregated_flows == claimed):
+        decoded - stats.aggregated_records + stats.aggregated_flows == claimed
+    ):
         return  # (should nfdump count an aggregated record's flows)
-    report.repair(MalformedInput(
-        f"the stat record counts {claimed} flows, the data blocks hold {decoded} flow "
-        "records: read as they are (blocks copied into the file or lost from it, or a "
-        "stat record not updated)", source=source,
-        offset=header.appendix_offset if header.layout == LAYOUT_VERSION_2 else 140,
-        reason="nfcapd_stat_mismatch"))
+    report.repair(
+        MalformedInput(
+            f"the stat record counts {claimed} flows, the data blocks hold {decoded} flow "
+            "records: read as they are (blocks copied into the file or lost from it, or a "
+            "stat record not updated)",
+            source=source,
+            offset=header.appendix_offset if header.layout == LAYOUT_VERSION_2 else 140,
+            reason="nfcapd_stat_mismatch",
+        )
+    )
 
 
 def _blocks(
@@ -537,9 +727,15 @@ def _blocks(
         if frame == header.num_blocks + 1 and header.num_blocks:
             past_count = pos
         if header.data_end - pos < BLOCK_HEADER.itemsize:
-            report.skip(TruncatedInput(
-                f"block header needs 12 bytes, {header.data_end - pos} left",
-                source=source, offset=pos, frame=frame), nbytes=header.data_end - pos)
+            report.skip(
+                TruncatedInput(
+                    f"block header needs 12 bytes, {header.data_end - pos} left",
+                    source=source,
+                    offset=pos,
+                    frame=frame,
+                ),
+                nbytes=header.data_end - pos,
+            )
             return
         f.seek(pos)
         block = np.frombuffer(f.read(BLOCK_HEADER.itemsize), dtype=block_dtype)[0]
@@ -547,28 +743,52 @@ def _blocks(
         block_type, flags = int(block["type"]), int(block["flags"])
         if not _plausible_block(stored, num_records, block_type, flags):
             resumed = _resync(f, pos + 1, header, block_dtype)
-            what = (f"implausible block header (records {num_records}, size {stored}, type "
-                    f"{block_type}, flags {flags:#x})")
+            what = (
+                f"implausible block header (records {num_records}, size {stored}, type "
+                f"{block_type}, flags {flags:#x})"
+            )
             if resumed is None:
-                report.skip(MalformedInput(what, source=source, offset=pos, frame=frame,
-                                           reason="bad_block_header"),
-                            nbytes=BLOCK_HEADER.itemsize)
-                report.skip(MalformedInput(
-                    "no further block header found after a bad one", source=source,
-                    offset=pos + BLOCK_HEADER.itemsize, frame=frame, reason="bad_block_header"),
-                    nbytes=header.data_end - pos - BLOCK_HEADER.itemsize)
+                report.skip(
+                    MalformedInput(
+                        what, source=source, offset=pos, frame=frame, reason="bad_block_header"
+                    ),
+                    nbytes=BLOCK_HEADER.itemsize,
+                )
+                report.skip(
+                    MalformedInput(
+                        "no further block header found after a bad one",
+                        source=source,
+                        offset=pos + BLOCK_HEADER.itemsize,
+                        frame=frame,
+                        reason="bad_block_header",
+                    ),
+                    nbytes=header.data_end - pos - BLOCK_HEADER.itemsize,
+                )
                 return
             # the bytes up to the next good header are lost with the bad one
-            report.skip(MalformedInput(f"{what}; the next block header is at {resumed}",
-                                       source=source, offset=pos, frame=frame,
-                                       reason="bad_block_header"), nbytes=resumed - pos)
+            report.skip(
+                MalformedInput(
+                    f"{what}; the next block header is at {resumed}",
+                    source=source,
+                    offset=pos,
+                    frame=frame,
+                    reason="bad_block_header",
+                ),
+                nbytes=resumed - pos,
+            )
             pos = resumed
             continue
         end = pos + BLOCK_HEADER.itemsize + stored
         if end > header.data_end:
-            report.skip(TruncatedInput(
-                f"block promises {stored} bytes, {header.data_end - pos - 12} left",
-                source=source, offset=pos, frame=frame), nbytes=header.data_end - pos)
+            report.skip(
+                TruncatedInput(
+                    f"block promises {stored} bytes, {header.data_end - pos - 12} left",
+                    source=source,
+                    offset=pos,
+                    frame=frame,
+                ),
+                nbytes=header.data_end - pos,
+            )
             return
         raw = f.read(stored)
         if block_type == BLOCK_ARRAY:
@@ -576,17 +796,28 @@ def _blocks(
             if damage:
                 # found by fuzzing: a flow block whose type was damaged to 4 was lost as
                 # metadata without a word (25 records)
-                report.skip(MalformedInput(damage, source=source, offset=pos, frame=frame,
-                                           reason="unsupported_block"), nbytes=end - pos)
+                report.skip(
+                    MalformedInput(
+                        damage, source=source, offset=pos, frame=frame, reason="unsupported_block"
+                    ),
+                    nbytes=end - pos,
+                )
             else:
                 report.ignore("nfcapd_array_block", source, BLOCK_HEADER.itemsize + stored)
             pos = end
             continue
         if block_type not in (BLOCK_V1, BLOCK_V2):
             reason = "unsupported_block"
-            report.skip(MalformedInput(
-                f"block type {block_type} is not a data block nfdump 1.6/1.7 reads",
-                source=source, offset=pos, frame=frame, reason=reason), nbytes=end - pos)
+            report.skip(
+                MalformedInput(
+                    f"block type {block_type} is not a data block nfdump 1.6/1.7 reads",
+                    source=source,
+                    offset=pos,
+                    frame=frame,
+                    reason=reason,
+                ),
+                nbytes=end - pos,
+            )
             pos = end
             continue
         code = _block_codec(flags, header)
@@ -601,18 +832,30 @@ def _blocks(
     if frame < header.num_blocks:
         # cut at a block boundary: nothing else would notice (a file still being written
         # has 0 here until nfcapd closes it, so only fewer blocks than promised count)
-        report.skip(TruncatedInput(
-            f"header promises {header.num_blocks} data blocks, file holds {frame}",
-            source=source, offset=pos, frame=frame + 1), nbytes=0)
+        report.skip(
+            TruncatedInput(
+                f"header promises {header.num_blocks} data blocks, file holds {frame}",
+                source=source,
+                offset=pos,
+                frame=frame + 1,
+            ),
+            nbytes=0,
+        )
     elif past_count:
         # found by fuzzing: a block copied in after the counted ones doubled the file's
         # records without a word (nfdump reads NumBlocks blocks and stops); read, and said
-        report.repair(MalformedInput(
-            f"header says {header.num_blocks} data block(s), {frame - header.num_blocks} "
-            "more follow: read (blocks copied into the file, or its header not updated); "
-            "nfdump stops at the header's count", source=source, offset=past_count,
-            frame=header.num_blocks + 1, reason="nfcapd_blocks_past_count"),
-            count=frame - header.num_blocks)
+        report.repair(
+            MalformedInput(
+                f"header says {header.num_blocks} data block(s), {frame - header.num_blocks} "
+                "more follow: read (blocks copied into the file, or its header not updated); "
+                "nfdump stops at the header's count",
+                source=source,
+                offset=past_count,
+                frame=header.num_blocks + 1,
+                reason="nfcapd_blocks_past_count",
+            ),
+            count=frame - header.num_blocks,
+        )
 
 
 def _block_codec(flags: int, header: _Header) -> int:
@@ -643,14 +886,20 @@ def _array_block_damage(raw: bytes, flags: int, num_records: int, header: _Heade
         records += 1
         at += size
     if at == len(data) and records == num_records and flows:
-        return (f"an array block (type 4) that reads as {records} records, {flows} of them "
-                "flow records: a flow block whose type was damaged")
+        return (
+            f"an array block (type 4) that reads as {records} records, {flows} of them "
+            "flow records: a flow block whose type was damaged"
+        )
     return ""
 
 
 def _plausible_block(stored: int, num_records: int, block_type: int, flags: int) -> bool:
-    return (0 < stored <= MAX_BLOCK_BYTES - BLOCK_HEADER.itemsize and 0 < num_records
-            and block_type in (1, BLOCK_V1, BLOCK_V2, BLOCK_ARRAY) and flags <= 0x7)
+    return (
+        0 < stored <= MAX_BLOCK_BYTES - BLOCK_HEADER.itemsize
+        and 0 < num_records
+        and block_type in (1, BLOCK_V1, BLOCK_V2, BLOCK_ARRAY)
+        and flags <= 0x7
+    )
 
 
 def _resync(f: IO[bytes], start: int, header: _Header, block_dtype: np.dtype) -> int | None:
@@ -672,12 +921,17 @@ def _resync(f: IO[bytes], start: int, header: _Header, block_dtype: np.dtype) ->
         records = _u32_at(raw, 0, count, header.order)
         types = _u16_at(raw, 8, count, header.order)
         flags = _u16_at(raw, 10, count, header.order)
-        ok = ((sizes > 0) & (sizes <= MAX_BLOCK_BYTES - 12) & (records > 0)
-              & np.isin(types, (BLOCK_V1, BLOCK_V2)) & (flags <= 0x7)
-              & (pos + np.arange(count) + 12 + sizes.astype(np.int64) <= header.data_end))
+        ok = (
+            (sizes > 0)
+            & (sizes <= MAX_BLOCK_BYTES - 12)
+            & (records > 0)
+            & np.isin(types, (BLOCK_V1, BLOCK_V2))
+            & (flags <= 0x7)
+            & (pos + np.arange(count) + 12 + sizes.astype(np.int64) <= header.data_end)
+        )
         for index in np.flatnonzero(ok):
             candidate = pos + int(index)
-            block = np.frombuffer(chunk[index:index + 12], dtype=block_dtype)[0]
+            block = np.frombuffer(chunk[index : index + 12], dtype=block_dtype)[0]
             f.seek(candidate + 12)
             payload = f.read(int(block["size"]))
             code = _block_codec(int(block["flags"]), header)
@@ -694,20 +948,25 @@ def _resync(f: IO[bytes], start: int, header: _Header, block_dtype: np.dtype) ->
 
 
 def _u32_at(raw: np.ndarray, at: int, count: int, order: str) -> np.ndarray:
-    b = [raw[at + k:at + k + count].astype(np.uint32) for k in range(4)]
+    b = [raw[at + k : at + k + count].astype(np.uint32) for k in range(4)]
     if order == "<":
         return b[0] | (b[1] << 8) | (b[2] << 16) | (b[3] << 24)
     return b[3] | (b[2] << 8) | (b[1] << 16) | (b[0] << 24)
 
 
 def _u16_at(raw: np.ndarray, at: int, count: int, order: str) -> np.ndarray:
-    lo = raw[at:at + count].astype(np.uint32)
-    hi = raw[at + 1:at + 1 + count].astype(np.uint32)
+    lo = raw[at : at + count].astype(np.uint32)
+    hi = raw[at + 1 : at + 1 + count].astype(np.uint32)
     return lo | (hi << 8) if order == "<" else hi | (lo << 8)
 
 
 def _decode_block(
-    state: _FileState, payload: bytes, frame: int, offset: int, block_type: int, claimed: int,
+    state: _FileState,
+    payload: bytes,
+    frame: int,
+    offset: int,
+    block_type: int,
+    claimed: int,
     report: RunReport,
 ) -> dict[str, np.ndarray] | None:
     """Columns of the flow records of one block (None if it holds none)."""
@@ -715,21 +974,35 @@ def _decode_block(
     big_endian = state.order == ">"
     max_records = min(claimed, len(payload) // 4)
     offsets, types, sizes, layouts, layout_first, count, status, where = scan_block(
-        buf, 0, len(payload), max_records, big_endian)
+        buf, 0, len(payload), max_records, big_endian
+    )
     walked = int(offsets[-1] + sizes[-1]) if count else 0  # where the last walked record ends
     if status != SCAN_OK or count < claimed:
-        report.skip(MalformedInput(
-            f"record walk stops at byte {where} of the block after {count} of {claimed} records"
-            f" ({'bad record size' if status else 'block ends early'})",
-            source=state.source, offset=offset, frame=frame, reason="bad_record"),
-            nbytes=max(len(payload) - int(where), 0), count=max(claimed - count, 1))
+        report.skip(
+            MalformedInput(
+                f"record walk stops at byte {where} of the block after {count} of {claimed} records"
+                f" ({'bad record size' if status else 'block ends early'})",
+                source=state.source,
+                offset=offset,
+                frame=frame,
+                reason="bad_record",
+            ),
+            nbytes=max(len(payload) - int(where), 0),
+            count=max(claimed - count, 1),
+        )
     elif walked < len(payload) and any(payload[walked:]):
         # nfdump writes a block's records and nothing after them: bytes beyond the records
         # the header counts are records it no longer counts (a damaged count), or garbage
-        report.skip(MalformedInput(
-            f"{len(payload) - walked} bytes after the block's {claimed} records",
-            source=state.source, offset=offset, frame=frame, reason="bad_record"),
-            nbytes=len(payload) - walked)
+        report.skip(
+            MalformedInput(
+                f"{len(payload) - walked} bytes after the block's {claimed} records",
+                source=state.source,
+                offset=offset,
+                frame=frame,
+                reason="bad_record",
+            ),
+            nbytes=len(payload) - walked,
+        )
     state.rate_changes.clear()
     state.sampler_changes.clear()
     state.rate_before.clear()
@@ -737,31 +1010,53 @@ def _decode_block(
     for index in np.flatnonzero(layouts < 0):
         state.control_index = int(index)
         record_type = int(types[index])
-        record = payload[int(offsets[index]):int(offsets[index]) + int(sizes[index])]
+        record = payload[int(offsets[index]) : int(offsets[index]) + int(sizes[index])]
         if layouts[index] == BAD_ELEMENTS:
-            report.skip(MalformedInput(
-                f"record {index} (type {record_type}) has elements inconsistent with its size "
-                f"{len(record)}", source=state.source, offset=offset, frame=frame,
-                reason="bad_record"), nbytes=len(record))
+            report.skip(
+                MalformedInput(
+                    f"record {index} (type {record_type}) has elements inconsistent with its size "
+                    f"{len(record)}",
+                    source=state.source,
+                    offset=offset,
+                    frame=frame,
+                    reason="bad_record",
+                ),
+                nbytes=len(record),
+            )
         elif record_type == EXTENSION_MAP and block_type != BLOCK_V1:
             # 1.6 maps are applied in block order by nfcapd_v1; a 1.7 block has none
-            report.skip(MalformedInput(
-                f"record {index} (type {record_type}, a 1.6 extension map) in a block of "
-                f"type {block_type}", source=state.source, offset=offset, frame=frame,
-                reason="bad_record"), nbytes=len(record))
+            report.skip(
+                MalformedInput(
+                    f"record {index} (type {record_type}, a 1.6 extension map) in a block of "
+                    f"type {block_type}",
+                    source=state.source,
+                    offset=offset,
+                    frame=frame,
+                    reason="bad_record",
+                ),
+                nbytes=len(record),
+            )
         else:
-            _control_record(state, record_type, record, frame, offset, int(index), report,
-                            block_type)
+            _control_record(
+                state, record_type, record, frame, offset, int(index), report, block_type
+            )
     flow_mask = layouts >= 0
     # 1.6 blocks hold common records, 1.7 blocks V3 records; each decoder trusts what the
     # scan checked for its own record type only (a V3 element list, a common record's
     # extension map), so a record of the other kind is damage, not something to decode
     expected = COMMON_RECORD if block_type == BLOCK_V1 else V3_RECORD
     for index in np.flatnonzero(flow_mask & (types != expected)):
-        report.skip(MalformedInput(
-            f"record {index} (type {int(types[index])}) in a block of type {block_type}, "
-            f"which holds type {expected} records", source=state.source, offset=offset,
-            frame=frame, reason="bad_record"), nbytes=int(sizes[index]))
+        report.skip(
+            MalformedInput(
+                f"record {index} (type {int(types[index])}) in a block of type {block_type}, "
+                f"which holds type {expected} records",
+                source=state.source,
+                offset=offset,
+                frame=frame,
+                reason="bad_record",
+            ),
+            nbytes=int(sizes[index]),
+        )
         flow_mask[index] = False
     n = int(np.count_nonzero(flow_mask))
     if n == 0:
@@ -772,8 +1067,20 @@ def _decode_block(
     if block_type == BLOCK_V1:
         from .nfcapd_v1 import decode_v1_block
 
-        decode_v1_block(state, buf, offsets, types, sizes, layouts, layout_first, flow_index,
-                        columns, report, frame, offset)
+        decode_v1_block(
+            state,
+            buf,
+            offsets,
+            types,
+            sizes,
+            layouts,
+            layout_first,
+            flow_index,
+            columns,
+            report,
+            frame,
+            offset,
+        )
         valid = columns.pop("_valid", None)
         if valid is not None:  # records whose extension map is missing were counted there
             columns = {name: values[valid] for name, values in columns.items()}
@@ -782,8 +1089,20 @@ def _decode_block(
             if n == 0:
                 return None
     else:
-        _decode_v3_groups(state, buf, offsets, sizes, flow_layouts, flow_index, layout_first,
-                          columns, report, frame, offset, big_endian)
+        _decode_v3_groups(
+            state,
+            buf,
+            offsets,
+            sizes,
+            flow_layouts,
+            flow_index,
+            layout_first,
+            columns,
+            report,
+            frame,
+            offset,
+            big_endian,
+        )
     _resolve_exporters(state, columns, flow_index)
     _event_times(columns)
     received = columns.pop("_msec_received")
@@ -791,11 +1110,17 @@ def _decode_block(
     if damaged.any():
         # the record is whole but its receive time is not: arrival falls back to the file's
         # slot time, as for a record without one, and says so
-        report.skip(MalformedInput(
-            f"{int(np.count_nonzero(damaged))} record(s) with a receive time past the µs range "
-            "(arrival given the file's time slot instead)", source=state.source,
-            offset=offset, frame=frame, reason="bad_timestamp"),
-            count=int(np.count_nonzero(damaged)))
+        report.skip(
+            MalformedInput(
+                f"{int(np.count_nonzero(damaged))} record(s) with a receive time past the µs range "
+                "(arrival given the file's time slot instead)",
+                source=state.source,
+                offset=offset,
+                frame=frame,
+                reason="bad_timestamp",
+            ),
+            count=int(np.count_nonzero(damaged)),
+        )
     received_ok = (received > 0) & ~damaged
     columns["arrival"] = np.where(received_ok, received * 1000, state.slot_us)
     _receive_times(state, columns, received_ok, frame, offset, report)
@@ -805,8 +1130,14 @@ def _decode_block(
     return columns
 
 
-def _receive_times(state: _FileState, columns: dict[str, np.ndarray], received: np.ndarray,
-                   frame: int, offset: int, report: RunReport) -> None:
+def _receive_times(
+    state: _FileState,
+    columns: dict[str, np.ndarray],
+    received: np.ndarray,
+    frame: int,
+    offset: int,
+    report: RunReport,
+) -> None:
     """A record whose exporter sent no time nfcapd could use is stored with both times 0
     (nfdump prints 1970): Mikrotik's IPFIX gives uptimes without systemInitTime, Barracuda,
     Citrix NetScaler, Cisco's 1941 and WLC templates no flow times at all. The export
@@ -828,8 +1159,9 @@ def _receive_times(state: _FileState, columns: dict[str, np.ndarray], received: 
     # earlier such blocks showed): a block without timeless records costs nothing more
     timed = received & (last > 0)
     lag = columns["arrival"] - last
-    streams = [int(stream[0])] if stream.min() == stream.max() else np.unique(
-        stream[timeless]).tolist()
+    streams = (
+        [int(stream[0])] if stream.min() == stream.max() else np.unique(stream[timeless]).tolist()
+    )
     for index in streams:
         mine = timed & (stream == index)
         if mine.any() and int(lag[mine].min()) > _OFFLINE_LAG_US:
@@ -841,44 +1173,73 @@ def _receive_times(state: _FileState, columns: dict[str, np.ndarray], received: 
     arrival = columns["arrival"]
     columns["first_seen"] = np.where(place, arrival, first)
     columns["last_seen"] = np.where(place, arrival, last)
-    report.repair(MalformedInput(
-        f"{count} record(s) without a time (nfcapd stores 0 for a time its exporter did not "
-        "send): placed at their receive time, as the export readers place them at their "
-        "datagram's", source=state.source, offset=offset, frame=frame,
-        reason="receive_time"), count=count)
+    report.repair(
+        MalformedInput(
+            f"{count} record(s) without a time (nfcapd stores 0 for a time its exporter did not "
+            "send): placed at their receive time, as the export readers place them at their "
+            "datagram's",
+            source=state.source,
+            offset=offset,
+            frame=frame,
+            reason="receive_time",
+        ),
+        count=count,
+    )
 
 
 _OFFLINE_LAG_US: Final = 86_400_000_000  # receive time - last_seen: a day
 _COLUMN_DEFAULTS: Final[dict[str, tuple[str, int]]] = {
-    "first_seen": ("int64", 0), "last_seen": ("int64", 0), "ip_version": ("uint8", 0),
-    "src_port": ("uint16", 0), "dst_port": ("uint16", 0), "protocol": ("uint8", 0),
-    "tcp_flags": ("uint16", 0), "tos": ("uint8", 0), "packets": ("uint64", 0),
-    "octets": ("uint64", 0), "reverse_packets": ("uint64", 0), "reverse_octets": ("uint64", 0),
-    "input_if": ("uint32", 0), "output_if": ("uint32", 0), "src_as": ("uint32", 0),
-    "dst_as": ("uint32", 0), "flow_end_reason": ("uint8", 0), "export_version": ("uint8", 0),
-    "_sysid": ("uint16", 0), "_flags": ("uint8", 0), "_msec_received": ("int64", 0),
-    "_sampler_interval": ("uint32", 0), "_selector_id": ("int64", 0),
-    "_sampler_sysid": ("uint16", 0), "_has_selector": ("bool", 0), "_has_router": ("bool", 0),
-    "_aggregated_flows": ("uint64", 0), "reverse_tcp_flags": ("uint16", 0),
+    "first_seen": ("int64", 0),
+    "last_seen": ("int64", 0),
+    "ip_version": ("uint8", 0),
+    "src_port": ("uint16", 0),
+    "dst_port": ("uint16", 0),
+    "protocol": ("uint8", 0),
+    "tcp_flags": ("uint16", 0),
+    "tos": ("uint8", 0),
+    "packets": ("uint64", 0),
+    "octets": ("uint64", 0),
+    "reverse_packets": ("uint64", 0),
+    "reverse_octets": ("uint64", 0),
+    "input_if": ("uint32", 0),
+    "output_if": ("uint32", 0),
+    "src_as": ("uint32", 0),
+    "dst_as": ("uint32", 0),
+    "flow_end_reason": ("uint8", 0),
+    "export_version": ("uint8", 0),
+    "_sysid": ("uint16", 0),
+    "_flags": ("uint8", 0),
+    "_msec_received": ("int64", 0),
+    "_sampler_interval": ("uint32", 0),
+    "_selector_id": ("int64", 0),
+    "_sampler_sysid": ("uint16", 0),
+    "_has_selector": ("bool", 0),
+    "_has_router": ("bool", 0),
+    "_aggregated_flows": ("uint64", 0),
+    "reverse_tcp_flags": ("uint16", 0),
     "_flags_put_back": ("bool", 0),
 }
 # columns of rare elements, made only in a block that has them (Cisco NSEL's EXnselCommon)
 _LAZY_COLUMNS: Final[dict[str, str]] = {
-    "_nsel_event": "uint64", "_nsel_connection": "uint64", "_nsel_event_ms": "int64",
+    "_nsel_event": "uint64",
+    "_nsel_connection": "uint64",
+    "_nsel_event_ms": "int64",
 }
 _ADDRESS_COLUMNS: Final = ("src_addr", "dst_addr", "next_hop", "_router")
 
 
 def _empty_columns(n: int) -> dict[str, np.ndarray]:
-    columns = {name: np.full(n, value, dtype=dtype)
-               for name, (dtype, value) in _COLUMN_DEFAULTS.items()}
+    columns = {
+        name: np.full(n, value, dtype=dtype) for name, (dtype, value) in _COLUMN_DEFAULTS.items()
+    }
     for name in _ADDRESS_COLUMNS:
         columns[name] = np.zeros((n, 16), dtype=np.uint8)
     return columns
 
 
-def place(columns: dict[str, np.ndarray], decoded: dict[str, np.ndarray],
-          positions: np.ndarray | None) -> None:
+def place(
+    columns: dict[str, np.ndarray], decoded: dict[str, np.ndarray], positions: np.ndarray | None
+) -> None:
     """Write one layout's decoded columns into the block's columns at `positions` (None = all)."""
     for name, values in decoded.items():
         target = columns.get(name)
@@ -911,24 +1272,34 @@ def layout_groups(flow_layouts: np.ndarray, n_layouts: int) -> list[tuple[int, n
         return [(int(flow_layouts[0]), None)]
     order = np.argsort(flow_layouts, kind="stable")
     bounds = np.searchsorted(flow_layouts[order], np.arange(n_layouts + 1))
-    return [(layout, order[bounds[layout]:bounds[layout + 1]]) for layout in range(n_layouts)
-            if bounds[layout + 1] > bounds[layout]]
+    return [
+        (layout, order[bounds[layout] : bounds[layout + 1]])
+        for layout in range(n_layouts)
+        if bounds[layout + 1] > bounds[layout]
+    ]
 
 
 def records_view(buf: np.ndarray, offsets: np.ndarray, size: int, dtype: np.dtype) -> np.ndarray:
     """Equal-sized records at `offsets` as one structured array (no copy when evenly spaced)."""
     n = len(offsets)
     first = int(offsets[0])
-    if n == 1 or (int(offsets[-1]) - first == (n - 1) * size
-                  and np.all(np.diff(offsets) == size)):
+    if n == 1 or (int(offsets[-1]) - first == (n - 1) * size and np.all(np.diff(offsets) == size)):
         return np.ndarray((n,), dtype=dtype, buffer=buf, offset=first, strides=(size,))
     return gather_records(buf, offsets, size).view(dtype)
 
 
 def _decode_v3_groups(
-    state: _FileState, buf: np.ndarray, offsets: np.ndarray, sizes: np.ndarray,
-    flow_layouts: np.ndarray, flow_index: np.ndarray, layout_first: np.ndarray,
-    columns: dict[str, np.ndarray], report: RunReport, frame: int, offset: int,
+    state: _FileState,
+    buf: np.ndarray,
+    offsets: np.ndarray,
+    sizes: np.ndarray,
+    flow_layouts: np.ndarray,
+    flow_index: np.ndarray,
+    layout_first: np.ndarray,
+    columns: dict[str, np.ndarray],
+    report: RunReport,
+    frame: int,
+    offset: int,
     big_endian: bool,
 ) -> None:
     for layout_id, positions in layout_groups(flow_layouts, len(layout_first)):
@@ -939,9 +1310,12 @@ def _decode_v3_groups(
         members = flow_index if positions is None else flow_index[positions]
         rows = records_view(buf, offsets[members], size, layout.dtype)
         if layout.unknown_elements:
-            report.ignore("nfcapd_unknown_element", state.source,
-                          layout.unknown_bytes * len(rows), count=layout.unknown_elements
-                          * len(rows))
+            report.ignore(
+                "nfcapd_unknown_element",
+                state.source,
+                layout.unknown_bytes * len(rows),
+                count=layout.unknown_elements * len(rows),
+            )
         place(columns, decode_layout(rows, layout), positions)
 
 
@@ -978,31 +1352,55 @@ def _array_record_fits(record: bytes, order: str) -> bool:
 
 
 def _control_record(
-    state: _FileState, record_type: int, record: bytes, frame: int, offset: int, index: int,
-    report: RunReport, block_type: int,
+    state: _FileState,
+    record_type: int,
+    record: bytes,
+    frame: int,
+    offset: int,
+    index: int,
+    report: RunReport,
+    block_type: int,
 ) -> None:
     """Apply an exporter, exporter-stats or sampler record; count what is not a flow at all."""
     wanted = _control_size(record_type, record, state.order)
-    if wanted is not None and len(record) != wanted and (
-            len(record) > wanted or record_type == EXPORTER_STAT_RECORD):
+    if (
+        wanted is not None
+        and len(record) != wanted
+        and (len(record) > wanted or record_type == EXPORTER_STAT_RECORD)
+    ):
         # nfdump writes these records at their exact size and refuses others (exporter.c);
         # a flow record retyped by damage passed for an exporter or a sampler (a shorter
         # exporter or sampler record is counted as cut below)
-        report.skip(MalformedInput(
-            f"record {index} (type {record_type}) has {len(record)} bytes, not {wanted}",
-            reason=("bad_sampler_record" if record_type in (SAMPLER_V0_RECORD, SAMPLER_RECORD)
-                    else "bad_exporter_record"),
-            source=state.source, offset=offset, frame=frame), nbytes=len(record))
+        report.skip(
+            MalformedInput(
+                f"record {index} (type {record_type}) has {len(record)} bytes, not {wanted}",
+                reason=(
+                    "bad_sampler_record"
+                    if record_type in (SAMPLER_V0_RECORD, SAMPLER_RECORD)
+                    else "bad_exporter_record"
+                ),
+                source=state.source,
+                offset=offset,
+                frame=frame,
+            ),
+            nbytes=len(record),
+        )
         return
     if record_type == EXPORTER_INFO_RECORD and len(record) >= EXPORTER_INFO.itemsize:
         info = np.frombuffer(record, _swap(EXPORTER_INFO, state.order), 1)[0]
         text = _exporter_address(record, info, state.order)
         sysid, domain, version = int(info["sysid"]), int(info["id"]), int(info["version"])
         if version > 255:  # NetFlow/IPFIX versions are 1..10; the field is damaged
-            report.skip(MalformedInput(
-                f"record {index}: exporter record with version {version}",
-                reason="bad_exporter_record", source=state.source, offset=offset,
-                frame=frame), nbytes=len(record))
+            report.skip(
+                MalformedInput(
+                    f"record {index}: exporter record with version {version}",
+                    reason="bad_exporter_record",
+                    source=state.source,
+                    offset=offset,
+                    frame=frame,
+                ),
+                nbytes=len(record),
+            )
             return
         state.exporters[sysid] = _Exporter(text, domain, version)
         state.stream_of_sysid[sysid] = state.stream(text, domain)
@@ -1011,11 +1409,16 @@ def _control_record(
     elif record_type == EXPORTER_STAT_RECORD and len(record) >= 8:
         count = int(np.frombuffer(record, f"{state.order}u4", 1, 4)[0])  # its size checked above
         if len(record) > 0xFFFF:  # read at its count's size (nfcapd_scan._stat_record_size)
-            report.repair(MalformedInput(
-                f"record {index}: exporter statistics of {count} exporters, {len(record)} "
-                f"bytes, its size written modulo 2**16 ({len(record) & 0xFFFF}) by nfcapd",
-                reason="nfcapd_stat_size_wrapped", source=state.source, offset=offset,
-                frame=frame))
+            report.repair(
+                MalformedInput(
+                    f"record {index}: exporter statistics of {count} exporters, {len(record)} "
+                    f"bytes, its size written modulo 2**16 ({len(record) & 0xFFFF}) by nfcapd",
+                    reason="nfcapd_stat_size_wrapped",
+                    source=state.source,
+                    offset=offset,
+                    frame=frame,
+                )
+            )
         entries = np.frombuffer(record, _swap(EXPORTER_STAT, state.order), count, 8)
         for entry in entries:
             exporter = state.exporters.get(int(entry["sysid"]))
@@ -1034,32 +1437,62 @@ def _control_record(
         packets, space = int(sampler["packet_interval"]), int(sampler["space_interval"])
         rate = (packets + space) // packets if packets else 1
         if rate > 0xFFFFFFFF:  # 1 in 2**32 packets: no sampling rate fits 32 bits
-            report.skip(MalformedInput(
-                f"record {index}: sampler record with rate {rate} (packet interval {packets}, "
-                f"space {space})", reason="bad_sampler_record", source=state.source,
-                offset=offset, frame=frame), nbytes=len(record))
+            report.skip(
+                MalformedInput(
+                    f"record {index}: sampler record with rate {rate} (packet interval {packets}, "
+                    f"space {space})",
+                    reason="bad_sampler_record",
+                    source=state.source,
+                    offset=offset,
+                    frame=frame,
+                ),
+                nbytes=len(record),
+            )
             return
         _add_sampler(state, int(sampler["sysid"]), int(sampler["id"]), max(rate, 1), report)
     elif record_type == COMMON_RECORD_V0:
-        report.skip(MalformedInput(f"record {index}: nfdump 1.5 common record (type 1) is not "
-                                   "supported, as in nfdump 1.6/1.7", reason="unsupported_record",
-                                   source=state.source, offset=offset, frame=frame),
-                    nbytes=len(record))
-    elif record_type in (EXPORTER_INFO_RECORD, EXPORTER_STAT_RECORD, SAMPLER_V0_RECORD,
-                         SAMPLER_RECORD):
-        report.skip(TruncatedInput(f"record {index} (type {record_type}) is only {len(record)} "
-                                   "bytes", source=state.source, offset=offset, frame=frame),
-                    nbytes=len(record))
+        report.skip(
+            MalformedInput(
+                f"record {index}: nfdump 1.5 common record (type 1) is not "
+                "supported, as in nfdump 1.6/1.7",
+                reason="unsupported_record",
+                source=state.source,
+                offset=offset,
+                frame=frame,
+            ),
+            nbytes=len(record),
+        )
+    elif record_type in (
+        EXPORTER_INFO_RECORD,
+        EXPORTER_STAT_RECORD,
+        SAMPLER_V0_RECORD,
+        SAMPLER_RECORD,
+    ):
+        report.skip(
+            TruncatedInput(
+                f"record {index} (type {record_type}) is only {len(record)} bytes",
+                source=state.source,
+                offset=offset,
+                frame=frame,
+            ),
+            nbytes=len(record),
+        )
     elif record_type == EXTENSION_MAP:
         return  # 1.6 maps are applied in block order by nfcapd_v1
     elif record_type in (12, 13, 14) and not _array_record_fits(record, state.order):
         # found by fuzzing: a flow record retyped 12 passed as metadata; an array record's
         # header (type, size, elements, element size) says its size
-        report.skip(MalformedInput(
-            f"record {index} (type {record_type}, an NBAR/interface/VRF name array) holds "
-            f"{len(record)} bytes where its header says otherwise: a damaged type",
-            source=state.source, offset=offset, frame=frame, reason="unknown_record_type"),
-            nbytes=len(record))
+        report.skip(
+            MalformedInput(
+                f"record {index} (type {record_type}, an NBAR/interface/VRF name array) holds "
+                f"{len(record)} bytes where its header says otherwise: a damaged type",
+                source=state.source,
+                offset=offset,
+                frame=frame,
+                reason="unknown_record_type",
+            ),
+            nbytes=len(record),
+        )
     elif record_type in (12, 13, 14, 256):
         # NBAR/ifname/vrfname arrays and slack: metadata, not flows, but counted (a damaged
         # type turned a flow record into one without a word)
@@ -1067,20 +1500,33 @@ def _control_record(
     elif record_type in LEGACY_RECORD_TYPES and block_type == BLOCK_V2:
         # found by fuzzing: nfdump 1.7 writes no histogram or 1.5 record, so one in a 1.7
         # block is a flow record whose type was damaged (it passed as other records)
-        report.skip(MalformedInput(
-            f"record {index} of type {record_type}, which only nfdump 1.5/1.6 wrote, in a "
-            "1.7 block: a damaged type", source=state.source, offset=offset, frame=frame,
-            reason="unknown_record_type"), nbytes=len(record))
+        report.skip(
+            MalformedInput(
+                f"record {index} of type {record_type}, which only nfdump 1.5/1.6 wrote, in a "
+                "1.7 block: a damaged type",
+                source=state.source,
+                offset=offset,
+                frame=frame,
+                reason="unknown_record_type",
+            ),
+            nbytes=len(record),
+        )
     elif record_type in OTHER_RECORD_TYPES:
         report.ignore("nfcapd_other_record", state.source, len(record))
     else:
         # no nfdump writes this type in a data block (nfdump's id.h ends at MaxRecordID 15;
         # it skips others with an error): a damaged type, found by fuzzing a flow record
         # retyped 255 or 27, which passed as other records without a place
-        report.skip(MalformedInput(
-            f"record {index} of unknown type {record_type} ({len(record)} bytes)",
-            source=state.source, offset=offset, frame=frame, reason="unknown_record_type"),
-            nbytes=len(record))
+        report.skip(
+            MalformedInput(
+                f"record {index} of unknown type {record_type} ({len(record)} bytes)",
+                source=state.source,
+                offset=offset,
+                frame=frame,
+                reason="unknown_record_type",
+            ),
+            nbytes=len(record),
+        )
 
 
 def _control_size(record_type: int, record: bytes, order: str) -> int | None:
@@ -1105,8 +1551,9 @@ def _control_size(record_type: int, record: bytes, order: str) -> int | None:
 _SAMPLER_PRECEDENCE: Final = {-3: 0, 0: 1, -1: 2, -2: 3}
 
 
-def _add_sampler(state: _FileState, sysid: int, sampler_id: int, rate: int,
-                 report: RunReport) -> None:
+def _add_sampler(
+    state: _FileState, sysid: int, sampler_id: int, rate: int, report: RunReport
+) -> None:
     key = (sysid, sampler_id)
     state.sampler_before.setdefault(key, state.sampler_rate.get(key))
     state.sampler_changes.append((state.control_index, key, rate))
@@ -1150,8 +1597,9 @@ def _in_force(changes: list[tuple[int, int]], before: int, at: np.ndarray) -> np
     return values[np.searchsorted(indexes, at)]
 
 
-def _resolve_exporters(state: _FileState, columns: dict[str, np.ndarray],
-                       flow_index: np.ndarray) -> None:
+def _resolve_exporters(
+    state: _FileState, columns: dict[str, np.ndarray], flow_index: np.ndarray
+) -> None:
     """Stream (exporter, domain) and sampling rate of every flow of a block; the rate in
     force where the flow lies in it (an exporter's rate changed within a block gave every
     flow of the block its last rate: an audit, nfcapd writing the 1:10, 1:20 and 1:1
@@ -1184,22 +1632,21 @@ def _resolve_exporters(state: _FileState, columns: dict[str, np.ndarray],
         for changed, changes in _by_key(state.rate_changes).items():
             mine = sysid == changed
             if mine.any():
-                in_force[mine] = _in_force(changes, state.rate_before[changed],
-                                           flow_index[mine])
+                in_force[mine] = _in_force(changes, state.rate_before[changed], flow_index[mine])
     rate = np.where(scaled, in_force, 1).astype(np.uint32)
     selected = columns.pop("_has_selector")
     sampler_sysid = columns.pop("_sampler_sysid")
     selector = columns.pop("_selector_id")
     if selected.any():
         defined_here = _by_key(state.sampler_changes)
-        for key_sysid, key_id in set(zip(sampler_sysid[selected].tolist(),
-                                         selector[selected].tolist(), strict=True)):
+        for key_sysid, key_id in set(
+            zip(sampler_sysid[selected].tolist(), selector[selected].tolist(), strict=True)
+        ):
             key = (key_sysid, key_id)
             named = selected & (sampler_sysid == key_sysid) & (selector == key_id)
             defined = defined_here.get(key)
             if defined:  # defined in this block: from where it is (0: not yet known)
-                known_at = _in_force(defined, state.sampler_before[key] or 0,
-                                     flow_index[named])
+                known_at = _in_force(defined, state.sampler_before[key] or 0, flow_index[named])
                 rate[named] = np.where(known_at > 0, known_at, rate[named])
                 continue
             known = state.sampler_rate.get(key)
@@ -1229,8 +1676,14 @@ def _event_times(columns: dict[str, np.ndarray]) -> None:
         columns[name] = np.where(known & (columns[name] == 0), event_us, columns[name])
 
 
-def _settle_nsel(state: _FileState, columns: dict[str, np.ndarray], nsel: NselLedger | None,
-                 frame: int, offset: int, report: RunReport) -> None:
+def _settle_nsel(
+    state: _FileState,
+    columns: dict[str, np.ndarray],
+    nsel: NselLedger | None,
+    frame: int,
+    offset: int,
+    report: RunReport,
+) -> None:
     """Cisco NSEL teardown totals less their connection's updates (nsel.py), the ledger
     kept across the run's nfcapd files (a collector rotates its file every 5 minutes)."""
     event = columns.pop("_nsel_event", None)
@@ -1258,10 +1711,8 @@ def _count_exporters(state: _FileState, columns: dict[str, np.ndarray], report: 
         stats.records += int(np.count_nonzero(mine))
         # forward + reverse, as nfdump's own totals (UpdateStat, nfdump_inline.c); exact, as
         # the export readers' (numpy's sums wrapped past 2**64 on damaged counters)
-        stats.packets += exact_sum(sent["packets"][mine]) + exact_sum(
-            sent["reverse_packets"][mine])
-        stats.octets += exact_sum(sent["octets"][mine]) + exact_sum(
-            sent["reverse_octets"][mine])
+        stats.packets += exact_sum(sent["packets"][mine]) + exact_sum(sent["reverse_packets"][mine])
+        stats.octets += exact_sum(sent["octets"][mine]) + exact_sum(sent["reverse_octets"][mine])
         # the records' own versions too: an exporter record may be missing (nfpcapd writes
         # none) or this address and domain may also come from another file
         stats.versions.update(int(v) for v in np.unique(columns["export_version"][mine]) if v)
@@ -1276,18 +1727,25 @@ def _count_aggregates(flows: np.ndarray, stats: FileStats) -> None:
         stats.aggregated_flows += exact_sum(flows[several])
 
 
-def _count_flags_put_back(state: _FileState, put_back: np.ndarray, frame: int, offset: int,
-                          report: RunReport) -> None:
+def _count_flags_put_back(
+    state: _FileState, put_back: np.ndarray, frame: int, offset: int, report: RunReport
+) -> None:
     """Say where an IPFIX biflow's TCP flags were given back to the reverse direction
     (`nfcapd_v3._put_back_reverse_flags`): the forward direction's were lost by nfcapd."""
     count = int(np.count_nonzero(put_back))
     if count:
-        report.repair(MalformedInput(
-            f"{count} IPFIX biflow record(s) whose TCP flags nfcapd stored in the forward "
-            "field are the reverse direction's (nfcapd 1.7 writes reverseTcpControlBits over "
-            "tcpControlBits): kept as the reverse flags, the forward flags lost",
-            source=state.source, offset=offset, frame=frame, reason="nfcapd_reverse_flags"),
-            count=count)
+        report.repair(
+            MalformedInput(
+                f"{count} IPFIX biflow record(s) whose TCP flags nfcapd stored in the forward "
+                "field are the reverse direction's (nfcapd 1.7 writes reverseTcpControlBits over "
+                "tcpControlBits): kept as the reverse flags, the forward flags lost",
+                source=state.source,
+                offset=offset,
+                frame=frame,
+                reason="nfcapd_reverse_flags",
+            ),
+            count=count,
+        )
 
 
 def _finish_exporters(state: _FileState, report: RunReport) -> None:
@@ -1311,5 +1769,6 @@ def _batch(state: _FileState, columns: dict[str, np.ndarray]) -> pa.RecordBatch:
     stream = columns["_stream"]
     codes = np.asarray(state.stream_text, dtype=np.int32)[stream]
     public = {name: values for name, values in columns.items() if not name.startswith("_")}
-    return flow_batch(len(stream), public, exporter=(codes, list(state.texts)),
-                      source_file=state.source)
+    return flow_batch(
+        len(stream), public, exporter=(codes, list(state.texts)), source_file=state.source
+    )

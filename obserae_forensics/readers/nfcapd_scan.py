@@ -51,8 +51,9 @@ def _u16(buf: np.ndarray, at: int | np.int64, big_endian: bool) -> int:
 
 
 @njit(cache=True, nogil=True)
-def _stat_record_size(buf: np.ndarray, pos: int | np.int64, end: int, size: int | np.int64,
-                      big_endian: bool) -> int | np.int64:
+def _stat_record_size(
+    buf: np.ndarray, pos: int | np.int64, end: int, size: int | np.int64, big_endian: bool
+) -> int | np.int64:
     """An exporter statistics record's size. nfcapd writes it in the record header's 16 bits
     whatever its count: with more than 2,730 exporters the size wraps around (nfcapd 1.7.1,
     4,800 exporters: 49,672 for 115,208), and the walk went on inside its entries. When the
@@ -103,8 +104,9 @@ def _v3_layout_hash(
 
 
 @njit(cache=True, nogil=True)
-def _same_v3_layout(buf: np.ndarray, a: int | np.int64, b: int | np.int64, size: int | np.int64,
-                    big_endian: bool) -> bool:
+def _same_v3_layout(
+    buf: np.ndarray, a: int | np.int64, b: int | np.int64, size: int | np.int64, big_endian: bool
+) -> bool:
     if _u16(buf, a + 4, big_endian) != _u16(buf, b + 4, big_endian):
         return False
     count = _u16(buf, a + 4, big_endian)
@@ -123,8 +125,16 @@ def _same_v3_layout(buf: np.ndarray, a: int | np.int64, b: int | np.int64, size:
 @njit(cache=True, nogil=True)
 def scan_block(
     buf: np.ndarray, start: int, end: int, max_records: int, big_endian: bool
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int32], npt.NDArray[np.int32],
-           npt.NDArray[np.int32], npt.NDArray[np.int64], int, int, int | np.int64]:
+) -> tuple[
+    npt.NDArray[np.int64],
+    npt.NDArray[np.int32],
+    npt.NDArray[np.int32],
+    npt.NDArray[np.int32],
+    npt.NDArray[np.int64],
+    int,
+    int,
+    int | np.int64,
+]:
     """Walk at most `max_records` records in buf[start:end].
 
     Returns (offsets, types, sizes, layout_ids, layout_first, count, status, status_offset):
@@ -194,7 +204,8 @@ def scan_block(
                         same = _same_v3_layout(buf, other, pos, size, big_endian)
                     else:
                         same = buf[other + 4] == buf[pos + 4] and (
-                            _u16(buf, other + 6, big_endian) == _u16(buf, pos + 6, big_endian))
+                            _u16(buf, other + 6, big_endian) == _u16(buf, pos + 6, big_endian)
+                        )
                     if same:
                         layout = layouts[first]
                         break
@@ -202,8 +213,16 @@ def scan_block(
         layouts[count] = layout
         count += 1
         pos += size
-    return (offsets[:count], types[:count], sizes[:count], layouts[:count],
-            layout_first[:n_layouts], count, status, status_offset)
+    return (
+        offsets[:count],
+        types[:count],
+        sizes[:count],
+        layouts[:count],
+        layout_first[:n_layouts],
+        count,
+        status,
+        status_offset,
+    )
 
 
 @njit(cache=True, nogil=True)
@@ -212,7 +231,7 @@ def gather_records(buf: np.ndarray, offsets: np.ndarray, size: int) -> np.ndarra
     out = np.empty(len(offsets) * size, dtype=np.uint8)
     for i in range(len(offsets)):
         o = offsets[i]
-        out[i * size:(i + 1) * size] = buf[o:o + size]
+        out[i * size : (i + 1) * size] = buf[o : o + size]
     return out
 
 

@@ -32,17 +32,43 @@ from .nfcapd_v3 import FLAG_SAMPLED, Layout, decode_layout, placed_dtype
 if TYPE_CHECKING:
     from .nfcapd import _FileState
 
-HEADER_V1: Final = np.dtype([
-    ("magic", "<u2"), ("version", "<u2"), ("flags", "<u4"), ("num_blocks", "<u4"),
-    ("ident", "S128"),
-])
+HEADER_V1: Final = np.dtype(
+    [
+        ("magic", "<u2"),
+        ("version", "<u2"),
+        ("flags", "<u4"),
+        ("num_blocks", "<u4"),
+        ("ident", "S128"),
+    ]
+)
 STAT_V1: Final = np.dtype(
-    [(name, "<u8") for name in (
-        "flows", "bytes", "packets", "flows_tcp", "flows_udp", "flows_icmp", "flows_other",
-        "bytes_tcp", "bytes_udp", "bytes_icmp", "bytes_other", "packets_tcp", "packets_udp",
-        "packets_icmp", "packets_other")]
-    + [("first_seen", "<u4"), ("last_seen", "<u4"), ("msec_first", "<u2"), ("msec_last", "<u2"),
-       ("sequence_failures", "<u4")]
+    [
+        (name, "<u8")
+        for name in (
+            "flows",
+            "bytes",
+            "packets",
+            "flows_tcp",
+            "flows_udp",
+            "flows_icmp",
+            "flows_other",
+            "bytes_tcp",
+            "bytes_udp",
+            "bytes_icmp",
+            "bytes_other",
+            "packets_tcp",
+            "packets_udp",
+            "packets_icmp",
+            "packets_other",
+        )
+    ]
+    + [
+        ("first_seen", "<u4"),
+        ("last_seen", "<u4"),
+        ("msec_first", "<u2"),
+        ("msec_last", "<u2"),
+        ("sequence_failures", "<u4"),
+    ]
 )
 assert HEADER_V1.itemsize == 140 and STAT_V1.itemsize == 136
 
@@ -59,12 +85,23 @@ RECORD_BYTES_64: Final = 0x4
 RECORD_SAMPLED: Final = 0x80  # counters already multiplied by the sampling rate
 
 COMMON_FIXED: Final = (  # (name, numpy code, offset) of the 32-byte fixed part
-    ("record_type", "<u2", 0), ("record_size", "<u2", 2), ("flags", "u1", 4),
-    ("nfversion", "u1", 5), ("ext_map", "<u2", 6), ("msec_first_part", "<u2", 8),
-    ("msec_last_part", "<u2", 10), ("first_s", "<u4", 12), ("last_s", "<u4", 16),
-    ("fwd_status", "u1", 20), ("tcp_flags", "u1", 21), ("protocol", "u1", 22),
-    ("src_tos", "u1", 23), ("src_port", "<u2", 24), ("dst_port", "<u2", 26),
-    ("exporter_sysid", "<u2", 28), ("biflow_direction", "u1", 30),
+    ("record_type", "<u2", 0),
+    ("record_size", "<u2", 2),
+    ("flags", "u1", 4),
+    ("nfversion", "u1", 5),
+    ("ext_map", "<u2", 6),
+    ("msec_first_part", "<u2", 8),
+    ("msec_last_part", "<u2", 10),
+    ("first_s", "<u4", 12),
+    ("last_s", "<u4", 16),
+    ("fwd_status", "u1", 20),
+    ("tcp_flags", "u1", 21),
+    ("protocol", "u1", 22),
+    ("src_tos", "u1", 23),
+    ("src_port", "<u2", 24),
+    ("dst_port", "<u2", 26),
+    ("exporter_sysid", "<u2", 28),
+    ("biflow_direction", "u1", 30),
     ("flow_end_reason", "u1", 31),
 )
 COMMON_FIXED_SIZE: Final = 32
@@ -75,8 +112,15 @@ EXTENSIONS: Final[dict[int, tuple[int, tuple[tuple[str, str, int], ...]]]] = {
     5: (8, (("input_if", "<u4", 0), ("output_if", "<u4", 4))),
     6: (4, (("src_as", "<u2", 0), ("dst_as", "<u2", 2))),
     7: (8, (("src_as", "<u4", 0), ("dst_as", "<u4", 4))),
-    8: (4, (("dst_tos", "u1", 0), ("direction", "u1", 1), ("src_mask", "u1", 2),
-            ("dst_mask", "u1", 3))),
+    8: (
+        4,
+        (
+            ("dst_tos", "u1", 0),
+            ("direction", "u1", 1),
+            ("src_mask", "u1", 2),
+            ("dst_mask", "u1", 3),
+        ),
+    ),
     9: (4, (("next_hop4", "<u4", 0),)),
     10: (16, (("next_hop6_hi", "<u8", 0), ("next_hop6_lo", "<u8", 8))),
     11: (4, (("bgp_next_hop4", "<u4", 0),)),
@@ -86,16 +130,29 @@ EXTENSIONS: Final[dict[int, tuple[int, tuple[tuple[str, str, int], ...]]]] = {
     15: (8, (("out_packets", "<u8", 0),)),
     16: (4, (("out_bytes", "<u4", 0),)),
     17: (8, (("out_bytes", "<u8", 0),)),
-    18: (4, (("aggregated_flows", "<u4", 0),)), 19: (8, (("aggregated_flows", "<u8", 0),)),
-    20: (16, ()), 21: (16, ()), 22: (40, ()),  # MAC addresses, MPLS labels
+    18: (4, (("aggregated_flows", "<u4", 0),)),
+    19: (8, (("aggregated_flows", "<u8", 0),)),
+    20: (16, ()),
+    21: (16, ()),
+    22: (40, ()),  # MAC addresses, MPLS labels
     23: (4, (("router4", "<u4", 0),)),
     24: (16, (("router6_hi", "<u8", 0), ("router6_lo", "<u8", 8))),
     25: (4, ()),  # router ID: fill, engine type, engine ID
     26: (8, ()),  # BGP adjacent AS
     27: (8, (("msec_received", "<u8", 0),)),
     **{reserved: (0, ()) for reserved in range(28, 37)},
-    37: (20, ()), 38: (4, ()), 39: (8, ()), 40: (32, ()), 41: (24, ()), 42: (24, ()),
-    43: (72, ()), 44: (0, ()), 45: (24, ()), 46: (12, ()), 47: (0, ()), 48: (8, ()),
+    37: (20, ()),
+    38: (4, ()),
+    39: (8, ()),
+    40: (32, ()),
+    41: (24, ()),
+    42: (24, ()),
+    43: (72, ()),
+    44: (0, ()),
+    45: (24, ()),
+    46: (12, ()),
+    47: (0, ()),
+    48: (8, ()),
     49: (0, ()),
 }
 
@@ -114,14 +171,21 @@ def read_header_v1(f: IO[bytes], source: str, order: str) -> HeaderV1:
     f.seek(0)
     raw = f.read(HEADER_V1.itemsize + STAT_V1.itemsize)
     if len(raw) < HEADER_V1.itemsize + STAT_V1.itemsize:
-        raise TruncatedInput(f"1.6 header and stat record need 276 bytes, file has {len(raw)}",
-                             source=source, offset=0)
+        raise TruncatedInput(
+            f"1.6 header and stat record need 276 bytes, file has {len(raw)}",
+            source=source,
+            offset=0,
+        )
     header = np.frombuffer(raw, HEADER_V1.newbyteorder(">") if order == ">" else HEADER_V1, 1)[0]
     flags = int(header["flags"])
     compression = _COMPRESSION_BY_FLAG.get(flags & (FLAG_LZO | FLAG_BZ2 | FLAG_LZ4))
     if compression is None:
-        raise MalformedInput(f"1.6 header names several compressions (flags {flags:#x})",
-                             source=source, offset=4, reason="bad_compression")
+        raise MalformedInput(
+            f"1.6 header names several compressions (flags {flags:#x})",
+            source=source,
+            offset=4,
+            reason="bad_compression",
+        )
     stat_dtype = STAT_V1.newbyteorder(">") if order == ">" else STAT_V1
     stat = np.frombuffer(raw, stat_dtype, 1, HEADER_V1.itemsize)[0]
     counters = {name: int(stat[name]) for name in (STAT_V1.names or ())[:15]}
@@ -129,8 +193,13 @@ def read_header_v1(f: IO[bytes], source: str, order: str) -> HeaderV1:
     counters["msec_last"] = int(stat["last_seen"]) * 1000 + int(stat["msec_last"])
     counters["sequence_failures"] = int(stat["sequence_failures"])
     ident = bytes(header["ident"]).split(b"\0", 1)[0].decode("utf-8", "replace")
-    return HeaderV1(compression, int(header["num_blocks"]), ident, counters,
-                    HEADER_V1.itemsize + STAT_V1.itemsize)
+    return HeaderV1(
+        compression,
+        int(header["num_blocks"]),
+        ident,
+        counters,
+        HEADER_V1.itemsize + STAT_V1.itemsize,
+    )
 
 
 def extension_map(record: bytes, order: str) -> tuple[int, tuple[int, ...]] | None:
@@ -145,7 +214,7 @@ def extension_map(record: bytes, order: str) -> tuple[int, tuple[int, ...]] | No
     ids = np.frombuffer(record, f"{order}u2", (len(record) - 8) // 2, 8).tolist()
     if 0 not in ids:
         return None
-    ids = ids[:ids.index(0)]
+    ids = ids[: ids.index(0)]
     if any(i not in EXTENSIONS for i in ids):
         return None
     if sum(EXTENSIONS[i][0] for i in ids) != extension_size:
@@ -154,8 +223,9 @@ def extension_map(record: bytes, order: str) -> tuple[int, tuple[int, ...]] | No
 
 
 @lru_cache(maxsize=4096)
-def common_layout(flags: int, extensions: tuple[int, ...], record_size: int,
-                  big_endian: bool) -> Layout | None:
+def common_layout(
+    flags: int, extensions: tuple[int, ...], record_size: int, big_endian: bool
+) -> Layout | None:
     """Structured dtype of a common record; None if the record is too short for its map."""
     placed: dict[str, tuple[str, int]] = {name: (code, at) for name, code, at in COMMON_FIXED}
     at = COMMON_FIXED_SIZE
@@ -193,8 +263,11 @@ def decode_common(rows: np.ndarray, layout: Layout) -> dict[str, np.ndarray]:
     out = decode_layout(rows, Layout(layout.dtype, present - {"msec_first"}, 0, 0))
     out["first_seen"] = first * 1000
     out["last_seen"] = last * 1000
-    out["_msec_received"] = (rows["msec_received"].astype(np.int64) if "msec_received" in present
-                             else np.zeros(n, dtype=np.int64))
+    out["_msec_received"] = (
+        rows["msec_received"].astype(np.int64)
+        if "msec_received" in present
+        else np.zeros(n, dtype=np.int64)
+    )
     out["packets"] = rows["in_packets"].astype(np.uint64)
     out["octets"] = rows["in_bytes"].astype(np.uint64)
     out["src_port"] = rows["src_port"].astype(np.uint16)
@@ -208,9 +281,18 @@ def decode_common(rows: np.ndarray, layout: Layout) -> dict[str, np.ndarray]:
 
 
 def decode_v1_block(
-    state: _FileState, buf: np.ndarray, offsets: np.ndarray, types: np.ndarray,
-    sizes: np.ndarray, layouts: np.ndarray, layout_first: np.ndarray, flow_index: np.ndarray,
-    columns: dict[str, np.ndarray], report: RunReport, frame: int, offset: int,
+    state: _FileState,
+    buf: np.ndarray,
+    offsets: np.ndarray,
+    types: np.ndarray,
+    sizes: np.ndarray,
+    layouts: np.ndarray,
+    layout_first: np.ndarray,
+    flow_index: np.ndarray,
+    columns: dict[str, np.ndarray],
+    report: RunReport,
+    frame: int,
+    offset: int,
 ) -> None:
     """Decode a 1.6 block's common records into `columns`, applying maps in block order."""
     from .nfcapd import place, records_view
@@ -220,12 +302,19 @@ def decode_v1_block(
     snapshots = [dict(state.v1_maps)]
     for index in map_positions.tolist():
         start = int(offsets[index])
-        parsed = extension_map(bytes(buf[start:start + int(sizes[index])]), order)
+        parsed = extension_map(bytes(buf[start : start + int(sizes[index])]), order)
         current = dict(snapshots[-1])
         if parsed is None:
-            report.skip(MalformedInput(
-                f"record {index}: invalid extension map", source=state.source, offset=offset,
-                frame=frame, reason="bad_extension_map"), nbytes=int(sizes[index]))
+            report.skip(
+                MalformedInput(
+                    f"record {index}: invalid extension map",
+                    source=state.source,
+                    offset=offset,
+                    frame=frame,
+                    reason="bad_extension_map",
+                ),
+                nbytes=int(sizes[index]),
+            )
         else:
             current[parsed[0]] = parsed[1]
         snapshots.append(current)
@@ -242,15 +331,26 @@ def decode_v1_block(
         flags = int(buf[start + 4])
         map_id = int(np.frombuffer(buf, f"{order}u2", 1, start + 6)[0])
         extensions = snapshots[seg].get(map_id)
-        layout = None if extensions is None else common_layout(flags, extensions, size,
-                                                               order == ">")
+        layout = (
+            None if extensions is None else common_layout(flags, extensions, size, order == ">")
+        )
         if layout is None:
-            why = (f"extension map {map_id} is not defined" if extensions is None
-                   else f"record size {size} is too short for extension map {map_id}")
-            report.skip(MalformedInput(f"{len(positions)} common record(s): {why}",
-                                       source=state.source, offset=offset, frame=frame,
-                                       reason="no_extension_map"),
-                        nbytes=size * len(positions), count=len(positions))
+            why = (
+                f"extension map {map_id} is not defined"
+                if extensions is None
+                else f"record size {size} is too short for extension map {map_id}"
+            )
+            report.skip(
+                MalformedInput(
+                    f"{len(positions)} common record(s): {why}",
+                    source=state.source,
+                    offset=offset,
+                    frame=frame,
+                    reason="no_extension_map",
+                ),
+                nbytes=size * len(positions),
+                count=len(positions),
+            )
             continue
         rows = records_view(buf, offsets[flow_index[positions]], size, layout.dtype)
         place(columns, decode_common(rows, layout), positions)

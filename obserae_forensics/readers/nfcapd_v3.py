@@ -29,9 +29,14 @@ from ..times import scaled_time_us
 RECORD_HEADER_SIZE: Final = 12
 # (name, numpy code, offset) of the V3 record header; little-endian, swapped for BE files
 RECORD_HEADER_FIELDS: Final = (
-    ("record_type", "<u2", 0), ("record_size", "<u2", 2), ("num_elements", "<u2", 4),
-    ("engine_type", "u1", 6), ("engine_id", "u1", 7), ("exporter_sysid", "<u2", 8),
-    ("flags", "u1", 10), ("nfversion", "u1", 11),
+    ("record_type", "<u2", 0),
+    ("record_size", "<u2", 2),
+    ("num_elements", "<u2", 4),
+    ("engine_type", "u1", 6),
+    ("engine_id", "u1", 7),
+    ("exporter_sysid", "<u2", 8),
+    ("flags", "u1", 10),
+    ("nfversion", "u1", 11),
 )
 FLAG_EVENT: Final = 0x1
 FLAG_SAMPLED: Final = 0x2  # counters already multiplied by the sampling rate
@@ -40,27 +45,43 @@ FLAG_ANONYMIZED: Final = 0x4
 # Element (ID, length incl. 4-byte header) -> fields (name, numpy code, offset in payload).
 ELEMENTS: Final[dict[tuple[int, int], tuple[tuple[str, str, int], ...]]] = {
     (1, 52): (  # EXgenericFlow
-        ("msec_first", "<u8", 0), ("msec_last", "<u8", 8), ("msec_received", "<u8", 16),
-        ("in_packets", "<u8", 24), ("in_bytes", "<u8", 32), ("src_port", "<u2", 40),
+        ("msec_first", "<u8", 0),
+        ("msec_last", "<u8", 8),
+        ("msec_received", "<u8", 16),
+        ("in_packets", "<u8", 24),
+        ("in_bytes", "<u8", 32),
+        ("src_port", "<u2", 40),
         ("dst_port", "<u2", 42),  # ICMP: type << 8 | code
-        ("protocol", "u1", 44), ("tcp_flags", "u1", 45), ("fwd_status", "u1", 46),
+        ("protocol", "u1", 44),
+        ("tcp_flags", "u1", 45),
+        ("fwd_status", "u1", 46),
         ("src_tos", "u1", 47),
     ),
     (2, 12): (("src4", "<u4", 0), ("dst4", "<u4", 4)),  # EXipv4Flow
     (3, 36): (  # EXipv6Flow: two host-order u64 per address, high half first
-        ("src6_hi", "<u8", 0), ("src6_lo", "<u8", 8), ("dst6_hi", "<u8", 16),
+        ("src6_hi", "<u8", 0),
+        ("src6_lo", "<u8", 8),
+        ("dst6_hi", "<u8", 16),
         ("dst6_lo", "<u8", 24),
     ),
     (4, 20): (  # EXflowMisc
-        ("input_if", "<u4", 0), ("output_if", "<u4", 4), ("src_mask", "u1", 8),
-        ("dst_mask", "u1", 9), ("direction", "u1", 10), ("dst_tos", "u1", 11),
-        ("biflow_direction", "u1", 12), ("flow_end_reason", "u1", 13),
+        ("input_if", "<u4", 0),
+        ("output_if", "<u4", 4),
+        ("src_mask", "u1", 8),
+        ("dst_mask", "u1", 9),
+        ("direction", "u1", 10),
+        ("dst_tos", "u1", 11),
+        ("biflow_direction", "u1", 12),
+        ("flow_end_reason", "u1", 13),
         # 1.7.0/1.7.1: revTcpFlags, which only nfdump's -b/-B pairing writes (nflowcache.c
         # L1186); 1.7.8 made the byte alignment padding, and no writer of it sets it
         ("rev_tcp_flags", "u1", 14),
     ),
-    (5, 28): (("aggregated_flows", "<u8", 0), ("out_packets", "<u8", 8),  # EXcntFlow
-              ("out_bytes", "<u8", 16)),
+    (5, 28): (
+        ("aggregated_flows", "<u8", 0),
+        ("out_packets", "<u8", 8),  # EXcntFlow
+        ("out_bytes", "<u8", 16),
+    ),
     (7, 12): (("src_as", "<u4", 0), ("dst_as", "<u4", 4)),  # EXasRouting
     (8, 8): (("bgp_next_hop4", "<u4", 0),),  # EXbgpNextHopV4
     (9, 20): (("bgp_next_hop6_hi", "<u8", 0), ("bgp_next_hop6_lo", "<u8", 8)),
@@ -69,8 +90,12 @@ ELEMENTS: Final[dict[tuple[int, int], tuple[tuple[str, str, int], ...]]] = {
     (12, 8): (("router4", "<u4", 0),),  # EXipReceivedV4: exporter the datagram came from
     (13, 20): (("router6_hi", "<u8", 0), ("router6_lo", "<u8", 8)),
     # EXsamplerInfo, 1.7.0/1.7.1: the sampler itself travels in the record
-    (18, 16): (("sampler_id", "<i4", 0), ("sampler_interval", "<u4", 4),
-               ("sampler_mode", "<u2", 8), ("sampler_sysid", "<u2", 10)),
+    (18, 16): (
+        ("sampler_id", "<i4", 0),
+        ("sampler_interval", "<u4", 4),
+        ("sampler_mode", "<u2", 8),
+        ("sampler_sysid", "<u2", 10),
+    ),
     # EXsamplerInfo, 1.7.8: a reference to a sampler record (type 15)
     (18, 20): (("selector_id", "<i8", 0), ("sampler_sysid", "<u2", 8)),
     (33, 20): (("observation_point", "<u8", 0), ("observation_domain", "<u4", 8)),
@@ -79,10 +104,16 @@ ELEMENTS: Final[dict[tuple[int, int], tuple[tuple[str, str, int], ...]]] = {
     (38, 36): (("l2_ip_version", "u1", 26),),
     # EXnselCommon (Cisco NSEL): event time NF_F_EVENT_TIME_MSEC, connection id, extended
     # event, event; 1.7.8 appends NAT fields (type, natEvent, natPoolID)
-    (19, 20): (("nsel_event_ms", "<u8", 0), ("nsel_connection", "<u4", 8),
-               ("nsel_event", "u1", 14)),
-    (19, 28): (("nsel_event_ms", "<u8", 0), ("nsel_connection", "<u4", 8),
-               ("nsel_event", "u1", 14)),
+    (19, 20): (
+        ("nsel_event_ms", "<u8", 0),
+        ("nsel_connection", "<u4", 8),
+        ("nsel_event", "u1", 14),
+    ),
+    (19, 28): (
+        ("nsel_event_ms", "<u8", 0),
+        ("nsel_connection", "<u4", 8),
+        ("nsel_event", "u1", 14),
+    ),
 }
 # IDs nfdump 1.7.0-1.7.8 define (0 = EXnull padding). Their other lengths/elements are
 # valid data we do not map into FLOW_SCHEMA (VLAN, MPLS, MAC, NSEL, payload, ...).
@@ -128,18 +159,21 @@ def layout_for(elements: tuple[tuple[int, int], ...], record_size: int, big_endi
     return Layout(dtype, frozenset(placed), unknown, unknown_bytes)
 
 
-def placed_dtype(placed: dict[str, tuple[str, int]], record_size: int, big_endian: bool
-                 ) -> np.dtype:
+def placed_dtype(
+    placed: dict[str, tuple[str, int]], record_size: int, big_endian: bool
+) -> np.dtype:
     """A structured dtype from field name -> (little-endian code, byte offset), in the file's
     byte order: one record layout read by one np.frombuffer."""
     order = ">" if big_endian else "<"
     names = list(placed)
-    return np.dtype({
-        "names": names,
-        "formats": [placed[name][0].replace("<", order) for name in names],
-        "offsets": [placed[name][1] for name in names],
-        "itemsize": record_size,
-    })
+    return np.dtype(
+        {
+            "names": names,
+            "formats": [placed[name][0].replace("<", order) for name in names],
+            "offsets": [placed[name][1] for name in names],
+            "itemsize": record_size,
+        }
+    )
 
 
 def _v4(addresses: np.ndarray) -> np.ndarray:
@@ -193,8 +227,12 @@ def decode_layout(rows: np.ndarray, layout: Layout) -> dict[str, np.ndarray]:
         # is the flow's, as nfdump 1.7.8 reads it (a 6-in-4 tunnel's inner packet).
         v4 = (rows["src4"] != 0) | (rows["dst4"] != 0)
         if "l2_ip_version" in present:
-            six_filled = ((rows["src6_hi"] != 0) | (rows["src6_lo"] != 0)
-                          | (rows["dst6_hi"] != 0) | (rows["dst6_lo"] != 0))
+            six_filled = (
+                (rows["src6_hi"] != 0)
+                | (rows["src6_lo"] != 0)
+                | (rows["dst6_hi"] != 0)
+                | (rows["dst6_lo"] != 0)
+            )
             v4 &= ~(six_filled & (rows["l2_ip_version"] == 6))
         six = _v6(rows["src6_hi"], rows["src6_lo"]), _v6(rows["dst6_hi"], rows["dst6_lo"])
         four = _v4(rows["src4"]), _v4(rows["dst4"])
@@ -280,12 +318,17 @@ def _put_back_reverse_flags(rows: np.ndarray, out: dict[str, np.ndarray]) -> Non
     non-zero cannot be told from a biflow record by record: its flags move too.
     `_flags_put_back` marks the records whose non-zero flags moved, for the reader to count.
     """
-    moved = ((rows["nfversion"] == 10) & (rows["protocol"] == 6)
-             & (rows["aggregated_flows"] <= 1) & (rows["out_packets"] > 0))
+    moved = (
+        (rows["nfversion"] == 10)
+        & (rows["protocol"] == 6)
+        & (rows["aggregated_flows"] <= 1)
+        & (rows["out_packets"] > 0)
+    )
     if not moved.any():
         return
     flags = out["tcp_flags"]
     out["reverse_tcp_flags"] = np.where(moved, flags, out.get("reverse_tcp_flags", 0)).astype(
-        np.uint16)
+        np.uint16
+    )
     out["tcp_flags"] = np.where(moved, 0, flags).astype(np.uint16)
     out["_flags_put_back"] = moved & (flags != 0)

@@ -60,8 +60,15 @@ def read_raw(path: Path) -> RawFile:
     """Every record of every data block of a layout-2 file, uncompressed."""
     with open(path, "rb") as f:
         header = _read_header(f, str(path), path.stat().st_size)
-        raw = RawFile(header.order, header.compression, header.created, header.nfdversion,
-                      4, header.ident, header.stat)
+        raw = RawFile(
+            header.order,
+            header.compression,
+            header.created,
+            header.nfdversion,
+            4,
+            header.ident,
+            header.stat,
+        )
         for _, _, _, count, payload in _blocks(f, header, str(path), RunReport()):
             raw.blocks.append(split_records(payload, header.order, count))
     return raw
@@ -72,13 +79,14 @@ def split_records(payload: bytes, order: str, count: int) -> list[bytes]:
     at = 0
     for _ in range(count):
         size = int(np.frombuffer(payload, f"{order}u2", 1, at + 2)[0])
-        records.append(payload[at:at + size])
+        records.append(payload[at : at + size])
         at += size
     return records
 
 
-def block_bytes(records: list[bytes], compression: int, order: str, block_type: int = BLOCK_V2,
-                flags: int = 0) -> bytes:
+def block_bytes(
+    records: list[bytes], compression: int, order: str, block_type: int = BLOCK_V2, flags: int = 0
+) -> bytes:
     """One block: 12-byte header and the records' payload compressed as the file prescribes."""
     payload = compress_block(compression, b"".join(records))
     header = np.zeros(1, dtype=_order(BLOCK_HEADER, order))
@@ -99,21 +107,32 @@ def write_v2(path: Path, raw: RawFile) -> None:
         stat = np.zeros(1, dtype=_order(STAT_V2, order))
         for name, value in raw.stat.items():
             stat[name] = value
-        appendix_records.append(_record_header(APPENDIX_STAT, 4 + STAT_V2.itemsize, order)
-                                + stat.tobytes())
+        appendix_records.append(
+            _record_header(APPENDIX_STAT, 4 + STAT_V2.itemsize, order) + stat.tobytes()
+        )
     appendix = block_bytes(appendix_records, raw.compression, order) if appendix_records else b""
     header = np.zeros(1, dtype=_order(FILE_HEADER_V2, order))
     header["magic"], header["version"], header["nfdversion"] = MAGIC, 2, raw.nfdversion
-    header["created"], header["compression"], header["creator"] = (raw.created, raw.compression,
-                                                                   raw.creator)
+    header["created"], header["compression"], header["creator"] = (
+        raw.created,
+        raw.compression,
+        raw.creator,
+    )
     header["appendix_blocks"] = 1 if appendix else 0
     header["appendix_offset"] = FILE_HEADER_V2.itemsize + len(body) if appendix else 0
     header["num_blocks"] = len(raw.blocks)
     path.write_bytes(header.tobytes() + body + appendix)
 
 
-def write_v1(path: Path, blocks: list[list[bytes]], *, compression: int = NONE,
-             ident: str = "", stat: dict[str, int] | None = None, order: str = "<") -> None:
+def write_v1(
+    path: Path,
+    blocks: list[list[bytes]],
+    *,
+    compression: int = NONE,
+    ident: str = "",
+    stat: dict[str, int] | None = None,
+    order: str = "<",
+) -> None:
     """Write a layout-1 (nfdump 1.6) file: 140-byte header, 136-byte stat, type-2 blocks."""
     header = np.zeros(1, dtype=_order(HEADER_V1, order))
     header["magic"], header["version"] = MAGIC, 1
@@ -139,8 +158,9 @@ def extension_map_v1(map_id: int, extensions: tuple[int, ...], order: str = "<")
     ids = [*extensions, 0]
     if len(ids) % 2:
         ids.append(0)
-    body = np.array([map_id, sum(EXTENSIONS[i][0] for i in extensions), *ids],
-                    dtype=f"{order}u2").tobytes()
+    body = np.array(
+        [map_id, sum(EXTENSIONS[i][0] for i in extensions), *ids], dtype=f"{order}u2"
+    ).tobytes()
     return _record_header(2, 4 + len(body), order) + body
 
 
@@ -160,32 +180,38 @@ def swap_record(record: bytes) -> bytes:
             _swap_fields(record, out, at + 4, fields or ())
             at += length
         return bytes(out)
-    dtypes = {EXPORTER_INFO_RECORD: EXPORTER_INFO, SAMPLER_V0_RECORD: SAMPLER_V0,
-              SAMPLER_RECORD: SAMPLER}
+    dtypes = {
+        EXPORTER_INFO_RECORD: EXPORTER_INFO,
+        SAMPLER_V0_RECORD: SAMPLER_V0,
+        SAMPLER_RECORD: SAMPLER,
+    }
     if record_type in dtypes:
         return _swap_struct(record, dtypes[record_type])
     if record_type == EXPORTER_STAT_RECORD:
         count = int(np.frombuffer(record, "<u4", 1, 4)[0])
-        head = _swap_fields(record, bytearray(record[:8]), 0,
-                            (("t", "<u2", 0), ("s", "<u2", 2), ("c", "<u4", 4)))
+        head = _swap_fields(
+            record, bytearray(record[:8]), 0, (("t", "<u2", 0), ("s", "<u2", 2), ("c", "<u4", 4))
+        )
         entries = np.frombuffer(record, EXPORTER_STAT, count, 8)
         return bytes(head) + entries.astype(EXPORTER_STAT.newbyteorder(">")).tobytes()
     raise ValueError(f"cannot swap record type {record_type}")
 
 
 def _swap_struct(record: bytes, dtype: np.dtype) -> bytes:
-    values = np.frombuffer(record[:dtype.itemsize], dtype, 1)
-    return values.astype(dtype.newbyteorder(">")).tobytes() + record[dtype.itemsize:]
+    values = np.frombuffer(record[: dtype.itemsize], dtype, 1)
+    return values.astype(dtype.newbyteorder(">")).tobytes() + record[dtype.itemsize :]
 
 
-def _swap_fields(src: bytes, out: bytearray, base: int,
-                 fields: tuple[tuple[str, str, int], ...]) -> bytearray:
+def _swap_fields(
+    src: bytes, out: bytearray, base: int, fields: tuple[tuple[str, str, int], ...]
+) -> bytearray:
     for _, code, offset in fields:
         width = np.dtype(code).itemsize
         if width > 1:
             value = np.frombuffer(src, code, 1, base + offset)
-            out[base + offset:base + offset + width] = value.astype(
-                np.dtype(code).newbyteorder(">")).tobytes()
+            out[base + offset : base + offset + width] = value.astype(
+                np.dtype(code).newbyteorder(">")
+            ).tobytes()
     return out
 
 

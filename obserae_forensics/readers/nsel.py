@@ -51,8 +51,7 @@ if TYPE_CHECKING:
 FIREWALL_EVENT: Element = (IANA, 233)  # NF_F_FW_EVENT
 CONNECTION_ID: Element = (IANA, 148)  # NF_F_CONN_ID (flowId)
 # the ASA's counters: NF_F_FWD/REV_FLOW_DELTA_BYTES and its initiator/responder packets
-NSEL_COUNTER_ELEMENTS: tuple[Element, ...] = ((IANA, 231), (IANA, 232), (IANA, 298),
-                                               (IANA, 299))
+NSEL_COUNTER_ELEMENTS: tuple[Element, ...] = ((IANA, 231), (IANA, 232), (IANA, 298), (IANA, 299))
 # octet/packetDeltaCount: a template with them reports deltas (Palo Alto's, with 148 and 233)
 DELTA_COUNTER_ELEMENTS: tuple[Element, ...] = ((IANA, 1), (IANA, 2))
 WRAP_32 = 1 << 32
@@ -78,17 +77,29 @@ class NselLedger:
 
     def stream_codes(self, streams: list[tuple[str, int]]) -> np.ndarray:
         """Run-wide codes of (exporter, domain) streams, in their order."""
-        return np.array([self.streams.setdefault(stream, len(self.streams))
-                         for stream in streams], dtype=np.uint64)
+        return np.array(
+            [self.streams.setdefault(stream, len(self.streams)) for stream in streams],
+            dtype=np.uint64,
+        )
 
-    def settle_columns(self, stream: np.ndarray, connection: np.ndarray, event: np.ndarray,
-                       columns: dict[str, np.ndarray]) -> np.ndarray:
+    def settle_columns(
+        self,
+        stream: np.ndarray,
+        connection: np.ndarray,
+        event: np.ndarray,
+        columns: dict[str, np.ndarray],
+    ) -> np.ndarray:
         """`settle` over a reader's flow columns, in place: a counter column a template lacks
         is 0 (and stays so: a teardown only loses); the mask of the rows changed."""
         n = len(event)
         sent = [columns.get(name) for name in COUNTERS]
-        counters = np.stack([np.zeros(n, dtype=np.uint64) if values is None
-                             else values.astype(np.uint64) for values in sent], axis=1)
+        counters = np.stack(
+            [
+                np.zeros(n, dtype=np.uint64) if values is None else values.astype(np.uint64)
+                for values in sent
+            ],
+            axis=1,
+        )
         changed = self.settle(stream, connection, event, columns["last_seen"], counters)
         if changed.any():
             for i, (name, values) in enumerate(zip(COUNTERS, sent, strict=True)):
@@ -96,8 +107,14 @@ class NselLedger:
                     columns[name] = counters[:, i].astype(values.dtype)
         return changed
 
-    def settle(self, stream: np.ndarray, connection: np.ndarray, event: np.ndarray,
-               last_seen: np.ndarray, counters: np.ndarray) -> np.ndarray:
+    def settle(
+        self,
+        stream: np.ndarray,
+        connection: np.ndarray,
+        event: np.ndarray,
+        last_seen: np.ndarray,
+        counters: np.ndarray,
+    ) -> np.ndarray:
         """Reduce the teardowns' totals in `counters` ((n, 4) uint64, COUNTERS order, rows in
         arrival order) by their connection's updates; returns the mask of the rows changed.
         The same records give the same result however they are cut into batches
@@ -156,8 +173,9 @@ class NselLedger:
         new_keys = key[group_last][open_end]
         where = np.searchsorted(keys, new_keys)
         self.keys = np.insert(keys, where, new_keys)
-        self.sums = np.insert(sums, where, (prior[group_last] + updates[group_last])[open_end],
-                              axis=0)
+        self.sums = np.insert(
+            sums, where, (prior[group_last] + updates[group_last])[open_end], axis=0
+        )
         self.seen = np.insert(seen, where, times[group_last][open_end])
         return changed
 
@@ -169,8 +187,11 @@ def _settled_counters(totals: np.ndarray, prior: np.ndarray) -> np.ndarray:
     Sums past 2**64 wrap (the reference does the same; no connection comes near)."""
     difference = totals - prior
     wrapped = (totals < prior) & (prior >= np.uint64(WRAP_32))
-    return np.where(totals >= prior, difference,
-                    np.where(wrapped, difference & np.uint64(WRAP_32 - 1), np.uint64(0)))
+    return np.where(
+        totals >= prior,
+        difference,
+        np.where(wrapped, difference & np.uint64(WRAP_32 - 1), np.uint64(0)),
+    )
 
 
 def nsel_repair(count: int, source: str, offset: int, frame: int) -> MalformedInput:
@@ -178,21 +199,34 @@ def nsel_repair(count: int, source: str, offset: int, frame: int) -> MalformedIn
     return MalformedInput(
         f"{count} Cisco NSEL flow-teardown record(s): their totals repeat the bytes and "
         "packets of their connection's flow-update records; counted for what those did not "
-        "(the flows table holds that)", source=source, offset=offset, frame=frame,
-        reason="nsel_teardown_totals")
+        "(the flows table holds that)",
+        source=source,
+        offset=offset,
+        frame=frame,
+        reason="nsel_teardown_totals",
+    )
 
 
-def _settled(stream: np.ndarray, connection: np.ndarray,
-             event: np.ndarray) -> npt.NDArray[np.bool_]:
+def _settled(
+    stream: np.ndarray, connection: np.ndarray, event: np.ndarray
+) -> npt.NDArray[np.bool_]:
     """The records the ledger settles: updates and teardowns of a connection id it can key."""
-    return cast("npt.NDArray[np.bool_]",
-                ((event == EVENT_TEARDOWN) | (event == EVENT_UPDATE))
-                & (connection < np.uint64(1 << CONNECTION_BITS)) & (stream < STREAM_LIMIT))
+    return cast(
+        "npt.NDArray[np.bool_]",
+        ((event == EVENT_TEARDOWN) | (event == EVENT_UPDATE))
+        & (connection < np.uint64(1 << CONNECTION_BITS))
+        & (stream < STREAM_LIMIT),
+    )
 
 
-def settle_reference(ledger: dict[tuple[int, int], tuple[list[int], int]], stream: np.ndarray,
-                     connection: np.ndarray, event: np.ndarray, last_seen: np.ndarray,
-                     counters: np.ndarray) -> np.ndarray:
+def settle_reference(
+    ledger: dict[tuple[int, int], tuple[list[int], int]],
+    stream: np.ndarray,
+    connection: np.ndarray,
+    event: np.ndarray,
+    last_seen: np.ndarray,
+    counters: np.ndarray,
+) -> np.ndarray:
     """NselLedger.settle's rule, a record at a time, for the tests to hold it to."""
     changed = np.zeros(len(event), dtype=bool)
     use = _settled(stream, connection, event)
@@ -206,11 +240,15 @@ def settle_reference(ledger: dict[tuple[int, int], tuple[list[int], int]], strea
             sums = entry[0]
         values = [int(v) for v in counters[i]]
         if event[i] == EVENT_UPDATE:
-            ledger[key] = ([(s + v) % (1 << 64) for s, v in zip(sums, values, strict=True)],
-                           int(last_seen[i]))
+            ledger[key] = (
+                [(s + v) % (1 << 64) for s, v in zip(sums, values, strict=True)],
+                int(last_seen[i]),
+            )
             continue
-        settled = [v - s if v >= s else (v - s) % WRAP_32 if s >= WRAP_32 else 0
-                   for s, v in zip(sums, values, strict=True)]
+        settled = [
+            v - s if v >= s else (v - s) % WRAP_32 if s >= WRAP_32 else 0
+            for s, v in zip(sums, values, strict=True)
+        ]
         if settled != values:
             counters[i] = settled
             changed[i] = True

@@ -39,8 +39,14 @@ from typing import IO, Any
 from ..errors import InputError, MalformedInput, TruncatedInput
 from ..report import RunReport
 
-__all__ = ["CannotUnpack", "opened", "packing_of", "packing_of_file", "packing_of_path",
-           "unpacked_head"]
+__all__ = [
+    "CannotUnpack",
+    "opened",
+    "packing_of",
+    "packing_of_file",
+    "packing_of_path",
+    "unpacked_head",
+]
 
 READ_BYTES = 1 << 20  # compressed bytes read at a time
 # compressed bytes given to a decompressor at a time: damage loses at most what one piece
@@ -68,16 +74,23 @@ GZIP_MAGIC = b"\x1f\x8b\x08"
 
 def _is_bzip2(head: bytes) -> bool:
     # "BZh", a block size digit, then a block's or the stream end's 48-bit magic
-    return (len(head) >= 10 and head[:3] == b"BZh" and 0x31 <= head[3] <= 0x39
-            and head[4:10] in (b"\x31\x41\x59\x26\x53\x59", b"\x17\x72\x45\x38\x50\x90"))
+    return (
+        len(head) >= 10
+        and head[:3] == b"BZh"
+        and 0x31 <= head[3] <= 0x39
+        and head[4:10] in (b"\x31\x41\x59\x26\x53\x59", b"\x17\x72\x45\x38\x50\x90")
+    )
 
 
 SKIPPABLE_LAST = 0x184D2A5F  # zstd and LZ4 skippable frames: magic 0x184D2A50..5F
 
 
 def _skippable(data: bytes, at: int) -> bool:
-    return len(data) - at >= 4 and data[at] & 0xF0 == 0x50 and (
-        data[at + 1:at + 4] == b"\x2a\x4d\x18")
+    return (
+        len(data) - at >= 4
+        and data[at] & 0xF0 == 0x50
+        and (data[at + 1 : at + 4] == b"\x2a\x4d\x18")
+    )
 
 
 def packing_of_file(handle: IO[bytes]) -> str:
@@ -104,7 +117,7 @@ def packing_of_path(path: Path) -> str:
 
 
 def packing_of(head: bytes) -> str:
-    """"gzip", "bzip2", "xz", "zstd", "lz4" or "lz4-legacy" from a file's first bytes; ""
+    """ "gzip", "bzip2", "xz", "zstd", "lz4" or "lz4-legacy" from a file's first bytes; ""
     if none."""
     if head[:3] == GZIP_MAGIC:
         return "gzip"
@@ -170,7 +183,7 @@ class _Member:
         damage = _damage_errors()
         at = 0
         while at < len(data) and not self.done:
-            piece = data[at:at + self._feed]
+            piece = data[at : at + self._feed]
             try:
                 if self.kind == "gzip":
                     rest = yield from self._gzip(piece)
@@ -233,7 +246,7 @@ class _Member:
         while at < len(piece):
             if len(held) < 4:
                 take = min(4 - len(held), len(piece) - at)
-                held += piece[at:at + take]
+                held += piece[at : at + take]
                 at += take
                 if len(held) == 4 and bytes(held) == LZ4_LEGACY_MAGIC:
                     held.clear()
@@ -242,12 +255,11 @@ class _Member:
             if not 0 < size <= LZ4_LEGACY_BOUND:  # no block has it: damage, never held
                 raise _Damage(at, ValueError(f"an LZ4 legacy block size of {size} bytes"))
             take = min(4 + size - len(held), len(piece) - at)
-            held += piece[at:at + take]
+            held += piece[at : at + take]
             at += take
             if len(held) == 4 + size:
                 try:
-                    out = lz4.block.decompress(bytes(held[4:]),
-                                               uncompressed_size=LZ4_LEGACY_BLOCK)
+                    out = lz4.block.decompress(bytes(held[4:]), uncompressed_size=LZ4_LEGACY_BLOCK)
                 except lz4.block.LZ4BlockError as error:
                     raise _Damage(at, error) from error
                 self.done = True
@@ -293,18 +305,19 @@ def _next_member(data: bytes, at: int, kind: str, previous: str) -> str:
     both), or, after a legacy block (`previous`), the next one: its size, which no magic
     has (a size cut short by the file's end is a block cut short)."""
     if kind == "bzip2":
-        return kind if _is_bzip2(data[at:at + 10]) else ""
-    head = data[at:at + 4]
+        return kind if _is_bzip2(data[at : at + 10]) else ""
+    head = data[at : at + 4]
     if kind in ("lz4", "lz4-legacy"):
         if head == LZ4_MAGIC:
             return "lz4"
         if head == LZ4_LEGACY_MAGIC:
             return "lz4-legacy"
-        if previous == "lz4-legacy" and (len(head) < 4 or 0 < int.from_bytes(
-                head, "little") <= LZ4_LEGACY_BOUND):
+        if previous == "lz4-legacy" and (
+            len(head) < 4 or 0 < int.from_bytes(head, "little") <= LZ4_LEGACY_BOUND
+        ):
             return "lz4-legacy"
         return ""
-    return kind if data[at:at + len(_MAGIC[kind])] == _MAGIC[kind] else ""
+    return kind if data[at : at + len(_MAGIC[kind])] == _MAGIC[kind] else ""
 
 
 def _damage_errors() -> tuple[type[BaseException], ...]:
@@ -316,9 +329,15 @@ def _damage_errors() -> tuple[type[BaseException], ...]:
     return (zlib.error, OSError, lzma.LZMAError, zstandard.ZstdError, RuntimeError)
 
 
-def _inflate(handle: IO[bytes], kind: str, write: Callable[[bytes], object], source: str,
-             problem: Callable[[InputError, int], None], padding: Callable[[int], None],
-             limit: int | None = None) -> int:
+def _inflate(
+    handle: IO[bytes],
+    kind: str,
+    write: Callable[[bytes], object],
+    source: str,
+    problem: Callable[[InputError, int], None],
+    padding: Callable[[int], None],
+    limit: int | None = None,
+) -> int:
     """Write the decompressed bytes of every member to `write`, up to `limit` bytes when
     given; give what cannot be decompressed to `problem` (with its compressed bytes) and
     each run of padding between members to `padding`. The decompressed size."""
@@ -342,13 +361,19 @@ def _inflate(handle: IO[bytes], kind: str, write: Callable[[bytes], object], sou
         if member is None:  # between members: another, padding, or bytes that are none
             if kind in ("zstd", "lz4", "lz4-legacy") and _skippable(data, at):
                 # a skippable frame: passed over by its length, never held
-                length = (8 + int.from_bytes(data[at + 4:at + 8], "little") if left >= 8
-                          else size + 1)
+                length = (
+                    8 + int.from_bytes(data[at + 4 : at + 8], "little") if left >= 8 else size + 1
+                )
                 if consumed + length > size:
-                    problem(TruncatedInput(
-                        f"a {kind} skippable frame at compressed byte {consumed} runs past the "
-                        f"end of the file ({size - consumed} bytes of it; {_before(written)})",
-                        source=source, offset=consumed), size - consumed)
+                    problem(
+                        TruncatedInput(
+                            f"a {kind} skippable frame at compressed byte {consumed} runs past the "
+                            f"end of the file ({size - consumed} bytes of it; {_before(written)})",
+                            source=source,
+                            offset=consumed,
+                        ),
+                        size - consumed,
+                    )
                     return written
                 if length <= left:
                     at += length
@@ -376,18 +401,30 @@ def _inflate(handle: IO[bytes], kind: str, write: Callable[[bytes], object], sou
                 member_at, member_out = consumed, written
                 continue
             rest = size - consumed
-            problem(MalformedInput(f"{rest} bytes after the end of the {kind} stream are no "
-                                   f"{kind} member (compressed byte {consumed} on; "
-                                   f"{_before(written)})",
-                                   source=source, offset=consumed, reason="bad_compression"),
-                    rest)
+            problem(
+                MalformedInput(
+                    f"{rest} bytes after the end of the {kind} stream are no "
+                    f"{kind} member (compressed byte {consumed} on; "
+                    f"{_before(written)})",
+                    source=source,
+                    offset=consumed,
+                    reason="bad_compression",
+                ),
+                rest,
+            )
             return written
         if not left:
             end = "inside a block" if kind == "lz4-legacy" else "before its end marker"
-            problem(TruncatedInput(f"the {kind} stream ends {end}, at "
-                                   f"compressed byte {size}: the file was cut short "
-                                   f"({_before(written)})",
-                                   source=source, offset=size), 0)
+            problem(
+                TruncatedInput(
+                    f"the {kind} stream ends {end}, at "
+                    f"compressed byte {size}: the file was cut short "
+                    f"({_before(written)})",
+                    source=source,
+                    offset=size,
+                ),
+                0,
+            )
             return written
         pieces = member.pieces(memoryview(data)[at:])
         while True:
@@ -395,14 +432,13 @@ def _inflate(handle: IO[bytes], kind: str, write: Callable[[bytes], object], sou
                 out = next(pieces, None)
             except _Damage as error:
                 found = min(consumed + error.at, size)
-                damaged = _damaged(kind, str(error), found, member_at, member_out, written,
-                                   source)
+                damaged = _damaged(kind, str(error), found, member_at, member_out, written, source)
                 problem(damaged, size - damaged.offset)
                 return written
             if out is None:
                 break
             if limit is not None and written + len(out) >= limit:
-                write(out[:limit - written])
+                write(out[: limit - written])
                 return limit
             write(out)
             written += len(out)
@@ -419,8 +455,9 @@ def _inflate(handle: IO[bytes], kind: str, write: Callable[[bytes], object], sou
 _GZIP_CHECKS = {"incorrect data check": "CRC-32", "incorrect length check": "length (ISIZE)"}
 
 
-def _damaged(kind: str, error: str, found: int, member_at: int, member_out: int,
-             written: int, source: str) -> MalformedInput:
+def _damaged(
+    kind: str, error: str, found: int, member_at: int, member_out: int, written: int, source: str
+) -> MalformedInput:
     """The problem of damage found at compressed byte `found`, in the member that began at
     `member_at` (decompressed byte `member_out`), after `written` bytes came out."""
     end = found
@@ -430,21 +467,31 @@ def _damaged(kind: str, error: str, found: int, member_at: int, member_out: int,
             end = found + 4
             error = f"its {field} at compressed byte {found} does not match its data"
             break
-    stretch = (f"between compressed bytes {member_at} and {end}, in the member that "
-               f"begins at {member_at}")
+    stretch = (
+        f"between compressed bytes {member_at} and {end}, in the member that begins at {member_at}"
+    )
     if written > member_out:
-        read = (f"the {written - member_out} bytes it gave before (decompressed bytes "
-                f"{member_out} up to {written}, the source_offsets of any record from them) "
-                "are read and may hold damaged values")
+        read = (
+            f"the {written - member_out} bytes it gave before (decompressed bytes "
+            f"{member_out} up to {written}, the source_offsets of any record from them) "
+            "are read and may hold damaged values"
+        )
     else:
         read = "nothing of the member came out"
-    return MalformedInput(f"damaged {kind} data {stretch} ({error}): {read}; nothing after "
-                          "it is read", source=source, offset=found, reason="bad_compression")
+    return MalformedInput(
+        f"damaged {kind} data {stretch} ({error}): {read}; nothing after it is read",
+        source=source,
+        offset=found,
+        reason="bad_compression",
+    )
 
 
 def _before(written: int) -> str:
-    return (f"the {written} bytes decompressed before it are read" if written
-            else "nothing was decompressed before it")
+    return (
+        f"the {written} bytes decompressed before it are read"
+        if written
+        else "nothing was decompressed before it"
+    )
 
 
 def unpacked_head(path: Path, kind: str, nbytes: int) -> tuple[bytes, InputError | None]:
@@ -454,8 +501,15 @@ def unpacked_head(path: Path, kind: str, nbytes: int) -> tuple[bytes, InputError
     parts: list[bytes] = []
     problems: list[InputError] = []
     with open(path, "rb") as handle:
-        _inflate(handle, kind, parts.append, str(path), lambda error, _: problems.append(error),
-                 lambda _: None, limit=nbytes)
+        _inflate(
+            handle,
+            kind,
+            parts.append,
+            str(path),
+            lambda error, _: problems.append(error),
+            lambda _: None,
+            limit=nbytes,
+        )
     return b"".join(parts), (problems[0] if problems else None)
 
 
@@ -479,16 +533,24 @@ def opened(path: Path, report: RunReport | None = None) -> Iterator[IO[bytes]]:
         with tempfile.TemporaryFile(prefix="obserae-unpacked-") as spool:
             try:
                 written = _inflate(
-                    handle, kind, spool.write, str(path),
+                    handle,
+                    kind,
+                    spool.write,
+                    str(path),
                     lambda error, nbytes: report.skip(error, nbytes=nbytes) if report else None,
-                    lambda nbytes: report.ignore("compression_padding", str(path), nbytes)
-                    if report else None)
+                    lambda nbytes: (
+                        report.ignore("compression_padding", str(path), nbytes) if report else None
+                    ),
+                )
                 spool.flush()
             except OSError as exc:  # the decompressors' errors are counted inside
-                raise CannotUnpack(f"cannot decompress this {kind} file into "
-                                   f"{tempfile.gettempdir()} ({exc.strerror or exc}); set "
-                                   "TMPDIR to a directory with room for it",
-                                   source=str(path), offset=0) from exc
+                raise CannotUnpack(
+                    f"cannot decompress this {kind} file into "
+                    f"{tempfile.gettempdir()} ({exc.strerror or exc}); set "
+                    "TMPDIR to a directory with room for it",
+                    source=str(path),
+                    offset=0,
+                ) from exc
             spool.seek(0)
             if report is not None:
                 stats = report.file(str(path))

@@ -147,18 +147,28 @@ def _pcap_header(
     if not stats.compression:
         stats.size = len(buf)
     if len(buf) < 24:
-        report.skip(TruncatedInput(f"PCAP file header needs 24 bytes, file has {len(buf)}",
-                                   source=source, offset=0), nbytes=len(buf))
+        report.skip(
+            TruncatedInput(
+                f"PCAP file header needs 24 bytes, file has {len(buf)}", source=source, offset=0
+            ),
+            nbytes=len(buf),
+        )
         return None
     linktype_field = struct.unpack_from(order + "I", buf, 20)[0]
     if linktype_field & LINKTYPE_RESERVED:
         # found by fuzzing: 0xffffffff read as link type 65535, every frame other traffic
         # (unsupported_linktype) and nothing said; the field's reserved bits make it an
         # error (draft-ietf-opsawg-pcap): which link type the frames are is not known
-        report.skip(MalformedInput(
-            f"PCAP file header's link-type field 0x{linktype_field:08x} has reserved bits "
-            "set (16-25, 27): the frames' link type is not known", source=source,
-            offset=20, reason="bad_header"), nbytes=len(buf))
+        report.skip(
+            MalformedInput(
+                f"PCAP file header's link-type field 0x{linktype_field:08x} has reserved bits "
+                "set (16-25, 27): the frames' link type is not known",
+                source=source,
+                offset=20,
+                reason="bad_header",
+            ),
+            nbytes=len(buf),
+        )
         return None
     fcs_bytes = ((linktype_field >> 28) & 0xF) * 2 if linktype_field & (1 << 26) else 0
     return order, ns_per_unit, linktype_field & 0xFFFF, fcs_bytes
@@ -177,25 +187,51 @@ def _pcap_frames(
     at = start
     while at < size:
         if size - at < 16:
-            report.skip(TruncatedInput(f"packet record header cut off ({size - at} of 16 bytes)",
-                                       source=source, offset=at), nbytes=size - at)
+            report.skip(
+                TruncatedInput(
+                    f"packet record header cut off ({size - at} of 16 bytes)",
+                    source=source,
+                    offset=at,
+                ),
+                nbytes=size - at,
+            )
             return
         seconds, fraction, caplen, origlen = record.unpack_from(buf, at)
         number += 1
         if caplen > MAX_CAPLEN:
-            report.skip(MalformedInput(f"packet record claims {caplen} captured bytes",
-                                       source=source, offset=at, frame=number,
-                                       reason="bad_record_length"), nbytes=size - at)
+            report.skip(
+                MalformedInput(
+                    f"packet record claims {caplen} captured bytes",
+                    source=source,
+                    offset=at,
+                    frame=number,
+                    reason="bad_record_length",
+                ),
+                nbytes=size - at,
+            )
             return
         end = at + 16 + caplen
         if end > size:
-            report.skip(TruncatedInput(
-                f"packet record promises {caplen} bytes, {size - at - 16} left in file",
-                source=source, offset=at, frame=number), nbytes=size - at)
+            report.skip(
+                TruncatedInput(
+                    f"packet record promises {caplen} bytes, {size - at - 16} left in file",
+                    source=source,
+                    offset=at,
+                    frame=number,
+                ),
+                nbytes=size - at,
+            )
             return
         stats.units += 1
-        yield Frame(number, at, linktype, seconds * 1_000_000_000 + fraction * ns_per_unit,
-                    buf[at + 16:end], origlen, fcs_bytes)
+        yield Frame(
+            number,
+            at,
+            linktype,
+            seconds * 1_000_000_000 + fraction * ns_per_unit,
+            buf[at + 16 : end],
+            origlen,
+            fcs_bytes,
+        )
         at = end
 
 
@@ -225,45 +261,73 @@ def _pcapng_frames(buf: mmap.mmap | bytes, source: str, report: RunReport) -> It
     number = 0
     while at < size:
         if size - at < 12:
-            report.skip(TruncatedInput(f"pcapng block header cut off ({size - at} bytes left)",
-                                       source=source, offset=at), nbytes=size - at)
+            report.skip(
+                TruncatedInput(
+                    f"pcapng block header cut off ({size - at} bytes left)",
+                    source=source,
+                    offset=at,
+                ),
+                nbytes=size - at,
+            )
             return
-        block_type_raw = bytes(buf[at:at + 4])
+        block_type_raw = bytes(buf[at : at + 4])
         if block_type_raw == PCAPNG_MAGIC:
-            magic = bytes(buf[at + 8:at + 12])
+            magic = bytes(buf[at + 8 : at + 12])
             if magic == b"\x1a\x2b\x3c\x4d":
                 order = ">"
             elif magic == b"\x4d\x3c\x2b\x1a":
                 order = "<"
             else:
                 text = f"section header with bad byte-order magic {magic.hex()}"
-                report.skip(MalformedInput(text, source=source, offset=at, reason="bad_block"),
-                            nbytes=size - at)
+                report.skip(
+                    MalformedInput(text, source=source, offset=at, reason="bad_block"),
+                    nbytes=size - at,
+                )
                 return
             interfaces = []  # interface IDs restart in each section
         block_type, total = struct.unpack_from(order + "II", buf, at)
         if total < 12 or total % 4 or at + total > size:
             problem: type[MalformedInput] = (
-                TruncatedInput if at + total > size and total >= 12 else MalformedInput)
-            report.skip(problem(f"pcapng block of type {block_type:#x} claims {total} bytes, "
-                                f"{size - at} left in file", source=source, offset=at),
-                        nbytes=size - at)
+                TruncatedInput if at + total > size and total >= 12 else MalformedInput
+            )
+            report.skip(
+                problem(
+                    f"pcapng block of type {block_type:#x} claims {total} bytes, "
+                    f"{size - at} left in file",
+                    source=source,
+                    offset=at,
+                ),
+                nbytes=size - at,
+            )
             return
         body = at + 8
         end = at + total - 4
         (trailing,) = struct.unpack_from(order + "I", buf, end)
         if trailing != total:
             # the block is read by its leading length; a damaged copy is worth a word
-            report.skip(MalformedInput(f"pcapng block of type {block_type:#x} ends with length "
-                                       f"{trailing}, begins with {total}", source=source,
-                                       offset=end, reason="bad_block"), nbytes=4)
+            report.skip(
+                MalformedInput(
+                    f"pcapng block of type {block_type:#x} ends with length "
+                    f"{trailing}, begins with {total}",
+                    source=source,
+                    offset=end,
+                    reason="bad_block",
+                ),
+                nbytes=4,
+            )
         fixed = _BLOCK_FIXED_BYTES.get(block_type, 0)
         if end - body < fixed:
             # its fixed fields would be read from the next block (or past the file's end)
-            report.skip(MalformedInput(f"pcapng block of type {block_type:#x} has {end - body} "
-                                       f"body bytes, its fixed fields need {fixed}",
-                                       source=source, offset=at, reason="bad_block"),
-                        nbytes=total)
+            report.skip(
+                MalformedInput(
+                    f"pcapng block of type {block_type:#x} has {end - body} "
+                    f"body bytes, its fixed fields need {fixed}",
+                    source=source,
+                    offset=at,
+                    reason="bad_block",
+                ),
+                nbytes=total,
+            )
             if block_type == 1:
                 interfaces.append(_UNUSABLE_INTERFACE)  # keep the later interfaces' numbers
             at += total
@@ -275,15 +339,22 @@ def _pcapng_frames(buf: mmap.mmap | bytes, source: str, report: RunReport) -> It
                 # its packets are still read (link type and snap length are fixed fields),
                 # but a time resolution or offset in the lost options changes every arrival
                 # time: said, where it passed without a word (found by fuzzing)
-                report.skip(MalformedInput(
-                    f"pcapng interface {len(interfaces) - 1}: its options do not fit the "
-                    f"block from offset {damaged}; its packets' arrival times assume what "
-                    "was read before (microseconds, no offset, unless given there)",
-                    source=source, offset=damaged, reason="bad_block"), nbytes=end - damaged)
+                report.skip(
+                    MalformedInput(
+                        f"pcapng interface {len(interfaces) - 1}: its options do not fit the "
+                        f"block from offset {damaged}; its packets' arrival times assume what "
+                        "was read before (microseconds, no offset, unless given there)",
+                        source=source,
+                        offset=damaged,
+                        reason="bad_block",
+                    ),
+                    nbytes=end - damaged,
+                )
         elif block_type in (6, 2, 3):  # enhanced, obsolete, simple packet
             number += 1
-            frame = _packet_block(buf, order, block_type, body, end, interfaces, at, number,
-                                  source, report)
+            frame = _packet_block(
+                buf, order, block_type, body, end, interfaces, at, number, source, report
+            )
             if frame is not None:
                 stats.units += 1
                 yield frame
@@ -296,26 +367,40 @@ def _pcapng_frames(buf: mmap.mmap | bytes, source: str, report: RunReport) -> It
             if packet is None:
                 report.ignore("pcapng_unknown_block", source, total)
             else:
-                report.skip(MalformedInput(
-                    f"pcapng block of unknown type {block_type:#x} reads as an enhanced "
-                    f"packet block ({packet} bytes captured): a damaged type", source=source,
-                    offset=at, reason="bad_block"), nbytes=total)
+                report.skip(
+                    MalformedInput(
+                        f"pcapng block of unknown type {block_type:#x} reads as an enhanced "
+                        f"packet block ({packet} bytes captured): a damaged type",
+                        source=source,
+                        offset=at,
+                        reason="bad_block",
+                    ),
+                    nbytes=total,
+                )
         elif block_type in _CUSTOM_BLOCKS:
             # a vendor's data this reader cannot check: counted, as a packet block whose type
             # was damaged into one (0xBAD, 0x80000001) lost its datagram without a word
             report.ignore("pcapng_custom_block", source, total)
-        elif (problem_text := _layout_problem(buf, order, block_type, body, end,
-                                              len(interfaces))) is not None:
+        elif (
+            problem_text := _layout_problem(buf, order, block_type, body, end, len(interfaces))
+        ) is not None:
             # a packet block whose type was damaged into a known one (6 -> 4 or 5 is one
             # bit): its packet does not read as that block's fields
-            report.skip(MalformedInput(f"pcapng block of type {block_type:#x}: {problem_text}",
-                                       source=source, offset=at, reason="bad_block"),
-                        nbytes=total)
+            report.skip(
+                MalformedInput(
+                    f"pcapng block of type {block_type:#x}: {problem_text}",
+                    source=source,
+                    offset=at,
+                    reason="bad_block",
+                ),
+                nbytes=total,
+            )
         at += total
 
 
-def _reads_as_packet(buf: mmap.mmap | bytes, order: str, body: int, end: int, interfaces: int
-                     ) -> int | None:
+def _reads_as_packet(
+    buf: mmap.mmap | bytes, order: str, body: int, end: int, interfaces: int
+) -> int | None:
     """The captured length of an enhanced packet block that the body from `body` to `end`
     reads as (an interface described, the packet within the block, options walking to its
     end), else None."""
@@ -323,8 +408,11 @@ def _reads_as_packet(buf: mmap.mmap | bytes, order: str, body: int, end: int, in
         return None
     interface, _high, _low, caplen, _origlen = struct.unpack_from(order + "IIIII", buf, body)
     data_at = body + 20
-    if interface >= interfaces or data_at + caplen > end or \
-            not _options_end(buf, order, data_at + caplen + (-caplen % 4), end):
+    if (
+        interface >= interfaces
+        or data_at + caplen > end
+        or not _options_end(buf, order, data_at + caplen + (-caplen % 4), end)
+    ):
         return None
     return cast(int, caplen)
 
@@ -342,8 +430,9 @@ def _options_end(buf: mmap.mmap | bytes, order: str, at: int, end: int) -> bool:
     return at == end
 
 
-def _layout_problem(buf: mmap.mmap | bytes, order: str, block_type: int, body: int, end: int,
-                    interfaces: int) -> str | None:
+def _layout_problem(
+    buf: mmap.mmap | bytes, order: str, block_type: int, body: int, end: int, interfaces: int
+) -> str | None:
     """What does not fit the layout of a name resolution (4), interface statistics (5) or
     decryption secrets (0xA) block, else None; other non-packet blocks are free-form."""
     if block_type == 4:  # name records (type, length, value padded) up to nrb_record_end
@@ -357,23 +446,32 @@ def _layout_problem(buf: mmap.mmap | bytes, order: str, block_type: int, body: i
                 break
             if at > end:
                 return "a name record runs past the block"
-        return None if at <= end and _options_end(buf, order, at, end) else (
-            "its options do not fit the block")
+        return (
+            None
+            if at <= end and _options_end(buf, order, at, end)
+            else ("its options do not fit the block")
+        )
     if block_type == 5:
         if end - body < 12:
             return "shorter than its interface id and timestamp"
         (interface,) = struct.unpack_from(order + "I", buf, body)
         if interface >= interfaces:
             return f"statistics of interface {interface}, of {interfaces} described"
-        return None if _options_end(buf, order, body + 12, end) else (
-            "its options do not fit the block")
+        return (
+            None
+            if _options_end(buf, order, body + 12, end)
+            else ("its options do not fit the block")
+        )
     if block_type == 0xA:
         if end - body < 8:
             return "shorter than its secrets type and length"
         (length,) = struct.unpack_from(order + "I", buf, body + 4)
         at = body + 8 + length + (-length % 4)
-        return None if at <= end and _options_end(buf, order, at, end) else (
-            "its secrets or options do not fit the block")
+        return (
+            None
+            if at <= end and _options_end(buf, order, at, end)
+            else ("its secrets or options do not fit the block")
+        )
     return None
 
 
@@ -381,16 +479,18 @@ def _layout_problem(buf: mmap.mmap | bytes, order: str, block_type: int, body: i
 _BLOCK_FIXED_BYTES = {1: 8, 6: 20, 2: 20, 3: 4}
 # pcapng blocks that hold no packets (draft-ietf-opsawg-pcapng: section header, name resolution,
 # interface statistics, systemd journal export, decryption secrets, custom, Apple process info)
-_OTHER_KNOWN_BLOCKS = frozenset({0x0A0D0D0A, 4, 5, 9, 0xA, 0xBAD, 0x40000BAD, 0x80000001,
-                                 0x80000002})
+_OTHER_KNOWN_BLOCKS = frozenset(
+    {0x0A0D0D0A, 4, 5, 9, 0xA, 0xBAD, 0x40000BAD, 0x80000001, 0x80000002}
+)
 # custom blocks (copyable or not) and the local types Apple's tools write: bytes no layout
 # check can vouch for
 _CUSTOM_BLOCKS = frozenset({0xBAD, 0x40000BAD, 0x80000001, 0x80000002})
 _INT64_RANGE = range(-(2**63), 2**63)
 
 
-def _interface(buf: mmap.mmap | bytes, order: str, body: int, end: int
-               ) -> tuple[_Interface, int | None]:
+def _interface(
+    buf: mmap.mmap | bytes, order: str, body: int, end: int
+) -> tuple[_Interface, int | None]:
     """The interface, and where its options stop fitting the block (None: they fit)."""
     linktype, _reserved, snaplen = struct.unpack_from(order + "HHI", buf, body)
     ns_num, ns_den, offset_ns, fcs_bytes = 1_000, 1, 0, 0
@@ -422,8 +522,16 @@ def _interface(buf: mmap.mmap | bytes, order: str, body: int, end: int
 
 
 def _packet_block(
-    buf: mmap.mmap | bytes, order: str, block_type: int, body: int, end: int,
-    interfaces: list[_Interface], at: int, number: int, source: str, report: RunReport,
+    buf: mmap.mmap | bytes,
+    order: str,
+    block_type: int,
+    body: int,
+    end: int,
+    interfaces: list[_Interface],
+    at: int,
+    number: int,
+    source: str,
+    report: RunReport,
 ) -> Frame | None:
     if block_type == 3:  # simple packet: interface 0, no timestamp
         interface_id = 0
@@ -437,53 +545,105 @@ def _packet_block(
         if beyond > 0:
             # bytes past the packet the snap length or its length allows, and its padding:
             # no field of the block says what they are (they went uncounted: fuzzing)
-            report.skip(MalformedInput(f"simple packet block holds {beyond} bytes past its "
-                                       f"{caplen}-byte packet and padding", source=source,
-                                       offset=data_at + caplen, frame=number,
-                                       reason="bad_block"), nbytes=beyond)
+            report.skip(
+                MalformedInput(
+                    f"simple packet block holds {beyond} bytes past its "
+                    f"{caplen}-byte packet and padding",
+                    source=source,
+                    offset=data_at + caplen,
+                    frame=number,
+                    reason="bad_block",
+                ),
+                nbytes=beyond,
+            )
     else:
         if block_type == 6:
             interface_id, high, low, caplen, origlen = struct.unpack_from(
-                order + "IIIII", buf, body)
+                order + "IIIII", buf, body
+            )
         else:
             interface_id, _drops, high, low, caplen, origlen = struct.unpack_from(
-                order + "HHIIII", buf, body)
+                order + "HHIIII", buf, body
+            )
         ticks = (high << 32) | low
         data_at = body + 20
     if interface_id >= len(interfaces):
-        report.skip(MalformedInput(f"packet block names interface {interface_id}, "
-                                   f"section has {len(interfaces)}", source=source, offset=at,
-                                   frame=number, reason="bad_block"), nbytes=end + 4 - at)
+        report.skip(
+            MalformedInput(
+                f"packet block names interface {interface_id}, section has {len(interfaces)}",
+                source=source,
+                offset=at,
+                frame=number,
+                reason="bad_block",
+            ),
+            nbytes=end + 4 - at,
+        )
         return None
     if data_at + caplen > end:
-        report.skip(MalformedInput(f"packet block claims {caplen} captured bytes, block has "
-                                   f"{end - data_at}", source=source, offset=at, frame=number,
-                                   reason="bad_block"), nbytes=end + 4 - at)
+        report.skip(
+            MalformedInput(
+                f"packet block claims {caplen} captured bytes, block has {end - data_at}",
+                source=source,
+                offset=at,
+                frame=number,
+                reason="bad_block",
+            ),
+            nbytes=end + 4 - at,
+        )
         return None
     if block_type != 3 and not _options_end(buf, order, data_at + caplen + (-caplen % 4), end):
         # found by fuzzing: a captured length damaged short (45 -> 3) read as a 3-byte frame,
         # the rest of the packet taken for options and counted nowhere
-        report.skip(MalformedInput(f"packet block claims {caplen} captured bytes, and what "
-                                   f"follows them up to its end ({end - data_at} bytes of "
-                                   "data and options) is no options", source=source,
-                                   offset=at, frame=number, reason="bad_block"),
-                    nbytes=end + 4 - at)
+        report.skip(
+            MalformedInput(
+                f"packet block claims {caplen} captured bytes, and what "
+                f"follows them up to its end ({end - data_at} bytes of "
+                "data and options) is no options",
+                source=source,
+                offset=at,
+                frame=number,
+                reason="bad_block",
+            ),
+            nbytes=end + 4 - at,
+        )
         return None
     interface = interfaces[interface_id]
     if interface is _UNUSABLE_INTERFACE:
-        report.skip(MalformedInput(f"packet block names interface {interface_id}, whose "
-                                   "description block is malformed", source=source, offset=at,
-                                   frame=number, reason="bad_block"), nbytes=end + 4 - at)
+        report.skip(
+            MalformedInput(
+                f"packet block names interface {interface_id}, whose "
+                "description block is malformed",
+                source=source,
+                offset=at,
+                frame=number,
+                reason="bad_block",
+            ),
+            nbytes=end + 4 - at,
+        )
         return None
     ts_ns = ticks * interface.ns_num // interface.ns_den + interface.offset_ns
     if ts_ns not in _INT64_RANGE:
         # a tick count in seconds (if_tsresol 0) or an if_tsoffset past 292 years from 1970
-        report.skip(MalformedInput(f"packet time {ts_ns} ns is past the int64 range",
-                                   source=source, offset=at, frame=number,
-                                   reason="bad_timestamp"), nbytes=end + 4 - at)
+        report.skip(
+            MalformedInput(
+                f"packet time {ts_ns} ns is past the int64 range",
+                source=source,
+                offset=at,
+                frame=number,
+                reason="bad_timestamp",
+            ),
+            nbytes=end + 4 - at,
+        )
         return None
-    return Frame(number, at, interface.linktype, ts_ns, buf[data_at:data_at + caplen], origlen,
-                 interface.fcs_bytes)
+    return Frame(
+        number,
+        at,
+        interface.linktype,
+        ts_ns,
+        buf[data_at : data_at + caplen],
+        origlen,
+        interface.fcs_bytes,
+    )
 
 
 @dataclass
@@ -513,8 +673,9 @@ def new_transports(report: RunReport) -> Transports:
     """The IP fragments, TCP connections and SCTP associations of a run, which go on from
     one of its capture files into the next (iter_datagrams' `transports`; finish() at the
     run's end)."""
-    return Transports(TcpStreams("", report, _address_text),
-                      SctpAssociations("", report, _address_text), report)
+    return Transports(
+        TcpStreams("", report, _address_text), SctpAssociations("", report, _address_text), report
+    )
 
 
 @dataclass
@@ -539,8 +700,11 @@ def _repeats(whole: bytes, offset: int, more: bool, data: bytes) -> bool:
 
 def _covered(parts: list[tuple[int, bytes]], low: int, high: int) -> int:
     """How many bytes of [low, high) the parts ((byte offset, bytes) each) cover."""
-    spans = sorted((max(start, low), min(start + len(part), high))
-                   for start, part in parts if start < high and start + len(part) > low)
+    spans = sorted(
+        (max(start, low), min(start + len(part), high))
+        for start, part in parts
+        if start < high and start + len(part) > low
+    )
     covered, cursor = 0, low
     for first, last in spans:
         first = max(first, cursor)
@@ -566,8 +730,9 @@ class _Reassembly:
         # headers: their other fragments are other traffic too, not a set to complete
         self.others: OrderedDict[tuple[object, ...], None] = OrderedDict()
 
-    def other_traffic(self, key: tuple[object, ...], upper: int | None, report: RunReport,
-                      source: str) -> bool:
+    def other_traffic(
+        self, key: tuple[object, ...], upper: int | None, report: RunReport, source: str
+    ) -> bool:
         """Whether the IPv6 fragment of `key` is of a datagram of other traffic: `upper`, the
         protocol its first fragment shows behind the fragmentable part's extension headers
         (None: not the first fragment, or not shown). A review: fragmented TCP behind
@@ -583,13 +748,23 @@ class _Reassembly:
             self.others.popitem(last=False)
         held = self.pending.pop(key, None)
         if held is not None:
-            report.ignore("not_udp", held.source, _covered(held.parts, 0, _end(held.parts)),
-                          count=len(held.parts))
+            report.ignore(
+                "not_udp",
+                held.source,
+                _covered(held.parts, 0, _end(held.parts)),
+                count=len(held.parts),
+            )
         return True
 
     def add(
-        self, key: tuple[object, ...], offset: int, more: bool, data: bytes, frame: Frame,
-        source: str, report: RunReport,
+        self,
+        key: tuple[object, ...],
+        offset: int,
+        more: bool,
+        data: bytes,
+        frame: Frame,
+        source: str,
+        report: RunReport,
     ) -> bytes | None:
         """Add one fragment's payload; return the whole payload once every byte is there.
 
@@ -600,8 +775,11 @@ class _Reassembly:
         could never complete. (A re-fragmentation at other offsets is not recognised.)
         """
         entry = self.pending.get(key)
-        if entry is not None and entry.first_ns > 0 and (
-                frame.ts_ns - entry.first_ns > FRAGMENT_TIMEOUT_NS):
+        if (
+            entry is not None
+            and entry.first_ns > 0
+            and (frame.ts_ns - entry.first_ns > FRAGMENT_TIMEOUT_NS)
+        ):
             # a set given up long ago: this fragment is of another datagram with the same
             # identification (the one before lost a fragment), never bytes of that one.
             # Only time moving on counts: a clock stepped back, a merged capture's other
@@ -613,34 +791,49 @@ class _Reassembly:
         if recent is not None and _repeats(recent, offset, more, data):
             report.ignore("duplicate_fragment", source, len(data))
             return None
-        if entry is not None and (offset, data) in entry.parts and (
-                more or entry.total == offset + len(data)):
+        if (
+            entry is not None
+            and (offset, data) in entry.parts
+            and (more or entry.total == offset + len(data))
+        ):
             report.ignore("duplicate_fragment", source, len(data))
             return None
         if entry is None:
             if len(self.pending) >= MAX_PENDING_FRAGMENT_SETS:
                 _old_key, old = self.pending.popitem(last=False)
                 self._drop(old, report)
-            entry = self.pending[key] = _FragmentSet(frame.number, frame.offset, source,
-                                                     frame.ts_ns)
+            entry = self.pending[key] = _FragmentSet(
+                frame.number, frame.offset, source, frame.ts_ns
+            )
         # the bytes of this fragment that earlier ones placed already: one copy of each is
         # used, so they are counted once here (only they: the rest of the fragment is used,
         # and counting all of it counted those bytes twice, found by fuzzing)
         overlap = _covered(entry.parts, offset, offset + len(data))
         if overlap:
-            conflict = next(((low, high) for start, part in entry.parts
-                             if (low := max(start, offset)) < (high := min(
-                                 start + len(part), offset + len(data)))
-                             and part[low - start:high - start]
-                             != data[low - offset:high - offset]), None)
+            conflict = next(
+                (
+                    (low, high)
+                    for start, part in entry.parts
+                    if (low := max(start, offset))
+                    < (high := min(start + len(part), offset + len(data)))
+                    and part[low - start : high - start] != data[low - offset : high - offset]
+                ),
+                None,
+            )
             if conflict is not None:
                 # an identical retransmission is harmless; other bytes for the same range
                 # are a forged or damaged copy, and which one is true cannot be known
-                report.skip(MalformedInput(
-                    f"IP fragment at byte {offset} carries other bytes than an earlier one for "
-                    f"bytes {conflict[0]}..{conflict[1]}; the first copy is kept",
-                    source=source, offset=frame.offset, frame=frame.number,
-                    reason="conflicting_fragment"), nbytes=overlap)
+                report.skip(
+                    MalformedInput(
+                        f"IP fragment at byte {offset} carries other bytes than an earlier one for "
+                        f"bytes {conflict[0]}..{conflict[1]}; the first copy is kept",
+                        source=source,
+                        offset=frame.offset,
+                        frame=frame.number,
+                        reason="conflicting_fragment",
+                    ),
+                    nbytes=overlap,
+                )
             else:
                 report.ignore("duplicate_fragment", source, overlap)
         if overlap < len(data):  # bytes no earlier fragment brought
@@ -653,13 +846,20 @@ class _Reassembly:
         whole = bytearray(total)
         for start, part in reversed(entry.parts):  # the first to arrive written last
             if start < total:  # (a part wholly past the end appended itself to the bytes)
-                whole[start:start + len(part[: total - start])] = part[: total - start]
+                whole[start : start + len(part[: total - start])] = part[: total - start]
         beyond = _covered(entry.parts, total, _end(entry.parts))
         if beyond:
-            report.skip(MalformedInput(
-                f"IP fragments carry {beyond} byte(s) past byte {total}, where the last "
-                "fragment ends the datagram", source=source, offset=frame.offset,
-                frame=frame.number, reason="fragment_past_end"), nbytes=beyond)
+            report.skip(
+                MalformedInput(
+                    f"IP fragments carry {beyond} byte(s) past byte {total}, where the last "
+                    "fragment ends the datagram",
+                    source=source,
+                    offset=frame.offset,
+                    frame=frame.number,
+                    reason="fragment_past_end",
+                ),
+                nbytes=beyond,
+            )
         del self.pending[key]
         payload = bytes(whole)
         self._keep(key, payload)
@@ -676,11 +876,17 @@ class _Reassembly:
             self.recent_bytes -= len(dropped)
 
     def _drop(self, entry: _FragmentSet, report: RunReport) -> None:
-        report.skip(MalformedInput("IP fragments never completed a datagram",
-                                   source=entry.source, offset=entry.first_offset,
-                                   frame=entry.first_frame, reason="incomplete_fragments"),
-                    # each byte once: those that overlapped were counted as they came
-                    nbytes=_covered(entry.parts, 0, _end(entry.parts)))
+        report.skip(
+            MalformedInput(
+                "IP fragments never completed a datagram",
+                source=entry.source,
+                offset=entry.first_offset,
+                frame=entry.first_frame,
+                reason="incomplete_fragments",
+            ),
+            # each byte once: those that overlapped were counted as they came
+            nbytes=_covered(entry.parts, 0, _end(entry.parts)),
+        )
 
     def flush(self, report: RunReport) -> None:
         for entry in self.pending.values():
@@ -689,7 +895,11 @@ class _Reassembly:
 
 
 def iter_datagrams(
-    path: Path, report: RunReport, *, chunk_size: int = 2048, indexed: bool = True,
+    path: Path,
+    report: RunReport,
+    *,
+    chunk_size: int = 2048,
+    indexed: bool = True,
     transports: Transports | None = None,
 ) -> Iterator[list[Datagram]]:
     """Yield the UDP datagrams of a capture, in frame order, in lists of up to `chunk_size`.
@@ -713,7 +923,8 @@ def iter_datagrams(
         frames_or_datagrams: Iterator[Frame | Datagram] = (
             _indexed_pcap(handle, source, report)
             if indexed and head in PCAP_MAGIC and os.fstat(handle.fileno()).st_size >= 24
-            else _frames_of(handle, source, report))
+            else _frames_of(handle, source, report)
+        )
         for item in frames_or_datagrams:
             if isinstance(item, Frame):
                 datagram = _datagram(item, source, report, reassembly, streams, exporter_texts)
@@ -730,10 +941,13 @@ def iter_datagrams(
                 chunk = []
     # what only the end of the file (or of the run) gives is named at the file's last frame;
     # fragments still incomplete wait for the next file (Transports.finish: the run's end)
-    streams.last = (Place(0, 0, 0) if item is None else
-                    Place(item.number, item.offset, item.ts_ns // 1_000)
-                    if isinstance(item, Frame) else
-                    Place(item.frame, item.offset, item.arrival_us))
+    streams.last = (
+        Place(0, 0, 0)
+        if item is None
+        else Place(item.number, item.offset, item.ts_ns // 1_000)
+        if isinstance(item, Frame)
+        else Place(item.frame, item.offset, item.arrival_us)
+    )
     chunk += streams.finish() if own else streams.tcp.pause(streams.last)
     if chunk:
         yield chunk
@@ -742,8 +956,7 @@ def iter_datagrams(
 INDEX_WINDOW_BYTES = 64 << 20
 
 
-def _indexed_pcap(handle: IO[bytes], source: str, report: RunReport
-                  ) -> Iterator[Frame | Datagram]:
+def _indexed_pcap(handle: IO[bytes], source: str, report: RunReport) -> Iterator[Frame | Datagram]:
     """Plain UDP-over-IPv4 frames become Datagrams straight from the index; the rest Frames.
 
     The file is indexed a window at a time and each finished window's pages are given back
@@ -765,30 +978,70 @@ def _indexed_pcap(handle: IO[bytes], source: str, report: RunReport
         texts: dict[int, str] = {}
         try:
             while True:
-                (offsets, seconds, fractions, caplens, origlens, payload_start, payload_end,
-                 sources, ports, stop_at, stop) = index_records(
-                    data, at, at + INDEX_WINDOW_BYTES, order == "<", MAX_CAPLEN, link_length,
-                    type_at, fcs_bytes, linktype in FAST_LINKS)
+                (
+                    offsets,
+                    seconds,
+                    fractions,
+                    caplens,
+                    origlens,
+                    payload_start,
+                    payload_end,
+                    sources,
+                    ports,
+                    stop_at,
+                    stop,
+                ) = index_records(
+                    data,
+                    at,
+                    at + INDEX_WINDOW_BYTES,
+                    order == "<",
+                    MAX_CAPLEN,
+                    link_length,
+                    type_at,
+                    fcs_bytes,
+                    linktype in FAST_LINKS,
+                )
                 report.file(source).units += len(offsets)
                 arrival_us = seconds * 1_000_000 + fractions * ns_per_unit // 1_000
-                columns = zip(offsets.tolist(), arrival_us.tolist(), fractions.tolist(),
-                              caplens.tolist(), origlens.tolist(), payload_start.tolist(),
-                              payload_end.tolist(), sources.tolist(), ports.tolist(),
-                              strict=True)
-                for (offset, arrival, fraction, caplen, origlen, start, end, src,
-                     port) in columns:
+                columns = zip(
+                    offsets.tolist(),
+                    arrival_us.tolist(),
+                    fractions.tolist(),
+                    caplens.tolist(),
+                    origlens.tolist(),
+                    payload_start.tolist(),
+                    payload_end.tolist(),
+                    sources.tolist(),
+                    ports.tolist(),
+                    strict=True,
+                )
+                for offset, arrival, fraction, caplen, origlen, start, end, src, port in columns:
                     number += 1
                     if start >= 0:
                         exporter = texts.get(src)
                         if exporter is None:
                             exporter = texts[src] = _address_text(src.to_bytes(4, "big"))
-                        yield Datagram(buf[start:end], exporter, port >> 16, port & 0xFFFF,
-                                       number, offset, arrival, source)
+                        yield Datagram(
+                            buf[start:end],
+                            exporter,
+                            port >> 16,
+                            port & 0xFFFF,
+                            number,
+                            offset,
+                            arrival,
+                            source,
+                        )
                     else:
-                        ts_ns = arrival * 1_000 + (0 if ns_per_unit == 1_000
-                                                   else fraction % 1_000)
-                        yield Frame(number, offset, linktype, ts_ns,
-                                    buf[offset + 16:offset + 16 + caplen], origlen, fcs_bytes)
+                        ts_ns = arrival * 1_000 + (0 if ns_per_unit == 1_000 else fraction % 1_000)
+                        yield Frame(
+                            number,
+                            offset,
+                            linktype,
+                            ts_ns,
+                            buf[offset + 16 : offset + 16 + caplen],
+                            origlen,
+                            fcs_bytes,
+                        )
                 if stop != STOP_CLEAN:
                     yield from _pcap_frames(buf, source, report, start=stop_at, number=number)
                     return
@@ -851,8 +1104,12 @@ def _network_layer(frame: Frame, source: str, report: RunReport) -> tuple[int, i
 
 
 def _ethertype_chain(
-    frame: Frame, type_at: int, source: str, report: RunReport,
-    first: int | None = None, start: int | None = None,
+    frame: Frame,
+    type_at: int,
+    source: str,
+    report: RunReport,
+    first: int | None = None,
+    start: int | None = None,
 ) -> tuple[int, int] | None:
     """Follow VLAN tags from the EtherType at `type_at` to the network layer."""
     data = frame.data
@@ -886,8 +1143,12 @@ def _not_ip(frame: Frame, source: str, report: RunReport, reason: str) -> None:
 
 
 def _datagram(
-    frame: Frame, source: str, report: RunReport, reassembly: _Reassembly,
-    streams: Transports, exporter_texts: dict[bytes, str],
+    frame: Frame,
+    source: str,
+    report: RunReport,
+    reassembly: _Reassembly,
+    streams: Transports,
+    exporter_texts: dict[bytes, str],
 ) -> Datagram | list[Datagram] | None:
     located = _network_layer(frame, source, report)
     if located is None:
@@ -905,8 +1166,14 @@ def _datagram(
 
 
 def _ipv4(
-    frame: Frame, data: bytes, at: int, source: str, report: RunReport,
-    reassembly: _Reassembly, streams: Transports, exporter_texts: dict[bytes, str],
+    frame: Frame,
+    data: bytes,
+    at: int,
+    source: str,
+    report: RunReport,
+    reassembly: _Reassembly,
+    streams: Transports,
+    exporter_texts: dict[bytes, str],
 ) -> Datagram | list[Datagram] | None:
     if len(data) < at + 20:
         _cut(frame, source, report, "IPv4 header cut off")
@@ -914,58 +1181,98 @@ def _ipv4(
     ihl = (data[at] & 0x0F) * 4
     total_length = _u16be.unpack_from(data, at + 2)[0]
     if ihl < 20 or total_length < ihl:
-        report.skip(MalformedInput(f"IPv4 header length {ihl}, total length {total_length}",
-                                   source=source, offset=frame.offset, frame=frame.number,
-                                   reason="bad_ip_header"), nbytes=len(frame.data))
+        report.skip(
+            MalformedInput(
+                f"IPv4 header length {ihl}, total length {total_length}",
+                source=source,
+                offset=frame.offset,
+                frame=frame.number,
+                reason="bad_ip_header",
+            ),
+            nbytes=len(frame.data),
+        )
         return None
     protocol = data[at + 9]
     if protocol != IPPROTO_UDP and protocol != IPPROTO_SCTP:
         tcp = at + ihl
-        if protocol == IPPROTO_TCP and tcp + 20 <= at + total_length <= len(data) \
-                and not data[at + 6] & 0x3F and not data[at + 7] and (
-                    streams.tcp.open or data[tcp + 13] & 0x02
-                    or ihl + (data[tcp + 12] >> 4) * 4 < total_length):
+        if (
+            protocol == IPPROTO_TCP
+            and tcp + 20 <= at + total_length <= len(data)
+            and not data[at + 6] & 0x3F
+            and not data[at + 7]
+            and (
+                streams.tcp.open
+                or data[tcp + 13] & 0x02
+                or ihl + (data[tcp + 12] >> 4) * 4 < total_length
+            )
+        ):
             # a whole, unfragmented segment that may carry IPFIX (tcp_streams.py); one
             # without payload or SYN is other traffic at once while no IPFIX stream is open
-            return _tcp_segment(frame, data[tcp:at + total_length],
-                                bytes(data[at + 12:at + 16]), bytes(data[at + 16:at + 20]),
-                                streams.tcp, exporter_texts)
-        if protocol == IPPROTO_TCP and at + total_length > len(data) and streams.tcp.carries(
-                bytes(data[at + 12:at + 16]), bytes(data[at + 16:at + 20]), data[tcp:tcp + 4]):
+            return _tcp_segment(
+                frame,
+                data[tcp : at + total_length],
+                bytes(data[at + 12 : at + 16]),
+                bytes(data[at + 16 : at + 20]),
+                streams.tcp,
+                exporter_texts,
+            )
+        if (
+            protocol == IPPROTO_TCP
+            and at + total_length > len(data)
+            and streams.tcp.carries(
+                bytes(data[at + 12 : at + 16]), bytes(data[at + 16 : at + 20]), data[tcp : tcp + 4]
+            )
+        ):
             _cut(frame, source, report, TCP_SEGMENT_CUT)
             return None
         report.ignore("not_udp", source, len(frame.data))
         return None
     # trim Ethernet padding/FCS: the IP total length is the truth, unless the capture is short
     end = min(len(data), at + total_length)
-    src = bytes(data[at + 12:at + 16])
+    src = bytes(data[at + 12 : at + 16])
     flags_offset = _u16be.unpack_from(data, at + 6)[0]
     more = bool(flags_offset & 0x2000)
     fragment_offset = (flags_offset & 0x1FFF) * 8
-    payload = data[at + ihl:end]
+    payload = data[at + ihl : end]
     if more or fragment_offset:
-        whole = reassembly.add(_ipv4_key(data, at), fragment_offset, more, bytes(payload),
-                               frame, source, report)
+        whole = reassembly.add(
+            _ipv4_key(data, at), fragment_offset, more, bytes(payload), frame, source, report
+        )
         if whole is None:
             return None
         payload = whole
     if protocol == IPPROTO_SCTP:
-        return streams.sctp.packet(frame.number, frame.offset, frame.ts_ns, src,
-                                   bytes(data[at + 16:at + 20]), payload, len(frame.data),
-                                   exporter_texts, cut=at + total_length > len(data))
-    return _udp_datagram(frame, payload, src, source, report, exporter_texts,
-                         cut=at + total_length > len(data))
+        return streams.sctp.packet(
+            frame.number,
+            frame.offset,
+            frame.ts_ns,
+            src,
+            bytes(data[at + 16 : at + 20]),
+            payload,
+            len(frame.data),
+            exporter_texts,
+            cut=at + total_length > len(data),
+        )
+    return _udp_datagram(
+        frame, payload, src, source, report, exporter_texts, cut=at + total_length > len(data)
+    )
 
 
 def _ipv6(
-    frame: Frame, data: bytes, at: int, source: str, report: RunReport,
-    reassembly: _Reassembly, streams: Transports, exporter_texts: dict[bytes, str],
+    frame: Frame,
+    data: bytes,
+    at: int,
+    source: str,
+    report: RunReport,
+    reassembly: _Reassembly,
+    streams: Transports,
+    exporter_texts: dict[bytes, str],
 ) -> Datagram | list[Datagram] | None:
     if len(data) < at + 40:
         _cut(frame, source, report, "IPv6 header cut off")
         return None
     payload_length = _u16be.unpack_from(data, at + 4)[0]
-    src = bytes(data[at + 8:at + 24])
+    src = bytes(data[at + 8 : at + 24])
     end = min(len(data), at + 40 + payload_length)
     cut = at + 40 + payload_length > len(data)
     walked = _ipv6_chain(data, at, end)
@@ -982,58 +1289,91 @@ def _ipv6(
         if fragment[0] or fragment[1]:
             key = _ipv6_key(data, at, fragment[2])
             if next_header not in _IPV6_REASSEMBLED or reassembly.other_traffic(
-                    key, _upper_protocol(payload, next_header, fragment[0]), report, source):
+                key, _upper_protocol(payload, next_header, fragment[0]), report, source
+            ):
                 report.ignore("not_udp", source, len(frame.data))
                 return None
-            whole = reassembly.add(key, fragment[0], fragment[1], bytes(payload), frame,
-                                   source, report)
+            whole = reassembly.add(
+                key, fragment[0], fragment[1], bytes(payload), frame, source, report
+            )
             if whole is None:
                 return None
             payload = whole
         inner = _walk_ipv6(payload, next_header, 0, len(payload))
         if isinstance(inner, str) or inner[2] is not None:
-            _cut(frame, source, report, inner if isinstance(inner, str) else
-                 "IPv6 fragment header inside a fragmentable part")
+            _cut(
+                frame,
+                source,
+                report,
+                inner
+                if isinstance(inner, str)
+                else "IPv6 fragment header inside a fragmentable part",
+            )
             return None
         next_header, position, _ = inner
         payload = payload[position:]
     if next_header == IPPROTO_TCP and (fragment is None or not (fragment[0] or fragment[1])):
         if not cut:
-            return _tcp_segment(frame, payload, src, data[at + 24:at + 40], streams.tcp,
-                                exporter_texts)
-        if streams.tcp.carries(src, bytes(data[at + 24:at + 40]), payload[:4]):
+            return _tcp_segment(
+                frame, payload, src, data[at + 24 : at + 40], streams.tcp, exporter_texts
+            )
+        if streams.tcp.carries(src, bytes(data[at + 24 : at + 40]), payload[:4]):
             _cut(frame, source, report, TCP_SEGMENT_CUT)
             return None
     if next_header != IPPROTO_UDP and next_header != IPPROTO_SCTP:
         report.ignore("not_udp", source, len(frame.data))
         return None
     if next_header == IPPROTO_SCTP:
-        return streams.sctp.packet(frame.number, frame.offset, frame.ts_ns, src,
-                                   bytes(data[at + 24:at + 40]), payload, len(frame.data),
-                                   exporter_texts, cut=cut)
+        return streams.sctp.packet(
+            frame.number,
+            frame.offset,
+            frame.ts_ns,
+            src,
+            bytes(data[at + 24 : at + 40]),
+            payload,
+            len(frame.data),
+            exporter_texts,
+            cut=cut,
+        )
     return _udp_datagram(frame, payload, src, source, report, exporter_texts, cut=cut)
 
 
-def _tcp_segment(frame: Frame, segment: bytes, src: bytes, dst: bytes, streams: TcpStreams,
-                 exporter_texts: dict[bytes, str]) -> list[Datagram]:
+def _tcp_segment(
+    frame: Frame,
+    segment: bytes,
+    src: bytes,
+    dst: bytes,
+    streams: TcpStreams,
+    exporter_texts: dict[bytes, str],
+) -> list[Datagram]:
     """A whole TCP segment: IPFIX over TCP, cut back into messages (tcp_streams.py). A
     segment the capture cut short is left as other traffic: its bytes are not all there."""
-    return streams.segment(frame.number, frame.offset, frame.ts_ns, src, dst, segment,
-                           len(frame.data), exporter_texts)
+    return streams.segment(
+        frame.number, frame.offset, frame.ts_ns, src, dst, segment, len(frame.data), exporter_texts
+    )
 
 
-TCP_SEGMENT_CUT = ("a TCP segment of an IPFIX stream cut by the capture's snap length: its "
-                   "bytes are not all there")
+TCP_SEGMENT_CUT = (
+    "a TCP segment of an IPFIX stream cut by the capture's snap length: its bytes are not all there"
+)
 
 
 def _cut(frame: Frame, source: str, report: RunReport, message: str) -> None:
-    report.skip(TruncatedInput(message, source=source, offset=frame.offset, frame=frame.number),
-                nbytes=len(frame.data))
+    report.skip(
+        TruncatedInput(message, source=source, offset=frame.offset, frame=frame.number),
+        nbytes=len(frame.data),
+    )
 
 
 def _udp_datagram(
-    frame: Frame, payload: bytes, src: bytes, source: str, report: RunReport,
-    exporter_texts: dict[bytes, str], *, cut: bool,
+    frame: Frame,
+    payload: bytes,
+    src: bytes,
+    source: str,
+    report: RunReport,
+    exporter_texts: dict[bytes, str],
+    *,
+    cut: bool,
 ) -> Datagram | None:
     if len(payload) < 8:
         _cut(frame, source, report, "UDP header cut off")
@@ -1043,31 +1383,53 @@ def _udp_datagram(
         if udp_length == 0 and len(payload) > 65_535:  # IPv6 jumbogram: length from IP
             udp_length = len(payload)
         else:
-            report.skip(MalformedInput(f"UDP length {udp_length} below its own header",
-                                       source=source, offset=frame.offset, frame=frame.number,
-                                       reason="bad_udp_header"), nbytes=len(payload))
+            report.skip(
+                MalformedInput(
+                    f"UDP length {udp_length} below its own header",
+                    source=source,
+                    offset=frame.offset,
+                    frame=frame.number,
+                    reason="bad_udp_header",
+                ),
+                nbytes=len(payload),
+            )
             return None
     if udp_length > len(payload) and not cut:
-        report.skip(MalformedInput(f"UDP length {udp_length} but IP carries {len(payload)} bytes",
-                                   source=source, offset=frame.offset, frame=frame.number,
-                                   reason="bad_udp_header"), nbytes=len(payload))
+        report.skip(
+            MalformedInput(
+                f"UDP length {udp_length} but IP carries {len(payload)} bytes",
+                source=source,
+                offset=frame.offset,
+                frame=frame.number,
+                reason="bad_udp_header",
+            ),
+            nbytes=len(payload),
+        )
         return None
     tail = len(payload) - udp_length
     if tail > 0 and not cut and any(payload[udp_length:]):
         # the IP packet carries more than its UDP datagram: a damaged UDP length hides
         # the rest of the export (zero bytes there are padding)
-        report.skip(MalformedInput(f"UDP length {udp_length} but IP carries {len(payload)} "
-                                   f"bytes; the {tail} after the datagram are not padding",
-                                   source=source, offset=frame.offset, frame=frame.number,
-                                   reason="bad_udp_header"), nbytes=tail)
+        report.skip(
+            MalformedInput(
+                f"UDP length {udp_length} but IP carries {len(payload)} "
+                f"bytes; the {tail} after the datagram are not padding",
+                source=source,
+                offset=frame.offset,
+                frame=frame.number,
+                reason="bad_udp_header",
+            ),
+            nbytes=tail,
+        )
     # a snap-length-cut frame still goes on: the decoders keep every complete set in it
     body = bytes(payload[8:udp_length])
     exporter = exporter_texts.get(src)
     if exporter is None:
         exporter = _address_text(src)
         exporter_texts[src] = exporter
-    return Datagram(body, exporter, src_port, dst_port, frame.number, frame.offset,
-                    frame.ts_ns // 1_000, source)
+    return Datagram(
+        body, exporter, src_port, dst_port, frame.number, frame.offset, frame.ts_ns // 1_000, source
+    )
 
 
 def _address_text(raw: bytes) -> str:
@@ -1096,13 +1458,18 @@ def _upper_protocol(payload: bytes, next_header: int, offset: int) -> int | None
 
 def _ipv4_key(data: bytes, at: int) -> tuple[object, ...]:
     """Reassembly key of an IPv4 fragment: (src, dst, protocol, identification)."""
-    return (4, bytes(data[at + 12:at + 16]), bytes(data[at + 16:at + 20]), data[at + 9],
-            bytes(data[at + 4:at + 6]))
+    return (
+        4,
+        bytes(data[at + 12 : at + 16]),
+        bytes(data[at + 16 : at + 20]),
+        data[at + 9],
+        bytes(data[at + 4 : at + 6]),
+    )
 
 
 def _ipv6_key(data: bytes, at: int, identification: bytes) -> tuple[object, ...]:
     """Reassembly key of an IPv6 fragment: (src, dst, identification)."""
-    return (6, bytes(data[at + 8:at + 24]), bytes(data[at + 24:at + 40]), identification)
+    return (6, bytes(data[at + 8 : at + 24]), bytes(data[at + 24 : at + 40]), identification)
 
 
 def _ipv6_chain(
@@ -1132,8 +1499,11 @@ def _walk_ipv6(
             if end < position + 8:
                 return "IPv6 fragment header cut off"
             offset_flags = _u16be.unpack_from(data, position + 2)[0]
-            fragment = ((offset_flags & 0xFFF8), bool(offset_flags & 1),
-                        bytes(data[position + 4:position + 8]))
+            fragment = (
+                (offset_flags & 0xFFF8),
+                bool(offset_flags & 1),
+                bytes(data[position + 4 : position + 8]),
+            )
             return data[position], position + 8, fragment
         else:
             return next_header, position, None
@@ -1159,19 +1529,23 @@ def fragment_of(frame: Frame) -> tuple[tuple[object, ...], int, bool, int] | Non
             return None
         header = (data[at] & 0x0F) * 4
         length = _u16be.unpack_from(data, at + 2)[0] - header
-        return (_ipv4_key(data, at), (flags_offset & 0x1FFF) * 8, bool(flags_offset & 0x2000),
-                length)
+        return (
+            _ipv4_key(data, at),
+            (flags_offset & 0x1FFF) * 8,
+            bool(flags_offset & 0x2000),
+            length,
+        )
     if version == 6 and len(data) >= at + 40:
         walked = _ipv6_chain(data, at, len(data))
-        if not isinstance(walked, str) and walked[2] is not None and (
-                walked[2][0] or walked[2][1]):
+        if not isinstance(walked, str) and walked[2] is not None and (walked[2][0] or walked[2][1]):
             length = _u16be.unpack_from(data, at + 4)[0] + at + 40 - walked[1]
             return _ipv6_key(data, at, walked[2][2]), walked[2][0], walked[2][1], length
     return None
 
 
-def tail_fragments(path: Path, since: dict[tuple[object, ...], int]
-                   ) -> dict[tuple[object, ...], list[Frame]]:
+def tail_fragments(
+    path: Path, since: dict[tuple[object, ...], int]
+) -> dict[tuple[object, ...], list[Frame]]:
     """The fragments of the datagrams `since` names (reassembly key -> the earliest capture
     time they can have, FRAGMENT_TIMEOUT_NS before the datagram's latest fragment) that a
     capture ends before completing: a rotation's cut between fragments (their datagram

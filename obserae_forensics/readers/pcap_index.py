@@ -32,10 +32,18 @@ FAST_LINKS: dict[int, tuple[int, int]] = {
 @njit(cache=True, nogil=True)
 def _u32(data: np.ndarray, at: int, little: bool) -> int:
     if little:
-        return (int(data[at]) | (int(data[at + 1]) << 8) | (int(data[at + 2]) << 16)
-                | (int(data[at + 3]) << 24))
-    return ((int(data[at]) << 24) | (int(data[at + 1]) << 16) | (int(data[at + 2]) << 8)
-            | int(data[at + 3]))
+        return (
+            int(data[at])
+            | (int(data[at + 1]) << 8)
+            | (int(data[at + 2]) << 16)
+            | (int(data[at + 3]) << 24)
+        )
+    return (
+        (int(data[at]) << 24)
+        | (int(data[at + 1]) << 16)
+        | (int(data[at + 2]) << 8)
+        | int(data[at + 3])
+    )
 
 
 @njit(cache=True, nogil=True)
@@ -45,10 +53,28 @@ def _u16be(data: np.ndarray, at: int) -> int:
 
 @njit(cache=True, nogil=True)
 def index_records(
-    data: np.ndarray, start: int, limit: int, little: bool, max_caplen: int,
-    link_length: int, type_at: int, fcs_bytes: int, fast: bool,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-           np.ndarray, np.ndarray, np.ndarray, int, int]:
+    data: np.ndarray,
+    start: int,
+    limit: int,
+    little: bool,
+    max_caplen: int,
+    link_length: int,
+    type_at: int,
+    fcs_bytes: int,
+    fast: bool,
+) -> tuple[
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    int,
+    int,
+]:
     """Walk libpcap records from `start`, starting none at or after `limit`.
 
     Returns per record: offset, seconds, fraction, caplen, origlen, payload start (-1 when
@@ -105,8 +131,12 @@ def index_records(
             if plain:
                 total = _u16be(data, ip + 2)
                 flags_offset = _u16be(data, ip + 6)
-                if (data[ip + 9] != 17 or flags_offset & 0x3FFF != 0 or total < ihl + 8
-                        or link_length + total > usable):
+                if (
+                    data[ip + 9] != 17
+                    or flags_offset & 0x3FFF != 0
+                    or total < ihl + 8
+                    or link_length + total > usable
+                ):
                     plain = False
                 else:
                     udp = ip + ihl
@@ -118,16 +148,25 @@ def index_records(
                     else:
                         payload_start[n] = udp + 8
                         payload_end[n] = udp + udp_length
-                        sources[n] = np.uint32(_u16be(data, ip + 12) << 16
-                                               | _u16be(data, ip + 14))
+                        sources[n] = np.uint32(_u16be(data, ip + 12) << 16 | _u16be(data, ip + 14))
                         ports[n] = np.uint32((_u16be(data, udp) << 16) | _u16be(data, udp + 2))
         n += 1
         at += 16 + caplen
     # copies: the arrays are sized for a window of empty records (~4 M entries for 64 MiB),
     # and slices would keep every one of them alive while the window's frames are replayed
-    return (offsets[:n].copy(), seconds[:n].copy(), fractions[:n].copy(), caplens[:n].copy(),
-            origlens[:n].copy(), payload_start[:n].copy(), payload_end[:n].copy(),
-            sources[:n].copy(), ports[:n].copy(), at, stop)
+    return (
+        offsets[:n].copy(),
+        seconds[:n].copy(),
+        fractions[:n].copy(),
+        caplens[:n].copy(),
+        origlens[:n].copy(),
+        payload_start[:n].copy(),
+        payload_end[:n].copy(),
+        sources[:n].copy(),
+        ports[:n].copy(),
+        at,
+        stop,
+    )
 
 
 # numba's cache ignores the modules this one compiles in (jit_cache.py): last, so that

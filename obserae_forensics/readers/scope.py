@@ -42,8 +42,18 @@ class TemplateScope(Generic[Value]):
     """The template definitions of one stream by (transport, template id), each with a
     `Value` (what its keeper needs of it), and the stream's recent messages and ports."""
 
-    __slots__ = ("last_arrival", "last_port", "latest", "latest_port", "layouts", "lineage",
-                 "ports", "recent", "seen_ports", "values")
+    __slots__ = (
+        "last_arrival",
+        "last_port",
+        "latest",
+        "latest_port",
+        "layouts",
+        "lineage",
+        "ports",
+        "recent",
+        "seen_ports",
+        "values",
+    )
 
     def __init__(self) -> None:
         # the definition in force per (transport, id) and its value; a refresh (the same
@@ -79,8 +89,11 @@ class TemplateScope(Generic[Value]):
             # each payload of a number is remembered (a copy of the pair came in twice)
             if previous == mark or (type(previous) is tuple and mark in previous):
                 return True
-            recent[sequence] = ((*previous, mark)[-SAME_NUMBER:]
-                                if type(previous) is tuple else (cast(int, previous), mark))
+            recent[sequence] = (
+                (*previous, mark)[-SAME_NUMBER:]
+                if type(previous) is tuple
+                else (cast(int, previous), mark)
+            )
         else:
             recent[sequence] = mark
         if len(recent) > 2 * DUPLICATE_WINDOW:

@@ -90,8 +90,7 @@ SLOTS = 1024
 class _Association:
     """One direction of one SCTP association: what it delivered, what it holds."""
 
-    __slots__ = ("exporter", "fresh", "held", "held_bytes", "ports", "seen", "session",
-                 "top")
+    __slots__ = ("exporter", "fresh", "held", "held_bytes", "ports", "seen", "session", "top")
 
     def __init__(self, exporter: str, ports: tuple[int, int], slot: int) -> None:
         self.exporter = exporter
@@ -158,8 +157,9 @@ class SctpAssociations:
     and their held fragments go on across files, as a collector's rotated captures cut
     them)."""
 
-    def __init__(self, source: str, report: RunReport,
-                 address_text: Callable[[bytes], str]) -> None:
+    def __init__(
+        self, source: str, report: RunReport, address_text: Callable[[bytes], str]
+    ) -> None:
         """`address_text`: the capture reader's own (an exporter reads alike over UDP)."""
         self.source = source
         self.report = report
@@ -169,15 +169,29 @@ class SctpAssociations:
         self._slots: dict[tuple[bytes, int], _PortSlots] = {}
         self._held_total = 0
 
-    def packet(self, number: int, offset: int, ts_ns: int, src: bytes, dst: bytes,
-               packet: bytes | memoryview, frame_bytes: int, exporter_texts: dict[bytes, str],
-               *, cut: bool) -> list[Datagram]:
+    def packet(
+        self,
+        number: int,
+        offset: int,
+        ts_ns: int,
+        src: bytes,
+        dst: bytes,
+        packet: bytes | memoryview,
+        frame_bytes: int,
+        exporter_texts: dict[bytes, str],
+        *,
+        cut: bool,
+    ) -> list[Datagram]:
         """One SCTP packet (common header and chunks); the IPFIX messages it completes.
         `cut`: the capture kept less of the frame than it had."""
         place = Place(number, offset, ts_ns // 1_000, self.source)
         if len(packet) < 12:
-            self.report.skip(TruncatedInput("SCTP common header cut off", source=self.source,
-                                            offset=offset, frame=number), nbytes=frame_bytes)
+            self.report.skip(
+                TruncatedInput(
+                    "SCTP common header cut off", source=self.source, offset=offset, frame=number
+                ),
+                nbytes=frame_bytes,
+            )
             return []
         sport, dport, tag = _common.unpack_from(packet, 0)
         # the tag in the key: a new association (its start captured or not) is read afresh,
@@ -194,9 +208,14 @@ class SctpAssociations:
         while at + 4 <= len(packet):
             kind, flags, length = _chunk.unpack_from(packet, at)
             if length < 4 or at + length > len(packet):
-                damages.append((len(packet) - at, cut and length >= 4,
-                                f"chunk of type {kind} with length {length} at byte {at} of "
-                                f"a {len(packet)}-byte packet"))
+                damages.append(
+                    (
+                        len(packet) - at,
+                        cut and length >= 4,
+                        f"chunk of type {kind} with length {length} at byte {at} of "
+                        f"a {len(packet)}-byte packet",
+                    )
+                )
                 break
             if kind in (_INIT, _INIT_ACK) and length >= 8:
                 # the tag the peer will send with: an association of the peer's that still
@@ -207,28 +226,39 @@ class SctpAssociations:
                 known = ipfix_port or association is not None
                 if length <= _DATA_HEADER:
                     if known:  # no room for its header, or no data (RFC 9260 §3.3.1)
-                        damages.append((length, False, f"DATA chunk of length {length} at "
-                                        f"byte {at}: no user data"))
+                        damages.append(
+                            (
+                                length,
+                                False,
+                                f"DATA chunk of length {length} at byte {at}: no user data",
+                            )
+                        )
                 else:
                     tsn, stream, _ssn, protocol = _data.unpack_from(packet, at + 4)
-                    payload = bytes(packet[at + _DATA_HEADER:at + length])
-                    if association is None and (ipfix_port or self._shows_ipfix(
-                            protocol, flags, payload)):
+                    payload = bytes(packet[at + _DATA_HEADER : at + length])
+                    if association is None and (
+                        ipfix_port or self._shows_ipfix(protocol, flags, payload)
+                    ):
                         association = self._association(key, exporter_texts)
                     elif association is not None:
                         self._associations.move_to_end(key)
                         self._slots[key[:2]].live.move_to_end(key)
                     if association is not None and (ipfix_port or protocol == 0):
                         read = True
-                        out += self._chunk_data(association, tsn, flags, stream, payload,
-                                                place)
+                        out += self._chunk_data(association, tsn, flags, stream, payload, place)
             elif kind == _IDATA and (ipfix_port or association is not None):
                 # interleaved user messages (RFC 8260): no IPFIX exporter is known to send
                 # them, and they are not put together here; counted, never silent
-                self.report.skip(MalformedInput(
-                    f"an SCTP I-DATA chunk of {length} bytes (RFC 8260): not read",
-                    source=self.source, offset=offset, frame=number,
-                    reason="sctp_idata_unread"), nbytes=length)
+                self.report.skip(
+                    MalformedInput(
+                        f"an SCTP I-DATA chunk of {length} bytes (RFC 8260): not read",
+                        source=self.source,
+                        offset=offset,
+                        frame=number,
+                        reason="sctp_idata_unread",
+                    ),
+                    nbytes=length,
+                )
                 read = True
             at += (length + 3) & ~3
         else:
@@ -256,13 +286,26 @@ class SctpAssociations:
 
     def _bad_chunk(self, place: Place, nbytes: int, cut: bool, what: str) -> None:
         if cut:
-            self.report.skip(TruncatedInput(f"SCTP {what}: the capture cut the frame",
-                                            source=self.source, offset=place.offset,
-                                            frame=place.number), nbytes=nbytes)
+            self.report.skip(
+                TruncatedInput(
+                    f"SCTP {what}: the capture cut the frame",
+                    source=self.source,
+                    offset=place.offset,
+                    frame=place.number,
+                ),
+                nbytes=nbytes,
+            )
         else:
-            self.report.skip(MalformedInput(f"SCTP {what}", source=self.source,
-                                            offset=place.offset, frame=place.number,
-                                            reason="bad_sctp_chunk"), nbytes=nbytes)
+            self.report.skip(
+                MalformedInput(
+                    f"SCTP {what}",
+                    source=self.source,
+                    offset=place.offset,
+                    frame=place.number,
+                    reason="bad_sctp_chunk",
+                ),
+                nbytes=nbytes,
+            )
 
     @staticmethod
     def _shows_ipfix(protocol: int, flags: int, payload: bytes) -> bool:
@@ -314,14 +357,27 @@ class SctpAssociations:
         association.held_bytes -= nbytes
         self._held_total -= nbytes
         first = dropped[0][3]
-        self.report.skip(MalformedInput(
-            f"SCTP fragments from {association.exporter}:{association.ports[0]} never "
-            f"completed a message ({count} chunk(s))", source=first.source or self.source,
-            offset=first.offset, frame=first.number, reason="incomplete_fragments"),
-            nbytes=nbytes)
+        self.report.skip(
+            MalformedInput(
+                f"SCTP fragments from {association.exporter}:{association.ports[0]} never "
+                f"completed a message ({count} chunk(s))",
+                source=first.source or self.source,
+                offset=first.offset,
+                frame=first.number,
+                reason="incomplete_fragments",
+            ),
+            nbytes=nbytes,
+        )
 
-    def _chunk_data(self, association: _Association, tsn: int, flags: int, stream: int,
-                    payload: bytes, place: Place) -> list[Datagram]:
+    def _chunk_data(
+        self,
+        association: _Association,
+        tsn: int,
+        flags: int,
+        stream: int,
+        payload: bytes,
+        place: Place,
+    ) -> list[Datagram]:
         if association.was_delivered(tsn) or tsn in association.held:
             self.report.ignore("sctp_retransmission", self.source, len(payload))
             return []
@@ -335,7 +391,8 @@ class SctpAssociations:
         # a message can only be whole once the chunks on both sides of this one are here
         # (or it is the first or last): no walk for each fragment that arrives in order
         if (flags & _BEGIN or (tsn - 1) % TSN_SPACE in held) and (
-                flags & _END or (tsn + 1) % TSN_SPACE in held):
+            flags & _END or (tsn + 1) % TSN_SPACE in held
+        ):
             message = self._assemble(association, tsn)
             if message is not None:
                 return [self._message(association, message, stream, place)]
@@ -350,7 +407,8 @@ class SctpAssociations:
             nbytes = association.held_bytes
             for held in association.held.values():
                 if nbytes <= HELD_BYTES // 2 and len(association.held) - excess <= (
-                        HELD_CHUNKS // 2):
+                    HELD_CHUNKS // 2
+                ):
                     break
                 excess += 1
                 nbytes -= len(held[2])
@@ -387,10 +445,21 @@ class SctpAssociations:
                 return b"".join(parts)
             at = (at + 1) % TSN_SPACE
 
-    def _message(self, association: _Association, payload: bytes, stream: int,
-                 place: Place) -> Datagram:
+    def _message(
+        self, association: _Association, payload: bytes, stream: int, place: Place
+    ) -> Datagram:
         fresh, association.fresh = association.fresh, False
-        return Datagram(payload, association.exporter, association.ports[0],
-                        association.ports[1], place.number, place.offset, place.arrival_us,
-                        self.source, association.session, stream, fresh,
-                        connection=True)
+        return Datagram(
+            payload,
+            association.exporter,
+            association.ports[0],
+            association.ports[1],
+            place.number,
+            place.offset,
+            place.arrival_us,
+            self.source,
+            association.session,
+            stream,
+            fresh,
+            connection=True,
+        )

@@ -82,8 +82,9 @@ def message_length(buf: bytes | bytearray | mmap.mmap, at: int) -> int:
     return length
 
 
-def message_boundary(buf: bytes | bytearray | mmap.mmap, start: int, *, final: bool
-                     ) -> tuple[int, bool]:
+def message_boundary(
+    buf: bytes | bytearray | mmap.mmap, start: int, *, final: bool
+) -> tuple[int, bool]:
     """Where the next message begins at or after `start`, for a reader that lost its place:
     (offset, True) at a header another header follows (or, when `final`, one that ends
     exactly at the end of `buf`: a file's last message); (offset, False) at a header whose
@@ -157,12 +158,35 @@ def _inside(span: tuple[int, int], seq: int) -> int | None:
 class _Stream:
     """One direction of one TCP connection."""
 
-    __slots__ = ("buffer", "counted", "exporter", "fin_seq", "held", "held_bytes", "isn",
-                 "kind", "lost", "next_seq", "place", "ports", "previous", "source",
-                 "start_seq", "synced", "undecided")
+    __slots__ = (
+        "buffer",
+        "counted",
+        "exporter",
+        "fin_seq",
+        "held",
+        "held_bytes",
+        "isn",
+        "kind",
+        "lost",
+        "next_seq",
+        "place",
+        "ports",
+        "previous",
+        "source",
+        "start_seq",
+        "synced",
+        "undecided",
+    )
 
-    def __init__(self, next_seq: int, isn: int | None, exporter: str,
-                 ports: tuple[int, int], source: str, place: Place) -> None:
+    def __init__(
+        self,
+        next_seq: int,
+        isn: int | None,
+        exporter: str,
+        ports: tuple[int, int],
+        source: str,
+        place: Place,
+    ) -> None:
         self.next_seq = next_seq
         self.start_seq = next_seq  # its first byte's sequence number
         self.lost: set[int] | None = None  # sequence numbers counted as before the start
@@ -199,8 +223,9 @@ class TcpStreams:
     file. A connection's end in a later file that brought none of its bytes counts what it
     cut in the file, and at the frame, of its last bytes."""
 
-    def __init__(self, source: str, report: RunReport,
-                 address_text: Callable[[bytes], str]) -> None:
+    def __init__(
+        self, source: str, report: RunReport, address_text: Callable[[bytes], str]
+    ) -> None:
         """`address_text`: the capture reader's own (an exporter reads alike over UDP)."""
         self.source = source
         self.report = report
@@ -232,9 +257,17 @@ class TcpStreams:
         """Whether a segment without payload or SYN can matter: it may end an IPFIX stream."""
         return self._ipfix > 0
 
-    def segment(self, number: int, offset: int, ts_ns: int, src: bytes, dst: bytes,
-                tcp: bytes | memoryview, frame_bytes: int, exporter_texts: dict[bytes, str]
-                ) -> list[Datagram]:
+    def segment(
+        self,
+        number: int,
+        offset: int,
+        ts_ns: int,
+        src: bytes,
+        dst: bytes,
+        tcp: bytes | memoryview,
+        frame_bytes: int,
+        exporter_texts: dict[bytes, str],
+    ) -> list[Datagram]:
         """One TCP segment (its header and payload); the IPFIX messages it completes.
         Segments of no IPFIX stream are counted as `not_udp` (what they were before)."""
         header = (tcp[12] >> 4) * 4 if len(tcp) >= 20 else 0
@@ -244,8 +277,12 @@ class TcpStreams:
         sport, dport, seq, _ack, _, flags = _tcp_header.unpack_from(tcp, 0)
         key = (src, sport, dst, dport)
         stream = self._streams.get(key)
-        if flags & _SYN and stream is None and header == len(tcp) and IPFIX_PORT not in (
-                sport, dport):
+        if (
+            flags & _SYN
+            and stream is None
+            and header == len(tcp)
+            and IPFIX_PORT not in (sport, dport)
+        ):
             # a SYN elsewhere (a scan sends millions): its sequence number, in case data
             # follows, and nothing else; the table is emptied when full, not kept in order
             syns = self._syns
@@ -272,8 +309,17 @@ class TcpStreams:
                 # before this one's start (the new SYN's number lies above them)
                 previous = self._verdicts.pop(key, None)
                 if IPFIX_PORT in (sport, dport):
-                    stream = self._open(key, (seq + 1) % SEQUENCE_SPACE, seq, src, sport,
-                                        dport, exporter_texts, place, out)
+                    stream = self._open(
+                        key,
+                        (seq + 1) % SEQUENCE_SPACE,
+                        seq,
+                        src,
+                        sport,
+                        dport,
+                        exporter_texts,
+                        place,
+                        out,
+                    )
                     stream.counted = True
                     self._ipfix += 1
                     if previous is not None and previous != _NOT_IPFIX:
@@ -292,7 +338,7 @@ class TcpStreams:
                 beyond = inside + len(payload) - (end - first) % SEQUENCE_SPACE
                 if beyond <= 0:
                     return out  # bytes the ended stream read: a retransmission, read once
-                payload, seq = payload[len(payload) - beyond:], end
+                payload, seq = payload[len(payload) - beyond :], end
             # bytes the ended stream did not read: a connection on the same port pair
             # whose SYN the run does not hold (an exporter reconnecting from a fixed port,
             # a ring buffer's lost file between, a stream closed for room going on), read
@@ -301,8 +347,17 @@ class TcpStreams:
             del self._verdicts[key]
         if stream is None and payload:
             isn = self._syns.pop(key, None)
-            stream = self._open(key, seq if isn is None else (isn + 1) % SEQUENCE_SPACE, isn,
-                                src, sport, dport, exporter_texts, place, out)
+            stream = self._open(
+                key,
+                seq if isn is None else (isn + 1) % SEQUENCE_SPACE,
+                isn,
+                src,
+                sport,
+                dport,
+                exporter_texts,
+                place,
+                out,
+            )
         read = False
         if stream is not None:
             self._streams.move_to_end(key)
@@ -339,14 +394,19 @@ class TcpStreams:
             if stream.kind == _UNKNOWN:
                 if _ipfix_beyond_hole(stream):
                     self._decided(stream, _IPFIX)  # its bytes beyond a hole: IPFIX's
-                elif not (stream.synced and message_length(stream.buffer, 0)
-                          == len(stream.buffer) > 0):
+                elif not (
+                    stream.synced and message_length(stream.buffer, 0) == len(stream.buffer) > 0
+                ):
                     continue
             while stream.held and stream.kind != _OTHER:
                 out += self._skip_hole(stream, place)
             buffer = stream.buffer
-            if buffer and stream.kind != _OTHER and message_length(buffer, 0) == len(
-                    buffer) and (stream.synced or stream.kind == _IPFIX):
+            if (
+                buffer
+                and stream.kind != _OTHER
+                and message_length(buffer, 0) == len(buffer)
+                and (stream.synced or stream.kind == _IPFIX)
+            ):
                 self._decided(stream, _IPFIX)  # one whole message: all a connection sent
                 out.append(self._message(stream, len(buffer), place))
         return out
@@ -363,22 +423,33 @@ class TcpStreams:
 
     # -- internals ---------------------------------------------------------------------
 
-    def _open(self, key: Key, next_seq: int, isn: int | None, src: bytes, sport: int,
-              dport: int, exporter_texts: dict[bytes, str], place: Place,
-              out: list[Datagram]) -> _Stream:
+    def _open(
+        self,
+        key: Key,
+        next_seq: int,
+        isn: int | None,
+        src: bytes,
+        sport: int,
+        dport: int,
+        exporter_texts: dict[bytes, str],
+        place: Place,
+        out: list[Datagram],
+    ) -> _Stream:
         exporter = exporter_texts.get(src)
         if exporter is None:
             exporter = exporter_texts[src] = self._address_text(src)
-        stream = self._streams[key] = _Stream(next_seq, isn, exporter, (sport, dport),
-                                              self.source, place)
+        stream = self._streams[key] = _Stream(
+            next_seq, isn, exporter, (sport, dport), self.source, place
+        )
         if len(self._streams) > MAX_STREAMS:
             oldest = next(iter(self._streams))
             out += self._forget(oldest, self._streams[oldest], place)
         return stream
 
     @staticmethod
-    def _remember(table: OrderedDict[Key, tuple[int, int]], key: Key,
-                  value: tuple[int, int]) -> None:
+    def _remember(
+        table: OrderedDict[Key, tuple[int, int]], key: Key, value: tuple[int, int]
+    ) -> None:
         table[key] = value
         table.move_to_end(key)
         if len(table) > MAX_STREAMS:
@@ -399,14 +470,23 @@ class TcpStreams:
                 self.source = reading
             # (none: pause() took every message such a stream could give; named here if so,
             # to keep the order and the file of the frames datagrams name)
-            out = [datagram._replace(frame=place.number, offset=place.offset,
-                                     arrival_us=place.arrival_us, source=reading)
-                   for datagram in out]
+            out = [
+                datagram._replace(
+                    frame=place.number,
+                    offset=place.offset,
+                    arrival_us=place.arrival_us,
+                    source=reading,
+                )
+                for datagram in out
+            ]
         if self._streams.pop(key, None) is not None and stream.counted:
             self._ipfix -= 1
             stream.counted = False
-        self._remember(self._verdicts, key, _NOT_IPFIX if stream.kind == _OTHER
-                       else (stream.start_seq, stream.next_seq))
+        self._remember(
+            self._verdicts,
+            key,
+            _NOT_IPFIX if stream.kind == _OTHER else (stream.start_seq, stream.next_seq),
+        )
         return out
 
     def _close(self, stream: _Stream, place: Place) -> list[Datagram]:
@@ -426,17 +506,26 @@ class TcpStreams:
             # whole messages after it, counted `truncated`
             out += self._whole_messages(stream, place, final=True)
         buffer = stream.buffer
-        if buffer and stream.kind != _OTHER and message_length(buffer, 0) == len(buffer) and (
-                stream.synced or stream.kind == _IPFIX):
+        if (
+            buffer
+            and stream.kind != _OTHER
+            and message_length(buffer, 0) == len(buffer)
+            and (stream.synced or stream.kind == _IPFIX)
+        ):
             # one whole message left: after a resync, or all a new connection sent
             self._decided(stream, _IPFIX)
             out.append(self._message(stream, len(buffer), place))
         if stream.buffer and stream.kind == _IPFIX:
-            self.report.skip(TruncatedInput(
-                f"IPFIX over TCP from {stream.exporter}:{stream.ports[0]}: "
-                f"{len(stream.buffer)} bytes of a message the connection or capture ends in",
-                source=self.source, offset=place.offset, frame=place.number),
-                nbytes=len(stream.buffer))
+            self.report.skip(
+                TruncatedInput(
+                    f"IPFIX over TCP from {stream.exporter}:{stream.ports[0]}: "
+                    f"{len(stream.buffer)} bytes of a message the connection or capture ends in",
+                    source=self.source,
+                    offset=place.offset,
+                    frame=place.number,
+                ),
+                nbytes=len(stream.buffer),
+            )
         stream.buffer.clear()
         self._release_held(stream)
         if stream.kind == _UNKNOWN:
@@ -465,26 +554,42 @@ class TcpStreams:
         """The message at the head of the buffer, taken out of it."""
         message = bytes(stream.buffer[:length])
         del stream.buffer[:length]
-        return Datagram(message, stream.exporter, stream.ports[0], stream.ports[1],
-                        place.number, place.offset, place.arrival_us, self.source,
-                        connection=True)
+        return Datagram(
+            message,
+            stream.exporter,
+            stream.ports[0],
+            stream.ports[1],
+            place.number,
+            place.offset,
+            place.arrival_us,
+            self.source,
+            connection=True,
+        )
 
-    def _data(self, stream: _Stream, seq: int, payload: bytes, place: Place
-              ) -> list[Datagram]:
+    def _data(self, stream: _Stream, seq: int, payload: bytes, place: Place) -> list[Datagram]:
         relative = (seq - stream.next_seq) % SEQUENCE_SPACE
-        if relative >= HALF and stream.previous is not None and \
-                _inside(stream.previous, seq) is not None:
+        if (
+            relative >= HALF
+            and stream.previous is not None
+            and _inside(stream.previous, seq) is not None
+        ):
             return []  # the connection before it on the port pair: read by it, once
         if relative >= HALF and stream.next_seq == stream.start_seq:
             # data before the stream's first byte while nothing was read: no retransmission,
             # the SYN's number does not fit it (a damaged SYN, one of another connection):
             # the stream starts at this data instead, its place found again (all of a
             # stream was taken for retransmissions, unread and uncounted)
-            self.report.repair(MalformedInput(
-                f"IPFIX over TCP from {stream.exporter}:{stream.ports[0]}: data at sequence "
-                f"number {seq}, {SEQUENCE_SPACE - relative} bytes before where the "
-                "connection's SYN says it begins; read from there", source=self.source,
-                offset=place.offset, frame=place.number, reason="tcp_start_moved"))
+            self.report.repair(
+                MalformedInput(
+                    f"IPFIX over TCP from {stream.exporter}:{stream.ports[0]}: data at sequence "
+                    f"number {seq}, {SEQUENCE_SPACE - relative} bytes before where the "
+                    "connection's SYN says it begins; read from there",
+                    source=self.source,
+                    offset=place.offset,
+                    frame=place.number,
+                    reason="tcp_start_moved",
+                )
+            )
             stream.start_seq = stream.next_seq = seq
             stream.synced = False
             relative = 0
@@ -507,9 +612,15 @@ class TcpStreams:
             stream.held[seq] = payload  # a longer copy (coalesced retransmission) wins
             stream.held_bytes += grown
             self._held_total += grown
-            while stream.held and stream.kind != _OTHER and (
-                    stream.held_bytes > HELD_BYTES or len(stream.held) > HELD_SEGMENTS
-                    or self._held_total > HELD_TOTAL):
+            while (
+                stream.held
+                and stream.kind != _OTHER
+                and (
+                    stream.held_bytes > HELD_BYTES
+                    or len(stream.held) > HELD_SEGMENTS
+                    or self._held_total > HELD_TOTAL
+                )
+            ):
                 out += self._skip_hole(stream, place)
             return out
         stream.buffer += payload
@@ -529,11 +640,17 @@ class TcpStreams:
         if len(stream.lost) >= HELD_SEGMENTS:
             stream.lost.clear()
         stream.lost.add(seq)
-        self.report.skip(MalformedInput(
-            f"IPFIX over TCP from {stream.exporter}:{stream.ports[0]}: {nbytes} bytes at "
-            f"sequence number {seq}, before where the stream was read from, came after it",
-            source=self.source, offset=place.offset, frame=place.number,
-            reason="tcp_before_start"), nbytes=nbytes)
+        self.report.skip(
+            MalformedInput(
+                f"IPFIX over TCP from {stream.exporter}:{stream.ports[0]}: {nbytes} bytes at "
+                f"sequence number {seq}, before where the stream was read from, came after it",
+                source=self.source,
+                offset=place.offset,
+                frame=place.number,
+                reason="tcp_before_start",
+            ),
+            nbytes=nbytes,
+        )
 
     def _drain_held(self, stream: _Stream, place: Place) -> list[Datagram]:
         """Held segments that now follow on: the one at next_seq, else any that overlaps
@@ -565,11 +682,18 @@ class TcpStreams:
         seq = _nearest_held(stream)
         missing = (seq - stream.next_seq) % SEQUENCE_SPACE
         lost = len(stream.buffer)
-        self.report.skip(MalformedInput(
-            f"IPFIX over TCP from {stream.exporter}:{stream.ports[0]}: {missing} bytes "
-            f"missing from the capture before sequence number {seq}; the {lost} bytes of the "
-            "message they cut are lost with them", source=self.source, offset=place.offset,
-            frame=place.number, reason="tcp_gap"), nbytes=lost)
+        self.report.skip(
+            MalformedInput(
+                f"IPFIX over TCP from {stream.exporter}:{stream.ports[0]}: {missing} bytes "
+                f"missing from the capture before sequence number {seq}; the {lost} bytes of the "
+                "message they cut are lost with them",
+                source=self.source,
+                offset=place.offset,
+                frame=place.number,
+                reason="tcp_gap",
+            ),
+            nbytes=lost,
+        )
         stream.buffer.clear()
         stream.synced = False
         stream.next_seq = seq
@@ -601,8 +725,9 @@ class TcpStreams:
                 return out
         return self._whole_messages(stream, place)
 
-    def _whole_messages(self, stream: _Stream, place: Place, *, final: bool = False
-                        ) -> list[Datagram]:
+    def _whole_messages(
+        self, stream: _Stream, place: Place, *, final: bool = False
+    ) -> list[Datagram]:
         """The whole messages at the head of an IPFIX stream's buffer, resynchronising
         where it lost its place (`final`: no more bytes will come, message_boundary)."""
         out: list[Datagram] = []
@@ -632,10 +757,17 @@ class TcpStreams:
                 return False
             at = max(0, len(buffer) - 3)  # a header may begin in the last 3 bytes
         if at:
-            self.report.skip(MalformedInput(
-                f"IPFIX over TCP from {stream.exporter}:{stream.ports[0]}: {at} bytes before "
-                "the next message header skipped", source=self.source, offset=place.offset,
-                frame=place.number, reason="ipfix_stream_resync"), nbytes=at)
+            self.report.skip(
+                MalformedInput(
+                    f"IPFIX over TCP from {stream.exporter}:{stream.ports[0]}: {at} bytes before "
+                    "the next message header skipped",
+                    source=self.source,
+                    offset=place.offset,
+                    frame=place.number,
+                    reason="ipfix_stream_resync",
+                ),
+                nbytes=at,
+            )
             del buffer[:at]
         stream.synced = found
         return found

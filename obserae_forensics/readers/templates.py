@@ -126,8 +126,10 @@ class RecordMeta(NamedTuple):
 # a protocol in 2) can carry what the column cannot, and casting it kept the low bytes
 # (protocol 262 read as 6, TCP)
 _COLUMN_MAX: dict[str, int] = {
-    field.name: (1 << field.type.bit_width) - 1 for field in FLOW_SCHEMA
-    if field.name in COLUMN_ELEMENTS and field.type.bit_width < 64}
+    field.name: (1 << field.type.bit_width) - 1
+    for field in FLOW_SCHEMA
+    if field.name in COLUMN_ELEMENTS and field.type.bit_width < 64
+}
 
 
 class RecordPlan:
@@ -138,8 +140,9 @@ class RecordPlan:
     read by one gather and then column by column.
     """
 
-    def __init__(self, fields: Sequence[FieldSpec], version: int, *,
-                 frame_prefixed: bool = False) -> None:
+    def __init__(
+        self, fields: Sequence[FieldSpec], version: int, *, frame_prefixed: bool = False
+    ) -> None:
         """`frame_prefixed`: the template's dataLinkFrameSection is variable-length, and
         `fixed_part` gives it as a 2-byte length and FRAME_BYTES bytes (see frames.py)."""
         self.version = version
@@ -165,25 +168,34 @@ class RecordPlan:
                 placed[f"s{index}"] = offset
             offset += spec.length
         names = [name for name, _ in where.values()]
-        formats = [np.dtype(f">u{length}") if length in (1, 2, 4, 8)
-                   else np.dtype(("u1", (length,))) for _, length in where.values()]
+        formats = [
+            np.dtype(f">u{length}") if length in (1, 2, 4, 8) else np.dtype(("u1", (length,)))
+            for _, length in where.values()
+        ]
         if self.frame is not None:
             names.append(self.frame[0])
             formats.append(np.dtype(("u1", (self.frame[1],))))
-        self.dtype = np.dtype({
-            "names": names,
-            "formats": formats,
-            "offsets": [placed[name] for name in names],
-            "itemsize": max(offset, 1),
-        })
+        self.dtype = np.dtype(
+            {
+                "names": names,
+                "formats": formats,
+                "offsets": [placed[name] for name in names],
+                "itemsize": max(offset, 1),
+            }
+        )
         self.where = where
         # the columns whose field here is wider than the column (RFC 7011 §6.2 allows only
         # shorter ones): their values are checked per record
-        read_from = {column: next((e for e in choices if self._number(e)), None)
-                     for column, choices in COLUMN_ELEMENTS.items() if column in _COLUMN_MAX}
+        read_from = {
+            column: next((e for e in choices if self._number(e)), None)
+            for column, choices in COLUMN_ELEMENTS.items()
+            if column in _COLUMN_MAX
+        }
         self.too_wide = tuple(
-            column for column, element in read_from.items()
-            if element is not None and where[element][1] * 8 > _COLUMN_MAX[column].bit_length())
+            column
+            for column, element in read_from.items()
+            if element is not None and where[element][1] * 8 > _COLUMN_MAX[column].bit_length()
+        )
         used: set[Element] = set()
         for choices in COLUMN_ELEMENTS.values():
             used.update(choices)
@@ -202,7 +214,8 @@ class RecordPlan:
         # which family's addresses come last (field index): a tunnel's inner packet
         listed = {element: int(name[1:]) for element, (name, _) in where.items()}
         self.ipv6_listed_last = max(listed.get((IANA, e), -1) for e in (27, 28)) > max(
-            listed.get((IANA, e), -1) for e in (8, 12))
+            listed.get((IANA, e), -1) for e in (8, 12)
+        )
         # NetScaler writes microseconds, not 1/2**32 s, in its NTP fractions: every one of
         # its records' fractions is below 10**6 (a chance of 1 in 4,300 each for a real
         # fraction), so its times were up to a second early (as tshark reads them)
@@ -210,17 +223,20 @@ class RecordPlan:
         self.start_time = self._time_source(0)
         self.end_time = self._time_source(1)
         self.observation_time = next(
-            ((kind, element) for kind, element in OBSERVATION_TIMES if element in self.where),
-            None)
+            ((kind, element) for kind, element in OBSERVATION_TIMES if element in self.where), None
+        )
         # Cisco ASA/FTD NSEL semantics (nsel.py): an event and a connection id, the ASA's
         # event time, and counters in its initiator/responder elements. Palo Alto sends 148
         # and 233 too, but octetDeltaCount and no event time: its counters are deltas
         # (an event or connection id wider than 8 bytes reads as no number: all records of
         # the template would have shared connection 0, found by fuzzing)
-        self.nsel = (self._number(FIREWALL_EVENT) and self._number(CONNECTION_ID)
-                     and self.observation_time is not None
-                     and any(element in self.where for element in NSEL_COUNTER_ELEMENTS)
-                     and not any(element in self.where for element in DELTA_COUNTER_ELEMENTS))
+        self.nsel = (
+            self._number(FIREWALL_EVENT)
+            and self._number(CONNECTION_ID)
+            and self.observation_time is not None
+            and any(element in self.where for element in NSEL_COUNTER_ELEMENTS)
+            and not any(element in self.where for element in DELTA_COUNTER_ELEMENTS)
+        )
 
     def _number(self, element: Element) -> bool:
         """Whether the template carries `element` in a width `unsigned` reads (1-8 bytes)."""
@@ -254,21 +270,25 @@ class RecordPlan:
                 return values
         return None
 
-    def _addresses(self, rows: np.ndarray, choices: Sequence[Element],
-                   width: int) -> np.ndarray | None:
+    def _addresses(
+        self, rows: np.ndarray, choices: Sequence[Element], width: int
+    ) -> np.ndarray | None:
         """(n, 16) uint8 addresses (IPv4 mapped) of the first of `choices` the template
         carries at `width` bytes, or None."""
         for element in choices:
             found = self.where.get(element)
             if found is not None and found[1] == width:
                 values = rows[found[0]]
-                return v4_to_mapped(values.astype(np.uint32)) if width == 4 else \
-                    np.ascontiguousarray(values)
+                return (
+                    v4_to_mapped(values.astype(np.uint32))
+                    if width == 4
+                    else np.ascontiguousarray(values)
+                )
         return None
 
-    def _ipv6_rows(self, rows: np.ndarray,
-                   families: dict[str, tuple[np.ndarray | None, np.ndarray | None]]
-                   ) -> np.ndarray | None:
+    def _ipv6_rows(
+        self, rows: np.ndarray, families: dict[str, tuple[np.ndarray | None, np.ndarray | None]]
+    ) -> np.ndarray | None:
         """bool per record: its addresses are the IPv6 fields, in a template that carries
         both IPv4 and IPv6 addresses (nProbe's dual-stack templates: an IPv6 flow leaves the
         IPv4 fields zero, and ipVersion, when present, says which). A record with both
@@ -317,9 +337,10 @@ class RecordPlan:
             target = f"reverse_{column}" if self.version == 9 else column
             if target not in out and (values := self.unsigned(rows, element)) is not None:
                 out[target] = values
-        families = {column: (self._addresses(rows, v4_choices, 4),
-                             self._addresses(rows, v6_choices, 16))
-                    for column, (v4_choices, v6_choices) in ADDRESS_ELEMENTS.items()}
+        families = {
+            column: (self._addresses(rows, v4_choices, 4), self._addresses(rows, v6_choices, 16))
+            for column, (v4_choices, v6_choices) in ADDRESS_ELEMENTS.items()
+        }
         ipv6 = self._ipv6_rows(rows, families)
         for column, (v4, v6) in families.items():
             if v4 is not None and v6 is not None and ipv6 is not None:
@@ -375,9 +396,13 @@ class RecordPlan:
         # fuzzing: its ip_version followed the other records of its batch)
         version = out.get("ip_version", np.zeros(len(rows), dtype=np.uint8))
         out["ip_version"] = np.where(found, read[:, frames.VERSION], version).astype(np.uint8)
-        for column, index in (("protocol", frames.PROTOCOL), ("src_port", frames.SRC_PORT),
-                              ("dst_port", frames.DST_PORT), ("tos", frames.TOS),
-                              ("tcp_flags", frames.TCP_FLAGS)):
+        for column, index in (
+            ("protocol", frames.PROTOCOL),
+            ("src_port", frames.SRC_PORT),
+            ("dst_port", frames.DST_PORT),
+            ("tos", frames.TOS),
+            ("tcp_flags", frames.TCP_FLAGS),
+        ):
             if column not in out:
                 out[column] = read[:, index].astype(np.uint64)
         if "octets" not in out:
@@ -392,8 +417,11 @@ class RecordPlan:
         for element, bits in ((IP_DSCP, 6), (IP_PRECEDENCE, 3)):
             value = self.unsigned(rows, element)
             if value is not None:
-                return np.where(value < np.uint64(1 << bits), value << np.uint64(8 - bits),
-                                value & np.uint64(0xFF))
+                return np.where(
+                    value < np.uint64(1 << bits),
+                    value << np.uint64(8 - bits),
+                    value & np.uint64(0xFF),
+                )
         return None
 
     def _sampling(self, rows: np.ndarray, meta: RecordMeta) -> np.ndarray:
@@ -423,8 +451,7 @@ class RecordPlan:
                 space = self.unsigned(rows, SAMPLING_PACKET_SPACE)
                 if space is None:
                     space = np.zeros(len(rows), dtype=np.uint64)
-                rate = np.where(taken > 0, (taken + space) // np.maximum(taken, np.uint64(1)),
-                                0)
+                rate = np.where(taken > 0, (taken + space) // np.maximum(taken, np.uint64(1)), 0)
                 # a record's selectorAlgorithm says which it means, as an options record's
                 algorithm = self.unsigned(rows, SELECTOR_ALGORITHM)
                 if psamp is not None and algorithm is not None:
@@ -439,8 +466,10 @@ class RecordPlan:
         if not meta.sampler_table.any():
             return rate  # no scoped rate declared: the common case
         tables = np.unique(meta.sampler_table)
-        scoped = {INTERFACE: self.unsigned(rows, INGRESS_INTERFACE),
-                  SAMPLER: self.first_unsigned(rows, SAMPLER_ID_ELEMENTS)}
+        scoped = {
+            INTERFACE: self.unsigned(rows, INGRESS_INTERFACE),
+            SAMPLER: self.first_unsigned(rows, SAMPLER_ID_ELEMENTS),
+        }
         rate = rate.copy()
         for index in tables[tables > 0].tolist():
             in_table = meta.sampler_table == index
@@ -491,8 +520,9 @@ class RecordPlan:
         out["dst_port"] = np.where(icmp, type_code, dst)
         out["src_port"] = np.where(icmp, 0, src)
 
-    def _times(self, rows: np.ndarray, meta: RecordMeta
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    def _times(
+        self, rows: np.ndarray, meta: RecordMeta
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """(first_seen, last_seen, the records given their export time for want of a time
         of their own, or None when none is)."""
         guessed: list[np.ndarray] = []
@@ -541,13 +571,18 @@ class RecordPlan:
         pairs = np.ascontiguousarray(rows[self.where[element][0]], dtype=np.uint8).view(">u8")
         seconds, micros = pairs[:, 0].astype(np.uint64), pairs[:, 1].astype(np.uint64)
         usable = (micros < np.uint64(1_000_000)) & (
-            seconds <= np.uint64(TIME_LIMIT_US // 1_000_000))
-        at = np.where(usable, seconds, 0).astype(np.int64) * 1_000_000 + \
-            np.where(usable, micros, 0).astype(np.int64)
+            seconds <= np.uint64(TIME_LIMIT_US // 1_000_000)
+        )
+        at = np.where(usable, seconds, 0).astype(np.int64) * 1_000_000 + np.where(
+            usable, micros, 0
+        ).astype(np.int64)
         return np.where(usable, at, UNUSABLE_TIME)
 
     def _time(
-        self, rows: np.ndarray, meta: RecordMeta, source: tuple[str, Element] | None,
+        self,
+        rows: np.ndarray,
+        meta: RecordMeta,
+        source: tuple[str, Element] | None,
         guessed: list[np.ndarray] | None = None,
     ) -> np.ndarray | None:
         """`source`'s times in µs; records whose time only the export time could give (an
@@ -576,8 +611,9 @@ class RecordPlan:
             # below the µs it means by up to 1/4295 µs (and by the masked bits' < 0.48 µs),
             # and floored, every time read 1 µs early (softflowd -A micro/nano, -v psamp)
             per_second = 1_000_000 if kind == "ntp_us" else 1_000_000_000
-            micros = ((fraction * np.uint64(per_second) + np.uint64(1 << 31))
-                      >> np.uint64(32)).astype(np.int64) // (per_second // 1_000_000)
+            micros = (
+                (fraction * np.uint64(per_second) + np.uint64(1 << 31)) >> np.uint64(32)
+            ).astype(np.int64) // (per_second // 1_000_000)
             if kind == "ntp_us" and self.decimal_fraction:
                 count = element_values & np.uint64(0xFFFF_FFFF)  # unmasked
                 micros = np.where(count < np.uint64(1_000_000), count.astype(np.int64), micros)
@@ -586,8 +622,9 @@ class RecordPlan:
             seconds = np.where(seconds < export_s - (1 << 31), seconds + (1 << 32), seconds)
             return seconds * 1_000_000 + micros
         if kind == "delta_us":
-            return np.where(element_values <= np.uint64(TIME_LIMIT_US),
-                            meta.export_us - values, UNUSABLE_TIME)
+            return np.where(
+                element_values <= np.uint64(TIME_LIMIT_US), meta.export_us - values, UNUSABLE_TIME
+            )
         # uptime-relative (IE 22/21)
         if self.version in (1, 5, 7, 9):
             # the age from the header's sysUptime, modulo the 49.7-day wrap, in the window
@@ -607,7 +644,8 @@ class RecordPlan:
         else:
             # a boot time in the record past the µs range is damage, not "no boot time"
             unusable = (sysinit > np.uint64(TIME_LIMIT_US // 1000)) | (
-                element_values > np.uint64(TIME_LIMIT_US // 1000))
+                element_values > np.uint64(TIME_LIMIT_US // 1000)
+            )
             sysinit_ms = np.where(unusable, 0, sysinit.astype(np.int64))
             known = np.ones(len(values), dtype=bool)
         at_us = _uptime_lap((sysinit_ms + np.where(unusable, 0, values)) * 1000, meta.export_us)
@@ -641,8 +679,13 @@ class Template:
     )
 
     def __init__(
-        self, template_id: int, fields: tuple[FieldSpec, ...], *, scope_count: int = 0,
-        options: bool = False, version: int = 9,
+        self,
+        template_id: int,
+        fields: tuple[FieldSpec, ...],
+        *,
+        scope_count: int = 0,
+        options: bool = False,
+        version: int = 9,
     ) -> None:
         self.template_id = template_id
         self.fields = fields
@@ -658,13 +701,17 @@ class Template:
         # records that carry their own sampling rate (RecordPlan._sampling) need no declared
         # one (ExporterStats.records_before_sampling)
         read = {(f.enterprise, f.element) for f in fields if 1 <= f.length <= 16}
-        self.rates_itself = (any(element in read for element in SAMPLING_INTERVAL_ELEMENTS)
-                             or SAMPLING_PACKET_INTERVAL in read
-                             or (SAMPLING_SIZE in read and SAMPLING_POPULATION in read))
+        self.rates_itself = (
+            any(element in read for element in SAMPLING_INTERVAL_ELEMENTS)
+            or SAMPLING_PACKET_INTERVAL in read
+            or (SAMPLING_SIZE in read and SAMPLING_POPULATION in read)
+        )
 
     def same_layout(self, other: Template) -> bool:
         return (self.fields, self.scope_count, self.options) == (
-            other.fields, other.scope_count, other.options
+            other.fields,
+            other.scope_count,
+            other.options,
         )
 
     @property
@@ -677,16 +724,19 @@ class Template:
             # the plan reads the last section (a repeated element's last field): whether
             # that one is prefixed (found by fuzzing: a variable section, then a fixed one)
             prefixed = bool(sections) and sections[-1].length == VARIABLE_LENGTH
-            fields = [FieldSpec(f.element, 2 + frames.FRAME_BYTES, f.enterprise)
-                      if f.length == VARIABLE_LENGTH and (f.enterprise, f.element)
-                      == FRAME_SECTION else f
-                      for f in self.fields
-                      if f.length != VARIABLE_LENGTH or (f.enterprise, f.element) == FRAME_SECTION]
+            fields = [
+                FieldSpec(f.element, 2 + frames.FRAME_BYTES, f.enterprise)
+                if f.length == VARIABLE_LENGTH and (f.enterprise, f.element) == FRAME_SECTION
+                else f
+                for f in self.fields
+                if f.length != VARIABLE_LENGTH or (f.enterprise, f.element) == FRAME_SECTION
+            ]
             self._plan = RecordPlan(fields, self.version, frame_prefixed=prefixed)
             # the variable-length enterprise fields cut out are skipped too (an audit: a
             # template's three fields of one vendor counted two, its fixed ones)
             self._plan.enterprise_skipped += sum(
-                1 for f in self.fields if f.length == VARIABLE_LENGTH and f.enterprise != IANA)
+                1 for f in self.fields if f.length == VARIABLE_LENGTH and f.enterprise != IANA
+            )
         return self._plan
 
     def field_spans(self, buf: bytes, at: int, end: int) -> tuple[list[tuple[int, int]], int]:
@@ -705,7 +755,7 @@ class Template:
                 if length == 255:
                     if at + 2 > end:
                         raise ValueError("3-byte variable-length prefix past the end of the set")
-                    length = int.from_bytes(buf[at:at + 2], "big")
+                    length = int.from_bytes(buf[at : at + 2], "big")
                     at += 2
             if at + length > end:
                 raise ValueError(f"field of {length} bytes runs past the end of the set")
@@ -718,11 +768,13 @@ class Template:
         parts = []
         for (offset, length), spec in zip(spans, self.fields, strict=True):
             if spec.length != VARIABLE_LENGTH:
-                parts.append(buf[offset:offset + length])
+                parts.append(buf[offset : offset + length])
             elif (spec.enterprise, spec.element) == FRAME_SECTION:
                 kept = min(length, frames.FRAME_BYTES)
-                parts.append(kept.to_bytes(2, "big")
-                             + buf[offset:offset + kept].ljust(frames.FRAME_BYTES, b"\0"))
+                parts.append(
+                    kept.to_bytes(2, "big")
+                    + buf[offset : offset + kept].ljust(frames.FRAME_BYTES, b"\0")
+                )
         return b"".join(parts) or b"\0"  # a record of only variable fields still takes one plan row
 
     def sampler_scope(self, buf: bytes, spans: list[tuple[int, int]]) -> SamplerKey | None:
@@ -734,14 +786,19 @@ class Template:
         for index, ((offset, length), spec) in enumerate(zip(spans, self.fields, strict=True)):
             if not 1 <= length <= 8:
                 continue
-            value = int.from_bytes(buf[offset:offset + length], "big")
+            value = int.from_bytes(buf[offset : offset + length], "big")
             element = (spec.enterprise, spec.element)
             in_scope = index < self.scope_count
             if element in SAMPLER_ID_ELEMENTS and not (in_scope and self.version == 9):
                 return SAMPLER, value
-            if in_scope and interface is None and (
+            if (
+                in_scope
+                and interface is None
+                and (
                     (self.version == 9 and spec.element == V9_SCOPE_INTERFACE)
-                    or (self.version != 9 and element == INGRESS_INTERFACE)):
+                    or (self.version != 9 and element == INGRESS_INTERFACE)
+                )
+            ):
                 interface = value
         return None if interface is None else (INTERFACE, interface)
 
@@ -753,8 +810,9 @@ class Template:
                 continue  # v9 scope types (RFC 3954 §6.1: System, Interface...) are no elements
             element = (spec.enterprise, spec.element)
             if 1 <= length <= 8 and element not in out:
-                out[element] = int.from_bytes(buf[offset:offset + length], "big")
+                out[element] = int.from_bytes(buf[offset : offset + length], "big")
         return out
+
 
 # what a field of these elements must measure: an address cannot be shortened, and the
 # counters, ports and codes this reader takes are unsigned integers of 1..8 bytes (RFC 7011
@@ -764,8 +822,8 @@ _ADDRESS_LENGTH: dict[Element, int] = {
     **{element: 16 for _, v6 in ADDRESS_ELEMENTS.values() for element in v6},
 }
 _NUMBER_ELEMENTS: frozenset[Element] = frozenset(
-    element for choices in COLUMN_ELEMENTS.values() for element in choices) | frozenset(
-    POST_COUNTERS.values())
+    element for choices in COLUMN_ELEMENTS.values() for element in choices
+) | frozenset(POST_COUNTERS.values())
 
 
 # what a field of an absolute time must measure (RFC 7011 §6.1.7-6.1.10: dateTimeSeconds
@@ -778,8 +836,10 @@ _TIME_LENGTHS: dict[Element, tuple[int, ...]] = {
     **{element: (4, 8) for element in TIME_SECONDS},
     **{element: (8,) for element in TIME_MILLISECONDS + TIME_NTP_NANOSECONDS},
     **{element: (8, 16) for element in TIME_NTP_MICROSECONDS},
-    **{element: {"sec": (4, 8), "ntp_us": (8, 16)}.get(kind, (8,))
-       for kind, element in OBSERVATION_TIMES},
+    **{
+        element: {"sec": (4, 8), "ntp_us": (8, 16)}.get(kind, (8,))
+        for kind, element in OBSERVATION_TIMES
+    },
 }
 # (systemInitTimeMilliseconds, IE 160, is not among them: in 4 bytes it still times the
 # uptimes, whose 2**32 ms lap the export time picks; a review)
@@ -792,15 +852,21 @@ def field_length_problem(fields: Sequence[FieldSpec]) -> str | None:
         element = (spec.enterprise, spec.element)
         wanted = _ADDRESS_LENGTH.get(element)
         if wanted is not None and spec.length != wanted:
-            return (f"field {index} (element {spec.element}, an address) has length "
-                    f"{spec.length}, not {wanted}")
+            return (
+                f"field {index} (element {spec.element}, an address) has length "
+                f"{spec.length}, not {wanted}"
+            )
         lengths = _TIME_LENGTHS.get(element)
         if lengths is not None and spec.length not in lengths:
-            return (f"field {index} (element {spec.element}, a time) has length "
-                    f"{spec.length}, not {' or '.join(map(str, lengths))}")
+            return (
+                f"field {index} (element {spec.element}, a time) has length "
+                f"{spec.length}, not {' or '.join(map(str, lengths))}"
+            )
         if element in _NUMBER_ELEMENTS and not 1 <= spec.length <= 8:
-            return (f"field {index} (element {spec.element}, an unsigned number) has length "
-                    f"{spec.length}")
+            return (
+                f"field {index} (element {spec.element}, an unsigned number) has length "
+                f"{spec.length}"
+            )
     return None
 
 
@@ -815,8 +881,9 @@ class Leftover(NamedTuple):
     padding: bool
 
 
-def padding_problem(buf: bytes, body: int, at: int, end: int, records: int,
-                    record_size: int | None = None) -> Leftover | None:
+def padding_problem(
+    buf: bytes, body: int, at: int, end: int, records: int, record_size: int | None = None
+) -> Leftover | None:
     """What is wrong with the bytes [at, end) left after the last whole record of the set
     whose records start at `body` (after its 4-byte header), or None when they are padding
     (none, or all zero: RFC 3954 §5.3, RFC 7011 §3.3.1)."""
@@ -825,8 +892,9 @@ def padding_problem(buf: bytes, body: int, at: int, end: int, records: int,
     tail = end - at
     size = "" if record_size is None else f" of {record_size} bytes"
     aligned = tail < 4 and (end - body + 4) % 4 == 0
-    return Leftover(f"{tail} bytes after {records} record(s){size} are not zero padding",
-                    tail, aligned)
+    return Leftover(
+        f"{tail} bytes after {records} record(s){size} are not zero padding", tail, aligned
+    )
 
 
 class LeftoverSink(Protocol):
@@ -847,8 +915,9 @@ class TemplateSink(LeftoverSink, Protocol):
     def skip(self, error: InputError, nbytes: int) -> None: ...
 
 
-def after_templates(state: LeftoverSink, buf: bytes, body: int, at: int, end: int,
-                    records: int, where: str) -> None:
+def after_templates(
+    state: LeftoverSink, buf: bytes, body: int, at: int, end: int, records: int, where: str
+) -> None:
     """Bytes after a template set's last record that are not zero padding: told as after a
     data set's (they were passed over without a word: an audit). `body`: where the set's
     records begin, after its 4-byte header; `where`: the set, for the message."""
@@ -857,8 +926,9 @@ def after_templates(state: LeftoverSink, buf: bytes, body: int, at: int, end: in
         state.leftover(f"{where}: {problem.text}", problem)
 
 
-def fixed_set_records(template: Template, buf: bytes, at: int, end: int
-                      ) -> tuple[int, Leftover | None]:
+def fixed_set_records(
+    template: Template, buf: bytes, at: int, end: int
+) -> tuple[int, Leftover | None]:
     """(whole records in the fixed-length data set body [at, end), and what is wrong with
     the rest and the bytes lost, or None when the rest is padding).
 
@@ -870,8 +940,18 @@ def fixed_set_records(template: Template, buf: bytes, at: int, end: int
     """
     fixed = template.fixed_length
     if not fixed:
-        return 0, ((Leftover(f"template {template.template_id} gives its records no length; "
-                             f"{end - at} bytes unread", end - at, False)) if end > at else None)
+        return 0, (
+            (
+                Leftover(
+                    f"template {template.template_id} gives its records no length; "
+                    f"{end - at} bytes unread",
+                    end - at,
+                    False,
+                )
+            )
+            if end > at
+            else None
+        )
     records = (end - at) // fixed
     return records, padding_problem(buf, at, at + records * fixed, end, records, fixed)
 
@@ -892,8 +972,11 @@ def variable_records(
         try:
             spans, at = template.field_spans(buf, at, end)
         except ValueError as exc:
-            return b"".join(parts), len(parts), Leftover(f"record {len(parts) + 1}: {exc}",
-                                                         end - at, False)
+            return (
+                b"".join(parts),
+                len(parts),
+                Leftover(f"record {len(parts) + 1}: {exc}", end - at, False),
+            )
         parts.append(template.fixed_part(buf, spans))
     return b"".join(parts), len(parts), padding_problem(buf, body, at, end, len(parts))
 

@@ -73,42 +73,85 @@ CUT_REASONS = ("hard_timeout", "evicted")
 
 # "nice" hard_timeout values, seconds: what a person would type into the setting
 NICE_SECONDS = np.array(
-    [1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600, 900, 1200, 1800, 2700,
-     3600, 7200, 10800, 14400, 21600, 28800, 43200, 64800,
-     86400, 2 * 86400, 3 * 86400, 4 * 86400, 5 * 86400, 6 * 86400, 7 * 86400],
+    [
+        1,
+        2,
+        5,
+        10,
+        15,
+        20,
+        30,
+        60,
+        120,
+        300,
+        600,
+        900,
+        1200,
+        1800,
+        2700,
+        3600,
+        7200,
+        10800,
+        14400,
+        21600,
+        28800,
+        43200,
+        64800,
+        86400,
+        2 * 86400,
+        3 * 86400,
+        4 * 86400,
+        5 * 86400,
+        6 * 86400,
+        7 * 86400,
+    ],
     dtype=np.float64,
 )
+
 
 def _session_fields(*names: str) -> list[pa.Field[Any]]:
     """Columns that mean what they mean in `sessions`, with the same types."""
     return [SESSIONS_SCHEMA.field(name) for name in names]
 
 
-_ENDPOINTS = ("protocol", "protocol_number", "ip_a", "port_a", "ip_b", "port_b", "client_ip",
-              "client_port", "server_ip", "server_port")
+_ENDPOINTS = (
+    "protocol",
+    "protocol_number",
+    "ip_a",
+    "port_a",
+    "ip_b",
+    "port_b",
+    "client_ip",
+    "client_port",
+    "server_ip",
+    "server_port",
+)
 _COUNTERS = ("ab_bytes", "ba_bytes", "ab_packets", "ba_packets")  # in the conversation's
 # orientation: a fragment seen the other way round has its counters swapped
 
-RECOMBINED_SCHEMA = pa.schema([
-    pa.field("conversation_id", pa.string(), nullable=False),
-    *_session_fields("exporter", "exporter_domain", *_ENDPOINTS, "role_method",
-                     "role_confidence"),
-    pa.field("fragment_count", pa.uint32(), nullable=False),
-    pa.field("splits", pa.list_(pa.uint32()), nullable=False),
-    pa.field("session_ids", pa.list_(pa.string()), nullable=False),
-    pa.field("split_reasons", pa.list_(pa.string()), nullable=False),
-    pa.field("first_seen", TIMESTAMP, nullable=False),
-    pa.field("last_seen", TIMESTAMP, nullable=False),
-    pa.field("duration_s", pa.float64(), nullable=False),
-    *_session_fields(*_COUNTERS, "flow_count", "late_records", "state", "close_reason"),
-    pa.field("state_inferred", pa.bool_(), nullable=False),
-    pa.field("complete", pa.bool_(), nullable=False),
-    pa.field("head_cut", pa.bool_(), nullable=False),
-    pa.field("tail_cut", pa.bool_(), nullable=False),
-    pa.field("gaps_s", pa.list_(pa.float64()), nullable=False),
-    pa.field("orientation_conflicts", pa.list_(pa.string()), nullable=False),
-    pa.field("recommended_hard_timeout", pa.float64(), nullable=False),
-])
+RECOMBINED_SCHEMA = pa.schema(
+    [
+        pa.field("conversation_id", pa.string(), nullable=False),
+        *_session_fields(
+            "exporter", "exporter_domain", *_ENDPOINTS, "role_method", "role_confidence"
+        ),
+        pa.field("fragment_count", pa.uint32(), nullable=False),
+        pa.field("splits", pa.list_(pa.uint32()), nullable=False),
+        pa.field("session_ids", pa.list_(pa.string()), nullable=False),
+        pa.field("split_reasons", pa.list_(pa.string()), nullable=False),
+        pa.field("first_seen", TIMESTAMP, nullable=False),
+        pa.field("last_seen", TIMESTAMP, nullable=False),
+        pa.field("duration_s", pa.float64(), nullable=False),
+        *_session_fields(*_COUNTERS, "flow_count", "late_records", "state", "close_reason"),
+        pa.field("state_inferred", pa.bool_(), nullable=False),
+        pa.field("complete", pa.bool_(), nullable=False),
+        pa.field("head_cut", pa.bool_(), nullable=False),
+        pa.field("tail_cut", pa.bool_(), nullable=False),
+        pa.field("gaps_s", pa.list_(pa.float64()), nullable=False),
+        pa.field("orientation_conflicts", pa.list_(pa.string()), nullable=False),
+        pa.field("recommended_hard_timeout", pa.float64(), nullable=False),
+    ]
+)
 
 _fragment_fields: list[pa.Field[Any]] = [
     pa.field("conversation_id", pa.string(), nullable=False),
@@ -122,9 +165,18 @@ _fragment_fields: list[pa.Field[Any]] = [
     pa.field("gap_s", pa.float64(), nullable=True),
     pa.field("flipped", pa.bool_(), nullable=False),
     pa.field("orientation_conflict", pa.bool_(), nullable=False),
-    *_session_fields("exporter", *[e for e in _ENDPOINTS if e != "protocol_number"],
-                     "opened_at", "last_seen_at", "closed_at", "state", "close_reason",
-                     *_COUNTERS, "flow_count", "follows_session_id"),
+    *_session_fields(
+        "exporter",
+        *[e for e in _ENDPOINTS if e != "protocol_number"],
+        "opened_at",
+        "last_seen_at",
+        "closed_at",
+        "state",
+        "close_reason",
+        *_COUNTERS,
+        "flow_count",
+        "follows_session_id",
+    ),
 ]
 FRAGMENTS_SCHEMA = pa.schema(_fragment_fields)
 
@@ -167,18 +219,29 @@ class RunsContext:
         """What the context keeps of some sessions: per exporter and run, the earliest
         opened_at and the latest last_seen_at."""
         return sessions.group_by(["exporter", "run_index"]).aggregate(
-            [("opened_at", "min"), ("last_seen_at", "max")])
+            [("opened_at", "min"), ("last_seen_at", "max")]
+        )
 
     @staticmethod
     def from_reduced(reduced: Sequence[pa.Table], runs: int) -> RunsContext:
-        table = pa.concat_tables(reduced) if reduced else pa.table({
-            "exporter": pa.array([], pa.string()), "run_index": pa.array([], pa.uint32()),
-            "opened_at_min": pa.array([], TIMESTAMP), "last_seen_at_max": pa.array([], TIMESTAMP)})
+        table = (
+            pa.concat_tables(reduced)
+            if reduced
+            else pa.table(
+                {
+                    "exporter": pa.array([], pa.string()),
+                    "run_index": pa.array([], pa.uint32()),
+                    "opened_at_min": pa.array([], TIMESTAMP),
+                    "last_seen_at_max": pa.array([], TIMESTAMP),
+                }
+            )
+        )
         # (the distinct values of a chunked array are one array; the stubs keep it chunked)
         exporters = cast("pa.Array[Any]", pc.unique(table.column("exporter")))
         exporters = pc.take(exporters, pc.array_sort_indices(exporters))
-        code = np.asarray(pc.index_in(table.column("exporter"), value_set=exporters)
-                          .to_numpy(), dtype=np.int64)
+        code = np.asarray(
+            pc.index_in(table.column("exporter"), value_set=exporters).to_numpy(), dtype=np.int64
+        )
         run = numpy_of(table.column("run_index"), "int64")
         opened = numpy_of(table.column("opened_at_min"), "int64")
         last = numpy_of(table.column("last_seen_at_max"), "int64")
@@ -192,8 +255,10 @@ class RunsContext:
         return RunsContext(exporters, first_us, last_us, run_latest)
 
     def windows(self) -> dict[str, tuple[int, int]]:
-        return {str(name): (int(self.first_us[i]), int(self.last_us[i]))
-                for i, name in enumerate(self.exporters.to_pylist())}
+        return {
+            str(name): (int(self.first_us[i]), int(self.last_us[i]))
+            for i, name in enumerate(self.exporters.to_pylist())
+        }
 
 
 def nice_above(seconds: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
@@ -225,21 +290,24 @@ def _flag(column: pa.ChunkedArray[Any] | pa.Array[Any], value: str) -> _Bools:
 def _codes(*columns: pa.ChunkedArray[Any]) -> list[_Int64s]:
     """Shared integer codes for several string columns: equal text -> equal code, and codes
     ordered like the texts (null -> -1)."""
-    joined = pa.chunked_array([chunk for column in columns for chunk in column.chunks],
-                              type=pa.string())
-    encoded = cast("pa.DictionaryArray[Int32Type, StringType]",
-                   pc.dictionary_encode(joined.combine_chunks()))
+    joined = pa.chunked_array(
+        [chunk for column in columns for chunk in column.chunks], type=pa.string()
+    )
+    encoded = cast(
+        "pa.DictionaryArray[Int32Type, StringType]", pc.dictionary_encode(joined.combine_chunks())
+    )
     # codes by sorted text, not by first appearance: the input's row order must not matter
     order = np.asarray(pc.array_sort_indices(encoded.dictionary).to_numpy(), dtype=np.int64)
     rank = np.empty(len(order) + 1, dtype=np.int64)
     rank[order] = np.arange(len(order), dtype=np.int64)
     rank[-1] = -1
-    codes = rank[np.asarray(encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False),
-                            dtype=np.int64)]
+    codes = rank[
+        np.asarray(encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
+    ]
     out: list[_Int64s] = []
     at = 0
     for column in columns:
-        out.append(codes[at:at + len(column)])
+        out.append(codes[at : at + len(column)])
         at += len(column)
     return out
 
@@ -248,8 +316,9 @@ def _sorted_rank(column: pa.ChunkedArray[Any]) -> tuple[_Int64s, int]:
     """Rank of each text in sorted order (a total, hash-free tie breaker), and how many
     distinct texts there are."""
     # (a string column encodes to int32 indices)
-    encoded = cast("pa.DictionaryArray[Int32Type, StringType]",
-                   pc.dictionary_encode(column.combine_chunks()))
+    encoded = cast(
+        "pa.DictionaryArray[Int32Type, StringType]", pc.dictionary_encode(column.combine_chunks())
+    )
     order = np.asarray(pc.array_sort_indices(encoded.dictionary).to_numpy(), dtype=np.int64)
     rank = np.empty(len(order), dtype=np.int64)
     rank[order] = np.arange(len(order), dtype=np.int64)
@@ -269,16 +338,21 @@ def _group_starts(keys: list[npt.NDArray[Any]]) -> npt.NDArray[np.intp]:
     return np.flatnonzero(change)
 
 
-def chain_sessions(sessions: pa.Table, runs: list[Run],
-                   context: RunsContext | None = None) -> Chains:
+def chain_sessions(
+    sessions: pa.Table, runs: list[Run], context: RunsContext | None = None
+) -> Chains:
     """Recombine the sessions of `runs` (the table read_sessions built, all runs
     concatenated), or, given the `context` of all of them, those of a part holding whole
     keys (exporter, protocol, endpoint pair): no chain crosses keys."""
     n = sessions.num_rows
     anomalies = dict.fromkeys(ANOMALIES, 0)
     if n == 0:
-        return Chains(RECOMBINED_SCHEMA.empty_table(), FRAGMENTS_SCHEMA.empty_table(),
-                      context.windows() if context is not None else {}, anomalies)
+        return Chains(
+            RECOMBINED_SCHEMA.empty_table(),
+            FRAGMENTS_SCHEMA.empty_table(),
+            context.windows() if context is not None else {},
+            anomalies,
+        )
     sessions = sessions.combine_chunks()
     col = sessions.column
     if context is None:
@@ -302,10 +376,13 @@ def chain_sessions(sessions: pa.Table, runs: list[Run],
     evicted = _flag(col("close_reason"), "evicted")
     half_open_state = _flag(col("state"), "half_open")
 
-    exporter = np.asarray(pc.index_in(col("exporter"), value_set=context.exporters)
-                          .to_numpy(zero_copy_only=False), dtype=np.int64)
-    ip_a, ip_b, client_ip, server_ip = _codes(col("ip_a"), col("ip_b"), col("client_ip"),
-                                              col("server_ip"))
+    exporter = np.asarray(
+        pc.index_in(col("exporter"), value_set=context.exporters).to_numpy(zero_copy_only=False),
+        dtype=np.int64,
+    )
+    ip_a, ip_b, client_ip, server_ip = _codes(
+        col("ip_a"), col("ip_b"), col("client_ip"), col("server_ip")
+    )
     ported = np.isin(protocol, PORTED_PROTOCOLS)
 
     def endpoint(ip: _Int64s, port_name: str) -> _Int64s:
@@ -322,18 +399,25 @@ def chain_sessions(sessions: pa.Table, runs: list[Run],
 
     # idle timeout each fragment was judged by: its run's setting for its protocol and state
     tcp = protocol == TCP
-    half_open = tcp & (half_open_state | (
-        ~is_open & (ba_packets == 0) & ((ab_flags & SYN) != 0) & ((ab_flags & ACK) == 0)))
+    half_open = tcp & (
+        half_open_state
+        | (~is_open & (ba_packets == 0) & ((ab_flags & SYN) != 0) & ((ab_flags & ACK) == 0))
+    )
     category = np.select(
         [tcp & ~half_open, half_open, protocol == UDP, (protocol == ICMP) | (protocol == ICMPV6)],
-        [0, 1, 2, 3], default=4)
-    idle_table = np.array([[r.idle_us(name) for name in IDLE_NAMES] for r in runs],
-                          dtype=np.int64)
+        [0, 1, 2, 3],
+        default=4,
+    )
+    idle_table = np.array([[r.idle_us(name) for name in IDLE_NAMES] for r in runs], dtype=np.int64)
     idle = idle_table[run, category]
 
     def same_key(x: npt.NDArray[np.integer[Any]], y: npt.NDArray[np.integer[Any]]) -> _Bools:
-        same: _Bools = ((exporter[x] == exporter[y]) & (protocol[x] == protocol[y])
-                        & (low[x] == low[y]) & (high[x] == high[y]))
+        same: _Bools = (
+            (exporter[x] == exporter[y])
+            & (protocol[x] == protocol[y])
+            & (low[x] == low[y])
+            & (high[x] == high[y])
+        )
         return same
 
     parent = np.full(n, -1, dtype=np.int64)
@@ -347,8 +431,7 @@ def chain_sessions(sessions: pa.Table, runs: list[Run],
     conversation = _codes(col("conversation_id"))[0]
     by_key = np.lexsort((high, low, protocol, exporter))
     new_key = np.zeros(n, dtype=bool)
-    new_key[_group_starts([exporter[by_key], protocol[by_key], low[by_key],
-                           high[by_key]])] = True
+    new_key[_group_starts([exporter[by_key], protocol[by_key], low[by_key], high[by_key]])] = True
     key_group = np.empty(n, dtype=np.int64)
     key_group[by_key] = np.cumsum(new_key)
     # a conversation is one key's in one run (an edited or merged table may give two keys
@@ -358,34 +441,53 @@ def chain_sessions(sessions: pa.Table, runs: list[Run],
     fragments_of = _conversation_groups(place, conversation)
     start = _conversation_starts(fragments_of, opened)
     steady = np.flatnonzero(~late)
-    order = steady[np.lexsort((session_rank[steady], split[steady], conversation[steady],
-                               run[steady], start[steady], high[steady], low[steady],
-                               protocol[steady], exporter[steady]))]
+    order = steady[
+        np.lexsort(
+            (
+                session_rank[steady],
+                split[steady],
+                conversation[steady],
+                run[steady],
+                start[steady],
+                high[steady],
+                low[steady],
+                protocol[steady],
+                exporter[steady],
+            )
+        )
+    ]
     before, after = order[:-1], order[1:]
     cut_closed = hard[before] | evicted[before]
     # a finished TCP session (FIN both ways, or a RST) closes once the watermark passes its
     # last record: only a record within the grace after it (a trailing ACK) still joins
     # it; later, the same 5-tuple is another connection
-    finished_session = tcp & _finished_so_far(fragments_of, split, end_a <= end_b, ab_flags,
-                                              ba_flags)
-    grace = np.array([round(r.settings["sessions.grace"] * 1_000_000) for r in runs],
-                     dtype=np.int64)[run]
+    finished_session = tcp & _finished_so_far(
+        fragments_of, split, end_a <= end_b, ab_flags, ba_flags
+    )
+    grace = np.array(
+        [round(r.settings["sessions.grace"] * 1_000_000) for r in runs], dtype=np.int64
+    )[run]
     reach = np.where(finished_session, grace, idle)
     # at a run's end the watermark jumps to the exporter's last record there, closing what
     # one run over both captures would have kept open for a record delayed across the cut
     event_runs = np.array([r.event_replay for r in runs])
-    ended = _closed_by_the_end(context.run_latest[run, exporter],
-                               is_open | hard | evicted | event_runs[run],
-                               due=last + np.where(finished_session, 0, idle), grace=grace)
+    ended = _closed_by_the_end(
+        context.run_latest[run, exporter],
+        is_open | hard | evicted | event_runs[run],
+        due=last + np.where(finished_session, 0, idle),
+        grace=grace,
+    )
     cut_open = (is_open[before] | ended[before]) & (run[before] < run[after])
     either_flags = ab_flags | ba_flags
     # a new connection after a finished one is no continuation, even within the grace
-    link = (same_key(before, after) & (cut_closed | cut_open)
-            & (opened[after] - last[before] <= reach[before])
-            & ~_reconnects(finished_session, before, after, opened, last, either_flags))
+    link = (
+        same_key(before, after)
+        & (cut_closed | cut_open)
+        & (opened[after] - last[before] <= reach[before])
+        & ~_reconnects(finished_session, before, after, opened, last, either_flags)
+    )
     parent[after[link]] = before[link]
-    reason[after[link]] = np.where(hard[before[link]], 1,
-                                   np.where(evicted[before[link]], 2, 4))
+    reason[after[link]] = np.where(hard[before[link]], 1, np.where(evicted[before[link]], 2, 4))
 
     # 2. the sessionizer's own fragment links win inside a run: the fragment of the same
     # conversation_id and split - 1, of the same run and key (sessionize never gives two
@@ -396,8 +498,8 @@ def chain_sessions(sessions: pa.Table, runs: list[Run],
     if len(children):
         keys, wanted = _dense_pairs(
             ((conversation << 32) | split, place),
-            ((conversation[children] << 32) | (split[children] - 1),
-             place[children]))
+            ((conversation[children] << 32) | (split[children] - 1), place[children]),
+        )
         key_order = np.argsort(keys, kind="stable")
         sorted_keys = keys[key_order]
         where = np.minimum(np.searchsorted(sorted_keys, wanted), len(sorted_keys) - 1)
@@ -411,8 +513,9 @@ def chain_sessions(sessions: pa.Table, runs: list[Run],
     # 1. late sessions join the session they follow
     follows = pc.index_in(col("follows_session_id"), value_set=col("session_id"))
     follows_at = np.asarray(follows.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
-    named = late & np.asarray(pc.is_valid(col("follows_session_id")).to_numpy(
-        zero_copy_only=False), dtype=bool)
+    named = late & np.asarray(
+        pc.is_valid(col("follows_session_id")).to_numpy(zero_copy_only=False), dtype=bool
+    )
     unfollowed = pc.filter(col("follows_session_id"), pa.array(named & (follows_at < 0)))
     # a late session that names nothing: the sessionizer remembers only a key's last closed
     # session, and a run never sees the sessions of an earlier one (a record delayed across
@@ -420,7 +523,8 @@ def chain_sessions(sessions: pa.Table, runs: list[Run],
     # follows, which is the non-late one opened last at or before it
     strays = np.flatnonzero(late & ~named)
     follows_at[strays] = _session_it_falls_into(
-        strays, steady, keys=(exporter, protocol, low, high), opened=opened, run=run)
+        strays, steady, keys=(exporter, protocol, low, high), opened=opened, run=run
+    )
     named[strays] = follows_at[strays] >= 0
     anomalies["late_follows_missing"] = int(np.count_nonzero(named & (follows_at < 0)))
     candidates = np.flatnonzero(named & (follows_at >= 0))
@@ -434,11 +538,16 @@ def chain_sessions(sessions: pa.Table, runs: list[Run],
     # rejected, or finished by its flags and those of the fragments before it) the same
     # conversation: a new connection on the 5-tuple, which the sessionizer has follow it
     # without going on with it
-    finished_close = (_flag(col("close_reason"), "fin") | _flag(col("close_reason"), "rst")
-                      | _flag(col("close_reason"), "rejected") | finished_session)
-    candidates = candidates[(opened[candidates] - last[followed] <= idle[followed])
-                            & ~_reconnects(finished_close, followed, candidates, opened,
-                                           last, either_flags)]
+    finished_close = (
+        _flag(col("close_reason"), "fin")
+        | _flag(col("close_reason"), "rst")
+        | _flag(col("close_reason"), "rejected")
+        | finished_session
+    )
+    candidates = candidates[
+        (opened[candidates] - last[followed] <= idle[followed])
+        & ~_reconnects(finished_close, followed, candidates, opened, last, either_flags)
+    ]
     parent[candidates] = follows_at[candidates]
     reason[candidates] = 3
 
@@ -454,12 +563,10 @@ def chain_sessions(sessions: pa.Table, runs: list[Run],
     # conversations by first_seen, their earliest opening (not their first fragment's: it
     # can open after another, and the bucketed merge orders on first_seen)
     first_of_group = np.minimum.reduceat(opened[by_root], group_start)
-    group_order = np.lexsort((session_rank[root_of_group], exporter[root_of_group],
-                              first_of_group))
+    group_order = np.lexsort((session_rank[root_of_group], exporter[root_of_group], first_of_group))
     rank_of_group = np.empty(len(group_order), dtype=np.int64)
     rank_of_group[group_order] = np.arange(len(group_order))
-    group_id = np.repeat(np.arange(len(group_start)),
-                         np.diff(np.append(group_start, n)))
+    group_id = np.repeat(np.arange(len(group_start)), np.diff(np.append(group_start, n)))
     rows = by_root[np.argsort(rank_of_group[group_id], kind="stable")]
 
     root_rows = root[rows]
@@ -531,16 +638,27 @@ def chain_sessions(sessions: pa.Table, runs: list[Run],
     # fragments inherit the directions seen)
     # the conversation's counters, stopped at 2**64 - 1 rather than wrapped (damaged
     # records), as sessions_consolidated's
-    totals = ceiling_sums(np.stack([
-        ab_bytes_f, ba_bytes_f, ab_packets_f, ba_packets_f,
-        numpy_of(col("flow_count"), "uint64")[rows],
-        numpy_of(col("late_records"), "uint64")[rows]], axis=1), starts)
+    totals = ceiling_sums(
+        np.stack(
+            [
+                ab_bytes_f,
+                ba_bytes_f,
+                ab_packets_f,
+                ba_packets_f,
+                numpy_of(col("flow_count"), "uint64")[rows],
+                numpy_of(col("late_records"), "uint64")[rows],
+            ],
+            axis=1,
+        ),
+        starts,
+    )
     answered = (totals[:, 2] > 0) & (totals[:, 3] > 0)
     state = pc.if_else(pa.array(answered & _flag(state, "half_open")), "active", state)
     # and a last fragment that timed out after its conversation finished (a trailing ACK
     # after the FINs, the other run's) closed as the finished connection it belongs to
     resettled = (answered & _flag(close_reason, "no_reply")) | (
-        finished & (_flag(close_reason, "idle") | _flag(close_reason, "no_reply")))
+        finished & (_flag(close_reason, "idle") | _flag(close_reason, "no_reply"))
+    )
     if state_inferred.any() or resettled.any():
         settled = _settled_reasons(
             tcp=final_tcp,
@@ -556,17 +674,87 @@ def chain_sessions(sessions: pa.Table, runs: list[Run],
     # the working arrays done with, freed before the output tables are built (each is one
     # value per session: ~1.5 GB of the peak at 5.2 M sessions)
     # (what the closures endpoint and same_key use stays: ported, exporter, protocol, low, high)
-    del (session_rank, opened, last, is_open, ab_flags, ba_flags, hard, evicted,
-         half_open_state, ip_a, ip_b, client_ip, server_ip, end_a, end_b,
-         client, server, tcp, half_open, category, idle, parent, steady, order, before,
-         after, cut_closed, finished_session, grace, reach, ended, cut_open, link,
-         conversation, by_key, new_key, key_group, place, fragments_of, start, either_flags,
-         finished_close, joined, children, follows, follows_at, named, strays, candidates, fits,
-         followed, root, by_root, group_start, root_of_group, first_of_group, group_order,
-         rank_of_group, group_id, ab_flags_f, ba_flags_f, opened_f, last_f, running_last,
-         previous_last, score, is_latest, final_position, window_start, window_end,
-         opening_seen, conversation_ab_flags, conversation_ba_flags, final_tcp, finished,
-         deadline, maybe_more, answered, resettled)
+    del (
+        session_rank,
+        opened,
+        last,
+        is_open,
+        ab_flags,
+        ba_flags,
+        hard,
+        evicted,
+        half_open_state,
+        ip_a,
+        ip_b,
+        client_ip,
+        server_ip,
+        end_a,
+        end_b,
+        client,
+        server,
+        tcp,
+        half_open,
+        category,
+        idle,
+        parent,
+        steady,
+        order,
+        before,
+        after,
+        cut_closed,
+        finished_session,
+        grace,
+        reach,
+        ended,
+        cut_open,
+        link,
+        conversation,
+        by_key,
+        new_key,
+        key_group,
+        place,
+        fragments_of,
+        start,
+        either_flags,
+        finished_close,
+        joined,
+        children,
+        follows,
+        follows_at,
+        named,
+        strays,
+        candidates,
+        fits,
+        followed,
+        root,
+        by_root,
+        group_start,
+        root_of_group,
+        first_of_group,
+        group_order,
+        rank_of_group,
+        group_id,
+        ab_flags_f,
+        ba_flags_f,
+        opened_f,
+        last_f,
+        running_last,
+        previous_last,
+        score,
+        is_latest,
+        final_position,
+        window_start,
+        window_end,
+        opening_seen,
+        conversation_ab_flags,
+        conversation_ba_flags,
+        final_tcp,
+        finished,
+        deadline,
+        maybe_more,
+        answered,
+        resettled,
+    )
     duration_s = (last_seen - first_seen) / 1_000_000.0
     session_id = col("session_id")
     session_ids = pc.take(session_id, cast(pa.Int64Array, pa.array(rows)))
@@ -575,21 +763,29 @@ def chain_sessions(sessions: pa.Table, runs: list[Run],
     fragment_reasons = np.array(LINK_REASONS, dtype=object)[reason[rows]]
     not_root = rows != root_rows
     conversations = _conversation_table(
-        sessions, roots, conversation_id,
-        counts=counts, starts=starts,
+        sessions,
+        roots,
+        conversation_id,
+        counts=counts,
+        starts=starts,
         splits=split[rows].astype(np.uint32),
         session_ids=session_ids,
         reasons=fragment_reasons[not_root],
         reason_offsets=_offsets(np.add.reduceat(not_root.astype(np.int64), starts)),
-        first_seen=first_seen, last_seen=last_seen, duration_s=duration_s,
+        first_seen=first_seen,
+        last_seen=last_seen,
+        duration_s=duration_s,
         ab_bytes=totals[:, 0],
         ba_bytes=totals[:, 1],
         ab_packets=totals[:, 2],
         ba_packets=totals[:, 3],
         flow_count=totals[:, 4],
         late_records=totals[:, 5],
-        state=state, close_reason=close_reason, state_inferred=state_inferred,
-        head_cut=head_cut, tail_cut=tail_cut,
+        state=state,
+        close_reason=close_reason,
+        state_inferred=state_inferred,
+        head_cut=head_cut,
+        tail_cut=tail_cut,
         gaps=(gap_us[has_gap] / 1_000_000.0),
         gap_offsets=_offsets(counts - 1),
         conflicts=pc.filter(session_ids, pa.array(conflict)),
@@ -598,20 +794,25 @@ def chain_sessions(sessions: pa.Table, runs: list[Run],
 
     run_dirs = np.array([str(r.path) for r in runs], dtype=object)
     fragments = _fragment_table(
-        sessions, rows, pc.take(conversation_id, cast(pa.Int64Array, pa.array(group))),
+        sessions,
+        rows,
+        pc.take(conversation_id, cast(pa.Int64Array, pa.array(group))),
         fragment_index,
-        run=run, run_dirs=run_dirs, split=split, late=late,
+        run=run,
+        run_dirs=run_dirs,
+        split=split,
+        late=late,
         reasons=np.where(not_root, fragment_reasons, np.array(None, dtype=object)),
-        gap_s=np.where(has_gap, gap_us / 1_000_000.0, np.nan), has_gap=has_gap,
-        flipped=flipped, conflict=conflict,
+        gap_s=np.where(has_gap, gap_us / 1_000_000.0, np.nan),
+        has_gap=has_gap,
+        flipped=flipped,
+        conflict=conflict,
         counters=(ab_bytes_f, ba_bytes_f, ab_packets_f, ba_packets_f),
     )
-    return Chains(conversations, fragments, context.windows(), anomalies,
-                  _as_array(unfollowed))
+    return Chains(conversations, fragments, context.windows(), anomalies, _as_array(unfollowed))
 
 
-def _closed_by_the_end(latest: _Int64s, kept: _Bools, *, due: _Int64s, grace: _Int64s
-                       ) -> _Bools:
+def _closed_by_the_end(latest: _Int64s, kept: _Bools, *, due: _Int64s, grace: _Int64s) -> _Bools:
     """Sessions the end of their run closed: due (idle deadline, or last record of a finished
     TCP connection) at or after the run's last watermark, the exporter's `latest` record
     there less the grace (the sweeps close what is due strictly before it). `kept` sessions
@@ -620,9 +821,14 @@ def _closed_by_the_end(latest: _Int64s, kept: _Bools, *, due: _Int64s, grace: _I
     return ~kept & (due >= latest - grace)
 
 
-def _session_it_falls_into(strays: npt.NDArray[np.intp], steady: npt.NDArray[np.intp], *,
-                         keys: tuple[_Int64s, ...], opened: _Int64s,
-                         run: _Int64s) -> _Int64s:
+def _session_it_falls_into(
+    strays: npt.NDArray[np.intp],
+    steady: npt.NDArray[np.intp],
+    *,
+    keys: tuple[_Int64s, ...],
+    opened: _Int64s,
+    run: _Int64s,
+) -> _Int64s:
     """For each of `strays`, the non-late session of its key that opened last at or before
     it, in its run or an earlier one; else -1."""
     rows = np.concatenate([steady, strays])
@@ -650,14 +856,21 @@ def _or_reduce(values: npt.NDArray[np.integer[Any]], starts: npt.NDArray[np.intp
 
 def _finished(ab_flags: _Int64s, ba_flags: _Int64s) -> _Bools:
     """TCP flags of a finished connection (kernel._finished): FIN both ways, or a RST."""
-    finished: _Bools = ((((ab_flags & FIN) != 0) & ((ba_flags & FIN) != 0))
-                        | (((ab_flags | ba_flags) & RST) != 0))
+    finished: _Bools = (((ab_flags & FIN) != 0) & ((ba_flags & FIN) != 0)) | (
+        ((ab_flags | ba_flags) & RST) != 0
+    )
     return finished
 
 
-def _settled_reasons(*, tcp: _Bools, half_open: _Bools, ab_flags: _Int64s,
-                     ba_flags: _Int64s, ab_packets: npt.NDArray[np.uint64],
-                     ba_packets: npt.NDArray[np.uint64]) -> pa.Array[Any]:
+def _settled_reasons(
+    *,
+    tcp: _Bools,
+    half_open: _Bools,
+    ab_flags: _Int64s,
+    ba_flags: _Int64s,
+    ab_packets: npt.NDArray[np.uint64],
+    ba_packets: npt.NDArray[np.uint64],
+) -> pa.Array[Any]:
     """The close reason the sessionizer gives a session that times out (sessions.md table)."""
     both = (ab_packets > 0) & (ba_packets > 0)
     rst = tcp & (((ab_flags | ba_flags) & RST) != 0)
@@ -666,8 +879,12 @@ def _settled_reasons(*, tcp: _Bools, half_open: _Bools, ab_flags: _Int64s,
     def refused(opener: _Int64s, answer: _Int64s) -> _Bools:
         """An opening (SYN, no PSH or FIN) met a bare RST (no SYN, PSH or FIN) from the
         other side (kernel._state_reason)."""
-        refusal: _Bools = (((opener & SYN) != 0) & ((opener & OPENING_ONLY) == 0)
-                           & ((answer & RST) != 0) & ((answer & REFUSAL_ONLY) == 0))
+        refusal: _Bools = (
+            ((opener & SYN) != 0)
+            & ((opener & OPENING_ONLY) == 0)
+            & ((answer & RST) != 0)
+            & ((answer & REFUSAL_ONLY) == 0)
+        )
         return refusal
 
     rejected = tcp & (refused(ab_flags, ba_flags) | refused(ba_flags, ab_flags))
@@ -675,20 +892,27 @@ def _settled_reasons(*, tcp: _Bools, half_open: _Bools, ab_flags: _Int64s,
     midstream = tcp & ((either & ACK) != 0) & ((either & SYN) == 0)  # one-way, no attempt
     # in the order of kernel._state_reason: a RST decides before a FIN does
     reasons = ["no_reply", "rejected", "rst", "fin", "idle"]
-    codes = np.select([tcp & half_open, rejected, rst & both, rst, fin, both | midstream],
-                      [0, 1, 2, 0, 3, 4], default=0).astype(np.int32)
+    codes = np.select(
+        [tcp & half_open, rejected, rst & both, rst, fin, both | midstream],
+        [0, 1, 2, 0, 3, 4],
+        default=0,
+    ).astype(np.int32)
     # (Arrow takes a list of texts for a dictionary; the stubs only arrays)
     return pa.DictionaryArray.from_arrays(codes, reasons).cast(pa.string())  # type: ignore[arg-type]
 
 
-def _reconnects(finished: _Bools, earlier: npt.NDArray[np.integer[Any]],
-                later: npt.NDArray[np.integer[Any]], opened: _Int64s, last: _Int64s,
-                flags: _Int64s) -> _Bools:
+def _reconnects(
+    finished: _Bools,
+    earlier: npt.NDArray[np.integer[Any]],
+    later: npt.NDArray[np.integer[Any]],
+    opened: _Int64s,
+    last: _Int64s,
+    flags: _Int64s,
+) -> _Bools:
     """`later` opens with a SYN (in `flags`, both directions') after the last record of
     `earlier`, a `finished` connection: a new connection on the 5-tuple (the sessionizer's
     rule 2b', and its _reopens for late sessions)."""
-    new: _Bools = (finished[earlier] & (opened[later] > last[earlier])
-                   & ((flags[later] & SYN) != 0))
+    new: _Bools = finished[earlier] & (opened[later] > last[earlier]) & ((flags[later] & SYN) != 0)
     return new
 
 
@@ -715,8 +939,9 @@ def _conversation_starts(group: _Int64s, opened: _Int64s) -> _Int64s:
     return start
 
 
-def _finished_so_far(group: _Int64s, split: _Int64s, a_is_low: _Bools,
-                     ab_flags: _Int64s, ba_flags: _Int64s) -> _Bools:
+def _finished_so_far(
+    group: _Int64s, split: _Int64s, a_is_low: _Bools, ab_flags: _Int64s, ba_flags: _Int64s
+) -> _Bools:
     """TCP flags of a finished connection as the sessionizer judges a fragment (its
     _finished): a RST of its own, or FIN from both endpoints in the fragment or the
     fragments before it (a connection whose FINs fall on both sides of a cut finishes in
@@ -734,8 +959,9 @@ def _finished_so_far(group: _Int64s, split: _Int64s, a_is_low: _Bools,
     return finished
 
 
-def _dense_pairs(values: tuple[_Int64s, _Int64s], wanted: tuple[_Int64s, _Int64s]
-                 ) -> tuple[_Int64s, _Int64s]:
+def _dense_pairs(
+    values: tuple[_Int64s, _Int64s], wanted: tuple[_Int64s, _Int64s]
+) -> tuple[_Int64s, _Int64s]:
     """Pairs of int64 as one int64 each, equal pairs equal and ordered like the pairs:
     `values` and `wanted` ranked together."""
     ranks = []
@@ -744,7 +970,7 @@ def _dense_pairs(values: tuple[_Int64s, _Int64s], wanted: tuple[_Int64s, _Int64s
         ranks.append(inverse.astype(np.int64))
     width = int(ranks[1].max()) + 1
     combined = ranks[0] * width + ranks[1]
-    return combined[:len(values[0])], combined[len(values[0]):]
+    return combined[: len(values[0])], combined[len(values[0]) :]
 
 
 def _roots(parent: _Int64s, session_id: pa.ChunkedArray[Any]) -> _Int64s:
@@ -777,8 +1003,10 @@ def _refuse_duplicates(sessions: pa.Table, rank: _Int64s, runs: list[Run]) -> No
 
 def overlap(session: str, count: int, in_runs: list[str]) -> UsageError:
     """The error of a session seen `count` times, in the runs `in_runs` (sorted)."""
-    return UsageError(f"session {session} appears {count} times (in {', '.join(in_runs)}): "
-                      "the runs overlap; recombine runs over distinct, consecutive captures")
+    return UsageError(
+        f"session {session} appears {count} times (in {', '.join(in_runs)}): "
+        "the runs overlap; recombine runs over distinct, consecutive captures"
+    )
 
 
 def _offsets(lengths: npt.NDArray[Any]) -> pa.Int32Array:
@@ -791,28 +1019,45 @@ def _list(offsets: pa.Int32Array, values: pa.Array[Any]) -> pa.ListArray[Any]:
     return pa.ListArray.from_arrays(offsets, values)
 
 
-def _conversation_table(sessions: pa.Table, roots: _Int64s,
-                        conversation_id: pa.ChunkedArray[Any], **values: Any) -> pa.Table:
+def _conversation_table(
+    sessions: pa.Table, roots: _Int64s, conversation_id: pa.ChunkedArray[Any], **values: Any
+) -> pa.Table:
     take = cast(pa.Int64Array, pa.array(roots))
     col = sessions.column
     counts: _Int64s = values["counts"]
     columns: dict[str, Any] = {"conversation_id": conversation_id}
-    for name in ("exporter", "exporter_domain", "protocol", "protocol_number", "ip_a", "port_a",
-                 "ip_b", "port_b", "client_ip", "client_port", "server_ip", "server_port",
-                 "role_method", "role_confidence"):
+    for name in (
+        "exporter",
+        "exporter_domain",
+        "protocol",
+        "protocol_number",
+        "ip_a",
+        "port_a",
+        "ip_b",
+        "port_b",
+        "client_ip",
+        "client_port",
+        "server_ip",
+        "server_port",
+        "role_method",
+        "role_confidence",
+    ):
         columns[name] = pc.take(col(name), take)
     columns["fragment_count"] = pa.array(counts.astype(np.uint32))
     columns["splits"] = _list(_offsets(counts), pa.array(values["splits"], pa.uint32()))
-    columns["session_ids"] = _list(_offsets(counts), values["session_ids"].combine_chunks()
-                                   if isinstance(values["session_ids"], pa.ChunkedArray)
-                                   else values["session_ids"])
-    columns["split_reasons"] = _list(values["reason_offsets"],
-                                     pa.array(values["reasons"], pa.string()))
+    columns["session_ids"] = _list(
+        _offsets(counts),
+        values["session_ids"].combine_chunks()
+        if isinstance(values["session_ids"], pa.ChunkedArray)
+        else values["session_ids"],
+    )
+    columns["split_reasons"] = _list(
+        values["reason_offsets"], pa.array(values["reasons"], pa.string())
+    )
     columns["first_seen"] = pa.array(values["first_seen"], pa.int64()).cast(TIMESTAMP)
     columns["last_seen"] = pa.array(values["last_seen"], pa.int64()).cast(TIMESTAMP)
     columns["duration_s"] = pa.array(values["duration_s"], pa.float64())
-    for name in ("ab_bytes", "ba_bytes", "ab_packets", "ba_packets", "flow_count",
-                 "late_records"):
+    for name in ("ab_bytes", "ba_bytes", "ab_packets", "ba_packets", "flow_count", "late_records"):
         columns[name] = pa.array(values[name], pa.uint64())
     columns["state"] = _as_array(values["state"])
     columns["close_reason"] = _as_array(values["close_reason"])
@@ -825,8 +1070,7 @@ def _conversation_table(sessions: pa.Table, roots: _Int64s,
     if isinstance(conflicts, pa.ChunkedArray):
         conflicts = conflicts.combine_chunks()
     columns["orientation_conflicts"] = _list(values["conflict_offsets"], conflicts)
-    columns["recommended_hard_timeout"] = pa.array(nice_above(values["duration_s"]),
-                                                   pa.float64())
+    columns["recommended_hard_timeout"] = pa.array(nice_above(values["duration_s"]), pa.float64())
     arrays = [_as_array(columns[field.name]).cast(field.type) for field in RECOMBINED_SCHEMA]
     return pa.Table.from_arrays(arrays, schema=RECOMBINED_SCHEMA)
 
@@ -837,9 +1081,13 @@ def _as_array(value: pa.Array[Any] | pa.ChunkedArray[Any]) -> pa.Array[Any]:
     return value
 
 
-def _fragment_table(sessions: pa.Table, rows: npt.NDArray[np.intp],
-                    conversation_id: pa.ChunkedArray[Any], fragment_index: npt.NDArray[Any],
-                    **values: Any) -> pa.Table:
+def _fragment_table(
+    sessions: pa.Table,
+    rows: npt.NDArray[np.intp],
+    conversation_id: pa.ChunkedArray[Any],
+    fragment_index: npt.NDArray[Any],
+    **values: Any,
+) -> pa.Table:
     take = cast(pa.Int64Array, pa.array(rows))
     col = sessions.column
     run = values["run"][rows]
@@ -856,12 +1104,29 @@ def _fragment_table(sessions: pa.Table, rows: npt.NDArray[np.intp],
         "flipped": pa.array(values["flipped"]),
         "orientation_conflict": pa.array(values["conflict"]),
     }
-    for name in ("exporter", "protocol", "ip_a", "port_a", "ip_b", "port_b", "client_ip",
-                 "client_port", "server_ip", "server_port", "opened_at", "last_seen_at",
-                 "closed_at", "state", "close_reason", "flow_count", "follows_session_id"):
+    for name in (
+        "exporter",
+        "protocol",
+        "ip_a",
+        "port_a",
+        "ip_b",
+        "port_b",
+        "client_ip",
+        "client_port",
+        "server_ip",
+        "server_port",
+        "opened_at",
+        "last_seen_at",
+        "closed_at",
+        "state",
+        "close_reason",
+        "flow_count",
+        "follows_session_id",
+    ):
         columns[name] = pc.take(col(name), take)
-    for name, array in zip(("ab_bytes", "ba_bytes", "ab_packets", "ba_packets"),
-                           values["counters"], strict=True):
+    for name, array in zip(
+        ("ab_bytes", "ba_bytes", "ab_packets", "ba_packets"), values["counters"], strict=True
+    ):
         columns[name] = pa.array(array, pa.uint64())
     arrays = [_as_array(columns[field.name]).cast(field.type) for field in FRAGMENTS_SCHEMA]
     return pa.Table.from_arrays(arrays, schema=FRAGMENTS_SCHEMA)

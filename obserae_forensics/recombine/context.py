@@ -74,9 +74,20 @@ Stream = tuple[str, int, int]  # exporter, version (9, 10), source ID / observat
 Place = tuple[int, int]  # (index of the file among the run's captures, datagram offset)
 # what a record must decode to again from the export alone (addresses compared as text:
 # the flows table holds them so, the decoder as 16 bytes)
-COMPARED = ("first_seen", "last_seen", "src_addr", "dst_addr", "protocol", "src_port",
-            "dst_port", "packets", "octets", "reverse_packets", "reverse_octets",
-            "sampling_rate")
+COMPARED = (
+    "first_seen",
+    "last_seen",
+    "src_addr",
+    "dst_addr",
+    "protocol",
+    "src_port",
+    "dst_port",
+    "packets",
+    "octets",
+    "reverse_packets",
+    "reverse_octets",
+    "sampling_rate",
+)
 # a capture's datagrams, read with the pass's IP fragments and TCP/SCTP streams, which go on
 # from one file into the next as in the run
 Reading = Callable[[Path, Transports], Iterator[list[Datagram]]]
@@ -86,9 +97,11 @@ HELD = 4096  # data held for a template not yet defined, per port and id (the ne
 KEYS = ("file", "offset", "record")
 
 
-def record_table(table: pa.Table | pa.RecordBatch, files: dict[str, int],
-                 moved: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64],
-                              npt.NDArray[np.int64]] | None = None) -> pa.Table:
+def record_table(
+    table: pa.Table | pa.RecordBatch,
+    files: dict[str, int],
+    moved: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]] | None = None,
+) -> pa.Table:
     """The COMPARED values of a flow table's records, keyed by (file index, datagram offset,
     record_index): `files` gives a source_file's index (records of other files are left
     out); `moved` (offsets in an export, sorted; the file index and offset of the datagram
@@ -119,7 +132,8 @@ def record_table(table: pa.Table | pa.RecordBatch, files: dict[str, int],
     columns: dict[str, pa.Array[Any] | pa.ChunkedArray[Any]] = {
         "file": pa.array(file_index, pa.int64()),
         "offset": pa.array(offsets, pa.int64()),
-        "record": table.column("record_index").cast(pa.int64())}
+        "record": table.column("record_index").cast(pa.int64()),
+    }
     for name in COMPARED:
         column = table.column(name)
         if pa.types.is_timestamp(column.type):
@@ -155,8 +169,9 @@ def differing(expected: pa.Table, decoded: pa.Table) -> tuple[int, tuple[int, in
         return 0, None
     keys = [expected[key].to_numpy()[wrong] for key in KEYS]
     first = int(wrong[np.lexsort(keys[::-1])[0]])
-    return len(wrong), cast(tuple[int, int, int],
-                            tuple(int(expected[key][first].as_py()) for key in KEYS))
+    return len(wrong), cast(
+        tuple[int, int, int], tuple(int(expected[key][first].as_py()) for key in KEYS)
+    )
 
 
 def _matched(expected: pa.Table, decoded: pa.Table) -> npt.NDArray[np.int64]:
@@ -164,8 +179,7 @@ def _matched(expected: pa.Table, decoded: pa.Table) -> npt.NDArray[np.int64]:
     count = expected.num_rows
     side = np.concatenate([np.ones(count, np.int8), np.zeros(decoded.num_rows, np.int8)])
     row = np.concatenate([np.arange(count), np.arange(decoded.num_rows)])
-    keys = [np.concatenate([expected[key].to_numpy(), decoded[key].to_numpy()])
-            for key in KEYS]
+    keys = [np.concatenate([expected[key].to_numpy(), decoded[key].to_numpy()]) for key in KEYS]
     # equal keys together, decoded rows first among them, each side in its own order
     order = np.lexsort((row, side, *keys[::-1]))
     keys = [key[order] for key in keys]
@@ -207,7 +221,8 @@ class _Pass:
     # or interface's, its boot time): the value, the datagram that set it to that value
     # (a record repeating it changes nothing) and its template's datagram
     effects: dict[Stream, dict[tuple[object, ...], tuple[int, Place, Place | None]]] = field(
-        default_factory=dict)
+        default_factory=dict
+    )
     waiting: set[tuple[Stream, int, int]] = field(default_factory=set)  # wanted, undefined
     undefined: set[tuple[Stream, int]] = field(default_factory=set)  # used, defined nowhere
     # ports whose wanted data read another port's definition as ports that define none: one
@@ -237,7 +252,7 @@ class _Pass:
 
     def duplicate(self, stream: Stream, sets: ExportSets, payload: bytes) -> bool:
         """Whether the decoder drops this message as a copy of one it decoded."""
-        return self.scope(stream).duplicate(sets.sequence, payload[sets.span[0]:sets.span[1]])
+        return self.scope(stream).duplicate(sets.sequence, payload[sets.span[0] : sets.span[1]])
 
     def arrive(self, stream: Stream, port: int, arrival_us: int, place: Place) -> None:
         """The decoder's bookkeeping of a datagram's transport session, for take-overs; and
@@ -246,8 +261,15 @@ class _Pass:
             self.entry[stream, port] = (place, self.last_place.get(stream))
         self.last_place[stream] = place
 
-    def message(self, stream: Stream, port: int, place: Place, sets: ExportSets,
-                payload: bytes, wanted: bool) -> bool:
+    def message(
+        self,
+        stream: Stream,
+        port: int,
+        place: Place,
+        sets: ExportSets,
+        payload: bytes,
+        wanted: bool,
+    ) -> bool:
         """One message, its sets walked in order as the decoder walks them. A wanted one
         takes the definitions its data sets read and the options in force for its exporter;
         any one brings definitions and options data. Whether its datagram may be needed
@@ -289,8 +311,11 @@ class _Pass:
                 carries = True
         # held data sets are read at the datagram that defines their template (the port's
         # own, or any for a port that defines none), with the options in force then
-        resolved = [key for key in self.waiting if key[0] == stream and key[2] in defined
-                    and scope.releases(key[1], port)]
+        resolved = [
+            key
+            for key in self.waiting
+            if key[0] == stream and key[2] in defined and scope.releases(key[1], port)
+        ]
         for key in resolved:
             self.waiting.discard(key)
             self.needed.add(place)
@@ -307,8 +332,9 @@ class _Pass:
             if template_place is not None:
                 self.needed.add(template_place)
 
-    def _hold(self, stream: Stream, port: int, place: Place, template_id: int,
-              wanted: bool) -> None:
+    def _hold(
+        self, stream: Stream, port: int, place: Place, template_id: int, wanted: bool
+    ) -> None:
         """A data set the decoder holds until a definition comes: an earlier file may hold
         one (the pass is then incomplete, _pass), else a later datagram does."""
         self.undefined.add((stream, template_id))
@@ -318,8 +344,7 @@ class _Pass:
             del held[:-HELD]
         # held for the port's own: what made it a port with templates of its own keeps it
         # from taking another's in the export (reads: wherever this datagram goes)
-        first = self.first_def.get((stream, port)) if port in self.scope(stream).ports \
-            else None
+        first = self.first_def.get((stream, port)) if port in self.scope(stream).ports else None
         if first is not None and first != place:
             self.reads.setdefault(place, set()).add(first)
         if wanted:
@@ -341,15 +366,27 @@ class _Pass:
             return
         self.option_template[key] = template
         # options data sent before it, by this port or one that defines none, read now
-        for held in [held for held in self.held if held[0] == stream
-                     and held[2] == template_id and scope.releases(held[1], port)]:
+        for held in [
+            held
+            for held in self.held
+            if held[0] == stream and held[2] == template_id and scope.releases(held[1], port)
+        ]:
             for waited in self.held.pop(held):
                 if waited in self.kept:
-                    self._options(stream, template, self.kept[waited].payload, template_id,
-                                  (waited, place))
+                    self._options(
+                        stream, template, self.kept[waited].payload, template_id, (waited, place)
+                    )
 
-    def _data(self, stream: Stream, port: int, owner: int, place: Place,
-              data: tuple[int, int, int], payload: bytes, wanted: bool) -> bool:
+    def _data(
+        self,
+        stream: Stream,
+        port: int,
+        owner: int,
+        place: Place,
+        data: tuple[int, int, int],
+        payload: bytes,
+        wanted: bool,
+    ) -> bool:
         """A data set read with `owner`'s definition: a wanted one needs the datagram that
         brought it; an options set records what it changed. Whether it changed anything."""
         template_id, start, end = data
@@ -360,22 +397,33 @@ class _Pass:
                 self.borrowed.add((stream, port))
         options = self.option_template.get((stream, owner, template_id))
         return options is not None and self._effects(
-            stream, options_effects(options, payload, start, end),
-            (place, None if defined_by == place else defined_by))
+            stream,
+            options_effects(options, payload, start, end),
+            (place, None if defined_by == place else defined_by),
+        )
 
-    def _options(self, stream: Stream, template: Template, payload: bytes, template_id: int,
-                 source: tuple[Place, Place | None]) -> None:
+    def _options(
+        self,
+        stream: Stream,
+        template: Template,
+        payload: bytes,
+        template_id: int,
+        source: tuple[Place, Place | None],
+    ) -> None:
         """Options data held for `template`, read now that it came."""
         for sets in export_messages(payload):
             if (sets.version, sets.domain) != stream[1:]:
                 continue
             for set_id, start, end in sets.sets:
                 if set_id == template_id:
-                    self._effects(stream, options_effects(template, payload, start, end),
-                                  source)
+                    self._effects(stream, options_effects(template, payload, start, end), source)
 
-    def _effects(self, stream: Stream, effects: dict[tuple[object, ...], int],
-                 source: tuple[Place, Place | None]) -> bool:
+    def _effects(
+        self,
+        stream: Stream,
+        effects: dict[tuple[object, ...], int],
+        source: tuple[Place, Place | None],
+    ) -> bool:
         """Record what an options set changed; whether it changed anything (a value the
         same as before leaves the datagram that set it in force)."""
         if source[1] is not None:
@@ -395,14 +443,22 @@ class _Pass:
         templates in every datagram): amortised, whatever the live ones number."""
         self.kept[place] = datagram
         if len(self.kept) > self.limit:
-            live = {*self.own.values(),
-                    *(place for scope in self.scopes.values() for place in scope.latest.values()),
-                    *(place for pair in self.entry.values() for place in pair
-                      if place is not None),
-                    *self.needed, *self.seen, *self.first_def.values(),
-                    *(place for places in self.held.values() for place in places)}
-            live.update(place for found in self.effects.values() for entry in found.values()
-                        for place in entry[1:] if place is not None)
+            live = {
+                *self.own.values(),
+                *(place for scope in self.scopes.values() for place in scope.latest.values()),
+                *(place for pair in self.entry.values() for place in pair if place is not None),
+                *self.needed,
+                *self.seen,
+                *self.first_def.values(),
+                *(place for places in self.held.values() for place in places),
+            }
+            live.update(
+                place
+                for found in self.effects.values()
+                for entry in found.values()
+                for place in entry[1:]
+                if place is not None
+            )
             live = self.with_definitions(live)
             self.kept = {place: kept for place, kept in self.kept.items() if place in live}
             self.reads = {place: read for place, read in self.reads.items() if place in live}
@@ -422,9 +478,13 @@ class _Pass:
         return found
 
 
-def template_context(files: Sequence[Path | None], wanted: dict[int, set[int]],
-                     expected: pa.Table | None = None, reading: Reading | None = None,
-                     check: Callable[[int], None] | None = None) -> dict[int, set[int]]:
+def template_context(
+    files: Sequence[Path | None],
+    wanted: dict[int, set[int]],
+    expected: pa.Table | None = None,
+    reading: Reading | None = None,
+    check: Callable[[int], None] | None = None,
+) -> dict[int, set[int]]:
     """The datagrams, by file index, that the `wanted` ones (file index among the run's
     captures `files`, in the order the run read them -> datagram offsets) need beside them
     (the module's docstring says how far back it looks). `expected`: the records the run
@@ -466,8 +526,13 @@ def _datagrams(path: Path, transports: Transports) -> Iterator[list[Datagram]]:
     return iter_datagrams(path, transports.report, transports=transports)
 
 
-def _pass(files: Sequence[Path | None], wanted: dict[int, set[int]], start: int,
-          reading: Reading, check: Callable[[int], None]) -> _Pass:
+def _pass(
+    files: Sequence[Path | None],
+    wanted: dict[int, set[int]],
+    start: int,
+    reading: Reading,
+    check: Callable[[int], None],
+) -> _Pass:
     state = _Pass()
     transports = new_transports(RunReport())
     last_file = max(wanted)
@@ -479,29 +544,36 @@ def _pass(files: Sequence[Path | None], wanted: dict[int, set[int]], start: int,
         if path is None:
             continue
         check(index)
-        if not _read(state, index, reading(path, transports), wanted.get(index, set()),
-                     (last_file, last_offset)):
+        if not _read(
+            state,
+            index,
+            reading(path, transports),
+            wanted.get(index, set()),
+            (last_file, last_offset),
+        ):
             break
     # a wanted datagram whose template no datagram read defined: an earlier file may hold it
     if state.waiting:
         state.complete = False
     # a wanted datagram not found whole: its first fragments are in a file before the pass
     found = state.seen | state.passed
-    if any((index, offset) not in found for index, offsets in wanted.items()
-           for offset in offsets):
+    if any((index, offset) not in found for index, offsets in wanted.items() for offset in offsets):
         state.complete = False
     # from the run's first file there is nothing further back to look in: what is still
     # undefined never came (no_template, as the run counted it)
     # a datagram taken for what its options data set takes the definitions they read
     state.needed = state.with_definitions(state.needed | state.seen)
-    state.complete = start == 0 or (state.complete and not any(
-        stream in state.wanted_streams for stream, _ in state.undefined) and not any(
-        port in state.scopes[stream].ports for stream, port in state.borrowed))
+    state.complete = start == 0 or (
+        state.complete
+        and not any(stream in state.wanted_streams for stream, _ in state.undefined)
+        and not any(port in state.scopes[stream].ports for stream, port in state.borrowed)
+    )
     return state
 
 
-def _read(state: _Pass, index: int, chunks: Iterable[list[Datagram]], mine: set[int],
-          last: Place) -> bool:
+def _read(
+    state: _Pass, index: int, chunks: Iterable[list[Datagram]], mine: set[int], last: Place
+) -> bool:
     """One file of a pass; False once the pass is over (past the last wanted datagram,
     nothing waiting for a template, or a pass that began too late, done again anyway)."""
     for chunk in chunks:
@@ -521,8 +593,7 @@ def _read(state: _Pass, index: int, chunks: Iterable[list[Datagram]], mine: set[
                     continue
                 port = datagram.transport
                 state.arrive(stream, port, datagram.arrival_us, place)
-                keep = state.message(stream, port, place, sets, datagram.payload,
-                                     wanted) or keep
+                keep = state.message(stream, port, place, sets, datagram.payload, wanted) or keep
             if wanted:
                 state.seen.add(place)
             if keep or wanted:
@@ -545,13 +616,12 @@ def _agrees(state: _Pass, expected: pa.Table) -> bool:
             by_file.setdefault(place[0], []).append(state.kept[place])
     for index, datagrams in sorted(by_file.items()):  # the decoder takes a file at a time
         # the file's index stands for its name, so that records say which file they came from
-        batches += decoder.feed([datagram._replace(source=str(index))
-                                 for datagram in datagrams])
+        batches += decoder.feed([datagram._replace(source=str(index)) for datagram in datagrams])
     batches += decoder.finish()
     files = {str(index): index for index in by_file}
-    decoded = pa.concat_tables([record_table(settled(batch, report), files)
-                                for batch in batches] or [expected.slice(0, 0)])
-    seen = np.array(sorted(index << 40 | offset for index, offset in state.seen),
-                    dtype=np.int64)
+    decoded = pa.concat_tables(
+        [record_table(settled(batch, report), files) for batch in batches] or [expected.slice(0, 0)]
+    )
+    seen = np.array(sorted(index << 40 | offset for index, offset in state.seen), dtype=np.int64)
     keys = (expected["file"].to_numpy() << 40) | expected["offset"].to_numpy()
     return differing(expected.filter(pa.array(np.isin(keys, seen))), decoded)[0] == 0

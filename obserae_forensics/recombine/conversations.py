@@ -77,15 +77,27 @@ class RecombineResult:
 
     def summary(self) -> str:
         counts = self.report["counts"]
-        line = (f"{counts['sessions']} sessions from {len(self.runs)} run(s) -> "
-                f"{counts['conversations']} conversations, {counts['split_conversations']} "
-                f"of them split")
+        line = (
+            f"{counts['sessions']} sessions from {len(self.runs)} run(s) -> "
+            f"{counts['conversations']} conversations, {counts['split_conversations']} "
+            f"of them split"
+        )
         cut = counts["head_cut"] + counts["tail_cut"]
         if cut:
-            line += (f"; {counts['head_cut']} may have begun before the window, "
-                     f"{counts['tail_cut']} may go on after it")
-        return "\n".join([line, *(f"warning: run {run.index} ({run.path}): {text}"
-                                  for run in self.runs for text in run.overlaps)])
+            line += (
+                f"; {counts['head_cut']} may have begun before the window, "
+                f"{counts['tail_cut']} may go on after it"
+            )
+        return "\n".join(
+            [
+                line,
+                *(
+                    f"warning: run {run.index} ({run.path}): {text}"
+                    for run in self.runs
+                    for text in run.overlaps
+                ),
+            ]
+        )
 
 
 def recombine_tables(run_dirs: Sequence[Path]) -> RecombineResult:
@@ -107,7 +119,10 @@ def recombine_tables(run_dirs: Sequence[Path]) -> RecombineResult:
 
 
 def recombine_runs(
-    run_dirs: Sequence[Path], out_dir: Path, *, force: bool = False,
+    run_dirs: Sequence[Path],
+    out_dir: Path,
+    *,
+    force: bool = False,
     bucket_sessions: int | None = None,
 ) -> RecombineResult:
     """Recombine the runs and write the tables, the report and the timeline into `out_dir`,
@@ -120,11 +135,17 @@ def recombine_runs(
     files = {name: out_dir / name for name in RECOMBINE_FILES}
     with made_directory(out_dir), ExitStack() as stack:
         # written aside, renamed when whole
-        staged = {name: stack.enter_context(staged_file(files[name]))
-                  for name in (RECOMBINED_FILE, FRAGMENTS_FILE)}
-        report = recombine_partitioned(runs, out_dir, staged[RECOMBINED_FILE],
-                                       staged[FRAGMENTS_FILE],
-                                       bucket_sessions=bucket_sessions)
+        staged = {
+            name: stack.enter_context(staged_file(files[name]))
+            for name in (RECOMBINED_FILE, FRAGMENTS_FILE)
+        }
+        report = recombine_partitioned(
+            runs,
+            out_dir,
+            staged[RECOMBINED_FILE],
+            staged[FRAGMENTS_FILE],
+            bucket_sessions=bucket_sessions,
+        )
         check_out_dir(out_dir, force=force)  # again: time has passed
         for name, path in staged.items():
             os.replace(path, files[name])
@@ -141,12 +162,14 @@ def check_out_dir(out_dir: Path, *, force: bool = False) -> None:
         raise UsageError(f"{out_dir}: exists and is not a directory")
     existing = [name for name in RECOMBINE_FILES if (out_dir / name).exists()]
     if existing and not force:
-        raise UsageError(f"{out_dir} already holds {', '.join(existing)}; "
-                         "use --force to replace them")
+        raise UsageError(
+            f"{out_dir} already holds {', '.join(existing)}; use --force to replace them"
+        )
 
 
-def write_recombined(result: RecombineResult, out_dir: Path, *,
-                     force: bool = False) -> RecombineResult:
+def write_recombined(
+    result: RecombineResult, out_dir: Path, *, force: bool = False
+) -> RecombineResult:
     """Write what `recombine_tables` found into `out_dir` (checked again: time has passed)."""
     out_dir = Path(out_dir)
     check_out_dir(out_dir, force=force)
@@ -157,21 +180,25 @@ def write_recombined(result: RecombineResult, out_dir: Path, *,
     return _write_report(result, out_dir, files)
 
 
-def _write_report(result: RecombineResult, out_dir: Path,
-                  files: dict[str, Path]) -> RecombineResult:
+def _write_report(
+    result: RecombineResult, out_dir: Path, files: dict[str, Path]
+) -> RecombineResult:
     write_atomically(files[TIMELINE_PNG], lambda p: write_timeline(result.report, p))
     result.report["figure"] = TIMELINE_PNG
-    write_atomically(files[REPORT_JSON], lambda p: p.write_text(render_json(result.report),
-                                                       encoding="utf-8"))
-    write_atomically(files[REPORT_MD], lambda p: p.write_text(render_markdown(result.report),
-                                                     encoding="utf-8"))
+    write_atomically(
+        files[REPORT_JSON], lambda p: p.write_text(render_json(result.report), encoding="utf-8")
+    )
+    write_atomically(
+        files[REPORT_MD], lambda p: p.write_text(render_markdown(result.report), encoding="utf-8")
+    )
     result.out_dir = out_dir
     result.files = files
     return result
 
 
-def move_recombined(result: RecombineResult, out_dir: Path, *,
-                    force: bool = False) -> RecombineResult:
+def move_recombined(
+    result: RecombineResult, out_dir: Path, *, force: bool = False
+) -> RecombineResult:
     """Move what `recombine_runs` wrote into `out_dir`, a file at a time: a rename each,
     the staging directory lying in `out_dir` (the CLI's) or on its filesystem."""
     out_dir = Path(out_dir)
@@ -215,14 +242,16 @@ def recombined(source: RecombineResult | Path | Sequence[Path]) -> Iterator[Reco
         yield recombine_runs(paths, directory)
 
 
-def _named(source: RecombineResult | Path | Sequence[Path],
-           ids: Sequence[str]) -> tuple[pa.Table, pa.Table]:
+def _named(
+    source: RecombineResult | Path | Sequence[Path], ids: Sequence[str]
+) -> tuple[pa.Table, pa.Table]:
     """(the fragments `ids` name, as session or conversation ids; every fragment of their
     conversations), in table order. What `recombine_runs` wrote, for a result of it or for
     run directories, is searched a column at a time, never read whole."""
     wanted = pa.array(sorted(set(ids)), pa.string())
     if not isinstance(source, RecombineResult) and not (
-            isinstance(source, (str, Path)) and (Path(source) / FRAGMENTS_FILE).is_file()):
+        isinstance(source, (str, Path)) and (Path(source) / FRAGMENTS_FILE).is_file()
+    ):
         with recombined(source) as result:
             return _named(result, ids)
     if isinstance(source, RecombineResult) and source.held is None:
@@ -232,12 +261,16 @@ def _named(source: RecombineResult | Path | Sequence[Path],
         conversations = cast("pa.Array[Any]", pc.unique(matched.column("conversation_id")))
         return matched, rows.take(rows.where(conversations, "conversation_id"))
     fragments = load_fragments(source)
-    matched = fragments.filter(pc.or_(
-        pc.is_in(fragments.column("session_id"), value_set=wanted),
-        pc.is_in(fragments.column("conversation_id"), value_set=wanted)))
+    matched = fragments.filter(
+        pc.or_(
+            pc.is_in(fragments.column("session_id"), value_set=wanted),
+            pc.is_in(fragments.column("conversation_id"), value_set=wanted),
+        )
+    )
     conversations = cast("pa.Array[Any]", pc.unique(matched.column("conversation_id")))
-    return matched, fragments.filter(pc.is_in(fragments.column("conversation_id"),
-                                              value_set=conversations))
+    return matched, fragments.filter(
+        pc.is_in(fragments.column("conversation_id"), value_set=conversations)
+    )
 
 
 def find_fragments(
@@ -261,11 +294,13 @@ def conversation_sessions(
         raise UsageError("name at least one conversation or session id")
     matched, rows = _named(source, ids)
     known = set(matched.column("session_id").to_pylist()) | set(
-        matched.column("conversation_id").to_pylist())
+        matched.column("conversation_id").to_pylist()
+    )
     unknown = [i for i in sorted(set(ids)) if i not in known]
     if unknown:
-        raise UsageError(f"no session or conversation {', '.join(map(repr, unknown))} "
-                         "in these runs")
+        raise UsageError(
+            f"no session or conversation {', '.join(map(repr, unknown))} in these runs"
+        )
     return rows
 
 
@@ -274,11 +309,11 @@ def split_conversation_ids(result: RecombineResult) -> list[str]:
     if result.held is not None:
         table = result.conversations
     else:
-        table = read_parquet(result.files[RECOMBINED_FILE],
-                             columns=["conversation_id", "fragment_count"])
+        table = read_parquet(
+            result.files[RECOMBINED_FILE], columns=["conversation_id", "fragment_count"]
+        )
     # (pc.greater takes a Python scalar, as pa.scalar makes it; the stubs Arrow ones only)
-    split = table.filter(
-        pc.greater(table.column("fragment_count"), 1))  # type: ignore[call-overload]
+    split = table.filter(pc.greater(table.column("fragment_count"), 1))  # type: ignore[call-overload]
     return [str(i) for i in split.column("conversation_id").to_pylist()]
 
 

@@ -60,8 +60,7 @@ from .runs import Run, order_runs
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 CSV_SUFFIXES = (".csv",)
-FLOW_ORDER = ("first_seen", "last_seen", "arrival", "source_file", "source_frame",
-              "record_index")
+FLOW_ORDER = ("first_seen", "last_seen", "arrival", "source_file", "source_frame", "record_index")
 PCAP_SNAPLEN = 262_144
 
 
@@ -90,8 +89,11 @@ class PcapExport:
 
 # what an export reads of each flow row: which conversation, and where its bytes are
 PROVENANCE_TYPES: dict[str, pa.DataType] = {
-    "session_id": pa.string(), "first_seen": TIMESTAMP, "arrival": TIMESTAMP,
-    "source_file": pa.string(), "source_offset": pa.uint64(),
+    "session_id": pa.string(),
+    "first_seen": TIMESTAMP,
+    "arrival": TIMESTAMP,
+    "source_file": pa.string(),
+    "source_offset": pa.uint64(),
 }
 # what a capture export reads of each flow row beside those and FLOW_ORDER: the values
 # compared once the export is decoded again (context.COMPARED)
@@ -106,8 +108,7 @@ def _candidates(run: Run, source_file: str, search: Sequence[Path] = ()) -> list
     Evidence copied elsewhere (another machine, a case share) was found only through a
     symbolic link or by running from a directory that held it by its relative name."""
     given = Path(source_file)
-    places = [given] if given.is_absolute() else [given, run.path / given,
-                                                  run.path.parent / given]
+    places = [given] if given.is_absolute() else [given, run.path / given, run.path.parent / given]
     absolute = run.input_absolute(source_file)
     if absolute is not None:
         places.insert(0, Path(absolute))
@@ -123,16 +124,23 @@ def run_evidence(runs: Sequence[Run], search: Sequence[Path] = ()) -> list[Path]
     """Every file the runs consist of or were made from (their tables and manifests, their
     input captures wherever they are found, also under `search`, the settings and rule
     files they read): what no export may overwrite."""
-    captures = [candidate for run in runs for entry in run.inputs
-                for candidate in _candidates(run, str(entry.get("path")), search)
-                if candidate.is_file()]
+    captures = [
+        candidate
+        for run in runs
+        for entry in run.inputs
+        for candidate in _candidates(run, str(entry.get("path")), search)
+        if candidate.is_file()
+    ]
     read = [path for run in runs for path in run.read_files if path.is_file()]
     return [*run_files(run.path for run in runs), *captures, *read]
 
 
 def _runs_of(source: RecombineResult | Sequence[Path]) -> dict[str, Run]:
-    runs = source.runs if isinstance(source, RecombineResult) else order_runs(
-        [Path(p) for p in source])
+    runs = (
+        source.runs
+        if isinstance(source, RecombineResult)
+        else order_runs([Path(p) for p in source])
+    )
     return {str(run.path): run for run in runs}
 
 
@@ -145,8 +153,9 @@ def collect_flows(source: RecombineResult | Sequence[Path], ids: Sequence[str]) 
     return _flow_rows(fragments, runs)
 
 
-def _flow_rows(fragments: pa.Table, runs: dict[str, Run],
-               columns: Sequence[str] | None = None) -> pa.Table:
+def _flow_rows(
+    fragments: pa.Table, runs: dict[str, Run], columns: Sequence[str] | None = None
+) -> pa.Table:
     """collect_flows over the conversations' `fragments`; only `columns` of the flows
     tables (and what ordering them reads) when given."""
     parts: list[pa.Table] = []
@@ -154,34 +163,46 @@ def _flow_rows(fragments: pa.Table, runs: dict[str, Run],
         run = runs[run_dir]
         # (compute functions take Python scalars, as pa.scalar makes them; the stubs only
         # Arrow ones)
-        mine = fragments.filter(
-            pc.equal(fragments.column("run_dir"), run_dir))  # type: ignore[call-overload]
+        mine = fragments.filter(pc.equal(fragments.column("run_dir"), run_dir))  # type: ignore[call-overload]
         session_ids = mine.column("session_id")
         path = run.path / FLOWS_FILE
         if not path.is_file():
-            raise UsageError(f"{run.path}: no {FLOWS_FILE}; cannot export the flows behind "
-                             "its sessions")
+            raise UsageError(
+                f"{run.path}: no {FLOWS_FILE}; cannot export the flows behind its sessions"
+            )
         schema = read_parquet_schema(path)
         check_columns(path, schema, PROVENANCE_TYPES, what="flows table")
-        read = None if columns is None else [
-            name for name in schema.names
-            if name in columns or name in PROVENANCE_TYPES or name in FLOW_ORDER]
-        flows = read_parquet(path, columns=read,
-                             filters=pc.is_in(pc.field("session_id"),
-                                              value_set=session_ids.combine_chunks()))
-        check_columns(path, flows, PROVENANCE_TYPES, what="flows table",
-                      non_null=list(PROVENANCE_TYPES))
+        read = (
+            None
+            if columns is None
+            else [
+                name
+                for name in schema.names
+                if name in columns or name in PROVENANCE_TYPES or name in FLOW_ORDER
+            ]
+        )
+        flows = read_parquet(
+            path,
+            columns=read,
+            filters=pc.is_in(pc.field("session_id"), value_set=session_ids.combine_chunks()),
+        )
+        check_columns(
+            path, flows, PROVENANCE_TYPES, what="flows table", non_null=list(PROVENANCE_TYPES)
+        )
         expected = pc.sum(mine.column("flow_count")).as_py() or 0
         if expected and flows.num_rows != expected:
             raise UsageError(
                 f"{path} holds {flows.num_rows} flow record(s) of these sessions, whose "
                 f"flow_count says {expected}: the flows table does not belong to this "
-                "sessions table (edited, cut, or from another run)")
+                "sessions table (edited, cut, or from another run)"
+            )
         where = pc.index_in(flows.column("session_id"), value_set=session_ids)
-        flows = flows.append_column("conversation_id",
-                                    pc.take(mine.column("conversation_id"), where))
-        flows = flows.append_column("run_index", pa.array(
-            np.full(flows.num_rows, run.index, dtype=np.uint32)))
+        flows = flows.append_column(
+            "conversation_id", pc.take(mine.column("conversation_id"), where)
+        )
+        flows = flows.append_column(
+            "run_index", pa.array(np.full(flows.num_rows, run.index, dtype=np.uint32))
+        )
         parts.append(flows)
     if not parts:
         raise UsageError("the named conversations have no sessions in these runs")
@@ -199,8 +220,9 @@ def _sortable(column: pa.ChunkedArray[Any]) -> pa.ChunkedArray[Any]:
     return column
 
 
-def export_flows(source: RecombineResult | Sequence[Path], ids: Sequence[str],
-                 path: Path, *, force: bool = False) -> int:
+def export_flows(
+    source: RecombineResult | Sequence[Path], ids: Sequence[str], path: Path, *, force: bool = False
+) -> int:
     """Write the flow records of the named conversations to `path` (.parquet or .csv); an
     existing file is replaced only with `force`, and never one the runs consist of."""
     path = Path(path)
@@ -210,20 +232,34 @@ def export_flows(source: RecombineResult | Sequence[Path], ids: Sequence[str],
     return table.num_rows
 
 
-def check_flows_target(source: RecombineResult | Sequence[Path], path: Path, *,
-                       force: bool = False, captures: Sequence[Path] = ()) -> None:
+def check_flows_target(
+    source: RecombineResult | Sequence[Path],
+    path: Path,
+    *,
+    force: bool = False,
+    captures: Sequence[Path] = (),
+) -> None:
     """Refuse a flows export `path` export_flows would refuse, before anything is written
     (`captures`: directories of source captures, evidence too)."""
     suffix = Path(path).suffix.lower()
     if suffix not in PARQUET_SUFFIXES + CSV_SUFFIXES:
         raise UsageError(f"{path}: flows are exported as .parquet or .csv, not {suffix or '?'}")
-    check_output_file(Path(path), run_evidence(list(_runs_of(source).values()), captures),
-                      "--export-flows", force=force)
+    check_output_file(
+        Path(path),
+        run_evidence(list(_runs_of(source).values()), captures),
+        "--export-flows",
+        force=force,
+    )
 
 
-def check_pcap_target(source: RecombineResult | Sequence[Path], path: Path, *,
-                      force: bool = False, evidence: Sequence[Path] | None = None,
-                      captures: Sequence[Path] = ()) -> None:
+def check_pcap_target(
+    source: RecombineResult | Sequence[Path],
+    path: Path,
+    *,
+    force: bool = False,
+    evidence: Sequence[Path] | None = None,
+    captures: Sequence[Path] = (),
+) -> None:
     """Refuse a capture export `path` export_pcap refuses, before anything is written (and
     when there turns out to be nothing to export: the flows export is refused alike).
     `evidence`: the runs' files, when the caller has them already; `captures`: the
@@ -247,8 +283,9 @@ def write_flow_table(table: pa.Table, path: Path) -> None:
     for name in table.column_names:
         column = table.column(name)
         if name in FLOW_ADDRESS_COLUMNS and pa.types.is_fixed_size_binary(column.type):
-            column = pa.chunked_array([pa.array(address_texts(address_matrix(column)),
-                                                pa.string())])
+            column = pa.chunked_array(
+                [pa.array(address_texts(address_matrix(column)), pa.string())]
+            )
         elif pa.types.is_dictionary(column.type):
             column = column.cast(column.type.value_type)
         columns.append(column)
@@ -256,8 +293,12 @@ def write_flow_table(table: pa.Table, path: Path) -> None:
     write_atomically(path, lambda staged: pacsv.write_csv(text, staged))
 
 
-def _resolve(run: Run, source_file: str, search: Sequence[Path] = (),
-             checked: set[tuple[int, str]] | None = None) -> Path:
+def _resolve(
+    run: Run,
+    source_file: str,
+    search: Sequence[Path] = (),
+    checked: set[tuple[int, str]] | None = None,
+) -> Path:
     """Find an input capture (_candidates: the first of the manifest's size, else the first
     found) or say where it was looked for. A relative path taken from here first found
     another file of that name (`recombine` run from elsewhere) and called the evidence
@@ -265,8 +306,7 @@ def _resolve(run: Run, source_file: str, search: Sequence[Path] = (),
     candidates = _candidates(run, source_file, search)
     size = run.input_size(source_file)
     found = [candidate for candidate in candidates if candidate.is_file()]
-    sized = [candidate for candidate in found
-             if size is None or candidate.stat().st_size == size]
+    sized = [candidate for candidate in found if size is None or candidate.stat().st_size == size]
     digest = run.input_sha256(source_file)
     if len({candidate.resolve() for candidate in sized}) > 1 and digest is not None:
         # several of its size (another day's capture of that name, a copy beside the
@@ -281,9 +321,11 @@ def _resolve(run: Run, source_file: str, search: Sequence[Path] = (),
         return sized[0]
     if found:
         return found[0]
-    raise UsageError(f"source capture {source_file} (from {run.path}) not found; looked at "
-                     + ", ".join(str(c) for c in candidates)
-                     + ("" if search else " (--captures DIR names where the captures are now)"))
+    raise UsageError(
+        f"source capture {source_file} (from {run.path}) not found; looked at "
+        + ", ".join(str(c) for c in candidates)
+        + ("" if search else " (--captures DIR names where the captures are now)")
+    )
 
 
 def _format_of(run: Run, source_file: str, path: Path) -> str:
@@ -295,13 +337,17 @@ def _format_of(run: Run, source_file: str, path: Path) -> str:
         head = unpacked_head(path, packing, 64)[0]
     found = input_format(head)
     if not found:
-        raise UsageError(f"{path} (an input of {run.path}, as its flows say) is not a PCAP, "
-                         "PCAPNG, nfcapd or IPFIX file: the flows table does not point at its "
-                         "captures")
+        raise UsageError(
+            f"{path} (an input of {run.path}, as its flows say) is not a PCAP, "
+            "PCAPNG, nfcapd or IPFIX file: the flows table does not point at its "
+            "captures"
+        )
     listed = run.input_format(source_file)
     if listed and listed.split("-")[0] != found:  # "nfcapd-v2" names the layout too
-        raise UsageError(f"{path} is {found}, {run.path}'s manifest says {listed}: the "
-                         "manifest does not belong to this run or the file was replaced")
+        raise UsageError(
+            f"{path} is {found}, {run.path}'s manifest says {listed}: the "
+            "manifest does not belong to this run or the file was replaced"
+        )
     return found
 
 
@@ -312,13 +358,20 @@ def _check_unchanged(run: Run, source_file: str, path: Path) -> None:
     size = run.input_size(source_file)
     actual = path.stat().st_size
     if size is not None and size != actual:
-        raise InputError(f"{actual} bytes, {run.path}'s manifest says {size}: the capture "
-                         "changed since sessionize; nothing exported", source=str(path),
-                         offset=0)
+        raise InputError(
+            f"{actual} bytes, {run.path}'s manifest says {size}: the capture "
+            "changed since sessionize; nothing exported",
+            source=str(path),
+            offset=0,
+        )
     digest = run.input_sha256(source_file)
     if digest is not None and sha256_file(path) != digest:
-        raise InputError(f"SHA-256 differs from {run.path}'s manifest: the capture changed "
-                         "since sessionize; nothing exported", source=str(path), offset=0)
+        raise InputError(
+            f"SHA-256 differs from {run.path}'s manifest: the capture changed "
+            "since sessionize; nothing exported",
+            source=str(path),
+            offset=0,
+        )
 
 
 def pcap_flows_path(path: Path) -> Path:
@@ -326,11 +379,18 @@ def pcap_flows_path(path: Path) -> Path:
     return path.with_name(path.stem + ".flows.parquet")
 
 
-def export_pcap(source: RecombineResult | Sequence[Path], ids: Sequence[str], path: Path,
-                *, flows_fallback: Path | None = None, strict: bool = False,
-                with_templates: bool = True, force: bool = False,
-                captures: Sequence[Path] = (),
-                taken: Sequence[tuple[str, Path]] = ()) -> PcapExport:
+def export_pcap(
+    source: RecombineResult | Sequence[Path],
+    ids: Sequence[str],
+    path: Path,
+    *,
+    flows_fallback: Path | None = None,
+    strict: bool = False,
+    with_templates: bool = True,
+    force: bool = False,
+    captures: Sequence[Path] = (),
+    taken: Sequence[tuple[str, Path]] = (),
+) -> PcapExport:
     """Write the datagrams that carried the named conversations' records as one capture.
 
     The source captures are found where the runs' manifests say they were read, beside the
@@ -350,8 +410,12 @@ def export_pcap(source: RecombineResult | Sequence[Path], ids: Sequence[str], pa
     though most exports have no such record and write no flows file.
     """
     path = Path(path)
-    runs = {run.index: run for run in _runs_of(source if isinstance(source, RecombineResult)
-                                               else [Path(p) for p in source]).values()}
+    runs = {
+        run.index: run
+        for run in _runs_of(
+            source if isinstance(source, RecombineResult) else [Path(p) for p in source]
+        ).values()
+    }
     search = tuple(Path(directory) for directory in captures)
     evidence = run_evidence(list(runs.values()), search)
     check_pcap_target(source, path, force=force, evidence=evidence)
@@ -364,11 +428,11 @@ def export_pcap(source: RecombineResult | Sequence[Path], ids: Sequence[str], pa
     result = PcapExport(path=None, report=RunReport(strict=strict))
     plan = _Plan.of(runs, table, search)
     found = _captures(runs, plan.wanted, plan.resolved, search, plan.checked)
-    contexts = (_contexts(runs, found, plan.wanted, table, result, plan.checked)
-                if with_templates else {})
+    contexts = (
+        _contexts(runs, found, plan.wanted, table, result, plan.checked) if with_templates else {}
+    )
     identities = _identities(runs, plan)
-    frames, origins, written, tcp_rows = _gather(runs, plan, found, contexts, result,
-                                                 identities)
+    frames, origins, written, tcp_rows = _gather(runs, plan, found, contexts, result, identities)
     if len(plan.nfcapd_rows) or len(tcp_rows):
         fallback = flows_fallback or pcap_flows_path(path)
         for option, other in taken:
@@ -376,10 +440,17 @@ def export_pcap(source: RecombineResult | Sequence[Path], ids: Sequence[str], pa
                 raise UsageError(
                     f"--export-pcap {path} writes the {len(plan.nfcapd_rows) + len(tcp_rows)}"
                     f" flow record(s) no datagram carried to {fallback}, where {option} "
-                    "writes: one would replace the other")
-        _write_flows_instead(result, plan, _whole_rows(table, fragments, by_dir, runs,
-                                                       plan.nfcapd_rows, tcp_rows),
-                             tcp_rows, fallback, evidence, force=force)
+                    "writes: one would replace the other"
+                )
+        _write_flows_instead(
+            result,
+            plan,
+            _whole_rows(table, fragments, by_dir, runs, plan.nfcapd_rows, tcp_rows),
+            tcp_rows,
+            fallback,
+            evidence,
+            force=force,
+        )
     if not frames:
         if not len(plan.nfcapd_rows) and not len(tcp_rows):
             result.notes.append("no datagram could be read back; nothing written")
@@ -402,8 +473,13 @@ def _identities(runs: dict[int, Run], plan: _Plan) -> dict[tuple[int, str], str]
     return identities
 
 
-def _whole_rows(table: pa.Table, fragments: pa.Table, by_dir: dict[str, Run],
-                runs: dict[int, Run], *rows: np.ndarray) -> pa.Table:
+def _whole_rows(
+    table: pa.Table,
+    fragments: pa.Table,
+    by_dir: dict[str, Run],
+    runs: dict[int, Run],
+    *rows: np.ndarray,
+) -> pa.Table:
     """Every column of `rows` of `table` (the PLACED columns of the conversations' flow
     rows), read again for the sessions that hold them only: ordered alike, a session's
     rows are a subsequence of the whole, so each row's place among them is found by
@@ -413,19 +489,22 @@ def _whole_rows(table: pa.Table, fragments: pa.Table, by_dir: dict[str, Run],
     owners: dict[int, pa.Array[Any]] = {}
     for run_number in np.unique(run_index[wanted]).tolist():
         mine = wanted[run_index[wanted] == run_number]
-        owners[run_number] = pc.unique(table.column("session_id").take(pa.array(mine))
-                                       .combine_chunks())
+        owners[run_number] = pc.unique(
+            table.column("session_id").take(pa.array(mine)).combine_chunks()
+        )
     keep = pa.array(np.zeros(fragments.num_rows, dtype=bool))
     inside = np.zeros(table.num_rows, dtype=bool)
     for run_number, sessions in owners.items():
         run_dir = str(runs[run_number].path)
         # (pc.equal takes a Python scalar, as pa.scalar makes it; the stubs Arrow ones only)
         in_run = pc.equal(fragments.column("run_dir"), run_dir)  # type: ignore[call-overload]
-        keep = pc.or_(keep, pc.and_(in_run, pc.is_in(fragments.column("session_id"),
-                                                     value_set=sessions)))
-        inside |= (run_index == run_number) & np.asarray(pc.is_in(
-            table.column("session_id"), value_set=sessions).to_numpy(zero_copy_only=False),
-            dtype=bool)
+        keep = pc.or_(
+            keep, pc.and_(in_run, pc.is_in(fragments.column("session_id"), value_set=sessions))
+        )
+        inside |= (run_index == run_number) & np.asarray(
+            pc.is_in(table.column("session_id"), value_set=sessions).to_numpy(zero_copy_only=False),
+            dtype=bool,
+        )
     whole = _flow_rows(fragments.filter(keep), by_dir)
     return whole.take(pa.array(np.searchsorted(np.flatnonzero(inside), wanted), pa.int64()))
 
@@ -451,8 +530,9 @@ class _Plan:
         source_file = table.column("source_file")
         if pa.types.is_dictionary(source_file.type):
             source_file = source_file.cast(source_file.type.value_type)
-        encoded = cast("pa.DictionaryArray[Any, Any]",
-                       pc.dictionary_encode(source_file.combine_chunks()))
+        encoded = cast(
+            "pa.DictionaryArray[Any, Any]", pc.dictionary_encode(source_file.combine_chunks())
+        )
         names = cast(list[str], encoded.dictionary.to_pylist())  # (nulls are in none)
         codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
         run_index = table.column("run_index").to_numpy().astype(np.int64)
@@ -462,8 +542,7 @@ class _Plan:
         # each (run, file) once, in the order its first row comes: the order the files are
         # resolved and checked in (the first error a user sees)
         composite = (run_index << 32) | codes
-        uniques, first_rows, which = np.unique(composite, return_index=True,
-                                               return_inverse=True)
+        uniques, first_rows, which = np.unique(composite, return_index=True, return_inverse=True)
         other: list[np.ndarray] = []
         # each file's rows, ascending: one sort, not a pass over every row per file
         by_file = np.argsort(which, kind="stable")
@@ -474,7 +553,7 @@ class _Plan:
             plan.resolved[key] = _resolve(run, key[1], search, plan.checked)
             plan.formats[key] = _format_of(run, key[1], plan.resolved[key])
             _unchanged(runs, plan.checked, key, plan.resolved[key])
-            rows = by_file[bounds[unique]:bounds[unique + 1]]
+            rows = by_file[bounds[unique] : bounds[unique + 1]]
             if plan.formats[key] not in ("pcap", "pcapng"):
                 other.append(rows)
                 plan.nfcapd_files[key] = len(rows)
@@ -483,8 +562,9 @@ class _Plan:
             plan.grouped[key] = (order, offsets[order])
             # the arrival of each datagram's last row, as a dict keeps the last assigned
             ends = np.flatnonzero(np.diff(offsets[order], append=-1) != 0)
-            plan.wanted[key] = dict(zip(offsets[order[ends]].tolist(),
-                                        arrival[order[ends]].tolist(), strict=True))
+            plan.wanted[key] = dict(
+                zip(offsets[order[ends]].tolist(), arrival[order[ends]].tolist(), strict=True)
+            )
         if other:
             plan.nfcapd_rows = np.sort(np.concatenate(other))
         return plan
@@ -497,11 +577,14 @@ class _Plan:
         return order[begin:end]
 
 
-def _gather(runs: dict[int, Run], plan: _Plan,
-            captures: dict[int, tuple[list[str], list[Path | None]]],
-            contexts: dict[tuple[int, str], set[int]], result: PcapExport,
-            identities: dict[tuple[int, str], str]
-            ) -> tuple[list[Frame], list[tuple[str, int] | None], np.ndarray, np.ndarray]:
+def _gather(
+    runs: dict[int, Run],
+    plan: _Plan,
+    captures: dict[int, tuple[list[str], list[Path | None]]],
+    contexts: dict[tuple[int, str], set[int]],
+    result: PcapExport,
+    identities: dict[tuple[int, str], str],
+) -> tuple[list[Frame], list[tuple[str, int] | None], np.ndarray, np.ndarray]:
     """Read the wanted datagrams and their context back, capture by capture in the runs'
     order, each capture's in capture order, each datagram of a capture once whatever runs
     read it (`identities`): (the frames, per frame the (capture identity, offset) of the
@@ -512,19 +595,25 @@ def _gather(runs: dict[int, Run], plan: _Plan,
     written: list[np.ndarray] = []
     tcp_rows: list[np.ndarray] = []  # IPFIX messages over TCP or SCTP: no datagram of their own
     placed: set[tuple[str, int]] = set()  # (capture identity, offset) of datagrams written
-    for key in sorted(set(plan.wanted) | set(contexts),
-                      key=lambda k: (k[0], _input_rank(runs[k[0]], k[1]), k[1])):
+    for key in sorted(
+        set(plan.wanted) | set(contexts), key=lambda k: (k[0], _input_rank(runs[k[0]], k[1]), k[1])
+    ):
         identity = identities[key]
         offsets_wanted = plan.wanted.get(key, {})
-        context = {offset for offset in contexts.get(key, set())
-                   if (identity, offset) not in placed and offset not in offsets_wanted}
+        context = {
+            offset
+            for offset in contexts.get(key, set())
+            if (identity, offset) not in placed and offset not in offsets_wanted
+        }
         result.template_datagrams += len(context)
         unread = {offset for offset in offsets_wanted if (identity, offset) not in placed}
         found = read_datagram_frames(plan.resolved[key], unread | context)
         _cut_fragments(found, key, runs, captures[key[0]], plan.checked)
         in_file: list[tuple[int, list[Frame]]] = [
-            (offset, found[offset]) for offset in context
-            if offset in found and not over_connection(found[offset][-1])]
+            (offset, found[offset])
+            for offset in context
+            if offset in found and not over_connection(found[offset][-1])
+        ]
         for offset in sorted(offsets_wanted):
             if offset not in unread:  # written for an earlier run of the same capture
                 written.append(plan.rows_at(key, offset))
@@ -533,17 +622,27 @@ def _gather(runs: dict[int, Run], plan: _Plan,
             carried = found.get(offset)
             frame = carried[-1] if carried else None
             if carried is None or frame is None:
-                result.report.skip(MalformedInput(
-                    "no frame record starts at this offset; the capture changed since "
-                    "sessionize, or the flows table's provenance is wrong",
-                    source=key[1], offset=offset))
+                result.report.skip(
+                    MalformedInput(
+                        "no frame record starts at this offset; the capture changed since "
+                        "sessionize, or the flows table's provenance is wrong",
+                        source=key[1],
+                        offset=offset,
+                    )
+                )
                 continue
             expected_us = offsets_wanted[offset]
             if expected_us and frame.ts_ns // 1_000 != expected_us:
-                result.report.skip(MalformedInput(
-                    f"frame time {frame.ts_ns // 1_000} µs differs from the flows' arrival "
-                    f"{expected_us} µs: not the frame sessionize read",
-                    source=key[1], offset=offset, frame=frame.number), nbytes=len(frame.data))
+                result.report.skip(
+                    MalformedInput(
+                        f"frame time {frame.ts_ns // 1_000} µs differs from the flows' arrival "
+                        f"{expected_us} µs: not the frame sessionize read",
+                        source=key[1],
+                        offset=offset,
+                        frame=frame.number,
+                    ),
+                    nbytes=len(frame.data),
+                )
                 continue
             if over_connection(frame):
                 # a message of an IPFIX-over-TCP stream or SCTP association: its frame
@@ -565,9 +664,16 @@ def _joined(parts: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
 
-def _write_flows_instead(result: PcapExport, plan: _Plan, table: pa.Table,
-                         tcp_rows: np.ndarray, fallback: Path, evidence: list[Path], *,
-                         force: bool) -> None:
+def _write_flows_instead(
+    result: PcapExport,
+    plan: _Plan,
+    table: pa.Table,
+    tcp_rows: np.ndarray,
+    fallback: Path,
+    evidence: list[Path],
+    *,
+    force: bool,
+) -> None:
     """The flow records no datagram of their own carried (nfcapd and IPFIX files, IPFIX
     over TCP or SCTP), written beside the capture, with a note saying why. `table`: those
     rows, every column (_whole_rows)."""
@@ -576,23 +682,30 @@ def _write_flows_instead(result: PcapExport, plan: _Plan, table: pa.Table,
     check_output_file(fallback, evidence, "--export-pcap's flows file", force=force)
     write_flow_table(table, fallback)
     result.flows_path = fallback
-    for kind, name, holds in (("nfcapd", "nfcapd", "flow records, not export datagrams"),
-                              ("ipfix", "IPFIX", "export messages, not captured packets")):
-        files = {key: rows for key, rows in plan.nfcapd_files.items()
-                 if plan.formats[key].split("-")[0] == kind}
+    for kind, name, holds in (
+        ("nfcapd", "nfcapd", "flow records, not export datagrams"),
+        ("ipfix", "IPFIX", "export messages, not captured packets"),
+    ):
+        files = {
+            key: rows
+            for key, rows in plan.nfcapd_files.items()
+            if plan.formats[key].split("-")[0] == kind
+        }
         if files:
             named = sorted({file for _, file in files})
             result.notes.append(
                 f"{sum(files.values())} flow record(s) came from {name} file(s) "
                 f"({', '.join(named)}), which hold {holds}: no datagram exists for "
-                f"them; their flows were written to {fallback} instead")
+                f"them; their flows were written to {fallback} instead"
+            )
     if len(tcp_rows):
         result.notes.append(
             f"{len(tcp_rows)} flow record(s) came in IPFIX messages over TCP or SCTP, "
             "whose segments and packets carry pieces of other messages and need the "
             "connection before them: "
             f"no datagram of their own exists; their flows were written to {fallback} "
-            "instead")
+            "instead"
+        )
 
 
 def _write_capture(result: PcapExport, path: Path, frames: list[Frame]) -> None:
@@ -609,43 +722,62 @@ def _write_capture(result: PcapExport, path: Path, frames: list[Frame]) -> None:
         result.notes.append(
             f"the frames have {len(link_types)} link types "
             f"({', '.join(str(lt) for lt, _ in link_types)}); a PCAP file holds one, so "
-            f"{path} is pcapng with one interface per link type")
+            f"{path} is pcapng with one interface per link type"
+        )
     result.path = path
     result.datagrams = len(frames)
 
 
-def _check_export(result: PcapExport, origins: list[tuple[str, int] | None],
-                  table: pa.Table, written: np.ndarray,
-                  identities: dict[tuple[int, str], str]) -> None:
+def _check_export(
+    result: PcapExport,
+    origins: list[tuple[str, int] | None],
+    table: pa.Table,
+    written: np.ndarray,
+    identities: dict[tuple[int, str], str],
+) -> None:
     """Decode the written capture alone, as `sessionize` would, and compare each of the
     conversations' records it carries (`written`, rows of `table`) with the run's
     (context.COMPARED): the figure the command gives, and a note naming the first that
     came out otherwise, or not at all. Captures are numbered by identity, so that the
     records of one datagram that two runs read are compared with its one copy."""
     assert result.path is not None
-    numbers = {identity: number for number, identity in enumerate(
-        sorted({origin[0] for origin in origins if origin is not None}))}
+    numbers = {
+        identity: number
+        for number, identity in enumerate(
+            sorted({origin[0] for origin in origins if origin is not None})
+        )
+    }
     moved: list[tuple[int, int, int]] = []  # export offset, capture number, offset
     for frame, origin in zip(iter_frames(result.path, RunReport()), origins, strict=True):
         if origin is not None:
             moved.append((frame.offset, numbers[origin[0]], origin[1]))
-    places = (np.array([entry[0] for entry in moved], dtype=np.int64),
-              np.array([entry[1] for entry in moved], dtype=np.int64),
-              np.array([entry[2] for entry in moved], dtype=np.int64))
+    places = (
+        np.array([entry[0] for entry in moved], dtype=np.int64),
+        np.array([entry[1] for entry in moved], dtype=np.int64),
+        np.array([entry[2] for entry in moved], dtype=np.int64),
+    )
     run_index = table.column("run_index").to_numpy()[written]
-    named = {key: numbers[identity] for key, identity in identities.items()
-             if identity in numbers}
-    expected = pa.concat_tables([record_table(
-        table.take(pa.array(written[run_index == run_number])),
-        {name: number for (run, name), number in named.items() if run == run_number})
-        for run_number in np.unique(run_index).tolist()] or [record_table(table.slice(0, 0),
-                                                                        {})])
+    named = {key: numbers[identity] for key, identity in identities.items() if identity in numbers}
+    expected = pa.concat_tables(
+        [
+            record_table(
+                table.take(pa.array(written[run_index == run_number])),
+                {name: number for (run, name), number in named.items() if run == run_number},
+            )
+            for run_number in np.unique(run_index).tolist()
+        ]
+        or [record_table(table.slice(0, 0), {})]
+    )
     report = RunReport()
     # each decoded batch kept only as its compared values: the whole flow schema of
     # every record exported cost ~700 bytes a record at once
-    decoded = pa.concat_tables([record_table(settled(batch, report), {}, places)
-                                for batch in _decoded(result.path, report)]
-                               or [expected.slice(0, 0)])
+    decoded = pa.concat_tables(
+        [
+            record_table(settled(batch, report), {}, places)
+            for batch in _decoded(result.path, report)
+        ]
+        or [expected.slice(0, 0)]
+    )
     count, first = differing(expected, decoded)
     result.checked_records = expected.num_rows
     result.differing_records = count
@@ -663,7 +795,8 @@ def _check_export(result: PcapExport, origins: list[tuple[str, int] | None],
             "export does not hold (a Cisco ASA teardown's totals on its connection's "
             "updates), or its datagrams read otherwise without those that came between "
             "them (identical ones, of two captures or of an exporter that numbers none, "
-            "taken for one sent twice; a silence taken for the exporter's restart)")
+            "taken for one sent twice; a silence taken for the exporter's restart)"
+        )
 
 
 def _decoded(path: Path, report: RunReport) -> Iterator[pa.RecordBatch]:
@@ -674,20 +807,27 @@ def _decoded(path: Path, report: RunReport) -> Iterator[pa.RecordBatch]:
     yield from decoder.finish()  # only once every datagram is fed: it drains the queues
 
 
-def _captures(runs: dict[int, Run], wanted: dict[tuple[int, str], dict[int, int]],
-               resolved: dict[tuple[int, str], Path], search: Sequence[Path] = (),
-               checked: set[tuple[int, str]] | None = None
-               ) -> dict[int, tuple[list[str], list[Path | None]]]:
+def _captures(
+    runs: dict[int, Run],
+    wanted: dict[tuple[int, str], dict[int, int]],
+    resolved: dict[tuple[int, str], Path],
+    search: Sequence[Path] = (),
+    checked: set[tuple[int, str]] | None = None,
+) -> dict[int, tuple[list[str], list[Path | None]]]:
     """Per run holding wanted datagrams: its captures (PCAP, PCAPNG) in the order it read
     them (the manifest's), and where each is now (None: no longer found)."""
     out: dict[int, tuple[list[str], list[Path | None]]] = {}
     for run_number in sorted({number for number, _ in wanted}):
         run = runs[run_number]
-        names = [str(entry.get("path")) for entry in run.inputs
-                 if str(entry.get("format", "")).split("-")[0] in ("pcap", "pcapng")]
-        names += sorted({name for number, name in wanted
-                         if number == run_number and name not in names},
-                        key=lambda name: (_input_rank(run, name), name))
+        names = [
+            str(entry.get("path"))
+            for entry in run.inputs
+            if str(entry.get("format", "")).split("-")[0] in ("pcap", "pcapng")
+        ]
+        names += sorted(
+            {name for number, name in wanted if number == run_number and name not in names},
+            key=lambda name: (_input_rank(run, name), name),
+        )
         files: list[Path | None] = []
         for name in names:
             key = (run_number, name)
@@ -702,8 +842,9 @@ def _captures(runs: dict[int, Run], wanted: dict[tuple[int, str], dict[int, int]
     return out
 
 
-def _unchanged(runs: dict[int, Run], checked: set[tuple[int, str]], key: tuple[int, str],
-               path: Path) -> None:
+def _unchanged(
+    runs: dict[int, Run], checked: set[tuple[int, str]], key: tuple[int, str], path: Path
+) -> None:
     """_check_unchanged, once per capture of an export (a SHA-256 of gigabytes is not done
     again for each use)."""
     if key not in checked:
@@ -723,9 +864,13 @@ def _unfinished(frames: list[Frame]) -> tuple[object, ...] | None:
     return None if first is None else first[0]
 
 
-def _cut_fragments(found: dict[int, list[Frame]], key: tuple[int, str], runs: dict[int, Run],
-                   captures: tuple[list[str], list[Path | None]],
-                   checked: set[tuple[int, str]]) -> None:
+def _cut_fragments(
+    found: dict[int, list[Frame]],
+    key: tuple[int, str],
+    runs: dict[int, Run],
+    captures: tuple[list[str], list[Path | None]],
+    checked: set[tuple[int, str]],
+) -> None:
     """Give the datagrams whose first fragments a rotation left in the captures before
     (the run reassembles across its files) those fragments, first: the export holds every
     frame of each datagram. Captures are searched back while fragments are missing and the
@@ -737,8 +882,10 @@ def _cut_fragments(found: dict[int, list[Frame]], key: tuple[int, str], runs: di
         if fragment_key is not None:
             # the run's reassembly gives a set up when a fragment comes more than the
             # timeout after its first: no earlier fragment is older than that
-            cut[offset] = (fragment_key, max(frame.ts_ns for frame in carried)
-                           - FRAGMENT_TIMEOUT_NS)
+            cut[offset] = (
+                fragment_key,
+                max(frame.ts_ns for frame in carried) - FRAGMENT_TIMEOUT_NS,
+            )
     names, files = captures
     index = names.index(key[1]) if key[1] in names else 0
     while cut and index > 0 and files[index - 1] is not None:
@@ -758,10 +905,14 @@ def _cut_fragments(found: dict[int, list[Frame]], key: tuple[int, str], runs: di
         index -= 1
 
 
-def _contexts(runs: dict[int, Run], captures: dict[int, tuple[list[str], list[Path | None]]],
-              wanted: dict[tuple[int, str], dict[int, int]], table: pa.Table,
-              result: PcapExport, checked: set[tuple[int, str]]
-              ) -> dict[tuple[int, str], set[int]]:
+def _contexts(
+    runs: dict[int, Run],
+    captures: dict[int, tuple[list[str], list[Path | None]]],
+    wanted: dict[tuple[int, str], dict[int, int]],
+    table: pa.Table,
+    result: PcapExport,
+    checked: set[tuple[int, str]],
+) -> dict[tuple[int, str], set[int]]:
     """The datagrams, by (run, capture), that define the templates of the wanted ones and
     carry the options data in force (context.template_context), over each run's captures in
     the order it read them: a rotated capture's templates are in an earlier file. Each
@@ -773,26 +924,33 @@ def _contexts(runs: dict[int, Run], captures: dict[int, tuple[list[str], list[Pa
         run = runs[run_number]
         missing = [name for name, path in zip(names, files, strict=True) if path is None]
         index_of = {name: index for index, name in enumerate(names)}
-        mine = {index_of[name]: set(offsets) for (number, name), offsets in wanted.items()
-                if number == run_number}
+        mine = {
+            index_of[name]: set(offsets)
+            for (number, name), offsets in wanted.items()
+            if number == run_number
+        }
         mask = run_index == run_number
         rows = table if mask.all() else table.filter(pa.array(mask))  # one run: no copy
         expected = record_table(rows, index_of)
 
-        def unchanged(index: int, run_number: int = run_number, names: list[str] = names,
-                      files: list[Path | None] = files) -> None:
+        def unchanged(
+            index: int,
+            run_number: int = run_number,
+            names: list[str] = names,
+            files: list[Path | None] = files,
+        ) -> None:
             path = files[index]
             if path is not None:
                 _unchanged(runs, checked, (run_number, names[index]), path)
 
-        for index, offsets in template_context(files, mine, expected,
-                                               check=unchanged).items():
+        for index, offsets in template_context(files, mine, expected, check=unchanged).items():
             found[run_number, names[index]] = offsets
         if missing:
             result.notes.append(
                 f"{len(missing)} capture(s) {run.path} read are no longer found "
                 f"({', '.join(missing)}): templates or options data they carried are not in "
-                "the export, which may not decode on its own")
+                "the export, which may not decode on its own"
+            )
     return found
 
 
@@ -818,8 +976,11 @@ def _write_pcap(path: Path, frames: list[Frame], linktype: int, fcs_bytes: int) 
         for frame in frames:
             seconds, rest = divmod(frame.ts_ns, 1_000_000_000)
             fraction = rest if nanos else rest // 1_000
-            handle.write(record.pack(seconds, fraction, len(frame.data),
-                                     max(frame.original_length, len(frame.data))))
+            handle.write(
+                record.pack(
+                    seconds, fraction, len(frame.data), max(frame.original_length, len(frame.data))
+                )
+            )
             handle.write(frame.data)
 
 
@@ -832,8 +993,7 @@ def _block(block_type: int, body: bytes) -> bytes:
     return struct.pack("<II", block_type, total) + body + struct.pack("<I", total)
 
 
-def _write_pcapng(path: Path, frames: list[Frame],
-                  link_types: list[tuple[int, int]]) -> None:
+def _write_pcapng(path: Path, frames: list[Frame], link_types: list[tuple[int, int]]) -> None:
     """One section, one interface per (link type, FCS length), nanosecond timestamps."""
     interface_of = {key: index for index, key in enumerate(link_types)}
     snaplen = max(PCAP_SNAPLEN, *(len(f.data) for f in frames))
@@ -848,7 +1008,12 @@ def _write_pcapng(path: Path, frames: list[Frame],
             handle.write(_block(1, struct.pack("<HHI", linktype, 0, snaplen) + options))
         for frame in frames:
             ticks = frame.ts_ns
-            body = struct.pack("<IIIII", interface_of[(frame.linktype, frame.fcs_bytes)],
-                               ticks >> 32, ticks & 0xFFFFFFFF, len(frame.data),
-                               max(frame.original_length, len(frame.data)))
+            body = struct.pack(
+                "<IIIII",
+                interface_of[(frame.linktype, frame.fcs_bytes)],
+                ticks >> 32,
+                ticks & 0xFFFFFFFF,
+                len(frame.data),
+                max(frame.original_length, len(frame.data)),
+            )
             handle.write(_block(6, body + _pad(frame.data)))

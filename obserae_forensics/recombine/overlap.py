@@ -50,8 +50,10 @@ class OverlapCheck:
     def count(self, sessions: pa.Table) -> None:
         """Sessions of the runs (with run_index), each counted once, in any batches."""
         grouped = sessions.group_by(["run_index", "exporter"]).aggregate([([], "count_all")])
-        for run, exporter, count in zip(*(grouped.column(name).to_pylist() for name in (
-                "run_index", "exporter", "count_all")), strict=True):
+        for run, exporter, count in zip(
+            *(grouped.column(name).to_pylist() for name in ("run_index", "exporter", "count_all")),
+            strict=True,
+        ):
             self.sessions[int(run), str(exporter)] += int(count)
 
     def add(self, found: Twins) -> None:
@@ -74,7 +76,8 @@ class OverlapCheck:
                 "opened within the grace): the runs hold the same traffic (two collectors, "
                 "or one capture exported or read twice), and recombined, its conversations "
                 "are counted twice and split at the run boundary; recombine joins runs over "
-                "consecutive captures")
+                "consecutive captures"
+            )
         shared_records(runs)
 
 
@@ -100,7 +103,8 @@ def shared_records(runs: list[Run]) -> None:
                         f"run {earlier.index} read too (the same capture, SHA-256 "
                         f"{digest[:16]}..., read over windows that overlap): recombined, "
                         "their conversations count them twice; give the runs --from/--to "
-                        "windows that do not overlap")
+                        "windows that do not overlap"
+                    )
 
 
 def _records_by_input(run: Run) -> dict[str, tuple[int, int, str]]:
@@ -131,7 +135,8 @@ def twin_counts(sessions: pa.Table, runs: list[Run]) -> Twins:
     port_a = np.asarray(sessions.column("port_a").to_numpy(), dtype=np.int64)
     port_b = np.asarray(sessions.column("port_b").to_numpy(), dtype=np.int64)
     ab_bytes, ba_bytes, ab_packets, ba_packets = (
-        np.asarray(sessions.column(name).to_numpy(), dtype=np.uint64) for name in TWIN_COLUMNS)
+        np.asarray(sessions.column(name).to_numpy(), dtype=np.uint64) for name in TWIN_COLUMNS
+    )
     # one orientation for both copies, whichever endpoint each took for `a`
     swap = (ip_a > ip_b) | ((ip_a == ip_b) & (port_a > port_b))
     low_ip, high_ip = np.where(swap, ip_b, ip_a), np.where(swap, ip_a, ip_b)
@@ -140,17 +145,27 @@ def twin_counts(sessions: pa.Table, runs: list[Run]) -> Twins:
     out_packets = np.where(swap, ba_packets, ab_packets)
     in_packets = np.where(swap, ab_packets, ba_packets)
     protocol = np.asarray(sessions.column("protocol_number").to_numpy(), dtype=np.int64)
-    opened = np.asarray(sessions.column("opened_at").cast(pa.int64()).to_numpy(),
-                        dtype=np.int64)
-    keys = (exporter, protocol, low_ip, low_port, high_ip, high_port, out_bytes, in_bytes,
-            out_packets, in_packets)
+    opened = np.asarray(sessions.column("opened_at").cast(pa.int64()).to_numpy(), dtype=np.int64)
+    keys = (
+        exporter,
+        protocol,
+        low_ip,
+        low_port,
+        high_ip,
+        high_port,
+        out_bytes,
+        in_bytes,
+        out_packets,
+        in_packets,
+    )
     order = np.lexsort((run, opened, *keys[::-1]))
     same = np.ones(len(order) - 1, dtype=bool)
     for key in keys:
         ordered = key[order]
         same &= ordered[1:] == ordered[:-1]
-    grace = np.array([round(r.settings["sessions.grace"] * 1_000_000) for r in runs],
-                     dtype=np.int64)
+    grace = np.array(
+        [round(r.settings["sessions.grace"] * 1_000_000) for r in runs], dtype=np.int64
+    )
     run_o, opened_o = run[order], opened[order]
     # a session and the one before it in time: a twin when the other is of an earlier run
     # and they opened within the later run's grace of each other
@@ -162,8 +177,9 @@ def twin_counts(sessions: pa.Table, runs: list[Run]) -> Twins:
     twin[:-1] |= later_first
     other = np.full(len(order), -1, dtype=np.int64)
     other[1:] = np.where(later_second, run_o[:-1], -1)
-    other[:-1] = np.where(later_first & ((other[:-1] < 0) | (run_o[1:] < other[:-1])),
-                          run_o[1:], other[:-1])
+    other[:-1] = np.where(
+        later_first & ((other[:-1] < 0) | (run_o[1:] < other[:-1])), run_o[1:], other[:-1]
+    )
     # per (run, exporter): the twins and the earliest run they repeat, grouped in numpy (a
     # copy of a run is millions of twins)
     rows = order[twin]
@@ -173,19 +189,25 @@ def twin_counts(sessions: pa.Table, runs: list[Run]) -> Twins:
     soonest = np.full(len(first_row), np.iinfo(np.int64).max, dtype=np.int64)
     np.minimum.at(soonest, inverse, other[twin])
     # (the stubs type pa.array of any ndarray as a BooleanArray: these are positions)
-    names = sessions.column("exporter").take(
-        cast(pa.Int64Array, pa.array(rows[first_row]))).to_pylist()
-    places = [(int(index), str(name)) for index, name in zip(
-        run[rows[first_row]].tolist(), names, strict=True)]
-    return (Counter(dict(zip(places, sizes.tolist(), strict=True))),
-            dict(zip(places, soonest.tolist(), strict=True)))
+    names = (
+        sessions.column("exporter").take(cast(pa.Int64Array, pa.array(rows[first_row]))).to_pylist()
+    )
+    places = [
+        (int(index), str(name))
+        for index, name in zip(run[rows[first_row]].tolist(), names, strict=True)
+    ]
+    return (
+        Counter(dict(zip(places, sizes.tolist(), strict=True))),
+        dict(zip(places, soonest.tolist(), strict=True)),
+    )
 
 
 def _codes(*columns: pa.ChunkedArray[Any]) -> list[npt.NDArray[np.int64]]:
     """Integer codes shared by text columns: equal text, equal code."""
-    joined = pa.chunked_array([chunk for column in columns for chunk in column.chunks],
-                              type=pa.string()).combine_chunks()
+    joined = pa.chunked_array(
+        [chunk for column in columns for chunk in column.chunks], type=pa.string()
+    ).combine_chunks()
     encoded = cast("pa.DictionaryArray[Any, Any]", pc.dictionary_encode(joined))
     codes = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
     sizes = np.cumsum([0, *(len(column) for column in columns)])
-    return [codes[sizes[i]:sizes[i + 1]] for i in range(len(columns))]
+    return [codes[sizes[i] : sizes[i + 1]] for i in range(len(columns))]

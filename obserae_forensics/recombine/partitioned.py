@@ -101,8 +101,10 @@ def _route(table: pa.Table, buckets: int) -> tuple[pa.Table, np.ndarray]:
     bucket = (pair % np.uint64(buckets)).astype(np.int64)
     order = np.argsort(bucket, kind="stable")
     # (the stubs type pa.array of any ndarray as a BooleanArray: these are positions)
-    return (table.take(cast(pa.Int64Array, pa.array(order))),
-            np.bincount(bucket, minlength=buckets))
+    return (
+        table.take(cast(pa.Int64Array, pa.array(order))),
+        np.bincount(bucket, minlength=buckets),
+    )
 
 
 class Partitioned:
@@ -111,8 +113,9 @@ class Partitioned:
     def __init__(self, runs: list[Run], scratch: Path, buckets: int) -> None:
         self.runs = runs
         self.buckets = buckets
-        writer = BucketedWriter(scratch / "sessions", buckets, _route,
-                                compression=SCRATCH_COMPRESSION)
+        writer = BucketedWriter(
+            scratch / "sessions", buckets, _route, compression=SCRATCH_COMPRESSION
+        )
         reduced: list[pa.Table] = []
         hashes: list[np.ndarray] = []
         self.overlaps = OverlapCheck()  # twins are found as the buckets are chained
@@ -138,16 +141,16 @@ class Partitioned:
         wanted = pc.unique(ids)
         found = np.zeros(len(wanted), dtype=bool)
         for batch in _id_batches(self.runs):
-            found |= np.asarray(pc.is_in(wanted, value_set=batch).to_numpy(
-                zero_copy_only=False), dtype=bool)
+            found |= np.asarray(
+                pc.is_in(wanted, value_set=batch).to_numpy(zero_copy_only=False), dtype=bool
+            )
         known = pc.filter(wanted, pa.array(found))
         return int(pc.sum(pc.is_in(ids, value_set=known).cast(pa.int64())).as_py() or 0)
 
 
 def _id_batches(runs: Sequence[Run]) -> Iterator[pa.Array[Any]]:
     for run in runs:
-        for batch in iter_parquet(run.path / SESSIONS_FILE, READ_ROWS,
-                                  columns=["session_id"]):
+        for batch in iter_parquet(run.path / SESSIONS_FILE, READ_ROWS, columns=["session_id"]):
             column = batch.column(0)
             if pa.types.is_dictionary(column.type):
                 column = column.cast(column.type.value_type)
@@ -174,8 +177,7 @@ def _refuse_duplicates(runs: Sequence[Run], hashes: np.ndarray) -> None:
     counts = pc.value_counts(ids)
     # (compute functions take Python scalars, as pa.scalar makes them; the stubs only Arrow
     # ones: here and below)
-    twice = pc.filter(counts.field("values"),
-                      pc.greater(counts.field("counts"), 1))  # type: ignore[call-overload]
+    twice = pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1))  # type: ignore[call-overload]
     if len(twice) == 0:
         return  # hashes alike, texts not
     session = min(cast(list[str], twice.to_pylist()))  # (ids repeated: none is null)
@@ -202,7 +204,8 @@ class _Rows:
             self._held.append(batch)
             self._held_rows += batch.num_rows
         table = pa.Table.from_batches(self._held, schema=self._reader.schema).slice(
-            self._start, rows)
+            self._start, rows
+        )
         self._start += rows
         while self._held and self._start >= self._held[0].num_rows:  # drop what was given
             self._start -= self._held[0].num_rows
@@ -214,8 +217,9 @@ class _Rows:
         self._source.close()
 
 
-def chain_buckets(parts: Partitioned, scratch: Path, conversations_path: Path,
-                  fragments_path: Path) -> Source:
+def chain_buckets(
+    parts: Partitioned, scratch: Path, conversations_path: Path, fragments_path: Path
+) -> Source:
     """Chain every bucket, then write both tables in the global order; the report's source."""
     anomalies = dict.fromkeys(ANOMALIES, 0)
     first: list[np.ndarray] = []
@@ -237,14 +241,22 @@ def chain_buckets(parts: Partitioned, scratch: Path, conversations_path: Path,
         unfollowed.append(chains.unfollowed)
         conversations = chains.conversations
         first.append(numpy_of(conversations.column("first_seen"), "int64"))
-        exporter.append(np.asarray(pc.index_in(conversations.column("exporter"),
-                                               value_set=parts.context.exporters).to_numpy(),
-                                   dtype=np.int32))
+        exporter.append(
+            np.asarray(
+                pc.index_in(
+                    conversations.column("exporter"), value_set=parts.context.exporters
+                ).to_numpy(),
+                dtype=np.int32,
+            )
+        )
         ids.append(conversations.column("conversation_id").combine_chunks())
-        counts.append(np.asarray(conversations.column("fragment_count").to_numpy(),
-                                 dtype=np.int64))
-        results.append((_scratch(scratch / f"conversations-{number:04d}.arrow", conversations),
-                        _scratch(scratch / f"fragments-{number:04d}.arrow", chains.fragments)))
+        counts.append(np.asarray(conversations.column("fragment_count").to_numpy(), dtype=np.int64))
+        results.append(
+            (
+                _scratch(scratch / f"conversations-{number:04d}.arrow", conversations),
+                _scratch(scratch / f"fragments-{number:04d}.arrow", chains.fragments),
+            )
+        )
         del chains, conversations
         release_memory()
     release_memory()  # (what the workers' heaps kept)
@@ -252,35 +264,59 @@ def chain_buckets(parts: Partitioned, scratch: Path, conversations_path: Path,
         _, example = min(cycles, key=lambda cycle: int(cycle[0].min()))
         stuck = np.sort(np.concatenate([rows for rows, _ in cycles]))
         raise LinkCycle(stuck, example, len(stuck))
-    moved = parts.existing(pa.concat_arrays(unfollowed) if unfollowed else
-                           pa.array([], pa.string()))
+    moved = parts.existing(
+        pa.concat_arrays(unfollowed) if unfollowed else pa.array([], pa.string())
+    )
     anomalies["late_follows_missing"] -= moved  # they name a session, of another key
     anomalies["late_follows_other_key"] += moved
 
-    bucket = np.concatenate([np.full(len(f), i, dtype=np.int32) for i, f in enumerate(first)]
-                            ) if first else np.zeros(0, np.int32)
+    bucket = (
+        np.concatenate([np.full(len(f), i, dtype=np.int32) for i, f in enumerate(first)])
+        if first
+        else np.zeros(0, np.int32)
+    )
     # pa.table(dict) hands it to from_pydict, whose stubs (not pa.table's) take ndarrays and
     # chunked arrays
-    keys = pa.Table.from_pydict({
-        "first_seen": np.concatenate(first) if first else np.zeros(0, np.int64),
-        "exporter": np.concatenate(exporter) if exporter else np.zeros(0, np.int32),
-        "conversation_id": pa.chunked_array(ids, pa.string()),
-    })
+    keys = pa.Table.from_pydict(
+        {
+            "first_seen": np.concatenate(first) if first else np.zeros(0, np.int64),
+            "exporter": np.concatenate(exporter) if exporter else np.zeros(0, np.int32),
+            "conversation_id": pa.chunked_array(ids, pa.string()),
+        }
+    )
     del first, exporter, ids
-    order = np.asarray(pc.sort_indices(keys, sort_keys=[
-        ("first_seen", "ascending"), ("exporter", "ascending"),
-        ("conversation_id", "ascending")]).to_numpy(), dtype=np.int64)
+    order = np.asarray(
+        pc.sort_indices(
+            keys,
+            sort_keys=[
+                ("first_seen", "ascending"),
+                ("exporter", "ascending"),
+                ("conversation_id", "ascending"),
+            ],
+        ).to_numpy(),
+        dtype=np.int64,
+    )
     del keys
     fragment_count = np.concatenate(counts) if counts else np.zeros(0, np.int64)
     # one table at a time: each holds a row group (a million rows) while it is written
-    _merge([c for c, _ in results], RECOMBINED_SCHEMA, bucket, order,
-           np.ones(len(order), dtype=np.int64), conversations_path)
+    _merge(
+        [c for c, _ in results],
+        RECOMBINED_SCHEMA,
+        bucket,
+        order,
+        np.ones(len(order), dtype=np.int64),
+        conversations_path,
+    )
     release_memory()
-    _merge([f for _, f in results], FRAGMENTS_SCHEMA, bucket, order, fragment_count,
-           fragments_path)
+    _merge([f for _, f in results], FRAGMENTS_SCHEMA, bucket, order, fragment_count, fragments_path)
     release_memory()
-    return _file_source(conversations_path, fragments_path, sessions=parts.sessions,
-                        windows=parts.context.windows(), anomalies=anomalies)
+    return _file_source(
+        conversations_path,
+        fragments_path,
+        sessions=parts.sessions,
+        windows=parts.context.windows(),
+        anomalies=anomalies,
+    )
 
 
 def _chained(parts: Partitioned) -> Iterator[tuple[Chains | tuple[np.ndarray, str], Twins]]:
@@ -297,8 +333,7 @@ def _chained(parts: Partitioned) -> Iterator[tuple[Chains | tuple[np.ndarray, st
             yield pending.popleft().result()
 
 
-def _chain_bucket(parts: Partitioned, path: Path
-                  ) -> tuple[Chains | tuple[np.ndarray, str], Twins]:
+def _chain_bucket(parts: Partitioned, path: Path) -> tuple[Chains | tuple[np.ndarray, str], Twins]:
     """One bucket's chains, or its loop of late sessions: (their rows in the runs' tables,
     the first one's session id); and its sessions' twins in earlier runs (overlap.py)."""
     sessions = read_scratch(path)
@@ -309,8 +344,7 @@ def _chain_bucket(parts: Partitioned, path: Path
     except LinkCycle as cycle:
         rows = sessions.column(ROW).to_numpy()[cycle.stuck]
         earliest = int(np.argmin(rows))
-        return (rows, str(sessions.column("session_id")[int(cycle.stuck[earliest])].as_py())
-                ), twins
+        return (rows, str(sessions.column("session_id")[int(cycle.stuck[earliest])].as_py())), twins
     finally:
         del sessions
         release_memory()
@@ -348,8 +382,14 @@ def _scratch(path: Path, table: pa.Table) -> Path:
     return path
 
 
-def _merge(paths: list[Path], schema: pa.Schema, bucket: np.ndarray, order: np.ndarray,
-           width: np.ndarray, out_path: Path) -> None:
+def _merge(
+    paths: list[Path],
+    schema: pa.Schema,
+    bucket: np.ndarray,
+    order: np.ndarray,
+    width: np.ndarray,
+    out_path: Path,
+) -> None:
     """Write the buckets' rows (`width` rows a conversation) in the global `order` of
     conversations; within a bucket it is the bucket's own, so every bucket's file is read
     front to back once."""
@@ -357,11 +397,10 @@ def _merge(paths: list[Path], schema: pa.Schema, bucket: np.ndarray, order: np.n
     readers = [_Rows(path) for path in paths]
     try:
         for start in range(0, len(order), MERGE_ROWS):
-            chosen = order[start:start + MERGE_ROWS]
+            chosen = order[start : start + MERGE_ROWS]
             which, widths = bucket[chosen], width[chosen]
             # each bucket's rows of this chunk, read in bucket order, then interleaved
-            per_bucket = np.bincount(which, weights=widths,
-                                     minlength=len(readers)).astype(np.int64)
+            per_bucket = np.bincount(which, weights=widths, minlength=len(readers)).astype(np.int64)
             taken = np.flatnonzero(per_bucket)
             parts = [readers[b].take(int(per_bucket[b])) for b in taken.tolist()]
             offsets = np.zeros(len(readers), dtype=np.int64)
@@ -370,7 +409,8 @@ def _merge(paths: list[Path], schema: pa.Schema, bucket: np.ndarray, order: np.n
             # rows of the bucket's conversations before it in the chunk
             first = offsets[which] + _cumsum_within(which, widths)
             rows = np.repeat(first - (np.cumsum(widths) - widths), widths) + np.arange(
-                int(widths.sum()))
+                int(widths.sum())
+            )
             out.write(pa.concat_tables(parts).take(cast(pa.Int64Array, pa.array(rows))))
             del parts
     finally:
@@ -379,8 +419,9 @@ def _merge(paths: list[Path], schema: pa.Schema, bucket: np.ndarray, order: np.n
     out.close()
 
 
-def _cumsum_within(group: npt.NDArray[np.int32], values: npt.NDArray[np.int64]
-                   ) -> npt.NDArray[np.int64]:
+def _cumsum_within(
+    group: npt.NDArray[np.int32], values: npt.NDArray[np.int64]
+) -> npt.NDArray[np.int64]:
     """For each element, the sum of `values` of earlier elements of its group."""
     order = np.argsort(group, kind="stable")
     sorted_group = group[order]
@@ -399,8 +440,7 @@ class RowsByPosition:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.file = pq.ParquetFile(path, page_checksum_verification=PAGE_CHECKSUMS)
-        sizes = [self.file.metadata.row_group(i).num_rows
-                 for i in range(self.file.num_row_groups)]
+        sizes = [self.file.metadata.row_group(i).num_rows for i in range(self.file.num_row_groups)]
         self.sizes = np.array(sizes, dtype=np.int64)
         self.starts = np.cumsum([0, *sizes])
 
@@ -412,8 +452,11 @@ class RowsByPosition:
         parts = []
         for group in groups.tolist():
             mine = group_of == group
-            parts.append(self.file.read_row_group(group).take(
-                cast(pa.Int64Array, pa.array(rows[mine] - self.starts[group]))))
+            parts.append(
+                self.file.read_row_group(group).take(
+                    cast(pa.Int64Array, pa.array(rows[mine] - self.starts[group]))
+                )
+            )
         if not parts:
             return self.file.schema_arrow.empty_table()
         taken = pa.concat_tables(parts)  # by row group: back into the order given
@@ -430,15 +473,22 @@ class RowsByPosition:
         for batch in iter_parquet(self.path, READ_ROWS, columns=list(columns)):
             hit = np.zeros(batch.num_rows, dtype=bool)
             for column in batch.columns:
-                hit |= np.asarray(pc.is_in(column, value_set=values).to_numpy(
-                    zero_copy_only=False), dtype=bool)
+                hit |= np.asarray(
+                    pc.is_in(column, value_set=values).to_numpy(zero_copy_only=False), dtype=bool
+                )
             found.append(at + np.flatnonzero(hit))
             at += batch.num_rows
         return np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
 
 
-def _file_source(conversations_path: Path, fragments_path: Path, *, sessions: int,
-                 windows: dict[str, tuple[int, int]], anomalies: dict[str, int]) -> Source:
+def _file_source(
+    conversations_path: Path,
+    fragments_path: Path,
+    *,
+    sessions: int,
+    windows: dict[str, tuple[int, int]],
+    anomalies: dict[str, int],
+) -> Source:
     """The report reads the written tables: a column, or the row groups of a few rows."""
     conversations = RowsByPosition(conversations_path)
     fragments = RowsByPosition(fragments_path)
@@ -453,9 +503,14 @@ def _file_source(conversations_path: Path, fragments_path: Path, *, sessions: in
     )
 
 
-def recombine_partitioned(runs: list[Run], scratch_parent: Path, conversations_path: Path,
-                          fragments_path: Path, *,
-                          bucket_sessions: int | None = None) -> dict[str, Any]:
+def recombine_partitioned(
+    runs: list[Run],
+    scratch_parent: Path,
+    conversations_path: Path,
+    fragments_path: Path,
+    *,
+    bucket_sessions: int | None = None,
+) -> dict[str, Any]:
     """Chain the runs a bucket at a time into the two tables; return the report."""
     total = 0
     for index, run in enumerate(runs):

@@ -38,13 +38,25 @@ TOP_CONVERSATIONS = 10  # rows in the "largest" and "longest" tables
 LISTED_CUTS = 50  # conversations listed under "outside the window" (all are counted)
 PERCENTS = (50, 90, 99)
 DURATION_BUCKETS = (  # upper edge in seconds, label
-    (1.0, "< 1 s"), (10.0, "1 s – 10 s"), (60.0, "10 s – 1 min"), (300.0, "1 – 5 min"),
-    (900.0, "5 – 15 min"), (3600.0, "15 min – 1 h"), (21600.0, "1 – 6 h"),
-    (86400.0, "6 – 24 h"), (math.inf, "≥ 1 day"),
+    (1.0, "< 1 s"),
+    (10.0, "1 s – 10 s"),
+    (60.0, "10 s – 1 min"),
+    (300.0, "1 – 5 min"),
+    (900.0, "5 – 15 min"),
+    (3600.0, "15 min – 1 h"),
+    (21600.0, "1 – 6 h"),
+    (86400.0, "6 – 24 h"),
+    (math.inf, "≥ 1 day"),
 )
 REASON_COLOURS = {
-    "hard_timeout": "#d95f02", "evicted": "#7570b3", "idle": "#1b9e77", "fin": "#66a61e",
-    "rst": "#e7298a", "rejected": "#e7298a", "no_reply": "#a6761d", None: "#666666",
+    "hard_timeout": "#d95f02",
+    "evicted": "#7570b3",
+    "idle": "#1b9e77",
+    "fin": "#66a61e",
+    "rst": "#e7298a",
+    "rejected": "#e7298a",
+    "no_reply": "#a6761d",
+    None: "#666666",
 }
 
 
@@ -91,7 +103,8 @@ class Source:
             column=conversations.column,
             take=lambda rows: conversations.take(pa.array(rows, pa.int64())),
             fragments_of=lambda ids: fragments.filter(
-                pc.is_in(fragments.column("conversation_id"), value_set=ids)),
+                pc.is_in(fragments.column("conversation_id"), value_set=ids)
+            ),
             conversation_count=conversations.num_rows,
             sessions=fragments.num_rows,
             exporter_windows=chains.exporter_windows,
@@ -137,14 +150,16 @@ def build_report(runs: list[Run], found: Chains | Source) -> dict[str, Any]:
             "head_cut": int(np.count_nonzero(head_cut)),
             "tail_cut": int(np.count_nonzero(tail_cut)),
             "state_inferred": int(np.count_nonzero(_bools(source, "state_inferred"))),
-            "orientation_conflicts": int(pc.sum(pc.list_value_length(
-                source.column("orientation_conflicts"))).as_py() or 0),
+            "orientation_conflicts": int(
+                pc.sum(pc.list_value_length(source.column("orientation_conflicts"))).as_py() or 0
+            ),
         },
         "split_by_reason": by_reason,
         "refused_links": dict(source.anomalies),
     }
-    total_bytes = (np.asarray(source.column("ab_bytes").to_numpy(), dtype=np.float64)
-                   + np.asarray(source.column("ba_bytes").to_numpy(), dtype=np.float64))
+    total_bytes = np.asarray(source.column("ab_bytes").to_numpy(), dtype=np.float64) + np.asarray(
+        source.column("ba_bytes").to_numpy(), dtype=np.float64
+    )
     split_rows = np.flatnonzero(split)
     largest = split_rows[np.lexsort((split_rows, -total_bytes[split_rows]))][:TOP_CONVERSATIONS]
     longest = split_rows[np.lexsort((split_rows, -duration[split_rows]))][:TOP_CONVERSATIONS]
@@ -176,27 +191,30 @@ def _summaries(source: Source, rows: list[int]) -> dict[int, dict[str, Any]]:
         ported = row["protocol_number"] in (6, 17, 132, 136)
         start = row["first_seen"]
         timeline = []
-        for fragment in sorted(by_conversation.get(row["conversation_id"], []),
-                               key=lambda f: f["fragment_index"]):
+        for fragment in sorted(
+            by_conversation.get(row["conversation_id"], []), key=lambda f: f["fragment_index"]
+        ):
             opened, last = fragment["opened_at"], fragment["last_seen_at"]
-            timeline.append({
-                "fragment": fragment["fragment_index"],
-                "session_id": fragment["session_id"],
-                "split": fragment["split"],
-                "run": fragment["run_index"],
-                "opened_at": iso_us(opened, trim_fraction=True),
-                "last_seen_at": iso_us(last, trim_fraction=True),
-                "offset_s": (opened - start) / 1e6,
-                "length_s": (last - opened) / 1e6,
-                "gap_s": fragment["gap_s"],
-                "bytes": fragment["ab_bytes"] + fragment["ba_bytes"],
-                "packets": fragment["ab_packets"] + fragment["ba_packets"],
-                "state": fragment["state"],
-                "close_reason": fragment["close_reason"],
-                "link_reason": fragment["link_reason"],
-                "late": fragment["late"],
-                "flipped": fragment["flipped"],
-            })
+            timeline.append(
+                {
+                    "fragment": fragment["fragment_index"],
+                    "session_id": fragment["session_id"],
+                    "split": fragment["split"],
+                    "run": fragment["run_index"],
+                    "opened_at": iso_us(opened, trim_fraction=True),
+                    "last_seen_at": iso_us(last, trim_fraction=True),
+                    "offset_s": (opened - start) / 1e6,
+                    "length_s": (last - opened) / 1e6,
+                    "gap_s": fragment["gap_s"],
+                    "bytes": fragment["ab_bytes"] + fragment["ba_bytes"],
+                    "packets": fragment["ab_packets"] + fragment["ba_packets"],
+                    "state": fragment["state"],
+                    "close_reason": fragment["close_reason"],
+                    "link_reason": fragment["link_reason"],
+                    "late": fragment["late"],
+                    "flipped": fragment["flipped"],
+                }
+            )
         out[row_index] = {
             "conversation_id": row["conversation_id"],
             "exporter": row["exporter"],
@@ -224,19 +242,34 @@ def _rows_us(table: pa.Table) -> list[dict[str, Any]]:
     9999, where Python's datetime (what to_pylist makes of a timestamp) overflows."""
     for index, kind in enumerate(table.schema.types):
         if pa.types.is_timestamp(kind):
-            table = table.set_column(index, table.schema.names[index],
-                                     table.column(index).cast(pa.int64()))
+            table = table.set_column(
+                index, table.schema.names[index], table.column(index).cast(pa.int64())
+            )
     rows: list[dict[str, Any]] = table.to_pylist()
     return rows
 
 
-def _outside_window(source: Source, head_cut: npt.NDArray[np.bool_],
-                    tail_cut: npt.NDArray[np.bool_]) -> dict[str, Any]:
-    columns = ["conversation_id", "exporter", "protocol", "protocol_number", "client_ip",
-               "client_port", "server_ip", "server_port", "first_seen", "last_seen",
-               "fragment_count", "splits"]
-    out: dict[str, Any] = {"head_cut_count": int(np.count_nonzero(head_cut)),
-                           "tail_cut_count": int(np.count_nonzero(tail_cut))}
+def _outside_window(
+    source: Source, head_cut: npt.NDArray[np.bool_], tail_cut: npt.NDArray[np.bool_]
+) -> dict[str, Any]:
+    columns = [
+        "conversation_id",
+        "exporter",
+        "protocol",
+        "protocol_number",
+        "client_ip",
+        "client_port",
+        "server_ip",
+        "server_port",
+        "first_seen",
+        "last_seen",
+        "fragment_count",
+        "splits",
+    ]
+    out: dict[str, Any] = {
+        "head_cut_count": int(np.count_nonzero(head_cut)),
+        "tail_cut_count": int(np.count_nonzero(tail_cut)),
+    }
     for name, mask in (("head_cut", head_cut), ("tail_cut", tail_cut)):
         rows = np.flatnonzero(mask)[:LISTED_CUTS]
         entries = []
@@ -256,8 +289,9 @@ def _outside_window(source: Source, head_cut: npt.NDArray[np.bool_],
             }
             if name == "head_cut":
                 moment = entry["first_seen"] if entry["first_split"] else iso_us(start_us)
-                entry["message"] = ("fragment 0 is outside the window: widen the window to "
-                                    f"start before {moment}")
+                entry["message"] = (
+                    f"fragment 0 is outside the window: widen the window to start before {moment}"
+                )
             else:
                 entry["message"] = f"more may follow after {iso_us(end_us)}"
             entries.append(entry)
@@ -291,8 +325,10 @@ def _durations(duration: npt.NDArray[np.float64], runs: list[Run]) -> dict[str, 
     out["hard_timeout_keeping_whole_s"] = keeps
     current = sorted({run.hard_timeout_s for run in runs})
     out["current_hard_timeout"] = [
-        {"seconds": value, "keeps_whole_pct": round(
-            100.0 * int(np.count_nonzero(duration < value)) / n, 2)}
+        {
+            "seconds": value,
+            "keeps_whole_pct": round(100.0 * int(np.count_nonzero(duration < value)) / n, 2),
+        }
         for value in current
     ]
     return out
@@ -320,38 +356,78 @@ def render_markdown(report: dict[str, Any]) -> str:
     """report.md: the same dict as report.json, laid out for reading."""
     out = [f"# {report['title']}", ""]
     out += ["## Runs", ""]
-    out += _table(["#", "run directory", "data window (UTC)", "hard_timeout", "notes"], [
-        [run["index"], run["path"],
-         f"{run['data_window']['start']} – {run['data_window']['end']}",
-         human_seconds(run["settings"]["sessions.hard_timeout"]), "; ".join(run["notes"])]
-        for run in report["runs"]])
+    out += _table(
+        ["#", "run directory", "data window (UTC)", "hard_timeout", "notes"],
+        [
+            [
+                run["index"],
+                run["path"],
+                f"{run['data_window']['start']} – {run['data_window']['end']}",
+                human_seconds(run["settings"]["sessions.hard_timeout"]),
+                "; ".join(run["notes"]),
+            ]
+            for run in report["runs"]
+        ],
+    )
     out += ["", "Window per exporter:", ""]
-    out += _table(["exporter", "first record", "last record"],
-                  [[k, v["start"], v["end"]] for k, v in report["window"].items()])
+    out += _table(
+        ["exporter", "first record", "last record"],
+        [[k, v["start"], v["end"]] for k, v in report["window"].items()],
+    )
     counts = report["counts"]
     out += ["", "## Summary", ""]
     out += _table(["what", "count"], [[k.replace("_", " "), v] for k, v in counts.items()])
-    out += ["", "## Split conversations by reason", "",
-            "A conversation counts once under every reason that cut it.", ""]
-    out += _table(["reason", "conversations"],
-                  [[k, v] for k, v in report["split_by_reason"].items()])
+    out += [
+        "",
+        "## Split conversations by reason",
+        "",
+        "A conversation counts once under every reason that cut it.",
+        "",
+    ]
+    out += _table(
+        ["reason", "conversations"], [[k, v] for k, v in report["split_by_reason"].items()]
+    )
     refused = {k: v for k, v in report["refused_links"].items() if v}
     if refused:
         out += ["", "Links the tables asked for but recombine refused (kept apart):", ""]
         out += _table(["kind", "sessions"], [[k, v] for k, v in refused.items()])
-    for key, title in (("largest", "Largest split conversations (bytes)"),
-                       ("longest", "Longest split conversations (duration)")):
+    for key, title in (
+        ("largest", "Largest split conversations (bytes)"),
+        ("longest", "Longest split conversations (duration)"),
+    ):
         out += ["", f"## {title}", ""]
         if not report[key]:
             out += ["No conversation was split."]
             continue
         out += _table(
-            ["conversation", "protocol", "client → server", "fragments", "first seen",
-             "duration", "bytes", "packets", "complete", "recommended hard_timeout"],
-            [[c["conversation_id"], c["protocol"], f"{c['client']} → {c['server']}",
-              c["fragments"], c["first_seen"], human_seconds(c["duration_s"]), c["bytes"],
-              c["packets"], "yes" if c["complete"] else "no",
-              human_seconds(c["recommended_hard_timeout"])] for c in report[key]])
+            [
+                "conversation",
+                "protocol",
+                "client → server",
+                "fragments",
+                "first seen",
+                "duration",
+                "bytes",
+                "packets",
+                "complete",
+                "recommended hard_timeout",
+            ],
+            [
+                [
+                    c["conversation_id"],
+                    c["protocol"],
+                    f"{c['client']} → {c['server']}",
+                    c["fragments"],
+                    c["first_seen"],
+                    human_seconds(c["duration_s"]),
+                    c["bytes"],
+                    c["packets"],
+                    "yes" if c["complete"] else "no",
+                    human_seconds(c["recommended_hard_timeout"]),
+                ]
+                for c in report[key]
+            ],
+        )
     shown: dict[str, dict[str, Any]] = {}
     for conversation in report["largest"] + report["longest"]:
         shown.setdefault(conversation["conversation_id"], conversation)
@@ -360,26 +436,56 @@ def render_markdown(report: dict[str, Any]) -> str:
         if report.get("figure"):
             out += [f"![fragment timelines]({report['figure']})", ""]
     for conversation_id, conversation in shown.items():
-        out += [f"### {conversation_id}: {conversation['protocol']} {conversation['client']} → "
-                f"{conversation['server']} ({conversation['exporter']})", "",
-                f"{conversation['fragments']} fragments, {conversation['first_seen']} – "
-                f"{conversation['last_seen']}, split by {', '.join(conversation['split_reasons'])}"
-                f"; final state {conversation['state']}"
-                + (f" ({conversation['close_reason']})" if conversation["close_reason"] else ""),
-                ""]
+        out += [
+            f"### {conversation_id}: {conversation['protocol']} {conversation['client']} → "
+            f"{conversation['server']} ({conversation['exporter']})",
+            "",
+            f"{conversation['fragments']} fragments, {conversation['first_seen']} – "
+            f"{conversation['last_seen']}, split by {', '.join(conversation['split_reasons'])}"
+            f"; final state {conversation['state']}"
+            + (f" ({conversation['close_reason']})" if conversation["close_reason"] else ""),
+            "",
+        ]
         out += _table(
-            ["#", "session", "split", "run", "opened at", "+offset", "length", "gap before",
-             "bytes", "packets", "closed by", "joined as"],
-            [[f["fragment"], f["session_id"], f["split"], f["run"], f["opened_at"],
-              human_seconds(f["offset_s"]), human_seconds(f["length_s"]),
-              "" if f["gap_s"] is None else human_seconds(f["gap_s"]), f["bytes"],
-              f["packets"], f["close_reason"] or f["state"], f["link_reason"] or "first"]
-             for f in conversation["timeline"]])
+            [
+                "#",
+                "session",
+                "split",
+                "run",
+                "opened at",
+                "+offset",
+                "length",
+                "gap before",
+                "bytes",
+                "packets",
+                "closed by",
+                "joined as",
+            ],
+            [
+                [
+                    f["fragment"],
+                    f["session_id"],
+                    f["split"],
+                    f["run"],
+                    f["opened_at"],
+                    human_seconds(f["offset_s"]),
+                    human_seconds(f["length_s"]),
+                    "" if f["gap_s"] is None else human_seconds(f["gap_s"]),
+                    f["bytes"],
+                    f["packets"],
+                    f["close_reason"] or f["state"],
+                    f["link_reason"] or "first",
+                ]
+                for f in conversation["timeline"]
+            ],
+        )
         out.append("")
     window = report["outside_window"]
     out += ["", "## Fragments outside the window", ""]
-    for key, title in (("head_cut", "May have begun before the window"),
-                       ("tail_cut", "May go on after the window")):
+    for key, title in (
+        ("head_cut", "May have begun before the window"),
+        ("tail_cut", "May go on after the window"),
+    ):
         total = window[f"{key}_count"]
         out += [f"### {title} ({total})", ""]
         if not total:
@@ -387,30 +493,67 @@ def render_markdown(report: dict[str, Any]) -> str:
             continue
         if total > len(window[key]):
             out += [f"The first {len(window[key])} of {total}:", ""]
-        out += _table(["conversation", "protocol", "client → server", "first seen",
-                       "last seen", "fragments", "what to do"],
-                      [[e["conversation_id"], e["protocol"], f"{e['client']} → {e['server']}",
-                        e["first_seen"], e["last_seen"], e["fragments"], e["message"]]
-                       for e in window[key]])
+        out += _table(
+            [
+                "conversation",
+                "protocol",
+                "client → server",
+                "first seen",
+                "last seen",
+                "fragments",
+                "what to do",
+            ],
+            [
+                [
+                    e["conversation_id"],
+                    e["protocol"],
+                    f"{e['client']} → {e['server']}",
+                    e["first_seen"],
+                    e["last_seen"],
+                    e["fragments"],
+                    e["message"],
+                ]
+                for e in window[key]
+            ],
+        )
         out.append("")
     durations = report["durations"]
     out += ["## Conversation durations", ""]
     if durations["count"]:
-        out += _table(["conversations", "min", "p50", "p90", "p99", "max"], [[
-            durations["count"], human_seconds(durations["min_s"]),
-            human_seconds(durations["p50_s"]), human_seconds(durations["p90_s"]),
-            human_seconds(durations["p99_s"]), human_seconds(durations["max_s"])]])
+        out += _table(
+            ["conversations", "min", "p50", "p90", "p99", "max"],
+            [
+                [
+                    durations["count"],
+                    human_seconds(durations["min_s"]),
+                    human_seconds(durations["p50_s"]),
+                    human_seconds(durations["p90_s"]),
+                    human_seconds(durations["p99_s"]),
+                    human_seconds(durations["max_s"]),
+                ]
+            ],
+        )
         out += [""]
-        out += _table(["duration", "conversations"],
-                      [[b["bucket"], b["count"]] for b in durations["histogram"]])
+        out += _table(
+            ["duration", "conversations"],
+            [[b["bucket"], b["count"]] for b in durations["histogram"]],
+        )
         out += ["", "`sessions.hard_timeout` that keeps conversations whole (one fragment):", ""]
-        out += _table(["keeps whole", "sessions.hard_timeout"],
-                      [[k, f"{human_seconds(v)} ({v:g} s)"]
-                       for k, v in durations["hard_timeout_keeping_whole_s"].items()])
+        out += _table(
+            ["keeps whole", "sessions.hard_timeout"],
+            [
+                [k, f"{human_seconds(v)} ({v:g} s)"]
+                for k, v in durations["hard_timeout_keeping_whole_s"].items()
+            ],
+        )
         out += ["", "With the setting these runs used:", ""]
-        out += _table(["sessions.hard_timeout", "keeps whole"],
-                      [[human_seconds(c["seconds"]), f"{c['keeps_whole_pct']:g} %"]
-                       for c in durations["current_hard_timeout"]])
+        out += _table(
+            ["sessions.hard_timeout", "keeps whole"],
+            [
+                [human_seconds(c["seconds"]), f"{c['keeps_whole_pct']:g} %"]
+                for c in durations["current_hard_timeout"]
+            ],
+        )
     else:
         out += ["No conversations."]
     return "\n".join(out) + "\n"
@@ -451,8 +594,14 @@ def write_timeline(report: dict[str, Any], path: Path) -> None:
             placed = []
             for fragment in conversation["timeline"]:
                 start, length = fragment["offset_s"], fragment["length_s"]
-                lane = next((i for i, (end, lasted) in enumerate(lanes)
-                             if start > end or (start == end and lasted)), len(lanes))
+                lane = next(
+                    (
+                        i
+                        for i, (end, lasted) in enumerate(lanes)
+                        if start > end or (start == end and lasted)
+                    ),
+                    len(lanes),
+                )
                 if lane == len(lanes):
                     lanes.append((0.0, False))
                 lanes[lane] = (start + length, length > 0)
@@ -467,29 +616,52 @@ def write_timeline(report: dict[str, Any], path: Path) -> None:
                 colour = REASON_COLOURS.get(reason, REASON_COLOURS[None])
                 used[reason if reason in REASON_COLOURS else None] = colour
                 bars.setdefault((lane, colour, bool(fragment["late"])), []).append(
-                    (fragment["offset_s"], width))
+                    (fragment["offset_s"], width)
+                )
             for (lane, colour, late), spans in bars.items():
-                axes.broken_barh(spans, (row + 0.35 - (lane + 1) * lane_height, lane_height),
-                                 facecolors=colour, edgecolor="black", linewidth=0.5,
-                                 alpha=0.6 if late else 1.0)
+                axes.broken_barh(
+                    spans,
+                    (row + 0.35 - (lane + 1) * lane_height, lane_height),
+                    facecolors=colour,
+                    edgecolor="black",
+                    linewidth=0.5,
+                    alpha=0.6 if late else 1.0,
+                )
             for fragment, width, lane in placed:
                 bottom = row + 0.35 - (lane + 1) * lane_height
                 if width > span / 40:
-                    axes.text(fragment["offset_s"] + width / 2, bottom + lane_height / 2,
-                              str(fragment["fragment"]), ha="center", va="center",
-                              fontsize=7, color="white")
-            labels.append(f"{conversation['protocol']} {conversation['client']} → "
-                          f"{conversation['server']}\n{conversation['first_seen']}")
+                    axes.text(
+                        fragment["offset_s"] + width / 2,
+                        bottom + lane_height / 2,
+                        str(fragment["fragment"]),
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white",
+                    )
+            labels.append(
+                f"{conversation['protocol']} {conversation['client']} → "
+                f"{conversation['server']}\n{conversation['first_seen']}"
+            )
         axes.set_yticks(range(len(labels)))
         axes.set_yticklabels(labels, fontsize=7)
         axes.set_xlabel("seconds since the conversation's first record")
         axes.set_xlim(-span * 0.01, span * 1.02)
-        axes.set_title("Fragments of the largest and longest split conversations "
-                       "(colour = what closed each fragment)", fontsize=9)
+        axes.set_title(
+            "Fragments of the largest and longest split conversations "
+            "(colour = what closed each fragment)",
+            fontsize=9,
+        )
         axes.grid(axis="x", linewidth=0.3)
         axes.set_axisbelow(True)
-        axes.legend(handles=[Patch(facecolor=c, edgecolor="black", label=r or "still open")
-                             for r, c in sorted(used.items(), key=lambda i: str(i[0]))],
-                    fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        axes.legend(
+            handles=[
+                Patch(facecolor=c, edgecolor="black", label=r or "still open")
+                for r, c in sorted(used.items(), key=lambda i: str(i[0]))
+            ],
+            fontsize=7,
+            loc="upper left",
+            bbox_to_anchor=(1.0, 1.0),
+        )
     figure.tight_layout()
     figure.savefig(path, format="png", metadata={"Software": None})

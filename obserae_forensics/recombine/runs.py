@@ -53,23 +53,60 @@ DEFAULT_SETTINGS: dict[str, float] = {
 
 # Columns recombine needs from sessions.parquet, and what fills an optional one that is absent.
 REQUIRED_SESSION_COLUMNS = (
-    "session_id", "conversation_id", "split", "exporter", "protocol_number",
-    "ip_a", "port_a", "ip_b", "port_b", "ab_bytes", "ba_bytes", "ab_packets", "ba_packets",
-    "opened_at", "last_seen_at", "closed_at", "state", "close_reason", "late",
+    "session_id",
+    "conversation_id",
+    "split",
+    "exporter",
+    "protocol_number",
+    "ip_a",
+    "port_a",
+    "ip_b",
+    "port_b",
+    "ab_bytes",
+    "ba_bytes",
+    "ab_packets",
+    "ba_packets",
+    "opened_at",
+    "last_seen_at",
+    "closed_at",
+    "state",
+    "close_reason",
+    "late",
     "follows_session_id",
 )
 _SESSION_TYPES: dict[str, pa.DataType] = {
-    "session_id": pa.string(), "conversation_id": pa.string(), "split": pa.uint32(),
-    "exporter": pa.string(), "exporter_domain": pa.uint32(), "protocol": pa.string(),
-    "protocol_number": pa.uint8(), "ip_a": pa.string(), "port_a": pa.uint16(),
-    "ip_b": pa.string(), "port_b": pa.uint16(), "client_ip": pa.string(),
-    "client_port": pa.uint16(), "server_ip": pa.string(), "server_port": pa.uint16(),
-    "role_method": pa.string(), "role_confidence": pa.float64(),
-    "ab_bytes": pa.uint64(), "ba_bytes": pa.uint64(), "ab_packets": pa.uint64(),
-    "ba_packets": pa.uint64(), "ab_flags": pa.uint16(), "ba_flags": pa.uint16(),
-    "opened_at": TIMESTAMP, "last_seen_at": TIMESTAMP, "closed_at": TIMESTAMP,
-    "state": pa.string(), "close_reason": pa.string(), "flow_count": pa.uint64(),
-    "late_records": pa.uint64(), "late": pa.bool_(), "follows_session_id": pa.string(),
+    "session_id": pa.string(),
+    "conversation_id": pa.string(),
+    "split": pa.uint32(),
+    "exporter": pa.string(),
+    "exporter_domain": pa.uint32(),
+    "protocol": pa.string(),
+    "protocol_number": pa.uint8(),
+    "ip_a": pa.string(),
+    "port_a": pa.uint16(),
+    "ip_b": pa.string(),
+    "port_b": pa.uint16(),
+    "client_ip": pa.string(),
+    "client_port": pa.uint16(),
+    "server_ip": pa.string(),
+    "server_port": pa.uint16(),
+    "role_method": pa.string(),
+    "role_confidence": pa.float64(),
+    "ab_bytes": pa.uint64(),
+    "ba_bytes": pa.uint64(),
+    "ab_packets": pa.uint64(),
+    "ba_packets": pa.uint64(),
+    "ab_flags": pa.uint16(),
+    "ba_flags": pa.uint16(),
+    "opened_at": TIMESTAMP,
+    "last_seen_at": TIMESTAMP,
+    "closed_at": TIMESTAMP,
+    "state": pa.string(),
+    "close_reason": pa.string(),
+    "flow_count": pa.uint64(),
+    "late_records": pa.uint64(),
+    "late": pa.bool_(),
+    "follows_session_id": pa.string(),
 }
 
 
@@ -203,15 +240,15 @@ def order_runs(paths: Sequence[Path]) -> list[Run]:
     # record in a slice put it before the slice before it, and every conversation crossing
     # the two cuts went unjoined (found by an audit: 5 conversations came out 9); runs whose
     # flows table says nothing of it, by their data window
-    runs.sort(key=lambda r: run_order_key(first_arrival(r.path), r.start_us, r.end_us,
-                                          str(r.path)))
+    runs.sort(key=lambda r: run_order_key(first_arrival(r.path), r.start_us, r.end_us, str(r.path)))
     for index, run in enumerate(runs):
         run.index = index
     return runs
 
 
-def run_order_key(arrival_us: int | None, start_us: int | None, end_us: int | None,
-                  path: str) -> tuple[int, int, int, str]:
+def run_order_key(
+    arrival_us: int | None, start_us: int | None, end_us: int | None, path: str
+) -> tuple[int, int, int, str]:
     """Where a run goes among others: by its first arrival, or its data window's start where
     its flows table gives none (in one slot, so such a run is not put after all the others),
     then its window, then its path. recombine and query.load number runs alike with it.
@@ -221,8 +258,12 @@ def run_order_key(arrival_us: int | None, start_us: int | None, end_us: int | No
     (.896 before .896942), its conversations across the cut unjoined (an audit)."""
     far = 2**62
     first = arrival_us if arrival_us is not None else start_us
-    return (far if first is None else first // 1000, far if start_us is None else start_us,
-            far if end_us is None else end_us, path)
+    return (
+        far if first is None else first // 1000,
+        far if start_us is None else start_us,
+        far if end_us is None else end_us,
+        path,
+    )
 
 
 def first_arrival(path: Path) -> int | None:
@@ -235,8 +276,9 @@ def first_arrival(path: Path) -> int | None:
         metadata = pq.ParquetFile(flows).metadata
     except (OSError, pa.ArrowException):
         return None  # refused with its words where the table is read
-    columns = [i for i in range(metadata.num_columns)
-               if metadata.schema.column(i).name == "arrival"]
+    columns = [
+        i for i in range(metadata.num_columns) if metadata.schema.column(i).name == "arrival"
+    ]
     found = []
     for group in range(metadata.num_row_groups) if columns else ():
         stats = metadata.row_group(group).column(columns[0]).statistics
@@ -281,11 +323,14 @@ def _verdict(path: Path, rows: int) -> None:
     _readable(path, rows)
     schema = read_parquet_schema(path)
     for name in _non_null(schema):
-        nulls = sum(batch.column(0).null_count
-                    for batch in iter_parquet(path, rows, columns=[name]))
+        nulls = sum(
+            batch.column(0).null_count for batch in iter_parquet(path, rows, columns=[name])
+        )
         if nulls:
-            raise UsageError(f"{path}: column {name} has {nulls} null value(s); the sessions "
-                             "table written by sessionize has none")
+            raise UsageError(
+                f"{path}: column {name} has {nulls} null value(s); the sessions "
+                "table written by sessionize has none"
+            )
     for name, kind in _SESSION_TYPES.items():
         if name in schema.names:
             for batch in iter_parquet(path, rows, columns=[name]):
@@ -298,15 +343,22 @@ def session_rows(run: Run) -> int:
 
 
 def _non_null(schema: pa.Schema) -> list[str]:
-    return [name for name in _SESSION_TYPES if name in schema.names
-            and not SESSIONS_SCHEMA.field(name).nullable]
+    return [
+        name
+        for name in _SESSION_TYPES
+        if name in schema.names and not SESSIONS_SCHEMA.field(name).nullable
+    ]
 
 
 def _check_sessions(path: Path, table: pa.Table | pa.Schema) -> None:
     schema = table if isinstance(table, pa.Schema) else table.schema
     present = {name: kind for name, kind in _SESSION_TYPES.items() if name in schema.names}
-    check_columns(path, table, {name: _SESSION_TYPES[name] for name in REQUIRED_SESSION_COLUMNS},
-                  what="sessions table")
+    check_columns(
+        path,
+        table,
+        {name: _SESSION_TYPES[name] for name in REQUIRED_SESSION_COLUMNS},
+        what="sessions table",
+    )
     check_columns(path, table, present, what="sessions table", non_null=_non_null(schema))
 
 
@@ -331,8 +383,9 @@ def _readable(path: Path, rows: int) -> None:
         pass
 
 
-def _cast(path: Path, name: str, column: pa.ChunkedArray[Any] | pa.Array[Any],
-          kind: pa.DataType) -> pa.ChunkedArray[Any] | pa.Array[Any]:
+def _cast(
+    path: Path, name: str, column: pa.ChunkedArray[Any] | pa.Array[Any], kind: pa.DataType
+) -> pa.ChunkedArray[Any] | pa.Array[Any]:
     if pa.types.is_dictionary(column.type):
         column = column.cast(column.type.value_type)
     try:
@@ -343,8 +396,12 @@ def _cast(path: Path, name: str, column: pa.ChunkedArray[Any] | pa.Array[Any],
 
 def _default_column(name: str, table: pa.Table, n: int) -> pa.Array[Any] | pa.ChunkedArray[Any]:
     """Fill an optional column the sessionizer did not write, from the columns it did."""
-    fallbacks = {"client_ip": "ip_a", "client_port": "port_a", "server_ip": "ip_b",
-                 "server_port": "port_b"}
+    fallbacks = {
+        "client_ip": "ip_a",
+        "client_port": "port_a",
+        "server_ip": "ip_b",
+        "server_port": "port_b",
+    }
     if name in fallbacks:
         return table.column(fallbacks[name]).cast(_SESSION_TYPES[name])
     if name == "protocol":
@@ -361,6 +418,8 @@ def _default_column(name: str, table: pa.Table, n: int) -> pa.Array[Any] | pa.Ch
 
 
 def empty_sessions() -> pa.Table:
-    schema = pa.schema([pa.field(name, kind) for name, kind in _SESSION_TYPES.items()]
-                       + [pa.field("run_index", pa.uint32())])
+    schema = pa.schema(
+        [pa.field(name, kind) for name, kind in _SESSION_TYPES.items()]
+        + [pa.field("run_index", pa.uint32())]
+    )
     return schema.empty_table()

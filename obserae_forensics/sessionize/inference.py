@@ -76,8 +76,13 @@ def icmp_evidence(protocol: int, icmp_type: int, sender: int) -> tuple[int, int]
             return 1 << sender, 0
         if icmp_type == 0 or icmp_type == 43:
             return 0, 1 << sender
-        if (3 <= icmp_type <= 5) or icmp_type == 11 or icmp_type == 12 or icmp_type == 31 \
-                or icmp_type == 40:
+        if (
+            (3 <= icmp_type <= 5)
+            or icmp_type == 11
+            or icmp_type == 12
+            or icmp_type == 31
+            or icmp_type == 40
+        ):
             return 0, 4 << sender
     elif protocol == 58:
         if icmp_type == 128 or icmp_type == 160:

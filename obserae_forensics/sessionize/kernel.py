@@ -224,23 +224,33 @@ def _prefetch_intrinsic(write: int) -> Any:
         def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
             kind = signature.args[0]
             data = context.make_array(kind)(context, builder, args[0])
-            indices = [context.cast(builder, value, given, types.intp)
-                       for value, given in zip(args[1:], signature.args[1:], strict=True)]
+            indices = [
+                context.cast(builder, value, given, types.intp)
+                for value, given in zip(args[1:], signature.args[1:], strict=True)
+            ]
             # ignored: numba's cgutils (which says it is typed) has no annotations
             pointer = cgutils.get_item_pointer2(  # type: ignore[no-untyped-call]
-                context, builder, data=data.data,
+                context,
+                builder,
+                data=data.data,
                 shape=cgutils.unpack_tuple(builder, data.shape),  # type: ignore[no-untyped-call]
                 strides=cgutils.unpack_tuple(  # type: ignore[no-untyped-call]
-                    builder, data.strides), layout=kind.layout,
-                inds=indices[:kind.ndim], wraparound=False)
+                    builder, data.strides
+                ),
+                layout=kind.layout,
+                inds=indices[: kind.ndim],
+                wraparound=False,
+            )
             byte_pointer = ir.IntType(8).as_pointer()
             word = ir.IntType(32)
             function = cgutils.get_or_insert_function(  # type: ignore[no-untyped-call]
                 builder.module,
                 ir.FunctionType(ir.VoidType(), [byte_pointer, word, word, word]),
-                "llvm.prefetch.p0")
-            builder.call(function, [builder.bitcast(pointer, byte_pointer), word(write),
-                                    word(3), word(1)])
+                "llvm.prefetch.p0",
+            )
+            builder.call(
+                function, [builder.bitcast(pointer, byte_pointer), word(write), word(3), word(1)]
+            )
             return context.get_dummy_value()
 
         return types.void(array, row, column), codegen
@@ -292,8 +302,9 @@ def _key_hash(proto: int, a: int, b: int, c: int, d: int, e: int, f: int) -> np.
 
 
 @_inline
-def _canonical(proto: int, sh: int, sl: int, sport: int, dh: int, dl: int,
-               dport: int) -> tuple[int, int, int, int, int, int, int]:
+def _canonical(
+    proto: int, sh: int, sl: int, sport: int, dh: int, dl: int, dport: int
+) -> tuple[int, int, int, int, int, int, int]:
     """(direction, key without protocol) of a record: the smaller endpoint first; ports
     only for the protocols that have them."""
     if not (proto == 6 or proto == 17 or proto == 132 or proto == 136):
@@ -305,12 +316,22 @@ def _canonical(proto: int, sh: int, sl: int, sport: int, dh: int, dl: int,
 
 
 @_inline
-def _ring_key(H: Any, i: int, protocol: Any, src_hi: Any, src_lo: Any, src_port: Any,
-              dst_hi: Any, dst_lo: Any, dst_port: Any) -> None:
+def _ring_key(
+    H: Any,
+    i: int,
+    protocol: Any,
+    src_hi: Any,
+    src_lo: Any,
+    src_port: Any,
+    dst_hi: Any,
+    dst_lo: Any,
+    dst_port: Any,
+) -> None:
     """Record i's hash, direction and canonical key into its place in the ring H."""
     p = protocol[i]
-    d, k1, k2, k3, k4, k5, k6 = _canonical(p, src_hi[i], src_lo[i], src_port[i], dst_hi[i],
-                                           dst_lo[i], dst_port[i])
+    d, k1, k2, k3, k4, k5, k6 = _canonical(
+        p, src_hi[i], src_lo[i], src_port[i], dst_hi[i], dst_lo[i], dst_port[i]
+    )
     ring = i & RING_MASK
     H[ring, 0] = _key_hash(p, k1, k2, k3, k4, k5, k6)
     H[ring, 1] = d
@@ -336,8 +357,11 @@ def _finished(M: Any, s: Int64) -> Any:
 @_inline
 def _fins(M: Any, s: Int64) -> Any:
     """Bit d: FIN seen from endpoint d in the conversation, this fragment or one before."""
-    return ((M[s, R.F_FLAGS0] & R.TCP_FIN) | (M[s, R.F_FLAGS1] & R.TCP_FIN) << 1
-            | M[s, R.F_INHERITED] >> 1) & 3
+    return (
+        (M[s, R.F_FLAGS0] & R.TCP_FIN)
+        | (M[s, R.F_FLAGS1] & R.TCP_FIN) << 1
+        | M[s, R.F_INHERITED] >> 1
+    ) & 3
 
 
 @_inline
@@ -368,11 +392,19 @@ def _state_reason(M: Any, s: Int64) -> int:
     if M[s, R.F_PROTO] == 6:
         if (f0 | f1) & R.TCP_RST:
             # a bare opening answered by a bare RST (reference.state_reason)
-            if (f0 & R.TCP_SYN) and not (f0 & R.OPENING_ONLY) and (f1 & R.TCP_RST) \
-                    and not (f1 & R.REFUSAL_ONLY):
+            if (
+                (f0 & R.TCP_SYN)
+                and not (f0 & R.OPENING_ONLY)
+                and (f1 & R.TCP_RST)
+                and not (f1 & R.REFUSAL_ONLY)
+            ):
                 return R.REASON_REJECTED
-            if (f1 & R.TCP_SYN) and not (f1 & R.OPENING_ONLY) and (f0 & R.TCP_RST) \
-                    and not (f0 & R.REFUSAL_ONLY):
+            if (
+                (f1 & R.TCP_SYN)
+                and not (f1 & R.OPENING_ONLY)
+                and (f0 & R.TCP_RST)
+                and not (f0 & R.REFUSAL_ONLY)
+            ):
                 return R.REASON_REJECTED
             return R.REASON_RST if M[s, R.F_SEEN] == 3 else R.REASON_NO_REPLY
         if _fins(M, s) == 3:
@@ -420,16 +452,14 @@ def _has_prev(S: Any, slot: int, C: Any) -> bool:
     stays in its slot, ignored, until a new session of its key overwrites it or _collect
     frees the slot, so no timer or chain walk is paid per session.
     """
-    return slot >= 0 and (S[slot, R.SL_STATUS] & R.STATUS_PREV) != 0 and \
-        _prev_alive(S, slot, C)
+    return slot >= 0 and (S[slot, R.SL_STATUS] & R.STATUS_PREV) != 0 and _prev_alive(S, slot, C)
 
 
 @_inline
 def _prev_alive(S: Any, slot: int, C: Any) -> Any:
     """S[slot]'s remembered session had not expired at the last sweep: a late one by the
     records that came since its close (reference rule 5)."""
-    return S[slot, R.P_EXPIRY] >= (
-        C[S_LATE_SWEPT] if _prev_bit(S, slot, R.PB_LATE) else C[S_SWEPT])
+    return S[slot, R.P_EXPIRY] >= (C[S_LATE_SWEPT] if _prev_bit(S, slot, R.PB_LATE) else C[S_SWEPT])
 
 
 @_inline
@@ -460,16 +490,27 @@ def _inherit(M: Any, s: Int64, S: Any, slot: int) -> None:
 
 
 @_helper
-def _new_links(M: Any, s: Int64, S: Any, slot: int, C: Any, P: Any, first: int, late: int,
-               flags: int, stray: bool | np.bool_) -> None:
+def _new_links(
+    M: Any,
+    s: Int64,
+    S: Any,
+    slot: int,
+    C: Any,
+    P: Any,
+    first: int,
+    late: int,
+    flags: int,
+    stray: bool | np.bool_,
+) -> None:
     """Follow / continuation links of a session opened in M[s] from the prev of S[slot],
     which the session also keeps for its `dup` (F_OPEN_PREV_*); `flags`: its record's."""
     if not _has_prev(S, slot, C):
         M[s, R.F_OPEN_PREV_OPENED] = R.NO_TIME
         return
     M[s, R.F_OPEN_PREV_OPENED] = S[slot, R.P_OPENED]
-    M[s, R.F_OPEN_PREV_BITS] = S[slot, R.P_DUP] << 32 | S[slot, R.P_SPLIT] << 1 | \
-        _prev_bit(S, slot, R.PB_LATE)
+    M[s, R.F_OPEN_PREV_BITS] = (
+        S[slot, R.P_DUP] << 32 | S[slot, R.P_SPLIT] << 1 | _prev_bit(S, slot, R.PB_LATE)
+    )
     if late:
         if S[slot, R.P_OPENED] <= first:
             M[s, R.F_HAS_FOLLOW] = 1
@@ -485,8 +526,11 @@ def _new_links(M: Any, s: Int64, S: Any, slot: int, C: Any, P: Any, first: int, 
     if stray:
         return
     reason = _prev_byte(S, slot, R.PB_REASON) - 1
-    if (reason == R.REASON_HARD_TIMEOUT or reason == R.REASON_EVICTED) and \
-            first <= S[slot, R.P_CONT] and not _reopens(S, slot, P, first, flags):
+    if (
+        (reason == R.REASON_HARD_TIMEOUT or reason == R.REASON_EVICTED)
+        and first <= S[slot, R.P_CONT]
+        and not _reopens(S, slot, P, first, flags)
+    ):
         M[s, R.F_SPLIT] = S[slot, R.P_SPLIT] + 1
         if S[slot, R.P_SPLIT] > 0:
             M[s, R.F_ROOT_OPENED] = S[slot, R.P_ROOT_OPENED]
@@ -536,9 +580,24 @@ def _counter_sum(total: int, value: int) -> int:
 
 
 @_inline
-def _apply(M: Any, s: Int64, d: int, first: int, last: int, dst_port: int, domain: int,
-           flags: int, packets: int, octets: int, reverse_packets: int, reverse_octets: int,
-           sampling: int, scaled: int, src_declared: int, dst_declared: int) -> None:
+def _apply(
+    M: Any,
+    s: Int64,
+    d: int,
+    first: int,
+    last: int,
+    dst_port: int,
+    domain: int,
+    flags: int,
+    packets: int,
+    octets: int,
+    reverse_packets: int,
+    reverse_octets: int,
+    sampling: int,
+    scaled: int,
+    src_declared: int,
+    dst_declared: int,
+) -> None:
     if first < M[s, R.F_OPENED]:
         M[s, R.F_OPENED] = first
     if last > M[s, R.F_LAST]:
@@ -554,7 +613,8 @@ def _apply(M: Any, s: Int64, d: int, first: int, last: int, dst_port: int, domai
     # nothing (softflowd -b puts the lower address first): then its destination
     sender = d if forward else e
     if first < M[s, R.F_ORIENT_FS] or (
-            first == M[s, R.F_ORIENT_FS] and sender < M[s, R.F_ORIENT_DIR]):
+        first == M[s, R.F_ORIENT_FS] and sender < M[s, R.F_ORIENT_DIR]
+    ):
         M[s, R.F_ORIENT_FS] = first
         M[s, R.F_ORIENT_DIR] = sender
         M[s, R.F_FIRST_DST_PORT] = dst_port if forward else -1  # its ICMP type: unknown
@@ -586,8 +646,19 @@ def _apply(M: Any, s: Int64, d: int, first: int, last: int, dst_port: int, domai
 
 
 @_helper
-def _finalize(M: Any, s: Int64, S: Any, slot: int, C: Any, closed_at: Int64, reason: int,
-              emit: int, peak0: Int64, peak1: Int64, known: Any) -> None:
+def _finalize(
+    M: Any,
+    s: Int64,
+    S: Any,
+    slot: int,
+    C: Any,
+    closed_at: Int64,
+    reason: int,
+    emit: int,
+    peak0: Int64,
+    peak1: Int64,
+    known: Any,
+) -> None:
     """Fill the output fields of M[s]; S[slot] holds the key's previous closed session.
 
     `dup` is one more than that of the key's last closed session now or when M[s] opened,
@@ -600,14 +671,19 @@ def _finalize(M: Any, s: Int64, S: Any, slot: int, C: Any, closed_at: Int64, rea
         M[s, R.F_DUP] = (M[s, R.F_IDENTITY] & R.DEEP_DUP_MASK) | R.DEEP_DUP_FLAG
     else:
         dup = 0
-        if _has_prev(S, slot, C) and S[slot, R.P_OPENED] == M[s, R.F_OPENED] and \
-                S[slot, R.P_SPLIT] == M[s, R.F_SPLIT] and \
-                _prev_bit(S, slot, R.PB_LATE) == M[s, R.F_LATE]:
+        if (
+            _has_prev(S, slot, C)
+            and S[slot, R.P_OPENED] == M[s, R.F_OPENED]
+            and S[slot, R.P_SPLIT] == M[s, R.F_SPLIT]
+            and _prev_bit(S, slot, R.PB_LATE) == M[s, R.F_LATE]
+        ):
             dup = S[slot, R.P_DUP] + 1
         bits = M[s, R.F_OPEN_PREV_BITS]
-        if M[s, R.F_OPEN_PREV_OPENED] == M[s, R.F_OPENED] and \
-                (bits & COUNT_MASK) == (M[s, R.F_SPLIT] << 1 | M[s, R.F_LATE]) and \
-                (bits >> 32) + 1 > dup:
+        if (
+            M[s, R.F_OPEN_PREV_OPENED] == M[s, R.F_OPENED]
+            and (bits & COUNT_MASK) == (M[s, R.F_SPLIT] << 1 | M[s, R.F_LATE])
+            and (bits >> 32) + 1 > dup
+        ):
             dup = (bits >> 32) + 1
         M[s, R.F_DUP] = dup
     if M[s, R.F_INHERITED]:
@@ -619,9 +695,21 @@ def _finalize(M: Any, s: Int64, S: Any, slot: int, C: Any, closed_at: Int64, rea
         port0 = M[s, R.F_LO_PORT]
         port1 = M[s, R.F_HI_PORT]
         server, method, confidence = _infer(
-            M[s, R.F_PROTO], M[s, R.F_ORIENT_DIR], M[s, R.F_SYN_FS0], M[s, R.F_SYN_FS1],
-            M[s, R.F_PURE_SYN], M[s, R.F_ECHO_REQUEST], M[s, R.F_ICMP_ANSWERS],
-            M[s, R.F_DECLARED], port0, port1, known[port0], known[port1], peak0, peak1)
+            M[s, R.F_PROTO],
+            M[s, R.F_ORIENT_DIR],
+            M[s, R.F_SYN_FS0],
+            M[s, R.F_SYN_FS1],
+            M[s, R.F_PURE_SYN],
+            M[s, R.F_ECHO_REQUEST],
+            M[s, R.F_ICMP_ANSWERS],
+            M[s, R.F_DECLARED],
+            port0,
+            port1,
+            known[port0],
+            known[port1],
+            peak0,
+            peak1,
+        )
         M[s, R.F_ORIENT] = M[s, R.F_ORIENT_DIR]
         M[s, R.F_SERVER] = server
         M[s, R.F_METHOD] = method
@@ -641,8 +729,7 @@ def _finalize(M: Any, s: Int64, S: Any, slot: int, C: Any, closed_at: Int64, rea
 def _rememberable(S: Any, slot: int, C: Any, M: Any, s: Int64) -> bool:
     """A late session does not replace a remembered session that is not late (reference
     rule 3): it would hide the fragment a later record continues."""
-    return not (M[s, R.F_LATE] and _has_prev(S, slot, C)
-                and _prev_bit(S, slot, R.PB_LATE) == 0)
+    return not (M[s, R.F_LATE] and _has_prev(S, slot, C) and _prev_bit(S, slot, R.PB_LATE) == 0)
 
 
 @_helper
@@ -658,15 +745,19 @@ def _remember(S: Any, slot: int, M: Any, s: Int64, P: Any, C: Any) -> None:
         S[slot, R.P_ROOT_OPENED] = M[s, R.F_ROOT_OPENED]
         root_late = M[s, R.F_ROOT_LATE]
         S[slot, R.P_ROOT_DUP] = M[s, R.F_ROOT_DUP]
-    S[slot, R.P_BITS] = (M[s, R.F_LATE] << R.PB_LATE | root_late << R.PB_ROOT_LATE
-                         | (M[s, R.F_REASON] + 1) << R.PB_REASON
-                         | M[s, R.F_ORIENT] << R.PB_ORIENT | M[s, R.F_SERVER] << R.PB_SERVER
-                         | M[s, R.F_METHOD] << R.PB_METHOD
-                         | M[s, R.F_CONFIDENCE] << R.PB_CONFIDENCE
-                         | (M[s, R.F_SEEN] & 3) << R.PB_SEEN
-                         | _fins(M, s) << R.PB_FIN
-                         | (1 if _half_open(M, s) else 0) << R.PB_HALF_OPEN
-                         | (1 if _finished(M, s) else 0) << R.PB_FINISHED)
+    S[slot, R.P_BITS] = (
+        M[s, R.F_LATE] << R.PB_LATE
+        | root_late << R.PB_ROOT_LATE
+        | (M[s, R.F_REASON] + 1) << R.PB_REASON
+        | M[s, R.F_ORIENT] << R.PB_ORIENT
+        | M[s, R.F_SERVER] << R.PB_SERVER
+        | M[s, R.F_METHOD] << R.PB_METHOD
+        | M[s, R.F_CONFIDENCE] << R.PB_CONFIDENCE
+        | (M[s, R.F_SEEN] & 3) << R.PB_SEEN
+        | _fins(M, s) << R.PB_FIN
+        | (1 if _half_open(M, s) else 0) << R.PB_HALF_OPEN
+        | (1 if _finished(M, s) else 0) << R.PB_FINISHED
+    )
     if M[s, R.F_LATE]:  # for the records that come next (reference rule 5)
         S[slot, R.P_EXPIRY] = C[S_RECORDS] + R.LATE_MEMORY_RECORDS
     else:
@@ -741,8 +832,9 @@ def _timer_push(D: Any, Q: Any, C: Any, t: int, ref: int, tag: int) -> None:
 
 
 @_helper
-def _wheel_move(D: Any, Q: Any, C: Any, M: Any, head: int, last_bucket: int,
-                passed_bucket: int) -> None:
+def _wheel_move(
+    D: Any, Q: Any, C: Any, M: Any, head: int, last_bucket: int, passed_bucket: int
+) -> None:
     """Entries of one wheel bucket due by `last_bucket` leave the wheel; later rounds stay.
     Those of buckets up to `passed_bucket`, which the watermark has passed whole, are due
     now: they go to the due list, unordered; the others to the near heap.
@@ -941,10 +1033,8 @@ def _prefetch_close(S: Any, E: Any, M: Any, r: int) -> None:
     stale r (its session gone) is harmless: the addresses are only a hint."""
     _prefetch_slot(S, M[r, R.F_SLOT])
     tag = ENDPOINT_USED | M[r, R.F_PROTO] << 16
-    _prefetch(E, _endpoint_home(E, tag | M[r, R.F_LO_PORT], M[r, R.F_LO_HI],
-                                M[r, R.F_LO_LO]), 0)
-    _prefetch(E, _endpoint_home(E, tag | M[r, R.F_HI_PORT], M[r, R.F_HI_HI],
-                                M[r, R.F_HI_LO]), 0)
+    _prefetch(E, _endpoint_home(E, tag | M[r, R.F_LO_PORT], M[r, R.F_LO_HI], M[r, R.F_LO_LO]), 0)
+    _prefetch(E, _endpoint_home(E, tag | M[r, R.F_HI_PORT], M[r, R.F_HI_HI], M[r, R.F_HI_LO]), 0)
 
 
 @_helper
@@ -1033,17 +1123,27 @@ def _output(OUT: Any, C: Any, M: Any, s: Int64) -> None:
 
 
 @_helper
-def _close(S: Any, M: Any, G: Any, r: int, closed_at: int, reason: int, emit: int, P: Any,
-           C: Any, OUT: Any, E: Any, known: Any) -> None:
+def _close(
+    S: Any,
+    M: Any,
+    G: Any,
+    r: int,
+    closed_at: int,
+    reason: int,
+    emit: int,
+    P: Any,
+    C: Any,
+    OUT: Any,
+    E: Any,
+    known: Any,
+) -> None:
     """The open session in M[r] leaves: row to OUT, remembered in its slot as the key's last
     closed one; the row goes back on the free stack G with serial -1, so that queued timer
     and eviction entries naming it fail their serial check."""
     slot = M[r, R.F_SLOT]
     proto = M[r, R.F_PROTO]
-    peak0 = _endpoint_release(E, C, proto, M[r, R.F_LO_HI], M[r, R.F_LO_LO],
-                              M[r, R.F_LO_PORT])
-    peak1 = _endpoint_release(E, C, proto, M[r, R.F_HI_HI], M[r, R.F_HI_LO],
-                              M[r, R.F_HI_PORT])
+    peak0 = _endpoint_release(E, C, proto, M[r, R.F_LO_HI], M[r, R.F_LO_LO], M[r, R.F_LO_PORT])
+    peak1 = _endpoint_release(E, C, proto, M[r, R.F_HI_HI], M[r, R.F_HI_LO], M[r, R.F_HI_PORT])
     _finalize(M, r, S, slot, C, closed_at, reason, emit, peak0, peak1, known)
     _output(OUT, C, M, r)
     if _rememberable(S, slot, C, M, r):
@@ -1056,8 +1156,23 @@ def _close(S: Any, M: Any, G: Any, r: int, closed_at: int, reason: int, emit: in
 
 
 @_inline
-def _sweep_entry(S: Any, M: Any, G: Any, P: Any, C: Any, OUT: Any, D: Any, Q: Any, E: Any,
-                 known: Any, watermark: int, emit: int, t: int, ref: int, tag: int) -> None:
+def _sweep_entry(
+    S: Any,
+    M: Any,
+    G: Any,
+    P: Any,
+    C: Any,
+    OUT: Any,
+    D: Any,
+    Q: Any,
+    E: Any,
+    known: Any,
+    watermark: int,
+    emit: int,
+    t: int,
+    ref: int,
+    tag: int,
+) -> None:
     """A queued deadline (t, session row, serial) that came due: close the session, or queue
     it again under its real, later deadline."""
     r = ref  # a session row; stale once its session closed (serial -1 or another's)
@@ -1072,8 +1187,20 @@ def _sweep_entry(S: Any, M: Any, G: Any, P: Any, C: Any, OUT: Any, D: Any, Q: An
 
 
 @_helper
-def _sweep_due(S: Any, M: Any, G: Any, P: Any, C: Any, OUT: Any, D: Any, Q: Any, E: Any,
-               known: Any, watermark: int, emit: int) -> None:
+def _sweep_due(
+    S: Any,
+    M: Any,
+    G: Any,
+    P: Any,
+    C: Any,
+    OUT: Any,
+    D: Any,
+    Q: Any,
+    E: Any,
+    known: Any,
+    watermark: int,
+    emit: int,
+) -> None:
     """The due list's entries (wheel buckets the watermark passed whole: all due), last in
     first out, without the near heap's sift per entry: a jump of the watermark, a gap in
     the traffic, closes whole buckets at once. Nothing observable depends on the order of
@@ -1090,13 +1217,24 @@ def _sweep_due(S: Any, M: Any, G: Any, P: Any, C: Any, OUT: Any, D: Any, Q: Any,
             _prefetch_row(M, D[j + 2 * DUE_AHEAD, 1])
         if C[S_DUE] > DUE_AHEAD:
             _prefetch_close(S, E, M, D[j + DUE_AHEAD, 1])
-        _sweep_entry(S, M, G, P, C, OUT, D, Q, E, known, watermark, emit,
-                     D[j, 0], D[j, 1], D[j, 2])
+        _sweep_entry(S, M, G, P, C, OUT, D, Q, E, known, watermark, emit, D[j, 0], D[j, 1], D[j, 2])
 
 
 @_inline
-def _sweep(S: Any, M: Any, G: Any, P: Any, C: Any, OUT: Any, D: Any, Q: Any, E: Any,
-           known: Any, watermark: int, emit: int) -> None:
+def _sweep(
+    S: Any,
+    M: Any,
+    G: Any,
+    P: Any,
+    C: Any,
+    OUT: Any,
+    D: Any,
+    Q: Any,
+    E: Any,
+    known: Any,
+    watermark: int,
+    emit: int,
+) -> None:
     _wheel_advance(D, Q, C, M, watermark)
     if C[S_DUE] > 0:
         _sweep_due(S, M, G, P, C, OUT, D, Q, E, known, watermark, emit)
@@ -1122,19 +1260,54 @@ def _sweep(S: Any, M: Any, G: Any, P: Any, C: Any, OUT: Any, D: Any, Q: Any, E: 
 
 
 @_helper
-def _sweep_call(S: Any, M: Any, G: Any, P: Any, C: Any, OUT: Any, D: Any, Q: Any, E: Any,
-                known: Any, watermark: int, emit: int) -> None:
+def _sweep_call(
+    S: Any,
+    M: Any,
+    G: Any,
+    P: Any,
+    C: Any,
+    OUT: Any,
+    D: Any,
+    Q: Any,
+    E: Any,
+    known: Any,
+    watermark: int,
+    emit: int,
+) -> None:
     """_sweep as a call, for the rare paths (a record meeting a full cap, a stray, the end of
     input): each inlined copy of the sweep added ~8 s to the kernel's first compilation."""
     _sweep(S, M, G, P, C, OUT, D, Q, E, known, watermark, emit)
 
 
 @_helper
-def _stray(X: Any, M: Any, r: int, S: Any, slot: int, C: Any, P: Any, OUT: Any, known: Any,
-           late: int, identity: int, emit: int, d: int, first: int, last: int,
-           dst_port: int, domain: int, flags: int, packets: int, octets: int,
-           reverse_packets: int, reverse_octets: int, sampling: int, scaled: int,
-           src_declared: int, dst_declared: int) -> Any:
+def _stray(
+    X: Any,
+    M: Any,
+    r: int,
+    S: Any,
+    slot: int,
+    C: Any,
+    P: Any,
+    OUT: Any,
+    known: Any,
+    late: int,
+    identity: int,
+    emit: int,
+    d: int,
+    first: int,
+    last: int,
+    dst_port: int,
+    domain: int,
+    flags: int,
+    packets: int,
+    octets: int,
+    reverse_packets: int,
+    reverse_octets: int,
+    sampling: int,
+    scaled: int,
+    src_declared: int,
+    dst_declared: int,
+) -> Any:
     """A stray record of the open session in M[r]: a session of its own, built in the
     scratch row X[_ROW0] and closed at once; -> its serial. A call, not inlined: strays are
     rare, and the inlined copies of _apply and the rest cost seconds of compilation."""
@@ -1145,8 +1318,24 @@ def _stray(X: Any, M: Any, r: int, S: Any, slot: int, C: Any, P: Any, OUT: Any, 
     X[_ROW0, R.F_DEEP] = 1  # a stray's dup is its identity too (rule 6)
     C[S_SERIALS] += 1
     _new_links(X, _ROW0, S, slot, C, P, first, late, flags, _STRAY)
-    _apply(X, _ROW0, d, first, last, dst_port, domain, flags, packets, octets,
-           reverse_packets, reverse_octets, sampling, scaled, src_declared, dst_declared)
+    _apply(
+        X,
+        _ROW0,
+        d,
+        first,
+        last,
+        dst_port,
+        domain,
+        flags,
+        packets,
+        octets,
+        reverse_packets,
+        reverse_octets,
+        sampling,
+        scaled,
+        src_declared,
+        dst_declared,
+    )
     deadline, reason = _deadline(X, _ROW0, P)
     _finalize(X, _ROW0, S, slot, C, deadline, reason, emit, _ZERO, _ZERO, known)
     _output(OUT, C, X, _ROW0)
@@ -1157,13 +1346,46 @@ def _stray(X: Any, M: Any, r: int, S: Any, slot: int, C: Any, P: Any, OUT: Any, 
 
 @_helper
 def replay(
-    first_seen: Any, last_seen: Any, src_hi: Any, src_lo: Any, dst_hi: Any, dst_lo: Any,
-    src_port: Any, dst_port: Any, protocol: Any, tcp_flags: Any, packets: Any, octets: Any,
-    reverse_packets: Any, reverse_octets: Any, sampling_rate: Any, counters_scaled: Any,
-    exporter_domain: Any, src_declared: Any, dst_declared: Any, index: Any, identity: Any,
-    start: int, serial_out: Any, direction_out: Any,
-    S: Any, B: Any, F: Any, M: Any, G: Any, P: Any, C: Any, OUT: Any, D: Any, Q: Any, V: Any,
-    E: Any, known: Any, tmp: Any, X: Any, H: Any,
+    first_seen: Any,
+    last_seen: Any,
+    src_hi: Any,
+    src_lo: Any,
+    dst_hi: Any,
+    dst_lo: Any,
+    src_port: Any,
+    dst_port: Any,
+    protocol: Any,
+    tcp_flags: Any,
+    packets: Any,
+    octets: Any,
+    reverse_packets: Any,
+    reverse_octets: Any,
+    sampling_rate: Any,
+    counters_scaled: Any,
+    exporter_domain: Any,
+    src_declared: Any,
+    dst_declared: Any,
+    index: Any,
+    identity: Any,
+    start: int,
+    serial_out: Any,
+    direction_out: Any,
+    S: Any,
+    B: Any,
+    F: Any,
+    M: Any,
+    G: Any,
+    P: Any,
+    C: Any,
+    OUT: Any,
+    D: Any,
+    Q: Any,
+    V: Any,
+    E: Any,
+    known: Any,
+    tmp: Any,
+    X: Any,
+    H: Any,
 ) -> tuple[int, int]:
     """Replay records start.. of one exporter; -> (status, next record to process).
 
@@ -1174,8 +1396,9 @@ def replay(
     n = len(first_seen)
     hard = P[P_HARD]
     # a record starting before watermark - min_idle - grace makes its session deep (rule 6)
-    min_idle = min(P[P_IDLE_ESTABLISHED], P[P_IDLE_HALF_OPEN], P[P_IDLE_UDP], P[P_IDLE_ICMP],
-                   P[P_IDLE_OTHER])
+    min_idle = min(
+        P[P_IDLE_ESTABLISHED], P[P_IDLE_HALF_OPEN], P[P_IDLE_UDP], P[P_IDLE_ICMP], P[P_IDLE_OTHER]
+    )
     event = P[P_EVENT] != 0
     # the longest record so far, in a register: C[S_MAX_SPAN] (which closes read) is stored
     # only when it grows; loading it from C for every record cost ~10% on the SYN scan
@@ -1266,10 +1489,12 @@ def replay(
             ra = ahead & RING_MASK
             p = protocol[ahead]
             _prefetch(B, H[ra, 0] & (len(B) - 1), 0)
-            _prefetch(E, _endpoint_home(E, ENDPOINT_USED | p << 16 | H[ra, 4], H[ra, 2],
-                                        H[ra, 3]), 0)
-            _prefetch(E, _endpoint_home(E, ENDPOINT_USED | p << 16 | H[ra, 7], H[ra, 5],
-                                        H[ra, 6]), 0)
+            _prefetch(
+                E, _endpoint_home(E, ENDPOINT_USED | p << 16 | H[ra, 4], H[ra, 2], H[ra, 3]), 0
+            )
+            _prefetch(
+                E, _endpoint_home(E, ENDPOINT_USED | p << 16 | H[ra, 7], H[ra, 5], H[ra, 6]), 0
+            )
         ahead = i + SLOT_AHEAD
         if ahead < n:
             # its bucket has arrived: start loading the first slot of its chain
@@ -1299,9 +1524,14 @@ def replay(
         ports = proto << 32 | k3 << 16 | k6
         slot = B[b]
         while slot >= 0:
-            if S[slot, R.SL_HASH] == h and S[slot, R.SL_PORTS] == ports and \
-                    S[slot, R.SL_LO_HI] == k1 and S[slot, R.SL_LO_LO] == k2 and \
-                    S[slot, R.SL_HI_HI] == k4 and S[slot, R.SL_HI_LO] == k5:
+            if (
+                S[slot, R.SL_HASH] == h
+                and S[slot, R.SL_PORTS] == ports
+                and S[slot, R.SL_LO_HI] == k1
+                and S[slot, R.SL_LO_LO] == k2
+                and S[slot, R.SL_HI_HI] == k4
+                and S[slot, R.SL_HI_LO] == k5
+            ):
                 break
             slot = S[slot, R.SL_NEXT]
 
@@ -1310,23 +1540,48 @@ def replay(
         if slot >= 0 and (S[slot, R.SL_STATUS] & R.STATUS_OPEN):
             r = S[slot, R.SL_STATUS] >> R.STATUS_ROW_SHIFT
             idle = _idle(M, r, P)
-            if first > M[r, R.F_LAST] + idle or first >= M[r, R.F_OPENED] + hard or (
-                    first > M[r, R.F_LAST] and (tcp_flags[i] & R.SYN_EITHER)
-                    and _finished(M, r)):  # a new connection on the 5-tuple (reference 2b')
+            if (
+                first > M[r, R.F_LAST] + idle
+                or first >= M[r, R.F_OPENED] + hard
+                or (first > M[r, R.F_LAST] and (tcp_flags[i] & R.SYN_EITHER) and _finished(M, r))
+            ):  # a new connection on the 5-tuple (reference 2b')
                 deadline, reason = _deadline(M, r, P)
                 _close(S, M, G, r, deadline, reason, emit, P, C, OUT, E, known)
             elif first < M[r, R.F_OPENED] and (
-                    last + idle < M[r, R.F_OPENED] or first + hard <= M[r, R.F_MAX_FIRST]):
+                last + idle < M[r, R.F_OPENED] or first + hard <= M[r, R.F_MAX_FIRST]
+            ):
                 # a stray: a session of its own, built in a scratch row and closed at once
                 serial_out[i] = _stray(
-                    X, M, r, S, slot, C, P, OUT, known, late, identity[i], emit, d, first,
-                    last, dst_port[i], exporter_domain[i], tcp_flags[i], packets[i],
-                    octets[i], reverse_packets[i], reverse_octets[i], sampling_rate[i],
-                    counters_scaled[i], src_declared[i], dst_declared[i])
+                    X,
+                    M,
+                    r,
+                    S,
+                    slot,
+                    C,
+                    P,
+                    OUT,
+                    known,
+                    late,
+                    identity[i],
+                    emit,
+                    d,
+                    first,
+                    last,
+                    dst_port[i],
+                    exporter_domain[i],
+                    tcp_flags[i],
+                    packets[i],
+                    octets[i],
+                    reverse_packets[i],
+                    reverse_octets[i],
+                    sampling_rate[i],
+                    counters_scaled[i],
+                    src_declared[i],
+                    dst_declared[i],
+                )
                 direction_out[i] = d
                 _advance(C, clock, last, event)
-                _sweep_call(S, M, G, P, C, OUT, D, Q, E, known, C[S_MAX_LAST] - P[P_GRACE],
-                            emit)
+                _sweep_call(S, M, G, P, C, OUT, D, Q, E, known, C[S_MAX_LAST] - P[P_GRACE], emit)
                 continue
             else:
                 target = r
@@ -1368,9 +1623,24 @@ def replay(
             _new_links(M, target, S, slot, C, P, first, late, tcp_flags[i], _NOT_STRAY)
 
         # a new session takes its record before the cap is checked (its deadline decides it)
-        _apply(M, target, d, first, last, dst_port[i], exporter_domain[i], tcp_flags[i],
-               packets[i], octets[i], reverse_packets[i], reverse_octets[i], sampling_rate[i],
-               counters_scaled[i], src_declared[i], dst_declared[i])
+        _apply(
+            M,
+            target,
+            d,
+            first,
+            last,
+            dst_port[i],
+            exporter_domain[i],
+            tcp_flags[i],
+            packets[i],
+            octets[i],
+            reverse_packets[i],
+            reverse_octets[i],
+            sampling_rate[i],
+            counters_scaled[i],
+            src_declared[i],
+            dst_declared[i],
+        )
 
         if is_new:
             now = clock
@@ -1398,8 +1668,7 @@ def replay(
                         _eviction_refresh_top(V, C, M, tmp)
                         continue
                     _eviction_pop(V, C, tmp)
-                    _close(S, M, G, victim, evict_at, R.REASON_EVICTED, emit, P, C, OUT, E,
-                           known)
+                    _close(S, M, G, victim, evict_at, R.REASON_EVICTED, emit, P, C, OUT, E, known)
                     _eviction_prefetch_top(V, C, M, E)
                     break
                 C[S_EVICTIONS] += 1
@@ -1440,24 +1709,34 @@ def _advance(C: Any, clock: int, last: int, event: bool) -> None:
 
 
 @_jit
-def finish(S: Any, M: Any, G: Any, P: Any, C: Any, OUT: Any, D: Any, Q: Any, E: Any,
-           known: Any, emit: int) -> None:
+def finish(
+    S: Any, M: Any, G: Any, P: Any, C: Any, OUT: Any, D: Any, Q: Any, E: Any, known: Any, emit: int
+) -> None:
     """End of input: sweep just past the newest last_seen (nothing can arrive after it, so a
     session due at that very instant closes: a connection whose FINs end the capture), then
     every open session leaves as is."""
     if C[S_HAS_MAX_LAST]:
-        _sweep_call(S, M, G, P, C, OUT, D, Q, E, known,
-                    (C[S_NEWEST_LAST] if P[P_EVENT] else C[S_MAX_LAST]) + 1, emit)
+        _sweep_call(
+            S,
+            M,
+            G,
+            P,
+            C,
+            OUT,
+            D,
+            Q,
+            E,
+            known,
+            (C[S_NEWEST_LAST] if P[P_EVENT] else C[S_MAX_LAST]) + 1,
+            emit,
+        )
     for slot in range(C[S_SLOTS]):
         if S[slot, R.SL_STATUS] & R.STATUS_OPEN:
             r = S[slot, R.SL_STATUS] >> R.STATUS_ROW_SHIFT
             proto = M[r, R.F_PROTO]
-            peak0 = _endpoint_peak(E, proto, M[r, R.F_LO_HI], M[r, R.F_LO_LO],
-                                   M[r, R.F_LO_PORT])
-            peak1 = _endpoint_peak(E, proto, M[r, R.F_HI_HI], M[r, R.F_HI_LO],
-                                   M[r, R.F_HI_PORT])
-            _finalize(M, r, S, slot, C, _ZERO, R.REASON_OPEN, emit, peak0, peak1,
-                      known)
+            peak0 = _endpoint_peak(E, proto, M[r, R.F_LO_HI], M[r, R.F_LO_LO], M[r, R.F_LO_PORT])
+            peak1 = _endpoint_peak(E, proto, M[r, R.F_HI_HI], M[r, R.F_HI_LO], M[r, R.F_HI_PORT])
+            _finalize(M, r, S, slot, C, _ZERO, R.REASON_OPEN, emit, peak0, peak1, known)
             _output(OUT, C, M, r)
 
 
@@ -1554,9 +1833,9 @@ class OutputRows:
     def move(self, end: int, rows: int) -> int:
         """The rows written since `used` (up to `end`) moved to the start of a new buffer
         with room for `rows` more; -> where the next row goes."""
-        kept: np.ndarray[tuple[int, int], np.dtype[np.int64]] = self.OUT[:, self.used:end]
+        kept: np.ndarray[tuple[int, int], np.dtype[np.int64]] = self.OUT[:, self.used : end]
         self._fresh(end + rows)
-        self.OUT[:, :kept.shape[1]] = kept
+        self.OUT[:, : kept.shape[1]] = kept
         return kept.shape[1]
 
     def _fresh(self, rows: int) -> None:
@@ -1571,8 +1850,13 @@ class KernelReplay:
     replays, whose owner starts its rounds (OutputRows; if none, its own, each process() and
     finish() a round)."""
 
-    def __init__(self, policy: SessionPolicy, known_ports: npt.NDArray[np.bool_],
-                 capacity: int = INITIAL_CAPACITY, output: OutputRows | None = None) -> None:
+    def __init__(
+        self,
+        policy: SessionPolicy,
+        known_ports: npt.NDArray[np.bool_],
+        capacity: int = INITIAL_CAPACITY,
+        output: OutputRows | None = None,
+    ) -> None:
         self.policy = policy
         self.known = np.ascontiguousarray(known_ports, dtype=np.bool_)
         self.P = _policy_vector(policy)
@@ -1592,8 +1876,9 @@ class KernelReplay:
         self.D = np.zeros((2 * capacity + 16, 3), dtype=np.int64)
         self.Q = np.zeros((WHEEL_BUCKETS + len(self.D), 4), dtype=np.int64)
         self.Q[:WHEEL_BUCKETS, Q_NEXT] = -1
-        self.Q[WHEEL_BUCKETS:, Q_NEXT] = np.arange(WHEEL_BUCKETS + 1,
-                                                   WHEEL_BUCKETS + len(self.D) + 1)
+        self.Q[WHEEL_BUCKETS:, Q_NEXT] = np.arange(
+            WHEEL_BUCKETS + 1, WHEEL_BUCKETS + len(self.D) + 1
+        )
         self.Q[-1, Q_NEXT] = -1
         self.C[S_TIMER_FREE] = WHEEL_BUCKETS
         self.C[S_WHEEL_CUR] = R.TIME_MIN >> WHEEL_SHIFT
@@ -1603,8 +1888,9 @@ class KernelReplay:
         self._scratch_row = R.new_rows(1)
         self._ring = np.zeros((RING_MASK + 1, 8), dtype=np.int64)
 
-    def process(self, records: Records
-                ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int8], npt.NDArray[np.int64]]:
+    def process(
+        self, records: Records
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int8], npt.NDArray[np.int64]]:
         """Replay `records` (arrival order); -> (session serial, direction) per record, rows out."""
         n = len(records)
         # a batch closes at most the sessions open before it and those it opens
@@ -1617,10 +1903,27 @@ class KernelReplay:
         while True:
             # cast: mypy fills every parameter from a list of unknown length (the columns)
             status, start = cast("Callable[..., tuple[int, int]]", replay)(
-                *columns, start, serials, directions,
-                self.S, self.B, self.F, self.M, self.G, self.P, self.C, self.output.OUT,
-                self.D, self.Q, self.V, self.E, self.known, self._scratch_eviction,
-                self._scratch_row, self._ring)
+                *columns,
+                start,
+                serials,
+                directions,
+                self.S,
+                self.B,
+                self.F,
+                self.M,
+                self.G,
+                self.P,
+                self.C,
+                self.output.OUT,
+                self.D,
+                self.Q,
+                self.V,
+                self.E,
+                self.known,
+                self._scratch_eviction,
+                self._scratch_row,
+                self._ring,
+            )
             if status == DONE:
                 break
             self._make_room(status)
@@ -1629,8 +1932,19 @@ class KernelReplay:
     def finish(self, emit: int) -> npt.NDArray[np.int64]:
         """End of input: the watermark becomes the newest last_seen; the rest stays open."""
         self._start_output(int(self.C[S_OPEN]) + 8)
-        finish(self.S, self.M, self.G, self.P, self.C, self.output.OUT, self.D, self.Q, self.E,
-               self.known, emit)
+        finish(
+            self.S,
+            self.M,
+            self.G,
+            self.P,
+            self.C,
+            self.output.OUT,
+            self.D,
+            self.Q,
+            self.E,
+            self.known,
+            emit,
+        )
         self._release()
         return self._take_rows()
 
@@ -1645,10 +1959,12 @@ class KernelReplay:
 
     def pressure(self) -> dict[str, Any]:
         evictions = int(self.C[S_EVICTIONS])
-        return {"evictions": evictions,
-                "first_eviction_us": int(self.C[S_FIRST_EVICTION]) if evictions else None,
-                "last_eviction_us": int(self.C[S_LAST_EVICTION]) if evictions else None,
-                "peak_open": int(self.C[S_PEAK_OPEN])}
+        return {
+            "evictions": evictions,
+            "first_eviction_us": int(self.C[S_FIRST_EVICTION]) if evictions else None,
+            "last_eviction_us": int(self.C[S_LAST_EVICTION]) if evictions else None,
+            "peak_open": int(self.C[S_PEAK_OPEN]),
+        }
 
     def _start_output(self, rows: int) -> None:
         """Room in the output buffer for `rows` sessions, written after this round's rows."""
@@ -1688,8 +2004,9 @@ class KernelReplay:
             _rehash(self.S, self.B, old)
             self.C[S_SLOTS] = new
             top = int(self.C[S_FREE_TOP])
-            self.F = np.concatenate([self.F[:top], np.arange(new - 1, old - 1, -1),
-                                     np.zeros(old - top, dtype=np.int64)])
+            self.F = np.concatenate(
+                [self.F[:top], np.arange(new - 1, old - 1, -1), np.zeros(old - top, dtype=np.int64)]
+            )
             self.C[S_FREE_TOP] = top + new - old
         elif status == NEED_ROWS:
             # every row is open: the open count passed a power of two (the cap bounds it)
@@ -1698,8 +2015,13 @@ class KernelReplay:
             grown[:old] = self.M
             self.M = grown
             top = int(self.C[S_ROWS_FREE])
-            self.G = np.concatenate([self.G[:top], np.arange(2 * old - 1, old - 1, -1),
-                                     np.zeros(old - top, dtype=np.int64)])
+            self.G = np.concatenate(
+                [
+                    self.G[:top],
+                    np.arange(2 * old - 1, old - 1, -1),
+                    np.zeros(old - top, dtype=np.int64),
+                ]
+            )
             self.C[S_ROWS_FREE] = top + old
         elif status == NEED_DEADLINES:
             old = len(self.D)
@@ -1726,7 +2048,7 @@ def _grown(array: npt.NDArray[np.int64], rows: int) -> npt.NDArray[np.int64]:
     if len(array) >= rows:
         return array
     grown = np.zeros((max(rows, 2 * len(array)), *array.shape[1:]), dtype=array.dtype)
-    grown[:len(array)] = array
+    grown[: len(array)] = array
     return grown
 
 
@@ -1735,7 +2057,7 @@ def _endpoint_table(entries: int) -> npt.NDArray[np.int64]:
     that each pair of entries shares one."""
     buffer = np.zeros(entries * ENDPOINT_FIELDS + 8, dtype=np.int64)
     skip = (-buffer.ctypes.data % 64) // 8
-    return buffer[skip:skip + entries * ENDPOINT_FIELDS].reshape(entries, ENDPOINT_FIELDS)
+    return buffer[skip : skip + entries * ENDPOINT_FIELDS].reshape(entries, ENDPOINT_FIELDS)
 
 
 def _buckets_for(capacity: int) -> int:

@@ -35,10 +35,62 @@ ICMP_PROTOCOLS = (1, 58)
 # Registered service ports above 1023 that servers commonly listen on; every port below
 # 1024 counts as a service port too. A port is "ephemeral" when it is in neither set.
 REGISTERED_SERVICE_PORTS = (
-    1080, 1194, 1433, 1434, 1521, 1701, 1723, 1812, 1813, 1883, 2049, 2181, 2375, 2376,
-    3128, 3268, 3269, 3306, 3389, 3478, 4369, 4500, 4789, 5060, 5061, 5222, 5353, 5432,
-    5601, 5671, 5672, 5900, 5985, 5986, 6379, 6443, 6514, 6667, 6697, 8000, 8008, 8080,
-    8081, 8443, 8883, 8888, 9000, 9042, 9090, 9092, 9093, 9200, 9300, 9418, 11211, 27017,
+    1080,
+    1194,
+    1433,
+    1434,
+    1521,
+    1701,
+    1723,
+    1812,
+    1813,
+    1883,
+    2049,
+    2181,
+    2375,
+    2376,
+    3128,
+    3268,
+    3269,
+    3306,
+    3389,
+    3478,
+    4369,
+    4500,
+    4789,
+    5060,
+    5061,
+    5222,
+    5353,
+    5432,
+    5601,
+    5671,
+    5672,
+    5900,
+    5985,
+    5986,
+    6379,
+    6443,
+    6514,
+    6667,
+    6697,
+    8000,
+    8008,
+    8080,
+    8081,
+    8443,
+    8883,
+    8888,
+    9000,
+    9042,
+    9090,
+    9092,
+    9093,
+    9200,
+    9300,
+    9418,
+    11211,
+    27017,
 )
 
 
@@ -94,8 +146,7 @@ class Records:
 RECORD_FIELDS = tuple(Records.__dataclass_fields__)
 
 
-def address_halves(matrix: npt.NDArray[Any]
-                   ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+def address_halves(matrix: npt.NDArray[Any]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     """(n, 16) uint8 addresses -> (high, low) int64 halves ordered like the bytes."""
     words = np.ascontiguousarray(matrix, dtype=np.uint8).view(">u8").reshape(len(matrix), 2)
     high = words[:, 0].astype(np.uint64).view(np.int64) ^ SIGN_BIT
@@ -132,14 +183,17 @@ def batch_records(
     return Records(
         first_seen=_int64(batch.column("first_seen")),
         last_seen=_int64(batch.column("last_seen")),
-        src_hi=src_hi, src_lo=src_lo, dst_hi=dst_hi, dst_lo=dst_lo,
+        src_hi=src_hi,
+        src_lo=src_lo,
+        dst_hi=dst_hi,
+        dst_lo=dst_lo,
         src_port=_int64(batch.column("src_port")),
         dst_port=_int64(batch.column("dst_port")),
         protocol=_int64(batch.column("protocol")),
         # the reverse direction's flags (RFC 5103 biflow) ride above the forward ones: the
         # kernel reads one column per record, not two
-        tcp_flags=_int64(batch.column("tcp_flags")) | (
-            _int64(batch.column("reverse_tcp_flags")) << REVERSE_FLAGS_SHIFT),
+        tcp_flags=_int64(batch.column("tcp_flags"))
+        | (_int64(batch.column("reverse_tcp_flags")) << REVERSE_FLAGS_SHIFT),
         packets=_int64(batch.column("packets")),
         octets=_int64(batch.column("octets")),
         reverse_packets=_int64(batch.column("reverse_packets")),
@@ -154,8 +208,9 @@ def batch_records(
     )
 
 
-def record_identities(batch: pa.RecordBatch | pa.Table, root: str | None = None
-                      ) -> npt.NDArray[np.int64]:
+def record_identities(
+    batch: pa.RecordBatch | pa.Table, root: str | None = None
+) -> npt.NDArray[np.int64]:
     """int64 hash of where each record's bytes are: its file's path relative to `root` (the
     directory holding the run's inputs, evidence_root), else its absolute path (however the
     path was spelled either way, through links or not; two copies of one file in two

@@ -60,10 +60,14 @@ def _fold(h: Any, value: Any) -> Any:
 
 
 @njit(cache=True, nogil=True)
-def _id_hashes(seeds: npt.NDArray[np.uint64], key: npt.NDArray[np.int64],
-               opened: npt.NDArray[np.int64], split: npt.NDArray[np.int64],
-               late: npt.NDArray[np.int64], dup: npt.NDArray[np.int64]
-               ) -> npt.NDArray[np.uint64]:
+def _id_hashes(
+    seeds: npt.NDArray[np.uint64],
+    key: npt.NDArray[np.int64],
+    opened: npt.NDArray[np.int64],
+    split: npt.NDArray[np.int64],
+    late: npt.NDArray[np.int64],
+    dup: npt.NDArray[np.int64],
+) -> npt.NDArray[np.uint64]:
     n = len(opened)
     out = np.empty(n, dtype=np.uint64)
     for i in range(n):
@@ -82,9 +86,14 @@ def exporter_seed(exporter: str) -> int:
     return text_seed(exporter)
 
 
-def id_hash(seeds: npt.NDArray[np.uint64], cols: npt.NDArray[np.int64],
-            opened: npt.NDArray[np.int64], split: npt.NDArray[np.int64],
-            late: npt.NDArray[np.int64], dup: npt.NDArray[np.int64]) -> npt.NDArray[np.uint64]:
+def id_hash(
+    seeds: npt.NDArray[np.uint64],
+    cols: npt.NDArray[np.int64],
+    opened: npt.NDArray[np.int64],
+    split: npt.NDArray[np.int64],
+    late: npt.NDArray[np.int64],
+    dup: npt.NDArray[np.int64],
+) -> npt.NDArray[np.uint64]:
     """uint64 ids of the keys in `cols` (session rows transposed: [field, row]) at (opened_at,
     split, late, dup); `seeds` holds each row's exporter_seed."""
     key = np.ascontiguousarray(cols[list(_KEY_FIELDS)], dtype=np.int64)
@@ -92,17 +101,18 @@ def id_hash(seeds: npt.NDArray[np.uint64], cols: npt.NDArray[np.int64],
     return _id_hashes(np.ascontiguousarray(seeds, dtype=np.uint64), key, *values)
 
 
-def id_texts(ids: npt.NDArray[np.uint64], valid: npt.NDArray[np.bool_] | None = None
-             ) -> pa.StringArray:
+def id_texts(
+    ids: npt.NDArray[np.uint64], valid: npt.NDArray[np.bool_] | None = None
+) -> pa.StringArray:
     """uint64 ids -> Arrow strings of 16 hex digits (null where `valid` is False)."""
     return hex_ids(ids, valid)
 
 
-def session_ids(seeds: npt.NDArray[np.uint64], cols: npt.NDArray[np.int64]
-                ) -> npt.NDArray[np.uint64]:
+def session_ids(
+    seeds: npt.NDArray[np.uint64], cols: npt.NDArray[np.int64]
+) -> npt.NDArray[np.uint64]:
     """uint64 session ids of final rows (transposed: [field, row])."""
-    return id_hash(seeds, cols, cols[R.O_OPENED], cols[R.O_SPLIT], cols[R.O_LATE],
-                   cols[R.O_DUP])
+    return id_hash(seeds, cols, cols[R.O_OPENED], cols[R.O_SPLIT], cols[R.O_LATE], cols[R.O_DUP])
 
 
 def _joined(parts: list[npt.NDArray[np.int64]]) -> npt.NDArray[np.int64]:
@@ -118,23 +128,42 @@ def _joined(parts: list[npt.NDArray[np.int64]]) -> npt.NDArray[np.int64]:
     return joined[:, :n]
 
 
-def _conversation_ids(seeds: npt.NDArray[np.uint64], cols: npt.NDArray[np.int64],
-                      own: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
-    roots = id_hash(seeds, cols, cols[R.O_ROOT_OPENED], np.zeros(cols.shape[1], np.int64),
-                    cols[R.O_ROOT_LATE], cols[R.O_ROOT_DUP])
+def _conversation_ids(
+    seeds: npt.NDArray[np.uint64], cols: npt.NDArray[np.int64], own: npt.NDArray[np.uint64]
+) -> npt.NDArray[np.uint64]:
+    roots = id_hash(
+        seeds,
+        cols,
+        cols[R.O_ROOT_OPENED],
+        np.zeros(cols.shape[1], np.int64),
+        cols[R.O_ROOT_LATE],
+        cols[R.O_ROOT_DUP],
+    )
     return np.where(cols[R.O_SPLIT] > 0, roots, own)
 
 
-def _follow_ids(seeds: npt.NDArray[np.uint64], cols: npt.NDArray[np.int64]
-                ) -> npt.NDArray[np.uint64]:
-    return id_hash(seeds, cols, cols[R.O_FOLLOW_OPENED], cols[R.O_FOLLOW_SPLIT],
-                   cols[R.O_FOLLOW_LATE], cols[R.O_FOLLOW_DUP])
+def _follow_ids(
+    seeds: npt.NDArray[np.uint64], cols: npt.NDArray[np.int64]
+) -> npt.NDArray[np.uint64]:
+    return id_hash(
+        seeds,
+        cols,
+        cols[R.O_FOLLOW_OPENED],
+        cols[R.O_FOLLOW_SPLIT],
+        cols[R.O_FOLLOW_LATE],
+        cols[R.O_FOLLOW_DUP],
+    )
 
 
 # -> a bool, typed Any: numpy's stubs type an element of an array as Any
 @njit(cache=True, nogil=True)
-def _before(a: int, b: int, ids: npt.NDArray[np.uint64], rank: npt.NDArray[np.int64],
-            serial: npt.NDArray[np.int64]) -> Any:
+def _before(
+    a: int,
+    b: int,
+    ids: npt.NDArray[np.uint64],
+    rank: npt.NDArray[np.int64],
+    serial: npt.NDArray[np.int64],
+) -> Any:
     """Row a sorts before row b by (id, exporter rank, serial)."""
     if ids[a] != ids[b]:
         return ids[a] < ids[b]
@@ -144,9 +173,13 @@ def _before(a: int, b: int, ids: npt.NDArray[np.uint64], rank: npt.NDArray[np.in
 
 
 @njit(cache=True, nogil=True)
-def _sort_tied_runs(order: npt.NDArray[np.intp], emit: npt.NDArray[np.int64],
-                    ids: npt.NDArray[np.uint64], rank: npt.NDArray[np.int64],
-                    serial: npt.NDArray[np.int64]) -> None:
+def _sort_tied_runs(
+    order: npt.NDArray[np.intp],
+    emit: npt.NDArray[np.int64],
+    ids: npt.NDArray[np.uint64],
+    rank: npt.NDArray[np.int64],
+    serial: npt.NDArray[np.int64],
+) -> None:
     """Within each run of equal emit in `order`, sort by (id, exporter rank, serial): a
     stable merge sort, insertion-sorted blocks of 16 merged bottom-up through a scratch
     array. Written out rather than numba's argsort and slice assignment, which compiled
@@ -200,9 +233,12 @@ def _sort_tied_runs(order: npt.NDArray[np.intp], emit: npt.NDArray[np.int64],
         i = j
 
 
-def _output_order(emit: npt.NDArray[np.int64], ids: npt.NDArray[np.uint64],
-                  exporter_rank: npt.NDArray[np.int64], serial: npt.NDArray[np.int64]
-                  ) -> npt.NDArray[np.intp]:
+def _output_order(
+    emit: npt.NDArray[np.int64],
+    ids: npt.NDArray[np.uint64],
+    exporter_rank: npt.NDArray[np.int64],
+    serial: npt.NDArray[np.int64],
+) -> npt.NDArray[np.intp]:
     """The permutation sorting rows by (emit, session_id, exporter, serial).
 
     Rows leave the kernel nearly sorted by emit, so a stable sort by emit is cheap; only the
@@ -210,28 +246,32 @@ def _output_order(emit: npt.NDArray[np.int64], ids: npt.NDArray[np.uint64],
     open at the end) need the rest of the key, each sorted on its own.
     """
     order = np.argsort(emit, kind="stable")
-    _sort_tied_runs(order, np.ascontiguousarray(emit), ids,
-                    np.ascontiguousarray(exporter_rank), np.ascontiguousarray(serial))
+    _sort_tied_runs(
+        order,
+        np.ascontiguousarray(emit),
+        ids,
+        np.ascontiguousarray(exporter_rank),
+        np.ascontiguousarray(serial),
+    )
     return order
 
 
-def _vocabulary(names: tuple[str | None, ...], codes: npt.NDArray[np.integer[Any]]
-                ) -> pa.StringArray:
+def _vocabulary(
+    names: tuple[str | None, ...], codes: npt.NDArray[np.integer[Any]]
+) -> pa.StringArray:
     """Strings of a small vocabulary picked by integer codes (no Python object per row)."""
     # pa.array of int32 values is an Int32Array (the stubs read any ndarray as booleans)
     return pa.array(list(names), pa.string()).take(
-        cast(pa.Int32Array, pa.array(codes.astype(np.int32))))
+        cast(pa.Int32Array, pa.array(codes.astype(np.int32)))
+    )
 
 
-def _address_text_array(high: npt.NDArray[np.int64], low: npt.NDArray[np.int64]
-                        ) -> pa.StringArray:
+def _address_text_array(high: npt.NDArray[np.int64], low: npt.NDArray[np.int64]) -> pa.StringArray:
     """Text of addresses given as row.py halves (addresses.word_text_array)."""
-    return word_text_array((high ^ R.SIGN_BIT).view(np.uint64),
-                           (low ^ R.SIGN_BIT).view(np.uint64))
+    return word_text_array((high ^ R.SIGN_BIT).view(np.uint64), (low ^ R.SIGN_BIT).view(np.uint64))
 
 
-def _endpoint_texts(cols: npt.NDArray[np.int64]
-                    ) -> tuple[pa.StringArray, npt.NDArray[np.int64]]:
+def _endpoint_texts(cols: npt.NDArray[np.int64]) -> tuple[pa.StringArray, npt.NDArray[np.int64]]:
     """(text of each distinct address, index [2, n] of endpoint lo/hi of each row into it).
 
     Each distinct address is formatted once: a scan's million sessions share few hosts.
@@ -284,8 +324,9 @@ class _Numbers(NamedTuple):
 
 
 @njit(cache=True, nogil=True)
-def _session_numbers(cols: npt.NDArray[np.int64], order: npt.NDArray[np.intp],
-                     endpoint: npt.NDArray[np.int64]) -> tuple[npt.NDArray[Any], ...]:
+def _session_numbers(
+    cols: npt.NDArray[np.int64], order: npt.NDArray[np.intp], endpoint: npt.NDArray[np.int64]
+) -> tuple[npt.NDArray[Any], ...]:
     """Every number column of the sessions table, row i from output row order[i]: one pass
     that gathers, orients (a/b, client/server) and narrows, instead of a gather of all the
     output fields and a numpy pass per column. Endpoint d of row j is `endpoint[d, j]` (an
@@ -372,11 +413,43 @@ def _session_numbers(cols: npt.NDArray[np.int64], order: npt.NDArray[np.intp],
         scaled[i] = cols[R.O_SCALED, j] != 0
         serial[i] = cols[R.O_SERIAL, j]
         orient[i] = a
-    return (split, domain, protocol, port_a, port_b, client_port, server_port, address_a,
-            address_b, client_address, server_address, method, confidence, ab_bytes,
-            ba_bytes, ab_packets, ba_packets, ab_flags, ba_flags, icmp, icmp_type, icmp_code,
-            opened, last, closed, still_open, state, reason, flows, late_records, late,
-            sampling, scaled, serial, orient)
+    return (
+        split,
+        domain,
+        protocol,
+        port_a,
+        port_b,
+        client_port,
+        server_port,
+        address_a,
+        address_b,
+        client_address,
+        server_address,
+        method,
+        confidence,
+        ab_bytes,
+        ba_bytes,
+        ab_packets,
+        ba_packets,
+        ab_flags,
+        ba_flags,
+        icmp,
+        icmp_type,
+        icmp_code,
+        opened,
+        last,
+        closed,
+        still_open,
+        state,
+        reason,
+        flows,
+        late_records,
+        late,
+        sampling,
+        scaled,
+        serial,
+        orient,
+    )
 
 
 def _list_of_nothing(n: int) -> pa.ListArray[Any]:
@@ -408,9 +481,16 @@ class SessionKeys:
     role_method: npt.NDArray[np.int32]
 
 
-def sessions_table(parts: list[tuple[str, npt.NDArray[np.int64]]]
-                   ) -> tuple[pa.Table, npt.NDArray[np.intp], npt.NDArray[np.uint64],
-                              npt.NDArray[np.int64], npt.NDArray[np.int64], SessionKeys | None]:
+def sessions_table(
+    parts: list[tuple[str, npt.NDArray[np.int64]]],
+) -> tuple[
+    pa.Table,
+    npt.NDArray[np.intp],
+    npt.NDArray[np.uint64],
+    npt.NDArray[np.int64],
+    npt.NDArray[np.int64],
+    SessionKeys | None,
+]:
     """SESSIONS_SCHEMA rows for (exporter, output rows) parts, sorted; the order applied;
     their ids, serials and orientations (0: ip_a is the lo endpoint), in table order; and
     the rows' SessionKeys (None when there are no rows).
@@ -422,9 +502,14 @@ def sessions_table(parts: list[tuple[str, npt.NDArray[np.int64]]]
     """
     parts = [(exporter, cols) for exporter, cols in parts if cols.shape[1]]
     if not parts:
-        return (SESSIONS_SCHEMA.empty_table(), np.zeros(0, dtype=np.int64),
-                np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64),
-                np.zeros(0, dtype=np.int64), None)
+        return (
+            SESSIONS_SCHEMA.empty_table(),
+            np.zeros(0, dtype=np.int64),
+            np.zeros(0, dtype=np.uint64),
+            np.zeros(0, dtype=np.int64),
+            np.zeros(0, dtype=np.int64),
+            None,
+        )
     cols = _joined([c for _, c in parts])
     n = cols.shape[1]
     names = sorted({exporter for exporter, _ in parts})
@@ -450,8 +535,9 @@ def sessions_table(parts: list[tuple[str, npt.NDArray[np.int64]]]
     protocols, protocol_code = np.unique(number.protocol, return_inverse=True)
     keywords = tuple(protocol_keyword(int(p)) for p in protocols)
 
-    def times(values: npt.NDArray[np.int64], mask: npt.NDArray[np.bool_] | None = None
-              ) -> pa.Array[Any]:
+    def times(
+        values: npt.NDArray[np.int64], mask: npt.NDArray[np.bool_] | None = None
+    ) -> pa.Array[Any]:
         return pa.array(values, type=pa.int64(), mask=mask).cast(TIMESTAMP)
 
     def address(index: npt.NDArray[np.int64]) -> pa.StringArray:
@@ -497,20 +583,29 @@ def sessions_table(parts: list[tuple[str, npt.NDArray[np.int64]]]
         "counters_scaled": pa.array(number.scaled),
         "matched_rules": _list_of_nothing(n),
     }
-    table = pa.Table.from_arrays([columns[f.name] for f in SESSIONS_SCHEMA],
-                                 schema=SESSIONS_SCHEMA)
+    table = pa.Table.from_arrays([columns[f.name] for f in SESSIONS_SCHEMA], schema=SESSIONS_SCHEMA)
     address_hashes = text_hashes(texts)  # each distinct address once
     keys = SessionKeys(
-        pair=pair_hash_values(number.protocol, address_hashes[number.address_a], number.port_a,
-                              address_hashes[number.address_b], number.port_b,
-                              port_protocols=PORT_PROTOCOLS),
+        pair=pair_hash_values(
+            number.protocol,
+            address_hashes[number.address_a],
+            number.port_a,
+            address_hashes[number.address_b],
+            number.port_b,
+            port_protocols=PORT_PROTOCOLS,
+        ),
         # one index per distinct address, and a canonical text per address: equal indices
         # are equal texts
-        client_is_a=((number.client_address == number.address_a)
-                     & (number.client_port == number.port_a)),
-        exporters=tuple(names), exporter=exporter_rank,
-        protocols=keywords, protocol=protocol_code.ravel(),
-        role_methods=R.METHOD_NAMES, role_method=number.method)
+        client_is_a=(
+            (number.client_address == number.address_a) & (number.client_port == number.port_a)
+        ),
+        exporters=tuple(names),
+        exporter=exporter_rank,
+        protocols=keywords,
+        protocol=protocol_code.ravel(),
+        role_methods=R.METHOD_NAMES,
+        role_method=number.method,
+    )
     return table, order, ids, number.serial, number.orient, keys
 
 

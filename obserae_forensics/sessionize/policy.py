@@ -43,13 +43,26 @@ _DURATION_SETTINGS: dict[str, str] = {
 _CAP_SETTING = "sessions.max_open_ksessions"
 _REPLAY_SETTING = "sessions.replay"
 SETTING_NAMES: tuple[str, ...] = (
-    "sessions.hard_timeout", "sessions.grace", _CAP_SETTING,
-    "sessions.idle.tcp_established", "sessions.idle.tcp_half_open", "sessions.idle.udp",
-    "sessions.idle.icmp", "sessions.idle.other", _REPLAY_SETTING,
+    "sessions.hard_timeout",
+    "sessions.grace",
+    _CAP_SETTING,
+    "sessions.idle.tcp_established",
+    "sessions.idle.tcp_half_open",
+    "sessions.idle.udp",
+    "sessions.idle.icmp",
+    "sessions.idle.other",
+    _REPLAY_SETTING,
 )
 
-_UNITS_US = {"us": 1, "µs": 1, "ms": 1_000, "s": SECOND_US, "m": 60 * SECOND_US,
-             "h": 3600 * SECOND_US, "d": 86_400 * SECOND_US}
+_UNITS_US = {
+    "us": 1,
+    "µs": 1,
+    "ms": 1_000,
+    "s": SECOND_US,
+    "m": 60 * SECOND_US,
+    "h": 3600 * SECOND_US,
+    "d": 86_400 * SECOND_US,
+}
 _DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(us|µs|ms|s|m|h|d)?\s*$")
 
 
@@ -85,12 +98,14 @@ class SessionPolicy:
             if value < 0 or (value == 0 and setting != "sessions.grace"):
                 raise UsageError(f"{setting}: must be {bound}, got {value} µs")
             if value > MAX_DURATION_US:
-                raise UsageError(f"{setting}: at most {MAX_DURATION_US // YEAR_US} years, got "
-                                 f"{value} µs")
+                raise UsageError(
+                    f"{setting}: at most {MAX_DURATION_US // YEAR_US} years, got {value} µs"
+                )
         _cap_sessions(self.max_open_ksessions, _CAP_SETTING)
         if self.replay not in REPLAY_MODES:
-            raise UsageError(f"{_REPLAY_SETTING}: expected one of {', '.join(REPLAY_MODES)}, "
-                             f"got {self.replay!r}")
+            raise UsageError(
+                f"{_REPLAY_SETTING}: expected one of {', '.join(REPLAY_MODES)}, got {self.replay!r}"
+            )
 
     @property
     def max_open_sessions(self) -> int:
@@ -119,8 +134,10 @@ def parse_duration(value: object, setting: str) -> int:
         raise UsageError(f"{setting}: must not be negative, got {_shown(value)}")
     match = _DURATION.match(text)
     if match is None:
-        raise UsageError(f"{setting}: {_shown(value)} is not a duration (use e.g. 500ms, 30s, 15m, "
-                         "1h, 2d or plain seconds)")
+        raise UsageError(
+            f"{setting}: {_shown(value)} is not a duration (use e.g. 500ms, 30s, 15m, "
+            "1h, 2d or plain seconds)"
+        )
     number, unit = match.groups()
     return _whole_us(float(number) * _UNITS_US[unit or "s"], value, setting)
 
@@ -129,24 +146,30 @@ def _whole_us(micros: float, value: object, setting: str) -> int:
     """Microseconds as a whole number; past MAX_DURATION_US it is refused here, before a
     float of 1e400 (infinite) could reach round()."""
     if not math.isfinite(micros) or micros > MAX_DURATION_US:
-        raise UsageError(f"{setting}: at most {MAX_DURATION_US // YEAR_US} years, got "
-                         f"{_shown(value)}")
+        raise UsageError(
+            f"{setting}: at most {MAX_DURATION_US // YEAR_US} years, got {_shown(value)}"
+        )
     return round(micros)
 
 
 def _cap_sessions(value: object, setting: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise UsageError(f"{setting}: expected a number of thousands of sessions, "
-                         f"got {_shown(value)}")
+        raise UsageError(
+            f"{setting}: expected a number of thousands of sessions, got {_shown(value)}"
+        )
     # compared before any float arithmetic (10**400 has no float); infinity and NaN are
     # refused below as no whole number
     if value > MAX_OPEN_SESSIONS / 1000 and value != math.inf:
-        raise UsageError(f"{setting}: at most {MAX_OPEN_SESSIONS // 1000} thousand open "
-                         f"sessions per exporter, got {_shown(value)} thousand")
+        raise UsageError(
+            f"{setting}: at most {MAX_OPEN_SESSIONS // 1000} thousand open "
+            f"sessions per exporter, got {_shown(value)} thousand"
+        )
     sessions = value * 1000
     if not math.isfinite(sessions) or sessions < 1 or abs(sessions - round(sessions)) > 1e-6:
-        raise UsageError(f"{setting}: must allow a whole number of open sessions, at least 1 "
-                         f"(got {_shown(value)} thousand)")
+        raise UsageError(
+            f"{setting}: must allow a whole number of open sessions, at least 1 "
+            f"(got {_shown(value)} thousand)"
+        )
     return round(sessions)
 
 
@@ -194,8 +217,9 @@ def read_settings_file(path: Path) -> dict[str, object]:
         raise UsageError(f"{where}expected a mapping with a `sessions:` block")
     unknown = [str(k)[:60] for k in document if k != "sessions"]
     if unknown:
-        raise UsageError(f"{where}unknown top-level key(s) {', '.join(unknown)} "
-                         "(only `sessions:` is read)")
+        raise UsageError(
+            f"{where}unknown top-level key(s) {', '.join(unknown)} (only `sessions:` is read)"
+        )
     if document.get("sessions") is None:
         return {}
     return _flatten(document["sessions"], "sessions", where)
@@ -229,15 +253,18 @@ def load_policy(
             if name in _DURATION_SETTINGS:
                 us = parse_duration(value, name)
                 if us == 0 and name != "sessions.grace":
-                    raise UsageError(f"{name}: must be > 0 (durations are whole "
-                                     f"microseconds), got {_shown(value)}")
+                    raise UsageError(
+                        f"{name}: must be > 0 (durations are whole "
+                        f"microseconds), got {_shown(value)}"
+                    )
                 changes[_DURATION_SETTINGS[name]] = us
             elif name == _CAP_SETTING:
                 changes["max_open_ksessions"] = _parse_cap(value, name)
             else:
                 if value not in REPLAY_MODES:
-                    raise UsageError(f"{name}: expected one of {', '.join(REPLAY_MODES)}, "
-                                     f"got {_shown(value)}")
+                    raise UsageError(
+                        f"{name}: expected one of {', '.join(REPLAY_MODES)}, got {_shown(value)}"
+                    )
                 changes["replay"] = value
         except UsageError as error:
             if where:
@@ -257,4 +284,3 @@ def policy_settings(policy: SessionPolicy) -> dict[str, Any]:
         else:
             settings[name] = policy.replay
     return settings
-

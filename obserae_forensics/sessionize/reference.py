@@ -159,8 +159,11 @@ class RefSession:
     def fins(self) -> int:
         """Bit d: FIN seen from endpoint d in the conversation, here or in a fragment before
         (a connection whose FINs fall on both sides of a cut finishes in its last one)."""
-        return (bool(self.flags[0] & R.TCP_FIN) | bool(self.flags[1] & R.TCP_FIN) << 1
-                | self.inherited_fins)
+        return (
+            bool(self.flags[0] & R.TCP_FIN)
+            | bool(self.flags[1] & R.TCP_FIN) << 1
+            | self.inherited_fins
+        )
 
     def finished(self) -> bool:
         if self.protocol != 6:
@@ -176,8 +179,9 @@ class RefSession:
 
     def idle(self, policy: SessionPolicy) -> int:
         if self.protocol == 6:
-            return policy.idle_tcp_half_open_us if self.half_open() else \
-                policy.idle_tcp_established_us
+            return (
+                policy.idle_tcp_half_open_us if self.half_open() else policy.idle_tcp_established_us
+            )
         if self.protocol in (17, 136):
             return policy.idle_udp_us
         if self.protocol in (1, 58):
@@ -194,8 +198,12 @@ class RefSession:
                     # from its side), answered by RST without SYN or data (cumulative
                     # flags of a connection whose SYN-ACK went unseen hold PSH: a RST
                     # after that exchange is rst)
-                    if (opening & R.TCP_SYN and not opening & R.OPENING_ONLY
-                            and answer & R.TCP_RST and not answer & R.REFUSAL_ONLY):
+                    if (
+                        opening & R.TCP_SYN
+                        and not opening & R.OPENING_ONLY
+                        and answer & R.TCP_RST
+                        and not answer & R.REFUSAL_ONLY
+                    ):
                         return R.REASON_REJECTED
                 # rst is "RST seen after an established exchange"; one direction only (a
                 # scanner's own RST, backscatter) is a one-way attempt: no_reply
@@ -229,10 +237,8 @@ def canonical(records: Records, i: int) -> tuple[Key, int]:
     """The key of record i and its direction (0: the source is the smaller endpoint)."""
     proto = int(records.protocol[i])
     ports = proto in PORT_PROTOCOLS
-    src = (int(records.src_hi[i]), int(records.src_lo[i]),
-           int(records.src_port[i]) if ports else 0)
-    dst = (int(records.dst_hi[i]), int(records.dst_lo[i]),
-           int(records.dst_port[i]) if ports else 0)
+    src = (int(records.src_hi[i]), int(records.src_lo[i]), int(records.src_port[i]) if ports else 0)
+    dst = (int(records.dst_hi[i]), int(records.dst_lo[i]), int(records.dst_port[i]) if ports else 0)
     if src <= dst:
         return (proto, *src, *dst), 0
     return (proto, *dst, *src), 1
@@ -245,8 +251,13 @@ class ReferenceReplay:
         self.policy = policy
         self.known_ports = known_ports
         self.cap = policy.max_open_sessions
-        self.min_idle = min(policy.idle_tcp_established_us, policy.idle_tcp_half_open_us,
-                            policy.idle_udp_us, policy.idle_icmp_us, policy.idle_other_us)
+        self.min_idle = min(
+            policy.idle_tcp_established_us,
+            policy.idle_tcp_half_open_us,
+            policy.idle_udp_us,
+            policy.idle_icmp_us,
+            policy.idle_other_us,
+        )
         self.open: dict[Key, RefSession] = {}
         self.prev: dict[Key, RefSession] = {}
         self.endpoints: dict[Endpoint, list[int]] = {}  # -> [open sessions, peak]
@@ -264,8 +275,9 @@ class ReferenceReplay:
         self._out: list[RefSession] = []
 
     # -- the replay -------------------------------------------------------------------
-    def process(self, records: Records
-                ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int8], npt.NDArray[np.int64]]:
+    def process(
+        self, records: Records
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int8], npt.NDArray[np.int64]]:
         """Replay `records` (arrival order); -> (session serial, direction) per record, rows out."""
         n = len(records)
         serials = np.zeros(n, dtype=np.int64)
@@ -287,8 +299,12 @@ class ReferenceReplay:
         return self._take_rows()
 
     def pressure(self) -> dict[str, Any]:
-        return {"evictions": self.evictions, "first_eviction_us": self.first_eviction,
-                "last_eviction_us": self.last_eviction, "peak_open": self.peak_open}
+        return {
+            "evictions": self.evictions,
+            "first_eviction_us": self.first_eviction,
+            "last_eviction_us": self.last_eviction,
+            "peak_open": self.peak_open,
+        }
 
     def _record(self, records: Records, i: int) -> tuple[int, int]:
         policy = self.policy
@@ -301,22 +317,24 @@ class ReferenceReplay:
         watermark = None if self.max_clock is None else self.max_clock - policy.grace_us
         late = watermark is not None and last < watermark
         self.records += 1
-        deep = int(watermark is not None
-                   and first < watermark - self.min_idle - policy.grace_us)
+        deep = int(watermark is not None and first < watermark - self.min_idle - policy.grace_us)
         identity = int(records.identity[i])
         flags = int(records.tcp_flags[i])
         session = self.open.get(key)
         joined = False
         if session is not None:
             idle = session.idle(policy)
-            if first > session.last + idle or first >= session.opened + policy.hard_timeout_us \
-                    or _reopens(session, first, flags):
+            if (
+                first > session.last + idle
+                or first >= session.opened + policy.hard_timeout_us
+                or _reopens(session, first, flags)
+            ):
                 closed_at, reason = session.deadline(policy)
                 self._close(session, closed_at, reason, index)
                 session = None
             elif first < session.opened and (
-                    last + idle < session.opened
-                    or first + policy.hard_timeout_us <= session.max_first):
+                last + idle < session.opened or first + policy.hard_timeout_us <= session.max_first
+            ):
                 stray = self._new_session(key, first, late, flags, stray=True)
                 stray.identity, stray.deep = identity, 1  # numbered by identity (rule 6)
                 self._apply(stray, records, i, direction)
@@ -341,8 +359,9 @@ class ReferenceReplay:
         self._after(clock, last, index)
         return session.serial, direction
 
-    def _new_session(self, key: Key, first: int, late: bool, flags: int,
-                     stray: bool = False) -> RefSession:
+    def _new_session(
+        self, key: Key, first: int, late: bool, flags: int, stray: bool = False
+    ) -> RefSession:
         """`flags`: the opening record's (both halves of a biflow)."""
         session = RefSession(key, self.serials, late=int(late))
         self.serials += 1
@@ -355,11 +374,14 @@ class ReferenceReplay:
                 session.follows = (prev.opened, prev.split, prev.late, prev.dup)
                 # within its idle timeout: its conversation (rule 3), unless a new
                 # connection on the 5-tuple after a finished one (as in rule 2b')
-                if first <= prev.last + prev.idle_at_close and \
-                        not _reopens(prev, first, flags):
+                if first <= prev.last + prev.idle_at_close and not _reopens(prev, first, flags):
                     _inherit(session, prev)
-        elif not stray and prev.reason in (R.REASON_HARD_TIMEOUT, R.REASON_EVICTED) and \
-                first <= prev.last + prev.idle_at_close and not _reopens(prev, first, flags):
+        elif (
+            not stray
+            and prev.reason in (R.REASON_HARD_TIMEOUT, R.REASON_EVICTED)
+            and first <= prev.last + prev.idle_at_close
+            and not _reopens(prev, first, flags)
+        ):
             session.split = prev.split + 1
             session.root = prev.root if prev.split else (prev.opened, prev.late, prev.dup)
             _inherit(session, prev)
@@ -451,12 +473,14 @@ class ReferenceReplay:
             if deadline < watermark:
                 self._close(session, deadline, reason, emit)
         # a late session expires by the records that came since its close (rule 5)
-        for key in [k for k, p in self.prev.items()
-                    if p.expiry < (self.records if p.late else watermark)]:
+        for key in [
+            k for k, p in self.prev.items() if p.expiry < (self.records if p.late else watermark)
+        ]:
             del self.prev[key]
 
-    def _close(self, s: RefSession, closed_at: int, reason: int, emit: int,
-               counted: bool = True) -> None:
+    def _close(
+        self, s: RefSession, closed_at: int, reason: int, emit: int, counted: bool = True
+    ) -> None:
         """s leaves: final row out, remembered as its key's last closed session, unless it is
         late and an in-order one is remembered (rule 3)."""
         if counted:
@@ -489,16 +513,29 @@ class ReferenceReplay:
         else:
             prev = self.prev.get(s.key)
             mine = (s.opened, s.split, s.late)
-            for earlier in ((prev.opened, prev.split, prev.late, prev.dup)
-                            if prev is not None else None, s.open_prev):
+            for earlier in (
+                (prev.opened, prev.split, prev.late, prev.dup) if prev is not None else None,
+                s.open_prev,
+            ):
                 if earlier is not None and earlier[:3] == mine:
                     s.dup = max(s.dup, earlier[3] + 1)
         if s.inherited is None:
             server, method, confidence = infer_server(
-                s.protocol, s.orient_dir, s.syn_first_seen[0], s.syn_first_seen[1], s.pure_syn,
-                s.echo_request, s.icmp_answers, s.declared, s.key[3], s.key[6],
-                bool(self.known_ports[s.key[3]]), bool(self.known_ports[s.key[6]]),
-                s.peaks[0], s.peaks[1])
+                s.protocol,
+                s.orient_dir,
+                s.syn_first_seen[0],
+                s.syn_first_seen[1],
+                s.pure_syn,
+                s.echo_request,
+                s.icmp_answers,
+                s.declared,
+                s.key[3],
+                s.key[6],
+                bool(self.known_ports[s.key[3]]),
+                bool(self.known_ports[s.key[6]]),
+                s.peaks[0],
+                s.peaks[1],
+            )
             s.inherited = (s.orient_dir, server, method, confidence)
         s.closed_at = closed_at
         s.reason = reason
@@ -548,24 +585,51 @@ def _fill_row(out: npt.NDArray[np.int64], s: RefSession) -> None:
     else:
         state = R.STATE_CLOSED
     values = {
-        R.F_PROTO: proto, R.F_LO_HI: lo_hi, R.F_LO_LO: lo_lo, R.F_LO_PORT: lo_port,
-        R.F_HI_HI: hi_hi, R.F_HI_LO: hi_lo, R.F_HI_PORT: hi_port, R.F_SERIAL: s.serial,
-        R.F_OPENED: s.opened, R.F_LAST: s.last, R.F_FIRST_DST_PORT: s.first_dst_port,
-        R.F_DOMAIN: s.domain, R.F_BYTES0: _bits(s.octets[0]), R.F_BYTES1: _bits(s.octets[1]),
-        R.F_PACKETS0: _bits(s.packets[0]), R.F_PACKETS1: _bits(s.packets[1]),
+        R.F_PROTO: proto,
+        R.F_LO_HI: lo_hi,
+        R.F_LO_LO: lo_lo,
+        R.F_LO_PORT: lo_port,
+        R.F_HI_HI: hi_hi,
+        R.F_HI_LO: hi_lo,
+        R.F_HI_PORT: hi_port,
+        R.F_SERIAL: s.serial,
+        R.F_OPENED: s.opened,
+        R.F_LAST: s.last,
+        R.F_FIRST_DST_PORT: s.first_dst_port,
+        R.F_DOMAIN: s.domain,
+        R.F_BYTES0: _bits(s.octets[0]),
+        R.F_BYTES1: _bits(s.octets[1]),
+        R.F_PACKETS0: _bits(s.packets[0]),
+        R.F_PACKETS1: _bits(s.packets[1]),
         R.F_FLAGS0: s.flags[0],
-        R.F_FLAGS1: s.flags[1], R.F_FLOWS: s.flows, R.F_LATE_RECORDS: s.late_records,
-        R.F_SAMPLING: s.sampling, R.F_SCALED: s.scaled, R.F_LATE: s.late, R.F_SPLIT: s.split,
-        R.F_DUP: s.dup, R.F_CLOSED_AT: 0 if s.closed_at is None else s.closed_at,
-        R.F_REASON: s.reason, R.F_EMIT: s.emit, R.F_ORIENT: orient, R.F_SERVER: server,
-        R.F_METHOD: method, R.F_CONFIDENCE: confidence, R.F_STATE: state,
-        R.F_PEAK0: s.peaks[0], R.F_PEAK1: s.peaks[1],
+        R.F_FLAGS1: s.flags[1],
+        R.F_FLOWS: s.flows,
+        R.F_LATE_RECORDS: s.late_records,
+        R.F_SAMPLING: s.sampling,
+        R.F_SCALED: s.scaled,
+        R.F_LATE: s.late,
+        R.F_SPLIT: s.split,
+        R.F_DUP: s.dup,
+        R.F_CLOSED_AT: 0 if s.closed_at is None else s.closed_at,
+        R.F_REASON: s.reason,
+        R.F_EMIT: s.emit,
+        R.F_ORIENT: orient,
+        R.F_SERVER: server,
+        R.F_METHOD: method,
+        R.F_CONFIDENCE: confidence,
+        R.F_STATE: state,
+        R.F_PEAK0: s.peaks[0],
+        R.F_PEAK1: s.peaks[1],
     }
     if s.root is not None:
         values[R.F_ROOT_OPENED], values[R.F_ROOT_LATE], values[R.F_ROOT_DUP] = s.root
     if s.follows is not None:
         values[R.F_HAS_FOLLOW] = 1
-        (values[R.F_FOLLOW_OPENED], values[R.F_FOLLOW_SPLIT], values[R.F_FOLLOW_LATE],
-         values[R.F_FOLLOW_DUP]) = s.follows
+        (
+            values[R.F_FOLLOW_OPENED],
+            values[R.F_FOLLOW_SPLIT],
+            values[R.F_FOLLOW_LATE],
+            values[R.F_FOLLOW_DUP],
+        ) = s.follows
     for index, value in values.items():
         out[index] = value

@@ -166,21 +166,93 @@ STATUS_ROW_SHIFT = 2
 
 # The output row: the fields output.py reads, in this order; O_X is F_X's place in it.
 OUTPUT_FIELDS = (
-    F_PROTO, F_LO_HI, F_LO_LO, F_LO_PORT, F_HI_HI, F_HI_LO, F_HI_PORT, F_SERIAL, F_EMIT,
-    F_OPENED, F_LAST, F_CLOSED_AT, F_SPLIT, F_LATE, F_DUP, F_ROOT_OPENED, F_ROOT_LATE,
-    F_ROOT_DUP, F_HAS_FOLLOW, F_FOLLOW_OPENED, F_FOLLOW_SPLIT, F_FOLLOW_LATE, F_FOLLOW_DUP,
-    F_ORIENT, F_SERVER, F_METHOD, F_CONFIDENCE, F_STATE, F_REASON, F_BYTES0, F_BYTES1,
-    F_PACKETS0, F_PACKETS1, F_FLAGS0, F_FLAGS1, F_FIRST_DST_PORT, F_DOMAIN, F_FLOWS,
-    F_LATE_RECORDS, F_SAMPLING, F_SCALED,
+    F_PROTO,
+    F_LO_HI,
+    F_LO_LO,
+    F_LO_PORT,
+    F_HI_HI,
+    F_HI_LO,
+    F_HI_PORT,
+    F_SERIAL,
+    F_EMIT,
+    F_OPENED,
+    F_LAST,
+    F_CLOSED_AT,
+    F_SPLIT,
+    F_LATE,
+    F_DUP,
+    F_ROOT_OPENED,
+    F_ROOT_LATE,
+    F_ROOT_DUP,
+    F_HAS_FOLLOW,
+    F_FOLLOW_OPENED,
+    F_FOLLOW_SPLIT,
+    F_FOLLOW_LATE,
+    F_FOLLOW_DUP,
+    F_ORIENT,
+    F_SERVER,
+    F_METHOD,
+    F_CONFIDENCE,
+    F_STATE,
+    F_REASON,
+    F_BYTES0,
+    F_BYTES1,
+    F_PACKETS0,
+    F_PACKETS1,
+    F_FLAGS0,
+    F_FLAGS1,
+    F_FIRST_DST_PORT,
+    F_DOMAIN,
+    F_FLOWS,
+    F_LATE_RECORDS,
+    F_SAMPLING,
+    F_SCALED,
 )
 OUTPUT_FIELD_COUNT = len(OUTPUT_FIELDS)
 OUTPUT_FIELD_INDEX = np.array(OUTPUT_FIELDS, dtype=np.int64)
-(O_PROTO, O_LO_HI, O_LO_LO, O_LO_PORT, O_HI_HI, O_HI_LO, O_HI_PORT, O_SERIAL, O_EMIT,
- O_OPENED, O_LAST, O_CLOSED_AT, O_SPLIT, O_LATE, O_DUP, O_ROOT_OPENED, O_ROOT_LATE,
- O_ROOT_DUP, O_HAS_FOLLOW, O_FOLLOW_OPENED, O_FOLLOW_SPLIT, O_FOLLOW_LATE, O_FOLLOW_DUP,
- O_ORIENT, O_SERVER, O_METHOD, O_CONFIDENCE, O_STATE, O_REASON, O_BYTES0, O_BYTES1,
- O_PACKETS0, O_PACKETS1, O_FLAGS0, O_FLAGS1, O_FIRST_DST_PORT, O_DOMAIN, O_FLOWS,
- O_LATE_RECORDS, O_SAMPLING, O_SCALED) = range(OUTPUT_FIELD_COUNT)
+(
+    O_PROTO,
+    O_LO_HI,
+    O_LO_LO,
+    O_LO_PORT,
+    O_HI_HI,
+    O_HI_LO,
+    O_HI_PORT,
+    O_SERIAL,
+    O_EMIT,
+    O_OPENED,
+    O_LAST,
+    O_CLOSED_AT,
+    O_SPLIT,
+    O_LATE,
+    O_DUP,
+    O_ROOT_OPENED,
+    O_ROOT_LATE,
+    O_ROOT_DUP,
+    O_HAS_FOLLOW,
+    O_FOLLOW_OPENED,
+    O_FOLLOW_SPLIT,
+    O_FOLLOW_LATE,
+    O_FOLLOW_DUP,
+    O_ORIENT,
+    O_SERVER,
+    O_METHOD,
+    O_CONFIDENCE,
+    O_STATE,
+    O_REASON,
+    O_BYTES0,
+    O_BYTES1,
+    O_PACKETS0,
+    O_PACKETS1,
+    O_FLAGS0,
+    O_FLAGS1,
+    O_FIRST_DST_PORT,
+    O_DOMAIN,
+    O_FLOWS,
+    O_LATE_RECORDS,
+    O_SAMPLING,
+    O_SCALED,
+) = range(OUTPUT_FIELD_COUNT)
 
 STATUS_OPEN = 1
 STATUS_PREV = 2
@@ -212,8 +284,15 @@ METHOD_SERVICE_PORT = 3
 METHOD_TRAFFIC_SHAPE = 4
 METHOD_FIRST_SENDER = 5
 METHOD_ICMP_ERROR = 6
-METHOD_NAMES = ("tcp_handshake", "icmp_echo", "cartography", "service_port", "traffic_shape",
-                "first_sender", "icmp_error")
+METHOD_NAMES = (
+    "tcp_handshake",
+    "icmp_echo",
+    "cartography",
+    "service_port",
+    "traffic_shape",
+    "first_sender",
+    "icmp_error",
+)
 
 # TCP flag bits
 TCP_FIN = 0x01
@@ -241,4 +320,4 @@ def new_rows(count: int, width: int = ROW_WIDTH) -> npt.NDArray[np.int64]:
     paid for once a row is used)."""
     buffer = np.zeros(count * width + 8, dtype=np.int64)
     skip = (-buffer.ctypes.data % 64) // 8
-    return buffer[skip:skip + count * width].reshape(count, width)
+    return buffer[skip : skip + count * width].reshape(count, width)

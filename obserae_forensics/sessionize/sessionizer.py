@@ -41,8 +41,9 @@ from .reference import ReferenceReplay
 if TYPE_CHECKING:
     from typing_extensions import Buffer
 
-ServiceLookup = Callable[[npt.NDArray[np.uint8], npt.NDArray[np.uint8], npt.NDArray[np.uint16]],
-                         npt.NDArray[np.bool_]]
+ServiceLookup = Callable[
+    [npt.NDArray[np.uint8], npt.NDArray[np.uint8], npt.NDArray[np.uint16]], npt.NDArray[np.bool_]
+]
 """(addresses (n,16) uint8, protocols uint8[n], ports uint16[n]) -> bool[n]: declared services."""
 
 
@@ -51,8 +52,9 @@ _HELD_BATCHES = 16  # held batches beyond which the older ones are merged
 
 
 class Replay(Protocol):
-    def process(self, records: Records
-                ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int8], npt.NDArray[np.int64]]: ...
+    def process(
+        self, records: Records
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int8], npt.NDArray[np.int64]]: ...
     def finish(self, emit: int) -> npt.NDArray[np.int64]: ...
     def pressure(self) -> dict[str, Any]: ...
 
@@ -86,8 +88,14 @@ class Sessionizer:
     identities of records name their files relative to; else absolute paths.
     """
 
-    def __init__(self, policy: SessionPolicy, *, services: ServiceLookup | None = None,
-                 engine: str = "numba", identity_root: str | None = None) -> None:
+    def __init__(
+        self,
+        policy: SessionPolicy,
+        *,
+        services: ServiceLookup | None = None,
+        engine: str = "numba",
+        identity_root: str | None = None,
+    ) -> None:
         if engine not in ("numba", "reference"):
             raise ValueError(f"engine must be 'numba' or 'reference', not {engine!r}")
         self.policy = policy
@@ -119,21 +127,24 @@ class Sessionizer:
             table = table.cast(FLOW_SCHEMA)  # time, 0.3 ms a batch)
         exporters = self._exporter_column(table)
         src_declared, dst_declared = self._declared(table)
-        records = batch_records(table, self._count, src_declared, dst_declared,
-                                self._identity_root)
+        records = batch_records(table, self._count, src_declared, dst_declared, self._identity_root)
         for times in (records.first_seen, records.last_seen):
             if len(times) and (times.min() < -TIME_LIMIT_US or times.max() > TIME_LIMIT_US):
                 # read_flows leaves such records out (bad_timestamp); fed from elsewhere, they
                 # would wrap the deadlines around and close sessions before they opened
-                raise ValueError("Sessionizer.feed() needs record times within "
-                                 f"±{TIME_LIMIT_US} µs of 1970 (times.TIME_LIMIT_US)")
+                raise ValueError(
+                    "Sessionizer.feed() needs record times within "
+                    f"±{TIME_LIMIT_US} µs of 1970 (times.TIME_LIMIT_US)"
+                )
         inverted = np.flatnonzero(records.first_seen > records.last_seen)
         if len(inverted):
             # read_flows swaps them (repaired.inverted_times); fed from elsewhere, such a
             # record opened a session whose last_seen_at lay before its opened_at (an audit)
-            raise ValueError(f"Sessionizer.feed() needs first_seen <= last_seen: "
-                             f"{len(inverted)} record(s) of this batch end before they "
-                             f"start (the first at row {int(inverted[0])})")
+            raise ValueError(
+                f"Sessionizer.feed() needs first_seen <= last_seen: "
+                f"{len(inverted)} record(s) of this batch end before they "
+                f"start (the first at row {int(inverted[0])})"
+            )
         self._count += table.num_rows
         if self.policy.replay == "event":
             self._waiting.append((table, records, exporters))
@@ -149,16 +160,19 @@ class Sessionizer:
         if self._waiting:
             early = self._replay_waiting()
         self._output.new_round()
-        parts = [(number, replay.finish(self._count))
-                 for number, replay in enumerate(self._replays)]
+        parts = [
+            (number, replay.finish(self._count)) for number, replay in enumerate(self._replays)
+        ]
         last = self._emit(parts)
         left = sum(held.alive_count for held in self._held)
         if left:
             raise AssertionError(f"{left} flow records left without a session")
         if not early.sessions.num_rows and not early.flows.num_rows:
             return last
-        return SessionBatch(pa.concat_tables([early.sessions, last.sessions]),
-                            pa.concat_tables([early.flows, last.flows]))  # keys: the texts
+        return SessionBatch(
+            pa.concat_tables([early.sessions, last.sessions]),
+            pa.concat_tables([early.flows, last.flows]),
+        )  # keys: the texts
 
     def pressure(self) -> dict[str, dict[str, Any]]:
         """Per exporter: evictions, first/last eviction time (µs), peak open sessions."""
@@ -186,14 +200,14 @@ class Sessionizer:
             number = self._exporter_numbers[exporter] = len(self._exporters)
             self._exporters.append(exporter)
             if self._engine == "numba":
-                self._replays.append(KernelReplay(self.policy, self._known,
-                                                  output=self._output))
+                self._replays.append(KernelReplay(self.policy, self._known, output=self._output))
             else:
                 self._replays.append(ReferenceReplay(self.policy, self._known))
         return number
 
-    def _declared(self, table: pa.Table
-                  ) -> tuple[npt.NDArray[np.bool_] | None, npt.NDArray[np.bool_] | None]:
+    def _declared(
+        self, table: pa.Table
+    ) -> tuple[npt.NDArray[np.bool_] | None, npt.NDArray[np.bool_] | None]:
         """Ask the Cartography, once per record and side, whether that side is a service."""
         if self.services is None:
             return None, None
@@ -207,8 +221,9 @@ class Sessionizer:
             answers.append(np.asarray(self.services(addresses, protocols, ports), dtype=bool))
         return answers[0], answers[1]
 
-    def _replay(self, table: pa.Table, records: Records, exporters: npt.NDArray[np.int64]
-                ) -> SessionBatch:
+    def _replay(
+        self, table: pa.Table, records: Records, exporters: npt.NDArray[np.int64]
+    ) -> SessionBatch:
         n = len(records)
         owner = np.zeros(n, dtype=np.int64)
         direction = np.zeros(n, dtype=np.int8)
@@ -234,8 +249,12 @@ class Sessionizer:
         exporters = np.concatenate([e for _, _, e in self._waiting])
         self._waiting = []
         table = pa.concat_tables(tables)
-        merged = Records(**{name: np.concatenate([getattr(r, name) for r in records])
-                            for name in Records.__dataclass_fields__})
+        merged = Records(
+            **{
+                name: np.concatenate([getattr(r, name) for r in records])
+                for name in Records.__dataclass_fields__
+            }
+        )
         order = np.lexsort((merged.index, merged.first_seen))
         return self._replay(table.take(order), merged.take(order), exporters[order])
 
@@ -245,9 +264,9 @@ class Sessionizer:
         if not parts:
             return empty_session_batch()
         sessions, order, ids, serials, orients, keys = sessions_table(
-            [(self._exporters[n], rows) for n, rows in parts])
-        numbers = np.concatenate([np.full(c.shape[1], n, dtype=np.int64)
-                                  for n, c in parts])[order]
+            [(self._exporters[n], rows) for n, rows in parts]
+        )
+        numbers = np.concatenate([np.full(c.shape[1], n, dtype=np.int64) for n, c in parts])[order]
         owners = (numbers << _SERIAL_BITS) | serials
         finder = _OwnerFinder(owners)
         tables: list[pa.Table] = []
@@ -291,12 +310,17 @@ class Sessionizer:
             # in two tables); each table's picked rows first, then into output order (4.5 M
             # records of 50,000 long sessions: 6.5-7.3 s against 7.4-9.9)
             starts = np.cumsum([0, *held_rows[:-1]])
-            gathered = pa.concat_tables([table.take(pa.array(mine - start)) for table, mine, start
-                                         in zip(tables, rows, starts, strict=True)])
+            gathered = pa.concat_tables(
+                [
+                    table.take(pa.array(mine - start))
+                    for table, mine, start in zip(tables, rows, starts, strict=True)
+                ]
+            )
             flows = gathered.take(pa.array(flow_order))
         flows = flows.append_column(FLOWS_SCHEMA.field("session_id"), id_texts(ids[rank]))
-        flows = flows.append_column(FLOWS_SCHEMA.field("direction"),
-                                    _direction_texts(np.concatenate(same)[flow_order]))
+        flows = flows.append_column(
+            FLOWS_SCHEMA.field("direction"), _direction_texts(np.concatenate(same)[flow_order])
+        )
         return SessionBatch(sessions, _canonical_dictionaries(flows).cast(FLOWS_SCHEMA), keys)
 
 
@@ -315,8 +339,9 @@ def _counting_order(rank: npt.NDArray[np.int64], sessions: int) -> npt.NDArray[n
     return order
 
 
-def _by_session_then_arrival(rank: npt.NDArray[np.int64], index: npt.NDArray[np.int64],
-                             sessions: int) -> npt.NDArray[np.signedinteger[Any]]:
+def _by_session_then_arrival(
+    rank: npt.NDArray[np.int64], index: npt.NDArray[np.int64], sessions: int
+) -> npt.NDArray[np.signedinteger[Any]]:
     """The permutation sorting held records by (session rank, arrival index). Held tables
     are kept in arrival order and picked in order, so the records usually come in arrival
     order already: then a stable counting sort by rank is the whole sort."""
@@ -348,8 +373,9 @@ class _OwnerFinder:
             offset = owner - self.low
             inside = (offset >= 0) & (offset < len(self.table))
             return np.where(inside, self.table[np.where(inside, offset, 0)], -1)
-        position = np.minimum(np.searchsorted(self.sorted_owners, owner),
-                              len(self.sorted_owners) - 1)
+        position = np.minimum(
+            np.searchsorted(self.sorted_owners, owner), len(self.sorted_owners) - 1
+        )
         found = self.sorted_owners[position] == owner
         return np.where(found, self.by_owner[position], -1)
 
@@ -363,8 +389,13 @@ class _Held:
     emit costs the records it emits, not every record held.
     """
 
-    def __init__(self, table: pa.Table, owner: npt.NDArray[np.int64],
-                 direction: npt.NDArray[np.int8], index: npt.NDArray[np.int64]) -> None:
+    def __init__(
+        self,
+        table: pa.Table,
+        owner: npt.NDArray[np.int64],
+        direction: npt.NDArray[np.int8],
+        index: npt.NDArray[np.int64],
+    ) -> None:
         self.table = table
         self.owner = owner
         self.direction = direction
@@ -377,15 +408,20 @@ class _Held:
         """The records still held in `batches`, as one."""
         keeps = [np.flatnonzero(held.alive) for held in batches]
         # pa.array of intp values is an Int64Array (the stubs read any ndarray as booleans)
-        table = pa.concat_tables([held.table.take(cast(pa.Int64Array, pa.array(keep)))
-                                  for held, keep in zip(batches, keeps, strict=True)])
-        return _Held(table,
-                     np.concatenate([h.owner[k] for h, k in zip(batches, keeps, strict=True)]),
-                     np.concatenate([h.direction[k] for h, k in zip(batches, keeps, strict=True)]),
-                     np.concatenate([h.index[k] for h, k in zip(batches, keeps, strict=True)]))
+        table = pa.concat_tables(
+            [
+                held.table.take(cast(pa.Int64Array, pa.array(keep)))
+                for held, keep in zip(batches, keeps, strict=True)
+            ]
+        )
+        return _Held(
+            table,
+            np.concatenate([h.owner[k] for h, k in zip(batches, keeps, strict=True)]),
+            np.concatenate([h.direction[k] for h, k in zip(batches, keeps, strict=True)]),
+            np.concatenate([h.index[k] for h, k in zip(batches, keeps, strict=True)]),
+        )
 
-    def pick(self, finder: _OwnerFinder
-             ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.int64]]:
+    def pick(self, finder: _OwnerFinder) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.int64]]:
         """(rows held here whose session `finder` knows, that session's rank)."""
         rank = finder.rank(self.owner)
         picked = np.flatnonzero((rank >= 0) & self.alive)
@@ -397,15 +433,16 @@ class _Held:
 
 
 def _direction_texts(same: npt.NDArray[np.bool_]) -> pa.StringArray:
-    """"ab" where the record went from ip_a to ip_b, else "ba", built from buffers."""
+    """ "ab" where the record went from ip_a to ip_b, else "ba", built from buffers."""
     n = len(same)
     letters = np.empty((n, 2), dtype=np.uint8)
     letters[:, 0] = np.where(same, ord("a"), ord("b"))
     letters[:, 1] = np.where(same, ord("b"), ord("a"))
     offsets = np.arange(0, 2 * (n + 1), 2, dtype=np.int32)
     # numpy's stubs declare ndarray's buffer protocol (__buffer__) only for Python 3.12 on
-    return pa.StringArray.from_buffers(n, pa.py_buffer(cast("Buffer", offsets)),
-                                       pa.py_buffer(letters.tobytes()))
+    return pa.StringArray.from_buffers(
+        n, pa.py_buffer(cast("Buffer", offsets)), pa.py_buffer(letters.tobytes())
+    )
 
 
 def _canonical_dictionaries(flows: pa.Table) -> pa.Table:
@@ -416,25 +453,33 @@ def _canonical_dictionaries(flows: pa.Table) -> pa.Table:
     """
     for position, field in enumerate(flows.schema):
         if pa.types.is_dictionary(field.type):
-            flows = flows.set_column(position, field,
-                                     _first_use_encoding(flows.column(position), field.type))
+            flows = flows.set_column(
+                position, field, _first_use_encoding(flows.column(position), field.type)
+            )
     return flows.combine_chunks()
 
 
-def _first_use_encoding(column: pa.ChunkedArray[Any], kind: pa.DictionaryType[Any, Any]
-                        ) -> pa.Array[Any]:
+def _first_use_encoding(
+    column: pa.ChunkedArray[Any], kind: pa.DictionaryType[Any, Any]
+) -> pa.Array[Any]:
     """pc.dictionary_encode of the column's values, reached through its indices: the values
     themselves (source_file: a path per record) are never spelled out row by row. By value
     where that shortcut does not hold: nulls (none of the readers' own; Arrow cannot unify
     dictionaries that hold one), or a dictionary holding a value twice."""
-    if (not len(column) or column.null_count
-            or any(chunk.dictionary.null_count
-                   for chunk in cast("list[pa.DictionaryArray[Any, Any]]", column.chunks))):
+    if (
+        not len(column)
+        or column.null_count
+        or any(
+            chunk.dictionary.null_count
+            for chunk in cast("list[pa.DictionaryArray[Any, Any]]", column.chunks)
+        )
+    ):
         return pc.dictionary_encode(column.cast(kind.value_type).combine_chunks())
     # one dictionary for all the chunks
     array = cast("pa.DictionaryArray[Any, Any]", column.combine_chunks())
-    used, renumbered = _first_use(np.asarray(array.indices.to_numpy(zero_copy_only=False)),
-                                  len(array.dictionary))
+    used, renumbered = _first_use(
+        np.asarray(array.indices.to_numpy(zero_copy_only=False)), len(array.dictionary)
+    )
     # pa.array of int64 (int32) values is an Int64Array (Int32Array): the stubs read any
     # ndarray as booleans
     dictionary = array.dictionary.take(cast(pa.Int64Array, pa.array(used)))
@@ -444,8 +489,9 @@ def _first_use_encoding(column: pa.ChunkedArray[Any], kind: pa.DictionaryType[An
 
 
 @njit(cache=True, nogil=True)
-def _first_use(indices: npt.NDArray[np.integer[Any]], size: int
-               ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int32]]:
+def _first_use(
+    indices: npt.NDArray[np.integer[Any]], size: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int32]]:
     """(dictionary entries in order of first use, indices renumbered in that order)."""
     number = np.full(size, -1, dtype=np.int64)
     used = np.empty(size, dtype=np.int64)

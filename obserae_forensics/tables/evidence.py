@@ -26,8 +26,7 @@ def _same(a: Path, b: Path) -> bool:
         return False
 
 
-def check_output_file(target: Path, evidence: Iterable[Path], option: str, *,
-                      force: bool) -> None:
+def check_output_file(target: Path, evidence: Iterable[Path], option: str, *, force: bool) -> None:
     """`target` (a file about to be written) must not exist unless `force`, and never be
     one of the `evidence` files nor anything but a regular file: a write "replaced"
     /dev/null with a Parquet file (run as root), and opening a named pipe to write waits for
@@ -35,18 +34,20 @@ def check_output_file(target: Path, evidence: Iterable[Path], option: str, *,
     if not target.exists():
         return
     if not target.is_file():
-        raise UsageError(f"{option} {target} exists and is not a regular file; refusing to "
-                         "replace it")
+        raise UsageError(
+            f"{option} {target} exists and is not a regular file; refusing to replace it"
+        )
     for path in evidence:
         if _same(target, path):
-            raise UsageError(f"{option} {target} would overwrite {path}, which this command "
-                             "reads; refusing (even with --force): give another path")
+            raise UsageError(
+                f"{option} {target} would overwrite {path}, which this command "
+                "reads; refusing (even with --force): give another path"
+            )
     if not force:
         raise UsageError(f"{option} {target} already exists (use --force to replace it)")
 
 
-def refuse_directory_over_evidence(target: Path, evidence: Iterable[Path],
-                                   option: str) -> None:
+def refuse_directory_over_evidence(target: Path, evidence: Iterable[Path], option: str) -> None:
     """`target` (a directory that --force would replace whole) must not be or hold any of
     the `evidence` paths."""
     if not target.exists():
@@ -54,9 +55,10 @@ def refuse_directory_over_evidence(target: Path, evidence: Iterable[Path],
     for path in evidence:
         parents = {*Path(os.path.abspath(path)).parents, *path.resolve().parents}
         if _same(target, path) or any(_same(target, parent) for parent in parents):
-            raise UsageError(f"{option} {target} holds the input {path}; refusing to replace "
-                             "it (even with --force): give another output directory")
-
+            raise UsageError(
+                f"{option} {target} holds the input {path}; refusing to replace "
+                "it (even with --force): give another output directory"
+            )
 
 
 def run_files(run_dirs: Iterable[Path]) -> list[Path]:

@@ -13,8 +13,14 @@ EXPORTERS_FILE = "exporters.parquet"
 MATCHES_FILE = "session_matches.parquet"
 CONSOLIDATED_FILE = "sessions_consolidated.parquet"
 MANIFEST_FILE = "manifest.json"
-SESSIONIZE_FILES = (SESSIONS_FILE, FLOWS_FILE, EXPORTERS_FILE, MATCHES_FILE, CONSOLIDATED_FILE,
-                    MANIFEST_FILE)
+SESSIONIZE_FILES = (
+    SESSIONS_FILE,
+    FLOWS_FILE,
+    EXPORTERS_FILE,
+    MATCHES_FILE,
+    CONSOLIDATED_FILE,
+    MANIFEST_FILE,
+)
 
 RECOMBINED_FILE = "sessions_recombined.parquet"
 FRAGMENTS_FILE = "recombined_fragments.parquet"

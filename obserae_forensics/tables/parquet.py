@@ -61,14 +61,22 @@ def _plain(table: pa.Table | pa.RecordBatch) -> pa.Table:
             field = pa.field(field.name, field.type.value_type, field.nullable, field.metadata)
         columns.append(column)
         fields.append(field)
-    return pa.Table.from_arrays(columns, schema=pa.schema(
-        fields, cast("_Metadata", table.schema.metadata)))
+    return pa.Table.from_arrays(
+        columns, schema=pa.schema(fields, cast("_Metadata", table.schema.metadata))
+    )
 
 
 def plain_schema(schema: pa.Schema) -> pa.Schema:
     return pa.schema(
-        [pa.field(f.name, f.type.value_type if pa.types.is_dictionary(f.type) else f.type,
-                  f.nullable, f.metadata) for f in schema],
+        [
+            pa.field(
+                f.name,
+                f.type.value_type if pa.types.is_dictionary(f.type) else f.type,
+                f.nullable,
+                f.metadata,
+            )
+            for f in schema
+        ],
         cast("_Metadata", schema.metadata),
     )
 
@@ -92,8 +100,12 @@ def _statistics_pay(kind: pa.DataType) -> bool:
     nothing here: rows come in emit order, so every row group holds every state, protocol
     and address range (measured: a fifth to a quarter of the sessions and flows tables'
     encoding time)."""
-    return not (_text_values(kind) or pa.types.is_binary(kind) or pa.types.is_list(kind)
-                or pa.types.is_large_list(kind))
+    return not (
+        _text_values(kind)
+        or pa.types.is_binary(kind)
+        or pa.types.is_list(kind)
+        or pa.types.is_large_list(kind)
+    )
 
 
 class TableWriter:
@@ -105,10 +117,17 @@ class TableWriter:
     order to a single worker, so the file is the same as when written inline.
     """
 
-    def __init__(self, path: Path, schema: pa.Schema, *, row_group_rows: int = ROW_GROUP_ROWS,
-                 compression: Compression = "zstd", executor: Executor | None = None,
-                 prepare: Callable[[pa.Table], pa.Table] | None = None,
-                 delta_columns: Sequence[str] = ()):
+    def __init__(
+        self,
+        path: Path,
+        schema: pa.Schema,
+        *,
+        row_group_rows: int = ROW_GROUP_ROWS,
+        compression: Compression = "zstd",
+        executor: Executor | None = None,
+        prepare: Callable[[pa.Table], pa.Table] | None = None,
+        delta_columns: Sequence[str] = (),
+    ):
         """`prepare`, if given, turns each row group of the written tables into `schema`'s
         columns on the executor (e.g. address texts), off the caller's thread; written tables
         must then all share one schema. `delta_columns` are integer or time columns whose
@@ -122,21 +141,30 @@ class TableWriter:
         plain_columns = [n for n in self.schema.names if not n.endswith(_ID_SUFFIXES)]
         # microsecond times are nearly all distinct: a dictionary attempt costs time and,
         # measured on sessions_consolidated, gives a larger file than plain zstd
-        dictionary_columns = [n for n in plain_columns
-                              if not pa.types.is_timestamp(self.schema.field(n).type)
-                              and n not in delta_columns]
+        dictionary_columns = [
+            n
+            for n in plain_columns
+            if not pa.types.is_timestamp(self.schema.field(n).type) and n not in delta_columns
+        ]
         # ids are 16 hex digits each: lengths delta-encoded and the digits left to zstd
         # whole encode 15-30% faster than PLAIN and come out ~5% smaller
-        encodings = {n: "DELTA_LENGTH_BYTE_ARRAY" for n in self.schema.names
-                     if n not in plain_columns and _text_values(self.schema.field(n).type)}
-        encodings.update({n: "DELTA_BINARY_PACKED" for n in delta_columns
-                          if n in self.schema.names})
+        encodings = {
+            n: "DELTA_LENGTH_BYTE_ARRAY"
+            for n in self.schema.names
+            if n not in plain_columns and _text_values(self.schema.field(n).type)
+        }
+        encodings.update(
+            {n: "DELTA_BINARY_PACKED" for n in delta_columns if n in self.schema.names}
+        )
         self._writer = pq.ParquetWriter(
             # (pyarrow-stubs type use_dictionary as a bool; pyarrow takes a list of columns too)
-            path, self.schema, compression=compression,
+            path,
+            self.schema,
+            compression=compression,
             use_dictionary=dictionary_columns,  # type: ignore[arg-type]
-            write_statistics=[n for n in plain_columns
-                              if _statistics_pay(self.schema.field(n).type)],
+            write_statistics=[
+                n for n in plain_columns if _statistics_pay(self.schema.field(n).type)
+            ],
             column_encoding=encodings or None,
             store_schema=True,
             write_page_checksum=PAGE_CHECKSUMS,
@@ -214,8 +242,10 @@ def _known_zones(path: Path, schema: pa.Schema) -> pa.Schema:
         try:
             zoneinfo.ZoneInfo(zone)
         except (ValueError, zoneinfo.ZoneInfoNotFoundError) as exc:
-            raise UsageError(f"{path}: unreadable Parquet: column {field.name} has the time "
-                             f"zone {zone!r}, which is none (a damaged footer?)") from exc
+            raise UsageError(
+                f"{path}: unreadable Parquet: column {field.name} has the time "
+                f"zone {zone!r}, which is none (a damaged footer?)"
+            ) from exc
     return schema
 
 
@@ -223,11 +253,11 @@ def _unreadable(path: Path, exc: Exception) -> UsageError:
     return UsageError(f"{path}: unreadable Parquet: {exc}")
 
 
-def read_parquet(path: Path, *, columns: list[str] | None = None,
-                 filters: Any = None) -> pa.Table:
+def read_parquet(path: Path, *, columns: list[str] | None = None, filters: Any = None) -> pa.Table:
     try:
-        table = pq.read_table(path, columns=columns, filters=filters,
-                              page_checksum_verification=PAGE_CHECKSUMS)
+        table = pq.read_table(
+            path, columns=columns, filters=filters, page_checksum_verification=PAGE_CHECKSUMS
+        )
     except _UNREADABLE as exc:
         raise _unreadable(path, exc) from exc
     _known_zones(path, table.schema)
@@ -249,13 +279,13 @@ def _open(path: Path) -> pq.ParquetFile:
         raise _unreadable(path, exc) from exc
 
 
-def iter_parquet(path: Path, rows: int, *,
-                 columns: Sequence[str] | None = None) -> Iterator[pa.RecordBatch]:
+def iter_parquet(
+    path: Path, rows: int, *, columns: Sequence[str] | None = None
+) -> Iterator[pa.RecordBatch]:
     """The table `rows` at a time, its pages checked as read_parquet checks them."""
     file = _open(path)
     try:
-        yield from file.iter_batches(batch_size=rows,
-                                     columns=list(columns) if columns else None)
+        yield from file.iter_batches(batch_size=rows, columns=list(columns) if columns else None)
     except _UNREADABLE as exc:
         raise _unreadable(path, exc) from exc
 
@@ -288,8 +318,9 @@ class RowGroupWriter:
     in pieces (recombine's merge) is the same file byte for byte. A group is built whole
     before it is written, as pq.write_table builds it."""
 
-    def __init__(self, path: Path, schema: pa.Schema, *,
-                 row_group_rows: int = WRITE_TABLE_ROWS) -> None:
+    def __init__(
+        self, path: Path, schema: pa.Schema, *, row_group_rows: int = WRITE_TABLE_ROWS
+    ) -> None:
         self._writer = pq.ParquetWriter(path, schema, write_page_checksum=PAGE_CHECKSUMS)
         self._group_rows = row_group_rows
         self._pending: list[pa.Table] = [schema.empty_table()]
@@ -323,9 +354,14 @@ def same_kind(found: pa.DataType, wanted: pa.DataType) -> bool:
     if pa.types.is_null(found):  # a column of nulls only, as pandas writes an all-None one
         return True  # (follows_session_id in most runs); `non_null` still catches it
     families = (
-        lambda t: (pa.types.is_string(t) or pa.types.is_large_string(t)
-                   or getattr(pa.types, "is_string_view", lambda _: False)(t)),
-        pa.types.is_integer, pa.types.is_timestamp, pa.types.is_boolean,
+        lambda t: (
+            pa.types.is_string(t)
+            or pa.types.is_large_string(t)
+            or getattr(pa.types, "is_string_view", lambda _: False)(t)
+        ),
+        pa.types.is_integer,
+        pa.types.is_timestamp,
+        pa.types.is_boolean,
         lambda t: pa.types.is_list(t) or pa.types.is_large_list(t),
     )
     if pa.types.is_floating(wanted):
@@ -333,8 +369,14 @@ def same_kind(found: pa.DataType, wanted: pa.DataType) -> bool:
     return any(family(found) and family(wanted) for family in families)
 
 
-def check_columns(path: Path, table: pa.Table | pa.Schema, wanted: dict[str, pa.DataType],
-                  *, what: str, non_null: Sequence[str] = ()) -> None:
+def check_columns(
+    path: Path,
+    table: pa.Table | pa.Schema,
+    wanted: dict[str, pa.DataType],
+    *,
+    what: str,
+    non_null: Sequence[str] = (),
+) -> None:
     """Refuse a table lacking a column recombine or an export needs, holding it in another
     type family, or holding nulls where the writer never puts one: one line naming them."""
     schema = table if isinstance(table, pa.Schema) else table.schema
@@ -349,12 +391,15 @@ def check_columns(path: Path, table: pa.Table | pa.Schema, wanted: dict[str, pa.
         for name in non_null:
             nulls = table.column(name).null_count
             if nulls:
-                raise UsageError(f"{path}: column {name} has {nulls} null value(s); "
-                                 f"the {what} written by sessionize has none")
+                raise UsageError(
+                    f"{path}: column {name} has {nulls} null value(s); "
+                    f"the {what} written by sessionize has none"
+                )
 
 
-def read_parquet_head(path: Path, rows: int,
-                      columns: Sequence[str] | None = None) -> tuple[pa.Table, int]:
+def read_parquet_head(
+    path: Path, rows: int, columns: Sequence[str] | None = None
+) -> tuple[pa.Table, int]:
     """The first `rows` rows of `columns` (all when None) and the file's row count, reading
     only the row groups that hold them: a day of flows is gigabytes, `show` wants ten."""
     try:
@@ -365,14 +410,18 @@ def read_parquet_head(path: Path, rows: int,
             raise UsageError(f"{path} has no column(s) {', '.join(missing)}")
         batches = []
         taken = 0
-        for batch in file.iter_batches(batch_size=max(min(rows, 65_536), 1),
-                                       columns=list(columns) if columns else None):
+        for batch in file.iter_batches(
+            batch_size=max(min(rows, 65_536), 1), columns=list(columns) if columns else None
+        ):
             batches.append(batch.slice(0, rows - taken))
             taken += batches[-1].num_rows
             if taken >= rows:
                 break
-        schema = file.schema_arrow if columns is None else pa.schema(
-            [file.schema_arrow.field(c) for c in columns])
+        schema = (
+            file.schema_arrow
+            if columns is None
+            else pa.schema([file.schema_arrow.field(c) for c in columns])
+        )
         return pa.Table.from_batches(batches, schema=schema), file.metadata.num_rows
     except _UNREADABLE as exc:
         raise _unreadable(path, exc) from exc
@@ -412,16 +461,22 @@ def check_replaceable(out: Path) -> None:
         raise UsageError(f"{out} exists and is not a directory")
     here = Path.cwd().resolve()
     if out.resolve() == here or out.resolve() in here.parents:
-        raise UsageError(f"{out} is the current directory or holds it, which cannot be "
-                         "replaced: give another output directory")
-    others = sorted(entry.name for entry in out.iterdir()
-                    if entry.name not in RUN_FILES and not _leftover(entry.name))
+        raise UsageError(
+            f"{out} is the current directory or holds it, which cannot be "
+            "replaced: give another output directory"
+        )
+    others = sorted(
+        entry.name
+        for entry in out.iterdir()
+        if entry.name not in RUN_FILES and not _leftover(entry.name)
+    )
     if others:
-        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5
-                                         else "")
-        raise UsageError(f"{out} holds {shown}, which no run writes; --force replaces only "
-                         "an earlier output directory: give another output "
-                         "directory, or move them out")
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        raise UsageError(
+            f"{out} holds {shown}, which no run writes; --force replaces only "
+            "an earlier output directory: give another output "
+            "directory, or move them out"
+        )
 
 
 _LEFTOVER = re.compile(r"\.recombine\..+\.(partial|scratch)")
@@ -433,19 +488,18 @@ def _leftover(name: str) -> bool:
     file): replaced with the rest (a review: --force refused its own leftovers as files no
     run writes)."""
     return bool(_LEFTOVER.fullmatch(name)) or any(
-        name.startswith(f".{output}.") for output in RUN_FILES)
+        name.startswith(f".{output}.") for output in RUN_FILES
+    )
 
 
 @contextmanager
-def staged_directory(out: Path, *, force: bool,
-                     swept: list[Path] | None = None) -> Iterator[Path]:
+def staged_directory(out: Path, *, force: bool, swept: list[Path] | None = None) -> Iterator[Path]:
     """A staging directory that becomes `out` only if the block completes; an existing `out`
     only with `force`, and only an earlier output (check_replaceable). The staging
     directories that killed runs into `out` left beside it are removed first, and added
     to `swept` (scratch.py)."""
     if out.exists() and not out.is_dir():  # --force would not help (an audit: it said so)
-        raise UsageError(f"{out} exists and is not a directory: give a directory for the "
-                         "tables")
+        raise UsageError(f"{out} exists and is not a directory: give a directory for the tables")
     if out.exists() and not force:
         raise UsageError(f"{out} already exists (use --force to replace it)")
     if out.exists():
@@ -496,9 +550,11 @@ def _commit(staging: Path, out: Path, parent: Path, *, force: bool) -> None:
 
 
 def _appeared(out: Path) -> UsageError:
-    return UsageError(f"{out} appeared while this run went on (another run into it?): it is "
-                      "left as it is, and this run's tables were not written; give another "
-                      "output directory, or --force to replace it")
+    return UsageError(
+        f"{out} appeared while this run went on (another run into it?): it is "
+        "left as it is, and this run's tables were not written; give another "
+        "output directory, or --force to replace it"
+    )
 
 
 @contextmanager

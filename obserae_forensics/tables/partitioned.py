@@ -36,14 +36,18 @@ class ScratchWriter:
     """Arrow IPC file for data this run writes once and reads back once: no encoding cost,
     and no compression unless asked (`compression`: "lz4" or "zstd", per record batch)."""
 
-    def __init__(self, path: Path, schema: pa.Schema, *, compression: str | None = None
-                 ) -> None:
+    def __init__(self, path: Path, schema: pa.Schema, *, compression: str | None = None) -> None:
         self.path = path
         self.schema = schema
         self._file = pa.OSFile(str(path), "wb")
         self._sink = pa.BufferedOutputStream(self._file, SCRATCH_BUFFER_BYTES)
-        self._writer = pa.ipc.new_file(self._sink, schema, options=pa.ipc.IpcWriteOptions(
-            compression=cast("Literal['lz4', 'zstd'] | None", compression)))
+        self._writer = pa.ipc.new_file(
+            self._sink,
+            schema,
+            options=pa.ipc.IpcWriteOptions(
+                compression=cast("Literal['lz4', 'zstd'] | None", compression)
+            ),
+        )
         self.rows = 0
 
     def write(self, table: pa.Table) -> None:
@@ -79,9 +83,15 @@ class BucketedWriter:
     order, while the caller goes on; `close` waits for it.
     """
 
-    def __init__(self, directory: Path, buckets: int,
-                 route: Callable[..., tuple[pa.Table, np.ndarray]],
-                 *, executor: Executor | None = None, compression: str | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        buckets: int,
+        route: Callable[..., tuple[pa.Table, np.ndarray]],
+        *,
+        executor: Executor | None = None,
+        compression: str | None = None,
+    ) -> None:
         self.directory = directory
         self.compression = compression
         self.buckets = buckets
@@ -109,8 +119,10 @@ class BucketedWriter:
             if writer is None:
                 self.directory.mkdir(parents=True, exist_ok=True)
                 writer = self._writers[number] = ScratchWriter(
-                    self.directory / f"bucket-{number:04d}.arrow", rows.schema,
-                    compression=self.compression)
+                    self.directory / f"bucket-{number:04d}.arrow",
+                    rows.schema,
+                    compression=self.compression,
+                )
             writer.write(rows.slice(start, int(counts[number])))
             start += int(counts[number])
 
@@ -123,8 +135,9 @@ class BucketedWriter:
         return [self._writers[n].path for n in sorted(self._writers)]
 
 
-def transform_buckets(paths: Sequence[Path], transform: Callable[[pa.Table], pa.Table],
-                      writer: TableWriter) -> None:
+def transform_buckets(
+    paths: Sequence[Path], transform: Callable[[pa.Table], pa.Table], writer: TableWriter
+) -> None:
     """Apply `transform` to each bucket alone and write its result, bucket after bucket;
     every bucket file is removed once done.
 

@@ -69,8 +69,7 @@ class OwnedDirectory:
     `remove`. `private`: 0700, as mkdtemp makes it (work files under TMPDIR hold
     evidence); else the mode mkdir would give, for a directory that becomes an output."""
 
-    def __init__(self, parent: Path, prefix: str, suffix: str, *,
-                 private: bool = True) -> None:
+    def __init__(self, parent: Path, prefix: str, suffix: str, *, private: bool = True) -> None:
         self.path = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=parent))
         self._fd: int | None = None
         claim = self.path / f"{OWNER_FILE}.new"
@@ -112,8 +111,9 @@ class OwnedDirectory:
         self.close()
 
 
-def claim(parent: Path, prefix: str, suffix: str, swept: list[Path] | None = None, *,
-          private: bool = True) -> OwnedDirectory:
+def claim(
+    parent: Path, prefix: str, suffix: str, swept: list[Path] | None = None, *, private: bool = True
+) -> OwnedDirectory:
     """A new OwnedDirectory in `parent`, once the ones of its name that killed runs left
     there are removed (and added to `swept`)."""
     removed = sweep(parent, prefix, suffix)
@@ -123,8 +123,9 @@ def claim(parent: Path, prefix: str, suffix: str, swept: list[Path] | None = Non
 
 
 @contextmanager
-def owned_directory(parent: Path | None, prefix: str, suffix: str,
-                    swept: list[Path] | None = None) -> Iterator[Path]:
+def owned_directory(
+    parent: Path | None, prefix: str, suffix: str, swept: list[Path] | None = None
+) -> Iterator[Path]:
     """A private work directory in `parent` (TMPDIR when None) for the block, removed
     after it; the ones of its name that killed runs left there are removed first, and
     added to `swept`."""

@@ -245,26 +245,39 @@ def test_declared_services_equal_a_plain_reading(tmp_path: Path, seed: int) -> N
     memory: 617 MB for 20,000 hosts of their own services, found by fuzzing) answers as a
     plain loop over every declared service does."""
     rng = np.random.default_rng(seed)
-    choices = ["tcp/22", "tcp/80,443", "udp/5000-5100", "tcp/1-1024", "gre", "icmp",
-               "udp/53", "sctp/2905", "tcp/8080-8090,9000"]
+    choices = [
+        "tcp/22",
+        "tcp/80,443",
+        "udp/5000-5100",
+        "tcp/1-1024",
+        "gre",
+        "icmp",
+        "udp/53",
+        "sctp/2905",
+        "tcp/8080-8090,9000",
+    ]
     lines = ["hosts:"]
     for k in range(40):
-        addresses = [f"10.0.{rng.integers(0, 4)}.{rng.integers(0, 16)}"
-                     for _ in range(rng.integers(1, 3))]
+        addresses = [
+            f"10.0.{rng.integers(0, 4)}.{rng.integers(0, 16)}" for _ in range(rng.integers(1, 3))
+        ]
         services = sorted(set(rng.choice(choices, size=rng.integers(1, 4)).tolist()))
-        lines += [f"  h{k}:", f"    addresses: [{', '.join(sorted(set(addresses)))}]",
-                  f"    services: [{', '.join(repr(x) for x in services)}]"]
+        lines += [
+            f"  h{k}:",
+            f"    addresses: [{', '.join(sorted(set(addresses)))}]",
+            f"    services: [{', '.join(repr(x) for x in services)}]",
+        ]
     cartography = load_cartography(write(tmp_path, "\n".join(lines) + "\n"))
     n = 3000
     texts = [f"10.0.{rng.integers(0, 5)}.{rng.integers(0, 20)}" for _ in range(n)]
     addresses = matrix(*texts)
     protocols = rng.choice(np.array([6, 17, 47, 1, 132], np.uint8), size=n)
-    ports = rng.choice(np.array([22, 80, 443, 53, 5050, 2905, 8085, 9000, 1024, 0, 70],
-                                np.uint16), size=n)
+    ports = rng.choice(
+        np.array([22, 80, 443, 53, 5050, 2905, 8085, 9000, 1024, 0, 70], np.uint16), size=n
+    )
     expected = np.zeros(n, dtype=bool)
     for declared in cartography.services:
-        expected |= declared.addresses.contains(addresses) & declared.service.mask(protocols,
-                                                                                   ports)
+        expected |= declared.addresses.contains(addresses) & declared.service.mask(protocols, ports)
     assert expected.any() and not expected.all()
     assert cartography.declared_services(addresses, protocols, ports).tolist() == expected.tolist()
 

@@ -303,15 +303,23 @@ def test_consolidation_agrees_with_a_plain_grouping(rows: list[tuple], shuffler:
 def test_session_ids_held_by_several_sessions_are_counted() -> None:
     """The run's uniqueness check: copies of an id meet in the grouping of their key."""
     consolidation = Consolidation(GRACE_US)
-    sessions = make_sessions([tcp("same", "192.0.2.1", 0, 10), tcp("same", "192.0.2.1", 20, 30),
-                              tcp("other", "192.0.2.1", 40, 50),
-                              tcp("alone", "192.0.2.1", 0, 1, client_port=40001)])
+    sessions = make_sessions(
+        [
+            tcp("same", "192.0.2.1", 0, 10),
+            tcp("same", "192.0.2.1", 20, 30),
+            tcp("other", "192.0.2.1", 40, 50),
+            tcp("alone", "192.0.2.1", 0, 1, client_port=40001),
+        ]
+    )
     rows, _ = consolidation.rows(sessions, 1)
     consolidation.consolidate(rows)
     assert (consolidation.repeated_session_ids, consolidation.repeated_examples) == (1, ["same"])
     unique = Consolidation(GRACE_US)
-    unique.consolidate(unique.rows(make_sessions([tcp("a", "192.0.2.1", 0, 10),
-                                                  tcp("b", "192.0.2.1", 20, 30)]), 1)[0])
+    unique.consolidate(
+        unique.rows(
+            make_sessions([tcp("a", "192.0.2.1", 0, 10), tcp("b", "192.0.2.1", 20, 30)]), 1
+        )[0]
+    )
     assert unique.repeated_session_ids == 0
 
 
@@ -320,11 +328,13 @@ def test_counters_past_2_64_stop_at_the_ceiling() -> None:
     another number (logstash's Mikrotik capture: ab_bytes 13814858835926960441 gave
     cs_bytes 16426822138189224516), as did two of one exporter's sessions summed."""
     ceiling = 2**64 - 1
-    sessions = make_sessions([
-        tcp("a", "192.0.2.1", 0, 10, ab_bytes=13814858835926960441, sampling_rate=100),
-        tcp("b", "192.0.2.2", 0, 10, ab_bytes=2**63, ab_packets=2**63 + 1),
-        tcp("c", "192.0.2.2", 20, 30, ab_bytes=2**63, ab_packets=2**63),
-    ])
+    sessions = make_sessions(
+        [
+            tcp("a", "192.0.2.1", 0, 10, ab_bytes=13814858835926960441, sampling_rate=100),
+            tcp("b", "192.0.2.2", 0, 10, ab_bytes=2**63, ab_packets=2**63 + 1),
+            tcp("c", "192.0.2.2", 20, 30, ab_bytes=2**63, ab_packets=2**63),
+        ]
+    )
     [row] = consolidate_sessions(sessions, GRACE_US).to_pylist()
     assert (row["cs_bytes"], row["cs_packets"]) == (ceiling, ceiling)
     assert row["sc_bytes"] == 5000 * 100  # the largest exporter total: a's, scaled

@@ -36,8 +36,9 @@ def test_unmatched_closed_sessions_of_the_bundled_example(run: Path) -> None:
     unmatched = sessions[
         (sessions.state == "closed") & ~sessions.session_id.isin(matches.session_id)
     ]
-    assert sorted(unmatched[["client_ip", "server_ip", "server_port", "close_reason"]]
-                  .values.tolist()) == [
+    assert sorted(
+        unmatched[["client_ip", "server_ip", "server_port", "close_reason"]].values.tolist()
+    ) == [
         ["172.16.238.1", "172.16.238.131", 21, "fin"],  # FTP, left out of the matrix on purpose
         # SSH to the internet, left out too: its FINs are the capture's last records, and it
         # closes at the end of input (it stayed active, out of this view, until an audit)

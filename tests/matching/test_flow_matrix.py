@@ -158,8 +158,9 @@ def test_bad_files_name_file_line_and_problem(
         load_flow_matrix(path, cartography)
 
 
-def test_a_rule_needs_one_ip_version_on_both_sides(tmp_path: Path,
-                                                  cartography: Cartography) -> None:
+def test_a_rule_needs_one_ip_version_on_both_sides(
+    tmp_path: Path, cartography: Cartography
+) -> None:
     """lan holds v4 and v6 networks: a v6 destination shares a version with it."""
     path = tmp_path / "m.yaml"
     path.write_text(RULE.replace("destination: resolver", "destination: '2001:db8::/32'"))

@@ -332,8 +332,12 @@ def within(address: str, network: str) -> bool:
     first, last = number(parsed.network_address), number(parsed.broadcast_address)
     value = number(ipaddress.ip_address(address))
     mapped = ipaddress.ip_network("::ffff:0:0/96")
-    if parsed.version == 6 and parsed.prefixlen < 96 and parsed.supernet_of(mapped) and (
-            int(mapped.network_address) <= value <= int(mapped.broadcast_address)):
+    if (
+        parsed.version == 6
+        and parsed.prefixlen < 96
+        and parsed.supernet_of(mapped)
+        and (int(mapped.network_address) <= value <= int(mapped.broadcast_address))
+    ):
         return False  # an IPv6 CIDR wider than the mapped /96 holds no IPv4
     return first <= value <= last
 

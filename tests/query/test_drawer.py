@@ -58,9 +58,11 @@ def test_summary_of_a_sampled_session_gives_the_traffic_it_stands_for(tmp_path: 
     rows[1]["counters_scaled"] = True
     run = query.load(write_run(tmp_path / "hand", sessions=rows))
     text = query.drawer(run, "s1").summary().splitlines()
-    assert text[3] == ("sampled 1 in 100: the counters above are what the exporter counted; "
-                       "the traffic was about 100.0 KB client->server (300 packets), "
-                       "500.0 KB server->client (400 packets)")
+    assert text[3] == (
+        "sampled 1 in 100: the counters above are what the exporter counted; "
+        "the traffic was about 100.0 KB client->server (300 packets), "
+        "500.0 KB server->client (400 packets)"
+    )
     assert "already scaled by the source" in query.drawer(run, "s2").summary()
     assert "sampled" not in query.drawer(run, "s3").summary()
     # a damaged counter: numpy's uint64 product wrapped past 2**64 (1.8e19 bytes read as
@@ -76,11 +78,13 @@ def test_drawer_lists_flow_records_in_arrival_order_not_by_file_name(tmp_path: P
     before cap2) came out of arrival order; the flows table holds them in it already."""
     run_dir = write_run(tmp_path / "hand")
     flows = pq.read_table(run_dir / "flows.parquet")
-    names = ["z_first.pcap" if row % 2 == 0 else "a_second.pcap"
-             for row in range(flows.num_rows)]
+    names = ["z_first.pcap" if row % 2 == 0 else "a_second.pcap" for row in range(flows.num_rows)]
     at_column = flows.schema.get_field_index("source_file")
-    flows = flows.set_column(at_column, flows.schema.field(at_column),
-                             pa.array(names, flows.schema.field(at_column).type))
+    flows = flows.set_column(
+        at_column,
+        flows.schema.field(at_column),
+        pa.array(names, flows.schema.field(at_column).type),
+    )
     pq.write_table(flows, run_dir / "flows.parquet")
     found = query.drawer(query.load(run_dir), "s1").flows
     assert found["source_file"].tolist() == ["z_first.pcap", "a_second.pcap"]
@@ -95,8 +99,10 @@ def test_drawer_html_has_the_flow_records(run: query.Run) -> None:
 def test_rule_descriptions_come_from_the_flow_matrix(tmp_path: Path) -> None:
     run_dir = write_run(tmp_path / "hand")
     (run_dir / "flow_matrix.yaml").write_text(
-        (run_dir / "flow_matrix.yaml").read_text().replace(
-            "  - name: lan-dns\n", "  - name: lan-dns\n    description: the lab resolver\n"))
+        (run_dir / "flow_matrix.yaml")
+        .read_text()
+        .replace("  - name: lan-dns\n", "  - name: lan-dns\n    description: the lab resolver\n")
+    )
     run = query.load(run_dir, flow_matrix=run_dir / "flow_matrix.yaml")
     assert query.drawer(run, "s2").matches["description"].tolist() == ["the lab resolver"]
 
@@ -111,9 +117,17 @@ def test_without_recombination_fragments_follow_conversation_id(tmp_path: Path) 
 
 def test_late_sessions_are_related_and_in_the_conversation(tmp_path: Path) -> None:
     rows = session_rows()
-    late = dict(rows[0], session_id="s1-late", conversation_id="s1-late", late=True,
-                follows_session_id="s1", opened_at=at("10:00:20"), last_seen_at=at("10:00:30"),
-                closed_at=at("10:00:30"), matched_rules=[])
+    late = dict(
+        rows[0],
+        session_id="s1-late",
+        conversation_id="s1-late",
+        late=True,
+        follows_session_id="s1",
+        opened_at=at("10:00:20"),
+        last_seen_at=at("10:00:30"),
+        closed_at=at("10:00:30"),
+        matched_rules=[],
+    )
     run = query.load(write_run(tmp_path / "hand", sessions=[*rows, late]))
     assert query.drawer(run, "s1").related["session_id"].tolist() == ["s1-late"]
     from_late = query.drawer(run, "s1-late")

@@ -65,7 +65,16 @@ def test_window_applies_to_flows_and_matches_too(run: query.Run) -> None:
     # records at 10:50:00 (s3 both), 10:50:01 (s4 both), 10:59:00 (s5b's b->a), 10:59:30,
     # 10:59:59 (s7), 10:59:58 (s8 both)
     assert sorted(run.flows.loc[flows, "session_id"]) == [
-        "s3", "s3", "s4", "s4", "s5b", "s7", "s7", "s8", "s8"]
+        "s3",
+        "s3",
+        "s4",
+        "s4",
+        "s5b",
+        "s7",
+        "s7",
+        "s8",
+        "s8",
+    ]
     assert run.matches is not None
     matches = query.time_window(run.matches, last=600, data_end=run.data_end)
     assert run.matches.loc[matches, "session_id"].tolist() == ["s5b"]
@@ -74,18 +83,34 @@ def test_window_applies_to_flows_and_matches_too(run: query.Run) -> None:
 def test_entity_by_address_cidr_and_name_on_either_side(run: query.Run) -> None:
     chart = run.cartography
     assert shown(run, query.entity(run.sessions, "10.0.10.12", cartography=chart)) == [
-        "s1", "s4", "s8"]
+        "s1",
+        "s4",
+        "s8",
+    ]
     assert shown(run, query.entity(run.sessions, "10.0.0.0/24", cartography=chart)) == [
-        "s1", "s2", "s3", "s4", "s5a", "s5b", "s7", "s8"]
-    assert shown(run, query.entity(run.sessions, "databases", cartography=chart)) == [
-        "s5a", "s5b"]
+        "s1",
+        "s2",
+        "s3",
+        "s4",
+        "s5a",
+        "s5b",
+        "s7",
+        "s8",
+    ]
+    assert shown(run, query.entity(run.sessions, "databases", cartography=chart)) == ["s5a", "s5b"]
     assert shown(run, query.entity(run.sessions, "2001:db8::/32", cartography=chart)) == ["s6"]
     # found by an audit: IPv4 is held mapped into ::ffff:0:0/96, and ::/0 took it in too
     assert shown(run, query.entity(run.sessions, "::/0", cartography=chart)) == ["s6"]
     assert shown(run, query.entity(run.sessions, "any", cartography=chart)) == ALL
     # resolver 10.0.0.53 is in lan, the groups nest: servers = api + resolver + databases
-    assert shown(run, query.entity(run.sessions, "servers", side="server",
-                                   cartography=chart)) == ["s1", "s2", "s4", "s5a", "s5b", "s8"]
+    assert shown(run, query.entity(run.sessions, "servers", side="server", cartography=chart)) == [
+        "s1",
+        "s2",
+        "s4",
+        "s5a",
+        "s5b",
+        "s8",
+    ]
 
 
 def test_entity_on_one_side(run: query.Run) -> None:
@@ -93,7 +118,10 @@ def test_entity_on_one_side(run: query.Run) -> None:
     lan_servers = query.entity(run.sessions, "lan", side="server", cartography=chart)
     assert shown(run, lan_servers) == ["s2"]
     assert shown(run, query.entity(run.sessions, "10.0.0.42", side="a", cartography=chart)) == [
-        "s1", "s2", "s7"]
+        "s1",
+        "s2",
+        "s7",
+    ]
     assert shown(run, query.entity(run.sessions, "10.0.0.42", side="b", cartography=chart)) == []
 
 
@@ -144,8 +172,11 @@ def test_port_protocol_and_service(run: query.Run) -> None:
 def test_protocol_on_tables_with_only_a_keyword_or_a_number(run: query.Run) -> None:
     assert run.consolidated is not None
     keyword_only = run.consolidated.drop(columns="protocol_number")
-    assert ids(keyword_only.rename(columns={"consolidated_id": "session_id"}).loc[
-        query.protocol(keyword_only, "udp")]) == ["s2", "s7"]
+    assert ids(
+        keyword_only.rename(columns={"consolidated_id": "session_id"}).loc[
+            query.protocol(keyword_only, "udp")
+        ]
+    ) == ["s2", "s7"]
     tcp_flows = run.flows.loc[query.protocol(run.flows, "tcp")]
     assert sorted(set(tcp_flows["session_id"])) == ["s1", "s3", "s4", "s5a", "s5b", "s8"]
 
@@ -156,8 +187,9 @@ def test_every_keyword_the_protocol_column_writes_is_a_protocol() -> None:
     from obserae_forensics.protocols import PROTOCOL_KEYWORDS
 
     numbers = list(PROTOCOL_KEYWORDS)
-    frame = pd.DataFrame({"protocol": [PROTOCOL_KEYWORDS[n] for n in numbers],
-                          "protocol_number": numbers})
+    frame = pd.DataFrame(
+        {"protocol": [PROTOCOL_KEYWORDS[n] for n in numbers], "protocol_number": numbers}
+    )
     for number, keyword in PROTOCOL_KEYWORDS.items():
         for name in (keyword, keyword.lower()):
             if name.lower() in ("ipv4", "ipv6"):  # tunnels: a rule means the IP version
@@ -172,7 +204,8 @@ def test_every_keyword_the_protocol_column_writes_is_a_protocol() -> None:
 def test_state_and_close_reason(run: query.Run) -> None:
     assert shown(run, query.state(run.sessions, "active", "half_open")) == ["s5b", "s8"]
     scans = query.state(run.sessions, "closed") & query.close_reason(
-        run.sessions, "no_reply", "rejected")
+        run.sessions, "no_reply", "rejected"
+    )
     assert shown(run, scans) == ["s3", "s4", "s7"]
     with pytest.raises(UsageError, match="unknown state 'open'"):
         query.state(run.sessions, "open")
@@ -192,8 +225,7 @@ def test_unmatched_only_is_closed_sessions_without_a_match(run: query.Run) -> No
     assert shown(run, query.unmatched(run.sessions, run.matches)) == ["s3", "s4", "s6", "s7"]
     assert ids(SessionQuery().last(600).unmatched().apply(run)) == ["s3", "s4", "s7"]
     # the same question about conversations the capture cut off: s8 never had a rule
-    assert shown(run, query.unmatched(run.sessions, run.matches, ("active", "half_open"))) == [
-        "s8"]
+    assert shown(run, query.unmatched(run.sessions, run.matches, ("active", "half_open"))) == ["s8"]
     assert SessionQuery().unmatched("active").describe() == "unmatched (active)"
 
 
@@ -206,16 +238,26 @@ def test_unmatched_needs_matches(tmp_path: Path) -> None:
 
 def test_rule_filter(run: query.Run) -> None:
     assert shown(run, query.rule(run.sessions, run.matches, "db-access", "lan-dns")) == [
-        "s2", "s5a", "s5b"]
+        "s2",
+        "s5a",
+        "s5b",
+    ]
 
 
 def test_query_composes_like_the_seed_queries(run: query.Run) -> None:
     # "Likely TCP scans or blocked attempts", the last hour of the data
-    scans = (SessionQuery().last(3600).state("closed").close_reason("no_reply", "rejected")
-             .protocol("tcp"))
+    scans = (
+        SessionQuery()
+        .last(3600)
+        .state("closed")
+        .close_reason("no_reply", "rejected")
+        .protocol("tcp")
+    )
     assert ids(scans.apply(run)) == ["s3", "s4"]
-    assert scans.describe() == ("LAST 3600 AND protocol in (tcp) AND state in (closed) "
-                                "AND close_reason in (no_reply, rejected)")
+    assert scans.describe() == (
+        "LAST 3600 AND protocol in (tcp) AND state in (closed) "
+        "AND close_reason in (no_reply, rejected)"
+    )
     # "Recent sessions touching a known host or group"
     assert ids(SessionQuery().last(3600).entity("databases").apply(run)) == ["s5b"]
     # masks compose with & | ~ as well
@@ -240,8 +282,12 @@ def test_filters_keep_the_frame_index(run: query.Run) -> None:
 
 
 def test_missing_addresses_never_match(run: query.Run) -> None:
-    frame = pd.DataFrame({"ip_a": pd.array(["10.0.0.1", None], dtype="string"),
-                          "ip_b": pd.array([None, "10.0.0.2"], dtype="string")})
+    frame = pd.DataFrame(
+        {
+            "ip_a": pd.array(["10.0.0.1", None], dtype="string"),
+            "ip_b": pd.array([None, "10.0.0.2"], dtype="string"),
+        }
+    )
     assert query.entity(frame, "10.0.0.2").tolist() == [False, True]
 
 
@@ -254,8 +300,11 @@ def test_times_words_durations_and_tables_a_filter_cannot_read_are_said(run: que
     with pytest.raises(UsageError, match="not of the wall clock"):
         SessionQuery().window(None, "now").apply(run)
     assert ids(SessionQuery().last("1h").apply(run)) == ids(SessionQuery().last(3600).apply(run))
-    for view in (SessionQuery().state("closed"), SessionQuery().close_reason("fin"),
-                 SessionQuery().unmatched()):
+    for view in (
+        SessionQuery().state("closed"),
+        SessionQuery().close_reason("fin"),
+        SessionQuery().unmatched(),
+    ):
         with pytest.raises(UsageError, match="which this table lacks"):
             view.apply(run, run.flows)
     with pytest.raises(UsageError, match="exporter\\(\\) needs column exporter"):
@@ -271,19 +320,26 @@ def test_names_the_run_does_not_know_are_refused_not_an_empty_answer(run: query.
     assert ids(SessionQuery().rule("db-access").apply(run)) == ["s5a", "s5b"]
     with pytest.raises(UsageError, match=r"no rule 'db-acess' in the Flow Matrix .*db-access"):
         SessionQuery().rule("db-acess").apply(run)
-    with pytest.raises(UsageError, match=r"no exporter '192.0.2.3' in this run \(its "
-                                         r"exporters: 192.0.2.1, 192.0.2.2\)"):
+    with pytest.raises(
+        UsageError,
+        match=r"no exporter '192.0.2.3' in this run \(its "
+        r"exporters: 192.0.2.1, 192.0.2.2\)",
+    ):
         SessionQuery().exporter("192.0.2.3").apply(run)
     assert ids(SessionQuery().exporter("192.0.2.2/256").apply(run)) == ["s6"]
     # a domain the exporter never sent from (a second audit)
-    with pytest.raises(UsageError, match=r"no exporter '192.0.2.2/7' in this run "
-                                         r"\(192.0.2.2 sent from domain\(s\) 256\)"):
+    with pytest.raises(
+        UsageError,
+        match=r"no exporter '192.0.2.2/7' in this run "
+        r"\(192.0.2.2 sent from domain\(s\) 256\)",
+    ):
         SessionQuery().exporter("192.0.2.2/7").apply(run)
     for odd in ("192.0.2.2/\u0666", "192.0.2.2/\u00b2"):
         with pytest.raises(UsageError, match="the domain after / is a number"):
             query.exporter(run.sessions, odd)
-    v6 = run.sessions.assign(exporter=run.sessions["exporter"].astype(str).replace(
-        "192.0.2.2", "2001:db8::a"))
+    v6 = run.sessions.assign(
+        exporter=run.sessions["exporter"].astype(str).replace("192.0.2.2", "2001:db8::a")
+    )
     assert shown(run, query.exporter(v6, "2001:DB8:0::A")) == ["s6"]
 
 
@@ -297,12 +353,21 @@ def test_windows_as_a_responder_writes_them(run: query.Run) -> None:
     assert ids(SessionQuery().window("2024-02-29", "2024-02-29").apply(run)) == []
     # a datetime.date is the same day (as an end it was its midnight: a second audit)
     assert ids(SessionQuery().window(date(2024, 3, 1), date(2024, 3, 1)).apply(run)) == ALL
-    assert ids(SessionQuery().window("2024/03/01.10:50:00", "2024/03/01.10:50").apply(run)) \
-        == ["s3", "s5b"]
-    assert ids(SessionQuery().last(pd.Timedelta(minutes=10)).apply(run)) == \
-        ids(SessionQuery().last(600).apply(run))
-    assert shown(run, query.entity(run.sessions, "10.0.0.0/24", side="source")) == \
-        shown(run, query.entity(run.sessions, "10.0.0.0/24", side="client")) != []
+    assert ids(SessionQuery().window("2024/03/01.10:50:00", "2024/03/01.10:50").apply(run)) == [
+        "s3",
+        "s5b",
+    ]
+    assert ids(SessionQuery().last(pd.Timedelta(minutes=10)).apply(run)) == ids(
+        SessionQuery().last(600).apply(run)
+    )
+    assert (
+        shown(run, query.entity(run.sessions, "10.0.0.0/24", side="source"))
+        == shown(run, query.entity(run.sessions, "10.0.0.0/24", side="client"))
+        != []
+    )
     assert shown(run, query.port(run.sessions, 443, side="destination")) == ["s1"]
-    assert query.entity(run.flows, "10.0.10.12", side="destination").sum() == \
-        query.entity(run.flows, "10.0.10.12", side="dst").sum() > 0
+    assert (
+        query.entity(run.flows, "10.0.10.12", side="destination").sum()
+        == query.entity(run.flows, "10.0.10.12", side="dst").sum()
+        > 0
+    )

@@ -66,7 +66,9 @@ def test_traffic_of_a_selection_only(run: query.Run) -> None:
 def test_fragment_timeline_has_one_bar_per_fragment(run: query.Run) -> None:
     axes = plots.fragment_timeline(run, "s5a")  # a conversation id works as well as a session
     assert [t.get_text() for t in axes.get_yticklabels()] == [
-        "split 0 · 192.0.2.1", "split 1 · 192.0.2.1"]
+        "split 0 · 192.0.2.1",
+        "split 1 · 192.0.2.1",
+    ]
     assert "2 fragment(s), 4 flow records" in axes.get_title()
     with pytest.raises(UsageError, match="no session or conversation"):
         plots.fragment_timeline(run, "nope")
@@ -129,8 +131,10 @@ def test_plots_of_records_whose_times_are_not_showable(run: query.Run) -> None:
     title = plots.traffic_over_time(some).get_title()
     assert title.endswith("16 flow records; 2 outside years 1-9999 left out)")
     none = replace(run, flows=flows.assign(first_seen=pd.NaT))
-    assert "no flow records of a showable time (18 outside years 1-9999)" in \
-        plots.traffic_over_time(none).get_title()
+    assert (
+        "no flow records of a showable time (18 outside years 1-9999)"
+        in plots.traffic_over_time(none).get_title()
+    )
     sessions = run.sessions.copy()
     sessions["opened_at"] = sessions["opened_at"].where(sessions["session_id"] != "s1")
     axes = plots.fragment_timeline(replace(some, sessions=sessions), "s1")

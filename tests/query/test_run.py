@@ -57,16 +57,23 @@ def test_several_runs_load_as_one_in_data_window_order(tmp_path: Path) -> None:
     assert run.paths == (early, later)
     assert len(run.sessions) == 18 and len(run.flows) == 36
     assert run.sessions.groupby("run")["session_id"].count().tolist() == [9, 9]
-    assert run.sessions.loc[run.sessions["run"] == 1, "session_id"].str.startswith(
-        "later-").all()
+    assert run.sessions.loc[run.sessions["run"] == 1, "session_id"].str.startswith("later-").all()
     assert run.data_end == pd.Timestamp("2024-03-01T14:00:00Z")
     assert [m["data_window"]["end"] for m in run.manifest["runs"]] == [
-        "2024-03-01T11:00:00Z", "2024-03-01T14:00:00Z"]
+        "2024-03-01T11:00:00Z",
+        "2024-03-01T14:00:00Z",
+    ]
     # last= counts back from the end of the later run's data
     assert sorted(SessionQuery().last(600).apply(run)["session_id"]) == [
-        "later-s3", "later-s4", "later-s5b", "later-s7", "later-s8"]
+        "later-s3",
+        "later-s4",
+        "later-s5b",
+        "later-s7",
+        "later-s8",
+    ]
     assert sorted(SessionQuery().unmatched().apply(run)["session_id"]) == sorted(
-        [*("s3", "s4", "s6", "s7"), *("later-s3", "later-s4", "later-s6", "later-s7")])
+        [*("s3", "s4", "s6", "s7"), *("later-s3", "later-s4", "later-s6", "later-s7")]
+    )
 
 
 def test_the_same_run_twice_is_refused(tmp_path: Path) -> None:
@@ -101,17 +108,19 @@ def test_a_vanished_cartography_falls_back_to_builtin_names_and_says_so(tmp_path
 
 def test_rematch_applies_an_edited_flow_matrix_to_the_same_sessions(tmp_path: Path) -> None:
     run = query.load(write_run(tmp_path / "hand"))
-    assert sorted(SessionQuery().unmatched().apply(run)["session_id"]) == [
-        "s3", "s4", "s6", "s7"]
+    assert sorted(SessionQuery().unmatched().apply(run)["session_id"]) == ["s3", "s4", "s6", "s7"]
     edited = tmp_path / "edited.yaml"
-    edited.write_text(FLOW_MATRIX + """\
+    edited.write_text(
+        FLOW_MATRIX
+        + """\
   - name: lan-ntp
     description: hosts set their clocks from public NTP
     source: lan
     destination: internet4
     protocol: udp
     ports: [123]
-""")
+"""
+    )
     again = query.rematch(run, edited)
     assert sorted(SessionQuery().unmatched().apply(again)["session_id"]) == ["s3", "s4", "s6"]
     rules = again.sessions.set_index("session_id")["matched_rules"]
@@ -142,17 +151,24 @@ def test_times_pandas_cannot_show_are_nat_with_a_warning(tmp_path: Path) -> None
 
     from obserae_forensics.cli import app
 
-    capture = Path(__file__).resolve().parents[2] / "fixtures" / "damaged" / \
-        "ipfix_time_in_year_15760.pcap"
+    capture = (
+        Path(__file__).resolve().parents[2]
+        / "fixtures"
+        / "damaged"
+        / "ipfix_time_in_year_15760.pcap"
+    )
     run = tmp_path / "run"
-    assert CliRunner().invoke(app, ["sessionize", str(capture), "--out", str(run), "-q"]
-                              ).exit_code == 0
+    assert (
+        CliRunner().invoke(app, ["sessionize", str(capture), "--out", str(run), "-q"]).exit_code
+        == 0
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         loaded = query.load(run)
     said = [str(w.message) for w in caught]
-    assert any(re.search(r"outside years 1-9999, shown as NaT .*1 in opened_at", m)
-               for m in said), said
+    assert any(
+        re.search(r"outside years 1-9999, shown as NaT .*1 in opened_at", m) for m in said
+    ), said
     assert loaded.sessions["opened_at"].isna().all()
     repr(loaded.sessions)
     assert "opened NaT" in query.drawer(loaded, loaded.sessions.session_id.iloc[0]).summary()
@@ -171,12 +187,16 @@ def test_iso_text_has_four_year_digits() -> None:
     assert iso_us(253_402_300_799_999_999) == "9999-12-31T23:59:59.999999Z"
 
 
-@pytest.mark.parametrize(("table", "column"), [
-    ("sessions", "client_ip"), ("flows", "session_id"),
-    ("sessions_consolidated", "sampler_count"), ("session_matches", "rule"),
-])
-def test_a_table_lacking_a_column_is_named_at_load(tmp_path: Path, table: str,
-                                                   column: str) -> None:
+@pytest.mark.parametrize(
+    ("table", "column"),
+    [
+        ("sessions", "client_ip"),
+        ("flows", "session_id"),
+        ("sessions_consolidated", "sampler_count"),
+        ("session_matches", "rule"),
+    ],
+)
+def test_a_table_lacking_a_column_is_named_at_load(tmp_path: Path, table: str, column: str) -> None:
     """Found by fuzzing: an edited table without a column the query layer reads loaded, and
     the filters, the drawer or a plot failed later on a KeyError."""
     import pyarrow.parquet as pq
@@ -184,8 +204,11 @@ def test_a_table_lacking_a_column_is_named_at_load(tmp_path: Path, table: str,
     run = write_run(tmp_path / "hand")
     path = run / f"{table}.parquet"
     pq.write_table(pq.read_table(path).drop([column]), path)
-    with pytest.raises(UsageError, match=rf"{table}\.parquet: {table} table lacks column\(s\) "
-                                         rf"{column}"):
+    with pytest.raises(
+        UsageError,
+        match=rf"{table}\.parquet: {table} table lacks column\(s\) "
+        rf"{column}",
+    ):
         query.load(run, recombine=False)
 
 
@@ -198,9 +221,12 @@ def test_flows_that_do_not_add_up_to_the_sessions_are_refused_at_load(tmp_path: 
     path = early / "flows.parquet"
     flows = pq.read_table(path)
     pq.write_table(flows.slice(0, flows.num_rows - 1), path)
-    with pytest.raises(UsageError, match=rf"flows\.parquet holds {flows.num_rows - 1} flow "
-                                         rf"record\(s\), the sessions' flow_count says "
-                                         rf"{flows.num_rows}"):
+    with pytest.raises(
+        UsageError,
+        match=rf"flows\.parquet holds {flows.num_rows - 1} flow "
+        rf"record\(s\), the sessions' flow_count says "
+        rf"{flows.num_rows}",
+    ):
         query.load(early, recombine=False)
 
 
@@ -217,8 +243,12 @@ def test_a_run_of_an_earlier_version_without_reverse_tcp_flags_loads(tmp_path: P
     tables = query.load(run)
     assert set(tables.flows["reverse_tcp_flags"]) == {0}
     assert len(tables.flows) == len(old)
-    assert with_added_columns(old.drop_columns(["session_id", "direction"]).slice(0, 0),
-                              FLOW_SCHEMA).schema.names == FLOW_SCHEMA.names
+    assert (
+        with_added_columns(
+            old.drop_columns(["session_id", "direction"]).slice(0, 0), FLOW_SCHEMA
+        ).schema.names
+        == FLOW_SCHEMA.names
+    )
 
 
 def _sessionized(out: Path, capture: Path, *options: str) -> Path:
@@ -226,14 +256,16 @@ def _sessionized(out: Path, capture: Path, *options: str) -> Path:
 
     from obserae_forensics.cli import app
 
-    result = CliRunner().invoke(app, ["sessionize", str(capture), "--out", str(out), "-q",
-                                      *options])
+    result = CliRunner().invoke(
+        app, ["sessionize", str(capture), "--out", str(out), "-q", *options]
+    )
     assert result.exit_code == 0, result.output
     return out
 
 
 def test_load_refuses_a_recombination_of_other_runs_and_notes_what_mixing_runs_costs(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     """Found by an audit: `load(run, recombine=DIR)` took a recombine output of other runs
     without a word; runs loaded together used the first one's Cartography, counted the
     sessions of a run made without a Flow Matrix as unmatched, and left sessions of one
@@ -246,15 +278,22 @@ def test_load_refuses_a_recombination_of_other_runs_and_notes_what_mixing_runs_c
     fixtures = Path(__file__).resolve().parents[2] / "fixtures"
     cartography = tmp_path / "cartography.yaml"
     shutil.copy(fixtures / "cartography.yaml", cartography)
-    ruled = _sessionized(tmp_path / "ruled", fixtures / "sf_v9_varsvc.pcap", "--cartography",
-                         str(cartography), "--flow-matrix", str(fixtures / "flow_matrix.yaml"))
+    ruled = _sessionized(
+        tmp_path / "ruled",
+        fixtures / "sf_v9_varsvc.pcap",
+        "--cartography",
+        str(cartography),
+        "--flow-matrix",
+        str(fixtures / "flow_matrix.yaml"),
+    )
     corpus = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "exports"
     if not corpus.is_dir():
         pytest.skip("shared corpus not found")
     other = _sessionized(tmp_path / "other", corpus / "sf_v9_ircdcc.pcap")
     elsewhere = tmp_path / "elsewhere"
-    assert CliRunner().invoke(app, ["recombine", str(other), "--out", str(elsewhere)]
-                              ).exit_code == 0
+    assert (
+        CliRunner().invoke(app, ["recombine", str(other), "--out", str(elsewhere)]).exit_code == 0
+    )
     with pytest.raises(UsageError, match="was recombined from other runs"):
         query.load(ruled, recombine=elsewhere)
     both = query.load([ruled, other])
@@ -278,6 +317,8 @@ def test_the_data_end_past_year_9999_comes_from_its_microseconds(tmp_path: Path)
     assert run.data_end is not None and run.data_end.year == 15750
     assert len(SessionQuery().last(3600).apply(run)) == 0  # every session ends long before
     # and the run says why (an audit: only a NaT warning went with the empty answer)
-    assert any("the data ends in year 15750" in note and "use window(start, end)" in note
-               for note in run.notes)
+    assert any(
+        "the data ends in year 15750" in note and "use window(start, end)" in note
+        for note in run.notes
+    )
     assert not any("data ends" in note for note in query.load(write_run(tmp_path / "r")).notes)

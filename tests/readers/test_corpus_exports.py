@@ -39,9 +39,22 @@ from obserae_forensics.report import RunReport
 from obserae_forensics.schema import FLOW_SCHEMA
 
 EXPORTS = [
-    "nfreplay_v9_test", "pm_v10_ircdcc", "pm_v9_test", "sf_v10_biflow_test", "sf_v10_ircdcc",
-    "sf_v10_synscan", "sf_v10_test", "sf_v10_varsvc", "sf_v5_ircdcc", "sf_v5_noadjust_test",
-    "sf_v5_synscan", "sf_v5_test", "sf_v5_varsvc", "sf_v9_ircdcc", "sf_v9_synscan", "sf_v9_test",
+    "nfreplay_v9_test",
+    "pm_v10_ircdcc",
+    "pm_v9_test",
+    "sf_v10_biflow_test",
+    "sf_v10_ircdcc",
+    "sf_v10_synscan",
+    "sf_v10_test",
+    "sf_v10_varsvc",
+    "sf_v5_ircdcc",
+    "sf_v5_noadjust_test",
+    "sf_v5_synscan",
+    "sf_v5_test",
+    "sf_v5_varsvc",
+    "sf_v9_ircdcc",
+    "sf_v9_synscan",
+    "sf_v9_test",
     "sf_v9_varsvc",
 ]
 PROTOCOLS = {"ICMP": 1, "IGMP": 2, "TCP": 6, "UDP": 17, "ICMP6": 58, "EIGRP": 88}
@@ -72,14 +85,19 @@ def test_export_capture_totals_equal_nfcapd(corpus: Path, name: str) -> None:
     packets = total(table, "packets") + total(table, "reverse_packets")
     octets = total(table, "octets") + total(table, "reverse_octets")
     assert (table.num_rows, packets, octets) == (
-        figures["records_nfdump"], figures["packets"], figures["bytes"])
+        figures["records_nfdump"],
+        figures["packets"],
+        figures["bytes"],
+    )
     assert not report.skipped, report.examples
     (exporter,) = report.exporters.values()
     assert exporter.records == table.num_rows
     assert (exporter.packets, exporter.octets) == (figures["packets"], figures["bytes"])
     assert exporter.sequence_gaps == 0 and exporter.duplicates == 0
-    assert exporter.datagrams == json.loads((corpus / "figures.json").read_text())[
-        f"exports/{name}.pcap"]["datagrams"]
+    assert (
+        exporter.datagrams
+        == json.loads((corpus / "figures.json").read_text())[f"exports/{name}.pcap"]["datagrams"]
+    )
 
 
 def oracle_rows(path: Path) -> list[dict[str, str]]:
@@ -97,32 +115,63 @@ def utc_seconds(us: int) -> str:
 
 def our_records(table: pa.Table, zero_icmp: bool = False) -> list[tuple[object, ...]]:
     rows = []
-    for r, first, last in zip(table.to_pylist(), table["first_seen"].cast(pa.int64()).to_pylist(),
-                              table["last_seen"].cast(pa.int64()).to_pylist(), strict=True):
+    for r, first, last in zip(
+        table.to_pylist(),
+        table["first_seen"].cast(pa.int64()).to_pylist(),
+        table["last_seen"].cast(pa.int64()).to_pylist(),
+        strict=True,
+    ):
         icmp = r["protocol"] in (1, 58)
-        rows.append((
-            address_text(r["src_addr"]), address_text(r["dst_addr"]), r["src_port"],
-            0 if zero_icmp and icmp else r["dst_port"], r["protocol"],
-            flags_text(r["tcp_flags"]), r["packets"], r["octets"],
-            r["reverse_packets"], r["reverse_octets"], r["input_if"], r["output_if"],
-            utc_seconds(first), utc_seconds(last), f"{(last // 1000 - first // 1000) / 1000:.3f}",
-        ))
+        rows.append(
+            (
+                address_text(r["src_addr"]),
+                address_text(r["dst_addr"]),
+                r["src_port"],
+                0 if zero_icmp and icmp else r["dst_port"],
+                r["protocol"],
+                flags_text(r["tcp_flags"]),
+                r["packets"],
+                r["octets"],
+                r["reverse_packets"],
+                r["reverse_octets"],
+                r["input_if"],
+                r["output_if"],
+                utc_seconds(first),
+                utc_seconds(last),
+                f"{(last // 1000 - first // 1000) / 1000:.3f}",
+            )
+        )
     return rows
 
 
-def oracle_records(rows: list[dict[str, str]],
-                   times: list[dict[str, str]] | None = None) -> list[tuple[object, ...]]:
+def oracle_records(
+    rows: list[dict[str, str]], times: list[dict[str, str]] | None = None
+) -> list[tuple[object, ...]]:
     by_key: dict[tuple[str, ...], list[dict[str, str]]] = {}
     for row in times or []:
         by_key.setdefault(_time_key(row), []).append(row)
     out = []
     for row in rows:
         timed = by_key[_time_key(row)].pop() if times is not None else row
-        out.append((
-            row["sa"], row["da"], int(row["sp"]), int(row["dp"]), PROTOCOLS[row["pr"]],
-            row["flg"], int(row["ipkt"]), int(row["ibyt"]), int(row["opkt"]), int(row["obyt"]),
-            int(row["in"]), int(row["out"]), timed["ts"], timed["te"], timed["td"].strip(),
-        ))
+        out.append(
+            (
+                row["sa"],
+                row["da"],
+                int(row["sp"]),
+                int(row["dp"]),
+                PROTOCOLS[row["pr"]],
+                row["flg"],
+                int(row["ipkt"]),
+                int(row["ibyt"]),
+                int(row["opkt"]),
+                int(row["obyt"]),
+                int(row["in"]),
+                int(row["out"]),
+                timed["ts"],
+                timed["te"],
+                timed["td"].strip(),
+            )
+        )
     return out
 
 
@@ -130,8 +179,18 @@ def _time_key(row: dict[str, str]) -> tuple[str, ...]:
     return (row["sa"], row["da"], row["sp"], row["dp"], row["pr"], row["ipkt"], row["ibyt"])
 
 
-@pytest.mark.parametrize("name", ["sf_v5_test", "sf_v5_varsvc", "sf_v5_noadjust_test",
-                                  "sf_v9_test", "sf_v9_varsvc", "pm_v9_test", "nfreplay_v9_test"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "sf_v5_test",
+        "sf_v5_varsvc",
+        "sf_v5_noadjust_test",
+        "sf_v9_test",
+        "sf_v9_varsvc",
+        "pm_v9_test",
+        "nfreplay_v9_test",
+    ],
+)
 def test_records_equal_nfdump_csv(corpus: Path, name: str) -> None:
     table, _ = decode_files(corpus / "exports" / f"{name}.pcap")
     expected = oracle_records(oracle_rows(corpus / "oracle" / f"{name}.csv"))
@@ -140,12 +199,21 @@ def test_records_equal_nfdump_csv(corpus: Path, name: str) -> None:
 
 def test_pmacct_icmp_type_code_from_the_bytes(corpus: Path) -> None:
     table, _ = decode_files(corpus / "exports" / "pm_v9_test.pcap")
-    icmp = Counter((address_text(r["src_addr"]), r["dst_port"]) for r in table.to_pylist()
-                   if r["protocol"] == 1)
+    icmp = Counter(
+        (address_text(r["src_addr"]), r["dst_port"])
+        for r in table.to_pylist()
+        if r["protocol"] == 1
+    )
     # echo requests 8/0, echo replies 0/0, port unreachable 3/3 (0x0303 = 771)
-    assert icmp == Counter({("10.31.0.1", 2048): 1, ("10.34.0.1", 0): 1,
-                            ("192.168.10.1", 2048): 1, ("192.168.40.1", 0): 1,
-                            ("172.16.11.12", 771): 1})
+    assert icmp == Counter(
+        {
+            ("10.31.0.1", 2048): 1,
+            ("10.34.0.1", 0): 1,
+            ("192.168.10.1", 2048): 1,
+            ("192.168.40.1", 0): 1,
+            ("172.16.11.12", 771): 1,
+        }
+    )
 
 
 @pytest.mark.parametrize("name", ["sf_v10_test", "sf_v10_varsvc", "sf_v10_ircdcc"])
@@ -153,8 +221,9 @@ def test_ipfix_records_equal_nfdump_csv(corpus: Path, name: str) -> None:
     """Keys and counters against the v10 oracle (its times carry nfdump's IPFIX bug)."""
     table, _ = decode_files(corpus / "exports" / f"{name}.pcap")
     ours = Counter(record[:12] for record in our_records(table))
-    expected = Counter(record[:12] for record in oracle_records(
-        oracle_rows(corpus / "oracle" / f"{name}.csv")))
+    expected = Counter(
+        record[:12] for record in oracle_records(oracle_rows(corpus / "oracle" / f"{name}.csv"))
+    )
     assert ours == expected
 
 
@@ -173,8 +242,10 @@ def test_ipfix_times_are_v9_times_plus_the_lost_export_fraction(corpus: Path, na
     v9, _ = decode_files(corpus / "exports" / f"{name.replace('v10', 'v9')}.pcap")
 
     def times(table: pa.Table) -> dict[tuple[object, ...], tuple[int, int]]:
-        keys = [(r["src_addr"], r["dst_addr"], r["src_port"], r["dst_port"], r["packets"])
-                for r in table.to_pylist()]
+        keys = [
+            (r["src_addr"], r["dst_addr"], r["src_port"], r["dst_port"], r["packets"])
+            for r in table.to_pylist()
+        ]
         firsts = table["first_seen"].cast(pa.int64()).to_pylist()
         lasts = table["last_seen"].cast(pa.int64()).to_pylist()
         return dict(zip(keys, zip(firsts, lasts, strict=True), strict=True))
@@ -189,11 +260,21 @@ def test_ipfix_times_are_v9_times_plus_the_lost_export_fraction(corpus: Path, na
 
 def test_biflow_reverse_counters_equal_nfdump_out_counters(corpus: Path) -> None:
     table, _ = decode_files(corpus / "exports" / "sf_v10_biflow_test.pcap")
-    ours = Counter((address_text(r["src_addr"]), r["src_port"], r["packets"], r["octets"],
-                    r["reverse_packets"], r["reverse_octets"]) for r in table.to_pylist())
-    oracle = Counter((r["sa"], int(r["sp"]), int(r["ipkt"]), int(r["ibyt"]), int(r["opkt"]),
-                      int(r["obyt"]))
-                     for r in oracle_rows(corpus / "oracle" / "sf_v10_biflow_test.csv"))
+    ours = Counter(
+        (
+            address_text(r["src_addr"]),
+            r["src_port"],
+            r["packets"],
+            r["octets"],
+            r["reverse_packets"],
+            r["reverse_octets"],
+        )
+        for r in table.to_pylist()
+    )
+    oracle = Counter(
+        (r["sa"], int(r["sp"]), int(r["ipkt"]), int(r["ibyt"]), int(r["opkt"]), int(r["obyt"]))
+        for r in oracle_rows(corpus / "oracle" / "sf_v10_biflow_test.csv")
+    )
     assert ours == oracle
 
 
@@ -207,10 +288,16 @@ def test_biflow_reverse_tcp_flags_equal_tshark(corpus: Path) -> None:
 
     path = corpus / "exports" / "sf_v10_biflow_test.pcap"
     table, _ = decode_files(path)
-    listing = subprocess.run([need_tool("tshark"), "-r", str(path), "-d", "udp.port==21014,cflow",
-                              "-V"], check=True, capture_output=True, text=True).stdout
-    oracle = Counter(int(value, 16) for value in
-                     re.findall(r"TCP Flags: (0x[0-9a-f]+)[^\n]*\(Reverse Type 6", listing))
+    listing = subprocess.run(
+        [need_tool("tshark"), "-r", str(path), "-d", "udp.port==21014,cflow", "-V"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    oracle = Counter(
+        int(value, 16)
+        for value in re.findall(r"TCP Flags: (0x[0-9a-f]+)[^\n]*\(Reverse Type 6", listing)
+    )
     oracle.pop(0, None)  # zero and absent read alike
     ours = Counter(v for v in table.column("reverse_tcp_flags").to_pylist() if v)
     assert ours == oracle and sum(oracle.values()) >= 5
@@ -237,8 +324,7 @@ def test_public_capture_totals(corpus: Path, names: tuple[str, ...]) -> None:
     assert (table.num_rows, packets, octets) == PUBLIC[names]
 
 
-def test_public_data_set_before_its_template_in_one_datagram(corpus: Path,
-                                                             tmp_path: Path) -> None:
+def test_public_data_set_before_its_template_in_one_datagram(corpus: Path, tmp_path: Path) -> None:
     """Found by auditing akvorado's captures: this Cisco v9 datagram sends a data set of 11
     records, then the options template and data, then the template of the first set and a
     second data set of it. The first set was held for a template that, already there at the
@@ -262,7 +348,7 @@ def test_public_data_set_before_its_template_in_one_datagram(corpus: Path,
     sets, at = [], 20
     while at < len(payload):
         (length,) = struct.unpack_from(">H", payload, at + 2)
-        sets.append(payload[at:at + length])
+        sets.append(payload[at : at + length])
         at += length
     assert [int.from_bytes(s[:2], "big") for s in sets] == [257, 1, 256, 0, 257]
     reordered = payload[:20] + b"".join(sets[1:4] + sets[:1] + sets[4:])
@@ -275,13 +361,30 @@ def test_public_data_set_before_its_template_in_one_datagram(corpus: Path,
         writer = dpkt.pcap.Writer(handle)
         writer.writepkt(dpkt.ethernet.Ethernet(frame[:14] + bytes(ip)), 0)
     lines = subprocess.run(
-        [need_tool("tshark"), "-r", str(rebuilt), "-d", "udp.port==2055,cflow", "-T", "fields",
-         "-e", "cflow.srcaddr", "-e", "cflow.packets", "-e", "cflow.octets"],
-        check=True, capture_output=True, text=True).stdout.split()
+        [
+            need_tool("tshark"),
+            "-r",
+            str(rebuilt),
+            "-d",
+            "udp.port==2055,cflow",
+            "-T",
+            "fields",
+            "-e",
+            "cflow.srcaddr",
+            "-e",
+            "cflow.packets",
+            "-e",
+            "cflow.octets",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
     fields = [line.split(",") for line in lines]
     assert len(fields) == 3 and len(fields[0]) == table.num_rows == 21
-    assert Counter(fields[0]) == Counter(address_text(a) for a in
-                                         table.column("src_addr").to_pylist())
+    assert Counter(fields[0]) == Counter(
+        address_text(a) for a in table.column("src_addr").to_pylist()
+    )
     assert sum(map(int, fields[1])) == total(table, "packets")
     assert sum(map(int, fields[2])) == total(table, "octets")
 
@@ -289,14 +392,21 @@ def test_public_data_set_before_its_template_in_one_datagram(corpus: Path,
 def test_public_cisco_v9_with_sampling_options(corpus: Path) -> None:
     """akvorado TestDecode: options template + options data, then template + data."""
     names = ["options-template", "options-data", "template", "data"]
-    table, report = decode_files(*(corpus / "netflow_public" / f"akvorado_{n}.pcap"
-                                   for n in names))
+    table, report = decode_files(*(corpus / "netflow_public" / f"akvorado_{n}.pcap" for n in names))
     rows = table.to_pylist()
     assert [address_text(r["src_addr"]) for r in rows] == [
-        "198.38.121.178", "198.38.121.219", "173.194.190.106", "74.125.100.234"]
+        "198.38.121.178",
+        "198.38.121.219",
+        "173.194.190.106",
+        "74.125.100.234",
+    ]
     assert [r["octets"] for r in rows] == [1500, 1500, 1400, 1448]
     assert [(r["input_if"], r["output_if"]) for r in rows] == [
-        (335, 450), (335, 452), (461, 306), (461, 451)]
+        (335, 450),
+        (335, 452),
+        (461, 306),
+        (461, 451),
+    ]
     assert {r["sampling_rate"] for r in rows} == {30000}
     assert address_text(rows[0]["next_hop"]) == "194.149.174.63"
     assert rows[0]["dst_port"] == 19624 and rows[0]["tcp_flags"] == 16
@@ -306,17 +416,29 @@ def test_public_cisco_v9_with_sampling_options(corpus: Path) -> None:
 
 def test_public_ipfixprobe_biflows(corpus: Path) -> None:
     """akvorado TestDecodeRFC5103: forward and reverse counters of ipfixprobe biflows."""
-    table, _ = decode_files(corpus / "netflow_public" / "akvorado_ipfixprobe-templates.pcap",
-                            corpus / "netflow_public" / "akvorado_ipfixprobe-data.pcap")
-    got = Counter((address_text(r["src_addr"]), address_text(r["dst_addr"]), r["packets"],
-                   r["octets"], r["reverse_packets"], r["reverse_octets"])
-                  for r in table.to_pylist())
-    assert got == Counter([
-        ("10.10.1.4", "10.10.1.1", 1, 62, 1, 128),
-        ("10.10.1.20", "10.10.1.255", 1, 229, 0, 0),
-        ("10.10.1.4", "74.53.140.153", 28, 21673, 25, 1546),
-        ("192.168.1.1", "10.10.1.4", 4, 2304, 0, 0),
-    ])
+    table, _ = decode_files(
+        corpus / "netflow_public" / "akvorado_ipfixprobe-templates.pcap",
+        corpus / "netflow_public" / "akvorado_ipfixprobe-data.pcap",
+    )
+    got = Counter(
+        (
+            address_text(r["src_addr"]),
+            address_text(r["dst_addr"]),
+            r["packets"],
+            r["octets"],
+            r["reverse_packets"],
+            r["reverse_octets"],
+        )
+        for r in table.to_pylist()
+    )
+    assert got == Counter(
+        [
+            ("10.10.1.4", "10.10.1.1", 1, 62, 1, 128),
+            ("10.10.1.20", "10.10.1.255", 1, 229, 0, 0),
+            ("10.10.1.4", "74.53.140.153", 28, 21673, 25, 1546),
+            ("192.168.1.1", "10.10.1.4", 4, 2304, 0, 0),
+        ]
+    )
     # flowStart/EndMicroseconds, NTP format: the fractions are floor(µs x 2**32 / 10**6)
     # of whole µs (tshark: .492059999); read down, every time was a µs early
     starts = sorted(round(r["first_seen"].timestamp() * 1e6) % 10**6 for r in table.to_pylist())
@@ -325,12 +447,20 @@ def test_public_ipfixprobe_biflows(corpus: Path) -> None:
 
 def test_public_icmp_type_code(corpus: Path) -> None:
     """akvorado TestDecodeICMP: v6 echo 128/129 and v4 echo 8/0 in dst_port."""
-    table, _ = decode_files(corpus / "netflow_public" / "akvorado_icmp-template.pcap",
-                            corpus / "netflow_public" / "akvorado_icmp-data.pcap")
-    got = [(address_text(r["src_addr"]), r["protocol"], r["src_port"], r["dst_port"])
-           for r in table.to_pylist()]
-    assert got == [("2001:db8::", 58, 0, 32768), ("2001:db8::1", 58, 0, 33024),
-                   ("203.0.113.4", 1, 0, 2048), ("203.0.113.5", 1, 0, 0)]
+    table, _ = decode_files(
+        corpus / "netflow_public" / "akvorado_icmp-template.pcap",
+        corpus / "netflow_public" / "akvorado_icmp-data.pcap",
+    )
+    got = [
+        (address_text(r["src_addr"]), r["protocol"], r["src_port"], r["dst_port"])
+        for r in table.to_pylist()
+    ]
+    assert got == [
+        ("2001:db8::", 58, 0, 32768),
+        ("2001:db8::1", 58, 0, 33024),
+        ("203.0.113.4", 1, 0, 2048),
+        ("203.0.113.5", 1, 0, 0),
+    ]
 
 
 def test_public_nfv5_first_record(corpus: Path) -> None:
@@ -345,7 +475,11 @@ def test_public_nfv5_first_record(corpus: Path) -> None:
     assert address_text(first["src_addr"]) == "161.202.212.212"
     assert address_text(first["next_hop"]) == "61.6.255.150"
     assert (first["input_if"], first["output_if"], first["src_as"], first["dst_as"]) == (
-        117, 86, 36351, 10101)
+        117,
+        86,
+        36351,
+        10101,
+    )
     assert (first["octets"], first["packets"], first["tcp_flags"]) == (133, 1, 0x18)
     assert int(table["first_seen"][0].value) == 1680626664 * 1_000_000
 
@@ -368,20 +502,31 @@ def test_public_juniper_packet_section_record(corpus: Path) -> None:
     fields: an ICMP echo request of 64 bytes from 8.8.8.8 (frames.py)."""
     table, report = decode_files(
         corpus / "netflow_public" / "akvorado_juniper-cpid-template.pcap",
-        corpus / "netflow_public" / "akvorado_juniper-cpid-data.pcap")
+        corpus / "netflow_public" / "akvorado_juniper-cpid-data.pcap",
+    )
     (row,) = table.to_pylist()
     assert row["input_if"] == 737
-    assert (address_text(row["src_addr"]), address_text(row["dst_addr"]), row["protocol"],
-            row["dst_port"], row["packets"], row["octets"]) == (
-        "8.8.8.8", "213.36.140.101", 1, 0x0800, 1, 64)
+    assert (
+        address_text(row["src_addr"]),
+        address_text(row["dst_addr"]),
+        row["protocol"],
+        row["dst_port"],
+        row["packets"],
+        row["octets"],
+    ) == ("8.8.8.8", "213.36.140.101", 1, 0x0800, 1, 64)
     assert not report.skipped and report.repaired["frame_section"] == 1
     # akvorado's outer header, from the bytes: IPv6 of 104 bytes carrying IPv4 (4)
     import struct
 
     from obserae_forensics.readers.pcap import iter_datagrams
 
-    (datagram,) = next(iter(iter_datagrams(
-        corpus / "netflow_public" / "akvorado_juniper-cpid-data.pcap", RunReport())))
+    (datagram,) = next(
+        iter(
+            iter_datagrams(
+                corpus / "netflow_public" / "akvorado_juniper-cpid-data.pcap", RunReport()
+            )
+        )
+    )
     header = datagram.payload.find(bytes.fromhex("fc302200001b")) - 8  # its source address
     payload_length, following = struct.unpack_from(">HB", datagram.payload, header + 4)
     assert datagram.payload[header] >> 4 == 6 and (payload_length + 40, following) == (104, 4)
@@ -401,11 +546,15 @@ def test_v9_first_switched_zero_is_boot_time_not_1970(corpus: Path) -> None:
     first = next(iter(iter_datagrams(corpus / "exports" / "sf_v9_synscan.pcap", RunReport())))[0]
     _version, _count, uptime_ms, unix_secs = struct.unpack_from(">HHII", first.payload, 0)
     table, _ = decode_files(corpus / "exports" / "sf_v9_synscan.pcap")
-    rows = [r for r in table.to_pylist() if r["source_frame"] == 1
-            and (r["src_port"], r["dst_port"]) == (36050, 443)]
+    rows = [
+        r
+        for r in table.to_pylist()
+        if r["source_frame"] == 1 and (r["src_port"], r["dst_port"]) == (36050, 443)
+    ]
     assert len(rows) == 1
     boot = dt.datetime.fromtimestamp((unix_secs * 1000 - uptime_ms) / 1000, dt.UTC)
     assert rows[0]["first_seen"] == rows[0]["last_seen"] == boot
     oracle = (corpus / "oracle" / "sf_v9_synscan.csv").read_text()
-    assert "1970-01-01 00:00:00,1970-01-01 00:00:00,0.000,172.16.0.8,64.13.134.52,36050,443" \
-        in oracle
+    assert (
+        "1970-01-01 00:00:00,1970-01-01 00:00:00,0.000,172.16.0.8,64.13.134.52,36050,443" in oracle
+    )

@@ -20,8 +20,18 @@ from obserae_forensics.readers.pcap import iter_datagrams
 from obserae_forensics.report import RunReport
 from tests.readers.test_pcap import block, epb, idb, pcap_bytes, shb
 
-KEY = ["first_seen", "last_seen", "src_addr", "dst_addr", "src_port", "dst_port", "protocol",
-       "tcp_flags", "packets", "octets"]
+KEY = [
+    "first_seen",
+    "last_seen",
+    "src_addr",
+    "dst_addr",
+    "src_port",
+    "dst_port",
+    "protocol",
+    "tcp_flags",
+    "packets",
+    "octets",
+]
 
 
 def records(path: Path) -> tuple[list[tuple[object, ...]], RunReport]:
@@ -35,17 +45,28 @@ def sll2(protocol: int) -> bytes:
     return struct.pack(">HHIHBB8s", protocol, 0, 2, 1, 0, 6, b"\x00" * 8)
 
 
-def test_ipv6_qinq_and_sll2_fragments_decode_like_the_original(corpus: Path,
-                                                               tmp_path: Path) -> None:
+def test_ipv6_qinq_and_sll2_fragments_decode_like_the_original(
+    corpus: Path, tmp_path: Path
+) -> None:
     original = corpus / "exports" / "sf_v9_test.pcap"
     expected, _ = records(original)
     assert len(expected) == 45
     payloads = [d for chunk in iter_datagrams(original, RunReport()) for d in chunk]
 
-    v6_frames = [(d.arrival_us * 1000, bytes(
-        Ether() / Dot1AD(vlan=100) / Dot1Q(vlan=200)
-        / IPv6(src="2001:db8::9", dst="2001:db8::1") / UDP(sport=9995, dport=2055) / d.payload))
-        for d in payloads]
+    v6_frames = [
+        (
+            d.arrival_us * 1000,
+            bytes(
+                Ether()
+                / Dot1AD(vlan=100)
+                / Dot1Q(vlan=200)
+                / IPv6(src="2001:db8::9", dst="2001:db8::1")
+                / UDP(sport=9995, dport=2055)
+                / d.payload
+            ),
+        )
+        for d in payloads
+    ]
     v6 = tmp_path / "v6.pcap"
     v6.write_bytes(pcap_bytes(v6_frames))
     got, report = records(v6)
@@ -55,10 +76,15 @@ def test_ipv6_qinq_and_sll2_fragments_decode_like_the_original(corpus: Path,
 
     fragments = []
     for index, d in enumerate(payloads):
-        packet = IP(src="192.0.2.50", dst="192.0.2.1", id=index + 1) / UDP(
-            sport=9995, dport=2055) / d.payload
-        fragments += [(d.arrival_us * 1000, sll2(0x0800) + bytes(piece))
-                      for piece in fragment(packet, fragsize=400)]
+        packet = (
+            IP(src="192.0.2.50", dst="192.0.2.1", id=index + 1)
+            / UDP(sport=9995, dport=2055)
+            / d.payload
+        )
+        fragments += [
+            (d.arrival_us * 1000, sll2(0x0800) + bytes(piece))
+            for piece in fragment(packet, fragsize=400)
+        ]
     assert len(fragments) > len(payloads)
     sll = tmp_path / "sll2.pcap"
     sll.write_bytes(pcap_bytes(fragments, linktype=276))

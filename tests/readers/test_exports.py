@@ -24,7 +24,8 @@ EXPORT_S = 1_700_000_000
 
 def v9(*sets: bytes, sequence: int = 0, source_id: int = 0) -> bytes:
     return struct.pack(">HHIIII", 9, len(sets), 60_000, EXPORT_S, sequence, source_id) + b"".join(
-        sets)
+        sets
+    )
 
 
 def ipfix(*sets: bytes, sequence: int = 0) -> bytes:
@@ -35,13 +36,37 @@ def ipfix(*sets: bytes, sequence: int = 0) -> bytes:
 def v5(packets: list[int], sequence: int = 0) -> bytes:
     header = struct.pack(">HHIIIIBBH", 5, len(packets), 60_000, EXPORT_S, 0, sequence, 0, 0, 0)
     return header + b"".join(
-        struct.pack(">IIIHHIIIIHHBBBBHHBBH", 1, 2, 0, 0, 0, p, 40 * p, 59_000, 59_500, 1, 2, 0,
-                    0, 6, 0, 0, 0, 0, 0, 0) for p in packets)
+        struct.pack(
+            ">IIIHHIIIIHHBBBBHHBBH",
+            1,
+            2,
+            0,
+            0,
+            0,
+            p,
+            40 * p,
+            59_000,
+            59_500,
+            1,
+            2,
+            0,
+            0,
+            6,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+        )
+        for p in packets
+    )
 
 
 def template_set(set_id: int, template_id: int, fields: list[tuple[int, int]]) -> bytes:
     body = struct.pack(">HH", template_id, len(fields)) + b"".join(
-        struct.pack(">HH", t, n) for t, n in fields)
+        struct.pack(">HH", t, n) for t, n in fields
+    )
     return struct.pack(">HH", set_id, 4 + len(body)) + body
 
 
@@ -57,10 +82,23 @@ def record(address: int, packets: int) -> bytes:
     return struct.pack(">II", address, packets)
 
 
-def datagram(payload: bytes, frame: int, source: str = "a.pcap",
-             exporter: str = "192.0.2.1", arrival_s: int = EXPORT_S + 2) -> Datagram:
-    return Datagram(payload, exporter, 1000, 2055, frame, 24 + 100 * frame,
-                    arrival_s * 1_000_000 + frame, source)
+def datagram(
+    payload: bytes,
+    frame: int,
+    source: str = "a.pcap",
+    exporter: str = "192.0.2.1",
+    arrival_s: int = EXPORT_S + 2,
+) -> Datagram:
+    return Datagram(
+        payload,
+        exporter,
+        1000,
+        2055,
+        frame,
+        24 + 100 * frame,
+        arrival_s * 1_000_000 + frame,
+        source,
+    )
 
 
 def table_of(batches: list[pa.RecordBatch]) -> pa.Table:
@@ -118,8 +156,10 @@ def test_a_damaged_version_from_a_proven_exporter_is_a_problem() -> None:
     assert report.skipped == {"bad_export_header": 1}
     assert report.ignored["not_flow_export"] == 2
     [damage] = [p for p in report.examples if p.reason == "bad_export_header"]
-    assert "version bytes 0x0029, no export's, from 192.0.2.1:1000 to port 2055, which sent " \
-           "exports of version 9" in str(damage)
+    assert (
+        "version bytes 0x0029, no export's, from 192.0.2.1:1000 to port 2055, which sent "
+        "exports of version 9" in str(damage)
+    )
     assert {key[1] for key in report.exporters} == {0}
 
 
@@ -133,10 +173,13 @@ def test_a_proven_exporters_message_with_a_reserved_first_set_is_walked() -> Non
         report = RunReport()
         decoder = ExportDecoder(report)
         first = make(template_set(template_kind, 256, FIELDS), data_set(256, record(1, 1)))
-        later = make(reserved, template_set(template_kind, 257, FIELDS),
-                     data_set(257, record(2, 2)), sequence=1)
-        table = table_of(decoder.feed([datagram(first, 1), datagram(later, 2)])
-                         + decoder.finish())
+        later = make(
+            reserved,
+            template_set(template_kind, 257, FIELDS),
+            data_set(257, record(2, 2)),
+            sequence=1,
+        )
+        table = table_of(decoder.feed([datagram(first, 1), datagram(later, 2)]) + decoder.finish())
         assert table["packets"].to_pylist() == [1, 2], make
         assert report.skipped == {"reserved_set_id": 1}, make
         assert report.skipped_bytes == {"reserved_set_id": 8}
@@ -152,8 +195,9 @@ def test_template_in_a_later_file_decodes_data_with_its_own_provenance() -> None
     decoder = ExportDecoder(report)
     first = decoder.feed([datagram(v9(data_set(256, record(1, 7))), 1, source="early.pcap")])
     assert first == []
-    later = decoder.feed([datagram(v9(template_set(0, 256, FIELDS), sequence=1), 1,
-                                   source="late.pcap")])
+    later = decoder.feed(
+        [datagram(v9(template_set(0, 256, FIELDS), sequence=1), 1, source="late.pcap")]
+    )
     table = table_of(later + decoder.finish())
     assert table["packets"].to_pylist() == [7]
     assert table["source_file"].to_pylist() == ["early.pcap"]
@@ -163,13 +207,18 @@ def test_template_in_a_later_file_decodes_data_with_its_own_provenance() -> None
 
 def test_data_with_and_without_late_template_keep_unique_record_indexes() -> None:
     decoder = ExportDecoder(RunReport())
-    payload = v9(template_set(0, 257, FIELDS), data_set(256, record(1, 1)),
-                 data_set(257, record(2, 2), record(3, 3)))
-    batches = decoder.feed([datagram(payload, 1),
-                            datagram(v9(template_set(0, 256, FIELDS), sequence=1), 2)])
+    payload = v9(
+        template_set(0, 257, FIELDS),
+        data_set(256, record(1, 1)),
+        data_set(257, record(2, 2), record(3, 3)),
+    )
+    batches = decoder.feed(
+        [datagram(payload, 1), datagram(v9(template_set(0, 256, FIELDS), sequence=1), 2)]
+    )
     table = table_of(batches + decoder.finish())
-    pairs = sorted(zip(table["packets"].to_pylist(), table["record_index"].to_pylist(),
-                       strict=True))
+    pairs = sorted(
+        zip(table["packets"].to_pylist(), table["record_index"].to_pylist(), strict=True)
+    )
     # the held set's records after the datagram's others, from 65536 (its first held set)
     assert pairs == [(1, 65536 + 2), (2, 0), (3, 1)]
 
@@ -178,8 +227,12 @@ def test_pending_buffer_is_bounded_and_overflow_counted() -> None:
     report = RunReport()
     decoder = ExportDecoder(report)
     decoder.pending = PendingData(limit_bytes=20)
-    decoder.feed([datagram(v9(data_set(256, record(1, 1), record(2, 2)), sequence=i), i + 1)
-                  for i in range(3)])
+    decoder.feed(
+        [
+            datagram(v9(data_set(256, record(1, 1), record(2, 2)), sequence=i), i + 1)
+            for i in range(3)
+        ]
+    )
     decoder.finish()
     assert report.skipped["pending_overflow"] == 2
     assert report.skipped["no_template"] == 1
@@ -196,7 +249,9 @@ def test_pending_data_is_found_by_its_template_and_taken_once() -> None:
     held = PendingData()
     item = PendingSet(b"\x00" * 8, 0, "a.pcap", 1, 0, 0, 0, 0, -1, 1, 0, 0, 0, 0, 0)
     keys = [("192.0.2.1", 0, 9, 256, port) for port in (2055, 1000)] + [
-        ("192.0.2.1", 0, 9, 257, 1000), ("192.0.2.2", 0, 9, 256, 1000)]
+        ("192.0.2.1", 0, 9, 257, 1000),
+        ("192.0.2.2", 0, 9, 256, 1000),
+    ]
     for key in keys:
         assert held.add(key, item)
     assert held.waiting(("192.0.2.1", 0, 9, 256)) == sorted(keys[:2])
@@ -226,8 +281,12 @@ def test_duplicate_datagrams_across_feeds_are_not_emitted_twice() -> None:
 def test_clock_offset_and_export_times_per_exporter() -> None:
     report = RunReport()
     decoder = ExportDecoder(report)
-    decoder.feed([datagram(v5([1], sequence=0), 1, arrival_s=EXPORT_S + 5),
-                  datagram(v5([1], sequence=1), 2, arrival_s=EXPORT_S - 3)])
+    decoder.feed(
+        [
+            datagram(v5([1], sequence=0), 1, arrival_s=EXPORT_S + 5),
+            datagram(v5([1], sequence=1), 2, arrival_s=EXPORT_S - 3),
+        ]
+    )
     stats = report.exporters[("192.0.2.1", 0)]
     assert stats.first_export_us == stats.last_export_us == EXPORT_S * 1_000_000
     assert stats.clock_offset_min_us == -5_000_001
@@ -237,12 +296,24 @@ def test_clock_offset_and_export_times_per_exporter() -> None:
 def test_exporters_are_kept_apart_by_address_and_domain() -> None:
     report = RunReport()
     decoder = ExportDecoder(report)
-    table = table_of(decoder.feed([
-        datagram(v9(template_set(0, 256, FIELDS), data_set(256, record(1, 1)), source_id=1), 1),
-        datagram(v9(data_set(256, record(2, 2)), source_id=2), 2),  # other domain: no template
-        datagram(v9(template_set(0, 256, [(8, 4), (1, 4)]), data_set(256, record(3, 3))), 3,
-                 exporter="192.0.2.2"),
-    ]) + decoder.finish())
+    table = table_of(
+        decoder.feed(
+            [
+                datagram(
+                    v9(template_set(0, 256, FIELDS), data_set(256, record(1, 1)), source_id=1), 1
+                ),
+                datagram(
+                    v9(data_set(256, record(2, 2)), source_id=2), 2
+                ),  # other domain: no template
+                datagram(
+                    v9(template_set(0, 256, [(8, 4), (1, 4)]), data_set(256, record(3, 3))),
+                    3,
+                    exporter="192.0.2.2",
+                ),
+            ]
+        )
+        + decoder.finish()
+    )
     assert table["packets"].to_pylist() == [1, 0]
     assert table["octets"].to_pylist() == [0, 3]
     assert table["exporter"].to_pylist() == ["192.0.2.1", "192.0.2.2"]
@@ -256,10 +327,15 @@ def test_an_exporter_sending_several_versions_lists_them_all() -> None:
 
     report = RunReport()
     decoder = ExportDecoder(report)
-    table_of(decoder.feed([
-        datagram(ipfix(template_set(2, 256, FIELDS), data_set(256, record(1, 1))), 1),
-        datagram(v5([1, 2]), 2),
-    ]) + decoder.finish())
+    table_of(
+        decoder.feed(
+            [
+                datagram(ipfix(template_set(2, 256, FIELDS), data_set(256, record(1, 1))), 1),
+                datagram(v5([1, 2]), 2),
+            ]
+        )
+        + decoder.finish()
+    )
     [row] = exporters_table(report).to_pylist()
     assert (row["version"], row["versions"], row["records"]) == (10, "5,10", 3)
 
@@ -277,8 +353,11 @@ def test_bytes_after_a_template_sets_last_record_are_counted() -> None:
     `nonzero_padding` when they are just its alignment to 4 bytes); zeros are padding."""
     options_v9 = struct.pack(">HHHHHHH", 1, 21, 300, 4, 4, 1, 4) + struct.pack(">HH", 34, 4)
     for make, kind, options in ((v9, 0, options_v9), (ipfix, 2, None)):
-        for tail, expected in ((b"\x00\x00", {}), (b"\x00\x07", {"bad_record": 1}),
-                               (b"\x00\x07\x00", {"bad_record": 1})):
+        for tail, expected in (
+            (b"\x00\x00", {}),
+            (b"\x00\x07", {"bad_record": 1}),
+            (b"\x00\x07\x00", {"bad_record": 1}),
+        ):
             report = RunReport()
             sets = template_set(kind, 256, FIELDS)
             damaged = struct.pack(">HH", kind, len(sets) + len(tail)) + sets[4:] + tail
@@ -292,8 +371,7 @@ def test_bytes_after_a_template_sets_last_record_are_counted() -> None:
             report = RunReport()
             ExportDecoder(report).feed([datagram(make(options + b"\x00\x09\x00"), 1)])
             assert dict(report.skipped) == {"bad_record": 1}
-            assert "options template FlowSet at payload byte 20: 3 bytes" in str(
-                report.examples[0])
+            assert "options template FlowSet at payload byte 20: 3 bytes" in str(report.examples[0])
 
 
 def test_v9_sequence_losses_are_counted_while_data_waits_for_its_template() -> None:
@@ -304,8 +382,10 @@ def test_v9_sequence_losses_are_counted_while_data_waits_for_its_template() -> N
     report = RunReport()
     decoder = ExportDecoder(report)
     numbers = [0, 1, 5, 6, 9]
-    datagrams = [datagram(v9(data_set(256, record(n, 1)), sequence=n), frame)
-                 for frame, n in enumerate(numbers, start=1)]
+    datagrams = [
+        datagram(v9(data_set(256, record(n, 1)), sequence=n), frame)
+        for frame, n in enumerate(numbers, start=1)
+    ]
     decoder.feed(datagrams)
     decoder.finish()
     stats = next(iter(report.exporters.values()))
@@ -313,8 +393,12 @@ def test_v9_sequence_losses_are_counted_while_data_waits_for_its_template() -> N
     # an IPFIX message's count is its records: unknown while its sets wait, as before
     report = RunReport()
     decoder = ExportDecoder(report)
-    decoder.feed([datagram(ipfix(data_set(300, record(n, 1)), sequence=n), frame)
-                  for frame, n in enumerate(numbers, start=1)])
+    decoder.feed(
+        [
+            datagram(ipfix(data_set(300, record(n, 1)), sequence=n), frame)
+            for frame, n in enumerate(numbers, start=1)
+        ]
+    )
     decoder.finish()
     stats = next(iter(report.exporters.values()))
     assert (stats.sequence_gaps, stats.sequence_lost) == (0, 0)
@@ -326,14 +410,20 @@ def test_an_ipfix_message_behind_one_whose_data_waits_is_no_loss() -> None:
     the template message, behind it, set the expectation back to itself, and the next
     message counted the held one's records lost."""
     template = template_set(2, 300, FIELDS)
-    messages = [ipfix(template, data_set(300, record(1, 1), record(2, 1)), sequence=0),
-                ipfix(data_set(300, record(3, 1), record(4, 1), record(5, 1)), sequence=2),
-                ipfix(data_set(300, record(6, 1)), sequence=5),
-                ipfix(data_set(300, record(7, 1)), sequence=6)]
+    messages = [
+        ipfix(template, data_set(300, record(1, 1), record(2, 1)), sequence=0),
+        ipfix(data_set(300, record(3, 1), record(4, 1), record(5, 1)), sequence=2),
+        ipfix(data_set(300, record(6, 1)), sequence=5),
+        ipfix(data_set(300, record(7, 1)), sequence=6),
+    ]
     for order, reorders in (([0, 1, 2, 3], 0), ([1, 0, 2, 3], 1)):
         stats = exporter_stats([datagram(messages[n], frame) for frame, n in enumerate(order)])
-        assert (stats.records, stats.sequence_gaps, stats.sequence_lost,  # type: ignore[attr-defined]
-                stats.reorders) == (7, 0, 0, reorders)
+        assert (
+            stats.records,
+            stats.sequence_gaps,
+            stats.sequence_lost,  # type: ignore[attr-defined]
+            stats.reorders,
+        ) == (7, 0, 0, reorders)
     # a review: a templates-only message sharing its number with the data after it, the data
     # first (waiting), then the templates, read the data's 3 records lost; and a late
     # message behind a waiting one left the gap it fills lost
@@ -343,14 +433,20 @@ def test_an_ipfix_message_behind_one_whose_data_waits_is_no_loss() -> None:
     for order in ([templates, data, after], [data, templates, after]):
         stats = exporter_stats([datagram(p, frame) for frame, p in enumerate(order)])
         assert (stats.records, stats.sequence_gaps, stats.sequence_lost) == (  # type: ignore[attr-defined]
-            4, 0, 0)
+            4,
+            0,
+            0,
+        )
     late = ipfix(data_set(300, record(3, 1), record(4, 1)), sequence=2)
     templates_301 = ipfix(template_set(2, 301, FIELDS), sequence=4)
     waiting = ipfix(data_set(301, record(5, 1)), sequence=4)
     order = [messages[0], waiting, late, templates_301]
     stats = exporter_stats([datagram(p, frame) for frame, p in enumerate(order)])
     assert (stats.records, stats.sequence_gaps, stats.sequence_lost) == (  # type: ignore[attr-defined]
-        5, 0, 0)
+        5,
+        0,
+        0,
+    )
     # a loss right after it goes unseen, as after any message whose count is not known
     stats = exporter_stats([datagram(messages[n], frame) for frame, n in enumerate([1, 0, 3])])
     assert (stats.sequence_gaps, stats.reorders) == (0, 1)  # type: ignore[attr-defined]
@@ -366,8 +462,9 @@ def test_a_copy_of_a_long_capture_read_after_it_is_dropped_whole() -> None:
     template = template_set(0, 256, FIELDS)
     payloads = [v9(template, data_set(256, record(n, 1)), sequence=n) for n in range(5000)]
     batches = decoder.feed([datagram(p, frame, "a.pcap") for frame, p in enumerate(payloads)])
-    batches += decoder.feed([datagram(p, frame, "b.pcap", arrival_s=EXPORT_S + 3)
-                             for frame, p in enumerate(payloads)])
+    batches += decoder.feed(
+        [datagram(p, frame, "b.pcap", arrival_s=EXPORT_S + 3) for frame, p in enumerate(payloads)]
+    )
     batches += decoder.finish()
     assert table_of(batches).num_rows == 5000
     stats = next(iter(report.exporters.values()))
@@ -375,8 +472,7 @@ def test_a_copy_of_a_long_capture_read_after_it_is_dropped_whole() -> None:
 
 
 def v9_up(sequence: int, uptime_ms: int, *sets: bytes) -> bytes:
-    return struct.pack(">HHIIII", 9, len(sets), uptime_ms, EXPORT_S, sequence, 0) + b"".join(
-        sets)
+    return struct.pack(">HHIIII", 9, len(sets), uptime_ms, EXPORT_S, sequence, 0) + b"".join(sets)
 
 
 def exporter_stats(datagrams: list[Datagram]) -> object:
@@ -396,19 +492,33 @@ def test_an_exporter_reboot_on_the_same_port_is_a_restart_not_a_loss() -> None:
     high = [v9_up(3_000_000_000 + n, 900_000_000 + n, template) for n in range(3)]
     after = [v9_up(n, 5_000 + n, template) for n in (0, 1, 3)]  # 2 lost after the reboot
     stats = exporter_stats([datagram(p, k) for k, p in enumerate(high + after)])
-    assert (stats.restarts, stats.sequence_gaps, stats.sequence_lost,  # type: ignore[attr-defined]
-            stats.reorders) == (1, 1, 1, 0)  # type: ignore[attr-defined]
+    assert (
+        stats.restarts,
+        stats.sequence_gaps,
+        stats.sequence_lost,  # type: ignore[attr-defined]
+        stats.reorders,
+    ) == (1, 1, 1, 0)  # type: ignore[attr-defined]
     low = [v9_up(40_000 + n, 900_000_000 + n, template) for n in range(3)]
     stats = exporter_stats([datagram(p, k) for k, p in enumerate(low + after)])
-    assert (stats.restarts, stats.sequence_gaps, stats.sequence_lost,  # type: ignore[attr-defined]
-            stats.reorders) == (1, 1, 1, 0)  # type: ignore[attr-defined]
+    assert (
+        stats.restarts,
+        stats.sequence_gaps,
+        stats.sequence_lost,  # type: ignore[attr-defined]
+        stats.reorders,
+    ) == (1, 1, 1, 0)  # type: ignore[attr-defined]
     # a message a little behind in both uptime and number is a reorder, not a reboot (the
     # corpus's akvorado captures of one router, read out of its order: 2 s and 146 back)
-    late = [v9_up(7001, 944_951_609, template), v9_up(6856, 944_949_594, template),
-            v9_up(7002, 944_951_700, template)]
+    late = [
+        v9_up(7001, 944_951_609, template),
+        v9_up(6856, 944_949_594, template),
+        v9_up(7002, 944_951_700, template),
+    ]
     stats = exporter_stats([datagram(p, k) for k, p in enumerate(late)])
     assert (stats.restarts, stats.reorders, stats.sequence_gaps) == (  # type: ignore[attr-defined]
-        0, 1, 0)
+        0,
+        1,
+        0,
+    )
     # sysUptime wrapping at 2**32 ms (49.7 days) is no reboot: the numbers go on
     wrap = [v9_up(7, (1 << 32) - 10, template), v9_up(8, 20, template)]
     stats = exporter_stats([datagram(p, k) for k, p in enumerate(wrap)])
@@ -424,22 +534,32 @@ def test_a_sysuptime_wrap_between_messages_seconds_apart_is_no_restart() -> None
 
     def at(sequence: int, seconds: int) -> bytes:  # booted 4,294,950 s before EXPORT_S
         uptime_ms = (seconds + 4_294_950) * 1000 % (1 << 32)
-        return struct.pack(">HHIIII", 9, 1, uptime_ms, EXPORT_S + seconds, sequence, 0) + \
-            template
+        return struct.pack(">HHIIII", 9, 1, uptime_ms, EXPORT_S + seconds, sequence, 0) + template
 
     # uptimes 4,294,960,000 and 4,294,970,000, then 7,704 and 17,704 ms: 3 was lost
     wrap = [at(1, 10), at(2, 20), at(4, 40), at(5, 50)]
     stats = exporter_stats([datagram(p, k) for k, p in enumerate(wrap)])
-    assert (stats.restarts, stats.sequence_gaps, stats.sequence_lost,  # type: ignore[attr-defined]
-            stats.reorders) == (0, 1, 1, 0)
+    assert (
+        stats.restarts,
+        stats.sequence_gaps,
+        stats.sequence_lost,  # type: ignore[attr-defined]
+        stats.reorders,
+    ) == (0, 1, 1, 0)
     # the message of the lap before, late after the wrap, is a reorder that fills the gap
     late = [at(1, 10), at(2, 20), at(4, 40), at(3, 30), at(5, 50)]
     stats = exporter_stats([datagram(p, k) for k, p in enumerate(late)])
-    assert (stats.restarts, stats.sequence_gaps, stats.sequence_lost,  # type: ignore[attr-defined]
-            stats.reorders) == (0, 0, 0, 1)
+    assert (
+        stats.restarts,
+        stats.sequence_gaps,
+        stats.sequence_lost,  # type: ignore[attr-defined]
+        stats.reorders,
+    ) == (0, 0, 0, 1)
     # a reboot after the wrap is still one (up 6 minutes into the new lap)
-    reboot = [*wrap, at(6, 400),
-              struct.pack(">HHIIII", 9, 1, 2_000, EXPORT_S + 500, 0, 0) + template]
+    reboot = [
+        *wrap,
+        at(6, 400),
+        struct.pack(">HHIIII", 9, 1, 2_000, EXPORT_S + 500, 0, 0) + template,
+    ]
     stats = exporter_stats([datagram(p, k) for k, p in enumerate(reboot)])
     assert stats.restarts == 1  # type: ignore[attr-defined]
 
@@ -451,34 +571,63 @@ def test_a_message_of_the_same_boot_far_behind_is_late_not_a_restart() -> None:
     template = template_set(0, 256, FIELDS)
 
     def at(sequence: int, seconds: int) -> bytes:
-        return struct.pack(">HHIIII", 9, 1, 50_000_000 + seconds * 1000, EXPORT_S + seconds,
-                           sequence, 0) + template
+        return (
+            struct.pack(
+                ">HHIIII", 9, 1, 50_000_000 + seconds * 1000, EXPORT_S + seconds, sequence, 0
+            )
+            + template
+        )
 
-    stats = exporter_stats([datagram(p, k) for k, p in enumerate(
-        [at(100_000, 3600), at(100_001, 3601), at(1, 0), at(100_002, 3602)])])
-    assert (stats.restarts, stats.sequence_gaps, stats.sequence_lost,  # type: ignore[attr-defined]
-            stats.reorders) == (0, 0, 0, 1)
+    stats = exporter_stats(
+        [
+            datagram(p, k)
+            for k, p in enumerate(
+                [at(100_000, 3600), at(100_001, 3601), at(1, 0), at(100_002, 3602)]
+            )
+        ]
+    )
+    assert (
+        stats.restarts,
+        stats.sequence_gaps,
+        stats.sequence_lost,  # type: ignore[attr-defined]
+        stats.reorders,
+    ) == (0, 0, 0, 1)
 
     # a busy v5 exporter (30 flows a datagram, 20 ms apart) whose datagram 100 comes 58 s
     # late, 87,000 flows behind, past the reorder window: it took the numbering back there,
     # and the next datagram read 87,000 flows lost (a review); it takes back its own gap
     def v5(n: int) -> bytes:
         ms = 20 * n
-        header = struct.pack(">HHIIIIBBH", 5, 30, 50_000_000 + ms, EXPORT_S + ms // 1000,
-                             ms % 1000 * 1_000_000, 30 * n, 0, 0, 0)
+        header = struct.pack(
+            ">HHIIIIBBH",
+            5,
+            30,
+            50_000_000 + ms,
+            EXPORT_S + ms // 1000,
+            ms % 1000 * 1_000_000,
+            30 * n,
+            0,
+            0,
+            0,
+        )
         return header + bytes(48 * 30)
 
     order = [*(n for n in range(3000) if n != 100), 100, 3000]
     stats = exporter_stats([datagram(v5(n), k) for k, n in enumerate(order)])
-    assert (stats.restarts, stats.sequence_gaps, stats.sequence_lost,  # type: ignore[attr-defined]
-            stats.reorders) == (0, 0, 0, 1)
+    assert (
+        stats.restarts,
+        stats.sequence_gaps,
+        stats.sequence_lost,  # type: ignore[attr-defined]
+        stats.reorders,
+    ) == (0, 0, 0, 1)
 
 
 def ipfix_at(sequence: int, seconds: int, records: int = 2) -> bytes:
     """An IPFIX message of `records` data records (its template with it), stamped
     EXPORT_S + `seconds`."""
     body = template_set(2, 300, FIELDS) + data_set(
-        300, *(record(sequence + n, 1) for n in range(records)))
+        300, *(record(sequence + n, 1) for n in range(records))
+    )
     return struct.pack(">HHIII", 10, 16 + len(body), EXPORT_S + seconds, sequence, 0) + body
 
 
@@ -491,17 +640,29 @@ def test_an_ipfix_exporter_restart_is_told_by_its_export_time() -> None:
     before = [ipfix_at(2 * n, n) for n in range(3)]
     after = [ipfix_at(0, 10), ipfix_at(2, 11), ipfix_at(6, 13)]  # 4 and 5 lost
     stats = exporter_stats([datagram(p, k) for k, p in enumerate(before + after)])
-    assert (stats.restarts, stats.sequence_gaps, stats.sequence_lost,  # type: ignore[attr-defined]
-            stats.reorders) == (1, 1, 2, 0)
+    assert (
+        stats.restarts,
+        stats.sequence_gaps,
+        stats.sequence_lost,  # type: ignore[attr-defined]
+        stats.reorders,
+    ) == (1, 1, 2, 0)
     busy = [ipfix_at(2_000_000 + 2 * n, n) for n in range(3)]
     stats = exporter_stats([datagram(p, k) for k, p in enumerate(busy + after)])
-    assert (stats.restarts, stats.sequence_gaps, stats.sequence_lost,  # type: ignore[attr-defined]
-            stats.reorders) == (1, 1, 2, 0)
+    assert (
+        stats.restarts,
+        stats.sequence_gaps,
+        stats.sequence_lost,  # type: ignore[attr-defined]
+        stats.reorders,
+    ) == (1, 1, 2, 0)
     # behind within the second: a reorder, as any (the stamp says nothing either way)
     swapped = [ipfix_at(0, 0), ipfix_at(4, 1), ipfix_at(2, 1), ipfix_at(6, 1)]
     stats = exporter_stats([datagram(p, k) for k, p in enumerate(swapped)])
-    assert (stats.restarts, stats.sequence_gaps, stats.sequence_lost,  # type: ignore[attr-defined]
-            stats.reorders) == (0, 0, 0, 1)
+    assert (
+        stats.restarts,
+        stats.sequence_gaps,
+        stats.sequence_lost,  # type: ignore[attr-defined]
+        stats.reorders,
+    ) == (0, 0, 0, 1)
 
 
 def test_an_ipfix_message_far_behind_stamped_earlier_is_late() -> None:
@@ -512,8 +673,12 @@ def test_an_ipfix_message_far_behind_stamped_earlier_is_late() -> None:
     messages = [ipfix_at(300 * n, n // 10, records=300) for n in range(251)]
     order = [*(n for n in range(250) if n != 10), 10, 250]
     stats = exporter_stats([datagram(messages[n], k) for k, n in enumerate(order)])
-    assert (stats.restarts, stats.sequence_gaps, stats.sequence_lost,  # type: ignore[attr-defined]
-            stats.reorders) == (0, 0, 0, 1)
+    assert (
+        stats.restarts,
+        stats.sequence_gaps,
+        stats.sequence_lost,  # type: ignore[attr-defined]
+        stats.reorders,
+    ) == (0, 0, 0, 1)
 
 
 def test_numbers_gone_back_past_any_reorder_are_a_restart_said() -> None:
@@ -521,10 +686,14 @@ def test_numbers_gone_back_past_any_reorder_are_a_restart_said() -> None:
     afresh: numbered from it without a word before; now a restart in the table."""
     template = template_set(0, 256, FIELDS)
     messages = [v9_up(5_000_000 + n, 60_000 + n, template) for n in range(3)] + [
-        v9_up(n, 60_010 + n, template) for n in range(3)]
+        v9_up(n, 60_010 + n, template) for n in range(3)
+    ]
     stats = exporter_stats([datagram(p, k) for k, p in enumerate(messages)])
     assert (stats.restarts, stats.sequence_gaps, stats.reorders) == (  # type: ignore[attr-defined]
-        1, 0, 0)
+        1,
+        0,
+        0,
+    )
 
 
 def test_numbering_conventions_stamped_seconds_apart_are_no_restarts() -> None:
@@ -533,11 +702,12 @@ def test_numbering_conventions_stamped_seconds_apart_are_no_restarts() -> None:
     message's own records (a smaller message is below the expected number), a templates-
     only message carries the last number, VPP counts messages (5 restarts, and a loss
     hidden), an exporter counting flows only skips its options records."""
+
     def message(sequence: int, seconds: int, records: int) -> bytes:
-        body = template_set(2, 300, FIELDS) + (data_set(300, *(
-            record(sequence + n, 1) for n in range(records))) if records else b"")
-        return struct.pack(">HHIII", 10, 16 + len(body), EXPORT_S + seconds, sequence,
-                           0) + body
+        body = template_set(2, 300, FIELDS) + (
+            data_set(300, *(record(sequence + n, 1) for n in range(records))) if records else b""
+        )
+        return struct.pack(">HHIII", 10, 16 + len(body), EXPORT_S + seconds, sequence, 0) + body
 
     inclusive, total = [], 0
     for number, count in enumerate([3, 5, 2, 4, 1, 3]):
@@ -547,11 +717,18 @@ def test_numbering_conventions_stamped_seconds_apart_are_no_restarts() -> None:
     vpp = [message(n, 2 * n, 5) for n in range(6)]
     for stream in (inclusive, refresh, vpp):
         stats = exporter_stats([datagram(p, k) for k, p in enumerate(stream)])
-        assert (stats.restarts, stats.sequence_gaps, stats.sequence_lost,  # type: ignore[attr-defined]
-                stats.reorders) == (0, 0, 0, 0)
+        assert (
+            stats.restarts,
+            stats.sequence_gaps,
+            stats.sequence_lost,  # type: ignore[attr-defined]
+            stats.reorders,
+        ) == (0, 0, 0, 0)
     stats = exporter_stats([datagram(p, k) for k, p in enumerate(vpp) if k != 3])
     assert (stats.restarts, stats.sequence_gaps, stats.sequence_lost) == (  # type: ignore[attr-defined]
-        0, 1, 1)
+        0,
+        1,
+        1,
+    )
 
 
 def test_each_ipfix_numbering_convention_is_measured_by_its_own_across_a_loss() -> None:
@@ -561,15 +738,21 @@ def test_each_ipfix_numbering_convention_is_measured_by_its_own_across_a_loss() 
     only it explains. A review: one such message was a loss of a standard exporter (2
     records lost read 3), and VPP's message count, whose 1-record messages fit softflowd's
     numbering too, was no longer learned (a reorder read where none was)."""
+
     def message(sequence: int, records: int) -> bytes:
-        body = template_set(2, 300, FIELDS) + (data_set(300, *(
-            record(sequence + n, 1) for n in range(records))) if records else b"")
+        body = template_set(2, 300, FIELDS) + (
+            data_set(300, *(record(sequence + n, 1) for n in range(records))) if records else b""
+        )
         return struct.pack(">HHIII", 10, 16 + len(body), EXPORT_S, sequence, 0) + body
 
     def accounting(stream: list[tuple[int, int]]) -> tuple[int, int, int, int]:
         stats = exporter_stats([datagram(message(*m), k) for k, m in enumerate(stream)])
-        return (stats.restarts, stats.sequence_gaps,  # type: ignore[attr-defined]
-                stats.sequence_lost, stats.reorders)  # type: ignore[attr-defined]
+        return (
+            stats.restarts,
+            stats.sequence_gaps,  # type: ignore[attr-defined]
+            stats.sequence_lost,
+            stats.reorders,
+        )  # type: ignore[attr-defined]
 
     # softflowd: 8 (8 records), 32 (24), 36 (4) lost, 40 (4), 44 (4); and 36 after 40
     assert accounting([(8, 8), (32, 24), (40, 4), (44, 4)]) == (0, 1, 4, 0)
@@ -591,14 +774,19 @@ def test_a_zero_sysuptime_in_a_continuous_stream_is_no_restart() -> None:
     uptimes read as two restarts, and a loss before one was hidden by the renumbering."""
     template = template_set(0, 256, FIELDS)
     data = data_set(256, record(1, 1))
-    stream = [struct.pack(">HHIIII", 9, 1, 0 if n in (4, 8) else 600_000 + 1000 * n,
-                          EXPORT_S + n, n, 0) + (template if n in (0, 4, 8) else data)
-              for n in range(12)]
+    stream = [
+        struct.pack(">HHIIII", 9, 1, 0 if n in (4, 8) else 600_000 + 1000 * n, EXPORT_S + n, n, 0)
+        + (template if n in (0, 4, 8) else data)
+        for n in range(12)
+    ]
     stats = exporter_stats([datagram(p, k) for k, p in enumerate(stream)])
     assert (stats.restarts, stats.sequence_gaps) == (0, 0)  # type: ignore[attr-defined]
     stats = exporter_stats([datagram(p, k) for k, p in enumerate(stream) if k != 6])
     assert (stats.restarts, stats.sequence_gaps, stats.sequence_lost) == (  # type: ignore[attr-defined]
-        0, 1, 1)
+        0,
+        1,
+        1,
+    )
 
 
 def test_a_v5_datagram_under_a_second_late_and_far_behind_is_a_reorder() -> None:
@@ -606,18 +794,32 @@ def test_a_v5_datagram_under_a_second_late_and_far_behind_is_a_reorder() -> None
     80,000 flows behind: its sysUptime went back by under a second, so the clocks said
     nothing, and it was counted a restart, with 80,100 flows lost at the jumps. Of the
     same boot and behind in both: late."""
+
     def v5_at(n: int) -> bytes:  # a datagram every 0.3 ms
         us = 300 * n
-        header = struct.pack(">HHIIIIBBH", 5, 30, 50_000_000 + us // 1000,
-                             EXPORT_S + us // 1_000_000, us % 1_000_000 * 1000, 30 * n, 0, 0,
-                             0)
+        header = struct.pack(
+            ">HHIIIIBBH",
+            5,
+            30,
+            50_000_000 + us // 1000,
+            EXPORT_S + us // 1_000_000,
+            us % 1_000_000 * 1000,
+            30 * n,
+            0,
+            0,
+            0,
+        )
         return header + bytes(48 * 30)
 
     order = [n for n in range(3000) if n != 10]
     order.insert(order.index(2680), 10)
     stats = exporter_stats([datagram(v5_at(n), k) for k, n in enumerate(order)])
-    assert (stats.restarts, stats.sequence_gaps, stats.sequence_lost,  # type: ignore[attr-defined]
-            stats.reorders) == (0, 0, 0, 1)
+    assert (
+        stats.restarts,
+        stats.sequence_gaps,
+        stats.sequence_lost,  # type: ignore[attr-defined]
+        stats.reorders,
+    ) == (0, 0, 0, 1)
 
 
 def test_an_ipfix_restart_after_a_damaged_stamp_or_a_clock_set_back_is_seen() -> None:
@@ -633,30 +835,41 @@ def test_an_ipfix_restart_after_a_damaged_stamp_or_a_clock_set_back_is_seen() ->
     back = [ipfix_at(300 * k, k - 34, records=300) for k in range(20) if k != 5]
     for stream in ([*busy, bytes(damaged), *after], busy + stepped + back):
         stats = exporter_stats([datagram(p, k) for k, p in enumerate(stream)])
-        assert (stats.restarts, stats.sequence_gaps, stats.sequence_lost,  # type: ignore[attr-defined]
-                stats.reorders) == (1, 1, 300, 0)
+        assert (
+            stats.restarts,
+            stats.sequence_gaps,
+            stats.sequence_lost,  # type: ignore[attr-defined]
+            stats.reorders,
+        ) == (1, 1, 300, 0)
 
 
 def test_sctp_streams_numbered_apart_and_stamped_seconds_apart_are_no_restarts() -> None:
     """A review: over SCTP each stream may be numbered on its own (RFC 7011 §3.1), so a
     stream's number below another's last is no restart, however much later stamped (5
     restarts and 81 records "lost" when the per-stream numbering was wiped)."""
+
     def message(sequence: int, seconds: int, template_id: int, records: int) -> bytes:
         body = data_set(template_id, *(record(sequence + n, 1) for n in range(records)))
-        return struct.pack(">HHIII", 10, 16 + len(body), EXPORT_S + seconds, sequence,
-                           0) + body
+        return struct.pack(">HHIII", 10, 16 + len(body), EXPORT_S + seconds, sequence, 0) + body
 
     templates = template_set(2, 300, FIELDS) + template_set(2, 301, FIELDS)
     first = struct.pack(">HHIII", 10, 16 + len(templates), EXPORT_S, 0, 0) + templates
-    sent = [(stream, number * (10 if stream == 1 else 1)) for number in range(5)
-            for stream in (1, 2)]
+    sent = [
+        (stream, number * (10 if stream == 1 else 1)) for number in range(5) for stream in (1, 2)
+    ]
     datagrams = [datagram(first, 0)._replace(session=1, lane=0)] + [
-        datagram(message(number, 2 * k, 300 if stream == 1 else 301,
-                         10 if stream == 1 else 1), k + 1)._replace(session=1, lane=stream)
-        for k, (stream, number) in enumerate(sent)]
+        datagram(
+            message(number, 2 * k, 300 if stream == 1 else 301, 10 if stream == 1 else 1), k + 1
+        )._replace(session=1, lane=stream)
+        for k, (stream, number) in enumerate(sent)
+    ]
     stats = exporter_stats(datagrams)
-    assert (stats.restarts, stats.sequence_gaps, stats.sequence_lost,  # type: ignore[attr-defined]
-            stats.reorders) == (0, 0, 0, 0)
+    assert (
+        stats.restarts,
+        stats.sequence_gaps,
+        stats.sequence_lost,  # type: ignore[attr-defined]
+        stats.reorders,
+    ) == (0, 0, 0, 0)
 
 
 def test_two_exporting_processes_on_one_address_are_numbered_apart() -> None:
@@ -665,30 +878,65 @@ def test_two_exporting_processes_on_one_address_are_numbered_apart() -> None:
     with nothing lost, and a real loss hidden as a reorder. RFC 7011 numbers each
     transport session; an exporter that shares one numbering over its ports still reads
     as one."""
-    def from_port(port: int, sequence: int, frame: int) -> Datagram:
-        message = ipfix(template_set(2, 300, FIELDS), data_set(300, record(sequence, 1)),
-                        sequence=sequence)  # one data record each: the next number is +1
-        return Datagram(message, "192.0.2.1", port, 4739, frame, 24 + 100 * frame,
-                        (EXPORT_S + 2) * 10**6 + frame, "a.pcap")
 
-    frames = [(1000, 0), (2000, 200_000), (1000, 1), (2000, 200_001), (1000, 2),
-              (2000, 200_003), (1000, 3)]  # 200,002 lost, nothing else
+    def from_port(port: int, sequence: int, frame: int) -> Datagram:
+        message = ipfix(
+            template_set(2, 300, FIELDS), data_set(300, record(sequence, 1)), sequence=sequence
+        )  # one data record each: the next number is +1
+        return Datagram(
+            message,
+            "192.0.2.1",
+            port,
+            4739,
+            frame,
+            24 + 100 * frame,
+            (EXPORT_S + 2) * 10**6 + frame,
+            "a.pcap",
+        )
+
+    frames = [
+        (1000, 0),
+        (2000, 200_000),
+        (1000, 1),
+        (2000, 200_001),
+        (1000, 2),
+        (2000, 200_003),
+        (1000, 3),
+    ]  # 200,002 lost, nothing else
     stats = exporter_stats([from_port(port, n, k) for k, (port, n) in enumerate(frames)])
-    assert (stats.sequence_gaps, stats.sequence_lost,  # type: ignore[attr-defined]
-            stats.reorders) == (1, 1, 0)  # type: ignore[attr-defined]
+    assert (
+        stats.sequence_gaps,
+        stats.sequence_lost,  # type: ignore[attr-defined]
+        stats.reorders,
+    ) == (1, 1, 0)  # type: ignore[attr-defined]
     shared = [v9_up(n, 60_000 + n, template_set(0, 256, FIELDS)) for n in range(6)]
-    stats = exporter_stats([Datagram(p, "192.0.2.1", 1000 + n % 2, 2055, n, 24 + 100 * n,
-                                     (EXPORT_S + 2) * 10**6 + n, "a.pcap")
-                            for n, p in enumerate(shared)])
+    stats = exporter_stats(
+        [
+            Datagram(
+                p,
+                "192.0.2.1",
+                1000 + n % 2,
+                2055,
+                n,
+                24 + 100 * n,
+                (EXPORT_S + 2) * 10**6 + n,
+                "a.pcap",
+            )
+            for n, p in enumerate(shared)
+        ]
+    )
     assert (stats.sequence_gaps, stats.sequence_lost) == (0, 0)  # type: ignore[attr-defined]
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.integers(2, 12).flatmap(lambda n: st.permutations(range(n))),
-       st.sampled_from([20, 700]), st.sampled_from([5, 9, 10]))
-def test_every_datagram_of_a_stream_in_any_order_is_no_loss(order: list[int],
-                                                            spacing_ms: int,
-                                                            version: int) -> None:
+@given(
+    st.integers(2, 12).flatmap(lambda n: st.permutations(range(n))),
+    st.sampled_from([20, 700]),
+    st.sampled_from([5, 9, 10]),
+)
+def test_every_datagram_of_a_stream_in_any_order_is_no_loss(
+    order: list[int], spacing_ms: int, version: int
+) -> None:
     """Found by an audit: datagrams 0,4,2,1,3 (the middle of a gap first, then both its
     ends) took the one gap back twice, `sequence_gaps` -1, and the exporters table failed
     on it. However a complete stream arrives, nothing is lost in the end, and nothing ever
@@ -699,14 +947,30 @@ def test_every_datagram_of_a_stream_in_any_order_is_no_loss(order: list[int],
     def message(n: int) -> bytes:
         ms = spacing_ms * n
         if version == 5:  # 30 flows each
-            header = struct.pack(">HHIIIIBBH", 5, 30, 50_000_000 + ms, EXPORT_S + ms // 1000,
-                                 ms % 1000 * 1_000_000, 30 * n, 0, 0, 0)
+            header = struct.pack(
+                ">HHIIIIBBH",
+                5,
+                30,
+                50_000_000 + ms,
+                EXPORT_S + ms // 1000,
+                ms % 1000 * 1_000_000,
+                30 * n,
+                0,
+                0,
+                0,
+            )
             return header + bytes(48 * 30)
         if version == 9:  # numbered by message; every message brings its template
-            return struct.pack(">HHIIII", 9, 2, 50_000_000 + ms, EXPORT_S + ms // 1000, n,
-                               0) + template + data_set(256, record(n, 1))
+            return (
+                struct.pack(">HHIIII", 9, 2, 50_000_000 + ms, EXPORT_S + ms // 1000, n, 0)
+                + template
+                + data_set(256, record(n, 1))
+            )
         return ipfix(template, data_set(256, record(n, 1), record(n, 2)), sequence=2 * n)
 
     stats = exporter_stats([datagram(message(n), k) for k, n in enumerate(order)])
     assert (stats.sequence_gaps, stats.sequence_lost, stats.restarts) == (  # type: ignore[attr-defined]
-        0, 0, 0)
+        0,
+        0,
+        0,
+    )

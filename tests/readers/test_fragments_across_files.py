@@ -32,8 +32,11 @@ def fragment_frames(size: int = 600) -> list[tuple[int, bytes]]:
     payloads = [d.payload for chunk in iter_datagrams(FIXTURE, RunReport()) for d in chunk]
     frames = []
     for number, payload in enumerate(payloads):
-        packet = IP(src="192.0.2.7", dst="198.51.100.1", id=4000 + number) / UDP(
-            sport=4096, dport=2055) / payload
+        packet = (
+            IP(src="192.0.2.7", dst="198.51.100.1", id=4000 + number)
+            / UDP(sport=4096, dport=2055)
+            / payload
+        )
         frames += [bytes(Ether() / piece) for piece in fragment(packet, fragsize=size)]
     return [(1_700_000_000 * 10**9 + i * 1000, frame) for i, frame in enumerate(frames)]
 
@@ -50,13 +53,20 @@ def read_all(*paths: Path) -> tuple[pa.Table, RunReport]:
 
 
 def records(table: pa.Table) -> list[tuple[object, ...]]:
-    names = ["first_seen", "src_addr", "dst_addr", "src_port", "dst_port", "packets",
-             "octets", "record_index"]
+    names = [
+        "first_seen",
+        "src_addr",
+        "dst_addr",
+        "src_port",
+        "dst_port",
+        "packets",
+        "octets",
+        "record_index",
+    ]
     return sorted(zip(*(table.column(n).to_pylist() for n in names), strict=True))
 
 
-def test_a_datagram_cut_between_its_fragments_by_a_rotation_is_read_whole(
-        tmp_path: Path) -> None:
+def test_a_datagram_cut_between_its_fragments_by_a_rotation_is_read_whole(tmp_path: Path) -> None:
     whole = fragmented_export(tmp_path / "whole.pcap")
     expected, whole_report = read_all(whole)
     assert expected.num_rows == 72 and not whole_report.skipped
@@ -64,21 +74,29 @@ def test_a_datagram_cut_between_its_fragments_by_a_rotation_is_read_whole(
     parts = tmp_path / "parts"
     parts.mkdir()
     # 3 frames a file: every datagram (3, 3 and 2 fragments) is cut but the first
-    subprocess.run([editcap, "-c", "4", str(whole), str(parts / "rot.pcap")], check=True,
-                   capture_output=True)
+    subprocess.run(
+        [editcap, "-c", "4", str(whole), str(parts / "rot.pcap")], check=True, capture_output=True
+    )
     files = sorted(parts.iterdir())
     assert len(files) == 2
     table, report = read_all(*files)
     assert not report.skipped, report.examples
     assert records(table) == records(expected)
     # each datagram named at its last fragment, in the file that holds it
-    assert sorted(set(zip(table.column("source_file").to_pylist(),
-                          table.column("source_frame").to_pylist(), strict=True))) == [
-        (str(files[0]), 3), (str(files[1]), 2), (str(files[1]), 4)]
+    assert sorted(
+        set(
+            zip(
+                table.column("source_file").to_pylist(),
+                table.column("source_frame").to_pylist(),
+                strict=True,
+            )
+        )
+    ) == [(str(files[0]), 3), (str(files[1]), 2), (str(files[1]), 4)]
 
 
 def test_fragments_the_run_never_completes_are_counted_in_the_file_of_the_first(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     """Counted at the run's end, no longer at their file's: in the file, and at the frame,
     of the first fragment seen, not in the file being read then."""
     frames = fragment_frames()
@@ -103,14 +121,28 @@ def test_a_fragment_left_from_long_ago_never_completes_a_later_datagram(tmp_path
     frames = fragment_frames()
     payloads = [d.payload for chunk in iter_datagrams(FIXTURE, RunReport()) for d in chunk]
     other = bytes(reversed(payloads[1]))  # another datagram of the same size and id
-    packet = IP(src="192.0.2.7", dst="198.51.100.1", id=4001) / UDP(
-        sport=4096, dport=2055) / other
+    packet = IP(src="192.0.2.7", dst="198.51.100.1", id=4001) / UDP(sport=4096, dport=2055) / other
     stale = bytes(Ether() / fragment(packet, fragsize=600)[-1])
     hour = 3600 * 10**9
-    for name, layout in (("files", [[*frames[:3], (frames[2][0] + 1, stale)],
-                                    [(ts + hour, frame) for ts, frame in frames[3:]]]),
-                         ("one file", [[*frames[:3], (frames[2][0] + 1, stale),
-                                        *[(ts + hour, frame) for ts, frame in frames[3:]]]])):
+    for name, layout in (
+        (
+            "files",
+            [
+                [*frames[:3], (frames[2][0] + 1, stale)],
+                [(ts + hour, frame) for ts, frame in frames[3:]],
+            ],
+        ),
+        (
+            "one file",
+            [
+                [
+                    *frames[:3],
+                    (frames[2][0] + 1, stale),
+                    *[(ts + hour, frame) for ts, frame in frames[3:]],
+                ]
+            ],
+        ),
+    ):
         paths = []
         for number, part in enumerate(layout):
             path = tmp_path / f"{name}{number}.pcap"
@@ -130,8 +162,10 @@ def test_time_going_back_or_unknown_never_gives_a_fragment_set_up(tmp_path: Path
     frames = fragment_frames()
     whole, _ = read_all(fragmented_export(tmp_path / "whole.pcap"))
     for name, shift in (("back", -40 * 10**9), ("zero", None)):
-        moved = [(ts if index != 4 else (0 if shift is None else ts + shift), frame)
-                 for index, (ts, frame) in enumerate(frames)]  # datagram 2's second piece
+        moved = [
+            (ts if index != 4 else (0 if shift is None else ts + shift), frame)
+            for index, (ts, frame) in enumerate(frames)
+        ]  # datagram 2's second piece
         path = tmp_path / f"{name}.pcap"
         path.write_bytes(pcap_bytes(moved))
         table, report = read_all(path)

@@ -25,10 +25,22 @@ from .test_pcap import pcap_bytes
 def capture(path: Path, source: str, start_ms: int, sequence: int) -> Path:
     """One v5 datagram of one record, exported at EXPORT_S (uptime 200 s), its frame
     captured at EXPORT_S whatever the record: every such capture ties on first arrival."""
-    record = NetflowRecordV5(src=source, dst="10.0.0.9", srcport=40000, dstport=53, prot=17,
-                             dpkts=1, dOctets=60, first=start_ms, last=start_ms)
-    frame = bytes(IP(src="192.0.2.1", dst="198.51.100.7") / UDP(sport=40000, dport=2055)
-                  / v5([record], uptime_ms=200_000, sequence=sequence))
+    record = NetflowRecordV5(
+        src=source,
+        dst="10.0.0.9",
+        srcport=40000,
+        dstport=53,
+        prot=17,
+        dpkts=1,
+        dOctets=60,
+        first=start_ms,
+        last=start_ms,
+    )
+    frame = bytes(
+        IP(src="192.0.2.1", dst="198.51.100.7")
+        / UDP(sport=40000, dport=2055)
+        / v5([record], uptime_ms=200_000, sequence=sequence)
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(pcap_bytes([(EXPORT_S * 10**9, frame)], linktype=101))
     return path
@@ -48,7 +60,8 @@ def order(paths: list[Path]) -> list[str]:
 
 
 def test_tied_files_are_ordered_by_where_they_are_not_by_their_spelling(
-        evidence: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    evidence: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Found by an audit: ties were broken by the path as given, so `a.pcap` named relative
     beside `/.../b.pcap` came after it, and its exporter's sessions changed (pmacct's
     test captures: 1,508 sessions against 1,537)."""
@@ -65,19 +78,24 @@ def test_a_file_named_twice_is_read_once_under_one_name(evidence: Path) -> None:
     a = evidence / "case" / "a.pcap"
     os.link(a, evidence / "hard.pcap")
     names = []
-    for paths in ([evidence / "case", evidence / "link" / "a.pcap", evidence / "hard.pcap"],
-                  [evidence / "hard.pcap", evidence / "link" / "a.pcap", evidence / "case"]):
+    for paths in (
+        [evidence / "case", evidence / "link" / "a.pcap", evidence / "hard.pcap"],
+        [evidence / "hard.pcap", evidence / "link" / "a.pcap", evidence / "case"],
+    ):
         names.append([str(f.path) for f in discover_inputs(paths, RunReport())])
     assert names[0] == names[1]
     assert len(names[0]) == 2  # a.pcap under one of its three names, and b.pcap
 
 
 def test_the_sessions_do_not_depend_on_how_the_files_were_named(
-        evidence: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    evidence: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(evidence / "case")
-    spellings = ([str(evidence / "case" / "a.pcap"), str(evidence / "case" / "b.pcap")],
-                 [str(evidence / "case" / "b.pcap"), "a.pcap"],
-                 [str(evidence / "link" / "b.pcap"), str(evidence / "case" / "a.pcap")])
+    spellings = (
+        [str(evidence / "case" / "a.pcap"), str(evidence / "case" / "b.pcap")],
+        [str(evidence / "case" / "b.pcap"), "a.pcap"],
+        [str(evidence / "link" / "b.pcap"), str(evidence / "case" / "a.pcap")],
+    )
     tables = []
     for number, inputs in enumerate(spellings):
         out = evidence / f"run{number}"
@@ -90,7 +108,8 @@ def test_the_sessions_do_not_depend_on_how_the_files_were_named(
 
 
 def test_a_case_folder_is_walked_through_its_links_and_what_it_leaves_is_said(
-        evidence: Path) -> None:
+    evidence: Path,
+) -> None:
     """Found by an audit: a link to a sensor's directory inside the case folder was never
     walked (its captures unread, --strict content), a link loop ended the run with a
     traceback, and hidden entries left no trace a report could cite."""
@@ -105,7 +124,9 @@ def test_a_case_folder_is_walked_through_its_links_and_what_it_leaves_is_said(
     report = RunReport()
     found = discover_inputs([case], report)
     assert sorted(os.path.realpath(f.path) for f in found) == [
-        str(evidence / "case" / "a.pcap"), str(evidence / "case" / "b.pcap")]
+        str(evidence / "case" / "a.pcap"),
+        str(evidence / "case" / "b.pcap"),
+    ]
     assert report.skipped == {"unreadable": 2}
     assert "Too many levels of symbolic links" in str(report.examples[0])
     assert report.hidden == [str(case / ".sensor2")] and report.ignored["hidden_entry"] == 1
@@ -128,7 +149,8 @@ def test_a_utf8_name_is_preferred_and_odd_names_are_escaped(evidence: Path) -> N
 
 
 def test_an_input_gone_after_it_was_found_is_counted_and_the_run_goes_on(
-        evidence: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    evidence: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Found by an audit: a file deleted (or made unreadable) between discovery and its
     reading ended the run as "cannot write: <the input>", with no output."""
     import obserae_forensics.readers as readers
@@ -143,7 +165,8 @@ def test_an_input_gone_after_it_was_found_is_counted_and_the_run_goes_on(
 
 
 def test_an_input_that_changed_while_it_was_read_is_said(
-        evidence: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    evidence: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Found by an audit: a capture still being written (nfcapd.current, a tcpdump that
     goes on) was cited with its size when found, the records of a later state and the
     SHA-256 of a third, without a word. The change is a problem; --strict stops on it."""
@@ -160,20 +183,24 @@ def test_an_input_that_changed_while_it_was_read_is_said(
 
     monkeypatch.setattr(pipeline, "discover_inputs", grown_since)
     out = evidence / "run"
-    result = CliRunner().invoke(app, ["sessionize", str(evidence / "case"), "--out", str(out),
-                                      "-q"])
+    result = CliRunner().invoke(
+        app, ["sessionize", str(evidence / "case"), "--out", str(out), "-q"]
+    )
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["counts"]["skipped"] == {"input_changed": 2}
     assert "changed while the run read it" in result.stderr
-    strict = CliRunner().invoke(app, ["sessionize", str(evidence / "case"), "--out",
-                                      str(evidence / "strict"), "-q", "--strict"])
+    strict = CliRunner().invoke(
+        app,
+        ["sessionize", str(evidence / "case"), "--out", str(evidence / "strict"), "-q", "--strict"],
+    )
     assert strict.exit_code == 1 and "changed while the run read it" in strict.stderr
     assert not (evidence / "strict").exists()
 
 
 def test_a_directory_that_cannot_be_listed_and_a_full_tmpdir_are_counted(
-        evidence: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    evidence: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Found by an audit: a subdirectory the run could not list was passed over without a
     word (os.walk swallows the error; --strict content), and a compressed nfcapd file
     whose head could not be spooled to a full TMPDIR ended the run as "cannot write"."""
@@ -194,8 +221,7 @@ def test_a_directory_that_cannot_be_listed_and_a_full_tmpdir_are_counted(
     report = RunReport()
     assert len(discover_inputs([evidence / "case"], report)) == 2
     assert report.skipped == {"unreadable": 1}
-    assert f"{locked}@0: cannot list this directory: Permission denied" in str(
-        report.examples[0])
+    assert f"{locked}@0: cannot list this directory: Permission denied" in str(report.examples[0])
     monkeypatch.setattr(os, "scandir", listing)
 
     nfcapd = Path(__file__).resolve().parents[2] / "fixtures" / "nfcapd16_sf_v9_varsvc.nfcapd"
@@ -223,19 +249,28 @@ def test_an_earlier_run_inside_the_case_folder_is_not_read_as_evidence(evidence:
 
     runner = CliRunner()
     case = evidence / "case"
-    assert runner.invoke(app, ["sessionize", str(case), "--out", str(case / "run"), "-q"]
-                         ).exit_code == 0
-    assert runner.invoke(app, ["recombine", str(case / "run"), "--out", str(case / "rc")]
-                         ).exit_code == 0
+    assert (
+        runner.invoke(app, ["sessionize", str(case), "--out", str(case / "run"), "-q"]).exit_code
+        == 0
+    )
+    assert (
+        runner.invoke(app, ["recombine", str(case / "run"), "--out", str(case / "rc")]).exit_code
+        == 0
+    )
     capture(case / "run" / "kept.pcap", "10.0.0.4", 5_000, 3)
     out = evidence / "again"
     result = runner.invoke(app, ["sessionize", str(case), "--out", str(out), "-q", "--strict"])
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "manifest.json").read_text())
     assert sorted(Path(i["path"]).name for i in manifest["inputs"]) == [
-        "a.pcap", "b.pcap", "kept.pcap"]
+        "a.pcap",
+        "b.pcap",
+        "kept.pcap",
+    ]
     assert {Path(e["path"]).name: e["ignored"] for e in manifest["not_read"]} == {
-        "run": {"obserae_output": 5}, "rc": {"obserae_output": 5}}  # no Flow Matrix: 5
+        "run": {"obserae_output": 5},
+        "rc": {"obserae_output": 5},
+    }  # no Flow Matrix: 5
 
 
 def test_an_nfcapd_file_copied_twice_into_the_case_is_read_once(tmp_path: Path) -> None:
@@ -253,10 +288,15 @@ def test_an_nfcapd_file_copied_twice_into_the_case_is_read_once(tmp_path: Path) 
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["counts"]["records_read"] == 72
-    assert manifest["not_read"] == [{
-        "path": str(case / "nfcapd.201106241550"), "size": fixture.stat().st_size,
-        "skipped": {}, "ignored": {"duplicate_file": 1},
-        "copy_of": str(case / "copy" / "nfcapd.201106241550")}]
+    assert manifest["not_read"] == [
+        {
+            "path": str(case / "nfcapd.201106241550"),
+            "size": fixture.stat().st_size,
+            "skipped": {},
+            "ignored": {"duplicate_file": 1},
+            "copy_of": str(case / "copy" / "nfcapd.201106241550"),
+        }
+    ]
     # inspect writes no manifest: its summary names the paths it did not read (an audit:
     # it sent the reader to manifest.json), and a copy is no "not flow export"
     (case / ".notes").write_text("hidden\n")
@@ -265,13 +305,14 @@ def test_an_nfcapd_file_copied_twice_into_the_case_is_read_once(tmp_path: Path) 
     assert "manifest.json" not in result.stderr and "not flow exports" not in result.stderr
     assert "other path(s) not read" not in result.stderr  # the copy is said once, as one
     assert f"1 hidden entry of the directories left out ({case / '.notes'})" in result.stderr
-    assert ("1 nfcapd file(s) not read, byte for byte copies of others read (duplicate_file: "
-            f"{case / 'nfcapd.201106241550'} (a copy of "
-            f"{case / 'copy' / 'nfcapd.201106241550'}))") in result.stderr
+    assert (
+        "1 nfcapd file(s) not read, byte for byte copies of others read (duplicate_file: "
+        f"{case / 'nfcapd.201106241550'} (a copy of "
+        f"{case / 'copy' / 'nfcapd.201106241550'}))"
+    ) in result.stderr
 
 
-def test_what_a_walk_counts_is_counted_once_and_files_keep_all_their_names(
-        evidence: Path) -> None:
+def test_what_a_walk_counts_is_counted_once_and_files_keep_all_their_names(evidence: Path) -> None:
     """A review: hidden entries were counted once per input path that led to them, a run
     over its own earlier --out (with --force) counted that output as an earlier one's, and
     a directory reached first through a link was not walked under its own name, which
@@ -287,16 +328,18 @@ def test_what_a_walk_counts_is_counted_once_and_files_keep_all_their_names(
     assert report.hidden == [str(evidence / "a_link" / ".notes")]
     a = next(f for f in found if f.path.name == "a.pcap")
     assert a.path == evidence / "a_link" / "a.pcap"  # the first name in text order
-    assert report.files[str(a.path)].also_named == [str(case / "a.pcap"),
-                                                    str(evidence / "link" / "a.pcap")]
+    assert report.files[str(a.path)].also_named == [
+        str(case / "a.pcap"),
+        str(evidence / "link" / "a.pcap"),
+    ]
     report = RunReport()
     discover_inputs([case, case / "..", evidence / "link"], report)
     assert report.ignored["hidden_entry"] == 1
     runner = CliRunner()
     for _ in range(2):
-        result = runner.invoke(app, ["sessionize", str(case), "--out", str(case / "run"),
-                                     "-q", "--force"])
+        result = runner.invoke(
+            app, ["sessionize", str(case), "--out", str(case / "run"), "-q", "--force"]
+        )
         assert result.exit_code == 0, result.output
         manifest = json.loads((case / "run" / "manifest.json").read_text())
-        assert manifest["not_read"] == [] and "obserae_output" not in manifest["counts"][
-            "ignored"]
+        assert manifest["not_read"] == [] and "obserae_output" not in manifest["counts"]["ignored"]

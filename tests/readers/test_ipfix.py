@@ -31,14 +31,16 @@ NTP_OFFSET_S = 2_208_988_800
 
 
 def datagram(payload: bytes, frame: int) -> Datagram:
-    return Datagram(payload, EXPORTER, 4739, 4739, frame, 24 + 300 * frame,
-                    EXPORT_US + frame, "ipfix.pcap")
+    return Datagram(
+        payload, EXPORTER, 4739, 4739, frame, 24 + 300 * frame, EXPORT_US + frame, "ipfix.pcap"
+    )
 
 
 def message(*sets: bytes, sequence: int = 0) -> bytes:
     body = b"".join(sets)
     header = NetflowHeader(version=10) / NetflowHeaderV10(
-        ExportTime=EXPORT_S, flowSequence=sequence, ObservationDomainID=DOMAIN)
+        ExportTime=EXPORT_S, flowSequence=sequence, ObservationDomainID=DOMAIN
+    )
     raw = bytearray(bytes(header))
     raw[2:4] = struct.pack(">H", len(raw) + len(body))
     return bytes(raw) + body
@@ -46,20 +48,37 @@ def message(*sets: bytes, sequence: int = 0) -> bytes:
 
 def template(template_id: int, fields: list[tuple[int, int, int]]) -> bytes:
     """fields: (element, length, enterprise number or 0)."""
-    return bytes(NetflowFlowsetV9(flowSetID=2, templates=[NetflowTemplateV9(
-        templateID=template_id,
-        template_fields=[
-            NetflowTemplateFieldV9(enterpriseBit=1 if pen else 0, fieldType=element,
-                                   fieldLength=length, enterpriseNumber=pen)
-            for element, length, pen in fields
-        ])]))
+    return bytes(
+        NetflowFlowsetV9(
+            flowSetID=2,
+            templates=[
+                NetflowTemplateV9(
+                    templateID=template_id,
+                    template_fields=[
+                        NetflowTemplateFieldV9(
+                            enterpriseBit=1 if pen else 0,
+                            fieldType=element,
+                            fieldLength=length,
+                            enterpriseNumber=pen,
+                        )
+                        for element, length, pen in fields
+                    ],
+                )
+            ],
+        )
+    )
 
 
-def options_template(template_id: int, scope: list[tuple[int, int]],
-                     options: list[tuple[int, int]], scope_count: int | None = None) -> bytes:
+def options_template(
+    template_id: int,
+    scope: list[tuple[int, int]],
+    options: list[tuple[int, int]],
+    scope_count: int | None = None,
+) -> bytes:
     fields = scope + options
-    body = struct.pack(">HHH", template_id, len(fields),
-                       len(scope) if scope_count is None else scope_count)
+    body = struct.pack(
+        ">HHH", template_id, len(fields), len(scope) if scope_count is None else scope_count
+    )
     body += b"".join(struct.pack(">HH", element, length) for element, length in fields)
     return struct.pack(">HH", 3, 4 + len(body)) + body
 
@@ -83,9 +102,13 @@ def stats(report: RunReport) -> ExporterStats:
 
 def test_ipfix_reverse_enterprise_and_variable_length_fields() -> None:
     fields = [
-        (8, 4, 0), (12, 4, 0), (4, 1, 0),
-        (2, 4, 0), (1, 3, 0),  # reduced-size counters: 4 and 3 bytes
-        (2, 4, 29305), (1, 8, 29305),  # RFC 5103 reverse packets / octets
+        (8, 4, 0),
+        (12, 4, 0),
+        (4, 1, 0),
+        (2, 4, 0),
+        (1, 3, 0),  # reduced-size counters: 4 and 3 bytes
+        (2, 4, 29305),
+        (1, 8, 29305),  # RFC 5103 reverse packets / octets
         (82, 65535, 0),  # interfaceName: variable length
         (1, 2, 2636),  # a Juniper element: skipped by length, counted
         (136, 1, 0),  # flowEndReason
@@ -94,9 +117,16 @@ def test_ipfix_reverse_enterprise_and_variable_length_fields() -> None:
     ]
     short_name = b"\x04eth0"
     long_name = b"\xff" + struct.pack(">H", 300) + b"x" * 300
-    record = (struct.pack(">IIBI", 0xC0000201, 0xC0000202, 6, 12) + (70000).to_bytes(3, "big")
-              + struct.pack(">IQ", 9, 4000) + short_name + b"\xab\xcd" + b"\x03" + long_name
-              + b"\x02ok")
+    record = (
+        struct.pack(">IIBI", 0xC0000201, 0xC0000202, 6, 12)
+        + (70000).to_bytes(3, "big")
+        + struct.pack(">IQ", 9, 4000)
+        + short_name
+        + b"\xab\xcd"
+        + b"\x03"
+        + long_name
+        + b"\x02ok"
+    )
     payload = message(template(300, fields), data(300, record, record))
     assert export_version(payload) == 10
     table, report = decode(payload)
@@ -123,27 +153,55 @@ def test_ipfix_every_time_form() -> None:
     start_us = EXPORT_US - 7_250_000
     end_us = EXPORT_US - 1_500_000
     cases = [
-        ([(150, 4, 0), (151, 4, 0)], struct.pack(">II", start_us // 10**6, end_us // 10**6),
-         (start_us // 10**6 * 10**6, end_us // 10**6 * 10**6)),
-        ([(152, 8, 0), (153, 8, 0)], struct.pack(">QQ", start_us // 1000, end_us // 1000),
-         (start_us, end_us)),
-        ([(154, 8, 0), (155, 8, 0)], struct.pack(">QQ", ntp(start_us, 0x7FF), ntp(end_us)),
-         (start_us, end_us)),
-        ([(156, 8, 0), (157, 8, 0)], struct.pack(">QQ", ntp(start_us), ntp(end_us)),
-         (start_us, end_us)),
-        ([(158, 4, 0), (159, 4, 0)],
-         struct.pack(">II", EXPORT_US - start_us, EXPORT_US - end_us), (start_us, end_us)),
-        ([(160, 8, 0), (22, 4, 0), (21, 4, 0)],
-         struct.pack(">QII", EXPORT_US // 1000 - 86_400_000, 86_400_000 - 7_250,
-                     86_400_000 - 1_500), (start_us, end_us)),
-        ([(152, 8, 0), (161, 4, 0)], struct.pack(">QI", start_us // 1000, 5_750),
-         (start_us, end_us)),
+        (
+            [(150, 4, 0), (151, 4, 0)],
+            struct.pack(">II", start_us // 10**6, end_us // 10**6),
+            (start_us // 10**6 * 10**6, end_us // 10**6 * 10**6),
+        ),
+        (
+            [(152, 8, 0), (153, 8, 0)],
+            struct.pack(">QQ", start_us // 1000, end_us // 1000),
+            (start_us, end_us),
+        ),
+        (
+            [(154, 8, 0), (155, 8, 0)],
+            struct.pack(">QQ", ntp(start_us, 0x7FF), ntp(end_us)),
+            (start_us, end_us),
+        ),
+        (
+            [(156, 8, 0), (157, 8, 0)],
+            struct.pack(">QQ", ntp(start_us), ntp(end_us)),
+            (start_us, end_us),
+        ),
+        (
+            [(158, 4, 0), (159, 4, 0)],
+            struct.pack(">II", EXPORT_US - start_us, EXPORT_US - end_us),
+            (start_us, end_us),
+        ),
+        (
+            [(160, 8, 0), (22, 4, 0), (21, 4, 0)],
+            struct.pack(
+                ">QII", EXPORT_US // 1000 - 86_400_000, 86_400_000 - 7_250, 86_400_000 - 1_500
+            ),
+            (start_us, end_us),
+        ),
+        (
+            [(152, 8, 0), (161, 4, 0)],
+            struct.pack(">QI", start_us // 1000, 5_750),
+            (start_us, end_us),
+        ),
         # flowDurationMicroseconds (an audit: not read, the record was an instant), with a
         # start or an end
-        ([(152, 8, 0), (162, 4, 0)], struct.pack(">QI", start_us // 1000, 5_750_000),
-         (start_us, end_us)),
-        ([(162, 4, 0), (153, 8, 0)], struct.pack(">IQ", 5_750_000, end_us // 1000),
-         (start_us, end_us)),
+        (
+            [(152, 8, 0), (162, 4, 0)],
+            struct.pack(">QI", start_us // 1000, 5_750_000),
+            (start_us, end_us),
+        ),
+        (
+            [(162, 4, 0), (153, 8, 0)],
+            struct.pack(">IQ", 5_750_000, end_us // 1000),
+            (start_us, end_us),
+        ),
     ]
     for index, (fields, record, expected) in enumerate(cases):
         # a source address: a template without one holds no IP flow (not_flow_records)
@@ -157,34 +215,41 @@ def test_ipfix_a_time_field_of_a_length_no_encoding_has_is_refused() -> None:
     """A fuzzing run: flowStartMilliseconds in 4 bytes read as a number (January 1970), in
     16 not at all (the start taken from the end), without a word. Seconds in 8 bytes and
     pmacct's 16-byte timeval stay readable."""
-    refused = [(152, 4), (152, 16), (153, 6), (150, 2), (156, 16), (155, 4), (323, 4),
-               (322, 16)]
+    refused = [(152, 4), (152, 16), (153, 6), (150, 2), (156, 16), (155, 4), (323, 4), (322, 16)]
     for index, (element, length) in enumerate(refused):
         fields = [(8, 4, 0), (element, length, 0), (153 if element != 153 else 152, 8, 0)]
-        record = struct.pack(">I", 0xC0000201) + bytes(length) + struct.pack(
-            ">Q", EXPORT_US // 1000)
-        table, report = decode(message(template(400 + index, fields),
-                                       data(400 + index, record)))
+        record = (
+            struct.pack(">I", 0xC0000201) + bytes(length) + struct.pack(">Q", EXPORT_US // 1000)
+        )
+        table, report = decode(message(template(400 + index, fields), data(400 + index, record)))
         assert table.num_rows == 0, (element, length)
         assert report.skipped["bad_template"] == 1
-        assert (f"field 2 (element {element}, a time) has length {length}, not"
-                in report.examples[0].message)
+        assert (
+            f"field 2 (element {element}, a time) has length {length}, not"
+            in report.examples[0].message
+        )
     start_s = EXPORT_S - 7
-    for index, (fields, value) in enumerate([
+    for index, (fields, value) in enumerate(
+        [
             ([(150, 8, 0), (151, 4, 0)], struct.pack(">QI", start_s, EXPORT_S)),
-            ([(154, 16, 0), (155, 16, 0)],
-             struct.pack(">QQQQ", start_s, 250_000, EXPORT_S, 0)),
+            ([(154, 16, 0), (155, 16, 0)], struct.pack(">QQQQ", start_s, 250_000, EXPORT_S, 0)),
             # systemInitTimeMilliseconds cut to 4 bytes: the uptimes' lap restores it
-            ([(160, 4, 0), (22, 4, 0), (21, 4, 0)],
-             struct.pack(">III", (EXPORT_S * 1000 - 86_400_000) & 0xFFFF_FFFF,
-                         86_400_000 - 6_500, 86_400_000))]):
+            (
+                [(160, 4, 0), (22, 4, 0), (21, 4, 0)],
+                struct.pack(
+                    ">III",
+                    (EXPORT_S * 1000 - 86_400_000) & 0xFFFF_FFFF,
+                    86_400_000 - 6_500,
+                    86_400_000,
+                ),
+            ),
+        ]
+    ):
         fields = [(8, 4, 0), *fields]
         record = struct.pack(">I", 0xC0000201) + value
-        table, report = decode(message(template(500 + index, fields),
-                                       data(500 + index, record)))
+        table, report = decode(message(template(500 + index, fields), data(500 + index, record)))
         assert not report.skipped, fields
-        assert int(table["first_seen"][0].value) == start_s * 10**6 + (0, 250_000,
-                                                                        500_000)[index]
+        assert int(table["first_seen"][0].value) == start_s * 10**6 + (0, 250_000, 500_000)[index]
 
 
 def test_ipfix_uptime_times_from_an_options_record() -> None:
@@ -216,25 +281,36 @@ def test_ipfix_sampling_from_packet_interval_and_space() -> None:
         options_template(260, [(302, 4)], [(305, 4), (306, 4)]),
         template(262, [(8, 4, 0), (2, 4, 0), (302, 4, 0)]),
         data(260, struct.pack(">III", 5, 1, 9), struct.pack(">III", 6, 1, 99)),
-        data(262, struct.pack(">III", 1, 5, 5), struct.pack(">III", 1, 5, 6),
-             struct.pack(">III", 1, 5, 7)),
+        data(
+            262,
+            struct.pack(">III", 1, 5, 5),
+            struct.pack(">III", 1, 5, 6),
+            struct.pack(">III", 1, 5, 7),
+        ),
     )
     table, _ = decode(payload)
     assert table["sampling_rate"].to_pylist() == [10, 100, 100]
     # PSAMP random samplers: 1 of 1000, probability 0.01 (float64 and reduced to float32)
-    for options, record in (([(309, 4), (310, 4)], struct.pack(">III", 1, 1, 1000)),
-                            ([(311, 8)], struct.pack(">Id", 1, 0.01)),
-                            ([(311, 4)], struct.pack(">If", 1, 0.01))):
-        payload = message(options_template(263, [(302, 4)], options),
-                          template(261, [(8, 4, 0), (2, 4, 0)]), data(263, record),
-                          data(261, struct.pack(">II", 1, 5)))
+    for options, record in (
+        ([(309, 4), (310, 4)], struct.pack(">III", 1, 1, 1000)),
+        ([(311, 8)], struct.pack(">Id", 1, 0.01)),
+        ([(311, 4)], struct.pack(">If", 1, 0.01)),
+    ):
+        payload = message(
+            options_template(263, [(302, 4)], options),
+            template(261, [(8, 4, 0), (2, 4, 0)]),
+            data(263, record),
+            data(261, struct.pack(">II", 1, 5)),
+        )
         table, _ = decode(payload)
         assert table["sampling_rate"].to_pylist() == [1000 if 309 in dict(options) else 100]
     # found by fuzzing: a subnormal probability (1 / p overflows) is no rate, not a crash
-    payload = message(options_template(263, [(302, 4)], [(304, 2), (311, 8)]),
-                      template(261, [(8, 4, 0), (2, 4, 0)]),
-                      data(263, struct.pack(">IHQ", 1, 4, 1 << 32)),
-                      data(261, struct.pack(">II", 1, 5)))
+    payload = message(
+        options_template(263, [(302, 4)], [(304, 2), (311, 8)]),
+        template(261, [(8, 4, 0), (2, 4, 0)]),
+        data(263, struct.pack(">IHQ", 1, 4, 1 << 32)),
+        data(261, struct.pack(">II", 1, 5)),
+    )
     table, _ = decode(payload)
     assert table["sampling_rate"].to_pylist() == [1]
 
@@ -245,15 +321,16 @@ def test_ipfix_selector_algorithm_says_which_sampling_parameters_count() -> None
     256 (selectorAlgorithm 3); the interval was read first, rate 1 (pmacct reads 256)."""
     fields = [(302, 4), (305, 4), (304, 2), (309, 4), (310, 4)]
     for algorithm, interval, size, population, rate in (
-            (3, 1, 1, 256, 256),  # random n-out-of-N: 309/310, not the interval
-            (1, 1, 1, 256, 1),  # systematic count-based: the interval (no space: 1 of 1)
-            (2, 50, 1, 256, 1),  # time-based: no packet rate; the exporter's stays 1
+        (3, 1, 1, 256, 256),  # random n-out-of-N: 309/310, not the interval
+        (1, 1, 1, 256, 1),  # systematic count-based: the interval (no space: 1 of 1)
+        (2, 50, 1, 256, 1),  # time-based: no packet rate; the exporter's stays 1
     ):
-        payload = message(options_template(257, fields[:1], fields[1:]),
-                          template(342, [(8, 4, 0), (2, 4, 0), (302, 4, 0)]),
-                          data(257, struct.pack(">IIHII", 1, interval, algorithm, size,
-                                                population)),
-                          data(342, struct.pack(">III", 1, 5, 1)))
+        payload = message(
+            options_template(257, fields[:1], fields[1:]),
+            template(342, [(8, 4, 0), (2, 4, 0), (302, 4, 0)]),
+            data(257, struct.pack(">IIHII", 1, interval, algorithm, size, population)),
+            data(342, struct.pack(">III", 1, 5, 1)),
+        )
         table, report = decode(payload)
         assert table["sampling_rate"].to_pylist() == [rate], algorithm
         assert stats(report).sampling_rate == rate, algorithm
@@ -263,21 +340,34 @@ def test_ipfix_a_records_own_selector_algorithm_picks_its_parameters() -> None:
     """Review: selectorAlgorithm was read in options records only; a data record carrying
     305 = 1 beside 304 = 3 and 1-of-256 in 309/310 read 1-in-1."""
     fields = [(8, 4, 0), (2, 4, 0), (305, 4, 0), (304, 2, 0), (309, 4, 0), (310, 4, 0)]
-    table, _ = decode(message(template(350, fields), data(
-        350, struct.pack(">IIIHII", 1, 5, 1, 3, 1, 256),
-        struct.pack(">IIIHII", 1, 5, 1, 1, 1, 256))))
+    table, _ = decode(
+        message(
+            template(350, fields),
+            data(
+                350,
+                struct.pack(">IIIHII", 1, 5, 1, 3, 1, 256),
+                struct.pack(">IIIHII", 1, 5, 1, 1, 1, 256),
+            ),
+        )
+    )
     assert table["sampling_rate"].to_pylist() == [256, 1]
-    table, _ = decode(message(template(351, [(8, 4, 0), (309, 4, 0), (310, 4, 0)]),
-                              data(351, struct.pack(">III", 1, 1, 64))))
+    table, _ = decode(
+        message(
+            template(351, [(8, 4, 0), (309, 4, 0), (310, 4, 0)]),
+            data(351, struct.pack(">III", 1, 1, 64)),
+        )
+    )
     assert table["sampling_rate"].to_pylist() == [64]
 
 
 def test_ipfix_withdrawal_is_counted_and_ignored_over_udp() -> None:
     fields = [(8, 4, 0), (2, 4, 0)]
     withdrawal = struct.pack(">HHHH", 2, 8, 300, 0)
-    table, report = decode(message(template(300, fields), sequence=0),
-                           message(withdrawal, sequence=0),
-                           message(data(300, struct.pack(">II", 1, 7)), sequence=0))
+    table, report = decode(
+        message(template(300, fields), sequence=0),
+        message(withdrawal, sequence=0),
+        message(data(300, struct.pack(">II", 1, 7)), sequence=0),
+    )
     assert table["packets"].to_pylist() == [7]
     assert stats(report).template_withdrawals == 1
 
@@ -290,9 +380,14 @@ def test_ipfix_options_template_without_scope_is_rejected() -> None:
 def test_ipfix_options_records_of_no_length_are_counted_not_read_forever() -> None:
     # found by fuzzing: a scope field of length 0 and nothing else made records of no
     # bytes, and the options data set was read without end
-    table, report = decode(message(options_template(256, [(34, 0)], []), data(256, bytes(4)),
-                                   template(300, [(8, 4, 0), (2, 4, 0)]),
-                                   data(300, struct.pack(">II", 1, 7))))
+    table, report = decode(
+        message(
+            options_template(256, [(34, 0)], []),
+            data(256, bytes(4)),
+            template(300, [(8, 4, 0), (2, 4, 0)]),
+            data(300, struct.pack(">II", 1, 7)),
+        )
+    )
     assert table["packets"].to_pylist() == [7]
     assert report.skipped == {"bad_record": 1}
     assert "options template 256 gives its records no length" in report.examples[0].message
@@ -303,7 +398,8 @@ def test_ipfix_options_data_before_its_template_keeps_its_own_place() -> None:
     # at the template's datagram (in a multi-file run, possibly in another file)
     _, report = decode(
         message(data(257, struct.pack(">IQ", DOMAIN, 1 << 40)), sequence=0),
-        message(options_template(257, [(149, 4)], [(34, 8)]), sequence=0))
+        message(options_template(257, [(149, 4)], [(34, 8)]), sequence=0),
+    )
     assert report.skipped == {"bad_sampler_record": 1}
     assert (report.examples[0].frame, report.examples[0].offset) == (1, 324)
 
@@ -315,15 +411,23 @@ def test_ipfix_data_before_its_template_in_the_same_message_is_decoded() -> None
     fields = [(8, 4, 0), (12, 4, 0), (4, 1, 0), (2, 4, 0), (1, 4, 0)]
     record = bytes([10, 0, 0, 1, 10, 0, 0, 2, 17]) + struct.pack(">II", 3, 300)
     options = options_template(257, [(149, 4)], [(34, 4)])
-    table, report = decode(message(  # the IOS XE datagram's order of sets
-        data(256, record), options, data(257, struct.pack(">II", DOMAIN, 64)),
-        template(256, fields), data(256, record)))
+    table, report = decode(
+        message(  # the IOS XE datagram's order of sets
+            data(256, record),
+            options,
+            data(257, struct.pack(">II", DOMAIN, 64)),
+            template(256, fields),
+            data(256, record),
+        )
+    )
     assert not report.skipped and table.num_rows == 2
     # the options the message declares stand for the data held from before any was
     assert table["sampling_rate"].to_pylist() == [64, 64]
     assert stats(report).records_without_template == 0 and stats(report).records == 2
-    table, report = decode(message(data(257, struct.pack(">II", DOMAIN, 64)), options,
-                                   template(256, fields)), message(data(256, record)))
+    table, report = decode(
+        message(data(257, struct.pack(">II", DOMAIN, 64)), options, template(256, fields)),
+        message(data(256, record)),
+    )
     assert not report.skipped and table["sampling_rate"].to_pylist() == [64]
 
 
@@ -335,16 +439,18 @@ def test_ipfix_held_data_takes_the_sampling_declared_with_its_template() -> None
     fields = [(8, 4, 0), (2, 4, 0)]
     rate = options_template(300, [(149, 4)], [(305, 4), (306, 4)])
     held = message(data(256, struct.pack(">II", 1, 5)), sequence=0)
-    with_template = message(template(256, fields), rate,
-                            data(300, struct.pack(">III", DOMAIN, 1, 9)), sequence=1)
-    table, _ = decode(held, with_template, message(data(256, struct.pack(">II", 2, 5)),
-                                                   sequence=2))
+    with_template = message(
+        template(256, fields), rate, data(300, struct.pack(">III", DOMAIN, 1, 9)), sequence=1
+    )
+    table, _ = decode(held, with_template, message(data(256, struct.pack(">II", 2, 5)), sequence=2))
     assert table["sampling_rate"].to_pylist() == [10, 10]
     # declared before the data was held: that rate is the data's, not the later one
     declared = message(rate, data(300, struct.pack(">III", DOMAIN, 1, 99)), sequence=0)
-    table, _ = decode(declared, message(data(256, struct.pack(">II", 1, 5)), sequence=1),
-                      message(template(256, fields), data(300, struct.pack(">III", DOMAIN, 1, 9)),
-                              sequence=2))
+    table, _ = decode(
+        declared,
+        message(data(256, struct.pack(">II", 1, 5)), sequence=1),
+        message(template(256, fields), data(300, struct.pack(">III", DOMAIN, 1, 9)), sequence=2),
+    )
     assert table["sampling_rate"].to_pylist() == [100]
 
 
@@ -368,8 +474,14 @@ def test_ipfix_bytes_after_variable_or_options_records_are_counted_unless_paddin
         assert report.skipped == skipped
         assert report.skipped_bytes.get("bad_record", 0) == (3 if skipped else 0)
     options = options_template(257, [(149, 4)], [(34, 4)])
-    table, report = decode(message(options, data(257, struct.pack(">II", DOMAIN, 10) + b"\x07"),
-                                   template(300, fields), data(300, record)))
+    table, report = decode(
+        message(
+            options,
+            data(257, struct.pack(">II", DOMAIN, 10) + b"\x07"),
+            template(300, fields),
+            data(300, record),
+        )
+    )
     assert table["sampling_rate"].to_pylist() == [10]
     assert report.skipped == {"bad_record": 1}
     assert "options data set 257: 1 bytes after 1 record(s)" in report.examples[0].message
@@ -383,7 +495,11 @@ def test_ipfix_ipv6_addresses_and_icmp_type_code() -> None:
     row = table.to_pylist()[0]
     assert address_text(row["src_addr"]) == "2001:db8::1"
     assert (row["ip_version"], row["protocol"], row["src_port"], row["dst_port"]) == (
-        6, 58, 0, 0x8000)
+        6,
+        58,
+        0,
+        0x8000,
+    )
 
 
 def test_ipfix_dual_stack_templates_take_each_records_family() -> None:
@@ -394,17 +510,41 @@ def test_ipfix_dual_stack_templates_take_each_records_family() -> None:
     dst6 = bytes.fromhex("20010db8000000000000000000000002")
     v4 = bytes([10, 0, 0, 1, 10, 0, 0, 2])
     for with_version in (True, False):
-        fields = [(8, 4, 0), (12, 4, 0), (27, 16, 0), (28, 16, 0), (4, 1, 0), (32, 2, 0),
-                  (139, 2, 0)] + ([(60, 1, 0)] if with_version else [])
-        six = b"\0" * 8 + src6 + dst6 + b"\x3a" + b"\0\0" + b"\x87\x00" + \
-            (b"\x06" if with_version else b"")
-        four = v4 + b"\0" * 32 + b"\x01" + b"\x08\x00" + b"\0\0" + \
-            (b"\x04" if with_version else b"")
+        fields = [
+            (8, 4, 0),
+            (12, 4, 0),
+            (27, 16, 0),
+            (28, 16, 0),
+            (4, 1, 0),
+            (32, 2, 0),
+            (139, 2, 0),
+        ] + ([(60, 1, 0)] if with_version else [])
+        six = (
+            b"\0" * 8
+            + src6
+            + dst6
+            + b"\x3a"
+            + b"\0\0"
+            + b"\x87\x00"
+            + (b"\x06" if with_version else b"")
+        )
+        four = (
+            v4 + b"\0" * 32 + b"\x01" + b"\x08\x00" + b"\0\0" + (b"\x04" if with_version else b"")
+        )
         table, _ = decode(message(template(310, fields), data(310, six, four)))
-        rows = [(address_text(r["src_addr"]), address_text(r["dst_addr"]), r["ip_version"],
-                 r["dst_port"]) for r in table.to_pylist()]
-        assert rows == [("2001:db8::1", "2001:db8::2", 6, 0x8700),
-                        ("10.0.0.1", "10.0.0.2", 4, 0x0800)], with_version
+        rows = [
+            (
+                address_text(r["src_addr"]),
+                address_text(r["dst_addr"]),
+                r["ip_version"],
+                r["dst_port"],
+            )
+            for r in table.to_pylist()
+        ]
+        assert rows == [
+            ("2001:db8::1", "2001:db8::2", 6, 0x8700),
+            ("10.0.0.1", "10.0.0.2", 4, 0x0800),
+        ], with_version
 
 
 def test_ipfix_tunnel_templates_read_the_inner_packet() -> None:
@@ -418,27 +558,72 @@ def test_ipfix_tunnel_templates_read_the_inner_packet() -> None:
     outer_ports, inner_ports = struct.pack(">HH", 0, 0), struct.pack(">HH", 1111, 2222)
     counters = struct.pack(">QQ", 600, 116400)
     cases = (  # (Cisco's field order, a record, what it must read)
-        ([(2, 8), (1, 8), (27, 16), (28, 16), (7, 2), (11, 2), (4, 1), (5, 1),
-          (8, 4), (12, 4), (7, 2), (11, 2), (4, 1), (5, 1)],
-         counters + v6[0] + v6[1] + outer_ports + b"\x04\x00" + v4 + inner_ports
-         + b"\x11\xc0", ("192.0.2.13", "192.0.2.12", 1111, 2222, 17, 4)),
-        ([(2, 8), (1, 8), (27, 16), (28, 16), (7, 2), (11, 2), (4, 1), (5, 1),
-          (27, 16), (28, 16), (7, 2), (11, 2), (4, 1), (5, 1)],
-         counters + v6[0] + v6[1] + outer_ports + b"\x29\x00" + v6[2] + v6[3]
-         + inner_ports + b"\x11\xc0",
-         ("2001:db8:93::3", "2001:db8:94::4", 1111, 2222, 17, 6)),
+        (
+            [
+                (2, 8),
+                (1, 8),
+                (27, 16),
+                (28, 16),
+                (7, 2),
+                (11, 2),
+                (4, 1),
+                (5, 1),
+                (8, 4),
+                (12, 4),
+                (7, 2),
+                (11, 2),
+                (4, 1),
+                (5, 1),
+            ],
+            counters + v6[0] + v6[1] + outer_ports + b"\x04\x00" + v4 + inner_ports + b"\x11\xc0",
+            ("192.0.2.13", "192.0.2.12", 1111, 2222, 17, 4),
+        ),
+        (
+            [
+                (2, 8),
+                (1, 8),
+                (27, 16),
+                (28, 16),
+                (7, 2),
+                (11, 2),
+                (4, 1),
+                (5, 1),
+                (27, 16),
+                (28, 16),
+                (7, 2),
+                (11, 2),
+                (4, 1),
+                (5, 1),
+            ],
+            counters
+            + v6[0]
+            + v6[1]
+            + outer_ports
+            + b"\x29\x00"
+            + v6[2]
+            + v6[3]
+            + inner_ports
+            + b"\x11\xc0",
+            ("2001:db8:93::3", "2001:db8:94::4", 1111, 2222, 17, 6),
+        ),
         # 6-in-4: the IPv6 addresses are listed last, so they are the inner packet's
-        ([(2, 8), (1, 8), (8, 4), (12, 4), (4, 1), (27, 16), (28, 16), (7, 2), (11, 2),
-          (4, 1)],
-         counters + v4 + b"\x29" + v6[2] + v6[3] + inner_ports + b"\x06",
-         ("2001:db8:93::3", "2001:db8:94::4", 1111, 2222, 6, 6)),
+        (
+            [(2, 8), (1, 8), (8, 4), (12, 4), (4, 1), (27, 16), (28, 16), (7, 2), (11, 2), (4, 1)],
+            counters + v4 + b"\x29" + v6[2] + v6[3] + inner_ports + b"\x06",
+            ("2001:db8:93::3", "2001:db8:94::4", 1111, 2222, 6, 6),
+        ),
     )
     for fields, record, want in cases:
-        table, _ = decode(message(template(340, [(e, n, 0) for e, n in fields]),
-                                  data(340, record)))
+        table, _ = decode(message(template(340, [(e, n, 0) for e, n in fields]), data(340, record)))
         row = table.to_pylist()[0]
-        assert (address_text(row["src_addr"]), address_text(row["dst_addr"]),
-                row["src_port"], row["dst_port"], row["protocol"], row["ip_version"]) == want
+        assert (
+            address_text(row["src_addr"]),
+            address_text(row["dst_addr"]),
+            row["src_port"],
+            row["dst_port"],
+            row["protocol"],
+            row["ip_version"],
+        ) == want
         assert (row["packets"], row["octets"]) == (600, 116400)
 
 
@@ -446,19 +631,24 @@ def test_ipfix_a_records_own_sampling_interval_and_post_counters() -> None:
     """Found by auditing: SAMPLING_INTERVAL in each data record (no options) was ignored,
     rate 1. IPFIX post*DeltaCount (23/24) count the same direction after a middlebox: not
     reverse counters (review), and the forward ones only when the template has no others."""
-    fields = [(8, 4, 0), (12, 4, 0), (2, 4, 0), (1, 4, 0), (24, 4, 0), (23, 4, 0),
-              (34, 4, 0)]
+    fields = [(8, 4, 0), (12, 4, 0), (2, 4, 0), (1, 4, 0), (24, 4, 0), (23, 4, 0), (34, 4, 0)]
     record = bytes([10, 0, 0, 1, 10, 0, 0, 2]) + struct.pack(">IIIII", 4, 400, 5, 500, 512)
     unknown = bytes([10, 0, 0, 1, 10, 0, 0, 2]) + struct.pack(">IIIII", 1, 100, 0, 0, 0)
     table, _ = decode(message(template(311, fields), data(311, record, unknown)))
-    assert [(r["packets"], r["octets"], r["reverse_packets"], r["reverse_octets"],
-             r["sampling_rate"]) for r in table.to_pylist()] == [(4, 400, 0, 0, 512),
-                                                                   (1, 100, 0, 0, 1)]
+    assert [
+        (r["packets"], r["octets"], r["reverse_packets"], r["reverse_octets"], r["sampling_rate"])
+        for r in table.to_pylist()
+    ] == [(4, 400, 0, 0, 512), (1, 100, 0, 0, 1)]
     post_only = [(8, 4, 0), (12, 4, 0), (24, 4, 0), (23, 4, 0)]
-    table, _ = decode(message(template(312, post_only), data(
-        312, bytes([10, 0, 0, 1, 10, 0, 0, 2]) + struct.pack(">II", 3, 300))))
-    assert [(r["packets"], r["octets"], r["reverse_packets"]) for r in table.to_pylist()] == \
-        [(3, 300, 0)]
+    table, _ = decode(
+        message(
+            template(312, post_only),
+            data(312, bytes([10, 0, 0, 1, 10, 0, 0, 2]) + struct.pack(">II", 3, 300)),
+        )
+    )
+    assert [(r["packets"], r["octets"], r["reverse_packets"]) for r in table.to_pylist()] == [
+        (3, 300, 0)
+    ]
 
 
 def test_ipfix_templates_belong_to_their_transport_session() -> None:
@@ -476,18 +666,37 @@ def test_ipfix_templates_belong_to_their_transport_session() -> None:
     def c(port: int) -> bytes:
         return bytes([10, 9, 0, 1, 10, 9, 0, 2]) + struct.pack(">BHHII", 17, port, 53, 2, 200)
 
-    sent = [(50000, message(template(256, v4), data(256, a(1)), sequence=0)),
-            (50001, message(template(256, other), data(256, c(2)), sequence=0)),
-            (50000, message(data(256, a(3)), sequence=1)),
-            (50001, message(data(256, c(4)), sequence=1)),
-            (50002, message(data(256, c(5)), sequence=7))]  # no template of its own
+    sent = [
+        (50000, message(template(256, v4), data(256, a(1)), sequence=0)),
+        (50001, message(template(256, other), data(256, c(2)), sequence=0)),
+        (50000, message(data(256, a(3)), sequence=1)),
+        (50001, message(data(256, c(4)), sequence=1)),
+        (50002, message(data(256, c(5)), sequence=7)),
+    ]  # no template of its own
     decoder = ExportDecoder(RunReport())
-    batches = decoder.feed([Datagram(payload, EXPORTER, port, 4739, frame, 24 + 300 * frame,
-                                     EXPORT_US + frame, "ipfix.pcap")
-                            for frame, (port, payload) in enumerate(sent, 1)])
+    batches = decoder.feed(
+        [
+            Datagram(
+                payload,
+                EXPORTER,
+                port,
+                4739,
+                frame,
+                24 + 300 * frame,
+                EXPORT_US + frame,
+                "ipfix.pcap",
+            )
+            for frame, (port, payload) in enumerate(sent, 1)
+        ]
+    )
     table = pa.Table.from_batches(batches + decoder.finish(), schema=FLOW_SCHEMA)
     assert [(r["src_port"], r["protocol"], r["packets"]) for r in table.to_pylist()] == [
-        (1, 6, 1), (2, 17, 2), (3, 6, 1), (4, 17, 2), (5, 17, 2)]
+        (1, 6, 1),
+        (2, 17, 2),
+        (3, 6, 1),
+        (4, 17, 2),
+        (5, 17, 2),
+    ]
 
 
 def test_ipfix_a_port_that_took_over_from_a_silent_one_uses_its_templates() -> None:
@@ -510,51 +719,94 @@ def test_ipfix_a_port_that_took_over_from_a_silent_one_uses_its_templates() -> N
     def run(sent: list[tuple[int, float, bytes]]) -> tuple[list[int], RunReport]:
         report = RunReport()
         decoder = ExportDecoder(report)
-        batches = decoder.feed([Datagram(payload, EXPORTER, port, 4739, frame,
-                                         24 + 300 * frame, EXPORT_US + int(at * 1e6),
-                                         "ipfix.pcap")
-                                for frame, (port, at, payload) in enumerate(sent, 1)])
+        batches = decoder.feed(
+            [
+                Datagram(
+                    payload,
+                    EXPORTER,
+                    port,
+                    4739,
+                    frame,
+                    24 + 300 * frame,
+                    EXPORT_US + int(at * 1e6),
+                    "ipfix.pcap",
+                )
+                for frame, (port, at, payload) in enumerate(sent, 1)
+            ]
+        )
         table = pa.Table.from_batches(batches + decoder.finish(), schema=FLOW_SCHEMA)
         return table["packets"].to_pylist(), report
 
-    old = [(61853, 0.0, message(template(256, fields), data(256, record(1)), sequence=10)),
-           (61853, 7.0, message(data(256, record(2)), sequence=11))]
-    restart = [*old, (65156, 19.0, message(data(256, record(3)), sequence=5000)),
-               (65156, 41.0, message(options, sequence=5001)),
-               (65156, 43.0, message(data(256, record(4), record(5)), sequence=5001))]
+    old = [
+        (61853, 0.0, message(template(256, fields), data(256, record(1)), sequence=10)),
+        (61853, 7.0, message(data(256, record(2)), sequence=11)),
+    ]
+    restart = [
+        *old,
+        (65156, 19.0, message(data(256, record(3)), sequence=5000)),
+        (65156, 41.0, message(options, sequence=5001)),
+        (65156, 43.0, message(data(256, record(4), record(5)), sequence=5001)),
+    ]
     packets, report = run(restart)
     assert packets == [1, 2, 3, 4, 5]
     s = stats(report)
     assert (s.records_without_template, s.sequence_gaps, s.sequence_lost) == (0, 0, 0)
     # restarted twice: the third port still reads the first port's template
-    packets, _ = run([*restart[:3], (64000, 30.0, message(options, sequence=9000)),
-                      (64000, 31.0, message(data(256, record(8)), sequence=9001))])
+    packets, _ = run(
+        [
+            *restart[:3],
+            (64000, 30.0, message(options, sequence=9000)),
+            (64000, 31.0, message(data(256, record(8)), sequence=9001)),
+        ]
+    )
     assert packets == [1, 2, 3, 8]
     # a straggler of the old port after the new one began does not undo it
-    packets, _ = run([*restart[:3], (61853, 19.5, message(data(256, record(9)), sequence=12)),
-                      *restart[3:]])
+    packets, _ = run(
+        [*restart[:3], (61853, 19.5, message(data(256, record(9)), sequence=12)), *restart[3:]]
+    )
     assert packets == [1, 2, 3, 9, 4, 5]
     # a second process, begun while the first was sending: its own layouts only
-    concurrent = [*old, (65156, 7.5, message(options, sequence=0)),
-                  (65156, 8.0, message(data(256, record(4)), sequence=0)),
-                  (61853, 9.0, message(data(256, record(6)), sequence=12))]
+    concurrent = [
+        *old,
+        (65156, 7.5, message(options, sequence=0)),
+        (65156, 8.0, message(data(256, record(4)), sequence=0)),
+        (61853, 9.0, message(data(256, record(6)), sequence=12)),
+    ]
     packets, report = run(concurrent)
     assert packets == [1, 2, 6] and stats(report).records_without_template == 1
     # a restart with another layout, its data before its template in one datagram
-    packets, _ = run([*old, (65156, 19.0, message(options, sequence=0)),
-                      (65156, 20.0, message(data(256, struct.pack(">II", 70, 7)),
-                                            template(256, changed), sequence=0))])
+    packets, _ = run(
+        [
+            *old,
+            (65156, 19.0, message(options, sequence=0)),
+            (
+                65156,
+                20.0,
+                message(data(256, struct.pack(">II", 70, 7)), template(256, changed), sequence=0),
+            ),
+        ]
+    )
     assert packets == [1, 2, 70]  # the old layout read 7
     # a second process whose first datagram brings another template of its own: its data
     # waits for its own 256 (review: read with the first process's layout)
-    packets, _ = run([*old, (65156, 7.1, message(options, data(256, struct.pack(">II", 70, 7)),
-                                                 sequence=0)),
-                      (65156, 7.2, message(template(256, changed), sequence=0))])
+    packets, _ = run(
+        [
+            *old,
+            (65156, 7.1, message(options, data(256, struct.pack(">II", 70, 7)), sequence=0)),
+            (65156, 7.2, message(template(256, changed), sequence=0)),
+        ]
+    )
     assert packets == [1, 2, 70]
     # after a take-over, messages re-sending a template beside inherited data keep their
     # sequence check (review: deferred to the datagram's end, the next was never checked)
-    resent = [(65156, 19.0 + k, message(options, data(256, record(10 + k), record(20 + k)),
-                                        sequence=2 * k)) for k in (0, 1, 2, 4, 5)]
+    resent = [
+        (
+            65156,
+            19.0 + k,
+            message(options, data(256, record(10 + k), record(20 + k)), sequence=2 * k),
+        )
+        for k in (0, 1, 2, 4, 5)
+    ]
     packets, report = run([*old, *resent])
     assert len(packets) == 12
     assert (stats(report).sequence_gaps, stats(report).sequence_lost) == (1, 2)
@@ -567,10 +819,12 @@ def test_ipfix_tos_from_the_dscp_or_precedence_when_no_class_of_service() -> Non
     upper six bits, the precedence (196) its upper three (RFC 7012); ipClassOfService wins
     when both are sent."""
     v6 = bytes(15) + b"\x01" + bytes(15) + b"\x02"
-    for fields, value, tos in (([(27, 16, 0), (28, 16, 0), (195, 1, 0)], 48, 192),
-                               ([(27, 16, 0), (28, 16, 0), (196, 1, 0)], 6, 192),
-                               ([(27, 16, 0), (28, 16, 0), (195, 1, 0)], 0xB8, 0xB8),
-                               ([(27, 16, 0), (28, 16, 0), (5, 1, 0), (195, 1, 0)], 0x28, 0x28)):
+    for fields, value, tos in (
+        ([(27, 16, 0), (28, 16, 0), (195, 1, 0)], 48, 192),
+        ([(27, 16, 0), (28, 16, 0), (196, 1, 0)], 6, 192),
+        ([(27, 16, 0), (28, 16, 0), (195, 1, 0)], 0xB8, 0xB8),
+        ([(27, 16, 0), (28, 16, 0), (5, 1, 0), (195, 1, 0)], 0x28, 0x28),
+    ):
         record = v6 + bytes([value] * (len(fields) - 2))
         table, report = decode(message(template(256, fields), data(256, record)))
         assert table["tos"].to_pylist() == [tos], fields
@@ -588,16 +842,21 @@ def test_ipfix_netscaler_microsecond_fractions() -> None:
     netscaler = [(8, 4, 0), (154, 8, 0), (155, 8, 0), (129, 4, 5951)]
 
     def record(start_fraction: int, end_fraction: int) -> bytes:
-        return (bytes([10, 0, 0, 1]) + struct.pack(">IIII", ntp_s, start_fraction, ntp_s,
-                                                   end_fraction) + bytes(4))
+        return (
+            bytes([10, 0, 0, 1])
+            + struct.pack(">IIII", ntp_s, start_fraction, ntp_s, end_fraction)
+            + bytes(4)
+        )
 
-    table, _ = decode(message(template(256, netscaler),
-                              data(256, record(548_758, 551_765), record(2**31, 2**31))))
+    table, _ = decode(
+        message(template(256, netscaler), data(256, record(548_758, 551_765), record(2**31, 2**31)))
+    )
     firsts = [v - EXPORT_US for v in table["first_seen"].cast("int64").to_pylist()]
     lasts = [v - EXPORT_US for v in table["last_seen"].cast("int64").to_pylist()]
     assert (firsts, lasts) == ([548_758, 500_000], [551_765, 500_000])
-    table, _ = decode(message(template(256, netscaler[:3]), data(256, record(548_758,
-                                                                            551_765)[:-4])))
+    table, _ = decode(
+        message(template(256, netscaler[:3]), data(256, record(548_758, 551_765)[:-4]))
+    )
     assert [v - EXPORT_US for v in table["first_seen"].cast("int64").to_pylist()] == [127]
 
 
@@ -606,45 +865,62 @@ def test_ipfix_sequence_counts_data_records_in_both_conventions() -> None:
     record = struct.pack(">II", 1, 1)
     t = template(300, fields)
     # RFC 7011: records sent before this message
-    _, report = decode(message(t, data(300, record, record), sequence=0),
-                       message(data(300, record), sequence=2),
-                       message(data(300, record, record, record), sequence=3))
+    _, report = decode(
+        message(t, data(300, record, record), sequence=0),
+        message(data(300, record), sequence=2),
+        message(data(300, record, record, record), sequence=3),
+    )
     assert stats(report).sequence_gaps == 0
     # softflowd: the current message's records included
-    _, report = decode(message(t, data(300, record, record), sequence=2),
-                       message(data(300, record), sequence=3),
-                       message(data(300, record, record, record), sequence=6))
+    _, report = decode(
+        message(t, data(300, record, record), sequence=2),
+        message(data(300, record), sequence=3),
+        message(data(300, record, record, record), sequence=6),
+    )
     assert stats(report).sequence_gaps == 0
     # VPP's flowprobe: messages counted, not records (a gap, a loss and a reorder before);
     # the first step after its template-only message is ambiguous until the next says so
-    vpp = [message(t, sequence=0), message(data(300, record, record), sequence=1),
-           message(data(300, record, record), sequence=2),
-           message(data(300, record, record, record), sequence=3)]
+    vpp = [
+        message(t, sequence=0),
+        message(data(300, record, record), sequence=1),
+        message(data(300, record, record), sequence=2),
+        message(data(300, record, record, record), sequence=3),
+    ]
     _, report = decode(*vpp[:2])
     assert (stats(report).sequence_gaps, stats(report).sequence_lost) == (1, 1)
     _, report = decode(*vpp)
     s = stats(report)
     assert (s.sequence_gaps, s.sequence_lost, s.reorders) == (0, 0, 0)
     # once shown, a lost message is a gap of one, not reorders of every later one (review)
-    _, report = decode(*vpp, message(data(300, record, record, record), sequence=5),
-                       message(data(300, record, record, record), sequence=6))
+    _, report = decode(
+        *vpp,
+        message(data(300, record, record, record), sequence=5),
+        message(data(300, record, record, record), sequence=6),
+    )
     s = stats(report)
     assert (s.sequence_gaps, s.sequence_lost, s.reorders) == (1, 1, 0)
     # two options records are no evidence: flows are what RFC exporters count (review)
     options = options_template(301, [(149, 4)], [(34, 4)])
-    _, report = decode(message(t, options, data(300, record, record), sequence=0),
-                       message(data(301, struct.pack(">II", DOMAIN, 1) * 2), sequence=2),
-                       message(data(300, record, record), sequence=3),
-                       message(t, sequence=5), message(data(300, record, record), sequence=6))
+    _, report = decode(
+        message(t, options, data(300, record, record), sequence=0),
+        message(data(301, struct.pack(">II", DOMAIN, 1) * 2), sequence=2),
+        message(data(300, record, record), sequence=3),
+        message(t, sequence=5),
+        message(data(300, record, record), sequence=6),
+    )
     assert stats(report).sequence_gaps >= 2
     # a record-counting exporter: a template refresh, then a lost one-record message (review)
-    _, report = decode(message(t, data(300, record, record), sequence=0),
-                       message(t, sequence=2), message(data(300, record, record), sequence=3),
-                       message(data(300, record), sequence=5))
+    _, report = decode(
+        message(t, data(300, record, record), sequence=0),
+        message(t, sequence=2),
+        message(data(300, record, record), sequence=3),
+        message(data(300, record), sequence=5),
+    )
     assert (stats(report).sequence_gaps, stats(report).sequence_lost) == (1, 1)
     # a real loss
-    _, report = decode(message(t, data(300, record, record), sequence=0),
-                       message(data(300, record), sequence=12))
+    _, report = decode(
+        message(t, data(300, record, record), sequence=0), message(data(300, record), sequence=12)
+    )
     s = stats(report)
     assert (s.sequence_gaps, s.sequence_lost) == (1, 10)
 
@@ -654,8 +930,10 @@ def test_ipfix_a_copy_of_a_template_message_and_its_data_is_a_duplicate() -> Non
     next data message, so of a pair sent twice (T, D, T, D) only one payload per number was
     remembered and the data was decoded twice."""
     fields = [(8, 4, 0), (2, 4, 0)]
-    pair = [message(template(256, fields), sequence=7),
-            message(data(256, struct.pack(">II", 1, 5)), sequence=7)]
+    pair = [
+        message(template(256, fields), sequence=7),
+        message(data(256, struct.pack(">II", 1, 5)), sequence=7),
+    ]
     table, report = decode(*pair, *pair)
     assert table["packets"].to_pylist() == [5] and stats(report).duplicates == 2
 
@@ -673,8 +951,11 @@ def test_ipfix_two_messages_in_one_datagram() -> None:
 
 def test_ipfix_message_longer_than_datagram_keeps_complete_sets() -> None:
     fields = [(8, 4, 0), (2, 4, 0)]
-    payload = message(template(300, fields), data(300, struct.pack(">II", 1, 3)),
-                      data(300, struct.pack(">II", 1, 4) * 4))
+    payload = message(
+        template(300, fields),
+        data(300, struct.pack(">II", 1, 3)),
+        data(300, struct.pack(">II", 1, 4) * 4),
+    )
     table, report = decode(payload[:-6])
     assert table["packets"].to_pylist() == [3]
     assert report.skipped["truncated"] >= 1
@@ -716,21 +997,32 @@ def test_ipfix_nonzero_alignment_padding_is_said_but_loses_nothing() -> None:
     """Mikrotik (RouterOS 6.39) pads its data sets to 4 bytes with what was in memory."""
     fields = [(8, 4, 0), (2, 4, 0), (4, 1, 0)]  # 9-byte records: 18 records make 166 bytes
     records = b"".join(struct.pack(">IIB", i, i, 6) for i in range(1, 19))
-    table, report = decode(message(template(300, fields), data(300, records + b"\x6b\xab")),
-                           report=RunReport(strict=True))
+    table, report = decode(
+        message(template(300, fields), data(300, records + b"\x6b\xab")),
+        report=RunReport(strict=True),
+    )
     assert table.num_rows == 18 and not report.skipped
     # (the template has no time: the records sit at the export time, and that is said too)
     assert report.repaired == {"nonzero_padding": 1, "export_time": 18}
     assert "data set 300: 2 bytes after 18 record(s) of 9 bytes" in report.examples[0].message
     # variable-length and options records pad the same way
     variable = [(8, 4, 0), (2, 4, 0), (315, 65535, 0)]
-    table, report = decode(message(template(301, variable),
-                                   data(301, struct.pack(">II", 1, 7) + b"\x01a" + b"\x55\x55")))
+    table, report = decode(
+        message(
+            template(301, variable), data(301, struct.pack(">II", 1, 7) + b"\x01a" + b"\x55\x55")
+        )
+    )
     assert table["packets"].to_pylist() == [7]
     assert report.repaired == {"nonzero_padding": 1, "export_time": 1}
     options = options_template(257, [(149, 4)], [(34, 2)])  # 6-byte records
-    table, report = decode(message(options, data(257, struct.pack(">IH", DOMAIN, 10) + b"\x07\x07"),
-                                   template(300, fields), data(300, records[:9] + bytes(3))))
+    table, report = decode(
+        message(
+            options,
+            data(257, struct.pack(">IH", DOMAIN, 10) + b"\x07\x07"),
+            template(300, fields),
+            data(300, records[:9] + bytes(3)),
+        )
+    )
     assert table["sampling_rate"].to_pylist() == [10]
     assert report.repaired == {"nonzero_padding": 1, "export_time": 1} and not report.skipped
     assert "options data set 257: 2 bytes after 1 record(s)" in report.examples[0].message
@@ -743,9 +1035,12 @@ def test_ipfix_records_without_a_time_of_their_own_say_they_sit_at_the_export_ti
     `repaired`), as the nfcapd reader says `receive_time` for the same records."""
     no_time = [(8, 4, 0), (2, 4, 0)]
     uptimes = [(8, 4, 0), (2, 4, 0), (22, 4, 0), (21, 4, 0)]
-    payload = message(template(300, no_time), template(301, uptimes),
-                      data(300, struct.pack(">II", 1, 3)),
-                      data(301, struct.pack(">IIII", 2, 4, 1000, 2000)))
+    payload = message(
+        template(300, no_time),
+        template(301, uptimes),
+        data(300, struct.pack(">II", 1, 3)),
+        data(301, struct.pack(">IIII", 2, 4, 1000, 2000)),
+    )
     table, report = decode(payload)
     assert table.column("first_seen").cast("int64").to_pylist() == [EXPORT_US] * 2
     assert report.repaired == {"export_time": 2}
@@ -753,8 +1048,14 @@ def test_ipfix_records_without_a_time_of_their_own_say_they_sit_at_the_export_ti
     # with the boot time known, the uptimes are the records' own
     options = options_template(257, [(149, 4)], [(160, 8)])
     boot = struct.pack(">IQ", DOMAIN, EXPORT_US // 1000 - 10_000)
-    table, report = decode(message(options, data(257, boot), template(301, uptimes),
-                                   data(301, struct.pack(">IIII", 2, 4, 1000, 2000))))
+    table, report = decode(
+        message(
+            options,
+            data(257, boot),
+            template(301, uptimes),
+            data(301, struct.pack(">IIII", 2, 4, 1000, 2000)),
+        )
+    )
     assert table.column("first_seen").cast("int64").to_pylist() == [EXPORT_US - 9_000_000]
     assert not report.repaired
 
@@ -768,8 +1069,12 @@ def test_ipfix_options_anywhere_in_a_message_declare_its_records_sampling() -> N
     options = options_template(400, [(302, 4)], [(305, 4), (306, 4)])
     rate = data(400, struct.pack(">III", 1, 1, 9))
     record = data(300, bytes([10, 0, 0, 1, 10, 0, 0, 2]))
-    for order in ((template_set, record, options, rate), (record, template_set, options, rate),
-                  (rate, options, template_set, record), (options, rate, template_set, record)):
+    for order in (
+        (template_set, record, options, rate),
+        (record, template_set, options, rate),
+        (rate, options, template_set, record),
+        (options, rate, template_set, record),
+    ):
         table, _ = decode(message(*order))
         assert table["sampling_rate"].to_pylist() == [10]
     table, _ = decode(message(template_set, record), message(options, rate, sequence=1))
@@ -777,7 +1082,8 @@ def test_ipfix_options_anywhere_in_a_message_declare_its_records_sampling() -> N
 
 
 def test_held_records_reach_the_sessionizer_at_the_same_place_whatever_the_batch_size(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     """Found by fuzzing: records released by their template were appended after the reader's
     chunk of datagrams (16 of them at --batch-size 1, 2048 by default), so they reached the
     sessionizer before or after a later datagram's watermark and a session's `late` flag
@@ -788,33 +1094,52 @@ def test_held_records_reach_the_sessionizer_at_the_same_place_whatever_the_batch
     from obserae_forensics.cli import app
     from tests.readers.test_pcap import pcap_bytes
 
-    fields = [(8, 4, 0), (12, 4, 0), (4, 1, 0), (7, 2, 0), (11, 2, 0), (2, 4, 0), (1, 4, 0),
-              (152, 8, 0), (153, 8, 0)]
+    fields = [
+        (8, 4, 0),
+        (12, 4, 0),
+        (4, 1, 0),
+        (7, 2, 0),
+        (11, 2, 0),
+        (2, 4, 0),
+        (1, 4, 0),
+        (152, 8, 0),
+        (153, 8, 0),
+    ]
 
     def record(host: int, seconds: int) -> bytes:
         return bytes([10, 0, 0, 1, 10, 0, 1, host, 17]) + struct.pack(
-            ">HHIIQQ", 1000, 53, 1, 100, seconds * 1000, seconds * 1000 + 10)
+            ">HHIIQQ", 1000, 53, 1, 100, seconds * 1000, seconds * 1000 + 10
+        )
 
     def frame(payload: bytes) -> bytes:
-        return bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
-                     / IP(src="192.0.2.1", dst="198.51.100.7") / UDP(sport=5000, dport=4739)
-                     / payload)
+        return bytes(
+            Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+            / IP(src="192.0.2.1", dst="198.51.100.7")
+            / UDP(sport=5000, dport=4739)
+            / payload
+        )
 
     # the IOS XE shape: a data set before its template; 15 more a second apart; an hour on
     messages = [message(data(300, record(1, EXPORT_S)), template(300, fields), sequence=0)]
     messages += [message(data(300, record(2, EXPORT_S + i)), sequence=i) for i in range(1, 16)]
     messages.append(message(data(300, record(3, EXPORT_S + 3600)), sequence=16))
     capture = tmp_path / "held.pcap"
-    capture.write_bytes(pcap_bytes([((EXPORT_S + i) * 10**9, frame(m))
-                                    for i, m in enumerate(messages)]))
+    capture.write_bytes(
+        pcap_bytes([((EXPORT_S + i) * 10**9, frame(m)) for i, m in enumerate(messages)])
+    )
     runs = []
     for size in ("1", "65536"):
         out = tmp_path / size
-        result = CliRunner().invoke(app, ["sessionize", str(capture), "--out", str(out), "-q",
-                                          "--batch-size", size])
+        result = CliRunner().invoke(
+            app, ["sessionize", str(capture), "--out", str(out), "-q", "--batch-size", size]
+        )
         assert result.exit_code == 0, result.output
-        runs.append({name: (out / f"{name}.parquet").read_bytes()
-                     for name in ("sessions", "flows", "sessions_consolidated")})
+        runs.append(
+            {
+                name: (out / f"{name}.parquet").read_bytes()
+                for name in ("sessions", "flows", "sessions_consolidated")
+            }
+        )
     assert runs[0] == runs[1]
 
 
@@ -826,8 +1151,9 @@ def test_held_sets_of_a_datagrams_messages_keep_record_index_unique() -> None:
     one, two = (data(300, bytes([10, 0, 0, n, 10, 0, 0, n + 1])) for n in (1, 3))
     for first, second in (((one,), (two, template_set)), ((one,), (template_set, two))):
         table, report = decode(message(*first) + message(*second, sequence=1))
-        keys = list(zip(table["source_frame"].to_pylist(), table["record_index"].to_pylist(),
-                        strict=True))
+        keys = list(
+            zip(table["source_frame"].to_pylist(), table["record_index"].to_pylist(), strict=True)
+        )
         assert table.num_rows == 2 and len(set(keys)) == 2 and not report.skipped
 
 
@@ -838,19 +1164,24 @@ def test_ipfix_a_number_wider_than_its_column_is_said_not_cut() -> None:
     is 0 in its column and the record said `number_too_wide`; one that fits is read as
     sent (a port in 4 bytes whose value is a port)."""
     fields = [(8, 4, 0), (7, 4, 0), (4, 2, 0), (10, 8, 0), (136, 2, 0), (1, 8, 0)]
-    records = [struct.pack(">IIHQHQ", 1, 70005, 262, (1 << 32) + 7, 3, 100),
-               struct.pack(">IIHQHQ", 2, 443, 17, 9, 259, 200),
-               struct.pack(">IIHQHQ", 3, 53, 6, 2, 1, 300)]
+    records = [
+        struct.pack(">IIHQHQ", 1, 70005, 262, (1 << 32) + 7, 3, 100),
+        struct.pack(">IIHQHQ", 2, 443, 17, 9, 259, 200),
+        struct.pack(">IIHQHQ", 3, 53, 6, 2, 1, 300),
+    ]
     table, report = decode(message(template(300, fields), data(300, *records)))
-    rows = table.select(["src_port", "protocol", "input_if", "flow_end_reason",
-                         "octets"]).to_pylist()
+    rows = table.select(
+        ["src_port", "protocol", "input_if", "flow_end_reason", "octets"]
+    ).to_pylist()
     assert rows == [
         {"src_port": 0, "protocol": 0, "input_if": 0, "flow_end_reason": 3, "octets": 100},
         {"src_port": 443, "protocol": 17, "input_if": 9, "flow_end_reason": 0, "octets": 200},
-        {"src_port": 53, "protocol": 6, "input_if": 2, "flow_end_reason": 1, "octets": 300}]
+        {"src_port": 53, "protocol": 6, "input_if": 2, "flow_end_reason": 1, "octets": 300},
+    ]
     assert report.repaired["number_too_wide"] == 2 and not report.skipped
     assert "2 record(s) with a number larger than its column holds" in str(
-        next(p for p in report.examples if p.reason == "number_too_wide"))
+        next(p for p in report.examples if p.reason == "number_too_wide")
+    )
 
 
 def test_ipfix_records_of_a_template_without_addresses_are_no_flows() -> None:
@@ -862,18 +1193,23 @@ def test_ipfix_records_of_a_template_without_addresses_are_no_flows() -> None:
     apps = template(300, [(95, 4, 0), (96, 65535, 0)])
     names = template(301, [(82, 65535, 0)])
     flows = template(302, [(8, 4, 0), (2, 4, 0)])
-    payload = message(apps, names, flows,
-                      data(300, struct.pack(">I", 1) + b"\x03dns", struct.pack(">I", 2) + b"\x00"),
-                      data(301, b"\x04eth0" + bytes(3)),
-                      data(302, struct.pack(">II", 0xC0000201, 7)))
+    payload = message(
+        apps,
+        names,
+        flows,
+        data(300, struct.pack(">I", 1) + b"\x03dns", struct.pack(">I", 2) + b"\x00"),
+        data(301, b"\x04eth0" + bytes(3)),
+        data(302, struct.pack(">II", 0xC0000201, 7)),
+    )
     table, report = decode(payload, report=RunReport(strict=True))
     assert table["packets"].to_pylist() == [7]
     assert table["record_index"].to_pylist() == [6]  # 2 + 1 + 3 (the zeros) before it
     assert report.ignored == {"not_flow_records": 6} and not report.skipped
     assert stats(report).records == 1
     # a set that came before its template is counted when the template comes
-    late, report = decode(message(data(300, struct.pack(">I", 1) + b"\x03dns"), sequence=0),
-                          message(apps, sequence=1))
+    late, report = decode(
+        message(data(300, struct.pack(">I", 1) + b"\x03dns"), sequence=0), message(apps, sequence=1)
+    )
     assert late.num_rows == 0 and report.ignored == {"not_flow_records": 1}
     # (a review) what follows their last record is checked as any set's: junk there is a
     # problem, and a set shorter than one record counts none

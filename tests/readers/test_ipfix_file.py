@@ -28,9 +28,21 @@ FILE = FIXTURES / "ipfix_file_python_ipfix.ipfix"
 
 
 def flows(table: pa.Table) -> Counter[tuple[object, ...]]:
-    return Counter((address_text(r["src_addr"]), address_text(r["dst_addr"]), r["src_port"],
-                    r["dst_port"], r["protocol"], r["packets"], r["octets"], r["first_seen"],
-                    r["last_seen"], r["exporter_domain"]) for r in table.to_pylist())
+    return Counter(
+        (
+            address_text(r["src_addr"]),
+            address_text(r["dst_addr"]),
+            r["src_port"],
+            r["dst_port"],
+            r["protocol"],
+            r["packets"],
+            r["octets"],
+            r["first_seen"],
+            r["last_seen"],
+            r["exporter_domain"],
+        )
+        for r in table.to_pylist()
+    )
 
 
 def test_an_ipfix_file_reads_as_the_same_export_over_tcp() -> None:
@@ -43,24 +55,31 @@ def test_an_ipfix_file_reads_as_the_same_export_over_tcp() -> None:
 
 
 def test_an_ipfix_file_equals_ipfixdump() -> None:
-    listing = subprocess.run([need_tool("ipfixDump"), "--in", str(FILE)], check=True,
-                             capture_output=True, text=True).stdout
+    listing = subprocess.run(
+        [need_tool("ipfixDump"), "--in", str(FILE)], check=True, capture_output=True, text=True
+    ).stdout
     records = listing.count("--- data record")
     packets = sum(map(int, re.findall(r"packetDeltaCount : (\d+)", listing)))
     octets = sum(map(int, re.findall(r"octetDeltaCount : (\d+)", listing)))
     table, _ = read(FILE)
-    assert (records, packets, octets) == (
-        table.num_rows, sum(table.column("packets").to_pylist()),
-        sum(table.column("octets").to_pylist())) == (210, 12735, 570045)
+    assert (
+        (records, packets, octets)
+        == (
+            table.num_rows,
+            sum(table.column("packets").to_pylist()),
+            sum(table.column("octets").to_pylist()),
+        )
+        == (210, 12735, 570045)
+    )
 
 
 def test_a_damaged_ipfix_file_says_what_it_skipped(tmp_path: Path) -> None:
     data = FILE.read_bytes()
     first = int.from_bytes(data[2:4], "big")
-    second = int.from_bytes(data[first + 2:first + 4], "big")
+    second = int.from_bytes(data[first + 2 : first + 4], "big")
     # garbage inside: the second message's first 100 bytes overwritten
     damaged = tmp_path / "damaged.ipfix"
-    damaged.write_bytes(data[:first] + b"\xee" * 100 + data[first + 100:])
+    damaged.write_bytes(data[:first] + b"\xee" * 100 + data[first + 100 :])
     table, report = read(damaged)
     assert report.skipped["ipfix_file_resync"] == 1
     assert report.skipped_bytes["ipfix_file_resync"] == second
@@ -69,8 +88,8 @@ def test_a_damaged_ipfix_file_says_what_it_skipped(tmp_path: Path) -> None:
     cut = tmp_path / "cut.ipfix"
     cut.write_bytes(data[:-50])
     at = 0
-    while at + int.from_bytes(data[at + 2:at + 4], "big") < len(data):
-        at += int.from_bytes(data[at + 2:at + 4], "big")
+    while at + int.from_bytes(data[at + 2 : at + 4], "big") < len(data):
+        at += int.from_bytes(data[at + 2 : at + 4], "big")
     table, report = read(cut)
     assert report.skipped["truncated"] == 1
     assert report.skipped_bytes["truncated"] == len(data) - at - 50  # what is left of it

@@ -26,16 +26,16 @@ LIVE = Path(__file__).resolve().parents[2] / "fixtures" / "live"
 
 def accounting(name: str) -> tuple[int, int, int, int]:
     report = RunReport()
-    inspect_inputs([LIVE / name], ReadOptions(batch_size=3, window=(None, None),
-                                              strict=False), report)
+    inspect_inputs(
+        [LIVE / name], ReadOptions(batch_size=3, window=(None, None), strict=False), report
+    )
     (stats,) = report.exporters.values()
     return stats.restarts, stats.sequence_gaps, stats.sequence_lost, stats.reorders
 
 
 def flows(name: str) -> tuple[pa.Table, RunReport]:
     report = RunReport()
-    table = pa.Table.from_batches(list(read_flows(discover_inputs([LIVE / name], report),
-                                                  report)))
+    table = pa.Table.from_batches(list(read_flows(discover_inputs([LIVE / name], report), report)))
     return table, report
 
 
@@ -56,8 +56,12 @@ def _first_packet_us(raw: Path, src: str, icmp_type: int) -> int:
     with raw.open("rb") as handle:
         for ts, frame in dpkt.pcap.Reader(handle):
             ip = dpkt.ethernet.Ethernet(frame).data
-            if isinstance(ip, dpkt.ip.IP) and isinstance(ip.data, dpkt.icmp.ICMP) and \
-                    ip.src == bytes(map(int, src.split("."))) and ip.data.type == icmp_type:
+            if (
+                isinstance(ip, dpkt.ip.IP)
+                and isinstance(ip.data, dpkt.icmp.ICMP)
+                and ip.src == bytes(map(int, src.split(".")))
+                and ip.data.type == icmp_type
+            ):
                 return round(ts * 1_000_000)
     raise AssertionError(f"no ICMP type {icmp_type} from {src} in {raw}")
 
@@ -70,8 +74,11 @@ def test_pmacct_microsecond_times_in_sixteen_bytes() -> None:
     assert table.num_rows == 6 and not report.repaired
     raw = LIVE / "pm_v10_tstamp_usec_raw.pcap"
     rows = table.to_pylist()
-    icmp = {(str(ipaddress.IPv6Address(r["src_addr"]).ipv4_mapped), r["dst_port"] >> 8): r
-            for r in rows if r["protocol"] == 1}
+    icmp = {
+        (str(ipaddress.IPv6Address(r["src_addr"]).ipv4_mapped), r["dst_port"] >> 8): r
+        for r in rows
+        if r["protocol"] == 1
+    }
     assert set(icmp) == {("127.0.32.1", 8), ("127.0.32.2", 0)}
     for (src, icmp_type), row in icmp.items():
         first = row["first_seen"].timestamp() * 1_000_000
@@ -89,18 +96,19 @@ def test_softflowd_psamp_observation_time_is_its_packet_time() -> None:
     (first,) = table.column("first_seen").to_pylist()
     with (LIVE / "sf_psamp_raw.pcap").open("rb") as handle:
         ts = next(iter(dpkt.pcap.Reader(handle)))[0]
-    assert round(first.timestamp() * 1_000_000) == round(ts * 1_000_000) == \
-        1796542499_300406
+    assert round(first.timestamp() * 1_000_000) == round(ts * 1_000_000) == 1796542499_300406
 
 
 def _ntp_plan(element: int) -> RecordPlan:
-    return RecordPlan([FieldSpec(8, 4), FieldSpec(12, 4), FieldSpec(element, 8),
-                       FieldSpec(element + 1, 8)], 10)
+    return RecordPlan(
+        [FieldSpec(8, 4), FieldSpec(12, 4), FieldSpec(element, 8), FieldSpec(element + 1, 8)], 10
+    )
 
 
 @pytest.mark.parametrize(("element", "units_per_s"), [(154, 10**6), (156, 10**9)])
 def test_ntp_fractions_read_back_the_microsecond_an_exporter_wrote(
-        element: int, units_per_s: int) -> None:
+    element: int, units_per_s: int
+) -> None:
     """Every µs of a second, written as exporters do, floor(µs x 2**32 / 10**6) (softflowd
     -A micro; -A nano: floor(ns x 2**32 / 10**9)), with dateTimeMicroseconds' low 11 bits
     cleared as RFC 7011 §6.1.9 lets them be, reads back as that µs (they read 1 µs early)."""
@@ -116,8 +124,14 @@ def test_ntp_fractions_read_back_the_microsecond_an_exporter_wrote(
     for field in (element, element + 1):
         rows[plan.where[(IANA, field)][0]] = stamp
     n = len(micros)
-    meta = RecordMeta(np.full(n, 1796542500_000000), np.zeros(n, np.int64),
-                      np.full(n, -1), np.ones(n, np.uint32), np.zeros(n, np.int64), [])
+    meta = RecordMeta(
+        np.full(n, 1796542500_000000),
+        np.zeros(n, np.int64),
+        np.full(n, -1),
+        np.ones(n, np.uint32),
+        np.zeros(n, np.int64),
+        [],
+    )
     first, _last, _guessed = plan._times(rows, meta)
     assert (first - 1796542499_000000 == micros.astype(np.int64)).all()
 
@@ -130,14 +144,20 @@ def test_softflowd_microsecond_times_are_the_microseconds_tshark_shows_in_ns() -
     path = LIVE / "sf_v10_amicro.pcap"
     shown = []
     for name in ("cflow.abstimestart", "cflow.abstimeend"):
-        out = subprocess.run([tshark, "-r", str(path), "-d", "udp.port==31011,cflow", "-T",
-                              "fields", "-e", name], check=True, capture_output=True,
-                             text=True).stdout
+        out = subprocess.run(
+            [tshark, "-r", str(path), "-d", "udp.port==31011,cflow", "-T", "fields", "-e", name],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
         for clock, fraction in re.findall(r"(\d\d:\d\d:\d\d)\.(\d{9}) UTC", out):
             nanos = int(fraction)
             assert nanos % 1000 == 999  # what tshark makes of the floored fraction
             shown.append((clock, (nanos + 1) // 1000))
     table, _ = flows("sf_v10_amicro.pcap")
-    got = [(t.strftime("%H:%M:%S"), t.microsecond)
-           for name in ("first_seen", "last_seen") for t in table.column(name).to_pylist()]
+    got = [
+        (t.strftime("%H:%M:%S"), t.microsecond)
+        for name in ("first_seen", "last_seen")
+        for t in table.column(name).to_pylist()
+    ]
     assert len(got) == 88 and sorted(got) == sorted(shown)

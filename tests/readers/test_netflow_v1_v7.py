@@ -36,18 +36,49 @@ def fixture_datagrams(name: str, source: str) -> list[Datagram]:
     with open(FIXTURES / name, "rb") as handle:
         for frame, (ts, buf) in enumerate(dpkt.pcap.Reader(handle), 1):
             udp = dpkt.ethernet.Ethernet(buf).data.data
-            datagrams.append(Datagram(bytes(udp.data), "127.0.0.1", udp.sport, udp.dport,
-                                      frame, 24 * frame, int(ts * 1e6), source))
+            datagrams.append(
+                Datagram(
+                    bytes(udp.data),
+                    "127.0.0.1",
+                    udp.sport,
+                    udp.dport,
+                    frame,
+                    24 * frame,
+                    int(ts * 1e6),
+                    source,
+                )
+            )
     return datagrams
 
 
 def tshark_records(path: Path, port: int) -> Counter[tuple[int, ...]]:
-    fields = ["cflow.srcport", "cflow.dstport", "cflow.protocol", "cflow.packets",
-              "cflow.octets", "cflow.tcpflags"]
+    fields = [
+        "cflow.srcport",
+        "cflow.dstport",
+        "cflow.protocol",
+        "cflow.packets",
+        "cflow.octets",
+        "cflow.tcpflags",
+    ]
     listing = subprocess.run(
-        [need_tool("tshark"), "-r", str(path), "-d", f"udp.port=={port},cflow", "-T", "fields",
-         "-E", "occurrence=a", "-E", "aggregator=;", *(a for f in fields for a in ("-e", f))],
-        check=True, capture_output=True, text=True).stdout
+        [
+            need_tool("tshark"),
+            "-r",
+            str(path),
+            "-d",
+            f"udp.port=={port},cflow",
+            "-T",
+            "fields",
+            "-E",
+            "occurrence=a",
+            "-E",
+            "aggregator=;",
+            *(a for f in fields for a in ("-e", f)),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     records: Counter[tuple[int, ...]] = Counter()
     for line in listing.splitlines():
         columns = [column.split(";") for column in line.split("\t")]
@@ -59,23 +90,29 @@ def tshark_records(path: Path, port: int) -> Counter[tuple[int, ...]]:
 def test_fprobe_v1_and_v7_equal_tshark() -> None:
     """Found by running Debian's fprobe (it exports v1, v5 and v7): v1 and v7 datagrams
     were counted as `not_flow_export`, 0 records, where tshark and nfdump read 44 and 34."""
-    for name, port, version, totals in (("fprobe_v1.pcap", 29301, 1, (44, 220, 78606)),
-                                        ("fprobe_v7.pcap", 29307, 7, (34, 170, 60741))):
+    for name, port, version, totals in (
+        ("fprobe_v1.pcap", 29301, 1, (44, 220, 78606)),
+        ("fprobe_v7.pcap", 29307, 7, (34, 170, 60741)),
+    ):
         table, report = read(FIXTURES / name)
         rows = table.to_pylist()
-        assert (len(rows), sum(r["packets"] for r in rows),
-                sum(r["octets"] for r in rows)) == totals
+        assert (
+            len(rows),
+            sum(r["packets"] for r in rows),
+            sum(r["octets"] for r in rows),
+        ) == totals
         assert not report.skipped and not report.ignored
         assert {r["export_version"] for r in rows} == {version}
-        ours = Counter((r["src_port"], r["dst_port"], r["protocol"], r["packets"], r["octets"],
-                        r["tcp_flags"]) for r in rows)
+        ours = Counter(
+            (r["src_port"], r["dst_port"], r["protocol"], r["packets"], r["octets"], r["tcp_flags"])
+            for r in rows
+        )
         assert ours == tshark_records(FIXTURES / name, port)
         stats = report.exporters[("127.0.0.1", 0)]
         assert stats.versions == {version} and stats.datagrams == 2
         # v1 numbers nothing; fprobe's v7 numbering skips 27 flows it never sent, as
         # `nfdump -I` counts one sequence failure
-        assert (stats.sequence_gaps, stats.sequence_lost) == ((0, 0) if version == 1
-                                                               else (1, 27))
+        assert (stats.sequence_gaps, stats.sequence_lost) == ((0, 0) if version == 1 else (1, 27))
 
 
 def test_v1_and_v7_need_their_exact_length_and_a_clock() -> None:
@@ -97,9 +134,9 @@ def test_v1_and_v7_need_their_exact_length_and_a_clock() -> None:
         # the unused bytes of the first record (v7: and the reserved header word) are zero:
         # a memcached frame of a v1/v7 length passed the checks above (review)
         unused = fixed.header.size + 46 if version == 7 else fixed.header.size + 44
-        assert export_version(payload[:unused] + b"x" + payload[unused + 1:]) == 0
+        assert export_version(payload[:unused] + b"x" + payload[unused + 1 :]) == 0
         flags = fixed.header.size + 40  # v1's tcp_flags, v7's src_as: not unused
-        assert export_version(payload[:flags] + b"\x12" + payload[flags + 1:]) == version
+        assert export_version(payload[:flags] + b"\x12" + payload[flags + 1 :]) == version
         # and one that is no export stays other traffic, counted as such
         report = RunReport()
         decoder = ExportDecoder(report)
@@ -153,8 +190,12 @@ def test_the_damaged_datagrams_remembered_before_a_path_proves_itself_are_bounde
 
     datagrams = fixture_datagrams("fprobe_v1.pcap", "v1.pcap")
     first = datagrams[0].payload
-    damaged = [datagrams[0]._replace(payload=first[:3] + bytes([first[3] - 1]) + first[4:],
-                                     offset=1_000 + k) for k in range(SUSPECTS_PER_PATH + 1)]
+    damaged = [
+        datagrams[0]._replace(
+            payload=first[:3] + bytes([first[3] - 1]) + first[4:], offset=1_000 + k
+        )
+        for k in range(SUSPECTS_PER_PATH + 1)
+    ]
     report = RunReport()
     decoder = ExportDecoder(report)
     decoder.feed(damaged)
@@ -176,8 +217,12 @@ def test_a_v7_datagram_of_30_records_is_read() -> None:
     report = RunReport()
     decoder = ExportDecoder(report)
     payloads = [v7(0, 27), v7(27, 30), v7(57, 29), v7(86, 2)]
-    batches = decoder.feed([Datagram(p, "192.0.2.1", 53000, 2055, frame, 24, 0, "v7.pcap")
-                            for frame, p in enumerate(payloads, start=1)])
+    batches = decoder.feed(
+        [
+            Datagram(p, "192.0.2.1", 53000, 2055, frame, 24, 0, "v7.pcap")
+            for frame, p in enumerate(payloads, start=1)
+        ]
+    )
     batches += decoder.finish()
     assert sum(batch.num_rows for batch in batches) == 88
     (stats,) = report.exporters.values()
@@ -202,10 +247,18 @@ def test_a_copy_of_a_v1_capture_is_dropped_whole() -> None:
     payloads += [v1(9, k) for k in range(2, 8)]
     report = RunReport()
     decoder = ExportDecoder(report)
-    batches = decoder.feed([Datagram(p, "192.0.2.1", 53000, 2055, frame, 24, 0, "a.pcap")
-                            for frame, p in enumerate(payloads, start=1)])
-    batches += decoder.feed([Datagram(p, "192.0.2.1", 53000, 2055, frame, 24, 0, "b.pcap")
-                             for frame, p in enumerate(payloads, start=1)])
+    batches = decoder.feed(
+        [
+            Datagram(p, "192.0.2.1", 53000, 2055, frame, 24, 0, "a.pcap")
+            for frame, p in enumerate(payloads, start=1)
+        ]
+    )
+    batches += decoder.feed(
+        [
+            Datagram(p, "192.0.2.1", 53000, 2055, frame, 24, 0, "b.pcap")
+            for frame, p in enumerate(payloads, start=1)
+        ]
+    )
     batches += decoder.finish()
     assert sum(batch.num_rows for batch in batches) == 48
     (stats,) = report.exporters.values()

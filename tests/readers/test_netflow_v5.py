@@ -21,16 +21,37 @@ EXPORT_S = 1_700_000_000
 
 
 def datagram(payload: bytes, frame: int = 1, exporter: str = "192.0.2.1") -> Datagram:
-    return Datagram(payload, exporter, 40000, 2055, frame, 24 + 100 * frame,
-                    EXPORT_S * 1_000_000 + frame, "v5.pcap")
+    return Datagram(
+        payload,
+        exporter,
+        40000,
+        2055,
+        frame,
+        24 + 100 * frame,
+        EXPORT_S * 1_000_000 + frame,
+        "v5.pcap",
+    )
 
 
-def v5(records: list[NetflowRecordV5], *, uptime_ms: int = 100_000, sequence: int = 0,
-       sampling: int = 0, count: int | None = None, nsecs: int = 0) -> bytes:
+def v5(
+    records: list[NetflowRecordV5],
+    *,
+    uptime_ms: int = 100_000,
+    sequence: int = 0,
+    sampling: int = 0,
+    count: int | None = None,
+    nsecs: int = 0,
+) -> bytes:
     header = NetflowHeader(version=5) / NetflowHeaderV5(
-        count=len(records) if count is None else count, sysUptime=uptime_ms, unixSecs=EXPORT_S,
-        unixNanoSeconds=nsecs, flowSequence=sequence, engineType=1, engineID=2,
-        samplingInterval=sampling)
+        count=len(records) if count is None else count,
+        sysUptime=uptime_ms,
+        unixSecs=EXPORT_S,
+        unixNanoSeconds=nsecs,
+        flowSequence=sequence,
+        engineType=1,
+        engineID=2,
+        samplingInterval=sampling,
+    )
     packet = header
     for record in records:
         packet = packet / record
@@ -46,13 +67,42 @@ def decode(*payloads: bytes, report: RunReport | None = None) -> tuple[pa.Table,
 
 
 def test_v5_fields_and_uptime_anchored_times() -> None:
-    payload = v5([
-        NetflowRecordV5(src="10.0.0.1", dst="10.0.0.2", nexthop="10.0.0.254", input=3, output=4,
-                        dpkts=7, dOctets=900, first=90_000, last=99_500, srcport=1234,
-                        dstport=80, tcpFlags=0x1B, prot=6, tos=8, src_as=65001, dst_as=65002),
-        NetflowRecordV5(src="10.0.0.2", dst="10.0.0.1", dpkts=1, dOctets=40, first=95_000,
-                        last=95_000, prot=17, srcport=53, dstport=5353, tcpFlags=0),
-    ], uptime_ms=100_000, nsecs=250_000_000)
+    payload = v5(
+        [
+            NetflowRecordV5(
+                src="10.0.0.1",
+                dst="10.0.0.2",
+                nexthop="10.0.0.254",
+                input=3,
+                output=4,
+                dpkts=7,
+                dOctets=900,
+                first=90_000,
+                last=99_500,
+                srcport=1234,
+                dstport=80,
+                tcpFlags=0x1B,
+                prot=6,
+                tos=8,
+                src_as=65001,
+                dst_as=65002,
+            ),
+            NetflowRecordV5(
+                src="10.0.0.2",
+                dst="10.0.0.1",
+                dpkts=1,
+                dOctets=40,
+                first=95_000,
+                last=95_000,
+                prot=17,
+                srcport=53,
+                dstport=5353,
+                tcpFlags=0,
+            ),
+        ],
+        uptime_ms=100_000,
+        nsecs=250_000_000,
+    )
     assert export_version(payload) == 5
     table, report = decode(payload)
     rows = table.to_pylist()
@@ -65,7 +115,11 @@ def test_v5_fields_and_uptime_anchored_times() -> None:
     assert (first["tcp_flags"], first["tos"]) == (0x1B, 8)
     assert (first["packets"], first["octets"]) == (7, 900)
     assert (first["input_if"], first["output_if"], first["src_as"], first["dst_as"]) == (
-        3, 4, 65001, 65002)
+        3,
+        4,
+        65001,
+        65002,
+    )
     export_us = EXPORT_S * 1_000_000 + 250_000
     # boot = export - sysUptime; First 90 000 ms after boot = 10 s before export
     assert int(table["first_seen"][0].value) == export_us - 10_000_000
@@ -106,10 +160,14 @@ def test_v5_icmp_type_code_in_dst_port() -> None:
     """Cisco's PFC3B NDE sends the ICMP code and type in the source port, code first:
     nfdump 1.7.1 swaps the bytes (srcport 0x0008 is echo request 8.0, checked against
     nfcapd by an audit); moved as it stood, it read as an echo reply of code 8."""
-    payload = v5([NetflowRecordV5(prot=1, srcport=0, dstport=0x0800),
-                  NetflowRecordV5(prot=1, srcport=0x0008, dstport=0),
-                  NetflowRecordV5(prot=1, srcport=0x0103, dstport=0),
-                  NetflowRecordV5(prot=1, srcport=0x0008, dstport=0x0303)])
+    payload = v5(
+        [
+            NetflowRecordV5(prot=1, srcport=0, dstport=0x0800),
+            NetflowRecordV5(prot=1, srcport=0x0008, dstport=0),
+            NetflowRecordV5(prot=1, srcport=0x0103, dstport=0),
+            NetflowRecordV5(prot=1, srcport=0x0008, dstport=0x0303),
+        ]
+    )
     table, _ = decode(payload)
     assert table["dst_port"].to_pylist() == [0x0800, 0x0800, 0x0301, 0x0303]
     assert table["src_port"].to_pylist() == [0, 0, 0, 0]
@@ -117,7 +175,7 @@ def test_v5_icmp_type_code_in_dst_port() -> None:
 
 def test_v5_cut_off_datagram_keeps_whole_records_and_says_where() -> None:
     payload = v5([NetflowRecordV5(dpkts=1), NetflowRecordV5(dpkts=2), NetflowRecordV5(dpkts=3)])
-    table, report = decode(payload[:24 + 48 * 2 + 20])
+    table, report = decode(payload[: 24 + 48 * 2 + 20])
     assert table["packets"].to_pylist() == [1, 2]
     assert report.skipped["truncated"] == 1
     assert report.skipped_bytes["truncated"] == 20
@@ -177,7 +235,8 @@ def test_a_damaged_header_on_an_export_path_is_a_problem_not_other_traffic() -> 
     assert report.skipped == {"bad_export_header": 1}
     assert report.skipped_bytes["bad_export_header"] == len(damaged)
     assert report.examples[0].frame == 2 and "192.0.2.1:40000 to port 2055" in str(
-        report.examples[0])
+        report.examples[0]
+    )
     assert not report.ignored
     # the damaged one first: other traffic until the good one proves the path an export's
     # (it stayed other traffic, found by fuzzing v1/v7, whose first datagram has no other
@@ -188,31 +247,59 @@ def test_a_damaged_header_on_an_export_path_is_a_problem_not_other_traffic() -> 
     # the same bytes from another exporter port: other traffic
     report = RunReport()
     decoder = ExportDecoder(report)
-    other = Datagram(bytes(damaged), "192.0.2.1", 53, 2055, 2, 224, EXPORT_S * 1_000_000,
-                     "v5.pcap")
+    other = Datagram(bytes(damaged), "192.0.2.1", 53, 2055, 2, 224, EXPORT_S * 1_000_000, "v5.pcap")
     decoder.feed([datagram(good), other])
     decoder.finish()
     assert not report.skipped and report.ignored == {"not_flow_export": 1}
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.lists(st.tuples(
-    st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1), st.integers(0, 2**16 - 1),
-    st.integers(0, 2**16 - 1), st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1),
-    st.sampled_from([6, 17]), st.integers(0, 255),
-), min_size=1, max_size=30))
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 2**32 - 1),
+            st.integers(0, 2**32 - 1),
+            st.integers(0, 2**16 - 1),
+            st.integers(0, 2**16 - 1),
+            st.integers(0, 2**32 - 1),
+            st.integers(0, 2**32 - 1),
+            st.sampled_from([6, 17]),
+            st.integers(0, 255),
+        ),
+        min_size=1,
+        max_size=30,
+    )
+)
 def test_v5_encode_decode_round_trip(records: list[tuple[int, ...]]) -> None:
-    payload = v5([
-        NetflowRecordV5(src=str(ipaddress.IPv4Address(src)), dst=str(ipaddress.IPv4Address(dst)),
-                        srcport=sport, dstport=dport, dpkts=packets, dOctets=octets, prot=proto,
-                        tcpFlags=flags, first=50_000, last=60_000)
-        for src, dst, sport, dport, packets, octets, proto, flags in records
-    ])
+    payload = v5(
+        [
+            NetflowRecordV5(
+                src=str(ipaddress.IPv4Address(src)),
+                dst=str(ipaddress.IPv4Address(dst)),
+                srcport=sport,
+                dstport=dport,
+                dpkts=packets,
+                dOctets=octets,
+                prot=proto,
+                tcpFlags=flags,
+                first=50_000,
+                last=60_000,
+            )
+            for src, dst, sport, dport, packets, octets, proto, flags in records
+        ]
+    )
     table, _ = decode(payload)
     got = [
-        (int(ipaddress.IPv4Address(address_text(r["src_addr"]))),
-         int(ipaddress.IPv4Address(address_text(r["dst_addr"]))), r["src_port"], r["dst_port"],
-         r["packets"], r["octets"], r["protocol"], r["tcp_flags"])
+        (
+            int(ipaddress.IPv4Address(address_text(r["src_addr"]))),
+            int(ipaddress.IPv4Address(address_text(r["dst_addr"]))),
+            r["src_port"],
+            r["dst_port"],
+            r["packets"],
+            r["octets"],
+            r["protocol"],
+            r["tcp_flags"],
+        )
         for r in table.to_pylist()
     ]
     assert got == [tuple(r) for r in records]

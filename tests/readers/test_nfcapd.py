@@ -44,10 +44,14 @@ def nfdump_records(path: Path, *options: str) -> list[tuple[object, ...]]:
     env = {**os.environ, "TZ": "UTC"}
 
     def run(mode: str) -> list[str]:
-        out = subprocess.run([nfdump, "-r", str(path), "-q", "-o", mode, *options],
-                             capture_output=True, text=True, env=env, check=True).stdout
-        return [line for line in out.splitlines()
-                if line.strip() and line != "No matching flows"]
+        out = subprocess.run(
+            [nfdump, "-r", str(path), "-q", "-o", mode, *options],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=True,
+        ).stdout
+        return [line for line in out.splitlines() if line.strip() and line != "No matching flows"]
 
     records = []
     for pipe, csv in zip(run("pipe"), run("csv"), strict=True):
@@ -58,10 +62,33 @@ def nfdump_records(path: Path, *options: str) -> list[tuple[object, ...]]:
             src, dst = _v4_text(p[7]), _v4_text(p[12])
         else:
             src, dst = _v6_text(p[4:8]), _v6_text(p[9:13])
-        received_ms = int(datetime.strptime(c[-1], "%Y-%m-%d %H:%M:%S.%f")
-                          .replace(tzinfo=UTC).timestamp() * 1000 + 0.5)
-        records.append((first, last, src, dst, p[8], p[13], proto, p[18], p[19], p[20], p[21],
-                        int(c[13]), int(c[14]), p[16], p[17], p[14], p[15], c[-4], received_ms))
+        received_ms = int(
+            datetime.strptime(c[-1], "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=UTC).timestamp() * 1000
+            + 0.5
+        )
+        records.append(
+            (
+                first,
+                last,
+                src,
+                dst,
+                p[8],
+                p[13],
+                proto,
+                p[18],
+                p[19],
+                p[20],
+                p[21],
+                int(c[13]),
+                int(c[14]),
+                p[16],
+                p[17],
+                p[14],
+                p[15],
+                c[-4],
+                received_ms,
+            )
+        )
     return records
 
 
@@ -80,18 +107,38 @@ def our_records(table: pa.Table) -> list[tuple[object, ...]]:
     # (test_nfcapd_stores_a_biflow_s_reverse_tcp_flags_in_the_forward_field), where nfdump
     # shows them as the forward flags
     stored = [f | r for f, r in zip(ints("tcp_flags"), ints("reverse_tcp_flags"), strict=True)]
-    return list(zip(first, last, texts("src_addr"), texts("dst_addr"), ints("src_port"),
-                    ints("dst_port"), ints("protocol"), stored, ints("tos"),
-                    ints("packets"), ints("octets"), ints("reverse_packets"),
-                    ints("reverse_octets"), ints("input_if"), ints("output_if"), ints("src_as"),
-                    ints("dst_as"), exporter, arrival, strict=True))
+    return list(
+        zip(
+            first,
+            last,
+            texts("src_addr"),
+            texts("dst_addr"),
+            ints("src_port"),
+            ints("dst_port"),
+            ints("protocol"),
+            stored,
+            ints("tos"),
+            ints("packets"),
+            ints("octets"),
+            ints("reverse_packets"),
+            ints("reverse_octets"),
+            ints("input_if"),
+            ints("output_if"),
+            ints("src_as"),
+            ints("dst_as"),
+            exporter,
+            arrival,
+            strict=True,
+        )
+    )
 
 
 def column_texts(table: pa.Table, name: str) -> list[str]:
     """An address column (16-byte binary) as the texts nfdump prints."""
     column = table.column(name).combine_chunks()
     matrix = np.frombuffer(column.buffers()[1], np.uint8).reshape(-1, 16)[
-        column.offset:column.offset + len(column)]
+        column.offset : column.offset + len(column)
+    ]
     return address_texts(matrix)
 
 
@@ -100,12 +147,14 @@ def _v4_text(value: int) -> str:
 
 
 def _v6_text(words: list[int]) -> str:
-    return address_texts(np.frombuffer(b"".join(w.to_bytes(4, "big") for w in words),
-                                       np.uint8).reshape(1, 16))[0]
+    return address_texts(
+        np.frombuffer(b"".join(w.to_bytes(4, "big") for w in words), np.uint8).reshape(1, 16)
+    )[0]
 
 
-def assert_same_records(ours: list[tuple[object, ...]], theirs: list[tuple[object, ...]],
-                        exporter_known: bool) -> None:
+def assert_same_records(
+    ours: list[tuple[object, ...]], theirs: list[tuple[object, ...]], exporter_known: bool
+) -> None:
     assert len(ours) == len(theirs)
     for index, (mine, oracle) in enumerate(zip(ours, theirs, strict=True)):
         if not exporter_known:  # nfpcapd: no exporter; nfdump shows 0.0.0.0, we the ident
@@ -119,21 +168,24 @@ def figures(corpus: Path) -> dict[str, dict[str, object]]:
 
 
 @pytest.mark.parametrize("name", CORPUS_FILES)
-def test_corpus_file_equals_nfdump_record_by_record(corpus: Path, name: str,
-                                                    figures: dict[str, dict[str, object]]) -> None:
+def test_corpus_file_equals_nfdump_record_by_record(
+    corpus: Path, name: str, figures: dict[str, dict[str, object]]
+) -> None:
     path = corpus / "nfcapd" / name
     table, report = read_table(path)
     exporters = figures[f"nfcapd/{name}"]["exporters"]
     assert_same_records(our_records(table), nfdump_records(path), bool(exporters))
     assert not report.skipped
-    info = subprocess.run([need_tool("nfdump"), "-r", str(path), "-I"], capture_output=True,
-                          text=True, check=True).stdout
+    info = subprocess.run(
+        [need_tool("nfdump"), "-r", str(path), "-I"], capture_output=True, text=True, check=True
+    ).stdout
     assert f"Ident: {report.files[str(path)].ident}\n" in info
 
 
 @pytest.mark.parametrize("name", CORPUS_FILES)
-def test_corpus_readme_figures(corpus: Path, name: str,
-                               figures: dict[str, dict[str, object]]) -> None:
+def test_corpus_readme_figures(
+    corpus: Path, name: str, figures: dict[str, dict[str, object]]
+) -> None:
     """Records, packets, bytes, exporters and sequence failures as corpus/figures.json says."""
     path = corpus / "nfcapd" / name
     expected = figures[f"nfcapd/{name}"]
@@ -146,7 +198,10 @@ def test_corpus_readme_figures(corpus: Path, name: str,
     stats = report.files[str(path)]
     assert stats.format == "nfcapd-v2" and stats.records == 0  # read_flows counts records
     assert (stats.stat_flows, stats.stat_packets, stats.stat_bytes) == (
-        expected["flows_stat"], expected["packets"], expected["bytes"])
+        expected["flows_stat"],
+        expected["packets"],
+        expected["bytes"],
+    )
     assert stats.units >= 1
     exporters = expected["exporters"]
     assert isinstance(exporters, list)
@@ -160,16 +215,19 @@ def test_corpus_readme_figures(corpus: Path, name: str,
     assert set(table.column("exporter_domain").to_pylist()) <= {e["id"] for e in exporters} | {0}
 
 
-def test_time_span_comes_from_the_stat_record(corpus: Path,
-                                               figures: dict[str, dict[str, object]]) -> None:
+def test_time_span_comes_from_the_stat_record(
+    corpus: Path, figures: dict[str, dict[str, object]]
+) -> None:
     path = corpus / "nfcapd" / "nfpcapd_test.nfcapd"
     span = nfcapd_time_span(path)
     assert span is not None
     expected = figures["nfcapd/nfpcapd_test.nfcapd"]
     assert span[0] // 1_000_000 == expected["first"] and span[1] // 1_000_000 == expected["last"]
     table, _ = read_table(path)
-    assert span == (table.column("first_seen").cast(pa.int64()).to_numpy().min(),
-                    table.column("last_seen").cast(pa.int64()).to_numpy().max())
+    assert span == (
+        table.column("first_seen").cast(pa.int64()).to_numpy().min(),
+        table.column("last_seen").cast(pa.int64()).to_numpy().max(),
+    )
     # nfcapd 1.7.1 leaves First at 0 in some live files: unknown, not 1970
     assert nfcapd_time_span(corpus / "nfcapd" / "sf_v9_synscan.nfcapd") is None
 
@@ -185,8 +243,7 @@ def test_every_compression_reads_to_the_same_records(corpus: Path, tmp_path: Pat
         copy = tmp_path / f"j{code}.nfcapd"
         shutil.copy(source, copy)
         copy.chmod(0o644)
-        subprocess.run([nfdump, "-r", str(copy), "-J", str(code)], check=True,
-                       capture_output=True)
+        subprocess.run([nfdump, "-r", str(copy), "-J", str(code)], check=True, capture_output=True)
         assert copy.read_bytes()[16] == code
         table, report = read_table(copy)
         assert our_records(table) == expected and not report.skipped
@@ -201,8 +258,9 @@ def test_every_compression_reads_to_the_same_records(corpus: Path, tmp_path: Pat
     assert nfcapd_time_span(zstd) == nfcapd_time_span(source)
 
 
-def test_big_endian_file_reads_like_its_little_endian_original(corpus: Path,
-                                                                tmp_path: Path) -> None:
+def test_big_endian_file_reads_like_its_little_endian_original(
+    corpus: Path, tmp_path: Path
+) -> None:
     source = corpus / "nfcapd" / "sf_v9_varsvc.nfcapd"
     raw = read_raw(source)
     raw.order = ">"
@@ -217,17 +275,35 @@ def test_big_endian_file_reads_like_its_little_endian_original(corpus: Path,
     assert report.exporters.keys() == base_report.exporters.keys()
 
 
-@pytest.mark.parametrize(("raw_name", "compress"), [
-    ("zeek_var-services-std-ports.pcap", ["-z"]),  # IPv6 UDP, LZO
-    ("chrissanders_icmp_traceroute.pcapng", ["-y"]),  # ICMP type/code, LZ4
-    ("zeek_irc-dcc-send.pcapng", []),  # long connection, two 5-minute files
-])  # (nfpcapd 1.7.1 exits 1 with -j; BZ2 is covered by nfdump -J 2 above)
-def test_nfpcapd_output_equals_nfdump(corpus: Path, tmp_path: Path, raw_name: str,
-                                      compress: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("raw_name", "compress"),
+    [
+        ("zeek_var-services-std-ports.pcap", ["-z"]),  # IPv6 UDP, LZO
+        ("chrissanders_icmp_traceroute.pcapng", ["-y"]),  # ICMP type/code, LZ4
+        ("zeek_irc-dcc-send.pcapng", []),  # long connection, two 5-minute files
+    ],
+)  # (nfpcapd 1.7.1 exits 1 with -j; BZ2 is covered by nfdump -J 2 above)
+def test_nfpcapd_output_equals_nfdump(
+    corpus: Path, tmp_path: Path, raw_name: str, compress: list[str]
+) -> None:
     nfpcapd = need_tool("nfpcapd")
-    subprocess.run([nfpcapd, "-r", str(corpus / "raw" / raw_name), "-w", str(tmp_path),
-                    "-e", "300,60", "-I", "test", *compress], check=True, capture_output=True,
-                   timeout=60)
+    subprocess.run(
+        [
+            nfpcapd,
+            "-r",
+            str(corpus / "raw" / raw_name),
+            "-w",
+            str(tmp_path),
+            "-e",
+            "300,60",
+            "-I",
+            "test",
+            *compress,
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     files = sorted(p for p in tmp_path.rglob("nfcapd.*") if p.is_file())
     assert files
     for path in files:
@@ -249,8 +325,9 @@ def test_window_selects_like_nfdump_t(corpus: Path) -> None:
     def windowed(window: tuple[int | None, int | None]) -> pa.Table:
         report = RunReport()
         inputs = discover_inputs([path], report)
-        return pa.Table.from_batches(list(read_flows(inputs, report, window=window)),
-                                     schema=FLOW_SCHEMA)
+        return pa.Table.from_batches(
+            list(read_flows(inputs, report, window=window)), schema=FLOW_SCHEMA
+        )
 
     table = windowed((us(start), us(end)))
     everything, _ = read_table(path)
@@ -274,18 +351,20 @@ def test_a_window_is_judged_on_the_records_not_the_stat_record(corpus: Path) -> 
     span = nfcapd_time_span(path)
     assert span is not None
     for inputs, window, inside in (
-            ([nsel], (moment_us("2023-11-14T22:00:00"), moment_us("2023-11-14T23:00:00")),
-             10),
-            ([path], (span[1] + 1, None), 0)):
+        ([nsel], (moment_us("2023-11-14T22:00:00"), moment_us("2023-11-14T23:00:00")), 10),
+        ([path], (span[1] + 1, None), 0),
+    ):
         everything = RunReport()
-        total = sum(b.num_rows for b in read_flows(discover_inputs(inputs, everything),
-                                                   everything))
+        total = sum(b.num_rows for b in read_flows(discover_inputs(inputs, everything), everything))
         report = RunReport()
-        table = pa.Table.from_batches(list(read_flows(discover_inputs(inputs, report), report,
-                                                      window=window)), schema=FLOW_SCHEMA)
+        table = pa.Table.from_batches(
+            list(read_flows(discover_inputs(inputs, report), report, window=window)),
+            schema=FLOW_SCHEMA,
+        )
         assert table.num_rows == inside and report.outside_window == total - inside
         assert {key: stats.records for key, stats in report.exporters.items()} == {
-            key: stats.records for key, stats in everything.exporters.items()}
+            key: stats.records for key, stats in everything.exporters.items()
+        }
 
 
 def test_batch_size_changes_nothing_but_the_batches(corpus: Path) -> None:
@@ -318,8 +397,9 @@ def test_not_nfcapd_raises_naming_the_file(tmp_path: Path) -> None:
     assert not is_nfcapd(path.read_bytes()) and nfcapd_time_span(path) is None
 
 
-def test_read_flows_recognises_nfcapd_by_magic_and_counts_once(corpus: Path,
-                                                               tmp_path: Path) -> None:
+def test_read_flows_recognises_nfcapd_by_magic_and_counts_once(
+    corpus: Path, tmp_path: Path
+) -> None:
     from obserae_forensics.readers import discover_inputs, read_flows
 
     renamed = tmp_path / "archive.bin"
@@ -356,8 +436,9 @@ def test_records_ending_before_they_start_are_swapped_and_said(corpus: Path) -> 
     assert table.num_rows == timed.sum()  # every inverted record kept
     swapped = table.column("first_seen").cast("int64").to_numpy()
     assert (swapped == np.minimum(first, last)[timed]).all()
-    assert (table.column("last_seen").cast("int64").to_numpy()
-            == np.maximum(first, last)[timed]).all()
+    assert (
+        table.column("last_seen").cast("int64").to_numpy() == np.maximum(first, last)[timed]
+    ).all()
 
 
 def test_a_record_without_times_is_left_out_and_said(corpus: Path) -> None:
@@ -369,8 +450,9 @@ def test_a_record_without_times_is_left_out_and_said(corpus: Path) -> None:
 
     path = corpus / "nfcapd" / "sf_v9_synscan.nfcapd"
     raw, _ = read_table(path)
-    timeless = ((raw.column("first_seen").cast("int64").to_numpy() == 0)
-                & (raw.column("last_seen").cast("int64").to_numpy() == 0))
+    timeless = (raw.column("first_seen").cast("int64").to_numpy() == 0) & (
+        raw.column("last_seen").cast("int64").to_numpy() == 0
+    )
     assert timeless.sum() == 1
     report = RunReport()
     table = pa.Table.from_batches(list(read_flows(discover_inputs([path], report), report)))
@@ -394,8 +476,11 @@ def test_nfcapd_stores_a_biflow_s_reverse_tcp_flags_in_the_forward_field(corpus:
 
     def tcp(rows: pa.Table) -> dict[tuple[object, ...], tuple[int, int]]:
         keys = our_records(rows)
-        flags = zip(rows.column("tcp_flags").to_pylist(),
-                    rows.column("reverse_tcp_flags").to_pylist(), strict=True)
+        flags = zip(
+            rows.column("tcp_flags").to_pylist(),
+            rows.column("reverse_tcp_flags").to_pylist(),
+            strict=True,
+        )
         return {key[2:6]: flag for key, flag in zip(keys, flags, strict=True) if key[6] == 6}
 
     sent = tcp(datagrams)
@@ -417,8 +502,10 @@ def test_one_way_ipfix_with_flow_counts_keeps_its_flags_forward(fixtures: Path) 
     server's SYN|ACK changed sides); the IE 23/24 pair cannot be told from a biflow."""
     path = fixtures / "nfcapd171_oneway_ipfix.nfcapd"
     table, report = read_table(path)
-    rows = {(r["src_port"], r["dst_port"]): (r["tcp_flags"], r["reverse_tcp_flags"])
-            for r in table.to_pylist()}
+    rows = {
+        (r["src_port"], r["dst_port"]): (r["tcp_flags"], r["reverse_tcp_flags"])
+        for r in table.to_pylist()
+    }
     assert rows[(40000, 80)] == (0x02, 0) and rows[(80, 40000)] == (0x12, 0)
     assert rows[(40001, 443)] == (0, 0x02) and rows[(443, 40001)] == (0, 0x12)
     assert report.repaired == {"nfcapd_reverse_flags": 2}
@@ -430,15 +517,23 @@ def test_a_sampling_rate_changed_within_a_block(fixtures: Path) -> None:
     the last rate (1:1 for flows nfcapd had scaled 1:10 and 1:20). Each flow now takes the
     rate in force where it lies; the counters are nfcapd's, as nfdump prints them."""
     table, report = read_table(fixtures / "nfcapd171_sampler_changes.nfcapd")
-    rows = [(r["exporter"], r["packets"], r["sampling_rate"], r["counters_scaled"])
-            for r in table.to_pylist()]
+    rows = [
+        (r["exporter"], r["packets"], r["sampling_rate"], r["counters_scaled"])
+        for r in table.to_pylist()
+    ]
     assert rows == [
-        ("127.0.0.1", 100, 10, True), ("127.0.0.1", 100, 10, True),
-        ("127.0.0.1", 200, 20, True), ("127.0.0.1", 200, 20, True),
+        ("127.0.0.1", 100, 10, True),
+        ("127.0.0.1", 100, 10, True),
+        ("127.0.0.1", 200, 20, True),
+        ("127.0.0.1", 200, 20, True),
         ("127.0.0.1", 10, 1, True),
         ("127.0.0.2", 10, 1, False),
-        ("127.0.0.3", 40, 4, True), ("127.0.0.3", 40, 4, True), ("127.0.0.3", 40, 4, True),
-        ("127.0.0.4", 10, 1, False), ("127.0.0.4", 10, 1, False)]
+        ("127.0.0.3", 40, 4, True),
+        ("127.0.0.3", 40, 4, True),
+        ("127.0.0.3", 40, 4, True),
+        ("127.0.0.4", 10, 1, False),
+        ("127.0.0.4", 10, 1, False),
+    ]
     assert not report.skipped
 
 
@@ -447,15 +542,21 @@ def test_v9_egress_counters_keep_their_flags_forward(fixtures: Path) -> None:
     IPFIX ones do, but v9 has no reverse flags element: a SYN with egress counters is still
     its sender's SYN. Only IPFIX records are moved (fixtures/README.md)."""
     table, report = read_table(fixtures / "nfcapd171_oneway_v9.nfcapd")
-    rows = {(r["src_port"], r["dst_port"]): (r["tcp_flags"], r["reverse_tcp_flags"],
-                                             r["reverse_packets"])
-            for r in table.to_pylist()}
+    rows = {
+        (r["src_port"], r["dst_port"]): (
+            r["tcp_flags"],
+            r["reverse_tcp_flags"],
+            r["reverse_packets"],
+        )
+        for r in table.to_pylist()
+    }
     assert rows == {(40002, 22): (0x02, 0, 1), (22, 40002): (0x12, 0, 1)}
     assert not report.repaired
 
 
-def test_nfdump_bidirectional_output_keeps_the_scanner_the_client(fixtures: Path,
-                                                                  tmp_path: Path) -> None:
+def test_nfdump_bidirectional_output_keeps_the_scanner_the_client(
+    fixtures: Path, tmp_path: Path
+) -> None:
     """`nfdump -B -w` over the biflow scan: records it pairs stand for several flows and
     are left as nfdump wrote them; it swaps an unpaired record's addresses and counters by
     ports but not its flags. Moved regardless, 1813 of the scan's sessions named the
@@ -466,9 +567,18 @@ def test_nfdump_bidirectional_output_keeps_the_scanner_the_client(fixtures: Path
     from obserae_forensics.cli import app
 
     paired = tmp_path / "paired.nfcapd"
-    subprocess.run([need_tool("nfdump"), "-r",
-                    str(fixtures / "sf_v10_biflow_synscan.lz4.nfcapd"), "-B", "-w", str(paired)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            need_tool("nfdump"),
+            "-r",
+            str(fixtures / "sf_v10_biflow_synscan.lz4.nfcapd"),
+            "-B",
+            "-w",
+            str(paired),
+        ],
+        check=True,
+        capture_output=True,
+    )
     out = tmp_path / "run"
     result = CliRunner().invoke(app, ["sessionize", str(paired), "--out", str(out), "-q"])
     assert result.exit_code == 0, result.output
@@ -485,8 +595,11 @@ def test_nfdump_pairs_keep_the_reverse_direction_s_flags(corpus: Path, tmp_path:
 
     original = corpus / "nfcapd" / "sf_v9_test.nfcapd"
     paired = tmp_path / "paired.nfcapd"
-    subprocess.run([need_tool("nfdump"), "-r", str(original), "-b", "-w", str(paired)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [need_tool("nfdump"), "-r", str(original), "-b", "-w", str(paired)],
+        check=True,
+        capture_output=True,
+    )
     apart = sessions_of(original)
     together = sessions_of(paired)
     assert together.keys() == apart.keys()
@@ -499,8 +612,24 @@ def test_nfdump_pairs_keep_the_reverse_direction_s_flags(corpus: Path, tmp_path:
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 # fixtures/nfcapd171_timeless_ipfix.nfcapd: these two IPFIX messages, collected live
 TIMELESS_EXPORT_S = 1_796_404_082
-UPTIME_ONLY = [(60, 1), (22, 4), (21, 4), (2, 4), (1, 4), (7, 2), (11, 2), (10, 4), (14, 4),
-               (4, 1), (6, 1), (8, 4), (12, 4), (15, 4), (225, 4), (226, 4)]  # Mikrotik's
+UPTIME_ONLY = [
+    (60, 1),
+    (22, 4),
+    (21, 4),
+    (2, 4),
+    (1, 4),
+    (7, 2),
+    (11, 2),
+    (10, 4),
+    (14, 4),
+    (4, 1),
+    (6, 1),
+    (8, 4),
+    (12, 4),
+    (15, 4),
+    (225, 4),
+    (226, 4),
+]  # Mikrotik's
 NO_TIMES = [(8, 4), (12, 4), (7, 2), (11, 2), (4, 1), (2, 4), (1, 4)]
 
 
@@ -511,7 +640,8 @@ def ipfix_message(export_s: int, *sets: bytes, sequence: int = 0) -> bytes:
 
 def ipfix_template(template_id: int, fields: list[tuple[int, int]]) -> bytes:
     record = struct.pack(">HH", template_id, len(fields)) + b"".join(
-        struct.pack(">HH", element, length) for element, length in fields)
+        struct.pack(">HH", element, length) for element, length in fields
+    )
     return struct.pack(">HH", 2, 4 + len(record)) + record
 
 
@@ -525,27 +655,107 @@ def timeless_messages() -> list[bytes]:
 
     template, data = ipfix_template, ipfix_data
     uptime = ">BIIIIHHIIBBIIIII"
-    return [message(template(258, UPTIME_ONLY), template(256, NO_TIMES)),
-            message(data(258, struct.pack(uptime, 4, 5000, 9000, 3, 180, 53000, 53, 1, 2, 17, 0,
-                                          0x0A0A0A01, 0x08080808, 0, 0, 0),
-                         struct.pack(uptime, 4, 6000, 9500, 5, 900, 40000, 443, 1, 2, 6, 0x1B,
-                                     0x0A0A0A01, 0x01010101, 0, 0, 0)),
-                    data(256, struct.pack(">IIHHBII", 0x0A000005, 0x0A000006, 5353, 53, 17, 1,
-                                          81)))]
+    return [
+        message(template(258, UPTIME_ONLY), template(256, NO_TIMES)),
+        message(
+            data(
+                258,
+                struct.pack(
+                    uptime,
+                    4,
+                    5000,
+                    9000,
+                    3,
+                    180,
+                    53000,
+                    53,
+                    1,
+                    2,
+                    17,
+                    0,
+                    0x0A0A0A01,
+                    0x08080808,
+                    0,
+                    0,
+                    0,
+                ),
+                struct.pack(
+                    uptime,
+                    4,
+                    6000,
+                    9500,
+                    5,
+                    900,
+                    40000,
+                    443,
+                    1,
+                    2,
+                    6,
+                    0x1B,
+                    0x0A0A0A01,
+                    0x01010101,
+                    0,
+                    0,
+                    0,
+                ),
+            ),
+            data(256, struct.pack(">IIHHBII", 0x0A000005, 0x0A000006, 5353, 53, 17, 1, 81)),
+        ),
+    ]
 
 
 # fixtures/nfcapd171_cisco_dual_stack.nfcapd: these IPFIX messages, collected live
 DUAL_STACK_EXPORT_S = 1_796_412_000
-DUAL_STACK = [(27, 16), (28, 16), (8, 4), (12, 4), (7, 2), (11, 2), (4, 1), (2, 8), (1, 8),
-              (152, 8), (153, 8)]  # Cisco ASR 9000's template 313: both families
-FOUR_IN_SIX = [(2, 8), (1, 8), (27, 16), (28, 16), (152, 8), (153, 8), (7, 2), (11, 2),
-               (4, 1), (8, 4), (12, 4), (7, 2), (11, 2), (4, 1)]  # IOS-XR SRv6, template 340
-SIX_IN_SIX = [(2, 8), (1, 8), (27, 16), (28, 16), (152, 8), (153, 8), (7, 2), (11, 2),
-              (4, 1), (27, 16), (28, 16), (7, 2), (11, 2), (4, 1)]  # template 341
+DUAL_STACK = [
+    (27, 16),
+    (28, 16),
+    (8, 4),
+    (12, 4),
+    (7, 2),
+    (11, 2),
+    (4, 1),
+    (2, 8),
+    (1, 8),
+    (152, 8),
+    (153, 8),
+]  # Cisco ASR 9000's template 313: both families
+FOUR_IN_SIX = [
+    (2, 8),
+    (1, 8),
+    (27, 16),
+    (28, 16),
+    (152, 8),
+    (153, 8),
+    (7, 2),
+    (11, 2),
+    (4, 1),
+    (8, 4),
+    (12, 4),
+    (7, 2),
+    (11, 2),
+    (4, 1),
+]  # IOS-XR SRv6, template 340
+SIX_IN_SIX = [
+    (2, 8),
+    (1, 8),
+    (27, 16),
+    (28, 16),
+    (152, 8),
+    (153, 8),
+    (7, 2),
+    (11, 2),
+    (4, 1),
+    (27, 16),
+    (28, 16),
+    (7, 2),
+    (11, 2),
+    (4, 1),
+]  # template 341
 
 
 def dual_stack_messages() -> list[bytes]:
     """Our own values in the layouts of pmacct's Cisco ASR 9000 and IOS-XR SRv6 captures."""
+
     def message(sequence: int, *sets: bytes) -> bytes:
         return ipfix_message(DUAL_STACK_EXPORT_S, *sets, sequence=sequence)
 
@@ -561,21 +771,52 @@ def dual_stack_messages() -> list[bytes]:
     times = struct.pack(">QQ", ms - 60_000, ms - 1_000)
     no_v6, no_v4 = b"\0" * 32, b"\0" * 8
     return [
-        message(0, template(313, DUAL_STACK), template(340, FOUR_IN_SIX),
-                template(341, SIX_IN_SIX)),
-        message(0, data(
-            313,
-            no_v6 + v4("138.187.58.13") + v4("138.187.57.33") + struct.pack(">HHB", 10000, 58779, 6)
-            + struct.pack(">QQ", 1, 60) + times,
-            v6("2a02:a90:4007::11:1") + v6("2001:db8:90::1") + no_v4
-            + struct.pack(">HHB", 10005, 10005, 6) + struct.pack(">QQ", 6, 444) + times)),
-        message(2, data(
-            340, struct.pack(">QQ", 600, 134400) + v6("2001:db8:91::1")
-            + v6("2001:db8:90:e002::") + times + struct.pack(">HHB", 0, 0, 4) + v4("192.0.2.13")
-            + v4("192.0.2.12") + struct.pack(">HHB", 1111, 2222, 17)),
-            data(341, struct.pack(">QQ", 600, 146400) + v6("2001:db8:91::1")
-                 + v6("2001:db8:90:e003::") + times + struct.pack(">HHB", 0, 0, 41)
-                 + v6("2001:db8::13") + v6("2001:db8::12") + struct.pack(">HHB", 2222, 1111, 17))),
+        message(
+            0, template(313, DUAL_STACK), template(340, FOUR_IN_SIX), template(341, SIX_IN_SIX)
+        ),
+        message(
+            0,
+            data(
+                313,
+                no_v6
+                + v4("138.187.58.13")
+                + v4("138.187.57.33")
+                + struct.pack(">HHB", 10000, 58779, 6)
+                + struct.pack(">QQ", 1, 60)
+                + times,
+                v6("2a02:a90:4007::11:1")
+                + v6("2001:db8:90::1")
+                + no_v4
+                + struct.pack(">HHB", 10005, 10005, 6)
+                + struct.pack(">QQ", 6, 444)
+                + times,
+            ),
+        ),
+        message(
+            2,
+            data(
+                340,
+                struct.pack(">QQ", 600, 134400)
+                + v6("2001:db8:91::1")
+                + v6("2001:db8:90:e002::")
+                + times
+                + struct.pack(">HHB", 0, 0, 4)
+                + v4("192.0.2.13")
+                + v4("192.0.2.12")
+                + struct.pack(">HHB", 1111, 2222, 17),
+            ),
+            data(
+                341,
+                struct.pack(">QQ", 600, 146400)
+                + v6("2001:db8:91::1")
+                + v6("2001:db8:90:e003::")
+                + times
+                + struct.pack(">HHB", 0, 0, 41)
+                + v6("2001:db8::13")
+                + v6("2001:db8::12")
+                + struct.pack(">HHB", 2222, 1111, 17),
+            ),
+        ),
     ]
 
 
@@ -593,15 +834,36 @@ def test_dual_stack_and_tunnel_records_read_from_nfcapd_as_from_their_export() -
     report = RunReport()
     table = pa.Table.from_batches(list(read_flows(discover_inputs([path], report), report)))
     decoder = ExportDecoder(RunReport())
-    batches = decoder.feed([Datagram(m, "127.0.0.1", 40000, 2055, i + 1, 24, 0, "x")
-                            for i, m in enumerate(dual_stack_messages())])
+    batches = decoder.feed(
+        [
+            Datagram(m, "127.0.0.1", 40000, 2055, i + 1, 24, 0, "x")
+            for i, m in enumerate(dual_stack_messages())
+        ]
+    )
     exported = pa.Table.from_batches([*batches, *decoder.finish()])
-    compared = ["first_seen", "last_seen", "src_addr", "dst_addr", "ip_version", "src_port",
-                "dst_port", "protocol", "packets", "octets"]
+    compared = [
+        "first_seen",
+        "last_seen",
+        "src_addr",
+        "dst_addr",
+        "ip_version",
+        "src_port",
+        "dst_port",
+        "protocol",
+        "packets",
+        "octets",
+    ]
     rows = table.select(compared).to_pylist()
     assert rows == exported.select(compared).to_pylist()
-    assert [(*address_texts([r["src_addr"], r["dst_addr"]]), r["src_port"], r["protocol"],
-             r["ip_version"]) for r in rows] == [
+    assert [
+        (
+            *address_texts([r["src_addr"], r["dst_addr"]]),
+            r["src_port"],
+            r["protocol"],
+            r["ip_version"],
+        )
+        for r in rows
+    ] == [
         ("138.187.58.13", "138.187.57.33", 10000, 6, 4),
         ("2a02:a90:4007::11:1", "2001:db8:90::1", 10005, 6, 6),
         ("192.0.2.13", "192.0.2.12", 1111, 17, 4),
@@ -621,8 +883,12 @@ def test_records_nfcapd_stored_without_times_are_placed_at_their_receive_time() 
 
     path = FIXTURES / "nfcapd171_timeless_ipfix.nfcapd"
     if shutil.which("nfdump"):  # the file holds 0 for every time
-        out = subprocess.run(["nfdump", "-r", str(path), "-q", "-o", "fmt:%ts|%te"],
-                             capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            ["nfdump", "-r", str(path), "-q", "-o", "fmt:%ts|%te"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         assert out.splitlines() == ["1970-01-01 00:00:00.000|1970-01-01 00:00:00.000"] * 3
     report = RunReport()
     table = pa.Table.from_batches(list(read_flows(discover_inputs([path], report), report)))
@@ -632,13 +898,20 @@ def test_records_nfcapd_stored_without_times_are_placed_at_their_receive_time() 
     assert firsts == table.column("arrival").cast("int64").to_pylist()
     # the export reader of the same messages: their export time, a second of the receive
     decoder = ExportDecoder(RunReport())
-    batches = decoder.feed([Datagram(m, "127.0.0.1", 40000, 2055, i + 1, 24, firsts[0], "x")
-                            for i, m in enumerate(timeless_messages())])
+    batches = decoder.feed(
+        [
+            Datagram(m, "127.0.0.1", 40000, 2055, i + 1, 24, firsts[0], "x")
+            for i, m in enumerate(timeless_messages())
+        ]
+    )
     exported = pa.Table.from_batches([*batches, *decoder.finish()])
-    assert exported.select(["packets", "octets", "src_port"]).to_pylist() == table.select(
-        ["packets", "octets", "src_port"]).to_pylist()
-    for ours, theirs in zip(firsts, exported.column("first_seen").cast("int64").to_pylist(),
-                            strict=True):
+    assert (
+        exported.select(["packets", "octets", "src_port"]).to_pylist()
+        == table.select(["packets", "octets", "src_port"]).to_pylist()
+    )
+    for ours, theirs in zip(
+        firsts, exported.column("first_seen").cast("int64").to_pylist(), strict=True
+    ):
         assert abs(ours - theirs) < 2_000_000
 
 
@@ -654,8 +927,12 @@ def test_the_layer2_ip_version_decides_a_record_with_both_families() -> None:
     from obserae_forensics.readers.nfcapd_v3 import RECORD_HEADER_SIZE, decode_layout, layout_for
 
     with_l2 = ((1, 52), (2, 12), (3, 36), (38, 36))
-    cases = ((with_l2, 6, 0x0A000001, 6), (with_l2, 4, 0x0A000001, 4), (with_l2, 6, 0, 6),
-             (with_l2[:3], 6, 0x0A000001, 4))
+    cases = (
+        (with_l2, 6, 0x0A000001, 6),
+        (with_l2, 4, 0x0A000001, 4),
+        (with_l2, 6, 0, 6),
+        (with_l2[:3], 6, 0x0A000001, 4),
+    )
     for elements, version, v4, expected in cases:
         size = RECORD_HEADER_SIZE + sum(length for _, length in elements)
         layout = layout_for(elements, size, False)
@@ -668,4 +945,5 @@ def test_the_layer2_ip_version_decides_a_record_with_both_families() -> None:
         out = decode_layout(rows, layout)
         assert out["ip_version"].tolist() == [expected, expected], (elements, version, v4)
         assert address_text(out["src_addr"][0].tobytes()) == (
-            "2001:db8::1" if expected == 6 else "10.0.0.1")
+            "2001:db8::1" if expected == 6 else "10.0.0.1"
+        )

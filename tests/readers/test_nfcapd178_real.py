@@ -32,8 +32,9 @@ FLAG_LETTERS = "CEUAPRSF"
 
 
 def _ms(text: str) -> int:
-    return int(datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=UTC)
-               .timestamp() * 1000 + 0.5)
+    return int(
+        datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=UTC).timestamp() * 1000 + 0.5
+    )
 
 
 def _flags(value: int) -> str:
@@ -44,22 +45,29 @@ def theirs(record: dict[str, Any]) -> dict[str, Any]:
     """The fields of one nfdump 1.7.8 ndjson record that FLOW_SCHEMA carries."""
     icmp = "icmp_type" in record
     return {
-        "first": _ms(record["first"]), "last": _ms(record["last"]),
+        "first": _ms(record["first"]),
+        "last": _ms(record["last"]),
         "received": _ms(record["received"]),
         "src": record.get("src4_addr", record.get("src6_addr")),
         "dst": record.get("dst4_addr", record.get("dst6_addr")),
         "protocol": record["proto"],
         "src_port": 0 if icmp else record["src_port"],
-        "dst_port": (record["icmp_type"] << 8 | record["icmp_code"]) if icmp
+        "dst_port": (record["icmp_type"] << 8 | record["icmp_code"])
+        if icmp
         else record["dst_port"],
         "flags": "........" if icmp else record["tcp_flags"],
-        "tos": record["src_tos"], "packets": record["in_packets"], "octets": record["in_bytes"],
+        "tos": record["src_tos"],
+        "packets": record["in_packets"],
+        "octets": record["in_bytes"],
         "reverse_packets": record.get("out_packets", 0),
         "reverse_octets": record.get("out_bytes", 0),
-        "input_if": record.get("input_snmp", 0), "output_if": record.get("output_snmp", 0),
-        "src_as": record.get("src_as", 0), "dst_as": record.get("dst_as", 0),
+        "input_if": record.get("input_snmp", 0),
+        "output_if": record.get("output_snmp", 0),
+        "src_as": record.get("src_as", 0),
+        "dst_as": record.get("dst_as", 0),
         "next_hop": record.get("ip4_next_hop", record.get("bgp4_next_hop", "::")),
-        "exporter": record["ip4_router"], "scaled": bool(record["sampled"]),
+        "exporter": record["ip4_router"],
+        "scaled": bool(record["sampled"]),
     }
 
 
@@ -68,15 +76,27 @@ def ours(row: dict[str, Any]) -> dict[str, Any]:
         return int(value.timestamp() * 1000 + 0.5)
 
     return {
-        "first": ms(row["first_seen"]), "last": ms(row["last_seen"]),
-        "received": ms(row["arrival"]), "src": row["src_addr"], "dst": row["dst_addr"],
-        "protocol": row["protocol"], "src_port": row["src_port"], "dst_port": row["dst_port"],
+        "first": ms(row["first_seen"]),
+        "last": ms(row["last_seen"]),
+        "received": ms(row["arrival"]),
+        "src": row["src_addr"],
+        "dst": row["dst_addr"],
+        "protocol": row["protocol"],
+        "src_port": row["src_port"],
+        "dst_port": row["dst_port"],
         # the field nfcapd stored: an IPFIX biflow's flags are read back as the reverse ones
         "flags": _flags(row["tcp_flags"] | row["reverse_tcp_flags"]),
-        "tos": row["tos"], "packets": row["packets"], "octets": row["octets"],
-        "reverse_packets": row["reverse_packets"], "reverse_octets": row["reverse_octets"],
-        "input_if": row["input_if"], "output_if": row["output_if"], "src_as": row["src_as"],
-        "dst_as": row["dst_as"], "next_hop": row["next_hop"], "exporter": row["exporter"],
+        "tos": row["tos"],
+        "packets": row["packets"],
+        "octets": row["octets"],
+        "reverse_packets": row["reverse_packets"],
+        "reverse_octets": row["reverse_octets"],
+        "input_if": row["input_if"],
+        "output_if": row["output_if"],
+        "src_as": row["src_as"],
+        "dst_as": row["dst_as"],
+        "next_hop": row["next_hop"],
+        "exporter": row["exporter"],
         "scaled": row["counters_scaled"],
     }
 
@@ -84,18 +104,20 @@ def ours(row: dict[str, Any]) -> dict[str, Any]:
 def read(path: Path) -> tuple[list[dict[str, Any]], RunReport]:
     table, report = read_table(path)
     for name in ("src_addr", "dst_addr", "next_hop"):
-        table = table.set_column(table.schema.get_field_index(name), name,
-                                 pa.array(column_texts(table, name)))
+        table = table.set_column(
+            table.schema.get_field_index(name), name, pa.array(column_texts(table, name))
+        )
     return table.to_pylist(), report
 
 
 @pytest.mark.parametrize("name", sorted(FILES))
-def test_real_1_7_8_file_equals_nfdump_1_7_8_record_by_record(fixtures: Path,
-                                                             name: str) -> None:
+def test_real_1_7_8_file_equals_nfdump_1_7_8_record_by_record(fixtures: Path, name: str) -> None:
     path = fixtures / name
     rows, report = read(path)
-    oracle = [json.loads(line) for line in
-              (fixtures / name.replace(".nfcapd", ".ndjson")).read_text().splitlines()]
+    oracle = [
+        json.loads(line)
+        for line in (fixtures / name.replace(".nfcapd", ".ndjson")).read_text().splitlines()
+    ]
     assert len(rows) == len(oracle) == FILES[name][0]
     for index, (row, record) in enumerate(zip(rows, oracle, strict=True)):
         assert ours(row) == theirs(record), f"record {index}"

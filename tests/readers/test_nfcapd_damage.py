@@ -54,7 +54,7 @@ def multi_block(corpus: Path, compression: int) -> RawFile:
     """The corpus file re-cut into blocks of PER_BLOCK records (exporter info stays first)."""
     raw = read_raw(corpus / "nfcapd" / SOURCE)
     records = [record for block in raw.blocks for record in block]
-    raw.blocks = [records[i:i + PER_BLOCK] for i in range(0, len(records), PER_BLOCK)]
+    raw.blocks = [records[i : i + PER_BLOCK] for i in range(0, len(records), PER_BLOCK)]
     raw.compression = compression
     return raw
 
@@ -70,9 +70,14 @@ def block_offsets(path: Path) -> list[int]:
 
 
 def flows_of(table: pa.Table) -> list[tuple[int, int, int]]:
-    return list(zip(table.column("first_seen").cast(pa.int64()).to_pylist(),
-                    table.column("src_port").to_pylist(), table.column("dst_port").to_pylist(),
-                    strict=True))
+    return list(
+        zip(
+            table.column("first_seen").cast(pa.int64()).to_pylist(),
+            table.column("src_port").to_pylist(),
+            table.column("dst_port").to_pylist(),
+            strict=True,
+        )
+    )
 
 
 @pytest.fixture(params=[NONE, LZ4], ids=["none", "lz4"])
@@ -95,7 +100,7 @@ def test_recut_file_reads_like_the_original(corpus: Path, archive: Path) -> None
 def test_truncated_file_keeps_whole_blocks(archive: Path, tmp_path: Path) -> None:
     offsets = block_offsets(archive)
     cut = tmp_path / "cut.nfcapd"
-    cut.write_bytes(archive.read_bytes()[:offsets[2] + 30])
+    cut.write_bytes(archive.read_bytes()[: offsets[2] + 30])
     table, report = read_table(cut)
     assert table.num_rows == 2 * PER_BLOCK - 1  # block 1 starts with the exporter record
     # two losses: the cut block, and the appendix the header places past the end
@@ -111,7 +116,7 @@ def test_corrupt_compressed_block_is_skipped_and_counted(corpus: Path, tmp_path:
     write_v2(path, multi_block(corpus, LZ4))
     offsets = block_offsets(path)
     data = bytearray(path.read_bytes())
-    data[offsets[1] + 12:offsets[1] + 40] = bytes(range(200, 228))
+    data[offsets[1] + 12 : offsets[1] + 40] = bytes(range(200, 228))
     path.write_bytes(bytes(data))
     table, report = read_table(path)
     assert table.num_rows == 2002 - PER_BLOCK
@@ -131,15 +136,19 @@ def test_a_zstd_block_is_read_frame_after_frame_as_nfdump_reads_it() -> None:
     raw = bytes(range(256)) * 4000
     one = zstandard.ZstdCompressor(level=3).compress(raw)
     bare = zstandard.ZstdCompressor(write_checksum=True, write_content_size=False).compress(
-        raw[:5000])
+        raw[:5000]
+    )
     assert decompress_block(ZSTD, one, source="f", offset=8) == raw
     assert decompress_block(ZSTD, bare + one, source="f", offset=8) == raw[:5000] + raw
     skippable = (0x184D2A53).to_bytes(4, "little") + (5).to_bytes(4, "little") + b"note!"
     assert decompress_block(ZSTD, skippable + one, source="f", offset=8) == raw  # a review
     with pytest.raises(BadCompression, match="an empty block payload"):
         decompress_block(ZSTD, b"", source="f", offset=8)
-    for damaged, said in ((one + b"\x00" * 32, "32 bytes at"), (one[:-7], "cut off"),
-                          (one + bare[:9], "cut off")):
+    for damaged, said in (
+        (one + b"\x00" * 32, "32 bytes at"),
+        (one[:-7], "cut off"),
+        (one + bare[:9], "cut off"),
+    ):
         with pytest.raises(BadCompression, match=said):
             decompress_block(ZSTD, damaged, source="f", offset=8)
     with pytest.raises(BadCompression, match="did not decompress full frame"):  # > limit
@@ -147,13 +156,14 @@ def test_a_zstd_block_is_read_frame_after_frame_as_nfdump_reads_it() -> None:
 
 
 def test_block_header_claiming_too_much_loses_only_the_swallowed_block(
-        corpus: Path, tmp_path: Path) -> None:
+    corpus: Path, tmp_path: Path
+) -> None:
     path = tmp_path / "lying.nfcapd"
     write_v2(path, multi_block(corpus, NONE))
     offsets = block_offsets(path)
     data = bytearray(path.read_bytes())
     size = int(np.frombuffer(data, "<u4", 1, offsets[1] + 4)[0])
-    data[offsets[1] + 4:offsets[1] + 8] = np.array([size + 1000], "<u4").tobytes()
+    data[offsets[1] + 4 : offsets[1] + 8] = np.array([size + 1000], "<u4").tobytes()
     path.write_bytes(bytes(data))
     table, report = read_table(path)
     # block 2 still decodes its 400 records; block 3's header was swallowed, the reader
@@ -168,14 +178,13 @@ def test_block_header_claiming_too_much_loses_only_the_swallowed_block(
     assert report.skipped_bytes["bad_block_header"] == offsets[3] - offsets[2] - 1000
 
 
-def test_block_header_claiming_too_little_keeps_what_fits(corpus: Path,
-                                                          tmp_path: Path) -> None:
+def test_block_header_claiming_too_little_keeps_what_fits(corpus: Path, tmp_path: Path) -> None:
     path = tmp_path / "short.nfcapd"
     write_v2(path, multi_block(corpus, NONE))
     offsets = block_offsets(path)
     data = bytearray(path.read_bytes())
     size = int(np.frombuffer(data, "<u4", 1, offsets[1] + 4)[0])
-    data[offsets[1] + 4:offsets[1] + 8] = np.array([size - 200], "<u4").tobytes()
+    data[offsets[1] + 4 : offsets[1] + 8] = np.array([size - 200], "<u4").tobytes()
     path.write_bytes(bytes(data))
     table, report = read_table(path)
     # block numbers after a resync count the bad header too; offsets stay exact
@@ -194,7 +203,7 @@ def test_records_past_the_block_count_are_counted(corpus: Path, tmp_path: Path) 
     write_v2(path, multi_block(corpus, NONE))
     offsets = block_offsets(path)
     data = bytearray(path.read_bytes())
-    data[offsets[1]:offsets[1] + 4] = np.array([PER_BLOCK - 100], "<u4").tobytes()
+    data[offsets[1] : offsets[1] + 4] = np.array([PER_BLOCK - 100], "<u4").tobytes()
     path.write_bytes(bytes(data))
     table, report = read_table(path)
     assert table.num_rows == 2002 - 100
@@ -224,7 +233,7 @@ def test_elements_past_a_records_count_are_counted(corpus: Path, tmp_path: Path)
     data = bytearray(path.read_bytes())
     first = offsets[1] + 12
     count = int(np.frombuffer(data, "<u2", 1, first + 4)[0])
-    data[first + 4:first + 6] = np.array([count - 1], "<u2").tobytes()
+    data[first + 4 : first + 6] = np.array([count - 1], "<u2").tobytes()
     path.write_bytes(bytes(data))
     table, report = read_table(path)
     assert table.num_rows == 2002 - 1
@@ -233,12 +242,19 @@ def test_elements_past_a_records_count_are_counted(corpus: Path, tmp_path: Path)
     assert 0 not in table.column("ip_version").to_pylist()
 
 
-@pytest.mark.parametrize(("record_type", "counted"), [
-    (15, ("skipped", "bad_sampler_record")), (9, ("skipped", "bad_sampler_record")),
-    (7, ("skipped", "bad_exporter_record")), (12, ("skipped", "unknown_record_type")),
-    (256, ("ignored", "nfcapd_metadata_record"))])
+@pytest.mark.parametrize(
+    ("record_type", "counted"),
+    [
+        (15, ("skipped", "bad_sampler_record")),
+        (9, ("skipped", "bad_sampler_record")),
+        (7, ("skipped", "bad_exporter_record")),
+        (12, ("skipped", "unknown_record_type")),
+        (256, ("ignored", "nfcapd_metadata_record")),
+    ],
+)
 def test_a_flow_record_retyped_as_a_control_record_is_counted(
-        corpus: Path, tmp_path: Path, record_type: int, counted: tuple[str, str]) -> None:
+    corpus: Path, tmp_path: Path, record_type: int, counted: tuple[str, str]
+) -> None:
     """Found by fuzzing: a V3 flow record whose type byte was damaged passed for a sampler
     (its rate taken from the flow's bytes) or for metadata, without a word."""
     path = tmp_path / "retyped.nfcapd"
@@ -247,7 +263,7 @@ def test_a_flow_record_retyped_as_a_control_record_is_counted(
     data = bytearray(path.read_bytes())
     first = offsets[1] + 12  # block 2 holds flow records only
     assert int(np.frombuffer(data, "<u2", 1, first)[0]) == 11
-    data[first:first + 2] = np.array([record_type], "<u2").tobytes()
+    data[first : first + 2] = np.array([record_type], "<u2").tobytes()
     path.write_bytes(bytes(data))
     table, report = read_table(path)
     assert table.num_rows == 2002 - 1
@@ -269,8 +285,7 @@ def test_bad_element_length_skips_only_that_record(corpus: Path, tmp_path: Path)
     assert 5 not in table.column("record_index").to_pylist()[:PER_BLOCK]
 
 
-def test_unknown_elements_are_skipped_by_length_and_counted(corpus: Path,
-                                                            tmp_path: Path) -> None:
+def test_unknown_elements_are_skipped_by_length_and_counted(corpus: Path, tmp_path: Path) -> None:
     raw = read_raw(corpus / "nfcapd" / "sf_v9_varsvc.nfcapd")
     extra = np.array([99, 12], "<u2").tobytes() + b"\xee" * 8  # ID no nfdump version defines
     changed = []
@@ -293,20 +308,27 @@ def test_unknown_elements_are_skipped_by_length_and_counted(corpus: Path,
 
 def _sampler_record(sampler_id: int, space: int) -> bytes:
     """A type-15 sampler record of sysid 1: algorithm 0, 1 packet of every 1 + `space`."""
-    return (np.array([15, 24, 1, 0], "<u2").tobytes() + np.array([sampler_id], "<i8").tobytes()
-            + np.array([1, space], "<u4").tobytes())
+    return (
+        np.array([15, 24, 1, 0], "<u2").tobytes()
+        + np.array([sampler_id], "<i8").tobytes()
+        + np.array([1, space], "<u4").tobytes()
+    )
 
 
-def _sampled_file(corpus: Path, path: Path, samplers: list[bytes], *,
-                  unflagged: tuple[int, ...] = ()) -> Path:
+def _sampled_file(
+    corpus: Path, path: Path, samplers: list[bytes], *, unflagged: tuple[int, ...] = ()
+) -> Path:
     """sf_v9_varsvc with `samplers` after its exporter record and every flow flagged sampled
     (counters scaled) but the `unflagged` ones; record 3 carries a 1.7.1 EXsamplerInfo
     element with its own interval 10 (sampler id 5)."""
     raw = read_raw(corpus / "nfcapd" / "sf_v9_varsvc.nfcapd")
     block = raw.blocks[0]
     assert np.frombuffer(block[0], "<u2", 1)[0] == 7  # exporter info, sysid 1
-    element = (np.array([18, 16], "<u2").tobytes() + np.array([5, 10], "<u4").tobytes()
-               + np.array([0, 1], "<u2").tobytes())
+    element = (
+        np.array([18, 16], "<u2").tobytes()
+        + np.array([5, 10], "<u4").tobytes()
+        + np.array([0, 1], "<u2").tobytes()
+    )
     flows = []
     for index, record in enumerate(block[1:]):
         if np.frombuffer(record, "<u2", 1)[0] == 11:
@@ -325,10 +347,10 @@ def _sampled_file(corpus: Path, path: Path, samplers: list[bytes], *,
     return path
 
 
-def test_sampler_records_give_the_rate_and_the_scaled_flag(corpus: Path,
-                                                           tmp_path: Path) -> None:
-    path = _sampled_file(corpus, tmp_path / "sampled.nfcapd", [_sampler_record(-1, 99)],
-                         unflagged=(3, 6, 7))
+def test_sampler_records_give_the_rate_and_the_scaled_flag(corpus: Path, tmp_path: Path) -> None:
+    path = _sampled_file(
+        corpus, tmp_path / "sampled.nfcapd", [_sampler_record(-1, 99)], unflagged=(3, 6, 7)
+    )
     table, report = read_table(path)
     rates = table.column("sampling_rate").to_pylist()
     scaled = table.column("counters_scaled").to_pylist()
@@ -342,13 +364,15 @@ def test_sampler_records_give_the_rate_and_the_scaled_flag(corpus: Path,
 
 
 @pytest.mark.parametrize("order", [(-1, -3, -2), (-3, -2, -1), (-2, -1, -3)])
-def test_the_overwrite_sampler_wins_as_in_nfcapd(corpus: Path, tmp_path: Path,
-                                                 order: tuple[int, ...]) -> None:
+def test_the_overwrite_sampler_wins_as_in_nfcapd(
+    corpus: Path, tmp_path: Path, order: tuple[int, ...]
+) -> None:
     """nfcapd -s -N (overwrite, id -3) beats the exporter's generic sampler (-1), which
     beats nfcapd's static default (-s N, id -2), whatever their order in the file."""
     spaces = {-3: 9, -1: 3, -2: 49}
-    path = _sampled_file(corpus, tmp_path / "samplers.nfcapd",
-                         [_sampler_record(i, spaces[i]) for i in order])
+    path = _sampled_file(
+        corpus, tmp_path / "samplers.nfcapd", [_sampler_record(i, spaces[i]) for i in order]
+    )
     table, report = read_table(path)
     rates = table.column("sampling_rate").to_pylist()
     assert set(rates[:3] + rates[4:]) == {10}
@@ -360,10 +384,24 @@ def test_aggregated_records_are_said(corpus: Path, tmp_path: Path) -> None:
     nothing is lost from the counters, but the sessionizer sees one record, so the report
     says how many records stand for how many flows (audit: it passed without a word)."""
     out = tmp_path / "paired.nfcapd"
-    subprocess.run([need_tool("nfdump"), "-r", str(corpus / "nfcapd" / "sf_v9_synscan.nfcapd"),
-                    "-B", "-w", str(out)], check=True, capture_output=True)
-    listing = subprocess.run([need_tool("nfdump"), "-r", str(out), "-o", "raw"], check=True,
-                             capture_output=True, text=True).stdout
+    subprocess.run(
+        [
+            need_tool("nfdump"),
+            "-r",
+            str(corpus / "nfcapd" / "sf_v9_synscan.nfcapd"),
+            "-B",
+            "-w",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    listing = subprocess.run(
+        [need_tool("nfdump"), "-r", str(out), "-o", "raw"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     flows = [int(n) for n in re.findall(r"aggr flows\s+=\s+(\d+)", listing)]
     several = [n for n in flows if n > 1]
     assert several
@@ -379,8 +417,7 @@ def test_aggregated_records_are_said(corpus: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["sessionize", str(out), "-o", str(run), "-q"])
     assert result.exit_code == 0, result.output
     [cited] = json.loads((run / "manifest.json").read_text())["inputs"]
-    assert (cited["aggregated_records"], cited["aggregated_flows"]) == (
-        len(several), sum(several))
+    assert (cited["aggregated_records"], cited["aggregated_flows"]) == (len(several), sum(several))
 
 
 def test_file_cut_inside_the_header_is_counted_not_raised(tmp_path: Path) -> None:
@@ -418,7 +455,7 @@ def test_appendix_records_past_64_kib_are_read(corpus: Path, tmp_path: Path) -> 
     assert span is not None
     data = path.read_bytes()
     offset = int(np.frombuffer(data, "<u8", 1, 24)[0])  # appendix_offset
-    stat = data[-(4 + STAT_V2.itemsize):]  # write_v2 puts the stat record last
+    stat = data[-(4 + STAT_V2.itemsize) :]  # write_v2 puts the stat record last
     idents = [_record_header(APPENDIX_IDENT, 4 + 40_000, "<") + b"x" * 39_999 + b"\0"] * 2
     path.write_bytes(data[:offset] + block_bytes([*idents, stat], NONE, "<"))  # stat at 80,008
     assert nfcapd_time_span(path) == span
@@ -432,7 +469,7 @@ def test_exporter_totals_past_2_64_are_exact(corpus: Path, tmp_path: Path) -> No
     data = bytearray((corpus / "nfcapd" / "nfpcapd_ircdcc.nfcapd").read_bytes())
     for record in (0, 1):  # in_packets of the first two (76-byte, uncompressed) records
         at = 92 + 76 * record
-        data[at:at + 8] = np.array([2**63], "<u8").tobytes()
+        data[at : at + 8] = np.array([2**63], "<u8").tobytes()
     path = tmp_path / "huge.nfcapd"
     path.write_bytes(bytes(data))
     table, report = read_table(path)
@@ -447,7 +484,7 @@ def small_files(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
     """sf_v9_varsvc cut into blocks of 10 records, uncompressed, LZ4 and ZSTD, as bytes."""
     raw = read_raw(corpus / "nfcapd" / "sf_v9_varsvc.nfcapd")
     records = [record for block in raw.blocks for record in block]
-    raw.blocks = [records[i:i + 10] for i in range(0, len(records), 10)]
+    raw.blocks = [records[i : i + 10] for i in range(0, len(records), 10)]
     out = {}
     for code in (NONE, LZ4, ZSTD):
         raw.compression = code
@@ -457,19 +494,24 @@ def small_files(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
     return out
 
 
-@settings(max_examples=150, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(code=st.sampled_from([NONE, LZ4, ZSTD]), seed=st.integers(0, 2**32 - 1),
-       flips=st.integers(1, 12), cut=st.booleans())
-def test_random_damage_is_counted_never_raised(small_files: dict[int, bytes], tmp_path: Path,
-                                               code: int, seed: int, flips: int,
-                                               cut: bool) -> None:
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    code=st.sampled_from([NONE, LZ4, ZSTD]),
+    seed=st.integers(0, 2**32 - 1),
+    flips=st.integers(1, 12),
+    cut=st.booleans(),
+)
+def test_random_damage_is_counted_never_raised(
+    small_files: dict[int, bytes], tmp_path: Path, code: int, seed: int, flips: int, cut: bool
+) -> None:
     data = bytearray(small_files[code])
     rng = np.random.default_rng(seed)
     for position in rng.integers(0, len(data), flips):
         data[position] = int(rng.integers(0, 256))
     if cut:
-        data = data[:int(rng.integers(4, len(data)))]
+        data = data[: int(rng.integers(4, len(data)))]
     path = tmp_path / f"damaged-{seed}.nfcapd"
     path.write_bytes(bytes(data))
     report = RunReport()
@@ -488,17 +530,23 @@ APPENDIX_CASE = "sf_v10_biflow_test.nfcapd"  # one data block at 40, the appendi
 
 def _patched(corpus: Path, tmp_path: Path, at: int, value: bytes, *, tail: bytes = b"") -> Path:
     data = bytearray((corpus / "nfcapd" / APPENDIX_CASE).read_bytes())
-    data[at:at + len(value)] = value
+    data[at : at + len(value)] = value
     path = tmp_path / "damaged.nfcapd"
     path.write_bytes(bytes(data) + tail)
     return path
 
 
-@pytest.mark.parametrize("offset,where", [
-    (40, "where no appendix block is"), (52, "inside the data block at 40"),
-    (2000, "inside the data block at 40")])
-def test_a_damaged_appendix_offset_loses_no_record(corpus: Path, tmp_path: Path, offset: int,
-                                                   where: str) -> None:
+@pytest.mark.parametrize(
+    "offset,where",
+    [
+        (40, "where no appendix block is"),
+        (52, "inside the data block at 40"),
+        (2000, "inside the data block at 40"),
+    ],
+)
+def test_a_damaged_appendix_offset_loses_no_record(
+    corpus: Path, tmp_path: Path, offset: int, where: str
+) -> None:
     """Found by fuzzing: the header's appendix offset was taken as the end of the data, so
     an offset at or inside the data block lost all 26 records, said as a cut of 0 to 22
     bytes. nfdump reads its NumBlocks blocks from the header on, whatever the offset says."""
@@ -540,8 +588,9 @@ def test_a_file_skipped_whole_counts_its_bytes_once(corpus: Path, tmp_path: Path
     assert sum(report.skipped_bytes.values()) == path.stat().st_size == 3755
 
 
-def test_a_flow_record_retyped_beyond_nfdump_s_types_is_a_problem(corpus: Path,
-                                                                  tmp_path: Path) -> None:
+def test_a_flow_record_retyped_beyond_nfdump_s_types_is_a_problem(
+    corpus: Path, tmp_path: Path
+) -> None:
     """Found by fuzzing: a flow record whose type was damaged to one no nfdump writes (255)
     was counted as other records, without a place; nfdump skips such a record with an
     error. Retyped to one only nfdump 1.5/1.6 wrote (a histogram, 4), or to an array record
@@ -563,8 +612,7 @@ def test_a_flow_record_retyped_beyond_nfdump_s_types_is_a_problem(corpus: Path,
         assert report.skipped_bytes["unknown_record_type"] == 132
 
 
-def test_a_flow_block_retyped_as_an_array_block_is_a_problem(corpus: Path,
-                                                             tmp_path: Path) -> None:
+def test_a_flow_block_retyped_as_an_array_block_is_a_problem(corpus: Path, tmp_path: Path) -> None:
     """Found by fuzzing the CLI: a 1.7 flow block whose type was damaged to 4 (an array
     block, which the reader passes over as metadata) lost its 26 records without a word."""
     path = _patched(corpus, tmp_path, 48, (4).to_bytes(2, "little"))
@@ -580,13 +628,26 @@ def test_an_array_block_as_nfdump_writes_one_is_not_a_problem(tmp_path: Path) ->
     element size, then bare elements, maxmind.c's PushArrayHeader); walked as records, an
     element's bytes reading 11 made the block a damaged flow block. Only one that reads
     whole as its counted number of records, flow records among them, is."""
-    elements = b"".join(struct.pack("<II4BIddII", 0x0A000000 + (i << 8), 0xFFFFFF00, 4, 0, 0,
-                                    0, i, 47.3, 8.5, 10, 0x0028000B if i == 0 else 0)
-                        for i in range(50))
+    elements = b"".join(
+        struct.pack(
+            "<II4BIddII",
+            0x0A000000 + (i << 8),
+            0xFFFFFF00,
+            4,
+            0,
+            0,
+            0,
+            i,
+            47.3,
+            8.5,
+            10,
+            0x0028000B if i == 0 else 0,
+        )
+        for i in range(50)
+    )
     body = struct.pack("<HH", 2, 40) + elements
     block = struct.pack("<IIHH", 50, len(body), 4, 0) + body
-    header = struct.pack("<HHIqBBHIqII", 0xA50C, 2, 0x01070800, 1_700_000_000, 0, 0, 0, 7, 0,
-                         0, 1)
+    header = struct.pack("<HHIqBBHIqII", 0xA50C, 2, 0x01070800, 1_700_000_000, 0, 0, 0, 7, 0, 0, 1)
     path = tmp_path / "geodb.nfcapd"
     path.write_bytes(header + block)
     table, report = read_table(path)
@@ -594,8 +655,9 @@ def test_an_array_block_as_nfdump_writes_one_is_not_a_problem(tmp_path: Path) ->
     assert dict(report.ignored) == {"nfcapd_array_block": 1}
 
 
-def test_exporter_statistics_of_thousands_of_exporters_are_read_whole(corpus: Path,
-                                                                      tmp_path: Path) -> None:
+def test_exporter_statistics_of_thousands_of_exporters_are_read_whole(
+    corpus: Path, tmp_path: Path
+) -> None:
     """Found by a scale audit: nfcapd writes an exporter statistics record's size in the
     record header's 16 bits whatever its count, so with more than 2,730 exporters it wraps
     (nfcapd 1.7.1 over 4,800 exporters: 49,672 bytes written for 115,208). The record was
@@ -606,13 +668,13 @@ def test_exporter_statistics_of_thousands_of_exporters_are_read_whole(corpus: Pa
     [block] = raw.blocks
     [at] = [i for i, record in enumerate(block) if record[:2] == b"\x08\x00"]
     count = 2_731  # 8 + 24 * 2,731 = 65,552 bytes: written as 16
-    entries = np.zeros(count, dtype=[("sysid", "<u4"), ("failures", "<u4"),
-                                     ("packets", "<u8"), ("flows", "<u8")])
+    entries = np.zeros(
+        count, dtype=[("sysid", "<u4"), ("failures", "<u4"), ("packets", "<u8"), ("flows", "<u8")]
+    )
     entries[0] = tuple(np.frombuffer(block[at], entries.dtype, 1, 8)[0])  # the real exporter
     entries["sysid"][1:] = np.arange(1_000, 1_000 + count - 1)  # exporters the file lacks
     size = 8 + entries.nbytes
-    block[at] = (_record_header(8, size & 0xFFFF, "<") + struct.pack("<I", count)
-                 + entries.tobytes())
+    block[at] = _record_header(8, size & 0xFFFF, "<") + struct.pack("<I", count) + entries.tobytes()
     path = tmp_path / "many_exporters.nfcapd"
     write_v2(path, raw)
     table, report = read_table(path)
@@ -627,8 +689,9 @@ def test_exporter_statistics_of_thousands_of_exporters_are_read_whole(corpus: Pa
 
 
 @pytest.mark.parametrize("counted", [False, True], ids=["header-kept", "header-raised"])
-def test_a_block_copied_into_a_file_is_read_and_said(corpus: Path, tmp_path: Path,
-                                                     counted: bool) -> None:
+def test_a_block_copied_into_a_file_is_read_and_said(
+    corpus: Path, tmp_path: Path, counted: bool
+) -> None:
     """Found by fuzzing: a data block copied in after the file's last one doubled its
     records without a word, whether the header's block count was left (nfdump stops at it)
     or raised to match; only the stat record, which still counts the flows once, showed
@@ -656,8 +719,11 @@ def test_a_block_copied_into_a_file_is_read_and_said(corpus: Path, tmp_path: Pat
     said = {str(error) for error in report.examples}
     if not counted:  # an nfcapd file's problems are numbered by block, not "frame"
         assert any(f"(block {blocks}): header says" in text for text in said)
-    assert any(f"the stat record counts {once.num_rows} flows, the data blocks hold "
-               f"{table.num_rows} flow records" in text for text in said)
+    assert any(
+        f"the stat record counts {once.num_rows} flows, the data blocks hold "
+        f"{table.num_rows} flow records" in text
+        for text in said
+    )
     _, clean = read_table(original)
     assert not clean.repaired and not clean.skipped
 
@@ -678,8 +744,9 @@ def test_an_nfcapd_16_file_still_being_written_is_no_stat_mismatch(tmp_path: Pat
 
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=3000), st.integers(1, 40), st.sampled_from([b"", b"\x00", b"ab"]))
-def test_lzo_length_scan_equals_what_lzallright_decodes(data: bytes, repeat: int,
-                                                        filler: bytes) -> None:
+def test_lzo_length_scan_equals_what_lzallright_decodes(
+    data: bytes, repeat: int, filler: bytes
+) -> None:
     """The LZO1X length scan, compiled and in plain Python, against another decoder."""
     import lzallright
     import numpy as np
@@ -695,7 +762,8 @@ def test_lzo_length_scan_equals_what_lzallright_decodes(data: bytes, repeat: int
 
 
 def test_an_lzo_block_that_would_expand_past_the_limit_is_refused_before_decoding(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Found by fuzzing: lzallright grows its buffer past the block limit, so a crafted
     5 MB block of compressed zeros (an M3 match whose length runs over 5 M zero bytes,
     ~1.3 GB) took ~10 s and ~2.3 GB before it was refused; its length is read first, and
@@ -704,8 +772,14 @@ def test_an_lzo_block_that_would_expand_past_the_limit_is_refused_before_decodin
     from obserae_forensics.readers.compression import LZO, BadCompression, decompress_block
 
     def bomb(extension: int) -> bytes:
-        return (b"\x15" + b"\x00" * 4 + b"\x20" + b"\x00" * extension + b"\x01\x00\x00"
-                + b"\x11\x00\x00")
+        return (
+            b"\x15"
+            + b"\x00" * 4
+            + b"\x20"
+            + b"\x00" * extension
+            + b"\x01\x00\x00"
+            + b"\x11\x00\x00"
+        )
 
     assert len(decompress_block(LZO, bomb(3), source="f", offset=0)) == 4 + 34 + 3 * 255
 

@@ -48,16 +48,20 @@ def test_real_1_6_file_figures(fixtures: Path, name: str) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(FILES))
-def test_1_6_file_reads_like_nfdumps_own_conversion_to_1_7(fixtures: Path, tmp_path: Path,
-                                                            name: str) -> None:
+def test_1_6_file_reads_like_nfdumps_own_conversion_to_1_7(
+    fixtures: Path, tmp_path: Path, name: str
+) -> None:
     """nfdump 1.7.1 -w rewrites a 1.6 file as layout 2 (records converted to V3)."""
     import subprocess
 
     from tests.conftest import need_tool
 
     converted = tmp_path / "converted.nfcapd"
-    subprocess.run([need_tool("nfdump"), "-r", str(fixtures / name), "-w", str(converted)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [need_tool("nfdump"), "-r", str(fixtures / name), "-w", str(converted)],
+        check=True,
+        capture_output=True,
+    )
     original, _ = read_table(fixtures / name)
     table, report = read_table(converted)
     assert report.files[str(converted)].format == "nfcapd-v2"

@@ -29,18 +29,53 @@ FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 # an ASA's flow-update/teardown template (the same layout for both events): conn id,
 # addresses, ports, protocol, event, extended event, event time, initiator/responder bytes
 # and packets, flow create time
-TEARDOWN = [(148, 4), (8, 4), (7, 2), (12, 4), (11, 2), (4, 1), (233, 1), (33002, 2),
-            (323, 8), (231, 4), (232, 4), (298, 4), (299, 4), (152, 8)]
+TEARDOWN = [
+    (148, 4),
+    (8, 4),
+    (7, 2),
+    (12, 4),
+    (11, 2),
+    (4, 1),
+    (233, 1),
+    (33002, 2),
+    (323, 8),
+    (231, 4),
+    (232, 4),
+    (298, 4),
+    (299, 4),
+    (152, 8),
+]
 CREATE = [(148, 4), (8, 4), (7, 2), (12, 4), (11, 2), (4, 1), (233, 1), (33002, 2), (323, 8)]
 
 
-def event(conn: int, kind: int, at_ms: int, octets: tuple[int, int] = (0, 0),
-          packets: tuple[int, int] = (0, 0), start_ms: int = 0, sport: int = 40000) -> bytes:
+def event(
+    conn: int,
+    kind: int,
+    at_ms: int,
+    octets: tuple[int, int] = (0, 0),
+    packets: tuple[int, int] = (0, 0),
+    start_ms: int = 0,
+    sport: int = 40000,
+) -> bytes:
     if kind == 1:
-        return struct.pack(">IIHIHBBHQ", conn, 0x0A000001, sport, 0x0A000002, 443, 6, kind, 0,
-                           at_ms)
-    return struct.pack(">IIHIHBBHQIIIIQ", conn, 0x0A000001, sport, 0x0A000002, 443, 6, kind,
-                       2030 if kind == 2 else 0, at_ms, *octets, *packets, start_ms)
+        return struct.pack(
+            ">IIHIHBBHQ", conn, 0x0A000001, sport, 0x0A000002, 443, 6, kind, 0, at_ms
+        )
+    return struct.pack(
+        ">IIHIHBBHQIIIIQ",
+        conn,
+        0x0A000001,
+        sport,
+        0x0A000002,
+        443,
+        6,
+        kind,
+        2030 if kind == 2 else 0,
+        at_ms,
+        *octets,
+        *packets,
+        start_ms,
+    )
 
 
 def test_an_asa_teardown_counts_what_its_updates_did_not() -> None:
@@ -55,13 +90,32 @@ def test_an_asa_teardown_counts_what_its_updates_did_not() -> None:
         event(9, 5, t0 + 200, (50, 500), (1, 1), t0),  # the last one was lost: ...
         event(9, 2, t0 + 300, (200, 2000), (4, 4), t0),  # ... the teardown adds it
     ]
-    table, report = decode(packet(template(263, TEARDOWN), template(256, CREATE),
-                                  data(256, event(8, 1, t0)), data(263, *records)))
-    got = list(zip(table["octets"].to_pylist(), table["reverse_octets"].to_pylist(),
-                   table["packets"].to_pylist(), table["reverse_packets"].to_pylist(),
-                   strict=True))
-    assert got == [(0, 0, 0, 0), (81, 763, 3, 2), (81, 6207, 4, 5), (0, 0, 0, 0),
-                   (100, 1000, 2, 2), (50, 500, 1, 1), (50, 500, 1, 1)]
+    table, report = decode(
+        packet(
+            template(263, TEARDOWN),
+            template(256, CREATE),
+            data(256, event(8, 1, t0)),
+            data(263, *records),
+        )
+    )
+    got = list(
+        zip(
+            table["octets"].to_pylist(),
+            table["reverse_octets"].to_pylist(),
+            table["packets"].to_pylist(),
+            table["reverse_packets"].to_pylist(),
+            strict=True,
+        )
+    )
+    assert got == [
+        (0, 0, 0, 0),
+        (81, 763, 3, 2),
+        (81, 6207, 4, 5),
+        (0, 0, 0, 0),
+        (100, 1000, 2, 2),
+        (50, 500, 1, 1),
+        (50, 500, 1, 1),
+    ]
     assert report.repaired == {"nsel_teardown_totals": 2}
     assert "2 Cisco NSEL flow-teardown record(s)" in report.examples[0].message
     # the exporter's own accounting keeps what it sent
@@ -78,8 +132,19 @@ def test_an_asa_teardown_counts_what_its_updates_did_not() -> None:
 # Palo Alto PAN-OS 8's template (logstash-codec-netflow's capture of one): flowId and
 # firewallEvent as the ASA's, but octet/packetDeltaCount and no event time; its
 # flow-created records carry bytes (deltas), which an ASA's never do
-PAN_OS = [(1, 4), (2, 4), (4, 1), (7, 2), (8, 4), (11, 2), (12, 4), (21, 4), (22, 4),
-          (148, 8), (233, 1)]
+PAN_OS = [
+    (1, 4),
+    (2, 4),
+    (4, 1),
+    (7, 2),
+    (8, 4),
+    (11, 2),
+    (12, 4),
+    (21, 4),
+    (22, 4),
+    (148, 8),
+    (233, 1),
+]
 
 
 def test_templates_without_the_asas_semantics_are_left_as_sent() -> None:
@@ -94,8 +159,7 @@ def test_templates_without_the_asas_semantics_are_left_as_sent() -> None:
     table, report = decode(packet(template(262, timed), data(262, *pan)))
     assert table["octets"].to_pylist() == [70, 111, 50] and not report.repaired
     t0 = EXPORT_S * 1000 - 60_000
-    no_conn = [(8, 4), (7, 2), (12, 4), (11, 2), (4, 1), (233, 1), (323, 8), (231, 4),
-               (232, 4)]
+    no_conn = [(8, 4), (7, 2), (12, 4), (11, 2), (4, 1), (233, 1), (323, 8), (231, 4), (232, 4)]
     one = struct.pack(">IHIHBBQII", 1, 40000, 2, 443, 6, 5, t0, 81, 763)
     two = struct.pack(">IHIHBBQII", 1, 40000, 2, 443, 6, 2, t0, 81, 763)
     table, report = decode(packet(template(300, no_conn), data(300, one, two)))
@@ -107,8 +171,10 @@ def test_a_connection_id_wider_than_a_number_settles_nothing() -> None:
     took connection 0, so one connection's teardown was settled against another's update."""
     t0 = EXPORT_S * 1000 - 60_000
     wide = [(148, 16), *TEARDOWN[1:]]
-    records = [b"\0" * 12 + event(5, 5, t0 + 10, (100, 0), (1, 0), t0),
-               b"\0" * 12 + event(6, 2, t0 + 20, (77, 0), (1, 0), t0)]
+    records = [
+        b"\0" * 12 + event(5, 5, t0 + 10, (100, 0), (1, 0), t0),
+        b"\0" * 12 + event(6, 2, t0 + 20, (77, 0), (1, 0), t0),
+    ]
     table, report = decode(packet(template(263, wide), data(263, *records)))
     assert table["octets"].to_pylist() == [100, 77] and not report.repaired
 
@@ -117,9 +183,11 @@ def test_a_total_past_the_asas_4_byte_field_is_settled_modulo_2_to_the_32() -> N
     """Found by review: a connection past 4 GiB has a teardown total wrapped in the ASA's
     4-byte 231, under the updates' sum: it was settled to 0 and half a GB vanished."""
     t0 = EXPORT_S * 1000 - 60_000
-    records = [event(5, 5, t0 + 10, (3_000_000_000, 10), (1, 1), t0),
-               event(5, 5, t0 + 20, (2_000_000_000, 10), (1, 1), t0),
-               event(5, 2, t0 + 30, (5_500_000_000 % (1 << 32), 25), (2, 1), t0)]
+    records = [
+        event(5, 5, t0 + 10, (3_000_000_000, 10), (1, 1), t0),
+        event(5, 5, t0 + 20, (2_000_000_000, 10), (1, 1), t0),
+        event(5, 2, t0 + 30, (5_500_000_000 % (1 << 32), 25), (2, 1), t0),
+    ]
     table, report = decode(packet(template(263, TEARDOWN), data(263, *records)))
     assert table["octets"].to_pylist() == [3_000_000_000, 2_000_000_000, 500_000_000]
     assert table["reverse_octets"].to_pylist() == [10, 10, 5]
@@ -132,16 +200,32 @@ def nsel_datagrams() -> tuple[list[bytes], list[bytes]]:
     """The datagrams `fixtures/nfcapd171_nsel/` was collected from: its two files'."""
     t0 = EXPORT_S * 1000 - 60_000
     templates = (template(263, TEARDOWN), template(256, CREATE))
-    first = [packet(*templates, sequence=0),
-             packet(data(256, event(8, 1, t0), event(9, 1, t0), event(10, 1, t0)), sequence=1),
-             packet(data(263, event(7, 2, t0 + 60, (81, 763), (3, 2), t0),
-                         event(8, 5, t0 + 80, (81, 6207), (4, 5), t0),
-                         event(8, 2, t0 + 80, (81, 6207), (4, 5), t0),
-                         event(9, 5, t0 + 100, (100, 1000), (2, 2), t0),
-                         event(10, 5, t0 + 100, (30, 300), (1, 1), t0)), sequence=2)]
-    second = [packet(*templates, sequence=3),
-              packet(data(263, event(9, 2, t0 + 300, (200, 2000), (4, 4), t0),
-                          event(10, 2, t0 + 300, (30, 300), (1, 1), t0)), sequence=4)]
+    first = [
+        packet(*templates, sequence=0),
+        packet(data(256, event(8, 1, t0), event(9, 1, t0), event(10, 1, t0)), sequence=1),
+        packet(
+            data(
+                263,
+                event(7, 2, t0 + 60, (81, 763), (3, 2), t0),
+                event(8, 5, t0 + 80, (81, 6207), (4, 5), t0),
+                event(8, 2, t0 + 80, (81, 6207), (4, 5), t0),
+                event(9, 5, t0 + 100, (100, 1000), (2, 2), t0),
+                event(10, 5, t0 + 100, (30, 300), (1, 1), t0),
+            ),
+            sequence=2,
+        ),
+    ]
+    second = [
+        packet(*templates, sequence=3),
+        packet(
+            data(
+                263,
+                event(9, 2, t0 + 300, (200, 2000), (4, 4), t0),
+                event(10, 2, t0 + 300, (30, 300), (1, 1), t0),
+            ),
+            sequence=4,
+        ),
+    ]
     return first, second
 
 
@@ -157,8 +241,17 @@ def test_nfcapd_nsel_files_read_as_their_datagrams() -> None:
     nfcapd = pa.Table.from_batches(list(read_flows(inputs, report)))
     first, second = nsel_datagrams()
     exports, export_report = decode(*first, *second)
-    columns = ["octets", "reverse_octets", "packets", "reverse_packets", "first_seen",
-               "last_seen", "src_port", "dst_port", "protocol"]
+    columns = [
+        "octets",
+        "reverse_octets",
+        "packets",
+        "reverse_packets",
+        "first_seen",
+        "last_seen",
+        "src_port",
+        "dst_port",
+        "protocol",
+    ]
     assert nfcapd.select(columns).to_pylist() == exports.select(columns).to_pylist()
     assert nfcapd["octets"].to_pylist() == [0, 0, 0, 81, 81, 0, 100, 30, 100, 0]
     assert report.repaired == export_report.repaired == {"nsel_teardown_totals": 3}
@@ -171,9 +264,20 @@ def test_nfdump_counts_the_updated_bytes_twice() -> None:
     connections with updates count twice (nfdump issue 116); ours, once."""
     totals = []
     for name in ("nfcapd.first", "nfcapd.second"):
-        out = subprocess.run(["nfdump", "-r", str(FIXTURES / "nfcapd171_nsel" / name), "-q",
-                              "-N", "-o", "fmt:%ibyt %obyt"], capture_output=True, text=True,
-                             check=True).stdout
+        out = subprocess.run(
+            [
+                "nfdump",
+                "-r",
+                str(FIXTURES / "nfcapd171_nsel" / name),
+                "-q",
+                "-N",
+                "-o",
+                "fmt:%ibyt %obyt",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         totals += [tuple(int(v) for v in line.split()) for line in out.splitlines() if line]
     assert sum(t[0] for t in totals) == 81 + 81 + 81 + 100 + 30 + 200 + 30
     first, second = nsel_datagrams()
@@ -181,12 +285,20 @@ def test_nfdump_counts_the_updated_bytes_twice() -> None:
     assert sum(table["octets"].to_pylist()) == 81 + 81 + 200 + 30
 
 
-counter = st.one_of(st.integers(0, 3), st.sampled_from([
-    (1 << 32) - 1, 1 << 32, 3_000_000_000, 1 << 63, (1 << 64) - 1]))
+counter = st.one_of(
+    st.integers(0, 3),
+    st.sampled_from([(1 << 32) - 1, 1 << 32, 3_000_000_000, 1 << 63, (1 << 64) - 1]),
+)
+
+
 def pan_os_records() -> list[bytes]:
     """`fixtures/nfcapd171_pan_events.nfcapd` holds these, collected by nfcapd 1.7.1."""
-    return [struct.pack(">IIBHIHIIIQB", octets, 1, 6, 40000, 1, 443, 2, 3_590_000, 3_590_000,
-                        421604, kind) for octets, kind in ((70, 1), (111, 5), (50, 2))]
+    return [
+        struct.pack(
+            ">IIBHIHIIIQB", octets, 1, 6, 40000, 1, 443, 2, 3_590_000, 3_590_000, 421604, kind
+        )
+        for octets, kind in ((70, 1), (111, 5), (50, 2))
+    ]
 
 
 def test_nfcapd_events_without_an_event_time_are_left_as_sent() -> None:
@@ -201,17 +313,26 @@ def test_nfcapd_events_without_an_event_time_are_left_as_sent() -> None:
     assert table["octets"].to_pylist() == [70, 111, 50] and not report.repaired
 
 
-rows = st.lists(st.tuples(st.integers(0, 2), st.sampled_from([0, 1, 2, 3, (1 << 44) - 1, 1 << 44]),
-                          st.sampled_from([0, 1, 2, 3, 5, 5, 2]),
-                          counter, counter, st.integers(0, 3), st.integers(0, 3),
-                          st.sampled_from([0, 1000, DAY, DAY + 1, 3 * DAY])),
-                max_size=60)
+rows = st.lists(
+    st.tuples(
+        st.integers(0, 2),
+        st.sampled_from([0, 1, 2, 3, (1 << 44) - 1, 1 << 44]),
+        st.sampled_from([0, 1, 2, 3, 5, 5, 2]),
+        counter,
+        counter,
+        st.integers(0, 3),
+        st.integers(0, 3),
+        st.sampled_from([0, 1000, DAY, DAY + 1, 3 * DAY]),
+    ),
+    max_size=60,
+)
 
 
 @settings(max_examples=300, deadline=None)
 @given(rows, st.lists(st.integers(1, 60), min_size=1, max_size=8))
 def test_the_ledger_equals_the_record_at_a_time_rule_whatever_the_batches(
-        records: list[tuple[int, ...]], cuts: list[int]) -> None:
+    records: list[tuple[int, ...]], cuts: list[int]
+) -> None:
     n = len(records)
     stream = np.array([r[0] for r in records], dtype=np.uint64)
     connection = np.array([r[1] for r in records], dtype=np.uint64)
@@ -227,8 +348,9 @@ def test_the_ledger_equals_the_record_at_a_time_rule_whatever_the_batches(
     for size in [*cuts, n]:
         end = min(n, at + size)
         part = got[at:end]
-        changed[at:end] = ledger.settle(stream[at:end], connection[at:end], kinds[at:end],
-                                        last_seen[at:end], part)
+        changed[at:end] = ledger.settle(
+            stream[at:end], connection[at:end], kinds[at:end], last_seen[at:end], part
+        )
         got[at:end] = part
         at = end
         if at == n:

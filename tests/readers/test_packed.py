@@ -35,14 +35,13 @@ FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 CAPTURE = FIXTURES / "sf_v9_varsvc.pcap"  # softflowd v9, 72 records
 
 
-
 def lz4_legacy(data: bytes) -> bytes:
     """What `lz4 -l` writes (the tool is not on every machine the tests run on; the test
     below checks this against it where it is): the magic, then blocks of 8 MiB at most,
     each a 4-byte little-endian compressed size and the LZ4 block."""
     out = [packed.LZ4_LEGACY_MAGIC]
     for at in range(0, len(data), packed.LZ4_LEGACY_BLOCK):
-        block = lz4.block.compress(data[at:at + packed.LZ4_LEGACY_BLOCK], store_size=False)
+        block = lz4.block.compress(data[at : at + packed.LZ4_LEGACY_BLOCK], store_size=False)
         out += [len(block).to_bytes(4, "little"), block]
     return b"".join(out)
 
@@ -59,8 +58,7 @@ COMPRESS = {
 
 def read(*paths: Path, batch_size: int = 65_536) -> tuple[pa.Table, RunReport]:
     report = RunReport()
-    batches = list(read_flows(discover_inputs(list(paths), report), report,
-                              batch_size=batch_size))
+    batches = list(read_flows(discover_inputs(list(paths), report), report, batch_size=batch_size))
     return pa.Table.from_batches(batches, schema=FLOW_SCHEMA), report
 
 
@@ -85,7 +83,11 @@ def test_a_compressed_capture_reads_as_the_capture(tmp_path: Path, ext: str) -> 
     stats = report.files[str(path)]
     kind = packed.packing_of(path.read_bytes()[:10])
     assert (stats.format, stats.compression, stats.size, stats.unpacked_size) == (
-        "pcap", kind, path.stat().st_size, CAPTURE.stat().st_size)
+        "pcap",
+        kind,
+        path.stat().st_size,
+        CAPTURE.stat().st_size,
+    )
     assert report.reason_counts() == plain_report.reason_counts()
     assert report.as_dict()["files"][str(path)]["compression"] == kind
 
@@ -98,24 +100,32 @@ def test_the_gzip_tool_and_tshark_agree(tmp_path: Path) -> None:
     shutil.copy(CAPTURE, path)
     subprocess.run([need_tool("gzip"), "-9", str(path)], check=True)
     path = path.with_name(path.name + ".gz")
-    listed = subprocess.run([tshark, "-r", str(path), "-T", "fields", "-e", "frame.number",
-                             "-e", "udp.length"], check=True, capture_output=True,
-                            text=True).stdout.split()
+    listed = subprocess.run(
+        [tshark, "-r", str(path), "-T", "fields", "-e", "frame.number", "-e", "udp.length"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
     frames = list(iter_frames(path, RunReport()))
     assert [(f.number, len(f.data) - 42 + 8) for f in frames] == [
-        (int(n), int(length)) for n, length in zip(listed[::2], listed[1::2], strict=True)]
+        (int(n), int(length)) for n, length in zip(listed[::2], listed[1::2], strict=True)
+    ]
     assert read(path)[0].num_rows == 72
 
 
 def test_pcapng_ipfix_file_and_nfcapd_compressed(tmp_path: Path, corpus: Path) -> None:
     editcap = need_tool("editcap")
     pcapng = tmp_path / "pm_v9_test.pcapng"
-    subprocess.run([editcap, "-F", "pcapng", str(corpus / "exports" / "pm_v9_test.pcap"),
-                    str(pcapng)], check=True, capture_output=True)
-    for source, ext, format in ((pcapng, "zst", "pcapng"),
-                                (FIXTURES / "ipfix_file_python_ipfix.ipfix", "xz", "ipfix"),
-                                (FIXTURES / "nfcapd171_cisco_dual_stack.nfcapd", "gz",
-                                 "nfcapd-v2")):
+    subprocess.run(
+        [editcap, "-F", "pcapng", str(corpus / "exports" / "pm_v9_test.pcap"), str(pcapng)],
+        check=True,
+        capture_output=True,
+    )
+    for source, ext, format in (
+        (pcapng, "zst", "pcapng"),
+        (FIXTURES / "ipfix_file_python_ipfix.ipfix", "xz", "ipfix"),
+        (FIXTURES / "nfcapd171_cisco_dual_stack.nfcapd", "gz", "nfcapd-v2"),
+    ):
         plain = read(source)[0]
         path = packed_copy(tmp_path, source, ext)
         table, report = read(path)
@@ -133,8 +143,9 @@ def test_members_frames_padding_and_batches(tmp_path: Path) -> None:
     multi.write_bytes(gzip.compress(data[:1000]) + gzip.compress(data[1000:]) + b"\0" * 512)
     frames = tmp_path / "frames.pcap.zst"
     zstd = zstandard.ZstdCompressor()
-    frames.write_bytes(zstd.compress(data[:77]) + b"\x5a\x2a\x4d\x18\x03\0\0\0abc"
-                       + zstd.compress(data[77:]))
+    frames.write_bytes(
+        zstd.compress(data[:77]) + b"\x5a\x2a\x4d\x18\x03\0\0\0abc" + zstd.compress(data[77:])
+    )
     xz = tmp_path / "two.pcap.xz"
     xz.write_bytes(lzma.compress(data[:2000]) + lzma.compress(data[2000:]))
     for path in (multi, frames, xz):
@@ -143,8 +154,10 @@ def test_members_frames_padding_and_batches(tmp_path: Path) -> None:
             assert without_source(table).equals(without_source(plain)), (path, batch_size)
             assert not report.skipped
     report = read(multi)[1]
-    assert (report.ignored["compression_padding"], report.ignored_bytes["compression_padding"]
-            ) == (1, 512)
+    assert (report.ignored["compression_padding"], report.ignored_bytes["compression_padding"]) == (
+        1,
+        512,
+    )
     assert read(frames)[1].ignored_bytes["compression_padding"] == 11
 
 
@@ -206,8 +219,7 @@ def test_bytes_after_the_stream_are_counted(tmp_path: Path) -> None:
     path.write_bytes(compressed + b"not bzip2")
     table, report = read(path)
     assert table.num_rows == 72
-    assert [(p.reason, p.offset) for p in report.examples] == [
-        ("bad_compression", len(compressed))]
+    assert [(p.reason, p.offset) for p in report.examples] == [("bad_compression", len(compressed))]
     assert report.skipped_bytes["bad_compression"] == 9
 
 
@@ -227,8 +239,9 @@ def test_a_bomb_is_taken_out_in_bounded_pieces(ext: str) -> None:
     """A file of zeros compresses 1000:1 and more: the decompressed bytes go to the spool a
     bounded piece at a time, never all at once into memory."""
     zeros = COMPRESS[ext](bytes(48 << 20))
-    member = packed._Member({"gz": "gzip", "bz2": "bzip2", "xz": "xz", "zst": "zstd",
-                             "lz4": "lz4"}[ext])
+    member = packed._Member(
+        {"gz": "gzip", "bz2": "bzip2", "xz": "xz", "zst": "zstd", "lz4": "lz4"}[ext]
+    )
     sizes = [len(piece) for piece in member.pieces(zeros)]
     assert sum(sizes) == 48 << 20 and member.done
     assert max(sizes) <= (32 << 20 if ext == "zst" else packed.OUT_BYTES)
@@ -252,8 +265,9 @@ def test_rotated_compressed_captures_are_replayed_in_their_order(tmp_path: Path)
 
 
 @pytest.mark.parametrize("head", [64 * 30, 64 * 2, 64])
-def test_a_first_frame_beyond_the_head_is_still_found(tmp_path: Path, head: int,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_first_frame_beyond_the_head_is_still_found(
+    tmp_path: Path, head: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The first 1/64 of FIRST_FRAME_BYTES decompressed, then all of them, then the whole
     file: a first frame beyond the first two is still found."""
     import obserae_forensics.readers as readers
@@ -264,8 +278,9 @@ def test_a_first_frame_beyond_the_head_is_still_found(tmp_path: Path, head: int,
     assert discover_inputs([path], RunReport())[0].first_us == expected
 
 
-def test_no_room_to_decompress_skips_the_file(tmp_path: Path,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_room_to_decompress_skips_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     class Full:
         def __init__(self, *args: object, **kwargs: object) -> None:
             pass
@@ -295,19 +310,22 @@ def test_sessionize_cites_the_compressed_file(tmp_path: Path) -> None:
     path = packed_copy(tmp_path, CAPTURE, "zst")
     plain_out, out = tmp_path / "plain", tmp_path / "packed"
     for source, target in ((CAPTURE, plain_out), (path, out)):
-        result = CliRunner().invoke(app, ["sessionize", str(source), "--out", str(target),
-                                          "-q"])
+        result = CliRunner().invoke(app, ["sessionize", str(source), "--out", str(target), "-q"])
         assert result.exit_code == 0, result.output
     manifest = json.loads((out / "manifest.json").read_text())
     [cited] = manifest["inputs"]
     assert (cited["format"], cited["compression"], cited["size"]) == (
-        "pcap", "zstd", path.stat().st_size)
+        "pcap",
+        "zstd",
+        path.stat().st_size,
+    )
     # the size its offsets count in (found by an audit: the README promised it, only the
     # in-memory report held it)
     assert cited["unpacked_size"] == CAPTURE.stat().st_size
     assert cited["records"] == manifest["counts"]["records_read"]
     assert pq.read_table(out / "sessions.parquet").equals(
-        pq.read_table(plain_out / "sessions.parquet"))
+        pq.read_table(plain_out / "sessions.parquet")
+    )
 
 
 def test_recombine_exports_from_a_compressed_capture(tmp_path: Path) -> None:
@@ -316,13 +334,17 @@ def test_recombine_exports_from_a_compressed_capture(tmp_path: Path) -> None:
     path = packed_copy(tmp_path, CAPTURE, "gz")
     exports = []
     for source, run in ((CAPTURE, tmp_path / "plain"), (path, tmp_path / "packed")):
-        assert CliRunner().invoke(app, ["sessionize", str(source), "--out", str(run),
-                                        "-q"]).exit_code == 0
+        assert (
+            CliRunner().invoke(app, ["sessionize", str(source), "--out", str(run), "-q"]).exit_code
+            == 0
+        )
         sessions = pq.read_table(run / "sessions.parquet").to_pylist()
         busiest = max(sessions, key=lambda row: (row["flow_count"], row["session_id"]))
         out = tmp_path / f"{run.name}.pcap"
-        result = CliRunner().invoke(app, ["recombine", str(run), "--session",
-                                          busiest["session_id"], "--export-pcap", str(out)])
+        result = CliRunner().invoke(
+            app,
+            ["recombine", str(run), "--session", busiest["session_id"], "--export-pcap", str(out)],
+        )
         assert result.exit_code == 0, result.output
         exports.append(out.read_bytes())
     assert exports[0] == exports[1] and len(exports[0]) > 24
@@ -334,14 +356,17 @@ def test_many_tiny_members_and_a_long_padding_run(tmp_path: Path) -> None:
     is one padding, not one per read."""
     data = CAPTURE.read_bytes()
     empty = gzip.compress(b"", mtime=0)
-    members = b"".join(gzip.compress(data[at:at + 20], mtime=0) + empty * 50
-                       for at in range(0, len(data), 20))
+    members = b"".join(
+        gzip.compress(data[at : at + 20], mtime=0) + empty * 50 for at in range(0, len(data), 20)
+    )
     path = tmp_path / "tiny.pcap.gz"
     path.write_bytes(members + bytes(3 * packed.READ_BYTES + 5))
     table, report = read(path)
     assert without_source(table).equals(without_source(read(CAPTURE)[0]))
-    assert (report.ignored["compression_padding"], report.ignored_bytes["compression_padding"]
-            ) == (1, 3 * packed.READ_BYTES + 5)
+    assert (report.ignored["compression_padding"], report.ignored_bytes["compression_padding"]) == (
+        1,
+        3 * packed.READ_BYTES + 5,
+    )
     assert not report.skipped
 
 
@@ -349,8 +374,9 @@ def skippable(payload: bytes) -> bytes:
     return b"\x5a\x2a\x4d\x18" + len(payload).to_bytes(4, "little") + payload
 
 
-def test_skippable_frames_and_stream_padding(tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_skippable_frames_and_stream_padding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """What the tools accept between and around members (found by review: a zstd file
     beginning with a skippable frame was unknown_format, an LZ4 skippable frame or xz
     stream padding between members lost all after it, a large skippable frame was held in
@@ -360,11 +386,15 @@ def test_skippable_frames_and_stream_padding(tmp_path: Path,
     zstd = zstandard.ZstdCompressor()
     cases = {
         "first.pcap.zst": skippable(b"meta") + zstd.compress(data),
-        "between.pcap.lz4": (lz4.frame.compress(data[:500]) + skippable(b"x" * 9)
-                             + lz4.frame.compress(data[500:])),
-        "padded.pcap.xz": lzma.compress(data[:900]) + bytes(4) + lzma.compress(data[900:])
+        "between.pcap.lz4": (
+            lz4.frame.compress(data[:500]) + skippable(b"x" * 9) + lz4.frame.compress(data[500:])
+        ),
+        "padded.pcap.xz": lzma.compress(data[:900])
+        + bytes(4)
+        + lzma.compress(data[900:])
         + bytes(8),
-        "large.pcap.zst": zstd.compress(data[:300]) + skippable(bytes(3 << 20))
+        "large.pcap.zst": zstd.compress(data[:300])
+        + skippable(bytes(3 << 20))
         + zstd.compress(data[300:]),
     }
     monkeypatch.setattr(packed, "READ_BYTES", 1 << 16)
@@ -395,9 +425,11 @@ def test_damage_names_the_stretch_it_lies_in(tmp_path: Path) -> None:
     big = data + records * 60
     # as the tools write them: zstd's and LZ4's with their content checksums (the Python
     # libraries' defaults leave them out, and damage that still decodes then goes unseen)
-    checked = {**COMPRESS,
-               "zst": zstandard.ZstdCompressor(write_checksum=True).compress,
-               "lz4": lambda data: lz4.frame.compress(data, content_checksum=True)}
+    checked = {
+        **COMPRESS,
+        "zst": zstandard.ZstdCompressor(write_checksum=True).compress,
+        "lz4": lambda data: lz4.frame.compress(data, content_checksum=True),
+    }
     for ext in ("gz", "bz2", "xz", "zst", "lz4"):
         compressed = checked[ext](big)
         flip = len(compressed) // 2
@@ -418,7 +450,8 @@ def test_damage_names_the_stretch_it_lies_in(tmp_path: Path) -> None:
 
 
 def test_a_compressed_nfcapd_file_is_decompressed_whole_once(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Found by review: ordering a compressed nfcapd file among the inputs decompressed it
     whole, then reading it did again."""
     path = packed_copy(tmp_path, FIXTURES / "nfcapd171_cisco_dual_stack.nfcapd", "gz")
@@ -445,18 +478,26 @@ def test_lz4_legacy_streams_as_the_lz4_tool_writes_and_joins_them(tmp_path: Path
     spooled: list[bytes] = []
     problems: list[object] = []
     with open(joined, "rb") as handle:
-        written = packed._inflate(handle, "lz4-legacy", spooled.append, "x",
-                                  lambda error, _: problems.append(error), lambda _: None)
+        written = packed._inflate(
+            handle,
+            "lz4-legacy",
+            spooled.append,
+            "x",
+            lambda error, _: problems.append(error),
+            lambda _: None,
+        )
     assert written == len(data) + CAPTURE.stat().st_size and not problems
     assert max(map(len, spooled)) <= packed.LZ4_LEGACY_BLOCK
     assert b"".join(spooled) == data + CAPTURE.read_bytes()
     lz4_tool = shutil.which("lz4")
     if lz4_tool is not None:  # the tool's own output reads the same
-        subprocess.run([lz4_tool, "-q", "-l", "-f", str(CAPTURE), str(tmp_path / "t.lz4")],
-                       check=True)
+        subprocess.run(
+            [lz4_tool, "-q", "-l", "-f", str(CAPTURE), str(tmp_path / "t.lz4")], check=True
+        )
         table, report = read(tmp_path / "t.lz4")
         assert table.num_rows == 72 and report.files[str(tmp_path / "t.lz4")].compression == (
-            "lz4-legacy")
+            "lz4-legacy"
+        )
     whole = lz4_legacy(CAPTURE.read_bytes())
     cut = tmp_path / "cut.lz4"
     cut.write_bytes(whole[:-10])
@@ -469,7 +510,8 @@ def test_lz4_legacy_streams_as_the_lz4_tool_writes_and_joins_them(tmp_path: Path
     table, report = read(damaged)
     assert table.num_rows == 72 and report.skipped == {"bad_compression": 1}
     assert f"between compressed bytes {len(whole)} and {2 * len(whole)}" in (
-        report.examples[0].message)
+        report.examples[0].message
+    )
 
 
 def test_lz4_legacy_sizes_no_block_has_and_frames_joined_to_it(tmp_path: Path) -> None:
@@ -485,14 +527,22 @@ def test_lz4_legacy_sizes_no_block_has_and_frames_joined_to_it(tmp_path: Path) -
         out: list[bytes] = []
         reasons: list[str] = []
         with open(path, "rb") as handle:
-            packed._inflate(handle, packed.packing_of(blob[:10]), out.append, "x",
-                            lambda error, _: reasons.append(error.reason), lambda _: None)
+            packed._inflate(
+                handle,
+                packed.packing_of(blob[:10]),
+                out.append,
+                "x",
+                lambda error, _: reasons.append(error.reason),
+                lambda _: None,
+            )
         return b"".join(out), reasons
 
     legacy, frame = lz4_legacy(data), lz4.frame.compress(data)
     assert inflate(legacy + frame) == (data + data, [])
     assert inflate(frame + legacy) == (data + data, [])
     assert inflate(packed.LZ4_LEGACY_MAGIC + b"\xf0\xff\xff\xff" + bytes(1 << 20)) == (
-        b"", ["bad_compression"])
+        b"",
+        ["bad_compression"],
+    )
     two = lz4_legacy(data) + lz4_legacy(data)[4:]  # two blocks in one stream
-    assert inflate(two[:len(legacy) + 2]) == (data, ["truncated"])
+    assert inflate(two[: len(legacy) + 2]) == (data, ["truncated"])

@@ -23,14 +23,28 @@ def udp4(payload: bytes = PAYLOAD, src: str = "192.0.2.1") -> IP:
     return IP(src=src, dst="198.51.100.7") / UDP(sport=50000, dport=4739) / payload
 
 
-def pcap_bytes(frames: list[tuple[int, bytes]], *, order: str = "<", nanos: bool = False,
-               linktype: int = 1, caplen_cut: int | None = None) -> bytes:
+def pcap_bytes(
+    frames: list[tuple[int, bytes]],
+    *,
+    order: str = "<",
+    nanos: bool = False,
+    linktype: int = 1,
+    caplen_cut: int | None = None,
+) -> bytes:
     magic = 0xA1B23C4D if nanos else 0xA1B2C3D4
     out = struct.pack(order + "IHHiIII", magic, 2, 4, 0, 0, 65535, linktype)
     for ts, data in frames:
         kept = data if caplen_cut is None else data[:caplen_cut]
-        out += struct.pack(order + "IIII", ts // 10**9, (ts % 10**9) // (1 if nanos else 1000),
-                           len(kept), len(data)) + kept
+        out += (
+            struct.pack(
+                order + "IIII",
+                ts // 10**9,
+                (ts % 10**9) // (1 if nanos else 1000),
+                len(kept),
+                len(data),
+            )
+            + kept
+        )
     return out
 
 
@@ -53,8 +67,14 @@ def idb(order: str, linktype: int, tsresol: int | None = None) -> bytes:
 
 
 def epb(order: str, interface: int, ticks: int, data: bytes) -> bytes:
-    return block(order, 6, struct.pack(order + "IIIII", interface, ticks >> 32, ticks & 0xFFFFFFFF,
-                                       len(data), len(data)) + data)
+    return block(
+        order,
+        6,
+        struct.pack(
+            order + "IIIII", interface, ticks >> 32, ticks & 0xFFFFFFFF, len(data), len(data)
+        )
+        + data,
+    )
 
 
 def datagrams(path: Path) -> tuple[list, RunReport]:
@@ -110,8 +130,9 @@ def test_a_link_type_field_with_reserved_bits_set_is_a_problem(tmp_path: Path) -
         assert report.skipped_bytes["bad_header"] == path.stat().st_size
         assert report.examples[0].offset == 20
     path = tmp_path / "fcs.pcap"
-    path.write_bytes(pcap_bytes([(10**18, bytes(Ether() / udp4()) + b"\0" * 4)],
-                                linktype=1 | 1 << 26 | 2 << 28))
+    path.write_bytes(
+        pcap_bytes([(10**18, bytes(Ether() / udp4()) + b"\0" * 4)], linktype=1 | 1 << 26 | 2 << 28)
+    )
     found, report = datagrams(path)
     assert [d.payload for d in found] == [PAYLOAD] and not report.skipped
 
@@ -144,13 +165,20 @@ def test_ipv4_fragments_reassembled_out_of_order(tmp_path: Path) -> None:
 def test_ipv6_fragments_reassembled(tmp_path: Path) -> None:
     big = b"\x00\x0a" + bytes(i % 13 for i in range(2500))
     udp = bytes(UDP(sport=9, dport=4739, len=8 + len(big)) / big)
-    first = IPv6(src="2001:db8::9", dst="2001:db8::1", nh=44) / IPv6ExtHdrFragment(
-        nh=17, offset=0, m=1, id=5) / udp[:1200]
-    second = IPv6(src="2001:db8::9", dst="2001:db8::1", nh=44) / IPv6ExtHdrFragment(
-        nh=17, offset=150, m=0, id=5) / udp[1200:]
+    first = (
+        IPv6(src="2001:db8::9", dst="2001:db8::1", nh=44)
+        / IPv6ExtHdrFragment(nh=17, offset=0, m=1, id=5)
+        / udp[:1200]
+    )
+    second = (
+        IPv6(src="2001:db8::9", dst="2001:db8::1", nh=44)
+        / IPv6ExtHdrFragment(nh=17, offset=150, m=0, id=5)
+        / udp[1200:]
+    )
     path = tmp_path / "f6.pcap"
-    path.write_bytes(pcap_bytes([(10**18, bytes(Ether() / first)),
-                                 (10**18 + 1, bytes(Ether() / second))]))
+    path.write_bytes(
+        pcap_bytes([(10**18, bytes(Ether() / first)), (10**18 + 1, bytes(Ether() / second))])
+    )
     found, report = datagrams(path)
     assert [d.payload for d in found] == [big], report.skipped
 
@@ -163,17 +191,32 @@ def test_ipv6_fragments_whose_fragmentable_part_has_extension_headers(tmp_path: 
     big = b"\x00\x0a" + bytes(i % 13 for i in range(2500))
     options = bytes([17, 0]) + bytes([1, 4, 0, 0, 0, 0])  # next UDP, 8 bytes: PadN
     inner = options + bytes(UDP(sport=9, dport=4739, len=8 + len(big)) / big)
-    first = IPv6(src="2001:db8::9", dst="2001:db8::1", nh=44) / IPv6ExtHdrFragment(
-        nh=60, offset=0, m=1, id=6) / inner[:1200]
-    second = IPv6(src="2001:db8::9", dst="2001:db8::1", nh=44) / IPv6ExtHdrFragment(
-        nh=60, offset=150, m=0, id=6) / inner[1200:]
+    first = (
+        IPv6(src="2001:db8::9", dst="2001:db8::1", nh=44)
+        / IPv6ExtHdrFragment(nh=60, offset=0, m=1, id=6)
+        / inner[:1200]
+    )
+    second = (
+        IPv6(src="2001:db8::9", dst="2001:db8::1", nh=44)
+        / IPv6ExtHdrFragment(nh=60, offset=150, m=0, id=6)
+        / inner[1200:]
+    )
     small = options + bytes(UDP(sport=9, dport=4739, len=10) / b"\x00\x0a")
-    atomic = IPv6(src="2001:db8::9", dst="2001:db8::1", nh=44) / IPv6ExtHdrFragment(
-        nh=60, offset=0, m=0, id=7) / small
+    atomic = (
+        IPv6(src="2001:db8::9", dst="2001:db8::1", nh=44)
+        / IPv6ExtHdrFragment(nh=60, offset=0, m=0, id=7)
+        / small
+    )
     path = tmp_path / "f6.pcap"
-    path.write_bytes(pcap_bytes([(10**18, bytes(Ether() / first)),
-                                 (10**18 + 1, bytes(Ether() / second)),
-                                 (10**18 + 2, bytes(Ether() / atomic))]))
+    path.write_bytes(
+        pcap_bytes(
+            [
+                (10**18, bytes(Ether() / first)),
+                (10**18 + 1, bytes(Ether() / second)),
+                (10**18 + 2, bytes(Ether() / atomic)),
+            ]
+        )
+    )
     found, report = datagrams(path)
     assert [d.payload for d in found] == [big, b"\x00\x0a"], report.examples
     assert not report.skipped and not report.ignored
@@ -181,13 +224,20 @@ def test_ipv6_fragments_whose_fragmentable_part_has_extension_headers(tmp_path: 
     # and its first alone is no incomplete datagram (a review: reassembled, counted at its
     # last frame only, and a lone fragment a problem); its later fragments before it, too
     tcp = bytes([6, 0]) + bytes([1, 4, 0, 0, 0, 0]) + bytes(2000)
-    head = IPv6(src="2001:db8::9", dst="2001:db8::1", nh=44) / IPv6ExtHdrFragment(
-        nh=60, offset=0, m=1, id=8) / tcp[:1200]
-    tail = IPv6(src="2001:db8::9", dst="2001:db8::1", nh=44) / IPv6ExtHdrFragment(
-        nh=60, offset=150, m=0, id=8) / tcp[1200:]
+    head = (
+        IPv6(src="2001:db8::9", dst="2001:db8::1", nh=44)
+        / IPv6ExtHdrFragment(nh=60, offset=0, m=1, id=8)
+        / tcp[:1200]
+    )
+    tail = (
+        IPv6(src="2001:db8::9", dst="2001:db8::1", nh=44)
+        / IPv6ExtHdrFragment(nh=60, offset=150, m=0, id=8)
+        / tcp[1200:]
+    )
     for frames in ([head, tail], [tail, head], [head]):
-        path.write_bytes(pcap_bytes([(10**18 + k, bytes(Ether() / f))
-                                     for k, f in enumerate(frames)]))
+        path.write_bytes(
+            pcap_bytes([(10**18 + k, bytes(Ether() / f)) for k, f in enumerate(frames)])
+        )
         found, report = datagrams(path)
         assert not found and not report.skipped
         assert report.ignored == {"not_udp": len(frames)}
@@ -222,8 +272,9 @@ def test_bytes_after_a_short_udp_length_are_counted_unless_padding(tmp_path: Pat
     padded[UDP].len = 10
     padded[UDP].chksum = 0
     path = tmp_path / "u.pcap"
-    path.write_bytes(pcap_bytes([(10**18, bytes(Ether() / hidden)),
-                                 (10**18, bytes(Ether() / padded))]))
+    path.write_bytes(
+        pcap_bytes([(10**18, bytes(Ether() / hidden)), (10**18, bytes(Ether() / padded))])
+    )
     for indexed in (True, False):
         report = RunReport()
         found = [d for chunk in iter_datagrams(path, report, indexed=indexed) for d in chunk]
@@ -295,8 +346,13 @@ def test_pcapng_interfaces_resolutions_and_unknown_blocks(tmp_path: Path, order:
         + block(order, 4, b"\x00" * 8)  # name resolution block
         + epb(order, 0, ts_us, bytes(Ether() / udp4(src="192.0.2.3")))
         + block(order, 3, struct.pack(order + "I", 42 + 202) + bytes(Ether() / udp4()))
-        + block(order, 5, struct.pack(order + "IQ", 1, 0)  # interface statistics, options:
-                + struct.pack(order + "HHQ", 4, 8, 1) + struct.pack(order + "HH", 0, 0))
+        + block(
+            order,
+            5,
+            struct.pack(order + "IQ", 1, 0)  # interface statistics, options:
+            + struct.pack(order + "HHQ", 4, 8, 1)
+            + struct.pack(order + "HH", 0, 0),
+        )
         + block(order, 0xA, struct.pack(order + "II", 0x544C534B, 5) + b"keys!")  # secrets
     )
     path = tmp_path / "n.pcapng"
@@ -327,8 +383,9 @@ def test_pcapng_interface_options_that_do_not_fit_are_a_bad_block(tmp_path: Path
     where 2023 was) and nothing was counted; tshark refuses the file."""
     description = struct.pack("<HH", 2, 0x0104) + b"eth0"
     resolution = struct.pack("<HH", 9, 1) + bytes([3]) + b"\x00" * 3
-    damaged = block("<", 1, struct.pack("<HHI", 101, 0, 0) + description + resolution
-                    + struct.pack("<HH", 0, 0))
+    damaged = block(
+        "<", 1, struct.pack("<HHI", 101, 0, 0) + description + resolution + struct.pack("<HH", 0, 0)
+    )
     path = tmp_path / "idb.pcapng"
     path.write_bytes(shb("<") + damaged + epb("<", 0, 1_700_000_000_123, bytes(udp4())))
     found, report = datagrams(path)
@@ -356,17 +413,27 @@ def test_simple_packet_block_bytes_past_its_packet_are_counted(tmp_path: Path) -
     assert "holds 8 bytes past its" in str(report.examples[0])
 
 
-@pytest.mark.parametrize(("block_type", "reason", "packet_body"), [
-    (0x2406, "pcapng_unknown_block", False), (0xBAD, "pcapng_custom_block", True),
-    (0x40000BAD, "pcapng_custom_block", True), (0x80000001, "pcapng_custom_block", True)])
+@pytest.mark.parametrize(
+    ("block_type", "reason", "packet_body"),
+    [
+        (0x2406, "pcapng_unknown_block", False),
+        (0xBAD, "pcapng_custom_block", True),
+        (0x40000BAD, "pcapng_custom_block", True),
+        (0x80000001, "pcapng_custom_block", True),
+    ],
+)
 def test_pcapng_block_of_an_unknown_or_custom_type_is_counted(
-        tmp_path: Path, block_type: int, reason: str, packet_body: bool) -> None:
+    tmp_path: Path, block_type: int, reason: str, packet_body: bool
+) -> None:
     # found by fuzzing: a damaged type byte made a packet block one of no known type, or a
     # custom or local one (which no check can vouch for); it is skipped by its length as
     # the format wants, and its datagram vanished without a word
     packet = epb("<", 0, 1, bytes(udp4()))
-    retyped = (struct.pack("<I", block_type) + packet[4:] if packet_body
-               else block("<", block_type, b"\x07" * 24))
+    retyped = (
+        struct.pack("<I", block_type) + packet[4:]
+        if packet_body
+        else block("<", block_type, b"\x07" * 24)
+    )
     path = tmp_path / "retyped.pcapng"
     path.write_bytes(shb("<") + idb("<", 101) + packet + retyped)
     found, report = datagrams(path)
@@ -376,8 +443,9 @@ def test_pcapng_block_of_an_unknown_or_custom_type_is_counted(
 
 
 @pytest.mark.parametrize("block_type", [14, 0x2406, 0x80000006])
-def test_pcapng_packet_block_retyped_as_an_unknown_one_is_a_problem(tmp_path: Path,
-                                                                   block_type: int) -> None:
+def test_pcapng_packet_block_retyped_as_an_unknown_one_is_a_problem(
+    tmp_path: Path, block_type: int
+) -> None:
     """Found by an audit: one bit makes an enhanced packet block (6) one of no known type
     (14), skipped by its length and counted run-wide, no file, no place, `--strict`
     passing; a block of no known type that reads as a packet block is that damage."""
@@ -393,8 +461,9 @@ def test_pcapng_packet_block_retyped_as_an_unknown_one_is_a_problem(tmp_path: Pa
 
 
 @pytest.mark.parametrize("block_type", [4, 5, 0xA])
-def test_pcapng_packet_block_retyped_as_a_known_one_is_counted(tmp_path: Path,
-                                                              block_type: int) -> None:
+def test_pcapng_packet_block_retyped_as_a_known_one_is_counted(
+    tmp_path: Path, block_type: int
+) -> None:
     # found by fuzzing: one bit makes an enhanced packet block (6) a name resolution (4) or
     # interface statistics (5) block; its packet does not read as their fields
     packet = epb("<", 0, 1, bytes(udp4()))
@@ -409,8 +478,14 @@ def test_pcapng_packet_block_retyped_as_a_known_one_is_counted(tmp_path: Path,
 
 
 def test_pcapng_second_section_other_byte_order(tmp_path: Path) -> None:
-    content = (shb("<") + idb("<", 101) + epb("<", 0, 1, bytes(udp4()))
-               + shb(">") + idb(">", 101) + epb(">", 0, 2, bytes(udp4())))
+    content = (
+        shb("<")
+        + idb("<", 101)
+        + epb("<", 0, 1, bytes(udp4()))
+        + shb(">")
+        + idb(">", 101)
+        + epb(">", 0, 2, bytes(udp4()))
+    )
     path = tmp_path / "two.pcapng"
     path.write_bytes(content)
     found, report = datagrams(path)
@@ -451,8 +526,12 @@ def test_pcapng_time_past_int64_is_counted(tmp_path: Path) -> None:
     # if_tsresol 0 (ticks of a second) and a large tick count: 1.8e24 ns overflowed later
     path = tmp_path / "late.pcapng"
     frame = bytes(Ether() / udp4())
-    path.write_bytes(shb("<") + idb("<", 1, tsresol=0) + epb("<", 0, 2**60, frame)
-                     + epb("<", 0, 1_700_000_000, frame))
+    path.write_bytes(
+        shb("<")
+        + idb("<", 1, tsresol=0)
+        + epb("<", 0, 2**60, frame)
+        + epb("<", 0, 1_700_000_000, frame)
+    )
     found, report = datagrams(path)
     assert [d.arrival_us for d in found] == [1_700_000_000 * 10**6]
     assert report.skipped == {"bad_timestamp": 1}
@@ -469,8 +548,13 @@ def test_read_frames_by_offset(tmp_path: Path) -> None:
 
 
 def test_corpus_captures_give_the_readme_datagram_counts(corpus: Path) -> None:
-    expected = {"sf_v5_synscan.pcap": 69, "sf_v9_synscan.pcap": 64, "pm_v9_test.pcap": 7,
-                "nfreplay_v9_test.pcap": 3, "sf_v10_varsvc.pcap": 3}
+    expected = {
+        "sf_v5_synscan.pcap": 69,
+        "sf_v9_synscan.pcap": 64,
+        "pm_v9_test.pcap": 7,
+        "nfreplay_v9_test.pcap": 3,
+        "sf_v10_varsvc.pcap": 3,
+    }
     for name, count in expected.items():
         found, report = datagrams(corpus / "exports" / name)
         assert len(found) == count, name
@@ -484,15 +568,24 @@ def all_datagrams(path: Path, indexed: bool) -> tuple[list, dict, dict]:
 
 
 @pytest.mark.parametrize("cut", [None, 5, 30, 200])
-def test_indexed_path_equals_general_path_on_built_captures(tmp_path: Path, cut: int | None
-                                                             ) -> None:
+def test_indexed_path_equals_general_path_on_built_captures(
+    tmp_path: Path, cut: int | None
+) -> None:
     frames = [
         (10**18, bytes(Ether() / udp4())),
         (10**18 + 1, bytes(Ether() / Dot1Q(vlan=3) / udp4(src="192.0.2.5"))),
         (10**18 + 2, bytes(Ether() / IP(proto=6) / (b"x" * 20))),
-        *[(10**18 + 3 + i, bytes(Ether() / p)) for i, p in enumerate(fragment(
-            IP(src="10.1.1.1", dst="10.2.2.2", id=7) / UDP(sport=9, dport=2055) / bytes(3000),
-            fragsize=1000))],
+        *[
+            (10**18 + 3 + i, bytes(Ether() / p))
+            for i, p in enumerate(
+                fragment(
+                    IP(src="10.1.1.1", dst="10.2.2.2", id=7)
+                    / UDP(sport=9, dport=2055)
+                    / bytes(3000),
+                    fragsize=1000,
+                )
+            )
+        ],
         (10**18 + 9, bytes(Ether() / udp4(b"\x00\x05")) + b"\xee" * 20),
         (10**18 + 10, bytes(Ether() / IPv6() / UDP() / PAYLOAD)),
     ]
@@ -504,7 +597,8 @@ def test_indexed_path_equals_general_path_on_built_captures(tmp_path: Path, cut:
 
 def test_indexed_path_equals_general_path_on_the_corpus(corpus: Path) -> None:
     for path in sorted((corpus / "exports").glob("*.pcap")) + sorted(
-            (corpus / "raw").glob("*.pcap")):
+        (corpus / "raw").glob("*.pcap")
+    ):
         assert all_datagrams(path, True) == all_datagrams(path, False), path.name
 
 
@@ -515,15 +609,26 @@ def test_retransmitted_fragment_does_not_rewrite_bytes(tmp_path: Path) -> None:
     forged = bytearray(second)
     forged[-10:] = b"X" * 10  # same offset, other bytes: must not win over the first copy
     path = tmp_path / "dup.pcap"
-    path.write_bytes(pcap_bytes([(10**18, first), (10**18 + 1, second),
-                                 (10**18 + 2, bytes(forged)), (10**18 + 3, third)]))
+    path.write_bytes(
+        pcap_bytes(
+            [
+                (10**18, first),
+                (10**18 + 1, second),
+                (10**18 + 2, bytes(forged)),
+                (10**18 + 3, third),
+            ]
+        )
+    )
     found, report = datagrams(path)
     assert [d.payload for d in found] == [big]
     # the conflicting copy is counted where it came; an identical one would not be
     assert report.skipped == {"conflicting_fragment": 1}
     assert report.examples[0].frame == 3
-    path.write_bytes(pcap_bytes([(10**18, first), (10**18 + 1, second),
-                                 (10**18 + 2, second), (10**18 + 3, third)]))
+    path.write_bytes(
+        pcap_bytes(
+            [(10**18, first), (10**18 + 1, second), (10**18 + 2, second), (10**18 + 3, third)]
+        )
+    )
     found, report = datagrams(path)
     assert [d.payload for d in found] == [big] and not report.skipped
     assert report.ignored == {"duplicate_fragment": 1}
@@ -535,18 +640,27 @@ def test_fragments_of_a_reused_identification_are_counted_byte_for_byte(tmp_path
     first one's fragments past the second's end appended themselves to its bytes, and of
     1,516 fragment bytes 580 were counted nowhere; a conflicting fragment counted all its
     bytes, though those not overlapping an earlier one were used (counted twice)."""
-    lost = IP(src="10.1.1.1", dst="10.2.2.2", id=104) / UDP(sport=9, dport=2055) / (
-        b"\x00\x0a" + bytes(range(200)) * 6)
-    reused = IP(src="10.1.1.1", dst="10.2.2.2", id=104) / UDP(sport=9, dport=2055) / (
-        b"\x00\x0a" + b"\xee" * 306)
+    lost = (
+        IP(src="10.1.1.1", dst="10.2.2.2", id=104)
+        / UDP(sport=9, dport=2055)
+        / (b"\x00\x0a" + bytes(range(200)) * 6)
+    )
+    reused = (
+        IP(src="10.1.1.1", dst="10.2.2.2", id=104)
+        / UDP(sport=9, dport=2055)
+        / (b"\x00\x0a" + b"\xee" * 306)
+    )
     first = [bytes(Ether() / p) for p in fragment(lost, fragsize=400)][:-1]  # 3 x 400 bytes
     second = [bytes(Ether() / p) for p in fragment(reused, fragsize=200)]  # 200 + 116 bytes
     path = tmp_path / "reused.pcap"
     path.write_bytes(pcap_bytes([(10**18 + i, f) for i, f in enumerate(first + second)]))
     found, report = datagrams(path)
     assert found == []  # the 316 bytes are the first copy's: a UDP header claiming 1,210
-    assert report.skipped_bytes == {"conflicting_fragment": 200 + 116,
-                                    "fragment_past_end": 1200 - 316, "bad_udp_header": 316}
+    assert report.skipped_bytes == {
+        "conflicting_fragment": 200 + 116,
+        "fragment_past_end": 1200 - 316,
+        "bad_udp_header": 316,
+    }
     assert sum(report.skipped_bytes.values()) == 3 * 400 + 200 + 116
     assert "UDP length 1210 but IP carries 316 bytes" in str(report.examples[-1])
     # a conflicting fragment of which only part overlaps: that part is counted, the rest used
@@ -554,9 +668,14 @@ def test_fragments_of_a_reused_identification_are_counted_byte_for_byte(tmp_path
     packet = IP(src="10.1.1.1", dst="10.2.2.2", id=80) / UDP(sport=9, dport=2055) / big
     pieces = [bytes(Ether() / p) for p in fragment(packet, fragsize=800)]
     garbage = IP(src="10.1.1.1", dst="10.2.2.2", id=80, flags="MF", frag=50, proto=17) / (
-        b"\x99" * 400)  # bytes 400..800, before the real ones
-    path.write_bytes(pcap_bytes([(10**18, bytes(Ether() / garbage))] + [
-        (10**18 + 1 + i, f) for i, f in enumerate(pieces)]))
+        b"\x99" * 400
+    )  # bytes 400..800, before the real ones
+    path.write_bytes(
+        pcap_bytes(
+            [(10**18, bytes(Ether() / garbage))]
+            + [(10**18 + 1 + i, f) for i, f in enumerate(pieces)]
+        )
+    )
     found, report = datagrams(path)
     assert len(found) == 1 and found[0].payload[392:792] == b"\x99" * 400  # first copy kept
     assert report.skipped_bytes == {"conflicting_fragment": 400}
@@ -567,11 +686,25 @@ def test_fragments_of_a_reused_identification_are_counted_byte_for_byte(tmp_path
     udp = bytes(UDP(sport=9, dport=2055, len=48) / (b"\x00\x0a" + b"P" * 38))
 
     def piece(offset: int, data: bytes, more: bool = True) -> bytes:
-        return bytes(Ether() / IP(src="10.1.1.1", dst="10.2.2.2", id=81, proto=17,
-                                  flags="MF" if more else 0, frag=offset // 8) / data)
+        return bytes(
+            Ether()
+            / IP(
+                src="10.1.1.1",
+                dst="10.2.2.2",
+                id=81,
+                proto=17,
+                flags="MF" if more else 0,
+                frag=offset // 8,
+            )
+            / data
+        )
 
-    pieces = [piece(0, udp[:16]), piece(16, udp[16:32]), piece(0, udp[:16] + b"X" * 16),
-              piece(32, udp[32:], more=False)]
+    pieces = [
+        piece(0, udp[:16]),
+        piece(16, udp[16:32]),
+        piece(0, udp[:16] + b"X" * 16),
+        piece(32, udp[32:], more=False),
+    ]
     path.write_bytes(pcap_bytes([(10**18 + i, f) for i, f in enumerate(pieces)]))
     found, report = datagrams(path)
     assert [d.payload for d in found] == [b"\x00\x0a" + b"P" * 38]
@@ -606,8 +739,9 @@ def test_a_fragment_repeated_after_its_datagram_is_whole_is_a_duplicate(tmp_path
     assert not report.skipped and report.ignored == {"duplicate_fragment": 3}
 
 
-def test_indexing_in_small_windows_changes_nothing(corpus: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_indexing_in_small_windows_changes_nothing(
+    corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import obserae_forensics.readers.pcap as pcap_module
 
     monkeypatch.setattr(pcap_module, "INDEX_WINDOW_BYTES", 700)

@@ -42,35 +42,63 @@ def first_seen(table: pa.Table) -> list[int]:
 
 
 def test_a_millisecond_field_past_the_range_is_unusable_not_wrapped() -> None:
-    table, _ = decode(message(template(300, MS_FIELDS), data_set(
-        300, ms_record(1, GOOD_MS, GOOD_MS + 10), ms_record(2, 2**64 - 1, 2**64 - 1),
-        ms_record(3, 2**63, 2**63 + 5))))
+    table, _ = decode(
+        message(
+            template(300, MS_FIELDS),
+            data_set(
+                300,
+                ms_record(1, GOOD_MS, GOOD_MS + 10),
+                ms_record(2, 2**64 - 1, 2**64 - 1),
+                ms_record(3, 2**63, 2**63 + 5),
+            ),
+        )
+    )
     assert first_seen(table) == [GOOD_MS * 1000, UNUSABLE_TIME, UNUSABLE_TIME]
 
 
 def test_a_duration_or_boot_time_past_the_range_makes_the_time_unusable() -> None:
     duration = [(8, 4, 0), (152, 8, 0), (161, 8, 0)]  # start ms, flowDurationMilliseconds
-    table, _ = decode(message(template(300, duration), data_set(
-        300, struct.pack(">IQQ", 1, GOOD_MS, 7), struct.pack(">IQQ", 2, GOOD_MS, 2**64 - 1))))
+    table, _ = decode(
+        message(
+            template(300, duration),
+            data_set(
+                300, struct.pack(">IQQ", 1, GOOD_MS, 7), struct.pack(">IQQ", 2, GOOD_MS, 2**64 - 1)
+            ),
+        )
+    )
     assert table.column("last_seen").cast(pa.int64()).to_pylist() == [
-        (GOOD_MS + 7) * 1000, UNUSABLE_TIME]
+        (GOOD_MS + 7) * 1000,
+        UNUSABLE_TIME,
+    ]
     # flowStartSysUpTime / flowEndSysUpTime with systemInitTimeMilliseconds in the record:
     # one past the µs range was taken for "no boot time" and the export time used instead
     uptime = [(8, 4, 0), (22, 4, 0), (21, 4, 0), (160, 8, 0)]
     boot_ms = EXPORT_US // 1000 - 60_000
-    table, _ = decode(message(template(301, uptime), data_set(
-        301, struct.pack(">IIIQ", 1, 1_000, 2_000, boot_ms),
-        struct.pack(">IIIQ", 2, 1_000, 2_000, 2**63 + 1))))
+    table, _ = decode(
+        message(
+            template(301, uptime),
+            data_set(
+                301,
+                struct.pack(">IIIQ", 1, 1_000, 2_000, boot_ms),
+                struct.pack(">IIIQ", 2, 1_000, 2_000, 2**63 + 1),
+            ),
+        )
+    )
     assert first_seen(table) == [(boot_ms + 1_000) * 1000, UNUSABLE_TIME]
 
 
 def capture(tmp_path: Path) -> Path:
     """An IPFIX capture: one good record between two whose times a session cannot hold."""
-    payload = message(template(300, MS_FIELDS), data_set(
-        300, ms_record(9, 2**64 - 1, 2**64 - 1), ms_record(1, GOOD_MS, GOOD_MS + 10),
-        ms_record(9, PAST_LIMIT_MS, PAST_LIMIT_MS)))
-    frame = bytes(IP(src="192.0.2.9", dst="198.51.100.7") / UDP(sport=4739, dport=4739)
-                  / payload)
+    payload = message(
+        template(300, MS_FIELDS),
+        data_set(
+            300,
+            ms_record(9, 2**64 - 1, 2**64 - 1),
+            ms_record(1, GOOD_MS, GOOD_MS + 10),
+            ms_record(9, PAST_LIMIT_MS, PAST_LIMIT_MS),
+        ),
+    )
+    frame = bytes(IP(src="192.0.2.9", dst="198.51.100.7") / UDP(sport=4739, dport=4739) / payload)
     path = tmp_path / "times.pcap"
     path.write_bytes(pcap_bytes([(EXPORT_S * 10**9, frame)], linktype=101))
     return path
@@ -94,8 +122,9 @@ def test_records_past_the_range_are_counted_with_their_place(tmp_path: Path) -> 
 
 def test_a_sessionized_run_never_sees_them(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    result = CliRunner().invoke(app, ["sessionize", str(capture(tmp_path)), "--out", str(out),
-                                      "-q"])
+    result = CliRunner().invoke(
+        app, ["sessionize", str(capture(tmp_path)), "--out", str(out), "-q"]
+    )
     assert result.exit_code == 0, result.output
     sessions = pq.read_table(out / "sessions.parquet")
     assert sessions.num_rows == 1
@@ -104,8 +133,7 @@ def test_a_sessionized_run_never_sees_them(tmp_path: Path) -> None:
     assert manifest["conservation"]["ok"] is True
 
 
-def test_an_nfcapd_millisecond_time_past_the_range_is_counted(corpus: Path,
-                                                               tmp_path: Path) -> None:
+def test_an_nfcapd_millisecond_time_past_the_range_is_counted(corpus: Path, tmp_path: Path) -> None:
     data = bytearray((corpus / "nfcapd" / "nfpcapd_ircdcc.nfcapd").read_bytes())
     # the first record's msec_first and msec_last (uncompressed block), raised by 2**64 // 1000
     # ms: year ~584 million, which wrapped to 0.6 ms before the true time
@@ -136,22 +164,33 @@ def test_an_nfcapd_receive_time_past_the_range_is_counted(corpus: Path, tmp_path
         assert arrival[0] != table.column("arrival").cast(pa.int64())[0].as_py()
 
 
-def usable_times(first: list[int], last: list[int], arrival: int | None = None
-                 ) -> tuple[list[tuple[int, int]], RunReport]:
+def usable_times(
+    first: list[int], last: list[int], arrival: int | None = None
+) -> tuple[list[tuple[int, int]], RunReport]:
     """(first_seen, last_seen) of the records read_flows keeps, from hand-made times."""
     from obserae_forensics.readers import _usable_times
     from obserae_forensics.readers._batch import flow_batch
 
     n = len(first)
-    columns = {"first_seen": np.array(first), "last_seen": np.array(last),
-               "source_offset": np.arange(n), "source_frame": np.arange(n)}
+    columns = {
+        "first_seen": np.array(first),
+        "last_seen": np.array(last),
+        "source_offset": np.arange(n),
+        "source_frame": np.arange(n),
+    }
     if arrival is not None:
         columns["arrival"] = np.full(n, arrival)
     report = RunReport()
-    kept = _usable_times(flow_batch(n, columns, exporter="192.0.2.1", source_file="hand.pcap"),
-                         report)
-    return list(zip(kept.column("first_seen").cast("int64").to_pylist(),
-                    kept.column("last_seen").cast("int64").to_pylist(), strict=True)), report
+    kept = _usable_times(
+        flow_batch(n, columns, exporter="192.0.2.1", source_file="hand.pcap"), report
+    )
+    return list(
+        zip(
+            kept.column("first_seen").cast("int64").to_pylist(),
+            kept.column("last_seen").cast("int64").to_pylist(),
+            strict=True,
+        )
+    ), report
 
 
 def test_a_record_with_one_time_is_kept_at_it_not_spanning_from_1970() -> None:
@@ -179,14 +218,27 @@ def test_a_start_long_after_arrival_or_unusable_gives_way_to_the_end() -> None:
     arrive = x + 60_000_000
     ahead = arrive + 2 * FUTURE_START_US  # an exporter clock two days ahead
     times, report = usable_times(
-        [2_289_000_000_000_000, x + 5, UNUSABLE_TIME, x + 3, UNUSABLE_TIME,
-         arrive + FUTURE_START_US, ahead + 7],
-        [x, x, x + 2, UNUSABLE_TIME, 0, x, ahead], arrival=arrive)
+        [
+            2_289_000_000_000_000,
+            x + 5,
+            UNUSABLE_TIME,
+            x + 3,
+            UNUSABLE_TIME,
+            arrive + FUTURE_START_US,
+            ahead + 7,
+        ],
+        [x, x, x + 2, UNUSABLE_TIME, 0, x, ahead],
+        arrival=arrive,
+    )
     assert times == [
-        (x, x), (x, x + 5), (x + 2, x + 2), (x + 3, x + 3), (x, arrive + FUTURE_START_US),
-        (ahead, ahead + 7)]
-    assert dict(report.repaired) == {"future_start": 1, "inverted_times": 3,
-                                     "missing_time": 2}
+        (x, x),
+        (x, x + 5),
+        (x + 2, x + 2),
+        (x + 3, x + 3),
+        (x, arrive + FUTURE_START_US),
+        (ahead, ahead + 7),
+    ]
+    assert dict(report.repaired) == {"future_start": 1, "inverted_times": 3, "missing_time": 2}
     assert dict(report.skipped) == {"bad_timestamp": 1}  # unusable beside nothing
 
 
@@ -196,13 +248,27 @@ def test_the_problems_said_do_not_depend_on_the_batch_size(tmp_path: Path) -> No
     said "9 record(s)" once), so the manifest's problems changed with the batch size."""
     frames = []
     for number in range(6):  # two files of three datagrams: all three kinds in each
-        payload = message(template(300, MS_FIELDS), data_set(
-            300, ms_record(1, GOOD_MS, GOOD_MS + 10), ms_record(2, 0, GOOD_MS),
-            ms_record(3, GOOD_MS, 2**64 - 1), ms_record(4, GOOD_MS + 9, GOOD_MS),
-            ms_record(5, 0, GOOD_MS + 1), ms_record(6, 2**64 - 1, 2**64 - 1)),
-            sequence=6 * number)
-        frames.append((EXPORT_S * 10**9 + number, bytes(
-            IP(src="192.0.2.9", dst="198.51.100.7") / UDP(sport=4739, dport=4739) / payload)))
+        payload = message(
+            template(300, MS_FIELDS),
+            data_set(
+                300,
+                ms_record(1, GOOD_MS, GOOD_MS + 10),
+                ms_record(2, 0, GOOD_MS),
+                ms_record(3, GOOD_MS, 2**64 - 1),
+                ms_record(4, GOOD_MS + 9, GOOD_MS),
+                ms_record(5, 0, GOOD_MS + 1),
+                ms_record(6, 2**64 - 1, 2**64 - 1),
+            ),
+            sequence=6 * number,
+        )
+        frames.append(
+            (
+                EXPORT_S * 10**9 + number,
+                bytes(
+                    IP(src="192.0.2.9", dst="198.51.100.7") / UDP(sport=4739, dport=4739) / payload
+                ),
+            )
+        )
     for name, part in (("a.pcap", frames[:3]), ("b.pcap", frames[3:])):
         (tmp_path / name).write_bytes(pcap_bytes(part, linktype=101))
     said = []
@@ -227,18 +293,26 @@ def test_the_window_judges_the_times_the_flow_table_holds(tmp_path: Path) -> Non
     """Found in review: --from/--to judged the times as decoded, before a record with one
     time missing was placed at the other, so with --from it was left out as 1970 (and
     counted outside the window) although the flow table would hold it inside."""
-    payload = message(template(300, MS_FIELDS), data_set(
-        300, ms_record(1, 0, GOOD_MS), ms_record(2, GOOD_MS - 60_000, GOOD_MS - 60_000),
-        ms_record(3, GOOD_MS + 9, GOOD_MS)))
-    frame = bytes(IP(src="192.0.2.9", dst="198.51.100.7") / UDP(sport=4739, dport=4739)
-                  / payload)
+    payload = message(
+        template(300, MS_FIELDS),
+        data_set(
+            300,
+            ms_record(1, 0, GOOD_MS),
+            ms_record(2, GOOD_MS - 60_000, GOOD_MS - 60_000),
+            ms_record(3, GOOD_MS + 9, GOOD_MS),
+        ),
+    )
+    frame = bytes(IP(src="192.0.2.9", dst="198.51.100.7") / UDP(sport=4739, dport=4739) / payload)
     path = tmp_path / "window.pcap"
     path.write_bytes(pcap_bytes([(EXPORT_S * 10**9, frame)], linktype=101))
     report = RunReport()
     window = ((GOOD_MS - 1_000) * 1000, (GOOD_MS + 1_000) * 1000)
-    table = pa.Table.from_batches(list(read_flows(discover_inputs([path], report), report,
-                                                  window=window)))
+    table = pa.Table.from_batches(
+        list(read_flows(discover_inputs([path], report), report, window=window))
+    )
     # the one-time record at its time, the inverted one swapped into the window
     assert first_seen(table) == [GOOD_MS * 1000, GOOD_MS * 1000]
-    assert report.outside_window == 1 and report.repaired == {"missing_time": 1,
-                                                              "inverted_times": 1}
+    assert report.outside_window == 1 and report.repaired == {
+        "missing_time": 1,
+        "inverted_times": 1,
+    }

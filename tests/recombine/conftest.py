@@ -77,37 +77,72 @@ def session(
         "exporter_domain": 0,
         "protocol": PROTOCOL_NAMES.get(protocol, str(protocol)),
         "protocol_number": protocol,
-        "ip_a": a[0], "port_a": a[1], "ip_b": b[0], "port_b": b[1],
-        "client_ip": client[0], "client_port": client[1],
-        "server_ip": server[0], "server_port": server[1],
+        "ip_a": a[0],
+        "port_a": a[1],
+        "ip_b": b[0],
+        "port_b": b[1],
+        "client_ip": client[0],
+        "client_port": client[1],
+        "server_ip": server[0],
+        "server_port": server[1],
         "role_method": "tcp_syn" if protocol == 6 else "first_sender",
         "role_confidence": 0.9,
-        "ab_bytes": ab[0], "ba_bytes": ba[0], "ab_packets": ab[1], "ba_packets": ba[1],
-        "ab_flags": flags[0], "ba_flags": flags[1],
-        "icmp_type": None, "icmp_code": None,
-        "opened_at": at(start), "last_seen_at": at(end),
+        "ab_bytes": ab[0],
+        "ba_bytes": ba[0],
+        "ab_packets": ab[1],
+        "ba_packets": ba[1],
+        "ab_flags": flags[0],
+        "ba_flags": flags[1],
+        "icmp_type": None,
+        "icmp_code": None,
+        "opened_at": at(start),
+        "last_seen_at": at(end),
         "closed_at": None if is_open else at(closed_at if closed_at is not None else end),
         "state": state,
         "close_reason": None if is_open else close,
-        "flow_count": flow_count, "late_records": 0,
-        "late": late, "follows_session_id": follows,
-        "sampling_rate": 1, "counters_scaled": False, "matched_rules": [],
+        "flow_count": flow_count,
+        "late_records": 0,
+        "late": late,
+        "follows_session_id": follows,
+        "sampling_rate": 1,
+        "counters_scaled": False,
+        "matched_rules": [],
     }
 
 
-def flows_for(rows: Sequence[dict[str, Any]], *, source_file: str = "capture.pcap",
-              offsets: Sequence[int] | None = None,
-              arrivals_us: Sequence[int] | None = None,
-              frames: Sequence[int] | None = None) -> pa.Table:
+def flows_for(
+    rows: Sequence[dict[str, Any]],
+    *,
+    source_file: str = "capture.pcap",
+    offsets: Sequence[int] | None = None,
+    arrivals_us: Sequence[int] | None = None,
+    frames: Sequence[int] | None = None,
+) -> pa.Table:
     """One flow record per direction with packets of each session row (FLOW_SCHEMA +
     session_id, direction); offsets/arrivals/frames are per record, in that order."""
     tables = []
     index = -1
     for row in rows:
-        directions = [("ab", row["ip_a"], row["port_a"], row["ip_b"], row["port_b"],
-                       row["ab_bytes"], row["ab_packets"]),
-                      ("ba", row["ip_b"], row["port_b"], row["ip_a"], row["port_a"],
-                       row["ba_bytes"], row["ba_packets"])]
+        directions = [
+            (
+                "ab",
+                row["ip_a"],
+                row["port_a"],
+                row["ip_b"],
+                row["port_b"],
+                row["ab_bytes"],
+                row["ab_packets"],
+            ),
+            (
+                "ba",
+                row["ip_b"],
+                row["port_b"],
+                row["ip_a"],
+                row["port_a"],
+                row["ba_bytes"],
+                row["ba_packets"],
+            ),
+        ]
         for direction, src, sport, dst, dport, octets, packets in directions:
             if packets == 0:
                 continue
@@ -115,12 +150,16 @@ def flows_for(rows: Sequence[dict[str, Any]], *, source_file: str = "capture.pca
             first = int(row["opened_at"].timestamp() * 1_000_000)
             last = int(row["last_seen_at"].timestamp() * 1_000_000)
             columns = {
-                "first_seen": np.array([first]), "last_seen": np.array([last]),
+                "first_seen": np.array([first]),
+                "last_seen": np.array([last]),
                 "src_addr": np.frombuffer(parse_address(src), np.uint8).reshape(1, 16),
                 "dst_addr": np.frombuffer(parse_address(dst), np.uint8).reshape(1, 16),
-                "ip_version": np.array([4]), "src_port": np.array([sport]),
-                "dst_port": np.array([dport]), "protocol": np.array([row["protocol_number"]]),
-                "packets": np.array([packets]), "octets": np.array([octets]),
+                "ip_version": np.array([4]),
+                "src_port": np.array([sport]),
+                "dst_port": np.array([dport]),
+                "protocol": np.array([row["protocol_number"]]),
+                "packets": np.array([packets]),
+                "octets": np.array([octets]),
                 "source_offset": np.array([offsets[index] if offsets else 24 + index]),
                 "source_frame": np.array([frames[index] if frames else index + 1]),
                 "arrival": np.array([arrivals_us[index] if arrivals_us else last]),
@@ -157,10 +196,11 @@ def write_run(
     manifest = {
         "tool": {"name": "obserae-forensics", "command": "sessionize"},
         "settings": dict(settings if settings is not None else SETTINGS),
-        "inputs": inputs if inputs is not None else [
-            {"path": "capture.pcap", "format": "pcap"}],
-        "data_window": {"start": start.isoformat().replace("+00:00", "Z"),
-                        "end": end.isoformat().replace("+00:00", "Z")},
+        "inputs": inputs if inputs is not None else [{"path": "capture.pcap", "format": "pcap"}],
+        "data_window": {
+            "start": start.isoformat().replace("+00:00", "Z"),
+            "end": end.isoformat().replace("+00:00", "Z"),
+        },
         "counts": {"sessions": len(rows)},
     }
     (path / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")

@@ -34,8 +34,9 @@ def test_hard_timeout_fragments_become_one_conversation(tmp_path: Path) -> None:
         session("A", 0, 899, close="hard_timeout", flags=(SYN_ACK_PSH, 0x12)),
         session("B", 900.5, 1799, close="hard_timeout", split=1, conversation="A"),
         session("C", 1800.2, 1850, close="fin", split=2, conversation="A"),
-        session("X", 3000, 3010, a=("10.9.9.9", 1234), b=("10.0.0.2", 443),
-                flags=(SYN_ACK_PSH, 0x12)),
+        session(
+            "X", 3000, 3010, a=("10.9.9.9", 1234), b=("10.0.0.2", 443), flags=(SYN_ACK_PSH, 0x12)
+        ),
     ]
     result = one_run(tmp_path, rows)
     by_id = conversations(result)
@@ -57,16 +58,20 @@ def test_hard_timeout_fragments_become_one_conversation(tmp_path: Path) -> None:
 
 def test_hard_timeout_links_without_the_sessionizer_split(tmp_path: Path) -> None:
     # a sessionizer that did not number fragments: the idle rule still links them
-    rows = [session("A", 0, 899, close="hard_timeout", flags=(SYN_ACK_PSH, 0x12)),
-            session("B", 930, 1000, close="idle")]
+    rows = [
+        session("A", 0, 899, close="hard_timeout", flags=(SYN_ACK_PSH, 0x12)),
+        session("B", 930, 1000, close="idle"),
+    ]
     by_id = conversations(one_run(tmp_path, rows))
     assert by_id["A"]["session_ids"] == ["A", "B"]
     assert by_id["A"]["split_reasons"] == ["hard_timeout"]
 
 
 def test_next_fragment_beyond_the_idle_timeout_is_another_conversation(tmp_path: Path) -> None:
-    rows = [session("A", 0, 899, close="hard_timeout", flags=(SYN_ACK_PSH, 0x12)),
-            session("B", 899 + 60.001, 1000, close="idle")]
+    rows = [
+        session("A", 0, 899, close="hard_timeout", flags=(SYN_ACK_PSH, 0x12)),
+        session("B", 899 + 60.001, 1000, close="idle"),
+    ]
     by_id = conversations(one_run(tmp_path, rows))
     assert set(by_id) == {"A", "B"}
     assert by_id["A"]["complete"]  # its hard deadline cut nothing: nothing came in time
@@ -103,9 +108,11 @@ def test_late_session_joins_the_session_it_follows(tmp_path: Path) -> None:
     assert by_id["A"]["state"] == "closed"  # the late piece does not decide the final state
     assert by_id["A"]["gaps_s"] == [0.0]  # a late piece inside the span leaves no gap
     assert "M" in by_id and "W" in by_id
-    assert result.report["refused_links"] == {"late_follows_missing": 1,
-                                              "late_follows_other_key": 1,
-                                              "split_link_missing": 0}
+    assert result.report["refused_links"] == {
+        "late_follows_missing": 1,
+        "late_follows_other_key": 1,
+        "split_link_missing": 0,
+    }
 
 
 def test_a_fragment_that_opens_before_the_one_it_continues_is_no_loop(tmp_path: Path) -> None:
@@ -127,39 +134,39 @@ def test_a_fragment_that_opens_before_the_one_it_continues_is_no_loop(tmp_path: 
     assert not by_id["F0"]["head_cut"]  # with F1 first, fragment 0 had a split above 0
     assert set(by_id) == {"F0", "N"}  # F2 closed idle: N is another conversation
     fragments = result.fragments.to_pylist()
-    assert [(f["session_id"], f["link_reason"], f["gap_s"]) for f in fragments
-            if f["conversation_id"] == "F0"] == [
-        ("F0", None, None), ("F1", "evicted", 0.0), ("F2", "evicted", 1.0)]
+    assert [
+        (f["session_id"], f["link_reason"], f["gap_s"])
+        for f in fragments
+        if f["conversation_id"] == "F0"
+    ] == [("F0", None, None), ("F1", "evicted", 0.0), ("F2", "evicted", 1.0)]
 
 
-def test_a_late_new_connection_after_a_finished_one_is_its_own_conversation(
-        tmp_path: Path) -> None:
+def test_a_late_new_connection_after_a_finished_one_is_its_own_conversation(tmp_path: Path) -> None:
     # as the sessionizer has it: it follows the finished connection, it does not go on
     # with it; a late trailing ACK does
     rows = [
         session("A", 0, 2, close="fin", flags=(0x1B, 0x1B)),
-        session("S", 5, 5, close="no_reply", late=True, follows="A", flags=(0x02, 0),
-                ba=(0, 0)),
+        session("S", 5, 5, close="no_reply", late=True, follows="A", flags=(0x02, 0), ba=(0, 0)),
         session("B", 100, 102, close="fin", flags=(0x1B, 0x1B)),
-        session("K", 105, 105, close="fin", late=True, follows="B", flags=(0x10, 0),
-                ba=(0, 0)),
+        session("K", 105, 105, close="fin", late=True, follows="B", flags=(0x10, 0), ba=(0, 0)),
     ]
     by_id = conversations(one_run(tmp_path, rows))
     assert by_id["A"]["session_ids"] == ["A"] and by_id["S"]["session_ids"] == ["S"]
     assert by_id["B"]["session_ids"] == ["B", "K"]
 
 
-def test_a_connection_whose_fins_fall_on_both_sides_of_a_cut_is_finished(
-        tmp_path: Path) -> None:
+def test_a_connection_whose_fins_fall_on_both_sides_of_a_cut_is_finished(tmp_path: Path) -> None:
     """Found in review: recombine judged a fragment finished by its own flags, where the
     sessionizer counts the FINs of the fragments before it: a new connection's SYN after
     such a fragment (on time, or late) was joined to the finished conversation."""
-    cut = [session("F0", 0, 25, close="hard_timeout", flags=(0x13, 0x12)),
-           session("F1", 26, 47, close="hard_timeout", split=1, conversation="F0",
-                   flags=(0, 0x11))]
-    for extra in (session("N", 48, 48, close="no_reply", flags=(0x02, 0), ba=(0, 0)),
-                  session("N", 48, 48, close="no_reply", late=True, follows="F1",
-                          flags=(0x02, 0), ba=(0, 0))):
+    cut = [
+        session("F0", 0, 25, close="hard_timeout", flags=(0x13, 0x12)),
+        session("F1", 26, 47, close="hard_timeout", split=1, conversation="F0", flags=(0, 0x11)),
+    ]
+    for extra in (
+        session("N", 48, 48, close="no_reply", flags=(0x02, 0), ba=(0, 0)),
+        session("N", 48, 48, close="no_reply", late=True, follows="F1", flags=(0x02, 0), ba=(0, 0)),
+    ):
         by_id = conversations(one_run(tmp_path / f"late{extra['late']}", [*cut, extra]))
         assert by_id["F0"]["session_ids"] == ["F0", "F1"]
         assert by_id["N"]["session_ids"] == ["N"]
@@ -186,22 +193,37 @@ def test_fragments_after_a_late_fragment_0_stay_its_conversation(tmp_path: Path)
 
 def test_conversation_counters_past_2_64_stop_at_the_ceiling(tmp_path: Path) -> None:
     # found in review: two fragments of 2**63 + 5 bytes added up to 10
-    rows = [session("F0", 0, 899, close="hard_timeout", ab=(2**63 + 5, 10)),
-            session("F1", 900, 950, split=1, conversation="F0", ab=(2**63 + 5, 10))]
+    rows = [
+        session("F0", 0, 899, close="hard_timeout", ab=(2**63 + 5, 10)),
+        session("F1", 900, 950, split=1, conversation="F0", ab=(2**63 + 5, 10)),
+    ]
     [row] = one_run(tmp_path, rows).conversations.to_pylist()
-    assert (row["session_ids"], row["ab_bytes"], row["ab_packets"]) == (
-        ["F0", "F1"], 2**64 - 1, 20)
+    assert (row["session_ids"], row["ab_bytes"], row["ab_packets"]) == (["F0", "F1"], 2**64 - 1, 20)
 
 
 def test_run_boundary_continuation_with_flipped_orientation(tmp_path: Path) -> None:
-    first = write_run(tmp_path / "r1", [
-        session("A", 0, 500, state="active", flags=(SYN_ACK_PSH, 0x12)),
-    ])
+    first = write_run(
+        tmp_path / "r1",
+        [
+            session("A", 0, 500, state="active", flags=(SYN_ACK_PSH, 0x12)),
+        ],
+    )
     # the next run saw the server speak first: its own a/b and client/server are reversed
-    second = write_run(tmp_path / "r2", [
-        session("B", 520, 600, a=("10.0.0.2", 443), b=("10.0.0.1", 40000),
-                ab=(7000, 7), ba=(300, 3), flags=(0x18, 0x11)),
-    ])
+    second = write_run(
+        tmp_path / "r2",
+        [
+            session(
+                "B",
+                520,
+                600,
+                a=("10.0.0.2", 443),
+                b=("10.0.0.1", 40000),
+                ab=(7000, 7),
+                ba=(300, 3),
+                flags=(0x18, 0x11),
+            ),
+        ],
+    )
     result = recombine_tables([second, first])  # given out of order: data windows decide
     assert [run.path for run in result.runs] == [first, second]
     by_id = conversations(result)
@@ -220,15 +242,28 @@ def test_run_boundary_continuation_with_flipped_orientation(tmp_path: Path) -> N
 def test_open_session_without_continuation_is_settled_when_the_next_run_covers_it(
     tmp_path: Path,
 ) -> None:
-    first = write_run(tmp_path / "r1", [
-        session("A", 0, 500, state="active", flags=(SYN_ACK_PSH, 0x12)),
-        session("Q", 450, 480, state="active", protocol=17, a=("10.0.0.5", 5000),
-                b=("10.0.0.6", 53), ba=(0, 0)),
-    ])
-    second = write_run(tmp_path / "r2", [
-        session("Z", 505, 700, a=("10.3.3.3", 1), b=("10.3.3.4", 2),
-                flags=(SYN_ACK_PSH, 0x12)),
-    ])
+    first = write_run(
+        tmp_path / "r1",
+        [
+            session("A", 0, 500, state="active", flags=(SYN_ACK_PSH, 0x12)),
+            session(
+                "Q",
+                450,
+                480,
+                state="active",
+                protocol=17,
+                a=("10.0.0.5", 5000),
+                b=("10.0.0.6", 53),
+                ba=(0, 0),
+            ),
+        ],
+    )
+    second = write_run(
+        tmp_path / "r2",
+        [
+            session("Z", 505, 700, a=("10.3.3.3", 1), b=("10.3.3.4", 2), flags=(SYN_ACK_PSH, 0x12)),
+        ],
+    )
     by_id = conversations(recombine_tables([first, second]))
     assert by_id["A"]["state"] == "closed" and by_id["A"]["close_reason"] == "idle"
     assert by_id["A"]["state_inferred"] and by_id["A"]["complete"]
@@ -238,21 +273,24 @@ def test_open_session_without_continuation_is_settled_when_the_next_run_covers_i
 def test_settled_reasons_are_the_sessionizers(tmp_path: Path) -> None:
     """A conversation settled by the next run closes as the sessionizer would have closed
     it: one-way midstream TCP (ACK, no SYN) idle, a one-way RST no_reply (it said rst)."""
-    first = write_run(tmp_path / "r1", [
-        session("MID", 0, 500, state="active", ba=(0, 0), flags=(0x18, 0)),
-        session("RST", 0, 500, state="active", a=("10.0.0.7", 1), ba=(0, 0),
-                flags=(0x14, 0)),
-        session("SYN", 0, 500, state="active", a=("10.0.0.8", 1), ba=(0, 0),
-                flags=(0x1A, 0)),
-    ])
-    second = write_run(tmp_path / "r2", [
-        session("Z", 505, 700, a=("10.3.3.3", 1), b=("10.3.3.4", 2),
-                flags=(SYN_ACK_PSH, 0x12)),
-    ])
+    first = write_run(
+        tmp_path / "r1",
+        [
+            session("MID", 0, 500, state="active", ba=(0, 0), flags=(0x18, 0)),
+            session("RST", 0, 500, state="active", a=("10.0.0.7", 1), ba=(0, 0), flags=(0x14, 0)),
+            session("SYN", 0, 500, state="active", a=("10.0.0.8", 1), ba=(0, 0), flags=(0x1A, 0)),
+        ],
+    )
+    second = write_run(
+        tmp_path / "r2",
+        [
+            session("Z", 505, 700, a=("10.3.3.3", 1), b=("10.3.3.4", 2), flags=(SYN_ACK_PSH, 0x12)),
+        ],
+    )
     by_id = conversations(recombine_tables([first, second]))
-    assert {i: (by_id[i]["close_reason"], by_id[i]["state_inferred"])
-            for i in ("MID", "RST", "SYN")} == {
-        "MID": ("idle", True), "RST": ("no_reply", True), "SYN": ("no_reply", True)}
+    assert {
+        i: (by_id[i]["close_reason"], by_id[i]["state_inferred"]) for i in ("MID", "RST", "SYN")
+    } == {"MID": ("idle", True), "RST": ("no_reply", True), "SYN": ("no_reply", True)}
 
 
 def test_recombining_slices_agrees_with_one_run(tmp_path: Path) -> None:
@@ -261,23 +299,45 @@ def test_recombining_slices_agrees_with_one_run(tmp_path: Path) -> None:
     other = ("10.3.3.3", 1), ("10.3.3.4", 2)
     # a connection finished (FIN both ways) at the end of run 1 is not continued by the
     # next connection on its 5-tuple in run 2
-    first = write_run(tmp_path / "r1", [
-        session("DONE", 0, 5, state="active", flags=(0x1B, 0x1B)),
-        # one direction of a UDP exchange seen in run 1, the other in run 2
-        session("ASK", 0, 6, state="active", protocol=17, a=("10.0.0.5", 5000),
-                b=("10.0.0.6", 53), ba=(0, 0)),
-        # SYN, then RST|ACK and a stray ACK of the client: the sessionizer's rejected
-        session("REJ", 0, 1, state="active", a=("10.0.0.9", 4000), flags=(0x12, 0x14)),
-        session("FINISHED", 0, 5, state="active", a=("10.0.0.11", 1), flags=(0x1B, 0x1B)),
-    ])
-    second = write_run(tmp_path / "r2", [
-        session("NEXT", 40, 41, state="active", flags=(0x1B, 0x1B)),
-        session("ANSWER", 7, 8, close="no_reply", protocol=17, a=("10.0.0.6", 53),
-                b=("10.0.0.5", 5000), ba=(0, 0)),
-        session("Z", 505, 700, a=other[0], b=other[1], flags=(SYN_ACK_PSH, 0x12)),
-        # a trailing ACK within the grace still joins the finished connection (review)
-        session("TRAIL", 6, 6, a=("10.0.0.11", 1), ba=(0, 0), flags=(0x10, 0)),
-    ])
+    first = write_run(
+        tmp_path / "r1",
+        [
+            session("DONE", 0, 5, state="active", flags=(0x1B, 0x1B)),
+            # one direction of a UDP exchange seen in run 1, the other in run 2
+            session(
+                "ASK",
+                0,
+                6,
+                state="active",
+                protocol=17,
+                a=("10.0.0.5", 5000),
+                b=("10.0.0.6", 53),
+                ba=(0, 0),
+            ),
+            # SYN, then RST|ACK and a stray ACK of the client: the sessionizer's rejected
+            session("REJ", 0, 1, state="active", a=("10.0.0.9", 4000), flags=(0x12, 0x14)),
+            session("FINISHED", 0, 5, state="active", a=("10.0.0.11", 1), flags=(0x1B, 0x1B)),
+        ],
+    )
+    second = write_run(
+        tmp_path / "r2",
+        [
+            session("NEXT", 40, 41, state="active", flags=(0x1B, 0x1B)),
+            session(
+                "ANSWER",
+                7,
+                8,
+                close="no_reply",
+                protocol=17,
+                a=("10.0.0.6", 53),
+                b=("10.0.0.5", 5000),
+                ba=(0, 0),
+            ),
+            session("Z", 505, 700, a=other[0], b=other[1], flags=(SYN_ACK_PSH, 0x12)),
+            # a trailing ACK within the grace still joins the finished connection (review)
+            session("TRAIL", 6, 6, a=("10.0.0.11", 1), ba=(0, 0), flags=(0x10, 0)),
+        ],
+    )
     by_id = conversations(recombine_tables([first, second]))
     assert by_id["FINISHED"]["session_ids"] == ["FINISHED", "TRAIL"]
     assert by_id["DONE"]["fragment_count"] == 1 and "NEXT" in by_id
@@ -286,17 +346,24 @@ def test_recombining_slices_agrees_with_one_run(tmp_path: Path) -> None:
     assert by_id["REJ"]["close_reason"] == "rejected"
 
 
-
 def test_a_new_connection_after_a_finished_one_across_runs_is_its_own(tmp_path: Path) -> None:
     """As inside one run (the sessionizer's rule 2b'): a connection that opens with a SYN
     after a finished one on its 5-tuple, within the grace, is a new conversation; a
     trailing ACK there still joins."""
-    first = write_run(tmp_path / "r1", [
-        session("DONE", 0, 5, state="active", flags=(0x1B, 0x1B)),
-        session("ALSO", 0, 5, state="active", a=("10.0.0.11", 1), flags=(0x1B, 0x1B))])
-    second = write_run(tmp_path / "r2", [
-        session("AGAIN", 6, 9, state="active", flags=(0x1B, 0x1B)),
-        session("TRAIL", 6, 6, a=("10.0.0.11", 1), ba=(0, 0), flags=(0x10, 0))])
+    first = write_run(
+        tmp_path / "r1",
+        [
+            session("DONE", 0, 5, state="active", flags=(0x1B, 0x1B)),
+            session("ALSO", 0, 5, state="active", a=("10.0.0.11", 1), flags=(0x1B, 0x1B)),
+        ],
+    )
+    second = write_run(
+        tmp_path / "r2",
+        [
+            session("AGAIN", 6, 9, state="active", flags=(0x1B, 0x1B)),
+            session("TRAIL", 6, 6, a=("10.0.0.11", 1), ba=(0, 0), flags=(0x10, 0)),
+        ],
+    )
     by_id = conversations(recombine_tables([first, second]))
     assert by_id["DONE"]["session_ids"] == ["DONE"] and "AGAIN" in by_id
     assert by_id["ALSO"]["session_ids"] == ["ALSO", "TRAIL"]
@@ -304,36 +371,52 @@ def test_a_new_connection_after_a_finished_one_across_runs_is_its_own(tmp_path: 
 
 def test_the_conversations_state_is_its_latest_fragments(tmp_path: Path) -> None:
     # a short fragment opened inside a long one is not the conversation's end
-    rows = [session("LONG", 0, 45, close="hard_timeout", ba=(0, 0), flags=(0x10, 0)),
-            session("SHORT", 30, 31, close="no_reply", split=1, conversation="LONG",
-                    ba=(0, 0), flags=(0x10, 0)),
-            session("END", 46, 47, a=("10.9.9.9", 1), b=("10.0.0.2", 443))]
+    rows = [
+        session("LONG", 0, 45, close="hard_timeout", ba=(0, 0), flags=(0x10, 0)),
+        session(
+            "SHORT",
+            30,
+            31,
+            close="no_reply",
+            split=1,
+            conversation="LONG",
+            ba=(0, 0),
+            flags=(0x10, 0),
+        ),
+        session("END", 46, 47, a=("10.9.9.9", 1), b=("10.0.0.2", 443)),
+    ]
     by_id = conversations(one_run(tmp_path, rows))
     assert (by_id["LONG"]["close_reason"], by_id["LONG"]["tail_cut"]) == ("hard_timeout", True)
 
 
 def test_a_late_session_past_the_idle_timeout_is_its_own_conversation(tmp_path: Path) -> None:
-    rows = [session("UDP", 0, 5, close="no_reply", protocol=17, ba=(0, 0)),
-            session("NEAR", 20, 25, close="no_reply", protocol=17, ba=(0, 0), late=True,
-                    follows="UDP"),
-            session("FAR", 40, 45, close="no_reply", protocol=17, ba=(0, 0), late=True,
-                    follows="UDP")]
+    rows = [
+        session("UDP", 0, 5, close="no_reply", protocol=17, ba=(0, 0)),
+        session("NEAR", 20, 25, close="no_reply", protocol=17, ba=(0, 0), late=True, follows="UDP"),
+        session("FAR", 40, 45, close="no_reply", protocol=17, ba=(0, 0), late=True, follows="UDP"),
+    ]
     by_id = conversations(one_run(tmp_path, rows))
     assert by_id["UDP"]["session_ids"] == ["UDP", "NEAR"]  # 20 - 5 <= udp idle 30 s
     assert by_id["FAR"]["fragment_count"] == 1  # 40 - 5 > 30 s
 
 
 def test_run_boundary_needs_an_open_session_and_the_idle_timeout(tmp_path: Path) -> None:
-    first = write_run(tmp_path / "r1", [
-        # closed for good while the run went on (due at 560, the watermark reached 570)
-        session("A", 0, 500, close="idle"),
-        session("P", 0, 560, state="active", a=("10.5.5.5", 1), b=("10.5.5.6", 2)),
-        session("Q", 0, 600, state="active", a=("10.5.5.7", 1), b=("10.5.5.6", 2)),
-    ])
-    second = write_run(tmp_path / "r2", [
-        session("B", 520, 600),
-        session("R", 621, 700, a=("10.5.5.6", 2), b=("10.5.5.5", 1)),  # 61 s > 60 s idle
-    ])
+    first = write_run(
+        tmp_path / "r1",
+        [
+            # closed for good while the run went on (due at 560, the watermark reached 570)
+            session("A", 0, 500, close="idle"),
+            session("P", 0, 560, state="active", a=("10.5.5.5", 1), b=("10.5.5.6", 2)),
+            session("Q", 0, 600, state="active", a=("10.5.5.7", 1), b=("10.5.5.6", 2)),
+        ],
+    )
+    second = write_run(
+        tmp_path / "r2",
+        [
+            session("B", 520, 600),
+            session("R", 621, 700, a=("10.5.5.6", 2), b=("10.5.5.5", 1)),  # 61 s > 60 s idle
+        ],
+    )
     by_id = conversations(recombine_tables([first, second]))
     assert set(by_id) == {"A", "B", "P", "Q", "R"}
 
@@ -344,27 +427,49 @@ def test_a_session_the_runs_end_closed_goes_on_in_the_next_run(tmp_path: Path) -
     udp = {"protocol": 17, "a": ("10.0.0.5", 5000), "b": ("10.0.0.6", 53)}
     fin = {"a": ("10.0.0.11", 1)}
     other = {"protocol": 17, "a": ("10.0.0.99", 7), "b": ("10.0.0.98", 8)}
-    whole = write_run(tmp_path / "whole", [
-        session("S", 0, 46, ab=(600, 6), ba=(3000, 5), **udp),
-        session("F", 0, 40, close="fin", ab=(1100, 11), ba=(5000, 8), flags=(0x1B, 0x1B),
-                **fin),
-        session("X", 0, 60, **other),
-        session("Y", 95, 100, **other),  # 35 s after X: past the UDP idle
-    ], window=(0, 100))
-    r1 = write_run(tmp_path / "r1", [
-        # due at 50, after the last watermark (60 - 30 s of grace): closed by the end only
-        session("S", 0, 20, ab=(500, 5), ba=(2500, 4), **udp),
-        # FIN both ways at 35, within the grace of the end: closed by the end only
-        session("F", 0, 35, close="fin", flags=(0x1B, 0x1B), **fin),
-        session("X", 0, 60, state="active", **other),
-    ], window=(0, 60))
-    r2 = write_run(tmp_path / "r2", [
-        session("S-r2", 45, 46, ab=(100, 1), ba=(500, 1), **udp),  # delayed past the cut
-        session("F-r2", 40, 40, ab=(100, 1), ba=(0, 0), flags=(0x10, 0), **fin),  # last ACK
-        session("Y", 95, 100, **other),
-    ], window=(40, 100))
-    columns = ["conversation_id", "first_seen", "last_seen", "ab_bytes", "ba_bytes",
-               "ab_packets", "ba_packets", "state", "close_reason"]
+    whole = write_run(
+        tmp_path / "whole",
+        [
+            session("S", 0, 46, ab=(600, 6), ba=(3000, 5), **udp),
+            session(
+                "F", 0, 40, close="fin", ab=(1100, 11), ba=(5000, 8), flags=(0x1B, 0x1B), **fin
+            ),
+            session("X", 0, 60, **other),
+            session("Y", 95, 100, **other),  # 35 s after X: past the UDP idle
+        ],
+        window=(0, 100),
+    )
+    r1 = write_run(
+        tmp_path / "r1",
+        [
+            # due at 50, after the last watermark (60 - 30 s of grace): closed by the end only
+            session("S", 0, 20, ab=(500, 5), ba=(2500, 4), **udp),
+            # FIN both ways at 35, within the grace of the end: closed by the end only
+            session("F", 0, 35, close="fin", flags=(0x1B, 0x1B), **fin),
+            session("X", 0, 60, state="active", **other),
+        ],
+        window=(0, 60),
+    )
+    r2 = write_run(
+        tmp_path / "r2",
+        [
+            session("S-r2", 45, 46, ab=(100, 1), ba=(500, 1), **udp),  # delayed past the cut
+            session("F-r2", 40, 40, ab=(100, 1), ba=(0, 0), flags=(0x10, 0), **fin),  # last ACK
+            session("Y", 95, 100, **other),
+        ],
+        window=(40, 100),
+    )
+    columns = [
+        "conversation_id",
+        "first_seen",
+        "last_seen",
+        "ab_bytes",
+        "ba_bytes",
+        "ab_packets",
+        "ba_packets",
+        "state",
+        "close_reason",
+    ]
     one = recombine_tables([whole]).conversations.select(columns).to_pylist()
     assert recombine_tables([r1, r2]).conversations.select(columns).to_pylist() == one
 
@@ -385,31 +490,80 @@ def test_three_runs_over_slices_equal_one_run_over_everything(tmp_path: Path) ->
     syn = {"flags": (SYN_ACK_PSH, 0x12)}
     udp = {"protocol": 17, "a": ("10.0.0.5", 5000), "b": ("10.0.0.6", 53)}
     other = {"a": ("10.7.7.7", 3333), "b": ("10.0.0.2", 80)}
-    whole = write_run(tmp_path / "whole", [
-        session("X0", 0, 899.9, close="hard_timeout", ab=(900, 9), ba=(9000, 9), **syn),
-        session("X1", 900.0, 1799.5, close="hard_timeout", split=1, conversation="X0",
-                ab=(900, 9), ba=(9000, 9)),
-        session("X2", 1800.0, 2000, close="fin", split=2, conversation="X0",
-                ab=(200, 2), ba=(2000, 2)),
-        session("U0", 650, 720, **udp),  # crosses the first cut, quiet before the second
-        session("Y0", 1200, 1400, close="idle", **other, **syn),
-    ], window=(0, 2000))
-    r1 = write_run(tmp_path / "r1", [
-        session("X0", 0, 699.9, state="active", ab=(700, 7), ba=(7000, 7), **syn),
-        session("U0", 650, 690, state="active", ab=(600, 6), ba=(3000, 5), **udp),
-    ], window=(0, 699.9))
-    r2 = write_run(tmp_path / "r2", [
-        session("X-r2", 700.0, 1499.5, state="active", ab=(900, 9), ba=(9000, 9)),
-        session("U-r2", 700.2, 720, ab=(400, 4), ba=(2000, 3), **udp),
-        session("Y0", 1200, 1400, close="idle", **other, **syn),
-    ], window=(700.0, 1499.5))
-    r3 = write_run(tmp_path / "r3", [
-        session("X-r3", 1500.0, 2000, close="fin", ab=(400, 4), ba=(4000, 4)),
-    ], window=(1500.0, 2000))
+    whole = write_run(
+        tmp_path / "whole",
+        [
+            session("X0", 0, 899.9, close="hard_timeout", ab=(900, 9), ba=(9000, 9), **syn),
+            session(
+                "X1",
+                900.0,
+                1799.5,
+                close="hard_timeout",
+                split=1,
+                conversation="X0",
+                ab=(900, 9),
+                ba=(9000, 9),
+            ),
+            session(
+                "X2",
+                1800.0,
+                2000,
+                close="fin",
+                split=2,
+                conversation="X0",
+                ab=(200, 2),
+                ba=(2000, 2),
+            ),
+            session("U0", 650, 720, **udp),  # crosses the first cut, quiet before the second
+            session("Y0", 1200, 1400, close="idle", **other, **syn),
+        ],
+        window=(0, 2000),
+    )
+    r1 = write_run(
+        tmp_path / "r1",
+        [
+            session("X0", 0, 699.9, state="active", ab=(700, 7), ba=(7000, 7), **syn),
+            session("U0", 650, 690, state="active", ab=(600, 6), ba=(3000, 5), **udp),
+        ],
+        window=(0, 699.9),
+    )
+    r2 = write_run(
+        tmp_path / "r2",
+        [
+            session("X-r2", 700.0, 1499.5, state="active", ab=(900, 9), ba=(9000, 9)),
+            session("U-r2", 700.2, 720, ab=(400, 4), ba=(2000, 3), **udp),
+            session("Y0", 1200, 1400, close="idle", **other, **syn),
+        ],
+        window=(700.0, 1499.5),
+    )
+    r3 = write_run(
+        tmp_path / "r3",
+        [
+            session("X-r3", 1500.0, 2000, close="fin", ab=(400, 4), ba=(4000, 4)),
+        ],
+        window=(1500.0, 2000),
+    )
 
-    columns = ["conversation_id", "exporter", "protocol", "ip_a", "port_a", "ip_b", "port_b",
-               "first_seen", "last_seen", "ab_bytes", "ba_bytes", "ab_packets", "ba_packets",
-               "state", "close_reason", "complete", "head_cut", "tail_cut"]
+    columns = [
+        "conversation_id",
+        "exporter",
+        "protocol",
+        "ip_a",
+        "port_a",
+        "ip_b",
+        "port_b",
+        "first_seen",
+        "last_seen",
+        "ab_bytes",
+        "ba_bytes",
+        "ab_packets",
+        "ba_packets",
+        "state",
+        "close_reason",
+        "complete",
+        "head_cut",
+        "tail_cut",
+    ]
     one = recombine_tables([whole]).conversations.select(columns)
     three = recombine_tables([r3, r1, r2]).conversations.select(columns)
     assert three.to_pylist() == one.to_pylist()
@@ -417,48 +571,82 @@ def test_three_runs_over_slices_equal_one_run_over_everything(tmp_path: Path) ->
 
 @pytest.mark.parametrize("replay", ["arrival", "event"])
 def test_closed_by_the_end_at_the_exact_tie_and_not_under_event_replay(
-        tmp_path: Path, replay: str) -> None:
+    tmp_path: Path, replay: str
+) -> None:
     """Due exactly at the last watermark (80 - 30 s): the sweeps close only what is due
     before it, so the end closed it; under event replay the watermark followed first_seen,
     which the tables do not keep, so nothing is inferred (review)."""
     udp = {"protocol": 17, "a": ("10.0.0.5", 5000), "b": ("10.0.0.6", 53)}
     other = {"protocol": 17, "a": ("10.0.0.99", 7), "b": ("10.0.0.98", 8)}
-    r1 = write_run(tmp_path / "r1", [
-        session("T", 0, 20, **udp),  # udp idle 30 s: due at 50
-        session("X", 0, 80, state="active", **other),
-    ], window=(0, 80), settings={**SETTINGS, "sessions.replay": replay})
+    r1 = write_run(
+        tmp_path / "r1",
+        [
+            session("T", 0, 20, **udp),  # udp idle 30 s: due at 50
+            session("X", 0, 80, state="active", **other),
+        ],
+        window=(0, 80),
+        settings={**SETTINGS, "sessions.replay": replay},
+    )
     r2 = write_run(tmp_path / "r2", [session("T-r2", 45, 46, **udp)], window=(45, 90))
     by_id = conversations(recombine_tables([r1, r2]))
     linked = by_id["T"]["session_ids"] == ["T", "T-r2"]
     assert linked == (replay == "arrival")
 
 
-def test_a_record_delayed_across_the_cut_joins_the_earlier_runs_session(
-        tmp_path: Path) -> None:
+def test_a_record_delayed_across_the_cut_joins_the_earlier_runs_session(tmp_path: Path) -> None:
     """A late session of run 2 names nothing (run 2 never saw its key before), yet one run
     over both captures would have counted its record in the session it falls into."""
     udp = {"protocol": 17, "a": ("10.0.0.5", 5000), "b": ("10.0.0.6", 53)}
     far = {"protocol": 17, "a": ("10.0.0.7", 5000), "b": ("10.0.0.6", 53)}
-    whole = write_run(tmp_path / "whole", [
-        session("A", 0, 40, ab=(700, 7), ba=(3500, 6), **udp),
-        session("F", 0, 5, ab=(100, 1), ba=(0, 0), close="no_reply", **far),
-        session("F-late", 50, 51, ab=(100, 1), ba=(0, 0), close="no_reply", late=True,
-                follows="F", **far),
-    ], window=(0, 51))
-    r1 = write_run(tmp_path / "r1", [
-        session("A", 0, 20, state="active", ab=(500, 5), ba=(2500, 4), **udp),
-        session("F", 0, 5, ab=(100, 1), ba=(0, 0), close="no_reply", **far),
-    ], window=(0, 20))
-    r2 = write_run(tmp_path / "r2", [
-        # delayed across the cut, inside A's span: late in run 2, following nothing there
-        session("A-late", 10, 12, ab=(100, 1), ba=(500, 1), late=True, **udp),
-        session("A-r2", 30, 40, ab=(100, 1), ba=(500, 1), **udp),
-        # 45 s after F's last record, past the UDP idle of 30 s: a conversation of its own
-        session("F-late", 50, 51, ab=(100, 1), ba=(0, 0), close="no_reply", late=True,
-                **far),
-    ], window=(25, 51))
-    columns = ["conversation_id", "first_seen", "last_seen", "ab_bytes", "ba_bytes",
-               "ab_packets", "ba_packets", "state", "close_reason"]
+    whole = write_run(
+        tmp_path / "whole",
+        [
+            session("A", 0, 40, ab=(700, 7), ba=(3500, 6), **udp),
+            session("F", 0, 5, ab=(100, 1), ba=(0, 0), close="no_reply", **far),
+            session(
+                "F-late",
+                50,
+                51,
+                ab=(100, 1),
+                ba=(0, 0),
+                close="no_reply",
+                late=True,
+                follows="F",
+                **far,
+            ),
+        ],
+        window=(0, 51),
+    )
+    r1 = write_run(
+        tmp_path / "r1",
+        [
+            session("A", 0, 20, state="active", ab=(500, 5), ba=(2500, 4), **udp),
+            session("F", 0, 5, ab=(100, 1), ba=(0, 0), close="no_reply", **far),
+        ],
+        window=(0, 20),
+    )
+    r2 = write_run(
+        tmp_path / "r2",
+        [
+            # delayed across the cut, inside A's span: late in run 2, following nothing there
+            session("A-late", 10, 12, ab=(100, 1), ba=(500, 1), late=True, **udp),
+            session("A-r2", 30, 40, ab=(100, 1), ba=(500, 1), **udp),
+            # 45 s after F's last record, past the UDP idle of 30 s: a conversation of its own
+            session("F-late", 50, 51, ab=(100, 1), ba=(0, 0), close="no_reply", late=True, **far),
+        ],
+        window=(25, 51),
+    )
+    columns = [
+        "conversation_id",
+        "first_seen",
+        "last_seen",
+        "ab_bytes",
+        "ba_bytes",
+        "ab_packets",
+        "ba_packets",
+        "state",
+        "close_reason",
+    ]
     one = recombine_tables([whole]).conversations.select(columns).to_pylist()
     two = recombine_tables([r1, r2])
     assert two.conversations.select(columns).to_pylist() == one
@@ -467,13 +655,29 @@ def test_a_record_delayed_across_the_cut_joins_the_earlier_runs_session(
     assert by_id["A"]["split_reasons"] == ["late", "run_boundary"]
     # inside one run too: the sessionizer names only the key's last closed session, so a
     # record falling into the one before names nothing (found by fuzzing this rule)
-    alone = recombine_tables([write_run(tmp_path / "alone", [
-        session("A", 0, 40, close="hard_timeout", **udp),
-        session("B", 50, 60, **udp),
-        session("A-late", 10, 12, late=True, **udp),
-        session("C", 0, 1, a=("10.9.9.9", 1), **{k: v for k, v in udp.items() if k != "a"}),
-        session("C-late", 40, 41, late=True, a=("10.9.9.9", 1),  # 39 s after C: past idle
-                **{k: v for k, v in udp.items() if k != "a"})])])
+    alone = recombine_tables(
+        [
+            write_run(
+                tmp_path / "alone",
+                [
+                    session("A", 0, 40, close="hard_timeout", **udp),
+                    session("B", 50, 60, **udp),
+                    session("A-late", 10, 12, late=True, **udp),
+                    session(
+                        "C", 0, 1, a=("10.9.9.9", 1), **{k: v for k, v in udp.items() if k != "a"}
+                    ),
+                    session(
+                        "C-late",
+                        40,
+                        41,
+                        late=True,
+                        a=("10.9.9.9", 1),  # 39 s after C: past idle
+                        **{k: v for k, v in udp.items() if k != "a"},
+                    ),
+                ],
+            )
+        ]
+    )
     by_id = conversations(alone)
     assert by_id["A"]["session_ids"] == ["A", "A-late", "B"]
     assert by_id["C-late"]["fragment_count"] == 1
@@ -485,12 +689,10 @@ def test_head_and_tail_outside_the_window(tmp_path: Path) -> None:
         session("MID1", 900, 1000, split=1, conversation="MID", flags=(0x18, 0x10)),
         session("SYN", 2, 50, a=("10.8.8.8", 1), b=("10.0.0.2", 22), flags=(0x1B, 0x13)),
         session("LATE1", 300, 400, split=3, conversation="gone", a=("10.6.6.6", 1)),
-        session("END", 1100, 1999, close="hard_timeout", a=("10.4.4.4", 9),
-                flags=(0x1A, 0x12)),
+        session("END", 1100, 1999, close="hard_timeout", a=("10.4.4.4", 9), flags=(0x1A, 0x12)),
         session("OPEN", 1950, 2000, state="active", a=("10.4.4.5", 9), flags=(0x1A, 0x12)),
         # FIN both ways: a hard_timeout cut of a finished conversation cuts nothing
-        session("DONE", 1100, 1999, close="hard_timeout", a=("10.4.4.6", 9),
-                flags=(0x1B, 0x13)),
+        session("DONE", 1100, 1999, close="hard_timeout", a=("10.4.4.6", 9), flags=(0x1B, 0x13)),
     ]
     result = one_run(tmp_path, rows)
     by_id = conversations(result)
@@ -501,29 +703,41 @@ def test_head_and_tail_outside_the_window(tmp_path: Path) -> None:
     assert by_id["DONE"]["complete"]
     # found by auditing: a cut that nothing continued said hard_timeout beside complete
     assert (by_id["DONE"]["close_reason"], by_id["DONE"]["state_inferred"]) == ("fin", True)
-    assert (by_id["END"]["close_reason"], by_id["END"]["state_inferred"]) == \
-        ("hard_timeout", False)  # more may follow: the cut stands
+    assert (by_id["END"]["close_reason"], by_id["END"]["state_inferred"]) == (
+        "hard_timeout",
+        False,
+    )  # more may follow: the cut stands
     window = result.report["outside_window"]
     heads = {e["conversation_id"]: e["message"] for e in window["head_cut"]}
-    assert heads["MID"] == ("fragment 0 is outside the window: widen the window to start "
-                            "before 2024-03-01T12:00:00Z")
+    assert heads["MID"] == (
+        "fragment 0 is outside the window: widen the window to start before 2024-03-01T12:00:00Z"
+    )
     assert heads["LATE1"].endswith("start before 2024-03-01T12:05:00Z")
     tails = {e["conversation_id"]: e["message"] for e in window["tail_cut"]}
     assert tails["OPEN"] == "more may follow after 2024-03-01T12:33:20Z"
 
 
-def test_a_cut_nothing_continued_inside_the_window_ended_as_it_timed_out(
-        tmp_path: Path) -> None:
-    rows = [session("CUT", 0, 899, close="hard_timeout", flags=(SYN_ACK_PSH, 0x12)),
-            session("ONEWAY", 0, 899, close="evicted", a=("10.4.4.7", 9), ba=(0, 0),
-                    flags=(0x10, 0)),
-            session("LATER", 2000, 2010, a=("10.9.9.9", 1), b=("10.0.0.2", 443),
-                    flags=(SYN_ACK_PSH, 0x12))]
+def test_a_cut_nothing_continued_inside_the_window_ended_as_it_timed_out(tmp_path: Path) -> None:
+    rows = [
+        session("CUT", 0, 899, close="hard_timeout", flags=(SYN_ACK_PSH, 0x12)),
+        session("ONEWAY", 0, 899, close="evicted", a=("10.4.4.7", 9), ba=(0, 0), flags=(0x10, 0)),
+        session(
+            "LATER", 2000, 2010, a=("10.9.9.9", 1), b=("10.0.0.2", 443), flags=(SYN_ACK_PSH, 0x12)
+        ),
+    ]
     by_id = conversations(one_run(tmp_path, rows))
-    assert [(by_id[i]["state"], by_id[i]["close_reason"], by_id[i]["state_inferred"],
-             by_id[i]["complete"]) for i in ("CUT", "ONEWAY")] == \
-        [("closed", "idle", True, True),
-         ("closed", "idle", True, False)]  # midstream; no SYN at the window's start: head cut
+    assert [
+        (
+            by_id[i]["state"],
+            by_id[i]["close_reason"],
+            by_id[i]["state_inferred"],
+            by_id[i]["complete"],
+        )
+        for i in ("CUT", "ONEWAY")
+    ] == [
+        ("closed", "idle", True, True),
+        ("closed", "idle", True, False),
+    ]  # midstream; no SYN at the window's start: head cut
 
 
 def test_duplicate_sessions_across_runs_are_refused(tmp_path: Path) -> None:
@@ -543,11 +757,11 @@ def test_a_directory_that_is_not_a_run_is_a_usage_error(tmp_path: Path) -> None:
 
 def test_missing_settings_fall_back_to_defaults_and_say_so(tmp_path: Path) -> None:
     partial = {k: v for k, v in SETTINGS.items() if k != "sessions.idle.udp"}
-    result = recombine_tables([write_run(tmp_path / "r", [session("A", 0, 1)],
-                                         settings=partial)])
+    result = recombine_tables([write_run(tmp_path / "r", [session("A", 0, 1)], settings=partial)])
     assert result.runs[0].settings["sessions.idle.udp"] == 30.0
     assert result.report["runs"][0]["notes"] == [
-        "manifest has no sessions.idle.udp; used the default 30 s"]
+        "manifest has no sessions.idle.udp; used the default 30 s"
+    ]
 
 
 def test_nice_hard_timeouts() -> None:
@@ -557,8 +771,12 @@ def test_nice_hard_timeouts() -> None:
 
 # ---- invariants on generated inputs -------------------------------------------------------
 
-KEYS = [("10.0.0.1", 1000, "10.0.0.2", 80, 6), ("10.0.0.2", 80, "10.0.0.1", 1000, 6),
-        ("10.0.0.3", 53, "10.0.0.4", 5353, 17), ("10.0.0.5", 0, "10.0.0.6", 0, 1)]
+KEYS = [
+    ("10.0.0.1", 1000, "10.0.0.2", 80, 6),
+    ("10.0.0.2", 80, "10.0.0.1", 1000, 6),
+    ("10.0.0.3", 53, "10.0.0.4", 5353, 17),
+    ("10.0.0.5", 0, "10.0.0.6", 0, 1),
+]
 REASONS = ["hard_timeout", "evicted", "idle", "fin", None]
 
 
@@ -572,26 +790,41 @@ def session_tables(draw: st.DrawFn) -> list[dict[str, Any]]:
         length = draw(st.integers(0, 900))
         reason = draw(st.sampled_from(REASONS))
         late = draw(st.booleans()) and index > 0
-        rows.append(session(
-            f"s{index:03d}", start, start + length, a=(key[0], key[1]), b=(key[2], key[3]),
-            protocol=key[4], exporter=draw(st.sampled_from(["192.0.2.1", "192.0.2.2"])),
-            state="closed" if reason else "active", close=reason,
-            ab=(draw(st.integers(0, 10**6)), draw(st.integers(0, 50))),
-            ba=(draw(st.integers(0, 10**6)), draw(st.integers(0, 50))),
-            late=late, follows=f"s{draw(st.integers(0, index - 1)):03d}" if late else None,
-        ))
+        rows.append(
+            session(
+                f"s{index:03d}",
+                start,
+                start + length,
+                a=(key[0], key[1]),
+                b=(key[2], key[3]),
+                protocol=key[4],
+                exporter=draw(st.sampled_from(["192.0.2.1", "192.0.2.2"])),
+                state="closed" if reason else "active",
+                close=reason,
+                ab=(draw(st.integers(0, 10**6)), draw(st.integers(0, 50))),
+                ba=(draw(st.integers(0, 10**6)), draw(st.integers(0, 50))),
+                late=late,
+                follows=f"s{draw(st.integers(0, index - 1)):03d}" if late else None,
+            )
+        )
     return rows
 
 
 def chain_rows(rows: list[dict[str, Any]], tmp: Path) -> Any:
-    run = Run(path=write_run(tmp, rows), settings={k: float(v) for k, v in SETTINGS.items()
-                                                   if k.startswith("sessions.")
-                                                   and isinstance(v, float)})
+    run = Run(
+        path=write_run(tmp, rows),
+        settings={
+            k: float(v)
+            for k, v in SETTINGS.items()
+            if k.startswith("sessions.") and isinstance(v, float)
+        },
+    )
     return chain_sessions(read_sessions(run), [run])
 
 
-@settings(max_examples=40, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(session_tables(), st.randoms(use_true_random=False))
 def test_every_session_in_one_conversation_and_totals_conserved(
     tmp_path: Path, rows: list[dict[str, Any]], shuffle: Any
@@ -608,16 +841,26 @@ def test_every_session_in_one_conversation_and_totals_conserved(
     for conversation in conversations.to_pylist():
         members = [by_session[s] for s in conversation["session_ids"]]
         assert len({m["exporter"] for m in members}) == 1
-        assert len({(m["protocol_number"], frozenset([(m["ip_a"], m["port_a"]),
-                                                      (m["ip_b"], m["port_b"])]))
-                    for m in members}) == 1
+        assert (
+            len(
+                {
+                    (
+                        m["protocol_number"],
+                        frozenset([(m["ip_a"], m["port_a"]), (m["ip_b"], m["port_b"])]),
+                    )
+                    for m in members
+                }
+            )
+            == 1
+        )
     # the input's row order changes nothing
     shuffled = list(rows)
     shuffle.shuffle(shuffled)
     again = chain_rows(shuffled, tmp_path / "b")
     assert again.conversations.equals(chains.conversations)
     assert again.fragments.drop_columns(["run_dir"]).equals(
-        chains.fragments.drop_columns(["run_dir"]))
+        chains.fragments.drop_columns(["run_dir"])
+    )
 
 
 def test_empty_run(tmp_path: Path) -> None:
@@ -638,23 +881,38 @@ def test_settled_reasons_are_the_sessionizers_for_every_flag_combination() -> No
     from obserae_forensics.sessionize.reference import RefSession
 
     flag_values = [0, 0x02, 0x12, 0x10, 0x18, 0x11, 0x04, 0x14, 0x1B, 0x16]
-    cases = [(ab, ba, seen) for ab, ba in itertools.product(flag_values, repeat=2)
-             for seen in (1, 2, 3) if (seen & 1 or not ab) and (seen & 2 or not ba)]
+    cases = [
+        (ab, ba, seen)
+        for ab, ba in itertools.product(flag_values, repeat=2)
+        for seen in (1, 2, 3)
+        if (seen & 1 or not ab) and (seen & 2 or not ba)
+    ]
     expected = []
     for ab, ba, seen in cases:
-        session = RefSession(key=(6, 0, 1, 40000, 0, 2, 443), serial=0, flags=[ab, ba],
-                             seen=seen)
+        session = RefSession(key=(6, 0, 1, 40000, 0, 2, 443), serial=0, flags=[ab, ba], seen=seen)
         expected.append(R.REASON_NAMES[session.state_reason()])
         half = session.half_open()
         assert not half or expected[-1] == "no_reply"
-    ab_flags, ba_flags, seen = (np.array(column, dtype=np.int64) for column in zip(*cases,
-                                                                                  strict=True))
-    half_open = np.array([RefSession(key=(6, 0, 1, 40000, 0, 2, 443), serial=0,
-                                     flags=[a, b], seen=s).half_open() for a, b, s in cases])
-    settled = _settled_reasons(tcp=np.ones(len(cases), dtype=bool), half_open=half_open,
-                               ab_flags=ab_flags, ba_flags=ba_flags,
-                               ab_packets=(seen & 1).astype(np.uint64),
-                               ba_packets=(seen >> 1).astype(np.uint64))
-    mismatches = [(hex(a), hex(b), s, e, g) for (a, b, s), e, g in
-                  zip(cases, expected, settled.tolist(), strict=True) if e != g]
+    ab_flags, ba_flags, seen = (
+        np.array(column, dtype=np.int64) for column in zip(*cases, strict=True)
+    )
+    half_open = np.array(
+        [
+            RefSession(key=(6, 0, 1, 40000, 0, 2, 443), serial=0, flags=[a, b], seen=s).half_open()
+            for a, b, s in cases
+        ]
+    )
+    settled = _settled_reasons(
+        tcp=np.ones(len(cases), dtype=bool),
+        half_open=half_open,
+        ab_flags=ab_flags,
+        ba_flags=ba_flags,
+        ab_packets=(seen & 1).astype(np.uint64),
+        ba_packets=(seen >> 1).astype(np.uint64),
+    )
+    mismatches = [
+        (hex(a), hex(b), s, e, g)
+        for (a, b, s), e, g in zip(cases, expected, settled.tolist(), strict=True)
+        if e != g
+    ]
     assert mismatches == []

@@ -21,22 +21,34 @@ from obserae_forensics.cli import app
 from obserae_forensics.recombine import recombine_runs, recombine_tables
 from tests.conftest import need_tool
 
-TOTALS = ["exporter", "protocol", "ip_a", "port_a", "ip_b", "port_b", "first_seen",
-          "last_seen", "ab_bytes", "ba_bytes", "ab_packets", "ba_packets"]
+TOTALS = [
+    "exporter",
+    "protocol",
+    "ip_a",
+    "port_a",
+    "ip_b",
+    "port_b",
+    "first_seen",
+    "last_seen",
+    "ab_bytes",
+    "ba_bytes",
+    "ab_packets",
+    "ba_packets",
+]
 WHOLE = ["conversation_id", *TOTALS, "state", "close_reason", "complete"]
 
 
 def sessionize(inputs: list[Path], out: Path, *options: str) -> Path:
-    result = CliRunner().invoke(app, ["sessionize", *map(str, inputs), "--out", str(out),
-                                      *options])
+    result = CliRunner().invoke(app, ["sessionize", *map(str, inputs), "--out", str(out), *options])
     assert result.exit_code == 0, result.output
     return out
 
 
 def rows(table: object, columns: list[str]) -> list[dict[str, object]]:
     frame = table.to_pandas()[columns]  # type: ignore[attr-defined]
-    return frame.sort_values(columns[1:] if columns[0] == "conversation_id" else columns
-                             ).to_dict("records")
+    return frame.sort_values(columns[1:] if columns[0] == "conversation_id" else columns).to_dict(
+        "records"
+    )
 
 
 @pytest.mark.parametrize("name", ["sf_v5_ircdcc", "pm_v10_ircdcc", "sf_v9_varsvc"])
@@ -48,31 +60,43 @@ def test_short_hard_timeout_recombines_to_the_long_run_totals(
     long = sessionize([capture], tmp_path / "long", "--hard-timeout", "1d")
     result = recombine_runs([short], tmp_path / "out")
     assert rows(result.conversations, TOTALS) == rows(
-        recombine_tables([long]).conversations, TOTALS)
+        recombine_tables([long]).conversations, TOTALS
+    )
     if name.endswith("ircdcc"):
         # the 170 s IRC session was cut (softflowd -r exports it as one record per
         # direction; the second, arriving when the watermark is past the first fragment's
         # hard deadline, opens the next fragment). Under --replay event the watermark
         # follows first_seen and both records, starting together, join one session.
         assert result.report["counts"]["split_conversations"] == 1
-        event = sessionize([capture], tmp_path / "event", "--hard-timeout", "30s",
-                           "--replay", "event")
+        event = sessionize(
+            [capture], tmp_path / "event", "--hard-timeout", "30s", "--replay", "event"
+        )
         assert recombine_tables([event]).report["counts"]["split_conversations"] == 0
     assert (tmp_path / "out" / "report.md").is_file()
 
 
 def test_a_crowded_run_recombines_every_fragment_into_its_conversation(
-        tmp_path: Path, corpus: Path) -> None:
+    tmp_path: Path, corpus: Path
+) -> None:
     """Found by an audit: at a cap of 5 sessions, the corpus's nfcapd files (softflowd's
     exports of its test captures, all from 127.0.0.1) have fragments that open before the
     evicted fragment they continue (15 of them), and `recombine` refused the run as a loop
     of links (exit 2)."""
-    run = sessionize([corpus / "nfcapd"], tmp_path / "run",
-                     "--hard-timeout", "30s", "--grace", "1s", "--max-open-ksessions", "0.005")
+    run = sessionize(
+        [corpus / "nfcapd"],
+        tmp_path / "run",
+        "--hard-timeout",
+        "30s",
+        "--grace",
+        "1s",
+        "--max-open-ksessions",
+        "0.005",
+    )
     sessions = pq.read_table(run / "sessions.parquet").to_pandas()
     before = sessions.merge(sessions, on="conversation_id", suffixes=("", "_before"))
-    before = before[(before.split_before == before.split - 1)
-                    & (before.opened_at < before.opened_at_before)]
+    before = before[
+        (before.split_before == before.split - 1) & (before.opened_at < before.opened_at_before)
+    ]
     assert len(before) >= 10
     result = recombine_tables([run])
     fragments = result.fragments.to_pandas()
@@ -82,15 +106,15 @@ def test_a_crowded_run_recombines_every_fragment_into_its_conversation(
     assert result.report["refused_links"]["split_link_missing"] == 0
 
 
-def test_three_slices_recombine_to_one_run_over_the_capture(tmp_path: Path,
-                                                            corpus: Path) -> None:
+def test_three_slices_recombine_to_one_run_over_the_capture(tmp_path: Path, corpus: Path) -> None:
     editcap = need_tool("editcap")
     capture = corpus / "exports" / "sf_v9_synscan.pcap"  # 64 datagrams, 2002 records
     slices = []
     for index, frames in enumerate(("1-21", "22-42", "43-64")):
         part = tmp_path / f"slice{index}.pcap"
-        subprocess.run([editcap, "-r", str(capture), str(part), frames], check=True,
-                       capture_output=True)
+        subprocess.run(
+            [editcap, "-r", str(capture), str(part), frames], check=True, capture_output=True
+        )
         slices.append(sessionize([part], tmp_path / f"run{index}"))
     whole = sessionize([capture], tmp_path / "whole")
     three = recombine_tables(list(reversed(slices)))
@@ -109,24 +133,28 @@ def test_runs_of_the_same_traffic_are_said_to_overlap(tmp_path: Path, corpus: Pa
     """softflowd's v9 and v5 exports of one capture, sessionized as two runs, were
     recombined without a word into 23 conversations split at the run boundary, each
     counted twice (their session ids differ: the v5 times are 0.72 s later)."""
-    runs = [sessionize([corpus / "exports" / f"sf_{version}_test.pcap"], tmp_path / version)
-            for version in ("v9", "v5")]
+    runs = [
+        sessionize([corpus / "exports" / f"sf_{version}_test.pcap"], tmp_path / version)
+        for version in ("v9", "v5")
+    ]
     # runs go in the order their captures were made: the v5 capture's frames came first
     said = "23 of its 24 sessions of exporter 127.0.0.1 repeat one of run 0"
     result = recombine_tables(runs)
     assert [run.path for run in result.runs] == [runs[1], runs[0]]
     assert [len(run.overlaps) for run in result.runs] == [0, 1]
     assert said in result.runs[1].overlaps[0] and said in result.summary()
-    command = CliRunner().invoke(app, ["recombine", *map(str, runs), "--out",
-                                       str(tmp_path / "out")])
+    command = CliRunner().invoke(
+        app, ["recombine", *map(str, runs), "--out", str(tmp_path / "out")]
+    )
     assert command.exit_code == 0, command.output
     assert f"warning: run 1 ({result.runs[1].path}): " in command.stderr
     assert said in command.stderr and said in (tmp_path / "out" / "report.md").read_text()
 
 
 @pytest.mark.parametrize("name", ["pm_v9_test", "sf_v10_varsvc"])
-def test_an_export_from_a_rotated_capture_decodes_alone(tmp_path: Path, corpus: Path,
-                                                         name: str) -> None:
+def test_an_export_from_a_rotated_capture_decodes_alone(
+    tmp_path: Path, corpus: Path, name: str
+) -> None:
     """pmacct and softflowd send their templates and options in their first datagram only:
     a capture rotated after it (editcap -c 1: a file per datagram, as `tcpdump -C` cuts)
     and sessionized as one run gave exports of the later files' conversations that did not
@@ -138,8 +166,11 @@ def test_an_export_from_a_rotated_capture_decodes_alone(tmp_path: Path, corpus: 
     editcap = need_tool("editcap")
     slices = tmp_path / "slices"
     slices.mkdir()
-    subprocess.run([editcap, "-c", "1", str(corpus / "exports" / f"{name}.pcap"),
-                    str(slices / "part.pcap")], check=True, capture_output=True)
+    subprocess.run(
+        [editcap, "-c", "1", str(corpus / "exports" / f"{name}.pcap"), str(slices / "part.pcap")],
+        check=True,
+        capture_output=True,
+    )
     parts = sorted(slices.iterdir())
     assert len(parts) >= 3
     run = sessionize(parts, tmp_path / "run")
@@ -153,8 +184,9 @@ def test_an_export_from_a_rotated_capture_decodes_alone(tmp_path: Path, corpus: 
         assert exported.template_datagrams >= 1
 
 
-def test_akvorados_data_capture_exports_with_its_later_template(tmp_path: Path,
-                                                                corpus: Path) -> None:
+def test_akvorados_data_capture_exports_with_its_later_template(
+    tmp_path: Path, corpus: Path
+) -> None:
     """akvorado's `data` capture holds data sets whose template is in its `template`
     capture, sent later: as one run the data are read when the template comes, and an
     export of one of their conversations holds the template datagram after the data."""
@@ -163,8 +195,9 @@ def test_akvorados_data_capture_exports_with_its_later_template(tmp_path: Path,
     from obserae_forensics.recombine import export_pcap
 
     public = corpus / "netflow_public"
-    run = sessionize([public / "akvorado_template.pcap", public / "akvorado_data.pcap"],
-                     tmp_path / "run")
+    run = sessionize(
+        [public / "akvorado_template.pcap", public / "akvorado_data.pcap"], tmp_path / "run"
+    )
     sessions = pq.read_table(run / "sessions.parquet").column("session_id").to_pylist()
     assert len(sessions) == 4  # the 4 records tshark decodes from the data capture
     exported = export_pcap([run], sessions[:1], tmp_path / "one.pcap")
@@ -175,7 +208,8 @@ def test_akvorados_data_capture_exports_with_its_later_template(tmp_path: Path,
 
 
 def test_akvorados_four_captures_export_with_the_sampling_they_were_read_at(
-        tmp_path: Path, corpus: Path) -> None:
+    tmp_path: Path, corpus: Path
+) -> None:
     """akvorado's `data`, `options-data`, `options-template` and `template` captures of one
     exporter, in that order: the data and the options data wait for their templates; the
     options template gives the sampler (1 in 30,000) in force when the data are read. The
@@ -194,8 +228,9 @@ def test_akvorados_four_captures_export_with_the_sampling_they_were_read_at(
     assert (exported.checked_records, exported.differing_records) == (1, 0)
 
 
-def test_one_capture_in_two_windows_exports_each_datagram_once(tmp_path: Path,
-                                                               corpus: Path) -> None:
+def test_one_capture_in_two_windows_exports_each_datagram_once(
+    tmp_path: Path, corpus: Path
+) -> None:
     """An audit: nfreplay's capture sessionized as two runs, before and after
     03:16:21.7, and an ICMP conversation whose 10 records one datagram carries (3 before
     the cut, 7 after) exported its datagram twice, once per run, and the check said 3 of
@@ -205,8 +240,10 @@ def test_one_capture_in_two_windows_exports_each_datagram_once(tmp_path: Path,
     from obserae_forensics.report import RunReport
 
     capture = corpus / "exports" / "nfreplay_v9_test.pcap"
-    runs = [sessionize([capture], tmp_path / "before", "--to", "2010-07-07T03:16:21.7"),
-            sessionize([capture], tmp_path / "after", "--from", "2010-07-07T03:16:21.700001")]
+    runs = [
+        sessionize([capture], tmp_path / "before", "--to", "2010-07-07T03:16:21.7"),
+        sessionize([capture], tmp_path / "after", "--from", "2010-07-07T03:16:21.700001"),
+    ]
     result = recombine_tables(runs)
     assert [run.overlaps for run in result.runs] == [[], []]  # windows that do not overlap
     fragments = result.fragments.to_pandas()
@@ -223,39 +260,55 @@ def test_one_capture_in_two_windows_exports_each_datagram_once(tmp_path: Path,
 
 
 def test_one_capture_in_overlapping_windows_is_said_to_count_records_twice(
-        tmp_path: Path, corpus: Path) -> None:
+    tmp_path: Path, corpus: Path
+) -> None:
     """An audit: two runs of nfreplay's capture over windows 30 ms apart in overlap held
     one record each, and recombined, its ICMP conversation counted 11 records where one
     run over the capture has 10, without a word (too few sessions repeat whole for the
     twin check). The manifests' counts per capture say how many are in both."""
     capture = corpus / "exports" / "nfreplay_v9_test.pcap"
-    runs = [sessionize([capture], tmp_path / "a", "--to", "2010-07-07T03:16:21.80"),
-            sessionize([capture], tmp_path / "b", "--from", "2010-07-07T03:16:21.77")]
+    runs = [
+        sessionize([capture], tmp_path / "a", "--to", "2010-07-07T03:16:21.80"),
+        sessionize([capture], tmp_path / "b", "--from", "2010-07-07T03:16:21.77"),
+    ]
     result = recombine_tables(runs)
     assert result.runs[0].overlaps == []
     (said,) = result.runs[1].overlaps
-    assert said.startswith(f"at least 1 of the 35 flow records it read from {capture} run 0 "
-                           "read too")
-    command = CliRunner().invoke(app, ["recombine", *map(str, runs), "--out",
-                                       str(tmp_path / "out")])
+    assert said.startswith(
+        f"at least 1 of the 35 flow records it read from {capture} run 0 read too"
+    )
+    command = CliRunner().invoke(
+        app, ["recombine", *map(str, runs), "--out", str(tmp_path / "out")]
+    )
     assert command.exit_code == 0, command.output
     assert f"warning: run 1 ({runs[1]}): {said}" in command.stderr
     assert said in (tmp_path / "out" / "report.md").read_text()
 
 
 def test_a_capture_and_its_nfcapd_file_cut_in_two_recombine_in_their_order(
-        tmp_path: Path, corpus: Path) -> None:
+    tmp_path: Path, corpus: Path
+) -> None:
     """An audit: nfreplay's capture before 03:16:21.7 and its nfcapd file after, as two
     runs, were put in the wrong order (the nfcapd file keeps receive times to the
     millisecond, .896, the capture to the microsecond, .896942), and both ICMP
     conversations across the cut came out as two each. Arrivals are compared to the
     millisecond, the data windows decide within it."""
-    before = sessionize([corpus / "exports" / "nfreplay_v9_test.pcap"], tmp_path / "before",
-                        "--to", "2010-07-07T03:16:21.7")
-    after = sessionize([corpus / "nfcapd" / "nfreplay_v9_test.nfcapd"], tmp_path / "after",
-                       "--from", "2010-07-07T03:16:21.700001")
+    before = sessionize(
+        [corpus / "exports" / "nfreplay_v9_test.pcap"],
+        tmp_path / "before",
+        "--to",
+        "2010-07-07T03:16:21.7",
+    )
+    after = sessionize(
+        [corpus / "nfcapd" / "nfreplay_v9_test.nfcapd"],
+        tmp_path / "after",
+        "--from",
+        "2010-07-07T03:16:21.700001",
+    )
     for order in ([before, after], [after, before]):
         result = recombine_tables(order)
         assert [run.path for run in result.runs] == [before, after]
-        assert (result.report["counts"]["conversations"],
-                result.report["counts"]["split_conversations"]) == (24, 2)
+        assert (
+            result.report["counts"]["conversations"],
+            result.report["counts"]["split_conversations"],
+        ) == (24, 2)

@@ -19,7 +19,8 @@ def table(rows: list[tuple[tuple[int, int, int], tuple[int, str | None]]]) -> pa
     """A record table with COMPARED columns: two varied (one of them with nulls, which
     compare unequal), the rest constant."""
     columns: dict[str, pa.Array] = {
-        key: pa.array([row[0][i] for row in rows], pa.int64()) for i, key in enumerate(KEYS)}
+        key: pa.array([row[0][i] for row in rows], pa.int64()) for i, key in enumerate(KEYS)
+    }
     for name in COMPARED:
         if name == "packets":
             columns[name] = pa.array([row[1][0] for row in rows], pa.uint64())
@@ -34,24 +35,35 @@ def plainly(expected: list, decoded: list) -> tuple[int, tuple[int, int, int] | 
     first: dict[tuple[int, int, int], tuple[int, str | None]] = {}
     for key, values in decoded:
         first.setdefault(key, values)
-    wrong = [key for key, values in expected
-             if key not in first or None in values or first[key] != values]
+    wrong = [
+        key
+        for key, values in expected
+        if key not in first or None in values or first[key] != values
+    ]
     return len(wrong), (min(wrong) if wrong else None)
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.tuples(KEY, VALUES), max_size=25),
-       st.lists(st.tuples(KEY, VALUES), max_size=25))
+@given(st.lists(st.tuples(KEY, VALUES), max_size=25), st.lists(st.tuples(KEY, VALUES), max_size=25))
 def test_differing_compares_each_expected_record_with_the_first_decoded_of_its_key(
-        expected: list, decoded: list) -> None:
+    expected: list, decoded: list
+) -> None:
     assert differing(table(expected), table(decoded)) == plainly(expected, decoded)
 
 
 def test_a_record_decoded_otherwise_or_missing_is_counted_and_the_first_named() -> None:
-    expected = [((0, 40, 1), (5, "10.0.0.1")), ((0, 40, 0), (5, "10.0.0.1")),
-                ((1, 8, 0), (5, "10.0.0.2")), ((0, 12, 3), (5, "10.0.0.2"))]
-    decoded = [((0, 40, 1), (5, "10.0.0.1")), ((0, 40, 0), (6, "10.0.0.1")),
-               ((1, 8, 0), (5, "10.0.0.2")), ((2, 0, 0), (1, "10.0.0.1"))]
+    expected = [
+        ((0, 40, 1), (5, "10.0.0.1")),
+        ((0, 40, 0), (5, "10.0.0.1")),
+        ((1, 8, 0), (5, "10.0.0.2")),
+        ((0, 12, 3), (5, "10.0.0.2")),
+    ]
+    decoded = [
+        ((0, 40, 1), (5, "10.0.0.1")),
+        ((0, 40, 0), (6, "10.0.0.1")),
+        ((1, 8, 0), (5, "10.0.0.2")),
+        ((2, 0, 0), (1, "10.0.0.1")),
+    ]
     assert differing(table(expected), table(decoded)) == (2, (0, 12, 3))
     assert differing(table(expected[:1]), table(decoded)) == (0, None)
     assert differing(table([]), table(decoded)) == (0, None)

@@ -16,19 +16,49 @@ runner = CliRunner()
 
 
 def test_fragmented_datagram_exports_all_its_fragments(tmp_path: Path) -> None:
-    records = [NetflowRecordV5(src="10.0.0.1", dst="10.0.0.2", srcport=40000 + i, dstport=443,
-                               prot=6, tcpFlags=0x1B, dpkts=3, dOctets=300, first=1000 + i,
-                               last=2000 + i) for i in range(30)]
-    datagram = NetflowHeader(version=5) / NetflowHeaderV5(
-        count=30, sysUptime=5000, unixSecs=1_700_000_000) / b"".join(bytes(r) for r in records)
+    records = [
+        NetflowRecordV5(
+            src="10.0.0.1",
+            dst="10.0.0.2",
+            srcport=40000 + i,
+            dstport=443,
+            prot=6,
+            tcpFlags=0x1B,
+            dpkts=3,
+            dOctets=300,
+            first=1000 + i,
+            last=2000 + i,
+        )
+        for i in range(30)
+    ]
+    datagram = (
+        NetflowHeader(version=5)
+        / NetflowHeaderV5(count=30, sysUptime=5000, unixSecs=1_700_000_000)
+        / b"".join(bytes(r) for r in records)
+    )
     packet = IP(src="192.0.2.9", dst="192.0.2.1", id=4242) / UDP(sport=9995, dport=2055) / datagram
     pieces = [Ether() / p for p in fragment(packet, fragsize=600)]
     assert len(pieces) == 3
-    other = Ether() / IP(src="192.0.2.9", dst="192.0.2.1") / UDP(sport=9995, dport=2055) / (
-        NetflowHeader(version=5) / NetflowHeaderV5(count=1, sysUptime=6000,
-                                                   unixSecs=1_700_000_001)
-        / NetflowRecordV5(src="10.9.9.9", dst="10.8.8.8", srcport=1, dstport=2, prot=17,
-                          dpkts=1, dOctets=60, first=5500, last=5500))
+    other = (
+        Ether()
+        / IP(src="192.0.2.9", dst="192.0.2.1")
+        / UDP(sport=9995, dport=2055)
+        / (
+            NetflowHeader(version=5)
+            / NetflowHeaderV5(count=1, sysUptime=6000, unixSecs=1_700_000_001)
+            / NetflowRecordV5(
+                src="10.9.9.9",
+                dst="10.8.8.8",
+                srcport=1,
+                dstport=2,
+                prot=17,
+                dpkts=1,
+                dOctets=60,
+                first=5500,
+                last=5500,
+            )
+        )
+    )
     capture = tmp_path / "frag.pcap"
     for index, frame in enumerate([*pieces, other]):
         frame.time = 1_700_000_000 + index
@@ -43,8 +73,9 @@ def test_fragmented_datagram_exports_all_its_fragments(tmp_path: Path) -> None:
     assert int(sessions["flow_count"].sum()) == 31
     wanted = sessions[sessions["port_a"] == 40007].iloc[0]["session_id"]
     exported = tmp_path / "one.pcap"
-    result = runner.invoke(app, ["recombine", str(run), "--session", wanted,
-                                 "--export-pcap", str(exported)])
+    result = runner.invoke(
+        app, ["recombine", str(run), "--session", wanted, "--export-pcap", str(exported)]
+    )
     assert result.exit_code == 0, result.output
     frames = rdpcap(str(exported))
     assert [bytes(f) for f in frames] == [bytes(p) for p in pieces]
@@ -64,8 +95,11 @@ def split_run(tmp_path: Path, frames_per_file: int) -> tuple[list[Path], Path, l
     whole = fragmented_export(tmp_path / "whole.pcap")
     parts = tmp_path / "parts"
     parts.mkdir()
-    subprocess.run([editcap, "-c", str(frames_per_file), str(whole), str(parts / "rot.pcap")],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [editcap, "-c", str(frames_per_file), str(whole), str(parts / "rot.pcap")],
+        check=True,
+        capture_output=True,
+    )
     files = sorted(parts.iterdir())
     run = tmp_path / "run"
     made = runner.invoke(app, ["sessionize", *map(str, files), "--out", str(run), "-q"])
@@ -83,14 +117,25 @@ def test_a_datagram_a_rotation_cut_between_its_fragments_exports_whole(tmp_path:
 
     files, run, flows = split_run(tmp_path, 4)
     # the second datagram: fragments 4 (first file), 5 and 6 (frames 1 and 2 of the second)
-    cut = sorted({row["session_id"] for row in flows
-                  if (row["source_file"], row["source_frame"]) == (str(files[1]), 2)})
+    cut = sorted(
+        {
+            row["session_id"]
+            for row in flows
+            if (row["source_file"], row["source_frame"]) == (str(files[1]), 2)
+        }
+    )
     assert cut
     exported = export_pcap([run], cut[:1], tmp_path / "cut.pcap")
     frames = rdpcap(str(tmp_path / "cut.pcap"))
     # the first datagram (templates; all in the first file), then the three of the second
     assert [(frame[IP].id, frame[IP].frag) for frame in frames] == [
-        (4000, 0), (4000, 75), (4000, 150), (4001, 0), (4001, 75), (4001, 150)]
+        (4000, 0),
+        (4000, 75),
+        (4000, 150),
+        (4001, 0),
+        (4001, 75),
+        (4001, 150),
+    ]
     count = sum(row["session_id"] == cut[0] for row in flows)
     assert (exported.checked_records, exported.differing_records) == (count, 0)
 
@@ -106,5 +151,8 @@ def test_a_datagram_over_three_files_exports_whole(tmp_path: Path) -> None:
     exported = export_pcap([run], wanted[:1], tmp_path / "cut.pcap")
     frames = rdpcap(str(tmp_path / "cut.pcap"))
     assert [(frame[IP].id, frame[IP].frag) for frame in frames][-3:] == [
-        (4001, 0), (4001, 75), (4001, 150)]
+        (4001, 0),
+        (4001, 75),
+        (4001, 150),
+    ]
     assert exported.differing_records == 0 and exported.checked_records > 0

@@ -49,27 +49,41 @@ def runs_of_sessions(draw: st.DrawFn) -> list[list[dict[str, Any]]]:
             if late:
                 follows = draw(st.sampled_from([*named, "nowhere", None]))
             name = f"r{run_index}s{index:02d}"
-            rows.append(session(
-                name, start, start + draw(st.integers(0, 900)),
-                a=(a, draw(st.sampled_from(PORTS))), b=(b, draw(st.sampled_from(PORTS))),
-                protocol=draw(st.sampled_from([6, 17, 1])),
-                exporter=draw(st.sampled_from(["192.0.2.1", "192.0.2.2"])),
-                state="closed" if reason else "active", close=reason,
-                flags=(draw(st.sampled_from([0x02, 0x12, 0x11, 0x04, 0x10])),
-                       draw(st.sampled_from([0x00, 0x12, 0x11, 0x14]))),
-                ab=(draw(st.integers(0, 10**6)), draw(st.integers(0, 50))),
-                ba=(draw(st.integers(0, 10**6)), draw(st.integers(0, 50))),
-                late=late, follows=follows, split=draw(st.sampled_from([0, 0, 0, 1, 2])),
-                conversation=draw(st.sampled_from([None, None, "c1", "c2",
-                                                   f"r{run_index}s00"]))))
+            rows.append(
+                session(
+                    name,
+                    start,
+                    start + draw(st.integers(0, 900)),
+                    a=(a, draw(st.sampled_from(PORTS))),
+                    b=(b, draw(st.sampled_from(PORTS))),
+                    protocol=draw(st.sampled_from([6, 17, 1])),
+                    exporter=draw(st.sampled_from(["192.0.2.1", "192.0.2.2"])),
+                    state="closed" if reason else "active",
+                    close=reason,
+                    flags=(
+                        draw(st.sampled_from([0x02, 0x12, 0x11, 0x04, 0x10])),
+                        draw(st.sampled_from([0x00, 0x12, 0x11, 0x14])),
+                    ),
+                    ab=(draw(st.integers(0, 10**6)), draw(st.integers(0, 50))),
+                    ba=(draw(st.integers(0, 10**6)), draw(st.integers(0, 50))),
+                    late=late,
+                    follows=follows,
+                    split=draw(st.sampled_from([0, 0, 0, 1, 2])),
+                    conversation=draw(
+                        st.sampled_from([None, None, "c1", "c2", f"r{run_index}s00"])
+                    ),
+                )
+            )
             named.append(name)
         runs.append(rows)
     return runs
 
 
 def write_runs(tmp: Path, runs: list[list[dict[str, Any]]]) -> list[Path]:
-    return [write_run(tmp / f"run{i}", rows, window=(i * 3000, i * 3000 + 3400) if rows
-                      else None) for i, rows in enumerate(runs)]
+    return [
+        write_run(tmp / f"run{i}", rows, window=(i * 3000, i * 3000 + 3400) if rows else None)
+        for i, rows in enumerate(runs)
+    ]
 
 
 def outputs(directory: Path) -> dict[str, bytes]:
@@ -77,13 +91,20 @@ def outputs(directory: Path) -> dict[str, bytes]:
     return {name: (directory / name).read_bytes() for name in RECOMBINE_FILES}
 
 
-@settings(max_examples=30, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(runs_of_sessions(), st.integers(1, 8), st.integers(1, 5), st.integers(1, 4),
-       st.integers(1, 3))
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    runs_of_sessions(), st.integers(1, 8), st.integers(1, 5), st.integers(1, 4), st.integers(1, 3)
+)
 def test_buckets_write_the_tables_chaining_everything_writes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runs: list[list[dict[str, Any]]],
-    bucket_sessions: int, merge_rows: int, scratch_rows: int, workers: int,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    runs: list[list[dict[str, Any]]],
+    bucket_sessions: int,
+    merge_rows: int,
+    scratch_rows: int,
+    workers: int,
 ) -> None:
     """Byte for byte, whatever the buckets, the merge's chunks, the scratch batches and
     the buckets chained at once."""
@@ -101,30 +122,39 @@ def test_buckets_write_the_tables_chaining_everything_writes(
     assert sorted(p.name for p in (case / "parts").iterdir()) == sorted(RECOMBINE_FILES)
 
 
-def test_a_late_session_naming_another_buckets_session_is_another_keys(
-        tmp_path: Path) -> None:
+def test_a_late_session_naming_another_buckets_session_is_another_keys(tmp_path: Path) -> None:
     """Its bucket lacks the named session: counted as the whole-table chaining counts it
     (late_follows_other_key), not as missing."""
     rows = [session(f"s{i}", i, i + 1, a=(f"10.0.{i}.1", 1000 + i)) for i in range(40)]
-    rows += [session("late", 5, 6, a=("10.9.9.9", 1), late=True, follows="s3"),
-             session("lost", 7, 8, a=("10.9.9.8", 1), late=True, follows="gone")]
+    rows += [
+        session("late", 5, 6, a=("10.9.9.9", 1), late=True, follows="s3"),
+        session("lost", 7, 8, a=("10.9.9.8", 1), late=True, follows="gone"),
+    ]
     run = write_run(tmp_path / "run", rows)
     result = recombine_runs([run], tmp_path / "out", bucket_sessions=4)
     assert result.report["refused_links"] == {
-        "late_follows_missing": 1, "late_follows_other_key": 1, "split_link_missing": 0}
+        "late_follows_missing": 1,
+        "late_follows_other_key": 1,
+        "split_link_missing": 0,
+    }
     assert {k: v for k, v in result.report.items() if k != "figure"} == recombine_tables(
-        [run]).report
+        [run]
+    ).report
 
 
 @pytest.mark.parametrize("other_key", [False, True])
 def test_a_session_in_two_runs_is_refused_before_anything_is_written(
-        tmp_path: Path, other_key: bool) -> None:
+    tmp_path: Path, other_key: bool
+) -> None:
     """The same capture in two runs: refused as recombine_tables refuses it, even when the
     copies fall into different buckets (an id reused by another key)."""
-    first = write_run(tmp_path / "r1", [session(f"s{i}", i, i + 1, a=(f"10.0.{i}.1", 9))
-                                        for i in range(20)])
-    second = write_run(tmp_path / "r2", [session(
-        "s7", 50, 51, a=("10.0.99.1", 9) if other_key else ("10.0.7.1", 9))])
+    first = write_run(
+        tmp_path / "r1", [session(f"s{i}", i, i + 1, a=(f"10.0.{i}.1", 9)) for i in range(20)]
+    )
+    second = write_run(
+        tmp_path / "r2",
+        [session("s7", 50, 51, a=("10.0.99.1", 9) if other_key else ("10.0.7.1", 9))],
+    )
     with pytest.raises(UsageError, match="session s7 appears 2 times") as whole:
         recombine_tables([first, second])
     with pytest.raises(UsageError, match="session s7 appears 2 times") as parts:
@@ -141,30 +171,41 @@ def test_row_groups_are_write_parquets_whatever_the_pieces(tmp_path: Path) -> No
     for start, length in ((0, 3), (3, 1), (4, 9), (13, 0), (13, 10)):
         writer.write(table.slice(start, length))
     writer.close()
-    pq.write_table(table, tmp_path / "whole.parquet", row_group_size=5,
-                   write_page_checksum=True)
-    assert (tmp_path / "pieces.parquet").read_bytes() == (
-        tmp_path / "whole.parquet").read_bytes()
+    pq.write_table(table, tmp_path / "whole.parquet", row_group_size=5, write_page_checksum=True)
+    assert (tmp_path / "pieces.parquet").read_bytes() == (tmp_path / "whole.parquet").read_bytes()
     assert pq.ParquetFile(tmp_path / "pieces.parquet").num_row_groups == 5
 
 
 def test_the_report_reads_rows_across_row_groups(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The report's largest and longest conversations are taken from the written file,
     row groups apart, in the order asked."""
     monkeypatch.setattr(partitioned, "OUTPUT_ROWS", 3)
     rows = []
     for i in range(12):  # twelve split conversations, the largest and longest spread out
         key = {"a": (f"10.1.{i}.1", 2000 + i)}
-        rows.append(session(f"c{i:02d}", i * 10, i * 10 + 5, close="hard_timeout",
-                            ab=(1000 * ((i * 5) % 12), 1), **key))
-        rows.append(session(f"c{i:02d}-1", i * 10 + 5, i * 10 + 6 + i, split=1,
-                            conversation=f"c{i:02d}", **key))
+        rows.append(
+            session(
+                f"c{i:02d}",
+                i * 10,
+                i * 10 + 5,
+                close="hard_timeout",
+                ab=(1000 * ((i * 5) % 12), 1),
+                **key,
+            )
+        )
+        rows.append(
+            session(
+                f"c{i:02d}-1", i * 10 + 5, i * 10 + 6 + i, split=1, conversation=f"c{i:02d}", **key
+            )
+        )
     run = write_run(tmp_path / "run", rows)
     result = recombine_runs([run], tmp_path / "out", bucket_sessions=5)
     whole = recombine_tables([run]).report
     assert [c["conversation_id"] for c in result.report["largest"]] == [
-        c["conversation_id"] for c in whole["largest"]]
+        c["conversation_id"] for c in whole["largest"]
+    ]
     assert result.report["longest"] == whole["longest"]
     assert result.report["largest"] == whole["largest"]
 
@@ -192,7 +233,8 @@ def refusals(tmp_path: Path, runs: list[Path], **patch: int) -> tuple[str, str]:
 
 
 def test_an_edited_table_is_refused_in_the_same_words_whatever_batch_shows_it(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     """Found by review: a null in a later batch was reported as missing columns; a bad
     value before it, or a damaged second run, took precedence where reading the whole
     table reports the null, or the first run's error."""
@@ -203,10 +245,12 @@ def test_an_edited_table_is_refused_in_the_same_words_whatever_batch_shows_it(
     ip_b[9] = None
     split = table.column("split").cast(pa.int64()).to_pylist()
     split[1] = -1  # not a uint32: a cast error in the first batch
-    edited = table.set_column(table.schema.get_field_index("ip_b"), "ip_b",
-                              pa.array(ip_b, pa.string()))
-    edited = edited.set_column(edited.schema.get_field_index("split"), "split",
-                               pa.array(split, pa.int64()))
+    edited = table.set_column(
+        table.schema.get_field_index("ip_b"), "ip_b", pa.array(ip_b, pa.string())
+    )
+    edited = edited.set_column(
+        edited.schema.get_field_index("split"), "split", pa.array(split, pa.int64())
+    )
     pq.write_table(edited, run / "sessions.parquet")
     whole, parts = refusals(tmp_path, [run], READ_ROWS=4)
     assert whole == parts and "column ip_b has 1 null value(s)" in whole
@@ -218,8 +262,7 @@ def test_an_edited_table_is_refused_in_the_same_words_whatever_batch_shows_it(
     whole, parts = refusals(tmp_path, [later])
     assert whole == parts and "unreadable Parquet" in whole
     # a damaged page anywhere is what reading the whole table says first (found by review)
-    pq.write_table(edited, run / "sessions.parquet", row_group_size=4,
-                   write_page_checksum=True)
+    pq.write_table(edited, run / "sessions.parquet", row_group_size=4, write_page_checksum=True)
     meta = pq.ParquetFile(run / "sessions.parquet").metadata
     chunk = meta.row_group(2).column(edited.schema.get_field_index("opened_at"))
     damaged = bytearray((run / "sessions.parquet").read_bytes())
@@ -238,8 +281,10 @@ def test_late_sessions_in_a_loop_are_refused(tmp_path: Path, length: int) -> Non
     for key in range(3):  # a loop on each of three keys
         a = (f"10.7.{key}.1", 80)
         names = [f"loop{key}-{i}" for i in range(length)]
-        rows += [session(name, 10 + i, 11 + i, a=a, late=True,
-                         follows=names[(i + 1) % length]) for i, name in enumerate(names)]
+        rows += [
+            session(name, 10 + i, 11 + i, a=a, late=True, follows=names[(i + 1) % length])
+            for i, name in enumerate(names)
+        ]
     run = write_run(tmp_path / "run", rows)
     whole, parts = refusals(tmp_path, [run])
     assert whole == parts
@@ -251,14 +296,15 @@ def test_a_conversation_id_two_keys_share_links_within_its_key(tmp_path: Path) -
     fragment to the other key's session, or not at all, depending on what else a bucket
     held; the link is looked for in its own key (and run) now, whatever the table."""
     x, y = {"a": ("10.0.0.1", 1)}, {"a": ("10.0.0.2", 2)}
-    rows = [session("X0", 0, 899, close="hard_timeout", **y, conversation="X0"),
-            session("X0b", 0, 899, close="hard_timeout", **x, conversation="X0"),
-            session("X1", 900, 950, split=1, conversation="X0", **x)]
+    rows = [
+        session("X0", 0, 899, close="hard_timeout", **y, conversation="X0"),
+        session("X0b", 0, 899, close="hard_timeout", **x, conversation="X0"),
+        session("X1", 900, 950, split=1, conversation="X0", **x),
+    ]
     run = write_run(tmp_path / "run", rows)
     whole = recombine_tables([run])
     (joined,) = [c for c in whole.conversations.to_pylist() if "X1" in c["session_ids"]]
-    assert joined["session_ids"] == ["X0b", "X1"] and joined["split_reasons"] == [
-        "hard_timeout"]
+    assert joined["session_ids"] == ["X0b", "X1"] and joined["split_reasons"] == ["hard_timeout"]
     assert whole.report["refused_links"]["split_link_missing"] == 0
     for k in (1, 2):
         written = write_recombined(whole, tmp_path / f"whole{k}", force=True)
@@ -266,20 +312,22 @@ def test_a_conversation_id_two_keys_share_links_within_its_key(tmp_path: Path) -
         assert outputs(tmp_path / f"parts{k}") == outputs(tmp_path / f"whole{k}"), written
 
 
-def test_buckets_stay_within_the_files_a_process_may_open(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_buckets_stay_within_the_files_a_process_may_open(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(partitioned, "_open_files", lambda: 100)
     assert partitioned.bucket_count(10**9, 1) == 18
 
 
 def test_exports_given_run_directories_never_hold_every_session(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Given runs, the flows export and Find Session Fragments recombine them a bucket at a
     time into a temporary directory, as the command does, not with recombine_tables."""
     from obserae_forensics.recombine import conversations, export_flows, find_fragments
 
-    rows = [session("A", 0, 899, close="hard_timeout"),
-            session("A1", 900, 950, split=1, conversation="A")]
+    rows = [
+        session("A", 0, 899, close="hard_timeout"),
+        session("A1", 900, 950, split=1, conversation="A"),
+    ]
     run = write_run(tmp_path / "run", rows)
     expected = find_fragments(recombine_tables([run]), "A1")
 

@@ -23,15 +23,33 @@ from .conftest import session, write_run
 def sample_run(tmp_path: Path) -> Path:
     rows = [
         session("A", 0, 899, close="hard_timeout", flags=(0x1A, 0x12)),
-        session("A1", 900, 1799, close="hard_timeout", split=1, conversation="A",
-                flags=(0x18, 0x10)),
+        session(
+            "A1", 900, 1799, close="hard_timeout", split=1, conversation="A", flags=(0x18, 0x10)
+        ),
         session("A2", 1800, 1900, close="fin", split=2, conversation="A", flags=(0x19, 0x11)),
-        session("B", 100, 999, close="evicted", a=("10.1.1.1", 5), b=("10.0.0.2", 22),
-                ab=(10**6, 900), flags=(0x1A, 0x12)),
+        session(
+            "B",
+            100,
+            999,
+            close="evicted",
+            a=("10.1.1.1", 5),
+            b=("10.0.0.2", 22),
+            ab=(10**6, 900),
+            flags=(0x1A, 0x12),
+        ),
         session("B1", 1010, 1100, a=("10.1.1.1", 5), b=("10.0.0.2", 22), flags=(0x18, 0x10)),
     ]
-    rows += [session(f"u{i}", 200 + i, 201 + i + i % 7, protocol=17,
-                     a=("10.2.0.1", 1000 + i), b=("10.2.0.2", 53)) for i in range(20)]
+    rows += [
+        session(
+            f"u{i}",
+            200 + i,
+            201 + i + i % 7,
+            protocol=17,
+            a=("10.2.0.1", 1000 + i),
+            b=("10.2.0.2", 53),
+        )
+        for i in range(20)
+    ]
     return write_run(tmp_path / "run", rows)
 
 
@@ -52,14 +70,17 @@ def test_outputs_are_written_and_agree(tmp_path: Path) -> None:
     assert [f["session_id"] for f in report["longest"][0]["timeline"]] == ["A", "A1", "A2"]
     durations = report["durations"]
     # 20 UDP conversations of 1-7 s, B lasted 1000 s, A 1900 s
-    assert durations["hard_timeout_keeping_whole_s"] == {"50%": 5.0, "90%": 10.0,
-                                                         "99%": 2700.0}
+    assert durations["hard_timeout_keeping_whole_s"] == {"50%": 5.0, "90%": 10.0, "99%": 2700.0}
     assert durations["current_hard_timeout"] == [{"seconds": 900.0, "keeps_whole_pct": 90.91}]
     markdown = (out / "report.md").read_text(encoding="utf-8")
-    for text in ("## Split conversations by reason", "| evicted | 1 |",
-                 "### A: TCP 10.0.0.1:40000 → 10.0.0.2:443", "| 99% | 45 min (2700 s) |",
-                 "![fragment timelines](timeline.png)", "more may follow after" if
-                 report["outside_window"]["tail_cut"] else "None."):
+    for text in (
+        "## Split conversations by reason",
+        "| evicted | 1 |",
+        "### A: TCP 10.0.0.1:40000 → 10.0.0.2:443",
+        "| 99% | 45 min (2700 s) |",
+        "![fragment timelines](timeline.png)",
+        "more may follow after" if report["outside_window"]["tail_cut"] else "None.",
+    ):
         assert text in markdown
     png = (out / "timeline.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
@@ -72,7 +93,8 @@ def test_same_runs_give_the_same_bytes(tmp_path: Path) -> None:
     for name in ("report.md", "report.json", "timeline.png"):
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
     assert pq.read_table(tmp_path / "one" / "sessions_recombined.parquet").equals(
-        pq.read_table(tmp_path / "two" / "sessions_recombined.parquet"))
+        pq.read_table(tmp_path / "two" / "sessions_recombined.parquet")
+    )
 
 
 def test_existing_outputs_need_force(tmp_path: Path) -> None:
@@ -97,7 +119,12 @@ def test_find_session_fragments_from_any_fragment(tmp_path: Path) -> None:
 
 def test_human_durations() -> None:
     assert [human_seconds(s) for s in (0.25, 42, 900, 3725, 90000)] == [
-        "250 ms", "42 s", "15 min", "1 h 2 min", "1 d 1 h"]
+        "250 ms",
+        "42 s",
+        "15 min",
+        "1 h 2 min",
+        "1 d 1 h",
+    ]
 
 
 def test_timeline_draws_a_long_conversation_in_a_few_collections(tmp_path: Path) -> None:
@@ -111,14 +138,25 @@ def test_timeline_draws_a_long_conversation_in_a_few_collections(tmp_path: Path)
     from obserae_forensics.recombine.report import write_timeline
 
     def fragment(i: int, offset: float, late: bool = False) -> dict:
-        return {"fragment": i, "offset_s": offset, "length_s": 59.0, "late": late,
-                "close_reason": "hard_timeout" if i < 2_998 else "fin"}
+        return {
+            "fragment": i,
+            "offset_s": offset,
+            "length_s": 59.0,
+            "late": late,
+            "close_reason": "hard_timeout" if i < 2_998 else "fin",
+        }
 
     timeline = [fragment(i, i * 60.0) for i in range(3_000)]
     timeline += [fragment(3_000, 30.0, late=True)]  # overlaps fragments 0 and 1: a lane
-    conversation = {"conversation_id": "c", "protocol": "TCP", "client": "10.0.0.1:40000",
-                    "server": "10.0.0.2:22", "first_seen": "2026-12-05T00:00:00Z",
-                    "duration_s": 180_000.0, "timeline": timeline}
+    conversation = {
+        "conversation_id": "c",
+        "protocol": "TCP",
+        "client": "10.0.0.1:40000",
+        "server": "10.0.0.2:22",
+        "first_seen": "2026-12-05T00:00:00Z",
+        "duration_s": 180_000.0,
+        "timeline": timeline,
+    }
     calls: list[int] = []
     real = Axes.broken_barh
 
@@ -128,7 +166,8 @@ def test_timeline_draws_a_long_conversation_in_a_few_collections(tmp_path: Path)
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(Axes, "broken_barh", counted)
-        write_timeline({"largest": [conversation], "longest": [conversation]},
-                       tmp_path / "timeline.png")
+        write_timeline(
+            {"largest": [conversation], "longest": [conversation]}, tmp_path / "timeline.png"
+        )
     assert sorted(calls) == [1, 2, 2_998]  # the late one, the fin ones, the rest
     assert (tmp_path / "timeline.png").read_bytes().startswith(b"\x89PNG")

@@ -16,16 +16,53 @@ from tests.readers.test_pcap import pcap_bytes
 T0 = 1_700_000_000  # the exporter's clock at boot
 
 
-def datagram(sequence: int, export_s: float, src: str, dst: str, ports: tuple[int, int],
-             first_s: float, last_s: float, octets: int) -> bytes:
+def datagram(
+    sequence: int,
+    export_s: float,
+    src: str,
+    dst: str,
+    ports: tuple[int, int],
+    first_s: float,
+    last_s: float,
+    octets: int,
+) -> bytes:
     """One NetFlow v5 record in its own datagram; times in seconds after T0."""
     uptime_ms = round(export_s * 1000)
-    header = struct.pack(">HHIIIIBBH", 5, 1, uptime_ms, T0 + int(export_s),
-                         round((export_s % 1) * 1e9), sequence, 0, 0, 0)
-    record = struct.pack(">4s4s4sHHIIIIHHBBBBHHBBH", bytes(map(int, src.split("."))),
-                         bytes(map(int, dst.split("."))), bytes(4), 0, 0, 1, octets,
-                         round(first_s * 1000), round(last_s * 1000), ports[0], ports[1], 0, 0,
-                         17, 0, 0, 0, 0, 0, 0)
+    header = struct.pack(
+        ">HHIIIIBBH",
+        5,
+        1,
+        uptime_ms,
+        T0 + int(export_s),
+        round((export_s % 1) * 1e9),
+        sequence,
+        0,
+        0,
+        0,
+    )
+    record = struct.pack(
+        ">4s4s4sHHIIIIHHBBBBHHBBH",
+        bytes(map(int, src.split("."))),
+        bytes(map(int, dst.split("."))),
+        bytes(4),
+        0,
+        0,
+        1,
+        octets,
+        round(first_s * 1000),
+        round(last_s * 1000),
+        ports[0],
+        ports[1],
+        0,
+        0,
+        17,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+    )
     return header + record
 
 
@@ -35,14 +72,23 @@ def test_a_late_record_does_not_put_a_slice_before_the_one_before_it(tmp_path: P
     were ordered by it, and a steady conversation through all three slices came out in two
     conversations (one run over the capture: one). Runs now go in the order their records
     arrived."""
-    records = [(10 * i + 9.5, "10.31.0.1", "10.31.0.2", (1, 2), 10 * i, 10 * i + 9, 50)
-               for i in range(30)]
+    records = [
+        (10 * i + 9.5, "10.31.0.1", "10.31.0.2", (1, 2), 10 * i, 10 * i + 9, 50) for i in range(30)
+    ]
     records.append((250.0, "10.40.0.1", "10.40.0.2", (3, 4), 50, 51, 7))
     records.sort()
-    frames = [(round((T0 + export_s + 0.01) * 1e9),
-               bytes(Ether() / IP(src="192.0.2.1", dst="192.0.2.9") / UDP(sport=5000, dport=2055)
-                     / datagram(number, export_s, *rest)))
-              for number, (export_s, *rest) in enumerate(records)]
+    frames = [
+        (
+            round((T0 + export_s + 0.01) * 1e9),
+            bytes(
+                Ether()
+                / IP(src="192.0.2.1", dst="192.0.2.9")
+                / UDP(sport=5000, dport=2055)
+                / datagram(number, export_s, *rest)
+            ),
+        )
+        for number, (export_s, *rest) in enumerate(records)
+    ]
     runs = []
     for number, (start, end) in enumerate(((0, 10), (10, 20), (20, len(frames)))):
         capture = tmp_path / f"slice{number}.pcap"

@@ -19,57 +19,102 @@ SYN, FIN, RST, ACK = 0x02, 0x01, 0x04, 0x10
 COUNTERS = ("packets", "octets", "reverse_packets", "reverse_octets")
 
 
-def rec(first: float, last: float | None = None, *, src: str = "10.0.0.1", sport: int = 40000,
-        dst: str = "10.0.0.2", dport: int = 443, proto: int = 6, flags: int = ACK,
-        packets: int = 1, octets: int = 100, rpackets: int = 0, roctets: int = 0,
-        exporter: str = EXPORTER, sampling: int = 1, scaled: bool = False,
-        domain: int = 0, rflags: int = 0) -> dict[str, Any]:
+def rec(
+    first: float,
+    last: float | None = None,
+    *,
+    src: str = "10.0.0.1",
+    sport: int = 40000,
+    dst: str = "10.0.0.2",
+    dport: int = 443,
+    proto: int = 6,
+    flags: int = ACK,
+    packets: int = 1,
+    octets: int = 100,
+    rpackets: int = 0,
+    roctets: int = 0,
+    exporter: str = EXPORTER,
+    sampling: int = 1,
+    scaled: bool = False,
+    domain: int = 0,
+    rflags: int = 0,
+) -> dict[str, Any]:
     """One flow record; `last` defaults to `first`."""
-    return {"first_seen": round(first * SECOND),
-            "last_seen": round((first if last is None else last) * SECOND),
-            "src_addr": parse_address(src), "dst_addr": parse_address(dst),
-            "src_port": sport, "dst_port": dport, "protocol": proto, "tcp_flags": flags,
-            "packets": packets, "octets": octets, "reverse_packets": rpackets,
-            "reverse_octets": roctets, "reverse_tcp_flags": rflags, "exporter": exporter,
-            "sampling_rate": sampling,
-            "counters_scaled": scaled, "exporter_domain": domain}
+    return {
+        "first_seen": round(first * SECOND),
+        "last_seen": round((first if last is None else last) * SECOND),
+        "src_addr": parse_address(src),
+        "dst_addr": parse_address(dst),
+        "src_port": sport,
+        "dst_port": dport,
+        "protocol": proto,
+        "tcp_flags": flags,
+        "packets": packets,
+        "octets": octets,
+        "reverse_packets": rpackets,
+        "reverse_octets": roctets,
+        "reverse_tcp_flags": rflags,
+        "exporter": exporter,
+        "sampling_rate": sampling,
+        "counters_scaled": scaled,
+        "exporter_domain": domain,
+    }
 
 
 def batch(records: Sequence[dict[str, Any]], first_frame: int = 0) -> pa.RecordBatch:
     """A FLOW_SCHEMA batch; source_frame numbers the records from `first_frame`."""
     n = len(records)
     columns: dict[str, np.ndarray] = {}
-    for name in ("first_seen", "last_seen", "src_port", "dst_port", "protocol", "tcp_flags",
-                 "packets", "octets", "reverse_packets", "reverse_octets",
-                 "reverse_tcp_flags", "sampling_rate",
-                 "counters_scaled", "exporter_domain"):
+    for name in (
+        "first_seen",
+        "last_seen",
+        "src_port",
+        "dst_port",
+        "protocol",
+        "tcp_flags",
+        "packets",
+        "octets",
+        "reverse_packets",
+        "reverse_octets",
+        "reverse_tcp_flags",
+        "sampling_rate",
+        "counters_scaled",
+        "exporter_domain",
+    ):
         # counters as uint64: a list mixing values past 2**63 with small ones became float64
         # (2**63 + 4 read as 2**63: a review)
         kind = np.uint64 if name in COUNTERS else None
         columns[name] = np.array([r[name] for r in records], dtype=kind)
     for name in ("src_addr", "dst_addr"):
-        columns[name] = np.frombuffer(b"".join(r[name] for r in records),
-                                      dtype=np.uint8).reshape(n, 16)
+        columns[name] = np.frombuffer(b"".join(r[name] for r in records), dtype=np.uint8).reshape(
+            n, 16
+        )
     columns["source_frame"] = np.arange(first_frame, first_frame + n)
     # a tag that stays with the record when a test reorders the input (where the record's
     # bytes are: part of its identity, keys.record_identities), else its frame
-    columns["source_offset"] = np.array([r.get("tag", first_frame + i)
-                                         for i, r in enumerate(records)], dtype=np.uint64)
+    columns["source_offset"] = np.array(
+        [r.get("tag", first_frame + i) for i, r in enumerate(records)], dtype=np.uint64
+    )
     texts = sorted({r["exporter"] for r in records}) or [EXPORTER]
     codes = np.array([texts.index(r["exporter"]) for r in records], dtype=np.int32)
     return flow_batch(n, columns, exporter=(codes, texts), source_file="scenario")
 
 
-def run(records: Sequence[dict[str, Any]], policy: SessionPolicy | None = None, *,
-        engine: str = "numba", batch_size: int | None = None,
-        services: Any = None) -> tuple[pa.Table, pa.Table, Sessionizer]:
+def run(
+    records: Sequence[dict[str, Any]],
+    policy: SessionPolicy | None = None,
+    *,
+    engine: str = "numba",
+    batch_size: int | None = None,
+    services: Any = None,
+) -> tuple[pa.Table, pa.Table, Sessionizer]:
     """(sessions, flows, sessionizer) after feeding `records` in batches and finishing."""
     sessionizer = Sessionizer(policy or SessionPolicy(), services=services, engine=engine)
     size = batch_size or max(len(records), 1)
     sessions = []
     flows = []
     for start in range(0, len(records), size):
-        out = sessionizer.feed(batch(records[start:start + size], first_frame=start))
+        out = sessionizer.feed(batch(records[start : start + size], first_frame=start))
         sessions.append(out.sessions)
         flows.append(out.flows)
     out = sessionizer.finish()
@@ -94,5 +139,8 @@ def tick(t: float) -> dict[str, Any]:
 
 def by_key(sessions: pa.Table, proto: str | None = "TCP") -> list[dict[str, Any]]:
     """The sessions of `proto` (None: any) but the ticks'."""
-    return [s for s in sessions.to_pylist()
-            if (proto is None or s["protocol"] == proto) and s["ip_a"] != "192.168.99.1"]
+    return [
+        s
+        for s in sessions.to_pylist()
+        if (proto is None or s["protocol"] == proto) and s["ip_a"] != "192.168.99.1"
+    ]

@@ -14,8 +14,9 @@ TEXTS = ["a.pcap", "b.pcap", "192.0.2.1", "", "c", None]
 DICT = pa.dictionary(pa.int32(), pa.string())
 
 
-def _chunk(values: list[str | None], extra: list[str | None], draw_null_indices: bool
-           ) -> pa.DictionaryArray:
+def _chunk(
+    values: list[str | None], extra: list[str | None], draw_null_indices: bool
+) -> pa.DictionaryArray:
     """`values` encoded over a dictionary of its own order, with unused entries (`extra`);
     a null is a dictionary entry, or with `draw_null_indices` a null index."""
     dictionary = list(dict.fromkeys(extra + values))
@@ -23,17 +24,25 @@ def _chunk(values: list[str | None], extra: list[str | None], draw_null_indices:
     if draw_null_indices:
         # a null value as a null index, not as a dictionary entry
         dictionary = [d for d in dictionary if d is not None]
-        indices = pa.array([None if v is None else dictionary.index(v) for v in values],
-                           pa.int32())
+        indices = pa.array([None if v is None else dictionary.index(v) for v in values], pa.int32())
     return pa.DictionaryArray.from_arrays(indices, pa.array(dictionary, pa.string()))
 
 
 @settings(max_examples=80, deadline=None)  # the first call loads numba code
-@given(st.lists(st.tuples(st.lists(st.sampled_from(TEXTS), max_size=12),
-                          st.lists(st.sampled_from(TEXTS), max_size=3), st.booleans()),
-                min_size=1, max_size=4))
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(st.sampled_from(TEXTS), max_size=12),
+            st.lists(st.sampled_from(TEXTS), max_size=3),
+            st.booleans(),
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
 def test_equals_dictionary_encoding_the_values(
-        chunks: list[tuple[list[str | None], list[str | None], bool]]) -> None:
+    chunks: list[tuple[list[str | None], list[str | None], bool]],
+) -> None:
     column = pa.chunked_array([_chunk(*chunk) for chunk in chunks], DICT)
     other = pa.chunked_array([pa.array(range(len(v)), pa.int64()) for v, _, _ in chunks])
     table = pa.table({"n": other, "source_file": column})
@@ -45,8 +54,8 @@ def test_equals_dictionary_encoding_the_values(
 
 
 def test_a_dictionary_holding_a_value_twice_is_encoded_by_value() -> None:
-    twice = pa.DictionaryArray.from_arrays(pa.array([0, 1, 0], pa.int32()),
-                                           pa.array(["x", "x"], pa.string()))
+    twice = pa.DictionaryArray.from_arrays(
+        pa.array([0, 1, 0], pa.int32()), pa.array(["x", "x"], pa.string())
+    )
     got = _canonical_dictionaries(pa.table({"exporter": twice}))
-    assert got.column("exporter").chunk(0).equals(
-        pc.dictionary_encode(pa.array(["x", "x", "x"])))
+    assert got.column("exporter").chunk(0).equals(pc.dictionary_encode(pa.array(["x", "x", "x"])))

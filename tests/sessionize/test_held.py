@@ -11,7 +11,8 @@ from .scenario import ACK, rec, run
 
 
 def test_few_records_picked_from_many_held_come_out_as_from_one_batch(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Five long TCP sessions keep their records held across many small batches while short
     UDP exchanges, each over two batches, close among them: the emits pick a few records
     from several held tables, each table's first and then into output order (one take over
@@ -22,8 +23,7 @@ def test_few_records_picked_from_many_held_come_out_as_from_one_batch(
         flows.append(rec(i * 1.0, src=f"10.0.{i % 5}.1", flags=ACK))
         if i % 10 in (0, 3):  # two records 3 s apart, closed by idle 30 s later
             start = i - i % 10
-            flows.append(rec(i * 1.0, src=f"10.9.{start // 250}.{start % 250}", dport=53,
-                             proto=17))
+            flows.append(rec(i * 1.0, src=f"10.9.{start // 250}.{start % 250}", dport=53, proto=17))
     gathers: list[int] = []
     real = S.pa.concat_tables
 

@@ -38,8 +38,7 @@ def _assert_tiny_run_equals_reference(flows: list, policy: SessionPolicy) -> Non
 
 @SETTINGS
 @given(records(), policies)
-def test_kernel_with_tiny_tables_equals_reference(flows: list,
-                                                        policy: SessionPolicy) -> None:
+def test_kernel_with_tiny_tables_equals_reference(flows: list, policy: SessionPolicy) -> None:
     _assert_tiny_run_equals_reference(flows, policy)
 
 
@@ -49,13 +48,18 @@ class _Recording(KernelReplay):
     final: dict[str, int]
 
     def _release(self) -> None:
-        self.final = {"rows": len(self.M), "slots": int(self.C[K.S_SLOTS]),
-                      "width": self.S.shape[1], "used": int(self.C[K.S_USED])}
+        self.final = {
+            "rows": len(self.M),
+            "slots": int(self.C[K.S_SLOTS]),
+            "width": self.S.shape[1],
+            "used": int(self.C[K.S_USED]),
+        }
         super()._release()
 
 
-def _recorded_run(flows: list, policy: SessionPolicy | None = None,
-                  batch_size: int | None = None) -> tuple[tuple, list[_Recording]]:
+def _recorded_run(
+    flows: list, policy: SessionPolicy | None = None, batch_size: int | None = None
+) -> tuple[tuple, list[_Recording]]:
     """run() on the kernel with tables of two rows; -> (run's result,
     each exporter's replay)."""
     made: list[_Recording] = []
@@ -74,8 +78,10 @@ def test_remembered_keys_keep_no_session_row() -> None:
     plus one (rounded up to a power of two) while the slots grow with the remembered keys,
     and the result is the reference's."""
     policy = SessionPolicy(max_open_ksessions=0.004)
-    flows = [rec(i / 10, src=f"10.0.{i // 250}.{i % 250 + 1}", dst="192.0.2.1", dport=53,
-                 proto=17) for i in range(300)]
+    flows = [
+        rec(i / 10, src=f"10.0.{i // 250}.{i % 250 + 1}", dst="192.0.2.1", dport=53, proto=17)
+        for i in range(300)
+    ]
     (kernel_sessions, kernel_flows, kernel), made = _recorded_run(flows, policy)
     reference_sessions, reference_flows, reference = run(flows, policy, engine="reference")
     assert kernel_sessions.equals(reference_sessions)
@@ -99,11 +105,17 @@ def crowded(draw: st.DrawFn) -> list:
     for _ in range(draw(st.integers(20, 150))):
         clock += draw(st.sampled_from((0, 0, 0, 1, 2)))
         host = draw(st.integers(1, 40))
-        out.append(rec(clock, clock + draw(st.sampled_from((0, 0, 1, 3))),
-                       src=f"10.0.0.{host}", sport=draw(st.sampled_from((1024, 2048, 4096))),
-                       dst=draw(st.sampled_from(("192.0.2.1", "192.0.2.2"))),
-                       dport=draw(st.sampled_from((53, 443))),
-                       proto=draw(st.sampled_from((6, 17)))))
+        out.append(
+            rec(
+                clock,
+                clock + draw(st.sampled_from((0, 0, 1, 3))),
+                src=f"10.0.0.{host}",
+                sport=draw(st.sampled_from((1024, 2048, 4096))),
+                dst=draw(st.sampled_from(("192.0.2.1", "192.0.2.2"))),
+                dport=draw(st.sampled_from((53, 443))),
+                proto=draw(st.sampled_from((6, 17))),
+            )
+        )
     return out
 
 
@@ -133,20 +145,26 @@ def bursts(draw: st.DrawFn) -> list:
         for _ in range(draw(st.integers(1, 40))):
             at = clock + draw(st.sampled_from((0.0, 0.3, 1.1, 2.5)))
             host = draw(st.integers(1, 12))
-            out.append(rec(at, at + draw(st.sampled_from((0, 0, 4, 70))),
-                           src=f"10.0.0.{host}", sport=draw(st.sampled_from((1024, 2048))),
-                           dst=draw(st.sampled_from(("192.0.2.1", "192.0.2.2"))),
-                           dport=draw(st.sampled_from((53, 443))),
-                           proto=draw(st.sampled_from((6, 6, 17, 1))),
-                           flags=draw(st.sampled_from((ACK, ACK, SYN, SYN | ACK, FIN | ACK,
-                                                       RST)))))
+            out.append(
+                rec(
+                    at,
+                    at + draw(st.sampled_from((0, 0, 4, 70))),
+                    src=f"10.0.0.{host}",
+                    sport=draw(st.sampled_from((1024, 2048))),
+                    dst=draw(st.sampled_from(("192.0.2.1", "192.0.2.2"))),
+                    dport=draw(st.sampled_from((53, 443))),
+                    proto=draw(st.sampled_from((6, 6, 17, 1))),
+                    flags=draw(st.sampled_from((ACK, ACK, SYN, SYN | ACK, FIN | ACK, RST))),
+                )
+            )
     return out
 
 
 @SETTINGS
 @given(bursts(), policies)
-def test_watermark_jumps_close_whole_buckets_as_the_reference(flows: list,
-                                                              policy: SessionPolicy) -> None:
+def test_watermark_jumps_close_whole_buckets_as_the_reference(
+    flows: list, policy: SessionPolicy
+) -> None:
     """Closes taken from the due list (last in, first out) give the reference's sessions: the
     order of the closes of one sweep is not observable. (Checked to fail when the due list
     drops its entries, or one entry in three.)"""
@@ -161,8 +179,15 @@ def test_late_sessions_behind_a_watermark_that_runs_ahead_are_forgotten() -> Non
     (4,096), whatever the clocks say: the slot table holds about half the keys (their slots
     are taken back lazily), whether 6,000 or 24,000 came."""
     flows = [rec(100_000, proto=17)] + [
-        rec(i / 10, src=f"10.{i // 62500}.{i // 250 % 250}.{i % 250 + 1}", dst="192.0.2.1",
-            dport=53, proto=17) for i in range(12_000)]
+        rec(
+            i / 10,
+            src=f"10.{i // 62500}.{i // 250 % 250}.{i % 250 + 1}",
+            dst="192.0.2.1",
+            dport=53,
+            proto=17,
+        )
+        for i in range(12_000)
+    ]
     (sessions, _, _), made = _recorded_run(flows, batch_size=64)
     assert sessions.num_rows == 12_001
     [replay] = made
@@ -178,8 +203,11 @@ def test_late_sessions_whose_times_stand_still_are_forgotten() -> None:
     flows = []
     for i in range(6000):
         flows.append(rec(100_000 + i, 100_000.5 + i, src="10.0.0.1", sport=1111, dport=22))
-        flows.append(rec(50, src=f"10.1.{i // 250}.{i % 250}", sport=5000, dst="10.9.9.9",
-                         dport=53, proto=17))
+        flows.append(
+            rec(
+                50, src=f"10.1.{i // 250}.{i % 250}", sport=5000, dst="10.9.9.9", dport=53, proto=17
+            )
+        )
     (sessions, _, _), made = _recorded_run(flows, batch_size=64)
     assert sessions.num_rows == 6007  # and the live conversation in 7 fragments of 15 min
     [replay] = made
@@ -190,7 +218,7 @@ def test_replay_takes_the_record_columns_in_records_order() -> None:
     """KernelReplay.process hands replay the Records columns in RECORD_FIELDS order."""
     from obserae_forensics.sessionize.keys import RECORD_FIELDS
 
-    names = K.replay.py_func.__code__.co_varnames[:len(RECORD_FIELDS)]
+    names = K.replay.py_func.__code__.co_varnames[: len(RECORD_FIELDS)]
     assert names == RECORD_FIELDS
 
 
@@ -201,18 +229,23 @@ def test_each_kernel_function_is_compiled_once() -> None:
     a cap. Each further signature is another compilation on the first run after install:
     replay's takes over a minute, and it was compiled twice once a run met a mixed batch;
     a literal 0 handed to a helper compiled that helper again."""
-    flows = [rec(100, flags=SYN), rec(101, flags=SYN | ACK, src="10.0.0.2", sport=443,
-                                      dst="10.0.0.1", dport=40000),
-             rec(1, 2),  # a stray of the session opened at 100
-             *[rec(102 + i, sport=41000 + i, flags=SYN) for i in range(6)],
-             rec(103, exporter="192.0.2.99", dport=53, proto=17)]
+    flows = [
+        rec(100, flags=SYN),
+        rec(101, flags=SYN | ACK, src="10.0.0.2", sport=443, dst="10.0.0.1", dport=40000),
+        rec(1, 2),  # a stray of the session opened at 100
+        *[rec(102 + i, sport=41000 + i, flags=SYN) for i in range(6)],
+        rec(103, exporter="192.0.2.99", dport=53, proto=17),
+    ]
     for options in ({}, {"replay": "event"}, {"max_open_ksessions": 0.002}):
         sessions, _, sessionizer = run(flows, SessionPolicy(**options))
         assert sessions.num_rows >= 8
     assert run(flows[:-1], batch_size=3)[0].num_rows >= 8  # one exporter: lent columns
     assert sessionizer.pressure()["192.0.2.1"]["evictions"] > 0
-    compiled = {name: len(value.signatures) for name, value in vars(K).items()
-                if getattr(value, "signatures", None)}
+    compiled = {
+        name: len(value.signatures)
+        for name, value in vars(K).items()
+        if getattr(value, "signatures", None)
+    }
     # helpers appear only when compiled here (a fresh checkout, as in CI): a replay loaded
     # from numba's cache brings them along inside it
     assert {"replay", "finish"} <= set(compiled)
@@ -227,16 +260,27 @@ def test_no_kernel_helper_is_handed_a_literal() -> None:
     import inspect
 
     tree = ast.parse(inspect.getsource(K))
-    called = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)
-              and any(isinstance(d, ast.Name) and d.id in ("_helper", "_jit")
-                      for d in node.decorator_list)} | {"_infer"}
+    called = {
+        node.name
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef)
+        and any(
+            isinstance(d, ast.Name) and d.id in ("_helper", "_jit") for d in node.decorator_list
+        )
+    } | {"_infer"}
     assert {"replay", "_finalize", "_stray", "_eviction_sift_down"} <= called
-    literal = [f"line {node.lineno}: {ast.unparse(node)[:60]}" for node in ast.walk(tree)
-               if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-               and node.func.id in called
-               and any(isinstance(a, ast.Constant) or (isinstance(a, ast.UnaryOp) and
-                                                      isinstance(a.operand, ast.Constant))
-                       for a in node.args)]
+    literal = [
+        f"line {node.lineno}: {ast.unparse(node)[:60]}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id in called
+        and any(
+            isinstance(a, ast.Constant)
+            or (isinstance(a, ast.UnaryOp) and isinstance(a.operand, ast.Constant))
+            for a in node.args
+        )
+    ]
     assert literal == []
 
 
@@ -258,11 +302,14 @@ def test_an_exporter_costs_memory_by_its_sessions_not_by_a_busy_exporters_start(
     23 GB. Here 200 exporters, one after another as captures of one router after another
     are read: their tables hold ~130 kB each (mostly the timer wheel), where they held 82 MB;
     the output buffer is one, sized for a round."""
-    flows = [rec(i * 0.5, src=f"10.0.{i}.1", flags=SYN, exporter=f"192.0.{e // 250}.{e % 250}")
-             for e in range(200) for i in range(30)]
+    flows = [
+        rec(i * 0.5, src=f"10.0.{i}.1", flags=SYN, exporter=f"192.0.{e // 250}.{e % 250}")
+        for e in range(200)
+        for i in range(30)
+    ]
     sessionizer = Sessionizer(SessionPolicy())
     for start in range(0, len(flows), 30):
-        sessionizer.feed(batch(flows[start:start + 30], first_frame=start))
+        sessionizer.feed(batch(flows[start : start + 30], first_frame=start))
     assert len(sessionizer._replays) == 200
     assert _table_bytes(sessionizer) < 200 * 256 * 1024
     assert len({id(replay.output) for replay in sessionizer._replays}) == 1
@@ -273,11 +320,18 @@ def test_output_buffer_moves_when_a_round_outgrows_it() -> None:
     reservations of one row, the kernel stops for room again and again, and each time this
     replay's rows move to a new buffer while the rows the other exporters wrote in the round
     stay in the old one. The tables are the reference's."""
-    flows = [rec(i * 0.2, (i + 1) * 0.2, src=f"10.0.{i % 7}.1", sport=1000 + i % 3,
-                 flags=(SYN, SYN | ACK, ACK, FIN | ACK, RST)[i % 5],
-                 exporter=("192.0.2.1", "192.0.2.2", "192.0.2.3")[i % 3],
-                 proto=(6, 6, 17)[i % 3])
-             for i in range(400)]
+    flows = [
+        rec(
+            i * 0.2,
+            (i + 1) * 0.2,
+            src=f"10.0.{i % 7}.1",
+            sport=1000 + i % 3,
+            flags=(SYN, SYN | ACK, ACK, FIN | ACK, RST)[i % 5],
+            exporter=("192.0.2.1", "192.0.2.2", "192.0.2.3")[i % 3],
+            proto=(6, 6, 17)[i % 3],
+        )
+        for i in range(400)
+    ]
     flows += [rec(1000 + i, src=f"10.1.0.{i}", exporter="192.0.2.1") for i in range(50)]
     moved = []
     real_move = K.OutputRows.move
@@ -293,12 +347,13 @@ def test_output_buffer_moves_when_a_round_outgrows_it() -> None:
         # for room, so only process() is kept short
         original(self, 1 if rows > int(self.C[K.S_OPEN]) + 8 else rows)
 
-    with mock.patch.object(K.KernelReplay, "_start_output", stingy), \
-            mock.patch.object(K.OutputRows, "move", move):
+    with (
+        mock.patch.object(K.KernelReplay, "_start_output", stingy),
+        mock.patch.object(K.OutputRows, "move", move),
+    ):
         for size in (7, 64, None):
             kernel_sessions, kernel_flows, _ = run(flows, batch_size=size)
-            reference_sessions, reference_flows, _ = run(flows, engine="reference",
-                                                         batch_size=size)
+            reference_sessions, reference_flows, _ = run(flows, engine="reference", batch_size=size)
             assert kernel_sessions.equals(reference_sessions)
             assert kernel_flows.equals(reference_flows)
     assert len(moved) > 10 and max(moved) > 0

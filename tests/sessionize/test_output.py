@@ -20,8 +20,10 @@ from obserae_forensics.sessionize.output import (
 
 V4_MAPPED = bytes(10) + b"\xff\xff"
 
-addresses = st.one_of(st.binary(min_size=4, max_size=4).map(lambda b: V4_MAPPED + b),
-                      st.binary(min_size=16, max_size=16))
+addresses = st.one_of(
+    st.binary(min_size=4, max_size=4).map(lambda b: V4_MAPPED + b),
+    st.binary(min_size=16, max_size=16),
+)
 
 
 @settings(max_examples=60, deadline=None)
@@ -35,8 +37,9 @@ def test_address_texts_equal_address_text(values: list[bytes]) -> None:
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.integers(0, 2**64 - 1), max_size=20), st.data())
 def test_id_texts_are_16_hex_digits_of_the_value(ids: list[int], data: st.DataObject) -> None:
-    valid = np.array(data.draw(st.lists(st.booleans(), min_size=len(ids), max_size=len(ids))),
-                     dtype=bool)
+    valid = np.array(
+        data.draw(st.lists(st.booleans(), min_size=len(ids), max_size=len(ids))), dtype=bool
+    )
     texts = id_texts(np.array(ids, dtype=np.uint64), valid).to_pylist()
     assert texts == [f"{i:016x}" if ok else None for i, ok in zip(ids, valid, strict=True)]
 
@@ -59,8 +62,9 @@ def test_output_order_is_the_lexicographic_order(keys: list[tuple[int, int, int]
 
 @settings(deadline=None)  # the first call loads numba code
 @given(st.lists(st.integers(0, 9), max_size=60), st.booleans(), st.randoms())
-def test_flow_order_is_by_session_then_arrival(ranks: list[int], shuffled: bool,
-                                               random: Any) -> None:
+def test_flow_order_is_by_session_then_arrival(
+    ranks: list[int], shuffled: bool, random: Any
+) -> None:
     """Emitted flows: the counting sort (arrival order given) and the general case both
     equal a lexsort by (session rank, arrival index)."""
     from obserae_forensics.sessionize.sessionizer import _by_session_then_arrival

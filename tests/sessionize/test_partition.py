@@ -20,8 +20,14 @@ from obserae_forensics.sessionize.keys import evidence_root
 
 def plain(table: pa.Table) -> pa.Table:
     """Dictionary columns as text: each partition's dictionaries are its own."""
-    return table.cast(pa.schema([pa.field(f.name, pa.string()) if pa.types.is_dictionary(f.type)
-                                 else f for f in table.schema]))
+    return table.cast(
+        pa.schema(
+            [
+                pa.field(f.name, pa.string()) if pa.types.is_dictionary(f.type) else f
+                for f in table.schema
+            ]
+        )
+    )
 
 
 def collect(batches: list) -> tuple[pa.Table, pa.Table]:
@@ -30,19 +36,21 @@ def collect(batches: list) -> tuple[pa.Table, pa.Table]:
     return plain(sessions), flows
 
 
-@pytest.mark.parametrize("policy", [SessionPolicy(),
-                                    SessionPolicy(hard_timeout_us=30_000_000,
-                                                  max_open_ksessions=0.005)])
+@pytest.mark.parametrize(
+    "policy", [SessionPolicy(), SessionPolicy(hard_timeout_us=30_000_000, max_open_ksessions=0.005)]
+)
 def test_one_exporters_partition_gives_its_rows_of_the_whole_run(
-        corpus: Path, policy: SessionPolicy) -> None:
+    corpus: Path, policy: SessionPolicy
+) -> None:
     report = RunReport()
     inputs = discover_inputs([corpus / "exports", corpus / "netflow_public"], report)
     root = evidence_root([item.path for item in inputs])
     table = pa.Table.from_batches(list(read_flows(inputs, report, batch_size=4096)))
     table = table.unify_dictionaries().combine_chunks()
     whole = Sessionizer(policy, identity_root=root)
-    sessions, flows = collect([whole.feed(b) for b in table.to_batches(max_chunksize=4096)]
-                              + [whole.finish()])
+    sessions, flows = collect(
+        [whole.feed(b) for b in table.to_batches(max_chunksize=4096)] + [whole.finish()]
+    )
     exporter = pc.cast(table.column("exporter"), pa.string())
     names = sorted(pc.unique(exporter).to_pylist())
     assert len(names) >= 5
@@ -58,4 +66,3 @@ def test_one_exporters_partition_gives_its_rows_of_the_whole_run(
         mine = pc.equal(sessions.column("exporter"), name)
         assert part_sessions.equals(sessions.filter(mine)), name
         assert part_flows.equals(flows.filter(pc.equal(flows.column("exporter"), name))), name
-

@@ -32,8 +32,11 @@ HOSTS = ("10.0.0.1", "10.0.0.2", "10.0.0.3", "2001:db8::1")
 PORTS = (53, 443, 40000, 40001)
 PROTOCOLS = (6, 6, 17, 1, 58, 47)
 
-SETTINGS = settings(max_examples=50, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+SETTINGS = settings(
+    max_examples=50,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 @st.composite
@@ -51,21 +54,42 @@ def records(draw: st.DrawFn) -> list[dict[str, Any]]:
         proto = draw(st.sampled_from(PROTOCOLS))
         src, dst = draw(st.sampled_from(HOSTS)), draw(st.sampled_from(HOSTS))
         packets = draw(st.integers(0, 4))
-        out.append(rec(
-            first, first + length, src=src, dst=dst, proto=proto,
-            sport=draw(st.sampled_from(PORTS)),
-            dport=draw(st.sampled_from(PORTS)) if proto not in (1, 58) else
-            draw(st.sampled_from((8 << 8, 0, 3 << 8 | 1, 11 << 8, 13 << 8) if proto == 1
-                                 else (128 << 8, 129 << 8, 1 << 8 | 4, 3 << 8, 135 << 8))),
-            flags=draw(st.sampled_from((0, SYN, SYN | ACK, ACK, ACK | FIN, SYN | ACK | FIN,
-                                        RST, RST | ACK))) if proto == 6 else 0,
-            packets=packets, octets=packets * draw(st.integers(0, 1500)),
-            rpackets=draw(st.sampled_from((0, 0, 0, 2))), roctets=draw(st.sampled_from((0, 99))),
-            # a biflow record's reverse half: its own TCP flags
-            rflags=draw(st.sampled_from((0, 0, 0, SYN, SYN | ACK, ACK | FIN, RST)))
-            if proto == 6 else 0,
-            exporter=draw(st.sampled_from(("192.0.2.1", "192.0.2.1", "198.51.100.7"))),
-            sampling=draw(st.sampled_from((1, 1, 10)))))
+        out.append(
+            rec(
+                first,
+                first + length,
+                src=src,
+                dst=dst,
+                proto=proto,
+                sport=draw(st.sampled_from(PORTS)),
+                dport=draw(st.sampled_from(PORTS))
+                if proto not in (1, 58)
+                else draw(
+                    st.sampled_from(
+                        (8 << 8, 0, 3 << 8 | 1, 11 << 8, 13 << 8)
+                        if proto == 1
+                        else (128 << 8, 129 << 8, 1 << 8 | 4, 3 << 8, 135 << 8)
+                    )
+                ),
+                flags=draw(
+                    st.sampled_from(
+                        (0, SYN, SYN | ACK, ACK, ACK | FIN, SYN | ACK | FIN, RST, RST | ACK)
+                    )
+                )
+                if proto == 6
+                else 0,
+                packets=packets,
+                octets=packets * draw(st.integers(0, 1500)),
+                rpackets=draw(st.sampled_from((0, 0, 0, 2))),
+                roctets=draw(st.sampled_from((0, 99))),
+                # a biflow record's reverse half: its own TCP flags
+                rflags=draw(st.sampled_from((0, 0, 0, SYN, SYN | ACK, ACK | FIN, RST)))
+                if proto == 6
+                else 0,
+                exporter=draw(st.sampled_from(("192.0.2.1", "192.0.2.1", "198.51.100.7"))),
+                sampling=draw(st.sampled_from((1, 1, 10))),
+            )
+        )
     return out
 
 
@@ -86,8 +110,11 @@ policies = st.builds(
 def _canonical(sessions: pa.Table, flows: pa.Table) -> tuple[list, list]:
     """Content without output order, to compare runs whose emission points differ."""
     s = sessions.sort_by([("session_id", "ascending"), ("exporter", "ascending")]).to_pylist()
-    f = flows.select(["source_offset", "session_id", "direction"]).sort_by(
-        "source_offset").to_pylist()
+    f = (
+        flows.select(["source_offset", "session_id", "direction"])
+        .sort_by("source_offset")
+        .to_pylist()
+    )
     return s, f
 
 
@@ -104,7 +131,8 @@ def test_kernel_equals_reference(flows: list, policy: SessionPolicy) -> None:
 @SETTINGS
 @given(records(), policies)
 def test_every_record_in_exactly_one_session_and_counters_conserved(
-        flows: list, policy: SessionPolicy) -> None:
+    flows: list, policy: SessionPolicy
+) -> None:
     sessions, out, _ = run(flows, policy)
     assert sorted(out.column("source_frame").to_pylist()) == list(range(len(flows)))
     assert sum(sessions.column("flow_count").to_pylist()) == len(flows)
@@ -128,14 +156,21 @@ def test_batch_size_changes_nothing(flows: list, policy: SessionPolicy, size: in
 
 def _plain(table: pa.Table) -> pa.Table:
     """Dictionary columns as text: each output batch carries its own dictionary."""
-    return table.cast(pa.schema([pa.field(f.name, pa.string()) if pa.types.is_dictionary(f.type)
-                                 else f for f in table.schema]))
+    return table.cast(
+        pa.schema(
+            [
+                pa.field(f.name, pa.string()) if pa.types.is_dictionary(f.type) else f
+                for f in table.schema
+            ]
+        )
+    )
 
 
 @SETTINGS
 @given(records(), policies, st.lists(st.integers(0, 59), max_size=30))
-def test_reordering_within_grace_changes_nothing(flows: list, policy: SessionPolicy,
-                                                 swaps: list[int]) -> None:
+def test_reordering_within_grace_changes_nothing(
+    flows: list, policy: SessionPolicy, swaps: list[int]
+) -> None:
     policy = SessionPolicy(**{**policy.__dict__, "max_open_ksessions": 500})
     flows = [{**r, "tag": i} for i, r in enumerate(flows)]
     shuffled = list(flows)
@@ -143,31 +178,50 @@ def test_reordering_within_grace_changes_nothing(flows: list, policy: SessionPol
         if i + 1 >= len(shuffled):
             continue
         one, two = shuffled[i], shuffled[i + 1]
-        newest = max((r["last_seen"] for r in shuffled[:i] if r["exporter"] == one["exporter"]),
-                     default=None)
-        newest_two = max((r["last_seen"] for r in shuffled[:i]
-                          if r["exporter"] == two["exporter"]), default=None)
-        if newest is None or newest_two is None or one["last_seen"] > newest or \
-                two["last_seen"] > newest_two or _key(one) == _key(two):
+        newest = max(
+            (r["last_seen"] for r in shuffled[:i] if r["exporter"] == one["exporter"]), default=None
+        )
+        newest_two = max(
+            (r["last_seen"] for r in shuffled[:i] if r["exporter"] == two["exporter"]), default=None
+        )
+        if (
+            newest is None
+            or newest_two is None
+            or one["last_seen"] > newest
+            or two["last_seen"] > newest_two
+            or _key(one) == _key(two)
+        ):
             continue
         shuffled[i], shuffled[i + 1] = two, one
     reordered = _canonical(*run(shuffled, policy)[:2])
     original = _canonical(*run(flows, policy)[:2])
     # the documented exception (README, "Sessions"): endpoint occupancy is counted in arrival
     # order, so the traffic_shape rung's evidence, and what follows from it, may differ
-    shaped = {s["session_id"] for rows in (reordered[0], original[0]) for s in rows
-              if s["role_method"] == "traffic_shape"}
+    shaped = {
+        s["session_id"]
+        for rows in (reordered[0], original[0])
+        for s in rows
+        if s["role_method"] == "traffic_shape"
+    }
     assert _without_shape(reordered, shaped) == _without_shape(original, shaped)
 
 
-_SHAPE_FIELDS = ("role_method", "role_confidence", "client_ip", "client_port", "server_ip",
-                 "server_port")
+_SHAPE_FIELDS = (
+    "role_method",
+    "role_confidence",
+    "client_ip",
+    "client_port",
+    "server_ip",
+    "server_port",
+)
 
 
 def _without_shape(canonical: tuple[list, list], shaped: set[str]) -> tuple[list, list]:
     sessions, flows = canonical
-    return [{k: v for k, v in s.items() if s["session_id"] not in shaped or
-             k not in _SHAPE_FIELDS} for s in sessions], flows
+    return [
+        {k: v for k, v in s.items() if s["session_id"] not in shaped or k not in _SHAPE_FIELDS}
+        for s in sessions
+    ], flows
 
 
 def _key(r: dict) -> tuple:
@@ -179,16 +233,25 @@ def _key(r: dict) -> tuple:
 @SETTINGS
 @given(records(), policies)
 def test_no_internal_gap_beyond_idle_no_fragment_beyond_hard_timeout(
-        flows: list, policy: SessionPolicy) -> None:
+    flows: list, policy: SessionPolicy
+) -> None:
     sessions, out, _ = run(flows, policy)
-    longest_idle = {"TCP": policy.idle_tcp_established_us, "UDP": policy.idle_udp_us,
-                    "ICMP": policy.idle_icmp_us}
+    longest_idle = {
+        "TCP": policy.idle_tcp_established_us,
+        "UDP": policy.idle_udp_us,
+        "ICMP": policy.idle_icmp_us,
+    }
     by_session: dict[str, list[tuple[int, int]]] = {}
-    for row in out.select(["session_id", "first_seen", "last_seen"]).cast(pa.schema([
-            ("session_id", pa.string()), ("first_seen", pa.int64()),
-            ("last_seen", pa.int64())])).to_pylist():
-        by_session.setdefault(row["session_id"], []).append((row["first_seen"],
-                                                             row["last_seen"]))
+    for row in (
+        out.select(["session_id", "first_seen", "last_seen"])
+        .cast(
+            pa.schema(
+                [("session_id", pa.string()), ("first_seen", pa.int64()), ("last_seen", pa.int64())]
+            )
+        )
+        .to_pylist()
+    ):
+        by_session.setdefault(row["session_id"], []).append((row["first_seen"], row["last_seen"]))
     for session in sessions.to_pylist():
         spans = sorted(by_session[session["session_id"]])
         idle = longest_idle.get(session["protocol"], policy.idle_other_us)
@@ -215,13 +278,20 @@ def test_hash_seed_changes_nothing(tmp_path: Path) -> None:
         "sessions, out, _ = run(flows, batch_size=37)\n"
         "sink = pa.BufferOutputStream()\n"
         "with pa.ipc.new_stream(sink, sessions.schema) as w: w.write_table(sessions)\n"
-        "print(hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest(), out.num_rows)\n")
+        "print(hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest(), out.num_rows)\n"
+    )
     digests = set()
     root = Path(__file__).resolve().parents[2]
     for seed in ("1", "12345"):
         env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(root)}
-        done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                              env=env, cwd=root, check=True)
+        done = subprocess.run(
+            [sys.executable, str(script)],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=root,
+            check=True,
+        )
         digests.add(done.stdout.strip())
     assert len(digests) == 1
     assert hashlib.sha256(b"").hexdigest() not in digests.pop()
@@ -233,15 +303,21 @@ def stretched_records(draw: st.DrawFn) -> list[dict[str, Any]]:
     one turn of the kernel's timer wheel (~36 min) ahead, next to sub-second ones."""
     factor = draw(st.sampled_from((1, 40, 3600)))
     out = draw(records())
-    return [{**r, "first_seen": r["first_seen"] * factor, "last_seen": r["last_seen"] * factor}
-            for r in out]
+    return [
+        {**r, "first_seen": r["first_seen"] * factor, "last_seen": r["last_seen"] * factor}
+        for r in out
+    ]
 
 
 @SETTINGS
-@given(stretched_records(), policies,
-       st.sampled_from((20, 900, 3 * 3600, 30 * 3600)).map(lambda s: s * SECOND))
-def test_kernel_equals_reference_across_long_gaps(flows: list, policy: SessionPolicy,
-                                                  hard_timeout_us: int) -> None:
+@given(
+    stretched_records(),
+    policies,
+    st.sampled_from((20, 900, 3 * 3600, 30 * 3600)).map(lambda s: s * SECOND),
+)
+def test_kernel_equals_reference_across_long_gaps(
+    flows: list, policy: SessionPolicy, hard_timeout_us: int
+) -> None:
     policy = SessionPolicy(**{**policy.__dict__, "hard_timeout_us": hard_timeout_us})
     kernel_sessions, kernel_flows, kernel = run(flows, policy, engine="numba")
     reference_sessions, reference_flows, reference = run(flows, policy, engine="reference")

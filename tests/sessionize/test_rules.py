@@ -18,9 +18,11 @@ A, B, C, D = "10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"
 
 
 def test_fin_both_ways_closes_when_watermark_passes_last_seen(engine: str) -> None:
-    records = [rec(0, 1, flags=SYN | ACK | FIN),
-               rec(0.1, 1.5, src=B, sport=443, dst=A, dport=40000, flags=SYN | ACK | FIN),
-               tick(31.6)]
+    records = [
+        rec(0, 1, flags=SYN | ACK | FIN),
+        rec(0.1, 1.5, src=B, sport=443, dst=A, dport=40000, flags=SYN | ACK | FIN),
+        tick(31.6),
+    ]
     sessions, _, _ = run(records, engine=engine)
     [s] = by_key(sessions)
     assert (s["state"], s["close_reason"], s["closed_at"]) == ("closed", "fin", at(1.5))
@@ -38,24 +40,32 @@ def test_fin_session_stays_open_until_grace_has_passed(engine: str) -> None:
     from .scenario import batch
 
     sessionizer = Sessionizer(SessionPolicy(), engine=engine)
-    records = [rec(0, 1, flags=SYN | ACK | FIN),
-               rec(0.1, 1.5, src=B, sport=443, dst=A, dport=40000, flags=SYN | ACK | FIN),
-               tick(31.4)]
+    records = [
+        rec(0, 1, flags=SYN | ACK | FIN),
+        rec(0.1, 1.5, src=B, sport=443, dst=A, dport=40000, flags=SYN | ACK | FIN),
+        tick(31.4),
+    ]
     assert by_key(sessionizer.feed(batch(records)).sessions) == []
     [s] = by_key(sessionizer.feed(batch([tick(31.6)], first_frame=3)).sessions)
     assert (s["close_reason"], s["closed_at"]) == ("fin", at(1.5))
 
 
 def test_rst_after_exchange_closes_as_rst(engine: str) -> None:
-    records = [rec(0, 2, flags=SYN | ACK | RST),
-               rec(0.1, 1, src=B, sport=443, dst=A, dport=40000, flags=SYN | ACK), tick(40)]
+    records = [
+        rec(0, 2, flags=SYN | ACK | RST),
+        rec(0.1, 1, src=B, sport=443, dst=A, dport=40000, flags=SYN | ACK),
+        tick(40),
+    ]
     [s] = by_key(run(records, engine=engine)[0])
     assert s["close_reason"] == "rst"
 
 
 def test_rst_as_only_answer_to_syn_is_rejected(engine: str) -> None:
-    records = [rec(0, flags=SYN), rec(0.001, src=B, sport=443, dst=A, dport=40000,
-                                      flags=RST | ACK), tick(40)]
+    records = [
+        rec(0, flags=SYN),
+        rec(0.001, src=B, sport=443, dst=A, dport=40000, flags=RST | ACK),
+        tick(40),
+    ]
     [s] = by_key(run(records, engine=engine)[0])
     assert (s["close_reason"], s["server_ip"], s["role_confidence"]) == ("rejected", B, 0.9)
 
@@ -65,64 +75,79 @@ def test_a_rst_answering_an_exchange_whose_syn_ack_went_unseen_is_rst(engine: st
     data and a RST (an exporter that missed the SYN-ACK, or sampled it away), closed
     `rejected`, which the reason table keeps for a RST that was the only answer."""
     PSH = 0x08
-    exchange = [rec(0, 2, flags=SYN | ACK | PSH, packets=50),
-                rec(0.1, 2, src=B, sport=443, dst=A, dport=40000, flags=ACK | PSH | RST,
-                    packets=100), tick(40)]
+    exchange = [
+        rec(0, 2, flags=SYN | ACK | PSH, packets=50),
+        rec(0.1, 2, src=B, sport=443, dst=A, dport=40000, flags=ACK | PSH | RST, packets=100),
+        tick(40),
+    ]
     [s] = by_key(run(exchange, engine=engine)[0])
     assert s["close_reason"] == "rst"
     # an answer of data without a SYN (its SYN-ACK unseen) to a bare SYN: not a refusal
-    data_back = [rec(0, flags=SYN),
-                 rec(0.1, 2, src=B, sport=443, dst=A, dport=40000, flags=ACK | PSH | RST,
-                     packets=100), tick(40)]
+    data_back = [
+        rec(0, flags=SYN),
+        rec(0.1, 2, src=B, sport=443, dst=A, dport=40000, flags=ACK | PSH | RST, packets=100),
+        tick(40),
+    ]
     [s] = by_key(run(data_back, engine=engine)[0])
     assert s["close_reason"] == "rst"
     # SYNs sent again after the refusal, and a stray ACK, are still an opening
-    retried = [rec(0, 3, flags=SYN | ACK, packets=3),
-               rec(0.001, 3, src=B, sport=443, dst=A, dport=40000, flags=RST | ACK,
-                   packets=3), tick(40)]
+    retried = [
+        rec(0, 3, flags=SYN | ACK, packets=3),
+        rec(0.001, 3, src=B, sport=443, dst=A, dport=40000, flags=RST | ACK, packets=3),
+        tick(40),
+    ]
     [s] = by_key(run(retried, engine=engine)[0])
     assert s["close_reason"] == "rejected"
 
 
 def test_a_new_connection_on_a_finished_connections_5_tuple_is_a_session_of_its_own(
-        engine: str) -> None:
+    engine: str,
+) -> None:
     """Found by a contract audit: a finished connection (FIN both ways, or a RST) stayed
     open until the watermark passed its last_seen, and took a new SYN on its 5-tuple in the
     meantime: a refused attempt and its retry on one port came out as one `rst` session
     (the refusal gone), two connections as one `fin`. A record starting after a finished
     connection with a SYN now opens a session; one without (a trailing ACK) still joins."""
-    retry = [rec(0, flags=SYN), rec(0.001, src=B, sport=443, dst=A, dport=40000,
-                                    flags=RST | ACK),
-             rec(1, 3, flags=SYN | ACK | FIN, packets=5),
-             rec(1.001, 3, src=B, sport=443, dst=A, dport=40000, flags=SYN | ACK | FIN,
-                 packets=5), tick(40)]
+    retry = [
+        rec(0, flags=SYN),
+        rec(0.001, src=B, sport=443, dst=A, dport=40000, flags=RST | ACK),
+        rec(1, 3, flags=SYN | ACK | FIN, packets=5),
+        rec(1.001, 3, src=B, sport=443, dst=A, dport=40000, flags=SYN | ACK | FIN, packets=5),
+        tick(40),
+    ]
     sessions = by_key(run(retry, engine=engine)[0])
-    assert [(s["close_reason"], s["flow_count"]) for s in sessions] == [
-        ("rejected", 2), ("fin", 2)]
-    trailing = [rec(0, 1, flags=SYN | ACK | FIN), rec(0.1, 1, src=B, sport=443, dst=A,
-                                                      dport=40000, flags=SYN | ACK | FIN),
-                rec(2, flags=ACK), tick(40)]
+    assert [(s["close_reason"], s["flow_count"]) for s in sessions] == [("rejected", 2), ("fin", 2)]
+    trailing = [
+        rec(0, 1, flags=SYN | ACK | FIN),
+        rec(0.1, 1, src=B, sport=443, dst=A, dport=40000, flags=SYN | ACK | FIN),
+        rec(2, flags=ACK),
+        tick(40),
+    ]
     [s] = by_key(run(trailing, engine=engine)[0])
     assert (s["close_reason"], s["flow_count"]) == ("fin", 3)
 
 
-def test_a_late_new_connection_after_a_finished_one_does_not_go_on_with_it(
-        engine: str) -> None:
+def test_a_late_new_connection_after_a_finished_one_does_not_go_on_with_it(engine: str) -> None:
     """A late SYN after a finished connection went on with it (rule 3): it inherited the
     connection's FINs and a bare, unanswered SYN closed `fin`, hidden from the seed's
     no_reply query. It still follows the connection; a late record starting inside the
     connection, or without a SYN, still goes on with it."""
-    done = [rec(0, 2, flags=SYN | ACK | FIN),
-            rec(0.1, 2, src=B, sport=443, dst=A, dport=40000, flags=SYN | ACK | FIN),
-            tick(100)]
+    done = [
+        rec(0, 2, flags=SYN | ACK | FIN),
+        rec(0.1, 2, src=B, sport=443, dst=A, dport=40000, flags=SYN | ACK | FIN),
+        tick(100),
+    ]
     for flags, start, reason in ((SYN, 5, "no_reply"), (ACK, 5, "fin"), (SYN | ACK, 1, "fin")):
         sessions = by_key(run([*done, rec(start, flags=flags), tick(300)], engine=engine)[0])
         first, late = sessions
         assert (late["late"], late["follows_session_id"]) == (True, first["session_id"])
         assert (late["close_reason"], late["client_ip"]) == (reason, A), flags
     # the same after a refused attempt, whose last record came before its half-open idle
-    refused = [rec(0, flags=SYN), rec(0.001, src=B, sport=443, dst=A, dport=40000,
-                                      flags=RST | ACK), tick(100)]
+    refused = [
+        rec(0, flags=SYN),
+        rec(0.001, src=B, sport=443, dst=A, dport=40000, flags=RST | ACK),
+        tick(100),
+    ]
     first, late = by_key(run([*refused, rec(3, flags=SYN), tick(300)], engine=engine)[0])
     assert (first["close_reason"], late["close_reason"]) == ("rejected", "no_reply")
     # a refusal seen in a biflow record's reverse flags alone closes half-open (5 s idle):
@@ -131,10 +156,21 @@ def test_a_late_new_connection_after_a_finished_one_does_not_go_on_with_it(
     # and one at 3 is a new attempt, one-way
     half = [rec(0, 1, flags=SYN, rflags=RST), tick(40)]  # remembered until W passes 1 + 5 + 30
     for start, reason in ((0.5, "idle"), (3, "no_reply")):
-        first, late = by_key(run([*half, rec(start, src=B, sport=443, dst=A, dport=40000,
-                                                 flags=SYN | ACK), tick(300)], engine=engine)[0])
-        assert (first["close_reason"], first["ab_packets"], first["ba_packets"]) == \
-            ("rejected", 1, 0)
+        first, late = by_key(
+            run(
+                [
+                    *half,
+                    rec(start, src=B, sport=443, dst=A, dport=40000, flags=SYN | ACK),
+                    tick(300),
+                ],
+                engine=engine,
+            )[0]
+        )
+        assert (first["close_reason"], first["ab_packets"], first["ba_packets"]) == (
+            "rejected",
+            1,
+            0,
+        )
         assert (late["late"], late["close_reason"]) == (True, reason), start
 
 
@@ -143,23 +179,42 @@ def test_a_new_connection_after_a_finished_fragment_is_no_next_fragment(engine: 
     the grace for the watermark) took a new SYN on its 5-tuple as its next fragment,
     inheriting its FINs: a bare SYN closed `fin`, in the old conversation, where without
     the cut it opens a session of its own (rule 2b')."""
-    done = [rec(0, 25, flags=SYN | ACK | FIN),
-            rec(0.1, 25, src=B, sport=443, dst=A, dport=40000, flags=SYN | ACK | FIN)]
-    cut = by_key(run([*done, rec(30, flags=SYN), tick(300)],
-                     SessionPolicy(hard_timeout_us=20 * SECOND), engine=engine)[0])
-    assert [(s["split"], s["close_reason"]) for s in cut] == [(0, "hard_timeout"),
-                                                               (0, "no_reply")]
+    done = [
+        rec(0, 25, flags=SYN | ACK | FIN),
+        rec(0.1, 25, src=B, sport=443, dst=A, dport=40000, flags=SYN | ACK | FIN),
+    ]
+    cut = by_key(
+        run(
+            [*done, rec(30, flags=SYN), tick(300)],
+            SessionPolicy(hard_timeout_us=20 * SECOND),
+            engine=engine,
+        )[0]
+    )
+    assert [(s["split"], s["close_reason"]) for s in cut] == [(0, "hard_timeout"), (0, "no_reply")]
     assert cut[1]["conversation_id"] == cut[1]["session_id"]
-    crowded = [*done[:1], rec(0.1, 2, src=B, sport=443, dst=A, dport=40000,
-                              flags=SYN | ACK | FIN), rec(3, sport=1, flags=ACK)]
+    crowded = [
+        *done[:1],
+        rec(0.1, 2, src=B, sport=443, dst=A, dport=40000, flags=SYN | ACK | FIN),
+        rec(3, sport=1, flags=ACK),
+    ]
     crowded[0] = rec(0, 2, flags=SYN | ACK | FIN)
-    evicted = by_key(run([*crowded, rec(5, flags=SYN), tick(300)],
-                         SessionPolicy(max_open_ksessions=0.001), engine=engine)[0])
+    evicted = by_key(
+        run(
+            [*crowded, rec(5, flags=SYN), tick(300)],
+            SessionPolicy(max_open_ksessions=0.001),
+            engine=engine,
+        )[0]
+    )
     mine = [s for s in evicted if s["port_a"] == 40000]
     assert [(s["split"], s["close_reason"]) for s in mine] == [(0, "evicted"), (0, "no_reply")]
     # a trailing ACK still goes on with it
-    ack = by_key(run([*done, rec(26, flags=ACK), tick(300)],
-                     SessionPolicy(hard_timeout_us=20 * SECOND), engine=engine)[0])
+    ack = by_key(
+        run(
+            [*done, rec(26, flags=ACK), tick(300)],
+            SessionPolicy(hard_timeout_us=20 * SECOND),
+            engine=engine,
+        )[0]
+    )
     assert [(s["split"], s["close_reason"]) for s in ack] == [(0, "hard_timeout"), (1, "fin")]
 
 
@@ -170,8 +225,11 @@ def test_rst_having_seen_one_direction_is_no_reply_closed_at_once(engine: str) -
     backscatter = [rec(0, src=B, sport=443, dst=A, dport=40000, flags=RST), tick(40)]
     for records in (own_reset, backscatter):
         [s] = by_key(run(records, engine=engine)[0])
-        assert (s["close_reason"], s["closed_at"], s["ab_packets"] * s["ba_packets"]) == \
-            ("no_reply", s["last_seen_at"], 0)
+        assert (s["close_reason"], s["closed_at"], s["ab_packets"] * s["ba_packets"]) == (
+            "no_reply",
+            s["last_seen_at"],
+            0,
+        )
 
 
 def test_unanswered_syn_is_half_open_then_no_reply_after_tcp_half_open(engine: str) -> None:
@@ -189,6 +247,7 @@ def test_one_way_midstream_tcp_is_no_attempt_a_one_way_opening_is(engine: str) -
     seed's "Likely TCP scans" with established conversations. Without a SYN it is no
     half-open attempt (Zeek's OTH, not S0): idle. A direction that sent a SYN, no flags at
     all (an exporter that sends none), or probes without ACK stay no_reply."""
+
     def reason(flags: int, packets: int = 50) -> str:
         records = [rec(0, 20, flags=flags, packets=packets, octets=40_000), tick(200)]
         [s] = by_key(run(records, engine=engine)[0])
@@ -206,21 +265,32 @@ def test_one_way_midstream_tcp_is_no_attempt_a_one_way_opening_is(engine: str) -
 
 
 def test_udp_exchange_closes_idle_one_way_closes_no_reply(engine: str) -> None:
-    records = [rec(0, 1, proto=17, dport=53, sport=5353 + 1000),
-               rec(0.5, 1, proto=17, src=B, dst=A, sport=53, dport=6353),
-               rec(0, proto=17, src=C, dst=D, sport=5000, dport=5001), tick(100)]
-    found = {(s["ip_a"], s["close_reason"], s["closed_at"]) for s in by_key(run(
-        records, engine=engine)[0], "UDP")}
+    records = [
+        rec(0, 1, proto=17, dport=53, sport=5353 + 1000),
+        rec(0.5, 1, proto=17, src=B, dst=A, sport=53, dport=6353),
+        rec(0, proto=17, src=C, dst=D, sport=5000, dport=5001),
+        tick(100),
+    ]
+    found = {
+        (s["ip_a"], s["close_reason"], s["closed_at"])
+        for s in by_key(run(records, engine=engine)[0], "UDP")
+    }
     assert found == {(A, "idle", at(31)), (C, "no_reply", at(30))}
 
 
 def test_record_after_the_idle_gap_starts_a_new_session(engine: str) -> None:
     records = [rec(0, proto=17), rec(31, proto=17), tick(200)]
     first, second = by_key(run(records, engine=engine)[0], "UDP")
-    assert (first["opened_at"], first["closed_at"], first["close_reason"]) == \
-        (at(0), at(30), "no_reply")
-    assert (second["opened_at"], second["split"], second["conversation_id"]) == \
-        (at(31), 0, second["session_id"])
+    assert (first["opened_at"], first["closed_at"], first["close_reason"]) == (
+        at(0),
+        at(30),
+        "no_reply",
+    )
+    assert (second["opened_at"], second["split"], second["conversation_id"]) == (
+        at(31),
+        0,
+        second["session_id"],
+    )
 
 
 def test_hard_timeout_fragments_chain_and_inherit_orientation(engine: str) -> None:
@@ -234,15 +304,13 @@ def test_hard_timeout_fragments_chain_and_inherit_orientation(engine: str) -> No
             records.append(rec(t + 0.5, t + 1, proto=17, sport=40000, dport=9999))
         else:
             records.append(rec(t, t + 1, proto=17, sport=40000, dport=9999))
-            records.append(rec(t + 0.5, t + 1, proto=17, src=B, dst=A, sport=9999,
-                               dport=40000))
+            records.append(rec(t + 0.5, t + 1, proto=17, src=B, dst=A, sport=9999, dport=40000))
     sessions, _, _ = run(records, policy, engine=engine)
     fragments = by_key(sessions, "UDP")
     assert [f["split"] for f in fragments] == [0, 1, 2]
     assert [f["close_reason"] for f in fragments] == ["hard_timeout", "hard_timeout", None]
     assert {f["conversation_id"] for f in fragments} == {fragments[0]["session_id"]}
-    assert {(f["ip_a"], f["client_ip"], f["server_port"]) for f in fragments} == \
-        {(A, A, 9999)}
+    assert {(f["ip_a"], f["client_ip"], f["server_port"]) for f in fragments} == {(A, A, 9999)}
     assert fragments[0]["closed_at"] == at(60)
     for f in fragments:
         assert (f["last_seen_at"] - f["opened_at"]).total_seconds() <= 60 + 1
@@ -254,12 +322,14 @@ def test_a_connection_whose_fins_fall_on_both_sides_of_a_cut_finishes(engine: st
     the 60 s idle timeout and closed `idle`. The FINs a conversation saw carry over into
     its next fragment, as the directions it saw do; its flags stay its own."""
     policy = SessionPolicy(hard_timeout_us=60 * SECOND)
-    records = [rec(0, 50, flags=SYN | ACK | FIN),
-               rec(0.1, 55, src=B, sport=443, dst=A, dport=40000, flags=SYN | ACK),
-               rec(61, 70, src=B, sport=443, dst=A, dport=40000, flags=ACK | FIN), tick(200)]
+    records = [
+        rec(0, 50, flags=SYN | ACK | FIN),
+        rec(0.1, 55, src=B, sport=443, dst=A, dport=40000, flags=SYN | ACK),
+        rec(61, 70, src=B, sport=443, dst=A, dport=40000, flags=ACK | FIN),
+        tick(200),
+    ]
     fragments = by_key(run(records, policy, engine=engine)[0])
-    assert [(f["split"], f["close_reason"]) for f in fragments] == [
-        (0, "hard_timeout"), (1, "fin")]
+    assert [(f["split"], f["close_reason"]) for f in fragments] == [(0, "hard_timeout"), (1, "fin")]
     assert fragments[1]["closed_at"] == at(70) and fragments[1]["ab_flags"] == 0
 
 
@@ -273,11 +343,21 @@ def test_a_long_record_continues_a_fragment_on_a_busy_exporter(engine: str) -> N
     for k in range(6):
         t = 250 * k
         if k < 4:  # biflow records from the client; the first carries its SYN
-            records.append(rec(t, t + 250, flags=ACK | (SYN if k == 0 else 0), sport=40000,
-                               dport=5000, rpackets=5, roctets=500))
+            records.append(
+                rec(
+                    t,
+                    t + 250,
+                    flags=ACK | (SYN if k == 0 else 0),
+                    sport=40000,
+                    dport=5000,
+                    rpackets=5,
+                    roctets=500,
+                )
+            )
         else:  # the exporter now reports the biflow from the other side
-            records.append(rec(t, t + 250, src=B, dst=A, sport=5000, dport=40000,
-                               rpackets=5, roctets=500))
+            records.append(
+                rec(t, t + 250, src=B, dst=A, sport=5000, dport=40000, rpackets=5, roctets=500)
+            )
         if k == 4:
             records.insert(len(records) - 1, tick(t + 250))  # other traffic arrives first
         else:
@@ -298,9 +378,13 @@ def test_a_fragment_of_an_answered_conversation_is_no_one_way_attempt(engine: st
     one direction only, closed `no_reply`: an established conversation listed among the
     seed's "Likely TCP scans" (closed, no_reply, TCP)."""
     policy = SessionPolicy(hard_timeout_us=100 * SECOND, grace_us=5 * SECOND)
-    records = [rec(0, 50, flags=SYN | ACK), rec(0, 50, src=B, dst=A, sport=443, dport=40000,
-                                                  flags=SYN | ACK),
-               rec(95, 110), rec(95, 110, src=B, dst=A, sport=443, dport=40000), tick(300)]
+    records = [
+        rec(0, 50, flags=SYN | ACK),
+        rec(0, 50, src=B, dst=A, sport=443, dport=40000, flags=SYN | ACK),
+        rec(95, 110),
+        rec(95, 110, src=B, dst=A, sport=443, dport=40000),
+        tick(300),
+    ]
     sessions, _, _ = run(records, policy, engine=engine)
     first, second = by_key(sessions)
     assert (first["split"], first["close_reason"]) == (0, "hard_timeout")
@@ -308,11 +392,17 @@ def test_a_fragment_of_an_answered_conversation_is_no_one_way_attempt(engine: st
     assert (second["state"], second["close_reason"]) == ("closed", "idle")
     # found by fuzzing recombine: A->B only before the cut, B->A only after it; fragment 1
     # inherited "not answered" and closed no_reply, though the conversation saw both ways
-    records = [rec(0, 50, proto=17), rec(60, 110, proto=17),
-               rec(61, 110, proto=17, src=B, dst=A, sport=443, dport=40000), tick(300)]
+    records = [
+        rec(0, 50, proto=17),
+        rec(60, 110, proto=17),
+        rec(61, 110, proto=17, src=B, dst=A, sport=443, dport=40000),
+        tick(300),
+    ]
     sessions, _, _ = run(records, policy, engine=engine)
-    assert [(s["split"], s["ab_packets"], s["ba_packets"], s["close_reason"])
-            for s in by_key(sessions, "UDP")] == [(0, 2, 0, "hard_timeout"), (1, 0, 1, "idle")]
+    assert [
+        (s["split"], s["ab_packets"], s["ba_packets"], s["close_reason"])
+        for s in by_key(sessions, "UDP")
+    ] == [(0, 2, 0, "hard_timeout"), (1, 0, 1, "idle")]
     # a conversation that never had an answer stays one-way in its fragments
     records = [rec(0, 50, flags=SYN | ACK), rec(100, 110, flags=SYN), tick(300)]
     sessions, _, _ = run(records, policy, engine=engine)
@@ -326,18 +416,23 @@ def test_one_sides_cumulative_syn_ack_alone_names_no_client(engine: str) -> None
     server_half = rec(0, 5, src=B, dst=A, sport=443, dport=40000, flags=SYN | ACK | FIN)
     sessions, _, _ = run([server_half, tick(100)], engine=engine)
     (only,) = by_key(sessions)
-    assert (only["client_ip"], only["server_port"], only["role_method"]) == \
-        (A, 443, "service_port")
+    assert (only["client_ip"], only["server_port"], only["role_method"]) == (A, 443, "service_port")
     scan = rec(0, src=B, dst=A, sport=443, dport=40000, flags=SYN)
     sessions, _, _ = run([scan, tick(100)], engine=engine)
     (only,) = by_key(sessions)
-    assert (only["client_ip"], only["role_method"], only["role_confidence"]) == \
-        (B, "tcp_handshake", 0.9)
+    assert (only["client_ip"], only["role_method"], only["role_confidence"]) == (
+        B,
+        "tcp_handshake",
+        0.9,
+    )
 
 
 def test_late_record_joins_its_open_session_and_is_counted(engine: str) -> None:
-    records = [rec(0, 10, proto=17), rec(50, proto=17, src=C, dst=D),
-               rec(5, 8, proto=17, src=B, dst=A, sport=443, dport=40000)]
+    records = [
+        rec(0, 10, proto=17),
+        rec(50, proto=17, src=C, dst=D),
+        rec(5, 8, proto=17, src=B, dst=A, sport=443, dport=40000),
+    ]
     sessions, _, _ = run(records, engine=engine)
     s = next(s for s in by_key(sessions, "UDP") if s["ip_a"] == A)
     assert (s["late_records"], s["flow_count"], s["late"]) == (1, 2, False)
@@ -360,35 +455,50 @@ def test_a_late_session_goes_on_with_the_conversation_it_follows(engine: str) ->
     tcp_handshake session it names in follows_session_id) and closed no_reply, so it missed
     the Flow Matrix rule its conversation matched and listed among the "Likely TCP scans"."""
     policy = SessionPolicy(hard_timeout_us=30 * SECOND)
-    records = [rec(0, 10, flags=SYN | ACK, dport=5555),
-               rec(1, 10, src=B, dst=A, sport=5555, dport=40000, flags=SYN | ACK),
-               rec(20, 30, dport=5555), tick(100),
-               rec(35, 60, src=B, dst=A, sport=5555, dport=40000),
-               rec(36, 60, dport=5555), tick(300)]
+    records = [
+        rec(0, 10, flags=SYN | ACK, dport=5555),
+        rec(1, 10, src=B, dst=A, sport=5555, dport=40000, flags=SYN | ACK),
+        rec(20, 30, dport=5555),
+        tick(100),
+        rec(35, 60, src=B, dst=A, sport=5555, dport=40000),
+        rec(36, 60, dport=5555),
+        tick(300),
+    ]
     sessions, _, _ = run(records, policy, engine=engine)
     first, *late = by_key(sessions)
     assert (first["close_reason"], first["role_method"]) == ("hard_timeout", "tcp_handshake")
     assert [s["late"] for s in late] and all(s["late"] for s in late)
     for s in late:
         assert s["follows_session_id"] is not None
-        assert (s["ip_a"], s["client_ip"], s["server_ip"], s["server_port"]) == \
-            (A, A, B, 5555)
+        assert (s["ip_a"], s["client_ip"], s["server_ip"], s["server_port"]) == (A, A, B, 5555)
         assert (s["role_method"], s["role_confidence"]) == ("tcp_handshake", 0.95)
         assert (s["state"], s["close_reason"]) == ("closed", "hard_timeout")  # not no_reply
     # past the idle timeout of the session it follows, a late record is a conversation of
     # its own (found by review: it inherited "answered" and closed idle, one-way)
-    records = [rec(0, 1, proto=17), rec(0.5, 1, proto=17, src=B, dst=A, sport=443,
-                                        dport=40000), tick(80), rec(45, proto=17), tick(300)]
+    records = [
+        rec(0, 1, proto=17),
+        rec(0.5, 1, proto=17, src=B, dst=A, sport=443, dport=40000),
+        tick(80),
+        rec(45, proto=17),
+        tick(300),
+    ]
     sessions, _, _ = run(records, engine=engine)
     late = [s for s in by_key(sessions, "UDP") if s["late"]]
-    assert [(s["follows_session_id"] is not None, s["close_reason"]) for s in late] == \
-        [(True, "no_reply")]
+    assert [(s["follows_session_id"] is not None, s["close_reason"]) for s in late] == [
+        (True, "no_reply")
+    ]
     # a late session of a conversation never answered stays a one-way attempt
-    records = [rec(0, 10, flags=SYN, dport=5555), tick(100),
-               rec(12, 14, flags=SYN, dport=5555), tick(300)]
+    records = [
+        rec(0, 10, flags=SYN, dport=5555),
+        tick(100),
+        rec(12, 14, flags=SYN, dport=5555),
+        tick(300),
+    ]
     sessions, _, _ = run(records, engine=engine)
-    assert [(s["late"], s["close_reason"]) for s in by_key(sessions)] == \
-        [(False, "no_reply"), (True, "no_reply")]
+    assert [(s["late"], s["close_reason"]) for s in by_key(sessions)] == [
+        (False, "no_reply"),
+        (True, "no_reply"),
+    ]
 
 
 def test_late_request_and_reply_with_one_first_seen_get_two_ids(engine: str) -> None:
@@ -396,8 +506,12 @@ def test_late_request_and_reply_with_one_first_seen_get_two_ids(engine: str) -> 
     # late sessions take their record's identity as dup. The reply follows the request,
     # remembered for the records that come next: it was forgotten at once, and the reply
     # followed nothing (a live softflowd export)
-    records = [tick(200), rec(0, 1, proto=17, dport=53),
-               rec(0, 1, proto=17, src=B, sport=53, dst=A, dport=40000), tick(300)]
+    records = [
+        tick(200),
+        rec(0, 1, proto=17, dport=53),
+        rec(0, 1, proto=17, src=B, sport=53, dst=A, dport=40000),
+        tick(300),
+    ]
     sessions, flows, _ = run(records, engine=engine)
     request, reply = by_key(sessions, "UDP")
     assert (request["late"], reply["late"]) == (True, True)
@@ -410,8 +524,12 @@ def test_late_request_and_reply_with_one_first_seen_get_two_ids(engine: str) -> 
 def test_long_record_reaching_back_to_a_forgotten_session_gets_its_own_id(engine: str) -> None:
     # the first session closes at 30 and is forgotten at 100; the long record (not late)
     # starts exactly at its opened_at while it is still remembered, and stays open past 100
-    records = [rec(0, 0, proto=17, dport=53), tick(100),
-               rec(0, 200, proto=17, src=B, sport=53, dst=A, dport=40000), tick(400)]
+    records = [
+        rec(0, 0, proto=17, dport=53),
+        tick(100),
+        rec(0, 200, proto=17, src=B, sport=53, dst=A, dport=40000),
+        tick(400),
+    ]
     sessions, _, _ = run(records, engine=engine)
     first, long = by_key(sessions, "UDP")
     assert (first["opened_at"], long["opened_at"], long["late"]) == (at(0), at(0), False)
@@ -423,20 +541,33 @@ def test_the_same_late_record_fed_again_gets_its_own_id(engine: str) -> None:
     # copy reaches back beyond the exporter's watermark (200 -> 270), so its dup is its
     # record's identity (deep); a late session is remembered for the records that come
     # next, whatever the watermark, so it follows the first
-    records = [tick(200), rec(0, 1, proto=17, dport=53), tick(300),
-               rec(0, 1, proto=17, dport=53), tick(400)]
+    records = [
+        tick(200),
+        rec(0, 1, proto=17, dport=53),
+        tick(300),
+        rec(0, 1, proto=17, dport=53),
+        tick(400),
+    ]
     sessions, _, _ = run(records, engine=engine)
     first, again = by_key(sessions, "UDP")
-    assert (first["opened_at"], again["opened_at"], first["late"], again["late"]) == \
-        (at(0), at(0), True, True)
+    assert (first["opened_at"], again["opened_at"], first["late"], again["late"]) == (
+        at(0),
+        at(0),
+        True,
+        True,
+    )
     assert again["follows_session_id"] == first["session_id"] != again["session_id"]
 
 
 def test_one_late_flow_from_two_domains_around_a_session_gets_two_ids(engine: str) -> None:
     # found by a fuzzer: the first copy is a stray of A; A's close then replaces it as the
     # key's remembered session, so the second copy (not deep) could not number its dup
-    records = [rec(100, proto=17), rec(66, proto=17, domain=0), rec(130.5, proto=17),
-               rec(66, proto=17, domain=1)]
+    records = [
+        rec(100, proto=17),
+        rec(66, proto=17, domain=0),
+        rec(130.5, proto=17),
+        rec(66, proto=17, domain=1),
+    ]
     sessions, _, _ = run(records, engine=engine)
     copies = [s for s in by_key(sessions, "UDP") if s["opened_at"] == at(66)]
     assert [(s["late"], s["split"]) for s in copies] == [(True, 0), (True, 0)]
@@ -448,8 +579,13 @@ def test_a_late_session_between_fragments_does_not_break_the_conversation(engine
     # session, so the next record did not continue the hard_timeout fragment (split 0, and
     # the same id as fragment 0: same key, opened_at, split and late)
     policy = SessionPolicy(hard_timeout_us=10 * SECOND)
-    records = [rec(0, 20, proto=17), tick(45), rec(-50, -49, proto=17),
-               rec(5, 50, proto=17, src=B, sport=443, dst=A, dport=40000), tick(200)]
+    records = [
+        rec(0, 20, proto=17),
+        tick(45),
+        rec(-50, -49, proto=17),
+        rec(5, 50, proto=17, src=B, sport=443, dst=A, dport=40000),
+        tick(200),
+    ]
     sessions, _, _ = run(records, policy, engine=engine)
     udp = by_key(sessions, "UDP")
     first = next(s for s in udp if s["split"] == 0 and not s["late"])
@@ -461,8 +597,12 @@ def test_a_late_session_between_fragments_does_not_break_the_conversation(engine
 
 
 def test_late_record_before_the_open_session_is_a_stray_of_its_own(engine: str) -> None:
-    records = [rec(100, proto=17), rec(200, proto=17, src=C, dst=D), rec(150, proto=17),
-               rec(0, proto=17)]
+    records = [
+        rec(100, proto=17),
+        rec(200, proto=17, src=C, dst=D),
+        rec(150, proto=17),
+        rec(0, proto=17),
+    ]
     sessions, flows, _ = run(records, engine=engine)
     stray = next(s for s in by_key(sessions, "UDP") if s["opened_at"] == at(0))
     assert (stray["late"], stray["flow_count"], stray["state"]) == (True, 1, "closed")
@@ -487,8 +627,11 @@ def test_a_session_due_at_its_own_opening_evicts_nobody(engine: str) -> None:
     # (closed `evicted`, counted as pressure) for a session that was never open between
     # two records
     policy = SessionPolicy(max_open_ksessions=0.001)
-    records = [rec(100, 200, proto=17, sport=1001), rec(10, proto=17, sport=1002),
-               rec(201, proto=17, sport=1001)]
+    records = [
+        rec(100, 200, proto=17, sport=1001),
+        rec(10, proto=17, sport=1002),
+        rec(201, proto=17, sport=1001),
+    ]
     sessions, _, sessionizer = run(records, policy, engine=engine)
     udp = by_key(sessions, "UDP")
     late = next(s for s in udp if s["port_a"] == 1002)
@@ -496,7 +639,11 @@ def test_a_session_due_at_its_own_opening_evicts_nobody(engine: str) -> None:
     live = [s for s in udp if s["port_a"] == 1001]
     assert [(s["flow_count"], s["state"]) for s in live] == [(2, "active")]
     assert sessionizer.pressure()["192.0.2.1"] == {
-        "evictions": 0, "first_eviction_us": None, "last_eviction_us": None, "peak_open": 1}
+        "evictions": 0,
+        "first_eviction_us": None,
+        "last_eviction_us": None,
+        "peak_open": 1,
+    }
 
 
 def test_a_long_record_due_at_its_own_opening_evicts_nobody(engine: str) -> None:
@@ -514,8 +661,12 @@ def test_a_long_record_due_at_its_own_opening_evicts_nobody(engine: str) -> None
 
 def test_cap_evicts_oldest_last_seen_and_reports_pressure(engine: str) -> None:
     policy = SessionPolicy(max_open_ksessions=0.002)
-    records = [rec(0, 3, proto=17, sport=1001), rec(1, 2, proto=17, sport=1002),
-               rec(4, proto=17, sport=1003), rec(5, proto=17, sport=1002)]
+    records = [
+        rec(0, 3, proto=17, sport=1001),
+        rec(1, 2, proto=17, sport=1002),
+        rec(4, proto=17, sport=1003),
+        rec(5, proto=17, sport=1002),
+    ]
     sessions, _, sessionizer = run(records, policy, engine=engine)
     udp = by_key(sessions, "UDP")
     evicted = [s for s in udp if s["close_reason"] == "evicted"]
@@ -524,35 +675,47 @@ def test_cap_evicts_oldest_last_seen_and_reports_pressure(engine: str) -> None:
     continued = next(s for s in udp if s["port_a"] == 1002 and s["split"] == 1)
     assert continued["conversation_id"] == evicted[0]["session_id"]
     pressure = sessionizer.pressure()["192.0.2.1"]
-    assert pressure == {"evictions": 2, "first_eviction_us": 4 * SECOND,
-                        "last_eviction_us": 5 * SECOND, "peak_open": 2}
+    assert pressure == {
+        "evictions": 2,
+        "first_eviction_us": 4 * SECOND,
+        "last_eviction_us": 5 * SECOND,
+        "peak_open": 2,
+    }
 
 
 def test_end_of_input_leaves_unfinished_sessions_open(engine: str) -> None:
-    records = [rec(0, 2, flags=SYN | ACK), rec(0.1, 2, src=B, dst=A, sport=443, dport=40000,
-                                               flags=SYN | ACK)]
+    records = [
+        rec(0, 2, flags=SYN | ACK),
+        rec(0.1, 2, src=B, dst=A, sport=443, dport=40000, flags=SYN | ACK),
+    ]
     [s] = by_key(run(records, engine=engine)[0])
     assert (s["state"], s["closed_at"], s["close_reason"]) == ("active", None, None)
 
 
 def test_ip_a_is_the_earliest_sender_even_when_it_arrives_second(engine: str) -> None:
-    records = [rec(1, 2, proto=17, src=B, dst=A, sport=5000, dport=6000),
-               rec(0.5, 2, proto=17, sport=6000, dport=5000)]
+    records = [
+        rec(1, 2, proto=17, src=B, dst=A, sport=5000, dport=6000),
+        rec(0.5, 2, proto=17, sport=6000, dport=5000),
+    ]
     [s] = by_key(run(records, engine=engine)[0], "UDP")
     assert (s["ip_a"], s["port_a"], s["opened_at"]) == (A, 6000, at(0.5))
     assert (s["role_method"], s["client_ip"]) == ("first_sender", A)
 
 
 def test_same_time_both_ways_orients_from_the_smaller_endpoint(engine: str) -> None:
-    records = [rec(1, proto=17, src=B, dst=A, sport=5000, dport=6000),
-               rec(1, proto=17, sport=6000, dport=5000)]
+    records = [
+        rec(1, proto=17, src=B, dst=A, sport=5000, dport=6000),
+        rec(1, proto=17, sport=6000, dport=5000),
+    ]
     [s] = by_key(run(records, engine=engine)[0], "UDP")
     assert s["ip_a"] == A
 
 
 def test_biflow_reverse_counters_go_the_other_way(engine: str) -> None:
-    records = [rec(0, 1, proto=17, dport=53, sport=50000, packets=2, octets=120, rpackets=3,
-                   roctets=900), tick(100)]
+    records = [
+        rec(0, 1, proto=17, dport=53, sport=50000, packets=2, octets=120, rpackets=3, roctets=900),
+        tick(100),
+    ]
     [s] = by_key(run(records, engine=engine)[0], "UDP")
     assert (s["ab_packets"], s["ab_bytes"], s["ba_packets"], s["ba_bytes"]) == (2, 120, 3, 900)
     assert s["close_reason"] == "idle"
@@ -564,13 +727,31 @@ def test_damaged_counters_past_2_64_stop_at_the_ceiling(engine: str) -> None:
     218 too, beside their own sums stopped at 2**64 - 1). A reverse half of 2**63 bytes and
     no packets read as empty: the sign bit made it negative."""
     ceiling = 2**64 - 1
-    records = [rec(0, 1, proto=17, dport=53, sport=50000, packets=2**63 + 4,
-                   octets=2**63 + 100, roctets=2**63),
-               rec(2, 3, proto=17, dport=53, sport=50000, packets=2**63 + 4,
-                   octets=2**63 + 118, roctets=2**63 - 1),
-               rec(4, 5, proto=17, dport=53, sport=50000, packets=0, octets=0),
-               rec(10, 11, proto=17, dport=53, sport=50001, octets=0, roctets=2**63),
-               tick(100)]
+    records = [
+        rec(
+            0,
+            1,
+            proto=17,
+            dport=53,
+            sport=50000,
+            packets=2**63 + 4,
+            octets=2**63 + 100,
+            roctets=2**63,
+        ),
+        rec(
+            2,
+            3,
+            proto=17,
+            dport=53,
+            sport=50000,
+            packets=2**63 + 4,
+            octets=2**63 + 118,
+            roctets=2**63 - 1,
+        ),
+        rec(4, 5, proto=17, dport=53, sport=50000, packets=0, octets=0),
+        rec(10, 11, proto=17, dport=53, sport=50001, octets=0, roctets=2**63),
+        tick(100),
+    ]
     sessions = by_key(run(records, engine=engine)[0], "UDP")
     whole, reverse_only = sorted(sessions, key=lambda s: s["port_a"])
     assert (whole["ab_packets"], whole["ab_bytes"]) == (ceiling, ceiling)
@@ -583,73 +764,127 @@ def test_damaged_counters_past_2_64_stop_at_the_ceiling(engine: str) -> None:
 def test_a_biflow_records_reverse_flags_are_the_other_directions(engine: str) -> None:
     """One RFC 5103 record of a whole connection: SYN/FIN both ways, the answer's in the
     reverse flags; it finished, and the SYN's sender is the client."""
-    records = [rec(0, 1, src=B, dst=A, sport=443, dport=40000, flags=SYN | ACK | FIN,
-                   packets=4, rpackets=5, roctets=900, rflags=SYN | FIN),
-               tick(100)]
+    records = [
+        rec(
+            0,
+            1,
+            src=B,
+            dst=A,
+            sport=443,
+            dport=40000,
+            flags=SYN | ACK | FIN,
+            packets=4,
+            rpackets=5,
+            roctets=900,
+            rflags=SYN | FIN,
+        ),
+        tick(100),
+    ]
     [s] = by_key(run(records, engine=engine)[0], "TCP")
     assert (s["state"], s["close_reason"]) == ("closed", "fin")
     assert (s["client_ip"], s["role_method"]) == (A, "tcp_handshake")
 
 
 def test_a_biflow_record_whose_forward_half_is_silent_was_sent_by_its_destination(
-        engine: str) -> None:
+    engine: str,
+) -> None:
     """softflowd -b puts the lower address first: a multicast group "sent" an IGMP report
     with 0 packets to its member, which sent 3 back, and an unreachable's forward half
     (type 0, no packets) read as an echo reply (audit against the raw packets)."""
-    records = [rec(0, 1, proto=2, src="224.0.0.1", dst=B, sport=0, dport=0, packets=0,
-                   octets=0, rpackets=3, roctets=96),
-               rec(0, 1, proto=1, src="10.0.0.9", dst="10.0.0.12", sport=0, dport=0,
-                   packets=0, octets=0, rpackets=6, roctets=600),
-               tick(100)]
+    records = [
+        rec(
+            0,
+            1,
+            proto=2,
+            src="224.0.0.1",
+            dst=B,
+            sport=0,
+            dport=0,
+            packets=0,
+            octets=0,
+            rpackets=3,
+            roctets=96,
+        ),
+        rec(
+            0,
+            1,
+            proto=1,
+            src="10.0.0.9",
+            dst="10.0.0.12",
+            sport=0,
+            dport=0,
+            packets=0,
+            octets=0,
+            rpackets=6,
+            roctets=600,
+        ),
+        tick(100),
+    ]
     sessions = run(records, engine=engine)[0]
     [igmp] = by_key(sessions, "IGMP")
     assert (igmp["ip_a"], igmp["ab_packets"], igmp["ba_packets"]) == (B, 3, 0)
     assert igmp["client_ip"] == B
     [icmp] = by_key(sessions, "ICMP")
-    assert (icmp["ip_a"], icmp["role_method"], icmp["icmp_type"]) == ("10.0.0.12",
-                                                                    "first_sender", None)
+    assert (icmp["ip_a"], icmp["role_method"], icmp["icmp_type"]) == (
+        "10.0.0.12",
+        "first_sender",
+        None,
+    )
 
 
 def test_icmp_echo_pairs_into_one_session_with_type_and_server(engine: str) -> None:
-    records = [rec(0, proto=1, sport=0, dport=8 << 8),
-               rec(0.01, proto=1, src=B, dst=A, sport=0, dport=0)]
+    records = [
+        rec(0, proto=1, sport=0, dport=8 << 8),
+        rec(0.01, proto=1, src=B, dst=A, sport=0, dport=0),
+    ]
     [s] = by_key(run(records, engine=engine)[0], "ICMP")
     assert (s["icmp_type"], s["icmp_code"], s["port_a"], s["port_b"]) == (8, 0, 0, 0)
     assert (s["server_ip"], s["role_method"], s["protocol_number"]) == (B, "icmp_echo", 1)
 
 
-@pytest.mark.parametrize(("proto", "icmp_type"), [(1, 3), (1, 11), (1, 5), (1, 40), (58, 1),
-                                                   (58, 3), (58, 127)])
+@pytest.mark.parametrize(
+    ("proto", "icmp_type"), [(1, 3), (1, 11), (1, 5), (1, 40), (58, 1), (58, 3), (58, 127)]
+)
 def test_an_icmp_error_s_sender_is_the_server(engine: str, proto: int, icmp_type: int) -> None:
     """A port unreachable (or a traceroute's time exceeded) answers the other endpoint's
     traffic: its receiver is the client, though the error is the session's first record."""
     records = [rec(0, proto=proto, src=B, dst=A, sport=0, dport=icmp_type << 8 | 3)]
     [s] = run(records, engine=engine)[0].to_pylist()
     assert (s["ip_a"], s["client_ip"], s["server_ip"]) == (B, A, B)
-    assert (s["role_method"], s["role_confidence"], s["icmp_type"]) == ("icmp_error", 0.8,
-                                                                        icmp_type)
+    assert (s["role_method"], s["role_confidence"], s["icmp_type"]) == (
+        "icmp_error",
+        0.8,
+        icmp_type,
+    )
 
 
 def test_echo_decides_before_errors_and_errors_both_ways_decide_nothing(engine: str) -> None:
     """B pings A, A answers with an unreachable: the echo request names the client. Errors
     from both sides (routers' time exceeded crossing) leave the ICMP rung to the next."""
-    pinged = [rec(0, proto=1, src=B, dst=A, sport=0, dport=8 << 8),
-              rec(0.1, proto=1, src=A, dst=B, sport=0, dport=3 << 8 | 1)]
+    pinged = [
+        rec(0, proto=1, src=B, dst=A, sport=0, dport=8 << 8),
+        rec(0.1, proto=1, src=A, dst=B, sport=0, dport=3 << 8 | 1),
+    ]
     [s] = run(pinged, engine=engine)[0].to_pylist()
     assert (s["client_ip"], s["role_method"]) == (B, "icmp_echo")
-    crossed = [rec(0, proto=1, src=B, dst=A, sport=0, dport=11 << 8),
-               rec(0.1, proto=1, src=A, dst=B, sport=0, dport=3 << 8 | 3)]
+    crossed = [
+        rec(0, proto=1, src=B, dst=A, sport=0, dport=11 << 8),
+        rec(0.1, proto=1, src=A, dst=B, sport=0, dport=3 << 8 | 3),
+    ]
     [s] = run(crossed, engine=engine)[0].to_pylist()
     assert (s["client_ip"], s["role_method"]) == (B, "first_sender")
     # a type that is neither echo nor error (a timestamp request, an ICMPv6 neighbor
     # solicitation) is no evidence either
     for proto, icmp_type in ((1, 13), (58, 135)):
-        [s] = run([rec(0, proto=proto, src=B, dst=A, sport=0, dport=icmp_type << 8)],
-                  engine=engine)[0].to_pylist()
+        [s] = run(
+            [rec(0, proto=proto, src=B, dst=A, sport=0, dport=icmp_type << 8)], engine=engine
+        )[0].to_pylist()
         assert s["role_method"] == "first_sender"
     # RFC 8335's extended echo (PROBE) is echo
-    probed = [rec(0, proto=58, src=B, dst=A, sport=0, dport=160 << 8),
-              rec(0.1, proto=58, src=A, dst=B, sport=0, dport=161 << 8)]
+    probed = [
+        rec(0, proto=58, src=B, dst=A, sport=0, dport=160 << 8),
+        rec(0.1, proto=58, src=A, dst=B, sport=0, dport=161 << 8),
+    ]
     [s] = run(probed, engine=engine)[0].to_pylist()
     assert (s["client_ip"], s["role_method"], s["role_confidence"]) == (B, "icmp_echo", 0.9)
 
@@ -673,15 +908,17 @@ def test_cartography_declared_service_names_the_server(engine: str) -> None:
 
 
 def test_many_peers_on_one_endpoint_is_traffic_shape(engine: str) -> None:
-    records = [rec(i, proto=17, src=f"10.0.1.{i}", dst=A, sport=50000 + i, dport=40001)
-               for i in range(1, 5)]
+    records = [
+        rec(i, proto=17, src=f"10.0.1.{i}", dst=A, sport=50000 + i, dport=40001)
+        for i in range(1, 5)
+    ]
     sessions, _, _ = run(records, engine=engine)
-    assert {(s["server_ip"], s["role_method"]) for s in sessions.to_pylist()[2:]} == \
-        {(A, "traffic_shape")}
+    assert {(s["server_ip"], s["role_method"]) for s in sessions.to_pylist()[2:]} == {
+        (A, "traffic_shape")
+    }
 
 
-def test_a_busy_endpoint_seen_only_sending_is_the_server_by_traffic_shape(
-        engine: str) -> None:
+def test_a_busy_endpoint_seen_only_sending_is_the_server_by_traffic_shape(engine: str) -> None:
     """traffic_shape counts an endpoint's open sessions whoever sent in them, not only those
     in which peers sent to it (sessions.md's "an endpoint that many peers talk to", as an
     audit read it): an exporter on one side of an asymmetric route sees a server only
@@ -690,18 +927,26 @@ def test_a_busy_endpoint_seen_only_sending_is_the_server_by_traffic_shape(
     ephemeral ports, the clients' side unseen), at the price of a one-port fan-out that
     no peer answers (a UDP scan, a traceroute from one port) reading its sender as the
     server, at 0.60 (the README says so)."""
-    answers = [rec(i, proto=17, src=A, sport=45000, dst=f"10.0.1.{i}", dport=50000 + i)
-               for i in range(1, 5)]
+    answers = [
+        rec(i, proto=17, src=A, sport=45000, dst=f"10.0.1.{i}", dport=50000 + i)
+        for i in range(1, 5)
+    ]
     sessions = run(answers, engine=engine)[0].to_pylist()
-    assert {(s["server_ip"], s["server_port"], s["role_method"])
-            for s in sessions[2:]} == {(A, 45000, "traffic_shape")}
+    assert {(s["server_ip"], s["server_port"], s["role_method"]) for s in sessions[2:]} == {
+        (A, 45000, "traffic_shape")
+    }
 
 
 def test_service_port_against_ephemeral(engine: str) -> None:
-    [s] = run([rec(0, proto=17, src=B, dst=A, sport=5432, dport=50123)], engine=engine)[0] \
-        .to_pylist()
-    assert (s["server_ip"], s["server_port"], s["role_method"], s["role_confidence"]) == \
-        (B, 5432, "service_port", 0.7)
+    [s] = run([rec(0, proto=17, src=B, dst=A, sport=5432, dport=50123)], engine=engine)[
+        0
+    ].to_pylist()
+    assert (s["server_ip"], s["server_port"], s["role_method"], s["role_confidence"]) == (
+        B,
+        5432,
+        "service_port",
+        0.7,
+    )
 
 
 def test_sampling_rate_is_the_max_and_scaled_is_kept(engine: str) -> None:
@@ -711,12 +956,18 @@ def test_sampling_rate_is_the_max_and_scaled_is_kept(engine: str) -> None:
 
 
 def test_exporters_never_share_a_session(engine: str) -> None:
-    records = [rec(0, proto=17, exporter="192.0.2.1"), rec(0, proto=17, exporter="192.0.2.9",
-                                                           domain=7)]
+    records = [
+        rec(0, proto=17, exporter="192.0.2.1"),
+        rec(0, proto=17, exporter="192.0.2.9", domain=7),
+    ]
     sessions, flows, _ = run(records, engine=engine)
-    assert sorted(zip(sessions.column("exporter").to_pylist(),
-                      sessions.column("exporter_domain").to_pylist(), strict=True)) == \
-        [("192.0.2.1", 0), ("192.0.2.9", 7)]
+    assert sorted(
+        zip(
+            sessions.column("exporter").to_pylist(),
+            sessions.column("exporter_domain").to_pylist(),
+            strict=True,
+        )
+    ) == [("192.0.2.1", 0), ("192.0.2.9", 7)]
     assert len(set(flows.column("session_id").to_pylist())) == 2
 
 
@@ -729,8 +980,10 @@ def test_session_ids_are_16_hex_and_stable(engine: str) -> None:
 
 
 def test_flows_carry_session_id_and_direction(engine: str) -> None:
-    records = [rec(0, 1, flags=SYN | ACK), rec(0.1, 1, src=B, dst=A, sport=443, dport=40000,
-                                               flags=SYN | ACK)]
+    records = [
+        rec(0, 1, flags=SYN | ACK),
+        rec(0.1, 1, src=B, dst=A, sport=443, dport=40000, flags=SYN | ACK),
+    ]
     sessions, flows, _ = run(records, engine=engine)
     assert flows.column("direction").to_pylist() == ["ab", "ba"]
     assert set(flows.column("session_id").to_pylist()) == {sessions["session_id"][0].as_py()}
@@ -751,9 +1004,11 @@ def test_event_replay_keeps_short_flows_after_a_long_one_together(engine: str) -
     first_seen) made every short flow after a long one late: a DNS query and its reply
     became two unlinked one-way late sessions, and on nfpcapd's ircdcc file a connection
     fell apart. Under event replay the watermark follows first_seen."""
-    records = [rec(0, 600, flags=SYN | ACK | FIN, rpackets=9, roctets=900),
-               rec(10, src=A, sport=5353, dst=D, dport=53, proto=17),
-               rec(10.01, src=D, sport=53, dst=A, dport=5353, proto=17)]
+    records = [
+        rec(0, 600, flags=SYN | ACK | FIN, rpackets=9, roctets=900),
+        rec(10, src=A, sport=5353, dst=D, dport=53, proto=17),
+        rec(10.01, src=D, sport=53, dst=A, dport=5353, proto=17),
+    ]
     sessions, _, _ = run(records, SessionPolicy(replay="event"), engine=engine)
     dns = by_key(sessions, "UDP")
     assert len(dns) == 1 and not dns[0]["late"]

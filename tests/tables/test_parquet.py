@@ -14,23 +14,28 @@ from obserae_forensics.errors import UsageError
 from obserae_forensics.schema import TIMESTAMP
 from obserae_forensics.tables.parquet import TableWriter, read_parquet, read_parquet_head
 
-SCHEMA = pa.schema([
-    pa.field("session_id", pa.string(), nullable=False),
-    pa.field("record_index", pa.uint32(), nullable=False),
-    pa.field("first_seen", TIMESTAMP, nullable=False),
-    pa.field("port", pa.uint16(), nullable=False),
-])
+SCHEMA = pa.schema(
+    [
+        pa.field("session_id", pa.string(), nullable=False),
+        pa.field("record_index", pa.uint32(), nullable=False),
+        pa.field("first_seen", TIMESTAMP, nullable=False),
+        pa.field("port", pa.uint16(), nullable=False),
+    ]
+)
 
 
 def _table(n: int) -> pa.Table:
     rng = np.random.default_rng(7)
     steps = rng.integers(-5, 50, n)  # mostly growing, sometimes back
-    return pa.Table.from_arrays([
-        pa.array([f"{v:016x}" for v in rng.integers(0, 2**63, n)]),
-        pa.array((np.cumsum(steps) + 1000).astype(np.uint32)),
-        pa.array(1_700_000_000_000_000 + np.cumsum(steps * 1000), TIMESTAMP),
-        pa.array(rng.integers(0, 65536, n).astype(np.uint16)),
-    ], schema=SCHEMA)
+    return pa.Table.from_arrays(
+        [
+            pa.array([f"{v:016x}" for v in rng.integers(0, 2**63, n)]),
+            pa.array((np.cumsum(steps) + 1000).astype(np.uint32)),
+            pa.array(1_700_000_000_000_000 + np.cumsum(steps * 1000), TIMESTAMP),
+            pa.array(rng.integers(0, 65536, n).astype(np.uint16)),
+        ],
+        schema=SCHEMA,
+    )
 
 
 def _encodings(path: Path) -> dict[str, set[str]]:
@@ -46,8 +51,9 @@ def _encodings(path: Path) -> dict[str, set[str]]:
 def test_delta_columns_are_delta_packed_and_read_back(tmp_path: Path) -> None:
     table = _table(10_000)
     path = tmp_path / "t.parquet"
-    writer = TableWriter(path, SCHEMA, row_group_rows=4096,
-                         delta_columns=("record_index", "first_seen"))
+    writer = TableWriter(
+        path, SCHEMA, row_group_rows=4096, delta_columns=("record_index", "first_seen")
+    )
     writer.write(table)
     writer.close()
     encodings = _encodings(path)
@@ -64,8 +70,9 @@ def test_the_file_does_not_depend_on_the_batches(tmp_path: Path) -> None:
     files = []
     for size in (10_000, 999, 4096, 1):
         path = tmp_path / f"{size}.parquet"
-        writer = TableWriter(path, SCHEMA, row_group_rows=4096,
-                             delta_columns=("record_index", "first_seen"))
+        writer = TableWriter(
+            path, SCHEMA, row_group_rows=4096, delta_columns=("record_index", "first_seen")
+        )
         for batch in table.to_batches(max_chunksize=size):
             writer.write(batch)
         writer.close()
@@ -75,14 +82,21 @@ def test_the_file_does_not_depend_on_the_batches(tmp_path: Path) -> None:
 
 def test_delta_packing_keeps_the_extremes(tmp_path: Path) -> None:
     """Steps that overflow 64 (or 32) bits wrap in the encoder and come back exact."""
-    schema = pa.schema([pa.field("source_frame", pa.uint64(), nullable=False),
-                        pa.field("record_index", pa.uint32(), nullable=False),
-                        pa.field("arrival", TIMESTAMP, nullable=False)])
-    table = pa.Table.from_arrays([
-        pa.array(np.array([0, 2**64 - 1, 5, 2**63, 2**63 - 1, 1, 2**64 - 2], dtype=np.uint64)),
-        pa.array(np.array([0, 2**32 - 1, 7, 2**31, 2**31 - 1, 3, 0], dtype=np.uint32)),
-        pa.array(np.array([-2**63 + 1, 2**63 - 1, 0, -5, 10**18, -10**18, 3]), TIMESTAMP),
-    ], schema=schema)
+    schema = pa.schema(
+        [
+            pa.field("source_frame", pa.uint64(), nullable=False),
+            pa.field("record_index", pa.uint32(), nullable=False),
+            pa.field("arrival", TIMESTAMP, nullable=False),
+        ]
+    )
+    table = pa.Table.from_arrays(
+        [
+            pa.array(np.array([0, 2**64 - 1, 5, 2**63, 2**63 - 1, 1, 2**64 - 2], dtype=np.uint64)),
+            pa.array(np.array([0, 2**32 - 1, 7, 2**31, 2**31 - 1, 3, 0], dtype=np.uint32)),
+            pa.array(np.array([-(2**63) + 1, 2**63 - 1, 0, -5, 10**18, -(10**18), 3]), TIMESTAMP),
+        ],
+        schema=schema,
+    )
     path = tmp_path / "t.parquet"
     writer = TableWriter(path, schema, delta_columns=tuple(schema.names))
     writer.write(table)
@@ -110,7 +124,7 @@ def test_the_head_spans_row_groups_and_reads_no_more(tmp_path: Path) -> None:
     for c in range(last.num_columns):
         chunk = last.column(c)
         begin = chunk.dictionary_page_offset or chunk.data_page_offset
-        data[begin:begin + chunk.total_compressed_size] = b"\xff" * chunk.total_compressed_size
+        data[begin : begin + chunk.total_compressed_size] = b"\xff" * chunk.total_compressed_size
     path.write_bytes(bytes(data))
     head, _ = read_parquet_head(path, 150)
     assert head.equals(table.slice(0, 150))
@@ -162,16 +176,19 @@ def test_a_rotten_page_is_an_error_not_other_values(tmp_path: Path) -> None:
     assert silent  # the damage that reads back as other values without the checksums
 
 
-def test_a_row_group_has_the_same_bytes_however_its_rows_were_handed_in(
-        tmp_path: Path) -> None:
+def test_a_row_group_has_the_same_bytes_however_its_rows_were_handed_in(tmp_path: Path) -> None:
     """Found reading a run of 1 M IPv6 sessions at two batch sizes: same rows, other bytes.
     Parquet cuts pages, and falls back from a dictionary grown past its page, at the chunks
     it is handed as well; a row group joined from the pieces of other emits was written
     chunk by chunk. Here 100,000 distinct 32-character texts (past the dictionary page)
     and counters, written whole and in pieces of 7,777 rows."""
     values = np.arange(100_000, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
-    table = pa.table({"text": pa.array([f"{v:016x}{v ^ 0xFFFF:016x}" for v in values]),
-                      "count": pa.array(values)})
+    table = pa.table(
+        {
+            "text": pa.array([f"{v:016x}{v ^ 0xFFFF:016x}" for v in values]),
+            "count": pa.array(values),
+        }
+    )
     written = []
     for piece in (100_000, 7_777):
         path = tmp_path / f"pieces_{piece}.parquet"

@@ -63,20 +63,29 @@ def test_transform_buckets_writes_bucket_after_bucket_and_removes_them(tmp_path:
     out = TableWriter(tmp_path / "out.parquet", numbers(0).schema)
     transform_buckets(paths, lambda table: table.slice(0, 2), out)
     out.close()
-    assert pq.read_table(tmp_path / "out.parquet").column("value").to_pylist() == [0, 3, 1, 4,
-                                                                                    2, 5]
+    assert pq.read_table(tmp_path / "out.parquet").column("value").to_pylist() == [0, 3, 1, 4, 2, 5]
     assert not any(path.exists() for path in paths)
 
 
-def test_bucketed_consolidation_equals_consolidating_everything(corpus: Path,
-                                                               tmp_path: Path) -> None:
+def test_bucketed_consolidation_equals_consolidating_everything(
+    corpus: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "run"
-    sessionize_inputs(SessionizeConfig(inputs=(corpus / "exports", corpus / "nfcapd"),
-                                       out=out, policy=SessionPolicy(),
-                                       read=ReadOptions(batch_size=4096)), RunReport())
+    sessionize_inputs(
+        SessionizeConfig(
+            inputs=(corpus / "exports", corpus / "nfcapd"),
+            out=out,
+            policy=SessionPolicy(),
+            read=ReadOptions(batch_size=4096),
+        ),
+        RunReport(),
+    )
     whole = consolidate_sessions(pq.read_table(out / "sessions.parquet"), 30_000_000)
     got = pq.read_table(out / "sessions_consolidated.parquet").cast(whole.schema)
     assert got.num_rows == whole.num_rows > 1000
-    in_order = got.take(pc.sort_indices(got, sort_keys=[("first_seen", "ascending"),
-                                                        ("consolidated_id", "ascending")]))
+    in_order = got.take(
+        pc.sort_indices(
+            got, sort_keys=[("first_seen", "ascending"), ("consolidated_id", "ascending")]
+        )
+    )
     assert in_order.equals(whole)

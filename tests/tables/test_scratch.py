@@ -76,8 +76,10 @@ def test_staged_directory_sweeps_its_own_name_only(tmp_path: Path) -> None:
     and an export `run.parquet`'s are other targets' (a review: swept and named as the
     run's)."""
     gone = dead(OwnedDirectory(tmp_path, ".run.", ".partial"))
-    kept = [dead(OwnedDirectory(tmp_path, prefix, ".partial"))
-            for prefix in (".run2.", ".run.b.", ".run.parquet.")]
+    kept = [
+        dead(OwnedDirectory(tmp_path, prefix, ".partial"))
+        for prefix in (".run2.", ".run.b.", ".run.parquet.")
+    ]
     swept: list[Path] = []
     with staged_directory(tmp_path / "run", force=False, swept=swept) as staging:
         assert (staging / OWNER_FILE).is_file()
@@ -89,8 +91,10 @@ def test_staged_directory_sweeps_its_own_name_only(tmp_path: Path) -> None:
 def test_owned_directory_is_removed_after_its_block(tmp_path: Path) -> None:
     gone = dead(OwnedDirectory(tmp_path, ".recombine.", ".scratch"))
     swept: list[Path] = []
-    with pytest.raises(RuntimeError), owned_directory(tmp_path, ".recombine.", ".scratch",
-                                                      swept) as work:
+    with (
+        pytest.raises(RuntimeError),
+        owned_directory(tmp_path, ".recombine.", ".scratch", swept) as work,
+    ):
         (work / "bucket").write_bytes(b"z")
         raise RuntimeError
     assert swept == [gone] and list(tmp_path.iterdir()) == []
@@ -103,9 +107,23 @@ def test_a_killed_run_is_cleaned_up_by_the_next_one(tmp_path: Path) -> None:
     out = tmp_path / "run"
     started = tmp_path / "started"
     process = subprocess.Popen(
-        [sys.executable, "-c", SLOW_RUN, str(started), "feed", "sessionize", str(FIXTURE),
-         "--out", str(out), "--batch-size", "7", "-q"],
-        stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            SLOW_RUN,
+            str(started),
+            "feed",
+            "sessionize",
+            str(FIXTURE),
+            "--out",
+            str(out),
+            "--batch-size",
+            "7",
+            "-q",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while not started.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -117,18 +135,15 @@ def test_a_killed_run_is_cleaned_up_by_the_next_one(tmp_path: Path) -> None:
 
     result = runner.invoke(app, ["sessionize", str(FIXTURE), "--out", str(out), "-q"])
     assert result.exit_code == 0, result.output
-    assert (f"removed 1 hidden work directory that killed runs had left: {left[0]}"
-            in result.stderr)
+    assert f"removed 1 hidden work directory that killed runs had left: {left[0]}" in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "started"]
-    again = runner.invoke(app, ["sessionize", str(FIXTURE), "--out", str(out), "-q",
-                                "--force"])
+    again = runner.invoke(app, ["sessionize", str(FIXTURE), "--out", str(out), "-q", "--force"])
     assert again.exit_code == 0 and "removed" not in again.stderr
 
 
 def test_recombine_removes_what_a_killed_recombine_left_in_its_out(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    assert runner.invoke(app, ["sessionize", str(FIXTURE), "--out", str(run), "-q"]
-                         ).exit_code == 0
+    assert runner.invoke(app, ["sessionize", str(FIXTURE), "--out", str(run), "-q"]).exit_code == 0
     out = tmp_path / "rc"
     out.mkdir()
     gone = dead(OwnedDirectory(out, ".recombine.", ".partial"))
@@ -157,7 +172,8 @@ def test_a_file_written_whole_sweeps_what_a_killed_writer_of_it_left(tmp_path: P
 
 
 def test_without_locks_the_directory_works_and_is_never_swept(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Some FUSE and SMB mounts refuse flock: the run must not fail for it."""
     import errno
     import fcntl
@@ -190,7 +206,8 @@ def test_a_long_name_is_still_written_whole(tmp_path: Path, length: int) -> None
 
 
 def test_a_sweep_never_takes_an_output_being_put_in_place(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A review: a run's staging directory let go of its lock before the rename; a sweep
     that had opened its `.owner` just before took the lock and emptied the new output
     (its rmtree goes on through a directory descriptor after the rename). The lock is
@@ -218,7 +235,8 @@ def test_a_sweep_never_takes_an_output_being_put_in_place(
 
 
 def test_what_is_not_ours_to_judge_is_left_alone(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A FIFO planted as `.owner` (a shared TMPDIR) hung every run that swept (a review);
     a directory of another host (locks of NFS `local_lock=flock` or sshfs are known only
     where they are held) or of another user is not this run's to judge."""
@@ -237,7 +255,8 @@ def test_what_is_not_ours_to_judge_is_left_alone(
 
 
 def test_work_directories_under_tmpdir_are_private(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A review: recombine's work files under TMPDIR (the evidence's sessions) were made
     readable by every user (0755), where TemporaryDirectory made them 0700."""
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
@@ -250,16 +269,17 @@ def test_work_directories_under_tmpdir_are_private(
         os.umask(mask)
 
 
-def test_an_output_that_appears_while_the_run_goes_on_is_not_replaced(
-        tmp_path: Path) -> None:
+def test_an_output_that_appears_while_the_run_goes_on_is_not_replaced(tmp_path: Path) -> None:
     """Two runs into one --out, both started before either finished: the later one
     replaced the earlier one's output at its end without a word, --force or not. It is
     checked again as the run is put in place."""
     from obserae_forensics.errors import UsageError
 
     out = tmp_path / "run"
-    with pytest.raises(UsageError, match="appeared while this run went on"), \
-            staged_directory(out, force=False) as staging:
+    with (
+        pytest.raises(UsageError, match="appeared while this run went on"),
+        staged_directory(out, force=False) as staging,
+    ):
         (staging / "manifest.json").write_text("this run")
         out.mkdir()
         (out / "manifest.json").write_text("the other run")
@@ -273,7 +293,8 @@ def test_an_output_that_appears_while_the_run_goes_on_is_not_replaced(
 
 
 def test_an_output_that_appears_at_the_rename_itself_is_not_replaced(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from obserae_forensics.errors import UsageError
     from obserae_forensics.tables import parquet
 
@@ -287,8 +308,10 @@ def test_an_output_that_appears_at_the_rename_itself_is_not_replaced(
         real(source, target)  # type: ignore[arg-type]
 
     monkeypatch.setattr(parquet.os, "replace", another_run_first)
-    with pytest.raises(UsageError, match="appeared while this run went on"), \
-            staged_directory(out, force=False) as staging:
+    with (
+        pytest.raises(UsageError, match="appeared while this run went on"),
+        staged_directory(out, force=False) as staging,
+    ):
         (staging / "manifest.json").write_text("this run")
     monkeypatch.undo()
     assert (out / "manifest.json").read_text() == "the other run"
