@@ -18,28 +18,10 @@ from obserae_forensics.matching.services import parse_port_range, parse_protocol
 from obserae_forensics.recombine import recombine_tables
 from obserae_forensics.recombine.conversations import split_conversation_ids
 from tests.matching.session_tables import make_sessions
+from tests.matching.test_consolidate import tcp
 from tests.recombine.conftest import session, write_run
 
 GRACE_US = 30_000_000
-
-
-def tcp(session_id: str, exporter: str, opened_s: float, last_s: float, **fields: object) -> dict:
-    row: dict[str, object] = {
-        "session_id": session_id,
-        "exporter": exporter,
-        "client_ip": "10.0.0.1",
-        "client_port": 40000,
-        "server_ip": "192.0.2.80",
-        "server_port": 443,
-        "opened_at": round(opened_s * 1e6),
-        "last_seen_at": round(last_s * 1e6),
-        "ab_bytes": 1000,
-        "ba_bytes": 5000,
-        "ab_packets": 10,
-        "ba_packets": 20,
-    }
-    row.update(fields)
-    return row
 
 
 # --- matching/services.py -------------------------------------------------------------
