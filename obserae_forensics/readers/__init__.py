@@ -446,15 +446,12 @@ NFCAPD_FIRST_ROWS = 4096
 
 def _first_nfcapd_batch(path: Path) -> tuple[int, int | None]:
     """The rows of an nfcapd file's first batch and their first arrival (µs)."""
-    from .nfcapd import read_nfcapd
+    from .nfcapd import first_arrival
 
     try:
-        for batch in read_nfcapd(path, RunReport(), batch_size=NFCAPD_FIRST_ROWS):
-            if batch.num_rows:
-                return batch.num_rows, int(pc.min(batch.column("arrival").cast(pa.int64())).as_py())
+        return first_arrival(path, NFCAPD_FIRST_ROWS)
     except InputError:  # damage is counted when the file is read for real
         return 0, None
-    return 0, None
 
 
 def read_flows(

@@ -51,10 +51,10 @@ Mapping decisions (the FLOW_SCHEMA docstring has the general conventions):
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import IO, Any, Final, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -63,6 +63,7 @@ from ..addresses import V4_MAPPED_PREFIX, address_text, address_texts
 from ..counters import exact_sum
 from ..errors import InputError, MalformedInput, TruncatedInput, UnknownFormat
 from ..report import FileStats, RunReport
+from ..schema import FLOW_NUMERIC_DTYPES
 from ..times import TIME_LIMIT_US, time_faults
 from ._batch import flow_batch
 from .compression import (
@@ -299,6 +300,30 @@ def read_nfcapd(
     Raises UnknownFormat at once if the file is not nfcapd. Bad blocks and records are counted
     in `report` and skipped; the rest of the file is still read.
     """
+    return _read(path, _nfcapd_source(path), report, batch_size, nsel, _batch)
+
+
+def first_arrival(path: Path, rows: int) -> tuple[int, int | None]:
+    """The rows of the file's first batch of `rows` and their earliest arrival (µs): what
+    readers._first_time orders the inputs by, as read_nfcapd's first batch would give it.
+
+    The batch itself is not built: for a file of a few records, building it was a third of
+    reading the file a second time (4,000 files of 43 records: 3.2 of 10.3 s). Raises what
+    read_nfcapd raises; its counts go to a report of their own, thrown away (the file is
+    counted when it is read for real)."""
+    for arrival in _read(path, _nfcapd_source(path), RunReport(), rows, None, _arrivals):
+        if len(arrival):
+            return len(arrival), int(arrival.min())
+    return 0, None
+
+
+def _arrivals(state: _FileState, columns: dict[str, np.ndarray]) -> np.ndarray:
+    # converted as flow_batch converts it, so that the earliest is the batch's
+    return np.asarray(columns["arrival"]).astype(FLOW_NUMERIC_DTYPES["arrival"], copy=False)
+
+
+def _nfcapd_source(path: Path) -> str:
+    """The file's name as its records cite it, once its first bytes are an nfcapd file's."""
     source = str(path)
     with open(path, "rb") as f:
         head = f.read(4)
@@ -312,7 +337,7 @@ def read_nfcapd(
             source=source,
             offset=0,
         )
-    return _read(path, source, report, batch_size, nsel)
+    return source
 
 
 def nfcapd_time_span(path: Path) -> tuple[int, int] | None:
@@ -586,13 +611,17 @@ def _read_appendix(f: IO[bytes], header: _Header, source: str, size: int) -> boo
     return True
 
 
+_Built = TypeVar("_Built")
+
+
 def _read(
     path: Path,
     source: str,
     report: RunReport,
     batch_size: int,
     nsel: NselLedger | None,
-) -> Iterator[pa.RecordBatch]:
+    build: Callable[[_FileState, dict[str, np.ndarray]], _Built],
+) -> Iterator[_Built]:
     stats = report.file(source)
     stats.size = path.stat().st_size
     with opened(path, report) as f:
@@ -673,12 +702,12 @@ def _read(
             pending_rows += rows
             while pending_rows >= batch_size:
                 merged = _concat(pending)
-                yield _batch(state, _slice(merged, 0, batch_size))
+                yield build(state, _slice(merged, 0, batch_size))
                 rest = pending_rows - batch_size
                 pending = [_slice(merged, batch_size, pending_rows)] if rest else []
                 pending_rows = rest
         if pending_rows:
-            yield _batch(state, _concat(pending))
+            yield build(state, _concat(pending))
         _finish_exporters(state, report)
         _check_stat_flows(header, stats, decoded, source, report)
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from scapy.layers.inet import IP, UDP
@@ -14,10 +16,17 @@ from scapy.layers.netflow import NetflowRecordV5
 from typer.testing import CliRunner
 
 from obserae_forensics.cli import app
-from obserae_forensics.errors import UsageError
-from obserae_forensics.readers import discover_inputs, refuse_nothing_to_read
+from obserae_forensics.errors import InputError, UsageError
+from obserae_forensics.readers import (
+    NFCAPD_FIRST_ROWS,
+    discover_inputs,
+    refuse_nothing_to_read,
+)
+from obserae_forensics.readers.nfcapd import V3_RECORD, first_arrival, read_nfcapd
+from obserae_forensics.readers.nfcapd_write import read_raw, write_v2
 from obserae_forensics.report import RunReport
 
+from ..conftest import CORPUS, FIXTURES
 from .test_netflow_v5 import EXPORT_S, v5
 from .test_pcap import pcap_bytes
 
@@ -343,3 +352,56 @@ def test_what_a_walk_counts_is_counted_once_and_files_keep_all_their_names(evide
         assert result.exit_code == 0, result.output
         manifest = json.loads((case / "run" / "manifest.json").read_text())
         assert manifest["not_read"] == [] and "obserae_output" not in manifest["counts"]["ignored"]
+
+
+def _nfcapd_files() -> list[Path]:
+    found = [
+        path
+        for root in (FIXTURES, CORPUS)
+        for path in sorted(root.rglob("*"))
+        if path.is_file() and "nfcapd" in path.name and not path.name.endswith(".ndjson")
+    ]
+    return found
+
+
+def _records_reversed(path: Path, out: Path) -> Path:
+    """`path` with each block's flow records in the reverse order: their receive times
+    decrease, which no nfcapd file here has (its first record is always the earliest)."""
+    raw = read_raw(path)
+    for block in raw.blocks:
+        flows = [r for r in block if int.from_bytes(r[:2], "little") == V3_RECORD]
+        block[:] = [r for r in block if int.from_bytes(r[:2], "little") != V3_RECORD]
+        block += flows[::-1]
+    write_v2(out, raw)
+    return out
+
+
+@pytest.mark.parametrize("rows", [1, 7, NFCAPD_FIRST_ROWS])
+def test_an_nfcapd_files_first_arrival_is_its_first_batchs(rows: int, tmp_path: Path) -> None:
+    """The input order rests on an nfcapd file's first batch's earliest arrival, now found
+    without building the batch (first_arrival): on every nfcapd file here, damaged ones
+    included, it is what read_nfcapd's first batch of the same size gives, or both refuse
+    the file."""
+    reversed_ = _records_reversed(
+        FIXTURES / "nfcapd178_pm_v9_test.lzo.nfcapd", tmp_path / "reversed.nfcapd"
+    )
+    first = next(read_nfcapd(reversed_, RunReport(), batch_size=NFCAPD_FIRST_ROWS))
+    arrivals = first.column("arrival").cast(pa.int64()).to_numpy()
+    assert arrivals[0] > arrivals.min()  # the earliest is not the first record's
+    files = [*_nfcapd_files(), reversed_]
+    assert len(files) > 30
+    for path in files:
+        try:
+            batch = next(
+                (b for b in read_nfcapd(path, RunReport(), batch_size=rows) if b.num_rows), None
+            )
+            expected = (
+                (batch.num_rows, int(pc.min(batch.column("arrival").cast(pa.int64())).as_py()))
+                if batch is not None
+                else (0, None)
+            )
+        except InputError:
+            with pytest.raises(InputError):
+                first_arrival(path, rows)
+            continue
+        assert first_arrival(path, rows) == expected, path
