@@ -452,3 +452,20 @@ def write_run(
     }
     (out / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     return out
+
+
+def write_later_run(out: Path) -> Path:
+    """The hand-made run three hours later, its ids prefixed "later-": data from 11:45 to
+    14:00, to load beside write_run's."""
+    rows = session_rows()
+    for row in rows:
+        row["session_id"] = "later-" + row["session_id"]
+        row["conversation_id"] = "later-" + row["conversation_id"]
+        for column in ("opened_at", "last_seen_at", "closed_at"):
+            if row[column] is not None:
+                row[column] += pd.Timedelta(hours=3)
+    later = write_run(out, sessions=rows, data_end="2024-03-01T14:00:00Z")
+    manifest = json.loads((later / "manifest.json").read_text())
+    manifest["data_window"]["start"] = "2024-03-01T11:45:00Z"
+    (later / "manifest.json").write_text(json.dumps(manifest))
+    return later

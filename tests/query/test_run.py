@@ -15,7 +15,7 @@ from obserae_forensics import query
 from obserae_forensics.errors import UsageError
 from obserae_forensics.query import SessionQuery
 
-from .run_dirs import FLOW_MATRIX, at, session_rows, write_run
+from .run_dirs import FLOW_MATRIX, at, write_later_run, write_run
 
 
 def test_tables_load_with_arrow_backed_strings_lists_and_nullable_integers(
@@ -41,17 +41,7 @@ def test_tables_load_with_arrow_backed_strings_lists_and_nullable_integers(
 
 def test_several_runs_load_as_one_in_data_window_order(tmp_path: Path) -> None:
     early = write_run(tmp_path / "early")
-    later_rows = session_rows()
-    for row in later_rows:
-        row["session_id"] = "later-" + row["session_id"]
-        row["conversation_id"] = "later-" + row["conversation_id"]
-        for column in ("opened_at", "last_seen_at", "closed_at"):
-            if row[column] is not None:
-                row[column] += pd.Timedelta(hours=3)
-    later = write_run(tmp_path / "later", sessions=later_rows, data_end="2024-03-01T14:00:00Z")
-    manifest = json.loads((later / "manifest.json").read_text())
-    manifest["data_window"]["start"] = "2024-03-01T11:45:00Z"
-    (later / "manifest.json").write_text(json.dumps(manifest))
+    later = write_later_run(tmp_path / "later")
 
     run = query.load([later, early])  # given out of order
     assert run.paths == (early, later)

@@ -1,0 +1,233 @@
+"""Behaviour of the query API (load, rematch, the drawer, the plots) that no test pinned,
+found by a mutation audit (the thirty-fifth session's: COUNTS). Each test fails with its
+change applied and names it. The filters' own are in tests/test_mutation_audit.py."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from obserae_forensics import query
+from obserae_forensics.cli import app
+from obserae_forensics.errors import UsageError
+from obserae_forensics.query.run import to_frame
+from obserae_forensics.tables.manifest import sha256_file
+from obserae_forensics.times import SHOWABLE_MAX_US, SHOWABLE_MIN_US
+
+from .run_dirs import CARTOGRAPHY, FLOW_MATRIX, session_rows, write_later_run, write_run
+
+# --- query/run.py ----------------------------------------------------------------------
+
+
+def test_several_runs_span_from_the_earliest_start_to_the_latest_end(tmp_path: Path) -> None:
+    """Kills R01 (`data_start` the latest start) and R25 (the joint window's end its start):
+    the joint manifest of several runs is what a report cites for the data examined."""
+    run = query.load([write_later_run(tmp_path / "later"), write_run(tmp_path / "early")])
+    assert run.data_start == pd.Timestamp("2024-03-01T08:45:00Z")
+    assert run.manifest["data_window"] == {
+        "start": "2024-03-01T08:45:00Z",
+        "end": "2024-03-01T14:00:00Z",
+    }
+
+
+def test_one_run_directory_under_two_names_is_refused_as_given_twice(tmp_path: Path) -> None:
+    """Kills R03 (paths compared as spelt, not resolved): a run named through two links is
+    the same run; refused as such, not as an unexplained repeated session id."""
+    run_dir = write_run(tmp_path / "run")
+    for name in ("one", "two"):
+        (tmp_path / name).symlink_to(run_dir)
+    with pytest.raises(UsageError, match="given twice"):
+        query.load([tmp_path / "one", tmp_path / "two"])
+
+
+def test_flows_holding_more_records_than_the_sessions_count_are_refused(tmp_path: Path) -> None:
+    """Kills R06 (only a flows table short of records refused): one with a record too many
+    (a row copied in, or another run's) made the drawer list a record the session never
+    had."""
+    run_dir = write_run(tmp_path / "run")
+    flows = pq.read_table(run_dir / "flows.parquet")
+    pq.write_table(pa.concat_tables([flows, flows.slice(0, 1)]), run_dir / "flows.parquet")
+    with pytest.raises(UsageError, match=rf"holds {flows.num_rows + 1} flow record\(s\)"):
+        query.load(run_dir, recombine=False)
+
+
+def test_rematch_of_several_runs_names_the_run_of_each_match(tmp_path: Path) -> None:
+    """Kills R08 (rematch's matches without their `run`): loaded together, every table
+    carries the run each row came from, the new matches too."""
+    run = query.load([write_run(tmp_path / "early"), write_later_run(tmp_path / "later")])
+    (tmp_path / "m.yaml").write_text(FLOW_MATRIX)
+    matches = query.rematch(run, tmp_path / "m.yaml").matches
+    assert matches is not None and len(matches)
+    later = matches["session_id"].str.startswith("later-")
+    assert matches.loc[later, "run"].eq(1).all() and matches.loc[~later, "run"].eq(0).all()
+
+
+def test_the_first_and_last_showable_microseconds_are_shown() -> None:
+    """Kills R11 and R12 (`<` / `>` to `<=` / `>=` at years 1 and 9999): the bounds
+    themselves are times pandas holds; only beyond them does a time load as NaT."""
+    times = pa.array(
+        [SHOWABLE_MIN_US - 1, SHOWABLE_MIN_US, SHOWABLE_MAX_US, SHOWABLE_MAX_US + 1],
+        pa.timestamp("us", tz="UTC"),
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        frame = to_frame(pa.table({"t": times}))
+    assert frame["t"].isna().tolist() == [True, False, False, True]
+    assert [str(w.message) for w in caught] == [
+        "time(s) outside years 1-9999, shown as NaT (damaged time fields; the Parquet "
+        "tables keep them): 2 in t"
+    ]
+
+
+def test_a_recombination_of_fewer_or_of_more_runs_is_refused(tmp_path: Path) -> None:
+    """Kills R14 and R15 (a recombine directory refused only for sessions it lacks, or only
+    for fragments of no loaded session): either way its conversations are not those of the
+    runs loaded."""
+    early, later = write_run(tmp_path / "early"), write_later_run(tmp_path / "later")
+    of_early, of_both = tmp_path / "of_early", tmp_path / "of_both"
+    for out, runs in ((of_early, [early]), (of_both, [early, later])):
+        result = CliRunner().invoke(app, ["recombine", *map(str, runs), "--out", str(out)])
+        assert result.exit_code == 0, result.output
+    with pytest.raises(UsageError, match=r": 0 of its fragment.* and 9 of their session"):
+        query.load([early, later], recombine=of_early)
+    with pytest.raises(UsageError, match=r": 9 of its fragment.* and 0 of their session"):
+        query.load(early, recombine=of_both)
+    assert len(query.load([early, later], recombine=of_both).fragments) == 18
+
+
+def test_runs_all_made_without_a_flow_matrix_get_no_note_that_one_lacks_it(
+    tmp_path: Path,
+) -> None:
+    """Kills R17 (`len(without) < len(paths)` to `<=`): the note says that some runs'
+    sessions count as unmatched beside others' matches; with no Flow Matrix anywhere there
+    is nothing to tell apart, and a note naming every run was noise."""
+    runs = [write_run(tmp_path / "early", with_matches=False), write_later_run(tmp_path / "l")]
+    for run_dir in runs:
+        manifest = json.loads((run_dir / "manifest.json").read_text())
+        manifest["flow_matrix"] = None
+        (run_dir / "manifest.json").write_text(json.dumps(manifest))
+        (run_dir / "session_matches.parquet").unlink(missing_ok=True)
+    notes = " ".join(query.load(runs).notes)
+    assert "sessions_consolidated is each run's own" in notes
+    assert "ran without --flow-matrix" not in notes
+
+
+def test_the_manifests_absolute_path_finds_a_rules_file_its_relative_one_does_not(
+    tmp_path: Path,
+) -> None:
+    """Kills R20 (the manifest's absolute path never tried): a run made with a relative
+    `--cartography` is loaded from another directory; the relative path leads nowhere
+    from there, the absolute one still names the file."""
+    run_dir = write_run(tmp_path / "run")
+    chart = tmp_path / "rules" / "c.yaml"
+    chart.parent.mkdir()
+    chart.write_text(CARTOGRAPHY.replace("hosts:\n", "hosts:\n  vault: 10.9.9.9\n", 1))
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    manifest["cartography"] = {
+        "path": "no/such/c.yaml",
+        "absolute": str(chart),
+        "sha256": sha256_file(chart),
+    }
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    run = query.load(run_dir, recombine=False)
+    assert run.cartography.path == chart and run.cartography.kinds["vault"] == "host"
+    assert run.notes == ()
+
+
+def test_a_relative_rules_path_is_found_from_the_run_directorys_ancestors(
+    tmp_path: Path,
+) -> None:
+    """Kills R21 (only the current directory tried): a case folder copied to another
+    machine holds the run and its rules; the manifest's absolute path is the old
+    machine's, and the relative one is found from the run directory's ancestors."""
+    case = tmp_path / "case"
+    run_dir = write_run(case / "runs" / "monday")
+    chart = case / "rules" / "c.yaml"
+    chart.parent.mkdir()
+    chart.write_text(CARTOGRAPHY.replace("hosts:\n", "hosts:\n  vault: 10.9.9.9\n", 1))
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    manifest["cartography"] = {
+        "path": "rules/c.yaml",
+        "absolute": "/on/the/old/machine/rules/c.yaml",
+        "sha256": sha256_file(chart),
+    }
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    run = query.load(run_dir, recombine=False)
+    assert run.cartography.path == chart and run.cartography.kinds["vault"] == "host"
+    assert run.notes == ()
+
+
+def test_runs_first_arriving_together_are_ordered_by_their_windows_start(tmp_path: Path) -> None:
+    """Kills R23 (the window's start and end swapped in the order key): runs whose first
+    records arrived in one millisecond go by where their data begins, as recombine orders
+    them, so that a Run's `run` numbers name the runs recombine's `run_index` names."""
+    rows = session_rows()
+    for row in rows:
+        row["session_id"] = "inner-" + row["session_id"]
+        row["conversation_id"] = "inner-" + row["conversation_id"]
+    outer = write_run(tmp_path / "outer", data_end="2024-03-01T14:00:00Z")
+    inner = write_run(tmp_path / "inner", sessions=rows, data_end="2024-03-01T12:00:00Z")
+    manifest = json.loads((inner / "manifest.json").read_text())
+    manifest["data_window"]["start"] = "2024-03-01T09:00:00Z"
+    (inner / "manifest.json").write_text(json.dumps(manifest))
+    run = query.load([inner, outer])
+    assert run.paths == (outer, inner)
+    assert run.fragments is not None
+    assert set(run.fragments.loc[run.fragments["run_index"] == 0, "session_id"]) == set(
+        run.sessions.loc[run.sessions["run"] == 0, "session_id"]
+    )
+
+
+# --- query/drawer.py -------------------------------------------------------------------
+
+
+def test_a_host_talking_to_itself_has_its_client_told_by_the_port(tmp_path: Path) -> None:
+    """Kills D01 (the client side told by its address alone): when both ends share an
+    address (a host to itself, a NAT hairpin) only the port says which side is the client;
+    told by the address, the summary gave the server's bytes as the client's."""
+    rows = session_rows()
+    rows[0].update(
+        ip_a="10.0.0.42",
+        port_a=443,
+        ip_b="10.0.0.42",
+        port_b=53124,
+        client_ip="10.0.0.42",
+        client_port=53124,
+        server_ip="10.0.0.42",
+        server_port=443,
+    )
+    run = query.load(write_run(tmp_path / "run", sessions=rows), recombine=False)
+    assert query.drawer(run, "s1").summary().splitlines()[1:3] == [
+        "client 10.0.0.42:53124 -> server 10.0.0.42:443 TCP "
+        "(server side by tcp_syn, confidence 0.95)",
+        "duration 38s, 5.0 KB client->server (4 packets), 1.0 KB server->client (3 packets)",
+    ]
+
+
+def test_counters_scaled_by_a_1_in_2_source_are_said_to_be_estimates(tmp_path: Path) -> None:
+    """Kills D04 (`rate > 1` to `> 2` for counters the source scaled): 1 in 2 is sampling
+    too; the reader must know the counters are estimates."""
+    rows = session_rows()
+    rows[1].update(sampling_rate=2, counters_scaled=True)
+    run = query.load(write_run(tmp_path / "run", sessions=rows), recombine=False)
+    assert query.drawer(run, "s2").summary().splitlines()[3] == (
+        "sampled 1 in 2: the counters above are already scaled by the source (estimates of "
+        "the traffic)"
+    )
+
+
+def test_the_summary_numbers_fragments_from_one_and_only_of_split_conversations(
+    tmp_path: Path,
+) -> None:
+    """Kills D05 (`len(fragments) > 1` to `>= 1`) and D06 (the place counted from 0): the
+    second fragment is "2 of 2", and a session never cut is no fragment at all."""
+    run = query.load(write_run(tmp_path / "run"))
+    assert "fragment 2 of 2 of conversation" in query.drawer(run, "s5b").summary()
+    assert "fragment" not in query.drawer(run, "s1").summary()
