@@ -6,17 +6,25 @@ from __future__ import annotations
 
 import json
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from matplotlib.patches import Rectangle
 from typer.testing import CliRunner
 
 from obserae_forensics import query
 from obserae_forensics.cli import app
 from obserae_forensics.errors import UsageError
+from obserae_forensics.query import plots
 from obserae_forensics.query.run import to_frame
 from obserae_forensics.tables.manifest import sha256_file
 from obserae_forensics.times import SHOWABLE_MAX_US, SHOWABLE_MIN_US
@@ -231,3 +239,77 @@ def test_the_summary_numbers_fragments_from_one_and_only_of_split_conversations(
     run = query.load(write_run(tmp_path / "run"))
     assert "fragment 2 of 2 of conversation" in query.drawer(run, "s5b").summary()
     assert "fragment" not in query.drawer(run, "s1").summary()
+
+
+@pytest.mark.parametrize(("records", "shown"), [(50, 50), (51, 50), (52, 50)])
+def test_the_html_drawer_shows_fifty_records_and_says_how_many_more(
+    tmp_path: Path, records: int, shown: int
+) -> None:
+    """Kills D08 (49 records shown) and D09 (one record more left unsaid): a notebook's
+    drawer shows the first 50 flow records and says how many it did not show."""
+    run = query.load(write_run(tmp_path / "run"), recombine=False)
+    one = run.flows.loc[run.flows["session_id"] == "s1"].iloc[[0]]
+    flows = pd.concat([one] * records, ignore_index=True)
+    html = query.drawer(replace(run, flows=flows), "s1")._repr_html_()
+    table = html.split(f"<h4>flow records ({records})</h4>")[1]
+    assert table.count("<tr") == 1 + shown  # its header row, then the records
+    more = records - shown
+    assert (f"… {more} more in <code>.flows</code>" in html) == bool(more)
+    assert ("more in" in html) == bool(more)
+
+
+def test_the_drawer_lists_rules_in_the_flow_matrix_order(tmp_path: Path) -> None:
+    """Kills D10 (matches left in the table's order): a session matching two rules shows
+    them as the Flow Matrix lists them (its `rule_index`), whatever order the matches
+    table holds them in, as `matched_rules` does."""
+    rows = session_rows()
+    rows[0]["matched_rules"] = ["lan-dns", "web-to-api"]  # written in this order
+    run = query.load(write_run(tmp_path / "run", sessions=rows), recombine=False)
+    found = query.drawer(run, "s1")
+    assert found.matches["rule"].tolist() == ["web-to-api", "lan-dns"]
+    assert "matched rules: web-to-api, lan-dns" in found.summary()
+
+
+def test_without_recombination_fragments_come_in_split_order(tmp_path: Path) -> None:
+    """Kills D13 (the fallback's fragments left in the table's order): a sessions table
+    holding a conversation's second fragment first still shows it second."""
+    rows = session_rows()
+    first, second = (
+        [r["session_id"] for r in rows].index("s5a"),
+        [r["session_id"] for r in rows].index("s5b"),
+    )
+    rows[first], rows[second] = rows[second], rows[first]
+    run = query.load(write_run(tmp_path / "run", sessions=rows), recombine=False)
+    assert query.drawer(run, "s5a").fragments["session_id"].tolist() == ["s5a", "s5b"]
+
+
+# --- query/plots.py --------------------------------------------------------------------
+
+
+def _two_records_an_hour_apart(run: query.Run, reverse_octets: int = 0) -> query.Run:
+    """s1's first record twice, at 10:00 and at 11:00, with `reverse_octets` besides."""
+    one = run.flows.loc[run.flows["session_id"] == "s1"].iloc[[0, 0]].reset_index(drop=True)
+    one["first_seen"] = pd.to_datetime(["2024-03-01T10:00:00Z", "2024-03-01T11:00:00Z"])
+    one["reverse_octets"] = reverse_octets
+    return replace(run, flows=one)
+
+
+def test_an_hour_of_records_is_drawn_in_sixty_bins_of_a_minute(tmp_path: Path) -> None:
+    """Kills P01 (`span / width <= 60` to `<`): the default width is the smallest round one
+    giving at most 60 bins; an hour is exactly 60 minutes, not 30 bins of two."""
+    run = _two_records_an_hour_apart(query.load(write_run(tmp_path / "run"), recombine=False))
+    axes = plots.traffic_over_time(run)
+    assert axes.get_ylabel() == "bytes per 1 min"
+    plt.close("all")
+
+
+def test_traffic_over_time_counts_a_biflow_records_reverse_bytes(tmp_path: Path) -> None:
+    """Kills P04 (only `octets` drawn): a bidirectional (IPFIX biflow) record carries the
+    answer's bytes in `reverse_octets`; left out, an answered download drew as its
+    request."""
+    run = query.load(write_run(tmp_path / "run"), recombine=False)
+    biflow = _two_records_an_hour_apart(run, reverse_octets=7_000)
+    axes = plots.traffic_over_time(biflow)
+    drawn = sum(p.get_height() for p in axes.patches if isinstance(p, Rectangle))
+    assert drawn == pytest.approx(float(biflow.flows["octets"].sum()) + 14_000)
+    plt.close("all")
