@@ -87,6 +87,14 @@ def test_the_manifest_gives_durations_in_seconds_with_their_fractions() -> None:
     assert policy_settings(SessionPolicy(idle_tcp_half_open_us=1))["sessions.idle.tcp_half_open"]
 
 
+def test_a_duration_that_is_no_number_says_so() -> None:
+    """Kills M45 (the `not math.isfinite(seconds)` check dropped): a NaN given in code was
+    refused as "at most 1000 years, got nan", an error that names the wrong mistake."""
+    for value in (float("nan"), float("inf")):
+        with pytest.raises(UsageError, match=r"^sessions\.grace: expected a finite duration"):
+            load_policy(None, {"sessions.grace": value})
+
+
 # --- sessionize/policy.py: the cap, replay, and policies built in code ------------------
 
 
@@ -140,6 +148,18 @@ def test_a_sessions_block_that_is_no_mapping_is_refused(tmp_path: Path, value: s
         load_policy(path)
 
 
+def test_true_is_no_cap(tmp_path: Path) -> None:
+    """Kills M46 (`_cap_sessions` `isinstance(value, bool) or` dropped): `true` is an int to
+    Python; `max_open_ksessions: true` ran a cap of 1000 sessions per exporter without a
+    word, where README, Settings, stops anything invalid with the setting's name."""
+    path = tmp_path / "settings.yaml"
+    path.write_text("sessions:\n  max_open_ksessions: true\n")
+    with pytest.raises(UsageError, match=r"max_open_ksessions: expected a number of thousands"):
+        load_policy(path)
+    with pytest.raises(UsageError, match=r"^sessions\.max_open_ksessions: expected a number"):
+        SessionPolicy(max_open_ksessions=True)
+
+
 # --- cli.py and pipeline.py: options ------------------------------------------------------
 
 
@@ -164,6 +184,25 @@ def test_every_idle_option_reaches_its_own_setting(tmp_path: Path) -> None:
     assert {name: settings[name] for name, _, _ in options.values()} == {
         name: shown for name, _, shown in options.values()
     }
+
+
+def test_a_settings_file_that_gives_the_defaults_sets_something(tmp_path: Path) -> None:
+    """Kills M47 (the "sets nothing" warning when the policy equals the defaults instead of
+    when the file holds no setting): README, Settings, the warning is for a file "that sets
+    nothing (empty, every setting commented out, `sessions:` alone)"; the seed's block
+    written out sets every setting, to the values that are also the defaults."""
+    config = tmp_path / "settings.yaml"
+    config.write_text(
+        "sessions:\n  hard_timeout: 15m\n  grace: 30s\n  max_open_ksessions: 500\n"
+        "  replay: arrival\n  idle: {tcp_established: 60s, tcp_half_open: 5s, udp: 30s,"
+        " icmp: 10s, other: 60s}\n"
+    )
+    result = runner.invoke(
+        app,
+        ["sessionize", str(FIXTURE), "--out", str(tmp_path / "run"), "-q", "--config", str(config)],
+    )
+    assert result.exit_code == 0, result.output
+    assert "sets nothing" not in result.stderr
 
 
 def test_a_batch_size_over_2_to_the_24_stops_the_run(tmp_path: Path) -> None:
