@@ -250,6 +250,31 @@ def test_the_grace_given_is_the_grace_consolidation_uses(
     assert given == [7_000_000]
 
 
+def test_the_cartographys_services_name_the_server_in_a_run(tmp_path: Path) -> None:
+    """Kills M54 (`services = ... config.cartography.declared_services` -> `None`): README,
+    Orientation and server side, a Cartography-declared service names the server (method
+    `cartography`, 0.80) ahead of a known service port; the bundled Cartography declares
+    the resolver's udp/53, whose DNS sessions fell back to `service_port` without it."""
+    import pyarrow.parquet as pq
+
+    from obserae_forensics.matching import load_cartography
+    from obserae_forensics.pipeline import SessionizeConfig, sessionize_inputs
+    from obserae_forensics.report import RunReport
+
+    out = tmp_path / "run"
+    cartography = load_cartography(FIXTURE.parent / "cartography.yaml")
+    config = SessionizeConfig(
+        inputs=(FIXTURE,), out=out, policy=SessionPolicy(), cartography=cartography
+    )
+    sessionize_inputs(config, RunReport())
+    dns = [
+        (s["role_method"], s["role_confidence"])
+        for s in pq.read_table(out / "sessions.parquet").to_pylist()
+        if (s["server_ip"], s["server_port"]) == ("172.16.238.2", 53)
+    ]
+    assert dns and set(dns) == {("cartography", 0.8)}
+
+
 # --- sessionize/output.py and keys.py --------------------------------------------------
 
 
