@@ -1,9 +1,10 @@
 """Behaviour of the settings, of `sessionize`'s options and of the Python side of the
 sessionizer, Cartography and address sets that no test pinned, found by a mutation audit
-(the thirty-fifth session's: 44 small changes, 26 of which no test noticed, 23 of those
-real gaps, most at an exact boundary: 1000 years, 2**40 sessions, a grace of 0, port 1023,
-ICMP type 0, TIME_LIMIT_US). Each test fails with its change applied and names it; the
-ledger lists the rest. The kernel's own are in tests/sessionize/test_rule_boundaries.py."""
+(the thirty-fifth session's: 62 small changes, 34 of which no test noticed, 29 of those
+real gaps and 5 equivalent; most at an exact boundary: 1000 years, 2**40 sessions, a grace
+of 0, port 1023, ICMP type 0, TIME_LIMIT_US, the address 0.0.0.0). Each test fails with its
+change applied and names it. The kernel's own are in tests/sessionize/test_rule_boundaries.py,
+matching's and consolidation's in tests/test_mutation_audit.py."""
 
 from __future__ import annotations
 
@@ -329,3 +330,11 @@ def test_the_complement_keeps_a_last_single_address() -> None:
     assert everything_but_top.complement().intervals == ((ADDRESS_TOP, ADDRESS_TOP),)
     within = AddressSet.from_intervals([(10, 20)])
     assert AddressSet.from_intervals([(10, 19)]).complement(within).intervals == ((20, 20),)
+
+
+def test_the_address_0_0_0_0_alone_is_ipv4() -> None:
+    """Kills M62 (`families` `last >= V4_MAPPED_BASE` -> `>`): IPv4 is held mapped from
+    ::ffff:0.0.0.0 (address_sets.py), so 0.0.0.0 itself is an IPv4 address; without a
+    family, a Flow Matrix rule naming it alone was refused as one no session can match."""
+    assert AddressSet.from_networks(["0.0.0.0"]).families == {4}
+    assert AddressSet.from_networks(["0.0.0.0/32", "2001:db8::/32"]).families == {4, 6}
