@@ -10,6 +10,7 @@ kernel).
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -108,3 +109,20 @@ def test_the_many_exporters_capture_sessionizes(tmp_path: Path) -> None:
     assert "1,200 v5 records from 40 exporters" in out, out
     out = run_script(["bench_sessionize.py", "exporters.pcap"], tmp_path)
     assert re.search(r"1,200 records -> 400 sessions .* conservation ok", out), out
+
+
+def test_the_small_nfcapd_files_hold_their_share_of_the_records(tmp_path: Path) -> None:
+    """make_nfcapd_files.py cuts a layout-2 file into files of so many records, every one
+    of which nfcapd's reader reads back whole."""
+    source = str(FIXTURES / "nfcapd178_sf_v9_varsvc.bz2.nfcapd")
+    out = run_script(["make_nfcapd_files.py", source, "small", "--records", "10"], tmp_path)
+    assert "small: 7 files of 10 flow records" in out, out
+    from typer.testing import CliRunner
+
+    from obserae_forensics.cli import app
+
+    run = tmp_path / "run"
+    result = CliRunner().invoke(app, ["sessionize", str(tmp_path / "small"), "-o", str(run)])
+    assert result.exit_code == 0, result.output
+    assert "70 flow records read from 7 file(s)" in result.stderr, result.stderr
+    assert json.loads((run / "manifest.json").read_text())["conservation"]["ok"]
