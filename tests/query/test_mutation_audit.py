@@ -133,33 +133,17 @@ def test_runs_all_made_without_a_flow_matrix_get_no_note_that_one_lacks_it(
     assert "ran without --flow-matrix" not in notes
 
 
-def test_the_manifests_absolute_path_finds_a_rules_file_its_relative_one_does_not(
-    tmp_path: Path,
+@pytest.mark.parametrize(
+    ("cited", "absolute"),
+    [("no/such/c.yaml", "case/rules/c.yaml"), ("rules/c.yaml", "/old/machine/rules/c.yaml")],
+)
+def test_a_rules_file_is_found_by_its_absolute_path_or_from_the_run_directory(
+    tmp_path: Path, cited: str, absolute: str
 ) -> None:
-    """Kills R20 (the manifest's absolute path never tried): a run made with a relative
-    `--cartography` is loaded from another directory; the relative path leads nowhere
-    from there, the absolute one still names the file."""
-    run_dir = write_run(tmp_path / "run")
-    chart = tmp_path / "rules" / "c.yaml"
-    chart.parent.mkdir()
-    chart.write_text(CARTOGRAPHY.replace("hosts:\n", "hosts:\n  vault: 10.9.9.9\n", 1))
-    manifest = json.loads((run_dir / "manifest.json").read_text())
-    manifest["cartography"] = {
-        "path": "no/such/c.yaml",
-        "absolute": str(chart),
-        "sha256": sha256_file(chart),
-    }
-    (run_dir / "manifest.json").write_text(json.dumps(manifest))
-    run = query.load(run_dir, recombine=False)
-    assert run.cartography.path == chart and run.cartography.kinds["vault"] == "host"
-    assert run.notes == ()
-
-
-def test_a_relative_rules_path_is_found_from_the_run_directorys_ancestors(
-    tmp_path: Path,
-) -> None:
-    """Kills R21 (only the current directory tried): a case folder copied to another
-    machine holds the run and its rules; the manifest's absolute path is the old
+    """Kills R20 (the manifest's absolute path never tried) and R21 (a relative path tried
+    from the current directory only). A run made with a relative `--cartography`, loaded
+    from elsewhere: the relative path leads nowhere from there, the absolute one still
+    names the file. A case folder copied to another machine: the absolute path is the old
     machine's, and the relative one is found from the run directory's ancestors."""
     case = tmp_path / "case"
     run_dir = write_run(case / "runs" / "monday")
@@ -168,8 +152,8 @@ def test_a_relative_rules_path_is_found_from_the_run_directorys_ancestors(
     chart.write_text(CARTOGRAPHY.replace("hosts:\n", "hosts:\n  vault: 10.9.9.9\n", 1))
     manifest = json.loads((run_dir / "manifest.json").read_text())
     manifest["cartography"] = {
-        "path": "rules/c.yaml",
-        "absolute": "/on/the/old/machine/rules/c.yaml",
+        "path": cited,
+        "absolute": str(tmp_path / absolute),
         "sha256": sha256_file(chart),
     }
     (run_dir / "manifest.json").write_text(json.dumps(manifest))
