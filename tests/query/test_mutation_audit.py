@@ -14,6 +14,7 @@ import json
 import warnings
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -186,22 +187,21 @@ def test_runs_first_arriving_together_are_ordered_by_their_windows_start(tmp_pat
 # --- query/drawer.py -------------------------------------------------------------------
 
 
+def _host_to_itself() -> list[dict[str, Any]]:
+    """The hand-made sessions with s1 from 10.0.0.42:53124 to 10.0.0.42:443, the client on
+    side b: its 5000 bytes (ba) went client to server, its 1000 (ab) back."""
+    rows = session_rows()
+    rows[0].update(ip_a="10.0.0.42", port_a=443, ip_b="10.0.0.42", port_b=53124)
+    rows[0].update(client_ip="10.0.0.42", client_port=53124)
+    rows[0].update(server_ip="10.0.0.42", server_port=443)
+    return rows
+
+
 def test_a_host_talking_to_itself_has_its_client_told_by_the_port(tmp_path: Path) -> None:
     """Kills D01 (the client side told by its address alone): when both ends share an
     address (a host to itself, a NAT hairpin) only the port says which side is the client;
     told by the address, the summary gave the server's bytes as the client's."""
-    rows = session_rows()
-    rows[0].update(
-        ip_a="10.0.0.42",
-        port_a=443,
-        ip_b="10.0.0.42",
-        port_b=53124,
-        client_ip="10.0.0.42",
-        client_port=53124,
-        server_ip="10.0.0.42",
-        server_port=443,
-    )
-    run = query.load(write_run(tmp_path / "run", sessions=rows), recombine=False)
+    run = query.load(write_run(tmp_path / "run", sessions=_host_to_itself()), recombine=False)
     assert query.drawer(run, "s1").summary().splitlines()[1:3] == [
         "client 10.0.0.42:53124 -> server 10.0.0.42:443 TCP "
         "(server side by tcp_syn, confidence 0.95)",
@@ -343,3 +343,33 @@ def test_traffic_of_a_selection_counts_its_own_records_in_the_title(tmp_path: Pa
     title = plots.traffic_over_time(run, sessions=chosen).get_title()
     assert title.endswith(", 4 flow records)"), title
     plt.close("all")
+
+
+# --- cli.py: show ----------------------------------------------------------------------
+
+
+def _show(run_dir: Path, *arguments: str) -> list[str]:
+    result = CliRunner().invoke(app, ["show", str(run_dir), *arguments])
+    assert result.exit_code == 0, result.output
+    return result.stdout.splitlines()
+
+
+def test_show_tells_the_client_side_by_its_port_when_both_ends_share_an_address(
+    tmp_path: Path,
+) -> None:
+    """Kills S01 (`show` tells a client on side a by its address alone): cs_bytes is the
+    client's, and a host talking to itself has the client on side b here."""
+    run_dir = write_run(tmp_path / "run", sessions=_host_to_itself())
+    lines = _show(run_dir, "--columns", "session_id,cs_bytes,sc_bytes")
+    assert lines[1].split() == ["s1", "5000", "1000"]
+
+
+def test_show_adds_no_sampling_rate_for_counters_the_source_scaled(tmp_path: Path) -> None:
+    """Kills S03 (every row of a rate above 1 called sampled): counters the exporter
+    already scaled (`counters_scaled`) are the traffic's estimates; the view said to
+    multiply them by the rate again."""
+    rows = session_rows()
+    rows[0].update(sampling_rate=100, counters_scaled=True)
+    lines = _show(write_run(tmp_path / "run", sessions=rows))
+    assert "sampling_rate" not in lines[0].split()
+    assert not any("sampled 1-in-sampling_rate" in line for line in lines)
