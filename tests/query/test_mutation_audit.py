@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -29,8 +30,9 @@ from matplotlib.patches import Rectangle
 from typer.testing import CliRunner
 
 from obserae_forensics import query
-from obserae_forensics.cli import app
+from obserae_forensics.cli import app, eviction_hint
 from obserae_forensics.errors import UsageError
+from obserae_forensics.pipeline import SessionizeResult
 from obserae_forensics.query import plots
 from obserae_forensics.query.run import to_frame
 from obserae_forensics.tables.manifest import sha256_file
@@ -373,3 +375,31 @@ def test_show_adds_no_sampling_rate_for_counters_the_source_scaled(tmp_path: Pat
     lines = _show(write_run(tmp_path / "run", sessions=rows))
     assert "sampling_rate" not in lines[0].split()
     assert not any("sampled 1-in-sampling_rate" in line for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("evicting", "named"),
+    [(3, "10.0.0.1, 10.0.0.2, 10.0.0.3)"), (4, "10.0.0.1, 10.0.0.2, 10.0.0.3 ...)")],
+)
+def test_the_cap_hint_names_three_exporters_that_evicted_and_marks_more(
+    tmp_path: Path, evicting: int, named: str
+) -> None:
+    """Kills S08 (" ..." after exactly three), S09 (two named) and S10 (every exporter of
+    the pressure counts, whether it evicted or not): the summary names the exporters that
+    reached the cap, the first three of them, and says when there are more."""
+    pressure = {f"10.0.0.{n}": {"evictions": 5 if n <= evicting else 0} for n in range(1, 7)}
+    result = SessionizeResult(
+        out=tmp_path,
+        close_reasons=Counter(evicted=5 * evicting),
+        manifest={"counts": {"session_pressure": pressure}},
+    )
+    hint = eviction_hint(result, 0.5)
+    assert hint is not None
+    assert f"{evicting} exporter(s) reached it: {named}, close_reason evicted" in hint
+
+
+def test_show_refuses_a_limit_of_no_rows(tmp_path: Path) -> None:
+    """Kills S13 (`--limit` from 0): a view of no rows is a mistaken option, refused with
+    exit code 2 as every usage error is."""
+    result = CliRunner().invoke(app, ["show", str(write_run(tmp_path / "run")), "--limit", "0"])
+    assert result.exit_code == 2 and "--limit" in result.output
