@@ -30,11 +30,12 @@ from matplotlib.patches import Rectangle
 from typer.testing import CliRunner
 
 from obserae_forensics import query
-from obserae_forensics.cli import app, eviction_hint
-from obserae_forensics.errors import UsageError
+from obserae_forensics.cli import _print_problems, app, eviction_hint
+from obserae_forensics.errors import MalformedInput, UsageError
 from obserae_forensics.pipeline import SessionizeResult
 from obserae_forensics.query import plots
 from obserae_forensics.query.run import to_frame
+from obserae_forensics.report import RunReport
 from obserae_forensics.tables.manifest import sha256_file
 from obserae_forensics.times import SHOWABLE_MAX_US, SHOWABLE_MIN_US
 
@@ -403,3 +404,18 @@ def test_show_refuses_a_limit_of_no_rows(tmp_path: Path) -> None:
     exit code 2 as every usage error is."""
     result = CliRunner().invoke(app, ["show", str(write_run(tmp_path / "run")), "--limit", "0"])
     assert result.exit_code == 2 and "--limit" in result.output
+
+
+@pytest.mark.parametrize(("problems", "more"), [(5, ""), (6, "  ... 1 more example(s) in X\n")])
+def test_the_summary_says_more_only_when_problems_were_left_unshown(
+    capsys: pytest.CaptureFixture[str], problems: int, more: str
+) -> None:
+    """Kills S14 (`len(examples) > shown` to `>=`): five problems shown of five is all of
+    them; "... 0 more example(s)" sent a reader to the manifest for nothing."""
+    report = RunReport()
+    for offset in range(problems):
+        report.skip(MalformedInput("bad", source="f.pcap", offset=offset, reason="bad_thing"))
+    _print_problems(report, "X")
+    err = capsys.readouterr().err
+    assert err.count("  bad_thing: ") == 5
+    assert err.endswith(more or "f.pcap@4: bad\n"), err
