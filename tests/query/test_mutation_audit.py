@@ -1,12 +1,13 @@
-"""Behaviour of the query API (load, rematch, the drawer, the plots) that no test pinned,
-found by a mutation audit (the thirty-fifth session's: 65 small changes to query/run.py,
-drawer.py and plots.py, 37 of which no test noticed; 28 were real gaps, killed here and
-one in test_drawer.py, D07). Left: 6 changes with no effect on any table the tool writes
-(fragments and consolidated rows come ordered and unique, rates are at least 1, ids are
-unique across runs), the 5% bins of the coherence histogram, the bin cap's exact bound
-(a plot of 100,000 bars, too slow for a test), and the note on a data end in year 9999,
-which is given only past it. Each test fails with its change applied and
-names it. The filters' own are in tests/test_mutation_audit.py."""
+"""Behaviour of the query API (load, rematch, the drawer, the plots) and of the CLI's
+show, inspect and summary that no test pinned, found by a mutation audit (the thirty-fifth
+session's: 83 small changes to query/run.py, drawer.py, plots.py and cli.py, 45 of which no
+test noticed; 36 were real gaps, killed here and one in test_drawer.py, D07). Left: 6
+changes with no effect on any table the tool writes (fragments and consolidated rows come
+ordered and unique, rates are at least 1, ids are unique across runs), the 5% bins of the
+coherence histogram, the bin cap's exact bound (a plot of 100,000 bars, too slow for a
+test), and the note on a data end in year 9999, which is given only past it. Each test
+fails with its change applied and names it. The filters' own are in
+tests/test_mutation_audit.py."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import json
 import warnings
 from collections import Counter
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,7 @@ from matplotlib.patches import Rectangle
 from typer.testing import CliRunner
 
 from obserae_forensics import query
-from obserae_forensics.cli import _print_problems, app, eviction_hint
+from obserae_forensics.cli import _cell, _print_problems, app, eviction_hint
 from obserae_forensics.errors import MalformedInput, UsageError
 from obserae_forensics.pipeline import SessionizeResult
 from obserae_forensics.query import plots
@@ -419,3 +421,9 @@ def test_the_summary_says_more_only_when_problems_were_left_unshown(
     err = capsys.readouterr().err
     assert err.count("  bad_thing: ") == 5
     assert err.endswith(more or "f.pcap@4: bad\n"), err
+
+
+def test_inspect_gives_export_times_to_the_second() -> None:
+    """Kills S15 (inspect's times to the minute): an exporter's first and last export are
+    what a responder lines up against other logs; the minute alone hid an hour of 59 s."""
+    assert _cell(datetime(2024, 3, 1, 10, 0, 38, tzinfo=UTC)) == "2024-03-01 10:00:38"
