@@ -207,6 +207,25 @@ def test_an_exported_capture_keeps_the_frames_fcs_length(tmp_path: Path) -> None
     assert [(f.fcs_bytes, f.data) for f in frames_of(out)] == [(4, f.data) for f in source]
 
 
+def _two_captures_run(
+    tmp_path: Path, first: tuple[str, list[Frame]], second: tuple[str, list[Frame]]
+) -> Path:
+    """A run that read the two captures in this order: conversation A's first fragment
+    (cut by hard_timeout) from the first one's frame, its second from the second's."""
+    rows = [
+        session("A", 0, 899, close="hard_timeout", flags=(SYN_ACK_PSH, 0x12)),
+        session("A1", 900, 950, split=1, conversation="A", flags=(0x18, 0x10)),
+    ]
+    flows = pa.concat_tables(
+        [
+            placed(rows[:1], tmp_path / first[0], first[1] * 2),
+            placed(rows[1:], tmp_path / second[0], second[1] * 2),
+        ]
+    )
+    inputs = [{"path": str(tmp_path / name), "format": "pcap"} for name, _ in (first, second)]
+    return write_run(tmp_path / "run", rows, flows=flows, inputs=inputs)
+
+
 def test_a_pcapng_export_keeps_each_frames_time(tmp_path: Path) -> None:
     """Kills M19 (pcapng timestamp high and low words swapped) and M20 (if_tsresol option
     code 9 -> 8, so no resolution is given and readers take microseconds): README, frames
@@ -218,18 +237,7 @@ def test_a_pcapng_export_keeps_each_frames_time(tmp_path: Path) -> None:
         linktype=228,
         nanos=True,
     )
-    rows = [
-        session("A", 0, 899, close="hard_timeout", flags=(SYN_ACK_PSH, 0x12)),
-        session("A1", 900, 950, split=1, conversation="A", flags=(0x18, 0x10)),
-    ]
-    flows = pa.concat_tables(
-        [
-            placed(rows[:1], tmp_path / "eth.pcap", ethernet * 2),
-            placed(rows[1:], tmp_path / "raw.pcap", raw * 2),
-        ]
-    )
-    inputs = [{"path": str(tmp_path / name), "format": "pcap"} for name in ("eth.pcap", "raw.pcap")]
-    run = write_run(tmp_path / "run", rows, flows=flows, inputs=inputs)
+    run = _two_captures_run(tmp_path, ("eth.pcap", ethernet), ("raw.pcap", raw))
     out = tmp_path / "a.pcapng"
     exported = export_pcap([run], ["A"], out)
     assert (exported.format, exported.link_types, exported.datagrams) == ("pcapng", [1, 228], 2)
@@ -266,18 +274,7 @@ def test_an_export_of_several_captures_is_in_the_order_the_run_read_them(tmp_pat
     then a.pcap (a rotation's names need not sort) exports b's datagram first."""
     first = capture(tmp_path / "b.pcap", [(NS, datagram(1))])
     second = capture(tmp_path / "a.pcap", [(NS + 1_000_000_000, datagram(2))])
-    rows = [
-        session("A", 0, 899, close="hard_timeout", flags=(SYN_ACK_PSH, 0x12)),
-        session("A1", 900, 950, split=1, conversation="A", flags=(0x18, 0x10)),
-    ]
-    flows = pa.concat_tables(
-        [
-            placed(rows[:1], tmp_path / "b.pcap", first * 2),
-            placed(rows[1:], tmp_path / "a.pcap", second * 2),
-        ]
-    )
-    inputs = [{"path": str(tmp_path / name), "format": "pcap"} for name in ("b.pcap", "a.pcap")]
-    run = write_run(tmp_path / "run", rows, flows=flows, inputs=inputs)
+    run = _two_captures_run(tmp_path, ("b.pcap", first), ("a.pcap", second))
     exported = export_pcap([run], ["A"], tmp_path / "out.pcap")
     assert exported.datagrams == 2
     written = frames_of(tmp_path / "out.pcap")
