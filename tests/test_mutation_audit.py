@@ -15,11 +15,11 @@ import pytest
 from obserae_forensics import query
 from obserae_forensics.matching import consolidate_sessions, load_cartography, load_flow_matrix
 from obserae_forensics.matching.services import parse_port_range, parse_protocol
-from obserae_forensics.recombine import recombine_tables
 from obserae_forensics.recombine.conversations import split_conversation_ids
 from tests.matching.session_tables import make_sessions
 from tests.matching.test_consolidate import tcp
-from tests.recombine.conftest import session, write_run
+from tests.recombine.conftest import session
+from tests.recombine.test_chain import SYN_ACK_PSH, conversations, one_run
 
 GRACE_US = 30_000_000
 
@@ -70,16 +70,6 @@ def test_a_session_opening_exactly_the_grace_after_joins_the_conversation() -> N
 
 
 # --- recombine/chain.py -----------------------------------------------------------------
-
-SYN_ACK_PSH = 0x1A | 0x02
-
-
-def conversations(result: Any) -> dict[str, dict[str, Any]]:
-    return {row["conversation_id"]: row for row in result.conversations.to_pylist()}
-
-
-def one_run(tmp_path: Path, rows: list[dict[str, Any]], **kwargs: Any) -> Any:
-    return recombine_tables([write_run(tmp_path / "run", rows, **kwargs)])
 
 
 def test_a_cut_fragment_continued_exactly_at_the_idle_timeout_is_one_conversation(
@@ -265,13 +255,18 @@ def test_a_conversation_as_long_as_the_hard_timeout_is_not_kept_whole_by_it(tmp_
     assert durations["current_hard_timeout"] == [{"seconds": 900.0, "keeps_whole_pct": 50.0}]
 
 
-def test_duration_histogram_buckets_hold_their_lower_edge(tmp_path: Path) -> None:
-    """Kills R04 (histogram `lower <= d < upper` -> `lower < d <= upper`): a 0 s
-    conversation is "< 1 s" and one of exactly 10 s is "10 s – 1 min"."""
-    rows = [
+def _of_0_and_10_seconds() -> list[dict[str, Any]]:
+    """Two conversations, one of 0 s and one of 10 s (of other endpoints)."""
+    return [
         session("Z", 0, 0, flags=(SYN_ACK_PSH, 0x12)),
         session("T", 100, 110, a=("10.9.9.9", 1234), flags=(SYN_ACK_PSH, 0x12)),
     ]
+
+
+def test_duration_histogram_buckets_hold_their_lower_edge(tmp_path: Path) -> None:
+    """Kills R04 (histogram `lower <= d < upper` -> `lower < d <= upper`): a 0 s
+    conversation is "< 1 s" and one of exactly 10 s is "10 s – 1 min"."""
+    rows = _of_0_and_10_seconds()
     histogram = {
         entry["bucket"]: entry["count"]
         for entry in one_run(tmp_path, rows).report["durations"]["histogram"]
@@ -283,10 +278,7 @@ def test_duration_histogram_buckets_hold_their_lower_edge(tmp_path: Path) -> Non
 def test_duration_percentiles_are_the_kth_smallest(tmp_path: Path) -> None:
     """Kills R06 (p{percent}_s index `ceil(p/100*n) - 1` -> `int(p/100*n)`): of two
     conversations, 0 s and 10 s, the median (k = 1 of 2) is 0 s; p90 and p99 are 10 s."""
-    rows = [
-        session("Z", 0, 0, flags=(SYN_ACK_PSH, 0x12)),
-        session("T", 100, 110, a=("10.9.9.9", 1234), flags=(SYN_ACK_PSH, 0x12)),
-    ]
+    rows = _of_0_and_10_seconds()
     durations = one_run(tmp_path, rows).report["durations"]
     assert (
         durations["min_s"],

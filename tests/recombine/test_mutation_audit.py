@@ -19,30 +19,21 @@ import pyarrow.parquet as pq
 import pytest
 
 from obserae_forensics.errors import UsageError
-from obserae_forensics.readers.pcap import Frame, iter_frames
+from obserae_forensics.readers.pcap import Frame
 from obserae_forensics.recombine import export_flows, export_pcap, recombine_tables
 from obserae_forensics.recombine.export import _cut_fragments
 from obserae_forensics.recombine.overlap import OverlapCheck, twin_counts
 from obserae_forensics.recombine.runs import DEFAULT_SETTINGS, Run, first_arrival
-from obserae_forensics.report import RunReport
 from obserae_forensics.tables.manifest import sha256_file
 from tests.readers.test_pcap import pcap_bytes
 
 from .conftest import SETTINGS, T0_US, flows_for, session, write_run
-from .test_export import SOURCE
+from .test_chain import SYN_ACK_PSH, conversations, one_run
+from .test_export import SOURCE, frames_of
 from .test_overlap import RUNS as TWIN_RUNS
 from .test_overlap import sessions as twin_rows
 
-SYN_ACK_PSH = 0x1A | 0x02
 NS = 1_700_000_000 * 10**9 + 123_456_789  # a capture time with nanoseconds
-
-
-def conversations(result: Any) -> dict[str, dict[str, Any]]:
-    return {row["conversation_id"]: row for row in result.conversations.to_pylist()}
-
-
-def one_run(tmp_path: Path, rows: list[dict[str, Any]], **kwargs: Any) -> Any:
-    return recombine_tables([write_run(tmp_path / "run", rows, **kwargs)])
 
 
 def datagram(number: int, *, ethernet: bool = True) -> bytes:
@@ -53,10 +44,6 @@ def datagram(number: int, *, ethernet: bool = True) -> bytes:
     packet = IP(src="192.0.2.1", dst="198.51.100.7") / UDP(sport=2055, dport=2055)
     packet = packet / bytes([number] * 40)
     return bytes(Ether() / packet) if ethernet else bytes(packet)
-
-
-def frames_of(path: Path) -> list[Frame]:
-    return list(iter_frames(path, RunReport()))
 
 
 def capture(path: Path, frames: list[tuple[int, bytes]], **kwargs: Any) -> list[Frame]:
