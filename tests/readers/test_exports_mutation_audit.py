@@ -1,0 +1,284 @@
+"""Behaviour of the export-datagram path (readers/exports.py, readers/templates.py) that no
+test pinned, found by a mutation audit (the thirty-sixth session's: COUNTS). Each test
+fails with its change applied and names it in its docstring. Datagrams are packed with
+struct by the helpers of tests/readers/test_exports.py and test_mutation_audit.py."""
+
+from __future__ import annotations
+
+import struct
+
+import pyarrow as pa
+
+from obserae_forensics.readers.datagrams import Datagram
+from obserae_forensics.readers.exports import ExportDecoder
+from obserae_forensics.readers.templates import PendingData, PendingSet
+from obserae_forensics.report import ExporterStats, RunReport
+from obserae_forensics.schema import FLOW_SCHEMA
+from tests.readers.test_exports import (
+    EXPORT_S,
+    FIELDS,
+    data_set,
+    datagram,
+    ipfix,
+    ipfix_at,
+    record,
+    template_set,
+    v9,
+)
+from tests.readers.test_ipfix import options_template
+from tests.readers.test_mutation_audit import v9_options
+
+
+def run(datagrams: list[Datagram], report: RunReport | None = None) -> tuple[pa.Table, RunReport]:
+    """Decode `datagrams` as one feed, then finish."""
+    report = report or RunReport()
+    decoder = ExportDecoder(report)
+    batches = decoder.feed(datagrams)
+    batches += decoder.finish()
+    return pa.Table.from_batches(batches, schema=FLOW_SCHEMA), report
+
+
+def only_stream(report: RunReport) -> ExporterStats:
+    (stats,) = report.exporters.values()
+    return stats
+
+
+def numbered(payloads: list[bytes]) -> ExporterStats:
+    """The one stream's accounting of `payloads`, one a frame."""
+    _, report = run([datagram(p, frame) for frame, p in enumerate(payloads, start=1)])
+    return only_stream(report)
+
+
+# -- sequence numbers ----------------------------------------------------------------------
+
+
+def test_a_v9_sequence_number_wrapping_at_2_32_is_no_gap() -> None:
+    """Kills exp_expected_wrap (end_datagram: the expected number not masked to 32 bits):
+    after 2**32 - 1 the next export packet is numbered 0; expecting 2**32, it read as a gap
+    (of 0 lost)."""
+    template = template_set(0, 256, FIELDS)
+    stats = numbered([v9(template, sequence=n) for n in (0xFFFF_FFFE, 0xFFFF_FFFF, 0, 1)])
+    assert (stats.sequence_gaps, stats.sequence_lost, stats.reorders) == (0, 0, 0)
+
+
+def test_a_late_message_just_past_a_hole_is_not_in_it() -> None:
+    """Kills exp_hole_le (_Numbering._hole: `<=` for `<`): a hole [first, first + length)
+    does not hold the number just after it. An IPFIX message far behind (past the reorder
+    window), numbered as the first message after an earlier gap, falls in no gap counted
+    lost, so it is no late one by its export time: the exporter numbers afresh (a
+    restart); taken as in the hole, it read as a reorder."""
+    stats = numbered([ipfix_at(0, 0), ipfix_at(10, 0), ipfix_at(200_000, 0), ipfix_at(10, 0, 1)])
+    assert (stats.restarts, stats.reorders) == (1, 0)
+
+
+def test_an_ipfix_message_stamped_exactly_a_second_after_and_behind_is_a_restart() -> None:
+    """Kills exp_stamped_after (_Numbering._stamped_after: `>` for `>=`): IPFIX stamps whole
+    seconds, so a message numbered back and stamped one second after every one before it
+    is a restart; read as a reorder, the loss after it went unseen."""
+    stats = numbered([ipfix_at(2 * n, 0) for n in range(3)] + [ipfix_at(0, 1), ipfix_at(4, 1)])
+    assert (stats.restarts, stats.reorders, stats.sequence_gaps, stats.sequence_lost) == (
+        1,
+        0,
+        1,
+        2,
+    )
+
+
+# -- data held for its template ------------------------------------------------------------
+
+HELD = ("192.0.2.1", 0, 9, 256, 1000)  # (exporter, domain, version, template id, port)
+
+
+def held(body: bytes) -> PendingSet:
+    return PendingSet(body, 0, "a.pcap", 1, 0, 0, 0, 0, -1, 1, 0, "192.0.2.1", 0, 0)
+
+
+def test_a_set_that_exactly_fills_the_pending_buffer_is_kept() -> None:
+    """Kills tpl_pending_limit (PendingData.add: `>=` for `>`): the limit is what may wait,
+    inclusive; a set of exactly the bytes left was dropped as `pending_overflow`."""
+    buffer = PendingData(limit_bytes=16)
+    assert buffer.add(HELD, held(bytes(8)))
+    assert buffer.add(HELD, held(bytes(8)))
+    assert not buffer.add(HELD, held(bytes(1)))
+    assert buffer.size == 16
+
+
+def test_data_taken_from_the_pending_buffer_gives_its_room_back() -> None:
+    """Kills tpl_pending_take_size (PendingData.take without `self.size -= ...`): data
+    released by its template no longer waits; still counted, the buffer filled up for
+    good and every later data set before its template was dropped as `pending_overflow`."""
+    buffer = PendingData(limit_bytes=16)
+    assert buffer.add(HELD, held(bytes(16)))
+    assert len(buffer.take(HELD)) == 1
+    assert buffer.size == 0
+    assert buffer.add(HELD, held(bytes(16)))
+
+
+def test_sets_whose_template_never_came_are_counted_with_all_their_bytes_at_the_first() -> None:
+    """Kills exp_finish_bytes (ExportDecoder.finish: the bytes of the first set only) and
+    exp_finish_offset (the problem placed at the last set, not the first): three data sets
+    of one template that never arrived are 3 `no_template` units of all their bytes, told
+    at the first."""
+    sets = [data_set(256, record(1, 1)), data_set(256, record(4, 1), record(5, 1))]
+    payloads = [v9(sets[0], sequence=0), v9(sets[1], sequence=1), v9(sets[0], sequence=2)]
+    _, report = run([datagram(p, frame) for frame, p in enumerate(payloads, start=1)])
+    assert report.skipped["no_template"] == 3
+    # each set's body, without its 4-byte header
+    assert report.skipped_bytes["no_template"] == 8 + 16 + 8
+    (problem,) = [p for p in report.examples if p.reason == "no_template"]
+    assert (problem.offset, problem.frame) == (124, 1)
+    assert only_stream(report).records_without_template == 3
+
+
+def test_a_set_dropped_for_a_full_pending_buffer_counts_its_bytes() -> None:
+    """Kills exp_overflow_bytes (ExportDecoder._park_sets: the dropped set's bytes not
+    counted): a set that found the buffer full is lost with its bytes."""
+    report = RunReport()
+    decoder = ExportDecoder(report)
+    decoder.pending = PendingData(limit_bytes=8)
+    payloads = [v9(data_set(256, record(n, 1)), sequence=n) for n in range(3)]
+    decoder.feed([datagram(p, frame) for frame, p in enumerate(payloads, start=1)])
+    decoder.finish()
+    assert report.skipped["pending_overflow"] == 2
+    assert report.skipped_bytes["pending_overflow"] == 2 * 8
+
+
+
+def test_held_sets_of_three_messages_of_one_datagram_keep_record_index_unique() -> None:
+    """Kills exp_held_sets_reset (_park_sets: the held sets of a frame set to the current
+    message's, not added to those before): a datagram of three IPFIX messages, two sets
+    held in the first and one in each other, numbered the third message's like the first's
+    second (record_index 2 * 65536 twice in one frame)."""
+    first = ipfix(data_set(300, record(1, 1)), data_set(300, record(2, 1)))
+    second, third = (ipfix(data_set(300, record(n, 1)), sequence=n) for n in (2, 3))
+    template = ipfix(template_set(2, 300, FIELDS), sequence=4)
+    table, report = run([datagram(first + second + third, 1), datagram(template, 2)])
+    keys = set(zip(table["source_frame"].to_pylist(), table["record_index"].to_pylist()))
+    assert table.num_rows == 4 and len(keys) == 4 and not report.skipped
+
+
+def test_records_released_by_a_later_template_keep_their_source_id() -> None:
+    """Kills exp_resolved_domain (_decode_resolved: the row's domain 0): data held for its
+    template comes out under its own v9 source id, as the records decoded at once."""
+    template = template_set(0, 256, FIELDS)
+    payloads = [
+        v9(data_set(256, record(1, 1)), sequence=0, source_id=42),
+        v9(template, data_set(256, record(2, 1)), sequence=1, source_id=42),
+    ]
+    table, _ = run([datagram(p, frame) for frame, p in enumerate(payloads, start=1)])
+    assert table["exporter_domain"].to_pylist() == [42, 42]
+
+
+def test_a_duplicate_datagram_is_counted_on_its_file() -> None:
+    """Kills exp_dup_file (begin_datagram: FileStats.duplicate_datagrams not counted): a
+    copy is told on the exporter's row and on the file that held it."""
+    payload = v9(template_set(0, 256, FIELDS), data_set(256, record(1, 1)), sequence=3)
+    _, report = run([datagram(payload, 1), datagram(payload, 2)])
+    assert only_stream(report).duplicates == 1
+    assert report.file("a.pcap").duplicate_datagrams == 1
+
+# -- templates -----------------------------------------------------------------------------
+
+
+def v9_options_set(template_id: int, scope_count: int, fields: list[tuple[int, int]]) -> bytes:
+    """A v9 options template FlowSet whose first `scope_count` fields are its scope."""
+    scope, options = fields[:scope_count], fields[scope_count:]
+    return v9_options(template_id, scope, options)
+
+
+def test_an_options_template_redefined_with_another_scope_replaces_the_old() -> None:
+    """Kills tpl_same_layout_scope (Template.same_layout ignoring the scope count): the same
+    fields with another split between scope and options is another layout; taken for a
+    refresh, the old definition stayed, and its records kept declaring the rate that the
+    new one's scope field no longer is."""
+    fields = [(2, 4), (34, 4)]  # scope Interface, then samplingInterval
+    first = v9_options_set(300, 1, fields)
+    second = v9_options_set(300, 2, fields)  # both fields scope now: no rate declared
+    rate = data_set(300, struct.pack(">II", 3, 10))
+    other = data_set(300, struct.pack(">II", 3, 100))
+    stats = numbered([v9(first, rate, sequence=0), v9(second, other, sequence=1)])
+    assert (stats.template_changes, stats.sampling_rate) == (1, 10)
+
+
+VARIABLE = [(8, 4), (2, 4), (82, 65535)]  # address, packets, interfaceName (variable)
+
+
+def test_zeros_shorter_than_a_variable_records_prefix_are_padding() -> None:
+    """Kills tpl_min_length (Template.min_length without the 1-byte length prefix of each
+    variable field): 8 zero bytes after the last record cannot hold another (8 fixed bytes
+    and a prefix), so they are padding; tried as a record, they were a `bad_record`."""
+    payload = ipfix(
+        template_set(2, 300, VARIABLE),
+        data_set(300, record(1, 5) + b"\x02ab", bytes(8)),
+    )
+    table, report = run([datagram(payload, 1)])
+    assert table["packets"].to_pylist() == [5]
+    assert report.skipped == {}
+
+
+def test_a_long_form_length_prefix_that_ends_the_set_is_read() -> None:
+    """Kills tpl_prefix_past (Template.field_spans: `>=` for `>` on the 3-byte prefix): a
+    variable field of length 0 in the long form (255, 0, 0) may end its set exactly."""
+    payload = ipfix(
+        template_set(2, 300, VARIABLE),
+        data_set(300, record(1, 5) + b"\xff\x00\x00"),
+    )
+    table, report = run([datagram(payload, 1)])
+    assert table["packets"].to_pylist() == [5]
+    assert report.skipped == {}
+
+
+def test_a_bad_variable_record_loses_only_its_own_bytes() -> None:
+    """Kills tpl_variable_bad_bytes (variable_records: the bytes lost counted from the
+    set's first record, not the bad one) and tpl_variable_kept (the records before a bad
+    one dropped): a good record, then one whose variable field runs past the set."""
+    bad = record(2, 7) + b"\x09abc"
+    payload = ipfix(template_set(2, 300, VARIABLE), data_set(300, record(1, 5) + b"\x00", bad))
+    table, report = run([datagram(payload, 1)])
+    assert table["packets"].to_pylist() == [5]
+    assert (report.skipped["bad_record"], report.skipped_bytes["bad_record"]) == (1, len(bad))
+
+
+NO_LENGTH = [(82, 0)]  # a template whose records take no bytes
+
+
+def test_a_template_of_records_of_no_length_counts_its_sets_bytes_and_no_empty_set() -> None:
+    """Kills tpl_zero_len_bytes (fixed_set_records: the unread bytes of a no-length
+    template's set counted as 0) and tpl_zero_len_empty (`>=` for `>`: an empty set of it a
+    problem of no bytes)."""
+    payload = ipfix(template_set(2, 300, NO_LENGTH), data_set(300), data_set(300, bytes(6)))
+    _, report = run([datagram(payload, 1)])
+    assert (report.skipped["bad_record"], report.skipped_bytes["bad_record"]) == (1, 6)
+
+
+def test_records_that_carry_their_own_packet_interval_need_no_declared_rate() -> None:
+    """Kills tpl_rates_itself (Template.rates_itself without samplingPacketInterval, IE
+    305): records that give their own rate are not `records_before_sampling` when the
+    exporter declares a rate above 1 later."""
+    fields = [*FIELDS, (305, 4)]
+    own = ipfix(template_set(2, 300, fields), data_set(300, record(1, 5) + struct.pack(">I", 1)))
+    options = ipfix(
+        options_template(301, [(302, 4)], [(34, 4)]),
+        data_set(301, struct.pack(">II", 1, 10)),
+        sequence=1,
+    )
+    stats = numbered([own, options])
+    assert (stats.sampling_rate, stats.records_before_sampling) == (10, 0)
+
+
+def test_an_ipfix_rate_scoped_to_an_ingress_interface_applies_to_its_records() -> None:
+    """Kills tpl_iface_ipfix (Template.sampler_scope: IPFIX's interface scope read from
+    egressInterface, IE 14, not ingressInterface, IE 10): each interface's records take
+    its own rate, not the last one declared."""
+    rates = ipfix(
+        options_template(301, [(10, 4)], [(34, 4)]),
+        data_set(301, struct.pack(">II", 3, 100), struct.pack(">II", 4, 10)),
+    )
+    fields = [*FIELDS, (10, 4)]
+    flows = ipfix(
+        template_set(2, 300, fields),
+        data_set(300, record(1, 1) + struct.pack(">I", 3), record(2, 1) + struct.pack(">I", 4)),
+        sequence=2,
+    )
+    table, _ = run([datagram(rates, 1), datagram(flows, 2)])
+    assert table["sampling_rate"].to_pylist() == [100, 10]
