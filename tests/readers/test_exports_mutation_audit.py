@@ -15,7 +15,6 @@ from obserae_forensics.readers.templates import PendingData, PendingSet
 from obserae_forensics.report import ExporterStats, RunReport
 from obserae_forensics.schema import FLOW_SCHEMA
 from tests.readers.test_exports import (
-    EXPORT_S,
     FIELDS,
     data_set,
     datagram,
@@ -23,6 +22,7 @@ from tests.readers.test_exports import (
     ipfix_at,
     record,
     template_set,
+    v5,
     v9,
 )
 from tests.readers.test_ipfix import options_template
@@ -143,7 +143,6 @@ def test_a_set_dropped_for_a_full_pending_buffer_counts_its_bytes() -> None:
     assert report.skipped_bytes["pending_overflow"] == 2 * 8
 
 
-
 def test_held_sets_of_three_messages_of_one_datagram_keep_record_index_unique() -> None:
     """Kills exp_held_sets_reset (_park_sets: the held sets of a frame set to the current
     message's, not added to those before): a datagram of three IPFIX messages, two sets
@@ -153,7 +152,9 @@ def test_held_sets_of_three_messages_of_one_datagram_keep_record_index_unique() 
     second, third = (ipfix(data_set(300, record(n, 1)), sequence=n) for n in (2, 3))
     template = ipfix(template_set(2, 300, FIELDS), sequence=4)
     table, report = run([datagram(first + second + third, 1), datagram(template, 2)])
-    keys = set(zip(table["source_frame"].to_pylist(), table["record_index"].to_pylist()))
+    keys = set(
+        zip(table["source_frame"].to_pylist(), table["record_index"].to_pylist(), strict=True)
+    )
     assert table.num_rows == 4 and len(keys) == 4 and not report.skipped
 
 
@@ -176,6 +177,7 @@ def test_a_duplicate_datagram_is_counted_on_its_file() -> None:
     _, report = run([datagram(payload, 1), datagram(payload, 2)])
     assert only_stream(report).duplicates == 1
     assert report.file("a.pcap").duplicate_datagrams == 1
+
 
 # -- templates -----------------------------------------------------------------------------
 
@@ -228,17 +230,6 @@ def test_a_long_form_length_prefix_that_ends_the_set_is_read() -> None:
     assert report.skipped == {}
 
 
-def test_a_bad_variable_record_loses_only_its_own_bytes() -> None:
-    """Kills tpl_variable_bad_bytes (variable_records: the bytes lost counted from the
-    set's first record, not the bad one) and tpl_variable_kept (the records before a bad
-    one dropped): a good record, then one whose variable field runs past the set."""
-    bad = record(2, 7) + b"\x09abc"
-    payload = ipfix(template_set(2, 300, VARIABLE), data_set(300, record(1, 5) + b"\x00", bad))
-    table, report = run([datagram(payload, 1)])
-    assert table["packets"].to_pylist() == [5]
-    assert (report.skipped["bad_record"], report.skipped_bytes["bad_record"]) == (1, len(bad))
-
-
 NO_LENGTH = [(82, 0)]  # a template whose records take no bytes
 
 
@@ -282,3 +273,82 @@ def test_an_ipfix_rate_scoped_to_an_ingress_interface_applies_to_its_records() -
     )
     table, _ = run([datagram(rates, 1), datagram(flows, 2)])
     assert table["sampling_rate"].to_pylist() == [100, 10]
+
+
+# -- skipped and ignored bytes -------------------------------------------------------------
+
+
+def test_records_of_no_flow_are_ignored_without_the_bytes_of_a_bad_tail() -> None:
+    """Kills exp_not_flows_bytes (ExportDecoder._not_flows: the set's every byte counted as
+    ignored content): the junk after the last record of a template of no flow is a
+    `bad_record` of its own bytes, not ignored content as well."""
+    ids = template_set(2, 303, [(95, 4)])  # applicationId alone: no flow
+    payload = ipfix(ids, data_set(303, struct.pack(">I", 1), b"\x01" * 3))
+    _, report = run([datagram(payload, 1)])
+    assert (report.ignored["not_flow_records"], report.ignored_bytes["not_flow_records"]) == (1, 4)
+    assert (report.skipped["bad_record"], report.skipped_bytes["bad_record"]) == (1, 3)
+
+
+def test_damaged_version_bytes_from_a_proven_exporter_lose_the_whole_datagram() -> None:
+    """Kills exp_bad_version_bytes (_bad_version: the damaged datagram's bytes not counted):
+    its every byte is skipped as `bad_export_header`."""
+    damaged = bytearray(v9(data_set(256, record(5, 5)), sequence=1))
+    damaged[1] = 0x29
+    first = v9(template_set(0, 256, FIELDS), data_set(256, record(1, 1)))
+    _, report = run([datagram(first, 1), datagram(bytes(damaged), 2)])
+    assert report.skipped_bytes["bad_export_header"] == len(damaged)
+
+
+def test_a_first_good_header_with_problems_proves_no_earlier_suspect_damaged() -> None:
+    """Kills exp_damaged_before_check (_damaged_before without its check of the problems
+    counted while the proving datagram was decoded): a sender's datagram that fails v5's
+    header checks, then one that passes them but is cut short, proves nothing (a memcached
+    reply can pass the header checks alone): the first stays other traffic."""
+    suspect = b"\x00\x05\x00\x00" + bytes(20)  # version 5, a record count of 0
+    cut = v5([1, 2])[: 24 + 48]  # promises two 48-byte records, holds one
+    _, report = run([datagram(suspect, 1), datagram(cut, 2)])
+    assert report.ignored["not_flow_export"] == 1
+    assert report.skipped == {"truncated": 1}
+
+
+# -- sampling declarations -----------------------------------------------------------------
+
+OPTIONS = options_template(301, [(302, 4)], [(34, 4)])  # selectorId, samplingInterval
+
+
+def rate_message(rate: int, sequence: int) -> bytes:
+    """An IPFIX message declaring 1-in-`rate` for selector 1 (with its options template)."""
+    return ipfix(OPTIONS, data_set(301, struct.pack(">II", 1, rate)), sequence=sequence)
+
+
+def flows_message(sequence: int) -> bytes:
+    return ipfix(template_set(2, 300, FIELDS), data_set(300, record(1, 5)), sequence=sequence)
+
+
+def test_the_largest_32_bit_rate_is_a_rate() -> None:
+    """Kills exp_rate_32 (_use_options: `>=` for `>`): 2**32 - 1 fits samplingInterval's
+    32 bits; refused, the records read unsampled and a `bad_sampler_record` was said."""
+    table, report = run([datagram(rate_message(0xFFFF_FFFF, 0), 1), datagram(flows_message(1), 2)])
+    assert table["sampling_rate"].to_pylist() == [0xFFFF_FFFF]
+    assert report.skipped == {}
+
+
+def test_records_before_sampling_are_measured_by_the_first_rate_declared() -> None:
+    """Kills exp_first_rate (_use_options: the first rate replaced by each later one):
+    records read before any declaration are `records_before_sampling` when the first rate
+    declared is above 1, whatever rate comes after it."""
+    stats = numbered([flows_message(0), rate_message(10, 1), rate_message(1, 1)])
+    assert (stats.sampling_rate, stats.records_before_sampling) == (1, 1)
+
+
+def test_held_records_released_after_a_declaration_are_not_read_before_it() -> None:
+    """Kills exp_resolved_undeclared (_resolve_released: held records counted as read
+    before any sampling declaration though one came before their template): they take
+    the rate declared since, so they are no `records_before_sampling`."""
+    held = ipfix(data_set(300, record(1, 5)))
+    template = ipfix(template_set(2, 300, FIELDS), sequence=1)
+    table, report = run(
+        [datagram(held, 1), datagram(rate_message(10, 1), 2), datagram(template, 3)]
+    )
+    assert table["sampling_rate"].to_pylist() == [10]
+    assert only_stream(report).records_before_sampling == 0
