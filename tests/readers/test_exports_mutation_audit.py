@@ -61,6 +61,34 @@ def test_a_v9_sequence_number_wrapping_at_2_32_is_no_gap() -> None:
     assert (stats.sequence_gaps, stats.sequence_lost, stats.reorders) == (0, 0, 0)
 
 
+def test_an_ipfix_flow_count_wrapping_at_2_32_is_no_gap() -> None:
+    """Kills exp_expected_flows_wrap (end_datagram: the expected number of the flow-only
+    convention, nfdump's and softflowd's, not masked to 32 bits): a message of one options
+    record and two flow records numbered 2**32 - 1 is followed, in that convention, by 1;
+    expecting 2**32 + 1, it read as a reorder. (The next has three records: with two, the
+    inclusive convention, last number plus its own records, explained it too.)"""
+    options = options_template(301, [(302, 4)], [(34, 4)])
+    first = ipfix(
+        options,
+        data_set(301, struct.pack(">II", 1, 1)),
+        template_set(2, 300, FIELDS),
+        data_set(300, record(1, 1), record(2, 1)),
+        sequence=0xFFFF_FFFF,
+    )
+    second = ipfix(data_set(300, record(3, 1), record(4, 1), record(5, 1)), sequence=1)
+    stats = numbered([first, second])
+    assert (stats.sequence_gaps, stats.sequence_lost, stats.reorders) == (0, 0, 0)
+
+
+def test_a_loss_larger_than_the_reorder_window_is_a_loss() -> None:
+    """Kills exp_gap_half (end_datagram: a number ahead by 65,536 or more not taken as a
+    gap): ahead by anything under 2**31 is units lost, however many; a jump of 100,000
+    export packets read as a restart, and the loss went unseen."""
+    template = template_set(0, 256, FIELDS)
+    stats = numbered([v9(template, sequence=0), v9(template, sequence=100_001)])
+    assert (stats.sequence_gaps, stats.sequence_lost, stats.restarts) == (1, 100_000, 0)
+
+
 def test_a_late_message_just_past_a_hole_is_not_in_it() -> None:
     """Kills exp_hole_le (_Numbering._hole: `<=` for `<`): a hole [first, first + length)
     does not hold the number just after it. An IPFIX message far behind (past the reorder
