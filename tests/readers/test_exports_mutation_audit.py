@@ -24,6 +24,7 @@ from tests.readers.test_exports import (
     template_set,
     v5,
     v9,
+    v9_up,
 )
 from tests.readers.test_ipfix import options_template
 from tests.readers.test_mutation_audit import v9_options
@@ -87,6 +88,16 @@ def test_a_loss_larger_than_the_reorder_window_is_a_loss() -> None:
     template = template_set(0, 256, FIELDS)
     stats = numbered([v9(template, sequence=0), v9(template, sequence=100_001)])
     assert (stats.sequence_gaps, stats.sequence_lost, stats.restarts) == (1, 100_000, 0)
+
+
+def test_sysuptime_far_back_with_a_reorders_number_is_a_reboot() -> None:
+    """Kills exp_reboot_uptime (_Numbering.clocks: REBOOT_UPTIME_MS, 5 minutes, no longer
+    deciding): a v9 message one number behind whose sysUptime went back 2.5 hours, to
+    another boot, is a reboot whatever its number; read as a reorder, its exporter's
+    numbering went on from the boot before."""
+    template = template_set(0, 256, FIELDS)
+    stats = numbered([v9_up(100, 10_000_000, template), v9_up(99, 1_000_000, template)])
+    assert (stats.restarts, stats.reorders) == (1, 0)
 
 
 def test_a_late_message_just_past_a_hole_is_not_in_it() -> None:
