@@ -1704,7 +1704,7 @@ class ExportDecoder:
                 item.domain,
                 code,
             )
-            records = self._late_records(template, item, chunk, row, item.sysinit_ms)
+            records = self._late_records(template, item, chunk, row, stream.stats)
             stream.stats.records += records
             if item.undeclared and not template.rates_itself:
                 # held past their template's datagram with no rate declared by its end
@@ -1722,18 +1722,19 @@ class ExportDecoder:
         item: PendingSet,
         chunk: _Chunk,
         row: tuple[int, ...],
-        sysinit_ms: int,
+        stats: ExporterStats,
     ) -> int:
+        sysinit_ms = item.sysinit_ms
         body = item.body
         if not template.plan.carries_flows:  # as data_set says of them
             _, problem = self._not_flows(template, body, 0, len(body), item.source)
             if problem is not None:
-                self._late_problem(template, item, problem)
+                self._late_problem(template, item, problem, stats)
             return 0
         if template.fixed_length is not None:
             records, problem = fixed_set_records(template, body, 0, len(body))
             if problem is not None:
-                self._late_problem(template, item, problem)
+                self._late_problem(template, item, problem, stats)
             if records:
                 base = chunk.add_payload(body)
                 chunk.add(
@@ -1751,7 +1752,7 @@ class ExportDecoder:
             return records
         parts, records, problem = variable_records(template, body, 0, len(body))
         if problem is not None:
-            self._late_problem(template, item, problem)
+            self._late_problem(template, item, problem, stats)
         if records:
             chunk.add(
                 template,
@@ -1769,11 +1770,16 @@ class ExportDecoder:
             chunk.extra += parts
         return records
 
-    def _late_problem(self, template: Template, item: PendingSet, problem: Leftover) -> None:
+    def _late_problem(
+        self, template: Template, item: PendingSet, problem: Leftover, stats: ExporterStats
+    ) -> None:
         """A problem of a data set that waited for its template, told with the datagram that
-        brought it (and not counted on whatever stream is being decoded now)."""
+        brought it and counted on its own stream's undecodable_sets (not on whatever stream
+        is being decoded now: a helper's audit found it counted on none, where the same set
+        after its template counts one)."""
         message = f"data set {template.template_id}: {problem.text}"
         if not self._padding(message, problem, (item.source, item.datagram_offset, item.frame)):
+            stats.undecodable_sets += 1
             self.report.skip(
                 MalformedInput(
                     message,

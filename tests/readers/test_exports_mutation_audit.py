@@ -398,3 +398,16 @@ def test_held_records_released_after_a_declaration_are_not_read_before_it() -> N
     )
     assert table["sampling_rate"].to_pylist() == [10]
     assert only_stream(report).records_before_sampling == 0
+
+
+def test_a_bad_tail_counts_on_its_exporter_whether_or_not_the_set_waited() -> None:
+    """Found by this audit, and mended: junk after a data set's last record counted on its
+    exporter's undecodable_sets when the template came first, on none when the set waited
+    for it (the skipped counts and bytes were the same)."""
+    template = ipfix(template_set(2, 300, FIELDS), sequence=0)
+    data = ipfix(data_set(300, record(1, 5), b"\x07" * 5), sequence=0)
+    for payloads in ([template, data], [data, template]):
+        table, report = run([datagram(p, frame) for frame, p in enumerate(payloads, start=1)])
+        assert table.num_rows == 1
+        assert (report.skipped, report.skipped_bytes) == ({"bad_record": 1}, {"bad_record": 5})
+        assert only_stream(report).undecodable_sets == 1
