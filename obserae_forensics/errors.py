@@ -2,7 +2,7 @@
 
 ForensicsError
 ├── UsageError              bad arguments, options or settings; the CLI prints it, exit 2
-│   └── LinkCycle           recombine: tables whose late sessions follow each other in a loop
+│   └── LinkCycle           recombine: tables whose fragment links form a loop
 └── InputError              bytes we could not decode; always says where
     ├── UnknownFormat       no reader recognises the file's magic bytes (file skipped)
     └── MalformedInput      one datagram, set or block is bad (counted, skipped)
@@ -27,8 +27,10 @@ class UsageError(ForensicsError):
 
 
 class LinkCycle(UsageError):
-    """Late sessions follow each other in a loop: no fragment of theirs leads to a root (an
-    edited table; sessionize never writes one). `stuck` are their rows (a numpy array) in
+    """Fragment links in a loop: late sessions following each other, or a late session
+    following a fragment that continues it (the fragment's split names it as the one
+    before); no fragment of theirs leads to a root (an edited table; sessionize never
+    writes one). `stuck` are their rows (a numpy array) in
     the sessions chained: the whole table's (the runs' tables one after the other), a
     bucket's when recombine's chain_sessions raises it for one; recombine/partitioned.py
     raises it again with the whole table's rows."""
@@ -36,7 +38,8 @@ class LinkCycle(UsageError):
     def __init__(self, stuck: Any, example: str, count: int) -> None:
         super().__init__(
             f"fragment links form a cycle (session {example} among {count}): "
-            "late sessions follow each other in a loop"
+            "late sessions follow each other, or a fragment continues the late session "
+            "that follows it, in a loop"
         )
         self.stuck = stuck
 
