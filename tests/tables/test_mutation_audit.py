@@ -1,18 +1,19 @@
 """Behaviour of the table writers that no test pinned, found by a mutation audit (the
 audit-tables branch's: 66 small changes to tables/parquet.py, partitioned.py, scratch.py,
-manifest.py, evidence.py, layout.py and sessionize/output.py, NOTCAUGHT of which no test
+manifest.py, evidence.py, layout.py and sessionize/output.py, 35 of which no test
 noticed, 10 of those equivalent). Most are in what a reader of the Parquet tables sees
 and no test looked at: which columns carry statistics, dictionaries and ZSTD, the row
 group sizes, a dictionary column written as text, columns handed in another order, a run
-with no sessions, the manifest's key order; and in --force: refused before the run, the
-earlier output put back when the rename fails, a directory holding the current one or a
-linked input. Left: 10 changes with no effect on any file the tool writes (no table
-carries schema or field metadata, and their Parquet types read back as their Arrow
-schemas without the one stored; pyarrow ignores per-column options named after a list column,
-a row group flushed at `>` instead of `>=` gives the same groups, `show` never asks
-for 0 rows, tmpdir names are 8 characters, a missing run file is no one's same file,
-exporter ranks only break ties of 64-bit ids). Each test fails with its change applied
-and names it."""
+with no sessions, the manifest's key order; the rest in files written whole (a failed
+write, the earlier output put back when --force's rename fails), --force's refusals
+(before the run; a directory holding the current one or a linked input; every file a run
+writes replaced), and the buckets (their order, their compression). Left: 10 changes
+with no effect on any file the tool writes: no table carries schema or field metadata,
+and their Parquet types read back as their Arrow schemas without the one stored; pyarrow
+ignores per-column options named after a list column; a row group flushed at `>`
+instead of `>=` gives the same groups; `show` never asks for 0 rows; work directory names
+are 8 characters; a run file that does not exist is no input's same file; exporter ranks
+only break ties of 64-bit ids. Each test fails with its change applied and names it."""
 
 from __future__ import annotations
 
