@@ -144,6 +144,11 @@ def mpls(*labels: int) -> bytes:
     )
 
 
+def gre(dst: str, header: bytes, inner: bytes) -> bytes:
+    """An Ethernet frame of an IPv4 packet from 192.0.2.1 carrying GRE: `header`, `inner`."""
+    return ethernet(0x0800, ipv4("192.0.2.1", dst, 47, header + inner))
+
+
 def srh(following: int, segments: int = 2) -> bytes:
     """An SRv6 routing header (type 4) of `segments` segments."""
     return (
@@ -228,15 +233,10 @@ CASES = [  # (section, (src, dst, version, protocol, src port, dst port, tos, fl
     ),
     # GRE carrying IPv4 (key present): the inner packet
     (
-        ethernet(
-            0x0800,
-            ipv4(
-                "192.0.2.1",
-                "192.0.2.2",
-                47,
-                struct.pack(">HHI", 0x2000, 0x0800, 7)
-                + ipv4("10.1.1.1", "10.2.2.2", 6, tcp(40000, 22, 0x02)),
-            ),
+        gre(
+            "192.0.2.2",
+            struct.pack(">HHI", 0x2000, 0x0800, 7),
+            ipv4("10.1.1.1", "10.2.2.2", 6, tcp(40000, 22, 0x02)),
         ),
         ("10.1.1.1", "10.2.2.2", 4, 6, 40000, 22, 0, 0x02, 40),
     ),
@@ -318,29 +318,19 @@ CASES = [  # (section, (src, dst, version, protocol, src port, dst port, tos, fl
     ),
     # GRE with a checksum, carrying IPv6: the inner packet
     (
-        ethernet(
-            0x0800,
-            ipv4(
-                "192.0.2.1",
-                "192.0.2.2",
-                47,
-                struct.pack(">HHHH", 0x8000, 0x86DD, 0xBEEF, 0)
-                + ipv6("2001:db8:9::1", "2001:db8:9::2", 17, udp(123, 123)),
-            ),
+        gre(
+            "192.0.2.2",
+            struct.pack(">HHHH", 0x8000, 0x86DD, 0xBEEF, 0),
+            ipv6("2001:db8:9::1", "2001:db8:9::2", 17, udp(123, 123)),
         ),
         ("2001:db8:9::1", "2001:db8:9::2", 6, 17, 123, 123, 0, 0, 48),
     ),
     # GRE with a key and a sequence number, bridged Ethernet (0x6558): the inner frame
     (
-        ethernet(
-            0x0800,
-            ipv4(
-                "192.0.2.1",
-                "192.0.2.3",
-                47,
-                struct.pack(">HHII", 0x3000, 0x6558, 42, 9)
-                + ethernet(0x0800, ipv4("172.16.0.1", "172.16.0.2", 6, tcp(50000, 80, 0x02))),
-            ),
+        gre(
+            "192.0.2.3",
+            struct.pack(">HHII", 0x3000, 0x6558, 42, 9),
+            ethernet(0x0800, ipv4("172.16.0.1", "172.16.0.2", 6, tcp(50000, 80, 0x02))),
         ),
         ("172.16.0.1", "172.16.0.2", 4, 6, 50000, 80, 0, 0x02, 40),
     ),
