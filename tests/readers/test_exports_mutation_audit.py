@@ -51,9 +51,14 @@ def only_stream(report: RunReport) -> ExporterStats:
     return stats
 
 
+def framed(payloads: list[bytes]) -> list[Datagram]:
+    """`payloads` as datagrams, one a frame."""
+    return [datagram(p, frame) for frame, p in enumerate(payloads, start=1)]
+
+
 def numbered(payloads: list[bytes]) -> ExporterStats:
     """The one stream's accounting of `payloads`, one a frame."""
-    _, report = run([datagram(p, frame) for frame, p in enumerate(payloads, start=1)])
+    _, report = run(framed(payloads))
     return only_stream(report)
 
 
@@ -167,7 +172,7 @@ def test_sets_whose_template_never_came_are_counted_with_all_their_bytes_at_the_
     at the first."""
     sets = [data_set(256, record(1, 1)), data_set(256, record(4, 1), record(5, 1))]
     payloads = [v9(sets[0], sequence=0), v9(sets[1], sequence=1), v9(sets[0], sequence=2)]
-    _, report = run([datagram(p, frame) for frame, p in enumerate(payloads, start=1)])
+    _, report = run(framed(payloads))
     assert report.skipped["no_template"] == 3
     # each set's body, without its 4-byte header
     assert report.skipped_bytes["no_template"] == 8 + 16 + 8
@@ -183,7 +188,7 @@ def test_a_set_dropped_for_a_full_pending_buffer_counts_its_bytes() -> None:
     decoder = ExportDecoder(report)
     decoder.pending = PendingData(limit_bytes=8)
     payloads = [v9(data_set(256, record(n, 1)), sequence=n) for n in range(3)]
-    decoder.feed([datagram(p, frame) for frame, p in enumerate(payloads, start=1)])
+    decoder.feed(framed(payloads))
     decoder.finish()
     assert report.skipped["pending_overflow"] == 2
     assert report.skipped_bytes["pending_overflow"] == 2 * 8
@@ -212,7 +217,7 @@ def test_records_released_by_a_later_template_keep_their_source_id() -> None:
         v9(data_set(256, record(1, 1)), sequence=0, source_id=42),
         v9(template, data_set(256, record(2, 1)), sequence=1, source_id=42),
     ]
-    table, _ = run([datagram(p, frame) for frame, p in enumerate(payloads, start=1)])
+    table, _ = run(framed(payloads))
     assert table["exporter_domain"].to_pylist() == [42, 42]
 
 
@@ -407,7 +412,7 @@ def test_a_bad_tail_counts_on_its_exporter_whether_or_not_the_set_waited() -> No
     template = ipfix(template_set(2, 300, FIELDS), sequence=0)
     data = ipfix(data_set(300, record(1, 5), b"\x07" * 5), sequence=0)
     for payloads in ([template, data], [data, template]):
-        table, report = run([datagram(p, frame) for frame, p in enumerate(payloads, start=1)])
+        table, report = run(framed(payloads))
         assert table.num_rows == 1
         assert (report.skipped, report.skipped_bytes) == ({"bad_record": 1}, {"bad_record": 5})
         assert only_stream(report).undecodable_sets == 1

@@ -35,8 +35,7 @@ MACS = bytes.fromhex("182ad36e503f b402165592f4".replace(" ", ""))
 
 
 def ethernet(ethertype: int, payload: bytes, vlans: tuple[int, ...] = ()) -> bytes:
-    tags = b"".join(struct.pack(">HH", 0x8100, vlan) for vlan in vlans)
-    return MACS + tags + struct.pack(">H", ethertype) + payload
+    return tagged(tuple((0x8100, vlan) for vlan in vlans), ethertype, payload)
 
 
 def ipv4(

@@ -58,12 +58,25 @@ def shb(order: str) -> bytes:
     return block(order, 0x0A0D0D0A, struct.pack(order + "IHHq", 0x1A2B3C4D, 1, 0, -1))
 
 
-def idb(order: str, linktype: int, tsresol: int | None = None) -> bytes:
-    options = b""
-    if tsresol is not None:
-        options = struct.pack(order + "HH", 9, 1) + bytes([tsresol]) + b"\x00" * 3
-        options += struct.pack(order + "HH", 0, 0)
-    return block(order, 1, struct.pack(order + "HHI", linktype, 0, 0) + options)
+def option(order: str, code: int, value: bytes) -> bytes:
+    """A pcapng option, its value padded to 4 bytes."""
+    return struct.pack(order + "HH", code, len(value)) + value + b"\x00" * (-len(value) % 4)
+
+
+def idb(
+    order: str,
+    linktype: int,
+    tsresol: int | None = None,
+    *,
+    options: tuple[bytes, ...] = (),
+    snaplen: int = 0,
+) -> bytes:
+    """An interface description block: `options`, if_tsresol when given, then
+    opt_endofopt (none of them when neither is given)."""
+    given = [*options, *([option(order, 9, bytes([tsresol]))] if tsresol is not None else [])]
+    end = option(order, 0, b"") if given else b""
+    fields = struct.pack(order + "HHI", linktype, 0, snaplen)
+    return block(order, 1, fields + b"".join(given) + end)
 
 
 def epb(order: str, interface: int, ticks: int, data: bytes) -> bytes:

@@ -23,28 +23,22 @@ from scapy.layers.l2 import Ether
 from obserae_forensics.readers import pcap
 from obserae_forensics.readers.pcap import MAX_CAPLEN, Frame, iter_frames
 from obserae_forensics.report import RunReport
-from tests.readers.test_pcap import PAYLOAD, block, datagrams, epb, pcap_bytes, shb, udp4
+from tests.readers.test_files_mutation_audit import written
+from tests.readers.test_pcap import (
+    PAYLOAD,
+    block,
+    datagrams,
+    epb,
+    idb,
+    option,
+    pcap_bytes,
+    shb,
+    udp4,
+)
 
 FCS = b"\xde\xad\xbe\xef"  # what a capture with FCS has after each frame: not zeros
 SECONDS = 1_700_000_000
 THIRTY_SECONDS = 30 * 10**9  # FRAGMENT_TIMEOUT_NS, written out: the test pins its value
-
-
-def option(code: int, value: bytes) -> bytes:
-    """A little-endian pcapng option, its value padded to 4 bytes."""
-    return struct.pack("<HH", code, len(value)) + value + b"\0" * (-len(value) % 4)
-
-
-def interface(linktype: int, *options: bytes, snaplen: int = 0) -> bytes:
-    """A little-endian interface description block with `options`, then opt_endofopt."""
-    body = struct.pack("<HHI", linktype, 0, snaplen) + b"".join(options)
-    return block("<", 1, body + (option(0, b"") if options else b""))
-
-
-def written(tmp_path: Path, name: str, data: bytes) -> Path:
-    path = tmp_path / name
-    path.write_bytes(data)
-    return path
 
 
 def frames(path: Path) -> tuple[list[Frame], RunReport]:
@@ -101,10 +95,10 @@ def test_interface_numbers_start_again_in_each_section(tmp_path: Path) -> None:
     counted as its units."""
     data = (
         shb("<")
-        + interface(1)
+        + idb("<", 1)
         + epb("<", 0, 1, bytes(Ether() / udp4()))
         + shb("<")
-        + interface(101)
+        + idb("<", 101)
         + epb("<", 0, 2, bytes(udp4(src="192.0.2.9")))
     )
     path = written(tmp_path, "sections.pcapng", data)
@@ -118,7 +112,7 @@ def test_a_block_length_is_a_multiple_of_4_and_a_cut_block_is_truncated(tmp_path
     """Q11 (a length not a multiple of 4 taken) and Q12 (a block the file ends inside
     called malformed, not cut short)."""
     packet = epb("<", 0, 1, bytes(udp4()))
-    head = shb("<") + interface(101) + packet
+    head = shb("<") + idb("<", 101) + packet
     odd = struct.pack("<II", 6, len(packet) + 2) + packet[8:]
     found, report = datagrams(written(tmp_path, "odd.pcapng", head + odd + packet))
     assert len(found) == 1
@@ -134,7 +128,7 @@ def test_a_trailing_length_that_differs_counts_its_4_bytes(tmp_path: Path) -> No
     """Q13: the damaged copy of a block's length counted no bytes."""
     packet = epb("<", 0, 5, bytes(udp4()))
     damaged = packet[:-4] + struct.pack("<I", len(packet) + 4)
-    path = written(tmp_path, "copy.pcapng", shb("<") + interface(101) + damaged)
+    path = written(tmp_path, "copy.pcapng", shb("<") + idb("<", 101) + damaged)
     assert datagrams(path)[1].skipped_bytes == {"bad_block": 4}
 
 
@@ -144,16 +138,20 @@ def test_an_interfaces_time_options(tmp_path: Path) -> None:
     if_tsresol after it)."""
     cases = {
         # ticks of 2**-20 s
-        "binary": (interface(101, option(9, bytes([0x80 | 20]))), SECONDS << 20, SECONDS),
+        "binary": (
+            idb("<", 101, options=(option("<", 9, bytes([0x80 | 20])),)),
+            SECONDS << 20,
+            SECONDS,
+        ),
         # microseconds since an offset of 1,000 s
         "offset": (
-            interface(101, option(14, struct.pack("<q", 1_000))),
+            idb("<", 101, options=(option("<", 14, struct.pack("<q", 1_000)),)),
             (SECONDS - 1_000) * 10**6,
             SECONDS,
         ),
         # an if_name of 5 bytes, then milliseconds
         "padded": (
-            interface(101, option(2, b"eth0x"), option(9, bytes([3]))),
+            idb("<", 101, options=(option("<", 2, b"eth0x"), option("<", 9, bytes([3])))),
             SECONDS * 1000,
             SECONDS,
         ),
@@ -173,7 +171,7 @@ def test_an_interfaces_fcs_length_is_in_bits(tmp_path: Path) -> None:
     path = written(
         tmp_path,
         "fcs.pcapng",
-        shb("<") + interface(1, option(13, bytes([32]))) + epb("<", 0, 1, frame),
+        shb("<") + idb("<", 1, options=(option("<", 13, bytes([32])),)) + epb("<", 0, 1, frame),
     )
     assert [f.fcs_bytes for f in frames(path)[0]] == [4]
     found, report = datagrams(path)
@@ -186,7 +184,7 @@ def test_a_simple_packet_is_cut_at_its_interfaces_snap_length(tmp_path: Path) ->
     packet = bytes(udp4())
     body = struct.pack("<I", len(packet)) + packet
     path = written(
-        tmp_path, "spb.pcapng", shb("<") + interface(101, snaplen=64) + block("<", 3, body)
+        tmp_path, "spb.pcapng", shb("<") + idb("<", 101, snaplen=64) + block("<", 3, body)
     )
     read, report = frames(path)
     assert [len(f.data) for f in read] == [64]
@@ -196,7 +194,7 @@ def test_a_simple_packet_is_cut_at_its_interfaces_snap_length(tmp_path: Path) ->
 def test_a_packet_of_an_interface_not_described_is_counted(tmp_path: Path) -> None:
     """Q24: interface 1 of a section that describes one (0) was taken."""
     packet = epb("<", 1, 5, bytes(udp4()))
-    found, report = datagrams(written(tmp_path, "if1.pcapng", shb("<") + interface(101) + packet))
+    found, report = datagrams(written(tmp_path, "if1.pcapng", shb("<") + idb("<", 101) + packet))
     assert found == [] and report.skipped_bytes == {"bad_block": len(packet)}
     assert "names interface 1, section has 1" in report.examples[0].message
 
@@ -206,7 +204,7 @@ def test_an_obsolete_packet_blocks_time(tmp_path: Path) -> None:
     ticks = SECONDS * 10**6 + 7
     packet = bytes(udp4())
     body = struct.pack("<HHIIII", 0, 0, ticks >> 32, ticks & 0xFFFFFFFF, len(packet), len(packet))
-    path = written(tmp_path, "pb.pcapng", shb("<") + interface(101) + block("<", 2, body + packet))
+    path = written(tmp_path, "pb.pcapng", shb("<") + idb("<", 101) + block("<", 2, body + packet))
     found, report = datagrams(path)
     assert [d.arrival_us for d in found] == [ticks] and not report.skipped
 
@@ -215,8 +213,8 @@ def test_an_end_of_options_with_a_value_is_no_end(tmp_path: Path) -> None:
     """Q27: opt_endofopt holding 4 bytes was taken as the options' end."""
     packet = bytes(udp4())
     fields = struct.pack("<IIIII", 0, 0, 1, len(packet), len(packet))
-    body = fields + packet + b"\0" * (-len(packet) % 4) + option(0, b"abcd")
-    path = written(tmp_path, "eoo.pcapng", shb("<") + interface(101) + block("<", 6, body))
+    body = fields + packet + b"\0" * (-len(packet) % 4) + option("<", 0, b"abcd")
+    path = written(tmp_path, "eoo.pcapng", shb("<") + idb("<", 101) + block("<", 6, body))
     found, report = datagrams(path)
     assert found == [] and report.skipped == {"bad_block": 1}
 
@@ -225,7 +223,7 @@ def test_a_retyped_packet_block_of_no_data_still_reads_as_one(tmp_path: Path) ->
     """Q28: an unknown block whose 20-byte body is an enhanced packet block's fixed fields
     and no packet was not seen as the damaged packet block it is."""
     retyped = block("<", 0x2406, struct.pack("<IIIII", 0, 0, 1, 0, 0))
-    path = written(tmp_path, "retyped.pcapng", shb("<") + interface(101) + retyped)
+    path = written(tmp_path, "retyped.pcapng", shb("<") + idb("<", 101) + retyped)
     report = datagrams(path)[1]
     assert report.skipped_bytes == {"bad_block": len(retyped)} and not report.ignored
 
@@ -233,8 +231,8 @@ def test_a_retyped_packet_block_of_no_data_still_reads_as_one(tmp_path: Path) ->
 def test_statistics_of_an_interface_not_described_are_a_damaged_block(tmp_path: Path) -> None:
     """Q29: an interface statistics block naming interface 1 of a section describing one
     (a packet block whose type was damaged to 5 reads so) was taken."""
-    statistics = block("<", 5, struct.pack("<IQ", 1, 0) + option(0, b""))
-    path = written(tmp_path, "isb.pcapng", shb("<") + interface(101) + statistics)
+    statistics = block("<", 5, struct.pack("<IQ", 1, 0) + option("<", 0, b""))
+    path = written(tmp_path, "isb.pcapng", shb("<") + idb("<", 101) + statistics)
     report = datagrams(path)[1]
     assert report.skipped_bytes == {"bad_block": len(statistics)}
     assert "statistics of interface 1, of 1 described" in report.examples[0].message
@@ -245,9 +243,16 @@ def test_a_systemd_journal_block_is_passed_over_without_a_word(tmp_path: Path) -
     known type and counted as one."""
     journal = block("<", 9, b"__REALTIME_TIMESTAMP=1700000000000000\nMESSAGE=up\n")
     packet = epb("<", 0, 1, bytes(udp4()))
-    path = written(tmp_path, "journal.pcapng", shb("<") + interface(101) + journal + packet)
+    path = written(tmp_path, "journal.pcapng", shb("<") + idb("<", 101) + journal + packet)
     found, report = datagrams(path)
     assert len(found) == 1 and not report.skipped and not report.ignored
+
+
+def fragments(ident: int, size: int = 2000) -> tuple[bytes, list[bytes]]:
+    """A UDP datagram's payload and its Ethernet frames, fragmented at 800 bytes."""
+    big = b"\x00\x0a" + bytes((i * ident) % 251 for i in range(size))
+    packet = IP(src="10.1.1.1", dst="10.2.2.2", id=ident) / UDP(sport=9, dport=2055) / big
+    return big, [bytes(Ether() / p) for p in fragment(packet, fragsize=800)]
 
 
 def test_fragments_30_seconds_apart_still_make_their_datagram(tmp_path: Path) -> None:
@@ -255,9 +260,7 @@ def test_fragments_30_seconds_apart_still_make_their_datagram(tmp_path: Path) ->
     the set up; a microsecond past it does), Q34 (3 s instead) and Q46 (a nanosecond
     capture's frames that the index hands on whole lost their nanoseconds: a nanosecond
     past it kept the set)."""
-    big = b"\x00\x0a" + bytes(i % 251 for i in range(3000))
-    packet = IP(src="10.1.1.1", dst="10.2.2.2", id=78) / UDP(sport=9, dport=2055) / big
-    pieces = [bytes(Ether() / p) for p in fragment(packet, fragsize=1000)]
+    big, pieces = fragments(78, 3000)
     for nanos, late, whole in (
         (False, THIRTY_SECONDS, True),
         (False, THIRTY_SECONDS + 1_000, False),
@@ -268,13 +271,6 @@ def test_fragments_30_seconds_apart_still_make_their_datagram(tmp_path: Path) ->
         found, report = datagrams(written(tmp_path, f"f{late}.pcap", data))
         assert [d.payload for d in found] == ([big] if whole else []), late
         assert bool(report.skipped) is not whole, late
-
-
-def fragments(ident: int, size: int = 2000) -> tuple[bytes, list[bytes]]:
-    """A UDP datagram's payload and its Ethernet frames, fragmented at 800 bytes."""
-    big = b"\x00\x0a" + bytes((i * ident) % 251 for i in range(size))
-    packet = IP(src="10.1.1.1", dst="10.2.2.2", id=ident) / UDP(sport=9, dport=2055) / big
-    return big, [bytes(Ether() / p) for p in fragment(packet, fragsize=800)]
 
 
 def test_a_repeated_fragment_is_known_after_another_datagram_was_whole(tmp_path: Path) -> None:
@@ -301,7 +297,7 @@ def test_a_set_begun_by_a_simple_packet_is_never_given_up_by_time(tmp_path: Path
     """Q41: a simple packet block has no time (0): its fragment's set was given up at the
     next fragment, 53 years of ticks after it."""
     big, pieces = fragments(82)
-    content = shb("<") + interface(1)
+    content = shb("<") + idb("<", 1)
     content += block("<", 3, struct.pack("<I", len(pieces[0])) + pieces[0])
     content += b"".join(epb("<", 0, SECONDS * 10**6 + i, p) for i, p in enumerate(pieces[1:]))
     found, report = datagrams(written(tmp_path, "spb.pcapng", content))
