@@ -94,6 +94,18 @@ def _text_values(kind: pa.DataType) -> bool:
     return pa.types.is_string(kind) or pa.types.is_large_string(kind)
 
 
+def _leaf(field: pa.Field[Any]) -> str:
+    """The Parquet column path of `field`'s values, which is what ParquetWriter's per-column
+    options (dictionary, encoding, statistics) are keyed by: a list column's values are
+    `name.list.element` (the nested layout pyarrow writes by default), and an option keyed
+    by the bare name of a list column is ignored without a word (pyarrow 26: the session ids
+    of sessions_consolidated were written PLAIN, and the rule names of sessions without a
+    dictionary)."""
+    if pa.types.is_list(field.type) or pa.types.is_large_list(field.type):
+        return f"{field.name}.list.element"
+    return field.name
+
+
 def _statistics_pay(kind: pa.DataType) -> bool:
     """Min/max statistics let a reader (DuckDB, pyarrow filters) skip row groups by times,
     ports, counters. On text and lists they cost a comparison of every value and prune
@@ -156,16 +168,17 @@ class TableWriter:
         encodings.update(
             {n: "DELTA_BINARY_PACKED" for n in delta_columns if n in self.schema.names}
         )
+        leaf = {f.name: _leaf(f) for f in self.schema}
         self._writer = pq.ParquetWriter(
             # (pyarrow-stubs type use_dictionary as a bool; pyarrow takes a list of columns too)
             path,
             self.schema,
             compression=compression,
-            use_dictionary=dictionary_columns,  # type: ignore[arg-type]
+            use_dictionary=[leaf[n] for n in dictionary_columns],  # type: ignore[arg-type]
             write_statistics=[
-                n for n in plain_columns if _statistics_pay(self.schema.field(n).type)
+                leaf[n] for n in plain_columns if _statistics_pay(self.schema.field(n).type)
             ],
-            column_encoding=encodings or None,
+            column_encoding={leaf[n]: e for n, e in encodings.items()} or None,
             store_schema=True,
             write_page_checksum=PAGE_CHECKSUMS,
         )

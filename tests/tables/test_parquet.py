@@ -65,6 +65,48 @@ def test_delta_columns_are_delta_packed_and_read_back(tmp_path: Path) -> None:
     assert pq.read_table(path).equals(table)
 
 
+def test_list_columns_take_the_options_of_their_values(tmp_path: Path) -> None:
+    """A list column's values are the Parquet column `name.list.element`, and pyarrow ignores
+    an option keyed by the list's own name without a word: the session ids of
+    sessions_consolidated were written PLAIN and the rule names of sessions without a
+    dictionary until the options were keyed by the values' path."""
+    schema = pa.schema(
+        [
+            pa.field("session_ids", pa.list_(pa.string()), nullable=False),
+            pa.field("matched_rules", pa.list_(pa.string()), nullable=False),
+            pa.field("splits", pa.list_(pa.uint32()), nullable=False),
+        ]
+    )
+    rng = np.random.default_rng(3)
+    rules = ["dns-to-resolvers", "smb-lateral", "web-out"]
+    table = pa.Table.from_pylist(
+        [
+            {
+                "session_ids": [f"{v:016x}" for v in rng.integers(0, 2**63, 1 + i % 3)],
+                "matched_rules": rules[: i % 4],
+                "splits": list(range(1 + i % 3)),
+            }
+            for i in range(3000)
+        ],
+        schema=schema,
+    )
+    path = tmp_path / "t.parquet"
+    writer = TableWriter(path, schema, row_group_rows=1024)
+    writer.write(table)
+    writer.close()
+    encodings = _encodings(path)
+    assert set(encodings) == {
+        "session_ids.list.element",
+        "matched_rules.list.element",
+        "splits.list.element",
+    }
+    assert "DELTA_LENGTH_BYTE_ARRAY" in encodings["session_ids.list.element"]  # ids
+    assert "RLE_DICTIONARY" not in encodings["session_ids.list.element"]
+    assert "RLE_DICTIONARY" in encodings["matched_rules.list.element"]  # repeated texts
+    assert "RLE_DICTIONARY" in encodings["splits.list.element"]
+    assert pq.read_table(path).equals(table)
+
+
 def test_the_file_does_not_depend_on_the_batches(tmp_path: Path) -> None:
     table = _table(10_000)
     files = []
