@@ -1502,7 +1502,6 @@ class ExportDecoder:
         for k, (key, body, _) in enumerate(self._waiting):
             item = PendingSet(
                 body=body,
-                set_offset=datagram.offset,
                 source=datagram.source,
                 frame=datagram.frame,
                 datagram_offset=datagram.offset,

@@ -985,7 +985,6 @@ class PendingSet(NamedTuple):
     """A data set held back until its template arrives, with everything needed to decode it."""
 
     body: bytes  # records and padding, without the 4-byte set header
-    set_offset: int  # byte offset of the set header in the file
     source: str
     frame: int
     datagram_offset: int

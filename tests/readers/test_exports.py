@@ -247,7 +247,7 @@ def test_pending_data_is_found_by_its_template_and_taken_once() -> None:
     from obserae_forensics.readers.templates import PendingSet
 
     held = PendingData()
-    item = PendingSet(b"\x00" * 8, 0, "a.pcap", 1, 0, 0, 0, 0, -1, 1, 0, 0, 0, 0, 0)
+    item = PendingSet(b"\x00" * 8, "a.pcap", 1, 0, 0, 0, 0, -1, 1, 0, 0, 0, 0, 0)
     keys = [("192.0.2.1", 0, 9, 256, port) for port in (2055, 1000)] + [
         ("192.0.2.1", 0, 9, 257, 1000),
         ("192.0.2.2", 0, 9, 256, 1000),

@@ -141,7 +141,7 @@ HELD = ("192.0.2.1", 0, 9, 256, 1000)  # (exporter, domain, version, template id
 
 
 def held(body: bytes) -> PendingSet:
-    return PendingSet(body, 0, "a.pcap", 1, 0, 0, 0, 0, -1, 1, 0, "192.0.2.1", 0, 0)
+    return PendingSet(body, "a.pcap", 1, 0, 0, 0, 0, -1, 1, 0, "192.0.2.1", 0, 0)
 
 
 def test_a_set_that_exactly_fills_the_pending_buffer_is_kept() -> None:
