@@ -201,7 +201,8 @@ class _Stream:
         self.exporter = exporter
         self.ports = ports
         self.fin_seq: int | None = None  # where the exporter's FIN ends the stream
-        # file -> [frames, bytes] of its frames while it may be other traffic
+        # file -> [frames, bytes, repeats, their bytes] of its frames while it may be other
+        # traffic (the repeats are retransmissions if it proves IPFIX)
         self.undecided: dict[str, list[int]] = {}
         self.counted = False  # in TcpStreams._ipfix
         # its latest segment that brought bytes, and that segment's file: where what its
@@ -337,7 +338,11 @@ class TcpStreams:
             if inside is not None:
                 beyond = inside + len(payload) - (end - first) % SEQUENCE_SPACE
                 if beyond <= 0:
-                    return out  # bytes the ended stream read: a retransmission, read once
+                    # bytes the ended stream read: a retransmission, read once and counted
+                    # as one before the FIN is (a copy after it was counted nowhere: an
+                    # audit)
+                    self.report.ignore("tcp_retransmission", self.source, frame_bytes)
+                    return out
                 payload, seq = payload[len(payload) - beyond :], end
             # bytes the ended stream did not read: a connection on the same port pair
             # whose SYN the run does not hold (an exporter reconnecting from a fixed port,
@@ -362,8 +367,9 @@ class TcpStreams:
         if stream is not None:
             self._streams.move_to_end(key)
             if payload:
-                if stream.kind == _UNKNOWN:  # counted when the stream is told apart
-                    counts = stream.undecided.setdefault(self.source, [0, 0])
+                undecided = stream.kind == _UNKNOWN
+                if undecided:  # counted when the stream is told apart
+                    counts = stream.undecided.setdefault(self.source, [0, 0, 0, 0])
                     counts[0] += 1
                     counts[1] += frame_bytes
                 read = True
@@ -371,6 +377,12 @@ class TcpStreams:
                 out += self._data(stream, data_seq, payload, place)
                 if (stream.next_seq, stream.held_bytes) != before:  # not a repeat
                     stream.source, stream.place = self.source, place
+                elif undecided:
+                    # a repeat of a stream not yet told apart: a retransmission if it
+                    # proves IPFIX (it was counted nowhere then: an audit), other
+                    # traffic with the rest of its frames if not
+                    counts[2] += 1
+                    counts[3] += frame_bytes
                 elif stream.kind == _IPFIX:
                     # bytes read already: counted, as SCTP's and IP's repeats are (a
                     # retransmitted frame was counted nowhere, found by fuzzing)
@@ -539,10 +551,14 @@ class TcpStreams:
             stream.counted = True
             self._ipfix += 1
         if kind == _OTHER:
-            for source, (frames, nbytes) in stream.undecided.items():
+            for source, (frames, nbytes, _, _) in stream.undecided.items():
                 self.report.ignore("not_udp", source, nbytes, count=frames)
             stream.buffer.clear()
             self._release_held(stream)
+        elif kind == _IPFIX:
+            for source, (_, _, repeats, repeated_bytes) in stream.undecided.items():
+                if repeats:
+                    self.report.ignore("tcp_retransmission", source, repeated_bytes, count=repeats)
         stream.undecided = {}
 
     def _release_held(self, stream: _Stream) -> None:

@@ -315,6 +315,54 @@ def test_retransmitted_segments_are_counted_once_read(tmp_path: Path) -> None:
     assert report.ignored == {"not_udp": 1, "tcp_retransmission": len(segments)}
 
 
+def _frame_sizes(path: Path) -> list[int]:
+    with path.open("rb") as handle:
+        return [len(frame) for _, frame in dpkt.pcap.Reader(handle)]
+
+
+def test_a_copy_after_the_fin_is_counted_as_a_retransmission(tmp_path: Path) -> None:
+    """A helper's audit: bytes the connection read, sent again after its FIN, were read
+    once (right) and counted nowhere, where the same copy before the FIN counts as a
+    retransmission. Each frame is counted once: the SYN and the FIN as other traffic, the
+    copy as a retransmission with its frame's bytes."""
+    stream, first, port = exported_stream()
+    push, fin = dpkt.tcp.TH_ACK | dpkt.tcp.TH_PUSH, dpkt.tcp.TH_FIN | dpkt.tcp.TH_ACK
+    segments = [(first, stream, push), (first + len(stream), b"", fin), (first, stream[:700], push)]
+    path = capture(tmp_path / "after_fin.pcap", segments, port, syn=first - 1)
+    table, report = read(path)
+    assert table.num_rows == 210 and not report.skipped
+    assert report.ignored == {"not_udp": 2, "tcp_retransmission": 1}
+    assert report.ignored_bytes["tcp_retransmission"] == _frame_sizes(path)[3]
+
+
+@pytest.mark.parametrize("collector_port", [4739, 18000])
+def test_a_repeat_before_the_stream_is_told_apart_is_a_retransmission(
+    tmp_path: Path, collector_port: int
+) -> None:
+    """A helper's audit: on a port other than IPFIX's a stream is told apart by its bytes,
+    and a frame repeated before that was counted with the stream's frames, then forgotten
+    with them once they proved IPFIX: counted nowhere. It is a retransmission, as on port
+    4739."""
+    stream, first, port = exported_stream()
+    push = dpkt.tcp.TH_ACK | dpkt.tcp.TH_PUSH
+    segments = [
+        (first, stream[:10], push),
+        (first, stream[:10], push),
+        (first + 10, stream[10:], push),
+    ]
+    path = capture(
+        tmp_path / f"{collector_port}.pcap",
+        segments,
+        port,
+        syn=first - 1,
+        collector_port=collector_port,
+    )
+    table, report = read(path)
+    assert table.num_rows == 210 and not report.skipped
+    assert report.ignored == {"not_udp": 1, "tcp_retransmission": 1}
+    assert report.ignored_bytes["tcp_retransmission"] == _frame_sizes(path)[2]
+
+
 def test_data_before_where_the_syn_says_the_stream_begins_is_read_or_counted(
     tmp_path: Path,
 ) -> None:
