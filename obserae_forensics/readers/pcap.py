@@ -1202,12 +1202,15 @@ def _ipv4(
             and not data[at + 7]
             and (
                 streams.tcp.open
-                or data[tcp + 13] & 0x02
+                or data[tcp + 13] & 0x07
                 or ihl + (data[tcp + 12] >> 4) * 4 < total_length
             )
         ):
             # a whole, unfragmented segment that may carry IPFIX (tcp_streams.py); one
-            # without payload or SYN is other traffic at once while no IPFIX stream is open
+            # without payload, SYN, FIN or RST is other traffic at once while no IPFIX
+            # stream is open (a FIN too was, and a stream on another port not yet told
+            # apart did not end at it: its one message was named at a later frame, an
+            # audit; FINs and RSTs are a connection's last frames, few beside its ACKs)
             return _tcp_segment(
                 frame,
                 data[tcp : at + total_length],

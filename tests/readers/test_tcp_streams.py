@@ -363,6 +363,25 @@ def test_a_repeat_before_the_stream_is_told_apart_is_a_retransmission(
     assert report.ignored_bytes["tcp_retransmission"] == _frame_sizes(path)[2]
 
 
+def test_a_stream_on_another_port_ends_at_its_fin(tmp_path: Path) -> None:
+    """A helper's audit: a segment with no payload reached the streams only with a SYN or
+    while an IPFIX stream was open, so the FIN of a stream on another port not yet told
+    apart was not seen; the stream ended at the run's end and its one message was named
+    at the ACK after the FIN (frame 4) instead of the FIN (frame 3) that completed it."""
+    stream, first, port = exported_stream()
+    (length,) = struct.unpack_from(">H", stream, 2)
+    push, fin = dpkt.tcp.TH_ACK | dpkt.tcp.TH_PUSH, dpkt.tcp.TH_FIN | dpkt.tcp.TH_ACK
+    segments = [
+        (first, stream[:length], push),
+        (first + length, b"", fin),
+        (first + length + 1, b"", dpkt.tcp.TH_ACK),
+    ]
+    path = capture(tmp_path / "fin.pcap", segments, port, syn=first - 1, collector_port=18000)
+    table, report = read(path)
+    assert table.num_rows > 0 and not report.skipped
+    assert set(table.column("source_frame").to_pylist()) == {3}
+
+
 def test_data_before_where_the_syn_says_the_stream_begins_is_read_or_counted(
     tmp_path: Path,
 ) -> None:
