@@ -1,8 +1,9 @@
 """Behaviour of the nfcapd container readers (compression.py, nfcapd_v1.py, nfcapd_scan.py,
 nfcapd_v3.py) that no test pinned, found by a mutation audit (an audit session's: 70 small
 changes to the four, 12 of which the nfcapd reader tests noticed; of the 58 they did not, 46
-were real gaps, killed here, one is left to a report (S05: a V3 record of 12 bytes, no
-elements, is read as a flow of zeros; pinning that would pin a doubtful behaviour), and 11
+were real gaps, killed here, one is left unpinned (S05: a V3 record of 12 bytes, no
+elements, is read as a flow of zeros, as nfdump prints it; read_flows then leaves it out as
+`no_times`, counted and located, so a run does not pass it silently), and 11
 are equivalent: a zstd frame declaring more than the room left refused under another message
 (C08); bz2 asked for `limit` bytes, not one more (C03: bzlib reaches a stream's end in the
 call that writes its last byte); the LZO scan stopping one instruction later past the limit
