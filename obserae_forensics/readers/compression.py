@@ -84,8 +84,11 @@ def decompress_block(
         ValueError,
         EOFError,
     ) as exc:
+        # lzallright's error carries what it decoded before the fault beside its result
+        # code: the code alone, not 80 characters of a bytes literal, names the fault
+        fault = exc.args[0] if isinstance(exc, lzallright.LZOError) and exc.args else exc
         raise BadCompression(
-            f"{COMPRESSION_NAMES[code]} stream does not decode: {exc!s:.80}",
+            f"{COMPRESSION_NAMES[code]} stream does not decode: {fault!s:.80}",
             source=source,
             offset=offset,
             frame=frame,

@@ -155,6 +155,23 @@ def test_a_zstd_block_is_read_frame_after_frame_as_nfdump_reads_it() -> None:
         decompress_block(ZSTD, bare + bare, source="f", offset=8, limit=1000)
 
 
+def test_a_damaged_lzo_block_is_named_by_its_fault_alone() -> None:
+    """A helper's audit: lzallright's error carries the bytes it decoded before the fault,
+    and the problem's text was its first 80 characters, `(EResult.InputNotConsumed,
+    b'\\x00\\x01...`; it is the result code alone."""
+    from obserae_forensics.readers.compression import (
+        LZO,
+        BadCompression,
+        compress_block,
+        decompress_block,
+    )
+
+    block = compress_block(LZO, bytes(range(256)) * 40)
+    with pytest.raises(BadCompression) as trailing:
+        decompress_block(LZO, block + b"\x00\x01\x02", source="f", offset=8)
+    assert str(trailing.value).endswith("lzo stream does not decode: EResult.InputNotConsumed")
+
+
 def test_block_header_claiming_too_much_loses_only_the_swallowed_block(
     corpus: Path, tmp_path: Path
 ) -> None:
