@@ -21,6 +21,7 @@ from obserae_forensics.recombine import (
 )
 from obserae_forensics.tables.layout import RECOMBINE_FILES
 from obserae_forensics.tables.parquet import RowGroupWriter, writer_options
+from tests.tables.test_parquet import column_chunks
 
 from .conftest import session, write_run
 
@@ -188,16 +189,6 @@ def test_row_groups_are_write_parquets_whatever_the_pieces(tmp_path: Path) -> No
     assert pq.ParquetFile(tmp_path / "pieces.parquet").num_row_groups == 5
 
 
-def _chunks(path: Path) -> dict[str, list[Any]]:
-    meta = pq.ParquetFile(path).metadata
-    found: dict[str, list[Any]] = {}
-    for group in range(meta.num_row_groups):
-        for column in range(meta.num_columns):
-            chunk = meta.row_group(group).column(column)
-            found.setdefault(chunk.path_in_schema, []).append(chunk)
-    return found
-
-
 def test_recombines_tables_are_encoded_as_the_runs_tables_are(tmp_path: Path) -> None:
     """ZSTD, ids without a dictionary (DELTA_LENGTH_BYTE_ARRAY, list values too), no
     statistics on text, whether the tables are written whole or from buckets: written with
@@ -217,7 +208,7 @@ def test_recombines_tables_are_encoded_as_the_runs_tables_are(tmp_path: Path) ->
             ("sessions_recombined.parquet", ("conversation_id", "session_ids.list.element")),
             ("recombined_fragments.parquet", ("conversation_id", "session_id")),
         ):
-            chunks = _chunks(tmp_path / out / name)
+            chunks = column_chunks(tmp_path / out / name)
             assert {c.compression for cs in chunks.values() for c in cs} == {"ZSTD"}, name
             for column in ids:
                 encodings = {e for c in chunks[column] for e in c.encodings}

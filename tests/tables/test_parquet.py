@@ -4,6 +4,7 @@ rows were handed to it."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -38,14 +39,22 @@ def _table(n: int) -> pa.Table:
     )
 
 
-def _encodings(path: Path) -> dict[str, set[str]]:
+def column_chunks(path: Path) -> dict[str, list[Any]]:
+    """Each Parquet column's chunks (metadata), row group after row group."""
     meta = pq.ParquetFile(path).metadata
-    found: dict[str, set[str]] = {}
+    found: dict[str, list[Any]] = {}
     for group in range(meta.num_row_groups):
         for column in range(meta.num_columns):
             chunk = meta.row_group(group).column(column)
-            found.setdefault(chunk.path_in_schema, set()).update(chunk.encodings)
+            found.setdefault(chunk.path_in_schema, []).append(chunk)
     return found
+
+
+def _encodings(path: Path) -> dict[str, set[str]]:
+    return {
+        column: {e for chunk in chunks for e in chunk.encodings}
+        for column, chunks in column_chunks(path).items()
+    }
 
 
 def test_delta_columns_are_delta_packed_and_read_back(tmp_path: Path) -> None:
