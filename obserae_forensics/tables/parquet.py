@@ -127,7 +127,7 @@ def writer_options(
     pq.write_table's) keyword arguments for `schema`. One policy for the run's tables and
     recombine's alike: recombine's, written with pyarrow's defaults (snappy, a dictionary
     and statistics for every column) until the thirty-seventh session, came out twice the
-    size for a quarter more encoding time (5.19 M conversations: sessions_recombined
+    size for a third more encoding time (5.19 M conversations: sessions_recombined
     206.8 -> 102.4 MB, 2.8 -> 2.1 CPU-seconds)."""
     plain_columns = [n for n in schema.names if not n.endswith(_ID_SUFFIXES)]
     # microsecond times are nearly all distinct: a dictionary attempt costs time and,
