@@ -15,10 +15,11 @@ t_close_synced_only (the last whole message at a stream's end taken only when sy
 final resync before it syncs any buffer that holds one), s_was_le (a TSN RECENT_TSNS back
 looked up: the bitmap is masked below it) and t_forget_counted (the count of IPFIX streams
 not lowered at a stream's end: only `open` reads it, which routes bare segments to
-TcpStreams, where one of no stream or an ended one is `not_udp` as before; it differs only
-for a bare FIN of a stream not yet told apart, which pcap.py does not route to TcpStreams
-while no IPFIX stream is open, so that such a stream ends at the run's end, a quirk a test
-should not pin). Most gaps are at a boundary (the 2**32 wrap, a bound reached, not passed; a
+TcpStreams, where one of no stream or an ended one is `not_udp` as before; it differed
+for a bare FIN of a stream not yet told apart, which pcap.py did not route while no IPFIX
+stream was open, and now routes whatever `open` says, as it routes RSTs and SYNs:
+test_a_stream_on_another_port_ends_at_its_fin in test_tcp_streams.py). Most gaps are at a
+boundary (the 2**32 wrap, a bound reached, not passed; a
 header's 4th or 18th byte), in an ended connection's bytes met again, in associations and
 streams off the IPFIX ports, and in where a problem is counted. Each test fails with its
 change applied and names it. Segments and packets are packed with struct by the helpers of
