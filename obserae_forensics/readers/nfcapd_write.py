@@ -185,6 +185,13 @@ def swap_record(record: bytes) -> bytes:
         SAMPLER_V0_RECORD: SAMPLER_V0,
         SAMPLER_RECORD: SAMPLER,
     }
+    if (
+        record_type == EXPORTER_INFO_RECORD
+        and not np.frombuffer(record, EXPORTER_INFO, 1)[0]["sa_family"]
+    ):
+        # 1.7.8 on (sa_family 0): the address is 16 bytes in network order, in either file
+        swapped = _swap_struct(record, EXPORTER_INFO)
+        return swapped[:8] + record[8:24] + swapped[24:]
     if record_type in dtypes:
         return _swap_struct(record, dtypes[record_type])
     if record_type == EXPORTER_STAT_RECORD:

@@ -258,10 +258,20 @@ def test_every_compression_reads_to_the_same_records(corpus: Path, tmp_path: Pat
     assert nfcapd_time_span(zstd) == nfcapd_time_span(source)
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        "nfcapd/sf_v9_varsvc.nfcapd",  # 1.7.1: the exporter's address two host-order u64
+        "fixtures/nfcapd178_sf_v9_varsvc.bz2.nfcapd",  # 1.7.8: 16 network-order bytes
+    ],
+)
 def test_big_endian_file_reads_like_its_little_endian_original(
-    corpus: Path, tmp_path: Path
+    corpus: Path, tmp_path: Path, name: str
 ) -> None:
-    source = corpus / "nfcapd" / "sf_v9_varsvc.nfcapd"
+    """The 1.7.8 case holds the writer too: swap_record once swapped a network-order
+    address, and the file named its exporter ::100:7f:ffff:0."""
+    folder, file_name = name.split("/")
+    source = (FIXTURES if folder == "fixtures" else corpus / folder) / file_name
     raw = read_raw(source)
     raw.order = ">"
     raw.blocks = [[swap_record(record) for record in block] for block in raw.blocks]
@@ -273,6 +283,7 @@ def test_big_endian_file_reads_like_its_little_endian_original(
     assert our_records(table) == our_records(base)
     assert nfcapd_time_span(swapped) == nfcapd_time_span(source)
     assert report.exporters.keys() == base_report.exporters.keys()
+    assert table.column("exporter").to_pylist() == base.column("exporter").to_pylist()
 
 
 @pytest.mark.parametrize(
