@@ -98,6 +98,8 @@ ELEMENTS: Final[dict[tuple[int, int], tuple[tuple[str, str, int], ...]]] = {
     ),
     # EXsamplerInfo, 1.7.8: a reference to a sampler record (type 15)
     (18, 20): (("selector_id", "<i8", 0), ("sampler_sysid", "<u2", 8)),
+    # EXobservation: no column reads it (the exporter record's id is the domain); listed so
+    # an element 33 of another length counts as unknown and nfcapd_write can swap it
     (33, 20): (("observation_point", "<u8", 0), ("observation_domain", "<u4", 8)),
     # EXlayer2 (1.7.8): VLANs, physical interfaces, VXLAN, ethertype, and the IP version
     # the exporter gave the flow (IPFIX ipVersion, 60)
@@ -282,8 +284,6 @@ def decode_layout(rows: np.ndarray, layout: Layout) -> dict[str, np.ndarray]:
     if "selector_id" in present:
         out["_selector_id"] = rows["selector_id"].astype(np.int64)
         out["_sampler_sysid"] = rows["sampler_sysid"].astype(np.uint16)
-    if "observation_domain" in present:
-        out["_observation_domain"] = rows["observation_domain"].astype(np.uint32)
     if "nsel_event" in present:
         out["_nsel_event"] = rows["nsel_event"].astype(np.uint64)
         out["_nsel_connection"] = rows["nsel_connection"].astype(np.uint64)
