@@ -1,0 +1,440 @@
+"""Behaviour of the nfcapd file reader (nfcapd.py) and the NSEL ledger (nsel.py) that no
+test pinned, found by a mutation audit: DOCSTRING-PENDING"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from obserae_forensics.readers.compression import BZ2, NONE
+from obserae_forensics.readers.nfcapd_write import read_raw, swap_record, write_v2
+from tests.readers.test_nfcapd import FIXTURES, read_table
+from tests.readers.test_nfcapd_mutation_audit import element_at, with_elements
+
+V2_FILE = FIXTURES / "nfcapd178_sf_v9_varsvc.bz2.nfcapd"  # exporter, sampler, 72 flows, stats
+FLOWS = 72
+
+
+def v2_records() -> list[bytes]:
+    [records] = read_raw(V2_FILE).blocks
+    return records
+
+
+def written(
+    tmp_path: Path,
+    blocks: list[list[bytes]],
+    name: str = "f.nfcapd",
+    *,
+    compression: int = NONE,
+    order: str = "<",
+    edit: dict[str, object] | None = None,
+) -> Path:
+    """The 1.7.8 fixture with its blocks replaced (records little-endian, swapped for a
+    big-endian file), its header and appendix as nfcapd wrote them; `edit` sets RawFile
+    fields (created, stat)."""
+    raw = read_raw(V2_FILE)
+    raw.compression, raw.order = compression, order
+    raw.blocks = [[swap_record(r) if order == ">" else r for r in block] for block in blocks]
+    for key, value in (edit or {}).items():
+        setattr(raw, key, value)
+    path = tmp_path / name
+    write_v2(path, raw)
+    return path
+
+
+def two_blocks() -> list[list[bytes]]:
+    """The fixture's records in two blocks: exporter, sampler and 28 flows, then the rest."""
+    records = v2_records()
+    return [records[:30], records[30:]]
+
+
+def layout(path: Path) -> tuple[list[tuple[int, int]], int]:
+    """(offset, stored size) of each data block, and the appendix offset (header order)."""
+    data = path.read_bytes()
+    order = "<" if data[:2] == b"\x0c\xa5" else ">"
+    appendix = int(np.frombuffer(data, f"{order}i8", 1, 24)[0])
+    count = int(np.frombuffer(data, f"{order}u4", 1, 36)[0])
+    blocks, pos = [], 40
+    for _ in range(count):
+        stored = int(np.frombuffer(data, f"{order}u4", 1, pos + 4)[0])
+        blocks.append((pos, stored))
+        pos += 12 + stored
+    return blocks, appendix
+
+
+def patched(path: Path, at: int, value: bytes, name: str, *, cut: int | None = None) -> Path:
+    """A copy of `path` with `value` written at `at` (and cut to `cut` bytes)."""
+    data = bytearray(path.read_bytes())
+    data[at : at + len(value)] = value
+    out = path.with_name(name)
+    out.write_bytes(bytes(data[:cut]))
+    return out
+
+
+def spliced(path: Path, at: int, inserted: bytes, name: str) -> Path:
+    """A copy of little-endian `path` with bytes inserted at `at`, its appendix moved."""
+    data = bytearray(path.read_bytes())
+    appendix = struct.unpack("<q", data[24:32])[0]
+    data[24:32] = struct.pack("<q", appendix + len(inserted))
+    data[at:at] = inserted
+    out = path.with_name(name)
+    out.write_bytes(bytes(data))
+    return out
+
+
+# -- nfcapd.py: the header and the appendix ----------------------------------------------
+
+
+def test_a_header_saying_no_appendix_blocks_reads_its_appendix_as_data(tmp_path: Path) -> None:
+    """F02: a header whose appendix block count is 0 places no appendix, whatever its offset
+    says; the offset taken as the data's end anyway, the appendix block was counted as
+    bad_appendix bytes after an appendix of none. Read as one more block, its ident and
+    stat records are set aside as other records, nothing lost."""
+    path = written(tmp_path, [v2_records()])
+    _, appendix = layout(path)
+    damaged = patched(path, 18, struct.pack("<H", 0), "no_appendix.nfcapd")
+    table, report = read_table(damaged)
+    assert table.num_rows == FLOWS and not report.skipped
+    assert report.ignored["nfcapd_other_record"] == 2
+    assert report.ignored_bytes["nfcapd_other_record"] + 12 == path.stat().st_size - appendix
+
+
+def test_an_appendix_offset_inside_the_last_block_of_a_file_without_appendix(
+    tmp_path: Path,
+) -> None:
+    """F06: the header placing the appendix inside a data block that ends exactly where the
+    file does (its appendix lost, the offset damaged) was not seen as pointing into that
+    block, so the block was cut at the offset and its records lost."""
+    path = written(tmp_path, [v2_records()])
+    _, appendix = layout(path)
+    damaged = patched(path, 24, struct.pack("<q", 52), "inside.nfcapd", cut=appendix)
+    table, report = read_table(damaged)
+    assert table.num_rows == FLOWS
+    assert dict(report.skipped) == {"bad_appendix": 1}
+    [problem] = report.examples
+    assert problem.offset == 24
+    assert f"inside the data block at 40 (which ends at {appendix})" in problem.message
+
+
+def test_a_cut_appendix_block_counts_every_byte_left_of_it(tmp_path: Path) -> None:
+    """F08: an appendix block cut by the file's end was counted without its 12-byte
+    header."""
+    path = written(tmp_path, [v2_records()])
+    _, appendix = layout(path)
+    cut = patched(path, 0, b"", "cut.nfcapd", cut=appendix + 40)
+    table, report = read_table(cut)
+    assert table.num_rows == FLOWS
+    assert dict(report.skipped) == {"truncated": 1}
+    assert report.skipped_bytes["truncated"] == 40
+    assert report.examples[0].offset == appendix
+
+
+def test_an_empty_appendix_block_is_implausible_and_counted_whole(tmp_path: Path) -> None:
+    """F09: an appendix block whose size says 0 is damage (nfcapd writes its ident and stat
+    there); passed as an empty block, the bytes after its header were counted as bytes
+    after the appendix, its 12 header bytes never."""
+    path = written(tmp_path, [v2_records()])
+    _, appendix = layout(path)
+    damaged = patched(path, appendix + 4, struct.pack("<I", 0), "empty.nfcapd")
+    table, report = read_table(damaged)
+    assert table.num_rows == FLOWS
+    assert dict(report.skipped) == {"bad_appendix": 1}
+    assert report.skipped_bytes["bad_appendix"] == path.stat().st_size - appendix
+    assert "implausible size 0" in report.examples[0].message
+
+
+def test_an_appendix_block_that_does_not_decompress_counts_its_header(tmp_path: Path) -> None:
+    """F10: an appendix block whose payload does not decompress was counted without its
+    12-byte header."""
+    path = written(tmp_path, [v2_records()], compression=BZ2)
+    _, appendix = layout(path)
+    damaged = patched(path, appendix + 12, b"\xff" * 16, "bad_bz2.nfcapd")
+    table, report = read_table(damaged)
+    assert table.num_rows == FLOWS
+    assert dict(report.skipped) == {"bad_compression": 1}
+    assert report.skipped_bytes["bad_compression"] == path.stat().st_size - appendix
+    assert report.examples[0].offset == appendix
+
+
+def test_an_appendix_record_smaller_than_its_header_stops_the_appendix(tmp_path: Path) -> None:
+    """F11: an appendix record whose size says 2 was walked as a record of 2 bytes, the rest
+    of the block read from inside it; below 4 bytes no record holds even its own header,
+    and the block's bytes from there are counted as bad_appendix."""
+    path = written(tmp_path, [v2_records()])
+    _, appendix = layout(path)
+    damaged = patched(path, appendix + 14, struct.pack("<H", 2), "small.nfcapd")
+    table, report = read_table(damaged)
+    assert table.num_rows == FLOWS
+    assert dict(report.skipped) == {"bad_appendix": 1}
+    assert report.skipped_bytes["bad_appendix"] == path.stat().st_size - appendix - 12
+    assert report.files[str(damaged)].ident == ""
+
+
+def test_zero_bytes_after_an_appendix_blocks_records_are_no_damage(tmp_path: Path) -> None:
+    """F13: zeros after the records an appendix block counts (padding) were counted as
+    records past its count; only bytes that are not zero can be records."""
+    path = written(tmp_path, [v2_records()])
+    _, appendix = layout(path)
+    data = bytearray(path.read_bytes() + bytes(8))
+    stored = struct.unpack("<I", data[appendix + 4 : appendix + 8])[0]
+    data[appendix + 4 : appendix + 8] = struct.pack("<I", stored + 8)
+    padded = tmp_path / "padded.nfcapd"
+    padded.write_bytes(bytes(data))
+    table, report = read_table(padded)
+    assert table.num_rows == FLOWS and not report.skipped
+    assert report.files[str(padded)].ident == "sf_v9_varsvc"
+
+
+def test_a_few_bytes_after_the_appendix_are_counted(tmp_path: Path) -> None:
+    """F14: fewer than 13 bytes after the appendix (less than a block header and a byte)
+    were not counted."""
+    path = written(tmp_path, [v2_records()])
+    tail = tmp_path / "tail.nfcapd"
+    tail.write_bytes(path.read_bytes() + b"\x5a" * 5)
+    table, report = read_table(tail)
+    assert table.num_rows == FLOWS
+    assert dict(report.skipped_bytes) == {"bad_appendix": 5}
+    assert report.examples[0].offset == path.stat().st_size
+
+
+@pytest.mark.parametrize(
+    ("at", "value", "reason"), [(17, 1, "encrypted"), (16, 9, "bad_compression")]
+)
+def test_a_file_skipped_whole_is_cited_at_the_header_byte_that_says_why(
+    tmp_path: Path, at: int, value: int, reason: str
+) -> None:
+    """F16 (an encrypted file cited at byte 16) and F17 (an unknown compression at byte 0):
+    the header's compression is byte 16, its encryption byte 17, where an examiner looks."""
+    path = written(tmp_path, [v2_records()])
+    damaged = patched(path, at, bytes([value]), f"{reason}.nfcapd")
+    table, report = read_table(damaged)
+    assert table.num_rows == 0
+    assert set(report.skipped) == {reason}  # (and an appendix it cannot decompress)
+    assert report.skipped_bytes[reason] == damaged.stat().st_size
+    assert (at, reason) in {(problem.offset, problem.reason) for problem in report.examples}
+
+
+def test_a_header_without_its_creation_time_dates_by_the_stat_records_last_flow(
+    tmp_path: Path,
+) -> None:
+    """F18 (a creation time of 0 taken as the slot, 1970) and F19 (the stat record's first
+    flow taken instead of its last): a record without a receive time arrives at the file's
+    slot time, the header's creation time, else the stat record's last-seen time."""
+    records = v2_records()
+    k = next(i for i, r in enumerate(records) if r[:2] == b"\x0b\x00")
+    record = bytearray(records[k])
+    at = element_at(bytes(record), 1) + 16  # EXgenericFlow's msecReceived
+    record[at : at + 8] = bytes(8)
+    path = written(
+        tmp_path, [[*records[:k], bytes(record), *records[k + 1 :]]], edit={"created": 0}
+    )
+    table, _ = read_table(path)
+    stat = read_raw(V2_FILE).stat
+    assert stat is not None and stat["msec_first"] < stat["msec_last"]
+    arrival = table.column("arrival").cast("int64").to_pylist()
+    assert arrival[0] == stat["msec_last"] * 1000
+    assert arrival[1:] == read_table(V2_FILE)[0].column("arrival").cast("int64").to_pylist()[1:]
+
+
+# -- nfcapd.py: the stat record against the blocks ---------------------------------------
+
+
+def test_a_stat_record_counting_no_flows_in_a_closed_file_is_a_mismatch(tmp_path: Path) -> None:
+    """F21: a stat record of 0 flows is excused only in a file still being written (no block
+    counted either); with the header counting its block, 72 flows read against 0 said is a
+    difference to report."""
+    stat = read_raw(V2_FILE).stat
+    assert stat is not None
+    path = written(tmp_path, [v2_records()], edit={"stat": {**stat, "flows": 0}})
+    table, report = read_table(path)
+    assert table.num_rows == FLOWS and not report.skipped
+    assert dict(report.repaired) == {"nfcapd_stat_mismatch": 1}
+
+
+def test_a_stat_record_counting_an_aggregated_records_flows_matches(tmp_path: Path) -> None:
+    """F22: a record aggregating 3 flows counts 3 in a stat record that counts flows (72
+    records, 74 flows); the check added the 3 to the records without taking the record
+    itself away, and called a matching stat record a mismatch."""
+
+    records = v2_records()
+    records[2] = with_elements(records[2], (5, struct.pack("<QQQ", 3, 0, 0)))  # EXcntFlow
+    stat = read_raw(V2_FILE).stat
+    assert stat is not None
+    path = written(tmp_path, [records], edit={"stat": {**stat, "flows": FLOWS + 2}})
+    table, report = read_table(path)
+    assert table.num_rows == FLOWS and not report.skipped and not report.repaired
+    stats = report.files[str(path)]
+    assert (stats.aggregated_records, stats.aggregated_flows) == (1, 3)
+
+
+def test_a_1_6_stat_mismatch_is_cited_at_the_stat_record(tmp_path: Path) -> None:
+    """F23: a 1.6 file's stat record (at byte 140, after the header) counting another number
+    of flows was cited at byte 0."""
+    data = bytearray((FIXTURES / "nfcapd16_sf_v9_varsvc.nfcapd").read_bytes())
+    data[140:148] = struct.pack("<Q", 71)
+    path = tmp_path / "v16.nfcapd"
+    path.write_bytes(bytes(data))
+    table, report = read_table(path)
+    assert table.num_rows == FLOWS
+    assert dict(report.repaired) == {"nfcapd_stat_mismatch": 1}
+    [problem] = report.examples
+    assert problem.offset == 140 and "counts 71 flows" in problem.message
+
+
+# -- nfcapd.py: the block walk -----------------------------------------------------------
+
+
+def test_a_block_header_cut_by_the_end_counts_the_bytes_left(tmp_path: Path) -> None:
+    """F25: fewer than 12 bytes where a block header should be (a file still being written,
+    no appendix) were counted as 12."""
+    raw = read_raw(V2_FILE)
+    raw.compression, raw.stat, raw.ident = NONE, None, ""
+    path = tmp_path / "nfcapd.current"
+    write_v2(path, raw)
+    path.write_bytes(path.read_bytes() + b"\x01" * 5)
+    table, report = read_table(path)
+    assert table.num_rows == FLOWS
+    assert dict(report.skipped_bytes) == {"truncated": 5}
+
+
+def test_a_bad_last_block_header_counts_the_block_once(tmp_path: Path) -> None:
+    """F26: a damaged header with no block header after it counted its 12 bytes twice: once
+    as the bad header, again among the bytes to the end."""
+    path = written(tmp_path, two_blocks())
+    blocks, _ = layout(path)
+    (_, _), (second, stored) = blocks
+    damaged = patched(path, second + 10, b"\xff\xff", "bad_last.nfcapd")
+    table, report = read_table(damaged)
+    assert table.num_rows == 28
+    assert dict(report.skipped) == {"bad_block_header": 2}
+    assert report.skipped_bytes["bad_block_header"] == 12 + stored
+
+
+def test_bytes_inserted_before_a_block_header_are_all_that_is_lost(tmp_path: Path) -> None:
+    """F28: the search for the next block header after a bad one began 12 bytes on, past a
+    real header that began 4 bytes on (4 bytes inserted before it), losing that block."""
+    path = written(tmp_path, two_blocks())
+    blocks, _ = layout(path)
+    damaged = spliced(path, blocks[1][0], b"\xff" * 4, "inserted.nfcapd")
+    table, report = read_table(damaged)
+    assert table.num_rows == FLOWS
+    assert dict(report.skipped_bytes) == {"bad_block_header": 4}
+    assert report.examples[0].offset == blocks[1][0]
+
+
+def test_a_block_cut_by_the_end_of_the_file_counts_its_header(tmp_path: Path) -> None:
+    """F29: a data block cut by the file's end was counted without its 12-byte header."""
+    path = written(tmp_path, two_blocks())
+    blocks, _ = layout(path)
+    second = blocks[1][0]
+    cut = patched(path, 0, b"", "cut.nfcapd", cut=second + 100)
+    table, report = read_table(cut)
+    assert table.num_rows == 28
+    assert dict(report.skipped) == {"truncated": 2}  # the block, and the appendix
+    assert report.skipped_bytes["truncated"] == 100
+
+
+@pytest.mark.parametrize(("block_type", "rows"), [(4, 28), (1, 28), (7, 28)])
+def test_a_block_of_another_type_counts_its_header(
+    tmp_path: Path, block_type: int, rows: int
+) -> None:
+    """F30 (a flow block retyped as an array block counted without its header), F31 (a block
+    of a type nfdump reads no records from, likewise) and F37 (type 1, nfdump 1.5's data
+    block, taken for a damaged header): each loses its 12 + stored bytes as
+    unsupported_block, the search for the next header never started."""
+    path = written(tmp_path, two_blocks())
+    blocks, _ = layout(path)
+    second, stored = blocks[1]
+    damaged = patched(path, second + 8, struct.pack("<H", block_type), f"type{block_type}.nfcapd")
+    table, report = read_table(damaged)
+    assert table.num_rows == rows
+    expected = "unsupported_block" if block_type != 7 else "bad_block_header"
+    assert dict(report.skipped) == {expected: 1 if block_type != 7 else 2}
+    assert report.skipped_bytes[expected] == 12 + stored
+
+
+def test_a_block_that_does_not_decompress_counts_its_header(tmp_path: Path) -> None:
+    """F32: a data block whose payload does not decompress was counted without its 12-byte
+    header."""
+    path = written(tmp_path, two_blocks(), compression=BZ2)
+    blocks, _ = layout(path)
+    second, stored = blocks[1]
+    damaged = patched(path, second + 12, b"\xff" * 16, "bad_bz2.nfcapd")
+    table, report = read_table(damaged)
+    assert table.num_rows == 28
+    assert dict(report.skipped_bytes) == {"bad_compression": 12 + stored}
+    assert (report.examples[0].offset, report.examples[0].frame) == (second, 2)
+
+
+def test_blocks_missing_from_the_count_are_cited_at_the_first_one_missing(tmp_path: Path) -> None:
+    """F33: a header promising 3 blocks where the file holds 1 cited block 1 (read whole)
+    as missing, not block 2, at the offset where it should begin."""
+    path = written(tmp_path, [v2_records()])
+    _, appendix = layout(path)
+    damaged = patched(path, 36, struct.pack("<I", 3), "promises.nfcapd")
+    table, report = read_table(damaged)
+    assert table.num_rows == FLOWS
+    assert dict(report.skipped) == {"truncated": 1}
+    [problem] = report.examples
+    assert (problem.offset, problem.frame) == (appendix, 2)
+    assert "promises 3 data blocks, file holds 1" in problem.message
+
+
+def test_every_block_past_the_headers_count_is_counted(tmp_path: Path) -> None:
+    """F34: two blocks past a header's count of 1 were counted as one."""
+    records = v2_records()
+    path = written(tmp_path, [records[:30], records[30:50], records[50:]])
+    damaged = patched(path, 36, struct.pack("<I", 1), "past.nfcapd")
+    table, report = read_table(damaged)
+    assert table.num_rows == FLOWS and not report.skipped
+    assert dict(report.repaired) == {"nfcapd_blocks_past_count": 2}
+
+
+def test_an_array_block_counting_other_than_its_records_is_an_array(tmp_path: Path) -> None:
+    """F36: an array block (type 4) whose elements happen to read as records, flow records
+    among them, is a damaged flow block only when they are exactly as many as its header
+    counts (a flow block's are); here 10 elements read as 11 records, and the block was
+    refused as unsupported_block."""
+    elements = struct.pack("<HHHH", 11, 8, 11, 8) * 10  # 8-byte elements, read 4 bytes in
+    body = struct.pack("<HH", 2, 4) + elements
+    block = struct.pack("<IIHH", 10, len(body), 4, 0) + body
+    header = struct.pack("<HHIqBBHIqII", 0xA50C, 2, 0x01070800, 1_700_000_000, 0, 0, 0, 7, 0, 0, 1)
+    path = tmp_path / "array.nfcapd"
+    path.write_bytes(header + block)
+    table, report = read_table(path)
+    assert table.num_rows == 0 and not report.skipped
+    assert dict(report.ignored) == {"nfcapd_array_block": 1}
+
+
+@pytest.mark.parametrize("order", ["<", ">"], ids=["little", "big"])
+def test_after_a_bad_block_header_the_last_block_is_found(tmp_path: Path, order: str) -> None:
+    """F38 (a block ending exactly at the data's end not taken as the next header), F39 and
+    F40 (the search reading a big-endian file's record counts and types little-endian):
+    the search for the next block header after a bad one must find the file's last block,
+    in either byte order."""
+    path = written(tmp_path, two_blocks(), order=order)
+    blocks, _ = layout(path)
+    (first, stored), (second, _) = blocks
+    damaged = patched(path, first + 10, b"\xff\xff", "bad_first.nfcapd")
+    table, report = read_table(damaged)
+    assert table.num_rows == FLOWS - 28
+    assert set(table.column("source_offset").to_pylist()) == {second}
+    assert dict(report.skipped_bytes) == {"bad_block_header": 12 + stored}
+
+
+def test_zero_bytes_after_a_blocks_records_are_no_damage(tmp_path: Path) -> None:
+    """F42: zeros after the records a block counts were counted as bad_record; nfdump's
+    blocks end at their records, and only bytes that are not zero can be records."""
+    path = written(tmp_path, [v2_records()])
+    blocks, appendix = layout(path)
+    data = bytearray(path.read_bytes())
+    data[44:48] = struct.pack("<I", blocks[0][1] + 8)
+    data[24:32] = struct.pack("<q", appendix + 8)
+    data[appendix:appendix] = bytes(8)
+    padded = tmp_path / "padded.nfcapd"
+    padded.write_bytes(bytes(data))
+    table, report = read_table(padded)
+    assert table.num_rows == FLOWS and not report.skipped
