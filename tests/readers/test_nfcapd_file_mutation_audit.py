@@ -10,8 +10,11 @@ import numpy as np
 import pytest
 
 from obserae_forensics.readers.compression import BZ2, NONE
+from obserae_forensics.readers.nfcapd import nfcapd_time_span
 from obserae_forensics.readers.nfcapd_write import read_raw, swap_record, write_v2
+from obserae_forensics.times import TIME_LIMIT_US
 from tests.readers.test_nfcapd import FIXTURES, read_table
+from tests.readers.test_nfcapd_damage import _sampler_record
 from tests.readers.test_nfcapd_mutation_audit import element_at, with_elements
 
 V2_FILE = FIXTURES / "nfcapd178_sf_v9_varsvc.bz2.nfcapd"  # exporter, sampler, 72 flows, stats
@@ -438,3 +441,251 @@ def test_zero_bytes_after_a_blocks_records_are_no_damage(tmp_path: Path) -> None
     padded.write_bytes(bytes(data))
     table, report = read_table(padded)
     assert table.num_rows == FLOWS and not report.skipped
+
+
+def test_a_1_6_blocks_flags_do_not_decide_its_compression(tmp_path: Path) -> None:
+    """F35: bit 0 of a block's flags says "stored uncompressed" in a 1.7 file only; a 1.6
+    file's blocks are compressed as its header says whatever their flags (nfdump 1.7.1
+    reads this LZO file, every block's flags set to 1, to the same 43 records), and read
+    as stored they were lost as bad records."""
+    original = FIXTURES / "nfcapd16_sf_v5_test_sampled.lzo.nfcapd"
+    data = bytearray(original.read_bytes())
+    pos = 276
+    while pos + 12 <= len(data):
+        data[pos + 10 : pos + 12] = struct.pack("<H", 1)
+        pos += 12 + struct.unpack("<I", data[pos + 4 : pos + 8])[0]
+    path = tmp_path / "flagged.nfcapd"
+    path.write_bytes(bytes(data))
+    table, report = read_table(path)
+    assert not report.skipped
+    assert table.num_rows == 43
+    assert table.column("octets").equals(read_table(original)[0].column("octets"))
+
+
+def test_a_record_of_the_other_layouts_type_counts_its_bytes(tmp_path: Path) -> None:
+    """F44: a 1.6 common record (type 10) in a 1.7 block, which holds V3 records only, was
+    counted as bad_record without its bytes."""
+    v16 = (FIXTURES / "nfcapd16_sf_v9_varsvc.nfcapd").read_bytes()
+    pos, common = 276 + 12, b""
+    while not common:
+        record_type, size = struct.unpack("<HH", v16[pos : pos + 4])
+        common = v16[pos : pos + size] if record_type == 10 else b""
+        pos += size
+    records = v2_records()
+    table, report = read_table(written(tmp_path, [[*records[:3], common, *records[3:]]]))
+    assert table.num_rows == FLOWS
+    assert dict(report.skipped) == {"bad_record": 1}
+    assert dict(report.skipped_bytes) == {"bad_record": len(common)} == {"bad_record": 84}
+
+
+# -- nfcapd.py: receive times ------------------------------------------------------------
+
+
+def with_times(record: bytes, first: int | None, last: int | None, received: int | None) -> bytes:
+    """A V3 record with EXgenericFlow's msecFirst, msecLast, msecReceived replaced (None:
+    kept)."""
+    out = bytearray(record)
+    at = element_at(record, 1)
+    for offset, value in ((0, first), (8, last), (16, received)):
+        if value is not None:
+            out[at + offset : at + offset + 8] = struct.pack("<Q", value)
+    return bytes(out)
+
+
+def test_two_damaged_receive_times_are_two_records_counted(tmp_path: Path) -> None:
+    """F46: records with a receive time past the µs range were counted as one problem of
+    one record, whatever their number."""
+    records = v2_records()
+    for k in (2, 3):
+        records[k] = with_times(records[k], None, None, 1 << 62)
+    table, report = read_table(written(tmp_path, [records]))
+    assert table.num_rows == FLOWS
+    assert dict(report.skipped) == {"bad_timestamp": 2}
+
+
+def test_records_without_a_receive_time_do_not_judge_a_stream_offline(tmp_path: Path) -> None:
+    """F47: whether an exporter's records were made offline (their receive times more than
+    a day after their ends) is judged on the records that have a receive time; those
+    without one arrive at the file's slot time, which says nothing of the collection. Here
+    only the timeless record has one, the slot is 10 days after the flows, and it is
+    placed at its receive time (counted), not left out as made offline."""
+    records = v2_records()
+    flows = [k for k, r in enumerate(records) if r[:2] == b"\x0b\x00"]
+    for k in flows:
+        records[k] = with_times(records[k], None, None, 0)
+    stat = read_raw(V2_FILE).stat
+    assert stat is not None
+    received = stat["msec_last"] + 1000
+    records[flows[0]] = with_times(records[flows[0]], 0, 0, received)
+    created = stat["msec_last"] // 1000 + 10 * 86_400
+    table, report = read_table(written(tmp_path, [records], edit={"created": created}))
+    assert report.repaired["receive_time"] == 1
+    assert table.column("first_seen").cast("int64")[0].as_py() == received * 1000
+
+
+def test_one_late_record_does_not_make_its_stream_offline(tmp_path: Path) -> None:
+    """F48: a stream is offline when even its least late timed record reached nfcapd more
+    than a day after it ended; judged on its latest one, one record received two days late
+    (a flow kept long by the exporter) left the stream's timeless records out. The
+    fixture's flows (softflowd reading a 2011 capture) are made live here: each received a
+    second after it ended."""
+    records = v2_records()
+    flows = [k for k, r in enumerate(records) if r[:2] == b"\x0b\x00"]
+    for n, k in enumerate(flows):  # received live: a second after they ended, one 2 days
+        at = element_at(records[k], 1) + 8
+        [last] = struct.unpack("<Q", records[k][at : at + 8])
+        records[k] = with_times(records[k], None, None, last + (2 * 86_400_000 if n == 1 else 1000))
+    records[flows[0]] = with_times(records[flows[0]], 0, 0, None)
+    table, report = read_table(written(tmp_path, [records]))
+    assert report.repaired["receive_time"] == 1
+    assert table.column("first_seen").cast("int64")[0].as_py() > 0
+
+
+# -- nfcapd.py: exporter, exporter-stats and sampler records ------------------------------
+
+
+def stats_record(count: int, *entries: tuple[int, int, int, int]) -> bytes:
+    """An exporter statistics record (type 8) of `count` exporters with these entries
+    (sysid, sequence failures, packets, flows), its size what they fill."""
+    body = b"".join(struct.pack("<IIQQ", *entry) for entry in entries)
+    return struct.pack("<HHI", 8, 8 + len(body), count) + body
+
+
+@pytest.mark.parametrize(
+    ("record", "name"),
+    [(stats_record(0), "count0"), (stats_record(2, (1, 0, 5, 5)), "short")],
+    ids=["count0", "short"],
+)
+def test_an_exporter_stats_record_not_of_its_counts_size_is_refused(
+    tmp_path: Path, record: bytes, name: str
+) -> None:
+    """F49 (a record of 0 exporters taken: nfdump refuses a count of 0) and F50 (a record
+    shorter than its count taken, its entries read past its end: a ValueError out of the
+    reader): an exporter statistics record is 8 + 24 bytes per exporter, at least one,
+    and another size is a damaged record, counted."""
+    records = v2_records()
+    table, report = read_table(written(tmp_path, [[*records, record]], f"{name}.nfcapd"))
+    assert table.num_rows == FLOWS
+    assert dict(report.skipped) == {"bad_exporter_record": 1}
+    assert report.skipped_bytes["bad_exporter_record"] == len(record)
+
+
+def test_an_exporter_record_of_version_0_names_no_version(tmp_path: Path) -> None:
+    """F51: an exporter record whose version is 0 (nfpcapd's, and a record nfcapd wrote
+    before it knew) added version 0 to the exporter's versions."""
+    records = v2_records()
+    exporter = bytearray(records[0])
+    exporter[4:8] = bytes(4)
+    flows = [bytes(r[:11]) + b"\x00" + r[12:] if r[:2] == b"\x0b\x00" else r for r in records]
+    _, report = read_table(written(tmp_path, [[bytes(exporter), *flows[1:]]]))
+    assert report.exporters[("127.0.0.1", 0)].versions == set()
+
+
+def test_an_ipv6_exporter_of_nfdump_1_7_1_is_read_high_half_first(tmp_path: Path) -> None:
+    """F52: before 1.7.8 an exporter record holds its address as ip_addr_t, two host-order
+    u64 with the high half first, and sa_family 10 for IPv6; the halves were swapped. No
+    fixture has an IPv6 exporter; the fixture's is made 2001:db8::7, 1.7.1's way."""
+    records = v2_records()
+    exporter = bytearray(records[0])
+    exporter[8:24] = struct.pack("<QQ", 0x20010DB8 << 32, 7)
+    exporter[24:26] = struct.pack("<H", 10)
+    table, report = read_table(written(tmp_path, [[bytes(exporter), *records[1:]]]))
+    assert set(table.column("exporter").to_pylist()) == {"2001:db8::7"}
+    assert ("2001:db8::7", 0) in report.exporters
+
+
+def test_stats_of_an_unknown_exporter_count_their_whole_entry(tmp_path: Path) -> None:
+    """F53: the statistics of an exporter the file defines no exporter record for were
+    counted as 8 bytes, not their 24-byte entry."""
+    records = v2_records()
+    record = stats_record(2, (1, 0, 5, 5), (99, 0, 3, 3))
+    table, report = read_table(written(tmp_path, [[*records, record]]))
+    assert table.num_rows == FLOWS and not report.skipped
+    assert report.ignored["nfcapd_stats_unknown_exporter"] == 1
+    assert report.ignored_bytes["nfcapd_stats_unknown_exporter"] == 24
+
+
+def sampler_v0(sampler_id: int, interval: int, sysid: int = 1) -> bytes:
+    """A type-9 sampler record (nfdump 1.6 to 1.7.1): id, interval, algorithm, sysid."""
+    return struct.pack("<HHiIHH", 9, 16, sampler_id, interval, 0, sysid)
+
+
+def test_a_1_7_1_sampler_of_interval_0_is_no_sampling(tmp_path: Path) -> None:
+    """F55: a type-9 sampler record whose interval is 0 gave the exporter's records a
+    sampling rate of 0; no sampling is a rate of 1 (as a type-15 record's 0 is)."""
+    records = v2_records()
+    table, report = read_table(written(tmp_path, [[records[0], sampler_v0(-3, 0), *records[1:]]]))
+    assert set(table.column("sampling_rate").to_pylist()) == {1}
+    assert report.exporters[("127.0.0.1", 0)].sampling_rate == 1
+
+
+def test_a_sampling_rate_of_2_32_minus_1_fits(tmp_path: Path) -> None:
+    """F56: one packet of every 4,294,967,295 fits the 32-bit rate; it was refused as a bad
+    sampler record, the records it sampled taken at the fixture's 1:1."""
+    records = v2_records()
+    sampler = _sampler_record(-3, 0xFFFFFFFE)
+    table, report = read_table(written(tmp_path, [[records[0], sampler, *records[1:]]]))
+    assert not report.skipped
+    assert set(table.column("sampling_rate").to_pylist()) == {0xFFFFFFFF}
+
+
+def test_a_flow_before_the_sampler_it_names_keeps_the_rate_in_force(tmp_path: Path) -> None:
+    """F58: a flow naming a sampler (1.7.8's EXsamplerInfo) that the block defines only
+    after it took a rate of 0; nfcapd did not know the sampler when it stored the flow,
+    which keeps the exporter's rate in force (here 1), and a flow after the sampler record
+    takes its 1:50."""
+    records = v2_records()
+    flows = [k for k, r in enumerate(records) if r[:2] == b"\x0b\x00"]
+    named = (18, struct.pack("<qH6x", 7, 1))
+    for k in flows[:2]:
+        records[k] = with_elements(records[k], named)
+    between = [*records[: flows[1]], _sampler_record(7, 49), *records[flows[1] :]]
+    table, _ = read_table(written(tmp_path, [between]))
+    rates = table.column("sampling_rate").to_pylist()
+    assert rates[:2] == [1, 50] and set(rates[2:]) == {1}
+
+
+def test_an_nsel_event_time_past_the_range_is_no_time(tmp_path: Path) -> None:
+    """F60: an EXnselCommon event time past the µs range (damage) was taken for a record's
+    missing times (a time past 2**61 µs); such an event is not the ASA's, and the record
+    keeps the times nfcapd stored (here none)."""
+    nsel = FIXTURES / "nfcapd171_nsel" / "nfcapd.first"
+    raw = read_raw(nsel)
+    record = bytearray(raw.blocks[0][1])
+    at = element_at(bytes(record), 19)
+    record[at : at + 8] = struct.pack("<Q", TIME_LIMIT_US // 1000 + 1)
+    raw.blocks[0][1] = bytes(record)
+    path = tmp_path / "event.nfcapd"
+    write_v2(path, raw)
+    table, _ = read_table(path)
+    original, _ = read_table(nsel)
+    times = [table.column(name).cast("int64").to_pylist() for name in ("first_seen", "last_seen")]
+    assert [column[0] for column in times] == [0, 0]
+    assert (
+        table.slice(1)
+        .drop_columns(["source_file"])
+        .equals(original.slice(1).drop_columns(["source_file"]))
+    )
+
+
+def test_an_array_record_with_up_to_7_bytes_of_alignment_is_metadata(tmp_path: Path) -> None:
+    """F63: an array record (NBAR, interface or VRF names) is aligned after its elements;
+    one with 4 bytes of it was taken for a damaged record type."""
+    array = struct.pack("<HHHH", 13, 16, 1, 4) + b"eth0" + bytes(4)
+    records = v2_records()
+    table, report = read_table(written(tmp_path, [[*records, array]]))
+    assert table.num_rows == FLOWS and not report.skipped
+    assert report.ignored_bytes["nfcapd_metadata_record"] == 16
+
+
+def test_a_stat_record_whose_flows_share_one_time_gives_the_span(tmp_path: Path) -> None:
+    """F65: a stat record whose first and last flow times are the same millisecond (one
+    flow, or flows of one instant) was taken as saying nothing of the file's time span."""
+    stat = read_raw(V2_FILE).stat
+    assert stat is not None
+    instant = stat["msec_first"]
+    path = written(tmp_path, [v2_records()], edit={"stat": {**stat, "msec_last": instant}})
+    assert nfcapd_time_span(path) == (instant * 1000, instant * 1000)
+    _, report = read_table(path)
+    stats = report.files[str(path)]
+    assert (stats.first_us, stats.last_us) == (instant * 1000, instant * 1000)
