@@ -1,5 +1,34 @@
-"""Behaviour of the nfcapd file reader (nfcapd.py) and the NSEL ledger (nsel.py) that no
-test pinned, found by a mutation audit: DOCSTRING-PENDING"""
+"""Behaviour of the nfcapd file reader (nfcapd.py) and of the Cisco NSEL ledger (nsel.py)
+that no test pinned, found by a mutation audit (an audit session's: 85 small changes, 66 to
+nfcapd.py and 19 to nsel.py, 24 of which the reader tests noticed; of the 61 they did not,
+57 were real gaps, killed here, and 4 are equivalent: the appendix offset taken only below
+the file's size (F01: one at its size is no appendix either way, and the cut is said the
+same); the bytes a record walk loses no longer floored at 0 (F41: the scan never stops past
+the block's end); a wrapped statistics size compared at 0xFFFF (F66: 8 + 24n never is, as
+S01); a teardown total equal to its updates taken as smaller (N02: 0 either way). Two of
+those noticed, a connection id of 2**44 keyed and an unstable sort (N07, N18), only
+test_nsel's property test met, by chance (300 random rows; in the audit's run it let N04,
+N05, N06, N10, N11, N14 and N15 pass), and are pinned here too. Most gaps are in how lost
+bytes are counted: a block's or an appendix block's 12 header bytes left out when it is cut,
+does not decompress or is of another type, a bad last header counted twice, a cut block
+header counted as 12 bytes, stray bytes after the appendix, the bytes of a record of the
+other layout or of an unknown exporter's statistics, two damaged receive times as one
+record, two blocks past the count as one; or cited at another byte (the encryption and
+compression bytes, a 1.6 stat record, the first block missing), or lost outright (the search
+for the next block header missing a header 4 bytes on, the last block, or any block of a
+big-endian file; a header of no appendix blocks; an appendix offset inside the last block).
+The rest are in what is damage (zero padding, an array record's alignment, an array block
+not of its count, a 1.6 block's flags, block type 1, an exporter statistics record of 0
+exporters or too short for its count, which raised a ValueError), in values (the slot time
+of records without a receive time, which streams are offline, exporter versions and IPv6
+addresses, sampling rates of 0, 2**32 - 1 and of a sampler defined after its flow, NSEL
+event times past the range, a one-instant time span, the stat record's flows against
+aggregated records) and in the NSEL ledger (a wrap at exactly 2**32, a day's bound on both
+sides, stretches after a teardown, the ledger across batches, stream codes across files,
+64-bit counters). Each test fails with its change applied and names it: F nfcapd.py, N
+nsel.py. The inputs are the real fixtures (fixtures/README.md) with a header field, a block,
+an appendix or a record edited, written again with nfcapd_write; the ledger's are rows, held
+to settle_reference."""
 
 from __future__ import annotations
 
@@ -12,6 +41,17 @@ import pytest
 from obserae_forensics.readers.compression import BZ2, NONE
 from obserae_forensics.readers.nfcapd import nfcapd_time_span
 from obserae_forensics.readers.nfcapd_write import read_raw, swap_record, write_v2
+from obserae_forensics.readers.nsel import (
+    COUNTERS as NSEL_COUNTERS,
+)
+from obserae_forensics.readers.nsel import (
+    EVENT_TEARDOWN,
+    EVENT_UPDATE,
+    FORGET_AFTER_US,
+    STREAM_LIMIT,
+    NselLedger,
+    settle_reference,
+)
 from obserae_forensics.times import TIME_LIMIT_US
 from tests.readers.test_nfcapd import FIXTURES, read_table
 from tests.readers.test_nfcapd_damage import _sampler_record
@@ -689,3 +729,150 @@ def test_a_stat_record_whose_flows_share_one_time_gives_the_span(tmp_path: Path)
     _, report = read_table(path)
     stats = report.files[str(path)]
     assert (stats.first_us, stats.last_us) == (instant * 1000, instant * 1000)
+
+
+# -- nsel.py -----------------------------------------------------------------------------
+
+UPDATE, TEARDOWN = EVENT_UPDATE, EVENT_TEARDOWN
+Row = tuple[int, int, int, int, int]  # stream, connection, event, last_seen (µs), octets
+
+
+def settled(ledger: NselLedger, rows: list[Row]) -> list[int]:
+    """The octets of `rows` (one batch) after `ledger` settled them."""
+    stream = np.array([r[0] for r in rows], dtype=np.uint64)
+    connection = np.array([r[1] for r in rows], dtype=np.uint64)
+    event = np.array([r[2] for r in rows], dtype=np.uint64)
+    last_seen = np.array([r[3] for r in rows], dtype=np.int64)
+    counters = np.zeros((len(rows), len(NSEL_COUNTERS)), dtype=np.uint64)
+    counters[:, 0] = [r[4] for r in rows]
+    ledger.settle(stream, connection, event, last_seen, counters)
+    return [int(v) for v in counters[:, 0]]
+
+
+def reference(rows: list[Row]) -> list[int]:
+    """settle_reference's octets for `rows`, one record at a time."""
+    counters = np.zeros((len(rows), len(NSEL_COUNTERS)), dtype=np.uint64)
+    counters[:, 0] = [r[4] for r in rows]
+    settle_reference(
+        {},
+        np.array([r[0] for r in rows], dtype=np.uint64),
+        np.array([r[1] for r in rows], dtype=np.uint64),
+        np.array([r[2] for r in rows], dtype=np.uint64),
+        np.array([r[3] for r in rows], dtype=np.int64),
+        counters,
+    )
+    return [int(v) for v in counters[:, 0]]
+
+
+def test_updates_of_exactly_2_32_bytes_settle_a_wrapped_total() -> None:
+    """N01: updates summing to exactly 2**32 bytes, then a teardown whose 4-byte total
+    wrapped to 5: the teardown adds the 5 bytes past them (the difference mod 2**32); at
+    exactly 2**32 the wrap was not seen and the teardown gave 0."""
+    rows: list[Row] = [(0, 1, UPDATE, 0, 1 << 31), (0, 1, UPDATE, 1, 1 << 31)]
+    rows.append((0, 1, TEARDOWN, 2, 5))
+    assert settled(NselLedger(), rows) == reference(rows) == [1 << 31, 1 << 31, 5]
+
+
+def test_an_update_exactly_a_day_before_the_teardown_is_taken() -> None:
+    """N04 (in one batch) and N06 (across two): an update is forgotten only more than a day
+    before its connection's next event (settle_reference keeps it at exactly a day)."""
+    rows: list[Row] = [(0, 1, UPDATE, 0, 30), (0, 1, TEARDOWN, FORGET_AFTER_US, 50)]
+    assert settled(NselLedger(), rows) == reference(rows) == [30, 20]
+    ledger = NselLedger()
+    assert settled(ledger, rows[:1]) == [30]
+    assert settled(ledger, rows[1:]) == [20]
+
+
+def test_a_teardown_takes_only_the_updates_since_the_last_teardown() -> None:
+    """N05 (the updates before an earlier teardown of the same connection id taken again)
+    and N14 (the ledger's updates, carried from an earlier batch, taken by every teardown
+    of the batch, not only the first): a connection id reused after its teardown starts
+    afresh."""
+    rows: list[Row] = [
+        (0, 1, UPDATE, 0, 5),
+        (0, 1, TEARDOWN, 1, 5),
+        (0, 1, UPDATE, 2, 7),
+        (0, 1, TEARDOWN, 3, 10),
+    ]
+    assert settled(NselLedger(), rows) == reference(rows) == [5, 0, 7, 3]
+    ledger = NselLedger()
+    assert settled(ledger, rows[:1]) == [5]
+    assert settled(ledger, rows[1:]) == [0, 7, 3]
+
+
+def test_a_stream_or_connection_past_the_keys_bits_settles_nothing() -> None:
+    """N08 (stream code 2**20, which does not fit the key's 20 stream bits, taken: its key
+    wrapped to stream 0's) and N07 (connection id 2**44, past the key's 44 connection
+    bits, taken: its key was stream 1's connection 0): each teardown took another
+    connection's updates. (The property test of test_nsel meets N07 by chance only.)"""
+    rows: list[Row] = [(0, 1, UPDATE, 0, 5), (STREAM_LIMIT, 1, TEARDOWN, 1, 5)]
+    assert settled(NselLedger(), rows) == reference(rows) == [5, 5]
+    rows = [(1, 0, UPDATE, 0, 5), (0, 1 << 44, TEARDOWN, 1, 5)]
+    assert settled(NselLedger(), rows) == reference(rows) == [5, 5]
+
+
+def test_a_batchs_records_are_settled_in_their_order() -> None:
+    """N18: the records of a connection are settled in the order they came, so the sort by
+    connection must keep it (an unstable sort mixed 40 records of three exporters' streams
+    and settled teardowns against updates that came after them). (The property test of
+    test_nsel meets it by chance only.)"""
+    rows: list[Row] = [
+        (i % 3, 1, UPDATE if i % 2 == 0 else TEARDOWN, i, i + 1 if i % 2 == 0 else 3 * (i + 1))
+        for i in range(40)
+    ]
+    assert settled(NselLedger(), rows) == reference(rows)
+
+
+def test_updates_in_several_batches_add_up_in_the_ledger() -> None:
+    """N10: a connection's updates in a later batch replace its entry in the ledger; kept
+    beside it, the teardown found the first batch's entry, not the sum (5 + 7)."""
+    rows: list[Row] = [(0, 1, UPDATE, 0, 5), (0, 1, UPDATE, 1, 7), (0, 1, TEARDOWN, 2, 20)]
+    ledger = NselLedger()
+    assert [settled(ledger, [row])[0] for row in rows] == reference(rows) == [5, 7, 8]
+    assert len(ledger.keys) == 0
+
+
+def test_a_torn_down_connection_leaves_the_ledger() -> None:
+    """N11: a connection whose batch ends with its teardown stayed in the ledger, so a
+    later teardown of the same id (a new connection, no updates) lost the old updates."""
+    ledger = NselLedger()
+    assert settled(ledger, [(0, 1, UPDATE, 0, 5), (0, 1, TEARDOWN, 1, 5)]) == [5, 0]
+    assert len(ledger.keys) == 0
+    assert settled(ledger, [(0, 1, TEARDOWN, 2, 9)]) == [9]
+
+
+def test_the_ledger_dates_a_connection_by_its_last_update() -> None:
+    """N15: the ledger kept the time of a batch's first update of a connection, so updates
+    ending within a day of the teardown were forgotten when the first was older."""
+    hours = 3_600_000_000
+    ledger = NselLedger()
+    assert settled(ledger, [(0, 1, UPDATE, 0, 5), (0, 1, UPDATE, 20 * hours, 5)]) == [5, 5]
+    assert settled(ledger, [(0, 1, TEARDOWN, 36 * hours, 25)]) == [15]
+
+
+def test_an_exporter_keeps_its_stream_code_across_files() -> None:
+    """N17: the run-wide code of an (exporter, domain) stream is the one it got first; a
+    new code on every file kept an update in one nfcapd file from its teardown in the
+    next."""
+    ledger = NselLedger()
+    first = ledger.stream_codes([("10.0.0.1", 0), ("10.0.0.2", 0)]).tolist()
+    assert ledger.stream_codes([("10.0.0.2", 0), ("10.0.0.1", 0)]).tolist() == first[::-1]
+    assert first == [0, 1]
+
+
+def test_settling_a_batch_leaves_counters_past_32_bits_whole() -> None:
+    """N19: the counters a batch's teardowns are settled in were 32 bits wide, so an update
+    of 2**33 + 5 bytes in the same batch came back as 5 (every row is written back)."""
+    ledger = NselLedger()
+    columns = {
+        "octets": np.array([(1 << 33) + 5, (1 << 33) + 9], dtype=np.uint64),
+        "last_seen": np.array([0, 1], dtype=np.int64),
+    }
+    changed = ledger.settle_columns(
+        np.zeros(2, dtype=np.uint64),
+        np.ones(2, dtype=np.uint64),
+        np.array([UPDATE, TEARDOWN], dtype=np.uint64),
+        columns,
+    )
+    assert changed.tolist() == [False, True]
+    assert columns["octets"].tolist() == [(1 << 33) + 5, 4]
