@@ -36,6 +36,7 @@ import struct
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from obserae_forensics.readers.compression import BZ2, NONE
@@ -277,9 +278,9 @@ def test_a_header_without_its_creation_time_dates_by_the_stat_records_last_flow(
     table, _ = read_table(path)
     stat = read_raw(V2_FILE).stat
     assert stat is not None and stat["msec_first"] < stat["msec_last"]
-    arrival = table.column("arrival").cast("int64").to_pylist()
+    arrival = table.column("arrival").cast(pa.int64()).to_pylist()
     assert arrival[0] == stat["msec_last"] * 1000
-    assert arrival[1:] == read_table(V2_FILE)[0].column("arrival").cast("int64").to_pylist()[1:]
+    assert arrival[1:] == read_table(V2_FILE)[0].column("arrival").cast(pa.int64()).to_pylist()[1:]
 
 
 # -- nfcapd.py: the stat record against the blocks ---------------------------------------
@@ -560,7 +561,7 @@ def test_records_without_a_receive_time_do_not_judge_a_stream_offline(tmp_path: 
     created = stat["msec_last"] // 1000 + 10 * 86_400
     table, report = read_table(written(tmp_path, [records], edit={"created": created}))
     assert report.repaired["receive_time"] == 1
-    assert table.column("first_seen").cast("int64")[0].as_py() == received * 1000
+    assert table.column("first_seen").cast(pa.int64())[0].as_py() == received * 1000
 
 
 def test_one_late_record_does_not_make_its_stream_offline(tmp_path: Path) -> None:
@@ -578,7 +579,7 @@ def test_one_late_record_does_not_make_its_stream_offline(tmp_path: Path) -> Non
     records[flows[0]] = with_times(records[flows[0]], 0, 0, None)
     table, report = read_table(written(tmp_path, [records]))
     assert report.repaired["receive_time"] == 1
-    assert table.column("first_seen").cast("int64")[0].as_py() > 0
+    assert table.column("first_seen").cast(pa.int64())[0].as_py() > 0
 
 
 # -- nfcapd.py: exporter, exporter-stats and sampler records ------------------------------
@@ -699,7 +700,9 @@ def test_an_nsel_event_time_past_the_range_is_no_time(tmp_path: Path) -> None:
     write_v2(path, raw)
     table, _ = read_table(path)
     original, _ = read_table(nsel)
-    times = [table.column(name).cast("int64").to_pylist() for name in ("first_seen", "last_seen")]
+    times = [
+        table.column(name).cast(pa.int64()).to_pylist() for name in ("first_seen", "last_seen")
+    ]
     assert [column[0] for column in times] == [0, 0]
     assert (
         table.slice(1)
