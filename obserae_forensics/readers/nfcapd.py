@@ -524,6 +524,10 @@ def _read_appendix(f: IO[bytes], header: _Header, source: str, size: int) -> boo
             return True
         payload = f.read(stored)
         code = _block_codec(int(block["flags"]), header)
+        if code not in COMPRESSION_NAMES:
+            # the file is refused whole for this code (_read): one problem, at byte 16, not a
+            # second at its appendix that --strict stopped on first
+            return True
         try:
             data = decompress_block(code, payload, source=source, offset=pos)
         except BadCompression as error:
