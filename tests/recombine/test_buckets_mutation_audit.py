@@ -10,7 +10,7 @@ loop fully: the loop is raised all the same), P27 (_chained holds one bucket mor
 (_scratch in one record batch: memory only), C08, C09 (_named not matching conversation
 ids: a conversation's id is always its first fragment's session id, chain.py), C10
 (find_fragments not sorting by fragment_index: the fragments table is in that order
-already). Three more were killed only by the property test of test_partitioned.py, after
+already). Four more were killed only by the property test of test_partitioned.py, after
 minutes of shrinking (P13, P14: a test here pins them in a fraction of a second; P21, P32).
 Each test fails with its change applied and names it. The earlier audits' are in
 tests/recombine/test_mutation_audit.py; addresses.py's in tests/test_addresses_mutation_audit.py."""
