@@ -11,7 +11,7 @@ loop fully: the loop is raised all the same), P27 (_chained holds one bucket mor
 ids: a conversation's id is always its first fragment's session id, chain.py), C10
 (find_fragments not sorting by fragment_index: the fragments table is in that order
 already). Four more were killed only by the property test of test_partitioned.py, after
-minutes of shrinking (P13, P14: a test here pins them in a fraction of a second; P21, P32).
+minutes of shrinking (P13, P14, P21, P32): tests here pin them in a fraction of a second.
 Each test fails with its change applied and names it. The earlier audits' are in
 tests/recombine/test_mutation_audit.py; addresses.py's in tests/test_addresses_mutation_audit.py."""
 
@@ -103,6 +103,23 @@ def test_a_bucket_keeps_its_sessions_in_table_order(tmp_path: Path) -> None:
     joined = [c["session_ids"] for c in whole.conversations.to_pylist() if "C" in c["session_ids"]]
     assert joined == [["A", "C"]]
     for k in (1, 3, 100):
+        recombine_runs([run], tmp_path / f"parts{k}", bucket_sessions=k)
+        assert outputs(tmp_path / f"parts{k}") == outputs(tmp_path / "whole"), k
+
+
+def test_conversations_of_one_instant_merge_by_exporter_then_id_a_few_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kills P21 (the merge sorting conversation_id before exporter) and P32 (the output's
+    row groups of MERGE_ROWS conversations, not OUTPUT_ROWS rows) without the minutes of
+    shrinking the property test took: conversations opened at one instant, whose exporters'
+    order is their ids' reversed, merged two at a time, come out as chaining everything at
+    once writes them, byte for byte."""
+    monkeypatch.setattr(partitioned, "MERGE_ROWS", 2)
+    rows = [_keyed(f"c{i}", 100 + i // 4, i, exporter=f"192.0.2.{9 - i % 4}") for i in range(12)]
+    run = write_run(tmp_path / "run", rows)
+    write_recombined(recombine_tables([run]), tmp_path / "whole")
+    for k in (1, 2, 5):
         recombine_runs([run], tmp_path / f"parts{k}", bucket_sessions=k)
         assert outputs(tmp_path / f"parts{k}") == outputs(tmp_path / "whole"), k
 
