@@ -640,6 +640,16 @@ def test_a_flow_block_retyped_as_an_array_block_is_a_problem(corpus: Path, tmp_p
     assert problem.offset == 40 and "26 of them flow records" in problem.message
 
 
+def array_block_file(path: Path, count: int, element_size: int, elements: bytes) -> Path:
+    """A 1.7.8 file of one array block (type 4) of `count` elements of `element_size` bytes
+    after their record header, as maxmind.c's PushArrayHeader writes one; no appendix."""
+    body = struct.pack("<HH", 2, element_size) + elements
+    block = struct.pack("<IIHH", count, len(body), 4, 0) + body
+    header = struct.pack("<HHIqBBHIqII", 0xA50C, 2, 0x01070800, 1_700_000_000, 0, 0, 0, 7, 0, 0, 1)
+    path.write_bytes(header + block)
+    return path
+
+
 def test_an_array_block_as_nfdump_writes_one_is_not_a_problem(tmp_path: Path) -> None:
     """Found by review: nfdump's GeoDB files hold type-4 blocks (a record header giving the
     element size, then bare elements, maxmind.c's PushArrayHeader); walked as records, an
@@ -662,11 +672,7 @@ def test_an_array_block_as_nfdump_writes_one_is_not_a_problem(tmp_path: Path) ->
         )
         for i in range(50)
     )
-    body = struct.pack("<HH", 2, 40) + elements
-    block = struct.pack("<IIHH", 50, len(body), 4, 0) + body
-    header = struct.pack("<HHIqBBHIqII", 0xA50C, 2, 0x01070800, 1_700_000_000, 0, 0, 0, 7, 0, 0, 1)
-    path = tmp_path / "geodb.nfcapd"
-    path.write_bytes(header + block)
+    path = array_block_file(tmp_path / "geodb.nfcapd", 50, 40, elements)
     table, report = read_table(path)
     assert table.num_rows == 0 and not report.skipped
     assert dict(report.ignored) == {"nfcapd_array_block": 1}

@@ -57,7 +57,7 @@ from obserae_forensics.readers.nsel import (
 from obserae_forensics.report import RunReport
 from obserae_forensics.times import TIME_LIMIT_US
 from tests.readers.test_nfcapd import FIXTURES, read_table
-from tests.readers.test_nfcapd_damage import _sampler_record
+from tests.readers.test_nfcapd_damage import _sampler_record, array_block_file
 from tests.readers.test_nfcapd_mutation_audit import element_at, with_elements
 
 V2_FILE = FIXTURES / "nfcapd178_sf_v9_varsvc.bz2.nfcapd"  # exporter, sampler, 72 flows, stats
@@ -463,11 +463,7 @@ def test_an_array_block_counting_other_than_its_records_is_an_array(tmp_path: Pa
     counts (a flow block's are); here 10 elements read as 11 records, and the block was
     refused as unsupported_block."""
     elements = struct.pack("<HHHH", 11, 8, 11, 8) * 10  # 8-byte elements, read 4 bytes in
-    body = struct.pack("<HH", 2, 4) + elements
-    block = struct.pack("<IIHH", 10, len(body), 4, 0) + body
-    header = struct.pack("<HHIqBBHIqII", 0xA50C, 2, 0x01070800, 1_700_000_000, 0, 0, 0, 7, 0, 0, 1)
-    path = tmp_path / "array.nfcapd"
-    path.write_bytes(header + block)
+    path = array_block_file(tmp_path / "array.nfcapd", 10, 4, elements)
     table, report = read_table(path)
     assert table.num_rows == 0 and not report.skipped
     assert dict(report.ignored) == {"nfcapd_array_block": 1}
