@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -60,3 +62,17 @@ def need_tool(name: str) -> str:
     if path is None:
         pytest.skip(f"{name} is not installed (apt-get install nfdump tshark)")
     return path
+
+
+def refuse_listing(monkeypatch: pytest.MonkeyPatch, directory: Path) -> Callable[..., object]:
+    """Make `directory` unlistable (EACCES), as a mount the run may not read is: the tests
+    run as root, whom chmod does not stop. Returns the real os.scandir, to put back."""
+    listing = os.scandir
+
+    def refused(path: object = ".") -> object:
+        if not isinstance(path, int) and os.fspath(path) == str(directory):  # type: ignore[arg-type]
+            raise PermissionError(errno.EACCES, "Permission denied", str(directory))
+        return listing(path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "scandir", refused)
+    return listing

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from obserae_forensics.cli import app
 from obserae_forensics.readers.pcap import iter_frames
 from obserae_forensics.report import RunReport
-from tests.conftest import need_tool
+from tests.conftest import need_tool, refuse_listing
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "sf_v9_varsvc.pcap"
 runner = CliRunner()
@@ -532,20 +532,12 @@ def test_inputs_none_of_which_can_be_read_are_refused(
     pipe such as `<(zcat x.pcap.gz)`, a directory that cannot be listed) gave an empty run
     and exit 0, where an empty directory is refused; and a directory that could not be
     listed was said to be empty, alone, or counted twice, beside others."""
-    import errno
 
     empty = tmp_path / "empty.pcap"
     empty.write_bytes(b"")
     locked = tmp_path / "locked"
     locked.mkdir()
-    listing = os.scandir
-
-    def refused(path: object = ".") -> object:
-        if not isinstance(path, int) and os.fspath(path) == str(locked):  # type: ignore[arg-type]
-            raise PermissionError(errno.EACCES, "Permission denied", str(locked))
-        return listing(path)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(os, "scandir", refused)
+    refuse_listing(monkeypatch, locked)
     for inputs, said in (
         ([empty], "unrecognised magic in an empty file"),
         ([Path(os.devnull)], "not a regular file"),

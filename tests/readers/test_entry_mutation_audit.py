@@ -41,7 +41,7 @@ from obserae_forensics.readers import (
 )
 from obserae_forensics.readers._batch import flow_batch
 from obserae_forensics.report import RunReport
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, refuse_listing
 from tests.readers.test_input_order import capture
 from tests.readers.test_ipfix import EXPORT_S, message, template
 from tests.readers.test_ipfix import data as data_set
@@ -116,14 +116,7 @@ def test_an_empty_directory_is_said_beside_one_that_cannot_be_listed(
     capture(sensor2 / "a.pcap", "10.0.0.1", 200_000, 0)
     locked = sensor2 / "locked"
     capture(locked / "c.pcap", "10.0.0.3", 1_000, 2)
-    listing = os.scandir
-
-    def refused(path: object = ".") -> object:
-        if os.fspath(path) == str(locked):  # type: ignore[arg-type]
-            raise PermissionError(errno.EACCES, "Permission denied", str(locked))
-        return listing(path)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(os, "scandir", refused)
+    refuse_listing(monkeypatch, locked)
     report = RunReport()
     found = discover_inputs([empty, locked, sensor2], report)
     assert [f.path.name for f in found] == ["a.pcap"]

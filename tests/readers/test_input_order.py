@@ -26,7 +26,7 @@ from obserae_forensics.readers.nfcapd import V3_RECORD, first_arrival, read_nfca
 from obserae_forensics.readers.nfcapd_write import read_raw, write_v2
 from obserae_forensics.report import RunReport
 
-from ..conftest import CORPUS, FIXTURES
+from ..conftest import CORPUS, FIXTURES, refuse_listing
 from .test_netflow_v5 import EXPORT_S, v5
 from .test_pcap import pcap_bytes
 
@@ -219,14 +219,7 @@ def test_a_directory_that_cannot_be_listed_and_a_full_tmpdir_are_counted(
 
     locked = evidence / "case" / "locked"
     capture(locked / "c.pcap", "10.0.0.3", 1_000, 2)
-    listing = os.scandir
-
-    def refused(path: object = ".") -> object:
-        if os.fspath(path) == str(locked):  # type: ignore[arg-type]
-            raise PermissionError(errno.EACCES, "Permission denied", str(locked))
-        return listing(path)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(os, "scandir", refused)
+    listing = refuse_listing(monkeypatch, locked)
     report = RunReport()
     assert len(discover_inputs([evidence / "case"], report)) == 2
     assert report.skipped == {"unreadable": 1}
