@@ -559,6 +559,7 @@ def test_inputs_none_of_which_can_be_read_are_refused(
     case.mkdir()
     locked.rename(case / "locked")
     locked = case / "locked"
+    refuse_listing(monkeypatch, locked)  # where it is now
     for given in (locked, case):
         result = runner.invoke(
             app,
