@@ -8,7 +8,8 @@ the block's end); a wrapped statistics size compared at 0xFFFF (F66: 8 + 24n nev
 S01); a teardown total equal to its updates taken as smaller (N02: 0 either way). Two of
 those noticed, a connection id of 2**44 keyed and an unstable sort (N07, N18), only
 test_nsel's property test met, by chance (300 random rows; in the audit's run it let N04,
-N05, N06, N10, N11, N14 and N15 pass), and are pinned here too. Most gaps are in how lost
+N05, N06, N10, N11, N14 and N15 pass), and are pinned here too (a later session added
+test_nsel's busy-connections test, which meets all nine). Most gaps are in how lost
 bytes are counted: a block's or an appendix block's 12 header bytes left out when it is cut,
 does not decompress or is of another type, a bad last header counted twice, a cut block
 header counted as 12 bytes, stray bytes after the appendix, the bytes of a record of the
