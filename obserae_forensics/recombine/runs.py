@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..errors import UsageError
+from ..protocols import protocol_keyword
 from ..schema import SESSIONS_SCHEMA, TIMESTAMP
 from ..tables.layout import FLOWS_FILE, MANIFEST_FILE, SESSIONS_FILE
 from ..tables.manifest import read_manifest
@@ -394,6 +395,9 @@ def _cast(
         raise UsageError(f"{path}: column {name} ({column.type}) is not {kind}") from exc
 
 
+_PROTOCOL_KEYWORDS = pa.array([protocol_keyword(number) for number in range(256)])
+
+
 def _default_column(name: str, table: pa.Table, n: int) -> pa.Array[Any] | pa.ChunkedArray[Any]:
     """Fill an optional column the sessionizer did not write, from the columns it did."""
     fallbacks = {
@@ -405,7 +409,9 @@ def _default_column(name: str, table: pa.Table, n: int) -> pa.Array[Any] | pa.Ch
     if name in fallbacks:
         return table.column(fallbacks[name]).cast(_SESSION_TYPES[name])
     if name == "protocol":
-        return pc.cast(table.column("protocol_number"), pa.string())
+        # the keyword sessionize writes (TCP, not 6: a trimmed table's conversations would
+        # otherwise name their protocol unlike every other run's)
+        return pc.take(_PROTOCOL_KEYWORDS, table.column("protocol_number").cast(pa.uint8()))
     if name == "role_method":
         return pa.array(["unknown"] * n, pa.string())
     if name == "flow_count" or name == "late_records" or name == "exporter_domain":
