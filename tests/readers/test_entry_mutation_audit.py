@@ -13,11 +13,12 @@ were pinned by a later session: the audit's inputs had theirs given at their fil
 (TcpStreams.pause), but the messages behind a false header wait for the run's end
 (TcpStreams.finish). Most gaps are in what a forensic report says of what it did not
 read: the bytes of an unreadable or unknown file, an empty directory beside a locked one,
-a file named twice that was its own other name, a file gone midway; the rest in the order of the inputs (a capture with no frame, a tie through a
-link), the bounds of the repairs (a start a day after its end, no arrival, ICMPv6 types 0
-and 256), the place a repair is cited at, and the window's bounds. Each test fails with its
-change applied and names it (R). Inputs are the real fixtures (fixtures/README.md), the
-captures the reader tests build, and batches built as the decoders build them."""
+a file named twice that was its own other name, a file gone midway; the rest in the order
+of the inputs (a capture with no frame, a tie through a link), the bounds of the repairs (a
+start a day after its end, no arrival, ICMPv6 types 0 and 256), the place a repair is cited
+at, and the window's bounds. Each test fails with its change applied and names it (R).
+Inputs are the real fixtures (fixtures/README.md), the captures the reader tests build, and
+batches built as the decoders build them."""
 
 from __future__ import annotations
 
