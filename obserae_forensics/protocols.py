@@ -40,6 +40,12 @@ PROTOCOL_KEYWORDS: dict[int, str] = {
 }
 
 
+# the protocols whose endpoints carry ports (sessions.md, "Words"): TCP, UDP, SCTP, UDP-Lite.
+# The kernel's _canonical spells them out (numba reads no tuple of a module's); a test holds
+# it to this one.
+PORT_PROTOCOLS: tuple[int, ...] = (6, 17, 132, 136)
+
+
 def protocol_keyword(number: int) -> str:
     """IANA keyword of a protocol number, or the number as text when it has none here."""
     return PROTOCOL_KEYWORDS.get(number, str(number))

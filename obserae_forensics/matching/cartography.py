@@ -34,6 +34,7 @@ import numpy.typing as npt
 import yaml
 
 from ..errors import UsageError
+from ..protocols import PORT_PROTOCOLS
 from .address_sets import (
     AddressCells,
     AddressSet,
@@ -45,7 +46,6 @@ from .address_sets import (
 from .builtin_networks import BUILTIN_NAMES, builtin_sets
 from .services import (
     PORT_MAX,
-    PORT_PROTOCOLS,
     Service,
     merge_port_ranges,
     parse_port_range,

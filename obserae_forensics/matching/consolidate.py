@@ -45,9 +45,9 @@ import pyarrow.compute as pc
 from ..counters import COUNTER_CEILING, ceiling_sums
 from ..ids import endpoint_pair_hashes, hex_ids, id_sort_keys
 from ..jit_cache import drop_stale_jit_cache, njit, read_only
+from ..protocols import PORT_PROTOCOLS
 from ..schema import TIMESTAMP
 from .columns import column_values
-from .services import PORT_PROTOCOLS
 
 if TYPE_CHECKING:
     # an ndarray is a buffer (numpy's stubs say so from Python 3.12 on only)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ..protocols import PROTOCOL_KEYWORDS
+from ..protocols import PORT_PROTOCOLS, PROTOCOL_KEYWORDS
 
 # names a rule or a query may give a protocol: IANA's keywords, which the sessions table
 # writes (`EIGRP`, `HOPOPT` were refused: an audit), and the usual short names
@@ -49,7 +49,6 @@ PROTOCOL_NUMBERS.update(
         if keyword.lower() not in PROTOCOL_NUMBERS and keyword.lower() not in TUNNEL_KEYWORDS
     }
 )
-PORT_PROTOCOLS = frozenset({6, 17, 132, 136})  # TCP, UDP, SCTP, UDP-Lite
 # protocols of one IP version only: ICMP and IGMP are IPv4's (IPv6 has ICMPv6 and MLD in it)
 PROTOCOL_FAMILIES: dict[int, int] = {1: 4, 2: 4, 58: 6}
 PORT_MAX = 65535

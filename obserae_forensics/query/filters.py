@@ -47,11 +47,11 @@ from ..matching.address_sets import ADDRESS_VALUE, AddressSet
 from ..matching.cartography import Cartography
 from ..matching.services import (
     PORT_MAX,
-    PORT_PROTOCOLS,
     PROTOCOL_NUMBERS,
     parse_port_range,
     parse_protocol,
 )
+from ..protocols import PORT_PROTOCOLS
 from ..schema import CLOSE_REASONS, STATES
 from ..times import nfdump_time
 
@@ -262,7 +262,7 @@ def service(frame: pd.DataFrame, text: str) -> pd.Series:
             raise UsageError(
                 f"service {text!r}: ports need a protocol (tcp, udp, sctp or udplite), not any"
             )
-        if not set(_protocol_numbers((protocol_text,))) <= PORT_PROTOCOLS:
+        if not set(_protocol_numbers((protocol_text,))).issubset(PORT_PROTOCOLS):
             raise UsageError(
                 f"service {text!r}: {protocol_text} has no ports (the Cartography refuses them too)"
             )

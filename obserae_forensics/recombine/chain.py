@@ -47,6 +47,7 @@ import pyarrow.compute as pc
 
 from ..counters import ceiling_sums
 from ..errors import LinkCycle, UsageError
+from ..protocols import PORT_PROTOCOLS
 from ..schema import SESSIONS_SCHEMA, TIMESTAMP
 from ..sessionize.row import OPENING_ONLY, REFUSAL_ONLY
 from ..sessionize.row import TCP_ACK as ACK
@@ -62,7 +63,6 @@ _Bools: TypeAlias = npt.NDArray[np.bool_]
 _Int64s: TypeAlias = npt.NDArray[np.int64]
 
 TCP, UDP, ICMP, ICMPV6 = 6, 17, 1, 58
-PORTED_PROTOCOLS = (6, 17, 132, 136)  # TCP, UDP, SCTP, UDP-Lite: endpoints carry ports
 
 IDLE_NAMES = ("tcp_established", "tcp_half_open", "udp", "icmp", "other")
 # link reasons: why a fragment is not part of the one before it (index = code, 0 = root)
@@ -383,7 +383,7 @@ def chain_sessions(
     ip_a, ip_b, client_ip, server_ip = _codes(
         col("ip_a"), col("ip_b"), col("client_ip"), col("server_ip")
     )
-    ported = np.isin(protocol, PORTED_PROTOCOLS)
+    ported = np.isin(protocol, PORT_PROTOCOLS)
 
     def endpoint(ip: _Int64s, port_name: str) -> _Int64s:
         port = np.where(ported, numpy_of(col(port_name), "int64"), 0)

@@ -39,6 +39,7 @@ import pyarrow.parquet as pq
 
 from ..errors import LinkCycle, UsageError
 from ..ids import endpoint_pair_hashes, text_hashes
+from ..protocols import PORT_PROTOCOLS
 from ..tables.layout import SESSIONS_FILE
 from ..tables.parquet import (
     PAGE_CHECKSUMS,
@@ -52,7 +53,6 @@ from ..tables.scratch import owned_directory
 from .chain import (
     ANOMALIES,
     FRAGMENTS_SCHEMA,
-    PORTED_PROTOCOLS,
     RECOMBINED_SCHEMA,
     Chains,
     RunsContext,
@@ -97,7 +97,7 @@ def _open_files() -> int:
 
 def _route(table: pa.Table, buckets: int) -> tuple[pa.Table, np.ndarray]:
     """Rows grouped by the bucket of their endpoint pair (stable), and rows per bucket."""
-    pair = endpoint_pair_hashes(table, port_protocols=PORTED_PROTOCOLS)
+    pair = endpoint_pair_hashes(table, port_protocols=PORT_PROTOCOLS)
     bucket = (pair % np.uint64(buckets)).astype(np.int64)
     order = np.argsort(bucket, kind="stable")
     # (the stubs type pa.array of any ndarray as a BooleanArray: these are positions)

@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..protocols import PORT_PROTOCOLS
 from ..times import iso_us
 from .chain import LINK_REASONS, nice_above
 from .runs import Run
@@ -188,7 +189,7 @@ def _summaries(source: Source, rows: list[int]) -> dict[int, dict[str, Any]]:
         by_conversation.setdefault(fragment["conversation_id"], []).append(fragment)
     out: dict[int, dict[str, Any]] = {}
     for row_index, row in zip(rows, picked, strict=True):
-        ported = row["protocol_number"] in (6, 17, 132, 136)
+        ported = row["protocol_number"] in PORT_PROTOCOLS
         start = row["first_seen"]
         timeline = []
         for fragment in sorted(
@@ -275,7 +276,7 @@ def _outside_window(
         entries = []
         for row in _rows_us(source.take(rows).select(columns)):
             start_us, end_us = source.exporter_windows[row["exporter"]]
-            ported = row["protocol_number"] in (6, 17, 132, 136)
+            ported = row["protocol_number"] in PORT_PROTOCOLS
             entry = {
                 "conversation_id": row["conversation_id"],
                 "exporter": row["exporter"],

@@ -28,10 +28,6 @@ from ..addresses import address_matrix
 from ..ids import fold, text_seed
 from .row import REVERSE_FLAGS_SHIFT, SIGN_BIT
 
-PORT_PROTOCOLS = (6, 17, 132, 136)  # TCP, UDP, SCTP, UDP-Lite: endpoints carry ports
-ICMP_PROTOCOLS = (1, 58)
-
-
 # Registered service ports above 1023 that servers commonly listen on; every port below
 # 1024 counts as a service port too. A port is "ephemeral" when it is in neither set.
 REGISTERED_SERVICE_PORTS = (
@@ -154,14 +150,6 @@ def address_halves(matrix: npt.NDArray[Any]) -> tuple[npt.NDArray[np.int64], npt
     return high, low
 
 
-def address_bytes(high: npt.NDArray[Any], low: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
-    """Inverse of address_halves: (n, 16) uint8."""
-    words = np.empty((len(high), 2), dtype=">u8")
-    words[:, 0] = (np.asarray(high, dtype=np.int64) ^ SIGN_BIT).view(np.uint64)
-    words[:, 1] = (np.asarray(low, dtype=np.int64) ^ SIGN_BIT).view(np.uint64)
-    return words.view(np.uint8).reshape(len(high), 16)
-
-
 def _int64(column: pa.Array[Any] | pa.ChunkedArray[Any]) -> npt.NDArray[np.int64]:
     if pa.types.is_timestamp(column.type):
         column = column.cast(pa.int64())
@@ -252,8 +240,3 @@ def evidence_root(paths: Sequence[str | os.PathLike[str]]) -> str | None:
     if not paths:
         return None
     return os.path.commonpath([os.path.dirname(os.path.realpath(path)) for path in paths])
-
-
-def empty_records() -> Records:
-    empty = np.zeros(0, dtype=np.int64)
-    return Records(**{name: empty for name in RECORD_FIELDS})

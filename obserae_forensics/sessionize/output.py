@@ -35,10 +35,9 @@ import pyarrow as pa
 from ..addresses import distinct_pairs, word_text_array
 from ..ids import hex_ids, pair_hash_values, text_hashes, text_seed
 from ..jit_cache import drop_stale_jit_cache, njit
-from ..protocols import protocol_keyword
+from ..protocols import PORT_PROTOCOLS, protocol_keyword
 from ..schema import SESSIONS_SCHEMA, TIMESTAMP
 from . import row as R
-from .keys import PORT_PROTOCOLS
 
 _K1 = np.uint64(0x9E3779B97F4A7C15)
 _K2 = np.uint64(0xBF58476D1CE4E5B9)

@@ -98,9 +98,10 @@ import numpy as np
 import numpy.typing as npt
 
 from ..counters import COUNTER_CEILING
+from ..protocols import PORT_PROTOCOLS
 from . import row as R
 from .inference import icmp_evidence, infer_server
-from .keys import PORT_PROTOCOLS, Records
+from .keys import Records
 from .policy import SessionPolicy
 
 COUNTER_MAX = int(COUNTER_CEILING)  # where a session's sum of damaged counters stops

@@ -30,10 +30,11 @@ import pyarrow.compute as pc
 
 from ..addresses import address_matrix
 from ..jit_cache import drop_stale_jit_cache, njit
+from ..protocols import PORT_PROTOCOLS
 from ..schema import FLOW_SCHEMA, FLOWS_SCHEMA, SESSIONS_SCHEMA, with_added_columns
 from ..times import TIME_LIMIT_US
 from .kernel import KernelReplay, OutputRows
-from .keys import PORT_PROTOCOLS, Records, batch_records, known_service_ports
+from .keys import Records, batch_records, known_service_ports
 from .output import SessionKeys, id_texts, sessions_table
 from .policy import SessionPolicy
 from .reference import ReferenceReplay

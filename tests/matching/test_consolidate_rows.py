@@ -26,7 +26,7 @@ from obserae_forensics.matching.consolidate import (
     _running_max,
     consolidate_sessions,
 )
-from obserae_forensics.matching.services import PORT_PROTOCOLS
+from obserae_forensics.protocols import PORT_PROTOCOLS
 from obserae_forensics.sessionize import Sessionizer, SessionPolicy
 
 from ..sessionize.scenario import batch, rec

@@ -77,6 +77,21 @@ def test_sctp_and_udp_lite_endpoints_carry_ports(engine: str, proto: int) -> Non
     assert sorted((s["port_a"], s["port_b"]) for s in sessions) == [(40000, 5000), (40001, 5000)]
 
 
+def test_the_kernel_keys_ports_of_the_port_protocols_only() -> None:
+    """The kernel spells the port protocols out (numba reads no module tuple): for every
+    protocol number, it keeps the ports exactly when protocols.PORT_PROTOCOLS, which the
+    reference, the tables and recombine use, names it."""
+    from obserae_forensics.protocols import PORT_PROTOCOLS
+    from obserae_forensics.sessionize.kernel import _canonical
+
+    kept = [
+        proto
+        for proto in range(256)
+        if _canonical.py_func(proto, 0, 1, 40000, 0, 2, 443)[3] == 40000
+    ]
+    assert kept == sorted(PORT_PROTOCOLS)
+
+
 # --- keys.py: known service ports -------------------------------------------------------
 
 
