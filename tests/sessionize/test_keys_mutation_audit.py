@@ -99,7 +99,7 @@ def test_the_kernel_keys_ports_of_the_port_protocols_only() -> None:
 def test_every_registered_server_port_and_port_1_are_service_ports(engine: str) -> None:
     """Kills K04 (27017 dropped from REGISTERED_SERVICE_PORTS), K05 (1080 dropped) and K07
     (`table[1:1024]` -> `table[2:1024]`): README, server side rung 3, a known service port
-    is one "below 1024 or a registered server port" (keys.py lists them: SOCKS, OpenVPN,
+    is one "1 to 1023, or a registered server port" (keys.py lists them: SOCKS, OpenVPN,
     the databases, RDP, SIP, AMQP, MQTT, the web ports above 1023, ...); a reply from any of
     them to an ephemeral port names its sender the server at 0.70."""
     ports = [1, *REGISTERED]

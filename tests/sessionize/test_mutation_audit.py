@@ -296,7 +296,7 @@ def test_an_echo_reply_keeps_its_icmp_type_zero() -> None:
 
 def test_port_1023_is_a_service_port() -> None:
     """Kills M24 (`known_service_ports` `table[1:1024]` -> `table[1:1023]`): README, server
-    side rule 3, a known service port is one "below 1024 or a registered server port";
+    side rule 3, a known service port is one "1 to 1023, or a registered server port";
     a reply from port 1023 to an ephemeral port names the 1023 side the server."""
     sessions, _, _ = run(
         [rec(0, src="10.0.0.2", sport=1023, dst="10.0.0.1", dport=50000, proto=17)]
