@@ -155,9 +155,16 @@ def reversed_view(row: dict) -> dict:
     return row
 
 
-def test_orientation_comes_from_the_most_confident_member() -> None:
-    sure = tcp("s1", "192.0.2.1", 0, 10, role_method="tcp_syn", role_confidence=0.95)
-    unsure = reversed_view(tcp("s2", "192.0.2.2", 1, 11, ab_bytes=900, ba_bytes=4800))
+@pytest.mark.parametrize("sure_opens_first", [True, False])
+def test_orientation_comes_from_the_most_confident_member(sure_opens_first: bool) -> None:
+    """Whichever member opens first (the consolidate audit's C56: a row oriented by its
+    first member by opened_at passed while the surer one opened first)."""
+    sure_id, unsure_id = ("s1", "s2") if sure_opens_first else ("s2", "s1")
+    sure_at, unsure_at = (("192.0.2.1", 0, 10), ("192.0.2.2", 1, 11))[
+        :: 1 if sure_opens_first else -1
+    ]
+    sure = tcp(sure_id, *sure_at, role_method="tcp_syn", role_confidence=0.95)
+    unsure = reversed_view(tcp(unsure_id, *unsure_at, ab_bytes=900, ba_bytes=4800))
     [row] = consolidate_sessions(make_sessions([unsure, sure]), GRACE_US).to_pylist()
     assert (row["client_ip"], row["client_port"], row["server_ip"], row["server_port"]) == (
         "10.0.0.1",

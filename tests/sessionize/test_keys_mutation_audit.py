@@ -4,9 +4,10 @@ D01-D11 in ids.py, I01-I26 in inference.py and W03-W05 in row.py, each run again
 tests/sessionize, tests/test_ids.py and tests/matching/test_consolidate_rows.py; 30 of them
 no test there noticed, 3 of those (K18, K20, K24) only tests/test_cli.py's end-to-end
 test_late_sessions_keep_their_ids_when_the_evidence_is_moved: 23 real gaps, killed here
-with the 3, and 4 equivalent). The equivalent ones: I02 and I03 (rung 1's one-sided SYN
-tests `pure_syn & 1` / `pure_syn & 2` -> `pure_syn`: where the other side's SYN time is
-NO_TIME it sent no SYN, so its pure-SYN bit is clear), D08 (pair_hash_values keeping
+with the 3 (I16 by a case added to test_rule_boundaries.py), and 4 equivalent). The
+equivalent ones: I02 and I03 (rung 1's one-sided SYN tests `pure_syn & 1` / `pure_syn &
+2` -> `pure_syn`: where the other side's SYN time is NO_TIME it sent no SYN, so its
+pure-SYN bit is clear), D08 (pair_hash_values keeping
 `port_b` for portless protocols: every sessions table the package writes or reads carries
 port 0 for them, their key is addresses alone) and D10 (hash_words ignoring its
 seed: no caller passes one). Each test fails with its change applied and names it; the
@@ -335,23 +336,8 @@ def test_traffic_shape_at_a_peak_of_exactly_three_on_the_smaller_endpoint(engine
     }
 
 
-@ENGINES
-def test_traffic_shape_at_exactly_twice_the_peak_of_the_smaller_endpoint(engine: str) -> None:
-    """Kills I16 (`peak1 >= 2 * peak0` -> `>`): README, rung 4, "at least twice the
-    other's peak", for the larger endpoint as for the smaller (test_rule_boundaries has
-    the smaller one busy): 10.0.9.9:40001 peaks at 4, its peer 10.0.0.3:50001 at 2."""
-    server, peer = "10.0.9.9", "10.0.0.3"
-    records = [
-        rec(0, proto=17, src=peer, sport=50001, dst="10.0.0.5", dport=40002),
-        rec(1, proto=17, src=peer, sport=50001, dst=server, dport=40001),
-    ]
-    records += [
-        rec(1 + k, proto=17, src=f"10.0.1.{k}", sport=50010 + k, dst=server, dport=40001)
-        for k in (1, 2, 3)
-    ]
-    sessions = run(records, engine=engine)[0].to_pylist()
-    [s] = [s for s in sessions if {s["ip_a"], s["ip_b"]} == {server, peer}]
-    assert (s["server_ip"], s["server_port"], s["role_method"]) == (server, 40001, "traffic_shape")
+# I16 (`peak1 >= 2 * peak0` -> `>`) is killed by test_rule_boundaries.py's
+# test_traffic_shape_at_exactly_twice_the_other_peak, with the larger endpoint busy.
 
 
 # --- row.py: how long a closed late session is remembered -------------------------------

@@ -68,21 +68,24 @@ def test_traffic_shape_needs_a_peak_of_three(engine: str) -> None:
     ]
 
 
-def test_traffic_shape_at_exactly_twice_the_other_peak(engine: str) -> None:
-    """A:40001 peaks at 4 sessions, its peer C:50001 at 2: 4 >= 2 x 2 is traffic_shape, 0.60.
-    Catches I-shapetwice (>= -> >) and I-shapeconf (0.60)."""
+@pytest.mark.parametrize("busy", [A, "10.0.9.9"])
+def test_traffic_shape_at_exactly_twice_the_other_peak(engine: str, busy: str) -> None:
+    """busy:40001 peaks at 4 sessions, its peer C:50001 at 2: 4 >= 2 x 2 is traffic_shape,
+    0.60, whether the busy endpoint is the smaller of the two (A) or the larger (10.0.9.9).
+    Catches I-shapetwice (>= -> >), I-shapeconf (0.60) and, with the larger, the keys
+    audit's I16 (`peak1 >= 2 * peak0` -> `>`, test_keys_mutation_audit.py)."""
     records = [
         rec(0, proto=17, src=C, sport=50001, dst="10.0.0.5", dport=40002),
-        rec(1, proto=17, src=C, sport=50001, dst=A, dport=40001),
+        rec(1, proto=17, src=C, sport=50001, dst=busy, dport=40001),
     ]
     records += [
-        rec(1 + k, proto=17, src=f"10.0.1.{k}", sport=50010 + k, dst=A, dport=40001)
+        rec(1 + k, proto=17, src=f"10.0.1.{k}", sport=50010 + k, dst=busy, dport=40001)
         for k in (1, 2, 3)
     ]
     sessions = by_key(run(records, engine=engine)[0], None)
-    [s] = [s for s in sessions if {s["ip_a"], s["ip_b"]} == {A, C}]
+    [s] = [s for s in sessions if {s["ip_a"], s["ip_b"]} == {busy, C}]
     assert (s["server_ip"], s["server_port"], s["role_method"], s["role_confidence"]) == (
-        A,
+        busy,
         40001,
         "traffic_shape",
         0.6,
