@@ -22,6 +22,7 @@ H17's test. Each test fails with its change applied and names it."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,7 +35,7 @@ from .test_chain import SYN_ACK_PSH, chain_rows, conversations, one_run
 def test_icmpv6_fragments_are_judged_by_the_icmp_idle_timeout(tmp_path: Path) -> None:
     """Kills H06 (idle category: ICMPv6 as `other`, 60 s): sessions.md, "ICMP/ICMPv6 `icmp`
     (10 s)"; an evicted ICMPv6 session and one 20 s after it are two conversations."""
-    v6 = {"protocol": 58, "a": ("2001:db8::1", 0), "b": ("2001:db8::2", 0)}
+    v6: dict[str, Any] = {"protocol": 58, "a": ("2001:db8::1", 0), "b": ("2001:db8::2", 0)}
     rows = [
         session("P", 0, 100, close="evicted", **v6),
         session("Q", 120, 130, **v6),
@@ -64,7 +65,7 @@ def test_a_connection_that_finished_before_the_runs_end_is_not_continued_after_i
     watermark passes its `last_seen`"; FIN both ways at 20, run 1's last watermark at 30
     (60 - 30 s of grace) closed it inside the run, so a trailing ACK of run 2 at 45 is no
     continuation across the cut."""
-    other = {"protocol": 17, "a": ("10.0.0.99", 7), "b": ("10.0.0.98", 8)}
+    other: dict[str, Any] = {"protocol": 17, "a": ("10.0.0.99", 7), "b": ("10.0.0.98", 8)}
     r1 = write_run(
         tmp_path / "r1",
         [
@@ -295,7 +296,7 @@ def test_fins_on_both_sides_of_a_cut_count_by_endpoint_not_by_column(tmp_path: P
     it and the fragments of its conversation before it"; the server's FIN in fragment 0
     and the client's in fragment 1, seen the other way round (its `ba`), finish it, so a
     record 40 s later (past the 30 s grace, inside the 60 s idle) is no continuation."""
-    flipped = {
+    flipped: dict[str, Any] = {
         "a": ("10.0.0.2", 443),
         "b": ("10.0.0.1", 40000),
         "client": ("10.0.0.1", 40000),
