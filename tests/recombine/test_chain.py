@@ -56,15 +56,18 @@ def test_hard_timeout_fragments_become_one_conversation(tmp_path: Path) -> None:
     assert by_id["X"]["fragment_count"] == 1
 
 
-def test_hard_timeout_links_without_the_sessionizer_split(tmp_path: Path) -> None:
-    # a sessionizer that did not number fragments: the idle rule still links them
+@pytest.mark.parametrize("first", ["A", "Z"])
+def test_hard_timeout_links_without_the_sessionizer_split(tmp_path: Path, first: str) -> None:
+    """A sessionizer that did not number fragments: the idle rule still links them, taking
+    a key's conversations in time order, whatever their ids (Z after B: the chain audit's
+    H17 and H63, tests/recombine/test_chain_mutation_audit.py)."""
     rows = [
-        session("A", 0, 899, close="hard_timeout", flags=(SYN_ACK_PSH, 0x12)),
+        session(first, 0, 899, close="hard_timeout", flags=(SYN_ACK_PSH, 0x12)),
         session("B", 930, 1000, close="idle"),
     ]
     by_id = conversations(one_run(tmp_path, rows))
-    assert by_id["A"]["session_ids"] == ["A", "B"]
-    assert by_id["A"]["split_reasons"] == ["hard_timeout"]
+    assert by_id[first]["session_ids"] == [first, "B"]
+    assert by_id[first]["split_reasons"] == ["hard_timeout"]
 
 
 def test_next_fragment_beyond_the_idle_timeout_is_another_conversation(tmp_path: Path) -> None:

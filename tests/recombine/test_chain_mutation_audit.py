@@ -15,9 +15,9 @@ a midstream one, which the sessionizer closes `idle`, never `no_reply`), H44 (re
 `no_reply` for a finished conversation: FIN both ways is both directions, which the first
 clause has; a one-way RST settles to `no_reply`), H61 (_codes giving a null text 0, not
 -1: the address columns are not nullable), H64 (flipped by the `b` endpoint: in one key
-`a` differs from the root's exactly when `b` does). H63 (_conversation_starts with
-`maximum.at` over int64 max: every conversation starts at the same instant) is killed by
-H17's test. Each test fails with its change applied and names it."""
+`a` differs from the root's exactly when `b` does). H17 and H63 (_conversation_starts with
+`maximum.at` over int64 max: every conversation starts at the same instant) are killed by
+a case added to test_chain.py. Each test fails with its change applied and names it."""
 
 from __future__ import annotations
 
@@ -83,19 +83,10 @@ def test_a_connection_that_finished_before_the_runs_end_is_not_continued_after_i
     assert by_id["F"]["session_ids"] == ["F"] and by_id["G"]["session_ids"] == ["G"]
 
 
-def test_a_keys_conversations_are_taken_in_time_order_not_id_order(tmp_path: Path) -> None:
-    """Kills H17 (rule 3's order without the conversation's earliest opening: by
-    conversation_id text), and H63 (_conversation_starts taking the maximum over int64
-    max: every start the same, the same order): README rule (3), "previous" takes a key's
-    sessions "conversation by conversation (each of a run's conversations at its earliest
-    opening)"; a cut conversation whose id sorts after its next one's still goes on in it."""
-    rows = [
-        session("Z", 0, 899, close="hard_timeout", flags=(SYN_ACK_PSH, 0x12)),
-        session("B", 930, 1000, close="idle"),
-    ]
-    by_id = conversations(one_run(tmp_path, rows))
-    assert by_id["Z"]["session_ids"] == ["Z", "B"]
-    assert by_id["Z"]["split_reasons"] == ["hard_timeout"]
+# H17 (rule 3's order without the conversation's earliest opening: by conversation_id
+# text) and H63 (_conversation_starts taking the maximum over int64 max: every start the
+# same) are killed by test_chain.py's test_hard_timeout_links_without_the_sessionizer_split,
+# with the first conversation's id sorting after the next one's.
 
 
 def test_a_conversations_fragments_are_taken_in_split_order_not_id_order(
