@@ -365,12 +365,17 @@ def _check_sessions(path: Path, table: pa.Table | pa.Schema) -> None:
 
 def _normalized(path: Path, table: pa.Table, run: Run) -> pa.Table:
     n = table.num_rows
-    columns: dict[str, pa.ChunkedArray[Any] | pa.Array[Any]] = {}
-    for name, kind in _SESSION_TYPES.items():
-        if name in table.column_names:
-            columns[name] = _cast(path, name, table.column(name), kind)
-        else:
-            columns[name] = _default_column(name, table, n)
+    # the columns present first, each in its type (a value it cannot hold refused with its
+    # words), then the absent ones filled from them
+    present = {
+        name: _cast(path, name, table.column(name), kind)
+        for name, kind in _SESSION_TYPES.items()
+        if name in table.column_names
+    }
+    columns = {
+        name: present[name] if name in present else _default_column(name, present, n)
+        for name in _SESSION_TYPES
+    }
     columns["run_index"] = pa.array(np.full(n, run.index, dtype=np.uint32))
     # pa.table(columns) hands a dict to from_pydict, whose stubs (not pa.table's) take
     # chunked arrays
@@ -398,8 +403,11 @@ def _cast(
 _PROTOCOL_KEYWORDS = pa.array([protocol_keyword(number) for number in range(256)])
 
 
-def _default_column(name: str, table: pa.Table, n: int) -> pa.Array[Any] | pa.ChunkedArray[Any]:
-    """Fill an optional column the sessionizer did not write, from the columns it did."""
+def _default_column(
+    name: str, present: dict[str, pa.ChunkedArray[Any] | pa.Array[Any]], n: int
+) -> pa.Array[Any] | pa.ChunkedArray[Any]:
+    """Fill an optional column the sessionizer did not write, from the columns it did
+    (`present`, already in their types)."""
     fallbacks = {
         "client_ip": "ip_a",
         "client_port": "port_a",
@@ -407,11 +415,11 @@ def _default_column(name: str, table: pa.Table, n: int) -> pa.Array[Any] | pa.Ch
         "server_port": "port_b",
     }
     if name in fallbacks:
-        return table.column(fallbacks[name]).cast(_SESSION_TYPES[name])
+        return present[fallbacks[name]]
     if name == "protocol":
         # the keyword sessionize writes (TCP, not 6: a trimmed table's conversations would
         # otherwise name their protocol unlike every other run's)
-        return pc.take(_PROTOCOL_KEYWORDS, table.column("protocol_number").cast(pa.uint8()))
+        return pc.take(_PROTOCOL_KEYWORDS, present["protocol_number"])
     if name == "role_method":
         return pa.array(["unknown"] * n, pa.string())
     if name == "flow_count" or name == "late_records" or name == "exporter_domain":

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
+from obserae_forensics.errors import UsageError
 from obserae_forensics.recombine import recombine_tables
 from obserae_forensics.recombine.runs import (
     REQUIRED_SESSION_COLUMNS,
@@ -56,3 +58,19 @@ def test_a_sessions_table_of_the_required_columns_only_is_read_with_the_others_f
 def test_a_trimmed_run_is_recombined(tmp_path: Path) -> None:
     result = recombine_tables([trimmed_run(tmp_path)])
     assert sorted(result.conversations.column("protocol").to_pylist()) == ["200", "TCP", "UDP"]
+
+
+def test_a_protocol_number_out_of_range_is_refused_with_its_words(tmp_path: Path) -> None:
+    """Found by review: the protocol keyword was filled from the raw column before its type
+    was checked, so a number past 255 raised pyarrow's ArrowInvalid, not the refusal every
+    other column out of its type gets."""
+    path = trimmed_run(tmp_path)
+    sessions = pq.read_table(path / "sessions.parquet")
+    at = sessions.schema.get_field_index("protocol_number")
+    numbers = pa.array([6, 17, 300], pa.int64())
+    pq.write_table(sessions.set_column(at, "protocol_number", numbers), path / "sessions.parquet")
+    run = read_run(path)
+    with pytest.raises(UsageError, match=r"column protocol_number \(int64\) is not uint8"):
+        read_sessions(run)
+    with pytest.raises(UsageError, match=r"column protocol_number \(int64\) is not uint8"):
+        list(session_batches(run, 2))
