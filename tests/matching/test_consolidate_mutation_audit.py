@@ -66,7 +66,7 @@ from obserae_forensics.matching import (
     match_sessions,
 )
 from obserae_forensics.matching.consolidate import Consolidation
-from obserae_forensics.matching.services import PORT_PROTOCOLS
+from obserae_forensics.protocols import PORT_PROTOCOLS
 
 from .session_tables import make_sessions
 from .test_consolidate import GRACE_US, reversed_view, tcp

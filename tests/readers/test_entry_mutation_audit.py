@@ -328,18 +328,10 @@ def resync_capture(path: Path, *, swap_times: bool = False) -> Path:
     as nfdump 1.7.1 swaps them."""
     stream, first, port = exported_stream()
     data = bytearray(stream)
-    at = 0
-    while swap_times and at < len(data):
-        length = struct.unpack_from(">H", data, at + 2)[0]
-        inner = at + 16
-        while inner < at + length:
-            set_id, set_length = struct.unpack_from(">HH", data, inner)
-            for record in range(inner + 4, inner + set_length - 46, 47) if set_id == 256 else ():
-                data[record + 31 : record + 47] = (
-                    data[record + 39 : record + 47] + data[record + 31 : record + 39]
-                )
-            inner += set_length
-        at += length
+    for record in records_of_template_256(data) if swap_times else ():
+        data[record + 31 : record + 47] = (
+            data[record + 39 : record + 47] + data[record + 31 : record + 39]
+        )
     assert data[2184:2188] == b"\x00\x0a\x44\x00"  # the false header is still there
     template_message = struct.unpack_from(">H", data, 2)[0]
     segments = [
@@ -347,6 +339,22 @@ def resync_capture(path: Path, *, swap_times: bool = False) -> Path:
         *segments_of(bytes(data[2100:]), first + 2100),
     ]
     return tcp_capture(path, segments, port, syn=first - 1)
+
+
+def records_of_template_256(data: bytearray) -> list[int]:
+    """Where each data record of template 256 starts in the IPFIX messages of `data`."""
+    starts = []
+    at = 0
+    while at < len(data):
+        length = struct.unpack_from(">H", data, at + 2)[0]
+        inner = at + 16
+        while inner < at + length:
+            set_id, set_length = struct.unpack_from(">HH", data, inner)
+            if set_id == 256:
+                starts += range(inner + 4, inner + set_length - 46, 47)
+            inner += set_length
+        at += length
+    return starts
 
 
 def times(batches: list[pa.RecordBatch]) -> list[tuple[int, int, int]]:
