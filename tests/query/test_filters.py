@@ -343,6 +343,29 @@ def test_names_the_run_does_not_know_are_refused_not_an_empty_answer(run: query.
     assert shown(run, query.exporter(v6, "2001:DB8:0::A")) == ["s6"]
 
 
+@pytest.mark.parametrize(
+    ("end", "last"),
+    [
+        ("2024-03", "2024-03-31T23:59:59.999999"),
+        ("2024/03", "2024-03-31T23:59:59.999999"),
+        ("2024-02", "2024-02-29T23:59:59.999999"),
+        ("2023-02", "2023-02-28T23:59:59.999999"),
+        ("2024", "2024-12-31T23:59:59.999999"),
+        ("20240229", "2024-02-29T23:59:59.999999"),
+        (" 2023 ", "2023-12-31T23:59:59.999999"),
+        ("9999", "9999-12-31T23:59:59.999999"),
+        ("9999-12", "9999-12-31T23:59:59.999999"),
+        ("2024-03-01T10", "2024-03-01T10:00:00"),
+    ],
+)
+def test_a_month_or_a_year_as_the_end_is_all_of_it(end: str, last: str) -> None:
+    """A month or a year as a window's end was its first midnight (`2024-03` stopped at
+    March 1st 00:00), where a day was the whole day: now each is up to its last
+    microsecond, February's 29th in a leap year, and the year 9999's end, which calendar
+    arithmetic refused, included; a time of day, the hour alone too, stays an instant."""
+    assert query.window_bounds("2000", end)[1] == pd.Timestamp(last, tz="UTC")
+
+
 def test_windows_as_a_responder_writes_them(run: query.Run) -> None:
     """Found by an audit: a day given as the end meant its midnight, so window(day, day)
     held nothing; nfdump's time text, which sessionize --from takes, was refused; last()
@@ -351,6 +374,9 @@ def test_windows_as_a_responder_writes_them(run: query.Run) -> None:
     assert ids(SessionQuery().window("2024-03-01", "2024-03-01").apply(run)) == ALL
     assert ids(SessionQuery().window("2024/03/01", "2024/03/01").apply(run)) == ALL
     assert ids(SessionQuery().window("2024-02-29", "2024-02-29").apply(run)) == []
+    assert ids(SessionQuery().window("2024-03", "2024-03").apply(run)) == ALL
+    assert ids(SessionQuery().window("2024", "2024").apply(run)) == ALL
+    assert ids(SessionQuery().window("2024-02", "2024-02").apply(run)) == []
     # a datetime.date is the same day (as an end it was its midnight: a second audit)
     assert ids(SessionQuery().window(date(2024, 3, 1), date(2024, 3, 1)).apply(run)) == ALL
     assert ids(SessionQuery().window("2024/03/01.10:50:00", "2024/03/01.10:50").apply(run)) == [

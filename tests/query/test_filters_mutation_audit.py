@@ -81,7 +81,7 @@ def test_a_day_as_the_start_stays_its_midnight(run: query.Run) -> None:
 
 
 def test_a_day_written_with_spaces_around_is_still_a_whole_day(run: query.Run) -> None:
-    """Kills Q13 (`_date_only` without `strip()`): pandas reads " 2024-03-01 " as that
+    """Kills Q13 (the whole-day test without `strip()`): pandas reads " 2024-03-01 " as that
     day, and as the end it is the whole day, as without the spaces."""
     assert ids(SessionQuery().window(" 2024-03-01 ", " 2024-03-01 ").apply(run)) == ALL
 
