@@ -179,8 +179,8 @@ def read_options_templates(
     body, records = at, 0
     while end - at >= OPTIONS_HEADER.size:
         template_id, scope_length, option_length = OPTIONS_HEADER.struct.unpack_from(payload, at)
-        if template_id == 0:
-            break  # padding
+        if template_id == 0 and scope_length == 0 and option_length == 0:
+            break  # padding (zero octets, RFC 3954 §5.3; id 0 with lengths is damage)
         size = OPTIONS_HEADER.size + scope_length + option_length
         if template_id < FIRST_DATA_SET or scope_length % 4 or option_length % 4 or at + size > end:
             _malformed(

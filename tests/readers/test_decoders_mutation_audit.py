@@ -12,9 +12,10 @@ v5 template holds one of them), E20 (a type in information_elements.ELEMENTS: th
 documents the elements, nothing imports it), F01 (frames._read_one's VLAN walk wanting a
 byte past the tag: a tag that ends the section leaves no byte for the header it
 announces, which needs 4 at least, so the walk ends on the same IP header either way).
-N21 is a package bug: its test, the behaviour the format asks for, is an
-xfail(strict=True). Each test fails with its change applied and names it; headers,
-templates and records are built with the reader tests' own helpers."""
+N21 was a package bug, fixed with its test: a v9 options template record of id 0 with
+scope and option lengths was taken for padding. Each test fails with its change applied
+(N21's without the fix) and names it; headers, templates and records are built with the
+reader tests' own helpers."""
 
 from __future__ import annotations
 
@@ -208,13 +209,6 @@ def test_a_v9_options_template_whose_option_length_is_no_multiple_of_4_is_refuse
     assert report.skipped_bytes["bad_template"] == len(damaged) - 4
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="package bug: netflow_v9.read_options_templates takes any record of template id 0 "
-    "for padding (`template_id == 0`), so one with scope and option lengths is counted as "
-    "bytes after the set's records (`bad_record`), not as the damaged options template it is, "
-    "as read_templates counts a template record of id 0 with fields",
-)
 def test_a_v9_options_template_record_of_id_0_with_lengths_is_a_bad_template() -> None:
     """Kills N21 (netflow_v9.read_options_templates: only an all-zero 6-byte header taken for
     padding), which is the right behaviour: padding is zero octets (RFC 3954 §5.3), and the
