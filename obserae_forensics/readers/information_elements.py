@@ -17,7 +17,9 @@ REVERSE_PEN = 29305  # RFC 5103 §6.1: reverse of IANA element X is (29305, X)
 NETSCALER_PEN = 5951
 VARIABLE_LENGTH = 65535  # RFC 7011 §7: length announced in each record
 
-# id -> (IANA name, abstract data type); v9 names (RFC 3954) in comments where they differ.
+# id -> (IANA name, abstract data type) of every IANA element the tables below read (a test
+# holds it to them) and of some exporters send that no column keeps (masks, MACs, VLANs,
+# engine ids, interface names); v9 names (RFC 3954) in comments where they differ.
 ELEMENTS: dict[int, tuple[str, str]] = {
     1: ("octetDeltaCount", "unsigned64"),  # IN_BYTES
     2: ("packetDeltaCount", "unsigned64"),  # IN_PKTS
@@ -88,6 +90,8 @@ ELEMENTS: dict[int, tuple[str, str]] = {
     177: ("icmpCodeIPv4", "unsigned8"),
     178: ("icmpTypeIPv6", "unsigned8"),
     179: ("icmpCodeIPv6", "unsigned8"),
+    195: ("ipDiffServCodePoint", "unsigned8"),
+    196: ("ipPrecedence", "unsigned8"),
     231: ("initiatorOctets", "unsigned64"),
     232: ("responderOctets", "unsigned64"),
     239: ("biflowDirection", "unsigned8"),
@@ -102,6 +106,7 @@ ELEMENTS: dict[int, tuple[str, str]] = {
     309: ("samplingSize", "unsigned32"),
     310: ("samplingPopulation", "unsigned32"),
     311: ("samplingProbability", "float64"),
+    315: ("dataLinkFrameSection", "octetArray"),  # RFC 7133
     322: ("observationTimeSeconds", "dateTimeSeconds"),
     323: ("observationTimeMilliseconds", "dateTimeMilliseconds"),  # Cisco NSEL's event time
     324: ("observationTimeMicroseconds", "dateTimeMicroseconds"),  # NTP format

@@ -18,6 +18,7 @@ from scapy.layers.netflow import (
 )
 
 from obserae_forensics.addresses import address_text
+from obserae_forensics.readers import information_elements
 from obserae_forensics.readers.datagrams import Datagram
 from obserae_forensics.readers.exports import ExportDecoder, export_version
 from obserae_forensics.report import ExporterStats, RunReport
@@ -1218,3 +1219,35 @@ def test_ipfix_records_of_a_template_without_addresses_are_no_flows() -> None:
     assert report.ignored == {"not_flow_records": 1} and report.skipped == {"bad_record": 1}
     _, report = decode(message(ids, data(303, b"\x01\x02\x03")))
     assert not report.ignored and report.skipped == {"bad_record": 1}
+
+
+def _elements_in(value: object) -> set[tuple[int, int]]:
+    """The (enterprise, id) pairs in one of information_elements' tables."""
+    if isinstance(value, dict):
+        return set().union(*map(_elements_in, value.values()))
+    if isinstance(value, tuple):
+        if len(value) == 2 and all(type(part) is int for part in value):
+            return {value}
+        return set().union(*map(_elements_in, value))
+    return set()
+
+
+def test_every_element_the_readers_take_is_named() -> None:
+    """information_elements.ELEMENTS documents the elements the package reads, and nothing
+    checked it: three the readers take (ipDiffServCodePoint and ipPrecedence for the ToS
+    byte, RFC 7133's dataLinkFrameSection) were missing. Every IANA element of its tables,
+    and the element of every RFC 5103 reverse one, is named now."""
+    tables = {
+        name: value
+        for name, value in vars(information_elements).items()
+        if name.isupper() and name != "ELEMENTS"
+    }
+    taken = set().union(*map(_elements_in, tables.values()))
+    assert {(0, 195), (0, 196), (0, 315), (29305, 6), (0, 323)} <= taken
+    unnamed = {
+        (enterprise, element)
+        for enterprise, element in taken
+        if enterprise in (information_elements.IANA, information_elements.REVERSE_PEN)
+        and element not in information_elements.ELEMENTS
+    }
+    assert unnamed == set()
