@@ -157,6 +157,7 @@ ERRORS = [
     ("hosts:\n  a: 10.0.0.1\n b: 10.0.0.2\n", r":3: YAML syntax error"),
     ("", r":1: Cartography is empty"),
     ("# only a comment\n", r":1: Cartography is empty"),
+    ("~\n", r":1: Cartography is empty"),  # a null document, not a mapping (an audit: Y10)
     ("- 10.0.0.1\n", r":1: the Cartography must be a mapping"),
     ("host:\n  a: 10.0.0.1\n", r":1: unknown key 'host' in the Cartography"),
     ("hosts:\n  a: 10.0.0.1\n  b: 10.0.0.2\n  a: 10.0.0.3\n",
@@ -282,7 +283,7 @@ def test_declared_services_equal_a_plain_reading(tmp_path: Path, seed: int) -> N
     assert cartography.declared_services(addresses, protocols, ports).tolist() == expected.tolist()
 
 
-@pytest.mark.parametrize("empty", ["", " ~", " null"])
+@pytest.mark.parametrize("empty", ["", " ~", " null", " Null", " NULL"])  # Y11: an audit
 def test_an_empty_section_is_the_same_however_written(tmp_path: Path, empty: str) -> None:
     """Found by fuzzing: `hosts:` was an empty section and `hosts: ~`, which YAML reads the
     same, an error. A quoted '' is text, not nothing, and stays an error."""
