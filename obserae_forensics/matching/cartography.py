@@ -225,10 +225,9 @@ class _CartographyReader:
             "networks": self.read_network,
             "groups": self.read_group,
         }
-        for section in SECTIONS:
-            if section not in top:
-                continue
-            _, body = top[section]
+        # in the file's order: read hosts, networks, groups, a name repeated in hosts below
+        # its network was refused at the network, "first as a host" at the line below it
+        for section, (_, body) in top.items():
             if is_empty(body):
                 continue  # `groups:` with nothing under it, or `groups: ~`
             for name, (key_node, value_node) in self.source.mapping(body, section).items():

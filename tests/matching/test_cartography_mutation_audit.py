@@ -10,7 +10,8 @@ tests/test_addresses_mutation_audit.py), tests/query/test_filters.py, test_run.p
 tests/sessionize/test_rules.py, test_policy.py and tests/matching/test_fixture_run.py,
 which noticed two more (G07, a CIDR looked up keeping IPv4 in `::/0`, and S03, the tunnel
 keywords). Of the 58 no test noticed, 49 are real gaps, killed here, 8 are equivalent and
-one, G17, shows a fault of the package, pinned by a strict xfail. The ids are this audit's
+one, G17, showed a fault of the package, fixed with its test (sections were read hosts,
+networks, groups, whatever their order in the file). The ids are this audit's
 own (tests/sessionize/test_mutation_audit.py's M33 and M62 and tests/test_mutation_audit.py's
 M07 and M08 are earlier audits' and are not repeated).
 
@@ -281,17 +282,12 @@ def test_the_unknown_name_message_lists_every_builtin() -> None:
     assert BUILTIN_NAMES[-1] == "any"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sections are read hosts, networks, groups whatever their order in the file, so "
-    "the later definition is called the first (G17)",
-)
 def test_a_name_defined_twice_is_refused_where_the_file_repeats_it(tmp_path: Path) -> None:
-    """G17 (sections read in the file's order, not hosts, networks, groups) is no gap but a
-    fault of the package: with networks above hosts, the network at line 2 is the first
-    definition, and the refusal says "'a' is defined twice (first as a host at line 4)" at
-    line 2, the first pointing below the repeat. The message should name line 4 and the
-    network of line 2."""
+    """G17 (sections read in the file's order, not hosts, networks, groups) was no gap but a
+    fault of the package, fixed: with networks above hosts, the network at line 2 is the
+    first definition, and the refusal said "'a' is defined twice (first as a host at line
+    4)" at line 2, the first pointing below the repeat. It names line 4 and the network of
+    line 2 now."""
     path = write(tmp_path, "networks:\n  a: 10.0.0.0/8\nhosts:\n  a: 10.0.0.1\n")
     assert refusal(path) == ":4: 'a' is defined twice (first as a network at line 2)"
 
