@@ -572,13 +572,14 @@ def test_three_runs_over_slices_equal_one_run_over_everything(tmp_path: Path) ->
     assert three.to_pylist() == one.to_pylist()
 
 
-@pytest.mark.parametrize("replay", ["arrival", "event"])
+@pytest.mark.parametrize("replay", ["arrival", "event", None])
 def test_closed_by_the_end_at_the_exact_tie_and_not_under_event_replay(
-    tmp_path: Path, replay: str
+    tmp_path: Path, replay: str | None
 ) -> None:
     """Due exactly at the last watermark (80 - 30 s): the sweeps close only what is due
     before it, so the end closed it; under event replay the watermark followed first_seen,
-    which the tables do not keep, so nothing is inferred (review)."""
+    which the tables do not keep, so nothing is inferred (review). A manifest without
+    `sessions.replay` is one of arrival replay, sessionize's default (the audit's R05)."""
     udp = {"protocol": 17, "a": ("10.0.0.5", 5000), "b": ("10.0.0.6", 53)}
     other = {"protocol": 17, "a": ("10.0.0.99", 7), "b": ("10.0.0.98", 8)}
     r1 = write_run(
@@ -588,12 +589,15 @@ def test_closed_by_the_end_at_the_exact_tie_and_not_under_event_replay(
             session("X", 0, 80, state="active", **other),
         ],
         window=(0, 80),
-        settings={**SETTINGS, "sessions.replay": replay},
+        settings={
+            **{k: v for k, v in SETTINGS.items() if k != "sessions.replay"},
+            **({} if replay is None else {"sessions.replay": replay}),
+        },
     )
     r2 = write_run(tmp_path / "r2", [session("T-r2", 45, 46, **udp)], window=(45, 90))
     by_id = conversations(recombine_tables([r1, r2]))
     linked = by_id["T"]["session_ids"] == ["T", "T-r2"]
-    assert linked == (replay == "arrival")
+    assert linked == (replay != "event")
 
 
 def test_a_record_delayed_across_the_cut_joins_the_earlier_runs_session(tmp_path: Path) -> None:
