@@ -92,6 +92,9 @@ COMPARED = (
 # from one file into the next as in the run
 Reading = Callable[[Path, Transports], Iterator[list[Datagram]]]
 HELD = 4096  # data held for a template not yet defined, per port and id (the newest kept)
+# datagrams a pass keeps before it first forgets those nothing refers to (keep()); how often
+# it forgets, not what: a module constant, so a test reaches the forgetting in a few dozen
+FORGET_PAST = 4096
 
 
 KEYS = ("file", "offset", "record")
@@ -235,7 +238,8 @@ class _Pass:
     seen: set[Place] = field(default_factory=set)  # the wanted datagrams found
     passed: set[Place] = field(default_factory=set)  # wanted messages over TCP or SCTP
     kept: dict[Place, Datagram] = field(default_factory=dict)  # those that may be needed
-    limit: int = 4096  # kept beyond it: forget what nothing refers to (keep())
+    # kept beyond it: forget what nothing refers to (keep())
+    limit: int = field(default_factory=lambda: FORGET_PAST)
     complete: bool = True  # False: an earlier file may hold what this pass did not see
     # the datagrams whose definitions each datagram's options data were read with, and, for
     # data it held for its port's own, the one that made its port one with templates of its
@@ -462,7 +466,7 @@ class _Pass:
             live = self.with_definitions(live)
             self.kept = {place: kept for place, kept in self.kept.items() if place in live}
             self.reads = {place: read for place, read in self.reads.items() if place in live}
-            self.limit = max(4096, 2 * len(self.kept))
+            self.limit = max(FORGET_PAST, 2 * len(self.kept))
 
     def with_definitions(self, places: set[Place]) -> set[Place]:
         """`places` and, in turn, the datagrams whose definitions their options data were

@@ -719,10 +719,13 @@ def _write_capture(result: PcapExport, path: Path, frames: list[Frame]) -> None:
     else:
         write_atomically(path, lambda staged: _write_pcapng(staged, frames, link_types))
         result.format = "pcapng"
+        # by interface: Ethernet with and without an FCS was "2 link types (1, 1)"
+        interfaces = ", ".join(
+            f"{lt} with a {fcs}-byte FCS" if fcs else str(lt) for lt, fcs in link_types
+        )
         result.notes.append(
-            f"the frames have {len(link_types)} link types "
-            f"({', '.join(str(lt) for lt, _ in link_types)}); a PCAP file holds one, so "
-            f"{path} is pcapng with one interface per link type"
+            f"the frames have {len(link_types)} link types or FCS lengths ({interfaces}); "
+            f"a PCAP file holds one, so {path} is pcapng with one interface for each"
         )
     result.path = path
     result.datagrams = len(frames)

@@ -13,12 +13,14 @@ The equivalent ones: E30 (the nfcapd note comparing the format whole: the format
 reads are input_format's, from the file's own bytes, never with a "-v2"), E35 (context
 datagrams not filtered for TCP/SCTP: template_context never takes a datagram over a
 connection), X07 (keep's limit 4096 -> 16: how often the search forgets, not what; only
-what nothing refers to), X08 (_hold checking the whole held list, not its last: places
+what nothing refers to. So the tests of the forgetting set FORGET_PAST to 16 and send 20
+datagrams, not 4100), X08 (_hold checking the whole held list, not its last: places
 come in pass order, so one already held is the last), R25 (first_arrival without
 `has_min_max`: a column chunk without them has no min_raw), O04 (an input of 0 records
-counted: a + b - max(totals) is then never above 0). Left unpinned: E11 (the pcapng note
-counting interfaces, not link types: the one case telling them apart, Ethernet frames with
-and without an FCS, is said wrongly either way, "2 link types (1, 1)"), X06 (keep
+counted: a + b - max(totals) is then never above 0). E11 (the pcapng note counting
+interfaces, not link types) showed the note wrong either way for the one case telling them
+apart, Ethernet frames with and without an FCS: "2 link types (1, 1)"; the note names each
+interface now, and E10's test holds it. Left unpinned: X06 (keep
 forgetting where a port began and the exporter's datagram before it: those are kept only
 when they define templates or carry options data; a test needs one of them superseded as
 both, before more than 4096 others, in a pass that began after the run's first file).
@@ -39,7 +41,7 @@ from typer.testing import CliRunner
 
 from obserae_forensics.cli import app
 from obserae_forensics.errors import InputError, UsageError
-from obserae_forensics.recombine import export_flows, export_pcap, recombine_tables
+from obserae_forensics.recombine import context, export_flows, export_pcap, recombine_tables
 from obserae_forensics.recombine.context import _datagrams as context_datagrams
 from obserae_forensics.recombine.context import _pass as context_pass
 from obserae_forensics.recombine.overlap import OverlapCheck, shared_records, twin_counts
@@ -74,6 +76,14 @@ from .test_mutation_audit import NS, _two_captures_run, capture, datagram, pcap_
 from .test_overlap import RUNS as TWIN_RUNS
 from .test_overlap import sessions as twin_rows
 from .test_runs import trimmed_run
+
+
+@pytest.fixture
+def forget_soon(monkeypatch: pytest.MonkeyPatch) -> int:
+    """A context pass forgets past 16 kept datagrams, not 4096 (X07: how often it forgets,
+    not what), and the number of template refreshes that takes it past that."""
+    monkeypatch.setattr(context, "FORGET_PAST", 16)
+    return 20
 
 
 def edited_run(tmp_path: Path, change: dict[str, Any]) -> Path:
@@ -493,25 +503,27 @@ def test_a_capture_cut_short_since_the_run_is_refused(tmp_path: Path) -> None:
 # --- recombine/context.py -----------------------------------------------------------------------
 
 
-def test_options_data_held_past_the_searchs_memory_limit_still_count(tmp_path: Path) -> None:
+def test_options_data_held_past_the_searchs_memory_limit_still_count(
+    tmp_path: Path, forget_soon: int
+) -> None:
     """Kills X01 (the datagrams held for a template not yet defined not among those the
-    search keeps once it forgets: context.py's `keep`, past 4096 datagrams): a sampling
+    search keeps once it forgets: context.py's `keep`, past FORGET_PAST datagrams): a sampling
     rate sent before its options template (the capture began mid-stream), then more than
-    4096 datagrams that each define the flow template (an exporter sending templates in
+    FORGET_PAST datagrams that each define the flow template (an exporter sending templates in
     every datagram), then the options template and the conversation's record. The run
     read it 1-in-100; the export takes the rate's datagram, its options template, the
     flow template and the port's first definition (without it the held rate would read
     another port's template), and decodes alone to what the run read."""
     flow_template = template(FLOW, FIELDS)
     # (each its own sequence number: the same message twice is a copy the decoder drops)
-    refreshes = [message(flow_template, sequence=1 + i) for i in range(4100)]
+    refreshes = [message(flow_template, sequence=1 + i) for i in range(forget_soon)]
     assert one_record_export(
         tmp_path,
         message(template(400, [(8, 4, 0)]), sequence=0),  # where the port began: not the rate
         message(RATE_100, sequence=0),
         *refreshes,
-        message(SAMPLER, sequence=4101),
-        message(data(FLOW, record(2)), sequence=4101),
+        message(SAMPLER, sequence=forget_soon + 1),
+        message(data(FLOW, record(2)), sequence=forget_soon + 1),
     ) == (4, 1, 0)
 
 
@@ -552,6 +564,11 @@ def test_frames_of_one_link_type_with_and_without_an_fcs_are_one_link_type(
         (1, 4, with_fcs[0].data),
         (1, 0, plain[0].data),
     ]
+    # E11: the note said "2 link types (1, 1)"
+    assert exported.notes[0].startswith(
+        "the frames have 2 link types or FCS lengths (1, 1 with a 4-byte FCS); a PCAP file "
+        "holds one, so "
+    )
 
 
 def test_records_whose_arrival_is_unknown_are_exported_from_their_offsets(tmp_path: Path) -> None:
@@ -652,14 +669,16 @@ def test_a_frame_longer_than_the_usual_snap_length_raises_the_files(tmp_path: Pa
     assert [f.data for f in frames_of(out)] == [big, frames[1].data]
 
 
-def test_what_the_search_chose_is_still_there_to_decode_once_it_forgets(tmp_path: Path) -> None:
+def test_what_the_search_chose_is_still_there_to_decode_once_it_forgets(
+    tmp_path: Path, forget_soon: int
+) -> None:
     """Kills X02 (the datagrams the search chose not among those it keeps once it forgets,
-    past 4096): a pass decodes the wanted datagrams with what it chose, from what it kept
+    past FORGET_PAST): a pass decodes the wanted datagrams with what it chose, from what it kept
     (context.py's _agrees), to see whether it went back far enough. The conversation's
     datagram reads the flow template of the datagram before it and holds a set for
-    template 300, which comes only after the flow template is defined anew and sent 4100
-    times: the datagram before, chosen and no longer the port's definition, is still
-    kept, as is every datagram chosen."""
+    template 300, which comes only after the flow template is defined anew and sent more
+    than FORGET_PAST times: the datagram before, chosen and no longer the port's
+    definition, is still kept, as is every datagram chosen."""
     swapped = [*FIELDS[:5], FIELDS[6], FIELDS[5], *FIELDS[7:]]  # octets before packets
     path = capture_of(
         tmp_path / "held.pcap",
@@ -667,8 +686,8 @@ def test_what_the_search_chose_is_still_there_to_decode_once_it_forgets(tmp_path
         message(template(400, [(8, 4, 0)]), sequence=0),  # the port's first definition
         message(template(FLOW, FIELDS), sequence=0),
         message(data(FLOW, record(2)), data(300, bytes(4)), sequence=0),
-        *[message(template(FLOW, swapped), sequence=2 + i) for i in range(4100)],
-        message(template(300, [(8, 4, 0)]), sequence=4102),
+        *[message(template(FLOW, swapped), sequence=2 + i) for i in range(forget_soon)],
+        message(template(300, [(8, 4, 0)]), sequence=forget_soon + 2),
     )
     at = offsets(path)
     state = context_pass([path], {0: {at[2]}}, 0, context_datagrams, lambda index: None)
@@ -677,12 +696,12 @@ def test_what_the_search_chose_is_still_there_to_decode_once_it_forgets(tmp_path
 
 
 def test_the_definitions_options_data_were_read_with_are_kept_as_long_as_they(
-    tmp_path: Path,
+    tmp_path: Path, forget_soon: int
 ) -> None:
     """Kills X05 (what kept options data were read with not kept once the search forgets):
     sampler 5's rate is read with options template 262 of the second datagram, sampler 1's
     with template 260 of the third, which carries that rate; 262 is defined anew (another
-    layout) with another rate, then the flow template is refreshed 4100 times. The export
+    layout) with another rate, then the flow template is refreshed past FORGET_PAST. The export
     holds sampler 1's rate, so the third datagram, so the second (context.py's
     with_definitions: each options set applies where it did in the run); the pass still
     keeps it to decode."""
@@ -697,8 +716,8 @@ def test_the_definitions_options_data_were_read_with_are_kept_as_long_as_they(
         message(SAMPLER, data(262, struct.pack(">III", 5, 1, 9)), sequence=0),
         message(RATE_100, sequence=1),
         message(sampler_262_again, data(262, struct.pack(">III", 5, 19, 1)), sequence=2),
-        *[message(flow_template, sequence=3 + i) for i in range(4100)],
-        message(data(FLOW, record(2)), sequence=4103),
+        *[message(flow_template, sequence=3 + i) for i in range(forget_soon)],
+        message(data(FLOW, record(2)), sequence=forget_soon + 3),
     )
     at = offsets(path)
     state = context_pass([path], {0: {at[-1]}}, 0, context_datagrams, lambda index: None)
