@@ -196,7 +196,11 @@ def test_nfcapd_inputs_have_no_datagrams_and_export_flows_instead(
     assert exported.nfcapd_records == 2
     assert exported.flows_path == tmp_path / "a.flows.parquet"
     assert pq.read_table(exported.flows_path).num_rows == 2
-    assert "hold flow records, not export datagrams" in exported.notes[0]
+    # by record, not by file (the export audit's E31: "1 flow record(s)")
+    assert exported.notes[0].startswith(
+        f"2 flow record(s) came from nfcapd file(s) ({capture}), which hold flow records, "
+        "not export datagrams"
+    )
 
 
 def test_a_run_of_a_capture_and_an_nfcapd_file_exports_datagrams_and_whole_flow_rows(

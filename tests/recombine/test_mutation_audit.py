@@ -313,7 +313,10 @@ def test_two_copies_of_one_capture_export_each_datagram_once(tmp_path: Path) -> 
 def test_the_note_names_the_first_run_that_read_the_capture(tmp_path: Path, corpus: Path) -> None:
     """Kills M28 (_check_export's capture names `setdefault` -> the last run's): a datagram
     two runs of one capture read is written once (README), and the note on its records
-    names "the first run that read it", run 0 here, not the last."""
+    names "the first run that read it", run 0 here, not the last. And, from a later audit,
+    E23 (template_datagrams counting each run's context, written or not): the template
+    datagram both runs need is written once (README: "once per capture and offset,
+    whatever runs read it"), and the count of datagrams added for templates says one."""
     path = corpus / SOURCE
     frames = frames_of(path)
     inputs = [{"path": str(path), "format": "pcap", "sha256": sha256_file(path)}]
@@ -323,7 +326,8 @@ def test_the_note_names_the_first_run_that_read_the_capture(tmp_path: Path, corp
         flows = placed(rows, path, [frames[1]] * 2)
         runs.append(write_run(tmp_path / sid, rows, flows=flows, inputs=inputs, window=window))
     exported = export_pcap(runs, ["X", "Y"], tmp_path / "a.pcap")
-    assert exported.datagrams == 2  # frame 2 once, and the template datagram it needs
+    # frame 2 once, and the template datagram it needs
+    assert (exported.datagrams, exported.template_datagrams, exported.records) == (2, 1, 4)
     [note] = [n for n in exported.notes if "decode otherwise" in n]
     assert "than in run 0 (first: record 0 of the datagram at byte" in note
 
