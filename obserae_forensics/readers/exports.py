@@ -38,6 +38,7 @@ from ..counters import exact_sum
 from ..errors import InputError, MalformedInput, UnknownTemplate
 from ..report import ExporterStats, RunReport
 from ..schema import FLOW_ADDRESS_COLUMNS, FLOW_NUMERIC_DTYPES
+from ..times import TIME_LIMIT_US
 from . import ipfix, netflow_v5, netflow_v9
 from ._batch import flow_batch
 from .datagrams import Datagram
@@ -77,6 +78,9 @@ MAX_NUMBERINGS = 256  # transport sessions followed per stream, the oldest go fi
 MAX_MISSING = 64  # gaps remembered per transport session for messages that come late
 # sysUptime (ms) going back by more than this is a reboot, unless it wrapped at 2**32 ms
 UPTIME_JITTER_MS = 1_000
+# the latest boot time an options record declares (systemInitTimeMilliseconds), as a
+# record's own is bounded (RecordPlan._time)
+BOOT_LIMIT_MS = TIME_LIMIT_US // 1000
 UPTIME_WRAP_MS = 1 << 32
 # back by more than this is a reboot even when the number could be a reorder's
 REBOOT_UPTIME_MS = 300_000
@@ -1651,10 +1655,17 @@ class ExportDecoder:
                 self.samplers.append({**self.samplers[stream.samplers], scope: rate})
                 stream.samplers = len(self.samplers) - 1
         sysinit = values.get(SYSTEM_INIT_MILLISECONDS)
-        if sysinit is not None and sysinit >= 2**63 // 1000:
-            # no time in int64 µs: every record timed from it would overflow
+        if sysinit is not None and sysinit > BOOT_LIMIT_MS:
+            # past the times the readers keep, as a record's own is (RecordPlan._time): kept,
+            # the uptime lap moved its records to plausible times; past int64 µs every
+            # record timed from it would overflow
+            past = (
+                "the int64 µs range"
+                if sysinit >= 2**63 // 1000
+                else f"the times the readers keep ({BOOT_LIMIT_MS} ms)"
+            )
             self._malformed(
-                f"options record: systemInitTimeMilliseconds {sysinit} is past the int64 µs range",
+                f"options record: systemInitTimeMilliseconds {sysinit} is past {past}",
                 0,
                 "bad_timestamp",
                 place,
@@ -1958,7 +1969,7 @@ def options_effects(
             if scope is not None:
                 effects["scope", scope] = rate
         sysinit = values.get(SYSTEM_INIT_MILLISECONDS)
-        if sysinit is not None and sysinit < 2**63 // 1000:
+        if sysinit is not None and sysinit <= BOOT_LIMIT_MS:
             effects["sysinit",] = sysinit
     return effects
 

@@ -699,8 +699,9 @@ class Template:
         self.min_length = fixed + sum(1 for f in fields if f.length == VARIABLE_LENGTH)
         self._plan: RecordPlan | None = None
         # records that carry their own sampling rate (RecordPlan._sampling) need no declared
-        # one (ExporterStats.records_before_sampling)
-        read = {(f.enterprise, f.element) for f in fields if 1 <= f.length <= 16}
+        # one (ExporterStats.records_before_sampling): a rate RecordPlan.unsigned reads, in
+        # 1 to 8 bytes (9 to 16 were taken for one, and the records went uncounted)
+        read = {(f.enterprise, f.element) for f in fields if 1 <= f.length <= 8}
         self.rates_itself = (
             any(element in read for element in SAMPLING_INTERVAL_ELEMENTS)
             or SAMPLING_PACKET_INTERVAL in read

@@ -4,8 +4,8 @@ held for its template) that no test pinned, found by a mutation audit (the
 audit-templates branch's: 102 small changes, T01-T72 to templates.py and X01-X32 to
 exports.py; X29 and X31 were dropped before running, a sequence-tracking change the
 exports audit covered and a stride that equals its twin). The reader tests noticed 47; of
-the 55 they did not, 46 are real gaps, killed here (T64 by a strict xfail: it found a
-package bug), 6 are equivalent and 3 are left unpinned. The earlier audits' changes
+the 55 they did not, 46 are real gaps, killed here (T64 by the test of the package bug it
+found, since fixed), 6 are equivalent and 3 are left unpinned. The earlier audits' changes
 (test_exports_mutation_audit.py, test_decoders_mutation_audit.py, test_mutation_audit.py)
 are not repeated. The equivalent ones: T07 (a field as wide as its column checked per
 record: its value can never pass the column's maximum), T46 (v9's age from sysUptime not
@@ -21,10 +21,11 @@ known exporter says what is right: T32 (flowDurationMicroseconds before
 flowDurationMilliseconds when a template sends both; the µs one is finer), T56 (the
 last of two interface scope fields of an options record, not the first), T57 (an
 element an options record repeats read from its last field, not its first). Package
-bugs, as strict xfails: T64's, Template.rates_itself taking a samplingInterval of 9-16
-bytes that RecordPlan cannot read; X14's neighbour, an options record's
-systemInitTimeMilliseconds past the time range kept where a record's own is refused.
-Each other test fails with its change applied and names it; datagrams are packed by the
+bugs, found as strict xfails and fixed with them: T64's, Template.rates_itself taking a
+samplingInterval of 9-16 bytes that RecordPlan cannot read; X14's neighbour, an options
+record's systemInitTimeMilliseconds past the time range kept where a record's own is
+refused. Each test fails with its change applied (those two without the fix) and names
+it; datagrams are packed by the
 reader tests' own helpers."""
 
 from __future__ import annotations
@@ -254,17 +255,12 @@ def test_a_records_sampling_size_alone_gives_it_no_rate() -> None:
     assert _before_sampling(both, struct.pack(">IIII", 1, 5, 1, 100)) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Template.rates_itself takes a samplingInterval of 9-16 bytes, which "
-    "RecordPlan._sampling cannot read (unsigned: 1-8 bytes)",
-)
 def test_a_sampling_interval_too_wide_to_read_gives_a_record_no_rate() -> None:
-    """Kills T64 (Template.rates_itself over fields of 1-8 bytes, not 1-16), as a strict
-    xfail: the change is the fix of the bug it found. A record's samplingInterval (IE 34,
-    an unsigned32, RFC 7012) in 12 bytes is no number RecordPlan reads, so the record takes
-    its exporter's rate; read before any declaration, it is one of records_before_sampling,
-    as a record without the field is. The package counts it as rating itself."""
+    """T64 (Template.rates_itself over fields of 1-8 bytes, not 1-16) was the fix of a
+    package bug, made: a record's samplingInterval (IE 34, an unsigned32, RFC 7012) in 12
+    bytes is no number RecordPlan reads, so the record takes its exporter's rate; read
+    before any declaration, it is one of records_before_sampling, as a record without the
+    field is. The package counted it as rating itself."""
     fields = [(8, 4, 0), (2, 4, 0), (34, 12, 0)]
     assert _before_sampling(fields, struct.pack(">II", 1, 5) + bytes(11) + b"\x07") == 1
 
@@ -593,27 +589,30 @@ def test_an_options_boot_time_at_the_int64_limit_is_refused() -> None:
     """Kills X14 (ExportDecoder._use_options: `>` for `>=` against 2**63 // 1000 ms): a
     systemInitTimeMilliseconds of 2**63 // 1000 leaves no room in int64 µs for the uptime
     added to it (the sum wrapped, and the uptime lap made a plausible time of it); it is
-    refused, `bad_timestamp`, and the records sit at their export time, said."""
+    refused, `bad_timestamp`, and the records sit at their export time, said. (Since the
+    fix below refuses any past TIME_LIMIT_US, the boundary tells only the words.)"""
     table, report = _boot_declared(2**63 // 1000)
     assert _times(table) == [(EXPORT_US, EXPORT_US)]
     assert report.skipped == {"bad_timestamp": 1}
     assert report.repaired == {"export_time": 1}
+    assert report.examples[0].message.endswith("is past the int64 µs range")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an options record's systemInitTimeMilliseconds is refused only from 2**63 // 1000 "
-    "ms; one past TIME_LIMIT_US // 1000 is kept, and the uptime lap gives its records "
-    "plausible times (a record's own boot time past that limit makes them unusable)",
-)
 def test_an_options_boot_time_past_the_time_range_is_refused() -> None:
-    """Found by X14: a boot time past the range the reader keeps (TIME_LIMIT_US, times.py)
-    in an options record is damage as one in a data record is (RecordPlan._time); kept, the
-    uptime lap moved its records 3.9 million seconds (44 days) before their export, without
-    a word, where 2**63 // 1000 and the record's own field are refused."""
+    """Found by X14, a package bug, fixed: a boot time past the range the reader keeps
+    (TIME_LIMIT_US, times.py) in an options record is damage as one in a data record is
+    (RecordPlan._time); kept, the uptime lap moved its records 3.9 million seconds (44
+    days) before their export, without a word, where 2**63 // 1000 and the record's own
+    field were refused. The limit itself is a boot time, as in a data record."""
     table, report = _boot_declared(TIME_LIMIT_US // 1000 + 1)
     assert report.skipped == {"bad_timestamp": 1}
     assert _times(table) == [(EXPORT_US, EXPORT_US)]
+    assert report.examples[0].message.endswith(
+        f"systemInitTimeMilliseconds {TIME_LIMIT_US // 1000 + 1} is past the times the "
+        f"readers keep ({TIME_LIMIT_US // 1000} ms)"
+    )
+    table, report = _boot_declared(TIME_LIMIT_US // 1000)
+    assert report.skipped == {}
 
 
 def test_a_boot_time_of_0_is_a_boot_time() -> None:
