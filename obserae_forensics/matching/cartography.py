@@ -225,8 +225,8 @@ class _CartographyReader:
             "networks": self.read_network,
             "groups": self.read_group,
         }
-        # in the file's order: read hosts, networks, groups, a name repeated in hosts below
-        # its network was refused at the network, "first as a host" at the line below it
+        # in the file's order (read hosts, networks, groups, a host repeating the name of a
+        # network above it was refused at the network, "first as a host" on a line below)
         for section, (_, body) in top.items():
             if is_empty(body):
                 continue  # `groups:` with nothing under it, or `groups: ~`

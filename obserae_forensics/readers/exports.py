@@ -78,12 +78,12 @@ MAX_NUMBERINGS = 256  # transport sessions followed per stream, the oldest go fi
 MAX_MISSING = 64  # gaps remembered per transport session for messages that come late
 # sysUptime (ms) going back by more than this is a reboot, unless it wrapped at 2**32 ms
 UPTIME_JITTER_MS = 1_000
-# the latest boot time an options record declares (systemInitTimeMilliseconds), as a
-# record's own is bounded (RecordPlan._time)
-BOOT_LIMIT_MS = TIME_LIMIT_US // 1000
 UPTIME_WRAP_MS = 1 << 32
 # back by more than this is a reboot even when the number could be a reorder's
 REBOOT_UPTIME_MS = 300_000
+# the latest boot time an options record declares (systemInitTimeMilliseconds), as a
+# record's own is bounded (RecordPlan._time)
+BOOT_LIMIT_MS = TIME_LIMIT_US // 1000
 # boot times (export time - sysUptime) this close are one boot: v9's export time is whole
 # seconds, and two of them may round apart
 BOOT_CLOCK_MS = 2_000
