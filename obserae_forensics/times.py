@@ -17,6 +17,7 @@ import numpy as np
 # session closed before it opened). Readers give a time field they cannot bring into int64
 # µs UNUSABLE_TIME, and read_flows counts every record outside the range as bad_timestamp.
 TIME_LIMIT_US = 1 << 61
+TIME_LIMIT_MS = TIME_LIMIT_US // 1000  # the same bound for a field in milliseconds
 UNUSABLE_TIME = np.iinfo(np.int64).min
 # what Python's datetime (and so pandas' printing) can show: years 1 to 9999, in UTC µs
 SHOWABLE_MIN_US = -62_135_596_800_000_000

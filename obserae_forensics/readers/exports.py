@@ -38,7 +38,7 @@ from ..counters import exact_sum
 from ..errors import InputError, MalformedInput, UnknownTemplate
 from ..report import ExporterStats, RunReport
 from ..schema import FLOW_ADDRESS_COLUMNS, FLOW_NUMERIC_DTYPES
-from ..times import TIME_LIMIT_US
+from ..times import TIME_LIMIT_MS
 from . import ipfix, netflow_v5, netflow_v9
 from ._batch import flow_batch
 from .datagrams import Datagram
@@ -81,9 +81,6 @@ UPTIME_JITTER_MS = 1_000
 UPTIME_WRAP_MS = 1 << 32
 # back by more than this is a reboot even when the number could be a reorder's
 REBOOT_UPTIME_MS = 300_000
-# the latest boot time an options record declares (systemInitTimeMilliseconds), as a
-# record's own is bounded (RecordPlan._time)
-BOOT_LIMIT_MS = TIME_LIMIT_US // 1000
 # boot times (export time - sysUptime) this close are one boot: v9's export time is whole
 # seconds, and two of them may round apart
 BOOT_CLOCK_MS = 2_000
@@ -1655,14 +1652,14 @@ class ExportDecoder:
                 self.samplers.append({**self.samplers[stream.samplers], scope: rate})
                 stream.samplers = len(self.samplers) - 1
         sysinit = values.get(SYSTEM_INIT_MILLISECONDS)
-        if sysinit is not None and sysinit > BOOT_LIMIT_MS:
+        if sysinit is not None and sysinit > TIME_LIMIT_MS:
             # past the times the readers keep, as a record's own is (RecordPlan._time): kept,
             # the uptime lap moved its records to plausible times; past int64 µs every
             # record timed from it would overflow
             past = (
                 "the int64 µs range"
                 if sysinit >= 2**63 // 1000
-                else f"the times the readers keep ({BOOT_LIMIT_MS} ms)"
+                else f"the times the readers keep ({TIME_LIMIT_MS} ms)"
             )
             self._malformed(
                 f"options record: systemInitTimeMilliseconds {sysinit} is past {past}",
@@ -1969,7 +1966,7 @@ def options_effects(
             if scope is not None:
                 effects["scope", scope] = rate
         sysinit = values.get(SYSTEM_INIT_MILLISECONDS)
-        if sysinit is not None and sysinit <= BOOT_LIMIT_MS:
+        if sysinit is not None and sysinit <= TIME_LIMIT_MS:
             effects["sysinit",] = sysinit
     return effects
 

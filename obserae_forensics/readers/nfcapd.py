@@ -64,7 +64,7 @@ from ..counters import exact_sum
 from ..errors import InputError, MalformedInput, TruncatedInput, UnknownFormat
 from ..report import FileStats, RunReport
 from ..schema import FLOW_NUMERIC_DTYPES
-from ..times import TIME_LIMIT_US, time_faults
+from ..times import TIME_LIMIT_MS, time_faults
 from ._batch import flow_batch
 from .compression import (
     COMPRESSION_NAMES,
@@ -1139,7 +1139,7 @@ def _decode_block(
     _resolve_exporters(state, columns, flow_index)
     _event_times(columns)
     received = columns.pop("_msec_received")
-    damaged = (received > TIME_LIMIT_US // 1000) | (received < 0)  # < 0: u64 past 2**63
+    damaged = (received > TIME_LIMIT_MS) | (received < 0)  # < 0: u64 past 2**63
     if damaged.any():
         # the record is whole but its receive time is not: arrival falls back to the file's
         # slot time, as for a record without one, and says so
@@ -1698,7 +1698,7 @@ def _event_times(columns: dict[str, np.ndarray]) -> None:
     event_ms = columns.pop("_nsel_event_ms", None)
     if event_ms is None:
         return
-    known = (event_ms > 0) & (event_ms <= TIME_LIMIT_US // 1000)
+    known = (event_ms > 0) & (event_ms <= TIME_LIMIT_MS)
     # an event without its time is not the ASA's (Palo Alto's records carry 233 and 148 in
     # EXnselCommon, but deltas and no event time): its counters are not settled (nsel.py)
     columns["_nsel_event"] = np.where(known, columns["_nsel_event"], 0).astype(np.uint64)

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..addresses import v4_to_mapped
 from ..schema import FLOW_SCHEMA
-from ..times import TIME_LIMIT_US, UNUSABLE_TIME, scaled_time_us
+from ..times import TIME_LIMIT_MS, TIME_LIMIT_US, UNUSABLE_TIME, scaled_time_us
 from . import frames
 from .information_elements import (
     ADDRESS_ELEMENTS,
@@ -643,8 +643,8 @@ class RecordPlan:
             unusable = np.zeros(len(values), dtype=bool)
         else:
             # a boot time in the record past the µs range is damage, not "no boot time"
-            unusable = (sysinit > np.uint64(TIME_LIMIT_US // 1000)) | (
-                element_values > np.uint64(TIME_LIMIT_US // 1000)
+            unusable = (sysinit > np.uint64(TIME_LIMIT_MS)) | (
+                element_values > np.uint64(TIME_LIMIT_MS)
             )
             sysinit_ms = np.where(unusable, 0, sysinit.astype(np.int64))
             known = np.ones(len(values), dtype=bool)
