@@ -132,10 +132,10 @@ def window_bounds(
         return high - span, high
     low = None if start is None else utc_timestamp(start)
     high = None if end is None else utc_timestamp(end)
-    if high is not None and (period := _period_named(end)) is not None:
+    if high is not None and (days := _days_named(end, high)) is not None:
         # the whole day: window("2011-06-24", "2011-06-24") held nothing (an audit); the
         # whole month or year alike ("2024-03" as the end was midnight on the 1st)
-        high = high + pd.Timedelta(days=_days_in(period, high)) - pd.Timedelta(microseconds=1)
+        high = high + pd.Timedelta(days=days) - pd.Timedelta(microseconds=1)
     if low is not None and high is not None and low > high:
         raise UsageError(f"the window starts ({low}) after it ends ({high})")
     return low, high
@@ -170,36 +170,28 @@ def utc_timestamp(value: TimeLike) -> pd.Timestamp:
 _CLOCK_WORDS = ("now", "today", "yesterday", "tomorrow")
 
 
-_PERIODS = (
-    (re.compile(r"\d{4}([-/])\d{2}\1\d{2}|\d{8}", re.ASCII), "day"),
-    (re.compile(r"\d{4}[-/]\d{2}", re.ASCII), "month"),
-    (re.compile(r"\d{4}", re.ASCII), "year"),
-)
+_DAY = re.compile(r"\d{4}([-/])\d{2}\1\d{2}|\d{8}", re.ASCII)
+_MONTH = re.compile(r"\d{4}[-/]\d{2}", re.ASCII)
+_YEAR = re.compile(r"\d{4}", re.ASCII)
 
 
-def _period_named(value: TimeLike | None) -> str | None:
-    """The period a time without a time of day names, as pandas reads it: a day
-    (`2011-06-24`, nfdump's `2011/06/24`, `20110624`, a `datetime.date`: as an end it was
-    midnight, not the whole day the text gives, an audit), a month (`2011-06`) or a year
-    (`2011`); None for a time of day, which is an instant."""
+def _days_named(value: TimeLike | None, first: pd.Timestamp) -> int | None:
+    """The days of the period a time without a time of day names, from `first`, its start
+    as pandas reads it: a day (`2011-06-24`, nfdump's `2011/06/24`, `20110624`, a
+    `datetime.date`: as an end it was midnight, not the whole day the text gives, an
+    audit), a month (`2011-06`) or a year (`2011`); None for a time of day, an instant.
+    Counted, not added as a calendar offset: datetime's arithmetic refused the month or
+    year that ends 9999."""
     if isinstance(value, date) and not isinstance(value, datetime):
-        return "day"
-    if isinstance(value, str):
-        text = value.strip()
-        for pattern, period in _PERIODS:
-            if pattern.fullmatch(text) is not None:
-                return period
-    return None
-
-
-def _days_in(period: str, first: pd.Timestamp) -> int:
-    """Days in the period starting at `first`, counted, not added as a calendar offset:
-    datetime's arithmetic refused the month or year that ends 9999."""
-    if period == "month":
+        return 1
+    text = value.strip() if isinstance(value, str) else ""
+    if _DAY.fullmatch(text):
+        return 1
+    if _MONTH.fullmatch(text):
         return int(first.days_in_month)
-    if period == "year":
+    if _YEAR.fullmatch(text):
         return 366 if first.is_leap_year else 365
-    return 1
+    return None
 
 
 def entity(
