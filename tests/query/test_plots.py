@@ -139,3 +139,21 @@ def test_plots_of_records_whose_times_are_not_showable(run: query.Run) -> None:
     sessions["opened_at"] = sessions["opened_at"].where(sessions["session_id"] != "s1")
     axes = plots.fragment_timeline(replace(some, sessions=sessions), "s1")
     assert "1 fragment(s), 2 flow records" in axes.get_title()
+
+
+def test_the_bin_cap_allows_exactly_max_bins(
+    run: query.Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cap refuses more than MAX_BINS bins, not MAX_BINS itself: a width of a quarter
+    of the span, under a cap of 4, draws; the next float down is refused. (The cap was
+    only ever tried with 1e-9 over a day, which no bound of it would let through.)"""
+    monkeypatch.setattr(plots, "MAX_BINS", 4)
+    first_seen = run.flows["first_seen"]
+    span_s = max((first_seen.max() - first_seen.min()).total_seconds(), 1.0)
+    width_s = span_s / 4  # a power of two: span_s / width_s is exactly 4
+    axes = plots.traffic_over_time(run, bin_s=width_s)
+    assert bar_total(axes) == pytest.approx(
+        float((run.sessions["ab_bytes"] + run.sessions["ba_bytes"]).sum())
+    )
+    with pytest.raises(UsageError, match=r"at most 4$"):
+        plots.traffic_over_time(run, bin_s=float(np.nextafter(width_s, 0)))
