@@ -74,6 +74,7 @@ from .compression import (
     decompress_block,
 )
 from .nfcapd_scan import BAD_ELEMENTS, SCAN_OK, gather_records, scan_block
+from .nfcapd_v1 import STAT_COUNTERS, decode_v1_block, read_header_v1
 from .nfcapd_v3 import FLAG_SAMPLED, decode_layout, layout_for
 from .nsel import COUNTERS as NSEL_COUNTERS
 from .nsel import NselLedger, nsel_repair
@@ -110,26 +111,7 @@ BLOCK_HEADER: Final = np.dtype(
 )
 # stat_record_t (nfdump.h L97-122): 15 counters, then first/last seen in ms, sequence failures
 STAT_V2: Final = np.dtype(
-    [
-        (name, "<u8")
-        for name in (
-            "flows",
-            "bytes",
-            "packets",
-            "flows_tcp",
-            "flows_udp",
-            "flows_icmp",
-            "flows_other",
-            "bytes_tcp",
-            "bytes_udp",
-            "bytes_icmp",
-            "bytes_other",
-            "packets_tcp",
-            "packets_udp",
-            "packets_icmp",
-            "packets_other",
-        )
-    ]
+    [(name, "<u8") for name in STAT_COUNTERS]
     + [("msec_first", "<u8"), ("msec_last", "<u8"), ("sequence_failures", "<u8")]
 )
 EXPORTER_INFO: Final = np.dtype(
@@ -366,8 +348,6 @@ def _read_header(f: IO[bytes], source: str, size: int) -> _Header:
     order = _byte_order(head)
     layout = int(np.frombuffer(head[2:4], dtype=f"{order}u2")[0])
     if layout == LAYOUT_VERSION_1:
-        from .nfcapd_v1 import read_header_v1
-
         v1 = read_header_v1(f, source, order)
         return _Header(
             LAYOUT_VERSION_1,
@@ -1098,8 +1078,6 @@ def _decode_block(
     flow_layouts = layouts[flow_index]
     columns = _empty_columns(n)
     if block_type == BLOCK_V1:
-        from .nfcapd_v1 import decode_v1_block
-
         decode_v1_block(
             state,
             buf,

@@ -41,27 +41,27 @@ HEADER_V1: Final = np.dtype(
         ("ident", "S128"),
     ]
 )
+# stat_record_t's 15 counters, the same in LAYOUT_VERSION_1 and 2 (nfdump.h L97-122); the
+# layouts differ in the first/last seen and sequence failures after them
+STAT_COUNTERS: Final = (
+    "flows",
+    "bytes",
+    "packets",
+    "flows_tcp",
+    "flows_udp",
+    "flows_icmp",
+    "flows_other",
+    "bytes_tcp",
+    "bytes_udp",
+    "bytes_icmp",
+    "bytes_other",
+    "packets_tcp",
+    "packets_udp",
+    "packets_icmp",
+    "packets_other",
+)
 STAT_V1: Final = np.dtype(
-    [
-        (name, "<u8")
-        for name in (
-            "flows",
-            "bytes",
-            "packets",
-            "flows_tcp",
-            "flows_udp",
-            "flows_icmp",
-            "flows_other",
-            "bytes_tcp",
-            "bytes_udp",
-            "bytes_icmp",
-            "bytes_other",
-            "packets_tcp",
-            "packets_udp",
-            "packets_icmp",
-            "packets_other",
-        )
-    ]
+    [(name, "<u8") for name in STAT_COUNTERS]
     + [
         ("first_seen", "<u4"),
         ("last_seen", "<u4"),
