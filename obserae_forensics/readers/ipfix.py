@@ -27,10 +27,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..errors import MalformedInput, TruncatedInput
+from ..errors import TruncatedInput
 from ._layout import Layout
 from .datagrams import Datagram
-from .templates import FieldSpec, Template, TemplateSink, after_templates, field_length_problem
+from .templates import (
+    FieldSpec,
+    Template,
+    TemplateSink,
+    after_templates,
+    field_length_problem,
+    skip_malformed,
+)
 
 if TYPE_CHECKING:
     from .exports import ExportDecoder
@@ -94,7 +101,7 @@ def decode_datagram(state: ExportDecoder, datagram: Datagram) -> None:
         if version != VERSION or length < HEADER.size:
             if not any(payload[at:]):
                 return  # zeros after the last message: the datagram is padded
-            _malformed(
+            skip_malformed(
                 state,
                 datagram,
                 f"no IPFIX message at payload byte {at} (version {version}, length {length})",
@@ -132,7 +139,7 @@ def decode_datagram(state: ExportDecoder, datagram: Datagram) -> None:
             state.end_datagram(records, flow_units=flows, inclusive=True)
         at += length
     if 0 < len(payload) - at and any(payload[at:]):
-        _malformed(
+        skip_malformed(
             state,
             datagram,
             f"{len(payload) - at} bytes after the last IPFIX message",
@@ -152,7 +159,7 @@ def _walk_sets(state: ExportDecoder, datagram: Datagram, message: bytes) -> int 
             if not any(message[at:end]):
                 break  # zeros to the end of the message: padding
             reason = "zero_length_set" if length == 0 else "bad_set_length"
-            _malformed(
+            skip_malformed(
                 state,
                 datagram,
                 f"set {set_id} at message byte {at} has length {length}",
@@ -180,7 +187,7 @@ def _walk_sets(state: ExportDecoder, datagram: Datagram, message: bytes) -> int 
         elif set_id == OPTIONS_TEMPLATE_SET:
             read_templates(state, datagram, message, at + 4, set_end, options=True)
         else:
-            _malformed(
+            skip_malformed(
                 state,
                 datagram,
                 f"reserved set id {set_id} at message byte {at}",
@@ -212,7 +219,7 @@ def read_templates(
             at += TEMPLATE_HEADER.size
             continue
         if template_id < FIRST_DATA_SET or end - at < header_size:
-            _malformed(
+            skip_malformed(
                 state,
                 datagram,
                 f"{kind} record {template_id} at message byte {at} is invalid",
@@ -237,7 +244,7 @@ def read_templates(
                 element &= ~ENTERPRISE_BIT
             fields.append(FieldSpec(element, length, enterprise))
         if len(fields) < field_count:
-            _malformed(
+            skip_malformed(
                 state,
                 datagram,
                 f"{kind} {template_id} at message byte {at} promises "
@@ -249,7 +256,7 @@ def read_templates(
         problem = None if options else field_length_problem(fields)
         if options and not 1 <= scope_count <= field_count:
             # RFC 7011 §3.4.2.2: at least one scope field; the record is rejected, not its set
-            _malformed(
+            skip_malformed(
                 state,
                 datagram,
                 f"options template {template_id} at message byte {at} "
@@ -258,7 +265,7 @@ def read_templates(
                 "bad_template",
             )
         elif problem is not None:
-            _malformed(
+            skip_malformed(
                 state,
                 datagram,
                 f"template {template_id} at message byte {at}: {problem}",
@@ -279,19 +286,4 @@ def read_templates(
         records += 1
     after_templates(
         state, message, body, at, end, records, f"{kind} set at message byte {body - 4}"
-    )
-
-
-def _malformed(
-    state: TemplateSink, datagram: Datagram, message: str, nbytes: int, reason: str
-) -> None:
-    state.skip(
-        MalformedInput(
-            message,
-            source=datagram.source,
-            offset=datagram.offset,
-            frame=datagram.frame,
-            reason=reason,
-        ),
-        nbytes,
     )

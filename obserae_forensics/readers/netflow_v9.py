@@ -22,10 +22,17 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
-from ..errors import MalformedInput, TruncatedInput
+from ..errors import TruncatedInput
 from ._layout import Layout
 from .datagrams import Datagram
-from .templates import FieldSpec, Template, TemplateSink, after_templates, field_length_problem
+from .templates import (
+    FieldSpec,
+    Template,
+    TemplateSink,
+    after_templates,
+    field_length_problem,
+    skip_malformed,
+)
 
 if TYPE_CHECKING:
     from .exports import ExportDecoder
@@ -93,7 +100,7 @@ def decode_datagram(state: ExportDecoder, datagram: Datagram) -> None:
             if not any(payload[at:end]):
                 break  # zeros to the end: the datagram is padded (Palo Alto, Cisco ACI)
             reason = "zero_length_set" if length == 0 else "bad_set_length"
-            _malformed(
+            skip_malformed(
                 state,
                 datagram,
                 f"FlowSet {flowset_id} at payload byte {at} has length {length}",
@@ -123,7 +130,7 @@ def decode_datagram(state: ExportDecoder, datagram: Datagram) -> None:
         elif flowset_id == OPTIONS_TEMPLATE_SET:
             read_options_templates(state, datagram, payload, at + 4, set_end)
         else:
-            _malformed(
+            skip_malformed(
                 state,
                 datagram,
                 f"reserved FlowSet id {flowset_id} at payload byte {at}",
@@ -144,7 +151,7 @@ def read_templates(
             break  # padding
         size = TEMPLATE_HEADER.size + 4 * field_count
         if template_id < FIRST_DATA_SET or field_count == 0 or at + size > end:
-            _malformed(
+            skip_malformed(
                 state,
                 datagram,
                 f"template record {template_id} with {field_count} "
@@ -157,7 +164,7 @@ def read_templates(
         fields = tuple(FieldSpec(pairs[i], pairs[i + 1]) for i in range(0, len(pairs), 2))
         problem = field_length_problem(fields)
         if problem is not None:
-            _malformed(
+            skip_malformed(
                 state,
                 datagram,
                 f"template {template_id} at payload byte {at}: {problem}",
@@ -183,7 +190,7 @@ def read_options_templates(
             break  # padding (zero octets, RFC 3954 §5.3; id 0 with lengths is damage)
         size = OPTIONS_HEADER.size + scope_length + option_length
         if template_id < FIRST_DATA_SET or scope_length % 4 or option_length % 4 or at + size > end:
-            _malformed(
+            skip_malformed(
                 state,
                 datagram,
                 f"options template {template_id} at payload byte {at}: "
@@ -210,19 +217,4 @@ def read_options_templates(
         end,
         records,
         f"options template FlowSet at payload byte {body - 4}",
-    )
-
-
-def _malformed(
-    state: TemplateSink, datagram: Datagram, message: str, nbytes: int, reason: str
-) -> None:
-    state.skip(
-        MalformedInput(
-            message,
-            source=datagram.source,
-            offset=datagram.offset,
-            frame=datagram.frame,
-            reason=reason,
-        ),
-        nbytes,
     )

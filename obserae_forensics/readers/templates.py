@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol, cast
 import numpy as np
 
 from ..addresses import v4_to_mapped
+from ..errors import MalformedInput
 from ..schema import FLOW_SCHEMA
 from ..times import TIME_LIMIT_MS, TIME_LIMIT_US, UNUSABLE_TIME, scaled_time_us
 from . import frames
@@ -72,6 +73,7 @@ from .nsel import (
 
 if TYPE_CHECKING:
     from ..errors import InputError
+    from .datagrams import Datagram
 
 TemplateKey = tuple[str, int, int, int]  # (exporter, domain, export version, template id)
 # TemplateKey and the exporter's UDP port: the transport session a template belongs to
@@ -914,6 +916,23 @@ class TemplateSink(LeftoverSink, Protocol):
     def withdraw(self) -> None: ...
 
     def skip(self, error: InputError, nbytes: int) -> None: ...
+
+
+def skip_malformed(
+    state: TemplateSink, datagram: Datagram, message: str, nbytes: int, reason: str
+) -> None:
+    """Skip `nbytes` of a v9/IPFIX message's template or set walk as MalformedInput placed
+    at the datagram (its source, offset and frame), for the given reason."""
+    state.skip(
+        MalformedInput(
+            message,
+            source=datagram.source,
+            offset=datagram.offset,
+            frame=datagram.frame,
+            reason=reason,
+        ),
+        nbytes,
+    )
 
 
 def after_templates(
