@@ -46,9 +46,13 @@ class _State:
 
 def install() -> None:
     """Handle SIGINT and SIGTERM as above, where nothing else handles them (the command
-    line's entry calls this; the library alone leaves signals as they are)."""
+    line's entry calls this; the library alone leaves signals as they are). A command
+    starts with nothing held: a signal held by a block that then failed on its own error
+    (which unwound instead) stopped the process's next command at its first held() block
+    (an audit)."""
     _State.settled = False
     _State.stopping = False
+    _State.held = None
     for signum in STOPS:
         current = signal.getsignal(signum)
         if current in (signal.SIG_DFL, signal.default_int_handler) or (

@@ -18,8 +18,8 @@ platforms whose time_t raises OverflowError sooner. Most of pcap_index's gaps ch
 which path a frame takes (the general one gives the same datagrams, slower), and P06, P07,
 P09 and P17 a guard against reading as a datagram what the general path would not (a frame
 of another EtherType, IPv6, a first fragment whose UDP length is its own, another
-protocol): they are pinned on index_records itself. One real bug, shown by a strict xfail:
-a signal held by a block that failed stays held into the next command of the process
+protocol): they are pinned on index_records itself. One fault in the code, fixed: a signal
+held by a block that failed stayed held into the next command of the process
 (test_a_signal_held_by_a_failed_block_does_not_stop_the_next_command)."""
 
 from __future__ import annotations
@@ -309,18 +309,14 @@ def test_a_new_command_can_be_stopped_after_an_earlier_one_settled_or_stopped() 
         signals._handler(signal.SIGINT, None)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a bug: install() does not clear a signal held by a block that failed, and the "
-    "next command in the process is stopped by it at the end of its first held() block",
-)
 @pytest.mark.usefixtures("fresh_signals")
 def test_a_signal_held_by_a_failed_block_does_not_stop_the_next_command() -> None:
-    """A real gap the audit found: Ctrl-C while a run was put in place (held()) and the
-    putting in place then failed on its own (a full disk) leaves the signal in
-    `_State.held`; install() resets `settled` and `stopping` but not it, so a second
+    """A fault the audit found: Ctrl-C while a run was put in place (held()) and the
+    putting in place then failed on its own (a full disk) left the signal in
+    `_State.held`; install() reset `settled` and `stopping` but not it, so a second
     main() in the process (a notebook, a script) raised Interrupted at the end of its
-    first held() block and said it was stopped, though nobody stopped it."""
+    first held() block and said it was stopped, though nobody stopped it. install()
+    clears it now."""
     with pytest.raises(OSError):
         with signals.held():
             signals._handler(signal.SIGINT, None)
