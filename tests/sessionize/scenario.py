@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -12,6 +13,7 @@ import pyarrow as pa
 from obserae_forensics.addresses import parse_address
 from obserae_forensics.readers._batch import flow_batch
 from obserae_forensics.sessionize import Sessionizer, SessionPolicy
+from obserae_forensics.sessionize.keys import address_halves
 
 SECOND = 1_000_000
 EXPORTER = "192.0.2.1"
@@ -144,3 +146,38 @@ def by_key(sessions: pa.Table, proto: str | None = "TCP") -> list[dict[str, Any]
         for s in sessions.to_pylist()
         if (proto is None or s["protocol"] == proto) and s["ip_a"] != "192.168.99.1"
     ]
+
+
+_M = (1 << 64) - 1
+
+
+def _fold(h: int, value: int) -> int:
+    """splitmix64, written out independently of output.py."""
+    z = (h + (value & _M) + 0x9E3779B97F4A7C15) & _M
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M
+    return z ^ (z >> 31)
+
+
+def documented_id(
+    lo: tuple[str, int],
+    hi: tuple[str, int],
+    opened: float,
+    *,
+    proto: int = 17,
+    split: int = 0,
+    late: int = 0,
+    dup: int = 0,
+    exporter: str = EXPORTER,
+) -> str:
+    """session_id as output.py's docstring and the README spell it out: BLAKE2b-64 of the
+    exporter text as seed, then the protocol, the canonical endpoints (lo: the smaller),
+    opened_at (here in seconds), split, late and dup folded in by splitmix64."""
+    seed = int.from_bytes(hashlib.blake2b(exporter.encode(), digest_size=8).digest(), "little")
+    matrix = np.frombuffer(parse_address(lo[0]) + parse_address(hi[0]), np.uint8).reshape(2, 16)
+    high, low = address_halves(matrix)
+    h = seed
+    key = (proto, int(high[0]), int(low[0]), lo[1], int(high[1]), int(low[1]), hi[1])
+    for value in (*key, round(opened * SECOND), split, late, dup):
+        h = _fold(h, value)
+    return f"{h:016x}"

@@ -155,7 +155,8 @@ def test_a_record_starting_hard_timeout_before_the_latest_start_is_a_stray(engin
     """Kills K19 (stray: `first + hard <= max_first` -> `<`): a record that cannot join
     without making the session span more than hard_timeout is a stray (reference rule 2c),
     at equality too. It joined, and the session spanned 61 s under a 60 s hard_timeout
-    (sessions.md invariant 4)."""
+    (sessions.md invariant 4). On the reference engine it kills
+    R06, the same boundary in reference.py (the sessionizer audit's)."""
     policy = SessionPolicy(hard_timeout_us=60 * SECOND)
     records = [
         rec(100, 101, proto=17),
@@ -235,7 +236,8 @@ def test_a_late_record_starting_exactly_idle_after_the_closed_one_goes_on_with_i
     """Kills K04 (`_new_links`, late: `first <= P_CONT` -> `<`): a late session goes on with
     the conversation it follows when it starts within that one's idle timeout (reference
     rule 3), at exactly last_seen + idle too: answered, it closes `idle`; the kernel made
-    it a one-way `no_reply` session."""
+    it a one-way `no_reply` session. On the reference engine it kills
+    R08, the same boundary in reference.py (the sessionizer audit's)."""
     records = [
         rec(0, 1, proto=17),
         rec(0.5, 1, proto=17, src=B, sport=443, dst=A, dport=40000),
@@ -253,7 +255,8 @@ def test_a_closed_session_is_remembered_while_the_watermark_is_at_its_expiry(eng
     grace): a closed session is forgotten once the watermark passes last_seen + idle +
     grace (reference rule 5: `expiry < W`), not when it reaches it. At W = 1 + 30 + 30 the
     late record still follows it. test_rule_boundaries.py noticed K10 (B-follows'
-    test), not K12."""
+    test), not K12. On the reference engine it kills
+    R22, the same boundary in reference.py (the sessionizer audit's)."""
     records = [rec(0, 1, proto=17), tick(91), rec(5, proto=17), tick(300)]
     first, late = by_key(run(records, engine=engine)[0], "UDP")
     assert (late["late"], late["follows_session_id"]) == (True, first["session_id"])
@@ -285,7 +288,8 @@ def test_records_within_min_idle_plus_grace_behind_the_watermark_are_not_deep(
     grace makes its session deep, numbered by its record's identity (reference rule 6).
     With W = 70 the bound is 35: sessions opened at 35 and at 50 keep dup 0, and with it
     the session_id they get without the watermark. test_kernel_equals_reference
-    noticed K16 (not K15), by its draw."""
+    noticed K16 (not K15), by its draw. On the reference engine it kills
+    R02, the same boundary in reference.py (the sessionizer audit's)."""
     alone = {
         port: by_key(run([rec(start, 100, proto=17, sport=port)], engine=engine)[0], "UDP")[0]
         for port, start in ((1001, 35), (1002, 50))
@@ -380,7 +384,8 @@ def test_a_late_session_is_remembered_for_exactly_the_next_4096_records(engine: 
     """Kills K11 (`_remember`: a late session's expiry `records + LATE_MEMORY_RECORDS` ->
     `- 1`): a late session is remembered "for the next R.LATE_MEMORY_RECORDS records of its
     exporter" (reference rule 5): a late record of its key 4,096 records later still
-    follows it, one a record later does not."""
+    follows it, one a record later does not. On the reference engine it kills
+    R23, the same boundary in reference.py (the sessionizer audit's)."""
     for fillers, follows in ((4096, True), (4097, False)):
         records = [tick(200), rec(0, proto=17), *[tick(200)] * fillers, rec(5, proto=17)]
         first, again = by_key(run(records, engine=engine)[0], "UDP")

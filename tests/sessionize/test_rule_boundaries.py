@@ -8,7 +8,7 @@ import pytest
 
 from obserae_forensics.sessionize import SessionPolicy
 
-from .scenario import ACK, FIN, RST, SECOND, SYN, at, by_key, rec, run, tick
+from .scenario import ACK, FIN, RST, SECOND, SYN, at, by_key, documented_id, rec, run, tick
 
 pytestmark = pytest.mark.parametrize("engine", ["numba", "reference"])
 
@@ -300,48 +300,14 @@ def test_later_fragments_keep_fragment_0s_role_method_and_confidence(engine: str
 
 
 # -- session_id / follows_session_id ---------------------------------------------------------
-_M = (1 << 64) - 1
-
-
-def _fold(h: int, value: int) -> int:
-    """splitmix64, written out independently of output.py."""
-    z = (h + (value & _M) + 0x9E3779B97F4A7C15) & _M
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M
-    return z ^ (z >> 31)
 
 
 def test_session_id_is_the_documented_hash_of_its_inputs(engine: str) -> None:
     """README: BLAKE2b-64 of the exporter text as seed, then protocol, the canonical
     endpoints, opened_at, split, late (and dup, 0 here) folded in by splitmix64.
     Catches O-idlate / O-idsplit / O-idopened (an input dropped from the hash)."""
-    import hashlib
-
-    import numpy as np
-
-    from obserae_forensics.addresses import parse_address
-    from obserae_forensics.sessionize.keys import address_halves
-
     [s] = by_key(run([rec(7, 8, proto=17, sport=40000, dport=443)], engine=engine)[0], None)
-    seed = int.from_bytes(hashlib.blake2b(b"192.0.2.1", digest_size=8).digest(), "little")
-    matrix = np.frombuffer(parse_address(A) + parse_address(B), np.uint8).reshape(2, 16)
-    high, low = address_halves(matrix)
-    h = seed
-    for value in (
-        17,
-        int(high[0]),
-        int(low[0]),
-        40000,
-        int(high[1]),
-        int(low[1]),
-        443,
-        7 * SECOND,
-        0,
-        0,
-        0,
-    ):  # key, opened_at, split, late, dup
-        h = _fold(h, value)
-    assert s["session_id"] == f"{h:016x}" == s["conversation_id"]
+    assert s["session_id"] == documented_id((A, 40000), (B, 443), 7) == s["conversation_id"]
 
 
 def test_a_late_session_after_fragment_1_names_fragment_1(engine: str) -> None:
