@@ -921,8 +921,9 @@ class TemplateSink(LeftoverSink, Protocol):
 def skip_malformed(
     state: TemplateSink, datagram: Datagram, message: str, nbytes: int, reason: str
 ) -> None:
-    """Skip `nbytes` of a v9/IPFIX message's template or set walk as MalformedInput placed
-    at the datagram (its source, offset and frame), for the given reason."""
+    """Count `nbytes` the v9 and IPFIX walkers gave up on as MalformedInput of `reason`. The
+    walkers know only where in the payload they stopped (the message says it); the problem
+    is placed at the datagram's file, offset and frame, which a report can cite."""
     state.skip(
         MalformedInput(
             message,
