@@ -29,12 +29,11 @@ from obserae_forensics.times import TIME_LIMIT_US
 
 from .scenario import RST, SECOND, at, by_key, documented_id, rec, run, tick
 
-ENGINES = pytest.mark.parametrize("engine", ["numba", "reference"])
+pytestmark = pytest.mark.parametrize("engine", ["numba", "reference"])
 A, B, C, D = "10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"
 
 
 # -- sessionizer.py: feed() ---------------------------------------------------------------
-@ENGINES
 def test_a_record_at_exactly_minus_the_time_limit_is_replayed(engine: str) -> None:
     """Kills S02 (`feed()` `times.min() < -TIME_LIMIT_US` -> `<=`): the readers keep times
     within ±TIME_LIMIT_US and the sessionizer refuses only what lies beyond; a record at
@@ -49,7 +48,6 @@ def test_a_record_at_exactly_minus_the_time_limit_is_replayed(engine: str) -> No
 
 
 # -- sessionizer.py: --replay event -----------------------------------------------------------
-@ENGINES
 def test_event_replay_breaks_first_seen_ties_by_arrival(engine: str) -> None:
     """Kills S03 (`_replay_waiting` ties on first_seen by reverse arrival): sessions.md,
     `--replay event` sorts by first_seen, "ties by arrival". Two records of one
@@ -65,7 +63,6 @@ def test_event_replay_breaks_first_seen_ties_by_arrival(engine: str) -> None:
     assert (s["exporter_domain"], s["flow_count"]) == (7, 2)
 
 
-@ENGINES
 def test_event_replay_keeps_each_record_with_its_exporter(engine: str) -> None:
     """Kills S04 (`_replay_waiting` replays the sorted records with the exporters of the
     unsorted ones): sessions never mix exporters (sessions.md, "Words"). Sorted by
@@ -89,7 +86,6 @@ def test_event_replay_keeps_each_record_with_its_exporter(engine: str) -> None:
 
 
 # -- sessionizer.py: the Cartography's questions ---------------------------------------------
-@ENGINES
 def test_the_cartography_is_asked_about_port_0_for_a_protocol_without_ports(engine: str) -> None:
     """Kills S09 (`_declared` passes the record's port fields whatever the protocol):
     sessions.md, "Words", GRE and other protocols have no ports, so a service declared on
@@ -110,7 +106,6 @@ def test_the_cartography_is_asked_about_port_0_for_a_protocol_without_ports(engi
 
 
 # -- output.py: ids -------------------------------------------------------------------------
-@ENGINES
 def test_a_fragment_of_a_deep_first_fragment_names_it_as_its_conversation(engine: str) -> None:
     """Kills O21 (`_conversation_ids` hashes fragment 0 with dup 0): conversation_id is
     fragment 0's session_id (sessions.md, "Fragments"), dup included; a deep fragment 0
@@ -127,7 +122,6 @@ def test_a_fragment_of_a_deep_first_fragment_names_it_as_its_conversation(engine
 
 
 # -- output.py / reference.py: counters and sampling -----------------------------------------
-@ENGINES
 def test_a_sampling_rate_of_0_reads_as_unsampled(engine: str) -> None:
     """Kills O11 (`_session_numbers` writes the records' sampling rate as it is): the
     README, `sampling_rate` is 1-in-N, "1 = unsampled or unknown"; a rate of 0 fed from
@@ -136,7 +130,6 @@ def test_a_sampling_rate_of_0_reads_as_unsampled(engine: str) -> None:
     assert s["sampling_rate"] == 1
 
 
-@ENGINES
 def test_sampling_rate_is_the_largest_and_scaled_stays_once_seen(engine: str) -> None:
     """Kills R20 (reference.py `s.scaled |= ...` -> `=`, the last record's flag): README,
     a session's sampling_rate and counters_scaled are "of its records (largest rate if
@@ -150,7 +143,6 @@ def test_sampling_rate_is_the_largest_and_scaled_stays_once_seen(engine: str) ->
 
 
 # -- reference.py: the rules' boundaries ------------------------------------------------------
-@ENGINES
 def test_an_earlier_record_arriving_second_gives_the_session_its_domain(engine: str) -> None:
     """Kills R42 (reference.py keeps the first arrival's nonzero domain): exporter_domain,
     like icmp_type, is the earliest record's (the one that orients the session), not the
@@ -160,7 +152,6 @@ def test_an_earlier_record_arriving_second_gives_the_session_its_domain(engine: 
     assert (s["exporter_domain"], s["opened_at"], s["flow_count"]) == (0, at(3), 2)
 
 
-@ENGINES
 def test_a_cut_fragment_is_remembered_at_most_an_hour_longer(engine: str) -> None:
     """Kills R24 (reference.py rule 5, a hard_timeout fragment remembered longer by the
     longest record without the hour's cap): after a two-hour record the fragment is
@@ -178,7 +169,6 @@ def test_a_cut_fragment_is_remembered_at_most_an_hour_longer(engine: str) -> Non
     assert mine[1]["conversation_id"] == mine[1]["session_id"]
 
 
-@ENGINES
 def test_the_smallest_idle_of_deep_can_be_idle_other(engine: str) -> None:
     """Kills R38 (reference.py's smallest idle without idle.other): rule 6, deep is
     "before W - (smallest idle) - grace", the smallest of all five idle timeouts. With
@@ -193,7 +183,6 @@ def test_the_smallest_idle_of_deep_can_be_idle_other(engine: str) -> None:
     assert edge["session_id"] == documented_id((A, 40000), (B, 53), 38)
 
 
-@ENGINES
 def test_a_session_repeating_a_closed_ones_opening_gets_the_next_dup(engine: str) -> None:
     """Kills R27 (reference.py rule 6 `dup = earlier dup + 1` -> `earlier dup`): a session
     of a key whose last closed session had the very same (opened_at, split, late) (here
