@@ -225,8 +225,9 @@ class _CartographyReader:
             "networks": self.read_network,
             "groups": self.read_group,
         }
-        # in the file's order (read hosts, networks, groups, a host repeating the name of a
-        # network above it was refused at the network, "first as a host" on a line below)
+        # in the file's order: read hosts first, networks, then groups whatever their order,
+        # a host repeating the name of a network above it was refused at the network, "first
+        # as a host" on a line below it
         for section, (_, body) in top.items():
             if is_empty(body):
                 continue  # `groups:` with nothing under it, or `groups: ~`
