@@ -696,6 +696,7 @@ def _manifest(
                 stats.records_before_sampling for stats in report.exporters.values()
             ),
             "session_pressure": {k: pressure[k] for k in sorted(pressure)},
+            "sequence_loss": report.sequence_loss(),
         },
         "conservation": {
             "ok": result.conservation_ok,

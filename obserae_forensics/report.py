@@ -451,6 +451,18 @@ class RunReport:
                 "before their exporter declared its sampling rate and read as unsampled "
                 "(exporters table: records_before_sampling)"
             )
+        loss = self.sequence_loss()
+        if loss:
+            exporters = sorted({entry["exporter"] for entry in loss})
+            line += (
+                f"; the sequence numbers of {len(exporters)} exporter(s) "
+                f"({', '.join(exporters[:3])}{' ...' if len(exporters) > 3 else ''}) show "
+                f"{sum(entry['gaps'] for entry in loss)} gap(s), "
+                f"{sum(entry['lost'] for entry in loss)} unit(s) lost (v5 and IPFIX number "
+                "flow records, v9 export datagrams; nfcapd files keep gaps only): the "
+                "inputs lack part of what was exported (exporters table: sequence_gaps, "
+                "sequence_lost)"
+            )
         duplicates = sum(f.duplicate_datagrams for f in self.files.values())
         if duplicates:
             line += (
@@ -468,6 +480,21 @@ class RunReport:
                 "aggregation: each is one record in its session)"
             )
         return line
+
+    def sequence_loss(self) -> list[dict[str, Any]]:
+        """Per exporter and domain whose sequence numbers went missing: gaps and units
+        lost. Whether the flow evidence is whole is what a report must state, and the
+        exporters table alone said it: the summary and the manifest did not (a review)."""
+        return [
+            {
+                "exporter": stats.exporter,
+                "domain": stats.domain,
+                "gaps": stats.sequence_gaps,
+                "lost": stats.sequence_lost,
+            }
+            for _, stats in sorted(self.exporters.items())
+            if stats.sequence_gaps or stats.sequence_lost
+        ]
 
     def reason_counts(self) -> dict[str, dict[str, int]]:
         """Units by reason, as the manifest's counts give them: skipped (and their bytes),

@@ -134,6 +134,29 @@ def test_the_manifest_says_what_came_of_each_file(tmp_path: Path) -> None:
         {"path": str(evidence / "notes.txt"), "size": 29, "skipped": {"unknown_format": 1}}
     ]
     assert manifest["counts"]["skipped"] == {"unknown_format": 1}
+    assert manifest["counts"]["sequence_loss"] == []  # a whole export: no word of loss
+
+
+def test_a_loss_the_sequence_numbers_show_is_in_the_summary_and_the_manifest(
+    tmp_path: Path,
+) -> None:
+    """Live softflowd IPFIX with its third datagram (4 records) lost on the way: only the
+    exporters table said so, and the summary and the manifest a report cites said
+    nothing of evidence with a hole in it (a review)."""
+    out = tmp_path / "run"
+    lost = FIXTURE.parent / "live" / "sf_v10_frame3_lost.pcap"
+    result = runner.invoke(app, ["sessionize", str(lost), "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    assert (
+        "the sequence numbers of 1 exporter(s) (127.0.0.1) show 1 gap(s), 4 unit(s) lost"
+        in result.stderr
+    )
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"]["sequence_loss"] == [
+        {"exporter": "127.0.0.1", "domain": 0, "gaps": 1, "lost": 4}
+    ]
+    whole = runner.invoke(app, ["inspect", str(FIXTURE), "-q"])
+    assert "sequence numbers" not in whole.stderr
 
 
 def test_one_exporter_address_in_two_captures_gives_unique_session_ids(
