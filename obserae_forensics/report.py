@@ -414,7 +414,7 @@ class RunReport:
         repaired = {k: v for k, v in self.repaired.items() if v}
         if repaired:
             parts = ", ".join(f"{v} {k}" for k, v in sorted(repaired.items()))
-            line += f"; kept, put right: {parts}"
+            line += f"; kept, a problem noted (put right where it can be): {parts}"
         ignored = {
             k: v
             for k, v in self.ignored.items()

@@ -82,7 +82,7 @@ def test_repairs_count_every_record_put_right() -> None:
     report = RunReport()
     report.repair(Bad("m", source="a", offset=0, frame=None), count=3)
     assert report.repaired == {"bad_thing": 3}
-    assert "; kept, put right: 3 bad_thing" in report.summary()
+    assert "; kept, a problem noted (put right where it can be): 3 bad_thing" in report.summary()
 
 
 def test_record_examples_fill_a_reason_up_to_the_cap_and_no_further() -> None:

@@ -525,7 +525,9 @@ def settled(batch: pa.RecordBatch, report: RunReport) -> pa.RecordBatch:
     """A decoded batch as the flow table holds it: times the sessionizer can place
     (_usable_times) and ICMPv6 types in the port's high byte (_icmp_type_in_low_byte);
     what the decoders alone give differs (recombine's check of an export compares it)."""
-    return _icmp_type_in_low_byte(_usable_times(batch, report), report)
+    batch = _icmp_type_in_low_byte(_usable_times(batch, report), report)
+    _impossible_counters(batch, report)
+    return batch
 
 
 def _usable_times(batch: pa.RecordBatch, report: RunReport) -> pa.RecordBatch:
@@ -665,6 +667,43 @@ def _usable_times(batch: pa.RecordBatch, report: RunReport) -> pa.RecordBatch:
 
 
 FUTURE_START_US = 86_400_000_000  # a start this far after its record arrived is no start
+
+
+# the most bytes one packet can count: an IPv6 jumbogram's (a 32-bit payload length and its
+# 40-byte header), with room for link headers, as exporters that count frames do
+MAX_PACKET_BYTES = 2**32 + 2**16
+
+
+def _impossible_counters(batch: pa.RecordBatch, report: RunReport) -> None:
+    """Count the records whose bytes no number of packets they say they had could carry: a
+    damaged counter (a DNS exchange of 2**63 bytes in 1 packet passed without a word, a
+    review). Nothing tells which of the two counters is wrong, so the record is kept as
+    sent, its sessions' volumes with it, and said with its place (`impossible_counters`
+    under repaired). A record without a packet count (0) says nothing: some exporters send
+    none."""
+    if batch.num_rows == 0:
+        return
+    mask = np.zeros(batch.num_rows, dtype=bool)
+    for octets, packets in (("octets", "packets"), ("reverse_octets", "reverse_packets")):
+        sent = batch.column(octets).to_numpy(zero_copy_only=False)
+        count = batch.column(packets).to_numpy(zero_copy_only=False)
+        mask |= (count > 0) & (sent // np.maximum(count, 1) > MAX_PACKET_BYTES)
+    if not mask.any():
+        return
+    index = batch.column("record_index")
+
+    def what(row: int) -> str:
+        sent = (batch.column(name)[row].as_py() for name in ("packets", "octets"))
+        back = (batch.column(name)[row].as_py() for name in ("reverse_packets", "reverse_octets"))
+        return (
+            f"more bytes than their packets can carry (over {MAX_PACKET_BYTES} a packet, "
+            f"an IPv6 jumbogram's most), the first record {index[row].as_py()} here "
+            "(packets, bytes: {}, {}; reverse {}, {}): kept as sent, damaged counters".format(
+                *sent, *back
+            )
+        )
+
+    _report_per_file(batch, mask, "impossible_counters", what, report, kept=True)
 
 
 def _icmp_type_in_low_byte(batch: pa.RecordBatch, report: RunReport) -> pa.RecordBatch:
