@@ -677,6 +677,8 @@ def _manifest(
         ],
         # hidden entries (a leading dot) the directory walks left out, as documented
         "hidden": sorted(report.hidden),
+        # files holding one export twice, both copies in the sessions (twins.py)
+        "twin_inputs": report.twin_inputs(),
         "data_window": {
             "start": iso_us(totals.first_us),
             "end": iso_us(totals.last_us),

@@ -13,9 +13,12 @@ import os
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import InputError
+
+if TYPE_CHECKING:
+    from .twins import TwinRecords
 
 EXAMPLES_PER_REASON = 20
 
@@ -222,6 +225,9 @@ class RunReport:
     # twice is met at discovery, the others when read, and the examples' order changed with
     # how the inputs were named (an audit)
     _file_order: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False)
+    # the records' hashes that tell files holding one export twice (twins.py): read_flows's,
+    # when it reads more than one file
+    twins: TwinRecords | None = field(default=None, repr=False)
 
     def file(self, path: str) -> FileStats:
         stats = self.files.get(path)
@@ -463,6 +469,18 @@ class RunReport:
                 "inputs lack part of what was exported (exporters table: sequence_gaps, "
                 "sequence_lost)"
             )
+        twins = self.twin_inputs()
+        if twins:
+            first = twins[0]
+            line += (
+                f"; {len(twins)} pair(s) of files hold the same flow records, such as "
+                f"{first['files'][0]} and {first['files'][1]} ({first['twin_records']} of "
+                f"{min(first['records_compared'])} records compared alike in exporter, "
+                "endpoints, times and counters): one export read twice (a capture and the "
+                "nfcapd files made from it, two collectors' files), whose sessions count "
+                "its traffic twice; give one copy"
+                + (" (manifest.json: twin_inputs)" if manifest else "")
+            )
         duplicates = sum(f.duplicate_datagrams for f in self.files.values())
         if duplicates:
             line += (
@@ -480,6 +498,11 @@ class RunReport:
                 "aggregation: each is one record in its session)"
             )
         return line
+
+    def twin_inputs(self) -> list[dict[str, Any]]:
+        """The pairs of files read that hold the same flow records (twins.py), in the
+        inputs' reading order."""
+        return [] if self.twins is None else self.twins.pairs(self._file_key)
 
     def sequence_loss(self) -> list[dict[str, Any]]:
         """Per exporter and domain whose sequence numbers went missing: gaps and units

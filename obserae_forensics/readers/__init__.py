@@ -471,6 +471,10 @@ def read_flows(
     # decoder's templates do
     transports = new_transports(report)
     nsel = NselLedger()  # the nfcapd files' (the export decoder keeps its own)
+    if len(inputs) > 1 and report.twins is None:
+        from ..twins import TwinRecords
+
+        report.twins = TwinRecords()
     for item in inputs:
         stats = report.file(str(item.path))
         stats.size = item.size
@@ -800,6 +804,8 @@ def _count(report: RunReport, batch: pa.RecordBatch) -> None:
     """Count rows against the file each came from: data held for a late template can arrive
     in a batch while a later file is being read."""
     report.records += batch.num_rows
+    if report.twins is not None:
+        report.twins.add(batch)
     sources = batch.column("source_file")
     if pa.types.is_dictionary(sources.type):
         encoded = cast("pa.DictionaryArray[Any, Any]", sources)
