@@ -261,6 +261,9 @@ def inspect_command(
     _print_exporters(table)
     typer.echo(report.summary(manifest=False), err=True)
     _print_problems(report, "")
+    hint = no_flows_hint(report)
+    if hint:
+        typer.echo(hint, err=True)
     raise typer.Exit(1 if strict and report.skipped_problems() else 0)
 
 
@@ -476,6 +479,7 @@ def sessionize_command(
         err=True,
     )
     for hint in (
+        no_flows_hint(report),
         late_hint(result.late_sessions, result.sessions, job.policy.replay),
         eviction_hint(result, job.policy.max_open_ksessions),
     ):
@@ -516,6 +520,24 @@ def sessionize_command(
 
 LATE_HINT_MIN = 2  # late sessions before the summary names --replay event ...
 LATE_HINT_ONE_IN = 20  # ... and at least one session in this many late
+
+
+OTHER_TRAFFIC = ("not_ip", "not_udp", "not_flow_export")
+
+
+def no_flows_hint(report: RunReport) -> str | None:
+    """A word when captures held packets and no flow export: a raw capture of the traffic
+    itself gave "0 flow records read ... not flow exports: 22 not_flow_export", exit 0, and
+    nothing said what the tool reads instead (a review)."""
+    other = sum(report.ignored.get(reason, 0) for reason in OTHER_TRAFFIC)
+    if report.records or not other:
+        return None
+    return (
+        f"no flow record in the inputs, and {other} frame(s) of other traffic: this tool "
+        "reads flow exports, the NetFlow v5/v9 and IPFIX datagrams exporters send to a "
+        "collector (a capture of them) and the nfcapd files collectors write, not a "
+        "capture of the traffic itself"
+    )
 
 
 def late_hint(late: int, sessions: int, replay: str) -> str | None:

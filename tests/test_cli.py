@@ -1839,3 +1839,35 @@ def test_sessionize_help_gives_the_defaults_in_force() -> None:
     assert f"(default {policy.max_open_ksessions})" in text
     assert f"{policy.replay} (default)" in text
     assert "<str>" not in text and "<float>" not in text and "<int range>" not in text
+
+
+def test_a_capture_of_the_traffic_itself_is_told_what_the_tool_reads(tmp_path: Path) -> None:
+    """A raw packet capture (no flow export in it) gave 0 sessions, exit 0, and only
+    "not flow exports: 3 not_udp ..." (a review): a hint now says what the tool reads."""
+    from scapy.layers.dns import DNS, DNSQR
+    from scapy.layers.inet import ICMP, IP, TCP, UDP
+    from scapy.layers.l2 import Ether
+    from scapy.utils import wrpcap
+
+    raw = tmp_path / "traffic.pcap"
+    wrpcap(
+        str(raw),
+        [
+            Ether() / IP(src="10.0.0.1", dst="10.0.0.2") / TCP(sport=40000, dport=443),
+            Ether() / IP(src="10.0.0.1", dst="10.0.0.3") / ICMP(),
+            Ether()
+            / IP(src="10.0.0.1", dst="10.0.0.53")
+            / UDP(sport=5353, dport=53)
+            / DNS(qd=DNSQR(qname="example.org")),
+        ],
+    )
+    for command in (
+        ["sessionize", str(raw), "--out", str(tmp_path / "run")],
+        ["inspect", str(raw)],
+    ):
+        result = runner.invoke(app, [*command, "-q"])
+        assert result.exit_code == 0, result.output
+        assert "no flow record in the inputs, and 3 frame(s) of other traffic" in result.stderr
+    # a run with flows, beside the other traffic, says nothing of it
+    mixed = runner.invoke(app, ["inspect", str(raw), str(FIXTURE), "-q"])
+    assert "no flow record" not in mixed.stderr
