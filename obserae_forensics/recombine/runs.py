@@ -122,6 +122,8 @@ class Run:
     settings: dict[str, float] = field(default_factory=dict)  # seconds, seed names
     event_replay: bool = False  # sessions.replay: event (the watermark follows first_seen)
     inputs: list[dict[str, Any]] = field(default_factory=list)
+    # its --from/--to (manifest read.from/read.to, UTC µs; None: not given)
+    window: tuple[int | None, int | None] = (None, None)
     # the settings, Cartography and Flow Matrix files the run read (manifest, absolute)
     read_files: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # defaults used, oddities seen
@@ -214,6 +216,12 @@ def read_run(path: Path) -> Run:
     if isinstance(window, dict):
         run.start_us = _parse_time(window.get("start"), f"{manifest_path} data_window.start")
         run.end_us = _parse_time(window.get("end"), f"{manifest_path} data_window.end")
+    read = manifest.get("read") or {}
+    if isinstance(read, dict):
+        run.window = (
+            _parse_time(read.get("from"), f"{manifest_path} read.from"),
+            _parse_time(read.get("to"), f"{manifest_path} read.to"),
+        )
     inputs = manifest.get("inputs") or []
     if isinstance(inputs, list):
         run.inputs = [entry for entry in inputs if isinstance(entry, dict)]

@@ -728,3 +728,25 @@ def test_a_pass_that_began_late_looks_one_file_ahead_for_a_template(tmp_path: Pa
         1,
         0,
     )
+
+
+def test_records_across_the_cut_between_two_slices_are_said_lost() -> None:
+    """A capture sessionized as `--to T` and `--from T` and recombined: --from/--to keep the
+    records wholly inside a window, so those crossing T are in neither run, and recombine
+    said nothing (a review: 7 of 72 records). Said when the windows meet or overlap; a gap
+    between them, or a run without a window, says nothing."""
+    cut = 1_000
+    for windows, said in (
+        (((None, cut), (cut, None)), True),  # cut at one instant
+        (((None, cut + 5), (cut, None)), True),  # overlapping
+        (((cut, None), (None, cut)), True),  # given the other way round
+        (((None, cut), (cut + 1, None)), False),  # a gap left out by choice
+        (((None, cut), (None, None)), False),  # the second read every record
+    ):
+        runs = read_runs([shared(60, 12)], [shared(5, 67)])  # 72 records, 7 in neither
+        runs[0].window, runs[1].window = windows
+        shared_records(runs)
+        notes = [note for note in runs[1].overlaps if "neither" in note]
+        assert bool(notes) is said, windows
+        if said:
+            assert notes[0].startswith("at least 7 of the 72 flow records of x.pcap neither it")
