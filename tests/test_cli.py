@@ -1750,6 +1750,27 @@ def test_show_says_what_its_default_view_cannot_show_alone(tmp_path: Path) -> No
         "1",
     ]
     assert any("1 row(s) shown are sampled 1-in-sampling_rate" in line for line in lines[-2:])
+    assert "multiplied by it already" not in "\n".join(lines)
+    # the same row from nfcapd, its counters scaled already: an estimate, said as one (a
+    # review: 45,000,000 bytes of one sampled packet shown as measured, without a note)
+    scaled = sessions.column("counters_scaled").to_numpy(zero_copy_only=False).copy()
+    scaled[1] = True
+    pq.write_table(
+        sessions.set_column(
+            sessions.schema.get_field_index("counters_scaled"),
+            sessions.schema.field("counters_scaled"),
+            pa.array(scaled),
+        ),
+        path,
+    )
+    lines = runner.invoke(app, ["show", str(out), "--limit", "5"]).stdout.splitlines()
+    header = lines[0].split()
+    assert header[header.index("sc_bytes") + 1] == "sampling_rate"
+    notes = "\n".join(lines[6:])
+    assert "1 row(s) shown are sampled 1-in-sampling_rate, their cs_bytes/sc_bytes " in notes
+    assert "multiplied by it already (nfcapd does): an estimate" in notes
+    assert "multiply by sampling_rate" not in notes
+    pq.write_table(sessions, path)
     # --columns prints what it names, and no more
     named = runner.invoke(app, ["show", str(out), "--columns", "protocol,cs_bytes"]).stdout
     assert named.splitlines()[0].split() == ["protocol", "cs_bytes"]
