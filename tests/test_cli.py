@@ -1067,7 +1067,9 @@ def test_show_reads_columns_as_written_once_each(tmp_path: Path) -> None:
 def test_show_and_recombine_print_a_time_past_year_9999(tmp_path: Path) -> None:
     """Found by fuzzing: a damaged record's time in year 15760 (kept, as the manifest keeps
     it) made `show` and `recombine --session` die in pandas' printing."""
-    capture = FIXTURE.parent / "damaged" / "ipfix_time_in_year_15760.pcap"
+    from tests.readers.test_time_range import year_15760_capture
+
+    capture = year_15760_capture(tmp_path / "year_15760.pcap")
     run = tmp_path / "run"
     made = runner.invoke(app, ["sessionize", str(capture), "--out", str(run), "-q"])
     assert made.exit_code == 0, made.output

@@ -17,6 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from obserae_forensics.cli import app
+from tests.readers.test_time_range import YEAR_15760_US, year_15760_capture
 
 DAMAGED = Path(__file__).resolve().parent.parent / "fixtures" / "damaged"
 
@@ -39,11 +40,21 @@ def problems(manifest: dict[str, Any]) -> list[str]:
 
 
 def test_time_past_year_9999_keeps_the_run(tmp_path: Path) -> None:
-    """An IPFIX flowStartMilliseconds flipped to year 15760 made the manifest's ISO text
-    raise after every table was computed: nothing was written."""
-    manifest = sessionize("ipfix_time_in_year_15760.pcap", tmp_path / "run")
+    """A fuzzed IPFIX record timed in year 15760 made the manifest's ISO text raise after
+    every table was computed: nothing was written. The fuzzed capture's record came from a
+    template whose field lengths the flips changed, and its set no longer fits it: left out
+    now (templates.misfit); the time is a record's of its own here."""
+    damaged = sessionize("ipfix_time_in_year_15760.pcap", tmp_path / "damaged")
+    assert damaged["counts"]["records_read"] == 0
+    assert "its 1 record(s) left out" in damaged["problems"][0]
+    capture = year_15760_capture(tmp_path / "year_15760.pcap")
+    result = CliRunner().invoke(
+        app, ["sessionize", str(capture), "--out", str(tmp_path / "run"), "--quiet"]
+    )
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     window = manifest["data_window"]
-    assert window["start"] is None and window["start_us"] == 435172692577536000
+    assert window["start"] is None and window["start_us"] == YEAR_15760_US
     assert manifest["counts"]["records_read"] == 1
     # recombine's report turned the times into Python datetimes (OverflowError)
     result = CliRunner().invoke(
@@ -306,3 +317,17 @@ def test_batch_size_past_its_ceiling_is_a_usage_error(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert not (tmp_path / "run").exists()
+
+
+def test_a_set_pointed_at_another_template_makes_up_no_session(tmp_path: Path) -> None:
+    """Set ID 1025 -> 1024 in softflowd's IPFIX: its 80 bytes read as one 42-byte record of
+    template 1024 (192.168.10.1:2048 -> 192.168.40.1:260, protocol 0, 520 bytes) and 38
+    left over, and that record went into the tables as a session no traffic had (a
+    review). The set is left out whole, with its two ICMP records: said, not made up."""
+    manifest = sessionize("ipfix_set_id_retargeted.pcap", tmp_path / "run")
+    assert manifest["counts"]["records_read"] == 43  # the capture's 45, less the set's 2
+    assert manifest["counts"]["skipped"] == {"bad_record": 1}
+    assert manifest["counts"]["skipped_bytes"] == {"bad_record": 80}
+    sessions = pq.read_table(tmp_path / "run" / "sessions.parquet").to_pylist()
+    assert not [s for s in sessions if s["protocol_number"] == 0]
+    assert not [s for s in sessions if "192.168.40.1" in (s["ip_a"], s["ip_b"])]

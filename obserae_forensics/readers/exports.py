@@ -68,6 +68,7 @@ from .templates import (
     SessionTemplateKey,
     Template,
     fixed_set_records,
+    misfit,
     padding_problem,
     variable_records,
 )
@@ -1171,6 +1172,12 @@ class ExportDecoder:
             return records
         if template.fixed_length is not None:
             records, problem = fixed_set_records(template, buf, at, end)
+            unfit = misfit(template, records, problem, end - at)
+            if unfit is not None:
+                # its records as this template counts them: what an IPFIX message's
+                # sequence number was checked against before
+                self.leftover(f"{where}: {unfit.text}", unfit)
+                return records
             if records:
                 self.add_set(template, at, records)
         else:
@@ -1740,6 +1747,10 @@ class ExportDecoder:
             return 0
         if template.fixed_length is not None:
             records, problem = fixed_set_records(template, body, 0, len(body))
+            unfit = misfit(template, records, problem, len(body))
+            if unfit is not None:
+                self._late_problem(template, item, unfit, stats)
+                return 0
             if problem is not None:
                 self._late_problem(template, item, problem, stats)
             if records:

@@ -87,6 +87,19 @@ def test_a_duration_or_boot_time_past_the_range_makes_the_time_unusable() -> Non
     assert first_seen(table) == [(boot_ms + 1_000) * 1000, UNUSABLE_TIME]
 
 
+YEAR_15760_US = 435172692577536000  # a fuzzed record's start: kept, shown as µs since 1970
+
+
+def year_15760_capture(path: Path) -> Path:
+    """An IPFIX capture of one record that starts and ends in year 15760: a time a session
+    holds (within ~73,000 years) that Python's datetime and pandas cannot."""
+    ms = YEAR_15760_US // 1000
+    payload = message(template(300, MS_FIELDS), data_set(300, ms_record(1, ms, ms)))
+    frame = bytes(IP(src="192.0.2.9", dst="198.51.100.7") / UDP(sport=4739, dport=4739) / payload)
+    path.write_bytes(pcap_bytes([(EXPORT_S * 10**9, frame)], linktype=101))
+    return path
+
+
 def capture(tmp_path: Path) -> Path:
     """An IPFIX capture: one good record between two whose times a session cannot hold."""
     payload = message(
