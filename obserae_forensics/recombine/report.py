@@ -238,6 +238,16 @@ def _summaries(source: Source, rows: list[int]) -> dict[int, dict[str, Any]]:
     return out
 
 
+def _recommended(conversation: dict[str, Any]) -> str:
+    """The hard_timeout that keeps a conversation whole, for one that hard_timeout split: a
+    conversation split only by a late record or at a run boundary got "1 s", a setting that
+    has nothing to do with its split, beside a report that said 15 min keeps all whole (a
+    review)."""
+    if "hard_timeout" not in conversation["split_reasons"]:
+        return "— (not split by it)"
+    return human_seconds(conversation["recommended_hard_timeout"])
+
+
 def _rows_us(table: pa.Table) -> list[dict[str, Any]]:
     """table.to_pylist() with times as int µs: a damaged record's time can lie past year
     9999, where Python's datetime (what to_pylist makes of a timestamp) overflows."""
@@ -424,7 +434,7 @@ def render_markdown(report: dict[str, Any]) -> str:
                     c["bytes"],
                     c["packets"],
                     "yes" if c["complete"] else "no",
-                    human_seconds(c["recommended_hard_timeout"]),
+                    _recommended(c),
                 ]
                 for c in report[key]
             ],

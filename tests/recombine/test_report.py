@@ -82,6 +82,13 @@ def test_outputs_are_written_and_agree(tmp_path: Path) -> None:
         "more may follow after" if report["outside_window"]["tail_cut"] else "None.",
     ):
         assert text in markdown
+    # a hard_timeout to keep a conversation whole is recommended only where hard_timeout
+    # split it: B was cut by the open-session cap (a review: "1 s" for one split late)
+    rows = {
+        line.split(" | ")[0]: line for line in markdown.splitlines() if line[:4] in ("| A ", "| B ")
+    }
+    assert rows["| A"].endswith(f"| {human_seconds(2700)} |")
+    assert rows["| B"].endswith("| — (not split by it) |")
     png = (out / "timeline.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
 
