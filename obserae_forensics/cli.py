@@ -1039,10 +1039,13 @@ def show_command(
     frame = frame.where(frame.notna(), "")  # an open session has no close reason yet
     import pandas as pd
 
-    with pd.option_context(
-        "display.width", 200, "display.max_columns", None, "display.max_colwidth", 40
-    ):
-        typer.echo(frame.to_string(index=False))
+    if len(frame):
+        with pd.option_context(
+            "display.width", 200, "display.max_columns", None, "display.max_colwidth", 40
+        ):
+            typer.echo(frame.to_string(index=False))
+    else:  # the columns' names alone: pandas said "Empty DataFrame ... Index: []" (a review)
+        typer.echo("  ".join(str(name) for name in frame.columns))
     typer.echo(f"({total} rows in {path})")
     for note in notes:
         typer.echo(f"({note})")

@@ -1894,3 +1894,20 @@ def test_a_capture_of_the_traffic_itself_is_told_what_the_tool_reads(tmp_path: P
     # a run with flows, beside the other traffic, says nothing of it
     mixed = runner.invoke(app, ["inspect", str(raw), str(FIXTURE), "-q"])
     assert "no flow record" not in mixed.stderr
+
+
+def test_show_of_an_empty_table_names_its_columns(tmp_path: Path) -> None:
+    """A run of no flow record: `show` printed pandas' "Empty DataFrame / Columns: [...] /
+    Index: []" (a review); it prints the view's columns and the count."""
+    from tests.readers.test_pcap import pcap_bytes
+
+    empty = tmp_path / "empty.pcap"
+    empty.write_bytes(pcap_bytes([]))
+    out = tmp_path / "run"
+    assert runner.invoke(app, ["sessionize", str(empty), "--out", str(out), "-q"]).exit_code == 0
+    shown = runner.invoke(app, ["show", str(out)])
+    assert shown.exit_code == 0, shown.output
+    lines = shown.stdout.splitlines()
+    assert lines[0].split()[:2] == ["opened_at", "protocol"]
+    assert lines[1] == f"(0 rows in {out / 'sessions.parquet'})"
+    assert "Empty DataFrame" not in shown.stdout and "Index" not in shown.stdout
