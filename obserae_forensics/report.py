@@ -102,6 +102,13 @@ class Problem:
         return f"{where}: {self.message}"
 
 
+def _exporters(entries: list[dict[str, Any]], shown: int = 3) -> str:
+    """'N exporter(s) (a, b, c ...)' of sequence_loss entries."""
+    names = sorted({str(entry["exporter"]) for entry in entries})
+    more = " ..." if len(names) > shown else ""
+    return f"{len(names)} exporter(s) ({', '.join(names[:shown])}{more})"
+
+
 def _listed(paths: list[str], shown: int = 5) -> str:
     """The first `shown` paths, and how many more."""
     more = f", ... {len(paths) - shown} more" if len(paths) > shown else ""
@@ -458,16 +465,24 @@ class RunReport:
                 "(exporters table: records_before_sampling)"
             )
         loss = self.sequence_loss()
-        if loss:
-            exporters = sorted({entry["exporter"] for entry in loss})
+        lost = [entry for entry in loss if entry["lost"]]
+        if lost:
             line += (
-                f"; the sequence numbers of {len(exporters)} exporter(s) "
-                f"({', '.join(exporters[:3])}{' ...' if len(exporters) > 3 else ''}) show "
-                f"{sum(entry['gaps'] for entry in loss)} gap(s), "
-                f"{sum(entry['lost'] for entry in loss)} unit(s) lost (v5 and IPFIX number "
-                "flow records, v9 export datagrams; nfcapd files keep gaps only): the "
-                "inputs lack part of what was exported (exporters table: sequence_gaps, "
-                "sequence_lost)"
+                f"; the sequence numbers of {_exporters(lost)} show "
+                f"{sum(entry['gaps'] for entry in lost)} gap(s), "
+                f"{sum(entry['lost'] for entry in lost)} unit(s) lost (v5 and IPFIX number "
+                "flow records, v9 export datagrams): the inputs lack part of what was "
+                "exported (exporters table: sequence_gaps, sequence_lost)"
+            )
+        counted = [entry for entry in loss if not entry["lost"]]
+        if counted:
+            # an nfcapd file keeps nfcapd's count of failures, no loss: it counts softflowd's
+            # IPFIX numbering and a late datagram as failures too, so no loss is claimed
+            line += (
+                f"; nfcapd counted {sum(entry['gaps'] for entry in counted)} sequence "
+                f"failure(s) of {_exporters(counted)}: a loss, a late datagram or an "
+                "exporter's numbering it misreads (softflowd's IPFIX) (exporters table: "
+                "sequence_gaps)"
             )
         twins = self.twin_inputs()
         if twins:

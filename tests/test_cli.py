@@ -157,6 +157,12 @@ def test_a_loss_the_sequence_numbers_show_is_in_the_summary_and_the_manifest(
     ]
     whole = runner.invoke(app, ["inspect", str(FIXTURE), "-q"])
     assert "sequence numbers" not in whole.stderr
+    # an nfcapd file keeps nfcapd's failure count alone, which counts softflowd's IPFIX
+    # numbering too: said as what it is, no loss claimed
+    nfcapd = FIXTURE.parent / "nfcapd178_akvorado_sampled.nfcapd"
+    counted = runner.invoke(app, ["inspect", str(nfcapd), "-q"])
+    assert "nfcapd counted 2 sequence failure(s) of 1 exporter(s) (127.0.0.1)" in counted.stderr
+    assert "lost" not in counted.stderr
 
 
 def test_one_exporter_address_in_two_captures_gives_unique_session_ids(
