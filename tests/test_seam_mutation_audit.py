@@ -57,6 +57,24 @@ The changes (N: noticed by the suite; E: equivalent; G: a gap, killed here):
   C02 zero_copy_only=True, C03 isinstance(pa.Array): N (matching/test_consolidate_rows).
   C04 np.asarray dropped: E, to_numpy returns an ndarray already.
 
+Then readers/compression.py, audited once before (C01-C23, tests/readers/
+test_nfcapd_mutation_audit.py): 17 changes it did not name (Z01-Z26, gaps in the numbers),
+11 noticed: Z01/Z02 (frame header content-size / window sizes), Z05 (content checksum
+skipped), Z09 (bytes after a bzip2 stream), Z12 (the last skippable magic), Z15 (LZO
+`length >= limit`), Z16/Z18/Z19/Z20 (LZO scan: first byte 17, zero runs of 256, M2 and M3
+lengths), Z26 (last-block bit 2): readers/test_nfcapd_mutation_audit.py,
+test_nfcapd_damage.py, test_mutation_audit.py. Of the 6 unnoticed, 5 were gaps:
+- Z04 an RLE block's size taken as its length in the frame walk: G,
+  test_a_zstd_block_with_rle_blocks_decodes.
+- Z21 an M4 with the high bit and distance field 0 taken for the end marker, Z22 an M4's
+  extended length from base 15: G, test_the_lzo_scan_follows_far_matches.
+- Z24 EOFError not turned into BadCompression, Z13 "bz2" named otherwise in messages: G,
+  test_a_cut_bz2_block_is_bad_compression.
+- Z17 a first literal run of 4 read as one of fewer (`t < 4` -> `t <= 4`): E, only the
+  instruction after it reads differently (an M1 of 2 bytes, not 3), and an M1 right after
+  a literal run points 2049 or more bytes back, past the 4 written: no valid stream has
+  one, lzallright refuses any that does, and the scan only bounds it.
+
 One fault found, left as a strict xfail
 (test_a_run_without_flows_writes_flows_parquet_of_the_same_schema): flows.parquet of a run
 that read no flow has session_id and direction nullable, unlike every other run's."""
@@ -307,3 +325,60 @@ def test_each_association_from_a_port_is_a_transport_of_its_own() -> None:
         assert len(keys) == 4
         assert {key & 0xFFFF for key in keys} == {port}
     assert transport(0, 1) != transport(40000, 1) != transport(40000, 0)
+
+
+# -- readers/compression.py (audited once before: tests/readers/test_nfcapd_mutation_audit.py)
+
+
+def test_a_zstd_block_with_rle_blocks_decodes() -> None:
+    """Kills Z04 (an RLE block's size field taken as its length in the frame walk): RFC
+    8878 §3.1.1.2: an RLE block holds one byte, its size field is how many times it is
+    repeated. zstd writes runs of one byte (a block of zero padding) as RLE blocks, and
+    the walk ran past the frame's end: the block was lost as bad_compression."""
+    from obserae_forensics.readers.compression import ZSTD, compress_block, decompress_block
+
+    for data in (bytes(200_000), bytes(range(256)) * 40 + b"a" * 300_000):
+        payload = compress_block(ZSTD, data)
+        assert decompress_block(ZSTD, payload, source="f", offset=0) == data
+
+
+def test_the_lzo_scan_follows_far_matches() -> None:
+    """Kills Z21 (an M4 with its high distance bit and a distance field of 0 taken for the
+    end marker) and Z22 (an M4's extended length counted from 15, not 7): a match 32768
+    bytes back is exactly such an M4 (lzo1x_d.ch: 16384 + the high bit's 16384 + the
+    field; the end is an M4 of distance field 0 *without* the high bit), and a long match
+    more than 16384 bytes back has an extended length. The
+    scan, the expansion bound's one guard, said -1 (no bound) for the first and 8 bytes
+    too many for the second, refusing a block of exactly the limit."""
+    from obserae_forensics.readers.compression import (
+        LZO,
+        compress_block,
+        decompress_block,
+        lzo1x_length,
+    )
+
+    rng = np.random.default_rng(7)
+    for period in (32_768, 20_000):
+        half = rng.integers(0, 256, period, dtype=np.uint8).tobytes()
+        data = half + half
+        payload = compress_block(LZO, data)
+        view = np.frombuffer(payload, dtype=np.uint8)
+        assert lzo1x_length(view, 10**9) == lzo1x_length.py_func(view, 10**9) == len(data)
+        assert decompress_block(LZO, payload, source="f", offset=0, limit=len(data)) == data
+
+
+def test_a_cut_bz2_block_is_bad_compression() -> None:
+    """Kills Z24 (EOFError left out of the errors decompress_block turns into
+    BadCompression) and Z13 (COMPRESSION_NAMES' "bz2" spelled otherwise): a bz2 block cut
+    short is damage counted as bad_compression and named by its compression, not an
+    EOFError out of the reader."""
+    from obserae_forensics.readers.compression import (
+        BZ2,
+        BadCompression,
+        compress_block,
+        decompress_block,
+    )
+
+    payload = compress_block(BZ2, bytes(range(256)) * 40)
+    with pytest.raises(BadCompression, match=r"^f@0: bz2 stream does not decode"):
+        decompress_block(BZ2, payload[:-10], source="f", offset=0)
