@@ -75,6 +75,25 @@ test_nfcapd_damage.py, test_mutation_audit.py. Of the 6 unnoticed, 5 were gaps:
   a literal run points 2049 or more bytes back, past the 4 written: no valid stream has
   one, lzallright refuses any that does, and the scan only bounds it.
 
+Then readers/frames.py, audited twice before (F01-F16 and the thirty-sixth session's 25,
+made to the kernel and the reference alike): 16 changes to the kernel alone, R01-R16, each a
+bound on the bytes a step reads or a dropped condition, the reference left as the
+specification. 9 noticed (R03 MPLS stack of 4 labels, R05 IPv6 extension `p + 8 >= n`, R06
+AH length, R07-R09 ports / TCP flags / ICMP bounds, R11 GRE routing bit for key, R12 IPv4
+`at + 20 >= n`, R15 IPv6 traffic class: readers/test_frames.py). Of the 7 unnoticed, 3
+were gaps:
+- R10 _read_all without the kept width's bound on a section's length: G,
+  test_a_section_longer_than_the_kept_width_is_read_to_the_width.
+- R13 IPv6 `at + 40 > n` -> `>=`: G, test_an_ipv6_header_captured_to_its_last_byte_is_read.
+- R16 the IPv6 step going on into a later fragment's tunnel: G,
+  test_a_later_ipv6_fragment_of_a_tunnel_is_not_walked_into.
+- R01 Ethernet `at + 14 >= n`, R02 VLAN tag `at + 4 < n`, R14 GRE `at + 4 >= n`: E, a
+  header ending exactly at the section's end leaves nothing after it to read (every next
+  step needs 4 bytes or more), so the result is the same.
+- R04 MPLS `at >= n` -> `at > n`: E in its output, at == n reads one byte past the
+  section (the row's padding or the next row) as a nibble, and whatever step follows needs
+  14, 20 or 40 bytes from there and stops.
+
 One fault found, left as a strict xfail
 (test_a_run_without_flows_writes_flows_parquet_of_the_same_schema): flows.parquet of a run
 that read no flow has session_id and direction nullable, unlike every other run's."""
@@ -382,3 +401,70 @@ def test_a_cut_bz2_block_is_bad_compression() -> None:
     payload = compress_block(BZ2, bytes(range(256)) * 40)
     with pytest.raises(BadCompression, match=r"^f@0: bz2 stream does not decode"):
         decompress_block(BZ2, payload[:-10], source="f", offset=0)
+
+
+# -- readers/frames.py (audited twice before: F01-F16 in tests/readers/
+# test_decoders_mutation_audit.py, 25 changes in tests/readers/test_frames.py's cases)
+
+
+def test_an_ipv6_header_captured_to_its_last_byte_is_read() -> None:
+    """Kills R13 (`at + 40 > n` -> `>=` in the kernel's IPv6 step): frames.py reads "the
+    innermost IP header whose 20 or 40 bytes were captured"; a section that ends where
+    the IPv6 header ends (a sampler keeping 54 bytes, or an IPv6 packet inside IPv4 cut
+    there) was no IPv6 record, or its outer header's, in the kernel alone (IPv4's twin was
+    pinned already)."""
+    from tests.readers.test_frames import ethernet, ipv4, ipv6, kernel, reference
+
+    bare = ethernet(0x86DD, ipv6("2001:db8::a", "2001:db8::b", 17, b"", payload_length=512))
+    assert kernel(bare) == reference(bare)
+    assert kernel(bare)[:2] == ("2001:db8::a", "2001:db8::b")
+    assert kernel(bare)[2][:3] == (1, 6, 17)
+    inner = ipv6("2001:db8::c", "2001:db8::d", 6, b"", payload_length=20)
+    tunnel = ethernet(0x0800, ipv4("192.0.2.1", "192.0.2.2", 41, inner))
+    assert kernel(tunnel) == reference(tunnel)
+    assert kernel(tunnel)[:2] == ("2001:db8::c", "2001:db8::d")
+
+
+def test_a_later_ipv6_fragment_of_a_tunnel_is_not_walked_into() -> None:
+    """Kills R16 (the kernel's IPv6 step going on into a tunnel's inner header of a later
+    fragment): a later fragment's payload begins mid-packet, no inner header there, so
+    the record is the outer header's, without ports (the reference stops, as the IPv4
+    step does); bytes there that look like an IPv6 header of UDP gave another host pair
+    and ports."""
+    from tests.readers.test_frames import ethernet, extension, ipv6, kernel, reference, udp
+
+    payload = ipv6("2001:db8::c", "2001:db8::d", 17, udp(5353, 5353))
+    later = ethernet(
+        0x86DD,
+        ipv6(
+            "2001:db8::a",
+            "2001:db8::b",
+            44,
+            extension(41, 44, (185 << 3).to_bytes(2, "big")) + payload,
+        ),
+    )
+    src, dst, out = kernel(later)
+    assert (src, dst, out) == reference(later)
+    assert (src, dst) == ("2001:db8::a", "2001:db8::b")
+    assert out[:5] == (1, 6, 41, 0, 0)
+
+
+def test_a_section_longer_than_the_kept_width_is_read_to_the_width() -> None:
+    """Kills R10 (_read_all taking a section's declared length without the kept width's
+    bound): a length-prefixed section (templates.py) may say more bytes than the columns
+    kept; the kernel then read past its row into the next record's bytes (here, a TCP
+    header's flags that row 0 does not hold)."""
+    from obserae_forensics.addresses import address_text
+    from obserae_forensics.readers.frames import read_frames
+    from tests.readers.test_frames import ethernet, ipv4, reference, tcp
+
+    width = 40  # row 0 holds Ethernet, IPv4 and the TCP ports, not its flags (byte 47)
+    section = ethernet(0x0800, ipv4("10.0.0.1", "10.0.0.2", 6, tcp(40000, 22, 0)))
+    sections = np.zeros((2, width), dtype=np.uint8)
+    sections[0] = np.frombuffer(section[:width], dtype=np.uint8)
+    sections[1] = 0xFF  # the next record's bytes
+    src, dst, out = read_frames(sections, np.array([len(section) + 200, width]))
+    want = reference(section[:width])
+    assert (address_text(src[0].tobytes()), address_text(dst[0].tobytes())) == want[:2]
+    assert tuple(int(v) for v in out[0]) == want[2]
+    assert want[2][6] == 0  # no flags: they were not kept
