@@ -58,22 +58,30 @@ The changes (N: noticed by the suite; E: equivalent; G: a gap, killed here):
   C04 np.asarray dropped: E, to_numpy returns an ndarray already.
 
 Then readers/compression.py, audited once before (C01-C23, tests/readers/
-test_nfcapd_mutation_audit.py): 17 changes it did not name (Z01-Z26, gaps in the numbers),
-11 noticed: Z01/Z02 (frame header content-size / window sizes), Z05 (content checksum
-skipped), Z09 (bytes after a bzip2 stream), Z12 (the last skippable magic), Z15 (LZO
-`length >= limit`), Z16/Z18/Z19/Z20 (LZO scan: first byte 17, zero runs of 256, M2 and M3
-lengths), Z26 (last-block bit 2): readers/test_nfcapd_mutation_audit.py,
-test_nfcapd_damage.py, test_mutation_audit.py. Of the 6 unnoticed, 5 were gaps:
+test_nfcapd_mutation_audit.py): 25 changes it did not name (Z01-Z37, gaps in the numbers),
+15 noticed by the suite: Z01/Z02 (frame header content-size / window sizes), Z05 (content
+checksum skipped), Z09 (bytes after a bzip2 stream), Z12 (the last skippable magic), Z15
+(LZO `length >= limit`), Z16/Z18/Z19/Z20 (LZO scan: first byte 17, zero runs of 256, M2
+and M3 lengths), Z26 (last-block bit 2), Z27 (an empty zstd payload accepted), Z30 (a
+skippable frame ending at the block's end taken for cut), Z33 (an M3's distance of one
+byte), Z37 (a frame header wanting 4 bytes): readers/test_nfcapd_mutation_audit.py,
+test_nfcapd_damage.py, test_mutation_audit.py. Of the 10 unnoticed, 7 were gaps:
 - Z04 an RLE block's size taken as its length in the frame walk: G,
   test_a_zstd_block_with_rle_blocks_decodes.
 - Z21 an M4 with the high bit and distance field 0 taken for the end marker, Z22 an M4's
-  extended length from base 15: G, test_the_lzo_scan_follows_far_matches.
-- Z24 EOFError not turned into BadCompression, Z13 "bz2" named otherwise in messages: G,
-  test_a_cut_bz2_block_is_bad_compression.
+  extended length from base 15, Z32 a first literal run's instruction one byte short: G,
+  test_the_lzo_scan_follows_far_matches.
+- Z24 EOFError not turned into BadCompression, Z36 a bzip2 stream's end not required, Z13
+  "bz2" named otherwise in messages: G, test_a_cut_bz2_block_is_bad_compression.
 - Z17 a first literal run of 4 read as one of fewer (`t < 4` -> `t <= 4`): E, only the
   instruction after it reads differently (an M1 of 2 bytes, not 3), and an M1 right after
   a literal run points 2049 or more bytes back, past the 4 written: no valid stream has
   one, lzallright refuses any that does, and the scan only bounds it.
+- Z29 a skippable frame's header wanted 7 bytes, not 8: E, with 7 its size field is 3
+  bytes, its frame runs past the block and is refused as cut off all the same.
+- Z31 `ip >= len(data)` -> `>` in _long_length: E in its result, a long length cut at the
+  stream's end reads one byte past it, but every step after a long length finds the
+  stream run out and says -1 anyway.
 
 Then readers/frames.py, audited twice before (F01-F16 and the thirty-sixth session's 25,
 made to the kernel and the reference alike): 16 changes to the kernel alone, R01-R16, each a
