@@ -101,6 +101,11 @@ were gaps:
 - R04 MPLS `at >= n` -> `at > n`: E in its output, at == n reads one byte past the
   section (the row's padding or the next row) as a nibble, and whatever step follows needs
   14, 20 or 40 bytes from there and stops.
+Then 8 changes to the reference alone (RF02-RF09: MPLS stack of 4, the fragment's M flag
+for its offset, ICMP `l4 + 2 < n`, GRE `flags & 1`, _inner without its later-fragment
+stop, AH length, TCP's NS bit, IPv6 `at + 40 >= n`): 6 noticed (readers/test_frames.py,
+test_decoders_mutation_audit.py); RF06 and RF09, the reference's twins of R16 and R13, only
+by this file's tests of those.
 
 One fault found, left as a strict xfail
 (test_a_run_without_flows_writes_flows_parquet_of_the_same_schema): flows.parquet of a run
