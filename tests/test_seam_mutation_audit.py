@@ -1,11 +1,11 @@
 """The seam modules' mutation audit: schema.py (the normalized flow schema between the
 readers and everything after them, and the tables' schemas), protocols.py,
-readers/datagrams.py and matching/columns.py, never audited before. 55
-single-point changes (S01-S26 schema.py, P01-P15 protocols.py, D01-D10 datagrams.py,
+readers/datagrams.py and matching/columns.py, never audited before. 61
+single-point changes (S01-S32 schema.py, P01-P15 protocols.py, D01-D10 datagrams.py,
 C01-C04 columns.py), each a wrong dtype, nullability or column order, a wrong constant, a
 dropped branch or a swapped field; each was run against the tests of the modules that use
 it (S04, S05, S26 and D04 again with the reader tests), D01 judged equivalent unrun. The
-suite noticed 28; of the 27 it did not, 7 are equivalent and 20 were real gaps, killed by
+suite noticed 29; of the 32 it did not, 7 are equivalent and 25 were real gaps, killed by
 the tests below (each names the changes it kills).
 
 The changes (N: noticed by the suite; E: equivalent; G: a gap, killed here):
@@ -36,6 +36,9 @@ The changes (N: noticed by the suite; E: equivalent; G: a gap, killed here):
 - S23 FLOW_SCHEMA reverse_packets/reverse_octets swapped, S25 SESSIONS_SCHEMA ab_flags/
   ba_flags swapped: G, test_the_tables_columns_come_in_the_readmes_order.
 - S26 FLOW_NUMERIC_DTYPES source_offset uint32: G, test_a_source_offset_past_4_gib_is_kept.
+- A second round, S27-S32, FLOW_NUMERIC_DTYPES narrowed: S31 (record_index uint16) N
+  (readers/test_ipfix); S27 src_as, S28 input_if, S30 exporter_domain uint16, S29 packets,
+  S32 source_frame uint32: G, test_every_number_column_keeps_its_widest_value.
 - P01/P02 PORT_PROTOCOLS without 136 / with 58: N (sessionize/test_keys_mutation_audit).
   P03 protocol_keyword's fallback not the number, P04 58 "ICMPv6", P05 47 dropped, P15 1
   "Icmp": N (sessionize/test_rules).
@@ -173,6 +176,28 @@ def test_a_source_offset_past_4_gib_is_kept() -> None:
         source_file="big.pcap",
     )
     assert batch.column("source_offset").to_pylist() == [offset]
+
+
+def test_every_number_column_keeps_its_widest_value() -> None:
+    """Kills S27 (src_as), S28 (input_if), S30 (exporter_domain) narrowed to uint16, S29
+    (packets) and S32 (source_frame) to uint32 in FLOW_NUMERIC_DTYPES: flow_batch cast
+    every reader's columns to those dtypes, so a 4-byte AS number (RFC 6793), a Juniper
+    ifIndex past 65535, an observation domain ID past 65535, a flow of more than 2**32
+    packets (nfcapd's 64-bit counters) or the 4,294,967,296th frame of a capture was
+    written as its low bits. Each integer column of FLOW_SCHEMA (typed as the README says,
+    test_readme_schemas) keeps its type's largest value and one below it."""
+    import pyarrow as pa
+
+    names = [f.name for f in FLOW_SCHEMA if pa.types.is_integer(f.type) and f.type.bit_width > 8]
+    widest = {name: np.iinfo(FLOW_SCHEMA.field(name).type.to_pandas_dtype()).max for name in names}
+    columns = {
+        name: np.array([top, top - 1], dtype=FLOW_SCHEMA.field(name).type.to_pandas_dtype())
+        for name, top in widest.items()
+    }
+    batch = flow_batch(2, columns, exporter="192.0.2.1", source_file="x.pcap")
+    for name, top in widest.items():
+        assert batch.column(name).to_pylist() == [int(top), int(top) - 1], name
+    assert {"src_as", "input_if", "packets", "exporter_domain", "source_frame"} <= set(names)
 
 
 def test_the_tables_columns_come_in_the_readmes_order() -> None:
