@@ -44,8 +44,7 @@ The changes (N: noticed by the suite; E: equivalent; G: a gap, killed here):
   "Icmp": N (sessionize/test_rules).
 - P06-P14 (89 "OSPF", 136 "UDP-Lite", 0 dropped, 44 "IPv6-frag", 41 dropped, 88 dropped,
   50 "IPSEC-ESP", 132 dropped, 112 dropped): G, test_the_protocol_column_writes_ianas_
-  keywords (all) and test_rules_take_the_keywords_the_readme_names (P06, P08, P11, P12,
-  P14).
+  keywords (all) and test_rules_take_the_keywords_the_readme_names (P06, P08, P11).
 - D01 transport `|` -> `+`: E, exporter_port < 2**16, the bits never overlap. D02
   transport without the association, D03 `<< 16` -> `<< 15`: G, test_each_association_
   from_a_port_is_a_transport_of_its_own. D04 session defaults to 1: N
@@ -355,9 +354,9 @@ def test_the_protocol_column_writes_ianas_keywords() -> None:
 
 @pytest.mark.parametrize("name", ["HOPOPT", "EIGRP", "IPv6-Frag", "ospfigp", "VRRP", "ESP"])
 def test_rules_take_the_keywords_the_readme_names(name: str) -> None:
-    """Kills P08, P11 (HOPOPT, EIGRP dropped), P06 (89 "OSPF"), P14 (VRRP dropped) and
-    P12 (50 "IPSEC-ESP"): README, Flow Matrix: a rule or query may name any IANA keyword
-    the `protocol` column writes, in any case (EIGRP, HOPOPT, IPv6-Frag ...)."""
+    """Kills P08, P11 (HOPOPT, EIGRP dropped) and P06 (89 "OSPF"): README, Flow Matrix:
+    a rule or query may name any IANA keyword the `protocol` column writes, in any case
+    (EIGRP, HOPOPT, IPv6-Frag ...); VRRP and ESP are in its own list of names too."""
     number = next(n for n, keyword in IANA.items() if keyword.lower() == name.lower())
     assert parse_protocol(name) == number
     assert parse_protocol(name.swapcase()) == number
