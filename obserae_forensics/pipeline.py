@@ -30,7 +30,13 @@ from .errors import InputError, UsageError
 from .readers import InputFile, discover_inputs, read_flows, refuse_nothing_to_read
 from .readers.background import read_ahead
 from .report import FileStats, RunReport
-from .schema import FLOW_ADDRESS_COLUMNS, FLOW_SCHEMA, SESSIONS_SCHEMA, text_address_schema
+from .schema import (
+    FLOW_ADDRESS_COLUMNS,
+    FLOW_SCHEMA,
+    FLOWS_SCHEMA,
+    SESSIONS_SCHEMA,
+    text_address_schema,
+)
 from .tables.evidence import check_output_file, refuse_directory_over_evidence
 from .tables.layout import (
     CONSOLIDATED_FILE,
@@ -532,11 +538,10 @@ def _text_flows(flows: pa.Table) -> pa.Table:
 
 
 def _empty_flows_schema() -> pa.Schema:
-    return (
-        text_address_schema(FLOW_SCHEMA)
-        .append(pa.field("session_id", pa.string()))
-        .append(pa.field("direction", pa.string()))
-    )
+    """flows.parquet's schema when no flow was read: a run with flows writes its session_id
+    and direction required, and so must this one (they were optional here: two runs' tables
+    of two schemas, an audit)."""
+    return text_address_schema(FLOWS_SCHEMA)
 
 
 # sessions_consolidated: conversations hashed into this many buckets, each consolidated alone

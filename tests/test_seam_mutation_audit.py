@@ -109,9 +109,9 @@ stop, AH length, TCP's NS bit, IPv6 `at + 40 >= n`): 6 noticed (readers/test_fra
 test_decoders_mutation_audit.py); RF06 and RF09, the reference's twins of R16 and R13, only
 by this file's tests of those.
 
-One fault found, left as a strict xfail
-(test_a_run_without_flows_writes_flows_parquet_of_the_same_schema): flows.parquet of a run
-that read no flow has session_id and direction nullable, unlike every other run's."""
+One fault found (test_a_run_without_flows_writes_flows_parquet_of_the_same_schema), and
+mended: flows.parquet of a run that read no flow had session_id and direction nullable,
+unlike every other run's."""
 
 from __future__ import annotations
 
@@ -261,11 +261,6 @@ def test_written_tables_hold_nulls_only_where_the_readme_says(run_dir: Path) -> 
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pipeline._empty_flows_schema appends session_id and direction as nullable "
-    "fields, where FLOWS_SCHEMA (the flows.parquet of a run with flows) has them required",
-)
 def test_a_run_without_flows_writes_flows_parquet_of_the_same_schema(
     run_dir: Path, tmp_path: Path
 ) -> None:
