@@ -70,12 +70,7 @@ UINT64_COLUMNS = ("seed", "ports", "src", "dst", *COUNTER_COLUMNS)
 def _columns(batch: pa.RecordBatch | pa.Table) -> dict[str, npt.NDArray[Any]]:
     """The columns a record's hash reads, as numpy: `seed` the exporter's text hash, `ports`
     both ports and the protocol in one word, `src`/`dst` the addresses as (n, 2) words."""
-    exporters = batch.column("exporter")
-    if isinstance(exporters, pa.ChunkedArray):
-        exporters = exporters.combine_chunks()
-    if not pa.types.is_dictionary(exporters.type):
-        exporters = exporters.dictionary_encode()
-    encoded = cast("pa.DictionaryArray[Any, Any]", exporters)
+    encoded = _encoded(batch, "exporter")
     seeds = np.array(
         [text_seed(str(name)) for name in encoded.dictionary.to_pylist()], dtype=np.uint64
     )
@@ -99,6 +94,16 @@ def _columns(batch: pa.RecordBatch | pa.Table) -> dict[str, npt.NDArray[Any]]:
         matrix = np.ascontiguousarray(address_matrix(batch.column(f"{name}_addr")))
         found[name] = matrix.view(np.uint64).reshape(len(matrix), 2)
     return found
+
+
+def _encoded(batch: pa.RecordBatch | pa.Table, name: str) -> pa.DictionaryArray[Any, Any]:
+    """A text column as one dictionary array (FLOW_SCHEMA's are, in chunks of a table)."""
+    column = batch.column(name)
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if not pa.types.is_dictionary(column.type):
+        column = column.dictionary_encode()
+    return cast("pa.DictionaryArray[Any, Any]", column)
 
 
 def hash_columns(columns: dict[str, npt.NDArray[Any]]) -> npt.NDArray[np.uint64]:
@@ -174,12 +179,7 @@ class TwinRecords:
         """The records of a FLOW_SCHEMA batch, as they go into the sessions."""
         if batch.num_rows == 0:
             return
-        sources = batch.column("source_file")
-        if isinstance(sources, pa.ChunkedArray):
-            sources = sources.combine_chunks()
-        if not pa.types.is_dictionary(sources.type):
-            sources = sources.dictionary_encode()
-        encoded = cast("pa.DictionaryArray[Any, Any]", sources)
+        encoded = _encoded(batch, "source_file")
         names = [str(name) for name in encoded.dictionary.to_pylist()]
         indices = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
         present = np.flatnonzero(np.bincount(indices, minlength=len(names)))
