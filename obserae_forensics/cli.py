@@ -530,7 +530,9 @@ def no_flows_hint(report: RunReport) -> str | None:
     itself gave "0 flow records read ... not flow exports: 22 not_flow_export", exit 0, and
     nothing said what the tool reads instead (a review)."""
     other = sum(report.ignored.get(reason, 0) for reason in OTHER_TRAFFIC)
-    if report.records or not other:
+    # flow records left out by --from/--to, or export data that could not be read (its
+    # template never came ...), are flow exports: the inputs were the right kind (a review)
+    if report.records or report.outside_window or sum(report.skipped.values()) or not other:
         return None
     return (
         f"no flow record in the inputs, and {other} frame(s) of other traffic: this tool "

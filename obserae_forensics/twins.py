@@ -35,13 +35,12 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from .addresses import address_matrix
-from .ids import _K1, _K2, _K3, fold, text_seed
+from .ids import _mix, fold, text_seed
 from .jit_cache import drop_stale_jit_cache, njit, read_only
 
 BUDGET = 1 << 21  # hashes kept at most (16 MiB, and 4 MiB of file codes)
 MIN_TWINS = 3  # records with a twin, at the least, before two files are called copies
 SHARE = 0.5  # of the smaller file's records (those compared) with a twin in the other
-_MIX = np.uint64(0x9E3779B97F4A7C15)
 
 
 def record_hashes(batch: pa.RecordBatch | pa.Table) -> npt.NDArray[np.uint64]:
@@ -107,8 +106,10 @@ def _encoded(batch: pa.RecordBatch | pa.Table, name: str) -> pa.DictionaryArray[
 
 
 def hash_columns(columns: dict[str, npt.NDArray[Any]]) -> npt.NDArray[np.uint64]:
-    """_hash_records in numpy, a column at a time: multiply-xor over the words, then one
-    splitmix64 round to spread the bits the threshold reads."""
+    """_hash_records in numpy, a column at a time: a splitmix64 round a word (ids.fold). A
+    multiply alone carries a difference only upwards: an IPv4 address's last octet, in
+    the top byte of its word, changed the hash's top byte alone, and 1 in 256 pairs of
+    neighbouring addresses hashed alike (a review)."""
     words = [
         columns["ports"],
         columns["first_seen"] // 1000,  # milliseconds: what nfcapd keeps
@@ -120,10 +121,9 @@ def hash_columns(columns: dict[str, npt.NDArray[Any]]) -> npt.NDArray[np.uint64]
         columns["dst"][:, 1],
     ]
     h = columns["seed"].astype(np.uint64)
-    with np.errstate(over="ignore"):
-        for word in words:
-            h = (h ^ word.astype(np.uint64)) * _MIX
-    return fold(h, np.zeros(1, dtype=np.uint64))
+    for word in words:
+        h = fold(h, word.astype(np.uint64))
+    return h
 
 
 @njit(cache=True, nogil=True)
@@ -140,27 +140,22 @@ def _hash_records(
     reverse_octets: npt.NDArray[np.uint64],
 ) -> npt.NDArray[np.uint64]:
     """hash_columns, one record at a time in one pass (a pass a column cost 0.8 s over 5.2
-    M records). The words go in hash_columns's order."""
+    M records): ids._mix(h + word) is ids.fold(h, word). The words go in hash_columns's
+    order."""
     out = np.empty(len(seed), dtype=np.uint64)
     thousand = np.int64(1000)
     for i in range(len(seed)):
-        h = seed[i]
-        h = (h ^ ports[i]) * _MIX
-        h = (h ^ np.uint64(first_seen[i] // thousand)) * _MIX
-        h = (h ^ np.uint64(last_seen[i] // thousand)) * _MIX
-        h = (h ^ packets[i]) * _MIX
-        h = (h ^ octets[i]) * _MIX
-        h = (h ^ reverse_packets[i]) * _MIX
-        h = (h ^ reverse_octets[i]) * _MIX
-        h = (h ^ src[i, 0]) * _MIX
-        h = (h ^ src[i, 1]) * _MIX
-        h = (h ^ dst[i, 0]) * _MIX
-        h = (h ^ dst[i, 1]) * _MIX
-        # fold(h, 0): one splitmix64 round
-        z = h + _K1
-        z = (z ^ (z >> np.uint64(30))) * _K2
-        z = (z ^ (z >> np.uint64(27))) * _K3
-        out[i] = z ^ (z >> np.uint64(31))
+        h = _mix(seed[i] + ports[i])
+        h = _mix(h + np.uint64(first_seen[i] // thousand))
+        h = _mix(h + np.uint64(last_seen[i] // thousand))
+        h = _mix(h + packets[i])
+        h = _mix(h + octets[i])
+        h = _mix(h + reverse_packets[i])
+        h = _mix(h + reverse_octets[i])
+        h = _mix(h + src[i, 0])
+        h = _mix(h + src[i, 1])
+        h = _mix(h + dst[i, 0])
+        out[i] = _mix(h + dst[i, 1])
     return out
 
 
@@ -184,9 +179,9 @@ class TwinRecords:
         indices = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
         present = np.flatnonzero(np.bincount(indices, minlength=len(names)))
         for code in present.tolist():
-            self._codes.setdefault(names[code], len(self._codes))
-        if len(self._codes) > len(self.files):
-            self.files = list(self._codes)
+            if names[code] not in self._codes:
+                self._codes[names[code]] = len(self.files)
+                self.files.append(names[code])
         mapping = np.array([self._codes.get(name, -1) for name in names], dtype=np.int32)
         hashes = record_hashes(batch)
         if self.shift:
@@ -232,17 +227,24 @@ class TwinRecords:
         distinct[1:] = (hashes[1:] != hashes[:-1]) | (owners[1:] != owners[:-1])
         hashes, owners = hashes[distinct], owners[distinct]
         compared = np.bincount(owners, minlength=len(files))
-        # a record and the same record in another file: the first file of its group with
-        # each of the others
-        starts = np.ones(len(hashes), dtype=bool)
-        starts[1:] = hashes[1:] != hashes[:-1]
-        group = np.cumsum(starts) - 1
-        first_owner = owners[starts][group]
-        twin = ~starts
+        # a record held by several files: every two of them (a group is the files holding
+        # one record, in file order; the one before a file d places back in the same
+        # group). Pairing each with the group's first alone hid the pair of the second and
+        # third copies (a review)
         count = len(files)
-        low = np.minimum(first_owner[twin], owners[twin]).astype(np.int64)
-        high = np.maximum(first_owner[twin], owners[twin]).astype(np.int64)
-        places, shared = np.unique(low * count + high, return_counts=True)
+        pair_codes = []
+        apart = 1
+        while apart < len(hashes):
+            same = hashes[apart:] == hashes[:-apart]
+            if not same.any():
+                break
+            low = owners[:-apart][same].astype(np.int64)
+            high = owners[apart:][same].astype(np.int64)
+            pair_codes.append(low * count + high)
+            apart += 1
+        if not pair_codes:
+            return []
+        places, shared = np.unique(np.concatenate(pair_codes), return_counts=True)
         found = []
         for place, twins in zip(places.tolist(), shared.tolist(), strict=True):
             a, b = divmod(place, count)

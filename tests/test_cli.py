@@ -1897,9 +1897,24 @@ def test_a_capture_of_the_traffic_itself_is_told_what_the_tool_reads(tmp_path: P
         result = runner.invoke(app, [*command, "-q"])
         assert result.exit_code == 0, result.output
         assert "no flow record in the inputs, and 3 frame(s) of other traffic" in result.stderr
-    # a run with flows, beside the other traffic, says nothing of it
+    # a run with flows, beside the other traffic, says nothing of it; nor one whose flows
+    # all lay outside --from/--to, or one whose export could not be read (a review)
     mixed = runner.invoke(app, ["inspect", str(raw), str(FIXTURE), "-q"])
     assert "no flow record" not in mixed.stderr
+    outside = runner.invoke(app, ["inspect", str(raw), str(FIXTURE), "--from", "2099-01-01"])
+    assert "0 flow records" in outside.stderr and "72 outside --from/--to" in outside.stderr
+    assert "no flow record" not in outside.stderr
+    from tests.readers.test_ipfix import EXPORT_S, message
+    from tests.readers.test_ipfix import data as data_set
+    from tests.readers.test_pcap import pcap_bytes
+
+    # IPFIX data whose template never came: a flow export, unread (no_template)
+    payload = message(data_set(300, bytes(20)))
+    frame = bytes(IP(src="192.0.2.9", dst="198.51.100.7") / UDP(sport=4739, dport=4739) / payload)
+    waiting = tmp_path / "waiting.pcap"
+    waiting.write_bytes(pcap_bytes([(EXPORT_S * 10**9, frame)], linktype=101))
+    unread = runner.invoke(app, ["inspect", str(raw), str(waiting), "-q"])
+    assert "no_template" in unread.stderr and "no flow record" not in unread.stderr
 
 
 def test_show_of_an_empty_table_names_its_columns(tmp_path: Path) -> None:

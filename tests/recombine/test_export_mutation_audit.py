@@ -733,8 +733,9 @@ def test_a_pass_that_began_late_looks_one_file_ahead_for_a_template(tmp_path: Pa
 def test_records_across_the_cut_between_two_slices_are_said_lost() -> None:
     """A capture sessionized as `--to T` and `--from T` and recombined: --from/--to keep the
     records wholly inside a window, so those crossing T are in neither run, and recombine
-    said nothing (a review: 7 of 72 records). Said when the windows meet or overlap; a gap
-    between them, or a run without a window, says nothing."""
+    said nothing (a review: 7 of 72 records). Said when the windows cover all time, one
+    from the start and the other to the end, meeting or overlapping; a gap between them,
+    time left out at either end, or a run without a window, says nothing."""
     cut = 1_000
     for windows, said in (
         (((None, cut), (cut, None)), True),  # cut at one instant
@@ -742,6 +743,11 @@ def test_records_across_the_cut_between_two_slices_are_said_lost() -> None:
         (((cut, None), (None, cut)), True),  # given the other way round
         (((None, cut), (cut + 1, None)), False),  # a gap left out by choice
         (((None, cut), (None, None)), False),  # the second read every record
+        # time left out at either end: what neither read need not cross the cut (a review:
+        # "40 of 100" lost of windows [100, 200] and [200, 300] around the capture's 100)
+        (((cut - 100, cut), (cut, cut + 100)), False),
+        (((None, cut), (None, cut + 100)), False),
+        (((cut - 100, None), (cut, None)), False),
     ):
         runs = read_runs([shared(60, 12)], [shared(5, 67)])  # 72 records, 7 in neither
         runs[0].window, runs[1].window = windows
