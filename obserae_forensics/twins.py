@@ -169,11 +169,15 @@ class TwinRecords:
     _hashes: list[npt.NDArray[np.uint64]] = field(default_factory=list)
     _owners: list[npt.NDArray[np.int32]] = field(default_factory=list)
     _kept: int = 0
+    # the last pairs() answer, and the order it was given: the summary and the manifest
+    # both ask, and a sort of 2 million hashes is not free
+    _answer: tuple[Callable[[str], Any], list[dict[str, Any]]] | None = None
 
     def add(self, batch: pa.RecordBatch | pa.Table) -> None:
         """The records of a FLOW_SCHEMA batch, as they go into the sessions."""
         if batch.num_rows == 0:
             return
+        self._answer = None
         encoded = _encoded(batch, "source_file")
         names = [str(name) for name in encoded.dictionary.to_pylist()]
         indices = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
@@ -211,6 +215,13 @@ class TwinRecords:
         `order` (of a file's path) first, and the pairs in that order: both paths, the
         records compared in each (every one, or those whose hash fell below the threshold:
         `sample` is 1 in how many) and how many of them have a twin in the other file."""
+        if self._answer is not None and self._answer[0] == order:
+            return [dict(pair) for pair in self._answer[1]]
+        found = self._pairs(order)
+        self._answer = (order, found)
+        return [dict(pair) for pair in found]
+
+    def _pairs(self, order: Callable[[str], Any]) -> list[dict[str, Any]]:
         hashes, owners = self._joined()
         if len(self.files) < 2 or len(hashes) == 0:
             return []

@@ -172,3 +172,16 @@ def test_neighbouring_addresses_hash_apart() -> None:
     ]
     hashes = twins.record_hashes(batch(records))
     assert len(set(hashes.tolist())) == len(records)
+
+
+def test_an_answer_asked_before_more_records_came_is_not_kept() -> None:
+    """pairs() keeps its last answer for the summary and the manifest, which both ask: a
+    batch added after it makes it stale."""
+    records = traffic(8)
+    found = TwinRecords()
+    found.add(in_file(records, "a"))
+    assert found.pairs() == []
+    found.add(in_file(records, "b"))
+    assert [p["files"] for p in found.pairs()] == [["a", "b"]]
+    assert found.pairs() == found.pairs()
+    assert [p["files"] for p in found.pairs(order=lambda name: name != "b")] == [["b", "a"]]
