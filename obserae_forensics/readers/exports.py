@@ -1612,6 +1612,18 @@ class ExportDecoder:
                     place,
                 )
             return 0
+        if template.fixed_length is not None:
+            whole, problem = fixed_set_records(template, buf, at, end)
+            unfit = misfit(template, whole, problem, end - at)
+            if unfit is not None:
+                # not whole records of its template: a damaged set id can point a data or
+                # another options set here, and its bytes read as a sampling rate would
+                # scale every record after it; none of it is applied (as a data set's
+                # records are left out)
+                self.leftover(
+                    f"options data set {template.template_id}: {unfit.text}", unfit, place
+                )
+                return whole  # what an IPFIX message's sequence number counts
         minimum = max(template.min_length, 1)
         body = at
         while end - at >= minimum:
@@ -1963,6 +1975,10 @@ def options_effects(
     effects: dict[tuple[object, ...], int] = {}
     if template.fixed_length == 0:
         return effects
+    if template.fixed_length is not None:
+        whole, problem = fixed_set_records(template, buf, at, end)
+        if misfit(template, whole, problem, end - at) is not None:
+            return effects  # left out whole, as _apply_options leaves it
     minimum = max(template.min_length, 1)
     while end - at >= minimum:
         try:

@@ -1251,3 +1251,32 @@ def test_every_element_the_readers_take_is_named() -> None:
         and element not in information_elements.ELEMENTS
     }
     assert unnamed == set()
+
+
+def test_ipfix_an_options_set_that_is_not_whole_records_sets_no_rate() -> None:
+    """A set of another template pointed at a sampling options template (a damaged set
+    id): read as far as it fit, its first 12 bytes set a rate of 1 in 99 on every record
+    after it. Like a data set that is not whole records of its template
+    (templates.misfit), it is left out whole, counted, and the records stay unsampled."""
+    payload = message(
+        options_template(260, [(302, 4)], [(305, 4), (306, 4)]),
+        template(261, [(8, 4, 0), (2, 4, 0)]),
+        data(260, struct.pack(">III", 1, 1, 98) + b"\x05\x06\x07\x08\x09"),
+        data(261, struct.pack(">II", 1, 5)),
+    )
+    table, report = decode(payload)
+    assert table["sampling_rate"].to_pylist() == [1]
+    assert report.skipped == {"bad_record": 1}
+    assert report.skipped_bytes["bad_record"] == 17
+    assert "its 1 record(s) left out" in report.examples[0].message
+    assert stats(report).options_records == 0
+    # whole records, or zero padding after them, still set it
+    for tail in (b"", b"\x00\x00\x00"):
+        payload = message(
+            options_template(260, [(302, 4)], [(305, 4), (306, 4)]),
+            template(261, [(8, 4, 0), (2, 4, 0)]),
+            data(260, struct.pack(">III", 1, 1, 98) + tail),
+            data(261, struct.pack(">II", 1, 5)),
+        )
+        table, report = decode(payload)
+        assert table["sampling_rate"].to_pylist() == [99] and not report.skipped

@@ -696,6 +696,14 @@ def test_options_effects_keep_the_largest_rate_and_a_boot_time_of_0() -> None:
     )
     buf = struct.pack(">IQ", 5, 0)
     assert options_effects(boot, buf, 0, len(buf)) == {("sysinit",): 0}
+    # a set that is not whole records of its template changes nothing, as the decoder
+    # applies none of it (templates.misfit)
+    buf = struct.pack(">II", 1, 100) + b"\x05\x06\x07\x08\x09"
+    assert options_effects(rates, buf, 0, len(buf)) == {}
+    assert options_effects(rates, buf[:8] + bytes(3), 0, 11) == {
+        ("rate",): 100,
+        ("scope", (SAMPLER, 1)): 100,
+    }
 
 
 def test_held_records_keep_the_interface_rates_in_force_when_they_were_exported() -> None:
