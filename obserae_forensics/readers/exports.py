@@ -1171,12 +1171,12 @@ class ExportDecoder:
             self._ordinal += records
             return records
         if template.fixed_length is not None:
-            records, problem = fixed_set_records(template, buf, at, end)
-            unfit = misfit(template, records, problem, end - at)
-            if unfit is not None:
+            records, problem, left_out = misfit(template, buf, at, end)
+            if left_out:
+                assert problem is not None
+                self.leftover(f"{where}: {problem.text}", problem)
                 # its records as this template counts them: what an IPFIX message's
                 # sequence number was checked against before
-                self.leftover(f"{where}: {unfit.text}", unfit)
                 return records
             if records:
                 self.add_set(template, at, records)
@@ -1613,15 +1613,14 @@ class ExportDecoder:
                 )
             return 0
         if template.fixed_length is not None:
-            whole, problem = fixed_set_records(template, buf, at, end)
-            unfit = misfit(template, whole, problem, end - at)
-            if unfit is not None:
-                # not whole records of its template: a damaged set id can point a data or
-                # another options set here, and its bytes read as a sampling rate would
-                # scale every record after it; none of it is applied (as a data set's
-                # records are left out)
+            whole, problem, left_out = misfit(template, buf, at, end)
+            if left_out:
+                # a damaged set id can point a data or another options set here, and its
+                # bytes read as a sampling rate would scale every record after it: none of
+                # it is applied, as a data set's records are left out
+                assert problem is not None
                 self.leftover(
-                    f"options data set {template.template_id}: {unfit.text}", unfit, place
+                    f"options data set {template.template_id}: {problem.text}", problem, place
                 )
                 return whole  # what an IPFIX message's sequence number counts
         minimum = max(template.min_length, 1)
@@ -1758,13 +1757,11 @@ class ExportDecoder:
                 self._late_problem(template, item, problem, stats)
             return 0
         if template.fixed_length is not None:
-            records, problem = fixed_set_records(template, body, 0, len(body))
-            unfit = misfit(template, records, problem, len(body))
-            if unfit is not None:
-                self._late_problem(template, item, unfit, stats)
-                return 0
+            records, problem, left_out = misfit(template, body, 0, len(body))
             if problem is not None:
                 self._late_problem(template, item, problem, stats)
+            if left_out:
+                return 0
             if records:
                 base = chunk.add_payload(body)
                 chunk.add(
@@ -1975,10 +1972,8 @@ def options_effects(
     effects: dict[tuple[object, ...], int] = {}
     if template.fixed_length == 0:
         return effects
-    if template.fixed_length is not None:
-        whole, problem = fixed_set_records(template, buf, at, end)
-        if misfit(template, whole, problem, end - at) is not None:
-            return effects  # left out whole, as _apply_options leaves it
+    if template.fixed_length is not None and misfit(template, buf, at, end)[2]:
+        return effects  # left out whole, as _apply_options leaves it
     minimum = max(template.min_length, 1)
     while end - at >= minimum:
         try:

@@ -977,23 +977,25 @@ def fixed_set_records(
     return records, padding_problem(buf, at, at + records * fixed, end, records, fixed)
 
 
-def misfit(
-    template: Template, records: int, problem: Leftover | None, size: int
-) -> Leftover | None:
-    """A fixed-length data set whose bytes after its last whole record are not padding is
-    not whole records of its template: its set id was damaged, or another template sent the
-    set. Its records are left out whole, the set's bytes counted: read as they fit, a
-    set pointed at a template of longer records made up a record, a session of 520 bytes
-    between addresses no traffic had, kept in the tables (a review). None when the set
-    fits (padding, or nothing after its records) or has no record to leave out."""
+def misfit(template: Template, buf: bytes, at: int, end: int) -> tuple[int, Leftover | None, bool]:
+    """fixed_set_records of a data or options set, and whether the set is left out whole:
+    (records, what follows the last of them, left out). A set whose bytes after its last
+    whole record are not padding is not whole records of its template: its set id was
+    damaged, or another template sent the set. Read as they fit, a set pointed at a
+    template of longer records made up a record, a session of 520 bytes between addresses
+    no traffic had, kept in the tables (a review); so its records are left out whole and
+    the problem counts the set's bytes. A set shorter than one record has none to leave
+    out: its problem is the leftover's."""
+    records, problem = fixed_set_records(template, buf, at, end)
     if problem is None or problem.padding or not records:
-        return None
-    return Leftover(
+        return records, problem, False
+    whole = Leftover(
         f"{problem.text}: the set is not whole records of template {template.template_id} "
         f"(a damaged set id, or a set of another template), its {records} record(s) left out",
-        size,
+        end - at,
         False,
     )
+    return records, whole, True
 
 
 def variable_records(
