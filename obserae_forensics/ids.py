@@ -9,7 +9,7 @@ numpy's uint64 arithmetic wraps exactly as the algorithm needs.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
@@ -40,6 +40,27 @@ def text_seed(text: str) -> int:
     """A text's part of a hash: BLAKE2b-64 of its UTF-8 bytes, read little-endian."""
     digest = hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=8).digest()
     return int.from_bytes(digest, "little")
+
+
+def dictionary_text(column: pa.Array[Any] | pa.ChunkedArray[Any]) -> pa.DictionaryArray[Any, Any]:
+    """A text column as one dictionary array: FLOW_SCHEMA's text columns are dictionaries,
+    in chunks once batches are joined into a table, and a plain one is encoded."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if not pa.types.is_dictionary(column.type):
+        column = column.dictionary_encode()
+    return cast("pa.DictionaryArray[Any, Any]", column)
+
+
+def text_seeds(
+    column: pa.Array[Any] | pa.ChunkedArray[Any], name: Callable[[str], str] = str
+) -> npt.NDArray[np.uint64]:
+    """text_seed of each row's `name(text)`, hashed once per distinct text (a null is the
+    first text's: FLOW_SCHEMA's text columns hold none)."""
+    encoded = dictionary_text(column)
+    texts = cast("list[str]", encoded.dictionary.to_pylist())
+    seeds = np.array([text_seed(name(text)) for text in texts], dtype=np.uint64)
+    return seeds[np.asarray(encoded.indices.fill_null(0), dtype=np.int64)]
 
 
 def hash_words(words: npt.NDArray[Any], seed: int = 0) -> npt.NDArray[np.uint64]:

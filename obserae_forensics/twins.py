@@ -28,19 +28,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
 from .addresses import address_matrix
-from .ids import _mix, fold, text_seed
+from .ids import _mix, dictionary_text, fold, text_seeds
 from .jit_cache import drop_stale_jit_cache, njit, read_only
 
 BUDGET = 1 << 21  # hashes kept at most (16 MiB, and 4 MiB of file codes)
 MIN_TWINS = 3  # records with a twin, at the least, before two files are called copies
 SHARE = 0.5  # of the smaller file's records (those compared) with a twin in the other
+COUNTER_COLUMNS = ("packets", "octets", "reverse_packets", "reverse_octets")
+UINT64_COLUMNS = ("seed", "ports", "src", "dst", *COUNTER_COLUMNS)
 
 
 def record_hashes(batch: pa.RecordBatch | pa.Table) -> npt.NDArray[np.uint64]:
@@ -62,17 +64,9 @@ def record_hashes(batch: pa.RecordBatch | pa.Table) -> npt.NDArray[np.uint64]:
     )
 
 
-COUNTER_COLUMNS = ("packets", "octets", "reverse_packets", "reverse_octets")
-UINT64_COLUMNS = ("seed", "ports", "src", "dst", *COUNTER_COLUMNS)
-
-
 def _columns(batch: pa.RecordBatch | pa.Table) -> dict[str, npt.NDArray[Any]]:
     """The columns a record's hash reads, as numpy: `seed` the exporter's text hash, `ports`
     both ports and the protocol in one word, `src`/`dst` the addresses as (n, 2) words."""
-    encoded = _encoded(batch, "exporter")
-    seeds = np.array(
-        [text_seed(str(name)) for name in encoded.dictionary.to_pylist()], dtype=np.uint64
-    )
 
     def column(name: str) -> npt.NDArray[Any]:
         values = batch.column(name)
@@ -81,7 +75,7 @@ def _columns(batch: pa.RecordBatch | pa.Table) -> dict[str, npt.NDArray[Any]]:
         return np.asarray(values.to_numpy(zero_copy_only=False))
 
     found = {
-        "seed": seeds[np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)],
+        "seed": text_seeds(batch.column("exporter")),
         "ports": column("src_port").astype(np.uint64) << np.uint64(24)
         | column("dst_port").astype(np.uint64) << np.uint64(8)
         | column("protocol").astype(np.uint64),
@@ -93,16 +87,6 @@ def _columns(batch: pa.RecordBatch | pa.Table) -> dict[str, npt.NDArray[Any]]:
         matrix = np.ascontiguousarray(address_matrix(batch.column(f"{name}_addr")))
         found[name] = matrix.view(np.uint64).reshape(len(matrix), 2)
     return found
-
-
-def _encoded(batch: pa.RecordBatch | pa.Table, name: str) -> pa.DictionaryArray[Any, Any]:
-    """A text column as one dictionary array (FLOW_SCHEMA's are, in chunks of a table)."""
-    column = batch.column(name)
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
-    if not pa.types.is_dictionary(column.type):
-        column = column.dictionary_encode()
-    return cast("pa.DictionaryArray[Any, Any]", column)
 
 
 def hash_columns(columns: dict[str, npt.NDArray[Any]]) -> npt.NDArray[np.uint64]:
@@ -178,7 +162,7 @@ class TwinRecords:
         if batch.num_rows == 0:
             return
         self._answer = None
-        encoded = _encoded(batch, "source_file")
+        encoded = dictionary_text(batch.column("source_file"))
         names = [str(name) for name in encoded.dictionary.to_pylist()]
         indices = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
         present = np.flatnonzero(np.bincount(indices, minlength=len(names)))
@@ -215,11 +199,9 @@ class TwinRecords:
         `order` (of a file's path) first, and the pairs in that order: both paths, the
         records compared in each (every one, or those whose hash fell below the threshold:
         `sample` is 1 in how many) and how many of them have a twin in the other file."""
-        if self._answer is not None and self._answer[0] == order:
-            return [dict(pair) for pair in self._answer[1]]
-        found = self._pairs(order)
-        self._answer = (order, found)
-        return [dict(pair) for pair in found]
+        if self._answer is None or self._answer[0] != order:
+            self._answer = (order, self._pairs(order))
+        return [dict(pair) for pair in self._answer[1]]
 
     def _pairs(self, order: Callable[[str], Any]) -> list[dict[str, Any]]:
         hashes, owners = self._joined()

@@ -18,14 +18,14 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
 from ..addresses import address_matrix
-from ..ids import fold, text_seed
+from ..ids import fold, text_seeds
 from .row import REVERSE_FLAGS_SHIFT, SIGN_BIT
 
 # Registered service ports above 1023 that servers commonly listen on; every port below
@@ -209,15 +209,7 @@ def record_identities(
     n = batch.num_rows
     if n == 0:
         return np.zeros(0, dtype=np.int64)
-    files = batch.column("source_file")
-    if isinstance(files, pa.ChunkedArray):
-        files = files.combine_chunks()
-    if not pa.types.is_dictionary(files.type):
-        files = files.dictionary_encode()
-    files = cast("pa.DictionaryArray[Any, Any]", files)  # either way: dictionary-encoded
-    names = cast("list[str]", files.dictionary.to_pylist())  # file names: never null
-    seeds = np.array([text_seed(identity_name(name, root)) for name in names], dtype=np.uint64)
-    h = seeds[np.asarray(files.indices.fill_null(0), dtype=np.int64)]
+    h = text_seeds(batch.column("source_file"), lambda name: identity_name(name, root))
     for name in ("source_offset", "record_index"):
         h = fold(h, np.asarray(batch.column(name).to_numpy(zero_copy_only=False)))
     return h.view(np.int64)
