@@ -350,9 +350,25 @@ def unmatched(
         )
     _check_known(states, STATES, "state")
     _need(frame, "state", "unmatched()")
-    covered = frame["session_id"].isin(matches["session_id"])
+    covered = _holds(frame, matches["session_id"], "unmatched()")
     chosen = frame["state"].isin(states)
     return (chosen & ~covered).fillna(False).astype(bool)
+
+
+def _holds(frame: pd.DataFrame, ids: pd.Series, what: str) -> pd.Series:
+    """Rows whose session is among `ids`: a session's `session_id`, or any fragment of a
+    recombined conversation (`session_ids`), so that the seed's "Unmatched only" asks the
+    conversations of several runs too (it raised a KeyError there: a review)."""
+    if "session_id" in frame.columns:
+        return frame["session_id"].isin(ids)
+    if "session_ids" in frame.columns:
+        # by position: a frame's index need not be unique (concatenated runs)
+        fragments = frame["session_ids"].reset_index(drop=True).explode()
+        hit = (fragments.isin(ids) & fragments.notna()).groupby(level=0).any()
+        held = hit.reindex(range(len(frame)), fill_value=False).to_numpy(dtype=bool)
+        return pd.Series(held, index=frame.index)
+    _need(frame, "session_id", what)
+    raise AssertionError  # _need raised
 
 
 def rule(frame: pd.DataFrame, matches: pd.DataFrame | None, *rules: str) -> pd.Series:
@@ -362,9 +378,8 @@ def rule(frame: pd.DataFrame, matches: pd.DataFrame | None, *rules: str) -> pd.S
             "the run has no session_matches table (sessionize ran without "
             "--flow-matrix, or the file is missing from the run directory)"
         )
-    _need(frame, "session_id", "rule()")
     wanted = matches.loc[matches["rule"].isin(rules), "session_id"]
-    return frame["session_id"].isin(wanted).fillna(False).astype(bool)
+    return _holds(frame, wanted, "rule()").fillna(False).astype(bool)
 
 
 @dataclass(frozen=True)

@@ -403,6 +403,13 @@ def _note_mixed_runs(manifests: list[dict[str, Any]], paths: list[Path], notes: 
             "matches, and `unmatched` counts them as no rule accounted for"
         )
     notes.append(
+        "sessions are each run's own: a conversation crossing the cut between two runs is a "
+        "session in each, the earlier half_open or active at the cut, so a filter of "
+        "sessions counts it in each run's state (scans, unmatched); `recombined` holds one "
+        "row per conversation, its state settled across the runs, and the filters take it "
+        "too (`SessionQuery().last(3600).unmatched().apply(run, run.recombined)`)"
+    )
+    notes.append(
         "sessions_consolidated is each run's own: sessions of one conversation seen "
         "by exporters in different runs are not grouped across them (sessionize "
         "their inputs together for that)"

@@ -19,9 +19,10 @@ Per exporter and key (protocol + unordered endpoints), a fragment's parent is, i
    as sessions.md states the join rule; idle by protocol and state, from the earlier run's
    manifest).
 
-A chain never mixes exporters or keys. Orientation and server side come from the chain's root
-(the first non-late fragment): a fragment whose own `ip_a`/`port_a` is the root's `b` side has
-its counters swapped, and a fragment whose own client/server disagrees is listed in
+A chain never mixes exporters or keys. Orientation comes from the chain's root (the first
+non-late fragment): a fragment whose own `ip_a`/`port_a` is the root's `b` side has its counters
+swapped. The server side comes from the fragment whose own inference was the most confident
+(the earliest on a tie), and a fragment whose own client/server disagrees with it is listed in
 `orientation_conflicts`.
 
 The surprising thing: a conversation still `active` at the end of one run that the next run
@@ -142,7 +143,15 @@ RECOMBINED_SCHEMA = pa.schema(
         pa.field("first_seen", TIMESTAMP, nullable=False),
         pa.field("last_seen", TIMESTAMP, nullable=False),
         pa.field("duration_s", pa.float64(), nullable=False),
-        *_session_fields(*_COUNTERS, "flow_count", "late_records", "state", "close_reason"),
+        *_session_fields(
+            *_COUNTERS,
+            "sampling_rate",
+            "counters_scaled",
+            "flow_count",
+            "late_records",
+            "state",
+            "close_reason",
+        ),
         pa.field("state_inferred", pa.bool_(), nullable=False),
         pa.field("complete", pa.bool_(), nullable=False),
         pa.field("head_cut", pa.bool_(), nullable=False),
@@ -577,7 +586,15 @@ def chain_sessions(
     roots = root_rows[starts]  # the root session of each conversation
 
     flipped = end_a[rows] != end_a[root_rows]
-    conflict = (client[rows] != client[root_rows]) | (server[rows] != server[root_rows])
+    # the server side is the fragment's whose own inference was the most confident, the
+    # earliest on a tie: the root's alone turned a C2 channel round when its first slice
+    # saw only a guess (first_sender, 0.5) and the later ones its traffic's shape (0.6),
+    # as one run over the whole capture had it (a review)
+    confidence = np.nan_to_num(numpy_of(col("role_confidence"), "float64")[rows], nan=-1.0)
+    most = np.maximum.reduceat(confidence, starts)
+    sided = rows[np.minimum.reduceat(np.where(confidence >= most[group], np.arange(n), n), starts)]
+    sided_rows = sided[group]
+    conflict = (client[rows] != client[sided_rows]) | (server[rows] != server[sided_rows])
 
     def oriented(name: str, swapped: str) -> npt.NDArray[np.uint64]:
         own = numpy_of(col(name), "uint64")[rows]
@@ -652,6 +669,11 @@ def chain_sessions(
         ),
         starts,
     )
+    # a sampled conversation's counters stand for about its rate's times the traffic: the
+    # rate beside them, the largest if its fragments differ, as a session's of its records
+    # (the report and the table gave 1:100 sampled counters bare: a review)
+    sampling_rate = np.maximum.reduceat(numpy_of(col("sampling_rate"), "int64")[rows], starts)
+    counters_scaled = np.logical_or.reduceat(numpy_of(col("counters_scaled"), "bool")[rows], starts)
     answered = (totals[:, 2] > 0) & (totals[:, 3] > 0)
     state = pc.if_else(pa.array(answered & _flag(state, "half_open")), "active", state)
     # and a last fragment that timed out after its conversation finished (a trailing ACK
@@ -754,6 +776,9 @@ def chain_sessions(
         maybe_more,
         answered,
         resettled,
+        confidence,
+        most,
+        sided_rows,
     )
     duration_s = (last_seen - first_seen) / 1_000_000.0
     session_id = col("session_id")
@@ -765,6 +790,7 @@ def chain_sessions(
     conversations = _conversation_table(
         sessions,
         roots,
+        sided,
         conversation_id,
         counts=counts,
         starts=starts,
@@ -781,6 +807,8 @@ def chain_sessions(
         ba_packets=totals[:, 3],
         flow_count=totals[:, 4],
         late_records=totals[:, 5],
+        sampling_rate=sampling_rate,
+        counters_scaled=counters_scaled,
         state=state,
         close_reason=close_reason,
         state_inferred=state_inferred,
@@ -1020,9 +1048,16 @@ def _list(offsets: pa.Int32Array, values: pa.Array[Any]) -> pa.ListArray[Any]:
 
 
 def _conversation_table(
-    sessions: pa.Table, roots: _Int64s, conversation_id: pa.ChunkedArray[Any], **values: Any
+    sessions: pa.Table,
+    roots: _Int64s,
+    sided: _Int64s,
+    conversation_id: pa.ChunkedArray[Any],
+    **values: Any,
 ) -> pa.Table:
+    """One row per conversation: its endpoints in its root's orientation (`roots`), its
+    server side from the fragment whose inference was the most confident (`sided`)."""
     take = cast(pa.Int64Array, pa.array(roots))
+    take_side = cast(pa.Int64Array, pa.array(sided))
     col = sessions.column
     counts: _Int64s = values["counts"]
     columns: dict[str, Any] = {"conversation_id": conversation_id}
@@ -1035,6 +1070,9 @@ def _conversation_table(
         "port_a",
         "ip_b",
         "port_b",
+    ):
+        columns[name] = pc.take(col(name), take)
+    for name in (
         "client_ip",
         "client_port",
         "server_ip",
@@ -1042,7 +1080,7 @@ def _conversation_table(
         "role_method",
         "role_confidence",
     ):
-        columns[name] = pc.take(col(name), take)
+        columns[name] = pc.take(col(name), take_side)
     columns["fragment_count"] = pa.array(counts.astype(np.uint32))
     columns["splits"] = _list(_offsets(counts), pa.array(values["splits"], pa.uint32()))
     columns["session_ids"] = _list(
@@ -1059,6 +1097,8 @@ def _conversation_table(
     columns["duration_s"] = pa.array(values["duration_s"], pa.float64())
     for name in ("ab_bytes", "ba_bytes", "ab_packets", "ba_packets", "flow_count", "late_records"):
         columns[name] = pa.array(values[name], pa.uint64())
+    columns["sampling_rate"] = pa.array(values["sampling_rate"], pa.int64())
+    columns["counters_scaled"] = pa.array(values["counters_scaled"], pa.bool_())
     columns["state"] = _as_array(values["state"])
     columns["close_reason"] = _as_array(values["close_reason"])
     columns["state_inferred"] = pa.array(values["state_inferred"], pa.bool_())

@@ -97,6 +97,8 @@ _SESSION_TYPES: dict[str, pa.DataType] = {
     "ba_bytes": pa.uint64(),
     "ab_packets": pa.uint64(),
     "ba_packets": pa.uint64(),
+    "sampling_rate": pa.uint32(),
+    "counters_scaled": pa.bool_(),
     "ab_flags": pa.uint16(),
     "ba_flags": pa.uint16(),
     "opened_at": TIMESTAMP,
@@ -129,6 +131,10 @@ class Run:
     notes: list[str] = field(default_factory=list)  # defaults used, oddities seen
     # traffic an earlier run holds too (overlap.py): in the notes, and said on stderr
     overlaps: list[str] = field(default_factory=list)
+    # what it could not read or saw missing (manifest counts): in the notes, said on stderr
+    losses: list[str] = field(default_factory=list)
+    # sessions.max_open_ksessions (None: the manifest does not say)
+    max_open_ksessions: float | None = None
 
     def idle_us(self, name: str) -> int:
         return round(self.settings[f"sessions.idle.{name}"] * 1_000_000)
@@ -170,7 +176,7 @@ class Run:
             "data_window": {"start": iso_us(self.start_us), "end": iso_us(self.end_us)},
             "settings": dict(sorted(self.settings.items())),
             "inputs": [str(entry.get("path")) for entry in self.inputs],
-            "notes": [*self.notes, *self.overlaps],
+            "notes": [*self.notes, *self.losses, *self.overlaps],
         }
 
 
@@ -229,7 +235,59 @@ def read_run(path: Path) -> Run:
         cited = manifest.get(name)
         if isinstance(cited, dict) and isinstance(cited.get("absolute"), str):
             run.read_files.append(Path(cited["absolute"]))
+    run.losses = _losses(manifest.get("counts"))
+    cap = raw_settings.get("sessions.max_open_ksessions")
+    if isinstance(cap, int | float) and not isinstance(cap, bool):
+        run.max_open_ksessions = float(cap)
     return run
+
+
+def _losses(counts: object) -> list[str]:
+    """What the run could not read or saw missing, from its manifest's counts: a
+    conversation whose records were among them comes out cut short, or not at all, and its
+    state is inferred from what is left. The report said nothing of it (a review: a
+    fragmented export datagram lost at the cut between two slices' runs, and the
+    conversation it carried came out "complete", closed by an idle it never had)."""
+    if not isinstance(counts, dict):
+        return []
+    notes = []
+    if counts.get("records_read") == 0:
+        notes.append("read no flow record")
+    skipped, skipped_bytes = counts.get("skipped"), counts.get("skipped_bytes")
+    if isinstance(skipped, dict) and skipped:
+        sizes = skipped_bytes if isinstance(skipped_bytes, dict) else {}
+        parts = [
+            f"{count} {reason}" + (f" ({sizes[reason]} bytes)" if sizes.get(reason) else "")
+            for reason, count in sorted(skipped.items())
+        ]
+        notes.append(
+            "left out while reading: "
+            + ", ".join(parts)
+            + " (manifest.json counts.skipped): its conversations may lack records"
+        )
+    loss = counts.get("sequence_loss")
+    entries = [e for e in loss if isinstance(e, dict)] if isinstance(loss, list) else []
+    lost = [e for e in entries if e.get("lost")]
+    if lost:
+        notes.append(
+            f"the sequence numbers of {_exporters(lost)} show "
+            f"{sum(int(e.get('gaps') or 0) for e in lost)} gap(s), "
+            f"{sum(int(e.get('lost') or 0) for e in lost)} unit(s) lost: its inputs lack "
+            "part of what was exported"
+        )
+    failures = [e for e in entries if not e.get("lost") and e.get("gaps")]
+    if failures:
+        notes.append(
+            f"nfcapd counted {sum(int(e.get('gaps') or 0) for e in failures)} sequence "
+            f"failure(s) of {_exporters(failures)}: a loss, a late datagram or a numbering "
+            "it misreads"
+        )
+    return notes
+
+
+def _exporters(entries: list[dict[str, Any]]) -> str:
+    names = sorted({f"{e.get('exporter')} (domain {e.get('domain')})" for e in entries})
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
 def order_runs(paths: Sequence[Path]) -> list[Run]:
@@ -434,6 +492,10 @@ def _default_column(
         return pa.array([0] * n, _SESSION_TYPES[name])
     if name in ("ab_flags", "ba_flags"):
         return pa.array([0] * n, pa.uint16())
+    if name == "sampling_rate":  # unsampled or unknown, as the sessions table says it
+        return pa.array(np.ones(n, dtype=np.uint32))
+    if name == "counters_scaled":
+        return pa.array(np.zeros(n, dtype=bool))
     if name == "role_confidence":
         return pa.array([0.0] * n, pa.float64())
     raise KeyError(name)

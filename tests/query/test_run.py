@@ -310,3 +310,20 @@ def test_the_data_end_past_year_9999_comes_from_its_microseconds(tmp_path: Path)
         for note in run.notes
     )
     assert not any("data ends" in note for note in query.load(write_run(tmp_path / "r")).notes)
+
+
+def test_loading_several_runs_says_sessions_are_each_runs_own(tmp_path: Path) -> None:
+    """Over four slices' runs the seed's scans found 256 sessions where one run over the
+    capture finds 1,986: each run's sessions are in that run's state. The note says so and
+    names what asks the conversations (a review); the filters take `run.recombined`."""
+    run = query.load([write_later_run(tmp_path / "later"), write_run(tmp_path / "early")])
+    [note] = [n for n in run.notes if n.startswith("sessions are each run's own")]
+    assert "apply(run, run.recombined)" in note
+    assert run.recombined is not None
+    view = query.SessionQuery().unmatched().apply(run, run.recombined)
+    matched = set(run.matches["session_id"])
+    assert len(view) > 0 and (view["state"] == "closed").all()
+    assert not any(set(ids) & matched for ids in view["session_ids"])
+    assert any(set(ids) & matched for ids in run.recombined["session_ids"])
+    single = query.load(write_run(tmp_path / "single"))
+    assert not any(n.startswith("sessions are each run's own") for n in single.notes)

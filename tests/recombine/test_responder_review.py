@@ -1,0 +1,193 @@
+"""What a responder reading `recombine`'s report and tables was misled by (a review of the
+split-session workflow against the seeds), each pinned: a run's losses said, the limits of
+the checks said, sampled counters with their rate, the server side from the most confident
+fragment, and the query filters over recombined conversations."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from obserae_forensics.query import filters
+from obserae_forensics.recombine import recombine_tables
+from obserae_forensics.recombine.report import render_markdown
+
+from .conftest import SETTINGS, session, write_run
+
+SYN_ACK_PSH = 0x1A | 0x02
+
+
+def _with_counts(run: Path, counts: dict[str, Any]) -> Path:
+    manifest_path = run / "manifest.json"
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    manifest["counts"] = {**manifest["counts"], **counts}
+    manifest_path.write_text(json.dumps(manifest), encoding="utf-8")
+    return run
+
+
+def test_what_a_run_could_not_read_is_in_its_row_and_on_stderr(tmp_path: Path) -> None:
+    """A fragmented export datagram lost at the cut between two slices' runs: each run
+    said `skipped: 1 incomplete_fragments`, the report said nothing and the conversation
+    came out complete."""
+    first = _with_counts(
+        write_run(tmp_path / "r0", [session("A", 0, 10)]),
+        {
+            "records_read": 2,
+            "skipped": {"incomplete_fragments": 1, "no_template": 3},
+            "skipped_bytes": {"incomplete_fragments": 512, "no_template": 0},
+            "sequence_loss": [
+                {"exporter": "192.0.2.1", "domain": 0, "gaps": 2, "lost": 29},
+                {"exporter": "192.0.2.9", "domain": 5, "gaps": 4, "lost": 0},
+            ],
+        },
+    )
+    second = _with_counts(
+        write_run(tmp_path / "r1", [session("B", 100, 110, a=("10.9.9.9", 1))]),
+        {"records_read": 0},
+    )
+    clean = write_run(tmp_path / "r2", [session("C", 200, 210, a=("10.8.8.8", 1))])
+    result = recombine_tables([first, second, clean])
+    notes = {run["path"]: run["notes"] for run in result.report["runs"]}
+    assert notes[str(first)] == [
+        "left out while reading: 1 incomplete_fragments (512 bytes), 3 no_template "
+        "(manifest.json counts.skipped): its conversations may lack records",
+        "the sequence numbers of 192.0.2.1 (domain 0) show 2 gap(s), 29 unit(s) lost: its "
+        "inputs lack part of what was exported",
+        "nfcapd counted 4 sequence failure(s) of 192.0.2.9 (domain 5): a loss, a late "
+        "datagram or a numbering it misreads",
+    ]
+    assert notes[str(second)] == ["read no flow record"]
+    assert notes[str(clean)] == []
+    said = result.summary().splitlines()
+    assert f"warning: run 0 ({first}): read no flow record" not in said
+    assert f"warning: run 1 ({second}): read no flow record" in said
+    assert any(line.startswith(f"warning: run 0 ({first}): left out while") for line in said)
+    assert "29 unit(s) lost" in render_markdown(result.report)
+
+
+def test_the_report_says_what_no_run_checks_and_what_the_cap_split(tmp_path: Path) -> None:
+    """Sequence numbers are checked within a run: a datagram lost at the cut is seen by
+    neither run. And conversations the cap split are kept whole by no hard_timeout: the
+    report's "15 min keeps whole 100 %" beside 8 of 9 split by the cap read as all well."""
+    rows = [
+        session("E", 0, 10, close="evicted", flags=(SYN_ACK_PSH, 0x12)),
+        session("E1", 11, 20, split=1, conversation="E", close="fin"),
+    ]
+    one = recombine_tables(
+        [write_run(tmp_path / "one", rows, settings={**SETTINGS, "sessions.max_open_ksessions": 2})]
+    )
+    [cap] = one.report["notes"]
+    assert cap.startswith("1 conversation(s) were split at the open-session cap (evicted)")
+    assert "(these runs used 2)" in cap
+    text = render_markdown(one.report)
+    assert f"- {cap}" in text
+    assert "the 1 conversation(s) split at the open-session cap (evicted) stay split" in text
+
+    two = recombine_tables(
+        [
+            write_run(tmp_path / "a", [session("A", 0, 10)]),
+            write_run(tmp_path / "b", [session("B", 100, 110, a=("10.9.9.9", 1))]),
+        ]
+    )
+    [checked] = two.report["notes"]
+    assert checked.startswith("Each run checked its exporters' sequence numbers within itself")
+    assert "stay split" not in render_markdown(two.report)
+    alone = recombine_tables([write_run(tmp_path / "c", [session("C", 0, 10)])])
+    assert alone.report["notes"] == []
+
+
+def test_sampled_conversations_carry_their_rate_and_the_estimate(tmp_path: Path) -> None:
+    """A 1:100 sampled exporter's conversation: the table had no rate, the report gave its
+    counters bare, and ranked it by them below an unsampled one's larger counters."""
+    sampled = [
+        session("S", 0, 899, close="hard_timeout", ab=(100, 1), ba=(50, 1)),
+        session("S1", 900, 950, split=1, conversation="S", ab=(30, 1), ba=(20, 1)),
+    ]
+    for row in sampled:
+        row["sampling_rate"] = 100
+    sampled[1]["sampling_rate"] = 50  # the largest of its fragments'
+    scaled = [
+        session("K", 0, 899, close="hard_timeout", a=("10.7.7.7", 1), ab=(10, 1), ba=(0, 0)),
+        session(
+            "K1", 900, 950, split=1, conversation="K", a=("10.7.7.7", 1), ab=(10, 1), ba=(0, 0)
+        ),
+    ]
+    scaled[0].update(sampling_rate=4, counters_scaled=True)
+    plain = [
+        session("P", 0, 899, close="hard_timeout", a=("10.6.6.6", 1), ab=(9000, 9), ba=(0, 0)),
+        session(
+            "P1", 900, 950, split=1, conversation="P", a=("10.6.6.6", 1), ab=(100, 1), ba=(0, 0)
+        ),
+    ]
+    result = recombine_tables([write_run(tmp_path / "run", sampled + scaled + plain)])
+    table = result.conversations
+    rows = {r["conversation_id"]: r for r in table.to_pylist()}
+    assert (rows["S"]["sampling_rate"], rows["S"]["counters_scaled"]) == (100, False)
+    assert (rows["K"]["sampling_rate"], rows["K"]["counters_scaled"]) == (4, True)
+    assert (rows["P"]["sampling_rate"], rows["P"]["counters_scaled"]) == (1, False)
+    assert str(table.schema.field("sampling_rate").type) == "uint32"
+    largest = [c["conversation_id"] for c in result.report["largest"]]
+    assert largest == ["S", "P", "K"]  # 200 bytes at 1:100 before 9,100 unsampled
+    text = render_markdown(result.report)
+    assert "| 200 (sampled 1:100: about 20000) | 4 (sampled 1:100: about 400) |" in text
+    assert "| 20 (an estimate: sampled 1:4, scaled by the exporter's collector) |" in text
+    assert "| 9100 | 10 |" in text
+
+
+def test_the_server_side_is_the_most_confident_fragments(tmp_path: Path) -> None:
+    """A C2 channel cut into slices: the first slice's fragment saw only a guess
+    (first_sender 0.5) the wrong way round, the later ones its traffic's shape (0.6) the
+    right way, as one run over the whole capture; the conversation took the guess."""
+    c2 = ("172.16.0.111", 4433)
+    rat = ("172.16.0.114", 6641)
+    rows = [
+        session("G", 0, 899, close="hard_timeout", a=c2, b=rat, flags=(0x18, 0x18)),
+        session("G1", 900, 1700, split=1, conversation="G", a=c2, b=rat, flags=(0x18, 0x18)),
+        session("G2", 1701, 1750, split=2, conversation="G", a=c2, b=rat, flags=(0x18, 0x18)),
+    ]
+    rows[0].update(role_method="first_sender", role_confidence=0.5)
+    for row in rows[1:]:
+        row.update(
+            role_method="traffic_shape",
+            role_confidence=0.6,
+            client_ip=rat[0],
+            client_port=rat[1],
+            server_ip=c2[0],
+            server_port=c2[1],
+        )
+    rows[2]["role_confidence"] = 0.6  # a tie: the earlier of the two
+    rows[2]["role_method"] = "other_shape"
+    result = recombine_tables([write_run(tmp_path / "run", rows)])
+    [row] = result.conversations.to_pylist()
+    assert (row["client_ip"], row["client_port"], row["server_ip"], row["server_port"]) == (
+        *rat,
+        *c2,
+    )
+    assert (row["role_method"], row["role_confidence"]) == ("traffic_shape", 0.6)
+    assert (row["ip_a"], row["port_a"]) == c2  # the endpoints in the first one's orientation
+    assert row["orientation_conflicts"] == ["G"]
+    conflicted = {r["session_id"]: r["orientation_conflict"] for r in result.fragments.to_pylist()}
+    assert conflicted == {"G": True, "G1": False, "G2": False}
+    assert "| traffic_shape (0.6) |" in render_markdown(result.report)
+
+
+def test_unmatched_and_rule_ask_recombined_conversations(tmp_path: Path) -> None:
+    """Over several runs the seed's "Unmatched only" counted each run's fragments in its
+    own state; on `run.recombined` it raised a KeyError."""
+    conversations = pd.DataFrame(
+        {
+            "session_ids": [["a", "b"], ["c"], [], None],
+            "state": ["closed", "closed", "closed", "closed"],
+        },
+        index=[3, 3, 4, 5],
+    )
+    matches = pd.DataFrame({"session_id": ["b"], "rule": ["web"]})
+    assert filters.unmatched(conversations, matches).tolist() == [False, True, True, True]
+    assert filters.rule(conversations, matches, "web").tolist() == [True, False, False, False]
+    flows = pd.DataFrame({"state": ["closed"]})
+    with pytest.raises(Exception, match="needs column session_id"):
+        filters.unmatched(flows, matches)
