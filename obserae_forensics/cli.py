@@ -774,6 +774,7 @@ def _recombine_outputs(
         export_pcap,
         find_fragments,
         move_recombined,
+        same_endpoints,
         split_conversation_ids,
     )
 
@@ -822,10 +823,23 @@ def _recombine_outputs(
             continue  # two fragments of one conversation given: it is shown once
         shown_conversations.add(conversation)
         shown = [c for c in FRAGMENT_COLUMNS if c in frame.columns]
-        typer.echo(f"conversation {conversation}: {len(frame)} fragment(s)")
+        first = frame.iloc[0]
+        typer.echo(
+            f"conversation {conversation}: {first['protocol']} {first['ip_a']}:{first['port_a']}"
+            f" <-> {first['ip_b']}:{first['port_b']} ({first['exporter']}), "
+            f"{len(frame)} fragment(s)"
+        )
         text = _times_as_text(frame[shown]).astype(object)
         text = text.where(text.notna(), "")  # the first fragment joined nothing: no reason
         typer.echo(text.to_string(index=False))
+        others = same_endpoints(result, conversation)
+        if len(others):
+            typer.echo(
+                f"{len(others)} other conversation(s) of the same exporter, protocol, "
+                "addresses and ports, not joined to it (the rule that would have joined "
+                "them did not hold: a gap past the idle timeout, a new connection):"
+            )
+            typer.echo(_times_as_text(others).to_string(index=False))
     if not session and (export_flows_to is not None or export_pcap_to is not None):
         typer.echo(f"exporting the {len(ids)} split conversation(s)", err=True)
     if written is not None:

@@ -95,8 +95,10 @@ class SessionDrawer:
             place = int(
                 np.flatnonzero(self.fragments["session_id"].to_numpy() == row["session_id"])[0]
             )
+            # numbered from 0, as fragment_index and the seed's session.split are ("fragment
+            # 5 of 7" named the one whose fragment_index is 4: a review)
             lines.append(
-                f"fragment {place + 1} of {len(self.fragments)} of conversation "
+                f"fragment {place} (fragments 0 to {len(self.fragments) - 1}) of conversation "
                 f"{self._conversation_id()}"
             )
         if len(self.consolidated):

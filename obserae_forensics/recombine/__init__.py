@@ -13,6 +13,7 @@ Public API (the CLI's `recombine` command is a thin layer over these):
   (`write_recombined(result, out_dir)` writes them); what the functions below do when given
   run directories instead of a result;
 - `find_fragments(source, session_id) -> DataFrame`: "Find Session Fragments" from any fragment;
+  `same_endpoints(result, conversation_id)`: the other conversations of its endpoints;
   `split_conversation_ids(result)`: the conversations of more than one fragment;
 - `export_flows(source, ids, path) -> int` and `export_pcap(source, ids, path) -> PcapExport`:
   every flow record, or every original export datagram, behind the named conversations.
@@ -30,6 +31,7 @@ from .conversations import (
     move_recombined,
     recombine_runs,
     recombine_tables,
+    same_endpoints,
     split_conversation_ids,
     write_recombined,
 )
@@ -62,6 +64,7 @@ __all__ = [
     "pcap_flows_path",
     "recombine_runs",
     "recombine_tables",
+    "same_endpoints",
     "split_conversation_ids",
     "write_recombined",
 ]

@@ -304,6 +304,56 @@ def conversation_sessions(
     return rows
 
 
+SAME_ENDPOINTS_COLUMNS = [
+    "conversation_id",
+    "first_seen",
+    "last_seen",
+    "fragment_count",
+    "state",
+    "close_reason",
+    "ab_bytes",
+    "ba_bytes",
+]
+
+
+def same_endpoints(result: RecombineResult, conversation_id: str) -> pd.DataFrame:
+    """The other conversations of the same exporter, protocol, addresses and ports (either
+    way round), in table order: what the seed's Find Session Fragments shows, a query of
+    the selected session's addresses and ports, where the fragments alone are what recombine
+    joined (a connection's FIN after an idle gap is a conversation of its own, and a
+    responder looking for the rest of it was shown one fragment: a review)."""
+    keys = ["exporter", "protocol_number", "ip_a", "port_a", "ip_b", "port_b"]
+    if result.held is not None:
+        table = result.conversations.select([*keys, *SAME_ENDPOINTS_COLUMNS])
+    else:
+        table = read_parquet(
+            result.files[RECOMBINED_FILE], columns=[*keys, *SAME_ENDPOINTS_COLUMNS]
+        )
+    this = table.filter(pc.equal(table.column("conversation_id"), conversation_id))
+    if this.num_rows == 0:
+        return table.select(SAME_ENDPOINTS_COLUMNS).slice(0, 0).to_pandas()
+    me = {name: this.column(name)[0] for name in keys}
+
+    def equal(name: str, value: pa.Scalar[Any]) -> pa.ChunkedArray[Any]:
+        return pc.equal(table.column(name), value)
+
+    straight = pc.and_(
+        pc.and_(equal("ip_a", me["ip_a"]), equal("port_a", me["port_a"])),
+        pc.and_(equal("ip_b", me["ip_b"]), equal("port_b", me["port_b"])),
+    )
+    turned = pc.and_(
+        pc.and_(equal("ip_a", me["ip_b"]), equal("port_a", me["port_b"])),
+        pc.and_(equal("ip_b", me["ip_a"]), equal("port_b", me["port_a"])),
+    )
+    mask = pc.and_(
+        pc.and_(equal("exporter", me["exporter"]), equal("protocol_number", me["protocol_number"])),
+        pc.and_(
+            pc.or_(straight, turned), pc.not_equal(table.column("conversation_id"), conversation_id)
+        ),
+    )
+    return table.filter(mask).select(SAME_ENDPOINTS_COLUMNS).to_pandas()
+
+
 def split_conversation_ids(result: RecombineResult) -> list[str]:
     """The ids of the conversations of more than one fragment, in table order."""
     if result.held is not None:
@@ -328,5 +378,6 @@ __all__ = [
     "recombine_runs",
     "recombine_tables",
     "recombined",
+    "same_endpoints",
     "split_conversation_ids",
 ]

@@ -135,7 +135,7 @@ def test_late_sessions_are_related_and_in_the_conversation(tmp_path: Path) -> No
     assert from_late.fragments["session_id"].tolist() == ["s1", "s1-late"]
     # recombine's conversation, not the late session's own id (the query mutation audit's
     # D07: tests/query/test_mutation_audit.py)
-    assert "fragment 2 of 2 of conversation s1\n" in from_late.summary()
+    assert "fragment 1 (fragments 0 to 1) of conversation s1\n" in from_late.summary()
 
 
 def test_unknown_session_is_a_usage_error(run: query.Run) -> None:

@@ -11,9 +11,11 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from typer.testing import CliRunner
 
+from obserae_forensics.cli import app
 from obserae_forensics.query import filters
-from obserae_forensics.recombine import recombine_tables
+from obserae_forensics.recombine import recombine_tables, same_endpoints
 from obserae_forensics.recombine.report import render_markdown
 
 from .conftest import SETTINGS, session, write_run
@@ -191,3 +193,37 @@ def test_unmatched_and_rule_ask_recombined_conversations(tmp_path: Path) -> None
     flows = pd.DataFrame({"state": ["closed"]})
     with pytest.raises(Exception, match="needs column session_id"):
         filters.unmatched(flows, matches)
+
+
+def test_find_session_fragments_also_lists_the_endpoints_other_conversations(
+    tmp_path: Path,
+) -> None:
+    """The seed's Find Session Fragments queries the selected session's addresses and ports:
+    a connection's FIN after an idle gap, a conversation of its own, was not shown beside
+    the fragment a responder asked for (a review)."""
+    rat, c2 = ("172.16.0.114", 6642), ("172.16.0.111", 4433)
+    rows = [
+        session("IDLE", 0, 1, a=c2, b=rat, flags=(0x18, 0x18)),
+        session("FIN", 130, 131, a=rat, b=c2, close="fin", flags=(0x11, 0x11)),
+        session("PORT", 10, 11, a=c2, b=("172.16.0.114", 6643)),
+        session("OTHER", 20, 21, a=c2, b=rat, exporter="192.0.2.99"),
+    ]
+    run = write_run(tmp_path / "run", rows)
+    result = recombine_tables([run])
+    assert same_endpoints(result, "IDLE")["conversation_id"].tolist() == ["FIN"]
+    assert same_endpoints(result, "FIN")["conversation_id"].tolist() == ["IDLE"]
+    assert same_endpoints(result, "PORT").empty
+    assert same_endpoints(result, "nothing").empty
+    said = CliRunner().invoke(app, ["recombine", str(run), "--session", "IDLE"])
+    assert said.exit_code == 0, said.output
+    assert (
+        "conversation IDLE: TCP 172.16.0.111:4433 <-> 172.16.0.114:6642 (192.0.2.1), "
+        "1 fragment(s)" in said.stdout
+    )
+    assert "1 other conversation(s) of the same exporter, protocol, addresses and ports" in (
+        said.stdout
+    )
+    listed = said.stdout.split("not joined to it")[1]
+    assert "FIN" in listed and "PORT" not in listed and "OTHER" not in listed
+    alone = CliRunner().invoke(app, ["recombine", str(run), "--session", "PORT"])
+    assert "other conversation(s)" not in alone.stdout
