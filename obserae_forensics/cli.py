@@ -871,6 +871,14 @@ def _recombine_outputs(
                 line += (
                     f"; decoded alone, {same} of {exported.checked_records} records as in the run"
                 )
+                if exported.decoded_records > exported.checked_records:
+                    # the frames carry other conversations' records too: "4 frames carrying
+                    # 11 records" hid a 1.37 MB transfer's record among 6 others (a review)
+                    line += (
+                        f", of {exported.decoded_records} the capture holds (the rest are "
+                        "other conversations' records in the same datagrams, or in those "
+                        "added for templates)"
+                    )
             typer.echo(line, err=True)
     return incomplete
 

@@ -80,6 +80,9 @@ class PcapExport:
     # templates), and those that came out otherwise than in the run
     checked_records: int = 0
     differing_records: int = 0
+    # every record the capture decodes to alone: the conversations' and the others their
+    # datagrams carry (a datagram holds many conversations' records)
+    decoded_records: int = 0
     nfcapd_records: int = 0  # records that came from nfcapd files: no datagram exists
     tcp_records: int = 0  # records of IPFIX over TCP or SCTP: no datagram of their own
     flows_path: Path | None = None  # where those records were written instead
@@ -784,6 +787,7 @@ def _check_export(
     count, first = differing(expected, decoded)
     result.checked_records = expected.num_rows
     result.differing_records = count
+    result.decoded_records = decoded.num_rows
     if first is not None:
         names: dict[int, tuple[int, str]] = {}
         for key, number in sorted(named.items()):  # the first run that read it

@@ -75,8 +75,8 @@ class OverlapCheck:
                 f"{self.earlier[run_index, exporter]} (the same endpoints and counters, "
                 "opened within the grace): the runs hold the same traffic (two collectors, "
                 "or one capture exported or read twice), and recombined, its conversations "
-                "are counted twice and split at the run boundary; recombine joins runs over "
-                "consecutive captures"
+                "count it twice (joined across the run boundary where the rules allow); "
+                "recombine joins runs over consecutive captures"
             )
         shared_records(runs)
 

@@ -424,6 +424,10 @@ def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
     return lines
 
 
+# rows of the summary whose key alone misreads: the rows around it count conversations
+_SUMMARY_LABELS = {"orientation_conflicts": "fragments whose server side disagrees"}
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """report.md: the same dict as report.json, laid out for reading."""
     out = [f"# {report['title']}", ""]
@@ -448,7 +452,10 @@ def render_markdown(report: dict[str, Any]) -> str:
     )
     counts = report["counts"]
     out += ["", "## Summary", ""]
-    out += _table(["what", "count"], [[k.replace("_", " "), v] for k, v in counts.items()])
+    out += _table(
+        ["what", "count"],
+        [[_SUMMARY_LABELS.get(k, k.replace("_", " ")), v] for k, v in counts.items()],
+    )
     if report["notes"]:
         out += ["", *(f"- {note}" for note in report["notes"])]
     out += [

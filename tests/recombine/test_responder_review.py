@@ -10,13 +10,16 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
 from obserae_forensics.cli import app
 from obserae_forensics.query import filters
-from obserae_forensics.recombine import recombine_tables, same_endpoints
+from obserae_forensics.readers import discover_inputs, read_flows
+from obserae_forensics.recombine import export_pcap, recombine_tables, same_endpoints
 from obserae_forensics.recombine.report import render_markdown
+from obserae_forensics.report import RunReport
 
 from .conftest import SETTINGS, session, write_run
 
@@ -175,6 +178,8 @@ def test_the_server_side_is_the_most_confident_fragments(tmp_path: Path) -> None
     conflicted = {r["session_id"]: r["orientation_conflict"] for r in result.fragments.to_pylist()}
     assert conflicted == {"G": True, "G1": False, "G2": False}
     assert "| traffic_shape (0.6) |" in render_markdown(result.report)
+    # a count of fragments among counts of conversations, said as such
+    assert "| fragments whose server side disagrees | 1 |" in render_markdown(result.report)
 
 
 def test_unmatched_and_rule_ask_recombined_conversations(tmp_path: Path) -> None:
@@ -227,3 +232,32 @@ def test_find_session_fragments_also_lists_the_endpoints_other_conversations(
     assert "FIN" in listed and "PORT" not in listed and "OTHER" not in listed
     alone = CliRunner().invoke(app, ["recombine", str(run), "--session", "PORT"])
     assert "other conversation(s)" not in alone.stdout
+
+
+def test_a_capture_export_says_how_many_records_its_datagrams_hold_in_all(
+    tmp_path: Path,
+) -> None:
+    """ "4 frames carrying 11 records" read as if the capture held those 11 only: its
+    datagrams carried 6 records of other conversations too, a 1.37 MB transfer's among
+    them (a review). The line gives the capture's whole count, as decoding it gives."""
+    fixture = Path(__file__).parents[2] / "fixtures" / "sf_v9_varsvc.pcap"
+    run = tmp_path / "run"
+    made = CliRunner().invoke(app, ["sessionize", str(fixture), "--out", str(run), "-q"])
+    assert made.exit_code == 0, made.output
+    sessions = pq.read_table(run / "sessions.parquet", columns=["session_id"])
+    wanted = sessions.column("session_id")[0].as_py()
+    exported = export_pcap([run], [wanted], tmp_path / "conv.pcap")
+    report = RunReport()
+    inputs = discover_inputs([tmp_path / "conv.pcap"], report)
+    holds = sum(batch.num_rows for batch in read_flows(inputs, report))
+    assert exported.decoded_records == holds > exported.checked_records > 0
+    said = CliRunner().invoke(
+        app,
+        ["recombine", str(run), "--session", wanted, "--export-pcap", str(tmp_path / "c2.pcap")],
+    )
+    assert said.exit_code == 0, said.output
+    checked = exported.checked_records
+    assert (
+        f"decoded alone, {checked} of {checked} records as in the run, of {holds} the "
+        "capture holds (the rest are other conversations' records" in said.output
+    )
