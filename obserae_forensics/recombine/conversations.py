@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -329,29 +331,26 @@ def same_endpoints(result: RecombineResult, conversation_id: str) -> pd.DataFram
         table = read_parquet(
             result.files[RECOMBINED_FILE], columns=[*keys, *SAME_ENDPOINTS_COLUMNS]
         )
-    this = table.filter(pc.equal(table.column("conversation_id"), conversation_id))
-    if this.num_rows == 0:
+    frame = table.select([*keys, "conversation_id"]).to_pandas()
+    this = frame.index[frame["conversation_id"] == conversation_id]
+    if len(this) == 0:
         return table.select(SAME_ENDPOINTS_COLUMNS).slice(0, 0).to_pandas()
-    me = {name: this.column(name)[0] for name in keys}
+    me = frame.loc[this[0]]
 
-    def equal(name: str, value: pa.Scalar[Any]) -> pa.ChunkedArray[Any]:
-        return pc.equal(table.column(name), value)
+    def at(side: str, other: str) -> npt.NDArray[np.bool_]:
+        same_ip = (frame[f"ip_{side}"] == me[f"ip_{other}"]).to_numpy(dtype=bool)
+        same_port = (frame[f"port_{side}"] == me[f"port_{other}"]).to_numpy(dtype=bool)
+        both: npt.NDArray[np.bool_] = same_ip & same_port
+        return both
 
-    straight = pc.and_(
-        pc.and_(equal("ip_a", me["ip_a"]), equal("port_a", me["port_a"])),
-        pc.and_(equal("ip_b", me["ip_b"]), equal("port_b", me["port_b"])),
+    mask = (
+        (frame["exporter"] == me["exporter"]).to_numpy(dtype=bool)
+        & (frame["protocol_number"] == me["protocol_number"]).to_numpy(dtype=bool)
+        & ((at("a", "a") & at("b", "b")) | (at("a", "b") & at("b", "a")))
+        & (frame["conversation_id"] != conversation_id).to_numpy(dtype=bool)
     )
-    turned = pc.and_(
-        pc.and_(equal("ip_a", me["ip_b"]), equal("port_a", me["port_b"])),
-        pc.and_(equal("ip_b", me["ip_a"]), equal("port_b", me["port_a"])),
-    )
-    mask = pc.and_(
-        pc.and_(equal("exporter", me["exporter"]), equal("protocol_number", me["protocol_number"])),
-        pc.and_(
-            pc.or_(straight, turned), pc.not_equal(table.column("conversation_id"), conversation_id)
-        ),
-    )
-    return table.filter(mask).select(SAME_ENDPOINTS_COLUMNS).to_pandas()
+    rows = pa.array(np.flatnonzero(mask), pa.int64())
+    return table.select(SAME_ENDPOINTS_COLUMNS).take(rows).to_pandas()
 
 
 def split_conversation_ids(result: RecombineResult) -> list[str]:
