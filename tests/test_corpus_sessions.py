@@ -279,8 +279,10 @@ def test_late_halves_of_a_live_softflowd_export_follow_one_another(tmp_path: Pat
     one-way attempt, 4 of them oriented backwards. Remembered for the records that come
     next, it follows the first and goes on with its conversation: the client is the
     host that sent every SYN, the answer is seen. The first direction's session stays
-    closed `no_reply`, as it closed before the answer arrived (README, Sessions); `--replay
-    event` gives one session per conversation."""
+    closed, as it closed before the answer arrived (README, Sessions): `idle`, or `rst` when
+    a RST ended it, where its SYN stood beside ACK and data, saying it was answered (each
+    closed `no_reply`, a one-way attempt, until a review); a bare SYN or a record of no
+    flags stays `no_reply`. `--replay event` gives one session per conversation."""
     runs, _ = both_replays(FIXTURES / "live" / "sf_v9_late_halves.pcap", tmp_path)
     sessions = runs["arrival"]
     assert len(sessions) == 21
@@ -297,6 +299,10 @@ def test_late_halves_of_a_live_softflowd_export_follow_one_another(tmp_path: Pat
             second["ip_b"],
             second["port_b"],
         )
-        assert first["close_reason"] == "no_reply" and second["close_reason"] != "no_reply"
+        pushed = first["ab_flags"] & 0x18 == 0x18  # ACK and PSH: an answered connection
+        expected = ("rst" if first["ab_flags"] & 0x04 else "idle") if pushed else "no_reply"
+        assert first["close_reason"] == expected and second["close_reason"] != "no_reply"
+    firsts = by_id.loc[seconds["follows_session_id"]]
+    assert sorted(firsts["close_reason"]) == ["idle"] * 5 + ["no_reply"] * 4 + ["rst"]
     assert set(late["client_ip"]) == {"10.99.0.1", "fd99::1"}
     assert len(runs["event"]) == 11

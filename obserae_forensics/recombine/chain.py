@@ -53,6 +53,7 @@ from ..schema import SESSIONS_SCHEMA, TIMESTAMP
 from ..sessionize.row import OPENING_ONLY, REFUSAL_ONLY
 from ..sessionize.row import TCP_ACK as ACK
 from ..sessionize.row import TCP_FIN as FIN
+from ..sessionize.row import TCP_PSH as PSH
 from ..sessionize.row import TCP_RST as RST
 from ..sessionize.row import TCP_SYN as SYN
 from .runs import Run
@@ -917,11 +918,14 @@ def _settled_reasons(
 
     rejected = tcp & (refused(ab_flags, ba_flags) | refused(ba_flags, ab_flags))
     either = ab_flags | ba_flags
-    midstream = tcp & ((either & ACK) != 0) & ((either & SYN) == 0)  # one-way, no attempt
+    # one-way, no attempt: midstream, or established and pushing data (kernel._state_reason)
+    midstream = tcp & ((either & ACK) != 0) & (((either & SYN) == 0) | ((either & PSH) != 0))
+    # a RST after data pushed under ACK, seen one way: an established connection reset
+    pushed = ((either & ACK) != 0) & ((either & PSH) != 0)
     # in the order of kernel._state_reason: a RST decides before a FIN does
     reasons = ["no_reply", "rejected", "rst", "fin", "idle"]
     codes = np.select(
-        [tcp & half_open, rejected, rst & both, rst, fin, both | midstream],
+        [tcp & half_open, rejected, rst & (both | pushed), rst, fin, both | midstream],
         [0, 1, 2, 0, 3, 4],
         default=0,
     ).astype(np.int32)

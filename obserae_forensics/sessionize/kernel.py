@@ -406,11 +406,15 @@ def _state_reason(M: Any, s: Int64) -> int:
                 and not (f0 & R.REFUSAL_ONLY)
             ):
                 return R.REASON_REJECTED
-            return R.REASON_RST if M[s, R.F_SEEN] == 3 else R.REASON_NO_REPLY
+            if M[s, R.F_SEEN] == 3 or ((f0 | f1) & R.TCP_ACK and (f0 | f1) & R.TCP_PSH):
+                return R.REASON_RST  # after an exchange, seen both ways or data pushed
+            return R.REASON_NO_REPLY
         if _fins(M, s) == 3:
             return R.REASON_FIN
-        if (f0 | f1) & R.TCP_ACK and not (f0 | f1) & R.TCP_SYN:
-            return R.REASON_IDLE  # one-way midstream: no attempt (reference.state_reason)
+        if (f0 | f1) & R.TCP_ACK and (
+            not (f0 | f1) & R.TCP_SYN or (f0 | f1) & R.TCP_PSH
+        ):  # one-way midstream, or established and pushing data: no attempt
+            return R.REASON_IDLE  # (reference.state_reason)
     return R.REASON_IDLE if M[s, R.F_SEEN] == 3 else R.REASON_NO_REPLY
 
 

@@ -207,17 +207,26 @@ class RefSession:
                     ):
                         return R.REASON_REJECTED
                 # rst is "RST seen after an established exchange"; one direction only (a
-                # scanner's own RST, backscatter) is a one-way attempt: no_reply
-                return R.REASON_RST if self.seen == 3 else R.REASON_NO_REPLY
+                # scanner's own RST, backscatter) is a one-way attempt: no_reply, unless
+                # that direction pushed data under ACK (answered on the path not seen: an
+                # established connection reset, seen one way)
+                pushed = (self.flags[0] | self.flags[1]) & R.TCP_ACK and (
+                    self.flags[0] | self.flags[1]
+                ) & R.TCP_PSH
+                return R.REASON_RST if self.seen == 3 or pushed else R.REASON_NO_REPLY
             if self.fins() == 3:
                 return R.REASON_FIN
             both = self.flags[0] | self.flags[1]
-            if both & R.TCP_ACK and not both & R.TCP_SYN:
+            if both & R.TCP_ACK and (not both & R.TCP_SYN or both & R.TCP_PSH):
                 # ACK without any SYN: the middle of an established connection, of which the
                 # exporter saw one direction (asymmetric routing) or the start fell before
                 # the capture; no attempt, so not no_reply ("for TCP, a half-open attempt"),
-                # as Zeek's OTH is no S0. Flags 0 (an exporter that sends none) tell nothing
-                # and stay no_reply; so do SYN, FIN-only or NULL probes
+                # as Zeek's OTH is no S0. So is a SYN beside ACK and PSH: the opening was
+                # answered, on the path not seen, and data pushed (a 1.37 MB DCC transfer
+                # seen one way sat among the seed's "Likely TCP scans": a review). Flags 0
+                # (an exporter that sends none) tell nothing and stay no_reply; so do SYN,
+                # FIN-only or NULL probes, and a SYN-ACK or a connect() scan's SYN, ACK
+                # without data (backscatter, an answered probe)
                 return R.REASON_IDLE
         return R.REASON_IDLE if self.seen == 3 else R.REASON_NO_REPLY
 

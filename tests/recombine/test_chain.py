@@ -281,7 +281,9 @@ def test_settled_reasons_are_the_sessionizers(tmp_path: Path) -> None:
         [
             session("MID", 0, 500, state="active", ba=(0, 0), flags=(0x18, 0)),
             session("RST", 0, 500, state="active", a=("10.0.0.7", 1), ba=(0, 0), flags=(0x14, 0)),
-            session("SYN", 0, 500, state="active", a=("10.0.0.8", 1), ba=(0, 0), flags=(0x1A, 0)),
+            session("SYN", 0, 500, state="active", a=("10.0.0.8", 1), ba=(0, 0), flags=(0x12, 0)),
+            # SYN, ACK and data one way: answered on the path not seen, no attempt
+            session("DATA", 0, 500, state="active", a=("10.0.0.9", 1), ba=(0, 0), flags=(0x1A, 0)),
         ],
     )
     second = write_run(
@@ -292,8 +294,14 @@ def test_settled_reasons_are_the_sessionizers(tmp_path: Path) -> None:
     )
     by_id = conversations(recombine_tables([first, second]))
     assert {
-        i: (by_id[i]["close_reason"], by_id[i]["state_inferred"]) for i in ("MID", "RST", "SYN")
-    } == {"MID": ("idle", True), "RST": ("no_reply", True), "SYN": ("no_reply", True)}
+        i: (by_id[i]["close_reason"], by_id[i]["state_inferred"])
+        for i in ("MID", "RST", "SYN", "DATA")
+    } == {
+        "MID": ("idle", True),
+        "RST": ("no_reply", True),
+        "SYN": ("no_reply", True),
+        "DATA": ("idle", True),
+    }
 
 
 def test_recombining_slices_agrees_with_one_run(tmp_path: Path) -> None:
