@@ -21,7 +21,14 @@ Mapping decisions (the FLOW_SCHEMA docstring has the general conventions):
 * `exporter` = the address of the exporter-info record of the record's sysid and
   `exporter_domain` its ID (v9 source ID / IPFIX ODID / v5 engine tag). Records whose sysid has
   no exporter info (nfpcapd writes sysid 0) take the record's own EXipReceived address, else
-  the file's ident (else the file name), with domain 0.
+  the file's ident (else the file name), with domain 0. A record whose own EXipReceived
+  address or nfversion contradicts its sysid's exporter record is read as the one exporter
+  record of the file that agrees with it, and counted (`stale_sysid` under `repaired`):
+  nfdump merging files (`-R dir -w`, `-M a:b:c -w`) appends each source file's exporter and
+  sampler records under new sysids but leaves the records' sysids as they were, so they
+  named another source file's exporter and took its sampling rate (a differential test
+  against nfdump 1.7.1, whose `ra` kept the right address). With none or several that
+  agree, the sysid's exporter stays (_stale_sysids).
 * `arrival` = the record's msecReceived when non-zero, else the file's slot time: the header's
   `created` (when the collector opened the file, i.e. the start of its slot), else for 1.6 files
   and headers without it the stat record's last-seen time (the latest flow end the file knows).
@@ -223,6 +230,10 @@ class _FileState:
     text_index: dict[str, int] = field(default_factory=dict)
     stream_text: list[int] = field(default_factory=list)
     stream_of_sysid: np.ndarray = field(default_factory=lambda: np.full(65536, -1, np.int32))
+    # what each exporter record says of its exporter, to check the records naming it
+    # against (_stale_sysids): version (0 unknown), address (16 bytes as two u64)
+    version_of_sysid: np.ndarray = field(default_factory=lambda: np.zeros(65536, np.uint8))
+    address_of_sysid: np.ndarray = field(default_factory=lambda: np.zeros((65536, 2), np.uint64))
     rate_of_sysid: np.ndarray = field(default_factory=lambda: np.ones(65536, np.uint32))
     v1_maps: dict[int, tuple[int, ...]] = field(default_factory=dict)  # 1.6 extension maps
     # streams whose timed records ended long before nfcapd received them: flows made offline
@@ -1114,7 +1125,7 @@ def _decode_block(
             offset,
             big_endian,
         )
-    _resolve_exporters(state, columns, flow_index)
+    _resolve_exporters(state, columns, flow_index, frame, offset, report)
     _event_times(columns)
     received = columns.pop("_msec_received")
     damaged = (received > TIME_LIMIT_MS) | (received < 0)  # < 0: u64 past 2**63
@@ -1399,7 +1410,8 @@ def _control_record(
         return
     if record_type == EXPORTER_INFO_RECORD and len(record) >= EXPORTER_INFO.itemsize:
         info = np.frombuffer(record, _swap(EXPORTER_INFO, state.order), 1)[0]
-        text = _exporter_address(record, info, state.order)
+        address = _exporter_address(record, info)
+        text = address_text(address)
         sysid, domain, version = int(info["sysid"]), int(info["id"]), int(info["version"])
         if version > 255:  # NetFlow/IPFIX versions are 1..10; the field is damaged
             report.skip(
@@ -1415,6 +1427,8 @@ def _control_record(
             return
         state.exporters[sysid] = _Exporter(text, domain, version)
         state.stream_of_sysid[sysid] = state.stream(text, domain)
+        state.version_of_sysid[sysid] = version
+        state.address_of_sysid[sysid] = np.frombuffer(address, np.uint64)
         if version:
             report.exporter(text, domain).versions.add(version)
     elif record_type == EXPORTER_STAT_RECORD and len(record) >= 8:
@@ -1581,15 +1595,16 @@ def _add_sampler(
         report.exporter(exporter.text, exporter.domain).sampling_rate = rate
 
 
-def _exporter_address(record: bytes, info: np.void, order: str) -> str:
-    """Exporter-info address as text: 1.6-1.7.7 ip_addr_t, or 1.7.8's 16 network bytes."""
+def _exporter_address(record: bytes, info: np.void) -> bytes:
+    """Exporter-info address as 16 network-order bytes (IPv4 mapped), as the records'
+    EXipReceived addresses are read: 1.6-1.7.7 ip_addr_t, or 1.7.8's 16 network bytes."""
     family = int(info["sa_family"])
     if family == 0:  # 1.7.8: network order, IPv4 mapped
-        return address_text(record[8:24])
+        return bytes(record[8:24])
     hi, lo = int(info["ip_hi"]), int(info["ip_lo"])
     if family == _AF_INET:
-        return address_text(V4_MAPPED_PREFIX + (lo & 0xFFFFFFFF).to_bytes(4, "big"))
-    return address_text(hi.to_bytes(8, "big") + lo.to_bytes(8, "big"))
+        return V4_MAPPED_PREFIX + (lo & 0xFFFFFFFF).to_bytes(4, "big")
+    return hi.to_bytes(8, "big") + lo.to_bytes(8, "big")
 
 
 def _by_key(changes: list[tuple[int, Any, int]]) -> dict[Any, list[tuple[int, int]]]:
@@ -1609,13 +1624,18 @@ def _in_force(changes: list[tuple[int, int]], before: int, at: np.ndarray) -> np
 
 
 def _resolve_exporters(
-    state: _FileState, columns: dict[str, np.ndarray], flow_index: np.ndarray
+    state: _FileState,
+    columns: dict[str, np.ndarray],
+    flow_index: np.ndarray,
+    frame: int,
+    offset: int,
+    report: RunReport,
 ) -> None:
     """Stream (exporter, domain) and sampling rate of every flow of a block; the rate in
     force where the flow lies in it (an exporter's rate changed within a block gave every
     flow of the block its last rate: an audit, nfcapd writing the 1:10, 1:20 and 1:1
     samplers of one exporter between the flows each sampled)."""
-    sysid = columns.pop("_sysid")
+    sysid = _stale_sysids(state, columns, columns.pop("_sysid"), flow_index, frame, offset, report)
     stream = state.stream_of_sysid[sysid]
     missing = stream < 0
     if missing.any():
@@ -1667,6 +1687,105 @@ def _resolve_exporters(
     columns["sampling_rate"] = np.where(interval > 0, interval, rate).astype(np.uint32)
     columns["counters_scaled"] = scaled
     del columns["_router"], columns["_has_router"]
+
+
+def _stale_sysids(
+    state: _FileState,
+    columns: dict[str, np.ndarray],
+    sysid: np.ndarray,
+    flow_index: np.ndarray,
+    frame: int,
+    offset: int,
+    report: RunReport,
+) -> np.ndarray:
+    """The block's sysids, each record whose own evidence contradicts the exporter record
+    of its sysid given the one exporter record of the file that agrees with it.
+
+    nfdump merging files (`nfdump -R dir -w`, `-M a:b:c -r f -w`) appends each source
+    file's exporter and sampler records under new sysids but leaves every flow record's
+    exporterID as its source file had it: found by a differential test against nfdump
+    1.7.1, whose own `ra` kept the right address, records of 127.0.0.1 read as the ::1
+    exporter's, 1-in-10 sampled v5 records at the v9 exporter's 1 in 5. A record
+    contradicts its sysid when its EXipReceived address (v4 or v6) is not the exporter
+    record's, or its nfversion (1.6: the common record's) is not the exporter record's
+    version (0, either side: unknown, no evidence). It is re-attributed, exporter, domain
+    and samplers, when exactly one exporter record of the file agrees with it on both
+    (on the version alone when it carries no address), and counted as `stale_sysid` under
+    `repaired`; with none or several it keeps its sysid's, as nfdump does. A file without a
+    contradiction costs a compare of each record's address and version, nothing more."""
+    if not state.exporters or not len(sysid):
+        return sysid
+    version = columns["export_version"]
+    has_router = columns["_has_router"]
+    # one sysid in the block (nearly always): its version and address, broadcast, and
+    # array-by-scalar compares only (an array & a numpy bool scalar cost 50 µs a block)
+    if sysid.min() == sysid.max():
+        at: int | np.ndarray = int(sysid[0])
+        if state.stream_of_sysid[at] < 0:
+            return sysid
+        expected = int(state.version_of_sysid[at])
+        contradicts = (
+            (version != expected) & (version != 0) if expected else np.zeros(len(sysid), bool)
+        )
+    else:
+        at = sysid
+        defined = state.stream_of_sysid[at] >= 0
+        if not defined.any():
+            return sysid
+        expected_of = state.version_of_sysid[at]
+        contradicts = (version != expected_of) & (version != 0) & (expected_of != 0) & defined
+    router = None
+    if has_router.any():
+        # word by word: (n, 2) != ... .any(axis=1) was most of the cost
+        router = np.ascontiguousarray(columns["_router"]).view(np.uint64)
+        own = state.address_of_sysid[at]
+        differs = router[:, 0] != own[..., 0]
+        differs |= router[:, 1] != own[..., 1]
+        if not has_router.all():
+            differs &= has_router
+        if not isinstance(at, int):
+            differs &= defined
+        contradicts |= differs
+    if not contradicts.any():
+        return sysid
+    rows = np.flatnonzero(contradicts)
+    candidates = np.fromiter(state.exporters, dtype=np.int64, count=len(state.exporters))
+    versions = state.version_of_sysid[candidates]
+    theirs = version[rows][:, None]
+    agree = (theirs == versions) | (theirs == 0) | (versions == 0)  # (records, exporters)
+    if router is not None:
+        same = (router[rows][:, None, :] == state.address_of_sysid[candidates]).all(axis=2)
+        agree &= same | ~has_router[rows][:, None]
+    one = np.count_nonzero(agree, axis=1) == 1
+    if not one.any():
+        return sysid
+    moved = rows[one]
+    old = sysid[moved]
+    new = candidates[np.argmax(agree[one], axis=1)].astype(sysid.dtype)
+    sysid = sysid.copy()
+    sysid[moved] = new
+    # a sampler the record names is its exporter's: the 1.7.1 element takes the record's
+    # sysid, 1.7.8's names one, stale alike
+    samplers = columns["_sampler_sysid"].copy()
+    samplers[moved] = np.where(samplers[moved] == old, new, samplers[moved])
+    columns["_sampler_sysid"] = samplers
+    first = int(moved[0])
+    exporter = state.exporters[int(new[0])]
+    report.repair(
+        MalformedInput(
+            f"{len(moved)} record(s) whose exporter sysid names an exporter record their own "
+            "receive address or version contradicts, read as the one exporter record that "
+            "agrees (nfdump merging files renumbers the exporter records, not the records' "
+            f"sysids): the first record {int(flow_index[first])} here, sysid {int(old[0])} "
+            f"read as {int(new[0])} ({exporter.text}, v{exporter.version})",
+            source=state.source,
+            offset=offset,
+            frame=frame,
+            reason="stale_sysid",
+        ),
+        count=len(moved),
+    )
+    return sysid
 
 
 def _event_times(columns: dict[str, np.ndarray]) -> None:
