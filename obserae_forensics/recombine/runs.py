@@ -271,18 +271,23 @@ def _losses(counts: object) -> list[str]:
     if lost:
         notes.append(
             f"the sequence numbers of {_exporters(lost)} show "
-            f"{sum(int(e.get('gaps') or 0) for e in lost)} gap(s), "
-            f"{sum(int(e.get('lost') or 0) for e in lost)} unit(s) lost: its inputs lack "
+            f"{sum(_count(e.get('gaps')) for e in lost)} gap(s), "
+            f"{sum(_count(e.get('lost')) for e in lost)} unit(s) lost: its inputs lack "
             "part of what was exported"
         )
     failures = [e for e in entries if not e.get("lost") and e.get("gaps")]
     if failures:
         notes.append(
-            f"nfcapd counted {sum(int(e.get('gaps') or 0) for e in failures)} sequence "
+            f"nfcapd counted {sum(_count(e.get('gaps')) for e in failures)} sequence "
             f"failure(s) of {_exporters(failures)}: a loss, a late datagram or a numbering "
             "it misreads"
         )
     return notes
+
+
+def _count(value: object) -> int:
+    """A manifest's count, or 0 for what is none (an edited manifest's text)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _exporters(entries: list[dict[str, Any]]) -> str:

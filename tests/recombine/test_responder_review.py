@@ -72,6 +72,13 @@ def test_what_a_run_could_not_read_is_in_its_row_and_on_stderr(tmp_path: Path) -
     assert f"warning: run 1 ({second}): read no flow record" in said
     assert any(line.startswith(f"warning: run 0 ({first}): left out while") for line in said)
     assert "29 unit(s) lost" in render_markdown(result.report)
+    # an edited manifest's text where a count stands is read as none, not a traceback
+    edited = _with_counts(
+        write_run(tmp_path / "r3", [session("D", 300, 310, a=("10.7.7.7", 1))]),
+        {"sequence_loss": [{"exporter": "x", "domain": 0, "gaps": "2", "lost": 3}, "junk"]},
+    )
+    [note] = recombine_tables([edited]).report["runs"][0]["notes"]
+    assert note.startswith("the sequence numbers of x (domain 0) show 0 gap(s), 3 unit(s)")
 
 
 def test_the_report_says_what_no_run_checks_and_what_the_cap_split(tmp_path: Path) -> None:
