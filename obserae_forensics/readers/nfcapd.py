@@ -1427,7 +1427,7 @@ def _control_record(
             return
         state.exporters[sysid] = _Exporter(text, domain, version)
         state.stream_of_sysid[sysid] = state.stream(text, domain)
-        state.version_of_sysid[sysid] = version
+        state.version_of_sysid[sysid] = _version_kind(version)
         state.address_of_sysid[sysid] = np.frombuffer(address, np.uint64)
         if version:
             report.exporter(text, domain).versions.add(version)
@@ -1715,7 +1715,7 @@ def _stale_sysids(
     contradiction costs a compare of each record's address and version, nothing more."""
     if not state.exporters or not len(sysid):
         return sysid
-    version = columns["export_version"]
+    version = _version_kind(columns["export_version"])
     has_router = columns["_has_router"]
     # one sysid in the block (nearly always): its version and address, broadcast, and
     # array-by-scalar compares only (an array & a numpy bool scalar cost 50 µs a block)
@@ -1757,6 +1757,23 @@ def _stale_sysids(
         same = (router[rows][:, None, :] == state.address_of_sysid[candidates]).all(axis=2)
         agree &= same | ~has_router[rows][:, None]
     one = np.count_nonzero(agree, axis=1) == 1
+    if not one.all():
+        # kept under the exporter record they contradict: no other, or several, agree (a
+        # router's several domains on one address); said, not kept silently (a review)
+        kept = rows[~one]
+        report.repair(
+            MalformedInput(
+                f"{len(kept)} record(s) whose own receive address or version contradicts the "
+                "exporter record their sysid names, kept under it: no other exporter record "
+                f"of the file agrees with them, or several do; the first record "
+                f"{int(flow_index[int(kept[0])])} here, sysid {int(sysid[int(kept[0])])}",
+                source=state.source,
+                offset=offset,
+                frame=frame,
+                reason="stale_sysid_unresolved",
+            ),
+            count=len(kept),
+        )
     if not one.any():
         return sysid
     moved = rows[one]
@@ -1786,6 +1803,15 @@ def _stale_sysids(
         count=len(moved),
     )
     return sysid
+
+
+def _version_kind(version: Any) -> Any:
+    """An export version as exporter records and flow records can be compared on it:
+    nfcapd gives a v7 exporter record version 7 and writes its records as nfversion 5 (its
+    netflow_v5_v7.c), and sfcapd writes 0x80 | the version; either read as a contradiction,
+    a v7 exporter's records moved to a v5 exporter of the same address (a review)."""
+    kind = np.asarray(version) & 0x7F
+    return np.where(kind == 7, 5, kind).astype(np.uint8)
 
 
 def _event_times(columns: dict[str, np.ndarray]) -> None:

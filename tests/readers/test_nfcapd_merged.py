@@ -120,11 +120,13 @@ def test_no_exporter_that_agrees_keeps_the_sysid(tmp_path: Path) -> None:
     table, report = read(path)
     assert set(table.column("exporter").to_pylist()) == {"::1"}
     assert "stale_sysid" not in report.repaired
+    # kept under an exporter record they contradict: said (a review), not kept unsaid
+    assert report.repaired["stale_sysid_unresolved"] == 78
 
 
 def test_several_exporters_that_agree_keep_the_sysid(tmp_path: Path) -> None:
     """A second 127.0.0.1 v9 exporter record (sysid 3, another domain): two agree with the
-    stale records, none is chosen, they keep their sysid's."""
+    stale records, none is chosen, they keep their sysid's, and that is said."""
     raw = read_raw(MERGED / "merged_R.nfcapd")
     block, index, record = exporter_records(raw)[1]
     twin = bytearray(with_sysid(record, 3))
@@ -135,6 +137,35 @@ def test_several_exporters_that_agree_keep_the_sysid(tmp_path: Path) -> None:
     table, report = read(path)
     assert set(table.column("exporter").to_pylist()) == {"::1"}
     assert "stale_sysid" not in report.repaired
+    assert report.repaired["stale_sysid_unresolved"] == 78
+
+
+def test_a_v7_exporters_records_are_no_contradiction(corpus: Path, tmp_path: Path) -> None:
+    """nfcapd gives a v7 exporter record version 7 and writes its records as nfversion 5
+    (netflow_v5_v7.c): beside a v5 exporter of the same address, the v7 exporter's records
+    were moved to the v5 one, its domain and samplers, and counted as repaired (a review).
+    A v7 exporter record (sysid 9, engine 257) beside the corpus's v5 one, every other
+    record naming it."""
+    raw = read_raw(corpus / "nfcapd" / "sf_v5_test.nfcapd")
+    block, index, record = exporter_records(raw)[0]
+    v7 = bytearray(with_sysid(record, 9))
+    v7[4:8] = (7).to_bytes(4, "little")  # version
+    v7[28:32] = (257).to_bytes(4, "little")  # exporter id (domain)
+    raw.blocks[block].insert(index + 1, bytes(v7))
+    named = 0
+    for records_of in raw.blocks:
+        for at, flow in enumerate(records_of):
+            if int(np.frombuffer(flow, "<u2", 1)[0]) == 11:  # V3 record, nfversion 5
+                assert flow[11] == 5
+                named += 1
+                if named % 2 == 0:
+                    records_of[at] = flow[:8] + (9).to_bytes(2, "little") + flow[10:]
+    path = tmp_path / "v5v7.nfcapd"
+    write_v2(path, raw)
+    table, report = read(path)
+    domains = Counter(table.column("exporter_domain").to_pylist())
+    assert domains == {0: named - named // 2, 257: named // 2}
+    assert not report.repaired
 
 
 def test_merged_file_in_big_endian_reads_the_same(tmp_path: Path) -> None:
