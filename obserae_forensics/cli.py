@@ -766,6 +766,7 @@ def _recombine_outputs(
     """recombine's outputs from what it found: --session ids checked before anything is
     written, the capture export, the flows export, --out, then what it says. True when
     the capture export could not read back every datagram."""
+    from .protocols import PORT_PROTOCOLS, protocol_keyword
     from .recombine import (
         check_flows_target,
         check_pcap_target,
@@ -777,6 +778,7 @@ def _recombine_outputs(
         same_endpoints,
         split_conversation_ids,
     )
+    from .recombine.report import endpoint_text
 
     incomplete = False
     if session:  # every id known before anything is written
@@ -824,10 +826,14 @@ def _recombine_outputs(
         shown_conversations.add(conversation)
         shown = [c for c in FRAGMENT_COLUMNS if c in frame.columns]
         first = frame.iloc[0]
+        ported = str(first["protocol"]) in {protocol_keyword(n) for n in PORT_PROTOCOLS}
+        ends = [
+            endpoint_text(str(first[f"ip_{side}"]), int(first[f"port_{side}"]), ported)
+            for side in "ab"
+        ]
         typer.echo(
-            f"conversation {conversation}: {first['protocol']} {first['ip_a']}:{first['port_a']}"
-            f" <-> {first['ip_b']}:{first['port_b']} ({first['exporter']}), "
-            f"{len(frame)} fragment(s)"
+            f"conversation {conversation}: {first['protocol']} {ends[0]} <-> {ends[1]} "
+            f"({first['exporter']}), {len(frame)} fragment(s)"
         )
         text = _times_as_text(frame[shown]).astype(object)
         text = text.where(text.notna(), "")  # the first fragment joined nothing: no reason
@@ -836,8 +842,8 @@ def _recombine_outputs(
         if len(others):
             typer.echo(
                 f"{len(others)} other conversation(s) of the same exporter, protocol, "
-                "addresses and ports, not joined to it (the rule that would have joined "
-                "them did not hold: a gap past the idle timeout, a new connection):"
+                "addresses and ports, not joined to it (begun past its idle timeout, a new "
+                "connection, or the ports used again later):"
             )
             typer.echo(_times_as_text(others).to_string(index=False))
     if not session and (export_flows_to is not None or export_pcap_to is not None):

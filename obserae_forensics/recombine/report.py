@@ -77,7 +77,9 @@ def human_seconds(seconds: float) -> str:
     return f"{days} d" + (f" {hours} h" if hours else "")
 
 
-def _endpoint(ip: str, port: int, ported: bool) -> str:
+def endpoint_text(ip: str, port: int, ported: bool) -> str:
+    """An endpoint as text: an IPv6 address in brackets before its port, no port for a
+    protocol that has none (ICMP's 0 read as a port)."""
     if not ported:
         return ip
     return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
@@ -189,11 +191,18 @@ def _notes(runs: list[Run], by_reason: dict[str, int]) -> list[str]:
     report's "15 min keeps whole 100 %" beside 8 of 9 conversations split by the cap read
     as all was well (a review)."""
     notes = []
-    if len(runs) > 1:
+    exports = any(
+        not str(entry.get("format", "")).startswith("nfcapd")
+        for run in runs
+        for entry in run.inputs
+    )
+    if len(runs) > 1 and exports:
+        # nfcapd counted its sequence failures as it received, across the files it wrote:
+        # a loss at the cut between two of them is in the next one's count
         notes.append(
-            "Each run checked its exporters' sequence numbers within itself: what was lost "
-            "between one run's inputs and the next's (a datagram at the cut) is seen by "
-            "neither; sessionize the inputs together to check it."
+            "Each run checked its exporters' sequence numbers within its own captures: what "
+            "was lost between one run's captures and the next's (a datagram at the cut) is "
+            "seen by neither; sessionize the captures together to check it."
         )
     evicted = by_reason.get("evicted", 0)
     if evicted:
@@ -256,8 +265,8 @@ def _summaries(source: Source, rows: list[int]) -> dict[int, dict[str, Any]]:
             "conversation_id": row["conversation_id"],
             "exporter": row["exporter"],
             "protocol": row["protocol"],
-            "client": _endpoint(row["client_ip"], row["client_port"], ported),
-            "server": _endpoint(row["server_ip"], row["server_port"], ported),
+            "client": endpoint_text(row["client_ip"], row["client_port"], ported),
+            "server": endpoint_text(row["server_ip"], row["server_port"], ported),
             "fragments": row["fragment_count"],
             "split_reasons": sorted(set(row["split_reasons"])),
             "first_seen": iso_us(row["first_seen"], trim_fraction=True),
@@ -342,8 +351,8 @@ def _outside_window(
                 "conversation_id": row["conversation_id"],
                 "exporter": row["exporter"],
                 "protocol": row["protocol"],
-                "client": _endpoint(row["client_ip"], row["client_port"], ported),
-                "server": _endpoint(row["server_ip"], row["server_port"], ported),
+                "client": endpoint_text(row["client_ip"], row["client_port"], ported),
+                "server": endpoint_text(row["server_ip"], row["server_port"], ported),
                 "first_seen": iso_us(row["first_seen"], trim_fraction=True),
                 "last_seen": iso_us(row["last_seen"], trim_fraction=True),
                 "fragments": row["fragment_count"],
@@ -351,7 +360,7 @@ def _outside_window(
             }
             if name == "head_cut" and entry["first_split"]:
                 entry["message"] = (
-                    f"fragment 0 is outside the window (the first here is its split "
+                    f"fragment 0 is outside the window (the earliest fragment here is its split "
                     f"{entry['first_split']}): widen the window to start before "
                     f"{entry['first_seen']}"
                 )

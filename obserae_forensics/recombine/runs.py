@@ -272,15 +272,15 @@ def _losses(counts: object) -> list[str]:
         notes.append(
             f"the sequence numbers of {_exporters(lost)} show "
             f"{sum(_count(e.get('gaps')) for e in lost)} gap(s), "
-            f"{sum(_count(e.get('lost')) for e in lost)} unit(s) lost: its inputs lack "
-            "part of what was exported"
+            f"{sum(_count(e.get('lost')) for e in lost)} unit(s) lost (v5 and IPFIX number "
+            "flow records, v9 export datagrams): its inputs lack part of what was exported"
         )
     failures = [e for e in entries if not e.get("lost") and e.get("gaps")]
     if failures:
         notes.append(
             f"nfcapd counted {sum(_count(e.get('gaps')) for e in failures)} sequence "
             f"failure(s) of {_exporters(failures)}: a loss, a late datagram or a numbering "
-            "it misreads"
+            "it misreads (softflowd's IPFIX)"
         )
     return notes
 

@@ -226,11 +226,13 @@ def test_counters_scaled_by_a_1_in_2_source_are_said_to_be_estimates(tmp_path: P
     )
 
 
-def test_the_summary_numbers_fragments_from_one_and_only_of_split_conversations(
+def test_the_summary_numbers_fragments_from_zero_and_only_of_split_conversations(
     tmp_path: Path,
 ) -> None:
-    """Kills D05 (`len(fragments) > 1` to `>= 1`) and D06 (the place counted from 0): the
-    second fragment is "2 of 2", and a session never cut is no fragment at all."""
+    """Kills D05 (`len(fragments) > 1` to `>= 1`) and D06 (the place off by one): the
+    second fragment is "fragment 1 (fragments 0 to 1)", numbered from 0 as fragment_index
+    and the seed's session.split are (it said "2 of 2" until a review), and a session
+    never cut is no fragment at all."""
     run = query.load(write_run(tmp_path / "run"))
     assert "fragment 1 (fragments 0 to 1) of conversation" in query.drawer(run, "s5b").summary()
     assert "fragment" not in query.drawer(run, "s1").summary()

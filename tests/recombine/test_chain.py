@@ -731,7 +731,7 @@ def test_head_and_tail_outside_the_window(tmp_path: Path) -> None:
         "2024-03-01T12:00:00Z to know"
     )
     assert heads["LATE1"].startswith(
-        "fragment 0 is outside the window (the first here is its split"
+        "fragment 0 is outside the window (the earliest fragment here is its split"
     )
     assert heads["LATE1"].endswith("start before 2024-03-01T12:05:00Z")
     tails = {e["conversation_id"]: e["message"] for e in window["tail_cut"]}
@@ -937,3 +937,18 @@ def test_settled_reasons_are_the_sessionizers_for_every_flag_combination() -> No
         if e != g
     ]
     assert mismatches == []
+
+
+def test_a_one_way_reset_after_data_settles_as_rst(tmp_path: Path) -> None:
+    """One direction of an established connection (ACK and data) cut by hard_timeout, then
+    its RST (ACK|RST, closed no_reply alone): a connection reset, as the sessionizer has a
+    one-way RST after data pushed under ACK, not a one-way attempt (a review found no test
+    held recombine's `pushed` to it)."""
+    rows = [
+        session("X", 0, 899, close="hard_timeout", ba=(0, 0), flags=(0x18, 0)),
+        session(
+            "X1", 900, 950, split=1, conversation="X", close="no_reply", ba=(0, 0), flags=(0x14, 0)
+        ),
+    ]
+    [row] = one_run(tmp_path, rows).conversations.to_pylist()
+    assert (row["state"], row["close_reason"]) == ("closed", "rst")

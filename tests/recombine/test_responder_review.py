@@ -60,10 +60,11 @@ def test_what_a_run_could_not_read_is_in_its_row_and_on_stderr(tmp_path: Path) -
     assert notes[str(first)] == [
         "left out while reading: 1 incomplete_fragments (512 bytes), 3 no_template "
         "(manifest.json counts.skipped): its conversations may lack records",
-        "the sequence numbers of 192.0.2.1 (domain 0) show 2 gap(s), 29 unit(s) lost: its "
-        "inputs lack part of what was exported",
+        "the sequence numbers of 192.0.2.1 (domain 0) show 2 gap(s), 29 unit(s) lost (v5 "
+        "and IPFIX number flow records, v9 export datagrams): its inputs lack part of what "
+        "was exported",
         "nfcapd counted 4 sequence failure(s) of 192.0.2.9 (domain 5): a loss, a late "
-        "datagram or a numbering it misreads",
+        "datagram or a numbering it misreads (softflowd's IPFIX)",
     ]
     assert notes[str(second)] == ["read no flow record"]
     assert notes[str(clean)] == []
@@ -106,8 +107,17 @@ def test_the_report_says_what_no_run_checks_and_what_the_cap_split(tmp_path: Pat
         ]
     )
     [checked] = two.report["notes"]
-    assert checked.startswith("Each run checked its exporters' sequence numbers within itself")
+    assert checked.startswith("Each run checked its exporters' sequence numbers within its own")
     assert "stay split" not in render_markdown(two.report)
+    # nfcapd counted failures across the files it wrote: a loss at the cut is in a count
+    nfcapd = [{"path": "nfcapd.202401010000", "format": "nfcapd-v2"}]
+    files = recombine_tables(
+        [
+            write_run(tmp_path / "n1", [session("A", 0, 10)], inputs=nfcapd),
+            write_run(tmp_path / "n2", [session("B", 100, 110, a=("10.9.9.9", 1))], inputs=nfcapd),
+        ]
+    )
+    assert files.report["notes"] == []
     alone = recombine_tables([write_run(tmp_path / "c", [session("C", 0, 10)])])
     assert alone.report["notes"] == []
 
@@ -268,3 +278,19 @@ def test_a_capture_export_says_how_many_records_its_datagrams_hold_in_all(
         f"decoded alone, {checked} of {checked} records as in the run, of {holds} the "
         "capture holds (the rest are other conversations' records" in said.output
     )
+
+
+def test_the_session_listing_writes_endpoints_as_the_report_does(tmp_path: Path) -> None:
+    """`2001:db8::1:40000` reads as one address: an IPv6 address goes in brackets before
+    its port, and a protocol without ports shows none (ICMP's 0 read as a port)."""
+    rows = [
+        session("V6", 0, 1, a=("2001:db8::1", 40000), b=("2001:db8::2", 443)),
+        session("PING", 5, 6, a=("10.0.0.5", 0), b=("10.0.0.6", 0), protocol=1, flags=(0, 0)),
+    ]
+    run = write_run(tmp_path / "run", rows)
+    said = CliRunner().invoke(app, ["recombine", str(run), "--session", "V6", "--session", "PING"])
+    assert said.exit_code == 0, said.output
+    assert "conversation V6: TCP [2001:db8::1]:40000 <-> [2001:db8::2]:443 (192.0.2.1)" in (
+        said.stdout
+    )
+    assert "conversation PING: ICMP 10.0.0.5 <-> 10.0.0.6 (192.0.2.1)" in said.stdout

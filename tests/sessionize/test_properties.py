@@ -73,7 +73,11 @@ def records(draw: st.DrawFn) -> list[dict[str, Any]]:
                 ),
                 flags=draw(
                     st.sampled_from(
-                        (0, SYN, SYN | ACK, ACK, ACK | FIN, SYN | ACK | FIN, RST, RST | ACK)
+                        (
+                            *(0, SYN, SYN | ACK, ACK, ACK | FIN, SYN | ACK | FIN, RST, RST | ACK),
+                            # data pushed (PSH 0x08): one way, an answered connection
+                            *(ACK | 0x08, SYN | ACK | 0x08, ACK | 0x08 | RST),
+                        )
                     )
                 )
                 if proto == 6
