@@ -50,31 +50,37 @@ def runs_of_sessions(draw: st.DrawFn) -> list[list[dict[str, Any]]]:
             if late:
                 follows = draw(st.sampled_from([*named, "nowhere", None]))
             name = f"r{run_index}s{index:02d}"
-            rows.append(
-                session(
-                    name,
-                    start,
-                    start + draw(st.integers(0, 900)),
-                    a=(a, draw(st.sampled_from(PORTS))),
-                    b=(b, draw(st.sampled_from(PORTS))),
-                    protocol=draw(st.sampled_from([6, 17, 1])),
-                    exporter=draw(st.sampled_from(["192.0.2.1", "192.0.2.2"])),
-                    state="closed" if reason else "active",
-                    close=reason,
-                    flags=(
-                        draw(st.sampled_from([0x02, 0x12, 0x11, 0x04, 0x10])),
-                        draw(st.sampled_from([0x00, 0x12, 0x11, 0x14])),
-                    ),
-                    ab=(draw(st.integers(0, 10**6)), draw(st.integers(0, 50))),
-                    ba=(draw(st.integers(0, 10**6)), draw(st.integers(0, 50))),
-                    late=late,
-                    follows=follows,
-                    split=draw(st.sampled_from([0, 0, 0, 1, 2])),
-                    conversation=draw(
-                        st.sampled_from([None, None, "c1", "c2", f"r{run_index}s00"])
-                    ),
-                )
+            row = session(
+                name,
+                start,
+                start + draw(st.integers(0, 900)),
+                a=(a, draw(st.sampled_from(PORTS))),
+                b=(b, draw(st.sampled_from(PORTS))),
+                protocol=draw(st.sampled_from([6, 17, 1])),
+                exporter=draw(st.sampled_from(["192.0.2.1", "192.0.2.2"])),
+                state="closed" if reason else "active",
+                close=reason,
+                flags=(
+                    draw(st.sampled_from([0x02, 0x12, 0x11, 0x04, 0x10, 0x1A, 0x1C, 0x18])),
+                    draw(st.sampled_from([0x00, 0x12, 0x11, 0x14])),
+                ),
+                ab=(draw(st.integers(0, 10**6)), draw(st.integers(0, 50))),
+                ba=(draw(st.integers(0, 10**6)), draw(st.integers(0, 50))),
+                late=late,
+                follows=follows,
+                split=draw(st.sampled_from([0, 0, 0, 1, 2])),
+                conversation=draw(st.sampled_from([None, None, "c1", "c2", f"r{run_index}s00"])),
             )
+            # what a conversation takes from its fragments beside the counters: the rate,
+            # scaled or not, and the server side of the most confident (ties included)
+            row["sampling_rate"] = draw(st.sampled_from([1, 1, 10, 100]))
+            row["counters_scaled"] = draw(st.booleans())
+            row["role_confidence"] = draw(st.sampled_from([0.5, 0.6, 0.95, 0.0]))
+            row["role_method"] = draw(st.sampled_from(["first_sender", "traffic_shape"]))
+            if draw(st.booleans()):
+                row["client_ip"], row["server_ip"] = row["server_ip"], row["client_ip"]
+                row["client_port"], row["server_port"] = row["server_port"], row["client_port"]
+            rows.append(row)
             named.append(name)
         runs.append(rows)
     return runs
