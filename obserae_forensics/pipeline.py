@@ -704,6 +704,7 @@ def _manifest(
             ),
             "session_pressure": {k: pressure[k] for k in sorted(pressure)},
             "sequence_loss": report.sequence_loss(),
+            "sequence_ends": report.sequence_ends(),
         },
         "conservation": {
             "ok": result.conservation_ok,

@@ -62,6 +62,9 @@ class ExporterStats:
     clock_offset_min_us: int | None = None
     clock_offset_max_us: int | None = None
     missing_templates: Counter[int] = field(default_factory=Counter)  # template id -> records
+    # per version numbered over one transport session: its first message and what its
+    # numbering expected after its last (ExportDecoder._sequence_ends)
+    sequence_ends: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def version(self) -> int:
@@ -533,6 +536,11 @@ class RunReport:
             for _, stats in sorted(self.exporters.items())
             if stats.sequence_gaps or stats.sequence_lost
         ]
+
+    def sequence_ends(self) -> list[dict[str, Any]]:
+        """Every exporter stream's first message and the number it expected next, for
+        `recombine` to compare one run's end with the next run's start."""
+        return [end for _, stats in sorted(self.exporters.items()) for end in stats.sequence_ends]
 
     def reason_counts(self) -> dict[str, dict[str, int]]:
         """Units by reason, as the manifest's counts give them: skipped (and their bytes),

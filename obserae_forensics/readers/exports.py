@@ -156,6 +156,7 @@ class _Numbering:
         "expected",
         "expected_flows",
         "export_ms",
+        "first",
         "gaps_counted",
         "inclusive",
         "lanes",
@@ -174,6 +175,9 @@ class _Numbering:
         self.ambiguous_gaps = 0  # gaps of one that counting messages would explain
         self.expected: int | None = None
         self.expected_flows: int | None = None
+        # the first message numbered: (its number, its units, its flow units), what the run
+        # of the captures before is compared with across the cut (sequence_ends)
+        self.first: tuple[int, int | None, int | None] | None = None
         self.last_sequence = 0
         self.numbered = False  # last_sequence is a message's (none yet, or since a reboot)
         # per SCTP stream of the transport session, what its own numbering expects next
@@ -331,6 +335,15 @@ class _Numbering:
         self.missing.append([first, count, self.gaps_counted])
         if len(self.missing) > MAX_MISSING:
             del self.missing[0]
+
+    def behind_first(self, sequence: int, units: int | None, flow_units: int | None) -> None:
+        """A late message numbered before the first one numbered: the run's start came
+        out of order, and its first message is this one (compared across the cut with the
+        run before, the one numbered first read the units between as lost)."""
+        if self.first is not None and 0 < (self.first[0] - sequence) & SEQUENCE_MASK <= (
+            REORDER_WINDOW
+        ):
+            self.first = (sequence, units, flow_units)
 
     def came_late(self, stats: ExporterStats, sequence: int, units: int | None) -> None:
         """A message behind the expected number: a reorder, which takes back from `stats`
@@ -971,6 +984,7 @@ class ExportDecoder:
         """End of all input: decode what is still queued, count data whose template never came."""
         batches = self._interleave(None)
         self._count_undeclared()
+        self._sequence_ends()
         for key, items in sorted(self.pending.drain().items()):
             exporter, domain, _, template_id, _port = key
             stats = self.report.exporter(exporter, domain)
@@ -989,6 +1003,37 @@ class ExportDecoder:
                 count=len(items),
             )
         return batches
+
+    def _sequence_ends(self) -> None:
+        """Each stream's first message and what its numbering expected after its last, for
+        a stream numbered over one transport session outside SCTP: a run of the captures
+        after these compares its first message with them (recombine), where a datagram
+        lost at the cut between two runs' captures was seen by neither (a review). Several
+        transport sessions, or SCTP's streams, leave no one end to compare."""
+        for (exporter, domain, version), stream in self._streams.items():
+            if len(stream.numbering) != 1:
+                continue
+            [numbering] = stream.numbering.values()
+            if numbering.first is None or numbering.lanes:
+                continue
+            sequence, units, flow_units = numbering.first
+            stream.stats.sequence_ends.append(
+                {
+                    "exporter": exporter,
+                    "domain": domain,
+                    "version": version,
+                    "first": sequence,
+                    "first_units": units,
+                    "first_flow_units": flow_units,
+                    "last": numbering.last_sequence,
+                    "expected": numbering.expected,
+                    "expected_flows": numbering.expected_flows,
+                    # messages that numbered their own records too (softflowd's IPFIX):
+                    # one is a hint, INCLUSIVE_EVIDENCE the proof the run's check took
+                    "inclusive": numbering.inclusive,
+                    "counts_messages": numbering.counts_messages,
+                }
+            )
 
     # -- called by the version modules while walking one datagram ------------------
 
@@ -1358,6 +1403,7 @@ class ExportDecoder:
             # message read that one's records lost (softflowd's first two datagrams swapped
             # read 39 lost: an audit); it takes back the gap it falls in, as any late one
             numbering.came_late(stream.stats, sequence, units)
+            numbering.behind_first(sequence, units, flow_units)
             return
         if expected is not None:
             last = numbering.last_sequence
@@ -1425,6 +1471,7 @@ class ExportDecoder:
                     # in; one of the same boot by its clocks however far (an 87,000-flow
                     # jump back and forth read as lost: a review)
                     numbering.came_late(stats, first, units)
+                    numbering.behind_first(sequence, units, flow_units)
                     return
                 else:
                     # behind past any reorder, and not late by the clocks: the exporter
@@ -1444,6 +1491,8 @@ class ExportDecoder:
             numbering.inclusive = 1
         numbering.last_sequence = sequence
         numbering.numbered = True
+        if numbering.first is None:
+            numbering.first = (sequence, units, flow_units)
         if numbering.counts_messages and inclusive:
             units = flow_units = 1  # its numbers count messages: a lost one is a gap of one
         numbering.expected = None if units is None else (sequence + units) & SEQUENCE_MASK

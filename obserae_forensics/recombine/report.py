@@ -200,9 +200,12 @@ def _notes(runs: list[Run], by_reason: dict[str, int]) -> list[str]:
         # nfcapd counted its sequence failures as it received, across the files it wrote:
         # a loss at the cut between two of them is in the next one's count
         notes.append(
-            "Each run checked its exporters' sequence numbers within its own captures: what "
-            "was lost between one run's captures and the next's (a datagram at the cut) is "
-            "seen by neither; sessionize the captures together to check it."
+            "Each run checked its exporters' sequence numbers within its own captures, and "
+            "recombine compares each exporter's first message in a run with the last in the "
+            "run before (a run's notes say what is missing between them), where each run "
+            "saw it number over one transport session outside SCTP: for the others, a "
+            "datagram lost at the cut is seen by neither run; sessionize the captures "
+            "together to check it."
         )
     evicted = by_reason.get("evicted", 0)
     if evicted:

@@ -135,6 +135,9 @@ class Run:
     losses: list[str] = field(default_factory=list)
     # sessions.max_open_ksessions (None: the manifest does not say)
     max_open_ksessions: float | None = None
+    # each exporter stream's first message and what it expected after its last (manifest
+    # counts.sequence_ends): compared across the cut with the run before (cut_losses)
+    sequence_ends: list[dict[str, Any]] = field(default_factory=list)
 
     def idle_us(self, name: str) -> int:
         return round(self.settings[f"sessions.idle.{name}"] * 1_000_000)
@@ -235,7 +238,11 @@ def read_run(path: Path) -> Run:
         cited = manifest.get(name)
         if isinstance(cited, dict) and isinstance(cited.get("absolute"), str):
             run.read_files.append(Path(cited["absolute"]))
-    run.losses = _losses(manifest.get("counts"))
+    counts = manifest.get("counts")
+    run.losses = _losses(counts)
+    ends = counts.get("sequence_ends") if isinstance(counts, dict) else None
+    if isinstance(ends, list):
+        run.sequence_ends = [end for end in ends if isinstance(end, dict)]
     cap = raw_settings.get("sessions.max_open_ksessions")
     if isinstance(cap, int | float) and not isinstance(cap, bool):
         run.max_open_ksessions = float(cap)
@@ -315,7 +322,75 @@ def order_runs(paths: Sequence[Path]) -> list[Run]:
     runs.sort(key=lambda r: run_order_key(first_arrival(r.path), r.start_us, r.end_us, str(r.path)))
     for index, run in enumerate(runs):
         run.index = index
+    cut_losses(runs)
     return runs
+
+
+SEQUENCE_MASK = 0xFFFF_FFFF
+
+
+def cut_losses(runs: list[Run]) -> None:
+    """Give each run whose exporter's first message does not follow the last message of
+    another run (of that exporter, domain and version) a note of the units between: a
+    datagram lost at the cut between two runs' captures was seen by neither run, and the
+    conversations it carried came out whole (a review), as did a time between two
+    captures. Each run's end is paired with the run whose first message is the nearest
+    ahead of it in the numbering (runs ordered by arrival need not be in the exporter's
+    order: three slices of a softflowd capture came out 0, 2, 1). A first message follows
+    when its number is what the run before expected next (RFC numbering: the units before
+    it; IPFIX's flow records alone, as nfdump and softflowd count), its own units on from
+    the last number (softflowd's IPFIX numbers a message's own records), or the last
+    number plus one (an exporter that numbers messages)."""
+    by_key: dict[tuple[object, object, object], list[tuple[Run, dict[str, Any]]]] = {}
+    for run in runs:
+        for end in run.sequence_ends:
+            key = (end.get("exporter"), end.get("domain"), end.get("version"))
+            by_key.setdefault(key, []).append((run, end))
+    for key, ends in by_key.items():
+        for run, before in ends:
+            ahead = [
+                (distance, other.index, other)
+                for other, after in ends
+                if other is not run
+                for distance in [_units_between(before, after)]
+                if distance is not None
+            ]
+            if not ahead:
+                continue
+            distance, _, after_run = min(ahead, key=lambda item: (item[0], item[1]))
+            if distance:
+                after_run.losses.append(
+                    f"the sequence numbers of {key[0]} (domain {key[1]}, v{key[2]}) go on "
+                    f"{distance} unit(s) past where run {run.index} ended: neither run's "
+                    "captures hold what they number (lost at the cut, or sent between the "
+                    "captures)"
+                )
+
+
+def _units_between(before: dict[str, Any], after: dict[str, Any]) -> int | None:
+    """Units numbered between the last message of one run and the first of another: 0
+    when the first follows, None when it is behind, or a number is missing."""
+    first, last = after.get("first"), before.get("last")
+    if not isinstance(first, int) or not isinstance(last, int):
+        return None
+    expected = [
+        v for v in (before.get("expected"), before.get("expected_flows")) if isinstance(v, int)
+    ]
+    own = [
+        v for v in (after.get("first_units"), after.get("first_flow_units")) if isinstance(v, int)
+    ]
+    gaps = [(first - mark) & SEQUENCE_MASK for mark in expected]
+    if before.get("inclusive") or after.get("inclusive"):
+        # softflowd's IPFIX numbers a message's own records too: its first message's
+        # records are needed, and a message whose data waited for a template in vain has
+        # none to tell (a slice's one message read 8 "lost")
+        if not own:
+            return None
+        gaps += [(first - units - last) & SEQUENCE_MASK for units in own]
+    if before.get("counts_messages") or after.get("counts_messages"):
+        gaps.append((first - last - 1) & SEQUENCE_MASK)
+    ahead = [gap for gap in gaps if gap < 1 << 31]
+    return min(ahead) if ahead else None
 
 
 def run_order_key(
