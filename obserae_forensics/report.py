@@ -105,6 +105,11 @@ class Problem:
         return f"{where}: {self.message}"
 
 
+# what a sequence number counts, said beside every loss it shows (the summary, recombine's
+# run notes)
+SEQUENCE_UNITS = "(v5 and IPFIX number flow records, v9 export datagrams)"
+
+
 def _exporters(entries: list[dict[str, Any]], shown: int = 3) -> str:
     """'N exporter(s) (a, b, c ...)' of sequence_loss entries."""
     names = sorted({str(entry["exporter"]) for entry in entries})
@@ -473,9 +478,9 @@ class RunReport:
             line += (
                 f"; the sequence numbers of {_exporters(lost)} show "
                 f"{sum(entry['gaps'] for entry in lost)} gap(s), "
-                f"{sum(entry['lost'] for entry in lost)} unit(s) lost (v5 and IPFIX number "
-                "flow records, v9 export datagrams): the inputs lack part of what was "
-                "exported (exporters table: sequence_gaps, sequence_lost)"
+                f"{sum(entry['lost'] for entry in lost)} unit(s) lost {SEQUENCE_UNITS}: the "
+                "inputs lack part of what was exported (exporters table: sequence_gaps, "
+                "sequence_lost)"
             )
         counted = [entry for entry in loss if not entry["lost"]]
         if counted:

@@ -359,16 +359,14 @@ def _holds(frame: pd.DataFrame, ids: pd.Series, what: str) -> pd.Series:
     """Rows whose session is among `ids`: a session's `session_id`, or any fragment of a
     recombined conversation (`session_ids`), so that the seed's "Unmatched only" asks the
     conversations of several runs too (it raised a KeyError there: a review)."""
-    if "session_id" in frame.columns:
-        return frame["session_id"].isin(ids)
-    if "session_ids" in frame.columns:
+    if "session_id" not in frame.columns and "session_ids" in frame.columns:
         # by position: a frame's index need not be unique (concatenated runs)
         fragments = frame["session_ids"].reset_index(drop=True).explode()
         hit = (fragments.isin(ids) & fragments.notna()).groupby(level=0).any()
         held = hit.reindex(range(len(frame)), fill_value=False).to_numpy(dtype=bool)
         return pd.Series(held, index=frame.index)
     _need(frame, "session_id", what)
-    raise AssertionError  # _need raised
+    return frame["session_id"].isin(ids)
 
 
 def rule(frame: pd.DataFrame, matches: pd.DataFrame | None, *rules: str) -> pd.Series:

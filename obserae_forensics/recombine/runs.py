@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from ..errors import UsageError
 from ..protocols import protocol_keyword
+from ..report import SEQUENCE_UNITS
 from ..schema import SESSIONS_SCHEMA, TIMESTAMP
 from ..tables.layout import FLOWS_FILE, MANIFEST_FILE, SESSIONS_FILE
 from ..tables.manifest import read_manifest
@@ -279,8 +280,8 @@ def _losses(counts: object) -> list[str]:
         notes.append(
             f"the sequence numbers of {_exporters(lost)} show "
             f"{sum(_count(e.get('gaps')) for e in lost)} gap(s), "
-            f"{sum(_count(e.get('lost')) for e in lost)} unit(s) lost (v5 and IPFIX number "
-            "flow records, v9 export datagrams): its inputs lack part of what was exported"
+            f"{sum(_count(e.get('lost')) for e in lost)} unit(s) lost {SEQUENCE_UNITS}: its "
+            "inputs lack part of what was exported"
         )
     failures = [e for e in entries if not e.get("lost") and e.get("gaps")]
     if failures:

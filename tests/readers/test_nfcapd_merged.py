@@ -49,6 +49,12 @@ def read(path: Path) -> tuple[pa.Table, RunReport]:
     return pa.Table.from_batches(list(read_nfcapd(path, report)), schema=FLOW_SCHEMA), report
 
 
+def read_written(path: Path, raw: RawFile) -> tuple[pa.Table, RunReport]:
+    """`raw` as edited, written to `path` and read."""
+    write_v2(path, raw)
+    return read(path)
+
+
 def records(table: pa.Table) -> Counter[tuple[object, ...]]:
     return Counter(
         tuple(row[name] for name in RECORD + ATTRIBUTION)
@@ -110,14 +116,13 @@ def with_sysid(record: bytes, sysid: int) -> bytes:
 
 def test_no_exporter_that_agrees_keeps_the_sysid(tmp_path: Path) -> None:
     """merged_R's 127.0.0.1 exporter record moved to 127.0.0.2: no exporter record agrees
-    with the 127.0.0.1 records, so they keep their sysid's (::1), as before, unsaid."""
+    with the 127.0.0.1 records, so they keep their sysid's (::1), as before, and that is
+    said."""
     raw = read_raw(MERGED / "merged_R.nfcapd")
     block, index, record = exporter_records(raw)[1]
     assert record[16:20] == bytes([1, 0, 0, 127])  # AF_INET, host-order u32 in ip_lo
     raw.blocks[block][index] = record[:16] + bytes([2]) + record[17:]
-    path = tmp_path / "none.nfcapd"
-    write_v2(path, raw)
-    table, report = read(path)
+    table, report = read_written(tmp_path / "none.nfcapd", raw)
     assert set(table.column("exporter").to_pylist()) == {"::1"}
     assert "stale_sysid" not in report.repaired
     # kept under an exporter record they contradict: said (a review), not kept unsaid
@@ -132,9 +137,7 @@ def test_several_exporters_that_agree_keep_the_sysid(tmp_path: Path) -> None:
     twin = bytearray(with_sysid(record, 3))
     twin[28:32] = (7).to_bytes(4, "little")  # exporter id (domain)
     raw.blocks[block].insert(index + 1, bytes(twin))
-    path = tmp_path / "several.nfcapd"
-    write_v2(path, raw)
-    table, report = read(path)
+    table, report = read_written(tmp_path / "several.nfcapd", raw)
     assert set(table.column("exporter").to_pylist()) == {"::1"}
     assert "stale_sysid" not in report.repaired
     assert report.repaired["stale_sysid_unresolved"] == 78
@@ -160,9 +163,7 @@ def test_a_v7_exporters_records_are_no_contradiction(corpus: Path, tmp_path: Pat
                 named += 1
                 if named % 2 == 0:
                     records_of[at] = flow[:8] + (9).to_bytes(2, "little") + flow[10:]
-    path = tmp_path / "v5v7.nfcapd"
-    write_v2(path, raw)
-    table, report = read(path)
+    table, report = read_written(tmp_path / "v5v7.nfcapd", raw)
     domains = Counter(table.column("exporter_domain").to_pylist())
     assert domains == {0: named - named // 2, 257: named // 2}
     assert not report.repaired
@@ -174,10 +175,8 @@ def test_merged_file_in_big_endian_reads_the_same(tmp_path: Path) -> None:
     raw = read_raw(MERGED / "merged_M.nfcapd")
     raw.order = ">"
     raw.blocks = [[swap_record(record) for record in block] for block in raw.blocks]
-    path = tmp_path / "be.nfcapd"
-    write_v2(path, raw)
     base, base_report = read(MERGED / "merged_M.nfcapd")
-    table, report = read(path)
+    table, report = read_written(tmp_path / "be.nfcapd", raw)
     assert records(table) == records(base)
     assert report.repaired["stale_sysid"] == base_report.repaired["stale_sysid"] == 57
 
