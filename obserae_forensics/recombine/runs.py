@@ -349,16 +349,15 @@ def cut_losses(runs: list[Run]) -> None:
             by_key.setdefault(key, []).append((run, end))
     for key, ends in by_key.items():
         for run, before in ends:
-            ahead = [
-                (distance, other.index, other)
+            distances = [
+                (_units_between(before, after), other.index, other)
                 for other, after in ends
                 if other is not run
-                for distance in [_units_between(before, after)]
-                if distance is not None
             ]
+            ahead = [(d, index, other) for d, index, other in distances if d is not None]
             if not ahead:
                 continue
-            distance, _, after_run = min(ahead, key=lambda item: (item[0], item[1]))
+            distance, _, after_run = min(ahead, key=lambda item: item[:2])
             if distance:
                 after_run.losses.append(
                     f"the sequence numbers of {key[0]} (domain {key[1]}, v{key[2]}) go on "
