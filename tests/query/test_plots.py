@@ -14,6 +14,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from matplotlib.patches import Rectangle
 
 from obserae_forensics import query
@@ -157,3 +159,52 @@ def test_the_bin_cap_allows_exactly_max_bins(
     )
     with pytest.raises(UsageError, match=r"at most 4$"):
         plots.traffic_over_time(run, bin_s=float(np.nextafter(width_s, 0)))
+
+
+def _spread_one_by_one(
+    first_s: np.ndarray, last_s: np.ndarray, amount: np.ndarray, width_s: float, bins: int
+) -> np.ndarray:
+    """The reference: each record's share of each bin as the overlap of its span with the bin."""
+    total = np.zeros(bins)
+    for first, last, value in zip(first_s, last_s, amount, strict=True):
+        if last == first:
+            total[int(first // width_s)] += value
+            continue
+        for index in range(bins):
+            overlap = min(last, (index + 1) * width_s) - max(first, index * width_s)
+            total[index] += value * max(overlap, 0.0) / (last - first)
+    return total
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(0, 1000), st.floats(0, 1000), st.floats(0, 1e12, allow_subnormal=False)
+        ),
+        max_size=30,
+    ),
+    st.sampled_from([1.0, 7.5, 60.0, 1500.0]),
+)
+def test_spreading_a_record_over_bins_is_its_overlap_with_each(
+    records: list[tuple[float, float, float]], width_s: float
+) -> None:
+    first_s = np.array([min(a, b) for a, b, _ in records])
+    last_s = np.array([max(a, b) for a, b, _ in records])
+    amount = np.array([value for _, _, value in records])
+    bins = int(max(last_s.max(), first_s.max()) // width_s) + 1 if records else 1
+    spread = plots.spread_over_bins(first_s, last_s, amount, width_s, bins)
+    reference = _spread_one_by_one(first_s, last_s, amount, width_s, bins)
+    assert spread == pytest.approx(reference, rel=1e-9, abs=1e-3)
+    assert spread.sum() == pytest.approx(amount.sum(), rel=1e-12, abs=1e-3)
+
+
+def test_a_long_record_is_drawn_across_the_minutes_it_lasted(run: query.Run) -> None:
+    """A 30-minute record (softflowd's active timeout) of 1.8 MB: 60 kB in each minute from
+    10:00 to 10:30, where it drew 1.8 MB in the 10:00 bar and nothing after."""
+    one = run.flows.loc[run.flows["session_id"] == "s1"].iloc[[0]].reset_index(drop=True)
+    one["first_seen"] = pd.to_datetime(["2024-03-01T10:00:00Z"])
+    one["last_seen"] = pd.to_datetime(["2024-03-01T10:30:00Z"])
+    one["octets"], one["reverse_octets"] = 1_800_000, 0
+    axes = plots.traffic_over_time(replace(run, flows=one), bin_s=60)
+    heights = [p.get_height() for p in axes.patches if isinstance(p, Rectangle)]
+    assert heights == pytest.approx([60_000.0] * 30)
