@@ -98,6 +98,11 @@ def test_notebook_runs_on_a_fresh_fixture_run(
     assert ("OBSERAE_RUN is set" in printed) == bool(own_run)
     assert ("unmatched after adding lan-sync alone" in printed) != bool(own_run)
     assert ("the run has no sessions" in printed) == (own_run == "empty")
+    # long conversations are ranked as conversations, fragments put together: ranked as
+    # sessions, a shell cut every 15 minutes stood beside any 15-minute session
+    (ranked,) = [cell for cell in notebook.cells if "longest = " in cell.source]
+    shown = "".join(output.get("data", {}).get("text/plain", "") for output in ranked.outputs)
+    assert "fragment_count" in shown and "conversation_id" in shown
     images = [
         output["data"]["image/png"]
         for cell in notebook.cells
