@@ -115,12 +115,39 @@ def _candidates(run: Run, source_file: str, search: Sequence[Path] = ()) -> list
     absolute = run.input_absolute(source_file)
     if absolute is not None:
         places.insert(0, Path(absolute))
-    # the path's tails, the longest first: an evidence tree copied whole (day1/x.pcap and
-    # day2/x.pcap) is found under its root, each file by its own directories
-    parts = given.parts[1:] if given.is_absolute() else given.parts
-    tails = [Path(*parts[start:]) for start in range(len(parts))]
-    named = [directory / tail for directory in search for tail in tails]
+    named = [directory / tail for directory in search for tail in _tails(given)]
     return list(dict.fromkeys(named + places))
+
+
+def _tails(given: Path) -> list[Path]:
+    """The path's tails, the longest first: an evidence tree copied whole (day1/x.pcap and
+    day2/x.pcap) is found under its root, each file by its own directories."""
+    parts = given.parts[1:] if given.is_absolute() else given.parts
+    return [Path(*parts[start:]) for start in range(len(parts))]
+
+
+def _moved_candidates(run: Run, source_file: str) -> list[Path]:
+    """Where a capture may be when a case folder moved whole with its runs: the tails of the
+    path sessionize read it by (and of where it found it), beside the run directory and its
+    parent, those of the manifest's size (a short tail names any file of that name). A case
+    copied to a share (/cases/x/day1/c.pcap, the run /cases/x/run, now /mnt/share/x/...)
+    was found only with --captures, where a relative path was found."""
+    size = run.input_size(source_file)
+    if size is None:
+        return []
+    paths = [Path(source_file)]
+    absolute = run.input_absolute(source_file)
+    if absolute is not None:
+        paths.append(Path(absolute))
+    places = [
+        root / tail
+        for path in paths
+        for tail in _tails(path)
+        for root in (run.path, run.path.parent)
+    ]
+    return [
+        place for place in dict.fromkeys(places) if place.is_file() and place.stat().st_size == size
+    ]
 
 
 def run_evidence(runs: Sequence[Run], search: Sequence[Path] = ()) -> list[Path]:
@@ -133,6 +160,11 @@ def run_evidence(runs: Sequence[Run], search: Sequence[Path] = ()) -> list[Path]
         for entry in run.inputs
         for candidate in _candidates(run, str(entry.get("path")), search)
         if candidate.is_file()
+    ] + [
+        candidate
+        for run in runs
+        for entry in run.inputs
+        for candidate in _moved_candidates(run, str(entry.get("path")))
     ]
     read = [path for run in runs for path in run.read_files if path.is_file()]
     return [*run_files(run.path for run in runs), *captures, *read]
@@ -310,6 +342,8 @@ def _resolve(
     size = run.input_size(source_file)
     found = [candidate for candidate in candidates if candidate.is_file()]
     sized = [candidate for candidate in found if size is None or candidate.stat().st_size == size]
+    if not sized:  # not where it was named: moved with the run?
+        sized = _moved_candidates(run, source_file)
     digest = run.input_sha256(source_file)
     if len({candidate.resolve() for candidate in sized}) > 1 and digest is not None:
         # several of its size (another day's capture of that name, a copy beside the
@@ -327,6 +361,7 @@ def _resolve(
     raise UsageError(
         f"source capture {source_file} (from {run.path}) not found; looked at "
         + ", ".join(str(c) for c in candidates)
+        + f", and by the tails of its path under {run.path} and {run.path.parent}"
         + ("" if search else " (--captures DIR names where the captures are now)")
     )
 

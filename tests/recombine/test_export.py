@@ -401,6 +401,54 @@ def test_a_changed_capture_is_refused(tmp_path: Path, corpus: Path) -> None:
     assert not (tmp_path / "a.pcap").exists()
 
 
+def test_a_case_folder_moved_whole_finds_its_captures_beside_its_runs(
+    tmp_path: Path, corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A case folder (its captures and its runs) copied to a share: the manifest names the
+    captures by their old absolute paths. They were found only with --captures; by the
+    tails of those paths beside the run and its parent they are found as a relative path
+    is, each checked as the run's capture (size, SHA-256). Another file of the same name
+    and another size beside the run is no candidate."""
+    case = tmp_path / "cases" / "x"
+    (case / "day1").mkdir(parents=True)
+    (case / "day2").mkdir()
+    shutil.copy(corpus / "exports" / "sf_v9_ircdcc.pcap", case / "day1" / "c.pcap")
+    shutil.copy(corpus / "exports" / "sf_v5_ircdcc.pcap", case / "day2" / "c.pcap")
+    monkeypatch.chdir(tmp_path)
+    done = CliRunner().invoke(
+        app,
+        ["sessionize", str(case / "day1" / "c.pcap"), "--out", str(case / "run"), "-q"],
+    )
+    assert done.exit_code == 0, done.output
+    share = tmp_path / "share" / "x"
+    shutil.copytree(case, share)
+    shutil.rmtree(tmp_path / "cases")
+    (share / "c.pcap").write_bytes(b"another file of that name")  # a short tail's
+    ids = sorted(
+        set(pq.read_table(share / "run" / "sessions.parquet").column("conversation_id").to_pylist())
+    )
+    exported = export_pcap([share / "run"], ids, tmp_path / "all.pcap")
+    assert exported.records == exported.checked_records > 0
+    assert exported.differing_records == 0 and not exported.report.skipped
+    # the capture found there is evidence: no export writes over it
+    result = CliRunner().invoke(
+        app,
+        [
+            "recombine",
+            str(share / "run"),
+            "--session",
+            ids[0],
+            "--export-pcap",
+            str(share / "day1" / "c.pcap"),
+            "--force",
+        ],
+    )
+    assert result.exit_code == 2 and "which this command reads" in result.stderr
+    (share / "day1" / "c.pcap").unlink()
+    with pytest.raises(UsageError, match=r"not found; .*tails of its path under"):
+        export_pcap([share / "run"], ids, tmp_path / "none.pcap")
+
+
 def test_relative_source_paths_are_found_beside_the_run(tmp_path: Path, corpus: Path) -> None:
     shutil.copy(corpus / SOURCE, tmp_path / "capture.pcap")
     frames = frames_of(tmp_path / "capture.pcap")
