@@ -588,6 +588,7 @@ FRAGMENT_COLUMNS = [
     "ab_packets",
     "ba_packets",
     "link_reason",
+    "joined_fragment",
     "gap_s",
 ]
 
@@ -835,7 +836,10 @@ def _recombine_outputs(
             f"conversation {conversation}: {first['protocol']} {ends[0]} <-> {ends[1]} "
             f"({first['exporter']}), {len(frame)} fragment(s)"
         )
-        text = _times_as_text(frame[shown]).astype(object)
+        listed = frame[shown]
+        if "joined_fragment" in shown:  # an index, not the float pandas reads it as for nulls
+            listed = listed.assign(joined_fragment=listed["joined_fragment"].astype("UInt32"))
+        text = _times_as_text(listed).astype(object)
         text = text.where(text.notna(), "")  # the first fragment joined nothing: no reason
         typer.echo(text.to_string(index=False))
         others = same_endpoints(result, conversation)

@@ -289,6 +289,7 @@ def test_recombine_session_lists_every_fragment_with_its_split_and_gap(tmp_path:
         "ab_packets",
         "ba_packets",
         "link_reason",
+        "joined_fragment",
         "gap_s",
     ]
     assert [line.split()[:3] for line in lines[2:]] == [
@@ -296,7 +297,7 @@ def test_recombine_session_lists_every_fragment_with_its_split_and_gap(tmp_path:
         ["1", "1", "A1"],
         ["2", "2", "A2"],
     ]
-    assert [line.split()[-1] for line in lines[3:]] == ["1.0", "1.0"]
+    assert [line.split()[-2:] for line in lines[3:]] == [["0", "1.0"], ["1", "1.0"]]
 
 
 def test_an_export_of_named_conversations_says_what_it_wrote(tmp_path: Path) -> None:
@@ -452,7 +453,7 @@ def test_the_reports_timeline_gives_each_fragments_own_figures(tmp_path: Path) -
     ) in lines
     assert (
         "| 1 | B1 | 0 | 0 | 2024-03-01T12:16:50Z | 15 min 10 s | 1 min 30 s | 11 s | 6000 | 18 "
-        "| idle | evicted |"
+        "| idle | evicted to #0 |"
     ) in lines
 
 

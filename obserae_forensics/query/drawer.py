@@ -29,7 +29,7 @@ from ..errors import UsageError
 if TYPE_CHECKING:
     from .run import Run
 
-FRAGMENT_COLUMNS = ("fragment_index", "session_id", "link_reason", "gap_s")
+FRAGMENT_COLUMNS = ("fragment_index", "session_id", "link_reason", "joined_fragment", "gap_s")
 HTML_FLOW_ROWS = 50
 
 

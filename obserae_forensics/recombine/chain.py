@@ -172,6 +172,7 @@ _fragment_fields: list[pa.Field[Any]] = [
     pa.field("split", pa.uint32(), nullable=False),
     pa.field("late", pa.bool_(), nullable=False),
     pa.field("link_reason", pa.string(), nullable=True),
+    pa.field("joined_fragment", pa.uint32(), nullable=True),
     pa.field("gap_s", pa.float64(), nullable=True),
     pa.field("flipped", pa.bool_(), nullable=False),
     pa.field("orientation_conflict", pa.bool_(), nullable=False),
@@ -585,6 +586,13 @@ def chain_sessions(
     group = np.repeat(np.arange(len(starts)), counts)
     fragment_index = np.arange(n) - starts[group]
     roots = root_rows[starts]  # the root session of each conversation
+    # the fragment each one continues, the one its link reason is of: a late fragment joins
+    # the session it follows, not always the fragment just before it (the gap before is
+    # from the latest end of all before it)
+    position_of = np.empty(n, dtype=np.int64)
+    position_of[rows] = np.arange(n)
+    joined_fragment = fragment_index[position_of[np.maximum(parent[rows], 0)]]
+    del position_of
 
     flipped = end_a[rows] != end_a[root_rows]
     # the server side is the fragment's whose own inference was the most confident, the
@@ -832,6 +840,8 @@ def chain_sessions(
         split=split,
         late=late,
         reasons=np.where(not_root, fragment_reasons, np.array(None, dtype=object)),
+        joined_fragment=joined_fragment,
+        not_root=not_root,
         gap_s=np.where(has_gap, gap_us / 1_000_000.0, np.nan),
         has_gap=has_gap,
         flipped=flipped,
@@ -1144,6 +1154,9 @@ def _fragment_table(
         "split": pa.array(values["split"][rows].astype(np.uint32)),
         "late": pa.array(values["late"][rows]),
         "link_reason": pa.array(values["reasons"], pa.string()),
+        "joined_fragment": pa.array(
+            values["joined_fragment"].astype(np.uint32), mask=~values["not_root"]
+        ),
         "gap_s": pa.array(values["gap_s"], pa.float64(), mask=~values["has_gap"]),
         "flipped": pa.array(values["flipped"]),
         "orientation_conflict": pa.array(values["conflict"]),

@@ -260,6 +260,7 @@ def _summaries(source: Source, rows: list[int]) -> dict[int, dict[str, Any]]:
                     "state": fragment["state"],
                     "close_reason": fragment["close_reason"],
                     "link_reason": fragment["link_reason"],
+                    "joined_fragment": fragment["joined_fragment"],
                     "late": fragment["late"],
                     "flipped": fragment["flipped"],
                 }
@@ -569,7 +570,11 @@ def render_markdown(report: dict[str, Any]) -> str:
                     f["bytes"],
                     f["packets"],
                     f["close_reason"] or f["state"],
-                    f["link_reason"] or "first",
+                    (
+                        f"{f['link_reason']} to #{f['joined_fragment']}"
+                        if f["link_reason"]
+                        else "first"
+                    ),
                 ]
                 for f in conversation["timeline"]
             ],

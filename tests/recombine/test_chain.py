@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from obserae_forensics.errors import UsageError
 from obserae_forensics.recombine import nice_above, recombine_tables
 from obserae_forensics.recombine.chain import chain_sessions
+from obserae_forensics.recombine.report import render_markdown
 from obserae_forensics.recombine.runs import Run, read_sessions
 
 from .conftest import SETTINGS, session, write_run
@@ -116,6 +117,26 @@ def test_late_session_joins_the_session_it_follows(tmp_path: Path) -> None:
         "late_follows_other_key": 1,
         "split_link_missing": 0,
     }
+
+
+def test_each_fragment_names_the_fragment_it_joined(tmp_path: Path) -> None:
+    """A late session follows the session it was late for, not always the fragment just
+    before it: L, late for A, opens after A's hard_timeout continuation A1, so it is
+    fragment 2 and joined fragment 0. The report said "joined as late" beside a gap
+    measured from A1, as if it had joined A1 (a responder review)."""
+    rows = [
+        session("A", 0, 100, close="hard_timeout", flags=(SYN_ACK_PSH, 0x12)),
+        session("A1", 100, 190, split=1, conversation="A"),
+        session("L", 150, 160, late=True, follows="A", ab=(10, 1), ba=(0, 0)),
+    ]
+    result = one_run(tmp_path, rows)
+    assert [
+        (f["session_id"], f["fragment_index"], f["link_reason"], f["joined_fragment"])
+        for f in result.fragments.to_pylist()
+    ] == [("A", 0, None, None), ("A1", 1, "hard_timeout", 0), ("L", 2, "late", 0)]
+    lines = render_markdown(result.report).splitlines()
+    assert any(line.endswith("| hard_timeout to #0 |") and "| A1 |" in line for line in lines)
+    assert any(line.endswith("| late to #0 |") and "| L |" in line for line in lines)
 
 
 def test_a_fragment_that_opens_before_the_one_it_continues_is_no_loop(tmp_path: Path) -> None:
