@@ -930,6 +930,9 @@ SHOW_DEFAULT_COLUMNS = {
 SHOW_SAMPLING = {"sessions": "sc_bytes", "flows": "octets"}
 SHOW_EXPORTER = {"sessions": "protocol", "flows": "protocol"}
 SHOW_EXTRA_SOURCES = ("sampling_rate", "counters_scaled", "exporter")  # what decides them
+# a bidirectional (IPFIX biflow) record's answer: shown beside packets/octets when a row
+# shown has one (a biflow record's 6 answer packets showed as 0 packets: a review)
+SHOW_REVERSE = ["reverse_packets", "reverse_octets"]
 
 
 # what `show` makes of a session's a/b counters (client->server, server->client), which
@@ -966,15 +969,12 @@ def _times_as_text(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _manifest_flow_matrix(run_dir: Path) -> str | None:
-    """The Flow Matrix a run's manifest cites (its path as given), or None: none, or no
-    readable manifest."""
+    """The Flow Matrix a run's manifest cites (its path as given), "" when it cites none;
+    UsageError when there is no readable manifest to tell."""
     from .tables.manifest import read_manifest
 
-    try:
-        cited = read_manifest(run_dir).get("flow_matrix")
-    except UsageError:
-        return None
-    return str(cited.get("path")) if isinstance(cited, dict) else None
+    cited = read_manifest(run_dir).get("flow_matrix")
+    return str(cited.get("path")) if isinstance(cited, dict) else ""
 
 
 @app.command("show")
@@ -1027,7 +1027,16 @@ def show_command(
             raise _fail(UsageError(f"--columns {columns!r} names an empty column"), 2)
     elif table in SHOW_SAMPLING:  # the default view, and what it adds when rows need it
         if table == "sessions" and not (run_dir / MATCHES_FILE).is_file():
-            matrix = _manifest_flow_matrix(run_dir)
+            try:
+                matrix = _manifest_flow_matrix(run_dir)
+            except UsageError as error:
+                # no manifest to tell whether there was a Flow Matrix: the column as the
+                # table holds it (it said "no Flow Matrix" and hid the matches: a review)
+                matrix = None
+                notes.append(
+                    f"{error}; whether this run matched its sessions against a Flow Matrix "
+                    "cannot be told: matched_rules is shown as the table holds it"
+                )
             if matrix:
                 # the run had one and its matches file is gone: matched_rules still holds
                 # the matches (it said "no Flow Matrix" and hid them: an audit)
@@ -1035,13 +1044,16 @@ def show_command(
                     f"{MATCHES_FILE} is missing from this run, which matched its "
                     f"sessions against {matrix}: matched_rules shows the matches"
                 )
-            else:
+            elif matrix is not None:
                 # `[]` on every row read as "no rule matched" (an audit)
                 wanted = [name for name in wanted or () if name != "matched_rules"]
                 notes.append("no Flow Matrix in this run: sessions were not matched against rules")
         try:  # a table of another version may lack them: the view goes without
-            if set(SHOW_EXTRA_SOURCES) <= set(read_parquet_schema(path).names):
+            names = set(read_parquet_schema(path).names)
+            if set(SHOW_EXTRA_SOURCES) <= names:
                 extra = list(SHOW_EXTRA_SOURCES)
+            if table == "flows" and set(SHOW_REVERSE) <= names:
+                extra += SHOW_REVERSE
         except UsageError as error:
             raise _fail(error, 2) from error
     derived = (
@@ -1095,8 +1107,20 @@ def _show_extras(frame: pd.DataFrame, table: str, wanted: list[str], notes: list
     sampled = (rate > 1) & ~scaled
     estimated = (rate > 1) & scaled
     counters = "cs_bytes/sc_bytes" if table == "sessions" else "packets/octets"
+    if table == "flows" and set(SHOW_REVERSE) <= set(frame.columns):
+        answered = (frame["reverse_packets"].to_numpy(dtype="uint64") > 0) | (
+            frame["reverse_octets"].to_numpy(dtype="uint64") > 0
+        )
+        if answered.any():
+            wanted[wanted.index("octets") + 1 : wanted.index("octets") + 1] = SHOW_REVERSE
+            counters += "/reverse_packets/reverse_octets"
+            notes.append(
+                f"{int(answered.sum())} row(s) shown are bidirectional records: "
+                "reverse_packets/reverse_octets are the answer's, dst_addr to src_addr"
+            )
     if sampled.any() or estimated.any():
-        wanted.insert(wanted.index(SHOW_SAMPLING[table]) + 1, "sampling_rate")
+        last_counter = "reverse_octets" if "reverse_octets" in wanted else SHOW_SAMPLING[table]
+        wanted.insert(wanted.index(last_counter) + 1, "sampling_rate")
     if sampled.any():
         notes.append(
             f"{int(sampled.sum())} row(s) shown are sampled 1-in-sampling_rate: "

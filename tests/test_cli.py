@@ -1715,6 +1715,49 @@ def test_show_of_a_run_with_a_flow_matrix_whose_matches_file_is_gone(tmp_path: P
         f"against {matrix}" in result.stdout.replace("\n", " ")
     )
 
+    # and with no manifest either, nothing tells whether there was a Flow Matrix: the
+    # column as the table holds it, said so (it said "no Flow Matrix" and hid the matches)
+    (out / "manifest.json").unlink()
+    result = runner.invoke(app, ["show", str(out), "--limit", "40"])
+    assert result.exit_code == 0, result.output
+    assert "matched_rules" in result.stdout.splitlines()[0].split()
+    assert "[lab-dns]" in result.stdout and "no Flow Matrix" not in result.stdout
+    assert "cannot be told: matched_rules is shown as the table holds it" in result.stdout
+
+
+def test_show_of_flows_gives_a_biflow_records_answer(tmp_path: Path) -> None:
+    """A review: a bidirectional (IPFIX biflow) record's answer is in reverse_packets and
+    reverse_octets, which the flows view left out: a multicast record of 3 answer packets
+    showed as 0 packets and 0 bytes. They are shown, with a note, when a row has one."""
+    out = tmp_path / "run"
+    biflow = FIXTURE.parent / "nfcapd16_sf_v10_biflow.lz4.nfcapd"
+    assert runner.invoke(app, ["sessionize", str(biflow), "--out", str(out), "-q"]).exit_code == 0
+    flows = pq.read_table(out / "flows.parquet")
+    answered = sum(
+        1
+        for packets, octets in zip(
+            flows.column("reverse_packets").to_pylist(),
+            flows.column("reverse_octets").to_pylist(),
+            strict=True,
+        )
+        if packets or octets
+    )
+    assert answered > 0
+    result = runner.invoke(app, ["show", str(out), "--table", "flows", "--limit", "1000"])
+    assert result.exit_code == 0, result.output
+    header = result.stdout.splitlines()[0].split()
+    assert header[header.index("octets") + 1 : header.index("octets") + 3] == [
+        "reverse_packets",
+        "reverse_octets",
+    ]
+    assert f"({answered} row(s) shown are bidirectional records" in result.stdout
+    plain = tmp_path / "plain"
+    assert (
+        runner.invoke(app, ["sessionize", str(FIXTURE), "--out", str(plain), "-q"]).exit_code == 0
+    )
+    result = runner.invoke(app, ["show", str(plain), "--table", "flows"])
+    assert "reverse_octets" not in result.stdout and "bidirectional" not in result.stdout
+
 
 def test_show_says_what_its_default_view_cannot_show_alone(tmp_path: Path) -> None:
     """Found by an audit: sampled counters printed as if they were the traffic (akvorado's
