@@ -81,12 +81,37 @@ def _columns(batch: pa.RecordBatch | pa.Table) -> dict[str, npt.NDArray[Any]]:
         | column("protocol").astype(np.uint64),
         "first_seen": column("first_seen"),
         "last_seen": column("last_seen"),
-        **{name: column(name) for name in COUNTER_COLUMNS},
+        **_as_counted(batch, {name: column(name) for name in COUNTER_COLUMNS}),
     }
     for name in ("src", "dst"):
         matrix = np.ascontiguousarray(address_matrix(batch.column(f"{name}_addr")))
         found[name] = matrix.view(np.uint64).reshape(len(matrix), 2)
     return found
+
+
+def _as_counted(
+    batch: pa.RecordBatch | pa.Table, counters: dict[str, npt.NDArray[Any]]
+) -> dict[str, npt.NDArray[Any]]:
+    """The counters as the exporter counted them: an nfcapd file written with a sampler
+    (`nfcapd -s`) holds them multiplied by the rate (`counters_scaled`), its capture holds
+    them as sent, and the two copies of each record hashed apart (a review: a capture and
+    its 1:10 nfcapd file, read together, went unnamed and their traffic counted twice).
+    Divided back only where every counter of the record is a multiple of the rate, as
+    nfcapd's are: what is not cannot be its copy."""
+    if "counters_scaled" not in batch.column_names or "sampling_rate" not in batch.column_names:
+        return counters
+    rate = np.asarray(batch.column("sampling_rate").to_numpy(zero_copy_only=False)).astype(
+        np.uint64
+    )
+    scaled = np.array(batch.column("counters_scaled").to_numpy(zero_copy_only=False), bool)
+    scaled &= rate > 1
+    if not scaled.any():
+        return counters
+    values = {name: np.asarray(array).astype(np.uint64) for name, array in counters.items()}
+    divisor = np.where(scaled, rate, np.uint64(1))
+    whole = np.logical_and.reduce([values[name] % divisor == 0 for name in values])
+    divisor = np.where(whole, divisor, np.uint64(1))
+    return {name: array // divisor for name, array in values.items()}
 
 
 def hash_columns(columns: dict[str, npt.NDArray[Any]]) -> npt.NDArray[np.uint64]:

@@ -133,6 +133,38 @@ def test_a_run_of_a_capture_and_its_nfcapd_file_says_so(tmp_path: Path) -> None:
     assert "same flow records" not in result.stderr
 
 
+def test_a_capture_and_the_nfcapd_file_a_sampler_scaled_are_twins(
+    tmp_path: Path, corpus: Path
+) -> None:
+    """A review: nfcapd -s 10 wrote the capture's records with their counters multiplied
+    by 10 (counters_scaled), so no record hashed as its copy: read together, the pair went
+    unnamed and the sessions counted the traffic twice (1,716 packets where the capture
+    holds 156). Scaled counters are hashed as the exporter counted them."""
+    capture = corpus / "exports" / "sf_v5_test.pcap"
+    scaled = FIXTURES / "nfcapd178_sf_v5_test_sampled.zstd.nfcapd"
+    out = tmp_path / "run"
+    result = CliRunner().invoke(
+        app, ["sessionize", str(capture), str(scaled), "--out", str(out), "-q"]
+    )
+    assert result.exit_code == 0, result.output
+    [pair] = json.loads((out / "manifest.json").read_text())["twin_inputs"]
+    assert sorted(pair["files"]) == sorted([str(capture), str(scaled)])
+    assert pair["twin_records"] == 43 and pair["records_compared"] == [43, 43]
+
+
+def test_scaled_counters_are_compared_as_counted_only_when_they_divide() -> None:
+    """A record scaled at 1:10 is its unscaled copy's twin; one whose counters are no
+    multiple of its rate cannot be a scaled copy, and is compared as it is."""
+    records = traffic(6, packets=3, octets=300)
+    copies = traffic(6, packets=30, octets=3000, sampling=10, scaled=True)
+    [pair] = pairs(in_file(records, "a.pcap"), in_file(copies, "b.nfcapd"))
+    assert pair["twin_records"] == 6
+    odd = traffic(6, packets=31, octets=3000, sampling=10, scaled=True)
+    assert pairs(in_file(records, "a.pcap"), in_file(odd, "b.nfcapd")) == []
+    unscaled = traffic(6, packets=30, octets=3000, sampling=10)  # as sent, 1:10
+    assert pairs(in_file(records, "a.pcap"), in_file(unscaled, "b.nfcapd")) == []
+
+
 def test_the_kernel_hashes_as_its_numpy_reference() -> None:
     """_hash_records against hash_columns, over values at the edges: times before 1970
     (floor division: -1 µs is millisecond -1 in both), counters past 2**63, IPv6."""
