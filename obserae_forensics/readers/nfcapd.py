@@ -1453,6 +1453,7 @@ def _control_record(
             stats = report.exporter(exporter.text, exporter.domain)
             stats.datagrams += int(entry["packets"])
             stats.sequence_gaps += int(entry["sequence_failures"])
+            stats.nfcapd_failures += int(entry["sequence_failures"])
     elif record_type == SAMPLER_V0_RECORD and len(record) >= SAMPLER_V0.itemsize:
         sampler = np.frombuffer(record, _swap(SAMPLER_V0, state.order), 1)[0]
         rate = max(int(sampler["interval"]), 1)

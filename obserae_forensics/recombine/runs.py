@@ -275,7 +275,7 @@ def _losses(counts: object) -> list[str]:
         )
     loss = counts.get("sequence_loss")
     entries = [e for e in loss if isinstance(e, dict)] if isinstance(loss, list) else []
-    lost = [e for e in entries if e.get("lost")]
+    lost = [e for e in entries if e.get("lost") or ("nfcapd_failures" in e and e.get("gaps"))]
     if lost:
         notes.append(
             f"the sequence numbers of {_exporters(lost)} show "
@@ -283,14 +283,26 @@ def _losses(counts: object) -> list[str]:
             f"{sum(_count(e.get('lost')) for e in lost)} unit(s) lost {SEQUENCE_UNITS}: its "
             "inputs lack part of what was exported"
         )
-    failures = [e for e in entries if not e.get("lost") and e.get("gaps")]
+    # nfcapd's failures apart from the captures' gaps (manifests before they were kept
+    # apart: an entry with gaps and nothing lost was nfcapd's)
+    failures = [
+        e
+        for e in entries
+        if e.get("nfcapd_failures") or ("nfcapd_failures" not in e and not e.get("lost"))
+    ]
+    failures = [e for e in failures if _failures(e)]
     if failures:
         notes.append(
-            f"nfcapd counted {sum(_count(e.get('gaps')) for e in failures)} sequence "
+            f"nfcapd counted {sum(_failures(e) for e in failures)} sequence "
             f"failure(s) of {_exporters(failures)}: a loss, a late datagram or a numbering "
             "it misreads (softflowd's IPFIX)"
         )
     return notes
+
+
+def _failures(entry: dict[str, Any]) -> int:
+    """nfcapd's sequence failures of a manifest's sequence_loss entry."""
+    return _count(entry["nfcapd_failures"] if "nfcapd_failures" in entry else entry.get("gaps"))
 
 
 def _count(value: object) -> int:

@@ -34,6 +34,37 @@ def _with_counts(run: Path, counts: dict[str, Any]) -> Path:
     return run
 
 
+def test_a_runs_gaps_and_nfcapds_failures_of_one_exporter_are_said_apart(
+    tmp_path: Path,
+) -> None:
+    """A manifest keeps nfcapd's failures apart (`nfcapd_failures`) from the captures'
+    gaps: one exporter's capture gap and its nfcapd file's 8 failures are a loss of 29
+    and nfcapd's count, not "9 gap(s)" (a review)."""
+    run = _with_counts(
+        write_run(tmp_path / "r0", [session("A", 0, 10)]),
+        {
+            "sequence_loss": [
+                {
+                    "exporter": "192.0.2.1",
+                    "domain": 0,
+                    "gaps": 1,
+                    "lost": 29,
+                    "nfcapd_failures": 8,
+                },
+                {"exporter": "192.0.2.9", "domain": 5, "gaps": 0, "lost": 0, "nfcapd_failures": 3},
+            ],
+        },
+    )
+    [notes] = [entry["notes"] for entry in recombine_tables([run]).report["runs"]]
+    assert notes == [
+        "the sequence numbers of 192.0.2.1 (domain 0) show 1 gap(s), 29 unit(s) lost (v5 "
+        "and IPFIX number flow records, v9 export datagrams): its inputs lack part of what "
+        "was exported",
+        "nfcapd counted 11 sequence failure(s) of 192.0.2.1 (domain 0), 192.0.2.9 (domain 5): "
+        "a loss, a late datagram or a numbering it misreads (softflowd's IPFIX)",
+    ]
+
+
 def test_what_a_run_could_not_read_is_in_its_row_and_on_stderr(tmp_path: Path) -> None:
     """A fragmented export datagram lost at the cut between two slices' runs: each run
     said `skipped: 1 incomplete_fragments`, the report said nothing and the conversation
