@@ -107,6 +107,10 @@ def test_truncated_file_keeps_whole_blocks(archive: Path, tmp_path: Path) -> Non
     assert report.skipped == {"truncated": 2}
     located = {problem.offset: problem for problem in report.examples}
     assert located[offsets[2]].frame == 3
+    # the cut block's records are said: they were lost with it, and counted nowhere
+    assert located[offsets[2]].message.endswith(
+        f": its header counts {PER_BLOCK} record(s), lost with it"
+    )
     assert "appendix" in located[len(cut.read_bytes())].message
     assert nfcapd_time_span(cut) is None  # the appendix went with the cut
 
