@@ -528,6 +528,7 @@ def sessionize_inputs(config: SessionizeConfig, report: RunReport) -> Sessionize
                 sessionizer.pressure(),
                 {path: digest for path, (digest, _) in hashed.items()},
             )
+            result.manifest["outputs"] = _cited_outputs(staging)
             write_json(staging / MANIFEST_FILE, result.manifest)
     return result
 
@@ -630,6 +631,18 @@ def _cited_input(item: InputFile, stats: FileStats | None, sha256: str | None) -
         if stats is not None and stats.unpacked_size is not None:
             cited["unpacked_size"] = stats.unpacked_size
     return cited if stats is None else {**cited, **stats.read_counts()}
+
+
+def _cited_outputs(staging: Path) -> dict[str, dict[str, Any]]:
+    """Each table written, by file name, with its size and SHA-256: a report cites the
+    manifest, and the manifest ties itself to the tables it describes (it named the inputs'
+    hashes alone, and a table edited or swapped since the run could not be told: a
+    review). The tables are byte-identical for the same inputs, and so are these."""
+    return {
+        path.name: {"size": path.stat().st_size, "sha256": sha256_file(path)}
+        for path in sorted(staging.iterdir())
+        if path.is_file() and path.suffix == ".parquet"
+    }
 
 
 def _manifest(

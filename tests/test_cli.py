@@ -105,6 +105,13 @@ def test_sessionize_writes_every_table_and_a_citable_manifest(tmp_path: Path) ->
     )
     assert set(flows.column("direction").to_pylist()) <= {"ab", "ba"}
     assert not list(tmp_path.glob(".*partial"))
+    # the manifest ties itself to every table it describes, as a report cites them (it
+    # hashed the inputs alone: a table edited since the run could not be told, a review)
+    assert sorted(manifest["outputs"]) == sorted(p.name for p in out.glob("*.parquet"))
+    assert len(manifest["outputs"]) == 4
+    for name, cited in manifest["outputs"].items():
+        data = (out / name).read_bytes()
+        assert cited == {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
 def one_traffic_twice(corpus: Path) -> list[str]:
