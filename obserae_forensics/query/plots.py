@@ -421,8 +421,8 @@ def spread_over_bins(
 ) -> np.ndarray:
     """Each record's amount spread evenly over its first..last time, summed per bin of
     `width_s` (times in seconds from the first bin's start); a record of no duration goes
-    whole to the bin of its time. Summed exactly: every record's whole amount is in the
-    bins, the middle bins it covers through one running sum of rates rather than a loop
+    whole to the bin of its time. Every record's whole amount lands in the bins; the
+    middle bins a record covers get theirs through one running sum of rates, not a loop
     over them (a six-hour record over 1 s bins)."""
     total = np.zeros(bins)
     first_bin, last_bin = bin_span(first_s, last_s, width_s)
