@@ -2,7 +2,12 @@
 
 A session matches a rule when its client is in the rule's source, its server in the rule's
 destination, and its (protocol, server port) in the rule's service; only sessions in state
-`active` or `closed` match (sessions.md: a half-open attempt has no answering server yet).
+`active` or `closed` match (sessions.md: a half-open attempt has no answering server yet),
+and only when its client sent something the exporter saw, or it is part of a longer
+conversation (a later fragment, a late session) or sampled (silent_clients): a rule lets
+its source open the service, and answers alone (DNS answers from port 53, echo replies,
+a SYN-ACK from 443 that nobody asked for) are not what it allows. Matched, such traffic
+left the seed's "Unmatched only" view (a review).
 `session_matches` has one row per (session, rule) and carries the session's times, so
 "closed sessions with no match" is one anti-join.
 
@@ -63,6 +68,49 @@ def match_sessions(sessions: pa.Table, matrix: FlowMatrix) -> pa.Table:
     )
 
 
+# what silent_clients reads (a table without them, of an older version: none is silent)
+SILENT_CLIENT_COLUMNS = (
+    "client_ip",
+    "client_port",
+    "ip_a",
+    "port_a",
+    "ab_packets",
+    "ba_packets",
+    "ab_bytes",
+    "ba_bytes",
+    "split",
+    "late",
+    "sampling_rate",
+)
+
+
+def silent_clients(sessions: pa.Table) -> npt.NDArray[np.bool_]:
+    """Sessions standing alone whose client sent nothing the exporter saw: fragment 0, not
+    late, unsampled, and no packet or byte from the client's side. The server side of such
+    a session is inferred from its answers alone (a service port, echo replies, a SYN-ACK),
+    and no rule accounts for answers nobody was seen asking for. A later fragment's or a
+    late session's silence is its conversation's (a download's last minutes), and a sampled
+    exporter may miss every packet of one side: those match as their client and server
+    say."""
+    n = sessions.num_rows
+    if not set(SILENT_CLIENT_COLUMNS) <= set(sessions.column_names):
+        return np.zeros(n, dtype=bool)
+
+    def values(name: str) -> npt.NDArray[Any]:
+        return column_values(sessions.column(name))
+
+    same_ip = pc.equal(sessions.column("client_ip"), sessions.column("ip_a"))
+    forward = column_values(same_ip).astype(bool) & (values("client_port") == values("port_a"))
+    sent = np.where(
+        forward,
+        (values("ab_packets") != 0) | (values("ab_bytes") != 0),
+        (values("ba_packets") != 0) | (values("ba_bytes") != 0),
+    )
+    alone = (values("split") == 0) & ~values("late").astype(bool) & (values("sampling_rate") <= 1)
+    silent: npt.NDArray[np.bool_] = ~sent & alone
+    return silent
+
+
 def match_rows(
     sessions: pa.Table, matrix: FlowMatrix
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
@@ -81,7 +129,7 @@ def match_rows(
     may_match = pc.is_in(sessions.column("state"), pa.array(MATCHING_STATES)).to_numpy(
         zero_copy_only=False
     )
-    client_cells[~may_match] = cells.nowhere
+    client_cells[~may_match | silent_clients(sessions)] = cells.nowhere
 
     protocols = column_values(sessions.column("protocol_number")).astype(np.int64)
     ports = column_values(sessions.column("server_port")).astype(np.int64)

@@ -65,3 +65,43 @@ def test_one_exporter_consolidates_to_one_row_per_session(run: Path) -> None:
     assert len(consolidated) == len(sessions)
     assert set(consolidated.sampler_count) == {1}
     assert set(consolidated.coherence_pct) == {100.0}
+
+
+def test_answers_nobody_asked_for_are_unmatched_and_rematch_agrees(
+    fixtures: Path, tmp_path: Path
+) -> None:
+    """fixtures/unasked_answers_v9.pcap: DNS answers, echo replies and a SYN-ACK that the lab
+    host never asked for. They matched the lab's outbound rules, so the seed's "Unmatched
+    only" view hid them (a review); they are closed and unmatched now, and query.rematch
+    (which sends only the columns matching reads) agrees with the run."""
+    from obserae_forensics import query
+    from obserae_forensics.pipeline import SessionizeConfig, sessionize_inputs
+    from obserae_forensics.sessionize import load_policy
+
+    (tmp_path / "c.yaml").write_text("networks:\n  lab: [10.0.0.0/24]\n")
+    rules = "".join(
+        f"  - name: {name}\n    source: lab\n    destination: internet4\n{service}"
+        for name, service in (
+            ("dns-out", "    protocol: udp\n    ports: 53\n"),
+            ("web-out", "    protocol: tcp\n    ports: 443\n"),
+            ("ping-out", "    protocol: icmp\n"),
+        )
+    )
+    (tmp_path / "m.yaml").write_text("rules:\n" + rules)
+    cartography = load_cartography(tmp_path / "c.yaml")
+    out = tmp_path / "out"
+    config = SessionizeConfig(
+        inputs=(fixtures / "unasked_answers_v9.pcap",),
+        out=out,
+        policy=load_policy(None),
+        cartography=cartography,
+        flow_matrix=load_flow_matrix(tmp_path / "m.yaml", cartography),
+    )
+    sessionize_inputs(config, RunReport())
+    run = query.load(out, recombine=False)
+    unmatched = query.SessionQuery().unmatched().apply(run)
+    assert sorted(unmatched["protocol"]) == ["ICMP", "TCP", "UDP"]
+    assert set(unmatched["client_ip"]) == {"10.0.0.5"}
+    assert run.matches is not None and len(run.matches) == 0
+    again = query.rematch(run, tmp_path / "m.yaml")
+    assert again.matches is not None and len(again.matches) == 0
