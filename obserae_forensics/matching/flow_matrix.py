@@ -144,7 +144,10 @@ def _read_side(
         except ValueError as exc:
             source.fail(item, f"{what}: bad address or CIDR: {exc}")
         if found is None:
-            source.fail(item, f"{what}: {unknown_name_message(reference)}")
+            # a Flow Matrix naming hosts and networks without --cartography said only
+            # "unknown name 'lab'" (a review)
+            hint = "; no Cartography was given (--cartography)" if cartography.path is None else ""
+            source.fail(item, f"{what}: {unknown_name_message(reference)}{hint}")
         sets.append(found)
         names.append(reference)
     return sets[0].union(*sets[1:]), tuple(names)

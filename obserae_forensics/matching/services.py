@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ..protocols import PORT_PROTOCOLS, PROTOCOL_KEYWORDS
+from ..protocols import PORT_PROTOCOLS, PROTOCOL_KEYWORDS, protocol_keyword
 
 # names a rule or a query may give a protocol: IANA's keywords, which the sessions table
 # writes (`EIGRP`, `HOPOPT` were refused: an audit), and the usual short names
@@ -119,8 +119,12 @@ class Service:
                 raise ValueError("ports need a protocol (tcp, udp, sctp or udplite), not any")
             portless = [p for p in self.protocols if p not in PORT_PROTOCOLS]
             if portless:
+                name = protocol_keyword(portless[0]).lower()
                 raise ValueError(
-                    f"protocol {portless[0]} has no ports; only tcp, udp, sctp and udplite do"
+                    f"protocol {name} ({portless[0]}) has no ports; only tcp, udp, sctp and "
+                    "udplite do"
+                    if name != str(portless[0])
+                    else f"protocol {name} has no ports; only tcp, udp, sctp and udplite do"
                 )
 
     def mask(

@@ -180,7 +180,7 @@ ERRORS = [
     ("hosts:\n  a:\n    addresses: 10.0.0.1\n    services:\n      - tcp/22\n      - xtp/1\n",
      r":6: bad service 'xtp/1': unknown protocol 'xtp'"),
     ("hosts:\n  a:\n    addresses: 10.0.0.1\n    services: [icmp/8]\n",
-     r":4: bad service 'icmp/8': protocol 1 has no ports"),
+     r":4: bad service 'icmp/8': protocol icmp \(1\) has no ports"),
     ("hosts:\n  a:\n    adresses: 10.0.0.1\n", r":3: unknown key 'adresses' in host 'a'"),
     ("groups:\n  g: [lan, nowhere]\nnetworks:\n  lan: 10.0.0.0/8\n",
      r":2: group 'g': unknown name 'nowhere'"),

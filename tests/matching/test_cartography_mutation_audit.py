@@ -229,8 +229,8 @@ def hosts_service(service: str) -> str:
     [
         ("sctp", ":4: bad service 'sctp': 'sctp' needs a port, like sctp/443"),
         ("udplite", ":4: bad service 'udplite': 'udplite' needs a port, like udplite/443"),
-        ("gre/80", f":4: bad service 'gre/80': protocol 47 {NO_PORTS}"),
-        ("esp/500", f":4: bad service 'esp/500': protocol 50 {NO_PORTS}"),
+        ("gre/80", f":4: bad service 'gre/80': protocol gre (47) {NO_PORTS}"),
+        ("esp/500", f":4: bad service 'esp/500': protocol esp (50) {NO_PORTS}"),
         ("any", ":4: bad service 'any': a declared service needs one protocol, not any"),
     ],
 )  # fmt: skip

@@ -121,7 +121,7 @@ ERRORS = [
     (RULE.replace("udp", "udq"), r":5: rule 'r': unknown protocol 'udq'"),
     (RULE.replace("udp", "300"), r":5: rule 'r': protocol number 300 is out of range"),
     (RULE.replace("udp", "icmp") + "    ports: 8\n",
-     r":6: rule 'r': protocol 1 has no ports"),
+     r":6: rule 'r': protocol icmp \(1\) has no ports"),
     (RULE.replace("udp", "any") + "    ports: 53\n",
      r":6: rule 'r': ports need a protocol"),
     (RULE.replace("udp", "[any, udp]"), r":5: rule 'r': 'any' cannot be listed"),
@@ -179,8 +179,14 @@ def test_a_rule_needs_one_ip_version_on_both_sides(
 def test_names_resolve_against_the_cartography_given(tmp_path: Path) -> None:
     path = tmp_path / "m.yaml"
     path.write_text(RULE)
-    with pytest.raises(UsageError, match=r":3: rule 'r' source: unknown name 'lan'"):
+    with pytest.raises(UsageError, match=r":3: rule 'r' source: unknown name 'lan'") as caught:
         load_flow_matrix(path, Cartography.builtin())
+    # without a Cartography file the message says so (it said "unknown name" alone)
+    assert str(caught.value).endswith("; no Cartography was given (--cartography)")
+    (tmp_path / "c.yaml").write_text("hosts:\n  other: 10.0.0.9\n")
+    with pytest.raises(UsageError, match="unknown name 'lan'") as caught:
+        load_flow_matrix(path, load_cartography(tmp_path / "c.yaml"))
+    assert "no Cartography was given" not in str(caught.value)
 
 
 def test_services_have_one_normal_form() -> None:
