@@ -479,6 +479,7 @@ def sessionize_command(
         err=True,
     )
     for hint in (
+        matrix_hint(result),
         no_flows_hint(report),
         late_hint(result.late_sessions, result.sessions, job.policy.replay),
         eviction_hint(result, job.policy.max_open_ksessions),
@@ -523,6 +524,27 @@ LATE_HINT_ONE_IN = 20  # ... and at least one session in this many late
 
 
 OTHER_TRAFFIC = ("not_ip", "not_udp", "not_flow_export")
+
+
+def matrix_hint(result: SessionizeResult) -> str | None:
+    """With a Flow Matrix: the closed sessions no rule accounts for (the seed's "Unmatched
+    only") and the rules that matched nothing (a rule mistyped or a service moved leaves
+    no trace otherwise: a review)."""
+    counted = result.manifest.get("counts", {}).get("flow_matrix")
+    if not isinstance(counted, dict):
+        return None
+    idle = [name for name, count in counted["matches_by_rule"].items() if not count]
+    return (
+        f"Flow Matrix: {counted['unmatched_closed']} closed session(s) no rule accounts for"
+        + (
+            f"; {len(idle)} of {len(counted['matches_by_rule'])} rule(s) matched nothing: "
+            + ", ".join(idle[:5])
+            + (" ..." if len(idle) > 5 else "")
+            if idle
+            else ""
+        )
+        + " (manifest.json: counts.flow_matrix)"
+    )
 
 
 def no_flows_hint(report: RunReport) -> str | None:

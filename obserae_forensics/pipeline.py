@@ -325,9 +325,31 @@ class SessionizeResult:
     conservation_ok: bool = True
     repeated_session_ids: int = 0  # ids held by more than one session (should be none)
     repeated_examples: list[str] = field(default_factory=list)
+    # with a Flow Matrix: sessions each rule matched (every rule, in file order) and the
+    # closed sessions none did (the seed's "Unmatched only"): a rule that matched nothing
+    # left no trace anywhere (a review)
+    matches_by_rule: dict[str, int] | None = None
+    unmatched_closed: int = 0
     manifest: dict[str, Any] = field(default_factory=dict)
     # staging directories of killed runs into the same --out, removed (tables/scratch.py)
     swept: list[Path] = field(default_factory=list)
+
+
+def _count_matches(
+    result: SessionizeResult, names: Sequence[str], sessions: pa.Table, matches: pa.Table
+) -> None:
+    """Add a batch's matches to the run's counts per rule and of closed unmatched sessions."""
+    if result.matches_by_rule is None:
+        result.matches_by_rule = dict.fromkeys(names, 0)
+    hits = np.bincount(
+        np.asarray(matches.column("rule_index").to_numpy(zero_copy_only=False), dtype=np.int64),
+        minlength=len(names),
+    )
+    for name, count in zip(names, hits.tolist(), strict=True):
+        result.matches_by_rule[name] += count
+    lengths = pc.list_value_length(sessions.column("matched_rules")).to_numpy(zero_copy_only=False)
+    closed = pc.equal(sessions.column("state"), pa.scalar("closed")).to_numpy(zero_copy_only=False)
+    result.unmatched_closed += int(np.count_nonzero((np.asarray(lengths) == 0) & closed))
 
 
 class _Totals:
@@ -431,11 +453,11 @@ def sessionize_inputs(config: SessionizeConfig, report: RunReport) -> Sessionize
                     from .matching import match_sessions, matched_rules_column
 
                     matches = match_sessions(sessions, config.flow_matrix)
+                    rules = matched_rules_column(sessions, matches)
                     sessions = sessions.set_column(
-                        sessions.schema.get_field_index("matched_rules"),
-                        "matched_rules",
-                        matched_rules_column(sessions, matches),
+                        sessions.schema.get_field_index("matched_rules"), "matched_rules", rules
                     )
+                    _count_matches(result, config.flow_matrix.rule_names, sessions, matches)
                     if matches_writer is None:
                         matches_writer = TableWriter(
                             staging / MATCHES_FILE, matches.schema, executor=io
@@ -718,6 +740,17 @@ def _manifest(
             "session_pressure": {k: pressure[k] for k in sorted(pressure)},
             "sequence_loss": report.sequence_loss(),
             "sequence_ends": report.sequence_ends(),
+            # with a Flow Matrix: sessions per rule, every rule in file order, and the
+            # closed sessions no rule accounts for; null without one
+            "flow_matrix": (
+                None
+                if config.flow_matrix is None
+                else {
+                    "matches_by_rule": result.matches_by_rule
+                    or dict.fromkeys(config.flow_matrix.rule_names, 0),
+                    "unmatched_closed": result.unmatched_closed,
+                }
+            ),
         },
         "conservation": {
             "ok": result.conservation_ok,

@@ -1697,6 +1697,50 @@ def test_late_sessions_hint_only_when_arrival_replay_made_many(
         assert f"{late} of {sessions} sessions are late" in hint and "--replay event" in hint
 
 
+def test_a_run_with_a_flow_matrix_counts_each_rules_matches(tmp_path: Path) -> None:
+    """A review: nothing said how many sessions each rule matched, so a rule that matched
+    nothing (mistyped, a service moved) left no trace; nor how many closed sessions no rule
+    accounts for. The manifest counts both, and the summary says them."""
+    out = tmp_path / "run"
+    result = runner.invoke(
+        app,
+        [
+            "sessionize",
+            str(FIXTURE),
+            "--out",
+            str(out),
+            "-q",
+            "--cartography",
+            str(FIXTURE.parent / "cartography.yaml"),
+            "--flow-matrix",
+            str(FIXTURE.parent / "flow_matrix.yaml"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    counted = json.loads((out / "manifest.json").read_text())["counts"]["flow_matrix"]
+    assert counted == {
+        "matches_by_rule": {
+            "lab-dns": 27,
+            "lab-admin": 1,
+            "lab-web": 2,
+            "web-out": 1,
+            "time-sync": 0,
+            "local-discovery": 3,
+        },
+        "unmatched_closed": 2,
+    }
+    matches = pq.read_table(out / "session_matches.parquet")
+    assert sum(counted["matches_by_rule"].values()) == matches.num_rows
+    assert (
+        "Flow Matrix: 2 closed session(s) no rule accounts for; 1 of 6 rule(s) matched "
+        "nothing: time-sync (manifest.json: counts.flow_matrix)"
+    ) in result.stderr
+    plain = tmp_path / "plain"
+    result = runner.invoke(app, ["sessionize", str(FIXTURE), "--out", str(plain), "-q"])
+    assert json.loads((plain / "manifest.json").read_text())["counts"]["flow_matrix"] is None
+    assert "Flow Matrix" not in result.stderr
+
+
 def test_show_of_a_run_with_a_flow_matrix_whose_matches_file_is_gone(tmp_path: Path) -> None:
     """An audit: with session_matches.parquet missing (a copy without it), show said "no
     Flow Matrix in this run" and hid matched_rules, which the sessions still hold."""
