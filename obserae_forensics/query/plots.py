@@ -9,8 +9,8 @@ A session holds its bytes from `opened_at` to `last_seen_at`, so binning session
 opening piles a two-hour database session's bytes into its first minute; the records
 behind it were exported along the way and land where the bytes went. Each record's bytes
 (both directions, scaled by its sampling rate unless the source already scaled them) are
-spread evenly over its `first_seen`..`last_seen`, labelled with its session's state or first
-matching rule: a record is itself a summary, and an exporter's active timeout (30 min for
+spread evenly over its `first_seen`..`last_seen`, labelled with its session's state or the
+rules it matched: a record is itself a summary, and an exporter's active timeout (30 min for
 softflowd and many routers) put a half-hour transfer's bytes in one minute's bar before.
 """
 
@@ -87,7 +87,7 @@ def traffic_over_time(
     bin_s: float | None = None,
     ax: Axes | None = None,
 ) -> Axes:
-    """Stacked bytes per time bin, by session state or by first matching Flow Matrix rule.
+    """Stacked bytes per time bin, by session state or by the Flow Matrix rules matched.
 
     Args:
         sessions: only the flows of these sessions (e.g. a SessionQuery's rows).
@@ -382,14 +382,17 @@ def _new_axes(size: tuple[float, float]) -> Axes:
 
 
 def _session_labels(sessions: pd.DataFrame, by: str) -> pd.Series:
-    """session_id -> its state, or its first matching rule in file order ("no rule")."""
+    """session_id -> its state, or the rules it matched in file order, joined by " + " ("no
+    rule"): a session two rules account for is labelled with both, as rule order carries
+    no priority (its first rule alone took every byte a catch-all rule placed first
+    matched: a review)."""
     if by == "state":
         values = sessions["state"].astype(str).to_numpy()
     else:
         rules = sessions["matched_rules"]
         values = np.array(
             [
-                NO_RULE if rule is None or len(rule) == 0 else str(rule[0])
+                NO_RULE if rule is None or len(rule) == 0 else " + ".join(map(str, rule))
                 for rule in rules.tolist()
             ],
             dtype=object,
