@@ -12,7 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from obserae_forensics.cli import app
 from obserae_forensics.readers.pcap import iter_frames
@@ -76,8 +76,17 @@ def test_inspect_unknown_file_is_one_line_and_strict_fails(tmp_path: Path) -> No
     assert "Traceback" not in strict.output
 
 
-def sessionize(out: Path, *extra: str) -> object:
+def sessionize(out: Path, *extra: str) -> Result:
     return runner.invoke(app, ["sessionize", str(FIXTURE), "--out", str(out), "-q", *extra])
+
+
+# the bundled example's Cartography and Flow Matrix, as `sessionize` options
+FIXTURE_RULES = (
+    "--cartography",
+    str(FIXTURE.parent / "cartography.yaml"),
+    "--flow-matrix",
+    str(FIXTURE.parent / "flow_matrix.yaml"),
+)
 
 
 def test_sessionize_writes_every_table_and_a_citable_manifest(tmp_path: Path) -> None:
@@ -1702,20 +1711,7 @@ def test_a_run_with_a_flow_matrix_counts_each_rules_matches(tmp_path: Path) -> N
     nothing (mistyped, a service moved) left no trace; nor how many closed sessions no rule
     accounts for. The manifest counts both, and the summary says them."""
     out = tmp_path / "run"
-    result = runner.invoke(
-        app,
-        [
-            "sessionize",
-            str(FIXTURE),
-            "--out",
-            str(out),
-            "-q",
-            "--cartography",
-            str(FIXTURE.parent / "cartography.yaml"),
-            "--flow-matrix",
-            str(FIXTURE.parent / "flow_matrix.yaml"),
-        ],
-    )
+    result = sessionize(out, *FIXTURE_RULES)
     assert result.exit_code == 0, result.output
     counted = json.loads((out / "manifest.json").read_text())["counts"]["flow_matrix"]
     assert counted == {
@@ -1746,20 +1742,7 @@ def test_show_of_a_run_with_a_flow_matrix_whose_matches_file_is_gone(tmp_path: P
     Flow Matrix in this run" and hid matched_rules, which the sessions still hold."""
     out = tmp_path / "run"
     matrix = FIXTURE.parent / "flow_matrix.yaml"
-    result = runner.invoke(
-        app,
-        [
-            "sessionize",
-            str(FIXTURE),
-            "--out",
-            str(out),
-            "-q",
-            "--cartography",
-            str(FIXTURE.parent / "cartography.yaml"),
-            "--flow-matrix",
-            str(matrix),
-        ],
-    )
+    result = sessionize(out, *FIXTURE_RULES)
     assert result.exit_code == 0, result.output
     (out / "session_matches.parquet").unlink()
     result = runner.invoke(app, ["show", str(out), "--limit", "40"])

@@ -11,22 +11,31 @@ from obserae_forensics.matching import load_cartography, load_flow_matrix
 from obserae_forensics.report import RunReport
 
 
-@pytest.fixture(scope="module")
-def run(fixtures: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def sessionize_with_rules(capture: Path, cartography_file: Path, matrix: Path, out: Path) -> Path:
+    """Sessionize one capture with a Cartography and a Flow Matrix into `out`."""
     from obserae_forensics.pipeline import SessionizeConfig, sessionize_inputs
     from obserae_forensics.sessionize import load_policy
 
-    cartography = load_cartography(fixtures / "cartography.yaml")
-    out = tmp_path_factory.mktemp("fixture-run") / "out"
+    cartography = load_cartography(cartography_file)
     config = SessionizeConfig(
-        inputs=(fixtures / "sf_v9_varsvc.pcap",),
+        inputs=(capture,),
         out=out,
         policy=load_policy(None),
         cartography=cartography,
-        flow_matrix=load_flow_matrix(fixtures / "flow_matrix.yaml", cartography),
+        flow_matrix=load_flow_matrix(matrix, cartography),
     )
     sessionize_inputs(config, RunReport())
     return out
+
+
+@pytest.fixture(scope="module")
+def run(fixtures: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return sessionize_with_rules(
+        fixtures / "sf_v9_varsvc.pcap",
+        fixtures / "cartography.yaml",
+        fixtures / "flow_matrix.yaml",
+        tmp_path_factory.mktemp("fixture-run") / "out",
+    )
 
 
 def test_unmatched_closed_sessions_of_the_bundled_example(run: Path) -> None:
@@ -75,8 +84,6 @@ def test_answers_nobody_asked_for_are_unmatched_and_rematch_agrees(
     only" view hid them (a review); they are closed and unmatched now, and query.rematch
     (which sends only the columns matching reads) agrees with the run."""
     from obserae_forensics import query
-    from obserae_forensics.pipeline import SessionizeConfig, sessionize_inputs
-    from obserae_forensics.sessionize import load_policy
 
     (tmp_path / "c.yaml").write_text("networks:\n  lab: [10.0.0.0/24]\n")
     rules = "".join(
@@ -88,16 +95,10 @@ def test_answers_nobody_asked_for_are_unmatched_and_rematch_agrees(
         )
     )
     (tmp_path / "m.yaml").write_text("rules:\n" + rules)
-    cartography = load_cartography(tmp_path / "c.yaml")
-    out = tmp_path / "out"
-    config = SessionizeConfig(
-        inputs=(fixtures / "unasked_answers_v9.pcap",),
-        out=out,
-        policy=load_policy(None),
-        cartography=cartography,
-        flow_matrix=load_flow_matrix(tmp_path / "m.yaml", cartography),
-    )
-    sessionize_inputs(config, RunReport())
+    out = sessionize_with_rules(
+        fixtures / "unasked_answers_v9.pcap", tmp_path / "c.yaml", tmp_path / "m.yaml",
+        tmp_path / "out",
+    )  # fmt: skip
     run = query.load(out, recombine=False)
     unmatched = query.SessionQuery().unmatched().apply(run)
     assert sorted(unmatched["protocol"]) == ["ICMP", "TCP", "UDP"]

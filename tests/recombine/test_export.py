@@ -57,6 +57,19 @@ def tshark_datagrams(tshark: str, path: Path, frames: list[int] | None = None) -
     return [line for line in out.splitlines() if line.strip()]
 
 
+def conversation_ids(run: Path) -> list[str]:
+    """The conversations of a run's sessions table, sorted."""
+    return sorted(
+        set(pq.read_table(run / "sessions.parquet").column("conversation_id").to_pylist())
+    )
+
+
+def assert_read_back_whole(exported: Any) -> None:
+    """Every record the export wrote was decoded again as in the run, nothing skipped."""
+    assert exported.records == exported.checked_records > 0
+    assert exported.differing_records == 0 and not exported.report.skipped
+
+
 def conversation_run(
     tmp_path: Path,
     capture: Path,
@@ -255,12 +268,9 @@ def test_an_export_run_from_elsewhere_finds_the_capture_the_run_read(
     manifest = json.loads((case / "run" / "manifest.json").read_text())
     assert manifest["inputs"][0]["absolute"] == str(case / "caps" / "x.pcap")
     monkeypatch.chdir(elsewhere)
-    ids = sorted(
-        set(pq.read_table(case / "run" / "sessions.parquet").column("conversation_id").to_pylist())
-    )
+    ids = conversation_ids(case / "run")
     exported = export_pcap([case / "run"], ids, tmp_path / "all.pcap")
-    assert exported.records == exported.checked_records > 0
-    assert exported.differing_records == 0 and not exported.report.skipped
+    assert_read_back_whole(exported)
 
 
 def test_captures_moved_since_the_run_are_found_under_captures_dirs(
@@ -284,14 +294,11 @@ def test_captures_moved_since_the_run_are_found_under_captures_dirs(
     share.mkdir()
     (case / "caps" / "x.pcap").rename(share / "x.pcap")
     monkeypatch.chdir(tmp_path)
-    ids = sorted(
-        set(pq.read_table(case / "run" / "sessions.parquet").column("conversation_id").to_pylist())
-    )
+    ids = conversation_ids(case / "run")
     with pytest.raises(UsageError, match=r"not found; looked at .*--captures DIR"):
         export_pcap([case / "run"], ids, tmp_path / "all.pcap")
     exported = export_pcap([case / "run"], ids, tmp_path / "all.pcap", captures=[share])
-    assert exported.records == exported.checked_records > 0
-    assert exported.differing_records == 0 and not exported.report.skipped
+    assert_read_back_whole(exported)
     result = CliRunner().invoke(
         app,
         [
@@ -424,12 +431,9 @@ def test_a_case_folder_moved_whole_finds_its_captures_beside_its_runs(
     shutil.copytree(case, share)
     shutil.rmtree(tmp_path / "cases")
     (share / "c.pcap").write_bytes(b"another file of that name")  # a short tail's
-    ids = sorted(
-        set(pq.read_table(share / "run" / "sessions.parquet").column("conversation_id").to_pylist())
-    )
+    ids = conversation_ids(share / "run")
     exported = export_pcap([share / "run"], ids, tmp_path / "all.pcap")
-    assert exported.records == exported.checked_records > 0
-    assert exported.differing_records == 0 and not exported.report.skipped
+    assert_read_back_whole(exported)
     # the capture found there is evidence: no export writes over it
     result = CliRunner().invoke(
         app,
