@@ -534,6 +534,7 @@ def matrix_hint(result: SessionizeResult) -> str | None:
     if not isinstance(counted, dict):
         return None
     idle = [name for name, count in counted["matches_by_rule"].items() if not count]
+    alone = counted.get("answers_alone_matched", 0)
     return (
         f"Flow Matrix: {counted['unmatched_closed']} closed session(s) no rule accounts for"
         + (
@@ -541,6 +542,13 @@ def matrix_hint(result: SessionizeResult) -> str | None:
             + ", ".join(idle[:5])
             + (" ..." if len(idle) > 5 else "")
             if idle
+            else ""
+        )
+        + (
+            f"; {alone} matched session(s) are answers alone, their client seen sending "
+            "nothing: one-way routing, a loss, or answers nobody asked for "
+            "(query: SessionQuery().answers_alone())"
+            if alone
             else ""
         )
         + " (manifest.json: counts.flow_matrix)"

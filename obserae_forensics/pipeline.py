@@ -330,6 +330,9 @@ class SessionizeResult:
     # left no trace anywhere (a review)
     matches_by_rule: dict[str, int] | None = None
     unmatched_closed: int = 0
+    # matched sessions whose client sent nothing the exporter saw (matching.answers_alone):
+    # matched by the rule of the client's requests, which "Unmatched only" does not show
+    answers_alone_matched: int = 0
     manifest: dict[str, Any] = field(default_factory=dict)
     # staging directories of killed runs into the same --out, removed (tables/scratch.py)
     swept: list[Path] = field(default_factory=list)
@@ -349,7 +352,13 @@ def _count_matches(
         result.matches_by_rule[name] += count
     lengths = pc.list_value_length(sessions.column("matched_rules")).to_numpy(zero_copy_only=False)
     closed = pc.equal(sessions.column("state"), pa.scalar("closed")).to_numpy(zero_copy_only=False)
-    result.unmatched_closed += int(np.count_nonzero((np.asarray(lengths) == 0) & closed))
+    lengths = np.asarray(lengths)
+    result.unmatched_closed += int(np.count_nonzero((lengths == 0) & closed))
+    from .matching.match import answers_alone_of
+
+    result.answers_alone_matched += int(
+        np.count_nonzero(answers_alone_of(sessions) & (lengths > 0))
+    )
 
 
 class _Totals:
@@ -740,8 +749,9 @@ def _manifest(
             "session_pressure": {k: pressure[k] for k in sorted(pressure)},
             "sequence_loss": report.sequence_loss(),
             "sequence_ends": report.sequence_ends(),
-            # with a Flow Matrix: sessions per rule, every rule in file order, and the
-            # closed sessions no rule accounts for; null without one
+            # with a Flow Matrix: sessions per rule, every rule in file order, the closed
+            # sessions no rule accounts for, and the matched sessions whose client sent
+            # nothing; null without one
             "flow_matrix": (
                 None
                 if config.flow_matrix is None
@@ -749,6 +759,7 @@ def _manifest(
                     "matches_by_rule": result.matches_by_rule
                     or dict.fromkeys(config.flow_matrix.rule_names, 0),
                     "unmatched_closed": result.unmatched_closed,
+                    "answers_alone_matched": result.answers_alone_matched,
                 }
             ),
         },

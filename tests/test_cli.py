@@ -1724,6 +1724,7 @@ def test_a_run_with_a_flow_matrix_counts_each_rules_matches(tmp_path: Path) -> N
             "local-discovery": 3,
         },
         "unmatched_closed": 2,
+        "answers_alone_matched": 0,
     }
     matches = pq.read_table(out / "session_matches.parquet")
     assert sum(counted["matches_by_rule"].values()) == matches.num_rows

@@ -2,12 +2,9 @@
 
 A session matches a rule when its client is in the rule's source, its server in the rule's
 destination, and its (protocol, server port) in the rule's service; only sessions in state
-`active` or `closed` match (sessions.md: a half-open attempt has no answering server yet),
-and only when its client sent something the exporter saw, or it is part of a longer
-conversation (a later fragment, a late session) or sampled (silent_clients): a rule lets
-its source open the service, and answers alone (DNS answers from port 53, echo replies,
-a SYN-ACK from 443 that nobody asked for) are not what it allows. Matched, such traffic
-left the seed's "Unmatched only" view (a review).
+`active` or `closed` match (sessions.md: a half-open attempt has no answering server yet).
+A session whose client sent nothing the exporter saw matches too, as the contract has it;
+`answers_alone` tells such sessions, for the summary and the query API to say.
 `session_matches` has one row per (session, rule) and carries the session's times, so
 "closed sessions with no match" is one anti-join.
 
@@ -68,8 +65,8 @@ def match_sessions(sessions: pa.Table, matrix: FlowMatrix) -> pa.Table:
     )
 
 
-# what silent_clients reads (a table without them, of an older version: none is silent)
-SILENT_CLIENT_COLUMNS = (
+# what answers_alone_of reads (a table without them, of an older version: none is said)
+ANSWERS_ALONE_COLUMNS = (
     "client_ip",
     "client_port",
     "ip_a",
@@ -84,31 +81,45 @@ SILENT_CLIENT_COLUMNS = (
 )
 
 
-def silent_clients(sessions: pa.Table) -> npt.NDArray[np.bool_]:
+def answers_alone(
+    client_is_a: npt.NDArray[np.bool_],
+    counters: dict[str, npt.NDArray[Any]],
+    split: npt.NDArray[Any],
+    late: npt.NDArray[Any],
+    sampling_rate: npt.NDArray[Any],
+) -> npt.NDArray[np.bool_]:
     """Sessions standing alone whose client sent nothing the exporter saw: fragment 0, not
-    late, unsampled, and no packet or byte from the client's side. The server side of such
-    a session is inferred from its answers alone (a service port, echo replies, a SYN-ACK),
-    and no rule accounts for answers nobody was seen asking for. A later fragment's or a
-    late session's silence is its conversation's (a download's last minutes), and a sampled
-    exporter may miss every packet of one side: those match as their client and server
-    say."""
-    n = sessions.num_rows
-    if not set(SILENT_CLIENT_COLUMNS) <= set(sessions.column_names):
-        return np.zeros(n, dtype=bool)
+    late, unsampled, no packet or byte from the client's side (`counters`: ab_/ba_packets
+    and ab_/ba_bytes). Their server side was inferred from answers alone (DNS answers from
+    port 53, echo replies, a SYN-ACK from 443) and they match the rules of the client's
+    requests, as the contract has it: one-way routing, a loss, or answers nobody asked
+    for, which "Unmatched only" does not show (a review). A later fragment's or a late
+    session's silence is its conversation's, and a sampled exporter may miss every packet
+    of one side: those are not told."""
+    sent = np.where(
+        client_is_a,
+        (counters["ab_packets"] != 0) | (counters["ab_bytes"] != 0),
+        (counters["ba_packets"] != 0) | (counters["ba_bytes"] != 0),
+    )
+    alone = (split == 0) & ~late.astype(bool) & (sampling_rate <= 1)
+    told: npt.NDArray[np.bool_] = ~sent & alone
+    return told
+
+
+def answers_alone_of(sessions: pa.Table) -> npt.NDArray[np.bool_]:
+    """answers_alone over a sessions table (all False without its columns)."""
+    if not set(ANSWERS_ALONE_COLUMNS) <= set(sessions.column_names):
+        return np.zeros(sessions.num_rows, dtype=bool)
 
     def values(name: str) -> npt.NDArray[Any]:
         return column_values(sessions.column(name))
 
-    same_ip = pc.equal(sessions.column("client_ip"), sessions.column("ip_a"))
-    forward = column_values(same_ip).astype(bool) & (values("client_port") == values("port_a"))
-    sent = np.where(
-        forward,
-        (values("ab_packets") != 0) | (values("ab_bytes") != 0),
-        (values("ba_packets") != 0) | (values("ba_bytes") != 0),
+    same_ip = column_values(pc.equal(sessions.column("client_ip"), sessions.column("ip_a")))
+    client_is_a = same_ip.astype(bool) & (values("client_port") == values("port_a"))
+    counters = {name: values(name) for name in ANSWERS_ALONE_COLUMNS[4:8]}
+    return answers_alone(
+        client_is_a, counters, values("split"), values("late"), values("sampling_rate")
     )
-    alone = (values("split") == 0) & ~values("late").astype(bool) & (values("sampling_rate") <= 1)
-    silent: npt.NDArray[np.bool_] = ~sent & alone
-    return silent
 
 
 def match_rows(
@@ -129,7 +140,7 @@ def match_rows(
     may_match = pc.is_in(sessions.column("state"), pa.array(MATCHING_STATES)).to_numpy(
         zero_copy_only=False
     )
-    client_cells[~may_match | silent_clients(sessions)] = cells.nowhere
+    client_cells[~may_match] = cells.nowhere
 
     protocols = column_values(sessions.column("protocol_number")).astype(np.int64)
     ports = column_values(sessions.column("server_port")).astype(np.int64)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from .drawer import SessionDrawer, drawer
 from .filters import (
     SessionQuery,
+    answers_alone,
     close_reason,
     entity,
     exporter,
@@ -32,6 +33,7 @@ __all__ = [
     "Run",
     "SessionDrawer",
     "SessionQuery",
+    "answers_alone",
     "close_reason",
     "drawer",
     "entity",

@@ -45,6 +45,8 @@ from ..addresses import address_text, parse_address
 from ..errors import UsageError
 from ..matching.address_sets import ADDRESS_VALUE, AddressSet
 from ..matching.cartography import Cartography
+from ..matching.match import ANSWERS_ALONE_COLUMNS
+from ..matching.match import answers_alone as match_answers_alone
 from ..matching.services import (
     PORT_MAX,
     PROTOCOL_NUMBERS,
@@ -297,6 +299,30 @@ def close_reason(frame: pd.DataFrame, *reasons: str) -> pd.Series:
     return frame["close_reason"].isin(reasons).fillna(False).astype(bool)
 
 
+def answers_alone(frame: pd.DataFrame) -> pd.Series:
+    """Sessions standing alone whose client sent nothing the exporter saw (fragment 0, not
+    late, unsampled): matched by the rules of the client's requests, as the contract has
+    it, they are one-way routing, a loss, or answers nobody asked for (DNS answers from
+    port 53, echo replies, a backscatter SYN-ACK), which "Unmatched only" does not show."""
+    for column in ANSWERS_ALONE_COLUMNS:
+        _need(frame, column, "answers_alone()")
+    client_is_a = (frame["client_ip"].astype(str) == frame["ip_a"].astype(str)).to_numpy(
+        dtype=bool
+    ) & (_numbers(frame["client_port"]) == _numbers(frame["port_a"]))
+    counters = {
+        name: frame[name].to_numpy(dtype=np.uint64, na_value=0)
+        for name in ("ab_packets", "ba_packets", "ab_bytes", "ba_bytes")
+    }
+    told = match_answers_alone(
+        client_is_a,
+        counters,
+        _numbers(frame["split"]),
+        frame["late"].to_numpy(dtype=bool, na_value=False),
+        _numbers(frame["sampling_rate"]),
+    )
+    return pd.Series(told, index=frame.index)
+
+
 def _need(frame: pd.DataFrame, column: str, what: str) -> None:
     """A filter of a column this table does not have: said, not a KeyError (an audit found
     state(), close_reason(), exporter(), unmatched() and rule() raising one on the flows,
@@ -402,6 +428,7 @@ class SessionQuery:
     exporters: tuple[str, ...] = ()
     rules: tuple[str, ...] = ()
     unmatched_states: tuple[str, ...] = ()  # () = no unmatched filter; ("closed",) = the seed's
+    only_answers_alone: bool = False
 
     def window(self, start: TimeLike | None = None, end: TimeLike | None = None) -> SessionQuery:
         return replace(self, start=start, end=end, last_s=None)
@@ -448,6 +475,10 @@ class SessionQuery:
         """Unmatched only: closed sessions without a rule, or those in `states` if given."""
         return replace(self, unmatched_states=states or ("closed",))
 
+    def answers_alone(self) -> SessionQuery:
+        """Sessions whose client was seen sending nothing (filters.answers_alone)."""
+        return replace(self, only_answers_alone=True)
+
     def mask(self, run: Run, frame: pd.DataFrame | None = None) -> pd.Series:
         """bool per row of `frame` (default: the run's sessions)."""
         rows = run.sessions if frame is None else frame
@@ -477,6 +508,8 @@ class SessionQuery:
             mask &= rule(rows, run.matches, *self.rules)
         if self.unmatched_states:
             mask &= unmatched(rows, run.matches, self.unmatched_states)
+        if self.only_answers_alone:
+            mask &= answers_alone(rows)
         return mask
 
     def apply(self, run: Run, frame: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -513,6 +546,8 @@ class SessionQuery:
             parts.append("unmatched only")
         elif self.unmatched_states:
             parts.append("unmatched (" + ", ".join(self.unmatched_states) + ")")
+        if self.only_answers_alone:
+            parts.append("answers alone")
         return " AND ".join(parts) if parts else "all sessions"
 
 

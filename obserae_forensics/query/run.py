@@ -33,12 +33,7 @@ from ..errors import UsageError
 from ..matching.cartography import Cartography, load_cartography
 from ..matching.consolidate import SESSIONS_CONSOLIDATED_SCHEMA
 from ..matching.flow_matrix import FlowMatrix, load_flow_matrix
-from ..matching.match import (
-    SESSION_MATCHES_SCHEMA,
-    SILENT_CLIENT_COLUMNS,
-    match_sessions,
-    matched_rules_column,
-)
+from ..matching.match import SESSION_MATCHES_SCHEMA, match_sessions, matched_rules_column
 from ..recombine import recombine_tables
 from ..recombine.runs import first_arrival, run_order_key
 from ..schema import FLOWS_SCHEMA, SESSIONS_SCHEMA, text_address_schema, with_added_columns
@@ -76,20 +71,15 @@ TABLE_SCHEMAS: dict[str, pa.Schema] = {
     "consolidated": SESSIONS_CONSOLIDATED_SCHEMA,
 }
 # Columns match_sessions reads; rematch sends only these to Arrow.
-MATCH_INPUT_COLUMNS = tuple(
-    dict.fromkeys(
-        (
-            "session_id",
-            "client_ip",
-            "server_ip",
-            "state",
-            "protocol_number",
-            "server_port",
-            "opened_at",
-            "last_seen_at",
-            *SILENT_CLIENT_COLUMNS,
-        )
-    )
+MATCH_INPUT_COLUMNS = (
+    "session_id",
+    "client_ip",
+    "server_ip",
+    "state",
+    "protocol_number",
+    "server_port",
+    "opened_at",
+    "last_seen_at",
 )
 
 

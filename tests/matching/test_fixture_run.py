@@ -76,13 +76,11 @@ def test_one_exporter_consolidates_to_one_row_per_session(run: Path) -> None:
     assert set(consolidated.coherence_pct) == {100.0}
 
 
-def test_answers_nobody_asked_for_are_unmatched_and_rematch_agrees(
-    fixtures: Path, tmp_path: Path
-) -> None:
+def test_answers_nobody_asked_for_match_and_are_told(fixtures: Path, tmp_path: Path) -> None:
     """fixtures/unasked_answers_v9.pcap: DNS answers, echo replies and a SYN-ACK that the lab
-    host never asked for. They matched the lab's outbound rules, so the seed's "Unmatched
-    only" view hid them (a review); they are closed and unmatched now, and query.rematch
-    (which sends only the columns matching reads) agrees with the run."""
+    host never asked for. They match the lab's outbound rules, as the contract has it, so
+    the seed's "Unmatched only" view does not show them (a review); the manifest counts
+    them and SessionQuery().answers_alone() finds them."""
     from obserae_forensics import query
 
     (tmp_path / "c.yaml").write_text("networks:\n  lab: [10.0.0.0/24]\n")
@@ -100,9 +98,14 @@ def test_answers_nobody_asked_for_are_unmatched_and_rematch_agrees(
         tmp_path / "out",
     )  # fmt: skip
     run = query.load(out, recombine=False)
-    unmatched = query.SessionQuery().unmatched().apply(run)
-    assert sorted(unmatched["protocol"]) == ["ICMP", "TCP", "UDP"]
-    assert set(unmatched["client_ip"]) == {"10.0.0.5"}
-    assert run.matches is not None and len(run.matches) == 0
-    again = query.rematch(run, tmp_path / "m.yaml")
-    assert again.matches is not None and len(again.matches) == 0
+    assert len(query.SessionQuery().unmatched().apply(run)) == 0
+    told = query.SessionQuery().answers_alone().apply(run)
+    assert sorted(told["protocol"]) == ["ICMP", "TCP", "UDP"]
+    assert set(told["client_ip"]) == {"10.0.0.5"}
+    assert sorted(rule for rules in told["matched_rules"] for rule in rules) == [
+        "dns-out",
+        "ping-out",
+        "web-out",
+    ]
+    counted = run.manifests[0]["counts"]["flow_matrix"]
+    assert (counted["answers_alone_matched"], counted["unmatched_closed"]) == (3, 0)
