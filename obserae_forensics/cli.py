@@ -1107,7 +1107,9 @@ def show_command(
         for name in derived:
             along, against = CLIENT_SERVER_COLUMNS[name]
             frame[name] = frame[along].where(forward, frame[against])
-    if extra and wanted:
+    if wanted and set(SHOW_REVERSE) <= set(extra):
+        wanted = _show_reverse(frame, wanted, notes)
+    if wanted and set(SHOW_EXTRA_SOURCES) <= set(extra):
         wanted = _show_extras(frame, table, wanted, notes)
     if derived or extra:  # (then there is a view: a default one, or --columns)
         frame = frame[cast("list[str]", wanted)]
@@ -1127,6 +1129,22 @@ def show_command(
         typer.echo(f"({note})")
 
 
+def _show_reverse(frame: pd.DataFrame, wanted: list[str], notes: list[str]) -> list[str]:
+    """The flows view with reverse_packets/reverse_octets after octets when a row shown is a
+    bidirectional record (its answer's counters)."""
+    answered = (frame["reverse_packets"].to_numpy(dtype="uint64") > 0) | (
+        frame["reverse_octets"].to_numpy(dtype="uint64") > 0
+    )
+    if not answered.any() or "octets" not in wanted:
+        return wanted
+    notes.append(
+        f"{int(answered.sum())} row(s) shown are bidirectional records: "
+        "reverse_packets/reverse_octets are the answer's, dst_addr to src_addr"
+    )
+    place = wanted.index("octets") + 1
+    return [*wanted[:place], *SHOW_REVERSE, *wanted[place:]]
+
+
 def _show_extras(frame: pd.DataFrame, table: str, wanted: list[str], notes: list[str]) -> list[str]:
     """The default view's columns with `sampling_rate` when a row shown is sampled (its
     counters as the exporter counted them, not the traffic) and `exporter` when the rows
@@ -1137,17 +1155,8 @@ def _show_extras(frame: pd.DataFrame, table: str, wanted: list[str], notes: list
     sampled = (rate > 1) & ~scaled
     estimated = (rate > 1) & scaled
     counters = "cs_bytes/sc_bytes" if table == "sessions" else "packets/octets"
-    if table == "flows" and set(SHOW_REVERSE) <= set(frame.columns):
-        answered = (frame["reverse_packets"].to_numpy(dtype="uint64") > 0) | (
-            frame["reverse_octets"].to_numpy(dtype="uint64") > 0
-        )
-        if answered.any():
-            wanted[wanted.index("octets") + 1 : wanted.index("octets") + 1] = SHOW_REVERSE
-            counters += "/reverse_packets/reverse_octets"
-            notes.append(
-                f"{int(answered.sum())} row(s) shown are bidirectional records: "
-                "reverse_packets/reverse_octets are the answer's, dst_addr to src_addr"
-            )
+    if "reverse_octets" in wanted:
+        counters += "/reverse_packets/reverse_octets"
     if sampled.any() or estimated.any():
         last_counter = "reverse_octets" if "reverse_octets" in wanted else SHOW_SAMPLING[table]
         wanted.insert(wanted.index(last_counter) + 1, "sampling_rate")

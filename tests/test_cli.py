@@ -1791,6 +1791,12 @@ def test_show_of_flows_gives_a_biflow_records_answer(tmp_path: Path) -> None:
         "reverse_octets",
     ]
     assert f"({answered} row(s) shown are bidirectional records" in result.stdout
+    # a flows table of another version, without counters_scaled: the view goes without the
+    # sampling column and still gives the answers (it raised KeyError: a review)
+    pq.write_table(flows.drop_columns(["counters_scaled"]), out / "flows.parquet")
+    result = runner.invoke(app, ["show", str(out), "--table", "flows", "--limit", "1000"])
+    assert result.exit_code == 0, result.output
+    assert "reverse_octets" in result.stdout.splitlines()[0]
     plain = tmp_path / "plain"
     assert (
         runner.invoke(app, ["sessionize", str(FIXTURE), "--out", str(plain), "-q"]).exit_code == 0
