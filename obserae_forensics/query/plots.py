@@ -66,6 +66,7 @@ NICE_BINS_S = (
 )
 TARGET_BINS = 60
 MAX_BINS = 100_000  # a bin_s that asks for more is a mistake (a plot cannot show them)
+MAX_SPREAD_S = 86_400  # a record is drawn over at most its first day (see traffic_over_time)
 STATE_COLOURS = {"closed": "#4c72b0", "active": "#55a868", "half_open": "#c44e52"}
 REASON_COLOURS = {
     "fin": "#4c72b0",
@@ -120,9 +121,14 @@ def traffic_over_time(
     )
     rate = _scale(flows)
     first_seen = _naive_utc(flows["first_seen"])
-    # a record's last time past year 9999 (NaT), or before its first, spans nothing
+    # a record's last time past year 9999 (NaT), or before its first, spans nothing; one
+    # past a day is drawn over its first day (a damaged end ten years on stretched the axis
+    # and put the traffic in one bar: a review)
     last_seen = _naive_utc(flows["last_seen"]).fillna(first_seen)
     last_seen = last_seen.where(last_seen > first_seen, first_seen)
+    longest = first_seen + pd.Timedelta(seconds=MAX_SPREAD_S)
+    stretched = int((last_seen > longest).sum())
+    last_seen = last_seen.where(last_seen <= longest, longest)
     start, end = first_seen.min(), last_seen.max()
     span_s = max((end - start).total_seconds(), 1.0)
     width_s = bin_s if bin_s is not None else _nice_bin(span_s)
@@ -137,17 +143,9 @@ def traffic_over_time(
     last_s = (last_seen - origin).dt.total_seconds().to_numpy()
     bins = int(bin_span(first_s, last_s, width_s)[1].max()) + 1
     names, codes = np.unique(label.astype(str), return_inverse=True)
+    spread = spread_over_bins(first_s, last_s, octets * rate, width_s, bins, codes, len(names))
     table = pd.DataFrame(
-        {
-            str(name): spread_over_bins(
-                first_s[codes == index],
-                last_s[codes == index],
-                (octets * rate)[codes == index],
-                width_s,
-                bins,
-            )
-            for index, name in enumerate(names)
-        },
+        {str(name): spread[index] for index, name in enumerate(names)},
         index=pd.date_range(origin, periods=bins, freq=width),
     )
     order = _label_order(list(table.columns), by)
@@ -170,6 +168,8 @@ def traffic_over_time(
     _time_axis(axes)
     axes.set_ylabel(f"bytes per {_human_seconds(width_s)}")
     left_out = f"; {timeless} outside years 1-9999 left out" if timeless else ""
+    if stretched:
+        left_out += f"; {stretched} lasting over a day drawn over their first day"
     axes.set_title(
         f"traffic over time by {by} ({human_bytes(bottom.sum())}, "
         f"{len(flows)} flow records{left_out})"
@@ -420,30 +420,46 @@ def _colours(order: list[Any], by: str) -> dict[Any, Any]:
 
 
 def spread_over_bins(
-    first_s: np.ndarray, last_s: np.ndarray, amount: np.ndarray, width_s: float, bins: int
+    first_s: np.ndarray,
+    last_s: np.ndarray,
+    amount: np.ndarray,
+    width_s: float,
+    bins: int,
+    group: np.ndarray | None = None,
+    groups: int = 1,
 ) -> np.ndarray:
-    """Each record's amount spread evenly over its first..last time, summed per bin of
-    `width_s` (times in seconds from the first bin's start); a record of no duration goes
-    whole to the bin of its time. Every record's whole amount lands in the bins; the
-    middle bins a record covers get theirs through one running sum of rates, not a loop
-    over them (a six-hour record over 1 s bins)."""
-    total = np.zeros(bins)
+    """Each record's amount spread evenly over its first..last time, summed per (group, bin
+    of `width_s`): an array (groups, bins), times in seconds from the first bin's start; a
+    record of no duration goes whole to the bin of its time. Every record's whole amount
+    lands in the bins; the middle bins a record covers get theirs through one running sum
+    of rates, not a loop over them (a six-hour record over 1 s bins), and every group in
+    one pass (a pass a group was as slow as its labels were many: a review)."""
+    group = np.zeros(len(first_s), dtype=np.int64) if group is None else group.astype(np.int64)
+    size = groups * (bins + 1)
     first_bin, last_bin = bin_span(first_s, last_s, width_s)
     first_bin, last_bin = np.minimum(first_bin, bins - 1), np.minimum(last_bin, bins - 1)
+    row = group * (bins + 1)
     whole = first_bin == last_bin
-    total += np.bincount(first_bin[whole], weights=amount[whole], minlength=bins)
+    # (float whatever the counts: bincount of no element gives integers)
+    total = np.bincount(
+        row[whole] + first_bin[whole], weights=amount[whole], minlength=size
+    ).astype(np.float64)
     first_s, last_s, amount = first_s[~whole], last_s[~whole], amount[~whole]
-    first_bin, last_bin = first_bin[~whole], last_bin[~whole]
+    first_bin, last_bin, row = first_bin[~whole], last_bin[~whole], row[~whole]
     per_s = amount / (last_s - first_s)
     total += np.bincount(
-        first_bin, weights=per_s * ((first_bin + 1) * width_s - first_s), minlength=bins
+        row + first_bin, weights=per_s * ((first_bin + 1) * width_s - first_s), minlength=size
     )
-    total += np.bincount(last_bin, weights=per_s * (last_s - last_bin * width_s), minlength=bins)
+    total += np.bincount(
+        row + last_bin, weights=per_s * (last_s - last_bin * width_s), minlength=size
+    )
     # the bins strictly between: per_s * width_s each, from first_bin + 1 up to last_bin
-    steps = np.bincount(first_bin + 1, weights=per_s * width_s, minlength=bins + 1)
-    steps -= np.bincount(last_bin, weights=per_s * width_s, minlength=bins + 1)
-    total += np.cumsum(steps)[:bins]
-    return total
+    steps = np.bincount(row + first_bin + 1, weights=per_s * width_s, minlength=size).astype(
+        np.float64
+    )
+    steps -= np.bincount(row + last_bin, weights=per_s * width_s, minlength=size)
+    spread: np.ndarray = total + np.cumsum(steps.reshape(groups, bins + 1), axis=1).ravel()
+    return spread.reshape(groups, bins + 1)[:, :bins]
 
 
 def bin_span(

@@ -194,8 +194,16 @@ def test_spreading_a_record_over_bins_is_its_overlap_with_each(
     bins = int(max(last_s.max(), first_s.max()) // width_s) + 1 if records else 1
     spread = plots.spread_over_bins(first_s, last_s, amount, width_s, bins)
     reference = _spread_one_by_one(first_s, last_s, amount, width_s, bins)
-    assert spread == pytest.approx(reference, rel=1e-9, abs=1e-3)
+    assert spread.shape == (1, bins)
+    assert spread[0] == pytest.approx(reference, rel=1e-9, abs=1e-3)
     assert spread.sum() == pytest.approx(amount.sum(), rel=1e-12, abs=1e-3)
+    # in groups, each group's row is its own records' spread
+    group = np.arange(len(records)) % 3
+    grouped = plots.spread_over_bins(first_s, last_s, amount, width_s, bins, group, 3)
+    for index in range(3):
+        mine = group == index
+        alone = _spread_one_by_one(first_s[mine], last_s[mine], amount[mine], width_s, bins)
+        assert grouped[index] == pytest.approx(alone, rel=1e-9, abs=1e-3)
 
 
 def test_a_long_record_is_drawn_across_the_minutes_it_lasted(run: query.Run) -> None:
@@ -208,3 +216,18 @@ def test_a_long_record_is_drawn_across_the_minutes_it_lasted(run: query.Run) -> 
     axes = plots.traffic_over_time(replace(run, flows=one), bin_s=60)
     heights = [p.get_height() for p in axes.patches if isinstance(p, Rectangle)]
     assert heights == pytest.approx([60_000.0] * 30)
+
+
+def test_a_record_lasting_years_is_drawn_over_its_first_day(run: query.Run) -> None:
+    """A review: a damaged end ten years on stretched the axis to 1,464-hour bars, the
+    traffic in one, and with bin_s=60 refused as millions of bins. A record is drawn over
+    at most its first day, and the title says how many were."""
+    two = run.flows.loc[run.flows["session_id"] == "s1"].iloc[[0, 0]].reset_index(drop=True)
+    two["first_seen"] = pd.to_datetime(["2024-03-01T10:00:00Z", "2024-03-01T10:30:00Z"])
+    two["last_seen"] = pd.to_datetime(["2034-03-01T10:00:00Z", "2024-03-01T10:31:00Z"])
+    two["octets"], two["reverse_octets"] = 86_400, 0
+    axes = plots.traffic_over_time(replace(run, flows=two), bin_s=60)
+    heights = [p.get_height() for p in axes.patches if isinstance(p, Rectangle)]
+    assert len(heights) == 1440 and sum(heights) == pytest.approx(2 * 86_400)
+    assert heights[0] == pytest.approx(60.0)
+    assert "1 lasting over a day drawn over their first day" in axes.get_title()
