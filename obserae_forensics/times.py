@@ -42,10 +42,10 @@ def nfdump_time(text: str) -> datetime | None:
 
 def iso_us(value: int | None, *, trim_fraction: bool = False) -> str | None:
     """UTC µs -> ISO-8601 text with a Z: six fraction digits, none for a whole second, or
-    with `trim_fraction` three (milliseconds, what most exporters keep) unless a
-    microsecond needs six: times one above another in a report line up (trimmed to the last
-    non-zero digit, `.86Z` stood beside `.861Z`); None for no time or one datetime cannot
-    show."""
+    with `trim_fraction` three always (milliseconds, what most exporters keep; `.000` for
+    a whole second) unless a microsecond needs six: times one above another in a report
+    line up (trimmed to the last non-zero digit, `.86Z` stood beside `.861Z`); None for no
+    time or one datetime cannot show."""
     if value is None:
         return None
     seconds, micros = divmod(int(value), 1_000_000)
@@ -55,10 +55,10 @@ def iso_us(value: int | None, *, trim_fraction: bool = False) -> str | None:
         text = f"{moment.year:04d}-" + moment.strftime("%m-%dT%H:%M:%S")
     except (ValueError, OverflowError, OSError):
         return None
-    if not micros:
-        fraction = ""
-    elif trim_fraction and not micros % 1000:
+    if trim_fraction and not micros % 1000:
         fraction = f".{micros // 1000:03d}"
+    elif not micros:
+        fraction = ""
     else:
         fraction = f".{micros:06d}"
     return f"{text}{fraction}Z"

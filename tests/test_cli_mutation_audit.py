@@ -448,11 +448,11 @@ def test_the_reports_timeline_gives_each_fragments_own_figures(tmp_path: Path) -
         "| packets | closed by | joined as |"
     ) in lines
     assert (
-        "| 0 | B | 0 | 0 | 2024-03-01T12:01:40Z | 0 ms | 14 min 59 s |  | 1005000 | 908 "
+        "| 0 | B | 0 | 0 | 2024-03-01T12:01:40.000Z | 0 ms | 14 min 59 s |  | 1005000 | 908 "
         "| evicted | first |"
     ) in lines
     assert (
-        "| 1 | B1 | 0 | 0 | 2024-03-01T12:16:50Z | 15 min 10 s | 1 min 30 s | 11 s | 6000 | 18 "
+        "| 1 | B1 | 0 | 0 | 2024-03-01T12:16:50.000Z | 15 min 10 s | 1 min 30 s | 11 s | 6000 | 18 "
         "| idle | evicted to #0 |"
     ) in lines
 
@@ -468,7 +468,7 @@ def test_the_reports_markdown_says_the_runs_and_reasons_as_a_person_reads_them(
     lines = markdown.splitlines()
     assert "Links the tables asked for but recombine refused (kept apart):" not in lines
     assert (
-        "3 fragments, 2024-03-01T12:00:00Z – 2024-03-01T12:31:40Z, split by hard_timeout; "
+        "3 fragments, 2024-03-01T12:00:00.000Z – 2024-03-01T12:31:40.000Z, split by hard_timeout; "
         "final state closed (fin)"
     ) in lines
     assert any(line.startswith("| 0 | ") and line.endswith(" | 15 min |  |") for line in lines)
@@ -491,9 +491,9 @@ def test_the_report_says_where_conversations_may_begin_or_go_on(tmp_path: Path) 
     assert (report["counts"]["head_cut"], report["counts"]["tail_cut"]) == (2, 1)
     window = report["outside_window"]
     [missing] = [e for e in window["head_cut"] if e["first_split"] == 1]
-    assert missing["message"].endswith("start before 2024-03-01T12:00:50Z")
+    assert missing["message"].endswith("start before 2024-03-01T12:00:50.000Z")
     [going_on] = window["tail_cut"]
-    assert going_on["message"] == "more may follow after 2024-03-01T12:33:20Z"
+    assert going_on["message"] == "more may follow after 2024-03-01T12:33:20.000Z"
     assert "The first" not in render_markdown(report)
 
 

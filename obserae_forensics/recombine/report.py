@@ -141,7 +141,10 @@ def build_report(runs: list[Run], found: Chains | Source) -> dict[str, Any]:
         "title": "Split sessions: recombination report",
         "runs": [run.describe() for run in runs],
         "window": {
-            exporter: {"start": iso_us(first), "end": iso_us(last)}
+            exporter: {
+                "start": iso_us(first, trim_fraction=True),
+                "end": iso_us(last, trim_fraction=True),
+            }
             for exporter, (first, last) in sorted(source.exporter_windows.items())
         },
         "counts": {
@@ -375,10 +378,10 @@ def _outside_window(
                 entry["message"] = (
                     "may have begun before the window (it starts within an idle timeout of "
                     "the exporter's first record, no opening seen): widen the window to start "
-                    f"before {iso_us(start_us)} to know"
+                    f"before {iso_us(start_us, trim_fraction=True)} to know"
                 )
             else:
-                entry["message"] = f"more may follow after {iso_us(end_us)}"
+                entry["message"] = f"more may follow after {iso_us(end_us, trim_fraction=True)}"
             entries.append(entry)
         out[name] = entries
     return out

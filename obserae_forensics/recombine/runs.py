@@ -177,7 +177,10 @@ class Run:
         return {
             "index": self.index,
             "path": str(self.path),
-            "data_window": {"start": iso_us(self.start_us), "end": iso_us(self.end_us)},
+            "data_window": {
+                "start": iso_us(self.start_us, trim_fraction=True),
+                "end": iso_us(self.end_us, trim_fraction=True),
+            },
             "settings": dict(sorted(self.settings.items())),
             "inputs": [str(entry.get("path")) for entry in self.inputs],
             "notes": [*self.notes, *self.losses, *self.overlaps],

@@ -749,14 +749,14 @@ def test_head_and_tail_outside_the_window(tmp_path: Path) -> None:
     assert heads["MID"] == (
         "may have begun before the window (it starts within an idle timeout of the "
         "exporter's first record, no opening seen): widen the window to start before "
-        "2024-03-01T12:00:00Z to know"
+        "2024-03-01T12:00:00.000Z to know"
     )
     assert heads["LATE1"].startswith(
         "fragment 0 is outside the window (the earliest fragment here is its split"
     )
-    assert heads["LATE1"].endswith("start before 2024-03-01T12:05:00Z")
+    assert heads["LATE1"].endswith("start before 2024-03-01T12:05:00.000Z")
     tails = {e["conversation_id"]: e["message"] for e in window["tail_cut"]}
-    assert tails["OPEN"] == "more may follow after 2024-03-01T12:33:20Z"
+    assert tails["OPEN"] == "more may follow after 2024-03-01T12:33:20.000Z"
 
 
 def test_a_cut_nothing_continued_inside_the_window_ended_as_it_timed_out(tmp_path: Path) -> None:

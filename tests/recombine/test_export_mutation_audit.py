@@ -170,7 +170,7 @@ def test_the_data_window_is_read_to_the_microsecond(tmp_path: Path) -> None:
     )
     assert (read_run(run).start_us, read_run(run).end_us) == (T0_US + 250, T0_US + 10_000_000)
     window = recombine_tables([run]).report["runs"][0]["data_window"]
-    assert window == {"start": "2024-03-01T12:00:00.000250Z", "end": "2024-03-01T12:00:10Z"}
+    assert window == {"start": "2024-03-01T12:00:00.000250Z", "end": "2024-03-01T12:00:10.000Z"}
 
 
 def test_the_default_settings_are_the_documented_ones(tmp_path: Path) -> None:
