@@ -146,7 +146,9 @@ def _read_side(
         if found is None:
             # a Flow Matrix naming hosts and networks without --cartography said only
             # "unknown name 'lab'" (a review)
-            hint = "; no Cartography was given (--cartography)" if cartography.path is None else ""
+            hint = (
+                "; no Cartography file was read (--cartography)" if cartography.path is None else ""
+            )
             source.fail(item, f"{what}: {unknown_name_message(reference)}{hint}")
         sets.append(found)
         names.append(reference)

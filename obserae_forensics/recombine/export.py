@@ -342,7 +342,8 @@ def _resolve(
     size = run.input_size(source_file)
     found = [candidate for candidate in candidates if candidate.is_file()]
     sized = [candidate for candidate in found if size is None or candidate.stat().st_size == size]
-    if not sized:  # not where it was named: moved with the run?
+    if not found:  # nothing where it was named: moved with the run? (a file there of
+        # another size is the capture changed, and refused as that)
         sized = _moved_candidates(run, source_file)
     digest = run.input_sha256(source_file)
     if len({candidate.resolve() for candidate in sized}) > 1 and digest is not None:

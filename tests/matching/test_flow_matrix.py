@@ -182,11 +182,11 @@ def test_names_resolve_against_the_cartography_given(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match=r":3: rule 'r' source: unknown name 'lan'") as caught:
         load_flow_matrix(path, Cartography.builtin())
     # without a Cartography file the message says so (it said "unknown name" alone)
-    assert str(caught.value).endswith("; no Cartography was given (--cartography)")
+    assert str(caught.value).endswith("; no Cartography file was read (--cartography)")
     (tmp_path / "c.yaml").write_text("hosts:\n  other: 10.0.0.9\n")
     with pytest.raises(UsageError, match="unknown name 'lan'") as caught:
         load_flow_matrix(path, load_cartography(tmp_path / "c.yaml"))
-    assert "no Cartography was given" not in str(caught.value)
+    assert "no Cartography file was read" not in str(caught.value)
 
 
 def test_services_have_one_normal_form() -> None:
