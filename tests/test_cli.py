@@ -184,6 +184,11 @@ def test_a_loss_the_sequence_numbers_show_is_in_the_summary_and_the_manifest(
     both = runner.invoke(app, ["inspect", str(lost), str(nfcapd), "-q"])
     assert "(127.0.0.1) show 1 gap(s), 4 unit(s) lost" in both.stderr
     assert "nfcapd counted 2 sequence failure(s) of 1 exporter(s) (127.0.0.1)" in both.stderr
+    out = tmp_path / "both"
+    done = runner.invoke(app, ["sessionize", str(lost), str(nfcapd), "--out", str(out), "-q"])
+    assert done.exit_code == 0, done.output
+    [row] = pq.read_table(out / "exporters.parquet").to_pylist()
+    assert (row["sequence_gaps"], row["nfcapd_failures"], row["sequence_lost"]) == (3, 2, 4)
 
 
 def test_one_exporter_address_in_two_captures_gives_unique_session_ids(

@@ -102,6 +102,7 @@ def test_exporters_table_takes_each_column_from_its_own_field() -> None:
         "options_records",
         "sequence_gaps",
         "sequence_lost",
+        "nfcapd_failures",
         "duplicates",
         "reorders",
         "restarts",
