@@ -495,7 +495,7 @@ class RunReport:
                 f"; nfcapd counted {sum(entry['nfcapd_failures'] for entry in counted)} sequence "
                 f"failure(s) of {_exporters(counted)}: a loss, a late datagram or an "
                 "exporter's numbering it misreads (softflowd's IPFIX) (exporters table: "
-                "sequence_gaps)"
+                "nfcapd_failures)"
             )
         twins = self.twin_inputs()
         if twins:
