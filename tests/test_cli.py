@@ -1743,6 +1743,35 @@ def test_a_run_with_a_flow_matrix_counts_each_rules_matches(tmp_path: Path) -> N
     assert "Flow Matrix" not in result.stderr
 
 
+def test_the_summary_counts_matched_sessions_of_answers_alone(tmp_path: Path) -> None:
+    """fixtures/unasked_answers_v9.pcap: three sessions of answers nobody was seen asking
+    for match the lab's outbound rules; the summary says how many, and where to find them."""
+    (tmp_path / "c.yaml").write_text("networks:\n  lab: [10.0.0.0/24]\n")
+    (tmp_path / "m.yaml").write_text(
+        "rules:\n  - name: out\n    source: lab\n    destination: internet4\n    protocol: any\n"
+    )
+    result = runner.invoke(
+        app,
+        [
+            "sessionize",
+            str(FIXTURE.parent / "unasked_answers_v9.pcap"),
+            "--out",
+            str(tmp_path / "run"),
+            "-q",
+            "--cartography",
+            str(tmp_path / "c.yaml"),
+            "--flow-matrix",
+            str(tmp_path / "m.yaml"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert (
+        "; 3 matched session(s) are answers alone, their client seen sending nothing: "
+        "one-way routing, a loss, or answers nobody asked for (query: "
+        "SessionQuery().answers_alone())"
+    ) in result.stderr
+
+
 def test_show_of_a_run_with_a_flow_matrix_whose_matches_file_is_gone(tmp_path: Path) -> None:
     """An audit: with session_matches.parquet missing (a copy without it), show said "no
     Flow Matrix in this run" and hid matched_rules, which the sessions still hold."""
