@@ -342,9 +342,11 @@ def _resolve(
     size = run.input_size(source_file)
     found = [candidate for candidate in candidates if candidate.is_file()]
     sized = [candidate for candidate in found if size is None or candidate.stat().st_size == size]
-    if not found:  # nothing where it was named: moved with the run? (a file there of
-        # another size is the capture changed, and refused as that)
-        sized = _moved_candidates(run, source_file)
+    if not any(place.is_file() for place in _candidates(run, source_file)):
+        # nothing where the manifest names it: moved with the run? (a file there of another
+        # size is the capture changed, refused as that; one of its name under --captures
+        # is no reason not to look)
+        sized = sized or _moved_candidates(run, source_file)
     digest = run.input_sha256(source_file)
     if len({candidate.resolve() for candidate in sized}) > 1 and digest is not None:
         # several of its size (another day's capture of that name, a copy beside the

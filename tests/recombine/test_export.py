@@ -448,6 +448,20 @@ def test_a_case_folder_moved_whole_finds_its_captures_beside_its_runs(
         ],
     )
     assert result.exit_code == 2 and "which this command reads" in result.stderr
+    # another file of that name under --captures does not keep it from being found (a
+    # review: it was taken, and the export said the evidence had changed)
+    (tmp_path / "other").mkdir()
+    shutil.copy(corpus / "exports" / "sf_v5_ircdcc.pcap", tmp_path / "other" / "c.pcap")
+    assert_read_back_whole(
+        export_pcap([share / "run"], ids, tmp_path / "b.pcap", captures=[tmp_path / "other"])
+    )
+    # a file of another size where the manifest names it is the capture changed, refused
+    # as that, whatever copy is beside the run
+    (tmp_path / "cases" / "x" / "day1").mkdir(parents=True)
+    shutil.copy(corpus / "exports" / "sf_v5_ircdcc.pcap", tmp_path / "cases/x/day1/c.pcap")
+    with pytest.raises(InputError, match="changed since sessionize"):
+        export_pcap([share / "run"], ids, tmp_path / "changed.pcap")
+    shutil.rmtree(tmp_path / "cases")
     (share / "day1" / "c.pcap").unlink()
     with pytest.raises(UsageError, match=r"not found; .*tails of its path under"):
         export_pcap([share / "run"], ids, tmp_path / "none.pcap")
