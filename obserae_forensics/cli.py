@@ -535,6 +535,7 @@ def matrix_hint(result: SessionizeResult) -> str | None:
         return None
     idle = [name for name, count in counted["matches_by_rule"].items() if not count]
     alone = counted.get("answers_alone_matched", 0)
+    alone_in_all = counted.get("answers_alone", alone)
     return (
         f"Flow Matrix: {counted['unmatched_closed']} closed session(s) no rule accounts for"
         + (
@@ -547,7 +548,7 @@ def matrix_hint(result: SessionizeResult) -> str | None:
         + (
             f"; {alone} matched session(s) are answers alone, their client seen sending "
             "nothing: one-way routing, a loss, or answers nobody asked for "
-            "(query: SessionQuery().answers_alone())"
+            f"(query: SessionQuery().answers_alone(), {alone_in_all} matched or not)"
             if alone
             else ""
         )

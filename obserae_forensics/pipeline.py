@@ -334,6 +334,7 @@ class SessionizeResult:
     unmatched_closed: int = 0
     # matched sessions whose client sent nothing the exporter saw (matching.answers_alone):
     # matched by the rule of the client's requests, which "Unmatched only" does not show
+    answers_alone: int = 0  # all of them, matched or not
     answers_alone_matched: int = 0
     manifest: dict[str, Any] = field(default_factory=dict)
     # staging directories of killed runs into the same --out, removed (tables/scratch.py)
@@ -358,9 +359,9 @@ def _count_matches(
     result.unmatched_closed += int(np.count_nonzero((lengths == 0) & closed))
     from .matching.match import answers_alone_of
 
-    result.answers_alone_matched += int(
-        np.count_nonzero(answers_alone_of(sessions) & (lengths > 0))
-    )
+    told = answers_alone_of(sessions)
+    result.answers_alone += int(np.count_nonzero(told))
+    result.answers_alone_matched += int(np.count_nonzero(told & (lengths > 0)))
 
 
 class _Totals:
@@ -769,6 +770,7 @@ def _manifest(
                     "matches_by_rule": result.matches_by_rule
                     or dict.fromkeys(config.flow_matrix.rule_names, 0),
                     "unmatched_closed": result.unmatched_closed,
+                    "answers_alone": result.answers_alone,
                     "answers_alone_matched": result.answers_alone_matched,
                 }
             ),

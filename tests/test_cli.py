@@ -1729,6 +1729,7 @@ def test_a_run_with_a_flow_matrix_counts_each_rules_matches(tmp_path: Path) -> N
             "local-discovery": 3,
         },
         "unmatched_closed": 2,
+        "answers_alone": 0,
         "answers_alone_matched": 0,
     }
     matches = pq.read_table(out / "session_matches.parquet")
@@ -1768,7 +1769,7 @@ def test_the_summary_counts_matched_sessions_of_answers_alone(tmp_path: Path) ->
     assert (
         "; 3 matched session(s) are answers alone, their client seen sending nothing: "
         "one-way routing, a loss, or answers nobody asked for (query: "
-        "SessionQuery().answers_alone())"
+        "SessionQuery().answers_alone(), 3 matched or not)"
     ) in result.stderr
 
 

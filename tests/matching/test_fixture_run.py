@@ -108,4 +108,14 @@ def test_answers_nobody_asked_for_match_and_are_told(fixtures: Path, tmp_path: P
         "web-out",
     ]
     counted = run.manifests[0]["counts"]["flow_matrix"]
-    assert (counted["answers_alone_matched"], counted["unmatched_closed"]) == (3, 0)
+    assert (counted["answers_alone"], counted["answers_alone_matched"]) == (3, 3)
+    assert counted["unmatched_closed"] == 0
+    # without the ICMP rule the echo replies match nothing: 3 answers alone, 2 matched
+    (tmp_path / "m2.yaml").write_text("rules:\n" + rules.split("  - name: ping-out")[0])
+    out2 = sessionize_with_rules(
+        fixtures / "unasked_answers_v9.pcap", tmp_path / "c.yaml", tmp_path / "m2.yaml",
+        tmp_path / "out2",
+    )  # fmt: skip
+    counted = query.load(out2, recombine=False).manifests[0]["counts"]["flow_matrix"]
+    assert (counted["answers_alone"], counted["answers_alone_matched"]) == (3, 2)
+    assert counted["unmatched_closed"] == 1
