@@ -112,7 +112,10 @@ def answers_alone_of(sessions: pa.Table) -> npt.NDArray[np.bool_]:
         return np.zeros(sessions.num_rows, dtype=bool)
 
     def values(name: str) -> npt.NDArray[Any]:
-        return column_values(sessions.column(name))
+        # a null as 0 (False), as query.answers_alone reads one: the same sessions told
+        column = sessions.column(name)
+        filler = pa.scalar(False) if name == "late" else pa.scalar(0, column.type)
+        return column_values(cast("pa.ChunkedArray[Any]", pc.fill_null(column, filler)))
 
     same_ip = column_values(pc.equal(sessions.column("client_ip"), sessions.column("ip_a")))
     client_is_a = same_ip.astype(bool) & (values("client_port") == values("port_a"))

@@ -67,6 +67,7 @@ NICE_BINS_S = (
 TARGET_BINS = 60
 MAX_BINS = 100_000  # a bin_s that asks for more is a mistake (a plot cannot show them)
 MAX_SPREAD_S = 86_400  # a record is drawn over at most its first day (see traffic_over_time)
+SPREAD_CELLS = 1 << 22  # (group, bin) cells spread_over_bins works on at once
 STATE_COLOURS = {"closed": "#4c72b0", "active": "#55a868", "half_open": "#c44e52"}
 REASON_COLOURS = {
     "fin": "#4c72b0",
@@ -435,6 +436,19 @@ def spread_over_bins(
     of rates, not a loop over them (a six-hour record over 1 s bins), and every group in
     one pass (a pass a group was as slow as its labels were many: a review)."""
     group = np.zeros(len(first_s), dtype=np.int64) if group is None else group.astype(np.int64)
+    if groups > 1 and groups * (bins + 1) > SPREAD_CELLS:
+        # many labels over fine bins (200 rules over a day of 1 s bins): a block of groups
+        # at a time, each block's arrays bounded (all at once took twice the memory)
+        block = max(1, SPREAD_CELLS // (bins + 1))
+        out = np.empty((groups, bins))
+        for low in range(0, groups, block):
+            high = min(low + block, groups)
+            mine = (group >= low) & (group < high)
+            out[low:high] = spread_over_bins(
+                first_s[mine], last_s[mine], amount[mine], width_s, bins, group[mine] - low,
+                high - low,
+            )  # fmt: skip
+        return out
     size = groups * (bins + 1)
     first_bin, last_bin = bin_span(first_s, last_s, width_s)
     first_bin, last_bin = np.minimum(first_bin, bins - 1), np.minimum(last_bin, bins - 1)

@@ -409,3 +409,25 @@ def test_vectorized_matching_agrees_with_a_plain_reference(
     rows = {f"s{i}": i for i in range(len(sessions))}
     got = [(rows[r["session_id"]], r["rule_index"]) for r in matches.to_pylist()]
     assert got == reference_matches(sessions, rules)
+
+
+def test_answers_alone_reads_a_null_alike_in_arrow_and_pandas() -> None:
+    """A table that does not keep the schema (edited, another tool's) may hold nulls: a
+    null counter is 0 in both readings (Arrow read it as sent, pandas as not: a review)."""
+    table = pa.table(
+        {
+            "client_ip": ["10.0.0.1", "10.0.0.1"],
+            "client_port": [40000, 40000],
+            "ip_a": ["10.0.0.1", "10.0.0.1"],
+            "port_a": [40000, 40000],
+            "ab_packets": pa.array([None, 1], pa.uint64()),
+            "ba_packets": pa.array([3, 3], pa.uint64()),
+            "ab_bytes": pa.array([0, 60], pa.uint64()),
+            "ba_bytes": pa.array([180, 180], pa.uint64()),
+            "split": pa.array([0, 0], pa.uint32()),
+            "late": pa.array([False, None]),
+            "sampling_rate": pa.array([None, 1], pa.uint32()),
+        }
+    )
+    assert answers_alone_of(table).tolist() == [True, False]
+    assert answers_alone(table.to_pandas()).tolist() == [True, False]

@@ -231,3 +231,21 @@ def test_a_record_lasting_years_is_drawn_over_its_first_day(run: query.Run) -> N
     assert len(heights) == 1440 and sum(heights) == pytest.approx(2 * 86_400)
     assert heights[0] == pytest.approx(60.0)
     assert "1 lasting over a day drawn over their first day" in axes.get_title()
+
+
+def test_spreading_many_groups_in_blocks_gives_the_same_bins(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Many labels over fine bins are spread a block of groups at a time, to bound memory
+    (a review: 200 rules over a day of 1 s bins took twice the memory in one pass); the
+    bins are the same as in one pass."""
+    rng = np.random.default_rng(7)
+    first_s = rng.uniform(0, 500, 2_000)
+    last_s = first_s + rng.exponential(30, 2_000)
+    amount = rng.uniform(0, 1e6, 2_000)
+    group = rng.integers(0, 9, 2_000)
+    bins = int(last_s.max() // 2.0) + 1
+    whole = plots.spread_over_bins(first_s, last_s, amount, 2.0, bins, group, 9)
+    monkeypatch.setattr(plots, "SPREAD_CELLS", 2 * (bins + 1))  # blocks of two groups
+    blocked = plots.spread_over_bins(first_s, last_s, amount, 2.0, bins, group, 9)
+    assert blocked == pytest.approx(whole, rel=1e-12, abs=1e-6)
