@@ -528,8 +528,9 @@ OTHER_TRAFFIC = ("not_ip", "not_udp", "not_flow_export")
 
 def matrix_hint(result: SessionizeResult) -> str | None:
     """With a Flow Matrix: the closed sessions no rule accounts for (the seed's "Unmatched
-    only") and the rules that matched nothing (a rule mistyped or a service moved leaves
-    no trace otherwise: a review)."""
+    only"), the rules that matched nothing (a rule mistyped or a service moved leaves no
+    trace otherwise: a review) and the matched sessions that are answers alone, which
+    "Unmatched only" does not show."""
     counted = result.manifest.get("counts", {}).get("flow_matrix")
     if not isinstance(counted, dict):
         return None

@@ -344,7 +344,8 @@ class SessionizeResult:
 def _count_matches(
     result: SessionizeResult, names: Sequence[str], sessions: pa.Table, matches: pa.Table
 ) -> None:
-    """Add a batch's matches to the run's counts per rule and of closed unmatched sessions."""
+    """Add a batch's matches to the run's counts: per rule, closed unmatched sessions, and
+    sessions of answers alone (matching.answers_alone), matched or not."""
     if result.matches_by_rule is None:
         result.matches_by_rule = dict.fromkeys(names, 0)
     hits = np.bincount(
