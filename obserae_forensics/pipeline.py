@@ -354,9 +354,10 @@ def _count_matches(
     )
     for name, count in zip(names, hits.tolist(), strict=True):
         result.matches_by_rule[name] += count
-    lengths = pc.list_value_length(sessions.column("matched_rules")).to_numpy(zero_copy_only=False)
+    lengths = np.asarray(
+        pc.list_value_length(sessions.column("matched_rules")).to_numpy(zero_copy_only=False)
+    )
     closed = pc.equal(sessions.column("state"), pa.scalar("closed")).to_numpy(zero_copy_only=False)
-    lengths = np.asarray(lengths)
     result.unmatched_closed += int(np.count_nonzero((lengths == 0) & closed))
     from .matching.match import answers_alone_of
 

@@ -119,12 +119,11 @@ class Service:
                 raise ValueError("ports need a protocol (tcp, udp, sctp or udplite), not any")
             portless = [p for p in self.protocols if p not in PORT_PROTOCOLS]
             if portless:
-                name = protocol_keyword(portless[0]).lower()
+                number = portless[0]
+                name = protocol_keyword(number).lower()
+                label = name if name == str(number) else f"{name} ({number})"
                 raise ValueError(
-                    f"protocol {name} ({portless[0]}) has no ports; only tcp, udp, sctp and "
-                    "udplite do"
-                    if name != str(portless[0])
-                    else f"protocol {name} has no ports; only tcp, udp, sctp and udplite do"
+                    f"protocol {label} has no ports; only tcp, udp, sctp and udplite do"
                 )
 
     def mask(

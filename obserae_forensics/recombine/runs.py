@@ -289,11 +289,8 @@ def _losses(counts: object) -> list[str]:
     # nfcapd's failures apart from the captures' gaps (manifests before they were kept
     # apart: an entry with gaps and nothing lost was nfcapd's)
     failures = [
-        e
-        for e in entries
-        if e.get("nfcapd_failures") or ("nfcapd_failures" not in e and not e.get("lost"))
+        e for e in entries if _failures(e) and ("nfcapd_failures" in e or not e.get("lost"))
     ]
-    failures = [e for e in failures if _failures(e)]
     if failures:
         notes.append(
             f"nfcapd counted {sum(_failures(e) for e in failures)} sequence "
