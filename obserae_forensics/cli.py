@@ -1103,6 +1103,7 @@ def show_command(
         data, total = read_parquet_head(path, limit, read)
     except UsageError as error:
         raise _fail(error, 2) from error
+    notes[:0] = _show_changed(run_dir, path.name)
     frame = data.to_pandas(integer_object_nulls=True)  # ICMP type 8 printed as 8.0
     if derived:
         forward = (frame["client_ip"] == frame["ip_a"]) & (frame["client_port"] == frame["port_a"])
@@ -1129,6 +1130,19 @@ def show_command(
     typer.echo(f"({total} rows in {path})")
     for note in notes:
         typer.echo(f"({note})")
+
+
+def _show_changed(run_dir: Path, name: str) -> list[str]:
+    """The table's size against what the run's manifest cites (outputs): rows of a table
+    changed since the run were printed as the run's (a review). Sizes alone: show reads a
+    few rows, and a hash would read the whole table."""
+    from .tables.manifest import changed_tables, read_manifest
+
+    try:
+        manifest = read_manifest(run_dir)
+    except UsageError:  # no manifest (said where it matters), nothing to compare with
+        return []
+    return changed_tables(run_dir, manifest, [name], hashed=False)
 
 
 def _show_reverse(frame: pd.DataFrame, wanted: list[str], notes: list[str]) -> list[str]:

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pyarrow as pa
@@ -121,6 +122,73 @@ def test_sessionize_writes_every_table_and_a_citable_manifest(tmp_path: Path) ->
     for name, cited in manifest["outputs"].items():
         data = (out / name).read_bytes()
         assert cited == {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def outputs_said(texts: Sequence[str]) -> list[str]:
+    return [text for text in texts if "(outputs)" in text]
+
+
+def test_a_table_changed_since_the_run_is_said_wherever_it_is_read(tmp_path: Path) -> None:
+    """A review: recombine, show and load read tables edited since the run without a word,
+    though the manifest cites each one's size and SHA-256. Here the sessions are written
+    again with the same rows (another compression: every count still agrees with the
+    flows); a run untouched says nothing, nor of the session_matches.parquet that a run
+    made without a Flow Matrix never had."""
+    from obserae_forensics.query import load
+
+    out = tmp_path / "run"
+    assert sessionize(out).exit_code == 0
+    untouched = runner.invoke(app, ["recombine", str(out), "--out", str(tmp_path / "r0")])
+    assert untouched.exit_code == 0, untouched.output
+    assert outputs_said(untouched.output.splitlines()) == []
+    assert outputs_said(load(out).notes) == []
+    assert outputs_said(runner.invoke(app, ["show", str(out)]).stdout.splitlines()) == []
+
+    pq.write_table(
+        pq.read_table(out / "sessions.parquet"), out / "sessions.parquet", compression="gzip"
+    )
+    said = (
+        f"sessions.parquet is {(out / 'sessions.parquet').stat().st_size} bytes where the "
+        "manifest cites"
+    )
+    recombined = runner.invoke(app, ["recombine", str(out), "--out", str(tmp_path / "r1")])
+    assert recombined.exit_code == 0, recombined.output
+    [warning] = outputs_said(recombined.output.splitlines())
+    assert warning.startswith(f"warning: run 0 ({out}): {said}")
+    assert said in (tmp_path / "r1" / "report.md").read_text()
+    [note] = outputs_said(load(out).notes)
+    assert note.startswith(f"{out}: {said}")
+    assert said in runner.invoke(app, ["show", str(out)]).stdout
+    assert (
+        outputs_said(runner.invoke(app, ["show", str(out), "--table", "flows"]).stdout.splitlines())
+        == []
+    )
+
+
+def test_a_table_of_the_cited_size_is_told_by_its_hash_where_read_whole(tmp_path: Path) -> None:
+    """The size alone passes a table edited in place; recombine and load, which read the
+    sessions whole, hash them. A cited table gone is said too: load gave None for a
+    missing session_matches.parquet, which reads as "made without a Flow Matrix"."""
+    from obserae_forensics.query import load
+
+    out = tmp_path / "run"
+    assert sessionize(out, *FIXTURE_RULES).exit_code == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["outputs"]["sessions.parquet"]["sha256"] = "0" * 64  # as if the bytes changed
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    said = "sessions.parquet's SHA-256 differs from the manifest's (outputs)"
+    recombined = runner.invoke(app, ["recombine", str(out), "--out", str(tmp_path / "r1")])
+    assert said in recombined.output
+    (out / "session_matches.parquet").unlink()
+    run = load(out)
+    assert run.matches is None
+    assert outputs_said(run.notes) == [
+        f"{out}: {said}: the table was changed since the run, and what is read from it is "
+        "not what sessionize wrote",
+        f"{out}: session_matches.parquet is missing, though the manifest cites it (outputs)",
+    ]
+    # show reads a few rows: sizes alone, and the size is the cited one
+    assert outputs_said(runner.invoke(app, ["show", str(out)]).stdout.splitlines()) == []
 
 
 def one_traffic_twice(corpus: Path) -> list[str]:

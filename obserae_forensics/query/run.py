@@ -46,7 +46,7 @@ from ..tables.layout import (
     RECOMBINED_FILE,
     SESSIONS_FILE,
 )
-from ..tables.manifest import read_manifest, sha256_file
+from ..tables.manifest import changed_tables, read_manifest, sha256_file
 from ..tables.parquet import check_columns, read_parquet
 from ..times import SHOWABLE_MAX_US, SHOWABLE_MIN_US
 
@@ -188,7 +188,12 @@ def load(
     recombined, fragments = _recombination(recombine, paths)
     if fragments is not None and not isinstance(recombine, bool):
         _check_recombination(Path(recombine), sessions, fragments)
-    notes: list[str] = []
+    # the tables are read whole, so each is hashed against what its manifest cites
+    notes: list[str] = [
+        f"{path}: {text}"
+        for path, manifest in zip(paths, manifests, strict=True)
+        for text in changed_tables(path, manifest, TABLE_FILES.values())
+    ]
     chart = _cartography(cartography, manifests[0], paths[0], notes)
     matrix = _flow_matrix(flow_matrix, manifests[0], paths[0], chart, notes)
     _note_mixed_runs(manifests, paths, notes)

@@ -30,7 +30,7 @@ from ..protocols import protocol_keyword
 from ..report import SEQUENCE_UNITS
 from ..schema import SESSIONS_SCHEMA, TIMESTAMP
 from ..tables.layout import FLOWS_FILE, MANIFEST_FILE, SESSIONS_FILE
-from ..tables.manifest import read_manifest
+from ..tables.manifest import changed_tables, read_manifest
 from ..tables.parquet import (
     check_columns,
     iter_parquet,
@@ -134,6 +134,8 @@ class Run:
     overlaps: list[str] = field(default_factory=list)
     # what it could not read or saw missing (manifest counts): in the notes, said on stderr
     losses: list[str] = field(default_factory=list)
+    # its tables as they differ from what the manifest cites (outputs): said like losses
+    changed: list[str] = field(default_factory=list)
     # sessions.max_open_ksessions (None: the manifest does not say)
     max_open_ksessions: float | None = None
     # each exporter stream's first message and what it expected after its last (manifest
@@ -183,7 +185,7 @@ class Run:
             },
             "settings": dict(sorted(self.settings.items())),
             "inputs": [str(entry.get("path")) for entry in self.inputs],
-            "notes": [*self.notes, *self.losses, *self.overlaps],
+            "notes": [*self.notes, *self.changed, *self.losses, *self.overlaps],
         }
 
 
@@ -208,6 +210,12 @@ def read_run(path: Path) -> Run:
     if not (path / SESSIONS_FILE).is_file():
         raise UsageError(f"{path}: no {SESSIONS_FILE}; is this a sessionize output directory?")
     run = Run(path=path)
+    # the sessions are read whole, and hashed; the flows only in part, by export, so their
+    # size alone is compared (a whole read of a day's flows to hash them)
+    run.changed = [
+        *changed_tables(path, manifest, [SESSIONS_FILE]),
+        *changed_tables(path, manifest, [FLOWS_FILE], hashed=False),
+    ]
     raw_settings = manifest.get("settings") or {}
     if not isinstance(raw_settings, dict):
         raise UsageError(f"{manifest_path}: 'settings' is not an object")

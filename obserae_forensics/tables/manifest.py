@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -38,3 +39,43 @@ def read_manifest(run_dir: Path) -> dict[str, Any]:
     if not isinstance(manifest, dict):
         raise UsageError(f"{manifest_path}: the manifest is not a JSON object")
     return manifest
+
+
+def changed_tables(
+    run_dir: Path, manifest: dict[str, Any], names: Iterable[str], *, hashed: bool = True
+) -> list[str]:
+    """What differs between the tables `names` in `run_dir` and what the manifest's
+    `outputs` cite: a table edited, swapped or cut since the run is still read, since the
+    responder may mean it, but said, because every count read from it is no longer what
+    sessionize wrote (a review: recombine and load read such tables without a word).
+
+    A missing table is said only where the manifest cites it: a run made without a Flow
+    Matrix has no session_matches.parquet and is fine. `hashed=False` compares sizes alone,
+    for a table read in part (its SHA-256 would cost a whole read). Manifests from before
+    `outputs` was kept give nothing to compare and nothing is said.
+    """
+    outputs = manifest.get("outputs")
+    if not isinstance(outputs, dict):
+        return []
+    found = []
+    for name in names:
+        cited = outputs.get(name)
+        if not isinstance(cited, dict):
+            continue
+        path = run_dir / name
+        size, digest = cited.get("size"), cited.get("sha256")
+        if not path.is_file():
+            found.append(f"{name} is missing, though the manifest cites it (outputs)")
+        elif isinstance(size, int) and path.stat().st_size != size:
+            found.append(
+                f"{name} is {path.stat().st_size} bytes where the manifest cites {size} "
+                "(outputs): the table was changed since the run, and what is read from it "
+                "is not what sessionize wrote"
+            )
+        elif hashed and isinstance(digest, str) and sha256_file(path) != digest:
+            found.append(
+                f"{name}'s SHA-256 differs from the manifest's (outputs): the table was "
+                "changed since the run, and what is read from it is not what sessionize "
+                "wrote"
+            )
+    return found
