@@ -20,7 +20,7 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
@@ -410,7 +410,7 @@ def sessionize_command(
     session_matches and sessions_consolidated tables and a manifest."""
     from .pipeline import ReadOptions, SessionizeConfig, sessionize_inputs
     from .sessionize import load_policy
-    from .sessionize.policy import read_settings_file
+    from .sessionize.policy import read_settings
 
     overrides = {
         "sessions.hard_timeout": hard_timeout,
@@ -428,8 +428,11 @@ def sessionize_command(
     }
     report = RunReport()
     try:
-        policy = load_policy(config, {k: v for k, v in overrides.items() if v is not None})
-        if config is not None and not read_settings_file(config):
+        settings, settings_sha256 = read_settings(config) if config is not None else ({}, None)
+        policy = load_policy(
+            config, {k: v for k, v in overrides.items() if v is not None}, settings=settings
+        )
+        if config is not None and not settings:
             # an empty file, one whose settings are all commented out, `sessions:` alone:
             # valid, but whoever gave --config meant something by it, and the defaults ran
             # without a word
@@ -460,6 +463,7 @@ def sessionize_command(
             progress=_progress_wanted(quiet),
             protected=tuple(p for p in (config, cartography, flow_matrix) if p is not None),
             settings_file=config,
+            settings_sha256=settings_sha256,
         )
         result = sessionize_inputs(job, report)
         settle()  # the run is in place: what is left is to say so
@@ -479,6 +483,7 @@ def sessionize_command(
         err=True,
     )
     for hint in (
+        *changed_rules_hints(result.manifest),
         matrix_hint(result),
         no_flows_hint(report),
         late_hint(result.late_sessions, result.sessions, job.policy.replay),
@@ -524,6 +529,20 @@ LATE_HINT_ONE_IN = 20  # ... and at least one session in this many late
 
 
 OTHER_TRAFFIC = ("not_ip", "not_udp", "not_flow_export")
+
+
+def changed_rules_hints(manifest: dict[str, Any]) -> list[str]:
+    """The settings, Cartography or Flow Matrix file edited while the run read its inputs:
+    the run used the bytes it read first, and the next run with the file will not agree."""
+    return [
+        f"warning: {what} {cited['path']} {cited['changed']} (manifest.json: {key})"
+        for key, what in (
+            ("settings_file", "settings file"),
+            ("cartography", "Cartography"),
+            ("flow_matrix", "Flow Matrix"),
+        )
+        if isinstance(cited := manifest.get(key), dict) and cited.get("changed")
+    ]
 
 
 def matrix_hint(result: SessionizeResult) -> str | None:

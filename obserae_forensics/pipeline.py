@@ -314,6 +314,7 @@ class SessionizeConfig:
     # never replaces an output directory that holds them or an input
     protected: tuple[Path, ...] = ()
     settings_file: Path | None = None  # --config, cited in the manifest
+    settings_sha256: str | None = None  # of the bytes its settings were read from
 
 
 @dataclass
@@ -640,13 +641,29 @@ def _input_digest(item: InputFile) -> tuple[str | None, str]:
     return digest, ""
 
 
-def _cited_file(path: Path | str | None) -> dict[str, str] | None:
-    """Where the settings, Cartography or Flow Matrix came from: as given, absolute, and its
-    SHA-256 (recombine's exports also refuse to overwrite it)."""
+def _cited_file(path: Path | str | None, read: str | None = None) -> dict[str, str] | None:
+    """Where the settings, Cartography or Flow Matrix came from: as given, absolute, and the
+    SHA-256 of the bytes `read` from it (recombine's exports also refuse to overwrite it).
+
+    The file as it is at the run's end is hashed too: edited meanwhile (the next version of
+    the rules, written while a long run went), it is said under `changed`, and `load` says
+    the run's matches were made with the earlier one. It was hashed at the end alone, and
+    the manifest cited the edit as what the run had read (a review)."""
     if path is None:
         return None
     path = Path(path)
-    return {"path": str(path), "absolute": str(path.resolve()), "sha256": sha256_file(path)}
+    try:
+        now = sha256_file(path)
+    except OSError as exc:
+        if read is None:
+            raise
+        now, changed = "", f"could not be read at the run's end ({exc.strerror or exc})"
+    else:
+        changed = f"changed since the run read it: it now hashes to {now}"
+    cited = {"path": str(path), "absolute": str(path.resolve()), "sha256": read or now}
+    if read is not None and now != read:
+        cited["changed"] = f"{changed}; the SHA-256 cited is of the bytes the run read"
+    return cited
 
 
 def _cited_input(item: InputFile, stats: FileStats | None, sha256: str | None) -> dict[str, Any]:
@@ -718,9 +735,13 @@ def _manifest(
             "to": iso_us(config.read.window[1]),
             "strict": config.read.strict,
         },
-        "settings_file": _cited_file(config.settings_file),
-        "cartography": _cited_file(getattr(config.cartography, "path", None)),
-        "flow_matrix": _cited_file(getattr(config.flow_matrix, "path", None)),
+        "settings_file": _cited_file(config.settings_file, config.settings_sha256),
+        "cartography": _cited_file(
+            getattr(config.cartography, "path", None), getattr(config.cartography, "sha256", None)
+        ),
+        "flow_matrix": _cited_file(
+            getattr(config.flow_matrix, "path", None), getattr(config.flow_matrix, "sha256", None)
+        ),
         "inputs": [
             _cited_input(item, report.files.get(str(item.path)), digests[item.path])
             for item in inputs

@@ -199,6 +199,66 @@ def one_traffic_twice(corpus: Path) -> list[str]:
     return [str(corpus / "exports")]
 
 
+def test_rule_files_are_cited_as_read_when_edited_while_the_run_goes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A review: the settings, Cartography and Flow Matrix were hashed at the run's end, so
+    a file edited while a long run went (the next version of the rules) was cited as the
+    one the run had read, and load said nothing of matches made with the earlier one. The
+    manifest cites the bytes read and says what changed; the summary warns."""
+    import obserae_forensics.pipeline as pipeline
+    from obserae_forensics.query import load
+
+    rules = {}
+    for name in ("cartography.yaml", "flow_matrix.yaml"):
+        rules[name] = tmp_path / name
+        rules[name].write_bytes((FIXTURE.parent / name).read_bytes())
+    settings = tmp_path / "settings.yaml"
+    settings.write_text("sessions:\r\n  grace: 20s\r\n")  # Windows line ends read alike
+    read = {
+        path: hashlib.sha256(path.read_bytes()).hexdigest() for path in [*rules.values(), settings]
+    }
+    manifest_of = pipeline._manifest
+
+    def edit_then_cite(*args: object, **kwargs: object) -> object:
+        with rules["flow_matrix.yaml"].open("a") as handle:
+            handle.write("# edited while the run went\n")
+        settings.unlink()
+        return manifest_of(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pipeline, "_manifest", edit_then_cite)
+    out = tmp_path / "run"
+    result = sessionize(
+        out,
+        "--cartography",
+        str(rules["cartography.yaml"]),
+        "--flow-matrix",
+        str(rules["flow_matrix.yaml"]),
+        "--config",
+        str(settings),
+    )
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["settings"]["sessions.grace"] == 20
+    for key, path in (
+        ("cartography", rules["cartography.yaml"]),
+        ("flow_matrix", rules["flow_matrix.yaml"]),
+        ("settings_file", settings),
+    ):
+        assert manifest[key]["sha256"] == read[path], key
+    assert "changed" not in manifest["cartography"]
+    now = hashlib.sha256(rules["flow_matrix.yaml"].read_bytes()).hexdigest()
+    said = (
+        f"changed since the run read it: it now hashes to {now}; the SHA-256 cited is of "
+        "the bytes the run read"
+    )
+    assert manifest["flow_matrix"]["changed"] == said
+    assert manifest["settings_file"]["changed"].startswith("could not be read at the run's end")
+    assert f"warning: Flow Matrix {rules['flow_matrix.yaml']} {said}" in result.stderr
+    assert f"warning: settings file {settings} could not be read" in result.stderr
+    assert any("changed since the run" in note for note in load(out).notes)
+
+
 def test_the_manifest_says_what_came_of_each_file(tmp_path: Path) -> None:
     """Counts per input (records, what was skipped in it), and the files found but not read,
     with why: a report cites which file each number came from (found by an audit: the

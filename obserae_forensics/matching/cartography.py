@@ -77,12 +77,14 @@ class Cartography:
         *,
         descriptions: dict[str, str] | None = None,
         path: Path | None = None,
+        sha256: str | None = None,
     ) -> None:
         self._sets = sets
         self.kinds = kinds  # name -> "builtin", "host", "network" or "group"
         self.services = services
         self.descriptions = descriptions or {}
         self.path = path
+        self.sha256 = sha256  # of the bytes read from `path` (the manifest cites it)
         # which (protocol, port range) each address cell declares, as a sparse index: a
         # dense table per distinct service took cells x services of memory, and a
         # Cartography of 20,000 hosts with services of their own took 617 MB and 10 s
@@ -242,6 +244,7 @@ class _CartographyReader:
             tuple(self.services),
             descriptions=self.descriptions,
             path=self.source.path,
+            sha256=self.source.sha256,
         )
 
     def declare(self, name: str, node: yaml.Node, section: str) -> None:

@@ -63,6 +63,7 @@ class FlowMatrix:
 
     rules: tuple[Rule, ...]
     path: Path | None = None
+    sha256: str | None = None  # of the bytes read from `path` (the manifest cites it)
 
     @property
     def rule_names(self) -> tuple[str, ...]:
@@ -82,7 +83,7 @@ def load_flow_matrix(path: Path, cartography: Cartography) -> FlowMatrix:
         source.fail(source.root, "the Flow Matrix has no 'rules' list")
     rules_node = top["rules"][1]
     if is_empty(rules_node):  # `rules:` with nothing under it, or `rules: ~`
-        return FlowMatrix((), path)
+        return FlowMatrix((), path, source.sha256)
     if not isinstance(rules_node, yaml.SequenceNode):
         source.fail(rules_node, "'rules' must be a list of rules (lines starting with '- ')")
     rules: list[Rule] = []
@@ -96,7 +97,7 @@ def load_flow_matrix(path: Path, cartography: Cartography) -> FlowMatrix:
             )
         first_lines[rule.name] = rule.line
         rules.append(rule)
-    return FlowMatrix(tuple(rules), path)
+    return FlowMatrix(tuple(rules), path, source.sha256)
 
 
 def _read_rule(source: YamlFile, node: yaml.Node, index: int, cartography: Cartography) -> Rule:

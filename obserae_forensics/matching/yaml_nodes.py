@@ -11,6 +11,7 @@ keys; walking the nodes ourselves lets a duplicated host or rule name be an erro
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -43,11 +44,16 @@ class YamlFile:
         error."""
         self.path = path
         try:
-            text = path.read_text(encoding="utf-8")
+            data = path.read_bytes()
+            # as read_text gives it: line ends made "\n", so that lines count the same
+            text = data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
         except OSError as exc:
             raise UsageError(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
         except UnicodeDecodeError as exc:
             raise UsageError(f"{path}: {what} is not UTF-8 text ({exc.reason})") from None
+        # of the bytes parsed, for the manifest: hashed at the run's end, a file edited
+        # while the run went was cited as the run had read the edit (a review)
+        self.sha256 = hashlib.sha256(data).hexdigest()
         depth = nesting_depth(text)
         if depth > MAX_NESTING:
             raise UsageError(f"{path}: {what} nests {depth} levels deep (at most {MAX_NESTING})")

@@ -23,9 +23,12 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
+
+if TYPE_CHECKING:
+    from ..matching.yaml_nodes import YamlFile
 
 SECOND_US = 1_000_000
 REPLAY_MODES = ("arrival", "event")
@@ -206,9 +209,21 @@ def read_settings_file(path: Path) -> dict[str, object]:
     further than numbers, true/false and null: PyYAML's constructors raised their own errors
     on values like `2026-13-45`, read `1:30` as 90 and `0x10` as 16, and kept the last of
     two equal keys without a word."""
-    from ..matching.yaml_nodes import YamlFile, plain_values
+    return read_settings(path)[0]
+
+
+def read_settings(path: Path) -> tuple[dict[str, object], str]:
+    """`read_settings_file`'s settings, and the SHA-256 of the bytes they were read from:
+    the manifest cites the file as it was read, not as it is when the run ends."""
+    from ..matching.yaml_nodes import YamlFile
 
     source = YamlFile(path, what="settings file", allow_empty=True)
+    return _settings_of(source, path), source.sha256
+
+
+def _settings_of(source: YamlFile, path: Path) -> dict[str, object]:
+    from ..matching.yaml_nodes import plain_values
+
     if source.empty:
         return {}
     document = plain_values(source, source.root)
@@ -233,12 +248,17 @@ def _shown(value: object) -> str:
 
 
 def load_policy(
-    path: Path | None, overrides: Mapping[str, str | int | float] | None = None
+    path: Path | None,
+    overrides: Mapping[str, str | int | float] | None = None,
+    *,
+    settings: Mapping[str, object] | None = None,
 ) -> SessionPolicy:
-    """The policy in force: defaults, then the YAML file, then `overrides` (dotted names)."""
+    """The policy in force: defaults, then the YAML file, then `overrides` (dotted names).
+    `settings`: the file's, as `read_settings` gave them (the file is not read again)."""
     from_file: list[tuple[str, object, str]] = []
     if path is not None:
-        from_file = [(name, value, f"{path}: ") for name, value in read_settings_file(path).items()]
+        read = read_settings_file(path) if settings is None else settings
+        from_file = [(name, value, f"{path}: ") for name, value in read.items()]
     given: list[tuple[str, object, str]] = []
     value: object  # a setting's value, as given or as the file holds it
     for name, value in (overrides or {}).items():
