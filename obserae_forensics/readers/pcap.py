@@ -1436,8 +1436,14 @@ def _udp_datagram(
 
 
 def _address_text(raw: bytes) -> str:
+    """An exporter's source address as text. An IPv6 packet from an IPv4-mapped address
+    (a dual-stack exporter's socket) keeps its IPv6 form, apart from the same host's IPv4
+    packets, in RFC 5952's dotted tail (section 5), as tshark shows it: ipaddress before
+    Python 3.13 gave ::ffff:c000:201, which no one reads as 192.0.2.1."""
     if len(raw) == 4:
         return ".".join(str(b) for b in raw)
+    if raw[:12] == bytes(10) + b"\xff\xff":
+        return "::ffff:" + ".".join(str(b) for b in raw[12:])
     import ipaddress
 
     return str(ipaddress.IPv6Address(raw))

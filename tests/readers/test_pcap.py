@@ -161,6 +161,25 @@ def test_sll2_with_vlan_and_ipv6(tmp_path: Path) -> None:
     assert found[0].payload == PAYLOAD
 
 
+def test_an_ipv4_mapped_ipv6_exporter_is_named_with_a_dotted_tail(tmp_path: Path) -> None:
+    """A review: an IPv6 packet from ::ffff:192.0.2.1 named its exporter ::ffff:c000:201
+    (ipaddress before Python 3.13). RFC 5952 section 5's form, as tshark shows it; still
+    apart from the same host's IPv4 packets, whose templates are another transport's."""
+    frames = [
+        (10**18, bytes(Ether() / IPv6(src=src, dst="::1") / UDP(sport=1, dport=2) / PAYLOAD))
+        for src in ("::ffff:192.0.2.1", "::ffff:0:c000:201", "::c000:201")
+    ]
+    path = tmp_path / "mapped.pcap"
+    path.write_bytes(pcap_bytes([*frames, (10**18, bytes(Ether() / udp4()))]))
+    found, _ = datagrams(path)
+    assert [d.exporter for d in found] == [
+        "::ffff:192.0.2.1",
+        "::ffff:0:c000:201",
+        "::c000:201",
+        "192.0.2.1",
+    ]
+
+
 def test_ipv4_fragments_reassembled_out_of_order(tmp_path: Path) -> None:
     big = b"\x00\x0a" + bytes(i % 251 for i in range(3000))
     packet = IP(src="10.1.1.1", dst="10.2.2.2", id=77) / UDP(sport=9, dport=2055) / big
