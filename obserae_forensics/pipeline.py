@@ -518,7 +518,13 @@ def sessionize_inputs(config: SessionizeConfig, report: RunReport) -> Sessionize
                 emit(sessionizer.feed(batch))
             emit(sessionizer.finish())
             # the manifest's input hashes, read while the tables are still being finished
-            digests = io_flows.submit(lambda: {item.path: _input_digest(item) for item in inputs})
+            unread = _unread_with_problems(report, inputs)
+            digests = io_flows.submit(
+                lambda: (
+                    {item.path: _input_digest(item) for item in inputs},
+                    {path: _unread_digest(path) for path in unread},
+                )
+            )
             # consolidate while the writer thread still encodes the last sessions and flows
             _write_consolidated(staging, consolidation_buckets.close(), consolidation, io)
             result.repeated_session_ids = consolidation.repeated_session_ids
@@ -548,7 +554,7 @@ def sessionize_inputs(config: SessionizeConfig, report: RunReport) -> Sessionize
                 and totals.octets_in == totals.octets_out
             )
             result.conservation_ok = totals_ok
-            hashed = digests.result()
+            hashed, unread_digests = digests.result()
             for item in inputs:
                 if hashed[item.path][1]:
                     report.skip(
@@ -564,6 +570,7 @@ def sessionize_inputs(config: SessionizeConfig, report: RunReport) -> Sessionize
                 policy_settings(config.policy),
                 sessionizer.pressure(),
                 {path: digest for path, (digest, _) in hashed.items()},
+                unread_digests,
             )
             result.manifest["outputs"] = _cited_outputs(staging, (io, io_flows, io_buckets))
             write_json(staging / MANIFEST_FILE, result.manifest)
@@ -641,6 +648,25 @@ def _input_digest(item: InputFile) -> tuple[str | None, str]:
     return digest, ""
 
 
+def _unread_with_problems(report: RunReport, inputs: Sequence[InputFile]) -> list[str]:
+    """The files found and not read for a problem (unknown format, unreadable, a header
+    no reader knows): a report names them as evidence given and not used, and cites them
+    by hash as it cites the inputs (not_read had their sizes alone: a review). Files left
+    out on purpose (an earlier run's tables, a copy of an input) are not hashed."""
+    read = {str(item.path) for item in inputs}
+    return [
+        path for path, stats in sorted(report.files.items()) if path not in read and stats.skipped
+    ]
+
+
+def _unread_digest(path: str) -> str | None:
+    """The SHA-256 of a file not read, or None when it cannot be read (or is no file)."""
+    try:
+        return sha256_file(Path(path)) if Path(path).is_file() else None
+    except OSError:
+        return None
+
+
 def _cited_file(path: Path | str | None, read: str | None = None) -> dict[str, str] | None:
     """Where the settings, Cartography or Flow Matrix came from: as given, absolute, and the
     SHA-256 of the bytes `read` from it (recombine's exports also refuse to overwrite it).
@@ -715,6 +741,7 @@ def _manifest(
     settings: dict[str, Any],
     pressure: dict[str, dict[str, Any]],
     digests: dict[Path, str | None],
+    unread_digests: dict[str, str | None],
 ) -> dict[str, Any]:
     """What a forensic report cites: tool, settings, inputs with hashes, counts, checks."""
     read = {str(item.path) for item in inputs}
@@ -752,6 +779,7 @@ def _manifest(
                 "path": path,
                 "size": stats.size,
                 "skipped": dict(sorted(stats.skipped.items())),
+                **({"sha256": unread_digests[path]} if path in unread_digests else {}),
                 **({"ignored": dict(sorted(stats.ignored.items()))} if stats.ignored else {}),
                 **({"copy_of": stats.copy_of} if stats.copy_of else {}),
             }

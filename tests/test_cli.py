@@ -274,8 +274,14 @@ def test_the_manifest_says_what_came_of_each_file(tmp_path: Path) -> None:
     [cited] = manifest["inputs"]
     assert (cited["records"], cited["skipped"]) == (72, {})
     assert manifest["counts"]["records_read"] == 72
+    # cited by hash as the inputs are, evidence given and not used (sizes alone: a review)
     assert manifest["not_read"] == [
-        {"path": str(evidence / "notes.txt"), "size": 29, "skipped": {"unknown_format": 1}}
+        {
+            "path": str(evidence / "notes.txt"),
+            "size": 29,
+            "skipped": {"unknown_format": 1},
+            "sha256": hashlib.sha256(b"collected by the night shift\n").hexdigest(),
+        }
     ]
     assert manifest["counts"]["skipped"] == {"unknown_format": 1}
     assert manifest["counts"]["sequence_loss"] == []  # a whole export: no word of loss
