@@ -382,6 +382,7 @@ def chain_sessions(
     is_open = np.asarray(pc.is_null(col("closed_at")).to_numpy(zero_copy_only=False), dtype=bool)
     ab_flags = numpy_of(col("ab_flags"), "int64")
     ba_flags = numpy_of(col("ba_flags"), "int64")
+    ab_packets = numpy_of(col("ab_packets"), "uint64")
     ba_packets = numpy_of(col("ba_packets"), "uint64")
     hard = _flag(col("close_reason"), "hard_timeout")
     evicted = _flag(col("close_reason"), "evicted")
@@ -594,16 +595,38 @@ def chain_sessions(
     joined_fragment = fragment_index[position_of[np.maximum(parent[rows], 0)]]
     del position_of
 
-    flipped = end_a[rows] != end_a[root_rows]
+    # the conversation's ip_a sent its earliest record (sessions.md): the fragment that
+    # opened first holds it (the first in fragment order on a tie), sent by its ip_a, or by
+    # its ip_b when it holds ip_b's records alone: a continuation keeps the orientation of
+    # the session it continues. The root's read a connection the open-session cap split
+    # backwards, its SYN's sender as port_b, when the continuation held the answer
+    # and the SYN's own record, earlier than the evicted answer's (a review)
+    opened_rows = opened[rows]
+    earliest = rows[
+        _first_where(opened_rows == np.minimum.reduceat(opened_rows, starts)[group], starts)
+    ]
+    swap_ends = (ab_packets[earliest] == 0) & (ba_packets[earliest] > 0)
+    conversation_a = np.where(swap_ends, end_b[earliest], end_a[earliest])
+    conversation_b = np.where(swap_ends, end_a[earliest], end_b[earliest])
+    flipped = end_a[rows] != conversation_a[group]
     # the server side is the fragment's whose own inference was the most confident, the
-    # earliest on a tie: the root's alone turned a C2 channel round when its first slice
-    # saw only a guess (first_sender, 0.5) and the later ones its traffic's shape (0.6),
-    # as one run over the whole capture had it (a review)
+    # one that opened first on a tie: the root's alone turned a C2 channel round when its
+    # first slice saw only a guess (first_sender, 0.5) and the later ones its traffic's
+    # shape (0.6), as one run over the whole capture had it (a review)
     confidence = np.nan_to_num(numpy_of(col("role_confidence"), "float64")[rows], nan=-1.0)
-    most = np.maximum.reduceat(confidence, starts)
-    sided = rows[np.minimum.reduceat(np.where(confidence >= most[group], np.arange(n), n), starts)]
-    sided_rows = sided[group]
-    conflict = (client[rows] != client[sided_rows]) | (server[rows] != server[sided_rows])
+    most_confident = confidence >= np.maximum.reduceat(confidence, starts)[group]
+    first_opened = np.minimum.reduceat(
+        np.where(most_confident, opened_rows, np.iinfo(np.int64).max), starts
+    )
+    sided = rows[_first_where(most_confident & (opened_rows == first_opened[group]), starts)]
+    # a first_sender guess is the conversation's first sender, its ip_a: a fragment's is of
+    # the orientation it inherited
+    first_sender = _flag(col("role_method"), "first_sender")[sided]
+    conversation_client = np.where(first_sender, conversation_a, client[sided])
+    conversation_server = np.where(first_sender, conversation_b, server[sided])
+    conflict = (client[rows] != conversation_client[group]) | (
+        server[rows] != conversation_server[group]
+    )
 
     def oriented(name: str, swapped: str) -> npt.NDArray[np.uint64]:
         own = numpy_of(col(name), "uint64")[rows]
@@ -687,8 +710,14 @@ def chain_sessions(
     state = pc.if_else(pa.array(answered & _flag(state, "half_open")), "active", state)
     # and a last fragment that timed out after its conversation finished (a trailing ACK
     # after the FINs, the other run's) closed as the finished connection it belongs to
-    resettled = (answered & _flag(close_reason, "no_reply")) | (
-        finished & (_flag(close_reason, "idle") | _flag(close_reason, "no_reply"))
+    # and a last fragment reset that held the answer alone, its opening another
+    # fragment's (late halves of a refused connection): `rejected` if the conversation's
+    # flags say so, as one session of both had it (it read `rst`: a review)
+    reset = final_tcp & _flag(close_reason, "rst")
+    resettled = (
+        (answered & _flag(close_reason, "no_reply"))
+        | (finished & (_flag(close_reason, "idle") | _flag(close_reason, "no_reply")))
+        | reset
     )
     if state_inferred.any() or resettled.any():
         settled = _settled_reasons(
@@ -700,7 +729,11 @@ def chain_sessions(
             ba_packets=totals[:, 3],
         )
         state = pc.if_else(pa.array(state_inferred), "closed", state)
-        close_reason = pc.if_else(pa.array(state_inferred | resettled), settled, close_reason)
+        # a reset stays one unless the conversation was refused
+        kept = reset & ~_flag(settled, "rejected")
+        close_reason = pc.if_else(
+            pa.array((state_inferred | resettled) & ~kept), settled, close_reason
+        )
 
     # the working arrays done with, freed before the output tables are built (each is one
     # value per session: ~1.5 GB of the peak at 5.2 M sessions)
@@ -785,9 +818,15 @@ def chain_sessions(
         maybe_more,
         answered,
         resettled,
+        reset,
         confidence,
-        most,
-        sided_rows,
+        most_confident,
+        first_opened,
+        opened_rows,
+        conversation_a,
+        conversation_b,
+        conversation_client,
+        conversation_server,
     )
     duration_s = (last_seen - first_seen) / 1_000_000.0
     session_id = col("session_id")
@@ -799,7 +838,8 @@ def chain_sessions(
     conversations = _conversation_table(
         sessions,
         roots,
-        sided,
+        (earliest, swap_ends),
+        (sided, first_sender),
         conversation_id,
         counts=counts,
         starts=starts,
@@ -891,6 +931,13 @@ def _session_it_falls_into(
 def _or_reduce(values: npt.NDArray[np.integer[Any]], starts: npt.NDArray[np.intp]) -> _Int64s:
     reduced: _Int64s = np.bitwise_or.reduceat(values.astype(np.int64), starts)
     return reduced
+
+
+def _first_where(chosen: _Bools, starts: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:
+    """The first position in each group (`starts`) where `chosen` holds (one always does)."""
+    positions = np.where(chosen, np.arange(len(chosen)), len(chosen))
+    first: npt.NDArray[np.intp] = np.minimum.reduceat(positions, starts)
+    return first
 
 
 def _finished(ab_flags: _Int64s, ba_flags: _Int64s) -> _Bools:
@@ -1064,36 +1111,36 @@ def _list(offsets: pa.Int32Array, values: pa.Array[Any]) -> pa.ListArray[Any]:
 def _conversation_table(
     sessions: pa.Table,
     roots: _Int64s,
-    sided: _Int64s,
+    ends: tuple[_Int64s, _Bools],
+    side: tuple[_Int64s, _Bools],
     conversation_id: pa.ChunkedArray[Any],
     **values: Any,
 ) -> pa.Table:
-    """One row per conversation: its endpoints in its root's orientation (`roots`), its
-    server side from the fragment whose inference was the most confident (`sided`)."""
+    """One row per conversation: its exporter and protocol its root's (`roots`), its
+    endpoints the fragment's that opened first, swapped where it holds ip_b's records
+    alone (`ends`), its server side from the fragment whose inference was the most
+    confident, a first_sender guess the conversation's own ip_a (`side`)."""
     take = cast(pa.Int64Array, pa.array(roots))
-    take_side = cast(pa.Int64Array, pa.array(sided))
+    take_ends = cast(pa.Int64Array, pa.array(ends[0]))
+    take_side = cast(pa.Int64Array, pa.array(side[0]))
     col = sessions.column
     counts: _Int64s = values["counts"]
     columns: dict[str, Any] = {"conversation_id": conversation_id}
-    for name in (
-        "exporter",
-        "exporter_domain",
-        "protocol",
-        "protocol_number",
-        "ip_a",
-        "port_a",
-        "ip_b",
-        "port_b",
-    ):
+    for name in ("exporter", "exporter_domain", "protocol", "protocol_number"):
         columns[name] = pc.take(col(name), take)
-    for name in (
-        "client_ip",
-        "client_port",
-        "server_ip",
-        "server_port",
-        "role_method",
-        "role_confidence",
+    swap, guessed = pa.array(ends[1]), pa.array(side[1])
+    for name, other in (("ip_a", "ip_b"), ("port_a", "port_b")):
+        own, swapped = pc.take(col(name), take_ends), pc.take(col(other), take_ends)
+        columns[name] = pc.if_else(swap, swapped, own)
+        columns[other] = pc.if_else(swap, own, swapped)
+    for name, guess in (
+        ("client_ip", "ip_a"),
+        ("client_port", "port_a"),
+        ("server_ip", "ip_b"),
+        ("server_port", "port_b"),
     ):
+        columns[name] = pc.if_else(guessed, columns[guess], pc.take(col(name), take_side))
+    for name in ("role_method", "role_confidence"):
         columns[name] = pc.take(col(name), take_side)
     columns["fragment_count"] = pa.array(counts.astype(np.uint32))
     columns["splits"] = _list(_offsets(counts), pa.array(values["splits"], pa.uint32()))

@@ -165,6 +165,104 @@ def test_a_fragment_that_opens_before_the_one_it_continues_is_no_loop(tmp_path: 
     ] == [("F0", None, None), ("F1", "evicted", 0.0), ("F2", "evicted", 1.0)]
 
 
+def test_a_cap_split_conversation_is_oriented_by_its_earliest_record(tmp_path: Path) -> None:
+    """A review (an IRC DCC transfer under --max-open-ksessions): the evicted session held
+    the receiver's records, opened 1 ms after the SYN's sender's record that its
+    continuation holds alone, in the orientation it inherited. The conversation read
+    receiver -> sender with a first_sender guess of 0.5 each; its ip_a sends the earliest
+    record (sessions.md), and a first_sender guess follows it."""
+    rows = [
+        session(
+            "E0",
+            10.001,
+            10.2,
+            close="evicted",
+            a=("10.0.0.7", 59130),
+            b=("10.0.0.22", 43614),
+            ab=(1370247, 962),
+            ba=(0, 0),
+            flags=(27, 0),
+        ),
+        session(
+            "E1",
+            10.0,
+            10.2,
+            close="fin",
+            split=1,
+            conversation="E0",
+            a=("10.0.0.7", 59130),
+            b=("10.0.0.22", 43614),
+            ab=(0, 0),
+            ba=(6964, 127),
+            flags=(0, 27),
+        ),
+    ]
+    for row in rows:
+        row["role_method"], row["role_confidence"] = "first_sender", 0.5
+    result = one_run(tmp_path, rows)
+    [row] = result.conversations.to_pylist()
+    assert (row["ip_a"], row["port_a"], row["ip_b"], row["port_b"]) == (
+        "10.0.0.22",
+        43614,
+        "10.0.0.7",
+        59130,
+    )
+    assert (row["client_ip"], row["client_port"], row["server_port"]) == ("10.0.0.22", 43614, 59130)
+    assert (row["ab_bytes"], row["ba_bytes"]) == (6964, 1370247)
+    # each fragment's own guess is of the orientation it inherited: said, not hidden
+    assert row["orientation_conflicts"] == ["E0", "E1"]
+    assert [f["flipped"] for f in result.fragments.to_pylist()] == [True, True]
+    # a confident fragment's side stands: it is no guess of who sent first
+    rows[1]["role_method"], rows[1]["role_confidence"] = "tcp_syn", 0.9
+    rows[1]["client_ip"], rows[1]["client_port"] = "10.0.0.7", 59130
+    rows[1]["server_ip"], rows[1]["server_port"] = "10.0.0.22", 43614
+    [row] = recombine_tables([write_run(tmp_path / "sure", rows)]).conversations.to_pylist()
+    assert (row["ip_a"], row["client_ip"], row["role_method"]) == (
+        "10.0.0.22",
+        "10.0.0.7",
+        "tcp_syn",
+    )
+    assert row["orientation_conflicts"] == []  # E0's guess agrees with it
+
+
+def test_a_refused_connection_in_late_halves_is_rejected_not_reset(tmp_path: Path) -> None:
+    """A review (live/sf_v9_late_halves.pcap at a 10 s hard_timeout): the SYN's record in
+    one fragment, the RST|ACK answer late in another, whose own reason is rst; one session
+    of both reads `rejected` (sessions.md: the only answer to a TCP opening was RST), and
+    so does the conversation. A reset after data stays `rst`."""
+    rows = [
+        session("R0", 0, 0.1, close="hard_timeout", b=("10.0.0.2", 9), ba=(0, 0), flags=(0x02, 0)),
+        session(
+            "R1",
+            0.05,
+            0.05,
+            close="rst",
+            b=("10.0.0.2", 9),
+            ab=(0, 0),
+            ba=(40, 1),
+            flags=(0, 0x14),
+            late=True,
+        ),
+        session("P0", 0, 0.1, close="hard_timeout", b=("10.0.0.2", 80), ba=(0, 0), flags=(0x1A, 0)),
+        session(
+            "P1",
+            0.05,
+            0.05,
+            close="rst",
+            b=("10.0.0.2", 80),
+            ab=(0, 0),
+            ba=(40, 1),
+            flags=(0, 0x14),
+            late=True,
+        ),
+    ]
+    by_id = conversations(one_run(tmp_path, rows, window=(0, 60)))
+    assert by_id["R0"]["session_ids"] == ["R0", "R1"]
+    assert by_id["R0"]["close_reason"] == "rejected"
+    assert by_id["P0"]["session_ids"] == ["P0", "P1"]
+    assert by_id["P0"]["close_reason"] == "rst"  # its opener pushed data: a reset
+
+
 def test_a_late_new_connection_after_a_finished_one_is_its_own_conversation(tmp_path: Path) -> None:
     # as the sessionizer has it: it follows the finished connection, it does not go on
     # with it; a late trailing ACK does
