@@ -185,6 +185,7 @@ _S30 = np.uint64(30)
 _S27 = np.uint64(27)
 _S31 = np.uint64(31)
 _SIGN = np.int64(-(1 << 63))  # flips the sign bit: unsigned order by signed comparison
+_REFUSALS_MASK = (1 << (2 * R.REFUSAL_BITS)) - 1  # both endpoints' refusal bits
 
 _jit = njit(cache=True, nogil=True)
 # Helpers run without numba's reference counting: they never allocate, and every array
@@ -365,6 +366,39 @@ def _fins(M: Any, s: Int64) -> Any:
 
 
 @_inline
+def _refusal_of(flags: Any) -> Any:
+    """An endpoint's flags as far as a refusal goes (R.REFUSAL_BITS): SYN, PSH or FIN, RST
+    (reference.refusal_of)."""
+    return (
+        (1 if flags & R.TCP_SYN else 0)
+        | (2 if flags & R.OPENING_ONLY else 0)
+        | (4 if flags & R.TCP_RST else 0)
+    )
+
+
+@_inline
+def _refusal_flags(bits: Any) -> Any:
+    """R.REFUSAL_BITS back as flags: PSH stands for PSH or FIN (the refusal tests take
+    them alike)."""
+    return (
+        (R.TCP_SYN if bits & 1 else 0)
+        | (R.TCP_PSH if bits & 2 else 0)
+        | (R.TCP_RST if bits & 4 else 0)
+    )
+
+
+@_inline
+def _refusals(M: Any, s: Int64) -> Any:
+    """Endpoint d's refusal bits at 3d: the conversation's, this fragment and the ones
+    before (reference RefSession.refusals)."""
+    return (
+        _refusal_of(M[s, R.F_FLAGS0])
+        | _refusal_of(M[s, R.F_FLAGS1]) << R.REFUSAL_BITS
+        | M[s, R.F_INHERITED] >> 3
+    ) & _REFUSALS_MASK
+
+
+@_inline
 def _half_open(M: Any, s: Int64) -> Any:
     seen = M[s, R.F_SEEN]
     if M[s, R.F_PROTO] != 6 or (seen != 1 and seen != 2):
@@ -391,19 +425,23 @@ def _state_reason(M: Any, s: Int64) -> int:
     f1 = M[s, R.F_FLAGS1]
     if M[s, R.F_PROTO] == 6:
         if (f0 | f1) & R.TCP_RST:
-            # a bare opening answered by a bare RST (reference.state_reason)
+            # a bare opening answered by a bare RST, in the conversation's flags: the SYN
+            # can be a fragment's before (reference.state_reason)
+            refusals = _refusals(M, s)
+            g0 = _refusal_flags(refusals & 7)
+            g1 = _refusal_flags(refusals >> R.REFUSAL_BITS)
             if (
-                (f0 & R.TCP_SYN)
-                and not (f0 & R.OPENING_ONLY)
-                and (f1 & R.TCP_RST)
-                and not (f1 & R.REFUSAL_ONLY)
+                (g0 & R.TCP_SYN)
+                and not (g0 & R.OPENING_ONLY)
+                and (g1 & R.TCP_RST)
+                and not (g1 & R.REFUSAL_ONLY)
             ):
                 return R.REASON_REJECTED
             if (
-                (f1 & R.TCP_SYN)
-                and not (f1 & R.OPENING_ONLY)
-                and (f0 & R.TCP_RST)
-                and not (f0 & R.REFUSAL_ONLY)
+                (g1 & R.TCP_SYN)
+                and not (g1 & R.OPENING_ONLY)
+                and (g0 & R.TCP_RST)
+                and not (g0 & R.REFUSAL_ONLY)
             ):
                 return R.REASON_REJECTED
             if M[s, R.F_SEEN] == 3 or ((f0 | f1) & R.TCP_ACK and (f0 | f1) & R.TCP_PSH):
@@ -485,7 +523,11 @@ def _inherit(M: Any, s: Int64, S: Any, slot: int) -> None:
     never comes out reversed, and the directions the conversation has seen: a piece that
     sees one direction only (the other's records fell in the sessions before) is no one-way
     attempt (no_reply, half_open)."""
-    M[s, R.F_INHERITED] = 1 | ((S[slot, R.P_BITS] >> R.PB_FIN) & 3) << 1
+    M[s, R.F_INHERITED] = (
+        1
+        | ((S[slot, R.P_BITS] >> R.PB_FIN) & 3) << 1
+        | ((S[slot, R.P_BITS] >> R.PB_REFUSAL) & _REFUSALS_MASK) << 3
+    )
     M[s, R.F_INH_ORIENT] = _prev_byte(S, slot, R.PB_ORIENT)
     M[s, R.F_INH_SERVER] = _prev_byte(S, slot, R.PB_SERVER)
     M[s, R.F_INH_METHOD] = _prev_byte(S, slot, R.PB_METHOD)
@@ -538,7 +580,7 @@ def _new_links(
         M[s, R.F_SPLIT] = S[slot, R.P_SPLIT] + 1
         if S[slot, R.P_SPLIT] > 0:
             M[s, R.F_ROOT_OPENED] = S[slot, R.P_ROOT_OPENED]
-            M[s, R.F_ROOT_LATE] = _prev_byte(S, slot, R.PB_ROOT_LATE)
+            M[s, R.F_ROOT_LATE] = _prev_bit(S, slot, R.PB_ROOT_LATE)
             M[s, R.F_ROOT_DUP] = S[slot, R.P_ROOT_DUP]
         else:
             M[s, R.F_ROOT_OPENED] = S[slot, R.P_OPENED]
@@ -744,7 +786,7 @@ def _remember(S: Any, slot: int, M: Any, s: Int64, P: Any, C: Any) -> None:
     S[slot, R.P_CONT] = M[s, R.F_LAST] + _idle(M, s, P)
     S[slot, R.P_SPLIT] = M[s, R.F_SPLIT]
     S[slot, R.P_DUP] = M[s, R.F_DUP]
-    root_late = _prev_byte(S, slot, R.PB_ROOT_LATE)
+    root_late = _prev_bit(S, slot, R.PB_ROOT_LATE)
     if M[s, R.F_SPLIT] > 0:
         S[slot, R.P_ROOT_OPENED] = M[s, R.F_ROOT_OPENED]
         root_late = M[s, R.F_ROOT_LATE]
@@ -759,6 +801,7 @@ def _remember(S: Any, slot: int, M: Any, s: Int64, P: Any, C: Any) -> None:
         | M[s, R.F_CONFIDENCE] << R.PB_CONFIDENCE
         | (M[s, R.F_SEEN] & 3) << R.PB_SEEN
         | _fins(M, s) << R.PB_FIN
+        | _refusals(M, s) << R.PB_REFUSAL
         | (1 if _half_open(M, s) else 0) << R.PB_HALF_OPEN
         | (1 if _finished(M, s) else 0) << R.PB_FINISHED
     )

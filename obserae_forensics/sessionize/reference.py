@@ -129,6 +129,7 @@ class RefSession:
     syn_first_seen: list[int] = field(default_factory=lambda: [R.NO_TIME, R.NO_TIME])
     pure_syn: int = 0
     inherited_fins: int = 0  # bit d: a fragment before it saw FIN from endpoint d
+    inherited_refusals: int = 0  # what fragments before it saw of each endpoint (refusals)
     echo_request: int = 0
     icmp_answers: int = 0  # bit d: echo replies, bit 2 + d: error messages
     declared: int = 0
@@ -166,6 +167,15 @@ class RefSession:
             | self.inherited_fins
         )
 
+    def refusals(self) -> int:
+        """Endpoint d's refusal bits (refusal_of) at 3d: what the conversation has seen of
+        it, here or in a fragment before, that tells a refused opening."""
+        return (
+            refusal_of(self.flags[0])
+            | refusal_of(self.flags[1]) << R.REFUSAL_BITS
+            | self.inherited_refusals
+        )
+
     def finished(self) -> bool:
         if self.protocol != 6:
             return False
@@ -193,8 +203,16 @@ class RefSession:
         """Why this session ends if its idle/finish deadline (not hard_timeout) ends it."""
         if self.protocol == 6:
             if (self.flags[0] | self.flags[1]) & R.TCP_RST:
+                # the conversation's flags: the SYN can be a fragment's before, the bare
+                # RST answering it this one's (a late session following it, the next
+                # fragment after the open-session cap): a refusal all the same (a review)
+                refusals = self.refusals()
+                conversation = [
+                    refusal_flags(refusals & 7),
+                    refusal_flags(refusals >> R.REFUSAL_BITS),
+                ]
                 for opener in (0, 1):
-                    opening, answer = self.flags[opener], self.flags[1 - opener]
+                    opening, answer = conversation[opener], conversation[1 - opener]
                     # "the only answer to a TCP opening was RST": a SYN (no data or FIN
                     # from its side), answered by RST without SYN or data (cumulative
                     # flags of a connection whose SYN-ACK went unseen hold PSH: a RST
@@ -570,6 +588,23 @@ def _reopens(prev: RefSession, first: int, flags: int) -> bool:
     return prev.finished() and first > prev.last and bool(flags & R.SYN_EITHER)
 
 
+def refusal_of(flags: int) -> int:
+    """An endpoint's flags as far as a refusal goes, in R.REFUSAL_BITS: SYN, PSH or FIN
+    (which the refusal tests take alike), RST."""
+    return (
+        bool(flags & R.TCP_SYN) | bool(flags & R.OPENING_ONLY) << 1 | bool(flags & R.TCP_RST) << 2
+    )
+
+
+def refusal_flags(bits: int) -> int:
+    """refusal_of's bits back as flags, PSH standing for PSH or FIN."""
+    return (
+        (R.TCP_SYN if bits & 1 else 0)
+        | (R.TCP_PSH if bits & 2 else 0)
+        | (R.TCP_RST if bits & 4 else 0)
+    )
+
+
 def _inherit(session: RefSession, prev: RefSession) -> None:
     """`session` goes on with `prev`'s conversation (rule 3): orientation, server side and
     the directions the conversation has seen (no one-way attempt for having seen one
@@ -578,6 +613,7 @@ def _inherit(session: RefSession, prev: RefSession) -> None:
     session.inherited = prev.inherited
     session.seen = prev.seen
     session.inherited_fins = prev.fins()
+    session.inherited_refusals = prev.refusals()
 
 
 def _bits(counter: int) -> int:

@@ -85,7 +85,8 @@ F_FOLLOW_SPLIT = 43
 F_FOLLOW_LATE = 44
 F_FOLLOW_DUP = 45
 F_INHERITED = 46  # a later fragment: orientation and server side come from fragment 0;
-# bits 1 + d: the conversation's fragments before it saw FIN from endpoint d (finished())
+# bits 1 + d: the conversation's fragments before it saw FIN from endpoint d (finished());
+# bits 3 + 3d..: what they saw of endpoint d that tells a refusal (REFUSAL_BITS)
 F_INH_ORIENT = 47
 F_INH_SERVER = 48
 F_INH_METHOD = 49
@@ -144,6 +145,10 @@ PB_SEEN = 58
 # two bits: the directions the conversation has seen FIN from, its earlier fragments' too (a
 # connection whose FINs fall on both sides of a cut finishes in its last fragment)
 PB_FIN = 60
+# six bits, three an endpoint (REFUSAL_BITS): what the conversation has seen of each that
+# tells a refused opening, its earlier fragments' too (a SYN in one fragment, the bare RST
+# answering it in the next, or in a late session following it, is a refusal: `rejected`)
+PB_REFUSAL = 9
 # one bit each: the session closed half-open, so that last_seen = P_CONT - its idle (the
 # half-open or the established one), and it was a finished connection (FIN both ways, or
 # a RST), which a SYN after that last_seen does not go on with, late or as its next
@@ -304,6 +309,8 @@ TCP_ACK = 0x10
 # may come), the answer RST and none of these (no SYN-ACK, no data): a RST answering data,
 # or answered by data, is `rst`
 OPENING_ONLY = TCP_PSH | TCP_FIN
+# an endpoint's flags as far as a refusal goes, in three bits: SYN, PSH or FIN, RST
+REFUSAL_BITS = 3
 REFUSAL_ONLY = TCP_SYN | TCP_PSH | TCP_FIN
 # Records.tcp_flags: a record's forward flags, and its reverse direction's shifted above them
 REVERSE_FLAGS_SHIFT = 16

@@ -174,6 +174,33 @@ def test_a_late_new_connection_after_a_finished_one_does_not_go_on_with_it(engin
         assert (late["late"], late["close_reason"]) == (True, reason), start
 
 
+def test_a_refusal_split_across_sessions_is_rejected_where_its_rst_lands(engine: str) -> None:
+    """A review (live/sf_v9_late_halves.pcap, and a SYN flood at the open-session cap):
+    the SYN in one session, the bare RST answering it in the late session that follows
+    it, or in the next fragment of the evicted one, closed `rst`, "RST seen after an
+    established exchange", where one session of both reads `rejected`. The conversation's
+    flags decide, its earlier pieces' too; a RST after data stays `rst`."""
+    refusal = rec(0.001, src=B, sport=443, dst=A, dport=40000, flags=RST | ACK)
+    # (each closed, its half-open or established idle past, and still remembered)
+    for opening, reason, closed in ((SYN, "rejected", 40), (SYN | ACK | 0x08, "rst", 100)):
+        first, late = by_key(
+            run([rec(0, flags=opening), tick(closed), refusal, tick(300)], engine=engine)[0]
+        )
+        assert (late["late"], late["follows_session_id"]) == (True, first["session_id"])
+        assert (late["ab_packets"], late["ba_packets"], late["close_reason"]) == (0, 1, reason)
+        # at the cap: another key's record evicts the SYN's session, the RST goes on with it
+        sessions = run(
+            [rec(0, flags=opening), rec(0.0005, sport=40001, flags=opening), refusal, tick(300)],
+            SessionPolicy(max_open_ksessions=0.001),
+            engine=engine,
+        )[0]
+        split = [s for s in by_key(sessions) if s["port_a"] == 40000 or s["port_b"] == 40000]
+        assert [(s["split"], s["close_reason"]) for s in split] == [(0, "evicted"), (1, reason)]
+    # one session of both, for the record
+    [whole] = by_key(run([rec(0, flags=SYN), refusal, tick(300)], engine=engine)[0])
+    assert whole["close_reason"] == "rejected"
+
+
 def test_a_new_connection_after_a_finished_fragment_is_no_next_fragment(engine: str) -> None:
     """Found in review: a finished connection cut by hard_timeout or evicted (it waited
     the grace for the watermark) took a new SYN on its 5-tuple as its next fragment,
