@@ -544,6 +544,7 @@ def _new_links(
     C: Any,
     P: Any,
     first: int,
+    last: int,
     late: int,
     flags: int,
     stray: bool | np.bool_,
@@ -558,7 +559,8 @@ def _new_links(
         S[slot, R.P_DUP] << 32 | S[slot, R.P_SPLIT] << 1 | _prev_bit(S, slot, R.PB_LATE)
     )
     if late:
-        if S[slot, R.P_OPENED] <= first:
+        # it reaches the closed session: falls into it or follows it (reference)
+        if S[slot, R.P_OPENED] <= last:
             M[s, R.F_HAS_FOLLOW] = 1
             M[s, R.F_FOLLOW_OPENED] = S[slot, R.P_OPENED]
             M[s, R.F_FOLLOW_SPLIT] = S[slot, R.P_SPLIT]
@@ -1364,7 +1366,7 @@ def _stray(
     X[_ROW0, R.F_IDENTITY] = identity
     X[_ROW0, R.F_DEEP] = 1  # a stray's dup is its identity too (rule 6)
     C[S_SERIALS] += 1
-    _new_links(X, _ROW0, S, slot, C, P, first, late, flags, _STRAY)
+    _new_links(X, _ROW0, S, slot, C, P, first, last, late, flags, _STRAY)
     _apply(
         X,
         _ROW0,
@@ -1667,7 +1669,7 @@ def replay(
             _init_session(M, target, C[S_SERIALS], late)
             M[target, R.F_IDENTITY] = identity[i]
             C[S_SERIALS] += 1
-            _new_links(M, target, S, slot, C, P, first, late, tcp_flags[i], _NOT_STRAY)
+            _new_links(M, target, S, slot, C, P, first, last, late, tcp_flags[i], _NOT_STRAY)
 
         # a new session takes its record before the cap is checked (its deadline decides it)
         _apply(

@@ -363,7 +363,7 @@ class ReferenceReplay:
             elif first < session.opened and (
                 last + idle < session.opened or first + policy.hard_timeout_us <= session.max_first
             ):
-                stray = self._new_session(key, first, late, flags, stray=True)
+                stray = self._new_session(key, first, last, late, flags, stray=True)
                 stray.identity, stray.deep = identity, 1  # numbered by identity (rule 6)
                 self._apply(stray, records, i, direction)
                 closed_at, reason = stray.deadline(policy)
@@ -373,7 +373,7 @@ class ReferenceReplay:
             else:
                 joined = True
         if session is None:
-            session = self._new_session(key, first, late, flags)
+            session = self._new_session(key, first, last, late, flags)
             session.identity = identity
             self._apply(session, records, i, direction)
             now = clock if self.max_clock is None else max(clock, self.max_clock)
@@ -388,9 +388,10 @@ class ReferenceReplay:
         return session.serial, direction
 
     def _new_session(
-        self, key: Key, first: int, late: bool, flags: int, stray: bool = False
+        self, key: Key, first: int, last: int, late: bool, flags: int, stray: bool = False
     ) -> RefSession:
-        """`flags`: the opening record's (both halves of a biflow)."""
+        """`flags`: the opening record's (both halves of a biflow); `first`, `last`: its
+        times."""
         session = RefSession(key, self.serials, late=int(late))
         self.serials += 1
         prev = self.prev.get(key)
@@ -398,7 +399,11 @@ class ReferenceReplay:
             return session
         session.open_prev = (prev.opened, prev.split, prev.late, prev.dup)
         if late:
-            if prev.opened <= first:
+            # it falls into the closed session or follows it (sessions.md): it reaches it.
+            # Starting before it was not enough: a server's half exported first, its
+            # client's half 1 ms earlier, linked nothing and each came out one-way (a
+            # review, on nfpcapd's export of a RAT's connection)
+            if prev.opened <= last:
                 session.follows = (prev.opened, prev.split, prev.late, prev.dup)
                 # within its idle timeout: its conversation (rule 3), unless a new
                 # connection on the 5-tuple after a finished one (as in rule 2b')

@@ -201,6 +201,32 @@ def test_a_refusal_split_across_sessions_is_rejected_where_its_rst_lands(engine:
     assert whole["close_reason"] == "rejected"
 
 
+def test_a_late_half_starting_before_the_closed_half_it_belongs_with_follows_it(
+    engine: str,
+) -> None:
+    """A review (nfpcapd's export of a RAT's connections, each direction a record of its
+    own, exported long after): the server's half came first and closed, then the client's,
+    starting 1 ms before it (the SYN precedes the SYN-ACK), followed nothing and inherited
+    nothing, two one-way sessions of one connection. A late record reaching the closed
+    session, falling into it or following it, follows it (sessions.md); one ending before
+    it opened does not."""
+    server = rec(0.001, 1, src=B, sport=443, dst=A, dport=40000, flags=SYN | ACK, packets=33)
+    for client_last, linked in ((0.9, True), (0.0005, False)):
+        client = rec(0, client_last, flags=SYN | ACK | 0x08, packets=87)
+        sessions = by_key(run([tick(200), server, client, tick(400)], engine=engine)[0])
+        first, second = sorted(sessions, key=lambda s: s["ba_packets"])
+        assert (first["late"], second["late"]) == (True, True)
+        if linked:
+            assert second["follows_session_id"] == first["session_id"]
+            # its conversation's: oriented and sided as the half it follows, and no one-way
+            # attempt for having seen one direction
+            assert (second["ip_a"], second["client_ip"]) == (first["ip_a"], first["client_ip"])
+            assert (second["ab_packets"], second["ba_packets"]) == (0, 87)
+            assert second["close_reason"] == "idle"
+        else:
+            assert second["follows_session_id"] is None
+
+
 def test_a_new_connection_after_a_finished_fragment_is_no_next_fragment(engine: str) -> None:
     """Found in review: a finished connection cut by hard_timeout or evicted (it waited
     the grace for the watermark) took a new SYN on its 5-tuple as its next fragment,
