@@ -80,6 +80,13 @@ def test_outputs_are_written_and_agree(tmp_path: Path) -> None:
         "| 99% | 45 min (2700 s) |",
         "![fragment timelines](timeline.png)",
         "more may follow after" if report["outside_window"]["tail_cut"] else "None.",
+        # what the setting did beside what the durations say it would (a review: "keeps
+        # 90.91 % whole" read as measured), and what each reason means
+        "| 15 min | 90.91 % |",
+        "Measured: 20 of 22 conversation(s) (90.91 %) came out in one fragment; 1 were split "
+        "by hard_timeout, and 1 by evicted, which no hard_timeout keeps whole (Split "
+        "conversations by reason).",
+        "`split`: linked by its run's split numbering alone",
     ):
         assert text in markdown
     # a hard_timeout to keep a conversation whole is recommended only where hard_timeout
