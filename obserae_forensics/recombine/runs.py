@@ -340,7 +340,12 @@ def order_runs(paths: Sequence[Path]) -> list[Run]:
     # record in a slice put it before the slice before it, and every conversation crossing
     # the two cuts went unjoined (found by an audit: 5 conversations came out 9); runs whose
     # flows table says nothing of it, by their data window
-    runs.sort(key=lambda r: run_order_key(first_arrival(r.path), r.start_us, r.end_us, str(r.path)))
+    arrivals = {run.path: first_arrival(run.path) for run in runs}
+    if len(runs) > 1:  # (alone, a run has no place to lose)
+        for run in runs:
+            if arrivals[run.path] is None and (problem := _no_arrival(run.path)):
+                run.changed.append(problem)
+    runs.sort(key=lambda r: run_order_key(arrivals[r.path], r.start_us, r.end_us, str(r.path)))
     for index, run in enumerate(runs):
         run.index = index
     cut_losses(runs)
@@ -431,6 +436,24 @@ def run_order_key(
         far if end_us is None else end_us,
         path,
     )
+
+
+def _no_arrival(path: Path) -> str | None:
+    """Why a run's flows table gives no first arrival, when it is missing or unreadable: the
+    run is placed among the others by its data window, which a late record can put before
+    the run it follows, and its conversations across the cut go unjoined. Said: a damaged
+    flows table changed the runs' order and the result without a word (a review)."""
+    flows = path / FLOWS_FILE
+    try:
+        pq.read_metadata(flows)
+    except (OSError, pa.ArrowException) as exc:
+        what = "missing" if not flows.exists() else f"unreadable ({exc})"
+        return (
+            f"{FLOWS_FILE} is {what}: the run is placed among the others by its data "
+            "window, not by when its records arrived, and conversations across its cuts "
+            "may go unjoined"
+        )
+    return None
 
 
 def first_arrival(path: Path) -> int | None:

@@ -111,3 +111,21 @@ def test_a_late_record_does_not_put_a_slice_before_the_one_before_it(tmp_path: P
     both = loaded.fragments.merge(loaded.sessions, on="session_id")
     assert len(both) == len(loaded.sessions)
     assert (both["run_index"].astype(int) == both["run"].astype(int)).all()
+
+    # a damaged flows table gives no arrival: the run goes by its data window, its
+    # conversation across the cut unjoined, and that is said, not passed over (a review)
+    third = runs[2] / "flows.parquet"
+    third.write_bytes(third.read_bytes()[:300])
+    damaged = recombine_tables(list(reversed(runs)))
+    assert [run.path for run in damaged.runs] == [runs[0], runs[2], runs[1]]
+    [said] = [
+        line
+        for line in damaged.summary().splitlines()
+        if "placed among the others by its data window" in line
+    ]
+    assert said.startswith(f"warning: run 1 ({runs[2]}): flows.parquet is unreadable (")
+    (runs[2] / "flows.parquet").unlink()
+    assert any(
+        "flows.parquet is missing: the run is placed" in line
+        for line in recombine_tables(list(reversed(runs))).summary().splitlines()
+    )
