@@ -830,7 +830,8 @@ def _recombine_outputs(
         same_endpoints,
         split_conversation_ids,
     )
-    from .recombine.report import endpoint_text
+    from .recombine.report import cut_message, endpoint_text
+    from .times import iso_us
 
     incomplete = False
     if session:  # every id known before anything is written
@@ -877,16 +878,32 @@ def _recombine_outputs(
             continue  # two fragments of one conversation given: it is shown once
         shown_conversations.add(conversation)
         shown = [c for c in FRAGMENT_COLUMNS if c in frame.columns]
-        first = frame.iloc[0]
-        ported = str(first["protocol"]) in {protocol_keyword(n) for n in PORT_PROTOCOLS}
+        row = _conversation_row(result, conversation)
+        ported = str(row["protocol"]) in {protocol_keyword(n) for n in PORT_PROTOCOLS}
         ends = [
-            endpoint_text(str(first[f"ip_{side}"]), int(first[f"port_{side}"]), ported)
-            for side in "ab"
+            endpoint_text(str(row[f"{side}_ip"]), int(row[f"{side}_port"]), ported)
+            for side in ("client", "server")
         ]
+        # client -> server as the report has them (ip_a <-> ip_b of its first fragment,
+        # which can be another orientation than the conversation's)
         typer.echo(
-            f"conversation {conversation}: {first['protocol']} {ends[0]} <-> {ends[1]} "
-            f"({first['exporter']}), {len(frame)} fragment(s)"
+            f"conversation {conversation}: {row['protocol']} {ends[0]} → {ends[1]} "
+            f"({row['exporter']}), {len(frame)} fragment(s)"
         )
+        # the seed: widen the time range for fragments that may precede or follow
+        window = result.report["window"].get(str(row["exporter"]), {})
+        for head, cut in ((True, "head_cut"), (False, "tail_cut")):
+            if row[cut]:
+                typer.echo(
+                    "("
+                    + cut_message(
+                        head,
+                        int(row["splits"][0]) if row["splits"] else 0,
+                        iso_us(row["first_seen_us"], trim_fraction=True),
+                        (window.get("start"), window.get("end")),
+                    )
+                    + ")"
+                )
         listed = frame[shown]
         if "joined_fragment" in shown:  # an index, not the float pandas reads it as for nulls
             listed = listed.assign(joined_fragment=listed["joined_fragment"].astype("UInt32"))
@@ -1149,6 +1166,19 @@ def show_command(
     typer.echo(f"({total} rows in {path})")
     for note in notes:
         typer.echo(f"({note})")
+
+
+def _conversation_row(result: RecombineResult, conversation: str) -> dict[str, Any]:
+    """One conversation of recombine's table, its first_seen as UTC µs (first_seen_us)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    table = result.conversations
+    # (compute functions take Python scalars; the stubs only Arrow ones)
+    mine = table.filter(pc.equal(table.column("conversation_id"), conversation))  # type: ignore[call-overload]
+    [row] = mine.to_pylist()
+    row["first_seen_us"] = pc.cast(mine.column("first_seen"), pa.int64())[0].as_py()
+    return row
 
 
 def _show_changed(run_dir: Path, name: str) -> list[str]:

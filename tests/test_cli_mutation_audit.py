@@ -273,7 +273,7 @@ def test_recombine_session_lists_every_fragment_with_its_split_and_gap(tmp_path:
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert (
-        lines[0] == "conversation A: TCP 10.0.0.1:40000 <-> 10.0.0.2:443 (192.0.2.1), 3 fragment(s)"
+        lines[0] == "conversation A: TCP 10.0.0.1:40000 → 10.0.0.2:443 (192.0.2.1), 3 fragment(s)"
     )
     assert lines[1].split() == [
         "fragment_index",

@@ -365,26 +365,39 @@ def _outside_window(
                 "fragments": row["fragment_count"],
                 "first_split": row["splits"][0] if row["splits"] else 0,
             }
-            if name == "head_cut" and entry["first_split"]:
-                entry["message"] = (
-                    f"fragment 0 is outside the window (the earliest fragment here is its split "
-                    f"{entry['first_split']}): widen the window to start before "
-                    f"{entry['first_seen']}"
-                )
-            elif name == "head_cut":
-                # no split above 0, only a start within an idle timeout of the exporter's
-                # first record with no opening seen: it may have begun before, or not (a
-                # whole DNS exchange read "fragment 0 is outside the window": a review)
-                entry["message"] = (
-                    "may have begun before the window (it starts within an idle timeout of "
-                    "the exporter's first record, no opening seen): widen the window to start "
-                    f"before {iso_us(start_us, trim_fraction=True)} to know"
-                )
-            else:
-                entry["message"] = f"more may follow after {iso_us(end_us, trim_fraction=True)}"
+            entry["message"] = cut_message(
+                name == "head_cut",
+                entry["first_split"],
+                entry["first_seen"],
+                (iso_us(start_us, trim_fraction=True), iso_us(end_us, trim_fraction=True)),
+            )
             entries.append(entry)
         out[name] = entries
     return out
+
+
+def cut_message(
+    head: bool, first_split: int, first_seen: str | None, window: tuple[str | None, str | None]
+) -> str:
+    """What a conversation cut at its exporter's `window` (ISO text, as report["window"])
+    may lack: fragments
+    before it (`head`; `first_split`: its earliest fragment's split, `first_seen` its ISO
+    start) or after it. The report's lists and `recombine --session` say it alike."""
+    if head and first_split:
+        return (
+            f"fragment 0 is outside the window (the earliest fragment here is its split "
+            f"{first_split}): widen the window to start before {first_seen}"
+        )
+    if head:
+        # no split above 0, only a start within an idle timeout of the exporter's first
+        # record with no opening seen: it may have begun before, or not (a whole DNS
+        # exchange read "fragment 0 is outside the window": a review)
+        return (
+            "may have begun before the window (it starts within an idle timeout of the "
+            "exporter's first record, no opening seen): widen the window to start before "
+            f"{window[0]} to know"
+        )
+    return f"more may follow after {window[1]}"
 
 
 def _durations(duration: npt.NDArray[np.float64], runs: list[Run]) -> dict[str, Any]:

@@ -270,7 +270,7 @@ def test_find_session_fragments_also_lists_the_endpoints_other_conversations(
     said = CliRunner().invoke(app, ["recombine", str(run), "--session", "IDLE"])
     assert said.exit_code == 0, said.output
     assert (
-        "conversation IDLE: TCP 172.16.0.111:4433 <-> 172.16.0.114:6642 (192.0.2.1), "
+        "conversation IDLE: TCP 172.16.0.111:4433 → 172.16.0.114:6642 (192.0.2.1), "
         "1 fragment(s)" in said.stdout
     )
     assert "1 other conversation(s) of the same exporter, protocol, addresses and ports" in (
@@ -321,7 +321,33 @@ def test_the_session_listing_writes_endpoints_as_the_report_does(tmp_path: Path)
     run = write_run(tmp_path / "run", rows)
     said = CliRunner().invoke(app, ["recombine", str(run), "--session", "V6", "--session", "PING"])
     assert said.exit_code == 0, said.output
-    assert "conversation V6: TCP [2001:db8::1]:40000 <-> [2001:db8::2]:443 (192.0.2.1)" in (
+    assert "conversation V6: TCP [2001:db8::1]:40000 → [2001:db8::2]:443 (192.0.2.1)" in (
         said.stdout
     )
-    assert "conversation PING: ICMP 10.0.0.5 <-> 10.0.0.6 (192.0.2.1)" in said.stdout
+    assert "conversation PING: ICMP 10.0.0.5 → 10.0.0.6 (192.0.2.1)" in said.stdout
+
+
+def test_find_session_fragments_says_what_may_precede_or_follow_the_window(
+    tmp_path: Path,
+) -> None:
+    """A review: `--session` listed a conversation whose first fragment here has split 1, or
+    whose last was cut at the window's end, without a word; the seed asks to widen the time
+    range for fragments that may precede or follow. It says what the report says, with
+    the conversation's client -> server."""
+    rows = [
+        session("MID1", 0, 899, close="hard_timeout", split=1, conversation="MID0"),
+        session("MID2", 900, 1000, close="hard_timeout", split=2, conversation="MID0"),
+    ]
+    run = write_run(tmp_path / "run", rows)
+    said = CliRunner().invoke(app, ["recombine", str(run), "--session", "MID2"])
+    assert said.exit_code == 0, said.output
+    lines = said.stdout.splitlines()
+    assert lines[:3] == [
+        "conversation MID1: TCP 10.0.0.1:40000 → 10.0.0.2:443 (192.0.2.1), 2 fragment(s)",
+        "(fragment 0 is outside the window (the earliest fragment here is its split 1): widen "
+        "the window to start before 2024-03-01T12:00:00.000Z)",
+        "(more may follow after 2024-03-01T12:16:40.000Z)",
+    ]
+    whole = write_run(tmp_path / "whole", [session("DONE", 10, 20, close="fin")], window=(0, 100))
+    said = CliRunner().invoke(app, ["recombine", str(whole), "--session", "DONE"])
+    assert said.stdout.splitlines()[1].startswith("fragment_index")
