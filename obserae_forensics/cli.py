@@ -910,6 +910,11 @@ def _recombine_outputs(
         text = _times_as_text(listed).astype(object)
         text = text.where(text.notna(), "")  # the first fragment joined nothing: no reason
         typer.echo(text.to_string(index=False))
+        if "split" in shown and len(frame) > 1:  # two 0s read as two first fragments
+            typer.echo(
+                "(fragment_index: the fragment's place in the conversation; split: in its "
+                "run's own numbering, 0 for a late session or a run's first piece)"
+            )
         others = same_endpoints(result, conversation)
         if len(others):
             typer.echo(

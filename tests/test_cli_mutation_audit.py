@@ -292,12 +292,14 @@ def test_recombine_session_lists_every_fragment_with_its_split_and_gap(tmp_path:
         "joined_fragment",
         "gap_s",
     ]
-    assert [line.split()[:3] for line in lines[2:]] == [
+    assert [line.split()[:3] for line in lines[2:5]] == [
         ["0", "0", "A"],
         ["1", "1", "A1"],
         ["2", "2", "A2"],
     ]
-    assert [line.split()[-2:] for line in lines[3:]] == [["0", "1.0"], ["1", "1.0"]]
+    assert [line.split()[-2:] for line in lines[3:5]] == [["0", "1.0"], ["1", "1.0"]]
+    # split is its run's numbering, not the conversation's (a review: two 0s)
+    assert lines[5].startswith("(fragment_index: the fragment's place in the conversation;")
 
 
 def test_an_export_of_named_conversations_says_what_it_wrote(tmp_path: Path) -> None:
@@ -444,8 +446,8 @@ def test_the_reports_timeline_gives_each_fragments_own_figures(tmp_path: Path) -
     ]
     lines = markdown.splitlines()
     assert (
-        "| # | session | split | run | opened at | +offset | length | gap before | bytes "
-        "| packets | closed by | joined as |"
+        "| # | session | split in its run | run | opened at | +offset | length | gap before "
+        "| bytes | packets | closed by | joined as |"
     ) in lines
     assert (
         "| 0 | B | 0 | 0 | 2024-03-01T12:01:40.000Z | 0 ms | 14 min 59 s |  | 1005000 | 908 "

@@ -594,7 +594,9 @@ def render_markdown(report: dict[str, Any]) -> str:
             [
                 "#",
                 "session",
-                "split",
+                # its run's own numbering: the conversation's is `#` (a late fragment's 0
+                # beside a #3 read as a second first fragment: a review)
+                "split in its run",
                 "run",
                 "opened at",
                 "+offset",
