@@ -186,6 +186,8 @@ _S27 = np.uint64(27)
 _S31 = np.uint64(31)
 _SIGN = np.int64(-(1 << 63))  # flips the sign bit: unsigned order by signed comparison
 _REFUSALS_MASK = (1 << (2 * R.REFUSAL_BITS)) - 1  # both endpoints' refusal bits
+# F_INHERITED's bits of a RST from either endpoint (refusal bit 2 of each, from bit 3)
+_INHERITED_RST = (4 | 4 << R.REFUSAL_BITS) << 3
 
 _jit = njit(cache=True, nogil=True)
 # Helpers run without numba's reference counting: they never allocate, and every array
@@ -350,7 +352,7 @@ def _finished(M: Any, s: Int64) -> Any:
     if M[s, R.F_PROTO] != 6:
         return False
     both = M[s, R.F_FLAGS0] | M[s, R.F_FLAGS1]
-    if both & R.TCP_RST:
+    if both & R.TCP_RST or M[s, R.F_INHERITED] & _INHERITED_RST:
         return True
     return _fins(M, s) == 3
 
@@ -424,7 +426,9 @@ def _state_reason(M: Any, s: Int64) -> int:
     f0 = M[s, R.F_FLAGS0]
     f1 = M[s, R.F_FLAGS1]
     if M[s, R.F_PROTO] == 6:
-        if (f0 | f1) & R.TCP_RST:
+        # a RST of its own, or of the fragments before (a late record after a reset goes
+        # on with a reset connection, as one session of both: a review)
+        if (f0 | f1) & R.TCP_RST or M[s, R.F_INHERITED] & _INHERITED_RST:
             # a bare opening answered by a bare RST, in the conversation's flags: the SYN
             # can be a fragment's before (reference.state_reason)
             refusals = _refusals(M, s)

@@ -180,7 +180,12 @@ class RefSession:
         if self.protocol != 6:
             return False
         both = self.flags[0] | self.flags[1]
-        return bool(both & R.TCP_RST) or self.fins() == 3
+        return bool(both & R.TCP_RST) or self.inherited_rst() or self.fins() == 3
+
+    def inherited_rst(self) -> bool:
+        """A fragment before it in the conversation saw a RST: it goes on with a reset
+        connection, as one session of both would be."""
+        return bool(self.inherited_refusals & (4 | 4 << R.REFUSAL_BITS))
 
     def half_open(self) -> bool:
         if self.protocol != 6 or self.seen not in (1, 2):
@@ -202,7 +207,7 @@ class RefSession:
     def state_reason(self) -> int:
         """Why this session ends if its idle/finish deadline (not hard_timeout) ends it."""
         if self.protocol == 6:
-            if (self.flags[0] | self.flags[1]) & R.TCP_RST:
+            if (self.flags[0] | self.flags[1]) & R.TCP_RST or self.inherited_rst():
                 # the conversation's flags: the SYN can be a fragment's before, the bare
                 # RST answering it this one's (a late session following it, the next
                 # fragment after the open-session cap): a refusal all the same (a review)

@@ -152,10 +152,11 @@ def test_a_late_new_connection_after_a_finished_one_does_not_go_on_with_it(engin
     assert (first["close_reason"], late["close_reason"]) == ("rejected", "no_reply")
     # a refusal seen in a biflow record's reverse flags alone closes half-open (5 s idle):
     # the kernel finds its last_seen (1) behind P_CONT (6) by that idle, not the
-    # established one, so the server's late SYN-ACK at 0.5 goes on with it (answered: idle)
-    # and one at 3 is a new attempt, one-way
+    # established one, so the server's late SYN-ACK at 0.5 goes on with it (answered, after
+    # the conversation's RST: `rst`, as one session of the three) and one at 3 is a new
+    # attempt, one-way
     half = [rec(0, 1, flags=SYN, rflags=RST), tick(40)]  # remembered until W passes 1 + 5 + 30
-    for start, reason in ((0.5, "idle"), (3, "no_reply")):
+    for start, reason in ((0.5, "rst"), (3, "no_reply")):
         first, late = by_key(
             run(
                 [
@@ -199,6 +200,21 @@ def test_a_refusal_split_across_sessions_is_rejected_where_its_rst_lands(engine:
     # one session of both, for the record
     [whole] = by_key(run([rec(0, flags=SYN), refusal, tick(300)], engine=engine)[0])
     assert whole["close_reason"] == "rejected"
+
+
+def test_a_late_record_after_a_reset_goes_on_with_a_reset_connection(engine: str) -> None:
+    """A review (live/sf_v9_late_halves.pcap, port 5002): the client's half, reset, closed
+    `rst`; the server's half, late and following it, inherited its FINs but not its RST
+    and closed `idle` a minute after its last record, where one session of both reads
+    `rst`. The RST is carried as the FINs are."""
+    client = rec(0, 1, flags=SYN | ACK | 0x08 | RST)
+    server = rec(0.001, 0.9, src=B, sport=443, dst=A, dport=40000, flags=SYN | ACK | 0x08)
+    first, late = by_key(run([client, tick(100), server, tick(400)], engine=engine)[0])
+    assert first["close_reason"] == "rst"
+    assert (late["late"], late["follows_session_id"]) == (True, first["session_id"])
+    assert (late["close_reason"], late["closed_at"]) == ("rst", at(0.9))
+    [whole] = by_key(run([client, server, tick(400)], engine=engine)[0])
+    assert whole["close_reason"] == "rst"
 
 
 def test_a_late_half_starting_before_the_closed_half_it_belongs_with_follows_it(
