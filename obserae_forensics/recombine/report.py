@@ -498,7 +498,9 @@ def render_markdown(report: dict[str, Any]) -> str:
             [
                 run["index"],
                 run["path"],
-                f"{run['data_window']['start']} – {run['data_window']['end']}",
+                # a manifest without one (edited) printed "None – None" (a review)
+                f"{run['data_window']['start'] or 'not in its manifest'} – "
+                f"{run['data_window']['end'] or 'not in its manifest'}",
                 human_seconds(run["settings"]["sessions.hard_timeout"]),
                 "; ".join(run["notes"]),
             ]

@@ -351,3 +351,13 @@ def test_find_session_fragments_says_what_may_precede_or_follow_the_window(
     whole = write_run(tmp_path / "whole", [session("DONE", 10, 20, close="fin")], window=(0, 100))
     said = CliRunner().invoke(app, ["recombine", str(whole), "--session", "DONE"])
     assert said.stdout.splitlines()[1].startswith("fragment_index")
+
+
+def test_a_run_whose_manifest_lacks_its_window_says_so_not_none(tmp_path: Path) -> None:
+    """A review: an edited manifest of `{}` gave the runs table "None – None"."""
+    run = write_run(tmp_path / "run", [session("S", 0, 10)])
+    (run / "manifest.json").write_text("{}")
+    text = render_markdown(recombine_tables([run]).report)
+    assert "None – None" not in text
+    assert "| not in its manifest – not in its manifest |" in text
+    assert "manifest has no sessions.hard_timeout; used the default 900 s" in text
