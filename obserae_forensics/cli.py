@@ -14,6 +14,7 @@ Exit codes:
 
 from __future__ import annotations
 
+import re
 import signal
 import sys
 from collections.abc import Callable
@@ -722,6 +723,9 @@ def recombine_command(
 
     incomplete = False  # a capture export that could not read back every datagram
     swept: list[Path] = []
+    # ids as copied from a report or a spreadsheet: padded, or in capitals (sessionize's
+    # are 16 lowercase hex digits; such an id was "no session" though it is there: a review)
+    session = [_session_id(text) for text in session] if session else session
     try:
         if out is None and not session and export_flows_to is None and export_pcap_to is None:
             raise UsageError(
@@ -1171,6 +1175,12 @@ def show_command(
     typer.echo(f"({total} rows in {path})")
     for note in notes:
         typer.echo(f"({note})")
+
+
+def _session_id(text: str) -> str:
+    """A --session id as sessionize writes it: trimmed, its hex digits in lower case."""
+    text = text.strip()
+    return text.lower() if re.fullmatch(r"[0-9A-Fa-f]{16}", text) else text
 
 
 def _conversation_row(result: RecombineResult, conversation: str) -> dict[str, Any]:

@@ -348,6 +348,12 @@ def test_find_session_fragments_says_what_may_precede_or_follow_the_window(
         "the window to start before 2024-03-01T12:00:00.000Z)",
         "(more may follow after 2024-03-01T12:16:40.000Z)",
     ]
+    # an id as copied, padded or in capitals, is the same id
+    rows = [session("7b240b4b084915f7", 0, 10, close="fin")]
+    copied = write_run(tmp_path / "copied", rows, window=(0, 100))
+    said = CliRunner().invoke(app, ["recombine", str(copied), "--session", " 7B240B4B084915F7\t"])
+    assert said.exit_code == 0, said.output
+    assert said.stdout.startswith("conversation 7b240b4b084915f7: TCP")
     whole = write_run(tmp_path / "whole", [session("DONE", 10, 20, close="fin")], window=(0, 100))
     said = CliRunner().invoke(app, ["recombine", str(whole), "--session", "DONE"])
     assert said.stdout.splitlines()[1].startswith("fragment_index")
