@@ -230,32 +230,28 @@ def test_a_refused_connection_in_late_halves_is_rejected_not_reset(tmp_path: Pat
     one fragment, the RST|ACK answer late in another, whose own reason is rst; one session
     of both reads `rejected` (sessions.md: the only answer to a TCP opening was RST), and
     so does the conversation. A reset after data stays `rst`."""
-    rows = [
-        session("R0", 0, 0.1, close="hard_timeout", b=("10.0.0.2", 9), ba=(0, 0), flags=(0x02, 0)),
-        session(
-            "R1",
-            0.05,
-            0.05,
-            close="rst",
-            b=("10.0.0.2", 9),
-            ab=(0, 0),
-            ba=(40, 1),
-            flags=(0, 0x14),
-            late=True,
-        ),
-        session("P0", 0, 0.1, close="hard_timeout", b=("10.0.0.2", 80), ba=(0, 0), flags=(0x1A, 0)),
-        session(
-            "P1",
-            0.05,
-            0.05,
-            close="rst",
-            b=("10.0.0.2", 80),
-            ab=(0, 0),
-            ba=(40, 1),
-            flags=(0, 0x14),
-            late=True,
-        ),
-    ]
+
+    def answered(name: str, port: int, opening: int) -> list[dict[str, Any]]:
+        """The opening's fragment, and the late RST|ACK answering it."""
+        server = ("10.0.0.2", port)
+        return [
+            session(
+                name + "0", 0, 0.1, close="hard_timeout", b=server, ba=(0, 0), flags=(opening, 0)
+            ),
+            session(
+                name + "1",
+                0.05,
+                0.05,
+                close="rst",
+                b=server,
+                ab=(0, 0),
+                ba=(40, 1),
+                flags=(0, 0x14),
+                late=True,
+            ),
+        ]
+
+    rows = [*answered("R", 9, 0x02), *answered("P", 80, 0x1A)]
     by_id = conversations(one_run(tmp_path, rows, window=(0, 60)))
     assert by_id["R0"]["session_ids"] == ["R0", "R1"]
     assert by_id["R0"]["close_reason"] == "rejected"
