@@ -352,7 +352,7 @@ def _finished(M: Any, s: Int64) -> Any:
     if M[s, R.F_PROTO] != 6:
         return False
     both = M[s, R.F_FLAGS0] | M[s, R.F_FLAGS1]
-    if both & R.TCP_RST or M[s, R.F_INHERITED] & _INHERITED_RST:
+    if both & R.TCP_RST:
         return True
     return _fins(M, s) == 3
 
@@ -784,6 +784,23 @@ def _rememberable(S: Any, slot: int, C: Any, M: Any, s: Int64) -> bool:
     return not (M[s, R.F_LATE] and _has_prev(S, slot, C) and _prev_bit(S, slot, R.PB_LATE) == 0)
 
 
+@_inline
+def _add_refusals(S: Any, slot: int, M: Any, s: Int64) -> None:
+    """A late session that went on with the remembered one, and is not remembered in its
+    place, leaves what it saw that tells a refusal there, for the late sessions after it
+    (reference _close): a SYN-ACK in one late session, the RST in the next, read `rejected`
+    for the SYN-ACK forgotten (a review)."""
+    if (
+        M[s, R.F_INHERITED] & 1
+        and M[s, R.F_HAS_FOLLOW]
+        and M[s, R.F_FOLLOW_LATE] == 0
+        and M[s, R.F_FOLLOW_OPENED] == S[slot, R.P_OPENED]
+        and M[s, R.F_FOLLOW_SPLIT] == S[slot, R.P_SPLIT]
+        and M[s, R.F_FOLLOW_DUP] == S[slot, R.P_DUP]
+    ):
+        S[slot, R.P_BITS] |= _refusals(M, s) << R.PB_REFUSAL
+
+
 @_helper
 def _remember(S: Any, slot: int, M: Any, s: Int64, P: Any, C: Any) -> None:
     """Make the final session M[s] the last closed session of the key in S[slot]. The small
@@ -1201,6 +1218,8 @@ def _close(
     _output(OUT, C, M, r)
     if _rememberable(S, slot, C, M, r):
         _remember(S, slot, M, r, P, C)
+    else:
+        _add_refusals(S, slot, M, r)
     S[slot, R.SL_STATUS] &= R.STATUS_PREV
     M[r, R.F_SERIAL] = -1
     G[C[S_ROWS_FREE]] = r
@@ -1394,6 +1413,8 @@ def _stray(
     _output(OUT, C, X, _ROW0)
     if _rememberable(S, slot, C, X, _ROW0):
         _remember(S, slot, X, _ROW0, P, C)
+    else:
+        _add_refusals(S, slot, X, _ROW0)
     return X[_ROW0, R.F_SERIAL]
 
 

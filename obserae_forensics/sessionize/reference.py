@@ -130,6 +130,7 @@ class RefSession:
     pure_syn: int = 0
     inherited_fins: int = 0  # bit d: a fragment before it saw FIN from endpoint d
     inherited_refusals: int = 0  # what fragments before it saw of each endpoint (refusals)
+    added_refusals: int = 0  # closed: what late sessions going on with it saw (_close)
     echo_request: int = 0
     icmp_answers: int = 0  # bit d: echo replies, bit 2 + d: error messages
     declared: int = 0
@@ -174,13 +175,14 @@ class RefSession:
             refusal_of(self.flags[0])
             | refusal_of(self.flags[1]) << R.REFUSAL_BITS
             | self.inherited_refusals
+            | self.added_refusals
         )
 
     def finished(self) -> bool:
         if self.protocol != 6:
             return False
         both = self.flags[0] | self.flags[1]
-        return bool(both & R.TCP_RST) or self.inherited_rst() or self.fins() == 3
+        return bool(both & R.TCP_RST) or self.fins() == 3
 
     def inherited_rst(self) -> bool:
         """A fragment before it in the conversation saw a RST: it goes on with a reset
@@ -542,6 +544,11 @@ class ReferenceReplay:
         prev = self.prev.get(s.key)
         if not (s.late and prev is not None and not prev.late):
             self.prev[s.key] = s
+        elif s.inherited is not None and s.follows == (prev.opened, prev.split, 0, prev.dup):
+            # it went on with prev's conversation and is not remembered in its place: what
+            # it saw that tells a refusal is left there for the late sessions after it (a
+            # SYN-ACK here, the RST in the next, read `rejected`: a review)
+            prev.added_refusals |= s.refusals()
 
     def _finalize(self, s: RefSession, closed_at: int | None, reason: int, emit: int) -> None:
         if reason == R.REASON_OPEN:  # still open at end of input: peaks as they stand
