@@ -532,10 +532,11 @@ def chain_sessions(
     # a late session that names nothing: the sessionizer remembers only a key's last closed
     # session, and a run never sees the sessions of an earlier one (a record delayed across
     # the cut); sessions.md has it follow the session of its key it falls into or just
-    # follows, which is the non-late one opened last at or before it
+    # follows, which is the non-late one opened last at or before it, else the first one
+    # its record reaches (as the sessionizer links one: its last_seen past that opening)
     strays = np.flatnonzero(late & ~named)
     follows_at[strays] = _session_it_falls_into(
-        strays, steady, keys=(exporter, protocol, low, high), opened=opened, run=run
+        strays, steady, keys=(exporter, protocol, low, high), opened=opened, last=last, run=run
     )
     named[strays] = follows_at[strays] >= 0
     anomalies["late_follows_missing"] = int(np.count_nonzero(named & (follows_at < 0)))
@@ -906,25 +907,38 @@ def _session_it_falls_into(
     *,
     keys: tuple[_Int64s, ...],
     opened: _Int64s,
+    last: _Int64s,
     run: _Int64s,
 ) -> _Int64s:
     """For each of `strays`, the non-late session of its key that opened last at or before
-    it, in its run or an earlier one; else -1."""
+    it, else the first that opened after it within its span (its record reaches into it:
+    a client's half, exported after its server's in another run, starts 1 ms before it, a
+    review), in its run or an earlier one; else -1."""
     rows = np.concatenate([steady, strays])
     is_stray = np.repeat([False, True], [len(steady), len(strays)])
     # by key, then time; a non-late session opened at the same instant comes first
     order = np.lexsort((is_stray, opened[rows], *[key[rows] for key in reversed(keys)]))
     rows, is_stray = rows[order], is_stray[order]
-    latest = np.maximum.accumulate(np.where(is_stray, -1, np.arange(len(rows))))
+    positions = np.arange(len(rows))
+    latest = np.maximum.accumulate(np.where(is_stray, -1, positions))
+    following = np.minimum.accumulate(np.where(is_stray, len(rows), positions)[::-1])[::-1]
     found = np.full(len(strays), -1, dtype=np.int64)
     stray_at = np.flatnonzero(is_stray)
-    previous = latest[stray_at]
-    candidate = np.where(previous >= 0, rows[np.maximum(previous, 0)], -1)
-    fits = candidate >= 0
-    for key in keys:
-        fits &= key[np.maximum(candidate, 0)] == key[rows[stray_at]]
-    fits &= run[np.maximum(candidate, 0)] <= run[rows[stray_at]]
-    found[order[stray_at] - len(steady)] = np.where(fits, candidate, -1)
+    mine = rows[stray_at]
+
+    def of_its_key(at: npt.NDArray[np.intp]) -> _Int64s:
+        candidate = np.where((at >= 0) & (at < len(rows)), rows[np.clip(at, 0, len(rows) - 1)], -1)
+        fits = candidate >= 0
+        for key in keys:
+            fits &= key[np.maximum(candidate, 0)] == key[mine]
+        fits &= run[np.maximum(candidate, 0)] <= run[mine]
+        chosen: _Int64s = np.where(fits, candidate, -1)
+        return chosen
+
+    before = of_its_key(latest[stray_at])
+    after = of_its_key(following[stray_at])
+    after = np.where((after >= 0) & (opened[np.maximum(after, 0)] <= last[mine]), after, -1)
+    found[order[stray_at] - len(steady)] = np.where(before >= 0, before, after)
     return found
 
 

@@ -17,7 +17,7 @@ from obserae_forensics.recombine.chain import chain_sessions
 from obserae_forensics.recombine.report import render_markdown
 from obserae_forensics.recombine.runs import Run, read_sessions
 
-from .conftest import SETTINGS, session, write_run
+from .conftest import SETTINGS, T0_US, flows_for, session, write_run
 
 SYN_ACK_PSH = 0x1A | 0x02
 
@@ -223,6 +223,51 @@ def test_a_cap_split_conversation_is_oriented_by_its_earliest_record(tmp_path: P
         "tcp_syn",
     )
     assert row["orientation_conflicts"] == []  # E0's guess agrees with it
+
+
+def test_a_late_half_across_the_cut_reaching_the_session_it_belongs_with_joins_it(
+    tmp_path: Path,
+) -> None:
+    """A review: the sessionizer links a late record whose span reaches the closed session
+    of its key though it starts before it (a client's half exported after its server's,
+    starting 1 ms earlier); across two runs, where the late session names nothing,
+    recombine looked only for a session opened at or before its start, and one
+    conversation came out two, the server's half reversed. One run and two agree."""
+    a, b = ("10.0.0.2", 443), ("10.0.0.1", 40000)
+    server = session("S", 0.001, 1, a=a, b=b, client=b, server=a, ba=(0, 0), flags=(0x12, 0))
+    client = session(
+        "L",
+        0.0,
+        0.9,
+        late=True,
+        a=a,
+        b=b,
+        client=b,
+        server=a,
+        ab=(0, 0),
+        ba=(8700, 87),
+        flags=(0, 0x1A),
+    )
+    late_arrival = [T0_US + 5_000_000]  # exported after the server's half
+    runs = [
+        write_run(tmp_path / "r1", [server], window=(0, 1)),
+        write_run(
+            tmp_path / "r2",
+            [client],
+            window=(0, 1),
+            flows=flows_for([client], arrivals_us=late_arrival),
+        ),
+    ]
+    [row] = recombine_tables(runs).conversations.to_pylist()
+    assert row["session_ids"] == ["S", "L"]
+    assert (row["ip_a"], row["port_a"], row["client_ip"]) == ("10.0.0.1", 40000, "10.0.0.1")
+    assert (row["ab_packets"], row["ba_packets"]) == (87, 10)
+    # a late record ending before the session opened reaches nothing: its own
+    early = dict(client, last_seen_at=client["opened_at"])
+    runs[1] = write_run(
+        tmp_path / "r3", [early], window=(0, 1), flows=flows_for([early], arrivals_us=late_arrival)
+    )
+    assert len(recombine_tables(runs).conversations) == 2
 
 
 def test_a_refused_connection_in_late_halves_is_rejected_not_reset(tmp_path: Path) -> None:
