@@ -1191,7 +1191,11 @@ def _conversation_row(result: RecombineResult, conversation: str) -> dict[str, A
     table = result.conversations
     # (compute functions take Python scalars; the stubs only Arrow ones)
     mine = table.filter(pc.equal(table.column("conversation_id"), conversation))  # type: ignore[call-overload]
-    [row] = mine.to_pylist()
+    # times as µs: a damaged record's past year 9999 is no Python datetime (to_pylist died)
+    times = [
+        name for name in mine.column_names if pa.types.is_timestamp(mine.schema.field(name).type)
+    ]
+    [row] = mine.drop_columns(times).to_pylist()
     row["first_seen_us"] = pc.cast(mine.column("first_seen"), pa.int64())[0].as_py()
     return row
 

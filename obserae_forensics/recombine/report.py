@@ -376,13 +376,18 @@ def _outside_window(
     return out
 
 
+_UNSHOWABLE = "a time past year 9999"
+
+
 def cut_message(
     head: bool, first_split: int, first_seen: str | None, window: tuple[str | None, str | None]
 ) -> str:
-    """What a conversation cut at its exporter's `window` (ISO text, as report["window"])
-    may lack: fragments
+    """What a conversation cut at its exporter's `window` (ISO text, as report["window"];
+    None: a time past year 9999, a damaged record's) may lack: fragments
     before it (`head`; `first_split`: its earliest fragment's split, `first_seen` its ISO
     start) or after it. The report's lists and `recombine --session` say it alike."""
+    window = (window[0] or _UNSHOWABLE, window[1] or _UNSHOWABLE)
+    first_seen = first_seen or _UNSHOWABLE
     if head and first_split:
         return (
             f"fragment 0 is outside the window (the earliest fragment here is its split "
