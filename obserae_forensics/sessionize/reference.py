@@ -25,10 +25,11 @@ watermark before r, max(last_seen) - grace; max(first_seen) - grace under event 
       its own, closed at once (late if r is late);
    d. otherwise r joins s (late records count in `late_records`).
 3. A session opened by a late record is `late` and follows the last closed session of its key
-   if r starts at or after that one's opening; starting within that one's idle timeout, it
+   if r reaches it (r's last_seen at or after that one's opening: it falls into it or
+   follows it); starting within that one's idle timeout, it
    goes on with that conversation as a fragment does (below: orientation, server side,
-   directions seen), so the server's half of a conversation arriving late does not come out
-   reversed, or as a one-way attempt, beside
+   directions seen, FINs, and what tells a refusal or a reset), so the server's half of
+   a conversation arriving late does not come out reversed, or as a one-way attempt, beside
    the session it names in follows_session_id; not when that one is a finished connection
    (FIN both ways, or a RST) and r starts after its last_seen with a SYN: a new
    connection on the 5-tuple, as in 2b' (it inherited the FINs, and a bare late SYN closed
@@ -36,8 +37,10 @@ watermark before r, max(last_seen) - grace; max(first_seen) - grace under event 
    `hard_timeout` or evicted (_reopens). A late session (a late stray too) does not
    replace a remembered session that is not late: it is out of the conversation's order, and
    remembered it hid the session a later record continues (the next fragment of a
-   `hard_timeout` session, split + 1). With nothing else remembered it is, so that the late
-   records of one conversation (two directions arriving late) follow one another. A non-late
+   `hard_timeout` session, split + 1); when it went on with that session's conversation,
+   what it saw that tells a refusal is added to it, for the late sessions after it. With
+   nothing else remembered it is, so that the late records of one conversation (two
+   directions arriving late) follow one another. A non-late
    record that starts within the idle timeout of a `hard_timeout`/`evicted` session's
    last_seen continues it as the next fragment, which inherits its orientation and server
    side and the directions the conversation has seen: a fragment that sees one direction
