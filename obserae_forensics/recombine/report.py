@@ -287,6 +287,7 @@ def _summaries(source: Source, rows: list[int]) -> dict[int, dict[str, Any]]:
             "role_confidence": row["role_confidence"],
             "state": row["state"],
             "close_reason": row["close_reason"],
+            "state_inferred": row["state_inferred"],
             "complete": row["complete"],
             "recommended_hard_timeout": row["recommended_hard_timeout"],
             "timeline": timeline,
@@ -594,7 +595,13 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"{conversation['fragments']} fragments, {conversation['first_seen']} – "
             f"{conversation['last_seen']}, split by {', '.join(conversation['split_reasons'])}"
             f"; final state {conversation['state']}"
-            + (f" ({conversation['close_reason']})" if conversation["close_reason"] else ""),
+            + (f" ({conversation['close_reason']})" if conversation["close_reason"] else "")
+            # which rows the Summary's state_inferred counts (only the count was given)
+            + (
+                ", inferred: its last fragment was cut and nothing went on with it in the window"
+                if conversation.get("state_inferred")
+                else ""
+            ),
             "",
         ]
         out += _table(

@@ -367,3 +367,25 @@ def test_a_run_whose_manifest_lacks_its_window_says_so_not_none(tmp_path: Path) 
     assert "None – None" not in text
     assert "| not in its manifest – not in its manifest |" in text
     assert "manifest has no sessions.hard_timeout; used the default 900 s" in text
+
+
+def test_the_report_marks_each_conversation_whose_state_is_inferred(tmp_path: Path) -> None:
+    """A review: the Summary counted conversations whose state recombine inferred (the last
+    fragment cut, nothing going on with it in the window), and no conversation said it
+    was one."""
+    rows = [
+        session("CUT", 0, 899, close="hard_timeout", flags=(0x1A, 0x12)),
+        session("CUT1", 900, 1000, close="hard_timeout", split=1, conversation="CUT"),
+        session("DONE", 0, 899, close="hard_timeout", a=("10.0.0.9", 1), flags=(0x1A, 0x12)),
+        session("DONE1", 900, 950, close="fin", split=1, conversation="DONE", a=("10.0.0.9", 1)),
+        session("LATER", 4000, 4010, a=("10.0.0.8", 2)),  # the exporter's window goes on
+    ]
+    report = recombine_tables([write_run(tmp_path / "run", rows, window=(0, 5000))]).report
+    assert report["counts"]["state_inferred"] == 1
+    text = render_markdown(report)
+    [cut] = [line for line in text.splitlines() if "final state" in line and "(idle)" in line]
+    assert cut.endswith(
+        ", inferred: its last fragment was cut and nothing went on with it in the window"
+    )
+    [done] = [line for line in text.splitlines() if "final state closed (fin)" in line]
+    assert "inferred" not in done
