@@ -903,7 +903,7 @@ def _recombine_outputs(
                     + cut_message(
                         head,
                         int(row["splits"][0]) if row["splits"] else 0,
-                        iso_us(row["first_seen_us"], trim_fraction=True),
+                        iso_us(row["first_seen"], trim_fraction=True),
                         (window.get("start"), window.get("end")),
                     )
                     + ")"
@@ -1184,19 +1184,15 @@ def _session_id(text: str) -> str:
 
 
 def _conversation_row(result: RecombineResult, conversation: str) -> dict[str, Any]:
-    """One conversation of recombine's table, its first_seen as UTC µs (first_seen_us)."""
-    import pyarrow as pa
+    """One conversation of recombine's table, its times as UTC µs (a damaged record's past
+    year 9999 is no Python datetime)."""
     import pyarrow.compute as pc
+
+    from .recombine.report import rows_us
 
     table = result.conversations
     # (compute functions take Python scalars; the stubs only Arrow ones)
-    mine = table.filter(pc.equal(table.column("conversation_id"), conversation))  # type: ignore[call-overload]
-    # times as µs: a damaged record's past year 9999 is no Python datetime (to_pylist died)
-    times = [
-        name for name in mine.column_names if pa.types.is_timestamp(mine.schema.field(name).type)
-    ]
-    [row] = mine.drop_columns(times).to_pylist()
-    row["first_seen_us"] = pc.cast(mine.column("first_seen"), pa.int64())[0].as_py()
+    [row] = rows_us(table.filter(pc.equal(table.column("conversation_id"), conversation)))  # type: ignore[call-overload]
     return row
 
 

@@ -26,6 +26,7 @@ from typing import IO, cast
 
 import numpy as np
 
+from ..addresses import V4_MAPPED_PREFIX
 from ..errors import MalformedInput, TruncatedInput, UnknownFormat
 from ..report import RunReport
 from .datagrams import Datagram
@@ -1442,7 +1443,7 @@ def _address_text(raw: bytes) -> str:
     Python 3.13 gave ::ffff:c000:201, which no one reads as 192.0.2.1."""
     if len(raw) == 4:
         return ".".join(str(b) for b in raw)
-    if raw[:12] == bytes(10) + b"\xff\xff":
+    if raw[:12] == V4_MAPPED_PREFIX:
         return "::ffff:" + ".".join(str(b) for b in raw[12:])
     import ipaddress
 

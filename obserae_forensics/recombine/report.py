@@ -232,9 +232,9 @@ def _summaries(source: Source, rows: list[int]) -> dict[int, dict[str, Any]]:
     """One entry per shown conversation, with its fragment timeline."""
     if not rows:
         return {}
-    picked = _rows_us(source.take(np.array(rows, dtype=np.int64)))
+    picked = rows_us(source.take(np.array(rows, dtype=np.int64)))
     ids = pa.array([row["conversation_id"] for row in picked], pa.string())
-    timeline_rows = _rows_us(source.fragments_of(ids))
+    timeline_rows = rows_us(source.fragments_of(ids))
     by_conversation: dict[str, list[dict[str, Any]]] = {}
     for fragment in timeline_rows:
         by_conversation.setdefault(fragment["conversation_id"], []).append(fragment)
@@ -316,7 +316,7 @@ def _recommended(conversation: dict[str, Any]) -> str:
     return human_seconds(conversation["recommended_hard_timeout"])
 
 
-def _rows_us(table: pa.Table) -> list[dict[str, Any]]:
+def rows_us(table: pa.Table) -> list[dict[str, Any]]:
     """table.to_pylist() with times as int µs: a damaged record's time can lie past year
     9999, where Python's datetime (what to_pylist makes of a timestamp) overflows."""
     for index, kind in enumerate(table.schema.types):
@@ -352,7 +352,7 @@ def _outside_window(
     for name, mask in (("head_cut", head_cut), ("tail_cut", tail_cut)):
         rows = np.flatnonzero(mask)[:LISTED_CUTS]
         entries = []
-        for row in _rows_us(source.take(rows).select(columns)):
+        for row in rows_us(source.take(rows).select(columns)):
             start_us, end_us = source.exporter_windows[row["exporter"]]
             ported = row["protocol_number"] in PORT_PROTOCOLS
             entry = {

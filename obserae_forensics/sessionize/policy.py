@@ -23,12 +23,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import UsageError
-
-if TYPE_CHECKING:
-    from ..matching.yaml_nodes import YamlFile
 
 SECOND_US = 1_000_000
 REPLAY_MODES = ("arrival", "event")
@@ -215,17 +212,11 @@ def read_settings_file(path: Path) -> dict[str, object]:
 def read_settings(path: Path) -> tuple[dict[str, object], str]:
     """`read_settings_file`'s settings, and the SHA-256 of the bytes they were read from:
     the manifest cites the file as it was read, not as it is when the run ends."""
-    from ..matching.yaml_nodes import YamlFile
+    from ..matching.yaml_nodes import YamlFile, plain_values
 
     source = YamlFile(path, what="settings file", allow_empty=True)
-    return _settings_of(source, path), source.sha256
-
-
-def _settings_of(source: YamlFile, path: Path) -> dict[str, object]:
-    from ..matching.yaml_nodes import plain_values
-
     if source.empty:
-        return {}
+        return {}, source.sha256
     document = plain_values(source, source.root)
     where = f"{path}: "
     if not isinstance(document, Mapping):
@@ -236,8 +227,8 @@ def _settings_of(source: YamlFile, path: Path) -> dict[str, object]:
             f"{where}unknown top-level key(s) {', '.join(unknown)} (only `sessions:` is read)"
         )
     if document.get("sessions") is None:
-        return {}
-    return _flatten(document["sessions"], "sessions", where)
+        return {}, source.sha256
+    return _flatten(document["sessions"], "sessions", where), source.sha256
 
 
 def _shown(value: object) -> str:
