@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 import numpy.typing as npt
 from llvmlite import ir
+from numba import config as numba_config
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
@@ -262,8 +263,17 @@ def _prefetch_intrinsic(write: int) -> Any:
     return intrinsic(prefetch)
 
 
-_prefetch = _prefetch_intrinsic(0)
-_prefetch_write = _prefetch_intrinsic(1)
+def _no_prefetch(array: Any, row: Any, column: Any) -> None:
+    """The hint's stand-in when numba runs the kernel as Python (NUMBA_DISABLE_JIT=1, to
+    step through it in a debugger): an intrinsic cannot be called from Python."""
+
+
+# (numba sets its config's attributes from the environment at import: the stubs know none)
+if getattr(numba_config, "DISABLE_JIT", False):
+    _prefetch = _prefetch_write = _no_prefetch
+else:
+    _prefetch = _prefetch_intrinsic(0)
+    _prefetch_write = _prefetch_intrinsic(1)
 
 
 @_inline
