@@ -14,9 +14,9 @@ Rules as implemented (README, "Consolidated sessions"):
   ends at the first gap longer than the grace. Same-exporter fragments chain the same way.
 * Counters are scaled per session by its sampling rate (not again when counters_scaled),
   summed per exporter, and oriented client->server (cs_) / server->client (sc_). The row
-  shows per direction the largest exporter total: exporters see the same conversation,
-  so adding them would double count, and one that sees only one direction (asymmetric
-  routing) must not hide the other. coherence_pct = 100 x smallest / largest exporter byte
+  shows per direction one exporter's total (`_most_precise`): of the exporters that
+  counted something that way, the one of the lowest sampling rate, then the largest
+  total. coherence_pct = 100 x smallest / largest exporter byte
   total (100 with one exporter, or when no exporter counted a byte).
 
 The surprising thing: grouping needs every session at once, so a run keeps what grouping
@@ -75,6 +75,8 @@ _consolidated_fields: list[pa.Field[Any]] = [
     pa.field("cs_packets", pa.uint64(), nullable=False),
     pa.field("sc_packets", pa.uint64(), nullable=False),
     pa.field("coherence_pct", pa.float64(), nullable=False),
+    # the coarsest sampling among the members: 1 when every exporter counted, none estimated
+    pa.field("sampling_rate", pa.uint32(), nullable=False),
     pa.field("role_method", pa.string(), nullable=False),
     pa.field("role_confidence", pa.float64(), nullable=False),
 ]
@@ -98,6 +100,8 @@ _row_fields: list[pa.Field[Any]] = [
     pa.field("sc_bytes", pa.uint64()),
     pa.field("cs_packets", pa.uint64()),
     pa.field("sc_packets", pa.uint64()),
+    # the sampling rate the counters stand for (1: counted, not estimated), scaled or not
+    pa.field("sampling_rate", pa.uint32()),
     pa.field("session_id", pa.string()),
     pa.field("client_ip", pa.string()),
     pa.field("server_ip", pa.string()),
@@ -192,6 +196,7 @@ class _Conversations:
     last_seen: npt.NDArray[np.int64]
     counters: tuple[_UInt64s, _UInt64s, _UInt64s, _UInt64s]  # cs/sc bytes, packets
     coherence: npt.NDArray[np.float64]
+    sampling: npt.NDArray[np.uint32]  # the largest sampling rate among the members
     exporter_count: npt.NDArray[np.int64]
     # exporter codes (uint32, or int64), conversation after conversation, by text
     exporters: npt.NDArray[np.integer[Any]]
@@ -346,6 +351,7 @@ class Consolidation:
                 _numbers(rows, "sc_packets")[singles],
             ),
             coherence=np.full(len(singles), 100.0),
+            sampling=_numbers(rows, "sampling_rate")[singles],
             exporter_count=ones,
             exporters=_numbers(rows, "exporter")[singles],
             session_count=ones,
@@ -436,7 +442,9 @@ class Consolidation:
         pair_cluster = cluster[by_pair][pair_starts]
         pair_exporter = exporter_rank[by_pair][pair_starts]
         cluster_pair_starts = np.flatnonzero(np.r_[True, np.diff(pair_cluster) != 0])
-        totals = np.maximum.reduceat(per_exporter, cluster_pair_starts, axis=0)
+        # an exporter's counters are as precise as the coarsest sampling among its sessions
+        pair_rate = np.maximum.reduceat(column("sampling_rate")[by_pair], pair_starts)
+        totals = _most_precise(per_exporter, pair_rate, pair_exporter, pair_cluster)
         # in float64: the two directions of a damaged counter can pass 2**64 together
         exporter_bytes = per_exporter[:, 0].astype(np.float64) + per_exporter[:, 1]
         smallest = np.minimum.reduceat(exporter_bytes, cluster_pair_starts)
@@ -453,6 +461,7 @@ class Consolidation:
             last_seen=last_seen,
             counters=(totals[:, 0], totals[:, 1], totals[:, 2], totals[:, 3]),
             coherence=coherence,
+            sampling=np.maximum.reduceat(pair_rate, cluster_pair_starts),
             exporter_count=np.diff(np.r_[cluster_pair_starts, len(pair_cluster)]),
             exporters=code_of_rank[pair_exporter],
             session_count=cluster_sizes[output_order],
@@ -505,6 +514,7 @@ class Consolidation:
             pa.array(joined("last_seen")[order], TIMESTAMP),
             *(pa.array(values) for values in counters),
             pa.array(joined("coherence")[order]),
+            pa.array(joined("sampling")[order].astype(np.uint32)),
             self.role_methods.strings(_numbers(rows, "role_method")[source]),
             gathered("role_confidence"),
         ]
@@ -692,6 +702,44 @@ def _parse_hex(
     return values, valid
 
 
+def _most_precise(
+    per_exporter: npt.NDArray[np.uint64],
+    rate: npt.NDArray[Any],
+    exporter_rank: npt.NDArray[Any],
+    cluster: npt.NDArray[np.int64],
+) -> npt.NDArray[np.uint64]:
+    """Per conversation and direction, the counters of one exporter: of those that counted
+    something that way, the one of the lowest sampling rate, then of the most bytes, the
+    most packets, the first exporter. `per_exporter` holds (cs_bytes, sc_bytes,
+    cs_packets, sc_packets) per (conversation, exporter), conversations ascending.
+
+    Exporters see the same conversation, so adding them would double count; one that saw
+    one direction only (asymmetric routing) must not hide the other; and an exact count
+    beats an estimate: a 1:10 exporter that sampled one packet of a one-packet DNS query
+    estimates ten of it, where the unsampled exporter beside it counted one. Bytes and
+    packets come from the same exporter, so their ratio is one a device reported."""
+    totals = np.zeros((int(cluster[-1]) + 1 if len(cluster) else 0, 4), dtype=np.uint64)
+    for direction in (0, 1):
+        octets, packets = per_exporter[:, direction], per_exporter[:, direction + 2]
+        unseen = (octets == 0) & (packets == 0)
+        # lexsort: the last key first; descending counts as the ceiling minus them
+        order = np.lexsort(
+            (
+                exporter_rank,
+                COUNTER_CEILING - packets,
+                COUNTER_CEILING - octets,
+                rate,
+                unseen,
+                cluster,
+            )
+        )
+        first = order[np.flatnonzero(np.r_[True, np.diff(cluster[order]) != 0])]
+        chosen = first[~unseen[first]]
+        totals[cluster[chosen], direction] = octets[chosen]
+        totals[cluster[chosen], direction + 2] = packets[chosen]
+    return totals
+
+
 @njit(cache=True, nogil=True)
 def _most_confident(confidence: Any, starts: Any) -> npt.NDArray[np.int64]:
     """Per run (from each start to the next), the position of its first highest value;
@@ -763,6 +811,7 @@ def _compact_numbers(
     sc_bytes = np.empty(n, dtype=np.uint64)
     cs_packets = np.empty(n, dtype=np.uint64)
     sc_packets = np.empty(n, dtype=np.uint64)
+    out_rate = np.empty(n, dtype=np.uint32)
     for i in range(n):
         k = place[bucket[i]]
         place[bucket[i]] = k + 1
@@ -777,6 +826,7 @@ def _compact_numbers(
         out_opened[k] = opened[i]
         out_last[k] = last[i]
         out_confidence[k] = confidence[i]
+        out_rate[k] = max(sampling[i], 1)
         scale = np.uint64(1)
         if not scaled[i] and sampling[i] > 1:
             scale = np.uint64(sampling[i])
@@ -804,6 +854,7 @@ def _compact_numbers(
         sc_bytes,
         cs_packets,
         sc_packets,
+        out_rate,
     )
 
 

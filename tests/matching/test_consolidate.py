@@ -7,6 +7,7 @@ from random import Random
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -343,6 +344,59 @@ def test_counters_past_2_64_stop_at_the_ceiling() -> None:
         ]
     )
     [row] = consolidate_sessions(sessions, GRACE_US).to_pylist()
+    # the unsampled exporter's counts, b's and c's summed, beat a's estimate
     assert (row["cs_bytes"], row["cs_packets"]) == (ceiling, ceiling)
-    assert row["sc_bytes"] == 5000 * 100  # the largest exporter total: a's, scaled
+    assert row["sc_bytes"] == 2 * 5000
     assert row["coherence_pct"] == pytest.approx(100.0)
+    [alone] = consolidate_sessions(sessions.slice(0, 1), GRACE_US).to_pylist()
+    assert (alone["cs_bytes"], alone["sc_bytes"]) == (ceiling, 5000 * 100)
+
+
+def test_an_exact_count_beats_a_sampled_estimate(fixtures: Path, tmp_path: Path) -> None:
+    """softflowd -s 10 (1:10 packet sampling, exporter 192.0.2.61) and unsampled
+    (192.0.2.62) over the same capture. Found by a review: each direction took the largest
+    exporter total, so a 1:10 estimate won over the exact count: one 58-byte DNS query
+    read as 10 packets and 580 bytes, and the table held 819,747 bytes of 638,797."""
+    from typer.testing import CliRunner
+
+    from obserae_forensics.cli import app
+
+    run = tmp_path / "run"
+    arguments = ["sessionize", str(fixtures / "sampled"), "--replay", "event", "-o", str(run)]
+    result = CliRunner().invoke(app, [*arguments, "-q"])
+    assert result.exit_code == 0, result.output
+    sessions = pq.read_table(run / "sessions.parquet").to_pylist()
+    consolidated = pq.read_table(run / "sessions_consolidated.parquet").to_pylist()
+    exact = [s for s in sessions if s["exporter"] == "192.0.2.62"]
+    assert {s["sampling_rate"] for s in exact} == {1}
+    assert {s["sampling_rate"] for s in sessions if s["exporter"] == "192.0.2.61"} == {10}
+    assert sum(r["sampler_count"] == 2 for r in consolidated) == 24
+    # every conversation is the unsampled exporter's session, counted as it counted it
+    assert len(consolidated) == len(exact) == 39
+    for name in ("bytes", "packets"):
+        shown = sum(r[f"cs_{name}"] + r[f"sc_{name}"] for r in consolidated)
+        assert shown == sum(s[f"ab_{name}"] + s[f"ba_{name}"] for s in exact)
+    assert sum(r["cs_bytes"] + r["sc_bytes"] for r in consolidated) == 638_797
+    [query] = [r for r in consolidated if r["client_port"] == 56346 and r["server_port"] == 53]
+    assert (query["cs_packets"], query["cs_bytes"], query["sampler_count"]) == (1, 58, 2)
+
+
+def test_each_direction_comes_from_one_exporter_that_saw_it() -> None:
+    """Asymmetric routing: the unsampled exporter saw the client's half only, so the
+    server's half is the 1:10 exporter's estimate. Bytes and packets of a direction come
+    from one exporter: of equal rates, the most bytes."""
+    sessions = make_sessions(
+        [
+            tcp(
+                "exact", "192.0.2.1", 0, 10, ab_bytes=1200, ab_packets=10, ba_bytes=0, ba_packets=0
+            ),
+            tcp("rough", "192.0.2.2", 0, 10, ab_bytes=150, ab_packets=2, sampling_rate=10),
+            tcp(
+                "other", "192.0.2.3", 0, 10, ab_bytes=1100, ab_packets=12, ba_bytes=0, ba_packets=0
+            ),
+        ]
+    )
+    [row] = consolidate_sessions(sessions, GRACE_US).to_pylist()
+    assert (row["cs_bytes"], row["cs_packets"]) == (1200, 10)  # not 1500 nor 12 packets
+    assert (row["sc_bytes"], row["sc_packets"]) == (5000 * 10, 20 * 10)
+    assert row["sampler_count"] == 3

@@ -433,6 +433,7 @@ def write_run(
             "cs_packets": row["ab_packets"],
             "sc_packets": row["ba_packets"],
             "coherence_pct": 100.0,
+            "sampling_rate": row["sampling_rate"],
             "role_method": row["role_method"],
             "role_confidence": row["role_confidence"],
         }

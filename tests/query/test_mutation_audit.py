@@ -317,7 +317,7 @@ def test_coherence_of_exactly_90_is_not_below_90() -> None:
     disagree by more than 10%; one at exactly 90% is at the line, not below it."""
     consolidated = pd.DataFrame({"coherence_pct": [90.0, 89.9, 100.0], "sampler_count": [2, 2, 2]})
     axes = plots.coherence_histogram(consolidated)
-    assert axes.get_title() == "multi-exporter coherence: 1 of 3 below 90%"
+    assert axes.get_title() == "multi-exporter coherence: 1 of 3 counted below 90%"
     plt.close("all")
 
 
