@@ -91,6 +91,11 @@ def traffic_over_time(
 ) -> Axes:
     """Stacked bytes per time bin, by session state or by the Flow Matrix rules matched.
 
+    Each exporter's records are drawn: a conversation two devices exported is drawn twice,
+    and the title says how many exporters were added (a review found a 64 KB conversation
+    drawn as 876 KB over five exporters, without a word); `sessions=` of one exporter's
+    sessions (`SessionQuery().exporter(...)`) draws what one device saw.
+
     Args:
         sessions: only the flows of these sessions (e.g. a SessionQuery's rows).
         bin_s: bin width in seconds; default a round width giving about 60 bins.
@@ -171,9 +176,16 @@ def traffic_over_time(
     left_out = f"; {timeless} outside years 1-9999 left out" if timeless else ""
     if stretched:
         left_out += f"; {stretched} lasting over a day drawn over their first day"
+    exporters = flows["exporter"].nunique() if "exporter" in flows.columns else 1
+    added = (
+        f"\n{exporters} exporters added: what several saw is drawn once by each "
+        "(sessions= of one exporter's draws what it saw)"
+        if exporters > 1
+        else ""
+    )
     axes.set_title(
         f"traffic over time by {by} ({human_bytes(bottom.sum())}, "
-        f"{len(flows)} flow records{left_out})"
+        f"{len(flows)} flow records{left_out}){added}"
     )
     axes.legend(loc="upper left", fontsize="small", frameon=False)
     return axes
@@ -252,7 +264,11 @@ def fragment_timeline(run: Run, session_id: str, *, ax: Axes | None = None) -> A
 def talker_heatmap(
     sessions: pd.DataFrame, *, top: int = 10, value: str = "bytes", ax: Axes | None = None
 ) -> Axes:
-    """Client rows x server columns of the `top` talkers: bytes both ways, or session count."""
+    """Client rows x server columns of the `top` talkers: bytes both ways, or session count.
+
+    `sessions` is a sessions table (each exporter's sessions, counters scaled by their
+    sampling rate: a conversation two devices exported counts twice, which the title says)
+    or `run.consolidated` (one row per conversation, its counters one exporter's)."""
     if value not in ("bytes", "sessions"):
         raise UsageError(f"talker_heatmap value {value!r}: use 'bytes' or 'sessions'")
     if top < 1:
@@ -261,16 +277,22 @@ def talker_heatmap(
     if sessions.empty:
         axes.set_title("talkers: no sessions")
         return axes
-    # bytes scaled by each session's sampling rate, as traffic_over_time and the
-    # consolidated table scale them (an audit: a 1-in-30000 exporter's sessions read 1.4 KB)
-    amount = (
-        (
+    consolidated = "cs_bytes" in sessions.columns
+    if value == "sessions":
+        amount = np.ones(len(sessions))
+    elif consolidated:  # scaled already, one exporter's per direction
+        amount = sessions["cs_bytes"].to_numpy(dtype=np.float64) + sessions["sc_bytes"].to_numpy(
+            dtype=np.float64
+        )
+    else:
+        # bytes scaled by each session's sampling rate, as traffic_over_time and the
+        # consolidated table scale them (an audit: a 1-in-30000 exporter's sessions read 1.4 KB)
+        amount = (
             sessions["ab_bytes"].to_numpy(dtype=np.float64)
             + sessions["ba_bytes"].to_numpy(dtype=np.float64)
-        )
-        * _scale(sessions)
-        if value == "bytes"
-        else np.ones(len(sessions))
+        ) * _scale(sessions)
+    exporters = (
+        sessions["exporter"].nunique() if not consolidated and "exporter" in sessions.columns else 1
     )
     frame = pd.DataFrame(
         {
@@ -319,9 +341,16 @@ def talker_heatmap(
     colorbar.set_label(
         "bytes (both directions, scaled by sampling rate)" if value == "bytes" else "sessions"
     )
+    added = (
+        f"\n{exporters} exporters added: what several saw counts once by each "
+        "(run.consolidated counts each conversation once)"
+        if exporters > 1
+        else ""
+    )
+    counted = "conversations" if consolidated and value == "sessions" else value
     axes.set_title(
         f"top {len(top_clients)} of {len(clients)} clients x top {len(top_servers)} "
-        f"of {len(servers)} servers by {value}"
+        f"of {len(servers)} servers by {counted}{added}"
     )
     return axes
 
