@@ -449,6 +449,23 @@ def sessionize_command(
             carto = load_cartography(cartography) if cartography else empty_cartography()
             if flow_matrix is not None:
                 matrix = load_flow_matrix(flow_matrix, carto)
+            # valid, but surely not what was meant: every session "unmatched", or only the
+            # built-in names known, without a word (a review)
+            if (
+                cartography is not None
+                and not carto.services
+                and set(carto.kinds.values()) <= {"builtin"}
+            ):
+                typer.echo(
+                    f"warning: {cartography} declares no host, network, group or service: "
+                    "only the built-in names (internal4, internet4, ...) are known",
+                    err=True,
+                )
+            if matrix is not None and not matrix.rules:
+                typer.echo(
+                    f"warning: {flow_matrix} has no rules: every session will be unmatched",
+                    err=True,
+                )
         job = SessionizeConfig(
             inputs=tuple(inputs),
             out=out,

@@ -874,6 +874,37 @@ def test_a_settings_file_that_sets_nothing_is_said(tmp_path: Path, text: str, wa
     assert (f"warning: {config} sets nothing" in result.stderr) == warned
 
 
+@pytest.mark.parametrize(
+    ("cartography", "matrix", "warned"),
+    [
+        ("hosts:\n", "rules: []\n", ("declares no host", "has no rules")),
+        ("networks: ~\ngroups:\n", "rules:\n", ("declares no host", "has no rules")),
+        ("hosts:\n  lab: 172.16.238.131\n", "rules: []\n", ("has no rules",)),
+        ("hosts:\n  lab: {addresses: [172.16.238.131], services: [tcp/22]}\n", None, ()),
+        (
+            "hosts:\n  lab: 172.16.238.131\n",
+            "rules:\n  - {name: ssh, source: any, destination: lab, protocol: tcp, ports: 22}\n",
+            (),
+        ),
+    ],
+)
+def test_rule_files_that_hold_nothing_are_said(
+    tmp_path: Path, cartography: str, matrix: str | None, warned: tuple[str, ...]
+) -> None:
+    """Found by a review: a Flow Matrix of no rules and a Cartography of empty sections
+    were taken without a word, and every session came out unmatched."""
+    names = tmp_path / "cartography.yaml"
+    names.write_text(cartography)
+    arguments = ["--cartography", str(names)]
+    if matrix is not None:
+        (tmp_path / "flow_matrix.yaml").write_text(matrix)
+        arguments += ["--flow-matrix", str(tmp_path / "flow_matrix.yaml")]
+    result = sessionize(tmp_path / "run", *arguments)
+    assert result.exit_code == 0, result.output
+    said = tuple(text for text in ("declares no host", "has no rules") if text in result.stderr)
+    assert said == warned
+
+
 def test_a_run_that_dies_leaves_no_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import obserae_forensics.sessionize as sessionize_package
 
