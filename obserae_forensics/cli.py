@@ -1082,14 +1082,15 @@ def show_command(
         ),
     ],
     table: Annotated[
-        str,
+        str | None,
         typer.Option(
             metavar="<table>",
             help="sessions, flows, exporters, session_matches, "
             "sessions_consolidated; in a recombine output sessions_recombined, "
-            "recombined_fragments.",
+            "recombined_fragments. Default: sessions, in a recombine output "
+            "sessions_recombined.",
         ),
-    ] = "sessions",
+    ] = None,
     limit: Annotated[
         int, typer.Option(min=1, max=1_000_000_000, metavar="<n>", help="Rows to print.")
     ] = 10,
@@ -1101,6 +1102,10 @@ def show_command(
     from .tables.layout import MATCHES_FILE
     from .tables.parquet import read_parquet_head, read_parquet_schema
 
+    if table is None:  # a recombine --out directory has no sessions: said "does not exist"
+        recombined = run_dir / "sessions_recombined.parquet"
+        plain = (run_dir / "sessions.parquet").is_file()
+        table = "sessions_recombined" if not plain and recombined.is_file() else "sessions"
     if not table.isidentifier():  # a table's name, not a path out of the run directory
         raise _fail(UsageError(f"--table {table!r} is not a table name"), 2)
     path = run_dir / f"{table}.parquet"

@@ -1146,6 +1146,19 @@ def test_show_prints_rows(tmp_path: Path) -> None:
     assert "rows in" in result.stdout
 
 
+def test_show_of_a_recombine_output_shows_its_conversations(tmp_path: Path) -> None:
+    """Found by a review: `show` of a `recombine --out` directory, which its help offers,
+    failed "sessions.parquet does not exist" unless --table was given."""
+    out, review = tmp_path / "run", tmp_path / "review"
+    assert sessionize(out).exit_code == 0
+    assert runner.invoke(app, ["recombine", str(out), "--out", str(review)]).exit_code == 0
+    result = runner.invoke(app, ["show", str(review), "--limit", "2"])
+    assert result.exit_code == 0, result.output
+    assert f"rows in {review / 'sessions_recombined.parquet'})" in result.stdout
+    result = runner.invoke(app, ["show", str(out), "--limit", "2"])
+    assert f"rows in {out / 'sessions.parquet'})" in result.stdout
+
+
 def test_show_columns_name_the_client_server_counters_of_the_default_view(tmp_path: Path) -> None:
     """An audit: the default view shows cs_bytes/sc_bytes, and `--columns
     session_id,cs_bytes` said the table had no such column."""
