@@ -47,6 +47,29 @@ app = typer.Typer(
 )
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        from . import __version__
+
+        typer.echo(f"obserae-forensics {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            is_eager=True,
+            callback=_print_version,
+            help="Print the version (as a run's manifest cites it) and exit.",
+        ),
+    ] = False,
+) -> None:
+    """(the commands' common options: --version, for a report to cite the tool)"""
+
+
 def main() -> None:
     """The console entry (and `python -m obserae_forensics`): Ctrl-C and SIGTERM unwind the
     run once (signals.py), and the command says so: exit 130 and 143."""

@@ -1137,6 +1137,16 @@ def test_tables_are_byte_identical_across_batch_sizes_and_hash_seeds(tmp_path: P
     assert "sessions.parquet" in runs[0] and "flows.parquet" in runs[0]
 
 
+def test_version_is_the_one_the_manifest_cites(tmp_path: Path) -> None:
+    """A review: a report cites the tool's version, which only manifest.json told."""
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "run"
+    assert sessionize(out).exit_code == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert result.stdout == f"obserae-forensics {manifest['tool']['version']}\n"
+
+
 def test_show_prints_rows(tmp_path: Path) -> None:
     out = tmp_path / "run"
     assert sessionize(out).exit_code == 0
