@@ -724,11 +724,14 @@ def test_inputs_none_of_which_can_be_read_are_refused(
 
     empty = tmp_path / "empty.pcap"
     empty.write_bytes(b"")
+    table = tmp_path / "sessions.parquet"  # a run's table given back (a review)
+    pq.write_table(pa.table({"session_id": ["a"]}), table)
     locked = tmp_path / "locked"
     locked.mkdir()
     refuse_listing(monkeypatch, locked)
     for inputs, said in (
         ([empty], "unrecognised magic in an empty file"),
+        ([table], "a Parquet table, such as a run's (read one with show or query.load)"),
         ([Path(os.devnull)], "not a regular file"),
         ([locked], "cannot list this directory: Permission denied"),
         ([empty, locked], "cannot list this directory"),

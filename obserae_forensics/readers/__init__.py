@@ -281,6 +281,8 @@ def discover_inputs(
                 if packing
                 else "not a PCAP, PCAPNG, nfcapd or IPFIX file"
             )
+            if head[:4] == b"PAR1":  # a run's table given back as input (a review)
+                what += ": a Parquet table, such as a run's (read one with show or query.load)"
             report.skip(
                 UnknownFormat(
                     f"{what} (unrecognised magic {head[:4].hex() or 'in an empty file'})",
