@@ -624,8 +624,14 @@ def no_flows_hint(report: RunReport) -> str | None:
     other = sum(report.ignored.get(reason, 0) for reason in OTHER_TRAFFIC)
     # flow records left out by --from/--to, or export data that could not be read (its
     # template never came ...), are flow exports: the inputs were the right kind (a review)
-    if report.records or report.outside_window or sum(report.skipped.values()) or not other:
+    if report.records or report.outside_window or sum(report.skipped.values()):
         return None
+    if not other:  # "0 sessions from 0 flow records", exit 0, and nothing more (a review)
+        return (
+            "no flow record in the inputs, and no frame of other traffic either: captures "
+            "of nothing (a capture filter on the wrong port or interface?) or nfcapd files "
+            "of no record"
+        )
     return (
         f"no flow record in the inputs, and {other} frame(s) of other traffic: this tool "
         "reads flow exports, the NetFlow v5/v9 and IPFIX datagrams exporters send to a "

@@ -2233,6 +2233,18 @@ def test_a_capture_of_the_traffic_itself_is_told_what_the_tool_reads(tmp_path: P
     waiting.write_bytes(pcap_bytes([(EXPORT_S * 10**9, frame)], linktype=101))
     unread = runner.invoke(app, ["inspect", str(raw), str(waiting), "-q"])
     assert "no_template" in unread.stderr and "no flow record" not in unread.stderr
+    # a capture of no frame at all (a review: "0 sessions from 0 flow records", nothing more)
+    empty = tmp_path / "empty.pcap"
+    empty.write_bytes(pcap_bytes([]))
+    for command in (
+        ["sessionize", str(empty), "--out", str(tmp_path / "empty_run")],
+        ["inspect", str(empty)],
+    ):
+        result = runner.invoke(app, [*command, "-q"])
+        assert result.exit_code == 0, result.output
+        assert "no flow record in the inputs, and no frame of other traffic either" in (
+            result.stderr
+        )
 
 
 def test_show_of_an_empty_table_names_its_columns(tmp_path: Path) -> None:
