@@ -15,6 +15,7 @@ from obserae_forensics import query
 from obserae_forensics.errors import UsageError
 from obserae_forensics.query import SessionQuery
 
+from ..conftest import CORPUS
 from .run_dirs import FLOW_MATRIX, at, write_later_run, write_run
 
 
@@ -274,9 +275,9 @@ def test_load_refuses_a_recombination_of_other_runs_and_notes_what_mixing_runs_c
         "--flow-matrix",
         str(fixtures / "flow_matrix.yaml"),
     )
-    corpus = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "exports"
+    corpus = CORPUS / "exports"
     if not corpus.is_dir():
-        pytest.skip("shared corpus not found")
+        pytest.skip(f"shared corpus not found at {CORPUS}")
     other = _sessionized(tmp_path / "other", corpus / "sf_v9_ircdcc.pcap")
     elsewhere = tmp_path / "elsewhere"
     assert (
