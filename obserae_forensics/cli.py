@@ -727,7 +727,8 @@ def recombine_command(
             "--export-flows",
             parser=_path(output=True),
             metavar="<path>",
-            help="Write the flow records behind the conversations (.parquet or .csv).",
+            help="Write the flow records behind the conversations (.parquet or .csv): the "
+            "split ones, or with --session those named.",
         ),
     ] = None,
     export_pcap_to: Annotated[
@@ -736,7 +737,9 @@ def recombine_command(
             "--export-pcap",
             parser=_path(output=True),
             metavar="<path>",
-            help="Write the original export datagrams behind the conversations as one capture.",
+            help="Write the original export datagrams behind the conversations as one "
+            "capture: the split ones, or with --session those named. Records read from "
+            "nfcapd files have no datagram: their flows go beside it (NAME.flows.parquet).",
         ),
     ] = None,
     captures: Annotated[
@@ -776,6 +779,12 @@ def recombine_command(
         if out is None and not session and export_flows_to is None and export_pcap_to is None:
             raise UsageError(
                 "nothing to do: give --out, --session, --export-flows or --export-pcap"
+            )
+        if export_pcap_to is None and (not templates or captures):
+            # taken without a word, and nothing done with it (a review)
+            raise UsageError(
+                f"{'--no-templates' if not templates else '--captures'} applies to "
+                "--export-pcap, not given"
             )
         # the flows of nfcapd records beside the capture (pcap_flows_path) are refused
         # by export_pcap, only when there are such records
@@ -974,7 +983,12 @@ def _recombine_outputs(
             )
             typer.echo(_times_as_text(others).to_string(index=False))
     if not session and (export_flows_to is not None or export_pcap_to is not None):
-        typer.echo(f"exporting the {len(ids)} split conversation(s)", err=True)
+        typer.echo(
+            f"exporting the {len(ids)} split conversation(s)"
+            # nothing written, exit 0, and no word of why (a review)
+            + ("" if ids else ": nothing to write (--session ID exports any conversation)"),
+            err=True,
+        )
     if written is not None:
         typer.echo(f"{written} flow records -> {export_flows_to}", err=True)
     if exported is not None:

@@ -1355,6 +1355,21 @@ def test_recombine_with_nothing_to_do_is_a_usage_error(tmp_path: Path) -> None:
     result = runner.invoke(app, ["recombine", str(run)])
     assert result.exit_code == 2
     assert "nothing to do" in result.stderr
+    # options of the capture export without it were taken, and did nothing (a review)
+    for option, said in (
+        (["--no-templates"], "--no-templates applies to --export-pcap, not given"),
+        (["--captures", str(tmp_path)], "--captures applies to --export-pcap, not given"),
+    ):
+        result = runner.invoke(app, ["recombine", str(run), "--out", str(tmp_path / "rc"), *option])
+        assert result.exit_code == 2, result.output
+        assert said in result.stderr and not (tmp_path / "rc").exists()
+    # no split conversation to export: said, where nothing was written without a word
+    result = runner.invoke(app, ["recombine", str(run), "--export-flows", str(tmp_path / "f.csv")])
+    assert result.exit_code == 0, result.output
+    assert "exporting the 0 split conversation(s): nothing to write (--session ID" in (
+        result.stderr
+    )
+    assert not (tmp_path / "f.csv").exists()
 
 
 def test_late_sessions_keep_their_ids_when_the_evidence_is_moved(tmp_path: Path) -> None:
