@@ -667,7 +667,8 @@ def eviction_hint(result: SessionizeResult, cap: float) -> str | None:
         f"(sessions.max_open_ksessions = {cap:g}, per exporter; {len(exporters)} "
         f"exporter(s) reached it: {', '.join(exporters[:3])}"
         f"{' ...' if len(exporters) > 3 else ''}), close_reason evicted: a conversation "
-        "that went on continues in another fragment (`recombine` joins them); a higher "
+        "that went on continues in another fragment (`recombine` joins them, and settles "
+        "an evicted unanswered attempt no_reply again: query scans there); a higher "
         "--max-open-ksessions keeps them whole"
     )
 
