@@ -105,7 +105,12 @@ class ReadOptions:
         start, end = self.window
         if start is not None and end is not None and start > end:
             # every record would be left out, and the run would say nothing about why
-            raise UsageError("--from is later than --to: the window holds no time")
+            from .times import iso_us
+
+            raise UsageError(
+                f"--from is later than --to ({iso_us(start)} > {iso_us(end)}, UTC): the "
+                "window holds no time"
+            )
 
 
 # provenance: a file's frames and record numbers grow with arrival, which flows follow

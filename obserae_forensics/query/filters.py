@@ -627,7 +627,16 @@ def _side_column(frame: pd.DataFrame, sides: dict[str, str], side: str) -> str:
         )
     column = sides[side]
     if column not in frame.columns:
-        raise UsageError(f"side {side!r} needs column {column}, which this table lacks")
+        present = [name for name, wanted in sides.items() if wanted in frame.columns]
+        # which sides this table has (port(53) of the flows: side="src" or "dst", a review)
+        raise UsageError(
+            f"side {side!r} needs column {column}, which this table lacks"
+            + (
+                f"; it has side={' or side='.join(repr(name) for name in present)}"
+                if present
+                else ""
+            )
+        )
     return column
 
 

@@ -307,6 +307,9 @@ def test_times_words_durations_and_tables_a_filter_cannot_read_are_said(run: que
     ):
         with pytest.raises(UsageError, match="which this table lacks"):
             view.apply(run, run.flows)
+    # the sides the table has (a review: port(53) of the flows)
+    with pytest.raises(UsageError, match="lacks; it has side='src' or side='dst'"):
+        SessionQuery().port(53).apply(run, run.flows)
     with pytest.raises(UsageError, match="exporter\\(\\) needs column exporter"):
         query.exporter(run.flows.drop(columns="exporter"), "192.0.2.1")
     empty = run.sessions.iloc[0:0]
