@@ -135,3 +135,21 @@ def test_tables_described_in_prose_name_every_column(
             named.update(columns)
     missing = [name for name in schema.names if name not in named]
     assert not missing, f"the README's description names no {missing}"
+
+
+def _slug(heading: str) -> str:
+    """A heading's anchor as GitHub makes it: lower case, punctuation dropped but for
+    hyphens, spaces made hyphens."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def test_the_readmes_links_to_its_sections_lead_somewhere() -> None:
+    """The reading guide links sections by anchor; a heading renamed breaks them quietly."""
+    outside_code = re.sub(r"```.*?```", "", TEXT, flags=re.S)
+    anchors = {
+        _slug(line.lstrip("#")) for line in outside_code.splitlines() if line.startswith("#")
+    }
+    linked = re.findall(r"\]\(#([^)]+)\)", outside_code)
+    assert linked, "the reading guide links no section"
+    assert sorted(set(linked) - anchors) == []
