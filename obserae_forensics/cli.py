@@ -597,8 +597,17 @@ def matrix_hint(result: SessionizeResult) -> str | None:
     idle = [name for name, count in counted["matches_by_rule"].items() if not count]
     alone = counted.get("answers_alone_matched", 0)
     alone_in_all = counted.get("answers_alone", alone)
+    # (session_pressure has an entry per exporter that sent records)
+    exporters = len(result.manifest.get("counts", {}).get("session_pressure", {}))
     return (
         f"Flow Matrix: {counted['unmatched_closed']} closed session(s) no rule accounts for"
+        + (
+            # 5952 read as conversations where 3 exporters saw 1984 (a review)
+            f" (sessions are per exporter: a conversation several of the {exporters} "
+            "exporters saw counts once for each)"
+            if exporters > 1
+            else ""
+        )
         + (
             f"; {len(idle)} of {len(counted['matches_by_rule'])} rule(s) matched nothing: "
             + ", ".join(idle[:5])

@@ -1959,6 +1959,25 @@ def test_a_run_with_a_flow_matrix_counts_each_rules_matches(tmp_path: Path) -> N
     result = runner.invoke(app, ["sessionize", str(FIXTURE), "--out", str(plain), "-q"])
     assert json.loads((plain / "manifest.json").read_text())["counts"]["flow_matrix"] is None
     assert "Flow Matrix" not in result.stderr
+    # over several exporters the count is of sessions, each exporter's (a review read 5952
+    # as conversations where 3 exporters had seen 1984)
+    twice = tmp_path / "twice"
+    arguments = ["sessionize", str(FIXTURE.parent / "sampled"), "--out", str(twice), "-q"]
+    result = runner.invoke(
+        app,
+        [
+            *arguments,
+            "--flow-matrix",
+            str(FIXTURE.parent / "flow_matrix.yaml"),
+            "--cartography",
+            str(FIXTURE.parent / "cartography.yaml"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert (
+        "no rule accounts for (sessions are per exporter: a conversation several of the 2 "
+        "exporters saw counts once for each)"
+    ) in result.stderr
 
 
 def test_the_summary_counts_matched_sessions_of_answers_alone(tmp_path: Path) -> None:
