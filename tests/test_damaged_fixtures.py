@@ -331,3 +331,18 @@ def test_a_set_pointed_at_another_template_makes_up_no_session(tmp_path: Path) -
     sessions = pq.read_table(tmp_path / "run" / "sessions.parquet").to_pylist()
     assert not [s for s in sessions if s["protocol_number"] == 0]
     assert not [s for s in sessions if "192.168.40.1" in (s["ip_a"], s["ip_b"])]
+
+
+def test_a_block_counting_more_records_than_its_bytes_hold_loses_none(tmp_path: Path) -> None:
+    """Found by a differential with nfdump: a block header's record count with a flipped
+    byte (4,278,190,154 for the 74 records its 7,576 bytes hold) said "skipped:
+    4278190080 bad_record" of 0 bytes, though every record was read. Nothing is lost: the
+    damaged count is said, under `repaired`."""
+    manifest = sessionize("nfcapd_block_record_count_damaged.nfcapd", tmp_path / "run")
+    counts = manifest["counts"]
+    assert counts["records_read"] == 72 and counts["skipped"] == {}
+    assert counts["repaired"] == {"nfcapd_record_count": 1}
+    assert problems(manifest) == [
+        f"{DAMAGED / 'nfcapd_block_record_count_damaged.nfcapd'}@40 (block 1): block header "
+        "counts 4278190154 records, its 7576 bytes hold 74: all read"
+    ]

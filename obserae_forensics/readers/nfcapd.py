@@ -1008,7 +1008,22 @@ def _decode_block(
         buf, 0, len(payload), max_records, big_endian
     )
     walked = int(offsets[-1] + sizes[-1]) if count else 0  # where the last walked record ends
-    if status != SCAN_OK or count < claimed:
+    left = max(len(payload) - int(where), 0)
+    if count < claimed and count and walked == len(payload):
+        # every byte of the block is in the records walked: its header's count is damaged,
+        # and nothing is lost (a count of 4,278,190,154 said "skipped: 4278190080
+        # bad_record" of a block whose 74 records were all read: a differential with nfdump)
+        report.repair(
+            MalformedInput(
+                f"block header counts {claimed} records, its {len(payload)} bytes hold "
+                f"{count}: all read",
+                source=state.source,
+                offset=offset,
+                frame=frame,
+                reason="nfcapd_record_count",
+            )
+        )
+    elif status != SCAN_OK or count < claimed:
         report.skip(
             MalformedInput(
                 f"record walk stops at byte {where} of the block after {count} of {claimed} records"
@@ -1018,8 +1033,9 @@ def _decode_block(
                 frame=frame,
                 reason="bad_record",
             ),
-            nbytes=max(len(payload) - int(where), 0),
-            count=max(claimed - count, 1),
+            nbytes=left,
+            # no more records than the bytes left could hold (a record is 4 bytes at least)
+            count=max(min(claimed - count, left // 4), 1),
         )
     elif walked < len(payload) and any(payload[walked:]):
         # nfdump writes a block's records and nothing after them: bytes beyond the records
