@@ -745,6 +745,9 @@ def _blocks(
     pos = header.data_start
     frame = 0
     past_count = 0  # where the first block past the header's NumBlocks begins
+    # damaged stretches skipped to the next good header that may or may not have been a
+    # block of their own (a damaged header, or the tail of a block whose size was damaged)
+    uncertain = 0
     f.seek(pos)
     while pos < header.data_end:
         frame += 1
@@ -800,6 +803,13 @@ def _blocks(
                 ),
                 nbytes=resumed - pos,
             )
+            if resumed - pos < BLOCK_HEADER.itemsize:
+                # a misread, not a block: the block before ended a few bytes early (its size
+                # damaged), and the next block keeps its number (it was numbered one on, and
+                # the file's last block read as one past the header's count: a review)
+                frame -= 1
+            else:
+                uncertain += 1
             pos = resumed
             continue
         end = pos + BLOCK_HEADER.itemsize + stored
@@ -872,7 +882,7 @@ def _blocks(
             ),
             nbytes=0,
         )
-    elif past_count:
+    elif past_count and frame - header.num_blocks > uncertain:
         # found by fuzzing: a block copied in after the counted ones doubled the file's
         # records without a word (nfdump reads NumBlocks blocks and stops); read, and said
         report.repair(
@@ -1034,8 +1044,16 @@ def _decode_block(
                 reason="bad_record",
             ),
             nbytes=left,
-            # no more records than the bytes left could hold (a record is 4 bytes at least)
-            count=max(min(claimed - count, left // 4), 1),
+            # the records the header counts that were not found, unless more than its block
+            # could hold (a record is 4 bytes at least): then the count is the damage, and
+            # no more records than the bytes left could hold are lost (a block of a damaged
+            # size loses its count's records past its end)
+            count=max(
+                claimed - count
+                if claimed <= len(payload) // 4
+                else min(claimed - count, left // 4),
+                1,
+            ),
         )
     elif walked < len(payload) and any(payload[walked:]):
         # nfdump writes a block's records and nothing after them: bytes beyond the records

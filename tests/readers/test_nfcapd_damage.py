@@ -217,6 +217,39 @@ def test_block_header_claiming_too_little_keeps_what_fits(corpus: Path, tmp_path
     assert report.skipped["bad_block_header"] == 1
 
 
+@pytest.mark.parametrize("shortened", [1, 200])
+def test_blocks_after_a_damaged_size_keep_their_numbers(
+    corpus: Path, tmp_path: Path, shortened: int
+) -> None:
+    """Found by a differential with nfdump: a block's size lowered by one made the reader
+    take the byte before the next block's header as a bad header of a block of its own, so
+    every later block was numbered one on (`source_frame`) and the file's last block was
+    said to lie past the header's count ("1 more follow"), which it does not."""
+    path = tmp_path / "short.nfcapd"
+    write_v2(path, multi_block(corpus, NONE))
+    offsets = block_offsets(path)
+    data = bytearray(path.read_bytes())
+    size = int(np.frombuffer(data, "<u4", 1, offsets[1] + 4)[0])
+    data[offsets[1] + 4 : offsets[1] + 8] = np.array([size - shortened], "<u4").tobytes()
+    path.write_bytes(bytes(data))
+    table, report = read_table(path)
+    frames = dict(
+        zip(
+            table.column("source_offset").to_pylist(),
+            table.column("source_frame").to_pylist(),
+            strict=True,
+        )
+    )
+    # a byte short: the next block keeps its number; 200 bytes might be a block of their
+    # own (a damaged header's), and the later blocks are numbered as if they were
+    assert frames[offsets[0]] == 1 and frames[offsets[2]] == 3 + (shortened >= 12)
+    assert [frames[offset] for offset in offsets[3:]] == [
+        number + 1 + (shortened >= 12) for number in range(3, len(offsets))
+    ]
+    assert report.skipped["bad_block_header"] == 1
+    assert "nfcapd_blocks_past_count" not in report.repaired  # none follows the count
+
+
 def test_records_past_the_block_count_are_counted(corpus: Path, tmp_path: Path) -> None:
     """Found by fuzzing: a block header whose record count was lowered dropped the records it
     no longer counted without a word (nfdump writes nothing after a block's records)."""
