@@ -184,6 +184,8 @@ def load(
         )
 
     _check_flow_counts(paths, sessions, frames["flows"])
+    if frames["consolidated"] is not None:
+        _consolidated_rates(frames["consolidated"], sessions)
 
     recombined, fragments = _recombination(recombine, paths)
     if fragments is not None and not isinstance(recombine, bool):
@@ -304,6 +306,15 @@ def _read_table(path: Path, index: int, schema: pa.Schema | None = None) -> pd.D
     if not path.is_file():
         return None
     table = read_parquet(path)
+    if schema is SESSIONS_CONSOLIDATED_SCHEMA and "sampling_rate" not in table.column_names:
+        # written before the forty-sixth session: 0 until load works it out from the
+        # members (_consolidated_rates)
+        field = schema.field("sampling_rate")
+        table = table.add_column(
+            min(schema.get_field_index("sampling_rate"), table.num_columns),
+            field,
+            pa.array(np.zeros(table.num_rows, dtype=np.uint32)),
+        )
     if schema is not None:
         table = with_added_columns(table, schema)
         check_columns(
@@ -315,6 +326,23 @@ def _read_table(path: Path, index: int, schema: pa.Schema | None = None) -> pd.D
     frame = to_frame(table)
     frame["run"] = np.full(len(frame), index, dtype=np.uint32)
     return frame
+
+
+def _consolidated_rates(consolidated: pd.DataFrame, sessions: pd.DataFrame) -> None:
+    """Fill the sampling_rate a table of an earlier version lacks (0 as read): the largest of
+    its members' rates, as sessionize now writes it (a run of an earlier version was
+    refused for the column it lacked)."""
+    unknown = consolidated["sampling_rate"].to_numpy() == 0
+    if not unknown.any():
+        return
+    rates = pd.Series(
+        sessions["sampling_rate"].to_numpy(dtype=np.int64).clip(min=1),
+        index=sessions["session_id"].astype(object).to_numpy(),
+    )
+    members = consolidated.loc[unknown, "session_ids"].explode()
+    found = members.map(rates).fillna(1).astype(np.int64)
+    largest = found.groupby(level=0).max()
+    consolidated.loc[largest.index, "sampling_rate"] = largest.to_numpy().astype(np.uint32)
 
 
 def _check_flow_counts(paths: list[Path], sessions: pd.DataFrame, flows: pd.DataFrame) -> None:

@@ -328,3 +328,27 @@ def test_loading_several_runs_says_sessions_are_each_runs_own(tmp_path: Path) ->
     assert any(set(ids) & matched for ids in run.recombined["session_ids"])
     single = query.load(write_run(tmp_path / "single"))
     assert not any(n.startswith("sessions are each run's own") for n in single.notes)
+
+
+def test_a_consolidated_table_of_an_earlier_version_is_loaded(
+    fixtures: Path, tmp_path: Path
+) -> None:
+    """sessions_consolidated gained sampling_rate in the forty-sixth session; a run written
+    before it was refused by load for the column it lacks. Its rates come from the
+    members."""
+    import pyarrow.parquet as pq
+    from typer.testing import CliRunner
+
+    from obserae_forensics.cli import app
+
+    run_dir = tmp_path / "run"
+    arguments = ["sessionize", str(fixtures / "sampled"), "--replay", "event", "-o", str(run_dir)]
+    assert CliRunner().invoke(app, [*arguments, "-q"]).exit_code == 0
+    written = query.load(run_dir, recombine=False).consolidated
+    assert written is not None
+    path = run_dir / "sessions_consolidated.parquet"
+    pq.write_table(pq.read_table(path).drop_columns(["sampling_rate"]), path)
+    earlier = query.load(run_dir, recombine=False)
+    assert earlier.consolidated is not None
+    assert earlier.consolidated["sampling_rate"].tolist() == written["sampling_rate"].tolist()
+    assert sorted(set(written["sampling_rate"])) == [1, 10]
