@@ -5,6 +5,6 @@ The public API, listed explicitly; the CLI (`obserae-forensics`) is a thin layer
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["__version__"]

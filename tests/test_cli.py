@@ -2289,6 +2289,21 @@ def test_a_capture_of_the_traffic_itself_is_told_what_the_tool_reads(tmp_path: P
         )
 
 
+def test_a_capture_of_templates_alone_is_not_called_a_capture_of_nothing(
+    corpus: Path, tmp_path: Path
+) -> None:
+    """A review: export datagrams of a template alone were said to be "no frame of other
+    traffic either: captures of nothing"."""
+    template = corpus / "netflow_public" / "akvorado_template.pcap"
+    result = runner.invoke(app, ["inspect", str(template), "-q"])
+    assert result.exit_code == 0, result.output
+    assert (
+        "no flow record in the inputs: their 1 frame(s) or block(s) held templates, options "
+        "or other metadata only, no data record"
+    ) in result.stderr
+    assert "captures of nothing" not in result.stderr
+
+
 def test_show_of_an_empty_table_names_its_columns(tmp_path: Path) -> None:
     """A run of no flow record: `show` printed pandas' "Empty DataFrame / Columns: [...] /
     Index: []" (a review); it prints the view's columns and the count."""

@@ -74,9 +74,13 @@ _consolidated_fields: list[pa.Field[Any]] = [
     pa.field("sc_bytes", pa.uint64(), nullable=False),  # server -> client, scaled
     pa.field("cs_packets", pa.uint64(), nullable=False),
     pa.field("sc_packets", pa.uint64(), nullable=False),
+    # the sampling rate of the exporter whose counters a direction shows, applied already
+    # (1: a count, not an estimate; 0: no exporter counted anything that way)
+    pa.field("cs_sampling_rate", pa.uint32(), nullable=False),
+    pa.field("sc_sampling_rate", pa.uint32(), nullable=False),
     pa.field("coherence_pct", pa.float64(), nullable=False),
     # the coarsest sampling among the members: 1 when every exporter counted, none estimated
-    pa.field("sampling_rate", pa.uint32(), nullable=False),
+    pa.field("max_sampling_rate", pa.uint32(), nullable=False),
     pa.field("role_method", pa.string(), nullable=False),
     pa.field("role_confidence", pa.float64(), nullable=False),
 ]
@@ -195,6 +199,7 @@ class _Conversations:
     first_seen: npt.NDArray[np.int64]
     last_seen: npt.NDArray[np.int64]
     counters: tuple[_UInt64s, _UInt64s, _UInt64s, _UInt64s]  # cs/sc bytes, packets
+    rates: tuple[npt.NDArray[Any], npt.NDArray[Any]]  # cs, sc: the shown counters' rate
     coherence: npt.NDArray[np.float64]
     sampling: npt.NDArray[np.uint32]  # the largest sampling rate among the members
     exporter_count: npt.NDArray[np.int64]
@@ -350,6 +355,10 @@ class Consolidation:
                 _numbers(rows, "cs_packets")[singles],
                 _numbers(rows, "sc_packets")[singles],
             ),
+            rates=(
+                _shown_rate(rows, singles, "cs_bytes", "cs_packets"),
+                _shown_rate(rows, singles, "sc_bytes", "sc_packets"),
+            ),
             coherence=np.full(len(singles), 100.0),
             sampling=_numbers(rows, "sampling_rate")[singles],
             exporter_count=ones,
@@ -444,7 +453,7 @@ class Consolidation:
         cluster_pair_starts = np.flatnonzero(np.r_[True, np.diff(pair_cluster) != 0])
         # an exporter's counters are as precise as the coarsest sampling among its sessions
         pair_rate = np.maximum.reduceat(column("sampling_rate")[by_pair], pair_starts)
-        totals = _most_precise(per_exporter, pair_rate, pair_exporter, pair_cluster)
+        totals, shown_rates = _most_precise(per_exporter, pair_rate, pair_exporter, pair_cluster)
         # in float64: the two directions of a damaged counter can pass 2**64 together
         exporter_bytes = per_exporter[:, 0].astype(np.float64) + per_exporter[:, 1]
         smallest = np.minimum.reduceat(exporter_bytes, cluster_pair_starts)
@@ -460,6 +469,7 @@ class Consolidation:
             first_seen=first_seen,
             last_seen=last_seen,
             counters=(totals[:, 0], totals[:, 1], totals[:, 2], totals[:, 3]),
+            rates=(shown_rates[:, 0], shown_rates[:, 1]),
             coherence=coherence,
             sampling=np.maximum.reduceat(pair_rate, cluster_pair_starts),
             exporter_count=np.diff(np.r_[cluster_pair_starts, len(pair_cluster)]),
@@ -486,6 +496,10 @@ class Consolidation:
             joined("exporters"), _starts(exporter_count)[order], exporter_count[order]
         )
         counters = [np.concatenate([part.counters[i] for part in parts])[order] for i in range(4)]
+        rates = [
+            np.concatenate([part.rates[i] for part in parts])[order].astype(np.uint32)
+            for i in range(2)
+        ]
 
         def gathered(name: str, at: npt.NDArray[Any] = source) -> pa.Array[Any]:
             return cast("pa.Array[Any]", pa.array(_numbers(rows, name)[at]))
@@ -513,6 +527,7 @@ class Consolidation:
             pa.array(first_seen[order], TIMESTAMP),
             pa.array(joined("last_seen")[order], TIMESTAMP),
             *(pa.array(values) for values in counters),
+            *(pa.array(values) for values in rates),
             pa.array(joined("coherence")[order]),
             pa.array(joined("sampling")[order].astype(np.uint32)),
             self.role_methods.strings(_numbers(rows, "role_method")[source]),
@@ -707,7 +722,7 @@ def _most_precise(
     rate: npt.NDArray[Any],
     exporter_rank: npt.NDArray[Any],
     cluster: npt.NDArray[np.int64],
-) -> npt.NDArray[np.uint64]:
+) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint32]]:
     """Per conversation and direction, the counters of one exporter: of those that counted
     something that way, the one of the lowest sampling rate, then of the most bytes, the
     most packets, the first exporter. `per_exporter` holds (cs_bytes, sc_bytes,
@@ -717,8 +732,11 @@ def _most_precise(
     one direction only (asymmetric routing) must not hide the other; and an exact count
     beats an estimate: a 1:10 exporter that sampled one packet of a one-packet DNS query
     estimates ten of it, where the unsampled exporter beside it counted one. Bytes and
-    packets come from the same exporter, so their ratio is one a device reported."""
-    totals = np.zeros((int(cluster[-1]) + 1 if len(cluster) else 0, 4), dtype=np.uint64)
+    packets come from the same exporter, so their ratio is one a device reported. Also
+    returned: per conversation, the chosen exporter's rate in each direction (0: none)."""
+    conversations = int(cluster[-1]) + 1 if len(cluster) else 0
+    totals = np.zeros((conversations, 4), dtype=np.uint64)
+    rates = np.zeros((conversations, 2), dtype=np.uint32)
     for direction in (0, 1):
         octets, packets = per_exporter[:, direction], per_exporter[:, direction + 2]
         unseen = (octets == 0) & (packets == 0)
@@ -737,7 +755,19 @@ def _most_precise(
         chosen = first[~unseen[first]]
         totals[cluster[chosen], direction] = octets[chosen]
         totals[cluster[chosen], direction + 2] = packets[chosen]
-    return totals
+        rates[cluster[chosen], direction] = rate[chosen]
+    return totals, rates
+
+
+def _shown_rate(
+    rows: pa.Table, at: npt.NDArray[np.intp], octets: str, packets: str
+) -> npt.NDArray[np.uint32]:
+    """A lone session's rate where it counted something in the direction, else 0."""
+    seen = (_numbers(rows, octets)[at] > 0) | (_numbers(rows, packets)[at] > 0)
+    rate: npt.NDArray[np.uint32] = np.where(seen, _numbers(rows, "sampling_rate")[at], 0).astype(
+        np.uint32
+    )
+    return rate
 
 
 @njit(cache=True, nogil=True)

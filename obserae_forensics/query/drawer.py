@@ -103,9 +103,16 @@ class SessionDrawer:
             )
         if len(self.consolidated):
             first = self.consolidated.iloc[0]
+            coarsest = int(first.get("max_sampling_rate", 1) or 1)
+            estimate = (
+                # a low coherence there is sampling's, not the devices' (a review)
+                f" (an exporter sampled 1 in {coarsest}: it compares an estimate)"
+                if coarsest > 1 and int(first["sampler_count"]) > 1
+                else ""
+            )
             lines.append(
                 f"seen by {first['sampler_count']} exporter(s), coherence "
-                f"{first['coherence_pct']:.0f}%"
+                f"{first['coherence_pct']:.0f}%{estimate}"
             )
         return "\n".join(lines)
 

@@ -376,7 +376,7 @@ def coherence_histogram(consolidated: pd.DataFrame | None, *, ax: Axes | None = 
     exporter sampled, coherence compares its estimate with the others' counts, and a 1:N
     estimate of a small conversation is often several times off (real 1:10 sampling beside
     an unsampled export of the same traffic: 3 to 93 %, a review); so the bars that say
-    whether two devices agree are those of counts alone (`sampling_rate` 1).
+    whether two devices agree are those of counts alone (`max_sampling_rate` 1).
     """
     axes = ax if ax is not None else _new_axes((8, 4))
     if consolidated is None or consolidated.empty:
@@ -384,10 +384,10 @@ def coherence_histogram(consolidated: pd.DataFrame | None, *, ax: Axes | None = 
         return axes
     coherence = consolidated["coherence_pct"].to_numpy(dtype=np.float64, na_value=np.nan)
     several = consolidated["sampler_count"].to_numpy(dtype=np.int64) > 1
-    # (a run of an earlier version has no sampling_rate: its rows are taken as counts)
+    # (a table of an earlier version read otherwise than by load: taken as counts)
     sampled = (
-        consolidated["sampling_rate"].to_numpy(dtype=np.int64) > 1
-        if "sampling_rate" in consolidated.columns
+        consolidated["max_sampling_rate"].to_numpy(dtype=np.int64) > 1
+        if "max_sampling_rate" in consolidated.columns
         else np.zeros(len(consolidated), dtype=bool)
     )
     counted, estimated = several & ~sampled, several & sampled
@@ -399,7 +399,7 @@ def coherence_histogram(consolidated: pd.DataFrame | None, *, ax: Axes | None = 
         color=["#c44e52", "#dd8452", "#cccccc"],
         label=[
             f"several exporters, all counting ({int(counted.sum())})",
-            f"several exporters, one sampling: estimates ({int(estimated.sum())})",
+            f"several exporters, some sampling: estimates ({int(estimated.sum())})",
             f"one exporter, 100 by definition ({int((~several).sum())})",
         ],
     )

@@ -58,6 +58,8 @@ TABLE_FILES = {
     "exporters": EXPORTERS_FILE,
 }
 RECOMBINED_FILES = (RECOMBINED_FILE, FRAGMENTS_FILE)
+# columns sessions_consolidated gained in the forty-sixth session, with its counter rule
+EARLIER_CONSOLIDATED_LACKS = ("cs_sampling_rate", "sc_sampling_rate", "max_sampling_rate")
 
 
 # each table as sessionize writes it: load refuses a table lacking one of its columns or
@@ -184,8 +186,9 @@ def load(
         )
 
     _check_flow_counts(paths, sessions, frames["flows"])
-    if frames["consolidated"] is not None:
-        _consolidated_rates(frames["consolidated"], sessions)
+    earlier_consolidation = frames["consolidated"] is not None and _consolidated_rates(
+        frames["consolidated"], sessions
+    )
 
     recombined, fragments = _recombination(recombine, paths)
     if fragments is not None and not isinstance(recombine, bool):
@@ -198,6 +201,13 @@ def load(
     ]
     chart = _cartography(cartography, manifests[0], paths[0], notes)
     matrix = _flow_matrix(flow_matrix, manifests[0], paths[0], chart, notes)
+    if earlier_consolidation:
+        notes.append(
+            "sessions_consolidated was written by an earlier version: each direction's "
+            "counters are the largest exporter total, a sampled estimate where an exporter "
+            "beside it counted less; cs_/sc_sampling_rate give the largest rate among the "
+            "members (sessionize again for the counters of the exporter of the lowest rate)"
+        )
     _note_mixed_runs(manifests, paths, notes)
     _note_unshowable_end(manifests, notes)
     return Run(
@@ -306,15 +316,15 @@ def _read_table(path: Path, index: int, schema: pa.Schema | None = None) -> pd.D
     if not path.is_file():
         return None
     table = read_parquet(path)
-    if schema is SESSIONS_CONSOLIDATED_SCHEMA and "sampling_rate" not in table.column_names:
-        # written before the forty-sixth session: 0 until load works it out from the
+    if schema is SESSIONS_CONSOLIDATED_SCHEMA and "max_sampling_rate" not in table.column_names:
+        # written before the forty-sixth session: 0 until load works them out from the
         # members (_consolidated_rates)
-        field = schema.field("sampling_rate")
-        table = table.add_column(
-            min(schema.get_field_index("sampling_rate"), table.num_columns),
-            field,
-            pa.array(np.zeros(table.num_rows, dtype=np.uint32)),
-        )
+        for name in EARLIER_CONSOLIDATED_LACKS:
+            table = table.add_column(
+                min(schema.get_field_index(name), table.num_columns),
+                schema.field(name),
+                pa.array(np.zeros(table.num_rows, dtype=np.uint32)),
+            )
     if schema is not None:
         table = with_added_columns(table, schema)
         check_columns(
@@ -328,13 +338,14 @@ def _read_table(path: Path, index: int, schema: pa.Schema | None = None) -> pd.D
     return frame
 
 
-def _consolidated_rates(consolidated: pd.DataFrame, sessions: pd.DataFrame) -> None:
-    """Fill the sampling_rate a table of an earlier version lacks (0 as read): the largest of
-    its members' rates, as sessionize now writes it (a run of an earlier version was
-    refused for the column it lacked)."""
-    unknown = consolidated["sampling_rate"].to_numpy() == 0
+def _consolidated_rates(consolidated: pd.DataFrame, sessions: pd.DataFrame) -> bool:
+    """Fill the rates a table of an earlier version lacks (0 as read; a run of an earlier
+    version was refused for the columns it lacked): max_sampling_rate, the largest of its
+    members' rates as sessionize now writes it, and, not knowing which exporter's counters
+    each direction shows, that rate for both directions too. True when it filled them."""
+    unknown = consolidated["max_sampling_rate"].to_numpy() == 0
     if not unknown.any():
-        return
+        return False
     rates = pd.Series(
         sessions["sampling_rate"].to_numpy(dtype=np.int64).clip(min=1),
         index=sessions["session_id"].astype(object).to_numpy(),
@@ -342,7 +353,9 @@ def _consolidated_rates(consolidated: pd.DataFrame, sessions: pd.DataFrame) -> N
     members = consolidated.loc[unknown, "session_ids"].explode()
     found = members.map(rates).fillna(1).astype(np.int64)
     largest = found.groupby(level=0).max()
-    consolidated.loc[largest.index, "sampling_rate"] = largest.to_numpy().astype(np.uint32)
+    for name in EARLIER_CONSOLIDATED_LACKS:
+        consolidated.loc[largest.index, name] = largest.to_numpy().astype(np.uint32)
+    return True
 
 
 def _check_flow_counts(paths: list[Path], sessions: pd.DataFrame, flows: pd.DataFrame) -> None:

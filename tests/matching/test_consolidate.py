@@ -379,6 +379,12 @@ def test_an_exact_count_beats_a_sampled_estimate(fixtures: Path, tmp_path: Path)
     assert sum(r["cs_bytes"] + r["sc_bytes"] for r in consolidated) == 638_797
     [query] = [r for r in consolidated if r["client_port"] == 56346 and r["server_port"] == 53]
     assert (query["cs_packets"], query["cs_bytes"], query["sampler_count"]) == (1, 58, 2)
+    # the rates: of the counters shown (counts), and the coarsest among the members
+    both = [r for r in consolidated if r["sampler_count"] == 2]
+    assert {(r["cs_sampling_rate"], r["sc_sampling_rate"]) for r in both} == {(1, 1)}
+    assert {r["max_sampling_rate"] for r in both} == {10}
+    alone = [r for r in consolidated if r["sampler_count"] == 1]
+    assert {r["max_sampling_rate"] for r in alone} == {1}
 
 
 def test_each_direction_comes_from_one_exporter_that_saw_it() -> None:
@@ -400,3 +406,17 @@ def test_each_direction_comes_from_one_exporter_that_saw_it() -> None:
     assert (row["cs_bytes"], row["cs_packets"]) == (1200, 10)  # not 1500 nor 12 packets
     assert (row["sc_bytes"], row["sc_packets"]) == (5000 * 10, 20 * 10)
     assert row["sampler_count"] == 3
+    # the server's half is an estimate, said as such
+    assert (row["cs_sampling_rate"], row["sc_sampling_rate"], row["max_sampling_rate"]) == (
+        1,
+        10,
+        10,
+    )
+    # a session alone: its own rate where it counted something, 0 where nothing was seen
+    [lone] = consolidate_sessions(sessions.slice(1, 1), GRACE_US).to_pylist()
+    assert (lone["cs_sampling_rate"], lone["sc_sampling_rate"]) == (10, 10)
+    silent = make_sessions(
+        [tcp("q", "192.0.2.2", 0, 1, ba_bytes=0, ba_packets=0, sampling_rate=10)]
+    )
+    [one_way] = consolidate_sessions(silent, GRACE_US).to_pylist()
+    assert (one_way["cs_sampling_rate"], one_way["sc_sampling_rate"]) == (10, 0)

@@ -433,7 +433,9 @@ def write_run(
             "cs_packets": row["ab_packets"],
             "sc_packets": row["ba_packets"],
             "coherence_pct": 100.0,
-            "sampling_rate": row["sampling_rate"],
+            "cs_sampling_rate": row["sampling_rate"],
+            "sc_sampling_rate": row["sampling_rate"],
+            "max_sampling_rate": row["sampling_rate"],
             "role_method": row["role_method"],
             "role_confidence": row["role_confidence"],
         }

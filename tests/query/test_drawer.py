@@ -141,3 +141,26 @@ def test_late_sessions_are_related_and_in_the_conversation(tmp_path: Path) -> No
 def test_unknown_session_is_a_usage_error(run: query.Run) -> None:
     with pytest.raises(UsageError, match="no session 'nope'"):
         query.drawer(run, "nope")
+
+
+def test_summary_says_when_coherence_compares_a_sampled_estimate(
+    fixtures: Path, tmp_path: Path
+) -> None:
+    """A review: beside a 1:10 exporter the drawer read "seen by 2 exporter(s), coherence
+    18%", the reading the coherence histogram sets apart as sampling's."""
+    from typer.testing import CliRunner
+
+    from obserae_forensics.cli import app
+
+    out = tmp_path / "run"
+    arguments = ["sessionize", str(fixtures / "sampled"), "--replay", "event", "-o", str(out)]
+    assert CliRunner().invoke(app, [*arguments, "-q"]).exit_code == 0
+    run = query.load(out, recombine=False)
+    assert run.consolidated is not None
+    both = run.consolidated.loc[run.consolidated["sampler_count"] == 2].iloc[0]
+    text = query.drawer(run, str(both["session_ids"][0])).summary()
+    assert "seen by 2 exporter(s), coherence" in text
+    assert "(an exporter sampled 1 in 10: it compares an estimate)" in text
+    alone = run.consolidated.loc[run.consolidated["sampler_count"] == 1].iloc[0]
+    text = query.drawer(run, str(alone["session_ids"][0])).summary()
+    assert "seen by 1 exporter(s), coherence 100%" in text and "estimate)" not in text

@@ -114,14 +114,14 @@ def test_coherence_histogram_sets_sampled_estimates_apart(run: query.Run) -> Non
     multi = run.consolidated.copy()
     multi.loc[:3, "sampler_count"] = 2
     multi.loc[:3, "coherence_pct"] = [40.0, 40.0, 95.0, 20.0]
-    multi.loc[2:3, "sampling_rate"] = 10
+    multi.loc[2:3, "max_sampling_rate"] = 10
     axes = plots.coherence_histogram(multi)
     assert bar_total(axes) == len(run.sessions)
     assert axes.get_title() == (
         "multi-exporter coherence: 2 of 2 counted below 90%; 2 compare sampled estimates"
     )
     labels = axes.get_legend_handles_labels()[1]
-    assert "several exporters, one sampling: estimates (2)" in labels
+    assert "several exporters, some sampling: estimates (2)" in labels
     plt.close("all")
 
 

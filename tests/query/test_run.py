@@ -333,9 +333,9 @@ def test_loading_several_runs_says_sessions_are_each_runs_own(tmp_path: Path) ->
 def test_a_consolidated_table_of_an_earlier_version_is_loaded(
     fixtures: Path, tmp_path: Path
 ) -> None:
-    """sessions_consolidated gained sampling_rate in the forty-sixth session; a run written
-    before it was refused by load for the column it lacks. Its rates come from the
-    members."""
+    """sessions_consolidated gained its rates in the forty-sixth session; a run written
+    before was refused by load for the columns it lacks. Its rates come from the members,
+    and a note says what its counters are."""
     import pyarrow.parquet as pq
     from typer.testing import CliRunner
 
@@ -344,11 +344,16 @@ def test_a_consolidated_table_of_an_earlier_version_is_loaded(
     run_dir = tmp_path / "run"
     arguments = ["sessionize", str(fixtures / "sampled"), "--replay", "event", "-o", str(run_dir)]
     assert CliRunner().invoke(app, [*arguments, "-q"]).exit_code == 0
-    written = query.load(run_dir, recombine=False).consolidated
-    assert written is not None
+    written = query.load(run_dir, recombine=False)
+    assert written.consolidated is not None
     path = run_dir / "sessions_consolidated.parquet"
-    pq.write_table(pq.read_table(path).drop_columns(["sampling_rate"]), path)
+    rates = ["cs_sampling_rate", "sc_sampling_rate", "max_sampling_rate"]
+    pq.write_table(pq.read_table(path).drop_columns(rates), path)
     earlier = query.load(run_dir, recombine=False)
     assert earlier.consolidated is not None
-    assert earlier.consolidated["sampling_rate"].tolist() == written["sampling_rate"].tolist()
-    assert sorted(set(written["sampling_rate"])) == [1, 10]
+    largest = written.consolidated["max_sampling_rate"].tolist()
+    assert sorted(set(largest)) == [1, 10]
+    for name in rates:
+        assert earlier.consolidated[name].tolist() == largest
+    assert any("written by an earlier version" in note for note in earlier.notes)
+    assert not any("earlier version" in note for note in written.notes)
