@@ -815,6 +815,7 @@ def recombine_command(
             )
         if out is not None:
             _refuse_exports_into(out, export_flows_to, export_pcap_to)
+            _refuse_another_run(out, run_dirs)
             check_out_dir(out, force=force)
         # the tables are written a bucket of keys at a time, never held whole: into a
         # hidden directory in --out (under TMPDIR without it), moved into place once the
@@ -855,6 +856,23 @@ def _say_swept(swept: list[Path]) -> None:
             " that killed runs had left: " + ", ".join(map(str, swept)),
             err=True,
         )
+
+
+def _refuse_another_run(out: Path, run_dirs: list[Path]) -> None:
+    """--out in a sessionize run that is not one of those recombined: `show` and `load` of it
+    would take the other runs' conversations for its own (a review). Beside one of its own
+    runs, the tables describe that run and are where `load` looks for them."""
+    from .tables.layout import MANIFEST_FILE, SESSIONS_FILE
+
+    if not ((out / SESSIONS_FILE).is_file() and (out / MANIFEST_FILE).is_file()):
+        return
+    if out.resolve() in {run.resolve() for run in run_dirs}:
+        return
+    raise UsageError(
+        f"--out {out} is another sessionize run's directory, not one of the runs "
+        "recombined: its `show` and `query.load` would take these conversations for its "
+        "own; give a directory of its own"
+    )
 
 
 def _refuse_exports_into(

@@ -1376,6 +1376,22 @@ def test_recombine_with_nothing_to_do_is_a_usage_error(tmp_path: Path) -> None:
     assert not (tmp_path / "f.csv").exists()
 
 
+def test_recombine_out_into_another_run_is_refused(tmp_path: Path) -> None:
+    """A review: `recombine C --out D`, D another sessionize run, put C's conversations in
+    D, and `show D --table sessions_recombined` showed them as D's."""
+    mine, other = tmp_path / "mine", tmp_path / "other"
+    assert sessionize(mine).exit_code == 0
+    assert sessionize(other).exit_code == 0
+    result = runner.invoke(app, ["recombine", str(mine), "--out", str(other)])
+    assert result.exit_code == 2, result.output
+    assert f"--out {other} is another sessionize run's directory" in result.stderr
+    assert not (other / "sessions_recombined.parquet").exists()
+    # beside its own run, as before
+    result = runner.invoke(app, ["recombine", str(mine), "--out", str(mine)])
+    assert result.exit_code == 0, result.output
+    assert (mine / "sessions_recombined.parquet").is_file()
+
+
 def test_late_sessions_keep_their_ids_when_the_evidence_is_moved(tmp_path: Path) -> None:
     """Found by a contract audit: the ids of late sessions hashed their records' absolute
     paths, so the same captures copied elsewhere (an analysis machine) gave other ids than
