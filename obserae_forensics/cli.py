@@ -635,13 +635,16 @@ def no_flows_hint(report: RunReport) -> str | None:
     # template never came ...), are flow exports: the inputs were the right kind (a review)
     if report.records or report.outside_window or sum(report.skipped.values()):
         return None
+    # frames (blocks) that were flow exports: export datagrams of templates or options
+    # alone were said to be captures of nothing, or of the traffic itself (a review)
+    exports = sum(stats.units for stats in report.files.values()) - other
+    if exports > 0:
+        return (
+            f"no flow record in the inputs: their {exports} export frame(s) or block(s) "
+            "held templates, options or other metadata only, no data record"
+            + (f"; {other} frame(s) of other traffic" if other else "")
+        )
     if not other:  # "0 sessions from 0 flow records", exit 0, and nothing more (a review)
-        units = sum(stats.units for stats in report.files.values())
-        if units:  # export datagrams of templates or options alone (a review)
-            return (
-                f"no flow record in the inputs: their {units} frame(s) or block(s) held "
-                "templates, options or other metadata only, no data record"
-            )
         return (
             "no flow record in the inputs, and no frame of other traffic either: captures "
             "of nothing (a capture filter on the wrong port or interface?) or nfcapd files "

@@ -2314,10 +2314,23 @@ def test_a_capture_of_templates_alone_is_not_called_a_capture_of_nothing(
     result = runner.invoke(app, ["inspect", str(template), "-q"])
     assert result.exit_code == 0, result.output
     assert (
-        "no flow record in the inputs: their 1 frame(s) or block(s) held templates, options "
-        "or other metadata only, no data record"
+        "no flow record in the inputs: their 1 export frame(s) or block(s) held templates, "
+        "options or other metadata only, no data record"
     ) in result.stderr
     assert "captures of nothing" not in result.stderr
+    # beside a frame of other traffic, not "a capture of the traffic itself" either
+    from scapy.layers.l2 import ARP, Ether
+    from scapy.utils import wrpcap
+
+    other = tmp_path / "arp.pcap"
+    wrpcap(str(other), [Ether() / ARP()])
+    result = runner.invoke(app, ["inspect", str(template), str(other), "-q"])
+    assert result.exit_code == 0, result.output
+    assert (
+        "their 1 export frame(s) or block(s) held templates, options or other metadata only, "
+        "no data record; 1 frame(s) of other traffic"
+    ) in result.stderr
+    assert "traffic itself" not in result.stderr
 
 
 def test_show_of_an_empty_table_names_its_columns(tmp_path: Path) -> None:

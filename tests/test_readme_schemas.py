@@ -37,7 +37,11 @@ def _table(section: str) -> dict[str, str]:
     `section`. A row may name several columns (`ip_a, port_a, ip_b, port_b` | `string,
     uint16`): the types are taken in turn, cycling, as the README writes them."""
     columns: dict[str, str] = {}
-    rows = [line for line in section.splitlines() if line.startswith("|")]
+    lines = section.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    # one contiguous table: a paragraph within it renders the rows after it as text (a review)
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    rows = lines[start:end]
     assert rows[0].startswith("| column | type |"), rows[0]
     for row in rows[2:]:  # past the header and its rule
         cells = [cell.strip() for cell in row.strip("|").split(" | ")]

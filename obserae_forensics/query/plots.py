@@ -411,6 +411,9 @@ def coherence_histogram(consolidated: pd.DataFrame | None, *, ax: Axes | None = 
         title = f"multi-exporter coherence: {low} of {int(counted.sum())} counted below 90%"
         if estimated.any():
             title += f"; {int(estimated.sum())} compare sampled estimates"
+        if "max_sampling_rate" not in consolidated.columns:
+            # an earlier version's table read without load: its estimates pass for counts
+            title += "; sampling unknown (an earlier version's table: query.load tells it)"
         axes.set_title(title)
     else:
         axes.set_title("coherence: every conversation was seen by one exporter only")

@@ -355,6 +355,9 @@ def _consolidated_rates(consolidated: pd.DataFrame, sessions: pd.DataFrame) -> b
     largest = found.groupby(level=0).max()
     for name in EARLIER_CONSOLIDATED_LACKS:
         consolidated.loc[largest.index, name] = largest.to_numpy().astype(np.uint32)
+    for side in ("cs", "sc"):  # 0 where nobody counted anything that way, as now written
+        silent = (consolidated[f"{side}_bytes"] == 0) & (consolidated[f"{side}_packets"] == 0)
+        consolidated.loc[silent & unknown, f"{side}_sampling_rate"] = 0
     return True
 
 

@@ -673,9 +673,13 @@ def _read(
         pending: list[dict[str, np.ndarray]] = []
         pending_rows = 0
         decoded = 0  # flow records in the blocks, for the stat record's count
-        for frame, offset, block_type, claimed, payload in _blocks(f, header, source, report):
+        for frame, offset, block_type, claimed, payload, sized in _blocks(
+            f, header, source, report
+        ):
             stats.units += 1
-            columns = _decode_block(state, payload, frame, offset, block_type, claimed, report)
+            columns = _decode_block(
+                state, payload, frame, offset, block_type, claimed, report, sized=sized
+            )
             if columns is None:
                 continue
             decoded += len(columns["first_seen"])
@@ -739,8 +743,11 @@ def _check_stat_flows(
 
 def _blocks(
     f: IO[bytes], header: _Header, source: str, report: RunReport
-) -> Iterator[tuple[int, int, int, int, bytes]]:
-    """(block number, block offset, block type, records claimed, uncompressed payload)."""
+) -> Iterator[tuple[int, int, int, int, bytes, bool]]:
+    """(block number, block offset, block type, records claimed, uncompressed payload, size
+    borne out: the data's end or a plausible block header follows the block, so a record
+    count its bytes fall short of is the count's damage, not records cut off by a size
+    lowered onto a record's boundary)."""
     block_dtype = _swap(BLOCK_HEADER, header.order)
     pos = header.data_start
     frame = 0
@@ -808,8 +815,8 @@ def _blocks(
                 # damaged), and the next block keeps its number (it was numbered one on, and
                 # the file's last block read as one past the header's count: a review)
                 frame -= 1
-            else:
-                uncertain += 1
+            elif resumed - pos != BLOCK_HEADER.itemsize + stored:
+                uncertain += 1  # unless the damaged header's own size spans it: one block
             pos = resumed
             continue
         end = pos + BLOCK_HEADER.itemsize + stored
@@ -868,7 +875,17 @@ def _blocks(
             report.skip(error, nbytes=end - pos)
             pos = end
             continue
-        yield frame, pos, block_type, num_records, payload
+        sized = end == header.data_end
+        if not sized and end + BLOCK_HEADER.itemsize <= header.data_end:
+            f.seek(end)
+            after = np.frombuffer(f.read(BLOCK_HEADER.itemsize), dtype=block_dtype)[0]
+            sized = _plausible_block(
+                int(after["size"]),
+                int(after["num_records"]),
+                int(after["type"]),
+                int(after["flags"]),
+            )
+        yield frame, pos, block_type, num_records, payload, sized
         pos = end
     if frame < header.num_blocks:
         # cut at a block boundary: nothing else would notice (a file still being written
@@ -932,6 +949,21 @@ def _array_block_damage(raw: bytes, flags: int, num_records: int, header: _Heade
             "flow records: a flow block whose type was damaged"
         )
     return ""
+
+
+def _records_lost(claimed: int, walked: int, size: int, where: int, *, sized: bool) -> int:
+    """How many records a block lost where its walk stopped at byte `where` after `walked`
+    of the `claimed` its header counts. The count's shortfall, unless the count is the
+    damage: more than any block holds, or more than this one could whose size is borne out
+    (a record is 4 bytes at least). Then the bytes left at the records' mean size (a
+    count of 4,278,190,154 said as many lost). A block whose size was lowered loses its
+    count's records past its end: its size is not borne out, and the count is kept."""
+    shortfall = claimed - walked
+    if claimed > MAX_BLOCK_BYTES // 4 or (sized and claimed > size // 4):
+        left = max(size - where, 0)
+        estimate = left * walked // where if walked and where else left // 4
+        shortfall = min(shortfall, estimate)
+    return max(shortfall, 1)
 
 
 def _plausible_block(stored: int, num_records: int, block_type: int, flags: int) -> bool:
@@ -1009,8 +1041,11 @@ def _decode_block(
     block_type: int,
     claimed: int,
     report: RunReport,
+    *,
+    sized: bool = True,
 ) -> dict[str, np.ndarray] | None:
-    """Columns of the flow records of one block (None if it holds none)."""
+    """Columns of the flow records of one block (None if it holds none). `sized`: the
+    block's size is borne out by what follows it (_blocks)."""
     buf = np.frombuffer(payload, dtype=np.uint8)
     big_endian = state.order == ">"
     max_records = min(claimed, len(payload) // 4)
@@ -1019,7 +1054,7 @@ def _decode_block(
     )
     walked = int(offsets[-1] + sizes[-1]) if count else 0  # where the last walked record ends
     left = max(len(payload) - int(where), 0)
-    if count < claimed and count and walked == len(payload):
+    if count < claimed and count and walked == len(payload) and sized:
         # every byte of the block is in the records walked: its header's count is damaged,
         # and nothing is lost (a count of 4,278,190,154 said "skipped: 4278190080
         # bad_record" of a block whose 74 records were all read: a differential with nfdump)
@@ -1044,16 +1079,7 @@ def _decode_block(
                 reason="bad_record",
             ),
             nbytes=left,
-            # the records the header counts that were not found, unless more than its block
-            # could hold (a record is 4 bytes at least): then the count is the damage, and
-            # no more records than the bytes left could hold are lost (a block of a damaged
-            # size loses its count's records past its end)
-            count=max(
-                claimed - count
-                if claimed <= len(payload) // 4
-                else min(claimed - count, left // 4),
-                1,
-            ),
+            count=_records_lost(claimed, count, len(payload), int(where), sized=sized),
         )
     elif walked < len(payload) and any(payload[walked:]):
         # nfdump writes a block's records and nothing after them: bytes beyond the records

@@ -69,7 +69,7 @@ def read_raw(path: Path) -> RawFile:
             header.ident,
             header.stat,
         )
-        for _, _, _, count, payload in _blocks(f, header, str(path), RunReport()):
+        for _, _, _, count, payload, _ in _blocks(f, header, str(path), RunReport()):
             raw.blocks.append(split_records(payload, header.order, count))
     return raw
 

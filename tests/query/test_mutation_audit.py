@@ -315,7 +315,13 @@ def test_traffic_over_time_counts_a_biflow_records_reverse_bytes(tmp_path: Path)
 def test_coherence_of_exactly_90_is_not_below_90() -> None:
     """Kills P09 (`< 90` to `<= 90`): the title counts the conversations whose exporters
     disagree by more than 10%; one at exactly 90% is at the line, not below it."""
-    consolidated = pd.DataFrame({"coherence_pct": [90.0, 89.9, 100.0], "sampler_count": [2, 2, 2]})
+    consolidated = pd.DataFrame(
+        {
+            "coherence_pct": [90.0, 89.9, 100.0],
+            "sampler_count": [2, 2, 2],
+            "max_sampling_rate": [1, 1, 1],
+        }
+    )
     axes = plots.coherence_histogram(consolidated)
     assert axes.get_title() == "multi-exporter coherence: 1 of 3 counted below 90%"
     plt.close("all")

@@ -122,6 +122,12 @@ def test_coherence_histogram_sets_sampled_estimates_apart(run: query.Run) -> Non
     )
     labels = axes.get_legend_handles_labels()[1]
     assert "several exporters, some sampling: estimates (2)" in labels
+    earlier = multi.drop(columns=["cs_sampling_rate", "sc_sampling_rate", "max_sampling_rate"])
+    assert (
+        plots.coherence_histogram(earlier)
+        .get_title()
+        .endswith("; sampling unknown (an earlier version's table: query.load tells it)")
+    )
     plt.close("all")
 
 

@@ -342,10 +342,12 @@ def test_a_consolidated_table_of_an_earlier_version_is_loaded(
     from obserae_forensics.cli import app
 
     run_dir = tmp_path / "run"
-    arguments = ["sessionize", str(fixtures / "sampled"), "--replay", "event", "-o", str(run_dir)]
+    inputs = [str(fixtures / "sampled"), str(fixtures / "sf_v9_varsvc.pcap")]  # and one-way
+    arguments = ["sessionize", *inputs, "--replay", "event", "-o", str(run_dir)]
     assert CliRunner().invoke(app, [*arguments, "-q"]).exit_code == 0
     written = query.load(run_dir, recombine=False)
     assert written.consolidated is not None
+    assert (written.consolidated["sc_sampling_rate"] == 0).sum() > 0
     path = run_dir / "sessions_consolidated.parquet"
     rates = ["cs_sampling_rate", "sc_sampling_rate", "max_sampling_rate"]
     pq.write_table(pq.read_table(path).drop_columns(rates), path)
@@ -353,7 +355,12 @@ def test_a_consolidated_table_of_an_earlier_version_is_loaded(
     assert earlier.consolidated is not None
     largest = written.consolidated["max_sampling_rate"].tolist()
     assert sorted(set(largest)) == [1, 10]
-    for name in rates:
-        assert earlier.consolidated[name].tolist() == largest
+    assert earlier.consolidated["max_sampling_rate"].tolist() == largest
+    for side in ("cs", "sc"):
+        silent = (written.consolidated[f"{side}_bytes"] == 0) & (
+            written.consolidated[f"{side}_packets"] == 0
+        )
+        expected = [0 if quiet else rate for quiet, rate in zip(silent, largest, strict=True)]
+        assert earlier.consolidated[f"{side}_sampling_rate"].tolist() == expected
     assert any("written by an earlier version" in note for note in earlier.notes)
     assert not any("earlier version" in note for note in written.notes)

@@ -250,6 +250,79 @@ def test_blocks_after_a_damaged_size_keep_their_numbers(
     assert "nfcapd_blocks_past_count" not in report.repaired  # none follows the count
 
 
+def _record_sizes(data: bytes | bytearray, block: int) -> list[int]:
+    """The sizes of the records of an uncompressed block at offset `block`, in order."""
+    count = int(np.frombuffer(data, "<u4", 1, block)[0])
+    sizes, at = [], block + 12
+    for _ in range(count):
+        sizes.append(int(np.frombuffer(data, "<u2", 1, at + 2)[0]))
+        at += sizes[-1]
+    return sizes
+
+
+@pytest.mark.parametrize("kept", [2, 350, 399])
+def test_a_size_lowered_onto_a_record_boundary_loses_records_said(
+    corpus: Path, tmp_path: Path, kept: int
+) -> None:
+    """Found by a review: a block whose size was lowered to end on a record's boundary was
+    taken for a block whose count was damaged ("all read", `repaired`), and the records
+    past its new end were lost without a count. What follows it is no block header, so
+    its size is not borne out and the count stands."""
+    path = tmp_path / "lowered.nfcapd"
+    write_v2(path, multi_block(corpus, NONE))
+    offsets = block_offsets(path)
+    data = bytearray(path.read_bytes())
+    sizes = _record_sizes(data, offsets[1])
+    data[offsets[1] + 4 : offsets[1] + 8] = np.array([sum(sizes[:kept])], "<u4").tobytes()
+    path.write_bytes(bytes(data))
+    table, report = read_table(path)
+    assert table.column("source_offset").to_pylist().count(offsets[1]) == kept
+    assert report.skipped["bad_record"] == PER_BLOCK - kept
+    assert "nfcapd_record_count" not in report.repaired
+    assert table.num_rows == 2002 - (PER_BLOCK - kept)
+
+
+def test_a_count_no_block_holds_is_the_damage_beside_a_bad_record(
+    corpus: Path, tmp_path: Path
+) -> None:
+    """A record count damaged past anything a block holds, and a record of size 0 in the
+    block: the records lost are the bytes left at the records' mean size (300), not the
+    4,278,190,380 the count says."""
+    path = tmp_path / "both.nfcapd"
+    write_v2(path, multi_block(corpus, NONE))
+    offsets = block_offsets(path)
+    data = bytearray(path.read_bytes())
+    sizes = _record_sizes(data, offsets[1])
+    data[offsets[1] : offsets[1] + 4] = np.array([0xFF000000 + PER_BLOCK], "<u4").tobytes()
+    at = offsets[1] + 12 + sum(sizes[:100])
+    data[at + 2 : at + 4] = b"\0\0"
+    path.write_bytes(bytes(data))
+    table, report = read_table(path)
+    assert table.column("source_offset").to_pylist().count(offsets[1]) == 100
+    assert report.skipped["bad_record"] == 300  # every record of the block is alike in size
+
+
+def test_a_damaged_header_spanning_its_stretch_is_one_block(corpus: Path, tmp_path: Path) -> None:
+    """Found by a review: a damaged block header whose own size spans the bytes skipped to
+    the next header was one block for certain, yet hid the notice of a block copied in
+    past the file header's count."""
+    path = tmp_path / "copied.nfcapd"
+    write_v2(path, multi_block(corpus, NONE))
+    offsets = block_offsets(path)
+    data = bytearray(path.read_bytes())
+    appendix = int(np.frombuffer(data, "<i8", 1, 24)[0])
+    copied = bytes(data[offsets[-1] : appendix])  # the last block, again after it
+    data[appendix:appendix] = copied
+    data[24:32] = np.array([appendix + len(copied)], "<i8").tobytes()
+    data[offsets[3] + 8 : offsets[3] + 12] = np.array([0x00630063], "<u4").tobytes()  # type 99
+    path.write_bytes(bytes(data))
+    table, report = read_table(path)
+    assert report.skipped["bad_block_header"] == 1
+    assert report.repaired["nfcapd_blocks_past_count"] == 1
+    # the damaged block's records are lost with it, the copied one's three flows read again
+    assert table.num_rows == 2002 - PER_BLOCK + 3
+
+
 def test_records_past_the_block_count_are_counted(corpus: Path, tmp_path: Path) -> None:
     """Found by fuzzing: a block header whose record count was lowered dropped the records it
     no longer counted without a word (nfdump writes nothing after a block's records)."""
