@@ -58,7 +58,7 @@ TABLE_FILES = {
     "exporters": EXPORTERS_FILE,
 }
 RECOMBINED_FILES = (RECOMBINED_FILE, FRAGMENTS_FILE)
-# columns sessions_consolidated gained in the forty-sixth session, with its counter rule
+# columns sessions_consolidated gained in version 0.2.0, with its counters' rule
 EARLIER_CONSOLIDATED_LACKS = ("cs_sampling_rate", "sc_sampling_rate", "max_sampling_rate")
 
 
@@ -317,8 +317,8 @@ def _read_table(path: Path, index: int, schema: pa.Schema | None = None) -> pd.D
         return None
     table = read_parquet(path)
     if schema is SESSIONS_CONSOLIDATED_SCHEMA and "max_sampling_rate" not in table.column_names:
-        # written before the forty-sixth session: 0 until load works them out from the
-        # members (_consolidated_rates)
+        # written by a version before 0.2.0: 0 until load works them out from the members
+        # (_consolidated_rates)
         for name in EARLIER_CONSOLIDATED_LACKS:
             table = table.add_column(
                 min(schema.get_field_index(name), table.num_columns),
@@ -342,7 +342,8 @@ def _consolidated_rates(consolidated: pd.DataFrame, sessions: pd.DataFrame) -> b
     """Fill the rates a table of an earlier version lacks (0 as read; a run of an earlier
     version was refused for the columns it lacked): max_sampling_rate, the largest of its
     members' rates as sessionize now writes it, and, not knowing which exporter's counters
-    each direction shows, that rate for both directions too. True when it filled them."""
+    each direction shows, that rate for each direction that counted something (0 for one
+    that counted nothing, as now written). True when it filled them."""
     unknown = consolidated["max_sampling_rate"].to_numpy() == 0
     if not unknown.any():
         return False
