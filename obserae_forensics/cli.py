@@ -1177,10 +1177,21 @@ def show_command(
     columns: Annotated[
         str | None, typer.Option(metavar="<names>", help="Comma-separated columns.")
     ] = None,
+    sort: Annotated[
+        str | None,
+        typer.Option(
+            metavar="<column>",
+            help="Rows in this column's order (ties as in the table, empty last), not the "
+            "table's: sessions are written as they close. Reads the columns shown whole.",
+        ),
+    ] = None,
+    descending: Annotated[
+        bool, typer.Option("--descending", help="With --sort: largest first.")
+    ] = False,
 ) -> None:
     """Print the first rows of one table of a run."""
     from .tables.layout import MATCHES_FILE
-    from .tables.parquet import read_parquet_head, read_parquet_schema
+    from .tables.parquet import read_parquet_head, read_parquet_schema, read_parquet_sorted
 
     if table is None:  # a recombine --out directory has no sessions: said "does not exist"
         recombined = run_dir / "sessions_recombined.parquet"
@@ -1246,8 +1257,14 @@ def show_command(
         if derived:
             sources = ["client_ip", "client_port", "ip_a", "port_a", *sources]
         read = list(dict.fromkeys([n for n in wanted or () if n not in derived] + sources + extra))
+    if descending and sort is None:
+        raise _fail(UsageError("--descending orders by --sort, not given"), 2)
     try:
-        data, total = read_parquet_head(path, limit, read)
+        if sort is not None:  # a responder wanted opened_at order, and got close order
+            shown = read if read is not None else read_parquet_schema(path).names
+            data, total = read_parquet_sorted(path, limit, shown, sort, descending=descending)
+        else:
+            data, total = read_parquet_head(path, limit, read)
     except UsageError as error:
         raise _fail(error, 2) from error
     notes[:0] = _show_changed(run_dir, path.name)
@@ -1274,7 +1291,8 @@ def show_command(
             typer.echo(frame.to_string(index=False))
     else:  # the columns' names alone: pandas said "Empty DataFrame ... Index: []" (a review)
         typer.echo("  ".join(str(name) for name in frame.columns))
-    typer.echo(f"({total} rows in {path})")
+    ordered = f", by {sort}{' descending' if descending else ''}" if sort else ""
+    typer.echo(f"({total} rows in {path}{ordered})")
     for note in notes:
         typer.echo(f"({note})")
 

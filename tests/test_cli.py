@@ -1176,6 +1176,33 @@ def test_show_of_a_recombine_output_shows_its_conversations(tmp_path: Path) -> N
     assert f"rows in {out / 'sessions.parquet'})" in result.stdout
 
 
+def test_show_sorts_by_a_column_when_asked(tmp_path: Path) -> None:
+    """A review: `show` lists sessions as they closed, and a responder wanted them by
+    opened_at; --sort orders them (ties as in the table), --descending reverses."""
+    out = tmp_path / "run"
+    assert sessionize(out).exit_code == 0
+    table = pq.read_table(out / "sessions.parquet").to_pandas()
+    expected = table.sort_values("opened_at", kind="stable")["session_id"].tolist()
+    arguments = ["show", str(out), "--columns", "session_id,opened_at", "--limit", "1000"]
+    result = runner.invoke(app, [*arguments, "--sort", "opened_at"])
+    assert result.exit_code == 0, result.output
+    shown = [line.split()[0] for line in result.stdout.splitlines()[1:-1]]
+    assert shown == expected != table["session_id"].tolist()
+    assert result.stdout.splitlines()[-1].endswith("sessions.parquet, by opened_at)")
+    largest = table.sort_values("ab_bytes", ascending=False, kind="stable")["session_id"]
+    result = runner.invoke(
+        app, ["show", str(out), "--limit", "3", "--sort", "ab_bytes", "--descending",
+              "--columns", "session_id,ab_bytes"],
+    )  # fmt: skip
+    assert [line.split()[0] for line in result.stdout.splitlines()[1:4]] == list(largest[:3])
+    for wrong, said in (
+        (["--sort", "nope"], "has no column(s) nope"),
+        (["--descending"], "--descending orders by --sort, not given"),
+    ):
+        result = runner.invoke(app, ["show", str(out), *wrong])
+        assert result.exit_code == 2 and said in result.stderr, result.output
+
+
 def test_show_columns_name_the_client_server_counters_of_the_default_view(tmp_path: Path) -> None:
     """An audit: the default view shows cs_bytes/sc_bytes, and `--columns
     session_id,cs_bytes` said the table had no such column."""

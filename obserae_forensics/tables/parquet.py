@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, cast
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..errors import UsageError
@@ -448,6 +449,30 @@ def read_parquet_head(
             else pa.schema([file.schema_arrow.field(c) for c in columns])
         )
         return pa.Table.from_batches(batches, schema=schema), file.metadata.num_rows
+    except _UNREADABLE as exc:
+        raise _unreadable(path, exc) from exc
+
+
+def read_parquet_sorted(
+    path: Path, rows: int, columns: Sequence[str], key: str, *, descending: bool = False
+) -> tuple[pa.Table, int]:
+    """The first `rows` rows of `columns` in `key` order (ties in the file's order, nulls
+    last) and the file's row count. The key and the columns are read whole: `show --sort`
+    of a day of flows reads those columns, not the file."""
+    try:
+        file = pq.ParquetFile(path, page_checksum_verification=PAGE_CHECKSUMS)
+        names = _known_zones(path, file.schema_arrow).names
+        missing = [c for c in [*columns, key] if c not in names]
+        if missing:
+            raise UsageError(f"{path} has no column(s) {', '.join(dict.fromkeys(missing))}")
+        table = file.read(columns=list(dict.fromkeys([*columns, key])))
+        # (nulls come last by default; naming it is deprecated from pyarrow 25 on and
+        # per key not understood before it)
+        order = pc.sort_indices(
+            table, sort_keys=[(key, "descending" if descending else "ascending")]
+        )
+        kept = table.take(order[:rows]).select(list(columns))
+        return kept, file.metadata.num_rows
     except _UNREADABLE as exc:
         raise _unreadable(path, exc) from exc
 
