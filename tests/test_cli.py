@@ -1413,10 +1413,16 @@ def test_recombine_out_into_another_run_is_refused(tmp_path: Path) -> None:
     assert result.exit_code == 2, result.output
     assert f"--out {other} is another sessionize run's directory" in result.stderr
     assert not (other / "sessions_recombined.parquet").exists()
-    # beside its own run, as before
+    # beside its own run, as before; `show` of it shows the run's sessions still
     result = runner.invoke(app, ["recombine", str(mine), "--out", str(mine)])
     assert result.exit_code == 0, result.output
     assert (mine / "sessions_recombined.parquet").is_file()
+    shown = runner.invoke(app, ["show", str(mine), "--limit", "1"])
+    assert f"rows in {mine / 'sessions.parquet'})" in shown.stdout
+    # a directory with a sessions table and no manifest is no run: taken
+    (other / "manifest.json").unlink()
+    result = runner.invoke(app, ["recombine", str(mine), "--out", str(other), "--force"])
+    assert result.exit_code == 0, result.output
 
 
 def test_late_sessions_keep_their_ids_when_the_evidence_is_moved(tmp_path: Path) -> None:

@@ -420,3 +420,54 @@ def test_each_direction_comes_from_one_exporter_that_saw_it() -> None:
     )
     [one_way] = consolidate_sessions(silent, GRACE_US).to_pylist()
     assert (one_way["cs_sampling_rate"], one_way["sc_sampling_rate"]) == (10, 0)
+
+
+def _one_row(*rows: dict[str, object]) -> dict[str, object]:
+    [row] = consolidate_sessions(make_sessions(list(rows)), GRACE_US).to_pylist()
+    return row
+
+
+def test_a_direction_counted_in_bytes_or_packets_alone_is_counted() -> None:
+    """A mutation audit: a direction is the exporter's when it counted bytes or packets
+    there; one that counted packets alone (an exporter without octet counters) or bytes
+    alone still beats a coarser estimate, and a direction nobody counted has rate 0."""
+    estimate = {"ab_bytes": 1000, "ab_packets": 10, "sampling_rate": 10}
+    bytes_only = _one_row(
+        tcp("a", "192.0.2.1", 0, 10, ab_bytes=500, ab_packets=0),
+        tcp("b", "192.0.2.2", 0, 10, **estimate),
+    )
+    assert (bytes_only["cs_bytes"], bytes_only["cs_packets"]) == (500, 0)
+    assert bytes_only["cs_sampling_rate"] == 1
+    packets_only = _one_row(
+        tcp("a", "192.0.2.1", 0, 10, ab_bytes=0, ab_packets=3),
+        tcp("b", "192.0.2.2", 0, 10, **estimate),
+    )
+    assert (packets_only["cs_bytes"], packets_only["cs_packets"]) == (0, 3)
+    silent = {"ba_bytes": 0, "ba_packets": 0}
+    one_way = _one_row(
+        tcp("a", "192.0.2.1", 0, 10, **silent), tcp("b", "192.0.2.2", 0, 10, **silent)
+    )
+    assert (one_way["sc_bytes"], one_way["sc_packets"], one_way["sc_sampling_rate"]) == (0, 0, 0)
+    # a session alone: its rate where it counted bytes or packets
+    lone = _one_row(tcp("q", "192.0.2.2", 0, 1, ab_bytes=100, ab_packets=0, ba_bytes=0,
+                        ba_packets=2, sampling_rate=10))  # fmt: skip
+    assert (lone["cs_sampling_rate"], lone["sc_sampling_rate"], lone["max_sampling_rate"]) == (
+        10,
+        10,
+        10,
+    )
+    # a rate of 0 (unknown, as an exporter may send it) is a count: 1
+    unknown = _one_row(tcp("u", "192.0.2.2", 0, 1, sampling_rate=0))
+    assert (unknown["cs_sampling_rate"], unknown["max_sampling_rate"]) == (1, 1)
+
+
+def test_an_exporter_is_as_precise_as_its_coarsest_session() -> None:
+    """A mutation audit: exporter a's two fragments of one conversation, counted, then
+    sampled 1 in 10, make an estimate, which b's smaller count beats."""
+    row = _one_row(
+        tcp("a1", "192.0.2.1", 0, 10, ab_bytes=9000, ab_packets=90),
+        tcp("a2", "192.0.2.1", 20, 30, ab_bytes=9000, ab_packets=9, sampling_rate=10),
+        tcp("b", "192.0.2.2", 0, 30, ab_bytes=4000, ab_packets=40),
+    )
+    assert (row["cs_bytes"], row["cs_packets"], row["cs_sampling_rate"]) == (4000, 40, 1)
+    assert row["max_sampling_rate"] == 10

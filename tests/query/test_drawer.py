@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -164,3 +165,10 @@ def test_summary_says_when_coherence_compares_a_sampled_estimate(
     alone = run.consolidated.loc[run.consolidated["sampler_count"] == 1].iloc[0]
     text = query.drawer(run, str(alone["session_ids"][0])).summary()
     assert "seen by 1 exporter(s), coherence 100%" in text and "estimate)" not in text
+    # one exporter that samples compares nothing; two that count compare counts
+    edited = replace(run, consolidated=run.consolidated.assign(max_sampling_rate=1))
+    text = query.drawer(edited, str(both["session_ids"][0])).summary()
+    assert "seen by 2 exporter(s)" in text and "estimate)" not in text
+    lone = run.consolidated.assign(sampler_count=1)
+    text = query.drawer(replace(run, consolidated=lone), str(both["session_ids"][0])).summary()
+    assert "seen by 1 exporter(s)" in text and "estimate)" not in text

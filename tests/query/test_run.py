@@ -364,3 +364,30 @@ def test_a_consolidated_table_of_an_earlier_version_is_loaded(
         assert earlier.consolidated[f"{side}_sampling_rate"].tolist() == expected
     assert any("written by an earlier version" in note for note in earlier.notes)
     assert not any("earlier version" in note for note in written.notes)
+    # the columns at their places, as written now (a mutation audit)
+    assert list(earlier.consolidated.columns) == list(written.consolidated.columns)
+
+
+def test_an_earlier_tables_rates_count_unknown_rates_as_counts() -> None:
+    """A mutation audit: a member of rate 0 (unknown, as exporters send it) or not among
+    the sessions fills rate 1, as sessionize writes such a session."""
+    from obserae_forensics.query.run import _consolidated_rates
+
+    consolidated = pd.DataFrame(
+        {
+            "session_ids": [["s1"], ["gone"], ["s1", "s2"]],
+            "cs_bytes": [10, 10, 10],
+            "cs_packets": [1, 1, 1],
+            "sc_bytes": [0, 0, 5],
+            "sc_packets": [0, 0, 1],
+            "cs_sampling_rate": [0, 0, 0],
+            "sc_sampling_rate": [0, 0, 0],
+            "max_sampling_rate": [0, 0, 0],
+        }
+    )
+    sessions = pd.DataFrame({"session_id": ["s1", "s2"], "sampling_rate": [0, 10]})
+    assert _consolidated_rates(consolidated, sessions)
+    assert consolidated["max_sampling_rate"].tolist() == [1, 1, 10]
+    assert consolidated["cs_sampling_rate"].tolist() == [1, 1, 10]
+    assert consolidated["sc_sampling_rate"].tolist() == [0, 0, 10]
+    assert not _consolidated_rates(consolidated, sessions)  # filled: nothing more to do

@@ -217,7 +217,7 @@ def test_block_header_claiming_too_little_keeps_what_fits(corpus: Path, tmp_path
     assert report.skipped["bad_block_header"] == 1
 
 
-@pytest.mark.parametrize("shortened", [1, 200])
+@pytest.mark.parametrize("shortened", [1, 11, 12, 200])
 def test_blocks_after_a_damaged_size_keep_their_numbers(
     corpus: Path, tmp_path: Path, shortened: int
 ) -> None:
@@ -300,6 +300,71 @@ def test_a_count_no_block_holds_is_the_damage_beside_a_bad_record(
     table, report = read_table(path)
     assert table.column("source_offset").to_pylist().count(offsets[1]) == 100
     assert report.skipped["bad_record"] == 300  # every record of the block is alike in size
+
+
+def test_a_count_past_its_bytes_alone_is_repaired_not_lost(corpus: Path, tmp_path: Path) -> None:
+    """A block's record count raised by 50, nothing else: every record is read, and the
+    next block header bears out the block's size (a mutation audit: without that look
+    the count's damage read as 50 records lost)."""
+    path = tmp_path / "count.nfcapd"
+    write_v2(path, multi_block(corpus, NONE))
+    offsets = block_offsets(path)
+    data = bytearray(path.read_bytes())
+    data[offsets[1] : offsets[1] + 4] = np.array([PER_BLOCK + 50], "<u4").tobytes()
+    path.write_bytes(bytes(data))
+    table, report = read_table(path)
+    assert table.num_rows == 2002
+    assert report.repaired["nfcapd_record_count"] == 1 and "bad_record" not in report.skipped
+
+
+def _count_and_record_damaged(
+    corpus: Path, path: Path, count: int, record: int, *, next_type: int | None = None
+) -> tuple[pa.Table, RunReport]:
+    """Block 2's count set to `count` and its record `record` given size 0; the next
+    block's type damaged too when `next_type` (its size then not borne out)."""
+    write_v2(path, multi_block(corpus, NONE))
+    offsets = block_offsets(path)
+    data = bytearray(path.read_bytes())
+    sizes = _record_sizes(data, offsets[1])
+    data[offsets[1] : offsets[1] + 4] = np.array([count], "<u4").tobytes()
+    at = offsets[1] + 12 + sum(sizes[:record])
+    data[at + 2 : at + 4] = b"\0\0"
+    if next_type is not None:
+        data[offsets[2] + 8 : offsets[2] + 10] = np.array([next_type], "<u2").tobytes()
+    path.write_bytes(bytes(data))
+    return read_table(path)
+
+
+def test_losses_past_a_damaged_count_are_estimated_from_what_was_read(
+    corpus: Path, tmp_path: Path
+) -> None:
+    """A mutation audit: the records lost where a walk stops, under a count more than the
+    block could hold, are the bytes left at the records' mean size, whether or not the
+    block's size is borne out when no block holds the count; a count that only this
+    block could not hold is the damage only where the size is borne out."""
+    _, report = _count_and_record_damaged(corpus, tmp_path / "a.nfcapd", 0xFF000000 + 400, 100)
+    assert report.skipped["bad_record"] == 300
+    _, report = _count_and_record_damaged(
+        corpus, tmp_path / "b.nfcapd", 0xFF000000 + 400, 100, next_type=99
+    )
+    assert report.skipped["bad_record"] == 300  # no block holds that count
+    _, report = _count_and_record_damaged(corpus, tmp_path / "c.nfcapd", 20_000, 200)
+    assert report.skipped["bad_record"] == 200  # more than the block holds: estimated
+    _, report = _count_and_record_damaged(corpus, tmp_path / "d.nfcapd", 20_000, 200, next_type=99)
+    assert report.skipped["bad_record"] == 20_000 - 200  # the size may be the damage
+    # the first record damaged: nothing walked to measure, 4 bytes a record at most
+    first = tmp_path / "e.nfcapd"
+    _, report = _count_and_record_damaged(corpus, first, 0xFF000000, 0)
+    size_at = block_offsets(first)[1] + 4
+    payload = int(np.frombuffer(first.read_bytes(), "<u4", 1, size_at)[0])
+    assert report.skipped["bad_record"] == payload // 4
+
+
+def test_a_block_losing_nothing_measurable_still_says_one() -> None:
+    from obserae_forensics.readers.nfcapd import _records_lost
+
+    assert _records_lost(5_000_000_000, 3, 14, 12, sized=False) == 1
+    assert _records_lost(10, 10, 100, 100, sized=True) == 1
 
 
 def test_a_damaged_header_spanning_its_stretch_is_one_block(corpus: Path, tmp_path: Path) -> None:
