@@ -105,15 +105,22 @@ FLOW_NUMERIC_DTYPES: dict[str, str] = {
 FLOW_ADDRESS_COLUMNS = ("src_addr", "dst_addr", "next_hop")
 FLOW_STRING_COLUMNS = ("exporter", "source_file")
 
-# FLOW_SCHEMA columns added after the first tables were written, with the value a record has
-# when its exporter sent none: a table of an earlier version lacks them and reads as such
-ADDED_FLOW_COLUMNS: dict[str, int] = {"reverse_tcp_flags": 0}
+# Columns added after the first tables were written, with the value a table of an earlier
+# version, which lacks them, reads as: FLOW_SCHEMA's as a record whose exporter sent none;
+# sessions_consolidated's sampling rates (version 0.2.0) as 0, unknown, which query.load
+# then works out from the members (query.run._consolidated_rates)
+ADDED_COLUMNS: dict[str, int] = {
+    "reverse_tcp_flags": 0,
+    "cs_sampling_rate": 0,
+    "sc_sampling_rate": 0,
+    "max_sampling_rate": 0,
+}
 
 
 def with_added_columns(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """`table` (of `schema`, or of an earlier version of it) with every ADDED_FLOW_COLUMNS
-    column it lacks, at its place, holding the value of "not sent"."""
-    for name, value in ADDED_FLOW_COLUMNS.items():
+    """`table` (of `schema`, or of an earlier version of it) with every ADDED_COLUMNS column
+    of `schema` it lacks, at its place, holding its earlier-version value."""
+    for name, value in ADDED_COLUMNS.items():
         if name in schema.names and name not in table.column_names:
             field = schema.field(name)
             filled = pa.array(np.full(table.num_rows, value), field.type)

@@ -18,7 +18,7 @@ The changes (N: noticed by the suite; E: equivalent; G: a gap, killed here):
 - S06 ... arrival uint64: E, flow_batch's uint64 -> int64 round trip keeps the bits, and
   nfcapd's arrivals (received ms > 0, or the slot time) are never negative, so the
   earliest (_arrivals' min) is the same.
-- S07 next_hop out of FLOW_ADDRESS_COLUMNS, S08 ADDED_FLOW_COLUMNS fills 1, S09/S10
+- S07 next_hop out of FLOW_ADDRESS_COLUMNS, S08 ADDED_COLUMNS fills 1, S09/S10
   with_added_columns without its `in schema` / `not in table` test, S12 it appends at the
   end: N (query/test_run).
 - S11 with_added_columns inserts at the schema's index, not min(index, width): E, a table

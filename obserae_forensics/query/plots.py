@@ -176,12 +176,8 @@ def traffic_over_time(
     left_out = f"; {timeless} outside years 1-9999 left out" if timeless else ""
     if stretched:
         left_out += f"; {stretched} lasting over a day drawn over their first day"
-    exporters = flows["exporter"].nunique() if "exporter" in flows.columns else 1
-    added = (
-        f"\n{exporters} exporters added: what several saw is drawn once by each "
-        "(sessions= of one exporter's draws what it saw)"
-        if exporters > 1
-        else ""
+    added = _exporters_added(
+        flows, "is drawn once by each (sessions= of one exporter's draws what it saw)"
     )
     axes.set_title(
         f"traffic over time by {by} ({human_bytes(bottom.sum())}, "
@@ -291,9 +287,6 @@ def talker_heatmap(
             sessions["ab_bytes"].to_numpy(dtype=np.float64)
             + sessions["ba_bytes"].to_numpy(dtype=np.float64)
         ) * _scale(sessions)
-    exporters = (
-        sessions["exporter"].nunique() if not consolidated and "exporter" in sessions.columns else 1
-    )
     frame = pd.DataFrame(
         {
             "client": sessions["client_ip"].astype(str).to_numpy(),
@@ -341,11 +334,9 @@ def talker_heatmap(
     colorbar.set_label(
         "bytes (both directions, scaled by sampling rate)" if value == "bytes" else "sessions"
     )
-    added = (
-        f"\n{exporters} exporters added: what several saw counts once by each "
-        "(run.consolidated counts each conversation once)"
-        if exporters > 1
-        else ""
+    # (the consolidated table has no exporter column: one row per conversation)
+    added = _exporters_added(
+        sessions, "counts once by each (run.consolidated counts each conversation once)"
     )
     counted = "conversations" if consolidated and value == "sessions" else value
     axes.set_title(
@@ -353,6 +344,13 @@ def talker_heatmap(
         f"of {len(servers)} servers by {counted}{added}"
     )
     return axes
+
+
+def _exporters_added(rows: pd.DataFrame, what: str) -> str:
+    """A title's second line when `rows` come from several exporters: what several saw
+    is in them once per exporter (a review: a 64 KB conversation drawn as 876 KB)."""
+    exporters = rows["exporter"].nunique() if "exporter" in rows.columns else 1
+    return f"\n{exporters} exporters added: what several saw {what}" if exporters > 1 else ""
 
 
 def _scale(rows: pd.DataFrame) -> np.ndarray:

@@ -316,15 +316,6 @@ def _read_table(path: Path, index: int, schema: pa.Schema | None = None) -> pd.D
     if not path.is_file():
         return None
     table = read_parquet(path)
-    if schema is SESSIONS_CONSOLIDATED_SCHEMA and "max_sampling_rate" not in table.column_names:
-        # written by a version before 0.2.0: 0 until load works them out from the members
-        # (_consolidated_rates)
-        for name in EARLIER_CONSOLIDATED_LACKS:
-            table = table.add_column(
-                min(schema.get_field_index(name), table.num_columns),
-                schema.field(name),
-                pa.array(np.zeros(table.num_rows, dtype=np.uint32)),
-            )
     if schema is not None:
         table = with_added_columns(table, schema)
         check_columns(

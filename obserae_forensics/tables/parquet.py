@@ -423,17 +423,24 @@ def check_columns(
                 )
 
 
+def _parquet_with(path: Path, columns: Sequence[str]) -> pq.ParquetFile:
+    """The file opened to be read with its pages' checksums checked, refused unless it holds
+    every one of `columns`."""
+    file = pq.ParquetFile(path, page_checksum_verification=PAGE_CHECKSUMS)
+    names = _known_zones(path, file.schema_arrow).names
+    missing = [c for c in columns if c not in names]
+    if missing:
+        raise UsageError(f"{path} has no column(s) {', '.join(missing)}")
+    return file
+
+
 def read_parquet_head(
     path: Path, rows: int, columns: Sequence[str] | None = None
 ) -> tuple[pa.Table, int]:
     """The first `rows` rows of `columns` (all when None) and the file's row count, reading
     only the row groups that hold them: a day of flows is gigabytes, `show` wants ten."""
     try:
-        file = pq.ParquetFile(path, page_checksum_verification=PAGE_CHECKSUMS)
-        names = _known_zones(path, file.schema_arrow).names
-        missing = [c for c in columns or () if c not in names]
-        if missing:
-            raise UsageError(f"{path} has no column(s) {', '.join(missing)}")
+        file = _parquet_with(path, columns or ())
         batches = []
         taken = 0
         for batch in file.iter_batches(
@@ -460,12 +467,9 @@ def read_parquet_sorted(
     last) and the file's row count. The key and the columns are read whole: `show --sort`
     of a day of flows reads those columns, not the file."""
     try:
-        file = pq.ParquetFile(path, page_checksum_verification=PAGE_CHECKSUMS)
-        names = _known_zones(path, file.schema_arrow).names
-        missing = [c for c in [*columns, key] if c not in names]
-        if missing:
-            raise UsageError(f"{path} has no column(s) {', '.join(dict.fromkeys(missing))}")
-        table = file.read(columns=list(dict.fromkeys([*columns, key])))
+        wanted = list(dict.fromkeys([*columns, key]))
+        file = _parquet_with(path, wanted)
+        table = file.read(columns=wanted)
         # (nulls come last by default; naming it is deprecated from pyarrow 25 on and
         # per key not understood before it)
         order = pc.sort_indices(
