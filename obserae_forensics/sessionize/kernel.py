@@ -188,7 +188,7 @@ _S31 = np.uint64(31)
 _SIGN = np.int64(-(1 << 63))  # flips the sign bit: unsigned order by signed comparison
 _REFUSALS_MASK = (1 << (2 * R.REFUSAL_BITS)) - 1  # both endpoints' refusal bits
 # F_INHERITED's bits of a RST from either endpoint (refusal bit 2 of each, from bit 3)
-_INHERITED_RST = (4 | 4 << R.REFUSAL_BITS) << 3
+_INHERITED_RST = R.REFUSAL_RST_EITHER << 3
 
 _jit = njit(cache=True, nogil=True)
 # Helpers run without numba's reference counting: they never allocate, and every array

@@ -190,7 +190,7 @@ class RefSession:
     def inherited_rst(self) -> bool:
         """A fragment before it in the conversation saw a RST: it goes on with a reset
         connection, as one session of both would be."""
-        return bool(self.inherited_refusals & (4 | 4 << R.REFUSAL_BITS))
+        return bool(self.inherited_refusals & R.REFUSAL_RST_EITHER)
 
     def half_open(self) -> bool:
         if self.protocol != 6 or self.seen not in (1, 2):

@@ -312,6 +312,8 @@ OPENING_ONLY = TCP_PSH | TCP_FIN
 # an endpoint's flags as far as a refusal goes, in three bits: SYN, PSH or FIN, RST
 REFUSAL_BITS = 3
 REFUSAL_ONLY = TCP_SYN | TCP_PSH | TCP_FIN
+# the RST bit of both endpoints' refusal bits (a RST from either)
+REFUSAL_RST_EITHER = 4 | 4 << REFUSAL_BITS
 # Records.tcp_flags: a record's forward flags, and its reverse direction's shifted above them
 REVERSE_FLAGS_SHIFT = 16
 FLAGS_MASK = (1 << REVERSE_FLAGS_SHIFT) - 1
