@@ -142,6 +142,89 @@ def _inclusive_first(
     return firsts[best], aheads[best]
 
 
+def _set_records(template: Template, body: bytes) -> int:
+    """The records of a data set held for its template, as `data_set` counts them for an
+    IPFIX message's sequence number (what `_late_records` reads of them comes later, at
+    the batch's end: the count is wanted where the template came, whatever the batch)."""
+    if template.fixed_length is None:
+        return variable_records(template, body, 0, len(body))[1]
+    if template.plan.carries_flows:
+        return misfit(template, body, 0, len(body))[0]
+    return fixed_set_records(template, body, 0, len(body))[0]
+
+
+class HeldMessage:
+    """An IPFIX message some of whose data sets wait for their template: what its sequence
+    number counts, its data records, is known only once the last of them is read, and the
+    check of the message numbered after it waits till then. The check was skipped: a loss
+    right after a message whose data came before its template (a capture starting between
+    two template refreshes, or a template first sent mid-stream) was never counted, 1,000
+    records lost read as none (an audit). A set that will never be read (its template never
+    comes, or it overflowed the data held) leaves the message unknown, and that check
+    undone, as before."""
+
+    __slots__ = (
+        "after",
+        "before",
+        "flow_units",
+        "numbering",
+        "sequence",
+        "stats",
+        "units",
+        "waiting",
+    )
+
+    def __init__(
+        self, numbering: _Numbering, stats: ExporterStats, sequence: int, units: int, flows: int
+    ) -> None:
+        self.numbering = numbering
+        self.stats = stats
+        self.sequence = sequence
+        self.units = units  # its records read so far (options records among them)
+        self.flow_units = flows
+        self.waiting = 0  # its data sets still waiting for their template
+        # the message numbered next: its number, its units and flow units (so far), and
+        # itself when it is held too (an inclusive number counts that one's units)
+        self.after: tuple[int, int, int, HeldMessage | None] | None = None
+        self.before: HeldMessage | None = None  # held, its check waiting for this one
+
+    def read(self, units: int, flows: int) -> None:
+        """One of its waiting sets was read: `units` records, `flows` of them data."""
+        self.units += units
+        self.flow_units += flows
+        self.waiting -= 1
+        if not self.waiting:
+            self._known()
+
+    def _known(self) -> None:
+        numbering = self.numbering
+        first = numbering.first
+        if first is not None and first[0] == self.sequence and first[1] is None:
+            numbering.first = (self.sequence, self.units, self.flow_units)
+        if numbering.unknown is self:  # still the last numbered: the next is checked as any
+            numbering.unknown = None
+            units = flows = 1 if numbering.counts_messages else 0
+            numbering.expected = (self.sequence + (units or self.units)) & SEQUENCE_MASK
+            numbering.expected_flows = (self.sequence + (flows or self.flow_units)) & SEQUENCE_MASK
+        self._check()
+        before = self.before
+        if before is not None:
+            self.before = None
+            before._check()
+
+    def _check(self) -> None:
+        if self.after is None or self.waiting:
+            return
+        sequence, units, flows, held = self.after
+        if held is not None:
+            if held.waiting:
+                held.before = self
+                return
+            units, flows = held.units, held.flow_units
+        self.after = None
+        self.numbering.check_after(self.stats, self, sequence, units, flows)
+
+
 class _Numbering:
     """What the sequence numbers of one transport session of a stream expect next: RFC 7011
     §3.1 numbers each transport session's messages (and RFC 3954 a v9 exporting process's)
@@ -163,6 +246,7 @@ class _Numbering:
         "last_sequence",
         "missing",
         "numbered",
+        "unknown",
         "uptime_ms",
     )
 
@@ -188,6 +272,9 @@ class _Numbering:
         # for good); one inside a gap leaves two holes of the one gap counted
         self.missing: list[list[int]] = []
         self.gaps_counted = 0
+        # the last message numbered, while what its number counts is not known (some of its
+        # data sets wait for their template): the next one is checked once it is
+        self.unknown: HeldMessage | None = None
         self.uptime_ms = -1  # the latest sysUptime (v1/v5/v7/v9): a reboot sets it back
         self.boot_ms = 0  # its message's export time - sysUptime: when the exporter booted
         self.export_ms = -1  # the latest export time of its messages (ms; -1: none yet)
@@ -326,8 +413,41 @@ class _Numbering:
         """Forget what the numbering expected: the exporter numbers afresh."""
         self.expected = self.expected_flows = None
         self.numbered = False
+        self.unknown = None
         self.lanes.clear()
         self.missing.clear()
+
+    def check_after(
+        self,
+        stats: ExporterStats,
+        held: HeldMessage,
+        sequence: int,
+        units: int,
+        flow_units: int,
+    ) -> None:
+        """The check of the message numbered `sequence` after `held`, made once what `held`
+        counts is known (see HeldMessage): a loss between them is counted as a gap, as the
+        check on arrival counts it (a message behind is a reorder, said nothing of, as it
+        was when it came)."""
+        last = held.sequence
+        expected = (last + held.units) & SEQUENCE_MASK
+        fits = sequence in (
+            expected,
+            (last + held.flow_units) & SEQUENCE_MASK,
+            (last + units) & SEQUENCE_MASK,  # inclusive: its number counts its own too
+            (last + flow_units) & SEQUENCE_MASK,
+        ) or (self.counts_messages and sequence == (last + 1) & SEQUENCE_MASK)
+        if fits:
+            return
+        if self.inclusive >= INCLUSIVE_EVIDENCE and not self.counts_messages:
+            _, difference = _inclusive_first(sequence, last, units, flow_units)
+            expected = last
+        else:
+            difference = (sequence - expected) & SEQUENCE_MASK
+        if difference < 1 << 31:
+            stats.sequence_gaps += 1
+            stats.sequence_lost += difference
+            self.lost(expected, difference)
 
     def lost(self, first: int, count: int) -> None:
         """`count` units from number `first` counted lost: remembered for late messages."""
@@ -1298,7 +1418,7 @@ class ExportDecoder:
             for item in items:
                 if template.options:
                     # problems found now belong to the datagram that brought the data
-                    self._apply_options(
+                    records = self._apply_options(
                         template,
                         item.body,
                         0,
@@ -1306,6 +1426,8 @@ class ExportDecoder:
                         stream,
                         place=(item.source, item.datagram_offset, item.frame),
                     )
+                    if item.held is not None:
+                        item.held.read(records, 0)
                 else:
                     self._released.append((template, item, stream.code))
 
@@ -1367,18 +1489,26 @@ class ExportDecoder:
         """
         stream = self._stream
         datagram = self._datagram
-        assert stream is not None and datagram is not None
+        numbering = self._numbering
+        assert stream is not None and datagram is not None and numbering is not None
+        sequence = self._sequence
+        held = None
         if self._waiting:
+            if not per_datagram and not datagram.session:
+                # what its held sets hold is added as they are read (SCTP's numbering per
+                # stream too is left as it was: unknown, unchecked after)
+                held = HeldMessage(numbering, stream.stats, sequence, units or 0, flow_units or 0)
             if not per_datagram:  # the records the held sets hold are not known yet
                 units = flow_units = None
-            self._park_waiting(stream, datagram)
+            self._park_waiting(stream, datagram, held)
         if self._released:
             self._resolve_released(stream)
+        if held is not None and not held.waiting:  # their templates came in this message
+            units, flow_units, held = held.units, held.flow_units, None
         if self._undeclared:
             self._declare_late(stream)
         numbering = self._numbering
         assert numbering is not None
-        sequence = self._sequence
         expected = numbering.expected
         if expected is None or sequence not in (expected, numbering.expected_flows):
             # one numbering over several ports (an exporter that sends from more than one):
@@ -1405,6 +1535,10 @@ class ExportDecoder:
             numbering.came_late(stream.stats, sequence, units)
             numbering.behind_first(sequence, units, flow_units)
             return
+        unknown = numbering.unknown
+        if expected is None and unknown is not None and unknown.sequence == numbering.last_sequence:
+            # after a message whose count is not known yet: checked when it is
+            unknown.after = (sequence, units or 0, flow_units or 0, held)
         if expected is not None:
             last = numbering.last_sequence
             standard = sequence == expected or (
@@ -1499,6 +1633,7 @@ class ExportDecoder:
         numbering.expected_flows = (
             None if flow_units is None else (sequence + flow_units) & SEQUENCE_MASK
         )
+        numbering.unknown = held if units is None else None
         if datagram.session:
             # SCTP: RFC 7011 §3.1 numbers the records of each SCTP stream, libfixbuf (and
             # any v9 exporter) those of the whole session: a number that fits either is no
@@ -1541,18 +1676,18 @@ class ExportDecoder:
         ]
         return False, min((d for d in ahead if d < 1 << 31), default=ahead[0])
 
-    def _park_waiting(self, stream: _Stream, datagram: Datagram) -> None:
+    def _park_waiting(self, stream: _Stream, datagram: Datagram, held: HeldMessage | None) -> None:
         """Hold the data sets of this datagram that came before their template, or decode
         them when a later set of the same datagram brought it (Cisco IOS XE sends a data
         set before its template: its records were lost as `no_template`, the template
         "never arrived")."""
         self._parking = True
         try:
-            self._park_sets(stream, datagram)
+            self._park_sets(stream, datagram, held)
         finally:
             self._parking = False
 
-    def _park_sets(self, stream: _Stream, datagram: Datagram) -> None:
+    def _park_sets(self, stream: _Stream, datagram: Datagram, held: HeldMessage | None) -> None:
         overflow = 0
         if (datagram.source, datagram.offset) != self._held_frame:  # counted per frame
             self._held_frame, self._held_sets = (datagram.source, datagram.offset), 0
@@ -1571,14 +1706,21 @@ class ExportDecoder:
                 exporter=datagram.exporter,
                 domain=stream.stats.domain,
                 first_index=self._ordinal + (self._held_sets + k + 1) * PENDING_INDEX_STRIDE,
+                held=held,
             )
             template = self.template(key[3])
             if template is not None:
                 if template.options:
-                    self._apply_options(template, body, 0, len(body), stream)
+                    records = self._apply_options(template, body, 0, len(body), stream)
+                    if held is not None:
+                        held.units += records
                 else:
                     self._released.append((template, item, stream.code))
+                    if held is not None:
+                        held.waiting += 1
                 continue
+            if held is not None:
+                held.waiting += 1  # for good if it overflows: then never known
             if not self.pending.add(key, item):
                 overflow += 1
                 stream.stats.records_without_template += 1
@@ -1619,6 +1761,9 @@ class ExportDecoder:
         assert self._datagram is not None
         resolved: list[tuple[Template, PendingSet, int]] = []
         for template, item, code in self._released:
+            if item.held is not None:
+                records = _set_records(template, item.body)
+                item.held.read(records, records)
             # the boot time and rate known by then, not at the batch's end
             sysinit, rate, samplers = stream.declared_since(
                 item.sysinit_ms, item.sampling_rate, item.samplers, sampling=not item.sampling_rate

@@ -74,6 +74,7 @@ from .nsel import (
 if TYPE_CHECKING:
     from ..errors import InputError
     from .datagrams import Datagram
+    from .exports import HeldMessage
 
 TemplateKey = tuple[str, int, int, int]  # (exporter, domain, export version, template id)
 # TemplateKey and the exporter's UDP port: the transport session a template belongs to
@@ -1041,6 +1042,8 @@ class PendingSet(NamedTuple):
     first_index: int  # record_index of its first record (see exports.py on numbering)
     # released with no sampling rate declared yet: read unsampled, counted as such
     undeclared: bool = False
+    # its IPFIX message, whose sequence number counts its records (exports.HeldMessage)
+    held: HeldMessage | None = None
 
 
 class PendingData:
