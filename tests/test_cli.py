@@ -318,6 +318,17 @@ def test_a_loss_the_sequence_numbers_show_is_in_the_summary_and_the_manifest(
     both = runner.invoke(app, ["inspect", str(lost), str(nfcapd), "-q"])
     assert "(127.0.0.1) show 1 gap(s), 4 unit(s) lost" in both.stderr
     assert "nfcapd counted 2 sequence failure(s) of 1 exporter(s) (127.0.0.1)" in both.stderr
+    # and in the table, nfcapd's part of the gaps beside them (an audit: "seq gaps 8, seq
+    # lost 0" of an nfcapd file read as gaps of nothing lost), only where there is one
+    [titles] = [line for line in both.stdout.splitlines() if "seq gaps" in line]
+    [cells] = [line for line in both.stdout.splitlines() if "127.0.0.1" in line]
+    shown = dict(zip(titles.split("┃")[1:-1], cells.split("│")[1:-1], strict=True))
+    assert {k.strip(): v.strip() for k, v in shown.items() if "seq" in k or "nfcapd" in k} == {
+        "seq gaps": "3",
+        "of them nfcapd's": "2",
+        "seq lost": "4",
+    }
+    assert "seq gaps" in whole.stdout and "nfcapd's" not in whole.stdout
     out = tmp_path / "both"
     done = runner.invoke(app, ["sessionize", str(lost), str(nfcapd), "--out", str(out), "-q"])
     assert done.exit_code == 0, done.output

@@ -2017,6 +2017,9 @@ class ExportDecoder:
         if not chunk.seen:
             return
         seen = np.array(chunk.seen, dtype=np.int64)
+        # export time 0, as exporters without a clock send, says nothing: it made the
+        # first export 1970 and the clock offset -1.7e9 s (an audit)
+        seen = seen[seen[:, 1] != 0]
         for code in np.unique(seen[:, 0]):
             rows = seen[seen[:, 0] == code]
             stats = self._stream_list[int(code)].stats

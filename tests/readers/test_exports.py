@@ -293,6 +293,28 @@ def test_clock_offset_and_export_times_per_exporter() -> None:
     assert stats.clock_offset_max_us == 3_000_000 - 2
 
 
+def test_an_export_time_of_zero_says_nothing_of_the_exporters_clock() -> None:
+    """Found by an audit: an IPFIX message stamped 0 (exporters without a clock send it)
+    made the exporter's first export 1970 and its clock offset -1.7e9 s; the rest of the
+    README already reads 0 as no time."""
+    report = RunReport()
+    decoder = ExportDecoder(report)
+    template = template_set(2, 300, FIELDS)
+    unstamped = bytearray(ipfix(template, sequence=0))
+    unstamped[4:8] = bytes(4)
+    stamped = ipfix(data_set(300, record(1, 1)), sequence=0)
+    decoder.feed([datagram(bytes(unstamped), 1), datagram(stamped, 2, arrival_s=EXPORT_S + 1)])
+    decoder.finish()
+    stats = report.exporters[("192.0.2.1", 0)]
+    assert stats.first_export_us == stats.last_export_us == EXPORT_S * 1_000_000
+    assert stats.clock_offset_min_us == stats.clock_offset_max_us == -1_000_002
+    # nothing but 0: no export time at all
+    report = RunReport()
+    ExportDecoder(report).feed([datagram(bytes(unstamped), 1)])
+    stats = report.exporters[("192.0.2.1", 0)]
+    assert (stats.first_export_us, stats.clock_offset_min_us) == (None, None)
+
+
 def test_exporters_are_kept_apart_by_address_and_domain() -> None:
     report = RunReport()
     decoder = ExportDecoder(report)
