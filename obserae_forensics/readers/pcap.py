@@ -362,16 +362,18 @@ def _pcapng_frames(buf: mmap.mmap | bytes, source: str, report: RunReport) -> It
         elif block_type not in _OTHER_KNOWN_BLOCKS:
             # skipped by its length as the format wants, but counted: a damaged type byte
             # made a packet block one of these, and its datagram vanished without a word;
-            # one that reads as an enhanced packet block is that damage, a problem with its
-            # place (an audit: 6 -> 14, one bit, lost 32 records to a run-wide count)
-            packet = _reads_as_packet(buf, order, body, end, len(interfaces))
+            # one that reads as an enhanced or simple packet block is that damage, a problem
+            # with its place (an audit: 6 -> 14, one bit, lost 32 records to a run-wide
+            # count; fuzzing: 3 -> 0x103 lost a simple packet block's so)
+            packet = _reads_as_packet(buf, order, body, end, interfaces)
             if packet is None:
                 report.ignore("pcapng_unknown_block", source, total)
             else:
+                layout, caplen = packet
                 report.skip(
                     MalformedInput(
-                        f"pcapng block of unknown type {block_type:#x} reads as an enhanced "
-                        f"packet block ({packet} bytes captured): a damaged type",
+                        f"pcapng block of unknown type {block_type:#x} reads as {layout} "
+                        f"packet block ({caplen} bytes captured): a damaged type",
                         source=source,
                         offset=at,
                         reason="bad_block",
@@ -400,22 +402,33 @@ def _pcapng_frames(buf: mmap.mmap | bytes, source: str, report: RunReport) -> It
 
 
 def _reads_as_packet(
-    buf: mmap.mmap | bytes, order: str, body: int, end: int, interfaces: int
-) -> int | None:
-    """The captured length of an enhanced packet block that the body from `body` to `end`
-    reads as (an interface described, the packet within the block, options walking to its
-    end), else None."""
-    if end - body < 20:
+    buf: mmap.mmap | bytes, order: str, body: int, end: int, interfaces: list[_Interface]
+) -> tuple[str, int] | None:
+    """The packet block that the body from `body` to `end` reads as ("an enhanced" or "a
+    simple"), and its captured length, else None: an enhanced packet block names an
+    interface described, holds its packet, and its options walk to its end; a simple one
+    needs an interface described, and its original length (cut to the first interface's
+    snap length) padded to 4 bytes fills the block exactly, a non-empty packet, the
+    trailing length copy equal (having no fields to walk, a loose fit would take a
+    legitimate unknown block for one)."""
+    if end - body >= 20:
+        interface, _high, _low, caplen, _origlen = struct.unpack_from(order + "IIIII", buf, body)
+        data_at = body + 20
+        if (
+            interface < len(interfaces)
+            and data_at + caplen <= end
+            and _options_end(buf, order, data_at + caplen + (-caplen % 4), end)
+        ):
+            return "an enhanced", cast(int, caplen)
+    if not interfaces or end - body < 4:
         return None
-    interface, _high, _low, caplen, _origlen = struct.unpack_from(order + "IIIII", buf, body)
-    data_at = body + 20
-    if (
-        interface >= interfaces
-        or data_at + caplen > end
-        or not _options_end(buf, order, data_at + caplen + (-caplen % 4), end)
-    ):
+    (origlen,) = struct.unpack_from(order + "I", buf, body)
+    (trailing,) = struct.unpack_from(order + "I", buf, end)
+    snaplen = interfaces[0].snaplen
+    caplen = min(origlen, snaplen) if snaplen else origlen
+    if caplen == 0 or end - body - 4 != caplen + (-caplen % 4) or trailing != end + 12 - body:
         return None
-    return cast(int, caplen)
+    return "a simple", cast(int, caplen)
 
 
 def _options_end(buf: mmap.mmap | bytes, order: str, at: int, end: int) -> bool:
@@ -442,6 +455,11 @@ def _layout_problem(
             if end - at < 4:
                 return "name records run past the block"
             kind, length = struct.unpack_from(order + "HH", buf, at)
+            if kind == 0 and length:
+                # nrb_record_end has no value; in a big-endian section a simple packet
+                # block's original length (00 00 01 d2) reads as one of length 466 that
+                # spans its packet exactly, found by fuzzing
+                return f"its name records' end record claims {length} bytes, not 0"
             at += 4 + length + (-length % 4)
             if kind == 0:
                 break

@@ -527,6 +527,8 @@ class TcpStreams:
             # one whole message left: after a resync, or all a new connection sent
             self._decided(stream, _IPFIX)
             out.append(self._message(stream, len(buffer), place))
+        if stream.kind == _IPFIX:
+            self._gap_before_fin(stream, place)
         if stream.buffer and stream.kind == _IPFIX:
             self.report.skip(
                 TruncatedInput(
@@ -543,6 +545,32 @@ class TcpStreams:
         if stream.kind == _UNKNOWN:
             self._decided(stream, _OTHER)
         return out
+
+    def _gap_before_fin(self, stream: _Stream, place: Place) -> None:
+        """Bytes missing between the last one read and where the exporter's FIN says the
+        stream ends: a hole like any other (`tcp_gap`, the message it cut lost with it).
+        Only a hole before a held segment was counted, so a lost last segment (one whole
+        message) passed without a word (found by fuzzing). A FIN behind what was read (data
+        past it, a stale number) says nothing is missing."""
+        if stream.fin_seq is None:
+            return
+        missing = (stream.fin_seq - stream.next_seq) % SEQUENCE_SPACE
+        if not 0 < missing < HALF:
+            return
+        lost = len(stream.buffer)
+        self.report.skip(
+            MalformedInput(
+                f"IPFIX over TCP from {stream.exporter}:{stream.ports[0]}: {missing} bytes "
+                f"missing from the capture before the FIN at sequence number {stream.fin_seq}; "
+                f"the {lost} bytes of the message they cut are lost with them",
+                source=self.source,
+                offset=place.offset,
+                frame=place.number,
+                reason="tcp_gap",
+            ),
+            nbytes=lost,
+        )
+        stream.buffer.clear()
 
     def _decided(self, stream: _Stream, kind: int) -> None:
         """The stream is IPFIX, or other traffic: its frames so far are counted so."""

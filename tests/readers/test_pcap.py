@@ -492,6 +492,89 @@ def test_pcapng_packet_block_retyped_as_an_unknown_one_is_a_problem(
     assert "reads as an enhanced packet block" in str(report.examples[0])
 
 
+def spb(order: str, data: bytes, origlen: int | None = None) -> bytes:
+    """A simple packet block of `data` (its original length `origlen`, else its own)."""
+    return block(
+        order, 3, struct.pack(order + "I", len(data) if origlen is None else origlen) + data
+    )
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+@pytest.mark.parametrize("block_type", [0x103, 0x80000003, 0x200003])
+@pytest.mark.parametrize("snaplen", [0, 64])
+def test_pcapng_simple_packet_block_retyped_as_an_unknown_one_is_a_problem(
+    tmp_path: Path, order: str, block_type: int, snaplen: int
+) -> None:
+    """Found by fuzzing: one bit makes a simple packet block (3) one of no known type
+    (0x103), skipped by its length, its datagram's records lost to a run-wide
+    `pcapng_unknown_block` (an enhanced or obsolete packet block so damaged was a
+    `bad_block` with its place): its original length, cut to the snap length, fills it."""
+    frame = bytes(udp4())
+    kept = frame[:snaplen] if snaplen else frame
+    packet = spb(order, kept, len(frame))
+    retyped = struct.pack(order + "I", block_type) + packet[4:]
+    head = shb(order) + idb(order, 101, snaplen=snaplen)
+    path = tmp_path / "retyped.pcapng"
+    path.write_bytes(head + packet + retyped + packet)
+    found, report = datagrams(path)
+    assert len(found) == 2 and not report.ignored
+    assert report.skipped == {"bad_block": 1}
+    assert report.skipped_bytes == {"bad_block": len(retyped)}
+    assert report.examples[0].offset == len(head + packet)
+    assert f"reads as a simple packet block ({len(kept)} bytes captured)" in str(report.examples[0])
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+@pytest.mark.parametrize(
+    ("block_type", "body", "interface", "reason"),
+    [
+        (0x2406, struct.pack("<I", 8) + b"abcdefgh", False, "pcapng_unknown_block"),
+        (0x2406, struct.pack("<I", 4) + b"abcdefgh", True, "pcapng_unknown_block"),
+        (0x2406, struct.pack("<I", 12) + b"abcdefgh", True, "pcapng_unknown_block"),
+        (0x2406, struct.pack("<I", 0), True, "pcapng_unknown_block"),
+        (0xBAD, struct.pack("<I", 8) + b"abcdefgh", True, "pcapng_custom_block"),
+        (0x40000BAD, struct.pack("<I", 8) + b"abcdefgh", True, "pcapng_custom_block"),
+    ],
+    ids=["no_interface", "short_length", "long_length", "empty", "custom", "custom_copyable"],
+)
+def test_pcapng_block_that_does_not_fit_a_simple_packet_block_stays_as_it_was(
+    tmp_path: Path, order: str, block_type: int, body: bytes, interface: bool, reason: str
+) -> None:
+    """A block read as a damaged simple packet block only when it fits one exactly, in a
+    section with an interface: its first word (in the section's byte order) the length of
+    a non-empty packet that fills the rest; custom blocks are a vendor's, whatever they
+    hold."""
+    body = struct.pack(order + "I", struct.unpack("<I", body[:4])[0]) + body[4:]
+    other = block(order, block_type, body)
+    path = tmp_path / "other.pcapng"
+    path.write_bytes(shb(order) + (idb(order, 101) if interface else b"") + other)
+    found, report = datagrams(path)
+    assert not found and not report.skipped
+    assert report.ignored == {reason: 1} and report.ignored_bytes == {reason: len(other)}
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_pcapng_simple_packet_block_retyped_as_a_name_resolution_block_is_counted(
+    tmp_path: Path, order: str
+) -> None:
+    """Found by fuzzing: a simple packet block whose type became 4 (name resolution) was a
+    `bad_block` in a little-endian section, but in a big-endian one its original length
+    (00 00 01 d2) read as nrb_record_end with a length that spans its packet exactly: its
+    records lost, nothing counted. The end record has no value (length 0)."""
+    packet = spb(order, bytes(udp4()))
+    retyped = struct.pack(order + "I", 4) + packet[4:]
+    record = struct.pack(order + "HH", 1, 12) + bytes([192, 0, 2, 1]) + b"host.a\0\0"
+    names = block(order, 4, record + struct.pack(order + "HH", 0, 0))
+    head = shb(order) + idb(order, 101)
+    path = tmp_path / "nrb.pcapng"
+    path.write_bytes(head + names + packet + retyped + packet)
+    found, report = datagrams(path)
+    assert len(found) == 2 and not report.ignored  # the real name block passes
+    assert report.skipped == {"bad_block": 1}
+    assert report.skipped_bytes == {"bad_block": len(retyped)}
+    assert report.examples[0].offset == len(head + names + packet)
+
+
 @pytest.mark.parametrize("block_type", [4, 5, 0xA])
 def test_pcapng_packet_block_retyped_as_a_known_one_is_counted(
     tmp_path: Path, block_type: int
