@@ -238,6 +238,8 @@ def _flow_rows(
         flows = flows.append_column(
             "run_index", pa.array(np.full(flows.num_rows, run.index, dtype=np.uint32))
         )
+        if columns is None:
+            flows = _conversation_direction(flows, mine, where)
         parts.append(flows)
     if not parts:
         raise UsageError("the named conversations have no sessions in these runs")
@@ -246,6 +248,21 @@ def _flow_rows(
     keys = pa.table([_sortable(table.column(name)) for name in names], names=names)
     order = pc.sort_indices(keys, sort_keys=[(name, "ascending") for name in names])
     return table.take(order)
+
+
+def _conversation_direction(flows: pa.Table, fragments: pa.Table, where: pa.Array[Any]) -> pa.Table:
+    """`fragment_index`, and `conversation_direction`: `direction` in the conversation's
+    orientation. A flows table's `direction` is its own session's, and a fragment whose
+    first record came from the server (`flipped` in recombined_fragments) has it the other
+    way round: one conversation's export mixed client and server bytes under one
+    direction (a review)."""
+    flows = flows.append_column(
+        "fragment_index", pc.take(fragments.column("fragment_index"), where)
+    )
+    flipped = pc.take(fragments.column("flipped"), where)
+    direction = _sortable(flows.column("direction"))
+    other = pc.if_else(pc.equal(direction, "ab"), "ba", "ab")  # type: ignore[call-overload]
+    return flows.append_column("conversation_direction", pc.if_else(flipped, other, direction))
 
 
 def _sortable(column: pa.ChunkedArray[Any]) -> pa.ChunkedArray[Any]:

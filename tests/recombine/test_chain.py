@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from obserae_forensics.errors import UsageError
 from obserae_forensics.recombine import nice_above, recombine_tables
 from obserae_forensics.recombine.chain import chain_sessions
+from obserae_forensics.recombine.export import collect_flows
 from obserae_forensics.recombine.report import render_markdown
 from obserae_forensics.recombine.runs import Run, read_sessions
 
@@ -400,6 +401,15 @@ def test_run_boundary_continuation_with_flipped_orientation(tmp_path: Path) -> N
     fragments = result.fragments.to_pylist()
     assert [f["flipped"] for f in fragments] == [False, True]
     assert [f["run_index"] for f in fragments] == [0, 1]
+    # the flows export says each record's direction in the conversation's orientation
+    # too: a review found the flipped fragment's server records read `ab` beside the first
+    # fragment's client records, with nothing to tell them apart
+    flows = collect_flows(result, ["A"]).to_pylist()
+    seen = {
+        (f["fragment_index"], f["src_addr"][-1], f["direction"], f["conversation_direction"])
+        for f in flows  # (the address's last byte: 10.0.0.1 is the client)
+    }
+    assert seen == {(0, 1, "ab", "ab"), (0, 2, "ba", "ba"), (1, 2, "ab", "ba"), (1, 1, "ba", "ab")}
 
 
 def test_open_session_without_continuation_is_settled_when_the_next_run_covers_it(
