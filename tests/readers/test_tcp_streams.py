@@ -853,3 +853,15 @@ def test_bytes_lost_before_the_exporter_s_fin_are_a_gap(
             )
         )
         assert table.num_rows == 210 and not report.skipped
+
+
+def test_a_number_behind_on_one_connection_is_the_exporter_numbering_afresh() -> None:
+    """Found by an audit: python-ipfix numbers observation domain 2's messages 150, 19, 39,
+    59 on one connection (tshark: its first message takes domain 1's count, the rest their
+    own). TCP delivers a connection's messages in the order they were sent, so a number
+    behind is no late message: it read as 3 reorders, and a loss after them would have
+    been hidden while the numbers caught up."""
+    _, report = read(FIXTURE)
+    stats = report.exporters[("127.0.0.1", 2)]
+    assert (stats.reorders, stats.restarts, stats.sequence_gaps) == (0, 1, 0)
+    assert (report.exporters[("127.0.0.1", 1)].restarts, stats.records) == (0, 60)
