@@ -130,7 +130,8 @@ class Run:
     # the settings, Cartography and Flow Matrix files the run read (manifest, absolute)
     read_files: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # defaults used, oddities seen
-    # traffic an earlier run holds too (overlap.py): in the notes, and said on stderr
+    # traffic an earlier run holds too (overlap.py; cut_losses, by the sequence numbers): in
+    # the notes, and said on stderr
     overlaps: list[str] = field(default_factory=list)
     # what it could not read or saw missing (manifest counts): in the notes, said on stderr
     losses: list[str] = field(default_factory=list)
@@ -369,7 +370,15 @@ def cut_losses(runs: list[Run]) -> None:
     when its number is what the run before expected next (RFC numbering: the units before
     it; IPFIX's flow records alone, as nfdump and softflowd count), its own units on from
     the last number (softflowd's IPFIX numbers a message's own records), or the last
-    number plus one (an exporter that numbers messages)."""
+    number plus one (an exporter that numbers messages).
+
+    The other way round, a run whose first message is numbered within what another run
+    read, short of what that run expected next, starts inside it: the two captures overlap,
+    the records numbered between are in both runs, and recombined, their conversations
+    counted them twice without a word (a review: two slices of one capture sharing two
+    datagrams, 42 flows of 40). It gets a note of the units (Run.overlaps); a number behind
+    all the other run read is a restart, and says nothing, as do runs over --from/--to
+    windows, which need not hold all the records of the datagrams they read."""
     by_key: dict[tuple[object, object, object], list[tuple[Run, dict[str, Any]]]] = {}
     for run in runs:
         for end in run.sequence_ends:
@@ -392,6 +401,26 @@ def cut_losses(runs: list[Run]) -> None:
                     f"{distance} unit(s) past where run {run.index} ended: neither run's "
                     "captures hold what they number (lost at the cut, or sent between the "
                     "captures)"
+                )
+        for run, after in ends:
+            for other, before in ends:
+                # runs over --from/--to windows read a datagram's records within theirs
+                # only: two slices of one capture both read the datagrams across the cut,
+                # each its own records of them (overlap.shared_records counts those read
+                # twice)
+                windowed = run.window != (None, None) or other.window != (None, None)
+                behind = None if other is run or windowed else _units_behind(before, after)
+                # two runs that start at one number start inside each other: said once,
+                # on the later
+                if behind is None or (
+                    after.get("first") == before.get("first") and run.index < other.index
+                ):
+                    continue
+                run.overlaps.append(
+                    f"the sequence numbers of {key[0]} (domain {key[1]}, v{key[2]}) start "
+                    f"{behind} unit(s) before where run {other.index} ended: those records "
+                    "may be in both runs (captures that overlap), and recombined, their "
+                    "conversations count them twice"
                 )
 
 
@@ -419,6 +448,51 @@ def _units_between(before: dict[str, Any], after: dict[str, Any]) -> int | None:
         gaps.append((first - last - 1) & SEQUENCE_MASK)
     ahead = [gap for gap in gaps if gap < 1 << 31]
     return min(ahead) if ahead else None
+
+
+def _units_behind(before: dict[str, Any], after: dict[str, Any]) -> int | None:
+    """Units numbered by one run (`before`) that another's first message numbers again:
+    how far that message's first unit is behind what `before` expected next, when it is
+    behind in every numbering _units_between weighs and lies within what `before` read,
+    from its first message's first unit on (the fewest units, of the numberings where it
+    does); None otherwise: ahead in one (no overlap), outside (a restart, which numbers
+    afresh from far behind), or a number missing."""
+    first, last, start = after.get("first"), before.get("last"), before.get("first")
+    if not isinstance(first, int) or not isinstance(last, int) or not isinstance(start, int):
+        return None
+    if _units_between(before, after) is not None:
+        return None
+    # (the first unit `after` numbers, the first unit `before` read, what it expected next)
+    spans = [
+        (first, start, mark)
+        for mark in (before.get("expected"), before.get("expected_flows"))
+        if isinstance(mark, int)
+    ]
+    if before.get("inclusive") or after.get("inclusive"):
+        # softflowd's IPFIX: a message's number counts its own records, the last number
+        # is what comes next; with the first message's records unknown, nothing is said
+        # (as _units_between says nothing)
+        own = [
+            v
+            for v in (after.get("first_units"), after.get("first_flow_units"))
+            if isinstance(v, int)
+        ]
+        if not own:
+            return None
+        read = before.get("first_units")
+        low = (start - read) & SEQUENCE_MASK if isinstance(read, int) else start
+        spans += [((first - units) & SEQUENCE_MASK, low, last) for units in own]
+    if before.get("counts_messages") or after.get("counts_messages"):
+        spans.append((first, start, (last + 1) & SEQUENCE_MASK))
+    # within [low, mark), a span of under half the numbers: a run an exporter restarted in
+    # begins in one numbering and ends in another, and its span is no numbers it read (a
+    # pmacct capture's slice, 174 on to 58, held every other run's first)
+    behind = [
+        (mark - unit) & SEQUENCE_MASK
+        for unit, low, mark in spans
+        if (unit - low) & SEQUENCE_MASK < (mark - low) & SEQUENCE_MASK < 1 << 31
+    ]
+    return min(behind) if behind else None
 
 
 def run_order_key(

@@ -845,3 +845,46 @@ def test_captures_of_one_name_in_an_evidence_tree_moved_whole(tmp_path: Path) ->
         export_pcap(
             [run], ids, tmp_path / "all.pcap", captures=[share / "evidence" / "day1"], force=True
         )
+
+
+def test_data_a_run_held_for_its_template_decode_at_once_after_the_run_before(
+    tmp_path: Path,
+) -> None:
+    """The second capture began between the exporter's data and its template refresh: its
+    run held the data for the template and numbered them from 65536. Exported with the
+    first run's datagram, which defined the template first, they decode at once, numbered
+    from 0: the same records, which the check called decoded otherwise (a review: 6 of
+    22). A template the exporter defined otherwise in between still decodes otherwise."""
+    first = capture(
+        tmp_path / "a.pcap",
+        EXPORT_S,
+        message(template(FLOW, FIELDS), data(FLOW, record(1)), sequence=0),
+    )
+    second = capture(
+        tmp_path / "b.pcap",
+        EXPORT_S + 60,
+        message(data(FLOW, record(2, packets=5), record(3)), sequence=1),
+        message(template(FLOW, FIELDS), sequence=3),
+    )
+    runs = [sessionize(tmp_path / name, path) for name, path in (("0", first), ("1", second))]
+    held = pq.read_table(runs[1] / "flows.parquet").column("record_index").to_pylist()
+    assert sorted(held) == [65536, 65537]
+    ids = [session_of(runs[0], 1), session_of(runs[1], 2)]
+    exported = export_pcap(runs, ids, tmp_path / "conv.pcap")
+    assert (exported.checked_records, exported.differing_records) == (2, 0)
+    assert not [note for note in exported.notes if "decode otherwise" in note]
+
+    # the exporter defined the template again with packets and octets swapped: read with
+    # the first run's definition, the held data come out otherwise
+    swapped = [*FIELDS[:5], FIELDS[6], FIELDS[5], *FIELDS[7:]]
+    third = capture(
+        tmp_path / "c.pcap",
+        EXPORT_S + 60,
+        message(data(FLOW, record(2, packets=5), record(3)), sequence=1),
+        message(template(FLOW, swapped), sequence=3),
+    )
+    other = sessionize(tmp_path / "2", third)
+    exported = export_pcap([runs[0], other], [ids[0], session_of(other, 2)], tmp_path / "o.pcap")
+    assert (exported.checked_records, exported.differing_records) == (2, 1)
+    (note,) = [note for note in exported.notes if "decode otherwise" in note]
+    assert "first: record 65536 of the datagram at byte 24 of" in note
