@@ -96,7 +96,7 @@ class RecombineResult:
                 *(
                     f"warning: run {run.index} ({run.path}): {text}"
                     for run in self.runs
-                    for text in [*run.changed, *run.losses, *run.overlaps]
+                    for text in [*run.changed, *run.losses, *run.overlaps, *run.order]
                 ),
             ]
         )

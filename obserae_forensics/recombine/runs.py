@@ -17,6 +17,7 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +136,8 @@ class Run:
     overlaps: list[str] = field(default_factory=list)
     # what it could not read or saw missing (manifest counts): in the notes, said on stderr
     losses: list[str] = field(default_factory=list)
+    # where the flows' times contradict its place among the runs: in the notes, on stderr
+    order: list[str] = field(default_factory=list)
     # its tables as they differ from what the manifest cites (outputs): said like losses
     changed: list[str] = field(default_factory=list)
     # sessions.max_open_ksessions (None: the manifest does not say)
@@ -186,7 +189,7 @@ class Run:
             },
             "settings": dict(sorted(self.settings.items())),
             "inputs": [str(entry.get("path")) for entry in self.inputs],
-            "notes": [*self.notes, *self.changed, *self.losses, *self.overlaps],
+            "notes": [*self.notes, *self.changed, *self.losses, *self.overlaps, *self.order],
         }
 
 
@@ -352,8 +355,44 @@ def order_runs(paths: Sequence[Path]) -> list[Run]:
     runs.sort(key=lambda r: run_order_key(arrivals[r.path], r.start_us, r.end_us, str(r.path)))
     for index, run in enumerate(runs):
         run.index = index
+    _order_contradicted(runs, arrivals)
     cut_losses(runs)
     return runs
+
+
+def _order_contradicted(runs: list[Run], arrivals: dict[Path, int | None]) -> None:
+    """Note a run placed by its first arrival after one whose flows come after its own:
+    a capture clock set wrong (a sensor in another time zone, or never synchronised) put
+    a slice 400 s before the slice it follows, and every conversation across the two cuts
+    came out in two, without a word (a review). Its data window starts and ends earlier,
+    and less than half of it reaches into the other's (slices of one capture share the
+    records across their cut: 25 s of that slice's 185). The arrival order stands (one
+    late record must not reorder slices, see above); flows made offline (nfpcapd over an
+    old capture) read so too, and the note says what to check."""
+    for before, after in pairwise(runs):
+        if (
+            arrivals[before.path] is None
+            or arrivals[after.path] is None
+            or before.start_us is None
+            or before.end_us is None
+            or after.start_us is None
+            or after.end_us is None
+        ):
+            continue
+        if (
+            after.start_us < before.start_us
+            and after.end_us < before.end_us
+            and 2 * (after.end_us - before.start_us) < after.end_us - after.start_us
+        ):
+            after.order.append(
+                f"its flows' times ({iso_us(after.start_us, trim_fraction=True)} to "
+                f"{iso_us(after.end_us, trim_fraction=True)}) come before run "
+                f"{before.index}'s ({iso_us(before.start_us, trim_fraction=True)} to "
+                f"{iso_us(before.end_us, trim_fraction=True)}), though its captures' first "
+                "frame came after: runs are placed by capture time, so a capture clock set "
+                "wrong puts them out of order, and conversations across the cut are not "
+                "joined (check the capture hosts' clocks)"
+            )
 
 
 SEQUENCE_MASK = 0xFFFF_FFFF

@@ -99,6 +99,7 @@ def test_a_late_record_does_not_put_a_slice_before_the_one_before_it(tmp_path: P
         runs.append(out)
     result = recombine_tables(list(reversed(runs)))
     assert [run.path for run in result.runs] == runs
+    assert "come before" not in result.summary()  # its window starts earlier, ends later
     steady = [row for row in result.conversations.to_pylist() if row["port_a"] in (1, 2)]
     assert len(steady) == 1 and steady[0]["flow_count"] == 30
     # query.load numbers the runs as recombine does: a Run's `run` and its fragments'
@@ -131,3 +132,45 @@ def test_a_late_record_does_not_put_a_slice_before_the_one_before_it(tmp_path: P
         if "flows.parquet is missing" in line
     ]
     assert len(said) == 1 and "flows.parquet is missing: the run is placed" in said[0]
+
+
+def test_a_slice_whose_capture_clock_was_set_back_is_said(tmp_path: Path) -> None:
+    """Found by a review: the second of two slices captured on a host whose clock was 400 s
+    behind arrived "first", and the steady conversation across the cut came out in two
+    without a word. The arrival order stands (the test above); the run whose flows come
+    before the run it follows says so, and why."""
+    frames = []
+    for number in range(20):
+        export_s = 10 * number + 9.5
+        skew = -400 if number >= 10 else 0
+        payload = datagram(
+            number, export_s, "10.31.0.1", "10.31.0.2", (1, 2), 10 * number, 10 * number + 9, 50
+        )
+        packet = Ether() / IP(src="192.0.2.1", dst="192.0.2.9") / UDP(sport=5000, dport=2055)
+        frames.append((round((T0 + export_s + 0.01 + skew) * 1e9), bytes(packet / payload)))
+    runs = []
+    for number, (start, end) in enumerate(((0, 10), (10, 20))):
+        capture = tmp_path / f"slice{number}.pcap"
+        capture.write_bytes(pcap_bytes(frames[start:end]))
+        out = tmp_path / f"run{number}"
+        result = CliRunner().invoke(app, ["sessionize", str(capture), "--out", str(out), "-q"])
+        assert result.exit_code == 0, result.output
+        runs.append(out)
+    result = recombine_tables(runs)
+    assert [run.path for run in result.runs] == [runs[1], runs[0]]
+    [said] = [line for line in result.summary().splitlines() if "come before" in line]
+    assert said.startswith(f"warning: run 1 ({runs[0]}): its flows' times (")
+    assert "check the capture hosts' clocks" in said
+    assert said.split("): ", 1)[1] in result.runs[1].describe()["notes"]
+    # the clocks set right: in order, one conversation, nothing said
+    frames = [
+        (stamp + (400 * 10**9 if k >= 10 else 0), data) for k, (stamp, data) in enumerate(frames)
+    ]
+    (tmp_path / "slice1.pcap").write_bytes(pcap_bytes(frames[10:]))
+    done = CliRunner().invoke(
+        app, ["sessionize", str(tmp_path / "slice1.pcap"), "--out", str(runs[1]), "-q", "--force"]
+    )
+    assert done.exit_code == 0, done.output
+    result = recombine_tables(runs)
+    assert "come before" not in result.summary()
+    assert result.conversations.num_rows == 1
