@@ -435,6 +435,14 @@ class RunReport:
         if problems:
             parts = ", ".join(f"{v} {k}" for k, v in sorted(problems.items()))
             line += f"; skipped: {parts}"
+            if problems.get("no_template"):
+                # a slice of a longer capture, sessionized alone, read nothing: the hint is
+                # what to do about it (a review)
+                line += (
+                    " (no_template: data whose v9/IPFIX template never came in these inputs; "
+                    "exporters send templates once or every few minutes, so give the captures "
+                    "before a slice in the same run)"
+                )
         repaired = {k: v for k, v in self.repaired.items() if v}
         if repaired:
             parts = ", ".join(f"{v} {k}" for k, v in sorted(repaired.items()))

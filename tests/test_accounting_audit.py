@@ -93,6 +93,9 @@ def test_manifest_problems_keep_their_offset_and_frame(damaged_run) -> None:
     assert "has length 32768" in problems[0]
     assert "the template never arrived" in problems[1]
     assert "skipped: 1 bad_template, 1 no_template" in stderr
+    # what to do about data whose template never came: a review sessionized a slice of a
+    # longer capture alone, read nothing, and the summary gave no way on
+    assert "give the captures before a slice in the same run" in stderr
 
 
 @pytest.mark.parametrize("command", ["inspect", "sessionize"])
