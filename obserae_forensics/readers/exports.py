@@ -142,6 +142,19 @@ def _inclusive_first(
     return firsts[best], aheads[best]
 
 
+def _renumbered_on_tcp(datagram: Datagram, numbering: _Numbering, sequence: int) -> bool:
+    """A number behind the last message's on one TCP connection: TCP delivers a
+    connection's messages in the order they were sent, so it is the exporter numbering
+    afresh, no late message (python-ipfix went 150, 19, 39, 59 on one connection: 3
+    "reorders", an audit). A number between the last one and the one expected is no
+    restart there either: no convention numbers below the message before (_went_back)."""
+    return (
+        datagram.connection
+        and not datagram.session
+        and 0 < (numbering.last_sequence - sequence) & SEQUENCE_MASK < 1 << 31
+    )
+
+
 def _set_records(template: Template, body: bytes) -> int:
     """The records of a data set held for its template, as `data_set` counts them for an
     IPFIX message's sequence number (what `_late_records` reads of them comes later, at
@@ -211,6 +224,7 @@ class HeldMessage:
         if before is not None:
             self.before = None
             before._check()
+        numbering.retake(self.stats)  # itself late, in a gap counted while it waited
 
     def _check(self) -> None:
         if self.after is None or self.waiting:
@@ -246,6 +260,7 @@ class _Numbering:
         "last_sequence",
         "missing",
         "numbered",
+        "unfilled",
         "unknown",
         "uptime_ms",
     )
@@ -275,6 +290,10 @@ class _Numbering:
         # the last message numbered, while what its number counts is not known (some of its
         # data sets wait for their template): the next one is checked once it is
         self.unknown: HeldMessage | None = None
+        # late messages that fell in no gap counted yet, (number, units, the message while
+        # its count waits): a gap a deferred check finds later (check_after) takes them
+        # back as it would have on arrival
+        self.unfilled: list[tuple[int, int | None, HeldMessage | None]] = []
         self.uptime_ms = -1  # the latest sysUptime (v1/v5/v7/v9): a reboot sets it back
         self.boot_ms = 0  # its message's export time - sysUptime: when the exporter booted
         self.export_ms = -1  # the latest export time of its messages (ms; -1: none yet)
@@ -414,6 +433,7 @@ class _Numbering:
         self.expected = self.expected_flows = None
         self.numbered = False
         self.unknown = None
+        self.unfilled.clear()
         self.lanes.clear()
         self.missing.clear()
 
@@ -448,6 +468,9 @@ class _Numbering:
             stats.sequence_gaps += 1
             stats.sequence_lost += difference
             self.lost(expected, difference)
+            # a message of the gap that came before it was known (a review: 0 held, 5,
+            # then 2 late read 3 lost once the template told 0's count)
+            self.retake(stats)
 
     def lost(self, first: int, count: int) -> None:
         """`count` units from number `first` counted lost: remembered for late messages."""
@@ -465,7 +488,13 @@ class _Numbering:
         ):
             self.first = (sequence, units, flow_units)
 
-    def came_late(self, stats: ExporterStats, sequence: int, units: int | None) -> None:
+    def came_late(
+        self,
+        stats: ExporterStats,
+        sequence: int,
+        units: int | None,
+        held: HeldMessage | None = None,
+    ) -> None:
         """A message behind the expected number: a reorder, which takes back from `stats`
         the units counted lost of a gap it lies in (0,1,3,2,4 read "1 lost" with nothing
         missing: found by an audit); a gap it fills whole is no gap."""
@@ -473,6 +502,26 @@ class _Numbering:
         found, filled = self._fill(sequence, units)
         stats.sequence_lost -= found
         stats.sequence_gaps -= filled
+        if not found and (units or held is not None):
+            self.unfilled.append((sequence, units, held))
+            if len(self.unfilled) > MAX_MISSING:
+                del self.unfilled[0]
+
+    def retake(self, stats: ExporterStats) -> None:
+        """The late messages of `unfilled` that fall in a gap now counted take their units
+        back from it, as on arrival (came_late); one whose own count waits for its template
+        (`held`) once it is known."""
+        for late in list(self.unfilled):
+            sequence, units, held = late
+            if held is not None:
+                if held.waiting:
+                    continue
+                units = held.units
+            found, filled = self._fill(sequence, units)
+            if found:
+                self.unfilled.remove(late)
+                stats.sequence_lost -= found
+                stats.sequence_gaps -= filled
 
     def _hole(self, sequence: int) -> list[int] | None:
         """The first hole of a gap counted lost that `sequence` falls in, if any."""
@@ -1517,6 +1566,8 @@ class ExportDecoder:
             if shared is not None:
                 stream.numbering[self._transport] = self._numbering = numbering = shared
                 expected = numbering.expected
+                if held is not None:  # its count goes to the numbering it continues
+                    held.numbering = numbering
         if numbering.numbered and units == 0 and sequence == numbering.last_sequence:
             # a message of no records (templates only) at the number last numbered: it came
             # before that one, or after it by the inclusive convention; either way it moves
@@ -1528,13 +1579,18 @@ class ExportDecoder:
             and numbering.numbered
             and 0 < (numbering.last_sequence - sequence) & SEQUENCE_MASK <= REORDER_WINDOW
         ):
-            # behind a message whose count is not known (its data waited for a template): a
-            # reorder, which leaves the numbering to that one; numbered from it, the next
-            # message read that one's records lost (softflowd's first two datagrams swapped
-            # read 39 lost: an audit); it takes back the gap it falls in, as any late one
-            numbering.came_late(stream.stats, sequence, units)
-            numbering.behind_first(sequence, units, flow_units)
-            return
+            if _renumbered_on_tcp(datagram, numbering, sequence):
+                stream.stats.restarts += 1
+                numbering.renumber()
+            else:
+                # behind a message whose count is not known (its data waited for a
+                # template): a reorder, which leaves the numbering to that one; numbered
+                # from it, the next message read that one's records lost (softflowd's first
+                # two datagrams swapped read 39 lost: an audit); it takes back the gap it
+                # falls in, as any late one
+                numbering.came_late(stream.stats, sequence, units, held)
+                numbering.behind_first(sequence, units, flow_units)
+                return
         unknown = numbering.unknown
         if expected is None and unknown is not None and unknown.sequence == numbering.last_sequence:
             # after a message whose count is not known yet: checked when it is
@@ -1600,16 +1656,13 @@ class ExportDecoder:
                     numbering.ambiguous_gaps += ambiguous
                     if not ambiguous:
                         numbering.lost(expected, difference)
-                elif ((1 << 32) - difference <= REORDER_WINDOW or self._behind) and not (
-                    datagram.connection and not datagram.session
-                ):
+                elif (
+                    (1 << 32) - difference <= REORDER_WINDOW or self._behind
+                ) and not _renumbered_on_tcp(datagram, numbering, sequence):
                     # behind: a late message, its units taken back from a gap they fall
                     # in; one of the same boot by its clocks however far (an 87,000-flow
-                    # jump back and forth read as lost: a review). Not over TCP, which
-                    # delivers a connection's messages in the order they were sent: a
-                    # number behind there is the exporter numbering afresh (python-ipfix
-                    # went 150, 19, 39, 59 on one connection: 3 "reorders", an audit)
-                    numbering.came_late(stats, first, units)
+                    # jump back and forth read as lost: a review)
+                    numbering.came_late(stats, first, units, held)
                     numbering.behind_first(sequence, units, flow_units)
                     return
                 else:

@@ -135,7 +135,7 @@ def decode_datagram(state: ExportDecoder, datagram: Datagram) -> None:
                 )
             records = _walk_sets(state, datagram, message)
             ordinal = state.ordinal
-            flows = None if records is None else records - state.options_in_datagram
+            flows = records - state.options_in_datagram
             state.end_datagram(records, flow_units=flows, inclusive=True)
         at += length
     if 0 < len(payload) - at and any(payload[at:]):
@@ -148,11 +148,12 @@ def decode_datagram(state: ExportDecoder, datagram: Datagram) -> None:
         )
 
 
-def _walk_sets(state: ExportDecoder, datagram: Datagram, message: bytes) -> int | None:
-    """Walk the sets of one message; data records it carried (None if some are unknown)."""
+def _walk_sets(state: ExportDecoder, datagram: Datagram, message: bytes) -> int:
+    """Walk the sets of one message; the data records it carried that were read (those of
+    sets that wait for their template are added when it comes: end_datagram)."""
     at = HEADER.size
     end = len(message)
-    records: int | None = 0
+    records = 0
     while end - at >= 4:
         set_id, length = _set_header(message, at)
         if length < 4:
@@ -181,7 +182,8 @@ def _walk_sets(state: ExportDecoder, datagram: Datagram, message: bytes) -> int 
             break
         if set_id >= FIRST_DATA_SET:
             found = state.data_set(set_id, message, at + 4, set_end, f"data set {set_id}")
-            records = None if found is None or records is None else records + found
+            records += found or 0  # None: it waits (a review: a held message's count
+            # lost the records of its sets read at once, and the next read them lost)
         elif set_id == TEMPLATE_SET:
             read_templates(state, datagram, message, at + 4, set_end, options=False)
         elif set_id == OPTIONS_TEMPLATE_SET:

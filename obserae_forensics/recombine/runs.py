@@ -138,6 +138,8 @@ class Run:
     losses: list[str] = field(default_factory=list)
     # where the flows' times contradict its place among the runs: in the notes, on stderr
     order: list[str] = field(default_factory=list)
+    # the earliest and latest arrival of its flows (capture or receive time, µs), if known
+    arrivals: tuple[int, int] | None = None
     # its tables as they differ from what the manifest cites (outputs): said like losses
     changed: list[str] = field(default_factory=list)
     # sessions.max_open_ksessions (None: the manifest does not say)
@@ -344,7 +346,10 @@ def order_runs(paths: Sequence[Path]) -> list[Run]:
     # record in a slice put it before the slice before it, and every conversation crossing
     # the two cuts went unjoined (found by an audit: 5 conversations came out 9); runs whose
     # flows table says nothing of it, by their data window
-    arrivals = {run.path: first_arrival(run.path) for run in runs}
+    spans = {run.path: arrival_span(run.path) for run in runs}
+    arrivals = {path: None if span is None else span[0] for path, span in spans.items()}
+    for run in runs:
+        run.arrivals = spans[run.path]
     if len(runs) > 1:  # (alone, a run has no place to lose)
         for run in runs:
             if arrivals[run.path] is None and (problem := _no_arrival(run.path)):
@@ -448,7 +453,11 @@ def cut_losses(runs: list[Run]) -> None:
                 # each its own records of them (overlap.shared_records counts those read
                 # twice)
                 windowed = run.window != (None, None) or other.window != (None, None)
-                behind = None if other is run or windowed else _units_behind(before, after)
+                behind = (
+                    None
+                    if other is run or windowed or not _captured_together(run, other)
+                    else _units_behind(before, after)
+                )
                 # two runs that start at one number start inside each other: said once,
                 # on the later
                 if behind is None or (
@@ -461,6 +470,16 @@ def cut_losses(runs: list[Run]) -> None:
                     "may be in both runs (captures that overlap), and recombined, their "
                     "conversations count them twice"
                 )
+
+
+def _captured_together(one: Run, other: Run) -> bool:
+    """Whether the two runs' records arrived over spans that meet: captures that overlap
+    do, and numbers that fall in another run's range otherwise are an exporter's new
+    numbering after a restart (a review: slices of pmacct's restart capture, and the runs
+    either side of the restart, all read as overlapping). Unknown arrivals: False."""
+    if one.arrivals is None or other.arrivals is None:
+        return False
+    return max(one.arrivals[0], other.arrivals[0]) <= min(one.arrivals[1], other.arrivals[1])
 
 
 def _units_between(before: dict[str, Any], after: dict[str, Any]) -> int | None:
@@ -575,6 +594,13 @@ def _no_arrival(path: Path) -> str | None:
 def first_arrival(path: Path) -> int | None:
     """The earliest `arrival` (µs) of a run's flows, from the row groups' statistics in the
     table's footer (nothing else is read); None when there are none."""
+    span = arrival_span(path)
+    return None if span is None else span[0]
+
+
+def arrival_span(path: Path) -> tuple[int, int] | None:
+    """The earliest and the latest `arrival` (µs) of a run's flows, from the footer's
+    statistics as first_arrival; None when there are none."""
     flows = path / FLOWS_FILE
     if not flows.is_file():
         return None
@@ -585,12 +611,18 @@ def first_arrival(path: Path) -> int | None:
     columns = [
         i for i in range(metadata.num_columns) if metadata.schema.column(i).name == "arrival"
     ]
-    found = []
+    lows, highs = [], []
     for group in range(metadata.num_row_groups) if columns else ():
         stats = metadata.row_group(group).column(columns[0]).statistics
-        if stats is not None and stats.has_min_max and isinstance(stats.min_raw, int):
-            found.append(stats.min_raw)
-    return min(found) if found else None
+        if (
+            stats is not None
+            and stats.has_min_max
+            and isinstance(stats.min_raw, int)
+            and isinstance(stats.max_raw, int)
+        ):
+            lows.append(stats.min_raw)
+            highs.append(stats.max_raw)
+    return (min(lows), max(highs)) if lows else None
 
 
 def read_sessions(run: Run) -> pa.Table:

@@ -212,6 +212,7 @@ def test_runs_that_start_at_one_number_are_said_once(tmp_path: Path) -> None:
     runs[0].sequence_ends = [end(100, 190, 200)]
     runs[1].sequence_ends = [end(100, 190, 200)]
     runs[2].sequence_ends = [end(3, 90, 100)]
+    runs[0].arrivals, runs[1].arrivals, runs[2].arrivals = (0, 100), (0, 100), (200, 300)
     cut_losses(runs)
     assert runs[0].overlaps == runs[2].overlaps == []
     assert runs[1].overlaps == [
@@ -219,6 +220,19 @@ def test_runs_that_start_at_one_number_are_said_once(tmp_path: Path) -> None:
         "run 0 ended: those records may be in both runs (captures that overlap), and "
         "recombined, their conversations count them twice"
     ]
+    # numbers within another run's, captured after it: the exporter numbering afresh (a
+    # review: slices of pmacct's restart capture, the later ones after the restart within
+    # the earlier ones' numbers, read as overlapping); and arrivals unknown say nothing
+    for later in ((101, 200), None):
+        runs = [Run(path=tmp_path / name, index=index) for index, name in enumerate("ab")]
+        runs[0].sequence_ends = [end(100, 190, 200)]
+        runs[1].sequence_ends = [end(120, 130, 140)]
+        runs[0].arrivals, runs[1].arrivals = (0, 100), later
+        cut_losses(runs)
+        assert [run.overlaps for run in runs] == [[], []]
+    runs[1].arrivals = (100, 200)  # the last frame of one, the first of the other
+    cut_losses(runs)
+    assert len(runs[1].overlaps) == 1 and "start 80 unit(s) before" in runs[1].overlaps[0]
     windowed = [Run(path=tmp_path / name, index=index) for index, name in enumerate("ab")]
     windowed[0].window, windowed[1].window = (None, 5), (5, None)
     windowed[0].sequence_ends = [end(0, 90, 100)]
