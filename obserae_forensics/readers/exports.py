@@ -1556,8 +1556,6 @@ class ExportDecoder:
             units, flow_units, held = held.units, held.flow_units, None
         if self._undeclared:
             self._declare_late(stream)
-        numbering = self._numbering
-        assert numbering is not None
         expected = numbering.expected
         if expected is None or sequence not in (expected, numbering.expected_flows):
             # one numbering over several ports (an exporter that sends from more than one):
