@@ -246,23 +246,12 @@ def _groups(
 def _matched(keys: list[npt.NDArray[np.int64]], count: int) -> npt.NDArray[np.int64]:
     """Per expected row (the first `count` of the keys), the first decoded row of its
     keys, or -1."""
-    decoded_rows = len(keys[0]) - count
-    side = np.concatenate([np.ones(count, np.int8), np.zeros(decoded_rows, np.int8)])
-    row = np.concatenate([np.arange(count), np.arange(decoded_rows)])
-    # equal keys together, decoded rows first among them, each side in its own order
-    order = np.lexsort((row, side, *keys[::-1]))
-    keys = [key[order] for key in keys]
-    side, row = side[order], row[order]
-    starts = np.ones(len(order), dtype=bool)
-    for key in keys:
-        starts[1:] &= key[1:] == key[:-1]
-    starts = ~starts  # where a key differs from the one before: a group begins
-    starts[0] = True
-    group_start = np.maximum.accumulate(np.where(starts, np.arange(len(order)), 0))
-    leader = group_start[side == 1]
-    matched = np.full(count, -1, dtype=np.int64)
-    matched[row[side == 1]] = np.where(side[leader] == 0, row[leader], -1)
-    return matched
+    group, _ = _groups(keys)
+    decoded = group[count:]
+    none = len(decoded)
+    first = np.full(int(group.max()) + 1 if len(group) else 0, none, dtype=np.int64)
+    np.minimum.at(first, decoded, np.arange(none))  # each group's first decoded row
+    return np.where(first == none, -1, first)[group[:count]]
 
 
 @dataclass
