@@ -216,9 +216,10 @@ class HeldMessage:
             numbering.first = (self.sequence, self.units, self.flow_units)
         if numbering.unknown is self:  # still the last numbered: the next is checked as any
             numbering.unknown = None
-            units = flows = 1 if numbering.counts_messages else 0
-            numbering.expected = (self.sequence + (units or self.units)) & SEQUENCE_MASK
-            numbering.expected_flows = (self.sequence + (flows or self.flow_units)) & SEQUENCE_MASK
+            # (an exporter that numbers messages expects one on, as end_datagram has it)
+            units, flows = (1, 1) if numbering.counts_messages else (self.units, self.flow_units)
+            numbering.expected = (self.sequence + units) & SEQUENCE_MASK
+            numbering.expected_flows = (self.sequence + flows) & SEQUENCE_MASK
         self._check()
         before = self.before
         if before is not None:
@@ -1765,18 +1766,16 @@ class ExportDecoder:
                 held=held,
             )
             template = self.template(key[3])
-            if template is not None:
-                if template.options:
-                    records = self._apply_options(template, body, 0, len(body), stream)
-                    if held is not None:
-                        held.units += records
-                else:
-                    self._released.append((template, item, stream.code))
-                    if held is not None:
-                        held.waiting += 1
+            if template is not None and template.options:
+                records = self._apply_options(template, body, 0, len(body), stream)
+                if held is not None:
+                    held.units += records
                 continue
             if held is not None:
                 held.waiting += 1  # for good if it overflows: then never known
+            if template is not None:
+                self._released.append((template, item, stream.code))
+                continue
             if not self.pending.add(key, item):
                 overflow += 1
                 stream.stats.records_without_template += 1

@@ -554,23 +554,8 @@ class TcpStreams:
         past it, a stale number) says nothing is missing."""
         if stream.fin_seq is None:
             return
-        missing = (stream.fin_seq - stream.next_seq) % SEQUENCE_SPACE
-        if not 0 < missing < HALF:
-            return
-        lost = len(stream.buffer)
-        self.report.skip(
-            MalformedInput(
-                f"IPFIX over TCP from {stream.exporter}:{stream.ports[0]}: {missing} bytes "
-                f"missing from the capture before the FIN at sequence number {stream.fin_seq}; "
-                f"the {lost} bytes of the message they cut are lost with them",
-                source=self.source,
-                offset=place.offset,
-                frame=place.number,
-                reason="tcp_gap",
-            ),
-            nbytes=lost,
-        )
-        stream.buffer.clear()
+        if 0 < (stream.fin_seq - stream.next_seq) % SEQUENCE_SPACE < HALF:
+            self._count_gap(stream, place, stream.fin_seq, "the FIN at ")
 
     def _decided(self, stream: _Stream, kind: int) -> None:
         """The stream is IPFIX, or other traffic: its frames so far are counted so."""
@@ -721,16 +706,16 @@ class TcpStreams:
                 out += self._messages(stream, place)
         return out
 
-    def _skip_hole(self, stream: _Stream, place: Place) -> list[Datagram]:
-        """Give up on the bytes missing before the nearest held segment."""
-        seq = _nearest_held(stream)
+    def _count_gap(self, stream: _Stream, place: Place, seq: int, what: str = "") -> None:
+        """Count the bytes missing from the stream's next byte up to `seq` (`tcp_gap`), and
+        the message they cut, lost with them."""
         missing = (seq - stream.next_seq) % SEQUENCE_SPACE
         lost = len(stream.buffer)
         self.report.skip(
             MalformedInput(
                 f"IPFIX over TCP from {stream.exporter}:{stream.ports[0]}: {missing} bytes "
-                f"missing from the capture before sequence number {seq}; the {lost} bytes of the "
-                "message they cut are lost with them",
+                f"missing from the capture before {what}sequence number {seq}; the {lost} "
+                "bytes of the message they cut are lost with them",
                 source=self.source,
                 offset=place.offset,
                 frame=place.number,
@@ -739,6 +724,11 @@ class TcpStreams:
             nbytes=lost,
         )
         stream.buffer.clear()
+
+    def _skip_hole(self, stream: _Stream, place: Place) -> list[Datagram]:
+        """Give up on the bytes missing before the nearest held segment."""
+        seq = _nearest_held(stream)
+        self._count_gap(stream, place, seq)
         stream.synced = False
         stream.next_seq = seq
         return self._drain_held(stream, place)

@@ -140,6 +140,7 @@ class Run:
     order: list[str] = field(default_factory=list)
     # the earliest and latest arrival of its flows (capture or receive time, µs), if known
     arrivals: tuple[int, int] | None = None
+
     # its tables as they differ from what the manifest cites (outputs): said like losses
     changed: list[str] = field(default_factory=list)
     # sessions.max_open_ksessions (None: the manifest does not say)
@@ -346,26 +347,28 @@ def order_runs(paths: Sequence[Path]) -> list[Run]:
     # record in a slice put it before the slice before it, and every conversation crossing
     # the two cuts went unjoined (found by an audit: 5 conversations came out 9); runs whose
     # flows table says nothing of it, by their data window
-    spans = {run.path: arrival_span(run.path) for run in runs}
-    arrivals = {path: None if span is None else span[0] for path, span in spans.items()}
     for run in runs:
-        run.arrivals = spans[run.path]
+        run.arrivals = arrival_span(run.path)
     if len(runs) > 1:  # (alone, a run has no place to lose)
         for run in runs:
-            if arrivals[run.path] is None and (problem := _no_arrival(run.path)):
+            if run.arrivals is None and (problem := _no_arrival(run.path)):
                 # said once: "missing, though the manifest cites it" is this one's start
                 missing = f"{FLOWS_FILE} is missing, though"
                 run.changed = [t for t in run.changed if not t.startswith(missing)]
                 run.changed.append(problem)
-    runs.sort(key=lambda r: run_order_key(arrivals[r.path], r.start_us, r.end_us, str(r.path)))
+    runs.sort(
+        key=lambda r: run_order_key(
+            None if r.arrivals is None else r.arrivals[0], r.start_us, r.end_us, str(r.path)
+        )
+    )
     for index, run in enumerate(runs):
         run.index = index
-    _order_contradicted(runs, arrivals)
+    _order_contradicted(runs)
     cut_losses(runs)
     return runs
 
 
-def _order_contradicted(runs: list[Run], arrivals: dict[Path, int | None]) -> None:
+def _order_contradicted(runs: list[Run]) -> None:
     """Note a run placed by its first arrival after one whose flows come after its own:
     a capture clock set wrong (a sensor in another time zone, or never synchronised) put
     a slice 400 s before the slice it follows, and every conversation across the two cuts
@@ -376,8 +379,8 @@ def _order_contradicted(runs: list[Run], arrivals: dict[Path, int | None]) -> No
     old capture) read so too, and the note says what to check."""
     for before, after in pairwise(runs):
         if (
-            arrivals[before.path] is None
-            or arrivals[after.path] is None
+            before.arrivals is None
+            or after.arrivals is None
             or before.start_us is None
             or before.end_us is None
             or after.start_us is None
@@ -453,11 +456,9 @@ def cut_losses(runs: list[Run]) -> None:
                 # each its own records of them (overlap.shared_records counts those read
                 # twice)
                 windowed = run.window != (None, None) or other.window != (None, None)
-                behind = (
-                    None
-                    if other is run or windowed or not _captured_together(run, other)
-                    else _units_behind(before, after)
-                )
+                if other is run or windowed or not _captured_together(run, other):
+                    continue
+                behind = _units_behind(before, after)
                 # two runs that start at one number start inside each other: said once,
                 # on the later
                 if behind is None or (
