@@ -1127,9 +1127,12 @@ class ExportDecoder:
 
     def _interleave(self, batch: pa.RecordBatch | None) -> list[pa.RecordBatch]:
         """The chunk's records with the held ones released among them, each group right
-        after the datagram whose template released it: they reach the sessionizer at the
-        same place whatever the batch size (found by fuzzing: appended after the chunk,
-        they came after more or fewer later datagrams, and a session's `late` changed)."""
+        before the records of the datagram whose template released it: they reach the
+        sessionizer at the same place whatever the batch size (found by fuzzing: appended
+        after the chunk, they came after more or fewer later datagrams, and a session's
+        `late` changed), and before that datagram's records, which arrived after them
+        (after them, a capture begun between template refreshes made its held records a
+        `late` session that the whole capture, its templates read first, did not)."""
         points, self._resolved = self._resolved, []
         if not points:
             return [] if batch is None else [batch]
@@ -1141,7 +1144,7 @@ class ExportDecoder:
         out: list[pa.RecordBatch] = []
         start = 0
         for frame, items in points:
-            stop = int(np.searchsorted(frames, frame, side="right"))
+            stop = int(np.searchsorted(frames, frame, side="left"))
             if batch is not None and stop > start:
                 out.append(batch.slice(start, stop - start))
             start = max(start, stop)

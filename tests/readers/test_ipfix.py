@@ -7,6 +7,7 @@ import struct
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 from scapy.layers.netflow import (
@@ -1144,6 +1145,55 @@ def test_held_records_reach_the_sessionizer_at_the_same_place_whatever_the_batch
             }
         )
     assert runs[0] == runs[1]
+
+
+def test_held_records_are_replayed_before_the_datagram_that_released_them(
+    tmp_path: Path,
+) -> None:
+    """Records held for their template arrived before the datagram that brought it: they
+    are replayed before that datagram's own records, not after them. After them, a
+    capture begun between template refreshes (a slice) saw the template datagram's
+    records raise the watermark first, and the held records (a minute older) became a
+    `late` session, which a run over the whole capture, its templates read first, did
+    not make: the conversation differed with where the capture began."""
+    from typer.testing import CliRunner
+
+    from obserae_forensics.cli import app
+    from tests.readers.test_pcap import pcap_bytes
+
+    fields = [(8, 4, 0), (12, 4, 0), (4, 1, 0), (7, 2, 0), (11, 2, 0), (2, 4, 0), (1, 4, 0)]
+    fields += [(152, 8, 0), (153, 8, 0)]
+
+    def record(host: int, seconds: int) -> bytes:
+        return bytes([10, 0, 0, 1, 10, 0, 1, host, 17]) + struct.pack(
+            ">HHIIQQ", 1000, 53, 1, 100, seconds * 1000, seconds * 1000 + 10
+        )
+
+    held = message(data(300, record(1, EXPORT_S)), sequence=0)
+    releasing = message(template(300, fields), data(300, record(2, EXPORT_S + 120)), sequence=1)
+    table, report = decode(held, releasing)
+    assert table["source_frame"].to_pylist() == [1, 2] and not report.skipped
+    assert [address_text(a) for a in table["dst_addr"].to_pylist()] == ["10.0.1.1", "10.0.1.2"]
+
+    def frame(payload: bytes) -> bytes:
+        return bytes(
+            Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+            / IP(src="192.0.2.1", dst="198.51.100.7")
+            / UDP(sport=5000, dport=4739)
+            / payload
+        )
+
+    capture = tmp_path / "slice.pcap"
+    capture.write_bytes(
+        pcap_bytes([((EXPORT_S + i) * 10**9, frame(m)) for i, m in enumerate((held, releasing))])
+    )
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["sessionize", str(capture), "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    sessions = pq.read_table(out / "sessions.parquet")
+    assert sorted(sessions["ip_b"].to_pylist()) == ["10.0.1.1", "10.0.1.2"]
+    assert sessions["late"].to_pylist() == [False, False]
+    assert sessions["late_records"].to_pylist() == [0, 0]
 
 
 def test_held_sets_of_a_datagrams_messages_keep_record_index_unique() -> None:
