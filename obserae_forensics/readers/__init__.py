@@ -648,6 +648,7 @@ def _usable_times(batch: pa.RecordBatch, report: RunReport) -> pa.RecordBatch:
             first_seen=np.where(half, known, np.where(inverted | future, last, first)),
             last_seen=np.where(half, known, np.where(inverted, first, last)),
         )
+    _long_records(batch, ~(beyond | timeless), which, report)
     if timeless.any():
         _report_per_file(
             batch,
@@ -673,6 +674,38 @@ def _usable_times(batch: pa.RecordBatch, report: RunReport) -> pa.RecordBatch:
 
 
 FUTURE_START_US = 86_400_000_000  # a start this far after its record arrived is no start
+# longer than a flow cache keeps a flow (a router's active timeout is minutes, softflowd's
+# longest lifetime a week, a firewall's connection lives while it is used): a damaged time
+LONG_RECORD_US = 366 * 86_400_000_000
+
+
+def _long_records(
+    batch: pa.RecordBatch, kept: np.ndarray, which: Callable[[int], str], report: RunReport
+) -> None:
+    """Count the records, among those `kept`, whose last_seen comes more than a year after
+    their first_seen: a start in 1966 beside an end in 2026 (a damaged absolute time, found
+    by fuzzing) opened a session sixty years long without a word. Which of the two times is
+    wrong is not told by the record, so it is kept as sent (`long_record` under repaired),
+    its session with it, and said with its place."""
+    if batch.num_rows == 0:
+        return
+    first = batch.column("first_seen").cast(pa.int64()).to_numpy()
+    last = batch.column("last_seen").cast(pa.int64()).to_numpy()
+    # kept: a time past the limit is left out (bad_timestamp), and the gap would overflow
+    span = np.subtract(last, first, where=kept, out=np.zeros(len(first), dtype=np.int64))
+    mask = kept & (span > LONG_RECORD_US)
+    if mask.any():
+        _report_per_file(
+            batch,
+            mask,
+            "long_record",
+            lambda row: (
+                f"more than a year from first_seen to last_seen, {which(row)}: kept as sent, "
+                "a time damaged (no flow cache keeps a flow that long)"
+            ),
+            report,
+            kept=True,
+        )
 
 
 # the most bytes one packet can count: an IPv6 jumbogram's (a 32-bit payload length and its

@@ -258,6 +258,34 @@ def test_a_start_long_after_arrival_or_unusable_gives_way_to_the_end() -> None:
     assert dict(report.skipped) == {"bad_timestamp": 1}  # unusable beside nothing
 
 
+def test_a_record_of_more_than_a_year_is_said_and_kept_as_sent() -> None:
+    """Found by fuzzing: an IPFIX record whose start read 1966 beside an end in 2026 (a
+    damaged absolute time) opened a session sixty years long without a word. A record
+    lasting more than a year is said (`long_record`), with its place, and kept as sent:
+    which time is wrong the record does not tell. A year to the microsecond passes; a
+    record swapped into a long one (no arrival to tell a future start) is said too."""
+    from obserae_forensics.readers import LONG_RECORD_US
+
+    x = 1_795_000_000_000_000  # 2026
+    sixties = -114_000_000_000_000  # 1966
+    first = [sixties, x - LONG_RECORD_US, x - LONG_RECORD_US - 1, x, 0, x + LONG_RECORD_US + 9]
+    last = [x, x, x, x + 5, x, x]
+    times, report = usable_times(first, last)
+    assert times == [
+        (sixties, x),
+        (x - LONG_RECORD_US, x),
+        (x - LONG_RECORD_US - 1, x),
+        (x, x + 5),
+        (x, x),
+        (x, x + LONG_RECORD_US + 9),
+    ]
+    assert dict(report.repaired) == {"long_record": 3, "missing_time": 1, "inverted_times": 1}
+    [example] = [p for p in report.examples if p.reason == "long_record"]
+    assert "3 record(s)" in str(example) and example.frame == 0
+    assert f"first_seen {sixties} µs" in str(example)
+    assert not report.skipped
+
+
 def test_the_problems_said_do_not_depend_on_the_batch_size(tmp_path: Path) -> None:
     """Found by an audit: checks that run a batch at a time gave one example per batch,
     each with its own count ("1 record(s)" 22 times at --batch-size 7 where the default
