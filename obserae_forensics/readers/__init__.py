@@ -556,7 +556,9 @@ def _usable_times(batch: pa.RecordBatch, report: RunReport) -> pa.RecordBatch:
       (inverted_times), so that no session ends before it opens; but a first_seen more
       than a day after the record arrived and after its own last_seen is no start at all
       (Antrea 0.12 sent a start in 2042 beside a right end: swapped, a flow of 19 years):
-      kept at its last_seen (future_start)."""
+      kept at its last_seen (future_start);
+    - more than a year from first_seen to last_seen, as the record stands after these:
+      kept, and said (long_record, _long_records)."""
     if batch.num_rows == 0:
         return batch
     first = batch.column("first_seen").cast(pa.int64()).to_numpy()
@@ -648,7 +650,7 @@ def _usable_times(batch: pa.RecordBatch, report: RunReport) -> pa.RecordBatch:
             first_seen=np.where(half, known, np.where(inverted | future, last, first)),
             last_seen=np.where(half, known, np.where(inverted, first, last)),
         )
-    _long_records(batch, ~(beyond | timeless), which, report)
+    _long_records(batch, ~(beyond | timeless), report)
     if timeless.any():
         _report_per_file(
             batch,
@@ -679,14 +681,13 @@ FUTURE_START_US = 86_400_000_000  # a start this far after its record arrived is
 LONG_RECORD_US = 366 * 86_400_000_000
 
 
-def _long_records(
-    batch: pa.RecordBatch, kept: np.ndarray, which: Callable[[int], str], report: RunReport
-) -> None:
+def _long_records(batch: pa.RecordBatch, kept: np.ndarray, report: RunReport) -> None:
     """Count the records, among those `kept`, whose last_seen comes more than a year after
     their first_seen: a start in 1966 beside an end in 2026 (a damaged absolute time, found
     by fuzzing) opened a session sixty years long without a word. Which of the two times is
-    wrong is not told by the record, so it is kept as sent (`long_record` under repaired),
-    its session with it, and said with its place."""
+    wrong the record does not tell, so it is kept at its times (those the checks above
+    left it: an inverted record swapped first, and counted under both), its session with
+    it, and said with its place (`long_record` under repaired)."""
     if batch.num_rows == 0:
         return
     first = batch.column("first_seen").cast(pa.int64()).to_numpy()
@@ -695,13 +696,16 @@ def _long_records(
     span = np.subtract(last, first, where=kept, out=np.zeros(len(first), dtype=np.int64))
     mask = kept & (span > LONG_RECORD_US)
     if mask.any():
+        index = batch.column("record_index")
         _report_per_file(
             batch,
             mask,
             "long_record",
             lambda row: (
-                f"more than a year from first_seen to last_seen, {which(row)}: kept as sent, "
-                "a time damaged (no flow cache keeps a flow that long)"
+                f"more than a year from first_seen to last_seen, the first record "
+                f"{index[row].as_py()} here (first_seen {int(first[row])} µs, last_seen "
+                f"{int(last[row])} µs): kept at these times, one of them damaged (no flow "
+                "cache keeps a flow that long)"
             ),
             report,
             kept=True,

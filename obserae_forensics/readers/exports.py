@@ -898,7 +898,9 @@ class ExportDecoder:
         self._stream_list: list[_Stream] = []
         self._streams_of: dict[str, list[_Stream]] = {}  # an exporter's, by its address
         # held data sets resolved, by the frame of the datagram that brought their template
-        self._resolved: list[tuple[int, list[tuple[Template, PendingSet, int]]]] = []
+        # and the record_index its message's records begin at
+        self._resolved: list[tuple[int, int, list[tuple[Template, PendingSet, int]]]] = []
+        self._message_first = 0  # record_index of the current message's first record
         # sampling rates scoped to a sampler/selector id or an interface, as options records
         # declared them; a stream points at the table in force, and each queued set keeps
         # the index it was read under (a new table per change: earlier sets keep theirs)
@@ -1127,12 +1129,14 @@ class ExportDecoder:
 
     def _interleave(self, batch: pa.RecordBatch | None) -> list[pa.RecordBatch]:
         """The chunk's records with the held ones released among them, each group right
-        before the records of the datagram whose template released it: they reach the
+        before the records of the message whose template released it: they reach the
         sessionizer at the same place whatever the batch size (found by fuzzing: appended
         after the chunk, they came after more or fewer later datagrams, and a session's
-        `late` changed), and before that datagram's records, which arrived after them
+        `late` changed), and before that message's records, which arrived after them
         (after them, a capture begun between template refreshes made its held records a
-        `late` session that the whole capture, its templates read first, did not)."""
+        `late` session that the whole capture, its templates read first, did not); not
+        before the messages ahead of it in its frame (a payload of several messages, a TCP
+        segment's), which arrived before them, nor placed by where a chunk cut the frame."""
         points, self._resolved = self._resolved, []
         if not points:
             return [] if batch is None else [batch]
@@ -1141,10 +1145,17 @@ class ExportDecoder:
             if batch is None
             else batch.column("source_frame").to_numpy()
         )
+        index = (
+            np.empty(0, dtype=np.int64)
+            if batch is None
+            else batch.column("record_index").to_numpy()
+        )
         out: list[pa.RecordBatch] = []
         start = 0
-        for frame, items in points:
-            stop = int(np.searchsorted(frames, frame, side="left"))
+        for frame, first, items in points:
+            lo = int(np.searchsorted(frames, frame, side="left"))
+            hi = int(np.searchsorted(frames, frame, side="right"))
+            stop = lo + int(np.searchsorted(index[lo:hi], first, side="left"))
             if batch is not None and stop > start:
                 out.append(batch.slice(start, stop - start))
             start = max(start, stop)
@@ -1269,6 +1280,7 @@ class ExportDecoder:
         # record_index goes on where the frame's previous datagram left it (TCP messages,
         # and a message completed only at the end of a file, share a frame with others)
         self._ordinal = self.first_ordinal(datagram) if ordinal is None else ordinal
+        self._message_first = self._ordinal
         self.options_in_datagram = 0
         if self._waiting or self._released or self._undeclared:  # a walk that raised
             self._waiting, self._released, self._undeclared = [], [], []
@@ -1840,7 +1852,7 @@ class ExportDecoder:
                 )
             )
         self._released = []
-        self._resolved.append((self._datagram.frame, resolved))
+        self._resolved.append((self._datagram.frame, self._message_first, resolved))
 
     def _apply_options(
         self,

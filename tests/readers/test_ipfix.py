@@ -1196,6 +1196,41 @@ def test_held_records_are_replayed_before_the_datagram_that_released_them(
     assert sessions["late_records"].to_pylist() == [0, 0]
 
 
+def test_held_records_go_before_the_releasing_message_not_its_whole_frame() -> None:
+    """A review: placed before the releasing frame's records, held records went ahead of
+    the messages before the releasing one in the same frame (a payload of two messages,
+    or the messages one TCP segment completes), which the whole capture, its template
+    read earlier, reads after them; and a frame whose messages fell in two chunks placed
+    them by the chunk. They go before the releasing message's first record."""
+    fields = [(8, 4, 0), (12, 4, 0)]
+
+    def record(n: int) -> bytes:
+        return bytes([10, 0, 0, n, 10, 0, 1, n])
+
+    def order(chunks: list[list[Datagram]]) -> list[tuple[int, str]]:
+        decoder = ExportDecoder(RunReport())
+        batches = [b for chunk in chunks for b in decoder.feed(chunk)] + decoder.finish()
+        table = pa.Table.from_batches(batches, schema=FLOW_SCHEMA)
+        return [
+            (frame, address_text(source))
+            for frame, source in zip(
+                table["source_frame"].to_pylist(), table["src_addr"].to_pylist(), strict=True
+            )
+        ]
+
+    known = message(template(300, fields), data(300, record(1)))
+    releasing = message(data(301, record(2)), template(301, fields), sequence=1)
+    wire = [(1, "10.0.0.1"), (1, "10.0.0.2")]
+    assert order([[datagram(known + releasing, 1)]]) == wire  # one payload, two messages
+    assert order([[datagram(known, 1), datagram(releasing, 1)]]) == wire  # one segment's
+    held = message(data(301, record(9)))
+    late_template = message(template(301, fields), sequence=2)
+    frames = [datagram(held, 1), datagram(known, 2), datagram(late_template, 2)]
+    expected = [(2, "10.0.0.1"), (1, "10.0.0.9")]
+    assert order([frames]) == expected
+    assert order([frames[:2], frames[2:]]) == expected  # the frame's messages in two chunks
+
+
 def test_held_sets_of_a_datagrams_messages_keep_record_index_unique() -> None:
     """Review: a datagram of two messages, a set held in the first and the template in the
     second, numbered the held set's records and the second message's first records alike

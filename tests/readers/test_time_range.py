@@ -282,8 +282,12 @@ def test_a_record_of_more_than_a_year_is_said_and_kept_as_sent() -> None:
     assert dict(report.repaired) == {"long_record": 3, "missing_time": 1, "inverted_times": 1}
     [example] = [p for p in report.examples if p.reason == "long_record"]
     assert "3 record(s)" in str(example) and example.frame == 0
-    assert f"first_seen {sixties} µs" in str(example)
+    assert f"first_seen {sixties} µs, last_seen {x} µs" in str(example)
     assert not report.skipped
+    # the times said are those kept: a swapped record's, after the swap
+    _, report = usable_times([x + LONG_RECORD_US + 9], [x])
+    [example] = [p for p in report.examples if p.reason == "long_record"]
+    assert f"first_seen {x} µs, last_seen {x + LONG_RECORD_US + 9} µs" in str(example)
 
 
 def test_the_problems_said_do_not_depend_on_the_batch_size(tmp_path: Path) -> None:
