@@ -1129,14 +1129,14 @@ class ExportDecoder:
 
     def _interleave(self, batch: pa.RecordBatch | None) -> list[pa.RecordBatch]:
         """The chunk's records with the held ones released among them, each group right
-        before the records of the message whose template released it: they reach the
-        sessionizer at the same place whatever the batch size (found by fuzzing: appended
-        after the chunk, they came after more or fewer later datagrams, and a session's
-        `late` changed), and before that message's records, which arrived after them
-        (after them, a capture begun between template refreshes made its held records a
-        `late` session that the whole capture, its templates read first, did not); not
-        before the messages ahead of it in its frame (a payload of several messages, a TCP
-        segment's), which arrived before them, nor placed by where a chunk cut the frame."""
+        before the records of the message whose template released it. Placed by frame and
+        record_index, they reach the sessionizer at the same place whatever the batch size
+        (found by fuzzing: appended after the chunk, they came after more or fewer later
+        datagrams, and a session's `late` changed). Before that message's records, which
+        arrived after them (after them, a capture begun between template refreshes made
+        the held records a `late` session that the whole capture, its templates read
+        first, did not), and after the messages ahead of it in its frame (a payload of
+        several messages, a TCP segment's), which arrived before them."""
         points, self._resolved = self._resolved, []
         if not points:
             return [] if batch is None else [batch]
