@@ -1085,6 +1085,27 @@ def test_ipfix_options_anywhere_in_a_message_declare_its_records_sampling() -> N
     assert table["sampling_rate"].to_pylist() == [1]
 
 
+# a DNS query's record, 10.0.0.1:1000 -> 10.0.1.HOST:53 at SECONDS (IPFIX millisecond
+# times), and the UDP frame of an IPFIX message (the held-record tests' capture)
+DNS_FIELDS = [(8, 4, 0), (12, 4, 0), (4, 1, 0), (7, 2, 0), (11, 2, 0), (2, 4, 0), (1, 4, 0)]
+DNS_FIELDS += [(152, 8, 0), (153, 8, 0)]
+
+
+def dns_record(host: int, seconds: int) -> bytes:
+    return bytes([10, 0, 0, 1, 10, 0, 1, host, 17]) + struct.pack(
+        ">HHIIQQ", 1000, 53, 1, 100, seconds * 1000, seconds * 1000 + 10
+    )
+
+
+def ipfix_frame(payload: bytes) -> bytes:
+    return bytes(
+        Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+        / IP(src="192.0.2.1", dst="198.51.100.7")
+        / UDP(sport=5000, dport=4739)
+        / payload
+    )
+
+
 def test_held_records_reach_the_sessionizer_at_the_same_place_whatever_the_batch_size(
     tmp_path: Path,
 ) -> None:
@@ -1098,38 +1119,13 @@ def test_held_records_reach_the_sessionizer_at_the_same_place_whatever_the_batch
     from obserae_forensics.cli import app
     from tests.readers.test_pcap import pcap_bytes
 
-    fields = [
-        (8, 4, 0),
-        (12, 4, 0),
-        (4, 1, 0),
-        (7, 2, 0),
-        (11, 2, 0),
-        (2, 4, 0),
-        (1, 4, 0),
-        (152, 8, 0),
-        (153, 8, 0),
-    ]
-
-    def record(host: int, seconds: int) -> bytes:
-        return bytes([10, 0, 0, 1, 10, 0, 1, host, 17]) + struct.pack(
-            ">HHIIQQ", 1000, 53, 1, 100, seconds * 1000, seconds * 1000 + 10
-        )
-
-    def frame(payload: bytes) -> bytes:
-        return bytes(
-            Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
-            / IP(src="192.0.2.1", dst="198.51.100.7")
-            / UDP(sport=5000, dport=4739)
-            / payload
-        )
-
     # the IOS XE shape: a data set before its template; 15 more a second apart; an hour on
-    messages = [message(data(300, record(1, EXPORT_S)), template(300, fields), sequence=0)]
-    messages += [message(data(300, record(2, EXPORT_S + i)), sequence=i) for i in range(1, 16)]
-    messages.append(message(data(300, record(3, EXPORT_S + 3600)), sequence=16))
+    messages = [message(data(300, dns_record(1, EXPORT_S)), template(300, DNS_FIELDS), sequence=0)]
+    messages += [message(data(300, dns_record(2, EXPORT_S + i)), sequence=i) for i in range(1, 16)]
+    messages.append(message(data(300, dns_record(3, EXPORT_S + 3600)), sequence=16))
     capture = tmp_path / "held.pcap"
     capture.write_bytes(
-        pcap_bytes([((EXPORT_S + i) * 10**9, frame(m)) for i, m in enumerate(messages)])
+        pcap_bytes([((EXPORT_S + i) * 10**9, ipfix_frame(m)) for i, m in enumerate(messages)])
     )
     runs = []
     for size in ("1", "65536"):
@@ -1161,31 +1157,19 @@ def test_held_records_are_replayed_before_the_datagram_that_released_them(
     from obserae_forensics.cli import app
     from tests.readers.test_pcap import pcap_bytes
 
-    fields = [(8, 4, 0), (12, 4, 0), (4, 1, 0), (7, 2, 0), (11, 2, 0), (2, 4, 0), (1, 4, 0)]
-    fields += [(152, 8, 0), (153, 8, 0)]
-
-    def record(host: int, seconds: int) -> bytes:
-        return bytes([10, 0, 0, 1, 10, 0, 1, host, 17]) + struct.pack(
-            ">HHIIQQ", 1000, 53, 1, 100, seconds * 1000, seconds * 1000 + 10
-        )
-
-    held = message(data(300, record(1, EXPORT_S)), sequence=0)
-    releasing = message(template(300, fields), data(300, record(2, EXPORT_S + 120)), sequence=1)
+    held = message(data(300, dns_record(1, EXPORT_S)), sequence=0)
+    releasing = message(
+        template(300, DNS_FIELDS), data(300, dns_record(2, EXPORT_S + 120)), sequence=1
+    )
     table, report = decode(held, releasing)
     assert table["source_frame"].to_pylist() == [1, 2] and not report.skipped
     assert [address_text(a) for a in table["dst_addr"].to_pylist()] == ["10.0.1.1", "10.0.1.2"]
 
-    def frame(payload: bytes) -> bytes:
-        return bytes(
-            Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
-            / IP(src="192.0.2.1", dst="198.51.100.7")
-            / UDP(sport=5000, dport=4739)
-            / payload
-        )
-
     capture = tmp_path / "slice.pcap"
     capture.write_bytes(
-        pcap_bytes([((EXPORT_S + i) * 10**9, frame(m)) for i, m in enumerate((held, releasing))])
+        pcap_bytes(
+            [((EXPORT_S + i) * 10**9, ipfix_frame(m)) for i, m in enumerate((held, releasing))]
+        )
     )
     out = tmp_path / "run"
     result = CliRunner().invoke(app, ["sessionize", str(capture), "--out", str(out), "-q"])
