@@ -643,14 +643,13 @@ def _usable_times(batch: pa.RecordBatch, report: RunReport) -> pa.RecordBatch:
             report,
             kept=True,
         )
+    kept_first, kept_last = first, last  # the times the records are kept at
     if half.any() or inverted.any() or future.any() or salvaged.any():
         known = np.where(zero_first, last, first)
-        batch = _with_columns(
-            batch,
-            first_seen=np.where(half, known, np.where(inverted | future, last, first)),
-            last_seen=np.where(half, known, np.where(inverted, first, last)),
-        )
-    _long_records(batch, ~(beyond | timeless), report)
+        kept_first = np.where(half, known, np.where(inverted | future, last, first))
+        kept_last = np.where(half, known, np.where(inverted, first, last))
+        batch = _with_columns(batch, first_seen=kept_first, last_seen=kept_last)
+    _long_records(batch, kept_first, kept_last, ~(beyond | timeless), report)
     if timeless.any():
         _report_per_file(
             batch,
@@ -681,17 +680,16 @@ FUTURE_START_US = 86_400_000_000  # a start this far after its record arrived is
 LONG_RECORD_US = 366 * 86_400_000_000
 
 
-def _long_records(batch: pa.RecordBatch, kept: np.ndarray, report: RunReport) -> None:
+def _long_records(
+    batch: pa.RecordBatch, first: np.ndarray, last: np.ndarray, kept: np.ndarray, report: RunReport
+) -> None:
     """Count the records, among those `kept`, whose last_seen comes more than a year after
     their first_seen: a start in 1966 beside an end in 2026 (a damaged absolute time, found
     by fuzzing) opened a session sixty years long without a word. Which of the two times is
     wrong the record does not tell, so it is kept at its times (those the checks above
     left it: an inverted record swapped first, and counted under both), its session with
-    it, and said with its place (`long_record` under repaired)."""
-    if batch.num_rows == 0:
-        return
-    first = batch.column("first_seen").cast(pa.int64()).to_numpy()
-    last = batch.column("last_seen").cast(pa.int64()).to_numpy()
+    it, and said with its place (`long_record` under repaired). `first` and `last`: the
+    times the batch holds, as _usable_times left them."""
     # kept: a time past the limit is left out (bad_timestamp), and the gap would overflow
     span = np.subtract(last, first, where=kept, out=np.zeros(len(first), dtype=np.int64))
     mask = kept & (span > LONG_RECORD_US)

@@ -66,6 +66,21 @@ def datagram(
     return header + record
 
 
+def sessionize_slices(
+    tmp_path: Path, frames: list[tuple[int, bytes]], cuts: tuple[tuple[int, int], ...]
+) -> list[Path]:
+    """Each (start, end) slice of the frames as a capture of its own, sessionized: the runs."""
+    runs = []
+    for number, (start, end) in enumerate(cuts):
+        capture = tmp_path / f"slice{number}.pcap"
+        capture.write_bytes(pcap_bytes(frames[start:end]))
+        out = tmp_path / f"run{number}"
+        result = CliRunner().invoke(app, ["sessionize", str(capture), "--out", str(out), "-q"])
+        assert result.exit_code == 0, result.output
+        runs.append(out)
+    return runs
+
+
 def test_a_late_record_does_not_put_a_slice_before_the_one_before_it(tmp_path: Path) -> None:
     """Found by an audit: one record of another key, begun at 50 s and exported at 250 s,
     gave the third slice of a capture a data window starting before the second's; runs
@@ -89,14 +104,7 @@ def test_a_late_record_does_not_put_a_slice_before_the_one_before_it(tmp_path: P
         )
         for number, (export_s, *rest) in enumerate(records)
     ]
-    runs = []
-    for number, (start, end) in enumerate(((0, 10), (10, 20), (20, len(frames)))):
-        capture = tmp_path / f"slice{number}.pcap"
-        capture.write_bytes(pcap_bytes(frames[start:end]))
-        out = tmp_path / f"run{number}"
-        result = CliRunner().invoke(app, ["sessionize", str(capture), "--out", str(out), "-q"])
-        assert result.exit_code == 0, result.output
-        runs.append(out)
+    runs = sessionize_slices(tmp_path, frames, ((0, 10), (10, 20), (20, len(frames))))
     result = recombine_tables(list(reversed(runs)))
     assert [run.path for run in result.runs] == runs
     assert "come before" not in result.summary()  # its window starts earlier, ends later
@@ -148,14 +156,7 @@ def test_a_slice_whose_capture_clock_was_set_back_is_said(tmp_path: Path) -> Non
         )
         packet = Ether() / IP(src="192.0.2.1", dst="192.0.2.9") / UDP(sport=5000, dport=2055)
         frames.append((round((T0 + export_s + 0.01 + skew) * 1e9), bytes(packet / payload)))
-    runs = []
-    for number, (start, end) in enumerate(((0, 10), (10, 20))):
-        capture = tmp_path / f"slice{number}.pcap"
-        capture.write_bytes(pcap_bytes(frames[start:end]))
-        out = tmp_path / f"run{number}"
-        result = CliRunner().invoke(app, ["sessionize", str(capture), "--out", str(out), "-q"])
-        assert result.exit_code == 0, result.output
-        runs.append(out)
+    runs = sessionize_slices(tmp_path, frames, ((0, 10), (10, 20)))
     result = recombine_tables(runs)
     assert [run.path for run in result.runs] == [runs[1], runs[0]]
     [said] = [line for line in result.summary().splitlines() if "come before" in line]
