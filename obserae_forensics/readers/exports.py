@@ -898,7 +898,7 @@ class ExportDecoder:
         self._stream_list: list[_Stream] = []
         self._streams_of: dict[str, list[_Stream]] = {}  # an exporter's, by its address
         # held data sets resolved, by the frame of the datagram that brought their template
-        # and the record_index its message's records begin at
+        # and the record_index they go before (_resolve_released)
         self._resolved: list[tuple[int, int, list[tuple[Template, PendingSet, int]]]] = []
         self._message_first = 0  # record_index of the current message's first record
         # sampling rates scoped to a sampler/selector id or an interface, as options records
@@ -931,9 +931,12 @@ class ExportDecoder:
         self.options_in_datagram = 0  # options data records in the current message
         self._sequence = 0
         self._behind = False  # the current message is late by its exporter's clocks
-        self._waiting: list[tuple[SessionTemplateKey, bytes, int]] = []
-        # held data whose template the current datagram brought: resolved at its end
-        self._released: list[tuple[Template, PendingSet, int]] = []
+        # data sets of the current message whose template has not arrived (yet), each with
+        # the record_index it arrived at
+        self._waiting: list[tuple[SessionTemplateKey, bytes, int, int]] = []
+        # held data whose template the current datagram brought, each with the record_index
+        # it goes before: resolved at the datagram's end
+        self._released: list[tuple[Template, PendingSet, int, int]] = []
         self._held_frame: tuple[str, int] | None = None  # the frame _held_sets counts in
         self._held_sets = 0
         self._frame: tuple[str, int] | None = None  # the frame being numbered
@@ -1129,7 +1132,8 @@ class ExportDecoder:
 
     def _interleave(self, batch: pa.RecordBatch | None) -> list[pa.RecordBatch]:
         """The chunk's records with the held ones released among them, each group right
-        before the records of the message whose template released it. Placed by frame and
+        before the records of the message whose template released it (or, held within that
+        message, where it came: _resolve_released). Placed by frame and
         record_index, they reach the sessionizer at the same place whatever the batch size
         (found by fuzzing: appended after the chunk, they came after more or fewer later
         datagrams, and a session's `late` changed). Before that message's records, which
@@ -1493,8 +1497,8 @@ class ExportDecoder:
                     )
                     if item.held is not None:
                         item.held.read(records, 0)
-                else:
-                    self._released.append((template, item, stream.code))
+                else:  # arrived in an earlier message: before all of this one's records
+                    self._released.append((template, item, stream.code, self._message_first))
 
     def template(self, template_id: int) -> Template | None:
         """The template in force for `template_id` in the current transport session, else
@@ -1527,7 +1531,7 @@ class ExportDecoder:
         stream = self._stream
         assert datagram is not None and stream is not None
         key = (datagram.exporter, stream.stats.domain, self._version, template_id, self._transport)
-        self._waiting.append((key, body, stream.code))
+        self._waiting.append((key, body, stream.code, self._ordinal))
 
     def skip(self, error: InputError, nbytes: int) -> None:
         """Count a bad part of the current datagram (raises under --strict)."""
@@ -1763,7 +1767,7 @@ class ExportDecoder:
         overflow = 0
         if (datagram.source, datagram.offset) != self._held_frame:  # counted per frame
             self._held_frame, self._held_sets = (datagram.source, datagram.offset), 0
-        for k, (key, body, _) in enumerate(self._waiting):
+        for k, (key, body, _, arrived) in enumerate(self._waiting):
             item = PendingSet(
                 body=body,
                 source=datagram.source,
@@ -1788,8 +1792,8 @@ class ExportDecoder:
                 continue
             if held is not None:
                 held.waiting += 1  # for good if it overflows: then never known
-            if template is not None:
-                self._released.append((template, item, stream.code))
+            if template is not None:  # a later set of this message brought it: read where it came
+                self._released.append((template, item, stream.code, arrived))
                 continue
             if not self.pending.add(key, item):
                 overflow += 1
@@ -1827,10 +1831,18 @@ class ExportDecoder:
         by then stands for sets held before their exporter declared any (the options a
         router sends beside its templates: held records read 1-in-1 where they were
         1-in-10); their times stay their own datagram's. Decided at the end of the
-        template's datagram, so whatever the batch size."""
-        assert self._datagram is not None
+        template's datagram, so whatever the batch size. Each goes before the record_index
+        it was given: a set of an earlier message before this message's records, one of
+        this message where it came (before: [a, b, b's template, c] read b, a, c)."""
+        datagram = self._datagram
+        assert datagram is not None
         resolved: list[tuple[Template, PendingSet, int]] = []
-        for template, item, code in self._released:
+        place = -1
+        for template, item, code, before in self._released:
+            if before != place and resolved:
+                self._resolved.append((datagram.frame, place, resolved))
+                resolved = []
+            place = before
             if item.held is not None:
                 records = _set_records(template, item.body)
                 item.held.read(records, records)
@@ -1852,7 +1864,8 @@ class ExportDecoder:
                 )
             )
         self._released = []
-        self._resolved.append((self._datagram.frame, self._message_first, resolved))
+        if resolved:
+            self._resolved.append((datagram.frame, place, resolved))
 
     def _apply_options(
         self,

@@ -1180,28 +1180,34 @@ def test_held_records_are_replayed_before_the_datagram_that_released_them(
     assert sessions["late_records"].to_pylist() == [0, 0]
 
 
+# records of two addresses, 10.0.0.N -> 10.0.1.N, and the (frame, source address) of what
+# a decoder fed those chunks of datagrams gives, in the order it gives them
+ADDRESS_FIELDS = [(8, 4, 0), (12, 4, 0)]
+
+
+def address_record(n: int) -> bytes:
+    return bytes([10, 0, 0, n, 10, 0, 1, n])
+
+
+def arrival_order(chunks: list[list[Datagram]]) -> list[tuple[int, str]]:
+    decoder = ExportDecoder(RunReport())
+    batches = [b for chunk in chunks for b in decoder.feed(chunk)] + decoder.finish()
+    table = pa.Table.from_batches(batches, schema=FLOW_SCHEMA)
+    return [
+        (frame, address_text(source))
+        for frame, source in zip(
+            table["source_frame"].to_pylist(), table["src_addr"].to_pylist(), strict=True
+        )
+    ]
+
+
 def test_held_records_go_before_the_releasing_message_not_its_whole_frame() -> None:
     """A review: placed before the releasing frame's records, held records went ahead of
     the messages before the releasing one in the same frame (a payload of two messages,
     or the messages one TCP segment completes), which the whole capture, its template
     read earlier, reads after them; and a frame whose messages fell in two chunks placed
     them by the chunk. They go before the releasing message's first record."""
-    fields = [(8, 4, 0), (12, 4, 0)]
-
-    def record(n: int) -> bytes:
-        return bytes([10, 0, 0, n, 10, 0, 1, n])
-
-    def order(chunks: list[list[Datagram]]) -> list[tuple[int, str]]:
-        decoder = ExportDecoder(RunReport())
-        batches = [b for chunk in chunks for b in decoder.feed(chunk)] + decoder.finish()
-        table = pa.Table.from_batches(batches, schema=FLOW_SCHEMA)
-        return [
-            (frame, address_text(source))
-            for frame, source in zip(
-                table["source_frame"].to_pylist(), table["src_addr"].to_pylist(), strict=True
-            )
-        ]
-
+    fields, record, order = ADDRESS_FIELDS, address_record, arrival_order
     known = message(template(300, fields), data(300, record(1)))
     releasing = message(data(301, record(2)), template(301, fields), sequence=1)
     wire = [(1, "10.0.0.1"), (1, "10.0.0.2")]
@@ -1213,6 +1219,41 @@ def test_held_records_go_before_the_releasing_message_not_its_whole_frame() -> N
     expected = [(2, "10.0.0.1"), (1, "10.0.0.9")]
     assert order([frames]) == expected
     assert order([frames[:2], frames[2:]]) == expected  # the frame's messages in two chunks
+
+
+def test_a_set_held_within_its_message_is_read_where_it_came() -> None:
+    """A data set whose template a later set of the same message brings (the IOS XE shape)
+    went before the whole message's records when released: [a, b, b's template, c] read
+    b, a, c. It goes where it came, between a and c; a set held from an earlier message
+    still goes before the whole releasing message, which arrived after it."""
+    known = message(template(300, ADDRESS_FIELDS))
+    earlier = message(data(301, address_record(9)), sequence=0)
+    releasing = message(
+        data(300, address_record(1)),
+        data(301, address_record(2)),
+        template(301, ADDRESS_FIELDS),
+        data(301, address_record(3)),
+        data(300, address_record(4)),
+        sequence=1,
+    )
+    read = arrival_order([[datagram(known, 1), datagram(releasing, 2)]])
+    assert read == [(2, "10.0.0.1"), (2, "10.0.0.2"), (2, "10.0.0.3"), (2, "10.0.0.4")]
+    for chunks in (
+        [[datagram(known, 1), datagram(earlier, 2), datagram(releasing, 3)]],
+        [[datagram(known, 1), datagram(earlier, 2)], [datagram(releasing, 3)]],
+    ):
+        read = arrival_order(chunks)
+        assert read == [(2, "10.0.0.9")] + [(3, f"10.0.0.{n}") for n in (1, 2, 3, 4)]
+    # two sets held in the message, apart: each where it came
+    twice = message(
+        data(301, address_record(2)),
+        data(300, address_record(1)),
+        data(301, address_record(5)),
+        template(301, ADDRESS_FIELDS),
+        sequence=1,
+    )
+    read = arrival_order([[datagram(known, 1), datagram(twice, 2)]])
+    assert read == [(2, "10.0.0.2"), (2, "10.0.0.1"), (2, "10.0.0.5")]
 
 
 def test_held_sets_of_a_datagrams_messages_keep_record_index_unique() -> None:
