@@ -3,11 +3,14 @@ specifiers included); data records and options templates are packed with struct.
 
 from __future__ import annotations
 
+import itertools
 import struct
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 from scapy.layers.netflow import (
@@ -1392,3 +1395,60 @@ def test_ipfix_an_options_set_that_is_not_whole_records_sets_no_rate() -> None:
         )
         table, report = decode(payload)
         assert table["sampling_rate"].to_pylist() == [99] and not report.skipped
+
+
+@st.composite
+def held_exports(draw: st.DrawFn) -> tuple[list[list[tuple[int, int, list[int]]]], list[int]]:
+    """Messages of templates (kind 0) and data sets (kind 1, records numbered in wire order)
+    of three template ids, in any order, and where to cut them into the reader's chunks."""
+    messages = []
+    n = 0
+    for _ in range(draw(st.integers(1, 7))):
+        sets = []
+        for _ in range(draw(st.integers(1, 5))):
+            kind, tid = draw(st.integers(0, 1)), draw(st.sampled_from((300, 301, 302)))
+            records = list(range(n + 1, n + 1 + draw(st.integers(1, 2)))) if kind else []
+            n += len(records)
+            sets.append((kind, tid, records))
+        messages.append(sets)
+    cuts = draw(st.lists(st.integers(1, max(len(messages) - 1, 1)), max_size=3))
+    return messages, sorted(set(cuts))
+
+
+@settings(max_examples=150, deadline=None)
+@given(held_exports())
+def test_held_records_come_in_arrival_order_whatever_the_chunks(
+    exports: tuple[list[list[tuple[int, int, list[int]]]], list[int]],
+) -> None:
+    """Every record is read in the order it arrived, but that a set whose template had not
+    arrived by the end of its message is read right before the records of the message that
+    brings it (those arrived after it), the sets one message releases in the order they
+    arrived; whatever the sets' layout and wherever the chunks of datagrams end."""
+    messages, cuts = exports
+    known: set[int] = set()
+    pending: list[tuple[int, int, list[int]]] = []  # (frame, template id, records)
+    expected: list[tuple[int, str]] = []
+    for frame, sets in enumerate(messages, 1):
+        brought = {tid for kind, tid, _ in sets if kind == 0} - known
+        expected += [(f, f"10.0.0.{r}") for f, tid, rs in pending if tid in brought for r in rs]
+        pending = [p for p in pending if p[1] not in brought]
+        for kind, tid, records in sets:
+            if kind and tid in known | brought:
+                expected += [(frame, f"10.0.0.{r}") for r in records]
+            elif kind:
+                pending.append((frame, tid, records))
+        known |= brought
+    payloads = [
+        message(
+            *(
+                data(tid, *map(address_record, records)) if kind else template(tid, ADDRESS_FIELDS)
+                for kind, tid, records in sets
+            ),
+            sequence=frame,
+        )
+        for frame, sets in enumerate(messages, 1)
+    ]
+    datagrams = [datagram(payload, frame) for frame, payload in enumerate(payloads, 1)]
+    bounds = [0, *cuts, len(datagrams)]
+    chunks = [datagrams[a:b] for a, b in itertools.pairwise(bounds) if b > a]
+    assert arrival_order(chunks) == expected
