@@ -919,6 +919,7 @@ class ExportDecoder:
         # (source, offset, frame, size) of each
         self._suspects: dict[tuple[str, int, int, int], list[tuple[str, int, int, int]]] = {}
         self._chunk = _Chunk("")
+        self._source_rank: dict[str, int] = {}  # the files in the order they were read
         self._datagram: Datagram | None = None
         self._transport = 0  # the current datagram's transport session (Datagram.transport)
         self._version = 0
@@ -952,6 +953,7 @@ class ExportDecoder:
         if not datagrams:
             return []
         chunk = self._chunk = _Chunk(datagrams[0].source)
+        self._source_rank.setdefault(chunk.source, len(self._source_rank))
         ignore = self.report.ignore
         paths = self._export_paths
         for datagram in datagrams:
@@ -1983,7 +1985,9 @@ class ExportDecoder:
     def _decode_resolved(
         self, resolved: list[tuple[Template, PendingSet, int]]
     ) -> list[pa.RecordBatch]:
-        """Decode data that waited for a template, one batch per source file.
+        """Decode data that waited for a template, one batch per source file, the files
+        in the order they were read: as their records arrived (in the order their templates
+        came, a message that released held records of two files gave the later file's first).
 
         Their NSEL teardowns are not settled (nsel.py) and their updates not remembered:
         they are decoded where their template arrived, not where they did, and what the
@@ -2012,7 +2016,9 @@ class ExportDecoder:
                 # held past their template's datagram with no rate declared by its end
                 stream.undeclared_records += records
         batches = []
-        for chunk in chunks.values():
+        rank = self._source_rank  # a file only the run's end completed a message of: last
+        last = len(rank)
+        for chunk in sorted(chunks.values(), key=lambda chunk: rank.get(chunk.source, last)):
             batch, _ = chunk.decode(self._stream_list, self.samplers, None, self.report)
             if batch is not None:
                 batches.append(batch)

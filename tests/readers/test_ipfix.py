@@ -1259,6 +1259,35 @@ def test_a_set_held_within_its_message_is_read_where_it_came() -> None:
     assert read == [(2, "10.0.0.2"), (2, "10.0.0.1"), (2, "10.0.0.5")]
 
 
+def test_held_records_of_two_files_come_in_the_order_the_files_were_read() -> None:
+    """Held records one message releases from two files (a collector's rotated captures)
+    were decoded in the order their templates came: the second file's first when the
+    message defined its template first. They come in the order the files were read."""
+
+    def sent(payload: bytes, frame: int, source: str) -> Datagram:
+        return Datagram(payload, EXPORTER, 4739, 4739, frame, 24, EXPORT_US + frame, source)
+
+    decoder = ExportDecoder(RunReport())
+    batches = decoder.feed([sent(message(data(301, address_record(1))), 1, "a.pcap")])
+    releasing = message(
+        template(302, ADDRESS_FIELDS),
+        template(301, ADDRESS_FIELDS),
+        data(301, address_record(3)),
+        sequence=2,
+    )
+    second = [sent(message(data(302, address_record(2)), sequence=1), 1, "b.pcap")]
+    batches += decoder.feed([*second, sent(releasing, 2, "b.pcap")])
+    table = pa.Table.from_batches(batches + decoder.finish(), schema=FLOW_SCHEMA)
+    read = list(
+        zip(
+            table["source_file"].to_pylist(),
+            [address_text(a) for a in table["src_addr"].to_pylist()],
+            strict=True,
+        )
+    )
+    assert read == [("a.pcap", "10.0.0.1"), ("b.pcap", "10.0.0.2"), ("b.pcap", "10.0.0.3")]
+
+
 def test_held_sets_of_a_datagrams_messages_keep_record_index_unique() -> None:
     """Review: a datagram of two messages, a set held in the first and the template in the
     second, numbered the held set's records and the second message's first records alike
