@@ -919,7 +919,6 @@ class ExportDecoder:
         # (source, offset, frame, size) of each
         self._suspects: dict[tuple[str, int, int, int], list[tuple[str, int, int, int]]] = {}
         self._chunk = _Chunk("")
-        self._source_rank: dict[str, int] = {}  # the files in the order they were read
         self._datagram: Datagram | None = None
         self._transport = 0  # the current datagram's transport session (Datagram.transport)
         self._version = 0
@@ -934,12 +933,13 @@ class ExportDecoder:
         self._behind = False  # the current message is late by its exporter's clocks
         # data sets of the current message whose template has not arrived (yet), each with
         # the record_index it arrived at
-        self._waiting: list[tuple[SessionTemplateKey, bytes, int, int]] = []
+        self._waiting: list[tuple[SessionTemplateKey, bytes, tuple[int, int, int], int]] = []
         # held data whose template the current datagram brought, each with the record_index
         # it goes before: resolved at the datagram's end
         self._released: list[tuple[Template, PendingSet, int, int]] = []
         self._held_frame: tuple[str, int] | None = None  # the frame _held_sets counts in
         self._held_sets = 0
+        self._sets_held = 0  # every set held so far (PendingSet.arrived)
         self._frame: tuple[str, int] | None = None  # the frame being numbered
         # rows of this datagram queued before a sampling rate or boot time was declared
         self._undeclared: list[tuple[list[tuple[int, ...]], int, bool, int]] = []
@@ -953,7 +953,6 @@ class ExportDecoder:
         if not datagrams:
             return []
         chunk = self._chunk = _Chunk(datagrams[0].source)
-        self._source_rank.setdefault(chunk.source, len(self._source_rank))
         ignore = self.report.ignore
         paths = self._export_paths
         for datagram in datagrams:
@@ -1479,13 +1478,18 @@ class ExportDecoder:
         if outcome == "changed":
             stats.template_changes += 1
         if outcome != "refresh":
-            # data of this port that waited, and of ports that never define templates
-            items = [
-                item
-                for waiting in self.pending.waiting(key)
-                if scope.releases(waiting[-1], port)
-                for item in self.pending.take(waiting)
-            ]
+            # data of this port that waited, and of ports that never define templates, in
+            # the order it came (taken port by port, options records held on two ports
+            # declared their rates out of order: the older one stood)
+            items = sorted(
+                (
+                    item
+                    for waiting in self.pending.waiting(key)
+                    if scope.releases(waiting[-1], port)
+                    for item in self.pending.take(waiting)
+                ),
+                key=lambda item: item.arrived,
+            )
             for item in items:
                 if template.options:
                     # problems found now belong to the datagram that brought the data
@@ -1533,7 +1537,14 @@ class ExportDecoder:
         stream = self._stream
         assert datagram is not None and stream is not None
         key = (datagram.exporter, stream.stats.domain, self._version, template_id, self._transport)
-        self._waiting.append((key, body, stream.code, self._ordinal))
+        # what its exporter had declared where it came (a rate declared after it in its
+        # message is not its own, as it is not a set's read at once: _declare_late)
+        declared = (
+            stream.sysinit_ms,
+            stream.sampling_rate if stream.sampling_declared else 0,
+            stream.samplers,
+        )
+        self._waiting.append((key, body, declared, self._ordinal))
 
     def skip(self, error: InputError, nbytes: int) -> None:
         """Count a bad part of the current datagram (raises under --strict)."""
@@ -1769,7 +1780,23 @@ class ExportDecoder:
         overflow = 0
         if (datagram.source, datagram.offset) != self._held_frame:  # counted per frame
             self._held_frame, self._held_sets = (datagram.source, datagram.offset), 0
-        for k, (key, body, _, arrived) in enumerate(self._waiting):
+        templates = [self.template(key[3]) for key, *_ in self._waiting]
+        # options records whose template came later in the message first: what they declare
+        # is declared by the message's end, for the sets below that came before it
+        for (_, body, _, _), template in zip(self._waiting, templates, strict=True):
+            if template is not None and template.options:
+                records = self._apply_options(template, body, 0, len(body), stream)
+                if held is not None:
+                    held.units += records
+        for k, (key, body, (sysinit_ms, rate, samplers), arrived) in enumerate(self._waiting):
+            template = templates[k]
+            if template is not None and template.options:
+                continue
+            if sysinit_ms < 0:  # declared by the message's end, as _declare_late has it
+                sysinit_ms = stream.sysinit_ms
+            if not rate:
+                rate = stream.sampling_rate if stream.sampling_declared else 0
+                samplers = stream.samplers
             item = PendingSet(
                 body=body,
                 source=datagram.source,
@@ -1778,20 +1805,15 @@ class ExportDecoder:
                 arrival_us=datagram.arrival_us,
                 export_us=self._row[_EXPORT],
                 uptime_ms=self._row[_UPTIME],
-                sysinit_ms=stream.sysinit_ms,
-                sampling_rate=stream.sampling_rate if stream.sampling_declared else 0,
-                samplers=stream.samplers,
+                sysinit_ms=sysinit_ms,
+                sampling_rate=rate,
+                samplers=samplers,
                 exporter=datagram.exporter,
                 domain=stream.stats.domain,
                 first_index=self._ordinal + (self._held_sets + k + 1) * PENDING_INDEX_STRIDE,
                 held=held,
+                arrived=self._sets_held + k,
             )
-            template = self.template(key[3])
-            if template is not None and template.options:
-                records = self._apply_options(template, body, 0, len(body), stream)
-                if held is not None:
-                    held.units += records
-                continue
             if held is not None:
                 held.waiting += 1  # for good if it overflows: then never known
             if template is not None:  # a later set of this message brought it: read where it came
@@ -1813,6 +1835,7 @@ class ExportDecoder:
                     len(body),
                 )
         self._held_sets += len(self._waiting)
+        self._sets_held += len(self._waiting)
         self._waiting = []
 
     def _declare_late(self, stream: _Stream) -> None:
@@ -1986,8 +2009,8 @@ class ExportDecoder:
         self, resolved: list[tuple[Template, PendingSet, int]]
     ) -> list[pa.RecordBatch]:
         """Decode data that waited for a template, one batch per source file, the files
-        in the order they were read: as their records arrived (in the order their templates
-        came, a message that released held records of two files gave the later file's first).
+        in the order their sets arrived (in the order their templates came, a message that
+        released held sets of two files gave the later file's first).
 
         Their NSEL teardowns are not settled (nsel.py) and their updates not remembered:
         they are decoded where their template arrived, not where they did, and what the
@@ -1995,7 +2018,9 @@ class ExportDecoder:
         if not resolved:
             return []
         chunks: dict[str, _Chunk] = {}
-        for template, item, code in resolved:
+        # in the order they arrived (a template's sets are taken port by port), so the files'
+        # chunks too are made in that order
+        for template, item, code in sorted(resolved, key=lambda entry: entry[1].arrived):
             chunk = chunks.get(item.source)
             if chunk is None:
                 chunk = chunks[item.source] = _Chunk(item.source)
@@ -2016,9 +2041,7 @@ class ExportDecoder:
                 # held past their template's datagram with no rate declared by its end
                 stream.undeclared_records += records
         batches = []
-        rank = self._source_rank  # a file only the run's end completed a message of: last
-        last = len(rank)
-        for chunk in sorted(chunks.values(), key=lambda chunk: rank.get(chunk.source, last)):
+        for chunk in chunks.values():
             batch, _ = chunk.decode(self._stream_list, self.samplers, None, self.report)
             if batch is not None:
                 batches.append(batch)

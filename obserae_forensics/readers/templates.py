@@ -1044,6 +1044,9 @@ class PendingSet(NamedTuple):
     undeclared: bool = False
     # its IPFIX message, whose sequence number counts its records (exports.HeldMessage)
     held: HeldMessage | None = None
+    # its place among all the sets the run held, in the order they arrived: what the sets
+    # one datagram releases are read in, whatever their template, port or file
+    arrived: int = 0
 
 
 class PendingData:

@@ -101,6 +101,13 @@ def decode(*payloads: bytes, report: RunReport | None = None) -> tuple[pa.Table,
     return pa.Table.from_batches(batches, schema=FLOW_SCHEMA), report
 
 
+def decode_datagrams(datagrams: list[Datagram]) -> tuple[pa.Table, RunReport]:
+    report = RunReport()
+    decoder = ExportDecoder(report)
+    batches = decoder.feed(datagrams) + decoder.finish()
+    return pa.Table.from_batches(batches, schema=FLOW_SCHEMA), report
+
+
 def stats(report: RunReport) -> ExporterStats:
     return report.exporters[(EXPORTER, DOMAIN)]
 
@@ -1286,6 +1293,65 @@ def test_held_records_of_two_files_come_in_the_order_the_files_were_read() -> No
         )
     )
     assert read == [("a.pcap", "10.0.0.1"), ("b.pcap", "10.0.0.2"), ("b.pcap", "10.0.0.3")]
+
+
+def test_sets_released_together_come_in_arrival_order_across_ports() -> None:
+    """Found by fuzzing: the sets one template released were taken port by port (the
+    exporter's source ports in number order), not as they came. Flow records came out of
+    order, and options data held on two ports applied its rates out of order, so the older
+    rate (1 in 10) stood for every later record where the exporter had last declared 1 in 100."""
+
+    def on(port: int, payload: bytes, frame: int) -> Datagram:
+        return datagram(payload, frame)._replace(exporter_port=port)
+
+    first = on(5002, message(data(300, address_record(1))), 1)
+    second = on(5001, message(data(300, address_record(2))), 2)
+    brings = on(5001, message(template(300, ADDRESS_FIELDS), sequence=1), 3)
+    assert arrival_order([[first, second, brings]]) == [(1, "10.0.0.1"), (2, "10.0.0.2")]
+
+    def rate(n: int) -> bytes:
+        return data(400, struct.pack(">II", DOMAIN, n))
+
+    options = options_template(400, [(149, 4)], [(34, 4)])
+    brings = message(options, template(300, ADDRESS_FIELDS), data(300, address_record(1)))
+    table, _ = decode_datagrams(
+        [on(5002, message(rate(10)), 1), on(5001, message(rate(100)), 2), on(5003, brings, 3)]
+    )
+    assert table["sampling_rate"].to_pylist() == [100]
+
+
+def test_a_held_set_takes_the_rate_declared_where_it_came() -> None:
+    """Found by fuzzing: a set held for its template took the sampling rate in force at its
+    message's end, so a rate declared after it in its message (1 in 100 after 1 in 10)
+    became its own; read at once, the same set reads the rate in force where it came. Held
+    or not, it reads 1 in 10, whether its template comes later in its message or later."""
+
+    def rate(n: int) -> bytes:
+        return data(400, struct.pack(">II", DOMAIN, n))
+
+    options = options_template(400, [(149, 4)], [(34, 4)])
+    record = data(300, address_record(1))
+    known = message(options, template(300, ADDRESS_FIELDS))
+    layouts = [
+        [known, message(rate(10), record, rate(100), sequence=0)],
+        [message(options), message(rate(10), record, rate(100), template(300, ADDRESS_FIELDS))],
+        [
+            message(options),
+            message(rate(10), record, rate(100)),
+            message(template(300, ADDRESS_FIELDS), sequence=1),
+        ],
+    ]
+    for payloads in layouts:
+        table, _ = decode(*payloads)
+        assert table["sampling_rate"].to_pylist() == [10]
+    # nothing declared where it came: what its message declares by its end, as a set read
+    # at once takes it
+    for payloads in (
+        [known, message(record, rate(100))],
+        [message(options), message(record, rate(100), template(300, ADDRESS_FIELDS))],
+    ):
+        table, _ = decode(*payloads)
+        assert table["sampling_rate"].to_pylist() == [100]
 
 
 def test_held_sets_of_a_datagrams_messages_keep_record_index_unique() -> None:
