@@ -173,8 +173,8 @@ class HeldMessage:
     right after a message whose data came before its template (a capture starting between
     two template refreshes, or a template first sent mid-stream) was never counted, 1,000
     records lost read as none (an audit). A set that will never be read (its template never
-    comes, or it overflowed the data held) leaves the message unknown, and that check
-    undone, as before."""
+    comes, or it overflowed the data held) leaves the message unknown, and the check after
+    it undone (the check of it after the one before is made at the end: never_read)."""
 
     __slots__ = (
         "after",
@@ -988,7 +988,8 @@ class ExportDecoder:
         self._sequence = 0
         self._behind = False  # the current message is late by its exporter's clocks
         # data sets of the current message whose template has not arrived (yet), each with
-        # the record_index it arrived at
+        # what its exporter had declared then (boot time, rate, sampler table) and the
+        # record_index it arrived at
         self._waiting: list[tuple[SessionTemplateKey, bytes, tuple[int, int, int], int]] = []
         # held data whose template the current datagram brought, each with the record_index
         # it goes before: resolved at the datagram's end
