@@ -548,6 +548,19 @@ def test_an_ipfix_loss_after_a_message_whose_data_waited_is_counted(batch_size: 
     assert _held_numbering([(0, 2, False), (9, 1, False)], batch_size) == (0, 0, 0, 0, None)
 
 
+def _numbered_inclusively() -> tuple[list[bytes], int]:
+    """IPFIX messages of template 302 numbered as softflowd numbers them, each its own
+    records too: 1, 2, 1, 2, 1 records at 1, 3, 4, 6, 7 (records of 1 and 2 in turn tell
+    the conventions apart), and the last number."""
+    payloads = [ipfix(template_set(2, 302, FIELDS), data_set(302, record(9, 1)), sequence=1)]
+    number = 1
+    for n in range(10, 14):
+        records = [record(n, 1)] * (2 if n % 2 == 0 else 1)
+        number += len(records)
+        payloads.append(ipfix(data_set(302, *records), sequence=number))
+    return payloads, number
+
+
 def test_a_loss_before_a_message_never_read_is_counted_however_the_one_before_was() -> None:
     """Found by fuzzing: 100 records lost between a message and the next, whose data's
     template never comes, were counted when the first message's template was known at once
@@ -564,13 +577,7 @@ def test_a_loss_before_a_message_never_read_is_counted_however_the_one_before_wa
         counted = (stats.sequence_gaps, stats.sequence_lost, stats.records_without_template)  # type: ignore[attr-defined]
         assert counted == (1, 100, 1)
     # a numbering that counts each message's own records too needs the count: left unknown
-    # (messages of 1 and 2 records in turn tell the conventions apart: 1, 3, 4, 6, 7)
-    inclusive = [ipfix(template_set(2, 302, FIELDS), data_set(302, record(9, 1)), sequence=1)]
-    number = 1
-    for n in range(10, 14):
-        records = [record(n, 1)] * (2 if n % 2 == 0 else 1)
-        number += len(records)
-        inclusive.append(ipfix(data_set(302, *records), sequence=number))
+    inclusive, number = _numbered_inclusively()
     inclusive.append(ipfix(data_set(300, record(1, 1)), sequence=number + 1))
     # 2 records: 1 read at once, 1 never
     both = ipfix(data_set(301, record(2, 1)), data_set(302, record(3, 1)), sequence=number + 3)
@@ -587,14 +594,9 @@ def test_an_inclusive_number_of_a_message_held_for_its_template_is_checked_with_
     known; one never known is left unchecked (its count would be needed)."""
 
     def stream(tail: list[tuple[int, int, bool]]) -> tuple[int, int, int]:
-        # 1, 2, 1, 2, 1 records numbered inclusively (1, 3, 4, 6, 7): the convention shown;
-        # then (records ahead of the last number, records, template 300 known) messages
-        payloads = [ipfix(template_set(2, 302, FIELDS), data_set(302, record(9, 1)), sequence=1)]
-        number = 1
-        for n in range(10, 14):
-            records = [record(n, 1)] * (2 if n % 2 == 0 else 1)
-            number += len(records)
-            payloads.append(ipfix(data_set(302, *records), sequence=number))
+        # the convention shown, then (records ahead of the last number, records, template
+        # 300 known) messages
+        payloads, number = _numbered_inclusively()
         for ahead, count, known in tail:
             number += ahead
             records = [record(n, 1) for n in range(count)]
