@@ -474,24 +474,19 @@ class _Numbering:
         check on arrival counts it (a message behind is a reorder, said nothing of, as it
         was when it came)."""
         last = held.sequence
-        expected = (last + held.units) & SEQUENCE_MASK
-        fits = sequence in (
-            expected,
+        miss = self._misfit(
+            sequence,
+            last,
+            (last + held.units) & SEQUENCE_MASK,
             (last + held.flow_units) & SEQUENCE_MASK,
-            (last + units) & SEQUENCE_MASK,  # inclusive: its number counts its own too
-            (last + flow_units) & SEQUENCE_MASK,
-        ) or (self.counts_messages and sequence == (last + 1) & SEQUENCE_MASK)
-        if fits:
-            return
-        if self.inclusive >= INCLUSIVE_EVIDENCE and not self.counts_messages:
-            _, difference = _inclusive_first(sequence, last, units, flow_units)
-            expected = last
-        else:
-            difference = (sequence - expected) & SEQUENCE_MASK
-        if difference < 1 << 31:
+            units,
+            flow_units,
+        )
+        if miss is not None and miss[1] < 1 << 31:
+            start, difference, _ = miss
             stats.sequence_gaps += 1
             stats.sequence_lost += difference
-            self.lost(expected, difference)
+            self.lost(start, difference)
             # a message of the gap that came before it was known (a review: 0 held, 5,
             # then 2 late read 3 lost once the template told 0's count)
             self.retake(stats)
@@ -508,26 +503,46 @@ class _Numbering:
         known, when its numbering counts each message's own records too (softflowd's
         IPFIX): checked on arrival by the RFC's numbering alone, such a message read a
         loss, or a reorder, of its count less the last one's (found by fuzzing)."""
-        sequence, units, flows = held.sequence, held.units, held.flow_units
-        fits = sequence in (
-            expected,
-            expected_flows,
-            (last + units) & SEQUENCE_MASK,
-            (last + flows) & SEQUENCE_MASK,
+        miss = self._misfit(
+            held.sequence, last, expected, expected_flows, held.units, held.flow_units
         )
-        if fits:
+        if miss is None:
             return
-        if self.inclusive >= INCLUSIVE_EVIDENCE:
-            first, difference = _inclusive_first(sequence, last, units, flows)
-            expected = last
-        else:
-            first, difference = sequence, (sequence - expected) & SEQUENCE_MASK
+        start, difference, first = miss
         if difference < 1 << 31:
             stats.sequence_gaps += 1
             stats.sequence_lost += difference
-            self.lost(expected, difference)
+            self.lost(start, difference)
         else:
-            self.came_late(stats, first, units)
+            self.came_late(stats, first, held.units)
+
+    def _misfit(
+        self,
+        sequence: int,
+        last: int,
+        expected: int,
+        expected_flows: int | None,
+        units: int,
+        flow_units: int,
+    ) -> tuple[int, int, int] | None:
+        """For a message numbered `sequence` of `units` records (`flow_units` of them
+        data) after the message numbered `last`, of which the RFC's numbering expects
+        `expected` (`expected_flows` counting data records only): None when it fits any
+        convention (its number counting its own records too, or VPP's message count once
+        shown); else where the gap before it begins, how far ahead of there it is (behind:
+        2**31 or more) and its first unit's number, by the stream's convention."""
+        fits = sequence in (
+            expected,
+            expected_flows,
+            (last + units) & SEQUENCE_MASK,  # inclusive: its number counts its own too
+            (last + flow_units) & SEQUENCE_MASK,
+        ) or (self.counts_messages and sequence == (last + 1) & SEQUENCE_MASK)
+        if fits:
+            return None
+        if self.inclusive >= INCLUSIVE_EVIDENCE and not self.counts_messages:
+            first, difference = _inclusive_first(sequence, last, units, flow_units)
+            return last, difference, first
+        return expected, (sequence - expected) & SEQUENCE_MASK, sequence
 
     def lost(self, first: int, count: int) -> None:
         """`count` units from number `first` counted lost: remembered for late messages."""
@@ -996,7 +1011,7 @@ class ExportDecoder:
         self._released: list[tuple[Template, PendingSet, int, int]] = []
         self._held_frame: tuple[str, int] | None = None  # the frame _held_sets counts in
         self._held_sets = 0
-        self._sets_held = 0  # every set held so far (PendingSet.arrived)
+        self._arrivals = 0  # sets held so far, over the run (PendingSet.arrived)
         self._frame: tuple[str, int] | None = None  # the frame being numbered
         # rows of this datagram queued before a sampling rate or boot time was declared
         self._undeclared: list[tuple[list[tuple[int, ...]], int, bool, int]] = []
@@ -1886,7 +1901,7 @@ class ExportDecoder:
                 domain=stream.stats.domain,
                 first_index=self._ordinal + (self._held_sets + k + 1) * PENDING_INDEX_STRIDE,
                 held=held,
-                arrived=self._sets_held + k,
+                arrived=self._arrivals + k,
             )
             if held is not None:
                 held.waiting += 1  # for good if it overflows: then never known
@@ -1909,7 +1924,7 @@ class ExportDecoder:
                     len(body),
                 )
         self._held_sets += len(self._waiting)
-        self._sets_held += len(self._waiting)
+        self._arrivals += len(self._waiting)
         self._waiting = []
 
     def _declare_late(self, stream: _Stream) -> None:
