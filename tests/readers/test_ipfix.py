@@ -94,15 +94,13 @@ def data(template_id: int, *records: bytes) -> bytes:
 
 
 def decode(*payloads: bytes, report: RunReport | None = None) -> tuple[pa.Table, RunReport]:
+    return decode_datagrams([datagram(p, i + 1) for i, p in enumerate(payloads)], report)
+
+
+def decode_datagrams(
+    datagrams: list[Datagram], report: RunReport | None = None
+) -> tuple[pa.Table, RunReport]:
     report = report or RunReport()
-    decoder = ExportDecoder(report)
-    batches = decoder.feed([datagram(p, i + 1) for i, p in enumerate(payloads)])
-    batches += decoder.finish()
-    return pa.Table.from_batches(batches, schema=FLOW_SCHEMA), report
-
-
-def decode_datagrams(datagrams: list[Datagram]) -> tuple[pa.Table, RunReport]:
-    report = RunReport()
     decoder = ExportDecoder(report)
     batches = decoder.feed(datagrams) + decoder.finish()
     return pa.Table.from_batches(batches, schema=FLOW_SCHEMA), report
